@@ -1,0 +1,218 @@
+//! A fixed-size bitmap of pages with atomic updates.
+//!
+//! The words are allocated zeroed, so a large bitmap of which only a few words are touched costs
+//! address space but almost no memory (a zeroed allocation of that size comes straight from
+//! fresh, untouched pages).
+
+use alloc::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+const BITS: usize = 64;
+
+/// One bit per page; bit set means the page has the property the bitmap tracks.
+pub(crate) struct PageBitmap {
+    words: NonNull<AtomicU64>,
+    len_words: usize,
+    pages: usize,
+}
+
+// SAFETY: the bitmap owns its words and only touches them through atomics.
+unsafe impl Send for PageBitmap {}
+// SAFETY: all access through `&self` is atomic.
+unsafe impl Sync for PageBitmap {}
+
+impl fmt::Debug for PageBitmap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageBitmap")
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+/// Yields `(word index, mask)` for each word that bits `first..first + count` touch.
+fn word_masks(first: usize, count: usize) -> impl Iterator<Item = (usize, u64)> {
+    let end = first + count;
+    let first_word = first / BITS;
+    let end_word = end.div_ceil(BITS);
+    (first_word..end_word).map(move |w| {
+        let lo = if w == first_word { first % BITS } else { 0 };
+        let hi = if w + 1 == end_word && !end.is_multiple_of(BITS) {
+            end % BITS
+        } else {
+            BITS
+        };
+        let mask = if hi - lo == BITS {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        };
+        (w, mask)
+    })
+}
+
+impl PageBitmap {
+    /// A bitmap of `pages` clear bits.
+    pub(crate) fn new(pages: usize) -> Self {
+        let len_words = pages.div_ceil(BITS).max(1);
+        let layout = Self::layout(len_words);
+        // SAFETY: the layout has a non-zero size (at least one word).
+        let raw = unsafe { alloc_zeroed(layout) };
+        let Some(words) = NonNull::new(raw.cast::<AtomicU64>()) else {
+            handle_alloc_error(layout)
+        };
+        Self {
+            words,
+            len_words,
+            pages,
+        }
+    }
+
+    fn layout(len_words: usize) -> Layout {
+        match Layout::array::<AtomicU64>(len_words) {
+            Ok(layout) => layout,
+            // `len_words` is at most usize::MAX / 64 + 1 words of 8 bytes, which always fits.
+            Err(_) => unreachable!("bitmap of {len_words} words does not fit in memory"),
+        }
+    }
+
+    fn word(&self, index: usize) -> &AtomicU64 {
+        assert!(
+            index < self.len_words,
+            "bitmap word {index} out of {}",
+            self.len_words
+        );
+        // SAFETY: `index` is in bounds (checked above); the words were allocated zeroed, and
+        // zero is a valid `AtomicU64`; the allocation lives as long as `self`.
+        unsafe { self.words.add(index).as_ref() }
+    }
+
+    fn check(&self, first: usize, count: usize) {
+        assert!(
+            first
+                .checked_add(count)
+                .is_some_and(|end| end <= self.pages),
+            "bit range {first}+{count} outside a bitmap of {} pages",
+            self.pages
+        );
+    }
+
+    /// Sets bits `first..first + count`.
+    pub(crate) fn set_range(&self, first: usize, count: usize) {
+        self.check(first, count);
+        for (w, mask) in word_masks(first, count) {
+            self.word(w).fetch_or(mask, Ordering::Release);
+        }
+    }
+
+    /// Clears bits `first..first + count`.
+    pub(crate) fn clear_range(&self, first: usize, count: usize) {
+        self.check(first, count);
+        for (w, mask) in word_masks(first, count) {
+            self.word(w).fetch_and(!mask, Ordering::Release);
+        }
+    }
+
+    /// The first bit in `first..first + count` that is clear, if any.
+    pub(crate) fn first_clear(&self, first: usize, count: usize) -> Option<usize> {
+        self.check(first, count);
+        word_masks(first, count).find_map(|(w, mask)| {
+            let missing = !self.word(w).load(Ordering::Acquire) & mask;
+            (missing != 0).then(|| w * BITS + missing.trailing_zeros() as usize)
+        })
+    }
+
+    /// The first bit in `first..first + count` that is set, if any.
+    pub(crate) fn first_set(&self, first: usize, count: usize) -> Option<usize> {
+        self.check(first, count);
+        word_masks(first, count).find_map(|(w, mask)| {
+            let present = self.word(w).load(Ordering::Acquire) & mask;
+            (present != 0).then(|| w * BITS + present.trailing_zeros() as usize)
+        })
+    }
+
+    /// Whether bit `index` is set.
+    pub(crate) fn get(&self, index: usize) -> bool {
+        self.check(index, 1);
+        self.word(index / BITS).load(Ordering::Acquire) & (1 << (index % BITS)) != 0
+    }
+
+    /// The number of set bits in `first..first + count`.
+    pub(crate) fn count_set(&self, first: usize, count: usize) -> usize {
+        self.check(first, count);
+        word_masks(first, count)
+            .map(|(w, mask)| (self.word(w).load(Ordering::Acquire) & mask).count_ones() as usize)
+            .sum()
+    }
+}
+
+impl Drop for PageBitmap {
+    fn drop(&mut self) {
+        // SAFETY: `words` was allocated in `new` with exactly this layout and is freed once.
+        unsafe { dealloc(self.words.as_ptr().cast(), Self::layout(self.len_words)) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn set_range_across_words_sets_exactly_those_bits() {
+        let b = PageBitmap::new(200);
+        b.set_range(60, 70);
+        assert_eq!(b.count_set(0, 200), 70);
+        assert!(!b.get(59));
+        assert!(b.get(60));
+        assert!(b.get(129));
+        assert!(!b.get(130));
+        assert_eq!(b.first_set(0, 200), Some(60));
+        assert_eq!(b.first_clear(60, 100), Some(130));
+    }
+
+    #[test]
+    fn clear_range_full_words_clears() {
+        let b = PageBitmap::new(256);
+        b.set_range(0, 256);
+        b.clear_range(64, 128);
+        assert_eq!(b.count_set(0, 256), 128);
+        assert_eq!(b.first_clear(0, 256), Some(64));
+        assert_eq!(b.first_set(64, 192), Some(192));
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a bitmap")]
+    fn set_range_past_end_panics() {
+        PageBitmap::new(10).set_range(5, 6);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 1000 }))]
+        #[test]
+        fn bitmap_matches_bool_model(
+            pages in 1usize..300,
+            ops in proptest::collection::vec((any::<bool>(), 0usize..300, 0usize..300), 0..20),
+        ) {
+            let b = PageBitmap::new(pages);
+            let mut model = vec![false; pages];
+            for (set, a, c) in ops {
+                let first = a % pages;
+                let count = c % (pages - first + 1);
+                if set { b.set_range(first, count) } else { b.clear_range(first, count) }
+                for bit in &mut model[first..first + count] { *bit = set; }
+                let first_q = (a / 2) % pages;
+                let count_q = pages - first_q;
+                let want_set = model[first_q..].iter().position(|&x| x).map(|i| i + first_q);
+                let want_clear = model[first_q..].iter().position(|&x| !x).map(|i| i + first_q);
+                prop_assert_eq!(b.first_set(first_q, count_q), want_set);
+                prop_assert_eq!(b.first_clear(first_q, count_q), want_clear);
+                prop_assert_eq!(b.count_set(0, pages), model.iter().filter(|&&x| x).count());
+            }
+        }
+    }
+}

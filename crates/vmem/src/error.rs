@@ -1,0 +1,277 @@
+//! The error type of every fallible operation in this crate.
+
+use core::fmt;
+
+/// An error code reported by the operating system (`errno` on Unix, `GetLastError` on
+/// Windows), kept as the raw number so that it survives `no_std` builds.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OsError(i32);
+
+impl OsError {
+    /// Wraps a raw OS error code.
+    #[must_use]
+    pub const fn from_raw(code: i32) -> Self {
+        Self(code)
+    }
+
+    /// The raw OS error code (`errno` on Unix, `GetLastError()` on Windows).
+    #[must_use]
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Debug for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsError({})", self.0)
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(feature = "std")]
+        {
+            write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            write!(f, "OS error {}", self.0)
+        }
+    }
+}
+
+impl core::error::Error for OsError {}
+
+#[cfg(feature = "std")]
+impl From<OsError> for std::io::Error {
+    fn from(e: OsError) -> Self {
+        std::io::Error::from_raw_os_error(e.0)
+    }
+}
+
+/// An operation of a [`Reservation`](crate::Reservation), named in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Reserving address space.
+    Reserve,
+    /// Committing pages.
+    Commit,
+    /// Decommitting pages.
+    Decommit,
+    /// Changing page protection.
+    Protect,
+    /// Populating pages with memory.
+    Prefault,
+    /// Locking pages in memory.
+    Lock,
+    /// Unlocking pages.
+    Unlock,
+    /// Transparent-huge-page advice.
+    HugePageAdvice,
+    /// Installing guard pages.
+    Guard,
+    /// Removing guard pages.
+    Unguard,
+    /// Querying residency.
+    Residency,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Reserve => "reserve",
+            Operation::Commit => "commit",
+            Operation::Decommit => "decommit",
+            Operation::Protect => "protect",
+            Operation::Prefault => "prefault",
+            Operation::Lock => "lock",
+            Operation::Unlock => "unlock",
+            Operation::HugePageAdvice => "huge page advice",
+            Operation::Guard => "guard",
+            Operation::Unguard => "unguard",
+            Operation::Residency => "residency query",
+        })
+    }
+}
+
+/// Everything that can go wrong in this crate. Every variant carries the values that caused
+/// it; a failed operation leaves the reservation as it was, except where an [`Error::Os`]
+/// failure of the operating system is documented otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A length of zero was given where at least one page is needed.
+    #[error("length is zero")]
+    ZeroLength,
+    /// An offset or length is not a multiple of the page size.
+    #[error("{what} {value:#x} is not a multiple of the page size {page_size:#x}")]
+    Misaligned {
+        /// `"offset"` or `"length"`.
+        what: &'static str,
+        /// The offending value.
+        value: usize,
+        /// The page size it must be a multiple of.
+        page_size: usize,
+    },
+    /// A range reaches past the end of the reservation.
+    #[error(
+        "range at offset {offset:#x} of length {len:#x} exceeds the reservation of {size:#x} bytes"
+    )]
+    OutOfBounds {
+        /// Offset of the range.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// Size of the reservation.
+        size: usize,
+    },
+    /// Adding a length to an offset, or rounding a size up, overflows `usize`.
+    #[error("{value:#x} + {add:#x} overflows the address space")]
+    Overflow {
+        /// The base value.
+        value: usize,
+        /// What was added to it.
+        add: usize,
+    },
+    /// An alignment is not a power of two.
+    #[error("alignment {align:#x} is not a power of two")]
+    InvalidAlignment {
+        /// The offending alignment.
+        align: usize,
+    },
+    /// The operation needs committed pages and the page at `offset` is not committed.
+    #[error("page at offset {offset:#x} is not committed")]
+    NotCommitted {
+        /// Offset of the first page that is not committed.
+        offset: usize,
+    },
+    /// The operation needs read-write pages and the page at `offset` is protected.
+    #[error("page at offset {offset:#x} is not read-write")]
+    NotWritable {
+        /// Offset of the first page that is not read-write.
+        offset: usize,
+    },
+    /// The operation needs guard pages and the page at `offset` is not one.
+    #[error("page at offset {offset:#x} is not a guard page")]
+    NotGuarded {
+        /// Offset of the first page that is not a guard page.
+        offset: usize,
+    },
+    /// The page at `offset` is a guard page; it must be unguarded first.
+    #[error("page at offset {offset:#x} is a guard page")]
+    Guarded {
+        /// Offset of the first guard page in the range.
+        offset: usize,
+    },
+    /// The platform cannot do this operation at all.
+    #[error("{operation} is not supported on this platform")]
+    Unsupported {
+        /// The operation.
+        operation: Operation,
+    },
+    /// The operating system refused the operation.
+    #[error("{operation} failed: {source}")]
+    Os {
+        /// The operation.
+        operation: Operation,
+        /// The OS error code.
+        #[source]
+        source: OsError,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use alloc::format;
+    use alloc::string::ToString;
+
+    use super::*;
+
+    #[test]
+    fn display_misaligned_names_values() {
+        let e = Error::Misaligned {
+            what: "offset",
+            value: 0x1001,
+            page_size: 0x1000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "offset 0x1001 is not a multiple of the page size 0x1000"
+        );
+    }
+
+    #[test]
+    fn display_out_of_bounds_names_values() {
+        let e = Error::OutOfBounds {
+            offset: 0x2000,
+            len: 0x1000,
+            size: 0x2000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "range at offset 0x2000 of length 0x1000 exceeds the reservation of 0x2000 bytes"
+        );
+    }
+
+    #[test]
+    fn display_other_variants() {
+        assert_eq!(Error::ZeroLength.to_string(), "length is zero");
+        assert_eq!(
+            Error::Overflow {
+                value: usize::MAX,
+                add: 1
+            }
+            .to_string(),
+            format!("{:#x} + 0x1 overflows the address space", usize::MAX)
+        );
+        assert_eq!(
+            Error::InvalidAlignment { align: 3 }.to_string(),
+            "alignment 0x3 is not a power of two"
+        );
+        assert_eq!(
+            Error::NotCommitted { offset: 0x3000 }.to_string(),
+            "page at offset 0x3000 is not committed"
+        );
+        assert_eq!(
+            Error::Guarded { offset: 0 }.to_string(),
+            "page at offset 0x0 is a guard page"
+        );
+        assert_eq!(
+            Error::NotGuarded { offset: 0x1000 }.to_string(),
+            "page at offset 0x1000 is not a guard page"
+        );
+        assert_eq!(
+            Error::NotWritable { offset: 0x2000 }.to_string(),
+            "page at offset 0x2000 is not read-write"
+        );
+        assert_eq!(
+            Error::Unsupported {
+                operation: Operation::HugePageAdvice
+            }
+            .to_string(),
+            "huge page advice is not supported on this platform"
+        );
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn os_error_keeps_code_and_source() {
+        use core::error::Error as _;
+        let e = Error::Os {
+            operation: Operation::Commit,
+            source: OsError::from_raw(12),
+        };
+        assert!(e.to_string().starts_with("commit failed: "));
+        let source = e.source().expect("has a source");
+        assert_eq!(
+            source.to_string(),
+            std::io::Error::from_raw_os_error(12).to_string()
+        );
+        let io: std::io::Error = OsError::from_raw(12).into();
+        assert_eq!(io.raw_os_error(), Some(12));
+    }
+}

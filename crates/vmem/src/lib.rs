@@ -1,0 +1,47 @@
+//! Host virtual memory for virtual machine monitors.
+//!
+//! A [`Reservation`] takes a range of the process's address space without committing any
+//! memory; page-aligned parts of it are then committed, decommitted (memory and commit charge
+//! go back to the system at once), prefaulted (made resident for real), protected, locked,
+//! turned into guard pages, advised to use transparent huge pages, and asked which of their
+//! pages are resident. Every range argument is checked and a bad one is a typed [`Error`],
+//! never a panic; OS failures keep their error code.
+//!
+//! Two [`CommitMode`]s choose how commits meet the system's limit on the number of mappings:
+//! [`CommitMode::Protected`] keeps uncommitted pages inaccessible, [`CommitMode::Sparse`]
+//! keeps one mapping whatever the pattern of commits. See the crate's `DESIGN.md`.
+//!
+//! ```
+//! use memvisor_vmem::{Reservation, page_size};
+//!
+//! let page = page_size();
+//! // 1 GiB of address space, nothing committed.
+//! let mut r = Reservation::builder().alignment(2 << 20).reserve(1 << 30)?;
+//! r.commit(0, 16 * page)?;
+//! r.prefault(0, 16 * page)?;
+//! assert_eq!(r.resident_pages(0, 16 * page)?, 16);
+//! // Bad input is an error, not a panic.
+//! assert!(r.commit(1, page).is_err());
+//! r.decommit(0, 16 * page)?;
+//! assert_eq!(r.resident_pages(0, 16 * page)?, 0);
+//! # Ok::<(), memvisor_vmem::Error>(())
+//! ```
+//!
+//! The crate is `no_std` (with `alloc`); the default `std` feature adds conversions into
+//! `std::io::Error`.
+
+#![no_std]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod bitmap;
+mod error;
+mod page;
+mod reservation;
+mod sys;
+
+pub use error::{Error, Operation, OsError, Result};
+pub use page::{allocation_granularity, page_size};
+pub use reservation::{CommitMode, HugePageAdvice, Protection, Reservation, ReservationBuilder};

@@ -1,0 +1,680 @@
+//! [`Reservation`]: a range of address space, and the page operations on parts of it.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::ptr::NonNull;
+
+use crate::bitmap::PageBitmap;
+use crate::error::{Error, Operation, Result};
+use crate::page::page_size;
+use crate::sys::{self, Populated};
+
+/// How a reservation commits pages.
+///
+/// The choice is about the operating system's limit on the number of separate mappings a
+/// process may have (`vm.max_map_count`, 65,530 by default on Linux): every protection change
+/// in the middle of a mapping splits it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CommitMode {
+    /// Uncommitted pages are inaccessible (any access faults) and cost nothing; committing
+    /// makes pages readable and writable and charges them against the system's commit limit;
+    /// decommitting returns both the memory and the charge. Each committed run of pages that
+    /// is not adjacent to another is a separate mapping, so a reservation committed in
+    /// scattered single pages can hit the mapping limit (about 32,000 runs on Linux).
+    #[default]
+    Protected,
+    /// The whole reservation is one read-write mapping the kernel does not charge
+    /// (`MAP_NORESERVE` on Linux), and which pages are committed is kept in a bitmap. Commit
+    /// and decommit never split the mapping, so any pattern of commits works; the price is that
+    /// uncommitted pages are not protected by the hardware (they read as zero rather than
+    /// fault), and memory is not charged at commit time. Guard pages still fault (they use
+    /// Linux guard markers, which do not split mappings, where the kernel has them). On Windows
+    /// both modes commit for real, since it has no such limit.
+    Sparse,
+}
+
+/// Access rights of committed pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protection {
+    /// No access: any access faults.
+    None,
+    /// Read only: writes fault.
+    Read,
+    /// Read and write (the state after commit).
+    ReadWrite,
+}
+
+/// Transparent-huge-page advice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HugePageAdvice {
+    /// Back the range with huge pages where possible (Linux `MADV_HUGEPAGE`).
+    Huge,
+    /// Never back the range with huge pages (Linux `MADV_NOHUGEPAGE`).
+    NoHuge,
+}
+
+/// Options for reserving address space; made by [`Reservation::builder`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReservationBuilder {
+    alignment: usize,
+    mode: CommitMode,
+}
+
+impl ReservationBuilder {
+    /// The start address will be a multiple of `alignment` (a power of two), for example
+    /// 2 MiB so that huge pages can back the reservation. Alignments below the page size mean
+    /// the page size.
+    #[must_use]
+    pub fn alignment(mut self, alignment: usize) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    /// How pages are committed (default [`CommitMode::Protected`]).
+    #[must_use]
+    pub fn mode(mut self, mode: CommitMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Reserves `len` bytes, rounded up to a whole number of pages. Nothing is committed.
+    ///
+    /// # Errors
+    /// [`Error::ZeroLength`] for `len == 0`, [`Error::InvalidAlignment`] for an alignment that
+    /// is not a power of two, [`Error::Overflow`] where rounding up overflows, and
+    /// [`Error::Os`] when the operating system refuses (for example, no address space left).
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{CommitMode, Reservation};
+    ///
+    /// let r = Reservation::builder().alignment(2 << 20).mode(CommitMode::Sparse).reserve(8 << 20)?;
+    /// assert_eq!(r.as_ptr() as usize % (2 << 20), 0);
+    /// assert_eq!(r.mode(), CommitMode::Sparse);
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    pub fn reserve(self, len: usize) -> Result<Reservation> {
+        if len == 0 {
+            return Err(Error::ZeroLength);
+        }
+        let alignment = if self.alignment == 0 {
+            1
+        } else {
+            self.alignment
+        };
+        if !alignment.is_power_of_two() {
+            return Err(Error::InvalidAlignment { align: alignment });
+        }
+        let page = page_size();
+        let align = alignment.max(page);
+        let len = round_up(len, page)?;
+        let ptr = sys::reserve(len, align, self.mode).map_err(|e| e.during(Operation::Reserve))?;
+        let pages = len / page;
+        Ok(Reservation {
+            ptr,
+            len,
+            align,
+            page,
+            mode: self.mode,
+            committed: PageBitmap::new(pages),
+            writable: PageBitmap::new(pages),
+            guarded: PageBitmap::new(pages),
+        })
+    }
+}
+
+fn round_up(value: usize, page: usize) -> Result<usize> {
+    let rem = value % page;
+    if rem == 0 {
+        return Ok(value);
+    }
+    value.checked_add(page - rem).ok_or(Error::Overflow {
+        value,
+        add: page - rem,
+    })
+}
+
+/// A range of the process's address space, reserved so that nothing else is placed there, of
+/// which page-aligned parts are committed, decommitted, protected and so on. The whole range
+/// is unreserved when the reservation is dropped.
+///
+/// Which pages are committed, writable and guard pages is tracked in bitmaps of one bit per
+/// page, allocated zeroed, so they cost memory only where used.
+///
+/// # Reading and writing
+/// The memory is reached through [`as_ptr`](Self::as_ptr). Committed pages read as zero until
+/// written. Operations that change what memory reads back or whether it can be accessed
+/// ([`decommit`](Self::decommit), [`protect`](Self::protect), [`guard`](Self::guard),
+/// [`prefault`](Self::prefault)) take `&mut self`, so no other thread is using the reservation
+/// through this handle; their `_unchecked` forms take `&self` and put the same promise on the
+/// caller. Commit and the hints take `&self`: they never change what existing memory reads.
+///
+/// # Examples
+/// ```
+/// use memvisor_vmem::{Reservation, page_size};
+///
+/// let page = page_size();
+/// let mut r = Reservation::new(64 * page)?;
+/// r.commit(0, 4 * page)?;
+/// // SAFETY: the first four pages are committed read-write and nothing else uses them.
+/// unsafe { r.as_ptr().write(7) };
+/// r.prefault(0, 4 * page)?;
+/// assert_eq!(r.resident_pages(0, 4 * page)?, 4);
+/// r.decommit(0, 4 * page)?;
+/// r.commit(0, page)?;
+/// // SAFETY: committed again; decommitted memory reads as zero.
+/// assert_eq!(unsafe { r.as_ptr().read() }, 0);
+/// # Ok::<(), memvisor_vmem::Error>(())
+/// ```
+pub struct Reservation {
+    ptr: NonNull<u8>,
+    len: usize,
+    align: usize,
+    page: usize,
+    mode: CommitMode,
+    committed: PageBitmap,
+    writable: PageBitmap,
+    guarded: PageBitmap,
+}
+
+// SAFETY: the reservation owns its mapping; `&self` methods only make OS calls that are safe
+// from any thread and update the bitmaps atomically.
+unsafe impl Send for Reservation {}
+// SAFETY: as for `Send`; no `&self` method changes what memory reads back.
+unsafe impl Sync for Reservation {}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("align", &self.align)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checked range: first page index and number of pages.
+#[derive(Clone, Copy, Debug)]
+struct Pages {
+    first: usize,
+    count: usize,
+}
+
+impl Reservation {
+    /// Reserves `len` bytes (rounded up to whole pages) in [`CommitMode::Protected`], aligned
+    /// to the page size. Nothing is committed.
+    ///
+    /// # Errors
+    /// As [`ReservationBuilder::reserve`].
+    pub fn new(len: usize) -> Result<Self> {
+        Self::builder().reserve(len)
+    }
+
+    /// Options for a reservation: alignment and commit mode.
+    #[must_use]
+    pub fn builder() -> ReservationBuilder {
+        ReservationBuilder::default()
+    }
+
+    /// The start of the reservation.
+    #[must_use]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The start of the reservation, never null.
+    #[must_use]
+    pub fn as_non_null(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Its size in bytes, a multiple of the page size.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false`: a reservation holds at least one page.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The alignment of the start address.
+    #[must_use]
+    pub fn alignment(&self) -> usize {
+        self.align
+    }
+
+    /// The page size all offsets and lengths are multiples of.
+    #[must_use]
+    pub fn page_size(&self) -> usize {
+        self.page
+    }
+
+    /// The commit mode.
+    #[must_use]
+    pub fn mode(&self) -> CommitMode {
+        self.mode
+    }
+
+    /// Whether `ptr` points into the reservation.
+    #[must_use]
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        let start = self.ptr.as_ptr() as usize;
+        (ptr as usize).wrapping_sub(start) < self.len
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<Pages> {
+        if len == 0 {
+            return Err(Error::ZeroLength);
+        }
+        if !offset.is_multiple_of(self.page) {
+            return Err(Error::Misaligned {
+                what: "offset",
+                value: offset,
+                page_size: self.page,
+            });
+        }
+        if !len.is_multiple_of(self.page) {
+            return Err(Error::Misaligned {
+                what: "length",
+                value: len,
+                page_size: self.page,
+            });
+        }
+        let end = offset.checked_add(len).ok_or(Error::Overflow {
+            value: offset,
+            add: len,
+        })?;
+        if end > self.len {
+            return Err(Error::OutOfBounds {
+                offset,
+                len,
+                size: self.len,
+            });
+        }
+        Ok(Pages {
+            first: offset / self.page,
+            count: len / self.page,
+        })
+    }
+
+    fn at(&self, offset: usize) -> *mut u8 {
+        // SAFETY: callers pass offsets checked by `check`, so the result stays inside the
+        // reservation (or one past its end).
+        unsafe { self.ptr.as_ptr().add(offset) }
+    }
+
+    fn no_guard(&self, pages: Pages) -> Result<()> {
+        match self.guarded.first_set(pages.first, pages.count) {
+            Some(page) => Err(Error::Guarded {
+                offset: page * self.page,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn all_committed(&self, pages: Pages) -> Result<()> {
+        match self.committed.first_clear(pages.first, pages.count) {
+            Some(page) => {
+                if self.guarded.get(page) {
+                    Err(Error::Guarded {
+                        offset: page * self.page,
+                    })
+                } else {
+                    Err(Error::NotCommitted {
+                        offset: page * self.page,
+                    })
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Commits the pages of `offset..offset + len`: they become readable and writable (also
+    /// those committed before whose protection was lowered). Pages committed for the first
+    /// time read as zero. Committing committed pages is allowed and keeps their contents.
+    ///
+    /// # Errors
+    /// [`Error::ZeroLength`], [`Error::Misaligned`], [`Error::Overflow`] or
+    /// [`Error::OutOfBounds`] for a bad range; [`Error::Guarded`] if it holds a guard page;
+    /// [`Error::Os`] if the system refuses (for example the commit limit or, in
+    /// [`CommitMode::Protected`], the mapping limit is reached). After an OS failure the pages
+    /// that were not committed before are decommitted again, best effort.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{Reservation, page_size};
+    ///
+    /// let r = Reservation::new(16 * page_size())?;
+    /// r.commit(page_size(), 2 * page_size())?;
+    /// assert!(r.is_committed(page_size(), 2 * page_size())?);
+    /// assert!(!r.is_committed(0, page_size())?);
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    pub fn commit(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.no_guard(pages)?;
+        // SAFETY: the range is inside the reservation; committing changes no contents.
+        if let Err(e) = unsafe { sys::commit(self.at(offset), len, self.mode) } {
+            self.roll_back_commit(pages);
+            return Err(e.during(Operation::Commit));
+        }
+        self.committed.set_range(pages.first, pages.count);
+        self.writable.set_range(pages.first, pages.count);
+        Ok(())
+    }
+
+    /// After a failed commit, puts the runs of pages that were not committed back into their
+    /// uncommitted state, so the bitmaps and the OS agree again where that is possible.
+    fn roll_back_commit(&self, pages: Pages) {
+        let end = pages.first + pages.count;
+        let mut page = pages.first;
+        while let Some(start) = self.committed.first_clear(page, end - page) {
+            let stop = self.committed.first_set(start, end - start).unwrap_or(end);
+            // SAFETY: these pages were not committed before the failed call, so nothing may
+            // refer to their contents; the range is inside the reservation.
+            let _ = unsafe {
+                sys::decommit(
+                    self.at(start * self.page),
+                    (stop - start) * self.page,
+                    self.mode,
+                )
+            };
+            page = stop;
+            if page >= end {
+                break;
+            }
+        }
+    }
+
+    /// Decommits the pages of `offset..offset + len`: their memory and commit charge go back
+    /// to the operating system at once (on Linux in one `mmap` over the range, or
+    /// `MADV_DONTNEED` in [`CommitMode::Sparse`]), and they read as zero once committed again.
+    /// Decommitting uncommitted pages is allowed.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range, and [`Error::Os`] if the system refuses.
+    pub fn decommit(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: `&mut self` means no other thread uses the reservation through this handle;
+        // raw pointers made from `as_ptr` are the caller's to keep away from the range.
+        unsafe { self.decommit_unchecked(offset, len) }
+    }
+
+    /// [`decommit`](Self::decommit) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`decommit`](Self::decommit).
+    ///
+    /// # Safety
+    /// No reference to any byte of the range may be live, and no other thread may access the
+    /// range during or after the call until it is committed again: its contents are discarded
+    /// (and in [`CommitMode::Protected`] any access faults).
+    pub unsafe fn decommit_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.no_guard(pages)?;
+        // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
+        // to its contents.
+        unsafe { sys::decommit(self.at(offset), len, self.mode) }
+            .map_err(|e| e.during(Operation::Decommit))?;
+        self.committed.clear_range(pages.first, pages.count);
+        self.writable.clear_range(pages.first, pages.count);
+        Ok(())
+    }
+
+    /// Sets the protection of committed pages. Contents are kept.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] for a page that is
+    /// not committed; [`Error::Os`] if the system refuses.
+    pub fn protect(&mut self, offset: usize, len: usize, protection: Protection) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.protect_unchecked(offset, len, protection) }
+    }
+
+    /// [`protect`](Self::protect) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`protect`](Self::protect).
+    ///
+    /// # Safety
+    /// When lowering protection, no reference to the range may be live that the new protection
+    /// forbids (no `&mut` into read-only pages, nothing at all into [`Protection::None`]
+    /// pages), and no other thread may make such an access during or after the call.
+    pub unsafe fn protect_unchecked(
+        &self,
+        offset: usize,
+        len: usize,
+        protection: Protection,
+    ) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.all_committed(pages)?;
+        // SAFETY: the range is inside the reservation and committed; references are the
+        // caller's promise.
+        unsafe { sys::protect(self.at(offset), len, protection) }
+            .map_err(|e| e.during(Operation::Protect))?;
+        if protection == Protection::ReadWrite {
+            self.writable.set_range(pages.first, pages.count);
+        } else {
+            self.writable.clear_range(pages.first, pages.count);
+        }
+        Ok(())
+    }
+
+    /// Makes committed read-write pages resident now, so that first accesses do not fault:
+    /// Linux `MADV_POPULATE_WRITE` (5.14 and later), elsewhere (or on older kernels) by
+    /// touching each page, which keeps its contents.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] for a page that is
+    /// not committed; [`Error::Guarded`] for a guard page; [`Error::Os`] with the error code
+    /// where the kernel could not populate (for example out of memory, `ENOMEM`), or a page
+    /// is not read-write (`EFAULT`), in which case some pages may be resident.
+    pub fn prefault(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.prefault_unchecked(offset, len) }
+    }
+
+    /// [`prefault`](Self::prefault) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`prefault`](Self::prefault).
+    ///
+    /// # Safety
+    /// Where the kernel cannot populate, each page is read and written back: no other thread
+    /// may write the range during the call, and no `&` or `&mut` reference into it may be live.
+    pub unsafe fn prefault_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.all_committed(pages)?;
+        if let Some(page) = self.writable.first_clear(pages.first, pages.count) {
+            return Err(Error::NotWritable {
+                offset: page * self.page,
+            });
+        }
+        // SAFETY: the range is inside the reservation, committed and read-write.
+        let populated = unsafe { sys::populate(self.at(offset), len) }
+            .map_err(|e| e.during(Operation::Prefault))?;
+        if populated == Populated::NeedsTouch {
+            for page in 0..pages.count {
+                let p = self.at(offset + page * self.page);
+                // SAFETY: `p` is in a committed read-write page; the caller promises no
+                // concurrent writer and no live reference, so reading a byte and writing the
+                // same value back changes nothing anyone can observe.
+                unsafe { p.write_volatile(p.read_volatile()) };
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks committed pages into memory (`mlock`, `VirtualLock`), which also makes them
+    /// resident.
+    ///
+    /// # Errors
+    /// As [`protect`](Self::protect); [`Error::Os`] where the lock limit is reached.
+    pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.all_committed(pages)?;
+        // SAFETY: the range is inside the reservation; locking changes no contents.
+        unsafe { sys::lock(self.at(offset), len) }.map_err(|e| e.during(Operation::Lock))
+    }
+
+    /// Unlocks pages locked by [`lock`](Self::lock).
+    ///
+    /// # Errors
+    /// As [`protect`](Self::protect); [`Error::Os`] if the system refuses.
+    pub fn unlock(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.all_committed(pages)?;
+        // SAFETY: the range is inside the reservation; unlocking changes no contents.
+        unsafe { sys::unlock(self.at(offset), len) }.map_err(|e| e.during(Operation::Unlock))
+    }
+
+    /// Transparent-huge-page advice for the range (Linux); reserve with a 2 MiB
+    /// [`alignment`](ReservationBuilder::alignment) so that whole huge pages fit.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::Unsupported`] on systems without
+    /// transparent huge pages; [`Error::Os`] if the kernel refuses (for example when built
+    /// without them).
+    pub fn advise_huge_pages(
+        &self,
+        offset: usize,
+        len: usize,
+        advice: HugePageAdvice,
+    ) -> Result<()> {
+        self.check(offset, len)?;
+        // SAFETY: the range is inside the reservation; the advice changes no contents.
+        unsafe { sys::advise_huge(self.at(offset), len, advice) }
+            .map_err(|e| e.during(Operation::HugePageAdvice))
+    }
+
+    /// Turns the range into guard pages: their contents are discarded, they are no longer
+    /// committed, any access faults (in both modes), and they cannot be committed until
+    /// [`unguard`](Self::unguard)ed. On Linux 6.13 and later, guard pages of a
+    /// [`CommitMode::Sparse`] reservation are guard markers, which do not split the mapping.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::Os`] if the system refuses.
+    pub fn guard(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.guard_unchecked(offset, len) }
+    }
+
+    /// [`guard`](Self::guard) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`guard`](Self::guard).
+    ///
+    /// # Safety
+    /// As [`decommit_unchecked`](Self::decommit_unchecked).
+    pub unsafe fn guard_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        let ptr = self.at(offset);
+        // SAFETY: the range is inside the reservation and unreferenced (caller's promise).
+        unsafe { sys::decommit(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
+        self.committed.clear_range(pages.first, pages.count);
+        self.writable.clear_range(pages.first, pages.count);
+        // SAFETY: as above; the range is now decommitted.
+        unsafe { sys::guard(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
+        self.guarded.set_range(pages.first, pages.count);
+        Ok(())
+    }
+
+    /// Turns guard pages back into uncommitted pages.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::NotGuarded`] for a page in it that
+    /// is not a guard page; [`Error::Os`] if the system refuses.
+    pub fn unguard(&mut self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        if let Some(page) = self.guarded.first_clear(pages.first, pages.count) {
+            return Err(Error::NotGuarded {
+                offset: page * self.page,
+            });
+        }
+        // SAFETY: the range is inside the reservation and holds only guard pages.
+        unsafe { sys::unguard(self.at(offset), len, self.mode) }
+            .map_err(|e| e.during(Operation::Unguard))?;
+        self.guarded.clear_range(pages.first, pages.count);
+        Ok(())
+    }
+
+    /// Whether every page of the range is committed.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range.
+    pub fn is_committed(&self, offset: usize, len: usize) -> Result<bool> {
+        let pages = self.check(offset, len)?;
+        Ok(self
+            .committed
+            .first_clear(pages.first, pages.count)
+            .is_none())
+    }
+
+    /// Whether every page of the range is a guard page.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range.
+    pub fn is_guarded(&self, offset: usize, len: usize) -> Result<bool> {
+        let pages = self.check(offset, len)?;
+        Ok(self.guarded.first_clear(pages.first, pages.count).is_none())
+    }
+
+    /// The number of committed bytes in the whole reservation.
+    #[must_use]
+    pub fn committed_bytes(&self) -> usize {
+        self.committed.count_set(0, self.len / self.page) * self.page
+    }
+
+    /// Which pages of the range are resident (committed and backed by memory now), one entry
+    /// per page. Under Miri every committed page counts as resident.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::Os`] if the query fails.
+    pub fn residency(&self, offset: usize, len: usize) -> Result<Vec<bool>> {
+        let pages = self.check(offset, len)?;
+        let mut out = Vec::with_capacity(pages.count);
+        self.for_each_residency(pages, |resident| out.push(resident))?;
+        Ok(out)
+    }
+
+    /// The number of resident pages in the range (see [`residency`](Self::residency)).
+    ///
+    /// # Errors
+    /// As [`residency`](Self::residency).
+    pub fn resident_pages(&self, offset: usize, len: usize) -> Result<usize> {
+        let pages = self.check(offset, len)?;
+        let mut count = 0;
+        self.for_each_residency(pages, |resident| count += usize::from(resident))?;
+        Ok(count)
+    }
+
+    fn for_each_residency(&self, pages: Pages, mut f: impl FnMut(bool)) -> Result<()> {
+        const BATCH: usize = 4096;
+        let mut buf = [0u8; BATCH];
+        let mut done = 0;
+        while done < pages.count {
+            let n = (pages.count - done).min(BATCH);
+            let first = pages.first + done;
+            // SAFETY: pages `first..first + n` are inside the reservation; `buf` holds `n`
+            // bytes.
+            unsafe { sys::residency(self.at(first * self.page), n * self.page, &mut buf[..n]) }
+                .map_err(|e| e.during(Operation::Residency))?;
+            for (i, byte) in buf[..n].iter().enumerate() {
+                f(byte & 1 != 0 && self.committed.get(first + i));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `sys::reserve` with this length and alignment and is
+        // no longer used: `&mut self`, and it is being dropped.
+        unsafe { sys::release(self.ptr, self.len, self.align) };
+    }
+}

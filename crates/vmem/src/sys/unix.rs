@@ -1,0 +1,344 @@
+//! Unix: Linux fully; macOS and FreeBSD with what they offer.
+//!
+//! A reservation is one private anonymous mapping.
+//! - [`CommitMode::Protected`]: reserved pages are `PROT_NONE`, which the kernel does not charge
+//!   against the commit limit; committing is `mprotect(PROT_READ | PROT_WRITE)`, which charges;
+//!   decommitting maps fresh `PROT_NONE` pages over the range with `MAP_FIXED`, which frees the
+//!   pages and returns the charge in one call.
+//! - [`CommitMode::Sparse`]: the whole reservation is mapped read-write with `MAP_NORESERVE`
+//!   once, so committing is bookkeeping only and never splits the mapping; decommitting is
+//!   `MADV_DONTNEED` on Linux (the pages read as zero afterwards) and a fresh `MAP_FIXED`
+//!   mapping elsewhere.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+
+use super::{Populated, SysError};
+use crate::error::OsError;
+use crate::reservation::{CommitMode, HugePageAdvice, Protection};
+
+/// `MADV_GUARD_INSTALL` of Linux 6.13 and later (`include/uapi/asm-generic/mman-common.h`).
+#[cfg(target_os = "linux")]
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+/// `MADV_GUARD_REMOVE` of Linux 6.13 and later.
+#[cfg(target_os = "linux")]
+const MADV_GUARD_REMOVE: libc::c_int = 103;
+
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+const MAP_NORESERVE: libc::c_int = libc::MAP_NORESERVE;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+const MAP_NORESERVE: libc::c_int = 0;
+
+fn last_error() -> SysError {
+    SysError::Os(OsError::from_raw(errno()))
+}
+
+fn errno() -> i32 {
+    #[cfg(feature = "std")]
+    {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        // SAFETY: `__errno_location` returns a valid pointer to this thread's errno.
+        unsafe {
+            *libc::__errno_location()
+        }
+        #[cfg(target_vendor = "apple")]
+        // SAFETY: `__error` returns a valid pointer to this thread's errno.
+        unsafe {
+            *libc::__error()
+        }
+        #[cfg(target_os = "freebsd")]
+        // SAFETY: `__error` returns a valid pointer to this thread's errno.
+        unsafe {
+            *libc::__error()
+        }
+    }
+}
+
+fn check(ret: libc::c_int) -> Result<(), SysError> {
+    if ret == 0 { Ok(()) } else { Err(last_error()) }
+}
+
+/// The page size, from `sysconf(_SC_PAGESIZE)`.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// The granularity of reservation addresses: the page size on Unix.
+pub(crate) fn allocation_granularity() -> usize {
+    page_size()
+}
+
+fn base_protection(mode: CommitMode) -> libc::c_int {
+    match mode {
+        CommitMode::Protected => libc::PROT_NONE,
+        CommitMode::Sparse => libc::PROT_READ | libc::PROT_WRITE,
+    }
+}
+
+fn base_flags(mode: CommitMode) -> libc::c_int {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    match mode {
+        // PROT_NONE private mappings are not charged; leaving out MAP_NORESERVE makes the
+        // later mprotect to read-write charge the committed pages, as a commit should.
+        CommitMode::Protected => flags,
+        CommitMode::Sparse => flags | MAP_NORESERVE,
+    }
+}
+
+/// Reserves `len` bytes aligned to `align` (a power of two, at least the page size).
+pub(crate) fn reserve(len: usize, align: usize, mode: CommitMode) -> Result<NonNull<u8>, SysError> {
+    let page = page_size();
+    let extra = align.saturating_sub(page);
+    let total = len
+        .checked_add(extra)
+        .ok_or(SysError::Os(OsError::from_raw(libc::ENOMEM)))?;
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's choice touches no
+    // existing memory.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            total,
+            base_protection(mode),
+            base_flags(mode),
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return Err(last_error());
+    }
+    let start = raw as usize;
+    let aligned = start.next_multiple_of(align);
+    let head = aligned - start;
+    let tail = total - head - len;
+    if head > 0 {
+        // SAFETY: `start..aligned` is the page-aligned head of the mapping just made, which
+        // nothing else refers to.
+        check(unsafe { libc::munmap(raw, head) })?;
+    }
+    if tail > 0 {
+        // SAFETY: the tail after `aligned + len` is page-aligned and part of the same fresh
+        // mapping.
+        check(unsafe { libc::munmap((aligned + len) as *mut c_void, tail) })?;
+    }
+    NonNull::new(aligned as *mut u8).ok_or(SysError::Os(OsError::from_raw(libc::ENOMEM)))
+}
+
+/// Unmaps a whole reservation.
+///
+/// # Safety
+/// `ptr..ptr + len` is a reservation made by [`reserve`], not used afterwards.
+pub(crate) unsafe fn release(ptr: NonNull<u8>, len: usize, _align: usize) {
+    // SAFETY: the caller hands over the whole mapping.
+    let ret = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    debug_assert_eq!(ret, 0, "munmap of a reservation failed");
+}
+
+/// Makes the range readable and writable, charging it against the commit limit.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn commit(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    match mode {
+        CommitMode::Protected => {
+            // SAFETY: the range is inside our mapping; raising protection changes no contents.
+            check(unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_READ | libc::PROT_WRITE) })
+        }
+        CommitMode::Sparse => Ok(()),
+    }
+}
+
+/// Replaces the range with fresh, uncommitted pages.
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn decommit(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    #[cfg(target_os = "linux")]
+    if mode == CommitMode::Sparse {
+        // SAFETY: the range is inside our private anonymous mapping; MADV_DONTNEED drops its
+        // pages, after which they read as zero; the caller vouches nothing refers to them.
+        return check(unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) });
+    }
+    // SAFETY: MAP_FIXED over a range of our own mapping replaces exactly that range; the
+    // caller vouches nothing refers to its contents.
+    let raw = unsafe {
+        libc::mmap(
+            ptr.cast(),
+            len,
+            base_protection(mode),
+            base_flags(mode) | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        Err(last_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Changes the protection of committed pages.
+///
+/// # Safety
+/// The range lies inside a live reservation; lowering protection must not break live
+/// references.
+pub(crate) unsafe fn protect(
+    ptr: *mut u8,
+    len: usize,
+    protection: Protection,
+) -> Result<(), SysError> {
+    let prot = match protection {
+        Protection::None => libc::PROT_NONE,
+        Protection::Read => libc::PROT_READ,
+        Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+    };
+    // SAFETY: the range is inside our mapping; the caller handles references.
+    check(unsafe { libc::mprotect(ptr.cast(), len, prot) })
+}
+
+/// Asks the kernel to populate writable pages.
+///
+/// # Safety
+/// The range lies inside a live reservation and is committed read-write.
+pub(crate) unsafe fn populate(ptr: *mut u8, len: usize) -> Result<Populated, SysError> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: populating committed writable pages changes no contents.
+        let ret = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_WRITE) };
+        if ret == 0 {
+            return Ok(Populated::Done);
+        }
+        let err = errno();
+        // Kernels before 5.14 do not know the advice.
+        if err == libc::EINVAL {
+            Ok(Populated::NeedsTouch)
+        } else {
+            Err(SysError::Os(OsError::from_raw(err)))
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, len);
+        Ok(Populated::NeedsTouch)
+    }
+}
+
+/// Locks pages in memory.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn lock(ptr: *mut u8, len: usize) -> Result<(), SysError> {
+    // SAFETY: mlock changes no contents.
+    check(unsafe { libc::mlock(ptr.cast_const().cast(), len) })
+}
+
+/// Unlocks pages.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn unlock(ptr: *mut u8, len: usize) -> Result<(), SysError> {
+    // SAFETY: munlock changes no contents.
+    check(unsafe { libc::munlock(ptr.cast_const().cast(), len) })
+}
+
+/// Transparent-huge-page advice (Linux only).
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn advise_huge(
+    ptr: *mut u8,
+    len: usize,
+    advice: HugePageAdvice,
+) -> Result<(), SysError> {
+    #[cfg(target_os = "linux")]
+    {
+        let advice = match advice {
+            HugePageAdvice::Huge => libc::MADV_HUGEPAGE,
+            HugePageAdvice::NoHuge => libc::MADV_NOHUGEPAGE,
+        };
+        // SAFETY: huge-page advice changes no contents.
+        check(unsafe { libc::madvise(ptr.cast(), len, advice) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, len, advice);
+        Err(SysError::Unsupported)
+    }
+}
+
+/// Writes one byte per page into `out`: bit 0 set where the page is resident.
+///
+/// # Safety
+/// The range lies inside a live reservation; `out` holds `len / page_size()` bytes.
+pub(crate) unsafe fn residency(ptr: *mut u8, len: usize, out: &mut [u8]) -> Result<(), SysError> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: the range is mapped; `out` has one byte per page as mincore requires.
+    let ret = unsafe { libc::mincore(ptr.cast(), len, out.as_mut_ptr()) };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    // SAFETY: as above.
+    let ret = unsafe { libc::mincore(ptr.cast_const().cast(), len, out.as_mut_ptr().cast()) };
+    check(ret)
+}
+
+/// Turns the range into guard pages: any access faults. The caller decommitted it first.
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn guard(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    match mode {
+        // Uncommitted pages of a protected reservation already fault.
+        CommitMode::Protected => Ok(()),
+        CommitMode::Sparse => {
+            #[cfg(target_os = "linux")]
+            {
+                // SAFETY: guard markers on our own decommitted range; nothing refers to it.
+                // Markers do not split the mapping.
+                if unsafe { libc::madvise(ptr.cast(), len, MADV_GUARD_INSTALL) } == 0 {
+                    return Ok(());
+                }
+                let err = errno();
+                if err != libc::EINVAL {
+                    return Err(SysError::Os(OsError::from_raw(err)));
+                }
+            }
+            // SAFETY: as for `protect`; the range is decommitted and unreferenced.
+            unsafe { protect(ptr, len, Protection::None) }
+        }
+    }
+}
+
+/// Turns guard pages back into uncommitted pages.
+///
+/// # Safety
+/// The range lies inside a live reservation and consists of guard pages.
+pub(crate) unsafe fn unguard(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    match mode {
+        // Guard pages of a protected reservation are plain uncommitted pages.
+        CommitMode::Protected => Ok(()),
+        CommitMode::Sparse => {
+            #[cfg(target_os = "linux")]
+            {
+                // SAFETY: removing guard markers from our own range; where there are none
+                // (the mprotect fallback was used) this does nothing.
+                let ret = unsafe { libc::madvise(ptr.cast(), len, MADV_GUARD_REMOVE) };
+                if ret != 0 && errno() != libc::EINVAL {
+                    return Err(last_error());
+                }
+            }
+            // Undo the fallback's PROT_NONE; on pages that are read-write already this changes
+            // nothing and does not split the mapping. MAP_NORESERVE keeps it uncharged.
+            // SAFETY: the range holds guard pages, which nothing refers to.
+            unsafe { protect(ptr, len, Protection::ReadWrite) }
+        }
+    }
+}

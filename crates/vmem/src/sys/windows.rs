@@ -1,0 +1,304 @@
+//! Windows: `VirtualAlloc` and friends.
+//!
+//! A reservation is one `MEM_RESERVE` region of `PAGE_NOACCESS` pages, which costs no commit
+//! charge. Committing is `VirtualAlloc(MEM_COMMIT, PAGE_READWRITE)`, which charges the pages
+//! against the commit limit; decommitting is `VirtualFree(MEM_DECOMMIT)`, which frees the pages
+//! and returns the charge, after which they are reserved again and read as zero once committed
+//! anew.
+//!
+//! [`CommitMode::Sparse`] behaves exactly as [`CommitMode::Protected`] here. Sparse mode exists
+//! on Unix to keep a reservation one mapping however its commits interleave, because Linux
+//! limits the number of mappings of a process (`vm.max_map_count`); Windows has no such limit
+//! on the regions of a reservation, so both modes commit and decommit with the calls above.
+//!
+//! Uncommitted pages fault on any access, so guard pages are decommitted pages and need no
+//! call of their own.
+
+use core::ffi::c_void;
+use core::mem::size_of_val;
+use core::ptr::{self, NonNull};
+
+use windows_sys::Win32::Foundation::{
+    ERROR_INVALID_PARAMETER, ERROR_NOT_ENOUGH_MEMORY, GetLastError, WIN32_ERROR,
+};
+use windows_sys::Win32::System::Memory::{
+    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
+    PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect,
+    VirtualUnlock,
+};
+use windows_sys::Win32::System::ProcessStatus::{
+    K32QueryWorkingSetEx, PSAPI_WORKING_SET_EX_INFORMATION,
+};
+use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+use windows_sys::Win32::System::Threading::GetCurrentProcess;
+use windows_sys::core::BOOL;
+
+use super::{Populated, SysError};
+use crate::error::OsError;
+use crate::reservation::{CommitMode, HugePageAdvice, Protection};
+
+/// How often [`reserve`] tries again when another thread takes the aligned address between
+/// releasing the over-sized reservation and reserving the aligned one.
+const ALIGNED_RESERVE_ATTEMPTS: usize = 8;
+
+/// How many pages one `QueryWorkingSetEx` call asks about; the buffer lives on the stack.
+const RESIDENCY_BATCH: usize = 64;
+
+/// The `Valid` bit of `PSAPI_WORKING_SET_EX_BLOCK`: the page is in the working set.
+const WORKING_SET_VALID: usize = 1;
+
+fn os_error(code: WIN32_ERROR) -> SysError {
+    // Error codes are `DWORD`s; `std::io::Error::from_raw_os_error` and `raw_os_error` carry
+    // them as the `i32` of the same bits, so keep the bits rather than clamp large codes.
+    SysError::Os(OsError::from_raw(i32::from_ne_bytes(code.to_ne_bytes())))
+}
+
+fn last_error() -> SysError {
+    // SAFETY: GetLastError only reads this thread's last-error value.
+    os_error(unsafe { GetLastError() })
+}
+
+fn check(ret: BOOL) -> Result<(), SysError> {
+    if ret == 0 { Err(last_error()) } else { Ok(()) }
+}
+
+fn system_info() -> SYSTEM_INFO {
+    let mut info = SYSTEM_INFO::default();
+    // SAFETY: `info` is a writable `SYSTEM_INFO`, which GetSystemInfo fills in; it cannot fail.
+    unsafe { GetSystemInfo(&mut info) };
+    info
+}
+
+/// Turns a size reported by `GetSystemInfo` into a power of two, or `fallback` if it is not
+/// one.
+fn power_of_two(value: u32, fallback: usize) -> usize {
+    usize::try_from(value)
+        .ok()
+        .filter(|v| v.is_power_of_two())
+        .unwrap_or(fallback)
+}
+
+/// The page size, from `GetSystemInfo` (`dwPageSize`).
+pub(crate) fn page_size() -> usize {
+    power_of_two(system_info().dwPageSize, 4096)
+}
+
+/// The granularity of reservation addresses, from `GetSystemInfo` (`dwAllocationGranularity`,
+/// 64 KiB on every current Windows).
+pub(crate) fn allocation_granularity() -> usize {
+    let info = system_info();
+    let page = power_of_two(info.dwPageSize, 4096);
+    power_of_two(info.dwAllocationGranularity, page).max(page)
+}
+
+/// Reserves `len` bytes of `PAGE_NOACCESS` address space at an address of the system's choice.
+fn reserve_anywhere(len: usize) -> Result<NonNull<u8>, SysError> {
+    // SAFETY: reserving fresh address space at an address of the system's choice touches no
+    // existing memory.
+    let raw = unsafe { VirtualAlloc(ptr::null(), len, MEM_RESERVE, PAGE_NOACCESS) };
+    NonNull::new(raw.cast()).ok_or_else(last_error)
+}
+
+/// Reserves `len` bytes aligned to `align` (a power of two, at least the page size).
+///
+/// Addresses the system picks are multiples of the allocation granularity. For a larger
+/// alignment this reserves `len + align - granularity` bytes, which must contain an aligned
+/// start, releases them and reserves exactly `len` bytes at that start. Another thread may take
+/// the address in between; then the whole dance is repeated a few times before giving up with
+/// the error of the last attempt.
+pub(crate) fn reserve(
+    len: usize,
+    align: usize,
+    _mode: CommitMode,
+) -> Result<NonNull<u8>, SysError> {
+    let granularity = allocation_granularity();
+    if align <= granularity {
+        return reserve_anywhere(len);
+    }
+    let total = len
+        .checked_add(align - granularity)
+        .ok_or(os_error(ERROR_NOT_ENOUGH_MEMORY))?;
+    let mut error = os_error(ERROR_NOT_ENOUGH_MEMORY);
+    for _ in 0..ALIGNED_RESERVE_ATTEMPTS {
+        let probe = reserve_anywhere(total)?;
+        let aligned = probe.as_ptr().addr().next_multiple_of(align);
+        // SAFETY: `probe` is the base of the reservation just made, which nothing refers to;
+        // MEM_RELEASE with size zero frees exactly that reservation.
+        check(unsafe { VirtualFree(probe.as_ptr().cast(), 0, MEM_RELEASE) })?;
+        // The address is computed from `probe`, so it keeps its provenance; it points into
+        // address space that was just free.
+        let target = probe
+            .as_ptr()
+            .with_addr(aligned)
+            .cast::<c_void>()
+            .cast_const();
+        // SAFETY: reserving at a fixed address either takes free address space or fails; it
+        // never replaces memory that is in use.
+        let raw = unsafe { VirtualAlloc(target, len, MEM_RESERVE, PAGE_NOACCESS) };
+        if let Some(base) = NonNull::new(raw.cast::<u8>()) {
+            debug_assert_eq!(
+                base.as_ptr().addr(),
+                aligned,
+                "reserved elsewhere than asked"
+            );
+            return Ok(base);
+        }
+        error = last_error();
+    }
+    Err(error)
+}
+
+/// Releases a whole reservation.
+///
+/// # Safety
+/// `ptr..ptr + len` is a reservation made by [`reserve`], not used afterwards.
+pub(crate) unsafe fn release(ptr: NonNull<u8>, _len: usize, _align: usize) {
+    // SAFETY: `ptr` is the base of a reservation of ours that the caller hands over; MEM_RELEASE
+    // with size zero frees the whole region, committed pages included.
+    let ret = unsafe { VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE) };
+    debug_assert_ne!(ret, 0, "VirtualFree of a reservation failed");
+}
+
+/// Commits the range read-write, charging it against the commit limit. Pages committed already
+/// keep their contents and become read-write.
+///
+/// Both modes commit alike: see the module documentation.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn commit(ptr: *mut u8, len: usize, _mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: the range is inside our reservation; committing changes no contents of pages
+    // committed already and gives fresh pages that read as zero.
+    let raw = unsafe { VirtualAlloc(ptr.cast_const().cast(), len, MEM_COMMIT, PAGE_READWRITE) };
+    if raw.is_null() {
+        Err(last_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Decommits the range: its pages are freed, the commit charge returned, and any access faults
+/// until the range is committed again, when it reads as zero.
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn decommit(ptr: *mut u8, len: usize, _mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: the range is inside our reservation (decommitting pages that are not committed is
+    // allowed); the caller vouches nothing refers to its contents.
+    check(unsafe { VirtualFree(ptr.cast(), len, MEM_DECOMMIT) })
+}
+
+/// Changes the protection of committed pages.
+///
+/// # Safety
+/// The range lies inside a live reservation; lowering protection must not break live
+/// references.
+pub(crate) unsafe fn protect(
+    ptr: *mut u8,
+    len: usize,
+    protection: Protection,
+) -> Result<(), SysError> {
+    let new: PAGE_PROTECTION_FLAGS = match protection {
+        Protection::None => PAGE_NOACCESS,
+        Protection::Read => PAGE_READONLY,
+        Protection::ReadWrite => PAGE_READWRITE,
+    };
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: the range is inside our reservation, all in one region of it; `old` is writable
+    // as VirtualProtect requires; the caller handles references.
+    check(unsafe { VirtualProtect(ptr.cast_const().cast(), len, new, &mut old) })
+}
+
+/// Windows cannot fault in committed anonymous pages ahead of use: `PrefetchVirtualMemory`
+/// reads pages back from files and the page file, and leaves demand-zero pages alone. The
+/// caller touches the pages.
+///
+/// # Safety
+/// The range lies inside a live reservation and is committed read-write.
+pub(crate) unsafe fn populate(_ptr: *mut u8, _len: usize) -> Result<Populated, SysError> {
+    Ok(Populated::NeedsTouch)
+}
+
+/// Locks pages in the working set with `VirtualLock`. The process's minimum working set
+/// bounds how much it can lock.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn lock(ptr: *mut u8, len: usize) -> Result<(), SysError> {
+    // SAFETY: the range is inside our reservation; locking changes no contents.
+    check(unsafe { VirtualLock(ptr.cast_const().cast(), len) })
+}
+
+/// Unlocks pages with `VirtualUnlock`.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn unlock(ptr: *mut u8, len: usize) -> Result<(), SysError> {
+    // SAFETY: the range is inside our reservation; unlocking changes no contents.
+    check(unsafe { VirtualUnlock(ptr.cast_const().cast(), len) })
+}
+
+/// Windows has no advice for large pages: they are only had by allocating with
+/// `MEM_LARGE_PAGES` up front, which needs a privilege and commits everything at once.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn advise_huge(
+    _ptr: *mut u8,
+    _len: usize,
+    _advice: HugePageAdvice,
+) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
+}
+
+/// Writes one byte per page into `out`: 1 where the page is in the process's working set (the
+/// `Valid` bit of `QueryWorkingSetEx`), 0 elsewhere.
+///
+/// # Safety
+/// The range lies inside a live reservation; `out` holds `len / page_size()` bytes.
+pub(crate) unsafe fn residency(ptr: *mut u8, len: usize, out: &mut [u8]) -> Result<(), SysError> {
+    let page = page_size();
+    let pages = (len / page).min(out.len());
+    // SAFETY: GetCurrentProcess returns a pseudo-handle that needs no closing.
+    let process = unsafe { GetCurrentProcess() };
+    let mut batch = [PSAPI_WORKING_SET_EX_INFORMATION::default(); RESIDENCY_BATCH];
+    for (index, bytes) in out[..pages].chunks_mut(RESIDENCY_BATCH).enumerate() {
+        let entries = &mut batch[..bytes.len()];
+        let first = index * RESIDENCY_BATCH;
+        for (i, entry) in entries.iter_mut().enumerate() {
+            entry.VirtualAddress = ptr.wrapping_add((first + i) * page).cast();
+            entry.VirtualAttributes.Flags = 0;
+        }
+        let size =
+            u32::try_from(size_of_val(entries)).map_err(|_| os_error(ERROR_INVALID_PARAMETER))?;
+        // SAFETY: `entries` is a writable array of `size` bytes of working-set entries, each
+        // naming a page of our reservation; the call only fills in their attributes.
+        check(unsafe { K32QueryWorkingSetEx(process, entries.as_mut_ptr().cast(), size) })?;
+        for (byte, entry) in bytes.iter_mut().zip(entries.iter()) {
+            // SAFETY: every field of the union is a `usize` of bit fields; any bits are valid.
+            let flags = unsafe { entry.VirtualAttributes.Flags };
+            *byte = u8::from(flags & WORKING_SET_VALID != 0);
+        }
+    }
+    Ok(())
+}
+
+/// Nothing to add: the caller decommitted the range, and uncommitted pages fault on any access.
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn guard(_ptr: *mut u8, _len: usize, _mode: CommitMode) -> Result<(), SysError> {
+    Ok(())
+}
+
+/// Nothing to undo: guard pages are plain uncommitted pages.
+///
+/// # Safety
+/// The range lies inside a live reservation and consists of guard pages.
+pub(crate) unsafe fn unguard(
+    _ptr: *mut u8,
+    _len: usize,
+    _mode: CommitMode,
+) -> Result<(), SysError> {
+    Ok(())
+}
