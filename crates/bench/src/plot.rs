@@ -155,10 +155,16 @@ fn draw(path: &Path, title: &str, unit: &str, lines: &[Series]) -> Result<(), St
     } else {
         pad(x_lo, x_hi)
     };
+    // The legend sits in the upper left: keep the top of the plot free of data for it, one
+    // twentieth of the height per line.
+    let legend = (0.05 * (lines.len() as f64 + 1.0)).min(0.5);
     let y_range = if log_y {
-        (y_lo / 1.5, y_hi * 1.5)
+        let (lo, hi) = (y_lo / 1.5, y_hi * 1.5);
+        (lo, hi * (hi / lo).powf(legend / (1.0 - legend)))
     } else {
-        (y_lo.min(0.0), if y_hi > 0.0 { y_hi * 1.1 } else { 1.0 })
+        let hi = if y_hi > 0.0 { y_hi * 1.05 } else { 1.0 };
+        let lo = y_lo.min(0.0);
+        (lo, lo + (hi - lo) / (1.0 - legend))
     };
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
@@ -170,11 +176,13 @@ fn draw(path: &Path, title: &str, unit: &str, lines: &[Series]) -> Result<(), St
                 .caption(title, ("sans-serif", 22))
                 .margin(16)
                 .x_label_area_size(44)
-                .y_label_area_size(90)
+                .y_label_area_size(70)
                 .build_cartesian_2d($x, $y)
                 .map_err(|e| e.to_string())?;
             chart
                 .configure_mesh()
+                .x_label_formatter(&|x| axis_label(*x))
+                .y_label_formatter(&|y| axis_label(*y))
                 .x_desc(if log_x { "param (log scale)" } else { "param" })
                 .y_desc(if log_y {
                     format!("{unit} (log scale)")
@@ -185,10 +193,12 @@ fn draw(path: &Path, title: &str, unit: &str, lines: &[Series]) -> Result<(), St
                 .map_err(|e| e.to_string())?;
             for (index, line) in lines.iter().enumerate() {
                 let color = Palette99::pick(index).to_rgba();
+                // memvisor's line is drawn thicker so it stands out among the peers.
+                let width = if line.name == MEMVISOR { 3 } else { 2 };
                 chart
                     .draw_series(LineSeries::new(
                         line.points.iter().copied(),
-                        color.stroke_width(2),
+                        color.stroke_width(width),
                     ))
                     .map_err(|e| e.to_string())?
                     .label(line.name.as_str())
@@ -220,6 +230,33 @@ fn draw(path: &Path, title: &str, unit: &str, lines: &[Series]) -> Result<(), St
         (false, false) => chart!(x_lo..x_hi, y_range.0..y_range.1),
     }
     root.present().map_err(|e| e.to_string())
+}
+
+/// A tick label: whole numbers below 10 000 as they are (`4`, `1024`), larger ones with an SI
+/// suffix and at most two decimals (`10k`, `1.5M`), fractions with up to three decimals
+/// (`0.25`), tiny ones in exponent form.
+fn axis_label(v: f64) -> String {
+    let a = v.abs();
+    if a >= 10_000.0 {
+        let (scaled, suffix) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+            .into_iter()
+            .find(|(scale, _)| a >= *scale)
+            .map_or((v, ""), |(scale, suffix)| (v / scale, suffix));
+        format!("{}{suffix}", trim_decimals(&format!("{scaled:.2}")))
+    } else if a == 0.0 || a >= 0.001 {
+        trim_decimals(&format!("{v:.3}"))
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+/// `text` (a formatted decimal) without trailing zeros after the point, nor a bare point.
+fn trim_decimals(text: &str) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text.to_owned()
+    }
 }
 
 /// A linear range around `lo..hi` with 5 % margins (a unit range around a single value).
@@ -274,6 +311,19 @@ mod tests {
             lines[1].points,
             [(100_000.0, 90.0), (1_000_000.0, 900_000.0)]
         );
+    }
+
+    #[test]
+    fn axis_label_formats_compactly() {
+        assert_eq!(axis_label(4.0), "4");
+        assert_eq!(axis_label(1024.0), "1024");
+        assert_eq!(axis_label(2.5), "2.5");
+        assert_eq!(axis_label(0.0), "0");
+        assert_eq!(axis_label(10_000.0), "10k");
+        assert_eq!(axis_label(1_500_000.0), "1.5M");
+        assert_eq!(axis_label(2_700_000_000.0), "2.7G");
+        assert_eq!(axis_label(0.0001), "1.0e-4");
+        assert_eq!(axis_label(-20_000.0), "-20k");
     }
 
     #[test]
