@@ -252,7 +252,7 @@ impl GroupReport {
     /// The table the command line prints: a title line, then one line per row with scenario,
     /// param, memvisor's figure, then for each peer its figure and memvisor's speedup over it
     /// (`×` columns; above 1 means memvisor wins). A missing figure shows as `n/a [k]`, where
-    /// note `k` under the table gives the reason.
+    /// note `k` under the table gives the reason; [`SPEEDUP_LEGEND`] ends a table with peers.
     ///
     /// # Examples
     ///
@@ -333,9 +333,17 @@ impl GroupReport {
         for (index, note) in notes.iter().enumerate() {
             let _ = writeln!(out, "[{}] {note}", index + 1);
         }
+        if !peers.is_empty() {
+            out.push_str(SPEEDUP_LEGEND);
+            out.push('\n');
+        }
         out
     }
 }
+
+/// The line under every table that has peers, explaining the `×` columns.
+pub const SPEEDUP_LEGEND: &str =
+    "× peer: memvisor's speedup over the peer (above 1: memvisor wins)";
 
 /// Appends one table line: first column left-aligned, the rest right-aligned.
 fn push_line(out: &mut String, cells: &[String], widths: &[usize]) {
@@ -630,7 +638,8 @@ mod tests {
             lines[4],
             "[1] addr_alloc_free_first 100000, talc: lacks the operation"
         );
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[5], SPEEDUP_LEGEND);
+        assert_eq!(lines.len(), 6);
     }
 
     #[test]
@@ -644,6 +653,15 @@ mod tests {
         assert!(data.contains("n/a [1]"));
         assert!(data.trim_end().ends_with('-'));
         assert!(table.contains("[1] addr_alloc_free_first 100000, memvisor: mmap failed"));
+    }
+
+    #[test]
+    fn table_without_peers_has_no_speedup_legend() {
+        let mut row = Row::new("owns", 10_000, "ns/op", Better::Lower);
+        row.memvisor = Some(3.0);
+        let table = GroupReport::new("arena", false, vec![row]).table();
+        assert!(!table.contains(SPEEDUP_LEGEND));
+        assert_eq!(table.lines().count(), 4);
     }
 
     #[test]
@@ -662,7 +680,7 @@ mod tests {
         short.memvisor = Some(1.0);
         short.peers.insert("vm-allocator".to_owned(), Some(2.0));
         let table = GroupReport::new("g", false, vec![sample_row(), short]).table();
-        let lines: Vec<&str> = table.lines().skip(1).collect();
+        let lines: Vec<&str> = table.lines().skip(1).take(4).collect();
         let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "{table}");
     }
