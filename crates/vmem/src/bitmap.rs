@@ -132,6 +132,23 @@ impl PageBitmap {
         })
     }
 
+    /// The first bit in `first..first + count` that is set here and clear in `other`.
+    pub(crate) fn first_set_where_clear_in(
+        &self,
+        other: &PageBitmap,
+        first: usize,
+        count: usize,
+    ) -> Option<usize> {
+        self.check(first, count);
+        other.check(first, count);
+        word_masks(first, count).find_map(|(w, mask)| {
+            let bits = self.word(w).load(Ordering::Acquire)
+                & !other.word(w).load(Ordering::Acquire)
+                & mask;
+            (bits != 0).then(|| w * BITS + bits.trailing_zeros() as usize)
+        })
+    }
+
     /// Whether bit `index` is set.
     pub(crate) fn get(&self, index: usize) -> bool {
         self.check(index, 1);
@@ -212,6 +229,9 @@ mod tests {
                 prop_assert_eq!(b.first_set(first_q, count_q), want_set);
                 prop_assert_eq!(b.first_clear(first_q, count_q), want_clear);
                 prop_assert_eq!(b.count_set(0, pages), model.iter().filter(|&&x| x).count());
+                let none = PageBitmap::new(pages);
+                prop_assert_eq!(b.first_set_where_clear_in(&none, first_q, count_q), want_set);
+                prop_assert_eq!(none.first_set_where_clear_in(&b, first_q, count_q), None);
             }
         }
     }

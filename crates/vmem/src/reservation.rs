@@ -362,9 +362,29 @@ impl Reservation {
             self.roll_back_commit(pages);
             return Err(e.during(Operation::Commit));
         }
+        self.restore_sparse_access(pages)
+            .map_err(|e| e.during(Operation::Commit))?;
         self.committed.set_range(pages.first, pages.count);
         self.writable.set_range(pages.first, pages.count);
         Ok(())
+    }
+
+    /// In [`CommitMode::Sparse`] committing is bookkeeping, so committed pages whose
+    /// protection was lowered get read-write access back here, as commit and decommit
+    /// promise. Pages of the mode's base state are left alone, so the mapping is not split.
+    fn restore_sparse_access(&self, pages: Pages) -> Result<(), sys::SysError> {
+        if self.mode != CommitMode::Sparse
+            || self
+                .committed
+                .first_set_where_clear_in(&self.writable, pages.first, pages.count)
+                .is_none()
+        {
+            return Ok(());
+        }
+        // SAFETY: the range is inside the reservation; raising protection changes no contents.
+        unsafe {
+            sys::restore_sparse_access(self.at(pages.first * self.page), pages.count * self.page)
+        }
     }
 
     /// After a failed commit, puts the runs of pages that were not committed back into their
@@ -418,6 +438,8 @@ impl Reservation {
         // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
         // to its contents.
         unsafe { sys::decommit(self.at(offset), len, self.mode) }
+            .map_err(|e| e.during(Operation::Decommit))?;
+        self.restore_sparse_access(pages)
             .map_err(|e| e.during(Operation::Decommit))?;
         self.committed.clear_range(pages.first, pages.count);
         self.writable.clear_range(pages.first, pages.count);
@@ -676,5 +698,424 @@ impl Drop for Reservation {
         // SAFETY: the mapping was made by `sys::reserve` with this length and alignment and is
         // no longer used: `&mut self`, and it is being dropped.
         unsafe { sys::release(self.ptr, self.len, self.align) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> usize {
+        page_size()
+    }
+
+    fn reservation(pages: usize) -> Reservation {
+        Reservation::new(pages * page()).expect("reserve")
+    }
+
+    #[test]
+    fn reserve_zero_length_is_error() {
+        assert_eq!(Reservation::new(0).unwrap_err(), Error::ZeroLength);
+    }
+
+    #[test]
+    fn reserve_rounds_length_up_to_page() {
+        let r = Reservation::new(page() + 1).unwrap();
+        assert_eq!(r.len(), 2 * page());
+        assert!(!r.is_empty());
+        assert_eq!(r.committed_bytes(), 0);
+    }
+
+    #[test]
+    fn reserve_overflowing_length_is_error() {
+        let err = Reservation::new(usize::MAX).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Overflow {
+                    value: usize::MAX,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn reserve_huge_length_is_os_error() {
+        // Larger than any address space, but page-aligned: the OS refuses.
+        let len = usize::MAX - page() + 1;
+        let err = Reservation::new(len).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Os {
+                    operation: Operation::Reserve,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn reserve_non_power_of_two_alignment_is_error() {
+        let err = Reservation::builder()
+            .alignment(3 * page())
+            .reserve(page())
+            .unwrap_err();
+        assert_eq!(err, Error::InvalidAlignment { align: 3 * page() });
+    }
+
+    #[test]
+    fn reserve_aligned_start_is_aligned() {
+        let align = 64 * page();
+        let r = Reservation::builder()
+            .alignment(align)
+            .reserve(3 * page())
+            .unwrap();
+        assert_eq!(r.as_ptr() as usize % align, 0);
+        assert_eq!(r.alignment(), align);
+    }
+
+    #[test]
+    fn reserve_small_alignment_means_page() {
+        let r = Reservation::builder().alignment(8).reserve(page()).unwrap();
+        assert_eq!(r.alignment(), page());
+    }
+
+    #[test]
+    fn commit_misaligned_offset_is_error() {
+        let r = reservation(4);
+        assert_eq!(
+            r.commit(1, page()).unwrap_err(),
+            Error::Misaligned {
+                what: "offset",
+                value: 1,
+                page_size: page()
+            }
+        );
+    }
+
+    #[test]
+    fn commit_misaligned_length_is_error() {
+        let r = reservation(4);
+        assert_eq!(
+            r.commit(0, page() + 1).unwrap_err(),
+            Error::Misaligned {
+                what: "length",
+                value: page() + 1,
+                page_size: page()
+            }
+        );
+    }
+
+    #[test]
+    fn commit_zero_length_is_error() {
+        assert_eq!(reservation(1).commit(0, 0).unwrap_err(), Error::ZeroLength);
+    }
+
+    #[test]
+    fn commit_out_of_bounds_is_error_and_commits_nothing() {
+        let r = reservation(4);
+        let err = r.commit(2 * page(), 3 * page()).unwrap_err();
+        assert_eq!(
+            err,
+            Error::OutOfBounds {
+                offset: 2 * page(),
+                len: 3 * page(),
+                size: 4 * page()
+            }
+        );
+        assert_eq!(r.committed_bytes(), 0);
+    }
+
+    #[test]
+    fn commit_overflowing_range_is_error() {
+        let r = reservation(4);
+        let offset = usize::MAX - page() + 1;
+        assert_eq!(
+            r.commit(offset, 2 * page()).unwrap_err(),
+            Error::Overflow {
+                value: offset,
+                add: 2 * page()
+            }
+        );
+    }
+
+    #[test]
+    fn commit_then_write_reads_back() {
+        let r = reservation(4);
+        r.commit(page(), page()).unwrap();
+        assert!(r.is_committed(page(), page()).unwrap());
+        assert!(!r.is_committed(0, 2 * page()).unwrap());
+        assert_eq!(r.committed_bytes(), page());
+        // SAFETY: page 1 is committed read-write; nothing else uses it.
+        unsafe {
+            let p = r.as_ptr().add(page());
+            assert_eq!(p.read(), 0);
+            p.write(42);
+            assert_eq!(p.read(), 42);
+        }
+    }
+
+    #[test]
+    fn commit_twice_keeps_contents() {
+        let r = reservation(2);
+        r.commit(0, page()).unwrap();
+        // SAFETY: committed read-write.
+        unsafe { r.as_ptr().write(9) };
+        r.commit(0, 2 * page()).unwrap();
+        // SAFETY: still committed.
+        assert_eq!(unsafe { r.as_ptr().read() }, 9);
+    }
+
+    #[test]
+    fn decommit_then_commit_reads_zero() {
+        let mut r = reservation(2);
+        r.commit(0, 2 * page()).unwrap();
+        // SAFETY: committed read-write.
+        unsafe { r.as_ptr().add(page()).write(5) };
+        r.decommit(page(), page()).unwrap();
+        assert!(!r.is_committed(page(), page()).unwrap());
+        assert!(r.is_committed(0, page()).unwrap());
+        r.commit(page(), page()).unwrap();
+        // SAFETY: committed again.
+        assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 0);
+    }
+
+    #[test]
+    fn decommit_uncommitted_is_ok() {
+        let mut r = reservation(2);
+        r.decommit(0, 2 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 0);
+    }
+
+    #[test]
+    fn decommit_bad_range_is_error() {
+        let mut r = reservation(2);
+        r.commit(0, page()).unwrap();
+        assert!(matches!(
+            r.decommit(0, 3 * page()),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(r.is_committed(0, page()).unwrap());
+    }
+
+    #[test]
+    fn protect_uncommitted_is_error() {
+        let mut r = reservation(2);
+        r.commit(0, page()).unwrap();
+        assert_eq!(
+            r.protect(0, 2 * page(), Protection::Read).unwrap_err(),
+            Error::NotCommitted { offset: page() }
+        );
+    }
+
+    #[test]
+    fn protect_read_keeps_contents_and_blocks_prefault() {
+        let mut r = reservation(1);
+        r.commit(0, page()).unwrap();
+        // SAFETY: committed read-write.
+        unsafe { r.as_ptr().write(3) };
+        r.protect(0, page(), Protection::Read).unwrap();
+        // SAFETY: readable.
+        assert_eq!(unsafe { r.as_ptr().read() }, 3);
+        assert_eq!(
+            r.prefault(0, page()).unwrap_err(),
+            Error::NotWritable { offset: 0 }
+        );
+        r.protect(0, page(), Protection::ReadWrite).unwrap();
+        r.prefault(0, page()).unwrap();
+        // SAFETY: read-write again.
+        assert_eq!(unsafe { r.as_ptr().read() }, 3);
+    }
+
+    #[test]
+    fn commit_restores_read_write_after_protect_none() {
+        let mut r = reservation(1);
+        r.commit(0, page()).unwrap();
+        r.protect(0, page(), Protection::None).unwrap();
+        r.commit(0, page()).unwrap();
+        r.prefault(0, page()).unwrap();
+    }
+
+    #[test]
+    fn prefault_uncommitted_is_error() {
+        let mut r = reservation(3);
+        r.commit(0, page()).unwrap();
+        assert_eq!(
+            r.prefault(0, 3 * page()).unwrap_err(),
+            Error::NotCommitted { offset: page() }
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot observe residency")]
+    fn prefault_makes_pages_resident_and_keeps_contents() {
+        let mut r = reservation(8);
+        r.commit(0, 8 * page()).unwrap();
+        // SAFETY: committed read-write.
+        unsafe { r.as_ptr().write(1) };
+        r.prefault(0, 8 * page()).unwrap();
+        assert_eq!(r.resident_pages(0, 8 * page()).unwrap(), 8);
+        // SAFETY: committed read-write.
+        assert_eq!(unsafe { r.as_ptr().read() }, 1);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot observe residency")]
+    fn residency_counts_only_touched_pages() {
+        let mut r = reservation(4);
+        r.commit(0, 4 * page()).unwrap();
+        // SAFETY: committed read-write.
+        unsafe { r.as_ptr().add(2 * page()).write(1) };
+        assert_eq!(
+            r.residency(0, 4 * page()).unwrap(),
+            [false, false, true, false]
+        );
+        r.decommit(0, 4 * page()).unwrap();
+        assert_eq!(r.resident_pages(0, 4 * page()).unwrap(), 0);
+    }
+
+    #[test]
+    fn residency_bad_range_is_error() {
+        let r = reservation(1);
+        assert!(matches!(
+            r.residency(0, 2 * page()),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert_eq!(r.resident_pages(0, 0).unwrap_err(), Error::ZeroLength);
+    }
+
+    #[test]
+    fn guard_blocks_commit_until_unguard() {
+        let mut r = reservation(3);
+        r.commit(0, 3 * page()).unwrap();
+        r.guard(page(), page()).unwrap();
+        assert!(r.is_guarded(page(), page()).unwrap());
+        assert!(!r.is_committed(0, 3 * page()).unwrap());
+        assert_eq!(
+            r.commit(0, 3 * page()).unwrap_err(),
+            Error::Guarded { offset: page() }
+        );
+        assert_eq!(
+            r.prefault(page(), page()).unwrap_err(),
+            Error::Guarded { offset: page() }
+        );
+        assert_eq!(
+            r.decommit(0, 2 * page()).unwrap_err(),
+            Error::Guarded { offset: page() }
+        );
+        // Pages around the guard keep working.
+        assert!(r.is_committed(0, page()).unwrap());
+        r.unguard(page(), page()).unwrap();
+        assert!(!r.is_guarded(page(), page()).unwrap());
+        r.commit(page(), page()).unwrap();
+        // SAFETY: committed read-write.
+        assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 0);
+    }
+
+    #[test]
+    fn unguard_non_guard_page_is_error() {
+        let mut r = reservation(2);
+        r.guard(0, page()).unwrap();
+        assert_eq!(
+            r.unguard(0, 2 * page()).unwrap_err(),
+            Error::NotGuarded { offset: page() }
+        );
+        assert!(r.is_guarded(0, page()).unwrap());
+    }
+
+    #[test]
+    fn sparse_mode_commits_and_decommits() {
+        let mut r = Reservation::builder()
+            .mode(CommitMode::Sparse)
+            .reserve(4 * page())
+            .unwrap();
+        r.commit(page(), page()).unwrap();
+        // SAFETY: committed.
+        unsafe { r.as_ptr().add(page()).write(8) };
+        r.decommit(page(), page()).unwrap();
+        r.commit(page(), page()).unwrap();
+        // SAFETY: committed; decommit zeroed it.
+        assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 0);
+        r.guard(0, page()).unwrap();
+        r.unguard(0, page()).unwrap();
+        r.commit(0, page()).unwrap();
+        // SAFETY: committed.
+        unsafe { r.as_ptr().write(1) };
+    }
+
+    #[test]
+    fn lock_uncommitted_is_error_and_lock_committed_works() {
+        let r = reservation(2);
+        assert_eq!(
+            r.lock(0, page()).unwrap_err(),
+            Error::NotCommitted { offset: 0 }
+        );
+        assert_eq!(
+            r.unlock(0, page()).unwrap_err(),
+            Error::NotCommitted { offset: 0 }
+        );
+        r.commit(0, page()).unwrap();
+        r.lock(0, page()).unwrap();
+        r.unlock(0, page()).unwrap();
+    }
+
+    #[test]
+    fn huge_page_advice_checks_range() {
+        let r = Reservation::builder()
+            .alignment(2 << 20)
+            .reserve(4 << 20)
+            .unwrap();
+        assert!(matches!(
+            r.advise_huge_pages(0, 8 << 20, HugePageAdvice::Huge),
+            Err(Error::OutOfBounds { .. })
+        ));
+        let result = r.advise_huge_pages(0, 4 << 20, HugePageAdvice::Huge);
+        if cfg!(any(target_os = "linux", miri)) {
+            result.unwrap();
+            r.advise_huge_pages(0, 4 << 20, HugePageAdvice::NoHuge)
+                .unwrap();
+        } else {
+            assert_eq!(
+                result.unwrap_err(),
+                Error::Unsupported {
+                    operation: Operation::HugePageAdvice
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn contains_checks_bounds() {
+        let r = reservation(2);
+        assert!(r.contains(r.as_ptr()));
+        assert!(r.contains(r.as_ptr().wrapping_add(2 * page() - 1)));
+        assert!(!r.contains(r.as_ptr().wrapping_add(2 * page())));
+        assert!(!r.contains(r.as_ptr().wrapping_sub(1)));
+    }
+
+    #[test]
+    fn reservation_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Reservation>();
+    }
+
+    #[test]
+    fn concurrent_commits_from_threads_all_land() {
+        let r = reservation(16);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let r = &r;
+                s.spawn(move || {
+                    for i in 0..4 {
+                        r.commit((t * 4 + i) * page(), page()).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(r.is_committed(0, 16 * page()).unwrap());
     }
 }

@@ -1,0 +1,119 @@
+//! Decommit gives memory and commit charge back to the system at once: the process's RSS and
+//! the system's `Committed_AS` return to their baseline. Linux only (they are read from
+//! `/proc`).
+#![cfg(all(target_os = "linux", not(miri)))]
+
+use memvisor_vmem::{CommitMode, Reservation, page_size};
+
+const GIB: usize = 1 << 30;
+
+fn meminfo_kib(field: &str) -> usize {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} not in /proc/meminfo"))
+}
+
+fn rss_bytes() -> usize {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib * 1024
+}
+
+fn committed_as() -> usize {
+    meminfo_kib("Committed_AS") * 1024
+}
+
+/// `Committed_AS` counts the whole system, so other processes move it too: the check is
+/// repeated a few times and passes when one attempt shows the 4 GiB charge taken by commit
+/// and returned by decommit, within a margin far below 4 GiB.
+#[test]
+fn decommit_returns_commit_charge() {
+    let size = 4 * GIB;
+    let margin = GIB / 2;
+    let mut last = (0, 0, 0);
+    for _ in 0..5 {
+        let mut r = Reservation::new(size).unwrap();
+        let before = committed_as();
+        r.commit(0, size).unwrap();
+        let committed = committed_as();
+        r.decommit(0, size).unwrap();
+        let after = committed_as();
+        last = (before, committed, after);
+        if committed >= before + size - margin
+            && committed >= after + size - margin
+            && after.abs_diff(before) < margin
+        {
+            return;
+        }
+    }
+    panic!("commit charge not returned: before/committed/after = {last:?}");
+}
+
+/// The three scenarios run one after another in one test, since RSS counts the whole process.
+#[test]
+fn decommit_and_drop_return_rss() {
+    decommit_returns_rss();
+    sparse_decommit_returns_rss();
+    drop_returns_rss();
+}
+
+fn decommit_returns_rss() {
+    let size = 256 << 20;
+    let mut r = Reservation::new(size).unwrap();
+    let before = rss_bytes();
+    r.commit(0, size).unwrap();
+    r.prefault(0, size).unwrap();
+    let resident = rss_bytes();
+    assert!(
+        resident >= before + size * 9 / 10,
+        "prefault: {before} -> {resident}"
+    );
+    assert_eq!(r.resident_pages(0, size).unwrap(), size / page_size());
+    r.decommit(0, size).unwrap();
+    let after = rss_bytes();
+    assert!(
+        after < before + size / 10,
+        "decommit: {before} -> {resident} -> {after}"
+    );
+    assert_eq!(r.resident_pages(0, size).unwrap(), 0);
+}
+
+fn sparse_decommit_returns_rss() {
+    let size = 256 << 20;
+    let mut r = Reservation::builder()
+        .mode(CommitMode::Sparse)
+        .reserve(size)
+        .unwrap();
+    let before = rss_bytes();
+    r.commit(0, size).unwrap();
+    r.prefault(0, size).unwrap();
+    let resident = rss_bytes();
+    assert!(
+        resident >= before + size * 9 / 10,
+        "prefault: {before} -> {resident}"
+    );
+    r.decommit(0, size).unwrap();
+    let after = rss_bytes();
+    assert!(
+        after < before + size / 10,
+        "decommit: {before} -> {resident} -> {after}"
+    );
+}
+
+fn drop_returns_rss() {
+    let size = 128 << 20;
+    let before = rss_bytes();
+    {
+        let mut r = Reservation::new(size).unwrap();
+        r.commit(0, size).unwrap();
+        r.prefault(0, size).unwrap();
+        assert!(rss_bytes() >= before + size * 9 / 10);
+    }
+    assert!(rss_bytes() < before + size / 10);
+}
