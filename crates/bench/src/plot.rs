@@ -2,8 +2,8 @@
 //!
 //! For every scenario of a [`GroupReport`] measured at more than one parameter,
 //! [`write_plots`] draws the figure against the parameter, one line per implementation
-//! (memvisor and each peer; missing figures leave gaps in no line, they are simply not drawn),
-//! and writes it to `GROUP_SCENARIO.svg`. The x axis is logarithmic when the parameters span more
+//! (memvisor drawn thicker, then each peer; a `null` figure is left out of its line), and writes
+//! it to `GROUP_SCENARIO.svg`. The x axis is logarithmic when the parameters span more
 //! than a decade; the y axis is logarithmic when the figures span more than two decades (a peer
 //! a thousand times slower would otherwise flatten every other line against zero).
 
