@@ -40,7 +40,9 @@ mod bitmap;
 mod error;
 mod page;
 mod reservation;
+mod sync;
 mod sys;
+pub mod vec;
 
 pub use error::{Error, Operation, OsError, Result};
 pub use page::{allocation_granularity, page_size};

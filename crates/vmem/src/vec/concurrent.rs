@@ -1,0 +1,831 @@
+//! [`ConcurrentVec`]: a vector that many threads push into without a lock, growing in place.
+//!
+//! # Protocol
+//!
+//! - **Claim.** A push takes a slot index with one `fetch_add` on `next`. Indices are unique: a
+//!   push that finds `index >= capacity` gives its increment back with `fetch_sub`; since only such
+//!   pushes decrement, `next` never drops below the capacity once it has reached it (capacities are
+//!   at most `isize::MAX`, so it cannot wrap).
+//! - **Commit.** `committed` counts the slots whose memory (slot bytes and ready-bit word) is
+//!   committed; it only grows. A push whose index is at or past it commits everything from the
+//!   value it saw up to a target past its index (commits are idempotent and thread-safe, so racing
+//!   pushes may commit the same pages), then raises `committed` with `fetch_max` (release). Because
+//!   each committer commits from the value it saw, every slot below the maximum is committed.
+//! - **Write and publish.** The element is written into its slot, then the slot's ready bit is set
+//!   with `fetch_or` (release).
+//! - **Read.** `get(i)` loads `committed` (acquire: the bit's page is committed) and, if `i` is
+//!   below it, the ready bit (acquire: the element's writes are visible). An unpublished slot is
+//!   `None`. Nothing waits on another push, so a preempted writer delays only its own slot.
+//! - **Holes.** A push whose element constructor panics, or whose commit fails, leaves its slot
+//!   claimed but never published: it is never read and never dropped.
+//! - **Drop.** Each published element is dropped once, in index order; its bit is cleared before
+//!   the drop, and a panicking destructor does not stop the others.
+
+use core::iter::FusedIterator;
+use core::marker::PhantomData;
+use core::ops::Index;
+use core::ptr::NonNull;
+use core::{fmt, mem};
+
+use super::builder::{Builder, Growth};
+use super::error::{Error, PushError, Result};
+use super::layout::{VecLayout, WORD_BITS, WORD_BYTES};
+use super::ready::ReadyBits;
+use crate::reservation::Reservation;
+use crate::sync::{AccessLog, AtomicUsize, Ordering};
+
+/// Keeps a value on a cache line of its own (128 bytes covers adjacent-line prefetching).
+#[derive(Debug)]
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+/// A vector that many threads push into at once, without a lock, growing in place inside a
+/// reservation of its maximum capacity. Elements never move, so `&T` from [`get`](Self::get)
+/// stays valid while other threads push.
+///
+/// - [`push`](Self::push) takes `&self`, is lock-free and returns the element's index.
+/// - [`get`](Self::get) returns an element only once it is completely written (*published*); a slot
+///   being written, or left empty by a failed push, reads as `None`.
+/// - [`len`](Self::len) counts claimed slots: every index below it was handed to a push, whose
+///   element may still be being written. Pushes publish out of order; nothing waits for a slower
+///   thread.
+/// - [`iter`](Self::iter) yields the published elements in index order, skipping slots that are not
+///   published.
+/// - Each published element is dropped exactly once, when the vector is dropped or cleared.
+///
+/// Memory per element is the element itself plus one bit (a ready bit in a bitmap next to the
+/// slots), both committed in page steps as the vector grows.
+///
+/// It is `Send` when `T: Send` and `Sync` when `T: Send + Sync` (a shared vector moves values
+/// in from any thread and shares them with all).
+///
+/// # Examples
+/// ```
+/// use std::sync::Arc;
+/// use std::thread;
+///
+/// use memvisor_vmem::vec::ConcurrentVec;
+///
+/// let v = Arc::new(ConcurrentVec::with_capacity(1 << 12)?);
+/// let handles: Vec<_> = (0..4u64)
+///     .map(|t| {
+///         let v = Arc::clone(&v);
+///         thread::spawn(move || {
+///             for i in 0..250 {
+///                 let index = v.push(t * 250 + i);
+///                 assert_eq!(v[index], t * 250 + i);
+///             }
+///         })
+///     })
+///     .collect();
+/// for h in handles {
+///     h.join().unwrap();
+/// }
+/// assert_eq!(v.len(), 1000);
+/// let mut all: Vec<u64> = v.iter().copied().collect();
+/// all.sort_unstable();
+/// assert!(all.iter().copied().eq(0..1000));
+/// # Ok::<(), memvisor_vmem::vec::Error>(())
+/// ```
+pub struct ConcurrentVec<T> {
+    /// The next slot to hand out.
+    next: CachePadded<AtomicUsize>,
+    /// Slots whose memory is committed, all of them below this index.
+    committed: CachePadded<AtomicUsize>,
+    base: NonNull<T>,
+    ready: ReadyBits,
+    log: AccessLog,
+    layout: VecLayout,
+    growth: Growth,
+    builder: Builder,
+    reservation: Reservation,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: the vector owns its elements and its reservation; sending it sends the elements,
+// which needs `T: Send`.
+unsafe impl<T: Send> Send for ConcurrentVec<T> {}
+// SAFETY: through `&self`, threads move values into the vector (`push`, so `T: Send`) and share
+// `&T` with each other (`get`, `iter`, so `T: Sync`); all shared bookkeeping is atomic.
+unsafe impl<T: Send + Sync> Sync for ConcurrentVec<T> {}
+
+impl<T> ConcurrentVec<T> {
+    /// Reserves a vector of at most `capacity` elements with the default options (see
+    /// [`Builder`]). Nothing is committed until the first push.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if `capacity` elements do not fit in the address space (or exceed
+    /// `isize::MAX`); [`Error::Reserve`] if the system has no room for them.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::<u64>::with_capacity(1 << 16)?;
+    /// assert_eq!(v.capacity(), 1 << 16);
+    /// assert!(v.is_empty());
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn with_capacity(capacity: usize) -> Result<Self> {
+        Builder::new(capacity).build_concurrent()
+    }
+
+    /// Options for a vector of at most `capacity` elements; shorthand for [`Builder::new`].
+    #[must_use]
+    pub fn builder(capacity: usize) -> Builder {
+        Builder::new(capacity)
+    }
+
+    pub(crate) fn from_builder(builder: &Builder) -> Result<Self> {
+        let (layout, growth) = builder.prepare::<T>(true)?;
+        if isize::try_from(layout.capacity).is_err() {
+            return Err(Error::TooLarge {
+                capacity: layout.capacity,
+                element_size: layout.elem_size,
+            });
+        }
+        let reservation = layout.reserve(builder.mode_setting())?;
+        let base = reservation.as_non_null();
+        // SAFETY: `data_len` is inside the reservation (its bit region starts there).
+        let bits_start = unsafe { base.add(layout.data_len) };
+        // SAFETY: the bit region starts on a page boundary (so is aligned for `usize`) and holds
+        // one word per `WORD_BITS` slots; the reservation lives in the same struct and is
+        // dropped after every use; words are used only below `committed`, whose pages
+        // `commit_slots` committed.
+        let ready = unsafe { ReadyBits::new(bits_start, layout.capacity) };
+        Ok(Self {
+            next: CachePadded(AtomicUsize::new(0)),
+            committed: CachePadded(AtomicUsize::new(0)),
+            base: base.cast(),
+            ready,
+            log: AccessLog::new(layout.capacity),
+            layout,
+            growth,
+            builder: *builder,
+            reservation,
+            _owns: PhantomData,
+        })
+    }
+
+    /// The number of claimed slots, at most the capacity: every index below it was handed to
+    /// a push. Elements of pushes still running, and slots of failed pushes, are not published
+    /// (so [`get`](Self::get) may return `None` below `len`).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.next
+            .0
+            .load(Ordering::Acquire)
+            .min(self.layout.capacity)
+    }
+
+    /// Whether no slot was claimed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The maximum number of elements, fixed at creation.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.layout.capacity
+    }
+
+    /// How many slots have committed memory now.
+    #[must_use]
+    pub fn committed_capacity(&self) -> usize {
+        self.committed.0.load(Ordering::Acquire)
+    }
+
+    /// The number of bytes committed in the vector's reservation (slots and ready bits).
+    #[must_use]
+    pub fn committed_bytes(&self) -> usize {
+        self.reservation.committed_bytes()
+    }
+
+    /// The reservation holding the elements, for queries and hints. Its safe `&self` methods
+    /// cannot change what the vector reads.
+    #[must_use]
+    pub fn reservation(&self) -> &Reservation {
+        &self.reservation
+    }
+
+    /// The options the vector was made with.
+    #[must_use]
+    pub fn options(&self) -> Builder {
+        self.builder
+    }
+
+    /// A pointer to slot `index` (`index < capacity`).
+    #[inline]
+    fn slot(&self, index: usize) -> *mut T {
+        debug_assert!(index < self.layout.capacity);
+        // SAFETY: `index < capacity`, and the reservation's slot region holds `capacity` slots.
+        unsafe { self.base.as_ptr().add(index) }
+    }
+
+    /// Claims a slot whose memory is committed.
+    #[inline]
+    fn claim(&self) -> Result<usize> {
+        let index = self.next.0.fetch_add(1, Ordering::Relaxed);
+        if index >= self.committed.0.load(Ordering::Acquire) {
+            self.claim_slow(index)?;
+        }
+        Ok(index)
+    }
+
+    #[cold]
+    fn claim_slow(&self, index: usize) -> Result<()> {
+        let capacity = self.layout.capacity;
+        if index >= capacity {
+            // Only pushes past the capacity give their increment back, so `next` stays at or
+            // above the capacity and no index below it is handed out twice.
+            self.next.0.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::CapacityExceeded {
+                capacity,
+                requested: index + 1,
+            });
+        }
+        self.commit_through(index)
+    }
+
+    /// Makes `committed` exceed `index` (`index < capacity`).
+    fn commit_through(&self, index: usize) -> Result<()> {
+        let mut seen = self.committed.0.load(Ordering::Acquire);
+        while index >= seen {
+            let target = self.target(seen, index);
+            self.commit_slots(seen, target)?;
+            let before = self.committed.0.fetch_max(target, Ordering::AcqRel);
+            seen = before.max(target);
+        }
+        Ok(())
+    }
+
+    /// How many slots to have committed when `seen` are and slot `index` is needed: a growth
+    /// step past `seen`, at least `index + 1`, widened to what the whole pages hold.
+    fn target(&self, seen: usize, index: usize) -> usize {
+        let layout = &self.layout;
+        // Zero-sized elements grow as if they took a byte, which paces the ready bits.
+        let size = layout.elem_size.max(1);
+        let bytes = seen * size;
+        let step = self.growth.step(bytes, layout.page);
+        let want = (bytes.saturating_add(step) / size)
+            .max(index + 1)
+            .min(layout.capacity);
+        let data_fit = layout.slots_in(layout.data_end(want));
+        let bits_fit = (layout.bits_end(want) / WORD_BYTES).saturating_mul(WORD_BITS);
+        want.max(data_fit.min(bits_fit).min(layout.capacity))
+    }
+
+    /// Commits the memory of slots `seen..target`, given that slots below `seen` have theirs.
+    fn commit_slots(&self, seen: usize, target: usize) -> Result<()> {
+        let layout = &self.layout;
+        let commit = |offset: usize, end: usize| {
+            if end <= offset {
+                return Ok(());
+            }
+            self.reservation
+                .commit(offset, end - offset)
+                .map_err(|source| Error::Commit {
+                    offset,
+                    len: end - offset,
+                    source,
+                })
+        };
+        commit(layout.data_end(seen), layout.data_end(target))?;
+        commit(
+            layout.data_len + layout.bits_end(seen),
+            layout.data_len + layout.bits_end(target),
+        )
+    }
+
+    /// Writes `value` into claimed slot `index` and publishes it.
+    ///
+    /// # Safety
+    /// `index` was claimed by this push (so nothing else writes or reads it) and is committed.
+    #[inline]
+    unsafe fn publish(&self, index: usize, value: T) {
+        self.log.write(index);
+        // SAFETY: the slot is committed, aligned, and exclusively ours until published.
+        unsafe { self.slot(index).write(value) };
+        // SAFETY: the slot's ready word is committed with it.
+        unsafe { self.ready.set(index) };
+    }
+
+    /// Pushes `value` and returns its index, or hands it back.
+    ///
+    /// # Errors
+    /// [`Error::CapacityExceeded`] if every slot was claimed (nothing changes then);
+    /// [`Error::Commit`] if the system refuses memory, in which case the slot this push claimed
+    /// stays empty for good (a *hole*: never published, skipped by iteration, counted by
+    /// [`len`](Self::len)).
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(1)?;
+    /// assert_eq!(v.try_push("a").unwrap(), 0);
+    /// assert_eq!(v.try_push("b").unwrap_err().into_value(), "b");
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_push(&self, value: T) -> Result<usize, PushError<T>> {
+        match self.claim() {
+            Ok(index) => {
+                // SAFETY: `claim` handed out `index` to this push only, and committed it.
+                unsafe { self.publish(index, value) };
+                Ok(index)
+            }
+            Err(e) => Err(PushError::new(value, e)),
+        }
+    }
+
+    /// Pushes `value` and returns its index.
+    ///
+    /// # Panics
+    /// At capacity, or if the system refuses memory, with a message naming the reason.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// let i = v.push(10);
+    /// assert_eq!(v.get(i), Some(&10));
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn push(&self, value: T) -> usize {
+        match self.try_push(value) {
+            Ok(index) => index,
+            Err(e) => failed("push", e.error()),
+        }
+    }
+
+    /// Claims a slot, builds its element in place with `make(index)` and publishes it; returns
+    /// the index.
+    ///
+    /// If `make` panics, the slot stays empty for good (never published, never dropped) and
+    /// the vector stays sound.
+    ///
+    /// # Errors
+    /// As [`try_push`](Self::try_push); `make` is not called then.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// let i = v.try_push_with(|index| format!("element {index}"))?;
+    /// assert_eq!(v[i], "element 0");
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn try_push_with<F: FnOnce(usize) -> T>(&self, make: F) -> Result<usize> {
+        let index = self.claim()?;
+        let value = make(index);
+        // SAFETY: `claim` handed out `index` to this push only, and committed it.
+        unsafe { self.publish(index, value) };
+        Ok(index)
+    }
+
+    /// As [`try_push_with`](Self::try_push_with), panicking where it returns an error.
+    ///
+    /// # Panics
+    /// At capacity, or if the system refuses memory; and if `make` panics.
+    #[track_caller]
+    pub fn push_with<F: FnOnce(usize) -> T>(&self, make: F) -> usize {
+        match self.try_push_with(make) {
+            Ok(index) => index,
+            Err(e) => failed("push_with", &e),
+        }
+    }
+
+    /// The element at `index`, if it is published.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// v.push('x');
+    /// assert_eq!(v.get(0), Some(&'x'));
+    /// assert_eq!(v.get(1), None);
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<&T> {
+        if index >= self.committed.0.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: `index < committed`, so its ready word is committed.
+        if !unsafe { self.ready.is_set(index) } {
+            return None;
+        }
+        self.log.read(index);
+        // SAFETY: the bit is set (acquire), so the element's write happened before and it is
+        // never written again through `&self`; it lives until `&mut self` or drop.
+        Some(unsafe { &*self.slot(index) })
+    }
+
+    /// The element at `index`, if it is published, mutably.
+    #[must_use]
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.get(index)?;
+        // SAFETY: published (checked above) and `&mut self` excludes every other access.
+        Some(unsafe { &mut *self.slot(index) })
+    }
+
+    /// The published elements in index order (skipping unpublished slots), among the slots
+    /// claimed when it was made. An element published after the iterator passed its slot is
+    /// not yielded.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// v.push(1);
+    /// v.push(2);
+    /// assert_eq!(v.iter().copied().collect::<Vec<_>>(), [1, 2]);
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter {
+            entries: self.entries(),
+        }
+    }
+
+    /// As [`iter`](Self::iter), with each element's index.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::panic::{AssertUnwindSafe, catch_unwind};
+    ///
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// v.push('a');
+    /// // A constructor that panics leaves a hole at index 1.
+    /// let hole = catch_unwind(AssertUnwindSafe(|| v.push_with(|_| -> char { panic!("no element") })));
+    /// assert!(hole.is_err());
+    /// v.push('c');
+    /// assert_eq!(v.entries().collect::<Vec<_>>(), [(0, &'a'), (2, &'c')]);
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn entries(&self) -> Entries<'_, T> {
+        Entries {
+            vec: self,
+            cursor: Cursor::new(self.scan_limit()),
+        }
+    }
+
+    /// The published elements in index order, mutably.
+    pub fn iter_mut(&mut self) -> IterMut<'_, T> {
+        IterMut {
+            cursor: Cursor::new(self.scan_limit()),
+            vec: self,
+        }
+    }
+
+    /// Every published slot is below this, and every ready word below it is committed.
+    fn scan_limit(&self) -> usize {
+        self.len().min(self.committed.0.load(Ordering::Acquire))
+    }
+
+    /// The first published slot in `from..limit` (`limit <= scan_limit()`).
+    fn next_ready(&self, from: usize, limit: usize) -> Option<usize> {
+        let mut word = from / WORD_BITS;
+        while word * WORD_BITS < limit {
+            // SAFETY: the word holds slots below `limit <= committed`, so it is committed.
+            let bits = unsafe { self.ready.ready_in(word, from, limit) };
+            if bits != 0 {
+                return Some(word * WORD_BITS + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+        }
+        None
+    }
+
+    /// Drops every published element at or after `from`, clearing its bit first; a panicking
+    /// destructor does not stop the rest.
+    fn drop_from(&mut self, from: usize) {
+        /// Drops the rest if a destructor unwinds.
+        struct Rest<'a, T> {
+            vec: &'a mut ConcurrentVec<T>,
+            from: usize,
+        }
+        impl<T> Drop for Rest<'_, T> {
+            fn drop(&mut self) {
+                self.vec.drop_from(self.from);
+            }
+        }
+
+        let limit = self.scan_limit();
+        let mut from = from;
+        while let Some(index) = self.next_ready(from, limit) {
+            // SAFETY: `index < committed`.
+            unsafe { self.ready.clear(index) };
+            self.log.write(index);
+            let slot = self.slot(index);
+            let rest = Rest {
+                vec: self,
+                from: index + 1,
+            };
+            // SAFETY: the slot held a published element, now unpublished and dropped once;
+            // `&mut self` excludes every other access.
+            unsafe { slot.drop_in_place() };
+            mem::forget(rest);
+            from = index + 1;
+        }
+    }
+
+    /// Drops every element and forgets every claim, so that indices start at 0 again. Memory
+    /// stays committed for reuse. If a destructor panics, the others are still dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// v.push(1);
+    /// v.clear();
+    /// assert!(v.is_empty());
+    /// assert_eq!(v.push(2), 0);
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn clear(&mut self) {
+        /// Forgets the claims, also on unwind.
+        struct Reset<'a, T>(&'a mut ConcurrentVec<T>);
+        impl<T> Drop for Reset<'_, T> {
+            fn drop(&mut self) {
+                self.0.next.0.store(0, Ordering::Relaxed);
+            }
+        }
+        let reset = Reset(self);
+        reset.0.drop_from(0);
+    }
+
+    /// A vector with the same options holding clones of the published elements at the same
+    /// indices (holes stay holes).
+    ///
+    /// # Errors
+    /// As [`Builder::build_concurrent`]; [`Error::Commit`] if the memory cannot be committed.
+    pub fn try_clone(&self) -> Result<Self>
+    where
+        T: Clone,
+    {
+        let copy = self.builder.build_concurrent::<T>()?;
+        let len = self.len();
+        if len > 0 {
+            copy.commit_through(len - 1)?;
+        }
+        copy.next.0.store(len, Ordering::Relaxed);
+        for (index, value) in self.entries() {
+            // SAFETY: `index < len`, committed above, and only this loop writes `copy`.
+            unsafe { copy.publish(index, value.clone()) };
+        }
+        Ok(copy)
+    }
+
+    /// Takes published element `index` out, unpublishing it.
+    ///
+    /// # Safety
+    /// Slot `index` is published and below `committed`; the caller has `&mut self`-like
+    /// exclusive access.
+    unsafe fn take(&self, index: usize) -> T {
+        // SAFETY: the caller's promise.
+        unsafe { self.ready.clear(index) };
+        self.log.write(index);
+        // SAFETY: the element was published and is now unpublished, so it is read out once.
+        unsafe { self.slot(index).read() }
+    }
+}
+
+/// Panics with the operation and the reason.
+#[cold]
+#[track_caller]
+fn failed(operation: &str, error: &Error) -> ! {
+    panic!("memvisor_vmem::vec::ConcurrentVec::{operation}: {error}")
+}
+
+impl<T> Drop for ConcurrentVec<T> {
+    fn drop(&mut self) {
+        self.drop_from(0);
+    }
+}
+
+impl<T> Index<usize> for ConcurrentVec<T> {
+    type Output = T;
+
+    /// # Panics
+    /// If the element at `index` is not published.
+    #[track_caller]
+    fn index(&self, index: usize) -> &T {
+        match self.get(index) {
+            Some(value) => value,
+            None => panic!(
+                "index {index} is not a published element (len {})",
+                self.len()
+            ),
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for ConcurrentVec<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: Clone> Clone for ConcurrentVec<T> {
+    /// # Panics
+    /// If the new reservation or its memory cannot be had (see [`ConcurrentVec::try_clone`]).
+    #[track_caller]
+    fn clone(&self) -> Self {
+        match self.try_clone() {
+            Ok(copy) => copy,
+            Err(e) => failed("clone", &e),
+        }
+    }
+}
+
+/// Walks the ready bits below a limit one word at a time.
+#[derive(Clone, Debug)]
+struct Cursor {
+    /// The next word to load.
+    next_word: usize,
+    /// The first slot of the loaded word.
+    word_base: usize,
+    /// The loaded word's ready slots not yet yielded.
+    bits: usize,
+    /// Slots at or after this are not visited.
+    limit: usize,
+}
+
+impl Cursor {
+    fn new(limit: usize) -> Self {
+        Self {
+            next_word: 0,
+            word_base: 0,
+            bits: 0,
+            limit,
+        }
+    }
+
+    /// The next published slot of `vec`.
+    #[inline]
+    fn advance<T>(&mut self, vec: &ConcurrentVec<T>) -> Option<usize> {
+        loop {
+            if self.bits != 0 {
+                let bit = self.bits.trailing_zeros() as usize;
+                self.bits &= self.bits - 1;
+                return Some(self.word_base + bit);
+            }
+            let first = self.next_word * WORD_BITS;
+            if first >= self.limit {
+                return None;
+            }
+            // SAFETY: the word holds slots below `limit`, which was at most `committed` when
+            // the cursor was made, so it is committed.
+            self.bits = unsafe { vec.ready.ready_in(self.next_word, first, self.limit) };
+            self.word_base = first;
+            self.next_word += 1;
+        }
+    }
+
+    fn remaining_upper(&self) -> usize {
+        self.bits.count_ones() as usize + self.limit.saturating_sub(self.next_word * WORD_BITS)
+    }
+}
+
+/// The published elements of a [`ConcurrentVec`] with their indices; made by
+/// [`ConcurrentVec::entries`].
+#[derive(Debug)]
+pub struct Entries<'a, T> {
+    vec: &'a ConcurrentVec<T>,
+    cursor: Cursor,
+}
+
+impl<T> Clone for Entries<'_, T> {
+    fn clone(&self) -> Self {
+        Self {
+            vec: self.vec,
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
+impl<'a, T> Iterator for Entries<'a, T> {
+    type Item = (usize, &'a T);
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, &'a T)> {
+        let index = self.cursor.advance(self.vec)?;
+        self.vec.log.read(index);
+        // SAFETY: the slot's ready bit was seen set (acquire): its element is fully written,
+        // never written again through `&self`, and lives as long as the borrow of the vector.
+        Some((index, unsafe { &*self.vec.slot(index) }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.cursor.remaining_upper()))
+    }
+}
+
+impl<T> FusedIterator for Entries<'_, T> {}
+
+/// The published elements of a [`ConcurrentVec`] in index order; made by
+/// [`ConcurrentVec::iter`].
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    entries: Entries<'a, T>,
+}
+
+impl<T> Clone for Iter<'_, T> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+        }
+    }
+}
+
+impl<'a, T> Iterator for Iter<'a, T> {
+    type Item = &'a T;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a T> {
+        self.entries.next().map(|(_, value)| value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl<T> FusedIterator for Iter<'_, T> {}
+
+/// The published elements of a [`ConcurrentVec`] in index order, mutably; made by
+/// [`ConcurrentVec::iter_mut`].
+#[derive(Debug)]
+pub struct IterMut<'a, T> {
+    vec: &'a mut ConcurrentVec<T>,
+    cursor: Cursor,
+}
+
+impl<'a, T> Iterator for IterMut<'a, T> {
+    type Item = &'a mut T;
+
+    fn next(&mut self) -> Option<&'a mut T> {
+        let index = self.cursor.advance(self.vec)?;
+        self.vec.log.write(index);
+        // SAFETY: published; the iterator holds `&mut` of the vector for `'a` and yields each
+        // slot once, so the references never alias.
+        Some(unsafe { &mut *self.vec.slot(index) })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.cursor.remaining_upper()))
+    }
+}
+
+impl<T> FusedIterator for IterMut<'_, T> {}
+
+/// The published elements of a [`ConcurrentVec`] in index order, moved out; made by its
+/// `into_iter`. Elements not yielded are dropped with it.
+#[derive(Debug)]
+pub struct IntoIter<T> {
+    vec: ConcurrentVec<T>,
+    cursor: Cursor,
+}
+
+impl<T> Iterator for IntoIter<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        let index = self.cursor.advance(&self.vec)?;
+        // SAFETY: published and below `committed`; the iterator owns the vector.
+        Some(unsafe { self.vec.take(index) })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.cursor.remaining_upper()))
+    }
+}
+
+impl<T> FusedIterator for IntoIter<T> {}
+
+impl<T> IntoIterator for ConcurrentVec<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter {
+            cursor: Cursor::new(self.scan_limit()),
+            vec: self,
+        }
+    }
+}
+
+impl<'a, T> IntoIterator for &'a ConcurrentVec<T> {
+    type Item = &'a T;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a mut ConcurrentVec<T> {
+    type Item = &'a mut T;
+    type IntoIter = IterMut<'a, T>;
+
+    fn into_iter(self) -> IterMut<'a, T> {
+        self.iter_mut()
+    }
+}

@@ -1,0 +1,236 @@
+//! The errors of the vectors: [`Error`] for every failure, [`PushError`] when a value that could
+//! not be stored is handed back.
+
+use core::fmt;
+
+/// Everything that can go wrong creating or growing a vector. Each variant carries the values
+/// that caused it. A failed operation leaves the vector as it was (for a
+/// [`ConcurrentVec`](super::ConcurrentVec), see its `try_push` for the one exception).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The vector holds its maximum number of elements, fixed when it was created.
+    #[error("vector is full: {requested} elements needed, capacity is {capacity}")]
+    CapacityExceeded {
+        /// The maximum number of elements.
+        capacity: usize,
+        /// The number of elements the operation needed room for.
+        requested: usize,
+    },
+    /// The memory for `capacity` elements of `element_size` bytes (with the bookkeeping next to
+    /// them) does not fit in the address space.
+    #[error("{capacity} elements of {element_size} bytes do not fit in the address space")]
+    TooLarge {
+        /// The requested maximum number of elements.
+        capacity: usize,
+        /// `size_of` the element type.
+        element_size: usize,
+    },
+    /// The growth policy's least step is larger than its greatest.
+    #[error("growth step minimum {min:#x} exceeds its maximum {max:#x}")]
+    InvalidGrowth {
+        /// The least number of bytes committed at a time.
+        min: usize,
+        /// The greatest number of bytes committed at a time.
+        max: usize,
+    },
+    /// The requested alignment is not a power of two.
+    #[error("alignment {align:#x} is not a power of two")]
+    InvalidAlignment {
+        /// The offending alignment.
+        align: usize,
+    },
+    /// Reserving the address space failed (bad alignment, or the system refused).
+    #[error("reserving {len:#x} bytes failed: {source}")]
+    Reserve {
+        /// The number of bytes asked for.
+        len: usize,
+        /// What the reservation reported.
+        #[source]
+        source: crate::Error,
+    },
+    /// Committing memory for more elements failed (typically the system's commit limit).
+    #[error("committing {len:#x} bytes at offset {offset:#x} failed: {source}")]
+    Commit {
+        /// Offset of the range in the reservation.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// What the reservation reported.
+        #[source]
+        source: crate::Error,
+    },
+    /// Decommitting memory failed; the memory stays committed and the vector unchanged.
+    #[error("decommitting {len:#x} bytes at offset {offset:#x} failed: {source}")]
+    Decommit {
+        /// Offset of the range in the reservation.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// What the reservation reported.
+        #[source]
+        source: crate::Error,
+    },
+}
+
+/// The result type of the vectors.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// A value that could not be pushed, handed back with the reason.
+///
+/// # Examples
+/// ```
+/// use memvisor_vmem::vec::{Error, Vec};
+///
+/// let mut v = Vec::with_capacity(1)?;
+/// v.try_push(String::from("kept"))?;
+/// let err = v.try_push(String::from("returned")).unwrap_err();
+/// assert_eq!(err.error(), &Error::CapacityExceeded { capacity: 1, requested: 2 });
+/// assert_eq!(err.into_value(), "returned");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PushError<T> {
+    value: T,
+    error: Error,
+}
+
+impl<T> PushError<T> {
+    pub(crate) fn new(value: T, error: Error) -> Self {
+        Self { value, error }
+    }
+
+    /// Why the value was not stored.
+    #[must_use]
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The value that was not stored.
+    #[must_use]
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// The value and the reason.
+    #[must_use]
+    pub fn into_parts(self) -> (T, Error) {
+        (self.value, self.error)
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "value not pushed: {}", self.error)
+    }
+}
+
+impl<T> core::error::Error for PushError<T> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<PushError<T>> for Error {
+    fn from(e: PushError<T>) -> Self {
+        e.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+
+    use super::*;
+
+    #[test]
+    fn display_capacity_exceeded_names_values() {
+        let e = Error::CapacityExceeded {
+            capacity: 4,
+            requested: 5,
+        };
+        assert_eq!(
+            e.to_string(),
+            "vector is full: 5 elements needed, capacity is 4"
+        );
+    }
+
+    #[test]
+    fn display_other_variants_name_values() {
+        assert_eq!(
+            Error::TooLarge {
+                capacity: usize::MAX,
+                element_size: 16
+            }
+            .to_string(),
+            alloc::format!(
+                "{} elements of 16 bytes do not fit in the address space",
+                usize::MAX
+            )
+        );
+        assert_eq!(
+            Error::InvalidGrowth {
+                min: 0x2000,
+                max: 0x1000
+            }
+            .to_string(),
+            "growth step minimum 0x2000 exceeds its maximum 0x1000"
+        );
+        assert_eq!(
+            Error::InvalidAlignment { align: 3 }.to_string(),
+            "alignment 0x3 is not a power of two"
+        );
+        assert_eq!(
+            Error::Reserve {
+                len: 0x1000,
+                source: crate::Error::InvalidAlignment { align: 3 }
+            }
+            .to_string(),
+            "reserving 0x1000 bytes failed: alignment 0x3 is not a power of two"
+        );
+        assert_eq!(
+            Error::Commit {
+                offset: 0x1000,
+                len: 0x2000,
+                source: crate::Error::ZeroLength
+            }
+            .to_string(),
+            "committing 0x2000 bytes at offset 0x1000 failed: length is zero"
+        );
+        assert_eq!(
+            Error::Decommit {
+                offset: 0,
+                len: 0x1000,
+                source: crate::Error::ZeroLength
+            }
+            .to_string(),
+            "decommitting 0x1000 bytes at offset 0x0 failed: length is zero"
+        );
+    }
+
+    #[test]
+    fn push_error_display_and_source_name_the_reason() {
+        use core::error::Error as _;
+        let e = PushError::new(
+            7u8,
+            Error::CapacityExceeded {
+                capacity: 1,
+                requested: 2,
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "value not pushed: vector is full: 2 elements needed, capacity is 1"
+        );
+        assert!(e.source().is_some());
+        assert!(alloc::format!("{e:?}").contains("CapacityExceeded"));
+        assert_eq!(e.into_parts().0, 7);
+    }
+}

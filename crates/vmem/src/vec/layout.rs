@@ -1,0 +1,173 @@
+//! Where a vector's bytes live in its reservation, computed from the element's real size and
+//! alignment: the slots first, then (for a [`ConcurrentVec`](super::ConcurrentVec)) one ready
+//! bit per slot, each region a whole number of pages.
+//!
+//! ```text
+//! offset 0                       data_len                      data_len + bits_len
+//! | slot 0 | slot 1 | ... | pad  | ready bits (words) ... | pad |
+//! ```
+//!
+//! Every size below is checked: a capacity whose bytes do not fit in `usize` is
+//! [`Error::TooLarge`], never a wrapped product.
+
+use core::mem::{align_of, size_of};
+
+use super::error::{Error, Result};
+use crate::reservation::Reservation;
+
+/// Bytes of one ready-bit word.
+pub(crate) const WORD_BYTES: usize = size_of::<usize>();
+/// Ready bits per word.
+pub(crate) const WORD_BITS: usize = usize::BITS as usize;
+
+/// The regions of a vector's reservation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VecLayout {
+    /// `size_of::<T>()`.
+    pub(crate) elem_size: usize,
+    /// The maximum number of elements.
+    pub(crate) capacity: usize,
+    /// The page size all regions are multiples of.
+    pub(crate) page: usize,
+    /// Bytes of the slot region: `capacity * elem_size` rounded up to pages.
+    pub(crate) data_len: usize,
+    /// Bytes of the ready-bit region (0 without one), which starts at `data_len`.
+    pub(crate) bits_len: usize,
+    /// Bytes to reserve: both regions, at least one page.
+    pub(crate) total: usize,
+    /// Alignment of the reservation's start: the element's, the caller's and the page's.
+    pub(crate) align: usize,
+}
+
+fn round_up(value: usize, page: usize) -> Option<usize> {
+    value.checked_next_multiple_of(page)
+}
+
+impl VecLayout {
+    /// The layout for `capacity` elements of `T`, with ready bits if `ready_bits`, the start
+    /// aligned to at least `min_align` (a power of two, checked by the reservation).
+    pub(crate) fn new<T>(
+        capacity: usize,
+        page: usize,
+        min_align: usize,
+        ready_bits: bool,
+    ) -> Result<Self> {
+        let elem_size = size_of::<T>();
+        let too_large = Error::TooLarge {
+            capacity,
+            element_size: elem_size,
+        };
+        let data_len = capacity
+            .checked_mul(elem_size)
+            .and_then(|bytes| round_up(bytes, page))
+            .ok_or(too_large.clone())?;
+        let bits_len = if ready_bits {
+            round_up(capacity.div_ceil(WORD_BITS) * WORD_BYTES, page).ok_or(too_large.clone())?
+        } else {
+            0
+        };
+        let total = data_len.checked_add(bits_len).ok_or(too_large)?.max(page);
+        Ok(Self {
+            elem_size,
+            capacity,
+            page,
+            data_len,
+            bits_len,
+            total,
+            align: min_align.max(align_of::<T>()).max(page),
+        })
+    }
+
+    /// Reserves the layout's bytes.
+    pub(crate) fn reserve(&self, mode: crate::CommitMode) -> Result<Reservation> {
+        Reservation::builder()
+            .alignment(self.align)
+            .mode(mode)
+            .reserve(self.total)
+            .map_err(|source| Error::Reserve {
+                len: self.total,
+                source,
+            })
+    }
+
+    /// The end of the slot bytes for the first `slots` slots, rounded up to a page
+    /// (`slots <= capacity`, so it never exceeds `data_len`).
+    pub(crate) fn data_end(&self, slots: usize) -> usize {
+        debug_assert!(slots <= self.capacity);
+        (slots * self.elem_size).next_multiple_of(self.page)
+    }
+
+    /// The end of the ready-bit bytes for the first `slots` slots, relative to the start of the
+    /// bit region, rounded up to a page (never exceeds `bits_len`).
+    pub(crate) fn bits_end(&self, slots: usize) -> usize {
+        debug_assert!(slots <= self.capacity);
+        (slots.div_ceil(WORD_BITS) * WORD_BYTES).next_multiple_of(self.page)
+    }
+
+    /// How many slots whole pages of `data_bytes` slot bytes hold, at most `capacity`.
+    pub(crate) fn slots_in(&self, data_bytes: usize) -> usize {
+        data_bytes
+            .checked_div(self.elem_size)
+            .map_or(self.capacity, |n| n.min(self.capacity))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(align(8192))]
+    struct Big(#[allow(dead_code, reason = "only its size matters")] [u8; 8192]);
+
+    #[test]
+    fn new_u64_sizes_both_regions() {
+        let l = VecLayout::new::<u64>(1000, 4096, 1, true).unwrap();
+        assert_eq!(l.data_len, 8192);
+        assert_eq!(l.bits_len, 4096);
+        assert_eq!(l.total, 12288);
+        assert_eq!(l.align, 4096);
+    }
+
+    #[test]
+    fn new_overaligned_aligns_start_to_element() {
+        let l = VecLayout::new::<Big>(3, 4096, 1, false).unwrap();
+        assert_eq!(l.data_len, 3 * 8192);
+        assert_eq!(l.align, 8192);
+        assert_eq!(l.bits_len, 0);
+    }
+
+    #[test]
+    fn new_zero_sized_reserves_one_page() {
+        let l = VecLayout::new::<()>(usize::MAX, 4096, 1, false).unwrap();
+        assert_eq!(l.data_len, 0);
+        assert_eq!(l.total, 4096);
+        assert_eq!(l.slots_in(0), usize::MAX);
+    }
+
+    #[test]
+    fn new_overflowing_capacity_is_too_large() {
+        let e = VecLayout::new::<u64>(usize::MAX / 4, 4096, 1, true).unwrap_err();
+        assert_eq!(
+            e,
+            Error::TooLarge {
+                capacity: usize::MAX / 4,
+                element_size: 8
+            }
+        );
+        let e = VecLayout::new::<u8>(usize::MAX - 10, 4096, 1, false).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }));
+    }
+
+    #[test]
+    fn data_end_and_bits_end_round_to_pages() {
+        let l = VecLayout::new::<u64>(10_000, 4096, 1, true).unwrap();
+        assert_eq!(l.data_end(0), 0);
+        assert_eq!(l.data_end(1), 4096);
+        assert_eq!(l.data_end(512), 4096);
+        assert_eq!(l.data_end(513), 8192);
+        assert_eq!(l.bits_end(1), 4096);
+        assert_eq!(l.bits_end(10_000), l.bits_len);
+        assert_eq!(l.slots_in(8192), 1024);
+        assert_eq!(l.slots_in(usize::MAX), 10_000);
+    }
+}
