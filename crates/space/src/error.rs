@@ -1,0 +1,273 @@
+//! The error type of every fallible operation in this crate.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::layout::WindowKind;
+use crate::region::{HugePageSize, RegionType};
+
+/// A failure a [`RegionListener`](crate::RegionListener) reports; it cancels the change.
+pub type ListenerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in this crate. Variants carry the values that caused them;
+/// OS failures keep the `io::Error` as their source. A failed operation leaves the address
+/// space exactly as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A region or window of size zero.
+    #[error("region at {base:#x} has size zero")]
+    ZeroSize {
+        /// Its base address.
+        base: u64,
+    },
+    /// `base + size` goes past the end of the 64-bit address space.
+    #[error("range at {base:#x} of size {size:#x} overflows the 64-bit address space")]
+    Overflow {
+        /// The base address.
+        base: u64,
+        /// The size.
+        size: u64,
+    },
+    /// The base or size is not a multiple of the region's page size.
+    #[error("region at {base:#x} of size {size:#x} is not aligned to its page size {page_size:#x}")]
+    Misaligned {
+        /// The base address.
+        base: u64,
+        /// The size.
+        size: u64,
+        /// The page size it must be a multiple of (the host's, or the explicit huge page size).
+        page_size: u64,
+    },
+    /// Two regions (or two layout windows) share addresses.
+    #[error(
+        "range at {base:#x} of size {size:#x} overlaps the one at {other_base:#x} of size {other_size:#x}"
+    )]
+    Overlap {
+        /// The base of the range being added.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// The base of the range already there.
+        other_base: u64,
+        /// Its size.
+        other_size: u64,
+    },
+    /// A region does not sit entirely inside one layout window of the kind its type needs.
+    #[error("{ty} region at {base:#x} of size {size:#x} is not inside a {window} window")]
+    OutsideWindow {
+        /// The region's type.
+        ty: RegionType,
+        /// Its base address.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// The kind of window it needs.
+        window: WindowKind,
+    },
+    /// A range reaches past the layout's highest guest physical address.
+    #[error("range at {base:#x} of size {size:#x} reaches past the address limit {limit:#x}")]
+    AddressLimit {
+        /// The base address.
+        base: u64,
+        /// The size.
+        size: u64,
+        /// The highest usable guest physical address (inclusive).
+        limit: u64,
+    },
+    /// A layout parameter is out of range.
+    #[error("invalid layout: {reason}")]
+    InvalidLayout {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The options of a region contradict each other or its type.
+    #[error("invalid {ty} region at {base:#x}: {reason}")]
+    InvalidSpec {
+        /// The region's type.
+        ty: RegionType,
+        /// Its base address.
+        base: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A hugetlbfs backing path is not on a hugetlbfs mount.
+    #[error("{path} is not on hugetlbfs (file system magic {magic:#x})")]
+    NotHugetlbfs {
+        /// The path given.
+        path: PathBuf,
+        /// The file system type found.
+        magic: i64,
+    },
+    /// A hugetlbfs mount's page size is not the one asked for.
+    #[error("{path} has {found:#x}-byte huge pages, but {wanted} pages were asked for")]
+    HugePageSizeMismatch {
+        /// The path given.
+        path: PathBuf,
+        /// The mount's page size.
+        found: u64,
+        /// The size asked for.
+        wanted: HugePageSize,
+    },
+    /// The kernel could not provide the explicit huge pages asked for, and no fallback was
+    /// allowed.
+    #[error(
+        "cannot get {needed} {size} huge pages for the region at {base:#x} ({free} free); allow a fallback or reserve more in /sys/kernel/mm/hugepages"
+    )]
+    HugePagesUnavailable {
+        /// The region's base address.
+        base: u64,
+        /// The huge page size.
+        size: HugePageSize,
+        /// How many pages the region needs.
+        needed: u64,
+        /// How many were free when the error was seen.
+        free: u64,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A NUMA node that this machine does not have.
+    #[error("NUMA node {node} does not exist on this host (nodes online: {online})")]
+    NumaNodeMissing {
+        /// The node asked for.
+        node: u32,
+        /// The nodes the host has, as in `/sys/devices/system/node/online`.
+        online: String,
+    },
+    /// A system call failed.
+    #[error("{op} failed for the region at {base:#x}")]
+    Os {
+        /// The operation (`mmap`, `mbind`, `memfd_create`, ...).
+        op: &'static str,
+        /// The region's base address.
+        base: u64,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A backing file could not be opened or is too small.
+    #[error("backing file {path} for the region at {base:#x}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The region's base address.
+        base: u64,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// No region with this base and size is in the address space.
+    #[error("no region at {base:#x} of size {size:#x}")]
+    RegionNotFound {
+        /// The base asked for.
+        base: u64,
+        /// The size asked for.
+        size: u64,
+    },
+    /// The host memory of a removed slot is still referenced by an older snapshot, so the
+    /// slot cannot be plugged again yet.
+    #[error("hotplug slot at {base:#x} of size {size:#x} is still in use by an older snapshot")]
+    SlotBusy {
+        /// The slot's base.
+        base: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// A region needs a hotplug window that is not there (no hotplug window in the layout,
+    /// or the address space was planned without backing memory).
+    #[error("the address space has no backed hotplug window for the region at {base:#x}")]
+    NoHotplugWindow {
+        /// The region's base.
+        base: u64,
+    },
+    /// No free, aligned range of this size is left in the windows of this kind.
+    #[error("no free range of {size:#x} bytes aligned to {align:#x} in the {window} windows")]
+    NoSpace {
+        /// The kind of window searched.
+        window: WindowKind,
+        /// The size asked for.
+        size: u64,
+        /// The alignment asked for.
+        align: u64,
+    },
+    /// Every memory-slot number is in use.
+    #[error("all {count} memory-slot numbers are in use")]
+    NoSlotNumber {
+        /// How many slot numbers there are.
+        count: u64,
+    },
+    /// A listener refused a change; the change was not made.
+    #[error("a listener refused the change of the region at {base:#x}")]
+    Listener {
+        /// The region's base.
+        base: u64,
+        /// The listener's reason.
+        #[source]
+        source: ListenerError,
+    },
+    /// Reserving the host address range of the hotplug window failed.
+    #[error("reserving host address space for the hotplug window")]
+    Reservation(#[source] memvisor_vmem::Error),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_offending_values() {
+        let e = Error::Misaligned {
+            base: 0x1000,
+            size: 0x2000,
+            page_size: 0x20_0000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "region at 0x1000 of size 0x2000 is not aligned to its page size 0x200000"
+        );
+        let e = Error::Overlap {
+            base: 0x1000,
+            size: 0x1000,
+            other_base: 0,
+            other_size: 0x2000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "range at 0x1000 of size 0x1000 overlaps the one at 0x0 of size 0x2000"
+        );
+        let e = Error::OutsideWindow {
+            ty: RegionType::Dax,
+            base: 0,
+            size: 0x1000,
+            window: WindowKind::Dax,
+        };
+        assert_eq!(
+            e.to_string(),
+            "DAX region at 0x0 of size 0x1000 is not inside a DAX window"
+        );
+        let e = Error::NumaNodeMissing {
+            node: 7,
+            online: "0".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "NUMA node 7 does not exist on this host (nodes online: 0)"
+        );
+        let e = Error::HugePagesUnavailable {
+            base: 0x4000_0000,
+            size: HugePageSize::Size1G,
+            needed: 2,
+            free: 0,
+            source: io::Error::from_raw_os_error(libc::ENOMEM),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("cannot get 2 1 GiB huge pages for the region at 0x40000000 (0 free)")
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -1,0 +1,283 @@
+//! [`Region`]: one region of the address space, with its host memory if it has any, and its
+//! vm-memory [`GuestMemoryRegion`] implementation.
+
+use std::sync::Arc;
+
+use vm_memory::bitmap::BS;
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryError, GuestMemoryRegion, GuestMemoryRegionBytes,
+    GuestRegionMmap, GuestUsize, MemoryRegionAddress, VolatileSlice,
+};
+
+use crate::error::Result;
+use crate::memory::{self, HostMemory, Target};
+use crate::region::{HugePages, NumaBinding, Protection, RegionSpec, RegionType};
+use crate::{Error, RegionReport};
+
+/// A validated region of the guest physical address space: its [`RegionSpec`] and, when it
+/// was backed, its host memory (unmapped when the last [`Snapshot`](crate::Snapshot) holding
+/// the region is dropped).
+///
+/// Through vm-memory's [`GuestMemoryRegion`] and `Bytes<MemoryRegionAddress>` a backed region
+/// is read and written with volatile accesses; an unbacked one answers
+/// [`GuestMemoryError::HostAddressNotAvailable`].
+///
+/// ```
+/// use memvisor_space::{Region, RegionSpec};
+/// use vm_memory::{Bytes, GuestAddress, GuestMemoryRegion, MemoryRegionAddress};
+///
+/// let (region, report) = Region::back(RegionSpec::ram(GuestAddress(0x10_0000), 1 << 20))?;
+/// assert_eq!(report.map(|r| r.size), Some(1 << 20));
+/// region.write_obj(0xdead_beef_u32, MemoryRegionAddress(0x40)).unwrap();
+/// assert_eq!(region.read_obj::<u32>(MemoryRegionAddress(0x40)).unwrap(), 0xdead_beef);
+/// assert_eq!(region.start_addr(), GuestAddress(0x10_0000));
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Region {
+    spec: RegionSpec,
+    memory: Option<HostMemory>,
+}
+
+impl Region {
+    /// A region without host memory, for planning and bookkeeping (and for device and
+    /// reserved ranges, which never have any).
+    ///
+    /// # Errors
+    /// As [`RegionSpec::validate`].
+    pub fn plan(spec: RegionSpec) -> Result<Self> {
+        spec.validate()?;
+        Ok(Self { spec, memory: None })
+    }
+
+    /// A region with host memory made as the spec says (a mapping of its own; hot-pluggable
+    /// regions get theirs in the hotplug window through
+    /// [`AddressSpace::plug`](crate::AddressSpace::plug) instead). A spec with
+    /// [`Backing::None`](crate::Backing::None) gives an unbacked region and no report.
+    ///
+    /// # Errors
+    /// As [`RegionSpec::validate`]; [`Error::NumaNodeMissing`], [`Error::NotHugetlbfs`],
+    /// [`Error::HugePageSizeMismatch`], [`Error::HugePagesUnavailable`], [`Error::File`] and
+    /// [`Error::Os`] from making the memory. Nothing is left mapped after an error.
+    pub fn back(spec: RegionSpec) -> Result<(Self, Option<RegionReport>)> {
+        Self::back_in(spec, Target::Own)
+    }
+
+    pub(crate) fn back_in(
+        spec: RegionSpec,
+        target: Target<'_>,
+    ) -> Result<(Self, Option<RegionReport>)> {
+        spec.validate()?;
+        if !spec.backing.has_memory() {
+            return Ok((Self { spec, memory: None }, None));
+        }
+        let (memory, report) = memory::back(&spec, target)?;
+        Ok((
+            Self {
+                spec,
+                memory: Some(memory),
+            },
+            Some(report),
+        ))
+    }
+
+    /// A RAM region over an existing vm-memory region's mapping, which it keeps alive.
+    ///
+    /// # Errors
+    /// As [`RegionSpec::validate`] for the region's range (for example a mapping that is not
+    /// page aligned in size).
+    pub fn from_guest_region_mmap(ty: RegionType, region: &GuestRegionMmap) -> Result<Self> {
+        let spec = RegionSpec::new(ty, region.start_addr(), region.len())
+            .backing(crate::Backing::AnonymousShared);
+        spec.validate()?;
+        let memory =
+            HostMemory::adopt(region.get_mmap()).ok_or(Error::ZeroSize { base: spec.base })?;
+        Ok(Self {
+            spec,
+            memory: Some(memory),
+        })
+    }
+
+    /// The spec it was made from.
+    #[must_use]
+    pub fn spec(&self) -> &RegionSpec {
+        &self.spec
+    }
+
+    /// The type.
+    #[must_use]
+    pub fn ty(&self) -> RegionType {
+        self.spec.ty
+    }
+
+    /// The first guest address.
+    #[must_use]
+    pub fn base(&self) -> GuestAddress {
+        GuestAddress(self.spec.base)
+    }
+
+    /// The size in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.spec.size
+    }
+
+    /// The last guest address (inclusive).
+    #[must_use]
+    pub fn last(&self) -> GuestAddress {
+        // Validated: no overflow, size > 0.
+        GuestAddress(self.spec.base + (self.spec.size - 1))
+    }
+
+    /// Whether `addr` is inside the region.
+    #[must_use]
+    pub fn contains(&self, addr: GuestAddress) -> bool {
+        addr.0 >= self.spec.base && addr.0 - self.spec.base < self.spec.size
+    }
+
+    /// The access rights.
+    #[must_use]
+    pub fn protection(&self) -> Protection {
+        self.spec.protection
+    }
+
+    /// The NUMA binding.
+    #[must_use]
+    pub fn numa(&self) -> Option<&NumaBinding> {
+        self.spec.numa.as_ref()
+    }
+
+    /// The page kind asked for.
+    #[must_use]
+    pub fn huge_pages(&self) -> HugePages {
+        self.spec.huge_pages
+    }
+
+    /// Whether the region is hot-pluggable.
+    #[must_use]
+    pub fn is_hotplug(&self) -> bool {
+        self.spec.hotplug
+    }
+
+    /// Whether it is a DAX region.
+    #[must_use]
+    pub fn is_dax(&self) -> bool {
+        self.spec.ty == RegionType::Dax
+    }
+
+    /// Whether it has host memory.
+    #[must_use]
+    pub fn is_backed(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// The host address of its first byte, if it has host memory.
+    #[must_use]
+    pub fn host_ptr(&self) -> Option<*mut u8> {
+        self.memory.as_ref().map(HostMemory::as_ptr)
+    }
+}
+
+impl GuestMemoryRegion for Region {
+    type B = ();
+
+    fn len(&self) -> GuestUsize {
+        self.spec.size
+    }
+
+    fn start_addr(&self) -> GuestAddress {
+        GuestAddress(self.spec.base)
+    }
+
+    fn bitmap(&self) -> BS<'_, Self::B> {}
+
+    fn get_host_address(&self, addr: MemoryRegionAddress) -> vm_memory::GuestMemoryResult<*mut u8> {
+        let memory = self
+            .memory
+            .as_ref()
+            .ok_or(GuestMemoryError::HostAddressNotAvailable)?;
+        let offset = usize::try_from(addr.0)
+            .ok()
+            .filter(|&o| o < memory.len())
+            .ok_or(GuestMemoryError::InvalidBackendAddress)?;
+        Ok(memory.as_ptr().wrapping_add(offset))
+    }
+
+    fn file_offset(&self) -> Option<&FileOffset> {
+        self.memory.as_ref().and_then(HostMemory::file_offset)
+    }
+
+    fn get_slice(
+        &self,
+        offset: MemoryRegionAddress,
+        count: usize,
+    ) -> vm_memory::GuestMemoryResult<VolatileSlice<'_, BS<'_, Self::B>>> {
+        let memory = self
+            .memory
+            .as_ref()
+            .ok_or(GuestMemoryError::HostAddressNotAvailable)?;
+        let offset =
+            usize::try_from(offset.0).map_err(|_| GuestMemoryError::InvalidBackendAddress)?;
+        offset
+            .checked_add(count)
+            .filter(|&end| end <= memory.len())
+            .ok_or(GuestMemoryError::InvalidBackendAddress)?;
+        // SAFETY: `offset..offset + count` is inside the region's mapping (checked above), which
+        // lives as long as `self`, the slice's lifetime; volatile access is how guest memory,
+        // which the guest may change at any time, is read and written.
+        Ok(unsafe { VolatileSlice::with_bitmap(memory.as_ptr().add(offset), count, (), None) })
+    }
+
+    fn is_hugetlbfs(&self) -> Option<bool> {
+        self.memory
+            .as_ref()
+            .map(|_| matches!(self.spec.huge_pages, HugePages::Explicit(_)))
+    }
+}
+
+impl GuestMemoryRegionBytes for Region {}
+
+/// A shared region, as snapshots hold them.
+pub type RegionRef = Arc<Region>;
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::Bytes;
+
+    use super::*;
+    use crate::region::host_page_size;
+
+    #[test]
+    fn plan_unbacked_slice_errors() {
+        let r = Region::plan(RegionSpec::ram(GuestAddress(0), host_page_size())).unwrap();
+        assert!(!r.is_backed());
+        assert!(matches!(
+            r.get_slice(MemoryRegionAddress(0), 1),
+            Err(GuestMemoryError::HostAddressNotAvailable)
+        ));
+        assert!(r.write_obj(1u8, MemoryRegionAddress(0)).is_err());
+    }
+
+    #[test]
+    fn contains_bounds_are_inclusive() {
+        let p = host_page_size();
+        let r = Region::plan(RegionSpec::ram(GuestAddress(p), p)).unwrap();
+        assert!(!r.contains(GuestAddress(p - 1)));
+        assert!(r.contains(GuestAddress(p)));
+        assert!(r.contains(GuestAddress(2 * p - 1)));
+        assert!(!r.contains(GuestAddress(2 * p)));
+        assert_eq!(r.last(), GuestAddress(2 * p - 1));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn back_slice_past_end_errors() {
+        let p = host_page_size();
+        let (r, _) = Region::back(RegionSpec::ram(GuestAddress(0), p)).unwrap();
+        let len = usize::try_from(p).unwrap();
+        assert!(r.get_slice(MemoryRegionAddress(0), len).is_ok());
+        assert!(r.get_slice(MemoryRegionAddress(1), len).is_err());
+        assert!(r.get_host_address(MemoryRegionAddress(p)).is_err());
+        assert!(r.write_slice(&[1, 2], MemoryRegionAddress(p - 1)).is_err());
+    }
+}

@@ -1,0 +1,705 @@
+//! [`Layout`]: the windows of the guest physical address space, with per-architecture presets,
+//! and [`Placer`], which finds room in them with `memvisor-resources`.
+
+use std::fmt;
+
+use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request};
+use vm_memory::GuestAddress;
+
+use crate::error::{Error, Result};
+use crate::region::{RegionSpec, RegionType};
+
+const GIB: u64 = 1 << 30;
+
+/// What a layout window may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WindowKind {
+    /// Boot-time RAM.
+    Ram,
+    /// Device MMIO windows.
+    Device,
+    /// DAX windows.
+    Dax,
+    /// Hot-pluggable RAM.
+    Hotplug,
+    /// Firmware images.
+    Firmware,
+    /// Ranges kept free of everything but reserved regions.
+    Reserved,
+}
+
+impl WindowKind {
+    /// The window kind a region of type `ty` must sit in (`hotplug` for hot-pluggable RAM);
+    /// `None` for reserved regions, which may sit anywhere below the address limit.
+    #[must_use]
+    pub fn for_region(ty: RegionType, hotplug: bool) -> Option<Self> {
+        match ty {
+            RegionType::Ram if hotplug => Some(WindowKind::Hotplug),
+            RegionType::Ram => Some(WindowKind::Ram),
+            RegionType::Device => Some(WindowKind::Device),
+            RegionType::Dax => Some(WindowKind::Dax),
+            RegionType::Firmware => Some(WindowKind::Firmware),
+            RegionType::Reserved => None,
+        }
+    }
+}
+
+impl fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WindowKind::Ram => "RAM",
+            WindowKind::Device => "device",
+            WindowKind::Dax => "DAX",
+            WindowKind::Hotplug => "hotplug",
+            WindowKind::Firmware => "firmware",
+            WindowKind::Reserved => "reserved",
+        })
+    }
+}
+
+/// One window of a layout: a kind and a non-empty range of guest physical addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Window {
+    kind: WindowKind,
+    start: u64,
+    size: u64,
+}
+
+impl Window {
+    /// A window of `kind` at `start` of `size` bytes.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for `size == 0`, [`Error::Overflow`] if it passes `u64::MAX`.
+    ///
+    /// ```
+    /// use memvisor_space::{Window, WindowKind};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let w = Window::new(WindowKind::Ram, GuestAddress(0), 1 << 30)?;
+    /// assert_eq!(w.last_addr(), GuestAddress((1 << 30) - 1));
+    /// assert!(Window::new(WindowKind::Ram, GuestAddress(u64::MAX), 2).is_err());
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn new(kind: WindowKind, start: GuestAddress, size: u64) -> Result<Self> {
+        if size == 0 {
+            return Err(Error::ZeroSize { base: start.0 });
+        }
+        start.0.checked_add(size - 1).ok_or(Error::Overflow {
+            base: start.0,
+            size,
+        })?;
+        Ok(Self {
+            kind,
+            start: start.0,
+            size,
+        })
+    }
+
+    /// The kind.
+    #[must_use]
+    pub fn kind(&self) -> WindowKind {
+        self.kind
+    }
+
+    /// The first address.
+    #[must_use]
+    pub fn start(&self) -> GuestAddress {
+        GuestAddress(self.start)
+    }
+
+    /// The size in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The last address (inclusive).
+    #[must_use]
+    pub fn last_addr(&self) -> GuestAddress {
+        GuestAddress(self.last())
+    }
+
+    fn last(&self) -> u64 {
+        // Checked in `new`.
+        self.start + (self.size - 1)
+    }
+
+    /// Whether `base..base + size` lies inside the window (`size > 0`, no overflow).
+    #[must_use]
+    pub fn contains_range(&self, base: u64, size: u64) -> bool {
+        size > 0
+            && base >= self.start
+            && base
+                .checked_add(size - 1)
+                .is_some_and(|last| last <= self.last())
+    }
+
+    fn range(&self) -> RangeInclusive {
+        RangeInclusive::new(self.start, self.last()).unwrap_or(RangeInclusive::FULL)
+    }
+}
+
+/// The architectures with a preset layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// x86-64: RAM below the 32-bit MMIO hole (3 GiB) and from 4 GiB up.
+    X86_64,
+    /// AArch64: firmware flash at 0, devices below 1 GiB, RAM from 1 GiB up.
+    Aarch64,
+}
+
+/// The windows of a guest physical address space and its highest address. Windows never
+/// overlap and are kept sorted by address. Every region must sit inside one window of the kind
+/// its type needs ([`WindowKind::for_region`]); reserved regions may sit anywhere below the
+/// limit.
+///
+/// ```
+/// use memvisor_space::{Layout, WindowKind};
+///
+/// // 6 GiB of RAM, 8 GiB hotplug window, 1 GiB DAX window.
+/// let layout = Layout::x86_64().ram(6 << 30).hotplug(8 << 30).dax(1 << 30).build()?;
+/// let ram: Vec<_> = layout.ram_ranges(6 << 30)?;
+/// assert_eq!(ram, [(vm_memory::GuestAddress(0), 3 << 30), (vm_memory::GuestAddress(4 << 30), 3 << 30)]);
+/// assert_eq!(layout.windows_of(WindowKind::Hotplug).count(), 1);
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Layout {
+    arch: Option<Arch>,
+    limit: u64,
+    windows: Vec<Window>,
+}
+
+impl Layout {
+    /// A custom layout: `limit` is the highest usable guest physical address (inclusive).
+    ///
+    /// # Errors
+    /// [`Error::Overlap`] if two windows overlap, [`Error::AddressLimit`] if one reaches past
+    /// `limit`.
+    pub fn new(limit: GuestAddress, windows: impl IntoIterator<Item = Window>) -> Result<Self> {
+        let mut windows: Vec<Window> = windows.into_iter().collect();
+        windows.sort_by_key(|w| w.start);
+        for w in &windows {
+            if w.last() > limit.0 {
+                return Err(Error::AddressLimit {
+                    base: w.start,
+                    size: w.size,
+                    limit: limit.0,
+                });
+            }
+        }
+        for pair in windows.windows(2) {
+            if pair[1].start <= pair[0].last() {
+                return Err(Error::Overlap {
+                    base: pair[1].start,
+                    size: pair[1].size,
+                    other_base: pair[0].start,
+                    other_size: pair[0].size,
+                });
+            }
+        }
+        Ok(Self {
+            arch: None,
+            limit: limit.0,
+            windows,
+        })
+    }
+
+    /// The x86-64 preset: RAM `[0, 3 GiB)`, device MMIO `[3 GiB, 0xfec0_0000)` (the 32-bit
+    /// hole), reserved `[0xfec0_0000, 0xffc0_0000)` (IOAPIC, local APIC), firmware
+    /// `[0xffc0_0000, 4 GiB)`, then from 4 GiB: RAM above the hole, hotplug, DAX and the
+    /// 64-bit device window, each starting on a 1 GiB boundary.
+    #[must_use]
+    pub fn x86_64() -> LayoutBuilder {
+        LayoutBuilder::new(Arch::X86_64)
+    }
+
+    /// The AArch64 preset: firmware `[0, 64 MiB)`, reserved `[64 MiB, 144 MiB)` (interrupt
+    /// controller), device MMIO `[144 MiB, 1 GiB)`, RAM from 1 GiB, then hotplug, DAX and the
+    /// 64-bit device window, each starting on a 1 GiB boundary.
+    #[must_use]
+    pub fn aarch64() -> LayoutBuilder {
+        LayoutBuilder::new(Arch::Aarch64)
+    }
+
+    /// The preset this layout came from, if any.
+    #[must_use]
+    pub fn arch(&self) -> Option<Arch> {
+        self.arch
+    }
+
+    /// The highest usable guest physical address (inclusive).
+    #[must_use]
+    pub fn limit(&self) -> GuestAddress {
+        GuestAddress(self.limit)
+    }
+
+    /// All windows, sorted by address.
+    #[must_use]
+    pub fn windows(&self) -> &[Window] {
+        &self.windows
+    }
+
+    /// The windows of one kind, sorted by address.
+    pub fn windows_of(&self, kind: WindowKind) -> impl Iterator<Item = &Window> + '_ {
+        self.windows.iter().filter(move |w| w.kind == kind)
+    }
+
+    /// The window holding `addr`.
+    #[must_use]
+    pub fn window_containing(&self, addr: GuestAddress) -> Option<&Window> {
+        let i = self.windows.partition_point(|w| w.start <= addr.0);
+        let w = self.windows.get(i.checked_sub(1)?)?;
+        (addr.0 <= w.last()).then_some(w)
+    }
+
+    /// Checks that a (valid) region sits where its type belongs.
+    ///
+    /// # Errors
+    /// [`Error::AddressLimit`] past the limit, [`Error::OutsideWindow`] if it is not inside a
+    /// single window of the kind it needs.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, Layout, RegionSpec, RegionType};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::x86_64().ram(1 << 30).build()?;
+    /// layout.check(&RegionSpec::ram(GuestAddress(0), 1 << 30))?;
+    /// let dev = RegionSpec::ram(GuestAddress(0xc000_0000), 4096);
+    /// assert!(matches!(layout.check(&dev), Err(Error::OutsideWindow { .. })));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn check(&self, spec: &RegionSpec) -> Result<()> {
+        let (base, size) = (spec.base, spec.size);
+        let last = base
+            .checked_add(size.saturating_sub(1))
+            .ok_or(Error::Overflow { base, size })?;
+        if last > self.limit {
+            return Err(Error::AddressLimit {
+                base,
+                size,
+                limit: self.limit,
+            });
+        }
+        let Some(kind) = WindowKind::for_region(spec.ty, spec.hotplug) else {
+            return Ok(());
+        };
+        match self.window_containing(GuestAddress(base)) {
+            Some(w) if w.kind == kind && w.contains_range(base, size) => Ok(()),
+            _ => Err(Error::OutsideWindow {
+                ty: spec.ty,
+                base,
+                size,
+                window: kind,
+            }),
+        }
+    }
+
+    /// Splits `size` bytes of boot RAM over the RAM windows, lowest first: the ranges to make
+    /// RAM regions of.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for 0; [`Error::NoSpace`] if the RAM windows are too small.
+    pub fn ram_ranges(&self, size: u64) -> Result<Vec<(GuestAddress, u64)>> {
+        if size == 0 {
+            return Err(Error::ZeroSize { base: 0 });
+        }
+        let mut left = size;
+        let mut out = Vec::new();
+        for w in self.windows_of(WindowKind::Ram) {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(w.size);
+            out.push((GuestAddress(w.start), take));
+            left -= take;
+        }
+        if left > 0 {
+            return Err(Error::NoSpace {
+                window: WindowKind::Ram,
+                size,
+                align: 1,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A [`Placer`] over every window, all free.
+    #[must_use]
+    pub fn placer(&self) -> Placer {
+        Placer {
+            windows: self
+                .windows
+                .iter()
+                .map(|w| (*w, AddressAllocator::new(w.range())))
+                .collect(),
+        }
+    }
+}
+
+/// Builds a preset [`Layout`]; made by [`Layout::x86_64`] and [`Layout::aarch64`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayoutBuilder {
+    arch: Arch,
+    ram: u64,
+    hotplug: u64,
+    dax: u64,
+    device_high: u64,
+    phys_bits: u32,
+}
+
+impl LayoutBuilder {
+    fn new(arch: Arch) -> Self {
+        Self {
+            arch,
+            ram: GIB,
+            hotplug: 0,
+            dax: 0,
+            device_high: 0,
+            phys_bits: 40,
+        }
+    }
+
+    /// Boot RAM in bytes (default 1 GiB); sizes the RAM window above the hole (x86-64) or the
+    /// RAM window (AArch64), rounded up to 1 GiB.
+    #[must_use]
+    pub fn ram(mut self, bytes: u64) -> Self {
+        self.ram = bytes;
+        self
+    }
+
+    /// Size of the hotplug window (default 0: none).
+    #[must_use]
+    pub fn hotplug(mut self, bytes: u64) -> Self {
+        self.hotplug = bytes;
+        self
+    }
+
+    /// Size of the DAX window (default 0: none).
+    #[must_use]
+    pub fn dax(mut self, bytes: u64) -> Self {
+        self.dax = bytes;
+        self
+    }
+
+    /// Size of the 64-bit device window above RAM (default 0: none).
+    #[must_use]
+    pub fn device_high(mut self, bytes: u64) -> Self {
+        self.device_high = bytes;
+        self
+    }
+
+    /// Guest physical address bits (default 40: 1 TiB); the limit is `2^bits - 1`.
+    #[must_use]
+    pub fn phys_bits(mut self, bits: u32) -> Self {
+        self.phys_bits = bits;
+        self
+    }
+
+    /// Lays the windows out.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLayout`] for no RAM or address bits outside 32..=64;
+    /// [`Error::AddressLimit`] or [`Error::Overflow`] if the windows do not fit.
+    pub fn build(self) -> Result<Layout> {
+        if self.ram == 0 {
+            return Err(Error::InvalidLayout {
+                reason: "boot RAM size is zero".into(),
+            });
+        }
+        if !(32..=64).contains(&self.phys_bits) {
+            return Err(Error::InvalidLayout {
+                reason: format!("{} physical address bits (need 32 to 64)", self.phys_bits),
+            });
+        }
+        let limit = if self.phys_bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.phys_bits) - 1
+        };
+        let mut windows = Vec::new();
+        let mut push = |kind, start: u64, size: u64| -> Result<u64> {
+            let w = Window::new(kind, GuestAddress(start), size)?;
+            windows.push(w);
+            w.last()
+                .checked_add(1)
+                .ok_or(Error::Overflow { base: start, size })
+        };
+        let mut next = match self.arch {
+            Arch::X86_64 => {
+                let low = 3 * GIB;
+                push(WindowKind::Ram, 0, low)?;
+                push(WindowKind::Device, low, 0xfec0_0000 - low)?;
+                push(WindowKind::Reserved, 0xfec0_0000, 0xffc0_0000 - 0xfec0_0000)?;
+                push(WindowKind::Firmware, 0xffc0_0000, 4 * GIB - 0xffc0_0000)?;
+                match self.ram.checked_sub(low) {
+                    Some(high) if high > 0 => push(WindowKind::Ram, 4 * GIB, round_gib(high)?)?,
+                    _ => 4 * GIB,
+                }
+            }
+            Arch::Aarch64 => {
+                push(WindowKind::Firmware, 0, 64 << 20)?;
+                push(WindowKind::Reserved, 64 << 20, 80 << 20)?;
+                push(WindowKind::Device, 144 << 20, GIB - (144 << 20))?;
+                push(WindowKind::Ram, GIB, round_gib(self.ram)?)?
+            }
+        };
+        for (kind, size) in [
+            (WindowKind::Hotplug, self.hotplug),
+            (WindowKind::Dax, self.dax),
+            (WindowKind::Device, self.device_high),
+        ] {
+            if size > 0 {
+                let start = round_gib(next)?;
+                next = push(kind, start, round_gib(size)?)?;
+            }
+        }
+        let mut layout = Layout::new(GuestAddress(limit), windows)?;
+        layout.arch = Some(self.arch);
+        Ok(layout)
+    }
+}
+
+fn round_gib(value: u64) -> Result<u64> {
+    value.checked_next_multiple_of(GIB).ok_or(Error::Overflow {
+        base: value,
+        size: GIB,
+    })
+}
+
+/// Finds free, aligned ranges in a layout's windows (device MMIO windows, hotplug slots, DAX
+/// windows), one `memvisor-resources` [`AddressAllocator`] per window. Made by
+/// [`Layout::placer`] or [`Snapshot::placer`](crate::Snapshot::placer) (which starts with the
+/// snapshot's regions taken).
+///
+/// ```
+/// use memvisor_space::{Layout, WindowKind};
+///
+/// let layout = Layout::x86_64().ram(1 << 30).build()?;
+/// let mut placer = layout.placer();
+/// let a = placer.place(WindowKind::Device, 0x1000, 0x1000)?;
+/// let b = placer.place(WindowKind::Device, 0x1000, 0x1000)?;
+/// assert_eq!(a.0, 0xc000_0000);
+/// assert_eq!(b.0, 0xc000_1000);
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Placer {
+    windows: Vec<(Window, AddressAllocator)>,
+}
+
+impl Placer {
+    /// Places `size` bytes aligned to `align` (a power of two) in the lowest window of `kind`
+    /// that has room, first fit, and marks it taken.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for 0, [`Error::InvalidLayout`] for an alignment that is not a
+    /// power of two, [`Error::NoSpace`] if no window of that kind has room.
+    pub fn place(&mut self, kind: WindowKind, size: u64, align: u64) -> Result<GuestAddress> {
+        let request = Request::new(size, align, AllocPolicy::FirstMatch).map_err(|e| match e {
+            memvisor_resources::Error::ZeroSize => Error::ZeroSize { base: 0 },
+            other => Error::InvalidLayout {
+                reason: format!("placement request: {other}"),
+            },
+        })?;
+        for (w, alloc) in &mut self.windows {
+            if w.kind != kind {
+                continue;
+            }
+            if let Ok(range) = alloc.allocate_with(&request, ()) {
+                return Ok(GuestAddress(range.start()));
+            }
+        }
+        Err(Error::NoSpace {
+            window: kind,
+            size,
+            align,
+        })
+    }
+
+    /// Marks `base..base + size` taken (an existing region). Ranges outside every window are
+    /// ignored.
+    ///
+    /// # Errors
+    /// [`Error::Overlap`] if part of it is already taken; [`Error::ZeroSize`] /
+    /// [`Error::Overflow`] for a bad range.
+    pub fn take(&mut self, base: GuestAddress, size: u64) -> Result<()> {
+        let range = RangeInclusive::from_start_and_size(base.0, size).map_err(|e| match e {
+            memvisor_resources::Error::ZeroSize => Error::ZeroSize { base: base.0 },
+            _ => Error::Overflow { base: base.0, size },
+        })?;
+        for (w, alloc) in &mut self.windows {
+            let Some(part) = w.range().intersection(&range) else {
+                continue;
+            };
+            if alloc.reserve(part).is_err() {
+                let other = alloc
+                    .allocated()
+                    .find(|a| a.range.intersection(&part).is_some())
+                    .map_or((base.0, size), |a| {
+                        (a.range.start(), a.range.size().unwrap_or(u64::MAX))
+                    });
+                return Err(Error::Overlap {
+                    base: base.0,
+                    size,
+                    other_base: other.0,
+                    other_size: other.1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a placed or taken range free again.
+    ///
+    /// # Errors
+    /// [`Error::RegionNotFound`] if no window has exactly this range taken.
+    pub fn release(&mut self, base: GuestAddress, size: u64) -> Result<()> {
+        let not_found = Error::RegionNotFound { base: base.0, size };
+        let range = RangeInclusive::from_start_and_size(base.0, size).map_err(|_| not_found)?;
+        for (w, alloc) in &mut self.windows {
+            if w.range().intersection(&range) == Some(range) && alloc.free(&range).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(Error::RegionNotFound { base: base.0, size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x86_64_small_ram_has_no_high_window() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        assert_eq!(l.windows_of(WindowKind::Ram).count(), 1);
+        assert_eq!(l.arch(), Some(Arch::X86_64));
+        assert_eq!(l.limit(), GuestAddress((1 << 40) - 1));
+    }
+
+    #[test]
+    fn x86_64_windows_follow_the_hole() {
+        let l = Layout::x86_64()
+            .ram(5 * GIB)
+            .hotplug(3 * GIB)
+            .dax(GIB / 2)
+            .device_high(GIB)
+            .build()
+            .unwrap();
+        let kinds: Vec<_> = l
+            .windows()
+            .iter()
+            .map(|w| (w.kind(), w.start().0))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (WindowKind::Ram, 0),
+                (WindowKind::Device, 3 * GIB),
+                (WindowKind::Reserved, 0xfec0_0000),
+                (WindowKind::Firmware, 0xffc0_0000),
+                (WindowKind::Ram, 4 * GIB),
+                (WindowKind::Hotplug, 6 * GIB),
+                (WindowKind::Dax, 9 * GIB),
+                (WindowKind::Device, 10 * GIB),
+            ]
+        );
+    }
+
+    #[test]
+    fn aarch64_ram_starts_at_1g() {
+        let l = Layout::aarch64().ram(2 * GIB).build().unwrap();
+        let ram = l.ram_ranges(2 * GIB).unwrap();
+        assert_eq!(ram, [(GuestAddress(GIB), 2 * GIB)]);
+        assert!(l.ram_ranges(3 * GIB).is_err());
+    }
+
+    #[test]
+    fn build_windows_past_limit_error() {
+        let err = Layout::x86_64()
+            .ram(GIB)
+            .hotplug(1 << 40)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::AddressLimit { .. }), "{err}");
+        assert!(matches!(
+            Layout::x86_64().phys_bits(20).build(),
+            Err(Error::InvalidLayout { .. })
+        ));
+        assert!(matches!(
+            Layout::aarch64().ram(0).build(),
+            Err(Error::InvalidLayout { .. })
+        ));
+    }
+
+    #[test]
+    fn new_overlapping_windows_error() {
+        let a = Window::new(WindowKind::Ram, GuestAddress(0), 0x2000).unwrap();
+        let b = Window::new(WindowKind::Device, GuestAddress(0x1000), 0x2000).unwrap();
+        let err = Layout::new(GuestAddress(u64::MAX), [b, a]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "range at 0x1000 of size 0x2000 overlaps the one at 0x0 of size 0x2000"
+        );
+    }
+
+    #[test]
+    fn check_each_type_in_its_window() {
+        let l = Layout::x86_64()
+            .ram(GIB)
+            .hotplug(GIB)
+            .dax(GIB)
+            .build()
+            .unwrap();
+        let p = 0x1000;
+        let ok = [
+            RegionSpec::ram(GuestAddress(0), p),
+            RegionSpec::new(RegionType::Device, GuestAddress(3 * GIB), p),
+            RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), p),
+            RegionSpec::ram(GuestAddress(4 * GIB), p).hotplug(true),
+            RegionSpec::new(RegionType::Dax, GuestAddress(5 * GIB), p),
+            RegionSpec::new(RegionType::Reserved, GuestAddress(0xfee0_0000), p),
+        ];
+        for spec in &ok {
+            l.check(spec).unwrap();
+        }
+        let bad = [
+            RegionSpec::ram(GuestAddress(3 * GIB), p),
+            RegionSpec::ram(GuestAddress(4 * GIB), p),
+            RegionSpec::new(RegionType::Dax, GuestAddress(0), p),
+            RegionSpec::new(RegionType::Device, GuestAddress(3 * GIB - p), 2 * p),
+        ];
+        for spec in &bad {
+            assert!(
+                matches!(l.check(spec), Err(Error::OutsideWindow { .. })),
+                "{spec:?}"
+            );
+        }
+        let far = RegionSpec::new(RegionType::Reserved, GuestAddress(1 << 40), p);
+        assert!(matches!(l.check(&far), Err(Error::AddressLimit { .. })));
+    }
+
+    #[test]
+    fn placer_take_then_place_skips_taken() {
+        let l = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
+        let mut p = l.placer();
+        p.take(GuestAddress(4 * GIB), 0x20_0000).unwrap();
+        let slot = p.place(WindowKind::Hotplug, 0x20_0000, 0x20_0000).unwrap();
+        assert_eq!(slot, GuestAddress(4 * GIB + 0x20_0000));
+        assert!(matches!(
+            p.take(GuestAddress(4 * GIB), 0x1000),
+            Err(Error::Overlap { .. })
+        ));
+        p.release(GuestAddress(4 * GIB), 0x20_0000).unwrap();
+        assert!(p.release(GuestAddress(4 * GIB), 0x20_0000).is_err());
+        assert!(matches!(
+            p.place(WindowKind::Dax, 0x1000, 0x1000),
+            Err(Error::NoSpace { .. })
+        ));
+        assert!(matches!(
+            p.place(WindowKind::Hotplug, 2 * GIB, 0x1000),
+            Err(Error::NoSpace { .. })
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! The guest physical address space of a virtual machine: typed regions in layout windows,
+//! real backing memory (anonymous, memfd, hugetlbfs, file), NUMA binding, explicit and
+//! transparent huge pages, parallel prefault, and hotplug with lock-free snapshots for readers.
+//!
+//! **Linux only.** On other systems the crate compiles to nothing (every module is behind
+//! `cfg(target_os = "linux")`), since memfds, hugetlbfs and `mbind` are Linux's.
+//!
+//! # The pieces
+//!
+//! - [`RegionSpec`] describes a region: [`RegionType`] (RAM, device, DAX, firmware,
+//!   reserved), base and size, [`Backing`], [`Protection`], [`HugePages`], [`NumaBinding`],
+//!   hotplug, dontfork and prefault.
+//! - [`Layout`] holds the windows each type must sit in, with [`Layout::x86_64`] and
+//!   [`Layout::aarch64`] presets; a [`Placer`] finds free ranges in them (device windows,
+//!   hotplug slots) with `memvisor-resources`.
+//! - [`AddressSpace`] checks regions (typed [`Error`]s, never a panic), gives them memory
+//!   ([`SpaceBuilder::back`], with a [`BackingReport`] of what was done) or not
+//!   ([`SpaceBuilder::plan`]), and publishes immutable [`Snapshot`]s. Readers look addresses up
+//!   in O(log n) without locks; writers ([`AddressSpace::insert_region`],
+//!   [`AddressSpace::remove_region`], [`AddressSpace::plug`]) are serialized and tell
+//!   [`RegionListener`]s of each change.
+//! - A [`Snapshot`] implements vm-memory's `GuestMemoryBackend` (so `vm_memory::Bytes` works
+//!   on it), a [`Region`] implements `GuestMemoryRegion`, and [`AddressSpace`] implements
+//!   `GuestAddressSpace`, so rust-vmm device crates can use them directly.
+//!
+//! # Example
+//!
+//! A VM with 64 MiB of RAM, a device window, and a hotplug window into which 2 MiB of RAM is
+//! plugged later, contiguous on the host with the window's other slots:
+//!
+//! ```
+//! use memvisor_space::{
+//!     AddressSpace, Backing, ChangeKind, HugePages, Layout, RegionEvent, RegionSpec, RegionType,
+//!     WindowKind,
+//! };
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use vm_memory::{Bytes, GuestAddress};
+//!
+//! let layout = Layout::x86_64().ram(64 << 20).hotplug(1 << 30).build()?;
+//!
+//! // Place a device's MMIO window with the layout's placer.
+//! let mut placer = layout.placer();
+//! let mmio = placer.place(WindowKind::Device, 0x1000, 0x1000)?;
+//!
+//! let ram = layout.ram_ranges(64 << 20)?;
+//! let mut specs: Vec<RegionSpec> = ram
+//!     .iter()
+//!     .map(|&(base, size)| {
+//!         RegionSpec::ram(base, size)
+//!             .backing(Backing::Memfd)
+//!             .huge_pages(HugePages::Transparent)
+//!             .prefault(2)
+//!     })
+//!     .collect();
+//! specs.push(RegionSpec::new(RegionType::Device, mmio, 0x1000));
+//!
+//! let (space, report) = AddressSpace::back(layout, specs)?;
+//! assert_eq!(report.total_bytes(), 64 << 20);
+//!
+//! // Guest memory through vm-memory's traits.
+//! let mem = space.memory();
+//! mem.write_obj(0x1234_5678_u32, GuestAddress(0x1000)).unwrap();
+//! assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0x1234_5678);
+//! assert_eq!(mem.region_type(mmio), Some(RegionType::Device));
+//! assert_eq!(mem.last_ram_addr(), Some(GuestAddress((64 << 20) - 1)));
+//! drop(mem);
+//!
+//! // Count changes, as a KVM memory-slot updater would see them.
+//! let plugged = Arc::new(AtomicUsize::new(0));
+//! let seen = Arc::clone(&plugged);
+//! space.add_listener(Arc::new(move |e: &RegionEvent<'_>| {
+//!     if e.kind == ChangeKind::Inserted {
+//!         seen.fetch_add(1, Ordering::Relaxed);
+//!     }
+//!     Ok(())
+//! }));
+//!
+//! // Hot-plug 2 MiB at the first free slot of the hotplug window.
+//! let slot = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20)?;
+//! let (region, plug_report) = space.plug(RegionSpec::ram(slot, 2 << 20).hotplug(true))?;
+//! assert!(plug_report.in_hotplug_window);
+//! assert_eq!(plugged.load(Ordering::Relaxed), 1);
+//! space.memory().write_obj(7u8, slot).unwrap();
+//!
+//! // Unplug: readers holding older snapshots keep the memory until they drop them.
+//! space.remove_region(region.base(), region.size())?;
+//! assert!(space.memory().find_region(slot).is_none());
+//! # Ok::<(), memvisor_space::Error>(())
+//! ```
+
+#![cfg(target_os = "linux")]
+
+mod error;
+mod guest_region;
+mod layout;
+mod memory;
+mod region;
+mod snapshot;
+mod space;
+mod sys;
+
+pub use error::{Error, ListenerError, Result};
+pub use guest_region::{Region, RegionRef};
+pub use layout::{Arch, Layout, LayoutBuilder, Placer, Window, WindowKind};
+pub use memory::{BackingReport, RegionReport};
+pub use region::{
+    Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy, Protection,
+    RegionSpec, RegionType,
+};
+pub use snapshot::Snapshot;
+pub use space::{
+    AddressSpace, ChangeKind, DEFAULT_SLOTS, RegionEvent, RegionListener, SnapshotGuard,
+    SpaceBuilder, SpaceReader,
+};

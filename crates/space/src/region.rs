@@ -1,0 +1,721 @@
+//! Region descriptions: [`RegionSpec`] and the attribute types it is made of.
+
+use std::fmt;
+use std::ops::BitOr;
+use std::path::PathBuf;
+
+use vm_memory::GuestAddress;
+
+use crate::error::{Error, Result};
+
+/// What a guest physical region is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegionType {
+    /// Guest RAM.
+    Ram,
+    /// A device's MMIO window (no host memory, or memory a device shares with the guest).
+    Device,
+    /// Memory a device exposes for direct access (DAX), such as a virtio-fs or virtio-pmem
+    /// window, backed by a file or shared memory.
+    Dax,
+    /// Firmware (a flash or ROM image).
+    Firmware,
+    /// Addresses that nothing may use (for example interrupt controllers' ranges).
+    Reserved,
+}
+
+impl fmt::Display for RegionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegionType::Ram => "RAM",
+            RegionType::Device => "device",
+            RegionType::Dax => "DAX",
+            RegionType::Firmware => "firmware",
+            RegionType::Reserved => "reserved",
+        })
+    }
+}
+
+/// Access rights of a region's host mapping (and what the guest may do with it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Protection(u8);
+
+impl Protection {
+    /// No access.
+    pub const NONE: Self = Self(0);
+    /// Readable.
+    pub const READ: Self = Self(1);
+    /// Writable.
+    pub const WRITE: Self = Self(2);
+    /// Executable.
+    pub const EXEC: Self = Self(4);
+    /// Readable and writable, the default.
+    pub const READ_WRITE: Self = Self(1 | 2);
+
+    /// Whether every right of `other` is in `self`.
+    ///
+    /// ```
+    /// use memvisor_space::Protection;
+    /// assert!(Protection::READ_WRITE.contains(Protection::READ));
+    /// assert!(!Protection::READ.contains(Protection::WRITE));
+    /// ```
+    #[must_use]
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether reads are allowed.
+    #[must_use]
+    pub const fn readable(self) -> bool {
+        self.contains(Self::READ)
+    }
+
+    /// Whether writes are allowed.
+    #[must_use]
+    pub const fn writable(self) -> bool {
+        self.contains(Self::WRITE)
+    }
+
+    /// Whether execution is allowed.
+    #[must_use]
+    pub const fn executable(self) -> bool {
+        self.contains(Self::EXEC)
+    }
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Self::READ_WRITE
+    }
+}
+
+impl BitOr for Protection {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Debug for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = if self.readable() { 'r' } else { '-' };
+        let w = if self.writable() { 'w' } else { '-' };
+        let x = if self.executable() { 'x' } else { '-' };
+        write!(f, "{r}{w}{x}")
+    }
+}
+
+/// An explicit huge page size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HugePageSize {
+    /// 2 MiB pages.
+    Size2M,
+    /// 1 GiB pages.
+    Size1G,
+}
+
+impl HugePageSize {
+    /// The page size in bytes.
+    #[must_use]
+    pub const fn bytes(self) -> u64 {
+        match self {
+            HugePageSize::Size2M => 2 << 20,
+            HugePageSize::Size1G => 1 << 30,
+        }
+    }
+
+    /// log2 of the page size (the value encoded in `MAP_HUGE_*` / `MFD_HUGE_*` flags).
+    #[must_use]
+    pub const fn shift(self) -> u32 {
+        match self {
+            HugePageSize::Size2M => 21,
+            HugePageSize::Size1G => 30,
+        }
+    }
+
+    /// The size whose byte count is `bytes`, if it is one of these.
+    #[must_use]
+    pub const fn from_bytes(bytes: u64) -> Option<Self> {
+        match bytes {
+            0x20_0000 => Some(HugePageSize::Size2M),
+            0x4000_0000 => Some(HugePageSize::Size1G),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HugePageSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HugePageSize::Size2M => "2 MiB",
+            HugePageSize::Size1G => "1 GiB",
+        })
+    }
+}
+
+/// Which pages back a region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HugePages {
+    /// Base pages only (transparent huge pages are explicitly refused with
+    /// `MADV_NOHUGEPAGE` only if the system default would give them; this crate leaves the
+    /// default alone).
+    #[default]
+    None,
+    /// Transparent huge pages: the mapping is 2 MiB aligned and advised `MADV_HUGEPAGE`.
+    Transparent,
+    /// Explicit huge pages of this size (`MAP_HUGETLB` / `MFD_HUGETLB` with the size flag, or
+    /// a hugetlbfs mount of that page size). Base and size must be multiples of it.
+    Explicit(HugePageSize),
+}
+
+/// What to do when explicit huge pages cannot be had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HugePageFallback {
+    /// Fail with [`Error::HugePagesUnavailable`] (the default: no silent downgrade).
+    #[default]
+    Fail,
+    /// Map with base pages and transparent-huge-page advice instead; the
+    /// [`RegionReport`](crate::RegionReport) says so.
+    Transparent,
+}
+
+/// How a NUMA binding treats the listed nodes (Linux `mbind` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NumaPolicy {
+    /// Allocate on the first listed node when it has memory, elsewhere otherwise
+    /// (`MPOL_PREFERRED`).
+    Preferred,
+    /// Allocate only on the listed nodes; pages already elsewhere are moved
+    /// (`MPOL_BIND` with `MPOL_MF_STRICT | MPOL_MF_MOVE`).
+    Bind,
+    /// Spread pages round-robin over the listed nodes (`MPOL_INTERLEAVE`).
+    Interleave,
+}
+
+impl fmt::Display for NumaPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NumaPolicy::Preferred => "preferred",
+            NumaPolicy::Bind => "bind",
+            NumaPolicy::Interleave => "interleave",
+        })
+    }
+}
+
+/// Host NUMA placement of a region: a policy and the nodes it names (sorted, no repeats).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NumaBinding {
+    policy: NumaPolicy,
+    nodes: Vec<u32>,
+}
+
+impl NumaBinding {
+    /// A binding of `policy` over `nodes` (sorted and deduplicated here). An empty node list
+    /// is refused when the region is validated ([`Error::InvalidSpec`]).
+    ///
+    /// ```
+    /// use memvisor_space::{NumaBinding, NumaPolicy};
+    /// let b = NumaBinding::new(NumaPolicy::Interleave, [1, 0, 1]);
+    /// assert_eq!(b.nodes(), &[0, 1]);
+    /// assert_eq!(b.first_node(), Some(0));
+    /// ```
+    #[must_use]
+    pub fn new(policy: NumaPolicy, nodes: impl IntoIterator<Item = u32>) -> Self {
+        let mut nodes: Vec<u32> = nodes.into_iter().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        Self { policy, nodes }
+    }
+
+    /// Binds strictly to one node ([`NumaPolicy::Bind`]).
+    #[must_use]
+    pub fn bind(node: u32) -> Self {
+        Self::new(NumaPolicy::Bind, [node])
+    }
+
+    /// The policy.
+    #[must_use]
+    pub fn policy(&self) -> NumaPolicy {
+        self.policy
+    }
+
+    /// The nodes, sorted.
+    #[must_use]
+    pub fn nodes(&self) -> &[u32] {
+        &self.nodes
+    }
+
+    /// The lowest node, the region's "host NUMA node" in single-node terms.
+    #[must_use]
+    pub fn first_node(&self) -> Option<u32> {
+        self.nodes.first().copied()
+    }
+}
+
+/// Where a region's host memory comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// No host memory: the range is only an address (device MMIO, reserved ranges).
+    #[default]
+    None,
+    /// Private anonymous memory (`MAP_PRIVATE | MAP_ANONYMOUS`).
+    AnonymousPrivate,
+    /// Shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`), shared with children.
+    AnonymousShared,
+    /// A memfd (`memfd_create`, with `MFD_HUGETLB` and the size flag for explicit huge
+    /// pages), mapped shared, so that another process (a vhost-user back end) can map it.
+    Memfd,
+    /// A file created (and unlinked at once) in this directory, which must be on a hugetlbfs
+    /// mount whose page size is the region's explicit huge page size.
+    Hugetlbfs(PathBuf),
+    /// An existing file, mapped shared from this byte offset (a multiple of the page size);
+    /// the file must be at least `offset + size` long.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Where the region starts in it.
+        offset: u64,
+    },
+}
+
+impl Backing {
+    /// Whether this backing has host memory.
+    #[must_use]
+    pub fn has_memory(&self) -> bool {
+        !matches!(self, Backing::None)
+    }
+
+    /// A short name (`none`, `anon-private`, `anon-shared`, `memfd`, `hugetlbfs`, `file`).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backing::None => "none",
+            Backing::AnonymousPrivate => "anon-private",
+            Backing::AnonymousShared => "anon-shared",
+            Backing::Memfd => "memfd",
+            Backing::Hugetlbfs(_) => "hugetlbfs",
+            Backing::File { .. } => "file",
+        }
+    }
+}
+
+/// The full description of one guest physical region: where it is, what it is for, and how
+/// its host memory is made. Built with [`RegionSpec::new`] and the setter methods, checked by
+/// [`validate`](Self::validate) (and by everything that uses it).
+///
+/// ```
+/// use memvisor_space::{Backing, HugePages, NumaBinding, RegionSpec, RegionType};
+/// use vm_memory::GuestAddress;
+///
+/// let spec = RegionSpec::new(RegionType::Ram, GuestAddress(0), 256 << 20)
+///     .backing(Backing::Memfd)
+///     .huge_pages(HugePages::Transparent)
+///     .numa(NumaBinding::bind(0))
+///     .prefault(2)
+///     .dontfork(true);
+/// assert_eq!(spec.last_addr(), GuestAddress((256 << 20) - 1));
+/// spec.validate()?;
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RegionSpec {
+    pub(crate) ty: RegionType,
+    pub(crate) base: u64,
+    pub(crate) size: u64,
+    pub(crate) numa: Option<NumaBinding>,
+    pub(crate) backing: Backing,
+    pub(crate) protection: Protection,
+    pub(crate) huge_pages: HugePages,
+    pub(crate) fallback: HugePageFallback,
+    pub(crate) hotplug: bool,
+    pub(crate) dontfork: bool,
+    pub(crate) prefault_threads: usize,
+}
+
+impl RegionSpec {
+    /// A region of type `ty` at `base` of `size` bytes. RAM, DAX and firmware regions start
+    /// with [`Backing::AnonymousPrivate`] (DAX: [`Backing::AnonymousShared`]); device and
+    /// reserved regions with [`Backing::None`]. Protection is read-write (firmware: read and
+    /// execute), no huge pages, no NUMA binding, no prefault.
+    #[must_use]
+    pub fn new(ty: RegionType, base: GuestAddress, size: u64) -> Self {
+        let backing = match ty {
+            RegionType::Ram | RegionType::Firmware => Backing::AnonymousPrivate,
+            RegionType::Dax => Backing::AnonymousShared,
+            RegionType::Device | RegionType::Reserved => Backing::None,
+        };
+        let protection = match ty {
+            RegionType::Firmware => Protection::READ | Protection::EXEC,
+            _ => Protection::READ_WRITE,
+        };
+        Self {
+            ty,
+            base: base.0,
+            size,
+            numa: None,
+            backing,
+            protection,
+            huge_pages: HugePages::None,
+            fallback: HugePageFallback::Fail,
+            hotplug: false,
+            dontfork: false,
+            prefault_threads: 0,
+        }
+    }
+
+    /// A RAM region with default attributes.
+    #[must_use]
+    pub fn ram(base: GuestAddress, size: u64) -> Self {
+        Self::new(RegionType::Ram, base, size)
+    }
+
+    /// Sets the host NUMA binding.
+    #[must_use]
+    pub fn numa(mut self, binding: NumaBinding) -> Self {
+        self.numa = Some(binding);
+        self
+    }
+
+    /// Sets where the host memory comes from.
+    #[must_use]
+    pub fn backing(mut self, backing: Backing) -> Self {
+        self.backing = backing;
+        self
+    }
+
+    /// Sets the access rights.
+    #[must_use]
+    pub fn protection(mut self, protection: Protection) -> Self {
+        self.protection = protection;
+        self
+    }
+
+    /// Sets the page kind.
+    #[must_use]
+    pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// Sets what happens when explicit huge pages cannot be had.
+    #[must_use]
+    pub fn fallback(mut self, fallback: HugePageFallback) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// Marks the region as hot-pluggable: it lives in the layout's hotplug window and its
+    /// host memory inside the window's host reservation.
+    #[must_use]
+    pub fn hotplug(mut self, hotplug: bool) -> Self {
+        self.hotplug = hotplug;
+        self
+    }
+
+    /// Keeps the memory out of child processes (`MADV_DONTFORK`).
+    #[must_use]
+    pub fn dontfork(mut self, dontfork: bool) -> Self {
+        self.dontfork = dontfork;
+        self
+    }
+
+    /// Makes the memory resident when it is created, split across `threads` threads
+    /// (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` for read-only regions); `0` means no
+    /// prefault.
+    #[must_use]
+    pub fn prefault(mut self, threads: usize) -> Self {
+        self.prefault_threads = threads;
+        self
+    }
+
+    /// The type.
+    #[must_use]
+    pub fn ty(&self) -> RegionType {
+        self.ty
+    }
+
+    /// The first guest physical address.
+    #[must_use]
+    pub fn base(&self) -> GuestAddress {
+        GuestAddress(self.base)
+    }
+
+    /// The size in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The last guest physical address (inclusive). For an invalid spec (zero size or
+    /// overflow) this saturates; [`validate`](Self::validate) rejects such specs.
+    #[must_use]
+    pub fn last_addr(&self) -> GuestAddress {
+        GuestAddress(
+            self.base
+                .saturating_add(self.size.saturating_sub(1))
+                .max(self.base),
+        )
+    }
+
+    /// The NUMA binding.
+    #[must_use]
+    pub fn numa_binding(&self) -> Option<&NumaBinding> {
+        self.numa.as_ref()
+    }
+
+    /// The backing.
+    #[must_use]
+    pub fn backing_kind(&self) -> &Backing {
+        &self.backing
+    }
+
+    /// The access rights.
+    #[must_use]
+    pub fn protection_flags(&self) -> Protection {
+        self.protection
+    }
+
+    /// The page kind.
+    #[must_use]
+    pub fn huge_page_kind(&self) -> HugePages {
+        self.huge_pages
+    }
+
+    /// The huge page fallback.
+    #[must_use]
+    pub fn huge_page_fallback(&self) -> HugePageFallback {
+        self.fallback
+    }
+
+    /// Whether the region is hot-pluggable.
+    #[must_use]
+    pub fn is_hotplug(&self) -> bool {
+        self.hotplug
+    }
+
+    /// Whether the memory is kept out of child processes.
+    #[must_use]
+    pub fn is_dontfork(&self) -> bool {
+        self.dontfork
+    }
+
+    /// Threads used to prefault (`0`: no prefault).
+    #[must_use]
+    pub fn prefault_threads(&self) -> usize {
+        self.prefault_threads
+    }
+
+    /// The page size base and size must be multiples of: the explicit huge page size, or the
+    /// host's base page size.
+    #[must_use]
+    pub fn page_size(&self) -> u64 {
+        match self.huge_pages {
+            HugePages::Explicit(size) => size.bytes(),
+            _ => host_page_size(),
+        }
+    }
+
+    /// Checks everything that does not depend on a layout or other regions: size, overflow,
+    /// alignment, and that the options fit the type and each other.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`], [`Error::Overflow`], [`Error::Misaligned`] (base, size, or a file
+    /// offset not a multiple of the page size), and [`Error::InvalidSpec`] for contradictions:
+    /// memory for a reserved region, no memory for RAM, DAX or firmware, explicit huge pages on
+    /// an existing file, a hugetlbfs backing without explicit huge pages, an empty NUMA node
+    /// list, or NUMA, huge pages or prefault on a region with no memory.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let zero = RegionSpec::ram(GuestAddress(0), 0);
+    /// assert!(matches!(zero.validate(), Err(Error::ZeroSize { base: 0 })));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let (base, size) = (self.base, self.size);
+        if size == 0 {
+            return Err(Error::ZeroSize { base });
+        }
+        if base.checked_add(size - 1).is_none() {
+            return Err(Error::Overflow { base, size });
+        }
+        let page_size = self.page_size();
+        if !base.is_multiple_of(page_size) || !size.is_multiple_of(page_size) {
+            return Err(Error::Misaligned {
+                base,
+                size,
+                page_size,
+            });
+        }
+        let invalid = |reason| Error::InvalidSpec {
+            ty: self.ty,
+            base,
+            reason,
+        };
+        match (self.ty, self.backing.has_memory()) {
+            (RegionType::Reserved, true) => {
+                return Err(invalid("a reserved region has no host memory"));
+            }
+            (RegionType::Ram | RegionType::Dax | RegionType::Firmware, false) => {
+                return Err(invalid("this region type needs host memory"));
+            }
+            _ => {}
+        }
+        if !self.backing.has_memory()
+            && (self.numa.is_some()
+                || self.huge_pages != HugePages::None
+                || self.prefault_threads > 0
+                || self.dontfork)
+        {
+            return Err(invalid(
+                "NUMA, huge pages, prefault and dontfork need host memory",
+            ));
+        }
+        if self.numa.as_ref().is_some_and(|n| n.nodes.is_empty()) {
+            return Err(invalid("the NUMA binding names no node"));
+        }
+        match (&self.backing, self.huge_pages) {
+            (Backing::File { offset, .. }, huge) => {
+                if matches!(huge, HugePages::Explicit(_)) {
+                    return Err(invalid(
+                        "explicit huge pages need an anonymous, memfd or hugetlbfs backing",
+                    ));
+                }
+                if !offset.is_multiple_of(page_size) {
+                    return Err(Error::Misaligned {
+                        base: *offset,
+                        size,
+                        page_size,
+                    });
+                }
+            }
+            (Backing::Hugetlbfs(_), huge) if !matches!(huge, HugePages::Explicit(_)) => {
+                return Err(invalid("a hugetlbfs backing needs explicit huge pages"));
+            }
+            _ => {}
+        }
+        if self.hotplug && self.ty != RegionType::Ram {
+            return Err(invalid("only RAM regions are hot-pluggable"));
+        }
+        if usize::try_from(size).is_err() {
+            return Err(Error::Overflow { base, size });
+        }
+        Ok(())
+    }
+}
+
+/// The host's base page size in bytes.
+pub(crate) fn host_page_size() -> u64 {
+    memvisor_vmem::page_size() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> u64 {
+        host_page_size()
+    }
+
+    #[test]
+    fn validate_good_ram_ok() {
+        RegionSpec::ram(GuestAddress(0), 16 * page())
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn validate_overflow_errors() {
+        let spec = RegionSpec::ram(GuestAddress(u64::MAX - page() + 1), 2 * page());
+        assert!(matches!(spec.validate(), Err(Error::Overflow { .. })));
+    }
+
+    #[test]
+    fn validate_region_ending_at_top_ok() {
+        let spec = RegionSpec::new(
+            RegionType::Reserved,
+            GuestAddress(u64::MAX - page() + 1),
+            page(),
+        );
+        spec.validate().unwrap();
+        assert_eq!(spec.last_addr(), GuestAddress(u64::MAX));
+    }
+
+    #[test]
+    fn validate_misaligned_for_huge_pages_errors() {
+        let spec = RegionSpec::ram(GuestAddress(0x20_0000), 0x20_0000)
+            .huge_pages(HugePages::Explicit(HugePageSize::Size1G));
+        let err = spec.validate().unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Misaligned {
+                page_size: 0x4000_0000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn validate_misaligned_base_errors() {
+        let spec = RegionSpec::ram(GuestAddress(1), page());
+        assert!(matches!(
+            spec.validate(),
+            Err(Error::Misaligned { base: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn validate_contradictions_error() {
+        let p = page();
+        let cases = [
+            RegionSpec::new(RegionType::Reserved, GuestAddress(0), p).backing(Backing::Memfd),
+            RegionSpec::ram(GuestAddress(0), p).backing(Backing::None),
+            RegionSpec::new(RegionType::Device, GuestAddress(0), p).prefault(1),
+            RegionSpec::ram(GuestAddress(0), p).numa(NumaBinding::new(NumaPolicy::Bind, [])),
+            RegionSpec::ram(GuestAddress(0), p)
+                .backing(Backing::Hugetlbfs("/dev/hugepages".into())),
+            RegionSpec::new(RegionType::Dax, GuestAddress(0), p).hotplug(true),
+        ];
+        for spec in cases {
+            assert!(
+                matches!(spec.validate(), Err(Error::InvalidSpec { .. })),
+                "{spec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_file_offset_misaligned_errors() {
+        let spec = RegionSpec::ram(GuestAddress(0), page()).backing(Backing::File {
+            path: "/tmp/x".into(),
+            offset: 3,
+        });
+        assert!(matches!(
+            spec.validate(),
+            Err(Error::Misaligned { base: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn protection_display_shows_rights() {
+        assert_eq!(Protection::READ_WRITE.to_string(), "rw-");
+        assert_eq!((Protection::READ | Protection::EXEC).to_string(), "r-x");
+        assert_eq!(Protection::NONE.to_string(), "---");
+    }
+
+    #[test]
+    fn huge_page_size_round_trips() {
+        for size in [HugePageSize::Size2M, HugePageSize::Size1G] {
+            assert_eq!(HugePageSize::from_bytes(size.bytes()), Some(size));
+            assert_eq!(1u64 << size.shift(), size.bytes());
+        }
+        assert_eq!(HugePageSize::from_bytes(4096), None);
+    }
+}

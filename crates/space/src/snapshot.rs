@@ -1,0 +1,490 @@
+//! [`Snapshot`]: an immutable view of the address space, with O(log n) lookup, a last-hit
+//! fast path, queries, and vm-memory's [`GuestMemoryBackend`] implementation.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use crate::error::{Error, Result};
+use crate::guest_region::Region;
+use crate::layout::{Layout, Placer};
+use crate::region::{NumaBinding, Protection, RegionType};
+
+/// Regions per ownership chunk: a change copies one chunk and the chunk list, so it costs
+/// O(n / CHUNK + CHUNK) reference-count updates instead of O(n).
+const CHUNK: usize = 32;
+
+/// Slot value of a region without a memory-slot number.
+const NO_SLOT: u32 = u32::MAX;
+
+/// One region in address order: its range, a pointer to it, and its memory-slot number.
+#[derive(Clone, Copy)]
+struct Entry {
+    last: u64,
+    region: NonNull<Region>,
+    slot: u32,
+}
+
+/// A sorted, immutable set of non-overlapping regions: what readers see of the address space
+/// at one moment. Made by [`AddressSpace`](crate::AddressSpace); readers get one without
+/// locking, keep it as long as they like, and the regions in it (and their host memory) stay
+/// alive until the last snapshot holding them is dropped.
+///
+/// Lookup is a binary search over a flat array of start addresses, with a last-hit index
+/// checked first, so repeated lookups in the same region cost two comparisons.
+///
+/// It implements vm-memory's [`GuestMemoryBackend`], so `vm_memory::Bytes<GuestAddress>` reads
+/// and writes work on it and rust-vmm device crates can take it as their guest memory.
+pub struct Snapshot {
+    /// Start address of each region, sorted: the binary search runs over this dense array.
+    starts: Vec<u64>,
+    /// The rest of each region's entry, at the same index.
+    entries: Vec<Entry>,
+    /// Owners of the regions, in chunks, in no particular order; they keep `entries` valid.
+    owners: Vec<Arc<Vec<Arc<Region>>>>,
+    /// Index of the entry the last successful lookup found.
+    hit: AtomicUsize,
+    layout: Arc<Layout>,
+    generation: u64,
+}
+
+// SAFETY: the `NonNull<Region>` pointers in `entries` point into regions owned by `owners`
+// (`Arc<Region>`, and `Region` is `Send + Sync`), which live exactly as long as the snapshot;
+// they are only used for shared access. `hit` is atomic.
+unsafe impl Send for Snapshot {}
+// SAFETY: as for `Send`: all `&self` methods only read, apart from the atomic `hit`.
+unsafe impl Sync for Snapshot {}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("regions", &self.regions().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// A snapshot of `regions` (with their slot numbers), which are sorted here and must not
+    /// overlap.
+    pub(crate) fn new(
+        layout: Arc<Layout>,
+        mut regions: Vec<(Arc<Region>, Option<u32>)>,
+        generation: u64,
+    ) -> Result<Self> {
+        regions.sort_by_key(|(r, _)| r.base());
+        for pair in regions.windows(2) {
+            let (a, b) = (&pair[0].0, &pair[1].0);
+            if b.base().0 <= a.last().0 {
+                return Err(overlap(b, a));
+            }
+        }
+        let starts = regions.iter().map(|(r, _)| r.base().0).collect();
+        let entries = regions.iter().map(|(r, slot)| entry(r, *slot)).collect();
+        let owners = chunked(regions.into_iter().map(|(r, _)| r));
+        Ok(Self {
+            starts,
+            entries,
+            owners,
+            hit: AtomicUsize::new(0),
+            layout,
+            generation,
+        })
+    }
+
+    /// The index of the region that would hold `addr`: the last one starting at or before it.
+    #[inline]
+    fn candidate(&self, addr: u64) -> Option<usize> {
+        // Branch-free binary search over the start addresses.
+        let starts = &self.starts[..];
+        let mut base = 0usize;
+        let mut size = starts.len();
+        if size == 0 {
+            return None;
+        }
+        while size > 1 {
+            let half = size / 2;
+            let mid = base + half;
+            if starts[mid] <= addr {
+                base = mid;
+            }
+            size -= half;
+        }
+        (starts[base] <= addr).then_some(base)
+    }
+
+    /// The index of the region holding `addr`.
+    #[inline]
+    fn index_of(&self, addr: GuestAddress) -> Option<usize> {
+        let hit = self.hit.load(Ordering::Relaxed);
+        if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
+            && start <= addr.0
+            && addr.0 <= e.last
+        {
+            return Some(hit);
+        }
+        let i = self.candidate(addr.0)?;
+        if addr.0 <= self.entries[i].last {
+            self.hit.store(i, Ordering::Relaxed);
+            Some(i)
+        } else {
+            None
+        }
+    }
+
+    fn region_at(&self, i: usize) -> &Region {
+        // SAFETY: every entry points to a region owned by `self.owners`, alive as long as
+        // `self`; only shared references are made.
+        unsafe { self.entries[i].region.as_ref() }
+    }
+
+    /// The region holding `addr`, in O(log n), or at once if it is the one the previous lookup
+    /// found.
+    ///
+    /// ```
+    /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::x86_64().ram(1 << 30).build()?;
+    /// let space = AddressSpace::builder(layout)
+    ///     .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
+    ///     .plan()?;
+    /// let snap = space.snapshot();
+    /// assert_eq!(snap.find_region(GuestAddress(0x1234)).map(|r| r.base()), Some(GuestAddress(0)));
+    /// assert!(snap.find_region(GuestAddress(1 << 20)).is_none());
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn find_region(&self, addr: GuestAddress) -> Option<&Region> {
+        self.index_of(addr).map(|i| self.region_at(i))
+    }
+
+    /// The region holding `addr`, as a shared reference that outlives the snapshot.
+    #[must_use]
+    pub fn find_arc(&self, addr: GuestAddress) -> Option<Arc<Region>> {
+        let i = self.index_of(addr)?;
+        let ptr = self.entries[i].region.as_ptr().cast_const();
+        // SAFETY: `ptr` came from `Arc::as_ptr` of an `Arc<Region>` in `self.owners`, which is
+        // alive, so its strong count is at least 1 and stays so during these two calls; the
+        // increment is then owned by the `Arc` made from it.
+        unsafe {
+            Arc::increment_strong_count(ptr);
+            Some(Arc::from_raw(ptr))
+        }
+    }
+
+    /// The memory-slot number of the region holding `addr` (regions with a memory backing get
+    /// one when they enter the address space).
+    #[must_use]
+    pub fn slot(&self, addr: GuestAddress) -> Option<u32> {
+        let slot = self.entries[self.index_of(addr)?].slot;
+        (slot != NO_SLOT).then_some(slot)
+    }
+
+    /// The number of regions.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no regions.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The regions in address order.
+    pub fn regions(&self) -> impl DoubleEndedIterator<Item = &Region> + ExactSizeIterator + '_ {
+        (0..self.entries.len()).map(|i| self.region_at(i))
+    }
+
+    /// The regions in address order with their memory-slot numbers.
+    pub fn regions_with_slots(&self) -> impl ExactSizeIterator<Item = (&Region, Option<u32>)> + '_ {
+        (0..self.entries.len()).map(|i| {
+            let slot = self.entries[i].slot;
+            (self.region_at(i), (slot != NO_SLOT).then_some(slot))
+        })
+    }
+
+    /// The type of the region holding `addr`.
+    #[must_use]
+    pub fn region_type(&self, addr: GuestAddress) -> Option<RegionType> {
+        self.find_region(addr).map(Region::ty)
+    }
+
+    /// The access rights at `addr`.
+    #[must_use]
+    pub fn protection(&self, addr: GuestAddress) -> Option<Protection> {
+        self.find_region(addr).map(Region::protection)
+    }
+
+    /// The NUMA binding of the region holding `addr`.
+    #[must_use]
+    pub fn numa_binding(&self, addr: GuestAddress) -> Option<&NumaBinding> {
+        self.find_region(addr).and_then(Region::numa)
+    }
+
+    /// The (first) host NUMA node of the region holding `addr`.
+    #[must_use]
+    pub fn numa_node(&self, addr: GuestAddress) -> Option<u32> {
+        self.numa_binding(addr).and_then(NumaBinding::first_node)
+    }
+
+    /// Whether `addr` is in a DAX region.
+    #[must_use]
+    pub fn is_dax(&self, addr: GuestAddress) -> bool {
+        self.find_region(addr).is_some_and(Region::is_dax)
+    }
+
+    /// Whether `addr` is in a reserved region.
+    #[must_use]
+    pub fn is_reserved(&self, addr: GuestAddress) -> bool {
+        self.region_type(addr) == Some(RegionType::Reserved)
+    }
+
+    /// The last address of the highest RAM region.
+    #[must_use]
+    pub fn last_ram_addr(&self) -> Option<GuestAddress> {
+        self.regions()
+            .rev()
+            .find(|r| r.ty() == RegionType::Ram)
+            .map(Region::last)
+    }
+
+    /// The last address of the highest region of any type.
+    #[must_use]
+    pub fn last_region_addr(&self) -> Option<GuestAddress> {
+        self.entries.last().map(|e| GuestAddress(e.last))
+    }
+
+    /// Total bytes of regions of type `ty`.
+    #[must_use]
+    pub fn total_size(&self, ty: RegionType) -> u64 {
+        self.regions()
+            .filter(|r| r.ty() == ty)
+            .map(Region::size)
+            .sum()
+    }
+
+    /// The layout the regions were checked against.
+    #[must_use]
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn layout_arc(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
+    /// How many changes the address space had seen when this snapshot was made.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A [`Placer`] over the layout with every region of this snapshot taken: where a new
+    /// device window or hotplug slot can go.
+    ///
+    /// # Errors
+    /// [`Error::Overlap`] cannot happen for a valid snapshot; it is passed on from the placer.
+    pub fn placer(&self) -> Result<Placer> {
+        let mut placer = self.layout.placer();
+        for r in self.regions() {
+            placer.take(r.base(), r.size())?;
+        }
+        Ok(placer)
+    }
+
+    /// Checks that `region` does not overlap any region here.
+    pub(crate) fn check_free(&self, region: &Region) -> Result<usize> {
+        let at = self.starts.partition_point(|&s| s < region.base().0);
+        if let Some(prev) = at.checked_sub(1)
+            && self.entries[prev].last >= region.base().0
+        {
+            return Err(overlap(region, self.region_at(prev)));
+        }
+        if let Some(&next) = self.starts.get(at)
+            && next <= region.last().0
+        {
+            return Err(overlap(region, self.region_at(at)));
+        }
+        Ok(at)
+    }
+
+    /// A new snapshot with `region` added.
+    pub(crate) fn with_inserted(
+        &self,
+        region: Arc<Region>,
+        slot: Option<u32>,
+        generation: u64,
+    ) -> Result<Self> {
+        let at = self.check_free(&region)?;
+        let n = self.entries.len();
+        let mut starts = Vec::with_capacity(n + 1);
+        starts.extend_from_slice(&self.starts[..at]);
+        starts.push(region.base().0);
+        starts.extend_from_slice(&self.starts[at..]);
+        let mut entries = Vec::with_capacity(n + 1);
+        entries.extend_from_slice(&self.entries[..at]);
+        entries.push(entry(&region, slot));
+        entries.extend_from_slice(&self.entries[at..]);
+        let mut owners = self.owners.clone();
+        match owners.last_mut() {
+            Some(last) if last.len() < CHUNK => {
+                let mut chunk = Vec::with_capacity(last.len() + 1);
+                chunk.extend(last.iter().cloned());
+                chunk.push(region);
+                *last = Arc::new(chunk);
+            }
+            _ => owners.push(Arc::new(vec![region])),
+        }
+        Ok(Self {
+            starts,
+            entries,
+            owners,
+            hit: AtomicUsize::new(0),
+            layout: Arc::clone(&self.layout),
+            generation,
+        })
+    }
+
+    /// A new snapshot without the region at exactly `base` of `size` bytes, the region and its
+    /// slot number.
+    pub(crate) fn with_removed(
+        &self,
+        base: GuestAddress,
+        size: u64,
+        generation: u64,
+    ) -> Result<(Self, Arc<Region>, Option<u32>)> {
+        let not_found = Error::RegionNotFound { base: base.0, size };
+        let at = self.starts.binary_search(&base.0).map_err(|_| not_found)?;
+        if self.region_at(at).size() != size {
+            return Err(Error::RegionNotFound { base: base.0, size });
+        }
+        let target = self.entries[at].region.as_ptr().cast_const();
+        let slot = self.entries[at].slot;
+        let mut starts = Vec::with_capacity(self.starts.len() - 1);
+        starts.extend_from_slice(&self.starts[..at]);
+        starts.extend_from_slice(&self.starts[at + 1..]);
+        let mut entries = Vec::with_capacity(self.entries.len() - 1);
+        entries.extend_from_slice(&self.entries[..at]);
+        entries.extend_from_slice(&self.entries[at + 1..]);
+        let mut owners = self.owners.clone();
+        let mut removed = None;
+        for c in 0..owners.len() {
+            if let Some(pos) = owners[c].iter().position(|r| Arc::as_ptr(r) == target) {
+                let chunk = &owners[c];
+                removed = Some(Arc::clone(&chunk[pos]));
+                let rest: Vec<Arc<Region>> = chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != pos)
+                    .map(|(_, r)| Arc::clone(r))
+                    .collect();
+                if rest.is_empty() {
+                    owners.remove(c);
+                } else {
+                    owners[c] = Arc::new(rest);
+                }
+                break;
+            }
+        }
+        let removed = removed.expect("every entry has an owner");
+        if owners.len() > 2 * (entries.len() / CHUNK) + 4 {
+            // Many half-empty chunks after removals: repack.
+            owners = chunked(owners.iter().flat_map(|c| c.iter().cloned()));
+        }
+        let next = Self {
+            starts,
+            entries,
+            owners,
+            hit: AtomicUsize::new(0),
+            layout: Arc::clone(&self.layout),
+            generation,
+        };
+        Ok((next, removed, (slot != NO_SLOT).then_some(slot)))
+    }
+
+    /// Checks the internal invariants (tests and debugging): sorted, non-overlapping entries
+    /// that agree with their regions, each region owned exactly once.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        assert_eq!(self.starts.len(), self.entries.len());
+        let mut prev_last: Option<u64> = None;
+        for (i, r) in self.regions().enumerate() {
+            assert_eq!(self.starts[i], r.base().0);
+            assert_eq!(self.entries[i].last, r.last().0);
+            if let Some(p) = prev_last {
+                assert!(p < r.base().0, "regions overlap or are unsorted");
+            }
+            prev_last = Some(r.last().0);
+        }
+        let owned: usize = self.owners.iter().map(|c| c.len()).sum();
+        assert_eq!(owned, self.entries.len());
+        for e in &self.entries {
+            let p = e.region.as_ptr().cast_const();
+            let count = self
+                .owners
+                .iter()
+                .flat_map(|c| c.iter())
+                .filter(|r| Arc::as_ptr(r) == p)
+                .count();
+            assert_eq!(count, 1, "region not owned exactly once");
+        }
+    }
+}
+
+fn entry(region: &Arc<Region>, slot: Option<u32>) -> Entry {
+    Entry {
+        last: region.last().0,
+        region: NonNull::from(region.as_ref()),
+        slot: slot.unwrap_or(NO_SLOT),
+    }
+}
+
+fn chunked(regions: impl Iterator<Item = Arc<Region>>) -> Vec<Arc<Vec<Arc<Region>>>> {
+    let mut owners = Vec::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    for r in regions {
+        chunk.push(r);
+        if chunk.len() == CHUNK {
+            owners.push(Arc::new(std::mem::replace(
+                &mut chunk,
+                Vec::with_capacity(CHUNK),
+            )));
+        }
+    }
+    if !chunk.is_empty() {
+        owners.push(Arc::new(chunk));
+    }
+    owners
+}
+
+fn overlap(new: &Region, old: &Region) -> Error {
+    Error::Overlap {
+        base: new.base().0,
+        size: new.size(),
+        other_base: old.base().0,
+        other_size: old.size(),
+    }
+}
+
+impl GuestMemoryBackend for Snapshot {
+    type R = Region;
+
+    fn num_regions(&self) -> usize {
+        self.len()
+    }
+
+    fn find_region(&self, addr: GuestAddress) -> Option<&Region> {
+        Snapshot::find_region(self, addr)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Region> {
+        self.regions()
+    }
+}

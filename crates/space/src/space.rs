@@ -1,0 +1,598 @@
+//! [`AddressSpace`]: the hotplug handle. Readers take lock-free immutable [`Snapshot`]s;
+//! writers are serialized by a mutex, build the next snapshot, tell the listeners and publish.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::cache::Cache;
+use arc_swap::{ArcSwap, Guard};
+use memvisor_resources::IdAllocator;
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
+
+use crate::error::{Error, ListenerError, Result};
+use crate::guest_region::Region;
+use crate::layout::{Layout, WindowKind};
+use crate::memory::{BackingReport, HotplugWindow, RegionReport, Target};
+use crate::region::{RegionSpec, RegionType};
+use crate::snapshot::Snapshot;
+
+/// Default number of memory-slot numbers (KVM allows 32,764 user memory slots).
+pub const DEFAULT_SLOTS: u32 = 32_764;
+
+/// What happened to a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// It was added.
+    Inserted,
+    /// It was removed.
+    Removed,
+}
+
+/// A change told to [`RegionListener`]s.
+#[derive(Clone, Copy, Debug)]
+pub struct RegionEvent<'a> {
+    /// Added or removed.
+    pub kind: ChangeKind,
+    /// The region.
+    pub region: &'a Arc<Region>,
+    /// Its memory-slot number, if it has host memory.
+    pub slot: Option<u32>,
+    /// The generation of the snapshot that will hold the change.
+    pub generation: u64,
+}
+
+/// Told of every insertion and removal, for example to update KVM memory slots.
+///
+/// Listeners run in the order they were added, under the writer lock, before the new snapshot
+/// is published, so they see changes one at a time and in order. A listener that returns an
+/// error cancels the change: the listeners before it are told the opposite change (their
+/// errors then ignored), and the operation returns [`Error::Listener`].
+pub trait RegionListener: Send + Sync {
+    /// Handles one change.
+    ///
+    /// # Errors
+    /// Any reason to refuse the change.
+    fn region_changed(&self, event: &RegionEvent<'_>) -> Result<(), ListenerError>;
+}
+
+impl<F> RegionListener for F
+where
+    F: Fn(&RegionEvent<'_>) -> Result<(), ListenerError> + Send + Sync,
+{
+    fn region_changed(&self, event: &RegionEvent<'_>) -> Result<(), ListenerError> {
+        self(event)
+    }
+}
+
+struct Writer {
+    listeners: Vec<Arc<dyn RegionListener>>,
+    slots: IdAllocator,
+    windows: Vec<Arc<HotplugWindow>>,
+    generation: u64,
+}
+
+/// The guest physical address space: a cheap, cloneable handle shared by readers and writers.
+///
+/// - Readers call [`snapshot`](Self::snapshot), [`memory`](Self::memory) or a
+///   [`reader`](Self::reader) and get an immutable [`Snapshot`] without taking any lock.
+/// - Writers ([`insert_region`](Self::insert_region), [`remove_region`](Self::remove_region),
+///   [`plug`](Self::plug)) are serialized by one mutex: each builds the next snapshot from the
+///   current one and publishes it, so no concurrent change is lost.
+/// - Removed regions (and their host memory) live until the last snapshot holding them goes.
+///
+/// ```
+/// use memvisor_space::{AddressSpace, Layout, Region, RegionSpec};
+/// use vm_memory::GuestAddress;
+///
+/// let layout = Layout::x86_64().ram(1 << 30).build()?;
+/// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 1 << 20)])?;
+/// let extra = Region::plan(RegionSpec::ram(GuestAddress(1 << 20), 1 << 20))?;
+/// space.insert_region(extra.into())?;
+/// assert_eq!(space.snapshot().len(), 2);
+/// let removed = space.remove_region(GuestAddress(0), 1 << 20)?;
+/// assert_eq!(removed.size(), 1 << 20);
+/// assert_eq!(space.snapshot().len(), 1);
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct AddressSpace {
+    current: Arc<ArcSwap<Snapshot>>,
+    writer: Arc<Mutex<Writer>>,
+}
+
+impl fmt::Debug for AddressSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddressSpace")
+            .field("snapshot", &self.current.load())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`AddressSpace`]; made by [`AddressSpace::builder`].
+#[derive(Debug, Clone)]
+pub struct SpaceBuilder {
+    layout: Layout,
+    specs: Vec<RegionSpec>,
+    slots: u32,
+}
+
+impl SpaceBuilder {
+    /// Adds a region.
+    #[must_use]
+    pub fn region(mut self, spec: RegionSpec) -> Self {
+        self.specs.push(spec);
+        self
+    }
+
+    /// Adds regions.
+    #[must_use]
+    pub fn regions(mut self, specs: impl IntoIterator<Item = RegionSpec>) -> Self {
+        self.specs.extend(specs);
+        self
+    }
+
+    /// How many memory-slot numbers to hand out (default [`DEFAULT_SLOTS`]).
+    #[must_use]
+    pub fn slots(mut self, count: u32) -> Self {
+        self.slots = count;
+        self
+    }
+
+    /// Checks every region (valid, inside its window, no overlap) without making memory.
+    fn check(&self) -> Result<()> {
+        let mut sorted: Vec<&RegionSpec> = self.specs.iter().collect();
+        for spec in &sorted {
+            spec.validate()?;
+            self.layout.check(spec)?;
+        }
+        sorted.sort_by_key(|s| s.base);
+        for pair in sorted.windows(2) {
+            if pair[1].base <= pair[0].last_addr().0 {
+                return Err(Error::Overlap {
+                    base: pair[1].base,
+                    size: pair[1].size,
+                    other_base: pair[0].base,
+                    other_size: pair[0].size,
+                });
+            }
+        }
+        if self.slots == 0 {
+            return Err(Error::NoSlotNumber { count: 0 });
+        }
+        Ok(())
+    }
+
+    /// Builds the address space as bookkeeping only: no region gets host memory.
+    ///
+    /// # Errors
+    /// As [`RegionSpec::validate`] and [`Layout::check`] for each region; [`Error::Overlap`]
+    /// for overlapping regions; [`Error::NoSlotNumber`] when more regions need a slot number
+    /// than there are.
+    pub fn plan(self) -> Result<AddressSpace> {
+        self.check()?;
+        let regions = self
+            .specs
+            .iter()
+            .map(|s| Region::plan(s.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.finish(regions, Vec::new())?.0)
+    }
+
+    /// Builds the address space with host memory for every region that has a memory backing:
+    /// reserves the host range of each hotplug window, maps each region (hot-pluggable ones
+    /// inside their window), binds, advises and prefaults it as its spec says.
+    ///
+    /// # Errors
+    /// As [`plan`](Self::plan), then as [`Region::back`] for each region. Everything is
+    /// checked before any memory is made, and nothing stays mapped after an error.
+    pub fn back(self) -> Result<(AddressSpace, BackingReport)> {
+        self.check()?;
+        let windows = self
+            .layout
+            .windows_of(WindowKind::Hotplug)
+            .map(|w| HotplugWindow::new(w.start().0, w.size()).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        let mut report = BackingReport {
+            regions: Vec::new(),
+            hotplug_window: windows.first().map(|w| w.host_range()),
+        };
+        let mut regions = Vec::with_capacity(self.specs.len());
+        for spec in &self.specs {
+            let target = target_for(&self.layout, &windows, spec)?;
+            let (region, r) = Region::back_in(spec.clone(), target)?;
+            regions.push(Arc::new(region));
+            report.regions.extend(r);
+        }
+        report.regions.sort_by_key(|r| r.base);
+        let (space, ()) = self.finish(regions, windows)?;
+        Ok((space, report))
+    }
+
+    fn finish(
+        self,
+        regions: Vec<Arc<Region>>,
+        windows: Vec<Arc<HotplugWindow>>,
+    ) -> Result<(AddressSpace, ())> {
+        let mut slots = IdAllocator::new(0, self.slots - 1).map_err(|_| Error::NoSlotNumber {
+            count: u64::from(self.slots),
+        })?;
+        let mut with_slots = Vec::with_capacity(regions.len());
+        for r in regions {
+            let slot = if r.spec().backing.has_memory() {
+                Some(slots.allocate_id().map_err(|_| Error::NoSlotNumber {
+                    count: u64::from(self.slots),
+                })?)
+            } else {
+                None
+            };
+            with_slots.push((r, slot));
+        }
+        let snapshot = Snapshot::new(Arc::new(self.layout), with_slots, 0)?;
+        let space = AddressSpace {
+            current: Arc::new(ArcSwap::from_pointee(snapshot)),
+            writer: Arc::new(Mutex::new(Writer {
+                listeners: Vec::new(),
+                slots,
+                windows,
+                generation: 0,
+            })),
+        };
+        Ok((space, ()))
+    }
+}
+
+/// The window a spec's memory goes in.
+fn target_for<'a>(
+    layout: &Layout,
+    windows: &'a [Arc<HotplugWindow>],
+    spec: &RegionSpec,
+) -> Result<Target<'a>> {
+    if !spec.hotplug {
+        return Ok(Target::Own);
+    }
+    let window = layout
+        .window_containing(spec.base())
+        .filter(|w| w.kind() == WindowKind::Hotplug)
+        .ok_or(Error::NoHotplugWindow { base: spec.base })?;
+    let index = layout
+        .windows_of(WindowKind::Hotplug)
+        .position(|w| w == window)
+        .ok_or(Error::NoHotplugWindow { base: spec.base })?;
+    windows
+        .get(index)
+        .map(Target::Window)
+        .ok_or(Error::NoHotplugWindow { base: spec.base })
+}
+
+/// A snapshot loaded through [`AddressSpace::memory`]: cheap to take, meant to be held briefly
+/// (use [`AddressSpace::snapshot`] to keep one).
+pub struct SnapshotGuard(Guard<Arc<Snapshot>>);
+
+impl Deref for SnapshotGuard {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SnapshotGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SnapshotGuard").field(&**self).finish()
+    }
+}
+
+/// A per-thread reader that keeps the current snapshot and notices a new one with a single
+/// atomic load per access: the fastest way to look addresses up through the handle.
+pub struct SpaceReader {
+    cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
+}
+
+impl fmt::Debug for SpaceReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpaceReader").finish_non_exhaustive()
+    }
+}
+
+impl SpaceReader {
+    /// The current snapshot.
+    pub fn load(&mut self) -> &Arc<Snapshot> {
+        self.cache.load()
+    }
+
+    /// The region of the current snapshot holding `addr`.
+    pub fn find_region(&mut self, addr: GuestAddress) -> Option<&Region> {
+        self.cache.load().find_region(addr)
+    }
+}
+
+impl AddressSpace {
+    /// Starts building an address space over `layout`.
+    #[must_use]
+    pub fn builder(layout: Layout) -> SpaceBuilder {
+        SpaceBuilder {
+            layout,
+            specs: Vec::new(),
+            slots: DEFAULT_SLOTS,
+        }
+    }
+
+    /// Shorthand for `builder(layout).regions(specs).plan()`.
+    ///
+    /// # Errors
+    /// As [`SpaceBuilder::plan`].
+    pub fn plan(layout: Layout, specs: impl IntoIterator<Item = RegionSpec>) -> Result<Self> {
+        Self::builder(layout).regions(specs).plan()
+    }
+
+    /// Shorthand for `builder(layout).regions(specs).back()`.
+    ///
+    /// # Errors
+    /// As [`SpaceBuilder::back`].
+    pub fn back(
+        layout: Layout,
+        specs: impl IntoIterator<Item = RegionSpec>,
+    ) -> Result<(Self, BackingReport)> {
+        Self::builder(layout).regions(specs).back()
+    }
+
+    /// An address space of RAM regions over the mappings of a vm-memory `GuestMemoryMmap`,
+    /// which stay alive as long as the regions do.
+    ///
+    /// # Errors
+    /// As [`SpaceBuilder::plan`] for the regions' ranges.
+    pub fn from_guest_memory_mmap(layout: Layout, memory: &GuestMemoryMmap) -> Result<Self> {
+        let builder = Self::builder(layout);
+        let mut regions = Vec::new();
+        for r in memory.iter() {
+            let region = Region::from_guest_region_mmap(RegionType::Ram, r)?;
+            builder.layout.check(region.spec())?;
+            regions.push(Arc::new(region));
+        }
+        Ok(builder.finish(regions, Vec::new())?.0)
+    }
+
+    /// The current snapshot, to keep as long as wanted.
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The current snapshot, for a short look (cheaper than [`snapshot`](Self::snapshot)).
+    #[must_use]
+    pub fn memory(&self) -> SnapshotGuard {
+        SnapshotGuard(self.current.load())
+    }
+
+    /// A reader for one thread (see [`SpaceReader`]).
+    #[must_use]
+    pub fn reader(&self) -> SpaceReader {
+        SpaceReader {
+            cache: Cache::new(Arc::clone(&self.current)),
+        }
+    }
+
+    /// The region holding `addr` in the current snapshot.
+    #[must_use]
+    pub fn find_region(&self, addr: GuestAddress) -> Option<Arc<Region>> {
+        self.current.load().find_arc(addr)
+    }
+
+    /// Adds a listener, told of every later change.
+    pub fn add_listener(&self, listener: Arc<dyn RegionListener>) {
+        self.lock().listeners.push(listener);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        // A panicking listener leaves the writer state as it was before the change (nothing
+        // is committed before the listeners succeed), so a poisoned lock is still consistent.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a prepared region ([`Region::plan`], [`Region::back`]).
+    ///
+    /// # Errors
+    /// As [`Layout::check`]; [`Error::Overlap`] with a region already there;
+    /// [`Error::NoSlotNumber`]; [`Error::Listener`]. The address space is unchanged after an
+    /// error.
+    pub fn insert_region(&self, region: Arc<Region>) -> Result<()> {
+        let mut writer = self.lock();
+        self.insert_locked(&mut writer, region)
+    }
+
+    fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
+        let current = self.current.load();
+        current.layout().check(region.spec())?;
+        current.check_free(&region)?;
+        let slot = if region.spec().backing.has_memory() {
+            Some(
+                writer
+                    .slots
+                    .allocate_id()
+                    .map_err(|_| Error::NoSlotNumber {
+                        count: writer.slots.capacity(),
+                    })?,
+            )
+        } else {
+            None
+        };
+        let generation = writer.generation + 1;
+        let next = current.with_inserted(Arc::clone(&region), slot, generation);
+        let outcome = next.and_then(|next| {
+            notify(
+                &writer.listeners,
+                ChangeKind::Inserted,
+                &region,
+                slot,
+                generation,
+            )?;
+            Ok(next)
+        });
+        match outcome {
+            Ok(next) => {
+                self.current.store(Arc::new(next));
+                writer.generation = generation;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(slot) = slot {
+                    let _ = writer.slots.free_id(slot);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the region at exactly `base` of `size` bytes and returns it. Its host memory
+    /// stays mapped until the last snapshot holding it is dropped.
+    ///
+    /// # Errors
+    /// [`Error::RegionNotFound`]; [`Error::Listener`]. The address space is unchanged after an
+    /// error.
+    pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
+        let mut writer = self.lock();
+        let current = self.current.load();
+        let generation = writer.generation + 1;
+        let (next, region, slot) = current.with_removed(base, size, generation)?;
+        notify(
+            &writer.listeners,
+            ChangeKind::Removed,
+            &region,
+            slot,
+            generation,
+        )?;
+        self.current.store(Arc::new(next));
+        writer.generation = generation;
+        if let Some(slot) = slot {
+            let _ = writer.slots.free_id(slot);
+        }
+        Ok(region)
+    }
+
+    /// Hot-plugs a RAM region: checks it, maps its memory inside the hotplug window's host
+    /// reservation (so plugged memory is contiguous on the host), binds, advises and prefaults
+    /// it as its spec says, and inserts it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] for a spec not marked [`hotplug`](RegionSpec::hotplug);
+    /// [`Error::NoHotplugWindow`] if the address space was planned without memory or has no
+    /// hotplug window there; [`Error::SlotBusy`] while an older snapshot still holds memory
+    /// at that place; then as [`Region::back`] and [`insert_region`](Self::insert_region).
+    pub fn plug(&self, spec: RegionSpec) -> Result<(Arc<Region>, RegionReport)> {
+        spec.validate()?;
+        if !spec.hotplug || !spec.backing.has_memory() {
+            return Err(Error::InvalidSpec {
+                ty: spec.ty,
+                base: spec.base,
+                reason: "only hot-pluggable regions with memory are plugged",
+            });
+        }
+        let mut writer = self.lock();
+        let current = self.current.load_full();
+        current.layout().check(&spec)?;
+        current.check_free(&Region::plan(spec.clone())?)?;
+        let target = target_for(current.layout(), &writer.windows, &spec)?;
+        let (region, report) = Region::back_in(spec, target)?;
+        let report = report.ok_or(Error::NoHotplugWindow {
+            base: region.base().0,
+        })?;
+        let region = Arc::new(region);
+        self.insert_locked(&mut writer, Arc::clone(&region))?;
+        Ok((region, report))
+    }
+
+    /// The layout.
+    #[must_use]
+    pub fn layout(&self) -> Arc<Layout> {
+        Arc::clone(self.current.load().layout_arc())
+    }
+}
+
+/// Tells every listener of a change; on a refusal, tells the earlier ones the opposite.
+fn notify(
+    listeners: &[Arc<dyn RegionListener>],
+    kind: ChangeKind,
+    region: &Arc<Region>,
+    slot: Option<u32>,
+    generation: u64,
+) -> Result<()> {
+    let event = RegionEvent {
+        kind,
+        region,
+        slot,
+        generation,
+    };
+    for (i, listener) in listeners.iter().enumerate() {
+        if let Err(source) = listener.region_changed(&event) {
+            let undo = RegionEvent {
+                kind: match kind {
+                    ChangeKind::Inserted => ChangeKind::Removed,
+                    ChangeKind::Removed => ChangeKind::Inserted,
+                },
+                ..event
+            };
+            for earlier in listeners[..i].iter().rev() {
+                let _ = earlier.region_changed(&undo);
+            }
+            return Err(Error::Listener {
+                base: region.base().0,
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl GuestAddressSpace for AddressSpace {
+    type M = Snapshot;
+    type T = Arc<Snapshot>;
+
+    fn memory(&self) -> Arc<Snapshot> {
+        self.snapshot()
+    }
+}
+
+impl Snapshot {
+    /// A vm-memory `GuestMemoryMmap` over the backed regions' host memory (regions without
+    /// memory are left out).
+    ///
+    /// # Errors
+    /// [`Error::Os`] if vm-memory refuses a region.
+    ///
+    /// # Safety
+    /// The result refers to the regions' memory without keeping it alive: this snapshot (or
+    /// the regions) must outlive it and every region or slice taken from it.
+    pub unsafe fn to_guest_memory_mmap(&self) -> Result<GuestMemoryMmap> {
+        let mut out = Vec::new();
+        for r in self.regions() {
+            let Some(ptr) = r.host_ptr() else { continue };
+            let len = usize::try_from(r.size()).map_err(|_| Error::Overflow {
+                base: r.base().0,
+                size: r.size(),
+            })?;
+            let vm_err = |e: vm_memory::mmap::MmapRegionError| Error::Os {
+                op: "vm-memory region",
+                base: r.base().0,
+                source: std::io::Error::other(e.to_string()),
+            };
+            // SAFETY: `ptr..ptr + len` is the region's live mapping; the caller keeps it alive
+            // as long as the result.
+            let mapping =
+                unsafe { vm_memory::mmap::MmapRegionBuilder::new(len).with_raw_mmap_pointer(ptr) }
+                    .with_mmap_prot(crate::sys::prot_bits(r.protection()))
+                    .build()
+                    .map_err(vm_err)?;
+            let region =
+                vm_memory::GuestRegionMmap::new(mapping, r.base()).ok_or(Error::Overflow {
+                    base: r.base().0,
+                    size: r.size(),
+                })?;
+            out.push(region);
+        }
+        GuestMemoryMmap::from_regions(out).map_err(|e| Error::Os {
+            op: "vm-memory collection",
+            base: 0,
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+}

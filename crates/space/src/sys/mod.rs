@@ -1,0 +1,5 @@
+//! The only place this crate talks to the operating system (Linux).
+
+mod linux;
+
+pub(crate) use linux::*;
