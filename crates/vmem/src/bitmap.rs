@@ -1,13 +1,16 @@
 //! A fixed-size bitmap of pages with atomic updates.
 //!
-//! The words are allocated zeroed, so a large bitmap of which only a few words are touched costs
-//! address space but almost no memory (a zeroed allocation of that size comes straight from
-//! fresh, untouched pages).
+//! The words live in pages of their own, mapped straight from the OS (not the heap), so they
+//! start zeroed and a large bitmap of which only a few words are touched costs address space but
+//! almost no memory: a 64 GiB reservation's 2 MiB bitmap is resident only where written.
 
-use alloc::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
 use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::page::page_size;
+use crate::reservation::CommitMode;
+use crate::sys::{self, SysError};
 
 const BITS: usize = 64;
 
@@ -15,6 +18,8 @@ const BITS: usize = 64;
 pub(crate) struct PageBitmap {
     words: NonNull<AtomicU64>,
     len_words: usize,
+    /// Bytes mapped for the words: a whole number of pages.
+    mapped: usize,
     pages: usize,
 }
 
@@ -54,27 +59,26 @@ fn word_masks(first: usize, count: usize) -> impl Iterator<Item = (usize, u64)> 
 
 impl PageBitmap {
     /// A bitmap of `pages` clear bits.
-    pub(crate) fn new(pages: usize) -> Self {
+    pub(crate) fn new(pages: usize) -> Result<Self, SysError> {
         let len_words = pages.div_ceil(BITS).max(1);
-        let layout = Self::layout(len_words);
-        // SAFETY: the layout has a non-zero size (at least one word).
-        let raw = unsafe { alloc_zeroed(layout) };
-        let Some(words) = NonNull::new(raw.cast::<AtomicU64>()) else {
-            handle_alloc_error(layout)
-        };
-        Self {
-            words,
+        let page = page_size();
+        // `len_words * 8` cannot overflow: it is at most `usize::MAX / 8 + 8` bytes.
+        let mapped = (len_words * size_of::<AtomicU64>()).next_multiple_of(page);
+        // A sparse reservation is read-write and zeroed on Unix; committing it is needed on
+        // Windows and free elsewhere.
+        let base = sys::reserve(mapped, page, CommitMode::Sparse)?;
+        // SAFETY: `base..base + mapped` is the reservation just made.
+        if let Err(e) = unsafe { sys::commit(base.as_ptr(), mapped, CommitMode::Sparse) } {
+            // SAFETY: releasing the reservation just made, which nothing else refers to.
+            unsafe { sys::release(base, mapped, page) };
+            return Err(e);
+        }
+        Ok(Self {
+            words: base.cast(),
             len_words,
+            mapped,
             pages,
-        }
-    }
-
-    fn layout(len_words: usize) -> Layout {
-        match Layout::array::<AtomicU64>(len_words) {
-            Ok(layout) => layout,
-            // `len_words` is at most usize::MAX / 64 + 1 words of 8 bytes, which always fits.
-            Err(_) => unreachable!("bitmap of {len_words} words does not fit in memory"),
-        }
+        })
     }
 
     fn word(&self, index: usize) -> &AtomicU64 {
@@ -83,8 +87,8 @@ impl PageBitmap {
             "bitmap word {index} out of {}",
             self.len_words
         );
-        // SAFETY: `index` is in bounds (checked above); the words were allocated zeroed, and
-        // zero is a valid `AtomicU64`; the allocation lives as long as `self`.
+        // SAFETY: `index` is in bounds (checked above); the words are fresh zeroed pages, page
+        // aligned, and zero is a valid `AtomicU64`; the mapping lives as long as `self`.
         unsafe { self.words.add(index).as_ref() }
     }
 
@@ -166,8 +170,9 @@ impl PageBitmap {
 
 impl Drop for PageBitmap {
     fn drop(&mut self) {
-        // SAFETY: `words` was allocated in `new` with exactly this layout and is freed once.
-        unsafe { dealloc(self.words.as_ptr().cast(), Self::layout(self.len_words)) };
+        // SAFETY: `words` was reserved in `new` with this length and the page alignment, and is
+        // released once.
+        unsafe { sys::release(self.words.cast(), self.mapped, page_size()) };
     }
 }
 
@@ -181,7 +186,7 @@ mod tests {
 
     #[test]
     fn set_range_across_words_sets_exactly_those_bits() {
-        let b = PageBitmap::new(200);
+        let b = PageBitmap::new(200).unwrap();
         b.set_range(60, 70);
         assert_eq!(b.count_set(0, 200), 70);
         assert!(!b.get(59));
@@ -194,7 +199,7 @@ mod tests {
 
     #[test]
     fn clear_range_full_words_clears() {
-        let b = PageBitmap::new(256);
+        let b = PageBitmap::new(256).unwrap();
         b.set_range(0, 256);
         b.clear_range(64, 128);
         assert_eq!(b.count_set(0, 256), 128);
@@ -205,7 +210,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "outside a bitmap")]
     fn set_range_past_end_panics() {
-        PageBitmap::new(10).set_range(5, 6);
+        PageBitmap::new(10).unwrap().set_range(5, 6);
     }
 
     proptest! {
@@ -215,7 +220,7 @@ mod tests {
             pages in 1usize..300,
             ops in proptest::collection::vec((any::<bool>(), 0usize..300, 0usize..300), 0..20),
         ) {
-            let b = PageBitmap::new(pages);
+            let b = PageBitmap::new(pages).unwrap();
             let mut model = vec![false; pages];
             for (set, a, c) in ops {
                 let first = a % pages;
@@ -229,7 +234,7 @@ mod tests {
                 prop_assert_eq!(b.first_set(first_q, count_q), want_set);
                 prop_assert_eq!(b.first_clear(first_q, count_q), want_clear);
                 prop_assert_eq!(b.count_set(0, pages), model.iter().filter(|&&x| x).count());
-                let none = PageBitmap::new(pages);
+                let none = PageBitmap::new(pages).unwrap();
                 prop_assert_eq!(b.first_set_where_clear_in(&none, first_q, count_q), want_set);
                 prop_assert_eq!(none.first_set_where_clear_in(&b, first_q, count_q), None);
             }

@@ -53,6 +53,11 @@ pub enum HugePageAdvice {
     NoHuge,
 }
 
+/// The huge-page size prefault parts are aligned to (2 MiB on x86-64 and on aarch64 with 4 KiB
+/// pages); a bigger system page size wins over it.
+#[cfg(feature = "std")]
+const HUGE_PAGE: usize = 2 << 20;
+
 /// Options for reserving address space; made by [`Reservation::builder`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReservationBuilder {
@@ -110,15 +115,28 @@ impl ReservationBuilder {
         let len = round_up(len, page)?;
         let ptr = sys::reserve(len, align, self.mode).map_err(|e| e.during(Operation::Reserve))?;
         let pages = len / page;
+        let bitmaps = PageBitmap::new(pages).and_then(|committed| {
+            let writable = PageBitmap::new(pages)?;
+            Ok((committed, writable, PageBitmap::new(pages)?))
+        });
+        let (committed, writable, guarded) = match bitmaps {
+            Ok(bitmaps) => bitmaps,
+            Err(e) => {
+                // SAFETY: the reservation was just made with this length and alignment and
+                // nothing refers to it.
+                unsafe { sys::release(ptr, len, align) };
+                return Err(e.during(Operation::Reserve));
+            }
+        };
         Ok(Reservation {
             ptr,
             len,
             align,
             page,
             mode: self.mode,
-            committed: PageBitmap::new(pages),
-            writable: PageBitmap::new(pages),
-            guarded: PageBitmap::new(pages),
+            committed,
+            writable,
+            guarded,
         })
     }
 }
@@ -139,7 +157,7 @@ fn round_up(value: usize, page: usize) -> Result<usize> {
 /// is unreserved when the reservation is dropped.
 ///
 /// Which pages are committed, writable and guard pages is tracked in bitmaps of one bit per
-/// page, allocated zeroed, so they cost memory only where used.
+/// page, mapped from the OS, so they cost memory only where used.
 ///
 /// # Reading and writing
 /// The memory is reached through [`as_ptr`](Self::as_ptr). Committed pages read as zero until
@@ -497,6 +515,68 @@ impl Reservation {
     pub fn prefault(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.prefault_unchecked(offset, len) }
+    }
+
+    /// [`prefault`](Self::prefault) split over `threads` threads, each populating its own part
+    /// of the range, so the kernel zeroes pages on several cores at once. Parts are multiples of
+    /// 2 MiB (or of the page size, for smaller ranges), so huge pages are not split between
+    /// threads. With one thread, or a range of one part, no thread is spawned.
+    ///
+    /// # Errors
+    /// As [`prefault`](Self::prefault); the first error of any thread is returned, after all
+    /// threads finished.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::num::NonZeroUsize;
+    ///
+    /// use memvisor_vmem::Reservation;
+    ///
+    /// let mut r = Reservation::new(64 << 20)?;
+    /// r.commit(0, 64 << 20)?;
+    /// r.prefault_parallel(0, 64 << 20, NonZeroUsize::new(2).unwrap())?;
+    /// assert_eq!(r.resident_pages(0, 64 << 20)?, (64 << 20) / r.page_size());
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn prefault_parallel(
+        &mut self,
+        offset: usize,
+        len: usize,
+        threads: core::num::NonZeroUsize,
+    ) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.all_committed(pages)?;
+        if let Some(page) = self.writable.first_clear(pages.first, pages.count) {
+            return Err(Error::NotWritable {
+                offset: page * self.page,
+            });
+        }
+        let unit = if len >= 2 * HUGE_PAGE {
+            HUGE_PAGE.max(self.page)
+        } else {
+            self.page
+        };
+        let part = len.div_ceil(threads.get()).next_multiple_of(unit);
+        if part >= len {
+            return self.prefault(offset, len);
+        }
+        let this = &*self;
+        std::thread::scope(|scope| {
+            let workers: std::vec::Vec<_> = (offset..offset + len)
+                .step_by(part)
+                .map(|start| {
+                    let size = part.min(offset + len - start);
+                    // SAFETY: `&mut self` is held for the whole scope, so only these threads
+                    // use the reservation, each on its own disjoint part of the range.
+                    scope.spawn(move || unsafe { this.prefault_unchecked(start, size) })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or(Ok(())))
+                .fold(Ok(()), Result::and)
+        })
     }
 
     /// [`prefault`](Self::prefault) through a shared reference.
@@ -938,6 +1018,43 @@ mod tests {
         r.protect(0, page(), Protection::None).unwrap();
         r.commit(0, page()).unwrap();
         r.prefault(0, page()).unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot observe residency")]
+    fn prefault_parallel_makes_every_part_resident() {
+        let mut r = Reservation::new(5 * (2 << 20) + 3 * page()).unwrap();
+        let len = r.len();
+        r.commit(0, len).unwrap();
+        // SAFETY: committed read-write.
+        unsafe { r.as_ptr().add(len - 1).write(6) };
+        r.prefault_parallel(0, len, core::num::NonZeroUsize::new(3).unwrap())
+            .unwrap();
+        assert_eq!(r.resident_pages(0, len).unwrap(), len / page());
+        // SAFETY: committed read-write.
+        assert_eq!(unsafe { r.as_ptr().add(len - 1).read() }, 6);
+    }
+
+    #[test]
+    fn prefault_parallel_checks_like_prefault() {
+        let mut r = reservation(8);
+        let two = core::num::NonZeroUsize::new(2).unwrap();
+        r.commit(0, 4 * page()).unwrap();
+        assert_eq!(
+            r.prefault_parallel(0, 8 * page(), two).unwrap_err(),
+            Error::NotCommitted { offset: 4 * page() }
+        );
+        assert_eq!(
+            r.prefault_parallel(0, 0, two).unwrap_err(),
+            Error::ZeroLength
+        );
+        r.protect(page(), page(), Protection::Read).unwrap();
+        assert_eq!(
+            r.prefault_parallel(0, 4 * page(), two).unwrap_err(),
+            Error::NotWritable { offset: page() }
+        );
+        r.protect(page(), page(), Protection::ReadWrite).unwrap();
+        r.prefault_parallel(0, 4 * page(), two).unwrap();
     }
 
     #[test]

@@ -231,10 +231,10 @@ fn run(mode: CommitMode, ops: &[Op]) -> Result<(), TestCaseError> {
         mode,
     };
     for op in ops {
-        if let Op::Write(p, _) = *op {
-            if !model.writable(p) {
-                continue;
-            }
+        if let Op::Write(p, _) = *op
+            && !model.writable(p)
+        {
+            continue;
         }
         let expected = model.apply(op);
         let actual = match *op {
@@ -298,7 +298,7 @@ fn run(mode: CommitMode, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 6 } else { 256 }))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 6 } else { 512 }))]
 
     #[test]
     fn protected_reservation_matches_model(ops in proptest::collection::vec(op(), 1..40)) {

@@ -13,7 +13,9 @@
 //!
 //! [`baseline`] is a complete small group to copy from.
 
+pub mod arena;
 pub mod baseline;
+pub mod vmem;
 
 use crate::BenchError;
 use crate::harness::Bench;
@@ -31,11 +33,23 @@ pub struct Group {
 }
 
 /// Every registered group, in the order a run with no group named goes through them.
-pub const GROUPS: &[Group] = &[Group {
-    name: "baseline",
-    about: "std Vec against VecDeque pushes: checks the harness end to end",
-    run: baseline::run,
-}];
+pub const GROUPS: &[Group] = &[
+    Group {
+        name: "arena",
+        about: "isolated clients over one block against buddy allocators, talc and malloc",
+        run: arena::run,
+    },
+    Group {
+        name: "vmem",
+        about: "reserve, commit, prefault and decommit host memory",
+        run: vmem::run,
+    },
+    Group {
+        name: "baseline",
+        about: "std Vec against VecDeque pushes: checks the harness end to end",
+        run: baseline::run,
+    },
+];
 
 /// The names of `registry`'s groups, in order.
 #[must_use]

@@ -143,11 +143,3 @@ pub(crate) unsafe fn unguard(
 ) -> Result<(), SysError> {
     Ok(())
 }
-
-/// Bookkeeping only under Miri.
-///
-/// # Safety
-/// The range lies inside a live reservation.
-pub(crate) unsafe fn restore_sparse_access(_ptr: *mut u8, _len: usize) -> Result<(), SysError> {
-    Ok(())
-}

@@ -22,6 +22,27 @@ mod windows;
 #[cfg(all(windows, not(miri)))]
 pub(crate) use windows::*;
 
+/// Gives committed pages of a [`CommitMode::Sparse`](crate::CommitMode::Sparse) reservation
+/// whose protection was lowered read-write access again. On Unix a sparse commit is
+/// bookkeeping only, so this is an `mprotect`; on Windows committing sets the protection
+/// itself, and under Miri protection is bookkeeping.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn restore_sparse_access(ptr: *mut u8, len: usize) -> Result<(), SysError> {
+    #[cfg(all(unix, not(miri)))]
+    {
+        // SAFETY: raising protection on a range of the reservation changes no contents; the
+        // mapping is MAP_NORESERVE, so it stays uncharged.
+        unsafe { protect(ptr, len, crate::Protection::ReadWrite) }
+    }
+    #[cfg(any(not(unix), miri))]
+    {
+        let _ = (ptr, len);
+        Ok(())
+    }
+}
+
 /// A failure of a platform call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SysError {

@@ -342,13 +342,3 @@ pub(crate) unsafe fn unguard(ptr: *mut u8, len: usize, mode: CommitMode) -> Resu
         }
     }
 }
-
-/// Gives a range of a sparse reservation read-write access again.
-///
-/// # Safety
-/// The range lies inside a live reservation.
-pub(crate) unsafe fn restore_sparse_access(ptr: *mut u8, len: usize) -> Result<(), SysError> {
-    // SAFETY: raising protection on our own range changes no contents; MAP_NORESERVE keeps
-    // it uncharged.
-    unsafe { protect(ptr, len, Protection::ReadWrite) }
-}

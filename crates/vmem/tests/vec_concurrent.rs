@@ -1,0 +1,558 @@
+//! Behaviour of `vec::ConcurrentVec`: pushes and reads, capacity, holes left by panicking
+//! constructors, drop counts, panic safety, odd element types kept inside the reservation, a
+//! multi-threaded stress test, and a model test against `std::vec::Vec<Option<T>>`.
+
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use memvisor_vmem::vec::{Builder, ConcurrentVec, Error, Growth};
+use memvisor_vmem::{CommitMode, page_size};
+use proptest::prelude::*;
+
+/// Counts drops through a shared counter; panics on drop if `bomb`, on clone if `value == 13`.
+#[derive(Debug)]
+struct Counted {
+    value: u64,
+    drops: Arc<AtomicUsize>,
+    bomb: bool,
+}
+
+impl Counted {
+    fn new(value: u64, drops: &Arc<AtomicUsize>) -> Self {
+        Self {
+            value,
+            drops: Arc::clone(drops),
+            bomb: false,
+        }
+    }
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        assert!(self.value != 13, "clone of 13 refused");
+        Self::new(self.value, &self.drops)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+        if self.bomb && !thread::panicking() {
+            panic!("drop bomb {}", self.value);
+        }
+    }
+}
+
+#[test]
+fn push_returns_consecutive_indices_and_get_reads_them() {
+    let v = ConcurrentVec::with_capacity(1000).unwrap();
+    for i in 0..100u32 {
+        assert_eq!(v.push(i * 2), i as usize);
+    }
+    assert_eq!(v.len(), 100);
+    for i in 0..100 {
+        assert_eq!(v.get(i), Some(&(i as u32 * 2)));
+        assert_eq!(v[i], i as u32 * 2);
+    }
+    assert_eq!(v.get(100), None);
+    assert_eq!(v.get(usize::MAX), None);
+}
+
+#[test]
+fn empty_vec_reads_nothing() {
+    let v = ConcurrentVec::<String>::with_capacity(10).unwrap();
+    assert!(v.is_empty());
+    assert_eq!(v.get(0), None);
+    assert_eq!(v.iter().count(), 0);
+    assert_eq!(v.committed_bytes(), 0);
+    assert_eq!(format!("{v:?}"), "[]");
+}
+
+#[test]
+#[should_panic(expected = "index 3 is not a published element (len 1)")]
+fn index_unpublished_panics() {
+    let v = ConcurrentVec::with_capacity(10).unwrap();
+    v.push(1);
+    let _ = v[3];
+}
+
+#[test]
+fn try_push_at_capacity_returns_value_and_keeps_len() {
+    let v = ConcurrentVec::with_capacity(2).unwrap();
+    v.push('a');
+    v.push('b');
+    let err = v.try_push('c').unwrap_err();
+    assert_eq!(
+        err.error(),
+        &Error::CapacityExceeded {
+            capacity: 2,
+            requested: 3
+        }
+    );
+    assert_eq!(err.into_value(), 'c');
+    assert_eq!(v.len(), 2);
+    // Repeated failures do not disturb the count.
+    for _ in 0..10 {
+        assert!(v.try_push('d').is_err());
+    }
+    assert_eq!(v.len(), 2);
+    assert_eq!(v.iter().collect::<String>(), "ab");
+}
+
+#[test]
+fn push_at_capacity_panics_with_clear_message() {
+    let v = ConcurrentVec::with_capacity(1).unwrap();
+    v.push(1u8);
+    let panic = catch_unwind(AssertUnwindSafe(|| v.push(2))).unwrap_err();
+    assert_eq!(
+        panic.downcast_ref::<String>().unwrap(),
+        "memvisor_vmem::vec::ConcurrentVec::push: vector is full: 2 elements needed, capacity is 1"
+    );
+}
+
+#[test]
+fn try_push_with_at_capacity_does_not_call_constructor() {
+    let v = ConcurrentVec::with_capacity(0).unwrap();
+    let e = v.try_push_with(|_| -> u8 { unreachable!("not called") });
+    assert_eq!(
+        e,
+        Err(Error::CapacityExceeded {
+            capacity: 0,
+            requested: 1
+        })
+    );
+}
+
+#[test]
+fn push_with_panic_leaves_hole_never_dropped() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let v = ConcurrentVec::with_capacity(10).unwrap();
+    v.push(Counted::new(0, &drops));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        v.push_with(|_| -> Counted { panic!("constructor fails") })
+    }));
+    assert!(r.is_err());
+    let i = v.push_with(|index| Counted::new(index as u64, &drops));
+    assert_eq!(i, 2);
+    assert_eq!(v.len(), 3);
+    assert!(v.get(1).is_none());
+    let entries: Vec<(usize, u64)> = v.entries().map(|(i, c)| (i, c.value)).collect();
+    assert_eq!(entries, [(0, 0), (2, 2)]);
+    drop(v);
+    assert_eq!(drops.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn drop_drops_every_published_element_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let n = if cfg!(miri) { 200 } else { 10_000 };
+    let v = ConcurrentVec::with_capacity(n).unwrap();
+    for i in 0..n {
+        v.push(Counted::new(i as u64, &drops));
+    }
+    assert_eq!(drops.load(Ordering::Relaxed), 0);
+    drop(v);
+    assert_eq!(drops.load(Ordering::Relaxed), n);
+}
+
+#[test]
+fn drop_with_panicking_destructor_drops_the_rest() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut v = ConcurrentVec::with_capacity(100).unwrap();
+    for i in 0..70 {
+        v.push(Counted::new(i, &drops));
+    }
+    v.get_mut(3).unwrap().bomb = true;
+    v.get_mut(65).unwrap().bomb = true;
+    assert!(catch_unwind(AssertUnwindSafe(|| drop(v))).is_err());
+    assert_eq!(drops.load(Ordering::Relaxed), 70);
+}
+
+#[test]
+fn clear_drops_all_and_restarts_indices() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut v = ConcurrentVec::with_capacity(100).unwrap();
+    for i in 0..10 {
+        v.push(Counted::new(i, &drops));
+    }
+    v.get_mut(4).unwrap().bomb = true;
+    assert!(catch_unwind(AssertUnwindSafe(|| v.clear())).is_err());
+    assert_eq!(drops.load(Ordering::Relaxed), 10);
+    assert!(v.is_empty());
+    assert_eq!(v.iter().count(), 0);
+    assert_eq!(v.push(Counted::new(99, &drops)), 0);
+    assert_eq!(v[0].value, 99);
+    drop(v);
+    assert_eq!(drops.load(Ordering::Relaxed), 11);
+}
+
+#[test]
+fn clone_keeps_indices_and_holes() {
+    let v = ConcurrentVec::with_capacity(10).unwrap();
+    v.push("a".to_owned());
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        v.push_with(|_| -> String { panic!("hole") })
+    }));
+    v.push("c".to_owned());
+    let c = v.clone();
+    assert_eq!(c.len(), 3);
+    assert_eq!(c.get(0).map(String::as_str), Some("a"));
+    assert_eq!(c.get(1), None);
+    assert_eq!(c.get(2).map(String::as_str), Some("c"));
+    assert_eq!(c.push("d".to_owned()), 3);
+    assert_eq!(c.options(), v.options());
+}
+
+#[test]
+fn clone_panic_drops_partial_copy_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let v = ConcurrentVec::with_capacity(10).unwrap();
+    for value in [1, 2, 13, 4] {
+        v.push(Counted::new(value, &drops));
+    }
+    assert!(catch_unwind(AssertUnwindSafe(|| v.clone())).is_err());
+    assert_eq!(drops.load(Ordering::Relaxed), 2);
+    assert_eq!(v.iter().count(), 4);
+}
+
+#[test]
+fn into_iter_moves_out_in_order_and_drops_rest() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let v = ConcurrentVec::with_capacity(200).unwrap();
+    for i in 0..130 {
+        v.push(Counted::new(i, &drops));
+    }
+    let mut it = v.into_iter();
+    let first: Vec<u64> = it.by_ref().take(70).map(|c| c.value).collect();
+    assert!(first.into_iter().eq(0..70));
+    assert_eq!(drops.load(Ordering::Relaxed), 70);
+    drop(it);
+    assert_eq!(drops.load(Ordering::Relaxed), 130);
+}
+
+#[test]
+fn iter_mut_and_get_mut_change_elements() {
+    let mut v = ConcurrentVec::with_capacity(100).unwrap();
+    for i in 0..80u32 {
+        v.push(i);
+    }
+    for x in &mut v {
+        *x += 1;
+    }
+    *v.get_mut(0).unwrap() = 100;
+    assert_eq!(v.get_mut(80), None);
+    assert_eq!((&v).into_iter().sum::<u32>(), (2..=80).sum::<u32>() + 100);
+}
+
+#[test]
+fn zero_sized_elements_publish_and_drop() {
+    static ZST_DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Zst;
+    impl Drop for Zst {
+        fn drop(&mut self) {
+            ZST_DROPS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let v = ConcurrentVec::with_capacity(1 << 20).unwrap();
+    for i in 0..300 {
+        assert_eq!(v.push(Zst), i);
+    }
+    assert_eq!(v.iter().count(), 300);
+    assert!(v.get(299).is_some());
+    drop(v);
+    assert_eq!(ZST_DROPS.load(Ordering::Relaxed), 300);
+    let small = ConcurrentVec::with_capacity(1).unwrap();
+    small.push(());
+    assert!(small.try_push(()).is_err());
+}
+
+#[test]
+fn capacity_above_isize_max_is_too_large() {
+    let e = ConcurrentVec::<()>::with_capacity(usize::MAX).unwrap_err();
+    assert_eq!(
+        e,
+        Error::TooLarge {
+            capacity: usize::MAX,
+            element_size: 0
+        }
+    );
+}
+
+#[repr(align(4096))]
+#[derive(Debug)]
+struct Page([u8; 4096]);
+
+/// Checks that every byte of every slot, and of the vector's bookkeeping, lies in the
+/// reservation, with the vector filled to capacity (so a write past the end would have hit
+/// memory the reservation does not own, or faulted on an uncommitted page).
+fn assert_slots_inside<T>(v: &ConcurrentVec<T>) {
+    let r = v.reservation();
+    let size = std::mem::size_of::<T>();
+    for (i, x) in v.entries() {
+        let p = std::ptr::from_ref(x).cast::<u8>();
+        assert_eq!(p as usize % std::mem::align_of::<T>(), 0, "slot {i} misaligned");
+        assert!(r.contains(p), "slot {i} starts outside");
+        assert!(r.contains(p.wrapping_add(size - 1)), "slot {i} ends outside");
+    }
+    assert!(v.committed_bytes() <= r.len());
+}
+
+#[test]
+fn overaligned_elements_stay_inside_reservation() {
+    let v = Builder::new(9)
+        .growth(Growth::Fixed(1))
+        .build_concurrent::<Page>()
+        .unwrap();
+    for i in 0..9u8 {
+        v.push(Page([i; 4096]));
+    }
+    assert!(v.try_push(Page([0; 4096])).is_err());
+    assert_slots_inside(&v);
+    for (i, page) in v.entries() {
+        assert!(page.0.iter().all(|&b| usize::from(b) == i));
+    }
+}
+
+#[test]
+fn large_elements_stay_inside_reservation() {
+    let v = Builder::new(13)
+        .growth(Growth::Fixed(1))
+        .build_concurrent::<[u8; 10_000]>()
+        .unwrap();
+    for i in 0..13u8 {
+        v.push([i; 10_000]);
+    }
+    assert!(v.try_push([0; 10_000]).is_err());
+    assert_slots_inside(&v);
+    for (i, x) in v.entries() {
+        assert!(x.iter().all(|&b| usize::from(b) == i));
+    }
+}
+
+/// In `CommitMode::Protected` with one-page growth steps, pages are committed only as slots
+/// need them, so a slot write that strays past its committed pages faults; filled to capacity,
+/// the reservation holds exactly the slot pages and one page of ready bits.
+#[test]
+fn large_elements_reservation_is_sized_from_layout() {
+    type Big = [u64; 1537];
+    let page = page_size();
+    let cap = 3;
+    let v = Builder::new(cap)
+        .growth(Growth::Fixed(1))
+        .mode(CommitMode::Protected)
+        .build_concurrent::<Big>()
+        .unwrap();
+    for i in 0..cap as u64 {
+        v.push([i; 1537]);
+        assert_slots_inside(&v);
+    }
+    let r = v.reservation();
+    let data = (cap * std::mem::size_of::<Big>()).next_multiple_of(page);
+    assert_eq!(r.len(), data + page);
+    assert!(r.is_committed(0, data).unwrap());
+    for (i, x) in v.entries() {
+        assert!(x.iter().all(|&w| w == i as u64));
+    }
+}
+
+#[test]
+fn growth_commits_in_steps() {
+    let page = page_size();
+    let v = Builder::new(1 << 16)
+        .growth(Growth::Fixed(2 * page))
+        .build_concurrent::<u64>()
+        .unwrap();
+    v.push(1);
+    // Two pages of slots and one page of ready bits.
+    assert_eq!(v.committed_bytes(), 3 * page);
+    assert_eq!(v.committed_capacity(), 2 * page / 8);
+    for i in 0..(2 * page / 8) as u64 {
+        v.push(i);
+    }
+    assert_eq!(v.committed_bytes(), 5 * page);
+}
+
+#[test]
+fn sparse_mode_and_alignment_work() {
+    let v = Builder::new(5000)
+        .mode(CommitMode::Sparse)
+        .alignment(1 << 21)
+        .build_concurrent::<u32>()
+        .unwrap();
+    for i in 0..5000 {
+        v.push(i);
+    }
+    assert_eq!(v.reservation().as_ptr() as usize % (1 << 21), 0);
+    assert_eq!(v.iter().map(|&x| u64::from(x)).sum::<u64>(), 4999 * 5000 / 2);
+}
+
+#[test]
+fn stress_threads_push_and_read() {
+    let (threads, per_thread) = if cfg!(miri) { (3, 40) } else { (4, 50_000) };
+    let v = Arc::new(
+        Builder::new(threads * per_thread)
+            .growth(Growth::Fixed(1))
+            .build_concurrent::<(usize, usize)>()
+            .unwrap(),
+    );
+    let pushers: Vec<_> = (0..threads)
+        .map(|t| {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                let mut mine = Vec::with_capacity(per_thread);
+                for i in 0..per_thread {
+                    let index = v.push((t, i));
+                    assert_eq!(v.get(index), Some(&(t, i)));
+                    mine.push(index);
+                }
+                mine
+            })
+        })
+        .collect();
+    let reader = {
+        let v = Arc::clone(&v);
+        thread::spawn(move || {
+            let mut seen = 0;
+            while seen < threads * per_thread {
+                let len = v.len();
+                // Every published element is a pair some thread pushed, and per thread the
+                // values come in push order along the indices.
+                let mut last = vec![None; threads];
+                seen = 0;
+                for (_, &(t, i)) in v.entries() {
+                    assert!(t < threads && i < per_thread);
+                    assert!(last[t].is_none_or(|l| l < i));
+                    last[t] = Some(i);
+                    seen += 1;
+                }
+                assert!(seen <= len.max(v.len()));
+                if let Some(probe) = len.checked_sub(1)
+                    && let Some(&(t, i)) = v.get(probe)
+                {
+                    assert!(t < threads && i < per_thread);
+                }
+                thread::yield_now();
+            }
+        })
+    };
+    let mut all: Vec<usize> = Vec::new();
+    for p in pushers {
+        all.extend(p.join().unwrap());
+    }
+    reader.join().unwrap();
+    all.sort_unstable();
+    assert!(all.iter().copied().eq(0..threads * per_thread));
+    assert_eq!(v.len(), threads * per_thread);
+    assert!(v.try_push((0, 0)).is_err());
+}
+
+#[test]
+fn stress_threads_race_past_capacity() {
+    let (threads, cap) = if cfg!(miri) { (3, 20) } else { (4, 10_000) };
+    let drops = Arc::new(AtomicUsize::new(0));
+    let v = Arc::new(ConcurrentVec::with_capacity(cap).unwrap());
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let v = Arc::clone(&v);
+            let drops = Arc::clone(&drops);
+            thread::spawn(move || {
+                let mut ok = 0;
+                loop {
+                    match v.try_push(Counted::new(t, &drops)) {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            assert!(matches!(e.error(), Error::CapacityExceeded { .. }));
+                            break ok;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(total, cap);
+    assert_eq!(v.len(), cap);
+    assert_eq!(v.iter().count(), cap);
+    // Rejected values were dropped by the pushers: one each.
+    assert_eq!(drops.load(Ordering::Relaxed), threads as usize);
+    drop(v);
+    assert_eq!(drops.load(Ordering::Relaxed), threads as usize + cap);
+}
+
+#[test]
+fn concurrent_vec_is_send_and_sync_for_send_sync_elements() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ConcurrentVec<u64>>();
+    assert_send_sync::<ConcurrentVec<String>>();
+    assert_send_sync::<memvisor_vmem::vec::Vec<u64>>();
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Push(u32),
+    PushPanics,
+    Get(usize),
+    Clear,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => any::<u32>().prop_map(Op::Push),
+        1 => Just(Op::PushPanics),
+        2 => any::<usize>().prop_map(Op::Get),
+        1 => Just(Op::Clear),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+    #[test]
+    fn matches_option_vec_model(ops in proptest::collection::vec(op(), 0..80)) {
+        const CAP: usize = 70;
+        let mut ours = Builder::new(CAP).growth(Growth::Fixed(1)).build_concurrent::<u32>().unwrap();
+        let mut model: Vec<Option<u32>> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Push(x) => match ours.try_push(x) {
+                    Ok(i) => {
+                        prop_assert_eq!(i, model.len());
+                        model.push(Some(x));
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(model.len(), CAP);
+                        prop_assert_eq!(e.into_value(), x);
+                    }
+                },
+                Op::PushPanics => {
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        ours.try_push_with(|_| -> u32 { panic!("constructor") })
+                    }));
+                    match r {
+                        Err(_) => model.push(None),
+                        Ok(e) => prop_assert!(e.is_err() && model.len() == CAP),
+                    }
+                }
+                Op::Get(i) => {
+                    let i = i % (CAP + 2);
+                    prop_assert_eq!(ours.get(i).copied(), model.get(i).copied().flatten());
+                }
+                Op::Clear => {
+                    ours.clear();
+                    model.clear();
+                }
+            }
+            prop_assert_eq!(ours.len(), model.len());
+            let got: Vec<(usize, u32)> = ours.entries().map(|(i, &x)| (i, x)).collect();
+            let want: Vec<(usize, u32)> = model
+                .iter()
+                .enumerate()
+                .filter_map(|(i, x)| x.map(|x| (i, x)))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
