@@ -18,9 +18,11 @@ use crate::{Error, RegionReport};
 /// was backed, its host memory (unmapped when the last [`Snapshot`](crate::Snapshot) holding
 /// the region is dropped).
 ///
-/// Through vm-memory's [`GuestMemoryRegion`] and `Bytes<MemoryRegionAddress>` a backed region
-/// is read and written with volatile accesses; an unbacked one answers
-/// [`GuestMemoryError::HostAddressNotAvailable`].
+/// Through vm-memory's [`GuestMemoryRegion`] and `Bytes<MemoryRegionAddress>` a backed,
+/// read-write region is read and written with volatile accesses. An unbacked region answers
+/// [`GuestMemoryError::HostAddressNotAvailable`], and so does a region whose host mapping is
+/// not read-write: vm-memory's slices allow writes, and a write to a read-only mapping would
+/// kill the process. ([`host_ptr`](Self::host_ptr) still gives its address.)
 ///
 /// ```
 /// use memvisor_space::{Region, RegionSpec};
@@ -215,6 +217,7 @@ impl GuestMemoryRegion for Region {
         let memory = self
             .memory
             .as_ref()
+            .filter(|_| self.spec.protection.contains(Protection::READ_WRITE))
             .ok_or(GuestMemoryError::HostAddressNotAvailable)?;
         let offset =
             usize::try_from(offset.0).map_err(|_| GuestMemoryError::InvalidBackendAddress)?;

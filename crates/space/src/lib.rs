@@ -7,20 +7,20 @@
 //!
 //! # The pieces
 //!
-//! - [`RegionSpec`] describes a region: [`RegionType`] (RAM, device, DAX, firmware,
-//!   reserved), base and size, [`Backing`], [`Protection`], [`HugePages`], [`NumaBinding`],
-//!   hotplug, dontfork and prefault.
+//! - [`RegionSpec`] describes a region: [`RegionType`] (RAM, device, DAX, firmware, reserved), base
+//!   and size, [`Backing`], [`Protection`], [`HugePages`], [`NumaBinding`], hotplug, dontfork and
+//!   prefault.
 //! - [`Layout`] holds the windows each type must sit in, with [`Layout::x86_64`] and
-//!   [`Layout::aarch64`] presets; a [`Placer`] finds free ranges in them (device windows,
-//!   hotplug slots) with `memvisor-resources`.
+//!   [`Layout::aarch64`] presets; a [`Placer`] finds free ranges in them (device windows, hotplug
+//!   slots) with `memvisor-resources`.
 //! - [`AddressSpace`] checks regions (typed [`Error`]s, never a panic), gives them memory
 //!   ([`SpaceBuilder::back`], with a [`BackingReport`] of what was done) or not
-//!   ([`SpaceBuilder::plan`]), and publishes immutable [`Snapshot`]s. Readers look addresses up
-//!   in O(log n) without locks; writers ([`AddressSpace::insert_region`],
+//!   ([`SpaceBuilder::plan`]), and publishes immutable [`Snapshot`]s. Readers look addresses up in
+//!   O(log n) without locks; writers ([`AddressSpace::insert_region`],
 //!   [`AddressSpace::remove_region`], [`AddressSpace::plug`]) are serialized and tell
 //!   [`RegionListener`]s of each change.
-//! - A [`Snapshot`] implements vm-memory's `GuestMemoryBackend` (so `vm_memory::Bytes` works
-//!   on it), a [`Region`] implements `GuestMemoryRegion`, and [`AddressSpace`] implements
+//! - A [`Snapshot`] implements vm-memory's `GuestMemoryBackend` (so `vm_memory::Bytes` works on
+//!   it), a [`Region`] implements `GuestMemoryRegion`, and [`AddressSpace`] implements
 //!   `GuestAddressSpace`, so rust-vmm device crates can use them directly.
 //!
 //! # Example

@@ -3,14 +3,13 @@
 //! what was done.
 
 use std::ffi::CString;
-use std::fmt;
 use std::fs::OpenOptions;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use std::{fmt, io};
 
 use memvisor_resources::{AddressAllocator, RangeInclusive};
 use memvisor_vmem::{CommitMode, Reservation};

@@ -423,18 +423,19 @@ impl Snapshot {
             }
             prev_last = Some(r.last().0);
         }
-        let owned: usize = self.owners.iter().map(|c| c.len()).sum();
-        assert_eq!(owned, self.entries.len());
-        for e in &self.entries {
-            let p = e.region.as_ptr().cast_const();
-            let count = self
-                .owners
-                .iter()
-                .flat_map(|c| c.iter())
-                .filter(|r| Arc::as_ptr(r) == p)
-                .count();
-            assert_eq!(count, 1, "region not owned exactly once");
-        }
+        let mut owned: Vec<*const Region> = self
+            .owners
+            .iter()
+            .flat_map(|c| c.iter().map(Arc::as_ptr))
+            .collect();
+        owned.sort_unstable();
+        let mut pointed: Vec<*const Region> = self
+            .entries
+            .iter()
+            .map(|e| e.region.as_ptr().cast_const())
+            .collect();
+        pointed.sort_unstable();
+        assert_eq!(owned, pointed, "regions not owned exactly once");
     }
 }
 
@@ -486,5 +487,169 @@ impl GuestMemoryBackend for Snapshot {
 
     fn iter(&self) -> impl Iterator<Item = &Region> {
         self.regions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::{RegionSpec, host_page_size};
+
+    fn layout() -> Arc<Layout> {
+        Arc::new(Layout::new(GuestAddress(u64::MAX), []).unwrap())
+    }
+
+    fn region(ty: RegionType, page: u64, pages: u64) -> Arc<Region> {
+        let p = host_page_size();
+        let spec = RegionSpec::new(ty, GuestAddress(page * p), pages * p);
+        Arc::new(Region::plan(spec).unwrap())
+    }
+
+    fn snapshot(pages: &[(u64, u64)]) -> Snapshot {
+        let regions = pages
+            .iter()
+            .map(|&(at, n)| (region(RegionType::Reserved, at, n), None))
+            .collect();
+        Snapshot::new(layout(), regions, 0).unwrap()
+    }
+
+    #[test]
+    fn new_unsorted_input_sorts() {
+        let s = snapshot(&[(10, 2), (0, 1), (4, 4)]);
+        let bases: Vec<u64> = s.regions().map(|r| r.base().0 / host_page_size()).collect();
+        assert_eq!(bases, [0, 4, 10]);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn new_overlap_errors() {
+        let regions = vec![
+            (region(RegionType::Reserved, 0, 2), None),
+            (region(RegionType::Reserved, 1, 2), None),
+        ];
+        let err = Snapshot::new(layout(), regions, 0).unwrap_err();
+        assert!(matches!(err, Error::Overlap { .. }), "{err}");
+    }
+
+    #[test]
+    fn find_region_edges_and_gaps() {
+        let p = host_page_size();
+        let s = snapshot(&[(1, 2), (5, 1)]);
+        assert!(s.find_region(GuestAddress(0)).is_none());
+        assert_eq!(s.find_region(GuestAddress(p)).unwrap().base().0, p);
+        assert_eq!(s.find_region(GuestAddress(3 * p - 1)).unwrap().base().0, p);
+        assert!(s.find_region(GuestAddress(3 * p)).is_none());
+        assert_eq!(s.find_region(GuestAddress(5 * p)).unwrap().base().0, 5 * p);
+        assert!(s.find_region(GuestAddress(u64::MAX)).is_none());
+        // The last-hit path answers the same after a miss elsewhere.
+        assert_eq!(s.find_region(GuestAddress(p + 1)).unwrap().base().0, p);
+        assert_eq!(s.find_region(GuestAddress(p + 2)).unwrap().base().0, p);
+        assert!(s.find_region(GuestAddress(4 * p)).is_none());
+    }
+
+    #[test]
+    fn find_region_empty_is_none() {
+        let s = snapshot(&[]);
+        assert!(s.find_region(GuestAddress(0)).is_none());
+        assert!(s.is_empty());
+        assert_eq!(s.last_region_addr(), None);
+    }
+
+    #[test]
+    fn with_inserted_overlap_errors_and_keeps_original() {
+        let s = snapshot(&[(2, 2)]);
+        let err = s
+            .with_inserted(region(RegionType::Reserved, 3, 2), None, 1)
+            .unwrap_err();
+        assert!(matches!(err, Error::Overlap { .. }));
+        let err = s
+            .with_inserted(region(RegionType::Reserved, 1, 2), None, 1)
+            .unwrap_err();
+        assert!(matches!(err, Error::Overlap { .. }));
+        assert_eq!(s.len(), 1);
+        s.check_invariants();
+    }
+
+    #[test]
+    fn with_inserted_many_chunks_then_removed_all() {
+        let mut s = snapshot(&[]);
+        let n = if cfg!(miri) { 70 } else { 300 };
+        for i in (0..n).rev() {
+            s = s
+                .with_inserted(region(RegionType::Reserved, 2 * i, 1), Some(7), i + 1)
+                .unwrap();
+        }
+        s.check_invariants();
+        assert_eq!(s.len(), usize::try_from(n).unwrap());
+        assert_eq!(s.slot(GuestAddress(0)), Some(7));
+        let p = host_page_size();
+        for i in 0..n {
+            let (next, removed, slot) = s.with_removed(GuestAddress(2 * i * p), p, 0).unwrap();
+            assert_eq!(removed.base().0, 2 * i * p);
+            assert_eq!(slot, Some(7));
+            next.check_invariants();
+            s = next;
+        }
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn with_removed_wrong_size_errors() {
+        let p = host_page_size();
+        let s = snapshot(&[(2, 2)]);
+        assert!(matches!(
+            s.with_removed(GuestAddress(2 * p), p, 1),
+            Err(Error::RegionNotFound { .. })
+        ));
+        assert!(matches!(
+            s.with_removed(GuestAddress(3 * p), p, 1),
+            Err(Error::RegionNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn find_arc_outlives_snapshot() {
+        let p = host_page_size();
+        let s = snapshot(&[(2, 2)]);
+        let r = s.find_arc(GuestAddress(2 * p)).unwrap();
+        drop(s);
+        assert_eq!(r.base().0, 2 * p);
+        assert_eq!(Arc::strong_count(&r), 1);
+    }
+
+    #[test]
+    fn queries_answer_per_region() {
+        let p = host_page_size();
+        let ram = Arc::new(
+            Region::plan(
+                RegionSpec::ram(GuestAddress(0), p).numa(crate::NumaBinding::new(
+                    crate::NumaPolicy::Interleave,
+                    [3, 1],
+                )),
+            )
+            .unwrap(),
+        );
+        let dax = Arc::new(
+            Region::plan(RegionSpec::new(RegionType::Dax, GuestAddress(4 * p), p)).unwrap(),
+        );
+        let res = region(RegionType::Reserved, 8, 1);
+        let s = Snapshot::new(
+            layout(),
+            vec![(ram, Some(0)), (dax, Some(1)), (res, None)],
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.numa_node(GuestAddress(0)), Some(1));
+        assert_eq!(s.numa_node(GuestAddress(4 * p)), None);
+        assert!(s.is_dax(GuestAddress(4 * p)));
+        assert!(!s.is_dax(GuestAddress(0)));
+        assert!(s.is_reserved(GuestAddress(8 * p)));
+        assert_eq!(s.protection(GuestAddress(0)), Some(Protection::READ_WRITE));
+        assert_eq!(s.last_ram_addr(), Some(GuestAddress(p - 1)));
+        assert_eq!(s.last_region_addr(), Some(GuestAddress(9 * p - 1)));
+        assert_eq!(s.total_size(RegionType::Dax), p);
+        assert_eq!(s.slot(GuestAddress(8 * p)), None);
+        assert_eq!(s.slot(GuestAddress(4 * p)), Some(1));
+        assert_eq!(GuestMemoryBackend::num_regions(&s), 3);
     }
 }

@@ -404,43 +404,35 @@ impl AddressSpace {
         let current = self.current.load();
         current.layout().check(region.spec())?;
         current.check_free(&region)?;
-        let slot = if region.spec().backing.has_memory() {
-            Some(
-                writer
-                    .slots
+        let Writer {
+            listeners,
+            slots,
+            generation,
+            ..
+        } = writer;
+        // Gives the slot number back on an error or a panicking listener.
+        let mut slot = SlotGuard { slots, slot: None };
+        if region.spec().backing.has_memory() {
+            let count = slot.slots.capacity();
+            slot.slot = Some(
+                slot.slots
                     .allocate_id()
-                    .map_err(|_| Error::NoSlotNumber {
-                        count: writer.slots.capacity(),
-                    })?,
-            )
-        } else {
-            None
-        };
-        let generation = writer.generation + 1;
-        let next = current.with_inserted(Arc::clone(&region), slot, generation);
-        let outcome = next.and_then(|next| {
-            notify(
-                &writer.listeners,
-                ChangeKind::Inserted,
-                &region,
-                slot,
-                generation,
-            )?;
-            Ok(next)
-        });
-        match outcome {
-            Ok(next) => {
-                self.current.store(Arc::new(next));
-                writer.generation = generation;
-                Ok(())
-            }
-            Err(e) => {
-                if let Some(slot) = slot {
-                    let _ = writer.slots.free_id(slot);
-                }
-                Err(e)
-            }
+                    .map_err(|_| Error::NoSlotNumber { count })?,
+            );
         }
+        let next_generation = *generation + 1;
+        let next = current.with_inserted(Arc::clone(&region), slot.slot, next_generation)?;
+        notify(
+            listeners,
+            ChangeKind::Inserted,
+            &region,
+            slot.slot,
+            next_generation,
+        )?;
+        self.current.store(Arc::new(next));
+        *generation = next_generation;
+        slot.slot = None;
+        Ok(())
     }
 
     /// Removes the region at exactly `base` of `size` bytes and returns it. Its host memory
@@ -508,6 +500,20 @@ impl AddressSpace {
     }
 }
 
+/// Frees a memory-slot number on drop unless it was kept (`slot` set to `None`).
+struct SlotGuard<'a> {
+    slots: &'a mut IdAllocator,
+    slot: Option<u32>,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let _ = self.slots.free_id(slot);
+        }
+    }
+}
+
 /// Tells every listener of a change; on a refusal, tells the earlier ones the opposite.
 fn notify(
     listeners: &[Arc<dyn RegionListener>],
@@ -554,7 +560,7 @@ impl GuestAddressSpace for AddressSpace {
 
 impl Snapshot {
     /// A vm-memory `GuestMemoryMmap` over the backed regions' host memory (regions without
-    /// memory are left out).
+    /// memory, or whose mapping is not read-write, are left out).
     ///
     /// # Errors
     /// [`Error::Os`] if vm-memory refuses a region.
@@ -566,6 +572,9 @@ impl Snapshot {
         let mut out = Vec::new();
         for r in self.regions() {
             let Some(ptr) = r.host_ptr() else { continue };
+            if !r.protection().contains(crate::Protection::READ_WRITE) {
+                continue;
+            }
             let len = usize::try_from(r.size()).map_err(|_| Error::Overflow {
                 base: r.base().0,
                 size: r.size(),
@@ -594,5 +603,143 @@ impl Snapshot {
             base: 0,
             source: std::io::Error::other(e.to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::region::host_page_size;
+
+    fn layout() -> Layout {
+        Layout::x86_64()
+            .ram(1 << 30)
+            .hotplug(1 << 30)
+            .build()
+            .unwrap()
+    }
+
+    fn planned(base: u64, size: u64) -> Arc<Region> {
+        Arc::new(Region::plan(RegionSpec::ram(GuestAddress(base), size)).unwrap())
+    }
+
+    #[test]
+    fn plan_overlapping_specs_error() {
+        let p = host_page_size();
+        let err = AddressSpace::plan(
+            layout(),
+            [
+                RegionSpec::ram(GuestAddress(0), 2 * p),
+                RegionSpec::ram(GuestAddress(p), p),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Overlap { .. }), "{err}");
+    }
+
+    #[test]
+    fn plan_zero_slots_errors() {
+        let err = AddressSpace::builder(layout()).slots(0).plan().unwrap_err();
+        assert_eq!(err.to_string(), "all 0 memory-slot numbers are in use");
+    }
+
+    #[test]
+    fn insert_region_outside_window_errors_and_keeps_state() {
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let err = space.insert_region(planned(3 << 30, 4096)).unwrap_err();
+        assert!(matches!(err, Error::OutsideWindow { .. }), "{err}");
+        assert!(space.snapshot().is_empty());
+        assert_eq!(space.snapshot().generation(), 0);
+    }
+
+    #[test]
+    fn insert_region_slots_are_reused_after_remove() {
+        let p = host_page_size();
+        let space = AddressSpace::builder(layout()).slots(2).plan().unwrap();
+        space.insert_region(planned(0, p)).unwrap();
+        space.insert_region(planned(p, p)).unwrap();
+        let err = space.insert_region(planned(2 * p, p)).unwrap_err();
+        assert!(matches!(err, Error::NoSlotNumber { count: 2 }), "{err}");
+        assert_eq!(space.snapshot().len(), 2);
+        space.remove_region(GuestAddress(0), p).unwrap();
+        space.insert_region(planned(2 * p, p)).unwrap();
+        assert_eq!(space.snapshot().slot(GuestAddress(2 * p)), Some(0));
+    }
+
+    #[test]
+    fn listener_refusal_undoes_earlier_and_keeps_state() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let first = Arc::new(AtomicUsize::new(0));
+        let f = Arc::clone(&first);
+        space.add_listener(Arc::new(move |e: &RegionEvent<'_>| {
+            match e.kind {
+                ChangeKind::Inserted => f.fetch_add(1, Ordering::SeqCst),
+                ChangeKind::Removed => f.fetch_sub(1, Ordering::SeqCst),
+            };
+            Ok(())
+        }));
+        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+            if e.region.base().0 == 0 {
+                Err("slot table full".into())
+            } else {
+                Ok(())
+            }
+        }));
+        let err = space.insert_region(planned(0, p)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a listener refused the change of the region at 0x0"
+        );
+        assert_eq!(first.load(Ordering::SeqCst), 0);
+        assert!(space.snapshot().is_empty());
+        space.insert_region(planned(p, p)).unwrap();
+        assert_eq!(first.load(Ordering::SeqCst), 1);
+        assert_eq!(space.snapshot().generation(), 1);
+    }
+
+    #[test]
+    fn listener_panic_leaves_space_usable() {
+        let p = host_page_size();
+        let space = AddressSpace::builder(layout()).slots(1).plan().unwrap();
+        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+            assert!(e.region.base().0 != 0, "listener bug");
+            Ok(())
+        }));
+        let s = space.clone();
+        let result = std::panic::catch_unwind(move || s.insert_region(planned(0, p)));
+        assert!(result.is_err());
+        assert!(space.snapshot().is_empty());
+        space.insert_region(planned(p, p)).unwrap();
+        assert_eq!(space.snapshot().len(), 1);
+        // The only slot number, taken by the panicked insert, was given back.
+        assert_eq!(space.snapshot().slot(GuestAddress(p)), Some(0));
+        space.snapshot().check_invariants();
+    }
+
+    #[test]
+    fn reader_sees_new_snapshot() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let mut reader = space.reader();
+        assert!(reader.find_region(GuestAddress(0)).is_none());
+        space.insert_region(planned(0, p)).unwrap();
+        assert!(reader.find_region(GuestAddress(0)).is_some());
+        assert!(space.find_region(GuestAddress(0)).is_some());
+        assert_eq!(GuestAddressSpace::memory(&space).len(), 1);
+    }
+
+    #[test]
+    fn plug_on_planned_space_errors() {
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let spec = RegionSpec::ram(GuestAddress(4 << 30), 2 << 20).hotplug(true);
+        let err = space.plug(spec).unwrap_err();
+        assert!(matches!(err, Error::NoHotplugWindow { .. }), "{err}");
+        let err = space
+            .plug(RegionSpec::ram(GuestAddress(4 << 30), 2 << 20))
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
     }
 }

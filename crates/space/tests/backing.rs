@@ -1,0 +1,373 @@
+//! Real backing memory: every backing kind mapped, written through `vm_memory::Bytes` and read
+//! back; NUMA binding checked in `/proc/self/numa_maps`; prefault checked by residency; the
+//! hotplug window keeps plugged memory contiguous on the host.
+
+#![cfg_attr(miri, allow(dead_code, unused_imports))]
+
+use std::io::Write;
+use std::sync::Arc;
+
+use memvisor_space::{
+    AddressSpace, Backing, Error, HugePages, Layout, NumaBinding, NumaPolicy, Protection, Region,
+    RegionSpec, RegionType, WindowKind,
+};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn page() -> u64 {
+    memvisor_vmem::page_size() as u64
+}
+
+/// The `numa_maps` line of the mapping starting at `addr`.
+fn numa_maps_line(addr: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/numa_maps").unwrap();
+    let key = format!("{addr:x} ");
+    maps.lines()
+        .find(|l| l.starts_with(&key))
+        .unwrap_or_else(|| panic!("no numa_maps line for {addr:#x}"))
+        .to_owned()
+}
+
+/// Pages on node `node` according to a `numa_maps` line (`N0=123`).
+fn pages_on_node(line: &str, node: u32) -> u64 {
+    let key = format!("N{node}=");
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(&key))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn every_backing_kind_round_trips_through_bytes() {
+    let dir = std::env::temp_dir().join(format!("memvisor-space-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flash.img");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&vec![0xa5; (2 * page()) as usize]).unwrap();
+    f.write_all(b"firmware").unwrap();
+    f.set_len(4 * page()).unwrap();
+    drop(f);
+
+    let layout = Layout::x86_64().ram(GIB).dax(GIB).build().unwrap();
+    let dax = layout.windows_of(WindowKind::Dax).next().unwrap().start();
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), 4 * MIB).backing(Backing::AnonymousPrivate),
+        RegionSpec::ram(GuestAddress(4 * MIB), 4 * MIB).backing(Backing::AnonymousShared),
+        RegionSpec::ram(GuestAddress(8 * MIB), 4 * MIB)
+            .backing(Backing::Memfd)
+            .dontfork(true),
+        RegionSpec::ram(GuestAddress(12 * MIB), 4 * MIB).huge_pages(HugePages::Transparent),
+        RegionSpec::new(RegionType::Dax, dax, 2 * MIB).backing(Backing::Memfd),
+        RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 2 * page())
+            .backing(Backing::File {
+                path: path.clone(),
+                offset: 2 * page(),
+            })
+            .protection(Protection::READ_WRITE),
+    ];
+    let (space, report) = AddressSpace::back(layout, specs).unwrap();
+    assert_eq!(report.regions.len(), 6);
+    assert_eq!(report.regions[2].backing, "memfd");
+    assert!(report.regions[2].dontfork);
+    let thp = report
+        .regions
+        .iter()
+        .find(|r| r.base.0 == 12 * MIB)
+        .unwrap();
+    assert_eq!(thp.huge_pages, HugePages::Transparent);
+    assert_eq!(thp.host_addr % (2 << 20), 0, "THP mapping is 2 MiB aligned");
+    let mem = space.memory();
+    for r in mem.regions() {
+        let at = GuestAddress(r.base().0 + r.size() - 8);
+        mem.write_obj(r.base().0 ^ 0x5a5a, at).unwrap();
+        assert_eq!(mem.read_obj::<u64>(at).unwrap(), r.base().0 ^ 0x5a5a);
+    }
+    // The file was mapped from its offset: its bytes are there, and writes reach the file.
+    let mut buf = [0u8; 8];
+    mem.read_slice(&mut buf, GuestAddress(0xffc0_0000)).unwrap();
+    assert_eq!(&buf, b"firmware");
+    mem.write_slice(b"FIRMWARE", GuestAddress(0xffc0_0000))
+        .unwrap();
+    let fw = mem.find_region(GuestAddress(0xffc0_0000)).unwrap();
+    assert_eq!(fw.file_offset().map(|f| f.start()), Some(2 * page()));
+    drop(mem);
+    drop(space);
+    let bytes = std::fs::read(&path).unwrap();
+    let at = (2 * page()) as usize;
+    assert_eq!(&bytes[at..at + 8], b"FIRMWARE");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn access_across_two_regions_splits() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let (space, _) = AddressSpace::back(
+        layout,
+        [
+            RegionSpec::ram(GuestAddress(0), page()),
+            RegionSpec::ram(GuestAddress(page()), page()),
+        ],
+    )
+    .unwrap();
+    let mem = space.snapshot();
+    let data: Vec<u8> = (0..16).collect();
+    mem.write_slice(&data, GuestAddress(page() - 8)).unwrap();
+    let mut back = [0u8; 16];
+    mem.read_slice(&mut back, GuestAddress(page() - 8)).unwrap();
+    assert_eq!(&back[..], &data[..]);
+    assert!(
+        mem.write_slice(&data, GuestAddress(2 * page() - 8))
+            .is_err()
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn numa_bind_to_node_0_shows_in_numa_maps() {
+    let spec = RegionSpec::ram(GuestAddress(0), 8 * MIB)
+        .numa(NumaBinding::bind(0))
+        .prefault(2);
+    let (region, report) = Region::back(spec).unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.prefault_threads, 2);
+    let line = numa_maps_line(report.host_addr);
+    assert!(line.contains(" bind:0 "), "{line}");
+    // Prefaulted: every page is resident, on node 0.
+    assert_eq!(pages_on_node(&line, 0), 8 * MIB / page(), "{line}");
+    drop(region);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn numa_interleave_and_preferred_show_in_numa_maps() {
+    for (policy, word) in [
+        (NumaPolicy::Interleave, "interleave:0"),
+        (NumaPolicy::Preferred, "prefer:0"),
+    ] {
+        let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB).numa(NumaBinding::new(policy, [0]));
+        let (_region, report) = Region::back(spec).unwrap();
+        let line = numa_maps_line(report.unwrap().host_addr);
+        assert!(line.contains(word), "{policy}: {line}");
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn numa_missing_node_errors_clearly() {
+    let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB).numa(NumaBinding::bind(4095));
+    let err = Region::back(spec).unwrap_err();
+    assert!(
+        matches!(err, Error::NumaNodeMissing { node: 4095, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("NUMA node 4095 does not exist on this host (nodes online: "),
+        "{err}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn prefault_many_threads_makes_all_resident() {
+    let spec = RegionSpec::ram(GuestAddress(0), 256 * MIB).prefault(4);
+    let (region, report) = Region::back(spec).unwrap();
+    let report = report.unwrap();
+    let line = numa_maps_line(report.host_addr);
+    let resident: u64 = (0..64).map(|n| pages_on_node(&line, n)).sum();
+    assert_eq!(resident, 256 * MIB / page(), "{line}");
+    // Contents are intact and writable after prefault.
+    region
+        .write_obj(9u64, MemoryRegionAddress(255 * MIB))
+        .unwrap();
+    assert_eq!(
+        region
+            .read_obj::<u64>(MemoryRegionAddress(255 * MIB))
+            .unwrap(),
+        9
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn read_only_region_is_not_reachable_through_vm_memory() {
+    let spec = RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 2 * page())
+        .protection(Protection::READ)
+        .prefault(1);
+    let (region, report) = Region::back(spec).unwrap();
+    assert_eq!(report.unwrap().prefault_threads, 1);
+    assert!(region.host_ptr().is_some());
+    // A write would fault on the read-only mapping, so vm-memory gets no slice at all.
+    assert!(matches!(
+        region.write_obj(1u32, MemoryRegionAddress(0)),
+        Err(vm_memory::GuestMemoryError::HostAddressNotAvailable)
+    ));
+    assert!(region.read_obj::<u32>(MemoryRegionAddress(0)).is_err());
+    // (Read prefault of private anonymous memory maps the shared zero page, which numa_maps
+    // does not count, so there is no residency to check here.)
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn file_too_small_and_missing_error() {
+    let path = std::env::temp_dir().join(format!("memvisor-space-small-{}", std::process::id()));
+    std::fs::write(&path, [0u8; 16]).unwrap();
+    let spec = RegionSpec::ram(GuestAddress(0), page()).backing(Backing::File {
+        path: path.clone(),
+        offset: 0,
+    });
+    let err = Region::back(spec).unwrap_err();
+    assert!(matches!(err, Error::File { .. }), "{err}");
+    assert!(
+        std::error::Error::source(&err)
+            .unwrap()
+            .to_string()
+            .contains("the region needs")
+    );
+    std::fs::remove_file(&path).unwrap();
+    let spec = RegionSpec::ram(GuestAddress(0), page()).backing(Backing::File {
+        path: path.clone(),
+        offset: 0,
+    });
+    assert!(matches!(Region::back(spec), Err(Error::File { .. })));
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn hugetlbfs_backing_on_other_fs_errors() {
+    let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB)
+        .huge_pages(HugePages::Explicit(memvisor_space::HugePageSize::Size2M))
+        .backing(Backing::Hugetlbfs(std::env::temp_dir()));
+    let err = Region::back(spec).unwrap_err();
+    assert!(matches!(err, Error::NotHugetlbfs { .. }), "{err}");
+    assert!(err.to_string().contains("is not on hugetlbfs"), "{err}");
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapshot() {
+    let layout = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
+    let hp = layout
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0;
+    let (space, report) =
+        AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), 2 * MIB)]).unwrap();
+    let (window_host, window_len) = report.hotplug_window.unwrap();
+    assert_eq!(window_len as u64, GIB);
+    let (a, ra) = space
+        .plug(
+            RegionSpec::ram(GuestAddress(hp), 2 * MIB)
+                .hotplug(true)
+                .prefault(1),
+        )
+        .unwrap();
+    let (b, rb) = space
+        .plug(RegionSpec::ram(GuestAddress(hp + 2 * MIB), 2 * MIB).hotplug(true))
+        .unwrap();
+    assert_eq!(ra.host_addr, window_host);
+    assert_eq!(
+        rb.host_addr,
+        window_host + (2 << 20),
+        "slots contiguous on the host"
+    );
+    assert!(ra.in_hotplug_window && rb.in_hotplug_window);
+    // One access spanning both slots works because they are in different regions; check the
+    // host contiguity through raw addresses too.
+    assert_eq!(
+        b.host_ptr().unwrap() as usize - a.host_ptr().unwrap() as usize,
+        (2 << 20) as usize
+    );
+    let mem = space.snapshot();
+    mem.write_obj(0xabcd_u16, GuestAddress(hp + 2 * MIB - 1))
+        .unwrap();
+    assert_eq!(
+        mem.read_obj::<u16>(GuestAddress(hp + 2 * MIB - 1)).unwrap(),
+        0xabcd
+    );
+    // Overlapping plug is refused before any mapping.
+    let err = space
+        .plug(RegionSpec::ram(GuestAddress(hp + MIB), 2 * MIB).hotplug(true))
+        .unwrap_err();
+    assert!(matches!(err, Error::Overlap { .. }), "{err}");
+
+    // Unplug `a` while `mem` (an older snapshot) still holds it: its memory stays, and the slot
+    // cannot be plugged again until that snapshot is gone.
+    drop(a);
+    space.remove_region(GuestAddress(hp), 2 * MIB).unwrap();
+    assert_eq!(
+        mem.read_obj::<u16>(GuestAddress(hp + 2 * MIB - 1)).unwrap(),
+        0xabcd
+    );
+    let err = space
+        .plug(RegionSpec::ram(GuestAddress(hp), 2 * MIB).hotplug(true))
+        .unwrap_err();
+    assert!(matches!(err, Error::SlotBusy { .. }), "{err}");
+    assert!(space.snapshot().find_region(GuestAddress(hp)).is_none());
+    drop(mem);
+    let (again, r) = space
+        .plug(RegionSpec::ram(GuestAddress(hp), 2 * MIB).hotplug(true))
+        .unwrap();
+    assert_eq!(r.host_addr, window_host);
+    // Fresh memory: the old contents are gone.
+    assert_eq!(
+        again
+            .read_obj::<u8>(MemoryRegionAddress(2 * MIB - 1))
+            .unwrap(),
+        0
+    );
+    drop(b);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn guest_memory_mmap_conversions_share_memory() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let gm = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), 2 << 20),
+        (GuestAddress(4 << 20), 2 << 20),
+    ])
+    .unwrap();
+    let space = AddressSpace::from_guest_memory_mmap(layout, &gm).unwrap();
+    gm.write_obj(77u32, GuestAddress(4 << 20)).unwrap();
+    let snap = space.snapshot();
+    assert_eq!(snap.read_obj::<u32>(GuestAddress(4 << 20)).unwrap(), 77);
+    drop(gm);
+    // The adopted mappings outlive the original collection.
+    snap.write_obj(78u32, GuestAddress(0)).unwrap();
+
+    // SAFETY: `snap` outlives `back` (dropped first below).
+    let back = unsafe { snap.to_guest_memory_mmap() }.unwrap();
+    assert_eq!(back.num_regions(), 2);
+    assert_eq!(back.read_obj::<u32>(GuestAddress(0)).unwrap(), 78);
+    back.write_obj(79u32, GuestAddress(4 << 20)).unwrap();
+    assert_eq!(snap.read_obj::<u32>(GuestAddress(4 << 20)).unwrap(), 79);
+    drop(back);
+}
+
+/// A device-crate style consumer, generic over vm-memory's traits.
+fn checksum<M: vm_memory::GuestAddressSpace>(mem: &M, at: GuestAddress, len: usize) -> u64 {
+    let m = mem.memory();
+    let mut buf = vec![0u8; len];
+    m.read_slice(&mut buf, at).unwrap();
+    buf.iter().map(|&b| u64::from(b)).sum()
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn generic_vm_memory_consumer_takes_the_address_space() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let (space, _) = AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), MIB)]).unwrap();
+    space
+        .memory()
+        .write_slice(&[1, 2, 3], GuestAddress(10))
+        .unwrap();
+    assert_eq!(checksum(&space, GuestAddress(10), 3), 6);
+    let arc = Arc::new(space.snapshot());
+    assert_eq!(arc.num_regions(), 1);
+}

@@ -1,0 +1,329 @@
+//! Explicit huge pages for real. Each test reserves a few huge pages on the machine
+//! (`/proc/sys/vm/nr_hugepages` or the per-size file in `/sys/kernel/mm/hugepages`), restores
+//! the old value afterwards even on failure, and checks the kernel's `HugePages_*` accounting.
+//! Where the kernel cannot provide the pages (or the test is not root), the test says so and
+//! skips; when it got them, it asserts.
+
+#![cfg_attr(miri, allow(dead_code, unused_imports))]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use memvisor_space::{
+    Backing, Error, HugePageFallback, HugePageSize, HugePages, Region, RegionSpec,
+};
+use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+
+const MIB: u64 = 1 << 20;
+
+/// Tests here change machine-wide huge page settings: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn pool_file(size: HugePageSize) -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB",
+        size.bytes() >> 10
+    ))
+}
+
+fn read_count(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn free(size: HugePageSize) -> u64 {
+    read_count(&pool_file(size).join("free_hugepages")).unwrap()
+}
+
+fn reserved(size: HugePageSize) -> u64 {
+    read_count(&pool_file(size).join("resv_hugepages")).unwrap()
+}
+
+/// A field of `/proc/meminfo` (the default huge page size's accounting).
+fn meminfo(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Sets the pool of `size` pages to hold `extra` more pages than now, and puts the old value
+/// back when dropped.
+struct PoolGuard {
+    file: PathBuf,
+    old: u64,
+}
+
+impl PoolGuard {
+    /// Grows the pool; `None` (with the reason printed) if it cannot be done here.
+    fn grow(size: HugePageSize, extra: u64) -> Option<Self> {
+        let file = pool_file(size).join("nr_hugepages");
+        let Some(old) = read_count(&file) else {
+            eprintln!(
+                "skipped: no {size} huge page pool on this kernel ({})",
+                file.display()
+            );
+            return None;
+        };
+        let guard = Self { file, old };
+        if let Err(e) = std::fs::write(&guard.file, (old + extra).to_string()) {
+            eprintln!(
+                "skipped: cannot set {}: {e} (needs root)",
+                guard.file.display()
+            );
+            return None;
+        }
+        if free(size) < extra {
+            eprintln!(
+                "skipped: the kernel gave only {} free {size} huge pages of {extra} asked",
+                free(size)
+            );
+            return None;
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        std::fs::write(&self.file, self.old.to_string()).unwrap();
+    }
+}
+
+fn check_explicit_2m(backing: Backing) {
+    let _serial = serial();
+    let size = HugePageSize::Size2M;
+    let Some(_pool) = PoolGuard::grow(size, 4) else {
+        return;
+    };
+    let free_before = free(size);
+    let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
+        .backing(backing)
+        .huge_pages(HugePages::Explicit(size));
+    let (region, report) = Region::back(spec).unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.page_size, 2 * MIB);
+    assert_eq!(report.huge_pages, HugePages::Explicit(size));
+    assert!(!report.fell_back);
+    // Mapped, not yet touched: the two pages are reserved for the mapping.
+    assert_eq!(reserved(size), 2, "pages reserved at map time");
+    region.write_obj(0x77u8, MemoryRegionAddress(0)).unwrap();
+    region
+        .write_obj(0x88u8, MemoryRegionAddress(4 * MIB - 1))
+        .unwrap();
+    assert_eq!(
+        region
+            .read_obj::<u8>(MemoryRegionAddress(4 * MIB - 1))
+            .unwrap(),
+        0x88
+    );
+    assert_eq!(
+        free_before - free(size),
+        2,
+        "two huge pages in use after writes"
+    );
+    assert_eq!(reserved(size), 0);
+    assert_eq!(meminfo("HugePages_Free"), free(size), "meminfo agrees");
+    let line = std::fs::read_to_string("/proc/self/numa_maps")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(&format!("{:x} ", report.host_addr)))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("kernelpagesize_kB=2048"), "{line}");
+    assert!(line.contains(" huge "), "{line}");
+    drop(region);
+    assert_eq!(free(size), free_before, "pages returned to the pool");
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn explicit_2m_anonymous_is_accounted() {
+    check_explicit_2m(Backing::AnonymousPrivate);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn explicit_2m_memfd_is_accounted() {
+    check_explicit_2m(Backing::Memfd);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn explicit_2m_prefault_takes_pages_at_once() {
+    let _serial = serial();
+    let size = HugePageSize::Size2M;
+    let Some(_pool) = PoolGuard::grow(size, 4) else {
+        return;
+    };
+    let free_before = free(size);
+    let spec = RegionSpec::ram(GuestAddress(0), 8 * MIB)
+        .backing(Backing::AnonymousShared)
+        .huge_pages(HugePages::Explicit(size))
+        .prefault(2);
+    let (region, report) = Region::back(spec).unwrap();
+    assert_eq!(report.unwrap().prefault_threads, 2);
+    assert_eq!(
+        free_before - free(size),
+        4,
+        "prefault made all four pages present"
+    );
+    drop(region);
+    assert_eq!(free(size), free_before);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn explicit_2m_more_than_free_errors_without_fallback() {
+    let _serial = serial();
+    let size = HugePageSize::Size2M;
+    let Some(_pool) = PoolGuard::grow(size, 2) else {
+        return;
+    };
+    let want = free(size) + 1;
+    let spec =
+        RegionSpec::ram(GuestAddress(0), want * size.bytes()).huge_pages(HugePages::Explicit(size));
+    let err = Region::back(spec.clone()).unwrap_err();
+    match &err {
+        Error::HugePagesUnavailable {
+            needed, free: f, ..
+        } => {
+            assert_eq!(*needed, want);
+            assert_eq!(*f, want - 1);
+        }
+        other => panic!("expected HugePagesUnavailable, got {other}"),
+    }
+    assert!(err.to_string().contains("2 MiB huge pages"), "{err}");
+    assert_eq!(free(size), want - 1, "nothing kept after the error");
+    // With a fallback asked for, the region is made with transparent huge pages and says so.
+    let (region, report) = Region::back(spec.fallback(HugePageFallback::Transparent)).unwrap();
+    let report = report.unwrap();
+    assert!(report.fell_back);
+    assert_eq!(report.huge_pages, HugePages::Transparent);
+    assert_eq!(report.page_size, memvisor_vmem::page_size() as u64);
+    region.write_obj(1u8, MemoryRegionAddress(0)).unwrap();
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn explicit_1g_none_free_errors_or_is_accounted() {
+    let _serial = serial();
+    let size = HugePageSize::Size1G;
+    let spec = RegionSpec::ram(GuestAddress(0), size.bytes()).huge_pages(HugePages::Explicit(size));
+    if free(size) == 0 {
+        let err = Region::back(spec.clone()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::HugePagesUnavailable {
+                    needed: 1,
+                    free: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let (_r, report) =
+            Region::back(spec.clone().fallback(HugePageFallback::Transparent)).unwrap();
+        assert!(report.unwrap().fell_back);
+    }
+    let Some(_pool) = PoolGuard::grow(size, 1) else {
+        return;
+    };
+    let free_before = free(size);
+    let (region, report) = Region::back(spec.prefault(1)).unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.page_size, size.bytes());
+    assert_eq!(report.host_addr as u64 % size.bytes(), 0, "1 GiB aligned");
+    assert_eq!(free_before - free(size), 1);
+    region
+        .write_obj(5u64, MemoryRegionAddress(size.bytes() - 8))
+        .unwrap();
+    drop(region);
+    assert_eq!(free(size), free_before);
+}
+
+/// Mounts hugetlbfs on a fresh directory; unmounts and removes it when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(pagesize: &str) -> Option<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "memvisor-hugetlbfs-{}-{pagesize}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mount = Self(dir);
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "hugetlbfs",
+                "-o",
+                &format!("pagesize={pagesize}"),
+                "none",
+            ])
+            .arg(&mount.0)
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(mount),
+            other => {
+                eprintln!("skipped: cannot mount hugetlbfs: {other:?}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn hugetlbfs_path_is_checked_and_accounted() {
+    let _serial = serial();
+    let size = HugePageSize::Size2M;
+    let Some(_pool) = PoolGuard::grow(size, 2) else {
+        return;
+    };
+    let Some(mount) = Mount::new("2M") else {
+        return;
+    };
+    let free_before = free(size);
+    let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
+        .huge_pages(HugePages::Explicit(size))
+        .backing(Backing::Hugetlbfs(mount.0.clone()))
+        .prefault(1);
+    let (region, report) = Region::back(spec).unwrap();
+    assert_eq!(report.unwrap().backing, "hugetlbfs");
+    assert_eq!(free_before - free(size), 2);
+    region.write_obj(3u8, MemoryRegionAddress(MIB)).unwrap();
+    assert_eq!(region.read_obj::<u8>(MemoryRegionAddress(MIB)).unwrap(), 3);
+    // The file was unlinked at once: the mount is empty.
+    assert_eq!(std::fs::read_dir(&mount.0).unwrap().count(), 0);
+    drop(region);
+    assert_eq!(free(size), free_before);
+
+    let wrong = RegionSpec::ram(GuestAddress(0), 1 << 30)
+        .huge_pages(HugePages::Explicit(HugePageSize::Size1G))
+        .backing(Backing::Hugetlbfs(mount.0.clone()));
+    let err = Region::back(wrong).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::HugePageSizeMismatch {
+                found: 0x20_0000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
