@@ -1,0 +1,673 @@
+//! [`Arena`]: one memory block cut into chunks, handed out to clients.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ptr::NonNull;
+
+use crate::block::Block;
+use crate::chunks::{ChunkStack, NIL};
+use crate::classes::{self, NCLASSES};
+use crate::client::Client;
+use crate::config::{Config, Flags, MIN_BLOCK, Quota};
+use crate::error::{Error, Result};
+use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+
+/// Smallest buddy page: large blocks are whole numbers of pages.
+const MIN_PAGE_SHIFT: u32 = 8;
+/// At most `2^MAX_ORDER` buddy pages per chunk, so that each order's free bitmap has at most 64
+/// words and one summary word covers it (and a page count fits the page metadata).
+pub(crate) const MAX_ORDER: u32 = 12;
+/// Number of buddy orders (free lists).
+pub(crate) const ORDERS: usize = MAX_ORDER as usize + 1;
+
+/// The shape of an arena, copied into each client so the hot paths read no shared state.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    /// Start of chunk 0.
+    pub(crate) base: NonNull<u8>,
+    /// Its address.
+    pub(crate) base_addr: usize,
+    /// Bytes covered by chunks.
+    pub(crate) len: usize,
+    /// Number of chunks.
+    pub(crate) nchunks: usize,
+    /// log2 of the chunk size.
+    pub(crate) chunk_shift: u32,
+    /// log2 of the buddy page size.
+    pub(crate) page_shift: u32,
+    /// log2 of pages per chunk: the largest order.
+    pub(crate) max_order: u32,
+    /// Pages of a chunk that blocks may use (all but the guard page).
+    pub(crate) usable_pages: usize,
+    /// The largest block size.
+    pub(crate) max_block: usize,
+    /// The largest alignment a block may ask for.
+    pub(crate) max_align: usize,
+    /// The first size class in use (classes below the minimum block size are skipped).
+    pub(crate) min_class: usize,
+    /// The accepted flags.
+    pub(crate) flags: Flags,
+    /// Buddy order (in pages) of each class's slabs.
+    pub(crate) slab_order: [u32; NCLASSES],
+    /// Blocks per slab of each class.
+    pub(crate) slab_cap: [u32; NCLASSES],
+    /// 64-bit words of the block-start bitmap per chunk.
+    pub(crate) words_per_chunk: usize,
+    /// 64-bit words of the free bitmaps per chunk: a summary word per order, then each order's
+    /// bitmap.
+    pub(crate) free_words: usize,
+    /// Where each order's bitmap starts among a chunk's free words.
+    pub(crate) order_word: [usize; ORDERS],
+}
+
+/// What the arena knows of one chunk; only the chunk's holder touches it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChunkInfo {
+    /// Bytes of the chunk in live buddy blocks (slabs count whole).
+    pub(crate) used: usize,
+    /// Next chunk of the holder's list.
+    pub(crate) next: u32,
+    /// Previous chunk of the holder's list.
+    pub(crate) prev: u32,
+    /// Next chunk of the holder's list of chunks with a free block of each order.
+    pub(crate) order_next: [u32; ORDERS],
+    /// Previous chunk of those lists.
+    pub(crate) order_prev: [u32; ORDERS],
+    /// Whether its memory is committed (always, once handed out, for a caller's block).
+    committed: bool,
+    /// Whether its guard page is set.
+    guarded: bool,
+}
+
+/// Statistics of an arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Bytes covered by chunks.
+    pub total_bytes: usize,
+    /// The chunk size.
+    pub chunk_size: usize,
+    /// Number of chunks.
+    pub chunks: usize,
+    /// Chunks held by clients.
+    pub held_chunks: usize,
+    /// Chunks no client holds.
+    pub free_chunks: usize,
+    /// Free chunks whose memory is still committed (cached for the next taker).
+    pub cached_chunks: usize,
+    /// Bytes in chunks no client holds.
+    pub free_bytes: usize,
+    /// Bytes in live blocks of all clients ([`Flags::STATISTICS`] only).
+    pub used_bytes: Option<usize>,
+    /// Live blocks of all clients ([`Flags::STATISTICS`] only).
+    pub live_blocks: Option<usize>,
+    /// The largest block a new client could get now: the largest block size if a chunk is
+    /// free, else 0.
+    pub largest_free_block: usize,
+    /// Live clients.
+    pub clients: usize,
+    /// Bytes of the arena's side tables (owner table, block-start bitmap, page metadata).
+    pub bookkeeping_bytes: usize,
+}
+
+/// One memory block shared by isolated [`Client`]s.
+///
+/// The block is cut into chunks of [`Config::chunk_size`]; each client takes chunks as it
+/// needs them and runs a buddy allocator with a small-size front over them, so a client's
+/// memory is never handed to another client while the client lives. Deleting (dropping) a
+/// client gives all its chunks back at once.
+///
+/// # Threads
+/// `Arena` is `Send` and `Sync`: clients of one arena may live on different threads, and chunk
+/// hand-out and return are lock-free. A [`Client`] is `Send` but not `Sync`: one thread at a
+/// time allocates from it.
+///
+/// # Examples
+/// ```
+/// use core::alloc::Layout;
+///
+/// use memvisor_arena::{Arena, Block, Config, Quota};
+///
+/// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+/// let a = arena.create_client(Quota::UNLIMITED)?;
+/// let b = arena.create_client(Quota::bytes(4096))?;
+/// let p = a.alloc(Layout::new::<[u64; 4]>())?;
+/// assert!(a.owns(p.as_ptr()));
+/// assert!(!b.owns(p.as_ptr()));
+/// // SAFETY: `p` came from `b`? No: from `a`, so `b` refuses it and nothing changes.
+/// assert!(unsafe { b.free(p) }.is_err());
+/// drop(a); // frees everything `a` allocated
+/// assert_eq!(arena.stats().held_chunks, 0);
+/// # Ok::<(), memvisor_arena::Error>(())
+/// ```
+pub struct Arena {
+    geo: Geometry,
+    config: Config,
+    stack: ChunkStack,
+    owner: Box<[AtomicU32]>,
+    starts: Box<[UnsafeCell<u64>]>,
+    pages: Box<[UnsafeCell<u16>]>,
+    free_bits: Box<[UnsafeCell<u64>]>,
+    info: Box<[UnsafeCell<ChunkInfo>]>,
+    next_id: AtomicU32,
+    clients: AtomicUsize,
+    used: AtomicUsize,
+    live: AtomicUsize,
+    cached: AtomicUsize,
+    /// Offset of chunk 0 from the start of the block.
+    pad: usize,
+    block: Block,
+}
+
+// SAFETY: the side tables in `UnsafeCell`s are partitioned by chunk, and the cells of a chunk
+// are only touched by the client holding it: a chunk is taken from the stack with `Acquire` and
+// given back with `Release`, so its holders' accesses are ordered, and a client is used by one
+// thread at a time (it is not `Sync`). Everything else is atomic or read-only.
+unsafe impl Sync for Arena {}
+// SAFETY: the arena owns its block and tables; nothing in it is tied to a thread.
+unsafe impl Send for Arena {}
+
+impl fmt::Debug for Arena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Arena")
+            .field("block", &self.block)
+            .field("config", &self.config)
+            .field("accepted_flags", &self.geo.flags)
+            .field("chunks", &self.geo.nchunks)
+            .field("free_chunks", &self.stack.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn cells<T: Copy>(len: usize, value: T) -> Box<[UnsafeCell<T>]> {
+    (0..len)
+        .map(|_| UnsafeCell::new(value))
+        .collect::<Vec<_>>()
+        .into_boxed_slice()
+}
+
+impl Arena {
+    /// Flags this build supports. [`Flags::DECOMMIT`] and [`Flags::GUARD`] need the `std`
+    /// feature (and, on an arena, a reservation-backed block).
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_arena::{Arena, Flags};
+    ///
+    /// assert!(Arena::supported_flags().contains(Flags::ZERO | Flags::POISON | Flags::STATISTICS));
+    /// ```
+    #[must_use]
+    pub fn supported_flags() -> Flags {
+        let all = Flags::ZERO | Flags::POISON | Flags::STATISTICS;
+        if cfg!(feature = "std") {
+            all | Flags::DECOMMIT | Flags::GUARD
+        } else {
+            all
+        }
+    }
+
+    /// An arena over `block`.
+    ///
+    /// Chunk 0 starts at the block's start rounded up to [`Config::alignment`]; the chunks
+    /// that fit are used and any tail is left alone. Flags the block cannot honour are dropped:
+    /// [`Flags::DECOMMIT`] and [`Flags::GUARD`] need a reservation ([`Block::reserve`]), and
+    /// [`Flags::GUARD`] a chunk of at least four pages; [`accepted_flags`](Self::accepted_flags)
+    /// says what was kept.
+    ///
+    /// # Errors
+    /// As [`Config::validate`]; [`Error::BlockTooSmall`] if not one chunk fits.
+    pub fn new(block: Block, config: Config) -> Result<Self> {
+        config.validate()?;
+        let chunk = config.chunk_size();
+        let start = block.as_ptr() as usize;
+        let pad = start
+            .next_multiple_of(config.alignment())
+            .wrapping_sub(start);
+        let too_small = Error::BlockTooSmall {
+            len: block.len(),
+            chunk_size: chunk,
+            align: config.alignment(),
+        };
+        let room = block.len().checked_sub(pad).ok_or(too_small.clone())?;
+        let nchunks = room / chunk;
+        let count = match u32::try_from(nchunks) {
+            Ok(count) if count > 0 && count < NIL => count,
+            _ => return Err(too_small),
+        };
+        let mut flags = config.flags() & Self::supported_flags();
+        let os_page = os_page_size(&block);
+        if !block.is_reserved() {
+            flags = flags & !(Flags::DECOMMIT | Flags::GUARD);
+        } else if os_page.saturating_mul(4) > chunk {
+            flags = flags & !Flags::GUARD;
+        }
+        let chunk_shift = chunk.trailing_zeros();
+        let page_shift = MIN_PAGE_SHIFT.max(chunk_shift.saturating_sub(MAX_ORDER));
+        let max_order = chunk_shift - page_shift;
+        let guard = if flags.contains(Flags::GUARD) {
+            os_page
+        } else {
+            0
+        };
+        let usable_pages = (chunk - guard) >> page_shift;
+        let max_block = if guard == 0 { chunk } else { chunk / 2 };
+        let mut slab_order = [0u32; NCLASSES];
+        let mut slab_cap = [0u32; NCLASSES];
+        for (class, (order, cap)) in slab_order.iter_mut().zip(&mut slab_cap).enumerate() {
+            let bytes = classes::slab_bytes(class).max(1 << page_shift);
+            *order = (bytes >> page_shift).trailing_zeros();
+            *cap = u32::try_from(classes::slab_capacity(class, bytes)).expect("at most 1020");
+        }
+        let mut order_word = [0usize; ORDERS];
+        let mut free_words = ORDERS;
+        for (order, word) in order_word
+            .iter_mut()
+            .enumerate()
+            .take(max_order as usize + 1)
+        {
+            *word = free_words;
+            free_words += ((1usize << (max_order as usize - order)) / 64).max(1);
+        }
+        let min_class = classes::class_of(config.min_block());
+        let base = block.as_ptr().wrapping_add(pad);
+        let geo = Geometry {
+            // SAFETY: `pad < block.len()` (a chunk fits after it), so `base` is inside the block,
+            // whose pointer is not null, and does not wrap.
+            base: unsafe { NonNull::new_unchecked(base) },
+            base_addr: start + pad,
+            len: nchunks << chunk_shift,
+            nchunks,
+            chunk_shift,
+            page_shift,
+            max_order,
+            usable_pages,
+            max_block,
+            max_align: config.alignment().min(max_block),
+            min_class,
+            flags,
+            slab_order,
+            slab_cap,
+            words_per_chunk: chunk / MIN_BLOCK / 64,
+            free_words,
+            order_word,
+        };
+        let info = ChunkInfo {
+            used: 0,
+            next: NIL,
+            prev: NIL,
+            order_next: [NIL; ORDERS],
+            order_prev: [NIL; ORDERS],
+            committed: false,
+            guarded: false,
+        };
+        Ok(Self {
+            stack: ChunkStack::new(count),
+            owner: (0..nchunks).map(|_| AtomicU32::new(0)).collect(),
+            starts: cells(geo.words_per_chunk * nchunks, 0u64),
+            pages: cells(nchunks << max_order, 0u16),
+            free_bits: cells(nchunks * free_words, 0u64),
+            info: cells(nchunks, info),
+            next_id: AtomicU32::new(1),
+            clients: AtomicUsize::new(0),
+            used: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            pad,
+            geo,
+            config,
+            block,
+        })
+    }
+
+    /// An arena over `len` bytes at `ptr`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    ///
+    /// # Safety
+    /// As [`Block::from_raw`].
+    pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize, config: Config) -> Result<Self> {
+        // SAFETY: the caller's promise is the one `from_raw` needs.
+        Self::new(unsafe { Block::from_raw(ptr, len) }, config)
+    }
+
+    /// An arena over a fresh reservation of `len` bytes of address space: chunks are committed
+    /// when a client first takes them, and with [`Flags::DECOMMIT`] decommitted when given
+    /// back.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) and [`Block::reserve`].
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// use memvisor_arena::{Arena, Config, Flags, Quota};
+    ///
+    /// let config = Config::new().with_flags(Flags::DECOMMIT | Flags::GUARD);
+    /// let arena = Arena::with_reservation(64 << 20, config)?;
+    /// assert!(arena.accepted_flags().contains(Flags::DECOMMIT | Flags::GUARD));
+    /// let client = arena.create_client(Quota::UNLIMITED)?;
+    /// client.alloc(Layout::from_size_align(100_000, 8).unwrap())?;
+    /// # Ok::<(), memvisor_arena::Error>(())
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn with_reservation(len: usize, config: Config) -> Result<Self> {
+        config.validate()?;
+        let block = Block::reserve(
+            len,
+            config.alignment(),
+            memvisor_vmem::CommitMode::Protected,
+        )?;
+        Self::new(block, config)
+    }
+
+    /// The flags this arena took on (see [`new`](Self::new)).
+    #[must_use]
+    pub fn accepted_flags(&self) -> Flags {
+        self.geo.flags
+    }
+
+    /// The configuration it was made with.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The block it was made from.
+    #[must_use]
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+
+    /// The chunk size.
+    #[must_use]
+    pub fn chunk_size(&self) -> usize {
+        1 << self.geo.chunk_shift
+    }
+
+    /// The number of chunks.
+    #[must_use]
+    pub fn chunk_count(&self) -> usize {
+        self.geo.nchunks
+    }
+
+    /// The largest block a client can allocate: a chunk, or half a chunk with
+    /// [`Flags::GUARD`].
+    #[must_use]
+    pub fn max_block_size(&self) -> usize {
+        self.geo.max_block
+    }
+
+    /// The largest alignment a block can ask for.
+    #[must_use]
+    pub fn max_alignment(&self) -> usize {
+        self.geo.max_align
+    }
+
+    /// Whether `ptr` lies inside the arena's chunks.
+    #[must_use]
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        (ptr as usize).wrapping_sub(self.geo.base_addr) < self.geo.len
+    }
+
+    /// Bytes of the side tables: chunk owners and free-chunk links (8 bytes per chunk), chunk
+    /// records, the block-start bitmap (one bit per 16 bytes), the page metadata (2 bytes per
+    /// buddy page) and the buddy free bitmaps (two bits per buddy page). Slab headers, 64
+    /// bytes per slab of 8 KiB or more inside the block, are not included.
+    #[must_use]
+    pub fn bookkeeping_bytes(&self) -> usize {
+        self.geo.nchunks * (8 + core::mem::size_of::<ChunkInfo>())
+            + self.starts.len() * 8
+            + self.pages.len() * 2
+            + self.free_bits.len() * 8
+    }
+
+    /// Makes a client with the given quota.
+    ///
+    /// # Errors
+    /// [`Error::ClientIdsExhausted`] after `u32::MAX - 1` clients.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    ///
+    /// let arena = Arena::new(Block::heap(1 << 20, 4096)?, Config::new())?;
+    /// let client = arena.create_client(Quota::bytes(64 << 10))?;
+    /// assert_eq!(client.quota(), Quota::bytes(64 << 10));
+    /// assert_eq!(arena.stats().clients, 1);
+    /// arena.delete_client(client);
+    /// assert_eq!(arena.stats().clients, 0);
+    /// # Ok::<(), memvisor_arena::Error>(())
+    /// ```
+    pub fn create_client(&self, quota: Quota) -> Result<Client<'_>> {
+        let mut id = self.next_id.load(Ordering::Relaxed);
+        loop {
+            if id == u32::MAX {
+                return Err(Error::ClientIdsExhausted { max: u32::MAX - 1 });
+            }
+            match self.next_id.compare_exchange_weak(
+                id,
+                id + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => id = now,
+            }
+        }
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        Ok(Client::new(self, id, quota))
+    }
+
+    /// Deletes a client, giving all its memory back at once; the same as dropping it. Its
+    /// blocks must not be used afterwards.
+    pub fn delete_client(&self, client: Client<'_>) {
+        drop(client);
+    }
+
+    /// Statistics of the arena. Block-level totals need [`Flags::STATISTICS`].
+    #[must_use]
+    pub fn stats(&self) -> ArenaStats {
+        let free_chunks = self.stack.len().min(self.geo.nchunks);
+        let stats_on = self.geo.flags.contains(Flags::STATISTICS);
+        ArenaStats {
+            total_bytes: self.geo.len,
+            chunk_size: self.chunk_size(),
+            chunks: self.geo.nchunks,
+            held_chunks: self.geo.nchunks - free_chunks,
+            free_chunks,
+            cached_chunks: self.cached.load(Ordering::Relaxed).min(free_chunks),
+            free_bytes: free_chunks << self.geo.chunk_shift,
+            used_bytes: stats_on.then(|| self.used.load(Ordering::Relaxed)),
+            live_blocks: stats_on.then(|| self.live.load(Ordering::Relaxed)),
+            largest_free_block: if free_chunks > 0 {
+                self.geo.max_block
+            } else {
+                0
+            },
+            clients: self.clients.load(Ordering::Relaxed),
+            bookkeeping_bytes: self.bookkeeping_bytes(),
+        }
+    }
+
+    /// Bytes of the block resident in memory now (reservation-backed arenas), or `None` for a
+    /// caller's block.
+    ///
+    /// # Errors
+    /// [`Error::Vmem`] if the residency query fails.
+    #[cfg(feature = "std")]
+    pub fn resident_bytes(&self) -> Result<Option<usize>> {
+        match self.block.reservation() {
+            Some(r) => Ok(Some(r.resident_pages(0, r.len())? * r.page_size())),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    pub(crate) fn owners(&self) -> &[AtomicU32] {
+        &self.owner
+    }
+
+    pub(crate) fn starts_ptr(&self) -> *mut u64 {
+        UnsafeCell::raw_get(self.starts.as_ptr())
+    }
+
+    pub(crate) fn pages_ptr(&self) -> *mut u16 {
+        UnsafeCell::raw_get(self.pages.as_ptr())
+    }
+
+    pub(crate) fn free_bits_ptr(&self) -> *mut u64 {
+        UnsafeCell::raw_get(self.free_bits.as_ptr())
+    }
+
+    pub(crate) fn info_ptr(&self) -> *mut ChunkInfo {
+        UnsafeCell::raw_get(self.info.as_ptr())
+    }
+
+    /// Block-level totals, kept with [`Flags::STATISTICS`].
+    pub(crate) fn count_alloc(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_free(&self, bytes: usize, blocks: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.live.fetch_sub(blocks, Ordering::Relaxed);
+    }
+
+    pub(crate) fn client_gone(&self) {
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes a free chunk for client `id`: clears its side tables, commits it (and sets its
+    /// guard page) if the block is a reservation, and records `id` as its owner. `requested`
+    /// is only for the error.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] if no chunk is free, [`Error::Vmem`] if committing fails (the
+    /// chunk goes back).
+    pub(crate) fn acquire(&self, id: u32, requested: usize) -> Result<u32> {
+        let chunk = self.stack.pop().ok_or(Error::OutOfMemory { requested })?;
+        let c = chunk as usize;
+        // SAFETY: the chunk was just taken from the stack, so no client holds it and this
+        // thread is the only one touching its cells (ordered after its last holder by the
+        // `Acquire` of `pop`).
+        let info = unsafe { &mut *self.info[c].get() };
+        #[cfg(feature = "std")]
+        if let Some(r) = self.block.reservation()
+            && let Err(e) = self.prepare(r, c, info)
+        {
+            self.stack.link(chunk, NIL);
+            self.stack.push_chain(chunk, chunk, 1);
+            return Err(e);
+        }
+        if info.committed {
+            self.cached.fetch_sub(1, Ordering::Relaxed);
+        }
+        info.committed = true;
+        info.used = 0;
+        info.next = NIL;
+        info.prev = NIL;
+        info.order_next = [NIL; ORDERS];
+        info.order_prev = [NIL; ORDERS];
+        let words = self.geo.words_per_chunk;
+        let pages = 1usize << self.geo.max_order;
+        let free = self.geo.free_words;
+        // SAFETY: the ranges are chunk `c`'s parts of the tables, inside them, and ours (see
+        // above).
+        unsafe {
+            self.starts_ptr().add(c * words).write_bytes(0, words);
+            self.pages_ptr().add(c * pages).write_bytes(0, pages);
+            self.free_bits_ptr().add(c * free).write_bytes(0, free);
+        }
+        self.owner[c].store(id, Ordering::Relaxed);
+        Ok(chunk)
+    }
+
+    /// Commits chunk `c` and sets its guard page, once.
+    #[cfg(feature = "std")]
+    fn prepare(
+        &self,
+        r: &memvisor_vmem::Reservation,
+        c: usize,
+        info: &mut ChunkInfo,
+    ) -> Result<()> {
+        let off = self.pad + (c << self.geo.chunk_shift);
+        let usable = self.geo.usable_pages << self.geo.page_shift;
+        let guard = self.chunk_size() - usable;
+        if guard > 0 && !info.guarded {
+            // SAFETY: the guard page lies in a chunk nobody holds and no block ever covers it.
+            unsafe { r.guard_unchecked(off + usable, guard) }?;
+            info.guarded = true;
+        }
+        if !info.committed {
+            r.commit(off, usable)?;
+        }
+        Ok(())
+    }
+
+    /// Gives back the list of chunks starting at `head` (linked through their records), all
+    /// held by the caller, in one exchange; decommits them first with [`Flags::DECOMMIT`].
+    pub(crate) fn release_list(&self, head: u32) {
+        if head == NIL {
+            return;
+        }
+        let mut count = 0;
+        let mut last = head;
+        let mut chunk = head;
+        while chunk != NIL {
+            let c = chunk as usize;
+            // SAFETY: the caller holds every chunk of the list, so their records are its own.
+            let info = unsafe { &mut *self.info[c].get() };
+            let next = info.next;
+            self.owner[c].store(0, Ordering::Relaxed);
+            self.decommit(c, info);
+            if info.committed {
+                self.cached.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stack.link(chunk, next);
+            count += 1;
+            last = chunk;
+            chunk = next;
+        }
+        self.stack.push_chain(head, last, count);
+    }
+
+    #[cfg(feature = "std")]
+    fn decommit(&self, c: usize, info: &mut ChunkInfo) {
+        if !self.geo.flags.contains(Flags::DECOMMIT) {
+            return;
+        }
+        if let Some(r) = self.block.reservation() {
+            let off = self.pad + (c << self.geo.chunk_shift);
+            let usable = self.geo.usable_pages << self.geo.page_shift;
+            // SAFETY: the chunk is being given back: its holder's blocks are all dead (freed or
+            // its client deleted, after which they must not be used), and no other client holds
+            // it until it is taken from the stack again, which happens after this call.
+            if unsafe { r.decommit_unchecked(off, usable) }.is_ok() {
+                info.committed = false;
+            }
+        }
+    }
+
+    #[cfg(not(feature = "std"))]
+    fn decommit(&self, _c: usize, _info: &mut ChunkInfo) {}
+}
+
+#[cfg(feature = "std")]
+fn os_page_size(block: &Block) -> usize {
+    block.reservation().map_or(
+        memvisor_vmem::page_size(),
+        memvisor_vmem::Reservation::page_size,
+    )
+}
+
+#[cfg(not(feature = "std"))]
+fn os_page_size(_block: &Block) -> usize {
+    usize::MAX / 4
+}

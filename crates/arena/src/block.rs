@@ -1,0 +1,255 @@
+//! [`Block`]: the memory an arena is carved from, and who frees it.
+
+use alloc::alloc::{Layout, alloc, dealloc};
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+
+#[cfg(feature = "std")]
+use memvisor_vmem::{CommitMode, Reservation};
+
+use crate::config::MIN_BLOCK;
+use crate::error::{Error, Result};
+
+/// The memory block an [`Arena`](crate::Arena) is made from.
+///
+/// A block is borrowed for the rest of the program (`&'static mut`), allocated from the global
+/// allocator and freed with the arena, taken from a raw pointer the caller vouches for, or
+/// (with the `std` feature) a reservation of address space whose chunks the arena commits as
+/// clients need them.
+///
+/// # Examples
+/// ```
+/// use memvisor_arena::Block;
+///
+/// let block = Block::heap(1 << 20, 4096)?;
+/// assert_eq!(block.len(), 1 << 20);
+/// assert_eq!(block.as_ptr() as usize % 4096, 0);
+/// # Ok::<(), memvisor_arena::Error>(())
+/// ```
+pub struct Block {
+    ptr: NonNull<u8>,
+    len: usize,
+    backing: Backing,
+}
+
+enum Backing {
+    /// Borrowed or raw memory: nothing to free.
+    Borrowed,
+    /// From the global allocator with this layout.
+    Heap(Layout),
+    /// A reservation whose pages are committed chunk by chunk.
+    #[cfg(feature = "std")]
+    Reserved(Reservation),
+}
+
+// SAFETY: a block is plain memory owned (or exclusively borrowed) by it; nothing in it is tied
+// to a thread, and a reservation is itself `Send`.
+unsafe impl Send for Block {}
+// SAFETY: `&Block` only gives out the pointer and length, and `&Reservation`, which is `Sync`;
+// accesses to the memory are coordinated by the arena.
+unsafe impl Sync for Block {}
+
+impl fmt::Debug for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.backing {
+            Backing::Borrowed => "borrowed",
+            Backing::Heap(_) => "heap",
+            #[cfg(feature = "std")]
+            Backing::Reserved(_) => "reservation",
+        };
+        f.debug_struct("Block")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("backing", &kind)
+            .finish()
+    }
+}
+
+impl Block {
+    /// A block over memory borrowed for the rest of the program, for example a `static` buffer.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::mem::MaybeUninit;
+    ///
+    /// use memvisor_arena::Block;
+    ///
+    /// let memory: &'static mut [MaybeUninit<u8>] =
+    ///     Box::leak(vec![MaybeUninit::uninit(); 1 << 17].into_boxed_slice());
+    /// let block = Block::from_static(memory);
+    /// assert_eq!(block.len(), 1 << 17);
+    /// ```
+    #[must_use]
+    pub fn from_static(memory: &'static mut [MaybeUninit<u8>]) -> Self {
+        let len = memory.len();
+        // A slice pointer is never null (dangling but non-null when empty).
+        let ptr = NonNull::from(memory).cast::<u8>();
+        Self {
+            ptr,
+            len,
+            backing: Backing::Borrowed,
+        }
+    }
+
+    /// A block of `len` bytes aligned to `align` from the global allocator, freed when the
+    /// arena made from it is dropped. Its contents start uninitialised.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAlignment`] if `align` is not a power of two of at least 16 bytes,
+    /// [`Error::BlockTooSmall`] for `len == 0`, [`Error::OutOfMemory`] if the allocator
+    /// refuses.
+    pub fn heap(len: usize, align: usize) -> Result<Self> {
+        if !align.is_power_of_two() || align < MIN_BLOCK {
+            return Err(Error::InvalidAlignment {
+                align,
+                chunk_size: len,
+            });
+        }
+        if len == 0 {
+            return Err(Error::BlockTooSmall {
+                len,
+                chunk_size: 0,
+                align,
+            });
+        }
+        let layout = Layout::from_size_align(len, align)
+            .map_err(|_| Error::OutOfMemory { requested: len })?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr =
+            NonNull::new(unsafe { alloc(layout) }).ok_or(Error::OutOfMemory { requested: len })?;
+        Ok(Self {
+            ptr,
+            len,
+            backing: Backing::Heap(layout),
+        })
+    }
+
+    /// A block over `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must be valid for reads and writes, and nothing else may access it,
+    /// for as long as the block and any arena made from it live (the memory is not freed by
+    /// this crate).
+    #[must_use]
+    pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize) -> Self {
+        Self {
+            ptr,
+            len,
+            backing: Backing::Borrowed,
+        }
+    }
+
+    /// A reservation of `len` bytes of address space aligned to `align`, committed chunk by
+    /// chunk as clients take chunks. The arena can then decommit chunks clients give back
+    /// ([`Flags::DECOMMIT`](crate::Flags::DECOMMIT)) and put a guard page after each chunk
+    /// ([`Flags::GUARD`](crate::Flags::GUARD)).
+    ///
+    /// # Errors
+    /// [`Error::Vmem`] if the reservation fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_arena::Block;
+    /// use memvisor_vmem::CommitMode;
+    ///
+    /// let block = Block::reserve(64 << 20, 1 << 20, CommitMode::Protected)?;
+    /// assert!(block.is_reserved());
+    /// # Ok::<(), memvisor_arena::Error>(())
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn reserve(len: usize, align: usize, mode: CommitMode) -> Result<Self> {
+        let reservation = Reservation::builder()
+            .alignment(align)
+            .mode(mode)
+            .reserve(len)?;
+        Ok(Self {
+            ptr: reservation.as_non_null(),
+            len: reservation.len(),
+            backing: Backing::Reserved(reservation),
+        })
+    }
+
+    /// The start of the block.
+    #[must_use]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Its length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether it is a reservation whose chunks are committed on demand.
+    #[must_use]
+    pub fn is_reserved(&self) -> bool {
+        self.reservation().is_some()
+    }
+
+    /// The reservation behind the block, if any.
+    #[cfg(feature = "std")]
+    #[must_use]
+    pub fn reservation(&self) -> Option<&Reservation> {
+        match &self.backing {
+            Backing::Reserved(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    #[cfg(not(feature = "std"))]
+    fn reservation(&self) -> Option<&()> {
+        None
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if let Backing::Heap(layout) = self.backing {
+            // SAFETY: allocated by `Block::heap` with this layout and no longer used: the arena
+            // that used it is being dropped, and it borrowed no client beyond its life.
+            unsafe { dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_bad_alignment_errors() {
+        assert!(matches!(
+            Block::heap(4096, 24),
+            Err(Error::InvalidAlignment { align: 24, .. })
+        ));
+        assert!(matches!(
+            Block::heap(4096, 8),
+            Err(Error::InvalidAlignment { align: 8, .. })
+        ));
+    }
+
+    #[test]
+    fn heap_zero_length_errors() {
+        assert!(matches!(
+            Block::heap(0, 64),
+            Err(Error::BlockTooSmall { len: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn heap_aligned_and_sized() {
+        let block = Block::heap(1 << 16, 1 << 12).unwrap();
+        assert_eq!(block.as_ptr() as usize % (1 << 12), 0);
+        assert_eq!(block.len(), 1 << 16);
+        assert!(!block.is_empty());
+        assert!(!block.is_reserved());
+    }
+}

@@ -1,0 +1,82 @@
+//! Size classes of the small-block front: sizes up to [`SMALL_MAX`] are served from slabs of
+//! one class each, cut from buddy blocks. Classes are 16 bytes apart up to 128 bytes, then four
+//! per doubling, so a request is rounded up by at most 25% (12.5% on average over a doubling).
+
+/// Number of classes.
+pub(crate) const NCLASSES: usize = 24;
+
+/// The class sizes in bytes, all multiples of 16.
+pub(crate) const CLASSES: [u16; NCLASSES] = [
+    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+    1280, 1536, 1792, 2048,
+];
+
+/// The largest size served by a class.
+pub(crate) const SMALL_MAX: usize = 2048;
+
+/// Bytes at the start of each slab taken by its header.
+pub(crate) const SLAB_HEADER: usize = 64;
+
+/// The smallest slab: 8 KiB, so a header costs at most 0.8% of it.
+const MIN_SLAB: usize = 8 << 10;
+
+/// The index of the smallest class holding `size` bytes, for `1 <= size <= SMALL_MAX`.
+#[inline]
+pub(crate) fn class_of(size: usize) -> usize {
+    debug_assert!((1..=SMALL_MAX).contains(&size));
+    if size <= 128 {
+        return size.div_ceil(16) - 1;
+    }
+    let s = size - 1;
+    let high = usize::BITS - 1 - s.leading_zeros(); // 7..=10
+    let quarter = (s >> (high - 2)) & 3;
+    8 + (high as usize - 7) * 4 + quarter
+}
+
+/// The slab size in bytes for class `class`: at least 8 KiB and at least eight blocks.
+pub(crate) fn slab_bytes(class: usize) -> usize {
+    (usize::from(CLASSES[class]) * 8)
+        .next_power_of_two()
+        .max(MIN_SLAB)
+}
+
+/// How many blocks a slab of `bytes` bytes of class `class` holds.
+pub(crate) fn slab_capacity(class: usize, bytes: usize) -> usize {
+    (bytes - SLAB_HEADER) / usize::from(CLASSES[class])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_of_every_size_is_smallest_fit() {
+        for size in 1..=SMALL_MAX {
+            let class = class_of(size);
+            assert!(usize::from(CLASSES[class]) >= size, "size {size}");
+            if class > 0 {
+                assert!(usize::from(CLASSES[class - 1]) < size, "size {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn slab_capacity_fits_header_and_eight_blocks() {
+        for (class, &size) in CLASSES.iter().enumerate() {
+            for bytes in [slab_bytes(class), 16 << 10] {
+                let bytes = bytes.max(slab_bytes(class));
+                let cap = slab_capacity(class, bytes);
+                assert!(cap >= 7, "class {class}");
+                assert!(SLAB_HEADER + cap * usize::from(size) <= bytes);
+                assert!(cap <= 1020);
+            }
+        }
+    }
+
+    #[test]
+    fn classes_are_sixteen_byte_multiples_and_rising() {
+        assert!(CLASSES.iter().all(|c| c % 16 == 0));
+        assert!(CLASSES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(usize::from(CLASSES[NCLASSES - 1]), SMALL_MAX);
+    }
+}

@@ -1,0 +1,898 @@
+//! [`Client`]: one isolated user of an arena, with its own chunks, buddy free lists and slabs.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ptr::{self, NonNull};
+
+use allocator_api2::alloc::{AllocError, Allocator};
+
+use crate::arena::{Arena, ChunkInfo, Geometry, ORDERS};
+use crate::chunks::NIL;
+use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of};
+use crate::config::{Flags, MIN_BLOCK, Quota};
+use crate::error::{Error, Result};
+use crate::sync::{AtomicU32, Ordering};
+
+/// The byte freed blocks are filled with under [`Flags::POISON`].
+pub const POISON_BYTE: u8 = 0xA5;
+
+/// Page metadata: the top two bits say what a buddy page is (nothing, the first page of a live
+/// buddy block, a page of a slab), the low 14 a value.
+const KIND: u16 = 0b11 << 14;
+/// First page of a live buddy block; value: its length in pages minus one.
+const LIVE: u16 = 2 << 14;
+/// Any page of a slab; value: the slab's order.
+const SLAB: u16 = 3 << 14;
+const VALUE: u16 = !KIND;
+
+/// Page metadata of `kind` with `value` (at most 14 bits: orders up to 14, page counts up to
+/// 2^14 - 1, which the geometry guarantees).
+#[inline]
+fn meta(kind: u16, value: usize) -> u16 {
+    debug_assert!(value <= usize::from(VALUE));
+    kind | (u16::try_from(value).unwrap_or(VALUE) & VALUE)
+}
+
+/// A chunk's index as the tables store it.
+fn chunk_index(chunk: usize) -> u32 {
+    u32::try_from(chunk).expect("the arena has fewer than u32::MAX chunks")
+}
+
+/// A free slab block's link, kept in its first bytes.
+#[repr(C)]
+struct FreeObj {
+    next: *mut FreeObj,
+}
+
+/// The header at the start of each slab.
+#[repr(C)]
+struct Slab {
+    next: *mut Slab,
+    prev: *mut Slab,
+    free: *mut FreeObj,
+    /// Offset from the slab start of the first block never handed out.
+    bump: usize,
+    live: u32,
+    class: usize,
+}
+
+/// Statistics of one client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Bytes of the chunks the client holds.
+    pub total_bytes: usize,
+    /// Bytes in its live blocks (sizes as [`Client::size_of`] reports them).
+    pub used_bytes: usize,
+    /// `total_bytes - used_bytes`: free blocks, slab headers and slack, guard pages.
+    pub free_bytes: usize,
+    /// The most `used_bytes` has been.
+    pub peak_used_bytes: usize,
+    /// Live blocks.
+    pub live_blocks: usize,
+    /// Chunks held.
+    pub chunks: usize,
+    /// Held chunks with no live block in them (kept for reuse; at most one is kept).
+    pub cached_chunks: usize,
+    /// The largest block the client can allocate without taking another chunk.
+    pub largest_free_block: usize,
+    /// Successful allocations so far.
+    pub allocations: u64,
+    /// Successful frees so far.
+    pub frees: u64,
+}
+
+/// One isolated user of an [`Arena`]: it allocates and frees blocks in chunks that only it
+/// holds, tells whether it owns an address and the size of a block, and gives all its memory
+/// back when dropped (or passed to [`Arena::delete_client`]), in time proportional to its
+/// chunks, not its blocks.
+///
+/// Every block is aligned to at least 16 bytes. Freeing an address this client did not hand
+/// out, an interior address or an already freed block is an error that changes nothing, found
+/// in constant time from a chunk-owner table and a block-start bitmap.
+///
+/// # Threads
+/// A client is `Send` but not `Sync`: it may move between threads, and one thread at a time
+/// uses it. Its methods take `&self` (the state is behind an `UnsafeCell`), so `&Client`
+/// implements [`Allocator`] and collections can live inside it, e.g.
+/// `allocator_api2::vec::Vec::new_in(&client)`.
+///
+/// # Examples
+/// ```
+/// use core::alloc::Layout;
+///
+/// use memvisor_arena::{Arena, Block, Config, Quota};
+///
+/// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+/// let client = arena.create_client(Quota::UNLIMITED)?;
+/// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
+/// assert_eq!(client.size_of(p.as_ptr())?, 112); // rounded up to its size class
+/// assert!(client.owns(p.as_ptr()));
+/// // SAFETY: `p` is not used after this.
+/// assert_eq!(unsafe { client.free(p) }?, 112);
+/// assert!(!client.owns(p.as_ptr()));
+/// # Ok::<(), memvisor_arena::Error>(())
+/// ```
+pub struct Client<'a> {
+    arena: &'a Arena,
+    owners: &'a [AtomicU32],
+    id: u32,
+    state: UnsafeCell<State>,
+}
+
+// SAFETY: the state points only into memory and side-table cells of chunks this client holds
+// (and the arena, which is `Sync`); nothing else reaches them while the client holds the
+// chunks, so moving the client moves the sole access right with it. It is not `Sync`
+// (`UnsafeCell`), so one thread at a time uses it.
+unsafe impl Send for Client<'_> {}
+
+struct State {
+    geo: Geometry,
+    starts: *mut u64,
+    pages: *mut u16,
+    info: *mut ChunkInfo,
+    quota: Quota,
+    used: usize,
+    peak: usize,
+    live: usize,
+    allocs: u64,
+    frees: u64,
+    chunk_head: u32,
+    chunks: usize,
+    empty_chunks: usize,
+    free_bits: *mut u64,
+    heads: [u32; ORDERS],
+    mask: u32,
+    partial: [*mut Slab; NCLASSES],
+    empty_slabs: [u32; NCLASSES],
+}
+
+impl fmt::Debug for Client<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Client<'a> {
+    pub(crate) fn new(arena: &'a Arena, id: u32, quota: Quota) -> Self {
+        Self {
+            arena,
+            owners: arena.owners(),
+            id,
+            state: UnsafeCell::new(State {
+                geo: arena.geometry(),
+                starts: arena.starts_ptr(),
+                pages: arena.pages_ptr(),
+                info: arena.info_ptr(),
+                quota,
+                used: 0,
+                peak: 0,
+                live: 0,
+                allocs: 0,
+                frees: 0,
+                chunk_head: NIL,
+                chunks: 0,
+                empty_chunks: 0,
+                free_bits: arena.free_bits_ptr(),
+                heads: [NIL; ORDERS],
+                mask: 0,
+                partial: [ptr::null_mut(); NCLASSES],
+                empty_slabs: [0; NCLASSES],
+            }),
+        }
+    }
+
+    /// The client's identifier, unique in its arena (never reused).
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The arena it lives in.
+    #[must_use]
+    pub fn arena(&self) -> &'a Arena {
+        self.arena
+    }
+
+    /// Its quota.
+    #[must_use]
+    pub fn quota(&self) -> Quota {
+        self.with(|s| s.quota)
+    }
+
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        // SAFETY: the client is not `Sync`, so only this thread can be here; no method calls
+        // out to user code while the borrow lives, so it is never borrowed twice.
+        f(unsafe { &mut *self.state.get() })
+    }
+
+    /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 16 are rounded up
+    /// to a size class; larger ones to a multiple of the buddy page (256 bytes for chunks up to
+    /// 4 MiB). A zero size gets the smallest block. With [`Flags::ZERO`] the block reads as
+    /// zero.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
+    /// beyond [`Arena::max_block_size`], [`Error::QuotaExceeded`] if the block would take the
+    /// client over its quota, [`Error::OutOfMemory`] if the arena has no chunk left that fits
+    /// it, [`Error::Vmem`] if committing a chunk fails. Nothing changes on error.
+    #[inline]
+    pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
+        self.alloc_sized(layout).map(|(p, _)| p)
+    }
+
+    /// [`alloc`](Self::alloc), also returning the block's size.
+    ///
+    /// # Errors
+    /// As [`alloc`](Self::alloc).
+    #[inline]
+    pub fn alloc_sized(&self, layout: Layout) -> Result<(NonNull<u8>, usize)> {
+        let arena = self.arena;
+        let id = self.id;
+        self.with(|s| s.alloc(arena, id, layout))
+    }
+
+    /// Frees the block at `ptr` and returns its size.
+    ///
+    /// # Errors
+    /// [`Error::Foreign`] if `ptr` is outside the arena, [`Error::NotOwned`] if it lies in a
+    /// chunk this client does not hold, [`Error::NotABlock`] if it is not the start of a live
+    /// block (interior, already freed). Nothing changes on error.
+    ///
+    /// # Safety
+    /// If `ptr` is a live block of this client, nothing may use it after this call (no
+    /// reference into it may live on). A rejected pointer is left alone, so this promise only
+    /// matters for blocks the call frees.
+    #[inline]
+    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
+        let arena = self.arena;
+        let owners = self.owners;
+        let id = self.id;
+        self.with(|s| {
+            let off = s.locate(owners, id, ptr.as_ptr())?;
+            Ok(s.free(arena, off))
+        })
+    }
+
+    /// Whether `ptr` is the start of a live block of this client.
+    #[inline]
+    #[must_use]
+    pub fn owns(&self, ptr: *const u8) -> bool {
+        let owners = self.owners;
+        let id = self.id;
+        self.with(|s| s.locate(owners, id, ptr).is_ok())
+    }
+
+    /// The size of the live block at `ptr` (its requested size rounded up).
+    ///
+    /// # Errors
+    /// As [`free`](Self::free).
+    #[inline]
+    pub fn size_of(&self, ptr: *const u8) -> Result<usize> {
+        let owners = self.owners;
+        let id = self.id;
+        self.with(|s| {
+            let off = s.locate(owners, id, ptr)?;
+            Ok(s.block_size(off))
+        })
+    }
+
+    /// The client's statistics.
+    #[must_use]
+    pub fn stats(&self) -> ClientStats {
+        self.with(|s| s.stats())
+    }
+}
+
+impl Drop for Client<'_> {
+    fn drop(&mut self) {
+        let s = self.state.get_mut();
+        if s.geo.flags.contains(Flags::STATISTICS) {
+            self.arena.count_free(s.used, s.live);
+        }
+        self.arena.release_list(s.chunk_head);
+        self.arena.client_gone();
+    }
+}
+
+// SAFETY: blocks are valid for their layout (size and alignment checked in `alloc`) until
+// freed or the client is dropped; the client is not `Clone`. `deallocate` receives only blocks
+// `allocate` returned, which this client handed out.
+unsafe impl Allocator for Client<'_> {
+    fn allocate(&self, layout: Layout) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        let (ptr, size) = self.alloc_sized(layout).map_err(|_| AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(ptr, size))
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
+        // SAFETY: the `Allocator` contract: `ptr` is a live block of this client and the caller
+        // no longer uses it.
+        let result = unsafe { self.free(ptr) };
+        debug_assert!(result.is_ok(), "deallocate of a block not from this client");
+    }
+}
+
+impl State {
+    #[inline]
+    fn at(&self, off: usize) -> *mut u8 {
+        self.geo.base.as_ptr().wrapping_add(off)
+    }
+
+    #[inline]
+    fn offset_of<T>(&self, p: *mut T) -> usize {
+        p.addr() - self.geo.base_addr
+    }
+
+    #[inline]
+    fn page(&self, index: usize) -> u16 {
+        // SAFETY: callers pass the index of a page of a chunk this client holds; the table has
+        // an entry for every page of every chunk.
+        unsafe { *self.pages.add(index) }
+    }
+
+    #[inline]
+    fn set_page(&mut self, index: usize, value: u16) {
+        // SAFETY: as in `page`.
+        unsafe { *self.pages.add(index) = value }
+    }
+
+    #[inline]
+    fn info(&mut self, chunk: usize) -> &mut ChunkInfo {
+        // SAFETY: callers pass a chunk this client holds, whose record only it touches.
+        unsafe { &mut *self.info.add(chunk) }
+    }
+
+    #[inline]
+    fn flip_start(&mut self, off: usize) {
+        let g = off >> 4;
+        // SAFETY: `off` lies in a chunk this client holds; the bitmap covers the arena.
+        unsafe { *self.starts.add(g >> 6) ^= 1 << (g & 63) }
+    }
+
+    /// Checks that `ptr` is the start of a live block of client `id`; returns its offset.
+    #[inline]
+    fn locate(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<usize> {
+        let addr = ptr.addr();
+        let off = addr.wrapping_sub(self.geo.base_addr);
+        if off >= self.geo.len {
+            return Err(Error::Foreign { addr });
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        // Only this client stores `id` into the table, so a relaxed load that reads `id` reads
+        // its own latest store.
+        if owners[chunk].load(Ordering::Relaxed) != id {
+            return Err(Error::NotOwned { addr, chunk });
+        }
+        let g = off >> 4;
+        // SAFETY: chunk `chunk` is held by this client, and the bitmap covers the arena.
+        let word = unsafe { *self.starts.add(g >> 6) };
+        if !off.is_multiple_of(MIN_BLOCK) || word & (1 << (g & 63)) == 0 {
+            return Err(Error::NotABlock { addr });
+        }
+        Ok(off)
+    }
+
+    /// The size of the live block at `off`.
+    #[inline]
+    fn block_size(&self, off: usize) -> usize {
+        let meta = self.page(off >> self.geo.page_shift);
+        match meta & KIND {
+            SLAB => {
+                let slab = self.slab_of(off, meta);
+                // SAFETY: the page belongs to a live slab of this client, whose header is valid.
+                let class = unsafe { (*slab).class };
+                usize::from(CLASSES[class])
+            }
+            _ => {
+                debug_assert_eq!(meta & KIND, LIVE);
+                (usize::from(meta & VALUE) + 1) << self.geo.page_shift
+            }
+        }
+    }
+
+    #[inline]
+    fn slab_of(&self, off: usize, meta: u16) -> *mut Slab {
+        let order = u32::from(meta & VALUE);
+        let page = (off >> self.geo.page_shift) & !((1usize << order) - 1);
+        self.at(page << self.geo.page_shift).cast::<Slab>()
+    }
+
+    fn check_quota(&self, bytes: usize) -> Result<()> {
+        if let Some(quota) = self.quota.limit()
+            && self
+                .used
+                .checked_add(bytes)
+                .is_none_or(|total| total > quota)
+        {
+            return Err(Error::QuotaExceeded {
+                requested: bytes,
+                used: self.used,
+                quota,
+            });
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn alloc(&mut self, arena: &Arena, id: u32, layout: Layout) -> Result<(NonNull<u8>, usize)> {
+        let size = layout.size().max(1);
+        let align = layout.align();
+        let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
+            let class = class_of(size).max(self.geo.min_class);
+            let bytes = usize::from(CLASSES[class]);
+            self.check_quota(bytes)?;
+            (self.alloc_small(arena, id, class)?, bytes)
+        } else {
+            if align > self.geo.max_align {
+                return Err(Error::UnsupportedAlignment {
+                    align,
+                    max: self.geo.max_align,
+                });
+            }
+            if size > self.geo.max_block {
+                return Err(Error::TooLarge {
+                    size,
+                    max: self.geo.max_block,
+                });
+            }
+            let shift = self.geo.page_shift;
+            let bytes = size.next_multiple_of(1 << shift);
+            self.check_quota(bytes)?;
+            let min_order = (align >> shift).max(1).trailing_zeros();
+            let off = self.alloc_pages(arena, id, bytes >> shift, min_order, bytes)?;
+            let pages = (bytes >> shift) - 1;
+            self.set_page(off >> shift, meta(LIVE, pages));
+            (off, bytes)
+        };
+        self.flip_start(off);
+        self.used += bytes;
+        self.peak = self.peak.max(self.used);
+        self.live += 1;
+        self.allocs += 1;
+        let p = self.at(off);
+        if self.geo.flags.contains(Flags::ZERO) {
+            // SAFETY: the block `off..off + bytes` was just handed out, lies in a chunk this
+            // client holds, and nobody else refers to it.
+            unsafe { p.write_bytes(0, bytes) };
+        }
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_alloc(bytes);
+        }
+        // SAFETY: `p` is inside the arena, whose base is not null and does not wrap.
+        Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
+    }
+
+    /// Frees the live block at `off` (checked by `locate`); returns its size.
+    #[inline]
+    fn free(&mut self, arena: &Arena, off: usize) -> usize {
+        let meta = self.page(off >> self.geo.page_shift);
+        self.flip_start(off);
+        let bytes = if meta & KIND == SLAB {
+            self.free_small(arena, off, meta)
+        } else {
+            let pages = usize::from(meta & VALUE) + 1;
+            let bytes = pages << self.geo.page_shift;
+            self.poison(off, bytes, 0);
+            self.free_pages(arena, off, pages);
+            bytes
+        };
+        self.used -= bytes;
+        self.live -= 1;
+        self.frees += 1;
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_free(bytes, 1);
+        }
+        bytes
+    }
+
+    #[inline]
+    fn poison(&self, off: usize, bytes: usize, keep: usize) {
+        if self.geo.flags.contains(Flags::POISON) {
+            // SAFETY: the block is being freed: it lies in a chunk this client holds and the
+            // caller of `free` promised not to use it again.
+            unsafe { self.at(off + keep).write_bytes(POISON_BYTE, bytes - keep) };
+        }
+    }
+
+    // ---- small blocks -------------------------------------------------------------------
+
+    #[inline]
+    fn alloc_small(&mut self, arena: &Arena, id: u32, class: usize) -> Result<usize> {
+        let mut slab = self.partial[class];
+        if slab.is_null() {
+            slab = self.new_slab(arena, id, class)?;
+        }
+        let size = usize::from(CLASSES[class]);
+        // SAFETY: `slab` heads this client's partial list of `class`, so it is a live slab
+        // header in a chunk this client holds, and it has a free block.
+        unsafe {
+            if (*slab).live == 0 {
+                self.empty_slabs[class] -= 1;
+            }
+            let obj = if (*slab).free.is_null() {
+                let obj = slab.cast::<u8>().add((*slab).bump);
+                (*slab).bump += size;
+                obj
+            } else {
+                let obj = (*slab).free;
+                (*slab).free = (*obj).next;
+                obj.cast::<u8>()
+            };
+            (*slab).live += 1;
+            if (*slab).live == self.geo.slab_cap[class] {
+                let next = (*slab).next;
+                self.partial[class] = next;
+                if !next.is_null() {
+                    (*next).prev = ptr::null_mut();
+                }
+                (*slab).next = ptr::null_mut();
+            }
+            Ok(self.offset_of(obj))
+        }
+    }
+
+    #[cold]
+    fn new_slab(&mut self, arena: &Arena, id: u32, class: usize) -> Result<*mut Slab> {
+        let order = self.geo.slab_order[class];
+        let pages = 1usize << order;
+        let bytes = pages << self.geo.page_shift;
+        let off = self.alloc_pages(arena, id, pages, 0, bytes)?;
+        let first = off >> self.geo.page_shift;
+        for page in first..first + pages {
+            self.set_page(page, meta(SLAB, order as usize));
+        }
+        let slab = self.at(off).cast::<Slab>();
+        let head = self.partial[class];
+        // SAFETY: the slab's block was just handed out in a chunk this client holds, is aligned
+        // to at least a buddy page, and holds the header; `head`, if not null, is a live slab
+        // header of this client.
+        unsafe {
+            slab.write(Slab {
+                next: head,
+                prev: ptr::null_mut(),
+                free: ptr::null_mut(),
+                bump: SLAB_HEADER,
+                live: 0,
+                class,
+            });
+            if !head.is_null() {
+                (*head).prev = slab;
+            }
+        }
+        self.partial[class] = slab;
+        self.empty_slabs[class] += 1;
+        Ok(slab)
+    }
+
+    fn free_small(&mut self, arena: &Arena, off: usize, meta: u16) -> usize {
+        let slab = self.slab_of(off, meta);
+        // SAFETY: `off` is a live block of this client in a slab (its page says so), so `slab`
+        // is that slab's live header and `obj` a block of it no one uses any more.
+        unsafe {
+            let class = (*slab).class;
+            let size = usize::from(CLASSES[class]);
+            self.poison(off, size, core::mem::size_of::<FreeObj>());
+            if (*slab).live == self.geo.slab_cap[class] {
+                let head = self.partial[class];
+                (*slab).next = head;
+                (*slab).prev = ptr::null_mut();
+                if !head.is_null() {
+                    (*head).prev = slab;
+                }
+                self.partial[class] = slab;
+            }
+            let obj = self.at(off).cast::<FreeObj>();
+            (*obj).next = (*slab).free;
+            (*slab).free = obj;
+            (*slab).live -= 1;
+            if (*slab).live == 0 {
+                self.empty_slabs[class] += 1;
+                if self.empty_slabs[class] > 1 {
+                    self.drop_slab(arena, slab, class, meta);
+                }
+            }
+            size
+        }
+    }
+
+    /// Gives an empty slab's block back to the buddy allocator.
+    ///
+    /// # Safety
+    /// `slab` is an empty slab of `class` on this client's partial list.
+    #[cold]
+    unsafe fn drop_slab(&mut self, arena: &Arena, slab: *mut Slab, class: usize, meta: u16) {
+        // SAFETY: the caller's promise: `slab` and its neighbours are live headers.
+        unsafe {
+            let (next, prev) = ((*slab).next, (*slab).prev);
+            if prev.is_null() {
+                self.partial[class] = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+        }
+        self.empty_slabs[class] -= 1;
+        let pages = 1usize << (meta & VALUE);
+        let off = self.offset_of(slab);
+        let first = off >> self.geo.page_shift;
+        for page in first..first + pages {
+            self.set_page(page, 0);
+        }
+        self.free_pages(arena, off, pages);
+    }
+
+    // ---- buddy blocks -------------------------------------------------------------------
+    //
+    // Free buddy blocks live in side tables, never in the block's memory: per chunk and order a
+    // bitmap of free blocks and a summary word (bit `w` set while word `w` of the bitmap is
+    // not zero), and per order a list of the client's chunks that have a free block of that
+    // order (linked through the chunk records; `mask` bit `o` is set while list `o` is not
+    // empty).
+
+    #[inline]
+    fn free_words(&self, chunk: usize) -> *mut u64 {
+        // SAFETY: `chunk` is held by this client; each chunk has `free_words` words.
+        unsafe { self.free_bits.add(chunk * self.geo.free_words) }
+    }
+
+    #[inline]
+    fn is_free(&self, chunk: usize, order: u32, index: usize) -> bool {
+        let words = self.free_words(chunk);
+        let word = self.geo.order_word[order as usize] + index / 64;
+        // SAFETY: `index` is below `2^(max_order - order)`, so the word is inside the chunk's
+        // bitmap of that order.
+        unsafe { *words.add(word) & (1 << (index % 64)) != 0 }
+    }
+
+    /// Marks block `index` of `order` in `chunk` free.
+    #[inline]
+    fn set_free(&mut self, chunk: usize, order: u32, index: usize) {
+        let words = self.free_words(chunk);
+        let word = self.geo.order_word[order as usize] + index / 64;
+        // SAFETY: as in `is_free`; the summary word of `order` is word `order`.
+        let was_empty = unsafe {
+            let summary = words.add(order as usize);
+            let was_empty = *summary == 0;
+            *words.add(word) |= 1 << (index % 64);
+            *summary |= 1 << (index / 64);
+            was_empty
+        };
+        if was_empty {
+            let head = self.heads[order as usize];
+            let o = order as usize;
+            let info = self.info(chunk);
+            info.order_next[o] = head;
+            info.order_prev[o] = NIL;
+            if head != NIL {
+                self.info(head as usize).order_prev[o] = chunk_index(chunk);
+            }
+            self.heads[o] = chunk_index(chunk);
+            self.mask |= 1 << order;
+        }
+    }
+
+    /// Marks free block `index` of `order` in `chunk` taken.
+    #[inline]
+    fn clear_free(&mut self, chunk: usize, order: u32, index: usize) {
+        let words = self.free_words(chunk);
+        let word = self.geo.order_word[order as usize] + index / 64;
+        // SAFETY: as in `set_free`.
+        let now_empty = unsafe {
+            let w = words.add(word);
+            *w &= !(1 << (index % 64));
+            if *w == 0 {
+                let summary = words.add(order as usize);
+                *summary &= !(1 << (index / 64));
+                *summary == 0
+            } else {
+                false
+            }
+        };
+        if now_empty {
+            let o = order as usize;
+            let (next, prev) = {
+                let info = self.info(chunk);
+                (info.order_next[o], info.order_prev[o])
+            };
+            if prev == NIL {
+                self.heads[o] = next;
+                if next == NIL {
+                    self.mask &= !(1 << order);
+                }
+            } else {
+                self.info(prev as usize).order_next[o] = next;
+            }
+            if next != NIL {
+                self.info(next as usize).order_prev[o] = prev;
+            }
+        }
+    }
+
+    /// Takes some free block of `order` from `chunk`, which has one; returns its index.
+    #[inline]
+    fn take_free(&mut self, chunk: usize, order: u32) -> usize {
+        let words = self.free_words(chunk);
+        // SAFETY: the summary word and the word it points at are inside the chunk's bitmaps.
+        let index = unsafe {
+            let w = (*words.add(order as usize)).trailing_zeros() as usize;
+            let bits = *words.add(self.geo.order_word[order as usize] + w);
+            w * 64 + bits.trailing_zeros() as usize
+        };
+        self.clear_free(chunk, order, index);
+        index
+    }
+
+    /// Takes a block of `pages` buddy pages aligned to `2^min_order` pages, taking a chunk if
+    /// needed; the unused tail of the power-of-two block goes back as free blocks. Returns its
+    /// offset; its page metadata is the caller's to set.
+    fn alloc_pages(
+        &mut self,
+        arena: &Arena,
+        id: u32,
+        pages: usize,
+        min_order: u32,
+        requested: usize,
+    ) -> Result<usize> {
+        let order = pages.next_power_of_two().trailing_zeros().max(min_order);
+        let mut avail = self.mask >> order;
+        if avail == 0 {
+            self.add_chunk(arena, id, requested)?;
+            avail = self.mask >> order;
+            if avail == 0 {
+                return Err(Error::TooLarge {
+                    size: requested,
+                    max: self.geo.max_block,
+                });
+            }
+        }
+        let mut j = order + avail.trailing_zeros();
+        let chunk = self.heads[j as usize] as usize;
+        let rel = self.take_free(chunk, j) << j;
+        while j > order {
+            j -= 1;
+            self.set_free(chunk, j, (rel >> j) + 1);
+        }
+        let mut pos = pages;
+        while pos < 1 << order {
+            let i = pos.trailing_zeros();
+            self.set_free(chunk, i, (rel + pos) >> i);
+            pos += 1 << i;
+        }
+        let shift = self.geo.page_shift;
+        let info = self.info(chunk);
+        let was_empty = info.used == 0;
+        info.used += pages << shift;
+        if was_empty {
+            self.empty_chunks -= 1;
+        }
+        Ok((chunk << self.geo.chunk_shift) + (rel << shift))
+    }
+
+    /// Gives back `pages` buddy pages at `off`, merging with free buddies.
+    fn free_pages(&mut self, arena: &Arena, off: usize, pages: usize) {
+        let shift = self.geo.page_shift;
+        let chunk = off >> self.geo.chunk_shift;
+        let rel = (off >> shift) & ((1 << self.geo.max_order) - 1);
+        let mut pos = 0;
+        for i in (0..=self.geo.max_order).rev() {
+            if pages & (1 << i) != 0 {
+                self.free_piece(chunk, rel + pos, i);
+                pos += 1 << i;
+            }
+        }
+        let info = self.info(chunk);
+        info.used -= pages << shift;
+        if info.used == 0 {
+            self.empty_chunks += 1;
+            if self.empty_chunks > 1 {
+                self.release_chunk(arena, chunk);
+            }
+        }
+    }
+
+    /// Frees the block of `2^order` pages at page `rel` of `chunk`, merging it with its buddy
+    /// while the buddy is free and whole.
+    #[inline]
+    fn free_piece(&mut self, chunk: usize, mut rel: usize, mut order: u32) {
+        while order < self.geo.max_order {
+            let buddy = rel ^ (1 << order);
+            if !self.is_free(chunk, order, buddy >> order) {
+                break;
+            }
+            self.clear_free(chunk, order, buddy >> order);
+            rel = rel.min(buddy);
+            order += 1;
+        }
+        self.set_free(chunk, order, rel >> order);
+    }
+
+    /// The blocks an empty chunk consists of, as (first page, order): the usable pages cut
+    /// into power-of-two blocks, largest first.
+    fn pieces(&self) -> impl Iterator<Item = (usize, u32)> + use<> {
+        let usable = self.geo.usable_pages;
+        let mut pos = 0;
+        (0..=self.geo.max_order)
+            .rev()
+            .filter(move |&i| usable & (1 << i) != 0)
+            .map(move |i| {
+                let at = pos;
+                pos += 1 << i;
+                (at, i)
+            })
+    }
+
+    #[cold]
+    fn add_chunk(&mut self, arena: &Arena, id: u32, requested: usize) -> Result<()> {
+        let chunk = arena.acquire(id, requested)?;
+        let head = self.chunk_head;
+        let info = self.info(chunk as usize);
+        info.next = head;
+        info.prev = NIL;
+        if head != NIL {
+            self.info(head as usize).prev = chunk;
+        }
+        self.chunk_head = chunk;
+        self.chunks += 1;
+        self.empty_chunks += 1;
+        for (at, order) in self.pieces() {
+            self.set_free(chunk as usize, order, at >> order);
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn release_chunk(&mut self, arena: &Arena, chunk: usize) {
+        for (at, order) in self.pieces() {
+            debug_assert!(self.is_free(chunk, order, at >> order));
+            self.clear_free(chunk, order, at >> order);
+        }
+        let (next, prev) = {
+            let info = self.info(chunk);
+            (info.next, info.prev)
+        };
+        if prev == NIL {
+            self.chunk_head = next;
+        } else {
+            self.info(prev as usize).next = next;
+        }
+        if next != NIL {
+            self.info(next as usize).prev = prev;
+        }
+        self.info(chunk).next = NIL;
+        self.chunks -= 1;
+        self.empty_chunks -= 1;
+        arena.release_list(chunk_index(chunk));
+    }
+
+    fn stats(&self) -> ClientStats {
+        let total = self.chunks << self.geo.chunk_shift;
+        let mut largest = if self.mask == 0 {
+            0
+        } else {
+            (1usize << (31 - self.mask.leading_zeros())) << self.geo.page_shift
+        };
+        for (class, slab) in self.partial.iter().enumerate() {
+            if !slab.is_null() {
+                largest = largest.max(usize::from(CLASSES[class]));
+            }
+        }
+        ClientStats {
+            total_bytes: total,
+            used_bytes: self.used,
+            free_bytes: total - self.used,
+            peak_used_bytes: self.peak,
+            live_blocks: self.live,
+            chunks: self.chunks,
+            cached_chunks: self.empty_chunks,
+            largest_free_block: largest,
+            allocations: self.allocs,
+            frees: self.frees,
+        }
+    }
+}

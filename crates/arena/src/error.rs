@@ -1,0 +1,235 @@
+//! [`Error`]: everything that can go wrong in this crate.
+
+/// Everything that can go wrong in this crate. Every variant carries the values that caused
+/// it; a failed operation leaves the arena and the client exactly as they were.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The chunk size is not a power of two or outside the supported range.
+    #[error("chunk size {size:#x} is not a power of two in {min:#x}..={max:#x}")]
+    InvalidChunkSize {
+        /// The offending chunk size.
+        size: usize,
+        /// The smallest chunk size allowed.
+        min: usize,
+        /// The largest chunk size allowed.
+        max: usize,
+    },
+    /// The minimum block size is not a power of two in the supported range.
+    #[error("minimum block size {size:#x} is not a power of two in {min:#x}..={max:#x}")]
+    InvalidMinBlock {
+        /// The offending size.
+        size: usize,
+        /// The smallest value allowed.
+        min: usize,
+        /// The largest value allowed.
+        max: usize,
+    },
+    /// The chunk alignment is not a power of two between 16 and the chunk size.
+    #[error("alignment {align:#x} is not a power of two in 0x10..={chunk_size:#x}")]
+    InvalidAlignment {
+        /// The offending alignment.
+        align: usize,
+        /// The chunk size it may not exceed.
+        chunk_size: usize,
+    },
+    /// The memory block cannot hold a single aligned chunk.
+    #[error(
+        "block of {len:#x} bytes cannot hold one chunk of {chunk_size:#x} bytes aligned to {align:#x}"
+    )]
+    BlockTooSmall {
+        /// Length of the block.
+        len: usize,
+        /// The configured chunk size.
+        chunk_size: usize,
+        /// The configured alignment.
+        align: usize,
+    },
+    /// A block of this size is larger than any block a chunk can hold.
+    #[error("allocation of {size:#x} bytes exceeds the largest block of {max:#x} bytes")]
+    TooLarge {
+        /// The requested size.
+        size: usize,
+        /// The largest block size of this arena.
+        max: usize,
+    },
+    /// The requested alignment is larger than the arena guarantees.
+    #[error("alignment {align:#x} exceeds the largest supported alignment {max:#x}")]
+    UnsupportedAlignment {
+        /// The requested alignment.
+        align: usize,
+        /// The largest alignment this arena supports.
+        max: usize,
+    },
+    /// The allocation would take the client's live bytes over its quota.
+    #[error(
+        "allocating {requested:#x} bytes with {used:#x} in use exceeds the quota of {quota:#x} bytes"
+    )]
+    QuotaExceeded {
+        /// Bytes the allocation needs (its size rounded up to the block size).
+        requested: usize,
+        /// Bytes the client has in live blocks.
+        used: usize,
+        /// The client's quota.
+        quota: usize,
+    },
+    /// No free chunk is left in the arena and the client's own chunks cannot fit the block.
+    #[error("out of memory: no chunk left for a block of {requested:#x} bytes")]
+    OutOfMemory {
+        /// Bytes the allocation needs.
+        requested: usize,
+    },
+    /// The address is not inside the arena's chunks.
+    #[error("address {addr:#x} is not inside the arena")]
+    Foreign {
+        /// The offending address.
+        addr: usize,
+    },
+    /// The address lies in a chunk this client does not hold.
+    #[error("address {addr:#x} lies in chunk {chunk} which this client does not hold")]
+    NotOwned {
+        /// The offending address.
+        addr: usize,
+        /// Index of the chunk it lies in.
+        chunk: usize,
+    },
+    /// The address is not the start of a live block of this client: an interior pointer, a
+    /// block that was already freed, or memory never handed out.
+    #[error("address {addr:#x} is not the start of a live block")]
+    NotABlock {
+        /// The offending address.
+        addr: usize,
+    },
+    /// Every client identifier has been used.
+    #[error("all {max} client identifiers are used up")]
+    ClientIdsExhausted {
+        /// How many identifiers an arena has.
+        max: u32,
+    },
+    /// The operating system refused an operation on the arena's reservation.
+    #[cfg(feature = "std")]
+    #[error("virtual memory operation failed")]
+    Vmem(#[source] memvisor_vmem::Error),
+}
+
+#[cfg(feature = "std")]
+impl From<memvisor_vmem::Error> for Error {
+    fn from(e: memvisor_vmem::Error) -> Self {
+        Self::Vmem(e)
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+
+    use super::*;
+
+    #[test]
+    fn display_config_errors_name_values() {
+        assert_eq!(
+            Error::InvalidChunkSize {
+                size: 0x3000,
+                min: 0x10000,
+                max: 0x4000000
+            }
+            .to_string(),
+            "chunk size 0x3000 is not a power of two in 0x10000..=0x4000000"
+        );
+        assert_eq!(
+            Error::InvalidMinBlock {
+                size: 24,
+                min: 16,
+                max: 256
+            }
+            .to_string(),
+            "minimum block size 0x18 is not a power of two in 0x10..=0x100"
+        );
+        assert_eq!(
+            Error::InvalidAlignment {
+                align: 3,
+                chunk_size: 0x10000
+            }
+            .to_string(),
+            "alignment 0x3 is not a power of two in 0x10..=0x10000"
+        );
+        assert_eq!(
+            Error::BlockTooSmall {
+                len: 0x100,
+                chunk_size: 0x10000,
+                align: 0x1000
+            }
+            .to_string(),
+            "block of 0x100 bytes cannot hold one chunk of 0x10000 bytes aligned to 0x1000"
+        );
+    }
+
+    #[test]
+    fn display_allocation_errors_name_values() {
+        assert_eq!(
+            Error::TooLarge {
+                size: 0x20000,
+                max: 0x10000
+            }
+            .to_string(),
+            "allocation of 0x20000 bytes exceeds the largest block of 0x10000 bytes"
+        );
+        assert_eq!(
+            Error::UnsupportedAlignment {
+                align: 0x2000,
+                max: 0x1000
+            }
+            .to_string(),
+            "alignment 0x2000 exceeds the largest supported alignment 0x1000"
+        );
+        assert_eq!(
+            Error::QuotaExceeded {
+                requested: 0x20,
+                used: 0x3f0,
+                quota: 0x400
+            }
+            .to_string(),
+            "allocating 0x20 bytes with 0x3f0 in use exceeds the quota of 0x400 bytes"
+        );
+        assert_eq!(
+            Error::OutOfMemory { requested: 0x40 }.to_string(),
+            "out of memory: no chunk left for a block of 0x40 bytes"
+        );
+        assert_eq!(
+            Error::ClientIdsExhausted { max: 7 }.to_string(),
+            "all 7 client identifiers are used up"
+        );
+    }
+
+    #[test]
+    fn display_pointer_errors_name_values() {
+        assert_eq!(
+            Error::Foreign { addr: 0x1234 }.to_string(),
+            "address 0x1234 is not inside the arena"
+        );
+        assert_eq!(
+            Error::NotOwned {
+                addr: 0x1230,
+                chunk: 3
+            }
+            .to_string(),
+            "address 0x1230 lies in chunk 3 which this client does not hold"
+        );
+        assert_eq!(
+            Error::NotABlock { addr: 0x1238 }.to_string(),
+            "address 0x1238 is not the start of a live block"
+        );
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn vmem_error_keeps_source() {
+        use core::error::Error as _;
+        let e: Error = memvisor_vmem::Error::ZeroLength.into();
+        assert_eq!(e.to_string(), "virtual memory operation failed");
+        assert_eq!(e.source().unwrap().to_string(), "length is zero");
+    }
+}

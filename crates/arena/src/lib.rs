@@ -1,0 +1,92 @@
+//! Isolated clients over one memory block.
+//!
+//! An [`Arena`] is made from one memory block (a caller's memory, a heap allocation, or a
+//! reserved range of address space committed on demand) and a [`Config`]: chunk size, minimum
+//! block size, alignment and [`Flags`]. [`Client`]s made in it allocate and free memory in
+//! isolation: each takes whole chunks of the block, which no other client touches while it
+//! holds them, and runs a buddy allocator with size-class slabs over them. A client tells in
+//! constant time whether it owns an address and how large a block is; freeing a foreign,
+//! interior or already freed address is an error that changes nothing. Deleting a client gives
+//! all its chunks back at once, however many blocks it leaked.
+//!
+//! ```
+//! use core::alloc::Layout;
+//!
+//! use allocator_api2::vec::Vec;
+//! use memvisor_arena::{Arena, Block, Config, Error, Flags, Quota};
+//!
+//! // A 16 MiB block in 1 MiB chunks; new blocks read as zero.
+//! let config = Config::new().with_flags(Flags::ZERO | Flags::STATISTICS);
+//! let arena = Arena::new(Block::heap(16 << 20, 4096)?, config)?;
+//! assert_eq!(arena.chunk_count(), 16);
+//!
+//! // Two programs, one of them limited to 64 KiB.
+//! let program = arena.create_client(Quota::UNLIMITED)?;
+//! let profile = arena.create_client(Quota::bytes(64 << 10))?;
+//!
+//! let block = program.alloc(Layout::from_size_align(1000, 8).unwrap())?;
+//! assert!(program.owns(block.as_ptr()));
+//! assert!(!profile.owns(block.as_ptr()));
+//! assert_eq!(program.size_of(block.as_ptr())?, 1024);
+//!
+//! // The other client cannot free it: an error, nothing changes.
+//! // SAFETY: `profile` refuses the block, so nothing is freed.
+//! let err = unsafe { profile.free(block) }.unwrap_err();
+//! assert!(matches!(err, Error::NotOwned { .. }));
+//! assert!(program.owns(block.as_ptr()));
+//!
+//! // Quotas are errors, not panics.
+//! let big = Layout::from_size_align(100 << 10, 8).unwrap();
+//! assert!(matches!(profile.alloc(big), Err(Error::QuotaExceeded { .. })));
+//!
+//! // Collections can live inside a client.
+//! let mut v = Vec::new_in(&profile);
+//! v.extend(0..1000u32);
+//! assert!(profile.stats().used_bytes >= 4000);
+//! drop(v);
+//!
+//! // A program that leaks: deleting it returns everything at once.
+//! for _ in 0..1000 {
+//!     program.alloc(Layout::new::<[u8; 200]>())?;
+//! }
+//! assert!(arena.stats().held_chunks > 0);
+//! arena.delete_client(program);
+//! drop(profile);
+//! assert_eq!(arena.stats().held_chunks, 0);
+//! assert_eq!(arena.stats().used_bytes, Some(0));
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Features
+//! The crate is `no_std` with `alloc` (for its side tables). The default `std` feature adds
+//! arenas over a memvisor-vmem reservation ([`Arena::with_reservation`], [`Block::reserve`]),
+//! which commit chunks when first taken, and can decommit chunks given back
+//! ([`Flags::DECOMMIT`]) and put a guard page after each chunk ([`Flags::GUARD`]).
+//!
+//! # Threads
+//! [`Arena`] is `Sync`: clients on different threads take and return chunks lock-free. A
+//! [`Client`] is `Send` but not `Sync`; `&Client` implements
+//! [`Allocator`](allocator_api2::alloc::Allocator).
+//!
+//! See the crate's `DESIGN.md` for the layout, the invariants and the space overheads.
+
+#![no_std]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod arena;
+mod block;
+mod chunks;
+mod classes;
+mod client;
+mod config;
+mod error;
+mod sync;
+
+pub use arena::{Arena, ArenaStats};
+pub use block::Block;
+pub use client::{Client, ClientStats, POISON_BYTE};
+pub use config::{Config, Flags, MAX_CHUNK_SIZE, MAX_MIN_BLOCK, MIN_BLOCK, MIN_CHUNK_SIZE, Quota};
+pub use error::{Error, Result};

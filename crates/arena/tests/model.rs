@@ -1,0 +1,398 @@
+//! Model-based property test: random client creation, allocation, good and bad frees and
+//! client deletion over several clients of one arena, checked after every step against a map
+//! of live blocks: no overlap, isolation (ownership answers and block contents), alignment,
+//! sizes, errors that change nothing, and statistics.
+
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+use std::alloc::Layout;
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+
+use memvisor_arena::{Arena, Block, Client, Config, Error, Flags, Quota};
+use proptest::prelude::*;
+
+const CHUNK: usize = 64 << 10;
+const CHUNKS: usize = 8;
+const MAX_CLIENTS: usize = 4;
+
+#[derive(Debug, Clone)]
+enum Bad {
+    Interior,
+    Freed,
+    OtherClient,
+    Outside,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create {
+        quota: Option<usize>,
+    },
+    Alloc {
+        client: usize,
+        size: usize,
+        align_shift: u32,
+    },
+    Free {
+        client: usize,
+        pick: usize,
+    },
+    BadFree {
+        client: usize,
+        pick: usize,
+        bad: Bad,
+    },
+    Delete {
+        client: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let client = 0..MAX_CLIENTS;
+    prop_oneof![
+        1 => prop_oneof![Just(None), (1usize..200_000).prop_map(Some)]
+            .prop_map(|quota| Op::Create { quota }),
+        8 => (
+            client.clone(),
+            prop_oneof![4 => 0usize..=64, 4 => 65usize..=2048, 2 => 2049usize..=70_000],
+            prop_oneof![6 => 0u32..=4, 1 => 5u32..=13],
+        )
+            .prop_map(|(client, size, align_shift)| Op::Alloc { client, size, align_shift }),
+        5 => (client.clone(), any::<usize>()).prop_map(|(client, pick)| Op::Free { client, pick }),
+        2 => (
+            client.clone(),
+            any::<usize>(),
+            prop_oneof![Just(Bad::Interior), Just(Bad::Freed), Just(Bad::OtherClient), Just(Bad::Outside)],
+        )
+            .prop_map(|(client, pick, bad)| Op::BadFree { client, pick, bad }),
+        1 => client.prop_map(|client| Op::Delete { client }),
+    ]
+}
+
+fn flags() -> impl Strategy<Value = Flags> {
+    (0u32..8).prop_map(|bits| {
+        let mut flags = Flags::empty();
+        if bits & 1 != 0 {
+            flags |= Flags::ZERO;
+        }
+        if bits & 2 != 0 {
+            flags |= Flags::POISON;
+        }
+        if bits & 4 != 0 {
+            flags |= Flags::STATISTICS;
+        }
+        flags
+    })
+}
+
+/// A live block as the model knows it.
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    size: usize,
+    requested: usize,
+    align: usize,
+    tag: u8,
+}
+
+struct Slot<'a> {
+    client: Client<'a>,
+    live: BTreeMap<usize, Live>,
+    freed: Vec<usize>,
+    quota: Option<usize>,
+    used: usize,
+}
+
+fn tag_block(p: *mut u8, requested: usize, tag: u8) {
+    if requested == 0 {
+        return;
+    }
+    // SAFETY: the block is live and holds at least `requested` bytes.
+    unsafe {
+        p.write(tag);
+        p.add(requested - 1).write(tag);
+        p.add(requested / 2).write(tag);
+    }
+}
+
+fn read_tags(p: usize, live: &Live) -> [u8; 3] {
+    let p = p as *const u8;
+    // SAFETY: the block is live and holds at least `requested` bytes.
+    unsafe {
+        [
+            p.read(),
+            p.add(live.requested - 1).read(),
+            p.add(live.requested / 2).read(),
+        ]
+    }
+}
+
+fn check(arena: &Arena, slots: &[Option<Slot<'_>>]) -> Result<(), TestCaseError> {
+    let mut all: Vec<(usize, usize)> = Vec::new();
+    let mut chunks = 0;
+    let mut used = 0;
+    let mut blocks = 0;
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(slot) = slot else { continue };
+        let stats = slot.client.stats();
+        prop_assert_eq!(stats.used_bytes, slot.used);
+        prop_assert_eq!(stats.live_blocks, slot.live.len());
+        prop_assert_eq!(stats.total_bytes, stats.chunks * CHUNK);
+        prop_assert_eq!(stats.free_bytes, stats.total_bytes - stats.used_bytes);
+        prop_assert!(stats.cached_chunks <= 1);
+        if let Some(quota) = slot.quota {
+            prop_assert!(slot.used <= quota);
+        }
+        chunks += stats.chunks;
+        used += slot.used;
+        blocks += slot.live.len();
+        for (&addr, live) in &slot.live {
+            let p = addr as *const u8;
+            prop_assert!(arena.contains(p));
+            prop_assert_eq!(addr % live.align, 0, "alignment");
+            prop_assert_eq!(addr % 16, 0);
+            prop_assert!(slot.client.owns(p));
+            prop_assert_eq!(slot.client.size_of(p), Ok(live.size));
+            prop_assert!(live.size >= live.requested);
+            if live.requested > 0 {
+                prop_assert_eq!(read_tags(addr, live), [live.tag; 3], "contents changed");
+            }
+            for (j, other) in slots.iter().enumerate() {
+                if let Some(other) = other
+                    && j != i
+                {
+                    prop_assert!(!other.client.owns(p), "two owners");
+                    prop_assert!(other.client.size_of(p).is_err());
+                }
+            }
+            all.push((addr, live.size));
+        }
+    }
+    all.sort_unstable();
+    for w in all.windows(2) {
+        prop_assert!(w[0].0 + w[0].1 <= w[1].0, "overlap: {:x?}", w);
+    }
+    let stats = arena.stats();
+    prop_assert_eq!(stats.held_chunks, chunks);
+    prop_assert_eq!(stats.free_chunks + stats.held_chunks, CHUNKS);
+    prop_assert_eq!(stats.clients, slots.iter().flatten().count());
+    if arena.accepted_flags().contains(Flags::STATISTICS) {
+        prop_assert_eq!(stats.used_bytes, Some(used));
+        prop_assert_eq!(stats.live_blocks, Some(blocks));
+    } else {
+        prop_assert_eq!(stats.used_bytes, None);
+    }
+    Ok(())
+}
+
+fn nth_live(slot: &Slot<'_>, pick: usize) -> Option<(usize, Live)> {
+    if slot.live.is_empty() {
+        return None;
+    }
+    slot.live
+        .iter()
+        .nth(pick % slot.live.len())
+        .map(|(&a, &l)| (a, l))
+}
+
+fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
+    let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
+    let arena = Arena::new(Block::heap(CHUNKS * CHUNK, 4096).unwrap(), config).unwrap();
+    prop_assert_eq!(arena.chunk_count(), CHUNKS);
+    let mut slots: Vec<Option<Slot<'_>>> = (0..MAX_CLIENTS).map(|_| None).collect();
+    let mut next_tag = 1u8;
+    for op in ops {
+        match op {
+            Op::Create { quota } => {
+                if let Some(slot) = slots.iter_mut().find(|s| s.is_none()) {
+                    let q = quota.map_or(Quota::UNLIMITED, Quota::bytes);
+                    *slot = Some(Slot {
+                        client: arena.create_client(q).unwrap(),
+                        live: BTreeMap::new(),
+                        freed: Vec::new(),
+                        quota: *quota,
+                        used: 0,
+                    });
+                }
+            }
+            Op::Alloc {
+                client,
+                size,
+                align_shift,
+            } => {
+                let Some(slot) = slots[*client].as_mut() else {
+                    continue;
+                };
+                let align = 1usize << align_shift;
+                let layout = Layout::from_size_align(*size, align).unwrap();
+                let before = slot.client.stats();
+                let held = arena.stats().held_chunks;
+                match slot.client.alloc_sized(layout) {
+                    Ok((p, got)) => {
+                        let addr = p.as_ptr() as usize;
+                        prop_assert!(got >= *size && got >= 1);
+                        prop_assert!(!slot.live.contains_key(&addr));
+                        if let Some(quota) = slot.quota {
+                            prop_assert!(slot.used + got <= quota);
+                        }
+                        if flags.contains(Flags::ZERO) && *size > 0 {
+                            // SAFETY: the block is live and holds `got` bytes.
+                            let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), got) };
+                            prop_assert!(bytes.iter().all(|&b| b == 0), "not zeroed");
+                        }
+                        next_tag = next_tag.wrapping_add(1).max(1);
+                        tag_block(p.as_ptr(), *size, next_tag);
+                        slot.freed.retain(|&a| a != addr);
+                        slot.live.insert(
+                            addr,
+                            Live {
+                                size: got,
+                                requested: *size,
+                                align,
+                                tag: next_tag,
+                            },
+                        );
+                        slot.used += got;
+                    }
+                    Err(e) => {
+                        match e {
+                            Error::QuotaExceeded {
+                                requested,
+                                used,
+                                quota,
+                            } => {
+                                prop_assert_eq!(Some(quota), slot.quota);
+                                prop_assert_eq!(used, slot.used);
+                                prop_assert!(used + requested > quota);
+                            }
+                            Error::OutOfMemory { .. } => {}
+                            Error::TooLarge { size: s, max } => {
+                                prop_assert_eq!(s, *size);
+                                prop_assert!(s > max);
+                                prop_assert_eq!(max, arena.max_block_size());
+                            }
+                            Error::UnsupportedAlignment { align: a, max } => {
+                                prop_assert_eq!(a, align);
+                                prop_assert!(a > max);
+                            }
+                            other => prop_assert!(false, "unexpected {other:?}"),
+                        }
+                        prop_assert_eq!(slot.client.stats(), before, "failed alloc changed stats");
+                        prop_assert_eq!(arena.stats().held_chunks, held);
+                    }
+                }
+            }
+            Op::Free { client, pick } => {
+                let Some(slot) = slots[*client].as_mut() else {
+                    continue;
+                };
+                let Some((addr, live)) = nth_live(slot, *pick) else {
+                    continue;
+                };
+                // SAFETY: a live block of this client, not used after this.
+                let freed = unsafe { slot.client.free(NonNull::new(addr as *mut u8).unwrap()) };
+                prop_assert_eq!(freed, Ok(live.size));
+                if flags.contains(Flags::POISON) && live.size > 8 {
+                    // SAFETY: the memory stays in the arena; reading it is only done to check
+                    // the poison, with nothing else running.
+                    let byte = unsafe { (addr as *const u8).add(live.size - 1).read() };
+                    prop_assert_eq!(byte, memvisor_arena::POISON_BYTE);
+                }
+                slot.live.remove(&addr);
+                slot.freed.push(addr);
+                slot.used -= live.size;
+            }
+            Op::BadFree { client, pick, bad } => {
+                let Some(slot) = slots[*client].as_ref() else {
+                    continue;
+                };
+                let (ptr, expect): (usize, fn(&Error) -> bool) = match bad {
+                    Bad::Interior => {
+                        let Some((addr, live)) = nth_live(slot, *pick) else {
+                            continue;
+                        };
+                        if live.size < 32 {
+                            continue;
+                        }
+                        (addr + 16, |e| matches!(e, Error::NotABlock { .. }))
+                    }
+                    Bad::Freed => {
+                        if slot.freed.is_empty() {
+                            continue;
+                        }
+                        let addr = slot.freed[*pick % slot.freed.len()];
+                        (addr, |e| {
+                            matches!(e, Error::NotABlock { .. } | Error::NotOwned { .. })
+                        })
+                    }
+                    Bad::OtherClient => {
+                        let others: Vec<(usize, Live)> = slots
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| j != client)
+                            .filter_map(|(_, s)| s.as_ref())
+                            .flat_map(|s| s.live.iter().map(|(&a, &l)| (a, l)))
+                            .collect();
+                        if others.is_empty() {
+                            continue;
+                        }
+                        (others[*pick % others.len()].0, |e| {
+                            matches!(e, Error::NotOwned { .. })
+                        })
+                    }
+                    Bad::Outside => {
+                        let base = arena.block().as_ptr() as usize;
+                        let addr = if *pick % 2 == 0 {
+                            base.wrapping_sub(64)
+                        } else {
+                            base + (CHUNKS + 1) * CHUNK
+                        };
+                        (addr, |e| matches!(e, Error::Foreign { .. }))
+                    }
+                };
+                let before = slot.client.stats();
+                let arena_before = arena.stats();
+                let p = NonNull::new(ptr as *mut u8).unwrap();
+                prop_assert!(!slot.client.owns(p.as_ptr()));
+                // SAFETY: the pointer is not a live block of this client, so nothing is freed.
+                let result = unsafe { slot.client.free(p) };
+                match result {
+                    Ok(_) => prop_assert!(false, "bad free {bad:?} accepted"),
+                    Err(e) => prop_assert!(expect(&e), "bad free {bad:?} gave {e:?}"),
+                }
+                prop_assert!(slot.client.size_of(p.as_ptr()).is_err());
+                prop_assert_eq!(slot.client.stats(), before);
+                prop_assert_eq!(arena.stats(), arena_before);
+            }
+            Op::Delete { client } => {
+                if let Some(slot) = slots[*client].take() {
+                    let chunks = slot.client.stats().chunks;
+                    let held = arena.stats().held_chunks;
+                    arena.delete_client(slot.client);
+                    prop_assert_eq!(arena.stats().held_chunks, held - chunks);
+                }
+            }
+        }
+        check(&arena, &slots)?;
+    }
+    drop(slots);
+    prop_assert_eq!(arena.stats().held_chunks, 0);
+    prop_assert_eq!(arena.stats().clients, 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 16 } else { 10_000 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn model_random_ops_match_oracle(
+        flags in flags(),
+        ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 24 } else { 60 }),
+    ) {
+        run(flags, &ops)?;
+    }
+}
