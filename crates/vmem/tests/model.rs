@@ -6,6 +6,8 @@ use memvisor_vmem::{CommitMode, Error, Protection, Reservation, page_size};
 use proptest::prelude::*;
 
 const PAGES: usize = 24;
+/// Operations per case (fewer under Miri, which interprets every step).
+const MAX_OPS: usize = if cfg!(miri) { 12 } else { 40 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PageState {
@@ -298,15 +300,15 @@ fn run(mode: CommitMode, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 6 } else { 512 }))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 512 }))]
 
     #[test]
-    fn protected_reservation_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn protected_reservation_matches_model(ops in proptest::collection::vec(op(), 1..MAX_OPS)) {
         run(CommitMode::Protected, &ops)?;
     }
 
     #[test]
-    fn sparse_reservation_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn sparse_reservation_matches_model(ops in proptest::collection::vec(op(), 1..MAX_OPS)) {
         run(CommitMode::Sparse, &ops)?;
     }
 }
