@@ -1,0 +1,364 @@
+//! `back`: makes a plan's host memory for real with `memvisor-space`, step by step — the
+//! hotplug window's reservation, each region's memory, plugging and unplugging each hotplug
+//! slot, releasing everything — timing each step and sampling memory use after it.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use memvisor_space::{AddressSpace, HugePages, Region, RegionReport};
+use serde::Serialize;
+
+use crate::hostmem::{MemorySample, sample};
+use crate::plan::Plan;
+use crate::render::Table;
+use crate::size::Size;
+
+/// One step of `back`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    /// What was done.
+    pub step: String,
+    /// Time it took, in milliseconds.
+    pub elapsed_ms: f64,
+    /// Memory use right after it.
+    pub memory: MemorySample,
+    /// What the library reported (page size, huge pages, NUMA, prefault).
+    pub detail: String,
+}
+
+/// A failed step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The step.
+    pub step: String,
+    /// The error.
+    pub message: String,
+}
+
+/// What `back` did.
+#[derive(Debug, Serialize)]
+pub struct BackReport {
+    /// The spec's name.
+    pub name: String,
+    /// The divisor applied to memory sizes.
+    pub scale: u64,
+    /// Bytes of guest memory backed at boot (RAM and DAX).
+    pub boot_bytes: u64,
+    /// Bytes plugged through the hotplug slots.
+    pub hotplug_bytes: u64,
+    /// Memory use before the first step.
+    pub before: MemorySample,
+    /// The steps, in order; the last is the release of everything.
+    pub steps: Vec<Step>,
+    /// Memory use after everything was released.
+    pub after: MemorySample,
+    /// The step that failed, if one did (everything made before it was released).
+    pub failure: Option<Failure>,
+    #[serde(skip)]
+    error: Option<(String, memvisor_space::Error)>,
+}
+
+impl BackReport {
+    /// Takes the failed step's name and error out of the report.
+    pub fn take_error(&mut self) -> Option<(String, memvisor_space::Error)> {
+        self.error.take()
+    }
+}
+
+fn detail(r: &RegionReport) -> String {
+    let mut d = format!("{}, page {}", r.backing, Size(r.page_size));
+    match r.huge_pages {
+        HugePages::None => {}
+        HugePages::Transparent => d.push_str(", THP"),
+        HugePages::Explicit(size) => {
+            let _ = write!(d, ", {size} huge pages");
+        }
+    }
+    if r.fell_back {
+        d.push_str(" (fell back from explicit huge pages)");
+    }
+    if let Some(n) = &r.numa {
+        let nodes: Vec<String> = n.nodes().iter().map(u32::to_string).collect();
+        let _ = write!(d, ", NUMA {} {}", n.policy(), nodes.join(","));
+    }
+    if r.prefault_threads > 0 {
+        let _ = write!(d, ", prefaulted by {} thread(s)", r.prefault_threads);
+    }
+    if r.dontfork {
+        d.push_str(", dontfork");
+    }
+    if r.in_hotplug_window {
+        d.push_str(", in the hotplug window");
+    }
+    d
+}
+
+struct Recorder {
+    steps: Vec<Step>,
+}
+
+impl Recorder {
+    fn run<T>(
+        &mut self,
+        step: String,
+        f: impl FnOnce() -> Result<(T, String), memvisor_space::Error>,
+    ) -> Result<T, (String, memvisor_space::Error)> {
+        let started = Instant::now();
+        let (value, detail) = f().map_err(|e| (step.clone(), e))?;
+        let elapsed = started.elapsed();
+        self.push(step, elapsed, detail);
+        Ok(value)
+    }
+
+    fn push(&mut self, step: String, elapsed: Duration, detail: String) {
+        self.steps.push(Step {
+            step,
+            elapsed_ms: elapsed.as_secs_f64() * 1e3,
+            memory: sample(),
+            detail,
+        });
+    }
+}
+
+/// Creates the plan's memory, plugs and unplugs each hotplug slot, and releases everything,
+/// recording each step. With `progress`, a progress bar on standard output counts the bytes
+/// of prefaulted memory (updated as each region is done).
+///
+/// A failing step ends the run: everything made before it is released, and the report's
+/// [`failure`](BackReport::failure) names the step.
+#[must_use]
+pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
+    let before = sample();
+    let mut rec = Recorder { steps: Vec::new() };
+    let prefaulted: u64 = plan
+        .regions
+        .iter()
+        .chain(&plan.slots)
+        .filter(|r| r.spec.prefault_threads() > 0)
+        .map(|r| r.spec.size())
+        .sum();
+    let bar = if progress && prefaulted > 0 {
+        let bar = ProgressBar::with_draw_target(Some(prefaulted), ProgressDrawTarget::stdout());
+        let style = ProgressStyle::with_template(
+            "prefault {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let boot_bytes = plan
+        .regions
+        .iter()
+        .filter(|r| r.spec.backing_kind().has_memory())
+        .map(|r| r.spec.size())
+        .sum();
+    let hotplug_bytes = plan.slots.iter().map(|r| r.spec.size()).sum();
+
+    let result = run_steps(plan, &mut rec, &bar);
+    bar.finish_and_clear();
+    let started = Instant::now();
+    // Dropping the address space (and, after a failure, whatever the failed step had made)
+    // unmaps everything.
+    let failure = match result {
+        Ok(space) => {
+            drop(space);
+            rec.push(
+                "release everything".into(),
+                started.elapsed(),
+                String::new(),
+            );
+            None
+        }
+        Err((step, e)) => {
+            rec.push(
+                "release after the failure".into(),
+                started.elapsed(),
+                String::new(),
+            );
+            Some((step, e))
+        }
+    };
+    let after = rec.steps.last().map_or_else(sample, |s| s.memory);
+    BackReport {
+        name: plan.name.clone(),
+        scale,
+        boot_bytes,
+        hotplug_bytes,
+        before,
+        steps: rec.steps,
+        after,
+        failure: failure.as_ref().map(|(step, e)| Failure {
+            step: step.clone(),
+            message: error_chain(e),
+        }),
+        error: failure,
+    }
+}
+
+/// An error and its sources, joined by `: `.
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(text, ": {s}");
+        source = s.source();
+    }
+    text
+}
+
+fn run_steps(
+    plan: &Plan,
+    rec: &mut Recorder,
+    bar: &ProgressBar,
+) -> Result<AddressSpace, (String, memvisor_space::Error)> {
+    let unbacked: Vec<_> = plan
+        .regions
+        .iter()
+        .filter(|r| !r.spec.backing_kind().has_memory())
+        .map(|r| r.spec.clone())
+        .collect();
+    let space = rec.run("create address space".into(), || {
+        let (space, report) = AddressSpace::builder(plan.layout.clone())
+            .regions(unbacked)
+            .back()?;
+        let detail = report.hotplug_window.map_or_else(
+            || "no hotplug window".to_owned(),
+            |(_, len)| {
+                format!(
+                    "hotplug window: {} of host address space reserved",
+                    Size(len as u64)
+                )
+            },
+        );
+        Ok((space, detail))
+    })?;
+    for r in plan
+        .regions
+        .iter()
+        .filter(|r| r.spec.backing_kind().has_memory())
+    {
+        bar.set_message(r.owner.clone());
+        let step = format!("back {} ({})", r.owner, Size(r.spec.size()));
+        rec.run(step, || {
+            let (region, report) = Region::back(r.spec.clone())?;
+            space.insert_region(Arc::new(region))?;
+            Ok(((), report.as_ref().map(detail).unwrap_or_default()))
+        })?;
+        if r.spec.prefault_threads() > 0 {
+            bar.inc(r.spec.size());
+        }
+    }
+    for s in &plan.slots {
+        bar.set_message(s.owner.clone());
+        let step = format!("plug {} ({})", s.owner, Size(s.spec.size()));
+        rec.run(step, || {
+            let (_, report) = space.plug(s.spec.clone())?;
+            Ok(((), detail(&report)))
+        })?;
+        if s.spec.prefault_threads() > 0 {
+            bar.inc(s.spec.size());
+        }
+    }
+    for s in plan.slots.iter().rev() {
+        let step = format!("unplug {}", s.owner);
+        rec.run(step, || {
+            let region = space.remove_region(s.spec.base(), s.spec.size())?;
+            // The last reference: the slot's memory goes back to the reserved window now.
+            drop(region);
+            Ok(((), String::new()))
+        })?;
+    }
+    Ok(space)
+}
+
+fn mib(kib: u64) -> String {
+    // KiB to MiB with one decimal, exactly (no float rounding surprises in tables).
+    format!("{}.{}", kib / 1024, (kib % 1024) * 10 / 1024)
+}
+
+/// The report as text: a heading, then one row per step with its time and memory use.
+#[must_use]
+pub fn back_text(r: &BackReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: backing {} at boot and {} in hotplug slots{}",
+        r.name,
+        Size(r.boot_bytes),
+        Size(r.hotplug_bytes),
+        if r.scale > 1 {
+            format!(" (sizes divided by {})", r.scale)
+        } else {
+            String::new()
+        }
+    );
+    out.push_str("memory columns in MiB: this process's RSS (anonymous, shared), its hugetlb pages, the host's commit charge\n\n");
+    let mut t = Table::new(&[
+        "STEP",
+        "TIME>",
+        "RSS>",
+        "ANON>",
+        "SHMEM>",
+        "HUGETLB>",
+        "COMMITTED>",
+        "DETAIL",
+    ]);
+    let row = |step: &str, time: String, m: &MemorySample, detail: &str| {
+        vec![
+            step.to_owned(),
+            time,
+            mib(m.rss_kib),
+            mib(m.rss_anon_kib),
+            mib(m.rss_shmem_kib),
+            mib(m.hugetlb_kib),
+            mib(m.committed_kib),
+            detail.to_owned(),
+        ]
+    };
+    t.row(row("before", "-".to_owned(), &r.before, ""));
+    for s in &r.steps {
+        t.row(row(
+            &s.step,
+            format!("{:.2} ms", s.elapsed_ms),
+            &s.memory,
+            &s.detail,
+        ));
+    }
+    out.push_str(&t.to_string());
+    if let Some(f) = &r.failure {
+        let _ = writeln!(out, "\nfailed at `{}`: {}", f.step, f.message);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mib_formats_one_decimal() {
+        assert_eq!(mib(0), "0.0");
+        assert_eq!(mib(1536), "1.5");
+        assert_eq!(mib(2047), "1.9");
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let e = memvisor_space::Error::Os {
+            op: "mmap",
+            base: 0x1000,
+            source: std::io::Error::from_raw_os_error(12),
+        };
+        let text = error_chain(&e);
+        assert!(
+            text.starts_with("mmap failed for the region at 0x1000: "),
+            "{text}"
+        );
+    }
+}

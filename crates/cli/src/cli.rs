@@ -1,0 +1,203 @@
+//! Command-line parsing and the three commands.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::back::{back, back_text, error_chain};
+use crate::error::{Error, Result};
+use crate::plan::{Plan, plan};
+use crate::probe::{probe, probe_text};
+use crate::render::plan_text;
+use crate::spec::{self, DEFAULT_ORIGIN, DEFAULT_SPEC, Source};
+
+/// Plan, back and probe guest memory of virtual machines.
+#[derive(Debug, Parser)]
+#[command(name = "memvisor", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the guest physical memory map of a VM spec: RAM per NUMA node, device MMIO
+    /// windows and interrupts, hotplug slots.
+    Plan {
+        /// The VM spec (TOML); without it, the built-in default microVM.
+        spec: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// The guest architecture (overrides the spec's `arch`).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
+    },
+    /// Create the spec's host memory, plug and unplug each hotplug slot, and report time and
+    /// memory use per step.
+    Back {
+        /// The VM spec (TOML); without it, the built-in default microVM.
+        spec: Option<String>,
+        /// Divide every memory size by N (at least one page), to try a big spec on a small
+        /// machine.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        scale: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The guest architecture (overrides the spec's `arch`).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
+    },
+    /// Report what this host offers: page sizes, transparent huge pages, huge page pools,
+    /// NUMA nodes, MADV_POPULATE_WRITE, guard pages, vm.max_map_count, overcommit.
+    Probe {
+        /// Print JSON instead of `key: value` lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "aarch64")]
+    Aarch64,
+}
+
+fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
+    let (origin, text) = match path {
+        Some(p) => (
+            p.to_owned(),
+            std::fs::read_to_string(p).map_err(|source| Error::ReadSpec {
+                path: p.to_owned(),
+                source,
+            })?,
+        ),
+        None => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
+    };
+    let src = Source {
+        origin: &origin,
+        text: &text,
+    };
+    let mut vm = spec::parse(src)?;
+    if let Some(arch) = arch {
+        vm.arch = match arch {
+            ArchArg::X86_64 => spec::Arch::X86_64,
+            ArchArg::Aarch64 => spec::Arch::Aarch64,
+        };
+    }
+    Ok(plan(&vm.scaled(scale), src)?)
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    // The output types hold only strings, numbers, booleans and lists: serializing cannot fail.
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> {
+    let write =
+        |out: &mut dyn Write, text: String| out.write_all(text.as_bytes()).map_err(Error::Output);
+    match command {
+        Command::Plan {
+            spec,
+            json: as_json,
+            arch,
+        } => {
+            let plan = load(spec.as_deref(), arch, 1)?;
+            write(
+                out,
+                if as_json {
+                    json(&plan)
+                } else {
+                    plan_text(&plan)
+                },
+            )
+        }
+        Command::Back {
+            spec,
+            scale,
+            json: as_json,
+            arch,
+        } => {
+            let plan = load(spec.as_deref(), arch, scale)?;
+            let mut report = back(&plan, scale, progress && !as_json);
+            write(
+                out,
+                if as_json {
+                    json(&report)
+                } else {
+                    back_text(&report)
+                },
+            )?;
+            match report.take_error() {
+                Some((step, source)) => Err(Error::Back { step, source }),
+                None => Ok(()),
+            }
+        }
+        Command::Probe { json: as_json } => {
+            let p = probe();
+            write(out, if as_json { json(&p) } else { probe_text(&p) })
+        }
+    }
+}
+
+/// Runs the command line `args` (the first is the program name), writing results to `out` and
+/// errors to `err`; `progress` allows a progress bar on the terminal. Returns the exit code:
+/// 0 on success, 2 for a spec or usage mistake, 1 for a runtime failure.
+///
+/// ```
+/// let mut out = Vec::new();
+/// let mut err = Vec::new();
+/// let code = memvisor::run(["memvisor", "plan", "--json"], &mut out, &mut err, false);
+/// assert_eq!(code, 0);
+/// let plan: serde_json::Value = serde_json::from_slice(&out).unwrap();
+/// assert_eq!(plan["ram"], 2u64 << 30);
+///
+/// let code = memvisor::run(["memvisor", "plan", "--arch", "sparc"], &mut out, &mut err, false);
+/// assert_eq!(code, 2);
+/// ```
+pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write, progress: bool) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            let code = u8::try_from(e.exit_code()).unwrap_or(2);
+            let _ = if code == 0 {
+                out.write_all(text.as_bytes())
+            } else {
+                err.write_all(text.as_bytes())
+            };
+            return code;
+        }
+    };
+    match execute(cli.command, out, progress) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "error: {}", error_chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// The `memvisor` program: [`run`] on the process's arguments, standard output and standard
+/// error, with a progress bar when standard output is a terminal.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let progress = std::io::stdout().is_terminal();
+    let code = run(
+        args,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        progress,
+    );
+    ExitCode::from(code)
+}

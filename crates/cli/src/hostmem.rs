@@ -1,0 +1,103 @@
+//! This process's and this host's memory use, from `/proc` and `/sys`.
+
+use std::fs;
+
+use serde::Serialize;
+
+/// A sample of memory use. Values the kernel does not report are 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MemorySample {
+    /// Resident set size of this process (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// Resident anonymous memory (`RssAnon`), KiB.
+    pub rss_anon_kib: u64,
+    /// Resident shared memory: memfds, shared anonymous memory (`RssShmem`), KiB.
+    pub rss_shmem_kib: u64,
+    /// Explicit huge pages mapped by this process (`HugetlbPages`), KiB.
+    pub hugetlb_kib: u64,
+    /// Address space of this process (`VmSize`), KiB.
+    pub vm_size_kib: u64,
+    /// The host's commit charge (`Committed_AS` in `/proc/meminfo`), KiB: every process's.
+    pub committed_kib: u64,
+    /// Free explicit huge pages of the host, in bytes of pages (all sizes).
+    pub huge_pages_free_kib: u64,
+}
+
+/// The value of `key:` in a `/proc` file of `key: value kB` lines.
+#[must_use]
+pub fn field_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The huge page pools of the host: `(page size in KiB, directory)` of each
+/// `/sys/kernel/mm/hugepages/hugepages-<size>kB`, by size.
+#[must_use]
+pub fn huge_page_dirs() -> Vec<(u64, std::path::PathBuf)> {
+    let mut out: Vec<(u64, std::path::PathBuf)> = fs::read_dir("/sys/kernel/mm/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let kib = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            Some((kib, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A number read from a one-value file (`/proc/sys/...`, `/sys/...`).
+#[must_use]
+pub fn read_number(path: impl AsRef<std::path::Path>) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Samples this process's and the host's memory use now.
+#[must_use]
+pub fn sample() -> MemorySample {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let get = |key| field_kib(&status, key).unwrap_or(0);
+    let huge_pages_free_kib = huge_page_dirs()
+        .iter()
+        .map(|(kib, dir)| kib * read_number(dir.join("free_hugepages")).unwrap_or(0))
+        .sum();
+    MemorySample {
+        rss_kib: get("VmRSS"),
+        rss_anon_kib: get("RssAnon"),
+        rss_shmem_kib: get("RssShmem"),
+        hugetlb_kib: get("HugetlbPages"),
+        vm_size_kib: get("VmSize"),
+        committed_kib: field_kib(&meminfo, "Committed_AS").unwrap_or(0),
+        huge_pages_free_kib,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_kib_reads_value() {
+        let text = "VmSize:\t  1234 kB\nVmRSS:\t 56 kB\n";
+        assert_eq!(field_kib(text, "VmRSS"), Some(56));
+        assert_eq!(field_kib(text, "VmSwap"), None);
+        assert_eq!(field_kib(text, "Vm"), None);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn sample_reports_own_rss() {
+        let s = sample();
+        assert!(s.rss_kib > 0);
+        assert!(s.vm_size_kib >= s.rss_kib);
+    }
+}

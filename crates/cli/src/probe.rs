@@ -1,0 +1,396 @@
+//! What this host offers for guest memory: page sizes, transparent huge pages, huge page
+//! pools, NUMA nodes, `MADV_POPULATE_WRITE`, guard pages, the mapping limit and overcommit.
+
+use std::fmt::Write as _;
+use std::fs;
+
+use memvisor_space::{Region, RegionSpec};
+use memvisor_vmem::{CommitMode, Reservation};
+use serde::Serialize;
+use vm_memory::GuestAddress;
+
+use crate::hostmem::{field_kib, huge_page_dirs, read_number};
+use crate::size::{Size, approx};
+
+/// Transparent huge page settings (`/sys/kernel/mm/transparent_hugepage`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Thp {
+    /// The `enabled` mode (`always`, `madvise`, `never`), or `unavailable`.
+    pub enabled: String,
+    /// The `defrag` mode.
+    pub defrag: String,
+    /// The `shmem_enabled` mode (memfds and shared memory).
+    pub shmem_enabled: String,
+    /// The PMD huge page size in bytes (`hpage_pmd_size`).
+    pub pmd_size: Option<u64>,
+}
+
+/// One explicit huge page pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HugePagePool {
+    /// Page size in bytes.
+    pub page_size: u64,
+    /// Pages in the pool (`nr_hugepages`).
+    pub total: u64,
+    /// Free pages.
+    pub free: u64,
+    /// Pages reserved by mappings but not yet faulted.
+    pub reserved: u64,
+    /// Surplus pages (overcommitted).
+    pub surplus: u64,
+}
+
+/// A host NUMA node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NumaNode {
+    /// Its number.
+    pub node: u32,
+    /// Its memory in bytes.
+    pub total: u64,
+    /// Its free memory in bytes.
+    pub free: u64,
+    /// Its CPUs as the kernel lists them (`0-3`).
+    pub cpus: String,
+}
+
+/// Whether a feature was tried and worked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// It worked.
+    pub works: bool,
+    /// What was tried, or why it failed.
+    pub detail: String,
+}
+
+/// Overcommit settings and the commit charge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Overcommit {
+    /// `vm.overcommit_memory`: 0, 1 or 2.
+    pub mode: u64,
+    /// `heuristic`, `always` or `never`.
+    pub name: &'static str,
+    /// `vm.overcommit_ratio` (percent, used in mode 2).
+    pub ratio: Option<u64>,
+    /// `CommitLimit` in bytes.
+    pub commit_limit: Option<u64>,
+    /// `Committed_AS` in bytes.
+    pub committed: Option<u64>,
+}
+
+/// Everything `probe` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    /// The kernel release.
+    pub kernel: String,
+    /// The base page size in bytes.
+    pub page_size: u64,
+    /// Total memory in bytes.
+    pub memory_total: Option<u64>,
+    /// Available memory in bytes.
+    pub memory_available: Option<u64>,
+    /// Transparent huge pages.
+    pub thp: Thp,
+    /// Explicit huge page pools, by page size.
+    pub huge_page_pools: Vec<HugePagePool>,
+    /// NUMA nodes (empty when the host has no NUMA information).
+    pub numa_nodes: Vec<NumaNode>,
+    /// Whether `MADV_POPULATE_WRITE` prefaults memory.
+    pub madv_populate_write: Check,
+    /// Whether guard pages can be made.
+    pub guard_pages: Check,
+    /// `vm.max_map_count`.
+    pub max_map_count: Option<u64>,
+    /// Overcommit.
+    pub overcommit: Overcommit,
+}
+
+/// The selected mode of a `/sys` file such as `always [madvise] never`.
+fn selected(path: &str) -> String {
+    let Ok(text) = fs::read_to_string(path) else {
+        return "unavailable".to_owned();
+    };
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_owned))
+        .unwrap_or_else(|| text.trim().to_owned())
+}
+
+fn numa_nodes() -> Vec<NumaNode> {
+    let mut out: Vec<NumaNode> = fs::read_dir("/sys/devices/system/node")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let node: u32 = name.strip_prefix("node")?.parse().ok()?;
+            let meminfo = fs::read_to_string(e.path().join("meminfo")).unwrap_or_default();
+            // Lines read "Node 0 MemTotal:  16318124 kB".
+            let prefix = format!("Node {node} ");
+            let stripped: String = meminfo
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            Some(NumaNode {
+                node,
+                total: field_kib(&stripped, "MemTotal").unwrap_or(0) * 1024,
+                free: field_kib(&stripped, "MemFree").unwrap_or(0) * 1024,
+                cpus: fs::read_to_string(e.path().join("cpulist"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|n| n.node);
+    out
+}
+
+/// Prefaults one page with `memvisor-space`, which uses `MADV_POPULATE_WRITE` and reports the
+/// kernel's refusal.
+fn check_populate() -> Check {
+    let page = memvisor_vmem::page_size() as u64;
+    match Region::back(RegionSpec::ram(GuestAddress(0), page).prefault(1)) {
+        Ok(_) => Check {
+            works: true,
+            detail: "prefaulted one page".to_owned(),
+        },
+        Err(e) => {
+            let mut detail = e.to_string();
+            if let Some(source) = std::error::Error::source(&e) {
+                let _ = write!(detail, ": {source}");
+            }
+            Check {
+                works: false,
+                detail,
+            }
+        }
+    }
+}
+
+/// Makes a guard page between two committed pages with `memvisor-vmem` and checks that it
+/// stays a guard page and cannot be committed.
+fn check_guard() -> Check {
+    let page = memvisor_vmem::page_size();
+    let result = (|| -> Result<bool, memvisor_vmem::Error> {
+        let mut r = Reservation::builder()
+            .mode(CommitMode::Sparse)
+            .reserve(3 * page)?;
+        r.commit(0, 3 * page)?;
+        r.guard(page, page)?;
+        let guarded = r.is_guarded(page, page)?;
+        let refused = r.commit(page, page).is_err();
+        r.unguard(page, page)?;
+        Ok(guarded && refused)
+    })();
+    match result {
+        Ok(true) => Check {
+            works: true,
+            detail: "guarded a page between two committed ones".to_owned(),
+        },
+        Ok(false) => Check {
+            works: false,
+            detail: "the guard page could be committed".to_owned(),
+        },
+        Err(e) => Check {
+            works: false,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Looks at this host.
+#[must_use]
+pub fn probe() -> Probe {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let bytes = |key| field_kib(&meminfo, key).map(|k| k * 1024);
+    let mode = read_number("/proc/sys/vm/overcommit_memory").unwrap_or(0);
+    Probe {
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned()),
+        page_size: memvisor_vmem::page_size() as u64,
+        memory_total: bytes("MemTotal"),
+        memory_available: bytes("MemAvailable"),
+        thp: Thp {
+            enabled: selected("/sys/kernel/mm/transparent_hugepage/enabled"),
+            defrag: selected("/sys/kernel/mm/transparent_hugepage/defrag"),
+            shmem_enabled: selected("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+            pmd_size: read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"),
+        },
+        huge_page_pools: huge_page_dirs()
+            .into_iter()
+            .map(|(kib, dir)| HugePagePool {
+                page_size: kib * 1024,
+                total: read_number(dir.join("nr_hugepages")).unwrap_or(0),
+                free: read_number(dir.join("free_hugepages")).unwrap_or(0),
+                reserved: read_number(dir.join("resv_hugepages")).unwrap_or(0),
+                surplus: read_number(dir.join("surplus_hugepages")).unwrap_or(0),
+            })
+            .collect(),
+        numa_nodes: numa_nodes(),
+        madv_populate_write: check_populate(),
+        guard_pages: check_guard(),
+        max_map_count: read_number("/proc/sys/vm/max_map_count"),
+        overcommit: Overcommit {
+            mode,
+            name: match mode {
+                0 => "heuristic",
+                1 => "always",
+                _ => "never",
+            },
+            ratio: read_number("/proc/sys/vm/overcommit_ratio"),
+            commit_limit: bytes("CommitLimit"),
+            committed: bytes("Committed_AS"),
+        },
+    }
+}
+
+fn opt_size(v: Option<u64>) -> String {
+    v.map_or_else(|| "unknown".to_owned(), approx)
+}
+
+fn yes_no(c: &Check) -> String {
+    format!("{} ({})", if c.works { "yes" } else { "no" }, c.detail)
+}
+
+/// The probe as `key: value` lines, one fact per line.
+#[must_use]
+pub fn probe_text(p: &Probe) -> String {
+    let mut lines: Vec<(String, String)> = vec![
+        ("kernel".into(), p.kernel.clone()),
+        (
+            "page size".into(),
+            format!("{} ({})", p.page_size, Size(p.page_size)),
+        ),
+        (
+            "memory".into(),
+            format!(
+                "total {}, available {}",
+                opt_size(p.memory_total),
+                opt_size(p.memory_available)
+            ),
+        ),
+        (
+            "transparent huge pages".into(),
+            format!(
+                "{} (defrag {}, shmem {}, PMD size {})",
+                p.thp.enabled,
+                p.thp.defrag,
+                p.thp.shmem_enabled,
+                opt_size(p.thp.pmd_size)
+            ),
+        ),
+    ];
+    if p.huge_page_pools.is_empty() {
+        lines.push(("huge pages".into(), "none (no hugetlb pools)".into()));
+    }
+    for pool in &p.huge_page_pools {
+        lines.push((
+            format!("huge pages {}", Size(pool.page_size)),
+            format!(
+                "total {}, free {}, reserved {}, surplus {}",
+                pool.total, pool.free, pool.reserved, pool.surplus
+            ),
+        ));
+    }
+    if p.numa_nodes.is_empty() {
+        lines.push(("NUMA".into(), "no NUMA information".into()));
+    }
+    for n in &p.numa_nodes {
+        lines.push((
+            format!("NUMA node {}", n.node),
+            format!(
+                "total {}, free {}, CPUs {}",
+                approx(n.total),
+                approx(n.free),
+                n.cpus
+            ),
+        ));
+    }
+    lines.push(("MADV_POPULATE_WRITE".into(), yes_no(&p.madv_populate_write)));
+    lines.push(("guard pages".into(), yes_no(&p.guard_pages)));
+    lines.push((
+        "vm.max_map_count".into(),
+        p.max_map_count
+            .map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
+    ));
+    lines.push((
+        "overcommit".into(),
+        format!(
+            "{} ({}), ratio {}%, commit limit {}, committed {}",
+            p.overcommit.mode,
+            p.overcommit.name,
+            p.overcommit
+                .ratio
+                .map_or_else(|| "?".to_owned(), |r| r.to_string()),
+            opt_size(p.overcommit.commit_limit),
+            opt_size(p.overcommit.committed)
+        ),
+    ));
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (k, v) in lines {
+        let _ = writeln!(out, "{:<width$} {v}", format!("{k}:"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn probe_page_size_matches_vmem() {
+        let p = probe();
+        assert_eq!(p.page_size, memvisor_vmem::page_size() as u64);
+        assert!(p.guard_pages.works, "{}", p.guard_pages.detail);
+    }
+
+    #[test]
+    fn probe_text_lists_pools_and_nodes() {
+        let p = Probe {
+            kernel: "6.1.0".into(),
+            page_size: 4096,
+            memory_total: Some(8 << 30),
+            memory_available: None,
+            thp: Thp {
+                enabled: "madvise".into(),
+                defrag: "madvise".into(),
+                shmem_enabled: "never".into(),
+                pmd_size: Some(2 << 20),
+            },
+            huge_page_pools: vec![HugePagePool {
+                page_size: 2 << 20,
+                total: 4,
+                free: 3,
+                reserved: 0,
+                surplus: 0,
+            }],
+            numa_nodes: vec![],
+            madv_populate_write: Check {
+                works: true,
+                detail: "ok".into(),
+            },
+            guard_pages: Check {
+                works: false,
+                detail: "refused".into(),
+            },
+            max_map_count: Some(65530),
+            overcommit: Overcommit {
+                mode: 0,
+                name: "heuristic",
+                ratio: Some(50),
+                commit_limit: None,
+                committed: None,
+            },
+        };
+        let text = probe_text(&p);
+        assert!(
+            text.contains("page size:              4096 (4 KiB)\n"),
+            "{text}"
+        );
+        assert!(text.contains("huge pages 2 MiB:       total 4, free 3, reserved 0, surplus 0\n"));
+        assert!(text.contains("guard pages:            no (refused)\n"));
+        assert!(text.contains("NUMA:                   no NUMA information\n"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Byte sizes with units: parsing (`512MiB`, `2GiB`, `0x1000`, `4096`) and exact display.
+
+use std::fmt;
+
+/// Binary units a size may carry, largest first, with their byte counts.
+const UNITS: [(&str, u64); 5] = [
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("B", 1),
+];
+
+/// Why a size could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No digits.
+    #[error("empty size")]
+    Empty,
+    /// The number part is not a number.
+    #[error("`{0}` is not a number")]
+    BadNumber(String),
+    /// The unit is not one of B, KiB, MiB, GiB, TiB.
+    #[error("unknown size unit `{unit}` (use B, KiB, MiB, GiB or TiB; sizes are binary)")]
+    BadUnit {
+        /// The unit given.
+        unit: String,
+    },
+    /// The size does not fit in 64 bits.
+    #[error("`{0}` does not fit in 64 bits")]
+    TooLarge(String),
+}
+
+/// Reads a size: a decimal number with an optional binary unit (`B`, `KiB`, `MiB`, `GiB`,
+/// `TiB`; a space before the unit and `_` between digits are allowed), or a hexadecimal number
+/// `0x...` without a unit.
+///
+/// # Errors
+/// [`SizeError`] naming what is wrong.
+///
+/// ```
+/// use memvisor::size::{SizeError, parse_size};
+///
+/// assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+/// assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+/// assert_eq!(parse_size("0x1000"), Ok(4096));
+/// assert_eq!(parse_size("1_000"), Ok(1000));
+/// assert!(matches!(parse_size("2GB"), Err(SizeError::BadUnit { .. })));
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SizeError::Empty);
+    }
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        let digits: String = hex.chars().filter(|&c| c != '_').collect();
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(SizeError::BadNumber(text.to_owned()));
+        }
+        return u64::from_str_radix(&digits, 16).map_err(|_| SizeError::TooLarge(text.to_owned()));
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let digits: String = number.chars().filter(|&c| c != '_').collect();
+    if digits.is_empty() {
+        return Err(SizeError::BadNumber(text.to_owned()));
+    }
+    let unit = unit.trim_start();
+    let multiplier = if unit.is_empty() {
+        1
+    } else {
+        UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .map(|&(_, bytes)| bytes)
+            .ok_or_else(|| SizeError::BadUnit {
+                unit: unit.to_owned(),
+            })?
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| SizeError::TooLarge(text.to_owned()))?;
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| SizeError::TooLarge(text.to_owned()))
+}
+
+/// Displays a byte count exactly, in the largest binary unit that divides it (`1 GiB`,
+/// `1004 MiB`, `8 B`).
+///
+/// ```
+/// use memvisor::size::Size;
+///
+/// assert_eq!(Size(2 << 30).to_string(), "2 GiB");
+/// assert_eq!(Size(0x3ec0_0000).to_string(), "1004 MiB");
+/// assert_eq!(Size(8).to_string(), "8 B");
+/// assert_eq!(Size(0).to_string(), "0 B");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, bytes) = UNITS
+            .iter()
+            .find(|&&(_, bytes)| self.0 != 0 && self.0.is_multiple_of(bytes))
+            .copied()
+            .unwrap_or(("B", 1));
+        let text = format!("{} {name}", self.0 / bytes);
+        f.pad(&text)
+    }
+}
+
+/// Displays a byte count rounded to one decimal in the largest binary unit it reaches
+/// (`23.5 GiB`), for host values that are rarely round.
+///
+/// ```
+/// use memvisor::size::approx;
+///
+/// assert_eq!(approx(24_684_096 * 1024), "23.5 GiB");
+/// assert_eq!(approx(512), "512 B");
+/// ```
+#[must_use]
+pub fn approx(bytes: u64) -> String {
+    let Some(&(name, unit)) = UNITS.iter().find(|&&(_, unit)| bytes >= unit && unit > 1) else {
+        return format!("{bytes} B");
+    };
+    let tenths = u128::from(bytes) * 10 / u128::from(unit);
+    format!("{}.{} {name}", tenths / 10, tenths % 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_size_units_multiply() {
+        assert_eq!(parse_size("1B"), Ok(1));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("3 TiB"), Ok(3 << 40));
+        assert_eq!(parse_size("0X1F"), Ok(31));
+    }
+
+    #[test]
+    fn parse_size_bad_input_errors() {
+        assert_eq!(parse_size(""), Err(SizeError::Empty));
+        assert_eq!(parse_size("GiB"), Err(SizeError::BadNumber("GiB".into())));
+        assert_eq!(parse_size("0x"), Err(SizeError::BadNumber("0x".into())));
+        assert_eq!(
+            parse_size("0x10MiB"),
+            Err(SizeError::BadNumber("0x10MiB".into()))
+        );
+        assert_eq!(
+            parse_size("16777216TiB"),
+            Err(SizeError::TooLarge("16777216TiB".into()))
+        );
+        assert_eq!(
+            parse_size("1gib"),
+            Err(SizeError::BadUnit { unit: "gib".into() })
+        );
+    }
+
+    #[test]
+    fn size_error_display_names_unit() {
+        let e = parse_size("2GB").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown size unit `GB` (use B, KiB, MiB, GiB or TiB; sizes are binary)"
+        );
+    }
+
+    #[test]
+    fn size_display_pads() {
+        assert_eq!(format!("{:>8}|", Size(4096)), "   4 KiB|");
+    }
+}

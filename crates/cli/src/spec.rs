@@ -1,0 +1,1136 @@
+//! VM specs: the TOML format, reading it with positions kept, and checking every field into a
+//! [`VmSpec`]. See `SPEC.md` in this crate for the format.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::error::{Problem, SpecError};
+use crate::size::parse_size;
+
+/// The built-in default microVM: 2 GiB of RAM over 2 guest NUMA nodes, a hotplug window of 4
+/// slots of 1 GiB, 8 virtio-mmio devices and a serial port, x86-64 layout.
+pub const DEFAULT_SPEC: &str = include_str!("default.toml");
+
+/// The name errors give the built-in spec.
+pub const DEFAULT_ORIGIN: &str = "<default>";
+
+/// A spec's text and where it came from, to turn byte offsets into lines and columns.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// A file name (or [`DEFAULT_ORIGIN`]).
+    pub origin: &'a str,
+    /// The TOML text.
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    /// The 1-based line and column (in characters) of byte offset `offset`.
+    ///
+    /// ```
+    /// use memvisor::spec::Source;
+    ///
+    /// let s = Source { origin: "x", text: "a = 1\nbb = 2\n" };
+    /// assert_eq!(s.line_column(0), (1, 1));
+    /// assert_eq!(s.line_column(8), (2, 3));
+    /// ```
+    #[must_use]
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = self.text.get(..offset).unwrap_or(self.text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+        (line, column)
+    }
+
+    /// A [`SpecError`] about `field` at `span`.
+    #[must_use]
+    pub fn error(
+        &self,
+        field: impl Into<String>,
+        span: Option<Range<usize>>,
+        problem: Problem,
+    ) -> SpecError {
+        SpecError {
+            origin: self.origin.to_owned(),
+            position: span.map(|s| self.line_column(s.start)),
+            field: field.into(),
+            problem: Box::new(problem),
+        }
+    }
+}
+
+/// The guest architecture, which picks the layout preset and the interrupt numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// x86-64: IOAPIC GSIs, port I/O serial.
+    X86_64,
+    /// AArch64: GIC SPIs, MMIO serial.
+    Aarch64,
+}
+
+impl Arch {
+    /// The name used in specs and on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where guest RAM's host memory comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackingKind {
+    /// Private anonymous memory.
+    Anonymous,
+    /// Shared anonymous memory.
+    AnonymousShared,
+    /// A memfd, shareable with other processes.
+    Memfd,
+    /// Files on the hugetlbfs mount at this path.
+    Hugetlbfs(String),
+}
+
+impl BackingKind {
+    /// The name used in specs.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackingKind::Anonymous => "anonymous",
+            BackingKind::AnonymousShared => "anonymous-shared",
+            BackingKind::Memfd => "memfd",
+            BackingKind::Hugetlbfs(_) => "hugetlbfs",
+        }
+    }
+}
+
+/// The page kind of guest RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageKind {
+    /// Base pages.
+    Base,
+    /// Transparent huge pages.
+    Transparent,
+    /// Explicit 2 MiB huge pages.
+    Huge2M,
+    /// Explicit 1 GiB huge pages.
+    Huge1G,
+}
+
+impl PageKind {
+    /// The name used in specs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            PageKind::Base => "none",
+            PageKind::Transparent => "transparent",
+            PageKind::Huge2M => "2MiB",
+            PageKind::Huge1G => "1GiB",
+        }
+    }
+
+    /// The explicit huge page size in bytes, if any.
+    #[must_use]
+    pub fn explicit_bytes(self) -> Option<u64> {
+        match self {
+            PageKind::Huge2M => Some(2 << 20),
+            PageKind::Huge1G => Some(1 << 30),
+            PageKind::Base | PageKind::Transparent => None,
+        }
+    }
+}
+
+/// A host NUMA policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Only the listed nodes.
+    Bind,
+    /// The first listed node when it can.
+    Preferred,
+    /// Round-robin over the listed nodes.
+    Interleave,
+}
+
+impl Policy {
+    /// The name used in specs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Bind => "bind",
+            Policy::Preferred => "preferred",
+            Policy::Interleave => "interleave",
+        }
+    }
+}
+
+/// How guest RAM (boot and hot-plugged) gets its host memory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemoryOptions {
+    /// The source.
+    pub backing: BackingKind,
+    /// The page kind.
+    pub pages: PageKind,
+    /// Fall back to transparent huge pages when explicit ones cannot be had.
+    pub fallback_transparent: bool,
+    /// Threads that prefault the memory when it is created (0: none).
+    pub prefault_threads: usize,
+    /// Keep the memory out of child processes.
+    pub dontfork: bool,
+}
+
+/// A guest NUMA node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeSpec {
+    /// Its RAM.
+    pub size: u64,
+    /// Host nodes its memory is bound to (empty: no binding).
+    pub host_nodes: Vec<u32>,
+    /// The binding policy.
+    pub policy: Policy,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// The hotplug window.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HotplugSpec {
+    /// Number of slots.
+    pub slots: u32,
+    /// Size of each.
+    pub slot_size: u64,
+    /// Guest NUMA node of the hot-plugged memory.
+    pub node: u32,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// The serial port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SerialSpec {
+    /// A fixed interrupt number.
+    pub irq: Option<u32>,
+    /// The I/O port base (x86-64).
+    pub port: Option<u64>,
+    /// A fixed MMIO address (AArch64).
+    pub address: Option<u64>,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// The kinds of virtio-mmio device a spec may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceType {
+    /// virtio-net.
+    Net,
+    /// virtio-blk.
+    Blk,
+    /// virtio-console.
+    Console,
+    /// virtio-rng.
+    Rng,
+    /// virtio-balloon.
+    Balloon,
+    /// virtio-vsock.
+    Vsock,
+    /// virtio-fs (may have a DAX window).
+    Fs,
+    /// virtio-pmem (needs a DAX window).
+    Pmem,
+}
+
+impl DeviceType {
+    /// Every type, in the order the spec reference lists them.
+    pub const ALL: [DeviceType; 8] = [
+        DeviceType::Net,
+        DeviceType::Blk,
+        DeviceType::Console,
+        DeviceType::Rng,
+        DeviceType::Balloon,
+        DeviceType::Vsock,
+        DeviceType::Fs,
+        DeviceType::Pmem,
+    ];
+
+    /// The name used in specs (`virtio-net`, ...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceType::Net => "virtio-net",
+            DeviceType::Blk => "virtio-blk",
+            DeviceType::Console => "virtio-console",
+            DeviceType::Rng => "virtio-rng",
+            DeviceType::Balloon => "virtio-balloon",
+            DeviceType::Vsock => "virtio-vsock",
+            DeviceType::Fs => "virtio-fs",
+            DeviceType::Pmem => "virtio-pmem",
+        }
+    }
+
+    /// The prefix of default device names (`net`, `blk`, ...).
+    #[must_use]
+    pub fn short(self) -> &'static str {
+        self.name().trim_start_matches("virtio-")
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == text)
+    }
+}
+
+/// A virtio-mmio device.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceSpec {
+    /// Its name (unique).
+    pub name: String,
+    /// Its type.
+    pub ty: DeviceType,
+    /// Size of its MMIO window.
+    pub mmio_size: u64,
+    /// A fixed MMIO address.
+    pub address: Option<u64>,
+    /// A fixed interrupt number.
+    pub irq: Option<u32>,
+    /// Size of its DAX window (virtio-fs, virtio-pmem).
+    pub dax_size: Option<u64>,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// Where a spec item was written: its field path (`device[2]`) and byte span, for errors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Loc {
+    /// The field path.
+    pub path: String,
+    /// The byte span in the spec text, if known.
+    pub span: Option<Range<usize>>,
+}
+
+impl Loc {
+    fn new(path: impl Into<String>, span: Range<usize>) -> Self {
+        Self {
+            path: path.into(),
+            span: Some(span),
+        }
+    }
+
+    /// A sub-field of this item.
+    #[must_use]
+    pub fn field(&self, name: &str) -> String {
+        format!("{}.{name}", self.path)
+    }
+}
+
+/// A checked VM spec.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VmSpec {
+    /// A name for headings.
+    pub name: String,
+    /// The architecture.
+    pub arch: Arch,
+    /// Guest physical address bits.
+    pub phys_bits: u32,
+    /// Host memory options of guest RAM.
+    pub memory: MemoryOptions,
+    /// Guest NUMA nodes (at least one), in order; their sizes sum to the boot RAM.
+    pub nodes: Vec<NodeSpec>,
+    /// The hotplug window, if any.
+    pub hotplug: Option<HotplugSpec>,
+    /// The serial port, if any.
+    pub serial: Option<SerialSpec>,
+    /// The virtio-mmio devices, in order.
+    pub devices: Vec<DeviceSpec>,
+}
+
+impl VmSpec {
+    /// Boot RAM in bytes.
+    #[must_use]
+    pub fn ram(&self) -> u64 {
+        self.nodes.iter().map(|n| n.size).sum()
+    }
+
+    /// The page size RAM sizes must be multiples of: the explicit huge page size, or the
+    /// host's base page size.
+    #[must_use]
+    pub fn ram_page_size(&self) -> u64 {
+        self.memory
+            .pages
+            .explicit_bytes()
+            .unwrap_or(memvisor_vmem::page_size() as u64)
+    }
+
+    /// The spec with every memory size divided by `factor` (RAM of each node, hotplug slots, DAX
+    /// windows), rounded down to the RAM page size and at least one page; MMIO windows keep
+    /// their size. `factor` 0 or 1 changes nothing.
+    ///
+    /// ```
+    /// use memvisor::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
+    ///
+    /// let spec = parse(Source { origin: DEFAULT_ORIGIN, text: DEFAULT_SPEC })?;
+    /// let small = spec.scaled(1024);
+    /// assert_eq!(small.ram(), spec.ram() / 1024);
+    /// # Ok::<(), memvisor::SpecError>(())
+    /// ```
+    #[must_use]
+    pub fn scaled(&self, factor: u64) -> Self {
+        if factor <= 1 {
+            return self.clone();
+        }
+        let ram_page = self.ram_page_size();
+        let scale = |size: u64, page: u64| (size / factor / page * page).max(page);
+        let mut out = self.clone();
+        for n in &mut out.nodes {
+            n.size = scale(n.size, ram_page);
+        }
+        if let Some(h) = &mut out.hotplug {
+            h.slot_size = scale(h.slot_size, ram_page);
+        }
+        let base_page = memvisor_vmem::page_size() as u64;
+        for d in &mut out.devices {
+            if let Some(dax) = &mut d.dax_size {
+                *dax = scale(*dax, base_page);
+            }
+        }
+        out
+    }
+}
+
+// ----- The TOML form -----
+
+/// A size as written: an integer or a string with a unit.
+#[derive(Clone, Debug)]
+enum RawSize {
+    Int(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: an integer or a string such as \"512MiB\" or \"0x1000\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Int(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                u64::try_from(v)
+                    .map(RawSize::Int)
+                    .map_err(|_| E::custom(format!("negative size {v}")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: Option<String>,
+    arch: Option<Spanned<String>>,
+    phys_bits: Option<Spanned<u32>>,
+    memory: Option<Spanned<RawMemory>>,
+    #[serde(default)]
+    numa: Vec<Spanned<RawNode>>,
+    hotplug: Option<Spanned<RawHotplug>>,
+    serial: Option<Spanned<RawSerial>>,
+    #[serde(default)]
+    device: Vec<Spanned<RawDevice>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    size: Option<Spanned<RawSize>>,
+    backing: Option<Spanned<String>>,
+    hugetlbfs: Option<Spanned<String>>,
+    huge_pages: Option<Spanned<String>>,
+    huge_page_fallback: Option<Spanned<String>>,
+    prefault: Option<Spanned<u32>>,
+    dontfork: Option<bool>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    size: Spanned<RawSize>,
+    #[serde(default)]
+    host_nodes: Vec<u32>,
+    policy: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawHotplug {
+    slots: Spanned<u32>,
+    slot_size: Spanned<RawSize>,
+    node: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawSerial {
+    irq: Option<u32>,
+    port: Option<Spanned<RawSize>>,
+    address: Option<Spanned<RawSize>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    #[serde(rename = "type")]
+    ty: Spanned<String>,
+    name: Option<Spanned<String>>,
+    mmio_size: Option<Spanned<RawSize>>,
+    address: Option<Spanned<RawSize>>,
+    irq: Option<u32>,
+    dax_size: Option<Spanned<RawSize>>,
+}
+
+/// Default MMIO window of a virtio-mmio device: its register block, one 4 KiB page.
+pub const DEFAULT_MMIO_SIZE: u64 = 0x1000;
+
+/// Default guest physical address bits.
+pub const DEFAULT_PHYS_BITS: u32 = 40;
+
+/// Reads and checks a spec.
+///
+/// # Errors
+/// A [`SpecError`] naming the field, its line and column, and the problem: TOML syntax, an
+/// unknown field, a bad size or size unit, an unknown device type or option value, or values
+/// that contradict each other. Placement problems (overlap, too big for a window) are found by
+/// [`crate::plan::plan`].
+///
+/// ```
+/// use memvisor::spec::{Source, parse};
+///
+/// let text = "[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-gpu\"\n";
+/// let err = parse(Source { origin: "vm.toml", text }).unwrap_err();
+/// assert_eq!(err.field, "device[0].type");
+/// assert_eq!(err.position, Some((4, 8)));
+/// ```
+pub fn parse(src: Source<'_>) -> Result<VmSpec, SpecError> {
+    let raw: RawSpec = toml::from_str(src.text).map_err(|e| {
+        let field = field_at(src, e.span());
+        src.error(
+            field,
+            e.span(),
+            Problem::Toml(e.message().trim().to_owned()),
+        )
+    })?;
+    check(src, raw)
+}
+
+/// The dotted key written on the line of `span`, as a best guess at the field a TOML error
+/// is about.
+fn field_at(src: Source<'_>, span: Option<Range<usize>>) -> String {
+    let Some(span) = span else {
+        return "(spec)".to_owned();
+    };
+    let start = span.start.min(src.text.len());
+    let line_start = src
+        .text
+        .get(..start)
+        .and_then(|s| s.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line = src
+        .text
+        .get(line_start..)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for l in src.text.get(..line_start).unwrap_or("").lines() {
+        let l = l.trim();
+        if let Some(t) = l.strip_prefix("[[").and_then(|t| t.split("]]").next()) {
+            let count = arrays.entry(t.trim().to_owned()).or_default();
+            table = format!("{}[{count}]", t.trim());
+            *count += 1;
+        } else if let Some(t) = l.strip_prefix('[').and_then(|t| t.split(']').next()) {
+            table = t.trim().to_owned();
+        }
+    }
+    match (
+        table.is_empty(),
+        key.is_empty() || key.starts_with('[') || !line.contains('='),
+    ) {
+        (true, true) => "(spec)".to_owned(),
+        (false, true) => table,
+        (true, false) => key.to_owned(),
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+fn size_of(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, SpecError> {
+    match raw.get_ref() {
+        RawSize::Int(v) => Ok(*v),
+        RawSize::Text(t) => {
+            parse_size(t).map_err(|e| src.error(field, Some(raw.span()), Problem::BadSize(e)))
+        }
+    }
+}
+
+fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, SpecError> {
+    let v = size_of(src, field, raw)?;
+    if v == 0 {
+        return Err(src.error(
+            field,
+            Some(raw.span()),
+            Problem::Invalid("size zero".into()),
+        ));
+    }
+    Ok(v)
+}
+
+fn choice<T>(
+    src: Source<'_>,
+    field: &str,
+    raw: &Spanned<String>,
+    parse: impl Fn(&str) -> Option<T>,
+    expected: &'static str,
+) -> Result<T, SpecError> {
+    parse(raw.get_ref()).ok_or_else(|| {
+        src.error(
+            field,
+            Some(raw.span()),
+            Problem::UnknownValue {
+                found: raw.get_ref().clone(),
+                expected,
+            },
+        )
+    })
+}
+
+fn check(src: Source<'_>, raw: RawSpec) -> Result<VmSpec, SpecError> {
+    let arch = match &raw.arch {
+        Some(a) => choice(src, "arch", a, Arch::parse, "x86_64, aarch64")?,
+        None => Arch::X86_64,
+    };
+    let phys_bits = match &raw.phys_bits {
+        Some(b) if !(32..=64).contains(b.get_ref()) => {
+            return Err(src.error(
+                "phys_bits",
+                Some(b.span()),
+                Problem::Invalid(format!("{} address bits; use 32 to 64", b.get_ref())),
+            ));
+        }
+        Some(b) => *b.get_ref(),
+        None => DEFAULT_PHYS_BITS,
+    };
+    let Some(mem) = &raw.memory else {
+        return Err(src.error(
+            "memory",
+            None,
+            Problem::Invalid("the [memory] table is missing".into()),
+        ));
+    };
+    let mem_span = mem.span();
+    let mem = mem.get_ref();
+    let memory = memory_options(src, mem)?;
+    let total = mem
+        .size
+        .as_ref()
+        .map(|s| nonzero(src, "memory.size", s))
+        .transpose()?;
+
+    let mut nodes = Vec::new();
+    for (i, n) in raw.numa.iter().enumerate() {
+        let loc = Loc::new(format!("numa[{i}]"), n.span());
+        let r = n.get_ref();
+        let size = nonzero(src, &loc.field("size"), &r.size)?;
+        let policy = match &r.policy {
+            Some(p) => choice(
+                src,
+                &loc.field("policy"),
+                p,
+                parse_policy,
+                "bind, preferred, interleave",
+            )?,
+            None => Policy::Bind,
+        };
+        if r.policy.is_some() && r.host_nodes.is_empty() {
+            return Err(src.error(
+                loc.field("policy"),
+                r.policy.as_ref().map(Spanned::span),
+                Problem::Invalid("a policy needs host_nodes".into()),
+            ));
+        }
+        nodes.push(NodeSpec {
+            size,
+            host_nodes: r.host_nodes.clone(),
+            policy,
+            loc,
+        });
+    }
+    match (total, nodes.is_empty()) {
+        (None, true) => {
+            return Err(src.error(
+                "memory.size",
+                Some(mem_span),
+                Problem::Invalid("no RAM: give memory.size or [[numa]] nodes".into()),
+            ));
+        }
+        (Some(size), true) => nodes.push(NodeSpec {
+            size,
+            host_nodes: Vec::new(),
+            policy: Policy::Bind,
+            loc: Loc::new("memory", mem_span),
+        }),
+        (Some(size), false) => {
+            let sum = nodes
+                .iter()
+                .try_fold(0u64, |a, n| a.checked_add(n.size))
+                .unwrap_or(u64::MAX);
+            if sum != size {
+                return Err(src.error(
+                    "memory.size",
+                    mem.size.as_ref().map(Spanned::span),
+                    Problem::Invalid(format!(
+                        "memory.size is {} but the [[numa]] nodes add up to {}",
+                        crate::size::Size(size),
+                        crate::size::Size(sum)
+                    )),
+                ));
+            }
+        }
+        (None, false) => {}
+    }
+    if let Some(page) = memory.pages.explicit_bytes() {
+        for n in &nodes {
+            if !n.size.is_multiple_of(page) {
+                let field = if n.loc.path == "memory" {
+                    "memory.size".to_owned()
+                } else {
+                    n.loc.field("size")
+                };
+                return Err(src.error(
+                    field,
+                    n.loc.span.clone(),
+                    Problem::Invalid(format!(
+                        "{} is not a multiple of the {} huge page size",
+                        crate::size::Size(n.size),
+                        crate::size::Size(page)
+                    )),
+                ));
+            }
+        }
+    }
+
+    let hotplug = match &raw.hotplug {
+        None => None,
+        Some(h) => {
+            let loc = Loc::new("hotplug", h.span());
+            let r = h.get_ref();
+            if *r.slots.get_ref() == 0 {
+                return Err(src.error(
+                    "hotplug.slots",
+                    Some(r.slots.span()),
+                    Problem::Invalid("zero slots (leave [hotplug] out for none)".into()),
+                ));
+            }
+            let slot_size = nonzero(src, "hotplug.slot_size", &r.slot_size)?;
+            if let Some(page) = memory.pages.explicit_bytes()
+                && !slot_size.is_multiple_of(page)
+            {
+                return Err(src.error(
+                    "hotplug.slot_size",
+                    Some(r.slot_size.span()),
+                    Problem::Invalid(format!(
+                        "{} is not a multiple of the {} huge page size",
+                        crate::size::Size(slot_size),
+                        crate::size::Size(page)
+                    )),
+                ));
+            }
+            let node = r.node.as_ref().map_or(0, |n| *n.get_ref());
+            if usize::try_from(node).map_or(true, |n| n >= nodes.len()) {
+                return Err(src.error(
+                    "hotplug.node",
+                    r.node.as_ref().map(Spanned::span),
+                    Problem::Invalid(format!(
+                        "guest NUMA node {node} does not exist ({} nodes)",
+                        nodes.len()
+                    )),
+                ));
+            }
+            Some(HotplugSpec {
+                slots: *r.slots.get_ref(),
+                slot_size,
+                node,
+                loc,
+            })
+        }
+    };
+
+    let serial = match &raw.serial {
+        None => None,
+        Some(s) => {
+            let loc = Loc::new("serial", s.span());
+            let r = s.get_ref();
+            let port = r
+                .port
+                .as_ref()
+                .map(|p| size_of(src, "serial.port", p))
+                .transpose()?;
+            let address = r
+                .address
+                .as_ref()
+                .map(|a| size_of(src, "serial.address", a))
+                .transpose()?;
+            match arch {
+                Arch::X86_64 if address.is_some() => {
+                    return Err(src.error(
+                        "serial.address",
+                        r.address.as_ref().map(Spanned::span),
+                        Problem::Invalid(
+                            "the x86_64 serial port uses port I/O; give `port`".into(),
+                        ),
+                    ));
+                }
+                Arch::Aarch64 if port.is_some() => {
+                    return Err(src.error(
+                        "serial.port",
+                        r.port.as_ref().map(Spanned::span),
+                        Problem::Invalid("the aarch64 serial port is MMIO; give `address`".into()),
+                    ));
+                }
+                _ => {}
+            }
+            if let (Some(p), Some(raw_port)) = (port, &r.port)
+                && p > 0xfff8
+            {
+                return Err(src.error(
+                    "serial.port",
+                    Some(raw_port.span()),
+                    Problem::Invalid(format!("port {p:#x} is past the 16-bit I/O space")),
+                ));
+            }
+            Some(SerialSpec {
+                irq: r.irq,
+                port,
+                address,
+                loc,
+            })
+        }
+    };
+
+    let mut devices: Vec<DeviceSpec> = Vec::new();
+    let mut counts = std::collections::HashMap::new();
+    for (i, d) in raw.device.iter().enumerate() {
+        let loc = Loc::new(format!("device[{i}]"), d.span());
+        let r = d.get_ref();
+        let ty = DeviceType::parse(r.ty.get_ref()).ok_or_else(|| {
+            src.error(
+                loc.field("type"),
+                Some(r.ty.span()),
+                Problem::UnknownDeviceType {
+                    found: r.ty.get_ref().clone(),
+                },
+            )
+        })?;
+        let n: &mut usize = counts.entry(ty).or_default();
+        let name = match &r.name {
+            Some(name) => name.get_ref().clone(),
+            None => format!("{}{n}", ty.short()),
+        };
+        *n += 1;
+        if let Some(other) = devices.iter().find(|o| o.name == name) {
+            return Err(src.error(
+                loc.field("name"),
+                r.name.as_ref().map_or(Some(d.span()), |n| Some(n.span())),
+                Problem::Invalid(format!(
+                    "the name `{name}` is already used by {}",
+                    other.loc.path
+                )),
+            ));
+        }
+        let mmio_size = match &r.mmio_size {
+            Some(s) => {
+                let v = nonzero(src, &loc.field("mmio_size"), s)?;
+                if !v.is_power_of_two() || v < DEFAULT_MMIO_SIZE {
+                    return Err(src.error(
+                        loc.field("mmio_size"),
+                        Some(s.span()),
+                        Problem::Invalid(format!("{v:#x} is not a power of two of at least 4 KiB")),
+                    ));
+                }
+                v
+            }
+            None => DEFAULT_MMIO_SIZE,
+        };
+        let address = r
+            .address
+            .as_ref()
+            .map(|a| size_of(src, &loc.field("address"), a))
+            .transpose()?;
+        if let (Some(a), Some(raw_a)) = (address, &r.address)
+            && !a.is_multiple_of(mmio_size)
+        {
+            return Err(src.error(
+                loc.field("address"),
+                Some(raw_a.span()),
+                Problem::Invalid(format!(
+                    "{a:#x} is not aligned to the MMIO size {mmio_size:#x}"
+                )),
+            ));
+        }
+        let dax_size = match (&r.dax_size, ty) {
+            (Some(s), DeviceType::Fs | DeviceType::Pmem) => {
+                let v = nonzero(src, &loc.field("dax_size"), s)?;
+                if !v.is_multiple_of(2 << 20) {
+                    return Err(src.error(
+                        loc.field("dax_size"),
+                        Some(s.span()),
+                        Problem::Invalid(format!(
+                            "{} is not a multiple of 2 MiB",
+                            crate::size::Size(v)
+                        )),
+                    ));
+                }
+                Some(v)
+            }
+            (Some(s), _) => {
+                return Err(src.error(
+                    loc.field("dax_size"),
+                    Some(s.span()),
+                    Problem::Invalid(format!("a {} has no DAX window", ty.name())),
+                ));
+            }
+            (None, DeviceType::Pmem) => {
+                return Err(src.error(
+                    loc.field("dax_size"),
+                    Some(d.span()),
+                    Problem::Invalid("a virtio-pmem device needs dax_size".into()),
+                ));
+            }
+            (None, _) => None,
+        };
+        devices.push(DeviceSpec {
+            name,
+            ty,
+            mmio_size,
+            address,
+            irq: r.irq,
+            dax_size,
+            loc,
+        });
+    }
+
+    let name = raw.name.clone().unwrap_or_else(|| {
+        if src.origin == DEFAULT_ORIGIN {
+            "default".to_owned()
+        } else {
+            std::path::Path::new(src.origin).file_stem().map_or_else(
+                || src.origin.to_owned(),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        }
+    });
+    Ok(VmSpec {
+        name,
+        arch,
+        phys_bits,
+        memory,
+        nodes,
+        hotplug,
+        serial,
+        devices,
+    })
+}
+
+fn parse_policy(text: &str) -> Option<Policy> {
+    match text {
+        "bind" => Some(Policy::Bind),
+        "preferred" => Some(Policy::Preferred),
+        "interleave" => Some(Policy::Interleave),
+        _ => None,
+    }
+}
+
+fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, SpecError> {
+    let pages = match &mem.huge_pages {
+        Some(p) => choice(
+            src,
+            "memory.huge_pages",
+            p,
+            |t| match t {
+                "none" => Some(PageKind::Base),
+                "transparent" => Some(PageKind::Transparent),
+                "2MiB" => Some(PageKind::Huge2M),
+                "1GiB" => Some(PageKind::Huge1G),
+                _ => None,
+            },
+            "none, transparent, 2MiB, 1GiB",
+        )?,
+        None => PageKind::Base,
+    };
+    let backing = match &mem.backing {
+        Some(b) => choice(
+            src,
+            "memory.backing",
+            b,
+            |t| match t {
+                "anonymous" => Some(BackingKind::Anonymous),
+                "anonymous-shared" => Some(BackingKind::AnonymousShared),
+                "memfd" => Some(BackingKind::Memfd),
+                "hugetlbfs" => Some(BackingKind::Hugetlbfs(String::new())),
+                _ => None,
+            },
+            "anonymous, anonymous-shared, memfd, hugetlbfs",
+        )?,
+        None => BackingKind::Anonymous,
+    };
+    let backing = match (backing, &mem.hugetlbfs) {
+        (BackingKind::Hugetlbfs(_), Some(path)) => BackingKind::Hugetlbfs(path.get_ref().clone()),
+        (BackingKind::Hugetlbfs(_), None) => BackingKind::Hugetlbfs("/dev/hugepages".to_owned()),
+        (_, Some(path)) => {
+            return Err(src.error(
+                "memory.hugetlbfs",
+                Some(path.span()),
+                Problem::Invalid(
+                    "a hugetlbfs mount is only used with backing = \"hugetlbfs\"".into(),
+                ),
+            ));
+        }
+        (other, None) => other,
+    };
+    if matches!(backing, BackingKind::Hugetlbfs(_)) && pages.explicit_bytes().is_none() {
+        return Err(src.error(
+            "memory.huge_pages",
+            mem.huge_pages
+                .as_ref()
+                .map(Spanned::span)
+                .or(mem.backing.as_ref().map(Spanned::span)),
+            Problem::Invalid("a hugetlbfs backing needs huge_pages = \"2MiB\" or \"1GiB\"".into()),
+        ));
+    }
+    let fallback_transparent = match &mem.huge_page_fallback {
+        Some(f) => choice(
+            src,
+            "memory.huge_page_fallback",
+            f,
+            |t| match t {
+                "fail" => Some(false),
+                "transparent" => Some(true),
+                _ => None,
+            },
+            "fail, transparent",
+        )?,
+        None => false,
+    };
+    if let Some(f) = &mem.huge_page_fallback
+        && fallback_transparent
+        && pages.explicit_bytes().is_none()
+    {
+        return Err(src.error(
+            "memory.huge_page_fallback",
+            Some(f.span()),
+            Problem::Invalid("a fallback only applies to explicit huge pages".into()),
+        ));
+    }
+    let prefault_threads = mem.prefault.as_ref().map_or(0, |p| *p.get_ref()) as usize;
+    Ok(MemoryOptions {
+        backing,
+        pages,
+        fallback_transparent,
+        prefault_threads,
+        dontfork: mem.dontfork.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source<'_> {
+        Source {
+            origin: "t.toml",
+            text,
+        }
+    }
+
+    #[test]
+    fn parse_default_spec_matches_description() {
+        let spec = parse(Source {
+            origin: DEFAULT_ORIGIN,
+            text: DEFAULT_SPEC,
+        })
+        .unwrap();
+        assert_eq!(spec.ram(), 2 << 30);
+        assert_eq!(spec.nodes.len(), 2);
+        let h = spec.hotplug.as_ref().unwrap();
+        assert_eq!((h.slots, h.slot_size), (4, 1 << 30));
+        assert_eq!(spec.devices.len(), 8);
+        assert!(spec.serial.is_some());
+        assert_eq!(spec.arch, Arch::X86_64);
+    }
+
+    #[test]
+    fn parse_memory_size_only_makes_one_node() {
+        let spec = parse(src("[memory]\nsize = \"256MiB\"\n")).unwrap();
+        assert_eq!(spec.nodes.len(), 1);
+        assert_eq!(spec.ram(), 256 << 20);
+        assert_eq!(spec.name, "t");
+    }
+
+    #[test]
+    fn parse_unknown_field_names_it() {
+        let err = parse(src("[memory]\nsize = \"1GiB\"\nszie = 3\n")).unwrap_err();
+        assert_eq!(err.position, Some((3, 1)));
+        assert_eq!(err.field, "memory.szie");
+        assert!(err.to_string().contains("unknown field `szie`"), "{err}");
+    }
+
+    #[test]
+    fn parse_numa_sum_mismatch_errors() {
+        let text = "[memory]\nsize = \"1GiB\"\n[[numa]]\nsize = \"256MiB\"\n";
+        let err = parse(src(text)).unwrap_err();
+        assert_eq!(err.field, "memory.size");
+        assert_eq!(
+            err.problem.to_string(),
+            "memory.size is 1 GiB but the [[numa]] nodes add up to 256 MiB"
+        );
+    }
+
+    #[test]
+    fn scaled_keeps_at_least_one_page() {
+        let spec = parse(src("[memory]\nsize = \"8KiB\"\n")).unwrap();
+        let small = spec.scaled(1 << 20);
+        assert_eq!(small.ram(), memvisor_vmem::page_size() as u64);
+    }
+
+    #[test]
+    fn field_at_finds_table_and_key() {
+        let text = "[memory]\nsize = 1\n[[device]]\ntype = 3\n";
+        assert_eq!(field_at(src(text), Some(36..37)), "device[0].type");
+        assert_eq!(field_at(src(text), None), "(spec)");
+    }
+}
