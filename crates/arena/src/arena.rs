@@ -135,7 +135,7 @@ pub struct ArenaStats {
 /// let p = a.alloc(Layout::new::<[u64; 4]>())?;
 /// assert!(a.owns(p.as_ptr()));
 /// assert!(!b.owns(p.as_ptr()));
-/// // SAFETY: `p` came from `b`? No: from `a`, so `b` refuses it and nothing changes.
+/// // SAFETY: `p` belongs to `a`, so `b` refuses it and nothing is freed.
 /// assert!(unsafe { b.free(p) }.is_err());
 /// drop(a); // frees everything `a` allocated
 /// assert_eq!(arena.stats().held_chunks, 0);

@@ -1,0 +1,543 @@
+//! Behaviour and error tests of the public API, one behaviour each.
+
+#![allow(clippy::cast_possible_truncation)]
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+use memvisor_arena::{Arena, Block, Client, Config, Error, Flags, POISON_BYTE, Quota};
+
+const CHUNK: usize = 64 << 10;
+
+fn arena(chunks: usize, flags: Flags) -> Arena {
+    let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
+    Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
+}
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
+}
+
+fn free(client: &Client<'_>, p: NonNull<u8>) -> Result<usize, Error> {
+    // SAFETY: the tests never use a block after freeing it.
+    unsafe { client.free(p) }
+}
+
+#[test]
+fn thread_traits_arena_sync_client_send() {
+    fn sync_send<T: Sync + Send>() {}
+    fn send<T: Send>() {}
+    sync_send::<Arena>();
+    send::<Client<'static>>();
+    sync_send::<Block>();
+}
+
+#[test]
+fn new_block_too_small_errors() {
+    let block = Block::heap(CHUNK - 16, 4096).unwrap();
+    let config = Config::new().with_chunk_size(CHUNK);
+    assert_eq!(
+        Arena::new(block, config).unwrap_err(),
+        Error::BlockTooSmall {
+            len: CHUNK - 16,
+            chunk_size: CHUNK,
+            align: 4096
+        }
+    );
+}
+
+#[test]
+fn new_bad_config_errors() {
+    let block = Block::heap(CHUNK, 4096).unwrap();
+    let config = Config::new().with_chunk_size(CHUNK + 1);
+    assert!(matches!(
+        Arena::new(block, config),
+        Err(Error::InvalidChunkSize { .. })
+    ));
+}
+
+#[test]
+fn new_unaligned_block_rounds_start_up() {
+    let block = Block::heap(3 * CHUNK, 4096).unwrap();
+    let start = block.as_ptr();
+    // SAFETY: the range lies inside `block`, which outlives the arena (dropped after it).
+    let arena = unsafe {
+        Arena::from_raw(
+            NonNull::new(start.add(8)).unwrap(),
+            3 * CHUNK - 8,
+            Config::new().with_chunk_size(CHUNK),
+        )
+    }
+    .unwrap();
+    assert_eq!(arena.chunk_count(), 2);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(4096, 4096)).unwrap();
+    assert_eq!(p.as_ptr() as usize % 4096, 0);
+    assert!(p.as_ptr() as usize >= start as usize + 4096);
+    drop(client);
+    drop(arena);
+    drop(block);
+}
+
+#[test]
+fn new_heap_block_drops_reservation_flags() {
+    let arena = arena(1, Flags::all());
+    assert_eq!(
+        arena.accepted_flags(),
+        Flags::ZERO | Flags::POISON | Flags::STATISTICS
+    );
+    assert_eq!(arena.max_block_size(), CHUNK);
+}
+
+#[test]
+fn supported_flags_lists_every_flag_with_std() {
+    assert_eq!(Arena::supported_flags(), Flags::all());
+}
+
+#[test]
+fn alloc_sizes_round_to_classes_and_pages() {
+    let arena = arena(2, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    for (size, want) in [
+        (1, 16),
+        (16, 16),
+        (17, 32),
+        (100, 112),
+        (129, 160),
+        (1000, 1024),
+        (2048, 2048),
+        (2049, 2304),
+        (5000, 5120),
+    ] {
+        let (p, got) = client.alloc_sized(layout(size, 8)).unwrap();
+        assert_eq!(got, want, "size {size}");
+        assert_eq!(client.size_of(p.as_ptr()), Ok(want));
+    }
+}
+
+#[test]
+fn alloc_zero_size_gets_min_block() {
+    let config = Config::new().with_chunk_size(CHUNK).with_min_block(64);
+    let arena = Arena::new(Block::heap(CHUNK, 4096).unwrap(), config).unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let (a, size) = client.alloc_sized(layout(0, 1)).unwrap();
+    let (b, _) = client.alloc_sized(layout(0, 1)).unwrap();
+    assert_eq!(size, 64);
+    assert_ne!(a, b);
+}
+
+#[test]
+fn alloc_alignment_honoured_up_to_max() {
+    let arena = arena(2, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    assert_eq!(arena.max_alignment(), 4096);
+    for shift in 0..=12 {
+        let align = 1usize << shift;
+        for size in [1, 24, 300, 3000] {
+            let p = client.alloc(layout(size, align)).unwrap();
+            assert_eq!(p.as_ptr() as usize % align.max(16), 0, "{size} {align}");
+        }
+    }
+}
+
+#[test]
+fn alloc_alignment_above_max_errors() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    assert_eq!(
+        client.alloc(layout(8, 8192)),
+        Err(Error::UnsupportedAlignment {
+            align: 8192,
+            max: 4096
+        })
+    );
+}
+
+#[test]
+fn alloc_too_large_errors() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    assert_eq!(
+        client.alloc(layout(CHUNK + 1, 8)),
+        Err(Error::TooLarge {
+            size: CHUNK + 1,
+            max: CHUNK
+        })
+    );
+    assert_eq!(client.stats().chunks, 0);
+}
+
+#[test]
+fn alloc_whole_chunk_fills_it() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(CHUNK, 8)).unwrap();
+    assert_eq!(client.stats().largest_free_block, 0);
+    assert_eq!(
+        client.alloc(layout(16, 8)),
+        Err(Error::OutOfMemory { requested: 8192 })
+    );
+    assert_eq!(free(&client, p), Ok(CHUNK));
+    assert_eq!(client.stats().largest_free_block, CHUNK);
+}
+
+#[test]
+fn alloc_over_quota_errors_and_changes_nothing() {
+    let arena = arena(2, Flags::empty());
+    let client = arena.create_client(Quota::bytes(1024)).unwrap();
+    client.alloc(layout(1000, 8)).unwrap();
+    let before = client.stats();
+    assert_eq!(
+        client.alloc(layout(1, 1)),
+        Err(Error::QuotaExceeded {
+            requested: 16,
+            used: 1024,
+            quota: 1024
+        })
+    );
+    assert_eq!(client.stats(), before);
+}
+
+#[test]
+fn alloc_out_of_memory_errors_and_recovers() {
+    let arena = arena(2, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let mut blocks = Vec::new();
+    let err = loop {
+        match client.alloc(layout(3000, 8)) {
+            Ok(p) => blocks.push(p),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, Error::OutOfMemory { requested: 3072 });
+    let before = client.stats();
+    assert_eq!(
+        client.alloc(layout(3000, 8)),
+        Err(Error::OutOfMemory { requested: 3072 })
+    );
+    assert_eq!(client.stats(), before);
+    // Each 3 KiB block takes a 4 KiB buddy block and gives back its last 1 KiB, which no
+    // 3 KiB block fits.
+    assert_eq!(blocks.len(), 2 * CHUNK / 4096);
+    free(&client, blocks.pop().unwrap()).unwrap();
+    client.alloc(layout(3000, 8)).unwrap();
+}
+
+#[test]
+fn free_outside_arena_errors() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let mut local = 0u64;
+    let p = NonNull::from(&mut local).cast::<u8>();
+    assert_eq!(
+        free(&client, p),
+        Err(Error::Foreign {
+            addr: p.as_ptr() as usize
+        })
+    );
+}
+
+#[test]
+fn free_other_clients_block_errors_and_keeps_it() {
+    let arena = arena(2, Flags::empty());
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let b = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = a.alloc(layout(64, 8)).unwrap();
+    b.alloc(layout(64, 8)).unwrap();
+    let before = (a.stats(), b.stats());
+    assert!(matches!(free(&b, p), Err(Error::NotOwned { chunk: 0, .. })));
+    assert_eq!((a.stats(), b.stats()), before);
+    assert!(a.owns(p.as_ptr()));
+    assert_eq!(free(&a, p), Ok(64));
+}
+
+#[test]
+fn free_interior_pointer_errors() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    for size in [64, 5000] {
+        let p = client.alloc(layout(size, 8)).unwrap();
+        for delta in [1, 16, 48] {
+            // SAFETY: inside the block.
+            let inner = unsafe { NonNull::new_unchecked(p.as_ptr().add(delta)) };
+            assert_eq!(
+                free(&client, inner),
+                Err(Error::NotABlock {
+                    addr: inner.as_ptr() as usize
+                })
+            );
+        }
+        assert!(client.owns(p.as_ptr()));
+    }
+}
+
+#[test]
+fn free_twice_errors() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let keep = client.alloc(layout(32, 8)).unwrap();
+    for size in [32, 20_000] {
+        let p = client.alloc(layout(size, 8)).unwrap();
+        free(&client, p).unwrap();
+        let before = client.stats();
+        assert_eq!(
+            free(&client, p),
+            Err(Error::NotABlock {
+                addr: p.as_ptr() as usize
+            })
+        );
+        assert_eq!(client.stats(), before);
+    }
+    assert!(client.owns(keep.as_ptr()));
+}
+
+#[test]
+fn owns_only_live_block_starts() {
+    let arena = arena(2, Flags::empty());
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let b = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = a.alloc(layout(100, 8)).unwrap();
+    assert!(a.owns(p.as_ptr()));
+    assert!(!b.owns(p.as_ptr()));
+    assert!(!a.owns(p.as_ptr().wrapping_add(16)));
+    assert!(!a.owns(std::ptr::null()));
+    assert_eq!(
+        b.size_of(p.as_ptr()),
+        Err(Error::NotOwned {
+            addr: p.as_ptr() as usize,
+            chunk: 0
+        })
+    );
+}
+
+#[test]
+fn delete_client_frees_everything_and_spares_others() {
+    let arena = arena(8, Flags::STATISTICS);
+    let keep = arena.create_client(Quota::UNLIMITED).unwrap();
+    let kept: Vec<_> = (0..50)
+        .map(|i| {
+            let p = keep.alloc(layout(300, 8)).unwrap();
+            // SAFETY: a live block of 300 bytes.
+            unsafe { p.as_ptr().write_bytes(i, 300) };
+            (p, i)
+        })
+        .collect();
+    let leaky = arena.create_client(Quota::UNLIMITED).unwrap();
+    for size in (0..60).map(|i| 16 + i * 37 % 9000) {
+        leaky.alloc(layout(size, 8)).unwrap();
+    }
+    assert!(leaky.stats().chunks >= 2);
+    let held = arena.stats().held_chunks;
+    let leaked_chunks = leaky.stats().chunks;
+    arena.delete_client(leaky);
+    assert_eq!(arena.stats().held_chunks, held - leaked_chunks);
+    assert_eq!(arena.stats().used_bytes, Some(keep.stats().used_bytes));
+    assert_eq!(arena.stats().live_blocks, Some(50));
+    for (p, i) in kept {
+        // SAFETY: still live.
+        let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 300) };
+        assert!(bytes.iter().all(|&b| b == i));
+    }
+}
+
+#[test]
+fn deleted_client_chunks_go_to_next_client() {
+    let arena = arena(1, Flags::empty());
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = a.alloc(layout(CHUNK, 8)).unwrap();
+    let b = arena.create_client(Quota::UNLIMITED).unwrap();
+    assert!(matches!(
+        b.alloc(layout(16, 8)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    drop(a);
+    let q = b.alloc(layout(CHUNK, 8)).unwrap();
+    assert_eq!(p, q);
+    assert!(b.owns(q.as_ptr()));
+    assert_ne!(b.id(), 1);
+}
+
+#[test]
+fn zero_flag_zeroes_reused_memory() {
+    let arena = arena(1, Flags::ZERO);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    for size in [48, 4000] {
+        let p = client.alloc(layout(size, 8)).unwrap();
+        // SAFETY: a live block of `size` bytes.
+        unsafe { p.as_ptr().write_bytes(0xEE, size) };
+        free(&client, p).unwrap();
+        let q = client.alloc(layout(size, 8)).unwrap();
+        assert_eq!(p, q);
+        // SAFETY: a live block of `size` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), size) };
+        assert!(bytes.iter().all(|&b| b == 0));
+    }
+}
+
+#[test]
+fn poison_flag_fills_freed_blocks() {
+    let arena = arena(1, Flags::POISON);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let _keep = client.alloc(layout(4000, 8)).unwrap();
+    for (size, kept) in [(48, 8), (4000, 0)] {
+        let p = client.alloc(layout(size, 8)).unwrap();
+        free(&client, p).unwrap();
+        // SAFETY: the memory stays inside the arena; only read to check the poison.
+        let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr().add(kept), size - kept) };
+        assert!(bytes.iter().all(|&b| b == POISON_BYTE), "size {size}");
+    }
+}
+
+#[test]
+fn stats_track_usage_and_cached_chunks() {
+    let arena = arena(4, Flags::STATISTICS);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let big: Vec<_> = (0..3)
+        .map(|_| client.alloc(layout(CHUNK, 8)).unwrap())
+        .collect();
+    let small = client.alloc(layout(10, 1)).unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.chunks, 4);
+    assert_eq!(stats.used_bytes, 3 * CHUNK + 16);
+    assert_eq!(stats.live_blocks, 4);
+    assert_eq!(stats.total_bytes, 4 * CHUNK);
+    assert_eq!(stats.free_bytes, CHUNK - 16);
+    assert_eq!(stats.cached_chunks, 0);
+    assert_eq!(stats.allocations, 4);
+    assert!(stats.largest_free_block >= CHUNK / 2);
+    let a = arena.stats();
+    assert_eq!(
+        (a.held_chunks, a.free_chunks, a.largest_free_block),
+        (4, 0, 0)
+    );
+    assert_eq!(a.used_bytes, Some(3 * CHUNK + 16));
+    for p in big {
+        free(&client, p).unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!(stats.chunks, 2, "one empty chunk kept");
+    assert_eq!(stats.cached_chunks, 1);
+    assert_eq!(stats.frees, 3);
+    assert_eq!(stats.peak_used_bytes, 3 * CHUNK + 16);
+    let a = arena.stats();
+    assert_eq!((a.free_chunks, a.cached_chunks), (2, 2));
+    assert_eq!(a.largest_free_block, CHUNK);
+    // About 2.1% with 64 KiB chunks (1.7% with 1 MiB chunks).
+    assert!(a.bookkeeping_bytes * 40 < a.total_bytes);
+    free(&client, small).unwrap();
+    assert_eq!(arena.stats().used_bytes, Some(0));
+}
+
+#[test]
+fn arena_without_statistics_reports_none() {
+    let arena = arena(1, Flags::empty());
+    assert_eq!(arena.stats().used_bytes, None);
+    assert_eq!(arena.stats().live_blocks, None);
+}
+
+#[test]
+fn clients_on_threads_never_overlap() {
+    let arena = arena(64, Flags::STATISTICS);
+    let per_thread: Vec<Vec<(usize, usize)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2u8)
+            .map(|t| {
+                let arena = &arena;
+                scope.spawn(move || {
+                    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+                    let n = if cfg!(miri) { 20 } else { 200 };
+                    let mut blocks = Vec::new();
+                    for i in 0..n {
+                        let size = 16 + (i * 131 + usize::from(t) * 7) % 6000;
+                        let (p, got) = client.alloc_sized(layout(size, 8)).unwrap();
+                        // SAFETY: a live block of `got` bytes.
+                        unsafe { p.as_ptr().write_bytes(t, got) };
+                        blocks.push((p.as_ptr() as usize, got));
+                    }
+                    for &(p, got) in &blocks {
+                        // SAFETY: still live; nothing else writes it.
+                        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, got) };
+                        assert!(bytes.iter().all(|&b| b == t));
+                    }
+                    // The client moves to the scope's thread and is dropped there.
+                    std::mem::forget(client);
+                    blocks
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<(usize, usize)> = per_thread.concat();
+    all.sort_unstable();
+    for w in all.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0);
+    }
+}
+
+#[test]
+fn client_moves_to_another_thread() {
+    let arena = arena(2, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(64, 8)).unwrap() as NonNull<u8>;
+    let addr = p.as_ptr() as usize;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            assert!(client.owns(addr as *const u8));
+            drop(client);
+        });
+    });
+    assert_eq!(arena.stats().held_chunks, 0);
+}
+
+#[test]
+fn debug_output_names_types() {
+    let arena = arena(1, Flags::ZERO);
+    let client = arena.create_client(Quota::bytes(100)).unwrap();
+    assert!(format!("{arena:?}").starts_with("Arena {"));
+    assert!(format!("{client:?}").contains("id: 1"));
+    assert!(format!("{:?}", arena.block()).contains("heap"));
+}
+
+#[test]
+fn reservation_commits_on_demand_and_guards() {
+    let chunk = 1 << 20;
+    let config = Config::new()
+        .with_chunk_size(chunk)
+        .with_flags(Flags::DECOMMIT | Flags::GUARD);
+    let arena = Arena::with_reservation(4 * chunk, config).unwrap();
+    assert!(arena.block().is_reserved());
+    assert_eq!(
+        arena.accepted_flags(),
+        Flags::DECOMMIT | Flags::GUARD,
+        "page size {}",
+        memvisor_vmem::page_size()
+    );
+    assert_eq!(arena.max_block_size(), chunk / 2);
+    let r = arena.block().reservation().unwrap();
+    assert_eq!(r.committed_bytes(), 0);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(chunk / 2, 8)).unwrap();
+    // SAFETY: a live block of half a chunk.
+    unsafe { p.as_ptr().write_bytes(1, chunk / 2) };
+    assert_eq!(r.committed_bytes(), chunk - memvisor_vmem::page_size());
+    assert!(matches!(
+        client.alloc(layout(chunk / 2 + 1, 8)),
+        Err(Error::TooLarge { .. })
+    ));
+    drop(client);
+    assert_eq!(r.committed_bytes(), 0);
+    assert_eq!(arena.stats().cached_chunks, 0);
+}
+
+#[test]
+fn reservation_without_decommit_caches_chunks() {
+    let chunk = 1 << 20;
+    let arena = Arena::with_reservation(2 * chunk, Config::new().with_chunk_size(chunk)).unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    client.alloc(layout(100, 8)).unwrap();
+    drop(client);
+    assert_eq!(arena.stats().cached_chunks, 1);
+    assert_eq!(
+        arena.block().reservation().unwrap().committed_bytes(),
+        chunk
+    );
+}

@@ -1,0 +1,54 @@
+//! A reservation-backed arena gives memory back to the operating system when a client with
+//! many chunks is deleted (Linux: the resident set size read from `/proc/self/statm`).
+
+#![cfg(target_os = "linux")]
+
+use std::alloc::Layout;
+
+use memvisor_arena::{Arena, Config, Flags, Quota};
+
+/// Resident bytes of this process.
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * memvisor_vmem::page_size()
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc and needs real page residency")]
+fn delete_client_with_many_chunks_lowers_rss() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 64;
+    let config = Config::new()
+        .with_chunk_size(CHUNK)
+        .with_flags(Flags::DECOMMIT);
+    let arena = Arena::with_reservation(CHUNKS * CHUNK, config).unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let before = rss_bytes();
+    // Fill 48 MiB with blocks of all sizes and touch every page.
+    let mut filled = 0;
+    let mut i = 0usize;
+    while filled < 48 * CHUNK {
+        let size = 16 + (i * 7919) % 60_000;
+        let (p, got) = client
+            .alloc_sized(Layout::from_size_align(size, 8).unwrap())
+            .unwrap();
+        // SAFETY: a live block of `got` bytes.
+        unsafe { p.as_ptr().write_bytes(0x5A, got) };
+        filled += got;
+        i += 1;
+    }
+    assert!(client.stats().chunks >= 48);
+    let full = rss_bytes();
+    let resident = arena.resident_bytes().unwrap().unwrap();
+    assert!(resident >= 48 * CHUNK, "resident {resident}");
+    assert!(full >= before + 40 * CHUNK, "rss {before} -> {full}");
+    arena.delete_client(client);
+    let after = rss_bytes();
+    assert_eq!(arena.resident_bytes().unwrap(), Some(0));
+    assert!(
+        after + 40 * CHUNK <= full,
+        "rss did not fall: {before} -> {full} -> {after}"
+    );
+    assert_eq!(arena.stats().cached_chunks, 0);
+}
