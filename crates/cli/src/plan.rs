@@ -138,7 +138,11 @@ impl fmt::Display for BackingPlan {
         match self.pages {
             "none" => {}
             "transparent" => f.write_str(", THP")?,
-            other => write!(f, ", {other} pages")?,
+            other => write!(
+                f,
+                ", {} pages",
+                other.replace("MiB", " MiB").replace("GiB", " GiB")
+            )?,
         }
         if self.fallback_transparent {
             f.write_str(" (or THP)")?;

@@ -568,7 +568,13 @@ fn field_at(src: Source<'_>, span: Option<Range<usize>>) -> String {
     let key = line.split('=').next().unwrap_or("").trim();
     let mut table = String::new();
     let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for l in src.text.get(..line_start).unwrap_or("").lines() {
+    // A table header line is itself the table the error is about.
+    let scan_end = if line.trim_start().starts_with('[') {
+        line_start + line.len()
+    } else {
+        line_start
+    };
+    for l in src.text.get(..scan_end).unwrap_or("").lines() {
         let l = l.trim();
         if let Some(t) = l.strip_prefix("[[").and_then(|t| t.split("]]").next()) {
             let count = arrays.entry(t.trim().to_owned()).or_default();
@@ -1132,5 +1138,6 @@ mod tests {
         let text = "[memory]\nsize = 1\n[[device]]\ntype = 3\n";
         assert_eq!(field_at(src(text), Some(36..37)), "device[0].type");
         assert_eq!(field_at(src(text), None), "(spec)");
+        assert_eq!(field_at(src(text), Some(18..19)), "device[0]");
     }
 }

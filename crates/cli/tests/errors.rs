@@ -1,0 +1,247 @@
+//! One test per kind of spec mistake: each names the field and its line and column, says what
+//! is wrong, and makes `memvisor` exit with code 2.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use memvisor::plan::plan;
+use memvisor::spec::{Source, parse};
+
+/// The error message of `text`, read and planned in-process.
+fn error_of(text: &str) -> String {
+    let src = Source {
+        origin: "vm.toml",
+        text,
+    };
+    let err = match parse(src) {
+        Ok(spec) => plan(&spec, src).expect_err("the spec should be refused"),
+        Err(e) => e,
+    };
+    err.to_string()
+}
+
+/// Runs the binary on `text` written to a file; returns the exit code and standard error.
+fn run_binary(test: &str, text: &str) -> (i32, String) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("errors-{test}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .arg("plan")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty());
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+const MEM: &str = "[memory]\nsize = \"256MiB\"\n";
+
+#[test]
+fn toml_syntax_error_points_at_line() {
+    let text = format!("{MEM}[[device]]\ntype = \"virtio-net\nname = \"x\"\n");
+    let msg = error_of(&text);
+    assert!(msg.starts_with("vm.toml:4:"), "{msg}");
+    assert!(msg.contains("device[0].type"), "{msg}");
+    let (code, stderr) = run_binary("syntax", &text);
+    assert_eq!(code, 2);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let msg = error_of("[memory]\nsize = \"256MiB\"\nprefualt = 2\n");
+    assert!(
+        msg.starts_with("vm.toml:3:1: memory.prefualt: unknown field `prefualt`, expected one of"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_size_unit_is_refused() {
+    let msg = error_of("[memory]\nsize = \"2GB\"\n");
+    assert_eq!(
+        msg,
+        "vm.toml:2:8: memory.size: unknown size unit `GB` (use B, KiB, MiB, GiB or TiB; sizes are binary)"
+    );
+    let (code, stderr) = run_binary("unit", "[memory]\nsize = \"2GB\"\n");
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(":2:8: memory.size: unknown size unit `GB`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_size_number_is_refused() {
+    let msg = error_of(&format!(
+        "{MEM}[hotplug]\nslots = 2\nslot_size = \"0x1g\"\n"
+    ));
+    assert_eq!(
+        msg,
+        "vm.toml:5:13: hotplug.slot_size: `0x1g` is not a number"
+    );
+    let msg = error_of("[memory]\nsize = 0\n");
+    assert_eq!(msg, "vm.toml:2:8: memory.size: size zero");
+    let msg = error_of("[memory]\nsize = -4096\n");
+    assert!(
+        msg.starts_with("vm.toml:2:8: memory.size: negative size -4096"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_device_type_lists_known_ones() {
+    let msg = error_of(&format!("{MEM}[[device]]\ntype = \"virtio-gpu\"\n"));
+    assert_eq!(
+        msg,
+        "vm.toml:4:8: device[0].type: unknown device type `virtio-gpu` (known: virtio-net, \
+         virtio-blk, virtio-console, virtio-rng, virtio-balloon, virtio-vsock, virtio-fs, \
+         virtio-pmem)"
+    );
+    let (code, _) = run_binary(
+        "device",
+        &format!("{MEM}[[device]]\ntype = \"virtio-gpu\"\n"),
+    );
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn unknown_option_value_lists_allowed_ones() {
+    let msg = error_of("[memory]\nsize = \"256MiB\"\nbacking = \"shm\"\n");
+    assert_eq!(
+        msg,
+        "vm.toml:3:11: memory.backing: unknown value `shm` (expected one of: anonymous, \
+         anonymous-shared, memfd, hugetlbfs)"
+    );
+    let msg = error_of("arch = \"riscv64\"\n[memory]\nsize = \"256MiB\"\n");
+    assert_eq!(
+        msg,
+        "vm.toml:1:8: arch: unknown value `riscv64` (expected one of: x86_64, aarch64)"
+    );
+}
+
+#[test]
+fn overlapping_device_windows_name_both() {
+    let text = format!(
+        "{MEM}[[device]]\ntype = \"virtio-net\"\naddress = \"0xd0000000\"\nmmio_size = \"64KiB\"\n\
+         [[device]]\ntype = \"virtio-blk\"\naddress = \"0xd0008000\"\n"
+    );
+    let msg = error_of(&text);
+    assert_eq!(
+        msg,
+        "vm.toml:7:1: device[1].address: blk0's window [0xd0008000, 0xd0008fff] overlaps \
+         net0's window [0xd0000000, 0xd000ffff]"
+    );
+}
+
+#[test]
+fn too_big_for_its_window_says_what_is_free() {
+    let msg = error_of(&format!(
+        "{MEM}[[device]]\ntype = \"virtio-pmem\"\nmmio_size = \"2GiB\"\ndax_size = \"1GiB\"\n"
+    ));
+    assert_eq!(
+        msg,
+        "vm.toml:3:1: device[0].mmio_size: pmem0's window of 2 GiB does not fit in the device \
+         windows (0xc0000000-0xfebfffff; largest free range 1004 MiB)"
+    );
+    let msg = error_of(&format!(
+        "{MEM}[[device]]\ntype = \"virtio-net\"\naddress = \"0x1000\"\n"
+    ));
+    assert_eq!(
+        msg,
+        "vm.toml:3:1: device[0].address: net0's window at 0x1000 of 4 KiB does not fit in the \
+         device windows (0xc0000000-0xfebfffff; largest free range 1004 MiB)"
+    );
+}
+
+#[test]
+fn address_space_too_small_is_refused() {
+    let msg = error_of(
+        "phys_bits = 32\n[memory]\nsize = \"256MiB\"\n[hotplug]\nslots = 1\nslot_size = \"1GiB\"\n",
+    );
+    assert!(
+        msg.starts_with(
+            "vm.toml: phys_bits: the layout (RAM, hotplug and DAX windows) of 1280 MiB does not \
+             fit in a 32-bit guest physical address space"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn interrupt_conflicts_and_ranges_are_refused() {
+    let text = format!("{MEM}[serial]\nirq = 6\n[[device]]\ntype = \"virtio-net\"\nirq = 6\n");
+    assert_eq!(
+        error_of(&text),
+        "vm.toml:5:1: device[0].irq: GSI 6 overlaps the one of serial"
+    );
+    let text = format!("{MEM}[[device]]\ntype = \"virtio-net\"\nirq = 24\n");
+    assert_eq!(
+        error_of(&text),
+        "vm.toml:3:1: device[0].irq: GSI 24 is outside 0..=23"
+    );
+}
+
+#[test]
+fn numa_sizes_must_add_up() {
+    let text =
+        "[memory]\nsize = \"1GiB\"\n[[numa]]\nsize = \"512MiB\"\n[[numa]]\nsize = \"256MiB\"\n";
+    assert_eq!(
+        error_of(text),
+        "vm.toml:2:8: memory.size: memory.size is 1 GiB but the [[numa]] nodes add up to 768 MiB"
+    );
+}
+
+#[test]
+fn huge_page_misalignment_is_refused() {
+    let text = "[memory]\nhuge_pages = \"1GiB\"\n[[numa]]\nsize = \"1536MiB\"\n";
+    assert_eq!(
+        error_of(text),
+        "vm.toml:3:1: numa[0].size: 1536 MiB is not a multiple of the 1 GiB huge page size"
+    );
+    let text = "[memory]\nsize = \"1GiB\"\nbacking = \"hugetlbfs\"\n";
+    assert_eq!(
+        error_of(text),
+        "vm.toml:3:11: memory.huge_pages: a hugetlbfs backing needs huge_pages = \"2MiB\" or \"1GiB\""
+    );
+}
+
+#[test]
+fn missing_field_names_its_table() {
+    let msg = error_of(&format!("{MEM}[[device]]\nname = \"a\"\n"));
+    assert_eq!(msg, "vm.toml:3:1: device[0]: missing field `type`");
+    let msg = error_of("[hotplug]\nslots = 1\nslot_size = 4096\n");
+    assert_eq!(msg, "vm.toml: memory: the [memory] table is missing");
+}
+
+#[test]
+fn missing_spec_file_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .args(["plan", "/nonexistent/vm.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: cannot read /nonexistent/vm.toml: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_error_exits_2() {
+    for args in [
+        &["plan", "--arch", "sparc"][..],
+        &["back", "--scale", "0"],
+        &["frobnicate"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

@@ -1,0 +1,128 @@
+//! Golden-output tests of `plan`: the default spec and every example, as tables and as JSON.
+//! Run with `MEMVISOR_BLESS=1` to rewrite the files under `tests/golden/` after an intended
+//! change, and review the diff.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example(name: &str) -> String {
+    root()
+        .join("../../examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Runs `memvisor` in-process and returns its standard output, checking it succeeded.
+fn run(args: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut argv = vec!["memvisor"];
+    argv.extend_from_slice(args);
+    let code = memvisor::run(argv, &mut out, &mut err, false);
+    assert_eq!(code, 0, "{args:?}: {}", String::from_utf8_lossy(&err));
+    String::from_utf8(out).unwrap()
+}
+
+fn check(file: &str, actual: &str) {
+    let path = root().join("tests/golden").join(file);
+    if std::env::var_os("MEMVISOR_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with MEMVISOR_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{file} differs from the output at line {}:\nexpected: {:?}\nactual:   {:?}\n\
+             (MEMVISOR_BLESS=1 rewrites it)",
+            first + 1,
+            expected.lines().nth(first),
+            actual.lines().nth(first)
+        );
+    }
+}
+
+/// Each case: the golden file stem and the `plan` arguments.
+fn cases() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        ("default", vec![]),
+        ("default-aarch64", vec!["--arch".into(), "aarch64".into()]),
+        ("microvm", vec![example("microvm.toml")]),
+        ("large-vm", vec![example("large-vm.toml")]),
+        ("aarch64", vec![example("aarch64.toml")]),
+    ]
+}
+
+#[test]
+fn plan_table_matches_golden() {
+    for (name, args) in cases() {
+        let mut argv = vec!["plan"];
+        argv.extend(args.iter().map(String::as_str));
+        check(&format!("{name}.txt"), &run(&argv));
+    }
+}
+
+#[test]
+fn plan_json_matches_golden() {
+    for (name, args) in cases() {
+        let mut argv = vec!["plan", "--json"];
+        argv.extend(args.iter().map(String::as_str));
+        let text = run(&argv);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            value["map"].as_array().is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+        check(&format!("{name}.json"), &text);
+    }
+}
+
+#[test]
+fn plan_binary_prints_default_golden() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .arg("plan")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check("default.txt", &String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn plan_json_map_is_sorted_and_disjoint() {
+    for (name, args) in cases() {
+        let mut argv = vec!["plan", "--json"];
+        argv.extend(args.iter().map(String::as_str));
+        let value: serde_json::Value = serde_json::from_str(&run(&argv)).unwrap();
+        let map = value["map"].as_array().unwrap();
+        for pair in map.windows(2) {
+            let end = pair[0]["end"].as_u64().unwrap();
+            let next = pair[1]["start"].as_u64().unwrap();
+            assert!(end < next, "{name}: {} overlaps {}", pair[0], pair[1]);
+        }
+        for entry in map {
+            let (start, end, size) = (
+                entry["start"].as_u64().unwrap(),
+                entry["end"].as_u64().unwrap(),
+                entry["size"].as_u64().unwrap(),
+            );
+            assert_eq!(end - start + 1, size, "{name}: {entry}");
+        }
+    }
+}
