@@ -294,9 +294,16 @@ fn assert_slots_inside<T>(v: &ConcurrentVec<T>) {
     let size = std::mem::size_of::<T>();
     for (i, x) in v.entries() {
         let p = std::ptr::from_ref(x).cast::<u8>();
-        assert_eq!(p as usize % std::mem::align_of::<T>(), 0, "slot {i} misaligned");
+        assert_eq!(
+            p as usize % std::mem::align_of::<T>(),
+            0,
+            "slot {i} misaligned"
+        );
         assert!(r.contains(p), "slot {i} starts outside");
-        assert!(r.contains(p.wrapping_add(size - 1)), "slot {i} ends outside");
+        assert!(
+            r.contains(p.wrapping_add(size - 1)),
+            "slot {i} ends outside"
+        );
     }
     assert!(v.committed_bytes() <= r.len());
 }
@@ -387,7 +394,10 @@ fn sparse_mode_and_alignment_work() {
         v.push(i);
     }
     assert_eq!(v.reservation().as_ptr() as usize % (1 << 21), 0);
-    assert_eq!(v.iter().map(|&x| u64::from(x)).sum::<u64>(), 4999 * 5000 / 2);
+    assert_eq!(
+        v.iter().map(|&x| u64::from(x)).sum::<u64>(),
+        4999 * 5000 / 2
+    );
 }
 
 #[test]
