@@ -28,6 +28,7 @@ use crate::{Error, RegionReport};
 /// use memvisor_space::{Region, RegionSpec};
 /// use vm_memory::{Bytes, GuestAddress, GuestMemoryRegion, MemoryRegionAddress};
 ///
+/// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
 /// let (region, report) = Region::back(RegionSpec::ram(GuestAddress(0x10_0000), 1 << 20))?;
 /// assert_eq!(report.map(|r| r.size), Some(1 << 20));
 /// region.write_obj(0xdead_beef_u32, MemoryRegionAddress(0x40)).unwrap();

@@ -37,6 +37,7 @@
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use vm_memory::{Bytes, GuestAddress};
 //!
+//! # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
 //! let layout = Layout::x86_64().ram(64 << 20).hotplug(1 << 30).build()?;
 //!
 //! // Place a device's MMIO window with the layout's placer.

@@ -20,6 +20,14 @@ const CHUNK: usize = 32;
 /// Slot value of a region without a memory-slot number.
 const NO_SLOT: u32 = u32::MAX;
 
+/// The last-hit index and the index the previous lookup found, on their own cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct HitIndex {
+    hit: AtomicUsize,
+    previous: AtomicUsize,
+}
+
 /// One region in address order: its range, a pointer to it, and its memory-slot number.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -45,8 +53,9 @@ pub struct Snapshot {
     entries: Vec<Entry>,
     /// Owners of the regions, in chunks, in no particular order; they keep `entries` valid.
     owners: Vec<Arc<Vec<Arc<Region>>>>,
-    /// Index of the entry the last successful lookup found.
-    hit: AtomicUsize,
+    /// Index of the entry the last successful lookup found, on its own cache line so that
+    /// updating it does not disturb loads of the fields above.
+    hit: HitIndex,
     layout: Arc<Layout>,
     generation: u64,
 }
@@ -89,7 +98,7 @@ impl Snapshot {
             starts,
             entries,
             owners,
-            hit: AtomicUsize::new(0),
+            hit: HitIndex::default(),
             layout,
             generation,
         })
@@ -98,28 +107,18 @@ impl Snapshot {
     /// The index of the region that would hold `addr`: the last one starting at or before it.
     #[inline]
     fn candidate(&self, addr: u64) -> Option<usize> {
-        // Branch-free binary search over the start addresses.
-        let starts = &self.starts[..];
-        let mut base = 0usize;
-        let mut size = starts.len();
-        if size == 0 {
-            return None;
+        // The standard library's binary search compiles to conditional moves, with no
+        // branch to mispredict per level.
+        match self.starts.binary_search(&addr) {
+            Ok(i) => Some(i),
+            Err(i) => i.checked_sub(1),
         }
-        while size > 1 {
-            let half = size / 2;
-            let mid = base + half;
-            if starts[mid] <= addr {
-                base = mid;
-            }
-            size -= half;
-        }
-        (starts[base] <= addr).then_some(base)
     }
 
     /// The index of the region holding `addr`.
     #[inline]
     fn index_of(&self, addr: GuestAddress) -> Option<usize> {
-        let hit = self.hit.load(Ordering::Relaxed);
+        let hit = self.hit.hit.load(Ordering::Relaxed);
         if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
             && start <= addr.0
             && addr.0 <= e.last
@@ -128,7 +127,14 @@ impl Snapshot {
         }
         let i = self.candidate(addr.0)?;
         if addr.0 <= self.entries[i].last {
-            self.hit.store(i, Ordering::Relaxed);
+            // The hit index moves only when two lookups in a row find the same region. Storing
+            // it on every lookup would make the next lookup's first load wait for this one to
+            // finish, so that random lookups could no longer overlap in the processor.
+            if self.hit.previous.load(Ordering::Relaxed) == i {
+                self.hit.hit.store(i, Ordering::Relaxed);
+            } else {
+                self.hit.previous.store(i, Ordering::Relaxed);
+            }
             Some(i)
         } else {
             None
@@ -346,7 +352,7 @@ impl Snapshot {
             starts,
             entries,
             owners,
-            hit: AtomicUsize::new(0),
+            hit: HitIndex::default(),
             layout: Arc::clone(&self.layout),
             generation,
         })
@@ -402,7 +408,7 @@ impl Snapshot {
             starts,
             entries,
             owners,
-            hit: AtomicUsize::new(0),
+            hit: HitIndex::default(),
             layout: Arc::clone(&self.layout),
             generation,
         };
@@ -442,7 +448,10 @@ impl Snapshot {
 fn entry(region: &Arc<Region>, slot: Option<u32>) -> Entry {
     Entry {
         last: region.last().0,
-        region: NonNull::from(region.as_ref()),
+        // SAFETY: `Arc::as_ptr` is never null. The pointer keeps the provenance of the whole
+        // `Arc` allocation, so `find_arc` may turn it back into an `Arc`; it is only ever used
+        // for shared access.
+        region: unsafe { NonNull::new_unchecked(Arc::as_ptr(region).cast_mut()) },
         slot: slot.unwrap_or(NO_SLOT),
     }
 }

@@ -2,6 +2,7 @@
 //! back; NUMA binding checked in `/proc/self/numa_maps`; prefault checked by residency; the
 //! hotplug window keeps plugged memory contiguous on the host.
 
+#![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
 
 use std::io::Write;

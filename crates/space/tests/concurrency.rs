@@ -2,6 +2,8 @@
 //! them, while readers look addresses up. Nothing may be lost, and no reader may see a state
 //! that no sequence of whole operations produces.
 
+#![allow(clippy::cast_possible_truncation)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -81,7 +83,7 @@ fn writers_and_readers_lose_nothing_and_see_no_torn_state() {
                     let s = Arc::clone(reader.load());
                     assert!(s.generation() >= last_generation, "generation went back");
                     last_generation = s.generation();
-                    if checks % 8 == 0 {
+                    if checks.is_multiple_of(8) {
                         check_consistent(&s);
                     }
                     for _ in 0..64 {

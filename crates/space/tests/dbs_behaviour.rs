@@ -2,6 +2,8 @@
 //! windows, region types, NUMA node ids, DAX queries, last addresses, walking regions,
 //! and bad input as errors rather than panics. All bookkeeping: no memory is mapped.
 
+#![allow(clippy::cast_possible_truncation)]
+
 use memvisor_space::{
     AddressSpace, Backing, Error, HugePageSize, HugePages, Layout, NumaBinding, NumaPolicy,
     Protection, Region, RegionSpec, RegionType, Window, WindowKind,

@@ -4,6 +4,7 @@
 //! Where the kernel cannot provide the pages (or the test is not root), the test says so and
 //! skips; when it got them, it asserts.
 
+#![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
 
 use std::path::{Path, PathBuf};

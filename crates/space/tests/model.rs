@@ -2,6 +2,8 @@
 //! `AddressSpace` and through a naive model (a `Vec` of ranges, linear scans); every answer
 //! and the whole region list must agree after every step. Pure bookkeeping, no memory mapped.
 
+#![allow(clippy::cast_possible_truncation)]
+
 use std::sync::Arc;
 
 use memvisor_space::{
@@ -95,7 +97,7 @@ impl Model {
         if self
             .regions
             .iter()
-            .any(|&(b, s, _)| base <= b + s - 1 && b <= last)
+            .any(|&(b, s, _)| base < b + s && b <= last)
         {
             return Outcome::Overlap;
         }

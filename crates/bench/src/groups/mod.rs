@@ -15,6 +15,7 @@
 
 pub mod arena;
 pub mod baseline;
+pub mod space;
 pub mod vmem;
 
 use crate::BenchError;
@@ -43,6 +44,11 @@ pub const GROUPS: &[Group] = &[
         name: "vmem",
         about: "reserve, commit, prefault and decommit host memory",
         run: vmem::run,
+    },
+    Group {
+        name: "space",
+        about: "guest address space lookup, hotplug and backing against vm-memory and dbs-address-space",
+        run: space::run,
     },
     Group {
         name: "baseline",
