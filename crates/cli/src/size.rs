@@ -171,6 +171,17 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(if cfg!(miri) { 16 } else { 1000 }))]
+
+        #[test]
+        fn size_display_parses_back(v in proptest::prelude::any::<u64>(), shift in 0u32..41) {
+            let v = v >> shift << shift;
+            proptest::prop_assert_eq!(parse_size(&Size(v).to_string()), Ok(v));
+            proptest::prop_assert_eq!(parse_size(&format!("{v:#x}")), Ok(v));
+        }
+    }
+
     #[test]
     fn size_display_pads() {
         assert_eq!(format!("{:>8}|", Size(4096)), "   4 KiB|");

@@ -708,7 +708,10 @@ fn check(src: Source<'_>, raw: RawSpec) -> Result<VmSpec, SpecError> {
             size,
             host_nodes: Vec::new(),
             policy: Policy::Bind,
-            loc: Loc::new("memory", mem_span),
+            loc: Loc::new(
+                "memory.size",
+                mem.size.as_ref().map_or(mem_span, Spanned::span),
+            ),
         }),
         (Some(size), false) => {
             let sum = nodes
@@ -732,8 +735,8 @@ fn check(src: Source<'_>, raw: RawSpec) -> Result<VmSpec, SpecError> {
     if let Some(page) = memory.pages.explicit_bytes() {
         for n in &nodes {
             if !n.size.is_multiple_of(page) {
-                let field = if n.loc.path == "memory" {
-                    "memory.size".to_owned()
+                let field = if n.loc.path == "memory.size" {
+                    n.loc.path.clone()
                 } else {
                     n.loc.field("size")
                 };
