@@ -91,10 +91,7 @@ fn toml(vm: &Vm) -> String {
 /// First fit of `size` aligned to `align` in `[start, end]`, past every taken range.
 fn first_fit(taken: &mut Vec<(u64, u64)>, start: u64, size: u64, align: u64) -> u64 {
     let mut addr = start.next_multiple_of(align);
-    while let Some(&(_, e)) = taken
-        .iter()
-        .find(|&&(s, e)| s <= addr + size - 1 && addr <= e)
-    {
+    while let Some(&(_, e)) = taken.iter().find(|&&(s, e)| s < addr + size && addr <= e) {
         addr = (e + 1).next_multiple_of(align);
     }
     taken.push((addr, addr + size - 1));
