@@ -83,13 +83,11 @@ fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
         origin: &origin,
         text: &text,
     };
-    let mut vm = spec::parse(src)?;
-    if let Some(arch) = arch {
-        vm.arch = match arch {
-            ArchArg::X86_64 => spec::Arch::X86_64,
-            ArchArg::Aarch64 => spec::Arch::Aarch64,
-        };
-    }
+    let arch = arch.map(|a| match a {
+        ArchArg::X86_64 => spec::Arch::X86_64,
+        ArchArg::Aarch64 => spec::Arch::Aarch64,
+    });
+    let vm = spec::parse_for(src, arch)?;
     Ok(plan(&vm.scaled(scale), src)?)
 }
 

@@ -535,6 +535,26 @@ pub const DEFAULT_PHYS_BITS: u32 = 40;
 /// assert_eq!(err.position, Some((4, 8)));
 /// ```
 pub fn parse(src: Source<'_>) -> Result<VmSpec, SpecError> {
+    parse_for(src, None)
+}
+
+/// [`parse`], with `arch` (when given) replacing the spec's `arch` before any check, as
+/// `--arch` does.
+///
+/// # Errors
+/// As [`parse`]; fields that only one architecture has (`serial.port` on x86_64,
+/// `serial.address` on aarch64) are refused for the other.
+///
+/// ```
+/// use memvisor::spec::{Arch, Source, parse_for};
+///
+/// let src = Source { origin: "vm.toml", text: "[memory]\nsize = 4096\n[serial]\nport = 0x2f8\n" };
+/// assert_eq!(parse_for(src, None)?.arch, Arch::X86_64);
+/// let err = parse_for(src, Some(Arch::Aarch64)).unwrap_err();
+/// assert_eq!(err.field, "serial.port");
+/// # Ok::<(), memvisor::SpecError>(())
+/// ```
+pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
     let raw: RawSpec = toml::from_str(src.text).map_err(|e| {
         let field = field_at(src, e.span());
         src.error(
@@ -543,7 +563,7 @@ pub fn parse(src: Source<'_>) -> Result<VmSpec, SpecError> {
             Problem::Toml(e.message().trim().to_owned()),
         )
     })?;
-    check(src, raw)
+    check(src, raw, arch)
 }
 
 /// The dotted key written on the line of `span`, as a best guess at the field a TOML error
@@ -635,11 +655,12 @@ fn choice<T>(
     })
 }
 
-fn check(src: Source<'_>, raw: RawSpec) -> Result<VmSpec, SpecError> {
-    let arch = match &raw.arch {
+fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
+    let written = match &raw.arch {
         Some(a) => choice(src, "arch", a, Arch::parse, "x86_64, aarch64")?,
         None => Arch::X86_64,
     };
+    let arch = arch.unwrap_or(written);
     let phys_bits = match &raw.phys_bits {
         Some(b) if !(32..=64).contains(b.get_ref()) => {
             return Err(src.error(

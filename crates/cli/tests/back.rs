@@ -204,3 +204,22 @@ fn back_large_spec_is_only_planned_in_tests() {
     let out = memvisor(&["plan", &example("large-vm.toml")]);
     assert!(out.status.success());
 }
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn back_with_progress_bar_completes() {
+    // In-process with the progress bar on (drawn only on a terminal, but its ticking thread
+    // runs): the run must finish and report every step.
+    let path = example("microvm.toml");
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = memvisor::run(
+        ["memvisor", "back", "--scale", "32", "--json", &path],
+        &mut out,
+        &mut err,
+        true,
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let report: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(steps(&report).len(), 7);
+}
