@@ -298,7 +298,10 @@ pub fn back_text(r: &BackReport) -> String {
             String::new()
         }
     );
-    out.push_str("memory columns in MiB: this process's RSS (anonymous, shared), its hugetlb pages, the host's commit charge\n\n");
+    out.push_str(
+        "memory in MiB: this process's RSS (anonymous, shared) and hugetlb pages; the host's free \
+         huge pages and commit charge\n\n",
+    );
     let mut t = Table::new(&[
         "STEP",
         "TIME>",
@@ -306,6 +309,7 @@ pub fn back_text(r: &BackReport) -> String {
         "ANON>",
         "SHMEM>",
         "HUGETLB>",
+        "HP FREE>",
         "COMMITTED>",
         "DETAIL",
     ]);
@@ -317,6 +321,7 @@ pub fn back_text(r: &BackReport) -> String {
             mib(m.rss_anon_kib),
             mib(m.rss_shmem_kib),
             mib(m.hugetlb_kib),
+            mib(m.huge_pages_free_kib),
             mib(m.committed_kib),
             detail.to_owned(),
         ]

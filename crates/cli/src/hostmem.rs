@@ -19,7 +19,7 @@ pub struct MemorySample {
     pub vm_size_kib: u64,
     /// The host's commit charge (`Committed_AS` in `/proc/meminfo`), KiB: every process's.
     pub committed_kib: u64,
-    /// Free explicit huge pages of the host, in bytes of pages (all sizes).
+    /// Free explicit huge pages of the host (all sizes), KiB.
     pub huge_pages_free_kib: u64,
 }
 
