@@ -282,17 +282,16 @@ struct Irqs {
 }
 
 impl Irqs {
-    fn new(arch: Arch) -> Self {
+    fn new(arch: Arch) -> Result<Self, Problem> {
         let (first, last) = match arch {
             Arch::X86_64 => X86_GSI_RANGE,
             Arch::Aarch64 => AARCH64_SPI_RANGE,
         };
-        Self {
-            // The ranges are constants with first <= last.
-            ids: IdAllocator::new(first, last).unwrap_or_else(|_| unreachable!()),
+        Ok(Self {
+            ids: IdAllocator::new(first, last).map_err(|e| Problem::Invalid(e.to_string()))?,
             owners: HashMap::new(),
             arch,
-        }
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -489,7 +488,6 @@ fn err(src: Source<'_>, loc: &Loc, field: Option<&str>, problem: Problem) -> Spe
 /// assert_eq!(plan.hotplug.len(), 4);
 /// # Ok::<(), memvisor::SpecError>(())
 /// ```
-#[allow(clippy::too_many_lines)]
 pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
     let ram = spec.ram();
     let hotplug_bytes = match &spec.hotplug {
@@ -598,7 +596,7 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
     }
 
     // Interrupts: fixed ones first, then the serial port, then the rest in order.
-    let mut irqs = Irqs::new(spec.arch);
+    let mut irqs = Irqs::new(spec.arch).map_err(|p| src.error("arch", None, p))?;
     let mut serial_irq = None;
     if let Some(s) = &spec.serial {
         let fixed = s.irq.or(match spec.arch {
