@@ -245,3 +245,25 @@ fn usage_error_exits_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+#[test]
+fn library_refusal_points_at_the_item() {
+    // memvisor-space refuses RAM that is not a whole number of pages; the error is mapped
+    // back to the field that made the region.
+    let msg = error_of("[memory]\nsize = \"1000B\"\n");
+    assert!(
+        msg.starts_with(
+            "vm.toml:2:8: memory.size: region at 0x0 of size 0x3e8 is not aligned to its page size"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn field_of_the_other_architecture_is_refused() {
+    let text = "arch = \"aarch64\"\n[memory]\nsize = \"256MiB\"\n[serial]\nport = 0x2f8\n";
+    assert_eq!(
+        error_of(text),
+        "vm.toml:5:8: serial.port: the aarch64 serial port is MMIO; give `address`"
+    );
+}
