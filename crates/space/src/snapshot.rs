@@ -28,10 +28,11 @@ struct HitIndex {
     previous: AtomicUsize,
 }
 
-/// One region in address order: its range, a pointer to it, and its memory-slot number.
+/// One region in address order: its size less one, a pointer to it, and its memory-slot
+/// number. (Its start is in `Snapshot::starts`.)
 #[derive(Clone, Copy)]
 struct Entry {
-    last: u64,
+    span: u64,
     region: NonNull<Region>,
     slot: u32,
 }
@@ -115,18 +116,20 @@ impl Snapshot {
         }
     }
 
-    /// The index of the region holding `addr`.
+    /// The index and entry of the region holding `addr`.
     #[inline]
-    fn index_of(&self, addr: GuestAddress) -> Option<usize> {
+    fn entry_of(&self, addr: GuestAddress) -> Option<(usize, &Entry)> {
         let hit = self.hit.hit.load(Ordering::Relaxed);
         if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
-            && start <= addr.0
-            && addr.0 <= e.last
+            && addr.0.wrapping_sub(start) <= e.span
         {
-            return Some(hit);
+            return Some((hit, e));
         }
         let i = self.candidate(addr.0)?;
-        if addr.0 <= self.entries[i].last {
+        // `candidate` returns an index of `starts`, which is as long as `entries`.
+        let (start, e) = (self.starts[i], self.entries.get(i)?);
+        // `start <= addr` (from `candidate`), so this does not wrap.
+        if addr.0 - start <= e.span {
             // The hit index moves only when two lookups in a row find the same region. Storing
             // it on every lookup would make the next lookup's first load wait for this one to
             // finish, so that random lookups could no longer overlap in the processor.
@@ -135,7 +138,7 @@ impl Snapshot {
             } else {
                 self.hit.previous.store(i, Ordering::Relaxed);
             }
-            Some(i)
+            Some((i, e))
         } else {
             None
         }
@@ -166,14 +169,17 @@ impl Snapshot {
     #[inline]
     #[must_use]
     pub fn find_region(&self, addr: GuestAddress) -> Option<&Region> {
-        self.index_of(addr).map(|i| self.region_at(i))
+        // SAFETY: every entry points to a region owned by `self.owners`, alive as long as
+        // `self`; only shared references are made.
+        self.entry_of(addr)
+            .map(|(_, e)| unsafe { e.region.as_ref() })
     }
 
     /// The region holding `addr`, as a shared reference that outlives the snapshot.
     #[must_use]
     pub fn find_arc(&self, addr: GuestAddress) -> Option<Arc<Region>> {
-        let i = self.index_of(addr)?;
-        let ptr = self.entries[i].region.as_ptr().cast_const();
+        let (_, e) = self.entry_of(addr)?;
+        let ptr = e.region.as_ptr().cast_const();
         // SAFETY: `ptr` came from `Arc::as_ptr` of an `Arc<Region>` in `self.owners`, which is
         // alive, so its strong count is at least 1 and stays so during these two calls; the
         // increment is then owned by the `Arc` made from it.
@@ -187,7 +193,7 @@ impl Snapshot {
     /// one when they enter the address space).
     #[must_use]
     pub fn slot(&self, addr: GuestAddress) -> Option<u32> {
-        let slot = self.entries[self.index_of(addr)?].slot;
+        let slot = self.entry_of(addr)?.1.slot;
         (slot != NO_SLOT).then_some(slot)
     }
 
@@ -264,7 +270,8 @@ impl Snapshot {
     /// The last address of the highest region of any type.
     #[must_use]
     pub fn last_region_addr(&self) -> Option<GuestAddress> {
-        self.entries.last().map(|e| GuestAddress(e.last))
+        let (start, e) = (self.starts.last()?, self.entries.last()?);
+        Some(GuestAddress(start + e.span))
     }
 
     /// Total bytes of regions of type `ty`.
@@ -309,7 +316,7 @@ impl Snapshot {
     pub(crate) fn check_free(&self, region: &Region) -> Result<usize> {
         let at = self.starts.partition_point(|&s| s < region.base().0);
         if let Some(prev) = at.checked_sub(1)
-            && self.entries[prev].last >= region.base().0
+            && self.starts[prev] + self.entries[prev].span >= region.base().0
         {
             return Err(overlap(region, self.region_at(prev)));
         }
@@ -423,7 +430,7 @@ impl Snapshot {
         let mut prev_last: Option<u64> = None;
         for (i, r) in self.regions().enumerate() {
             assert_eq!(self.starts[i], r.base().0);
-            assert_eq!(self.entries[i].last, r.last().0);
+            assert_eq!(self.entries[i].span, r.size() - 1);
             if let Some(p) = prev_last {
                 assert!(p < r.base().0, "regions overlap or are unsorted");
             }
@@ -447,7 +454,7 @@ impl Snapshot {
 
 fn entry(region: &Arc<Region>, slot: Option<u32>) -> Entry {
     Entry {
-        last: region.last().0,
+        span: region.size() - 1,
         // SAFETY: `Arc::as_ptr` is never null. The pointer keeps the provenance of the whole
         // `Arc` allocation, so `find_arc` may turn it back into an `Arc`; it is only ever used
         // for shared access.
