@@ -1,0 +1,485 @@
+//! VM specs: the TOML format, reading it with positions kept, and checking every field into a
+//! [`VmSpec`]. See `SPEC.md` in this crate for the format.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Serialize;
+
+use crate::error::{Problem, SpecError};
+
+mod read;
+
+pub use read::{parse, parse_for};
+
+/// The built-in default microVM: 2 GiB of RAM over 2 guest NUMA nodes, a hotplug window of 4
+/// slots of 1 GiB, 8 virtio-mmio devices and a serial port, x86-64 layout.
+pub const DEFAULT_SPEC: &str = include_str!("../default.toml");
+
+/// The name errors give the built-in spec.
+pub const DEFAULT_ORIGIN: &str = "<default>";
+
+/// A spec's text and where it came from, to turn byte offsets into lines and columns.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// A file name (or [`DEFAULT_ORIGIN`]).
+    pub origin: &'a str,
+    /// The TOML text.
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    /// The 1-based line and column (in characters) of byte offset `offset`.
+    ///
+    /// ```
+    /// use memvisor::spec::Source;
+    ///
+    /// let s = Source { origin: "x", text: "a = 1\nbb = 2\n" };
+    /// assert_eq!(s.line_column(0), (1, 1));
+    /// assert_eq!(s.line_column(8), (2, 3));
+    /// ```
+    #[must_use]
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = self.text.get(..offset).unwrap_or(self.text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+        (line, column)
+    }
+
+    /// A [`SpecError`] about `field` at `span`.
+    #[must_use]
+    pub fn error(
+        &self,
+        field: impl Into<String>,
+        span: Option<Range<usize>>,
+        problem: Problem,
+    ) -> SpecError {
+        SpecError {
+            origin: self.origin.to_owned(),
+            position: span.map(|s| self.line_column(s.start)),
+            field: field.into(),
+            problem: Box::new(problem),
+        }
+    }
+}
+
+/// The guest architecture, which picks the layout preset and the interrupt numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// x86-64: IOAPIC GSIs, port I/O serial.
+    X86_64,
+    /// AArch64: GIC SPIs, MMIO serial.
+    Aarch64,
+}
+
+impl Arch {
+    /// The name used in specs and on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where guest RAM's host memory comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackingKind {
+    /// Private anonymous memory.
+    Anonymous,
+    /// Shared anonymous memory.
+    AnonymousShared,
+    /// A memfd, shareable with other processes.
+    Memfd,
+    /// Files on the hugetlbfs mount at this path.
+    Hugetlbfs(String),
+}
+
+impl BackingKind {
+    /// The name used in specs.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackingKind::Anonymous => "anonymous",
+            BackingKind::AnonymousShared => "anonymous-shared",
+            BackingKind::Memfd => "memfd",
+            BackingKind::Hugetlbfs(_) => "hugetlbfs",
+        }
+    }
+}
+
+/// The page kind of guest RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageKind {
+    /// Base pages.
+    Base,
+    /// Transparent huge pages.
+    Transparent,
+    /// Explicit 2 MiB huge pages.
+    Huge2M,
+    /// Explicit 1 GiB huge pages.
+    Huge1G,
+}
+
+impl PageKind {
+    /// The name used in specs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            PageKind::Base => "none",
+            PageKind::Transparent => "transparent",
+            PageKind::Huge2M => "2MiB",
+            PageKind::Huge1G => "1GiB",
+        }
+    }
+
+    /// The explicit huge page size in bytes, if any.
+    #[must_use]
+    pub fn explicit_bytes(self) -> Option<u64> {
+        match self {
+            PageKind::Huge2M => Some(2 << 20),
+            PageKind::Huge1G => Some(1 << 30),
+            PageKind::Base | PageKind::Transparent => None,
+        }
+    }
+}
+
+/// A host NUMA policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Only the listed nodes.
+    Bind,
+    /// The first listed node when it can.
+    Preferred,
+    /// Round-robin over the listed nodes.
+    Interleave,
+}
+
+impl Policy {
+    /// The name used in specs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Bind => "bind",
+            Policy::Preferred => "preferred",
+            Policy::Interleave => "interleave",
+        }
+    }
+}
+
+/// How guest RAM (boot and hot-plugged) gets its host memory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemoryOptions {
+    /// The source.
+    pub backing: BackingKind,
+    /// The page kind.
+    pub pages: PageKind,
+    /// Fall back to transparent huge pages when explicit ones cannot be had.
+    pub fallback_transparent: bool,
+    /// Threads that prefault the memory when it is created (0: none).
+    pub prefault_threads: usize,
+    /// Keep the memory out of child processes.
+    pub dontfork: bool,
+}
+
+/// A guest NUMA node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeSpec {
+    /// Its RAM.
+    pub size: u64,
+    /// Host nodes its memory is bound to (empty: no binding).
+    pub host_nodes: Vec<u32>,
+    /// The binding policy.
+    pub policy: Policy,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// The hotplug window.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HotplugSpec {
+    /// Number of slots.
+    pub slots: u32,
+    /// Size of each.
+    pub slot_size: u64,
+    /// Guest NUMA node of the hot-plugged memory.
+    pub node: u32,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// The serial port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SerialSpec {
+    /// A fixed interrupt number.
+    pub irq: Option<u32>,
+    /// The I/O port base (x86-64).
+    pub port: Option<u64>,
+    /// A fixed MMIO address (AArch64).
+    pub address: Option<u64>,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// The kinds of virtio-mmio device a spec may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceType {
+    /// virtio-net.
+    Net,
+    /// virtio-blk.
+    Blk,
+    /// virtio-console.
+    Console,
+    /// virtio-rng.
+    Rng,
+    /// virtio-balloon.
+    Balloon,
+    /// virtio-vsock.
+    Vsock,
+    /// virtio-fs (may have a DAX window).
+    Fs,
+    /// virtio-pmem (needs a DAX window).
+    Pmem,
+}
+
+impl DeviceType {
+    /// Every type, in the order the spec reference lists them.
+    pub const ALL: [DeviceType; 8] = [
+        DeviceType::Net,
+        DeviceType::Blk,
+        DeviceType::Console,
+        DeviceType::Rng,
+        DeviceType::Balloon,
+        DeviceType::Vsock,
+        DeviceType::Fs,
+        DeviceType::Pmem,
+    ];
+
+    /// The name used in specs (`virtio-net`, ...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceType::Net => "virtio-net",
+            DeviceType::Blk => "virtio-blk",
+            DeviceType::Console => "virtio-console",
+            DeviceType::Rng => "virtio-rng",
+            DeviceType::Balloon => "virtio-balloon",
+            DeviceType::Vsock => "virtio-vsock",
+            DeviceType::Fs => "virtio-fs",
+            DeviceType::Pmem => "virtio-pmem",
+        }
+    }
+
+    /// The prefix of default device names (`net`, `blk`, ...).
+    #[must_use]
+    pub fn short(self) -> &'static str {
+        self.name().trim_start_matches("virtio-")
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == text)
+    }
+}
+
+/// A virtio-mmio device.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceSpec {
+    /// Its name (unique).
+    pub name: String,
+    /// Its type.
+    pub ty: DeviceType,
+    /// Size of its MMIO window.
+    pub mmio_size: u64,
+    /// A fixed MMIO address.
+    pub address: Option<u64>,
+    /// A fixed interrupt number.
+    pub irq: Option<u32>,
+    /// Size of its DAX window (virtio-fs, virtio-pmem).
+    pub dax_size: Option<u64>,
+    /// Where it was written.
+    pub loc: Loc,
+}
+
+/// Where a spec item was written: its field path (`device[2]`) and byte span, for errors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Loc {
+    /// The field path.
+    pub path: String,
+    /// The byte span in the spec text, if known.
+    pub span: Option<Range<usize>>,
+}
+
+impl Loc {
+    fn new(path: impl Into<String>, span: Range<usize>) -> Self {
+        Self {
+            path: path.into(),
+            span: Some(span),
+        }
+    }
+
+    /// A sub-field of this item.
+    #[must_use]
+    pub fn field(&self, name: &str) -> String {
+        format!("{}.{name}", self.path)
+    }
+}
+
+/// A checked VM spec.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VmSpec {
+    /// A name for headings.
+    pub name: String,
+    /// The architecture.
+    pub arch: Arch,
+    /// Guest physical address bits.
+    pub phys_bits: u32,
+    /// Host memory options of guest RAM.
+    pub memory: MemoryOptions,
+    /// Guest NUMA nodes (at least one), in order; their sizes sum to the boot RAM.
+    pub nodes: Vec<NodeSpec>,
+    /// The hotplug window, if any.
+    pub hotplug: Option<HotplugSpec>,
+    /// The serial port, if any.
+    pub serial: Option<SerialSpec>,
+    /// The virtio-mmio devices, in order.
+    pub devices: Vec<DeviceSpec>,
+}
+
+impl VmSpec {
+    /// Boot RAM in bytes.
+    #[must_use]
+    pub fn ram(&self) -> u64 {
+        self.nodes.iter().map(|n| n.size).sum()
+    }
+
+    /// The page size RAM sizes must be multiples of: the explicit huge page size, or the
+    /// host's base page size.
+    #[must_use]
+    pub fn ram_page_size(&self) -> u64 {
+        self.memory
+            .pages
+            .explicit_bytes()
+            .unwrap_or(memvisor_vmem::page_size() as u64)
+    }
+
+    /// The spec with every memory size divided by `factor` (RAM of each node, hotplug slots, DAX
+    /// windows), rounded down to the RAM page size and at least one page; MMIO windows keep
+    /// their size. `factor` 0 or 1 changes nothing.
+    ///
+    /// ```
+    /// use memvisor::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
+    ///
+    /// let spec = parse(Source { origin: DEFAULT_ORIGIN, text: DEFAULT_SPEC })?;
+    /// let small = spec.scaled(1024);
+    /// assert_eq!(small.ram(), spec.ram() / 1024);
+    /// # Ok::<(), memvisor::SpecError>(())
+    /// ```
+    #[must_use]
+    pub fn scaled(&self, factor: u64) -> Self {
+        if factor <= 1 {
+            return self.clone();
+        }
+        let ram_page = self.ram_page_size();
+        let scale = |size: u64, page: u64| (size / factor / page * page).max(page);
+        let mut out = self.clone();
+        for n in &mut out.nodes {
+            n.size = scale(n.size, ram_page);
+        }
+        if let Some(h) = &mut out.hotplug {
+            h.slot_size = scale(h.slot_size, ram_page);
+        }
+        let base_page = memvisor_vmem::page_size() as u64;
+        for d in &mut out.devices {
+            if let Some(dax) = &mut d.dax_size {
+                *dax = scale(*dax, base_page);
+            }
+        }
+        out
+    }
+}
+
+/// Default MMIO window of a virtio-mmio device: its register block, one 4 KiB page.
+pub const DEFAULT_MMIO_SIZE: u64 = 0x1000;
+
+/// Default guest physical address bits.
+pub const DEFAULT_PHYS_BITS: u32 = 40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source<'_> {
+        Source {
+            origin: "t.toml",
+            text,
+        }
+    }
+
+    #[test]
+    fn parse_default_spec_matches_description() {
+        let spec = parse(Source {
+            origin: DEFAULT_ORIGIN,
+            text: DEFAULT_SPEC,
+        })
+        .unwrap();
+        assert_eq!(spec.ram(), 2 << 30);
+        assert_eq!(spec.nodes.len(), 2);
+        let h = spec.hotplug.as_ref().unwrap();
+        assert_eq!((h.slots, h.slot_size), (4, 1 << 30));
+        assert_eq!(spec.devices.len(), 8);
+        assert!(spec.serial.is_some());
+        assert_eq!(spec.arch, Arch::X86_64);
+    }
+
+    #[test]
+    fn parse_memory_size_only_makes_one_node() {
+        let spec = parse(src("[memory]\nsize = \"256MiB\"\n")).unwrap();
+        assert_eq!(spec.nodes.len(), 1);
+        assert_eq!(spec.ram(), 256 << 20);
+        assert_eq!(spec.name, "t");
+    }
+
+    #[test]
+    fn parse_unknown_field_names_it() {
+        let err = parse(src("[memory]\nsize = \"1GiB\"\nszie = 3\n")).unwrap_err();
+        assert_eq!(err.position, Some((3, 1)));
+        assert_eq!(err.field, "memory.szie");
+        assert!(err.to_string().contains("unknown field `szie`"), "{err}");
+    }
+
+    #[test]
+    fn parse_numa_sum_mismatch_errors() {
+        let text = "[memory]\nsize = \"1GiB\"\n[[numa]]\nsize = \"256MiB\"\n";
+        let err = parse(src(text)).unwrap_err();
+        assert_eq!(err.field, "memory.size");
+        assert_eq!(
+            err.problem.to_string(),
+            "memory.size is 1 GiB but the [[numa]] nodes add up to 256 MiB"
+        );
+    }
+
+    #[test]
+    fn scaled_keeps_at_least_one_page() {
+        let spec = parse(src("[memory]\nsize = \"8KiB\"\n")).unwrap();
+        let small = spec.scaled(1 << 20);
+        assert_eq!(small.ram(), memvisor_vmem::page_size() as u64);
+    }
+}
