@@ -1,0 +1,1205 @@
+//! [`AddressAllocator`]: address ranges (MMIO, PIO, hotplug slots) inside one address space.
+
+mod tree;
+
+use alloc::vec::Vec;
+
+use self::tree::{NIL, Search, Tree};
+use crate::error::{Error, Result};
+use crate::range::RangeInclusive;
+
+/// Where [`AddressAllocator::allocate`] places a range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AllocPolicy {
+    /// The lowest aligned address where the range fits.
+    #[default]
+    FirstMatch,
+    /// The highest aligned address where the range fits.
+    LastMatch,
+    /// Exactly at this address, which must have the requested alignment.
+    ExactMatch(u64),
+}
+
+/// A validated allocation request: size, alignment, policy and an optional window.
+///
+/// ```
+/// use memvisor_resources::{AllocPolicy, Error, RangeInclusive, Request};
+///
+/// let below_4g = RangeInclusive::new(0, 0xffff_ffff)?;
+/// let req = Request::new(0x1000, 0x1000, AllocPolicy::LastMatch)?.within(below_4g);
+/// assert_eq!(req.window(), Some(below_4g));
+/// assert_eq!(
+///     Request::new(0x1000, 3, AllocPolicy::FirstMatch),
+///     Err(Error::InvalidAlignment(3))
+/// );
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Request {
+    size: u64,
+    alignment: u64,
+    policy: AllocPolicy,
+    window: Option<RangeInclusive>,
+}
+
+impl Request {
+    /// Creates a request for `size` units aligned to `alignment`, placed by `policy`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroSize`] if `size` is 0, [`Error::InvalidAlignment`] if `alignment` is not a
+    /// power of two, and for [`AllocPolicy::ExactMatch`]: [`Error::UnalignedAddress`] if the
+    /// address is not a multiple of `alignment`, [`Error::Overflow`] if the range would go
+    /// past `u64::MAX`.
+    pub fn new(size: u64, alignment: u64, policy: AllocPolicy) -> Result<Self> {
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if !alignment.is_power_of_two() {
+            return Err(Error::InvalidAlignment(alignment));
+        }
+        if let AllocPolicy::ExactMatch(address) = policy {
+            if address & (alignment - 1) != 0 {
+                return Err(Error::UnalignedAddress { address, alignment });
+            }
+            RangeInclusive::from_start_and_size(address, size)?;
+        }
+        Ok(Self {
+            size,
+            alignment,
+            policy,
+            window: None,
+        })
+    }
+
+    /// Restricts the placement to `window` (inclusive), which must lie inside the allocator's
+    /// space when the request is used.
+    #[must_use]
+    pub fn within(mut self, window: RangeInclusive) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    /// The requested size.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The requested alignment.
+    #[must_use]
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+
+    /// The placement policy.
+    #[must_use]
+    pub fn policy(&self) -> AllocPolicy {
+        self.policy
+    }
+
+    /// The window, if one was set.
+    #[must_use]
+    pub fn window(&self) -> Option<RangeInclusive> {
+        self.window
+    }
+}
+
+/// One live allocation, as listed by [`AddressAllocator::allocated`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocation<'a, T> {
+    /// The allocated range.
+    pub range: RangeInclusive,
+    /// The owner tag given when it was allocated.
+    pub tag: &'a T,
+}
+
+/// Hands out ranges of a `u64` address space: first fit, last fit or an exact address, with
+/// any power-of-two alignment, optionally inside a window.
+///
+/// Each allocation carries an owner tag of type `T` (`()` by default), found again by address
+/// or by tag. Allocation, free and lookup take O(log n) for n live ranges, whatever the
+/// fragmentation (see the crate's DESIGN.md for the one case where alignment can add steps).
+/// The space may be the whole 64-bit space and ranges may end at `u64::MAX`.
+///
+/// ```
+/// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive};
+///
+/// let mut mmio = AddressAllocator::<u32>::new(RangeInclusive::new(0xd000_0000, 0xfebf_ffff)?);
+/// let req = memvisor_resources::Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
+/// let a = mmio.allocate_with(&req, 7)?;
+/// assert_eq!(a, RangeInclusive::new(0xd000_0000, 0xd000_0fff)?);
+/// assert_eq!(mmio.allocation_containing(0xd000_0800).map(|x| *x.tag), Some(7));
+/// assert_eq!(mmio.free(&a)?, 7);
+/// # Ok::<(), memvisor_resources::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct AddressAllocator<T = ()> {
+    space: RangeInclusive,
+    tree: Tree,
+    /// Tag of each node, at the node's arena index.
+    tags: Vec<T>,
+    /// Free units after the last allocation (meaningless while there is none).
+    tail: u64,
+    used: u128,
+}
+
+impl<T> AddressAllocator<T> {
+    /// Creates an allocator of `space`, all free.
+    #[must_use]
+    pub fn new(space: RangeInclusive) -> Self {
+        Self {
+            space,
+            tree: Tree::new(),
+            tags: Vec::new(),
+            tail: 0,
+            used: 0,
+        }
+    }
+
+    /// Creates an allocator of `size` units starting at `base`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroSize`] if `size` is 0, [`Error::Overflow`] if the space would go past
+    /// `u64::MAX`.
+    pub fn with_base_and_size(base: u64, size: u64) -> Result<Self> {
+        Ok(Self::new(RangeInclusive::from_start_and_size(base, size)?))
+    }
+
+    /// The managed space.
+    #[must_use]
+    pub fn space(&self) -> RangeInclusive {
+        self.space
+    }
+
+    /// The number of live allocations.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Whether nothing is allocated.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Allocated units. A `u128` because the whole 64-bit space holds 2^64 units.
+    #[must_use]
+    pub fn used(&self) -> u128 {
+        self.used
+    }
+
+    /// Free units.
+    #[must_use]
+    pub fn available(&self) -> u128 {
+        self.space.size_u128() - self.used
+    }
+
+    /// Heap bytes held by the index and the tags (capacity included).
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.tree.capacity_bytes() + self.tags.capacity() * core::mem::size_of::<T>()
+    }
+
+    /// Allocates a range as `request` says and tags it with `tag`.
+    ///
+    /// Placement: [`FirstMatch`](AllocPolicy::FirstMatch) picks the lowest aligned address
+    /// where the range fits in free space (and in the window),
+    /// [`LastMatch`](AllocPolicy::LastMatch) the highest, and
+    /// [`ExactMatch`](AllocPolicy::ExactMatch) exactly the given address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideSpace`] if the window (or the exact range) is not inside the space (or
+    /// the window), [`Error::Overlap`] if an exact range overlaps a live allocation,
+    /// [`Error::OutOfSpace`] if no free range fits, [`Error::TooManyAllocations`] at 2^32 - 1
+    /// live ranges. The allocator is unchanged on error.
+    pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<RangeInclusive> {
+        self.check_room()?;
+        let (addr, host) = self.place(request)?;
+        let range = RangeInclusive::from_start_and_size(addr, request.size)?;
+        Ok(self.commit(range, host, tag))
+    }
+
+    /// Reserves exactly `range` (for example a hole the guest must not see) with `tag`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideSpace`] if `range` is not inside the space, [`Error::Overlap`] if it
+    /// overlaps a live allocation, [`Error::TooManyAllocations`] at 2^32 - 1 live ranges.
+    pub fn reserve_with(&mut self, range: RangeInclusive, tag: T) -> Result<()> {
+        self.check_room()?;
+        if !self.space.contains_range(&range) {
+            return Err(Error::OutsideSpace {
+                range,
+                space: self.space,
+            });
+        }
+        let host = self.free_host(range)?;
+        self.commit(range, host, tag);
+        Ok(())
+    }
+
+    /// Frees the allocation that is exactly `range` and returns its tag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotExactAllocation`] if `range` overlaps a live allocation without being
+    /// exactly it (the lowest such allocation is reported), [`Error::NotAllocated`] if it
+    /// overlaps none. The allocator is unchanged on error.
+    pub fn free(&mut self, range: &RangeInclusive) -> Result<T> {
+        let (node, succ) = self.exact(range)?;
+        Ok(self.remove(node, succ))
+    }
+
+    /// Frees the allocation that contains `addr` and returns its range and tag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AddressNotAllocated`] if no allocation contains `addr`.
+    pub fn release_containing(&mut self, addr: u64) -> Result<(RangeInclusive, T)> {
+        let (node, succ, range) = self
+            .containing(addr)
+            .ok_or(Error::AddressNotAllocated(addr))?;
+        Ok((range, self.remove(node, succ)))
+    }
+
+    /// Moves the allocation that is exactly `old` to a place chosen by `request`, keeping its
+    /// tag. The old range counts as free while the new one is placed, so the new range may
+    /// overlap it. If no place is found, the old allocation stays where it was.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`free`](Self::free) for `old`, then those of
+    /// [`allocate_with`](Self::allocate_with) for `request`. The allocator is unchanged on
+    /// error.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request};
+    ///
+    /// let mut a = AddressAllocator::<()>::with_base_and_size(0, 0x10000)?;
+    /// let bar = a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
+    /// let moved = a.relocate(&bar, &Request::new(0x2000, 0x1000, AllocPolicy::LastMatch)?)?;
+    /// assert_eq!(moved, RangeInclusive::new(0xe000, 0xffff)?);
+    /// assert_eq!(a.len(), 1);
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn relocate(&mut self, old: &RangeInclusive, request: &Request) -> Result<RangeInclusive> {
+        let (node, succ) = self.exact(old)?;
+        let tag = self.remove(node, succ);
+        match self.place(request) {
+            Ok((addr, host)) => {
+                let range = RangeInclusive::from_start_and_size(addr, request.size)?;
+                Ok(self.commit(range, host, tag))
+            }
+            Err(e) => {
+                // The old range is free again (it was just released), so this puts everything
+                // back as it was.
+                let host = self.tree.around(old.start()).succ;
+                self.commit(*old, host, tag);
+                Err(e)
+            }
+        }
+    }
+
+    /// The allocation that contains `addr`, if any.
+    #[must_use]
+    pub fn allocation_containing(&self, addr: u64) -> Option<Allocation<'_, T>> {
+        self.containing(addr).map(|(node, _, range)| Allocation {
+            range,
+            tag: &self.tags[node as usize],
+        })
+    }
+
+    /// The ranges allocated with a tag equal to `tag`, in address order (a scan: O(n)).
+    pub fn find_tagged<'a>(&'a self, tag: &'a T) -> impl Iterator<Item = RangeInclusive> + 'a
+    where
+        T: PartialEq,
+    {
+        self.allocated()
+            .filter(move |a| a.tag == tag)
+            .map(|a| a.range)
+    }
+
+    /// The live allocations in address order.
+    #[must_use]
+    pub fn allocated(&self) -> Allocations<'_, T> {
+        let mut nodes = self.tree.iter();
+        let next = nodes.next();
+        Allocations {
+            alloc: self,
+            nodes,
+            next,
+        }
+    }
+
+    /// The free ranges in address order (adjacent free units always form one range).
+    #[must_use]
+    pub fn free_ranges(&self) -> FreeRanges<'_, T> {
+        FreeRanges {
+            alloc: self,
+            nodes: self.tree.iter(),
+            done: false,
+        }
+    }
+
+    /// Checks every internal invariant: tree order and balance data, gaps matching the
+    /// allocations, no overlap, counts. O(n); meant for tests and debugging.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inconsistent`] naming the first broken invariant.
+    pub fn check_invariants(&self) -> Result<()> {
+        self.tree.check().map_err(Error::Inconsistent)?;
+        if self.tags.len() != self.tree.len() {
+            return Err(Error::Inconsistent("tag count differs from node count"));
+        }
+        let mut covered = 0u128;
+        let mut used = 0u128;
+        let mut expect = Some(self.space.start());
+        let mut last_free = false;
+        let mut pieces = 0usize;
+        let mut allocs = self.allocated().peekable();
+        let mut frees = self.free_ranges().peekable();
+        // Walk both lists in address order: together they must tile the space exactly.
+        loop {
+            let (range, free) = match (allocs.peek(), frees.peek()) {
+                (Some(a), Some(f)) if a.range.start() < f.start() => {
+                    (allocs.next().map(|a| a.range), false)
+                }
+                (Some(_), Some(_)) | (None, Some(_)) => (frees.next(), true),
+                (Some(_), None) => (allocs.next().map(|a| a.range), false),
+                (None, None) => break,
+            };
+            let Some(range) = range else { break };
+            if Some(range.start()) != expect {
+                return Err(Error::Inconsistent("ranges do not tile the space"));
+            }
+            if free && last_free && pieces > 0 {
+                return Err(Error::Inconsistent("two free ranges are adjacent"));
+            }
+            last_free = free;
+            pieces += 1;
+            covered += range.size_u128();
+            if !free {
+                used += range.size_u128();
+            }
+            expect = range.end().checked_add(1);
+        }
+        if covered != self.space.size_u128() || expect != self.space.end().checked_add(1) {
+            return Err(Error::Inconsistent("ranges do not cover the space"));
+        }
+        if used != self.used {
+            return Err(Error::Inconsistent("used count is wrong"));
+        }
+        Ok(())
+    }
+
+    fn check_room(&self) -> Result<()> {
+        if self.tree.has_room() {
+            Ok(())
+        } else {
+            Err(Error::TooManyAllocations(u32::MAX - 1))
+        }
+    }
+
+    /// The end of the allocation whose successor is `succ` (`NIL`: the last allocation).
+    fn end_before(&self, succ: u32) -> u64 {
+        if succ == NIL {
+            self.space.end() - self.tail
+        } else {
+            let n = self.tree.node(succ);
+            n.start - n.gap - 1
+        }
+    }
+
+    fn range_of(&self, node: u32, succ: u32) -> RangeInclusive {
+        RangeInclusive::new(self.tree.node(node).start, self.end_before(succ)).unwrap_or(self.space)
+    }
+
+    /// The free range in front of `succ` (`NIL`: the free tail), if not empty.
+    fn gap_before(&self, succ: u32) -> Option<RangeInclusive> {
+        if succ == NIL {
+            if self.tree.is_empty() {
+                return Some(self.space);
+            }
+            if self.tail == 0 {
+                return None;
+            }
+            RangeInclusive::new(self.space.end() - self.tail + 1, self.space.end()).ok()
+        } else {
+            let n = self.tree.node(succ);
+            if n.gap == 0 {
+                return None;
+            }
+            RangeInclusive::new(n.start - n.gap, n.start - 1).ok()
+        }
+    }
+
+    /// The allocation containing `addr`: node, successor and range.
+    fn containing(&self, addr: u64) -> Option<(u32, u32, RangeInclusive)> {
+        let around = self.tree.around(addr);
+        if around.pred == NIL {
+            return None;
+        }
+        let range = self.range_of(around.pred, around.succ);
+        range
+            .contains(addr)
+            .then_some((around.pred, around.succ, range))
+    }
+
+    /// The node that is exactly `range` and its successor.
+    fn exact(&self, range: &RangeInclusive) -> Result<(u32, u32)> {
+        if let Some((node, succ, found)) = self.containing(range.start()) {
+            if found == *range {
+                return Ok((node, succ));
+            }
+            return Err(Error::NotExactAllocation {
+                requested: *range,
+                existing: found,
+            });
+        }
+        match self.first_overlap(range) {
+            Some(existing) => Err(Error::NotExactAllocation {
+                requested: *range,
+                existing,
+            }),
+            None => Err(Error::NotAllocated(*range)),
+        }
+    }
+
+    /// The lowest allocation that overlaps `range`, given that none contains its start.
+    fn first_overlap(&self, range: &RangeInclusive) -> Option<RangeInclusive> {
+        let succ = self.tree.around(range.start()).succ;
+        if succ == NIL || self.tree.node(succ).start > range.end() {
+            return None;
+        }
+        Some(self.range_of(succ, self.tree.successor(succ)))
+    }
+
+    /// Checks that `range` is free; returns the node whose gap holds it (`NIL`: the tail).
+    fn free_host(&self, range: RangeInclusive) -> Result<u32> {
+        if let Some((_, _, existing)) = self.containing(range.start()) {
+            return Err(Error::Overlap {
+                requested: range,
+                existing,
+            });
+        }
+        if let Some(existing) = self.first_overlap(&range) {
+            return Err(Error::Overlap {
+                requested: range,
+                existing,
+            });
+        }
+        Ok(self.tree.around(range.start()).succ)
+    }
+
+    /// Finds a place for `request`: the address and the node whose gap holds it.
+    fn place(&self, request: &Request) -> Result<(u64, u32)> {
+        let window = request.window.unwrap_or(self.space);
+        if !self.space.contains_range(&window) {
+            return Err(Error::OutsideSpace {
+                range: window,
+                space: self.space,
+            });
+        }
+        let (size, align) = (request.size, request.alignment);
+        let out = Error::OutOfSpace {
+            size,
+            alignment: align,
+        };
+        let rev = match request.policy {
+            AllocPolicy::ExactMatch(addr) => {
+                let range = RangeInclusive::from_start_and_size(addr, size)?;
+                if !window.contains_range(&range) {
+                    return Err(Error::OutsideSpace {
+                        range,
+                        space: window,
+                    });
+                }
+                return Ok((addr, self.free_host(range)?));
+            }
+            AllocPolicy::FirstMatch => false,
+            AllocPolicy::LastMatch => true,
+        };
+        let fit = |gap: RangeInclusive| fit_in(gap, window, size, align, rev);
+        let tail = || self.gap_before(NIL).and_then(fit).map(|a| (a, NIL));
+        if rev && let Some(hit) = tail() {
+            return Ok(hit);
+        }
+        let mut probe = |n: &tree::Node| {
+            let here = if n.gap == 0 {
+                None
+            } else {
+                RangeInclusive::new(n.start - n.gap, n.start - 1)
+                    .ok()
+                    .and_then(fit)
+            };
+            Search {
+                here,
+                // Gaps of lower nodes end before this node's gap begins; gaps of higher nodes
+                // begin after this node's start.
+                left: n.start - n.gap > window.start(),
+                right: n.start < window.end(),
+            }
+        };
+        if let Some((node, addr)) = self.tree.find(size, rev, &mut probe) {
+            return Ok((addr, node));
+        }
+        if !rev && let Some(hit) = tail() {
+            return Ok(hit);
+        }
+        Err(out)
+    }
+
+    /// Records `range` (free, inside the gap in front of `host`) as allocated with `tag`.
+    fn commit(&mut self, range: RangeInclusive, host: u32, tag: T) -> RangeInclusive {
+        let region_start = match self.gap_before(host) {
+            Some(g) => g.start(),
+            None => range.start(),
+        };
+        let gap = range.start() - region_start;
+        if host == NIL {
+            self.tail = self.space.end() - range.end();
+        } else {
+            let h = self.tree.node(host);
+            self.tree.set_gap(host, h.start - range.end() - 1);
+        }
+        if self.tags.len() == self.tags.capacity() {
+            self.tags.reserve_exact((self.tags.len() / 8).max(16));
+        }
+        self.tree.insert(range.start(), gap);
+        self.tags.push(tag);
+        self.used += range.size_u128();
+        range
+    }
+
+    /// Frees `node` (whose successor is `succ`) and returns its tag.
+    fn remove(&mut self, node: u32, succ: u32) -> T {
+        let n = self.tree.node(node);
+        let range = self.range_of(node, succ);
+        let region_start = n.start - n.gap;
+        if succ != NIL {
+            let s = self.tree.node(succ);
+            self.tree.set_gap(succ, s.start - region_start);
+        } else if self.tree.len() > 1 {
+            // Another allocation lies below, so `region_start` is above the space's start.
+            self.tail = self.space.end() - (region_start - 1);
+        } else {
+            self.tail = 0;
+        }
+        self.used -= range.size_u128();
+        let slot = self.tree.remove(n.start);
+        self.tags.swap_remove(slot as usize)
+    }
+}
+
+impl<T: Default> AddressAllocator<T> {
+    /// Allocates `size` units aligned to `alignment`, placed by `policy`, with the default tag.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Request::new`] and [`allocate_with`](Self::allocate_with).
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive};
+    ///
+    /// let mut a = AddressAllocator::<()>::new(RangeInclusive::FULL);
+    /// let top = a.allocate(0x1000, 0x1000, AllocPolicy::LastMatch)?;
+    /// assert_eq!(top.end(), u64::MAX);
+    /// let low = a.allocate(0x10, 0x10, AllocPolicy::FirstMatch)?;
+    /// assert_eq!(low.start(), 0);
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn allocate(
+        &mut self,
+        size: u64,
+        alignment: u64,
+        policy: AllocPolicy,
+    ) -> Result<RangeInclusive> {
+        self.allocate_with(&Request::new(size, alignment, policy)?, T::default())
+    }
+
+    /// Reserves exactly `range` with the default tag.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`reserve_with`](Self::reserve_with).
+    pub fn reserve(&mut self, range: RangeInclusive) -> Result<()> {
+        self.reserve_with(range, T::default())
+    }
+}
+
+/// The lowest (or, with `rev`, highest) address in `gap ∩ window` that is a multiple of `align`
+/// and starts `size` free units.
+fn fit_in(
+    gap: RangeInclusive,
+    window: RangeInclusive,
+    size: u64,
+    align: u64,
+    rev: bool,
+) -> Option<u64> {
+    let free = gap.intersection(&window)?;
+    let (lo, hi) = (free.start(), free.end());
+    if hi - lo < size - 1 {
+        return None;
+    }
+    if rev {
+        let addr = (hi - (size - 1)) & !(align - 1);
+        (addr >= lo).then_some(addr)
+    } else {
+        let addr = lo.checked_next_multiple_of(align)?;
+        (addr <= hi && hi - addr >= size - 1).then_some(addr)
+    }
+}
+
+/// Iterator over the live allocations of an [`AddressAllocator`], in address order.
+#[derive(Debug)]
+pub struct Allocations<'a, T> {
+    alloc: &'a AddressAllocator<T>,
+    nodes: tree::InOrder<'a>,
+    next: Option<u32>,
+}
+
+impl<'a, T> Iterator for Allocations<'a, T> {
+    type Item = Allocation<'a, T>;
+
+    fn next(&mut self) -> Option<Allocation<'a, T>> {
+        let node = self.next?;
+        self.next = self.nodes.next();
+        let range = self.alloc.range_of(node, self.next.unwrap_or(NIL));
+        Some(Allocation {
+            range,
+            tag: &self.alloc.tags[node as usize],
+        })
+    }
+}
+
+/// Iterator over the free ranges of an [`AddressAllocator`], in address order.
+#[derive(Debug)]
+pub struct FreeRanges<'a, T> {
+    alloc: &'a AddressAllocator<T>,
+    nodes: tree::InOrder<'a>,
+    done: bool,
+}
+
+impl<T> Iterator for FreeRanges<'_, T> {
+    type Item = RangeInclusive;
+
+    fn next(&mut self) -> Option<RangeInclusive> {
+        for node in self.nodes.by_ref() {
+            if let Some(gap) = self.alloc.gap_before(node) {
+                return Some(gap);
+            }
+        }
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        self.alloc.gap_before(NIL)
+    }
+}
+
+impl<T: PartialEq> PartialEq for AddressAllocator<T> {
+    /// Equal when the spaces are equal and the same ranges are allocated with equal tags.
+    fn eq(&self, other: &Self) -> bool {
+        self.space == other.space && self.allocated().eq(other.allocated())
+    }
+}
+
+impl<T: Eq> Eq for AddressAllocator<T> {}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, end: u64) -> RangeInclusive {
+        RangeInclusive::new(start, end).unwrap()
+    }
+
+    fn pool() -> AddressAllocator<u32> {
+        AddressAllocator::new(r(0x1000, 0x1_0fff))
+    }
+
+    fn req(size: u64, align: u64, policy: AllocPolicy) -> Request {
+        Request::new(size, align, policy).unwrap()
+    }
+
+    #[test]
+    fn request_zero_size_fails() {
+        assert_eq!(
+            Request::new(0, 1, AllocPolicy::FirstMatch),
+            Err(Error::ZeroSize)
+        );
+        assert_eq!(
+            Error::ZeroSize.to_string(),
+            "invalid size: a size of zero was requested"
+        );
+    }
+
+    #[test]
+    fn request_bad_alignment_fails() {
+        assert_eq!(
+            Request::new(1, 0, AllocPolicy::FirstMatch),
+            Err(Error::InvalidAlignment(0))
+        );
+        assert_eq!(
+            Request::new(1, 0x300, AllocPolicy::LastMatch),
+            Err(Error::InvalidAlignment(0x300))
+        );
+        assert_eq!(
+            Error::InvalidAlignment(0x300).to_string(),
+            "invalid alignment 0x300: alignment must be a power of two"
+        );
+    }
+
+    #[test]
+    fn request_unaligned_exact_fails() {
+        let err = Error::UnalignedAddress {
+            address: 0x1800,
+            alignment: 0x1000,
+        };
+        assert_eq!(
+            Request::new(0x1000, 0x1000, AllocPolicy::ExactMatch(0x1800)),
+            Err(err)
+        );
+        assert_eq!(err.to_string(), "address 0x1800 is not aligned to 0x1000");
+    }
+
+    #[test]
+    fn request_exact_past_max_fails() {
+        assert_eq!(
+            Request::new(2, 1, AllocPolicy::ExactMatch(u64::MAX)),
+            Err(Error::Overflow {
+                start: u64::MAX,
+                size: 2
+            })
+        );
+        assert_eq!(
+            Error::Overflow {
+                start: u64::MAX,
+                size: 2
+            }
+            .to_string(),
+            "overflow: 0x2 units starting at 0xffffffffffffffff go past u64::MAX"
+        );
+    }
+
+    #[test]
+    fn with_base_and_size_overflow_fails() {
+        assert_eq!(
+            AddressAllocator::<()>::with_base_and_size(u64::MAX, 2).map(|a| a.space()),
+            Err(Error::Overflow {
+                start: u64::MAX,
+                size: 2
+            })
+        );
+    }
+
+    #[test]
+    fn allocate_first_match_takes_lowest_aligned() {
+        let mut a = pool();
+        assert_eq!(
+            a.allocate_with(&req(0x10, 1, AllocPolicy::FirstMatch), 1),
+            Ok(r(0x1000, 0x100f))
+        );
+        assert_eq!(
+            a.allocate_with(&req(0x1000, 0x1000, AllocPolicy::FirstMatch), 2),
+            Ok(r(0x2000, 0x2fff))
+        );
+        assert_eq!(
+            a.allocate_with(&req(0x10, 1, AllocPolicy::FirstMatch), 3),
+            Ok(r(0x1010, 0x101f))
+        );
+    }
+
+    #[test]
+    fn allocate_last_match_takes_highest_aligned() {
+        let mut a = pool();
+        assert_eq!(
+            a.allocate_with(&req(0x10, 1, AllocPolicy::LastMatch), 1),
+            Ok(r(0x1_0ff0, 0x1_0fff))
+        );
+        assert_eq!(
+            a.allocate_with(&req(0x1000, 0x1000, AllocPolicy::LastMatch), 2),
+            Ok(r(0xf000, 0xffff))
+        );
+    }
+
+    #[test]
+    fn allocate_exact_match_free_succeeds() {
+        let mut a = pool();
+        assert_eq!(
+            a.allocate_with(&req(0x100, 0x100, AllocPolicy::ExactMatch(0x8000)), 9),
+            Ok(r(0x8000, 0x80ff))
+        );
+        assert_eq!(
+            a.free_ranges().collect::<Vec<_>>(),
+            [r(0x1000, 0x7fff), r(0x8100, 0x1_0fff)]
+        );
+    }
+
+    #[test]
+    fn allocate_exact_match_overlap_fails_with_existing() {
+        let mut a = pool();
+        let first = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(0x2000)), 1)
+            .unwrap();
+        let err = a.allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(0x1f80)), 2);
+        let want = Error::Overlap {
+            requested: r(0x1f80, 0x207f),
+            existing: first,
+        };
+        assert_eq!(err, Err(want));
+        assert_eq!(
+            want.to_string(),
+            "range [0x1f80, 0x207f] overlaps the existing allocation [0x2000, 0x20ff]"
+        );
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn allocate_exact_match_outside_space_fails() {
+        let mut a = pool();
+        assert_eq!(
+            a.allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(0x1_0f80)), 1),
+            Err(Error::OutsideSpace {
+                range: r(0x1_0f80, 0x1_107f),
+                space: a.space()
+            })
+        );
+    }
+
+    #[test]
+    fn allocate_too_big_fails_out_of_space() {
+        let mut a = pool();
+        let want = Error::OutOfSpace {
+            size: 0x1_0001,
+            alignment: 1,
+        };
+        assert_eq!(
+            a.allocate_with(&req(0x1_0001, 1, AllocPolicy::FirstMatch), 1),
+            Err(want)
+        );
+        assert_eq!(
+            want.to_string(),
+            "out of space: no free range holds 0x10001 units aligned to 0x1"
+        );
+        assert_eq!(
+            a.allocate_with(&req(0x1_0000, 1, AllocPolicy::LastMatch), 1),
+            Ok(a.space())
+        );
+        assert_eq!(a.available(), 0);
+    }
+
+    #[test]
+    fn allocate_alignment_beyond_space_fails_out_of_space() {
+        let mut a = pool();
+        assert_eq!(
+            a.allocate_with(&req(1, 1 << 20, AllocPolicy::FirstMatch), 1),
+            Err(Error::OutOfSpace {
+                size: 1,
+                alignment: 1 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn allocate_window_restricts_both_policies() {
+        let mut a = pool();
+        let w = r(0x4000, 0x5fff);
+        let first = req(0x800, 0x800, AllocPolicy::FirstMatch).within(w);
+        let last = req(0x800, 0x800, AllocPolicy::LastMatch).within(w);
+        assert_eq!(a.allocate_with(&first, 1), Ok(r(0x4000, 0x47ff)));
+        assert_eq!(a.allocate_with(&last, 2), Ok(r(0x5800, 0x5fff)));
+        assert_eq!(a.allocate_with(&first, 3), Ok(r(0x4800, 0x4fff)));
+        assert_eq!(a.allocate_with(&last, 4), Ok(r(0x5000, 0x57ff)));
+        assert_eq!(
+            a.allocate_with(&first, 5),
+            Err(Error::OutOfSpace {
+                size: 0x800,
+                alignment: 0x800
+            })
+        );
+    }
+
+    #[test]
+    fn allocate_window_outside_space_fails() {
+        let mut a = pool();
+        let w = r(0, 0x1fff);
+        let err = Error::OutsideSpace {
+            range: w,
+            space: a.space(),
+        };
+        assert_eq!(
+            a.allocate_with(&req(1, 1, AllocPolicy::FirstMatch).within(w), 1),
+            Err(err)
+        );
+        assert_eq!(
+            err.to_string(),
+            "range [0x0, 0x1fff] is outside the managed space [0x1000, 0x10fff]"
+        );
+    }
+
+    #[test]
+    fn allocate_exact_outside_window_fails() {
+        let mut a = pool();
+        let w = r(0x2000, 0x2fff);
+        assert_eq!(
+            a.allocate_with(&req(0x10, 1, AllocPolicy::ExactMatch(0x3000)).within(w), 1),
+            Err(Error::OutsideSpace {
+                range: r(0x3000, 0x300f),
+                space: w
+            })
+        );
+    }
+
+    #[test]
+    fn reserve_hole_is_skipped_by_allocations() {
+        let mut a = pool();
+        a.reserve_with(r(0x1000, 0x1fff), 0).unwrap();
+        assert_eq!(
+            a.allocate_with(&req(0x10, 1, AllocPolicy::FirstMatch), 1),
+            Ok(r(0x2000, 0x200f))
+        );
+    }
+
+    #[test]
+    fn reserve_overlap_fails() {
+        let mut a = pool();
+        a.reserve_with(r(0x2000, 0x2fff), 0).unwrap();
+        assert_eq!(
+            a.reserve_with(r(0x1000, 0x2000), 1),
+            Err(Error::Overlap {
+                requested: r(0x1000, 0x2000),
+                existing: r(0x2000, 0x2fff)
+            })
+        );
+    }
+
+    #[test]
+    fn reserve_outside_space_fails() {
+        let mut a = pool();
+        assert_eq!(
+            a.reserve_with(r(0, 0x1000), 1),
+            Err(Error::OutsideSpace {
+                range: r(0, 0x1000),
+                space: a.space()
+            })
+        );
+    }
+
+    #[test]
+    fn free_exact_allocation_returns_tag_and_merges() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 1)
+            .unwrap();
+        let y = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 2)
+            .unwrap();
+        let z = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 3)
+            .unwrap();
+        assert_eq!(a.free(&x), Ok(1));
+        assert_eq!(a.free(&z), Ok(3));
+        assert_eq!(
+            a.free_ranges().collect::<Vec<_>>(),
+            [x, r(z.start(), 0x1_0fff)]
+        );
+        assert_eq!(a.free(&y), Ok(2));
+        assert_eq!(a.free_ranges().collect::<Vec<_>>(), [a.space()]);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn free_part_of_allocation_fails() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 1)
+            .unwrap();
+        let part = r(0x1000, 0x107f);
+        let err = Error::NotExactAllocation {
+            requested: part,
+            existing: x,
+        };
+        assert_eq!(a.free(&part), Err(err));
+        assert_eq!(
+            err.to_string(),
+            "range [0x1000, 0x107f] is not an allocation: the allocation there is [0x1000, 0x10ff]"
+        );
+        assert_eq!(
+            a.free(&r(0xf00, 0x1_0000)),
+            Err(Error::NotExactAllocation {
+                requested: r(0xf00, 0x1_0000),
+                existing: x
+            })
+        );
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn free_never_allocated_gap_fails() {
+        let mut a = pool();
+        let err = Error::NotAllocated(r(0x5000, 0x5fff));
+        assert_eq!(a.free(&r(0x5000, 0x5fff)), Err(err));
+        assert_eq!(err.to_string(), "range [0x5000, 0x5fff] is not allocated");
+    }
+
+    #[test]
+    fn release_containing_frees_owner() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::LastMatch), 42)
+            .unwrap();
+        assert_eq!(a.release_containing(x.start() + 5), Ok((x, 42)));
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn release_containing_free_address_fails() {
+        let mut a = pool();
+        assert_eq!(
+            a.release_containing(0x1234),
+            Err(Error::AddressNotAllocated(0x1234))
+        );
+        assert_eq!(
+            Error::AddressNotAllocated(0x1234).to_string(),
+            "address 0x1234 is not in any allocation"
+        );
+    }
+
+    #[test]
+    fn allocation_containing_finds_by_address() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 5)
+            .unwrap();
+        let got = a.allocation_containing(x.end()).unwrap();
+        assert_eq!((got.range, *got.tag), (x, 5));
+        assert!(a.allocation_containing(x.end() + 1).is_none());
+        assert!(a.allocation_containing(0).is_none());
+    }
+
+    #[test]
+    fn find_tagged_lists_owner_ranges() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 5)
+            .unwrap();
+        a.allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 6)
+            .unwrap();
+        let z = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::LastMatch), 5)
+            .unwrap();
+        assert_eq!(a.find_tagged(&5).collect::<Vec<_>>(), [x, z]);
+    }
+
+    #[test]
+    fn relocate_moves_and_keeps_tag() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x1000, 0x1000, AllocPolicy::FirstMatch), 7)
+            .unwrap();
+        let y = a
+            .relocate(
+                &x,
+                &req(0x2000, 0x1000, AllocPolicy::ExactMatch(0x1800 - 0x800)),
+            )
+            .unwrap();
+        assert_eq!(y, r(0x1000, 0x2fff));
+        assert_eq!(a.allocation_containing(0x2000).map(|a| *a.tag), Some(7));
+        assert_eq!(a.len(), 1);
+        assert_eq!(a.used(), 0x2000);
+    }
+
+    #[test]
+    fn relocate_without_room_keeps_old() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x1000, 0x1000, AllocPolicy::FirstMatch), 7)
+            .unwrap();
+        let before = a.clone();
+        assert_eq!(
+            a.relocate(&x, &req(0x2_0000, 1, AllocPolicy::FirstMatch)),
+            Err(Error::OutOfSpace {
+                size: 0x2_0000,
+                alignment: 1
+            })
+        );
+        assert_eq!(a, before);
+        a.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn relocate_not_allocated_fails() {
+        let mut a = pool();
+        assert_eq!(
+            a.relocate(&r(0x1000, 0x1fff), &req(1, 1, AllocPolicy::FirstMatch)),
+            Err(Error::NotAllocated(r(0x1000, 0x1fff)))
+        );
+    }
+
+    #[test]
+    fn used_and_available_track_allocations() {
+        let mut a = pool();
+        a.allocate_with(&req(0x300, 1, AllocPolicy::FirstMatch), 1)
+            .unwrap();
+        a.reserve_with(r(0x8000, 0x80ff), 2).unwrap();
+        assert_eq!(a.used(), 0x400);
+        assert_eq!(a.available(), 0x1_0000 - 0x400);
+    }
+
+    #[test]
+    fn allocated_iterates_in_address_order() {
+        let mut a = pool();
+        for (i, addr) in [0x9000u64, 0x2000, 0x5000].into_iter().enumerate() {
+            a.allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(addr)), i as u32)
+                .unwrap();
+        }
+        let got: Vec<(RangeInclusive, u32)> = a.allocated().map(|x| (x.range, *x.tag)).collect();
+        assert_eq!(
+            got,
+            [
+                (r(0x2000, 0x20ff), 1),
+                (r(0x5000, 0x50ff), 2),
+                (r(0x9000, 0x90ff), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn many_allocations_keep_invariants() {
+        let mut a = AddressAllocator::<u32>::new(r(0, 0xf_ffff));
+        let mut live = Vec::new();
+        for i in 0..600u32 {
+            let policy = if i % 2 == 0 {
+                AllocPolicy::FirstMatch
+            } else {
+                AllocPolicy::LastMatch
+            };
+            live.push(
+                a.allocate_with(&req(0x100 + u64::from(i % 7) * 0x10, 0x10, policy), i)
+                    .unwrap(),
+            );
+            if i % 3 == 0 {
+                let victim = live.swap_remove((i as usize * 7) % live.len());
+                a.free(&victim).unwrap();
+            }
+        }
+        a.check_invariants().unwrap();
+        assert_eq!(a.len(), live.len());
+    }
+
+    #[test]
+    fn heap_bytes_at_most_32_per_range() {
+        let mut a = AddressAllocator::<()>::new(r(0, u64::MAX));
+        for _ in 0..10_000 {
+            a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch).unwrap();
+        }
+        assert!(a.heap_bytes() <= 32 * 10_000, "{} bytes", a.heap_bytes());
+    }
+}

@@ -1,0 +1,130 @@
+//! The crate's error type.
+
+use crate::range::RangeInclusive;
+
+/// Every way an operation of this crate can fail.
+///
+/// Each variant carries the values that caused it, so a caller can report or act on them. A
+/// failed operation never changes the allocator it was called on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A range was given with its start after its end.
+    #[error("invalid range: start {start:#x} is after end {end:#x}")]
+    InvalidRange {
+        /// The requested first unit.
+        start: u64,
+        /// The requested last unit.
+        end: u64,
+    },
+    /// A size of zero was requested.
+    #[error("invalid size: a size of zero was requested")]
+    ZeroSize,
+    /// An alignment that is not a power of two (or is zero) was requested.
+    #[error("invalid alignment {0:#x}: alignment must be a power of two")]
+    InvalidAlignment(u64),
+    /// `start + size - 1` does not fit in `u64`.
+    #[error("overflow: {size:#x} units starting at {start:#x} go past u64::MAX")]
+    Overflow {
+        /// The first unit of the requested range.
+        start: u64,
+        /// The requested number of units.
+        size: u64,
+    },
+    /// An exact placement was requested at an address that does not have the alignment asked
+    /// for.
+    #[error("address {address:#x} is not aligned to {alignment:#x}")]
+    UnalignedAddress {
+        /// The requested address.
+        address: u64,
+        /// The requested alignment.
+        alignment: u64,
+    },
+    /// No free range can hold the requested size with the requested alignment (inside the
+    /// window, if one was given).
+    #[error("out of space: no free range holds {size:#x} units aligned to {alignment:#x}")]
+    OutOfSpace {
+        /// The requested size.
+        size: u64,
+        /// The requested alignment.
+        alignment: u64,
+    },
+    /// A range (or window) reaches outside the space the allocator manages.
+    #[error("range {range} is outside the managed space {space}")]
+    OutsideSpace {
+        /// The offending range.
+        range: RangeInclusive,
+        /// The space the allocator manages.
+        space: RangeInclusive,
+    },
+    /// A requested range overlaps a live allocation.
+    #[error("range {requested} overlaps the existing allocation {existing}")]
+    Overlap {
+        /// The range that was asked for.
+        requested: RangeInclusive,
+        /// The live allocation it overlaps (the lowest one, if several).
+        existing: RangeInclusive,
+    },
+    /// A range to free (or relocate) overlaps no live allocation.
+    #[error("range {0} is not allocated")]
+    NotAllocated(RangeInclusive),
+    /// A range to free (or relocate) overlaps a live allocation but is not exactly it.
+    #[error("range {requested} is not an allocation: the allocation there is {existing}")]
+    NotExactAllocation {
+        /// The range that was given.
+        requested: RangeInclusive,
+        /// The live allocation it overlaps (the lowest one, if several).
+        existing: RangeInclusive,
+    },
+    /// An address to look up or release lies in no live allocation.
+    #[error("address {0:#x} is not in any allocation")]
+    AddressNotAllocated(u64),
+    /// The allocator holds as many ranges as its index type can count.
+    #[error("too many allocations: the limit of {0} live ranges is reached")]
+    TooManyAllocations(u32),
+    /// An ID range was given with its first ID after its last.
+    #[error("invalid ID range: first {first} is after last {last}")]
+    InvalidIdRange {
+        /// The requested first ID.
+        first: u32,
+        /// The requested last ID.
+        last: u32,
+    },
+    /// An ID lies outside the allocator's range.
+    #[error("ID {id} is outside the managed range {first}..={last}")]
+    IdOutOfRange {
+        /// The offending ID.
+        id: u32,
+        /// The first ID of the managed range.
+        first: u32,
+        /// The last ID of the managed range.
+        last: u32,
+    },
+    /// A specific ID was requested but it is already allocated.
+    #[error("ID {0} is already allocated")]
+    IdAlreadyAllocated(u32),
+    /// An ID to free was never handed out.
+    #[error("ID {0} was never allocated")]
+    IdNeverAllocated(u32),
+    /// An ID to free was handed out once but has been freed since.
+    #[error("ID {0} is already free")]
+    IdAlreadyFree(u32),
+    /// A count of zero IDs was requested.
+    #[error("invalid ID count: zero IDs were requested")]
+    ZeroIdCount,
+    /// No run of free IDs is long enough for the request.
+    #[error("out of IDs: no run of {count} free IDs aligned to {alignment}")]
+    OutOfIds {
+        /// The requested number of contiguous IDs.
+        count: u32,
+        /// The requested alignment of the first ID.
+        alignment: u32,
+    },
+    /// A snapshot being loaded (or an allocator being checked) is inconsistent; the text says
+    /// which check failed.
+    #[error("inconsistent state: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// The result type of this crate.
+pub type Result<T> = core::result::Result<T, Error>;

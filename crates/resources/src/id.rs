@@ -1,0 +1,838 @@
+//! [`IdAllocator`]: integer IDs (GSIs, memory slots, device IDs) from an inclusive `u32` range.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::ops::RangeInclusive as IdRange;
+
+use crate::error::{Error, Result};
+
+const BITS: usize = 64;
+
+/// Hands out `u32` IDs from an inclusive range, smallest free first.
+///
+/// The state is a two-level bitmap: one bit per ID (set = allocated) plus one summary bit per
+/// 64-ID word that says whether the word still has a free ID. Finding the smallest free ID reads
+/// a handful of words; freeing is O(1). The bitmap only grows up to the highest ID ever
+/// allocated, so a huge range costs nothing until it is used, and a dense range costs about one
+/// bit per ID.
+///
+/// The allocator also remembers which IDs were never handed out, so that freeing one is told
+/// apart from freeing one twice ([`Error::IdNeverAllocated`] vs [`Error::IdAlreadyFree`]).
+///
+/// ```
+/// use memvisor_resources::{Error, IdAllocator};
+///
+/// let mut gsis = IdAllocator::new(5, 23)?;
+/// assert_eq!(gsis.allocate_id()?, 5);
+/// assert_eq!(gsis.allocate_id()?, 6);
+/// gsis.allocate_id_at(10)?;
+/// assert_eq!(gsis.allocate_ids(4, 4)?, 12..=15);
+/// gsis.free_id(5)?;
+/// assert_eq!(gsis.free_id(5), Err(Error::IdAlreadyFree(5)));
+/// assert_eq!(gsis.free_id(20), Err(Error::IdNeverAllocated(20)));
+/// assert_eq!(gsis.allocate_id()?, 5);
+/// assert_eq!(gsis.iter().collect::<Vec<_>>(), [5, 6, 10, 12, 13, 14, 15]);
+/// assert_eq!((gsis.used(), gsis.available()), (7, 12));
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct IdAllocator {
+    first: u32,
+    last: u32,
+    /// Bit `i % 64` of word `i / 64` is set iff ID `first + i` is allocated. Bits past `last`
+    /// in the final word are set so that they are never handed out. IDs past the vector are
+    /// free.
+    leaves: Vec<u64>,
+    /// Bit `w % 64` of word `w / 64` is set iff `leaves[w]` has a clear (free) bit.
+    summary: Vec<u64>,
+    /// Every summary word below this index is zero.
+    hint: usize,
+    /// Number of allocated IDs.
+    used: u64,
+    /// Runs `start -> end` (inclusive, offsets from `first`) of IDs never allocated; sorted,
+    /// disjoint and not adjacent.
+    never: BTreeMap<u32, u32>,
+}
+
+impl IdAllocator {
+    /// Creates an allocator of the IDs `first..=last`, all free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidIdRange`] if `first > last`.
+    pub fn new(first: u32, last: u32) -> Result<Self> {
+        if first > last {
+            return Err(Error::InvalidIdRange { first, last });
+        }
+        let mut never = BTreeMap::new();
+        never.insert(0, last - first);
+        Ok(Self {
+            first,
+            last,
+            leaves: Vec::new(),
+            summary: Vec::new(),
+            hint: 0,
+            used: 0,
+            never,
+        })
+    }
+
+    /// The first ID of the managed range.
+    #[must_use]
+    pub fn first(&self) -> u32 {
+        self.first
+    }
+
+    /// The last ID of the managed range (inclusive).
+    #[must_use]
+    pub fn last(&self) -> u32 {
+        self.last
+    }
+
+    /// The number of IDs in the managed range.
+    #[must_use]
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.last - self.first) + 1
+    }
+
+    /// The number of allocated IDs.
+    #[must_use]
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// The number of free IDs.
+    #[must_use]
+    pub fn available(&self) -> u64 {
+        self.capacity() - self.used
+    }
+
+    /// Whether `id` is currently allocated (`false` outside the managed range).
+    #[must_use]
+    pub fn is_allocated(&self, id: u32) -> bool {
+        id.checked_sub(self.first)
+            .filter(|_| id <= self.last)
+            .is_some_and(|off| self.bit(off))
+    }
+
+    /// Allocates the smallest free ID.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfIds`] (count 1, alignment 1) if every ID is allocated.
+    pub fn allocate_id(&mut self) -> Result<u32> {
+        let off = self.smallest_free().ok_or(Error::OutOfIds {
+            count: 1,
+            alignment: 1,
+        })?;
+        self.set_allocated(off);
+        Ok(self.first + off)
+    }
+
+    /// Allocates the given ID.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
+    /// [`Error::IdAlreadyAllocated`] if it is allocated.
+    pub fn allocate_id_at(&mut self, id: u32) -> Result<u32> {
+        let off = self.offset(id)?;
+        if self.bit(off) {
+            return Err(Error::IdAlreadyAllocated(id));
+        }
+        self.set_allocated(off);
+        Ok(id)
+    }
+
+    /// Allocates `count` contiguous IDs, the first of which is a multiple of `alignment`, at
+    /// the lowest place they fit. Either all are allocated or none.
+    ///
+    /// This scans the bitmap a word at a time: O(range / 64) in the worst case.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::InvalidAlignment`] if `alignment` is
+    /// not a power of two, [`Error::OutOfIds`] if no such run of free IDs exists.
+    ///
+    /// ```
+    /// use memvisor_resources::IdAllocator;
+    ///
+    /// let mut vectors = IdAllocator::new(0, 63)?;
+    /// vectors.allocate_id()?;
+    /// assert_eq!(vectors.allocate_ids(8, 8)?, 8..=15);
+    /// assert_eq!(vectors.allocate_ids(3, 1)?, 1..=3);
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn allocate_ids(&mut self, count: u32, alignment: u32) -> Result<IdRange<u32>> {
+        if count == 0 {
+            return Err(Error::ZeroIdCount);
+        }
+        if !alignment.is_power_of_two() {
+            return Err(Error::InvalidAlignment(u64::from(alignment)));
+        }
+        let out = Error::OutOfIds { count, alignment };
+        let span = count - 1;
+        let mut pos = 0u32;
+        let start = loop {
+            let free = self.next_free_from(pos).ok_or(out)?;
+            // Align the absolute ID, then go back to an offset.
+            let id = u64::from(self.first) + u64::from(free);
+            let aligned = id
+                .checked_next_multiple_of(u64::from(alignment))
+                .ok_or(out)?;
+            let end = aligned.checked_add(u64::from(span)).ok_or(out)?;
+            if end > u64::from(self.last) {
+                return Err(out);
+            }
+            let lo = u32::try_from(aligned).map_err(|_| out)? - self.first;
+            let hi = lo + span;
+            match self.next_allocated_from(lo) {
+                Some(taken) if taken <= hi => pos = taken.checked_add(1).ok_or(out)?,
+                _ => break lo,
+            }
+        };
+        for off in start..=start + span {
+            self.set_allocated(off);
+        }
+        Ok(self.first + start..=self.first + start + span)
+    }
+
+    /// Frees an allocated ID.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
+    /// [`Error::IdNeverAllocated`] if it was never handed out, [`Error::IdAlreadyFree`] if it
+    /// was handed out and freed since.
+    pub fn free_id(&mut self, id: u32) -> Result<()> {
+        let off = self.offset(id)?;
+        self.check_allocated(off)?;
+        self.clear(off);
+        Ok(())
+    }
+
+    /// Frees every ID in `ids`, all or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroIdCount`] if `ids` is empty; otherwise the error [`free_id`](Self::free_id)
+    /// would give for the lowest ID of `ids` that is not allocated. On error nothing is freed.
+    pub fn free_ids(&mut self, ids: IdRange<u32>) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::ZeroIdCount);
+        }
+        let lo = self.offset(*ids.start())?;
+        let hi = self.offset(*ids.end())?;
+        if let Some(gap) = self.next_free_from(lo).filter(|&g| g <= hi) {
+            self.check_allocated(gap)?;
+        }
+        for off in lo..=hi {
+            self.clear(off);
+        }
+        Ok(())
+    }
+
+    /// The allocated IDs in increasing order.
+    #[must_use]
+    pub fn iter(&self) -> AllocatedIds<'_> {
+        AllocatedIds {
+            alloc: self,
+            word: 0,
+            bits: self.leaves.first().copied().unwrap_or(0),
+        }
+    }
+
+    /// Runs of allocated IDs, in increasing order.
+    pub fn allocated_runs(&self) -> impl Iterator<Item = IdRange<u32>> + '_ {
+        let mut pos = 0u32;
+        let mut done = false;
+        core::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let lo = self
+                .next_allocated_from(pos)
+                .filter(|&o| o <= self.span())?;
+            let hi = match self.next_free_from(lo) {
+                Some(f) => f - 1,
+                None => self.span(),
+            };
+            match hi.checked_add(1) {
+                Some(next) if next <= self.span() => pos = next,
+                _ => done = true,
+            }
+            Some(self.first + lo..=self.first + hi)
+        })
+    }
+
+    /// Runs of IDs that were never allocated, in increasing order.
+    pub fn never_allocated_runs(&self) -> impl Iterator<Item = IdRange<u32>> + '_ {
+        self.never
+            .iter()
+            .map(|(&lo, &hi)| self.first + lo..=self.first + hi)
+    }
+
+    /// Heap bytes held by the allocator (bitmap and bookkeeping), for capacity planning.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        // A B-tree node holds up to 11 entries plus links: count about 24 bytes per run.
+        (self.leaves.capacity() + self.summary.capacity()) * 8 + self.never.len() * 24
+    }
+
+    #[cfg(feature = "serde")]
+    /// Rebuilds an allocator from runs of allocated and never-allocated IDs, checking that
+    /// they are consistent.
+    pub(crate) fn from_runs(
+        first: u32,
+        last: u32,
+        allocated: &[(u32, u32)],
+        never: &[(u32, u32)],
+        used: u64,
+    ) -> Result<Self> {
+        let mut this = Self::new(first, last).map_err(|_| Error::Inconsistent("first > last"))?;
+        check_runs(first, last, allocated)?;
+        check_runs(first, last, never)?;
+        let total: u64 = allocated
+            .iter()
+            .map(|&(lo, hi)| u64::from(hi - lo) + 1)
+            .sum();
+        if total != used {
+            return Err(Error::Inconsistent(
+                "used count does not match the allocated runs",
+            ));
+        }
+        // Both lists are sorted: a merge walk finds any overlap.
+        let (mut a, mut n) = (allocated.iter().peekable(), never.iter().peekable());
+        while let (Some(&&(alo, ahi)), Some(&&(nlo, nhi))) = (a.peek(), n.peek()) {
+            if alo <= nhi && nlo <= ahi {
+                return Err(Error::Inconsistent(
+                    "an ID is both allocated and never allocated",
+                ));
+            }
+            if ahi < nhi {
+                a.next();
+            } else {
+                n.next();
+            }
+        }
+        this.never.clear();
+        for &(lo, hi) in never {
+            this.never.insert(lo - first, hi - first);
+        }
+        for &(lo, hi) in allocated {
+            let (lo, hi) = (lo - first, hi - first);
+            this.ensure(hi);
+            for off in lo..=hi {
+                this.set_bit(off);
+            }
+            this.used += u64::from(hi - lo) + 1;
+        }
+        Ok(this)
+    }
+
+    fn span(&self) -> u32 {
+        self.last - self.first
+    }
+
+    fn offset(&self, id: u32) -> Result<u32> {
+        if id < self.first || id > self.last {
+            return Err(Error::IdOutOfRange {
+                id,
+                first: self.first,
+                last: self.last,
+            });
+        }
+        Ok(id - self.first)
+    }
+
+    fn bit(&self, off: u32) -> bool {
+        let off = off as usize;
+        self.leaves
+            .get(off / BITS)
+            .is_some_and(|w| w & (1 << (off % BITS)) != 0)
+    }
+
+    fn check_allocated(&self, off: u32) -> Result<()> {
+        if self.bit(off) {
+            Ok(())
+        } else if self.is_never(off) {
+            Err(Error::IdNeverAllocated(self.first + off))
+        } else {
+            Err(Error::IdAlreadyFree(self.first + off))
+        }
+    }
+
+    fn is_never(&self, off: u32) -> bool {
+        self.never
+            .range(..=off)
+            .next_back()
+            .is_some_and(|(_, &hi)| off <= hi)
+    }
+
+    /// Offset of the smallest free ID, if any.
+    fn smallest_free(&mut self) -> Option<u32> {
+        while self.hint < self.summary.len() && self.summary[self.hint] == 0 {
+            self.hint += 1;
+        }
+        if let Some(&s) = self.summary.get(self.hint) {
+            let w = self.hint * BITS + s.trailing_zeros() as usize;
+            let b = (!self.leaves[w]).trailing_zeros() as usize;
+            return Some(to_off(w * BITS + b));
+        }
+        // Every tracked ID is allocated: the next one is the first past the bitmap.
+        let next = self.leaves.len() * BITS;
+        (next <= self.span() as usize).then(|| to_off(next))
+    }
+
+    /// Offset of the first free ID at or after `from`, if any.
+    fn next_free_from(&self, from: u32) -> Option<u32> {
+        let from = from as usize;
+        let mut w = from / BITS;
+        if let Some(&word) = self.leaves.get(w) {
+            let free = !word & (u64::MAX << (from % BITS));
+            if free != 0 {
+                return Some(to_off(w * BITS + free.trailing_zeros() as usize));
+            }
+            w += 1;
+            // Skip full words 64 at a time through the summary.
+            let mut s = w / BITS;
+            let mut mask = u64::MAX.checked_shl(to_off(w % BITS)).unwrap_or(0);
+            while let Some(&sw) = self.summary.get(s) {
+                let has = sw & mask;
+                if has != 0 {
+                    let w = s * BITS + has.trailing_zeros() as usize;
+                    let b = (!self.leaves[w]).trailing_zeros() as usize;
+                    return Some(to_off(w * BITS + b));
+                }
+                s += 1;
+                mask = u64::MAX;
+            }
+            w = self.leaves.len();
+        }
+        let pos = from.max(w * BITS);
+        (pos <= self.span() as usize).then(|| to_off(pos))
+    }
+
+    /// Offset of the first allocated ID at or after `from`, if any (may lie past `last` in
+    /// the final word, where padding bits are set).
+    fn next_allocated_from(&self, from: u32) -> Option<u32> {
+        let from = from as usize;
+        let mut w = from / BITS;
+        let mut mask = u64::MAX << (from % BITS);
+        while let Some(&word) = self.leaves.get(w) {
+            let set = word & mask;
+            if set != 0 {
+                return Some(to_off(w * BITS + set.trailing_zeros() as usize));
+            }
+            w += 1;
+            mask = u64::MAX;
+        }
+        None
+    }
+
+    /// Grows the bitmap so that it covers `off`.
+    fn ensure(&mut self, off: u32) {
+        let need = off as usize / BITS + 1;
+        if need <= self.leaves.len() {
+            return;
+        }
+        // Grow by an eighth at a time so that a dense range stays close to one bit per ID.
+        let cap = self.leaves.capacity();
+        if need > cap {
+            let want = need.max(cap + cap / 8).min(self.span() as usize / BITS + 1);
+            self.leaves.reserve_exact(want - self.leaves.len());
+        }
+        let total = self.span() as usize + 1;
+        while self.leaves.len() < need {
+            let w = self.leaves.len();
+            // Padding bits past `last` are set.
+            let valid = (total - w * BITS).min(BITS);
+            let word = if valid == BITS { 0 } else { u64::MAX << valid };
+            self.leaves.push(word);
+            if w.is_multiple_of(BITS) {
+                self.summary.push(0);
+            }
+            if word != u64::MAX {
+                self.summary[w / BITS] |= 1 << (w % BITS);
+                self.hint = self.hint.min(w / BITS);
+            }
+        }
+    }
+
+    fn set_bit(&mut self, off: u32) {
+        let off = off as usize;
+        let w = off / BITS;
+        self.leaves[w] |= 1 << (off % BITS);
+        if self.leaves[w] == u64::MAX {
+            self.summary[w / BITS] &= !(1 << (w % BITS));
+        }
+    }
+
+    fn set_allocated(&mut self, off: u32) {
+        self.ensure(off);
+        self.set_bit(off);
+        self.used += 1;
+        self.mark_ever(off);
+    }
+
+    fn clear(&mut self, off: u32) {
+        let off = off as usize;
+        let w = off / BITS;
+        self.leaves[w] &= !(1 << (off % BITS));
+        self.summary[w / BITS] |= 1 << (w % BITS);
+        self.hint = self.hint.min(w / BITS);
+        self.used -= 1;
+    }
+
+    /// Removes `off` from the never-allocated runs.
+    fn mark_ever(&mut self, off: u32) {
+        let Some((&lo, &hi)) = self.never.range(..=off).next_back() else {
+            return;
+        };
+        if off > hi {
+            return;
+        }
+        self.never.remove(&lo);
+        if lo < off {
+            self.never.insert(lo, off - 1);
+        }
+        if off < hi {
+            self.never.insert(off + 1, hi);
+        }
+    }
+}
+
+fn to_off(i: usize) -> u32 {
+    // Offsets handled here are bounded by `last - first + 63`, and callers filter out those
+    // past `last`; saturating keeps an impossible value out of range rather than wrapping.
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+#[cfg(feature = "serde")]
+fn check_runs(first: u32, last: u32, runs: &[(u32, u32)]) -> Result<()> {
+    let mut prev: Option<u32> = None;
+    for &(lo, hi) in runs {
+        if lo > hi {
+            return Err(Error::Inconsistent("a run starts after it ends"));
+        }
+        if lo < first || hi > last {
+            return Err(Error::Inconsistent("a run lies outside the ID range"));
+        }
+        if let Some(p) = prev {
+            // Runs are sorted, disjoint and not adjacent (adjacent runs would be one run).
+            if u64::from(lo) <= u64::from(p) + 1 {
+                return Err(Error::Inconsistent("runs are not sorted, overlap or touch"));
+            }
+        }
+        prev = Some(hi);
+    }
+    Ok(())
+}
+
+/// Iterator over the allocated IDs of an [`IdAllocator`], in increasing order.
+#[derive(Clone, Debug)]
+pub struct AllocatedIds<'a> {
+    alloc: &'a IdAllocator,
+    word: usize,
+    bits: u64,
+}
+
+impl Iterator for AllocatedIds<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        loop {
+            if self.bits != 0 {
+                let off = self.word * BITS + self.bits.trailing_zeros() as usize;
+                self.bits &= self.bits - 1;
+                if off > self.alloc.span() as usize {
+                    return None;
+                }
+                return Some(self.alloc.first + to_off(off));
+            }
+            self.word += 1;
+            self.bits = *self.alloc.leaves.get(self.word)?;
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a IdAllocator {
+    type Item = u32;
+    type IntoIter = AllocatedIds<'a>;
+
+    fn into_iter(self) -> AllocatedIds<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for IdAllocator {
+    /// Two allocators are equal when they manage the same range and the same IDs are allocated
+    /// and never allocated.
+    fn eq(&self, other: &Self) -> bool {
+        self.first == other.first
+            && self.last == other.last
+            && self.used == other.used
+            && self.never == other.never
+            && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for IdAllocator {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_first_after_last_fails() {
+        assert_eq!(
+            IdAllocator::new(23, 5),
+            Err(Error::InvalidIdRange { first: 23, last: 5 })
+        );
+    }
+
+    #[test]
+    fn allocate_id_fresh_returns_smallest() {
+        let mut a = IdAllocator::new(5, 23).unwrap();
+        assert_eq!(a.allocate_id(), Ok(5));
+        assert_eq!(a.allocate_id(), Ok(6));
+    }
+
+    #[test]
+    fn allocate_id_after_free_reuses_smallest() {
+        let mut a = IdAllocator::new(0, 999).unwrap();
+        for _ in 0..300 {
+            a.allocate_id().unwrap();
+        }
+        a.free_id(250).unwrap();
+        a.free_id(70).unwrap();
+        assert_eq!(a.allocate_id(), Ok(70));
+        assert_eq!(a.allocate_id(), Ok(250));
+        assert_eq!(a.allocate_id(), Ok(300));
+    }
+
+    #[test]
+    fn allocate_id_exhausted_fails() {
+        let mut a = IdAllocator::new(u32::MAX - 1, u32::MAX).unwrap();
+        assert_eq!(a.allocate_id(), Ok(u32::MAX - 1));
+        assert_eq!(a.allocate_id(), Ok(u32::MAX));
+        assert_eq!(
+            a.allocate_id(),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1
+            })
+        );
+        assert_eq!(a.available(), 0);
+    }
+
+    #[test]
+    fn allocate_id_at_free_id_succeeds() {
+        let mut a = IdAllocator::new(0, 100).unwrap();
+        assert_eq!(a.allocate_id_at(77), Ok(77));
+        assert!(a.is_allocated(77));
+        assert_eq!(a.allocate_id(), Ok(0));
+    }
+
+    #[test]
+    fn allocate_id_at_allocated_fails() {
+        let mut a = IdAllocator::new(0, 100).unwrap();
+        a.allocate_id_at(7).unwrap();
+        assert_eq!(a.allocate_id_at(7), Err(Error::IdAlreadyAllocated(7)));
+        assert_eq!(a.used(), 1);
+    }
+
+    #[test]
+    fn allocate_id_at_out_of_range_fails() {
+        let mut a = IdAllocator::new(10, 20).unwrap();
+        let err = Error::IdOutOfRange {
+            id: 21,
+            first: 10,
+            last: 20,
+        };
+        assert_eq!(a.allocate_id_at(21), Err(err));
+        assert_eq!(
+            err.to_string(),
+            "ID 21 is outside the managed range 10..=20"
+        );
+    }
+
+    #[test]
+    fn allocate_ids_aligned_run_skips_taken() {
+        let mut a = IdAllocator::new(0, 63).unwrap();
+        a.allocate_id_at(9).unwrap();
+        assert_eq!(a.allocate_ids(4, 4), Ok(0..=3));
+        assert_eq!(a.allocate_ids(4, 4), Ok(4..=7));
+        assert_eq!(a.allocate_ids(4, 4), Ok(12..=15));
+        assert_eq!(a.allocate_ids(3, 1), Ok(16..=18));
+        assert_eq!(a.allocate_ids(1, 1), Ok(8..=8));
+    }
+
+    #[test]
+    fn allocate_ids_alignment_is_absolute() {
+        let mut a = IdAllocator::new(3, 100).unwrap();
+        assert_eq!(a.allocate_ids(2, 8), Ok(8..=9));
+    }
+
+    #[test]
+    fn allocate_ids_across_words_succeeds() {
+        let mut a = IdAllocator::new(0, 1000).unwrap();
+        a.allocate_id_at(5).unwrap();
+        assert_eq!(a.allocate_ids(200, 1), Ok(6..=205));
+        assert_eq!(a.used(), 201);
+        assert!(a.iter().eq((5..=205).collect::<Vec<_>>()));
+    }
+
+    #[test]
+    fn allocate_ids_no_room_fails_and_changes_nothing() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        a.allocate_id_at(5).unwrap();
+        let before = a.clone();
+        assert_eq!(
+            a.allocate_ids(6, 1),
+            Err(Error::OutOfIds {
+                count: 6,
+                alignment: 1
+            })
+        );
+        assert_eq!(a, before);
+    }
+
+    #[test]
+    fn allocate_ids_zero_count_fails() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        assert_eq!(a.allocate_ids(0, 1), Err(Error::ZeroIdCount));
+    }
+
+    #[test]
+    fn allocate_ids_bad_alignment_fails() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        assert_eq!(a.allocate_ids(1, 0), Err(Error::InvalidAlignment(0)));
+        assert_eq!(a.allocate_ids(1, 6), Err(Error::InvalidAlignment(6)));
+    }
+
+    #[test]
+    fn allocate_ids_ending_at_u32_max_succeeds() {
+        let mut a = IdAllocator::new(u32::MAX - 15, u32::MAX).unwrap();
+        assert_eq!(a.allocate_ids(16, 16), Ok(u32::MAX - 15..=u32::MAX));
+        assert_eq!(a.available(), 0);
+        assert_eq!(
+            a.allocate_ids(1, 1),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1
+            })
+        );
+    }
+
+    #[test]
+    fn free_id_allocated_succeeds() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        a.allocate_id().unwrap();
+        assert_eq!(a.free_id(0), Ok(()));
+        assert!(!a.is_allocated(0));
+        assert_eq!(a.used(), 0);
+    }
+
+    #[test]
+    fn free_id_never_allocated_fails() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        a.allocate_id().unwrap();
+        assert_eq!(a.free_id(3), Err(Error::IdNeverAllocated(3)));
+        assert_eq!(
+            Error::IdNeverAllocated(3).to_string(),
+            "ID 3 was never allocated"
+        );
+    }
+
+    #[test]
+    fn free_id_twice_fails_already_free() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        a.allocate_id().unwrap();
+        a.free_id(0).unwrap();
+        assert_eq!(a.free_id(0), Err(Error::IdAlreadyFree(0)));
+        assert_eq!(Error::IdAlreadyFree(0).to_string(), "ID 0 is already free");
+    }
+
+    #[test]
+    fn free_id_out_of_range_fails() {
+        let mut a = IdAllocator::new(10, 20).unwrap();
+        assert_eq!(
+            a.free_id(9),
+            Err(Error::IdOutOfRange {
+                id: 9,
+                first: 10,
+                last: 20
+            })
+        );
+    }
+
+    #[test]
+    fn free_ids_partly_free_fails_and_changes_nothing() {
+        let mut a = IdAllocator::new(0, 99).unwrap();
+        a.allocate_ids(10, 1).unwrap();
+        a.free_id(6).unwrap();
+        let before = a.clone();
+        assert_eq!(a.free_ids(2..=8), Err(Error::IdAlreadyFree(6)));
+        assert_eq!(a, before);
+        assert_eq!(a.free_ids(7..=12), Err(Error::IdNeverAllocated(10)));
+        assert_eq!(a.free_ids(7..=9), Ok(()));
+        assert_eq!(a.used(), 6);
+    }
+
+    #[test]
+    fn free_ids_empty_fails() {
+        let mut a = IdAllocator::new(0, 99).unwrap();
+        #[allow(clippy::reversed_empty_ranges)]
+        let empty = 5..=4;
+        assert_eq!(a.free_ids(empty), Err(Error::ZeroIdCount));
+    }
+
+    #[test]
+    fn is_allocated_out_of_range_is_false() {
+        let a = IdAllocator::new(10, 20).unwrap();
+        assert!(!a.is_allocated(5));
+        assert!(!a.is_allocated(25));
+    }
+
+    #[test]
+    fn iter_lists_allocated_in_order() {
+        let mut a = IdAllocator::new(100, 400).unwrap();
+        for id in [399, 100, 164, 163, 250] {
+            a.allocate_id_at(id).unwrap();
+        }
+        assert_eq!(a.iter().collect::<Vec<_>>(), [100, 163, 164, 250, 399]);
+        assert_eq!(
+            a.allocated_runs().collect::<Vec<_>>(),
+            [100..=100, 163..=164, 250..=250, 399..=399]
+        );
+    }
+
+    #[test]
+    fn never_allocated_runs_shrink_as_ids_are_used() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        a.allocate_id_at(4).unwrap();
+        a.free_id(4).unwrap();
+        assert_eq!(a.never_allocated_runs().collect::<Vec<_>>(), [0..=3, 5..=9]);
+    }
+
+    #[test]
+    fn full_u32_range_allocates_densely_without_huge_memory() {
+        let mut a = IdAllocator::new(0, u32::MAX).unwrap();
+        for want in 0..1000 {
+            assert_eq!(a.allocate_id(), Ok(want));
+        }
+        assert_eq!(a.available(), (1u64 << 32) - 1000);
+        assert!(a.heap_bytes() < 4096);
+    }
+
+    #[test]
+    fn dense_memory_is_about_one_bit_per_id() {
+        let mut a = IdAllocator::new(0, 999_999).unwrap();
+        for _ in 0..1_000_000 {
+            a.allocate_id().unwrap();
+        }
+        // 1M bits = 125 000 bytes; allow the growth slack and the summary level.
+        assert!(a.heap_bytes() < 145_000, "{} bytes", a.heap_bytes());
+    }
+}

@@ -1,0 +1,97 @@
+//! ID and address-range allocators for virtual machine monitors.
+//!
+//! A VMM hands out interrupt numbers (GSIs), memory-slot numbers, device IDs and MMIO/PIO
+//! address ranges for the whole life of a VM. This crate keeps that bookkeeping, with no OS
+//! calls:
+//!
+//! - [`IdAllocator`]: `u32` IDs from an inclusive range, smallest free first, a specific ID, or a
+//!   contiguous aligned run; about one bit per ID.
+//! - [`AddressAllocator`]: ranges of a `u64` space placed first-fit, last-fit or exactly, with any
+//!   power-of-two alignment, optionally inside a window; reservations, owner tags, lookup, and
+//!   relocation that cannot lose a range. O(log n) per operation.
+//! - [`RangeInclusive`]: a checked inclusive range that can reach `u64::MAX`.
+//!
+//! Every failure is an [`Error`] that carries the offending values, and a failed call leaves
+//! the allocator exactly as it was. With the `serde` feature both allocators serialize to one
+//! canonical form and loading checks it completely, so a crafted snapshot cannot make an
+//! allocator hand out anything twice.
+//!
+//! # Example
+//!
+//! Lay out the devices of a small VM: GSIs for legacy interrupts, a run of MSI vectors, a
+//! 32-bit MMIO window with a hole, and a 64-bit BAR placed from the top.
+//!
+//! ```
+//! use memvisor_resources::{
+//!     AddressAllocator, AllocPolicy, Error, IdAllocator, RangeInclusive, Request,
+//! };
+//!
+//! // Interrupts 5..=23 for legacy devices.
+//! let mut gsis = IdAllocator::new(5, 23)?;
+//! let serial = gsis.allocate_id()?;
+//! let rtc = gsis.allocate_id_at(8)?;
+//! assert_eq!((serial, rtc), (5, 8));
+//! // Four MSI vectors, contiguous and aligned to four.
+//! assert_eq!(gsis.allocate_ids(4, 4)?, 12..=15);
+//! assert_eq!(gsis.free_id(9), Err(Error::IdNeverAllocated(9)));
+//!
+//! // MMIO below 4 GiB, each range tagged with the device that owns it.
+//! let mmio32 = RangeInclusive::new(0xc000_0000, 0xffff_ffff)?;
+//! let mut mmio = AddressAllocator::<&str>::new(mmio32);
+//! // The interrupt controller's fixed window is a hole nobody else may use.
+//! mmio.reserve_with(RangeInclusive::from_start_and_size(0xfec0_0000, 0x10_0000)?, "ioapic")?;
+//! let page = Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
+//! let virtio_net = mmio.allocate_with(&page, "virtio-net")?;
+//! assert_eq!(virtio_net.start(), 0xc000_0000);
+//! // A 256 MiB BAR from the top of the window, below the hole.
+//! let bar = Request::new(0x1000_0000, 0x1000_0000, AllocPolicy::LastMatch)?
+//!     .within(RangeInclusive::new(0xc000_0000, 0xfebf_ffff)?);
+//! let gpu = mmio.allocate_with(&bar, "gpu")?;
+//! assert_eq!(gpu, RangeInclusive::new(0xe000_0000, 0xefff_ffff)?);
+//!
+//! // Who owns an address? Which ranges does a device own?
+//! assert_eq!(mmio.allocation_containing(0xe000_1234).map(|a| *a.tag), Some("gpu"));
+//! assert_eq!(mmio.find_tagged(&"virtio-net").collect::<Vec<_>>(), [virtio_net]);
+//!
+//! // The guest moves the BAR: the old range stays valid until the new one is placed.
+//! let moved = mmio.relocate(&gpu, &Request::new(0x1000_0000, 0x1000_0000, AllocPolicy::ExactMatch(0xd000_0000))?)?;
+//! assert_eq!(moved.start(), 0xd000_0000);
+//! // Asking for something that overlaps fails with the culprit and changes nothing.
+//! assert_eq!(
+//!     mmio.reserve_with(RangeInclusive::new(0xd000_0000, 0xd000_0fff)?, "rogue"),
+//!     Err(Error::Overlap {
+//!         requested: RangeInclusive::new(0xd000_0000, 0xd000_0fff)?,
+//!         existing: moved,
+//!     })
+//! );
+//! assert_eq!(mmio.len(), 3);
+//! assert_eq!(mmio.used(), 0x10_0000 + 0x1000 + 0x1000_0000);
+//! assert_eq!(mmio.free(&virtio_net)?, "virtio-net");
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Features
+//!
+//! - `std` (default): links the standard library. Everything works the same without it: the crate
+//!   is `no_std` + `alloc`, and [`Error`] implements `core::error::Error` either way.
+//! - `serde`: `Serialize`/`Deserialize` for [`RangeInclusive`], [`IdAllocator`] and
+//!   [`AddressAllocator`], with full validation on load.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod address;
+mod error;
+mod id;
+pub mod model;
+mod range;
+#[cfg(feature = "serde")]
+mod serde_impl;
+
+pub use crate::address::{
+    AddressAllocator, AllocPolicy, Allocation, Allocations, FreeRanges, Request,
+};
+pub use crate::error::{Error, Result};
+pub use crate::id::{AllocatedIds, IdAllocator};
+pub use crate::range::RangeInclusive;
