@@ -2,14 +2,15 @@
 //! (`/proc/sys/vm/nr_hugepages` or the per-size file in `/sys/kernel/mm/hugepages`), restores
 //! the old value afterwards even on failure, and checks the kernel's `HugePages_*` accounting.
 //! Where the kernel cannot provide the pages (or the test is not root), the test says so and
-//! skips; when it got them, it asserts.
+//! skips; when it got them, it asserts. The tests take a file lock, so they never overlap, even
+//! across processes.
 
 #![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::os::fd::AsRawFd;
 
 use memvisor_space::{
     Backing, Error, HugePageFallback, HugePageSize, HugePages, Region, RegionSpec,
@@ -18,11 +19,29 @@ use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
 
 const MIB: u64 = 1 << 20;
 
-/// Tests here change machine-wide huge page settings: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Holds an exclusive `flock` on a file shared by every process running these tests: they change
+/// machine-wide huge page settings and count free pages, so they run one at a time even when a
+/// test runner starts each test in its own process.
+struct Serial(std::fs::File);
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+impl Drop for Serial {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is open for as long as `self.0` lives.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn serial() -> Serial {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("memvisor-space-hugetlb-tests.lock"))
+        .unwrap();
+    // SAFETY: a valid open descriptor; `flock` blocks until the lock is ours.
+    let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(ret, 0, "flock: {}", std::io::Error::last_os_error());
+    Serial(file)
 }
 
 fn pool_file(size: HugePageSize) -> PathBuf {
