@@ -595,109 +595,8 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
         ));
     }
 
-    // Interrupts: fixed ones first, then the serial port, then the rest in order.
-    let mut irqs = Irqs::new(spec.arch).map_err(|p| src.error("arch", None, p))?;
-    let mut serial_irq = None;
-    if let Some(s) = &spec.serial {
-        let fixed = s.irq.or(match spec.arch {
-            Arch::X86_64 => Some(X86_SERIAL_IRQ),
-            Arch::Aarch64 => None,
-        });
-        if let Some(irq) = fixed {
-            serial_irq = Some(
-                irqs.take(irq, "serial")
-                    .map_err(|p| err(src, &s.loc, Some("irq"), p))?,
-            );
-        }
-    }
-    if spec.arch == Arch::X86_64 {
-        for pin in 0..X86_LEGACY_GSIS {
-            if !irqs.ids.is_allocated(pin) {
-                irqs.take(pin, "legacy ISA")
-                    .map_err(|p| src.error("serial.irq", None, p))?;
-            }
-        }
-    }
-    let mut device_irqs: Vec<Option<u32>> = vec![None; spec.devices.len()];
-    for (d, slot) in spec.devices.iter().zip(&mut device_irqs) {
-        if let Some(irq) = d.irq {
-            *slot = Some(
-                irqs.take(irq, &d.name)
-                    .map_err(|p| err(src, &d.loc, Some("irq"), p))?,
-            );
-        }
-    }
-    if let Some(s) = &spec.serial
-        && serial_irq.is_none()
-    {
-        serial_irq = Some(
-            irqs.next("serial")
-                .map_err(|p| err(src, &s.loc, Some("irq"), p))?,
-        );
-    }
-    for (d, slot) in spec.devices.iter().zip(&mut device_irqs) {
-        if slot.is_none() {
-            *slot = Some(
-                irqs.next(&d.name)
-                    .map_err(|p| err(src, &d.loc, Some("irq"), p))?,
-            );
-        }
-    }
-
-    // MMIO windows: fixed addresses first, then first fit in spec order.
-    let mut mmio = Windows::new(&layout, WindowKind::Device, "device windows");
-    let mut serial_mmio = None;
-    let mut serial_pio = None;
-    if let Some(s) = &spec.serial {
-        match spec.arch {
-            Arch::X86_64 => {
-                let mut ports = AddressAllocator::<String>::new(
-                    RangeInclusive::new(0, 0xffff).unwrap_or(RangeInclusive::FULL),
-                );
-                let port = s.port.unwrap_or(X86_SERIAL_PORT);
-                let range = RangeInclusive::from_start_and_size(port, SERIAL_PORT_LEN)
-                    .map_err(|e| err(src, &s.loc, Some("port"), Problem::Invalid(e.to_string())))?;
-                ports
-                    .reserve_with(range, "serial".to_owned())
-                    .map_err(|e| err(src, &s.loc, Some("port"), Problem::Invalid(e.to_string())))?;
-                serial_pio = Some(Span::from_range(range));
-            }
-            Arch::Aarch64 => {
-                if let Some(a) = s.address {
-                    serial_mmio = Some(
-                        mmio.fix(a, DEFAULT_MMIO_SIZE, "serial")
-                            .map_err(|p| err(src, &s.loc, Some("address"), p))?,
-                    );
-                }
-            }
-        }
-    }
-    let mut device_mmio: Vec<Option<RangeInclusive>> = vec![None; spec.devices.len()];
-    for (d, slot) in spec.devices.iter().zip(&mut device_mmio) {
-        if let Some(a) = d.address {
-            *slot = Some(
-                mmio.fix(a, d.mmio_size, &d.name)
-                    .map_err(|p| err(src, &d.loc, Some("address"), p))?,
-            );
-        }
-    }
-    if let Some(s) = &spec.serial
-        && spec.arch == Arch::Aarch64
-        && serial_mmio.is_none()
-    {
-        serial_mmio = Some(
-            mmio.place(DEFAULT_MMIO_SIZE, DEFAULT_MMIO_SIZE, "serial")
-                .map_err(|p| err(src, &s.loc, None, p))?,
-        );
-    }
-    for (d, slot) in spec.devices.iter().zip(&mut device_mmio) {
-        if slot.is_none() {
-            *slot = Some(
-                mmio.place(d.mmio_size, d.mmio_size, &d.name)
-                    .map_err(|p| err(src, &d.loc, Some("mmio_size"), p))?,
-            );
-        }
-    }
+    let (serial_irq, device_irqs) = assign_irqs(spec, src)?;
+    let (serial_mmio, serial_pio, device_mmio) = place_mmio(spec, src, &layout)?;
 
     // DAX windows.
     let mut dax = Windows::new(&layout, WindowKind::Dax, "DAX windows");
@@ -744,7 +643,7 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
         }
     }
     for (i, d) in spec.devices.iter().enumerate() {
-        let mmio_range = device_mmio[i].map(Span::from_range);
+        let mmio_range = Some(Span::from_range(device_mmio[i]));
         let dax_range = device_dax[i].map(Span::from_range);
         if let Some(r) = mmio_range {
             map.push(MapEntry {
@@ -783,7 +682,7 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
             ty: d.ty.name(),
             mmio: mmio_range,
             pio: None,
-            irq: device_irqs[i].unwrap_or_default(),
+            irq: device_irqs[i],
             dax: dax_range,
         });
     }
@@ -873,6 +772,129 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
         regions: regions.into_iter().map(|(r, _)| r).collect(),
         slots,
     })
+}
+
+/// Interrupts: fixed ones first, then the serial port, then the devices in order. Returns the
+/// serial port's and each device's.
+fn assign_irqs(spec: &VmSpec, src: Source<'_>) -> Result<(Option<u32>, Vec<u32>), SpecError> {
+    let mut irqs = Irqs::new(spec.arch).map_err(|p| src.error("arch", None, p))?;
+    let mut serial_irq = None;
+    if let Some(s) = &spec.serial {
+        let fixed = s.irq.or(match spec.arch {
+            Arch::X86_64 => Some(X86_SERIAL_IRQ),
+            Arch::Aarch64 => None,
+        });
+        if let Some(irq) = fixed {
+            serial_irq = Some(
+                irqs.take(irq, "serial")
+                    .map_err(|p| err(src, &s.loc, Some("irq"), p))?,
+            );
+        }
+    }
+    if spec.arch == Arch::X86_64 {
+        for pin in 0..X86_LEGACY_GSIS {
+            if !irqs.ids.is_allocated(pin) {
+                irqs.take(pin, "legacy ISA")
+                    .map_err(|p| src.error("serial.irq", None, p))?;
+            }
+        }
+    }
+    let mut device_irqs: Vec<Option<u32>> = vec![None; spec.devices.len()];
+    for (d, slot) in spec.devices.iter().zip(&mut device_irqs) {
+        if let Some(irq) = d.irq {
+            *slot = Some(
+                irqs.take(irq, &d.name)
+                    .map_err(|p| err(src, &d.loc, Some("irq"), p))?,
+            );
+        }
+    }
+    if let Some(s) = &spec.serial
+        && serial_irq.is_none()
+    {
+        serial_irq = Some(
+            irqs.next("serial")
+                .map_err(|p| err(src, &s.loc, Some("irq"), p))?,
+        );
+    }
+    for (d, slot) in spec.devices.iter().zip(&mut device_irqs) {
+        if slot.is_none() {
+            *slot = Some(
+                irqs.next(&d.name)
+                    .map_err(|p| err(src, &d.loc, Some("irq"), p))?,
+            );
+        }
+    }
+
+    Ok((serial_irq, device_irqs.into_iter().flatten().collect()))
+}
+
+/// MMIO windows (and the x86-64 serial port's I/O ports): fixed addresses first, then first
+/// fit in spec order. Returns the serial port's window or ports and each device's window.
+#[allow(clippy::type_complexity)]
+fn place_mmio(
+    spec: &VmSpec,
+    src: Source<'_>,
+    layout: &Layout,
+) -> Result<(Option<RangeInclusive>, Option<Span>, Vec<RangeInclusive>), SpecError> {
+    let mut mmio = Windows::new(layout, WindowKind::Device, "device windows");
+    let mut serial_mmio = None;
+    let mut serial_pio = None;
+    if let Some(s) = &spec.serial {
+        match spec.arch {
+            Arch::X86_64 => {
+                let mut ports = AddressAllocator::<String>::new(
+                    RangeInclusive::new(0, 0xffff).unwrap_or(RangeInclusive::FULL),
+                );
+                let port = s.port.unwrap_or(X86_SERIAL_PORT);
+                let range = RangeInclusive::from_start_and_size(port, SERIAL_PORT_LEN)
+                    .map_err(|e| err(src, &s.loc, Some("port"), Problem::Invalid(e.to_string())))?;
+                ports
+                    .reserve_with(range, "serial".to_owned())
+                    .map_err(|e| err(src, &s.loc, Some("port"), Problem::Invalid(e.to_string())))?;
+                serial_pio = Some(Span::from_range(range));
+            }
+            Arch::Aarch64 => {
+                if let Some(a) = s.address {
+                    serial_mmio = Some(
+                        mmio.fix(a, DEFAULT_MMIO_SIZE, "serial")
+                            .map_err(|p| err(src, &s.loc, Some("address"), p))?,
+                    );
+                }
+            }
+        }
+    }
+    let mut device_mmio: Vec<Option<RangeInclusive>> = vec![None; spec.devices.len()];
+    for (d, slot) in spec.devices.iter().zip(&mut device_mmio) {
+        if let Some(a) = d.address {
+            *slot = Some(
+                mmio.fix(a, d.mmio_size, &d.name)
+                    .map_err(|p| err(src, &d.loc, Some("address"), p))?,
+            );
+        }
+    }
+    if let Some(s) = &spec.serial
+        && spec.arch == Arch::Aarch64
+        && serial_mmio.is_none()
+    {
+        serial_mmio = Some(
+            mmio.place(DEFAULT_MMIO_SIZE, DEFAULT_MMIO_SIZE, "serial")
+                .map_err(|p| err(src, &s.loc, None, p))?,
+        );
+    }
+    for (d, slot) in spec.devices.iter().zip(&mut device_mmio) {
+        if slot.is_none() {
+            *slot = Some(
+                mmio.place(d.mmio_size, d.mmio_size, &d.name)
+                    .map_err(|p| err(src, &d.loc, Some("mmio_size"), p))?,
+            );
+        }
+    }
+
+    Ok((
+        serial_mmio,
+        serial_pio,
+        device_mmio.into_iter().flatten().collect(),
+    ))
 }
 
 /// The base address a `memvisor-space` error is about, to find the spec item behind it.
