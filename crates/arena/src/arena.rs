@@ -77,7 +77,8 @@ pub(crate) struct ChunkInfo {
     pub(crate) order_prev: [u32; ORDERS],
     /// Whether its memory is committed (always, once handed out, for a caller's block).
     committed: bool,
-    /// Whether its guard page is set.
+    /// Whether its guard page is set (reservation-backed arenas, `std` only).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     guarded: bool,
 }
 
@@ -155,7 +156,8 @@ pub struct Arena {
     used: AtomicUsize,
     live: AtomicUsize,
     cached: AtomicUsize,
-    /// Offset of chunk 0 from the start of the block.
+    /// Offset of chunk 0 from the start of the block (for reservation offsets, `std` only).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pad: usize,
     block: Block,
 }
@@ -346,7 +348,7 @@ impl Arena {
     /// use memvisor_arena::{Arena, Config, Flags, Quota};
     ///
     /// let config = Config::new().with_flags(Flags::DECOMMIT | Flags::GUARD);
-    /// let arena = Arena::with_reservation(64 << 20, config)?;
+    /// let arena = Arena::with_reservation(4 << 20, config)?;
     /// assert!(arena.accepted_flags().contains(Flags::DECOMMIT | Flags::GUARD));
     /// let client = arena.create_client(Quota::UNLIMITED)?;
     /// client.alloc(Layout::from_size_align(100_000, 8).unwrap())?;

@@ -75,10 +75,15 @@ impl Block {
     ///
     /// use memvisor_arena::Block;
     ///
-    /// let memory: &'static mut [MaybeUninit<u8>] =
-    ///     Box::leak(vec![MaybeUninit::uninit(); 1 << 17].into_boxed_slice());
+    /// // Memory that lives as long as the program, for example a leaked buffer.
+    /// let raw = Box::into_raw(vec![MaybeUninit::<u8>::uninit(); 1 << 17].into_boxed_slice());
+    /// // SAFETY: `raw` is a unique, valid allocation that is never freed while borrowed.
+    /// let memory: &'static mut [MaybeUninit<u8>] = unsafe { &mut *raw };
     /// let block = Block::from_static(memory);
     /// assert_eq!(block.len(), 1 << 17);
+    /// # drop(block);
+    /// # // SAFETY: the block, the only borrower, is gone; freeing keeps leak checkers quiet.
+    /// # drop(unsafe { Box::from_raw(raw) });
     /// ```
     #[must_use]
     pub fn from_static(memory: &'static mut [MaybeUninit<u8>]) -> Self {
@@ -153,7 +158,7 @@ impl Block {
     /// use memvisor_arena::Block;
     /// use memvisor_vmem::CommitMode;
     ///
-    /// let block = Block::reserve(64 << 20, 1 << 20, CommitMode::Protected)?;
+    /// let block = Block::reserve(4 << 20, 1 << 20, CommitMode::Protected)?;
     /// assert!(block.is_reserved());
     /// # Ok::<(), memvisor_arena::Error>(())
     /// ```

@@ -15,10 +15,10 @@
 //! use allocator_api2::vec::Vec;
 //! use memvisor_arena::{Arena, Block, Config, Error, Flags, Quota};
 //!
-//! // A 16 MiB block in 1 MiB chunks; new blocks read as zero.
+//! // An 8 MiB block in 1 MiB chunks; new blocks read as zero.
 //! let config = Config::new().with_flags(Flags::ZERO | Flags::STATISTICS);
-//! let arena = Arena::new(Block::heap(16 << 20, 4096)?, config)?;
-//! assert_eq!(arena.chunk_count(), 16);
+//! let arena = Arena::new(Block::heap(8 << 20, 4096)?, config)?;
+//! assert_eq!(arena.chunk_count(), 8);
 //!
 //! // Two programs, one of them limited to 64 KiB.
 //! let program = arena.create_client(Quota::UNLIMITED)?;

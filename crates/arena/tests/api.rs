@@ -90,6 +90,7 @@ fn new_heap_block_drops_reservation_flags() {
 }
 
 #[test]
+#[cfg(feature = "std")]
 fn supported_flags_lists_every_flag_with_std() {
     assert_eq!(Arena::supported_flags(), Flags::all());
 }
@@ -498,6 +499,7 @@ fn debug_output_names_types() {
 }
 
 #[test]
+#[cfg(feature = "std")]
 fn reservation_commits_on_demand_and_guards() {
     let chunk = 1 << 20;
     let config = Config::new()
@@ -529,6 +531,7 @@ fn reservation_commits_on_demand_and_guards() {
 }
 
 #[test]
+#[cfg(feature = "std")]
 fn reservation_without_decommit_caches_chunks() {
     let chunk = 1 << 20;
     let arena = Arena::with_reservation(2 * chunk, Config::new().with_chunk_size(chunk)).unwrap();

@@ -16,7 +16,7 @@ fn arena() -> Arena {
 fn vec_in_client_grows_and_frees() {
     let arena = arena();
     let client = arena.create_client(Quota::UNLIMITED).unwrap();
-    let n = if cfg!(miri) { 300 } else { 10_000 };
+    let n = if cfg!(miri) { 100 } else { 10_000 };
     let mut v: Vec<u64, _> = Vec::new_in(&client);
     for i in 0..n {
         v.push(i);
@@ -34,7 +34,7 @@ fn hashbrown_map_in_client() {
     let arena = arena();
     let client = arena.create_client(Quota::UNLIMITED).unwrap();
     let other = arena.create_client(Quota::UNLIMITED).unwrap();
-    let n = if cfg!(miri) { 100 } else { 5_000 };
+    let n = if cfg!(miri) { 40 } else { 5_000 };
     let mut map: HashMap<u32, u32, DefaultHashBuilder, _> =
         HashMap::with_hasher_in(DefaultHashBuilder::default(), &client);
     for i in 0..n {

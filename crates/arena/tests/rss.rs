@@ -1,7 +1,7 @@
 //! A reservation-backed arena gives memory back to the operating system when a client with
 //! many chunks is deleted (Linux: the resident set size read from `/proc/self/statm`).
 
-#![cfg(target_os = "linux")]
+#![cfg(all(target_os = "linux", feature = "std"))]
 
 use std::alloc::Layout;
 
