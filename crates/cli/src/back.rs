@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -124,7 +125,7 @@ impl Recorder {
 
 /// Creates the plan's memory, plugs and unplugs each hotplug slot, and releases everything,
 /// recording each step. With `progress`, a progress bar on standard output counts the bytes
-/// of prefaulted memory (updated as each region is done).
+/// of prefaulted memory, following this process's resident memory while a region is made.
 ///
 /// A failing step ends the run: everything made before it is released, and the report's
 /// [`failure`](BackReport::failure) names the step.
@@ -212,6 +213,50 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// This process's resident memory including explicit huge pages, KiB.
+fn resident_kib() -> u64 {
+    let m = sample();
+    m.rss_kib + m.hugetlb_kib
+}
+
+/// Runs `f`, which makes `bytes` of memory resident, and meanwhile moves the progress bar (if
+/// there is one) as this process's resident memory grows: the library prefaults a region in
+/// one call, so its growth is the only progress there is to see. At the end the bar stands
+/// `bytes` further on.
+/// Sets the flag and wakes the thread when dropped.
+struct Stop<'a>(&'a AtomicBool, std::thread::Thread);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+        self.1.unpark();
+    }
+}
+
+fn watch<T>(bar: &ProgressBar, bytes: u64, f: impl FnOnce() -> T) -> T {
+    if bytes == 0 || bar.length().is_none() {
+        return f();
+    }
+    let start = bar.position();
+    let base = resident_kib();
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                let grown = resident_kib().saturating_sub(base).saturating_mul(1024);
+                bar.set_position(start + grown.min(bytes));
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
+        });
+        // Stops the watcher even if `f` panics (the scope would wait for it forever), and wakes
+        // it at once, so the step's time does not include its sleep.
+        let _stop = Stop(&done, watcher.thread().clone());
+        f()
+    });
+    bar.set_position(start + bytes);
+    result
+}
+
 fn run_steps(
     plan: &Plan,
     rec: &mut Recorder,
@@ -245,25 +290,33 @@ fn run_steps(
     {
         bar.set_message(r.owner.clone());
         let step = format!("back {} ({})", r.owner, Size(r.spec.size()));
+        let prefaulted = if r.spec.prefault_threads() > 0 {
+            r.spec.size()
+        } else {
+            0
+        };
         rec.run(step, || {
-            let (region, report) = Region::back(r.spec.clone())?;
-            space.insert_region(Arc::new(region))?;
-            Ok(((), report.as_ref().map(detail).unwrap_or_default()))
+            watch(bar, prefaulted, || {
+                let (region, report) = Region::back(r.spec.clone())?;
+                space.insert_region(Arc::new(region))?;
+                Ok(((), report.as_ref().map(detail).unwrap_or_default()))
+            })
         })?;
-        if r.spec.prefault_threads() > 0 {
-            bar.inc(r.spec.size());
-        }
     }
     for s in &plan.slots {
         bar.set_message(s.owner.clone());
         let step = format!("plug {} ({})", s.owner, Size(s.spec.size()));
+        let prefaulted = if s.spec.prefault_threads() > 0 {
+            s.spec.size()
+        } else {
+            0
+        };
         rec.run(step, || {
-            let (_, report) = space.plug(s.spec.clone())?;
-            Ok(((), detail(&report)))
+            watch(bar, prefaulted, || {
+                let (_, report) = space.plug(s.spec.clone())?;
+                Ok(((), detail(&report)))
+            })
         })?;
-        if s.spec.prefault_threads() > 0 {
-            bar.inc(s.spec.size());
-        }
     }
     for s in plan.slots.iter().rev() {
         let step = format!("unplug {}", s.owner);
