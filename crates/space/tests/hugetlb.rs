@@ -8,9 +8,9 @@
 #![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::os::fd::AsRawFd;
 
 use memvisor_space::{
     Backing, Error, HugePageFallback, HugePageSize, HugePages, Region, RegionSpec,
