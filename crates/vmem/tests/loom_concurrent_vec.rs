@@ -3,7 +3,9 @@
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p memvisor-vmem --release --test
 //! loom_concurrent_vec`. Elements are page-aligned so that every push past the first needs a
-//! commit of its own, which puts the growth path into every model.
+//! commit of its own, which puts the growth path into every model. Readers run on spawned
+//! threads, as the writers do: loom explores the main thread's operations before its first
+//! blocking join less thoroughly.
 
 #![cfg(loom)]
 
@@ -75,17 +77,20 @@ fn push_against_get_sees_whole_element_or_none() {
                 v.push(PageSlot(11));
             })
         };
-        // Whatever is seen must be fully written; loom flags a read racing the write. (The
-        // first atomic operation after a spawn is not a branch point for loom, hence `len`.)
-        let claimed = v.len();
-        assert!(claimed <= 2);
-        for index in (0..2).rev() {
-            let got = value(&v, index);
-            if let Some(x) = got {
-                assert_eq!(x, 10 + index as u64);
-            }
-        }
+        let reader = {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                assert!(v.len() <= 2);
+                // Whatever is seen must be fully written; loom flags a read racing the write.
+                for index in (0..2).rev() {
+                    if let Some(x) = value(&v, index) {
+                        assert_eq!(x, 10 + index as u64);
+                    }
+                }
+            })
+        };
         pusher.join().unwrap();
+        reader.join().unwrap();
         assert_eq!(value(&v, 1), Some(11));
     });
 }
@@ -101,12 +106,17 @@ fn push_against_iteration_yields_published_in_order() {
                 v.push(PageSlot(1));
             })
         };
-        // `entries` loads `len` first, which is not a branch point for loom (see above).
-        let seen: Vec<(usize, u64)> = v.entries().map(|(i, x)| (i, x.0)).collect();
-        // Only published elements, each whole, in index order.
-        assert!(seen.iter().all(|&(i, x)| i as u64 == x));
-        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+        let reader = {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                let seen: Vec<(usize, u64)> = v.entries().map(|(i, x)| (i, x.0)).collect();
+                // Only published elements, each whole, in index order.
+                assert!(seen.iter().all(|&(i, x)| i as u64 == x));
+                assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+            })
+        };
         pusher.join().unwrap();
+        reader.join().unwrap();
         assert_eq!(v.iter().count(), 2);
     });
 }
@@ -163,5 +173,58 @@ fn drop_after_concurrent_pushes_drops_each_once() {
         other.join().unwrap();
         drop(v);
         assert_eq!(drops.load(Ordering::Relaxed), 2);
+    });
+}
+
+#[test]
+fn pusher_against_get_sees_whole_element_or_none() {
+    model(|| {
+        let v: Arc<ConcurrentVec<u64>> = Arc::new(Builder::new(128).build_concurrent().unwrap());
+        let pusher = {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                let mut p = v.pusher();
+                p.push(10);
+                p.push(11);
+            })
+        };
+        let reader = {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                for index in (0..2).rev() {
+                    if let Some(&x) = v.get(index) {
+                        assert_eq!(x, 10 + index as u64);
+                    }
+                }
+            })
+        };
+        pusher.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(v.iter().count(), 2);
+    });
+}
+
+#[test]
+fn pushers_against_each_other_take_distinct_blocks() {
+    model(|| {
+        let v: Arc<ConcurrentVec<u64>> = Arc::new(Builder::new(192).build_concurrent().unwrap());
+        let pushers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let v = Arc::clone(&v);
+                thread::spawn(move || {
+                    let mut p = v.pusher();
+                    let a = p.push(t * 10);
+                    let b = p.push(t * 10 + 1);
+                    assert_eq!(b, a + 1);
+                    a
+                })
+            })
+            .collect();
+        let starts: Vec<usize> = pushers.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_ne!(starts[0], starts[1]);
+        assert!(starts.iter().all(|s| s % 64 == 0));
+        let values: Vec<(usize, u64)> = v.entries().map(|(i, &x)| (i, x)).collect();
+        assert_eq!(values.len(), 4);
+        assert!(values.iter().all(|&(i, x)| (i % 64) as u64 == x % 10));
     });
 }

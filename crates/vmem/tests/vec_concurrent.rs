@@ -501,6 +501,120 @@ fn concurrent_vec_is_send_and_sync_for_send_sync_elements() {
     assert_send_sync::<memvisor_vmem::vec::Vec<u64>>();
 }
 
+#[test]
+fn pusher_fills_word_blocks_in_order() {
+    let v = ConcurrentVec::with_capacity(1000).unwrap();
+    let mut p = v.pusher();
+    for i in 0..64 {
+        assert_eq!(p.push(i), i);
+    }
+    assert_eq!(p.remaining(), 0);
+    assert_eq!(p.push(64), 64);
+    assert_eq!(p.remaining(), 63);
+    assert_eq!(v.len(), 128);
+    assert!(v.iter().copied().eq(0..65));
+    assert_eq!(v.get(65), None);
+    assert!(std::ptr::eq(p.vec(), &raw const v));
+}
+
+#[test]
+fn pusher_after_plain_push_skips_to_word_boundary() {
+    let v = ConcurrentVec::with_capacity(1000).unwrap();
+    assert_eq!(v.push(1u8), 0);
+    let mut p = v.pusher();
+    assert_eq!(p.push(2), 64);
+    assert_eq!(v.push(3), 128);
+    let entries: Vec<(usize, u8)> = v.entries().map(|(i, &x)| (i, x)).collect();
+    assert_eq!(entries, [(0, 1), (64, 2), (128, 3)]);
+}
+
+#[test]
+fn pusher_tail_block_and_capacity() {
+    let v = ConcurrentVec::with_capacity(70).unwrap();
+    v.push(0usize);
+    let mut p = v.pusher();
+    // No whole word-aligned block fits before the capacity, so the pusher takes the rest.
+    for i in 1..70 {
+        assert_eq!(p.push(i), i);
+    }
+    let err = p.try_push(70).unwrap_err();
+    assert_eq!(
+        err.error(),
+        &Error::CapacityExceeded {
+            capacity: 70,
+            requested: 71
+        }
+    );
+    assert_eq!(err.into_value(), 70);
+    assert!(v.try_push(71).is_err());
+    assert_eq!(v.len(), 70);
+    assert_eq!(v.iter().count(), 70);
+    let panic = catch_unwind(AssertUnwindSafe(|| p.push(72))).unwrap_err();
+    assert_eq!(
+        panic.downcast_ref::<String>().unwrap(),
+        "memvisor_vmem::vec::Pusher::push: vector is full: 71 elements needed, capacity is 70"
+    );
+}
+
+#[test]
+fn pusher_push_with_panic_leaves_hole_and_goes_on() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let v = ConcurrentVec::with_capacity(200).unwrap();
+    let mut p = v.pusher();
+    p.push(Counted::new(0, &drops));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        p.push_with(|_| -> Counted { panic!("constructor") })
+    }));
+    assert!(r.is_err());
+    assert_eq!(p.push_with(|i| Counted::new(i as u64, &drops)), 2);
+    assert_eq!(p.try_push_with(|i| Counted::new(i as u64, &drops)), Ok(3));
+    assert!(v.get(1).is_none());
+    drop(v);
+    assert_eq!(drops.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn stress_threads_push_through_pushers() {
+    let (threads, per_thread) = if cfg!(miri) { (2, 150) } else { (4, 50_000) };
+    let drops = Arc::new(AtomicUsize::new(0));
+    // Each plain push can make the next block skip up to a word of slots.
+    let cap = 2 * threads * per_thread + threads * 64;
+    let v = Arc::new(ConcurrentVec::with_capacity(cap).unwrap());
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let v = Arc::clone(&v);
+            let drops = Arc::clone(&drops);
+            thread::spawn(move || {
+                let mut p = v.pusher();
+                let mut last = None;
+                for i in 0..per_thread {
+                    let index = p.push(Counted::new((t * per_thread + i) as u64, &drops));
+                    assert!(last.is_none_or(|l| l < index));
+                    last = Some(index);
+                    assert_eq!(v[index].value, (t * per_thread + i) as u64);
+                    if i % 1000 == 0 {
+                        // Plain pushes mixed in.
+                        v.push(Counted::new(u64::MAX, &drops));
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let mut values: Vec<u64> = v
+        .iter()
+        .map(|c| c.value)
+        .filter(|&x| x != u64::MAX)
+        .collect();
+    values.sort_unstable();
+    assert!(values.into_iter().eq(0..(threads * per_thread) as u64));
+    let total = v.iter().count();
+    drop(v);
+    assert_eq!(drops.load(Ordering::Relaxed), total);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Push(u32),
@@ -518,8 +632,22 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Fewer cases under Miri, and no failure file there (Miri's isolation has no working
+/// directory).
+fn config() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 8,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig::with_cases(256)
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+    #![proptest_config(config())]
     #[test]
     fn matches_option_vec_model(ops in proptest::collection::vec(op(), 0..80)) {
         const CAP: usize = 70;

@@ -621,8 +621,22 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Fewer cases under Miri, and no failure file there (Miri's isolation has no working
+/// directory).
+fn config() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 8,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig::with_cases(256)
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+    #![proptest_config(config())]
     #[test]
     fn matches_std_vec_model(ops in proptest::collection::vec(op(), 0..60)) {
         const CAP: usize = 2500;

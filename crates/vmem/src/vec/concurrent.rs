@@ -309,6 +309,89 @@ impl<T> ConcurrentVec<T> {
         unsafe { self.ready.set(index) };
     }
 
+    /// Claims a block of slots for a [`Pusher`](super::Pusher): the word-aligned block of
+    /// [`WORD_BITS`] slots at or after `next` (slots skipped to reach the boundary stay empty),
+    /// or the slots left before the capacity; commits their memory. Returns the block and
+    /// whether it owns its whole ready word.
+    pub(super) fn claim_block(&self) -> Result<(usize, usize, bool)> {
+        let capacity = self.layout.capacity;
+        let mut block = (0, 0);
+        let claimed = self
+            .next
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                if n >= capacity {
+                    return None;
+                }
+                // `n < capacity <= isize::MAX`, so neither sum overflows.
+                let aligned = n.next_multiple_of(WORD_BITS);
+                block = if aligned + WORD_BITS <= capacity {
+                    (aligned, aligned + WORD_BITS)
+                } else {
+                    (n, capacity)
+                };
+                Some(block.1)
+            });
+        if claimed.is_err() {
+            return Err(Error::CapacityExceeded {
+                capacity,
+                requested: capacity + 1,
+            });
+        }
+        let (start, end) = block;
+        if end > self.committed.0.load(Ordering::Acquire) {
+            self.commit_through(end - 1)?;
+        }
+        let exclusive = start.is_multiple_of(WORD_BITS) && end - start == WORD_BITS;
+        Ok((start, end, exclusive))
+    }
+
+    /// Writes `value` into slot `index` of a block claimed by [`claim_block`](Self::claim_block)
+    /// and publishes it.
+    ///
+    /// # Safety
+    /// `index` belongs to a block this caller claimed and has not been written; if `exclusive`,
+    /// the block owns the slot's whole ready word and the caller is the block's only user.
+    #[inline]
+    pub(super) unsafe fn publish_claimed(&self, index: usize, value: T, exclusive: bool) {
+        self.log.write(index);
+        // SAFETY: the slot is committed (`claim_block`), aligned, and exclusively ours until
+        // published.
+        unsafe { self.slot(index).write(value) };
+        if exclusive {
+            // SAFETY: the word is committed with the block and only this caller writes it.
+            unsafe { self.ready.set_exclusive(index) };
+        } else {
+            // SAFETY: the word is committed with the block.
+            unsafe { self.ready.set(index) };
+        }
+    }
+
+    /// A handle for pushing many elements from one thread: it claims slots in blocks, so that
+    /// threads pushing through their own handles do not contend on a shared counter or share
+    /// cache lines. See [`Pusher`](super::Pusher).
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(1 << 12)?;
+    /// std::thread::scope(|s| {
+    ///     for t in 0..2u32 {
+    ///         let v = &v;
+    ///         s.spawn(move || {
+    ///             let mut pusher = v.pusher();
+    ///             for i in 0..100 {
+    ///                 pusher.push(t * 100 + i);
+    ///             }
+    ///         });
+    ///     }
+    /// });
+    /// assert_eq!(v.iter().count(), 200);
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn pusher(&self) -> super::Pusher<'_, T> {
+        super::Pusher::new(self)
+    }
+
     /// Pushes `value` and returns its index, or hands it back.
     ///
     /// # Errors

@@ -56,6 +56,7 @@ mod error;
 mod iter;
 mod layout;
 mod owned;
+mod pusher;
 mod ready;
 
 pub use builder::{Builder, Growth};
@@ -63,3 +64,4 @@ pub use concurrent::{ConcurrentVec, Entries, IntoIter as ConcurrentIntoIter, Ite
 pub use error::{Error, PushError, Result};
 pub use iter::{Drain, IntoIter};
 pub use owned::Vec;
+pub use pusher::Pusher;

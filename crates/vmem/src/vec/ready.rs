@@ -75,6 +75,18 @@ impl ReadyBits {
         word.fetch_or(1 << (index % WORD_BITS), Ordering::Release);
     }
 
+    /// Marks slot `index` ready with a plain store, for a word no other thread writes.
+    ///
+    /// # Safety
+    /// As [`word`](Self::word); no other thread modifies the slot's word during the call.
+    #[inline]
+    pub(crate) unsafe fn set_exclusive(&self, index: usize) {
+        // SAFETY: the caller's promise.
+        let word = unsafe { self.word(index / WORD_BITS) };
+        let bits = word.load(Ordering::Relaxed) | (1 << (index % WORD_BITS));
+        word.store(bits, Ordering::Release);
+    }
+
     /// Whether slot `index` is ready; if so, its element's writes happen before this returns.
     ///
     /// # Safety

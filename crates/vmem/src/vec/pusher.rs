@@ -1,0 +1,163 @@
+//! [`Pusher`]: pushes into a [`ConcurrentVec`] from one thread, claiming slots in blocks.
+
+use core::fmt;
+
+use super::concurrent::ConcurrentVec;
+use super::error::{Error, PushError, Result};
+
+/// Pushes into a [`ConcurrentVec`] from one thread, claiming its slots a block at a time
+/// (64 slots, one ready-bit word), made by [`ConcurrentVec::pusher`].
+///
+/// A plain [`ConcurrentVec::push`] takes one slot with an atomic add on the shared counter and
+/// publishes it with an atomic or on a shared bitmap word; threads pushing at once contend for
+/// those cache lines and for the lines of neighbouring slots. A `Pusher` takes a whole
+/// word-aligned block with one atomic update, then fills it alone: its slots and its ready word
+/// are written by no other thread, so a push is two plain stores. Use one per thread.
+///
+/// The price is in the indices: elements from one `Pusher` get increasing indices, but blocks of
+/// different pushers interleave, and slots of its last block that it does not fill (and slots
+/// skipped to reach a block boundary after plain pushes) stay empty for good. Like the slots of
+/// failed pushes, they are counted by [`len`](ConcurrentVec::len), read as `None` and skipped by
+/// iteration.
+///
+/// # Examples
+/// ```
+/// use memvisor_vmem::vec::ConcurrentVec;
+///
+/// let v = ConcurrentVec::with_capacity(1000)?;
+/// let mut pusher = v.pusher();
+/// assert_eq!(pusher.push('a'), 0);
+/// assert_eq!(pusher.push('b'), 1);
+/// assert_eq!(pusher.remaining(), 62);
+/// drop(pusher);
+/// // A plain push after the block starts the next one.
+/// assert_eq!(v.push('c'), 64);
+/// assert_eq!(v.iter().collect::<String>(), "abc");
+/// # Ok::<(), memvisor_vmem::vec::Error>(())
+/// ```
+pub struct Pusher<'a, T> {
+    vec: &'a ConcurrentVec<T>,
+    /// The next slot of the current block.
+    next: usize,
+    /// The end of the current block (`next == end`: none).
+    end: usize,
+    /// Whether the block owns its whole ready word.
+    exclusive: bool,
+}
+
+impl<T> fmt::Debug for Pusher<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pusher")
+            .field("next", &self.next)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T> Pusher<'a, T> {
+    pub(super) fn new(vec: &'a ConcurrentVec<T>) -> Self {
+        Self {
+            vec,
+            next: 0,
+            end: 0,
+            exclusive: false,
+        }
+    }
+
+    /// The vector pushed into.
+    #[must_use]
+    pub fn vec(&self) -> &'a ConcurrentVec<T> {
+        self.vec
+    }
+
+    /// Slots left in the current block (pushes before the next claim).
+    #[must_use]
+    pub fn remaining(&self) -> usize {
+        self.end - self.next
+    }
+
+    /// Takes the next slot of the block, claiming a new block first if needed.
+    #[inline]
+    fn take_slot(&mut self) -> Result<usize> {
+        if self.next == self.end {
+            self.refill()?;
+        }
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    #[cold]
+    fn refill(&mut self) -> Result<()> {
+        let (start, end, exclusive) = self.vec.claim_block()?;
+        self.next = start;
+        self.end = end;
+        self.exclusive = exclusive;
+        Ok(())
+    }
+
+    /// Pushes `value` and returns its index, or hands it back.
+    ///
+    /// # Errors
+    /// [`Error::CapacityExceeded`] when no slot is left (nothing changes then);
+    /// [`Error::Commit`] if the system refuses memory for a new block, whose slots then stay
+    /// empty for good.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<usize, PushError<T>> {
+        match self.take_slot() {
+            Ok(index) => {
+                // SAFETY: `index` is a fresh slot of this pusher's block, which `claim_block`
+                // committed; `exclusive` says whether the block owns its ready word, and
+                // `&mut self` makes this pusher the block's only user.
+                unsafe { self.vec.publish_claimed(index, value, self.exclusive) };
+                Ok(index)
+            }
+            Err(e) => Err(PushError::new(value, e)),
+        }
+    }
+
+    /// Pushes `value` and returns its index.
+    ///
+    /// # Panics
+    /// At capacity, or if the system refuses memory, with a message naming the reason.
+    #[inline]
+    #[track_caller]
+    pub fn push(&mut self, value: T) -> usize {
+        match self.try_push(value) {
+            Ok(index) => index,
+            Err(e) => failed("push", e.error()),
+        }
+    }
+
+    /// Takes a slot, builds its element with `make(index)` and publishes it. If `make` panics,
+    /// the slot stays empty for good and the pusher goes on with the next one.
+    ///
+    /// # Errors
+    /// As [`try_push`](Self::try_push); `make` is not called then.
+    pub fn try_push_with<F: FnOnce(usize) -> T>(&mut self, make: F) -> Result<usize> {
+        let index = self.take_slot()?;
+        let value = make(index);
+        // SAFETY: as in `try_push`; the slot was taken before `make` ran, so a panic in
+        // `make` only leaves it unwritten.
+        unsafe { self.vec.publish_claimed(index, value, self.exclusive) };
+        Ok(index)
+    }
+
+    /// As [`try_push_with`](Self::try_push_with), panicking where it returns an error.
+    ///
+    /// # Panics
+    /// At capacity, or if the system refuses memory; and if `make` panics.
+    #[track_caller]
+    pub fn push_with<F: FnOnce(usize) -> T>(&mut self, make: F) -> usize {
+        match self.try_push_with(make) {
+            Ok(index) => index,
+            Err(e) => failed("push_with", &e),
+        }
+    }
+}
+
+/// Panics with the operation and the reason.
+#[cold]
+#[track_caller]
+fn failed(operation: &str, error: &Error) -> ! {
+    panic!("memvisor_vmem::vec::Pusher::{operation}: {error}")
+}
