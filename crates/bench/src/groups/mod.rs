@@ -15,6 +15,7 @@
 
 pub mod arena;
 pub mod baseline;
+pub mod resources;
 pub mod space;
 pub mod vmem;
 
@@ -49,6 +50,11 @@ pub const GROUPS: &[Group] = &[
         name: "space",
         about: "guest address space lookup, hotplug and backing against vm-memory and dbs-address-space",
         run: space::run,
+    },
+    Group {
+        name: "resources",
+        about: "ID and address-range allocators against vm-allocator",
+        run: resources::run,
     },
     Group {
         name: "baseline",

@@ -106,6 +106,10 @@ impl Tree {
         self.nodes.capacity() * core::mem::size_of::<Node>()
     }
 
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.nodes.shrink_to_fit();
+    }
+
     /// Whether one more node fits the `u32` index space.
     pub(super) fn has_room(&self) -> bool {
         self.nodes.len() < NIL as usize
