@@ -412,3 +412,36 @@ fn back_1g(bench: &Bench, name: &str, huge: HugePages, threads: usize) -> Row {
         .peer("raw-libc", || back_libc(huge))
         .run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_implementations_agree_on_every_lookup() {
+        let f = Fixture::new(64);
+        let snap = f.space.snapshot();
+        let dbs = f.dbs_base();
+        for &a in &f.addrs {
+            let ours = snap.find_region(GuestAddress(a)).map(|r| r.base().0);
+            let vm = f
+                .mmap
+                .find_region(GuestAddress(a))
+                .map(|r| r.start_addr().0);
+            assert_eq!(ours, vm, "{a:#x}");
+            assert!(ours.is_some(), "every lookup hits");
+            assert!(dbs.prot_flags(vm_memory_09::GuestAddress(a)).is_ok());
+        }
+    }
+
+    #[test]
+    fn hotplug_contenders_restore_their_state() {
+        let f = Fixture::new(4);
+        memvisor_hotplug(&f, false).unwrap();
+        memvisor_hotplug(&f, true).unwrap();
+        assert_eq!(f.space.snapshot().len(), 4);
+        let atomic = vm_memory::GuestMemoryAtomic::new(f.mmap.clone());
+        vm_memory_hotplug(&atomic, &f, false).unwrap();
+        assert_eq!(atomic.memory().num_regions(), 4);
+    }
+}
