@@ -191,6 +191,12 @@ pub enum Error {
         /// The alignment asked for.
         align: u64,
     },
+    /// An alignment that is not a power of two.
+    #[error("alignment {align:#x} is not a power of two")]
+    InvalidAlignment {
+        /// The alignment given.
+        align: u64,
+    },
     /// Every memory-slot number is in use.
     #[error("all {count} memory-slot numbers are in use")]
     NoSlotNumber {
@@ -269,5 +275,9 @@ mod tests {
                 .starts_with("cannot get 2 1 GiB huge pages for the region at 0x40000000 (0 free)")
         );
         assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            Error::InvalidAlignment { align: 3 }.to_string(),
+            "alignment 0x3 is not a power of two"
+        );
     }
 }

@@ -493,15 +493,14 @@ impl Placer {
     /// that has room, first fit, and marks it taken.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] for 0, [`Error::InvalidLayout`] for an alignment that is not a
+    /// [`Error::ZeroSize`] for 0, [`Error::InvalidAlignment`] for an alignment that is not a
     /// power of two, [`Error::NoSpace`] if no window of that kind has room.
     pub fn place(&mut self, kind: WindowKind, size: u64, align: u64) -> Result<GuestAddress> {
-        let request = Request::new(size, align, AllocPolicy::FirstMatch).map_err(|e| match e {
-            memvisor_resources::Error::ZeroSize => Error::ZeroSize { base: 0 },
-            other => Error::InvalidLayout {
-                reason: format!("placement request: {other}"),
-            },
-        })?;
+        if size == 0 {
+            return Err(Error::ZeroSize { base: 0 });
+        }
+        let request = Request::new(size, align, AllocPolicy::FirstMatch)
+            .map_err(|_| Error::InvalidAlignment { align })?;
         for (w, alloc) in &mut self.windows {
             if w.kind != kind {
                 continue;
@@ -696,6 +695,14 @@ mod tests {
         assert!(matches!(
             p.place(WindowKind::Dax, 0x1000, 0x1000),
             Err(Error::NoSpace { .. })
+        ));
+        assert!(matches!(
+            p.place(WindowKind::Hotplug, 0x1000, 3),
+            Err(Error::InvalidAlignment { align: 3 })
+        ));
+        assert!(matches!(
+            p.place(WindowKind::Hotplug, 0, 0x1000),
+            Err(Error::ZeroSize { .. })
         ));
         assert!(matches!(
             p.place(WindowKind::Hotplug, 2 * GIB, 0x1000),
