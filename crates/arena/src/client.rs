@@ -253,8 +253,8 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let off = s.locate(owners, id, ptr.as_ptr())?;
-            Ok(s.free(arena, off))
+            let (off, meta) = s.locate_meta(owners, id, ptr.as_ptr())?;
+            Ok(s.free(arena, off, meta))
         })
     }
 
@@ -276,8 +276,8 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let off = s.locate(owners, id, ptr)?;
-            Ok(s.block_size(off))
+            let (off, meta) = s.locate_meta(owners, id, ptr)?;
+            Ok(s.block_size(off, meta))
         })
     }
 
@@ -353,7 +353,8 @@ impl State {
         unsafe { *self.starts.add(g >> 6) ^= 1 << (g & 63) }
     }
 
-    /// Checks that `ptr` is the start of a live block of client `id`; returns its offset.
+    /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set);
+    /// returns its offset.
     #[inline]
     fn locate(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<usize> {
         let addr = ptr.addr();
@@ -376,10 +377,16 @@ impl State {
         Ok(off)
     }
 
-    /// The size of the live block at `off`.
+    /// [`locate`](Self::locate), with the metadata of the block's page.
     #[inline]
-    fn block_size(&self, off: usize) -> usize {
-        let meta = self.page(off >> self.geo.page_shift);
+    fn locate_meta(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<(usize, u16)> {
+        let off = self.locate(owners, id, ptr)?;
+        Ok((off, self.page(off >> self.geo.page_shift)))
+    }
+
+    /// The size of the live block at `off`, whose page metadata is `meta`.
+    #[inline]
+    fn block_size(&self, off: usize, meta: u16) -> usize {
         match meta & KIND {
             SLAB => {
                 let slab = self.slab_of(off, meta);
@@ -466,10 +473,10 @@ impl State {
         Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
     }
 
-    /// Frees the live block at `off` (checked by `locate`); returns its size.
+    /// Frees the live block at `off` with page metadata `meta` (checked by `locate`);
+    /// returns its size.
     #[inline]
-    fn free(&mut self, arena: &Arena, off: usize) -> usize {
-        let meta = self.page(off >> self.geo.page_shift);
+    fn free(&mut self, arena: &Arena, off: usize, meta: u16) -> usize {
         self.flip_start(off);
         let bytes = if meta & KIND == SLAB {
             self.free_small(arena, off, meta)
@@ -477,6 +484,7 @@ impl State {
             let pages = usize::from(meta & VALUE) + 1;
             let bytes = pages << self.geo.page_shift;
             self.poison(off, bytes, 0);
+            self.set_page(off >> self.geo.page_shift, 0);
             self.free_pages(arena, off, pages);
             bytes
         };
