@@ -176,7 +176,7 @@ impl SpaceBuilder {
             .iter()
             .map(|s| Region::plan(s.clone()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.finish(regions, Vec::new())?.0)
+        self.finish(regions, Vec::new())
     }
 
     /// Builds the address space with host memory for every region that has a memory backing:
@@ -205,7 +205,7 @@ impl SpaceBuilder {
             report.regions.extend(r);
         }
         report.regions.sort_by_key(|r| r.base);
-        let (space, ()) = self.finish(regions, windows)?;
+        let space = self.finish(regions, windows)?;
         Ok((space, report))
     }
 
@@ -213,8 +213,12 @@ impl SpaceBuilder {
         self,
         regions: Vec<Arc<Region>>,
         windows: Vec<Arc<HotplugWindow>>,
-    ) -> Result<(AddressSpace, ())> {
-        let mut slots = IdAllocator::new(0, self.slots - 1).map_err(|_| Error::NoSlotNumber {
+    ) -> Result<AddressSpace> {
+        let no_slot = Error::NoSlotNumber {
+            count: u64::from(self.slots),
+        };
+        let last = self.slots.checked_sub(1).ok_or(no_slot)?;
+        let mut slots = IdAllocator::new(0, last).map_err(|_| Error::NoSlotNumber {
             count: u64::from(self.slots),
         })?;
         let mut with_slots = Vec::with_capacity(regions.len());
@@ -238,7 +242,7 @@ impl SpaceBuilder {
                 generation: 0,
             })),
         };
-        Ok((space, ()))
+        Ok(space)
     }
 }
 
@@ -349,7 +353,7 @@ impl AddressSpace {
             builder.layout.check(region.spec())?;
             regions.push(Arc::new(region));
         }
-        Ok(builder.finish(regions, Vec::new())?.0)
+        builder.finish(regions, Vec::new())
     }
 
     /// The current snapshot, to keep as long as wanted.
