@@ -254,6 +254,10 @@ pub(crate) unsafe fn advise_huge(
 /// Writes one byte per page into `out`: 1 where the page is in the process's working set (the
 /// `Valid` bit of `QueryWorkingSetEx`), 0 elsewhere.
 ///
+/// Unlike `mincore` on Unix, this reports a page whose protection is `PAGE_NOACCESS` as not
+/// resident even while its contents stay in memory: such a page has no valid translation, so
+/// it is not a valid working-set page.
+///
 /// # Safety
 /// The range lies inside a live reservation; `out` holds `len / page_size()` bytes.
 pub(crate) unsafe fn residency(ptr: *mut u8, len: usize, out: &mut [u8]) -> Result<(), SysError> {
