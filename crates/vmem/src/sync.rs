@@ -8,10 +8,10 @@
 //! of a slot happens after its write. Outside loom it is empty and costs nothing.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicUsize, Ordering, fence};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering, fence};
 
 /// A shadow of `len` slots for loom's race detector; empty outside loom.
 #[derive(Debug)]

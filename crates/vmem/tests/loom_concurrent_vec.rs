@@ -228,3 +228,37 @@ fn pushers_against_each_other_take_distinct_blocks() {
         assert!(values.iter().all(|&(i, x)| (i % 64) as u64 == x % 10));
     });
 }
+
+#[test]
+fn pushes_completing_a_word_publish_the_prefix_to_readers() {
+    model(|| {
+        // Capacity 2: the first ready word is complete after two pushes.
+        let v = Arc::new(small(2));
+        let pushers: Vec<_> = (0..2)
+            .map(|t| {
+                let v = Arc::clone(&v);
+                spawn(move || v.push(PageSlot(t)))
+            })
+            .collect();
+        let reader = {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                let prefix = v.published_prefix();
+                for index in 0..2 {
+                    let got = v.get(index).map(|x| x.0);
+                    if index < prefix {
+                        assert!(got.is_some());
+                    }
+                    if let Some(x) = got {
+                        assert!(x < 2);
+                    }
+                }
+            })
+        };
+        for h in pushers {
+            h.join().unwrap();
+        }
+        reader.join().unwrap();
+        assert_eq!(v.published_prefix(), 2);
+    });
+}

@@ -615,6 +615,50 @@ fn stress_threads_push_through_pushers() {
     assert_eq!(drops.load(Ordering::Relaxed), total);
 }
 
+#[test]
+fn published_prefix_moves_by_whole_words_and_stops_at_holes() {
+    let v = ConcurrentVec::with_capacity(130).unwrap();
+    for i in 0..127 {
+        v.push(i);
+    }
+    assert_eq!(v.published_prefix(), 64);
+    v.push(127);
+    assert_eq!(v.published_prefix(), 128);
+    v.push(128);
+    v.push(129);
+    // The last word holds only the two slots below the capacity.
+    assert_eq!(v.published_prefix(), 130);
+    let mut v = v;
+    v.clear();
+    assert_eq!(v.published_prefix(), 0);
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        v.push_with(|_| -> i32 { panic!("hole") })
+    }));
+    for i in 1..130 {
+        v.push(i);
+    }
+    assert_eq!(v.published_prefix(), 0);
+    assert_eq!(v.get(0), None);
+    assert_eq!(v.get(129), Some(&129));
+}
+
+#[test]
+fn published_prefix_catches_up_over_words_completed_out_of_order() {
+    let v = ConcurrentVec::with_capacity(256).unwrap();
+    let mut late = v.pusher();
+    late.push(0u32); // claims slots 0..64 and leaves them open
+    let mut early = v.pusher();
+    for i in 0..64 {
+        early.push(i); // fills 64..128
+    }
+    assert_eq!(v.published_prefix(), 0);
+    for i in 1..64 {
+        late.push(i);
+    }
+    // Completing word 0 carries the prefix over the already complete word 1.
+    assert_eq!(v.published_prefix(), 128);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Push(u32),
@@ -684,6 +728,9 @@ proptest! {
                 }
             }
             prop_assert_eq!(ours.len(), model.len());
+            let prefix = model.iter().take_while(|x| x.is_some()).count();
+            let words = if prefix == CAP { CAP } else { prefix - prefix % 64 };
+            prop_assert_eq!(ours.published_prefix(), words);
             let got: Vec<(usize, u32)> = ours.entries().map(|(i, &x)| (i, x)).collect();
             let want: Vec<(usize, u32)> = model
                 .iter()

@@ -14,8 +14,11 @@
 //! - **Write and publish.** The element is written into its slot, then the slot's ready bit is set
 //!   with `fetch_or` (release).
 //! - **Read.** `get(i)` loads `committed` (acquire: the bit's page is committed) and, if `i` is
-//!   below it, the ready bit (acquire: the element's writes are visible). An unpublished slot is
-//!   `None`. Nothing waits on another push, so a preempted writer delays only its own slot.
+//!   below it, the ready bit (acquire: the element's writes are visible). A *published prefix*
+//!   (every slot below it is published) lets `get` skip the bit: the publisher that completes a
+//!   ready word moves it on (see `word_completed`); a preempted pusher only holds it back, and
+//!   `get` then reads the bit. An unpublished slot is `None`. Nothing waits on another push, so a
+//!   preempted writer delays only its own slot.
 //! - **Holes.** A push whose element constructor panics, or whose commit fails, leaves its slot
 //!   claimed but never published: it is never read and never dropped.
 //! - **Drop.** Each published element is dropped once, in index order; its bit is cleared before
@@ -32,7 +35,7 @@ use super::error::{Error, PushError, Result};
 use super::layout::{VecLayout, WORD_BITS, WORD_BYTES};
 use super::ready::ReadyBits;
 use crate::reservation::Reservation;
-use crate::sync::{AccessLog, AtomicUsize, Ordering};
+use crate::sync::{AccessLog, AtomicUsize, Ordering, fence};
 
 /// Keeps a value on a cache line of its own (128 bytes covers adjacent-line prefetching).
 #[derive(Debug)]
@@ -92,6 +95,8 @@ pub struct ConcurrentVec<T> {
     next: CachePadded<AtomicUsize>,
     /// Slots whose memory is committed, all of them below this index.
     committed: CachePadded<AtomicUsize>,
+    /// Every slot below this is published (a fast path for `get`; it may lag).
+    prefix: AtomicUsize,
     base: NonNull<T>,
     ready: ReadyBits,
     log: AccessLog,
@@ -154,6 +159,7 @@ impl<T> ConcurrentVec<T> {
         Ok(Self {
             next: CachePadded(AtomicUsize::new(0)),
             committed: CachePadded(AtomicUsize::new(0)),
+            prefix: AtomicUsize::new(0),
             base: base.cast(),
             ready,
             log: AccessLog::new(layout.capacity),
@@ -186,6 +192,24 @@ impl<T> ConcurrentVec<T> {
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.layout.capacity
+    }
+
+    /// A count of leading slots that are all published: every index below it reads as an
+    /// element. It moves on a ready-bit word (64 slots) at a time, so it may lag behind the
+    /// published elements, and it stops before the first hole for good.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(100)?;
+    /// for i in 0..70 {
+    ///     v.push(i);
+    /// }
+    /// assert_eq!(v.published_prefix(), 64);
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[must_use]
+    pub fn published_prefix(&self) -> usize {
+        self.prefix.load(Ordering::Acquire)
     }
 
     /// How many slots have committed memory now.
@@ -306,7 +330,62 @@ impl<T> ConcurrentVec<T> {
         // SAFETY: the slot is committed, aligned, and exclusively ours until published.
         unsafe { self.slot(index).write(value) };
         // SAFETY: the slot's ready word is committed with it.
-        unsafe { self.ready.set(index) };
+        let bits = unsafe { self.ready.set(index) };
+        self.note_bits(index, bits);
+    }
+
+    /// The bits of word `word` that are slots below the capacity (at least one).
+    #[inline]
+    fn full_mask(&self, word: usize) -> usize {
+        let slots = (self.layout.capacity - word * WORD_BITS).min(WORD_BITS);
+        usize::MAX >> (WORD_BITS - slots)
+    }
+
+    /// After slot `index` was published and its word became `bits`: if that completed the
+    /// word, moves the published prefix on.
+    #[inline]
+    fn note_bits(&self, index: usize, bits: usize) {
+        let word = index / WORD_BITS;
+        if bits == self.full_mask(word) {
+            self.word_completed(word);
+        }
+    }
+
+    /// Word `word` has every ready bit set: if the prefix has reached it, moves the prefix past
+    /// it and past the complete words after it.
+    ///
+    /// Ordering: the publisher that completes a word writes its bit, then (SeqCst fence) reads
+    /// the prefix; the thread that moves the prefix to that word's start swaps it (SeqCst),
+    /// then (SeqCst fence) reads the word. The fences forbid both reading old values, so a
+    /// complete word is never left behind the prefix. The fence also acquires the word's other
+    /// bits, and the prefix's release hands them to readers.
+    #[cold]
+    fn word_completed(&self, word: usize) {
+        let capacity = self.layout.capacity;
+        fence(Ordering::SeqCst);
+        let mut start = word * WORD_BITS;
+        loop {
+            let end = (start + WORD_BITS).min(capacity);
+            if self
+                .prefix
+                .compare_exchange(start, end, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // An earlier word is incomplete (its completer carries on), or this one is
+                // done already.
+                return;
+            }
+            if end == capacity || end >= self.committed.0.load(Ordering::Acquire) {
+                return;
+            }
+            start = end;
+            fence(Ordering::SeqCst);
+            // SAFETY: the word holds slot `start < committed`, so it is committed.
+            let bits = unsafe { self.ready.word(start / WORD_BITS) }.load(Ordering::Acquire);
+            if bits != self.full_mask(start / WORD_BITS) {
+                return;
+            }
+        }
     }
 
     /// Claims a block of slots for a [`Pusher`](super::Pusher): the word-aligned block of
@@ -358,13 +437,14 @@ impl<T> ConcurrentVec<T> {
         // SAFETY: the slot is committed (`claim_block`), aligned, and exclusively ours until
         // published.
         unsafe { self.slot(index).write(value) };
-        if exclusive {
+        let bits = if exclusive {
             // SAFETY: the word is committed with the block and only this caller writes it.
-            unsafe { self.ready.set_exclusive(index) };
+            unsafe { self.ready.set_exclusive(index) }
         } else {
             // SAFETY: the word is committed with the block.
-            unsafe { self.ready.set(index) };
-        }
+            unsafe { self.ready.set(index) }
+        };
+        self.note_bits(index, bits);
     }
 
     /// A handle for pushing many elements from one thread: it claims slots in blocks, so that
@@ -489,6 +569,13 @@ impl<T> ConcurrentVec<T> {
     #[inline]
     #[must_use]
     pub fn get(&self, index: usize) -> Option<&T> {
+        if index < self.prefix.load(Ordering::Acquire) {
+            self.log.read(index);
+            // SAFETY: every slot below the prefix is published, and the prefix's acquire load
+            // synchronizes with the publications (see `word_completed`); published elements are
+            // never written again through `&self`.
+            return Some(unsafe { &*self.slot(index) });
+        }
         if index >= self.committed.0.load(Ordering::Acquire) {
             return None;
         }
@@ -628,6 +715,7 @@ impl<T> ConcurrentVec<T> {
         impl<T> Drop for Reset<'_, T> {
             fn drop(&mut self) {
                 self.0.next.0.store(0, Ordering::Relaxed);
+                self.0.prefix.store(0, Ordering::Relaxed);
             }
         }
         let reset = Reset(self);

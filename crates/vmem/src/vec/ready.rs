@@ -64,27 +64,31 @@ impl ReadyBits {
         }
     }
 
-    /// Marks slot `index` ready, releasing its element to readers that see the bit.
+    /// Marks slot `index` ready, releasing its element to readers that see the bit; returns
+    /// the word's new value.
     ///
     /// # Safety
     /// As [`word`](Self::word) for the slot's word.
     #[inline]
-    pub(crate) unsafe fn set(&self, index: usize) {
+    pub(crate) unsafe fn set(&self, index: usize) -> usize {
         // SAFETY: the caller's promise.
         let word = unsafe { self.word(index / WORD_BITS) };
-        word.fetch_or(1 << (index % WORD_BITS), Ordering::Release);
+        let bit = 1 << (index % WORD_BITS);
+        word.fetch_or(bit, Ordering::Release) | bit
     }
 
-    /// Marks slot `index` ready with a plain store, for a word no other thread writes.
+    /// Marks slot `index` ready with a plain store, for a word no other thread writes; returns
+    /// the word's new value.
     ///
     /// # Safety
     /// As [`word`](Self::word); no other thread modifies the slot's word during the call.
     #[inline]
-    pub(crate) unsafe fn set_exclusive(&self, index: usize) {
+    pub(crate) unsafe fn set_exclusive(&self, index: usize) -> usize {
         // SAFETY: the caller's promise.
         let word = unsafe { self.word(index / WORD_BITS) };
         let bits = word.load(Ordering::Relaxed) | (1 << (index % WORD_BITS));
         word.store(bits, Ordering::Release);
+        bits
     }
 
     /// Whether slot `index` is ready; if so, its element's writes happen before this returns.
