@@ -355,14 +355,25 @@ impl Snapshot {
             }
             _ => owners.push(Arc::new(vec![region])),
         }
-        Ok(Self {
+        Ok(self.successor(starts, entries, owners, generation))
+    }
+
+    /// A snapshot over the same layout with these contents.
+    fn successor(
+        &self,
+        starts: Vec<u64>,
+        entries: Vec<Entry>,
+        owners: Vec<Arc<Vec<Arc<Region>>>>,
+        generation: u64,
+    ) -> Self {
+        Self {
             starts,
             entries,
             owners,
             hit: HitIndex::default(),
             layout: Arc::clone(&self.layout),
             generation,
-        })
+        }
     }
 
     /// A new snapshot without the region at exactly `base` of `size` bytes, the region and its
@@ -386,39 +397,34 @@ impl Snapshot {
         let mut entries = Vec::with_capacity(self.entries.len() - 1);
         entries.extend_from_slice(&self.entries[..at]);
         entries.extend_from_slice(&self.entries[at + 1..]);
+        let (c, pos) = self
+            .owners
+            .iter()
+            .enumerate()
+            .find_map(|(c, chunk)| {
+                let pos = chunk.iter().position(|r| Arc::as_ptr(r) == target)?;
+                Some((c, pos))
+            })
+            .expect("every entry has an owner");
+        let chunk = &self.owners[c];
+        let removed = Arc::clone(&chunk[pos]);
+        let rest: Vec<Arc<Region>> = chunk
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != pos)
+            .map(|(_, r)| Arc::clone(r))
+            .collect();
         let mut owners = self.owners.clone();
-        let mut removed = None;
-        for c in 0..owners.len() {
-            if let Some(pos) = owners[c].iter().position(|r| Arc::as_ptr(r) == target) {
-                let chunk = &owners[c];
-                removed = Some(Arc::clone(&chunk[pos]));
-                let rest: Vec<Arc<Region>> = chunk
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, _)| i != pos)
-                    .map(|(_, r)| Arc::clone(r))
-                    .collect();
-                if rest.is_empty() {
-                    owners.remove(c);
-                } else {
-                    owners[c] = Arc::new(rest);
-                }
-                break;
-            }
+        if rest.is_empty() {
+            owners.remove(c);
+        } else {
+            owners[c] = Arc::new(rest);
         }
-        let removed = removed.expect("every entry has an owner");
         if owners.len() > 2 * (entries.len() / CHUNK) + 4 {
             // Many half-empty chunks after removals: repack.
             owners = chunked(owners.iter().flat_map(|c| c.iter().cloned()));
         }
-        let next = Self {
-            starts,
-            entries,
-            owners,
-            hit: HitIndex::default(),
-            layout: Arc::clone(&self.layout),
-            generation,
-        };
+        let next = self.successor(starts, entries, owners, generation);
         Ok((next, removed, (slot != NO_SLOT).then_some(slot)))
     }
 
