@@ -1,0 +1,446 @@
+//! `arena`: allocating and freeing in a `memvisor-arena` client over a 256 MiB block, against
+//! `buddy_system_allocator`, `talc` and `buddy-alloc` over the same block and glibc `malloc`.
+//!
+//! Every contender gets the same workload from the same seed: sizes drawn log-uniformly
+//! (`wide` 16 B–64 KiB, `small` 16 B–1 KiB), blocks of alignment 8. The arena runs with its
+//! default configuration (1 MiB chunks, no flags).
+//!
+//! - `pair_wide`, `pair_small`: 10,000 live blocks, then ns per pair of a free of a random live
+//!   block and an allocation of a fresh size in its place.
+//! - `release_all`: µs to free 100,000 live small blocks: memvisor deletes the client, peers free
+//!   the blocks one by one in random order.
+//! - `owns`: ns per ownership test of a live block's address (10,000 live wide blocks, random
+//!   order). Peers have no such test.
+//! - `fill_percent`: wide sizes allocated until the first failure; the figure is the requested
+//!   bytes as a percentage of the block.
+//! - `bookkeeping_percent`: the arena's side tables as a percentage of the block.
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::hint::black_box;
+use std::ptr::NonNull;
+
+use buddy_alloc::BuddyAllocParam;
+use buddy_alloc::buddy_alloc::BuddyAlloc;
+use memvisor_arena::{Arena, Block, Client, Config, Quota};
+use talc::{ErrOnOom, Span, Talc};
+
+use crate::harness::{Bench, Sample, as_ns, ns_per_iter, ns_per_op, time};
+use crate::report::{Better, Row};
+use crate::util::{LogUniform, SplitMix64};
+
+/// Size of the block every contender works in.
+pub const BLOCK: usize = 256 << 20;
+/// Live blocks during `pair_*` and `owns`.
+pub const LIVE: usize = 10_000;
+/// Free+alloc pairs timed per `pair_*` run.
+pub const PAIRS: usize = 200_000;
+/// Live blocks freed by `release_all`.
+pub const RELEASE: usize = 100_000;
+/// Alignment of every request.
+const ALIGN: usize = 8;
+
+/// Runs every scenario of the group.
+pub fn run(bench: &Bench) -> Vec<Row> {
+    let mut region = Region::new(BLOCK);
+    vec![
+        pair(bench, &mut region, "pair_wide", 65_536),
+        pair(bench, &mut region, "pair_small", 1_024),
+        release_all(bench, &mut region),
+        owns(bench, &mut region),
+        fill_percent(bench, &mut region),
+        bookkeeping_percent(),
+    ]
+}
+
+/// The 256 MiB every contender runs in, allocated and touched once.
+struct Region {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl Region {
+    fn new(len: usize) -> Self {
+        let layout = Layout::from_size_align(len, 1 << 20).expect("valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { alloc(layout) }).expect("256 MiB for the benchmark");
+        // Touch every page so no contender pays the first faults.
+        for off in (0..len).step_by(4096) {
+            // SAFETY: inside the allocation.
+            unsafe { ptr.as_ptr().add(off).write_volatile(0) };
+        }
+        Self { ptr, layout }
+    }
+
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// An arena over the region.
+    fn arena(&mut self) -> Result<Arena, String> {
+        // SAFETY: the region is valid for its length, and the `&mut self` borrow of the caller
+        // keeps anything else from using it while the arena lives (each contender drops its
+        // arena before returning).
+        unsafe { Arena::from_raw(self.ptr, self.len(), Config::new()) }
+            .map_err(|e| format!("arena: {e}"))
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// What every contender does: allocate `size` bytes aligned to 8, free a block by pointer and
+/// size.
+trait Heap {
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>>;
+    /// # Safety
+    /// `ptr` came from `alloc(size)` on this heap and is live.
+    unsafe fn free(&mut self, ptr: NonNull<u8>, size: usize);
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, ALIGN).expect("valid layout")
+}
+
+struct Memvisor<'a, 'b>(&'b Client<'a>);
+
+impl Heap for Memvisor<'_, '_> {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        self.0.alloc(layout(size)).ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, _size: usize) {
+        // SAFETY: a live block of this client, not used again (caller's promise).
+        let _ = unsafe { self.0.free(ptr) };
+    }
+}
+
+struct BuddySystem(buddy_system_allocator::Heap<33>);
+
+impl BuddySystem {
+    fn new(region: &mut Region) -> Self {
+        let mut heap = buddy_system_allocator::Heap::<33>::new();
+        // SAFETY: the region is ours while the heap lives (the `&mut` borrow of the caller).
+        unsafe { heap.init(region.ptr.as_ptr() as usize, region.len()) };
+        Self(heap)
+    }
+}
+
+impl Heap for BuddySystem {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        self.0.alloc(layout(size)).ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, size: usize) {
+        self.0.dealloc(ptr, layout(size));
+    }
+}
+
+struct TalcHeap(Talc<ErrOnOom>);
+
+impl TalcHeap {
+    fn new(region: &mut Region) -> Result<Self, String> {
+        let mut talc = Talc::new(ErrOnOom);
+        // SAFETY: the region is ours while the heap lives.
+        unsafe { talc.claim(Span::from_base_size(region.ptr.as_ptr(), region.len())) }
+            .map_err(|()| "talc: claim failed".to_owned())?;
+        Ok(Self(talc))
+    }
+}
+
+impl Heap for TalcHeap {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: a non-zero size.
+        unsafe { self.0.malloc(layout(size)) }.ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, size: usize) {
+        // SAFETY: the caller's promise.
+        unsafe { self.0.free(ptr, layout(size)) };
+    }
+}
+
+struct BuddyAllocHeap(BuddyAlloc);
+
+impl BuddyAllocHeap {
+    fn new(region: &mut Region) -> Self {
+        let param = BuddyAllocParam::new(region.ptr.as_ptr(), region.len(), 16);
+        // SAFETY: the region is ours while the heap lives.
+        Self(unsafe { BuddyAlloc::new(param) })
+    }
+}
+
+impl Heap for BuddyAllocHeap {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        NonNull::new(self.0.malloc(size))
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, _size: usize) {
+        self.0.free(ptr.as_ptr());
+    }
+}
+
+struct Malloc;
+
+impl Heap for Malloc {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: plain malloc.
+        NonNull::new(unsafe { libc::malloc(size) }.cast::<u8>())
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, _size: usize) {
+        // SAFETY: from malloc, live (caller's promise).
+        unsafe { libc::free(ptr.as_ptr().cast()) };
+    }
+}
+
+/// The same sizes and victims for everyone.
+struct Workload {
+    initial: Vec<usize>,
+    pairs: Vec<(usize, usize)>,
+}
+
+impl Workload {
+    fn new(live: usize, pairs: usize, hi: u64, seed: u64) -> Self {
+        let sizes = LogUniform::new(16, hi);
+        let mut rng = SplitMix64::new(seed);
+        let size = |rng: &mut SplitMix64| usize::try_from(sizes.sample(rng)).unwrap_or(16);
+        let initial = (0..live).map(|_| size(&mut rng)).collect();
+        let pairs = (0..pairs)
+            .map(|_| (rng.below_usize(live), size(&mut rng)))
+            .collect();
+        Self { initial, pairs }
+    }
+}
+
+fn fill<H: Heap>(heap: &mut H, sizes: &[usize]) -> Result<Vec<(NonNull<u8>, usize)>, String> {
+    sizes
+        .iter()
+        .map(|&size| {
+            heap.alloc(size)
+                .map(|p| (p, size))
+                .ok_or_else(|| format!("out of memory filling {} blocks", sizes.len()))
+        })
+        .collect()
+}
+
+/// Frees every block (outside any timed region).
+fn empty<H: Heap>(heap: &mut H, live: Vec<(NonNull<u8>, usize)>) {
+    for (p, size) in live {
+        // SAFETY: every entry is a live block of `heap`.
+        unsafe { heap.free(p, size) };
+    }
+}
+
+fn pair_run<H: Heap>(heap: &mut H, work: &Workload) -> Sample {
+    let mut live = fill(heap, &work.initial)?;
+    let mut failed = false;
+    let ns = ns_per_op(work.pairs.len() as u64, || {
+        for &(victim, size) in &work.pairs {
+            let (p, old) = live[victim];
+            // SAFETY: `p` is live in `heap` and replaced below.
+            unsafe { heap.free(p, old) };
+            match heap.alloc(size) {
+                Some(q) => live[victim] = (black_box(q), size),
+                None => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+    });
+    if failed {
+        return Err("out of memory during the pairs".to_owned());
+    }
+    empty(heap, live);
+    Ok(ns)
+}
+
+fn pair(bench: &Bench, region: &mut Region, name: &str, hi: u64) -> Row {
+    let work = Workload::new(LIVE, PAIRS, hi, 7);
+    let region = std::cell::RefCell::new(region);
+    bench
+        .scenario(name, LIVE as u64, "ns/op", Better::Lower)
+        .memvisor(|| {
+            let mut region = region.borrow_mut();
+            let arena = region.arena()?;
+            let client = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            pair_run(&mut Memvisor(&client), &work)
+        })
+        .peer("buddy_system_allocator", || {
+            pair_run(&mut BuddySystem::new(&mut region.borrow_mut()), &work)
+        })
+        .peer("talc", || {
+            pair_run(&mut TalcHeap::new(&mut region.borrow_mut())?, &work)
+        })
+        .peer("buddy-alloc", || {
+            pair_run(&mut BuddyAllocHeap::new(&mut region.borrow_mut()), &work)
+        })
+        .peer("malloc", || pair_run(&mut Malloc, &work))
+        .run()
+}
+
+/// µs to free every block of `live` one by one, in `order`.
+fn free_each<H: Heap>(heap: &mut H, sizes: &[usize], order: &[usize]) -> Sample {
+    let live = fill(heap, sizes)?;
+    let ((), elapsed) = time(|| {
+        for &i in order {
+            let (p, size) = live[i];
+            // SAFETY: each block is freed once.
+            unsafe { heap.free(p, size) };
+        }
+    });
+    Ok(as_ns(elapsed) / 1e3)
+}
+
+fn release_all(bench: &Bench, region: &mut Region) -> Row {
+    let work = Workload::new(RELEASE, 0, 1_024, 11);
+    let mut order: Vec<usize> = (0..RELEASE).collect();
+    SplitMix64::new(12).shuffle(&mut order);
+    let region = std::cell::RefCell::new(region);
+    bench
+        .scenario("release_all", RELEASE as u64, "us", Better::Lower)
+        .memvisor(|| {
+            let mut region = region.borrow_mut();
+            let arena = region.arena()?;
+            let client = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            let live = fill(&mut Memvisor(&client), &work.initial)?;
+            drop(live);
+            let ((), elapsed) = time(|| arena.delete_client(client));
+            if arena.stats().held_chunks != 0 {
+                return Err("chunks still held after delete".to_owned());
+            }
+            Ok(as_ns(elapsed) / 1e3)
+        })
+        .unsupported(
+            "buddy_system_allocator",
+            "not run: its free scans a list per order; one run took 218 s on the bench machine",
+        )
+        .peer("talc", || {
+            free_each(
+                &mut TalcHeap::new(&mut region.borrow_mut())?,
+                &work.initial,
+                &order,
+            )
+        })
+        .peer("buddy-alloc", || {
+            free_each(
+                &mut BuddyAllocHeap::new(&mut region.borrow_mut()),
+                &work.initial,
+                &order,
+            )
+        })
+        .run()
+}
+
+fn owns(bench: &Bench, region: &mut Region) -> Row {
+    let work = Workload::new(LIVE, 0, 65_536, 13);
+    let mut rng = SplitMix64::new(14);
+    let queries: Vec<usize> = (0..1_000_000).map(|_| rng.below_usize(LIVE)).collect();
+    let region = std::cell::RefCell::new(region);
+    bench
+        .scenario("owns", LIVE as u64, "ns/op", Better::Lower)
+        .memvisor(|| {
+            let mut region = region.borrow_mut();
+            let arena = region.arena()?;
+            let client = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            let live = fill(&mut Memvisor(&client), &work.initial)?;
+            let ptrs: Vec<*const u8> = queries
+                .iter()
+                .map(|&i| live[i].0.as_ptr().cast_const())
+                .collect();
+            let mut owned = 0usize;
+            let ns = ns_per_iter(ptrs.len(), |i| {
+                owned += usize::from(client.owns(ptrs[i]));
+            });
+            if owned != ptrs.len() {
+                return Err(format!(
+                    "owns said no for {} live blocks",
+                    ptrs.len() - owned
+                ));
+            }
+            Ok(ns)
+        })
+        .run()
+}
+
+/// Allocates wide sizes until the first failure; returns the requested bytes in percent of
+/// the block.
+fn fill_run<H: Heap>(heap: &mut H, len: usize) -> Sample {
+    let sizes = LogUniform::new(16, 65_536);
+    let mut rng = SplitMix64::new(21);
+    let mut requested = 0usize;
+    loop {
+        let size = usize::try_from(sizes.sample(&mut rng)).unwrap_or(16);
+        if heap.alloc(size).is_none() {
+            break;
+        }
+        requested += size;
+        if requested > len {
+            return Err("allocated more than the block".to_owned());
+        }
+    }
+    Ok(requested as f64 * 100.0 / len as f64)
+}
+
+fn fill_percent(bench: &Bench, region: &mut Region) -> Row {
+    let len = region.len();
+    let region = std::cell::RefCell::new(region);
+    bench
+        .scenario("fill_percent", 0, "%", Better::Higher)
+        .memvisor(|| {
+            let mut region = region.borrow_mut();
+            let arena = region.arena()?;
+            let client = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            fill_run(&mut Memvisor(&client), len)
+        })
+        .peer("buddy_system_allocator", || {
+            fill_run(&mut BuddySystem::new(&mut region.borrow_mut()), len)
+        })
+        .peer("talc", || {
+            fill_run(&mut TalcHeap::new(&mut region.borrow_mut())?, len)
+        })
+        .peer("buddy-alloc", || {
+            fill_run(&mut BuddyAllocHeap::new(&mut region.borrow_mut()), len)
+        })
+        .run()
+}
+
+fn bookkeeping_percent() -> Row {
+    let mut row = Row::new("bookkeeping_percent", 0, "%", Better::Lower);
+    let figure = Arena::new(
+        // A reservation costs no memory: the figure only needs the table sizes.
+        match Block::reserve(BLOCK, 1 << 20, memvisor_vmem::CommitMode::Protected) {
+            Ok(block) => block,
+            Err(e) => {
+                row.notes.insert("memvisor".to_owned(), e.to_string());
+                return row;
+            }
+        },
+        Config::new(),
+    )
+    .map(|arena| arena.bookkeeping_bytes() as f64 * 100.0 / BLOCK as f64);
+    match figure {
+        Ok(percent) => row.memvisor = Some(percent),
+        Err(e) => {
+            row.notes.insert("memvisor".to_owned(), e.to_string());
+        }
+    }
+    row
+}
