@@ -397,10 +397,12 @@ impl Snapshot {
         let mut entries = Vec::with_capacity(self.entries.len() - 1);
         entries.extend_from_slice(&self.entries[..at]);
         entries.extend_from_slice(&self.entries[at + 1..]);
+        // Newest chunks first: hotplug tends to remove what it added last.
         let (c, pos) = self
             .owners
             .iter()
             .enumerate()
+            .rev()
             .find_map(|(c, chunk)| {
                 let pos = chunk.iter().position(|r| Arc::as_ptr(r) == target)?;
                 Some((c, pos))
