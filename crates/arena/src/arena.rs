@@ -673,3 +673,58 @@ fn os_page_size(block: &Block) -> usize {
 fn os_page_size(_block: &Block) -> usize {
     usize::MAX / 4
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const CHUNK: usize = 64 << 10;
+
+    fn arena(chunks: usize, chunk: usize) -> Arena {
+        let config = Config::new().with_chunk_size(chunk);
+        Arena::new(Block::heap(chunks * chunk, 4096).unwrap(), config).unwrap()
+    }
+
+    #[test]
+    fn acquire_sets_owner_and_release_list_clears_it() {
+        let arena = arena(2, CHUNK);
+        let a = arena.acquire(7, 1).unwrap();
+        let b = arena.acquire(7, 1).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(arena.owners()[a as usize].load(Ordering::Relaxed), 7);
+        assert_eq!(
+            arena.acquire(8, 99),
+            Err(Error::OutOfMemory { requested: 99 })
+        );
+        // SAFETY: both chunks are held by this test, which links them as a holder would.
+        unsafe { (*arena.info[a as usize].get()).next = b };
+        arena.release_list(a);
+        assert_eq!(arena.stats().free_chunks, 2);
+        assert_eq!(arena.stats().cached_chunks, 2);
+        assert_eq!(arena.owners()[b as usize].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn new_large_chunks_scale_the_buddy_page() {
+        let geo = arena(1, 4 << 20).geometry();
+        assert_eq!(geo.page_shift, 10);
+        assert_eq!(geo.max_order, MAX_ORDER);
+        assert_eq!(geo.usable_pages, 4096);
+        for class in 0..NCLASSES {
+            let bytes = (1usize << geo.slab_order[class]) << geo.page_shift;
+            assert!(bytes >= classes::slab_bytes(class));
+            assert!(geo.slab_cap[class] >= 7);
+        }
+    }
+
+    #[test]
+    fn new_small_chunks_use_256_byte_pages() {
+        let geo = arena(1, CHUNK).geometry();
+        assert_eq!(geo.page_shift, MIN_PAGE_SHIFT);
+        assert_eq!(geo.max_order, 8);
+        assert_eq!(geo.max_block, CHUNK);
+        assert_eq!(geo.words_per_chunk, CHUNK / 16 / 64);
+        assert_eq!(geo.order_word[0], ORDERS);
+        assert_eq!(geo.free_words, ORDERS + 4 + 2 + 7);
+    }
+}

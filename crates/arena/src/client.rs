@@ -904,3 +904,168 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::block::Block;
+    use crate::config::Config;
+
+    const CHUNK: usize = 64 << 10;
+
+    fn arena(chunks: usize) -> Arena {
+        let config = Config::new().with_chunk_size(CHUNK);
+        Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
+    }
+
+    fn layout(size: usize) -> Layout {
+        Layout::from_size_align(size, 8).unwrap()
+    }
+
+    impl Client<'_> {
+        /// Checks the buddy bookkeeping of every held chunk: free bits agree with summaries
+        /// and order lists, no two free buddies are left unmerged, and free plus used pages
+        /// cover each chunk's usable pages.
+        fn check(&self) {
+            self.with(|s| {
+                let geo = s.geo;
+                let mut chunk = s.chunk_head;
+                let mut seen = 0;
+                let mut empty = 0;
+                while chunk != NIL {
+                    let c = chunk as usize;
+                    let words = s.free_words(c);
+                    let mut free_pages = 0;
+                    for order in 0..=geo.max_order {
+                        let count = 1usize << (geo.max_order - order);
+                        let mut any = false;
+                        for index in 0..count {
+                            if s.is_free(c, order, index) {
+                                any = true;
+                                free_pages += 1 << order;
+                                if order < geo.max_order {
+                                    assert!(!s.is_free(c, order, index ^ 1), "unmerged buddies");
+                                }
+                                // No free block overlaps a free block of another order.
+                                for up in order + 1..=geo.max_order {
+                                    assert!(!s.is_free(c, up, index >> (up - order)));
+                                }
+                            }
+                        }
+                        // SAFETY: the summary word of `order` of a held chunk.
+                        let summary = unsafe { *words.add(order as usize) };
+                        assert_eq!(summary != 0, any, "summary of order {order}");
+                        let mut on_list = false;
+                        let mut at = s.heads[order as usize];
+                        while at != NIL {
+                            on_list |= at == chunk;
+                            at = s.info(at as usize).order_next[order as usize];
+                        }
+                        assert_eq!(on_list, any, "list of order {order}");
+                    }
+                    let used = s.info(c).used;
+                    assert_eq!(
+                        (free_pages << geo.page_shift) + used,
+                        geo.usable_pages << geo.page_shift
+                    );
+                    empty += usize::from(used == 0);
+                    seen += 1;
+                    chunk = s.info(c).next;
+                }
+                assert_eq!(seen, s.chunks);
+                assert_eq!(empty, s.empty_chunks);
+                for order in 0..ORDERS {
+                    assert_eq!(s.mask & (1 << order) != 0, s.heads[order] != NIL);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn alloc_pages_tail_returns_as_free_blocks() {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        // 5 pages take an 8-page block and give 3 back.
+        let (_, size) = client.alloc_sized(layout(5 * 256)).unwrap();
+        assert_eq!(size, 5 * 256);
+        client.check();
+        let s = client.stats();
+        assert_eq!(s.total_bytes - s.used_bytes, CHUNK - 5 * 256);
+    }
+
+    #[test]
+    fn free_pages_merges_back_to_whole_chunk() {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        // 8 + 32 + 16 + 4 KiB buddy blocks, trimmed, all in one chunk.
+        let blocks: Vec<_> = [5000, 20_000, 9000, 3000]
+            .iter()
+            .map(|&size| client.alloc(layout(size)).unwrap())
+            .collect();
+        assert_eq!(client.stats().chunks, 1);
+        client.check();
+        for p in blocks {
+            // SAFETY: never used again.
+            unsafe { client.free(p) }.unwrap();
+            client.check();
+        }
+        let stats = client.stats();
+        assert_eq!(stats.largest_free_block, CHUNK, "merged back to one block");
+        assert_eq!((stats.chunks, stats.cached_chunks), (1, 1));
+    }
+
+    #[test]
+    fn slab_keeps_one_empty_slab_per_class() {
+        let arena = arena(2);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let cap = arena.geometry().slab_cap[class_of(64)] as usize;
+        let blocks: Vec<_> = (0..3 * cap)
+            .map(|_| client.alloc(layout(64)).unwrap())
+            .collect();
+        let chunk_bytes_full = client.with(|s| s.info(s.chunk_head as usize).used);
+        assert_eq!(chunk_bytes_full, 3 * 8192);
+        for p in blocks {
+            // SAFETY: never used again.
+            unsafe { client.free(p) }.unwrap();
+        }
+        client.check();
+        let kept = client.with(|s| s.info(s.chunk_head as usize).used);
+        assert_eq!(kept, 8192, "one empty slab kept");
+        assert_eq!(client.with(|s| s.empty_slabs[class_of(64)]), 1);
+    }
+
+    #[test]
+    fn random_ops_keep_buddy_invariants() {
+        let arena = arena(4);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let mut live = Vec::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let steps = if cfg!(miri) { 150 } else { 3000 };
+        for _ in 0..steps {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if !x.is_multiple_of(3) || live.is_empty() {
+                let size = 1 + (x >> 8) as usize % if x.is_multiple_of(5) { 40_000 } else { 3000 };
+                if let Ok(p) = client.alloc(layout(size)) {
+                    live.push(p);
+                }
+            } else {
+                let p = live.swap_remove((x >> 8) as usize % live.len());
+                // SAFETY: never used again.
+                unsafe { client.free(p) }.unwrap();
+            }
+            if cfg!(miri) || x.is_multiple_of(16) {
+                client.check();
+            }
+        }
+        for p in live {
+            // SAFETY: never used again.
+            unsafe { client.free(p) }.unwrap();
+        }
+        client.check();
+        assert_eq!(client.stats().used_bytes, 0);
+    }
+}
