@@ -55,55 +55,33 @@ fn decommit_returns_commit_charge() {
     panic!("commit charge not returned: before/committed/after = {last:?}");
 }
 
-/// The three scenarios run one after another in one test, since RSS counts the whole process.
+/// The scenarios run one after another in one test, since RSS counts the whole process.
 #[test]
 fn decommit_and_drop_return_rss() {
-    decommit_returns_rss();
-    sparse_decommit_returns_rss();
+    decommit_returns_rss(CommitMode::Protected);
+    decommit_returns_rss(CommitMode::Sparse);
     drop_returns_rss();
 }
 
-fn decommit_returns_rss() {
+fn decommit_returns_rss(mode: CommitMode) {
     let size = 256 << 20;
-    let mut r = Reservation::new(size).unwrap();
+    let mut r = Reservation::builder().mode(mode).reserve(size).unwrap();
     let before = rss_bytes();
     r.commit(0, size).unwrap();
     r.prefault(0, size).unwrap();
     let resident = rss_bytes();
     assert!(
         resident >= before + size * 9 / 10,
-        "prefault: {before} -> {resident}"
+        "{mode:?} prefault: {before} -> {resident}"
     );
     assert_eq!(r.resident_pages(0, size).unwrap(), size / page_size());
     r.decommit(0, size).unwrap();
     let after = rss_bytes();
     assert!(
         after < before + size / 10,
-        "decommit: {before} -> {resident} -> {after}"
+        "{mode:?} decommit: {before} -> {resident} -> {after}"
     );
     assert_eq!(r.resident_pages(0, size).unwrap(), 0);
-}
-
-fn sparse_decommit_returns_rss() {
-    let size = 256 << 20;
-    let mut r = Reservation::builder()
-        .mode(CommitMode::Sparse)
-        .reserve(size)
-        .unwrap();
-    let before = rss_bytes();
-    r.commit(0, size).unwrap();
-    r.prefault(0, size).unwrap();
-    let resident = rss_bytes();
-    assert!(
-        resident >= before + size * 9 / 10,
-        "prefault: {before} -> {resident}"
-    );
-    r.decommit(0, size).unwrap();
-    let after = rss_bytes();
-    assert!(
-        after < before + size / 10,
-        "decommit: {before} -> {resident} -> {after}"
-    );
 }
 
 fn drop_returns_rss() {
