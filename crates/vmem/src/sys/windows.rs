@@ -306,3 +306,150 @@ pub(crate) unsafe fn unguard(
 ) -> Result<(), SysError> {
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use super::*;
+
+    /// Reserves `pages` pages aligned to `align`, runs `f` on the base, then releases them.
+    fn with_reservation(pages: usize, align: usize, f: impl FnOnce(*mut u8)) {
+        let len = pages * page_size();
+        let base = reserve(len, align, CommitMode::Protected).expect("reserve");
+        f(base.as_ptr());
+        // SAFETY: `base` is the reservation made above and is not used afterwards.
+        unsafe { release(base, len, align) };
+    }
+
+    #[test]
+    fn os_error_large_code_keeps_its_bits() {
+        let code: WIN32_ERROR = 0x8007_000E;
+        let SysError::Os(error) = os_error(code) else {
+            panic!("not an OS error");
+        };
+        assert!(error.raw() < 0);
+        assert_eq!(u32::from_ne_bytes(error.raw().to_ne_bytes()), code);
+        assert_eq!(
+            os_error(ERROR_NOT_ENOUGH_MEMORY),
+            SysError::Os(OsError::from_raw(8))
+        );
+    }
+
+    #[test]
+    fn allocation_granularity_is_a_page_multiple_power_of_two() {
+        let granularity = allocation_granularity();
+        assert!(granularity.is_power_of_two());
+        assert_eq!(granularity % page_size(), 0);
+    }
+
+    #[test]
+    fn reserve_alignment_above_granularity_is_aligned() {
+        let granularity = allocation_granularity();
+        for align in [granularity, 2 * granularity, 1 << 21, 1 << 30] {
+            with_reservation(3, align, |base| {
+                assert_eq!(base.addr() % align, 0, "alignment {align:#x}");
+            });
+        }
+    }
+
+    #[test]
+    fn reserve_overflowing_length_is_not_enough_memory() {
+        let error = reserve(usize::MAX - page_size() + 1, 1 << 21, CommitMode::Protected);
+        assert_eq!(error, Err(os_error(ERROR_NOT_ENOUGH_MEMORY)));
+    }
+
+    #[test]
+    fn residency_touched_page_is_resident_until_no_access() {
+        let page = page_size();
+        with_reservation(4, page, |base| {
+            let mut out = [9; 4];
+            // SAFETY: the four pages belong to the reservation; `out` has a byte per page.
+            unsafe { residency(base, 4 * page, &mut out) }.unwrap();
+            assert_eq!(out, [0; 4]);
+            // SAFETY: committing and then writing page 1 of our own reservation.
+            unsafe {
+                commit(base, 4 * page, CommitMode::Protected).unwrap();
+                base.add(page).write(7);
+                residency(base, 4 * page, &mut out).unwrap();
+            }
+            assert_eq!(out, [0, 1, 0, 0]);
+            // SAFETY: nothing refers to page 1; afterwards its contents are read back.
+            unsafe {
+                protect(base.add(page), page, Protection::None).unwrap();
+                residency(base, 4 * page, &mut out).unwrap();
+                assert_eq!(out, [0, 0, 0, 0]);
+                protect(base.add(page), page, Protection::Read).unwrap();
+                assert_eq!(base.add(page).read(), 7);
+            }
+        });
+    }
+
+    #[test]
+    fn residency_more_pages_than_a_batch_reports_each_page() {
+        let page = page_size();
+        let pages = 2 * RESIDENCY_BATCH + 3;
+        with_reservation(pages, page, |base| {
+            let mut out = vec![9; pages];
+            // SAFETY: committing our own reservation, then writing every third page of it.
+            unsafe {
+                commit(base, pages * page, CommitMode::Sparse).unwrap();
+                for p in (0..pages).step_by(3) {
+                    base.add(p * page).write(1);
+                }
+                residency(base, pages * page, &mut out).unwrap();
+            }
+            let expected: Vec<u8> = (0..pages).map(|p| u8::from(p % 3 == 0)).collect();
+            assert_eq!(out, expected);
+        });
+    }
+
+    #[test]
+    fn decommit_then_commit_reads_zero() {
+        let page = page_size();
+        with_reservation(2, page, |base| {
+            // SAFETY: our own reservation; nothing refers to the page when it is decommitted.
+            unsafe {
+                commit(base, 2 * page, CommitMode::Sparse).unwrap();
+                base.write(5);
+                decommit(base, 2 * page, CommitMode::Sparse).unwrap();
+                commit(base, page, CommitMode::Sparse).unwrap();
+                assert_eq!(base.read(), 0);
+            }
+        });
+    }
+
+    #[test]
+    fn protect_uncommitted_page_is_os_error() {
+        let page = page_size();
+        with_reservation(1, page, |base| {
+            // SAFETY: the page belongs to our reservation.
+            let result = unsafe { protect(base, page, Protection::Read) };
+            assert!(matches!(result, Err(SysError::Os(_))), "{result:?}");
+        });
+    }
+
+    #[test]
+    fn advise_huge_is_unsupported() {
+        let page = page_size();
+        with_reservation(1, page, |base| {
+            // SAFETY: the page belongs to our reservation.
+            let result = unsafe { advise_huge(base, page, HugePageAdvice::Huge) };
+            assert_eq!(result, Err(SysError::Unsupported));
+        });
+    }
+
+    #[test]
+    fn lock_committed_page_then_unlock_succeeds() {
+        let page = page_size();
+        with_reservation(1, page, |base| {
+            // SAFETY: the page belongs to our reservation and is committed first.
+            unsafe {
+                commit(base, page, CommitMode::Protected).unwrap();
+                lock(base, page).unwrap();
+                unlock(base, page).unwrap();
+            }
+        });
+    }
+}
