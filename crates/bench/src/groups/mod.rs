@@ -17,6 +17,7 @@ pub mod arena;
 pub mod baseline;
 pub mod resources;
 pub mod space;
+pub mod vec;
 pub mod vmem;
 
 use crate::BenchError;
@@ -45,6 +46,11 @@ pub const GROUPS: &[Group] = &[
         name: "vmem",
         about: "reserve, commit, prefault and decommit host memory",
         run: vmem::run,
+    },
+    Group {
+        name: "vec",
+        about: "in-place vectors: concurrent pushes, random reads and memory per element against peers",
+        run: vec::run,
     },
     Group {
         name: "space",
