@@ -27,6 +27,10 @@
 //! # Ok::<(), memvisor_vmem::Error>(())
 //! ```
 //!
+//! The [`vec`] module builds on reservations: vectors that grow in place without moving,
+//! one with a single owner that also gives memory back, and one that many threads push into
+//! without a lock.
+//!
 //! The crate is `no_std` (with `alloc`); the default `std` feature adds conversions into
 //! `std::io::Error`.
 
