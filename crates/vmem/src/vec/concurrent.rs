@@ -1000,3 +1000,57 @@ impl<'a, T> IntoIterator for &'a mut ConcurrentVec<T> {
         self.iter_mut()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vec_u64(capacity: usize, growth: Growth) -> ConcurrentVec<u64> {
+        Builder::new(capacity)
+            .growth(growth)
+            .build_concurrent()
+            .unwrap()
+    }
+
+    #[test]
+    fn target_covers_index_and_whole_pages() {
+        let page = crate::page_size();
+        let v = vec_u64(1 << 20, Growth::Fixed(page));
+        // One page of u64 slots from zero, as many as its ready bits allow.
+        assert_eq!(v.target(0, 0), page / 8);
+        // An index far ahead is covered even past one step.
+        assert!(v.target(0, 10_000) > 10_000);
+        // Never past the capacity.
+        let small = vec_u64(10, Growth::Fixed(page));
+        assert_eq!(small.target(0, 3), 10);
+    }
+
+    #[test]
+    fn full_mask_last_word_covers_capacity_only() {
+        let v = vec_u64(70, Growth::default());
+        assert_eq!(v.full_mask(0), usize::MAX);
+        assert_eq!(v.full_mask(1), 0b11_1111);
+    }
+
+    #[test]
+    fn claim_past_capacity_gives_increment_back() {
+        let v = vec_u64(2, Growth::default());
+        assert_eq!(v.claim().unwrap(), 0);
+        assert_eq!(v.claim().unwrap(), 1);
+        assert!(v.claim().is_err());
+        assert!(v.claim().is_err());
+        assert_eq!(v.next.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn commit_through_raises_committed_past_index() {
+        let v = vec_u64(100_000, Growth::Fixed(1));
+        v.commit_through(5_000).unwrap();
+        assert!(v.committed_capacity() > 5_000);
+        assert!(
+            v.reservation
+                .is_committed(0, v.layout.data_end(5_001))
+                .unwrap()
+        );
+    }
+}
