@@ -223,14 +223,15 @@ impl Arena {
         config.validate()?;
         let chunk = config.chunk_size();
         let start = block.as_ptr() as usize;
-        let pad = start
-            .next_multiple_of(config.alignment())
-            .wrapping_sub(start);
         let too_small = Error::BlockTooSmall {
             len: block.len(),
             chunk_size: chunk,
             align: config.alignment(),
         };
+        let pad = start
+            .checked_next_multiple_of(config.alignment())
+            .ok_or(too_small.clone())?
+            - start;
         let room = block.len().checked_sub(pad).ok_or(too_small.clone())?;
         let nchunks = room / chunk;
         let count = match u32::try_from(nchunks) {

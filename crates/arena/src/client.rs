@@ -1042,7 +1042,7 @@ mod tests {
         let client = arena.create_client(Quota::UNLIMITED).unwrap();
         let mut live = Vec::new();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let steps = if cfg!(miri) { 150 } else { 3000 };
+        let steps = if cfg!(miri) { 60 } else { 3000 };
         for _ in 0..steps {
             x ^= x << 13;
             x ^= x >> 7;
