@@ -7,6 +7,15 @@ use proptest::prelude::*;
 
 const CASES: u32 = if cfg!(miri) { 16 } else { 10_000 };
 
+/// `CASES` cases; under Miri, which cannot read the working directory, no failure files.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(CASES);
+    if cfg!(miri) {
+        config.failure_persistence = None;
+    }
+    config
+}
+
 /// Spaces to test: small ones touching 0 and `u64::MAX`, one in the middle, and the whole
 /// 64-bit space.
 fn space() -> impl Strategy<Value = RangeInclusive> {
@@ -92,7 +101,7 @@ fn script() -> impl Strategy<Value = (RangeInclusive, Vec<AddrOp>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(config())]
 
     #[test]
     fn address_allocator_matches_model((space, ops) in script()) {

@@ -5,6 +5,15 @@ use proptest::prelude::*;
 
 const CASES: u32 = if cfg!(miri) { 16 } else { 10_000 };
 
+/// `CASES` cases; under Miri, which cannot read the working directory, no failure files.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(CASES);
+    if cfg!(miri) {
+        config.failure_persistence = None;
+    }
+    config
+}
+
 /// ID ranges to test: small, touching 0, touching `u32::MAX`, a single ID, and the whole
 /// `u32` range (used densely from the bottom).
 fn id_range() -> impl Strategy<Value = (u32, u32)> {
@@ -63,7 +72,7 @@ fn script() -> impl Strategy<Value = (u32, u32, Vec<IdOp>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(config())]
 
     #[test]
     fn id_allocator_matches_model((first, last, ops) in script()) {

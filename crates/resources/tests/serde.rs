@@ -6,6 +6,15 @@ use proptest::prelude::*;
 
 const CASES: u32 = if cfg!(miri) { 16 } else { 2_000 };
 
+/// `CASES` cases; under Miri, which cannot read the working directory, no failure files.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(CASES);
+    if cfg!(miri) {
+        config.failure_persistence = None;
+    }
+    config
+}
+
 fn id_json(body: &str) -> Result<IdAllocator, serde_json::Error> {
     serde_json::from_str(body)
 }
@@ -132,7 +141,7 @@ fn range_snapshot_inverted_is_rejected() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(config())]
 
     /// Any snapshot built from arbitrary lists either loads into an allocator that passes its
     /// own checks, or is refused.

@@ -11,6 +11,15 @@ use proptest::prelude::*;
 use vm_allocator::{AddressAllocator as VmAddr, AllocPolicy as VmPolicy};
 
 const CASES: u32 = if cfg!(miri) { 8 } else { 1_000 };
+
+/// `CASES` cases; under Miri, which cannot read the working directory, no failure files.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(CASES);
+    if cfg!(miri) {
+        config.failure_persistence = None;
+    }
+    config
+}
 const PAGE: u64 = 0x1000;
 const BASE: u64 = 0x1_0000_0000;
 const PAGES: u64 = 1024;
@@ -96,7 +105,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(config())]
 
     #[test]
     fn placement_matches_vm_allocator(ops in prop::collection::vec(op(), 0..150)) {
