@@ -588,9 +588,10 @@ impl<T> AddressAllocator<T> {
         let n = self.tree.node(node);
         let range = self.range_of(node, succ);
         let region_start = n.start - n.gap;
+        let mut succ_gap = None;
         if succ != NIL {
             let s = self.tree.node(succ);
-            self.tree.set_gap(succ, s.start - region_start);
+            succ_gap = Some((s.start, s.start - region_start));
         } else if self.tree.len() > 1 {
             // Another allocation lies below, so `region_start` is above the space's start.
             self.tail = self.space.end() - (region_start - 1);
@@ -598,7 +599,7 @@ impl<T> AddressAllocator<T> {
             self.tail = 0;
         }
         self.used -= range.size_u128();
-        let slot = self.tree.remove(n.start);
+        let slot = self.tree.remove(n.start, succ_gap);
         self.tags.swap_remove(slot as usize)
     }
 }

@@ -115,8 +115,8 @@ impl Tree {
         self.nodes.len() < NIL as usize
     }
 
-    /// Sets the gap of node `i`. The caller must run a split through `i` afterwards (see
-    /// [`insert`](Self::insert) and [`remove`](Self::remove)) so the bounds above it are fixed.
+    /// Sets the gap of node `i`. The caller must then [`insert`](Self::insert) the node right
+    /// before `i`, whose search path passes through `i`, so the bounds above it are fixed.
     pub(super) fn set_gap(&mut self, i: u32, gap: u64) {
         self.nodes[i as usize].gap = gap;
         self.pull(i);
@@ -153,7 +153,7 @@ impl Tree {
 
     /// Inserts a node. The caller has checked [`has_room`](Self::has_room) and that `start` is
     /// not present, and has already set the gap of the node that follows it: that node lies on
-    /// the split path, so its ancestors' bounds are refreshed here.
+    /// the search path for `start`, so its ancestors' bounds are refreshed here.
     pub(super) fn insert(&mut self, start: u64, gap: u64) -> u32 {
         let i = u32::try_from(self.nodes.len()).unwrap_or(NIL);
         if self.nodes.len() == self.nodes.capacity() {
@@ -168,23 +168,47 @@ impl Tree {
             right: NIL,
             max_gap: encode_bound(gap),
         });
-        let (l, r) = self.split(self.root, start);
-        let lm = self.merge(l, i);
-        self.root = self.merge(lm, r);
+        self.root = self.insert_at(self.root, i, start, priority(start));
         i
     }
 
-    /// Removes the node that starts at `start` and returns the index it had. The node that was
-    /// last in the arena moves into that index (the caller moves its side data the same way, as
-    /// `Vec::swap_remove` does). Any gap change of the successor must be made before the call.
-    pub(super) fn remove(&mut self, start: u64) -> u32 {
-        let (l, r) = self.split(self.root, start);
-        let (m, r2) = match start.checked_add(1) {
-            Some(next) => self.split(r, next),
-            None => (r, NIL),
-        };
-        self.root = self.merge(l, r2);
-        debug_assert!(m != NIL && self.node(m).start == start);
+    /// Inserts node `i` (key `start`, priority `pri`) into subtree `t`: down the search path to
+    /// the first node of lower priority, whose subtree is split around the new node. Every node
+    /// on the search path for `start` is pulled on the way back.
+    fn insert_at(&mut self, t: u32, i: u32, start: u64, pri: u32) -> u32 {
+        if t == NIL {
+            return i;
+        }
+        let n = self.node(t);
+        if pri > priority(n.start) {
+            let (l, r) = self.split(t, start);
+            let new = &mut self.nodes[i as usize];
+            new.left = l;
+            new.right = r;
+            self.pull(i);
+            return i;
+        }
+        if start < n.start {
+            let c = self.insert_at(n.left, i, start, pri);
+            self.nodes[t as usize].left = c;
+        } else {
+            let c = self.insert_at(n.right, i, start, pri);
+            self.nodes[t as usize].right = c;
+        }
+        self.pull(t);
+        t
+    }
+
+    /// Removes the node that starts at `start` (it must be present), sets the gap of the node
+    /// that followed it (if any, by its start) to `succ_gap`, and returns the index the removed
+    /// node had. The node that was last in the arena moves into that index (the caller moves its
+    /// side data the same way, as `Vec::swap_remove` does).
+    pub(super) fn remove(&mut self, start: u64, succ: Option<(u64, u64)>) -> u32 {
+        let (root, m) = self.remove_at(self.root, start);
+        self.root = root;
+        if let Some((succ_start, gap)) = succ {
+            self.refresh(self.root, succ_start, gap);
+        }
         let last = u32::try_from(self.nodes.len() - 1).unwrap_or(NIL);
         if m != last {
             let moved = self.node(last);
@@ -193,6 +217,40 @@ impl Tree {
         }
         self.nodes.pop();
         m
+    }
+
+    /// Unlinks the node with key `start` from subtree `t` (its children merged in its place)
+    /// and returns the new subtree and the unlinked index.
+    fn remove_at(&mut self, t: u32, start: u64) -> (u32, u32) {
+        let n = self.node(t);
+        if n.start == start {
+            return (self.merge(n.left, n.right), t);
+        }
+        let m = if start < n.start {
+            let (c, m) = self.remove_at(n.left, start);
+            self.nodes[t as usize].left = c;
+            m
+        } else {
+            let (c, m) = self.remove_at(n.right, start);
+            self.nodes[t as usize].right = c;
+            m
+        };
+        self.pull(t);
+        (t, m)
+    }
+
+    /// Sets the gap of the node with key `start` in subtree `t` and pulls every node on the way
+    /// back up.
+    fn refresh(&mut self, t: u32, start: u64, gap: u64) {
+        let n = self.node(t);
+        if n.start == start {
+            self.nodes[t as usize].gap = gap;
+        } else if start < n.start {
+            self.refresh(n.left, start, gap);
+        } else {
+            self.refresh(n.right, start, gap);
+        }
+        self.pull(t);
     }
 
     /// Replaces the link to `old` (the node starting at `start`) with `new`.
@@ -453,7 +511,7 @@ mod tests {
             t.check().unwrap();
         }
         for k in (0..200u64).step_by(3) {
-            t.remove(k * 10);
+            t.remove(k * 10, None);
             t.check().unwrap();
         }
         let starts: Vec<u64> = t.iter().map(|i| t.node(i).start).collect();
