@@ -487,6 +487,10 @@ impl IdAllocator {
 
     /// Removes `off` from the never-allocated runs.
     fn mark_ever(&mut self, off: u32) {
+        // Once every ID has been handed out at least once there is nothing to look up.
+        if self.never.is_empty() {
+            return;
+        }
         let Some((&lo, &hi)) = self.never.range(..=off).next_back() else {
             return;
         };
