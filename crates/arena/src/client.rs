@@ -212,8 +212,8 @@ impl<'a> Client<'a> {
 
     /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 16 are rounded up
     /// to a size class; larger ones to a multiple of the buddy page (256 bytes for chunks up to
-    /// 4 MiB). A zero size gets the smallest block. With [`Flags::ZERO`] the block reads as
-    /// zero.
+    /// 1 MiB, a 4096th of the chunk above). A zero size gets the smallest block. With
+    /// [`Flags::ZERO`] the block reads as zero.
     ///
     /// # Errors
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
