@@ -787,11 +787,20 @@ impl State {
         let shift = self.geo.page_shift;
         let chunk = off >> self.geo.chunk_shift;
         let rel = (off >> shift) & ((1 << self.geo.max_order) - 1);
-        let mut pos = 0;
-        for i in (0..=self.geo.max_order).rev() {
-            if pages & (1 << i) != 0 {
+        let order = pages.next_power_of_two().trailing_zeros();
+        if rel.is_multiple_of(1 << order) && self.take_tail(chunk, rel, pages, order) {
+            // The tail `pages..2^order` that `alloc_pages` gave back is still free: the block
+            // goes back whole, as the power-of-two block it was cut from.
+            self.free_piece(chunk, rel, order);
+        } else {
+            // The pieces of the binary expansion of `pages`, largest first.
+            let mut pos = 0;
+            let mut rest = pages;
+            while rest != 0 {
+                let i = usize::BITS - 1 - rest.leading_zeros();
                 self.free_piece(chunk, rel + pos, i);
                 pos += 1 << i;
+                rest &= !(1 << i);
             }
         }
         let info = self.info(chunk);
@@ -802,6 +811,29 @@ impl State {
                 self.release_chunk(arena, chunk);
             }
         }
+    }
+
+    /// If the tail `pages..2^order` of the order-`order` block at page `rel` (aligned to it)
+    /// consists of free whole blocks — the pieces `alloc_pages` gave back, largest last —
+    /// takes them all and returns true; otherwise changes nothing and returns false.
+    #[inline]
+    fn take_tail(&mut self, chunk: usize, rel: usize, pages: usize, order: u32) -> bool {
+        let end = 1 << order;
+        let mut pos = pages;
+        while pos < end {
+            let i = pos.trailing_zeros();
+            if !self.is_free(chunk, i, (rel + pos) >> i) {
+                return false;
+            }
+            pos += 1 << i;
+        }
+        let mut pos = pages;
+        while pos < end {
+            let i = pos.trailing_zeros();
+            self.clear_free(chunk, i, (rel + pos) >> i);
+            pos += 1 << i;
+        }
+        true
     }
 
     /// Frees the block of `2^order` pages at page `rel` of `chunk`, merging it with its buddy
@@ -1014,6 +1046,30 @@ mod tests {
         let stats = client.stats();
         assert_eq!(stats.largest_free_block, CHUNK, "merged back to one block");
         assert_eq!((stats.chunks, stats.cached_chunks), (1, 1));
+    }
+
+    #[test]
+    fn free_pages_tail_taken_frees_pieces_and_merges_later() {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        // 3 pages take a 4-page block and give its last page back; 1 page takes that page.
+        // (Alignment 256 sends these small sizes to the buddy allocator.)
+        let paged = |pages: usize| Layout::from_size_align(pages * 256, 256).unwrap();
+        let three = client.alloc(paged(3)).unwrap();
+        let one = client.alloc(paged(1)).unwrap();
+        assert_eq!(one.as_ptr(), three.as_ptr().wrapping_add(3 * 256));
+        // SAFETY: never used again.
+        unsafe { client.free(three) }.unwrap();
+        client.check();
+        assert_eq!(client.stats().used_bytes, 256);
+        // SAFETY: never used again.
+        unsafe { client.free(one) }.unwrap();
+        client.check();
+        assert_eq!(
+            client.stats().largest_free_block,
+            CHUNK,
+            "merged back to one block"
+        );
     }
 
     #[test]
