@@ -77,6 +77,9 @@ pub(crate) struct ChunkInfo {
     pub(crate) order_prev: [u32; ORDERS],
     /// Whether its memory is committed (always, once handed out, for a caller's block).
     committed: bool,
+    /// Whether its parts of the side tables (start bits, page metadata, free bitmaps) are all
+    /// zero, as when its holder gave it back empty; taking it then need not clear them.
+    clean: bool,
     /// Whether its guard page is set (reservation-backed arenas, `std` only).
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     guarded: bool,
@@ -302,6 +305,7 @@ impl Arena {
             order_next: [NIL; ORDERS],
             order_prev: [NIL; ORDERS],
             committed: false,
+            clean: true,
             guarded: false,
         };
         Ok(Self {
@@ -584,10 +588,23 @@ impl Arena {
         // SAFETY: the ranges are chunk `c`'s parts of the tables, inside them, and ours (see
         // above).
         unsafe {
-            self.starts_ptr().add(c * words).write_bytes(0, words);
-            self.pages_ptr().add(c * pages).write_bytes(0, pages);
-            self.free_bits_ptr().add(c * free).write_bytes(0, free);
+            let starts = self.starts_ptr().add(c * words);
+            let meta = self.pages_ptr().add(c * pages);
+            let bits = self.free_bits_ptr().add(c * free);
+            if info.clean {
+                debug_assert!(
+                    (0..words).all(|i| *starts.add(i) == 0)
+                        && (0..pages).all(|i| *meta.add(i) == 0)
+                        && (0..free).all(|i| *bits.add(i) == 0),
+                    "chunk {c} marked clean has side-table bits set"
+                );
+            } else {
+                starts.write_bytes(0, words);
+                meta.write_bytes(0, pages);
+                bits.write_bytes(0, free);
+            }
         }
+        info.clean = false;
         self.owner[c].store(id, Ordering::Relaxed);
         Ok(chunk)
     }
@@ -616,7 +633,8 @@ impl Arena {
 
     /// Gives back the list of chunks starting at `head` (linked through their records), all
     /// held by the caller, in one exchange; decommits them first with [`Flags::DECOMMIT`].
-    pub(crate) fn release_list(&self, head: u32) {
+    /// `clean`: the chunks' parts of the side tables are all zero (see [`ChunkInfo`]).
+    pub(crate) fn release_list(&self, head: u32, clean: bool) {
         if head == NIL {
             return;
         }
@@ -628,6 +646,7 @@ impl Arena {
             // SAFETY: the caller holds every chunk of the list, so their records are its own.
             let info = unsafe { &mut *self.info[c].get() };
             let next = info.next;
+            info.clean = clean;
             self.owner[c].store(0, Ordering::Relaxed);
             self.decommit(c, info);
             if info.committed {
@@ -699,7 +718,7 @@ mod tests {
         );
         // SAFETY: both chunks are held by this test, which links them as a holder would.
         unsafe { (*arena.info[a as usize].get()).next = b };
-        arena.release_list(a);
+        arena.release_list(a, false);
         assert_eq!(arena.stats().free_chunks, 2);
         assert_eq!(arena.stats().cached_chunks, 2);
         assert_eq!(arena.owners()[b as usize].load(Ordering::Relaxed), 0);

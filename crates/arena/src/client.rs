@@ -294,7 +294,9 @@ impl Drop for Client<'_> {
         if s.geo.flags.contains(Flags::STATISTICS) {
             self.arena.count_free(s.used, s.live);
         }
-        self.arena.release_list(s.chunk_head);
+        // The chunks may still have live blocks: the arena clears their tables when it hands
+        // them out again.
+        self.arena.release_list(s.chunk_head, false);
         self.arena.client_gone();
     }
 }
@@ -907,7 +909,10 @@ impl State {
         self.info(chunk).next = NIL;
         self.chunks -= 1;
         self.empty_chunks -= 1;
-        arena.release_list(chunk_index(chunk));
+        // An empty chunk's tables are all zero: no start bit (no live block), no page metadata
+        // (cleared when each block or slab was freed) and, the canonical pieces just taken, no
+        // free bit.
+        arena.release_list(chunk_index(chunk), true);
     }
 
     fn stats(&self) -> ClientStats {
