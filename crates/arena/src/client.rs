@@ -49,6 +49,8 @@ struct FreeObj {
 #[repr(C)]
 struct Slab {
     next: *mut Slab,
+    /// The previous slab of the partial list; stale (not read) while the slab heads the list,
+    /// so taking the head off does not write to the next slab.
     prev: *mut Slab,
     free: *mut FreeObj,
     /// Offset from the slab start of the first block never handed out.
@@ -534,11 +536,8 @@ impl State {
             };
             (*slab).live += 1;
             if (*slab).live == self.geo.slab_cap[class] {
-                let next = (*slab).next;
-                self.partial[class] = next;
-                if !next.is_null() {
-                    (*next).prev = ptr::null_mut();
-                }
+                // `next` heads the list now; its `prev` is not read there.
+                self.partial[class] = (*slab).next;
                 (*slab).next = ptr::null_mut();
             }
             Ok(self.offset_of(obj))
@@ -618,7 +617,7 @@ impl State {
         // SAFETY: the caller's promise: `slab` and its neighbours are live headers.
         unsafe {
             let (next, prev) = ((*slab).next, (*slab).prev);
-            if prev.is_null() {
+            if self.partial[class] == slab {
                 self.partial[class] = next;
             } else {
                 (*prev).next = next;
