@@ -8,10 +8,10 @@
 //! of a slot happens after its write. Outside loom it is empty and costs nothing.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicUsize, Ordering, fence};
+pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 
 /// A shadow of `len` slots for loom's race detector; empty outside loom.
 #[derive(Debug)]

@@ -659,6 +659,35 @@ fn published_prefix_catches_up_over_words_completed_out_of_order() {
     assert_eq!(v.published_prefix(), 128);
 }
 
+#[test]
+fn published_prefix_word_whose_last_slot_publishes_first_catches_up_later() {
+    let v = ConcurrentVec::with_capacity(200).unwrap();
+    // Slot 0 is claimed first but published last: slot 63's publisher finds word 0 incomplete.
+    let first = v.push_with(|_| {
+        for i in 1..64 {
+            assert_eq!(v.push(i), i);
+        }
+        assert_eq!(v.get(0), None);
+        0
+    });
+    assert_eq!(first, 0);
+    for i in 0..64 {
+        assert_eq!(v.get(i), Some(&i));
+    }
+    // Publishing slot 127 (the next word's last) carries the prefix over both words.
+    for i in 64..128 {
+        v.push(i);
+    }
+    assert_eq!(v.published_prefix(), 128);
+    assert!((0..128).all(|i| v.get(i) == Some(&i)));
+    // The capacity's last slot ends the partial last word.
+    for i in 128..200 {
+        v.push(i);
+    }
+    assert_eq!(v.published_prefix(), 200);
+    assert_eq!(v.iter().count(), 200);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Push(u32),

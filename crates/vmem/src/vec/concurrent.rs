@@ -15,10 +15,10 @@
 //!   with `fetch_or` (release).
 //! - **Read.** `get(i)` loads `committed` (acquire: the bit's page is committed) and, if `i` is
 //!   below it, the ready bit (acquire: the element's writes are visible). A *published prefix*
-//!   (every slot below it is published) lets `get` skip the bit: the publisher that completes a
-//!   ready word moves it on (see `word_completed`); a preempted pusher only holds it back, and
-//!   `get` then reads the bit. An unpublished slot is `None`. Nothing waits on another push, so a
-//!   preempted writer delays only its own slot.
+//!   (every slot below it is published) lets `get` skip the bit: the publisher of a ready word's
+//!   last slot, and `published_prefix`, move it over the complete words (see `advance_prefix`); a
+//!   preempted pusher only holds it back, and `get` then reads the bit. An unpublished slot is
+//!   `None`. Nothing waits on another push, so a preempted writer delays only its own slot.
 //! - **Holes.** A push whose element constructor panics, or whose commit fails, leaves its slot
 //!   claimed but never published: it is never read and never dropped.
 //! - **Drop.** Each published element is dropped once, in index order; its bit is cleared before
@@ -35,7 +35,7 @@ use super::error::{Error, PushError, Result};
 use super::layout::{VecLayout, WORD_BITS, WORD_BYTES};
 use super::ready::ReadyBits;
 use crate::reservation::Reservation;
-use crate::sync::{AccessLog, AtomicUsize, Ordering, fence};
+use crate::sync::{AccessLog, AtomicUsize, Ordering};
 
 /// Keeps a value on a cache line of its own (128 bytes covers adjacent-line prefetching).
 #[derive(Debug)]
@@ -96,7 +96,7 @@ pub struct ConcurrentVec<T> {
     /// Slots whose memory is committed, all of them below this index.
     committed: CachePadded<AtomicUsize>,
     /// Every slot below this is published (a fast path for `get`; it may lag).
-    prefix: AtomicUsize,
+    prefix: CachePadded<AtomicUsize>,
     base: NonNull<T>,
     ready: ReadyBits,
     log: AccessLog,
@@ -159,7 +159,7 @@ impl<T> ConcurrentVec<T> {
         Ok(Self {
             next: CachePadded(AtomicUsize::new(0)),
             committed: CachePadded(AtomicUsize::new(0)),
-            prefix: AtomicUsize::new(0),
+            prefix: CachePadded(AtomicUsize::new(0)),
             base: base.cast(),
             ready,
             log: AccessLog::new(layout.capacity),
@@ -195,8 +195,10 @@ impl<T> ConcurrentVec<T> {
     }
 
     /// A count of leading slots that are all published: every index below it reads as an
-    /// element. It moves on a ready-bit word (64 slots) at a time, so it may lag behind the
-    /// published elements, and it stops before the first hole for good.
+    /// element. It moves on a ready-bit word (64 slots) at a time (the last, partial word at the
+    /// capacity counts whole), so it may lag behind the published elements by part of a word,
+    /// and it stops before the first hole for good. The call first moves the prefix that
+    /// [`get`](Self::get) relies on over the words completed since.
     ///
     /// # Examples
     /// ```
@@ -209,7 +211,7 @@ impl<T> ConcurrentVec<T> {
     /// ```
     #[must_use]
     pub fn published_prefix(&self) -> usize {
-        self.prefix.load(Ordering::Acquire)
+        self.advance_prefix()
     }
 
     /// How many slots have committed memory now.
@@ -330,8 +332,8 @@ impl<T> ConcurrentVec<T> {
         // SAFETY: the slot is committed, aligned, and exclusively ours until published.
         unsafe { self.slot(index).write(value) };
         // SAFETY: the slot's ready word is committed with it.
-        let bits = unsafe { self.ready.set(index) };
-        self.note_bits(index, bits);
+        unsafe { self.ready.set(index) };
+        self.after_publish(index);
     }
 
     /// The bits of word `word` that are slots below the capacity (at least one).
@@ -341,50 +343,54 @@ impl<T> ConcurrentVec<T> {
         usize::MAX >> (WORD_BITS - slots)
     }
 
-    /// After slot `index` was published and its word became `bits`: if that completed the
-    /// word, moves the published prefix on.
+    /// After slot `index` was published: if it is the last slot of its ready word, moves the
+    /// published prefix on. Only one push in [`WORD_BITS`] does so, and the others never learn
+    /// the word's value, so publishing stays a single atomic or whose result is unused.
     #[inline]
-    fn note_bits(&self, index: usize, bits: usize) {
-        let word = index / WORD_BITS;
-        if bits == self.full_mask(word) {
-            self.word_completed(word);
+    fn after_publish(&self, index: usize) {
+        if (index + 1).is_multiple_of(WORD_BITS) || index + 1 == self.layout.capacity {
+            self.advance_prefix();
         }
     }
 
-    /// Word `word` has every ready bit set: if the prefix has reached it, moves the prefix past
-    /// it and past the complete words after it.
+    /// Moves the published prefix over the complete ready words that follow it, and returns it.
     ///
-    /// Ordering: the publisher that completes a word writes its bit, then (SeqCst fence) reads
-    /// the prefix; the thread that moves the prefix to that word's start swaps it (SeqCst),
-    /// then (SeqCst fence) reads the word. The fences forbid both reading old values, so a
-    /// complete word is never left behind the prefix. The fence also acquires the word's other
-    /// bits, and the prefix's release hands them to readers.
+    /// The prefix is a word boundary (or the capacity). Whoever finds the word at the prefix
+    /// complete (acquire load: every element of the word happens before) moves the prefix past
+    /// it with a compare-exchange (release), so a reader that acquires the new prefix sees those
+    /// elements. Every change of the prefix through `&self` is such a read-modify-write, so a
+    /// reader that acquires a later value also synchronizes with every earlier move (release
+    /// sequence). Bits are never cleared through `&self`, so a word once complete stays so.
+    ///
+    /// Nothing forces the prefix to keep up: a word completed out of order waits for the next
+    /// call (the last publisher of a later word, or [`published_prefix`](Self::published_prefix)).
+    /// A lagging prefix only sends `get` to the ready bit.
     #[cold]
-    fn word_completed(&self, word: usize) {
+    #[inline(never)]
+    fn advance_prefix(&self) -> usize {
         let capacity = self.layout.capacity;
-        fence(Ordering::SeqCst);
-        let mut start = word * WORD_BITS;
+        let mut start = self.prefix.0.load(Ordering::Acquire);
         loop {
-            let end = (start + WORD_BITS).min(capacity);
-            if self
-                .prefix
-                .compare_exchange(start, end, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
-                // An earlier word is incomplete (its completer carries on), or this one is
-                // done already.
-                return;
+            if start >= capacity || start >= self.committed.0.load(Ordering::Acquire) {
+                return start;
             }
-            if end == capacity || end >= self.committed.0.load(Ordering::Acquire) {
-                return;
-            }
-            start = end;
-            fence(Ordering::SeqCst);
+            let word = start / WORD_BITS;
             // SAFETY: the word holds slot `start < committed`, so it is committed.
-            let bits = unsafe { self.ready.word(start / WORD_BITS) }.load(Ordering::Acquire);
-            if bits != self.full_mask(start / WORD_BITS) {
-                return;
+            let bits = unsafe { self.ready.word(word) }.load(Ordering::Acquire);
+            if bits != self.full_mask(word) {
+                return start;
             }
+            let end = (start + WORD_BITS).min(capacity);
+            start = match self.prefix.0.compare_exchange(
+                start,
+                end,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => end,
+                // Another thread moved it (only ever forward through `&self`).
+                Err(now) => now,
+            };
         }
     }
 
@@ -437,14 +443,14 @@ impl<T> ConcurrentVec<T> {
         // SAFETY: the slot is committed (`claim_block`), aligned, and exclusively ours until
         // published.
         unsafe { self.slot(index).write(value) };
-        let bits = if exclusive {
+        if exclusive {
             // SAFETY: the word is committed with the block and only this caller writes it.
-            unsafe { self.ready.set_exclusive(index) }
+            unsafe { self.ready.set_exclusive(index) };
         } else {
             // SAFETY: the word is committed with the block.
-            unsafe { self.ready.set(index) }
-        };
-        self.note_bits(index, bits);
+            unsafe { self.ready.set(index) };
+        }
+        self.after_publish(index);
     }
 
     /// A handle for pushing many elements from one thread: it claims slots in blocks, so that
@@ -569,10 +575,10 @@ impl<T> ConcurrentVec<T> {
     #[inline]
     #[must_use]
     pub fn get(&self, index: usize) -> Option<&T> {
-        if index < self.prefix.load(Ordering::Acquire) {
+        if index < self.prefix.0.load(Ordering::Acquire) {
             self.log.read(index);
             // SAFETY: every slot below the prefix is published, and the prefix's acquire load
-            // synchronizes with the publications (see `word_completed`); published elements are
+            // synchronizes with the publications (see `advance_prefix`); published elements are
             // never written again through `&self`.
             return Some(unsafe { &*self.slot(index) });
         }
@@ -715,7 +721,7 @@ impl<T> ConcurrentVec<T> {
         impl<T> Drop for Reset<'_, T> {
             fn drop(&mut self) {
                 self.0.next.0.store(0, Ordering::Relaxed);
-                self.0.prefix.store(0, Ordering::Relaxed);
+                self.0.prefix.0.store(0, Ordering::Relaxed);
             }
         }
         let reset = Reset(self);

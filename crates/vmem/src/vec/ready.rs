@@ -64,31 +64,28 @@ impl ReadyBits {
         }
     }
 
-    /// Marks slot `index` ready, releasing its element to readers that see the bit; returns
-    /// the word's new value.
+    /// Marks slot `index` ready, releasing its element to readers that see the bit. The old
+    /// value is not returned: unused, the atomic or needs no compare-exchange loop.
     ///
     /// # Safety
     /// As [`word`](Self::word) for the slot's word.
     #[inline]
-    pub(crate) unsafe fn set(&self, index: usize) -> usize {
+    pub(crate) unsafe fn set(&self, index: usize) {
         // SAFETY: the caller's promise.
         let word = unsafe { self.word(index / WORD_BITS) };
-        let bit = 1 << (index % WORD_BITS);
-        word.fetch_or(bit, Ordering::Release) | bit
+        word.fetch_or(1 << (index % WORD_BITS), Ordering::Release);
     }
 
-    /// Marks slot `index` ready with a plain store, for a word no other thread writes; returns
-    /// the word's new value.
+    /// Marks slot `index` ready with a plain store, for a word no other thread writes.
     ///
     /// # Safety
     /// As [`word`](Self::word); no other thread modifies the slot's word during the call.
     #[inline]
-    pub(crate) unsafe fn set_exclusive(&self, index: usize) -> usize {
+    pub(crate) unsafe fn set_exclusive(&self, index: usize) {
         // SAFETY: the caller's promise.
         let word = unsafe { self.word(index / WORD_BITS) };
         let bits = word.load(Ordering::Relaxed) | (1 << (index % WORD_BITS));
         word.store(bits, Ordering::Release);
-        bits
     }
 
     /// Whether slot `index` is ready; if so, its element's writes happen before this returns.
