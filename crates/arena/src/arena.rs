@@ -21,6 +21,17 @@ const MIN_PAGE_SHIFT: u32 = 8;
 pub(crate) const MAX_ORDER: u32 = 12;
 /// Number of buddy orders (free lists).
 pub(crate) const ORDERS: usize = MAX_ORDER as usize + 1;
+/// Length of the per-order arrays: [`ORDERS`] rounded up to a power of two, so that an order
+/// masked with `ORDER_SLOTS - 1` (see [`slot`]) indexes them without a bounds check.
+pub(crate) const ORDER_SLOTS: usize = ORDERS.next_power_of_two();
+
+/// The index of `order` (at most [`MAX_ORDER`]) in a per-order array: the order itself; the mask
+/// only tells the compiler that it is in bounds.
+#[inline]
+pub(crate) fn slot(order: u32) -> usize {
+    debug_assert!(order <= MAX_ORDER);
+    order as usize & (ORDER_SLOTS - 1)
+}
 
 /// The shape of an arena, copied into each client so the hot paths read no shared state.
 #[derive(Clone, Copy, Debug)]
@@ -59,7 +70,7 @@ pub(crate) struct Geometry {
     /// bitmap.
     pub(crate) free_words: usize,
     /// Where each order's bitmap starts among a chunk's free words.
-    pub(crate) order_word: [usize; ORDERS],
+    pub(crate) order_word: [usize; ORDER_SLOTS],
 }
 
 /// What the arena knows of one chunk; only the chunk's holder touches it.
@@ -72,9 +83,9 @@ pub(crate) struct ChunkInfo {
     /// Previous chunk of the holder's list.
     pub(crate) prev: u32,
     /// Next chunk of the holder's list of chunks with a free block of each order.
-    pub(crate) order_next: [u32; ORDERS],
+    pub(crate) order_next: [u32; ORDER_SLOTS],
     /// Previous chunk of those lists.
-    pub(crate) order_prev: [u32; ORDERS],
+    pub(crate) order_prev: [u32; ORDER_SLOTS],
     /// Whether its memory is committed (always, once handed out, for a caller's block).
     committed: bool,
     /// Whether its parts of the side tables (start bits, page metadata, free bitmaps) are all
@@ -265,7 +276,7 @@ impl Arena {
             *order = (bytes >> page_shift).trailing_zeros();
             *cap = u32::try_from(classes::slab_capacity(class, bytes)).expect("at most 1020");
         }
-        let mut order_word = [0usize; ORDERS];
+        let mut order_word = [0usize; ORDER_SLOTS];
         let mut free_words = ORDERS;
         for (order, word) in order_word
             .iter_mut()
@@ -302,8 +313,8 @@ impl Arena {
             used: 0,
             next: NIL,
             prev: NIL,
-            order_next: [NIL; ORDERS],
-            order_prev: [NIL; ORDERS],
+            order_next: [NIL; ORDER_SLOTS],
+            order_prev: [NIL; ORDER_SLOTS],
             committed: false,
             clean: true,
             guarded: false,
@@ -580,8 +591,8 @@ impl Arena {
         info.used = 0;
         info.next = NIL;
         info.prev = NIL;
-        info.order_next = [NIL; ORDERS];
-        info.order_prev = [NIL; ORDERS];
+        info.order_next = [NIL; ORDER_SLOTS];
+        info.order_prev = [NIL; ORDER_SLOTS];
         let words = self.geo.words_per_chunk;
         let pages = 1usize << self.geo.max_order;
         let free = self.geo.free_words;

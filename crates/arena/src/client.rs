@@ -7,7 +7,7 @@ use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::arena::{Arena, ChunkInfo, Geometry, ORDERS};
+use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, slot};
 use crate::chunks::NIL;
 use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of};
 use crate::config::{Flags, MIN_BLOCK, Quota};
@@ -143,7 +143,7 @@ struct State {
     chunks: usize,
     empty_chunks: usize,
     free_bits: *mut u64,
-    heads: [u32; ORDERS],
+    heads: [u32; ORDER_SLOTS],
     mask: u32,
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
@@ -179,7 +179,7 @@ impl<'a> Client<'a> {
                 chunks: 0,
                 empty_chunks: 0,
                 free_bits: arena.free_bits_ptr(),
-                heads: [NIL; ORDERS],
+                heads: [NIL; ORDER_SLOTS],
                 mask: 0,
                 partial: [ptr::null_mut(); NCLASSES],
                 empty_slabs: [0; NCLASSES],
@@ -653,7 +653,7 @@ impl State {
     #[inline]
     fn is_free(&self, chunk: usize, order: u32, index: usize) -> bool {
         let words = self.free_words(chunk);
-        let word = self.geo.order_word[order as usize] + index / 64;
+        let word = self.geo.order_word[slot(order)] + index / 64;
         // SAFETY: `index` is below `2^(max_order - order)`, so the word is inside the chunk's
         // bitmap of that order.
         unsafe { *words.add(word) & (1 << (index % 64)) != 0 }
@@ -663,7 +663,7 @@ impl State {
     #[inline]
     fn set_free(&mut self, chunk: usize, order: u32, index: usize) {
         let words = self.free_words(chunk);
-        let word = self.geo.order_word[order as usize] + index / 64;
+        let word = self.geo.order_word[slot(order)] + index / 64;
         // SAFETY: as in `is_free`; the summary word of `order` is word `order`.
         let was_empty = unsafe {
             let summary = words.add(order as usize);
@@ -673,8 +673,8 @@ impl State {
             was_empty
         };
         if was_empty {
-            let head = self.heads[order as usize];
-            let o = order as usize;
+            let o = slot(order);
+            let head = self.heads[o];
             let info = self.info(chunk);
             info.order_next[o] = head;
             info.order_prev[o] = NIL;
@@ -690,7 +690,7 @@ impl State {
     #[inline]
     fn clear_free(&mut self, chunk: usize, order: u32, index: usize) {
         let words = self.free_words(chunk);
-        let word = self.geo.order_word[order as usize] + index / 64;
+        let word = self.geo.order_word[slot(order)] + index / 64;
         // SAFETY: as in `set_free`.
         let now_empty = unsafe {
             let w = words.add(word);
@@ -704,7 +704,7 @@ impl State {
             }
         };
         if now_empty {
-            let o = order as usize;
+            let o = slot(order);
             let (next, prev) = {
                 let info = self.info(chunk);
                 (info.order_next[o], info.order_prev[o])
@@ -730,7 +730,7 @@ impl State {
         // SAFETY: the summary word and the word it points at are inside the chunk's bitmaps.
         let index = unsafe {
             let w = (*words.add(order as usize)).trailing_zeros() as usize;
-            let bits = *words.add(self.geo.order_word[order as usize] + w);
+            let bits = *words.add(self.geo.order_word[slot(order)] + w);
             w * 64 + bits.trailing_zeros() as usize
         };
         self.clear_free(chunk, order, index);
@@ -761,7 +761,7 @@ impl State {
             }
         }
         let mut j = order + avail.trailing_zeros();
-        let chunk = self.heads[j as usize] as usize;
+        let chunk = self.heads[slot(j)] as usize;
         let rel = self.take_free(chunk, j) << j;
         while j > order {
             j -= 1;
@@ -946,6 +946,7 @@ mod tests {
     use alloc::vec::Vec;
 
     use super::*;
+    use crate::arena::ORDERS;
     use crate::block::Block;
     use crate::config::Config;
 
