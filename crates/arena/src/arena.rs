@@ -19,6 +19,25 @@ const MIN_PAGE_SHIFT: u32 = 8;
 /// At most `2^MAX_ORDER` buddy pages per chunk, so that each order's free bitmap has at most 64
 /// words and one summary word covers it (and a page count fits the page metadata).
 pub(crate) const MAX_ORDER: u32 = 12;
+/// log2 of the bytes whose block-start bits and page metadata share a pair of words of the
+/// marks table (so a block's start bit and its page's metadata share a cache line).
+pub(crate) const MARK_SHIFT: u32 = 10;
+const _: () = assert!(MIN_BLOCK * 64 == 1 << MARK_SHIFT, "one start word per KiB");
+
+/// Index, in the marks table seen as `u16`s, of the metadata of the page at byte offset `off`
+/// (a multiple of the page size): the KiB's second word, at the page's `u16` in it.
+#[inline]
+pub(crate) fn meta_slot(geo: &Geometry, off: usize) -> usize {
+    (((off >> MARK_SHIFT) << 1 | 1) << 2) | ((off >> geo.page_shift) & geo.meta_mask)
+}
+
+/// Index, in the marks table, of the word with the start bit of byte offset `off` (bit
+/// `(off / 16) % 64`).
+#[inline]
+pub(crate) fn start_word(off: usize) -> usize {
+    (off >> MARK_SHIFT) << 1
+}
+
 /// Number of buddy orders (free lists).
 pub(crate) const ORDERS: usize = MAX_ORDER as usize + 1;
 /// Length of the per-order arrays: [`ORDERS`] rounded up to a power of two, so that an order
@@ -64,8 +83,12 @@ pub(crate) struct Geometry {
     pub(crate) slab_order: [u32; NCLASSES],
     /// Blocks per slab of each class.
     pub(crate) slab_cap: [u32; NCLASSES],
-    /// 64-bit words of the block-start bitmap per chunk.
-    pub(crate) words_per_chunk: usize,
+    /// 64-bit words of the marks table per chunk: for each KiB, a word of block-start bits
+    /// (one per 16 bytes) and a word of page metadata (see [`meta_slot`]).
+    pub(crate) marks_per_chunk: usize,
+    /// `1 KiB / page - 1` (0 for pages of 1 KiB or more): which `u16` of a KiB's metadata word
+    /// a page uses.
+    pub(crate) meta_mask: usize,
     /// 64-bit words of the free bitmaps per chunk: a summary word per order, then each order's
     /// bitmap.
     pub(crate) free_words: usize,
@@ -161,8 +184,7 @@ pub struct Arena {
     config: Config,
     stack: ChunkStack,
     owner: Box<[AtomicU32]>,
-    starts: Box<[UnsafeCell<u64>]>,
-    pages: Box<[UnsafeCell<u16>]>,
+    marks: Box<[UnsafeCell<u64>]>,
     free_bits: Box<[UnsafeCell<u64>]>,
     info: Box<[UnsafeCell<ChunkInfo>]>,
     next_id: AtomicU32,
@@ -305,7 +327,8 @@ impl Arena {
             flags,
             slab_order,
             slab_cap,
-            words_per_chunk: chunk / MIN_BLOCK / 64,
+            marks_per_chunk: 2 * (chunk >> MARK_SHIFT),
+            meta_mask: (1usize << MARK_SHIFT >> page_shift).max(1) - 1,
             free_words,
             order_word,
         };
@@ -322,8 +345,7 @@ impl Arena {
         Ok(Self {
             stack: ChunkStack::new(count),
             owner: (0..nchunks).map(|_| AtomicU32::new(0)).collect(),
-            starts: cells(geo.words_per_chunk * nchunks, 0u64),
-            pages: cells(nchunks << max_order, 0u16),
+            marks: cells(geo.marks_per_chunk * nchunks, 0u64),
             free_bits: cells(nchunks * free_words, 0u64),
             info: cells(nchunks, info),
             next_id: AtomicU32::new(1),
@@ -437,8 +459,7 @@ impl Arena {
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
         self.geo.nchunks * (8 + core::mem::size_of::<ChunkInfo>())
-            + self.starts.len() * 8
-            + self.pages.len() * 2
+            + self.marks.len() * 8
             + self.free_bits.len() * 8
     }
 
@@ -531,12 +552,8 @@ impl Arena {
         &self.owner
     }
 
-    pub(crate) fn starts_ptr(&self) -> *mut u64 {
-        UnsafeCell::raw_get(self.starts.as_ptr())
-    }
-
-    pub(crate) fn pages_ptr(&self) -> *mut u16 {
-        UnsafeCell::raw_get(self.pages.as_ptr())
+    pub(crate) fn marks_ptr(&self) -> *mut u64 {
+        UnsafeCell::raw_get(self.marks.as_ptr())
     }
 
     pub(crate) fn free_bits_ptr(&self) -> *mut u64 {
@@ -593,25 +610,20 @@ impl Arena {
         info.prev = NIL;
         info.order_next = [NIL; ORDER_SLOTS];
         info.order_prev = [NIL; ORDER_SLOTS];
-        let words = self.geo.words_per_chunk;
-        let pages = 1usize << self.geo.max_order;
+        let words = self.geo.marks_per_chunk;
         let free = self.geo.free_words;
         // SAFETY: the ranges are chunk `c`'s parts of the tables, inside them, and ours (see
         // above).
         unsafe {
-            let starts = self.starts_ptr().add(c * words);
-            let meta = self.pages_ptr().add(c * pages);
+            let marks = self.marks_ptr().add(c * words);
             let bits = self.free_bits_ptr().add(c * free);
             if info.clean {
                 debug_assert!(
-                    (0..words).all(|i| *starts.add(i) == 0)
-                        && (0..pages).all(|i| *meta.add(i) == 0)
-                        && (0..free).all(|i| *bits.add(i) == 0),
+                    (0..words).all(|i| *marks.add(i) == 0) && (0..free).all(|i| *bits.add(i) == 0),
                     "chunk {c} marked clean has side-table bits set"
                 );
             } else {
-                starts.write_bytes(0, words);
-                meta.write_bytes(0, pages);
+                marks.write_bytes(0, words);
                 bits.write_bytes(0, free);
             }
         }
@@ -739,6 +751,7 @@ mod tests {
     fn new_large_chunks_scale_the_buddy_page() {
         let geo = arena(1, 4 << 20).geometry();
         assert_eq!(geo.page_shift, 10);
+        assert_eq!(geo.meta_mask, 0, "one page per KiB of marks");
         assert_eq!(geo.max_order, MAX_ORDER);
         assert_eq!(geo.usable_pages, 4096);
         for class in 0..NCLASSES {
@@ -754,7 +767,8 @@ mod tests {
         assert_eq!(geo.page_shift, MIN_PAGE_SHIFT);
         assert_eq!(geo.max_order, 8);
         assert_eq!(geo.max_block, CHUNK);
-        assert_eq!(geo.words_per_chunk, CHUNK / 16 / 64);
+        assert_eq!(geo.marks_per_chunk, 2 * CHUNK / 16 / 64);
+        assert_eq!(geo.meta_mask, 3);
         assert_eq!(geo.order_word[0], ORDERS);
         assert_eq!(geo.free_words, ORDERS + 4 + 2 + 7);
     }

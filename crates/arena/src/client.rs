@@ -7,7 +7,7 @@ use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, slot};
+use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot, slot, start_word};
 use crate::chunks::NIL;
 use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of};
 use crate::config::{Flags, MIN_BLOCK, Quota};
@@ -130,8 +130,8 @@ unsafe impl Send for Client<'_> {}
 
 struct State {
     geo: Geometry,
-    starts: *mut u64,
-    pages: *mut u16,
+    /// The marks table: per KiB a word of start bits and a word of page metadata.
+    marks: *mut u64,
     info: *mut ChunkInfo,
     quota: Quota,
     used: usize,
@@ -166,8 +166,7 @@ impl<'a> Client<'a> {
             id,
             state: UnsafeCell::new(State {
                 geo: arena.geometry(),
-                starts: arena.starts_ptr(),
-                pages: arena.pages_ptr(),
+                marks: arena.marks_ptr(),
                 info: arena.info_ptr(),
                 quota,
                 used: 0,
@@ -331,17 +330,21 @@ impl State {
         p.addr() - self.geo.base_addr
     }
 
+    /// The metadata of buddy page `index` (counted from chunk 0).
     #[inline]
     fn page(&self, index: usize) -> u16 {
-        // SAFETY: callers pass the index of a page of a chunk this client holds; the table has
-        // an entry for every page of every chunk.
-        unsafe { *self.pages.add(index) }
+        let slot = meta_slot(&self.geo, index << self.geo.page_shift);
+        // SAFETY: callers pass the index of a page of a chunk this client holds; the marks
+        // table has a `u16` slot for every page of every chunk (in the metadata word of the KiB
+        // the page starts in), and `u16` is less aligned than the table's `u64`s.
+        unsafe { *self.marks.cast::<u16>().add(slot) }
     }
 
     #[inline]
     fn set_page(&mut self, index: usize, value: u16) {
+        let slot = meta_slot(&self.geo, index << self.geo.page_shift);
         // SAFETY: as in `page`.
-        unsafe { *self.pages.add(index) = value }
+        unsafe { *self.marks.cast::<u16>().add(slot) = value }
     }
 
     #[inline]
@@ -353,8 +356,8 @@ impl State {
     #[inline]
     fn flip_start(&mut self, off: usize) {
         let g = off >> 4;
-        // SAFETY: `off` lies in a chunk this client holds; the bitmap covers the arena.
-        unsafe { *self.starts.add(g >> 6) ^= 1 << (g & 63) }
+        // SAFETY: `off` lies in a chunk this client holds; the marks table covers the arena.
+        unsafe { *self.marks.add(start_word(off)) ^= 1 << (g & 63) }
     }
 
     /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set);
@@ -373,8 +376,8 @@ impl State {
             return Err(Error::NotOwned { addr, chunk });
         }
         let g = off >> 4;
-        // SAFETY: chunk `chunk` is held by this client, and the bitmap covers the arena.
-        let word = unsafe { *self.starts.add(g >> 6) };
+        // SAFETY: chunk `chunk` is held by this client, and the marks table covers the arena.
+        let word = unsafe { *self.marks.add(start_word(off)) };
         if !off.is_multiple_of(MIN_BLOCK) || word & (1 << (g & 63)) == 0 {
             return Err(Error::NotABlock { addr });
         }
@@ -1075,6 +1078,35 @@ mod tests {
             CHUNK,
             "merged back to one block"
         );
+    }
+
+    #[test]
+    fn alloc_free_large_pages_keep_marks_apart() {
+        // 2 MiB and 4 MiB chunks have 512-byte and 1 KiB pages: two pages, then one page, per
+        // KiB of page metadata.
+        for chunk in [2 << 20, 4 << 20] {
+            let config = Config::new().with_chunk_size(chunk);
+            let arena = Arena::new(Block::heap(chunk, 4096).unwrap(), config).unwrap();
+            let page = 1usize << arena.geometry().page_shift;
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            let sizes = [page, 3 * page, 40, page + 1, 2000, 5 * page];
+            let blocks: Vec<_> = sizes
+                .iter()
+                .map(|&size| client.alloc_sized(layout(size)).unwrap())
+                .collect();
+            client.check();
+            for (&(p, size), &asked) in blocks.iter().zip(&sizes) {
+                assert!(size >= asked);
+                assert_eq!(client.size_of(p.as_ptr()), Ok(size));
+                assert!(!client.owns(p.as_ptr().wrapping_add(16)));
+            }
+            for (p, size) in blocks {
+                // SAFETY: never used again.
+                assert_eq!(unsafe { client.free(p) }, Ok(size));
+                client.check();
+            }
+            assert_eq!(client.stats().used_bytes, 0);
+        }
     }
 
     #[test]
