@@ -580,6 +580,7 @@ impl State {
         Ok(slab)
     }
 
+    #[inline]
     fn free_small(&mut self, arena: &Arena, off: usize, meta: u16) -> usize {
         let slab = self.slab_of(off, meta);
         // SAFETY: `off` is a live block of this client in a slab (its page says so), so `slab`
