@@ -262,3 +262,33 @@ fn pushes_completing_a_word_publish_the_prefix_to_readers() {
         assert_eq!(v.published_prefix(), 2);
     });
 }
+
+#[test]
+fn prefix_moved_by_a_pusher_hands_elements_to_get() {
+    model(|| {
+        // Capacity 2: whichever push publishes slot 1 (the last) moves the prefix if slot 0 is
+        // published by then; the reader only uses `get`, whose fast path trusts the prefix.
+        let v = Arc::new(small(2));
+        let pushers: Vec<_> = (0..2)
+            .map(|t| {
+                let v = Arc::clone(&v);
+                spawn(move || v.push(PageSlot(10 + t)))
+            })
+            .collect();
+        let reader = {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                let seen: Vec<Option<u64>> = (0..2).map(|i| v.get(i).map(|x| x.0)).collect();
+                for x in seen.into_iter().flatten() {
+                    assert!(x == 10 || x == 11);
+                }
+            })
+        };
+        let mut indices: Vec<usize> = pushers.into_iter().map(|h| h.join().unwrap()).collect();
+        reader.join().unwrap();
+        indices.sort_unstable();
+        assert_eq!(indices, [0, 1]);
+        assert_eq!(v.published_prefix(), 2);
+        assert!((0..2).all(|i| v.get(i).is_some()));
+    });
+}
