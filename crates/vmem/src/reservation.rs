@@ -26,8 +26,8 @@ pub enum CommitMode {
     /// The whole reservation is one read-write mapping the kernel does not charge
     /// (`MAP_NORESERVE` on Linux), and which pages are committed is kept in a bitmap. Commit
     /// and decommit never split the mapping, so any pattern of commits works; the price is that
-    /// uncommitted pages are not protected by the hardware (they read as zero rather than
-    /// fault), and memory is not charged at commit time. Guard pages still fault (they use
+    /// uncommitted pages are not protected by the hardware on Unix (they read as zero rather
+    /// than fault), and memory is not charged at commit time. Guard pages still fault (they use
     /// Linux guard markers, which do not split mappings, where the kernel has them). On Windows
     /// both modes commit for real, since it has no such limit.
     Sparse,
@@ -731,7 +731,8 @@ impl Reservation {
     }
 
     /// Which pages of the range are resident (committed and backed by memory now), one entry
-    /// per page. Under Miri every committed page counts as resident.
+    /// per page. Under Miri every committed page counts as resident. On Windows a page
+    /// protected with [`Protection::None`] is outside the working set and reports not resident.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Os`] if the query fails.

@@ -1,13 +1,13 @@
 //! In protected mode scattered commits split the mapping until the system's limit on the
 //! number of mappings (`vm.max_map_count`) is reached. In its own test binary, because it
-//! drives this process to the limit on purpose.
+//! drives this process to the limit on purpose. Linux only: the limit is read from `/proc`.
+#![cfg(all(target_os = "linux", not(miri)))]
 
 use memvisor_vmem::{Error, Operation, Reservation, page_size};
 
 /// In protected mode each scattered commit splits the mapping; when the system's limit is
 /// reached the commit fails with a typed error carrying the OS code, and the bookkeeping says
 /// the page is not committed.
-#[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn protected_scattered_commits_fail_cleanly_at_map_limit() {
     let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")

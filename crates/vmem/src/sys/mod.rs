@@ -67,6 +67,10 @@ impl SysError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Populated {
     /// The kernel populated the range.
+    #[cfg_attr(
+        any(not(target_os = "linux"), miri),
+        allow(dead_code, reason = "only Linux populates in the kernel")
+    )]
     Done,
     /// The kernel cannot populate ranges; the caller must touch the pages.
     NeedsTouch,
