@@ -1,13 +1,13 @@
 //! `resources`: `memvisor-resources` against vm-allocator 0.1.4.
 //!
 //! - `addr_alloc_free_first`, `addr_alloc_free_last` (ns per allocate + free, at `param` live
-//!   ranges): a band of `2 × param` one-page ranges with a random half freed, and the only gap
-//!   that can hold the 64-page request on the far side of the band (above it for first fit,
-//!   below it for last fit), so a placement must get past every fragment. Both allocators are
-//!   built with exact placements, which cost O(log n) in each.
-//! - `addr_fill` (ms): `param` one-page first-fit allocations into an empty space. vm-allocator
-//!   is quadratic here: at 100,000 it is measured once (its later repeats report that figure),
-//!   and not at all under `--quick`, where it would take minutes.
+//!   ranges): a band of `2 × param` one-page ranges with a random half freed, and the only gap that
+//!   can hold the 64-page request on the far side of the band (above it for first fit, below it for
+//!   last fit), so a placement must get past every fragment. Both allocators are built with exact
+//!   placements, which cost O(log n) in each.
+//! - `addr_fill` (ms): `param` one-page first-fit allocations into an empty space. vm-allocator is
+//!   quadratic here: at 100,000 it is measured once (its later repeats report that figure), and not
+//!   at all under `--quick`, where it would take minutes.
 //! - `id_churn` (ns per free + allocate): `param` IDs all allocated, then a random one freed and
 //!   the smallest free one allocated again.
 //! - `addr_bytes_per_range` (heap bytes per live range after `param` first-fit allocations) and
@@ -98,7 +98,10 @@ fn memvisor_band(n: u64, last: bool) -> Result<AddressAllocator, String> {
     let mut placed = Vec::with_capacity(keep.len());
     for p in 0..pages {
         let at = start + p * page();
-        placed.push(a.allocate(page(), page(), AllocPolicy::ExactMatch(at)).map_err(err)?);
+        placed.push(
+            a.allocate(page(), page(), AllocPolicy::ExactMatch(at))
+                .map_err(err)?,
+        );
     }
     for (r, k) in placed.iter().zip(&keep) {
         if !k {
@@ -115,7 +118,10 @@ fn vm_band(n: u64, last: bool) -> Result<VmAddr, String> {
     let mut placed = Vec::with_capacity(keep.len());
     for p in 0..pages {
         let at = start + p * page();
-        placed.push(a.allocate(page(), page(), VmPolicy::ExactMatch(at)).map_err(err)?);
+        placed.push(
+            a.allocate(page(), page(), VmPolicy::ExactMatch(at))
+                .map_err(err)?,
+        );
     }
     for (r, k) in placed.iter().zip(&keep) {
         if !k {
@@ -183,7 +189,8 @@ pub fn fill(bench: &Bench, n: u64) -> Row {
             let (res, d) = time(|| -> Result<AddressAllocator, String> {
                 let mut a = AddressAllocator::<()>::with_base_and_size(BASE, size).map_err(err)?;
                 for _ in 0..n {
-                    a.allocate(page(), page(), AllocPolicy::FirstMatch).map_err(err)?;
+                    a.allocate(page(), page(), AllocPolicy::FirstMatch)
+                        .map_err(err)?;
                 }
                 Ok(a)
             });
@@ -207,7 +214,8 @@ pub fn fill(bench: &Bench, n: u64) -> Row {
             let (res, d) = time(|| -> Result<VmAddr, String> {
                 let mut a = VmAddr::new(BASE, size).map_err(err)?;
                 for _ in 0..n {
-                    a.allocate(page(), page(), VmPolicy::FirstMatch).map_err(err)?;
+                    a.allocate(page(), page(), VmPolicy::FirstMatch)
+                        .map_err(err)?;
                 }
                 Ok(a)
             });
@@ -308,9 +316,11 @@ pub fn bytes_per_range(bench: &Bench, n: u64, fragmented: bool) -> Row {
                 if fragmented {
                     return memvisor_band(n, false);
                 }
-                let mut a = AddressAllocator::<()>::new(RangeInclusive::new(BASE, u64::MAX).map_err(err)?);
+                let mut a =
+                    AddressAllocator::<()>::new(RangeInclusive::new(BASE, u64::MAX).map_err(err)?);
                 for _ in 0..n {
-                    a.allocate(page(), page(), AllocPolicy::FirstMatch).map_err(err)?;
+                    a.allocate(page(), page(), AllocPolicy::FirstMatch)
+                        .map_err(err)?;
                 }
                 Ok(a)
             })
@@ -323,7 +333,8 @@ pub fn bytes_per_range(bench: &Bench, n: u64, fragmented: bool) -> Row {
                 // Exact placements give the layout a first-fit fill would, in O(n log n).
                 let mut a = VmAddr::new(BASE, (n + 16) * page()).map_err(err)?;
                 for i in 0..n {
-                    a.allocate(page(), page(), VmPolicy::ExactMatch(BASE + i * page())).map_err(err)?;
+                    a.allocate(page(), page(), VmPolicy::ExactMatch(BASE + i * page()))
+                        .map_err(err)?;
                 }
                 Ok(a)
             })

@@ -5,10 +5,10 @@
 //!   against the commit limit; committing is `mprotect(PROT_READ | PROT_WRITE)`, which charges;
 //!   decommitting maps fresh `PROT_NONE` pages over the range with `MAP_FIXED`, which frees the
 //!   pages and returns the charge in one call.
-//! - [`CommitMode::Sparse`]: the whole reservation is mapped read-write with `MAP_NORESERVE`
-//!   once, so committing is bookkeeping only and never splits the mapping; decommitting is
-//!   `MADV_DONTNEED` on Linux (the pages read as zero afterwards) and a fresh `MAP_FIXED`
-//!   mapping elsewhere.
+//! - [`CommitMode::Sparse`]: the whole reservation is mapped read-write with `MAP_NORESERVE` once,
+//!   so committing is bookkeeping only and never splits the mapping; decommitting is
+//!   `MADV_DONTNEED` on Linux (the pages read as zero afterwards) and a fresh `MAP_FIXED` mapping
+//!   elsewhere.
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
