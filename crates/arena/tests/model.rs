@@ -383,7 +383,7 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 16 } else { 10_000 },
+        cases: if cfg!(miri) { 6 } else { 10_000 },
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

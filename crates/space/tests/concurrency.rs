@@ -12,7 +12,7 @@ use memvisor_space::{AddressSpace, Layout, Region, RegionSpec, RegionType, Snaps
 use vm_memory::GuestAddress;
 
 const WRITERS: u64 = 4;
-const OPS: u64 = if cfg!(miri) { 12 } else { 2_000 };
+const OPS: u64 = if cfg!(miri) { 6 } else { 2_000 };
 const READERS: usize = 2;
 
 fn page() -> u64 {

@@ -626,7 +626,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn config() -> ProptestConfig {
     if cfg!(miri) {
         ProptestConfig {
-            cases: 8,
+            cases: 3,
             failure_persistence: None,
             ..ProptestConfig::default()
         }
