@@ -175,14 +175,14 @@ fn prefault_memvisor(threads: NonZeroUsize) -> Sample {
 }
 
 /// `prefault_1g`: reserve and commit 1 GiB and make every page resident; ms, the unmapping
-/// not timed. memvisor prefaults on every core (`memvisor-1-thread`: on one); the peer
-/// writes a byte a page.
+/// not timed. memvisor prefaults from one thread (`memvisor-parallel`: split over every core);
+/// the peer writes a byte a page.
 pub fn prefault_1g(bench: &Bench) -> Row {
     let cores = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
     bench
         .scenario("prefault_1g", 0, "ms", Better::Lower)
-        .memvisor(|| prefault_memvisor(cores))
-        .peer("memvisor-1-thread", || prefault_memvisor(NonZeroUsize::MIN))
+        .memvisor(|| prefault_memvisor(NonZeroUsize::MIN))
+        .peer("memvisor-parallel", || prefault_memvisor(cores))
         .peer("first-touch", || {
             let (r, elapsed) = time(|| -> Result<Reservation, String> {
                 let r = Reservation::new(GIB).map_err(err("reserve"))?;
