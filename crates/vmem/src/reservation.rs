@@ -359,8 +359,12 @@ impl Reservation {
     /// [`Error::ZeroLength`], [`Error::Misaligned`], [`Error::Overflow`] or
     /// [`Error::OutOfBounds`] for a bad range; [`Error::Guarded`] if it holds a guard page;
     /// [`Error::Os`] if the system refuses (for example the commit limit or, in
-    /// [`CommitMode::Protected`], the mapping limit is reached). After an OS failure the pages
-    /// that were not committed before are decommitted again, best effort.
+    /// [`CommitMode::Protected`], the mapping limit is reached). After an OS failure the
+    /// bookkeeping is unchanged: no page of the range counts as newly committed. The system
+    /// may have applied part of the change (Linux `mprotect` can stop half-way); such pages are
+    /// accessible but not counted, and their charge is returned by a later decommit of the range
+    /// or when the reservation is dropped. They are deliberately not decommitted here, since
+    /// another thread may be committing and filling the same pages at the same time.
     ///
     /// # Examples
     /// ```
@@ -376,10 +380,8 @@ impl Reservation {
         let pages = self.check(offset, len)?;
         self.no_guard(pages)?;
         // SAFETY: the range is inside the reservation; committing changes no contents.
-        if let Err(e) = unsafe { sys::commit(self.at(offset), len, self.mode) } {
-            self.roll_back_commit(pages);
-            return Err(e.during(Operation::Commit));
-        }
+        unsafe { sys::commit(self.at(offset), len, self.mode) }
+            .map_err(|e| e.during(Operation::Commit))?;
         self.restore_sparse_access(pages)
             .map_err(|e| e.during(Operation::Commit))?;
         self.committed.set_range(pages.first, pages.count);
@@ -402,29 +404,6 @@ impl Reservation {
         // SAFETY: the range is inside the reservation; raising protection changes no contents.
         unsafe {
             sys::restore_sparse_access(self.at(pages.first * self.page), pages.count * self.page)
-        }
-    }
-
-    /// After a failed commit, puts the runs of pages that were not committed back into their
-    /// uncommitted state, so the bitmaps and the OS agree again where that is possible.
-    fn roll_back_commit(&self, pages: Pages) {
-        let end = pages.first + pages.count;
-        let mut page = pages.first;
-        while let Some(start) = self.committed.first_clear(page, end - page) {
-            let stop = self.committed.first_set(start, end - start).unwrap_or(end);
-            // SAFETY: these pages were not committed before the failed call, so nothing may
-            // refer to their contents; the range is inside the reservation.
-            let _ = unsafe {
-                sys::decommit(
-                    self.at(start * self.page),
-                    (stop - start) * self.page,
-                    self.mode,
-                )
-            };
-            page = stop;
-            if page >= end {
-                break;
-            }
         }
     }
 
