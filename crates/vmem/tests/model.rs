@@ -2,6 +2,8 @@
 //! every answer, the residency of every page, which pages can be read, and what they read
 //! must agree after each step.
 
+mod common;
+
 use memvisor_vmem::{CommitMode, Error, Protection, Reservation, page_size};
 use proptest::prelude::*;
 
@@ -310,7 +312,7 @@ fn run(mode: CommitMode, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 512 }))]
+    #![proptest_config(common::proptest_config(512, 3))]
 
     #[test]
     fn protected_reservation_matches_model(ops in proptest::collection::vec(op(), 1..MAX_OPS)) {

@@ -4,6 +4,8 @@
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -705,22 +707,8 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Fewer cases under Miri, and no failure file there (Miri's isolation has no working
-/// directory).
-fn config() -> ProptestConfig {
-    if cfg!(miri) {
-        ProptestConfig {
-            cases: 3,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    } else {
-        ProptestConfig::with_cases(256)
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config(256, 3))]
     #[test]
     fn matches_option_vec_model(ops in proptest::collection::vec(op(), 0..80)) {
         const CAP: usize = 70;

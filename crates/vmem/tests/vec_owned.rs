@@ -3,6 +3,8 @@
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+mod common;
+
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
@@ -621,22 +623,8 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Fewer cases under Miri, and no failure file there (Miri's isolation has no working
-/// directory).
-fn config() -> ProptestConfig {
-    if cfg!(miri) {
-        ProptestConfig {
-            cases: 3,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    } else {
-        ProptestConfig::with_cases(256)
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_config(256, 3))]
     #[test]
     fn matches_std_vec_model(ops in proptest::collection::vec(op(), 0..60)) {
         const CAP: usize = 2500;
