@@ -176,3 +176,23 @@ fn id_range_touching_zero_and_max() {
         })
     );
 }
+
+/// An exact request over a freed unit and the single-unit allocation after it names that
+/// allocation, not the run of adjacent allocations it belongs to.
+#[test]
+fn overlap_error_names_single_unit_neighbour_exactly() {
+    let mut a: AddressAllocator<u8> = AddressAllocator::new(r(0x1_0000, 0x1_07ff));
+    for _ in 0..3 {
+        a.allocate(1, 1, AllocPolicy::FirstMatch).unwrap();
+    }
+    a.free(&r(0x1_0000, 0x1_0000)).unwrap();
+    assert_eq!(
+        a.allocate(2, 1, AllocPolicy::ExactMatch(0x1_0000)),
+        Err(Error::Overlap {
+            requested: r(0x1_0000, 0x1_0001),
+            existing: r(0x1_0001, 0x1_0001)
+        })
+    );
+    // The failed request changed nothing.
+    assert_eq!(a.allocated().count(), 2);
+}

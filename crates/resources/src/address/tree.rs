@@ -142,13 +142,9 @@ impl Tree {
         out
     }
 
-    /// The node after `i` in address order.
+    /// The node after `i` in address order: the first whose start is above `i`'s.
     pub(super) fn successor(&self, i: u32) -> u32 {
-        let start = self.node(i).start;
-        match start.checked_add(1) {
-            Some(next) => self.around(next).succ,
-            None => NIL,
-        }
+        self.around(self.node(i).start).succ
     }
 
     /// Inserts a node. The caller has checked [`has_room`](Self::has_room) and that `start` is
