@@ -14,15 +14,22 @@ use crate::config::{Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU32, Ordering};
 
+mod cache;
+
+use cache::Caches;
+
 /// The byte freed blocks are filled with under [`Flags::POISON`].
 pub const POISON_BYTE: u8 = 0xA5;
 
 /// Page metadata: the top two bits say what a buddy page is (nothing, the first page of a live
 /// buddy block, a page of a slab), the low 14 a value.
 const KIND: u16 = 0b11 << 14;
+/// First page of a freed buddy block kept in the client's cache; value: its length in pages
+/// minus one.
+const CACHED: u16 = 1 << 14;
 /// First page of a live buddy block; value: its length in pages minus one.
 const LIVE: u16 = 2 << 14;
-/// Any page of a slab; value: the slab's order.
+/// Any page of a slab; value: the slab's size class (its order is the class's slab order).
 const SLAB: u16 = 3 << 14;
 const VALUE: u16 = !KIND;
 
@@ -56,7 +63,6 @@ struct Slab {
     /// Offset from the slab start of the first block never handed out.
     bump: usize,
     live: u32,
-    class: usize,
 }
 
 /// Statistics of one client.
@@ -76,6 +82,8 @@ pub struct ClientStats {
     pub chunks: usize,
     /// Held chunks with no live block in them (kept for reuse; at most one is kept).
     pub cached_chunks: usize,
+    /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
+    pub cached_bytes: usize,
     /// The largest block the client can allocate without taking another chunk.
     pub largest_free_block: usize,
     /// Successful allocations so far.
@@ -147,6 +155,7 @@ struct State {
     mask: u32,
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
+    cache: Caches,
 }
 
 impl fmt::Debug for Client<'_> {
@@ -160,12 +169,13 @@ impl fmt::Debug for Client<'_> {
 
 impl<'a> Client<'a> {
     pub(crate) fn new(arena: &'a Arena, id: u32, quota: Quota) -> Self {
+        let geo = arena.geometry();
         Self {
             arena,
             owners: arena.owners(),
             id,
             state: UnsafeCell::new(State {
-                geo: arena.geometry(),
+                geo,
                 marks: arena.marks_ptr(),
                 info: arena.info_ptr(),
                 quota,
@@ -182,6 +192,7 @@ impl<'a> Client<'a> {
                 mask: 0,
                 partial: [ptr::null_mut(); NCLASSES],
                 empty_slabs: [0; NCLASSES],
+                cache: Caches::new(geo.page_shift, geo.max_order),
             }),
         }
     }
@@ -277,8 +288,8 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (off, meta) = s.locate_meta(owners, id, ptr)?;
-            Ok(s.block_size(off, meta))
+            let (_, meta) = s.locate_meta(owners, id, ptr)?;
+            Ok(s.block_size(meta))
         })
     }
 
@@ -393,14 +404,9 @@ impl State {
 
     /// The size of the live block at `off`, whose page metadata is `meta`.
     #[inline]
-    fn block_size(&self, off: usize, meta: u16) -> usize {
+    fn block_size(&self, meta: u16) -> usize {
         match meta & KIND {
-            SLAB => {
-                let slab = self.slab_of(off, meta);
-                // SAFETY: the page belongs to a live slab of this client, whose header is valid.
-                let class = unsafe { (*slab).class };
-                usize::from(CLASSES[class])
-            }
+            SLAB => usize::from(CLASSES[usize::from(meta & VALUE) % NCLASSES]),
             _ => {
                 debug_assert_eq!(meta & KIND, LIVE);
                 (usize::from(meta & VALUE) + 1) << self.geo.page_shift
@@ -408,9 +414,10 @@ impl State {
         }
     }
 
+    /// The header of the slab of `class` that the block at `off` lies in.
     #[inline]
-    fn slab_of(&self, off: usize, meta: u16) -> *mut Slab {
-        let order = u32::from(meta & VALUE);
+    fn slab_of(&self, off: usize, class: usize) -> *mut Slab {
+        let order = self.geo.slab_order[class];
         let page = (off >> self.geo.page_shift) & !((1usize << order) - 1);
         self.at(page << self.geo.page_shift).cast::<Slab>()
     }
@@ -436,31 +443,16 @@ impl State {
         let size = layout.size().max(1);
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
-            let class = class_of(size).max(self.geo.min_class);
+            let class = class_of(size).max(self.geo.min_class) % NCLASSES;
             let bytes = usize::from(CLASSES[class]);
             self.check_quota(bytes)?;
-            (self.alloc_small(arena, id, class)?, bytes)
-        } else {
-            if align > self.geo.max_align {
-                return Err(Error::UnsupportedAlignment {
-                    align,
-                    max: self.geo.max_align,
-                });
-            }
-            if size > self.geo.max_block {
-                return Err(Error::TooLarge {
-                    size,
-                    max: self.geo.max_block,
-                });
-            }
-            let shift = self.geo.page_shift;
-            let bytes = size.next_multiple_of(1 << shift);
-            self.check_quota(bytes)?;
-            let min_order = (align >> shift).max(1).trailing_zeros();
-            let off = self.alloc_pages(arena, id, bytes >> shift, min_order, bytes)?;
-            let pages = (bytes >> shift) - 1;
-            self.set_page(off >> shift, meta(LIVE, pages));
+            let off = match self.uncache_small(class, bytes) {
+                Some(off) => off,
+                None => self.alloc_small(arena, id, class)?,
+            };
             (off, bytes)
+        } else {
+            self.alloc_large(arena, id, size, align)?
         };
         self.flip_start(off);
         self.used += bytes;
@@ -480,19 +472,64 @@ impl State {
         Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
     }
 
+    /// Takes a buddy block for `size` bytes aligned to `align` (over 16 bytes or over
+    /// `SMALL_MAX` bytes), from the cache of its order or the free bitmaps, and marks its page
+    /// live; returns its offset and size.
+    #[inline]
+    fn alloc_large(
+        &mut self,
+        arena: &Arena,
+        id: u32,
+        size: usize,
+        align: usize,
+    ) -> Result<(usize, usize)> {
+        if align > self.geo.max_align {
+            return Err(Error::UnsupportedAlignment {
+                align,
+                max: self.geo.max_align,
+            });
+        }
+        if size > self.geo.max_block {
+            return Err(Error::TooLarge {
+                size,
+                max: self.geo.max_block,
+            });
+        }
+        let shift = self.geo.page_shift;
+        let bytes = size.next_multiple_of(1 << shift);
+        self.check_quota(bytes)?;
+        let pages = bytes >> shift;
+        let order = pages.next_power_of_two().trailing_zeros();
+        let min_order = (align >> shift).max(1).trailing_zeros();
+        let off = match self.uncache_large(arena, pages, order.max(min_order)) {
+            Some(off) => off,
+            None => self.alloc_pages(arena, id, pages, min_order, bytes)?,
+        };
+        self.set_page(off >> shift, meta(LIVE, pages - 1));
+        Ok((off, bytes))
+    }
+
     /// Frees the live block at `off` with page metadata `meta` (checked by `locate`);
     /// returns its size.
     #[inline]
     fn free(&mut self, arena: &Arena, off: usize, meta: u16) -> usize {
         self.flip_start(off);
         let bytes = if meta & KIND == SLAB {
-            self.free_small(arena, off, meta)
+            let class = usize::from(meta & VALUE) % NCLASSES;
+            let bytes = usize::from(CLASSES[class]);
+            self.poison(off, bytes, core::mem::size_of::<FreeObj>());
+            if !self.cache_small(class, off, bytes) {
+                self.free_small(arena, off, class, false);
+            }
+            bytes
         } else {
             let pages = usize::from(meta & VALUE) + 1;
             let bytes = pages << self.geo.page_shift;
             self.poison(off, bytes, 0);
-            self.set_page(off >> self.geo.page_shift, 0);
-            self.free_pages(arena, off, pages);
+            if !self.cache_large(off, pages) {
+                self.set_page(off >> self.geo.page_shift, 0);
+                self.free_pages(arena, off, pages);
+            }
             bytes
         };
         self.used -= bytes;
@@ -552,10 +589,13 @@ impl State {
         let order = self.geo.slab_order[class];
         let pages = 1usize << order;
         let bytes = pages << self.geo.page_shift;
-        let off = self.alloc_pages(arena, id, pages, 0, bytes)?;
+        let off = match self.uncache_large(arena, pages, order) {
+            Some(off) => off,
+            None => self.alloc_pages(arena, id, pages, 0, bytes)?,
+        };
         let first = off >> self.geo.page_shift;
         for page in first..first + pages {
-            self.set_page(page, meta(SLAB, order as usize));
+            self.set_page(page, meta(SLAB, class));
         }
         let slab = self.at(off).cast::<Slab>();
         let head = self.partial[class];
@@ -569,7 +609,6 @@ impl State {
                 free: ptr::null_mut(),
                 bump: SLAB_HEADER,
                 live: 0,
-                class,
             });
             if !head.is_null() {
                 (*head).prev = slab;
@@ -580,15 +619,15 @@ impl State {
         Ok(slab)
     }
 
+    /// Gives the block at `off` back to its slab of `class`. A slab left empty goes back to
+    /// the buddy allocator if another of its class is empty already, or with `reclaim`.
     #[inline]
-    fn free_small(&mut self, arena: &Arena, off: usize, meta: u16) -> usize {
-        let slab = self.slab_of(off, meta);
-        // SAFETY: `off` is a live block of this client in a slab (its page says so), so `slab`
-        // is that slab's live header and `obj` a block of it no one uses any more.
+    fn free_small(&mut self, arena: &Arena, off: usize, class: usize, reclaim: bool) {
+        let slab = self.slab_of(off, class);
+        // SAFETY: `off` is a block of this client in a slab of `class` (its page says so) that
+        // is being freed, so `slab` is that slab's live header and `obj` a block of it no one
+        // uses any more.
         unsafe {
-            let class = (*slab).class;
-            let size = usize::from(CLASSES[class]);
-            self.poison(off, size, core::mem::size_of::<FreeObj>());
             if (*slab).live == self.geo.slab_cap[class] {
                 let head = self.partial[class];
                 (*slab).next = head;
@@ -604,11 +643,10 @@ impl State {
             (*slab).live -= 1;
             if (*slab).live == 0 {
                 self.empty_slabs[class] += 1;
-                if self.empty_slabs[class] > 1 {
-                    self.drop_slab(arena, slab, class, meta);
+                if reclaim || self.empty_slabs[class] > 1 {
+                    self.drop_slab(arena, slab, class);
                 }
             }
-            size
         }
     }
 
@@ -617,7 +655,7 @@ impl State {
     /// # Safety
     /// `slab` is an empty slab of `class` on this client's partial list.
     #[cold]
-    unsafe fn drop_slab(&mut self, arena: &Arena, slab: *mut Slab, class: usize, meta: u16) {
+    unsafe fn drop_slab(&mut self, arena: &Arena, slab: *mut Slab, class: usize) {
         // SAFETY: the caller's promise: `slab` and its neighbours are live headers.
         unsafe {
             let (next, prev) = ((*slab).next, (*slab).prev);
@@ -631,7 +669,7 @@ impl State {
             }
         }
         self.empty_slabs[class] -= 1;
-        let pages = 1usize << (meta & VALUE);
+        let pages = 1usize << self.geo.slab_order[class];
         let off = self.offset_of(slab);
         let first = off >> self.geo.page_shift;
         for page in first..first + pages {
@@ -661,6 +699,14 @@ impl State {
         // SAFETY: `index` is below `2^(max_order - order)`, so the word is inside the chunk's
         // bitmap of that order.
         unsafe { *words.add(word) & (1 << (index % 64)) != 0 }
+    }
+
+    /// The word of the order-`order` bitmap of `chunk` that holds block `index`.
+    fn free_word(&self, chunk: usize, order: u32, index: usize) -> u64 {
+        let words = self.free_words(chunk);
+        let word = self.geo.order_word[slot(order)] + index / 64;
+        // SAFETY: as in `is_free`.
+        unsafe { *words.add(word) }
     }
 
     /// Marks block `index` of `order` in `chunk` free.
@@ -755,7 +801,18 @@ impl State {
         let order = pages.next_power_of_two().trailing_zeros().max(min_order);
         let mut avail = self.mask >> order;
         if avail == 0 {
-            self.add_chunk(arena, id, requested)?;
+            if let Err(e) = self.add_chunk(arena, id, requested) {
+                // Out of chunks: the cached blocks go back first if that frees a block of
+                // `order`; otherwise nothing changes.
+                if !matches!(e, Error::OutOfMemory { .. }) || !self.flush_would_free(order) {
+                    return Err(e);
+                }
+                self.flush(arena, true);
+                debug_assert!(
+                    self.mask >> order != 0,
+                    "flush freed no block of order {order}"
+                );
+            }
             avail = self.mask >> order;
             if avail == 0 {
                 return Err(Error::TooLarge {
@@ -930,6 +987,7 @@ impl State {
                 largest = largest.max(usize::from(CLASSES[class]));
             }
         }
+        largest = largest.max(self.largest_cached());
         ClientStats {
             total_bytes: total,
             used_bytes: self.used,
@@ -938,6 +996,7 @@ impl State {
             live_blocks: self.live,
             chunks: self.chunks,
             cached_chunks: self.empty_chunks,
+            cached_bytes: self.cache.bytes(),
             largest_free_block: largest,
             allocations: self.allocs,
             frees: self.frees,
@@ -963,6 +1022,16 @@ mod tests {
 
     fn layout(size: usize) -> Layout {
         Layout::from_size_align(size, 8).unwrap()
+    }
+
+    /// Frees `p` and empties the caches, so that the slabs and the buddy allocator see the
+    /// free at once.
+    fn free_uncached(client: &Client<'_>, p: NonNull<u8>) -> usize {
+        // SAFETY: the callers never use `p` again.
+        let size = unsafe { client.free(p) }.unwrap();
+        let arena = client.arena;
+        client.with(|s| s.flush(arena, false));
+        size
     }
 
     impl Client<'_> {
@@ -1048,8 +1117,7 @@ mod tests {
         assert_eq!(client.stats().chunks, 1);
         client.check();
         for p in blocks {
-            // SAFETY: never used again.
-            unsafe { client.free(p) }.unwrap();
+            free_uncached(&client, p);
             client.check();
         }
         let stats = client.stats();
@@ -1067,12 +1135,10 @@ mod tests {
         let three = client.alloc(paged(3)).unwrap();
         let one = client.alloc(paged(1)).unwrap();
         assert_eq!(one.as_ptr(), three.as_ptr().wrapping_add(3 * 256));
-        // SAFETY: never used again.
-        unsafe { client.free(three) }.unwrap();
+        free_uncached(&client, three);
         client.check();
         assert_eq!(client.stats().used_bytes, 256);
-        // SAFETY: never used again.
-        unsafe { client.free(one) }.unwrap();
+        free_uncached(&client, one);
         client.check();
         assert_eq!(
             client.stats().largest_free_block,
@@ -1121,13 +1187,109 @@ mod tests {
         let chunk_bytes_full = client.with(|s| s.info(s.chunk_head as usize).used);
         assert_eq!(chunk_bytes_full, 3 * 8192);
         for p in blocks {
-            // SAFETY: never used again.
-            unsafe { client.free(p) }.unwrap();
+            free_uncached(&client, p);
         }
         client.check();
         let kept = client.with(|s| s.info(s.chunk_head as usize).used);
         assert_eq!(kept, 8192, "one empty slab kept");
         assert_eq!(client.with(|s| s.empty_slabs[class_of(64)]), 1);
+    }
+
+    #[test]
+    fn cache_large_reuse_other_size_retrims_tail() {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let paged = |pages: usize| Layout::from_size_align(pages * 256, 256).unwrap();
+        for (had, wanted) in [(5, 6), (6, 5), (5, 8), (8, 5), (3, 4), (7, 5)] {
+            let p = client.alloc(paged(had)).unwrap();
+            // SAFETY: never used again.
+            unsafe { client.free(p) }.unwrap();
+            assert_eq!(client.stats().cached_bytes, had * 256);
+            client.check();
+            let (q, size) = client.alloc_sized(paged(wanted)).unwrap();
+            assert_eq!((q, size), (p, wanted * 256), "{had} -> {wanted} pages");
+            assert_eq!(client.stats().cached_bytes, 0);
+            client.check();
+            free_uncached(&client, q);
+            client.check();
+        }
+        assert_eq!(client.stats().largest_free_block, CHUNK);
+    }
+
+    #[test]
+    fn cache_large_tail_in_use_gives_block_back() {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let paged = |pages: usize| Layout::from_size_align(pages * 256, 256).unwrap();
+        // 5 pages leave pages 5 (one page) and 6..8 free; the cached block keeps that tail.
+        let five = client.alloc(paged(5)).unwrap();
+        // SAFETY: never used again.
+        unsafe { client.free(five) }.unwrap();
+        // One page takes page 5, the tail's first piece.
+        let one = client.alloc(paged(1)).unwrap();
+        assert_eq!(one.as_ptr(), five.as_ptr().wrapping_add(5 * 256));
+        client.check();
+        // Six pages cannot grow the cached block: it goes back, and six pages come from the
+        // free blocks.
+        let (six, size) = client.alloc_sized(paged(6)).unwrap();
+        assert_eq!(size, 6 * 256);
+        assert_ne!(six, five);
+        assert_eq!(client.stats().cached_bytes, 0);
+        client.check();
+        free_uncached(&client, six);
+        free_uncached(&client, one);
+        client.check();
+        assert_eq!(client.stats().largest_free_block, CHUNK);
+    }
+
+    #[test]
+    fn cache_flush_would_free_matches_flush() {
+        // Random frees into the caches of a full arena; then, for every order, the dry run
+        // says whether a flush frees a block of that order, and a flush on a copy of the
+        // decision agrees.
+        let mut seen = [0; 2];
+        for seed in 1..if cfg!(miri) { 3 } else { 40 } {
+            let arena = arena(2);
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            let mut live = Vec::new();
+            let mut x = 0x2545_F491_4F6C_DD1Du64 ^ seed;
+            loop {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let size = 1 + (x >> 8) as usize % if x.is_multiple_of(3) { 20_000 } else { 1500 };
+                match client.alloc(layout(size)) {
+                    Ok(p) => live.push(p),
+                    Err(_) => break,
+                }
+            }
+            for (i, p) in live.into_iter().enumerate() {
+                if (i as u64 ^ seed).is_multiple_of(3) {
+                    // SAFETY: never used again.
+                    unsafe { client.free(p) }.unwrap();
+                }
+            }
+            client.check();
+            let predicted: Vec<bool> = (0..=arena.geometry().max_order)
+                .map(|order| client.with(|s| s.mask >> order == 0 && s.flush_would_free(order)))
+                .collect();
+            let had: Vec<bool> = (0..=arena.geometry().max_order)
+                .map(|order| client.with(|s| s.mask >> order != 0))
+                .collect();
+            let arena_ref = client.arena;
+            client.with(|s| s.flush(arena_ref, true));
+            client.check();
+            for order in 0..=arena.geometry().max_order as usize {
+                if !had[order] {
+                    let now = client.with(|s| s.mask >> order != 0);
+                    assert_eq!(predicted[order], now, "seed {seed} order {order}");
+                    seen[usize::from(now)] += 1;
+                }
+            }
+        }
+        if !cfg!(miri) {
+            assert!(seen[0] > 0 && seen[1] > 0, "both answers seen: {seen:?}");
+        }
     }
 
     #[test]

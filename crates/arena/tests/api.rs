@@ -544,3 +544,146 @@ fn reservation_without_decommit_caches_chunks() {
         chunk
     );
 }
+
+#[test]
+fn cached_block_is_not_live() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    for size in [48, 5000] {
+        let p = client.alloc(layout(size, 8)).unwrap();
+        let got = free(&client, p).unwrap();
+        assert!(client.stats().cached_bytes >= got, "size {size} cached");
+        assert!(!client.owns(p.as_ptr()));
+        assert!(matches!(
+            client.size_of(p.as_ptr()),
+            Err(Error::NotABlock { .. })
+        ));
+        let before = client.stats();
+        assert!(matches!(free(&client, p), Err(Error::NotABlock { .. })));
+        assert_eq!(client.stats(), before, "double free changed nothing");
+    }
+}
+
+#[test]
+fn cached_block_reused_for_same_class_or_order() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(100, 8)).unwrap();
+    free(&client, p).unwrap();
+    assert_eq!(client.alloc(layout(112, 8)), Ok(p));
+    // 5000 and 6000 bytes both take an 8 KiB buddy block: the cached block is cut anew.
+    let q = client.alloc(layout(5000, 8)).unwrap();
+    free(&client, q).unwrap();
+    assert_eq!(client.alloc_sized(layout(6000, 8)), Ok((q, 6144)));
+    assert_eq!(client.stats().cached_bytes, 0);
+}
+
+#[test]
+fn cached_blocks_count_as_free_in_stats() {
+    let arena = arena(2, Flags::STATISTICS);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let small = client.alloc(layout(40, 8)).unwrap();
+    let large = client.alloc(layout(3000, 8)).unwrap();
+    let keep = client.alloc(layout(10, 8)).unwrap();
+    free(&client, small).unwrap();
+    free(&client, large).unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.used_bytes, 16);
+    assert_eq!(stats.live_blocks, 1);
+    assert_eq!(stats.cached_bytes, 48 + 3072);
+    assert_eq!(stats.free_bytes, stats.total_bytes - 16);
+    assert_eq!(stats.frees, 2);
+    assert_eq!(arena.stats().used_bytes, Some(16));
+    assert_eq!(arena.stats().live_blocks, Some(1));
+    free(&client, keep).unwrap();
+    assert_eq!(arena.stats().used_bytes, Some(0));
+}
+
+#[test]
+fn quota_ignores_cached_blocks() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::bytes(4096)).unwrap();
+    let p = client.alloc(layout(4096, 8)).unwrap();
+    free(&client, p).unwrap();
+    assert_eq!(client.stats().used_bytes, 0);
+    client.alloc(layout(4096, 8)).unwrap();
+}
+
+#[test]
+fn out_of_memory_gives_cached_blocks_back_first() {
+    let arena = arena(1, Flags::STATISTICS);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    // Small and large blocks of many sizes, all freed into the caches and slabs.
+    let blocks: Vec<_> = (0..20)
+        .map(|i| client.alloc(layout([48, 3000, 700][i % 3], 8)).unwrap())
+        .collect();
+    for p in blocks {
+        free(&client, p).unwrap();
+    }
+    assert!(client.stats().cached_bytes > 0);
+    assert_eq!(client.stats().chunks, 1);
+    // The only chunk is taken whole: the caches and the empty slabs go back.
+    let whole = client.alloc(layout(CHUNK, 8)).unwrap();
+    assert_eq!(client.stats().cached_bytes, 0);
+    assert_eq!(client.stats().used_bytes, CHUNK);
+    free(&client, whole).unwrap();
+}
+
+#[test]
+fn out_of_memory_with_caches_fills_as_much_again() {
+    let arena = arena(4, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let fill = |client: &Client<'_>| {
+        let mut blocks = Vec::new();
+        let mut i = 0usize;
+        while let Ok(p) = client.alloc(layout(16 + (i * 7919) % 9000, 8)) {
+            blocks.push(p);
+            i += 1;
+        }
+        blocks
+    };
+    let first = fill(&client);
+    let used = client.stats().used_bytes;
+    for &p in &first {
+        free(&client, p).unwrap();
+    }
+    assert!(client.stats().cached_bytes > 0);
+    let second = fill(&client);
+    assert_eq!(second.len(), first.len());
+    assert_eq!(client.stats().used_bytes, used);
+}
+
+#[test]
+fn out_of_memory_that_caches_cannot_help_changes_nothing() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let _keep = client.alloc(layout(100, 8)).unwrap();
+    let p = client.alloc(layout(3000, 8)).unwrap();
+    free(&client, p).unwrap();
+    let before = client.stats();
+    assert!(before.cached_bytes > 0);
+    // A whole chunk cannot fit beside the live small block, caches or not.
+    assert!(matches!(
+        client.alloc(layout(CHUNK, 8)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert_eq!(client.stats(), before);
+}
+
+#[test]
+fn delete_client_with_cached_blocks_frees_everything() {
+    let arena = arena(16, Flags::STATISTICS);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    for i in 0..200 {
+        let p = client.alloc(layout(16 + i * 131 % 3000, 8)).unwrap();
+        if i % 2 == 0 {
+            free(&client, p).unwrap();
+        }
+    }
+    assert!(client.stats().cached_bytes > 0);
+    arena.delete_client(client);
+    let stats = arena.stats();
+    assert_eq!(stats.held_chunks, 0);
+    assert_eq!(stats.used_bytes, Some(0));
+    assert_eq!(stats.live_blocks, Some(0));
+}

@@ -1,0 +1,371 @@
+//! Caches of freed blocks: a client keeps its most recently freed blocks, per size class and
+//! per buddy order, and hands them out again without going through slabs or free bitmaps.
+//!
+//! A cached block is not live: its start bit is clear (so `owns`, `free` and `size_of` reject
+//! it) and its bytes count as free in the statistics. It still counts as used in its slab
+//! (small blocks) or its chunk record (buddy blocks, whole: the trimmed tail is taken back when
+//! the block is cached and given out again when it is reused). The caches are bounded, given
+//! back when an allocation would otherwise fail for want of a chunk, and dropped with the
+//! client, whose chunks go back whole.
+
+use super::{CACHED, State, VALUE, meta};
+use crate::arena::{Arena, ORDER_SLOTS, slot};
+use crate::classes::{CLASSES, NCLASSES};
+
+/// Most cached blocks of one size class.
+const SMALL_ENTRIES: usize = 32;
+/// Bytes of blocks of one size class the cache aims at: classes of over 512 bytes keep fewer
+/// than [`SMALL_ENTRIES`] blocks (at least 8).
+const SMALL_BYTES: usize = 16 << 10;
+/// Most cached blocks of one buddy order.
+const LARGE_ENTRIES: usize = 16;
+/// Bytes of blocks of one buddy order the cache may hold: larger blocks are not cached, and
+/// orders of over 8 KiB keep fewer than [`LARGE_ENTRIES`] blocks.
+const LARGE_BYTES: usize = 512 << 10;
+
+/// How many blocks of `class` the cache keeps.
+const fn small_cap(class: usize) -> usize {
+    let n = SMALL_BYTES / CLASSES[class] as usize;
+    if n < 8 {
+        8
+    } else if n > SMALL_ENTRIES {
+        SMALL_ENTRIES
+    } else {
+        n
+    }
+}
+
+/// [`small_cap`] of every class.
+const SMALL_CAP: [u8; NCLASSES] = {
+    let mut caps = [0u8; NCLASSES];
+    let mut class = 0;
+    while class < NCLASSES {
+        #[allow(clippy::cast_possible_truncation, reason = "at most SMALL_ENTRIES")]
+        {
+            caps[class] = small_cap(class) as u8;
+        }
+        class += 1;
+    }
+    caps
+};
+
+/// The cached blocks of one client, as offsets from chunk 0.
+pub(super) struct Caches {
+    small: [[usize; SMALL_ENTRIES]; NCLASSES],
+    small_len: [u8; NCLASSES],
+    large: [[usize; LARGE_ENTRIES]; ORDER_SLOTS],
+    large_len: [u8; ORDER_SLOTS],
+    large_cap: [u8; ORDER_SLOTS],
+    /// Bytes of all cached blocks (buddy blocks whole).
+    bytes: usize,
+}
+
+impl Caches {
+    /// Empty caches for buddy pages of `2^page_shift` bytes and orders up to `max_order`:
+    /// blocks of the largest order (whole chunks) are never cached, so a chunk freed whole
+    /// still goes back to the arena.
+    pub(super) fn new(page_shift: u32, max_order: u32) -> Self {
+        let mut large_cap = [0u8; ORDER_SLOTS];
+        for (order, cap) in large_cap.iter_mut().enumerate().take(max_order as usize) {
+            let n = (LARGE_BYTES >> page_shift >> order).min(LARGE_ENTRIES);
+            *cap = u8::try_from(n).unwrap_or(0);
+        }
+        Self {
+            small: [[0; SMALL_ENTRIES]; NCLASSES],
+            small_len: [0; NCLASSES],
+            large: [[0; LARGE_ENTRIES]; ORDER_SLOTS],
+            large_len: [0; ORDER_SLOTS],
+            large_cap,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes of all cached blocks.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl State {
+    /// The largest cached block.
+    pub(super) fn largest_cached(&self) -> usize {
+        let c = &self.cache;
+        let small = (0..NCLASSES)
+            .rev()
+            .find(|&class| c.small_len[class] != 0)
+            .map_or(0, |class| usize::from(CLASSES[class]));
+        let shift = self.geo.page_shift;
+        let large = (0..ORDER_SLOTS)
+            .flat_map(|o| &c.large[o][..usize::from(c.large_len[o])])
+            .map(|&off| (usize::from(self.page(off >> shift) & VALUE) + 1) << shift)
+            .max()
+            .unwrap_or(0);
+        small.max(large)
+    }
+
+    /// Keeps the freed small block at `off` of `class` (`bytes` long) for reuse; false if the
+    /// class's cache is full.
+    #[inline]
+    pub(super) fn cache_small(&mut self, class: usize, off: usize, bytes: usize) -> bool {
+        let c = &mut self.cache;
+        let len = usize::from(c.small_len[class]);
+        if len >= usize::from(SMALL_CAP[class]) {
+            return false;
+        }
+        c.small[class][len % SMALL_ENTRIES] = off;
+        c.small_len[class] += 1;
+        c.bytes += bytes;
+        true
+    }
+
+    /// Takes the most recently cached block of `class` (`bytes` long), if any.
+    #[inline]
+    pub(super) fn uncache_small(&mut self, class: usize, bytes: usize) -> Option<usize> {
+        let c = &mut self.cache;
+        let len = c.small_len[class].checked_sub(1)?;
+        c.small_len[class] = len;
+        c.bytes -= bytes;
+        Some(c.small[class][usize::from(len) % SMALL_ENTRIES])
+    }
+
+    /// Keeps the freed buddy block of `pages` pages at `off` for reuse; false (nothing
+    /// changed) if the cache of its order is full. Its tail — the rest of its power-of-two
+    /// block, given back as free blocks when it was cut — stays as it is; its first page says
+    /// `CACHED` and its length.
+    #[inline]
+    pub(super) fn cache_large(&mut self, off: usize, pages: usize) -> bool {
+        let o = slot(pages.next_power_of_two().trailing_zeros());
+        let len = usize::from(self.cache.large_len[o]);
+        if len >= usize::from(self.cache.large_cap[o]) {
+            return false;
+        }
+        self.set_page(off >> self.geo.page_shift, meta(CACHED, pages - 1));
+        let c = &mut self.cache;
+        c.large[o][len % LARGE_ENTRIES] = off;
+        c.large_len[o] += 1;
+        c.bytes += pages << self.geo.page_shift;
+        true
+    }
+
+    /// Takes a cached block of `order` (aligned to `2^order` pages) and cuts it to `pages`
+    /// pages, its tail given back as free blocks; returns its offset (its page metadata is the
+    /// caller's to set). A cached block whose tail is partly in use when it must change goes
+    /// back to the buddy allocator instead, and the result is `None`.
+    #[inline]
+    pub(super) fn uncache_large(
+        &mut self,
+        arena: &Arena,
+        pages: usize,
+        order: u32,
+    ) -> Option<usize> {
+        let o = slot(order);
+        let len = self.cache.large_len[o].checked_sub(1)?;
+        self.cache.large_len[o] = len;
+        let off = self.cache.large[o][usize::from(len) % LARGE_ENTRIES];
+        let shift = self.geo.page_shift;
+        let first = off >> shift;
+        let had = usize::from(self.page(first) & VALUE) + 1;
+        self.cache.bytes -= had << shift;
+        if had == pages {
+            return Some(off);
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        let rel = first & ((1 << self.geo.max_order) - 1);
+        if !self.retrim(chunk, rel, had, pages) {
+            self.set_page(first, 0);
+            self.free_pages(arena, off, had);
+            return None;
+        }
+        let info = self.info(chunk);
+        info.used = info.used + (pages << shift) - (had << shift);
+        Some(off)
+    }
+
+    /// Turns the held block of `had` pages at page `rel` of `chunk`, whose tail pieces (up to
+    /// its power-of-two block, and `rel` aligned to that) are free, into a block of `pages`
+    /// pages with the tail pieces of that length free: only the pieces the two tails do not
+    /// share change. False, with nothing changed, if one of those pieces is in use.
+    #[inline]
+    fn retrim(&mut self, chunk: usize, rel: usize, had: usize, pages: usize) -> bool {
+        // Each tail is the blocks at `pos`, `pos + lowbit(pos)`, … up to the power of two; once
+        // the two walks meet they go on together.
+        let (mut a, mut b) = (had, pages);
+        while a != b {
+            if a < b {
+                let i = a.trailing_zeros();
+                if !self.is_free(chunk, i, (rel + a) >> i) {
+                    return false;
+                }
+                a += 1 << i;
+            } else {
+                b += 1 << b.trailing_zeros();
+            }
+        }
+        let (mut a, mut b) = (had, pages);
+        while a != b {
+            if a < b {
+                let i = a.trailing_zeros();
+                self.clear_free(chunk, i, (rel + a) >> i);
+                a += 1 << i;
+            } else {
+                let i = b.trailing_zeros();
+                self.set_free(chunk, i, (rel + b) >> i);
+                b += 1 << i;
+            }
+        }
+        true
+    }
+
+    /// Gives every cached block back: small blocks to their slabs (with `reclaim`, a slab
+    /// left empty goes back to the buddy allocator even if it is the only empty one of its
+    /// class), buddy blocks to the free bitmaps.
+    #[cold]
+    pub(super) fn flush(&mut self, arena: &Arena, reclaim: bool) {
+        for (class, &size) in CLASSES.iter().enumerate() {
+            let bytes = usize::from(size);
+            while let Some(off) = self.uncache_small(class, bytes) {
+                self.free_small(arena, off, class, reclaim);
+            }
+            if reclaim && self.empty_slabs[class] != 0 {
+                // The empty slab kept for the class goes too.
+                let mut slab = self.partial[class];
+                while !slab.is_null() {
+                    // SAFETY: `slab` is on this client's partial list of `class`, so it is a
+                    // live slab header; it is dropped only after its link is read.
+                    unsafe {
+                        let next = (*slab).next;
+                        if (*slab).live == 0 {
+                            self.drop_slab(arena, slab, class);
+                        }
+                        slab = next;
+                    }
+                }
+            }
+        }
+        let shift = self.geo.page_shift;
+        for o in 0..ORDER_SLOTS {
+            while let Some(len) = self.cache.large_len[o].checked_sub(1) {
+                self.cache.large_len[o] = len;
+                let off = self.cache.large[o][usize::from(len) % LARGE_ENTRIES];
+                let pages = usize::from(self.page(off >> shift) & VALUE) + 1;
+                self.cache.bytes -= pages << shift;
+                self.set_page(off >> shift, 0);
+                self.free_pages(arena, off, pages);
+            }
+        }
+        debug_assert_eq!(self.cache.bytes, 0);
+    }
+
+    /// Whether [`flush`](Self::flush) with `reclaim` would leave a free buddy block of at
+    /// least `order`, given that none is free now: whether some aligned run of `2^order`
+    /// pages would then be all free. Reorders the small caches, nothing else. Cold: it walks
+    /// the caches once per cached block and the partial lists of classes with an empty slab.
+    #[cold]
+    pub(super) fn flush_would_free(&mut self, order: u32) -> bool {
+        if self.cache.bytes == 0 && self.empty_slabs.iter().all(|&n| n == 0) {
+            return false;
+        }
+        // Blocks of one slab side by side.
+        for class in 0..NCLASSES {
+            let len = usize::from(self.cache.small_len[class]);
+            self.cache.small[class][..len].sort_unstable();
+        }
+        let size = 1usize << order;
+        let mut found = false;
+        self.each_flushed(&mut |chunk, rel, pages| {
+            // A block of `pages` pages lies at a multiple of `pages.next_power_of_two()`:
+            // either it covers a whole run of `size` pages, or it lies inside one.
+            if pages >= size {
+                found = true;
+                return true;
+            }
+            let region = rel & !(size - 1);
+            let mut free = self.free_pages_in(chunk, region, order);
+            self.each_flushed(&mut |c, r, n| {
+                if c == chunk && (region..region + size).contains(&r) {
+                    free += n;
+                }
+                false
+            });
+            debug_assert!(free <= size);
+            found = free == size;
+            found
+        });
+        found
+    }
+
+    /// Calls `f(chunk, first page, pages)` for each buddy block a flush with `reclaim` gives
+    /// back (cached buddy blocks, the slabs it empties and the empty slabs kept; the small
+    /// caches sorted) until `f` returns true.
+    fn each_flushed(&self, f: &mut dyn FnMut(usize, usize, usize) -> bool) {
+        let shift = self.geo.page_shift;
+        let page_mask = (1usize << self.geo.max_order) - 1;
+        let chunk_shift = self.geo.chunk_shift;
+        for o in 0..ORDER_SLOTS {
+            let len = usize::from(self.cache.large_len[o]);
+            for &off in &self.cache.large[o][..len] {
+                let pages = usize::from(self.page(off >> shift) & VALUE) + 1;
+                if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
+                    return;
+                }
+            }
+        }
+        for class in 0..NCLASSES {
+            let len = usize::from(self.cache.small_len[class]);
+            let blocks = &self.cache.small[class][..len];
+            let pages = 1usize << self.geo.slab_order[class];
+            let mut i = 0;
+            while i < len {
+                let slab = self.slab_of(blocks[i], class);
+                let start = i;
+                while i < len && self.slab_of(blocks[i], class) == slab {
+                    i += 1;
+                }
+                // SAFETY: cached blocks lie in live slabs of this client (a slab with a cached
+                // block counts it as live, so it is not given back).
+                let live = unsafe { (*slab).live } as usize;
+                if live == i - start {
+                    let off = self.offset_of(slab);
+                    if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
+                        return;
+                    }
+                }
+            }
+            if self.empty_slabs[class] != 0 {
+                let mut slab = self.partial[class];
+                while !slab.is_null() {
+                    // SAFETY: `slab` is on this client's partial list, a live slab header.
+                    let (live, next) = unsafe { ((*slab).live, (*slab).next) };
+                    if live == 0 {
+                        let off = self.offset_of(slab);
+                        if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
+                            return;
+                        }
+                    }
+                    slab = next;
+                }
+            }
+        }
+    }
+
+    /// Pages of the free buddy blocks of orders below `order` inside the `2^order` pages from
+    /// page `region` of `chunk`.
+    fn free_pages_in(&self, chunk: usize, region: usize, order: u32) -> usize {
+        let mut pages = 0;
+        for o in 0..order {
+            let first = region >> o;
+            let count = 1usize << (order - o);
+            let mut bits = 0;
+            if count >= 64 {
+                for index in (first..first + count).step_by(64) {
+                    bits += self.free_word(chunk, o, index).count_ones();
+                }
+            } else {
+                let word = self.free_word(chunk, o, first) >> (first % 64);
+                bits = (word & ((1u64 << count) - 1)).count_ones();
+            }
+            pages += (bits as usize) << o;
+        }
+        pages
+    }
+}
