@@ -14,6 +14,44 @@ pub(crate) const CLASSES: [u16; NCLASSES] = [
 /// The largest size served by a class.
 pub(crate) const SMALL_MAX: usize = 2048;
 
+/// Length of the per-class arrays of the hot paths: [`NCLASSES`] rounded up to a power of two,
+/// so that a class masked with `CLASS_SLOTS - 1` (see [`class_size`]) indexes them without a
+/// bounds check.
+pub(crate) const CLASS_SLOTS: usize = NCLASSES.next_power_of_two();
+
+/// [`CLASSES`] padded with zeros to [`CLASS_SLOTS`].
+const CLASS_BYTES: [u16; CLASS_SLOTS] = {
+    let mut bytes = [0u16; CLASS_SLOTS];
+    let mut class = 0;
+    while class < NCLASSES {
+        bytes[class] = CLASSES[class];
+        class += 1;
+    }
+    bytes
+};
+
+/// The size in bytes of class `class` (below [`NCLASSES`]).
+#[inline]
+pub(crate) fn class_size(class: usize) -> usize {
+    debug_assert!(class < NCLASSES);
+    usize::from(CLASS_BYTES[class & (CLASS_SLOTS - 1)])
+}
+
+/// The class of each 16 bytes of size: entry `(size - 1) / 16` holds [`class_of`]`(size)`
+/// (classes are multiples of 16 bytes, so sizes in one such step share a class).
+const CLASS_OF: [u8; SMALL_MAX / 16] = {
+    let mut table = [0u8; SMALL_MAX / 16];
+    let mut step = 0;
+    while step < SMALL_MAX / 16 {
+        #[allow(clippy::cast_possible_truncation, reason = "classes are below 256")]
+        {
+            table[step] = class_by_formula(step * 16 + 16) as u8;
+        }
+        step += 1;
+    }
+    table
+};
+
 /// Bytes at the start of each slab taken by its header.
 pub(crate) const SLAB_HEADER: usize = 64;
 
@@ -24,6 +62,11 @@ const MIN_SLAB: usize = 8 << 10;
 #[inline]
 pub(crate) fn class_of(size: usize) -> usize {
     debug_assert!((1..=SMALL_MAX).contains(&size));
+    usize::from(CLASS_OF[((size - 1) >> 4) % (SMALL_MAX / 16)])
+}
+
+/// [`class_of`], computed: 16-byte steps up to 128 bytes, then four classes per doubling.
+const fn class_by_formula(size: usize) -> usize {
     if size <= 128 {
         return size.div_ceil(16) - 1;
     }
@@ -48,6 +91,17 @@ pub(crate) fn slab_capacity(class: usize, bytes: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_of_table_matches_formula() {
+        for size in 1..=SMALL_MAX {
+            assert_eq!(class_of(size), class_by_formula(size), "size {size}");
+            assert_eq!(
+                class_size(class_of(size)),
+                usize::from(CLASSES[class_of(size)])
+            );
+        }
+    }
 
     #[test]
     fn class_of_every_size_is_smallest_fit() {

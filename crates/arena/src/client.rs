@@ -9,7 +9,7 @@ use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot, slot, start_word};
 use crate::chunks::NIL;
-use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of};
+use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU32, Ordering};
@@ -142,9 +142,10 @@ struct State {
     marks: *mut u64,
     info: *mut ChunkInfo,
     quota: Quota,
+    /// The quota's limit (`usize::MAX` without one); `used` never exceeds it.
+    limit: usize,
     used: usize,
     peak: usize,
-    live: usize,
     allocs: u64,
     frees: u64,
     chunk_head: u32,
@@ -156,6 +157,10 @@ struct State {
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
     cache: Caches,
+    /// Whether an allocation has more to do: [`Flags::ZERO`] or [`Flags::STATISTICS`].
+    alloc_flags: bool,
+    /// Whether a free has more to do: [`Flags::POISON`] or [`Flags::STATISTICS`].
+    free_flags: bool,
 }
 
 impl fmt::Debug for Client<'_> {
@@ -179,9 +184,9 @@ impl<'a> Client<'a> {
                 marks: arena.marks_ptr(),
                 info: arena.info_ptr(),
                 quota,
+                limit: quota.limit().unwrap_or(usize::MAX),
                 used: 0,
                 peak: 0,
-                live: 0,
                 allocs: 0,
                 frees: 0,
                 chunk_head: NIL,
@@ -193,6 +198,10 @@ impl<'a> Client<'a> {
                 partial: [ptr::null_mut(); NCLASSES],
                 empty_slabs: [0; NCLASSES],
                 cache: Caches::new(geo.page_shift, geo.max_order),
+                alloc_flags: geo.flags.contains(Flags::ZERO)
+                    || geo.flags.contains(Flags::STATISTICS),
+                free_flags: geo.flags.contains(Flags::POISON)
+                    || geo.flags.contains(Flags::STATISTICS),
             }),
         }
     }
@@ -304,7 +313,7 @@ impl Drop for Client<'_> {
     fn drop(&mut self) {
         let s = self.state.get_mut();
         if s.geo.flags.contains(Flags::STATISTICS) {
-            self.arena.count_free(s.used, s.live);
+            self.arena.count_free(s.used, s.live());
         }
         // The chunks may still have live blocks: the arena clears their tables when it hands
         // them out again.
@@ -406,7 +415,7 @@ impl State {
     #[inline]
     fn block_size(&self, meta: u16) -> usize {
         match meta & KIND {
-            SLAB => usize::from(CLASSES[usize::from(meta & VALUE) % NCLASSES]),
+            SLAB => class_size(usize::from(meta & VALUE)),
             _ => {
                 debug_assert_eq!(meta & KIND, LIVE);
                 (usize::from(meta & VALUE) + 1) << self.geo.page_shift
@@ -422,20 +431,21 @@ impl State {
         self.at(page << self.geo.page_shift).cast::<Slab>()
     }
 
+    #[inline]
     fn check_quota(&self, bytes: usize) -> Result<()> {
-        if let Some(quota) = self.quota.limit()
-            && self
-                .used
-                .checked_add(bytes)
-                .is_none_or(|total| total > quota)
-        {
-            return Err(Error::QuotaExceeded {
-                requested: bytes,
-                used: self.used,
-                quota,
-            });
+        if bytes > self.limit - self.used {
+            return Err(self.quota_exceeded(bytes));
         }
         Ok(())
+    }
+
+    #[cold]
+    fn quota_exceeded(&self, bytes: usize) -> Error {
+        Error::QuotaExceeded {
+            requested: bytes,
+            used: self.used,
+            quota: self.limit,
+        }
     }
 
     #[inline]
@@ -443,10 +453,10 @@ impl State {
         let size = layout.size().max(1);
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
-            let class = class_of(size).max(self.geo.min_class) % NCLASSES;
-            let bytes = usize::from(CLASSES[class]);
+            let class = class_of(size).max(self.geo.min_class);
+            let bytes = class_size(class);
             self.check_quota(bytes)?;
-            let off = match self.uncache_small(class, bytes) {
+            let off = match self.uncache_small(class) {
                 Some(off) => off,
                 None => self.alloc_small(arena, id, class)?,
             };
@@ -457,19 +467,27 @@ impl State {
         self.flip_start(off);
         self.used += bytes;
         self.peak = self.peak.max(self.used);
-        self.live += 1;
         self.allocs += 1;
         let p = self.at(off);
+        if self.alloc_flags {
+            self.on_alloc(arena, p, bytes);
+        }
+        // SAFETY: `p` is inside the arena, whose base is not null and does not wrap.
+        Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
+    }
+
+    /// [`Flags::ZERO`] and [`Flags::STATISTICS`] for the block of `bytes` at `p` just handed
+    /// out.
+    #[cold]
+    fn on_alloc(&self, arena: &Arena, p: *mut u8, bytes: usize) {
         if self.geo.flags.contains(Flags::ZERO) {
-            // SAFETY: the block `off..off + bytes` was just handed out, lies in a chunk this
-            // client holds, and nobody else refers to it.
+            // SAFETY: the block `p..p + bytes` was just handed out, lies in a chunk this client
+            // holds, and nobody else refers to it.
             unsafe { p.write_bytes(0, bytes) };
         }
         if self.geo.flags.contains(Flags::STATISTICS) {
             arena.count_alloc(bytes);
         }
-        // SAFETY: `p` is inside the arena, whose base is not null and does not wrap.
-        Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
     }
 
     /// Takes a buddy block for `size` bytes aligned to `align` (over 16 bytes or over
@@ -515,17 +533,21 @@ impl State {
     fn free(&mut self, arena: &Arena, off: usize, meta: u16) -> usize {
         self.flip_start(off);
         let bytes = if meta & KIND == SLAB {
-            let class = usize::from(meta & VALUE) % NCLASSES;
-            let bytes = usize::from(CLASSES[class]);
-            self.poison(off, bytes, core::mem::size_of::<FreeObj>());
-            if !self.cache_small(class, off, bytes) {
+            let class = usize::from(meta & VALUE);
+            let bytes = class_size(class);
+            if self.free_flags {
+                self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
+            }
+            if !self.cache_small(class, off) {
                 self.free_small(arena, off, class, false);
             }
             bytes
         } else {
             let pages = usize::from(meta & VALUE) + 1;
             let bytes = pages << self.geo.page_shift;
-            self.poison(off, bytes, 0);
+            if self.free_flags {
+                self.on_free(arena, off, bytes, 0);
+            }
             if !self.cache_large(off, pages) {
                 self.set_page(off >> self.geo.page_shift, 0);
                 self.free_pages(arena, off, pages);
@@ -533,20 +555,21 @@ impl State {
             bytes
         };
         self.used -= bytes;
-        self.live -= 1;
         self.frees += 1;
-        if self.geo.flags.contains(Flags::STATISTICS) {
-            arena.count_free(bytes, 1);
-        }
         bytes
     }
 
-    #[inline]
-    fn poison(&self, off: usize, bytes: usize, keep: usize) {
+    /// [`Flags::POISON`] (all but the first `keep` bytes) and [`Flags::STATISTICS`] for the
+    /// block of `bytes` at `off` being freed.
+    #[cold]
+    fn on_free(&self, arena: &Arena, off: usize, bytes: usize, keep: usize) {
         if self.geo.flags.contains(Flags::POISON) {
             // SAFETY: the block is being freed: it lies in a chunk this client holds and the
             // caller of `free` promised not to use it again.
             unsafe { self.at(off + keep).write_bytes(POISON_BYTE, bytes - keep) };
+        }
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_free(bytes, 1);
         }
     }
 
@@ -558,7 +581,7 @@ impl State {
         if slab.is_null() {
             slab = self.new_slab(arena, id, class)?;
         }
-        let size = usize::from(CLASSES[class]);
+        let size = class_size(class);
         // SAFETY: `slab` heads this client's partial list of `class`, so it is a live slab
         // header in a chunk this client holds, and it has a free block.
         unsafe {
@@ -975,6 +998,11 @@ impl State {
         arena.release_list(chunk_index(chunk), true);
     }
 
+    /// Live blocks: every successful allocation not yet freed.
+    fn live(&self) -> usize {
+        usize::try_from(self.allocs - self.frees).expect("live blocks fit in memory")
+    }
+
     fn stats(&self) -> ClientStats {
         let total = self.chunks << self.geo.chunk_shift;
         let mut largest = if self.mask == 0 {
@@ -993,10 +1021,10 @@ impl State {
             used_bytes: self.used,
             free_bytes: total - self.used,
             peak_used_bytes: self.peak,
-            live_blocks: self.live,
+            live_blocks: self.live(),
             chunks: self.chunks,
             cached_chunks: self.empty_chunks,
-            cached_bytes: self.cache.bytes(),
+            cached_bytes: self.cached_bytes(),
             largest_free_block: largest,
             allocations: self.allocs,
             frees: self.frees,

@@ -10,7 +10,7 @@
 
 use super::{CACHED, State, VALUE, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
-use crate::classes::{CLASSES, NCLASSES};
+use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES};
 
 /// Most cached blocks of one size class.
 const SMALL_ENTRIES: usize = 32;
@@ -35,9 +35,9 @@ const fn small_cap(class: usize) -> usize {
     }
 }
 
-/// [`small_cap`] of every class.
-const SMALL_CAP: [u8; NCLASSES] = {
-    let mut caps = [0u8; NCLASSES];
+/// [`small_cap`] of every class (0 past the last).
+const SMALL_CAP: [u8; CLASS_SLOTS] = {
+    let mut caps = [0u8; CLASS_SLOTS];
     let mut class = 0;
     while class < NCLASSES {
         #[allow(clippy::cast_possible_truncation, reason = "at most SMALL_ENTRIES")]
@@ -51,13 +51,13 @@ const SMALL_CAP: [u8; NCLASSES] = {
 
 /// The cached blocks of one client, as offsets from chunk 0.
 pub(super) struct Caches {
-    small: [[usize; SMALL_ENTRIES]; NCLASSES],
-    small_len: [u8; NCLASSES],
+    small: [[usize; SMALL_ENTRIES]; CLASS_SLOTS],
+    small_len: [u8; CLASS_SLOTS],
     large: [[usize; LARGE_ENTRIES]; ORDER_SLOTS],
+    /// The length in pages of each cached buddy block.
+    large_pages: [[u16; LARGE_ENTRIES]; ORDER_SLOTS],
     large_len: [u8; ORDER_SLOTS],
     large_cap: [u8; ORDER_SLOTS],
-    /// Bytes of all cached blocks (buddy blocks whole).
-    bytes: usize,
 }
 
 impl Caches {
@@ -71,22 +71,31 @@ impl Caches {
             *cap = u8::try_from(n).unwrap_or(0);
         }
         Self {
-            small: [[0; SMALL_ENTRIES]; NCLASSES],
-            small_len: [0; NCLASSES],
+            small: [[0; SMALL_ENTRIES]; CLASS_SLOTS],
+            small_len: [0; CLASS_SLOTS],
             large: [[0; LARGE_ENTRIES]; ORDER_SLOTS],
+            large_pages: [[0; LARGE_ENTRIES]; ORDER_SLOTS],
             large_len: [0; ORDER_SLOTS],
             large_cap,
-            bytes: 0,
         }
-    }
-
-    /// Bytes of all cached blocks.
-    pub(super) fn bytes(&self) -> usize {
-        self.bytes
     }
 }
 
 impl State {
+    /// Bytes of all cached blocks.
+    pub(super) fn cached_bytes(&self) -> usize {
+        let c = &self.cache;
+        let small: usize = (0..NCLASSES)
+            .map(|class| usize::from(c.small_len[class]) * usize::from(CLASSES[class]))
+            .sum();
+        let shift = self.geo.page_shift;
+        let large: usize = (0..ORDER_SLOTS)
+            .flat_map(|o| &c.large[o][..usize::from(c.large_len[o])])
+            .map(|&off| (usize::from(self.page(off >> shift) & VALUE) + 1) << shift)
+            .sum();
+        small + large
+    }
+
     /// The largest cached block.
     pub(super) fn largest_cached(&self) -> usize {
         let c = &self.cache;
@@ -106,7 +115,8 @@ impl State {
     /// Keeps the freed small block at `off` of `class` (`bytes` long) for reuse; false if the
     /// class's cache is full.
     #[inline]
-    pub(super) fn cache_small(&mut self, class: usize, off: usize, bytes: usize) -> bool {
+    pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
+        let class = class & (CLASS_SLOTS - 1);
         let c = &mut self.cache;
         let len = usize::from(c.small_len[class]);
         if len >= usize::from(SMALL_CAP[class]) {
@@ -114,17 +124,16 @@ impl State {
         }
         c.small[class][len % SMALL_ENTRIES] = off;
         c.small_len[class] += 1;
-        c.bytes += bytes;
         true
     }
 
     /// Takes the most recently cached block of `class` (`bytes` long), if any.
     #[inline]
-    pub(super) fn uncache_small(&mut self, class: usize, bytes: usize) -> Option<usize> {
+    pub(super) fn uncache_small(&mut self, class: usize) -> Option<usize> {
+        let class = class & (CLASS_SLOTS - 1);
         let c = &mut self.cache;
         let len = c.small_len[class].checked_sub(1)?;
         c.small_len[class] = len;
-        c.bytes -= bytes;
         Some(c.small[class][usize::from(len) % SMALL_ENTRIES])
     }
 
@@ -142,15 +151,17 @@ impl State {
         self.set_page(off >> self.geo.page_shift, meta(CACHED, pages - 1));
         let c = &mut self.cache;
         c.large[o][len % LARGE_ENTRIES] = off;
+        c.large_pages[o][len % LARGE_ENTRIES] = u16::try_from(pages).unwrap_or(u16::MAX);
         c.large_len[o] += 1;
-        c.bytes += pages << self.geo.page_shift;
         true
     }
 
     /// Takes a cached block of `order` (aligned to `2^order` pages) and cuts it to `pages`
     /// pages, its tail given back as free blocks; returns its offset (its page metadata is the
-    /// caller's to set). A cached block whose tail is partly in use when it must change goes
-    /// back to the buddy allocator instead, and the result is `None`.
+    /// caller's to set). Of the cached blocks it takes the one whose length shares the most
+    /// leading bits with `pages`, so the fewest tail pieces change. A cached block whose tail
+    /// is partly in use when it must change goes back to the buddy allocator instead, and the
+    /// result is `None`.
     #[inline]
     pub(super) fn uncache_large(
         &mut self,
@@ -159,16 +170,30 @@ impl State {
         order: u32,
     ) -> Option<usize> {
         let o = slot(order);
-        let len = self.cache.large_len[o].checked_sub(1)?;
-        self.cache.large_len[o] = len;
-        let off = self.cache.large[o][usize::from(len) % LARGE_ENTRIES];
-        let shift = self.geo.page_shift;
-        let first = off >> shift;
-        let had = usize::from(self.page(first) & VALUE) + 1;
-        self.cache.bytes -= had << shift;
+        let c = &mut self.cache;
+        let last = usize::from(c.large_len[o].checked_sub(1)?) % LARGE_ENTRIES;
+        let lens = &c.large_pages[o];
+        // The tails of `had` and `pages` pages differ in the pieces below the highest bit
+        // where `had - 1` and `pages - 1` differ.
+        let want = pages - 1;
+        let mut best = last;
+        let mut best_diff = (usize::from(lens[last]) - 1) ^ want;
+        for (i, &n) in lens.iter().enumerate().take(last) {
+            let diff = (usize::from(n) - 1) ^ want;
+            if diff < best_diff {
+                (best, best_diff) = (i, diff);
+            }
+        }
+        let off = c.large[o][best];
+        let had = usize::from(lens[best]);
+        c.large[o][best] = c.large[o][last];
+        c.large_pages[o][best] = c.large_pages[o][last];
+        c.large_len[o] -= 1;
         if had == pages {
             return Some(off);
         }
+        let shift = self.geo.page_shift;
+        let first = off >> shift;
         let chunk = off >> self.geo.chunk_shift;
         let rel = first & ((1 << self.geo.max_order) - 1);
         if !self.retrim(chunk, rel, had, pages) {
@@ -221,9 +246,8 @@ impl State {
     /// class), buddy blocks to the free bitmaps.
     #[cold]
     pub(super) fn flush(&mut self, arena: &Arena, reclaim: bool) {
-        for (class, &size) in CLASSES.iter().enumerate() {
-            let bytes = usize::from(size);
-            while let Some(off) = self.uncache_small(class, bytes) {
+        for class in 0..NCLASSES {
+            while let Some(off) = self.uncache_small(class) {
                 self.free_small(arena, off, class, reclaim);
             }
             if reclaim && self.empty_slabs[class] != 0 {
@@ -248,12 +272,10 @@ impl State {
                 self.cache.large_len[o] = len;
                 let off = self.cache.large[o][usize::from(len) % LARGE_ENTRIES];
                 let pages = usize::from(self.page(off >> shift) & VALUE) + 1;
-                self.cache.bytes -= pages << shift;
                 self.set_page(off >> shift, 0);
                 self.free_pages(arena, off, pages);
             }
         }
-        debug_assert_eq!(self.cache.bytes, 0);
     }
 
     /// Whether [`flush`](Self::flush) with `reclaim` would leave a free buddy block of at
@@ -262,7 +284,7 @@ impl State {
     /// the caches once per cached block and the partial lists of classes with an empty slab.
     #[cold]
     pub(super) fn flush_would_free(&mut self, order: u32) -> bool {
-        if self.cache.bytes == 0 && self.empty_slabs.iter().all(|&n| n == 0) {
+        if self.cached_bytes() == 0 && self.empty_slabs.iter().all(|&n| n == 0) {
             return false;
         }
         // Blocks of one slab side by side.
