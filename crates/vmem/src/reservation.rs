@@ -53,10 +53,10 @@ pub enum HugePageAdvice {
     NoHuge,
 }
 
-/// The huge-page size prefault parts are aligned to (2 MiB on x86-64 and on aarch64 with 4 KiB
-/// pages); a bigger system page size wins over it.
-#[cfg(feature = "std")]
-const HUGE_PAGE: usize = 2 << 20;
+/// The transparent-huge-page size (2 MiB on x86-64 and on aarch64 with 4 KiB pages): prefault
+/// parts are aligned to it, and vectors commit in steps of it; a bigger system page size wins
+/// over it.
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Options for reserving address space; made by [`Reservation::builder`].
 #[derive(Clone, Copy, Debug, Default)]

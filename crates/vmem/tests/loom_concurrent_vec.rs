@@ -1,5 +1,6 @@
 //! Loom models of `ConcurrentVec`: every interleaving of push against push, push against get,
-//! push against iteration, and pushes racing for the last slot.
+//! push against iteration, pushes racing for the last slot, and pushes moving to per-thread
+//! blocks.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p memvisor-vmem --release --test
 //! loom_concurrent_vec`. Elements are page-aligned so that every push past the first needs a
@@ -207,7 +208,7 @@ fn pusher_against_get_sees_whole_element_or_none() {
 #[test]
 fn pushers_against_each_other_take_distinct_blocks() {
     model(|| {
-        let v: Arc<ConcurrentVec<u64>> = Arc::new(Builder::new(192).build_concurrent().unwrap());
+        let v: Arc<ConcurrentVec<u64>> = Arc::new(Builder::new(1024).build_concurrent().unwrap());
         let pushers: Vec<_> = (0..2u64)
             .map(|t| {
                 let v = Arc::clone(&v);
@@ -222,10 +223,41 @@ fn pushers_against_each_other_take_distinct_blocks() {
             .collect();
         let starts: Vec<usize> = pushers.into_iter().map(|h| h.join().unwrap()).collect();
         assert_ne!(starts[0], starts[1]);
-        assert!(starts.iter().all(|s| s % 64 == 0));
+        assert!(starts.iter().all(|s| s % 512 == 0));
         let values: Vec<(usize, u64)> = v.entries().map(|(i, &x)| (i, x)).collect();
         assert_eq!(values.len(), 4);
-        assert!(values.iter().all(|&(i, x)| (i % 64) as u64 == x % 10));
+        assert!(values.iter().all(|&(i, x)| (i % 512) as u64 == x % 10));
+    });
+}
+
+#[test]
+fn plain_pushes_moving_to_thread_blocks_take_distinct_slots() {
+    model(|| {
+        // Blocks of 2: a thread whose claims interleave with the other's claims pairs of slots.
+        let v: Arc<ConcurrentVec<u64>> =
+            Arc::new(Builder::new(8).thread_block(2).build_concurrent().unwrap());
+        let pushers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let v = Arc::clone(&v);
+                thread::spawn(move || {
+                    let indices: Vec<usize> = (0..3).map(|i| v.push(t * 10 + i)).collect();
+                    assert!(indices.windows(2).all(|w| w[0] < w[1]));
+                    for (i, &index) in (0..3).zip(&indices) {
+                        assert_eq!(v.get(index), Some(&(t * 10 + i)));
+                    }
+                    indices
+                })
+            })
+            .collect();
+        let mut all: Vec<usize> = pushers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 6);
+        assert!(v.len() >= 6 && v.len() <= 8);
+        assert_eq!(v.iter().count(), 6);
     });
 }
 

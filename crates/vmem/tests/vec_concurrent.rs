@@ -405,12 +405,18 @@ fn sparse_mode_and_alignment_work() {
 #[test]
 fn stress_threads_push_and_read() {
     let (threads, per_thread) = if cfg!(miri) { (3, 40) } else { (4, 50_000) };
+    // Room for the slots each thread may hold unfilled in its last block.
+    let block = Builder::new(threads * per_thread)
+        .thread_block_slots()
+        .unwrap();
+    let capacity = threads * per_thread + threads * block;
     let v = Arc::new(
-        Builder::new(threads * per_thread)
+        Builder::new(capacity)
             .growth(Growth::Fixed(1))
             .build_concurrent::<(usize, usize)>()
             .unwrap(),
     );
+    assert_eq!(v.thread_block(), block);
     let pushers: Vec<_> = (0..threads)
         .map(|t| {
             let v = Arc::clone(&v);
@@ -457,20 +463,25 @@ fn stress_threads_push_and_read() {
     }
     reader.join().unwrap();
     all.sort_unstable();
-    assert!(all.iter().copied().eq(0..threads * per_thread));
-    assert_eq!(v.len(), threads * per_thread);
-    assert!(v.try_push((0, 0)).is_err());
+    all.dedup();
+    assert_eq!(all.len(), threads * per_thread);
+    assert!(all.iter().all(|&index| index < v.len()));
+    // Claimed but unfilled: at most a block's rest per thread.
+    assert!(v.len() - all.len() <= threads * (block - 1));
+    assert_eq!(v.iter().count(), threads * per_thread);
 }
 
-#[test]
-fn stress_threads_race_past_capacity() {
-    let (threads, cap) = if cfg!(miri) { (3, 20) } else { (4, 10_000) };
-    let drops = Arc::new(AtomicUsize::new(0));
-    let v = Arc::new(ConcurrentVec::with_capacity(cap).unwrap());
+/// Threads push until the vector is full; returns the successful pushes and the vector.
+fn race_to_capacity(
+    threads: u64,
+    builder: Builder,
+    drops: &Arc<AtomicUsize>,
+) -> (usize, ConcurrentVec<Counted>) {
+    let v = Arc::new(builder.build_concurrent().unwrap());
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let v = Arc::clone(&v);
-            let drops = Arc::clone(&drops);
+            let drops = Arc::clone(drops);
             thread::spawn(move || {
                 let mut ok = 0;
                 loop {
@@ -485,7 +496,16 @@ fn stress_threads_race_past_capacity() {
             })
         })
         .collect();
-    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let total = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let v = Arc::into_inner(v).expect("threads joined");
+    (total, v)
+}
+
+#[test]
+fn stress_threads_race_past_capacity_single_slots_fill_it_exactly() {
+    let (threads, cap) = if cfg!(miri) { (3, 20) } else { (4, 10_000) };
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (total, v) = race_to_capacity(threads, Builder::new(cap).thread_block(1), &drops);
     assert_eq!(total, cap);
     assert_eq!(v.len(), cap);
     assert_eq!(v.iter().count(), cap);
@@ -493,6 +513,27 @@ fn stress_threads_race_past_capacity() {
     assert_eq!(drops.load(Ordering::Relaxed), threads as usize);
     drop(v);
     assert_eq!(drops.load(Ordering::Relaxed), threads as usize + cap);
+}
+
+#[test]
+fn stress_threads_race_past_capacity_in_blocks_leave_at_most_a_block_each() {
+    let (threads, cap, block) = if cfg!(miri) {
+        (3, 40, 4)
+    } else {
+        (4, 100_000, 512)
+    };
+    let drops = Arc::new(AtomicUsize::new(0));
+    let builder = Builder::new(cap).thread_block(block);
+    let (total, v) = race_to_capacity(threads, builder, &drops);
+    assert_eq!(v.len(), cap);
+    assert_eq!(v.iter().count(), total);
+    assert!(
+        cap - total <= threads as usize * (block - 1),
+        "{total} of {cap}"
+    );
+    assert_eq!(drops.load(Ordering::Relaxed), threads as usize);
+    drop(v);
+    assert_eq!(drops.load(Ordering::Relaxed), threads as usize + total);
 }
 
 #[test]
@@ -507,27 +548,29 @@ fn concurrent_vec_is_send_and_sync_for_send_sync_elements() {
 fn pusher_fills_word_blocks_in_order() {
     let v = ConcurrentVec::with_capacity(1000).unwrap();
     let mut p = v.pusher();
-    for i in 0..64 {
+    for i in 0..512 {
         assert_eq!(p.push(i), i);
     }
     assert_eq!(p.remaining(), 0);
-    assert_eq!(p.push(64), 64);
-    assert_eq!(p.remaining(), 63);
-    assert_eq!(v.len(), 128);
-    assert!(v.iter().copied().eq(0..65));
-    assert_eq!(v.get(65), None);
+    assert_eq!(p.push(512), 512);
+    assert_eq!(p.remaining(), 487);
+    assert_eq!(v.len(), 1000);
+    assert!(v.iter().copied().eq(0..513));
+    assert_eq!(v.get(513), None);
     assert!(std::ptr::eq(p.vec(), &raw const v));
 }
 
 #[test]
-fn pusher_after_plain_push_skips_to_word_boundary() {
-    let v = ConcurrentVec::with_capacity(1000).unwrap();
+fn pusher_after_plain_push_fills_up_to_the_block_boundary() {
+    let v = ConcurrentVec::with_capacity(2000).unwrap();
     assert_eq!(v.push(1u8), 0);
     let mut p = v.pusher();
-    assert_eq!(p.push(2), 64);
-    assert_eq!(v.push(3), 128);
+    // The first block runs to the next multiple of 512, so that later blocks are aligned.
+    assert_eq!(p.push(2), 1);
+    assert_eq!(p.remaining(), 510);
+    assert_eq!(v.push(3), 512);
     let entries: Vec<(usize, u8)> = v.entries().map(|(i, &x)| (i, x)).collect();
-    assert_eq!(entries, [(0, 1), (64, 2), (128, 3)]);
+    assert_eq!(entries, [(0, 1), (1, 2), (512, 3)]);
 }
 
 #[test]
@@ -646,19 +689,19 @@ fn published_prefix_moves_by_whole_words_and_stops_at_holes() {
 
 #[test]
 fn published_prefix_catches_up_over_words_completed_out_of_order() {
-    let v = ConcurrentVec::with_capacity(256).unwrap();
+    let v = ConcurrentVec::with_capacity(2048).unwrap();
     let mut late = v.pusher();
-    late.push(0u32); // claims slots 0..64 and leaves them open
+    late.push(0u32); // claims slots 0..512 and leaves them open
     let mut early = v.pusher();
-    for i in 0..64 {
-        early.push(i); // fills 64..128
+    for i in 0..512 {
+        early.push(i); // fills 512..1024
     }
     assert_eq!(v.published_prefix(), 0);
-    for i in 1..64 {
+    for i in 1..512 {
         late.push(i);
     }
-    // Completing word 0 carries the prefix over the already complete word 1.
-    assert_eq!(v.published_prefix(), 128);
+    // Completing word 7 carries the prefix over the already complete words 8 to 15.
+    assert_eq!(v.published_prefix(), 1024);
 }
 
 #[test]

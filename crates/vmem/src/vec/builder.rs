@@ -1,7 +1,7 @@
 //! [`Builder`]: capacity, growth, alignment and commit mode of a vector; [`Growth`]: how much
 //! memory is committed at a time.
 
-use super::concurrent::ConcurrentVec;
+use super::concurrent::{ConcurrentVec, MAX_BLOCK};
 use super::error::{Error, Result};
 use super::layout::VecLayout;
 use super::owned::Vec;
@@ -85,11 +85,13 @@ pub struct Builder {
     growth: Growth,
     alignment: usize,
     mode: CommitMode,
+    huge_pages: bool,
+    thread_block: Option<usize>,
 }
 
 impl Builder {
     /// Options for a vector of at most `capacity` elements, with the default [`Growth`], page
-    /// alignment (or the element's, if larger) and [`CommitMode::Protected`].
+    /// alignment (or the element's, if larger), [`CommitMode::Protected`] and huge pages on.
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -97,6 +99,8 @@ impl Builder {
             growth: Growth::default(),
             alignment: 1,
             mode: CommitMode::Protected,
+            huge_pages: true,
+            thread_block: None,
         }
     }
 
@@ -130,6 +134,71 @@ impl Builder {
         self
     }
 
+    /// Whether large vectors use transparent huge pages (Linux; default on). When the slots
+    /// span at least two huge pages (4 MiB on x86-64) and the [`Growth`] step reaches a huge page,
+    /// slot memory past the first huge page is committed in whole huge pages (so at most one
+    /// huge page more than the step) and advised as huge-page candidates (`MADV_HUGEPAGE`), and
+    /// the start is aligned to a huge page. A large vector then takes one page fault per 2 MiB
+    /// instead of per 4 KiB as it fills; a small one is unaffected. Off: small pages only.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::vec::Builder;
+    ///
+    /// let v = Builder::new(1 << 20).huge_pages(false).build::<u64>()?;
+    /// assert!(!v.options().huge_pages_enabled());
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[must_use]
+    pub fn huge_pages(mut self, huge_pages: bool) -> Self {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// Whether [`huge_pages`](Self::huge_pages) is on.
+    #[must_use]
+    pub fn huge_pages_enabled(&self) -> bool {
+        self.huge_pages
+    }
+
+    /// How many slots a thread pushing into a [`ConcurrentVec`] claims at a time once it finds
+    /// other threads pushing too (1 to 512; see [`ConcurrentVec::push`]). Blocks spare each push
+    /// the cache lines other threads write, but slots a thread has claimed and not filled yet
+    /// count in [`len`](ConcurrentVec::len) and are taken by nobody else. 1 makes every push
+    /// claim exactly one slot. A multiple of 64 keeps blocks aligned, so each owns whole words of
+    /// ready bits and publishes with plain stores; 512 (the default for a capacity of 2 Mi or
+    /// more) also keeps those words on a cache line of their own. Default below that:
+    /// `capacity / 4096` (at least 1), so that a thread holds at most 1/4096 of the capacity.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::vec::{Builder, Error};
+    ///
+    /// let v = Builder::new(100).thread_block(1).build_concurrent::<u8>()?;
+    /// assert_eq!(v.thread_block(), 1);
+    /// let e = Builder::new(100).thread_block(513).build_concurrent::<u8>().unwrap_err();
+    /// assert_eq!(e, Error::InvalidThreadBlock { slots: 513 });
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[must_use]
+    pub fn thread_block(mut self, slots: usize) -> Self {
+        self.thread_block = Some(slots);
+        self
+    }
+
+    /// The slots a thread claims at a time in a vector of this builder's capacity (see
+    /// [`thread_block`](Self::thread_block)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidThreadBlock`] if a block outside 1 to 512 was asked for.
+    pub fn thread_block_slots(&self) -> Result<usize> {
+        match self.thread_block {
+            None => Ok((self.capacity / 4096).clamp(1, MAX_BLOCK)),
+            Some(slots @ 1..=MAX_BLOCK) => Ok(slots),
+            Some(slots) => Err(Error::InvalidThreadBlock { slots }),
+        }
+    }
+
     /// The settings: capacity, growth, alignment and mode.
     #[must_use]
     pub fn settings(&self) -> (usize, Growth, usize, CommitMode) {
@@ -138,12 +207,19 @@ impl Builder {
 
     pub(crate) fn prepare<T>(&self, ready_bits: bool) -> Result<(VecLayout, Growth)> {
         let growth = self.growth.validate()?;
+        self.thread_block_slots()?;
         if self.alignment != 0 && !self.alignment.is_power_of_two() {
             return Err(Error::InvalidAlignment {
                 align: self.alignment,
             });
         }
-        let layout = VecLayout::new::<T>(self.capacity, page_size(), self.alignment, ready_bits)?;
+        let layout = VecLayout::new::<T>(
+            self.capacity,
+            page_size(),
+            self.alignment,
+            ready_bits,
+            self.huge_pages,
+        )?;
         Ok((layout, growth))
     }
 
@@ -152,6 +228,7 @@ impl Builder {
     /// # Errors
     /// [`Error::InvalidGrowth`] for a growth policy whose minimum exceeds its maximum,
     /// [`Error::InvalidAlignment`] for an alignment that is not a power of two,
+    /// [`Error::InvalidThreadBlock`] for a thread block outside 1 to 512,
     /// [`Error::TooLarge`] if the capacity's bytes do not fit in the address space,
     /// [`Error::Reserve`] if the system has no room.
     pub fn build<T>(&self) -> Result<Vec<T>> {

@@ -6,6 +6,13 @@
 //!   push that finds `index >= capacity` gives its increment back with `fetch_sub`; since only such
 //!   pushes decrement, `next` never drops below the capacity once it has reached it (capacities are
 //!   at most `isize::MAX`, so it cannot wrap).
+//! - **Blocks.** A thread that sees another thread's claim between two of its own (its thread-local
+//!   entry, module `local`, remembers its last index) claims blocks instead: a `fetch_update` moves
+//!   `next` to the block's end, aligned to the block length, and the thread takes the block's slots
+//!   from its entry with no atomic operation. Ready words wholly inside a block (`Block::owned_*`)
+//!   are written by that thread alone, so it sets their bits with a load and a release store. An
+//!   entry names its vector by an id that is never reused, and `clear` gives the vector a new one,
+//!   so a block is never taken from a vector it was not claimed in.
 //! - **Commit.** `committed` counts the slots whose memory (slot bytes and ready-bit word) is
 //!   committed; it only grows. A push whose index is at or past it commits everything from the
 //!   value it saw up to a target past its index (commits are idempotent and thread-safe, so racing
@@ -33,9 +40,47 @@ use core::{fmt, mem};
 use super::builder::{Builder, Growth};
 use super::error::{Error, PushError, Result};
 use super::layout::{VecLayout, WORD_BITS, WORD_BYTES};
+#[cfg(all(feature = "std", target_has_atomic = "64"))]
+use super::local::{self, EVICT_AFTER, LocalClaim};
 use super::ready::ReadyBits;
 use crate::reservation::Reservation;
 use crate::sync::{AccessLog, AtomicUsize, Ordering};
+
+/// The most slots a thread claims at a time: a cache line of ready words (8 words of 64 bits),
+/// so that blocks of different threads share neither element nor ready-bit cache lines.
+pub(super) const MAX_BLOCK: usize = 8 * WORD_BITS;
+
+/// Slots `start..end` claimed at once for one thread. The slots in `owned_start..owned_end` lie
+/// in ready words that hold no slot of another claim (every slot of such a word below the
+/// capacity is in the block), so their bits are set with plain stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Block {
+    pub(super) start: usize,
+    pub(super) end: usize,
+    pub(super) owned_start: usize,
+    pub(super) owned_end: usize,
+}
+
+impl Block {
+    /// Whether slot `index` of the block lies in a ready word the block owns.
+    #[inline]
+    pub(super) fn owns_word_of(&self, index: usize) -> bool {
+        self.owned_start <= index && index < self.owned_end
+    }
+}
+
+/// What the fast part of a claim through the thread's cache entry found.
+#[cfg(all(feature = "std", target_has_atomic = "64"))]
+#[derive(Clone, Copy, Debug)]
+enum LocalStep {
+    /// This committed slot, and whether its block owns its ready word.
+    Claimed(usize, bool),
+    /// This slot was taken from the shared counter but lies at or past the committed slots: the
+    /// capacity check and the commit remain.
+    Check(usize),
+    /// The thread claims blocks and its block is used up.
+    Refill,
+}
 
 /// Keeps a value on a cache line of its own (128 bytes covers adjacent-line prefetching).
 #[derive(Debug)]
@@ -49,9 +94,18 @@ struct CachePadded<T>(T);
 /// - [`push`](Self::push) takes `&self`, is lock-free and returns the element's index.
 /// - [`get`](Self::get) returns an element only once it is completely written (*published*); a slot
 ///   being written, or left empty by a failed push, reads as `None`.
-/// - [`len`](Self::len) counts claimed slots: every index below it was handed to a push, whose
-///   element may still be being written. Pushes publish out of order; nothing waits for a slower
-///   thread.
+/// - [`len`](Self::len) counts claimed slots: every index below it was handed to a push (or is held
+///   by a pushing thread, see below), whose element may still be being written. Pushes publish out
+///   of order; nothing waits for a slower thread.
+/// - A thread pushing alone claims one slot per push, so its elements get consecutive indices and
+///   `len` counts exactly its pushes. A thread that sees another thread's claim between two of its
+///   own claims [`thread_block`](Self::thread_block) slots at a time from then on (512 for large
+///   vectors) and fills them alone, so that threads pushing at once share no cache line per push.
+///   Slots a thread holds and has not filled count in `len` and go to no other thread; they are
+///   filled by that thread's next pushes into the vector. When the vector is full, up to
+///   `thread_block - 1` slots per such thread can therefore stay empty
+///   ([`Builder::thread_block`]`(1)` turns blocks off). A thread goes back to single slots when
+///   nobody else claimed while it filled a block.
 /// - [`iter`](Self::iter) yields the published elements in index order, skipping slots that are not
 ///   published.
 /// - Each published element is dropped exactly once, when the vector is dropped or cleared.
@@ -102,6 +156,11 @@ pub struct ConcurrentVec<T> {
     log: AccessLog,
     layout: VecLayout,
     growth: Growth,
+    /// Slots a thread claims at a time once it sees other threads' claims (1: never blocks).
+    thread_block: usize,
+    /// This vector's name in the threads' claim caches; replaced when its claims are reset.
+    #[cfg(all(feature = "std", target_has_atomic = "64"))]
+    id: u64,
     builder: Builder,
     reservation: Reservation,
     _owns: PhantomData<T>,
@@ -165,6 +224,9 @@ impl<T> ConcurrentVec<T> {
             log: AccessLog::new(layout.capacity),
             layout,
             growth,
+            thread_block: builder.thread_block_slots()?,
+            #[cfg(all(feature = "std", target_has_atomic = "64"))]
+            id: local::new_id(),
             builder: *builder,
             reservation,
             _owns: PhantomData,
@@ -247,9 +309,97 @@ impl<T> ConcurrentVec<T> {
         unsafe { self.base.as_ptr().add(index) }
     }
 
-    /// Claims a slot whose memory is committed.
+    /// The slots a thread claims at a time once other threads push too (see
+    /// [`Builder::thread_block`]).
+    #[must_use]
+    pub fn thread_block(&self) -> usize {
+        self.thread_block
+    }
+
+    /// Claims a committed slot for a push: from this thread's block, or a single slot. Returns
+    /// the slot and whether it belongs to a block that owns its whole ready word.
     #[inline]
-    fn claim(&self) -> Result<usize> {
+    fn claim(&self) -> Result<(usize, bool)> {
+        #[cfg(all(feature = "std", target_has_atomic = "64"))]
+        if self.thread_block > 1 {
+            match local::with(|entry| self.claim_local(entry)) {
+                Some(LocalStep::Claimed(index, exclusive)) => return Ok((index, exclusive)),
+                Some(LocalStep::Check(index)) => {
+                    self.claim_slow(index)?;
+                    return Ok((index, false));
+                }
+                Some(LocalStep::Refill) => {
+                    if let Some(claimed) = local::with(|entry| self.refill_local(entry)) {
+                        return claimed;
+                    }
+                }
+                None => {}
+            }
+        }
+        self.claim_one().map(|index| (index, false))
+    }
+
+    /// The fast part of [`claim`](Self::claim) through this thread's cache entry (see the
+    /// `local` module): a slot of the thread's block, or one slot from the shared counter.
+    #[cfg(all(feature = "std", target_has_atomic = "64"))]
+    #[inline]
+    fn claim_local(&self, entry: &LocalClaim) -> LocalStep {
+        if entry.vec.get() == self.id {
+            if let Some((index, exclusive)) = entry.take() {
+                return LocalStep::Claimed(index, exclusive);
+            }
+            entry.misses.set(0);
+            if entry.blocks.get() {
+                return LocalStep::Refill;
+            }
+            let index = self.next.0.fetch_add(1, Ordering::Relaxed);
+            // Another thread claimed since this thread's last claim: blocks from now on.
+            entry.blocks.set(index != entry.last.get().wrapping_add(1));
+            entry.last.set(index);
+            return self.checked(index);
+        }
+        let index = self.next.0.fetch_add(1, Ordering::Relaxed);
+        let replace = !entry.holds_slots() || {
+            let misses = entry.misses.get() + 1;
+            entry.misses.set(misses);
+            misses >= EVICT_AFTER
+        };
+        if replace {
+            entry.reset(self.id, index);
+        }
+        self.checked(index)
+    }
+
+    /// A slot just taken from the shared counter: claimed if its memory is committed, else it
+    /// needs [`claim_slow`](Self::claim_slow).
+    #[cfg(all(feature = "std", target_has_atomic = "64"))]
+    #[inline]
+    fn checked(&self, index: usize) -> LocalStep {
+        if index < self.committed.0.load(Ordering::Acquire) {
+            LocalStep::Claimed(index, false)
+        } else {
+            LocalStep::Check(index)
+        }
+    }
+
+    /// Claims this thread's next block and takes its first slot.
+    #[cfg(all(feature = "std", target_has_atomic = "64"))]
+    #[cold]
+    fn refill_local(&self, entry: &LocalClaim) -> Result<(usize, bool)> {
+        let block = self.claim_block(self.thread_block)?;
+        // A block right after the previous one means nobody else claimed in between: back to
+        // single slots once it is filled.
+        entry.blocks.set(block.start != entry.end.get());
+        entry.last.set(block.end - 1);
+        entry.set_block(block);
+        Ok(entry
+            .take()
+            .expect("a claimed block holds at least one slot"))
+    }
+
+    /// Claims one slot from the shared counter and makes sure its memory is committed.
+    #[inline]
+    fn claim_one(&self) -> Result<usize> {
         let index = self.next.0.fetch_add(1, Ordering::Relaxed);
         if index >= self.committed.0.load(Ordering::Acquire) {
             self.claim_slow(index)?;
@@ -292,9 +442,12 @@ impl<T> ConcurrentVec<T> {
         let size = layout.elem_size.max(1);
         let bytes = seen * size;
         let step = self.growth.step(bytes, layout.page);
-        let want = (bytes.saturating_add(step) / size)
+        let mut want = (bytes.saturating_add(step) / size)
             .max(index + 1)
             .min(layout.capacity);
+        if layout.huge != 0 {
+            want = want.max(layout.slots_in(layout.data_target(layout.data_end(want), 0, step)));
+        }
         let data_fit = layout.slots_in(layout.data_end(want));
         let bits_fit = (layout.bits_end(want) / WORD_BYTES).saturating_mul(WORD_BITS);
         want.max(data_fit.min(bits_fit).min(layout.capacity))
@@ -303,37 +456,27 @@ impl<T> ConcurrentVec<T> {
     /// Commits the memory of slots `seen..target`, given that slots below `seen` have theirs.
     fn commit_slots(&self, seen: usize, target: usize) -> Result<()> {
         let layout = &self.layout;
-        let commit = |offset: usize, end: usize| {
+        let commit = |offset: usize, end: usize, data: bool| {
             if end <= offset {
                 return Ok(());
             }
-            self.reservation
-                .commit(offset, end - offset)
-                .map_err(|source| Error::Commit {
-                    offset,
-                    len: end - offset,
-                    source,
-                })
+            let result = if data {
+                layout.commit_data(&self.reservation, offset, end)
+            } else {
+                self.reservation.commit(offset, end - offset)
+            };
+            result.map_err(|source| Error::Commit {
+                offset,
+                len: end - offset,
+                source,
+            })
         };
-        commit(layout.data_end(seen), layout.data_end(target))?;
+        commit(layout.data_end(seen), layout.data_end(target), true)?;
         commit(
             layout.data_len + layout.bits_end(seen),
             layout.data_len + layout.bits_end(target),
+            false,
         )
-    }
-
-    /// Writes `value` into claimed slot `index` and publishes it.
-    ///
-    /// # Safety
-    /// `index` was claimed by this push (so nothing else writes or reads it) and is committed.
-    #[inline]
-    unsafe fn publish(&self, index: usize, value: T) {
-        self.log.write(index);
-        // SAFETY: the slot is committed, aligned, and exclusively ours until published.
-        unsafe { self.slot(index).write(value) };
-        // SAFETY: the slot's ready word is committed with it.
-        unsafe { self.ready.set(index) };
-        self.after_publish(index);
     }
 
     /// The bits of word `word` that are slots below the capacity (at least one).
@@ -394,13 +537,18 @@ impl<T> ConcurrentVec<T> {
         }
     }
 
-    /// Claims a block of slots for a [`Pusher`](super::Pusher): the word-aligned block of
-    /// [`WORD_BITS`] slots at or after `next` (slots skipped to reach the boundary stay empty),
-    /// or the slots left before the capacity; commits their memory. Returns the block and
-    /// whether it owns its whole ready word.
-    pub(super) fn claim_block(&self) -> Result<(usize, usize, bool)> {
+    /// Claims a block of up to `len` slots (`1..=MAX_BLOCK`) at `next`, for a thread's pushes
+    /// or a [`Pusher`](super::Pusher), and commits their memory: `len` slots, or, when `len` is
+    /// a multiple of [`WORD_BITS`], the slots up to the next multiple of `len` (so that the
+    /// following blocks are aligned to it and own whole ready words); fewer at the capacity.
+    ///
+    /// # Errors
+    /// [`Error::CapacityExceeded`] if no slot is left (nothing claimed); [`Error::Commit`] if
+    /// the memory cannot be committed (the block stays claimed and empty for good).
+    pub(super) fn claim_block(&self, len: usize) -> Result<Block> {
+        debug_assert!((1..=MAX_BLOCK).contains(&len));
         let capacity = self.layout.capacity;
-        let mut block = (0, 0);
+        let mut range = (0, 0);
         let claimed = self
             .next
             .0
@@ -408,14 +556,14 @@ impl<T> ConcurrentVec<T> {
                 if n >= capacity {
                     return None;
                 }
-                // `n < capacity <= isize::MAX`, so neither sum overflows.
-                let aligned = n.next_multiple_of(WORD_BITS);
-                block = if aligned + WORD_BITS <= capacity {
-                    (aligned, aligned + WORD_BITS)
+                // `n < capacity <= isize::MAX` and `len` is small, so no sum overflows.
+                let end = if len.is_multiple_of(WORD_BITS) {
+                    (n / len + 1) * len
                 } else {
-                    (n, capacity)
+                    n + len
                 };
-                Some(block.1)
+                range = (n, end.min(capacity));
+                Some(range.1)
             });
         if claimed.is_err() {
             return Err(Error::CapacityExceeded {
@@ -423,31 +571,48 @@ impl<T> ConcurrentVec<T> {
                 requested: capacity + 1,
             });
         }
-        let (start, end) = block;
+        let (start, end) = range;
         if end > self.committed.0.load(Ordering::Acquire) {
             self.commit_through(end - 1)?;
         }
-        let exclusive = start.is_multiple_of(WORD_BITS) && end - start == WORD_BITS;
-        Ok((start, end, exclusive))
+        // Whole words inside the block; the word at the capacity has no slots past it.
+        let owned_start = start.next_multiple_of(WORD_BITS);
+        let owned_end = if end == capacity {
+            end
+        } else {
+            end - end % WORD_BITS
+        };
+        let (owned_start, owned_end) = if owned_start < owned_end {
+            (owned_start, owned_end)
+        } else {
+            (end, end)
+        };
+        Ok(Block {
+            start,
+            end,
+            owned_start,
+            owned_end,
+        })
     }
 
-    /// Writes `value` into slot `index` of a block claimed by [`claim_block`](Self::claim_block)
-    /// and publishes it.
+    /// Writes `value` into slot `index`, claimed by this caller (alone or in a block), and
+    /// publishes it.
     ///
     /// # Safety
-    /// `index` belongs to a block this caller claimed and has not been written; if `exclusive`,
-    /// the block owns the slot's whole ready word and the caller is the block's only user.
+    /// `index` was claimed by this caller and has not been written, and its memory is committed;
+    /// if `exclusive`, it belongs to a block that owns the slot's ready word (see [`Block`]) and
+    /// the caller is the block's only user.
     #[inline]
     pub(super) unsafe fn publish_claimed(&self, index: usize, value: T, exclusive: bool) {
         self.log.write(index);
-        // SAFETY: the slot is committed (`claim_block`), aligned, and exclusively ours until
-        // published.
+        // SAFETY: the slot is committed, aligned, and exclusively ours until published (the
+        // caller's promise).
         unsafe { self.slot(index).write(value) };
         if exclusive {
-            // SAFETY: the word is committed with the block and only this caller writes it.
+            // SAFETY: the word is committed with the slot and only this caller writes it.
             unsafe { self.ready.set_exclusive(index) };
         } else {
-            // SAFETY: the word is committed with the block.
+            // SAFETY: the word is committed with the slot.
             unsafe { self.ready.set(index) };
         }
         self.after_publish(index);
@@ -482,9 +647,9 @@ impl<T> ConcurrentVec<T> {
     ///
     /// # Errors
     /// [`Error::CapacityExceeded`] if every slot was claimed (nothing changes then);
-    /// [`Error::Commit`] if the system refuses memory, in which case the slot this push claimed
-    /// stays empty for good (a *hole*: never published, skipped by iteration, counted by
-    /// [`len`](Self::len)).
+    /// [`Error::Commit`] if the system refuses memory, in which case the slot (or the thread's
+    /// block) this push claimed stays empty for good (a *hole*: never published, skipped by
+    /// iteration, counted by [`len`](Self::len)).
     ///
     /// # Examples
     /// ```
@@ -496,9 +661,10 @@ impl<T> ConcurrentVec<T> {
     #[inline]
     pub fn try_push(&self, value: T) -> Result<usize, PushError<T>> {
         match self.claim() {
-            Ok(index) => {
-                // SAFETY: `claim` handed out `index` to this push only, and committed it.
-                unsafe { self.publish(index, value) };
+            Ok((index, exclusive)) => {
+                // SAFETY: `claim` handed out `index` to this push only, committed it, and says
+                // whether its block owns the ready word (blocks are used by one thread).
+                unsafe { self.publish_claimed(index, value, exclusive) };
                 Ok(index)
             }
             Err(e) => Err(PushError::new(value, e)),
@@ -543,10 +709,11 @@ impl<T> ConcurrentVec<T> {
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
     /// ```
     pub fn try_push_with<F: FnOnce(usize) -> T>(&self, make: F) -> Result<usize> {
-        let index = self.claim()?;
+        let (index, exclusive) = self.claim()?;
         let value = make(index);
-        // SAFETY: `claim` handed out `index` to this push only, and committed it.
-        unsafe { self.publish(index, value) };
+        // SAFETY: as in `try_push`; the slot was claimed before `make` ran, so a panic in
+        // `make` only leaves it unwritten.
+        unsafe { self.publish_claimed(index, value, exclusive) };
         Ok(index)
     }
 
@@ -722,6 +889,11 @@ impl<T> ConcurrentVec<T> {
             fn drop(&mut self) {
                 self.0.next.0.store(0, Ordering::Relaxed);
                 self.0.prefix.0.store(0, Ordering::Relaxed);
+                // Blocks threads still hold name slots that will be handed out again.
+                #[cfg(all(feature = "std", target_has_atomic = "64"))]
+                {
+                    self.0.id = local::new_id();
+                }
             }
         }
         let reset = Reset(self);
@@ -745,7 +917,7 @@ impl<T> ConcurrentVec<T> {
         copy.next.0.store(len, Ordering::Relaxed);
         for (index, value) in self.entries() {
             // SAFETY: `index < len`, committed above, and only this loop writes `copy`.
-            unsafe { copy.publish(index, value.clone()) };
+            unsafe { copy.publish_claimed(index, value.clone(), false) };
         }
         Ok(copy)
     }
@@ -1041,11 +1213,49 @@ mod tests {
     #[test]
     fn claim_past_capacity_gives_increment_back() {
         let v = vec_u64(2, Growth::default());
-        assert_eq!(v.claim().unwrap(), 0);
-        assert_eq!(v.claim().unwrap(), 1);
-        assert!(v.claim().is_err());
-        assert!(v.claim().is_err());
+        assert_eq!(v.claim_one().unwrap(), 0);
+        assert_eq!(v.claim_one().unwrap(), 1);
+        assert!(v.claim_one().is_err());
+        assert!(v.claim_one().is_err());
         assert_eq!(v.next.0.load(Ordering::Relaxed), 2);
+    }
+
+    fn block(start: usize, end: usize, owned_start: usize, owned_end: usize) -> Block {
+        Block {
+            start,
+            end,
+            owned_start,
+            owned_end,
+        }
+    }
+
+    #[test]
+    fn claim_block_aligns_to_its_length_and_owns_whole_words() {
+        let v = vec_u64(2000, Growth::default());
+        for i in 0..3 {
+            assert_eq!(v.claim_one().unwrap(), i);
+        }
+        // Up to the next multiple of 512; the partial first word is shared.
+        assert_eq!(v.claim_block(512).unwrap(), block(3, 512, 64, 512));
+        assert_eq!(v.claim_block(512).unwrap(), block(512, 1024, 512, 1024));
+        assert_eq!(v.claim_block(64).unwrap(), block(1024, 1088, 1024, 1088));
+        assert_eq!(v.claim_block(512).unwrap(), block(1088, 1536, 1088, 1536));
+        // At the capacity the last, partial word has no slot outside the block.
+        assert_eq!(v.claim_block(512).unwrap(), block(1536, 2000, 1536, 2000));
+        assert!(matches!(
+            v.claim_block(512),
+            Err(Error::CapacityExceeded { capacity: 2000, .. })
+        ));
+        assert_eq!(v.next.0.load(Ordering::Relaxed), 2000);
+        assert!(v.committed_capacity() >= 2000);
+    }
+
+    #[test]
+    fn claim_block_of_odd_length_takes_that_many_and_owns_no_shared_word() {
+        let v = vec_u64(200, Growth::default());
+        assert_eq!(v.claim_block(3).unwrap(), block(0, 3, 3, 3));
+        assert_eq!(v.claim_block(100).unwrap(), block(3, 103, 103, 103));
+        assert_eq!(v.claim_block(100).unwrap(), block(103, 200, 128, 200));
     }
 
     #[test]

@@ -40,6 +40,13 @@ pub enum Error {
         /// The offending alignment.
         align: usize,
     },
+    /// The slots a thread claims at a time
+    /// ([`Builder::thread_block`](super::Builder::thread_block)) are not between 1 and 512.
+    #[error("a thread block of {slots} slots is not between 1 and 512")]
+    InvalidThreadBlock {
+        /// The offending number of slots.
+        slots: usize,
+    },
     /// Reserving the address space failed (bad alignment, or the system refused).
     #[error("reserving {len:#x} bytes failed: {source}")]
     Reserve {

@@ -7,13 +7,17 @@
 //! | slot 0 | slot 1 | ... | pad  | ready bits (words) ... | pad |
 //! ```
 //!
+//! A large slot region may use transparent huge pages (see [`VecLayout::huge`]): its start is
+//! then aligned to a huge page, and slot memory past the first huge page is committed in whole
+//! huge pages, each advised to the system as a huge-page candidate.
+//!
 //! Every size below is checked: a capacity whose bytes do not fit in `usize` is
 //! [`Error::TooLarge`], never a wrapped product.
 
 use core::mem::{align_of, size_of};
 
 use super::error::{Error, Result};
-use crate::reservation::Reservation;
+use crate::reservation::{HUGE_PAGE, HugePageAdvice, Reservation};
 
 /// Bytes of one ready-bit word.
 pub(crate) const WORD_BYTES: usize = size_of::<usize>();
@@ -35,8 +39,12 @@ pub(crate) struct VecLayout {
     pub(crate) bits_len: usize,
     /// Bytes to reserve: both regions, at least one page.
     pub(crate) total: usize,
-    /// Alignment of the reservation's start: the element's, the caller's and the page's.
+    /// Alignment of the reservation's start: the element's, the caller's and the page's (and
+    /// the huge page's, when `huge` is not zero).
     pub(crate) align: usize,
+    /// The huge-page size when the slot region uses transparent huge pages, else 0: asked for,
+    /// supported by the system (Linux), and the slot region spans at least two huge pages.
+    pub(crate) huge: usize,
 }
 
 fn round_up(value: usize, page: usize) -> Option<usize> {
@@ -45,12 +53,14 @@ fn round_up(value: usize, page: usize) -> Option<usize> {
 
 impl VecLayout {
     /// The layout for `capacity` elements of `T`, with ready bits if `ready_bits`, the start
-    /// aligned to at least `min_align` (a power of two, checked by the reservation).
+    /// aligned to at least `min_align` (a power of two, checked by the reservation), with
+    /// transparent huge pages for the slots if `huge_pages` and the slot region is large.
     pub(crate) fn new<T>(
         capacity: usize,
         page: usize,
         min_align: usize,
         ready_bits: bool,
+        huge_pages: bool,
     ) -> Result<Self> {
         let elem_size = size_of::<T>();
         let too_large = Error::TooLarge {
@@ -67,6 +77,12 @@ impl VecLayout {
             0
         };
         let total = data_len.checked_add(bits_len).ok_or(too_large)?.max(page);
+        let huge_page = HUGE_PAGE.max(page);
+        let huge = if huge_pages && cfg!(target_os = "linux") && data_len >= 2 * huge_page {
+            huge_page
+        } else {
+            0
+        };
         Ok(Self {
             elem_size,
             capacity,
@@ -74,8 +90,46 @@ impl VecLayout {
             data_len,
             bits_len,
             total,
-            align: min_align.max(align_of::<T>()).max(page),
+            align: min_align.max(align_of::<T>()).max(page).max(huge),
+            huge,
         })
+    }
+
+    /// Where to end a commit of slot bytes that must reach `needed` and that `growth_step` would
+    /// take to `grown` (both page multiples): the larger of the two, rounded up to a huge page
+    /// when the slots use huge pages and a growth step is at least one (so that huge pages are
+    /// committed whole, at most a huge page beyond the step), and at most `data_len`.
+    pub(crate) fn data_target(&self, needed: usize, grown: usize, growth_step: usize) -> usize {
+        let end = needed.max(grown);
+        let end = if self.huge != 0 && growth_step >= self.huge {
+            end.checked_next_multiple_of(self.huge).unwrap_or(end)
+        } else {
+            end
+        };
+        end.min(self.data_len)
+    }
+
+    /// Commits slot bytes `from..to` of `reservation` (page multiples, `from < to <= data_len`).
+    /// A commit of at least a huge page then advises the huge pages it touches as huge-page
+    /// candidates (the advice may reach into uncommitted bytes of those huge pages, which it
+    /// does not commit). The advice is a hint: a system that refuses it (or lacks transparent
+    /// huge pages) keeps small pages.
+    pub(crate) fn commit_data(
+        &self,
+        reservation: &Reservation,
+        from: usize,
+        to: usize,
+    ) -> crate::Result<()> {
+        reservation.commit(from, to - from)?;
+        if self.huge != 0 && to - from >= self.huge {
+            let start = from - from % self.huge;
+            let end = to
+                .checked_next_multiple_of(self.huge)
+                .map_or(self.data_len, |end| end.min(self.data_len));
+            // Ignored on purpose: the memory is committed either way.
+            let _ = reservation.advise_huge_pages(start, end - start, HugePageAdvice::Huge);
+        }
+        Ok(())
     }
 
     /// Reserves the layout's bytes.
@@ -121,7 +175,7 @@ mod tests {
 
     #[test]
     fn new_u64_sizes_both_regions() {
-        let l = VecLayout::new::<u64>(1000, 4096, 1, true).unwrap();
+        let l = VecLayout::new::<u64>(1000, 4096, 1, true, true).unwrap();
         assert_eq!(l.data_len, 8192);
         assert_eq!(l.bits_len, 4096);
         assert_eq!(l.total, 12288);
@@ -130,7 +184,7 @@ mod tests {
 
     #[test]
     fn new_overaligned_aligns_start_to_element() {
-        let l = VecLayout::new::<Big>(3, 4096, 1, false).unwrap();
+        let l = VecLayout::new::<Big>(3, 4096, 1, false, true).unwrap();
         assert_eq!(l.data_len, 3 * 8192);
         assert_eq!(l.align, 8192);
         assert_eq!(l.bits_len, 0);
@@ -138,7 +192,7 @@ mod tests {
 
     #[test]
     fn new_zero_sized_reserves_one_page() {
-        let l = VecLayout::new::<()>(usize::MAX, 4096, 1, false).unwrap();
+        let l = VecLayout::new::<()>(usize::MAX, 4096, 1, false, true).unwrap();
         assert_eq!(l.data_len, 0);
         assert_eq!(l.total, 4096);
         assert_eq!(l.slots_in(0), usize::MAX);
@@ -146,7 +200,7 @@ mod tests {
 
     #[test]
     fn new_overflowing_capacity_is_too_large() {
-        let e = VecLayout::new::<u64>(usize::MAX / 4, 4096, 1, true).unwrap_err();
+        let e = VecLayout::new::<u64>(usize::MAX / 4, 4096, 1, true, true).unwrap_err();
         assert_eq!(
             e,
             Error::TooLarge {
@@ -154,13 +208,13 @@ mod tests {
                 element_size: 8
             }
         );
-        let e = VecLayout::new::<u8>(usize::MAX - 10, 4096, 1, false).unwrap_err();
+        let e = VecLayout::new::<u8>(usize::MAX - 10, 4096, 1, false, true).unwrap_err();
         assert!(matches!(e, Error::TooLarge { .. }));
     }
 
     #[test]
     fn data_end_and_bits_end_round_to_pages() {
-        let l = VecLayout::new::<u64>(10_000, 4096, 1, true).unwrap();
+        let l = VecLayout::new::<u64>(10_000, 4096, 1, true, true).unwrap();
         assert_eq!(l.data_end(0), 0);
         assert_eq!(l.data_end(1), 4096);
         assert_eq!(l.data_end(512), 4096);

@@ -55,6 +55,8 @@ mod concurrent;
 mod error;
 mod iter;
 mod layout;
+#[cfg(all(feature = "std", target_has_atomic = "64"))]
+mod local;
 mod owned;
 mod pusher;
 mod ready;

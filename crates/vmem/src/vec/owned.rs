@@ -193,16 +193,15 @@ impl<T> Vec<T> {
     fn commit_for(&mut self, slots: usize) -> Result<()> {
         let needed = self.layout.data_end(slots);
         let step = self.growth.step(self.committed_bytes, self.layout.page);
-        let target = needed
-            .max(self.committed_bytes.saturating_add(step))
-            .min(self.layout.data_len);
+        let target =
+            self.layout
+                .data_target(needed, self.committed_bytes.saturating_add(step), step);
         let offset = self.committed_bytes;
-        let len = target - offset;
-        self.reservation
-            .commit(offset, len)
+        self.layout
+            .commit_data(&self.reservation, offset, target)
             .map_err(|source| Error::Commit {
                 offset,
-                len,
+                len: target - offset,
                 source,
             })?;
         self.committed_bytes = target;

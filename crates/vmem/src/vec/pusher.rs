@@ -2,23 +2,23 @@
 
 use core::fmt;
 
-use super::concurrent::ConcurrentVec;
+use super::concurrent::{Block, ConcurrentVec, MAX_BLOCK};
 use super::error::{Error, PushError, Result};
 
 /// Pushes into a [`ConcurrentVec`] from one thread, claiming its slots a block at a time
-/// (64 slots, one ready-bit word), made by [`ConcurrentVec::pusher`].
+/// (512 slots: a cache line of ready-bit words), made by [`ConcurrentVec::pusher`].
 ///
-/// A plain [`ConcurrentVec::push`] takes one slot with an atomic add on the shared counter and
-/// publishes it with an atomic or on a shared bitmap word; threads pushing at once contend for
-/// those cache lines and for the lines of neighbouring slots. A `Pusher` takes a whole
-/// word-aligned block with one atomic update, then fills it alone: its slots and its ready word
-/// are written by no other thread, so a push is two plain stores. Use one per thread.
+/// A plain [`ConcurrentVec::push`] claims single slots from the shared counter while a thread
+/// pushes alone, and moves to blocks of its own once it sees other threads pushing (see
+/// [`Builder::thread_block`](super::Builder::thread_block)). A `Pusher` claims blocks from the
+/// start, and without the per-push look-up of the thread's cache: for bulk pushes from one
+/// thread. After one atomic update per block, a push is two plain stores (the element and its
+/// ready bit), to cache lines no other thread writes. Use one per thread.
 ///
 /// The price is in the indices: elements from one `Pusher` get increasing indices, but blocks of
-/// different pushers interleave, and slots of its last block that it does not fill (and slots
-/// skipped to reach a block boundary after plain pushes) stay empty for good. Like the slots of
-/// failed pushes, they are counted by [`len`](ConcurrentVec::len), read as `None` and skipped by
-/// iteration.
+/// different pushers interleave, and slots of its last block that it does not fill stay empty
+/// for good. Like the slots of failed pushes, they are counted by
+/// [`len`](ConcurrentVec::len), read as `None` and skipped by iteration.
 ///
 /// # Examples
 /// ```
@@ -28,11 +28,12 @@ use super::error::{Error, PushError, Result};
 /// let mut pusher = v.pusher();
 /// assert_eq!(pusher.push('a'), 0);
 /// assert_eq!(pusher.push('b'), 1);
-/// assert_eq!(pusher.remaining(), 62);
+/// assert_eq!(pusher.remaining(), 510);
 /// drop(pusher);
-/// // A plain push after the block starts the next one.
-/// assert_eq!(v.push('c'), 64);
+/// // A plain push after the block takes the next free slot.
+/// assert_eq!(v.push('c'), 512);
 /// assert_eq!(v.iter().collect::<String>(), "abc");
+/// assert_eq!(v.len(), 513);
 /// # Ok::<(), memvisor_vmem::vec::Error>(())
 /// ```
 pub struct Pusher<'a, T> {
@@ -41,8 +42,8 @@ pub struct Pusher<'a, T> {
     next: usize,
     /// The end of the current block (`next == end`: none).
     end: usize,
-    /// Whether the block owns its whole ready word.
-    exclusive: bool,
+    /// The current block.
+    block: Block,
 }
 
 impl<T> fmt::Debug for Pusher<'_, T> {
@@ -60,7 +61,12 @@ impl<'a, T> Pusher<'a, T> {
             vec,
             next: 0,
             end: 0,
-            exclusive: false,
+            block: Block {
+                start: 0,
+                end: 0,
+                owned_start: 0,
+                owned_end: 0,
+            },
         }
     }
 
@@ -88,10 +94,10 @@ impl<'a, T> Pusher<'a, T> {
 
     #[cold]
     fn refill(&mut self) -> Result<()> {
-        let (start, end, exclusive) = self.vec.claim_block()?;
-        self.next = start;
-        self.end = end;
-        self.exclusive = exclusive;
+        let block = self.vec.claim_block(MAX_BLOCK)?;
+        self.next = block.start;
+        self.end = block.end;
+        self.block = block;
         Ok(())
     }
 
@@ -105,10 +111,11 @@ impl<'a, T> Pusher<'a, T> {
     pub fn try_push(&mut self, value: T) -> Result<usize, PushError<T>> {
         match self.take_slot() {
             Ok(index) => {
+                let owned = self.block.owns_word_of(index);
                 // SAFETY: `index` is a fresh slot of this pusher's block, which `claim_block`
-                // committed; `exclusive` says whether the block owns its ready word, and
+                // committed; the block says whether it owns the slot's ready word, and
                 // `&mut self` makes this pusher the block's only user.
-                unsafe { self.vec.publish_claimed(index, value, self.exclusive) };
+                unsafe { self.vec.publish_claimed(index, value, owned) };
                 Ok(index)
             }
             Err(e) => Err(PushError::new(value, e)),
@@ -136,9 +143,10 @@ impl<'a, T> Pusher<'a, T> {
     pub fn try_push_with<F: FnOnce(usize) -> T>(&mut self, make: F) -> Result<usize> {
         let index = self.take_slot()?;
         let value = make(index);
+        let owned = self.block.owns_word_of(index);
         // SAFETY: as in `try_push`; the slot was taken before `make` ran, so a panic in
         // `make` only leaves it unwritten.
-        unsafe { self.vec.publish_claimed(index, value, self.exclusive) };
+        unsafe { self.vec.publish_claimed(index, value, owned) };
         Ok(index)
     }
 

@@ -1,0 +1,173 @@
+//! The per-thread claim cache of [`ConcurrentVec::push`](super::ConcurrentVec::push).
+//!
+//! Each thread keeps one [`LocalClaim`]: the vector (by id) it last pushed into, how it claims
+//! slots there, and the block of slots it claimed but has not filled yet. A thread claims one
+//! slot per push until it sees another thread's claim between two of its own; it then claims
+//! blocks and fills them alone (no shared cache line per push), and goes back to single slots
+//! once a block of its own follows its previous one with nobody's claims between.
+//!
+//! Entries name vectors by a process-wide id that is never reused, so an entry of a dropped
+//! vector (or of one whose claims were reset by `clear`) never matches again.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::concurrent::Block;
+
+/// A thread's claim state for one vector. Each field is a cell of its own, so that a push reads
+/// and writes only the words it needs.
+#[derive(Debug)]
+pub(super) struct LocalClaim {
+    /// The id of the vector this entry is about; 0 means none.
+    pub(super) vec: Cell<u64>,
+    /// The slot this thread claimed last on its own (single-slot mode), to tell whether another
+    /// thread claimed since.
+    pub(super) last: Cell<usize>,
+    /// The next slot of the thread's block.
+    pub(super) next: Cell<usize>,
+    /// The end of the thread's block (`next == end`: no slot left).
+    pub(super) end: Cell<usize>,
+    /// The slots of the block whose ready words it owns: `owned_start..owned_end`.
+    pub(super) owned_start: Cell<usize>,
+    /// See `owned_start`.
+    pub(super) owned_end: Cell<usize>,
+    /// Whether the thread claims blocks (it saw other threads' claims among its own).
+    pub(super) blocks: Cell<bool>,
+    /// Pushes into other vectors since this entry's vector was last pushed into.
+    pub(super) misses: Cell<u32>,
+}
+
+impl LocalClaim {
+    /// No entry.
+    const fn new() -> Self {
+        Self {
+            vec: Cell::new(0),
+            last: Cell::new(0),
+            next: Cell::new(0),
+            end: Cell::new(0),
+            owned_start: Cell::new(0),
+            owned_end: Cell::new(0),
+            blocks: Cell::new(false),
+            misses: Cell::new(0),
+        }
+    }
+
+    /// Makes this the entry of vector `vec` after a single-slot claim of `index`, with no block.
+    pub(super) fn reset(&self, vec: u64, index: usize) {
+        self.vec.set(vec);
+        self.last.set(index);
+        self.next.set(0);
+        self.end.set(0);
+        self.owned_start.set(0);
+        self.owned_end.set(0);
+        self.blocks.set(false);
+        self.misses.set(0);
+    }
+
+    /// Makes `block` the thread's block, none of it taken yet.
+    pub(super) fn set_block(&self, block: Block) {
+        self.next.set(block.start);
+        self.end.set(block.end);
+        self.owned_start.set(block.owned_start);
+        self.owned_end.set(block.owned_end);
+    }
+
+    /// Takes the next slot of the block, if one is left, with whether the block owns its ready
+    /// word.
+    #[inline]
+    pub(super) fn take(&self) -> Option<(usize, bool)> {
+        let next = self.next.get();
+        (next < self.end.get()).then(|| {
+            self.next.set(next + 1);
+            let owned = self.owned_start.get() <= next && next < self.owned_end.get();
+            (next, owned)
+        })
+    }
+
+    /// Whether the block has slots left.
+    pub(super) fn holds_slots(&self) -> bool {
+        self.next.get() < self.end.get()
+    }
+}
+
+/// Pushes into other vectors after which an entry that still holds unfilled slots gives way
+/// (those slots then stay empty for good). Entries without such slots give way at once.
+pub(super) const EVICT_AFTER: u32 = 64;
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static LOCAL: LocalClaim = const { LocalClaim::new() };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static LOCAL: LocalClaim = LocalClaim::new();
+}
+
+/// Runs `f` on this thread's entry; `None` if the thread's locals are gone (during thread
+/// exit), in which case the caller claims without the cache.
+#[inline]
+pub(super) fn with<R>(f: impl FnOnce(&LocalClaim) -> R) -> Option<R> {
+    LOCAL.try_with(f).ok()
+}
+
+/// A fresh vector id, never 0 and never handed out twice (a 64-bit counter does not wrap).
+pub(super) fn new_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_hands_out_the_block_in_order_then_none() {
+        let entry = LocalClaim::new();
+        entry.reset(1, 3);
+        entry.set_block(Block {
+            start: 4,
+            end: 7,
+            owned_start: 5,
+            owned_end: 6,
+        });
+        assert!(entry.holds_slots());
+        assert_eq!(entry.take(), Some((4, false)));
+        assert_eq!(entry.take(), Some((5, true)));
+        assert_eq!(entry.take(), Some((6, false)));
+        assert_eq!(entry.take(), None);
+        assert!(!entry.holds_slots());
+        assert_eq!(entry.next.get(), 7);
+    }
+
+    #[test]
+    fn reset_forgets_the_block() {
+        let entry = LocalClaim::new();
+        entry.next.set(4);
+        entry.end.set(6);
+        entry.blocks.set(true);
+        entry.misses.set(3);
+        entry.reset(2, 8);
+        assert_eq!((entry.vec.get(), entry.last.get()), (2, 8));
+        assert!(!entry.holds_slots() && !entry.blocks.get());
+        assert_eq!(entry.misses.get(), 0);
+    }
+
+    #[test]
+    fn ids_are_distinct_and_not_zero() {
+        let a = new_id();
+        let b = new_id();
+        assert_ne!(a, 0);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn with_reaches_this_threads_entry() {
+        with(|entry| entry.reset(7, 9));
+        assert_eq!(
+            with(|entry| (entry.vec.get(), entry.last.get())),
+            Some((7, 9))
+        );
+        with(|entry| entry.reset(0, 0));
+    }
+}
