@@ -767,14 +767,12 @@ impl State {
         // SAFETY: as in `set_free`.
         let now_empty = unsafe {
             let w = words.add(word);
-            *w &= !(1 << (index % 64));
-            if *w == 0 {
-                let summary = words.add(order as usize);
-                *summary &= !(1 << (index / 64));
-                *summary == 0
-            } else {
-                false
-            }
+            let left = *w & !(1 << (index % 64));
+            *w = left;
+            // The summary bit goes with the word's last bit (without a branch on it).
+            let summary = words.add(order as usize);
+            *summary &= !(u64::from(left == 0) << (index / 64));
+            *summary == 0
         };
         if now_empty {
             let o = slot(order);
@@ -1228,7 +1226,12 @@ mod tests {
         let arena = arena(1);
         let client = arena.create_client(Quota::UNLIMITED).unwrap();
         let paged = |pages: usize| Layout::from_size_align(pages * 256, 256).unwrap();
-        for (had, wanted) in [(5, 6), (6, 5), (5, 8), (8, 5), (3, 4), (7, 5)] {
+        let same_order = (1..=64usize).flat_map(|had| {
+            (1..=64usize)
+                .filter(move |&w| w.next_power_of_two() == had.next_power_of_two())
+                .map(move |w| (had, w))
+        });
+        for (had, wanted) in same_order {
             let p = client.alloc(paged(had)).unwrap();
             // SAFETY: never used again.
             unsafe { client.free(p) }.unwrap();

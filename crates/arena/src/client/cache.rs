@@ -178,11 +178,12 @@ impl State {
         let want = pages - 1;
         let mut best = last;
         let mut best_diff = (usize::from(lens[last]) - 1) ^ want;
+        // Selects rather than branches: which entry wins is unpredictable.
         for (i, &n) in lens.iter().enumerate().take(last) {
-            let diff = (usize::from(n) - 1) ^ want;
-            if diff < best_diff {
-                (best, best_diff) = (i, diff);
-            }
+            let diff = usize::from(n).wrapping_sub(1) ^ want;
+            let better = diff < best_diff;
+            best = if better { i } else { best };
+            best_diff = best_diff.min(diff);
         }
         let off = c.large[o][best];
         let had = usize::from(lens[best]);
@@ -196,7 +197,7 @@ impl State {
         let first = off >> shift;
         let chunk = off >> self.geo.chunk_shift;
         let rel = first & ((1 << self.geo.max_order) - 1);
-        if !self.retrim(chunk, rel, had, pages) {
+        if !self.retrim(chunk, rel, had, pages, order) {
             self.set_page(first, 0);
             self.free_pages(arena, off, had);
             return None;
@@ -206,37 +207,39 @@ impl State {
         Some(off)
     }
 
-    /// Turns the held block of `had` pages at page `rel` of `chunk`, whose tail pieces (up to
-    /// its power-of-two block, and `rel` aligned to that) are free, into a block of `pages`
-    /// pages with the tail pieces of that length free: only the pieces the two tails do not
-    /// share change. False, with nothing changed, if one of those pieces is in use.
+    /// Turns the held block of `had` pages at page `rel` of `chunk` (aligned to `2^order`
+    /// pages, `had` and `pages` at most that), whose tail pieces are free, into a block of
+    /// `pages` pages with the tail pieces of that length free: only the pieces the two tails do
+    /// not share change. False, with nothing changed, if one of those pieces is in use.
     #[inline]
-    fn retrim(&mut self, chunk: usize, rel: usize, had: usize, pages: usize) -> bool {
-        // Each tail is the blocks at `pos`, `pos + lowbit(pos)`, … up to the power of two; once
-        // the two walks meet they go on together.
-        let (mut a, mut b) = (had, pages);
-        while a != b {
-            if a < b {
-                let i = a.trailing_zeros();
-                if !self.is_free(chunk, i, (rel + a) >> i) {
-                    return false;
-                }
-                a += 1 << i;
-            } else {
-                b += 1 << b.trailing_zeros();
+    fn retrim(&mut self, chunk: usize, rel: usize, had: usize, pages: usize, order: u32) -> bool {
+        // The tail of a block of `n` pages is one piece of order `i` for each bit `i` of
+        // `t = 2^order - n`, at page `2^order - (t >> i << i)`. Pieces of the two tails below
+        // the highest bit where the `t`s differ differ; the others are the same.
+        debug_assert_ne!(had, pages);
+        let end = 1usize << order;
+        let (t_had, t_pages) = (end - had, end - pages);
+        let below = (2usize << (usize::BITS - 1 - (t_had ^ t_pages).leading_zeros())) - 1;
+        let index = |t: usize, i: u32| ((rel + end) >> i) - (t >> i);
+        let mut bits = t_had & below;
+        while bits != 0 {
+            let i = bits.trailing_zeros();
+            if !self.is_free(chunk, i, index(t_had, i)) {
+                return false;
             }
+            bits &= bits - 1;
         }
-        let (mut a, mut b) = (had, pages);
-        while a != b {
-            if a < b {
-                let i = a.trailing_zeros();
-                self.clear_free(chunk, i, (rel + a) >> i);
-                a += 1 << i;
-            } else {
-                let i = b.trailing_zeros();
-                self.set_free(chunk, i, (rel + b) >> i);
-                b += 1 << i;
-            }
+        let mut bits = t_had & below;
+        while bits != 0 {
+            let i = bits.trailing_zeros();
+            self.clear_free(chunk, i, index(t_had, i));
+            bits &= bits - 1;
+        }
+        let mut bits = t_pages & below;
+        while bits != 0 {
+            let i = bits.trailing_zeros();
+            self.set_free(chunk, i, index(t_pages, i));
+            bits &= bits - 1;
         }
         true
     }
