@@ -24,8 +24,9 @@ pub(crate) const MAX_ORDER: u32 = 12;
 pub(crate) const MARK_SHIFT: u32 = 10;
 const _: () = assert!(MIN_BLOCK * 64 == 1 << MARK_SHIFT, "one start word per KiB");
 
-/// Index, in the marks table seen as `u16`s, of the metadata of the page at byte offset `off`
-/// (a multiple of the page size): the KiB's second word, at the page's `u16` in it.
+/// Index, in the marks table seen as `u16`s, of the metadata slot for byte offset `off`: the
+/// second word of the KiB of `off`, at the `u16` of the page `off` lies in (the first with
+/// pages of 1 KiB or more). For a page's own metadata, `off` is the page's start.
 #[inline]
 pub(crate) fn meta_slot(geo: &Geometry, off: usize) -> usize {
     (((off >> MARK_SHIFT) << 1 | 1) << 2) | ((off >> geo.page_shift) & geo.meta_mask)

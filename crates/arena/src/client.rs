@@ -7,7 +7,9 @@ use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot, slot, start_word};
+use crate::arena::{
+    Arena, ChunkInfo, Geometry, MARK_SHIFT, ORDER_SLOTS, meta_slot, slot, start_word,
+};
 use crate::chunks::NIL;
 use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
@@ -157,6 +159,9 @@ struct State {
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
     cache: Caches,
+    /// The class of each 16 bytes of small size (entry `(size - 1) / 16`), the arena's smallest
+    /// class in use at least.
+    class_of: [u8; SMALL_MAX / 16],
     /// Whether an allocation has more to do: [`Flags::ZERO`] or [`Flags::STATISTICS`].
     alloc_flags: bool,
     /// Whether a free has more to do: [`Flags::POISON`] or [`Flags::STATISTICS`].
@@ -198,6 +203,10 @@ impl<'a> Client<'a> {
                 partial: [ptr::null_mut(); NCLASSES],
                 empty_slabs: [0; NCLASSES],
                 cache: Caches::new(geo.page_shift, geo.max_order),
+                class_of: core::array::from_fn(|step| {
+                    let class = class_of(step * 16 + 16).max(geo.min_class);
+                    u8::try_from(class).expect("fewer than 256 classes")
+                }),
                 alloc_flags: geo.flags.contains(Flags::ZERO)
                     || geo.flags.contains(Flags::STATISTICS),
                 free_flags: geo.flags.contains(Flags::POISON)
@@ -367,6 +376,28 @@ impl State {
         unsafe { *self.marks.cast::<u16>().add(slot) = value }
     }
 
+    /// The metadata of the page that byte `off` lies in, read from the metadata word of the
+    /// KiB of `off`: right for the first KiB of a page, and for every KiB of a slab's pages
+    /// (see [`set_slab_pages`](Self::set_slab_pages)).
+    #[inline]
+    fn page_at(&self, off: usize) -> u16 {
+        // SAFETY: callers pass an offset in a chunk this client holds; as in `page`, the
+        // metadata word of every KiB has a `u16` slot for each page starting in it, and pages
+        // of 1 KiB or more use the first.
+        unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, off)) }
+    }
+
+    /// Sets the metadata of the pages of the slab of `bytes` at `off` to `value`: each page's,
+    /// and with pages over 1 KiB that of every KiB (so that [`page_at`](Self::page_at) finds
+    /// it from any block of the slab).
+    fn set_slab_pages(&mut self, off: usize, bytes: usize, value: u16) {
+        let step = 1usize << self.geo.page_shift.min(MARK_SHIFT);
+        for at in (off..off + bytes).step_by(step) {
+            // SAFETY: as in `page_at`; `at` lies in the slab, in a chunk this client holds.
+            unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, at)) = value }
+        }
+    }
+
     #[inline]
     fn info(&mut self, chunk: usize) -> &mut ChunkInfo {
         // SAFETY: callers pass a chunk this client holds, whose record only it touches.
@@ -392,7 +423,9 @@ impl State {
         let chunk = off >> self.geo.chunk_shift;
         // Only this client stores `id` into the table, so a relaxed load that reads `id` reads
         // its own latest store.
-        if owners[chunk].load(Ordering::Relaxed) != id {
+        // SAFETY: `off < len`, the bytes of `nchunks` chunks, so `chunk < nchunks`, the length
+        // of the owner table.
+        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
             return Err(Error::NotOwned { addr, chunk });
         }
         let g = off >> 4;
@@ -408,7 +441,8 @@ impl State {
     #[inline]
     fn locate_meta(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<(usize, u16)> {
         let off = self.locate(owners, id, ptr)?;
-        Ok((off, self.page(off >> self.geo.page_shift)))
+        // A live block starts a buddy block (on a page) or lies in a slab.
+        Ok((off, self.page_at(off)))
     }
 
     /// The size of the live block at `off`, whose page metadata is `meta`.
@@ -453,7 +487,7 @@ impl State {
         let size = layout.size().max(1);
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
-            let class = class_of(size).max(self.geo.min_class);
+            let class = usize::from(self.class_of[((size - 1) >> 4) % (SMALL_MAX / 16)]);
             let bytes = class_size(class);
             self.check_quota(bytes)?;
             let off = match self.uncache_small(class) {
@@ -616,10 +650,7 @@ impl State {
             Some(off) => off,
             None => self.alloc_pages(arena, id, pages, 0, bytes)?,
         };
-        let first = off >> self.geo.page_shift;
-        for page in first..first + pages {
-            self.set_page(page, meta(SLAB, class));
-        }
+        self.set_slab_pages(off, bytes, meta(SLAB, class));
         let slab = self.at(off).cast::<Slab>();
         let head = self.partial[class];
         // SAFETY: the slab's block was just handed out in a chunk this client holds, is aligned
@@ -694,10 +725,7 @@ impl State {
         self.empty_slabs[class] -= 1;
         let pages = 1usize << self.geo.slab_order[class];
         let off = self.offset_of(slab);
-        let first = off >> self.geo.page_shift;
-        for page in first..first + pages {
-            self.set_page(page, 0);
-        }
+        self.set_slab_pages(off, pages << self.geo.page_shift, 0);
         self.free_pages(arena, off, pages);
     }
 
@@ -1199,6 +1227,38 @@ mod tests {
                 client.check();
             }
             assert_eq!(client.stats().used_bytes, 0);
+        }
+    }
+
+    #[test]
+    fn slab_blocks_in_pages_over_a_kib_find_their_metadata() {
+        // 8 and 16 MiB chunks have 2 and 4 KiB pages: a slab block may lie in another KiB
+        // than its page's start.
+        for chunk in [8 << 20, 16 << 20] {
+            let config = Config::new().with_chunk_size(chunk);
+            let arena = Arena::new(Block::heap(chunk, 4096).unwrap(), config).unwrap();
+            assert!(arena.geometry().page_shift > MARK_SHIFT);
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            let blocks: Vec<_> = (0..200)
+                .map(|i| client.alloc_sized(layout([48, 1000, 2048][i % 3])).unwrap())
+                .collect();
+            for &(p, size) in &blocks {
+                assert_eq!(client.size_of(p.as_ptr()), Ok(size));
+                assert!(!client.owns(p.as_ptr().wrapping_add(16)));
+            }
+            for (p, size) in blocks {
+                assert_eq!(free_uncached(&client, p), size);
+                assert!(client.size_of(p.as_ptr()).is_err());
+            }
+            client.check();
+            let kept: usize = client.with(|s| s.empty_slabs.iter().map(|&n| n as usize).sum());
+            assert_eq!(kept, 3, "one empty slab kept per class");
+            // Giving those back too leaves no metadata behind in any KiB.
+            client.with(|s| s.flush(&arena, true));
+            let words = arena.geometry().marks_per_chunk;
+            // SAFETY: the chunk's words of the marks table, read while nothing writes them.
+            let marks = unsafe { core::slice::from_raw_parts(arena.marks_ptr(), words) };
+            assert!(marks.iter().all(|&w| w == 0));
         }
     }
 
