@@ -622,8 +622,9 @@ fn pusher_push_with_panic_leaves_hole_and_goes_on() {
 fn stress_threads_push_through_pushers() {
     let (threads, per_thread) = if cfg!(miri) { (2, 150) } else { (4, 50_000) };
     let drops = Arc::new(AtomicUsize::new(0));
-    // Each plain push can make the next block skip up to a word of slots.
-    let cap = 2 * threads * per_thread + threads * 64;
+    // Room for the plain pushes and, per thread, the unfilled rest of a pusher block and of a
+    // thread block.
+    let cap = threads * per_thread + threads * (per_thread / 1000 + 1) + threads * 2 * 512;
     let v = Arc::new(ConcurrentVec::with_capacity(cap).unwrap());
     let handles: Vec<_> = (0..threads)
         .map(|t| {

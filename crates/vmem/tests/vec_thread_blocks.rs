@@ -10,9 +10,12 @@ use std::thread;
 use memvisor_vmem::vec::{Builder, ConcurrentVec, Error};
 use proptest::prelude::*;
 
-/// A vector large enough for 512-slot blocks by default.
+/// A vector with 512-slot thread blocks (the default from a capacity of 2 Mi slots up).
 fn large() -> ConcurrentVec<u64> {
-    ConcurrentVec::with_capacity(1 << 22).unwrap()
+    Builder::new(1 << 13)
+        .thread_block(512)
+        .build_concurrent()
+        .unwrap()
 }
 
 /// Pushes `value` from a new thread and returns its index.
@@ -42,7 +45,8 @@ fn thread_block_defaults_follow_the_capacity() {
     assert_eq!(block(1 << 20), 256);
     assert_eq!(block(1 << 22), 512);
     assert_eq!(block(usize::MAX), 512);
-    assert_eq!(large().thread_block(), 512);
+    let v = ConcurrentVec::<u8>::with_capacity(1 << 21).unwrap();
+    assert_eq!(v.thread_block(), 512);
 }
 
 #[test]
@@ -158,7 +162,7 @@ fn pushes_into_another_vector_keep_the_block_until_they_evict_it() {
 
 #[test]
 fn single_slot_vectors_never_hold_slots() {
-    let v = Builder::new(1 << 22)
+    let v = Builder::new(1 << 13)
         .thread_block(1)
         .build_concurrent::<u64>()
         .unwrap();
@@ -183,8 +187,12 @@ struct Phase {
     count: u64,
 }
 
+/// Pushes per phase, and the largest capacity tried (smaller under Miri).
+const MAX_COUNT: u64 = if cfg!(miri) { 40 } else { 700 };
+const MAX_CAPACITY: usize = if cfg!(miri) { 360 } else { 6300 };
+
 fn phase() -> impl Strategy<Value = Phase> {
-    (0..3usize, 1..700u64).prop_map(|(thread, count)| Phase { thread, count })
+    (0..3usize, 1..MAX_COUNT).prop_map(|(thread, count)| Phase { thread, count })
 }
 
 /// Runs `phases` one after another on three persistent threads and checks, after each, the
@@ -256,8 +264,8 @@ proptest! {
 
     #[test]
     fn phased_pushes_from_three_threads_match_the_model(
-        block in prop::sample::select(vec![1usize, 2, 64, 100, 512]),
-        capacity in 1usize..6000,
+        block in prop::sample::select(vec![1usize, 2, 7, 64, 100, 512]),
+        capacity in 1..MAX_CAPACITY,
         phases in prop::collection::vec(phase(), 1..12),
     ) {
         run_phases(capacity, block, &phases)?;

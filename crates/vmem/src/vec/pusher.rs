@@ -40,9 +40,7 @@ pub struct Pusher<'a, T> {
     vec: &'a ConcurrentVec<T>,
     /// The next slot of the current block.
     next: usize,
-    /// The end of the current block (`next == end`: none).
-    end: usize,
-    /// The current block.
+    /// The current block (`next == block.end`: used up).
     block: Block,
 }
 
@@ -50,7 +48,7 @@ impl<T> fmt::Debug for Pusher<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pusher")
             .field("next", &self.next)
-            .field("end", &self.end)
+            .field("end", &self.block.end)
             .finish_non_exhaustive()
     }
 }
@@ -60,7 +58,6 @@ impl<'a, T> Pusher<'a, T> {
         Self {
             vec,
             next: 0,
-            end: 0,
             block: Block {
                 start: 0,
                 end: 0,
@@ -79,13 +76,13 @@ impl<'a, T> Pusher<'a, T> {
     /// Slots left in the current block (pushes before the next claim).
     #[must_use]
     pub fn remaining(&self) -> usize {
-        self.end - self.next
+        self.block.end - self.next
     }
 
     /// Takes the next slot of the block, claiming a new block first if needed.
     #[inline]
     fn take_slot(&mut self) -> Result<usize> {
-        if self.next == self.end {
+        if self.next == self.block.end {
             self.refill()?;
         }
         self.next += 1;
@@ -96,7 +93,6 @@ impl<'a, T> Pusher<'a, T> {
     fn refill(&mut self) -> Result<()> {
         let block = self.vec.claim_block(MAX_BLOCK)?;
         self.next = block.start;
-        self.end = block.end;
         self.block = block;
         Ok(())
     }
