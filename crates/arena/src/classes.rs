@@ -30,10 +30,10 @@ const CLASS_BYTES: [u16; CLASS_SLOTS] = {
     bytes
 };
 
-/// The size in bytes of class `class` (below [`NCLASSES`]).
+/// The size in bytes of class `class`, if below [`NCLASSES`]; some number otherwise (so that
+/// it can be computed before knowing whether a block is small).
 #[inline]
 pub(crate) fn class_size(class: usize) -> usize {
-    debug_assert!(class < NCLASSES);
     usize::from(CLASS_BYTES[class & (CLASS_SLOTS - 1)])
 }
 

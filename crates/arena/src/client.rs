@@ -3,6 +3,7 @@
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::fmt;
+use core::hint::select_unpredictable;
 use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
@@ -283,8 +284,8 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (off, meta) = s.locate_meta(owners, id, ptr.as_ptr())?;
-            Ok(s.free(arena, off, meta))
+            let (off, meta, slot) = s.locate_meta(owners, id, ptr.as_ptr())?;
+            Ok(s.free(arena, off, meta, slot))
         })
     }
 
@@ -306,7 +307,7 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (_, meta) = s.locate_meta(owners, id, ptr)?;
+            let (_, meta, _) = s.locate_meta(owners, id, ptr)?;
             Ok(s.block_size(meta))
         })
     }
@@ -359,20 +360,13 @@ impl State {
         p.addr() - self.geo.base_addr
     }
 
-    /// The metadata of buddy page `index` (counted from chunk 0).
+    /// Sets the metadata of buddy page `index` (counted from chunk 0).
     #[inline]
-    fn page(&self, index: usize) -> u16 {
+    fn set_page(&mut self, index: usize, value: u16) {
         let slot = meta_slot(&self.geo, index << self.geo.page_shift);
         // SAFETY: callers pass the index of a page of a chunk this client holds; the marks
         // table has a `u16` slot for every page of every chunk (in the metadata word of the KiB
         // the page starts in), and `u16` is less aligned than the table's `u64`s.
-        unsafe { *self.marks.cast::<u16>().add(slot) }
-    }
-
-    #[inline]
-    fn set_page(&mut self, index: usize, value: u16) {
-        let slot = meta_slot(&self.geo, index << self.geo.page_shift);
-        // SAFETY: as in `page`.
         unsafe { *self.marks.cast::<u16>().add(slot) = value }
     }
 
@@ -381,7 +375,7 @@ impl State {
     /// (see [`set_slab_pages`](Self::set_slab_pages)).
     #[inline]
     fn page_at(&self, off: usize) -> u16 {
-        // SAFETY: callers pass an offset in a chunk this client holds; as in `page`, the
+        // SAFETY: callers pass an offset in a chunk this client holds; as in `set_page`, the
         // metadata word of every KiB has a `u16` slot for each page starting in it, and pages
         // of 1 KiB or more use the first.
         unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, off)) }
@@ -437,12 +431,19 @@ impl State {
         Ok(off)
     }
 
-    /// [`locate`](Self::locate), with the metadata of the block's page.
+    /// [`locate`](Self::locate), with the metadata of the block's page and its slot in the
+    /// marks table (as `u16`s).
     #[inline]
-    fn locate_meta(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<(usize, u16)> {
+    fn locate_meta(
+        &self,
+        owners: &[AtomicU32],
+        id: u32,
+        ptr: *const u8,
+    ) -> Result<(usize, u16, usize)> {
         let off = self.locate(owners, id, ptr)?;
         // A live block starts a buddy block (on a page) or lies in a slab.
-        Ok((off, self.page_at(off)))
+        let slot = meta_slot(&self.geo, off);
+        Ok((off, self.page_at(off), slot))
     }
 
     /// The size of the live block at `off`, whose page metadata is `meta`.
@@ -564,33 +565,39 @@ impl State {
     /// Frees the live block at `off` with page metadata `meta` (checked by `locate`);
     /// returns its size.
     #[inline]
-    fn free(&mut self, arena: &Arena, off: usize, meta: u16) -> usize {
+    fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
         self.flip_start(off);
-        let bytes = if meta & KIND == SLAB {
-            let class = usize::from(meta & VALUE);
-            let bytes = class_size(class);
-            if self.free_flags {
-                self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
-            }
-            if !self.cache_small(class, off) {
-                self.free_small(arena, off, class, false);
-            }
-            bytes
-        } else {
-            let pages = usize::from(meta & VALUE) + 1;
-            let bytes = pages << self.geo.page_shift;
-            if self.free_flags {
-                self.on_free(arena, off, bytes, 0);
-            }
-            if !self.cache_large(off, pages) {
-                self.set_page(off >> self.geo.page_shift, 0);
-                self.free_pages(arena, off, pages);
-            }
-            bytes
-        };
+        let slab = meta & KIND == SLAB;
+        let value = usize::from(meta & VALUE);
+        // Selects, not branches, up to the cache: which kind is freed is unpredictable.
+        let bytes =
+            select_unpredictable(slab, class_size(value), (value + 1) << self.geo.page_shift);
+        if self.free_flags {
+            let keep = if slab {
+                core::mem::size_of::<FreeObj>()
+            } else {
+                0
+            };
+            self.on_free(arena, off, bytes, keep);
+        }
+        if !self.cache_block(off, slot, meta) {
+            self.free_uncached(arena, off, meta);
+        }
         self.used -= bytes;
         self.frees += 1;
         bytes
+    }
+
+    /// Gives the block at `off` with page metadata `meta`, being freed, back to its slab or
+    /// to the buddy allocator.
+    fn free_uncached(&mut self, arena: &Arena, off: usize, meta: u16) {
+        let value = usize::from(meta & VALUE);
+        if meta & KIND == SLAB {
+            self.free_small(arena, off, value, false);
+        } else {
+            self.set_page(off >> self.geo.page_shift, 0);
+            self.free_pages(arena, off, value + 1);
+        }
     }
 
     /// [`Flags::POISON`] (all but the first `keep` bytes) and [`Flags::STATISTICS`] for the

@@ -8,7 +8,9 @@
 //! back when an allocation would otherwise fail for want of a chunk, and dropped with the
 //! client, whose chunks go back whole.
 
-use super::{CACHED, State, VALUE, meta};
+use core::hint::select_unpredictable;
+
+use super::{CACHED, KIND, SLAB, State, VALUE};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
 use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES};
 
@@ -49,15 +51,37 @@ const SMALL_CAP: [u8; CLASS_SLOTS] = {
     caps
 };
 
-/// The cached blocks of one client, as offsets from chunk 0.
+/// Bins of cached blocks: one per size class slot, then one per order slot.
+const BINS: usize = CLASS_SLOTS + ORDER_SLOTS;
+/// Where the entries of the order bins start.
+const LARGE_BASE: usize = CLASS_SLOTS * SMALL_ENTRIES;
+/// Entries of all bins.
+const ENTRIES: usize = LARGE_BASE + ORDER_SLOTS * LARGE_ENTRIES;
+
+/// The bin of size class `class` and where its entries start.
+#[inline]
+fn small_bin(class: usize) -> (usize, usize) {
+    let class = class & (CLASS_SLOTS - 1);
+    (class, class * SMALL_ENTRIES)
+}
+
+/// The bin of buddy order `order` and where its entries start.
+#[inline]
+fn large_bin(order: u32) -> (usize, usize) {
+    let o = slot(order);
+    (CLASS_SLOTS + o, LARGE_BASE + o * LARGE_ENTRIES)
+}
+
+/// The cached blocks of one client, as offsets from chunk 0, in bins by size class and by
+/// buddy order.
 pub(super) struct Caches {
-    small: [[usize; SMALL_ENTRIES]; CLASS_SLOTS],
-    small_len: [u8; CLASS_SLOTS],
-    large: [[usize; LARGE_ENTRIES]; ORDER_SLOTS],
-    /// The length in pages of each cached buddy block.
-    large_pages: [[u16; LARGE_ENTRIES]; ORDER_SLOTS],
-    large_len: [u8; ORDER_SLOTS],
-    large_cap: [u8; ORDER_SLOTS],
+    /// Offsets of the cached blocks: [`SMALL_ENTRIES`] per class, then [`LARGE_ENTRIES`] per
+    /// order, the first `len` of each bin in use.
+    offs: [usize; ENTRIES],
+    /// The length in pages of each cached buddy block (not used for small blocks).
+    pages: [u16; ENTRIES],
+    len: [u8; BINS],
+    cap: [u8; BINS],
 }
 
 impl Caches {
@@ -65,19 +89,40 @@ impl Caches {
     /// blocks of the largest order (whole chunks) are never cached, so a chunk freed whole
     /// still goes back to the arena.
     pub(super) fn new(page_shift: u32, max_order: u32) -> Self {
-        let mut large_cap = [0u8; ORDER_SLOTS];
-        for (order, cap) in large_cap.iter_mut().enumerate().take(max_order as usize) {
+        let mut cap = [0u8; BINS];
+        cap[..CLASS_SLOTS].copy_from_slice(&SMALL_CAP);
+        for (order, cap) in cap[CLASS_SLOTS..]
+            .iter_mut()
+            .enumerate()
+            .take(max_order as usize)
+        {
             let n = (LARGE_BYTES >> page_shift >> order).min(LARGE_ENTRIES);
             *cap = u8::try_from(n).unwrap_or(0);
         }
         Self {
-            small: [[0; SMALL_ENTRIES]; CLASS_SLOTS],
-            small_len: [0; CLASS_SLOTS],
-            large: [[0; LARGE_ENTRIES]; ORDER_SLOTS],
-            large_pages: [[0; LARGE_ENTRIES]; ORDER_SLOTS],
-            large_len: [0; ORDER_SLOTS],
-            large_cap,
+            offs: [0; ENTRIES],
+            pages: [0; ENTRIES],
+            len: [0; BINS],
+            cap,
         }
+    }
+
+    /// The cached small blocks of `class`.
+    fn small(&self, class: usize) -> &[usize] {
+        let (bin, base) = small_bin(class);
+        &self.offs[base..base + usize::from(self.len[bin])]
+    }
+
+    /// Every cached buddy block, as (offset, pages).
+    fn all_large(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..ORDER_SLOTS).flat_map(move |o| {
+            let base = LARGE_BASE + o * LARGE_ENTRIES;
+            let end = base + usize::from(self.len[CLASS_SLOTS + o]);
+            self.offs[base..end]
+                .iter()
+                .zip(&self.pages[base..end])
+                .map(|(&off, &n)| (off, usize::from(n)))
+        })
     }
 }
 
@@ -86,14 +131,10 @@ impl State {
     pub(super) fn cached_bytes(&self) -> usize {
         let c = &self.cache;
         let small: usize = (0..NCLASSES)
-            .map(|class| usize::from(c.small_len[class]) * usize::from(CLASSES[class]))
+            .map(|class| c.small(class).len() * usize::from(CLASSES[class]))
             .sum();
-        let shift = self.geo.page_shift;
-        let large: usize = (0..ORDER_SLOTS)
-            .flat_map(|o| &c.large[o][..usize::from(c.large_len[o])])
-            .map(|&off| (usize::from(self.page(off >> shift) & VALUE) + 1) << shift)
-            .sum();
-        small + large
+        let large: usize = c.all_large().map(|(_, n)| n).sum();
+        small + (large << self.geo.page_shift)
     }
 
     /// The largest cached block.
@@ -101,59 +142,50 @@ impl State {
         let c = &self.cache;
         let small = (0..NCLASSES)
             .rev()
-            .find(|&class| c.small_len[class] != 0)
+            .find(|&class| !c.small(class).is_empty())
             .map_or(0, |class| usize::from(CLASSES[class]));
-        let shift = self.geo.page_shift;
-        let large = (0..ORDER_SLOTS)
-            .flat_map(|o| &c.large[o][..usize::from(c.large_len[o])])
-            .map(|&off| (usize::from(self.page(off >> shift) & VALUE) + 1) << shift)
-            .max()
-            .unwrap_or(0);
-        small.max(large)
+        let large = c.all_large().map(|(_, n)| n).max().unwrap_or(0);
+        small.max(large << self.geo.page_shift)
     }
 
-    /// Keeps the freed small block at `off` of `class` (`bytes` long) for reuse; false if the
-    /// class's cache is full.
+    /// Keeps the block at `off` being freed for reuse, if the cache of its class (a slab block)
+    /// or order (a buddy block) has room; `slot` is its page metadata's slot in the marks
+    /// table, `meta` that metadata. False (nothing changed) if full. A buddy block keeps its
+    /// tail — the rest of its power-of-two block, given back as free blocks when it was cut —
+    /// as it is, and its page says `CACHED` and its length. Small and buddy blocks take the
+    /// same steps, with selects rather than branches: which kind is freed is unpredictable.
     #[inline]
-    pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
-        let class = class & (CLASS_SLOTS - 1);
+    pub(super) fn cache_block(&mut self, off: usize, slot: usize, meta: u16) -> bool {
+        let slab = meta & KIND == SLAB;
+        let value = usize::from(meta & VALUE);
+        let pages = value + 1;
+        let (small, small_base) = small_bin(value);
+        let (large, large_base) = large_bin(pages.next_power_of_two().trailing_zeros());
+        let bin = select_unpredictable(slab, small, large);
+        let base = select_unpredictable(slab, small_base, large_base);
         let c = &mut self.cache;
-        let len = usize::from(c.small_len[class]);
-        if len >= usize::from(SMALL_CAP[class]) {
+        let len = usize::from(c.len[bin]);
+        if len >= usize::from(c.cap[bin]) {
             return false;
         }
-        c.small[class][len % SMALL_ENTRIES] = off;
-        c.small_len[class] += 1;
+        c.offs[base + len] = off;
+        c.pages[base + len] = u16::try_from(pages).unwrap_or(u16::MAX);
+        c.len[bin] += 1;
+        let page = select_unpredictable(slab, meta, CACHED | (meta & VALUE));
+        // SAFETY: `slot` is the metadata slot of the block's page, in the marks table, in a
+        // chunk this client holds.
+        unsafe { *self.marks.cast::<u16>().add(slot) = page };
         true
     }
 
-    /// Takes the most recently cached block of `class` (`bytes` long), if any.
+    /// Takes the most recently cached block of `class`, if any.
     #[inline]
     pub(super) fn uncache_small(&mut self, class: usize) -> Option<usize> {
-        let class = class & (CLASS_SLOTS - 1);
+        let (bin, base) = small_bin(class);
         let c = &mut self.cache;
-        let len = c.small_len[class].checked_sub(1)?;
-        c.small_len[class] = len;
-        Some(c.small[class][usize::from(len) % SMALL_ENTRIES])
-    }
-
-    /// Keeps the freed buddy block of `pages` pages at `off` for reuse; false (nothing
-    /// changed) if the cache of its order is full. Its tail — the rest of its power-of-two
-    /// block, given back as free blocks when it was cut — stays as it is; its first page says
-    /// `CACHED` and its length.
-    #[inline]
-    pub(super) fn cache_large(&mut self, off: usize, pages: usize) -> bool {
-        let o = slot(pages.next_power_of_two().trailing_zeros());
-        let len = usize::from(self.cache.large_len[o]);
-        if len >= usize::from(self.cache.large_cap[o]) {
-            return false;
-        }
-        self.set_page(off >> self.geo.page_shift, meta(CACHED, pages - 1));
-        let c = &mut self.cache;
-        c.large[o][len % LARGE_ENTRIES] = off;
-        c.large_pages[o][len % LARGE_ENTRIES] = u16::try_from(pages).unwrap_or(u16::MAX);
-        c.large_len[o] += 1;
-        true
+        let len = c.len[bin].checked_sub(1)?;
+        c.len[bin] = len;
+        Some(c.offs[base + usize::from(len)])
     }
 
     /// Takes a cached block of `order` (aligned to `2^order` pages) and cuts it to `pages`
@@ -169,10 +201,10 @@ impl State {
         pages: usize,
         order: u32,
     ) -> Option<usize> {
-        let o = slot(order);
+        let (bin, base) = large_bin(order);
         let c = &mut self.cache;
-        let last = usize::from(c.large_len[o].checked_sub(1)?) % LARGE_ENTRIES;
-        let lens = &c.large_pages[o];
+        let last = usize::from(c.len[bin].checked_sub(1)?) % LARGE_ENTRIES;
+        let lens = &c.pages[base..base + LARGE_ENTRIES];
         // The tails of `had` and `pages` pages differ in the pieces below the highest bit
         // where `had - 1` and `pages - 1` differ.
         let want = pages - 1;
@@ -185,11 +217,11 @@ impl State {
             best = if better { i } else { best };
             best_diff = best_diff.min(diff);
         }
-        let off = c.large[o][best];
         let had = usize::from(lens[best]);
-        c.large[o][best] = c.large[o][last];
-        c.large_pages[o][best] = c.large_pages[o][last];
-        c.large_len[o] -= 1;
+        let off = c.offs[base + best];
+        c.offs[base + best] = c.offs[base + last];
+        c.pages[base + best] = c.pages[base + last];
+        c.len[bin] -= 1;
         if had == pages {
             return Some(off);
         }
@@ -270,11 +302,11 @@ impl State {
             }
         }
         let shift = self.geo.page_shift;
-        for o in 0..ORDER_SLOTS {
-            while let Some(len) = self.cache.large_len[o].checked_sub(1) {
-                self.cache.large_len[o] = len;
-                let off = self.cache.large[o][usize::from(len) % LARGE_ENTRIES];
-                let pages = usize::from(self.page(off >> shift) & VALUE) + 1;
+        for bin in CLASS_SLOTS..BINS {
+            while let Some(len) = self.cache.len[bin].checked_sub(1) {
+                self.cache.len[bin] = len;
+                let at = LARGE_BASE + (bin - CLASS_SLOTS) * LARGE_ENTRIES + usize::from(len);
+                let (off, pages) = (self.cache.offs[at], usize::from(self.cache.pages[at]));
                 self.set_page(off >> shift, 0);
                 self.free_pages(arena, off, pages);
             }
@@ -292,8 +324,9 @@ impl State {
         }
         // Blocks of one slab side by side.
         for class in 0..NCLASSES {
-            let len = usize::from(self.cache.small_len[class]);
-            self.cache.small[class][..len].sort_unstable();
+            let (bin, base) = small_bin(class);
+            let len = usize::from(self.cache.len[bin]);
+            self.cache.offs[base..base + len].sort_unstable();
         }
         let size = 1usize << order;
         let mut found = false;
@@ -326,18 +359,14 @@ impl State {
         let shift = self.geo.page_shift;
         let page_mask = (1usize << self.geo.max_order) - 1;
         let chunk_shift = self.geo.chunk_shift;
-        for o in 0..ORDER_SLOTS {
-            let len = usize::from(self.cache.large_len[o]);
-            for &off in &self.cache.large[o][..len] {
-                let pages = usize::from(self.page(off >> shift) & VALUE) + 1;
-                if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
-                    return;
-                }
+        for (off, pages) in self.cache.all_large() {
+            if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
+                return;
             }
         }
         for class in 0..NCLASSES {
-            let len = usize::from(self.cache.small_len[class]);
-            let blocks = &self.cache.small[class][..len];
+            let blocks = self.cache.small(class);
+            let len = blocks.len();
             let pages = 1usize << self.geo.slab_order[class];
             let mut i = 0;
             while i < len {
