@@ -160,9 +160,9 @@ struct State {
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
     cache: Caches,
-    /// The class of each 16 bytes of small size (entry `(size - 1) / 16`), the arena's smallest
-    /// class in use at least.
-    class_of: [u8; SMALL_MAX / 16],
+    /// The class of each 16 bytes of small size (entry `(size + 15) / 16`; a zero size gets
+    /// the smallest block), the arena's smallest class in use at least.
+    class_of: [u8; SMALL_MAX / 16 + 1],
     /// Whether an allocation has more to do: [`Flags::ZERO`] or [`Flags::STATISTICS`].
     alloc_flags: bool,
     /// Whether a free has more to do: [`Flags::POISON`] or [`Flags::STATISTICS`].
@@ -205,7 +205,7 @@ impl<'a> Client<'a> {
                 empty_slabs: [0; NCLASSES],
                 cache: Caches::new(geo.page_shift, geo.max_order),
                 class_of: core::array::from_fn(|step| {
-                    let class = class_of(step * 16 + 16).max(geo.min_class);
+                    let class = class_of((step * 16).max(1)).max(geo.min_class);
                     u8::try_from(class).expect("fewer than 256 classes")
                 }),
                 alloc_flags: geo.flags.contains(Flags::ZERO)
@@ -485,10 +485,10 @@ impl State {
 
     #[inline]
     fn alloc(&mut self, arena: &Arena, id: u32, layout: Layout) -> Result<(NonNull<u8>, usize)> {
-        let size = layout.size().max(1);
+        let size = layout.size();
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
-            let class = usize::from(self.class_of[((size - 1) >> 4) % (SMALL_MAX / 16)]);
+            let class = usize::from(self.class_of[(size + 15) >> 4]);
             let bytes = class_size(class);
             self.check_quota(bytes)?;
             let off = match self.uncache_small(class) {
@@ -497,7 +497,7 @@ impl State {
             };
             (off, bytes)
         } else {
-            self.alloc_large(arena, id, size, align)?
+            self.alloc_large(arena, id, size.max(1), align)?
         };
         self.flip_start(off);
         self.used += bytes;

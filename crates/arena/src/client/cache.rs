@@ -168,8 +168,12 @@ impl State {
         if len >= usize::from(c.cap[bin]) {
             return false;
         }
-        c.offs[base + len] = off;
-        c.pages[base + len] = u16::try_from(pages).unwrap_or(u16::MAX);
+        // SAFETY: a bin's cap is at most its number of entries (`Caches::new`), so entry
+        // `base + len` is one of the bin's, inside the arrays.
+        unsafe {
+            *c.offs.get_unchecked_mut(base + len) = off;
+            *c.pages.get_unchecked_mut(base + len) = u16::try_from(pages).unwrap_or(u16::MAX);
+        }
         c.len[bin] += 1;
         let page = select_unpredictable(slab, meta, CACHED | (meta & VALUE));
         // SAFETY: `slot` is the metadata slot of the block's page, in the marks table, in a
@@ -185,7 +189,8 @@ impl State {
         let c = &mut self.cache;
         let len = c.len[bin].checked_sub(1)?;
         c.len[bin] = len;
-        Some(c.offs[base + usize::from(len)])
+        // SAFETY: `len` is below the bin's length, at most its number of entries.
+        Some(unsafe { *c.offs.get_unchecked(base + usize::from(len)) })
     }
 
     /// Takes a cached block of `order` (aligned to `2^order` pages) and cuts it to `pages`
