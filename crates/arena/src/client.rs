@@ -3,7 +3,6 @@
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::hint::select_unpredictable;
 use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
@@ -567,37 +566,30 @@ impl State {
     #[inline]
     fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
         self.flip_start(off);
-        let slab = meta & KIND == SLAB;
         let value = usize::from(meta & VALUE);
-        // Selects, not branches, up to the cache: which kind is freed is unpredictable.
-        let bytes =
-            select_unpredictable(slab, class_size(value), (value + 1) << self.geo.page_shift);
-        if self.free_flags {
-            let keep = if slab {
-                core::mem::size_of::<FreeObj>()
-            } else {
-                0
-            };
-            self.on_free(arena, off, bytes, keep);
-        }
-        if !self.cache_block(off, slot, meta) {
-            self.free_uncached(arena, off, meta);
-        }
+        let bytes = if meta & KIND == SLAB {
+            let bytes = class_size(value);
+            if self.free_flags {
+                self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
+            }
+            if !self.cache_small(value, off) {
+                self.free_small(arena, off, value, false);
+            }
+            bytes
+        } else {
+            let bytes = (value + 1) << self.geo.page_shift;
+            if self.free_flags {
+                self.on_free(arena, off, bytes, 0);
+            }
+            if !self.cache_large(off, slot, value + 1) {
+                self.set_page(off >> self.geo.page_shift, 0);
+                self.free_pages(arena, off, value + 1);
+            }
+            bytes
+        };
         self.used -= bytes;
         self.frees += 1;
         bytes
-    }
-
-    /// Gives the block at `off` with page metadata `meta`, being freed, back to its slab or
-    /// to the buddy allocator.
-    fn free_uncached(&mut self, arena: &Arena, off: usize, meta: u16) {
-        let value = usize::from(meta & VALUE);
-        if meta & KIND == SLAB {
-            self.free_small(arena, off, value, false);
-        } else {
-            self.set_page(off >> self.geo.page_shift, 0);
-            self.free_pages(arena, off, value + 1);
-        }
     }
 
     /// [`Flags::POISON`] (all but the first `keep` bytes) and [`Flags::STATISTICS`] for the

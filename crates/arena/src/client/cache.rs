@@ -8,9 +8,7 @@
 //! back when an allocation would otherwise fail for want of a chunk, and dropped with the
 //! client, whose chunks go back whole.
 
-use core::hint::select_unpredictable;
-
-use super::{CACHED, KIND, SLAB, State, VALUE};
+use super::{CACHED, State, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
 use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES};
 
@@ -113,6 +111,24 @@ impl Caches {
         &self.offs[base..base + usize::from(self.len[bin])]
     }
 
+    /// Adds the block at `off` (`pages` long, for a buddy block) to bin `bin`, whose entries
+    /// start at `base`; false if the bin is full.
+    #[inline]
+    fn push(&mut self, bin: usize, base: usize, off: usize, pages: usize) -> bool {
+        let len = usize::from(self.len[bin]);
+        if len >= usize::from(self.cap[bin]) {
+            return false;
+        }
+        // SAFETY: a bin's cap is at most its number of entries (`Caches::new`), so entry
+        // `base + len` is one of the bin's, inside the arrays.
+        unsafe {
+            *self.offs.get_unchecked_mut(base + len) = off;
+            *self.pages.get_unchecked_mut(base + len) = u16::try_from(pages).unwrap_or(u16::MAX);
+        }
+        self.len[bin] += 1;
+        true
+    }
+
     /// Every cached buddy block, as (offset, pages).
     fn all_large(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         (0..ORDER_SLOTS).flat_map(move |o| {
@@ -148,37 +164,27 @@ impl State {
         small.max(large << self.geo.page_shift)
     }
 
-    /// Keeps the block at `off` being freed for reuse, if the cache of its class (a slab block)
-    /// or order (a buddy block) has room; `slot` is its page metadata's slot in the marks
-    /// table, `meta` that metadata. False (nothing changed) if full. A buddy block keeps its
-    /// tail — the rest of its power-of-two block, given back as free blocks when it was cut —
-    /// as it is, and its page says `CACHED` and its length. Small and buddy blocks take the
-    /// same steps, with selects rather than branches: which kind is freed is unpredictable.
+    /// Keeps the freed small block at `off` of `class` for reuse; false (nothing changed) if
+    /// the class's cache is full.
     #[inline]
-    pub(super) fn cache_block(&mut self, off: usize, slot: usize, meta: u16) -> bool {
-        let slab = meta & KIND == SLAB;
-        let value = usize::from(meta & VALUE);
-        let pages = value + 1;
-        let (small, small_base) = small_bin(value);
-        let (large, large_base) = large_bin(pages.next_power_of_two().trailing_zeros());
-        let bin = select_unpredictable(slab, small, large);
-        let base = select_unpredictable(slab, small_base, large_base);
-        let c = &mut self.cache;
-        let len = usize::from(c.len[bin]);
-        if len >= usize::from(c.cap[bin]) {
+    pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
+        let (bin, base) = small_bin(class);
+        self.cache.push(bin, base, off, 0)
+    }
+
+    /// Keeps the freed buddy block of `pages` pages at `off` for reuse; false (nothing
+    /// changed) if the cache of its order is full. Its tail — the rest of its power-of-two
+    /// block, given back as free blocks when it was cut — stays as it is; its page (metadata
+    /// slot `slot`) says `CACHED` and its length.
+    #[inline]
+    pub(super) fn cache_large(&mut self, off: usize, slot: usize, pages: usize) -> bool {
+        let (bin, base) = large_bin(pages.next_power_of_two().trailing_zeros());
+        if !self.cache.push(bin, base, off, pages) {
             return false;
         }
-        // SAFETY: a bin's cap is at most its number of entries (`Caches::new`), so entry
-        // `base + len` is one of the bin's, inside the arrays.
-        unsafe {
-            *c.offs.get_unchecked_mut(base + len) = off;
-            *c.pages.get_unchecked_mut(base + len) = u16::try_from(pages).unwrap_or(u16::MAX);
-        }
-        c.len[bin] += 1;
-        let page = select_unpredictable(slab, meta, CACHED | (meta & VALUE));
         // SAFETY: `slot` is the metadata slot of the block's page, in the marks table, in a
         // chunk this client holds.
-        unsafe { *self.marks.cast::<u16>().add(slot) = page };
+        unsafe { *self.marks.cast::<u16>().add(slot) = meta(CACHED, pages - 1) };
         true
     }
 
