@@ -19,9 +19,11 @@ const SMALL_ENTRIES: usize = 32;
 const SMALL_BYTES: usize = 16 << 10;
 /// Most cached blocks of one buddy order.
 const LARGE_ENTRIES: usize = 16;
-/// Bytes of blocks of one buddy order the cache may hold: larger blocks are not cached, and
-/// orders of over 8 KiB keep fewer than [`LARGE_ENTRIES`] blocks.
-const LARGE_BYTES: usize = 512 << 10;
+/// Bytes of blocks of one buddy order the cache may hold: orders of over 16 KiB keep fewer
+/// than [`LARGE_ENTRIES`] blocks.
+const LARGE_BYTES: usize = 256 << 10;
+/// The largest buddy block cached.
+const LARGE_MAX: usize = 64 << 10;
 
 /// How many blocks of `class` the cache keeps.
 const fn small_cap(class: usize) -> usize {
@@ -84,8 +86,9 @@ pub(super) struct Caches {
 
 impl Caches {
     /// Empty caches for buddy pages of `2^page_shift` bytes and orders up to `max_order`:
-    /// blocks of the largest order (whole chunks) are never cached, so a chunk freed whole
-    /// still goes back to the arena.
+    /// blocks of the largest order (whole chunks) and blocks over [`LARGE_MAX`] are never
+    /// cached, so a chunk freed whole still goes back to the arena, and the cached blocks of a
+    /// client add up to at most about 1.25 MiB.
     pub(super) fn new(page_shift: u32, max_order: u32) -> Self {
         let mut cap = [0u8; BINS];
         cap[..CLASS_SLOTS].copy_from_slice(&SMALL_CAP);
@@ -94,8 +97,10 @@ impl Caches {
             .enumerate()
             .take(max_order as usize)
         {
-            let n = (LARGE_BYTES >> page_shift >> order).min(LARGE_ENTRIES);
-            *cap = u8::try_from(n).unwrap_or(0);
+            let block = (1usize << page_shift) << order;
+            if block <= LARGE_MAX {
+                *cap = u8::try_from((LARGE_BYTES / block).min(LARGE_ENTRIES)).unwrap_or(0);
+            }
         }
         Self {
             offs: [0; ENTRIES],
