@@ -1,5 +1,6 @@
 //! [`Client`]: one isolated user of an arena, with its own chunks, buddy free lists and slabs.
 
+use alloc::boxed::Box;
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -158,7 +159,9 @@ struct State {
     mask: u32,
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
-    cache: Caches,
+    /// Boxed: about 13 KiB, which would make a client too large to move around cheaply (or to
+    /// live on a small stack).
+    cache: Box<Caches>,
     /// The class of each 16 bytes of small size (entry `(size + 15) / 16`; a zero size gets
     /// the smallest block), the arena's smallest class in use at least.
     class_of: [u8; SMALL_MAX / 16 + 1],
@@ -202,7 +205,7 @@ impl<'a> Client<'a> {
                 mask: 0,
                 partial: [ptr::null_mut(); NCLASSES],
                 empty_slabs: [0; NCLASSES],
-                cache: Caches::new(geo.page_shift, geo.max_order),
+                cache: Box::new(Caches::new(geo.page_shift, geo.max_order)),
                 class_of: core::array::from_fn(|step| {
                     let class = class_of((step * 16).max(1)).max(geo.min_class);
                     u8::try_from(class).expect("fewer than 256 classes")
