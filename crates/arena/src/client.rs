@@ -159,9 +159,10 @@ struct State {
     mask: u32,
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
-    /// Boxed: about 13 KiB, which would make a client too large to move around cheaply (or to
-    /// live on a small stack).
-    cache: Box<Caches>,
+    /// The caches' bins, made when the first freed block is cached: about 13 KiB, which would
+    /// make a client too large to move around cheaply (or to live on a small stack), and
+    /// which a client that never frees does not need.
+    cache: Option<Box<Caches>>,
     /// The class of each 16 bytes of small size (entry `(size + 15) / 16`; a zero size gets
     /// the smallest block), the arena's smallest class in use at least.
     class_of: [u8; SMALL_MAX / 16 + 1],
@@ -205,7 +206,7 @@ impl<'a> Client<'a> {
                 mask: 0,
                 partial: [ptr::null_mut(); NCLASSES],
                 empty_slabs: [0; NCLASSES],
-                cache: Box::new(Caches::new(geo.page_shift, geo.max_order)),
+                cache: None,
                 class_of: core::array::from_fn(|step| {
                     let class = class_of((step * 16).max(1)).max(geo.min_class);
                     u8::try_from(class).expect("fewer than 256 classes")
@@ -1281,6 +1282,20 @@ mod tests {
         let kept = client.with(|s| s.info(s.chunk_head as usize).used);
         assert_eq!(kept, 8192, "one empty slab kept");
         assert_eq!(client.with(|s| s.empty_slabs[class_of(64)]), 1);
+    }
+
+    #[test]
+    fn cache_bins_made_at_first_free() {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let p = client.alloc(layout(40)).unwrap();
+        client.alloc(layout(5000)).unwrap();
+        assert!(client.with(|s| s.cache.is_none()));
+        assert_eq!(client.stats().cached_bytes, 0);
+        // SAFETY: never used again.
+        unsafe { client.free(p) }.unwrap();
+        assert!(client.with(|s| s.cache.is_some()));
+        assert_eq!(client.stats().cached_bytes, 48);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! back when an allocation would otherwise fail for want of a chunk, and dropped with the
 //! client, whose chunks go back whole.
 
+use alloc::alloc::Layout;
+use alloc::boxed::Box;
+
 use super::{CACHED, State, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
 use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES};
@@ -85,6 +88,14 @@ pub(super) struct Caches {
 }
 
 impl Caches {
+    /// Bins with nothing in them and no room.
+    const EMPTY: Self = Self {
+        offs: [0; ENTRIES],
+        pages: [0; ENTRIES],
+        len: [0; BINS],
+        cap: [0; BINS],
+    };
+
     /// Empty caches for buddy pages of `2^page_shift` bytes and orders up to `max_order`:
     /// blocks of the largest order (whole chunks) and blocks over [`LARGE_MAX`] are never
     /// cached, so a chunk freed whole still goes back to the arena, and the cached blocks of a
@@ -148,9 +159,36 @@ impl Caches {
 }
 
 impl State {
+    /// The bins, made on the first block to cache; `None` if the global allocator has no room
+    /// for them (then nothing is cached).
+    #[inline]
+    fn bins(&mut self) -> Option<&mut Caches> {
+        if self.cache.is_none() {
+            self.make_bins();
+        }
+        self.cache.as_deref_mut()
+    }
+
+    #[cold]
+    fn make_bins(&mut self) {
+        let layout = Layout::new::<Caches>();
+        // SAFETY: `Caches` is not zero-sized.
+        let p = unsafe { alloc::alloc::alloc(layout) }.cast::<Caches>();
+        if !p.is_null() {
+            // SAFETY: `p` was just allocated with the layout of `Caches`, so it is valid for a
+            // write of one, and `Box` frees it with that layout through the same allocator.
+            unsafe {
+                p.write(Caches::new(self.geo.page_shift, self.geo.max_order));
+                self.cache = Some(Box::from_raw(p));
+            }
+        }
+    }
+
     /// Bytes of all cached blocks.
     pub(super) fn cached_bytes(&self) -> usize {
-        let c = &self.cache;
+        let Some(c) = self.cache.as_deref() else {
+            return 0;
+        };
         let small: usize = (0..NCLASSES)
             .map(|class| c.small(class).len() * usize::from(CLASSES[class]))
             .sum();
@@ -160,7 +198,9 @@ impl State {
 
     /// The largest cached block.
     pub(super) fn largest_cached(&self) -> usize {
-        let c = &self.cache;
+        let Some(c) = self.cache.as_deref() else {
+            return 0;
+        };
         let small = (0..NCLASSES)
             .rev()
             .find(|&class| !c.small(class).is_empty())
@@ -174,7 +214,7 @@ impl State {
     #[inline]
     pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
         let (bin, base) = small_bin(class);
-        self.cache.push(bin, base, off, 0)
+        self.bins().is_some_and(|c| c.push(bin, base, off, 0))
     }
 
     /// Keeps the freed buddy block of `pages` pages at `off` for reuse; false (nothing
@@ -184,7 +224,7 @@ impl State {
     #[inline]
     pub(super) fn cache_large(&mut self, off: usize, slot: usize, pages: usize) -> bool {
         let (bin, base) = large_bin(pages.next_power_of_two().trailing_zeros());
-        if !self.cache.push(bin, base, off, pages) {
+        if !self.bins().is_some_and(|c| c.push(bin, base, off, pages)) {
             return false;
         }
         // SAFETY: `slot` is the metadata slot of the block's page, in the marks table, in a
@@ -197,7 +237,7 @@ impl State {
     #[inline]
     pub(super) fn uncache_small(&mut self, class: usize) -> Option<usize> {
         let (bin, base) = small_bin(class);
-        let c = &mut self.cache;
+        let c = self.cache.as_deref_mut()?;
         let len = c.len[bin].checked_sub(1)?;
         c.len[bin] = len;
         // SAFETY: `len` is below the bin's length, at most its number of entries.
@@ -218,7 +258,7 @@ impl State {
         order: u32,
     ) -> Option<usize> {
         let (bin, base) = large_bin(order);
-        let c = &mut self.cache;
+        let c = self.cache.as_deref_mut()?;
         let last = usize::from(c.len[bin].checked_sub(1)?) % LARGE_ENTRIES;
         let lens = &c.pages[base..base + LARGE_ENTRIES];
         // The tails of `had` and `pages` pages differ in the pieces below the highest bit
@@ -319,10 +359,12 @@ impl State {
         }
         let shift = self.geo.page_shift;
         for bin in CLASS_SLOTS..BINS {
-            while let Some(len) = self.cache.len[bin].checked_sub(1) {
-                self.cache.len[bin] = len;
+            while let Some(c) = self.cache.as_deref_mut()
+                && let Some(len) = c.len[bin].checked_sub(1)
+            {
+                c.len[bin] = len;
                 let at = LARGE_BASE + (bin - CLASS_SLOTS) * LARGE_ENTRIES + usize::from(len);
-                let (off, pages) = (self.cache.offs[at], usize::from(self.cache.pages[at]));
+                let (off, pages) = (c.offs[at], usize::from(c.pages[at]));
                 self.set_page(off >> shift, 0);
                 self.free_pages(arena, off, pages);
             }
@@ -339,10 +381,12 @@ impl State {
             return false;
         }
         // Blocks of one slab side by side.
-        for class in 0..NCLASSES {
-            let (bin, base) = small_bin(class);
-            let len = usize::from(self.cache.len[bin]);
-            self.cache.offs[base..base + len].sort_unstable();
+        if let Some(c) = self.cache.as_deref_mut() {
+            for class in 0..NCLASSES {
+                let (bin, base) = small_bin(class);
+                let len = usize::from(c.len[bin]);
+                c.offs[base..base + len].sort_unstable();
+            }
         }
         let size = 1usize << order;
         let mut found = false;
@@ -375,13 +419,15 @@ impl State {
         let shift = self.geo.page_shift;
         let page_mask = (1usize << self.geo.max_order) - 1;
         let chunk_shift = self.geo.chunk_shift;
-        for (off, pages) in self.cache.all_large() {
+        let no_bins = Caches::EMPTY;
+        let c = self.cache.as_deref().unwrap_or(&no_bins);
+        for (off, pages) in c.all_large() {
             if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
                 return;
             }
         }
         for class in 0..NCLASSES {
-            let blocks = self.cache.small(class);
+            let blocks = c.small(class);
             let len = blocks.len();
             let pages = 1usize << self.geo.slab_order[class];
             let mut i = 0;
