@@ -3,10 +3,11 @@
 //!
 //! A cached block is not live: its start bit is clear (so `owns`, `free` and `size_of` reject
 //! it) and its bytes count as free in the statistics. It still counts as used in its slab
-//! (small blocks) or its chunk record (buddy blocks, whole: the trimmed tail is taken back when
-//! the block is cached and given out again when it is reused). The caches are bounded, given
-//! back when an allocation would otherwise fail for want of a chunk, and dropped with the
-//! client, whose chunks go back whole.
+//! (small blocks) or its chunk record (buddy blocks; the tail that was trimmed off a buddy
+//! block's power-of-two block stays free, and is re-cut when the block is reused for another
+//! length). The caches are bounded, given back when an allocation would otherwise fail for
+//! want of a chunk (only if that lets it succeed), and dropped with the client, whose chunks go
+//! back whole.
 
 use alloc::alloc::Layout;
 use alloc::boxed::Box;
