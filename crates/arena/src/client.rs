@@ -19,7 +19,7 @@ use crate::sync::{AtomicU32, Ordering};
 
 mod cache;
 
-use cache::Caches;
+use cache::{Caches, Uncached};
 
 /// The byte freed blocks are filled with under [`Flags::POISON`].
 pub const POISON_BYTE: u8 = 0xA5;
@@ -557,9 +557,15 @@ impl State {
         let pages = bytes >> shift;
         let order = pages.next_power_of_two().trailing_zeros();
         let min_order = (align >> shift).max(1).trailing_zeros();
-        let off = match self.uncache_large(arena, pages, order.max(min_order)) {
-            Some(off) => off,
-            None => self.alloc_pages(arena, id, pages, min_order, bytes)?,
+        let order = order.max(min_order);
+        let off = match self.uncache_large(pages, order) {
+            Uncached::Hit(off) => off,
+            Uncached::Miss => self.alloc_pages(arena, id, pages, min_order, bytes)?,
+            Uncached::Stuck(stuck) => {
+                let off = self.alloc_pages(arena, id, pages, min_order, bytes)?;
+                self.evict_large(arena, order, stuck);
+                off
+            }
         };
         self.set_page(off >> shift, meta(LIVE, pages - 1));
         Ok((off, bytes))
@@ -649,9 +655,14 @@ impl State {
         let order = self.geo.slab_order[class];
         let pages = 1usize << order;
         let bytes = pages << self.geo.page_shift;
-        let off = match self.uncache_large(arena, pages, order) {
-            Some(off) => off,
-            None => self.alloc_pages(arena, id, pages, 0, bytes)?,
+        let off = match self.uncache_large(pages, order) {
+            Uncached::Hit(off) => off,
+            Uncached::Miss => self.alloc_pages(arena, id, pages, 0, bytes)?,
+            Uncached::Stuck(stuck) => {
+                let off = self.alloc_pages(arena, id, pages, 0, bytes)?;
+                self.evict_large(arena, order, stuck);
+                off
+            }
         };
         self.set_slab_pages(off, bytes, meta(SLAB, class));
         let slab = self.at(off).cast::<Slab>();

@@ -687,3 +687,31 @@ fn delete_client_with_cached_blocks_frees_everything() {
     assert_eq!(stats.used_bytes, Some(0));
     assert_eq!(stats.live_blocks, Some(0));
 }
+
+#[test]
+fn out_of_memory_with_a_stuck_cached_block_changes_nothing() {
+    let arena = arena(1, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    // Alignment 256 sends these sizes to the buddy allocator, in 256-byte pages.
+    let paged = |pages: usize| layout(pages * 256, 256);
+    // Blocks of 5 pages, each with its tail (1 + 2 pages) taken by other blocks: full.
+    let fives: Vec<_> = (0..CHUNK / 2048)
+        .map(|_| client.alloc(paged(5)).unwrap())
+        .collect();
+    for _ in 0..CHUNK / 2048 {
+        client.alloc(paged(1)).unwrap();
+        client.alloc(paged(2)).unwrap();
+    }
+    assert!(client.alloc(paged(1)).is_err());
+    free(&client, fives[0]).unwrap();
+    let before = client.stats();
+    assert_eq!(before.cached_bytes, 5 * 256);
+    // Six pages would need the cached block's tail, which is in use: out of memory, and
+    // nothing changes (the cached block stays cached).
+    assert!(matches!(
+        client.alloc(paged(6)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert_eq!(client.stats(), before);
+    assert_eq!(client.alloc(paged(5)), Ok(fives[0]));
+}

@@ -76,6 +76,17 @@ fn large_bin(order: u32) -> (usize, usize) {
     (CLASS_SLOTS + o, LARGE_BASE + o * LARGE_ENTRIES)
 }
 
+/// What [`State::uncache_large`] found.
+pub(super) enum Uncached {
+    /// A cached block, at this offset, now cut to the requested length.
+    Hit(usize),
+    /// No cached block of the order.
+    Miss,
+    /// The best cached block, at this offset, cannot be cut to the requested length (a piece
+    /// of its tail is in use); nothing changed.
+    Stuck(usize),
+}
+
 /// The cached blocks of one client, as offsets from chunk 0, in bins by size class and by
 /// buddy order.
 pub(super) struct Caches {
@@ -246,21 +257,22 @@ impl State {
     }
 
     /// Takes a cached block of `order` (aligned to `2^order` pages) and cuts it to `pages`
-    /// pages, its tail given back as free blocks; returns its offset (its page metadata is the
-    /// caller's to set). Of the cached blocks it takes the one whose length shares the most
-    /// leading bits with `pages`, so the fewest tail pieces change. A cached block whose tail
-    /// is partly in use when it must change goes back to the buddy allocator instead, and the
-    /// result is `None`.
+    /// pages, its tail given back as free blocks (its page metadata is the caller's to set). Of
+    /// the cached blocks it takes the one whose length shares the most leading bits with
+    /// `pages`, so the fewest tail pieces change. If that block's tail is partly in use and
+    /// must change, nothing changes and the result is [`Uncached::Stuck`]: the caller gives
+    /// that block back with [`evict_large`](Self::evict_large) once its allocation has
+    /// succeeded (so that a failed allocation still changes nothing).
     #[inline]
-    pub(super) fn uncache_large(
-        &mut self,
-        arena: &Arena,
-        pages: usize,
-        order: u32,
-    ) -> Option<usize> {
+    pub(super) fn uncache_large(&mut self, pages: usize, order: u32) -> Uncached {
         let (bin, base) = large_bin(order);
-        let c = self.cache.as_deref_mut()?;
-        let last = usize::from(c.len[bin].checked_sub(1)?) % LARGE_ENTRIES;
+        let Some(c) = self.cache.as_deref_mut() else {
+            return Uncached::Miss;
+        };
+        let Some(last) = c.len[bin].checked_sub(1) else {
+            return Uncached::Miss;
+        };
+        let last = usize::from(last) % LARGE_ENTRIES;
         let lens = &c.pages[base..base + LARGE_ENTRIES];
         // The tails of `had` and `pages` pages differ in the pieces below the highest bit
         // where `had - 1` and `pages - 1` differ.
@@ -276,24 +288,42 @@ impl State {
         }
         let had = usize::from(lens[best]);
         let off = c.offs[base + best];
-        c.offs[base + best] = c.offs[base + last];
-        c.pages[base + best] = c.pages[base + last];
+        if had != pages {
+            let shift = self.geo.page_shift;
+            let chunk = off >> self.geo.chunk_shift;
+            let rel = (off >> shift) & ((1 << self.geo.max_order) - 1);
+            if !self.retrim(chunk, rel, had, pages, order) {
+                return Uncached::Stuck(off);
+            }
+            let info = self.info(chunk);
+            info.used = info.used + (pages << shift) - (had << shift);
+        }
+        if let Some(c) = self.cache.as_deref_mut() {
+            c.offs[base + best] = c.offs[base + last];
+            c.pages[base + best] = c.pages[base + last];
+            c.len[bin] -= 1;
+        }
+        Uncached::Hit(off)
+    }
+
+    /// Gives the cached block of `order` at `off`, if it is still cached, back to the buddy
+    /// allocator.
+    #[cold]
+    pub(super) fn evict_large(&mut self, arena: &Arena, order: u32, off: usize) {
+        let (bin, base) = large_bin(order);
+        let Some(c) = self.cache.as_deref_mut() else {
+            return;
+        };
+        let len = usize::from(c.len[bin]);
+        let Some(i) = c.offs[base..base + len].iter().position(|&o| o == off) else {
+            return;
+        };
+        let pages = usize::from(c.pages[base + i]);
+        c.offs[base + i] = c.offs[base + len - 1];
+        c.pages[base + i] = c.pages[base + len - 1];
         c.len[bin] -= 1;
-        if had == pages {
-            return Some(off);
-        }
-        let shift = self.geo.page_shift;
-        let first = off >> shift;
-        let chunk = off >> self.geo.chunk_shift;
-        let rel = first & ((1 << self.geo.max_order) - 1);
-        if !self.retrim(chunk, rel, had, pages, order) {
-            self.set_page(first, 0);
-            self.free_pages(arena, off, had);
-            return None;
-        }
-        let info = self.info(chunk);
-        info.used = info.used + (pages << shift) - (had << shift);
-        Some(off)
+        self.set_page(off >> self.geo.page_shift, 0);
+        self.free_pages(arena, off, pages);
     }
 
     /// Turns the held block of `had` pages at page `rel` of `chunk` (aligned to `2^order`
