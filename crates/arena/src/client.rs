@@ -552,7 +552,8 @@ impl State {
             });
         }
         let shift = self.geo.page_shift;
-        let bytes = size.next_multiple_of(1 << shift);
+        // `size <= max_block`, so this does not overflow.
+        let bytes = (size + (1 << shift) - 1) & !((1 << shift) - 1);
         self.check_quota(bytes)?;
         let pages = bytes >> shift;
         let order = pages.next_power_of_two().trailing_zeros();
