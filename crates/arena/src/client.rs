@@ -159,7 +159,7 @@ struct State {
     mask: u32,
     partial: [*mut Slab; NCLASSES],
     empty_slabs: [u32; NCLASSES],
-    /// The caches' bins, made when the first freed block is cached: about 13 KiB, which would
+    /// The caches' bins, made when the first freed block is cached: about 19 KiB, which would
     /// make a client too large to move around cheaply (or to live on a small stack), and
     /// which a client that never frees does not need.
     cache: Option<Box<Caches>>,
@@ -504,7 +504,11 @@ impl State {
         };
         self.flip_start(off);
         self.used += bytes;
-        self.peak = self.peak.max(self.used);
+        if self.used > self.peak {
+            // A branch, not a select: past the first growth a new peak is rare, and the store
+            // is skipped.
+            self.peak = self.used;
+        }
         self.allocs += 1;
         let p = self.at(off);
         if self.alloc_flags {
