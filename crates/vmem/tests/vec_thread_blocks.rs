@@ -113,17 +113,20 @@ fn interleaved_claims_move_a_thread_to_blocks_and_back() {
     for i in 514..1024 {
         assert_eq!(v.push(i), usize::try_from(i).unwrap());
     }
-    // Nobody claimed while it filled that block: this block follows it directly, and the
-    // thread goes back to single slots after it.
-    assert_eq!(v.push(1024), 1024);
-    assert_eq!(v.len(), 1536);
-    for i in 1025..1536 {
-        v.push(i);
+    // Nobody claims while it fills the next blocks: each follows the previous one directly, and
+    // after eight of those in a row the thread goes back to single slots.
+    for block in 2..10u64 {
+        let start = block * 512;
+        assert_eq!(v.push(start), usize::try_from(start).unwrap());
+        assert_eq!(v.len(), usize::try_from(start + 512).unwrap());
+        for i in start + 1..start + 512 {
+            v.push(i);
+        }
     }
-    assert_eq!(v.push(1536), 1536);
-    assert_eq!(v.len(), 1537);
-    assert!(v.iter().copied().eq(0..1537));
-    assert_eq!(v.published_prefix(), 1536);
+    assert_eq!(v.push(5120), 5120);
+    assert_eq!(v.len(), 5121);
+    assert!(v.iter().copied().eq(0..5121));
+    assert_eq!(v.published_prefix(), 5120);
 }
 
 #[test]

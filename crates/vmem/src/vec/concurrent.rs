@@ -41,7 +41,7 @@ use super::builder::{Builder, Growth};
 use super::error::{Error, PushError, Result};
 use super::layout::{VecLayout, WORD_BITS, WORD_BYTES};
 #[cfg(all(feature = "std", target_has_atomic = "64"))]
-use super::local::{self, EVICT_AFTER, LocalClaim};
+use super::local::{self, ALONE_AFTER, EVICT_AFTER, LocalClaim};
 use super::ready::ReadyBits;
 use crate::reservation::Reservation;
 use crate::sync::{AccessLog, AtomicUsize, Ordering};
@@ -104,8 +104,8 @@ struct CachePadded<T>(T);
 ///   Slots a thread holds and has not filled count in `len` and go to no other thread; they are
 ///   filled by that thread's next pushes into the vector. When the vector is full, up to
 ///   `thread_block - 1` slots per such thread can therefore stay empty
-///   ([`Builder::thread_block`]`(1)` turns blocks off). A thread goes back to single slots when
-///   nobody else claimed while it filled a block.
+///   ([`Builder::thread_block`]`(1)` turns blocks off). A thread goes back to single slots after
+///   eight blocks in a row during which nobody else claimed.
 /// - [`iter`](Self::iter) yields the published elements in index order, skipping slots that are not
 ///   published.
 /// - Each published element is dropped exactly once, when the vector is dropped or cleared.
@@ -387,9 +387,15 @@ impl<T> ConcurrentVec<T> {
     #[cold]
     fn refill_local(&self, entry: &LocalClaim) -> Result<(usize, bool)> {
         let block = self.claim_block(self.thread_block)?;
-        // A block right after the previous one means nobody else claimed in between: back to
-        // single slots once it is filled.
-        entry.blocks.set(block.start != entry.end.get());
+        // A block right after the previous one means nobody else claimed in between; after
+        // enough of those in a row, back to single slots once this one is filled.
+        let streak = if block.start == entry.end.get() {
+            entry.streak.get() + 1
+        } else {
+            0
+        };
+        entry.streak.set(streak);
+        entry.blocks.set(streak < ALONE_AFTER);
         entry.last.set(block.end - 1);
         entry.set_block(block);
         Ok(entry
@@ -498,12 +504,13 @@ impl<T> ConcurrentVec<T> {
 
     /// Moves the published prefix over the complete ready words that follow it, and returns it.
     ///
-    /// The prefix is a word boundary (or the capacity). Whoever finds the word at the prefix
-    /// complete (acquire load: every element of the word happens before) moves the prefix past
-    /// it with a compare-exchange (release), so a reader that acquires the new prefix sees those
-    /// elements. Every change of the prefix through `&self` is such a read-modify-write, so a
-    /// reader that acquires a later value also synchronizes with every earlier move (release
-    /// sequence). Bits are never cleared through `&self`, so a word once complete stays so.
+    /// The prefix is a word boundary (or the capacity). Whoever finds the words at the prefix
+    /// complete (acquire loads: every element of those words happens before) moves the prefix
+    /// past all of them with one compare-exchange (release), so a reader that acquires the new
+    /// prefix sees those elements. Every change of the prefix through `&self` is such a
+    /// read-modify-write, so a reader that acquires a later value also synchronizes with every
+    /// earlier move (release sequence). Bits are never cleared through `&self`, so a word once
+    /// complete stays so.
     ///
     /// Nothing forces the prefix to keep up: a word completed out of order waits for the next
     /// call (the last publisher of a later word, or [`published_prefix`](Self::published_prefix)).
@@ -514,26 +521,32 @@ impl<T> ConcurrentVec<T> {
         let capacity = self.layout.capacity;
         let mut start = self.prefix.0.load(Ordering::Acquire);
         loop {
-            if start >= capacity || start >= self.committed.0.load(Ordering::Acquire) {
+            // Every ready word holding a slot below `limit` is committed.
+            let limit = self.committed.0.load(Ordering::Acquire).min(capacity);
+            let mut end = start;
+            while end < limit {
+                let word = end / WORD_BITS;
+                // SAFETY: the word holds slot `end < committed`, so it is committed.
+                let bits = unsafe { self.ready.word(word) }.load(Ordering::Acquire);
+                if bits != self.full_mask(word) {
+                    break;
+                }
+                end = (end + WORD_BITS).min(capacity);
+            }
+            if end == start {
                 return start;
             }
-            let word = start / WORD_BITS;
-            // SAFETY: the word holds slot `start < committed`, so it is committed.
-            let bits = unsafe { self.ready.word(word) }.load(Ordering::Acquire);
-            if bits != self.full_mask(word) {
-                return start;
+            // One compare-exchange moves the prefix over every complete word found.
+            match self
+                .prefix
+                .0
+                .compare_exchange(start, end, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return end,
+                // Another thread moved it (only ever forward through `&self`): look again from
+                // there.
+                Err(now) => start = now,
             }
-            let end = (start + WORD_BITS).min(capacity);
-            start = match self.prefix.0.compare_exchange(
-                start,
-                end,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => end,
-                // Another thread moved it (only ever forward through `&self`).
-                Err(now) => now,
-            };
         }
     }
 
@@ -611,11 +624,16 @@ impl<T> ConcurrentVec<T> {
         if exclusive {
             // SAFETY: the word is committed with the slot and only this caller writes it.
             unsafe { self.ready.set_exclusive(index) };
+            // A block's own words move the prefix once per cache line of them, not per word:
+            // the prefix line and the other threads' words then stay out of the fill.
+            if (index + 1).is_multiple_of(MAX_BLOCK) || index + 1 == self.layout.capacity {
+                self.advance_prefix();
+            }
         } else {
             // SAFETY: the word is committed with the slot.
             unsafe { self.ready.set(index) };
+            self.after_publish(index);
         }
-        self.after_publish(index);
     }
 
     /// A handle for pushing many elements from one thread: it claims slots in blocks, so that

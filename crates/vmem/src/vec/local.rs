@@ -4,7 +4,8 @@
 //! slots there, and the block of slots it claimed but has not filled yet. A thread claims one
 //! slot per push until it sees another thread's claim between two of its own; it then claims
 //! blocks and fills them alone (no shared cache line per push), and goes back to single slots
-//! once a block of its own follows its previous one with nobody's claims between.
+//! once [`ALONE_AFTER`] blocks in a row each followed its previous one with nobody's claims
+//! between.
 //!
 //! Entries name vectors by a process-wide id that is never reused, so an entry of a dropped
 //! vector (or of one whose claims were reset by `clear`) never matches again.
@@ -33,6 +34,9 @@ pub(super) struct LocalClaim {
     pub(super) owned_end: Cell<usize>,
     /// Whether the thread claims blocks (it saw other threads' claims among its own).
     pub(super) blocks: Cell<bool>,
+    /// Blocks in a row that followed the thread's previous block directly (nobody else claimed
+    /// in between).
+    pub(super) streak: Cell<u32>,
     /// Pushes into other vectors since this entry's vector was last pushed into.
     pub(super) misses: Cell<u32>,
 }
@@ -48,6 +52,7 @@ impl LocalClaim {
             owned_start: Cell::new(0),
             owned_end: Cell::new(0),
             blocks: Cell::new(false),
+            streak: Cell::new(0),
             misses: Cell::new(0),
         }
     }
@@ -61,6 +66,7 @@ impl LocalClaim {
         self.owned_start.set(0);
         self.owned_end.set(0);
         self.blocks.set(false);
+        self.streak.set(0);
         self.misses.set(0);
     }
 
@@ -89,6 +95,12 @@ impl LocalClaim {
         self.next.get() < self.end.get()
     }
 }
+
+/// Blocks in a row, each right after the previous one, after which a thread goes back to
+/// single slots: the other threads have stopped claiming (or are not running). Going back after
+/// one such block made a thread flip between modes while another thread still pushed, and its
+/// single claims then raced with the other thread's block claims on the shared counter.
+pub(super) const ALONE_AFTER: u32 = 8;
 
 /// Pushes into other vectors after which an entry that still holds unfilled slots gives way
 /// (those slots then stay empty for good). Entries without such slots give way at once.
