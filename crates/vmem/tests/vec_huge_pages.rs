@@ -1,11 +1,11 @@
-//! Large vectors ask for transparent huge pages once they commit whole huge pages; small ones
-//! and vectors built with `huge_pages(false)` do not. Linux only: the advice is read back from
-//! the `VmFlags` of `/proc/self/smaps` (`hg` is `MADV_HUGEPAGE`), which does not depend on
-//! whether the kernel then finds free huge pages.
+//! Large vectors built with `huge_pages(true)` ask for transparent huge pages once they commit
+//! whole huge pages; small ones, and vectors with the default small pages, do not. Linux only: the
+//! advice is read back from the `VmFlags` of `/proc/self/smaps` (`hg` is `MADV_HUGEPAGE`), which
+//! does not depend on whether the kernel then finds free huge pages.
 #![cfg(all(target_os = "linux", not(miri)))]
 
 use memvisor_vmem::CommitMode;
-use memvisor_vmem::vec::{Builder, ConcurrentVec, Vec as MemVec};
+use memvisor_vmem::vec::{Builder, Vec as MemVec};
 
 const HUGE: usize = 2 << 20;
 
@@ -39,7 +39,7 @@ fn grow_owned(builder: Builder, elements: usize) -> MemVec<u64> {
 
 #[test]
 fn owned_vec_advises_whole_huge_pages_past_the_first() {
-    let v = grow_owned(Builder::new(4 << 20), 3 * HUGE / 8);
+    let v = grow_owned(Builder::new(4 << 20).huge_pages(true), 3 * HUGE / 8);
     let base = v.as_ptr() as usize;
     assert_eq!(base % HUGE, 0, "a huge-page vector starts on a huge page");
     assert!(v.committed_bytes().is_multiple_of(HUGE));
@@ -48,17 +48,17 @@ fn owned_vec_advises_whole_huge_pages_past_the_first() {
 }
 
 #[test]
-fn small_or_opted_out_vectors_are_not_advised() {
+fn small_or_default_vectors_are_not_advised() {
     // Committed less than a huge page: small pages only, even with a large capacity.
-    let small = grow_owned(Builder::new(4 << 20), 1000);
+    let small = grow_owned(Builder::new(4 << 20).huge_pages(true), 1000);
     assert!(!advised_huge(small.as_ptr() as usize));
     assert!(small.committed_bytes() < HUGE);
-    let off = grow_owned(Builder::new(4 << 20).huge_pages(false), 3 * HUGE / 8);
+    let off = grow_owned(Builder::new(4 << 20), 3 * HUGE / 8);
     let base = off.as_ptr() as usize;
     assert!(!advised_huge(base + HUGE));
     assert!(!advised_huge(base + 2 * HUGE));
     // A capacity under two huge pages never uses them.
-    let tiny = grow_owned(Builder::new(HUGE / 8 + 10), HUGE / 8 + 10);
+    let tiny = grow_owned(Builder::new(HUGE / 8 + 10).huge_pages(true), HUGE / 8 + 10);
     assert!(!advised_huge(tiny.as_ptr() as usize));
 }
 
@@ -67,6 +67,7 @@ fn concurrent_vec_advises_in_both_modes() {
     for mode in [CommitMode::Protected, CommitMode::Sparse] {
         let v = Builder::new(4 << 20)
             .mode(mode)
+            .huge_pages(true)
             .build_concurrent::<u64>()
             .unwrap();
         for i in 0..3 * HUGE / 8 {
@@ -77,7 +78,10 @@ fn concurrent_vec_advises_in_both_modes() {
         assert!(advised_huge(base + HUGE), "{mode:?}");
         assert!(advised_huge(base + 2 * HUGE), "{mode:?}");
         assert!(v.iter().copied().eq(0..(3 * HUGE / 8) as u64));
-        let small = ConcurrentVec::<u64>::with_capacity(4 << 20).unwrap();
+        let small = Builder::new(4 << 20)
+            .huge_pages(true)
+            .build_concurrent::<u64>()
+            .unwrap();
         small.push(1);
         assert!(!advised_huge(small.reservation().as_ptr() as usize));
     }
