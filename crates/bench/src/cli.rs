@@ -1,7 +1,7 @@
 //! The command line: argument parsing and the run loop behind the `memvisor-bench` binary.
 //!
 //! ```text
-//! memvisor-bench [--quick] [--out DIR] [--repeats N] [--list] [GROUP ...]
+//! memvisor-bench [--quick] [--out DIR] [--repeats N] [--compare OLD] [--list] [GROUP ...]
 //! ```
 //!
 //! With no group named, every registered group runs. An unknown group or option is reported
@@ -13,21 +13,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::BenchError;
+use crate::compare::{compare, load_old};
 use crate::groups::{self, GROUPS, Group};
 use crate::harness::Bench;
 use crate::report::{GroupReport, default_out_dir};
+use crate::summary::write_summary;
 
 /// The `--help` text.
 pub const USAGE: &str = "\
 usage: memvisor-bench [OPTIONS] [GROUP ...]
 
 Runs benchmark groups (all registered groups if none is named), prints a table per group and
-writes GROUP.json plus one GROUP_SCENARIO.svg per scaling scenario.
+writes GROUP.json plus one GROUP_SCENARIO.svg per scaling scenario, then summary.html (every
+GROUP.json of the output folder on one page).
 
 options:
   --quick        same scenarios and sizes, fewer repeats
   --out DIR      output folder (default: <workspace target>/memvisor-bench)
   --repeats N    repeats per figure (default: 3 with --quick, 9 without)
+  --compare OLD  after each table, the change against an earlier run: OLD is a GROUP.json
+                 file or a folder of them
   --list         list the registered groups and exit
   -h, --help     show this text and exit
 ";
@@ -41,6 +46,8 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// `--repeats N`: overrides the repeat count.
     pub repeats: Option<usize>,
+    /// `--compare OLD`: an earlier report file or folder to compare each group with.
+    pub compare: Option<PathBuf>,
     /// `--list`: print the registered groups instead of running.
     pub list: bool,
     /// `-h` / `--help`: print [`USAGE`] instead of running.
@@ -105,6 +112,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Ben
             "--list" if inline.is_none() => options.list = true,
             "-h" | "--help" if inline.is_none() => options.help = true,
             "--out" => options.out = Some(PathBuf::from(value("--out")?)),
+            "--compare" => options.compare = Some(PathBuf::from(value("--compare")?)),
             "--repeats" => {
                 let text = value("--repeats")?;
                 let repeats = text
@@ -164,12 +172,21 @@ pub fn run(options: &Options, registry: &[Group]) -> Result<Vec<GroupReport>, Be
         };
         let report = GroupReport::new(group.name, bench.quick(), rows);
         println!("{}", report.table());
+        if let Some(old) = &options.compare {
+            match load_old(old, group.name)? {
+                Some(before) => println!("{}", compare(&before, &report)),
+                None => eprintln!("no earlier `{}` report in {}", group.name, old.display()),
+            }
+        }
         let json = report.write_json(&out)?;
         eprintln!("wrote {}", json.display());
         for plot in report.write_plots(&out)? {
             eprintln!("wrote {}", plot.display());
         }
         reports.push(report);
+    }
+    if !reports.is_empty() {
+        eprintln!("wrote {}", write_summary(&out)?.display());
     }
     match first_error {
         Some(error) => Err(error),
@@ -263,6 +280,8 @@ mod tests {
             "--out",
             "/x",
             "--repeats=4",
+            "--compare",
+            "/old",
             "--list",
             "arena",
         ]))
@@ -273,6 +292,7 @@ mod tests {
                 quick: true,
                 out: Some(PathBuf::from("/x")),
                 repeats: Some(4),
+                compare: Some(PathBuf::from("/old")),
                 list: true,
                 help: false,
                 groups: args(&["vec", "arena"]),
@@ -340,11 +360,11 @@ mod tests {
     }
 
     #[test]
-    fn run_unknown_group_in_real_registry_lists_baseline() {
+    fn run_unknown_group_in_real_registry_lists_known_groups() {
         let options = parse_args(args(&["no-such-group"])).unwrap();
         let error = run(&options, GROUPS).unwrap_err();
         assert!(matches!(&error, BenchError::UnknownGroup { name, known }
-            if name == "no-such-group" && known.iter().any(|k| k == "baseline")));
+            if name == "no-such-group" && known.iter().any(|k| k == "vmem")));
     }
 
     #[test]
@@ -358,6 +378,23 @@ mod tests {
         let json = fs::read_to_string(dir.join("tiny.json")).unwrap();
         assert_eq!(GroupReport::from_json(&json).unwrap(), reports[0]);
         assert!(dir.join("tiny_s.svg").exists());
+        let summary = fs::read_to_string(dir.join("summary.html")).unwrap();
+        assert!(summary.contains("tiny_s.svg"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn run_with_compare_reads_earlier_report_of_same_group() {
+        let dir = env::temp_dir().join(format!("memvisor-bench-cli-cmp-{}", std::process::id()));
+        let old = dir.join("old");
+        let mut options = parse_args(args(&["--quick", "tiny"])).unwrap();
+        options.out = Some(old.clone());
+        run(&options, REGISTRY).unwrap();
+        options.out = Some(dir.join("new"));
+        options.compare = Some(old.join("tiny.json"));
+        assert_eq!(run(&options, REGISTRY).unwrap().len(), 1);
+        options.compare = Some(old.join("missing.json"));
+        assert_eq!(run(&options, REGISTRY).unwrap().len(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }
 

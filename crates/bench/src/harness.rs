@@ -213,7 +213,9 @@ impl Bench {
             bench: *self,
             row: Row::new(name, param, unit, better),
             contenders: Vec::new(),
+            variants: Vec::new(),
             unsupported: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -280,7 +282,9 @@ pub struct Scenario<'a> {
     bench: Bench,
     row: Row,
     contenders: Vec<Contender<'a>>,
+    variants: Vec<String>,
     unsupported: Vec<(String, String)>,
+    notes: Vec<(String, String)>,
 }
 
 impl<'a> Scenario<'a> {
@@ -293,6 +297,23 @@ impl<'a> Scenario<'a> {
     /// `"raw-libc"` or `"std-vec"`).
     pub fn peer(mut self, name: &str, run: impl FnMut() -> Sample + 'a) -> Self {
         self.contenders.push(Contender::new(name, run));
+        self
+    }
+
+    /// Adds a variant of memvisor called `name` (another mode or thread count of memvisor's own
+    /// code, e.g. `"memvisor-parallel"`). It is measured interleaved with the others and
+    /// recorded in [`Row::variants`], never as a peer and never in a speedup.
+    pub fn variant(mut self, name: &str, run: impl FnMut() -> Sample + 'a) -> Self {
+        self.variants.push(name.to_owned());
+        self.contenders.push(Contender::new(name, run));
+        self
+    }
+
+    /// Attaches a note to the figure of contender `name` (shown as `[k]` beside it in the table
+    /// and kept in the JSON `notes`), for a figure obtained in an unusual way, such as a sample
+    /// measured once and reused for the later repeats. A note from a failure replaces it.
+    pub fn note(mut self, name: &str, text: &str) -> Self {
+        self.notes.push((name.to_owned(), text.to_owned()));
         self
     }
 
@@ -312,8 +333,13 @@ impl<'a> Scenario<'a> {
             bench,
             mut row,
             contenders,
+            variants,
             unsupported,
+            notes,
         } = self;
+        for (name, text) in notes {
+            row.notes.insert(name, text);
+        }
         let has_memvisor = contenders.iter().any(|c| c.name == MEMVISOR);
         for measured in bench.interleave(contenders) {
             let value = match measured.result {
@@ -325,6 +351,8 @@ impl<'a> Scenario<'a> {
             };
             if measured.name == MEMVISOR {
                 row.memvisor = value;
+            } else if variants.contains(&measured.name) {
+                row.variants.insert(measured.name, value);
             } else {
                 row.peers.insert(measured.name, value);
             }
@@ -350,7 +378,9 @@ impl fmt::Debug for Scenario<'_> {
             .field("bench", &self.bench)
             .field("row", &self.row)
             .field("contenders", &self.contenders)
+            .field("variants", &self.variants)
             .field("unsupported", &self.unsupported)
+            .field("notes", &self.notes)
             .finish()
     }
 }
@@ -522,6 +552,34 @@ mod tests {
         assert_eq!(calls, 2);
         assert_eq!(results[0].result, Err("second call fails".to_owned()));
         assert_eq!(results[0].samples, vec![1.0]);
+    }
+
+    #[test]
+    fn scenario_variant_is_recorded_apart_from_peers() {
+        let row = Bench::with_repeats(false, 1)
+            .scenario("s", 0, "ms", Better::Lower)
+            .memvisor(|| Ok(2.0))
+            .variant("memvisor-parallel", || Ok(1.0))
+            .peer("p", || Ok(4.0))
+            .run();
+        assert_eq!(row.variants["memvisor-parallel"], Some(1.0));
+        assert!(!row.peers.contains_key("memvisor-parallel"));
+        assert_eq!(row.speedup("p"), Some(2.0));
+        assert_eq!(row.speedup("memvisor-parallel"), None);
+    }
+
+    #[test]
+    fn scenario_note_kept_on_present_figure() {
+        let row = Bench::with_repeats(false, 1)
+            .scenario("s", 0, "ms", Better::Lower)
+            .memvisor(|| Ok(2.0))
+            .peer("p", || Ok(4.0))
+            .note("p", "reused sample")
+            .run();
+        assert_eq!(row.peers["p"], Some(4.0));
+        assert_eq!(row.notes["p"], "reused sample");
+        let table = crate::report::GroupReport::new("g", false, vec![row]).table();
+        assert!(table.contains("[1] s 0, p: reused sample"), "{table}");
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! [`groups`] and writes a report per group:
 //!
 //! ```text
-//! cargo run --release -p memvisor-bench -- [--quick] [--out DIR] [GROUP ...]
+//! cargo run --release -p memvisor-bench -- [--quick] [--out DIR] [--compare OLD] [GROUP ...]
 //! ```
 //!
-//! - [`harness`]: the [`Bench`] context, contenders run interleaved (A B A B …) and reduced to
-//!   medians, timing helpers.
+//! - [`harness`]: the [`Bench`] context, contenders run interleaved (A B C, B C A, …) and reduced
+//!   to medians, memvisor's variants kept apart from peers, timing helpers.
 //! - [`report`]: result rows, `GROUP.json`, the printed table, human units.
 //! - [`plot`]: one SVG per scaling scenario.
+//! - [`compare`]: a run against an earlier report (`--compare`).
+//! - [`summary`]: `summary.html`, every group's table and plots on one page.
 //! - [`util`]: a deterministic RNG, a log-uniform size sampler, RSS and `Committed_AS` readers.
 //! - [`groups`]: the registry of groups; each group lives in `src/groups/<group>.rs`.
 //! - [`cli`]: argument parsing and the run loop behind the binary.
@@ -41,10 +43,12 @@
 //! ```
 
 pub mod cli;
+pub mod compare;
 pub mod groups;
 pub mod harness;
 pub mod plot;
 pub mod report;
+pub mod summary;
 pub mod util;
 
 use std::io;
@@ -139,11 +143,11 @@ mod tests {
     fn display_unknown_group_lists_known() {
         let error = BenchError::UnknownGroup {
             name: "vmme".to_owned(),
-            known: vec!["baseline".to_owned(), "vmem".to_owned()],
+            known: vec!["arena".to_owned(), "vmem".to_owned()],
         };
         assert_eq!(
             error.to_string(),
-            "unknown group `vmme`; known groups: baseline, vmem"
+            "unknown group `vmme`; known groups: arena, vmem"
         );
         assert_eq!(error.exit_code(), 2);
     }

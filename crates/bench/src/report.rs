@@ -79,7 +79,12 @@ pub struct Row {
     /// Each peer's figure by name; `None` (JSON `null`) if the peer cannot do the scenario, with a
     /// note under its name.
     pub peers: BTreeMap<String, Option<f64>>,
-    /// Why a figure is missing, by contender name. Omitted from the JSON when empty.
+    /// memvisor's own variants (another mode, another thread count) by name: memvisor code, so
+    /// never a peer and never in a speedup. Omitted from the JSON when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, Option<f64>>,
+    /// Why a figure is missing, or how a present one was obtained when that is not the usual way
+    /// (a reused sample, say), by contender name. Omitted from the JSON when empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notes: BTreeMap<String, String>,
 }
@@ -95,6 +100,7 @@ impl Row {
             better,
             memvisor: None,
             peers: BTreeMap::new(),
+            variants: BTreeMap::new(),
             notes: BTreeMap::new(),
         }
     }
@@ -127,6 +133,9 @@ impl Row {
             self.param,
             self.cell(self.memvisor)
         );
+        for (name, value) in &self.variants {
+            let _ = write!(line, ", {name} {}", self.cell(*value));
+        }
         for (name, value) in &self.peers {
             let _ = write!(line, ", {name} {}", self.cell(*value));
         }
@@ -236,6 +245,19 @@ impl GroupReport {
         crate::plot::write_plots(self, dir)
     }
 
+    /// Every variant name appearing in the report, sorted.
+    #[must_use]
+    pub fn variant_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .results
+            .iter()
+            .flat_map(|row| row.variants.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every peer name appearing in the report, sorted.
     #[must_use]
     pub fn peer_names(&self) -> Vec<String> {
@@ -250,9 +272,11 @@ impl GroupReport {
     }
 
     /// The table the command line prints: a title line, then one line per row with scenario,
-    /// param, memvisor's figure, then for each peer its figure and memvisor's speedup over it
-    /// (`×` columns; above 1 means memvisor wins). A missing figure shows as `n/a [k]`, where
-    /// note `k` under the table gives the reason; [`SPEEDUP_LEGEND`] ends a table with peers.
+    /// param, memvisor's figure, each of memvisor's variants (no speedup: they are memvisor),
+    /// then for each peer its figure and memvisor's speedup over it (`×` columns; above 1 means
+    /// memvisor wins). A missing figure shows as `n/a [k]`, where note `k` under the table gives
+    /// the reason; a present figure with a note (a reused sample, say) shows as `figure [k]`.
+    /// [`SPEEDUP_LEGEND`] ends a table with peers.
     ///
     /// # Examples
     ///
@@ -270,11 +294,13 @@ impl GroupReport {
     #[must_use]
     pub fn table(&self) -> String {
         let peers = self.peer_names();
+        let variants = self.variant_names();
         let mut header = vec![
             "scenario".to_owned(),
             "param".to_owned(),
             MEMVISOR.to_owned(),
         ];
+        header.extend(variants.iter().cloned());
         for peer in &peers {
             header.push(peer.clone());
             header.push(format!("× {peer}"));
@@ -283,15 +309,13 @@ impl GroupReport {
         let mut lines: Vec<Vec<String>> = Vec::new();
         for row in &self.results {
             let mut note_cell = |name: &str, value: Option<f64>| -> String {
-                match value {
-                    Some(v) => human(v, &row.unit),
-                    None => match row.notes.get(name) {
-                        Some(reason) => {
-                            notes.push(format!("{} {}, {name}: {reason}", row.scenario, row.param));
-                            format!("n/a [{}]", notes.len())
-                        }
-                        None => "n/a".to_owned(),
-                    },
+                let figure = value.map_or_else(|| "n/a".to_owned(), |v| human(v, &row.unit));
+                match row.notes.get(name) {
+                    Some(reason) => {
+                        notes.push(format!("{} {}, {name}: {reason}", row.scenario, row.param));
+                        format!("{figure} [{}]", notes.len())
+                    }
+                    None => figure,
                 }
             };
             let mut line = vec![
@@ -299,6 +323,12 @@ impl GroupReport {
                 row.param.to_string(),
                 note_cell(MEMVISOR, row.memvisor),
             ];
+            for variant in &variants {
+                match row.variants.get(variant) {
+                    Some(value) => line.push(note_cell(variant, *value)),
+                    None => line.push(String::new()),
+                }
+            }
             for peer in &peers {
                 match row.peers.get(peer) {
                     Some(value) => {

@@ -11,10 +11,9 @@
 //!     Group { name: "vmem", about: "reserve, commit and prefault", run: vmem::run },
 //! ```
 //!
-//! [`baseline`] is a complete small group to copy from.
+//! The crate README shows a complete small group to copy from.
 
 pub mod arena;
-pub mod baseline;
 pub mod resources;
 pub mod space;
 pub mod vec;
@@ -62,11 +61,6 @@ pub const GROUPS: &[Group] = &[
         about: "ID and address-range allocators against vm-allocator",
         run: resources::run,
     },
-    Group {
-        name: "baseline",
-        about: "std Vec against VecDeque pushes: checks the harness end to end",
-        run: baseline::run,
-    },
 ];
 
 /// The names of `registry`'s groups, in order.
@@ -89,7 +83,7 @@ pub fn names(registry: &[Group]) -> Vec<&'static str> {
 /// use memvisor_bench::groups::{GROUPS, select};
 ///
 /// assert_eq!(select(GROUPS, &[]).unwrap().len(), GROUPS.len());
-/// assert_eq!(select(GROUPS, &["baseline".to_owned()]).unwrap()[0].name, "baseline");
+/// assert_eq!(select(GROUPS, &["vmem".to_owned()]).unwrap()[0].name, "vmem");
 /// assert!(select(GROUPS, &["no-such-group".to_owned()]).is_err());
 /// ```
 pub fn select(registry: &[Group], wanted: &[String]) -> Result<Vec<Group>, BenchError> {

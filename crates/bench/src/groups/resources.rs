@@ -206,6 +206,14 @@ pub fn fill(bench: &Bench, n: u64) -> Row {
             })
             .run();
     }
+    let scenario = if n > VM_FILL_ONCE {
+        scenario.note(
+            "vm-allocator",
+            "measured once (its fill is quadratic); that sample is reused for the later repeats",
+        )
+    } else {
+        scenario
+    };
     scenario
         .peer("vm-allocator", move || {
             if let Some(ms) = once {

@@ -182,7 +182,7 @@ pub fn prefault_1g(bench: &Bench) -> Row {
     bench
         .scenario("prefault_1g", 0, "ms", Better::Lower)
         .memvisor(|| prefault_memvisor(NonZeroUsize::MIN))
-        .peer("memvisor-parallel", || prefault_memvisor(cores))
+        .variant("memvisor-parallel", || prefault_memvisor(cores))
         .peer("first-touch", || {
             let (r, elapsed) = time(|| -> Result<Reservation, String> {
                 let r = Reservation::new(GIB).map_err(err("reserve"))?;
@@ -227,7 +227,7 @@ pub fn scattered_commits(bench: &Bench) -> Row {
                 .map_err(err("reserve"))?;
             Ok(count(&|offset| r.commit(offset, page).is_ok()))
         })
-        .peer("memvisor-protected", || {
+        .variant("memvisor-protected", || {
             let r = Reservation::new(len).map_err(err("reserve"))?;
             Ok(count(&|offset| r.commit(offset, page).is_ok()))
         })
