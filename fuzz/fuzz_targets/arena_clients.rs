@@ -1,0 +1,127 @@
+//! Several clients of one arena under random allocations, frees (their own, another client's,
+//! interior pointers, repeats), quota hits and deletes. Checked after every step: live blocks
+//! never overlap, each is owned by exactly its client and keeps the bytes written into it (so
+//! no block was handed to anyone else while live), every bad free is refused and changes
+//! nothing, and a deleted client's blocks are owned by no one; nothing may panic.
+#![no_main]
+
+use std::alloc::Layout;
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+
+use libfuzzer_sys::fuzz_target;
+use memvisor_arena::{Arena, Block, Client, Config, Quota};
+use memvisor_fuzz::Input;
+
+const CLIENTS: usize = 4;
+
+struct Live {
+    client: usize,
+    len: usize,
+    fill: u8,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    let chunk = 1usize << (16 + input.u8() % 3);
+    let Ok(block) = Block::heap(32 * chunk, 4096) else {
+        return;
+    };
+    let Ok(arena) = Arena::new(block, Config::new().with_chunk_size(chunk)) else {
+        return;
+    };
+    let mut clients: Vec<Option<Client<'_>>> = (0..CLIENTS)
+        .map(|_| {
+            let quota = match input.u8() % 4 {
+                0 => Quota::bytes(usize::from(input.u16()) * 16),
+                _ => Quota::UNLIMITED,
+            };
+            arena.create_client(quota).ok()
+        })
+        .collect();
+    let mut live: BTreeMap<usize, Live> = BTreeMap::new();
+    while !input.is_empty() {
+        let c = usize::from(input.u8()) % CLIENTS;
+        match input.u8() % 6 {
+            0 | 1 => {
+                let Some(client) = &clients[c] else { continue };
+                let size = 1 + (input.size() % (2 * chunk as u64)) as usize;
+                let align = 1usize << (input.u8() % 13);
+                let Ok(layout) = Layout::from_size_align(size, align) else { continue };
+                if let Ok(ptr) = client.alloc(layout) {
+                    let addr = ptr.as_ptr() as usize;
+                    assert_eq!(addr % align, 0, "alignment");
+                    let fill = input.u8();
+                    // SAFETY: a fresh block of at least `size` bytes.
+                    unsafe { ptr.as_ptr().write_bytes(fill, size) };
+                    if let Some((&before, prev)) = live.range(..=addr).next_back() {
+                        assert!(before + prev.len <= addr, "overlaps the block below");
+                    }
+                    if let Some((&after, _)) = live.range(addr..).next() {
+                        assert!(addr + size <= after, "overlaps the block above");
+                    }
+                    live.insert(addr, Live { client: c, len: size, fill });
+                }
+            }
+            2 => {
+                // Free a live block through its own client, or a wrong client.
+                let Some(&addr) = live.keys().nth(usize::from(input.u16()) % live.len().max(1))
+                else {
+                    continue;
+                };
+                let owner = live[&addr].client;
+                let Some(client) = &clients[c] else { continue };
+                let ptr = NonNull::new(addr as *mut u8).expect("live blocks are non-null");
+                let block = &live[&addr];
+                // SAFETY: a live block of `len` bytes, written at allocation.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), block.len) };
+                assert!(bytes.iter().all(|&b| b == block.fill), "a live block changed");
+                // SAFETY: `addr` is a live block of this arena; a wrong client refuses it.
+                let result = unsafe { client.free(ptr) };
+                if owner == c {
+                    result.expect("a client frees its own live block");
+                    live.remove(&addr);
+                } else {
+                    assert!(result.is_err(), "a client freed another client's block");
+                }
+            }
+            3 => {
+                // An interior pointer of a live block, or an address outside the arena.
+                let Some(client) = &clients[c] else { continue };
+                let bad = match live.iter().nth(usize::from(input.u16()) % live.len().max(1)) {
+                    Some((&addr, block)) if block.len > 1 => addr + 1 + usize::from(input.u8()) % (block.len - 1),
+                    _ => 8,
+                };
+                if live.contains_key(&bad) {
+                    continue;
+                }
+                let ptr = NonNull::new(bad as *mut u8).expect("non-null");
+                // SAFETY: the free is refused (an interior or foreign address), nothing changes.
+                assert!(unsafe { client.free(ptr) }.is_err(), "a bad free was accepted");
+            }
+            4 if input.u8() % 8 == 0 => {
+                if let Some(client) = clients[c].take() {
+                    arena.delete_client(client);
+                    live.retain(|_, block| block.client != c);
+                    clients[c] = arena.create_client(Quota::UNLIMITED).ok();
+                }
+            }
+            _ => {}
+        }
+        for (&addr, block) in &live {
+            let ptr = addr as *const u8;
+            for (index, client) in clients.iter().enumerate() {
+                if let Some(client) = client {
+                    assert_eq!(client.owns(ptr), index == block.client, "owns");
+                }
+            }
+            // Both ends every step (a neighbour's overrun shows there); the whole block when
+            // it is freed.
+            let ends = [0, block.len / 2, block.len - 1];
+            for offset in ends {
+                // SAFETY: inside a live block of `len` bytes, written at allocation.
+                assert_eq!(unsafe { ptr.add(offset).read() }, block.fill, "a live block changed");
+            }
+        }
+    }
+});
