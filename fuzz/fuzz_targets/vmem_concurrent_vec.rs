@@ -1,13 +1,31 @@
-//! Pushes (plain, through a `Pusher`, fallible, with a closure) and reads on a small
-//! `ConcurrentVec` from one thread, against a `std::vec::Vec` of what should be there: every
-//! index handed out, every read and the published length must agree, and a full vector must
-//! refuse cleanly; nothing may panic or leak (the values are heap strings, so a lost or doubled
-//! drop shows under the sanitizer).
+//! Pushes (plain, through a `Pusher`, fallible, with a closure), in-place writes, reads and
+//! clears on a small `ConcurrentVec` from one thread, against a map of index to value: every
+//! index handed out is new and below the capacity, every read agrees, iteration yields the
+//! published elements in index order, and a full vector refuses cleanly; nothing may panic or
+//! leak (the values are heap strings, so a lost or doubled drop shows under the sanitizer).
 #![no_main]
+
+use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
 use memvisor_vmem::vec::ConcurrentVec;
+
+/// Records the outcome of one push in the model, checking it.
+fn pushed(
+    model: &mut BTreeMap<usize, String>,
+    vec: &ConcurrentVec<String>,
+    result: Result<usize, ()>,
+    value: String,
+) {
+    match result {
+        Ok(index) => {
+            assert!(index < vec.capacity(), "index {index} past the capacity");
+            assert!(model.insert(index, value).is_none(), "index {index} handed out twice");
+        }
+        Err(()) => assert_eq!(vec.len(), vec.capacity(), "a push refused below capacity"),
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
@@ -15,50 +33,54 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut vec) = ConcurrentVec::<String>::with_capacity(capacity) else {
         return;
     };
-    let mut model: Vec<String> = Vec::new();
+    let mut model: BTreeMap<usize, String> = BTreeMap::new();
     while !input.is_empty() {
         let value = input.u16().to_string();
-        let full = model.len() >= vec.capacity();
         match input.u8() % 6 {
-            0 => match vec.try_push(value.clone()) {
-                Ok(index) => {
-                    assert_eq!(index, model.len(), "try_push index");
-                    model.push(value);
-                }
-                Err(_) => assert!(full, "try_push refused below capacity"),
-            },
-            1 if !full => {
-                let index = vec.pusher().push(value.clone());
-                assert_eq!(index, model.len(), "Pusher::push index");
-                model.push(value);
+            0 => {
+                let result = vec.try_push(value.clone()).map_err(drop);
+                pushed(&mut model, &vec, result, value);
             }
-            2 => match vec.try_push_with(|i| format!("{i}")) {
-                Ok(index) => {
-                    assert_eq!(index, model.len(), "try_push_with index");
-                    model.push(index.to_string());
+            1 => {
+                let mut pusher = vec.pusher();
+                for _ in 0..=input.u8() % 4 {
+                    let result = pusher.try_push(value.clone()).map_err(drop);
+                    pushed(&mut model, &vec, result, value.clone());
                 }
-                Err(_) => assert!(full, "try_push_with refused below capacity"),
-            },
+            }
+            2 => {
+                let mut made = None;
+                let result = vec.try_push_with(|i| {
+                    made = Some(i.to_string());
+                    i.to_string()
+                });
+                if let Ok(index) = result {
+                    assert_eq!(made.as_deref(), Some(index.to_string().as_str()), "closure index");
+                }
+                pushed(&mut model, &vec, result.map_err(drop), made.unwrap_or_default());
+            }
             3 => {
-                let index = usize::from(input.u16()) % (model.len() + 2);
-                assert_eq!(vec.get(index), model.get(index), "get({index})");
+                let index = usize::from(input.u16()) % (vec.capacity() + 2);
+                assert_eq!(vec.get(index), model.get(&index), "get({index})");
             }
             4 => {
-                let index = usize::from(input.u16()) % (model.len() + 1);
-                if let Some(slot) = vec.get_mut(index) {
+                if let Some((&index, _)) = model.iter().nth(usize::from(input.u16()) % model.len().max(1)) {
+                    let slot = vec.get_mut(index).expect("a pushed element is there");
                     *slot = value.clone();
-                    model[index] = value;
-                } else {
-                    assert_eq!(index, model.len(), "get_mut({index}) missing");
+                    model.insert(index, value);
                 }
             }
-            5 if input.u8() % 16 == 0 => {
-                vec.clear();
-                model.clear();
+            _ => {
+                if input.u8() % 16 == 0 {
+                    vec.clear();
+                    model.clear();
+                }
             }
-            _ => {}
         }
-        assert_eq!(vec.len(), model.len(), "len");
+        assert!(vec.len() >= model.len(), "len below the elements pushed");
     }
-    assert!(vec.iter().eq(model.iter()), "iteration order");
+    for (index, value) in &model {
+        assert_eq!(vec.get(*index), Some(value), "get({index}) at the end");
+    }
+    assert!(vec.iter().eq(model.values()), "iteration order");
 });
