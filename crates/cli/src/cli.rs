@@ -26,7 +26,8 @@ enum Command {
     /// Print the guest physical memory map of a VM spec: RAM per NUMA node, device MMIO
     /// windows and interrupts, hotplug slots.
     Plan {
-        /// The VM spec (TOML); without it, the built-in default microVM.
+        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
+        /// microVM.
         spec: Option<String>,
         /// Print JSON instead of tables.
         #[arg(long)]
@@ -38,7 +39,8 @@ enum Command {
     /// Create the spec's host memory, plug and unplug each hotplug slot, and report time and
     /// memory use per step.
     Back {
-        /// The VM spec (TOML); without it, the built-in default microVM.
+        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
+        /// microVM.
         spec: Option<String>,
         /// Divide every memory size by N (at least one page), to try a big spec on a small
         /// machine.
@@ -71,11 +73,12 @@ enum ArchArg {
 fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
     let (origin, text) = match path {
         Some(p) => (
-            p.to_owned(),
-            std::fs::read_to_string(p).map_err(|source| Error::ReadSpec {
-                path: p.to_owned(),
-                source,
-            })?,
+            if p == crate::input::STDIN {
+                "<stdin>".to_owned()
+            } else {
+                p.to_owned()
+            },
+            crate::input::read_spec(p)?,
         ),
         None => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
     };

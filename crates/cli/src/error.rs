@@ -109,6 +109,22 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The spec is longer than the limit (exit code 2).
+    #[error("{path} is larger than {limit} bytes, the most a spec may hold")]
+    SpecTooLarge {
+        /// The file.
+        path: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The spec is not UTF-8 text (exit code 2).
+    #[error("{path} is not UTF-8 text (bad byte at offset {offset})")]
+    SpecNotUtf8 {
+        /// The file.
+        path: String,
+        /// The first byte that is not UTF-8.
+        offset: usize,
+    },
     /// Making or changing host memory failed (exit code 1); everything made before was
     /// released.
     #[error("{step} failed; everything created was released")]
@@ -129,7 +145,10 @@ impl Error {
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Spec(_) | Error::ReadSpec { .. } => 2,
+            Error::Spec(_)
+            | Error::ReadSpec { .. }
+            | Error::SpecTooLarge { .. }
+            | Error::SpecNotUtf8 { .. } => 2,
             Error::Back { .. } | Error::Output(_) => 1,
         }
     }

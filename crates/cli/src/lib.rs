@@ -49,6 +49,7 @@ pub mod back;
 mod cli;
 pub mod error;
 pub mod hostmem;
+pub mod input;
 pub mod plan;
 pub mod probe;
 pub mod render;

@@ -165,7 +165,7 @@ fn back_failure_releases_and_exits_1() {
     // Node 1 is bound to a host node no machine has: its step fails after node 0 was backed.
     let spec = "[memory]\nbacking = \"memfd\"\nprefault = 1\n\
                 [[numa]]\nsize = \"16MiB\"\n\
-                [[numa]]\nsize = \"16MiB\"\nhost_nodes = [4095]\n";
+                [[numa]]\nsize = \"16MiB\"\nhost_nodes = [1023]\n";
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("back-failure.toml");
     std::fs::write(&path, spec).unwrap();
     let out = memvisor(&["back", "--json", path.to_str().unwrap()]);
@@ -174,7 +174,7 @@ fn back_failure_releases_and_exits_1() {
     assert!(
         stderr.starts_with(
             "error: back RAM node1 (16 MiB) failed; everything created was released: NUMA node \
-             4095 does not exist on this host"
+             1023 does not exist on this host"
         ),
         "{stderr}"
     );

@@ -9,10 +9,12 @@ use toml::Spanned;
 
 use super::{
     Arch, BackingKind, DEFAULT_MMIO_SIZE, DEFAULT_ORIGIN, DEFAULT_PHYS_BITS, DeviceSpec,
-    DeviceType, HotplugSpec, Loc, MemoryOptions, NodeSpec, PageKind, Policy, SerialSpec, Source,
-    VmSpec,
+    DeviceType, HotplugSpec, Loc, MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_HOTPLUG_SLOTS,
+    MAX_NAME_CHARS, MAX_PREFAULT_THREADS, MemoryOptions, NodeSpec, PageKind, Policy, SerialSpec,
+    Source, VmSpec,
 };
 use crate::error::{Problem, SpecError};
+use crate::render::{escape, needs_escape};
 use crate::size::parse_size;
 
 /// A size as written: an integer or a string with a unit.
@@ -49,7 +51,7 @@ impl<'de> Deserialize<'de> for RawSize {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
-    name: Option<String>,
+    name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
     phys_bits: Option<Spanned<u32>>,
     memory: Option<Spanned<RawMemory>>,
@@ -77,8 +79,7 @@ struct RawMemory {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     size: Spanned<RawSize>,
-    #[serde(default)]
-    host_nodes: Vec<u32>,
+    host_nodes: Option<Spanned<Vec<u32>>>,
     policy: Option<Spanned<String>>,
 }
 
@@ -228,6 +229,50 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
     Ok(v)
 }
 
+/// Checks a name: not empty, at most [`MAX_NAME_CHARS`] characters, no control or invisible
+/// formatting characters (they would act on the terminal the plan is printed on).
+fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<String, SpecError> {
+    let name = raw.get_ref();
+    let problem = if name.trim().is_empty() {
+        Some("an empty name".to_owned())
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Some(format!(
+            "a name of {} characters (at most {MAX_NAME_CHARS})",
+            name.chars().count()
+        ))
+    } else {
+        name.chars().find(|&c| needs_escape(c)).map(|c| {
+            format!(
+                "the name contains the control or formatting character {}",
+                escape(c.encode_utf8(&mut [0; 4]))
+            )
+        })
+    };
+    match problem {
+        Some(p) => Err(src.error(field, Some(raw.span()), Problem::Invalid(p))),
+        None => Ok(name.clone()),
+    }
+}
+
+/// A count or number that must not exceed `max`.
+fn at_most<T: PartialOrd + fmt::Display>(
+    src: Source<'_>,
+    field: &str,
+    span: Range<usize>,
+    value: T,
+    max: T,
+    what: &str,
+) -> Result<T, SpecError> {
+    if value > max {
+        return Err(src.error(
+            field,
+            Some(span),
+            Problem::Invalid(format!("{value} {what} (at most {max})")),
+        ));
+    }
+    Ok(value)
+}
+
 fn choice<T>(
     src: Source<'_>,
     field: &str,
@@ -240,7 +285,7 @@ fn choice<T>(
             field,
             Some(raw.span()),
             Problem::UnknownValue {
-                found: raw.get_ref().clone(),
+                found: escape(raw.get_ref()).into_owned(),
                 expected,
             },
         )
@@ -248,6 +293,27 @@ fn choice<T>(
 }
 
 fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
+    // Counts first, before any entry is looked at.
+    if let Some(d) = raw.device.get(MAX_DEVICES) {
+        return Err(src.error(
+            format!("device[{MAX_DEVICES}]"),
+            Some(d.span()),
+            Problem::Invalid(format!(
+                "{} devices (at most {MAX_DEVICES}: each needs its own interrupt)",
+                raw.device.len()
+            )),
+        ));
+    }
+    if let Some(n) = raw.numa.get(MAX_GUEST_NODES) {
+        return Err(src.error(
+            format!("numa[{MAX_GUEST_NODES}]"),
+            Some(n.span()),
+            Problem::Invalid(format!(
+                "{} guest NUMA nodes (at most {MAX_GUEST_NODES})",
+                raw.numa.len()
+            )),
+        ));
+    }
     let written = match &raw.arch {
         Some(a) => choice(src, "arch", a, Arch::parse, "x86_64, aarch64")?,
         None => Arch::X86_64,
@@ -281,10 +347,41 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         .transpose()?;
 
     let mut nodes = Vec::new();
+    let mut sum = 0u64;
     for (i, n) in raw.numa.iter().enumerate() {
         let loc = Loc::new(format!("numa[{i}]"), n.span());
         let r = n.get_ref();
         let size = nonzero(src, &loc.field("size"), &r.size)?;
+        sum = sum.checked_add(size).ok_or_else(|| {
+            src.error(
+                loc.field("size"),
+                Some(r.size.span()),
+                Problem::Invalid(format!(
+                    "the [[numa]] nodes up to this one add up to more than 2^64 bytes ({} + {})",
+                    crate::size::Size(sum),
+                    crate::size::Size(size)
+                )),
+            )
+        })?;
+        let host_span = r.host_nodes.as_ref().map_or(n.span(), Spanned::span);
+        let host_nodes: &[u32] = r.host_nodes.as_ref().map_or(&[], |h| h.get_ref());
+        at_most(
+            src,
+            &loc.field("host_nodes"),
+            host_span.clone(),
+            host_nodes.len(),
+            MAX_HOST_NODES as usize,
+            "host nodes",
+        )?;
+        if let Some(&bad) = host_nodes.iter().find(|&&h| h >= MAX_HOST_NODES) {
+            return Err(src.error(
+                loc.field("host_nodes"),
+                Some(host_span),
+                Problem::Invalid(format!(
+                    "host node {bad} (host nodes are numbered below {MAX_HOST_NODES})"
+                )),
+            ));
+        }
         let policy = match &r.policy {
             Some(p) => choice(
                 src,
@@ -295,7 +392,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             )?,
             None => Policy::Bind,
         };
-        if r.policy.is_some() && r.host_nodes.is_empty() {
+        if r.policy.is_some() && host_nodes.is_empty() {
             return Err(src.error(
                 loc.field("policy"),
                 r.policy.as_ref().map(Spanned::span),
@@ -304,7 +401,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         }
         nodes.push(NodeSpec {
             size,
-            host_nodes: r.host_nodes.clone(),
+            host_nodes: host_nodes.to_vec(),
             policy,
             loc,
         });
@@ -327,10 +424,6 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             ),
         }),
         (Some(size), false) => {
-            let sum = nodes
-                .iter()
-                .try_fold(0u64, |a, n| a.checked_add(n.size))
-                .unwrap_or(u64::MAX);
             if sum != size {
                 return Err(src.error(
                     "memory.size",
@@ -371,6 +464,14 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         Some(h) => {
             let loc = Loc::new("hotplug", h.span());
             let r = h.get_ref();
+            at_most(
+                src,
+                "hotplug.slots",
+                r.slots.span(),
+                *r.slots.get_ref(),
+                MAX_HOTPLUG_SLOTS,
+                "slots",
+            )?;
             if *r.slots.get_ref() == 0 {
                 return Err(src.error(
                     "hotplug.slots",
@@ -389,6 +490,20 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                         "{} is not a multiple of the {} huge page size",
                         crate::size::Size(slot_size),
                         crate::size::Size(page)
+                    )),
+                ));
+            }
+            if u64::from(*r.slots.get_ref())
+                .checked_mul(slot_size)
+                .is_none()
+            {
+                return Err(src.error(
+                    "hotplug.slot_size",
+                    Some(r.slot_size.span()),
+                    Problem::Invalid(format!(
+                        "{} slots of {} add up to more than 2^64 bytes",
+                        r.slots.get_ref(),
+                        crate::size::Size(slot_size)
                     )),
                 ));
             }
@@ -466,6 +581,8 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
 
     let mut devices: Vec<DeviceSpec> = Vec::new();
     let mut counts = std::collections::HashMap::new();
+    // Each name and the device that has it, to find a duplicate in one look-up.
+    let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, d) in raw.device.iter().enumerate() {
         let loc = Loc::new(format!("device[{i}]"), d.span());
         let r = d.get_ref();
@@ -474,23 +591,22 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 loc.field("type"),
                 Some(r.ty.span()),
                 Problem::UnknownDeviceType {
-                    found: r.ty.get_ref().clone(),
+                    found: escape(r.ty.get_ref()).into_owned(),
                 },
             )
         })?;
         let n: &mut usize = counts.entry(ty).or_default();
         let name = match &r.name {
-            Some(name) => name.get_ref().clone(),
+            Some(name) => check_name(src, &loc.field("name"), name)?,
             None => format!("{}{n}", ty.short()),
         };
         *n += 1;
-        if let Some(other) = devices.iter().find(|o| o.name == name) {
+        if let Some(other) = names.insert(name.clone(), i) {
             return Err(src.error(
                 loc.field("name"),
                 r.name.as_ref().map_or(Some(d.span()), |n| Some(n.span())),
                 Problem::Invalid(format!(
-                    "the name `{name}` is already used by {}",
-                    other.loc.path
+                    "the name `{name}` is already used by device[{other}]"
                 )),
             ));
         }
@@ -566,16 +682,16 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         });
     }
 
-    let name = raw.name.clone().unwrap_or_else(|| {
-        if src.origin == DEFAULT_ORIGIN {
-            "default".to_owned()
-        } else {
-            std::path::Path::new(src.origin).file_stem().map_or_else(
-                || src.origin.to_owned(),
-                |s| s.to_string_lossy().into_owned(),
-            )
-        }
-    });
+    let name = match &raw.name {
+        Some(name) => check_name(src, "name", name)?,
+        // The file name, escaped: it may hold any character.
+        None if src.origin == DEFAULT_ORIGIN => "default".to_owned(),
+        None => escape(&std::path::Path::new(src.origin).file_stem().map_or_else(
+            || src.origin.to_owned(),
+            |s| s.to_string_lossy().into_owned(),
+        ))
+        .into_owned(),
+    };
     Ok(VmSpec {
         name,
         arch,
@@ -631,7 +747,21 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
         None => BackingKind::Anonymous,
     };
     let backing = match (backing, &mem.hugetlbfs) {
-        (BackingKind::Hugetlbfs(_), Some(path)) => BackingKind::Hugetlbfs(path.get_ref().clone()),
+        (BackingKind::Hugetlbfs(_), Some(path)) => {
+            let text = path.get_ref();
+            if !text.starts_with('/') || text.len() > 4096 || text.chars().any(needs_escape) {
+                return Err(src.error(
+                    "memory.hugetlbfs",
+                    Some(path.span()),
+                    Problem::Invalid(
+                        "a hugetlbfs mount is an absolute path of at most 4096 bytes without \
+                         control characters"
+                            .into(),
+                    ),
+                ));
+            }
+            BackingKind::Hugetlbfs(text.clone())
+        }
         (BackingKind::Hugetlbfs(_), None) => BackingKind::Hugetlbfs("/dev/hugepages".to_owned()),
         (_, Some(path)) => {
             return Err(src.error(
@@ -678,7 +808,18 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
             Problem::Invalid("a fallback only applies to explicit huge pages".into()),
         ));
     }
-    let prefault_threads = mem.prefault.as_ref().map_or(0, |p| *p.get_ref()) as usize;
+    let prefault_threads = match &mem.prefault {
+        Some(p) => at_most(
+            src,
+            "memory.prefault",
+            p.span(),
+            *p.get_ref(),
+            MAX_PREFAULT_THREADS,
+            "prefault threads",
+        )?,
+        None => 0,
+    };
+    let prefault_threads = usize::try_from(prefault_threads).unwrap_or(usize::MAX);
     Ok(MemoryOptions {
         backing,
         pages,
