@@ -71,7 +71,8 @@ pub struct SpecError {
     pub origin: String,
     /// 1-based line and column, when known.
     pub position: Option<(usize, usize)>,
-    /// The field path, such as `device[2].address`.
+    /// The field path, such as `device[2].address`; empty when the mistake is in the TOML
+    /// syntax itself.
     pub field: String,
     /// What is wrong.
     pub problem: Box<Problem>,
@@ -83,7 +84,10 @@ impl fmt::Display for SpecError {
             Some((line, column)) => write!(f, "{}:{line}:{column}: ", self.origin)?,
             None => write!(f, "{}: ", self.origin)?,
         }
-        write!(f, "{}: {}", self.field, self.problem)
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.problem)
     }
 }
 

@@ -43,8 +43,10 @@ const MEM: &str = "[memory]\nsize = \"256MiB\"\n";
 fn toml_syntax_error_points_at_line() {
     let text = format!("{MEM}[[device]]\ntype = \"virtio-net\nname = \"x\"\n");
     let msg = error_of(&text);
-    assert!(msg.starts_with("vm.toml:4:"), "{msg}");
-    assert!(msg.contains("device[0].type"), "{msg}");
+    assert!(
+        msg.starts_with("vm.toml:4:19: invalid basic string"),
+        "{msg}"
+    );
     let (code, stderr) = run_binary("syntax", &text);
     assert_eq!(code, 2);
     assert!(stderr.starts_with("error: "), "{stderr}");

@@ -49,7 +49,7 @@ impl<'de> Deserialize<'de> for RawSize {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a VM spec table")]
 struct RawSpec {
     name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
@@ -64,7 +64,7 @@ struct RawSpec {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [memory] table")]
 struct RawMemory {
     size: Option<Spanned<RawSize>>,
     backing: Option<Spanned<String>>,
@@ -76,7 +76,7 @@ struct RawMemory {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[numa]] table")]
 struct RawNode {
     size: Spanned<RawSize>,
     host_nodes: Option<Spanned<Vec<u32>>>,
@@ -84,7 +84,7 @@ struct RawNode {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [hotplug] table")]
 struct RawHotplug {
     slots: Spanned<u32>,
     slot_size: Spanned<RawSize>,
@@ -92,7 +92,7 @@ struct RawHotplug {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [serial] table")]
 struct RawSerial {
     irq: Option<u32>,
     port: Option<Spanned<RawSize>>,
@@ -100,7 +100,7 @@ struct RawSerial {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[device]] table")]
 struct RawDevice {
     #[serde(rename = "type")]
     ty: Spanned<String>,
@@ -148,64 +148,45 @@ pub fn parse(src: Source<'_>) -> Result<VmSpec, SpecError> {
 /// # Ok::<(), memvisor::SpecError>(())
 /// ```
 pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
-    let raw: RawSpec = toml::from_str(src.text).map_err(|e| {
-        let field = field_at(src, e.span());
+    let toml_error = |e: &toml::de::Error, field: String| {
         src.error(
             field,
             e.span(),
-            Problem::Toml(e.message().trim().to_owned()),
+            Problem::Toml(escape(e.message().trim()).into_owned()),
         )
+    };
+    let de = toml::Deserializer::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
+    let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = field_path(e.path());
+        toml_error(e.inner(), field)
     })?;
     check(src, raw, arch)
 }
 
-/// The dotted key written on the line of `span`, as a best guess at the field a TOML error
-/// is about.
-fn field_at(src: Source<'_>, span: Option<Range<usize>>) -> String {
-    let Some(span) = span else {
-        return "(spec)".to_owned();
-    };
-    let start = span.start.min(src.text.len());
-    let line_start = src
-        .text
-        .get(..start)
-        .and_then(|s| s.rfind('\n'))
-        .map_or(0, |i| i + 1);
-    let line = src
-        .text
-        .get(line_start..)
-        .unwrap_or("")
-        .lines()
-        .next()
-        .unwrap_or("");
-    let key = line.split('=').next().unwrap_or("").trim();
-    let mut table = String::new();
-    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    // A table header line is itself the table the error is about.
-    let scan_end = if line.trim_start().starts_with('[') {
-        line_start + line.len()
-    } else {
-        line_start
-    };
-    for l in src.text.get(..scan_end).unwrap_or("").lines() {
-        let l = l.trim();
-        if let Some(t) = l.strip_prefix("[[").and_then(|t| t.split("]]").next()) {
-            let count = arrays.entry(t.trim().to_owned()).or_default();
-            table = format!("{}[{count}]", t.trim());
-            *count += 1;
-        } else if let Some(t) = l.strip_prefix('[').and_then(|t| t.split(']').next()) {
-            table = t.trim().to_owned();
+/// The field path serde was in when it failed (`device[1].type`), without the segments of
+/// [`Spanned`]'s own fields; empty at the top level.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if key.starts_with("$__serde_spanned_private") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&escape(key));
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
         }
     }
-    match (
-        table.is_empty(),
-        key.is_empty() || key.starts_with('[') || !line.contains('='),
-    ) {
-        (true, true) => "(spec)".to_owned(),
-        (false, true) => table,
-        (true, false) => key.to_owned(),
-        (false, false) => format!("{table}.{key}"),
-    }
+    out
 }
 
 fn size_of(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, SpecError> {
@@ -841,10 +822,38 @@ mod tests {
     }
 
     #[test]
-    fn field_at_finds_table_and_key() {
-        let text = "[memory]\nsize = 1\n[[device]]\ntype = 3\n";
-        assert_eq!(field_at(src(text), Some(36..37)), "device[0].type");
-        assert_eq!(field_at(src(text), None), "(spec)");
-        assert_eq!(field_at(src(text), Some(18..19)), "device[0]");
+    fn parse_dotted_keys_are_read() {
+        let spec = parse(src("memory.size = \"256MiB\"\nmemory.prefault = 1\n")).unwrap();
+        assert_eq!(spec.ram(), 256 << 20);
+        assert_eq!(spec.memory.prefault_threads, 1);
+    }
+
+    #[test]
+    fn parse_wrong_type_names_no_internal_type() {
+        let err = parse(src("memory = 3\n")).unwrap_err();
+        assert_eq!(err.field, "memory");
+        assert_eq!(err.position, Some((1, 10)));
+        assert_eq!(
+            err.problem.to_string(),
+            "invalid type: integer `3`, expected the [memory] table"
+        );
+    }
+
+    #[test]
+    fn parse_type_error_path_comes_from_serde() {
+        let text =
+            "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n[[device]]\ntype = 3\n";
+        let err = parse(src(text)).unwrap_err();
+        assert_eq!(err.field, "device[1].type");
+        assert_eq!(err.position, Some((6, 8)));
+    }
+
+    #[test]
+    fn parse_syntax_error_has_position_and_no_field() {
+        let err = parse(src("[memory]\nsize = \"4096\n")).unwrap_err();
+        assert_eq!(err.field, "");
+        assert_eq!(err.position.map(|p| p.0), Some(2));
+        assert!(err.to_string().starts_with("t.toml:2:"), "{err}");
+        assert!(!err.to_string().contains(": :"), "{err}");
     }
 }
