@@ -184,7 +184,10 @@ where
     match execute(cli.command, out, progress) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(err, "error: {}", error_chain(&e));
+            let _ = match &e {
+                Error::Spec(spec) => err.write_all(crate::diagnostic::report(spec).as_bytes()),
+                other => writeln!(err, "error: {}", error_chain(other)),
+            };
             e.exit_code()
         }
     }

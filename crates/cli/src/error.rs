@@ -76,13 +76,19 @@ pub struct SpecError {
     pub field: String,
     /// What is wrong.
     pub problem: Box<Problem>,
+    /// The source line it points at, when it has a position.
+    pub excerpt: Option<Box<crate::diagnostic::Excerpt>>,
 }
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, column)) => write!(f, "{}:{line}:{column}: ", self.origin)?,
-            None => write!(f, "{}: ", self.origin)?,
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: ",
+                crate::render::escape(&self.origin)
+            )?,
+            None => write!(f, "{}: ", crate::render::escape(&self.origin))?,
         }
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
@@ -174,6 +180,7 @@ mod tests {
             problem: Box::new(Problem::UnknownDeviceType {
                 found: "virtio-gpu".into(),
             }),
+            excerpt: None,
         };
         assert_eq!(
             e.to_string(),
@@ -194,6 +201,7 @@ mod tests {
                 size: Size(8 << 30),
                 window: "the RAM windows".into(),
             }),
+            excerpt: None,
         };
         assert_eq!(
             e.to_string(),

@@ -47,6 +47,7 @@
 
 pub mod back;
 mod cli;
+pub mod diagnostic;
 pub mod error;
 pub mod hostmem;
 pub mod input;

@@ -70,9 +70,15 @@ fn bad_size_unit_is_refused() {
     );
     let (code, stderr) = run_binary("unit", "[memory]\nsize = \"2GB\"\n");
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains(":2:8: memory.size: unknown size unit `GB`"),
-        "{stderr}"
+    // Shown as rustc shows its errors: message, position, the line, the value underlined.
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-unit.toml");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: memory.size: unknown size unit `GB` (use B, KiB, MiB, GiB or TiB; sizes are \
+             binary)\n --> {}:2:8\n  |\n2 | size = \"2GB\"\n  |        ^^^^^\n",
+            path.display()
+        )
     );
 }
 

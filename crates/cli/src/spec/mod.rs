@@ -58,7 +58,8 @@ impl Source<'_> {
     ) -> SpecError {
         SpecError {
             origin: self.origin.to_owned(),
-            position: span.map(|s| self.line_column(s.start)),
+            position: span.clone().map(|s| self.line_column(s.start)),
+            excerpt: span.map(|s| Box::new(crate::diagnostic::Excerpt::new(self.text, s))),
             field: field.into(),
             problem: Box::new(problem),
         }
