@@ -53,6 +53,14 @@ enum Command {
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
     },
+    /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`).
+    Init,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Report what this host offers: page sizes, transparent huge pages, huge page pools,
     /// NUMA nodes, MADV_POPULATE_WRITE, guard pages, vm.max_map_count, overcommit.
     Probe {
@@ -140,6 +148,17 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
                 Some((step, source)) => Err(Error::Back { step, source }),
                 None => Ok(()),
             }
+        }
+        Command::Init => write(out, DEFAULT_SPEC.to_owned()),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "memvisor",
+                &mut script,
+            );
+            out.write_all(&script).map_err(Error::Output)
         }
         Command::Probe { json: as_json } => {
             let p = probe();

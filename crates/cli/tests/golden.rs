@@ -126,3 +126,22 @@ fn plan_json_map_is_sorted_and_disjoint() {
         }
     }
 }
+
+#[test]
+fn init_prints_the_default_spec_which_plans_as_default() {
+    let spec = run(&["init"]);
+    assert_eq!(spec, memvisor::spec::DEFAULT_SPEC);
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("init.toml");
+    std::fs::write(&path, &spec).unwrap();
+    let from_file = run(&["plan", path.to_str().unwrap()]);
+    assert_eq!(from_file, run(&["plan"]));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = run(&["completions", shell]);
+        assert!(script.contains("memvisor"), "{shell}");
+        assert!(script.contains("plan"), "{shell}");
+    }
+}
