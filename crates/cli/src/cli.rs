@@ -53,6 +53,17 @@ enum Command {
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
     },
+    /// Say whether this host can back the spec as written (huge pages, THP modes, NUMA nodes,
+    /// address bits, /dev/kvm, max_map_count, overcommit), with the fix for each problem;
+    /// nothing is mapped. Exits with 1 when something would fail.
+    Check {
+        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
+        /// microVM.
+        spec: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`).
     Init,
     /// Print a shell completion script.
@@ -79,6 +90,16 @@ enum ArchArg {
 }
 
 fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
+    Ok(load_spec(path, arch, scale)?.1)
+}
+
+/// Reads, checks and plans the spec at `path` (the default one without), scaled down by
+/// `scale`.
+fn load_spec(
+    path: Option<&str>,
+    arch: Option<ArchArg>,
+    scale: u64,
+) -> Result<(spec::VmSpec, Plan)> {
     let (origin, text) = match path {
         Some(p) => (
             if p == crate::input::STDIN {
@@ -98,8 +119,9 @@ fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
         ArchArg::X86_64 => spec::Arch::X86_64,
         ArchArg::Aarch64 => spec::Arch::Aarch64,
     });
-    let vm = spec::parse_for(src, arch)?;
-    Ok(plan(&vm.scaled(scale), src)?)
+    let vm = spec::parse_for(src, arch)?.scaled(scale);
+    let plan = plan(&vm, src)?;
+    Ok((vm, plan))
 }
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -147,6 +169,29 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             match report.take_error() {
                 Some((step, source)) => Err(Error::Back { step, source }),
                 None => Ok(()),
+            }
+        }
+        Command::Check {
+            spec,
+            json: as_json,
+        } => {
+            let (vm, plan) = load_spec(spec.as_deref(), None, 1)?;
+            let findings = crate::check::check_spec(&vm, &plan, &crate::check::host_facts());
+            write(
+                out,
+                if as_json {
+                    json(&findings)
+                } else {
+                    crate::check::check_text(&plan.name, &findings)
+                },
+            )?;
+            match findings
+                .iter()
+                .filter(|f| f.status == crate::check::Status::Fail)
+                .count()
+            {
+                0 => Ok(()),
+                problems => Err(Error::HostCannotBack { problems }),
             }
         }
         Command::Init => write(out, DEFAULT_SPEC.to_owned()),

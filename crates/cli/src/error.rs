@@ -145,6 +145,15 @@ pub enum Error {
         #[source]
         source: memvisor_space::Error,
     },
+    /// `memvisor check` found problems that make backing the spec fail on this host (exit
+    /// code 1).
+    #[error(
+        "this host cannot back the spec as written: {problems} problem(s), each with its fix above"
+    )]
+    HostCannotBack {
+        /// How many checks failed.
+        problems: usize,
+    },
     /// Writing the output failed (exit code 1).
     #[error("writing the output")]
     Output(#[source] io::Error),
@@ -159,7 +168,7 @@ impl Error {
             | Error::ReadSpec { .. }
             | Error::SpecTooLarge { .. }
             | Error::SpecNotUtf8 { .. } => 2,
-            Error::Back { .. } | Error::Output(_) => 1,
+            Error::Back { .. } | Error::HostCannotBack { .. } | Error::Output(_) => 1,
         }
     }
 }
