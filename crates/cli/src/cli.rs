@@ -258,9 +258,9 @@ where
 }
 
 /// The `memvisor` program: [`run`] on the process's arguments, standard output and standard
-/// error, with a progress bar when standard output is a terminal.
+/// error, with a progress bar (drawn on standard error) when standard error is a terminal.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let progress = std::io::stdout().is_terminal();
+    let progress = std::io::stderr().is_terminal();
     let code = run(
         args,
         &mut std::io::stdout(),
