@@ -35,6 +35,15 @@ enum Command {
         /// The guest architecture (overrides the spec's `arch`).
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
+        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
+        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        #[arg(long, value_enum, default_value_t = From::Memvisor)]
+        from: From,
+        /// Print the guest kernel's command line arguments for the virtio-mmio devices
+        /// (`virtio_mmio.device=4K@0xc0000000:5`, x86_64) instead of the plan.
+        #[arg(long, conflicts_with = "json")]
+        kernel_cmdline: bool,
     },
     /// Create the spec's host memory, plug and unplug each hotplug slot, and report time and
     /// memory use per step.
@@ -52,6 +61,11 @@ enum Command {
         /// The guest architecture (overrides the spec's `arch`).
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
+        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
+        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        #[arg(long, value_enum, default_value_t = From::Memvisor)]
+        from: From,
     },
     /// Say whether this host can back the spec as written (huge pages, THP modes, NUMA nodes,
     /// address bits, /dev/kvm, max_map_count, overcommit), with the fix for each problem;
@@ -63,6 +77,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
+        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        #[arg(long, value_enum, default_value_t = From::Memvisor)]
+        from: From,
     },
     /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`).
     Init,
@@ -81,6 +100,17 @@ enum Command {
     },
 }
 
+/// The format of the SPEC argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum From {
+    /// A memvisor spec (TOML).
+    Memvisor,
+    /// A Firecracker JSON configuration file.
+    Firecracker,
+    /// Cloud Hypervisor's `--memory` option string.
+    CloudHypervisor,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ArchArg {
     #[value(name = "x86_64")]
@@ -89,27 +119,42 @@ enum ArchArg {
     Aarch64,
 }
 
-fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
-    Ok(load_spec(path, arch, scale)?.1)
+fn load(path: Option<&str>, from: From, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
+    Ok(load_spec(path, from, arch, scale)?.1)
 }
 
 /// Reads, checks and plans the spec at `path` (the default one without), scaled down by
 /// `scale`.
 fn load_spec(
     path: Option<&str>,
+    from: From,
     arch: Option<ArchArg>,
     scale: u64,
 ) -> Result<(spec::VmSpec, Plan)> {
-    let (origin, text) = match path {
-        Some(p) => (
-            if p == crate::input::STDIN {
-                "<stdin>".to_owned()
-            } else {
-                p.to_owned()
-            },
-            crate::input::read_spec(p)?,
+    let shown = |p: &str| {
+        if p == crate::input::STDIN {
+            "<stdin>".to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
+    let (origin, text) = match (path, from) {
+        (None, From::Memvisor) => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
+        (None, _) => {
+            return Err(Error::Usage(
+                "--from needs SPEC: a Firecracker file or Cloud Hypervisor's --memory option"
+                    .to_owned(),
+            ));
+        }
+        (Some(p), From::Memvisor) => (shown(p), crate::input::read_spec(p)?),
+        (Some(p), From::Firecracker) => (
+            format!("{} (as a memvisor spec)", shown(p)),
+            crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?,
         ),
-        None => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
+        (Some(option), From::CloudHypervisor) => (
+            "--memory (as a memvisor spec)".to_owned(),
+            crate::vmm::cloud_hypervisor_spec(option)?,
+        ),
     };
     let src = Source {
         origin: &origin,
@@ -139,24 +184,27 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             spec,
             json: as_json,
             arch,
+            from,
+            kernel_cmdline,
         } => {
-            let plan = load(spec.as_deref(), arch, 1)?;
-            write(
-                out,
-                if as_json {
-                    json(&plan)
-                } else {
-                    plan_text(&plan)
-                },
-            )
+            let plan = load(spec.as_deref(), from, arch, 1)?;
+            let text = if kernel_cmdline {
+                crate::render::kernel_cmdline(&plan).map_err(Error::Usage)?
+            } else if as_json {
+                json(&plan)
+            } else {
+                plan_text(&plan)
+            };
+            write(out, text)
         }
         Command::Back {
             spec,
             scale,
             json: as_json,
             arch,
+            from,
         } => {
-            let plan = load(spec.as_deref(), arch, scale)?;
+            let plan = load(spec.as_deref(), from, arch, scale)?;
             let mut report = back(&plan, scale, progress && !as_json);
             write(
                 out,
@@ -174,8 +222,9 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
         Command::Check {
             spec,
             json: as_json,
+            from,
         } => {
-            let (vm, plan) = load_spec(spec.as_deref(), None, 1)?;
+            let (vm, plan) = load_spec(spec.as_deref(), from, None, 1)?;
             let findings = crate::check::check_spec(&vm, &plan, &crate::check::host_facts());
             write(
                 out,

@@ -135,6 +135,17 @@ pub enum Error {
         /// The first byte that is not UTF-8.
         offset: usize,
     },
+    /// Another VMM's configuration could not be read as a spec (exit code 2).
+    #[error("{origin}: {message}")]
+    Import {
+        /// The file or option it came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The kernel command line was asked for a guest that does not use it (exit code 2).
+    #[error("{0}")]
+    Usage(String),
     /// Making or changing host memory failed (exit code 1); everything made before was
     /// released.
     #[error("{step} failed; everything created was released")]
@@ -167,7 +178,9 @@ impl Error {
             Error::Spec(_)
             | Error::ReadSpec { .. }
             | Error::SpecTooLarge { .. }
-            | Error::SpecNotUtf8 { .. } => 2,
+            | Error::SpecNotUtf8 { .. }
+            | Error::Import { .. }
+            | Error::Usage(_) => 2,
             Error::Back { .. } | Error::HostCannotBack { .. } | Error::Output(_) => 1,
         }
     }

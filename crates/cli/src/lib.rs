@@ -58,6 +58,7 @@ pub mod probe;
 pub mod render;
 pub mod size;
 pub mod spec;
+pub mod vmm;
 
 pub use cli::{main_with_args, run};
 pub use error::{Error, Problem, Result, SpecError};

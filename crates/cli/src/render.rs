@@ -126,6 +126,9 @@ pub fn needs_escape(c: char) -> bool {
         )
 }
 
+/// The first GIC shared peripheral interrupt's INTID: an SPI's GSI is its INTID minus this.
+pub const SPI_INTID_BASE: u32 = 32;
+
 /// Hex digits needed for addresses up to `limit` (at least 8).
 fn digits(limit: u64) -> usize {
     let bits = 64 - limit.leading_zeros() as usize;
@@ -190,29 +193,50 @@ pub fn plan_text(plan: &Plan) -> String {
     }
     out.push_str(&t.to_string());
 
-    let irq = match plan.arch {
-        crate::spec::Arch::X86_64 => "GSI>",
-        crate::spec::Arch::Aarch64 => "SPI>",
-    };
+    // x86_64: the IOAPIC GSI. AArch64: the GIC INTID and its GSI, the SPI number (INTID - 32)
+    // that KVM's irqfd and KVM_IRQ_LINE and the device tree's `interrupts` cell use.
+    let aarch64 = plan.arch == crate::spec::Arch::Aarch64;
     out.push_str("\nDevices\n");
-    let mut t = Table::new(&["NAME", "TYPE", "MMIO", "SIZE>", "PORTS", irq, "DAX"]);
+    let headers: &[&'static str] = if aarch64 {
+        &[
+            "NAME", "TYPE", "MMIO", "SIZE>", "PORTS", "GSI>", "INTID>", "DAX",
+        ]
+    } else {
+        &["NAME", "TYPE", "MMIO", "SIZE>", "PORTS", "GSI>", "DAX"]
+    };
+    let mut t = Table::new(headers);
     for d in &plan.devices {
-        t.row(vec![
-            d.name.clone(),
-            d.ty.to_owned(),
-            range(d.mmio, w),
-            d.mmio
-                .map_or_else(|| "-".to_owned(), |s| Size(s.size).to_string()),
-            d.pio.map_or_else(
-                || "-".to_owned(),
-                |p| format!("{:#x}-{:#x}", p.start, p.end),
-            ),
-            d.irq.to_string(),
-            d.dax.map_or_else(
-                || "-".to_owned(),
-                |s| format!("{} ({})", range(Some(s), w), Size(s.size)),
-            ),
-        ]);
+        let irq = if aarch64 {
+            vec![
+                d.irq
+                    .checked_sub(SPI_INTID_BASE)
+                    .map_or_else(|| "-".to_owned(), |g| g.to_string()),
+                d.irq.to_string(),
+            ]
+        } else {
+            vec![d.irq.to_string()]
+        };
+        t.row(
+            [
+                vec![
+                    d.name.clone(),
+                    d.ty.to_owned(),
+                    range(d.mmio, w),
+                    d.mmio
+                        .map_or_else(|| "-".to_owned(), |s| Size(s.size).to_string()),
+                    d.pio.map_or_else(
+                        || "-".to_owned(),
+                        |p| format!("{:#x}-{:#x}", p.start, p.end),
+                    ),
+                ],
+                irq,
+                vec![d.dax.map_or_else(
+                    || "-".to_owned(),
+                    |s| format!("{} ({})", range(Some(s), w), Size(s.size)),
+                )],
+            ]
+            .concat(),
+        );
     }
     out.push_str(&t.to_string());
 
@@ -246,6 +270,61 @@ pub fn plan_text(plan: &Plan) -> String {
     }
     out.push_str(&t.to_string());
     out
+}
+
+/// A size as the kernel's `memparse` reads it: bytes in the largest of `G`, `M`, `K` that
+/// divides them.
+fn memparse(bytes: u64) -> String {
+    match bytes {
+        b if b != 0 && b.is_multiple_of(1 << 30) => format!("{}G", b >> 30),
+        b if b != 0 && b.is_multiple_of(1 << 20) => format!("{}M", b >> 20),
+        b if b != 0 && b.is_multiple_of(1 << 10) => format!("{}K", b >> 10),
+        b => b.to_string(),
+    }
+}
+
+/// The guest kernel's command line arguments for the plan's virtio-mmio devices, one
+/// `virtio_mmio.device=SIZE@BASE:IRQ` per device in plan order, separated by spaces, with a
+/// final newline (empty line for none). Linux reads these on x86_64; AArch64 guests find their
+/// devices in the device tree instead.
+///
+/// # Errors
+/// A message for an AArch64 plan.
+///
+/// ```
+/// use memvisor::plan::plan;
+/// use memvisor::render::kernel_cmdline;
+/// use memvisor::spec::{Source, parse};
+///
+/// let src = Source { origin: "vm.toml", text: "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n" };
+/// let plan = plan(&parse(src)?, src)?;
+/// assert_eq!(kernel_cmdline(&plan).unwrap(), "virtio_mmio.device=4K@0xc0000000:5\n");
+/// # Ok::<(), memvisor::SpecError>(())
+/// ```
+pub fn kernel_cmdline(plan: &Plan) -> Result<String, String> {
+    if plan.arch != crate::spec::Arch::X86_64 {
+        return Err(format!(
+            "{} guests find virtio-mmio devices in the device tree; virtio_mmio.device= is for \
+             x86_64",
+            plan.arch
+        ));
+    }
+    let args: Vec<String> = plan
+        .devices
+        .iter()
+        .filter(|d| d.ty.starts_with("virtio-"))
+        .filter_map(|d| {
+            d.mmio.map(|m| {
+                format!(
+                    "virtio_mmio.device={}@{:#x}:{}",
+                    memparse(m.size),
+                    m.start,
+                    d.irq
+                )
+            })
+        })
+        .collect();
+    Ok(format!("{}\n", args.join(" ")))
 }
 
 #[cfg(test)]
