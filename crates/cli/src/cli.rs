@@ -191,7 +191,7 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             let text = if kernel_cmdline {
                 crate::render::kernel_cmdline(&plan).map_err(Error::Usage)?
             } else if as_json {
-                json(&plan)
+                json(&crate::json::PlanDoc::from(&plan))
             } else {
                 plan_text(&plan)
             };
@@ -229,7 +229,14 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             write(
                 out,
                 if as_json {
-                    json(&findings)
+                    json(&crate::json::CheckDoc {
+                        schema_version: crate::json::SCHEMA_VERSION,
+                        name: &plan.name,
+                        ok: findings
+                            .iter()
+                            .all(|f| f.status != crate::check::Status::Fail),
+                        findings: &findings,
+                    })
                 } else {
                     crate::check::check_text(&plan.name, &findings)
                 },
@@ -271,7 +278,8 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
 /// let code = memvisor::run(["memvisor", "plan", "--json"], &mut out, &mut err, false);
 /// assert_eq!(code, 0);
 /// let plan: serde_json::Value = serde_json::from_slice(&out).unwrap();
-/// assert_eq!(plan["ram"], 2u64 << 30);
+/// assert_eq!(plan["schema_version"], 1);
+/// assert_eq!(plan["ram"], "0x80000000");
 ///
 /// let code = memvisor::run(["memvisor", "plan", "--arch", "sparc"], &mut out, &mut err, false);
 /// assert_eq!(code, 2);
@@ -294,8 +302,23 @@ where
             return code;
         }
     };
+    let as_json = match &cli.command {
+        Command::Plan { json, .. } | Command::Back { json, .. } | Command::Check { json, .. } => {
+            *json
+        }
+        _ => false,
+    };
     match execute(cli.command, out, progress) {
         Ok(()) => 0,
+        // The report was written as JSON and says what failed; standard error says it too.
+        Err(e @ (Error::Back { .. } | Error::HostCannotBack { .. })) if as_json => {
+            let _ = writeln!(err, "error: {}", error_chain(&e));
+            e.exit_code()
+        }
+        Err(e) if as_json => {
+            let _ = out.write_all(json(&crate::json::ErrorDoc::from(&e)).as_bytes());
+            e.exit_code()
+        }
         Err(e) => {
             let _ = match &e {
                 Error::Spec(spec) => err.write_all(crate::diagnostic::report(spec).as_bytes()),

@@ -53,6 +53,7 @@ pub mod diagnostic;
 pub mod error;
 pub mod hostmem;
 pub mod input;
+pub mod json;
 pub mod plan;
 pub mod probe;
 pub mod render;

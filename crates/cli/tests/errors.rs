@@ -275,3 +275,35 @@ fn field_of_the_other_architecture_is_refused() {
         "vm.toml:5:8: serial.port: the aarch64 serial port is MMIO; give `address`"
     );
 }
+
+#[test]
+fn json_flag_gives_errors_as_json() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-json.toml");
+    std::fs::write(&path, "[memory]\nsize = \"2GB\"\n").unwrap();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = memvisor::run(
+        ["memvisor", "plan", "--json", path.to_str().unwrap()],
+        &mut out,
+        &mut err,
+        false,
+    );
+    assert_eq!(code, 2);
+    assert!(err.is_empty());
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["schema_version"], 1);
+    let e = &doc["error"];
+    assert_eq!(e["kind"], "spec");
+    assert_eq!(e["exit_code"], 2);
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(2), Some(8))
+    );
+    assert_eq!(e["field"], "memory.size");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown size unit `GB`")
+    );
+}

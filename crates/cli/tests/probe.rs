@@ -133,8 +133,10 @@ fn check_reports_every_host_check_and_exits_0_or_1() {
         .output()
         .unwrap();
     let code = out.status.code().unwrap();
-    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let findings = findings.as_array().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema_version"], 1);
+    let findings = doc["findings"].as_array().unwrap();
+    assert_eq!(doc["ok"], findings.iter().all(|f| f["status"] != "fail"));
     let fails = findings.iter().filter(|f| f["status"] == "fail").count();
     assert_eq!(code, if fails == 0 { 0 } else { 1 });
     for check in ["address_bits", "kvm", "overcommit"] {
