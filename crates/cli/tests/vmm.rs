@@ -18,7 +18,7 @@ fn run(args: &[&str]) -> (u8, String, String) {
 
 fn firecracker_file() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/firecracker.json")
+        .join("../../examples/firecracker.json")
         .to_string_lossy()
         .into_owned()
 }
