@@ -133,8 +133,9 @@ impl Recorder {
 }
 
 /// Creates the plan's memory, plugs and unplugs each hotplug slot, and releases everything,
-/// recording each step. With `progress`, a progress bar on standard error counts the bytes
-/// of prefaulted memory, following this process's resident memory while a region is made.
+/// recording each step. With `progress`, a progress bar on standard error (with rate and ETA)
+/// counts the bytes of memory made over every backing and plugging step, following this
+/// process's resident memory while prefaulted memory is made, and names the current step.
 ///
 /// A failing step ends the run: everything made before it is released, and the report's
 /// [`failure`](BackReport::failure) names the step.
@@ -142,17 +143,19 @@ impl Recorder {
 pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
     let before = sample();
     let mut rec = Recorder { steps: Vec::new() };
-    let prefaulted: u64 = plan
+    // Every byte of memory made, boot and plugged: the bar covers each backing and plugging
+    // step, not only prefaulting.
+    let made: u64 = plan
         .regions
         .iter()
         .chain(&plan.slots)
-        .filter(|r| r.spec.prefault_threads() > 0)
+        .filter(|r| r.spec.backing_kind().has_memory())
         .map(|r| r.spec.size())
-        .sum();
-    let bar = if progress && prefaulted > 0 {
-        let bar = ProgressBar::with_draw_target(Some(prefaulted), ProgressDrawTarget::stderr());
+        .fold(0, u64::saturating_add);
+    let bar = if progress && made > 0 {
+        let bar = ProgressBar::with_draw_target(Some(made), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "prefault {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
+            "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
              elapsed {elapsed} eta {eta} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -318,11 +321,8 @@ fn run_steps(
     {
         bar.set_message(r.owner.clone());
         let step = format!("back {} ({})", r.owner, Size(r.spec.size()));
-        let prefaulted = if r.spec.prefault_threads() > 0 {
-            r.spec.size()
-        } else {
-            0
-        };
+        // Prefaulted memory moves the bar as it becomes resident; other memory at the end.
+        let prefaulted = r.spec.size();
         rec.run(step, || {
             watch(bar, prefaulted, || {
                 let (region, report) = Region::back(r.spec.clone())?;
@@ -334,11 +334,8 @@ fn run_steps(
     for s in &plan.slots {
         bar.set_message(s.owner.clone());
         let step = format!("plug {} ({})", s.owner, Size(s.spec.size()));
-        let prefaulted = if s.spec.prefault_threads() > 0 {
-            s.spec.size()
-        } else {
-            0
-        };
+        // Prefaulted memory moves the bar as it becomes resident; other memory at the end.
+        let prefaulted = s.spec.size();
         rec.run(step, || {
             watch(bar, prefaulted, || {
                 let (_, report) = space.plug(s.spec.clone())?;
@@ -348,6 +345,7 @@ fn run_steps(
     }
     for s in plan.slots.iter().rev() {
         let step = format!("unplug {}", s.owner);
+        bar.set_message(step.clone());
         rec.run(step, || {
             let region = space.remove_region(s.spec.base(), s.spec.size())?;
             // The last reference: the slot's memory goes back to the reserved window now.
