@@ -83,8 +83,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
     },
-    /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`).
-    Init,
+    /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`), or,
+    /// with `--from`, another VMM's configuration converted to a memvisor spec.
+    Init {
+        /// With `--from`: the Firecracker file or Cloud Hypervisor `--memory` string.
+        spec: Option<String>,
+        /// The format of SPEC (see `plan --from`).
+        #[arg(long, value_enum, default_value_t = From::Memvisor, requires = "spec")]
+        from: From,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -250,7 +257,26 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
                 problems => Err(Error::HostCannotBack { problems }),
             }
         }
-        Command::Init => write(out, DEFAULT_SPEC.to_owned()),
+        Command::Init { spec, from } => write(
+            out,
+            match (from, spec.as_deref()) {
+                (From::Firecracker, Some(p)) => {
+                    let shown = if p == crate::input::STDIN {
+                        "<stdin>"
+                    } else {
+                        p
+                    };
+                    crate::vmm::firecracker_spec(shown, &crate::input::read_spec(p)?)?
+                }
+                (From::CloudHypervisor, Some(option)) => crate::vmm::cloud_hypervisor_spec(option)?,
+                (From::Memvisor, Some(_)) => {
+                    return Err(Error::Usage(
+                        "init prints the default spec; SPEC is only for --from".to_owned(),
+                    ));
+                }
+                (_, None) => DEFAULT_SPEC.to_owned(),
+            },
+        ),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(

@@ -93,3 +93,17 @@ fn aarch64_devices_show_gsi_and_intid_apart() {
     let serial = out.lines().find(|l| l.starts_with("serial")).unwrap();
     assert!(serial.contains("  0     32  "), "{serial}");
 }
+
+#[test]
+fn init_from_firecracker_prints_the_converted_spec_which_plans_the_same() {
+    let (code, spec, err) = run(&["init", "--from", "firecracker", &firecracker_file()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(spec.contains("[memory]"), "{spec}");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("firecracker.toml");
+    std::fs::write(&path, &spec).unwrap();
+    let (_, from_toml, _) = run(&["plan", path.to_str().unwrap()]);
+    let (_, from_json, _) = run(&["plan", "--from", "firecracker", &firecracker_file()]);
+    assert_eq!(from_toml, from_json);
+    let (code, _, _) = run(&["init", "somefile.toml"]);
+    assert_eq!(code, 2);
+}
