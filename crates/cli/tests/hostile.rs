@@ -151,6 +151,21 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
             "is not UTF-8 text (bad byte at offset 17)".into(),
         ),
         (
+            "arrays_nested_500000_deep",
+            format!("a = {}{}\n", "[".repeat(500_000), "]".repeat(500_000)).into(),
+            "max recursion depth met".into(),
+        ),
+        (
+            "inline_tables_nested_100000_deep",
+            format!("a = {}1{}\n", "{b = ".repeat(100_000), "}".repeat(100_000)).into(),
+            "max recursion depth met".into(),
+        ),
+        (
+            "dotted_key_300000_parts",
+            format!("{MEM}{}y = 1\n", "x.".repeat(300_000)).into(),
+            "recursion limit".into(),
+        ),
+        (
             "hugetlbfs_path_with_escape",
             b"[memory]\nsize = \"2MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \"2MiB\"\nhugetlbfs = \"/x\\u001b[2J\"\n"
                 .to_vec(),
