@@ -55,6 +55,15 @@ pub struct BackReport {
     pub steps: Vec<Step>,
     /// Memory use after everything was released.
     pub after: MemorySample,
+    /// Whether any memory asked for transparent huge pages (directly or as the fallback).
+    pub thp_requested: bool,
+    /// Whether any memory asked for explicit huge pages.
+    pub hugetlb_requested: bool,
+    /// The most transparent huge page memory this process had after any step, KiB (from
+    /// `/proc/self/smaps_rollup`).
+    pub peak_thp_kib: u64,
+    /// The most explicit huge page memory this process had after any step, KiB.
+    pub peak_hugetlb_kib: u64,
     /// The step that failed, if one did (everything made before it was released).
     pub failure: Option<Failure>,
     #[serde(skip)]
@@ -72,7 +81,7 @@ fn detail(r: &RegionReport) -> String {
     let mut d = format!("{}, page {}", r.backing, Size(r.page_size));
     match r.huge_pages {
         HugePages::None => {}
-        HugePages::Transparent => d.push_str(", THP"),
+        HugePages::Transparent => d.push_str(", THP advised"),
         HugePages::Explicit(size) => {
             let _ = write!(d, ", {size} huge pages");
         }
@@ -124,8 +133,9 @@ impl Recorder {
 }
 
 /// Creates the plan's memory, plugs and unplugs each hotplug slot, and releases everything,
-/// recording each step. With `progress`, a progress bar on standard output counts the bytes
-/// of prefaulted memory, following this process's resident memory while a region is made.
+/// recording each step. With `progress`, a progress bar on standard error (with rate and ETA)
+/// counts the bytes of memory made over every backing and plugging step, following this
+/// process's resident memory while prefaulted memory is made, and names the current step.
 ///
 /// A failing step ends the run: everything made before it is released, and the report's
 /// [`failure`](BackReport::failure) names the step.
@@ -133,17 +143,20 @@ impl Recorder {
 pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
     let before = sample();
     let mut rec = Recorder { steps: Vec::new() };
-    let prefaulted: u64 = plan
+    // Every byte of memory made, boot and plugged: the bar covers each backing and plugging
+    // step, not only prefaulting.
+    let made: u64 = plan
         .regions
         .iter()
         .chain(&plan.slots)
-        .filter(|r| r.spec.prefault_threads() > 0)
+        .filter(|r| r.spec.backing_kind().has_memory())
         .map(|r| r.spec.size())
-        .sum();
-    let bar = if progress && prefaulted > 0 {
-        let bar = ProgressBar::with_draw_target(Some(prefaulted), ProgressDrawTarget::stdout());
+        .fold(0, u64::saturating_add);
+    let bar = if progress && made > 0 {
+        let bar = ProgressBar::with_draw_target(Some(made), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "prefault {bar:30} {binary_bytes}/{binary_total_bytes} {elapsed} {msg}",
+            "{bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
+             elapsed {elapsed} eta {eta} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
@@ -185,6 +198,20 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
         }
     };
     let after = rec.steps.last().map_or_else(sample, |s| s.memory);
+    let peak =
+        |f: fn(&MemorySample) -> u64| rec.steps.iter().map(|s| f(&s.memory)).max().unwrap_or(0);
+    let (peak_thp_kib, peak_hugetlb_kib) = (peak(|m| m.thp_kib), peak(|m| m.hugetlb_kib));
+    let memory = plan
+        .map
+        .iter()
+        .map(|m| &m.backing)
+        .chain(plan.hotplug.iter().map(|s| &s.backing));
+    let thp_requested = memory
+        .clone()
+        .any(|b| b.pages == "transparent" || b.fallback_transparent);
+    let hugetlb_requested = memory
+        .clone()
+        .any(|b| b.pages == "2MiB" || b.pages == "1GiB");
     BackReport {
         name: plan.name.clone(),
         scale,
@@ -193,6 +220,10 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
         before,
         steps: rec.steps,
         after,
+        thp_requested,
+        hugetlb_requested,
+        peak_thp_kib,
+        peak_hugetlb_kib,
         failure: failure.as_ref().map(|(step, e)| Failure {
             step: step.clone(),
             message: error_chain(e),
@@ -290,11 +321,8 @@ fn run_steps(
     {
         bar.set_message(r.owner.clone());
         let step = format!("back {} ({})", r.owner, Size(r.spec.size()));
-        let prefaulted = if r.spec.prefault_threads() > 0 {
-            r.spec.size()
-        } else {
-            0
-        };
+        // Prefaulted memory moves the bar as it becomes resident; other memory at the end.
+        let prefaulted = r.spec.size();
         rec.run(step, || {
             watch(bar, prefaulted, || {
                 let (region, report) = Region::back(r.spec.clone())?;
@@ -306,11 +334,8 @@ fn run_steps(
     for s in &plan.slots {
         bar.set_message(s.owner.clone());
         let step = format!("plug {} ({})", s.owner, Size(s.spec.size()));
-        let prefaulted = if s.spec.prefault_threads() > 0 {
-            s.spec.size()
-        } else {
-            0
-        };
+        // Prefaulted memory moves the bar as it becomes resident; other memory at the end.
+        let prefaulted = s.spec.size();
         rec.run(step, || {
             watch(bar, prefaulted, || {
                 let (_, report) = space.plug(s.spec.clone())?;
@@ -320,6 +345,7 @@ fn run_steps(
     }
     for s in plan.slots.iter().rev() {
         let step = format!("unplug {}", s.owner);
+        bar.set_message(step.clone());
         rec.run(step, || {
             let region = space.remove_region(s.spec.base(), s.spec.size())?;
             // The last reference: the slot's memory goes back to the reserved window now.
@@ -352,8 +378,8 @@ pub fn back_text(r: &BackReport) -> String {
         }
     );
     out.push_str(
-        "memory in MiB: this process's RSS (anonymous, shared) and hugetlb pages; the host's free \
-         huge pages and commit charge\n\n",
+        "memory in MiB: this process's RSS (anonymous, shared), hugetlb pages and transparent huge \
+         pages obtained (smaps); the host's free huge pages and commit charge\n\n",
     );
     let mut t = Table::new(&[
         "STEP",
@@ -362,6 +388,7 @@ pub fn back_text(r: &BackReport) -> String {
         "ANON>",
         "SHMEM>",
         "HUGETLB>",
+        "THP>",
         "HP FREE>",
         "COMMITTED>",
         "DETAIL",
@@ -374,6 +401,7 @@ pub fn back_text(r: &BackReport) -> String {
             mib(m.rss_anon_kib),
             mib(m.rss_shmem_kib),
             mib(m.hugetlb_kib),
+            mib(m.thp_kib),
             mib(m.huge_pages_free_kib),
             mib(m.committed_kib),
             detail.to_owned(),
@@ -389,6 +417,21 @@ pub fn back_text(r: &BackReport) -> String {
         ));
     }
     out.push_str(&t.to_string());
+    let _ = writeln!(
+        out,
+        "\nhuge pages obtained (peak): {} MiB transparent, {} MiB explicit",
+        mib(r.peak_thp_kib),
+        mib(r.peak_hugetlb_kib)
+    );
+    if r.thp_requested && r.peak_thp_kib == 0 {
+        out.push_str(
+            "transparent huge pages were advised, but the host gave none (`memvisor check` says \
+             why)\n",
+        );
+    }
+    if r.hugetlb_requested && r.peak_hugetlb_kib == 0 && r.failure.is_none() {
+        out.push_str("explicit huge pages were asked for, but none were mapped\n");
+    }
     if let Some(f) = &r.failure {
         let _ = writeln!(out, "\nfailed at `{}`: {}", f.step, f.message);
     }
@@ -398,6 +441,40 @@ pub fn back_text(r: &BackReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(thp_requested: bool, peak_thp_kib: u64) -> BackReport {
+        BackReport {
+            name: "vm".into(),
+            scale: 1,
+            boot_bytes: 2 << 20,
+            hotplug_bytes: 0,
+            before: MemorySample::default(),
+            steps: Vec::new(),
+            after: MemorySample::default(),
+            thp_requested,
+            hugetlb_requested: false,
+            peak_thp_kib,
+            peak_hugetlb_kib: 0,
+            failure: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn back_text_thp_advised_but_none_obtained_says_so() {
+        let text = back_text(&report(true, 0));
+        assert!(
+            text.contains("huge pages obtained (peak): 0.0 MiB transparent, 0.0 MiB explicit\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("transparent huge pages were advised, but the host gave none"),
+            "{text}"
+        );
+        let text = back_text(&report(true, 2048));
+        assert!(text.contains("2.0 MiB transparent"), "{text}");
+        assert!(!text.contains("gave none"), "{text}");
+    }
 
     #[test]
     fn mib_formats_one_decimal() {

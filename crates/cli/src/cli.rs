@@ -26,7 +26,8 @@ enum Command {
     /// Print the guest physical memory map of a VM spec: RAM per NUMA node, device MMIO
     /// windows and interrupts, hotplug slots.
     Plan {
-        /// The VM spec (TOML); without it, the built-in default microVM.
+        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
+        /// microVM.
         spec: Option<String>,
         /// Print JSON instead of tables.
         #[arg(long)]
@@ -34,11 +35,21 @@ enum Command {
         /// The guest architecture (overrides the spec's `arch`).
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
+        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
+        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        #[arg(long, value_enum, default_value_t = From::Memvisor)]
+        from: From,
+        /// Print the guest kernel's command line arguments for the virtio-mmio devices
+        /// (`virtio_mmio.device=4K@0xc0000000:5`, x86_64) instead of the plan.
+        #[arg(long, conflicts_with = "json")]
+        kernel_cmdline: bool,
     },
     /// Create the spec's host memory, plug and unplug each hotplug slot, and report time and
     /// memory use per step.
     Back {
-        /// The VM spec (TOML); without it, the built-in default microVM.
+        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
+        /// microVM.
         spec: Option<String>,
         /// Divide every memory size by N (at least one page), to try a big spec on a small
         /// machine.
@@ -50,6 +61,42 @@ enum Command {
         /// The guest architecture (overrides the spec's `arch`).
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
+        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
+        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        #[arg(long, value_enum, default_value_t = From::Memvisor)]
+        from: From,
+    },
+    /// Say whether this host can back the spec as written (huge pages, THP modes, NUMA nodes,
+    /// address bits, /dev/kvm, max_map_count, overcommit), with the fix for each problem;
+    /// nothing is mapped. Exits with 1 when something would fail.
+    Check {
+        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
+        /// microVM.
+        spec: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
+        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        #[arg(long, value_enum, default_value_t = From::Memvisor)]
+        from: From,
+    },
+    /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`), or,
+    /// with `--from`, another VMM's configuration converted to a memvisor spec.
+    Init {
+        /// With `--from`: the Firecracker file or Cloud Hypervisor `--memory` string.
+        spec: Option<String>,
+        /// The format of SPEC (see `plan --from`).
+        #[arg(long, value_enum, default_value_t = From::Memvisor, requires = "spec")]
+        from: From,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Report what this host offers: page sizes, transparent huge pages, huge page pools,
     /// NUMA nodes, MADV_POPULATE_WRITE, guard pages, vm.max_map_count, overcommit.
@@ -60,6 +107,17 @@ enum Command {
     },
 }
 
+/// The format of the SPEC argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum From {
+    /// A memvisor spec (TOML).
+    Memvisor,
+    /// A Firecracker JSON configuration file.
+    Firecracker,
+    /// Cloud Hypervisor's `--memory` option string.
+    CloudHypervisor,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ArchArg {
     #[value(name = "x86_64")]
@@ -68,16 +126,42 @@ enum ArchArg {
     Aarch64,
 }
 
-fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
-    let (origin, text) = match path {
-        Some(p) => (
-            p.to_owned(),
-            std::fs::read_to_string(p).map_err(|source| Error::ReadSpec {
-                path: p.to_owned(),
-                source,
-            })?,
+fn load(path: Option<&str>, from: From, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
+    Ok(load_spec(path, from, arch, scale)?.1)
+}
+
+/// Reads, checks and plans the spec at `path` (the default one without), scaled down by
+/// `scale`.
+fn load_spec(
+    path: Option<&str>,
+    from: From,
+    arch: Option<ArchArg>,
+    scale: u64,
+) -> Result<(spec::VmSpec, Plan)> {
+    let shown = |p: &str| {
+        if p == crate::input::STDIN {
+            "<stdin>".to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
+    let (origin, text) = match (path, from) {
+        (None, From::Memvisor) => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
+        (None, _) => {
+            return Err(Error::Usage(
+                "--from needs SPEC: a Firecracker file or Cloud Hypervisor's --memory option"
+                    .to_owned(),
+            ));
+        }
+        (Some(p), From::Memvisor) => (shown(p), crate::input::read_spec(p)?),
+        (Some(p), From::Firecracker) => (
+            format!("{} (as a memvisor spec)", shown(p)),
+            crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?,
         ),
-        None => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
+        (Some(option), From::CloudHypervisor) => (
+            "--memory (as a memvisor spec)".to_owned(),
+            crate::vmm::cloud_hypervisor_spec(option)?,
+        ),
     };
     let src = Source {
         origin: &origin,
@@ -87,8 +171,9 @@ fn load(path: Option<&str>, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
         ArchArg::X86_64 => spec::Arch::X86_64,
         ArchArg::Aarch64 => spec::Arch::Aarch64,
     });
-    let vm = spec::parse_for(src, arch)?;
-    Ok(plan(&vm.scaled(scale), src)?)
+    let vm = spec::parse_for(src, arch)?.scaled(scale);
+    let plan = plan(&vm, src)?;
+    Ok((vm, plan))
 }
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -106,24 +191,27 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             spec,
             json: as_json,
             arch,
+            from,
+            kernel_cmdline,
         } => {
-            let plan = load(spec.as_deref(), arch, 1)?;
-            write(
-                out,
-                if as_json {
-                    json(&plan)
-                } else {
-                    plan_text(&plan)
-                },
-            )
+            let plan = load(spec.as_deref(), from, arch, 1)?;
+            let text = if kernel_cmdline {
+                crate::render::kernel_cmdline(&plan).map_err(Error::Usage)?
+            } else if as_json {
+                json(&crate::json::PlanDoc::from(&plan))
+            } else {
+                plan_text(&plan)
+            };
+            write(out, text)
         }
         Command::Back {
             spec,
             scale,
             json: as_json,
             arch,
+            from,
         } => {
-            let plan = load(spec.as_deref(), arch, scale)?;
+            let plan = load(spec.as_deref(), from, arch, scale)?;
             let mut report = back(&plan, scale, progress && !as_json);
             write(
                 out,
@@ -137,6 +225,67 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
                 Some((step, source)) => Err(Error::Back { step, source }),
                 None => Ok(()),
             }
+        }
+        Command::Check {
+            spec,
+            json: as_json,
+            from,
+        } => {
+            let (vm, plan) = load_spec(spec.as_deref(), from, None, 1)?;
+            let findings = crate::check::check_spec(&vm, &plan, &crate::check::host_facts());
+            write(
+                out,
+                if as_json {
+                    json(&crate::json::CheckDoc {
+                        schema_version: crate::json::SCHEMA_VERSION,
+                        name: &plan.name,
+                        ok: findings
+                            .iter()
+                            .all(|f| f.status != crate::check::Status::Fail),
+                        findings: &findings,
+                    })
+                } else {
+                    crate::check::check_text(&plan.name, &findings)
+                },
+            )?;
+            match findings
+                .iter()
+                .filter(|f| f.status == crate::check::Status::Fail)
+                .count()
+            {
+                0 => Ok(()),
+                problems => Err(Error::HostCannotBack { problems }),
+            }
+        }
+        Command::Init { spec, from } => write(
+            out,
+            match (from, spec.as_deref()) {
+                (From::Firecracker, Some(p)) => {
+                    let shown = if p == crate::input::STDIN {
+                        "<stdin>"
+                    } else {
+                        p
+                    };
+                    crate::vmm::firecracker_spec(shown, &crate::input::read_spec(p)?)?
+                }
+                (From::CloudHypervisor, Some(option)) => crate::vmm::cloud_hypervisor_spec(option)?,
+                (From::Memvisor, Some(_)) => {
+                    return Err(Error::Usage(
+                        "init prints the default spec; SPEC is only for --from".to_owned(),
+                    ));
+                }
+                (_, None) => DEFAULT_SPEC.to_owned(),
+            },
+        ),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "memvisor",
+                &mut script,
+            );
+            out.write_all(&script).map_err(Error::Output)
         }
         Command::Probe { json: as_json } => {
             let p = probe();
@@ -155,7 +304,8 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
 /// let code = memvisor::run(["memvisor", "plan", "--json"], &mut out, &mut err, false);
 /// assert_eq!(code, 0);
 /// let plan: serde_json::Value = serde_json::from_slice(&out).unwrap();
-/// assert_eq!(plan["ram"], 2u64 << 30);
+/// assert_eq!(plan["schema_version"], 1);
+/// assert_eq!(plan["ram"], "0x80000000");
 ///
 /// let code = memvisor::run(["memvisor", "plan", "--arch", "sparc"], &mut out, &mut err, false);
 /// assert_eq!(code, 2);
@@ -178,19 +328,37 @@ where
             return code;
         }
     };
+    let as_json = match &cli.command {
+        Command::Plan { json, .. } | Command::Back { json, .. } | Command::Check { json, .. } => {
+            *json
+        }
+        _ => false,
+    };
     match execute(cli.command, out, progress) {
         Ok(()) => 0,
-        Err(e) => {
+        // The report was written as JSON and says what failed; standard error says it too.
+        Err(e @ (Error::Back { .. } | Error::HostCannotBack { .. })) if as_json => {
             let _ = writeln!(err, "error: {}", error_chain(&e));
+            e.exit_code()
+        }
+        Err(e) if as_json => {
+            let _ = out.write_all(json(&crate::json::ErrorDoc::from(&e)).as_bytes());
+            e.exit_code()
+        }
+        Err(e) => {
+            let _ = match &e {
+                Error::Spec(spec) => err.write_all(crate::diagnostic::report(spec).as_bytes()),
+                other => writeln!(err, "error: {}", error_chain(other)),
+            };
             e.exit_code()
         }
     }
 }
 
 /// The `memvisor` program: [`run`] on the process's arguments, standard output and standard
-/// error, with a progress bar when standard output is a terminal.
+/// error, with a progress bar (drawn on standard error) when standard error is a terminal.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let progress = std::io::stdout().is_terminal();
+    let progress = std::io::stderr().is_terminal();
     let code = run(
         args,
         &mut std::io::stdout(),

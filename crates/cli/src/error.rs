@@ -71,19 +71,29 @@ pub struct SpecError {
     pub origin: String,
     /// 1-based line and column, when known.
     pub position: Option<(usize, usize)>,
-    /// The field path, such as `device[2].address`.
+    /// The field path, such as `device[2].address`; empty when the mistake is in the TOML
+    /// syntax itself.
     pub field: String,
     /// What is wrong.
     pub problem: Box<Problem>,
+    /// The source line it points at, when it has a position.
+    pub excerpt: Option<Box<crate::diagnostic::Excerpt>>,
 }
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, column)) => write!(f, "{}:{line}:{column}: ", self.origin)?,
-            None => write!(f, "{}: ", self.origin)?,
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: ",
+                crate::render::escape(&self.origin)
+            )?,
+            None => write!(f, "{}: ", crate::render::escape(&self.origin))?,
         }
-        write!(f, "{}: {}", self.field, self.problem)
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.problem)
     }
 }
 
@@ -109,6 +119,33 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The spec is longer than the limit (exit code 2).
+    #[error("{path} is larger than {limit} bytes, the most a spec may hold")]
+    SpecTooLarge {
+        /// The file.
+        path: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The spec is not UTF-8 text (exit code 2).
+    #[error("{path} is not UTF-8 text (bad byte at offset {offset})")]
+    SpecNotUtf8 {
+        /// The file.
+        path: String,
+        /// The first byte that is not UTF-8.
+        offset: usize,
+    },
+    /// Another VMM's configuration could not be read as a spec (exit code 2).
+    #[error("{origin}: {message}")]
+    Import {
+        /// The file or option it came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The kernel command line was asked for a guest that does not use it (exit code 2).
+    #[error("{0}")]
+    Usage(String),
     /// Making or changing host memory failed (exit code 1); everything made before was
     /// released.
     #[error("{step} failed; everything created was released")]
@@ -118,6 +155,15 @@ pub enum Error {
         /// Why.
         #[source]
         source: memvisor_space::Error,
+    },
+    /// `memvisor check` found problems that make backing the spec fail on this host (exit
+    /// code 1).
+    #[error(
+        "this host cannot back the spec as written: {problems} problem(s), each with its fix above"
+    )]
+    HostCannotBack {
+        /// How many checks failed.
+        problems: usize,
     },
     /// Writing the output failed (exit code 1).
     #[error("writing the output")]
@@ -129,8 +175,13 @@ impl Error {
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Spec(_) | Error::ReadSpec { .. } => 2,
-            Error::Back { .. } | Error::Output(_) => 1,
+            Error::Spec(_)
+            | Error::ReadSpec { .. }
+            | Error::SpecTooLarge { .. }
+            | Error::SpecNotUtf8 { .. }
+            | Error::Import { .. }
+            | Error::Usage(_) => 2,
+            Error::Back { .. } | Error::HostCannotBack { .. } | Error::Output(_) => 1,
         }
     }
 }
@@ -151,6 +202,7 @@ mod tests {
             problem: Box::new(Problem::UnknownDeviceType {
                 found: "virtio-gpu".into(),
             }),
+            excerpt: None,
         };
         assert_eq!(
             e.to_string(),
@@ -171,6 +223,7 @@ mod tests {
                 size: Size(8 << 30),
                 window: "the RAM windows".into(),
             }),
+            excerpt: None,
         };
         assert_eq!(
             e.to_string(),

@@ -15,6 +15,10 @@ pub struct MemorySample {
     pub rss_shmem_kib: u64,
     /// Explicit huge pages mapped by this process (`HugetlbPages`), KiB.
     pub hugetlb_kib: u64,
+    /// Transparent huge pages mapped by this process, KiB: the sum of `AnonHugePages`,
+    /// `ShmemPmdMapped` and `FilePmdMapped` in `/proc/self/smaps_rollup`; what the kernel gave,
+    /// not what was asked for.
+    pub thp_kib: u64,
     /// Address space of this process (`VmSize`), KiB.
     pub vm_size_kib: u64,
     /// The host's commit charge (`Committed_AS` in `/proc/meminfo`), KiB: every process's.
@@ -66,6 +70,11 @@ pub fn sample() -> MemorySample {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let get = |key| field_kib(&status, key).unwrap_or(0);
+    let rollup = fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let thp_kib = ["AnonHugePages", "ShmemPmdMapped", "FilePmdMapped"]
+        .iter()
+        .map(|key| field_kib(&rollup, key).unwrap_or(0))
+        .fold(0u64, u64::saturating_add);
     let huge_pages_free_kib = huge_page_dirs()
         .iter()
         .map(|(kib, dir)| kib * read_number(dir.join("free_hugepages")).unwrap_or(0))
@@ -75,6 +84,7 @@ pub fn sample() -> MemorySample {
         rss_anon_kib: get("RssAnon"),
         rss_shmem_kib: get("RssShmem"),
         hugetlb_kib: get("HugetlbPages"),
+        thp_kib,
         vm_size_kib: get("VmSize"),
         committed_kib: field_kib(&meminfo, "Committed_AS").unwrap_or(0),
         huge_pages_free_kib,

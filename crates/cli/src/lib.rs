@@ -9,6 +9,7 @@
 //!   Plans are host-independent.
 //! - [`back`] makes the memory with `memvisor-space`, plugs and unplugs every hotplug slot, and
 //!   reports time and memory use per step.
+//! - [`check`] says whether this host can back a spec as written, with a fix for each problem.
 //! - [`probe`] reports page sizes, huge pages, NUMA nodes and memory features of this host.
 //! - [`render`] draws the tables.
 //!
@@ -46,14 +47,19 @@
 #![forbid(unsafe_code)]
 
 pub mod back;
+pub mod check;
 mod cli;
+pub mod diagnostic;
 pub mod error;
 pub mod hostmem;
+pub mod input;
+pub mod json;
 pub mod plan;
 pub mod probe;
 pub mod render;
 pub mod size;
 pub mod spec;
+pub mod vmm;
 
 pub use cli::{main_with_args, run};
 pub use error::{Error, Problem, Result, SpecError};

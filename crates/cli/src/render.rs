@@ -5,8 +5,10 @@ use std::fmt::{self, Write as _};
 use crate::plan::{Plan, Span};
 use crate::size::Size;
 
-/// A text table with a header row; columns are padded to their widest cell, and the columns
-/// marked as numeric are aligned right.
+/// A text table with a header row, drawn by `comfy-table`: columns are padded to their widest
+/// cell (in terminal columns, by Unicode width), two spaces apart, and the columns marked as
+/// numeric are aligned right. Control characters in cells are escaped (see [`escape`]), so a
+/// cell cannot move the cursor, change colours or add rows.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     headers: Vec<&'static str>,
@@ -44,37 +46,88 @@ impl Table {
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.headers.len();
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        let mut table = comfy_table::Table::new();
+        table
+            .load_preset(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+            .set_header(self.headers.iter().map(|h| comfy_table::Cell::new(*h)));
         for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
+            table.add_row(
+                (0..n).map(|i| comfy_table::Cell::new(cell(row.get(i).map_or("", String::as_str)))),
+            );
+        }
+        for (i, column) in table.column_iter_mut().enumerate() {
+            // Two spaces between columns, none before the first or after the last.
+            column.set_padding((0, if i + 1 == n { 0 } else { 2 }));
+            if self.right.get(i) == Some(&true) {
+                column.set_cell_alignment(comfy_table::CellAlignment::Right);
             }
         }
-        let empty = String::new();
-        let line = |f: &mut fmt::Formatter<'_>, cells: &mut dyn Iterator<Item = &str>| {
-            let mut out = String::new();
-            for (i, cell) in cells.enumerate().take(n) {
-                if i > 0 {
-                    out.push_str("  ");
-                }
-                if self.right[i] {
-                    let _ = write!(out, "{cell:>w$}", w = widths[i]);
-                } else {
-                    let _ = write!(out, "{cell:<w$}", w = widths[i]);
-                }
-            }
-            writeln!(f, "{}", out.trim_end())
-        };
-        line(f, &mut self.headers.iter().copied())?;
-        for row in &self.rows {
-            line(
-                f,
-                &mut (0..n).map(|i| row.get(i).unwrap_or(&empty).as_str()),
-            )?;
+        for line in table.lines() {
+            writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
     }
 }
+
+/// The longest cell shown whole, in characters; longer ones (which no checked spec yields:
+/// names are at most [`crate::spec::MAX_NAME_CHARS`]) end in `…` after this many.
+pub const MAX_CELL_CHARS: usize = 256;
+
+/// A cell's text: escaped, and cut to [`MAX_CELL_CHARS`].
+fn cell(text: &str) -> String {
+    let escaped = escape(text);
+    match escaped.char_indices().nth(MAX_CELL_CHARS) {
+        None => escaped.into_owned(),
+        Some((_, _)) => {
+            let mut cut: String = escaped.chars().take(MAX_CELL_CHARS - 1).collect();
+            cut.push('…');
+            cut
+        }
+    }
+}
+
+/// `text` with every control character (C0, DEL, C1) and every Unicode bidirectional or
+/// invisible formatting character written as an escape (`\u{1b}`), so that it shows as what
+/// it is and cannot act on the terminal; other text is unchanged.
+///
+/// ```
+/// use memvisor::render::escape;
+///
+/// assert_eq!(escape("net0"), "net0");
+/// assert_eq!(escape("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+/// assert_eq!(escape("x\ny"), "x\\u{a}y");
+/// ```
+#[must_use]
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether `c` must not reach a terminal raw: a control character, or a format character that
+/// reorders or hides text (bidirectional overrides and isolates, zero-width characters, the
+/// byte order mark).
+#[must_use]
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        )
+}
+
+/// The first GIC shared peripheral interrupt's INTID: an SPI's GSI is its INTID minus this.
+pub const SPI_INTID_BASE: u32 = 32;
 
 /// Hex digits needed for addresses up to `limit` (at least 8).
 fn digits(limit: u64) -> usize {
@@ -102,7 +155,10 @@ pub fn plan_text(plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "{}: {}, {}-bit guest physical addresses (limit {:#x})",
-        plan.name, plan.arch, plan.phys_bits, plan.address_limit
+        escape(&plan.name),
+        plan.arch,
+        plan.phys_bits,
+        plan.address_limit
     );
     let nodes: Vec<String> = plan
         .nodes
@@ -137,29 +193,50 @@ pub fn plan_text(plan: &Plan) -> String {
     }
     out.push_str(&t.to_string());
 
-    let irq = match plan.arch {
-        crate::spec::Arch::X86_64 => "GSI>",
-        crate::spec::Arch::Aarch64 => "SPI>",
-    };
+    // x86_64: the IOAPIC GSI. AArch64: the GIC INTID and its GSI, the SPI number (INTID - 32)
+    // that KVM's irqfd and KVM_IRQ_LINE and the device tree's `interrupts` cell use.
+    let aarch64 = plan.arch == crate::spec::Arch::Aarch64;
     out.push_str("\nDevices\n");
-    let mut t = Table::new(&["NAME", "TYPE", "MMIO", "SIZE>", "PORTS", irq, "DAX"]);
+    let headers: &[&'static str] = if aarch64 {
+        &[
+            "NAME", "TYPE", "MMIO", "SIZE>", "PORTS", "GSI>", "INTID>", "DAX",
+        ]
+    } else {
+        &["NAME", "TYPE", "MMIO", "SIZE>", "PORTS", "GSI>", "DAX"]
+    };
+    let mut t = Table::new(headers);
     for d in &plan.devices {
-        t.row(vec![
-            d.name.clone(),
-            d.ty.to_owned(),
-            range(d.mmio, w),
-            d.mmio
-                .map_or_else(|| "-".to_owned(), |s| Size(s.size).to_string()),
-            d.pio.map_or_else(
-                || "-".to_owned(),
-                |p| format!("{:#x}-{:#x}", p.start, p.end),
-            ),
-            d.irq.to_string(),
-            d.dax.map_or_else(
-                || "-".to_owned(),
-                |s| format!("{} ({})", range(Some(s), w), Size(s.size)),
-            ),
-        ]);
+        let irq = if aarch64 {
+            vec![
+                d.irq
+                    .checked_sub(SPI_INTID_BASE)
+                    .map_or_else(|| "-".to_owned(), |g| g.to_string()),
+                d.irq.to_string(),
+            ]
+        } else {
+            vec![d.irq.to_string()]
+        };
+        t.row(
+            [
+                vec![
+                    d.name.clone(),
+                    d.ty.to_owned(),
+                    range(d.mmio, w),
+                    d.mmio
+                        .map_or_else(|| "-".to_owned(), |s| Size(s.size).to_string()),
+                    d.pio.map_or_else(
+                        || "-".to_owned(),
+                        |p| format!("{:#x}-{:#x}", p.start, p.end),
+                    ),
+                ],
+                irq,
+                vec![d.dax.map_or_else(
+                    || "-".to_owned(),
+                    |s| format!("{} ({})", range(Some(s), w), Size(s.size)),
+                )],
+            ]
+            .concat(),
+        );
     }
     out.push_str(&t.to_string());
 
@@ -195,6 +272,61 @@ pub fn plan_text(plan: &Plan) -> String {
     out
 }
 
+/// A size as the kernel's `memparse` reads it: bytes in the largest of `G`, `M`, `K` that
+/// divides them.
+fn memparse(bytes: u64) -> String {
+    match bytes {
+        b if b != 0 && b.is_multiple_of(1 << 30) => format!("{}G", b >> 30),
+        b if b != 0 && b.is_multiple_of(1 << 20) => format!("{}M", b >> 20),
+        b if b != 0 && b.is_multiple_of(1 << 10) => format!("{}K", b >> 10),
+        b => b.to_string(),
+    }
+}
+
+/// The guest kernel's command line arguments for the plan's virtio-mmio devices, one
+/// `virtio_mmio.device=SIZE@BASE:IRQ` per device in plan order, separated by spaces, with a
+/// final newline (empty line for none). Linux reads these on x86_64; AArch64 guests find their
+/// devices in the device tree instead.
+///
+/// # Errors
+/// A message for an AArch64 plan.
+///
+/// ```
+/// use memvisor::plan::plan;
+/// use memvisor::render::kernel_cmdline;
+/// use memvisor::spec::{Source, parse};
+///
+/// let src = Source { origin: "vm.toml", text: "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n" };
+/// let plan = plan(&parse(src)?, src)?;
+/// assert_eq!(kernel_cmdline(&plan).unwrap(), "virtio_mmio.device=4K@0xc0000000:5\n");
+/// # Ok::<(), memvisor::SpecError>(())
+/// ```
+pub fn kernel_cmdline(plan: &Plan) -> Result<String, String> {
+    if plan.arch != crate::spec::Arch::X86_64 {
+        return Err(format!(
+            "{} guests find virtio-mmio devices in the device tree; virtio_mmio.device= is for \
+             x86_64",
+            plan.arch
+        ));
+    }
+    let args: Vec<String> = plan
+        .devices
+        .iter()
+        .filter(|d| d.ty.starts_with("virtio-"))
+        .filter_map(|d| {
+            d.mmio.map(|m| {
+                format!(
+                    "virtio_mmio.device={}@{:#x}:{}",
+                    memparse(m.size),
+                    m.start,
+                    d.irq
+                )
+            })
+        })
+        .collect();
+    Ok(format!("{}\n", args.join(" ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +336,32 @@ mod tests {
         assert_eq!(digits(0xff_ffff_ffff), 10);
         assert_eq!(digits(0xffff), 8);
         assert_eq!(digits(u64::MAX), 16);
+    }
+
+    #[test]
+    fn table_cell_of_70000_chars_is_cut() {
+        let mut t = Table::new(&["NAME", "IRQ>"]);
+        t.row(vec!["n".repeat(70_000), "5".into()]);
+        t.row(vec!["a".into(), "10".into()]);
+        let text = t.to_string();
+        let cut = format!("{}…", "n".repeat(MAX_CELL_CHARS - 1));
+        assert_eq!(text.lines().nth(1).unwrap(), format!("{cut}    5"));
+        assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn table_control_characters_are_escaped() {
+        let mut t = Table::new(&["NAME"]);
+        t.row(vec!["a\u{1b}[2J\nfake row\u{202e}".into()]);
+        assert_eq!(t.to_string(), "NAME\na\\u{1b}[2J\\u{a}fake row\\u{202e}\n");
+    }
+
+    #[test]
+    fn table_wide_characters_count_by_display_width() {
+        let mut t = Table::new(&["NAME", "X"]);
+        t.row(vec!["日本".into(), "1".into()]);
+        t.row(vec!["abcd".into(), "2".into()]);
+        assert_eq!(t.to_string(), "NAME  X\n日本  1\nabcd  2\n");
     }
 
     #[test]

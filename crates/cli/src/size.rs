@@ -26,6 +26,11 @@ pub enum SizeError {
         /// The unit given.
         unit: String,
     },
+    /// A decimal fraction that is not a whole number of bytes (`1.3B`, `0.1KiB`).
+    #[error(
+        "`{0}` is not a whole number of bytes (a fraction must come out exact, as in `1.5GiB`)"
+    )]
+    Inexact(String),
     /// The size does not fit in 64 bits.
     #[error("`{0}` does not fit in 64 bits")]
     TooLarge(String),
@@ -33,7 +38,8 @@ pub enum SizeError {
 
 /// Reads a size: a decimal number with an optional binary unit (`B`, `KiB`, `MiB`, `GiB`,
 /// `TiB`; a space before the unit and `_` between digits are allowed), or a hexadecimal number
-/// `0x...` without a unit.
+/// `0x...` without a unit. A decimal number may have a fraction when it comes out as a whole
+/// number of bytes (`1.5GiB`, `0.25KiB`; at most 19 decimals).
 ///
 /// # Errors
 /// [`SizeError`] naming what is wrong.
@@ -45,7 +51,9 @@ pub enum SizeError {
 /// assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
 /// assert_eq!(parse_size("0x1000"), Ok(4096));
 /// assert_eq!(parse_size("1_000"), Ok(1000));
+/// assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
 /// assert!(matches!(parse_size("2GB"), Err(SizeError::BadUnit { .. })));
+/// assert!(matches!(parse_size("1.3B"), Err(SizeError::Inexact(_))));
 /// ```
 pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let text = text.trim();
@@ -60,11 +68,14 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
         return u64::from_str_radix(&digits, 16).map_err(|_| SizeError::TooLarge(text.to_owned()));
     }
     let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        .find(|c: char| !(c.is_ascii_digit() || c == '_' || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let digits: String = number.chars().filter(|&c| c != '_').collect();
-    if digits.is_empty() {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits: String = whole.chars().filter(|&c| c != '_').collect();
+    let decimals: String = fraction.chars().filter(|&c| c != '_').collect();
+    if digits.is_empty() || (number.contains('.') && decimals.is_empty()) || decimals.contains('.')
+    {
         return Err(SizeError::BadNumber(text.to_owned()));
     }
     let unit = unit.trim_start();
@@ -82,8 +93,28 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let value: u64 = digits
         .parse()
         .map_err(|_| SizeError::TooLarge(text.to_owned()))?;
-    value
+    let whole_bytes = value
         .checked_mul(multiplier)
+        .ok_or_else(|| SizeError::TooLarge(text.to_owned()))?;
+    if decimals.is_empty() {
+        return Ok(whole_bytes);
+    }
+    // At most 19 decimals: 10^19 and the product below fit in u128.
+    let scale = u32::try_from(decimals.len())
+        .ok()
+        .filter(|&n| n <= 19)
+        .map(|n| 10u128.pow(n))
+        .ok_or_else(|| SizeError::BadNumber(text.to_owned()))?;
+    let numerator: u128 = decimals
+        .parse::<u128>()
+        .map_err(|_| SizeError::BadNumber(text.to_owned()))?
+        * u128::from(multiplier);
+    if !numerator.is_multiple_of(scale) {
+        return Err(SizeError::Inexact(text.to_owned()));
+    }
+    u64::try_from(numerator / scale)
+        .ok()
+        .and_then(|part| whole_bytes.checked_add(part))
         .ok_or_else(|| SizeError::TooLarge(text.to_owned()))
 }
 
@@ -160,6 +191,48 @@ mod tests {
             parse_size("1gib"),
             Err(SizeError::BadUnit { unit: "gib".into() })
         );
+    }
+
+    #[test]
+    fn parse_size_exact_fraction_is_read() {
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5 KiB"), Ok(512));
+        assert_eq!(parse_size("2.25MiB"), Ok(9 << 18));
+        assert_eq!(parse_size("1.0"), Ok(1));
+    }
+
+    #[test]
+    fn parse_size_inexact_fraction_is_refused() {
+        assert_eq!(parse_size("1.3B"), Err(SizeError::Inexact("1.3B".into())));
+        assert_eq!(
+            parse_size("1.5GiB").map(Size).map(|s| s.to_string()),
+            Ok("1536 MiB".into())
+        );
+        assert_eq!(
+            parse_size("0.1KiB").unwrap_err().to_string(),
+            "`0.1KiB` is not a whole number of bytes (a fraction must come out exact, as in \
+             `1.5GiB`)"
+        );
+    }
+
+    #[test]
+    fn parse_size_malformed_fraction_is_refused() {
+        for bad in ["1.", ".5GiB", "1.2.3", "1.00000000000000000000GiB"] {
+            assert_eq!(
+                parse_size(bad),
+                Err(SizeError::BadNumber(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_size("16777215.99999TiB"),
+            Err(SizeError::Inexact("16777215.99999TiB".into()))
+        );
+        assert_eq!(
+            parse_size("16777216.5TiB"),
+            Err(SizeError::TooLarge("16777216.5TiB".into()))
+        );
+        assert_eq!(parse_size("16777215.5TiB"), Ok(u64::MAX - (1 << 39) + 1));
     }
 
     #[test]

@@ -124,3 +124,30 @@ fn probe_json_is_plausible() {
     let total = p["memory_total"].as_u64().unwrap();
     assert!(p["memory_available"].as_u64().unwrap() <= total);
 }
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn check_reports_every_host_check_and_exits_0_or_1() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema_version"], 1);
+    let findings = doc["findings"].as_array().unwrap();
+    assert_eq!(doc["ok"], findings.iter().all(|f| f["status"] != "fail"));
+    let fails = findings.iter().filter(|f| f["status"] == "fail").count();
+    assert_eq!(code, if fails == 0 { 0 } else { 1 });
+    for check in ["address_bits", "kvm", "overcommit"] {
+        assert!(findings.iter().any(|f| f["check"] == check), "{check}");
+    }
+    for f in findings {
+        if f["status"] == "ok" {
+            assert!(f["fix"].is_null(), "{f}");
+        }
+        if f["status"] == "fail" {
+            assert!(f["fix"].is_string(), "{f}");
+        }
+    }
+}

@@ -58,7 +58,8 @@ impl Source<'_> {
     ) -> SpecError {
         SpecError {
             origin: self.origin.to_owned(),
-            position: span.map(|s| self.line_column(s.start)),
+            position: span.clone().map(|s| self.line_column(s.start)),
+            excerpt: span.map(|s| Box::new(crate::diagnostic::Excerpt::new(self.text, s))),
             field: field.into(),
             problem: Box::new(problem),
         }
@@ -365,9 +366,14 @@ pub struct VmSpec {
 
 impl VmSpec {
     /// Boot RAM in bytes.
+    ///
+    /// A checked spec's nodes add up to at most `u64::MAX` bytes (the sum is checked when it is
+    /// read); for a hand-made one the sum saturates.
     #[must_use]
     pub fn ram(&self) -> u64 {
-        self.nodes.iter().map(|n| n.size).sum()
+        self.nodes
+            .iter()
+            .fold(0, |sum, n| sum.saturating_add(n.size))
     }
 
     /// The page size RAM sizes must be multiples of: the explicit huge page size, or the
@@ -415,6 +421,32 @@ impl VmSpec {
         out
     }
 }
+
+/// The largest spec read, in bytes (1 MiB): far more than any real VM needs, small enough that
+/// reading and checking it takes milliseconds. Longer input is refused after reading one byte
+/// more than this, so endless sources (`/dev/zero`, a pipe) cannot make the command hang or
+/// grow.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// The longest name (of the VM or of a device), in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// The most `[[device]]` entries: the largest number of interrupts any architecture hands out
+/// (the 96 AArch64 SPIs; x86_64 has fewer). Checked before any device is looked at.
+pub const MAX_DEVICES: usize = 96;
+
+/// The most guest NUMA nodes (`[[numa]]` entries).
+pub const MAX_GUEST_NODES: usize = 64;
+
+/// The most host nodes one guest node may list, and one more than the highest host node
+/// number accepted (Linux's `MAX_NUMNODES` is at most 1024).
+pub const MAX_HOST_NODES: u32 = 1024;
+
+/// The most hotplug slots.
+pub const MAX_HOTPLUG_SLOTS: u32 = 1024;
+
+/// The most prefault threads.
+pub const MAX_PREFAULT_THREADS: u32 = 256;
 
 /// Default MMIO window of a virtio-mmio device: its register block, one 4 KiB page.
 pub const DEFAULT_MMIO_SIZE: u64 = 0x1000;

@@ -9,10 +9,12 @@ use toml::Spanned;
 
 use super::{
     Arch, BackingKind, DEFAULT_MMIO_SIZE, DEFAULT_ORIGIN, DEFAULT_PHYS_BITS, DeviceSpec,
-    DeviceType, HotplugSpec, Loc, MemoryOptions, NodeSpec, PageKind, Policy, SerialSpec, Source,
-    VmSpec,
+    DeviceType, HotplugSpec, Loc, MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_HOTPLUG_SLOTS,
+    MAX_NAME_CHARS, MAX_PREFAULT_THREADS, MemoryOptions, NodeSpec, PageKind, Policy, SerialSpec,
+    Source, VmSpec,
 };
 use crate::error::{Problem, SpecError};
+use crate::render::{escape, needs_escape};
 use crate::size::parse_size;
 
 /// A size as written: an integer or a string with a unit.
@@ -47,9 +49,9 @@ impl<'de> Deserialize<'de> for RawSize {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a VM spec table")]
 struct RawSpec {
-    name: Option<String>,
+    name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
     phys_bits: Option<Spanned<u32>>,
     memory: Option<Spanned<RawMemory>>,
@@ -62,7 +64,7 @@ struct RawSpec {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [memory] table")]
 struct RawMemory {
     size: Option<Spanned<RawSize>>,
     backing: Option<Spanned<String>>,
@@ -74,16 +76,15 @@ struct RawMemory {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[numa]] table")]
 struct RawNode {
     size: Spanned<RawSize>,
-    #[serde(default)]
-    host_nodes: Vec<u32>,
+    host_nodes: Option<Spanned<Vec<u32>>>,
     policy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [hotplug] table")]
 struct RawHotplug {
     slots: Spanned<u32>,
     slot_size: Spanned<RawSize>,
@@ -91,7 +92,7 @@ struct RawHotplug {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "the [serial] table")]
 struct RawSerial {
     irq: Option<u32>,
     port: Option<Spanned<RawSize>>,
@@ -99,7 +100,7 @@ struct RawSerial {
 }
 
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[device]] table")]
 struct RawDevice {
     #[serde(rename = "type")]
     ty: Spanned<String>,
@@ -147,64 +148,45 @@ pub fn parse(src: Source<'_>) -> Result<VmSpec, SpecError> {
 /// # Ok::<(), memvisor::SpecError>(())
 /// ```
 pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
-    let raw: RawSpec = toml::from_str(src.text).map_err(|e| {
-        let field = field_at(src, e.span());
+    let toml_error = |e: &toml::de::Error, field: String| {
         src.error(
             field,
             e.span(),
-            Problem::Toml(e.message().trim().to_owned()),
+            Problem::Toml(escape(e.message().trim()).into_owned()),
         )
+    };
+    let de = toml::Deserializer::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
+    let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = field_path(e.path());
+        toml_error(e.inner(), field)
     })?;
     check(src, raw, arch)
 }
 
-/// The dotted key written on the line of `span`, as a best guess at the field a TOML error
-/// is about.
-fn field_at(src: Source<'_>, span: Option<Range<usize>>) -> String {
-    let Some(span) = span else {
-        return "(spec)".to_owned();
-    };
-    let start = span.start.min(src.text.len());
-    let line_start = src
-        .text
-        .get(..start)
-        .and_then(|s| s.rfind('\n'))
-        .map_or(0, |i| i + 1);
-    let line = src
-        .text
-        .get(line_start..)
-        .unwrap_or("")
-        .lines()
-        .next()
-        .unwrap_or("");
-    let key = line.split('=').next().unwrap_or("").trim();
-    let mut table = String::new();
-    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    // A table header line is itself the table the error is about.
-    let scan_end = if line.trim_start().starts_with('[') {
-        line_start + line.len()
-    } else {
-        line_start
-    };
-    for l in src.text.get(..scan_end).unwrap_or("").lines() {
-        let l = l.trim();
-        if let Some(t) = l.strip_prefix("[[").and_then(|t| t.split("]]").next()) {
-            let count = arrays.entry(t.trim().to_owned()).or_default();
-            table = format!("{}[{count}]", t.trim());
-            *count += 1;
-        } else if let Some(t) = l.strip_prefix('[').and_then(|t| t.split(']').next()) {
-            table = t.trim().to_owned();
+/// The field path serde was in when it failed (`device[1].type`), without the segments of
+/// [`Spanned`]'s own fields; empty at the top level.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if key.starts_with("$__serde_spanned_private") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&escape(key));
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
         }
     }
-    match (
-        table.is_empty(),
-        key.is_empty() || key.starts_with('[') || !line.contains('='),
-    ) {
-        (true, true) => "(spec)".to_owned(),
-        (false, true) => table,
-        (true, false) => key.to_owned(),
-        (false, false) => format!("{table}.{key}"),
-    }
+    out
 }
 
 fn size_of(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, SpecError> {
@@ -228,6 +210,50 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
     Ok(v)
 }
 
+/// Checks a name: not empty, at most [`MAX_NAME_CHARS`] characters, no control or invisible
+/// formatting characters (they would act on the terminal the plan is printed on).
+fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<String, SpecError> {
+    let name = raw.get_ref();
+    let problem = if name.trim().is_empty() {
+        Some("an empty name".to_owned())
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Some(format!(
+            "a name of {} characters (at most {MAX_NAME_CHARS})",
+            name.chars().count()
+        ))
+    } else {
+        name.chars().find(|&c| needs_escape(c)).map(|c| {
+            format!(
+                "the name contains the control or formatting character {}",
+                escape(c.encode_utf8(&mut [0; 4]))
+            )
+        })
+    };
+    match problem {
+        Some(p) => Err(src.error(field, Some(raw.span()), Problem::Invalid(p))),
+        None => Ok(name.clone()),
+    }
+}
+
+/// A count or number that must not exceed `max`.
+fn at_most<T: PartialOrd + fmt::Display>(
+    src: Source<'_>,
+    field: &str,
+    span: Range<usize>,
+    value: T,
+    max: T,
+    what: &str,
+) -> Result<T, SpecError> {
+    if value > max {
+        return Err(src.error(
+            field,
+            Some(span),
+            Problem::Invalid(format!("{value} {what} (at most {max})")),
+        ));
+    }
+    Ok(value)
+}
+
 fn choice<T>(
     src: Source<'_>,
     field: &str,
@@ -240,7 +266,7 @@ fn choice<T>(
             field,
             Some(raw.span()),
             Problem::UnknownValue {
-                found: raw.get_ref().clone(),
+                found: escape(raw.get_ref()).into_owned(),
                 expected,
             },
         )
@@ -248,6 +274,27 @@ fn choice<T>(
 }
 
 fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
+    // Counts first, before any entry is looked at.
+    if let Some(d) = raw.device.get(MAX_DEVICES) {
+        return Err(src.error(
+            format!("device[{MAX_DEVICES}]"),
+            Some(d.span()),
+            Problem::Invalid(format!(
+                "{} devices (at most {MAX_DEVICES}: each needs its own interrupt)",
+                raw.device.len()
+            )),
+        ));
+    }
+    if let Some(n) = raw.numa.get(MAX_GUEST_NODES) {
+        return Err(src.error(
+            format!("numa[{MAX_GUEST_NODES}]"),
+            Some(n.span()),
+            Problem::Invalid(format!(
+                "{} guest NUMA nodes (at most {MAX_GUEST_NODES})",
+                raw.numa.len()
+            )),
+        ));
+    }
     let written = match &raw.arch {
         Some(a) => choice(src, "arch", a, Arch::parse, "x86_64, aarch64")?,
         None => Arch::X86_64,
@@ -281,10 +328,41 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         .transpose()?;
 
     let mut nodes = Vec::new();
+    let mut sum = 0u64;
     for (i, n) in raw.numa.iter().enumerate() {
         let loc = Loc::new(format!("numa[{i}]"), n.span());
         let r = n.get_ref();
         let size = nonzero(src, &loc.field("size"), &r.size)?;
+        sum = sum.checked_add(size).ok_or_else(|| {
+            src.error(
+                loc.field("size"),
+                Some(r.size.span()),
+                Problem::Invalid(format!(
+                    "the [[numa]] nodes up to this one add up to more than 2^64 bytes ({} + {})",
+                    crate::size::Size(sum),
+                    crate::size::Size(size)
+                )),
+            )
+        })?;
+        let host_span = r.host_nodes.as_ref().map_or(n.span(), Spanned::span);
+        let host_nodes: &[u32] = r.host_nodes.as_ref().map_or(&[], |h| h.get_ref());
+        at_most(
+            src,
+            &loc.field("host_nodes"),
+            host_span.clone(),
+            host_nodes.len(),
+            MAX_HOST_NODES as usize,
+            "host nodes",
+        )?;
+        if let Some(&bad) = host_nodes.iter().find(|&&h| h >= MAX_HOST_NODES) {
+            return Err(src.error(
+                loc.field("host_nodes"),
+                Some(host_span),
+                Problem::Invalid(format!(
+                    "host node {bad} (host nodes are numbered below {MAX_HOST_NODES})"
+                )),
+            ));
+        }
         let policy = match &r.policy {
             Some(p) => choice(
                 src,
@@ -295,7 +373,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             )?,
             None => Policy::Bind,
         };
-        if r.policy.is_some() && r.host_nodes.is_empty() {
+        if r.policy.is_some() && host_nodes.is_empty() {
             return Err(src.error(
                 loc.field("policy"),
                 r.policy.as_ref().map(Spanned::span),
@@ -304,7 +382,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         }
         nodes.push(NodeSpec {
             size,
-            host_nodes: r.host_nodes.clone(),
+            host_nodes: host_nodes.to_vec(),
             policy,
             loc,
         });
@@ -327,10 +405,6 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             ),
         }),
         (Some(size), false) => {
-            let sum = nodes
-                .iter()
-                .try_fold(0u64, |a, n| a.checked_add(n.size))
-                .unwrap_or(u64::MAX);
             if sum != size {
                 return Err(src.error(
                     "memory.size",
@@ -371,6 +445,14 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         Some(h) => {
             let loc = Loc::new("hotplug", h.span());
             let r = h.get_ref();
+            at_most(
+                src,
+                "hotplug.slots",
+                r.slots.span(),
+                *r.slots.get_ref(),
+                MAX_HOTPLUG_SLOTS,
+                "slots",
+            )?;
             if *r.slots.get_ref() == 0 {
                 return Err(src.error(
                     "hotplug.slots",
@@ -389,6 +471,20 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                         "{} is not a multiple of the {} huge page size",
                         crate::size::Size(slot_size),
                         crate::size::Size(page)
+                    )),
+                ));
+            }
+            if u64::from(*r.slots.get_ref())
+                .checked_mul(slot_size)
+                .is_none()
+            {
+                return Err(src.error(
+                    "hotplug.slot_size",
+                    Some(r.slot_size.span()),
+                    Problem::Invalid(format!(
+                        "{} slots of {} add up to more than 2^64 bytes",
+                        r.slots.get_ref(),
+                        crate::size::Size(slot_size)
                     )),
                 ));
             }
@@ -466,6 +562,8 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
 
     let mut devices: Vec<DeviceSpec> = Vec::new();
     let mut counts = std::collections::HashMap::new();
+    // Each name and the device that has it, to find a duplicate in one look-up.
+    let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, d) in raw.device.iter().enumerate() {
         let loc = Loc::new(format!("device[{i}]"), d.span());
         let r = d.get_ref();
@@ -474,23 +572,22 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 loc.field("type"),
                 Some(r.ty.span()),
                 Problem::UnknownDeviceType {
-                    found: r.ty.get_ref().clone(),
+                    found: escape(r.ty.get_ref()).into_owned(),
                 },
             )
         })?;
         let n: &mut usize = counts.entry(ty).or_default();
         let name = match &r.name {
-            Some(name) => name.get_ref().clone(),
+            Some(name) => check_name(src, &loc.field("name"), name)?,
             None => format!("{}{n}", ty.short()),
         };
         *n += 1;
-        if let Some(other) = devices.iter().find(|o| o.name == name) {
+        if let Some(other) = names.insert(name.clone(), i) {
             return Err(src.error(
                 loc.field("name"),
                 r.name.as_ref().map_or(Some(d.span()), |n| Some(n.span())),
                 Problem::Invalid(format!(
-                    "the name `{name}` is already used by {}",
-                    other.loc.path
+                    "the name `{name}` is already used by device[{other}]"
                 )),
             ));
         }
@@ -566,16 +663,16 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         });
     }
 
-    let name = raw.name.clone().unwrap_or_else(|| {
-        if src.origin == DEFAULT_ORIGIN {
-            "default".to_owned()
-        } else {
-            std::path::Path::new(src.origin).file_stem().map_or_else(
-                || src.origin.to_owned(),
-                |s| s.to_string_lossy().into_owned(),
-            )
-        }
-    });
+    let name = match &raw.name {
+        Some(name) => check_name(src, "name", name)?,
+        // The file name, escaped: it may hold any character.
+        None if src.origin == DEFAULT_ORIGIN => "default".to_owned(),
+        None => escape(&std::path::Path::new(src.origin).file_stem().map_or_else(
+            || src.origin.to_owned(),
+            |s| s.to_string_lossy().into_owned(),
+        ))
+        .into_owned(),
+    };
     Ok(VmSpec {
         name,
         arch,
@@ -631,7 +728,21 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
         None => BackingKind::Anonymous,
     };
     let backing = match (backing, &mem.hugetlbfs) {
-        (BackingKind::Hugetlbfs(_), Some(path)) => BackingKind::Hugetlbfs(path.get_ref().clone()),
+        (BackingKind::Hugetlbfs(_), Some(path)) => {
+            let text = path.get_ref();
+            if !text.starts_with('/') || text.len() > 4096 || text.chars().any(needs_escape) {
+                return Err(src.error(
+                    "memory.hugetlbfs",
+                    Some(path.span()),
+                    Problem::Invalid(
+                        "a hugetlbfs mount is an absolute path of at most 4096 bytes without \
+                         control characters"
+                            .into(),
+                    ),
+                ));
+            }
+            BackingKind::Hugetlbfs(text.clone())
+        }
         (BackingKind::Hugetlbfs(_), None) => BackingKind::Hugetlbfs("/dev/hugepages".to_owned()),
         (_, Some(path)) => {
             return Err(src.error(
@@ -678,7 +789,18 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
             Problem::Invalid("a fallback only applies to explicit huge pages".into()),
         ));
     }
-    let prefault_threads = mem.prefault.as_ref().map_or(0, |p| *p.get_ref()) as usize;
+    let prefault_threads = match &mem.prefault {
+        Some(p) => at_most(
+            src,
+            "memory.prefault",
+            p.span(),
+            *p.get_ref(),
+            MAX_PREFAULT_THREADS,
+            "prefault threads",
+        )?,
+        None => 0,
+    };
+    let prefault_threads = usize::try_from(prefault_threads).unwrap_or(usize::MAX);
     Ok(MemoryOptions {
         backing,
         pages,
@@ -700,10 +822,38 @@ mod tests {
     }
 
     #[test]
-    fn field_at_finds_table_and_key() {
-        let text = "[memory]\nsize = 1\n[[device]]\ntype = 3\n";
-        assert_eq!(field_at(src(text), Some(36..37)), "device[0].type");
-        assert_eq!(field_at(src(text), None), "(spec)");
-        assert_eq!(field_at(src(text), Some(18..19)), "device[0]");
+    fn parse_dotted_keys_are_read() {
+        let spec = parse(src("memory.size = \"256MiB\"\nmemory.prefault = 1\n")).unwrap();
+        assert_eq!(spec.ram(), 256 << 20);
+        assert_eq!(spec.memory.prefault_threads, 1);
+    }
+
+    #[test]
+    fn parse_wrong_type_names_no_internal_type() {
+        let err = parse(src("memory = 3\n")).unwrap_err();
+        assert_eq!(err.field, "memory");
+        assert_eq!(err.position, Some((1, 10)));
+        assert_eq!(
+            err.problem.to_string(),
+            "invalid type: integer `3`, expected the [memory] table"
+        );
+    }
+
+    #[test]
+    fn parse_type_error_path_comes_from_serde() {
+        let text =
+            "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n[[device]]\ntype = 3\n";
+        let err = parse(src(text)).unwrap_err();
+        assert_eq!(err.field, "device[1].type");
+        assert_eq!(err.position, Some((6, 8)));
+    }
+
+    #[test]
+    fn parse_syntax_error_has_position_and_no_field() {
+        let err = parse(src("[memory]\nsize = \"4096\n")).unwrap_err();
+        assert_eq!(err.field, "");
+        assert_eq!(err.position.map(|p| p.0), Some(2));
+        assert!(err.to_string().starts_with("t.toml:2:"), "{err}");
+        assert!(!err.to_string().contains(": :"), "{err}");
     }
 }

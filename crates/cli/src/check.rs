@@ -1,0 +1,781 @@
+//! `memvisor check`: whether this host can back a spec as written, before anything is mapped.
+//!
+//! The host is read once into [`HostFacts`]; [`check_spec`] is a pure function of the spec, its
+//! plan and those facts, so every rule is tested with made-up hosts.
+
+use std::fs;
+
+use serde::Serialize;
+
+use crate::hostmem::{field_kib, huge_page_dirs, read_number};
+use crate::plan::Plan;
+use crate::render::Table;
+use crate::size::{Size, approx};
+use crate::spec::{BackingKind, PageKind, VmSpec};
+
+/// What the checks need to know about the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HostFacts {
+    /// `transparent_hugepage/enabled` (`always`, `madvise`, `never`), or `unavailable`.
+    pub thp_enabled: String,
+    /// `transparent_hugepage/shmem_enabled` (`always`, `within_size`, `advise`, `never`,
+    /// `deny`, `force`), or `unavailable`.
+    pub thp_shmem_enabled: String,
+    /// Huge page pools: (page size in bytes, free pages, total pages).
+    pub huge_page_pools: Vec<(u64, u64, u64)>,
+    /// hugetlbfs mounts: (mount point, page size in bytes).
+    pub hugetlbfs_mounts: Vec<(String, u64)>,
+    /// Host NUMA nodes: (node, free bytes).
+    pub numa_nodes: Vec<(u32, u64)>,
+    /// The CPU's physical address bits (`address sizes` in `/proc/cpuinfo`).
+    pub phys_bits: Option<u32>,
+    /// Why `/dev/kvm` cannot be opened for reading and writing; `None` when it can.
+    pub kvm_error: Option<String>,
+    /// `vm.max_map_count`.
+    pub max_map_count: Option<u64>,
+    /// Mappings this process has now.
+    pub map_count: u64,
+    /// `vm.overcommit_memory`.
+    pub overcommit_mode: u64,
+    /// `CommitLimit` and `Committed_AS`, bytes.
+    pub commit: Option<(u64, u64)>,
+    /// `MemTotal` + `SwapTotal`, bytes.
+    pub memory_and_swap: Option<u64>,
+    /// `MemAvailable`, bytes.
+    pub memory_available: Option<u64>,
+}
+
+/// The default huge page size of the host (`Hugepagesize` in `/proc/meminfo`), bytes.
+fn default_huge_page_size(meminfo: &str) -> u64 {
+    field_kib(meminfo, "Hugepagesize").map_or(2 << 20, |k| k * 1024)
+}
+
+/// `pagesize=2M` / `1G` / `2048k` of a mount's options, in bytes.
+fn mount_page_size(options: &str, default: u64) -> u64 {
+    options
+        .split(',')
+        .find_map(|o| o.strip_prefix("pagesize="))
+        .and_then(|v| {
+            let (digits, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit())?);
+            let n: u64 = digits.parse().ok()?;
+            let shift = match unit {
+                "K" | "k" => 10,
+                "M" | "m" => 20,
+                "G" | "g" => 30,
+                _ => return None,
+            };
+            n.checked_mul(1 << shift)
+        })
+        .unwrap_or(default)
+}
+
+/// Reads the host's facts from `/proc`, `/sys` and `/dev/kvm`.
+#[must_use]
+pub fn host_facts() -> HostFacts {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let bytes = |key| field_kib(&meminfo, key).map(|k| k.saturating_mul(1024));
+    let mode = |path: &str| {
+        fs::read_to_string(path).map_or_else(
+            |_| "unavailable".to_owned(),
+            |text| {
+                text.split_whitespace()
+                    .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_owned))
+                    .unwrap_or_else(|| text.trim().to_owned())
+            },
+        )
+    };
+    let default_huge = default_huge_page_size(&meminfo);
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let hugetlbfs_mounts = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"hugetlbfs")).then(|| {
+                (
+                    f.get(1).copied().unwrap_or("").to_owned(),
+                    mount_page_size(f.get(3).copied().unwrap_or(""), default_huge),
+                )
+            })
+        })
+        .collect();
+    let numa_nodes = fs::read_dir("/sys/devices/system/node")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let node: u32 = e.file_name().to_str()?.strip_prefix("node")?.parse().ok()?;
+            let text = fs::read_to_string(e.path().join("meminfo")).unwrap_or_default();
+            let free = text
+                .lines()
+                .find(|l| l.contains("MemFree:"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+                .unwrap_or(0);
+            Some((node, free.saturating_mul(1024)))
+        })
+        .collect();
+    let phys_bits = fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("address sizes")?.split(':').nth(1))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    let kvm_error = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .err()
+        .map(|e| e.to_string());
+    let mut facts = HostFacts {
+        thp_enabled: mode("/sys/kernel/mm/transparent_hugepage/enabled"),
+        thp_shmem_enabled: mode("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+        huge_page_pools: huge_page_dirs()
+            .into_iter()
+            .map(|(kib, dir)| {
+                (
+                    kib * 1024,
+                    read_number(dir.join("free_hugepages")).unwrap_or(0),
+                    read_number(dir.join("nr_hugepages")).unwrap_or(0),
+                )
+            })
+            .collect(),
+        hugetlbfs_mounts,
+        numa_nodes,
+        phys_bits,
+        kvm_error,
+        max_map_count: read_number("/proc/sys/vm/max_map_count"),
+        map_count: fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64),
+        overcommit_mode: read_number("/proc/sys/vm/overcommit_memory").unwrap_or(0),
+        commit: bytes("CommitLimit").zip(bytes("Committed_AS")),
+        memory_and_swap: bytes("MemTotal")
+            .map(|m| m.saturating_add(bytes("SwapTotal").unwrap_or(0))),
+        memory_available: bytes("MemAvailable"),
+    };
+    facts.numa_nodes.sort_unstable();
+    facts
+}
+
+/// How a check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The host can do it.
+    Ok,
+    /// It works, but not as well as it could (a fallback, a tight margin).
+    Warn,
+    /// Backing the spec as written fails.
+    Fail,
+}
+
+impl Status {
+    fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What was checked (`thp`, `huge_pages`, `numa`, ...).
+    pub check: &'static str,
+    /// How it came out.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it, when it is not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn finding(check: &'static str, status: Status, detail: String, fix: Option<String>) -> Finding {
+    Finding {
+        check,
+        status,
+        detail,
+        fix,
+    }
+}
+
+/// Memory that shares pages with other processes (memfd, shared anonymous) gets transparent
+/// huge pages by `shmem_enabled`; private memory by `enabled`.
+fn shared_backing(b: &BackingKind) -> bool {
+    matches!(b, BackingKind::Memfd | BackingKind::AnonymousShared)
+}
+
+/// Checks whether the host described by `host` can back `spec` (planned as `plan`).
+///
+/// ```
+/// use memvisor::check::{HostFacts, Status, check_spec};
+/// use memvisor::plan::plan;
+/// use memvisor::spec::{Source, parse};
+///
+/// let src = Source { origin: "vm.toml", text: "[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\n" };
+/// let spec = parse(src)?;
+/// let host = HostFacts { huge_page_pools: vec![(2 << 20, 4, 4)], ..HostFacts::default() };
+/// let findings = check_spec(&spec, &plan(&spec, src)?, &host);
+/// let huge = findings.iter().find(|f| f.check == "huge_pages").unwrap();
+/// assert_eq!(huge.status, Status::Fail);
+/// assert!(huge.fix.as_ref().unwrap().contains("nr_hugepages"));
+/// # Ok::<(), memvisor::SpecError>(())
+/// ```
+#[must_use]
+pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mem = &spec.memory;
+    let ram = plan.ram;
+    let hotplug: u64 = plan
+        .hotplug
+        .iter()
+        .fold(0, |a, s| a.saturating_add(s.span.size));
+    let shared = shared_backing(&mem.backing);
+
+    // Transparent huge pages.
+    let thp_wanted = mem.pages == PageKind::Transparent || mem.fallback_transparent;
+    if thp_wanted {
+        let (knob, mode, good): (&str, &str, &[&str]) = if shared {
+            (
+                "shmem_enabled",
+                &host.thp_shmem_enabled,
+                &["always", "within_size", "advise", "force"],
+            )
+        } else {
+            ("enabled", &host.thp_enabled, &["always", "madvise"])
+        };
+        // The advice is a hint: memory without huge pages still works, only slower.
+        let status = if good.contains(&mode) {
+            Status::Ok
+        } else {
+            Status::Warn
+        };
+        let kind = if shared { "shared (memfd)" } else { "private" };
+        let value = if shared { "advise" } else { "madvise" };
+        out.push(finding(
+            "thp",
+            status,
+            format!(
+                "{kind} memory gets transparent huge pages by {knob}, which is `{mode}`{}",
+                if status == Status::Ok {
+                    ""
+                } else {
+                    ": it will get none"
+                }
+            ),
+            (status != Status::Ok).then(|| {
+                format!("echo {value} > /sys/kernel/mm/transparent_hugepage/{knob} (as root)")
+            }),
+        ));
+    }
+
+    // Explicit huge pages: pool, and mount for hugetlbfs.
+    if let Some(page) = mem.pages.explicit_bytes() {
+        let needed = ram / page;
+        let with_hotplug = ram.saturating_add(hotplug) / page;
+        let pool = host.huge_page_pools.iter().find(|p| p.0 == page);
+        let dir = format!(
+            "/sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages",
+            page / 1024
+        );
+        let (status, detail, fix) = match pool {
+            None => (
+                Status::Fail,
+                format!("the host has no {} huge page pool", Size(page)),
+                Some(format!(
+                    "boot with hugepagesz={} hugepages={with_hotplug}",
+                    if page == 1 << 30 { "1G" } else { "2M" }
+                )),
+            ),
+            Some(&(_, free, total)) if free < needed => (
+                Status::Fail,
+                format!(
+                    "boot RAM needs {needed} free {} pages; the pool has {free} free of {total}",
+                    Size(page)
+                ),
+                Some(format!(
+                    "echo {} > {dir} (as root)",
+                    total.saturating_add(with_hotplug - free.min(with_hotplug))
+                )),
+            ),
+            Some(&(_, free, total)) if free < with_hotplug => (
+                Status::Warn,
+                format!(
+                    "boot RAM fits ({needed} pages) but plugging every slot needs {with_hotplug} free {} pages; {free} free of {total}",
+                    Size(page)
+                ),
+                Some(format!(
+                    "echo {} > {dir} (as root)",
+                    total.saturating_add(with_hotplug - free)
+                )),
+            ),
+            Some(&(_, free, total)) => (
+                Status::Ok,
+                format!(
+                    "{with_hotplug} {} pages needed (boot and hotplug); {free} free of {total}",
+                    Size(page)
+                ),
+                None,
+            ),
+        };
+        let status = if status == Status::Fail && mem.fallback_transparent {
+            Status::Warn
+        } else {
+            status
+        };
+        out.push(finding("huge_pages", status, detail, fix));
+        if let BackingKind::Hugetlbfs(path) = &mem.backing {
+            let mount = host.hugetlbfs_mounts.iter().find(|m| &m.0 == path);
+            let (status, detail, fix) = match mount {
+                Some(&(_, size)) if size == page => (
+                    Status::Ok,
+                    format!("{path} is a hugetlbfs mount of {} pages", Size(size)),
+                    None,
+                ),
+                Some(&(_, size)) => (
+                    Status::Fail,
+                    format!(
+                        "{path} is a hugetlbfs mount of {} pages, not {}",
+                        Size(size),
+                        Size(page)
+                    ),
+                    Some(format!(
+                        "mount -t hugetlbfs -o pagesize={} none DIR and set memory.hugetlbfs = \"DIR\"",
+                        if page == 1 << 30 { "1G" } else { "2M" }
+                    )),
+                ),
+                None => (
+                    Status::Fail,
+                    format!("{path} is not a hugetlbfs mount"),
+                    Some(format!(
+                        "mkdir -p {path} && mount -t hugetlbfs -o pagesize={} none {path} (as root)",
+                        if page == 1 << 30 { "1G" } else { "2M" }
+                    )),
+                ),
+            };
+            out.push(finding("hugetlbfs", status, detail, fix));
+        }
+    }
+
+    // Host NUMA nodes.
+    let mut bound = false;
+    for n in &spec.nodes {
+        for &h in &n.host_nodes {
+            bound = true;
+            let Some(&(_, free)) = host.numa_nodes.iter().find(|x| x.0 == h) else {
+                let have: Vec<String> = host.numa_nodes.iter().map(|x| x.0.to_string()).collect();
+                out.push(finding(
+                    "numa",
+                    Status::Fail,
+                    format!(
+                        "{}: host node {h} does not exist (this host has {})",
+                        n.loc.path,
+                        if have.is_empty() {
+                            "no NUMA information".to_owned()
+                        } else {
+                            format!("node {}", have.join(", "))
+                        }
+                    ),
+                    Some(format!(
+                        "bind {} to an existing node in host_nodes, or drop host_nodes",
+                        n.loc.path
+                    )),
+                ));
+                continue;
+            };
+            if n.host_nodes.len() == 1 && free < n.size && mem.pages.explicit_bytes().is_none() {
+                out.push(finding(
+                    "numa",
+                    Status::Warn,
+                    format!(
+                        "{}: {} bound to host node {h}, which has {} free",
+                        n.loc.path,
+                        Size(n.size),
+                        approx(free)
+                    ),
+                    Some(
+                        "use policy = \"preferred\" or spread the node over more host nodes"
+                            .to_owned(),
+                    ),
+                ));
+            }
+        }
+    }
+    if bound && !out.iter().any(|f| f.check == "numa") {
+        out.push(finding(
+            "numa",
+            Status::Ok,
+            "every bound host node exists".to_owned(),
+            None,
+        ));
+    }
+
+    // Guest physical addresses against the CPU's.
+    let highest = plan.map.iter().map(|m| m.span.end).max().unwrap_or(0);
+    match host.phys_bits {
+        Some(bits) => {
+            let host_limit = if bits >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            };
+            let (status, fix) = if highest > host_limit {
+                (
+                    Status::Fail,
+                    Some(format!(
+                        "the map must end below 2^{bits}: shrink RAM, hotplug or DAX windows"
+                    )),
+                )
+            } else if spec.phys_bits > bits {
+                (
+                    Status::Warn,
+                    Some(format!(
+                        "set phys_bits = {bits} so the guest is not told it has more address bits than the host"
+                    )),
+                )
+            } else {
+                (Status::Ok, None)
+            };
+            out.push(finding(
+                "address_bits",
+                status,
+                format!(
+                    "the map ends at {highest:#x}; guest phys_bits {}, host CPU {bits} bits",
+                    spec.phys_bits
+                ),
+                fix,
+            ));
+        }
+        None => out.push(finding(
+            "address_bits",
+            Status::Warn,
+            "the CPU's physical address bits are unknown (no `address sizes` in /proc/cpuinfo)"
+                .to_owned(),
+            None,
+        )),
+    }
+
+    // KVM.
+    out.push(match &host.kvm_error {
+        None => finding("kvm", Status::Ok, "/dev/kvm opens for reading and writing".to_owned(), None),
+        Some(e) => finding(
+            "kvm",
+            Status::Warn,
+            format!("/dev/kvm cannot be opened: {e} (memory can be backed, but no VM run)"),
+            Some("load kvm_intel or kvm_amd, and add the user to the group owning /dev/kvm (usually `kvm`)".to_owned()),
+        ),
+    });
+
+    // Mappings: each region and slot is one mapping, guard pages and splits (NUMA policy,
+    // huge page advice) can make it a few.
+    let mappings = (plan.regions.len() + plan.slots.len()) as u64 * 4;
+    if let Some(max) = host.max_map_count {
+        let used = host.map_count.saturating_add(mappings);
+        let status = if used > max { Status::Fail } else { Status::Ok };
+        out.push(finding(
+            "max_map_count",
+            status,
+            format!(
+                "up to {mappings} new mappings, {} in use, limit {max}",
+                host.map_count
+            ),
+            (status != Status::Ok)
+                .then(|| format!("sysctl -w vm.max_map_count={}", used.saturating_mul(2))),
+        ));
+    }
+
+    // Overcommit: private memory is charged when mapped; explicit huge pages are not.
+    let charged = if mem.pages.explicit_bytes().is_some() {
+        0
+    } else {
+        ram.saturating_add(hotplug)
+    };
+    let (status, detail, fix) = match (host.overcommit_mode, host.commit) {
+        (2, Some((limit, committed))) => {
+            let room = limit.saturating_sub(committed);
+            if charged > room {
+                (
+                    Status::Fail,
+                    format!(
+                        "overcommit is off (mode 2): {} to charge, {} of room under CommitLimit",
+                        approx(charged),
+                        approx(room)
+                    ),
+                    Some(
+                        "sysctl -w vm.overcommit_memory=0, or raise vm.overcommit_ratio".to_owned(),
+                    ),
+                )
+            } else {
+                (
+                    Status::Ok,
+                    format!(
+                        "overcommit is off (mode 2): {} to charge fits in {} of room",
+                        approx(charged),
+                        approx(room)
+                    ),
+                    None,
+                )
+            }
+        }
+        (0, _) => match host.memory_and_swap {
+            Some(total) if charged > total => (
+                Status::Fail,
+                format!(
+                    "heuristic overcommit (mode 0) refuses one mapping larger than RAM and swap ({})",
+                    approx(total)
+                ),
+                Some("sysctl -w vm.overcommit_memory=1, or use huge pages".to_owned()),
+            ),
+            _ => (Status::Ok, "heuristic overcommit (mode 0)".to_owned(), None),
+        },
+        (mode, _) => (Status::Ok, format!("overcommit mode {mode}"), None),
+    };
+    out.push(finding("overcommit", status, detail, fix));
+
+    // Prefaulted memory must be there now.
+    if mem.prefault_threads > 0
+        && let Some(avail) = host.memory_available
+        && mem.pages.explicit_bytes().is_none()
+        && ram > avail
+    {
+        out.push(finding(
+            "memory",
+            Status::Fail,
+            format!(
+                "prefault makes {} resident; {} is available",
+                Size(ram),
+                approx(avail)
+            ),
+            Some("prefault = 0, a smaller spec, or `memvisor back --scale N` to try it".to_owned()),
+        ));
+    }
+    out
+}
+
+/// The findings as a table, each fix on the line after its finding.
+#[must_use]
+pub fn check_text(name: &str, findings: &[Finding]) -> String {
+    let mut t = Table::new(&["CHECK", "STATUS", "DETAIL"]);
+    for f in findings {
+        t.row(vec![
+            f.check.to_owned(),
+            f.status.name().to_owned(),
+            f.detail.clone(),
+        ]);
+        if let Some(fix) = &f.fix {
+            t.row(vec![String::new(), String::new(), format!("fix: {fix}")]);
+        }
+    }
+    let fails = findings.iter().filter(|f| f.status == Status::Fail).count();
+    let warns = findings.iter().filter(|f| f.status == Status::Warn).count();
+    format!(
+        "{}: {}\n\n{t}",
+        crate::render::escape(name),
+        match (fails, warns) {
+            (0, 0) => "this host can back the spec as written".to_owned(),
+            (0, w) => format!(
+                "this host can back the spec as written ({w} warning{})",
+                if w == 1 { "" } else { "s" }
+            ),
+            (f, _) => format!(
+                "this host cannot back the spec as written ({f} problem{})",
+                if f == 1 { "" } else { "s" }
+            ),
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+    use crate::spec::{Source, parse};
+
+    fn run(text: &str, host: &HostFacts) -> Vec<Finding> {
+        let src = Source {
+            origin: "vm.toml",
+            text,
+        };
+        let spec = parse(src).unwrap();
+        check_spec(&spec, &plan(&spec, src).unwrap(), host)
+    }
+
+    fn get<'a>(f: &'a [Finding], check: &str) -> &'a Finding {
+        f.iter()
+            .find(|x| x.check == check)
+            .unwrap_or_else(|| panic!("no {check} in {f:?}"))
+    }
+
+    fn good_host() -> HostFacts {
+        HostFacts {
+            thp_enabled: "madvise".into(),
+            thp_shmem_enabled: "advise".into(),
+            huge_page_pools: vec![(2 << 20, 1024, 1024), (1 << 30, 0, 0)],
+            hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 << 20)],
+            numa_nodes: vec![(0, 8 << 30)],
+            phys_bits: Some(46),
+            kvm_error: None,
+            max_map_count: Some(65530),
+            map_count: 100,
+            overcommit_mode: 0,
+            commit: Some((16 << 30, 1 << 30)),
+            memory_and_swap: Some(16 << 30),
+            memory_available: Some(8 << 30),
+        }
+    }
+
+    #[test]
+    fn check_default_spec_on_good_host_passes() {
+        let src = Source {
+            origin: "<default>",
+            text: crate::spec::DEFAULT_SPEC,
+        };
+        let spec = parse(src).unwrap();
+        let f = check_spec(&spec, &plan(&spec, src).unwrap(), &good_host());
+        assert!(f.iter().all(|x| x.status == Status::Ok), "{f:#?}");
+    }
+
+    #[test]
+    fn check_memfd_thp_with_shmem_never_warns_with_fix() {
+        let host = HostFacts {
+            thp_shmem_enabled: "never".into(),
+            ..good_host()
+        };
+        let f = run(
+            "[memory]\nsize = \"64MiB\"\nbacking = \"memfd\"\nhuge_pages = \"transparent\"\n",
+            &host,
+        );
+        let thp = get(&f, "thp");
+        assert_eq!(thp.status, Status::Warn);
+        assert!(
+            thp.detail
+                .contains("shmem_enabled, which is `never`: it will get none"),
+            "{}",
+            thp.detail
+        );
+        assert_eq!(
+            thp.fix.as_deref(),
+            Some("echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled (as root)")
+        );
+        // Private memory looks at `enabled` instead.
+        let f = run(
+            "[memory]\nsize = \"64MiB\"\nhuge_pages = \"transparent\"\n",
+            &host,
+        );
+        assert_eq!(get(&f, "thp").status, Status::Ok);
+    }
+
+    #[test]
+    fn check_huge_pool_short_fails_or_warns_with_fallback() {
+        let host = HostFacts {
+            huge_page_pools: vec![(2 << 20, 10, 10)],
+            ..good_host()
+        };
+        let f = run("[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\n", &host);
+        let h = get(&f, "huge_pages");
+        assert_eq!(h.status, Status::Fail);
+        assert_eq!(
+            h.fix.as_deref(),
+            Some("echo 32 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages (as root)")
+        );
+        let f = run(
+            "[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\nhuge_page_fallback = \"transparent\"\n",
+            &host,
+        );
+        assert_eq!(get(&f, "huge_pages").status, Status::Warn);
+    }
+
+    #[test]
+    fn check_missing_1g_pool_and_mount_fail() {
+        let f = run(
+            "[memory]\nsize = \"2GiB\"\nbacking = \"hugetlbfs\"\nhugetlbfs = \"/mnt/huge1g\"\nhuge_pages = \"1GiB\"\n",
+            &HostFacts {
+                huge_page_pools: vec![(2 << 20, 0, 0)],
+                ..good_host()
+            },
+        );
+        assert_eq!(
+            get(&f, "huge_pages").fix.as_deref(),
+            Some("boot with hugepagesz=1G hugepages=2")
+        );
+        let m = get(&f, "hugetlbfs");
+        assert_eq!(m.status, Status::Fail);
+        assert!(
+            m.fix
+                .as_ref()
+                .unwrap()
+                .contains("mount -t hugetlbfs -o pagesize=1G none /mnt/huge1g")
+        );
+    }
+
+    #[test]
+    fn check_missing_host_node_fails() {
+        let f = run(
+            "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [3]\n",
+            &good_host(),
+        );
+        let n = get(&f, "numa");
+        assert_eq!(n.status, Status::Fail);
+        assert_eq!(
+            n.detail,
+            "numa[0]: host node 3 does not exist (this host has node 0)"
+        );
+    }
+
+    #[test]
+    fn check_address_bits_past_host_fail() {
+        let host = HostFacts {
+            phys_bits: Some(36),
+            ..good_host()
+        };
+        let f = run(
+            "phys_bits = 40\n[memory]\nsize = \"64MiB\"\n[hotplug]\nslots = 1\nslot_size = \"64GiB\"\n",
+            &host,
+        );
+        assert_eq!(get(&f, "address_bits").status, Status::Fail);
+        let f = run("phys_bits = 40\n[memory]\nsize = \"64MiB\"\n", &host);
+        let a = get(&f, "address_bits");
+        assert_eq!(a.status, Status::Warn);
+        assert!(a.fix.as_ref().unwrap().contains("phys_bits = 36"));
+    }
+
+    #[test]
+    fn check_kvm_map_count_overcommit_are_reported() {
+        let host = HostFacts {
+            kvm_error: Some("No such file or directory".into()),
+            max_map_count: Some(50),
+            map_count: 49,
+            overcommit_mode: 2,
+            commit: Some((2 << 30, 1 << 30)),
+            ..good_host()
+        };
+        let f = run("[memory]\nsize = \"2GiB\"\n", &host);
+        assert_eq!(get(&f, "kvm").status, Status::Warn);
+        assert_eq!(get(&f, "max_map_count").status, Status::Fail);
+        let o = get(&f, "overcommit");
+        assert_eq!(o.status, Status::Fail);
+        assert!(
+            o.fix
+                .as_ref()
+                .unwrap()
+                .starts_with("sysctl -w vm.overcommit_memory=0")
+        );
+        let text = check_text("vm", &f);
+        assert!(
+            text.starts_with("vm: this host cannot back the spec as written (2 problems)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mount_page_size_reads_option() {
+        assert_eq!(
+            mount_page_size("rw,relatime,pagesize=1024M", 2 << 20),
+            1 << 30
+        );
+        assert_eq!(mount_page_size("rw,pagesize=2M", 0), 2 << 20);
+        assert_eq!(mount_page_size("rw,relatime", 2 << 20), 2 << 20);
+    }
+}

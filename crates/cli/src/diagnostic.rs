@@ -1,0 +1,204 @@
+//! Spec errors shown as `rustc` shows its own: the message, the file, line and column, and the
+//! source line with the faulty value underlined (drawn by `annotate-snippets`).
+
+use std::ops::Range;
+
+use crate::error::SpecError;
+use crate::render::needs_escape;
+
+/// The most characters of a source line kept in an [`Excerpt`]: longer lines are cut around
+/// the underlined part.
+pub const MAX_EXCERPT_CHARS: usize = 160;
+
+/// The line of a spec an error points at, kept with the error so it can be shown without the
+/// spec's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Excerpt {
+    /// Its 1-based line number.
+    pub line: usize,
+    /// The line (or the part of it around the span, at most [`MAX_EXCERPT_CHARS`]
+    /// characters), with every control or formatting character replaced by `�` so that it
+    /// cannot act on the terminal.
+    pub text: String,
+    /// The underlined bytes of `text` (never empty unless `text` is).
+    pub span: Range<usize>,
+}
+
+impl Excerpt {
+    /// The excerpt of `text` for the byte span `span`: its first line, cut to at most
+    /// [`MAX_EXCERPT_CHARS`] characters around the span's start.
+    ///
+    /// ```
+    /// use memvisor::diagnostic::Excerpt;
+    ///
+    /// let e = Excerpt::new("[memory]\nsize = \"2GB\"\n", 16..21);
+    /// assert_eq!((e.line, e.text.as_str(), e.span.clone()), (2, "size = \"2GB\"", 7..12));
+    /// ```
+    #[must_use]
+    pub fn new(text: &str, span: Range<usize>) -> Self {
+        let start = floor_char_boundary(text, span.start.min(text.len()));
+        let end = floor_char_boundary(text, span.end.clamp(start, text.len()));
+        let before = text.get(..start).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text
+            .get(start..)
+            .and_then(|rest| rest.find('\n'))
+            .map_or(text.len(), |i| start + i);
+        // Columns in characters within the line, the span cut at the line's end.
+        let line_text = text.get(line_start..line_end).unwrap_or("");
+        let col_start = text.get(line_start..start).map_or(0, |s| s.chars().count());
+        let col_end = text
+            .get(line_start..end.min(line_end))
+            .map_or(col_start, |s| s.chars().count())
+            .max(col_start);
+        let total = line_text.chars().count();
+        let first = col_start.saturating_sub(MAX_EXCERPT_CHARS / 3);
+        let last = (first + MAX_EXCERPT_CHARS).min(total);
+        let mut out = String::new();
+        let mut span_bytes = 0..0;
+        for (i, c) in line_text.chars().enumerate().take(last).skip(first) {
+            if i == col_start {
+                span_bytes.start = out.len();
+            }
+            if i == col_end {
+                span_bytes.end = out.len();
+            }
+            out.push(if needs_escape(c) { '\u{fffd}' } else { c });
+        }
+        if col_start >= last {
+            span_bytes.start = out.len();
+        }
+        if col_end >= last {
+            span_bytes.end = out.len();
+        }
+        if span_bytes.end <= span_bytes.start {
+            // Underline one character (or the end of the line).
+            span_bytes.end = out
+                .get(span_bytes.start..)
+                .and_then(|s| s.chars().next())
+                .map_or(span_bytes.start, |c| span_bytes.start + c.len_utf8());
+        }
+        Self {
+            line,
+            text: out,
+            span: span_bytes,
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while at > 0 && !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The error as `rustc` would show it: `error: FIELD: PROBLEM`, then ` --> FILE:LINE:COLUMN`
+/// and the source line with the value underlined; a single `error: ...` line when the error
+/// has no position.
+///
+/// ```
+/// use memvisor::diagnostic::report;
+/// use memvisor::spec::{Source, parse};
+///
+/// let err = parse(Source { origin: "vm.toml", text: "[memory]\nsize = \"2GB\"\n" }).unwrap_err();
+/// let text = report(&err);
+/// assert!(text.starts_with("error: memory.size: unknown size unit `GB`"), "{text}");
+/// assert!(text.contains(" --> vm.toml:2:8\n"), "{text}");
+/// assert!(text.contains("2 | size = \"2GB\"\n"), "{text}");
+/// assert!(text.contains("  |        ^^^^^"), "{text}");
+/// ```
+#[must_use]
+pub fn report(err: &SpecError) -> String {
+    use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+
+    let title = if err.field.is_empty() {
+        err.problem.to_string()
+    } else {
+        format!("{}: {}", err.field, err.problem)
+    };
+    let (Some(excerpt), Some(_)) = (&err.excerpt, err.position) else {
+        return format!("error: {err}\n");
+    };
+    let origin = crate::render::escape(&err.origin);
+    let group = Level::ERROR.primary_title(&title).element(
+        Snippet::source(&excerpt.text)
+            .line_start(excerpt.line)
+            .path(origin.as_ref())
+            .annotation(AnnotationKind::Primary.span(excerpt.span.clone())),
+    );
+    let mut text = Renderer::plain().render(&[group]);
+    // annotate-snippets gives the column within the excerpt; the line may have been cut, so
+    // write the true one.
+    if let Some((line, column)) = err.position {
+        let shown = format!("{origin}:{}:", excerpt.line);
+        if let Some(at) = text.find(&shown) {
+            let tail_start = at + shown.len();
+            let tail_end = text[tail_start..]
+                .find('\n')
+                .map_or(text.len(), |i| tail_start + i);
+            text.replace_range(at..tail_end, &format!("{origin}:{line}:{column}"));
+        }
+    }
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Source, parse};
+
+    #[test]
+    fn excerpt_long_line_is_cut_around_span() {
+        let text = format!("name = \"{}\"\nx = 1\n", "n".repeat(10_000));
+        let e = Excerpt::new(&text, 7..10_009);
+        assert_eq!(e.line, 1);
+        assert_eq!(e.text.chars().count(), MAX_EXCERPT_CHARS);
+        assert_eq!(e.span.start, 7);
+        assert_eq!(e.span.end, e.text.len());
+    }
+
+    #[test]
+    fn excerpt_control_characters_are_replaced() {
+        let e = Excerpt::new("a = \"\u{1b}[2J\"\n", 4..11);
+        assert_eq!(e.text, "a = \"\u{fffd}[2J\"");
+        assert!(!e.text.chars().any(needs_escape));
+    }
+
+    #[test]
+    fn excerpt_span_past_end_underlines_end() {
+        let e = Excerpt::new("abc", 10..20);
+        assert_eq!((e.line, e.text.as_str(), e.span), (1, "abc", 3..3));
+    }
+
+    #[test]
+    fn report_multibyte_line_keeps_column() {
+        let text = "name = \"日本\"\n[memory]\nsize = \"1 gib\"\n";
+        let err = parse(Source {
+            origin: "vm.toml",
+            text,
+        })
+        .unwrap_err();
+        let shown = report(&err);
+        assert!(shown.contains(" --> vm.toml:3:8\n"), "{shown}");
+        assert!(
+            shown.contains("3 | size = \"1 gib\"\n  |        ^^^^^^^\n"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn report_without_position_is_one_line() {
+        let err = parse(Source {
+            origin: "vm.toml",
+            text: "",
+        })
+        .unwrap_err();
+        assert_eq!(
+            report(&err),
+            "error: vm.toml: memory: the [memory] table is missing\n"
+        );
+    }
+}

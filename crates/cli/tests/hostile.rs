@@ -1,0 +1,245 @@
+//! Hostile and absurd specs, one row each: every one is refused with exit code 2 and a message
+//! naming the right field, quickly, without a panic, and without writing control characters.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Runs `memvisor plan FILE` in-process on `text` written to a file named after `row`.
+fn plan_bytes(row: &str, text: &[u8]) -> (u8, String, String) {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{row}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = memvisor::run(
+        ["memvisor", "plan", path.to_str().unwrap()],
+        &mut out,
+        &mut err,
+        false,
+    );
+    std::fs::remove_file(&path).unwrap();
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+const MEM: &str = "[memory]\nsize = \"256MiB\"\n";
+
+fn devices(count: usize) -> String {
+    let mut text = MEM.to_owned();
+    for _ in 0..count {
+        text.push_str("[[device]]\ntype = \"virtio-net\"\n");
+    }
+    text
+}
+
+/// Each row: a name, the spec, and text the error must contain.
+fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
+    let long_name = "n".repeat(70_000);
+    vec![
+        (
+            "device_name_70000_chars",
+            format!("{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"{long_name}\"\n").into(),
+            "device[0].name: a name of 70000 characters (at most 64)".into(),
+        ),
+        (
+            "vm_name_70000_chars",
+            format!("name = \"{long_name}\"\n{MEM}").into(),
+            "name: a name of 70000 characters (at most 64)".into(),
+        ),
+        (
+            "numa_sum_overflows",
+            b"[memory]\n[[numa]]\nsize = \"0x8000000000000000\"\n[[numa]]\nsize = \"0x8000000000000000\"\n"
+                .to_vec(),
+            "numa[1].size: the [[numa]] nodes up to this one add up to more than 2^64 bytes".into(),
+        ),
+        (
+            "numa_sum_overflows_with_memory_size",
+            b"[memory]\nsize = \"1GiB\"\n[[numa]]\nsize = \"0xffffffffffff0000\"\n[[numa]]\nsize = \"0x10000\"\n"
+                .to_vec(),
+            "numa[1].size: the [[numa]] nodes up to this one add up to more than 2^64 bytes".into(),
+        ),
+        (
+            "devices_97",
+            devices(97).into(),
+            "device[96]: 97 devices (at most 96: each needs its own interrupt)".into(),
+        ),
+        (
+            "devices_near_one_mib",
+            devices(33_000).into(),
+            "device[96]: 33000 devices (at most 96".into(),
+        ),
+        (
+            "devices_100_mib",
+            devices(3_600_000).into(),
+            "is larger than 1048576 bytes, the most a spec may hold".into(),
+        ),
+        (
+            "name_with_escape_sequence",
+            format!("{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"a\\u001b[2Jb\"\n").into(),
+            "device[0].name: the name contains the control or formatting character \\u{1b}".into(),
+        ),
+        (
+            "name_with_newline_fakes_a_row",
+            format!("{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"a\\n0x0  0xfff\"\n").into(),
+            "device[0].name: the name contains the control or formatting character \\u{a}".into(),
+        ),
+        (
+            "name_with_bidi_override",
+            format!("{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"a\\u202eb\"\n").into(),
+            "device[0].name: the name contains the control or formatting character \\u{202e}".into(),
+        ),
+        (
+            "name_empty",
+            format!("{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"\"\n").into(),
+            "device[0].name: an empty name".into(),
+        ),
+        (
+            "name_blank",
+            format!("name = \"  \"\n{MEM}").into(),
+            "name: an empty name".into(),
+        ),
+        (
+            "unknown_type_with_escape_sequence",
+            format!("{MEM}[[device]]\ntype = \"\\u001b[31mred\"\n").into(),
+            "device[0].type: unknown device type `\\u{1b}[31mred`".into(),
+        ),
+        (
+            "prefault_4000000000_threads",
+            b"[memory]\nsize = \"256MiB\"\nprefault = 4000000000\n".to_vec(),
+            "memory.prefault: 4000000000 prefault threads (at most 256)".into(),
+        ),
+        (
+            "hotplug_4000000000_slots",
+            format!("{MEM}[hotplug]\nslots = 4000000000\nslot_size = \"1GiB\"\n").into(),
+            "hotplug.slots: 4000000000 slots (at most 1024)".into(),
+        ),
+        (
+            "hotplug_total_overflows",
+            format!("{MEM}[hotplug]\nslots = 4\nslot_size = \"0x4000000000000000\"\n").into(),
+            "hotplug.slot_size: 4 slots of 4 EiB add up to more than 2^64 bytes"
+                .replace("4 EiB", "4194304 TiB"),
+        ),
+        (
+            "numa_65_nodes",
+            {
+                let mut t = String::from("[memory]\n");
+                for _ in 0..65 {
+                    t.push_str("[[numa]]\nsize = \"2MiB\"\n");
+                }
+                t.into()
+            },
+            "numa[64]: 65 guest NUMA nodes (at most 64)".into(),
+        ),
+        (
+            "host_node_too_high",
+            b"[memory]\n[[numa]]\nsize = \"2MiB\"\nhost_nodes = [0, 4000000]\n".to_vec(),
+            "numa[0].host_nodes: host node 4000000 (host nodes are numbered below 1024)".into(),
+        ),
+        (
+            "duplicate_name",
+            format!(
+                "{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"x\"\n[[device]]\ntype = \"virtio-blk\"\nname = \"x\"\n"
+            )
+            .into(),
+            "device[1].name: the name `x` is already used by device[0]".into(),
+        ),
+        (
+            "not_utf8",
+            b"[memory]\nsize = \"\xff\xfe\"\n".to_vec(),
+            "is not UTF-8 text (bad byte at offset 17)".into(),
+        ),
+        (
+            "arrays_nested_500000_deep",
+            format!("a = {}{}\n", "[".repeat(500_000), "]".repeat(500_000)).into(),
+            "max recursion depth met".into(),
+        ),
+        (
+            "inline_tables_nested_100000_deep",
+            format!("a = {}1{}\n", "{b = ".repeat(100_000), "}".repeat(100_000)).into(),
+            "max recursion depth met".into(),
+        ),
+        (
+            "dotted_key_300000_parts",
+            format!("{MEM}{}y = 1\n", "x.".repeat(300_000)).into(),
+            "recursion limit".into(),
+        ),
+        (
+            "hugetlbfs_path_with_escape",
+            b"[memory]\nsize = \"2MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \"2MiB\"\nhugetlbfs = \"/x\\u001b[2J\"\n"
+                .to_vec(),
+            "memory.hugetlbfs: a hugetlbfs mount is an absolute path".into(),
+        ),
+    ]
+}
+
+#[test]
+fn hostile_specs_are_refused_with_the_field() {
+    for (row, text, expected) in rows() {
+        let (code, out, err) = plan_bytes(row, &text);
+        assert_eq!(code, 2, "{row}: {err}");
+        assert!(out.is_empty(), "{row}: {out}");
+        assert!(
+            err.contains(&expected),
+            "{row}: expected {expected:?} in:\n{err}"
+        );
+        assert!(
+            !err.chars().any(|c| c.is_control() && c != '\n'),
+            "{row}: a control character reached the terminal: {err:?}"
+        );
+    }
+}
+
+/// Runs the binary with `args`, standard input from `stdin`.
+fn binary(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The command may stop reading early (it refuses long input): ignore a broken pipe.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn endless_devices_are_refused_after_the_limit() {
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        let (code, out, err) = binary(&["plan", dev], b"");
+        assert_eq!(code, 2, "{dev}: {err}");
+        assert!(out.is_empty());
+        assert!(
+            err.contains(&format!("{dev} is larger than 1048576 bytes")),
+            "{dev}: {err}"
+        );
+    }
+}
+
+#[test]
+fn stdin_dash_reads_the_spec() {
+    let (code, out, err) = binary(&["plan", "-"], MEM.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("RAM 256 MiB in 1 NUMA node"), "{out}");
+}
+
+#[test]
+fn stdin_endless_is_refused() {
+    let big = vec![b'#'; (1 << 20) + 4096];
+    let (code, _, err) = binary(&["plan", "-"], &big);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("<stdin> is larger than 1048576 bytes"),
+        "{err}"
+    );
+}
