@@ -19,31 +19,42 @@ pub struct DirtyBitmap {
 
 impl DirtyBitmap {
     /// A clean bitmap of the `size` bytes at `base`, one bit per `page_size` bytes (the last
-    /// page may be partial).
+    /// page may be partial). It takes `size / page_size / 8` bytes.
     ///
-    /// # Panics
-    /// If `page_size` is zero.
+    /// # Errors
+    /// [`Error::InvalidBitmap`] for a zero page size, a zero size, a range past `u64::MAX`,
+    /// or a bitmap this process cannot allocate.
     ///
     /// ```
     /// use memvisor_kvm::DirtyBitmap;
     /// use vm_memory::GuestAddress;
     ///
-    /// let mut bitmap = DirtyBitmap::new(GuestAddress(0x10_0000), 16 * 4096, 4096);
+    /// let mut bitmap = DirtyBitmap::new(GuestAddress(0x10_0000), 16 * 4096, 4096)?;
     /// bitmap.mark(GuestAddress(0x10_2000), 8);
     /// assert!(bitmap.is_dirty(GuestAddress(0x10_2fff)));
     /// assert_eq!(bitmap.dirty_pages().collect::<Vec<_>>(), [GuestAddress(0x10_2000)]);
+    /// # Ok::<(), memvisor_kvm::Error>(())
     /// ```
-    #[must_use]
-    pub fn new(base: GuestAddress, size: u64, page_size: u64) -> Self {
-        assert!(page_size > 0, "page size 0");
-        let pages = size.div_ceil(page_size);
-        let words = usize::try_from(pages.div_ceil(64)).unwrap_or(usize::MAX);
-        Self {
+    pub fn new(base: GuestAddress, size: u64, page_size: u64) -> Result<Self> {
+        let invalid = || Error::InvalidBitmap {
+            base: base.0,
+            size,
+            page_size,
+        };
+        if page_size == 0 || size == 0 || base.0.checked_add(size - 1).is_none() {
+            return Err(invalid());
+        }
+        let words =
+            usize::try_from(size.div_ceil(page_size).div_ceil(64)).map_err(|_| invalid())?;
+        let mut bits = Vec::new();
+        bits.try_reserve_exact(words).map_err(|_| invalid())?;
+        bits.resize(words, 0);
+        Ok(Self {
             base,
             size,
             page_size,
-            words: vec![0; words],
-        }
+            words: bits,
+        })
     }
 
     /// The region's guest base.
@@ -96,13 +107,15 @@ impl DirtyBitmap {
         if len == 0 {
             return;
         }
+        // Inclusive ends: `base + size - 1` does not overflow (checked by `new`).
+        let region_last = self.base.0 + (self.size - 1);
         let start = addr.0.max(self.base.0);
-        let end = addr.0.saturating_add(len).min(self.base.0 + self.size);
-        if start >= end {
+        let last = addr.0.saturating_add(len - 1).min(region_last);
+        if start > last {
             return;
         }
         let first = (start - self.base.0) / self.page_size;
-        let last = (end - 1 - self.base.0) / self.page_size;
+        let last = (last - self.base.0) / self.page_size;
         for page in first..=last {
             // `page < pages()`: the index fits.
             if let Some(w) = usize::try_from(page / 64)
@@ -246,7 +259,7 @@ impl MemorySlots {
                 Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
             region.size()
         };
-        let mut bitmap = DirtyBitmap::new(base, size, host_page_size());
+        let mut bitmap = DirtyBitmap::new(base, size, host_page_size())?;
         self.fetch_dirty_log_into(&mut bitmap)?;
         Ok(bitmap)
     }
@@ -263,7 +276,7 @@ mod tests {
 
     #[test]
     fn mark_span_sets_each_page_once() {
-        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 130 * 0x1000, 0x1000);
+        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 130 * 0x1000, 0x1000).unwrap();
         b.mark(GuestAddress(0x1fff), 2);
         b.mark(GuestAddress(0x1000 + 128 * 0x1000), 0x1000);
         assert_eq!(b.count(), 3);
@@ -279,7 +292,7 @@ mod tests {
 
     #[test]
     fn mark_outside_region_ignored() {
-        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 0x2000, 0x1000);
+        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 0x2000, 0x1000).unwrap();
         b.mark(GuestAddress(0), 0x1000);
         b.mark(GuestAddress(0x3000), 0x1000);
         b.mark(GuestAddress(u64::MAX), u64::MAX);
@@ -291,7 +304,7 @@ mod tests {
 
     #[test]
     fn merge_same_region_ors_bits() {
-        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000);
+        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000).unwrap();
         let mut b = a.clone();
         a.mark(GuestAddress(0), 1);
         b.mark(GuestAddress(63 * 0x1000), 1);
@@ -304,9 +317,9 @@ mod tests {
 
     #[test]
     fn merge_other_region_errors_and_keeps_bits() {
-        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000);
+        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000).unwrap();
         a.mark(GuestAddress(0), 1);
-        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 64 * 0x1000, 0x1000);
+        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 64 * 0x1000, 0x1000).unwrap();
         b.mark(GuestAddress(0x2000), 1);
         let err = a.merge(&b).unwrap_err();
         assert!(matches!(err, Error::BitmapMismatch { .. }), "{err}");
@@ -314,8 +327,33 @@ mod tests {
     }
 
     #[test]
+    fn new_bad_shape_errors() {
+        for (base, size, page) in [
+            (0, 0x1000, 0),
+            (0, 0, 0x1000),
+            (u64::MAX, 2, 1),
+            (0, u64::MAX, 1),
+        ] {
+            let err = DirtyBitmap::new(GuestAddress(base), size, page).unwrap_err();
+            assert!(matches!(err, Error::InvalidBitmap { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn mark_region_at_top_of_address_space() {
+        let base = u64::MAX - 0x1fff;
+        let mut b = DirtyBitmap::new(GuestAddress(base), 0x2000, 0x1000).unwrap();
+        b.mark(GuestAddress(u64::MAX), u64::MAX);
+        assert_eq!(
+            b.dirty_pages().collect::<Vec<_>>(),
+            [GuestAddress(base + 0x1000)]
+        );
+        assert!(b.is_dirty(GuestAddress(u64::MAX)));
+    }
+
+    #[test]
     fn new_partial_last_page_counts() {
-        let b = DirtyBitmap::new(GuestAddress(0), 65 * 0x1000 + 1, 0x1000);
+        let b = DirtyBitmap::new(GuestAddress(0), 65 * 0x1000 + 1, 0x1000).unwrap();
         assert_eq!(b.pages(), 66);
         assert_eq!(b.words().len(), 2);
     }

@@ -74,6 +74,17 @@ pub enum Error {
         #[source]
         source: KvmError,
     },
+    /// A dirty bitmap of no pages, a zero page size, a range past `u64::MAX`, or one too big
+    /// to allocate.
+    #[error("no dirty bitmap for {size:#x} bytes at {base:#x} in pages of {page_size:#x} bytes")]
+    InvalidBitmap {
+        /// The range's base.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// The page size asked for.
+        page_size: u64,
+    },
     /// Two dirty bitmaps of different regions or page sizes were merged.
     #[error(
         "cannot merge the dirty bitmap of {other_size:#x} bytes at {other_base:#x} into the one \

@@ -189,7 +189,7 @@ fn dirty_log_equals_pages_the_guest_wrote_and_clears() {
     );
 
     // The VMM's own writes merge with the guest's.
-    let mut bitmap = memvisor_kvm::DirtyBitmap::new(GuestAddress(HIGH), MIB2, PAGE);
+    let mut bitmap = memvisor_kvm::DirtyBitmap::new(GuestAddress(HIGH), MIB2, PAGE).unwrap();
     bitmap.mark(GuestAddress(HIGH + 5 * PAGE), 8);
     set_table(&space, &[(HIGH + 300 * PAGE, 2)]);
     assert_eq!(run(&mut vcpu, &space, |_| true), Stop::Passes(1));
