@@ -15,6 +15,7 @@
 
 pub mod arena;
 pub mod baseline;
+pub mod kvm;
 pub mod resources;
 pub mod space;
 pub mod vec;
@@ -61,6 +62,11 @@ pub const GROUPS: &[Group] = &[
         name: "resources",
         about: "ID and address-range allocators against vm-allocator",
         run: resources::run,
+    },
+    Group {
+        name: "kvm",
+        about: "KVM memory slots and dirty log kept in sync by memvisor-kvm against raw kvm-ioctls",
+        run: kvm::run,
     },
     Group {
         name: "baseline",
