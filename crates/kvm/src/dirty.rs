@@ -7,6 +7,10 @@ use vm_memory::GuestAddress;
 use crate::error::{Error, Result};
 use crate::slots::{MemorySlots, Shared};
 
+/// The largest range a bitmap covers: 128 PiB, above the user address space of any host with
+/// 5-level page tables, so no region with host memory is larger.
+const MAX_SIZE: u64 = 1 << 57;
+
 /// One bit per page of one region: bit `i % 64` of word `i / 64` is page `i`, the page at
 /// `base + i * page_size`. The same form as KVM's dirty log, so merging is a word-wise OR.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +26,8 @@ impl DirtyBitmap {
     /// page may be partial). It takes `size / page_size / 8` bytes.
     ///
     /// # Errors
-    /// [`Error::InvalidBitmap`] for a zero page size, a zero size, a range past `u64::MAX`,
-    /// or a bitmap this process cannot allocate.
+    /// [`Error::InvalidBitmap`] for a zero page size, a zero size, a size above 128 PiB, a
+    /// range past `u64::MAX`, or a bitmap this process cannot allocate.
     ///
     /// ```
     /// use memvisor_kvm::DirtyBitmap;
@@ -41,7 +45,8 @@ impl DirtyBitmap {
             size,
             page_size,
         };
-        if page_size == 0 || size == 0 || base.0.checked_add(size - 1).is_none() {
+        if page_size == 0 || size == 0 || size > MAX_SIZE || base.0.checked_add(size - 1).is_none()
+        {
             return Err(invalid());
         }
         let words =
@@ -333,6 +338,7 @@ mod tests {
             (0, 0, 0x1000),
             (u64::MAX, 2, 1),
             (0, u64::MAX, 1),
+            (0, (1 << 57) + 1, 4096),
         ] {
             let err = DirtyBitmap::new(GuestAddress(base), size, page).unwrap_err();
             assert!(matches!(err, Error::InvalidBitmap { .. }), "{err}");

@@ -9,6 +9,8 @@
 
 #![allow(dead_code, clippy::cast_possible_truncation)]
 
+pub mod linux;
+
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment};
