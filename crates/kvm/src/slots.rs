@@ -18,12 +18,17 @@ const DEFAULT_KVM_SLOTS: u32 = 32;
 /// not say). Build the address space with `SpaceBuilder::slots(slot_limit(&vm))` so that its
 /// slot allocator never hands out a number KVM refuses.
 ///
-/// ```no_run
-/// let vm = kvm_ioctls::Kvm::new()?.create_vm()?;
+/// ```
+/// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
+/// let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+///     return Ok(()); // no /dev/kvm here
+/// };
+/// let vm = kvm.create_vm()?;
+/// assert!(memvisor_kvm::slot_limit(&vm) >= 32);
 /// let layout = memvisor_space::Layout::x86_64().ram(1 << 30).build().unwrap();
 /// let builder = memvisor_space::AddressSpace::builder(layout).slots(memvisor_kvm::slot_limit(&vm));
 /// # let _ = builder;
-/// # Ok::<(), kvm_ioctls::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use]
 pub fn slot_limit(vm: &VmFd) -> u32 {
@@ -75,14 +80,22 @@ enum Op {
 /// memory mapped) until KVM has let go of them, including when this value is dropped: dropping
 /// it deletes every slot from KVM first.
 ///
-/// ```no_run
+/// One `MemorySlots` per VM: KVM slot numbers are the space's, so a second address space
+/// attached to the same VM would move or replace the first one's slots in KVM (never leaving
+/// KVM with memory nobody holds, but no longer in sync).
+///
+/// ```
 /// use std::sync::Arc;
 ///
 /// use memvisor_kvm::{MemorySlots, slot_limit};
 /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
 /// use vm_memory::GuestAddress;
 ///
-/// let vm = Arc::new(kvm_ioctls::Kvm::new()?.create_vm()?);
+/// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
+/// let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+///     return Ok(()); // no /dev/kvm here
+/// };
+/// let vm = Arc::new(kvm.create_vm()?);
 /// let layout = Layout::x86_64().ram(1 << 30).build()?;
 /// let (space, _) = AddressSpace::builder(layout)
 ///     .slots(slot_limit(&vm))
