@@ -202,3 +202,59 @@ fn dirty_logging_unknown_region_errors() {
         Err(Error::NotRegistered { base: 0 })
     ));
 }
+
+/// The backed regions of the space's current snapshot, as KVM slots should be.
+fn expected(space: &AddressSpace) -> Vec<(u32, u64, u64, u32)> {
+    let snapshot = space.snapshot();
+    let mut out: Vec<(u32, u64, u64, u32)> = snapshot
+        .regions_with_slots()
+        .filter(|(r, _)| r.is_backed())
+        .map(|(r, slot)| (slot.unwrap(), r.base().0, r.size(), 0))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn attach_during_concurrent_changes_ends_in_agreement() {
+    let Some(kvm) = kvm_or_skip("attach_during_concurrent_changes_ends_in_agreement") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .plan()
+        .unwrap();
+    let page = memvisor_vmem::page_size() as u64;
+    let writer = {
+        let space = space.clone();
+        std::thread::spawn(move || {
+            // A fixed pseudo-random walk over 32 places: insert where free, remove where taken.
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut taken = [false; 32];
+            for _ in 0..400 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x % 32) as usize;
+                let base = (i as u64) * 2 * page;
+                if taken[i] {
+                    space.remove_region(GuestAddress(base), page).unwrap();
+                } else {
+                    space.insert_region(backed(base, page)).unwrap();
+                }
+                taken[i] = !taken[i];
+            }
+        })
+    };
+    // Attach once the walk is well under way, so both the replay and the follow-up have work.
+    while space.snapshot().generation() < 100 && !writer.is_finished() {
+        std::thread::yield_now();
+    }
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    writer.join().unwrap();
+    assert_eq!(slots.registered(), expected(&space));
+    // And it keeps following afterwards.
+    space.insert_region(backed(64 * page, page)).unwrap();
+    assert_eq!(slots.registered(), expected(&space));
+}
