@@ -36,11 +36,30 @@ const LIMIT: Duration = Duration::from_secs(240);
 
 #[test]
 fn linux_pvh_boot_prints_memvisor_e820_map_and_memory_total() {
+    let layout = Layout::x86_64().ram(RAM).build().unwrap();
+    let ram = layout.ram_ranges(RAM).unwrap();
+    let specs = ram.iter().map(|&(base, size)| RegionSpec::ram(base, size));
+    boot("linux_pvh_boot", layout, specs.collect());
+}
+
+#[test]
+fn linux_pvh_boot_split_ram_above_4g_prints_memvisor_map() {
+    // Half the RAM below the 32-bit hole, half above 4 GiB (KVM slot 1).
+    let layout = Layout::x86_64().ram(4 << 30).build().unwrap();
+    let specs = vec![
+        RegionSpec::ram(GuestAddress(0), RAM / 2),
+        RegionSpec::ram(GuestAddress(4 << 30), RAM / 2),
+    ];
+    boot("linux_pvh_boot_split_ram", layout, specs);
+}
+
+/// Boots the kernel named by `MEMVISOR_KVM_LINUX` on `specs` and checks its memory map.
+fn boot(test: &str, layout: Layout, specs: Vec<RegionSpec>) {
     let Ok(path) = std::env::var(ENV) else {
-        eprintln!("\n*** SKIPPED linux_pvh_boot: set {ENV} to a Linux bzImage (vmlinuz) ***\n");
+        eprintln!("\n*** SKIPPED {test}: set {ENV} to a Linux bzImage (vmlinuz) ***\n");
         return;
     };
-    let Some(kvm) = kvm_or_skip("linux_pvh_boot") else {
+    let Some(kvm) = kvm_or_skip(test) else {
         return;
     };
     let vmlinux = vmlinux_from_bzimage(&std::fs::read(&path).unwrap()).unwrap();
@@ -50,14 +69,14 @@ fn linux_pvh_boot_prints_memvisor_e820_map_and_memory_total() {
     vm.set_tss_address(TSS).unwrap();
     vm.create_irq_chip().unwrap();
     vm.create_pit2(kvm_pit_config::default()).unwrap();
-    let layout = Layout::x86_64().ram(RAM).build().unwrap();
-    let ram = layout.ram_ranges(RAM).unwrap();
+    let regions = specs.len();
     let (space, _) = AddressSpace::builder(layout)
         .slots(slot_limit(&vm))
-        .regions(ram.iter().map(|&(base, size)| RegionSpec::ram(base, size)))
+        .regions(specs)
         .back()
         .unwrap();
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    assert_eq!(slots.len(), regions);
 
     let snapshot = space.snapshot();
     let map = snapshot.memory_map();
@@ -187,9 +206,9 @@ fn linux_pvh_boot_prints_memvisor_e820_map_and_memory_total() {
     );
     match total {
         Some(total) => assert_eq!(total, expected, "the kernel's RAM total is the plan's"),
-        None => eprintln!("*** the kernel did not reach its `Memory:` line within {LIMIT:?} ***"),
+        None => eprintln!("*** {test}: no `Memory:` line within {LIMIT:?} ***"),
     }
-    assert_eq!(slots.len(), 1);
+    assert_eq!(slots.len(), regions);
 }
 
 /// `N` from a `Memory: …K/NK available` line.
