@@ -93,6 +93,7 @@
 #![cfg(target_os = "linux")]
 
 mod error;
+mod firmware;
 mod guest_region;
 mod layout;
 mod memory;
@@ -102,6 +103,7 @@ mod space;
 mod sys;
 
 pub use error::{Error, ListenerError, Result};
+pub use firmware::{LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
 pub use guest_region::{Region, RegionRef};
 pub use layout::{Arch, Layout, LayoutBuilder, Placer, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};

@@ -14,6 +14,7 @@
 //! The crate README shows a complete small group to copy from.
 
 pub mod arena;
+pub mod kvm;
 pub mod resources;
 pub mod space;
 pub mod vec;
@@ -60,6 +61,11 @@ pub const GROUPS: &[Group] = &[
         name: "resources",
         about: "ID and address-range allocators against vm-allocator",
         run: resources::run,
+    },
+    Group {
+        name: "kvm",
+        about: "KVM memory slots and dirty log kept in sync by memvisor-kvm against raw kvm-ioctls",
+        run: kvm::run,
     },
 ];
 

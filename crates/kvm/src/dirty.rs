@@ -1,0 +1,366 @@
+//! Dirty logging: `KVM_MEM_LOG_DIRTY_PAGES` per region, and [`DirtyBitmap`], one bit per host
+//! page of a region, into which KVM's log and the VMM's own writes are merged.
+
+use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
+use vm_memory::GuestAddress;
+
+use crate::error::{Error, Result};
+use crate::slots::{MemorySlots, Shared};
+
+/// The largest range a bitmap covers: 128 PiB, above the user address space of any host with
+/// 5-level page tables, so no region with host memory is larger.
+const MAX_SIZE: u64 = 1 << 57;
+
+/// One bit per page of one region: bit `i % 64` of word `i / 64` is page `i`, the page at
+/// `base + i * page_size`. The same form as KVM's dirty log, so merging is a word-wise OR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirtyBitmap {
+    base: GuestAddress,
+    size: u64,
+    page_size: u64,
+    words: Vec<u64>,
+}
+
+impl DirtyBitmap {
+    /// A clean bitmap of the `size` bytes at `base`, one bit per `page_size` bytes (the last
+    /// page may be partial). It takes `size / page_size / 8` bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBitmap`] for a zero page size, a zero size, a size above 128 PiB, a
+    /// range past `u64::MAX`, or a bitmap this process cannot allocate.
+    ///
+    /// ```
+    /// use memvisor_kvm::DirtyBitmap;
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let mut bitmap = DirtyBitmap::new(GuestAddress(0x10_0000), 16 * 4096, 4096)?;
+    /// bitmap.mark(GuestAddress(0x10_2000), 8);
+    /// assert!(bitmap.is_dirty(GuestAddress(0x10_2fff)));
+    /// assert_eq!(bitmap.dirty_pages().collect::<Vec<_>>(), [GuestAddress(0x10_2000)]);
+    /// # Ok::<(), memvisor_kvm::Error>(())
+    /// ```
+    pub fn new(base: GuestAddress, size: u64, page_size: u64) -> Result<Self> {
+        let invalid = || Error::InvalidBitmap {
+            base: base.0,
+            size,
+            page_size,
+        };
+        if page_size == 0 || size == 0 || size > MAX_SIZE || base.0.checked_add(size - 1).is_none()
+        {
+            return Err(invalid());
+        }
+        let words =
+            usize::try_from(size.div_ceil(page_size).div_ceil(64)).map_err(|_| invalid())?;
+        let mut bits = Vec::new();
+        bits.try_reserve_exact(words).map_err(|_| invalid())?;
+        bits.resize(words, 0);
+        Ok(Self {
+            base,
+            size,
+            page_size,
+            words: bits,
+        })
+    }
+
+    /// The region's guest base.
+    #[must_use]
+    pub fn base(&self) -> GuestAddress {
+        self.base
+    }
+
+    /// The region's size in bytes.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The bytes each bit stands for.
+    #[must_use]
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// The bits, 64 pages a word.
+    #[must_use]
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// The number of pages.
+    #[must_use]
+    pub fn pages(&self) -> u64 {
+        self.size.div_ceil(self.page_size)
+    }
+
+    /// Whether the page holding `addr` is dirty (`false` outside the region).
+    #[must_use]
+    pub fn is_dirty(&self, addr: GuestAddress) -> bool {
+        let Some(offset) = addr.0.checked_sub(self.base.0).filter(|&o| o < self.size) else {
+            return false;
+        };
+        let page = offset / self.page_size;
+        // `page < pages()`, so the word index fits the vector.
+        let word = usize::try_from(page / 64).unwrap_or(usize::MAX);
+        self.words
+            .get(word)
+            .is_some_and(|w| w & (1 << (page % 64)) != 0)
+    }
+
+    /// Marks the pages holding `addr..addr + len` dirty (the part inside the region), as a
+    /// VMM does for its own writes to guest memory.
+    pub fn mark(&mut self, addr: GuestAddress, len: u64) {
+        if len == 0 {
+            return;
+        }
+        // Inclusive ends: `base + size - 1` does not overflow (checked by `new`).
+        let region_last = self.base.0 + (self.size - 1);
+        let start = addr.0.max(self.base.0);
+        let last = addr.0.saturating_add(len - 1).min(region_last);
+        if start > last {
+            return;
+        }
+        let first = (start - self.base.0) / self.page_size;
+        let last = (last - self.base.0) / self.page_size;
+        for page in first..=last {
+            // `page < pages()`: the index fits.
+            if let Some(w) = usize::try_from(page / 64)
+                .ok()
+                .and_then(|i| self.words.get_mut(i))
+            {
+                *w |= 1 << (page % 64);
+            }
+        }
+    }
+
+    /// The guest address of every dirty page, in order.
+    pub fn dirty_pages(&self) -> impl Iterator<Item = GuestAddress> + '_ {
+        self.words.iter().enumerate().flat_map(move |(i, &word)| {
+            BitIter(word).map(move |bit| {
+                GuestAddress(self.base.0 + (i as u64 * 64 + u64::from(bit)) * self.page_size)
+            })
+        })
+    }
+
+    /// The number of dirty pages.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// Marks every page clean.
+    pub fn clear(&mut self) {
+        self.words.fill(0);
+    }
+
+    /// Marks dirty every page dirty in `other` (a word-wise OR).
+    ///
+    /// # Errors
+    /// [`Error::BitmapMismatch`] if `other` covers another range or page size; `self` is then
+    /// unchanged.
+    pub fn merge(&mut self, other: &DirtyBitmap) -> Result<()> {
+        if (other.base, other.size, other.page_size) != (self.base, self.size, self.page_size) {
+            return Err(Error::BitmapMismatch {
+                base: self.base.0,
+                size: self.size,
+                other_base: other.base.0,
+                other_size: other.size,
+            });
+        }
+        self.or_words(&other.words);
+        Ok(())
+    }
+
+    /// ORs words of the same form in (equal lengths, checked by the callers).
+    fn or_words(&mut self, words: &[u64]) {
+        for (w, o) in self.words.iter_mut().zip(words) {
+            *w |= o;
+        }
+    }
+}
+
+/// The set bits of a word, lowest first.
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
+impl MemorySlots {
+    /// Turns KVM's dirty logging (`KVM_MEM_LOG_DIRTY_PAGES`) on or off for the region starting
+    /// at `base`. Turning it on starts with a clean log.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] if no region registered with KVM starts at `base`;
+    /// [`Error::SetMemoryRegion`] if KVM refuses (the slot keeps its flags).
+    pub fn set_dirty_logging(&self, base: GuestAddress, on: bool) -> Result<()> {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        let (slot, _, flags) =
+            Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
+        let flags = if on {
+            flags | KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            flags & !KVM_MEM_LOG_DIRTY_PAGES
+        };
+        shared.set_flags(&mut state, slot, flags)
+    }
+
+    /// Fetches and clears KVM's dirty log of the region starting at `base` (one
+    /// `KVM_GET_DIRTY_LOG`, which write-protects the pages again) and merges it into
+    /// `bitmap`.
+    ///
+    /// This is the merge point with the VMM's own record of its writes: pass the bitmap those
+    /// writes were [`mark`](DirtyBitmap::mark)ed in, and it comes back holding every page
+    /// written by the guest or the VMM since the last fetch.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`]; [`Error::BitmapMismatch`] if `bitmap` is not of that region
+    /// and the host page size; [`Error::DirtyLog`] if KVM refuses (dirty logging off).
+    /// `bitmap` is unchanged after an error.
+    pub fn fetch_dirty_log_into(&self, bitmap: &mut DirtyBitmap) -> Result<()> {
+        let shared = self.shared();
+        let state = shared.lock();
+        let base = bitmap.base.0;
+        let (slot, region, _) =
+            Shared::slot_of(&state, base).ok_or(Error::NotRegistered { base })?;
+        let page = host_page_size();
+        if region.size() != bitmap.size || bitmap.page_size != page {
+            return Err(Error::BitmapMismatch {
+                base,
+                size: bitmap.size,
+                other_base: region.base().0,
+                other_size: region.size(),
+            });
+        }
+        let size = usize::try_from(region.size()).map_err(|_| Error::TooBig {
+            base,
+            size: region.size(),
+        })?;
+        let words = shared
+            .vm()
+            .get_dirty_log(slot, size)
+            .map_err(|source| Error::DirtyLog { slot, base, source })?;
+        drop(state);
+        bitmap.or_words(&words);
+        Ok(())
+    }
+
+    /// Fetches and clears KVM's dirty log of the region starting at `base` as a new bitmap.
+    ///
+    /// # Errors
+    /// As [`fetch_dirty_log_into`](Self::fetch_dirty_log_into).
+    pub fn fetch_dirty_log(&self, base: GuestAddress) -> Result<DirtyBitmap> {
+        let size = {
+            let state = self.shared().lock();
+            let (_, region, _) =
+                Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
+            region.size()
+        };
+        let mut bitmap = DirtyBitmap::new(base, size, host_page_size())?;
+        self.fetch_dirty_log_into(&mut bitmap)?;
+        Ok(bitmap)
+    }
+}
+
+/// The host page size: the unit of KVM's dirty log.
+fn host_page_size() -> u64 {
+    memvisor_vmem::page_size() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_span_sets_each_page_once() {
+        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 130 * 0x1000, 0x1000).unwrap();
+        b.mark(GuestAddress(0x1fff), 2);
+        b.mark(GuestAddress(0x1000 + 128 * 0x1000), 0x1000);
+        assert_eq!(b.count(), 3);
+        assert_eq!(
+            b.dirty_pages().collect::<Vec<_>>(),
+            [
+                GuestAddress(0x1000),
+                GuestAddress(0x2000),
+                GuestAddress(0x1000 + 128 * 0x1000)
+            ]
+        );
+    }
+
+    #[test]
+    fn mark_outside_region_ignored() {
+        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 0x2000, 0x1000).unwrap();
+        b.mark(GuestAddress(0), 0x1000);
+        b.mark(GuestAddress(0x3000), 0x1000);
+        b.mark(GuestAddress(u64::MAX), u64::MAX);
+        b.mark(GuestAddress(0x1000), 0);
+        assert_eq!(b.count(), 0);
+        assert!(!b.is_dirty(GuestAddress(0x3000)));
+        assert!(!b.is_dirty(GuestAddress(0)));
+    }
+
+    #[test]
+    fn merge_same_region_ors_bits() {
+        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000).unwrap();
+        let mut b = a.clone();
+        a.mark(GuestAddress(0), 1);
+        b.mark(GuestAddress(63 * 0x1000), 1);
+        a.merge(&b).unwrap();
+        assert_eq!(a.count(), 2);
+        assert!(a.is_dirty(GuestAddress(63 * 0x1000)));
+        a.clear();
+        assert_eq!(a.count(), 0);
+    }
+
+    #[test]
+    fn merge_other_region_errors_and_keeps_bits() {
+        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000).unwrap();
+        a.mark(GuestAddress(0), 1);
+        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 64 * 0x1000, 0x1000).unwrap();
+        b.mark(GuestAddress(0x2000), 1);
+        let err = a.merge(&b).unwrap_err();
+        assert!(matches!(err, Error::BitmapMismatch { .. }), "{err}");
+        assert_eq!(a.dirty_pages().collect::<Vec<_>>(), [GuestAddress(0)]);
+    }
+
+    #[test]
+    fn new_bad_shape_errors() {
+        for (base, size, page) in [
+            (0, 0x1000, 0),
+            (0, 0, 0x1000),
+            (u64::MAX, 2, 1),
+            (0, u64::MAX, 1),
+            (0, (1 << 57) + 1, 4096),
+        ] {
+            let err = DirtyBitmap::new(GuestAddress(base), size, page).unwrap_err();
+            assert!(matches!(err, Error::InvalidBitmap { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn mark_region_at_top_of_address_space() {
+        let base = u64::MAX - 0x1fff;
+        let mut b = DirtyBitmap::new(GuestAddress(base), 0x2000, 0x1000).unwrap();
+        b.mark(GuestAddress(u64::MAX), u64::MAX);
+        assert_eq!(
+            b.dirty_pages().collect::<Vec<_>>(),
+            [GuestAddress(base + 0x1000)]
+        );
+        assert!(b.is_dirty(GuestAddress(u64::MAX)));
+    }
+
+    #[test]
+    fn new_partial_last_page_counts() {
+        let b = DirtyBitmap::new(GuestAddress(0), 65 * 0x1000 + 1, 0x1000).unwrap();
+        assert_eq!(b.pages(), 66);
+        assert_eq!(b.words().len(), 2);
+    }
+}

@@ -1,0 +1,144 @@
+//! The crate's error type.
+
+/// The error of a KVM system call, with the OS error code.
+pub type KvmError = kvm_ioctls::Error;
+
+/// Everything that can go wrong keeping KVM in sync with an address space. Variants carry the
+/// values that caused them; a failed operation leaves KVM and the address space agreeing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `KVM_SET_USER_MEMORY_REGION` failed.
+    #[error("KVM refused memory slot {slot} for {size:#x} bytes at {base:#x} (flags {flags:#x})")]
+    SetMemoryRegion {
+        /// The memory-slot number.
+        slot: u32,
+        /// The region's guest base.
+        base: u64,
+        /// The size asked for (0 when deleting).
+        size: u64,
+        /// The slot flags asked for.
+        flags: u32,
+        /// The OS error.
+        #[source]
+        source: KvmError,
+    },
+    /// A region's memory-slot number is not below the VM's slot limit.
+    #[error(
+        "memory slot {slot} of the region at {base:#x} is past the VM's limit of {limit} slots"
+    )]
+    SlotLimit {
+        /// The memory-slot number.
+        slot: u32,
+        /// The region's guest base.
+        base: u64,
+        /// The number of slots the VM has (`KVM_CAP_NR_MEMSLOTS`).
+        limit: u32,
+    },
+    /// The slot number is still registered for another region (its removal from KVM failed).
+    #[error("memory slot {slot} asked for the region at {base:#x} is still held by another region")]
+    SlotBusy {
+        /// The memory-slot number.
+        slot: u32,
+        /// The region's guest base.
+        base: u64,
+    },
+    /// A read-only region, but this KVM has no `KVM_CAP_READONLY_MEM`.
+    #[error("the region at {base:#x} is read-only, which this KVM cannot map")]
+    ReadOnlyUnsupported {
+        /// The region's guest base.
+        base: u64,
+    },
+    /// A region too big for this host's address space.
+    #[error("the region at {base:#x} of {size:#x} bytes does not fit this host's address space")]
+    TooBig {
+        /// The region's guest base.
+        base: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// No region starting at this address is registered with KVM.
+    #[error("no region starting at {base:#x} is registered with KVM")]
+    NotRegistered {
+        /// The address asked for.
+        base: u64,
+    },
+    /// `KVM_GET_DIRTY_LOG` failed (for example dirty logging is off for the slot).
+    #[error("fetching the dirty log of memory slot {slot} at {base:#x} failed")]
+    DirtyLog {
+        /// The memory-slot number.
+        slot: u32,
+        /// The region's guest base.
+        base: u64,
+        /// The OS error.
+        #[source]
+        source: KvmError,
+    },
+    /// A dirty bitmap of no pages, a zero page size, a range past `u64::MAX`, or one too big
+    /// to allocate.
+    #[error("no dirty bitmap for {size:#x} bytes at {base:#x} in pages of {page_size:#x} bytes")]
+    InvalidBitmap {
+        /// The range's base.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// The page size asked for.
+        page_size: u64,
+    },
+    /// Two dirty bitmaps of different regions or page sizes were merged.
+    #[error(
+        "cannot merge the dirty bitmap of {other_size:#x} bytes at {other_base:#x} into the one \
+         of {size:#x} bytes at {base:#x}"
+    )]
+    BitmapMismatch {
+        /// Base of the bitmap merged into.
+        base: u64,
+        /// Its size in bytes.
+        size: u64,
+        /// Base of the other bitmap.
+        other_base: u64,
+        /// Its size in bytes.
+        other_size: u64,
+    },
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_slot_limit_names_values() {
+        let e = Error::SlotLimit {
+            slot: 509,
+            base: 0x1_0000_0000,
+            limit: 509,
+        };
+        assert_eq!(
+            e.to_string(),
+            "memory slot 509 of the region at 0x100000000 is past the VM's limit of 509 slots"
+        );
+    }
+
+    #[test]
+    fn display_set_memory_region_keeps_source() {
+        let e = Error::SetMemoryRegion {
+            slot: 3,
+            base: 0x1000,
+            size: 0x2000,
+            flags: 2,
+            source: KvmError::new(libc_einval()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "KVM refused memory slot 3 for 0x2000 bytes at 0x1000 (flags 0x2)"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    fn libc_einval() -> i32 {
+        22
+    }
+}

@@ -1,0 +1,57 @@
+//! KVM memory slots and dirty logging kept in sync with a memvisor address space.
+//!
+//! **Linux only**: on other systems the crate is empty.
+//!
+//! - [`MemorySlots::attach`] registers every backed region of a [`memvisor_space::AddressSpace`] as
+//!   a KVM user memory slot under its memvisor slot number and then follows every insertion and
+//!   removal (hotplug, unplug) through a region listener. A slot KVM refuses makes the listener
+//!   refuse, so the space rolls the change back.
+//! - [`slot_limit`] reads `KVM_CAP_NR_MEMSLOTS`, to give the space's slot allocator.
+//! - [`MemorySlots::set_dirty_logging`] and [`MemorySlots::fetch_dirty_log_into`] turn KVM's dirty
+//!   log on per region and merge it into a [`DirtyBitmap`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use memvisor_kvm::{MemorySlots, slot_limit};
+//! use memvisor_space::{AddressSpace, Layout, RegionSpec, WindowKind};
+//! use vm_memory::GuestAddress;
+//!
+//! # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
+//! let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+//!     eprintln!("no /dev/kvm: example skipped");
+//!     return Ok(());
+//! };
+//! let vm = Arc::new(kvm.create_vm()?);
+//! let layout = Layout::x86_64().ram(64 << 20).hotplug(1 << 30).build()?;
+//! let ram = layout.ram_ranges(64 << 20)?;
+//! let (space, _) = AddressSpace::builder(layout)
+//!     .slots(slot_limit(&vm))
+//!     .regions(ram.iter().map(|&(base, size)| RegionSpec::ram(base, size)))
+//!     .back()?;
+//! let slots = MemorySlots::attach(Arc::clone(&vm), &space)?;
+//!
+//! // A hotplugged region becomes a KVM slot before the space publishes it.
+//! let base = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20)?;
+//! space.plug(RegionSpec::ram(base, 2 << 20).hotplug(true))?;
+//! assert_eq!(slots.slot_at(base), Some(1));
+//! assert_eq!(slots.len(), 2);
+//!
+//! // Dirty logging of the boot RAM.
+//! slots.set_dirty_logging(GuestAddress(0), true)?;
+//! let dirty = slots.fetch_dirty_log(GuestAddress(0))?;
+//! assert_eq!(dirty.count(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![cfg(target_os = "linux")]
+
+mod dirty;
+mod error;
+mod slots;
+
+pub use dirty::DirtyBitmap;
+pub use error::{Error, KvmError, Result};
+pub use slots::{MemorySlots, slot_limit};

@@ -1,0 +1,410 @@
+//! [`MemorySlots`]: KVM user memory slots kept equal to an address space's backed regions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
+use kvm_ioctls::{Cap, VmFd};
+use memvisor_space::{AddressSpace, ChangeKind, ListenerError, Region, RegionEvent};
+
+use crate::error::{Error, Result};
+
+/// The number of memory slots KVM documents for a kernel that does not answer
+/// `KVM_CAP_NR_MEMSLOTS`.
+const DEFAULT_KVM_SLOTS: u32 = 32;
+
+/// The number of user memory slots `vm` accepts (`KVM_CAP_NR_MEMSLOTS`; 32 if the kernel does
+/// not say). Build the address space with `SpaceBuilder::slots(slot_limit(&vm))` so that its
+/// slot allocator never hands out a number KVM refuses.
+///
+/// ```
+/// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
+/// let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+///     return Ok(()); // no /dev/kvm here
+/// };
+/// let vm = kvm.create_vm()?;
+/// assert!(memvisor_kvm::slot_limit(&vm) >= 32);
+/// let layout = memvisor_space::Layout::x86_64().ram(1 << 30).build().unwrap();
+/// let builder = memvisor_space::AddressSpace::builder(layout).slots(memvisor_kvm::slot_limit(&vm));
+/// # let _ = builder;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub fn slot_limit(vm: &VmFd) -> u32 {
+    u32::try_from(vm.check_extension_int(Cap::NrMemslots))
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_KVM_SLOTS)
+}
+
+/// One region registered with KVM. Holding the `Arc` keeps the region's host memory mapped for
+/// as long as KVM may touch it.
+struct Registered {
+    region: Arc<Region>,
+    flags: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// Registered regions by memory-slot number.
+    slots: BTreeMap<u32, Registered>,
+    /// Memory-slot number by guest base.
+    by_base: BTreeMap<u64, u32>,
+}
+
+pub(crate) struct Shared {
+    vm: Arc<VmFd>,
+    limit: u32,
+    readonly: bool,
+    state: Mutex<State>,
+}
+
+/// What a change does to KVM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Add,
+    Delete,
+}
+
+/// Keeps the user memory slots of a KVM VM equal to the backed regions of an
+/// [`AddressSpace`]: each region with host memory is KVM slot *n*, where *n* is its memvisor
+/// memory-slot number; read-only regions are `KVM_MEM_READONLY`; regions without host memory
+/// (planned only, or with a non-memory backing) and regions whose mapping cannot be read are
+/// left out, so guest accesses there exit to the VMM as MMIO.
+///
+/// [`attach`](Self::attach) registers what the space holds now and then follows every
+/// insertion and removal through a region listener, both through the same function. A slot
+/// KVM refuses makes the listener refuse the change, so the address space rolls it back and
+/// KVM and the space still agree. Regions registered with KVM are kept alive (and their host
+/// memory mapped) until KVM has let go of them, including when this value is dropped: dropping
+/// it deletes every slot from KVM first.
+///
+/// One `MemorySlots` per VM: KVM slot numbers are the space's, so a second address space
+/// attached to the same VM would move or replace the first one's slots in KVM (never leaving
+/// KVM with memory nobody holds, but no longer in sync).
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use memvisor_kvm::{MemorySlots, slot_limit};
+/// use memvisor_space::{AddressSpace, Layout, RegionSpec};
+/// use vm_memory::GuestAddress;
+///
+/// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
+/// let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+///     return Ok(()); // no /dev/kvm here
+/// };
+/// let vm = Arc::new(kvm.create_vm()?);
+/// let layout = Layout::x86_64().ram(1 << 30).build()?;
+/// let (space, _) = AddressSpace::builder(layout)
+///     .slots(slot_limit(&vm))
+///     .region(RegionSpec::ram(GuestAddress(0), 64 << 20))
+///     .back()?;
+/// let slots = MemorySlots::attach(Arc::clone(&vm), &space)?;
+/// assert_eq!(slots.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct MemorySlots {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MemorySlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("MemorySlots")
+            .field("limit", &self.shared.limit)
+            .field("slots", &state.slots.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemorySlots {
+    /// Registers every backed region of `space` with `vm` under its memory-slot number, then
+    /// keeps KVM in sync with every later change of `space`.
+    ///
+    /// No change of `space` can slip between the two steps: the listener is added first and
+    /// waits until the regions present are registered, and the space publishes a change only
+    /// after its listeners accept it.
+    ///
+    /// # Errors
+    /// As the listener would refuse a region: [`Error::SlotLimit`], [`Error::TooBig`],
+    /// [`Error::ReadOnlyUnsupported`], [`Error::SetMemoryRegion`]. The slots registered before
+    /// the failure are deleted again and the listener left in `space` does nothing.
+    pub fn attach(vm: Arc<VmFd>, space: &AddressSpace) -> Result<Self> {
+        let limit = slot_limit(&vm);
+        Self::attach_with_limit(vm, space, limit)
+    }
+
+    /// [`attach`](Self::attach) with a given slot limit (at most the VM's).
+    fn attach_with_limit(vm: Arc<VmFd>, space: &AddressSpace, limit: u32) -> Result<Self> {
+        let readonly = vm.check_extension(Cap::ReadonlyMem);
+        let shared = Arc::new(Shared {
+            vm,
+            limit,
+            readonly,
+            state: Mutex::new(State::default()),
+        });
+        let mut state = shared.lock();
+        let weak = Arc::downgrade(&shared);
+        space.add_listener(Arc::new(Listener(weak)));
+        // Any change from here on waits in the listener for `state`, and a change is published
+        // only after the listeners accept it: this snapshot is exactly what the listener's
+        // first event applies to.
+        let snapshot = space.snapshot();
+        for (region, slot) in snapshot.regions_with_slots() {
+            let Some(region) = snapshot.find_arc(region.base()) else {
+                continue;
+            };
+            // On an error `state` still holds what was registered; dropping `shared` (the
+            // only strong reference) deletes it, and the listener then finds nothing to update.
+            shared.apply(&mut state, ChangeKind::Inserted, &region, slot)?;
+        }
+        drop(state);
+        Ok(Self { shared })
+    }
+
+    /// The VM.
+    #[must_use]
+    pub fn vm(&self) -> &Arc<VmFd> {
+        &self.shared.vm
+    }
+
+    /// The number of memory slots the VM accepts.
+    #[must_use]
+    pub fn limit(&self) -> u32 {
+        self.shared.limit
+    }
+
+    /// How many regions are registered with KVM.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.shared.lock().slots.len()
+    }
+
+    /// Whether no region is registered with KVM.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The memory-slot number of the region starting at `base`, if it is registered.
+    #[must_use]
+    pub fn slot_at(&self, base: vm_memory::GuestAddress) -> Option<u32> {
+        self.shared.lock().by_base.get(&base.0).copied()
+    }
+
+    /// The registered slots in slot order: `(slot, guest base, size, KVM flags)`.
+    #[must_use]
+    pub fn registered(&self) -> Vec<(u32, u64, u64, u32)> {
+        self.shared
+            .lock()
+            .slots
+            .iter()
+            .map(|(&slot, r)| (slot, r.region.base().0, r.region.size(), r.flags))
+            .collect()
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation of `State` is one map insert or remove after its ioctl succeeded, so a
+        // panic elsewhere cannot leave it half changed.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn vm(&self) -> &VmFd {
+        &self.vm
+    }
+
+    /// Applies one change to KVM: the one code path for the first registration and for the
+    /// listener.
+    fn apply(
+        &self,
+        state: &mut State,
+        kind: ChangeKind,
+        region: &Arc<Region>,
+        slot: Option<u32>,
+    ) -> Result<()> {
+        let (Some(slot), Some(_)) = (slot, region.host_ptr()) else {
+            return Ok(());
+        };
+        if !region.protection().readable() {
+            return Ok(());
+        }
+        let base = region.base().0;
+        match kind {
+            ChangeKind::Inserted => {
+                if slot >= self.limit {
+                    return Err(Error::SlotLimit {
+                        slot,
+                        base,
+                        limit: self.limit,
+                    });
+                }
+                if state.slots.contains_key(&slot) {
+                    return Err(Error::SlotBusy { slot, base });
+                }
+                let flags = if region.protection().writable() {
+                    0
+                } else if self.readonly {
+                    KVM_MEM_READONLY
+                } else {
+                    return Err(Error::ReadOnlyUnsupported { base });
+                };
+                self.set(slot, region, flags, Op::Add)?;
+                state.slots.insert(
+                    slot,
+                    Registered {
+                        region: Arc::clone(region),
+                        flags,
+                    },
+                );
+                state.by_base.insert(base, slot);
+            }
+            ChangeKind::Removed => {
+                let Some(registered) = state.slots.get(&slot) else {
+                    return Ok(());
+                };
+                if !Arc::ptr_eq(&registered.region, region) {
+                    return Ok(());
+                }
+                self.set(slot, region, registered.flags, Op::Delete)?;
+                state.slots.remove(&slot);
+                state.by_base.remove(&base);
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes the flags of a registered slot (dirty logging).
+    pub(crate) fn set_flags(&self, state: &mut State, slot: u32, flags: u32) -> Result<()> {
+        let Some(registered) = state.slots.get_mut(&slot) else {
+            return Ok(());
+        };
+        self.set(slot, &registered.region, flags, Op::Add)?;
+        registered.flags = flags;
+        Ok(())
+    }
+
+    /// One `KVM_SET_USER_MEMORY_REGION`.
+    fn set(&self, slot: u32, region: &Region, flags: u32, op: Op) -> Result<()> {
+        let base = region.base().0;
+        let size = region.size();
+        let Some(host) = region.host_ptr() else {
+            return Ok(());
+        };
+        if usize::try_from(size).is_err() {
+            return Err(Error::TooBig { base, size });
+        }
+        let memory_size = if op == Op::Add { size } else { 0 };
+        let mem = kvm_userspace_memory_region {
+            slot,
+            flags,
+            guest_phys_addr: base,
+            memory_size,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: on `Op::Add`, `host..host + size` is the region's live mapping, and the
+        // caller keeps the `Arc<Region>` (so the mapping) in `State` until the slot is deleted
+        // again (`Op::Delete`, or `Drop for Shared`, which leaks the region if that fails).
+        // Deleting refers to no memory.
+        unsafe { self.vm.set_user_memory_region(mem) }.map_err(|source| Error::SetMemoryRegion {
+            slot,
+            base,
+            size: memory_size,
+            flags,
+            source,
+        })
+    }
+
+    pub(crate) fn slot_of(state: &State, base: u64) -> Option<(u32, &Arc<Region>, u32)> {
+        let slot = *state.by_base.get(&base)?;
+        let r = state.slots.get(&slot)?;
+        Some((slot, &r.region, r.flags))
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = std::mem::take(self.state.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for (slot, registered) in state.slots {
+            if self
+                .set(slot, &registered.region, registered.flags, Op::Delete)
+                .is_err()
+            {
+                // KVM may still use the memory: keep it mapped for the life of the process.
+                std::mem::forget(registered.region);
+            }
+        }
+    }
+}
+
+/// The region listener left in the address space; it does nothing once its [`MemorySlots`]
+/// is gone.
+struct Listener(Weak<Shared>);
+
+impl memvisor_space::RegionListener for Listener {
+    fn region_changed(&self, event: &RegionEvent<'_>) -> std::result::Result<(), ListenerError> {
+        let Some(shared) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let mut state = shared.lock();
+        shared
+            .apply(&mut state, event.kind, event.region, event.slot)
+            .map_err(ListenerError::from)
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64", not(miri)))]
+mod tests {
+    use memvisor_space::{Layout, RegionSpec};
+    use vm_memory::GuestAddress;
+
+    use super::*;
+
+    #[test]
+    fn attach_past_slot_limit_errors_and_deletes_registered() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("\n*** SKIPPED attach_past_slot_limit: /dev/kvm is not usable here ***\n");
+            return;
+        };
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+        let (space, _) = AddressSpace::builder(layout)
+            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
+            .region(RegionSpec::ram(GuestAddress(1 << 20), 1 << 20))
+            .back()
+            .unwrap();
+        let err = MemorySlots::attach_with_limit(Arc::clone(&vm), &space, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::SlotLimit {
+                    slot: 1,
+                    base: 0x10_0000,
+                    limit: 1
+                }
+            ),
+            "{err}"
+        );
+        // Slot 0 left KVM again: the same range under another slot number does not overlap.
+        let region = space.find_region(GuestAddress(0)).unwrap();
+        let mem = kvm_userspace_memory_region {
+            slot: 9,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: region.size(),
+            userspace_addr: region.host_ptr().unwrap() as u64,
+        };
+        // SAFETY: the region's mapping outlives the VM (`vm` is dropped first below).
+        unsafe { vm.set_user_memory_region(mem) }.unwrap();
+        drop(vm);
+        // The listener left in the space does nothing now.
+        space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+    }
+}

@@ -1,0 +1,260 @@
+//! Memory slots follow the address space on the host's real KVM, and a refused change leaves
+//! both as they were. (Skipped under Miri, which cannot `ioctl` `/dev/kvm`.)
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+
+mod support;
+
+use std::sync::Arc;
+
+use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
+use memvisor_kvm::{Error, MemorySlots, slot_limit};
+use memvisor_space::{AddressSpace, Layout, Region, RegionEvent, RegionSpec, RegionType};
+use support::kvm_or_skip;
+use vm_memory::GuestAddress;
+
+const MIB: u64 = 1 << 20;
+
+fn layout() -> Layout {
+    Layout::x86_64()
+        .ram(1 << 30)
+        .hotplug(1 << 30)
+        .build()
+        .unwrap()
+}
+
+fn backed(base: u64, size: u64) -> Arc<Region> {
+    Arc::new(
+        Region::back(RegionSpec::ram(GuestAddress(base), size))
+            .unwrap()
+            .0,
+    )
+}
+
+#[test]
+fn attach_registers_backed_regions_with_flags_and_skips_unbacked() {
+    let Some(kvm) = kvm_or_skip("attach_registers_backed_regions") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let (space, _) = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .region(RegionSpec::ram(GuestAddress(0), 4 * MIB))
+        .region(RegionSpec::new(
+            RegionType::Device,
+            GuestAddress(0xd000_0000),
+            MIB,
+        ))
+        .region(RegionSpec::new(
+            RegionType::Firmware,
+            GuestAddress(0xffc0_0000),
+            MIB,
+        ))
+        .back()
+        .unwrap();
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    assert!(slots.limit() >= 32);
+    assert_eq!(
+        slots.registered(),
+        [(0, 0, 4 * MIB, 0), (1, 0xffc0_0000, MIB, KVM_MEM_READONLY)]
+    );
+    assert_eq!(slots.slot_at(GuestAddress(0xd000_0000)), None);
+
+    // Insertions and removals are followed.
+    space.insert_region(backed(8 * MIB, MIB)).unwrap();
+    assert_eq!(slots.slot_at(GuestAddress(8 * MIB)), Some(2));
+    space.remove_region(GuestAddress(0), 4 * MIB).unwrap();
+    assert_eq!(slots.slot_at(GuestAddress(0)), None);
+    assert_eq!(slots.len(), 2);
+    // The freed slot number is reused by the space and accepted by KVM.
+    space.insert_region(backed(0, 2 * MIB)).unwrap();
+    assert_eq!(slots.slot_at(GuestAddress(0)), Some(0));
+}
+
+#[test]
+fn insert_kvm_refuses_rolls_space_back() {
+    let Some(kvm) = kvm_or_skip("insert_kvm_refuses_rolls_space_back") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .plan()
+        .unwrap();
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    // Memory KVM already has at 16 MiB, unknown to the space: KVM refuses an overlap.
+    let foreign = backed(16 * MIB, MIB);
+    let mem = kvm_userspace_memory_region {
+        slot: 100,
+        flags: 0,
+        guest_phys_addr: 16 * MIB,
+        memory_size: MIB,
+        userspace_addr: foreign.host_ptr().unwrap() as u64,
+    };
+    // SAFETY: `foreign` outlives the VM: `vm` and `slots` are dropped before it below.
+    unsafe { vm.set_user_memory_region(mem) }.unwrap();
+
+    let err = space.insert_region(backed(16 * MIB, MIB)).unwrap_err();
+    let source = std::error::Error::source(&err).unwrap();
+    let kvm_err = source.downcast_ref::<Error>().unwrap();
+    assert!(
+        matches!(
+            kvm_err,
+            Error::SetMemoryRegion {
+                slot: 0,
+                base: 0x100_0000,
+                ..
+            }
+        ),
+        "{kvm_err}"
+    );
+    assert!(space.snapshot().is_empty());
+    assert!(slots.is_empty());
+    // Space and KVM still agree: the next region takes the same slot number.
+    space.insert_region(backed(32 * MIB, MIB)).unwrap();
+    assert_eq!(slots.registered(), [(0, 32 * MIB, MIB, 0)]);
+    drop(slots);
+    drop(vm);
+    drop(foreign);
+}
+
+#[test]
+fn later_listener_refuses_slot_leaves_kvm_again() {
+    let Some(kvm) = kvm_or_skip("later_listener_refuses_slot_leaves_kvm_again") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .plan()
+        .unwrap();
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+        if e.region.base().0 == 0 {
+            Err("no".into())
+        } else {
+            Ok(())
+        }
+    }));
+    let region = backed(0, MIB);
+    assert!(space.insert_region(Arc::clone(&region)).is_err());
+    assert!(slots.is_empty());
+    // KVM no longer has the range: another slot over it is accepted.
+    let mem = kvm_userspace_memory_region {
+        slot: 200,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: MIB,
+        userspace_addr: region.host_ptr().unwrap() as u64,
+    };
+    // SAFETY: `region` outlives the VM: `vm` and `slots` are dropped before it below.
+    unsafe { vm.set_user_memory_region(mem) }.unwrap();
+    drop(slots);
+    drop(vm);
+    drop(region);
+}
+
+#[test]
+fn drop_deletes_slots_and_listener_goes_quiet() {
+    let Some(kvm) = kvm_or_skip("drop_deletes_slots_and_listener_goes_quiet") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let (space, _) = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .region(RegionSpec::ram(GuestAddress(0), MIB))
+        .back()
+        .unwrap();
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    assert_eq!(slots.len(), 1);
+    drop(slots);
+    let region = space.find_region(GuestAddress(0)).unwrap();
+    let mem = kvm_userspace_memory_region {
+        slot: 300,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: MIB,
+        userspace_addr: region.host_ptr().unwrap() as u64,
+    };
+    // SAFETY: `region` outlives the VM (`vm` is dropped first below).
+    unsafe { vm.set_user_memory_region(mem) }.unwrap();
+    space.insert_region(backed(4 * MIB, MIB)).unwrap();
+    drop(vm);
+}
+
+#[test]
+fn dirty_logging_unknown_region_errors() {
+    let Some(kvm) = kvm_or_skip("dirty_logging_unknown_region_errors") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = AddressSpace::plan(layout(), []).unwrap();
+    let slots = MemorySlots::attach(vm, &space).unwrap();
+    let err = slots
+        .set_dirty_logging(GuestAddress(0x1000), true)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no region starting at 0x1000 is registered with KVM"
+    );
+    assert!(matches!(
+        slots.fetch_dirty_log(GuestAddress(0)),
+        Err(Error::NotRegistered { base: 0 })
+    ));
+}
+
+/// The backed regions of the space's current snapshot, as KVM slots should be.
+fn expected(space: &AddressSpace) -> Vec<(u32, u64, u64, u32)> {
+    let snapshot = space.snapshot();
+    let mut out: Vec<(u32, u64, u64, u32)> = snapshot
+        .regions_with_slots()
+        .filter(|(r, _)| r.is_backed())
+        .map(|(r, slot)| (slot.unwrap(), r.base().0, r.size(), 0))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn attach_during_concurrent_changes_ends_in_agreement() {
+    let Some(kvm) = kvm_or_skip("attach_during_concurrent_changes_ends_in_agreement") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .plan()
+        .unwrap();
+    let page = memvisor_vmem::page_size() as u64;
+    let writer = {
+        let space = space.clone();
+        std::thread::spawn(move || {
+            // A fixed pseudo-random walk over 32 places: insert where free, remove where taken.
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut taken = [false; 32];
+            for _ in 0..400 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x % 32) as usize;
+                let base = (i as u64) * 2 * page;
+                if taken[i] {
+                    space.remove_region(GuestAddress(base), page).unwrap();
+                } else {
+                    space.insert_region(backed(base, page)).unwrap();
+                }
+                taken[i] = !taken[i];
+            }
+        })
+    };
+    // Attach once the walk is well under way, so both the replay and the follow-up have work.
+    while space.snapshot().generation() < 100 && !writer.is_finished() {
+        std::thread::yield_now();
+    }
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    writer.join().unwrap();
+    assert_eq!(slots.registered(), expected(&space));
+    // And it keeps following afterwards.
+    space.insert_region(backed(64 * page, page)).unwrap();
+    assert_eq!(slots.registered(), expected(&space));
+}

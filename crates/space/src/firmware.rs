@@ -1,0 +1,441 @@
+//! Firmware-facing memory maps of a [`Snapshot`]: the e820 table, the PVH memory map, and
+//! per-node ranges for an ACPI SRAT.
+//!
+//! The maps describe boot RAM: RAM regions that are not hot-pluggable (hot-plugged memory is
+//! announced to the guest through ACPI, not through the boot map). On x86-64 the PC legacy hole
+//! (the EBDA, VGA and BIOS area, [`LEGACY_HOLE`]) is carved out of RAM and marked reserved, as
+//! firmware reports it; the guest then never uses it as RAM. Adjacent entries of one type are
+//! merged, so the map is what a guest kernel prints after sorting and merging its own.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+
+use crate::guest_region::Region;
+use crate::layout::Arch;
+use crate::region::RegionType;
+use crate::snapshot::Snapshot;
+
+/// The x86 PC legacy hole: the extended BIOS data area, VGA memory and the BIOS ROM area,
+/// reserved in the memory map of an x86-64 guest.
+pub const LEGACY_HOLE: RangeInclusive<u64> = 0x9_fc00..=0xf_ffff;
+
+/// What a memory map entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemoryType {
+    /// Usable RAM (e820 and PVH type 1).
+    Ram,
+    /// Reserved: not RAM for the guest (e820 and PVH type 2).
+    Reserved,
+}
+
+impl MemoryType {
+    /// The e820 (and PVH `hvm_memmap_table_entry`) type number.
+    #[must_use]
+    pub const fn e820_type(self) -> u32 {
+        match self {
+            MemoryType::Ram => 1,
+            MemoryType::Reserved => 2,
+        }
+    }
+}
+
+/// One entry of a guest memory map: `size` bytes (never 0) at `addr` (`addr + size - 1` does
+/// not overflow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemoryMapEntry {
+    /// First guest physical address.
+    pub addr: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// What it holds.
+    pub ty: MemoryType,
+}
+
+impl MemoryMapEntry {
+    /// The last address.
+    #[must_use]
+    pub const fn last(&self) -> u64 {
+        // Entries are built from valid regions: `addr + size - 1` does not overflow.
+        self.addr + (self.size - 1)
+    }
+
+    /// The entry as Linux's `struct boot_e820_entry` (in `boot_params.e820_table`): address,
+    /// size and type, little-endian, packed (20 bytes).
+    #[must_use]
+    pub fn to_e820_bytes(&self) -> [u8; 20] {
+        let mut out = [0; 20];
+        out[..8].copy_from_slice(&self.addr.to_le_bytes());
+        out[8..16].copy_from_slice(&self.size.to_le_bytes());
+        out[16..].copy_from_slice(&self.ty.e820_type().to_le_bytes());
+        out
+    }
+
+    /// The entry as the PVH boot protocol's `struct hvm_memmap_table_entry`: address, size,
+    /// type and a zero reserved word, little-endian (24 bytes).
+    #[must_use]
+    pub fn to_pvh_bytes(&self) -> [u8; 24] {
+        let mut out = [0; 24];
+        out[..20].copy_from_slice(&self.to_e820_bytes());
+        out
+    }
+}
+
+/// As a Linux kernel prints its `BIOS-e820` lines (after the `BIOS-e820: ` prefix):
+/// `[mem 0x0000000000000000-0x000000000009fbff] usable`.
+impl fmt::Display for MemoryMapEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.ty {
+            MemoryType::Ram => "usable",
+            MemoryType::Reserved => "reserved",
+        };
+        write!(f, "[mem {:#018x}-{:#018x}] {kind}", self.addr, self.last())
+    }
+}
+
+/// Guest memory of one guest NUMA node, for an ACPI SRAT memory affinity structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NumaRange {
+    /// The node (the first node of the regions' NUMA binding; 0 for regions without one).
+    pub node: u32,
+    /// First guest physical address.
+    pub addr: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether the range is hot-pluggable memory (the SRAT's hot-pluggable flag).
+    pub hotplug: bool,
+}
+
+impl Snapshot {
+    /// The guest memory map: boot RAM, with the [`LEGACY_HOLE`] carved out and reserved on
+    /// x86-64, sorted, adjacent entries of one type merged. The source of
+    /// [`e820_table`](Self::e820_table) and [`pvh_memmap`](Self::pvh_memmap).
+    ///
+    /// ```
+    /// use memvisor_space::{AddressSpace, Layout, MemoryMapEntry, MemoryType, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::x86_64().ram(512 << 20).build()?;
+    /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 512 << 20)])?;
+    /// let map = space.snapshot().memory_map();
+    /// let lines: Vec<String> = map.iter().map(MemoryMapEntry::to_string).collect();
+    /// assert_eq!(
+    ///     lines,
+    ///     [
+    ///         "[mem 0x0000000000000000-0x000000000009fbff] usable",
+    ///         "[mem 0x000000000009fc00-0x00000000000fffff] reserved",
+    ///         "[mem 0x0000000000100000-0x000000001fffffff] usable",
+    ///     ]
+    /// );
+    /// assert_eq!(map[1].ty, MemoryType::Reserved);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn memory_map(&self) -> Vec<MemoryMapEntry> {
+        let carve = self.layout().arch() == Some(Arch::X86_64);
+        let mut out: Vec<MemoryMapEntry> = Vec::new();
+        for r in self.regions().filter(|r| is_boot_ram(r)) {
+            let (first, last) = (r.base().0, r.last().0);
+            if !carve || last < *LEGACY_HOLE.start() || first > *LEGACY_HOLE.end() {
+                push_merged(&mut out, first, last, MemoryType::Ram);
+                continue;
+            }
+            if first < *LEGACY_HOLE.start() {
+                push_merged(&mut out, first, LEGACY_HOLE.start() - 1, MemoryType::Ram);
+            }
+            let hole_first = first.max(*LEGACY_HOLE.start());
+            let hole_last = last.min(*LEGACY_HOLE.end());
+            push_merged(&mut out, hole_first, hole_last, MemoryType::Reserved);
+            if last > *LEGACY_HOLE.end() {
+                push_merged(&mut out, LEGACY_HOLE.end() + 1, last, MemoryType::Ram);
+            }
+        }
+        out
+    }
+
+    /// The e820 table: [`memory_map`](Self::memory_map). Write each entry with
+    /// [`MemoryMapEntry::to_e820_bytes`] into `boot_params.e820_table` (which holds 128
+    /// entries; the map has one per boot RAM range plus one for the legacy hole).
+    #[must_use]
+    pub fn e820_table(&self) -> Vec<MemoryMapEntry> {
+        self.memory_map()
+    }
+
+    /// The PVH memory map as bytes: one 24-byte `hvm_memmap_table_entry` per entry of
+    /// [`memory_map`](Self::memory_map), ready to write into guest memory and point
+    /// `hvm_start_info.memmap_paddr` at (with `memmap_entries` = the entry count).
+    ///
+    /// ```
+    /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::x86_64().ram(64 << 20).build()?;
+    /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 64 << 20)])?;
+    /// let memmap = space.snapshot().pvh_memmap();
+    /// assert_eq!(memmap.len(), 3 * 24);
+    /// assert_eq!(&memmap[24..32], &0x9_fc00u64.to_le_bytes());
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn pvh_memmap(&self) -> Vec<u8> {
+        self.memory_map()
+            .iter()
+            .flat_map(MemoryMapEntry::to_pvh_bytes)
+            .collect()
+    }
+
+    /// Guest memory by NUMA node, for an ACPI SRAT: every RAM region (hot-pluggable ones
+    /// flagged), under the first node of its NUMA binding (node 0 without one), sorted,
+    /// adjacent ranges of one node and flag merged.
+    ///
+    /// ```
+    /// use memvisor_space::{AddressSpace, Layout, NumaBinding, NumaRange, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::x86_64().ram(1 << 30).build()?;
+    /// let space = AddressSpace::plan(
+    ///     layout,
+    ///     [
+    ///         RegionSpec::ram(GuestAddress(0), 256 << 20).numa(NumaBinding::bind(0)),
+    ///         RegionSpec::ram(GuestAddress(256 << 20), 256 << 20).numa(NumaBinding::bind(1)),
+    ///     ],
+    /// )?;
+    /// let nodes = space.snapshot().numa_ranges();
+    /// assert_eq!(nodes[1], NumaRange { node: 1, addr: 256 << 20, size: 256 << 20, hotplug: false });
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn numa_ranges(&self) -> Vec<NumaRange> {
+        let mut out: Vec<NumaRange> = Vec::new();
+        for r in self.regions().filter(|r| r.ty() == RegionType::Ram) {
+            let node = r.numa().and_then(|n| n.first_node()).unwrap_or(0);
+            let hotplug = r.is_hotplug();
+            if let Some(prev) = out.last_mut()
+                && prev.node == node
+                && prev.hotplug == hotplug
+                && prev.addr.checked_add(prev.size) == Some(r.base().0)
+            {
+                prev.size += r.size();
+                continue;
+            }
+            out.push(NumaRange {
+                node,
+                addr: r.base().0,
+                size: r.size(),
+                hotplug,
+            });
+        }
+        out
+    }
+}
+
+fn is_boot_ram(r: &Region) -> bool {
+    r.ty() == RegionType::Ram && !r.is_hotplug()
+}
+
+/// Appends `first..=last` of type `ty`, merged with the previous entry if adjacent and alike.
+/// Called in address order.
+fn push_merged(out: &mut Vec<MemoryMapEntry>, first: u64, last: u64, ty: MemoryType) {
+    if let Some(prev) = out.last_mut()
+        && prev.ty == ty
+        && prev.last().checked_add(1) == Some(first)
+    {
+        prev.size += last - first + 1;
+        return;
+    }
+    out.push(MemoryMapEntry {
+        addr: first,
+        // `first <= last`, both inside one valid region: no overflow unless the region is
+        // the whole 64-bit space, which the layout's limit excludes.
+        size: last - first + 1,
+        ty,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::layout::Layout;
+    use crate::region::{NumaBinding, RegionSpec};
+    use crate::space::AddressSpace;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn map(layout: Layout, specs: Vec<RegionSpec>) -> Vec<(u64, u64, MemoryType)> {
+        let space = AddressSpace::plan(layout, specs).unwrap();
+        space
+            .snapshot()
+            .memory_map()
+            .iter()
+            .map(|e| (e.addr, e.last(), e.ty))
+            .collect()
+    }
+
+    fn x86(ram: u64) -> Layout {
+        Layout::x86_64().ram(ram).hotplug(GIB).build().unwrap()
+    }
+
+    use MemoryType::{Ram, Reserved};
+
+    #[test]
+    fn memory_map_low_ram_carves_legacy_hole() {
+        let got = map(
+            x86(512 * MIB),
+            vec![RegionSpec::ram(GuestAddress(0), 512 * MIB)],
+        );
+        assert_eq!(
+            got,
+            [
+                (0, 0x9_fbff, Ram),
+                (0x9_fc00, 0xf_ffff, Reserved),
+                (0x10_0000, 512 * MIB - 1, Ram)
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_map_split_ram_keeps_high_region() {
+        let got = map(
+            x86(4 * GIB),
+            vec![
+                RegionSpec::ram(GuestAddress(0), 3 * GIB),
+                RegionSpec::ram(GuestAddress(4 * GIB), GIB),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                (0, 0x9_fbff, Ram),
+                (0x9_fc00, 0xf_ffff, Reserved),
+                (0x10_0000, 3 * GIB - 1, Ram),
+                (4 * GIB, 5 * GIB - 1, Ram)
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_map_merges_adjacent_and_skips_hotplug_and_devices() {
+        let got = map(
+            x86(GIB),
+            vec![
+                RegionSpec::ram(GuestAddress(2 * MIB), 2 * MIB),
+                RegionSpec::ram(GuestAddress(4 * MIB), 4 * MIB),
+                RegionSpec::ram(GuestAddress(16 * MIB), 2 * MIB),
+                RegionSpec::new(RegionType::Device, GuestAddress(0xd000_0000), MIB),
+                RegionSpec::ram(GuestAddress(4 * GIB), 2 * MIB).hotplug(true),
+            ],
+        );
+        assert_eq!(
+            got,
+            [(2 * MIB, 8 * MIB - 1, Ram), (16 * MIB, 18 * MIB - 1, Ram)]
+        );
+    }
+
+    #[test]
+    fn memory_map_ram_ending_inside_hole_reserves_only_overlap() {
+        let got = map(x86(GIB), vec![RegionSpec::ram(GuestAddress(0), 0xa_0000)]);
+        assert_eq!(got, [(0, 0x9_fbff, Ram), (0x9_fc00, 0x9_ffff, Reserved)]);
+    }
+
+    #[test]
+    fn memory_map_ram_inside_hole_is_all_reserved() {
+        let got = map(
+            x86(GIB),
+            vec![RegionSpec::ram(GuestAddress(0xc_0000), 0x1_0000)],
+        );
+        assert_eq!(got, [(0xc_0000, 0xc_ffff, Reserved)]);
+    }
+
+    #[test]
+    fn memory_map_aarch64_has_no_hole() {
+        let layout = Layout::aarch64().ram(GIB).build().unwrap();
+        let got = map(layout, vec![RegionSpec::ram(GuestAddress(GIB), 64 * MIB)]);
+        assert_eq!(got, [(GIB, GIB + 64 * MIB - 1, Ram)]);
+    }
+
+    #[test]
+    fn memory_map_empty_snapshot_is_empty() {
+        assert!(map(x86(GIB), vec![]).is_empty());
+    }
+
+    #[test]
+    fn to_e820_bytes_packs_addr_size_type() {
+        let e = MemoryMapEntry {
+            addr: 0x0102_0304_0506_0708,
+            size: 0x1000,
+            ty: Reserved,
+        };
+        let b = e.to_e820_bytes();
+        assert_eq!(&b[..8], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&b[8..16], &0x1000u64.to_le_bytes());
+        assert_eq!(&b[16..], &2u32.to_le_bytes());
+        let p = e.to_pvh_bytes();
+        assert_eq!(&p[..20], &b);
+        assert_eq!(&p[20..], &[0; 4]);
+    }
+
+    #[test]
+    fn pvh_memmap_is_entries_in_order() {
+        let space =
+            AddressSpace::plan(x86(GIB), [RegionSpec::ram(GuestAddress(0), 64 * MIB)]).unwrap();
+        let snapshot = space.snapshot();
+        let bytes = snapshot.pvh_memmap();
+        let want: Vec<u8> = snapshot
+            .e820_table()
+            .iter()
+            .flat_map(MemoryMapEntry::to_pvh_bytes)
+            .collect();
+        assert_eq!(bytes, want);
+        assert_eq!(bytes.len(), 3 * 24);
+        assert_eq!(bytes[16..20], 1u32.to_le_bytes());
+        assert_eq!(bytes[40..44], 2u32.to_le_bytes());
+    }
+
+    #[test]
+    fn display_matches_kernel_e820_line() {
+        let e = MemoryMapEntry {
+            addr: 0x10_0000,
+            size: 0x1ff0_0000,
+            ty: Ram,
+        };
+        assert_eq!(
+            e.to_string(),
+            "[mem 0x0000000000100000-0x000000001fffffff] usable"
+        );
+    }
+
+    #[test]
+    fn numa_ranges_group_by_node_and_hotplug() {
+        let space = AddressSpace::plan(
+            x86(GIB),
+            [
+                RegionSpec::ram(GuestAddress(0), 64 * MIB),
+                RegionSpec::ram(GuestAddress(64 * MIB), 64 * MIB).numa(NumaBinding::bind(0)),
+                RegionSpec::ram(GuestAddress(128 * MIB), 64 * MIB).numa(NumaBinding::bind(1)),
+                RegionSpec::ram(GuestAddress(256 * MIB), 64 * MIB).numa(NumaBinding::bind(1)),
+                RegionSpec::ram(GuestAddress(4 * GIB), 2 * MIB)
+                    .numa(NumaBinding::bind(1))
+                    .hotplug(true),
+            ],
+        )
+        .unwrap();
+        let got = space.snapshot().numa_ranges();
+        let r = |node, addr, size, hotplug| NumaRange {
+            node,
+            addr,
+            size,
+            hotplug,
+        };
+        assert_eq!(
+            got,
+            [
+                r(0, 0, 128 * MIB, false),
+                r(1, 128 * MIB, 64 * MIB, false),
+                r(1, 256 * MIB, 64 * MIB, false),
+                r(1, 4 * GIB, 2 * MIB, true),
+            ]
+        );
+    }
+}
