@@ -280,8 +280,8 @@ memvisor_status memvisor_size_of(struct memvisor_client client, const void *ptr,
 //
 // # Safety
 // `out` is null or a writable `memvisor_client_stats` with its `size` set.
-memvisor_status memvisor_client_stats(struct memvisor_client client,
-                                      struct memvisor_client_stats *out);
+memvisor_status memvisor_client_get_stats(struct memvisor_client client,
+                                          struct memvisor_client_stats *out);
 
 // Makes a context over `len` bytes at `memory`, cut as `config` says (null: the defaults).
 // Chunk 0 starts at `memory` rounded up to `config->alignment`; the tail that does not fill
@@ -349,8 +349,8 @@ memvisor_status memvisor_context_accepted_flags(struct memvisor_context context,
 //
 // # Safety
 // `out` is null or a writable `memvisor_context_stats` with its `size` set.
-memvisor_status memvisor_context_stats(struct memvisor_context context,
-                                       struct memvisor_context_stats *out);
+memvisor_status memvisor_context_get_stats(struct memvisor_context context,
+                                           struct memvisor_context_stats *out);
 
 // Makes a client of the context that may hold at most `quota` bytes of live blocks
 // (`MEMVISOR_UNLIMITED` for no limit but the context's size).

@@ -183,7 +183,10 @@ pub unsafe extern "C" fn memvisor_size_of(
 /// # Safety
 /// `out` is null or a writable `memvisor_client_stats` with its `size` set.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn memvisor_client_stats(client: Client, out: *mut ClientStats) -> Status {
+pub unsafe extern "C" fn memvisor_client_get_stats(
+    client: Client,
+    out: *mut ClientStats,
+) -> Status {
     guard(|| {
         if out.is_null() {
             return Err(Status::NullPointer);

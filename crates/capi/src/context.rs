@@ -150,7 +150,7 @@ pub unsafe extern "C" fn memvisor_context_accepted_flags(
 /// # Safety
 /// `out` is null or a writable `memvisor_context_stats` with its `size` set.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn memvisor_context_stats(
+pub unsafe extern "C" fn memvisor_context_get_stats(
     context: Context,
     out: *mut ContextStats,
 ) -> Status {
