@@ -18,8 +18,10 @@ use crate::error::{Error, Result};
 use crate::sync::{AtomicU32, Ordering};
 
 mod cache;
+mod remote;
 
 use cache::{Caches, Uncached};
+pub(crate) use remote::Mailbox;
 
 /// The byte freed blocks are filled with under [`Flags::POISON`].
 pub const POISON_BYTE: u8 = 0xA5;
@@ -42,6 +44,18 @@ const VALUE: u16 = !KIND;
 fn meta(kind: u16, value: usize) -> u16 {
     debug_assert!(value <= usize::from(VALUE));
     kind | (u16::try_from(value).unwrap_or(VALUE) & VALUE)
+}
+
+/// The size of a live block whose page metadata is `meta`.
+#[inline]
+pub(crate) fn block_size(geo: &Geometry, meta: u16) -> usize {
+    match meta & KIND {
+        SLAB => class_size(usize::from(meta & VALUE)),
+        _ => {
+            debug_assert_eq!(meta & KIND, LIVE);
+            (usize::from(meta & VALUE) + 1) << geo.page_shift
+        }
+    }
 }
 
 /// A chunk's index as the tables store it.
@@ -87,6 +101,12 @@ pub struct ClientStats {
     pub cached_chunks: usize,
     /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
     pub cached_bytes: usize,
+    /// Held chunks with no live block in them: kept for reuse, holding only cached blocks,
+    /// empty slabs or nothing. At most one: when a free leaves a second chunk without a live
+    /// block, that chunk's cached blocks and empty slabs are given back and so is the chunk.
+    pub pinned_chunks: usize,
+    /// Bytes of those chunks.
+    pub pinned_bytes: usize,
     /// The largest block the client can allocate without taking another chunk.
     pub largest_free_block: usize,
     /// Successful allocations so far.
@@ -154,6 +174,19 @@ struct State {
     chunk_head: u32,
     chunks: usize,
     empty_chunks: usize,
+    /// Held chunks without a live block (see [`ClientStats::pinned_chunks`]).
+    idle_chunks: usize,
+    /// The client's identifier.
+    id: u32,
+    /// Where other threads put the blocks they free ([`Arena::free`]); made with `Box`, freed
+    /// when the client is dropped.
+    mailbox: *mut Mailbox,
+    /// The arena's trim request count when this client last trimmed.
+    seen_trims: usize,
+    /// Bytes of cached blocks.
+    cached: usize,
+    /// `cached` as last added to the arena's statistics ([`Flags::STATISTICS`]).
+    cached_reported: usize,
     free_bits: *mut u64,
     heads: [u32; ORDER_SLOTS],
     mask: u32,
@@ -201,6 +234,12 @@ impl<'a> Client<'a> {
                 chunk_head: NIL,
                 chunks: 0,
                 empty_chunks: 0,
+                idle_chunks: 0,
+                id,
+                mailbox: Box::into_raw(Box::new(Mailbox::new())),
+                seen_trims: arena.trim_requests(),
+                cached: 0,
+                cached_reported: 0,
                 free_bits: arena.free_bits_ptr(),
                 heads: [NIL; ORDER_SLOTS],
                 mask: 0,
@@ -287,8 +326,12 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (off, meta, slot) = s.locate_meta(owners, id, ptr.as_ptr())?;
-            Ok(s.free(arena, off, meta, slot))
+            let (off, meta, slot) = s.claim(owners, id, ptr.as_ptr())?;
+            let size = s.free(arena, off, meta, slot);
+            if s.has_mail(arena) {
+                s.poll(arena);
+            }
+            Ok(size)
         })
     }
 
@@ -320,6 +363,36 @@ impl<'a> Client<'a> {
     pub fn stats(&self) -> ClientStats {
         self.with(|s| s.stats())
     }
+
+    /// Gives back everything the client keeps for reuse: frees the blocks other threads freed
+    /// through [`Arena::free`], gives its cached blocks back to their slabs and the buddy
+    /// allocator, its empty slabs to the buddy allocator and every chunk left without a block
+    /// to the arena. Live blocks are not touched.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    ///
+    /// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+    /// let client = arena.create_client(Quota::UNLIMITED)?;
+    /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
+    /// // SAFETY: `p` is not used after this.
+    /// unsafe { client.free(p) }?;
+    /// assert!(client.stats().cached_bytes > 0);
+    /// client.trim();
+    /// assert_eq!(client.stats().cached_bytes, 0);
+    /// assert_eq!(client.stats().chunks, 0);
+    /// # Ok::<(), memvisor_arena::Error>(())
+    /// ```
+    pub fn trim(&self) {
+        let arena = self.arena;
+        self.with(|s| {
+            s.drain(arena);
+            s.trim(arena);
+        });
+    }
 }
 
 impl Drop for Client<'_> {
@@ -328,9 +401,17 @@ impl Drop for Client<'_> {
         if s.geo.flags.contains(Flags::STATISTICS) {
             self.arena.count_free(s.used, s.live());
         }
+        if s.geo.flags.contains(Flags::STATISTICS) {
+            self.arena.count_cached(0, s.cached_reported);
+            self.arena.count_pinned(0, s.idle_chunks);
+        }
         // The chunks may still have live blocks: the arena clears their tables when it hands
         // them out again.
         self.arena.release_list(s.chunk_head, false);
+        // SAFETY: made with `Box::into_raw` in `new` and freed only here; nothing pushes onto
+        // it any more (a free through the arena needs the client alive, and the chunks no
+        // longer point at it).
+        drop(unsafe { Box::from_raw(s.mailbox) });
         self.arena.client_gone();
     }
 }
@@ -401,11 +482,54 @@ impl State {
         unsafe { &mut *self.info.add(chunk) }
     }
 
+    /// The start-bit word of byte offset `off`, which lies in the arena.
     #[inline]
-    fn flip_start(&mut self, off: usize) {
-        let g = off >> 4;
-        // SAFETY: `off` lies in a chunk this client holds; the marks table covers the arena.
-        unsafe { *self.marks.add(start_word(off)) ^= 1 << (g & 63) }
+    fn start_bits(&self, off: usize) -> &core::sync::atomic::AtomicU64 {
+        // SAFETY: the marks table covers the arena and is made of `AtomicU64`s (`marks` is
+        // their pointer, cast), so the word is one, alive as long as the arena.
+        unsafe {
+            &*self
+                .marks
+                .add(start_word(off))
+                .cast::<core::sync::atomic::AtomicU64>()
+        }
+    }
+
+    /// Sets the start bit of the block just handed out at `off`. Atomic, because other
+    /// threads may clear other bits of the word ([`Arena::free`]).
+    #[inline]
+    fn set_start(&mut self, off: usize) {
+        self.start_bits(off)
+            .fetch_or(1 << ((off >> 4) & 63), Ordering::Relaxed);
+    }
+
+    /// Checks that `ptr` lies in a chunk of client `id`, and claims the block starting there
+    /// by clearing its start bit (atomically: a free on another thread may race for it);
+    /// returns its offset, page metadata and metadata slot.
+    #[inline]
+    fn claim(
+        &mut self,
+        owners: &[AtomicU32],
+        id: u32,
+        ptr: *const u8,
+    ) -> Result<(usize, u16, usize)> {
+        let addr = ptr.addr();
+        let off = addr.wrapping_sub(self.geo.base_addr);
+        if off >= self.geo.len {
+            return Err(Error::Foreign { addr });
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        // SAFETY: `off < len`, so `chunk < nchunks`, the length of the owner table.
+        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
+            return Err(Error::NotOwned { addr, chunk });
+        }
+        let bit = 1u64 << ((off >> 4) & 63);
+        if !off.is_multiple_of(MIN_BLOCK)
+            || self.start_bits(off).fetch_and(!bit, Ordering::Relaxed) & bit == 0
+        {
+            return Err(Error::NotABlock { addr });
+        }
+        Ok((off, self.page_at(off), meta_slot(&self.geo, off)))
     }
 
     /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set);
@@ -426,9 +550,9 @@ impl State {
             return Err(Error::NotOwned { addr, chunk });
         }
         let g = off >> 4;
-        // SAFETY: chunk `chunk` is held by this client, and the marks table covers the arena.
-        let word = unsafe { *self.marks.add(start_word(off)) };
-        if !off.is_multiple_of(MIN_BLOCK) || word & (1 << (g & 63)) == 0 {
+        if !off.is_multiple_of(MIN_BLOCK)
+            || self.start_bits(off).load(Ordering::Relaxed) & (1 << (g & 63)) == 0
+        {
             return Err(Error::NotABlock { addr });
         }
         Ok(off)
@@ -452,13 +576,7 @@ impl State {
     /// The size of the live block at `off`, whose page metadata is `meta`.
     #[inline]
     fn block_size(&self, meta: u16) -> usize {
-        match meta & KIND {
-            SLAB => class_size(usize::from(meta & VALUE)),
-            _ => {
-                debug_assert_eq!(meta & KIND, LIVE);
-                (usize::from(meta & VALUE) + 1) << self.geo.page_shift
-            }
-        }
+        block_size(&self.geo, meta)
     }
 
     /// The header of the slab of `class` that the block at `off` lies in.
@@ -496,13 +614,26 @@ impl State {
             self.check_quota(bytes)?;
             let off = match self.uncache_small(class) {
                 Some(off) => off,
-                None => self.alloc_small(arena, id, class)?,
+                None => {
+                    if self.has_mail(arena) {
+                        self.poll(arena);
+                    }
+                    self.alloc_small(arena, id, class)?
+                }
             };
             (off, bytes)
         } else {
+            if self.has_mail(arena) {
+                self.poll(arena);
+            }
             self.alloc_large(arena, id, size.max(1), align)?
         };
-        self.flip_start(off);
+        self.set_start(off);
+        let info = self.info(off >> self.geo.chunk_shift);
+        info.live += 1;
+        if info.live == 1 {
+            self.busy(arena);
+        }
         self.used += bytes;
         if self.used > self.peak {
             // A branch, not a select: past the first growth a new peak is rare, and the store
@@ -521,7 +652,7 @@ impl State {
     /// [`Flags::ZERO`] and [`Flags::STATISTICS`] for the block of `bytes` at `p` just handed
     /// out.
     #[cold]
-    fn on_alloc(&self, arena: &Arena, p: *mut u8, bytes: usize) {
+    fn on_alloc(&mut self, arena: &Arena, p: *mut u8, bytes: usize) {
         if self.geo.flags.contains(Flags::ZERO) {
             // SAFETY: the block `p..p + bytes` was just handed out, lies in a chunk this client
             // holds, and nobody else refers to it.
@@ -529,6 +660,32 @@ impl State {
         }
         if self.geo.flags.contains(Flags::STATISTICS) {
             arena.count_alloc(bytes);
+            self.report_cached(arena);
+        }
+    }
+
+    /// Brings the arena's count of cached bytes up to date ([`Flags::STATISTICS`]).
+    #[cold]
+    fn report_cached(&mut self, arena: &Arena) {
+        arena.count_cached(self.cached, self.cached_reported);
+        self.cached_reported = self.cached;
+    }
+
+    /// A held chunk got its first live block.
+    #[inline]
+    fn busy(&mut self, arena: &Arena) {
+        self.idle_chunks -= 1;
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_pinned(0, 1);
+        }
+    }
+
+    /// A held chunk lost its last live block, or was taken.
+    #[inline]
+    fn idle(&mut self, arena: &Arena) {
+        self.idle_chunks += 1;
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_pinned(1, 0);
         }
     }
 
@@ -580,15 +737,22 @@ impl State {
     /// returns its size.
     #[inline]
     fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
-        self.flip_start(off);
+        let chunk = off >> self.geo.chunk_shift;
+        let info = self.info(chunk);
+        info.live -= 1;
+        // A chunk left without a live block while another is kept already: it is not kept.
+        let purge = info.live == 0 && {
+            self.idle(arena);
+            self.idle_chunks > 1
+        };
         let value = usize::from(meta & VALUE);
         let bytes = if meta & KIND == SLAB {
             let bytes = class_size(value);
             if self.free_flags {
                 self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
             }
-            if !self.cache_small(value, off) {
-                self.free_small(arena, off, value, false);
+            if purge || !self.cache_small(value, off) {
+                self.free_small(arena, off, value, purge);
             }
             bytes
         } else {
@@ -596,7 +760,7 @@ impl State {
             if self.free_flags {
                 self.on_free(arena, off, bytes, 0);
             }
-            if !self.cache_large(off, slot, value + 1) {
+            if purge || !self.cache_large(off, slot, value + 1) {
                 self.set_page(off >> self.geo.page_shift, 0);
                 self.free_pages(arena, off, value + 1);
             }
@@ -604,13 +768,19 @@ impl State {
         };
         self.used -= bytes;
         self.frees += 1;
+        if purge {
+            self.purge(arena, chunk);
+        }
+        if self.free_flags && self.geo.flags.contains(Flags::STATISTICS) {
+            self.report_cached(arena);
+        }
         bytes
     }
 
     /// [`Flags::POISON`] (all but the first `keep` bytes) and [`Flags::STATISTICS`] for the
     /// block of `bytes` at `off` being freed.
     #[cold]
-    fn on_free(&self, arena: &Arena, off: usize, bytes: usize, keep: usize) {
+    fn on_free(&mut self, arena: &Arena, off: usize, bytes: usize, keep: usize) {
         if self.geo.flags.contains(Flags::POISON) {
             // SAFETY: the block is being freed: it lies in a chunk this client holds and the
             // caller of `free` promised not to use it again.
@@ -937,7 +1107,9 @@ impl State {
         info.used -= pages << shift;
         if info.used == 0 {
             self.empty_chunks += 1;
-            if self.empty_chunks > 1 {
+            // An empty chunk has no live block: it is one of the idle chunks, of which one
+            // is kept.
+            if self.idle_chunks > 1 {
                 self.release_chunk(arena, chunk);
             }
         }
@@ -1010,6 +1182,8 @@ impl State {
         self.chunk_head = chunk;
         self.chunks += 1;
         self.empty_chunks += 1;
+        self.idle(arena);
+        arena.set_mailbox(chunk as usize, self.mailbox);
         for (at, order) in self.pieces() {
             self.set_free(chunk as usize, order, at >> order);
         }
@@ -1037,6 +1211,10 @@ impl State {
         self.info(chunk).next = NIL;
         self.chunks -= 1;
         self.empty_chunks -= 1;
+        self.idle_chunks -= 1;
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_pinned(0, 1);
+        }
         // An empty chunk's tables are all zero: no start bit (no live block), no page metadata
         // (cleared when each block or slab was freed) and, the canonical pieces just taken, no
         // free bit.
@@ -1069,7 +1247,9 @@ impl State {
             live_blocks: self.live(),
             chunks: self.chunks,
             cached_chunks: self.empty_chunks,
-            cached_bytes: self.cached_bytes(),
+            cached_bytes: self.cached,
+            pinned_chunks: self.idle_chunks,
+            pinned_bytes: self.idle_chunks << self.geo.chunk_shift,
             largest_free_block: largest,
             allocations: self.allocs,
             frees: self.frees,

@@ -1,0 +1,305 @@
+//! Memory a client keeps for reuse under pressure from other clients, trimming, and frees
+//! through the arena from any thread.
+
+#![allow(clippy::cast_possible_truncation)]
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+use memvisor_arena::{Arena, Block, Client, Config, Error, Flags, Quota};
+
+fn arena(len: usize, chunk: usize, flags: Flags) -> Arena {
+    let config = Config::new().with_chunk_size(chunk).with_flags(flags);
+    Arena::new(Block::heap(len, 4096).unwrap(), config).unwrap()
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+fn free(client: &Client<'_>, p: NonNull<u8>) -> usize {
+    // SAFETY: the tests never use a block after freeing it.
+    unsafe { client.free(p) }.unwrap()
+}
+
+/// Whole-chunk blocks `client` gets until the arena runs out.
+fn whole_chunks(client: &Client<'_>) -> usize {
+    let chunk = client.arena().chunk_size();
+    let mut n = 0;
+    while client.alloc(layout(chunk)).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// A small xorshift generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Log-uniform in `16..=max`.
+    fn size(&mut self, max: usize) -> usize {
+        let bits = 4 + self.next() % u64::from(max.ilog2() - 3);
+        let lo = 1usize << bits;
+        (lo + (self.next() as usize) % lo).min(max)
+    }
+}
+
+/// Client A peaks at 7/8 of the arena in random sizes and frees it all in random order; then
+/// client B takes whole chunks. B must get at least 95% of what it gets from an empty arena.
+#[test]
+fn alloc_after_other_client_peak_and_free_gets_nearly_all_chunks() {
+    // 64 MiB in 1 MiB chunks, A up to 56 MiB (Miri: 1 MiB in 64 KiB chunks).
+    let (len, chunk) = if cfg!(miri) {
+        (1 << 20, 64 << 10)
+    } else {
+        (64 << 20, 1 << 20)
+    };
+    let max = if cfg!(miri) { 4096 } else { 64 << 10 };
+    let arena = arena(len, chunk, Flags::STATISTICS);
+    let empty = {
+        let b = arena.create_client(Quota::UNLIMITED).unwrap();
+        whole_chunks(&b)
+    };
+    assert_eq!(empty, len / chunk);
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut live = Vec::new();
+    while a.stats().used_bytes < len / 8 * 7 {
+        match a.alloc(layout(rng.size(max))) {
+            Ok(p) => live.push(p),
+            Err(e) => panic!("A failed below its peak: {e}"),
+        }
+    }
+    for i in (1..live.len()).rev() {
+        live.swap(i, rng.next() as usize % (i + 1));
+    }
+    for p in live {
+        free(&a, p);
+    }
+    let s = a.stats();
+    assert_eq!((s.live_blocks, s.used_bytes), (0, 0));
+    assert!(
+        s.chunks <= 1,
+        "A keeps {} chunks with no live block",
+        s.chunks
+    );
+    assert_eq!(s.pinned_chunks, s.chunks);
+    assert_eq!(arena.stats().pinned_chunks, Some(s.chunks));
+    let b = arena.create_client(Quota::UNLIMITED).unwrap();
+    let got = whole_chunks(&b);
+    assert!(got * 100 >= empty * 95, "B got {got} of {empty} chunks");
+}
+
+#[test]
+fn free_second_idle_chunk_gives_it_back_with_its_caches() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::STATISTICS);
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    // Fill two chunks with small and buddy blocks, then free them all: the caches keep some.
+    let mut live = Vec::new();
+    while a.stats().chunks < 3 {
+        live.push(
+            a.alloc(layout(if live.len() % 3 == 0 { 5000 } else { 48 }))
+                .unwrap(),
+        );
+    }
+    for p in live {
+        free(&a, p);
+    }
+    let s = a.stats();
+    assert_eq!(s.chunks, 1);
+    assert_eq!(s.pinned_chunks, 1);
+    assert_eq!(s.pinned_bytes, chunk);
+    assert!(s.cached_bytes > 0);
+    assert_eq!(arena.stats().cached_bytes, Some(s.cached_bytes));
+    assert_eq!(arena.stats().free_chunks, 3);
+}
+
+#[test]
+fn trim_client_gives_back_every_chunk_without_a_live_block() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::STATISTICS);
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let keep = a.alloc(layout(100)).unwrap();
+    let blocks: Vec<_> = (0..60)
+        .map(|i| a.alloc(layout(16 + i * 40)).unwrap())
+        .collect();
+    for p in blocks {
+        free(&a, p);
+    }
+    a.trim();
+    let s = a.stats();
+    assert_eq!(s.cached_bytes, 0);
+    assert_eq!(s.chunks, 1, "the chunk with the live block stays");
+    assert_eq!(s.pinned_chunks, 0);
+    assert_eq!(arena.stats().cached_bytes, Some(0));
+    assert_eq!(a.size_of(keep.as_ptr()), Ok(112));
+    free(&a, keep);
+    a.trim();
+    assert_eq!(a.stats().chunks, 0);
+    assert_eq!(arena.stats().free_chunks, 4);
+}
+
+#[test]
+fn trim_arena_reaches_client_at_its_next_free() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::empty());
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let keep = a.alloc(layout(100)).unwrap();
+    let p = a.alloc(layout(3000)).unwrap();
+    free(&a, p);
+    assert!(a.stats().cached_bytes > 0);
+    arena.trim();
+    free(&a, keep);
+    assert_eq!(a.stats().cached_bytes, 0);
+    assert_eq!(a.stats().chunks, 0);
+}
+
+#[test]
+fn alloc_out_of_chunks_asks_other_clients_to_trim() {
+    let chunk = 64 << 10;
+    let arena = arena(2 * chunk, chunk, Flags::empty());
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = a.alloc(layout(100)).unwrap();
+    free(&a, p);
+    assert_eq!(a.stats().chunks, 1);
+    let b = arena.create_client(Quota::UNLIMITED).unwrap();
+    b.alloc(layout(chunk)).unwrap();
+    assert!(matches!(
+        b.alloc(layout(chunk)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    // A gives its chunk back at its next call; then B gets it.
+    let q = a.alloc(layout(5000)).unwrap();
+    free(&a, q);
+    a.trim();
+    assert!(b.alloc(layout(chunk)).is_ok());
+}
+
+#[test]
+fn arena_free_on_other_thread_frees_at_owner_next_call() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::STATISTICS | Flags::POISON);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let blocks: Vec<usize> = [16, 100, 2048, 3000, 40_000]
+        .iter()
+        .map(|&size| client.alloc(layout(size)).unwrap().as_ptr() as usize)
+        .collect();
+    let sizes: Vec<usize> = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                blocks
+                    .iter()
+                    .map(|&addr| {
+                        let p = NonNull::new(addr as *mut u8).unwrap();
+                        // SAFETY: the block is not used after this; the client outlives the
+                        // scope.
+                        unsafe { arena.free(p) }.unwrap()
+                    })
+                    .collect()
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(sizes, [16, 112, 2048, 3072, 40_192]);
+    for &addr in &blocks {
+        assert!(!client.owns(addr as *const u8));
+        assert_eq!(arena.owner_of(addr as *const u8), None);
+    }
+    assert_eq!(client.stats().live_blocks, 5, "not yet taken back");
+    client.trim();
+    let s = client.stats();
+    assert_eq!((s.live_blocks, s.used_bytes, s.chunks), (0, 0, 0));
+    assert_eq!(arena.stats().used_bytes, Some(0));
+}
+
+#[test]
+fn arena_free_twice_second_is_not_a_block() {
+    let arena = arena(1 << 20, 64 << 10, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(64)).unwrap();
+    // SAFETY: `p` is not used after this.
+    assert_eq!(unsafe { arena.free(p) }, Ok(64));
+    // SAFETY: rejected, nothing freed.
+    let again = unsafe { arena.free(p) };
+    assert_eq!(
+        again,
+        Err(Error::NotABlock {
+            addr: p.as_ptr() as usize
+        })
+    );
+    // SAFETY: rejected, nothing freed.
+    let by_client = unsafe { client.free(p) };
+    assert_eq!(
+        by_client,
+        Err(Error::NotABlock {
+            addr: p.as_ptr() as usize
+        })
+    );
+    client.trim();
+    assert_eq!(client.stats().live_blocks, 0);
+}
+
+#[test]
+fn arena_free_bad_pointers_error_and_change_nothing() {
+    let arena = arena(1 << 20, 64 << 10, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(5000)).unwrap();
+    let mut outside = 0u64;
+    let outside = NonNull::from(&mut outside).cast::<u8>();
+    // SAFETY: every pointer below is rejected, so nothing is freed.
+    unsafe {
+        assert!(matches!(arena.free(outside), Err(Error::Foreign { .. })));
+        let interior = NonNull::new(p.as_ptr().wrapping_add(16)).unwrap();
+        assert!(matches!(arena.free(interior), Err(Error::NotABlock { .. })));
+        let odd = NonNull::new(p.as_ptr().wrapping_add(1)).unwrap();
+        assert!(matches!(arena.free(odd), Err(Error::NotABlock { .. })));
+        let unheld = NonNull::new(p.as_ptr().wrapping_add(5 * (64 << 10))).unwrap();
+        assert!(matches!(arena.free(unheld), Err(Error::NotOwned { .. })));
+    }
+    assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
+    assert_eq!(arena.owner_of(p.as_ptr().wrapping_add(16)), None);
+    assert_eq!(arena.owner_of(outside.as_ptr()), None);
+    assert_eq!(client.size_of(p.as_ptr()), Ok(5120));
+    assert_eq!(free(&client, p), 5120);
+}
+
+#[test]
+fn arena_free_many_threads_all_blocks_come_back() {
+    let chunk = 64 << 10;
+    let arena = arena(16 * chunk, chunk, Flags::STATISTICS);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let n = if cfg!(miri) { 40 } else { 4000 };
+    let blocks: Vec<usize> = (0..n)
+        .map(|i| client.alloc(layout(16 + (i % 20) * 16)).unwrap().as_ptr() as usize)
+        .collect();
+    let shared = &arena;
+    std::thread::scope(|scope| {
+        for part in blocks.chunks(blocks.len() / 4) {
+            scope.spawn(move || {
+                for &addr in part {
+                    let p = NonNull::new(addr as *mut u8).unwrap();
+                    // SAFETY: each block is freed once, by one thread; the client outlives
+                    // the scope.
+                    unsafe { shared.free(p) }.unwrap();
+                }
+            });
+        }
+        // The client keeps allocating and freeing meanwhile, draining its mailbox.
+        for i in 0..n / 4 {
+            let p = client.alloc(layout(16 + (i % 7) * 100)).unwrap();
+            free(&client, p);
+        }
+    });
+    client.trim();
+    let s = client.stats();
+    assert_eq!((s.live_blocks, s.used_bytes, s.chunks), (0, 0, 0));
+    assert_eq!(arena.stats().live_blocks, Some(0));
+}
