@@ -122,6 +122,10 @@ typedef struct memvisor_client_stats {
   size_t cached_chunks;
   // Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
   size_t cached_bytes;
+  // Held chunks with no live block in them (at most one is kept).
+  size_t pinned_chunks;
+  // Bytes of those chunks.
+  size_t pinned_bytes;
   // The largest block the client can allocate without taking another chunk.
   size_t largest_free_block;
   // Its quota in bytes, `MEMVISOR_UNLIMITED` for none.
@@ -188,6 +192,12 @@ typedef struct memvisor_context_stats {
   size_t clients;
   // Bytes of the side tables, outside the block.
   size_t bookkeeping_bytes;
+  // Bytes of freed blocks all clients keep for reuse; `MEMVISOR_UNLIMITED` without
+  // `MEMVISOR_FLAG_STATISTICS`.
+  size_t cached_bytes;
+  // Held chunks with no live block in them, over all clients (each keeps at most one);
+  // `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
+  size_t pinned_chunks;
   // The `MEMVISOR_FLAG_*` bits the context took on.
   uint32_t accepted_flags;
 } memvisor_context_stats;
@@ -271,6 +281,16 @@ memvisor_status memvisor_client_owns(struct memvisor_client client, const void *
 // `out` is null or writable.
 memvisor_status memvisor_size_of(struct memvisor_client client, const void *ptr, size_t *out);
 
+// Gives back everything the client keeps for reuse: takes in the blocks freed through
+// `memvisor_free` on other threads, returns cached blocks and empty slabs to its buddy
+// allocator and every chunk left without a live block to the context. Live blocks are not
+// touched.
+//
+// Errors: `INVALID_HANDLE`.
+//
+// Thread safety: one thread at a time per client.
+memvisor_status memvisor_client_trim(struct memvisor_client client);
+
 // Statistics of the client, computed on demand (in time proportional to its size classes
 // and cache bins). Set `out->size` first.
 //
@@ -351,6 +371,48 @@ memvisor_status memvisor_context_accepted_flags(struct memvisor_context context,
 // `out` is null or a writable `memvisor_context_stats` with its `size` set.
 memvisor_status memvisor_context_get_stats(struct memvisor_context context,
                                            struct memvisor_context_stats *out);
+
+// Frees the block at `ptr`, whichever client of the context allocated it, from any thread;
+// if `size` is not null, the block's size is written there. The block stops being live at
+// once (ownership tests, sizes and a second free refuse it); its client takes the memory
+// back at its next allocation, free or trim, and until then still counts its bytes as used.
+// A foreign, interior or already freed address is refused and nothing changes.
+//
+// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+// context), `NOT_OWNED` (in memory no client holds), `NOT_A_BLOCK` (not the start of a live
+// block, also when a free of it on another thread won).
+//
+// Thread safety: any thread, any time, also while the block's client works on another
+// thread; a client being deleted waits for frees in flight.
+//
+// # Safety
+// `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
+// its allocation happened before this call (the pointer reached this thread without a data
+// race). Any other `ptr` value is refused without being read.
+memvisor_status memvisor_free(struct memvisor_context context, void *ptr, size_t *size);
+
+// The client whose live block starts at `ptr`, written to `*out`. On another thread than
+// that client's, the answer is a snapshot the client may change at once.
+//
+// Errors: `NULL_POINTER` (`out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+// context), `NOT_A_BLOCK` (no client has a live block starting there).
+//
+// Thread safety: any thread, any time.
+//
+// # Safety
+// `out` is null or writable. `ptr` is never read.
+memvisor_status memvisor_context_owner(struct memvisor_context context,
+                                       const void *ptr,
+                                       struct memvisor_client *out);
+
+// Asks every client of the context to give back what it keeps for reuse (cached blocks,
+// empty slabs, its empty chunk) at its next allocation or free; `memvisor_client_trim` does
+// it at once for one client.
+//
+// Errors: `INVALID_HANDLE`.
+//
+// Thread safety: any thread, any time.
+memvisor_status memvisor_context_trim(struct memvisor_context context);
 
 // Makes a client of the context that may hold at most `quota` bytes of live blocks
 // (`MEMVISOR_UNLIMITED` for no limit but the context's size).

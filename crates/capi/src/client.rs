@@ -173,6 +173,24 @@ pub unsafe extern "C" fn memvisor_size_of(
     })
 }
 
+/// Gives back everything the client keeps for reuse: takes in the blocks freed through
+/// `memvisor_free` on other threads, returns cached blocks and empty slabs to its buddy
+/// allocator and every chunk left without a live block to the context. Live blocks are not
+/// touched.
+///
+/// Errors: `INVALID_HANDLE`.
+///
+/// Thread safety: one thread at a time per client.
+#[unsafe(no_mangle)]
+pub extern "C" fn memvisor_client_trim(client: Client) -> Status {
+    guard(|| {
+        // SAFETY: the per-client thread contract.
+        let live = unsafe { registry::client(client.id) }?;
+        live.client.trim();
+        Ok(())
+    })
+}
+
 /// Statistics of the client, computed on demand (in time proportional to its size classes
 /// and cache bins). Set `out->size` first.
 ///

@@ -164,6 +164,100 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
     })
 }
 
+/// Frees the block at `ptr`, whichever client of the context allocated it, from any thread;
+/// if `size` is not null, the block's size is written there. The block stops being live at
+/// once (ownership tests, sizes and a second free refuse it); its client takes the memory
+/// back at its next allocation, free or trim, and until then still counts its bytes as used.
+/// A foreign, interior or already freed address is refused and nothing changes.
+///
+/// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+/// context), `NOT_OWNED` (in memory no client holds), `NOT_A_BLOCK` (not the start of a live
+/// block, also when a free of it on another thread won).
+///
+/// Thread safety: any thread, any time, also while the block's client works on another
+/// thread; a client being deleted waits for frees in flight.
+///
+/// # Safety
+/// `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
+/// its allocation happened before this call (the pointer reached this thread without a data
+/// race). Any other `ptr` value is refused without being read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_free(
+    context: Context,
+    ptr: *mut c_void,
+    size: *mut usize,
+) -> Status {
+    guard(|| {
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Status::NullPointer)?;
+        let pinned = registry::pin(context.id)?;
+        let shared = pinned.shared();
+        let bytes = {
+            let _alive = shared
+                .deleting
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // SAFETY: the caller's promise (the block is not used again and its allocation is
+            // ordered before this call); no client is dropped while `_alive` is held, so the
+            // block's client outlives the call.
+            unsafe { shared.arena.free(ptr) }?
+        };
+        if !size.is_null() {
+            // SAFETY: not null; the caller's promise.
+            unsafe { size.write_unaligned(bytes) };
+        }
+        Ok(())
+    })
+}
+
+/// The client whose live block starts at `ptr`, written to `*out`. On another thread than
+/// that client's, the answer is a snapshot the client may change at once.
+///
+/// Errors: `NULL_POINTER` (`out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+/// context), `NOT_A_BLOCK` (no client has a live block starting there).
+///
+/// Thread safety: any thread, any time.
+///
+/// # Safety
+/// `out` is null or writable. `ptr` is never read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_context_owner(
+    context: Context,
+    ptr: *const c_void,
+    out: *mut Client,
+) -> Status {
+    guard(|| {
+        check_out(out)?;
+        let pinned = registry::pin(context.id)?;
+        let shared = pinned.shared();
+        if !shared.arena.contains(ptr.cast()) {
+            return Err(Status::ForeignPointer);
+        }
+        let id = shared
+            .arena
+            .owner_of(ptr.cast())
+            .and_then(|id| registry::handle_of(shared, id))
+            .ok_or(Status::NotABlock)?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(Client { id }) };
+        Ok(())
+    })
+}
+
+/// Asks every client of the context to give back what it keeps for reuse (cached blocks,
+/// empty slabs, its empty chunk) at its next allocation or free; `memvisor_client_trim` does
+/// it at once for one client.
+///
+/// Errors: `INVALID_HANDLE`.
+///
+/// Thread safety: any thread, any time.
+#[unsafe(no_mangle)]
+pub extern "C" fn memvisor_context_trim(context: Context) -> Status {
+    guard(|| {
+        registry::pin(context.id)?.shared().arena.trim();
+        Ok(())
+    })
+}
+
 /// Makes a client of the context that may hold at most `quota` bytes of live blocks
 /// (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 ///

@@ -14,8 +14,8 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use memvisor_arena::{Arena, Client as ArenaClient};
 
@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     pub(crate) arena: Arena,
     /// The client handle of each live client, by the arena's client id.
     pub(crate) handles: Mutex<HashMap<u32, u64>>,
+    /// Held for reading by frees through the context (which need the block's client alive
+    /// until they return) and for writing while a client is dropped.
+    pub(crate) deleting: RwLock<()>,
 }
 
 /// A context slot.
@@ -127,6 +130,7 @@ pub(crate) fn create_context(arena: Arena) -> Result<u64, Status> {
     let shared = Box::into_raw(Box::new(Shared {
         arena,
         handles: Mutex::new(HashMap::new()),
+        deleting: RwLock::new(()),
     }));
     let result = CONTEXTS.take(Status::LimitReached, |slot: &'static Slot<ContextSlot>| {
         slot.value().shared.store(shared, Ordering::Release);
@@ -200,7 +204,7 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
             shared
                 .handles
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(id, handle);
             Ok(handle)
         }
@@ -210,6 +214,16 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
             Err(e)
         }
     }
+}
+
+/// The handle of the client whose arena id is `id`, if it is live.
+pub(crate) fn handle_of(shared: &Shared, id: u32) -> Option<u64> {
+    shared
+        .handles
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .copied()
 }
 
 /// The live client of `handle`.
@@ -248,10 +262,16 @@ pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
             shared
                 .handles
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .unwrap_or_else(PoisonError::into_inner)
                 .remove(&live.client.id());
             let home = live.home;
+            // Frees through the context that may have found one of its blocks finish first.
+            let guard = shared
+                .deleting
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             drop(live.client);
+            drop(guard);
             home.users.fetch_sub(1, Ordering::Release);
             Ok(())
         }

@@ -143,6 +143,12 @@ pub struct ContextStats {
     pub clients: usize,
     /// Bytes of the side tables, outside the block.
     pub bookkeeping_bytes: usize,
+    /// Bytes of freed blocks all clients keep for reuse; `MEMVISOR_UNLIMITED` without
+    /// `MEMVISOR_FLAG_STATISTICS`.
+    pub cached_bytes: usize,
+    /// Held chunks with no live block in them, over all clients (each keeps at most one);
+    /// `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
+    pub pinned_chunks: usize,
     /// The `MEMVISOR_FLAG_*` bits the context took on.
     pub accepted_flags: u32,
 }
@@ -166,6 +172,8 @@ impl ContextStats {
             max_alignment: arena.max_alignment(),
             clients: s.clients,
             bookkeeping_bytes: s.bookkeeping_bytes,
+            cached_bytes: s.cached_bytes.unwrap_or(MEMVISOR_UNLIMITED),
+            pinned_chunks: s.pinned_chunks.unwrap_or(MEMVISOR_UNLIMITED),
             accepted_flags: arena.accepted_flags().bits(),
         }
     }
@@ -193,6 +201,10 @@ pub struct ClientStats {
     pub cached_chunks: usize,
     /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
     pub cached_bytes: usize,
+    /// Held chunks with no live block in them (at most one is kept).
+    pub pinned_chunks: usize,
+    /// Bytes of those chunks.
+    pub pinned_bytes: usize,
     /// The largest block the client can allocate without taking another chunk.
     pub largest_free_block: usize,
     /// Its quota in bytes, `MEMVISOR_UNLIMITED` for none.
@@ -216,6 +228,8 @@ impl ClientStats {
             chunks: s.chunks,
             cached_chunks: s.cached_chunks,
             cached_bytes: s.cached_bytes,
+            pinned_chunks: s.pinned_chunks,
+            pinned_bytes: s.pinned_bytes,
             largest_free_block: s.largest_free_block,
             quota: quota.unwrap_or(MEMVISOR_UNLIMITED),
             allocations: s.allocations,

@@ -176,6 +176,7 @@ static void test_context_handles(void) {
     CHECK(bigger.v1.total_bytes == 2 * MIB && bigger.v1.chunks == 32);
     CHECK(bigger.v1.free_chunks == 32 && bigger.v1.held_chunks == 0 && bigger.v1.clients == 0);
     CHECK(bigger.v1.used_bytes == MEMVISOR_UNLIMITED && bigger.v1.live_blocks == MEMVISOR_UNLIMITED);
+    CHECK(bigger.v1.cached_bytes == MEMVISOR_UNLIMITED && bigger.v1.pinned_chunks == MEMVISOR_UNLIMITED);
     CHECK(bigger.v1.max_block_size == CHUNK && bigger.v1.max_alignment == 4096);
     CHECK(bigger.v1.bookkeeping_bytes > 0);
 
@@ -358,6 +359,79 @@ static void test_leaky_client_and_flags(void) {
     free(memory);
 }
 
+static void test_context_free_owner_trim(void) {
+    void *memory;
+    memvisor_context ctx = context_over(2 * MIB, CHUNK, MEMVISOR_FLAG_STATISTICS, &memory);
+    memvisor_context null_ctx = {0};
+    memvisor_client a, b, who = {0};
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &b));
+    void *pa = NULL, *pb = NULL;
+    OK(memvisor_alloc(a, 300, &pa));
+    OK(memvisor_alloc(b, 5000, &pb));
+    int local = 0;
+    size_t size = 0;
+
+    /* Owner lookup. */
+    CHECK_STATUS(memvisor_context_owner(ctx, pa, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_context_owner(null_ctx, pa, &who), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_owner(ctx, &local, &who), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_context_owner(ctx, NULL, &who), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_context_owner(ctx, (char *)pa + 16, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_context_owner(ctx, (char *)memory + 2 * MIB - 4096, &who),
+                 MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK(who.id == 0);
+    OK(memvisor_context_owner(ctx, pa, &who));
+    CHECK(who.id == a.id);
+    OK(memvisor_context_owner(ctx, pb, &who));
+    CHECK(who.id == b.id);
+
+    /* Frees through the context. */
+    CHECK_STATUS(memvisor_free(ctx, NULL, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_free(null_ctx, pa, NULL), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_free(ctx, &local, NULL), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_free(ctx, (char *)memory + 2 * MIB - 4096, NULL),
+                 MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_free(ctx, (char *)pa + 16, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    OK(memvisor_free(ctx, pa, &size));
+    CHECK(size == 320);
+    OK(memvisor_free(ctx, pb, NULL));
+    CHECK_STATUS(memvisor_free(ctx, pa, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_client_free(a, pa, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_context_owner(ctx, pa, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    bool owns = true;
+    OK(memvisor_client_owns(a, pa, &owns));
+    CHECK(!owns);
+
+    /* Trim: the client gives back what it keeps; the context asks every client. */
+    CHECK_STATUS(memvisor_context_trim(null_ctx), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_client_trim((memvisor_client){0}), MEMVISOR_STATUS_INVALID_HANDLE);
+    OK(memvisor_context_trim(ctx));
+    OK(memvisor_client_trim(a));
+    memvisor_client_stats cs = {.size = sizeof cs};
+    OK(memvisor_client_get_stats(a, &cs));
+    CHECK(cs.used_bytes == 0 && cs.live_blocks == 0 && cs.cached_bytes == 0 && cs.chunks == 0);
+    CHECK(cs.pinned_chunks == 0 && cs.pinned_bytes == 0);
+    void *p;
+    OK(memvisor_alloc(b, 64, &p)); /* b takes the freed block back on its next allocation */
+    OK(memvisor_client_free(b, p, NULL));
+    OK(memvisor_client_trim(b));
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.used_bytes == 0 && s.live_blocks == 0 && s.held_chunks == 0);
+    CHECK(s.cached_bytes == 0 && s.pinned_chunks == 0);
+
+    /* Deleted clients are no owners. */
+    OK(memvisor_alloc(a, 100, &p));
+    OK(memvisor_client_delete(a));
+    CHECK_STATUS(memvisor_context_owner(ctx, p, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_free(ctx, p, NULL), MEMVISOR_STATUS_NOT_OWNED);
+    OK(memvisor_client_delete(b));
+    OK(memvisor_context_delete(ctx));
+    CHECK_STATUS(memvisor_context_trim(ctx), MEMVISOR_STATUS_INVALID_HANDLE);
+    free(memory);
+}
+
 int main(void) {
     test_library();
     test_context_create_errors();
@@ -365,5 +439,6 @@ int main(void) {
     test_context_handles();
     test_client_errors();
     test_leaky_client_and_flags();
+    test_context_free_owner_trim();
     return finish("api");
 }

@@ -94,6 +94,76 @@ static void *second_owner(void *arg) {
     return NULL;
 }
 
+/* Frees through the context on one thread while the blocks' client allocates on another. */
+#define REMOTE 2000
+static void *remote_blocks[REMOTE];
+static void *remote_freer(void *arg) {
+    (void)arg;
+    for (int i = 0; i < REMOTE; i += 2) {
+        size_t size = 0;
+        if (memvisor_free(shared_ctx, remote_blocks[i], &size) != MEMVISOR_STATUS_OK || size < 16) {
+            fail_locked();
+        }
+    }
+    return NULL;
+}
+
+static void test_remote_frees(void) {
+    memvisor_client cl;
+    OK(memvisor_client_create(shared_ctx, MEMVISOR_UNLIMITED, &cl));
+    for (int i = 0; i < REMOTE; i++) {
+        OK(memvisor_alloc(cl, 16 + (size_t)(i % 500), &remote_blocks[i]));
+    }
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, remote_freer, NULL) == 0);
+    for (int round = 0; round < 50; round++) {
+        void *p[20];
+        for (int i = 0; i < 20; i++) {
+            OK(memvisor_alloc(cl, 48, &p[i]));
+        }
+        for (int i = 0; i < 20; i++) {
+            OK(memvisor_client_free(cl, p[i], NULL));
+        }
+    }
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(thread_failures == 0);
+    for (int i = 1; i < REMOTE; i += 2) {
+        OK(memvisor_client_free(cl, remote_blocks[i], NULL));
+    }
+    OK(memvisor_client_trim(cl));
+    memvisor_client_stats cs = {.size = sizeof cs};
+    OK(memvisor_client_get_stats(cl, &cs));
+    CHECK(cs.live_blocks == 0 && cs.used_bytes == 0 && cs.chunks == 0);
+    OK(memvisor_client_delete(cl));
+}
+
+/* A client deleted while another thread frees its blocks through the context: the delete
+ * waits for the free in flight, and later frees are refused. */
+static memvisor_client doomed;
+static void *doomed_deleter(void *arg) {
+    (void)arg;
+    if (memvisor_client_delete(doomed) != MEMVISOR_STATUS_OK) {
+        fail_locked();
+    }
+    return NULL;
+}
+
+static void test_delete_during_remote_frees(void) {
+    OK(memvisor_client_create(shared_ctx, MEMVISOR_UNLIMITED, &doomed));
+    for (int i = 0; i < REMOTE; i++) {
+        OK(memvisor_alloc(doomed, 64, &remote_blocks[i]));
+    }
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, doomed_deleter, NULL) == 0);
+    for (int i = 0; i < REMOTE; i++) {
+        memvisor_status st = memvisor_free(shared_ctx, remote_blocks[i], NULL);
+        CHECK(st == MEMVISOR_STATUS_OK || st == MEMVISOR_STATUS_NOT_OWNED ||
+              st == MEMVISOR_STATUS_NOT_A_BLOCK);
+    }
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(thread_failures == 0);
+}
+
 int main(void) {
     size_t len = 16u << 20;
     void *memory = aligned_alloc(4096, len);
@@ -125,6 +195,9 @@ int main(void) {
     CHECK(pthread_join(t2, NULL) == 0);
     CHECK(thread_failures == 0);
     OK(memvisor_client_delete(keeper));
+
+    test_remote_frees();
+    test_delete_during_remote_frees();
 
     memvisor_context_stats s = {.size = sizeof s};
     OK(memvisor_context_get_stats(shared_ctx, &s));
