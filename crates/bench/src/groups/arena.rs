@@ -53,13 +53,13 @@ pub fn run(bench: &Bench) -> Vec<Row> {
 }
 
 /// The 256 MiB every contender runs in, allocated and touched once.
-struct Region {
-    ptr: NonNull<u8>,
+pub(crate) struct Region {
+    pub(crate) ptr: NonNull<u8>,
     layout: Layout,
 }
 
 impl Region {
-    fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
         let layout = Layout::from_size_align(len, 1 << 20).expect("valid layout");
         // SAFETY: the layout has a non-zero size.
         let ptr = NonNull::new(unsafe { alloc(layout) }).expect("256 MiB for the benchmark");
@@ -71,12 +71,12 @@ impl Region {
         Self { ptr, layout }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.layout.size()
     }
 
     /// An arena over the region.
-    fn arena(&mut self) -> Result<Arena, String> {
+    pub(crate) fn arena(&mut self) -> Result<Arena, String> {
         // SAFETY: the region is valid for its length, and the `&mut self` borrow of the caller
         // keeps anything else from using it while the arena lives (each contender drops its
         // arena before returning).
@@ -94,7 +94,7 @@ impl Drop for Region {
 
 /// What every contender does: allocate `size` bytes aligned to 8, free a block by pointer and
 /// size.
-trait Heap {
+pub(crate) trait Heap {
     fn alloc(&mut self, size: usize) -> Option<NonNull<u8>>;
     /// # Safety
     /// `ptr` came from `alloc(size)` on this heap and is live.
@@ -105,7 +105,7 @@ fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, ALIGN).expect("valid layout")
 }
 
-struct Memvisor<'a, 'b>(&'b Client<'a>);
+pub(crate) struct Memvisor<'a, 'b>(pub(crate) &'b Client<'a>);
 
 impl Heap for Memvisor<'_, '_> {
     #[inline]
@@ -203,13 +203,13 @@ impl Heap for Malloc {
 }
 
 /// The same sizes and victims for everyone.
-struct Workload {
+pub(crate) struct Workload {
     initial: Vec<usize>,
     pairs: Vec<(usize, usize)>,
 }
 
 impl Workload {
-    fn new(live: usize, pairs: usize, hi: u64, seed: u64) -> Self {
+    pub(crate) fn new(live: usize, pairs: usize, hi: u64, seed: u64) -> Self {
         let sizes = LogUniform::new(16, hi);
         let mut rng = SplitMix64::new(seed);
         let size = |rng: &mut SplitMix64| usize::try_from(sizes.sample(rng)).unwrap_or(16);
@@ -240,7 +240,7 @@ fn empty<H: Heap>(heap: &mut H, live: Vec<(NonNull<u8>, usize)>) {
     }
 }
 
-fn pair_run<H: Heap>(heap: &mut H, work: &Workload) -> Sample {
+pub(crate) fn pair_run<H: Heap>(heap: &mut H, work: &Workload) -> Sample {
     let mut live = fill(heap, &work.initial)?;
     let mut failed = false;
     let ns = ns_per_op(work.pairs.len() as u64, || {

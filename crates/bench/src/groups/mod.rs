@@ -15,6 +15,7 @@
 
 pub mod arena;
 pub mod baseline;
+pub mod capi;
 pub mod resources;
 pub mod space;
 pub mod vec;
@@ -41,6 +42,11 @@ pub const GROUPS: &[Group] = &[
         name: "arena",
         about: "isolated clients over one block against buddy allocators, talc and malloc",
         run: arena::run,
+    },
+    Group {
+        name: "capi",
+        about: "the arena through its C library against the same calls from Rust",
+        run: capi::run,
     },
     Group {
         name: "vmem",
