@@ -24,6 +24,8 @@ use crate::table::{Slot, Table};
 
 /// The users count's bit that says the context is being deleted.
 const LOCKED: u32 = 1 << 31;
+/// The most users (clients and calls in flight) a context may have, far from [`LOCKED`].
+const MAX_USERS: u32 = LOCKED / 2;
 
 /// A context's state, at a fixed heap address while it lives.
 #[derive(Debug)]
@@ -182,6 +184,9 @@ pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
 /// The arena's error, or [`Status::LimitReached`] if no handle is left.
 pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Result<u64, Status> {
     let shared = pinned.shared();
+    if pinned.slot.users.load(Ordering::Relaxed) >= MAX_USERS {
+        return Err(Status::LimitReached);
+    }
     let client = shared.arena.create_client(quota)?;
     let id = client.id();
     // The client's own user count, taken before it is published.
@@ -279,4 +284,93 @@ pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
     };
     CLIENTS.recycle(handle);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use memvisor_arena::{Block, Config, Quota};
+
+    use super::*;
+
+    fn arena() -> Arena {
+        let config = Config::new().with_chunk_size(64 << 10);
+        Arena::new(Block::heap(256 << 10, 4096).unwrap(), config).unwrap()
+    }
+
+    #[test]
+    fn delete_context_with_client_busy_until_client_deleted() {
+        let ctx = create_context(arena()).unwrap();
+        let client = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        assert!(pin(ctx).is_ok());
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(client) }.unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { delete_client(client) }, Err(Status::InvalidHandle));
+        delete_context(ctx).unwrap();
+        assert!(pin(ctx).is_err());
+        assert_eq!(delete_context(ctx), Err(Status::InvalidHandle));
+    }
+
+    #[test]
+    fn delete_context_while_pinned_busy() {
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        drop(pinned);
+        delete_context(ctx).unwrap();
+    }
+
+    #[test]
+    fn client_stale_handle_refused_after_slot_reuse() {
+        let ctx = create_context(arena()).unwrap();
+        let first = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(first) }.unwrap();
+        let second = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        assert_ne!(first, second);
+        // SAFETY: as above.
+        assert!(unsafe { client(first) }.is_err());
+        // SAFETY: as above.
+        assert!(unsafe { client(second) }.is_ok());
+        // SAFETY: as above.
+        unsafe { delete_client(second) }.unwrap();
+        delete_context(ctx).unwrap();
+    }
+
+    #[test]
+    fn delete_context_racing_pins_never_frees_in_use() {
+        let rounds = if cfg!(miri) { 3 } else { 200 };
+        for _ in 0..rounds {
+            let ctx = create_context(arena()).unwrap();
+            let deleted = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| {
+                        for _ in 0..if cfg!(miri) { 5 } else { 200 } {
+                            match pin(ctx) {
+                                Ok(p) => {
+                                    // A pinned context is alive: read it.
+                                    assert_eq!(p.shared().arena.chunk_count(), 4);
+                                }
+                                Err(e) => assert_eq!(e, Status::InvalidHandle),
+                            }
+                        }
+                    });
+                }
+                scope.spawn(|| {
+                    while !deleted.load(Ordering::Relaxed) {
+                        match delete_context(ctx) {
+                            Ok(()) => deleted.store(true, Ordering::Relaxed),
+                            Err(e) => assert_eq!(e, Status::ContextBusy),
+                        }
+                        std::thread::yield_now();
+                    }
+                });
+            });
+            assert!(pin(ctx).is_err());
+        }
+    }
 }
