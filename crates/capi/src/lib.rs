@@ -24,8 +24,8 @@
 //! // SAFETY: `memory` outlives the context and nothing else uses it; every out pointer is
 //! // valid.
 //! unsafe {
-//!     let status =
-//!         memvisor_context_create(memory.as_mut_ptr(), memory.len(), ptr::null(), &mut context);
+//!     let block = memory.as_mut_ptr().cast();
+//!     let status = memvisor_context_create(block, memory.len(), ptr::null(), &mut context);
 //!     assert_eq!(status, Status::Ok);
 //!     assert_eq!(memvisor_client_create(context, MEMVISOR_UNLIMITED, &mut program), Status::Ok);
 //!     assert_eq!(memvisor_alloc(program, 100, &mut p), Status::Ok);
