@@ -262,7 +262,7 @@ memvisor_status memvisor_client_free(struct memvisor_client client, void *ptr, s
 // Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0
 // (any address may be asked about; none is read).
 //
-// Errors: `NULL_POINTER` (`out`), `INVALID_HANDLE`.
+// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`.
 //
 // Thread safety: one thread at a time per client.
 //
@@ -394,8 +394,8 @@ memvisor_status memvisor_free(struct memvisor_context context, void *ptr, size_t
 // The client whose live block starts at `ptr`, written to `*out`. On another thread than
 // that client's, the answer is a snapshot the client may change at once.
 //
-// Errors: `NULL_POINTER` (`out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
-// context), `NOT_A_BLOCK` (no client has a live block starting there).
+// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside
+// the context), `NOT_A_BLOCK` (no client has a live block starting there).
 //
 // Thread safety: any thread, any time.
 //

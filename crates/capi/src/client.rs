@@ -120,7 +120,7 @@ pub unsafe extern "C" fn memvisor_client_free(
 /// Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0
 /// (any address may be asked about; none is read).
 ///
-/// Errors: `NULL_POINTER` (`out`), `INVALID_HANDLE`.
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`.
 ///
 /// Thread safety: one thread at a time per client.
 ///
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn memvisor_client_owns(
     out: *mut bool,
 ) -> Status {
     guard(|| {
-        if out.is_null() {
+        if out.is_null() || ptr.is_null() {
             return Err(Status::NullPointer);
         }
         // SAFETY: the per-client thread contract.

@@ -212,8 +212,8 @@ pub unsafe extern "C" fn memvisor_free(
 /// The client whose live block starts at `ptr`, written to `*out`. On another thread than
 /// that client's, the answer is a snapshot the client may change at once.
 ///
-/// Errors: `NULL_POINTER` (`out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
-/// context), `NOT_A_BLOCK` (no client has a live block starting there).
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside
+/// the context), `NOT_A_BLOCK` (no client has a live block starting there).
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -227,6 +227,9 @@ pub unsafe extern "C" fn memvisor_context_owner(
 ) -> Status {
     guard(|| {
         check_out(out)?;
+        if ptr.is_null() {
+            return Err(Status::NullPointer);
+        }
         let pinned = registry::pin(context.id)?;
         let shared = pinned.shared();
         if !shared.arena.contains(ptr.cast()) {

@@ -2,8 +2,8 @@
 //! against the static and the shared library, and runs each build plainly, under valgrind and
 //! with AddressSanitizer and UndefinedBehaviorSanitizer.
 //!
-//! Cargo builds the `cdylib` and `staticlib` next to the test binary's directory for
-//! `cargo test -p memvisor-capi`; if they are missing they are built with `cargo build`.
+//! `cargo test -p memvisor-capi` builds the `cdylib` and `staticlib` into the directory of the
+//! test binary (`target/<profile>/deps`); if they are missing they are built with `cargo build`.
 
 #![cfg(not(miri))]
 
@@ -29,36 +29,34 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Where cargo put `libmemvisor.a` and `libmemvisor.so` (the profile directory).
+/// Where the libraries built with this test are. Cargo builds the `cdylib` and `staticlib`
+/// into `target/<profile>/deps` for `cargo test` (next to this test's binary) but copies them
+/// up to `target/<profile>` only for `cargo build`; if they are missing, `cargo build` makes
+/// them.
 fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        let has_libs =
+            |dir: &Path| dir.join("libmemvisor.a").exists() && dir.join("libmemvisor.so").exists();
         let exe = std::env::current_exe().expect("test binary path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps/<test>")
-            .to_path_buf();
-        if !dir.join("libmemvisor.a").exists() || !dir.join("libmemvisor.so").exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "memvisor-capi"])
-                .current_dir(crate_dir())
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "cargo build -p memvisor-capi failed");
+        let deps = exe.parent().expect("target/<profile>/deps").to_path_buf();
+        if has_libs(&deps) {
+            return deps;
         }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "memvisor-capi"])
+            .current_dir(crate_dir())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p memvisor-capi failed");
+        let profile = deps.parent().expect("target/<profile>").to_path_buf();
         assert!(
-            dir.join("libmemvisor.a").exists(),
-            "no libmemvisor.a in {}",
-            dir.display()
+            has_libs(&profile),
+            "no libmemvisor.a/.so in {}",
+            profile.display()
         );
-        assert!(
-            dir.join("libmemvisor.so").exists(),
-            "no libmemvisor.so in {}",
-            dir.display()
-        );
-        dir
+        profile
     })
 }
 
@@ -96,6 +94,7 @@ fn compile(source: &Path, name: &str, link: Link, extra: &[&str]) -> PathBuf {
             cc.arg("-L")
                 .arg(lib)
                 .arg("-lmemvisor")
+                .arg("-Wl,--disable-new-dtags")
                 .arg(format!("-Wl,-rpath,{}", lib.display()));
         }
     }
@@ -119,7 +118,9 @@ fn run(wrapper: &[&str], exe: &Path, env: &[(&str, &str)]) -> String {
         }
         None => Command::new(exe),
     };
-    cmd.envs(env.iter().copied());
+    // Cargo's library path for tests may name a stale copy of the shared library; the
+    // executables find the right one through their rpath.
+    cmd.env_remove("LD_LIBRARY_PATH").envs(env.iter().copied());
     let output = cmd.output().expect("run the C program");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
