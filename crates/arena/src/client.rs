@@ -19,6 +19,7 @@ use crate::sync::{AtomicU32, Ordering};
 
 mod cache;
 mod remote;
+mod run;
 
 use cache::{Caches, Uncached};
 pub(crate) use remote::Mailbox;
@@ -46,11 +47,19 @@ fn meta(kind: u16, value: usize) -> u16 {
     kind | (u16::try_from(value).unwrap_or(VALUE) & VALUE)
 }
 
-/// The size of a live block whose page metadata is `meta`.
+/// The size of the live block at `off` whose page metadata is `meta`, given the marks table
+/// `marks` (as `u16`s).
+///
+/// # Safety
+/// A live block starts at `off` and its metadata is not being written.
 #[inline]
-pub(crate) fn block_size(geo: &Geometry, meta: u16) -> usize {
+pub(crate) unsafe fn block_size(geo: &Geometry, marks: *const u16, off: usize, meta: u16) -> usize {
     match meta & KIND {
         SLAB => class_size(usize::from(meta & VALUE)),
+        _ if run::is_run(meta) => {
+            // SAFETY: the caller's promise.
+            unsafe { run::run_chunks(geo, marks, off) << geo.chunk_shift }
+        }
         _ => {
             debug_assert_eq!(meta & KIND, LIVE);
             (usize::from(meta & VALUE) + 1) << geo.page_shift
@@ -306,7 +315,14 @@ impl<'a> Client<'a> {
     pub fn alloc_sized(&self, layout: Layout) -> Result<(NonNull<u8>, usize)> {
         let arena = self.arena;
         let id = self.id;
-        self.with(|s| s.alloc(arena, id, layout))
+        self.with(|s| match s.alloc(arena, id, layout) {
+            // Blocks freed through the arena still count against the quota until taken back.
+            Err(Error::QuotaExceeded { .. }) if s.has_mail(arena) => {
+                s.poll(arena);
+                s.alloc(arena, id, layout)
+            }
+            result => result,
+        })
     }
 
     /// Frees the block at `ptr` and returns its size.
@@ -353,8 +369,8 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (_, meta, _) = s.locate_meta(owners, id, ptr)?;
-            Ok(s.block_size(meta))
+            let (off, meta, _) = s.locate_meta(owners, id, ptr)?;
+            Ok(s.block_size(off, meta))
         })
     }
 
@@ -575,8 +591,10 @@ impl State {
 
     /// The size of the live block at `off`, whose page metadata is `meta`.
     #[inline]
-    fn block_size(&self, meta: u16) -> usize {
-        block_size(&self.geo, meta)
+    fn block_size(&self, off: usize, meta: u16) -> usize {
+        // SAFETY: callers located a live block of this client at `off`; only this client
+        // writes its metadata.
+        unsafe { block_size(&self.geo, self.marks.cast::<u16>(), off, meta) }
     }
 
     /// The header of the slab of `class` that the block at `off` lies in.
@@ -671,6 +689,16 @@ impl State {
         self.cached_reported = self.cached;
     }
 
+    /// Asks the other clients to trim at their next call (this one need not: it is about
+    /// to give back what helps, or has nothing that would).
+    #[cold]
+    fn ask_others_to_trim(&mut self, arena: &Arena) {
+        let now = arena.request_trim();
+        if self.seen_trims == now.wrapping_sub(1) {
+            self.seen_trims = now;
+        }
+    }
+
     /// A held chunk got its first live block.
     #[inline]
     fn busy(&mut self, arena: &Arena) {
@@ -707,10 +735,14 @@ impl State {
             });
         }
         if size > self.geo.max_block {
-            return Err(Error::TooLarge {
-                size,
-                max: self.geo.max_block,
-            });
+            if self.geo.max_block < 1 << self.geo.chunk_shift {
+                // With guard pages, chunks are not contiguous memory.
+                return Err(Error::TooLarge {
+                    size,
+                    max: self.geo.max_block,
+                });
+            }
+            return self.alloc_run(arena, id, size);
         }
         let shift = self.geo.page_shift;
         // `size <= max_block`, so this does not overflow.
@@ -737,6 +769,9 @@ impl State {
     /// returns its size.
     #[inline]
     fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
+        if run::is_run(meta) {
+            return self.free_run(arena, off);
+        }
         let chunk = off >> self.geo.chunk_shift;
         let info = self.info(chunk);
         info.live -= 1;
@@ -1040,9 +1075,14 @@ impl State {
         let mut avail = self.mask >> order;
         if avail == 0 {
             if let Err(e) = self.add_chunk(arena, id, requested) {
-                // Out of chunks: the cached blocks go back first if that frees a block of
-                // `order`; otherwise nothing changes.
-                if !matches!(e, Error::OutOfMemory { .. }) || !self.flush_would_free(order) {
+                // Out of chunks: the other clients are asked to trim at their next call, and
+                // the cached blocks go back first if that frees a block of `order`;
+                // otherwise nothing changes.
+                if !matches!(e, Error::OutOfMemory { .. }) {
+                    return Err(e);
+                }
+                self.ask_others_to_trim(arena);
+                if !self.flush_would_free(order) {
                     return Err(e);
                 }
                 self.flush(arena, true);
