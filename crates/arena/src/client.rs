@@ -24,6 +24,13 @@ mod run;
 use cache::{Caches, Uncached};
 pub(crate) use remote::Mailbox;
 
+/// The largest alignment a slab block can have: blocks of a class whose size is a multiple of
+/// it are aligned to it (the slab header is, and slabs start on a buddy page of at least 256
+/// bytes).
+const SLAB_ALIGN: usize = 64;
+const _: () =
+    assert!(SLAB_HEADER.is_multiple_of(SLAB_ALIGN) && SMALL_MAX.is_multiple_of(SLAB_ALIGN));
+
 /// The byte freed blocks are filled with under [`Flags::POISON`].
 pub const POISON_BYTE: u8 = 0xA5;
 
@@ -292,10 +299,11 @@ impl<'a> Client<'a> {
         f(unsafe { &mut *self.state.get() })
     }
 
-    /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 16 are rounded up
-    /// to a size class; larger ones to a multiple of the buddy page (256 bytes for chunks up to
-    /// 1 MiB, a 4096th of the chunk above). A zero size gets the smallest block. With
-    /// [`Flags::ZERO`] the block reads as zero.
+    /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 64 are rounded up
+    /// to a size class (with alignment 32 or 64, to a class that is a multiple of it); larger
+    /// ones to a multiple of the buddy page (256 bytes for chunks up to 1 MiB, a 4096th of the
+    /// chunk above), and sizes over a chunk to whole chunks. A zero size gets the smallest
+    /// block. With [`Flags::ZERO`] the block reads as zero.
     ///
     /// # Errors
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
@@ -628,18 +636,10 @@ impl State {
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
             let class = usize::from(self.class_of[(size + 15) >> 4]);
-            let bytes = class_size(class);
-            self.check_quota(bytes)?;
-            let off = match self.uncache_small(class) {
-                Some(off) => off,
-                None => {
-                    if self.has_mail(arena) {
-                        self.poll(arena);
-                    }
-                    self.alloc_small(arena, id, class)?
-                }
-            };
-            (off, bytes)
+            self.small(arena, id, class)?
+        } else if align <= SLAB_ALIGN && size <= SMALL_MAX {
+            let class = self.aligned_class(size, align);
+            self.small(arena, id, class)?
         } else {
             if self.has_mail(arena) {
                 self.poll(arena);
@@ -665,6 +665,36 @@ impl State {
         }
         // SAFETY: `p` is inside the arena, whose base is not null and does not wrap.
         Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
+    }
+
+    /// Takes a block of `class` from its cache or its slabs; returns its offset and size.
+    #[inline(always)]
+    fn small(&mut self, arena: &Arena, id: u32, class: usize) -> Result<(usize, usize)> {
+        let bytes = class_size(class);
+        self.check_quota(bytes)?;
+        let off = match self.uncache_small(class) {
+            Some(off) => off,
+            None => {
+                if self.has_mail(arena) {
+                    self.poll(arena);
+                }
+                self.alloc_small(arena, id, class)?
+            }
+        };
+        Ok((off, bytes))
+    }
+
+    /// The smallest class of at least `size` bytes (at most [`SMALL_MAX`]) whose blocks are
+    /// all aligned to `align` (a power of two up to [`SLAB_ALIGN`]): a slab's blocks lie at
+    /// its page-aligned start plus the 64-byte header plus multiples of the class size, so a
+    /// class that is a multiple of `align` has them all aligned. The largest class is one.
+    #[cold]
+    fn aligned_class(&self, size: usize, align: usize) -> usize {
+        let mut class = usize::from(self.class_of[(size + 15) >> 4]);
+        while !class_size(class).is_multiple_of(align) {
+            class += 1;
+        }
+        class
     }
 
     /// [`Flags::ZERO`] and [`Flags::STATISTICS`] for the block of `bytes` at `p` just handed

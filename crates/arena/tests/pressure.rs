@@ -407,3 +407,37 @@ fn delete_client_with_run_gives_all_chunks_back() {
     let again = arena.create_client(Quota::UNLIMITED).unwrap();
     assert!(again.alloc(layout(4 * chunk)).is_ok());
 }
+
+#[test]
+fn alloc_small_aligned_comes_from_slabs() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let mut blocks = Vec::new();
+    for align in [32, 64] {
+        for size in (1..=2048).step_by(37) {
+            let (p, got) = client
+                .alloc_sized(Layout::from_size_align(size, align).unwrap())
+                .unwrap();
+            assert_eq!(p.as_ptr() as usize % align, 0, "size {size} align {align}");
+            assert!(got >= size && got.is_multiple_of(align));
+            // A slab block: its size is a class, not a whole number of 256-byte pages.
+            assert!(got < size + align + size / 4 + 16, "size {size} got {got}");
+            assert_eq!(client.size_of(p.as_ptr()), Ok(got));
+            blocks.push(p);
+        }
+    }
+    // Sixteen 32-byte blocks aligned to 32 fit in one 512-byte stretch of a slab.
+    let small: Vec<_> = (0..16)
+        .map(|_| {
+            client
+                .alloc(Layout::from_size_align(20, 32).unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert!(small.iter().all(|p| client.size_of(p.as_ptr()) == Ok(32)));
+    for p in blocks.into_iter().chain(small) {
+        free(&client, p);
+    }
+    assert_eq!(client.stats().used_bytes, 0);
+}
