@@ -538,7 +538,9 @@ impl Arena {
     }
 
     /// Deletes a client, giving all its memory back at once; the same as dropping it. Its
-    /// blocks must not be used afterwards.
+    /// blocks must not be used afterwards. A client of another arena is deleted all the same,
+    /// its memory going back to its own arena (which it borrows); use
+    /// [`Client::arena`] with [`core::ptr::eq`] first to refuse it.
     pub fn delete_client(&self, client: Client<'_>) {
         drop(client);
     }
