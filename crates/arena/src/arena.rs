@@ -7,7 +7,7 @@ use core::fmt;
 use core::ptr::NonNull;
 
 use crate::block::Block;
-use crate::chunks::{ChunkStack, NIL};
+use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, NCLASSES};
 use crate::client::{Client, Mailbox};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
@@ -192,7 +192,7 @@ pub struct ArenaStats {
 pub struct Arena {
     geo: Geometry,
     config: Config,
-    stack: ChunkStack,
+    stack: ChunkSet,
     owner: Box<[AtomicU32]>,
     /// Per chunk, the mailbox of remote frees of its holder (null while nobody holds it).
     mail: Box<[AtomicPtr<Mailbox>]>,
@@ -366,7 +366,7 @@ impl Arena {
             guarded: false,
         };
         Ok(Self {
-            stack: ChunkStack::new(count),
+            stack: ChunkSet::new(count),
             owner: (0..nchunks).map(|_| AtomicU32::new(0)).collect(),
             mail: (0..nchunks)
                 .map(|_| AtomicPtr::new(core::ptr::null_mut()))
@@ -464,11 +464,16 @@ impl Arena {
         self.geo.nchunks
     }
 
-    /// The largest block a client can allocate: a chunk, or half a chunk with
-    /// [`Flags::GUARD`].
+    /// The largest block a client can allocate: all the arena's chunks (a block larger than a
+    /// chunk is a run of contiguous whole chunks), or half a chunk with [`Flags::GUARD`] (its
+    /// chunks are not contiguous memory).
     #[must_use]
     pub fn max_block_size(&self) -> usize {
-        self.geo.max_block
+        if self.geo.max_block < self.chunk_size() {
+            self.geo.max_block
+        } else {
+            self.geo.len
+        }
     }
 
     /// The largest alignment a block can ask for.
@@ -533,7 +538,9 @@ impl Arena {
     }
 
     /// Deletes a client, giving all its memory back at once; the same as dropping it. Its
-    /// blocks must not be used afterwards.
+    /// blocks must not be used afterwards. A client of another arena is deleted all the same,
+    /// its memory going back to its own arena (which it borrows); use
+    /// [`Client::arena`] with [`core::ptr::eq`] first to refuse it.
     pub fn delete_client(&self, client: Client<'_>) {
         drop(client);
     }
@@ -602,7 +609,10 @@ impl Arena {
                 .cast::<u16>()
                 .add(meta_slot(&self.geo, off))
         };
-        let size = crate::client::block_size(&self.geo, meta);
+        // SAFETY: as above: a live block starts at `off`, its metadata stays as it is.
+        let size = unsafe {
+            crate::client::block_size(&self.geo, self.marks_ptr().cast::<u16>(), off, meta)
+        };
         // SAFETY: the mailbox is the holder's (set when it took the chunk, which it still
         // holds as a live block lies in it), alive until the holder is deleted, which the
         // caller promised is not before this call returns; the block, at least 16 bytes and
@@ -757,18 +767,55 @@ impl Arena {
     /// chunk goes back).
     pub(crate) fn acquire(&self, id: u32, requested: usize) -> Result<u32> {
         let chunk = self.stack.pop().ok_or(Error::OutOfMemory { requested })?;
+        if let Err(e) = self.take(chunk, id) {
+            self.stack.push(chunk);
+            return Err(e);
+        }
+        Ok(chunk)
+    }
+
+    /// Takes `n` contiguous free chunks for client `id`, prepared as by
+    /// [`acquire`](Self::acquire); returns the first. `requested` is only for the error.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] if no run of `n` free chunks is left, [`Error::Vmem`] if
+    /// committing fails (the chunks go back).
+    pub(crate) fn acquire_run(&self, id: u32, n: usize, requested: usize) -> Result<u32> {
+        let first = self
+            .stack
+            .pop_run(n)
+            .ok_or(Error::OutOfMemory { requested })?;
+        for (done, chunk) in (first..).take(n).enumerate() {
+            if let Err(e) = self.take(chunk, id) {
+                for back in first..first + u32::try_from(done).unwrap_or(0) {
+                    // SAFETY: taken above by this call and not handed to anyone.
+                    let info = unsafe { &mut *self.info[back as usize].get() };
+                    info.next = if back + 1 < chunk { back + 1 } else { NIL };
+                }
+                if done > 0 {
+                    self.release_list(first, false);
+                }
+                for rest in chunk..first + u32::try_from(n).unwrap_or(0) {
+                    self.stack.push(rest);
+                }
+                return Err(e);
+            }
+        }
+        Ok(first)
+    }
+
+    /// Prepares chunk `chunk`, just taken from the free set, for client `id`: clears its side
+    /// tables, commits it (and sets its guard page) if the block is a reservation, and records
+    /// `id` as its owner.
+    fn take(&self, chunk: u32, id: u32) -> Result<()> {
         let c = chunk as usize;
-        // SAFETY: the chunk was just taken from the stack, so no client holds it and this
+        // SAFETY: the chunk was just taken from the free set, so no client holds it and this
         // thread is the only one touching its cells (ordered after its last holder by the
-        // `Acquire` of `pop`).
+        // `Acquire` of the take).
         let info = unsafe { &mut *self.info[c].get() };
         #[cfg(feature = "std")]
-        if let Some(r) = self.block.reservation()
-            && let Err(e) = self.prepare(r, c, info)
-        {
-            self.stack.link(chunk, NIL);
-            self.stack.push_chain(chunk, chunk, 1);
-            return Err(e);
+        if let Some(r) = self.block.reservation() {
+            self.prepare(r, c, info)?;
         }
         if info.committed {
             self.cached.fetch_sub(1, Ordering::Relaxed);
@@ -799,7 +846,7 @@ impl Arena {
         }
         info.clean = false;
         self.owner[c].store(id, Ordering::Relaxed);
-        Ok(chunk)
+        Ok(())
     }
 
     /// Commits chunk `c` and sets its guard page, once.
@@ -831,8 +878,6 @@ impl Arena {
         if head == NIL {
             return;
         }
-        let mut count = 0;
-        let mut last = head;
         let mut chunk = head;
         while chunk != NIL {
             let c = chunk as usize;
@@ -846,12 +891,9 @@ impl Arena {
             if info.committed {
                 self.cached.fetch_add(1, Ordering::Relaxed);
             }
-            self.stack.link(chunk, next);
-            count += 1;
-            last = chunk;
+            self.stack.push(chunk);
             chunk = next;
         }
-        self.stack.push_chain(head, last, count);
     }
 
     #[cfg(feature = "std")]

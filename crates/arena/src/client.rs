@@ -19,9 +19,17 @@ use crate::sync::{AtomicU32, Ordering};
 
 mod cache;
 mod remote;
+mod run;
 
 use cache::{Caches, Uncached};
 pub(crate) use remote::Mailbox;
+
+/// The largest alignment a slab block can have: blocks of a class whose size is a multiple of
+/// it are aligned to it (the slab header is, and slabs start on a buddy page of at least 256
+/// bytes).
+const SLAB_ALIGN: usize = 64;
+const _: () =
+    assert!(SLAB_HEADER.is_multiple_of(SLAB_ALIGN) && SMALL_MAX.is_multiple_of(SLAB_ALIGN));
 
 /// The byte freed blocks are filled with under [`Flags::POISON`].
 pub const POISON_BYTE: u8 = 0xA5;
@@ -46,11 +54,19 @@ fn meta(kind: u16, value: usize) -> u16 {
     kind | (u16::try_from(value).unwrap_or(VALUE) & VALUE)
 }
 
-/// The size of a live block whose page metadata is `meta`.
+/// The size of the live block at `off` whose page metadata is `meta`, given the marks table
+/// `marks` (as `u16`s).
+///
+/// # Safety
+/// A live block starts at `off` and its metadata is not being written.
 #[inline]
-pub(crate) fn block_size(geo: &Geometry, meta: u16) -> usize {
+pub(crate) unsafe fn block_size(geo: &Geometry, marks: *const u16, off: usize, meta: u16) -> usize {
     match meta & KIND {
         SLAB => class_size(usize::from(meta & VALUE)),
+        _ if run::is_run(meta) => {
+            // SAFETY: the caller's promise.
+            unsafe { run::run_chunks(geo, marks, off) << geo.chunk_shift }
+        }
         _ => {
             debug_assert_eq!(meta & KIND, LIVE);
             (usize::from(meta & VALUE) + 1) << geo.page_shift
@@ -283,10 +299,11 @@ impl<'a> Client<'a> {
         f(unsafe { &mut *self.state.get() })
     }
 
-    /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 16 are rounded up
-    /// to a size class; larger ones to a multiple of the buddy page (256 bytes for chunks up to
-    /// 1 MiB, a 4096th of the chunk above). A zero size gets the smallest block. With
-    /// [`Flags::ZERO`] the block reads as zero.
+    /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 64 are rounded up
+    /// to a size class (with alignment 32 or 64, to a class that is a multiple of it); larger
+    /// ones to a multiple of the buddy page (256 bytes for chunks up to 1 MiB, a 4096th of the
+    /// chunk above), and sizes over a chunk to whole chunks. A zero size gets the smallest
+    /// block. With [`Flags::ZERO`] the block reads as zero.
     ///
     /// # Errors
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
@@ -306,7 +323,14 @@ impl<'a> Client<'a> {
     pub fn alloc_sized(&self, layout: Layout) -> Result<(NonNull<u8>, usize)> {
         let arena = self.arena;
         let id = self.id;
-        self.with(|s| s.alloc(arena, id, layout))
+        self.with(|s| match s.alloc(arena, id, layout) {
+            // Blocks freed through the arena still count against the quota until taken back.
+            Err(Error::QuotaExceeded { .. }) if s.has_mail(arena) => {
+                s.poll(arena);
+                s.alloc(arena, id, layout)
+            }
+            result => result,
+        })
     }
 
     /// Frees the block at `ptr` and returns its size.
@@ -353,8 +377,8 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (_, meta, _) = s.locate_meta(owners, id, ptr)?;
-            Ok(s.block_size(meta))
+            let (off, meta, _) = s.locate_meta(owners, id, ptr)?;
+            Ok(s.block_size(off, meta))
         })
     }
 
@@ -575,8 +599,10 @@ impl State {
 
     /// The size of the live block at `off`, whose page metadata is `meta`.
     #[inline]
-    fn block_size(&self, meta: u16) -> usize {
-        block_size(&self.geo, meta)
+    fn block_size(&self, off: usize, meta: u16) -> usize {
+        // SAFETY: callers located a live block of this client at `off`; only this client
+        // writes its metadata.
+        unsafe { block_size(&self.geo, self.marks.cast::<u16>(), off, meta) }
     }
 
     /// The header of the slab of `class` that the block at `off` lies in.
@@ -610,18 +636,10 @@ impl State {
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
             let class = usize::from(self.class_of[(size + 15) >> 4]);
-            let bytes = class_size(class);
-            self.check_quota(bytes)?;
-            let off = match self.uncache_small(class) {
-                Some(off) => off,
-                None => {
-                    if self.has_mail(arena) {
-                        self.poll(arena);
-                    }
-                    self.alloc_small(arena, id, class)?
-                }
-            };
-            (off, bytes)
+            self.small(arena, id, class)?
+        } else if align <= SLAB_ALIGN && size <= SMALL_MAX {
+            let class = self.aligned_class(size, align);
+            self.small(arena, id, class)?
         } else {
             if self.has_mail(arena) {
                 self.poll(arena);
@@ -649,6 +667,36 @@ impl State {
         Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
     }
 
+    /// Takes a block of `class` from its cache or its slabs; returns its offset and size.
+    #[inline(always)]
+    fn small(&mut self, arena: &Arena, id: u32, class: usize) -> Result<(usize, usize)> {
+        let bytes = class_size(class);
+        self.check_quota(bytes)?;
+        let off = match self.uncache_small(class) {
+            Some(off) => off,
+            None => {
+                if self.has_mail(arena) {
+                    self.poll(arena);
+                }
+                self.alloc_small(arena, id, class)?
+            }
+        };
+        Ok((off, bytes))
+    }
+
+    /// The smallest class of at least `size` bytes (at most [`SMALL_MAX`]) whose blocks are
+    /// all aligned to `align` (a power of two up to [`SLAB_ALIGN`]): a slab's blocks lie at
+    /// its page-aligned start plus the 64-byte header plus multiples of the class size, so a
+    /// class that is a multiple of `align` has them all aligned. The largest class is one.
+    #[cold]
+    fn aligned_class(&self, size: usize, align: usize) -> usize {
+        let mut class = usize::from(self.class_of[(size + 15) >> 4]);
+        while !class_size(class).is_multiple_of(align) {
+            class += 1;
+        }
+        class
+    }
+
     /// [`Flags::ZERO`] and [`Flags::STATISTICS`] for the block of `bytes` at `p` just handed
     /// out.
     #[cold]
@@ -669,6 +717,16 @@ impl State {
     fn report_cached(&mut self, arena: &Arena) {
         arena.count_cached(self.cached, self.cached_reported);
         self.cached_reported = self.cached;
+    }
+
+    /// Asks the other clients to trim at their next call (this one need not: it is about
+    /// to give back what helps, or has nothing that would).
+    #[cold]
+    fn ask_others_to_trim(&mut self, arena: &Arena) {
+        let now = arena.request_trim();
+        if self.seen_trims == now.wrapping_sub(1) {
+            self.seen_trims = now;
+        }
     }
 
     /// A held chunk got its first live block.
@@ -707,10 +765,14 @@ impl State {
             });
         }
         if size > self.geo.max_block {
-            return Err(Error::TooLarge {
-                size,
-                max: self.geo.max_block,
-            });
+            if self.geo.max_block < 1 << self.geo.chunk_shift {
+                // With guard pages, chunks are not contiguous memory.
+                return Err(Error::TooLarge {
+                    size,
+                    max: self.geo.max_block,
+                });
+            }
+            return self.alloc_run(arena, id, size);
         }
         let shift = self.geo.page_shift;
         // `size <= max_block`, so this does not overflow.
@@ -737,6 +799,9 @@ impl State {
     /// returns its size.
     #[inline]
     fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
+        if run::is_run(meta) {
+            return self.free_run(arena, off);
+        }
         let chunk = off >> self.geo.chunk_shift;
         let info = self.info(chunk);
         info.live -= 1;
@@ -1040,9 +1105,14 @@ impl State {
         let mut avail = self.mask >> order;
         if avail == 0 {
             if let Err(e) = self.add_chunk(arena, id, requested) {
-                // Out of chunks: the cached blocks go back first if that frees a block of
-                // `order`; otherwise nothing changes.
-                if !matches!(e, Error::OutOfMemory { .. }) || !self.flush_would_free(order) {
+                // Out of chunks: the other clients are asked to trim at their next call, and
+                // the cached blocks go back first if that frees a block of `order`;
+                // otherwise nothing changes.
+                if !matches!(e, Error::OutOfMemory { .. }) {
+                    return Err(e);
+                }
+                self.ask_others_to_trim(arena);
+                if !self.flush_would_free(order) {
                     return Err(e);
                 }
                 self.flush(arena, true);

@@ -165,22 +165,22 @@ fn trim_arena_reaches_client_at_its_next_free() {
 #[test]
 fn alloc_out_of_chunks_asks_other_clients_to_trim() {
     let chunk = 64 << 10;
-    let arena = arena(2 * chunk, chunk, Flags::empty());
+    let arena = arena(3 * chunk, chunk, Flags::empty());
     let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let whole = a.alloc(layout(chunk)).unwrap();
     let p = a.alloc(layout(100)).unwrap();
     free(&a, p);
-    assert_eq!(a.stats().chunks, 1);
+    assert_eq!((a.stats().chunks, a.stats().pinned_chunks), (2, 1));
     let b = arena.create_client(Quota::UNLIMITED).unwrap();
     b.alloc(layout(chunk)).unwrap();
     assert!(matches!(
         b.alloc(layout(chunk)),
         Err(Error::OutOfMemory { .. })
     ));
-    // A gives its chunk back at its next call; then B gets it.
-    let q = a.alloc(layout(5000)).unwrap();
-    free(&a, q);
-    a.trim();
-    assert!(b.alloc(layout(chunk)).is_ok());
+    // A's next free sees the request: both its chunks go back, then B gets them.
+    free(&a, whole);
+    assert_eq!(a.stats().chunks, 0);
+    assert_eq!(whole_chunks(&b), 2);
 }
 
 #[test]
@@ -302,4 +302,142 @@ fn arena_free_many_threads_all_blocks_come_back() {
     let s = client.stats();
     assert_eq!((s.live_blocks, s.used_bytes, s.chunks), (0, 0, 0));
     assert_eq!(arena.stats().live_blocks, Some(0));
+}
+
+#[test]
+fn alloc_over_a_chunk_takes_a_run_and_free_gives_it_back() {
+    let chunk = 64 << 10;
+    let arena = arena(8 * chunk, chunk, Flags::STATISTICS | Flags::ZERO);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let small = client.alloc(layout(100)).unwrap();
+    let (p, size) = client.alloc_sized(layout(3 * chunk + 1)).unwrap();
+    assert_eq!(size, 4 * chunk);
+    assert_eq!(
+        (p.as_ptr() as usize - arena.block().as_ptr() as usize) % chunk,
+        0
+    );
+    // SAFETY: a live block of `size` bytes, zeroed.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), size) };
+    assert!(bytes.iter().all(|&b| b == 0));
+    bytes.fill(7);
+    assert_eq!(client.size_of(p.as_ptr()), Ok(size));
+    assert!(client.owns(p.as_ptr()));
+    assert!(!client.owns(p.as_ptr().wrapping_add(chunk)));
+    assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
+    let s = client.stats();
+    assert_eq!((s.chunks, s.used_bytes, s.live_blocks), (5, size + 112, 2));
+    assert_eq!(arena.stats().used_bytes, Some(size + 112));
+    assert_eq!(free(&client, p), size);
+    assert_eq!(client.stats().chunks, 1);
+    assert_eq!(arena.stats().free_chunks, 7);
+    free(&client, small);
+    assert_eq!(client.stats().used_bytes, 0);
+}
+
+#[test]
+fn alloc_run_without_contiguous_chunks_is_out_of_memory_and_changes_nothing() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::empty());
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let b = arena.create_client(Quota::UNLIMITED).unwrap();
+    // Chunks 0 and 2 to A, 1 and 3 to B: two free chunks never side by side.
+    let a0 = a.alloc(layout(chunk)).unwrap();
+    b.alloc(layout(chunk)).unwrap();
+    let a2 = a.alloc(layout(chunk)).unwrap();
+    b.alloc(layout(chunk)).unwrap();
+    free(&a, a0);
+    free(&a, a2);
+    a.trim();
+    assert_eq!(arena.stats().free_chunks, 2);
+    let before = b.stats();
+    assert!(matches!(
+        b.alloc(layout(2 * chunk)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert_eq!(b.stats(), before);
+    assert_eq!(arena.stats().free_chunks, 2);
+    assert!(matches!(
+        b.alloc(layout(4 * chunk + 1)),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn alloc_run_over_quota_errors() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::empty());
+    let client = arena.create_client(Quota::bytes(2 * chunk)).unwrap();
+    assert!(matches!(
+        client.alloc(layout(2 * chunk + 1)),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    assert!(client.alloc(layout(2 * chunk)).is_ok());
+}
+
+#[test]
+fn arena_free_of_run_on_other_thread_gives_it_back_at_trim() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::POISON);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let addr = client.alloc(layout(2 * chunk)).unwrap().as_ptr() as usize;
+    let size = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: not used after this; the client outlives the scope.
+                unsafe { arena.free(NonNull::new(addr as *mut u8).unwrap()) }
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(size, Ok(2 * chunk));
+    client.trim();
+    assert_eq!(client.stats().chunks, 0);
+    assert_eq!(arena.stats().free_chunks, 4);
+}
+
+#[test]
+fn delete_client_with_run_gives_all_chunks_back() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    client.alloc(layout(3 * chunk)).unwrap();
+    client.alloc(layout(10)).unwrap();
+    arena.delete_client(client);
+    assert_eq!(arena.stats().free_chunks, 4);
+    let again = arena.create_client(Quota::UNLIMITED).unwrap();
+    assert!(again.alloc(layout(4 * chunk)).is_ok());
+}
+
+#[test]
+fn alloc_small_aligned_comes_from_slabs() {
+    let chunk = 64 << 10;
+    let arena = arena(4 * chunk, chunk, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let mut blocks = Vec::new();
+    for align in [32, 64] {
+        for size in (1..=2048).step_by(37) {
+            let (p, got) = client
+                .alloc_sized(Layout::from_size_align(size, align).unwrap())
+                .unwrap();
+            assert_eq!(p.as_ptr() as usize % align, 0, "size {size} align {align}");
+            assert!(got >= size && got.is_multiple_of(align));
+            // A slab block: its size is a class, not a whole number of 256-byte pages.
+            assert!(got < size + align + size / 4 + 16, "size {size} got {got}");
+            assert_eq!(client.size_of(p.as_ptr()), Ok(got));
+            blocks.push(p);
+        }
+    }
+    // Sixteen 32-byte blocks aligned to 32 fit in one 512-byte stretch of a slab.
+    let small: Vec<_> = (0..16)
+        .map(|_| {
+            client
+                .alloc(Layout::from_size_align(20, 32).unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert!(small.iter().all(|p| client.size_of(p.as_ptr()) == Ok(32)));
+    for p in blocks.into_iter().chain(small) {
+        free(&client, p);
+    }
+    assert_eq!(client.stats().used_bytes, 0);
 }
