@@ -67,7 +67,8 @@ enum memvisor_status
   MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT = 8,
   // The allocation would take the client over its quota.
   MEMVISOR_STATUS_QUOTA_EXCEEDED = 9,
-  // No chunk of the context is left for the block.
+  // No chunk (or, for a block larger than a chunk, no run of contiguous chunks) of the
+  // context is left for the block.
   MEMVISOR_STATUS_OUT_OF_MEMORY = 10,
   // The address is not inside the context's memory.
   MEMVISOR_STATUS_FOREIGN_POINTER = 11,
@@ -140,8 +141,8 @@ typedef struct memvisor_client_stats {
 typedef struct memvisor_config {
   // `sizeof(memvisor_config)` as the caller was compiled with.
   size_t size;
-  // Bytes a client takes from the context at a time, and the largest block: a power of two
-  // from 64 KiB to 64 MiB (default 1 MiB).
+  // Bytes a client takes from the context at a time: a power of two from 64 KiB to 64 MiB
+  // (default 1 MiB). A block larger than a chunk is a run of whole contiguous chunks.
   size_t chunk_size;
   // The smallest block: a power of two from 16 to 256 bytes (default 16).
   size_t min_block;
@@ -216,8 +217,9 @@ extern "C" {
 memvisor_status memvisor_client_delete(struct memvisor_client client);
 
 // Allocates `size` bytes aligned to `align` (a power of two up to the context's largest
-// alignment). Sizes up to 2 KiB with alignment up to 16 are rounded up to a size class,
-// larger ones to whole buddy pages; a zero size gets the smallest block. With
+// alignment). Sizes up to 2 KiB are rounded up to a size class, larger ones to whole buddy
+// pages, and blocks larger than a chunk to a run of whole chunks (up to the context's
+// `max_block_size`); a zero size gets the smallest block. With
 // `MEMVISOR_FLAG_ZERO` the block reads as zero.
 //
 // Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,

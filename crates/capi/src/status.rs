@@ -36,7 +36,8 @@ pub enum Status {
     UnsupportedAlignment = 8,
     /// The allocation would take the client over its quota.
     QuotaExceeded = 9,
-    /// No chunk of the context is left for the block.
+    /// No chunk (or, for a block larger than a chunk, no run of contiguous chunks) of the
+    /// context is left for the block.
     OutOfMemory = 10,
     /// The address is not inside the context's memory.
     ForeignPointer = 11,
@@ -109,7 +110,7 @@ impl Status {
                 "the alignment is not a power of two or exceeds the context's largest alignment\0"
             }
             Self::QuotaExceeded => "the allocation would exceed the client's quota\0",
-            Self::OutOfMemory => "out of memory: no chunk left in the context\0",
+            Self::OutOfMemory => "out of memory: no chunk (or run of chunks) left in the context\0",
             Self::ForeignPointer => "the address is not inside the context\0",
             Self::NotOwned => "the address lies in memory the client does not hold\0",
             Self::NotABlock => "the address is not the start of a live block\0",
@@ -133,9 +134,10 @@ impl From<Error> for Status {
         match e {
             Error::InvalidChunkSize { .. }
             | Error::InvalidMinBlock { .. }
-            | Error::InvalidAlignment { .. } => Self::InvalidConfig,
-            Error::BlockTooSmall { .. } => Self::BlockTooSmall,
-            Error::TooLarge { .. } => Self::TooLarge,
+            | Error::InvalidAlignment { .. }
+            | Error::InvalidBlockAlignment { .. } => Self::InvalidConfig,
+            Error::BlockTooSmall { .. } | Error::EmptyBlock => Self::BlockTooSmall,
+            Error::TooLarge { .. } | Error::BlockTooLarge { .. } => Self::TooLarge,
             Error::UnsupportedAlignment { .. } => Self::UnsupportedAlignment,
             Error::QuotaExceeded { .. } => Self::QuotaExceeded,
             Error::OutOfMemory { .. } => Self::OutOfMemory,
@@ -237,6 +239,7 @@ mod tests {
             Status::from(Error::ClientIdsExhausted { max: 1 }),
             Status::LimitReached
         );
+        assert_eq!(Status::from(Error::EmptyBlock), Status::BlockTooSmall);
     }
 
     #[test]

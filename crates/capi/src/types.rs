@@ -59,8 +59,8 @@ pub struct Client {
 pub struct Config {
     /// `sizeof(memvisor_config)` as the caller was compiled with.
     pub size: usize,
-    /// Bytes a client takes from the context at a time, and the largest block: a power of two
-    /// from 64 KiB to 64 MiB (default 1 MiB).
+    /// Bytes a client takes from the context at a time: a power of two from 64 KiB to 64 MiB
+    /// (default 1 MiB). A block larger than a chunk is a run of whole contiguous chunks.
     pub chunk_size: usize,
     /// The smallest block: a power of two from 16 to 256 bytes (default 16).
     pub min_block: usize,
