@@ -117,6 +117,7 @@ static void test_context_reserved(void) {
     /* The operating system refuses a reservation of nearly all the address space. */
     CHECK_STATUS(memvisor_context_create_reserved(SIZE_MAX / 2, &c, &ctx), MEMVISOR_STATUS_OS);
     CHECK_STATUS(memvisor_context_create_reserved(0, &c, &ctx), MEMVISOR_STATUS_OS);
+    CHECK_STATUS(memvisor_context_create_reserved(4096, &c, &ctx), MEMVISOR_STATUS_BLOCK_TOO_SMALL);
     CHECK(ctx.id == 0);
 
     OK(memvisor_context_create_reserved(8 * MIB, &c, &ctx));
@@ -248,6 +249,11 @@ static void test_client_errors(void) {
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 48, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 8192, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
     CHECK(p == NULL);
+    for (size_t align = 16; align <= 4096; align *= 2) {
+        OK(memvisor_alloc_aligned(a, 24, align, &p));
+        CHECK(((uintptr_t)p & (align - 1)) == 0);
+        OK(memvisor_client_free(a, p, NULL));
+    }
     OK(memvisor_alloc_aligned(a, 100, 4096, &p));
     CHECK(((uintptr_t)p & 4095) == 0);
     OK(memvisor_size_of(a, p, &size));
