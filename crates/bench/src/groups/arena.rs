@@ -13,8 +13,8 @@
 //!   `mimalloc-heap` destroys its heap, the other peers free the blocks one by one in random order.
 //! - `free_one_by_one`: ns per free of 100,000 live small blocks freed one by one in random order.
 //! - `starvation`: in a 64 MiB arena of 1 MiB chunks, client A allocates random wide sizes up to 56
-//!   MiB and frees them all in random order; the figure is how many 1 MiB blocks client B then
-//!   gets, in percent of what it gets from an empty arena.
+//!   MiB (or until the arena is full) and frees them all in random order; the figure is how many 1
+//!   MiB blocks client B then gets, in percent of what it gets from an empty arena.
 //! - `owns`: ns per ownership test of a live block's address (10,000 live wide blocks, random
 //!   order). Peers have no such test.
 //! - `fill_percent`: wide sizes allocated until the first failure; the figure is the requested
@@ -471,13 +471,15 @@ fn starvation(bench: &Bench, region: &mut Region) -> Row {
             let mut rng = SplitMix64::new(31);
             let mut live = Vec::new();
             let mut used = 0;
+            // Up to 56 MiB of blocks (their rounded sizes), or the first failure if the arena
+            // fills up before.
             while used < PEAK {
                 let size = usize::try_from(sizes.sample(&mut rng)).unwrap_or(16);
-                let p = a
-                    .alloc(layout(size))
-                    .map_err(|e| format!("A below its peak: {e}"))?;
+                let Ok((p, got)) = a.alloc_sized(layout(size)) else {
+                    break;
+                };
                 live.push(p);
-                used += size;
+                used += got;
             }
             rng.shuffle(&mut live);
             for p in live {
