@@ -7,12 +7,12 @@ use core::fmt;
 use core::ptr::NonNull;
 
 use crate::block::Block;
-use crate::chunks::{ChunkStack, NIL};
+use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, NCLASSES};
-use crate::client::Client;
+use crate::client::{Client, Mailbox};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// Smallest buddy page: large blocks are whole numbers of pages.
 const MIN_PAGE_SHIFT: u32 = 8;
@@ -100,8 +100,10 @@ pub(crate) struct Geometry {
 /// What the arena knows of one chunk; only the chunk's holder touches it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ChunkInfo {
-    /// Bytes of the chunk in live buddy blocks (slabs count whole).
+    /// Bytes of the chunk in live and cached buddy blocks (slabs count whole).
     pub(crate) used: usize,
+    /// Live blocks in the chunk (a block larger than a chunk counts in its first chunk).
+    pub(crate) live: u32,
     /// Next chunk of the holder's list.
     pub(crate) next: u32,
     /// Previous chunk of the holder's list.
@@ -148,6 +150,13 @@ pub struct ArenaStats {
     pub clients: usize,
     /// Bytes of the arena's side tables (owner table, block-start bitmap, page metadata).
     pub bookkeeping_bytes: usize,
+    /// Bytes of freed blocks all clients keep for reuse ([`Flags::STATISTICS`] only; see
+    /// [`ClientStats::cached_bytes`](crate::ClientStats::cached_bytes)).
+    pub cached_bytes: Option<usize>,
+    /// Held chunks with no live block in them, over all clients ([`Flags::STATISTICS`] only):
+    /// chunks that only cached blocks, empty slabs or nothing keep from other clients. Each
+    /// client keeps at most one (see [`ClientStats::pinned_chunks`](crate::ClientStats)).
+    pub pinned_chunks: Option<usize>,
 }
 
 /// One memory block shared by isolated [`Client`]s.
@@ -183,9 +192,14 @@ pub struct ArenaStats {
 pub struct Arena {
     geo: Geometry,
     config: Config,
-    stack: ChunkStack,
+    stack: ChunkSet,
     owner: Box<[AtomicU32]>,
-    marks: Box<[UnsafeCell<u64>]>,
+    /// Per chunk, the mailbox of remote frees of its holder (null while nobody holds it).
+    mail: Box<[AtomicPtr<Mailbox>]>,
+    /// The marks table. Start-bit words are accessed atomically (other threads test and claim
+    /// start bits in [`free`](Self::free) and [`owner_of`](Self::owner_of)); metadata words
+    /// only by the chunk's holder, through [`marks_ptr`](Self::marks_ptr).
+    marks: Box<[core::sync::atomic::AtomicU64]>,
     free_bits: Box<[UnsafeCell<u64>]>,
     info: Box<[UnsafeCell<ChunkInfo>]>,
     next_id: AtomicU32,
@@ -193,6 +207,13 @@ pub struct Arena {
     used: AtomicUsize,
     live: AtomicUsize,
     cached: AtomicUsize,
+    /// Bumped by [`trim`](Self::trim) and when a client finds no chunk left: each client gives
+    /// back what it keeps at its next allocation or free that sees a new value.
+    trims: AtomicUsize,
+    /// Bytes of cached blocks of all clients ([`Flags::STATISTICS`]).
+    cached_blocks: AtomicUsize,
+    /// Held chunks without a live block ([`Flags::STATISTICS`]).
+    pinned: AtomicUsize,
     /// Offset of chunk 0 from the start of the block (for reservation offsets, `std` only).
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pad: usize,
@@ -335,6 +356,7 @@ impl Arena {
         };
         let info = ChunkInfo {
             used: 0,
+            live: 0,
             next: NIL,
             prev: NIL,
             order_next: [NIL; ORDER_SLOTS],
@@ -344,9 +366,14 @@ impl Arena {
             guarded: false,
         };
         Ok(Self {
-            stack: ChunkStack::new(count),
+            stack: ChunkSet::new(count),
             owner: (0..nchunks).map(|_| AtomicU32::new(0)).collect(),
-            marks: cells(geo.marks_per_chunk * nchunks, 0u64),
+            mail: (0..nchunks)
+                .map(|_| AtomicPtr::new(core::ptr::null_mut()))
+                .collect(),
+            marks: (0..geo.marks_per_chunk * nchunks)
+                .map(|_| core::sync::atomic::AtomicU64::new(0))
+                .collect(),
             free_bits: cells(nchunks * free_words, 0u64),
             info: cells(nchunks, info),
             next_id: AtomicU32::new(1),
@@ -354,6 +381,9 @@ impl Arena {
             used: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             cached: AtomicUsize::new(0),
+            trims: AtomicUsize::new(0),
+            cached_blocks: AtomicUsize::new(0),
+            pinned: AtomicUsize::new(0),
             pad,
             geo,
             config,
@@ -434,11 +464,16 @@ impl Arena {
         self.geo.nchunks
     }
 
-    /// The largest block a client can allocate: a chunk, or half a chunk with
-    /// [`Flags::GUARD`].
+    /// The largest block a client can allocate: all the arena's chunks (a block larger than a
+    /// chunk is a run of contiguous whole chunks), or half a chunk with [`Flags::GUARD`] (its
+    /// chunks are not contiguous memory).
     #[must_use]
     pub fn max_block_size(&self) -> usize {
-        self.geo.max_block
+        if self.geo.max_block < self.chunk_size() {
+            self.geo.max_block
+        } else {
+            self.geo.len
+        }
     }
 
     /// The largest alignment a block can ask for.
@@ -453,13 +488,14 @@ impl Arena {
         (ptr as usize).wrapping_sub(self.geo.base_addr) < self.geo.len
     }
 
-    /// Bytes of the side tables: chunk owners and free-chunk links (8 bytes per chunk), chunk
-    /// records, the block-start bitmap (one bit per 16 bytes), the page metadata (2 bytes per
-    /// buddy page) and the buddy free bitmaps (two bits per buddy page). Slab headers, 64
-    /// bytes per slab of 8 KiB or more inside the block, are not included.
+    /// Bytes of the side tables: chunk owners and free-chunk links (8 bytes per chunk), the
+    /// remote-free mailbox pointers (one pointer per chunk), chunk records, the block-start bitmap
+    /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page) and the buddy free
+    /// bitmaps (two bits per buddy page). Slab headers, 64 bytes per slab of 8 KiB or more
+    /// inside the block, are not included.
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
-        self.geo.nchunks * (8 + core::mem::size_of::<ChunkInfo>())
+        self.geo.nchunks * (8 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
             + self.marks.len() * 8
             + self.free_bits.len() * 8
     }
@@ -502,9 +538,110 @@ impl Arena {
     }
 
     /// Deletes a client, giving all its memory back at once; the same as dropping it. Its
-    /// blocks must not be used afterwards.
+    /// blocks must not be used afterwards. A client of another arena is deleted all the same,
+    /// its memory going back to its own arena (which it borrows); use
+    /// [`Client::arena`] with [`core::ptr::eq`] first to refuse it.
     pub fn delete_client(&self, client: Client<'_>) {
         drop(client);
+    }
+
+    /// Frees the block at `ptr`, whichever client holds it, on any thread; returns its size.
+    ///
+    /// The block stops being live at once: [`Client::owns`], [`owner_of`](Self::owner_of),
+    /// [`Client::size_of`] and a second free reject it. It goes onto a lock-free list of its
+    /// client, which the client empties into its free blocks at its next allocation that
+    /// misses its caches, its next free or [`Client::trim`]; until then its bytes still count
+    /// as used by the client. Takes constant time: a range check, a load of the chunk's
+    /// owner, an atomic claim of the block's start bit and one exchange on the list.
+    ///
+    /// # Errors
+    /// [`Error::Foreign`] if `ptr` is outside the arena, [`Error::NotOwned`] if no client holds
+    /// its chunk, [`Error::NotABlock`] if it is not the start of a live block (interior,
+    /// already freed, also when a free of it on another thread won). Nothing changes on error.
+    ///
+    /// # Safety
+    /// If `ptr` is a live block, nothing may use it after this call, and its client must not
+    /// be deleted before this call returns. The block must have reached this thread through
+    /// something that orders its allocation before this call (any hand-over of a pointer
+    /// between threads that is not a data race does).
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    ///
+    /// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+    /// let client = arena.create_client(Quota::UNLIMITED)?;
+    /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
+    /// assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
+    /// // SAFETY: `p` is not used after this, and `client` outlives the call.
+    /// assert_eq!(unsafe { arena.free(p) }?, 112);
+    /// assert_eq!(arena.owner_of(p.as_ptr()), None);
+    /// // SAFETY: as above; the block is no longer live, so nothing is freed.
+    /// assert!(unsafe { arena.free(p) }.is_err());
+    /// # Ok::<(), memvisor_arena::Error>(())
+    /// ```
+    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
+        let addr = ptr.as_ptr().addr();
+        let off = addr.wrapping_sub(self.geo.base_addr);
+        if off >= self.geo.len {
+            return Err(Error::Foreign { addr });
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        let mailbox = self.mail[chunk].load(Ordering::Acquire);
+        if self.owner[chunk].load(Ordering::Acquire) == 0 || mailbox.is_null() {
+            return Err(Error::NotOwned { addr, chunk });
+        }
+        let bit = 1u64 << ((off >> 4) & 63);
+        if !off.is_multiple_of(MIN_BLOCK)
+            || self.marks[start_word(off)].fetch_and(!bit, Ordering::Relaxed) & bit == 0
+        {
+            return Err(Error::NotABlock { addr });
+        }
+        // SAFETY: the start bit was set, so a live block of the chunk's holder starts at `off`
+        // (the caller's promise orders its allocation, and the writes of its page metadata,
+        // before this call), and clearing the bit made it ours: the holder no longer frees
+        // it, so its metadata slot does not change until the holder takes it from the mailbox.
+        let meta = unsafe {
+            *self
+                .marks_ptr()
+                .cast::<u16>()
+                .add(meta_slot(&self.geo, off))
+        };
+        // SAFETY: as above: a live block starts at `off`, its metadata stays as it is.
+        let size = unsafe {
+            crate::client::block_size(&self.geo, self.marks_ptr().cast::<u16>(), off, meta)
+        };
+        // SAFETY: the mailbox is the holder's (set when it took the chunk, which it still
+        // holds as a live block lies in it), alive until the holder is deleted, which the
+        // caller promised is not before this call returns; the block, at least 16 bytes and
+        // 16-aligned, is ours to write its link into.
+        unsafe { (*mailbox).push(self.geo.base, off) };
+        Ok(size)
+    }
+
+    /// The identifier of the client whose live block starts at `ptr`, or `None` (outside the
+    /// arena, in a chunk no client holds, not the start of a live block). Constant time. On
+    /// another thread than the client's, the answer is a snapshot that the client may change
+    /// at once.
+    #[must_use]
+    pub fn owner_of(&self, ptr: *const u8) -> Option<u32> {
+        let off = ptr.addr().wrapping_sub(self.geo.base_addr);
+        if off >= self.geo.len || !off.is_multiple_of(MIN_BLOCK) {
+            return None;
+        }
+        let id = self.owner[off >> self.geo.chunk_shift].load(Ordering::Acquire);
+        let bit = 1u64 << ((off >> 4) & 63);
+        (id != 0 && self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0).then_some(id)
+    }
+
+    /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
+    /// its empty chunk — at its next allocation or free (a client on another thread cannot
+    /// be reached sooner). [`Client::trim`] does it at once for one client. Clients also get
+    /// this request when one of them finds no chunk left.
+    pub fn trim(&self) {
+        self.request_trim();
     }
 
     /// Statistics of the arena. Block-level totals need [`Flags::STATISTICS`].
@@ -529,6 +666,8 @@ impl Arena {
             },
             clients: self.clients.load(Ordering::Relaxed),
             bookkeeping_bytes: self.bookkeeping_bytes(),
+            cached_bytes: stats_on.then(|| self.cached_blocks.load(Ordering::Relaxed)),
+            pinned_chunks: stats_on.then(|| self.pinned.load(Ordering::Relaxed)),
         }
     }
 
@@ -553,8 +692,47 @@ impl Arena {
         &self.owner
     }
 
+    /// The marks table as plain words, for the holders of chunks. An `AtomicU64` has the
+    /// layout of a `u64` and its contents are in an `UnsafeCell`, so the pointer may write.
     pub(crate) fn marks_ptr(&self) -> *mut u64 {
-        UnsafeCell::raw_get(self.marks.as_ptr())
+        self.marks.as_ptr().cast_mut().cast::<u64>()
+    }
+
+    /// Points chunk `chunk`'s mailbox at `mailbox` (its new holder's), or at nothing.
+    pub(crate) fn set_mailbox(&self, chunk: usize, mailbox: *mut Mailbox) {
+        self.mail[chunk].store(mailbox, Ordering::Release);
+    }
+
+    /// How many times clients were asked to trim (see [`trim`](Self::trim)).
+    #[inline]
+    pub(crate) fn trim_requests(&self) -> usize {
+        self.trims.load(Ordering::Relaxed)
+    }
+
+    /// Asks every client to give back what it keeps, at its next allocation or free; returns
+    /// the new request count.
+    pub(crate) fn request_trim(&self) -> usize {
+        self.trims.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// Cached-block bytes of all clients ([`Flags::STATISTICS`]): `added` more, `removed` less.
+    pub(crate) fn count_cached(&self, added: usize, removed: usize) {
+        if added != 0 {
+            self.cached_blocks.fetch_add(added, Ordering::Relaxed);
+        }
+        if removed != 0 {
+            self.cached_blocks.fetch_sub(removed, Ordering::Relaxed);
+        }
+    }
+
+    /// Held chunks without a live block ([`Flags::STATISTICS`]): `added` more, `removed` less.
+    pub(crate) fn count_pinned(&self, added: usize, removed: usize) {
+        if added != 0 {
+            self.pinned.fetch_add(added, Ordering::Relaxed);
+        }
+        if removed != 0 {
+            self.pinned.fetch_sub(removed, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn free_bits_ptr(&self) -> *mut u64 {
@@ -589,24 +767,62 @@ impl Arena {
     /// chunk goes back).
     pub(crate) fn acquire(&self, id: u32, requested: usize) -> Result<u32> {
         let chunk = self.stack.pop().ok_or(Error::OutOfMemory { requested })?;
+        if let Err(e) = self.take(chunk, id) {
+            self.stack.push(chunk);
+            return Err(e);
+        }
+        Ok(chunk)
+    }
+
+    /// Takes `n` contiguous free chunks for client `id`, prepared as by
+    /// [`acquire`](Self::acquire); returns the first. `requested` is only for the error.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] if no run of `n` free chunks is left, [`Error::Vmem`] if
+    /// committing fails (the chunks go back).
+    pub(crate) fn acquire_run(&self, id: u32, n: usize, requested: usize) -> Result<u32> {
+        let first = self
+            .stack
+            .pop_run(n)
+            .ok_or(Error::OutOfMemory { requested })?;
+        for (done, chunk) in (first..).take(n).enumerate() {
+            if let Err(e) = self.take(chunk, id) {
+                for back in first..first + u32::try_from(done).unwrap_or(0) {
+                    // SAFETY: taken above by this call and not handed to anyone.
+                    let info = unsafe { &mut *self.info[back as usize].get() };
+                    info.next = if back + 1 < chunk { back + 1 } else { NIL };
+                }
+                if done > 0 {
+                    self.release_list(first, false);
+                }
+                for rest in chunk..first + u32::try_from(n).unwrap_or(0) {
+                    self.stack.push(rest);
+                }
+                return Err(e);
+            }
+        }
+        Ok(first)
+    }
+
+    /// Prepares chunk `chunk`, just taken from the free set, for client `id`: clears its side
+    /// tables, commits it (and sets its guard page) if the block is a reservation, and records
+    /// `id` as its owner.
+    fn take(&self, chunk: u32, id: u32) -> Result<()> {
         let c = chunk as usize;
-        // SAFETY: the chunk was just taken from the stack, so no client holds it and this
+        // SAFETY: the chunk was just taken from the free set, so no client holds it and this
         // thread is the only one touching its cells (ordered after its last holder by the
-        // `Acquire` of `pop`).
+        // `Acquire` of the take).
         let info = unsafe { &mut *self.info[c].get() };
         #[cfg(feature = "std")]
-        if let Some(r) = self.block.reservation()
-            && let Err(e) = self.prepare(r, c, info)
-        {
-            self.stack.link(chunk, NIL);
-            self.stack.push_chain(chunk, chunk, 1);
-            return Err(e);
+        if let Some(r) = self.block.reservation() {
+            self.prepare(r, c, info)?;
         }
         if info.committed {
             self.cached.fetch_sub(1, Ordering::Relaxed);
         }
         info.committed = true;
         info.used = 0;
+        info.live = 0;
         info.next = NIL;
         info.prev = NIL;
         info.order_next = [NIL; ORDER_SLOTS];
@@ -630,7 +846,7 @@ impl Arena {
         }
         info.clean = false;
         self.owner[c].store(id, Ordering::Relaxed);
-        Ok(chunk)
+        Ok(())
     }
 
     /// Commits chunk `c` and sets its guard page, once.
@@ -662,8 +878,6 @@ impl Arena {
         if head == NIL {
             return;
         }
-        let mut count = 0;
-        let mut last = head;
         let mut chunk = head;
         while chunk != NIL {
             let c = chunk as usize;
@@ -672,16 +886,14 @@ impl Arena {
             let next = info.next;
             info.clean = clean;
             self.owner[c].store(0, Ordering::Relaxed);
+            self.mail[c].store(core::ptr::null_mut(), Ordering::Relaxed);
             self.decommit(c, info);
             if info.committed {
                 self.cached.fetch_add(1, Ordering::Relaxed);
             }
-            self.stack.link(chunk, next);
-            count += 1;
-            last = chunk;
+            self.stack.push(chunk);
             chunk = next;
         }
-        self.stack.push_chain(head, last, count);
     }
 
     #[cfg(feature = "std")]

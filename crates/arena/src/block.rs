@@ -101,25 +101,21 @@ impl Block {
     /// arena made from it is dropped. Its contents start uninitialised.
     ///
     /// # Errors
-    /// [`Error::InvalidAlignment`] if `align` is not a power of two of at least 16 bytes,
-    /// [`Error::BlockTooSmall`] for `len == 0`, [`Error::OutOfMemory`] if the allocator
-    /// refuses.
+    /// [`Error::InvalidBlockAlignment`] if `align` is not a power of two of at least 16
+    /// bytes, [`Error::EmptyBlock`] for `len == 0`, [`Error::BlockTooLarge`] if `len` rounded
+    /// up to `align` exceeds `isize::MAX`, [`Error::OutOfMemory`] if the allocator refuses.
     pub fn heap(len: usize, align: usize) -> Result<Self> {
         if !align.is_power_of_two() || align < MIN_BLOCK {
-            return Err(Error::InvalidAlignment {
+            return Err(Error::InvalidBlockAlignment {
                 align,
-                chunk_size: len,
+                min: MIN_BLOCK,
             });
         }
         if len == 0 {
-            return Err(Error::BlockTooSmall {
-                len,
-                chunk_size: 0,
-                align,
-            });
+            return Err(Error::EmptyBlock);
         }
-        let layout = Layout::from_size_align(len, align)
-            .map_err(|_| Error::OutOfMemory { requested: len })?;
+        let layout =
+            Layout::from_size_align(len, align).map_err(|_| Error::BlockTooLarge { len, align })?;
         // SAFETY: the layout has a non-zero size.
         let ptr =
             NonNull::new(unsafe { alloc(layout) }).ok_or(Error::OutOfMemory { requested: len })?;
@@ -231,22 +227,34 @@ mod tests {
 
     #[test]
     fn heap_bad_alignment_errors() {
-        assert!(matches!(
-            Block::heap(4096, 24),
-            Err(Error::InvalidAlignment { align: 24, .. })
-        ));
-        assert!(matches!(
-            Block::heap(4096, 8),
-            Err(Error::InvalidAlignment { align: 8, .. })
-        ));
+        assert_eq!(
+            Block::heap(4096, 24).unwrap_err(),
+            Error::InvalidBlockAlignment {
+                align: 24,
+                min: MIN_BLOCK
+            }
+        );
+        assert_eq!(
+            Block::heap(4096, 8).unwrap_err(),
+            Error::InvalidBlockAlignment {
+                align: 8,
+                min: MIN_BLOCK
+            }
+        );
     }
 
     #[test]
     fn heap_zero_length_errors() {
-        assert!(matches!(
-            Block::heap(0, 64),
-            Err(Error::BlockTooSmall { len: 0, .. })
-        ));
+        assert_eq!(Block::heap(0, 64).unwrap_err(), Error::EmptyBlock);
+    }
+
+    #[test]
+    fn heap_length_over_isize_max_errors() {
+        let len = usize::MAX - 8;
+        assert_eq!(
+            Block::heap(len, 64).unwrap_err(),
+            Error::BlockTooLarge { len, align: 64 }
+        );
     }
 
     #[test]

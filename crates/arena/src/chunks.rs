@@ -1,106 +1,143 @@
-//! The arena's free chunks: a lock-free stack of chunk indices (Treiber stack with a tag
-//! against ABA), from which clients take chunks and to which they give them back, singly or a
-//! whole chain at once.
+//! The arena's free chunks: a bitmap of atomic words (bit set = free), from which clients take
+//! single chunks or runs of contiguous chunks and to which they give them back, lock-free.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
-/// No chunk: the end of a chain, or an empty stack.
+/// No chunk: the end of a chain.
 pub(crate) const NIL: u32 = u32::MAX;
 
-fn pack(tag: u32, index: u32) -> u64 {
-    (u64::from(tag) << 32) | u64::from(index)
+/// The bits of word `w` that chunks `first..first + count` cover.
+fn span(w: usize, first: usize, count: usize) -> u64 {
+    let lo = first.max(w * 64);
+    let hi = (first + count).min(w * 64 + 64);
+    if lo >= hi {
+        return 0;
+    }
+    let bits = hi - lo;
+    let ones = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    ones << (lo - w * 64)
 }
 
-fn index_of(head: u64) -> u32 {
-    u32::try_from(head & u64::from(u32::MAX)).unwrap_or(NIL)
-}
-
-fn tag_of(head: u64) -> u32 {
-    u32::try_from(head >> 32).unwrap_or(0)
-}
-
-/// The stack. `next[i]` links chunk `i` to the one below it while `i` is on the stack (and,
-/// while a chain is being given back, to the next chunk of the chain).
+/// The free chunks. A chunk is taken by clearing its bit (an `Acquire` read-modify-write) and
+/// given back by setting it (`Release`), so everything its last holder did is visible to the
+/// next.
 #[derive(Debug)]
-pub(crate) struct ChunkStack {
-    /// Tag (bumped by every successful update) in the high half, top index in the low half.
-    head: AtomicU64,
-    next: Box<[AtomicU32]>,
+pub(crate) struct ChunkSet {
+    words: Box<[AtomicU64]>,
+    count: usize,
     len: AtomicUsize,
 }
 
-impl ChunkStack {
-    /// A stack holding chunks `0..count`, lowest on top.
+impl ChunkSet {
+    /// A set holding chunks `0..count`.
     pub(crate) fn new(count: u32) -> Self {
-        let next: Vec<AtomicU32> = (0..count)
-            .map(|i| AtomicU32::new(if i + 1 < count { i + 1 } else { NIL }))
+        let count = count as usize;
+        let words: Vec<AtomicU64> = (0..count.div_ceil(64))
+            .map(|w| AtomicU64::new(span(w, 0, count)))
             .collect();
-        let top = if count == 0 { NIL } else { 0 };
         Self {
-            head: AtomicU64::new(pack(0, top)),
-            next: next.into_boxed_slice(),
-            len: AtomicUsize::new(count as usize),
+            words: words.into_boxed_slice(),
+            count,
+            len: AtomicUsize::new(count),
         }
     }
 
-    /// Takes the top chunk. The `Acquire` on success makes everything its previous holder did
-    /// before giving it back visible to the caller.
+    /// Takes the lowest free chunk. A scan that finds none while the count says some are
+    /// free (given back behind the scan) looks again.
     pub(crate) fn pop(&self) -> Option<u32> {
-        let mut head = self.head.load(Ordering::Acquire);
         loop {
-            let top = index_of(head);
-            if top == NIL {
+            for (w, word) in self.words.iter().enumerate() {
+                let mut v = word.load(Ordering::Relaxed);
+                while v != 0 {
+                    let bit = v & v.wrapping_neg();
+                    match word.compare_exchange_weak(
+                        v,
+                        v & !bit,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            self.len.fetch_sub(1, Ordering::Relaxed);
+                            let chunk = w * 64 + bit.trailing_zeros() as usize;
+                            return u32::try_from(chunk).ok();
+                        }
+                        Err(now) => v = now,
+                    }
+                }
+            }
+            if self.len.load(Ordering::Relaxed) == 0 {
                 return None;
             }
-            // If `head` is still current when the exchange below runs, `top` has not left the
-            // stack since it was read, so this is the link its last push published; if not,
-            // the tag has moved on and the exchange fails.
-            let below = self.next[top as usize].load(Ordering::Relaxed);
-            match self.head.compare_exchange_weak(
-                head,
-                pack(tag_of(head).wrapping_add(1), below),
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    return Some(top);
+            #[cfg(loom)]
+            loom::thread::yield_now();
+        }
+    }
+
+    /// Takes `n` (at least 1) contiguous free chunks, the lowest such run found; returns the
+    /// first. Claims them word by word; if a word's part was taken meanwhile, gives back what
+    /// it claimed and looks further.
+    pub(crate) fn pop_run(&self, n: usize) -> Option<u32> {
+        if n == 0 || n > self.count {
+            return None;
+        }
+        let mut first = 0;
+        while first + n <= self.count {
+            // Where the run starting at `first` breaks (its first taken chunk), if it does.
+            let broken = (first..first + n)
+                .find(|&c| self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) == 0);
+            if let Some(c) = broken {
+                first = c + 1;
+                continue;
+            }
+            if self.claim(first, n) {
+                self.len.fetch_sub(n, Ordering::Relaxed);
+                return u32::try_from(first).ok();
+            }
+            first += 1;
+        }
+        None
+    }
+
+    /// Clears the bits of chunks `first..first + n`, all or none: false if one was not set.
+    fn claim(&self, first: usize, n: usize) -> bool {
+        let (lo, hi) = (first / 64, (first + n - 1) / 64);
+        for w in lo..=hi {
+            let mask = span(w, first, n);
+            let word = &self.words[w];
+            let mut v = word.load(Ordering::Relaxed);
+            loop {
+                if v & mask != mask {
+                    for back in lo..w {
+                        self.words[back].fetch_or(span(back, first, n), Ordering::Release);
+                    }
+                    return false;
                 }
-                Err(now) => head = now,
+                match word.compare_exchange_weak(v, v & !mask, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(now) => v = now,
+                }
             }
         }
+        true
     }
 
-    /// Links `chunk` to `next` in a chain being prepared for [`push_chain`](Self::push_chain).
-    /// Only the holder of `chunk` may call this.
-    pub(crate) fn link(&self, chunk: u32, next: u32) {
-        self.next[chunk as usize].store(next, Ordering::Relaxed);
+    /// Gives chunk `chunk`, held by the caller, back. The `Release` publishes everything the
+    /// caller did to it.
+    pub(crate) fn push(&self, chunk: u32) {
+        let c = chunk as usize;
+        self.words[c / 64].fetch_or(1 << (c % 64), Ordering::Release);
+        self.len.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Puts back a chain of `count` chunks from `first` to `last`, linked with
-    /// [`link`](Self::link), in one exchange. The `Release` publishes the links and everything
-    /// the giver did to the chunks.
-    pub(crate) fn push_chain(&self, first: u32, last: u32, count: usize) {
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            self.next[last as usize].store(index_of(head), Ordering::Relaxed);
-            match self.head.compare_exchange_weak(
-                head,
-                pack(tag_of(head).wrapping_add(1), first),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => head = now,
-            }
-        }
-        self.len.fetch_add(count, Ordering::Relaxed);
-    }
-
-    /// How many chunks are on the stack (exact when no hand-out is in flight).
+    /// How many chunks are free (exact when no hand-out is in flight).
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -112,33 +149,57 @@ mod tests {
 
     #[test]
     fn pop_all_then_none() {
-        let stack = ChunkStack::new(3);
-        assert_eq!(stack.len(), 3);
-        assert_eq!(stack.pop(), Some(0));
-        assert_eq!(stack.pop(), Some(1));
-        assert_eq!(stack.pop(), Some(2));
-        assert_eq!(stack.pop(), None);
-        assert_eq!(stack.len(), 0);
+        let set = ChunkSet::new(3);
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.pop(), Some(0));
+        assert_eq!(set.pop(), Some(1));
+        assert_eq!(set.pop(), Some(2));
+        assert_eq!(set.pop(), None);
+        assert_eq!(set.len(), 0);
     }
 
     #[test]
-    fn push_chain_restores_all_in_chain_order() {
-        let stack = ChunkStack::new(4);
-        let taken: Vec<u32> = (0..4).map(|_| stack.pop().unwrap()).collect();
-        stack.link(3, 1);
-        stack.link(1, 2);
-        stack.push_chain(3, 2, 3);
-        assert_eq!(stack.len(), 3);
-        assert_eq!(stack.pop(), Some(3));
-        assert_eq!(stack.pop(), Some(1));
-        assert_eq!(stack.pop(), Some(2));
-        assert_eq!(stack.pop(), None);
+    fn push_makes_chunk_free_again() {
+        let set = ChunkSet::new(4);
+        let taken: Vec<u32> = (0..4).map(|_| set.pop().unwrap()).collect();
         assert_eq!(taken, [0, 1, 2, 3]);
+        set.push(2);
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.pop(), Some(2));
+        assert_eq!(set.pop(), None);
     }
 
     #[test]
     fn new_empty_pops_none() {
-        let stack = ChunkStack::new(0);
-        assert_eq!(stack.pop(), None);
+        let set = ChunkSet::new(0);
+        assert_eq!(set.pop(), None);
+        assert_eq!(set.pop_run(1), None);
+    }
+
+    #[test]
+    fn pop_run_across_words_skips_taken_chunks() {
+        let set = ChunkSet::new(200);
+        for _ in 0..70 {
+            set.pop().unwrap();
+        }
+        assert_eq!(set.pop_run(10), Some(70));
+        // 75 free alone: a run of 3 cannot start there.
+        set.push(75);
+        assert_eq!(set.pop_run(3), Some(80));
+        assert_eq!(set.pop_run(100), Some(83), "across two words");
+        assert_eq!(set.len(), 200 - 70 - 10 + 1 - 3 - 100);
+        assert_eq!(set.pop_run(100), None, "nothing changed on failure");
+        assert_eq!(set.len(), 18);
+        assert_eq!(set.pop_run(17), Some(183));
+        assert_eq!(set.pop(), Some(75));
+        assert_eq!(set.pop(), None);
+    }
+
+    #[test]
+    fn pop_run_longer_than_set_is_none() {
+        let set = ChunkSet::new(5);
+        assert_eq!(set.pop_run(6), None);
+        assert_eq!(set.pop_run(5), Some(0));
+        assert_eq!(set.len(), 0);
     }
 }

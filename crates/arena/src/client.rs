@@ -8,18 +8,30 @@ use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::arena::{
-    Arena, ChunkInfo, Geometry, MARK_SHIFT, ORDER_SLOTS, meta_slot, slot, start_word,
-};
+use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS};
 use crate::chunks::NIL;
 use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::AtomicU32;
 
+mod buddy;
 mod cache;
+mod marks;
+mod remote;
+mod run;
+mod slab;
 
 use cache::{Caches, Uncached};
+pub(crate) use remote::Mailbox;
+use slab::{FreeObj, Slab};
+
+/// The largest alignment a slab block can have: blocks of a class whose size is a multiple of
+/// it are aligned to it (the slab header is, and slabs start on a buddy page of at least 256
+/// bytes).
+const SLAB_ALIGN: usize = 64;
+const _: () =
+    assert!(SLAB_HEADER.is_multiple_of(SLAB_ALIGN) && SMALL_MAX.is_multiple_of(SLAB_ALIGN));
 
 /// The byte freed blocks are filled with under [`Flags::POISON`].
 pub const POISON_BYTE: u8 = 0xA5;
@@ -44,28 +56,29 @@ fn meta(kind: u16, value: usize) -> u16 {
     kind | (u16::try_from(value).unwrap_or(VALUE) & VALUE)
 }
 
+/// The size of the live block at `off` whose page metadata is `meta`, given the marks table
+/// `marks` (as `u16`s).
+///
+/// # Safety
+/// A live block starts at `off` and its metadata is not being written.
+#[inline]
+pub(crate) unsafe fn block_size(geo: &Geometry, marks: *const u16, off: usize, meta: u16) -> usize {
+    match meta & KIND {
+        SLAB => class_size(usize::from(meta & VALUE)),
+        _ if run::is_run(meta) => {
+            // SAFETY: the caller's promise.
+            unsafe { run::run_chunks(geo, marks, off) << geo.chunk_shift }
+        }
+        _ => {
+            debug_assert_eq!(meta & KIND, LIVE);
+            (usize::from(meta & VALUE) + 1) << geo.page_shift
+        }
+    }
+}
+
 /// A chunk's index as the tables store it.
 fn chunk_index(chunk: usize) -> u32 {
     u32::try_from(chunk).expect("the arena has fewer than u32::MAX chunks")
-}
-
-/// A free slab block's link, kept in its first bytes.
-#[repr(C)]
-struct FreeObj {
-    next: *mut FreeObj,
-}
-
-/// The header at the start of each slab.
-#[repr(C)]
-struct Slab {
-    next: *mut Slab,
-    /// The previous slab of the partial list; stale (not read) while the slab heads the list,
-    /// so taking the head off does not write to the next slab.
-    prev: *mut Slab,
-    free: *mut FreeObj,
-    /// Offset from the slab start of the first block never handed out.
-    bump: usize,
-    live: u32,
 }
 
 /// Statistics of one client.
@@ -87,6 +100,12 @@ pub struct ClientStats {
     pub cached_chunks: usize,
     /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
     pub cached_bytes: usize,
+    /// Held chunks with no live block in them: kept for reuse, holding only cached blocks,
+    /// empty slabs or nothing. At most one: when a free leaves a second chunk without a live
+    /// block, that chunk's cached blocks and empty slabs are given back and so is the chunk.
+    pub pinned_chunks: usize,
+    /// Bytes of those chunks.
+    pub pinned_bytes: usize,
     /// The largest block the client can allocate without taking another chunk.
     pub largest_free_block: usize,
     /// Successful allocations so far.
@@ -154,6 +173,19 @@ struct State {
     chunk_head: u32,
     chunks: usize,
     empty_chunks: usize,
+    /// Held chunks without a live block (see [`ClientStats::pinned_chunks`]).
+    idle_chunks: usize,
+    /// The client's identifier.
+    id: u32,
+    /// Where other threads put the blocks they free ([`Arena::free`]); made with `Box`, freed
+    /// when the client is dropped.
+    mailbox: *mut Mailbox,
+    /// The arena's trim request count when this client last trimmed.
+    seen_trims: usize,
+    /// Bytes of cached blocks.
+    cached: usize,
+    /// `cached` as last added to the arena's statistics ([`Flags::STATISTICS`]).
+    cached_reported: usize,
     free_bits: *mut u64,
     heads: [u32; ORDER_SLOTS],
     mask: u32,
@@ -201,6 +233,12 @@ impl<'a> Client<'a> {
                 chunk_head: NIL,
                 chunks: 0,
                 empty_chunks: 0,
+                idle_chunks: 0,
+                id,
+                mailbox: Box::into_raw(Box::new(Mailbox::new())),
+                seen_trims: arena.trim_requests(),
+                cached: 0,
+                cached_reported: 0,
                 free_bits: arena.free_bits_ptr(),
                 heads: [NIL; ORDER_SLOTS],
                 mask: 0,
@@ -244,10 +282,11 @@ impl<'a> Client<'a> {
         f(unsafe { &mut *self.state.get() })
     }
 
-    /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 16 are rounded up
-    /// to a size class; larger ones to a multiple of the buddy page (256 bytes for chunks up to
-    /// 1 MiB, a 4096th of the chunk above). A zero size gets the smallest block. With
-    /// [`Flags::ZERO`] the block reads as zero.
+    /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 64 are rounded up
+    /// to a size class (with alignment 32 or 64, to a class that is a multiple of it); larger
+    /// ones to a multiple of the buddy page (256 bytes for chunks up to 1 MiB, a 4096th of the
+    /// chunk above), and sizes over a chunk to whole chunks. A zero size gets the smallest
+    /// block. With [`Flags::ZERO`] the block reads as zero.
     ///
     /// # Errors
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
@@ -267,7 +306,14 @@ impl<'a> Client<'a> {
     pub fn alloc_sized(&self, layout: Layout) -> Result<(NonNull<u8>, usize)> {
         let arena = self.arena;
         let id = self.id;
-        self.with(|s| s.alloc(arena, id, layout))
+        self.with(|s| match s.alloc(arena, id, layout) {
+            // Blocks freed through the arena still count against the quota until taken back.
+            Err(Error::QuotaExceeded { .. }) if s.has_mail(arena) => {
+                s.poll(arena);
+                s.alloc(arena, id, layout)
+            }
+            result => result,
+        })
     }
 
     /// Frees the block at `ptr` and returns its size.
@@ -287,8 +333,12 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (off, meta, slot) = s.locate_meta(owners, id, ptr.as_ptr())?;
-            Ok(s.free(arena, off, meta, slot))
+            let (off, meta, slot) = s.claim(owners, id, ptr.as_ptr())?;
+            let size = s.free(arena, off, meta, slot);
+            if s.has_mail(arena) {
+                s.poll(arena);
+            }
+            Ok(size)
         })
     }
 
@@ -310,8 +360,8 @@ impl<'a> Client<'a> {
         let owners = self.owners;
         let id = self.id;
         self.with(|s| {
-            let (_, meta, _) = s.locate_meta(owners, id, ptr)?;
-            Ok(s.block_size(meta))
+            let (off, meta, _) = s.locate_meta(owners, id, ptr)?;
+            Ok(s.block_size(off, meta))
         })
     }
 
@@ -319,6 +369,36 @@ impl<'a> Client<'a> {
     #[must_use]
     pub fn stats(&self) -> ClientStats {
         self.with(|s| s.stats())
+    }
+
+    /// Gives back everything the client keeps for reuse: frees the blocks other threads freed
+    /// through [`Arena::free`], gives its cached blocks back to their slabs and the buddy
+    /// allocator, its empty slabs to the buddy allocator and every chunk left without a block
+    /// to the arena. Live blocks are not touched.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    ///
+    /// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+    /// let client = arena.create_client(Quota::UNLIMITED)?;
+    /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
+    /// // SAFETY: `p` is not used after this.
+    /// unsafe { client.free(p) }?;
+    /// assert!(client.stats().cached_bytes > 0);
+    /// client.trim();
+    /// assert_eq!(client.stats().cached_bytes, 0);
+    /// assert_eq!(client.stats().chunks, 0);
+    /// # Ok::<(), memvisor_arena::Error>(())
+    /// ```
+    pub fn trim(&self) {
+        let arena = self.arena;
+        self.with(|s| {
+            s.drain(arena);
+            s.trim(arena);
+        });
     }
 }
 
@@ -328,9 +408,17 @@ impl Drop for Client<'_> {
         if s.geo.flags.contains(Flags::STATISTICS) {
             self.arena.count_free(s.used, s.live());
         }
+        if s.geo.flags.contains(Flags::STATISTICS) {
+            self.arena.count_cached(0, s.cached_reported);
+            self.arena.count_pinned(0, s.idle_chunks);
+        }
         // The chunks may still have live blocks: the arena clears their tables when it hands
         // them out again.
         self.arena.release_list(s.chunk_head, false);
+        // SAFETY: made with `Box::into_raw` in `new` and freed only here; nothing pushes onto
+        // it any more (a free through the arena needs the client alive, and the chunks no
+        // longer point at it).
+        drop(unsafe { Box::from_raw(s.mailbox) });
         self.arena.client_gone();
     }
 }
@@ -363,110 +451,10 @@ impl State {
         p.addr() - self.geo.base_addr
     }
 
-    /// Sets the metadata of buddy page `index` (counted from chunk 0).
-    #[inline]
-    fn set_page(&mut self, index: usize, value: u16) {
-        let slot = meta_slot(&self.geo, index << self.geo.page_shift);
-        // SAFETY: callers pass the index of a page of a chunk this client holds; the marks
-        // table has a `u16` slot for every page of every chunk (in the metadata word of the KiB
-        // the page starts in), and `u16` is less aligned than the table's `u64`s.
-        unsafe { *self.marks.cast::<u16>().add(slot) = value }
-    }
-
-    /// The metadata of the page that byte `off` lies in, read from the metadata word of the
-    /// KiB of `off`: right for the first KiB of a page, and for every KiB of a slab's pages
-    /// (see [`set_slab_pages`](Self::set_slab_pages)).
-    #[inline]
-    fn page_at(&self, off: usize) -> u16 {
-        // SAFETY: callers pass an offset in a chunk this client holds; as in `set_page`, the
-        // metadata word of every KiB has a `u16` slot for each page starting in it, and pages
-        // of 1 KiB or more use the first.
-        unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, off)) }
-    }
-
-    /// Sets the metadata of the pages of the slab of `bytes` at `off` to `value`: each page's,
-    /// and with pages over 1 KiB that of every KiB (so that [`page_at`](Self::page_at) finds
-    /// it from any block of the slab).
-    fn set_slab_pages(&mut self, off: usize, bytes: usize, value: u16) {
-        let step = 1usize << self.geo.page_shift.min(MARK_SHIFT);
-        for at in (off..off + bytes).step_by(step) {
-            // SAFETY: as in `page_at`; `at` lies in the slab, in a chunk this client holds.
-            unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, at)) = value }
-        }
-    }
-
     #[inline]
     fn info(&mut self, chunk: usize) -> &mut ChunkInfo {
         // SAFETY: callers pass a chunk this client holds, whose record only it touches.
         unsafe { &mut *self.info.add(chunk) }
-    }
-
-    #[inline]
-    fn flip_start(&mut self, off: usize) {
-        let g = off >> 4;
-        // SAFETY: `off` lies in a chunk this client holds; the marks table covers the arena.
-        unsafe { *self.marks.add(start_word(off)) ^= 1 << (g & 63) }
-    }
-
-    /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set);
-    /// returns its offset.
-    #[inline]
-    fn locate(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<usize> {
-        let addr = ptr.addr();
-        let off = addr.wrapping_sub(self.geo.base_addr);
-        if off >= self.geo.len {
-            return Err(Error::Foreign { addr });
-        }
-        let chunk = off >> self.geo.chunk_shift;
-        // Only this client stores `id` into the table, so a relaxed load that reads `id` reads
-        // its own latest store.
-        // SAFETY: `off < len`, the bytes of `nchunks` chunks, so `chunk < nchunks`, the length
-        // of the owner table.
-        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
-            return Err(Error::NotOwned { addr, chunk });
-        }
-        let g = off >> 4;
-        // SAFETY: chunk `chunk` is held by this client, and the marks table covers the arena.
-        let word = unsafe { *self.marks.add(start_word(off)) };
-        if !off.is_multiple_of(MIN_BLOCK) || word & (1 << (g & 63)) == 0 {
-            return Err(Error::NotABlock { addr });
-        }
-        Ok(off)
-    }
-
-    /// [`locate`](Self::locate), with the metadata of the block's page and its slot in the
-    /// marks table (as `u16`s).
-    #[inline]
-    fn locate_meta(
-        &self,
-        owners: &[AtomicU32],
-        id: u32,
-        ptr: *const u8,
-    ) -> Result<(usize, u16, usize)> {
-        let off = self.locate(owners, id, ptr)?;
-        // A live block starts a buddy block (on a page) or lies in a slab.
-        let slot = meta_slot(&self.geo, off);
-        Ok((off, self.page_at(off), slot))
-    }
-
-    /// The size of the live block at `off`, whose page metadata is `meta`.
-    #[inline]
-    fn block_size(&self, meta: u16) -> usize {
-        match meta & KIND {
-            SLAB => class_size(usize::from(meta & VALUE)),
-            _ => {
-                debug_assert_eq!(meta & KIND, LIVE);
-                (usize::from(meta & VALUE) + 1) << self.geo.page_shift
-            }
-        }
-    }
-
-    /// The header of the slab of `class` that the block at `off` lies in.
-    #[inline]
-    fn slab_of(&self, off: usize, class: usize) -> *mut Slab {
-        let order = self.geo.slab_order[class];
-        let page = (off >> self.geo.page_shift) & !((1usize << order) - 1);
-        self.at(page << self.geo.page_shift).cast::<Slab>()
     }
 
     #[inline]
@@ -492,17 +480,22 @@ impl State {
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
             let class = usize::from(self.class_of[(size + 15) >> 4]);
-            let bytes = class_size(class);
-            self.check_quota(bytes)?;
-            let off = match self.uncache_small(class) {
-                Some(off) => off,
-                None => self.alloc_small(arena, id, class)?,
-            };
-            (off, bytes)
+            self.small(arena, id, class)?
+        } else if align <= SLAB_ALIGN && size <= SMALL_MAX {
+            let class = self.aligned_class(size, align);
+            self.small(arena, id, class)?
         } else {
+            if self.has_mail(arena) {
+                self.poll(arena);
+            }
             self.alloc_large(arena, id, size.max(1), align)?
         };
-        self.flip_start(off);
+        self.set_start(off);
+        let info = self.info(off >> self.geo.chunk_shift);
+        info.live += 1;
+        if info.live == 1 {
+            self.busy(arena);
+        }
         self.used += bytes;
         if self.used > self.peak {
             // A branch, not a select: past the first growth a new peak is rare, and the store
@@ -518,10 +511,40 @@ impl State {
         Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
     }
 
+    /// Takes a block of `class` from its cache or its slabs; returns its offset and size.
+    #[inline(always)]
+    fn small(&mut self, arena: &Arena, id: u32, class: usize) -> Result<(usize, usize)> {
+        let bytes = class_size(class);
+        self.check_quota(bytes)?;
+        let off = match self.uncache_small(class) {
+            Some(off) => off,
+            None => {
+                if self.has_mail(arena) {
+                    self.poll(arena);
+                }
+                self.alloc_small(arena, id, class)?
+            }
+        };
+        Ok((off, bytes))
+    }
+
+    /// The smallest class of at least `size` bytes (at most [`SMALL_MAX`]) whose blocks are
+    /// all aligned to `align` (a power of two up to [`SLAB_ALIGN`]): a slab's blocks lie at
+    /// its page-aligned start plus the 64-byte header plus multiples of the class size, so a
+    /// class that is a multiple of `align` has them all aligned. The largest class is one.
+    #[cold]
+    fn aligned_class(&self, size: usize, align: usize) -> usize {
+        let mut class = usize::from(self.class_of[(size + 15) >> 4]);
+        while !class_size(class).is_multiple_of(align) {
+            class += 1;
+        }
+        class
+    }
+
     /// [`Flags::ZERO`] and [`Flags::STATISTICS`] for the block of `bytes` at `p` just handed
     /// out.
     #[cold]
-    fn on_alloc(&self, arena: &Arena, p: *mut u8, bytes: usize) {
+    fn on_alloc(&mut self, arena: &Arena, p: *mut u8, bytes: usize) {
         if self.geo.flags.contains(Flags::ZERO) {
             // SAFETY: the block `p..p + bytes` was just handed out, lies in a chunk this client
             // holds, and nobody else refers to it.
@@ -529,6 +552,42 @@ impl State {
         }
         if self.geo.flags.contains(Flags::STATISTICS) {
             arena.count_alloc(bytes);
+            self.report_cached(arena);
+        }
+    }
+
+    /// Brings the arena's count of cached bytes up to date ([`Flags::STATISTICS`]).
+    #[cold]
+    fn report_cached(&mut self, arena: &Arena) {
+        arena.count_cached(self.cached, self.cached_reported);
+        self.cached_reported = self.cached;
+    }
+
+    /// Asks the other clients to trim at their next call (this one need not: it is about
+    /// to give back what helps, or has nothing that would).
+    #[cold]
+    fn ask_others_to_trim(&mut self, arena: &Arena) {
+        let now = arena.request_trim();
+        if self.seen_trims == now.wrapping_sub(1) {
+            self.seen_trims = now;
+        }
+    }
+
+    /// A held chunk got its first live block.
+    #[inline]
+    fn busy(&mut self, arena: &Arena) {
+        self.idle_chunks -= 1;
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_pinned(0, 1);
+        }
+    }
+
+    /// A held chunk lost its last live block, or was taken.
+    #[inline]
+    fn idle(&mut self, arena: &Arena) {
+        self.idle_chunks += 1;
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            arena.count_pinned(1, 0);
         }
     }
 
@@ -550,10 +609,14 @@ impl State {
             });
         }
         if size > self.geo.max_block {
-            return Err(Error::TooLarge {
-                size,
-                max: self.geo.max_block,
-            });
+            if self.geo.max_block < 1 << self.geo.chunk_shift {
+                // With guard pages, chunks are not contiguous memory.
+                return Err(Error::TooLarge {
+                    size,
+                    max: self.geo.max_block,
+                });
+            }
+            return self.alloc_run(arena, id, size);
         }
         let shift = self.geo.page_shift;
         // `size <= max_block`, so this does not overflow.
@@ -580,15 +643,25 @@ impl State {
     /// returns its size.
     #[inline]
     fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
-        self.flip_start(off);
+        if run::is_run(meta) {
+            return self.free_run(arena, off);
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        let info = self.info(chunk);
+        info.live -= 1;
+        // A chunk left without a live block while another is kept already: it is not kept.
+        let purge = info.live == 0 && {
+            self.idle(arena);
+            self.idle_chunks > 1
+        };
         let value = usize::from(meta & VALUE);
         let bytes = if meta & KIND == SLAB {
             let bytes = class_size(value);
             if self.free_flags {
                 self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
             }
-            if !self.cache_small(value, off) {
-                self.free_small(arena, off, value, false);
+            if purge || !self.cache_small(value, off) {
+                self.free_small(arena, off, value, purge);
             }
             bytes
         } else {
@@ -596,7 +669,7 @@ impl State {
             if self.free_flags {
                 self.on_free(arena, off, bytes, 0);
             }
-            if !self.cache_large(off, slot, value + 1) {
+            if purge || !self.cache_large(off, slot, value + 1) {
                 self.set_page(off >> self.geo.page_shift, 0);
                 self.free_pages(arena, off, value + 1);
             }
@@ -604,13 +677,19 @@ impl State {
         };
         self.used -= bytes;
         self.frees += 1;
+        if purge {
+            self.purge(arena, chunk);
+        }
+        if self.free_flags && self.geo.flags.contains(Flags::STATISTICS) {
+            self.report_cached(arena);
+        }
         bytes
     }
 
     /// [`Flags::POISON`] (all but the first `keep` bytes) and [`Flags::STATISTICS`] for the
     /// block of `bytes` at `off` being freed.
     #[cold]
-    fn on_free(&self, arena: &Arena, off: usize, bytes: usize, keep: usize) {
+    fn on_free(&mut self, arena: &Arena, off: usize, bytes: usize, keep: usize) {
         if self.geo.flags.contains(Flags::POISON) {
             // SAFETY: the block is being freed: it lies in a chunk this client holds and the
             // caller of `free` promised not to use it again.
@@ -619,428 +698,6 @@ impl State {
         if self.geo.flags.contains(Flags::STATISTICS) {
             arena.count_free(bytes, 1);
         }
-    }
-
-    // ---- small blocks -------------------------------------------------------------------
-
-    #[inline]
-    fn alloc_small(&mut self, arena: &Arena, id: u32, class: usize) -> Result<usize> {
-        let mut slab = self.partial[class];
-        if slab.is_null() {
-            slab = self.new_slab(arena, id, class)?;
-        }
-        let size = class_size(class);
-        // SAFETY: `slab` heads this client's partial list of `class`, so it is a live slab
-        // header in a chunk this client holds, and it has a free block.
-        unsafe {
-            if (*slab).live == 0 {
-                self.empty_slabs[class] -= 1;
-            }
-            let obj = if (*slab).free.is_null() {
-                let obj = slab.cast::<u8>().add((*slab).bump);
-                (*slab).bump += size;
-                obj
-            } else {
-                let obj = (*slab).free;
-                (*slab).free = (*obj).next;
-                obj.cast::<u8>()
-            };
-            (*slab).live += 1;
-            if (*slab).live == self.geo.slab_cap[class] {
-                // `next` heads the list now; its `prev` is not read there.
-                self.partial[class] = (*slab).next;
-                (*slab).next = ptr::null_mut();
-            }
-            Ok(self.offset_of(obj))
-        }
-    }
-
-    #[cold]
-    fn new_slab(&mut self, arena: &Arena, id: u32, class: usize) -> Result<*mut Slab> {
-        let order = self.geo.slab_order[class];
-        let pages = 1usize << order;
-        let bytes = pages << self.geo.page_shift;
-        let off = match self.uncache_large(pages, order) {
-            Uncached::Hit(off) => off,
-            Uncached::Miss => self.alloc_pages(arena, id, pages, 0, bytes)?,
-            Uncached::Stuck(stuck) => {
-                let off = self.alloc_pages(arena, id, pages, 0, bytes)?;
-                self.evict_large(arena, order, stuck);
-                off
-            }
-        };
-        self.set_slab_pages(off, bytes, meta(SLAB, class));
-        let slab = self.at(off).cast::<Slab>();
-        let head = self.partial[class];
-        // SAFETY: the slab's block was just handed out in a chunk this client holds, is aligned
-        // to at least a buddy page, and holds the header; `head`, if not null, is a live slab
-        // header of this client.
-        unsafe {
-            slab.write(Slab {
-                next: head,
-                prev: ptr::null_mut(),
-                free: ptr::null_mut(),
-                bump: SLAB_HEADER,
-                live: 0,
-            });
-            if !head.is_null() {
-                (*head).prev = slab;
-            }
-        }
-        self.partial[class] = slab;
-        self.empty_slabs[class] += 1;
-        Ok(slab)
-    }
-
-    /// Gives the block at `off` back to its slab of `class`. A slab left empty goes back to
-    /// the buddy allocator if another of its class is empty already, or with `reclaim`.
-    #[inline]
-    fn free_small(&mut self, arena: &Arena, off: usize, class: usize, reclaim: bool) {
-        let slab = self.slab_of(off, class);
-        // SAFETY: `off` is a block of this client in a slab of `class` (its page says so) that
-        // is being freed, so `slab` is that slab's live header and `obj` a block of it no one
-        // uses any more.
-        unsafe {
-            if (*slab).live == self.geo.slab_cap[class] {
-                let head = self.partial[class];
-                (*slab).next = head;
-                (*slab).prev = ptr::null_mut();
-                if !head.is_null() {
-                    (*head).prev = slab;
-                }
-                self.partial[class] = slab;
-            }
-            let obj = self.at(off).cast::<FreeObj>();
-            (*obj).next = (*slab).free;
-            (*slab).free = obj;
-            (*slab).live -= 1;
-            if (*slab).live == 0 {
-                self.empty_slabs[class] += 1;
-                if reclaim || self.empty_slabs[class] > 1 {
-                    self.drop_slab(arena, slab, class);
-                }
-            }
-        }
-    }
-
-    /// Gives an empty slab's block back to the buddy allocator.
-    ///
-    /// # Safety
-    /// `slab` is an empty slab of `class` on this client's partial list.
-    #[cold]
-    unsafe fn drop_slab(&mut self, arena: &Arena, slab: *mut Slab, class: usize) {
-        // SAFETY: the caller's promise: `slab` and its neighbours are live headers.
-        unsafe {
-            let (next, prev) = ((*slab).next, (*slab).prev);
-            if self.partial[class] == slab {
-                self.partial[class] = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-        }
-        self.empty_slabs[class] -= 1;
-        let pages = 1usize << self.geo.slab_order[class];
-        let off = self.offset_of(slab);
-        self.set_slab_pages(off, pages << self.geo.page_shift, 0);
-        self.free_pages(arena, off, pages);
-    }
-
-    // ---- buddy blocks -------------------------------------------------------------------
-    //
-    // Free buddy blocks live in side tables, never in the block's memory: per chunk and order a
-    // bitmap of free blocks and a summary word (bit `w` set while word `w` of the bitmap is
-    // not zero), and per order a list of the client's chunks that have a free block of that
-    // order (linked through the chunk records; `mask` bit `o` is set while list `o` is not
-    // empty).
-
-    #[inline]
-    fn free_words(&self, chunk: usize) -> *mut u64 {
-        // SAFETY: `chunk` is held by this client; each chunk has `free_words` words.
-        unsafe { self.free_bits.add(chunk * self.geo.free_words) }
-    }
-
-    #[inline]
-    fn is_free(&self, chunk: usize, order: u32, index: usize) -> bool {
-        let words = self.free_words(chunk);
-        let word = self.geo.order_word[slot(order)] + index / 64;
-        // SAFETY: `index` is below `2^(max_order - order)`, so the word is inside the chunk's
-        // bitmap of that order.
-        unsafe { *words.add(word) & (1 << (index % 64)) != 0 }
-    }
-
-    /// The word of the order-`order` bitmap of `chunk` that holds block `index`.
-    fn free_word(&self, chunk: usize, order: u32, index: usize) -> u64 {
-        let words = self.free_words(chunk);
-        let word = self.geo.order_word[slot(order)] + index / 64;
-        // SAFETY: as in `is_free`.
-        unsafe { *words.add(word) }
-    }
-
-    /// Marks block `index` of `order` in `chunk` free.
-    #[inline]
-    fn set_free(&mut self, chunk: usize, order: u32, index: usize) {
-        let words = self.free_words(chunk);
-        let word = self.geo.order_word[slot(order)] + index / 64;
-        // SAFETY: as in `is_free`; the summary word of `order` is word `order`.
-        let was_empty = unsafe {
-            let summary = words.add(order as usize);
-            let was_empty = *summary == 0;
-            *words.add(word) |= 1 << (index % 64);
-            *summary |= 1 << (index / 64);
-            was_empty
-        };
-        if was_empty {
-            let o = slot(order);
-            let head = self.heads[o];
-            let info = self.info(chunk);
-            info.order_next[o] = head;
-            info.order_prev[o] = NIL;
-            if head != NIL {
-                self.info(head as usize).order_prev[o] = chunk_index(chunk);
-            }
-            self.heads[o] = chunk_index(chunk);
-            self.mask |= 1 << order;
-        }
-    }
-
-    /// Marks free block `index` of `order` in `chunk` taken.
-    #[inline]
-    fn clear_free(&mut self, chunk: usize, order: u32, index: usize) {
-        let words = self.free_words(chunk);
-        let word = self.geo.order_word[slot(order)] + index / 64;
-        // SAFETY: as in `set_free`.
-        let now_empty = unsafe {
-            let w = words.add(word);
-            let left = *w & !(1 << (index % 64));
-            *w = left;
-            // The summary bit goes with the word's last bit (without a branch on it).
-            let summary = words.add(order as usize);
-            *summary &= !(u64::from(left == 0) << (index / 64));
-            *summary == 0
-        };
-        if now_empty {
-            let o = slot(order);
-            let (next, prev) = {
-                let info = self.info(chunk);
-                (info.order_next[o], info.order_prev[o])
-            };
-            if prev == NIL {
-                self.heads[o] = next;
-                if next == NIL {
-                    self.mask &= !(1 << order);
-                }
-            } else {
-                self.info(prev as usize).order_next[o] = next;
-            }
-            if next != NIL {
-                self.info(next as usize).order_prev[o] = prev;
-            }
-        }
-    }
-
-    /// Takes some free block of `order` from `chunk`, which has one; returns its index.
-    #[inline]
-    fn take_free(&mut self, chunk: usize, order: u32) -> usize {
-        let words = self.free_words(chunk);
-        // SAFETY: the summary word and the word it points at are inside the chunk's bitmaps.
-        let index = unsafe {
-            let w = (*words.add(order as usize)).trailing_zeros() as usize;
-            let bits = *words.add(self.geo.order_word[slot(order)] + w);
-            w * 64 + bits.trailing_zeros() as usize
-        };
-        self.clear_free(chunk, order, index);
-        index
-    }
-
-    /// Takes a block of `pages` buddy pages aligned to `2^min_order` pages, taking a chunk if
-    /// needed; the unused tail of the power-of-two block goes back as free blocks. Returns its
-    /// offset; its page metadata is the caller's to set.
-    fn alloc_pages(
-        &mut self,
-        arena: &Arena,
-        id: u32,
-        pages: usize,
-        min_order: u32,
-        requested: usize,
-    ) -> Result<usize> {
-        let order = pages.next_power_of_two().trailing_zeros().max(min_order);
-        let mut avail = self.mask >> order;
-        if avail == 0 {
-            if let Err(e) = self.add_chunk(arena, id, requested) {
-                // Out of chunks: the cached blocks go back first if that frees a block of
-                // `order`; otherwise nothing changes.
-                if !matches!(e, Error::OutOfMemory { .. }) || !self.flush_would_free(order) {
-                    return Err(e);
-                }
-                self.flush(arena, true);
-                debug_assert!(
-                    self.mask >> order != 0,
-                    "flush freed no block of order {order}"
-                );
-            }
-            avail = self.mask >> order;
-            if avail == 0 {
-                return Err(Error::TooLarge {
-                    size: requested,
-                    max: self.geo.max_block,
-                });
-            }
-        }
-        let mut j = order + avail.trailing_zeros();
-        let chunk = self.heads[slot(j)] as usize;
-        let rel = self.take_free(chunk, j) << j;
-        while j > order {
-            j -= 1;
-            self.set_free(chunk, j, (rel >> j) + 1);
-        }
-        let mut pos = pages;
-        while pos < 1 << order {
-            let i = pos.trailing_zeros();
-            self.set_free(chunk, i, (rel + pos) >> i);
-            pos += 1 << i;
-        }
-        let shift = self.geo.page_shift;
-        let info = self.info(chunk);
-        let was_empty = info.used == 0;
-        info.used += pages << shift;
-        if was_empty {
-            self.empty_chunks -= 1;
-        }
-        Ok((chunk << self.geo.chunk_shift) + (rel << shift))
-    }
-
-    /// Gives back `pages` buddy pages at `off`, merging with free buddies.
-    fn free_pages(&mut self, arena: &Arena, off: usize, pages: usize) {
-        let shift = self.geo.page_shift;
-        let chunk = off >> self.geo.chunk_shift;
-        let rel = (off >> shift) & ((1 << self.geo.max_order) - 1);
-        let order = pages.next_power_of_two().trailing_zeros();
-        if rel.is_multiple_of(1 << order) && self.take_tail(chunk, rel, pages, order) {
-            // The tail `pages..2^order` that `alloc_pages` gave back is still free: the block
-            // goes back whole, as the power-of-two block it was cut from.
-            self.free_piece(chunk, rel, order);
-        } else {
-            // The pieces of the binary expansion of `pages`, largest first.
-            let mut pos = 0;
-            let mut rest = pages;
-            while rest != 0 {
-                let i = usize::BITS - 1 - rest.leading_zeros();
-                self.free_piece(chunk, rel + pos, i);
-                pos += 1 << i;
-                rest &= !(1 << i);
-            }
-        }
-        let info = self.info(chunk);
-        info.used -= pages << shift;
-        if info.used == 0 {
-            self.empty_chunks += 1;
-            if self.empty_chunks > 1 {
-                self.release_chunk(arena, chunk);
-            }
-        }
-    }
-
-    /// If the tail `pages..2^order` of the order-`order` block at page `rel` (aligned to it)
-    /// consists of free whole blocks — the pieces `alloc_pages` gave back, largest last —
-    /// takes them all and returns true; otherwise changes nothing and returns false.
-    #[inline]
-    fn take_tail(&mut self, chunk: usize, rel: usize, pages: usize, order: u32) -> bool {
-        let end = 1 << order;
-        let mut pos = pages;
-        while pos < end {
-            let i = pos.trailing_zeros();
-            if !self.is_free(chunk, i, (rel + pos) >> i) {
-                return false;
-            }
-            pos += 1 << i;
-        }
-        let mut pos = pages;
-        while pos < end {
-            let i = pos.trailing_zeros();
-            self.clear_free(chunk, i, (rel + pos) >> i);
-            pos += 1 << i;
-        }
-        true
-    }
-
-    /// Frees the block of `2^order` pages at page `rel` of `chunk`, merging it with its buddy
-    /// while the buddy is free and whole.
-    #[inline]
-    fn free_piece(&mut self, chunk: usize, mut rel: usize, mut order: u32) {
-        while order < self.geo.max_order {
-            let buddy = rel ^ (1 << order);
-            if !self.is_free(chunk, order, buddy >> order) {
-                break;
-            }
-            self.clear_free(chunk, order, buddy >> order);
-            rel = rel.min(buddy);
-            order += 1;
-        }
-        self.set_free(chunk, order, rel >> order);
-    }
-
-    /// The blocks an empty chunk consists of, as (first page, order): the usable pages cut
-    /// into power-of-two blocks, largest first.
-    fn pieces(&self) -> impl Iterator<Item = (usize, u32)> + use<> {
-        let usable = self.geo.usable_pages;
-        let mut pos = 0;
-        (0..=self.geo.max_order)
-            .rev()
-            .filter(move |&i| usable & (1 << i) != 0)
-            .map(move |i| {
-                let at = pos;
-                pos += 1 << i;
-                (at, i)
-            })
-    }
-
-    #[cold]
-    fn add_chunk(&mut self, arena: &Arena, id: u32, requested: usize) -> Result<()> {
-        let chunk = arena.acquire(id, requested)?;
-        let head = self.chunk_head;
-        let info = self.info(chunk as usize);
-        info.next = head;
-        info.prev = NIL;
-        if head != NIL {
-            self.info(head as usize).prev = chunk;
-        }
-        self.chunk_head = chunk;
-        self.chunks += 1;
-        self.empty_chunks += 1;
-        for (at, order) in self.pieces() {
-            self.set_free(chunk as usize, order, at >> order);
-        }
-        Ok(())
-    }
-
-    #[cold]
-    fn release_chunk(&mut self, arena: &Arena, chunk: usize) {
-        for (at, order) in self.pieces() {
-            debug_assert!(self.is_free(chunk, order, at >> order));
-            self.clear_free(chunk, order, at >> order);
-        }
-        let (next, prev) = {
-            let info = self.info(chunk);
-            (info.next, info.prev)
-        };
-        if prev == NIL {
-            self.chunk_head = next;
-        } else {
-            self.info(prev as usize).next = next;
-        }
-        if next != NIL {
-            self.info(next as usize).prev = prev;
-        }
-        self.info(chunk).next = NIL;
-        self.chunks -= 1;
-        self.empty_chunks -= 1;
-        // An empty chunk's tables are all zero: no start bit (no live block), no page metadata
-        // (cleared when each block or slab was freed) and, the canonical pieces just taken, no
-        // free bit.
-        arena.release_list(chunk_index(chunk), true);
     }
 
     /// Live blocks: every successful allocation not yet freed.
@@ -1069,7 +726,9 @@ impl State {
             live_blocks: self.live(),
             chunks: self.chunks,
             cached_chunks: self.empty_chunks,
-            cached_bytes: self.cached_bytes(),
+            cached_bytes: self.cached,
+            pinned_chunks: self.idle_chunks,
+            pinned_bytes: self.idle_chunks << self.geo.chunk_shift,
             largest_free_block: largest,
             allocations: self.allocs,
             frees: self.frees,
@@ -1082,7 +741,7 @@ mod tests {
     use alloc::vec::Vec;
 
     use super::*;
-    use crate::arena::ORDERS;
+    use crate::arena::{MARK_SHIFT, ORDERS};
     use crate::block::Block;
     use crate::config::Config;
 

@@ -45,6 +45,27 @@ pub enum Error {
         /// The configured alignment.
         align: usize,
     },
+    /// The alignment asked of a heap block ([`Block::heap`](crate::Block::heap)) is not a
+    /// power of two of at least the minimum.
+    #[error("block alignment {align:#x} is not a power of two of at least {min:#x}")]
+    InvalidBlockAlignment {
+        /// The offending alignment.
+        align: usize,
+        /// The smallest alignment allowed.
+        min: usize,
+    },
+    /// A heap block of zero bytes was asked for ([`Block::heap`](crate::Block::heap)).
+    #[error("a block of zero bytes holds nothing")]
+    EmptyBlock,
+    /// A heap block this long with this alignment exceeds what the global allocator can be
+    /// asked for (`isize::MAX` bytes).
+    #[error("a block of {len:#x} bytes aligned to {align:#x} exceeds isize::MAX bytes")]
+    BlockTooLarge {
+        /// The asked length.
+        len: usize,
+        /// The asked alignment.
+        align: usize,
+    },
     /// A block of this size is larger than any block a chunk can hold.
     #[error("allocation of {size:#x} bytes exceeds the largest block of {max:#x} bytes")]
     TooLarge {
@@ -193,6 +214,21 @@ mod tests {
             }
             .to_string(),
             "allocating 0x20 bytes with 0x3f0 in use exceeds the quota of 0x400 bytes"
+        );
+        assert_eq!(
+            Error::InvalidBlockAlignment { align: 8, min: 16 }.to_string(),
+            "block alignment 0x8 is not a power of two of at least 0x10"
+        );
+        assert_eq!(
+            Error::BlockTooLarge {
+                len: usize::MAX,
+                align: 16
+            }
+            .to_string(),
+            alloc::format!(
+                "a block of {:#x} bytes aligned to 0x10 exceeds isize::MAX bytes",
+                usize::MAX
+            )
         );
         assert_eq!(
             Error::OutOfMemory { requested: 0x40 }.to_string(),

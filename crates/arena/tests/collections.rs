@@ -70,3 +70,52 @@ fn vec_over_quota_reports_alloc_error() {
     let e = client.alloc(core::alloc::Layout::new::<[u8; 16]>());
     assert!(matches!(e, Err(Error::QuotaExceeded { .. })));
 }
+
+/// An arena of `chunks` chunks of `chunk` bytes (Miri: 64 KiB chunks, a sixteenth of the
+/// bytes).
+fn big_arena(len: usize, chunk: usize) -> Arena {
+    let (len, chunk) = if cfg!(miri) {
+        (len / 16, 64 << 10)
+    } else {
+        (len, chunk)
+    };
+    let config = Config::new().with_chunk_size(chunk);
+    Arena::new(Block::heap(len, 4096).unwrap(), config).unwrap()
+}
+
+#[test]
+fn vec_in_client_grows_past_one_chunk() {
+    // 1 MiB chunks held 131,072 `u64`s at most; a vector now grows into runs of chunks.
+    let arena = big_arena(32 << 20, 1 << 20);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let n: u64 = if cfg!(miri) { 20_000 } else { 1_000_000 };
+    let mut v: Vec<u64, _> = Vec::new_in(&client);
+    for i in 0..n {
+        v.push(i);
+    }
+    assert!(v.capacity() * 8 > arena.chunk_size());
+    assert!(client.owns(v.as_ptr().cast()));
+    assert_eq!(v.iter().sum::<u64>(), n * (n - 1) / 2);
+    let held = client.stats().chunks;
+    assert!(held * arena.chunk_size() >= v.capacity() * 8);
+    drop(v);
+    assert_eq!(client.stats().live_blocks, 0);
+    assert!(client.stats().chunks <= 1, "the runs went back");
+}
+
+#[test]
+fn hashbrown_map_of_32_byte_entries_grows_past_one_chunk() {
+    // With 1 MiB chunks such a map stopped near 14,000 entries.
+    let arena = big_arena(32 << 20, 1 << 20);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let n: u64 = if cfg!(miri) { 2_000 } else { 100_000 };
+    let mut map: HashMap<u64, [u64; 3], DefaultHashBuilder, _> =
+        HashMap::with_hasher_in(DefaultHashBuilder::default(), &client);
+    for i in 0..n {
+        map.insert(i, [i, i + 1, i + 2]);
+    }
+    assert_eq!(map.len() as u64, n);
+    assert_eq!(map.get(&(n - 1)), Some(&[n - 1, n, n + 1]));
+    drop(map);
+    assert_eq!(client.stats().live_blocks, 0);
+}

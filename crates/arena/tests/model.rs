@@ -43,6 +43,15 @@ enum Op {
         pick: usize,
         bad: Bad,
     },
+    /// A free through the arena, as from another thread.
+    RemoteFree {
+        client: usize,
+        pick: usize,
+    },
+    Trim {
+        client: usize,
+    },
+    ArenaTrim,
     Delete {
         client: usize,
     },
@@ -55,7 +64,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|quota| Op::Create { quota }),
         8 => (
             client.clone(),
-            prop_oneof![4 => 0usize..=64, 4 => 65usize..=2048, 2 => 2049usize..=70_000],
+            prop_oneof![
+                4 => 0usize..=64,
+                4 => 65usize..=2048,
+                2 => 2049usize..=70_000,
+                1 => 70_001usize..=4 * CHUNK,
+            ],
             prop_oneof![6 => 0u32..=4, 1 => 5u32..=13],
         )
             .prop_map(|(client, size, align_shift)| Op::Alloc { client, size, align_shift }),
@@ -66,7 +80,11 @@ fn op() -> impl Strategy<Value = Op> {
             prop_oneof![Just(Bad::Interior), Just(Bad::Freed), Just(Bad::OtherClient), Just(Bad::Outside)],
         )
             .prop_map(|(client, pick, bad)| Op::BadFree { client, pick, bad }),
-        1 => client.prop_map(|client| Op::Delete { client }),
+        1 => client.clone().prop_map(|client| Op::Delete { client }),
+        2 => (client.clone(), any::<usize>())
+            .prop_map(|(client, pick)| Op::RemoteFree { client, pick }),
+        1 => client.prop_map(|client| Op::Trim { client }),
+        1 => Just(Op::ArenaTrim),
     ]
 }
 
@@ -99,6 +117,9 @@ struct Slot<'a> {
     client: Client<'a>,
     live: BTreeMap<usize, Live>,
     freed: Vec<usize>,
+    /// Blocks freed through the arena that the client may not have taken back yet: (address,
+    /// size).
+    pending: Vec<(usize, usize)>,
     quota: Option<usize>,
     used: usize,
 }
@@ -127,19 +148,40 @@ fn read_tags(p: usize, live: &Live) -> [u8; 3] {
     }
 }
 
-fn check(arena: &Arena, slots: &[Option<Slot<'_>>]) -> Result<(), TestCaseError> {
+fn check(arena: &Arena, slots: &mut [Option<Slot<'_>>]) -> Result<(), TestCaseError> {
     let mut all: Vec<(usize, usize)> = Vec::new();
     let mut chunks = 0;
     let mut used = 0;
     let mut blocks = 0;
+    let mut cached = 0;
+    let mut pinned = 0;
+    for slot in slots.iter_mut().flatten() {
+        // The client takes back all blocks freed through the arena at once, or none.
+        let stats = slot.client.stats();
+        if stats.live_blocks == slot.live.len() {
+            slot.pending.clear();
+        }
+        let pending: usize = slot.pending.iter().map(|&(_, size)| size).sum();
+        prop_assert_eq!(stats.used_bytes, slot.used + pending);
+        prop_assert_eq!(stats.live_blocks, slot.live.len() + slot.pending.len());
+        for &(addr, _) in &slot.pending {
+            prop_assert!(!slot.client.owns(addr as *const u8));
+            prop_assert_eq!(arena.owner_of(addr as *const u8), None);
+        }
+    }
     for (i, slot) in slots.iter().enumerate() {
         let Some(slot) = slot else { continue };
         let stats = slot.client.stats();
-        prop_assert_eq!(stats.used_bytes, slot.used);
-        prop_assert_eq!(stats.live_blocks, slot.live.len());
+        let pending: usize = slot.pending.iter().map(|&(_, size)| size).sum();
         prop_assert_eq!(stats.total_bytes, stats.chunks * CHUNK);
         prop_assert_eq!(stats.free_bytes, stats.total_bytes - stats.used_bytes);
         prop_assert!(stats.cached_chunks <= 1);
+        prop_assert!(stats.pinned_chunks <= 1);
+        prop_assert_eq!(stats.pinned_bytes, stats.pinned_chunks * CHUNK);
+        cached += stats.cached_bytes;
+        pinned += stats.pinned_chunks;
+        used += pending;
+        blocks += slot.pending.len();
         if let Some(quota) = slot.quota {
             prop_assert!(slot.used <= quota);
         }
@@ -152,6 +194,7 @@ fn check(arena: &Arena, slots: &[Option<Slot<'_>>]) -> Result<(), TestCaseError>
             prop_assert_eq!(addr % live.align, 0, "alignment");
             prop_assert_eq!(addr % 16, 0);
             prop_assert!(slot.client.owns(p));
+            prop_assert_eq!(arena.owner_of(p), Some(slot.client.id()));
             prop_assert_eq!(slot.client.size_of(p), Ok(live.size));
             prop_assert!(live.size >= live.requested);
             if live.requested > 0 {
@@ -179,6 +222,8 @@ fn check(arena: &Arena, slots: &[Option<Slot<'_>>]) -> Result<(), TestCaseError>
     if arena.accepted_flags().contains(Flags::STATISTICS) {
         prop_assert_eq!(stats.used_bytes, Some(used));
         prop_assert_eq!(stats.live_blocks, Some(blocks));
+        prop_assert_eq!(stats.cached_bytes, Some(cached));
+        prop_assert_eq!(stats.pinned_chunks, Some(pinned));
     } else {
         prop_assert_eq!(stats.used_bytes, None);
     }
@@ -210,6 +255,7 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                         client: arena.create_client(q).unwrap(),
                         live: BTreeMap::new(),
                         freed: Vec::new(),
+                        pending: Vec::new(),
                         quota: *quota,
                         used: 0,
                     });
@@ -262,7 +308,7 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                                 quota,
                             } => {
                                 prop_assert_eq!(Some(quota), slot.quota);
-                                prop_assert_eq!(used, slot.used);
+                                prop_assert!(used >= slot.used, "pending frees count until taken");
                                 prop_assert!(used + requested > quota);
                             }
                             Error::OutOfMemory { .. } => {}
@@ -277,8 +323,19 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                             }
                             other => prop_assert!(false, "unexpected {other:?}"),
                         }
-                        prop_assert_eq!(slot.client.stats(), before, "failed alloc changed stats");
-                        prop_assert_eq!(arena.stats().held_chunks, held);
+                        // A failed allocation changes nothing but taking back blocks freed
+                        // through the arena and trimming if asked to.
+                        let after = slot.client.stats();
+                        if after != before {
+                            prop_assert_eq!(
+                                after.used_bytes,
+                                slot.used,
+                                "failed alloc changed stats"
+                            );
+                            prop_assert_eq!(after.allocations, before.allocations);
+                            prop_assert!(after.chunks <= before.chunks);
+                        }
+                        prop_assert!(arena.stats().held_chunks <= held);
                     }
                 }
             }
@@ -364,6 +421,36 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(slot.client.stats(), before);
                 prop_assert_eq!(arena.stats(), arena_before);
             }
+            Op::RemoteFree { client, pick } => {
+                let Some(slot) = slots[*client].as_mut() else {
+                    continue;
+                };
+                let Some((addr, live)) = nth_live(slot, *pick) else {
+                    continue;
+                };
+                let p = NonNull::new(addr as *mut u8).unwrap();
+                // SAFETY: a live block of a client that outlives the call, not used after this.
+                prop_assert_eq!(unsafe { arena.free(p) }, Ok(live.size));
+                // SAFETY: now rejected: nothing is freed.
+                let again = unsafe { arena.free(p) };
+                prop_assert_eq!(again, Err(Error::NotABlock { addr }));
+                slot.live.remove(&addr);
+                slot.freed.push(addr);
+                slot.pending.push((addr, live.size));
+                slot.used -= live.size;
+            }
+            Op::Trim { client } => {
+                let Some(slot) = slots[*client].as_mut() else {
+                    continue;
+                };
+                slot.client.trim();
+                let stats = slot.client.stats();
+                prop_assert_eq!(stats.used_bytes, slot.used, "took back what was pending");
+                prop_assert_eq!(stats.cached_bytes, 0);
+                prop_assert_eq!(stats.pinned_chunks, 0);
+                prop_assert_eq!(stats.cached_chunks, 0);
+            }
+            Op::ArenaTrim => arena.trim(),
             Op::Delete { client } => {
                 if let Some(slot) = slots[*client].take() {
                     let chunks = slot.client.stats().chunks;
@@ -373,7 +460,7 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
             }
         }
-        check(&arena, &slots)?;
+        check(&arena, &mut slots)?;
     }
     drop(slots);
     prop_assert_eq!(arena.stats().held_chunks, 0);

@@ -210,9 +210,9 @@ fn shared_backing(b: &BackingKind) -> bool {
 /// Checks whether the host described by `host` can back `spec` (planned as `plan`).
 ///
 /// ```
-/// use memvisor::check::{HostFacts, Status, check_spec};
-/// use memvisor::plan::plan;
-/// use memvisor::spec::{Source, parse};
+/// use memvisor_cli::check::{HostFacts, Status, check_spec};
+/// use memvisor_cli::plan::plan;
+/// use memvisor_cli::spec::{Source, parse};
 ///
 /// let src = Source { origin: "vm.toml", text: "[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\n" };
 /// let spec = parse(src)?;
@@ -221,7 +221,7 @@ fn shared_backing(b: &BackingKind) -> bool {
 /// let huge = findings.iter().find(|f| f.check == "huge_pages").unwrap();
 /// assert_eq!(huge.status, Status::Fail);
 /// assert!(huge.fix.as_ref().unwrap().contains("nr_hugepages"));
-/// # Ok::<(), memvisor::SpecError>(())
+/// # Ok::<(), memvisor_cli::SpecError>(())
 /// ```
 #[must_use]
 pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> {

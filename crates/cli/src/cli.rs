@@ -301,13 +301,13 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
 /// ```
 /// let mut out = Vec::new();
 /// let mut err = Vec::new();
-/// let code = memvisor::run(["memvisor", "plan", "--json"], &mut out, &mut err, false);
+/// let code = memvisor_cli::run(["memvisor", "plan", "--json"], &mut out, &mut err, false);
 /// assert_eq!(code, 0);
 /// let plan: serde_json::Value = serde_json::from_slice(&out).unwrap();
 /// assert_eq!(plan["schema_version"], 1);
 /// assert_eq!(plan["ram"], "0x80000000");
 ///
-/// let code = memvisor::run(["memvisor", "plan", "--arch", "sparc"], &mut out, &mut err, false);
+/// let code = memvisor_cli::run(["memvisor", "plan", "--arch", "sparc"], &mut out, &mut err, false);
 /// assert_eq!(code, 2);
 /// ```
 pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write, progress: bool) -> u8

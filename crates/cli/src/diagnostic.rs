@@ -29,7 +29,7 @@ impl Excerpt {
     /// [`MAX_EXCERPT_CHARS`] characters around the span's start.
     ///
     /// ```
-    /// use memvisor::diagnostic::Excerpt;
+    /// use memvisor_cli::diagnostic::Excerpt;
     ///
     /// let e = Excerpt::new("[memory]\nsize = \"2GB\"\n", 16..21);
     /// assert_eq!((e.line, e.text.as_str(), e.span.clone()), (2, "size = \"2GB\"", 7..12));
@@ -99,8 +99,8 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
 /// has no position.
 ///
 /// ```
-/// use memvisor::diagnostic::report;
-/// use memvisor::spec::{Source, parse};
+/// use memvisor_cli::diagnostic::report;
+/// use memvisor_cli::spec::{Source, parse};
 ///
 /// let err = parse(Source { origin: "vm.toml", text: "[memory]\nsize = \"2GB\"\n" }).unwrap_err();
 /// let text = report(&err);

@@ -18,13 +18,13 @@ pub const STDIN: &str = "-";
 /// [`Error::SpecNotUtf8`] if the text is not UTF-8.
 ///
 /// ```
-/// use memvisor::input::read_bounded;
-/// use memvisor::spec::MAX_SPEC_BYTES;
+/// use memvisor_cli::input::read_bounded;
+/// use memvisor_cli::spec::MAX_SPEC_BYTES;
 ///
 /// assert_eq!(read_bounded("x", &b"[memory]\n"[..])?, "[memory]\n");
 /// let zeros = std::io::repeat(0);
 /// assert!(read_bounded("zeros", zeros).is_err());
-/// # Ok::<(), memvisor::Error>(())
+/// # Ok::<(), memvisor_cli::Error>(())
 /// ```
 pub fn read_bounded(path: &str, reader: impl Read) -> Result<String> {
     let mut bytes = Vec::new();

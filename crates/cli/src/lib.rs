@@ -18,9 +18,9 @@
 //! # Example
 //!
 //! ```
-//! use memvisor::plan::plan;
-//! use memvisor::render::plan_text;
-//! use memvisor::spec::{Source, parse};
+//! use memvisor_cli::plan::plan;
+//! use memvisor_cli::render::plan_text;
+//! use memvisor_cli::spec::{Source, parse};
 //!
 //! let text = r#"
 //! [memory]
@@ -42,7 +42,7 @@
 //!     err.to_string(),
 //!     "vm.toml:2:8: memory.size: unknown size unit `GB` (use B, KiB, MiB, GiB or TiB; sizes are binary)"
 //! );
-//! # Ok::<(), memvisor::SpecError>(())
+//! # Ok::<(), memvisor_cli::SpecError>(())
 //! ```
 #![forbid(unsafe_code)]
 

@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    memvisor::main_with_args(std::env::args_os())
+    memvisor_cli::main_with_args(std::env::args_os())
 }

@@ -477,8 +477,8 @@ fn err(src: Source<'_>, loc: &Loc, field: Option<&str>, problem: Problem) -> Spe
 /// window or RAM past the address limit, or anything `memvisor-space` refuses.
 ///
 /// ```
-/// use memvisor::plan::plan;
-/// use memvisor::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
+/// use memvisor_cli::plan::plan;
+/// use memvisor_cli::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
 ///
 /// let src = Source { origin: DEFAULT_ORIGIN, text: DEFAULT_SPEC };
 /// let plan = plan(&parse(src)?, src)?;
@@ -486,7 +486,7 @@ fn err(src: Source<'_>, loc: &Loc, field: Option<&str>, problem: Problem) -> Spe
 /// assert_eq!(net.mmio.unwrap().start, 0xc000_2000);
 /// assert_eq!(net.irq, 7);
 /// assert_eq!(plan.hotplug.len(), 4);
-/// # Ok::<(), memvisor::SpecError>(())
+/// # Ok::<(), memvisor_cli::SpecError>(())
 /// ```
 pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
     let ram = spec.ram();

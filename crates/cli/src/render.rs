@@ -21,7 +21,7 @@ impl Table {
     /// shown).
     ///
     /// ```
-    /// use memvisor::render::Table;
+    /// use memvisor_cli::render::Table;
     ///
     /// let mut t = Table::new(&["NAME", "SIZE>"]);
     /// t.row(vec!["a".into(), "1 KiB".into()]);
@@ -92,7 +92,7 @@ fn cell(text: &str) -> String {
 /// it is and cannot act on the terminal; other text is unchanged.
 ///
 /// ```
-/// use memvisor::render::escape;
+/// use memvisor_cli::render::escape;
 ///
 /// assert_eq!(escape("net0"), "net0");
 /// assert_eq!(escape("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
@@ -292,14 +292,14 @@ fn memparse(bytes: u64) -> String {
 /// A message for an AArch64 plan.
 ///
 /// ```
-/// use memvisor::plan::plan;
-/// use memvisor::render::kernel_cmdline;
-/// use memvisor::spec::{Source, parse};
+/// use memvisor_cli::plan::plan;
+/// use memvisor_cli::render::kernel_cmdline;
+/// use memvisor_cli::spec::{Source, parse};
 ///
 /// let src = Source { origin: "vm.toml", text: "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n" };
 /// let plan = plan(&parse(src)?, src)?;
 /// assert_eq!(kernel_cmdline(&plan).unwrap(), "virtio_mmio.device=4K@0xc0000000:5\n");
-/// # Ok::<(), memvisor::SpecError>(())
+/// # Ok::<(), memvisor_cli::SpecError>(())
 /// ```
 pub fn kernel_cmdline(plan: &Plan) -> Result<String, String> {
     if plan.arch != crate::spec::Arch::X86_64 {

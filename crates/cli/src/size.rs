@@ -45,7 +45,7 @@ pub enum SizeError {
 /// [`SizeError`] naming what is wrong.
 ///
 /// ```
-/// use memvisor::size::{SizeError, parse_size};
+/// use memvisor_cli::size::{SizeError, parse_size};
 ///
 /// assert_eq!(parse_size("512MiB"), Ok(512 << 20));
 /// assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
@@ -122,7 +122,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
 /// `1004 MiB`, `8 B`).
 ///
 /// ```
-/// use memvisor::size::Size;
+/// use memvisor_cli::size::Size;
 ///
 /// assert_eq!(Size(2 << 30).to_string(), "2 GiB");
 /// assert_eq!(Size(0x3ec0_0000).to_string(), "1004 MiB");
@@ -148,7 +148,7 @@ impl fmt::Display for Size {
 /// (`23.5 GiB`), for host values that are rarely round.
 ///
 /// ```
-/// use memvisor::size::approx;
+/// use memvisor_cli::size::approx;
 ///
 /// assert_eq!(approx(24_684_096 * 1024), "23.5 GiB");
 /// assert_eq!(approx(512), "512 B");

@@ -84,12 +84,12 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// column.
 ///
 /// ```
-/// use memvisor::vmm::firecracker_spec;
+/// use memvisor_cli::vmm::firecracker_spec;
 ///
 /// let toml = firecracker_spec("vm.json", r#"{"vcpu_count": 2, "mem_size_mib": 1024, "huge_pages": "2M"}"#)?;
 /// assert!(toml.contains("size = \"1024MiB\""), "{toml}");
 /// assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
-/// # Ok::<(), memvisor::Error>(())
+/// # Ok::<(), memvisor_cli::Error>(())
 /// ```
 pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     let value: serde_json::Value =
@@ -165,13 +165,13 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
 /// [`Error::Import`] for an unknown option, a bad size or `on`/`off` value, or no `size`.
 ///
 /// ```
-/// use memvisor::vmm::cloud_hypervisor_spec;
+/// use memvisor_cli::vmm::cloud_hypervisor_spec;
 ///
 /// let toml = cloud_hypervisor_spec("size=1G,hotplug_size=4G,shared=on")?;
 /// assert!(toml.contains("size = 1073741824"), "{toml}");
 /// assert!(toml.contains("slot_size = 4294967296"), "{toml}");
 /// assert!(cloud_hypervisor_spec("size=1G,ballon=on").is_err());
-/// # Ok::<(), memvisor::Error>(())
+/// # Ok::<(), memvisor_cli::Error>(())
 /// ```
 pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     let origin = "--memory";

@@ -217,7 +217,7 @@ fn back_with_progress_bar_completes() {
     let path = example("microvm.toml");
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = memvisor::run(
+    let code = memvisor_cli::run(
         ["memvisor", "back", "--scale", "32", "--json", &path],
         &mut out,
         &mut err,

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use memvisor::plan::plan;
-use memvisor::spec::{Source, parse};
+use memvisor_cli::plan::plan;
+use memvisor_cli::spec::{Source, parse};
 
 /// The error message of `text`, read and planned in-process.
 fn error_of(text: &str) -> String {
@@ -282,7 +282,7 @@ fn json_flag_gives_errors_as_json() {
     std::fs::write(&path, "[memory]\nsize = \"2GB\"\n").unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = memvisor::run(
+    let code = memvisor_cli::run(
         ["memvisor", "plan", "--json", path.to_str().unwrap()],
         &mut out,
         &mut err,

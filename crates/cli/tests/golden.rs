@@ -22,7 +22,7 @@ fn run(args: &[&str]) -> String {
     let mut err = Vec::new();
     let mut argv = vec!["memvisor"];
     argv.extend_from_slice(args);
-    let code = memvisor::run(argv, &mut out, &mut err, false);
+    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
     assert_eq!(code, 0, "{args:?}: {}", String::from_utf8_lossy(&err));
     String::from_utf8(out).unwrap()
 }
@@ -133,7 +133,7 @@ fn plan_json_map_is_sorted_and_disjoint() {
 #[test]
 fn init_prints_the_default_spec_which_plans_as_default() {
     let spec = run(&["init"]);
-    assert_eq!(spec, memvisor::spec::DEFAULT_SPEC);
+    assert_eq!(spec, memvisor_cli::spec::DEFAULT_SPEC);
     let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("init.toml");
     std::fs::write(&path, &spec).unwrap();
     let from_file = run(&["plan", path.to_str().unwrap()]);
@@ -153,8 +153,8 @@ fn completions_are_printed_for_each_shell() {
 #[test]
 fn json_schemas_match_committed_files() {
     for (file, text) in [
-        ("plan.schema.json", memvisor::json::plan_schema()),
-        ("error.schema.json", memvisor::json::error_schema()),
+        ("plan.schema.json", memvisor_cli::json::plan_schema()),
+        ("error.schema.json", memvisor_cli::json::error_schema()),
     ] {
         let path = root().join("schema").join(file);
         if std::env::var_os("MEMVISOR_BLESS").is_some() {

@@ -10,7 +10,7 @@ fn plan_bytes(row: &str, text: &[u8]) -> (u8, String, String) {
     std::fs::write(&path, text).unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = memvisor::run(
+    let code = memvisor_cli::run(
         ["memvisor", "plan", path.to_str().unwrap()],
         &mut out,
         &mut err,

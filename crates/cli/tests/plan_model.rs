@@ -3,8 +3,8 @@
 //! counting for interrupts, in-order filling for RAM — then the map's invariants are checked
 //! (sorted, disjoint, each entry inside a window of its kind).
 
-use memvisor::plan::{Plan, plan};
-use memvisor::spec::{Source, parse};
+use memvisor_cli::plan::{Plan, plan};
+use memvisor_cli::spec::{Source, parse};
 use proptest::prelude::*;
 
 const TYPES: [&str; 8] = [

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 fn examples() -> Vec<String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut texts = vec![memvisor::spec::DEFAULT_SPEC.to_owned()];
+    let mut texts = vec![memvisor_cli::spec::DEFAULT_SPEC.to_owned()];
     for name in ["microvm.toml", "large-vm.toml", "aarch64.toml"] {
         texts.push(std::fs::read_to_string(root.join("../../examples").join(name)).unwrap());
     }
@@ -63,7 +63,7 @@ fn plan_codes(bytes: &[u8]) -> Vec<u8> {
         vec!["memvisor", "plan", "--arch", "aarch64", file],
     ]
     .into_iter()
-    .map(|args| memvisor::run(args, &mut Vec::new(), &mut Vec::new(), false))
+    .map(|args| memvisor_cli::run(args, &mut Vec::new(), &mut Vec::new(), false))
     .collect();
     std::fs::remove_file(&path).unwrap();
     codes

@@ -8,7 +8,7 @@ fn run(args: &[&str]) -> (u8, String, String) {
     let mut err = Vec::new();
     let mut argv = vec!["memvisor"];
     argv.extend_from_slice(args);
-    let code = memvisor::run(argv, &mut out, &mut err, false);
+    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
     (
         code,
         String::from_utf8(out).unwrap(),

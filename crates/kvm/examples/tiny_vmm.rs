@@ -10,8 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     use std::sync::Arc;
 
     use kvm_ioctls::{Kvm, VcpuExit};
-    use memvisor::plan::plan;
-    use memvisor::spec::{Source, parse};
+    use memvisor_cli::plan::plan;
+    use memvisor_cli::spec::{Source, parse};
     use memvisor_kvm::{MemorySlots, slot_limit};
     use memvisor_space::AddressSpace;
     use vm_memory::{Bytes, GuestAddress};

@@ -14,7 +14,9 @@ use alloc::boxed::Box;
 
 use super::{CACHED, State, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
-use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES};
+use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES, class_size};
+use crate::config::Flags;
+use crate::sync::Ordering;
 
 /// Most cached blocks of one size class. A class's bin fills and empties as a random walk
 /// under a steady mix of sizes; each time it is full at a free or empty at an allocation, the
@@ -218,7 +220,7 @@ impl State {
         }
     }
 
-    /// Bytes of all cached blocks.
+    /// Bytes of all cached blocks, counted from the bins (`cached` keeps the same figure).
     pub(super) fn cached_bytes(&self) -> usize {
         let Some(c) = self.cache.as_deref() else {
             return 0;
@@ -248,7 +250,11 @@ impl State {
     #[inline]
     pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
         let (bin, base) = small_bin(class);
-        self.bins().is_some_and(|c| c.push_small(bin, base, off))
+        let cached = self.bins().is_some_and(|c| c.push_small(bin, base, off));
+        if cached {
+            self.cached += class_size(class);
+        }
+        cached
     }
 
     /// Keeps the freed buddy block of `pages` pages at `off` for reuse; false (nothing
@@ -267,6 +273,7 @@ impl State {
         // SAFETY: `slot` is the metadata slot of the block's page, in the marks table, in a
         // chunk this client holds.
         unsafe { *self.marks.cast::<u16>().add(slot) = meta(CACHED, pages - 1) };
+        self.cached += pages << self.geo.page_shift;
         true
     }
 
@@ -277,6 +284,7 @@ impl State {
         let c = self.cache.as_deref_mut()?;
         let len = c.len[bin].checked_sub(1)?;
         c.len[bin] = len;
+        self.cached -= class_size(class);
         // SAFETY: `len` is below the bin's length, at most its number of entries.
         Some(unsafe { *c.offs.get_unchecked(base + usize::from(len)) })
     }
@@ -328,6 +336,7 @@ impl State {
             c.pages[base - LARGE_BASE + best] = c.pages[base - LARGE_BASE + last];
             c.len[bin] -= 1;
         }
+        self.cached -= had << self.geo.page_shift;
         Uncached::Hit(off)
     }
 
@@ -347,6 +356,7 @@ impl State {
         c.offs[base + i] = c.offs[base + len - 1];
         c.pages[base - LARGE_BASE + i] = c.pages[base - LARGE_BASE + len - 1];
         c.len[bin] -= 1;
+        self.cached -= pages << self.geo.page_shift;
         self.set_page(off >> self.geo.page_shift, 0);
         self.free_pages(arena, off, pages);
     }
@@ -421,9 +431,99 @@ impl State {
                 c.len[bin] = len;
                 let at = LARGE_BASE + (bin - CLASS_SLOTS) * LARGE_ENTRIES + usize::from(len);
                 let (off, pages) = (c.offs[at], usize::from(c.pages[at - LARGE_BASE]));
+                self.cached -= pages << shift;
                 self.set_page(off >> shift, 0);
                 self.free_pages(arena, off, pages);
             }
+        }
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            self.report_cached(arena);
+        }
+    }
+
+    /// Gives back what chunk `chunk`, just left without a live block while the client keeps
+    /// another such chunk, still holds — its cached blocks and its empty slabs — and so the
+    /// chunk itself (the last piece given back releases it).
+    #[cold]
+    pub(super) fn purge(&mut self, arena: &Arena, chunk: usize) {
+        let chunk_shift = self.geo.chunk_shift;
+        let held = |s: &Self| arena.owners()[chunk].load(Ordering::Relaxed) == s.id;
+        for class in 0..NCLASSES {
+            let (bin, base) = small_bin(class);
+            let mut i = 0;
+            while let Some(c) = self.cache.as_deref_mut()
+                && i < usize::from(c.len[bin])
+            {
+                let off = c.offs[base + i];
+                if off >> chunk_shift != chunk {
+                    i += 1;
+                    continue;
+                }
+                let last = usize::from(c.len[bin]) - 1;
+                c.offs[base + i] = c.offs[base + last];
+                c.len[bin] -= 1;
+                self.cached -= class_size(class);
+                self.free_small(arena, off, class, true);
+            }
+        }
+        for order in 0..=self.geo.max_order {
+            let (bin, base) = large_bin(order);
+            let mut i = 0;
+            while let Some(c) = self.cache.as_deref_mut()
+                && i < usize::from(c.len[bin])
+            {
+                let off = c.offs[base + i];
+                if off >> chunk_shift != chunk {
+                    i += 1;
+                    continue;
+                }
+                let last = usize::from(c.len[bin]) - 1;
+                let pages = usize::from(c.pages[base - LARGE_BASE + i]);
+                c.offs[base + i] = c.offs[base + last];
+                c.pages[base - LARGE_BASE + i] = c.pages[base - LARGE_BASE + last];
+                c.len[bin] -= 1;
+                self.cached -= pages << self.geo.page_shift;
+                self.set_page(off >> self.geo.page_shift, 0);
+                self.free_pages(arena, off, pages);
+            }
+        }
+        if held(self) {
+            for class in 0..NCLASSES {
+                if self.empty_slabs[class] == 0 {
+                    continue;
+                }
+                let mut slab = self.partial[class];
+                while !slab.is_null() {
+                    // SAFETY: `slab` is on this client's partial list of `class`, so it is a
+                    // live slab header; it is dropped only after its link is read.
+                    unsafe {
+                        let next = (*slab).next;
+                        if (*slab).live == 0 && self.offset_of(slab) >> chunk_shift == chunk {
+                            self.drop_slab(arena, slab, class);
+                        }
+                        slab = next;
+                    }
+                }
+            }
+        }
+        if held(self) && self.info(chunk).used == 0 {
+            self.release_chunk(arena, chunk);
+        }
+        if self.geo.flags.contains(Flags::STATISTICS) {
+            self.report_cached(arena);
+        }
+    }
+
+    /// Gives back every cached block, every empty slab and every chunk without a block.
+    pub(super) fn trim(&mut self, arena: &Arena) {
+        self.flush(arena, true);
+        let mut chunk = self.chunk_head;
+        while chunk != super::NIL {
+            let next = self.info(chunk as usize).next;
+            if self.info(chunk as usize).used == 0 {
+                self.release_chunk(arena, chunk as usize);
+            }
+            chunk = next;
         }
     }
 

@@ -1,5 +1,7 @@
 //! `arena`: allocating and freeing in a `memvisor-arena` client over a 256 MiB block, against
-//! `buddy_system_allocator`, `talc` and `buddy-alloc` over the same block and glibc `malloc`.
+//! `buddy_system_allocator`, `talc` and `buddy-alloc` over the same block, glibc `malloc`, and
+//! mimalloc v2 first-class heaps (`mimalloc-heap`: `mi_heap_new`, `mi_heap_malloc_aligned`,
+//! `mi_free`, `mi_heap_destroy`; in its own memory, like `malloc`).
 //!
 //! Every contender gets the same workload from the same seed: sizes drawn log-uniformly
 //! (`wide` 16 B–64 KiB, `small` 16 B–1 KiB), blocks of alignment 8. The arena runs with its
@@ -7,8 +9,12 @@
 //!
 //! - `pair_wide`, `pair_small`: 10,000 live blocks, then ns per pair of a free of a random live
 //!   block and an allocation of a fresh size in its place.
-//! - `release_all`: µs to free 100,000 live small blocks: memvisor deletes the client, peers free
-//!   the blocks one by one in random order.
+//! - `release_all`: µs to free 100,000 live small blocks: memvisor deletes the client,
+//!   `mimalloc-heap` destroys its heap, the other peers free the blocks one by one in random order.
+//! - `free_one_by_one`: ns per free of 100,000 live small blocks freed one by one in random order.
+//! - `starvation`: in a 64 MiB arena of 1 MiB chunks, client A allocates random wide sizes up to 56
+//!   MiB (or until the arena is full) and frees them all in random order; the figure is how many 1
+//!   MiB blocks client B then gets, in percent of what it gets from an empty arena.
 //! - `owns`: ns per ownership test of a live block's address (10,000 live wide blocks, random
 //!   order). Peers have no such test.
 //! - `fill_percent`: wide sizes allocated until the first failure; the figure is the requested
@@ -46,6 +52,8 @@ pub fn run(bench: &Bench) -> Vec<Row> {
         pair(bench, &mut region, "pair_wide", 65_536),
         pair(bench, &mut region, "pair_small", 1_024),
         release_all(bench, &mut region),
+        free_one_by_one(bench, &mut region),
+        starvation(bench, &mut region),
         owns(bench, &mut region),
         fill_percent(bench, &mut region),
         bookkeeping_percent(),
@@ -53,13 +61,13 @@ pub fn run(bench: &Bench) -> Vec<Row> {
 }
 
 /// The 256 MiB every contender runs in, allocated and touched once.
-struct Region {
-    ptr: NonNull<u8>,
+pub(crate) struct Region {
+    pub(crate) ptr: NonNull<u8>,
     layout: Layout,
 }
 
 impl Region {
-    fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
         let layout = Layout::from_size_align(len, 1 << 20).expect("valid layout");
         // SAFETY: the layout has a non-zero size.
         let ptr = NonNull::new(unsafe { alloc(layout) }).expect("256 MiB for the benchmark");
@@ -71,12 +79,12 @@ impl Region {
         Self { ptr, layout }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.layout.size()
     }
 
     /// An arena over the region.
-    fn arena(&mut self) -> Result<Arena, String> {
+    pub(crate) fn arena(&mut self) -> Result<Arena, String> {
         // SAFETY: the region is valid for its length, and the `&mut self` borrow of the caller
         // keeps anything else from using it while the arena lives (each contender drops its
         // arena before returning).
@@ -94,7 +102,7 @@ impl Drop for Region {
 
 /// What every contender does: allocate `size` bytes aligned to 8, free a block by pointer and
 /// size.
-trait Heap {
+pub(crate) trait Heap {
     fn alloc(&mut self, size: usize) -> Option<NonNull<u8>>;
     /// # Safety
     /// `ptr` came from `alloc(size)` on this heap and is live.
@@ -105,7 +113,7 @@ fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, ALIGN).expect("valid layout")
 }
 
-struct Memvisor<'a, 'b>(&'b Client<'a>);
+pub(crate) struct Memvisor<'a, 'b>(pub(crate) &'b Client<'a>);
 
 impl Heap for Memvisor<'_, '_> {
     #[inline]
@@ -187,6 +195,40 @@ impl Heap for BuddyAllocHeap {
     }
 }
 
+/// A mimalloc first-class heap; dropping it destroys the heap with all its blocks.
+struct MimallocHeap(*mut libmimalloc_sys::mi_heap_t);
+
+impl MimallocHeap {
+    fn new() -> Result<Self, String> {
+        // SAFETY: no precondition; a null result is an error.
+        let heap = unsafe { libmimalloc_sys::mi_heap_new() };
+        if heap.is_null() {
+            return Err("mi_heap_new failed".to_owned());
+        }
+        Ok(Self(heap))
+    }
+}
+
+impl Heap for MimallocHeap {
+    #[inline]
+    fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: a live heap of this thread.
+        NonNull::new(unsafe { libmimalloc_sys::mi_heap_malloc_aligned(self.0, size, ALIGN) }.cast())
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, _size: usize) {
+        // SAFETY: from this heap, live (caller's promise).
+        unsafe { libmimalloc_sys::mi_free(ptr.as_ptr().cast()) };
+    }
+}
+
+impl Drop for MimallocHeap {
+    fn drop(&mut self) {
+        // SAFETY: made in `new`, destroyed once; its blocks are not used after this.
+        unsafe { libmimalloc_sys::mi_heap_destroy(self.0) };
+    }
+}
+
 struct Malloc;
 
 impl Heap for Malloc {
@@ -203,13 +245,13 @@ impl Heap for Malloc {
 }
 
 /// The same sizes and victims for everyone.
-struct Workload {
+pub(crate) struct Workload {
     initial: Vec<usize>,
     pairs: Vec<(usize, usize)>,
 }
 
 impl Workload {
-    fn new(live: usize, pairs: usize, hi: u64, seed: u64) -> Self {
+    pub(crate) fn new(live: usize, pairs: usize, hi: u64, seed: u64) -> Self {
         let sizes = LogUniform::new(16, hi);
         let mut rng = SplitMix64::new(seed);
         let size = |rng: &mut SplitMix64| usize::try_from(sizes.sample(rng)).unwrap_or(16);
@@ -240,7 +282,7 @@ fn empty<H: Heap>(heap: &mut H, live: Vec<(NonNull<u8>, usize)>) {
     }
 }
 
-fn pair_run<H: Heap>(heap: &mut H, work: &Workload) -> Sample {
+pub(crate) fn pair_run<H: Heap>(heap: &mut H, work: &Workload) -> Sample {
     let mut live = fill(heap, &work.initial)?;
     let mut failed = false;
     let ns = ns_per_op(work.pairs.len() as u64, || {
@@ -287,6 +329,9 @@ fn pair(bench: &Bench, region: &mut Region, name: &str, hi: u64) -> Row {
             pair_run(&mut BuddyAllocHeap::new(&mut region.borrow_mut()), &work)
         })
         .peer("malloc", || pair_run(&mut Malloc, &work))
+        .peer("mimalloc-heap", || {
+            pair_run(&mut MimallocHeap::new()?, &work)
+        })
         .run()
 }
 
@@ -341,6 +386,110 @@ fn release_all(bench: &Bench, region: &mut Region) -> Row {
                 &work.initial,
                 &order,
             )
+        })
+        .peer("mimalloc-heap", || {
+            let mut heap = MimallocHeap::new()?;
+            let live = fill(&mut heap, &work.initial)?;
+            drop(live);
+            let ((), elapsed) = time(|| drop(heap));
+            Ok(as_ns(elapsed) / 1e3)
+        })
+        .run()
+}
+
+fn free_one_by_one(bench: &Bench, region: &mut Region) -> Row {
+    let work = Workload::new(RELEASE, 0, 1_024, 15);
+    let mut order: Vec<usize> = (0..RELEASE).collect();
+    SplitMix64::new(16).shuffle(&mut order);
+    let per_free = |us: f64| us * 1e3 / RELEASE as f64;
+    let region = std::cell::RefCell::new(region);
+    bench
+        .scenario("free_one_by_one", RELEASE as u64, "ns/op", Better::Lower)
+        .memvisor(|| {
+            let mut region = region.borrow_mut();
+            let arena = region.arena()?;
+            let client = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            free_each(&mut Memvisor(&client), &work.initial, &order).map(per_free)
+        })
+        .peer("mimalloc-heap", || {
+            free_each(&mut MimallocHeap::new()?, &work.initial, &order).map(per_free)
+        })
+        .peer("talc", || {
+            free_each(
+                &mut TalcHeap::new(&mut region.borrow_mut())?,
+                &work.initial,
+                &order,
+            )
+            .map(per_free)
+        })
+        .peer("buddy-alloc", || {
+            free_each(
+                &mut BuddyAllocHeap::new(&mut region.borrow_mut()),
+                &work.initial,
+                &order,
+            )
+            .map(per_free)
+        })
+        .peer("malloc", || {
+            free_each(&mut Malloc, &work.initial, &order).map(per_free)
+        })
+        .run()
+}
+
+/// Whole 1 MiB blocks `client` gets until the first failure.
+fn whole_chunks(client: &Client<'_>) -> usize {
+    let chunk = Layout::from_size_align(1 << 20, ALIGN).expect("valid layout");
+    let mut n = 0;
+    while client.alloc(chunk).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+fn starvation(bench: &Bench, region: &mut Region) -> Row {
+    const ARENA: usize = 64 << 20;
+    const PEAK: usize = 56 << 20;
+    let region = std::cell::RefCell::new(region);
+    bench
+        .scenario("starvation", 0, "%", Better::Higher)
+        .memvisor(|| {
+            let region = region.borrow_mut();
+            // SAFETY: the first 64 MiB of the region, ours while the arena lives (the borrow).
+            let arena = unsafe { Arena::from_raw(region.ptr, ARENA, Config::new()) }
+                .map_err(|e| format!("arena: {e}"))?;
+            let empty = whole_chunks(
+                &arena
+                    .create_client(Quota::UNLIMITED)
+                    .map_err(|e| e.to_string())?,
+            );
+            let a = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            let sizes = LogUniform::new(16, 65_536);
+            let mut rng = SplitMix64::new(31);
+            let mut live = Vec::new();
+            let mut used = 0;
+            // Up to 56 MiB of blocks (their rounded sizes), or the first failure if the arena
+            // fills up before.
+            while used < PEAK {
+                let size = usize::try_from(sizes.sample(&mut rng)).unwrap_or(16);
+                let Ok((p, got)) = a.alloc_sized(layout(size)) else {
+                    break;
+                };
+                live.push(p);
+                used += got;
+            }
+            rng.shuffle(&mut live);
+            for p in live {
+                // SAFETY: a live block of `a`, freed once.
+                unsafe { a.free(p) }.map_err(|e| e.to_string())?;
+            }
+            let b = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            Ok(whole_chunks(&b) as f64 * 100.0 / empty.max(1) as f64)
         })
         .run()
 }

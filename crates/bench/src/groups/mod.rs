@@ -14,6 +14,7 @@
 //! The crate README shows a complete small group to copy from.
 
 pub mod arena;
+pub mod capi;
 pub mod kvm;
 pub mod resources;
 pub mod space;
@@ -41,6 +42,11 @@ pub const GROUPS: &[Group] = &[
         name: "arena",
         about: "isolated clients over one block against buddy allocators, talc and malloc",
         run: arena::run,
+    },
+    Group {
+        name: "capi",
+        about: "the arena through its C library against the same calls from Rust",
+        run: capi::run,
     },
     Group {
         name: "vmem",

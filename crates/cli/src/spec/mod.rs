@@ -32,7 +32,7 @@ impl Source<'_> {
     /// The 1-based line and column (in characters) of byte offset `offset`.
     ///
     /// ```
-    /// use memvisor::spec::Source;
+    /// use memvisor_cli::spec::Source;
     ///
     /// let s = Source { origin: "x", text: "a = 1\nbb = 2\n" };
     /// assert_eq!(s.line_column(0), (1, 1));
@@ -391,12 +391,12 @@ impl VmSpec {
     /// their size. `factor` 0 or 1 changes nothing.
     ///
     /// ```
-    /// use memvisor::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
+    /// use memvisor_cli::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
     ///
     /// let spec = parse(Source { origin: DEFAULT_ORIGIN, text: DEFAULT_SPEC })?;
     /// let small = spec.scaled(1024);
     /// assert_eq!(small.ram(), spec.ram() / 1024);
-    /// # Ok::<(), memvisor::SpecError>(())
+    /// # Ok::<(), memvisor_cli::SpecError>(())
     /// ```
     #[must_use]
     pub fn scaled(&self, factor: u64) -> Self {

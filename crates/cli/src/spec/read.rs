@@ -120,7 +120,7 @@ struct RawDevice {
 /// [`crate::plan::plan`].
 ///
 /// ```
-/// use memvisor::spec::{Source, parse};
+/// use memvisor_cli::spec::{Source, parse};
 ///
 /// let text = "[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-gpu\"\n";
 /// let err = parse(Source { origin: "vm.toml", text }).unwrap_err();
@@ -139,13 +139,13 @@ pub fn parse(src: Source<'_>) -> Result<VmSpec, SpecError> {
 /// `serial.address` on aarch64) are refused for the other.
 ///
 /// ```
-/// use memvisor::spec::{Arch, Source, parse_for};
+/// use memvisor_cli::spec::{Arch, Source, parse_for};
 ///
 /// let src = Source { origin: "vm.toml", text: "[memory]\nsize = 4096\n[serial]\nport = 0x2f8\n" };
 /// assert_eq!(parse_for(src, None)?.arch, Arch::X86_64);
 /// let err = parse_for(src, Some(Arch::Aarch64)).unwrap_err();
 /// assert_eq!(err.field, "serial.port");
-/// # Ok::<(), memvisor::SpecError>(())
+/// # Ok::<(), memvisor_cli::SpecError>(())
 /// ```
 pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
     let toml_error = |e: &toml::de::Error, field: String| {

@@ -1,0 +1,142 @@
+//! The marks table seen from a client: page metadata (what each buddy page is) and block
+//! start bits (one per 16 bytes, set exactly at the start of each live block), and the
+//! constant-time tests and claims of blocks built on them.
+
+use super::{State, block_size};
+use crate::arena::{MARK_SHIFT, meta_slot, start_word};
+use crate::config::MIN_BLOCK;
+use crate::error::{Error, Result};
+use crate::sync::{AtomicU32, Ordering};
+
+impl State {
+    /// Sets the metadata of buddy page `index` (counted from chunk 0).
+    #[inline]
+    pub(super) fn set_page(&mut self, index: usize, value: u16) {
+        let slot = meta_slot(&self.geo, index << self.geo.page_shift);
+        // SAFETY: callers pass the index of a page of a chunk this client holds; the marks
+        // table has a `u16` slot for every page of every chunk (in the metadata word of the KiB
+        // the page starts in), and `u16` is less aligned than the table's `u64`s.
+        unsafe { *self.marks.cast::<u16>().add(slot) = value }
+    }
+
+    /// The metadata of the page that byte `off` lies in, read from the metadata word of the
+    /// KiB of `off`: right for the first KiB of a page, and for every KiB of a slab's pages
+    /// (see [`set_slab_pages`](Self::set_slab_pages)).
+    #[inline]
+    pub(super) fn page_at(&self, off: usize) -> u16 {
+        // SAFETY: callers pass an offset in a chunk this client holds; as in `set_page`, the
+        // metadata word of every KiB has a `u16` slot for each page starting in it, and pages
+        // of 1 KiB or more use the first.
+        unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, off)) }
+    }
+
+    /// Sets the metadata of the pages of the slab of `bytes` at `off` to `value`: each page's,
+    /// and with pages over 1 KiB that of every KiB (so that [`page_at`](Self::page_at) finds
+    /// it from any block of the slab).
+    pub(super) fn set_slab_pages(&mut self, off: usize, bytes: usize, value: u16) {
+        let step = 1usize << self.geo.page_shift.min(MARK_SHIFT);
+        for at in (off..off + bytes).step_by(step) {
+            // SAFETY: as in `page_at`; `at` lies in the slab, in a chunk this client holds.
+            unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, at)) = value }
+        }
+    }
+
+    /// The start-bit word of byte offset `off`, which lies in the arena.
+    #[inline]
+    pub(super) fn start_bits(&self, off: usize) -> &core::sync::atomic::AtomicU64 {
+        // SAFETY: the marks table covers the arena and is made of `AtomicU64`s (`marks` is
+        // their pointer, cast), so the word is one, alive as long as the arena.
+        unsafe {
+            &*self
+                .marks
+                .add(start_word(off))
+                .cast::<core::sync::atomic::AtomicU64>()
+        }
+    }
+
+    /// Sets the start bit of the block just handed out at `off`. Atomic, because other
+    /// threads may clear other bits of the word ([`Arena::free`]).
+    #[inline]
+    pub(super) fn set_start(&mut self, off: usize) {
+        self.start_bits(off)
+            .fetch_or(1 << ((off >> 4) & 63), Ordering::Relaxed);
+    }
+
+    /// Checks that `ptr` lies in a chunk of client `id`, and claims the block starting there
+    /// by clearing its start bit (atomically: a free on another thread may race for it);
+    /// returns its offset, page metadata and metadata slot.
+    #[inline]
+    pub(super) fn claim(
+        &mut self,
+        owners: &[AtomicU32],
+        id: u32,
+        ptr: *const u8,
+    ) -> Result<(usize, u16, usize)> {
+        let addr = ptr.addr();
+        let off = addr.wrapping_sub(self.geo.base_addr);
+        if off >= self.geo.len {
+            return Err(Error::Foreign { addr });
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        // SAFETY: `off < len`, so `chunk < nchunks`, the length of the owner table.
+        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
+            return Err(Error::NotOwned { addr, chunk });
+        }
+        let bit = 1u64 << ((off >> 4) & 63);
+        if !off.is_multiple_of(MIN_BLOCK)
+            || self.start_bits(off).fetch_and(!bit, Ordering::Relaxed) & bit == 0
+        {
+            return Err(Error::NotABlock { addr });
+        }
+        Ok((off, self.page_at(off), meta_slot(&self.geo, off)))
+    }
+
+    /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set);
+    /// returns its offset.
+    #[inline]
+    pub(super) fn locate(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<usize> {
+        let addr = ptr.addr();
+        let off = addr.wrapping_sub(self.geo.base_addr);
+        if off >= self.geo.len {
+            return Err(Error::Foreign { addr });
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        // Only this client stores `id` into the table, so a relaxed load that reads `id` reads
+        // its own latest store.
+        // SAFETY: `off < len`, the bytes of `nchunks` chunks, so `chunk < nchunks`, the length
+        // of the owner table.
+        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
+            return Err(Error::NotOwned { addr, chunk });
+        }
+        let g = off >> 4;
+        if !off.is_multiple_of(MIN_BLOCK)
+            || self.start_bits(off).load(Ordering::Relaxed) & (1 << (g & 63)) == 0
+        {
+            return Err(Error::NotABlock { addr });
+        }
+        Ok(off)
+    }
+
+    /// [`locate`](Self::locate), with the metadata of the block's page and its slot in the
+    /// marks table (as `u16`s).
+    #[inline]
+    pub(super) fn locate_meta(
+        &self,
+        owners: &[AtomicU32],
+        id: u32,
+        ptr: *const u8,
+    ) -> Result<(usize, u16, usize)> {
+        let off = self.locate(owners, id, ptr)?;
+        // A live block starts a buddy block (on a page) or lies in a slab.
+        let slot = meta_slot(&self.geo, off);
+        Ok((off, self.page_at(off), slot))
+    }
+
+    /// The size of the live block at `off`, whose page metadata is `meta`.
+    #[inline]
+    pub(super) fn block_size(&self, off: usize, meta: u16) -> usize {
+        // SAFETY: callers located a live block of this client at `off`; only this client
+        // writes its metadata.
+        unsafe { block_size(&self.geo, self.marks.cast::<u16>(), off, meta) }
+    }
+}

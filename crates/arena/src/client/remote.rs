@@ -1,0 +1,101 @@
+//! Frees from other threads: [`Arena::free`] claims a block by clearing its start bit and
+//! pushes it onto its holder's [`Mailbox`], a lock-free list threaded through the freed blocks;
+//! the holder takes the whole list in one exchange and frees each block as its own.
+
+use core::ptr::NonNull;
+
+use super::State;
+use crate::arena::Arena;
+use crate::sync::{AtomicUsize, Ordering};
+
+/// A client's list of blocks freed through the arena: the offset (plus one) of the first, each
+/// block's first word holding the next one's (0 at the end). Many threads push; only the
+/// holder takes, and it takes all at once, so a pushed block is never seen twice and the
+/// exchange needs no tag against ABA.
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    head: AtomicUsize,
+}
+
+impl Mailbox {
+    /// An empty list.
+    pub(crate) fn new() -> Self {
+        Self {
+            head: AtomicUsize::new(0),
+        }
+    }
+
+    /// Pushes the block at offset `off` from `base`. The `Release` publishes its link (and
+    /// everything the freeing thread did before) to the holder's `Acquire` in
+    /// [`take`](Self::take).
+    ///
+    /// # Safety
+    /// The block at `off` is one the caller claimed (cleared its start bit), at least a word
+    /// long and aligned to one, and nothing else writes its first word until the holder takes
+    /// it.
+    pub(crate) unsafe fn push(&self, base: NonNull<u8>, off: usize) {
+        let link = base.as_ptr().wrapping_add(off).cast::<usize>();
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the caller's promise: the block is ours to write.
+            unsafe { link.write(head) };
+            match self.head.compare_exchange_weak(
+                head,
+                off + 1,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Whether the list looks empty (a push may be under way).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Relaxed) == 0
+    }
+
+    /// Takes the whole list: the offset plus one of its first block, or 0.
+    fn take(&self) -> usize {
+        self.head.swap(0, Ordering::Acquire)
+    }
+}
+
+impl State {
+    /// Whether there is anything for [`poll`](Self::poll) to do: blocks in the mailbox or a
+    /// trim request not yet seen.
+    #[inline]
+    pub(super) fn has_mail(&self, arena: &Arena) -> bool {
+        // SAFETY: the mailbox lives as long as the client.
+        !unsafe { &*self.mailbox }.is_empty() || arena.trim_requests() != self.seen_trims
+    }
+
+    /// Frees the blocks in the mailbox and, if the arena asked for it, trims.
+    #[cold]
+    pub(super) fn poll(&mut self, arena: &Arena) {
+        self.drain(arena);
+        let requests = arena.trim_requests();
+        if requests != self.seen_trims {
+            self.trim(arena);
+            self.seen_trims = requests;
+        }
+    }
+
+    /// Frees every block in the mailbox.
+    pub(super) fn drain(&mut self, arena: &Arena) {
+        // SAFETY: the mailbox lives as long as the client.
+        let mut at = unsafe { &*self.mailbox }.take();
+        while at != 0 {
+            let off = at - 1;
+            // SAFETY: the block was pushed by `Arena::free`, which wrote its link and claimed
+            // it; the `Acquire` of `take` made the write visible. It lies in a chunk this
+            // client holds (a claimed block is not freed, so its chunk is not given back).
+            at = unsafe { self.at(off).cast::<usize>().read() };
+            let meta = self.page_at(off);
+            let slot = crate::arena::meta_slot(&self.geo, off);
+            self.free(arena, off, meta, slot);
+        }
+    }
+}

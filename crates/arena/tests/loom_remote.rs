@@ -1,0 +1,105 @@
+//! Loom models of frees through the arena from another thread: the claim of a block's start
+//! bit, the push onto its holder's mailbox, and the holder taking the mailbox while it
+//! allocates and frees.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p memvisor-arena --release --test loom_remote`.
+
+#![cfg(loom)]
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+
+use loom::sync::Arc;
+use loom::thread;
+use memvisor_arena::{Arena, Block, Config, Error, Quota};
+
+const CHUNK: usize = 64 << 10;
+
+fn arena(chunks: usize) -> Arc<Arena> {
+    let config = Config::new().with_chunk_size(CHUNK);
+    Arc::new(Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap())
+}
+
+fn small() -> Layout {
+    Layout::from_size_align(48, 8).unwrap()
+}
+
+/// Frees the block at `addr` through the arena.
+fn remote_free(arena: &Arena, addr: usize) -> Result<usize, Error> {
+    // SAFETY: the block is not used after this, and its client outlives the call (the
+    // models join this thread before dropping it).
+    unsafe { arena.free(NonNull::new(addr as *mut u8).unwrap()) }
+}
+
+#[test]
+fn remote_frees_race_with_holder_frees_and_all_come_back() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let a = client.alloc(small()).unwrap().as_ptr() as usize;
+        let b = client.alloc(small()).unwrap().as_ptr() as usize;
+        let c = client.alloc(small()).unwrap();
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                assert_eq!(remote_free(&arena, a), Ok(48));
+                assert_eq!(remote_free(&arena, b), Ok(48));
+            })
+        };
+        // The holder frees its own block (and looks at its mailbox) meanwhile.
+        // SAFETY: `c` is not used after this.
+        assert_eq!(unsafe { client.free(c) }, Ok(48));
+        other.join().unwrap();
+        client.trim();
+        let stats = client.stats();
+        assert_eq!(
+            (stats.live_blocks, stats.used_bytes, stats.chunks),
+            (0, 0, 0)
+        );
+        assert_eq!(arena.stats().free_chunks, 1);
+    });
+}
+
+#[test]
+fn one_block_freed_on_two_threads_is_freed_once() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let p = client.alloc(small()).unwrap();
+        let addr = p.as_ptr() as usize;
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || remote_free(&arena, addr).is_ok())
+        };
+        // SAFETY: `p` is not used after this; the other thread's free of it is a double free,
+        // which exactly one of the two frees must win.
+        let mine = unsafe { client.free(p) }.is_ok();
+        let theirs = other.join().unwrap();
+        assert!(
+            mine ^ theirs,
+            "freed {} times",
+            u8::from(mine) + u8::from(theirs)
+        );
+        client.trim();
+        assert_eq!(client.stats().live_blocks, 0);
+        assert_eq!(client.stats().chunks, 0);
+    });
+}
+
+#[test]
+fn two_remote_frees_of_one_block_free_it_once() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let addr = client.alloc(small()).unwrap().as_ptr() as usize;
+        let spawn = || {
+            let arena = arena.clone();
+            thread::spawn(move || remote_free(&arena, addr).is_ok())
+        };
+        let (one, two) = (spawn(), spawn());
+        let (one, two) = (one.join().unwrap(), two.join().unwrap());
+        assert!(one ^ two);
+        client.trim();
+        assert_eq!(client.stats().live_blocks, 0);
+    });
+}

@@ -1,0 +1,219 @@
+//! The client functions: delete, allocate, free, ownership, block size, statistics.
+//!
+//! A client is used by one thread at a time: no two calls that take the same client handle may
+//! run at the same time (the handle may move between threads with the caller's own
+//! synchronisation). Different clients, of one context or not, may be used on different
+//! threads at once. The library does not detect two threads using one client at once.
+
+use std::alloc::Layout;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use crate::registry;
+use crate::status::{Status, guard};
+use crate::types::{Client, ClientStats, MEMVISOR_MIN_ALIGN, write_sized};
+
+/// Deletes a client and frees every block it holds, whatever it leaked, in time proportional
+/// to its chunks. Its blocks must not be used afterwards.
+///
+/// Errors: `INVALID_HANDLE` (null, deleted or forged handle).
+///
+/// Thread safety: one thread at a time per client (no call on the same client may run
+/// during the delete).
+#[unsafe(no_mangle)]
+pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
+    // SAFETY: the C contract above: nothing else uses this client during the call. Calls that
+    // keep to it cannot race; a stale handle is refused by its generation.
+    guard(|| unsafe { registry::delete_client(client.id) })
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two up to the context's largest
+/// alignment). Sizes up to 2 KiB are rounded up to a size class, larger ones to whole buddy
+/// pages, and blocks larger than a chunk to a run of whole chunks (up to the context's
+/// `max_block_size`); a zero size gets the smallest block. With
+/// `MEMVISOR_FLAG_ZERO` the block reads as zero.
+///
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
+/// `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
+/// left alone.
+///
+/// Thread safety: one thread at a time per client.
+///
+/// # Safety
+/// `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_alloc_aligned(
+    client: Client,
+    size: usize,
+    align: usize,
+    out: *mut *mut c_void,
+) -> Status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Status::NullPointer);
+        }
+        if !align.is_power_of_two() {
+            return Err(Status::UnsupportedAlignment);
+        }
+        let layout = Layout::from_size_align(size, align).map_err(|_| Status::TooLarge)?;
+        // SAFETY: the per-client thread contract.
+        let live = unsafe { registry::client(client.id) }?;
+        let p = live.client.alloc(layout)?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(p.as_ptr().cast()) };
+        Ok(())
+    })
+}
+
+/// Allocates `size` bytes aligned to 16 (`MEMVISOR_MIN_ALIGN`); as `memvisor_alloc_aligned`.
+///
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `TOO_LARGE`, `QUOTA_EXCEEDED`,
+/// `OUT_OF_MEMORY`, `OS`. On error `*out` is left alone.
+///
+/// Thread safety: one thread at a time per client.
+///
+/// # Safety
+/// `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_alloc(
+    client: Client,
+    size: usize,
+    out: *mut *mut c_void,
+) -> Status {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { memvisor_alloc_aligned(client, size, MEMVISOR_MIN_ALIGN, out) }
+}
+
+/// Frees the block at `ptr`, which this client allocated. If `size` is not null, the freed
+/// block's size is written there. A foreign, interior or already freed address is refused and
+/// nothing changes.
+///
+/// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+/// context), `NOT_OWNED` (in memory another client holds), `NOT_A_BLOCK` (not the start of a
+/// live block of this client).
+///
+/// Thread safety: one thread at a time per client.
+///
+/// # Safety
+/// `size` is null or writable. If `ptr` is a live block of this client, nothing uses it after
+/// the call. Any other `ptr` value is refused without being read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_client_free(
+    client: Client,
+    ptr: *mut c_void,
+    size: *mut usize,
+) -> Status {
+    guard(|| {
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Status::NullPointer)?;
+        // SAFETY: the per-client thread contract.
+        let live = unsafe { registry::client(client.id) }?;
+        // SAFETY: the caller's promise: a freed block is not used again; other addresses are
+        // only looked up in the side tables.
+        let bytes = unsafe { live.client.free(ptr) }?;
+        if !size.is_null() {
+            // SAFETY: not null; the caller's promise.
+            unsafe { size.write_unaligned(bytes) };
+        }
+        Ok(())
+    })
+}
+
+/// Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0
+/// (any address may be asked about; none is read).
+///
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`.
+///
+/// Thread safety: one thread at a time per client.
+///
+/// # Safety
+/// `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_client_owns(
+    client: Client,
+    ptr: *const c_void,
+    out: *mut bool,
+) -> Status {
+    guard(|| {
+        if out.is_null() || ptr.is_null() {
+            return Err(Status::NullPointer);
+        }
+        // SAFETY: the per-client thread contract.
+        let live = unsafe { registry::client(client.id) }?;
+        let owns = live.client.owns(ptr.cast());
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(owns) };
+        Ok(())
+    })
+}
+
+/// The size of the live block of this client at `ptr` (its requested size rounded up).
+///
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER`,
+/// `NOT_OWNED`, `NOT_A_BLOCK`.
+///
+/// Thread safety: one thread at a time per client.
+///
+/// # Safety
+/// `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_size_of(
+    client: Client,
+    ptr: *const c_void,
+    out: *mut usize,
+) -> Status {
+    guard(|| {
+        if out.is_null() || ptr.is_null() {
+            return Err(Status::NullPointer);
+        }
+        // SAFETY: the per-client thread contract.
+        let live = unsafe { registry::client(client.id) }?;
+        let size = live.client.size_of(ptr.cast())?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(size) };
+        Ok(())
+    })
+}
+
+/// Gives back everything the client keeps for reuse: takes in the blocks freed through
+/// `memvisor_free` on other threads, returns cached blocks and empty slabs to its buddy
+/// allocator and every chunk left without a live block to the context. Live blocks are not
+/// touched.
+///
+/// Errors: `INVALID_HANDLE`.
+///
+/// Thread safety: one thread at a time per client.
+#[unsafe(no_mangle)]
+pub extern "C" fn memvisor_client_trim(client: Client) -> Status {
+    guard(|| {
+        // SAFETY: the per-client thread contract.
+        let live = unsafe { registry::client(client.id) }?;
+        live.client.trim();
+        Ok(())
+    })
+}
+
+/// Statistics of the client, computed on demand (in time proportional to its size classes
+/// and cache bins). Set `out->size` first.
+///
+/// Errors: `NULL_POINTER`, `STRUCT_SIZE`, `INVALID_HANDLE`.
+///
+/// Thread safety: one thread at a time per client.
+///
+/// # Safety
+/// `out` is null or a writable `memvisor_client_stats` with its `size` set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_client_get_stats(
+    client: Client,
+    out: *mut ClientStats,
+) -> Status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Status::NullPointer);
+        }
+        // SAFETY: the per-client thread contract.
+        let live = unsafe { registry::client(client.id) }?;
+        let stats = ClientStats::from_client(&live.client.stats(), live.client.quota().limit());
+        // SAFETY: the caller's promise.
+        unsafe { write_sized(out, stats) }
+    })
+}

@@ -1,0 +1,293 @@
+//! The context functions: create, delete, flags, statistics. Every one may be called from any
+//! thread at the same time as any other, except that deleting a context must not race with
+//! calls on it that the caller expects to succeed (they get `INVALID_HANDLE` or make the
+//! delete return `CONTEXT_BUSY`; neither is undefined behaviour).
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use memvisor_arena::{Arena, Config as ArenaConfig, Quota};
+
+use crate::registry;
+use crate::status::{Status, guard};
+use crate::types::{Client, Config, Context, ContextStats, MEMVISOR_UNLIMITED, write_sized};
+
+/// Reads the caller's configuration (null means the defaults).
+///
+/// # Safety
+/// `config` is null or points to a readable `memvisor_config` of at least its `size` bytes.
+unsafe fn read_config(config: *const Config) -> Result<ArenaConfig, Status> {
+    if config.is_null() {
+        return Ok(ArenaConfig::new());
+    }
+    // SAFETY: the caller's promise: its first field, `size`, is readable.
+    let size = unsafe { config.cast::<usize>().read_unaligned() };
+    if size < size_of::<Config>() {
+        return Err(Status::StructSize);
+    }
+    // SAFETY: `size` bytes are readable and cover the whole structure.
+    unsafe { config.read_unaligned() }.to_arena()
+}
+
+/// Writes a handle to `out`, checked for null first.
+fn check_out<T>(out: *mut T) -> Result<(), Status> {
+    if out.is_null() {
+        Err(Status::NullPointer)
+    } else {
+        Ok(())
+    }
+}
+
+/// Makes a context over `len` bytes at `memory`, cut as `config` says (null: the defaults).
+/// Chunk 0 starts at `memory` rounded up to `config->alignment`; the tail that does not fill
+/// a chunk is left alone. Flags the block cannot honour are dropped (see
+/// `memvisor_context_accepted_flags`).
+///
+/// Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
+/// `INVALID_CONFIG`, `BLOCK_TOO_SMALL`, `LIMIT_REACHED`.
+///
+/// Thread safety: any thread, any time.
+///
+/// # Safety
+/// `memory` is valid for reads and writes of `len` bytes and used by nothing else until the
+/// context is deleted; `config` is null or a `memvisor_config` with its `size` set; `out` is
+/// null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_context_create(
+    memory: *mut c_void,
+    len: usize,
+    config: *const Config,
+    out: *mut Context,
+) -> Status {
+    guard(|| {
+        check_out(out)?;
+        let memory = NonNull::new(memory.cast::<u8>()).ok_or(Status::NullPointer)?;
+        // SAFETY: the caller's promise.
+        let config = unsafe { read_config(config) }?;
+        // SAFETY: the caller's promise on `memory`, which the context keeps until deleted.
+        let arena = unsafe { Arena::from_raw(memory, len, config) }?;
+        let id = registry::create_context(arena)?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(Context { id }) };
+        Ok(())
+    })
+}
+
+/// Makes a context over a fresh reservation of `len` bytes of address space: chunks are
+/// committed when a client first takes them, and with `MEMVISOR_FLAG_DECOMMIT` decommitted
+/// when given back. Deleting the context releases the reservation.
+///
+/// Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
+/// `BLOCK_TOO_SMALL`, `OS` (the reservation failed), `LIMIT_REACHED`.
+///
+/// Thread safety: any thread, any time.
+///
+/// # Safety
+/// `config` is null or a `memvisor_config` with its `size` set; `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_context_create_reserved(
+    len: usize,
+    config: *const Config,
+    out: *mut Context,
+) -> Status {
+    guard(|| {
+        check_out(out)?;
+        // SAFETY: the caller's promise.
+        let config = unsafe { read_config(config) }?;
+        let arena = Arena::with_reservation(len, config)?;
+        let id = registry::create_context(arena)?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(Context { id }) };
+        Ok(())
+    })
+}
+
+/// Deletes a context. It must have no live client: delete them first (each delete frees all
+/// the client holds). A caller's memory block is the caller's again afterwards; a reservation
+/// is released.
+///
+/// Errors: `INVALID_HANDLE`, `CONTEXT_BUSY` (live clients, or a call on the context running
+/// on another thread; nothing changes).
+///
+/// Thread safety: any thread; calls on the context racing with its deletion are refused with
+/// `INVALID_HANDLE` or make the deletion fail with `CONTEXT_BUSY`.
+#[unsafe(no_mangle)]
+pub extern "C" fn memvisor_context_delete(context: Context) -> Status {
+    guard(|| registry::delete_context(context.id))
+}
+
+/// The `MEMVISOR_FLAG_*` bits the context took on.
+///
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`.
+///
+/// Thread safety: any thread, any time.
+///
+/// # Safety
+/// `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_context_accepted_flags(
+    context: Context,
+    out: *mut u32,
+) -> Status {
+    guard(|| {
+        check_out(out)?;
+        let pinned = registry::pin(context.id)?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(pinned.shared().arena.accepted_flags().bits()) };
+        Ok(())
+    })
+}
+
+/// Statistics of the context. Totals are kept as blocks come and go (read in constant
+/// time); `used_bytes` and `live_blocks` need `MEMVISOR_FLAG_STATISTICS`. Set `out->size`
+/// first.
+///
+/// Errors: `NULL_POINTER`, `STRUCT_SIZE`, `INVALID_HANDLE`.
+///
+/// Thread safety: any thread, any time; with clients working on other threads the figures
+/// are a moment's snapshot, not a consistent set.
+///
+/// # Safety
+/// `out` is null or a writable `memvisor_context_stats` with its `size` set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_context_get_stats(
+    context: Context,
+    out: *mut ContextStats,
+) -> Status {
+    guard(|| {
+        check_out(out)?;
+        let pinned = registry::pin(context.id)?;
+        let arena = &pinned.shared().arena;
+        let stats = ContextStats::from_arena(&arena.stats(), arena);
+        // SAFETY: the caller's promise.
+        unsafe { write_sized(out, stats) }
+    })
+}
+
+/// Frees the block at `ptr`, whichever client of the context allocated it, from any thread;
+/// if `size` is not null, the block's size is written there. The block stops being live at
+/// once (ownership tests, sizes and a second free refuse it); its client takes the memory
+/// back at its next allocation, free or trim, and until then still counts its bytes as used.
+/// A foreign, interior or already freed address is refused and nothing changes.
+///
+/// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+/// context), `NOT_OWNED` (in memory no client holds), `NOT_A_BLOCK` (not the start of a live
+/// block, also when a free of it on another thread won).
+///
+/// Thread safety: any thread, any time, also while the block's client works on another
+/// thread; a client being deleted waits for frees in flight.
+///
+/// # Safety
+/// `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
+/// its allocation happened before this call (the pointer reached this thread without a data
+/// race). Any other `ptr` value is refused without being read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_free(
+    context: Context,
+    ptr: *mut c_void,
+    size: *mut usize,
+) -> Status {
+    guard(|| {
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Status::NullPointer)?;
+        let pinned = registry::pin(context.id)?;
+        let shared = pinned.shared();
+        let bytes = {
+            let _alive = shared
+                .deleting
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // SAFETY: the caller's promise (the block is not used again and its allocation is
+            // ordered before this call); no client is dropped while `_alive` is held, so the
+            // block's client outlives the call.
+            unsafe { shared.arena.free(ptr) }?
+        };
+        if !size.is_null() {
+            // SAFETY: not null; the caller's promise.
+            unsafe { size.write_unaligned(bytes) };
+        }
+        Ok(())
+    })
+}
+
+/// The client whose live block starts at `ptr`, written to `*out`. On another thread than
+/// that client's, the answer is a snapshot the client may change at once.
+///
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside
+/// the context), `NOT_A_BLOCK` (no client has a live block starting there).
+///
+/// Thread safety: any thread, any time.
+///
+/// # Safety
+/// `out` is null or writable. `ptr` is never read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_context_owner(
+    context: Context,
+    ptr: *const c_void,
+    out: *mut Client,
+) -> Status {
+    guard(|| {
+        check_out(out)?;
+        if ptr.is_null() {
+            return Err(Status::NullPointer);
+        }
+        let pinned = registry::pin(context.id)?;
+        let shared = pinned.shared();
+        if !shared.arena.contains(ptr.cast()) {
+            return Err(Status::ForeignPointer);
+        }
+        let id = shared
+            .arena
+            .owner_of(ptr.cast())
+            .and_then(|id| registry::handle_of(shared, id))
+            .ok_or(Status::NotABlock)?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(Client { id }) };
+        Ok(())
+    })
+}
+
+/// Asks every client of the context to give back what it keeps for reuse (cached blocks,
+/// empty slabs, its empty chunk) at its next allocation or free; `memvisor_client_trim` does
+/// it at once for one client.
+///
+/// Errors: `INVALID_HANDLE`.
+///
+/// Thread safety: any thread, any time.
+#[unsafe(no_mangle)]
+pub extern "C" fn memvisor_context_trim(context: Context) -> Status {
+    guard(|| {
+        registry::pin(context.id)?.shared().arena.trim();
+        Ok(())
+    })
+}
+
+/// Makes a client of the context that may hold at most `quota` bytes of live blocks
+/// (`MEMVISOR_UNLIMITED` for no limit but the context's size).
+///
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED`.
+///
+/// Thread safety: any thread, any time. The new client may be used on any one thread at a
+/// time.
+///
+/// # Safety
+/// `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_client_create(
+    context: Context,
+    quota: usize,
+    out: *mut Client,
+) -> Status {
+    guard(|| {
+        check_out(out)?;
+        let pinned = registry::pin(context.id)?;
+        let quota = if quota == MEMVISOR_UNLIMITED {
+            Quota::UNLIMITED
+        } else {
+            Quota::bytes(quota)
+        };
+        let id = registry::create_client(&pinned, quota)?;
+        // SAFETY: checked not null; the caller's promise.
+        unsafe { out.write_unaligned(Client { id }) };
+        Ok(())
+    })
+}

@@ -1,0 +1,68 @@
+//! `libmemvisor`: the C library over [`memvisor_arena`], for virtual machines written in C.
+//!
+//! A *context* is made from one memory block (or a reservation committed on demand) and a
+//! configuration; it hands out *clients*, each of which allocates in isolation and frees all
+//! it holds when deleted, however much it leaked. Every function returns a
+//! [`Status`](status::Status) code; outputs go through pointers. The C header,
+//! `include/memvisor.h`, is generated from this crate by cbindgen; the crate's `README.md`
+//! maps each concept of a libvmma-style API to its function.
+//!
+//! The functions are also callable from Rust (they are `extern "C"` items of the `rlib`):
+//!
+//! ```
+//! use std::ffi::c_void;
+//! use std::ptr;
+//!
+//! use memvisor::status::Status;
+//! use memvisor::types::{Client, Context, MEMVISOR_UNLIMITED};
+//! use memvisor::*;
+//!
+//! let mut memory = vec![0u8; 4 << 20];
+//! let mut context = Context::default();
+//! let mut program = Client::default();
+//! let mut p: *mut c_void = ptr::null_mut();
+//! // SAFETY: `memory` outlives the context and nothing else uses it; every out pointer is
+//! // valid.
+//! unsafe {
+//!     let block = memory.as_mut_ptr().cast();
+//!     let status = memvisor_context_create(block, memory.len(), ptr::null(), &mut context);
+//!     assert_eq!(status, Status::Ok);
+//!     assert_eq!(memvisor_client_create(context, MEMVISOR_UNLIMITED, &mut program), Status::Ok);
+//!     assert_eq!(memvisor_alloc(program, 100, &mut p), Status::Ok);
+//!     let mut size = 0;
+//!     assert_eq!(memvisor_size_of(program, p, &mut size), Status::Ok);
+//!     assert_eq!(size, 112);
+//!     // A context with a live client cannot be deleted.
+//!     assert_eq!(memvisor_context_delete(context), Status::ContextBusy);
+//!     // Deleting the client frees the block it leaked; its handle is then refused.
+//!     assert_eq!(memvisor_client_delete(program), Status::Ok);
+//!     assert_eq!(memvisor_alloc(program, 100, &mut p), Status::InvalidHandle);
+//!     assert_eq!(memvisor_context_delete(context), Status::Ok);
+//! }
+//! ```
+//!
+//! # Handles
+//! Handles are small structures holding a slot index and a generation. Slots live in tables
+//! that are never freed, so a null, deleted or forged handle is refused
+//! (`MEMVISOR_STATUS_INVALID_HANDLE`) without reading freed memory. A forged handle that
+//! guesses a live slot's index and generation exactly cannot be told from the real one.
+//!
+//! # Panics
+//! No panic crosses the boundary: every function catches it and returns
+//! `MEMVISOR_STATUS_INTERNAL`.
+//!
+//! # Threads
+//! Context functions may be called from any thread at any time; a client is used by one thread
+//! at a time. Each function's documentation (and the header) says which applies.
+
+pub mod client;
+pub mod context;
+pub mod library;
+mod registry;
+pub mod status;
+mod table;
+pub mod types;
+
+pub use client::*;
+pub use context::*;
+pub use library::*;

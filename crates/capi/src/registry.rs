@@ -1,0 +1,376 @@
+//! The live contexts and clients behind the handles, and the rules that keep a context alive
+//! while anything uses it.
+//!
+//! - A context is a heap allocation ([`Shared`]) whose address never changes; its slot in
+//!   [`CONTEXTS`] holds the pointer and a count of *users*: live clients plus calls in flight.
+//!   Deleting locks the count from 0 to [`LOCKED`] in one compare-exchange, so a context with a
+//!   live client or a call in progress on another thread is never freed
+//!   (`MEMVISOR_STATUS_CONTEXT_BUSY` instead).
+//! - A client slot in [`CLIENTS`] holds the arena's `Client<'static>`. The `'static` is the
+//!   invariant above: the client holds one user count of its context from creation until it is
+//!   dropped, so the arena it borrows outlives it.
+//! - Slots are never freed and handles carry a generation (see [`crate::table`]), so a stale or
+//!   forged handle is refused without reading freed memory.
+
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use memvisor_arena::{Arena, Client as ArenaClient};
+
+use crate::status::Status;
+use crate::table::{Slot, Table};
+
+/// The users count's bit that says the context is being deleted.
+const LOCKED: u32 = 1 << 31;
+/// The most users (clients and calls in flight) a context may have, far from [`LOCKED`].
+const MAX_USERS: u32 = LOCKED / 2;
+
+/// A context's state, at a fixed heap address while it lives.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The arena.
+    pub(crate) arena: Arena,
+    /// The client handle of each live client, by the arena's client id.
+    pub(crate) handles: Mutex<HashMap<u32, u64>>,
+    /// Held for reading by frees through the context (which need the block's client alive
+    /// until they return) and for writing while a client is dropped.
+    pub(crate) deleting: RwLock<()>,
+}
+
+/// A context slot.
+#[derive(Debug, Default)]
+pub(crate) struct ContextSlot {
+    /// Live clients plus calls in flight, and [`LOCKED`] while deleting.
+    users: AtomicU32,
+    /// The context (null while the slot is free).
+    shared: AtomicPtr<Shared>,
+}
+
+/// A live client.
+#[derive(Debug)]
+pub(crate) struct Live {
+    /// The client. Dropped before its context's user count is released.
+    pub(crate) client: ArenaClient<'static>,
+    /// Its context's slot.
+    pub(crate) home: &'static ContextSlot,
+    /// Its context.
+    pub(crate) shared: *const Shared,
+}
+
+/// A client slot.
+#[derive(Debug, Default)]
+pub(crate) struct ClientSlot {
+    /// The client while the slot is live.
+    live: UnsafeCell<Option<Live>>,
+}
+
+// SAFETY: a client slot's cell is written only by `take` (before the slot's generation is
+// published with `Release`) and by `delete_client` (after `retire` won the generation
+// compare-exchange), and read only by calls on the client's handle. The C contract lets one
+// thread at a time call a client's functions (delete included), passing the handle between
+// threads with the caller's own synchronisation, so no two threads touch one cell at once.
+// `Client` is `Send`, so moving its use between threads is fine.
+unsafe impl Sync for ClientSlot {}
+
+/// Every context.
+pub(crate) static CONTEXTS: Table<ContextSlot> = Table::new();
+/// Every client.
+pub(crate) static CLIENTS: Table<ClientSlot> = Table::new();
+
+/// A context pinned for the length of a call: it cannot be deleted until this is dropped.
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    slot: &'static ContextSlot,
+    shared: &'static Shared,
+}
+
+impl Pinned {
+    /// The context.
+    pub(crate) fn shared(&self) -> &'static Shared {
+        self.shared
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.slot.users.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Pins the context of `handle`.
+///
+/// # Errors
+/// [`Status::InvalidHandle`] if it is not live (or being deleted).
+pub(crate) fn pin(handle: u64) -> Result<Pinned, Status> {
+    let slot = CONTEXTS.get(handle).ok_or(Status::InvalidHandle)?.value();
+    let before = slot.users.fetch_add(1, Ordering::Acquire);
+    if before & LOCKED != 0 {
+        slot.users.fetch_sub(1, Ordering::Release);
+        return Err(Status::InvalidHandle);
+    }
+    // Re-check now that the count keeps it from being deleted: the slot may have been deleted
+    // (and reused) between the look-up and the increment.
+    if CONTEXTS.get(handle).is_none() {
+        slot.users.fetch_sub(1, Ordering::Release);
+        return Err(Status::InvalidHandle);
+    }
+    let shared = slot.shared.load(Ordering::Acquire);
+    // SAFETY: the slot is live with the handle's generation and pinned, so `shared` is the
+    // context's allocation (stored before the generation was published) and is not freed
+    // until the count drops back to zero.
+    let shared: &'static Shared = unsafe { &*shared };
+    Ok(Pinned { slot, shared })
+}
+
+/// Makes a context over `arena`; returns its handle.
+///
+/// # Errors
+/// [`Status::LimitReached`] if no handle is left.
+pub(crate) fn create_context(arena: Arena) -> Result<u64, Status> {
+    let shared = Box::into_raw(Box::new(Shared {
+        arena,
+        handles: Mutex::new(HashMap::new()),
+        deleting: RwLock::new(()),
+    }));
+    let result = CONTEXTS.take(Status::LimitReached, |slot: &'static Slot<ContextSlot>| {
+        slot.value().shared.store(shared, Ordering::Release);
+        Ok(())
+    });
+    if result.is_err() {
+        // SAFETY: made above and never published.
+        drop(unsafe { Box::from_raw(shared) });
+    }
+    result
+}
+
+/// Deletes the context of `handle` if nothing uses it.
+///
+/// # Errors
+/// [`Status::InvalidHandle`] if it is not live, [`Status::ContextBusy`] if it has live clients
+/// or calls in flight.
+pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
+    let slot = CONTEXTS.get(handle).ok_or(Status::InvalidHandle)?.value();
+    if slot
+        .users
+        .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return Err(if CONTEXTS.get(handle).is_some() {
+            Status::ContextBusy
+        } else {
+            Status::InvalidHandle
+        });
+    }
+    // The slot may have been deleted and reused between the look-up and the lock.
+    if CONTEXTS.retire(handle).is_none() {
+        slot.users.fetch_sub(LOCKED, Ordering::Release);
+        return Err(Status::InvalidHandle);
+    }
+    let shared = slot.shared.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: made by `create_context` with `Box::into_raw`; the count was 0 (no client, no
+    // call in flight) when locked, and the retired generation keeps new pins out, so nothing
+    // refers to it any more.
+    drop(unsafe { Box::from_raw(shared) });
+    slot.users.fetch_sub(LOCKED, Ordering::Release);
+    CONTEXTS.recycle(handle);
+    Ok(())
+}
+
+/// Makes a client of the pinned context; returns its handle.
+///
+/// # Errors
+/// The arena's error, or [`Status::LimitReached`] if no handle is left.
+pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Result<u64, Status> {
+    let shared = pinned.shared();
+    if pinned.slot.users.load(Ordering::Relaxed) >= MAX_USERS {
+        return Err(Status::LimitReached);
+    }
+    let client = shared.arena.create_client(quota)?;
+    let id = client.id();
+    // The client's own user count, taken before it is published.
+    pinned.slot.users.fetch_add(1, Ordering::Relaxed);
+    let mut client = Some(client);
+    let result = CLIENTS.take(Status::LimitReached, |slot| {
+        // SAFETY: the slot is not live (its generation is even), so no call reads its cell, and
+        // the table's lock keeps other takers out.
+        unsafe {
+            *slot.value().live.get() = client.take().map(|client| Live {
+                client,
+                home: pinned.slot,
+                shared,
+            });
+        }
+        Ok(())
+    });
+    match result {
+        Ok(handle) => {
+            shared
+                .handles
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, handle);
+            Ok(handle)
+        }
+        Err(e) => {
+            drop(client);
+            pinned.slot.users.fetch_sub(1, Ordering::Release);
+            Err(e)
+        }
+    }
+}
+
+/// The handle of the client whose arena id is `id`, if it is live.
+pub(crate) fn handle_of(shared: &Shared, id: u32) -> Option<u64> {
+    shared
+        .handles
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .copied()
+}
+
+/// The live client of `handle`.
+///
+/// # Errors
+/// [`Status::InvalidHandle`] if it is not live.
+///
+/// # Safety
+/// No other thread may use the same client (delete it, or call any client function on it)
+/// until the returned reference is gone.
+#[inline]
+pub(crate) unsafe fn client<'a>(handle: u64) -> Result<&'a Live, Status> {
+    let slot = CLIENTS.get(handle).ok_or(Status::InvalidHandle)?;
+    // SAFETY: live slot; the caller's promise keeps writers away while the reference lives.
+    unsafe { &*slot.value().live.get() }
+        .as_ref()
+        .ok_or(Status::InvalidHandle)
+}
+
+/// Deletes the client of `handle`, freeing all it holds.
+///
+/// # Errors
+/// [`Status::InvalidHandle`] if it is not live.
+///
+/// # Safety
+/// No other thread may use the same client during the call.
+pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
+    let slot = CLIENTS.retire(handle).ok_or(Status::InvalidHandle)?;
+    // SAFETY: `retire` won the generation, so new calls refuse the handle, and the caller's
+    // promise keeps calls already holding it away.
+    let live = unsafe { (*slot.value().live.get()).take() };
+    let result = match live {
+        Some(live) => {
+            // SAFETY: the client holds a user count of its context, so `shared` is alive.
+            let shared = unsafe { &*live.shared };
+            shared
+                .handles
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&live.client.id());
+            let home = live.home;
+            // Frees through the context that may have found one of its blocks finish first.
+            let guard = shared
+                .deleting
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            drop(live.client);
+            drop(guard);
+            home.users.fetch_sub(1, Ordering::Release);
+            Ok(())
+        }
+        None => Err(Status::Internal),
+    };
+    CLIENTS.recycle(handle);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use memvisor_arena::{Block, Config, Quota};
+
+    use super::*;
+
+    fn arena() -> Arena {
+        let config = Config::new().with_chunk_size(64 << 10);
+        Arena::new(Block::heap(256 << 10, 4096).unwrap(), config).unwrap()
+    }
+
+    #[test]
+    fn delete_context_with_client_busy_until_client_deleted() {
+        let ctx = create_context(arena()).unwrap();
+        let client = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        assert!(pin(ctx).is_ok());
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(client) }.unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { delete_client(client) }, Err(Status::InvalidHandle));
+        delete_context(ctx).unwrap();
+        assert!(pin(ctx).is_err());
+        assert_eq!(delete_context(ctx), Err(Status::InvalidHandle));
+    }
+
+    #[test]
+    fn delete_context_while_pinned_busy() {
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        drop(pinned);
+        delete_context(ctx).unwrap();
+    }
+
+    #[test]
+    fn client_stale_handle_refused_after_slot_reuse() {
+        let ctx = create_context(arena()).unwrap();
+        let first = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(first) }.unwrap();
+        let second = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        assert_ne!(first, second);
+        // SAFETY: as above.
+        assert!(unsafe { client(first) }.is_err());
+        // SAFETY: as above.
+        assert!(unsafe { client(second) }.is_ok());
+        // SAFETY: as above.
+        unsafe { delete_client(second) }.unwrap();
+        delete_context(ctx).unwrap();
+    }
+
+    #[test]
+    fn delete_context_racing_pins_never_frees_in_use() {
+        let rounds = if cfg!(miri) { 3 } else { 200 };
+        for _ in 0..rounds {
+            let ctx = create_context(arena()).unwrap();
+            let deleted = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| {
+                        for _ in 0..if cfg!(miri) { 5 } else { 200 } {
+                            match pin(ctx) {
+                                Ok(p) => {
+                                    // A pinned context is alive: read it.
+                                    assert_eq!(p.shared().arena.chunk_count(), 4);
+                                }
+                                Err(e) => assert_eq!(e, Status::InvalidHandle),
+                            }
+                        }
+                    });
+                }
+                scope.spawn(|| {
+                    while !deleted.load(Ordering::Relaxed) {
+                        match delete_context(ctx) {
+                            Ok(()) => deleted.store(true, Ordering::Relaxed),
+                            Err(e) => assert_eq!(e, Status::ContextBusy),
+                        }
+                        std::thread::yield_now();
+                    }
+                });
+            });
+            assert!(pin(ctx).is_err());
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! [`Table`]: slots addressed by generation-checked handles, never freed.
+//!
+//! A handle is a 64-bit value: the slot's index in the low 32 bits and the slot's generation in
+//! the high 32. A live slot has an odd generation; deleting bumps it to even, and reusing it
+//! bumps it to odd again, so a handle of a deleted slot never matches. Slots live in segments
+//! that are allocated on demand and never freed (until the process ends), so looking a handle up
+//! reads only memory that stays valid: a stale or forged handle is refused, never followed.
+//! A slot whose generation would wrap is retired rather than reused.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+/// Slots of segment 0; segment `k` holds `BASE << k`.
+const BASE_SHIFT: u32 = 6;
+/// Segments: enough for every `u32` index.
+const SEGMENTS: usize = 32 - BASE_SHIFT as usize + 1;
+/// The last generation a slot may be given; one more use would wrap.
+const LAST_GENERATION: u32 = u32::MAX - 2;
+
+/// One slot: its generation and a value of type `T`.
+#[derive(Debug)]
+pub(crate) struct Slot<T> {
+    generation: AtomicU32,
+    value: T,
+}
+
+impl<T> Slot<T> {
+    /// The slot's value.
+    pub(crate) fn value(&self) -> &T {
+        &self.value
+    }
+}
+
+/// A handle's index (low 32 bits) and generation (high 32 bits).
+#[inline]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "each half is exactly 32 bits"
+)]
+fn split(handle: u64) -> (u32, u32) {
+    (handle as u32, (handle >> 32) as u32)
+}
+
+/// Where a slot is: its segment and index in it.
+#[inline]
+fn locate(index: u32) -> (usize, usize) {
+    let biased = u64::from(index) + (1 << BASE_SHIFT);
+    let segment = 63 - biased.leading_zeros() - BASE_SHIFT;
+    let start = (1u64 << (segment + BASE_SHIFT)) - (1 << BASE_SHIFT);
+    // The subtraction stays below the segment's length, which is at most 2^32.
+    (
+        segment as usize,
+        usize::try_from(u64::from(index) - start).unwrap_or(usize::MAX),
+    )
+}
+
+/// The length of segment `segment`.
+fn segment_len(segment: usize) -> usize {
+    1usize << (segment + BASE_SHIFT as usize)
+}
+
+/// What the table's lock guards: the slots to reuse and the next never-used index.
+#[derive(Debug)]
+struct Free {
+    reuse: Vec<u32>,
+    next: u64,
+}
+
+/// Slots of `T` addressed by generation-checked handles. Taking and giving back a slot take a
+/// lock; looking a handle up does not.
+#[derive(Debug)]
+pub(crate) struct Table<T: 'static> {
+    segments: [AtomicPtr<Slot<T>>; SEGMENTS],
+    free: Mutex<Free>,
+}
+
+impl<T: Default + 'static> Table<T> {
+    /// An empty table (usable in a `static`).
+    pub(crate) const fn new() -> Self {
+        Self {
+            segments: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
+            free: Mutex::new(Free {
+                reuse: Vec::new(),
+                next: 0,
+            }),
+        }
+    }
+
+    /// The slot of `handle` if it is live with that generation.
+    ///
+    /// The answer is only as current as the caller's knowledge: a slot may be given back on
+    /// another thread right after this returns (callers make that a contract breach, or keep
+    /// the slot alive by other means).
+    #[inline]
+    pub(crate) fn get(&self, handle: u64) -> Option<&'static Slot<T>> {
+        let (index, generation) = split(handle);
+        let (segment, offset) = locate(index);
+        let base = self.segments.get(segment)?.load(Ordering::Acquire);
+        if base.is_null() || offset >= segment_len(segment) {
+            return None;
+        }
+        // SAFETY: a non-null segment pointer points to `segment_len(segment)` initialised slots
+        // that are never freed (see `take`), and `offset` is below that length.
+        let slot = unsafe { &*base.add(offset) };
+        (generation & 1 == 1 && slot.generation.load(Ordering::Acquire) == generation)
+            .then_some(slot)
+    }
+
+    /// Takes a free slot, lets `init` fill its value, and makes it live; returns the handle.
+    /// Nothing is taken if `init` fails.
+    ///
+    /// # Errors
+    /// `full` if every index is in use; `init`'s error.
+    pub(crate) fn take<E>(
+        &self,
+        full: E,
+        init: impl FnOnce(&'static Slot<T>) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let index = match free.reuse.pop() {
+            Some(index) => index,
+            None => {
+                let Ok(index) = u32::try_from(free.next) else {
+                    return Err(full);
+                };
+                let (segment, offset) = locate(index);
+                if offset == 0 {
+                    let slots: Box<[Slot<T>]> = (0..segment_len(segment))
+                        .map(|_| Slot {
+                            generation: AtomicU32::new(0),
+                            value: T::default(),
+                        })
+                        .collect();
+                    // Leaked on purpose: handles may name these slots until the process ends.
+                    let base = Box::leak(slots).as_mut_ptr();
+                    self.segments[segment].store(base, Ordering::Release);
+                }
+                free.next += 1;
+                index
+            }
+        };
+        let (segment, offset) = locate(index);
+        let base = self.segments[segment].load(Ordering::Acquire);
+        // SAFETY: `index` was handed out by this table, so its segment exists (made above or
+        // when the index was first used) and `offset` is inside it; segments are never freed.
+        let slot: &'static Slot<T> = unsafe { &*base.add(offset) };
+        let generation = slot.generation.load(Ordering::Relaxed) + 1;
+        if let Err(e) = init(slot) {
+            free.reuse.push(index);
+            return Err(e);
+        }
+        slot.generation.store(generation, Ordering::Release);
+        Ok(u64::from(generation) << 32 | u64::from(index))
+    }
+
+    /// Makes the slot of `handle` free (if it is live with that generation) and returns it, so
+    /// the caller can clear its value; the caller then passes it to [`recycle`](Self::recycle).
+    /// From this call on, [`get`](Self::get) refuses the handle.
+    pub(crate) fn retire(&self, handle: u64) -> Option<&'static Slot<T>> {
+        let slot = self.get(handle)?;
+        let (_, generation) = split(handle);
+        slot.generation
+            .compare_exchange(
+                generation,
+                generation + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|_| slot)
+    }
+
+    /// Puts a slot given by [`retire`](Self::retire) back on the free list, once its value is
+    /// cleared. A slot whose generation would wrap is kept out of use for good.
+    pub(crate) fn recycle(&self, handle: u64) {
+        let (index, generation) = split(handle);
+        if generation < LAST_GENERATION {
+            self.free
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .reuse
+                .push(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn locate_segment_boundaries_map_contiguously() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(63), (0, 63));
+        assert_eq!(locate(64), (1, 0));
+        assert_eq!(locate(191), (1, 127));
+        assert_eq!(locate(192), (2, 0));
+        let (segment, offset) = locate(u32::MAX);
+        assert!(segment < SEGMENTS);
+        assert!(offset < segment_len(segment));
+    }
+
+    #[test]
+    fn get_after_retire_refuses_stale_handle() {
+        static TABLE: Table<AtomicUsize> = Table::new();
+        let h = TABLE
+            .take((), |slot| {
+                slot.value().store(7, Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(TABLE.get(h).unwrap().value().load(Ordering::Relaxed), 7);
+        assert!(TABLE.retire(h).is_some());
+        assert!(TABLE.get(h).is_none());
+        assert!(TABLE.retire(h).is_none());
+        TABLE.recycle(h);
+        let again = TABLE.take((), |_| Ok(())).unwrap();
+        assert_eq!(again & u64::from(u32::MAX), h & u64::from(u32::MAX));
+        assert_ne!(again, h);
+        assert!(TABLE.get(h).is_none());
+        assert!(TABLE.get(again).is_some());
+    }
+
+    #[test]
+    fn get_forged_handle_refused() {
+        static TABLE: Table<AtomicUsize> = Table::new();
+        let h = TABLE.take((), |_| Ok(())).unwrap();
+        assert!(TABLE.get(0).is_none());
+        assert!(TABLE.get(h + 1).is_none());
+        assert!(TABLE.get(h ^ (2 << 32)).is_none());
+        assert!(TABLE.get(u64::MAX).is_none());
+        assert!(TABLE.get(u64::from(u32::MAX) | 1 << 32).is_none());
+    }
+
+    #[test]
+    fn take_failed_init_keeps_slot_free() {
+        static TABLE: Table<AtomicUsize> = Table::new();
+        assert_eq!(TABLE.take(1, |_| Err(2)), Err(2));
+        let h = TABLE.take((), |_| Ok(())).unwrap();
+        assert_eq!(h & u64::from(u32::MAX), 0);
+    }
+
+    #[test]
+    fn take_many_crosses_segments() {
+        static TABLE: Table<AtomicUsize> = Table::new();
+        let handles: Vec<u64> = (0..300)
+            .map(|_| TABLE.take((), |_| Ok(())).unwrap())
+            .collect();
+        for &h in &handles {
+            assert!(TABLE.get(h).is_some());
+        }
+    }
+}

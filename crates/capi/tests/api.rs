@@ -1,0 +1,229 @@
+//! The C functions called from Rust, so that Miri checks their pointer handling too (the C
+//! suite in `c_suite.rs` covers the same ground from C, natively).
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::ffi::{CStr, c_void};
+use std::ptr;
+
+use memvisor::status::Status;
+use memvisor::types::{
+    Client, ClientStats, Config, Context, ContextStats, MEMVISOR_FLAG_STATISTICS,
+    MEMVISOR_UNLIMITED,
+};
+use memvisor::*;
+
+const CHUNK: usize = 64 << 10;
+const LEN: usize = 4 * CHUNK;
+
+/// A caller's memory block, freed on drop.
+struct Memory {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Memory {
+    fn new(len: usize) -> Self {
+        let layout = Layout::from_size_align(len, 4096).unwrap();
+        // SAFETY: non-zero size.
+        let ptr = unsafe { alloc(layout) };
+        assert!(!ptr.is_null());
+        Self { ptr, layout }
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.ptr, self.layout) };
+    }
+}
+
+fn config(flags: u32) -> Config {
+    let mut c = Config {
+        size: 0,
+        chunk_size: 0,
+        min_block: 0,
+        alignment: 0,
+        flags: 0,
+    };
+    // SAFETY: `c` is writable.
+    assert_eq!(unsafe { memvisor_config_init(&mut c) }, Status::Ok);
+    c.chunk_size = CHUNK;
+    c.flags = flags;
+    c
+}
+
+fn context(memory: &Memory, flags: u32) -> Context {
+    let mut ctx = Context::default();
+    let c = config(flags);
+    // SAFETY: the block outlives the context (each test deletes it first); outputs writable.
+    let st = unsafe { memvisor_context_create(memory.ptr.cast(), LEN, &c, &mut ctx) };
+    assert_eq!(st, Status::Ok);
+    ctx
+}
+
+fn client(ctx: Context) -> Client {
+    let mut cl = Client::default();
+    // SAFETY: `cl` is writable.
+    let st = unsafe { memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &mut cl) };
+    assert_eq!(st, Status::Ok);
+    cl
+}
+
+fn alloc_in(cl: Client, size: usize) -> *mut c_void {
+    let mut p = ptr::null_mut();
+    // SAFETY: `p` is writable.
+    assert_eq!(unsafe { memvisor_alloc(cl, size, &mut p) }, Status::Ok);
+    p
+}
+
+#[test]
+fn lifecycle_every_call_status_ok_and_values_right() {
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, MEMVISOR_FLAG_STATISTICS);
+    let a = client(ctx);
+    let b = client(ctx);
+    let p = alloc_in(a, 100);
+    let q = alloc_in(b, 3000);
+    let mut size = 0usize;
+    let mut owns = false;
+    let mut who = Client::default();
+    // SAFETY: every output is a valid local; `p` and `q` are live blocks not used after their
+    // frees.
+    unsafe {
+        p.cast::<u8>().write_bytes(0x42, 100);
+        assert_eq!(memvisor_size_of(a, p, &mut size), Status::Ok);
+        assert_eq!(size, 112);
+        assert_eq!(memvisor_client_owns(a, p, &mut owns), Status::Ok);
+        assert!(owns);
+        assert_eq!(memvisor_client_owns(b, p, &mut owns), Status::Ok);
+        assert!(!owns);
+        assert_eq!(memvisor_context_owner(ctx, q, &mut who), Status::Ok);
+        assert_eq!(who, b);
+        assert_eq!(
+            memvisor_client_free(b, p, ptr::null_mut()),
+            Status::NotOwned
+        );
+        assert_eq!(memvisor_free(ctx, q, &mut size), Status::Ok);
+        assert_eq!(size, 3072);
+        assert_eq!(memvisor_client_free(a, p, &mut size), Status::Ok);
+        assert_eq!(memvisor_client_free(a, p, &mut size), Status::NotABlock);
+        assert_eq!(memvisor_client_trim(a), Status::Ok);
+        assert_eq!(memvisor_context_trim(ctx), Status::Ok);
+        let mut cs = ClientStats {
+            size: size_of::<ClientStats>(),
+            ..ClientStats::default()
+        };
+        assert_eq!(memvisor_client_get_stats(a, &mut cs), Status::Ok);
+        assert_eq!((cs.live_blocks, cs.allocations, cs.frees), (0, 1, 1));
+        let mut s = ContextStats {
+            size: size_of::<ContextStats>(),
+            ..ContextStats::default()
+        };
+        assert_eq!(memvisor_context_get_stats(ctx, &mut s), Status::Ok);
+        assert_eq!((s.chunks, s.clients), (4, 2));
+        let mut flags = 0;
+        assert_eq!(memvisor_context_accepted_flags(ctx, &mut flags), Status::Ok);
+        assert_eq!(flags, MEMVISOR_FLAG_STATISTICS);
+        assert_eq!(memvisor_context_delete(ctx), Status::ContextBusy);
+        assert_eq!(memvisor_client_delete(a), Status::Ok);
+        assert_eq!(memvisor_client_delete(b), Status::Ok);
+        assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+        assert_eq!(memvisor_context_delete(ctx), Status::InvalidHandle);
+    }
+}
+
+#[test]
+fn null_and_stale_arguments_refused_outputs_untouched() {
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, 0);
+    let a = client(ctx);
+    let mut p: *mut c_void = ptr::null_mut();
+    let mut local = 0u8;
+    let lp = (&raw mut local).cast::<c_void>();
+    // SAFETY: every output is a valid local or null.
+    unsafe {
+        assert_eq!(memvisor_alloc(a, 16, ptr::null_mut()), Status::NullPointer);
+        assert_eq!(
+            memvisor_client_free(a, ptr::null_mut(), ptr::null_mut()),
+            Status::NullPointer
+        );
+        assert_eq!(
+            memvisor_free(ctx, lp, ptr::null_mut()),
+            Status::ForeignPointer
+        );
+        assert_eq!(
+            memvisor_client_free(a, lp, ptr::null_mut()),
+            Status::ForeignPointer
+        );
+        assert_eq!(
+            memvisor_alloc_aligned(a, 16, 3, &mut p),
+            Status::UnsupportedAlignment
+        );
+        assert_eq!(memvisor_alloc(a, usize::MAX, &mut p), Status::TooLarge);
+        assert!(p.is_null());
+        let mut s = ContextStats::default();
+        assert_eq!(memvisor_context_get_stats(ctx, &mut s), Status::StructSize);
+        assert_eq!(s, ContextStats::default());
+        let mut bad = config(1 << 9);
+        let mut other = Context::default();
+        assert_eq!(
+            memvisor_context_create(memory.ptr.cast(), LEN, &bad, &mut other),
+            Status::UnknownFlags
+        );
+        bad = config(0);
+        bad.size = 3;
+        assert_eq!(
+            memvisor_context_create(memory.ptr.cast(), LEN, &bad, &mut other),
+            Status::StructSize
+        );
+        assert_eq!(other, Context::default());
+        assert_eq!(memvisor_config_init(ptr::null_mut()), Status::NullPointer);
+        assert_eq!(memvisor_client_delete(a), Status::Ok);
+        assert_eq!(memvisor_alloc(a, 16, &mut p), Status::InvalidHandle);
+        assert_eq!(memvisor_client_trim(a), Status::InvalidHandle);
+        assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+        assert_eq!(memvisor_context_trim(ctx), Status::InvalidHandle);
+        assert!(!CStr::from_ptr(memvisor_status_message(Status::Os.code())).is_empty());
+        assert!(!CStr::from_ptr(memvisor_version()).is_empty());
+    }
+    assert_eq!(memvisor_supported_flags(), 0x1f);
+}
+
+#[test]
+fn free_through_context_from_other_thread_while_client_works() {
+    let n = if cfg!(miri) { 16 } else { 1000 };
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, 0);
+    let cl = client(ctx);
+    let blocks: Vec<usize> = (0..n)
+        .map(|i| alloc_in(cl, 16 + i % 300) as usize)
+        .collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for &b in &blocks {
+                // SAFETY: each block is freed once, here, and not used again; its allocation
+                // happened before the thread was spawned.
+                let st = unsafe { memvisor_free(ctx, b as *mut c_void, ptr::null_mut()) };
+                assert_eq!(st, Status::Ok);
+            }
+        });
+        for _ in 0..n {
+            let p = alloc_in(cl, 48);
+            // SAFETY: `p` is a live block of `cl`, not used again.
+            let st = unsafe { memvisor_client_free(cl, p, ptr::null_mut()) };
+            assert_eq!(st, Status::Ok);
+        }
+    });
+    assert_eq!(memvisor_client_trim(cl), Status::Ok);
+    let mut cs = ClientStats {
+        size: size_of::<ClientStats>(),
+        ..ClientStats::default()
+    };
+    // SAFETY: `cs` is writable with its size set.
+    let st = unsafe { memvisor_client_get_stats(cl, &mut cs) };
+    assert_eq!(st, Status::Ok);
+    assert_eq!((cs.live_blocks, cs.used_bytes, cs.chunks), (0, 0, 0));
+    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}

@@ -1,0 +1,462 @@
+/* Every function of libmemvisor, with every error path a C caller can reach. */
+#include <stdint.h>
+#include <string.h>
+
+#include "memvisor.h"
+#include "check.h"
+
+#define KIB ((size_t)1 << 10)
+#define MIB ((size_t)1 << 20)
+#define CHUNK (64 * KIB)
+
+static memvisor_config config_with(size_t chunk, uint32_t flags) {
+    memvisor_config c;
+    OK(memvisor_config_init(&c));
+    c.chunk_size = chunk;
+    c.flags = flags;
+    return c;
+}
+
+/* A context over a fresh `len`-byte heap block; the block goes to `*memory`. */
+static memvisor_context context_over(size_t len, size_t chunk, uint32_t flags, void **memory) {
+    memvisor_config c = config_with(chunk, flags);
+    memvisor_context ctx = {0};
+    *memory = aligned_alloc(4096, len);
+    CHECK(*memory != NULL);
+    OK(memvisor_context_create(*memory, len, &c, &ctx));
+    return ctx;
+}
+
+static void test_library(void) {
+    const char *v = memvisor_version();
+    CHECK(v != NULL && v[0] >= '0' && v[0] <= '9');
+    for (int code = MEMVISOR_STATUS_OK; code <= MEMVISOR_STATUS_INTERNAL; code++) {
+        const char *m = memvisor_status_message(code);
+        CHECK(m != NULL && m[0] != '\0');
+        CHECK(strcmp(m, "unknown status code") != 0);
+        for (int other = MEMVISOR_STATUS_OK; other < code; other++) {
+            CHECK(strcmp(m, memvisor_status_message(other)) != 0);
+        }
+    }
+    CHECK(strcmp(memvisor_status_message(-1), "unknown status code") == 0);
+    CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_INTERNAL + 1), "unknown status code") == 0);
+    CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_OK), "success") == 0);
+
+    uint32_t all = MEMVISOR_FLAG_ZERO | MEMVISOR_FLAG_DECOMMIT | MEMVISOR_FLAG_GUARD |
+                   MEMVISOR_FLAG_POISON | MEMVISOR_FLAG_STATISTICS;
+    CHECK(memvisor_supported_flags() == all);
+
+    CHECK_STATUS(memvisor_config_init(NULL), MEMVISOR_STATUS_NULL_POINTER);
+    memvisor_config c;
+    memset(&c, 0xff, sizeof c);
+    OK(memvisor_config_init(&c));
+    CHECK(c.size == sizeof c);
+    CHECK(c.chunk_size == MIB && c.min_block == 16 && c.alignment == 4096 && c.flags == 0);
+}
+
+static void test_context_create_errors(void) {
+    size_t len = 4 * MIB;
+    void *memory = aligned_alloc(4096, len);
+    memvisor_context ctx = {0};
+    memvisor_config c = config_with(CHUNK, 0);
+
+    CHECK_STATUS(memvisor_context_create(memory, len, &c, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_context_create(NULL, len, &c, &ctx), MEMVISOR_STATUS_NULL_POINTER);
+
+    memvisor_config bad = c;
+    bad.size = sizeof bad - 1;
+    CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_STRUCT_SIZE);
+    bad = c;
+    bad.flags = 1u << 7;
+    CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_UNKNOWN_FLAGS);
+    bad = c;
+    bad.chunk_size = 3 * CHUNK;
+    CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_INVALID_CONFIG);
+    bad = c;
+    bad.chunk_size = 32 * KIB;
+    CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_INVALID_CONFIG);
+    bad = c;
+    bad.min_block = 24;
+    CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_INVALID_CONFIG);
+    bad = c;
+    bad.alignment = 8;
+    CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_INVALID_CONFIG);
+    bad = c;
+    bad.alignment = 2 * CHUNK;
+    CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_INVALID_CONFIG);
+    CHECK_STATUS(memvisor_context_create(memory, CHUNK - 1, &c, &ctx),
+                 MEMVISOR_STATUS_BLOCK_TOO_SMALL);
+    /* Nothing was written on any error. */
+    CHECK(ctx.id == 0);
+
+    /* NULL configuration: the defaults (1 MiB chunks). */
+    OK(memvisor_context_create(memory, len, NULL, &ctx));
+    CHECK(ctx.id != 0);
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.chunk_size == MIB && s.chunks == 4);
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
+static void test_context_reserved(void) {
+    memvisor_context ctx = {0};
+    memvisor_config c = config_with(CHUNK, MEMVISOR_FLAG_DECOMMIT | MEMVISOR_FLAG_GUARD);
+    CHECK_STATUS(memvisor_context_create_reserved(8 * MIB, &c, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    memvisor_config bad = c;
+    bad.size = 0;
+    CHECK_STATUS(memvisor_context_create_reserved(8 * MIB, &bad, &ctx), MEMVISOR_STATUS_STRUCT_SIZE);
+    bad = c;
+    bad.flags = 0x80000000u;
+    CHECK_STATUS(memvisor_context_create_reserved(8 * MIB, &bad, &ctx),
+                 MEMVISOR_STATUS_UNKNOWN_FLAGS);
+    bad = c;
+    bad.min_block = 512;
+    CHECK_STATUS(memvisor_context_create_reserved(8 * MIB, &bad, &ctx),
+                 MEMVISOR_STATUS_INVALID_CONFIG);
+    /* The operating system refuses a reservation of nearly all the address space. */
+    CHECK_STATUS(memvisor_context_create_reserved(SIZE_MAX / 2, &c, &ctx), MEMVISOR_STATUS_OS);
+    CHECK_STATUS(memvisor_context_create_reserved(0, &c, &ctx), MEMVISOR_STATUS_OS);
+    CHECK_STATUS(memvisor_context_create_reserved(4096, &c, &ctx), MEMVISOR_STATUS_BLOCK_TOO_SMALL);
+    CHECK(ctx.id == 0);
+
+    OK(memvisor_context_create_reserved(8 * MIB, &c, &ctx));
+    uint32_t flags = 0;
+    OK(memvisor_context_accepted_flags(ctx, &flags));
+    CHECK(flags == (MEMVISOR_FLAG_DECOMMIT | MEMVISOR_FLAG_GUARD));
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.max_block_size == CHUNK / 2);
+
+    memvisor_client cl;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    void *p = NULL;
+    OK(memvisor_alloc(cl, 20 * KIB, &p));
+    memset(p, 0x5a, 20 * KIB); /* committed on demand */
+    CHECK_STATUS(memvisor_alloc(cl, CHUNK, &p), MEMVISOR_STATUS_TOO_LARGE);
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(ctx));
+}
+
+static void test_context_handles(void) {
+    void *memory;
+    memvisor_context ctx = context_over(2 * MIB, CHUNK, 0, &memory);
+    memvisor_context null_ctx = {0};
+    memvisor_context forged = {ctx.id ^ ((uint64_t)2 << 32)};
+    memvisor_context wild = {UINT64_MAX};
+    uint32_t flags;
+    memvisor_context_stats s = {.size = sizeof s};
+    memvisor_client cl;
+
+    CHECK_STATUS(memvisor_context_accepted_flags(ctx, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_context_get_stats(ctx, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    memvisor_context bad[] = {null_ctx, forged, wild};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_STATUS(memvisor_context_accepted_flags(bad[i], &flags), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_context_get_stats(bad[i], &s), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_client_create(bad[i], 0, &cl), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_context_delete(bad[i]), MEMVISOR_STATUS_INVALID_HANDLE);
+    }
+
+    /* A caller's block drops the reservation-only flags. */
+    OK(memvisor_context_accepted_flags(ctx, &flags));
+    CHECK(flags == 0);
+
+    /* Statistics: the size field is checked, and a larger caller structure is fine. */
+    s.size = sizeof s - 1;
+    CHECK_STATUS(memvisor_context_get_stats(ctx, &s), MEMVISOR_STATUS_STRUCT_SIZE);
+    s.size = sizeof s;
+    struct {
+        memvisor_context_stats v1;
+        size_t later_field;
+    } bigger = {.v1 = {.size = sizeof bigger}, .later_field = 77};
+    OK(memvisor_context_get_stats(ctx, &bigger.v1));
+    CHECK(bigger.v1.size == sizeof(memvisor_context_stats));
+    CHECK(bigger.later_field == 77);
+    CHECK(bigger.v1.total_bytes == 2 * MIB && bigger.v1.chunks == 32);
+    CHECK(bigger.v1.free_chunks == 32 && bigger.v1.held_chunks == 0 && bigger.v1.clients == 0);
+    CHECK(bigger.v1.used_bytes == MEMVISOR_UNLIMITED && bigger.v1.live_blocks == MEMVISOR_UNLIMITED);
+    CHECK(bigger.v1.cached_bytes == MEMVISOR_UNLIMITED && bigger.v1.pinned_chunks == MEMVISOR_UNLIMITED);
+    /* A block larger than a chunk is a run of whole chunks: up to all of them. */
+    CHECK(bigger.v1.max_block_size == 2 * MIB && bigger.v1.max_alignment == 4096);
+    CHECK(bigger.v1.bookkeeping_bytes > 0);
+
+    /* A context with a live client cannot be deleted; its handle stays good. */
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    CHECK_STATUS(memvisor_context_delete(ctx), MEMVISOR_STATUS_CONTEXT_BUSY);
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.clients == 1);
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(ctx));
+
+    /* The deleted handle is refused everywhere, also after its slot is reused. */
+    CHECK_STATUS(memvisor_context_delete(ctx), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_get_stats(ctx, &s), MEMVISOR_STATUS_INVALID_HANDLE);
+    memvisor_context again;
+    OK(memvisor_context_create(memory, 2 * MIB, NULL, &again));
+    CHECK(again.id != ctx.id);
+    CHECK_STATUS(memvisor_client_create(ctx, 0, &cl), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_delete(ctx), MEMVISOR_STATUS_INVALID_HANDLE);
+    OK(memvisor_context_delete(again));
+    free(memory);
+}
+
+static void test_client_errors(void) {
+    void *memory;
+    memvisor_context ctx = context_over(2 * MIB, CHUNK, 0, &memory);
+    memvisor_client a, b;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(ctx, 4 * KIB, &b));
+    CHECK(a.id != b.id);
+
+    memvisor_client null_cl = {0};
+    memvisor_client forged = {a.id + 1000};
+    memvisor_client bad[] = {null_cl, forged};
+    void *p = NULL;
+    size_t size = 0;
+    bool owns = true;
+    memvisor_client_stats cs = {.size = sizeof cs};
+    int local = 0;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_STATUS(memvisor_alloc(bad[i], 16, &p), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_alloc_aligned(bad[i], 16, 64, &p), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_client_free(bad[i], &local, NULL), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_client_owns(bad[i], &local, &owns), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_size_of(bad[i], &local, &size), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_client_get_stats(bad[i], &cs), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_client_delete(bad[i]), MEMVISOR_STATUS_INVALID_HANDLE);
+    }
+    CHECK(p == NULL);
+
+    /* Null outputs and pointers. */
+    CHECK_STATUS(memvisor_alloc(a, 16, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 16, 16, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_client_free(a, NULL, &size), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_client_owns(a, &local, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_client_owns(a, NULL, &owns), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_size_of(a, NULL, &size), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_size_of(a, &local, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_client_get_stats(a, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    cs.size = 8;
+    CHECK_STATUS(memvisor_client_get_stats(a, &cs), MEMVISOR_STATUS_STRUCT_SIZE);
+    cs.size = sizeof cs;
+
+    /* Sizes and alignments. */
+    CHECK_STATUS(memvisor_alloc(a, 2 * MIB + 1, &p), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc(a, SIZE_MAX, &p), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 16, 0, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 16, 48, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 16, 8192, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK(p == NULL);
+    for (size_t align = 16; align <= 4096; align *= 2) {
+        OK(memvisor_alloc_aligned(a, 24, align, &p));
+        CHECK(((uintptr_t)p & (align - 1)) == 0);
+        OK(memvisor_client_free(a, p, NULL));
+    }
+    OK(memvisor_alloc_aligned(a, 100, 4096, &p));
+    CHECK(((uintptr_t)p & 4095) == 0);
+    OK(memvisor_size_of(a, p, &size));
+    CHECK(size >= 100);
+    OK(memvisor_client_free(a, p, &size));
+
+    /* Quota. */
+    void *q = NULL;
+    OK(memvisor_alloc(b, 4 * KIB, &q));
+    CHECK_STATUS(memvisor_alloc(b, 16, &p), MEMVISOR_STATUS_QUOTA_EXCEEDED);
+    OK(memvisor_client_get_stats(b, &cs));
+    CHECK(cs.quota == 4 * KIB && cs.used_bytes == 4 * KIB && cs.live_blocks == 1);
+
+    /* Pointers that are not this client's live blocks. */
+    void *x = NULL;
+    OK(memvisor_alloc(a, 100, &x));
+    CHECK_STATUS(memvisor_client_free(a, &local, NULL), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_client_free(a, q, NULL), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_client_free(b, x, NULL), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_client_free(a, (char *)x + 16, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_size_of(a, &local, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_size_of(a, q, &size), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_size_of(a, (char *)x + 16, &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    OK(memvisor_client_owns(a, x, &owns));
+    CHECK(owns);
+    OK(memvisor_client_owns(b, x, &owns));
+    CHECK(!owns);
+    OK(memvisor_client_owns(a, &local, &owns));
+    CHECK(!owns);
+    OK(memvisor_size_of(a, x, &size));
+    CHECK(size == 112);
+    size = 0;
+    OK(memvisor_client_free(a, x, &size));
+    CHECK(size == 112);
+    CHECK_STATUS(memvisor_client_free(a, x, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_size_of(a, x, &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    OK(memvisor_client_owns(a, x, &owns));
+    CHECK(!owns);
+
+    /* A zero size gets the smallest block. */
+    OK(memvisor_alloc(a, 0, &p));
+    OK(memvisor_size_of(a, p, &size));
+    CHECK(size == 16);
+    OK(memvisor_client_free(a, p, NULL));
+
+    /* Large blocks: runs of whole chunks. */
+    OK(memvisor_alloc(a, 3 * CHUNK + 1, &p));
+    OK(memvisor_size_of(a, p, &size));
+    CHECK(size >= 3 * CHUNK + 1);
+    memset(p, 0x77, size);
+    OK(memvisor_client_owns(a, p, &owns));
+    CHECK(owns);
+    CHECK_STATUS(memvisor_client_free(b, p, NULL), MEMVISOR_STATUS_NOT_OWNED);
+    OK(memvisor_client_free(a, p, NULL));
+
+    /* Out of memory: the other client holds a chunk, so no run of all 32 is left, and the
+     * chunks run out one by one. */
+    CHECK_STATUS(memvisor_alloc(a, 2 * MIB, &p), MEMVISOR_STATUS_OUT_OF_MEMORY);
+    size_t n = 0;
+    while (memvisor_alloc(a, CHUNK, &p) == MEMVISOR_STATUS_OK) {
+        n++;
+    }
+    CHECK(n >= 29 && n <= 31);
+    CHECK_STATUS(memvisor_alloc(a, CHUNK, &p), MEMVISOR_STATUS_OUT_OF_MEMORY);
+
+    /* Deleting frees it all; the handle is then refused, the other client lives on. */
+    OK(memvisor_client_delete(a));
+    CHECK_STATUS(memvisor_client_delete(a), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_alloc(a, 16, &p), MEMVISOR_STATUS_INVALID_HANDLE);
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.held_chunks == 1 && s.clients == 1);
+    OK(memvisor_size_of(b, q, &size));
+    OK(memvisor_client_free(b, q, NULL));
+    OK(memvisor_client_delete(b));
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
+static void test_leaky_client_and_flags(void) {
+    void *memory;
+    memvisor_context ctx = context_over(
+        4 * MIB, CHUNK, MEMVISOR_FLAG_ZERO | MEMVISOR_FLAG_POISON | MEMVISOR_FLAG_STATISTICS,
+        &memory);
+    uint32_t flags = 0;
+    OK(memvisor_context_accepted_flags(ctx, &flags));
+    CHECK(flags == (MEMVISOR_FLAG_ZERO | MEMVISOR_FLAG_POISON | MEMVISOR_FLAG_STATISTICS));
+
+    memvisor_client cl;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    unsigned char *p = NULL;
+    OK(memvisor_alloc(cl, 256, (void **)&p));
+    for (int i = 0; i < 256; i++) {
+        CHECK(p[i] == 0);
+    }
+    memset(p, 0x11, 256);
+    OK(memvisor_client_free(cl, p, NULL));
+    CHECK(p[255] == MEMVISOR_POISON_BYTE);
+    OK(memvisor_alloc(cl, 256, (void **)&p));
+    CHECK(p[0] == 0 && p[255] == 0);
+
+    /* A program that leaks 1,000 blocks. */
+    for (int i = 0; i < 1000; i++) {
+        void *leak;
+        OK(memvisor_alloc(cl, 200 + (size_t)i, &leak));
+    }
+    memvisor_client_stats cs = {.size = sizeof cs};
+    OK(memvisor_client_get_stats(cl, &cs));
+    CHECK(cs.size == sizeof cs);
+    CHECK(cs.live_blocks == 1001 && cs.allocations == 1002 && cs.frees == 1);
+    CHECK(cs.used_bytes > 200000 && cs.total_bytes >= cs.used_bytes);
+    CHECK(cs.quota == MEMVISOR_UNLIMITED && cs.chunks > 0);
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.live_blocks == 1001 && s.used_bytes == cs.used_bytes && s.held_chunks == cs.chunks);
+
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.held_chunks == 0 && s.used_bytes == 0 && s.live_blocks == 0 && s.clients == 0);
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
+static void test_context_free_owner_trim(void) {
+    void *memory;
+    memvisor_context ctx = context_over(2 * MIB, CHUNK, MEMVISOR_FLAG_STATISTICS, &memory);
+    memvisor_context null_ctx = {0};
+    memvisor_client a, b, who = {0};
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &b));
+    void *pa = NULL, *pb = NULL;
+    OK(memvisor_alloc(a, 300, &pa));
+    OK(memvisor_alloc(b, 5000, &pb));
+    int local = 0;
+    size_t size = 0;
+
+    /* Owner lookup. */
+    CHECK_STATUS(memvisor_context_owner(ctx, pa, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_context_owner(null_ctx, pa, &who), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_owner(ctx, &local, &who), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_context_owner(ctx, NULL, &who), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_context_owner(ctx, (char *)pa + 16, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_context_owner(ctx, (char *)memory + 2 * MIB - 4096, &who),
+                 MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK(who.id == 0);
+    OK(memvisor_context_owner(ctx, pa, &who));
+    CHECK(who.id == a.id);
+    OK(memvisor_context_owner(ctx, pb, &who));
+    CHECK(who.id == b.id);
+
+    /* Frees through the context. */
+    CHECK_STATUS(memvisor_free(ctx, NULL, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_free(null_ctx, pa, NULL), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_free(ctx, &local, NULL), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_free(ctx, (char *)memory + 2 * MIB - 4096, NULL),
+                 MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_free(ctx, (char *)pa + 16, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    OK(memvisor_free(ctx, pa, &size));
+    CHECK(size == 320);
+    OK(memvisor_free(ctx, pb, NULL));
+    CHECK_STATUS(memvisor_free(ctx, pa, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_client_free(a, pa, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_context_owner(ctx, pa, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    bool owns = true;
+    OK(memvisor_client_owns(a, pa, &owns));
+    CHECK(!owns);
+
+    /* Trim: the client gives back what it keeps; the context asks every client. */
+    CHECK_STATUS(memvisor_context_trim(null_ctx), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_client_trim((memvisor_client){0}), MEMVISOR_STATUS_INVALID_HANDLE);
+    OK(memvisor_context_trim(ctx));
+    OK(memvisor_client_trim(a));
+    memvisor_client_stats cs = {.size = sizeof cs};
+    OK(memvisor_client_get_stats(a, &cs));
+    CHECK(cs.used_bytes == 0 && cs.live_blocks == 0 && cs.cached_bytes == 0 && cs.chunks == 0);
+    CHECK(cs.pinned_chunks == 0 && cs.pinned_bytes == 0);
+    void *p;
+    OK(memvisor_alloc(b, 64, &p)); /* b takes the freed block back on its next allocation */
+    OK(memvisor_client_free(b, p, NULL));
+    OK(memvisor_client_trim(b));
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.used_bytes == 0 && s.live_blocks == 0 && s.held_chunks == 0);
+    CHECK(s.cached_bytes == 0 && s.pinned_chunks == 0);
+
+    /* Deleted clients are no owners. */
+    OK(memvisor_alloc(a, 100, &p));
+    OK(memvisor_client_delete(a));
+    CHECK_STATUS(memvisor_context_owner(ctx, p, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_free(ctx, p, NULL), MEMVISOR_STATUS_NOT_OWNED);
+    OK(memvisor_client_delete(b));
+    OK(memvisor_context_delete(ctx));
+    CHECK_STATUS(memvisor_context_trim(ctx), MEMVISOR_STATUS_INVALID_HANDLE);
+    free(memory);
+}
+
+int main(void) {
+    test_library();
+    test_context_create_errors();
+    test_context_reserved();
+    test_context_handles();
+    test_client_errors();
+    test_leaky_client_and_flags();
+    test_context_free_owner_trim();
+    return finish("api");
+}

@@ -1,0 +1,208 @@
+/* Contexts are shared between threads; each client is used by one thread at a time. */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "memvisor.h"
+#include "check.h"
+
+#define THREADS 4
+#define ROUNDS 20
+#define BLOCKS 200
+
+static memvisor_context shared_ctx;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int thread_failures;
+
+static void fail_locked(void) {
+    pthread_mutex_lock(&lock);
+    thread_failures++;
+    pthread_mutex_unlock(&lock);
+}
+
+/* Each round: a client of the shared context, blocks filled with a pattern, checked, and the
+ * client deleted with half of them leaked. */
+static void *program(void *arg) {
+    unsigned char tag = (unsigned char)(uintptr_t)arg;
+    void *blocks[BLOCKS];
+    for (int round = 0; round < ROUNDS; round++) {
+        memvisor_client cl;
+        if (memvisor_client_create(shared_ctx, MEMVISOR_UNLIMITED, &cl) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+            return NULL;
+        }
+        for (int i = 0; i < BLOCKS; i++) {
+            size_t size = 16 + (size_t)((i * 37 + round) % 900);
+            if (memvisor_alloc(cl, size, &blocks[i]) != MEMVISOR_STATUS_OK) {
+                fail_locked();
+                blocks[i] = NULL;
+                continue;
+            }
+            memset(blocks[i], tag, 16);
+        }
+        for (int i = 0; i < BLOCKS; i += 2) {
+            const unsigned char *b = blocks[i];
+            if (b == NULL || b[0] != tag || b[15] != tag) {
+                fail_locked();
+            }
+            if (b != NULL && memvisor_client_free(cl, blocks[i], NULL) != MEMVISOR_STATUS_OK) {
+                fail_locked();
+            }
+        }
+        if (memvisor_client_delete(cl) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+    }
+    return NULL;
+}
+
+/* Context functions from another thread while the programs run. */
+static void *observer(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 2000; i++) {
+        memvisor_context_stats s = {.size = sizeof s};
+        uint32_t flags;
+        if (memvisor_context_get_stats(shared_ctx, &s) != MEMVISOR_STATUS_OK ||
+            s.held_chunks + s.free_chunks != s.chunks ||
+            memvisor_context_accepted_flags(shared_ctx, &flags) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+        /* Deleting a context in use is refused, never done. */
+        memvisor_status st = memvisor_context_delete(shared_ctx);
+        if (st != MEMVISOR_STATUS_CONTEXT_BUSY && st != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+        if (st == MEMVISOR_STATUS_OK) {
+            /* Only possible between rounds with no client: make it again is not allowed
+             * here, so count it as a failure of the test's assumptions. */
+            fail_locked();
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* A client handed from one thread to another (with the join as the synchronisation). */
+static memvisor_client handed;
+static void *second_owner(void *arg) {
+    void *p = arg;
+    size_t size = 0;
+    if (memvisor_size_of(handed, p, &size) != MEMVISOR_STATUS_OK || size != 112 ||
+        memvisor_client_free(handed, p, NULL) != MEMVISOR_STATUS_OK) {
+        fail_locked();
+    }
+    return NULL;
+}
+
+/* Frees through the context on one thread while the blocks' client allocates on another. */
+#define REMOTE 2000
+static void *remote_blocks[REMOTE];
+static void *remote_freer(void *arg) {
+    (void)arg;
+    for (int i = 0; i < REMOTE; i += 2) {
+        size_t size = 0;
+        if (memvisor_free(shared_ctx, remote_blocks[i], &size) != MEMVISOR_STATUS_OK || size < 16) {
+            fail_locked();
+        }
+    }
+    return NULL;
+}
+
+static void test_remote_frees(void) {
+    memvisor_client cl;
+    OK(memvisor_client_create(shared_ctx, MEMVISOR_UNLIMITED, &cl));
+    for (int i = 0; i < REMOTE; i++) {
+        OK(memvisor_alloc(cl, 16 + (size_t)(i % 500), &remote_blocks[i]));
+    }
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, remote_freer, NULL) == 0);
+    for (int round = 0; round < 50; round++) {
+        void *p[20];
+        for (int i = 0; i < 20; i++) {
+            OK(memvisor_alloc(cl, 48, &p[i]));
+        }
+        for (int i = 0; i < 20; i++) {
+            OK(memvisor_client_free(cl, p[i], NULL));
+        }
+    }
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(thread_failures == 0);
+    for (int i = 1; i < REMOTE; i += 2) {
+        OK(memvisor_client_free(cl, remote_blocks[i], NULL));
+    }
+    OK(memvisor_client_trim(cl));
+    memvisor_client_stats cs = {.size = sizeof cs};
+    OK(memvisor_client_get_stats(cl, &cs));
+    CHECK(cs.live_blocks == 0 && cs.used_bytes == 0 && cs.chunks == 0);
+    OK(memvisor_client_delete(cl));
+}
+
+/* A client deleted while another thread frees its blocks through the context: the delete
+ * waits for the free in flight, and later frees are refused. */
+static memvisor_client doomed;
+static void *doomed_deleter(void *arg) {
+    (void)arg;
+    if (memvisor_client_delete(doomed) != MEMVISOR_STATUS_OK) {
+        fail_locked();
+    }
+    return NULL;
+}
+
+static void test_delete_during_remote_frees(void) {
+    OK(memvisor_client_create(shared_ctx, MEMVISOR_UNLIMITED, &doomed));
+    for (int i = 0; i < REMOTE; i++) {
+        OK(memvisor_alloc(doomed, 64, &remote_blocks[i]));
+    }
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, doomed_deleter, NULL) == 0);
+    for (int i = 0; i < REMOTE; i++) {
+        memvisor_status st = memvisor_free(shared_ctx, remote_blocks[i], NULL);
+        CHECK(st == MEMVISOR_STATUS_OK || st == MEMVISOR_STATUS_NOT_OWNED ||
+              st == MEMVISOR_STATUS_NOT_A_BLOCK);
+    }
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(thread_failures == 0);
+}
+
+int main(void) {
+    size_t len = 16u << 20;
+    void *memory = aligned_alloc(4096, len);
+    memvisor_config c;
+    OK(memvisor_config_init(&c));
+    c.chunk_size = 64u << 10;
+    c.flags = MEMVISOR_FLAG_STATISTICS;
+    OK(memvisor_context_create(memory, len, &c, &shared_ctx));
+
+    /* One client that stays alive keeps the observer's deletes refused throughout. */
+    memvisor_client keeper;
+    OK(memvisor_client_create(shared_ctx, MEMVISOR_UNLIMITED, &keeper));
+
+    pthread_t threads[THREADS + 1];
+    for (uintptr_t t = 0; t < THREADS; t++) {
+        CHECK(pthread_create(&threads[t], NULL, program, (void *)(t + 1)) == 0);
+    }
+    CHECK(pthread_create(&threads[THREADS], NULL, observer, NULL) == 0);
+    for (int t = 0; t <= THREADS; t++) {
+        CHECK(pthread_join(threads[t], NULL) == 0);
+    }
+    CHECK(thread_failures == 0);
+
+    void *p = NULL;
+    OK(memvisor_alloc(keeper, 100, &p));
+    handed = keeper;
+    pthread_t t2;
+    CHECK(pthread_create(&t2, NULL, second_owner, p) == 0);
+    CHECK(pthread_join(t2, NULL) == 0);
+    CHECK(thread_failures == 0);
+    OK(memvisor_client_delete(keeper));
+
+    test_remote_frees();
+    test_delete_during_remote_frees();
+
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(shared_ctx, &s));
+    CHECK(s.held_chunks == 0 && s.clients == 0 && s.live_blocks == 0 && s.used_bytes == 0);
+    OK(memvisor_context_delete(shared_ctx));
+    free(memory);
+    return finish("threads");
+}
