@@ -527,7 +527,9 @@ impl Placer {
             memvisor_resources::Error::ZeroSize => Error::ZeroSize { base: base.0 },
             _ => Error::Overflow { base: base.0, size },
         })?;
-        for (w, alloc) in &mut self.windows {
+        // All or nothing: the parts reserved before a refused one are freed again.
+        let mut done: Vec<(usize, RangeInclusive)> = Vec::new();
+        for (i, (w, alloc)) in self.windows.iter_mut().enumerate() {
             let Some(part) = w.range().intersection(&range) else {
                 continue;
             };
@@ -538,6 +540,10 @@ impl Placer {
                     .map_or((base.0, size), |a| {
                         (a.range.start(), a.range.size().unwrap_or(u64::MAX))
                     });
+                for (j, taken) in done {
+                    // Reserved just above, so freeing it cannot fail.
+                    let _ = self.windows[j].1.free(&taken);
+                }
                 return Err(Error::Overlap {
                     base: base.0,
                     size,
@@ -545,6 +551,7 @@ impl Placer {
                     other_size: other.1,
                 });
             }
+            done.push((i, part));
         }
         Ok(())
     }
@@ -677,6 +684,19 @@ mod tests {
         }
         let far = RegionSpec::new(RegionType::Reserved, GuestAddress(1 << 40), p);
         assert!(matches!(l.check(&far), Err(Error::AddressLimit { .. })));
+    }
+
+    #[test]
+    fn placer_take_across_windows_refused_takes_nothing() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        // The last device page and the first reserved page: two windows.
+        let hole_end = 0xfec0_0000;
+        p.take(GuestAddress(hole_end), 0x1000).unwrap();
+        let err = p.take(GuestAddress(hole_end - 0x1000), 0x2000).unwrap_err();
+        assert!(matches!(err, Error::Overlap { other_base, .. } if other_base == hole_end));
+        // The device part was given back: it can be taken on its own.
+        p.take(GuestAddress(hole_end - 0x1000), 0x1000).unwrap();
     }
 
     #[test]
