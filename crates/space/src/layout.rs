@@ -7,7 +7,7 @@ use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request}
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
-use crate::region::{RegionSpec, RegionType};
+use crate::region::{GUEST_PAGE_SIZE, RegionSpec, RegionType};
 
 const GIB: u64 = 1 << 30;
 
@@ -167,6 +167,7 @@ pub enum Arch {
 pub struct Layout {
     arch: Option<Arch>,
     limit: u64,
+    guest_page: u64,
     windows: Vec<Window>,
 }
 
@@ -201,8 +202,40 @@ impl Layout {
         Ok(Self {
             arch: None,
             limit: limit.0,
+            guest_page: GUEST_PAGE_SIZE,
             windows,
         })
+    }
+
+    /// The layout with regions aligned to `page` bytes (a power of two, at least
+    /// [`GUEST_PAGE_SIZE`](crate::GUEST_PAGE_SIZE)) instead of the default 4 KiB: a guest
+    /// page size, never the host's.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAlignment`] for a page that is not a power of two or below 4 KiB.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, Layout, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::aarch64().build()?.with_guest_page_size(0x1_0000)?;
+    /// let r = RegionSpec::ram(GuestAddress(1 << 30), 0x1000);
+    /// assert!(matches!(layout.check(&r), Err(Error::Misaligned { page_size: 0x1_0000, .. })));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn with_guest_page_size(mut self, page: u64) -> Result<Self> {
+        if !page.is_power_of_two() || page < GUEST_PAGE_SIZE {
+            return Err(Error::InvalidAlignment { align: page });
+        }
+        self.guest_page = page;
+        Ok(self)
+    }
+
+    /// The guest page size every region's base and size must be a multiple of (4 KiB for
+    /// both presets). It never depends on the host's page size, so a plan does not either.
+    #[must_use]
+    pub fn guest_page_size(&self) -> u64 {
+        self.guest_page
     }
 
     /// The x86-64 preset: RAM `[0, 3 GiB)`, device MMIO `[3 GiB, 0xfec0_0000)` (the 32-bit
@@ -253,11 +286,12 @@ impl Layout {
         (addr.0 <= w.last()).then_some(w)
     }
 
-    /// Checks that a (valid) region sits where its type belongs.
+    /// Checks that a (valid) region sits where its type belongs, on guest page boundaries.
     ///
     /// # Errors
-    /// [`Error::AddressLimit`] past the limit, [`Error::OutsideWindow`] if it is not inside a
-    /// single window of the kind it needs.
+    /// [`Error::Misaligned`] if base or size is not a multiple of the
+    /// [guest page size](Self::guest_page_size), [`Error::AddressLimit`] past the limit,
+    /// [`Error::OutsideWindow`] if it is not inside a single window of the kind it needs.
     ///
     /// ```
     /// use memvisor_space::{Error, Layout, RegionSpec, RegionType};
@@ -274,6 +308,13 @@ impl Layout {
         let last = base
             .checked_add(size.saturating_sub(1))
             .ok_or(Error::Overflow { base, size })?;
+        if !base.is_multiple_of(self.guest_page) || !size.is_multiple_of(self.guest_page) {
+            return Err(Error::Misaligned {
+                base,
+                size,
+                page_size: self.guest_page,
+            });
+        }
         if last > self.limit {
             return Err(Error::AddressLimit {
                 base,
@@ -697,6 +738,42 @@ mod tests {
         assert!(matches!(err, Error::Overlap { other_base, .. } if other_base == hole_end));
         // The device part was given back: it can be taken on its own.
         p.take(GuestAddress(hole_end - 0x1000), 0x1000).unwrap();
+    }
+
+    #[test]
+    fn plan_on_64k_host_aligns_to_guest_pages() {
+        use crate::region::with_host_page_size;
+        use crate::{AddressSpace, Region};
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        let mmio = p.place(WindowKind::Device, 0x1000, 0x1000).unwrap();
+        let specs = [
+            RegionSpec::ram(GuestAddress(0), 0x10_1000),
+            RegionSpec::new(RegionType::Device, mmio, 0x1000),
+        ];
+        with_host_page_size(0x1_0000, || {
+            AddressSpace::plan(l.clone(), specs.clone()).unwrap();
+            // Backing is where the host page counts: refused before anything is mapped.
+            let err = Region::back(specs[0].clone()).unwrap_err();
+            assert!(matches!(
+                err,
+                Error::Misaligned {
+                    page_size: 0x1_0000,
+                    ..
+                }
+            ));
+            // An unbacked region has no host pages to be aligned to.
+            Region::back(specs[1].clone()).unwrap();
+        });
+        // Misaligned to the guest page: refused by the plan whatever the host.
+        let odd = RegionSpec::new(RegionType::Device, GuestAddress(0xc000_0800), 0x1000);
+        assert!(matches!(
+            l.check(&odd),
+            Err(Error::Misaligned {
+                page_size: 0x1000,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -106,8 +106,8 @@ pub use guest_region::{Region, RegionRef};
 pub use layout::{Arch, Layout, LayoutBuilder, Placer, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
 pub use region::{
-    Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy, Protection,
-    RegionSpec, RegionType,
+    Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy,
+    Protection, RegionSpec, RegionType,
 };
 pub use snapshot::Snapshot;
 pub use space::{
