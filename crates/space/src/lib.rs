@@ -42,7 +42,7 @@
 //!
 //! // Place a device's MMIO window with the layout's placer.
 //! let mut placer = layout.placer();
-//! let mmio = placer.place(WindowKind::Device, 0x1000, 0x1000)?;
+//! let mmio = placer.place(WindowKind::Device, 0x1000, 0x1000, "net0")?.start();
 //!
 //! let ram = layout.ram_ranges(64 << 20)?;
 //! let mut specs: Vec<RegionSpec> = ram
@@ -78,7 +78,8 @@
 //! }));
 //!
 //! // Hot-plug 2 MiB at the first free slot of the hotplug window.
-//! let slot = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20)?;
+//! let slot = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20, "slot0")?;
+//! let slot = slot.start();
 //! let (region, plug_report) = space.plug(RegionSpec::ram(slot, 2 << 20).hotplug(true))?;
 //! assert!(plug_report.in_hotplug_window);
 //! assert_eq!(plugged.load(Ordering::Relaxed), 1);
@@ -96,6 +97,9 @@ mod error;
 mod guest_region;
 mod layout;
 mod memory;
+mod placer;
+mod platform;
+mod range;
 mod region;
 mod snapshot;
 mod space;
@@ -103,8 +107,11 @@ mod sys;
 
 pub use error::{Error, ListenerError, Result};
 pub use guest_region::{Region, RegionRef};
-pub use layout::{Arch, Layout, LayoutBuilder, Placer, Window, WindowKind};
+pub use layout::{Layout, LayoutBuilder, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
+pub use placer::Placer;
+pub use platform::{Arch, Platform, Reservation, ReservationKind, SerialPreset};
+pub use range::GuestRange;
 pub use region::{
     Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy,
     Protection, RegionSpec, RegionType,
