@@ -246,6 +246,7 @@ pub struct Plan {
     /// The spec's name.
     pub name: String,
     /// The architecture.
+    #[serde(serialize_with = "arch_name")]
     pub arch: Arch,
     /// Guest physical address bits.
     pub phys_bits: u32,
@@ -272,6 +273,10 @@ pub struct Plan {
     /// Hotplug slot regions, by address.
     #[serde(skip)]
     pub slots: Vec<PlannedRegion>,
+}
+
+fn arch_name<S: serde::Serializer>(arch: &Arch, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(arch.name())
 }
 
 /// Interrupt bookkeeping with owner names, over an [`IdAllocator`].
