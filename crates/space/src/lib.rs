@@ -11,8 +11,11 @@
 //!   and size, [`Backing`], [`Protection`], [`HugePages`], [`NumaBinding`], hotplug, dontfork and
 //!   prefault.
 //! - [`Layout`] holds the windows each type must sit in, with [`Layout::x86_64`] and
-//!   [`Layout::aarch64`] presets; a [`Placer`] finds free ranges in them (device windows, hotplug
-//!   slots) with `memvisor-resources`.
+//!   [`Layout::aarch64`] presets; a [`Platform`] adds the architecture's interrupts, legacy ports
+//!   and reserved ranges; a [`Placer`] finds free ranges, interrupts and ports for named owners
+//!   with `memvisor-resources`, all or nothing; [`plan::plan`] lays a whole VM out with them. Plans
+//!   read nothing from the host: regions align to the guest page, and the host page size is checked
+//!   only when backing.
 //! - [`AddressSpace`] checks regions (typed [`Error`]s, never a panic), gives them memory
 //!   ([`SpaceBuilder::back`], with a [`BackingReport`] of what was done) or not
 //!   ([`SpaceBuilder::plan`]), and publishes immutable [`Snapshot`]s. Readers look addresses up in
@@ -98,6 +101,7 @@ mod guest_region;
 mod layout;
 mod memory;
 mod placer;
+pub mod plan;
 mod platform;
 mod range;
 mod region;

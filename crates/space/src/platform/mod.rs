@@ -86,7 +86,7 @@ impl Reservation {
         Self { name, range, kind }
     }
 
-    /// What it is for (`IOAPIC`, `KVM TSS and identity map`, ...).
+    /// What it is for (`IOAPIC`, `KVM TSS, identity map`, ...).
     #[must_use]
     pub fn name(&self) -> &'static str {
         self.name
@@ -274,7 +274,7 @@ impl Platform {
     /// let mut placer = platform.placer(&layout)?;
     /// let fw = GuestRange::new(GuestAddress(0xfffb_c000), 0x2000)?;
     /// let err = placer.take(fw, "firmware").unwrap_err();
-    /// assert!(matches!(err, Error::Taken { ref other, .. } if other == "KVM TSS and identity map"));
+    /// assert!(matches!(err, Error::Taken { ref other, .. } if other == "KVM TSS, identity map"));
     /// # Ok::<(), memvisor_space::Error>(())
     /// ```
     pub fn placer(&self, layout: &Layout) -> Result<Placer> {

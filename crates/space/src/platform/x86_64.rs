@@ -45,7 +45,7 @@ pub(super) fn platform() -> Platform {
             ReservationKind::Reserved,
         ),
         Reservation::new(
-            "KVM TSS and identity map",
+            "KVM TSS, identity map",
             KVM_TSS,
             KVM_TSS + (KVM_TSS_LEN - 1),
             ReservationKind::Reserved,
