@@ -192,6 +192,12 @@ pub enum Error {
         /// The alignment asked for.
         align: u64,
     },
+    /// A request for zero bytes: there is no range to place.
+    #[error("{owner} asks for zero bytes")]
+    NothingToPlace {
+        /// Who asked.
+        owner: String,
+    },
     /// No window of this kind has room for what an owner asked for.
     #[error(
         "no free range of {size:#x} bytes aligned to {align:#x} for {owner} in the {window} windows (largest free range {largest_free:#x})"

@@ -286,6 +286,7 @@ impl Layout {
     /// Checks that a (valid) region sits where its type belongs, on guest page boundaries.
     ///
     /// # Errors
+    /// [`Error::ZeroSize`] or [`Error::Overflow`] for a spec that covers no valid range;
     /// [`Error::Misaligned`] if base or size is not a multiple of the
     /// [guest page size](Self::guest_page_size), [`Error::AddressLimit`] past the limit,
     /// [`Error::OutsideWindow`] if it is not inside a single window of the kind it needs.
@@ -302,9 +303,7 @@ impl Layout {
     /// ```
     pub fn check(&self, spec: &RegionSpec) -> Result<()> {
         let (base, size) = (spec.base, spec.size);
-        let last = base
-            .checked_add(size.saturating_sub(1))
-            .ok_or(Error::Overflow { base, size })?;
+        let last = spec.range()?.last().0;
         if !base.is_multiple_of(self.guest_page) || !size.is_multiple_of(self.guest_page) {
             return Err(Error::Misaligned {
                 base,
@@ -337,10 +336,12 @@ impl Layout {
     /// RAM regions of.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] for 0; [`Error::NoSpace`] if the RAM windows are too small.
+    /// [`Error::NothingToPlace`] for 0; [`Error::NoSpace`] if the RAM windows are too small.
     pub fn ram_ranges(&self, size: u64) -> Result<Vec<(GuestAddress, u64)>> {
         if size == 0 {
-            return Err(Error::ZeroSize { base: 0 });
+            return Err(Error::NothingToPlace {
+                owner: "boot RAM".into(),
+            });
         }
         let mut left = size;
         let mut out = Vec::new();
@@ -607,6 +608,25 @@ mod tests {
         ] {
             assert!(matches!(bad.build(), Err(Error::InvalidLayout { .. })));
         }
+    }
+
+    #[test]
+    fn check_empty_or_wrapping_spec_names_its_own_base() {
+        let l = Layout::x86_64().build().unwrap();
+        let zero = RegionSpec::new(RegionType::Reserved, GuestAddress(0xfee0_0000), 0);
+        assert!(matches!(
+            l.check(&zero),
+            Err(Error::ZeroSize { base: 0xfee0_0000 })
+        ));
+        let wrap = RegionSpec::new(RegionType::Reserved, GuestAddress(u64::MAX - 0xfff), 0x2000);
+        assert!(matches!(
+            l.check(&wrap),
+            Err(Error::Overflow { base, size: 0x2000 }) if base == u64::MAX - 0xfff
+        ));
+        assert!(matches!(
+            l.ram_ranges(0),
+            Err(Error::NothingToPlace { ref owner }) if owner == "boot RAM"
+        ));
     }
 
     #[test]

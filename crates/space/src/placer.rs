@@ -111,8 +111,8 @@ impl Placer {
     /// of `kind` that has room, first fit.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] for 0, [`Error::InvalidAlignment`] for an alignment that is not a
-    /// power of two, [`Error::NoRoom`] (with the largest free range) if no window of that
+    /// [`Error::NothingToPlace`] for 0, [`Error::InvalidAlignment`] for an alignment that is
+    /// not a power of two, [`Error::NoRoom`] (with the largest free range) if no window of that
     /// kind has room.
     pub fn place(
         &mut self,
@@ -122,7 +122,9 @@ impl Placer {
         owner: &str,
     ) -> Result<GuestRange> {
         if size == 0 {
-            return Err(Error::ZeroSize { base: 0 });
+            return Err(Error::NothingToPlace {
+                owner: owner.to_owned(),
+            });
         }
         let request = Request::new(size, align, AllocPolicy::FirstMatch)
             .map_err(|_| Error::InvalidAlignment { align })?;
@@ -420,7 +422,7 @@ mod tests {
         ));
         assert!(matches!(
             p.place(WindowKind::Hotplug, 0, 0x1000, "d"),
-            Err(Error::ZeroSize { .. })
+            Err(Error::NothingToPlace { ref owner }) if owner == "d"
         ));
         let err = p
             .place(WindowKind::Hotplug, 2 * GIB, 0x1000, "big")

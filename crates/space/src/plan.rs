@@ -259,20 +259,19 @@ fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
 /// # Ok::<(), memvisor_space::plan::PlanError>(())
 /// ```
 pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
-    let layout = build_layout(request)?;
-    plan_in(request, layout.clone()).map_err(|mut e| {
+    let (layout, ram) = build_layout(request)?;
+    plan_in(request, layout.clone(), ram).map_err(|mut e| {
         e.layout = Some(Box::new(layout));
         e
     })
 }
 
-fn plan_in(request: &PlanRequest, layout: Layout) -> Result<Plan, PlanError> {
+fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, PlanError> {
     let platform = &request.platform;
     let mut placer = platform.placer(&layout).map_err(at(PlanItem::Platform))?;
     let mut regions: Vec<(PlannedRegion, PlanItem)> = Vec::new();
 
     // Boot RAM, node by node, over the RAM windows.
-    let ram: u64 = request.nodes.iter().map(|n| n.size).sum();
     let mut ranges = layout
         .ram_ranges(ram)
         .map_err(at(PlanItem::Memory))?
@@ -470,13 +469,17 @@ fn plan_in(request: &PlanRequest, layout: Layout) -> Result<Plan, PlanError> {
     })
 }
 
-/// The layout, built window by window so that an error names the part that did not fit.
-fn build_layout(request: &PlanRequest) -> Result<Layout, PlanError> {
-    let ram: u64 = request
+/// The layout, built window by window so that an error names the part that did not fit, and
+/// the boot RAM size.
+fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
+    let ram = request
         .nodes
         .iter()
-        .map(|n| n.size)
-        .fold(0, u64::saturating_add);
+        .try_fold(0u64, |sum, n| sum.checked_add(n.size))
+        .ok_or(Error::InvalidLayout {
+            reason: "the nodes' RAM sizes overflow".into(),
+        })
+        .map_err(at(PlanItem::Memory))?;
     let hotplug = match &request.hotplug {
         Some(h) => u64::from(h.slots)
             .checked_mul(h.slot_size)
@@ -486,16 +489,20 @@ fn build_layout(request: &PlanRequest) -> Result<Layout, PlanError> {
             .map_err(at(PlanItem::Hotplug))?,
         None => 0,
     };
-    let dax = request
-        .devices
-        .iter()
-        .filter_map(|d| d.dax_size)
-        .fold(0, u64::saturating_add);
     let last_dax = request
         .devices
         .iter()
         .rposition(|d| d.dax_size.is_some())
         .map_or(PlanItem::Memory, PlanItem::DeviceDaxSize);
+    let dax = request
+        .devices
+        .iter()
+        .filter_map(|d| d.dax_size)
+        .try_fold(0u64, u64::checked_add)
+        .ok_or(Error::InvalidLayout {
+            reason: "the DAX window sizes overflow".into(),
+        })
+        .map_err(at(last_dax))?;
     let mut builder = request
         .platform
         .layout()
@@ -523,7 +530,10 @@ fn build_layout(request: &PlanRequest) -> Result<Layout, PlanError> {
         };
         return Err(item);
     }
-    Ok(layout.unwrap_or_else(|| unreachable!("the last step built it")))
+    Ok((
+        layout.unwrap_or_else(|| unreachable!("the last step built it")),
+        ram,
+    ))
 }
 
 /// Interrupts: fixed ones first (the serial port's, the legacy ones, the devices'), then the

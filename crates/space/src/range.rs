@@ -7,6 +7,7 @@ use memvisor_resources::RangeInclusive;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
+use crate::region::RegionSpec;
 
 /// A non-empty range of guest physical addresses, first and last inclusive, so that a range
 /// may end at `u64::MAX` without wrapping. The same type names windows, planned ranges,
@@ -110,6 +111,28 @@ impl GuestRange {
     #[must_use]
     pub fn as_range(&self) -> RangeInclusive {
         self.0
+    }
+}
+
+impl RegionSpec {
+    /// The addresses the region covers, checked: no saturation for an invalid spec.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSize`] for size 0, [`Error::Overflow`] if it passes `u64::MAX`, each with
+    /// the spec's own base.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let r = RegionSpec::ram(GuestAddress(0x1000), 0x1000).range()?;
+    /// assert_eq!(r.last(), GuestAddress(0x1fff));
+    /// let top = RegionSpec::ram(GuestAddress(u64::MAX), 2);
+    /// assert!(matches!(top.range(), Err(Error::Overflow { base: u64::MAX, size: 2 })));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn range(&self) -> Result<GuestRange> {
+        GuestRange::new(GuestAddress(self.base), self.size)
     }
 }
 
