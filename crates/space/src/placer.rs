@@ -242,6 +242,14 @@ impl Placer {
             .map(|a| (a.tag.as_str(), a.range.into()))
     }
 
+    /// Every range taken, with its owner, by window and then by address (a range taken
+    /// across windows shows once per window).
+    pub fn allocations(&self) -> impl Iterator<Item = (&str, GuestRange)> + '_ {
+        self.windows
+            .iter()
+            .flat_map(|(_, a)| a.allocated().map(|x| (x.tag.as_str(), x.range.into())))
+    }
+
     /// The windows of `kind` this placer works in, by address.
     pub fn windows_of(&self, kind: WindowKind) -> impl Iterator<Item = &Window> + '_ {
         self.windows
