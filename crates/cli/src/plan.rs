@@ -691,6 +691,25 @@ mod tests {
     }
 
     #[test]
+    fn plan_layout_too_big_names_the_part_that_did_not_fit() {
+        let e = plan_of(
+            "phys_bits = 32\n[memory]\nsize = \"64MiB\"\n[[device]]\ntype = \"virtio-pmem\"\n\
+             dax_size = \"2GiB\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "device[0].dax_size");
+        assert!(
+            e.problem
+                .to_string()
+                .starts_with("the layout (RAM, hotplug and DAX windows) of 2112 MiB"),
+            "{}",
+            e.problem
+        );
+        let e = plan_of("phys_bits = 32\n[memory]\nsize = \"8GiB\"\n").unwrap_err();
+        assert_eq!(e.field, "memory.size");
+    }
+
+    #[test]
     fn plan_too_many_devices_runs_out_of_gsis() {
         let text = format!(
             "[memory]\nsize = \"64MiB\"\n{}",
