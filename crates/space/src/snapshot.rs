@@ -304,7 +304,7 @@ impl Snapshot {
     /// device window or hotplug slot can go.
     ///
     /// # Errors
-    /// [`Error::Overlap`] cannot happen for a valid snapshot; it is passed on from the placer.
+    /// [`Error::Taken`] cannot happen for a valid snapshot; it is passed on from the placer.
     pub fn placer(&self) -> Result<Placer> {
         let mut placer = self.layout.placer();
         for r in self.regions() {
