@@ -443,6 +443,49 @@ mod tests {
     }
 
     #[test]
+    fn errors_display_owner_and_values() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        assert_eq!(
+            p.place(WindowKind::Device, 0, 0x1000, "net0")
+                .unwrap_err()
+                .to_string(),
+            "net0 asks for zero bytes"
+        );
+        assert_eq!(
+            p.place(WindowKind::Device, 2 * GIB, 0x1000, "pmem0")
+                .unwrap_err()
+                .to_string(),
+            "no free range of 0x80000000 bytes aligned to 0x1000 for pmem0 in the device windows \
+             (largest free range 0x3ec00000)"
+        );
+        assert_eq!(
+            p.take_in(WindowKind::Device, range(0x1000, 0x1000), "net0")
+                .unwrap_err()
+                .to_string(),
+            "net0's range [0x1000, 0x1fff] is not inside a device window"
+        );
+        let mut arm = Layout::aarch64().build().unwrap().placer();
+        assert_eq!(
+            arm.ports_at(range(0x3f8, 8), "serial")
+                .unwrap_err()
+                .to_string(),
+            "the platform has no I/O ports"
+        );
+        assert_eq!(
+            Error::NoIoPorts {
+                ports: Some(range(0xfffc, 8))
+            }
+            .to_string(),
+            "I/O ports [0xfffc, 0x10003] pass the platform's port space"
+        );
+        assert_eq!(
+            Error::InvalidRange { first: 2, last: 1 }.to_string(),
+            "range 0x2..=0x1 is reversed"
+        );
+    }
+
+    #[test]
     fn take_in_outside_its_kind_errors() {
         let l = Layout::x86_64().ram(GIB).build().unwrap();
         let mut p = l.placer();
