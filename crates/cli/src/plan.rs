@@ -485,12 +485,11 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
     let device = |i: usize| spec.devices.get(i).map_or(&none, |d| &d.loc);
     let hot = spec.hotplug.as_ref().map_or(&none, |h| &h.loc);
     let (loc, field): (&Loc, Option<&str>) = match e.item {
-        PlanItem::PhysBits | PlanItem::Memory | PlanItem::Hotplug
+        PlanItem::PhysBits => return layout_error(spec, src, e),
+        PlanItem::Memory | PlanItem::Hotplug
             if matches!(
                 e.error,
-                SpaceError::AddressLimit { .. }
-                    | SpaceError::Overflow { .. }
-                    | SpaceError::InvalidLayout { .. }
+                SpaceError::AddressLimit { .. } | SpaceError::Overflow { .. }
             ) =>
         {
             return layout_error(spec, src, e);
@@ -498,10 +497,9 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
         PlanItem::DeviceDaxSize(_) if matches!(e.error, SpaceError::AddressLimit { .. }) => {
             return layout_error(spec, src, e);
         }
-        PlanItem::PhysBits => return src.error("phys_bits", None, Problem::Space(e.error)),
         PlanItem::Memory => return src.error("memory.size", None, Problem::Space(e.error)),
         PlanItem::Node(i) => (spec.nodes.get(i).map_or(&none, |n| &n.loc), None),
-        PlanItem::Hotplug => (hot, None),
+        PlanItem::Hotplug => (hot, Some("slots")),
         PlanItem::HotplugSlotSize => (hot, Some("slot_size")),
         PlanItem::Serial => (serial, None),
         PlanItem::SerialIrq => (serial, Some("irq")),
@@ -707,6 +705,21 @@ mod tests {
         );
         let e = plan_of("phys_bits = 32\n[memory]\nsize = \"8GiB\"\n").unwrap_err();
         assert_eq!(e.field, "memory.size");
+    }
+
+    #[test]
+    fn plan_more_slots_than_slot_numbers_names_slots() {
+        let e = plan_of(
+            "phys_bits = 64\n[memory]\nsize = \"64MiB\"\n[hotplug]\nslots = 4000000000\n\
+             slot_size = 4096\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "hotplug.slots");
+        assert!(
+            e.problem.to_string().contains("memory-slot numbers"),
+            "{}",
+            e.problem
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::placer::Placer;
 use crate::platform::{Platform, ReservationKind, SerialPreset};
 use crate::range::GuestRange;
 use crate::region::{HugePages, RegionSpec, RegionType};
-use crate::space::AddressSpace;
+use crate::space::{AddressSpace, DEFAULT_SLOTS};
 
 /// Alignment of DAX windows.
 pub const DAX_ALIGN: u64 = 2 << 20;
@@ -81,7 +81,9 @@ pub struct DeviceRequest {
 /// Hotplug slots.
 #[derive(Clone, Debug)]
 pub struct HotplugRequest {
-    /// How many.
+    /// How many: at most [`DEFAULT_SLOTS`](crate::DEFAULT_SLOTS), the memory-slot numbers of
+    /// an address space (so that a request cannot make the planner loop or allocate without
+    /// bound).
     pub slots: u32,
     /// Bytes each.
     pub slot_size: u64,
@@ -480,6 +482,16 @@ fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
             reason: "the nodes' RAM sizes overflow".into(),
         })
         .map_err(at(PlanItem::Memory))?;
+    if let Some(h) = &request.hotplug
+        && h.slots > DEFAULT_SLOTS
+    {
+        return Err(at(PlanItem::Hotplug)(Error::InvalidLayout {
+            reason: format!(
+                "{} hotplug slots: an address space has {DEFAULT_SLOTS} memory-slot numbers",
+                h.slots
+            ),
+        }));
+    }
     let hotplug = match &request.hotplug {
         Some(h) => u64::from(h.slots)
             .checked_mul(h.slot_size)
@@ -820,6 +832,21 @@ mod tests {
         assert!(
             matches!(e.error, Error::NoRoom { largest_free, .. } if largest_free == 1004 * MIB)
         );
+    }
+
+    #[test]
+    fn plan_more_slots_than_slot_numbers_errors_at_once() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.phys_bits = 64;
+        r.hotplug = Some(HotplugRequest {
+            slots: u32::MAX,
+            slot_size: 0x1000,
+            node: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::Hotplug);
+        assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
     }
 
     #[test]
