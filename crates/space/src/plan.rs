@@ -81,7 +81,7 @@ pub struct DeviceRequest {
 /// Hotplug slots.
 #[derive(Clone, Debug)]
 pub struct HotplugRequest {
-    /// How many: at most [`DEFAULT_SLOTS`](crate::DEFAULT_SLOTS), the memory-slot numbers of
+    /// How many: at most [`DEFAULT_SLOTS`], the memory-slot numbers of
     /// an address space (so that a request cannot make the planner loop or allocate without
     /// bound).
     pub slots: u32,
