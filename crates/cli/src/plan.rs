@@ -1,40 +1,24 @@
-//! Planning: turns a [`VmSpec`] into the guest physical memory map — RAM per NUMA node, device
-//! MMIO windows and interrupts, DAX windows, hotplug slots — and checks it with
-//! `memvisor-space`. Nothing here depends on the host, so a plan prints the same everywhere.
+//! Planning: turns a [`VmSpec`] into the guest physical memory map with `memvisor-space`'s
+//! planner ([`memvisor_space::plan::plan`]), points its errors at the spec, and shapes the
+//! result for rendering. Nothing here depends on the host, so a plan prints the same
+//! everywhere.
 
-use std::collections::HashMap;
 use std::fmt;
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, RangeInclusive, Request};
+pub use memvisor_space::plan::PlannedRegion;
+use memvisor_space::plan::{
+    DeviceRequest, HotplugRequest, NodeRequest, PlanError, PlanItem, PlanRequest, SerialRequest,
+};
 use memvisor_space::{
-    AddressSpace, Backing, HugePageFallback, HugePageSize, HugePages, Layout, NumaBinding,
-    NumaPolicy, RegionSpec, RegionType, WindowKind,
+    Backing, Error as SpaceError, GuestRange, HugePageFallback, HugePageSize, HugePages, Layout,
+    NumaBinding, NumaPolicy, Platform, RegionSpec, RegionType, WindowKind,
 };
 use serde::Serialize;
 use vm_memory::GuestAddress;
 
 use crate::error::{Problem, SpecError};
 use crate::size::Size;
-use crate::spec::{
-    Arch, BackingKind, DEFAULT_MMIO_SIZE, Loc, MemoryOptions, PageKind, Policy, Source, VmSpec,
-};
-
-/// First and last interrupt number of the x86-64 IOAPIC (24 pins).
-pub const X86_GSI_RANGE: (u32, u32) = (0, 23);
-/// Legacy ISA interrupts on x86-64 (timer, keyboard, cascade, COM2, COM1): never given to
-/// virtio devices.
-pub const X86_LEGACY_GSIS: u32 = 5;
-/// The x86-64 serial port's default interrupt (COM1).
-pub const X86_SERIAL_IRQ: u32 = 4;
-/// The x86-64 serial port's default I/O port base (COM1).
-pub const X86_SERIAL_PORT: u64 = 0x3f8;
-/// Size of the serial port's I/O range (a 16550 UART: 8 registers).
-pub const SERIAL_PORT_LEN: u64 = 8;
-/// Interrupt numbers given to AArch64 devices: GIC shared peripheral interrupts (SPIs) start
-/// at INTID 32; the range ends at 127 (as in Firecracker).
-pub const AARCH64_SPI_RANGE: (u32, u32) = (32, 127);
-/// Alignment of DAX windows.
-pub const DAX_ALIGN: u64 = 2 << 20;
+use crate::spec::{Arch, BackingKind, Loc, MemoryOptions, PageKind, Policy, Source, VmSpec};
 
 /// An inclusive address range in the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,11 +32,11 @@ pub struct Span {
 }
 
 impl Span {
-    fn from_range(r: RangeInclusive) -> Self {
+    fn from_range(r: GuestRange) -> Self {
         Self {
-            start: r.start(),
-            end: r.end(),
-            size: r.end() - r.start() + 1,
+            start: r.start().0,
+            end: r.last().0,
+            size: r.size().unwrap_or(u64::MAX),
         }
     }
 
@@ -231,21 +215,13 @@ pub struct NodeEntry {
     pub host_nodes: Vec<u32>,
 }
 
-/// A region of the plan with the name it is reported under.
-#[derive(Clone, Debug)]
-pub struct PlannedRegion {
-    /// What `memvisor-space` gets.
-    pub spec: RegionSpec,
-    /// Its owner (`RAM node0`, `eth0`, ...).
-    pub owner: String,
-}
-
 /// The planned guest physical address space.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     /// The spec's name.
     pub name: String,
     /// The architecture.
+    #[serde(serialize_with = "arch_name")]
     pub arch: Arch,
     /// Guest physical address bits.
     pub phys_bits: u32,
@@ -274,156 +250,8 @@ pub struct Plan {
     pub slots: Vec<PlannedRegion>,
 }
 
-/// Interrupt bookkeeping with owner names, over an [`IdAllocator`].
-struct Irqs {
-    ids: IdAllocator,
-    owners: HashMap<u32, String>,
-    arch: Arch,
-}
-
-impl Irqs {
-    fn new(arch: Arch) -> Result<Self, Problem> {
-        let (first, last) = match arch {
-            Arch::X86_64 => X86_GSI_RANGE,
-            Arch::Aarch64 => AARCH64_SPI_RANGE,
-        };
-        Ok(Self {
-            ids: IdAllocator::new(first, last).map_err(|e| Problem::Invalid(e.to_string()))?,
-            owners: HashMap::new(),
-            arch,
-        })
-    }
-
-    fn name(&self) -> &'static str {
-        match self.arch {
-            Arch::X86_64 => "GSI",
-            Arch::Aarch64 => "SPI",
-        }
-    }
-
-    fn take(&mut self, irq: u32, owner: &str) -> Result<u32, Problem> {
-        match self.ids.allocate_id_at(irq) {
-            Ok(irq) => {
-                self.owners.insert(irq, owner.to_owned());
-                Ok(irq)
-            }
-            Err(memvisor_resources::Error::IdAlreadyAllocated(_)) => Err(Problem::Overlap {
-                what: format!("{} {irq}", self.name()),
-                other: format!(
-                    "the one of {}",
-                    self.owners
-                        .get(&irq)
-                        .map_or("another device", String::as_str)
-                ),
-            }),
-            Err(_) => Err(Problem::Invalid(format!(
-                "{} {irq} is outside {}..={}",
-                self.name(),
-                self.ids.first(),
-                self.ids.last()
-            ))),
-        }
-    }
-
-    fn next(&mut self, owner: &str) -> Result<u32, Problem> {
-        let irq = self.ids.allocate_id().map_err(|_| {
-            Problem::Invalid(format!(
-                "no free {} is left ({}..={} are all taken)",
-                self.name(),
-                self.ids.first(),
-                self.ids.last()
-            ))
-        })?;
-        self.owners.insert(irq, owner.to_owned());
-        Ok(irq)
-    }
-}
-
-/// Places ranges in the windows of one kind, each range tagged with its owner.
-struct Windows {
-    what: &'static str,
-    allocs: Vec<AddressAllocator<String>>,
-}
-
-impl Windows {
-    fn new(layout: &Layout, kind: WindowKind, what: &'static str) -> Self {
-        let allocs = layout
-            .windows_of(kind)
-            .filter_map(|w| RangeInclusive::from_start_and_size(w.start().0, w.size()).ok())
-            .map(AddressAllocator::new)
-            .collect();
-        Self { what, allocs }
-    }
-
-    fn describe(&self) -> String {
-        let largest = self
-            .allocs
-            .iter()
-            .flat_map(|a| a.free_ranges())
-            .map(|r| r.size_u128())
-            .max()
-            .unwrap_or(0);
-        let spans: Vec<String> = self
-            .allocs
-            .iter()
-            .map(|a| format!("{:#x}-{:#x}", a.space().start(), a.space().end()))
-            .collect();
-        format!(
-            "the {} ({}; largest free range {})",
-            self.what,
-            if spans.is_empty() {
-                "none".to_owned()
-            } else {
-                spans.join(", ")
-            },
-            Size(u64::try_from(largest).unwrap_or(u64::MAX))
-        )
-    }
-
-    fn place(&mut self, size: u64, align: u64, owner: &str) -> Result<RangeInclusive, Problem> {
-        let request = Request::new(size, align, AllocPolicy::FirstMatch)
-            .map_err(|e| Problem::Invalid(e.to_string()))?;
-        for a in &mut self.allocs {
-            if let Ok(r) = a.allocate_with(&request, owner.to_owned()) {
-                return Ok(r);
-            }
-        }
-        Err(Problem::TooBig {
-            what: format!("{owner}'s window"),
-            size: Size(size),
-            window: self.describe(),
-        })
-    }
-
-    fn fix(&mut self, start: u64, size: u64, owner: &str) -> Result<RangeInclusive, Problem> {
-        let range = RangeInclusive::from_start_and_size(start, size)
-            .map_err(|e| Problem::Invalid(e.to_string()))?;
-        let describe = self.describe();
-        let Some(a) = self
-            .allocs
-            .iter_mut()
-            .find(|a| a.space().contains_range(&range))
-        else {
-            return Err(Problem::TooBig {
-                what: format!("{owner}'s window at {start:#x}"),
-                size: Size(size),
-                window: describe,
-            });
-        };
-        match a.reserve_with(range, owner.to_owned()) {
-            Ok(()) => Ok(range),
-            Err(memvisor_resources::Error::Overlap { existing, .. }) => {
-                let other = a
-                    .allocation_containing(existing.start())
-                    .map_or_else(|| "another device".to_owned(), |x| x.tag.clone());
-                Err(Problem::Overlap {
-                    what: format!("{owner}'s window {range}"),
-                    other: format!("{other}'s window {existing}"),
-                })
-            }
-            Err(e) => Err(Problem::Invalid(e.to_string())),
-        }
-    }
+fn arch_name<S: serde::Serializer>(arch: &Arch, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(arch.name())
 }
 
 fn ram_spec(
@@ -473,8 +301,8 @@ fn err(src: Source<'_>, loc: &Loc, field: Option<&str>, problem: Problem) -> Spe
 ///
 /// # Errors
 /// A [`SpecError`] for what does not fit: a device window that overlaps another or is too big
-/// for (or outside) the device windows, an interrupt that is taken or out of range, a hotplug
-/// window or RAM past the address limit, or anything `memvisor-space` refuses.
+/// for (or outside) the device windows, an interrupt that is taken or out of range, RAM, the
+/// hotplug or DAX windows past the address limit, or anything `memvisor-space` refuses.
 ///
 /// ```
 /// use memvisor_cli::plan::plan;
@@ -489,230 +317,57 @@ fn err(src: Source<'_>, loc: &Loc, field: Option<&str>, problem: Problem) -> Spe
 /// # Ok::<(), memvisor_cli::SpecError>(())
 /// ```
 pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
-    let ram = spec.ram();
-    let hotplug_bytes = match &spec.hotplug {
-        Some(h) => u64::from(h.slots).checked_mul(h.slot_size).ok_or_else(|| {
-            err(
-                src,
-                &h.loc,
-                None,
-                Problem::Invalid("slots * slot_size overflows".into()),
-            )
-        })?,
-        None => 0,
-    };
-    let dax_bytes: u64 = spec
-        .devices
-        .iter()
-        .filter_map(|d| d.dax_size)
-        .fold(0u64, u64::saturating_add);
-    let builder = match spec.arch {
-        Arch::X86_64 => Layout::x86_64(),
-        Arch::Aarch64 => Layout::aarch64(),
-    };
-    let layout = builder
-        .ram(ram)
-        .hotplug(hotplug_bytes)
-        .dax(dax_bytes)
-        .phys_bits(spec.phys_bits)
-        .build()
-        .map_err(|e| {
-            src.error(
-                "phys_bits",
-                None,
-                Problem::TooBig {
-                    what: "the layout (RAM, hotplug and DAX windows)".into(),
-                    size: Size(ram.saturating_add(hotplug_bytes).saturating_add(dax_bytes)),
-                    window: format!(
-                        "a {}-bit guest physical address space ({e})",
-                        spec.phys_bits
-                    ),
-                },
-            )
-        })?;
-
-    let mut regions: Vec<(PlannedRegion, Loc)> = Vec::new();
-    let mut map = Vec::new();
-
-    // RAM, node by node, over the RAM windows.
-    let ranges = layout
-        .ram_ranges(ram)
-        .map_err(|e| src.error("memory.size", None, Problem::Space(e)))?;
-    let mut ranges = ranges.into_iter().map(|(b, s)| (b.0, s));
-    let mut current = ranges.next();
-    let mut nodes = Vec::new();
-    for (i, node) in spec.nodes.iter().enumerate() {
-        let index = u32::try_from(i).unwrap_or(u32::MAX);
-        nodes.push(NodeEntry {
-            node: index,
-            size: node.size,
-            host_nodes: node.host_nodes.clone(),
-        });
-        let mut left = node.size;
-        while left > 0 {
-            let Some((base, avail)) = current else {
-                break;
-            };
-            let take = left.min(avail);
-            let owner = format!("RAM node{index}");
-            let rs = ram_spec(base, take, &spec.memory, &node.host_nodes, node.policy);
-            map.push(MapEntry {
-                span: Span::new(base, take),
-                ty: "RAM",
-                owner: owner.clone(),
-                node: Some(index),
-                backing: BackingPlan::ram(&spec.memory, &node.host_nodes, node.policy),
-            });
-            regions.push((PlannedRegion { spec: rs, owner }, node.loc.clone()));
-            left -= take;
-            current = if take == avail {
-                ranges.next()
-            } else {
-                Some((base + take, avail - take))
-            };
-        }
-    }
-
-    // Reserved windows: interrupt controllers.
-    for w in layout.windows_of(WindowKind::Reserved) {
-        let owner = match spec.arch {
-            Arch::X86_64 => "IOAPIC, local APIC",
-            Arch::Aarch64 => "GIC",
-        };
-        map.push(MapEntry {
-            span: Span::new(w.start().0, w.size()),
-            ty: "reserved",
-            owner: owner.to_owned(),
-            node: None,
-            backing: BackingPlan::none(),
-        });
-        regions.push((
-            PlannedRegion {
-                spec: RegionSpec::new(RegionType::Reserved, w.start(), w.size()),
-                owner: owner.to_owned(),
-            },
-            Loc::default(),
+    if let Some(h) = &spec.hotplug
+        && u64::from(h.slots).checked_mul(h.slot_size).is_none()
+    {
+        return Err(err(
+            src,
+            &h.loc,
+            None,
+            Problem::Invalid("slots * slot_size overflows".into()),
         ));
     }
+    let request = request(spec);
+    let planned = memvisor_space::plan::plan(&request).map_err(|e| locate(spec, src, e))?;
 
-    let (serial_irq, device_irqs) = assign_irqs(spec, src)?;
-    let (serial_mmio, serial_pio, device_mmio) = place_mmio(spec, src, &layout)?;
-
-    // DAX windows.
-    let mut dax = Windows::new(&layout, WindowKind::Dax, "DAX windows");
-    let mut device_dax: Vec<Option<RangeInclusive>> = vec![None; spec.devices.len()];
-    for (d, slot) in spec.devices.iter().zip(&mut device_dax) {
-        if let Some(size) = d.dax_size {
-            *slot = Some(
-                dax.place(size, DAX_ALIGN, &d.name)
-                    .map_err(|p| err(src, &d.loc, Some("dax_size"), p))?,
-            );
-        }
-    }
-
-    let mut devices = Vec::new();
-    if let Some(s) = &spec.serial {
-        let irq = serial_irq.unwrap_or_default();
-        devices.push(DeviceEntry {
-            name: "serial".to_owned(),
-            ty: "serial",
-            mmio: serial_mmio.map(Span::from_range),
-            pio: serial_pio,
-            irq,
-            dax: None,
-        });
-        if let Some(r) = serial_mmio {
-            map.push(MapEntry {
-                span: Span::from_range(r),
-                ty: "device",
-                owner: "serial".to_owned(),
-                node: None,
-                backing: BackingPlan::none(),
-            });
-            regions.push((
-                PlannedRegion {
-                    spec: RegionSpec::new(
-                        RegionType::Device,
-                        GuestAddress(r.start()),
-                        Span::from_range(r).size,
-                    ),
-                    owner: "serial".to_owned(),
-                },
-                s.loc.clone(),
-            ));
-        }
-    }
-    for (i, d) in spec.devices.iter().enumerate() {
-        let mmio_range = Some(Span::from_range(device_mmio[i]));
-        let dax_range = device_dax[i].map(Span::from_range);
-        if let Some(r) = mmio_range {
-            map.push(MapEntry {
-                span: r,
-                ty: "device",
-                owner: d.name.clone(),
-                node: None,
-                backing: BackingPlan::none(),
-            });
-            regions.push((
-                PlannedRegion {
-                    spec: RegionSpec::new(RegionType::Device, GuestAddress(r.start), r.size),
-                    owner: d.name.clone(),
-                },
-                d.loc.clone(),
-            ));
-        }
-        if let Some(r) = dax_range {
-            map.push(MapEntry {
-                span: r,
-                ty: "DAX",
-                owner: format!("{} DAX", d.name),
-                node: None,
-                backing: BackingPlan::shared(),
-            });
-            regions.push((
-                PlannedRegion {
-                    spec: RegionSpec::new(RegionType::Dax, GuestAddress(r.start), r.size),
-                    owner: format!("{} DAX", d.name),
-                },
-                d.loc.clone(),
-            ));
-        }
-        devices.push(DeviceEntry {
-            name: d.name.clone(),
-            ty: d.ty.name(),
-            mmio: mmio_range,
-            pio: None,
-            irq: device_irqs[i],
-            dax: dax_range,
+    let ram = spec.ram();
+    let mut map = Vec::new();
+    for r in &planned.regions {
+        let span = Span::new(r.spec.base().0, r.spec.size());
+        let (ty, backing) = match r.spec.ty() {
+            RegionType::Ram => {
+                let node = r.node.and_then(|n| spec.nodes.get(n as usize));
+                let backing = node.map_or_else(BackingPlan::none, |n| {
+                    BackingPlan::ram(&spec.memory, &n.host_nodes, n.policy)
+                });
+                ("RAM", backing)
+            }
+            RegionType::Dax => ("DAX", BackingPlan::shared()),
+            RegionType::Device => ("device", BackingPlan::none()),
+            RegionType::Firmware => ("firmware", BackingPlan::none()),
+            RegionType::Reserved => ("reserved", BackingPlan::none()),
+        };
+        map.push(MapEntry {
+            span,
+            ty,
+            owner: r.owner.clone(),
+            node: r.node,
+            backing,
         });
     }
-
-    // Hotplug slots.
     let mut hotplug = Vec::new();
-    let mut slots = Vec::new();
     if let Some(h) = &spec.hotplug {
-        let node = spec.nodes.get(h.node as usize);
-        let (host_nodes, policy) =
-            node.map_or((&[][..], Policy::Bind), |n| (&n.host_nodes[..], n.policy));
-        let cap = spec
-            .memory
-            .pages
-            .explicit_bytes()
-            .unwrap_or(2 << 20)
-            .max(2 << 20);
-        let align = (1u64 << h.slot_size.trailing_zeros()).min(cap);
-        let mut window = Windows::new(&layout, WindowKind::Hotplug, "hotplug window");
-        for index in 0..h.slots {
-            let owner = format!("hotplug slot {index}");
-            let r = window
-                .place(h.slot_size, align, &owner)
-                .map_err(|p| err(src, &h.loc, Some("slot_size"), p))?;
-            let span = Span::from_range(r);
+        let (host_nodes, policy) = spec
+            .nodes
+            .get(h.node as usize)
+            .map_or((&[][..], Policy::Bind), |n| (&n.host_nodes[..], n.policy));
+        for (index, s) in (0..).zip(&planned.slots) {
+            let span = Span::new(s.spec.base().0, s.spec.size());
             let backing = BackingPlan::ram(&spec.memory, host_nodes, policy);
             map.push(MapEntry {
                 span,
                 ty: "hotplug",
-                owner: format!("{owner} (empty)"),
+                owner: format!("{} (empty)", s.owner),
                 node: Some(h.node),
                 backing: backing.clone(),
             });
@@ -722,33 +377,36 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
                 node: h.node,
                 backing,
             });
-            let rs =
-                ram_spec(span.start, span.size, &spec.memory, host_nodes, policy).hotplug(true);
-            rs.validate()
-                .and_then(|()| layout.check(&rs))
-                .map_err(|e| err(src, &h.loc, Some("slot_size"), Problem::Space(e)))?;
-            slots.push(PlannedRegion { spec: rs, owner });
         }
     }
-
-    // The library's own check of the whole map.
-    if let Err(e) = AddressSpace::plan(layout.clone(), regions.iter().map(|(r, _)| r.spec.clone()))
-    {
-        let base = space_error_base(&e);
-        let loc = base
-            .and_then(|b| regions.iter().find(|(r, _)| r.spec.base().0 == b))
-            .map(|(_, loc)| loc.clone())
-            .unwrap_or_default();
-        let path = if loc.path.is_empty() {
-            "(spec)".to_owned()
-        } else {
-            loc.path.clone()
-        };
-        return Err(src.error(path, loc.span, Problem::Space(e)));
-    }
-
     map.sort_by_key(|m| m.span.start);
-    regions.sort_by_key(|(r, _)| r.spec.base().0);
+
+    let mut devices = Vec::new();
+    let types = spec
+        .serial
+        .as_ref()
+        .map(|_| "serial")
+        .into_iter()
+        .chain(spec.devices.iter().map(|d| d.ty.name()));
+    for (d, ty) in planned.devices.iter().zip(types) {
+        devices.push(DeviceEntry {
+            name: d.name.clone(),
+            ty,
+            mmio: d.mmio.map(Span::from_range),
+            pio: d.ports.map(Span::from_range),
+            irq: d.irq,
+            dax: d.dax.map(Span::from_range),
+        });
+    }
+    let nodes = (0..)
+        .zip(&spec.nodes)
+        .map(|(node, n)| NodeEntry {
+            node,
+            size: n.size,
+            host_nodes: n.host_nodes.clone(),
+        })
+        .collect();
+    let layout = planned.layout;
     let windows = layout
         .windows()
         .iter()
@@ -769,146 +427,203 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
         devices,
         hotplug,
         layout,
-        regions: regions.into_iter().map(|(r, _)| r).collect(),
-        slots,
+        regions: planned.regions,
+        slots: planned.slots,
     })
 }
 
-/// Interrupts: fixed ones first, then the serial port, then the devices in order. Returns the
-/// serial port's and each device's.
-fn assign_irqs(spec: &VmSpec, src: Source<'_>) -> Result<(Option<u32>, Vec<u32>), SpecError> {
-    let mut irqs = Irqs::new(spec.arch).map_err(|p| src.error("arch", None, p))?;
-    let mut serial_irq = None;
-    if let Some(s) = &spec.serial {
-        let fixed = s.irq.or(match spec.arch {
-            Arch::X86_64 => Some(X86_SERIAL_IRQ),
-            Arch::Aarch64 => None,
-        });
-        if let Some(irq) = fixed {
-            serial_irq = Some(
-                irqs.take(irq, "serial")
-                    .map_err(|p| err(src, &s.loc, Some("irq"), p))?,
-            );
-        }
-    }
-    if spec.arch == Arch::X86_64 {
-        for pin in 0..X86_LEGACY_GSIS {
-            if !irqs.ids.is_allocated(pin) {
-                irqs.take(pin, "legacy ISA")
-                    .map_err(|p| src.error("serial.irq", None, p))?;
+/// The library's request for `spec`, in spec order.
+fn request(spec: &VmSpec) -> PlanRequest {
+    let platform = Platform::new(spec.arch);
+    PlanRequest {
+        platform,
+        phys_bits: spec.phys_bits,
+        nodes: spec
+            .nodes
+            .iter()
+            .map(|n| NodeRequest {
+                size: n.size,
+                memory: ram_spec(0, 0, &spec.memory, &n.host_nodes, n.policy),
+            })
+            .collect(),
+        serial: spec.serial.as_ref().map(|s| SerialRequest {
+            irq: s.irq,
+            port: s.port,
+            address: s.address,
+        }),
+        devices: spec
+            .devices
+            .iter()
+            .map(|d| DeviceRequest {
+                name: d.name.clone(),
+                mmio_size: d.mmio_size,
+                address: d.address,
+                irq: d.irq,
+                dax_size: d.dax_size,
+            })
+            .collect(),
+        hotplug: spec.hotplug.as_ref().map(|h| {
+            let (host_nodes, policy) = spec
+                .nodes
+                .get(h.node as usize)
+                .map_or((&[][..], Policy::Bind), |n| (&n.host_nodes[..], n.policy));
+            HotplugRequest {
+                slots: h.slots,
+                slot_size: h.slot_size,
+                node: h.node,
+                memory: ram_spec(0, 0, &spec.memory, host_nodes, policy),
             }
-        }
+        }),
+        low_ram_limit: None,
     }
-    let mut device_irqs: Vec<Option<u32>> = vec![None; spec.devices.len()];
-    for (d, slot) in spec.devices.iter().zip(&mut device_irqs) {
-        if let Some(irq) = d.irq {
-            *slot = Some(
-                irqs.take(irq, &d.name)
-                    .map_err(|p| err(src, &d.loc, Some("irq"), p))?,
-            );
-        }
-    }
-    if let Some(s) = &spec.serial
-        && serial_irq.is_none()
-    {
-        serial_irq = Some(
-            irqs.next("serial")
-                .map_err(|p| err(src, &s.loc, Some("irq"), p))?,
-        );
-    }
-    for (d, slot) in spec.devices.iter().zip(&mut device_irqs) {
-        if slot.is_none() {
-            *slot = Some(
-                irqs.next(&d.name)
-                    .map_err(|p| err(src, &d.loc, Some("irq"), p))?,
-            );
-        }
-    }
-
-    Ok((serial_irq, device_irqs.into_iter().flatten().collect()))
 }
 
-/// MMIO windows (and the x86-64 serial port's I/O ports): fixed addresses first, then first
-/// fit in spec order. Returns the serial port's window or ports and each device's window.
-#[allow(clippy::type_complexity)]
-fn place_mmio(
-    spec: &VmSpec,
-    src: Source<'_>,
-    layout: &Layout,
-) -> Result<(Option<RangeInclusive>, Option<Span>, Vec<RangeInclusive>), SpecError> {
-    let mut mmio = Windows::new(layout, WindowKind::Device, "device windows");
-    let mut serial_mmio = None;
-    let mut serial_pio = None;
-    if let Some(s) = &spec.serial {
-        match spec.arch {
-            Arch::X86_64 => {
-                let mut ports = AddressAllocator::<String>::new(
-                    RangeInclusive::new(0, 0xffff).unwrap_or(RangeInclusive::FULL),
-                );
-                let port = s.port.unwrap_or(X86_SERIAL_PORT);
-                let range = RangeInclusive::from_start_and_size(port, SERIAL_PORT_LEN)
-                    .map_err(|e| err(src, &s.loc, Some("port"), Problem::Invalid(e.to_string())))?;
-                ports
-                    .reserve_with(range, "serial".to_owned())
-                    .map_err(|e| err(src, &s.loc, Some("port"), Problem::Invalid(e.to_string())))?;
-                serial_pio = Some(Span::from_range(range));
-            }
-            Arch::Aarch64 => {
-                if let Some(a) = s.address {
-                    serial_mmio = Some(
-                        mmio.fix(a, DEFAULT_MMIO_SIZE, "serial")
-                            .map_err(|p| err(src, &s.loc, Some("address"), p))?,
-                    );
-                }
-            }
+/// Points a planner error at the spec item it is about, in this command's words.
+fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
+    let none = Loc::default();
+    let serial = spec.serial.as_ref().map_or(&none, |s| &s.loc);
+    let device = |i: usize| spec.devices.get(i).map_or(&none, |d| &d.loc);
+    let hot = spec.hotplug.as_ref().map_or(&none, |h| &h.loc);
+    let (loc, field): (&Loc, Option<&str>) = match e.item {
+        PlanItem::PhysBits => return layout_error(spec, src, e),
+        PlanItem::Memory | PlanItem::Hotplug
+            if matches!(
+                e.error,
+                SpaceError::AddressLimit { .. } | SpaceError::Overflow { .. }
+            ) =>
+        {
+            return layout_error(spec, src, e);
         }
-    }
-    let mut device_mmio: Vec<Option<RangeInclusive>> = vec![None; spec.devices.len()];
-    for (d, slot) in spec.devices.iter().zip(&mut device_mmio) {
-        if let Some(a) = d.address {
-            *slot = Some(
-                mmio.fix(a, d.mmio_size, &d.name)
-                    .map_err(|p| err(src, &d.loc, Some("address"), p))?,
-            );
+        PlanItem::DeviceDaxSize(_) if matches!(e.error, SpaceError::AddressLimit { .. }) => {
+            return layout_error(spec, src, e);
         }
+        PlanItem::Memory => return src.error("memory.size", None, Problem::Space(e.error)),
+        PlanItem::Node(i) => (spec.nodes.get(i).map_or(&none, |n| &n.loc), None),
+        PlanItem::Hotplug => (hot, Some("slots")),
+        PlanItem::HotplugSlotSize => (hot, Some("slot_size")),
+        PlanItem::Serial => (serial, None),
+        PlanItem::SerialIrq => (serial, Some("irq")),
+        PlanItem::SerialPort => (serial, Some("port")),
+        PlanItem::SerialAddress => (serial, Some("address")),
+        PlanItem::Device(i) => (device(i), None),
+        PlanItem::DeviceIrq(i) => (device(i), Some("irq")),
+        PlanItem::DeviceAddress(i) => (device(i), Some("address")),
+        PlanItem::DeviceMmioSize(i) => (device(i), Some("mmio_size")),
+        PlanItem::DeviceDaxSize(i) => (device(i), Some("dax_size")),
+        PlanItem::Platform => (&none, None),
+    };
+    let problem = problem(e.layout.as_deref(), e.error);
+    if loc.path.is_empty() {
+        return src.error("(spec)", loc.span.clone(), problem);
     }
-    if let Some(s) = &spec.serial
-        && spec.arch == Arch::Aarch64
-        && serial_mmio.is_none()
-    {
-        serial_mmio = Some(
-            mmio.place(DEFAULT_MMIO_SIZE, DEFAULT_MMIO_SIZE, "serial")
-                .map_err(|p| err(src, &s.loc, None, p))?,
-        );
-    }
-    for (d, slot) in spec.devices.iter().zip(&mut device_mmio) {
-        if slot.is_none() {
-            *slot = Some(
-                mmio.place(d.mmio_size, d.mmio_size, &d.name)
-                    .map_err(|p| err(src, &d.loc, Some("mmio_size"), p))?,
-            );
-        }
-    }
-
-    Ok((
-        serial_mmio,
-        serial_pio,
-        device_mmio.into_iter().flatten().collect(),
-    ))
+    err(src, loc, field, problem)
 }
 
-/// The base address a `memvisor-space` error is about, to find the spec item behind it.
-fn space_error_base(e: &memvisor_space::Error) -> Option<u64> {
-    use memvisor_space::Error as E;
+/// A layout that does not fit the address bits, pointed at the part whose window did not
+/// fit: boot RAM, the hotplug slots or the last DAX window.
+fn layout_error(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
+    let ram = spec.ram();
+    let hotplug = spec
+        .hotplug
+        .as_ref()
+        .map_or(0, |h| u64::from(h.slots).saturating_mul(h.slot_size));
+    let dax = spec
+        .devices
+        .iter()
+        .filter_map(|d| d.dax_size)
+        .fold(0u64, u64::saturating_add);
+    let problem = Problem::TooBig {
+        what: "the layout (RAM, hotplug and DAX windows)".into(),
+        size: Size(ram.saturating_add(hotplug).saturating_add(dax)),
+        window: format!(
+            "a {}-bit guest physical address space ({})",
+            spec.phys_bits, e.error
+        ),
+    };
+    match e.item {
+        PlanItem::Hotplug => match &spec.hotplug {
+            Some(h) => err(src, &h.loc, Some("slot_size"), problem),
+            None => src.error("phys_bits", None, problem),
+        },
+        PlanItem::DeviceDaxSize(i) => match spec.devices.get(i) {
+            Some(d) => err(src, &d.loc, Some("dax_size"), problem),
+            None => src.error("phys_bits", None, problem),
+        },
+        PlanItem::Memory => src.error("memory.size", None, problem),
+        _ => src.error("phys_bits", None, problem),
+    }
+}
+
+/// The command's wording of a planner error.
+fn problem(layout: Option<&Layout>, e: SpaceError) -> Problem {
+    let windows = |kind: WindowKind, largest: u64| {
+        let what = match kind {
+            WindowKind::Device => "device windows",
+            WindowKind::Dax => "DAX windows",
+            WindowKind::Hotplug => "hotplug window",
+            _ => "windows",
+        };
+        let spans: Vec<String> = layout
+            .iter()
+            .flat_map(|l| l.windows_of(kind))
+            .map(|w| format!("{:#x}-{:#x}", w.start().0, w.last_addr().0))
+            .collect();
+        format!(
+            "the {what} ({}; largest free range {})",
+            if spans.is_empty() {
+                "none".to_owned()
+            } else {
+                spans.join(", ")
+            },
+            Size(largest)
+        )
+    };
     match e {
-        E::ZeroSize { base }
-        | E::Overflow { base, .. }
-        | E::Misaligned { base, .. }
-        | E::Overlap { base, .. }
-        | E::OutsideWindow { base, .. }
-        | E::AddressLimit { base, .. }
-        | E::InvalidSpec { base, .. } => Some(*base),
-        _ => None,
+        SpaceError::Taken {
+            owner,
+            range,
+            other,
+            other_range,
+        } => Problem::Overlap {
+            what: format!("{owner}'s window {range}"),
+            other: format!("{other}'s window {other_range}"),
+        },
+        SpaceError::NoRoom {
+            owner,
+            window,
+            size,
+            largest_free,
+            ..
+        } => Problem::TooBig {
+            what: format!("{owner}'s window"),
+            size: Size(size),
+            window: windows(window, largest_free),
+        },
+        SpaceError::NotInWindow {
+            owner,
+            range,
+            window,
+            largest_free,
+        } => Problem::TooBig {
+            what: format!("{owner}'s window at {:#x}", range.start().0),
+            size: Size(range.size().unwrap_or(u64::MAX)),
+            window: windows(window, largest_free),
+        },
+        SpaceError::IrqTaken {
+            irq, name, other, ..
+        } => Problem::Overlap {
+            what: format!("{name} {irq}"),
+            other: format!("the one of {other}"),
+        },
+        SpaceError::NoFreeIrq {
+            name, first, last, ..
+        } => Problem::Invalid(format!(
+            "no free {name} is left ({first}..={last} are all taken)"
+        )),
+        e @ (SpaceError::IrqOutOfRange { .. } | SpaceError::NoIoPorts { .. }) => {
+            Problem::Invalid(e.to_string())
+        }
+        e => Problem::Space(e),
     }
 }
 
@@ -970,6 +685,42 @@ mod tests {
         assert_eq!(
             e.problem.to_string(),
             "GSI 1 overlaps the one of legacy ISA"
+        );
+    }
+
+    #[test]
+    fn plan_layout_too_big_names_the_part_that_did_not_fit() {
+        let e = plan_of(
+            "phys_bits = 32\n[memory]\nsize = \"64MiB\"\n[[device]]\ntype = \"virtio-pmem\"\n\
+             dax_size = \"2GiB\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "device[0].dax_size");
+        assert!(
+            e.problem
+                .to_string()
+                .starts_with("the layout (RAM, hotplug and DAX windows) of 2112 MiB"),
+            "{}",
+            e.problem
+        );
+        let e = plan_of("phys_bits = 32\n[memory]\nsize = \"8GiB\"\n").unwrap_err();
+        assert_eq!(e.field, "memory.size");
+    }
+
+    #[test]
+    fn plan_more_slots_than_allowed_names_slots() {
+        let e = plan_of(
+            "phys_bits = 64\n[memory]\nsize = \"64MiB\"\n[hotplug]\nslots = 4000000000\n\
+             slot_size = 4096\n",
+        )
+        .unwrap_err();
+        // The spec's own bound on slots (SPEC.md, Limits) refuses it before the planner's
+        // bound on memory-slot numbers is reached; that one is tested in memvisor-space.
+        assert_eq!(e.field, "hotplug.slots");
+        assert!(
+            e.problem.to_string().contains("at most 1024"),
+            "{}",
+            e.problem
         );
     }
 

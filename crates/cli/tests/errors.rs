@@ -172,8 +172,8 @@ fn address_space_too_small_is_refused() {
     );
     assert!(
         msg.starts_with(
-            "vm.toml: phys_bits: the layout (RAM, hotplug and DAX windows) of 1280 MiB does not \
-             fit in a 32-bit guest physical address space"
+            "vm.toml:4:1: hotplug.slot_size: the layout (RAM, hotplug and DAX windows) of \
+             1280 MiB does not fit in a 32-bit guest physical address space"
         ),
         "{msg}"
     );

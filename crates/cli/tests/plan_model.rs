@@ -116,6 +116,12 @@ fn check(vm: &Vm, p: &Plan) {
     }
     for m in &p.map {
         let kind = window_of(m.span.start, m.span.end);
+        if m.ty == "reserved" && kind != Some("reserved") {
+            // A platform reservation outside the reserved windows (KVM's TSS on x86-64 in
+            // the firmware window): reserved regions may sit anywhere below the limit.
+            assert!(m.span.end <= p.address_limit, "{m:?}");
+            continue;
+        }
         assert_eq!(kind, Some(m.ty), "{m:?}");
     }
 

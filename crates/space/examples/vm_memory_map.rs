@@ -44,9 +44,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     // A device window and a DAX window, placed with the layout's placer.
     let mut placer = layout.placer();
-    let mmio = placer.place(WindowKind::Device, 0x4000, 0x1000)?;
+    let mmio = placer
+        .place(WindowKind::Device, 0x4000, 0x1000, "net0")?
+        .start();
     specs.push(RegionSpec::new(RegionType::Device, mmio, 0x4000));
-    let dax = placer.place(WindowKind::Dax, 64 * MIB, 2 * MIB)?;
+    let dax = placer
+        .place(WindowKind::Dax, 64 * MIB, 2 * MIB, "fs0 DAX")?
+        .start();
     specs.push(RegionSpec::new(RegionType::Dax, dax, 64 * MIB).backing(Backing::Memfd));
 
     let plan = AddressSpace::plan(layout.clone(), specs.clone())?;
@@ -82,7 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let slot = space
         .snapshot()
         .placer()?
-        .place(WindowKind::Hotplug, 128 * MIB, 128 * MIB)?;
+        .place(WindowKind::Hotplug, 128 * MIB, 128 * MIB, "slot0")?
+        .start();
     let (region, plugged) =
         space.plug(RegionSpec::ram(slot, 128 * MIB).hotplug(true).prefault(2))?;
     println!("plugged: {plugged}");

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::layout::WindowKind;
+use crate::range::GuestRange;
 use crate::region::{HugePageSize, RegionType};
 
 /// A failure a [`RegionListener`](crate::RegionListener) reports; it cancels the change.
@@ -190,6 +191,108 @@ pub enum Error {
         size: u64,
         /// The alignment asked for.
         align: u64,
+    },
+    /// A request for zero bytes: there is no range to place.
+    #[error("{owner} asks for zero bytes")]
+    NothingToPlace {
+        /// Who asked.
+        owner: String,
+    },
+    /// No window of this kind has room for what an owner asked for.
+    #[error(
+        "no free range of {size:#x} bytes aligned to {align:#x} for {owner} in the {window} windows (largest free range {largest_free:#x})"
+    )]
+    NoRoom {
+        /// Who asked.
+        owner: String,
+        /// The kind of window searched.
+        window: WindowKind,
+        /// The size asked for.
+        size: u64,
+        /// The alignment asked for.
+        align: u64,
+        /// The largest free range left in those windows.
+        largest_free: u64,
+    },
+    /// A fixed range does not lie inside one window of the kind it needs.
+    #[error("{owner}'s range {range} is not inside a {window} window")]
+    NotInWindow {
+        /// Who asked.
+        owner: String,
+        /// The range asked for.
+        range: GuestRange,
+        /// The kind of window it needs.
+        window: WindowKind,
+        /// The largest free range left in the windows of that kind.
+        largest_free: u64,
+    },
+    /// A range overlaps one that another owner holds.
+    #[error("{owner}'s range {range} overlaps {other}'s range {other_range}")]
+    Taken {
+        /// Who asked.
+        owner: String,
+        /// The range asked for.
+        range: GuestRange,
+        /// Who holds the range it overlaps.
+        other: String,
+        /// That range.
+        other_range: GuestRange,
+    },
+    /// An interrupt number another owner holds.
+    #[error("{name} {irq} of {owner} is taken by {other}")]
+    IrqTaken {
+        /// The number.
+        irq: u32,
+        /// What the platform calls it (`GSI`, `SPI`).
+        name: &'static str,
+        /// Who asked.
+        owner: String,
+        /// Who holds it.
+        other: String,
+    },
+    /// An interrupt number outside the platform's range.
+    #[error("{name} {irq} is outside {first}..={last}")]
+    IrqOutOfRange {
+        /// The number.
+        irq: u32,
+        /// What the platform calls it.
+        name: &'static str,
+        /// The first number devices may get.
+        first: u32,
+        /// The last one.
+        last: u32,
+    },
+    /// Every interrupt number is taken.
+    #[error("no free {name} is left for {owner} ({first}..={last} are all taken)")]
+    NoFreeIrq {
+        /// Who asked.
+        owner: String,
+        /// What the platform calls them.
+        name: &'static str,
+        /// The first number devices may get.
+        first: u32,
+        /// The last one.
+        last: u32,
+    },
+    /// The placer has no interrupt numbers (a custom layout without a platform).
+    #[error("no interrupt numbers: the layout has no platform preset")]
+    NoIrqs,
+    /// I/O ports on a platform without them, or past its last port.
+    #[error("{}", match ports {
+        Some(p) => format!("I/O ports {p} pass the platform's port space"),
+        None => "the platform has no I/O ports".to_owned(),
+    })]
+    NoIoPorts {
+        /// The ports asked for, when the platform has a port space.
+        ports: Option<GuestRange>,
+    },
+    /// A range whose first address is above its last.
+    #[error("range {first:#x}..={last:#x} is reversed")]
+    InvalidRange {
+        /// The first address given.
+        first: u64,
+        /// The last address given.
+        last: u64,
     },
     /// An alignment that is not a power of two.
     #[error("alignment {align:#x} is not a power of two")]

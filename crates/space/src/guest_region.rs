@@ -74,6 +74,7 @@ impl Region {
         if !spec.backing.has_memory() {
             return Ok((Self { spec, memory: None }, None));
         }
+        spec.check_host_pages()?;
         let (memory, report) = memory::back(&spec, target)?;
         Ok((
             Self {

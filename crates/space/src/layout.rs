@@ -3,11 +3,14 @@
 
 use std::fmt;
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request};
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
-use crate::region::{RegionSpec, RegionType};
+pub use crate::placer::Placer;
+pub use crate::platform::Arch;
+use crate::platform::Platform;
+use crate::range::GuestRange;
+use crate::region::{GUEST_PAGE_SIZE, RegionSpec, RegionType};
 
 const GIB: u64 = 1 << 30;
 
@@ -134,18 +137,12 @@ impl Window {
                 .is_some_and(|last| last <= self.last())
     }
 
-    fn range(&self) -> RangeInclusive {
-        RangeInclusive::new(self.start, self.last()).unwrap_or(RangeInclusive::FULL)
+    /// The addresses.
+    #[must_use]
+    pub fn range(&self) -> GuestRange {
+        GuestRange::inclusive(GuestAddress(self.start), GuestAddress(self.last()))
+            .unwrap_or_else(|_| unreachable!("checked in `new`"))
     }
-}
-
-/// The architectures with a preset layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Arch {
-    /// x86-64: RAM below the 32-bit MMIO hole (3 GiB) and from 4 GiB up.
-    X86_64,
-    /// AArch64: firmware flash at 0, devices below 1 GiB, RAM from 1 GiB up.
-    Aarch64,
 }
 
 /// The windows of a guest physical address space and its highest address. Windows never
@@ -167,6 +164,7 @@ pub enum Arch {
 pub struct Layout {
     arch: Option<Arch>,
     limit: u64,
+    guest_page: u64,
     windows: Vec<Window>,
 }
 
@@ -201,8 +199,40 @@ impl Layout {
         Ok(Self {
             arch: None,
             limit: limit.0,
+            guest_page: GUEST_PAGE_SIZE,
             windows,
         })
+    }
+
+    /// The layout with regions aligned to `page` bytes (a power of two, at least
+    /// [`GUEST_PAGE_SIZE`](crate::GUEST_PAGE_SIZE)) instead of the default 4 KiB: a guest
+    /// page size, never the host's.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAlignment`] for a page that is not a power of two or below 4 KiB.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, Layout, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::aarch64().build()?.with_guest_page_size(0x1_0000)?;
+    /// let r = RegionSpec::ram(GuestAddress(1 << 30), 0x1000);
+    /// assert!(matches!(layout.check(&r), Err(Error::Misaligned { page_size: 0x1_0000, .. })));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn with_guest_page_size(mut self, page: u64) -> Result<Self> {
+        if !page.is_power_of_two() || page < GUEST_PAGE_SIZE {
+            return Err(Error::InvalidAlignment { align: page });
+        }
+        self.guest_page = page;
+        Ok(self)
+    }
+
+    /// The guest page size every region's base and size must be a multiple of (4 KiB for
+    /// both presets). It never depends on the host's page size, so a plan does not either.
+    #[must_use]
+    pub fn guest_page_size(&self) -> u64 {
+        self.guest_page
     }
 
     /// The x86-64 preset: RAM `[0, 3 GiB)`, device MMIO `[3 GiB, 0xfec0_0000)` (the 32-bit
@@ -253,11 +283,13 @@ impl Layout {
         (addr.0 <= w.last()).then_some(w)
     }
 
-    /// Checks that a (valid) region sits where its type belongs.
+    /// Checks that a (valid) region sits where its type belongs, on guest page boundaries.
     ///
     /// # Errors
-    /// [`Error::AddressLimit`] past the limit, [`Error::OutsideWindow`] if it is not inside a
-    /// single window of the kind it needs.
+    /// [`Error::ZeroSize`] or [`Error::Overflow`] for a spec that covers no valid range;
+    /// [`Error::Misaligned`] if base or size is not a multiple of the
+    /// [guest page size](Self::guest_page_size), [`Error::AddressLimit`] past the limit,
+    /// [`Error::OutsideWindow`] if it is not inside a single window of the kind it needs.
     ///
     /// ```
     /// use memvisor_space::{Error, Layout, RegionSpec, RegionType};
@@ -271,9 +303,14 @@ impl Layout {
     /// ```
     pub fn check(&self, spec: &RegionSpec) -> Result<()> {
         let (base, size) = (spec.base, spec.size);
-        let last = base
-            .checked_add(size.saturating_sub(1))
-            .ok_or(Error::Overflow { base, size })?;
+        let last = spec.range()?.last().0;
+        if !base.is_multiple_of(self.guest_page) || !size.is_multiple_of(self.guest_page) {
+            return Err(Error::Misaligned {
+                base,
+                size,
+                page_size: self.guest_page,
+            });
+        }
         if last > self.limit {
             return Err(Error::AddressLimit {
                 base,
@@ -299,10 +336,12 @@ impl Layout {
     /// RAM regions of.
     ///
     /// # Errors
-    /// [`Error::ZeroSize`] for 0; [`Error::NoSpace`] if the RAM windows are too small.
+    /// [`Error::NothingToPlace`] for 0; [`Error::NoSpace`] if the RAM windows are too small.
     pub fn ram_ranges(&self, size: u64) -> Result<Vec<(GuestAddress, u64)>> {
         if size == 0 {
-            return Err(Error::ZeroSize { base: 0 });
+            return Err(Error::NothingToPlace {
+                owner: "boot RAM".into(),
+            });
         }
         let mut left = size;
         let mut out = Vec::new();
@@ -324,16 +363,21 @@ impl Layout {
         Ok(out)
     }
 
-    /// A [`Placer`] over every window, all free.
+    /// A [`Placer`] over every window, all free, with the preset's interrupt numbers (none
+    /// for a custom layout). [`Platform::placer`] also takes the platform's reserved ranges.
     #[must_use]
     pub fn placer(&self) -> Placer {
-        Placer {
-            windows: self
-                .windows
-                .iter()
-                .map(|w| (*w, AddressAllocator::new(w.range())))
-                .collect(),
-        }
+        let platform = self.arch.map(Platform::new);
+        self.placer_with(platform.as_ref())
+            .unwrap_or_else(|_| unreachable!("preset interrupt ranges are not empty"))
+    }
+
+    pub(crate) fn placer_with(&self, platform: Option<&Platform>) -> Result<Placer> {
+        Placer::new(
+            &self.windows,
+            platform.map(|p| (p.irq_range(), p.irq_name())),
+            platform.and_then(Platform::io_ports),
+        )
     }
 }
 
@@ -346,6 +390,7 @@ pub struct LayoutBuilder {
     dax: u64,
     device_high: u64,
     phys_bits: u32,
+    low_ram_limit: Option<u64>,
 }
 
 impl LayoutBuilder {
@@ -357,6 +402,7 @@ impl LayoutBuilder {
             dax: 0,
             device_high: 0,
             phys_bits: 40,
+            low_ram_limit: None,
         }
     }
 
@@ -396,10 +442,30 @@ impl LayoutBuilder {
         self
     }
 
+    /// x86-64: at most `bytes` of RAM below the 32-bit hole (default: up to 3 GiB); the
+    /// rest goes from 4 GiB up. `0` puts all RAM above 4 GiB. For small VMs whose RAM should
+    /// sit above 4 GiB (or mostly so), for example to test 64-bit DMA.
+    ///
+    /// ```
+    /// use memvisor_space::Layout;
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::x86_64().ram(512 << 20).low_ram_limit(1 << 20).build()?;
+    /// let ram = layout.ram_ranges(512 << 20)?;
+    /// assert_eq!(ram, [(GuestAddress(0), 1 << 20), (GuestAddress(4 << 30), (512 << 20) - (1 << 20))]);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn low_ram_limit(mut self, bytes: u64) -> Self {
+        self.low_ram_limit = Some(bytes);
+        self
+    }
+
     /// Lays the windows out.
     ///
     /// # Errors
-    /// [`Error::InvalidLayout`] for no RAM or address bits outside 32..=64;
+    /// [`Error::InvalidLayout`] for no RAM, address bits outside 32..=64, or a low-RAM limit
+    /// on AArch64 or not a multiple of the guest page;
     /// [`Error::AddressLimit`] or [`Error::Overflow`] if the windows do not fit.
     pub fn build(self) -> Result<Layout> {
         if self.ram == 0 {
@@ -411,6 +477,18 @@ impl LayoutBuilder {
             return Err(Error::InvalidLayout {
                 reason: format!("{} physical address bits (need 32 to 64)", self.phys_bits),
             });
+        }
+        if let Some(low) = self.low_ram_limit {
+            if self.arch != Arch::X86_64 {
+                return Err(Error::InvalidLayout {
+                    reason: format!("a low-RAM limit on {} (one RAM window)", self.arch),
+                });
+            }
+            if !low.is_multiple_of(GUEST_PAGE_SIZE) {
+                return Err(Error::InvalidLayout {
+                    reason: format!("low-RAM limit {low:#x} is not a multiple of the guest page"),
+                });
+            }
         }
         let limit = if self.phys_bits == 64 {
             u64::MAX
@@ -427,9 +505,12 @@ impl LayoutBuilder {
         };
         let mut next = match self.arch {
             Arch::X86_64 => {
-                let low = 3 * GIB;
-                push(WindowKind::Ram, 0, low)?;
-                push(WindowKind::Device, low, 0xfec0_0000 - low)?;
+                let hole = 3 * GIB;
+                let low = self.low_ram_limit.map_or(hole, |l| l.min(hole));
+                if low > 0 {
+                    push(WindowKind::Ram, 0, low)?;
+                }
+                push(WindowKind::Device, hole, 0xfec0_0000 - hole)?;
                 push(WindowKind::Reserved, 0xfec0_0000, 0xffc0_0000 - 0xfec0_0000)?;
                 push(WindowKind::Firmware, 0xffc0_0000, 4 * GIB - 0xffc0_0000)?;
                 match self.ram.checked_sub(low) {
@@ -465,104 +546,6 @@ fn round_gib(value: u64) -> Result<u64> {
         base: value,
         size: GIB,
     })
-}
-
-/// Finds free, aligned ranges in a layout's windows (device MMIO windows, hotplug slots, DAX
-/// windows), one `memvisor-resources` [`AddressAllocator`] per window. Made by
-/// [`Layout::placer`] or [`Snapshot::placer`](crate::Snapshot::placer) (which starts with the
-/// snapshot's regions taken).
-///
-/// ```
-/// use memvisor_space::{Layout, WindowKind};
-///
-/// let layout = Layout::x86_64().ram(1 << 30).build()?;
-/// let mut placer = layout.placer();
-/// let a = placer.place(WindowKind::Device, 0x1000, 0x1000)?;
-/// let b = placer.place(WindowKind::Device, 0x1000, 0x1000)?;
-/// assert_eq!(a.0, 0xc000_0000);
-/// assert_eq!(b.0, 0xc000_1000);
-/// # Ok::<(), memvisor_space::Error>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct Placer {
-    windows: Vec<(Window, AddressAllocator)>,
-}
-
-impl Placer {
-    /// Places `size` bytes aligned to `align` (a power of two) in the lowest window of `kind`
-    /// that has room, first fit, and marks it taken.
-    ///
-    /// # Errors
-    /// [`Error::ZeroSize`] for 0, [`Error::InvalidAlignment`] for an alignment that is not a
-    /// power of two, [`Error::NoSpace`] if no window of that kind has room.
-    pub fn place(&mut self, kind: WindowKind, size: u64, align: u64) -> Result<GuestAddress> {
-        if size == 0 {
-            return Err(Error::ZeroSize { base: 0 });
-        }
-        let request = Request::new(size, align, AllocPolicy::FirstMatch)
-            .map_err(|_| Error::InvalidAlignment { align })?;
-        for (w, alloc) in &mut self.windows {
-            if w.kind != kind {
-                continue;
-            }
-            if let Ok(range) = alloc.allocate_with(&request, ()) {
-                return Ok(GuestAddress(range.start()));
-            }
-        }
-        Err(Error::NoSpace {
-            window: kind,
-            size,
-            align,
-        })
-    }
-
-    /// Marks `base..base + size` taken (an existing region). Ranges outside every window are
-    /// ignored.
-    ///
-    /// # Errors
-    /// [`Error::Overlap`] if part of it is already taken; [`Error::ZeroSize`] /
-    /// [`Error::Overflow`] for a bad range.
-    pub fn take(&mut self, base: GuestAddress, size: u64) -> Result<()> {
-        let range = RangeInclusive::from_start_and_size(base.0, size).map_err(|e| match e {
-            memvisor_resources::Error::ZeroSize => Error::ZeroSize { base: base.0 },
-            _ => Error::Overflow { base: base.0, size },
-        })?;
-        for (w, alloc) in &mut self.windows {
-            let Some(part) = w.range().intersection(&range) else {
-                continue;
-            };
-            if alloc.reserve(part).is_err() {
-                let other = alloc
-                    .allocated()
-                    .find(|a| a.range.intersection(&part).is_some())
-                    .map_or((base.0, size), |a| {
-                        (a.range.start(), a.range.size().unwrap_or(u64::MAX))
-                    });
-                return Err(Error::Overlap {
-                    base: base.0,
-                    size,
-                    other_base: other.0,
-                    other_size: other.1,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Marks a placed or taken range free again.
-    ///
-    /// # Errors
-    /// [`Error::RegionNotFound`] if no window has exactly this range taken.
-    pub fn release(&mut self, base: GuestAddress, size: u64) -> Result<()> {
-        let not_found = Error::RegionNotFound { base: base.0, size };
-        let range = RangeInclusive::from_start_and_size(base.0, size).map_err(|_| not_found)?;
-        for (w, alloc) in &mut self.windows {
-            if w.range().intersection(&range) == Some(range) && alloc.free(&range).is_ok() {
-                return Ok(());
-            }
-        }
-        Err(Error::RegionNotFound { base: base.0, size })
-    }
 }
 
 #[cfg(test)]
@@ -604,6 +587,46 @@ mod tests {
                 (WindowKind::Device, 10 * GIB),
             ]
         );
+    }
+
+    #[test]
+    fn x86_64_low_ram_limit_moves_ram_above_4g() {
+        let l = Layout::x86_64().ram(GIB).low_ram_limit(0).build().unwrap();
+        assert_eq!(l.ram_ranges(GIB).unwrap(), [(GuestAddress(4 * GIB), GIB)]);
+        let l = Layout::x86_64()
+            .ram(4 * GIB)
+            .low_ram_limit(8 * GIB)
+            .build()
+            .unwrap();
+        assert_eq!(
+            l.ram_ranges(4 * GIB).unwrap(),
+            [(GuestAddress(0), 3 * GIB), (GuestAddress(4 * GIB), GIB)]
+        );
+        for bad in [
+            Layout::x86_64().low_ram_limit(0x800),
+            Layout::aarch64().low_ram_limit(0),
+        ] {
+            assert!(matches!(bad.build(), Err(Error::InvalidLayout { .. })));
+        }
+    }
+
+    #[test]
+    fn check_empty_or_wrapping_spec_names_its_own_base() {
+        let l = Layout::x86_64().build().unwrap();
+        let zero = RegionSpec::new(RegionType::Reserved, GuestAddress(0xfee0_0000), 0);
+        assert!(matches!(
+            l.check(&zero),
+            Err(Error::ZeroSize { base: 0xfee0_0000 })
+        ));
+        let wrap = RegionSpec::new(RegionType::Reserved, GuestAddress(u64::MAX - 0xfff), 0x2000);
+        assert!(matches!(
+            l.check(&wrap),
+            Err(Error::Overflow { base, size: 0x2000 }) if base == u64::MAX - 0xfff
+        ));
+        assert!(matches!(
+            l.ram_ranges(0),
+            Err(Error::NothingToPlace { ref owner }) if owner == "boot RAM"
+        ));
     }
 
     #[test]
@@ -680,33 +703,41 @@ mod tests {
     }
 
     #[test]
-    fn placer_take_then_place_skips_taken() {
-        let l = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
+    fn plan_on_64k_host_aligns_to_guest_pages() {
+        use crate::region::with_host_page_size;
+        use crate::{AddressSpace, Region};
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
         let mut p = l.placer();
-        p.take(GuestAddress(4 * GIB), 0x20_0000).unwrap();
-        let slot = p.place(WindowKind::Hotplug, 0x20_0000, 0x20_0000).unwrap();
-        assert_eq!(slot, GuestAddress(4 * GIB + 0x20_0000));
+        let mmio = p
+            .place(WindowKind::Device, 0x1000, 0x1000, "dev")
+            .unwrap()
+            .start();
+        let specs = [
+            RegionSpec::ram(GuestAddress(0), 0x10_1000),
+            RegionSpec::new(RegionType::Device, mmio, 0x1000),
+        ];
+        with_host_page_size(0x1_0000, || {
+            AddressSpace::plan(l.clone(), specs.clone()).unwrap();
+            // Backing is where the host page counts: refused before anything is mapped.
+            let err = Region::back(specs[0].clone()).unwrap_err();
+            assert!(matches!(
+                err,
+                Error::Misaligned {
+                    page_size: 0x1_0000,
+                    ..
+                }
+            ));
+            // An unbacked region has no host pages to be aligned to.
+            Region::back(specs[1].clone()).unwrap();
+        });
+        // Misaligned to the guest page: refused by the plan whatever the host.
+        let odd = RegionSpec::new(RegionType::Device, GuestAddress(0xc000_0800), 0x1000);
         assert!(matches!(
-            p.take(GuestAddress(4 * GIB), 0x1000),
-            Err(Error::Overlap { .. })
-        ));
-        p.release(GuestAddress(4 * GIB), 0x20_0000).unwrap();
-        assert!(p.release(GuestAddress(4 * GIB), 0x20_0000).is_err());
-        assert!(matches!(
-            p.place(WindowKind::Dax, 0x1000, 0x1000),
-            Err(Error::NoSpace { .. })
-        ));
-        assert!(matches!(
-            p.place(WindowKind::Hotplug, 0x1000, 3),
-            Err(Error::InvalidAlignment { align: 3 })
-        ));
-        assert!(matches!(
-            p.place(WindowKind::Hotplug, 0, 0x1000),
-            Err(Error::ZeroSize { .. })
-        ));
-        assert!(matches!(
-            p.place(WindowKind::Hotplug, 2 * GIB, 0x1000),
-            Err(Error::NoSpace { .. })
+            l.check(&odd),
+            Err(Error::Misaligned {
+                page_size: 0x1000,
+                ..
+            })
         ));
     }
 }

@@ -11,8 +11,11 @@
 //!   and size, [`Backing`], [`Protection`], [`HugePages`], [`NumaBinding`], hotplug, dontfork and
 //!   prefault.
 //! - [`Layout`] holds the windows each type must sit in, with [`Layout::x86_64`] and
-//!   [`Layout::aarch64`] presets; a [`Placer`] finds free ranges in them (device windows, hotplug
-//!   slots) with `memvisor-resources`.
+//!   [`Layout::aarch64`] presets; a [`Platform`] adds the architecture's interrupts, legacy ports
+//!   and reserved ranges; a [`Placer`] finds free ranges, interrupts and ports for named owners
+//!   with `memvisor-resources`, all or nothing; [`plan::plan`] lays a whole VM out with them. Plans
+//!   read nothing from the host: regions align to the guest page, and the host page size is checked
+//!   only when backing.
 //! - [`AddressSpace`] checks regions (typed [`Error`]s, never a panic), gives them memory
 //!   ([`SpaceBuilder::back`], with a [`BackingReport`] of what was done) or not
 //!   ([`SpaceBuilder::plan`]), and publishes immutable [`Snapshot`]s. Readers look addresses up in
@@ -42,7 +45,7 @@
 //!
 //! // Place a device's MMIO window with the layout's placer.
 //! let mut placer = layout.placer();
-//! let mmio = placer.place(WindowKind::Device, 0x1000, 0x1000)?;
+//! let mmio = placer.place(WindowKind::Device, 0x1000, 0x1000, "net0")?.start();
 //!
 //! let ram = layout.ram_ranges(64 << 20)?;
 //! let mut specs: Vec<RegionSpec> = ram
@@ -78,7 +81,8 @@
 //! }));
 //!
 //! // Hot-plug 2 MiB at the first free slot of the hotplug window.
-//! let slot = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20)?;
+//! let slot = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20, "slot0")?;
+//! let slot = slot.start();
 //! let (region, plug_report) = space.plug(RegionSpec::ram(slot, 2 << 20).hotplug(true))?;
 //! assert!(plug_report.in_hotplug_window);
 //! assert_eq!(plugged.load(Ordering::Relaxed), 1);
@@ -97,6 +101,10 @@ mod firmware;
 mod guest_region;
 mod layout;
 mod memory;
+mod placer;
+pub mod plan;
+mod platform;
+mod range;
 mod region;
 mod snapshot;
 mod space;
@@ -105,11 +113,14 @@ mod sys;
 pub use error::{Error, ListenerError, Result};
 pub use firmware::{LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
 pub use guest_region::{Region, RegionRef};
-pub use layout::{Arch, Layout, LayoutBuilder, Placer, Window, WindowKind};
+pub use layout::{Layout, LayoutBuilder, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
+pub use placer::Placer;
+pub use platform::{Arch, Platform, Reservation, ReservationKind, SerialPreset};
+pub use range::GuestRange;
 pub use region::{
-    Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy, Protection,
-    RegionSpec, RegionType,
+    Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy,
+    Protection, RegionSpec, RegionType,
 };
 pub use snapshot::Snapshot;
 pub use space::{

@@ -511,8 +511,9 @@ impl RegionSpec {
         self.prefault_threads
     }
 
-    /// The page size base and size must be multiples of: the explicit huge page size, or the
-    /// host's base page size.
+    /// The page size the host memory is made of: the explicit huge page size, or the host's
+    /// base page size (read at run time). Base, size and file offset must be multiples of it
+    /// to back the region ([`check_host_pages`](Self::check_host_pages)).
     #[must_use]
     pub fn page_size(&self) -> u64 {
         match self.huge_pages {
@@ -521,15 +522,55 @@ impl RegionSpec {
         }
     }
 
-    /// Checks everything that does not depend on a layout or other regions: size, overflow,
-    /// alignment, and that the options fit the type and each other.
+    /// The page size [`validate`](Self::validate) checks, which depends on no host value:
+    /// the explicit huge page size, or [`GUEST_PAGE_SIZE`]. A layout may ask for more
+    /// ([`Layout::guest_page_size`](crate::Layout::guest_page_size)).
+    #[must_use]
+    pub fn guest_page_size(&self) -> u64 {
+        match self.huge_pages {
+            HugePages::Explicit(size) => size.bytes(),
+            _ => GUEST_PAGE_SIZE,
+        }
+    }
+
+    /// Checks that base, size and file offset are multiples of the host page size the
+    /// memory is made of ([`page_size`](Self::page_size)); done only when backing, so that a
+    /// plan depends on no host value.
+    ///
+    /// # Errors
+    /// [`Error::Misaligned`] naming the host page size.
+    pub fn check_host_pages(&self) -> Result<()> {
+        let page_size = self.page_size();
+        if !self.base.is_multiple_of(page_size) || !self.size.is_multiple_of(page_size) {
+            return Err(Error::Misaligned {
+                base: self.base,
+                size: self.size,
+                page_size,
+            });
+        }
+        if let Backing::File { offset, .. } = &self.backing
+            && !offset.is_multiple_of(page_size)
+        {
+            return Err(Error::Misaligned {
+                base: *offset,
+                size: self.size,
+                page_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks everything that does not depend on a layout, other regions or the host: size,
+    /// overflow, alignment to [`guest_page_size`](Self::guest_page_size), and that the options
+    /// fit the type and each other.
     ///
     /// # Errors
     /// [`Error::ZeroSize`], [`Error::Overflow`], [`Error::Misaligned`] (base, size, or a file
-    /// offset not a multiple of the page size), and [`Error::InvalidSpec`] for contradictions:
-    /// memory for a reserved region, no memory for RAM, DAX or firmware, explicit huge pages on
-    /// an existing file, a hugetlbfs backing without explicit huge pages, an empty NUMA node
-    /// list, or NUMA, huge pages or prefault on a region with no memory.
+    /// offset not a multiple of the guest page size), and [`Error::InvalidSpec`] for
+    /// contradictions: memory for a reserved region, no memory for RAM, DAX or firmware,
+    /// explicit huge pages on an existing file, a hugetlbfs backing without explicit huge
+    /// pages, an empty NUMA node list, or NUMA, huge pages or prefault on a region with no
+    /// memory.
     ///
     /// ```
     /// use memvisor_space::{Error, RegionSpec};
@@ -546,7 +587,7 @@ impl RegionSpec {
         if base.checked_add(size - 1).is_none() {
             return Err(Error::Overflow { base, size });
         }
-        let page_size = self.page_size();
+        let page_size = self.guest_page_size();
         if !base.is_multiple_of(page_size) || !size.is_multiple_of(page_size) {
             return Err(Error::Misaligned {
                 base,
@@ -611,9 +652,31 @@ impl RegionSpec {
     }
 }
 
-/// The host's base page size in bytes.
+/// The smallest guest page of every supported architecture (x86-64 and AArch64's 4 KiB
+/// granule): what [`RegionSpec::validate`] aligns regions to, whatever the host's page size.
+pub const GUEST_PAGE_SIZE: u64 = 0x1000;
+
+#[cfg(test)]
+thread_local! {
+    static HOST_PAGE_SIZE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The host's base page size in bytes (a test may simulate another one).
 pub(crate) fn host_page_size() -> u64 {
+    #[cfg(test)]
+    if let Some(page) = HOST_PAGE_SIZE.with(std::cell::Cell::get) {
+        return page;
+    }
     memvisor_vmem::page_size() as u64
+}
+
+/// Runs `f` with [`host_page_size`] answering `page` on this thread.
+#[cfg(test)]
+pub(crate) fn with_host_page_size<R>(page: u64, f: impl FnOnce() -> R) -> R {
+    let old = HOST_PAGE_SIZE.with(|c| c.replace(Some(page)));
+    let out = f();
+    HOST_PAGE_SIZE.with(|c| c.set(old));
+    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 use crate::error::{Error, Result};
 use crate::guest_region::Region;
 use crate::layout::{Layout, Placer};
+use crate::range::GuestRange;
 use crate::region::{NumaBinding, Protection, RegionType};
 
 /// Regions per ownership chunk: a change copies one chunk and the chunk list, so it costs
@@ -303,11 +304,14 @@ impl Snapshot {
     /// device window or hotplug slot can go.
     ///
     /// # Errors
-    /// [`Error::Overlap`] cannot happen for a valid snapshot; it is passed on from the placer.
+    /// [`Error::Taken`] cannot happen for a valid snapshot; it is passed on from the placer.
     pub fn placer(&self) -> Result<Placer> {
         let mut placer = self.layout.placer();
         for r in self.regions() {
-            placer.take(r.base(), r.size())?;
+            placer.take(
+                GuestRange::new(r.base(), r.size())?,
+                &format!("region {:#x}", r.base().0),
+            )?;
         }
         Ok(placer)
     }

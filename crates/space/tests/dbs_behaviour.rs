@@ -228,11 +228,15 @@ fn placer_places_devices_and_hotplug_slots_around_regions() {
     let space = AddressSpace::plan(layout(), specs()).unwrap();
     let mut placer = space.snapshot().placer().unwrap();
     // The device region sits at the start of the device window: the next one goes after it.
-    let dev = placer.place(WindowKind::Device, 0x1000, 0x1000).unwrap();
+    let dev = placer
+        .place(WindowKind::Device, 0x1000, 0x1000, "dev")
+        .unwrap()
+        .start();
     assert_eq!(dev, GuestAddress(3 * GIB + MIB));
     let slot = placer
-        .place(WindowKind::Hotplug, 128 * MIB, 128 * MIB)
-        .unwrap();
+        .place(WindowKind::Hotplug, 128 * MIB, 128 * MIB, "slot0")
+        .unwrap()
+        .start();
     let hotplug = layout()
         .windows_of(WindowKind::Hotplug)
         .next()
@@ -240,16 +244,20 @@ fn placer_places_devices_and_hotplug_slots_around_regions() {
         .start();
     assert_eq!(slot, hotplug);
     let next = placer
-        .place(WindowKind::Hotplug, 128 * MIB, 128 * MIB)
-        .unwrap();
+        .place(WindowKind::Hotplug, 128 * MIB, 128 * MIB, "slot1")
+        .unwrap()
+        .start();
     assert_eq!(next.0, hotplug.0 + 128 * MIB);
-    let err = placer.place(WindowKind::Dax, 2 * GIB, MIB).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "no free range of {:#x} bytes aligned to {:#x} in the DAX windows",
+    let err = placer
+        .place(WindowKind::Dax, 2 * GIB, MIB, "pmem0 DAX")
+        .unwrap_err();
+    assert!(matches!(err, Error::NoRoom { .. }), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "no free range of {:#x} bytes aligned to {:#x} for pmem0 DAX in the DAX windows",
             2 * GIB,
             MIB
-        )
+        )),
+        "{err}"
     );
 }

@@ -1,10 +1,7 @@
 //! VM specs: the TOML format, reading it with positions kept, and checking every field into a
 //! [`VmSpec`]. See `SPEC.md` in this crate for the format.
 
-use std::fmt;
 use std::ops::Range;
-
-use serde::Serialize;
 
 use crate::error::{Problem, SpecError};
 
@@ -66,40 +63,9 @@ impl Source<'_> {
     }
 }
 
-/// The guest architecture, which picks the layout preset and the interrupt numbering.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arch {
-    /// x86-64: IOAPIC GSIs, port I/O serial.
-    X86_64,
-    /// AArch64: GIC SPIs, MMIO serial.
-    Aarch64,
-}
-
-impl Arch {
-    /// The name used in specs and on the command line.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "x86_64" => Some(Arch::X86_64),
-            "aarch64" => Some(Arch::Aarch64),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The guest architecture, which picks the layout preset and the interrupt numbering: the
+/// workspace's one architecture type.
+pub use memvisor_space::Arch;
 
 /// Where guest RAM's host memory comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

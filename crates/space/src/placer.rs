@@ -1,0 +1,573 @@
+//! [`Placer`]: finds room for ranges and interrupts in a layout, each tagged with its owner,
+//! all or nothing.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, Request};
+
+use crate::error::{Error, Result};
+use crate::layout::{Window, WindowKind};
+use crate::range::GuestRange;
+
+/// Interrupt numbers with their owners, over an [`IdAllocator`].
+#[derive(Clone, Debug)]
+struct Irqs {
+    ids: IdAllocator,
+    owners: BTreeMap<u32, String>,
+    name: &'static str,
+}
+
+/// Places ranges in a layout's windows (device MMIO windows, hotplug slots, DAX windows) and
+/// hands out interrupts and I/O ports, one `memvisor-resources` allocator per window, every
+/// range and number tagged with its owner so that a collision names both parties. Every
+/// operation is all or nothing, and [`transaction`](Self::transaction) makes a sequence of
+/// them all or nothing too.
+///
+/// Made by [`Layout::placer`](crate::Layout::placer) (windows, and the preset's interrupts),
+/// [`Platform::placer`](crate::Platform::placer) (also I/O ports and the platform's reserved
+/// ranges) or [`Snapshot::placer`](crate::Snapshot::placer) (the snapshot's regions taken).
+///
+/// ```
+/// use memvisor_space::{Error, GuestRange, Layout, WindowKind};
+/// use vm_memory::GuestAddress;
+///
+/// let layout = Layout::x86_64().ram(1 << 30).build()?;
+/// let mut placer = layout.placer();
+/// let a = placer.place(WindowKind::Device, 0x1000, 0x1000, "net0")?;
+/// let b = placer.place(WindowKind::Device, 0x1000, 0x1000, "blk0")?;
+/// assert_eq!(a.start(), GuestAddress(0xc000_0000));
+/// assert_eq!(b.start(), GuestAddress(0xc000_1000));
+/// let err = placer.take(a, "rng0").unwrap_err();
+/// assert_eq!(err.to_string(), "rng0's range [0xc0000000, 0xc0000fff] overlaps net0's range [0xc0000000, 0xc0000fff]");
+/// assert_eq!(placer.irq_at(4, "serial")?, 4);
+/// assert_eq!(placer.irq("net0")?, 0);
+/// let err = placer.irq_at(4, "blk0").unwrap_err();
+/// assert_eq!(err.to_string(), "GSI 4 of blk0 is taken by serial");
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Placer {
+    windows: Vec<(Window, AddressAllocator<String>)>,
+    irqs: Option<Irqs>,
+    ports: Option<AddressAllocator<String>>,
+}
+
+impl Placer {
+    pub(crate) fn new(
+        windows: &[Window],
+        irqs: Option<(RangeInclusive<u32>, &'static str)>,
+        ports: Option<GuestRange>,
+    ) -> Result<Self> {
+        let irqs = match irqs {
+            Some((range, name)) => Some(Irqs {
+                ids: IdAllocator::new(*range.start(), *range.end()).map_err(|_| {
+                    Error::InvalidLayout {
+                        reason: format!("empty {name} range {range:?}"),
+                    }
+                })?,
+                owners: BTreeMap::new(),
+                name,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            windows: windows
+                .iter()
+                .map(|w| (*w, AddressAllocator::new(w.range().as_range())))
+                .collect(),
+            irqs,
+            ports: ports.map(|p| AddressAllocator::new(p.as_range())),
+        })
+    }
+
+    /// Runs `f` on this placer and keeps what it did only if it succeeds: on an error, the
+    /// placer is exactly as before.
+    ///
+    /// # Errors
+    /// What `f` returns.
+    ///
+    /// ```
+    /// use memvisor_space::{Layout, WindowKind};
+    ///
+    /// let mut placer = Layout::x86_64().ram(1 << 30).build()?.placer();
+    /// let failed = placer.transaction(|p| {
+    ///     p.place(WindowKind::Device, 0x1000, 0x1000, "net0")?;
+    ///     p.place(WindowKind::Dax, 0x1000, 0x1000, "net0 DAX") // no DAX window
+    /// });
+    /// assert!(failed.is_err());
+    /// // net0's window was given back.
+    /// assert_eq!(placer.place(WindowKind::Device, 0x1000, 0x1000, "blk0")?.start().0, 0xc000_0000);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn transaction<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        let mut next = self.clone();
+        let out = f(&mut next)?;
+        *self = next;
+        Ok(out)
+    }
+
+    /// Places `size` bytes aligned to `align` (a power of two) for `owner` in the lowest window
+    /// of `kind` that has room, first fit.
+    ///
+    /// # Errors
+    /// [`Error::NothingToPlace`] for 0, [`Error::InvalidAlignment`] for an alignment that is
+    /// not a power of two, [`Error::NoRoom`] (with the largest free range) if no window of that
+    /// kind has room.
+    pub fn place(
+        &mut self,
+        kind: WindowKind,
+        size: u64,
+        align: u64,
+        owner: &str,
+    ) -> Result<GuestRange> {
+        if size == 0 {
+            return Err(Error::NothingToPlace {
+                owner: owner.to_owned(),
+            });
+        }
+        let request = Request::new(size, align, AllocPolicy::FirstMatch)
+            .map_err(|_| Error::InvalidAlignment { align })?;
+        for (w, alloc) in &mut self.windows {
+            if w.kind() != kind {
+                continue;
+            }
+            if let Ok(range) = alloc.allocate_with(&request, owner.to_owned()) {
+                return Ok(range.into());
+            }
+        }
+        Err(Error::NoRoom {
+            owner: owner.to_owned(),
+            window: kind,
+            size,
+            align,
+            largest_free: self.largest_free(kind),
+        })
+    }
+
+    /// Takes `range` for `owner` in the windows of `kind`: it must lie inside one of them.
+    ///
+    /// # Errors
+    /// [`Error::NotInWindow`] if no window of `kind` holds it all; [`Error::Taken`] naming
+    /// the owner of a range it overlaps.
+    pub fn take_in(&mut self, kind: WindowKind, range: GuestRange, owner: &str) -> Result<()> {
+        let Some((_, alloc)) = self
+            .windows
+            .iter_mut()
+            .find(|(w, _)| w.kind() == kind && w.range().contains_range(&range))
+        else {
+            return Err(Error::NotInWindow {
+                owner: owner.to_owned(),
+                range,
+                window: kind,
+                largest_free: self.largest_free(kind),
+            });
+        };
+        reserve(alloc, range, owner)
+    }
+
+    /// Takes `range` for `owner` in every window it crosses (an existing region, a platform
+    /// reservation); parts outside every window are not tracked. All or nothing: if one
+    /// part is taken already, the parts before it are given back.
+    ///
+    /// # Errors
+    /// [`Error::Taken`] naming the owner of a range it overlaps.
+    pub fn take(&mut self, range: GuestRange, owner: &str) -> Result<()> {
+        let mut done: Vec<(usize, GuestRange)> = Vec::new();
+        for (i, (w, alloc)) in self.windows.iter_mut().enumerate() {
+            let Some(part) = w.range().intersection(&range) else {
+                continue;
+            };
+            if let Err(e) = reserve(alloc, part, owner) {
+                for (j, taken) in done {
+                    // Reserved just above, so freeing it cannot fail.
+                    let _ = self.windows[j].1.free(&taken.as_range());
+                }
+                return Err(match e {
+                    Error::Taken {
+                        other, other_range, ..
+                    } => Error::Taken {
+                        owner: owner.to_owned(),
+                        range,
+                        other,
+                        other_range,
+                    },
+                    e => e,
+                });
+            }
+            done.push((i, part));
+        }
+        Ok(())
+    }
+
+    /// Gives a placed or taken range back (every part of a range taken across windows).
+    ///
+    /// # Errors
+    /// [`Error::RegionNotFound`] unless every part of it is taken exactly as given; nothing is
+    /// given back then.
+    pub fn release(&mut self, range: GuestRange) -> Result<()> {
+        let parts: Vec<(usize, GuestRange)> = self
+            .windows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (w, _))| w.range().intersection(&range).map(|p| (i, p)))
+            .collect();
+        let exact = !parts.is_empty()
+            && parts.iter().all(|&(i, p)| {
+                self.windows[i]
+                    .1
+                    .allocation_containing(p.start().0)
+                    .is_some_and(|a| a.range == p.as_range())
+            });
+        if !exact {
+            return Err(Error::RegionNotFound {
+                base: range.start().0,
+                size: range.size().unwrap_or(u64::MAX),
+            });
+        }
+        for (i, p) in parts {
+            // Checked just above to be an exact allocation.
+            let _ = self.windows[i].1.free(&p.as_range());
+        }
+        Ok(())
+    }
+
+    /// The owner and range of what holds `addr`, if anything.
+    #[must_use]
+    pub fn owner_of(&self, addr: vm_memory::GuestAddress) -> Option<(&str, GuestRange)> {
+        self.windows
+            .iter()
+            .filter(|(w, _)| w.range().contains(addr))
+            .find_map(|(_, a)| a.allocation_containing(addr.0))
+            .map(|a| (a.tag.as_str(), a.range.into()))
+    }
+
+    /// Every range taken, with its owner, by window and then by address (a range taken
+    /// across windows shows once per window).
+    pub fn allocations(&self) -> impl Iterator<Item = (&str, GuestRange)> + '_ {
+        self.windows
+            .iter()
+            .flat_map(|(_, a)| a.allocated().map(|x| (x.tag.as_str(), x.range.into())))
+    }
+
+    /// The windows of `kind` this placer works in, by address.
+    pub fn windows_of(&self, kind: WindowKind) -> impl Iterator<Item = &Window> + '_ {
+        self.windows
+            .iter()
+            .map(|(w, _)| w)
+            .filter(move |w| w.kind() == kind)
+    }
+
+    /// The largest free range in the windows of `kind` (0 if none).
+    #[must_use]
+    pub fn largest_free(&self, kind: WindowKind) -> u64 {
+        let largest = self
+            .windows
+            .iter()
+            .filter(|(w, _)| w.kind() == kind)
+            .flat_map(|(_, a)| a.free_ranges())
+            .map(|r| r.size_u128())
+            .max()
+            .unwrap_or(0);
+        u64::try_from(largest).unwrap_or(u64::MAX)
+    }
+
+    /// The lowest free interrupt number for `owner`.
+    ///
+    /// # Errors
+    /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::NoFreeIrq`] if every
+    /// number is taken.
+    pub fn irq(&mut self, owner: &str) -> Result<u32> {
+        let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
+        let irq = irqs.ids.allocate_id().map_err(|_| Error::NoFreeIrq {
+            owner: owner.to_owned(),
+            name: irqs.name,
+            first: irqs.ids.first(),
+            last: irqs.ids.last(),
+        })?;
+        irqs.owners.insert(irq, owner.to_owned());
+        Ok(irq)
+    }
+
+    /// Interrupt `irq` for `owner`.
+    ///
+    /// # Errors
+    /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::IrqOutOfRange`];
+    /// [`Error::IrqTaken`] naming its owner.
+    pub fn irq_at(&mut self, irq: u32, owner: &str) -> Result<u32> {
+        let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
+        match irqs.ids.allocate_id_at(irq) {
+            Ok(irq) => {
+                irqs.owners.insert(irq, owner.to_owned());
+                Ok(irq)
+            }
+            Err(memvisor_resources::Error::IdAlreadyAllocated(_)) => Err(Error::IrqTaken {
+                irq,
+                name: irqs.name,
+                owner: owner.to_owned(),
+                other: irqs.owners.get(&irq).cloned().unwrap_or_default(),
+            }),
+            Err(_) => Err(Error::IrqOutOfRange {
+                irq,
+                name: irqs.name,
+                first: irqs.ids.first(),
+                last: irqs.ids.last(),
+            }),
+        }
+    }
+
+    /// The owner of interrupt `irq`, if it is taken.
+    #[must_use]
+    pub fn irq_owner(&self, irq: u32) -> Option<&str> {
+        self.irqs.as_ref()?.owners.get(&irq).map(String::as_str)
+    }
+
+    /// Takes the I/O ports `ports` for `owner`.
+    ///
+    /// # Errors
+    /// [`Error::NoIoPorts`] if the platform has none or `ports` passes the last one;
+    /// [`Error::Taken`] naming the owner of ports it overlaps.
+    pub fn ports_at(&mut self, ports: GuestRange, owner: &str) -> Result<()> {
+        let alloc = self
+            .ports
+            .as_mut()
+            .ok_or(Error::NoIoPorts { ports: None })?;
+        if !alloc.space().contains_range(&ports.as_range()) {
+            return Err(Error::NoIoPorts { ports: Some(ports) });
+        }
+        reserve(alloc, ports, owner)
+    }
+}
+
+fn reserve(alloc: &mut AddressAllocator<String>, range: GuestRange, owner: &str) -> Result<()> {
+    match alloc.reserve_with(range.as_range(), owner.to_owned()) {
+        Ok(()) => Ok(()),
+        Err(memvisor_resources::Error::Overlap { existing, .. }) => {
+            let other = alloc
+                .allocation_containing(existing.start())
+                .map(|a| a.tag.clone())
+                .unwrap_or_default();
+            Err(Error::Taken {
+                owner: owner.to_owned(),
+                range,
+                other,
+                other_range: existing.into(),
+            })
+        }
+        // The range lies inside the allocator's space (checked by callers).
+        Err(_) => Err(Error::NotInWindow {
+            owner: owner.to_owned(),
+            range,
+            window: WindowKind::Reserved,
+            largest_free: 0,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::Layout;
+
+    const GIB: u64 = 1 << 30;
+
+    fn range(base: u64, size: u64) -> GuestRange {
+        GuestRange::new(GuestAddress(base), size).unwrap()
+    }
+
+    #[test]
+    fn take_across_windows_refused_takes_nothing() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        // The last device page and the first reserved page: two windows.
+        let hole_end = 0xfec0_0000;
+        p.take(range(hole_end, 0x1000), "IOAPIC").unwrap();
+        let err = p
+            .take(range(hole_end - 0x1000, 0x2000), "net0")
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Taken { other, other_range, .. }
+                if other == "IOAPIC" && other_range.start().0 == hole_end),
+            "{err}"
+        );
+        // The device part was given back: it can be taken on its own.
+        p.take(range(hole_end - 0x1000, 0x1000), "net0").unwrap();
+    }
+
+    #[test]
+    fn take_then_place_skips_taken() {
+        let l = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
+        let mut p = l.placer();
+        p.take(range(4 * GIB, 0x20_0000), "slot0").unwrap();
+        let slot = p
+            .place(WindowKind::Hotplug, 0x20_0000, 0x20_0000, "slot1")
+            .unwrap();
+        assert_eq!(slot, range(4 * GIB + 0x20_0000, 0x20_0000));
+        assert_eq!(
+            p.owner_of(GuestAddress(4 * GIB + 0x30_0000)),
+            Some(("slot1", slot))
+        );
+        let err = p.take(range(4 * GIB, 0x1000), "x").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x's range [0x100000000, 0x100000fff] overlaps slot0's range [0x100000000, 0x1001fffff]"
+        );
+        p.release(range(4 * GIB, 0x20_0000)).unwrap();
+        assert!(p.release(range(4 * GIB, 0x20_0000)).is_err());
+        assert!(p.release(range(4 * GIB + 0x20_0000, 0x1000)).is_err());
+        assert!(matches!(
+            p.place(WindowKind::Dax, 0x1000, 0x1000, "d"),
+            Err(Error::NoRoom {
+                largest_free: 0,
+                ..
+            })
+        ));
+        assert!(matches!(
+            p.place(WindowKind::Hotplug, 0x1000, 3, "d"),
+            Err(Error::InvalidAlignment { align: 3 })
+        ));
+        assert!(matches!(
+            p.place(WindowKind::Hotplug, 0, 0x1000, "d"),
+            Err(Error::NothingToPlace { ref owner }) if owner == "d"
+        ));
+        let err = p
+            .place(WindowKind::Hotplug, 2 * GIB, 0x1000, "big")
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::NoRoom { ref owner, largest_free, .. }
+                if owner == "big" && largest_free == GIB - 0x40_0000),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_display_owner_and_values() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        assert_eq!(
+            p.place(WindowKind::Device, 0, 0x1000, "net0")
+                .unwrap_err()
+                .to_string(),
+            "net0 asks for zero bytes"
+        );
+        assert_eq!(
+            p.place(WindowKind::Device, 2 * GIB, 0x1000, "pmem0")
+                .unwrap_err()
+                .to_string(),
+            "no free range of 0x80000000 bytes aligned to 0x1000 for pmem0 in the device windows \
+             (largest free range 0x3ec00000)"
+        );
+        assert_eq!(
+            p.take_in(WindowKind::Device, range(0x1000, 0x1000), "net0")
+                .unwrap_err()
+                .to_string(),
+            "net0's range [0x1000, 0x1fff] is not inside a device window"
+        );
+        let mut arm = Layout::aarch64().build().unwrap().placer();
+        assert_eq!(
+            arm.ports_at(range(0x3f8, 8), "serial")
+                .unwrap_err()
+                .to_string(),
+            "the platform has no I/O ports"
+        );
+        assert_eq!(
+            Error::NoIoPorts {
+                ports: Some(range(0xfffc, 8))
+            }
+            .to_string(),
+            "I/O ports [0xfffc, 0x10003] pass the platform's port space"
+        );
+        assert_eq!(
+            Error::InvalidRange { first: 2, last: 1 }.to_string(),
+            "range 0x2..=0x1 is reversed"
+        );
+    }
+
+    #[test]
+    fn take_in_outside_its_kind_errors() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        let err = p
+            .take_in(WindowKind::Device, range(0x1000, 0x1000), "net0")
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::NotInWindow {
+                window: WindowKind::Device,
+                ..
+            }
+        ));
+        p.take_in(WindowKind::Device, range(0xd000_0000, 0x1_0000), "net0")
+            .unwrap();
+        let err = p
+            .take_in(WindowKind::Device, range(0xd000_8000, 0x1000), "blk0")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "blk0's range [0xd0008000, 0xd0008fff] overlaps net0's range [0xd0000000, 0xd000ffff]"
+        );
+    }
+
+    #[test]
+    fn irqs_name_their_owners() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        assert_eq!(p.irq_at(4, "serial").unwrap(), 4);
+        let err = p.irq_at(4, "net0").unwrap_err();
+        assert_eq!(err.to_string(), "GSI 4 of net0 is taken by serial");
+        assert_eq!(
+            p.irq_at(24, "net0").unwrap_err().to_string(),
+            "GSI 24 is outside 0..=23"
+        );
+        assert_eq!(p.irq("net0").unwrap(), 0);
+        for i in 1..23 {
+            p.irq(&format!("d{i}")).unwrap();
+        }
+        assert_eq!(p.irq_owner(23), Some("d22"));
+        assert_eq!(
+            p.irq("late").unwrap_err().to_string(),
+            "no free GSI is left for late (0..=23 are all taken)"
+        );
+        let custom = Layout::new(GuestAddress(u64::MAX), []).unwrap();
+        assert!(matches!(custom.placer().irq("x"), Err(Error::NoIrqs)));
+    }
+
+    #[test]
+    fn transaction_error_keeps_state() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        let r: Result<()> = p.transaction(|p| {
+            p.irq_at(9, "net0")?;
+            p.place(WindowKind::Device, 0x1000, 0x1000, "net0")?;
+            p.irq_at(9, "blk0").map(drop)
+        });
+        assert!(matches!(r, Err(Error::IrqTaken { irq: 9, .. })));
+        assert_eq!(p.irq_owner(9), None);
+        assert_eq!(p.owner_of(GuestAddress(0xc000_0000)), None);
+    }
+
+    #[test]
+    fn ports_at_checks_space_and_owner() {
+        let platform = crate::Platform::x86_64();
+        let l = platform.layout().build().unwrap();
+        let mut p = platform.placer(&l).unwrap();
+        p.ports_at(range(0x3f8, 8), "serial").unwrap();
+        assert!(matches!(
+            p.ports_at(range(0x3fc, 8), "com"),
+            Err(Error::Taken { .. })
+        ));
+        assert!(matches!(
+            p.ports_at(range(0xfffc, 8), "com"),
+            Err(Error::NoIoPorts { ports: Some(_) })
+        ));
+        let mut arm = crate::Platform::aarch64()
+            .placer(&crate::Layout::aarch64().build().unwrap())
+            .unwrap();
+        assert!(matches!(
+            arm.ports_at(range(0x3f8, 8), "serial"),
+            Err(Error::NoIoPorts { ports: None })
+        ));
+    }
+}

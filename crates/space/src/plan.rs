@@ -1,0 +1,865 @@
+//! [`plan`]: lays a VM out — boot RAM per guest NUMA node, the platform's reserved ranges,
+//! the serial port, device MMIO windows, interrupts and DAX windows, hotplug slots — with a
+//! [`Platform`] preset and its [`Placer`], and checks the result as an
+//! [`AddressSpace`] would. A plan depends on no host value.
+
+use std::fmt;
+
+use vm_memory::GuestAddress;
+
+use crate::error::{Error, Result};
+use crate::layout::{Layout, WindowKind};
+use crate::placer::Placer;
+use crate::platform::{Platform, ReservationKind, SerialPreset};
+use crate::range::GuestRange;
+use crate::region::{HugePages, RegionSpec, RegionType};
+use crate::space::{AddressSpace, DEFAULT_SLOTS};
+
+/// Alignment of DAX windows.
+pub const DAX_ALIGN: u64 = 2 << 20;
+/// The largest alignment a hotplug slot gets without explicit huge pages.
+const SLOT_ALIGN: u64 = 2 << 20;
+
+/// What to lay out. Items are placed in a fixed order, so the same request always gives the
+/// same plan: fixed interrupts, then the serial port's and the devices' automatic ones; fixed
+/// MMIO addresses, then first fit in request order; then DAX windows; then hotplug slots.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    /// The platform (and so the layout preset).
+    pub platform: Platform,
+    /// Guest physical address bits.
+    pub phys_bits: u32,
+    /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node.
+    pub nodes: Vec<NodeRequest>,
+    /// The serial port, if any.
+    pub serial: Option<SerialRequest>,
+    /// virtio-mmio devices, in order.
+    pub devices: Vec<DeviceRequest>,
+    /// Hotplug slots, if any.
+    pub hotplug: Option<HotplugRequest>,
+    /// x86-64: at most this much boot RAM below the 32-bit hole
+    /// ([`LayoutBuilder::low_ram_limit`](crate::LayoutBuilder::low_ram_limit)).
+    pub low_ram_limit: Option<u64>,
+}
+
+/// A guest NUMA node's boot RAM.
+#[derive(Clone, Debug)]
+pub struct NodeRequest {
+    /// Bytes of boot RAM.
+    pub size: u64,
+    /// How its RAM regions are made: a RAM spec whose base and size are replaced by the
+    /// planned ones.
+    pub memory: RegionSpec,
+}
+
+/// The serial port.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SerialRequest {
+    /// A fixed interrupt (default: the platform's, if it has one, else the next free one).
+    pub irq: Option<u32>,
+    /// A fixed I/O port base, on platforms with port I/O (default: the platform's).
+    pub port: Option<u64>,
+    /// A fixed MMIO address, on platforms with an MMIO serial port (default: first fit).
+    pub address: Option<u64>,
+}
+
+/// A virtio-mmio device.
+#[derive(Clone, Debug)]
+pub struct DeviceRequest {
+    /// Its name: the owner of its window, interrupt and DAX window.
+    pub name: String,
+    /// Its MMIO window size (a power of two: it is also the alignment).
+    pub mmio_size: u64,
+    /// A fixed MMIO address.
+    pub address: Option<u64>,
+    /// A fixed interrupt.
+    pub irq: Option<u32>,
+    /// A DAX window of this size.
+    pub dax_size: Option<u64>,
+}
+
+/// Hotplug slots.
+#[derive(Clone, Debug)]
+pub struct HotplugRequest {
+    /// How many: at most [`DEFAULT_SLOTS`], the memory-slot numbers of
+    /// an address space (so that a request cannot make the planner loop or allocate without
+    /// bound).
+    pub slots: u32,
+    /// Bytes each.
+    pub slot_size: u64,
+    /// The guest NUMA node of their memory.
+    pub node: u32,
+    /// How their memory is made once plugged: a RAM spec whose base and size are replaced.
+    pub memory: RegionSpec,
+}
+
+/// The request item an error is about, for a caller to point at its own input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlanItem {
+    /// The address bits.
+    PhysBits,
+    /// Boot RAM as a whole (its window did not fit).
+    Memory,
+    /// A node's boot RAM.
+    Node(usize),
+    /// The hotplug slots as a whole (their window did not fit).
+    Hotplug,
+    /// The hotplug slot size (a slot did not fit or is not valid).
+    HotplugSlotSize,
+    /// The serial port.
+    Serial,
+    /// The serial port's interrupt.
+    SerialIrq,
+    /// The serial port's I/O ports.
+    SerialPort,
+    /// The serial port's MMIO address.
+    SerialAddress,
+    /// A device as a whole.
+    Device(usize),
+    /// A device's interrupt.
+    DeviceIrq(usize),
+    /// A device's fixed address.
+    DeviceAddress(usize),
+    /// A device's MMIO window size.
+    DeviceMmioSize(usize),
+    /// A device's DAX window size (a window did not fit, or the DAX window did not fit the
+    /// layout: then the last device with one).
+    DeviceDaxSize(usize),
+    /// A range the platform reserves.
+    Platform,
+}
+
+impl fmt::Display for PlanItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanItem::PhysBits => f.write_str("phys_bits"),
+            PlanItem::Memory => f.write_str("memory"),
+            PlanItem::Node(i) => write!(f, "node {i}"),
+            PlanItem::Hotplug => f.write_str("hotplug"),
+            PlanItem::HotplugSlotSize => f.write_str("hotplug slot size"),
+            PlanItem::Serial => f.write_str("serial"),
+            PlanItem::SerialIrq => f.write_str("serial irq"),
+            PlanItem::SerialPort => f.write_str("serial port"),
+            PlanItem::SerialAddress => f.write_str("serial address"),
+            PlanItem::Device(i) => write!(f, "device {i}"),
+            PlanItem::DeviceIrq(i) => write!(f, "device {i} irq"),
+            PlanItem::DeviceAddress(i) => write!(f, "device {i} address"),
+            PlanItem::DeviceMmioSize(i) => write!(f, "device {i} mmio size"),
+            PlanItem::DeviceDaxSize(i) => write!(f, "device {i} DAX size"),
+            PlanItem::Platform => f.write_str("platform"),
+        }
+    }
+}
+
+/// A plan that failed: which request item, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{item}: {error}")]
+pub struct PlanError {
+    /// The item the error is about.
+    pub item: PlanItem,
+    /// What went wrong.
+    #[source]
+    pub error: Error,
+    /// The layout, if the error came after it was built (to describe its windows).
+    pub layout: Option<Box<Layout>>,
+}
+
+/// A planned region and who it is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRegion {
+    /// What [`AddressSpace`] gets.
+    pub spec: RegionSpec,
+    /// Its owner (`RAM node0`, `eth0`, `eth0 DAX`, `IOAPIC, local APIC`, `hotplug slot 0`).
+    pub owner: String,
+    /// The guest NUMA node, for RAM and hotplug slots.
+    pub node: Option<u32>,
+}
+
+/// A planned device (or the serial port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedDevice {
+    /// Its name (`serial` for the serial port).
+    pub name: String,
+    /// Its MMIO window.
+    pub mmio: Option<GuestRange>,
+    /// Its I/O ports.
+    pub ports: Option<GuestRange>,
+    /// Its interrupt.
+    pub irq: u32,
+    /// Its DAX window.
+    pub dax: Option<GuestRange>,
+}
+
+/// A laid-out VM.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The layout.
+    pub layout: Layout,
+    /// The platform.
+    pub platform: Platform,
+    /// Boot regions (RAM, reserved, devices, DAX), by address.
+    pub regions: Vec<PlannedRegion>,
+    /// The serial port first (if asked for), then the devices in request order.
+    pub devices: Vec<PlannedDevice>,
+    /// Hotplug slots, by address.
+    pub slots: Vec<PlannedRegion>,
+    /// The placer with everything above taken, for more placements later.
+    pub placer: Placer,
+}
+
+fn at(item: PlanItem) -> impl FnOnce(Error) -> PlanError {
+    move |error| PlanError {
+        item,
+        error,
+        layout: None,
+    }
+}
+
+fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
+    spec.base = range.start().0;
+    spec.size = range.size().ok_or(Error::Overflow {
+        base: range.start().0,
+        size: u64::MAX,
+    })?;
+    Ok(spec)
+}
+
+/// Lays out `request`.
+///
+/// # Errors
+/// A [`PlanError`] naming the request item: the layout does not fit the address bits
+/// (naming boot RAM, the hotplug slots or the last DAX window, whichever window did not fit),
+/// an interrupt taken or out of range ([`Error::IrqTaken`], [`Error::IrqOutOfRange`],
+/// [`Error::NoFreeIrq`]), a window that overlaps another ([`Error::Taken`]) or does not fit
+/// ([`Error::NoRoom`], [`Error::NotInWindow`]), or anything
+/// [`AddressSpace::plan`](crate::AddressSpace::plan) refuses.
+///
+/// ```
+/// use memvisor_space::plan::{DeviceRequest, NodeRequest, PlanRequest, SerialRequest, plan};
+/// use memvisor_space::{Platform, RegionSpec};
+/// use vm_memory::GuestAddress;
+///
+/// let request = PlanRequest {
+///     platform: Platform::x86_64(),
+///     phys_bits: 40,
+///     nodes: vec![NodeRequest { size: 256 << 20, memory: RegionSpec::ram(GuestAddress(0), 0) }],
+///     serial: Some(SerialRequest::default()),
+///     devices: vec![DeviceRequest {
+///         name: "net0".into(),
+///         mmio_size: 0x1000,
+///         address: None,
+///         irq: None,
+///         dax_size: None,
+///     }],
+///     hotplug: None,
+///     low_ram_limit: None,
+/// };
+/// let plan = plan(&request)?;
+/// assert_eq!(plan.devices[0].irq, 4); // COM1
+/// assert_eq!(plan.devices[1].mmio.unwrap().start(), GuestAddress(0xc000_0000));
+/// assert_eq!(plan.devices[1].irq, 5); // after the legacy ISA interrupts
+/// # Ok::<(), memvisor_space::plan::PlanError>(())
+/// ```
+pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
+    let (layout, ram) = build_layout(request)?;
+    plan_in(request, layout.clone(), ram).map_err(|mut e| {
+        e.layout = Some(Box::new(layout));
+        e
+    })
+}
+
+fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, PlanError> {
+    let platform = &request.platform;
+    let mut placer = platform.placer(&layout).map_err(at(PlanItem::Platform))?;
+    let mut regions: Vec<(PlannedRegion, PlanItem)> = Vec::new();
+
+    // Boot RAM, node by node, over the RAM windows.
+    let mut ranges = layout
+        .ram_ranges(ram)
+        .map_err(at(PlanItem::Memory))?
+        .into_iter()
+        .map(|(b, s)| (b.0, s));
+    let mut current = ranges.next();
+    for (i, node) in request.nodes.iter().enumerate() {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let mut left = node.size;
+        while left > 0 {
+            let Some((base, avail)) = current else {
+                break;
+            };
+            let take = left.min(avail);
+            let range = GuestRange::new(GuestAddress(base), take).map_err(at(PlanItem::Node(i)))?;
+            let spec = with_range(node.memory.clone(), range).map_err(at(PlanItem::Node(i)))?;
+            regions.push((
+                PlannedRegion {
+                    spec,
+                    owner: format!("RAM node{index}"),
+                    node: Some(index),
+                },
+                PlanItem::Node(i),
+            ));
+            left -= take;
+            current = if take == avail {
+                ranges.next()
+            } else {
+                Some((base + take, avail - take))
+            };
+        }
+    }
+
+    // Reserved windows, named after the reservations inside them; reservations elsewhere.
+    let reserved: Vec<_> = platform
+        .reservations_of(ReservationKind::Reserved)
+        .collect();
+    for w in layout.windows_of(WindowKind::Reserved) {
+        let names: Vec<&str> = reserved
+            .iter()
+            .filter(|r| w.range().contains_range(&r.range()))
+            .map(|r| r.name())
+            .collect();
+        let owner = if names.is_empty() {
+            "reserved".to_owned()
+        } else {
+            names.join(", ")
+        };
+        regions.push((
+            PlannedRegion {
+                spec: RegionSpec::new(RegionType::Reserved, w.start(), w.size()),
+                owner,
+                node: None,
+            },
+            PlanItem::Platform,
+        ));
+    }
+    for r in &reserved {
+        let in_window = layout
+            .windows_of(WindowKind::Reserved)
+            .any(|w| w.range().contains_range(&r.range()));
+        if !in_window {
+            let spec = with_range(
+                RegionSpec::new(RegionType::Reserved, r.range().start(), 1),
+                r.range(),
+            )
+            .map_err(at(PlanItem::Platform))?;
+            regions.push((
+                PlannedRegion {
+                    spec,
+                    owner: r.name().to_owned(),
+                    node: None,
+                },
+                PlanItem::Platform,
+            ));
+        }
+    }
+
+    let (serial_irq, device_irqs) = assign_irqs(request, &mut placer)?;
+    let (serial_mmio, serial_ports, device_mmio) = place_mmio(request, &mut placer)?;
+
+    // DAX windows.
+    let mut device_dax = vec![None; request.devices.len()];
+    for (i, (d, slot)) in request.devices.iter().zip(&mut device_dax).enumerate() {
+        if let Some(size) = d.dax_size {
+            *slot = Some(
+                placer
+                    .place(WindowKind::Dax, size, DAX_ALIGN, &d.name)
+                    .map_err(at(PlanItem::DeviceDaxSize(i)))?,
+            );
+        }
+    }
+
+    let mut devices = Vec::new();
+    if request.serial.is_some() {
+        devices.push(PlannedDevice {
+            name: "serial".to_owned(),
+            mmio: serial_mmio,
+            ports: serial_ports,
+            irq: serial_irq.unwrap_or_default(),
+            dax: None,
+        });
+        if let Some(r) = serial_mmio {
+            let spec = with_range(RegionSpec::new(RegionType::Device, r.start(), 1), r)
+                .map_err(at(PlanItem::Serial))?;
+            regions.push((
+                PlannedRegion {
+                    spec,
+                    owner: "serial".to_owned(),
+                    node: None,
+                },
+                PlanItem::Serial,
+            ));
+        }
+    }
+    for (i, d) in request.devices.iter().enumerate() {
+        let mmio = device_mmio[i];
+        let spec = with_range(RegionSpec::new(RegionType::Device, mmio.start(), 1), mmio)
+            .map_err(at(PlanItem::Device(i)))?;
+        regions.push((
+            PlannedRegion {
+                spec,
+                owner: d.name.clone(),
+                node: None,
+            },
+            PlanItem::Device(i),
+        ));
+        if let Some(r) = device_dax[i] {
+            let spec = with_range(RegionSpec::new(RegionType::Dax, r.start(), 1), r)
+                .map_err(at(PlanItem::Device(i)))?;
+            regions.push((
+                PlannedRegion {
+                    spec,
+                    owner: format!("{} DAX", d.name),
+                    node: None,
+                },
+                PlanItem::Device(i),
+            ));
+        }
+        devices.push(PlannedDevice {
+            name: d.name.clone(),
+            mmio: Some(mmio),
+            ports: None,
+            irq: device_irqs[i],
+            dax: device_dax[i],
+        });
+    }
+
+    // Hotplug slots.
+    let mut slots = Vec::new();
+    if let Some(h) = &request.hotplug {
+        let cap = match h.memory.huge_pages {
+            HugePages::Explicit(size) => size.bytes(),
+            _ => SLOT_ALIGN,
+        }
+        .max(SLOT_ALIGN);
+        let align = (1u64 << h.slot_size.trailing_zeros().min(63)).min(cap);
+        let slot_err = at(PlanItem::HotplugSlotSize);
+        for index in 0..h.slots {
+            let owner = format!("hotplug slot {index}");
+            let range = placer
+                .place(WindowKind::Hotplug, h.slot_size, align, &owner)
+                .map_err(at(PlanItem::HotplugSlotSize))?;
+            let spec = with_range(h.memory.clone(), range)
+                .map_err(at(PlanItem::HotplugSlotSize))?
+                .hotplug(true);
+            if let Err(e) = spec.validate().and_then(|()| layout.check(&spec)) {
+                return Err(slot_err(e));
+            }
+            slots.push(PlannedRegion {
+                spec,
+                owner,
+                node: Some(h.node),
+            });
+        }
+    }
+
+    // The address space's own check of the whole map.
+    if let Err(e) = AddressSpace::plan(layout.clone(), regions.iter().map(|(r, _)| r.spec.clone()))
+    {
+        let item = error_base(&e)
+            .and_then(|b| regions.iter().find(|(r, _)| r.spec.base == b))
+            .map_or(PlanItem::Platform, |(_, item)| *item);
+        return Err(at(item)(e));
+    }
+
+    regions.sort_by_key(|(r, _)| r.spec.base);
+    Ok(Plan {
+        layout,
+        platform: platform.clone(),
+        regions: regions.into_iter().map(|(r, _)| r).collect(),
+        devices,
+        slots,
+        placer,
+    })
+}
+
+/// The layout, built window by window so that an error names the part that did not fit, and
+/// the boot RAM size.
+fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
+    let ram = request
+        .nodes
+        .iter()
+        .try_fold(0u64, |sum, n| sum.checked_add(n.size))
+        .ok_or(Error::InvalidLayout {
+            reason: "the nodes' RAM sizes overflow".into(),
+        })
+        .map_err(at(PlanItem::Memory))?;
+    if let Some(h) = &request.hotplug
+        && h.slots > DEFAULT_SLOTS
+    {
+        return Err(at(PlanItem::Hotplug)(Error::InvalidLayout {
+            reason: format!(
+                "{} hotplug slots: an address space has {DEFAULT_SLOTS} memory-slot numbers",
+                h.slots
+            ),
+        }));
+    }
+    let hotplug = match &request.hotplug {
+        Some(h) => u64::from(h.slots)
+            .checked_mul(h.slot_size)
+            .ok_or(Error::InvalidLayout {
+                reason: "slots * slot_size overflows".into(),
+            })
+            .map_err(at(PlanItem::Hotplug))?,
+        None => 0,
+    };
+    let last_dax = request
+        .devices
+        .iter()
+        .rposition(|d| d.dax_size.is_some())
+        .map_or(PlanItem::Memory, PlanItem::DeviceDaxSize);
+    let dax = request
+        .devices
+        .iter()
+        .filter_map(|d| d.dax_size)
+        .try_fold(0u64, u64::checked_add)
+        .ok_or(Error::InvalidLayout {
+            reason: "the DAX window sizes overflow".into(),
+        })
+        .map_err(at(last_dax))?;
+    let mut builder = request
+        .platform
+        .layout()
+        .ram(ram)
+        .phys_bits(request.phys_bits);
+    if let Some(low) = request.low_ram_limit {
+        builder = builder.low_ram_limit(low);
+    }
+    let steps = [
+        (builder, PlanItem::Memory),
+        (builder.hotplug(hotplug), PlanItem::Hotplug),
+        (builder.hotplug(hotplug).dax(dax), last_dax),
+    ];
+    let mut layout = None;
+    for (b, item) in steps {
+        let item = match b.build() {
+            Ok(l) => {
+                layout = Some(l);
+                continue;
+            }
+            Err(e @ Error::InvalidLayout { .. }) if !(32..=64).contains(&request.phys_bits) => {
+                return Err(at(PlanItem::PhysBits)(e));
+            }
+            Err(e) => at(item)(e),
+        };
+        return Err(item);
+    }
+    Ok((
+        layout.unwrap_or_else(|| unreachable!("the last step built it")),
+        ram,
+    ))
+}
+
+/// Interrupts: fixed ones first (the serial port's, the legacy ones, the devices'), then the
+/// serial port's and the devices' in order.
+fn assign_irqs(
+    request: &PlanRequest,
+    placer: &mut Placer,
+) -> Result<(Option<u32>, Vec<u32>), PlanError> {
+    let platform = &request.platform;
+    let mut serial_irq = None;
+    if let Some(s) = &request.serial {
+        let fixed = s.irq.or(match platform.serial() {
+            SerialPreset::Port { irq, .. } => Some(irq),
+            SerialPreset::Mmio { .. } => None,
+        });
+        if let Some(irq) = fixed {
+            serial_irq = Some(
+                placer
+                    .irq_at(irq, "serial")
+                    .map_err(at(PlanItem::SerialIrq))?,
+            );
+        }
+    }
+    for &pin in platform.legacy_irqs() {
+        if placer.irq_owner(pin).is_none() {
+            placer
+                .irq_at(pin, "legacy ISA")
+                .map_err(at(PlanItem::SerialIrq))?;
+        }
+    }
+    let mut device_irqs = vec![None; request.devices.len()];
+    for (i, (d, slot)) in request.devices.iter().zip(&mut device_irqs).enumerate() {
+        if let Some(irq) = d.irq {
+            *slot = Some(
+                placer
+                    .irq_at(irq, &d.name)
+                    .map_err(at(PlanItem::DeviceIrq(i)))?,
+            );
+        }
+    }
+    if request.serial.is_some() && serial_irq.is_none() {
+        serial_irq = Some(placer.irq("serial").map_err(at(PlanItem::SerialIrq))?);
+    }
+    for (i, (d, slot)) in request.devices.iter().zip(&mut device_irqs).enumerate() {
+        if slot.is_none() {
+            *slot = Some(placer.irq(&d.name).map_err(at(PlanItem::DeviceIrq(i)))?);
+        }
+    }
+    Ok((serial_irq, device_irqs.into_iter().flatten().collect()))
+}
+
+type Mmio = (Option<GuestRange>, Option<GuestRange>, Vec<GuestRange>);
+
+/// MMIO windows (and the serial port's I/O ports): fixed addresses first, then first fit in
+/// request order.
+fn place_mmio(request: &PlanRequest, placer: &mut Placer) -> Result<Mmio, PlanError> {
+    let mut serial_mmio = None;
+    let mut serial_ports = None;
+    let serial_size = match request.platform.serial() {
+        SerialPreset::Port { base, len, .. } => {
+            if let Some(s) = &request.serial {
+                let ports = GuestRange::new(GuestAddress(s.port.unwrap_or(base)), len)
+                    .map_err(at(PlanItem::SerialPort))?;
+                placer
+                    .ports_at(ports, "serial")
+                    .map_err(at(PlanItem::SerialPort))?;
+                serial_ports = Some(ports);
+            }
+            None
+        }
+        SerialPreset::Mmio { size } => {
+            if let Some(a) = request.serial.as_ref().and_then(|s| s.address) {
+                let range =
+                    GuestRange::new(GuestAddress(a), size).map_err(at(PlanItem::SerialAddress))?;
+                placer
+                    .take_in(WindowKind::Device, range, "serial")
+                    .map_err(at(PlanItem::SerialAddress))?;
+                serial_mmio = Some(range);
+            }
+            Some(size)
+        }
+    };
+    let mut device_mmio = vec![None; request.devices.len()];
+    for (i, (d, slot)) in request.devices.iter().zip(&mut device_mmio).enumerate() {
+        if let Some(a) = d.address {
+            let range = GuestRange::new(GuestAddress(a), d.mmio_size)
+                .map_err(at(PlanItem::DeviceAddress(i)))?;
+            placer
+                .take_in(WindowKind::Device, range, &d.name)
+                .map_err(at(PlanItem::DeviceAddress(i)))?;
+            *slot = Some(range);
+        }
+    }
+    if let Some(size) = serial_size
+        && request.serial.is_some()
+        && serial_mmio.is_none()
+    {
+        serial_mmio = Some(
+            placer
+                .place(WindowKind::Device, size, size, "serial")
+                .map_err(at(PlanItem::Serial))?,
+        );
+    }
+    for (i, (d, slot)) in request.devices.iter().zip(&mut device_mmio).enumerate() {
+        if slot.is_none() {
+            *slot = Some(
+                placer
+                    .place(WindowKind::Device, d.mmio_size, d.mmio_size, &d.name)
+                    .map_err(at(PlanItem::DeviceMmioSize(i)))?,
+            );
+        }
+    }
+    Ok((
+        serial_mmio,
+        serial_ports,
+        device_mmio.into_iter().flatten().collect(),
+    ))
+}
+
+/// The base address an address-space error is about, to find the item behind it.
+fn error_base(e: &Error) -> Option<u64> {
+    match e {
+        Error::ZeroSize { base }
+        | Error::Overflow { base, .. }
+        | Error::Misaligned { base, .. }
+        | Error::Overlap { base, .. }
+        | Error::OutsideWindow { base, .. }
+        | Error::AddressLimit { base, .. }
+        | Error::InvalidSpec { base, .. } => Some(*base),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Arch;
+    use crate::region::with_host_page_size;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn device(name: &str) -> DeviceRequest {
+        DeviceRequest {
+            name: name.into(),
+            mmio_size: 0x1000,
+            address: None,
+            irq: None,
+            dax_size: None,
+        }
+    }
+
+    fn request(arch: Arch, ram: u64) -> PlanRequest {
+        PlanRequest {
+            platform: Platform::new(arch),
+            phys_bits: 40,
+            nodes: vec![NodeRequest {
+                size: ram,
+                memory: RegionSpec::ram(GuestAddress(0), 0),
+            }],
+            serial: Some(SerialRequest::default()),
+            devices: vec![device("net0"), device("blk0")],
+            hotplug: None,
+            low_ram_limit: None,
+        }
+    }
+
+    #[test]
+    fn plan_on_64k_host_places_4k_windows() {
+        for arch in Arch::ALL {
+            let mut r = request(arch, 256 * MIB + 0x1000);
+            r.hotplug = Some(HotplugRequest {
+                slots: 2,
+                slot_size: 128 * MIB,
+                node: 0,
+                memory: RegionSpec::ram(GuestAddress(0), 0),
+            });
+            let here = plan(&r).unwrap();
+            let there = with_host_page_size(0x1_0000, || plan(&r)).unwrap();
+            assert_eq!(here.regions, there.regions, "{arch}");
+            assert_eq!(here.devices, there.devices, "{arch}");
+            assert_eq!(here.slots, there.slots, "{arch}");
+            let mmio = there.devices[1].mmio.unwrap();
+            assert_eq!(mmio.size(), Some(0x1000));
+        }
+    }
+
+    #[test]
+    fn plan_x86_reserves_kvm_pages_and_names_owners() {
+        let p = plan(&request(Arch::X86_64, 256 * MIB)).unwrap();
+        let owners: Vec<(&str, u64)> = p
+            .regions
+            .iter()
+            .filter(|r| r.spec.ty == RegionType::Reserved)
+            .map(|r| (r.owner.as_str(), r.spec.base))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                ("IOAPIC, local APIC", 0xfec0_0000),
+                ("KVM TSS, identity map", 0xfffb_d000)
+            ]
+        );
+        assert_eq!(p.devices[0].ports.unwrap().start(), GuestAddress(0x3f8));
+        assert_eq!(
+            p.devices.iter().map(|d| d.irq).collect::<Vec<_>>(),
+            [4, 5, 6]
+        );
+        // The returned placer knows every owner.
+        let mut placer = p.placer;
+        let err = placer
+            .take_in(
+                WindowKind::Device,
+                GuestRange::new(GuestAddress(0xc000_1000), 0x1000).unwrap(),
+                "rng0",
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Taken { ref other, .. } if other == "blk0"),
+            "{err}"
+        );
+        assert_eq!(placer.irq_owner(1), Some("legacy ISA"));
+    }
+
+    #[test]
+    fn plan_aarch64_places_serial_in_mmio() {
+        let p = plan(&request(Arch::Aarch64, 256 * MIB)).unwrap();
+        assert_eq!(p.devices[0].ports, None);
+        assert_eq!(p.devices[0].mmio.unwrap().start(), GuestAddress(144 * MIB));
+        assert_eq!(
+            p.devices.iter().map(|d| d.irq).collect::<Vec<_>>(),
+            [32, 33, 34]
+        );
+        let gic = p.regions.iter().find(|r| r.owner == "GIC").unwrap();
+        assert_eq!(gic.spec.base, 64 * MIB);
+    }
+
+    #[test]
+    fn plan_layout_too_big_names_the_part() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.phys_bits = 32;
+        r.hotplug = Some(HotplugRequest {
+            slots: 1,
+            slot_size: GIB,
+            node: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::Hotplug);
+        assert!(matches!(e.error, Error::AddressLimit { .. }), "{e}");
+        r.hotplug = None;
+        r.devices[1].dax_size = Some(GIB);
+        assert_eq!(plan(&r).unwrap_err().item, PlanItem::DeviceDaxSize(1));
+        r.devices[1].dax_size = None;
+        r.nodes[0].size = 8 * GIB;
+        assert_eq!(plan(&r).unwrap_err().item, PlanItem::Memory);
+        r.phys_bits = 20;
+        assert_eq!(plan(&r).unwrap_err().item, PlanItem::PhysBits);
+    }
+
+    #[test]
+    fn plan_conflicts_name_item_and_owner() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices[0].irq = Some(9);
+        r.devices[1].irq = Some(9);
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::DeviceIrq(1));
+        assert_eq!(e.error.to_string(), "GSI 9 of blk0 is taken by net0");
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices[0].address = Some(0xd000_0000);
+        r.devices[0].mmio_size = 0x1_0000;
+        r.devices[1].address = Some(0xd000_8000);
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::DeviceAddress(1));
+        assert!(e.layout.is_some());
+        assert_eq!(
+            e.error.to_string(),
+            "blk0's range [0xd0008000, 0xd0008fff] overlaps net0's range [0xd0000000, 0xd000ffff]"
+        );
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices[0].mmio_size = 2 * GIB;
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::DeviceMmioSize(0));
+        assert!(
+            matches!(e.error, Error::NoRoom { largest_free, .. } if largest_free == 1004 * MIB)
+        );
+    }
+
+    #[test]
+    fn plan_more_slots_than_slot_numbers_errors_at_once() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.phys_bits = 64;
+        r.hotplug = Some(HotplugRequest {
+            slots: u32::MAX,
+            slot_size: 0x1000,
+            node: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::Hotplug);
+        assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+    }
+
+    #[test]
+    fn plan_low_ram_limit_puts_ram_above_4g() {
+        let mut r = request(Arch::X86_64, 512 * MIB);
+        r.low_ram_limit = Some(MIB);
+        let p = plan(&r).unwrap();
+        let ram: Vec<(u64, u64)> = p
+            .regions
+            .iter()
+            .filter(|r| r.spec.ty == RegionType::Ram)
+            .map(|r| (r.spec.base, r.spec.size))
+            .collect();
+        assert_eq!(ram, [(0, MIB), (4 * GIB, 511 * MIB)]);
+    }
+}

@@ -1,0 +1,339 @@
+//! [`Platform`] presets: what an architecture fixes besides the layout windows — interrupt
+//! numbers, legacy interrupts and I/O ports, the serial port's defaults and the address
+//! ranges the platform keeps for itself.
+
+mod aarch64;
+mod x86_64;
+
+use std::fmt;
+use std::ops::RangeInclusive;
+
+use vm_memory::GuestAddress;
+
+use crate::error::{Error, Result};
+use crate::layout::{Layout, LayoutBuilder};
+use crate::placer::Placer;
+use crate::range::GuestRange;
+use crate::region::GUEST_PAGE_SIZE;
+
+/// The architectures with a preset: the one architecture type of the workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arch {
+    /// x86-64: IOAPIC GSIs, port I/O serial; RAM below the 32-bit MMIO hole (3 GiB) and from
+    /// 4 GiB up.
+    X86_64,
+    /// AArch64: GIC SPIs, MMIO serial; firmware flash at 0, devices below 1 GiB, RAM from
+    /// 1 GiB up.
+    Aarch64,
+}
+
+impl Arch {
+    /// Every architecture with a preset.
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The name used in specs and on command lines (`x86_64`, `aarch64`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The architecture named `text` (as [`name`](Self::name) spells it).
+    ///
+    /// ```
+    /// use memvisor_space::Arch;
+    ///
+    /// assert_eq!(Arch::parse("aarch64"), Some(Arch::Aarch64));
+    /// assert_eq!(Arch::parse("riscv64"), None);
+    /// ```
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == text)
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the platform does with a reserved range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReservationKind {
+    /// Kept free of everything: nothing may be placed there, and a plan shows it as a
+    /// reserved region (interrupt controllers, KVM's TSS, PCI MMCONFIG).
+    Reserved,
+    /// Inside boot RAM, which keeps its memory there, but firmware memory maps (e820) leave
+    /// it out: the PC legacy hole. Not guest-page aligned, so never a region of its own.
+    InRam,
+}
+
+/// A range the platform keeps for itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reservation {
+    name: &'static str,
+    range: GuestRange,
+    kind: ReservationKind,
+}
+
+impl Reservation {
+    fn new(name: &'static str, first: u64, last: u64, kind: ReservationKind) -> Self {
+        let range = GuestRange::inclusive(GuestAddress(first), GuestAddress(last))
+            .unwrap_or_else(|_| unreachable!("preset ranges are ordered"));
+        Self { name, range, kind }
+    }
+
+    /// What it is for (`IOAPIC`, `KVM TSS, identity map`, ...).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its addresses.
+    #[must_use]
+    pub fn range(&self) -> GuestRange {
+        self.range
+    }
+
+    /// Whether it is kept free or stays inside RAM.
+    #[must_use]
+    pub fn kind(&self) -> ReservationKind {
+        self.kind
+    }
+}
+
+/// The serial port a platform gives a guest by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SerialPreset {
+    /// A 16550 UART on I/O ports (x86-64 COM1).
+    Port {
+        /// First I/O port.
+        base: u64,
+        /// Number of ports.
+        len: u64,
+        /// Its fixed interrupt.
+        irq: u32,
+    },
+    /// A memory-mapped UART placed in a device window, interrupt from the free ones.
+    Mmio {
+        /// Its MMIO window size.
+        size: u64,
+    },
+}
+
+/// An architecture's fixed facts: interrupt numbers, legacy interrupts and ports, the
+/// serial port, reserved ranges, and the preset [`Layout`] they belong with.
+///
+/// ```
+/// use memvisor_space::{Arch, Platform, ReservationKind};
+///
+/// let x86 = Platform::x86_64();
+/// assert_eq!(x86.irq_range(), 0..=23);
+/// assert_eq!(x86.legacy_irqs(), [0, 1, 2, 3, 4]);
+/// let tss = x86.reservations().iter().find(|r| r.name().starts_with("KVM")).unwrap();
+/// assert_eq!(tss.range().start().0, 0xfffb_d000);
+/// assert_eq!(tss.range().size(), Some(4 * 4096));
+/// assert_eq!(Platform::new(Arch::Aarch64).irq_name(), "SPI");
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Platform {
+    arch: Arch,
+    irqs: RangeInclusive<u32>,
+    legacy_irqs: &'static [u32],
+    io_ports: Option<GuestRange>,
+    serial: SerialPreset,
+    reservations: Vec<Reservation>,
+}
+
+impl Platform {
+    /// The preset of `arch`.
+    #[must_use]
+    pub fn new(arch: Arch) -> Self {
+        match arch {
+            Arch::X86_64 => x86_64::platform(),
+            Arch::Aarch64 => aarch64::platform(),
+        }
+    }
+
+    /// The x86-64 preset: GSIs 0–23 (one IOAPIC), GSIs 0–4 legacy ISA (never given to
+    /// devices), COM1 at port 0x3f8 with IRQ 4, the IOAPIC and local APIC pages, KVM's TSS and
+    /// identity-map pages (4 pages at 0xfffb_d000), and the PC legacy hole
+    /// (0x9fc00–0xfffff) inside RAM.
+    #[must_use]
+    pub fn x86_64() -> Self {
+        Self::new(Arch::X86_64)
+    }
+
+    /// The AArch64 preset: GIC SPIs 32–127, no legacy interrupts or ports, an MMIO serial
+    /// port, and the GIC's range.
+    #[must_use]
+    pub fn aarch64() -> Self {
+        Self::new(Arch::Aarch64)
+    }
+
+    /// The platform with PCI MMCONFIG (ECAM) reserved: 256 MiB at 0xe000_0000 in the 32-bit
+    /// device window on x86-64. Off by default (the presets' devices are virtio-mmio).
+    ///
+    /// # Errors
+    /// [`Error::InvalidLayout`] on an architecture without it in its preset.
+    pub fn with_pci_mmconfig(mut self) -> Result<Self> {
+        match self.arch {
+            Arch::X86_64 => {
+                self.reservations.push(x86_64::pci_mmconfig());
+                self.reservations.sort_by_key(|r| r.range);
+                Ok(self)
+            }
+            Arch::Aarch64 => Err(Error::InvalidLayout {
+                reason: "the aarch64 preset has no PCI MMCONFIG range".into(),
+            }),
+        }
+    }
+
+    /// The architecture.
+    #[must_use]
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// The preset layout's builder ([`Layout::x86_64`] or [`Layout::aarch64`]).
+    #[must_use]
+    pub fn layout(&self) -> LayoutBuilder {
+        match self.arch {
+            Arch::X86_64 => Layout::x86_64(),
+            Arch::Aarch64 => Layout::aarch64(),
+        }
+    }
+
+    /// The guest page size plans align to (4 KiB on both).
+    #[must_use]
+    pub fn guest_page_size(&self) -> u64 {
+        GUEST_PAGE_SIZE
+    }
+
+    /// The interrupt numbers devices may get: GSIs on x86-64, GIC SPI INTIDs on AArch64.
+    #[must_use]
+    pub fn irq_range(&self) -> RangeInclusive<u32> {
+        self.irqs.clone()
+    }
+
+    /// What the interrupt numbers are called (`GSI`, `SPI`).
+    #[must_use]
+    pub fn irq_name(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "GSI",
+            Arch::Aarch64 => "SPI",
+        }
+    }
+
+    /// Legacy interrupts, never given to devices unless asked for by number (empty on
+    /// AArch64).
+    #[must_use]
+    pub fn legacy_irqs(&self) -> &'static [u32] {
+        self.legacy_irqs
+    }
+
+    /// The I/O port space, on architectures that have one.
+    #[must_use]
+    pub fn io_ports(&self) -> Option<GuestRange> {
+        self.io_ports
+    }
+
+    /// The default serial port.
+    #[must_use]
+    pub fn serial(&self) -> SerialPreset {
+        self.serial
+    }
+
+    /// The reserved ranges, by address.
+    #[must_use]
+    pub fn reservations(&self) -> &[Reservation] {
+        &self.reservations
+    }
+
+    /// The reserved ranges of one kind, by address.
+    pub fn reservations_of(&self, kind: ReservationKind) -> impl Iterator<Item = &Reservation> {
+        self.reservations.iter().filter(move |r| r.kind == kind)
+    }
+
+    /// A [`Placer`] over `layout`'s windows with this platform's interrupts and I/O ports, and
+    /// every [`ReservationKind::Reserved`] range taken under its name.
+    ///
+    /// # Errors
+    /// [`Error::Taken`] if two reservations overlap (they do not in the presets).
+    ///
+    /// ```
+    /// use memvisor_space::{Error, GuestRange, Platform};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let platform = Platform::x86_64();
+    /// let layout = platform.layout().ram(1 << 30).build()?;
+    /// let mut placer = platform.placer(&layout)?;
+    /// let fw = GuestRange::new(GuestAddress(0xfffb_c000), 0x2000)?;
+    /// let err = placer.take(fw, "firmware").unwrap_err();
+    /// assert!(matches!(err, Error::Taken { ref other, .. } if other == "KVM TSS, identity map"));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn placer(&self, layout: &Layout) -> Result<Placer> {
+        let mut placer = layout.placer_with(Some(self))?;
+        for r in self.reservations_of(ReservationKind::Reserved) {
+            placer.take(r.range, r.name)?;
+        }
+        Ok(placer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_sit_in_their_windows() {
+        for arch in Arch::ALL {
+            let p = Platform::new(arch);
+            let layout = p.layout().ram(1 << 30).build().unwrap();
+            for r in p.reservations() {
+                let w = layout.window_containing(r.range().start()).unwrap();
+                assert!(w.contains_range(r.range().start().0, r.range().size().unwrap()));
+                if r.kind() == ReservationKind::InRam {
+                    assert_eq!(w.kind(), crate::WindowKind::Ram, "{}", r.name());
+                }
+            }
+            p.placer(&layout).unwrap();
+        }
+    }
+
+    #[test]
+    fn with_pci_mmconfig_reserves_on_x86_only() {
+        let p = Platform::x86_64().with_pci_mmconfig().unwrap();
+        let m = p
+            .reservations_of(ReservationKind::Reserved)
+            .find(|r| r.name() == "PCI MMCONFIG")
+            .unwrap();
+        assert_eq!(m.range().start(), GuestAddress(0xe000_0000));
+        assert_eq!(m.range().size(), Some(256 << 20));
+        assert!(Platform::aarch64().with_pci_mmconfig().is_err());
+        let layout = p.layout().build().unwrap();
+        let size = 600 << 20;
+        let mut plain = Platform::x86_64().placer(&layout).unwrap();
+        plain
+            .place(crate::WindowKind::Device, size, 0x1000, "gpu")
+            .unwrap();
+        let mut placer = p.placer(&layout).unwrap();
+        let big = placer
+            .place(crate::WindowKind::Device, size, 0x1000, "gpu")
+            .unwrap_err();
+        assert!(matches!(big, Error::NoRoom { .. }), "{big}");
+    }
+
+    #[test]
+    fn arch_names_round_trip() {
+        for arch in Arch::ALL {
+            assert_eq!(Arch::parse(arch.name()), Some(arch));
+            assert_eq!(arch.to_string(), arch.name());
+        }
+    }
+}

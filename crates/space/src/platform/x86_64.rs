@@ -1,0 +1,71 @@
+//! The x86-64 preset's facts.
+
+use vm_memory::GuestAddress;
+
+use super::{Arch, Platform, Reservation, ReservationKind, SerialPreset};
+use crate::range::GuestRange;
+
+/// IOAPIC GSIs (one IOAPIC, 24 pins).
+const GSIS: (u32, u32) = (0, 23);
+/// Legacy ISA interrupts (timer, keyboard, cascade, COM2, COM1).
+const LEGACY_GSIS: [u32; 5] = [0, 1, 2, 3, 4];
+/// COM1: 8 ports at 0x3f8, IRQ 4.
+const COM1: SerialPreset = SerialPreset::Port {
+    base: 0x3f8,
+    len: 8,
+    irq: 4,
+};
+/// The IOAPIC's register page.
+const IOAPIC: u64 = 0xfec0_0000;
+/// The local APIC's register page.
+const LAPIC: u64 = 0xfee0_0000;
+/// KVM's TSS (3 pages, `KVM_SET_TSS_ADDR` 0xfffb_d000) and identity-map page
+/// (`KVM_SET_IDENTITY_MAP_ADDR` 0xfffc_0000).
+const KVM_TSS: u64 = 0xfffb_d000;
+const KVM_TSS_LEN: u64 = 4 * 0x1000;
+/// The PC legacy hole: the EBDA, VGA memory and option/BIOS ROMs.
+const LEGACY_HOLE: (u64, u64) = (0x9_fc00, 0xf_ffff);
+/// PCI MMCONFIG (ECAM): 256 buses.
+const PCI_MMCONFIG: u64 = 0xe000_0000;
+const PCI_MMCONFIG_LEN: u64 = 256 << 20;
+
+pub(super) fn platform() -> Platform {
+    let reservations = vec![
+        Reservation::new(
+            "PC legacy hole",
+            LEGACY_HOLE.0,
+            LEGACY_HOLE.1,
+            ReservationKind::InRam,
+        ),
+        Reservation::new("IOAPIC", IOAPIC, IOAPIC + 0xfff, ReservationKind::Reserved),
+        Reservation::new(
+            "local APIC",
+            LAPIC,
+            LAPIC + 0xfff,
+            ReservationKind::Reserved,
+        ),
+        Reservation::new(
+            "KVM TSS, identity map",
+            KVM_TSS,
+            KVM_TSS + (KVM_TSS_LEN - 1),
+            ReservationKind::Reserved,
+        ),
+    ];
+    Platform {
+        arch: Arch::X86_64,
+        irqs: GSIS.0..=GSIS.1,
+        legacy_irqs: &LEGACY_GSIS,
+        io_ports: GuestRange::inclusive(GuestAddress(0), GuestAddress(0xffff)).ok(),
+        serial: COM1,
+        reservations,
+    }
+}
+
+pub(super) fn pci_mmconfig() -> Reservation {
+    Reservation::new(
+        "PCI MMCONFIG",
+        PCI_MMCONFIG,
+        PCI_MMCONFIG + (PCI_MMCONFIG_LEN - 1),
+        ReservationKind::Reserved,
+    )
+}
