@@ -84,17 +84,20 @@ impl Region {
         ))
     }
 
-    /// A RAM region over an existing vm-memory region's mapping, which it keeps alive.
+    /// A region of type `ty` over an existing vm-memory region's mapping, which it keeps alive.
+    /// The mapping's protection is recorded as the region's, so a read-only mapping stays
+    /// read-only through this crate too (no slice that would allow a write is handed out).
     ///
     /// # Errors
     /// As [`RegionSpec::validate`] for the region's range (for example a mapping that is not
     /// page aligned in size).
     pub fn from_guest_region_mmap(ty: RegionType, region: &GuestRegionMmap) -> Result<Self> {
+        let mapping = region.get_mmap();
         let spec = RegionSpec::new(ty, region.start_addr(), region.len())
-            .backing(crate::Backing::AnonymousShared);
+            .backing(crate::Backing::AnonymousShared)
+            .protection(crate::sys::protection_of(mapping.prot()));
         spec.validate()?;
-        let memory =
-            HostMemory::adopt(region.get_mmap()).ok_or(Error::ZeroSize { base: spec.base })?;
+        let memory = HostMemory::adopt(mapping).ok_or(Error::ZeroSize { base: spec.base })?;
         Ok(Self {
             spec,
             memory: Some(memory),

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arc_swap::cache::Cache;
 use arc_swap::{ArcSwap, Guard};
 use memvisor_resources::IdAllocator;
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 use crate::error::{Error, ListenerError, Result};
 use crate::guest_region::Region;
@@ -593,7 +595,9 @@ impl GuestAddressSpace for AddressSpace {
 
 impl Snapshot {
     /// A vm-memory `GuestMemoryMmap` over the backed regions' host memory (regions without
-    /// memory, or whose mapping is not read-write, are left out).
+    /// memory, or whose mapping is not read-write, are left out: vm-memory's slices allow
+    /// writes). Each region keeps its file and offset (a memfd, hugetlbfs or backing file), so
+    /// the result can be handed to a vhost-user back end, and says whether it is on hugetlbfs.
     ///
     /// # Errors
     /// [`Error::Os`] if vm-memory refuses a region.
@@ -619,17 +623,24 @@ impl Snapshot {
             };
             // SAFETY: `ptr..ptr + len` is the region's live mapping; the caller keeps it alive
             // as long as the result.
-            let mapping =
+            let mut builder =
                 unsafe { vm_memory::mmap::MmapRegionBuilder::new(len).with_raw_mmap_pointer(ptr) }
                     .with_mmap_prot(crate::sys::prot_bits(r.protection()))
-                    .build()
-                    .map_err(vm_err)?;
+                    .with_hugetlbfs(r.is_hugetlbfs() == Some(true));
+            // The same open file and offset, so that the result can be shared (vhost-user).
+            if let Some(file) = r.file_offset() {
+                builder = builder.with_file_offset(file.clone());
+            }
+            let mapping = builder.build().map_err(vm_err)?;
             let region =
                 vm_memory::GuestRegionMmap::new(mapping, r.base()).ok_or(Error::Overflow {
                     base: r.base().0,
                     size: r.size(),
                 })?;
             out.push(region);
+        }
+        if out.is_empty() {
+            return Ok(GuestMemoryMmap::default());
         }
         GuestMemoryMmap::from_regions(out).map_err(|e| Error::Os {
             op: "vm-memory collection",

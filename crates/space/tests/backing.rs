@@ -447,3 +447,65 @@ fn concurrent_plug_unplug_with_readers_keeps_memory_valid() {
     assert!(space.snapshot().is_empty());
     assert_eq!(space.snapshot().generation(), 4 * 25 * 2);
 }
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
+    let len = 2 << 20;
+    let mapping = vm_memory::MmapRegion::<()>::build(
+        None,
+        len,
+        libc::PROT_READ,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+    )
+    .unwrap();
+    let region = vm_memory::GuestRegionMmap::new(mapping, GuestAddress(0)).unwrap();
+    let gm = vm_memory::GuestMemoryMmap::from_regions(vec![region]).unwrap();
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let space = AddressSpace::from_guest_memory_mmap(layout, &gm).unwrap();
+    let mem = space.memory();
+    assert_eq!(mem.protection(GuestAddress(0)), Some(Protection::READ));
+    // A write is an error, not a fault on the read-only mapping.
+    assert!(mem.write_obj(1u32, GuestAddress(0)).is_err());
+    assert!(mem.write_slice(&[1, 2, 3], GuestAddress(0x10)).is_err());
+    // SAFETY: `mem` outlives `back` (dropped first below).
+    let back = unsafe { mem.to_guest_memory_mmap() }.unwrap();
+    assert_eq!(back.num_regions(), 0, "read-only regions are left out");
+    drop(back);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn to_guest_memory_mmap_keeps_memfd_file_offset() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), 2 * MIB).backing(Backing::Memfd),
+        RegionSpec::ram(GuestAddress(2 * MIB), 2 * MIB),
+    ];
+    let (space, _) = AddressSpace::back(layout, specs).unwrap();
+    let snap = space.snapshot();
+    // SAFETY: `snap` outlives `gm` (dropped first below).
+    let gm = unsafe { snap.to_guest_memory_mmap() }.unwrap();
+    let memfd = gm.find_region(GuestAddress(0)).unwrap();
+    let fo = memfd
+        .file_offset()
+        .expect("the memfd's file offset is kept");
+    assert_eq!(fo.start(), 0);
+    let own = snap
+        .find_region(GuestAddress(0))
+        .unwrap()
+        .file_offset()
+        .unwrap();
+    // The same open file, which a vhost-user back end can be handed.
+    assert_eq!(
+        std::os::fd::AsRawFd::as_raw_fd(fo.file()),
+        std::os::fd::AsRawFd::as_raw_fd(own.file())
+    );
+    assert_eq!(memfd.is_hugetlbfs(), Some(false));
+    let anon = gm.find_region(GuestAddress(2 * MIB)).unwrap();
+    assert!(anon.file_offset().is_none());
+    // Writes through the file reach the converted memory.
+    std::os::unix::fs::FileExt::write_all_at(fo.file(), &[0x5a], 0x40).unwrap();
+    assert_eq!(gm.read_obj::<u8>(GuestAddress(0x40)).unwrap(), 0x5a);
+    drop(gm);
+}

@@ -53,6 +53,21 @@ pub(crate) fn prot_bits(p: Protection) -> libc::c_int {
     bits
 }
 
+/// The protection of `PROT_*` bits (other bits ignored).
+pub(crate) fn protection_of(bits: libc::c_int) -> Protection {
+    let mut p = Protection::NONE;
+    if bits & libc::PROT_READ != 0 {
+        p = p | Protection::READ;
+    }
+    if bits & libc::PROT_WRITE != 0 {
+        p = p | Protection::WRITE;
+    }
+    if bits & libc::PROT_EXEC != 0 {
+        p = p | Protection::EXEC;
+    }
+    p
+}
+
 fn huge_flag(size: HugePageSize) -> libc::c_int {
     // The shift is 21 or 30, so the value fits an i32 with room to spare.
     i32::try_from(size.shift()).unwrap_or(0) << HUGE_SHIFT
