@@ -212,6 +212,39 @@ pub enum Error {
         #[source]
         source: ListenerError,
     },
+    /// A window that gets host memory (a hotplug window) does not start or end on a host page
+    /// boundary, so its slots could not be mapped where the guest expects them.
+    #[error(
+        "{kind} window at {start:#x} of size {size:#x} is not aligned to the host page size {page_size:#x}"
+    )]
+    WindowMisaligned {
+        /// The kind of window.
+        kind: WindowKind,
+        /// Its start.
+        start: u64,
+        /// Its size.
+        size: u64,
+        /// The host page size.
+        page_size: u64,
+    },
+    /// Mapping a hotplug slot failed, and so did turning the slot back into reserved address
+    /// space. The slot stays claimed (plugging there answers [`Error::SlotBusy`]) until the
+    /// address space is dropped, so that no other mapping can take its addresses; nothing else
+    /// changed.
+    #[error(
+        "mapping the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
+    )]
+    SlotNotRestored {
+        /// The slot's base.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// Why the mapping failed.
+        mmap: io::Error,
+        /// Why restoring the slot failed.
+        #[source]
+        restore: memvisor_vmem::Error,
+    },
     /// Reserving the host address range of the hotplug window failed.
     #[error("reserving host address space for the hotplug window")]
     Reservation(#[source] memvisor_vmem::Error),

@@ -16,6 +16,7 @@ use memvisor_vmem::{CommitMode, Reservation};
 use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 
 use crate::error::{Error, Result};
+use crate::layout::Window;
 use crate::region::{
     Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, RegionSpec, RegionType,
     host_page_size,
@@ -91,7 +92,11 @@ impl Drop for HostMemory {
             // SAFETY: the mapping is ours and, as the region is being dropped, unreferenced.
             Owner::Mapping => unsafe { sys::unmap(self.ptr, self.len) },
             Owner::Foreign { .. } => {}
-            Owner::Window(window, offset) => window.release(*offset, self.len),
+            Owner::Window(window, offset) => {
+                // SAFETY: our slot; as the region is being dropped, nothing refers to it. A
+                // failure leaves the slot claimed (it answers `SlotBusy`), never mapped over.
+                let _ = unsafe { window.release(*offset, self.len) };
+            }
         }
     }
 }
@@ -117,9 +122,20 @@ impl fmt::Debug for HotplugWindow {
 }
 
 impl HotplugWindow {
-    /// Reserves host address space for a window at `guest_start` of `size` bytes, aligned to
-    /// 1 GiB so that any huge page size fits.
-    pub(crate) fn new(guest_start: u64, size: u64) -> Result<Self> {
+    /// Reserves host address space for a window, aligned to 1 GiB so that any huge page size
+    /// fits. The window must start and end on host page boundaries, so that a slot at a
+    /// page-aligned guest address is page aligned on the host too.
+    pub(crate) fn new(window: &Window) -> Result<Self> {
+        let (guest_start, size) = (window.start().0, window.size());
+        let page_size = host_page_size();
+        if !guest_start.is_multiple_of(page_size) || !size.is_multiple_of(page_size) {
+            return Err(Error::WindowMisaligned {
+                kind: window.kind(),
+                start: guest_start,
+                size,
+                page_size,
+            });
+        }
         let len = usize::try_from(size).map_err(|_| Error::Overflow {
             base: guest_start,
             size,
@@ -149,6 +165,15 @@ impl HotplugWindow {
             .ok_or(Error::NoHotplugWindow { base })?;
         let range = RangeInclusive::from_start_and_size(offset, size)
             .map_err(|_| Error::Overflow { base, size })?;
+        let host_offset = usize::try_from(offset).map_err(|_| Error::Overflow { base, size })?;
+        let page_size = host_page_size();
+        if !offset.is_multiple_of(page_size) || !size.is_multiple_of(page_size) {
+            return Err(Error::Misaligned {
+                base,
+                size,
+                page_size,
+            });
+        }
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if range.end() > slots.space().end() {
             return Err(Error::NoHotplugWindow { base });
@@ -156,7 +181,7 @@ impl HotplugWindow {
         slots
             .reserve(range)
             .map_err(|_| Error::SlotBusy { base, size })?;
-        usize::try_from(offset).map_err(|_| Error::Overflow { base, size })
+        Ok(host_offset)
     }
 
     fn unclaim(&self, offset: usize, len: usize) {
@@ -173,15 +198,17 @@ impl HotplugWindow {
         unsafe { self.reservation.as_non_null().add(offset) }
     }
 
-    /// Turns a slot back into reserved address space and frees it.
-    fn release(&self, offset: usize, len: usize) {
-        // SAFETY: the slot's region is being dropped: no snapshot holds it, so nothing refers to
-        // its memory. The range is inside the reservation and page aligned.
-        let restored = unsafe { self.reservation.decommit_unchecked(offset, len) };
-        debug_assert!(restored.is_ok(), "restoring a hotplug slot failed");
-        if restored.is_ok() {
-            self.unclaim(offset, len);
-        }
+    /// Turns a slot back into reserved address space and frees it. If that fails the slot
+    /// stays claimed, so that nothing else is mapped over whatever is left there.
+    ///
+    /// # Safety
+    /// The slot was claimed for `offset..offset + len` and nothing refers to its memory.
+    unsafe fn release(&self, offset: usize, len: usize) -> memvisor_vmem::Result<()> {
+        // SAFETY: the caller's slot, which nothing refers to; `claim` checked that it is inside
+        // the reservation and, as the window and the region are page aligned, page aligned.
+        unsafe { self.reservation.decommit_unchecked(offset, len) }?;
+        self.unclaim(offset, len);
+        Ok(())
     }
 }
 
@@ -435,14 +462,7 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
             )
         }
     };
-    // From here on, dropping `memory` undoes the reservation or the claim.
-    let memory = HostMemory {
-        ptr,
-        len,
-        file,
-        owner,
-    };
-    let source = match (&spec.backing, &memory.file) {
+    let source = match (&spec.backing, &file) {
         (Backing::AnonymousShared, _) => Source::SharedAnon,
         (_, Some(file)) => Source::File(file.file(), file.start()),
         _ => Source::PrivateAnon,
@@ -451,8 +471,25 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
     // in use, and nothing refers to it.
     let mapped = unsafe { sys::map_fixed(ptr, len, spec.protection, source, explicit) };
     if let Err(e) = mapped {
-        // Unmaps the reservation, or maps reserved pages back over the window slot.
-        drop(memory);
+        // Nothing between taking the range and here can panic; undo it by hand, so that a
+        // failure to restore a window slot is reported.
+        match &owner {
+            // SAFETY: our fresh reservation, which nothing refers to.
+            Owner::Mapping => unsafe { sys::unmap(ptr, len) },
+            Owner::Window(window, offset) => {
+                // SAFETY: the slot claimed above; nothing refers to it (the kernel may have
+                // removed the reserved mapping already, so it is mapped back).
+                if let Err(restore) = unsafe { window.release(*offset, len) } {
+                    return Err(MapError::Other(Error::SlotNotRestored {
+                        base: spec.base,
+                        size: spec.size,
+                        mmap: e,
+                        restore,
+                    }));
+                }
+            }
+            Owner::Foreign { .. } => {}
+        }
         return Err(
             if explicit.is_some() && e.raw_os_error() == Some(libc::ENOMEM) {
                 MapError::NoHugePages(e)
@@ -461,7 +498,12 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
             },
         );
     }
-    Ok(memory)
+    Ok(HostMemory {
+        ptr,
+        len,
+        file,
+        owner,
+    })
 }
 
 /// A name unique within the process for memfds and hugetlbfs files.

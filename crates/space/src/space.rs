@@ -200,7 +200,7 @@ impl SpaceBuilder {
         let windows = self
             .layout
             .windows_of(WindowKind::Hotplug)
-            .map(|w| HotplugWindow::new(w.start().0, w.size()).map(Arc::new))
+            .map(|w| HotplugWindow::new(w).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let mut report = BackingReport {
             regions: Vec::new(),

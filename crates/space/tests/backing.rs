@@ -509,3 +509,64 @@ fn to_guest_memory_mmap_keeps_memfd_file_offset() {
     assert_eq!(gm.read_obj::<u8>(GuestAddress(0x40)).unwrap(), 0x5a);
     drop(gm);
 }
+
+/// A layout with RAM at 0 and a hotplug window at `start`.
+fn layout_with_hotplug_at(start: u64, size: u64) -> Layout {
+    use memvisor_space::Window;
+    Layout::new(
+        GuestAddress(u64::MAX >> 16),
+        [
+            Window::new(WindowKind::Ram, GuestAddress(0), GIB).unwrap(),
+            Window::new(WindowKind::Hotplug, GuestAddress(start), size).unwrap(),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn back_hotplug_window_off_page_boundary_errors() {
+    let half = page() / 2;
+    for (start, size) in [(4 * GIB + half, GIB), (4 * GIB, GIB + half)] {
+        let layout = layout_with_hotplug_at(start, size);
+        let err = AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), MIB)]).unwrap_err();
+        assert!(
+            matches!(err, Error::WindowMisaligned { start: s, size: z, .. } if s == start && z == size),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "hotplug window at {start:#x} of size {size:#x} is not aligned to the host page size {:#x}",
+                page()
+            )
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn plug_failed_mmap_restores_the_slot() {
+    // A sysfs attribute: long enough, opens read-only, but cannot be mapped.
+    let path = std::path::PathBuf::from("/sys/kernel/mm/transparent_hugepage/enabled");
+    if !path.exists() {
+        eprintln!("skipped: {} is missing", path.display());
+        return;
+    }
+    let layout = layout_with_hotplug_at(4 * GIB, GIB);
+    let (space, _) = AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), MIB)]).unwrap();
+    let slot = GuestAddress(4 * GIB);
+    let bad = RegionSpec::ram(slot, page())
+        .hotplug(true)
+        .protection(Protection::READ)
+        .backing(Backing::File { path, offset: 0 });
+    let err = space.plug(bad).unwrap_err();
+    assert!(matches!(err, Error::Os { op: "mmap", .. }), "{err}");
+    assert_eq!(space.snapshot().len(), 1);
+    // The slot was given back: the same place plugs at once.
+    let (region, _) = space
+        .plug(RegionSpec::ram(slot, page()).hotplug(true))
+        .unwrap();
+    space.memory().write_obj(5u8, slot).unwrap();
+    assert_eq!(region.base(), slot);
+}
