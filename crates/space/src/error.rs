@@ -127,6 +127,21 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Transparent huge pages were asked for, but the host's setting does not give them to
+    /// this backing, and no fallback was allowed.
+    #[error(
+        "transparent huge pages for the {backing} region at {base:#x} are off on this host ({path} is {setting}); allow a fallback or change the setting"
+    )]
+    TransparentHugePagesUnavailable {
+        /// The region's base address.
+        base: u64,
+        /// The backing's short name.
+        backing: &'static str,
+        /// The sysfs file that decides.
+        path: &'static str,
+        /// Its selected value (`never`, `deny`, or `unknown` when it cannot be read).
+        setting: String,
+    },
     /// A NUMA node that this machine does not have.
     #[error("NUMA node {node} does not exist on this host (nodes online: {online})")]
     NumaNodeMissing {

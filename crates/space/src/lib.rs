@@ -30,8 +30,8 @@
 //!
 //! ```
 //! use memvisor_space::{
-//!     AddressSpace, Backing, ChangeKind, HugePages, Layout, RegionEvent, RegionSpec, RegionType,
-//!     WindowKind,
+//!     AddressSpace, Backing, ChangeKind, HugePageFallback, HugePages, Layout, RegionEvent,
+//!     RegionSpec, RegionType, WindowKind,
 //! };
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +51,8 @@
 //!         RegionSpec::ram(base, size)
 //!             .backing(Backing::Memfd)
 //!             .huge_pages(HugePages::Transparent)
+//!             // Base pages (and a warning in the report) if the host's shmem setting is `never`.
+//!             .fallback(HugePageFallback::BasePages)
 //!             .prefault(2)
 //!     })
 //!     .collect();

@@ -228,10 +228,12 @@ pub struct RegionReport {
     pub host_addr: usize,
     /// The page size in use: the explicit huge page size or the base page size.
     pub page_size: u64,
-    /// The pages obtained (after any fallback).
+    /// The pages obtained (after any fallback). [`HugePages::Transparent`] means the memory is
+    /// advised `MADV_HUGEPAGE` and the host's setting gives transparent huge pages to this
+    /// backing (the kernel may still use base pages where it finds no free huge page).
     pub huge_pages: HugePages,
-    /// Whether explicit huge pages were asked for but could not be had, and the fallback was
-    /// taken.
+    /// Whether the huge pages asked for (explicit, or transparent ones the host's setting
+    /// does not give to this backing) could not be had, and the fallback was taken.
     pub fell_back: bool,
     /// The NUMA binding applied.
     pub numa: Option<NumaBinding>,
@@ -243,6 +245,8 @@ pub struct RegionReport {
     pub in_hotplug_window: bool,
     /// Time taken.
     pub elapsed: Duration,
+    /// What the caller should know: a fallback taken and why.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for RegionReport {
@@ -272,7 +276,11 @@ impl fmt::Display for RegionReport {
         if self.in_hotplug_window {
             f.write_str(", in hotplug window")?;
         }
-        write!(f, " in {:.1?}", self.elapsed)
+        write!(f, " in {:.1?}", self.elapsed)?;
+        for w in &self.warnings {
+            write!(f, "; warning: {w}")?;
+        }
+        Ok(())
     }
 }
 
@@ -331,16 +339,32 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
             }
         }
     }
-    let (memory, huge_pages, fell_back) = match map(spec, spec.huge_pages, &target) {
-        Ok(memory) => (memory, spec.huge_pages, false),
+    let mut warnings = Vec::new();
+    let (wanted, mut fell_back) = match spec.huge_pages {
+        HugePages::Transparent => {
+            let got = transparent_or_fallback(spec, spec.fallback, &mut warnings)?;
+            (got, got != HugePages::Transparent)
+        }
+        other => (other, false),
+    };
+    let (memory, huge_pages) = match map(spec, wanted, &target) {
+        Ok(memory) => (memory, wanted),
         Err(MapError::NoHugePages(source)) => {
             let HugePages::Explicit(size) = spec.huge_pages else {
                 return Err(os("mmap", spec, source));
             };
-            if spec.fallback == HugePageFallback::Transparent && is_anon_or_memfd(&spec.backing) {
-                let memory =
-                    map(spec, HugePages::Transparent, &target).map_err(|e| e.into_error(spec))?;
-                (memory, HugePages::Transparent, true)
+            if spec.fallback != HugePageFallback::Fail && is_anon_or_memfd(&spec.backing) {
+                warnings.push(format!(
+                    "no {size} huge pages to be had ({source}); fell back"
+                ));
+                let got = if spec.fallback == HugePageFallback::Transparent {
+                    transparent_or_fallback(spec, HugePageFallback::BasePages, &mut warnings)?
+                } else {
+                    HugePages::None
+                };
+                let memory = map(spec, got, &target).map_err(|e| e.into_error(spec))?;
+                fell_back = true;
+                (memory, got)
             } else {
                 return Err(Error::HugePagesUnavailable {
                     base: spec.base,
@@ -393,8 +417,62 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
         dontfork: spec.dontfork,
         in_hotplug_window: matches!(target, Target::Window(_)),
         elapsed: started.elapsed(),
+        warnings,
     };
     Ok((memory, report))
+}
+
+/// Whether the host gives transparent huge pages to a mapping of `backing` advised
+/// `MADV_HUGEPAGE`, given the selected value of the setting that governs it
+/// ([`thp_setting_path`]); `None` when the setting cannot be read.
+pub(crate) fn thp_in_effect(backing: &Backing, setting: Option<&str>) -> bool {
+    match (backing, setting) {
+        (Backing::AnonymousPrivate, Some(s)) => matches!(s, "always" | "madvise"),
+        (Backing::AnonymousShared | Backing::Memfd, Some(s)) => {
+            matches!(s, "always" | "within_size" | "advise" | "force")
+        }
+        // Files outside the kernel's own shared memory get huge pages only from their file
+        // system's mount options (tmpfs `huge=`) or read-only: not something to promise.
+        _ => false,
+    }
+}
+
+/// The sysfs file whose setting decides whether `backing` gets transparent huge pages.
+pub(crate) fn thp_setting_path(backing: &Backing) -> Option<&'static str> {
+    match backing {
+        Backing::AnonymousPrivate => Some(sys::THP_ENABLED),
+        Backing::AnonymousShared | Backing::Memfd => Some(sys::THP_SHMEM_ENABLED),
+        _ => None,
+    }
+}
+
+/// [`HugePages::Transparent`] if the host gives them to the spec's backing; otherwise an error
+/// (`fallback` is [`HugePageFallback::Fail`]) or [`HugePages::None`] and a warning.
+fn transparent_or_fallback(
+    spec: &RegionSpec,
+    fallback: HugePageFallback,
+    warnings: &mut Vec<String>,
+) -> Result<HugePages> {
+    let path = thp_setting_path(&spec.backing);
+    let setting = path.and_then(sys::sysfs_choice);
+    if thp_in_effect(&spec.backing, setting.as_deref()) {
+        return Ok(HugePages::Transparent);
+    }
+    let path = path.unwrap_or("the file system's mount options");
+    let setting = setting.unwrap_or_else(|| "unknown".to_owned());
+    if fallback == HugePageFallback::Fail {
+        return Err(Error::TransparentHugePagesUnavailable {
+            base: spec.base,
+            backing: spec.backing.name(),
+            path,
+            setting,
+        });
+    }
+    warnings.push(format!(
+        "transparent huge pages are off for {} memory ({path} is {setting}); base pages used",
+        spec.backing.name()
+    ));
+    Ok(HugePages::None)
 }
 
 fn is_anon_or_memfd(backing: &Backing) -> bool {
@@ -631,4 +709,54 @@ fn prefault(ptr: NonNull<u8>, len: usize, spec: &RegionSpec, threads: usize) -> 
         })
     };
     result.map_err(|e| os("madvise(MADV_POPULATE)", spec, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_choice_reads_bracketed_word() {
+        assert_eq!(
+            sys::selected_choice("always within_size advise [never] deny force\n"),
+            Some("never")
+        );
+        assert_eq!(
+            sys::selected_choice("always [madvise] never"),
+            Some("madvise")
+        );
+        assert_eq!(sys::selected_choice("always madvise never"), None);
+    }
+
+    #[test]
+    fn thp_in_effect_follows_the_setting_of_each_backing() {
+        let shared = [Backing::Memfd, Backing::AnonymousShared];
+        for s in ["always", "within_size", "advise", "force"] {
+            for b in &shared {
+                assert!(thp_in_effect(b, Some(s)), "{b:?} {s}");
+            }
+        }
+        for s in ["never", "deny"] {
+            for b in &shared {
+                assert!(!thp_in_effect(b, Some(s)), "{b:?} {s}");
+            }
+        }
+        assert!(thp_in_effect(&Backing::AnonymousPrivate, Some("madvise")));
+        assert!(thp_in_effect(&Backing::AnonymousPrivate, Some("always")));
+        assert!(!thp_in_effect(&Backing::AnonymousPrivate, Some("never")));
+        assert!(!thp_in_effect(&Backing::Memfd, None));
+        let file = Backing::File {
+            path: "/tmp/x".into(),
+            offset: 0,
+        };
+        assert!(!thp_in_effect(&file, Some("always")));
+        assert_eq!(
+            thp_setting_path(&Backing::Memfd),
+            Some(sys::THP_SHMEM_ENABLED)
+        );
+        assert_eq!(
+            thp_setting_path(&Backing::AnonymousPrivate),
+            Some(sys::THP_ENABLED)
+        );
+    }
 }

@@ -174,15 +174,23 @@ pub enum HugePages {
     Explicit(HugePageSize),
 }
 
-/// What to do when explicit huge pages cannot be had.
+/// What to do when the huge pages asked for cannot be had: explicit huge pages the kernel has
+/// no free pages for, or transparent huge pages the host's setting does not give to this
+/// backing (`/sys/kernel/mm/transparent_hugepage/enabled` for private anonymous memory,
+/// `shmem_enabled` for memfds and shared anonymous memory).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum HugePageFallback {
-    /// Fail with [`Error::HugePagesUnavailable`] (the default: no silent downgrade).
+    /// Fail with [`Error::HugePagesUnavailable`] or [`Error::TransparentHugePagesUnavailable`]
+    /// (the default: no silent downgrade).
     #[default]
     Fail,
-    /// Map with base pages and transparent-huge-page advice instead; the
-    /// [`RegionReport`](crate::RegionReport) says so.
+    /// Explicit huge pages fall back to base pages with transparent-huge-page advice, when the
+    /// host gives this backing transparent huge pages, else to base pages; transparent huge
+    /// pages fall back to base pages. The [`RegionReport`](crate::RegionReport) says what was
+    /// obtained, sets `fell_back` and carries a warning.
     Transparent,
+    /// Fall back to base pages (no huge page advice); the report says so, as above.
+    BasePages,
 }
 
 /// How a NUMA binding treats the listed nodes (Linux `mbind` modes).

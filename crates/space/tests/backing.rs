@@ -570,3 +570,73 @@ fn plug_failed_mmap_restores_the_slot() {
     space.memory().write_obj(5u8, slot).unwrap();
     assert_eq!(region.base(), slot);
 }
+
+/// The selected value of a transparent huge page setting.
+fn thp_setting(file: &str) -> Option<String> {
+    let text =
+        std::fs::read_to_string(format!("/sys/kernel/mm/transparent_hugepage/{file}")).ok()?;
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_owned))
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
+    let in_effect = matches!(
+        thp_setting("shmem_enabled").as_deref(),
+        Some("always" | "within_size" | "advise" | "force")
+    );
+    for backing in [Backing::Memfd, Backing::AnonymousShared] {
+        let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
+            .backing(backing.clone())
+            .huge_pages(HugePages::Transparent);
+        if in_effect {
+            let (_r, report) = Region::back(spec).unwrap();
+            let report = report.unwrap();
+            assert_eq!(report.huge_pages, HugePages::Transparent);
+            assert!(!report.fell_back && report.warnings.is_empty());
+            continue;
+        }
+        let err = Region::back(spec.clone()).unwrap_err();
+        assert!(
+            matches!(err, Error::TransparentHugePagesUnavailable { base: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("shmem_enabled"), "{err}");
+        let (region, report) =
+            Region::back(spec.fallback(memvisor_space::HugePageFallback::BasePages)).unwrap();
+        let report = report.unwrap();
+        assert_eq!(report.huge_pages, HugePages::None);
+        assert!(report.fell_back);
+        assert_eq!(report.warnings.len(), 1);
+        assert!(
+            report
+                .to_string()
+                .contains("warning: transparent huge pages are off")
+        );
+        region.write_obj(1u8, MemoryRegionAddress(0)).unwrap();
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn back_anonymous_thp_follows_the_enabled_setting() {
+    let in_effect = matches!(
+        thp_setting("enabled").as_deref(),
+        Some("always" | "madvise")
+    );
+    let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB).huge_pages(HugePages::Transparent);
+    match Region::back(spec) {
+        Ok((_r, report)) => {
+            assert!(in_effect);
+            assert_eq!(report.unwrap().huge_pages, HugePages::Transparent);
+        }
+        Err(err) => {
+            assert!(!in_effect);
+            assert!(
+                matches!(err, Error::TransparentHugePagesUnavailable { .. }),
+                "{err}"
+            );
+        }
+    }
+}

@@ -316,3 +316,22 @@ pub(crate) fn free_huge_pages(size: HugePageSize) -> u64 {
     .and_then(|s| s.trim().parse().ok())
     .unwrap_or(0)
 }
+
+/// Where the host's transparent huge page setting for private anonymous memory is read.
+pub(crate) const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+/// Where the host's transparent huge page setting for shared memory (memfd, shared anonymous
+/// memory) is read.
+pub(crate) const THP_SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+/// The selected value of a sysfs choice file (`always [madvise] never` gives `madvise`), or
+/// `None` if it cannot be read (a kernel without transparent huge pages).
+pub(crate) fn sysfs_choice(path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    selected_choice(&text).map(str::to_owned)
+}
+
+/// The bracketed word of a sysfs choice list.
+pub(crate) fn selected_choice(text: &str) -> Option<&str> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+}
