@@ -260,6 +260,22 @@ pub enum Error {
         #[source]
         restore: memvisor_vmem::Error,
     },
+    /// A dirty log was asked of a region that does not track writes.
+    #[error("the region at {base:#x} does not track dirty pages")]
+    DirtyLogUnavailable {
+        /// The region's base.
+        base: u64,
+    },
+    /// A dirty log to merge does not fit the region.
+    #[error("a dirty log of {words} words does not fit the region at {base:#x} of {pages} pages")]
+    DirtyLogSize {
+        /// The region's base.
+        base: u64,
+        /// Pages in the region (bits its log has).
+        pages: u64,
+        /// Words in the log given.
+        words: u64,
+    },
     /// Reserving the host address range of the hotplug window failed.
     #[error("reserving host address space for the hotplug window")]
     Reservation(#[source] memvisor_vmem::Error),

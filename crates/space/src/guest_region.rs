@@ -1,9 +1,10 @@
 //! [`Region`]: one region of the address space, with its host memory if it has any, and its
 //! vm-memory [`GuestMemoryRegion`] implementation.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use vm_memory::bitmap::BS;
+use vm_memory::bitmap::{AtomicBitmap, BS, Bitmap};
 use vm_memory::{
     FileOffset, GuestAddress, GuestMemoryError, GuestMemoryRegion, GuestMemoryRegionBytes,
     GuestRegionMmap, GuestUsize, MemoryRegionAddress, VolatileSlice,
@@ -40,6 +41,8 @@ use crate::{Error, RegionReport};
 pub struct Region {
     spec: RegionSpec,
     memory: Option<HostMemory>,
+    /// Pages written, when the spec asks for dirty tracking (backed regions only).
+    dirty: Option<AtomicBitmap>,
 }
 
 impl Region {
@@ -50,7 +53,11 @@ impl Region {
     /// As [`RegionSpec::validate`].
     pub fn plan(spec: RegionSpec) -> Result<Self> {
         spec.validate()?;
-        Ok(Self { spec, memory: None })
+        Ok(Self {
+            spec,
+            memory: None,
+            dirty: None,
+        })
     }
 
     /// A region with host memory made as the spec says (a mapping of its own; hot-pluggable
@@ -72,13 +79,22 @@ impl Region {
     ) -> Result<(Self, Option<RegionReport>)> {
         spec.validate()?;
         if !spec.backing.has_memory() {
-            return Ok((Self { spec, memory: None }, None));
+            return Ok((
+                Self {
+                    spec,
+                    memory: None,
+                    dirty: None,
+                },
+                None,
+            ));
         }
         let (memory, report) = memory::back(&spec, target)?;
+        let dirty = spec.dirty_tracking.then(|| new_dirty_bitmap(memory.len()));
         Ok((
             Self {
                 spec,
                 memory: Some(memory),
+                dirty,
             },
             Some(report),
         ))
@@ -101,6 +117,7 @@ impl Region {
         Ok(Self {
             spec,
             memory: Some(memory),
+            dirty: None,
         })
     }
 
@@ -182,10 +199,100 @@ impl Region {
     pub fn host_ptr(&self) -> Option<*mut u8> {
         self.memory.as_ref().map(HostMemory::as_ptr)
     }
+
+    /// The dirty-page bitmap, if the region tracks writes
+    /// ([`RegionSpec::dirty_tracking`]): one bit per host base page, set by every write
+    /// through vm-memory's `Bytes` (and by [`merge_dirty_log`](Self::merge_dirty_log)).
+    #[must_use]
+    pub fn dirty_bitmap(&self) -> Option<&AtomicBitmap> {
+        self.dirty.as_ref()
+    }
+
+    /// Whether the page holding `offset` (from the region's start) was written since the log
+    /// was last taken; `false` when the region does not track writes.
+    #[must_use]
+    pub fn is_dirty(&self, offset: u64) -> bool {
+        match (&self.dirty, usize::try_from(offset)) {
+            (Some(bitmap), Ok(offset)) => bitmap.is_addr_set(offset),
+            _ => false,
+        }
+    }
+
+    /// Takes the dirty log and clears it, atomically word by word: bit `i % 64` of word
+    /// `i / 64` is page `i` of the region (KVM's `KVM_GET_DIRTY_LOG` layout). `None` when the
+    /// region does not track writes.
+    ///
+    /// ```
+    /// use memvisor_space::{Region, RegionSpec};
+    /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+    ///
+    /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+    /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).dirty_tracking(true);
+    /// let (region, _) = Region::back(spec)?;
+    /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
+    /// let log = region.take_dirty_log().unwrap();
+    /// assert_eq!(log[0] & 1, 1);
+    /// assert!(!region.is_dirty(0));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn take_dirty_log(&self) -> Option<Vec<u64>> {
+        self.dirty.as_ref().map(AtomicBitmap::get_and_reset)
+    }
+
+    /// Clears the dirty log (no-op when the region does not track writes).
+    pub fn clear_dirty_log(&self) {
+        if let Some(bitmap) = &self.dirty {
+            bitmap.reset();
+        }
+    }
+
+    /// Merges a dirty log fetched from elsewhere (KVM's `KVM_GET_DIRTY_LOG` for this region's
+    /// memory slot: bit `i % 64` of word `i / 64` is page `i`, in host base pages) into the
+    /// region's own, so that one log covers writes by the guest and by the VMM.
+    ///
+    /// # Errors
+    /// [`Error::DirtyLogUnavailable`] when the region does not track writes;
+    /// [`Error::DirtyLogSize`] when `log` does not have exactly one bit per page of the region
+    /// (rounded up to whole words), or has bits set past its last page. Nothing is merged
+    /// after an error.
+    pub fn merge_dirty_log(&self, log: &[u64]) -> Result<()> {
+        let bitmap = self.dirty.as_ref().ok_or(Error::DirtyLogUnavailable {
+            base: self.spec.base,
+        })?;
+        let pages = bitmap.len();
+        let words = pages.div_ceil(64);
+        let tail_ok = match (pages % 64, log.last()) {
+            (0, _) | (_, None) => true,
+            (used, Some(&last)) => last >> used == 0,
+        };
+        if log.len() != words || !tail_ok {
+            return Err(Error::DirtyLogSize {
+                base: self.spec.base,
+                pages: pages as u64,
+                words: log.len() as u64,
+            });
+        }
+        for (w, &word) in log.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bitmap.set_bit(w * 64 + bit);
+                bits &= bits - 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A dirty bitmap over `len` bytes, one bit per host base page.
+fn new_dirty_bitmap(len: usize) -> AtomicBitmap {
+    let page = NonZeroUsize::new(memvisor_vmem::page_size()).unwrap_or(NonZeroUsize::MIN);
+    AtomicBitmap::new(len, page)
 }
 
 impl GuestMemoryRegion for Region {
-    type B = ();
+    type B = Option<AtomicBitmap>;
 
     fn len(&self) -> GuestUsize {
         self.spec.size
@@ -195,7 +302,9 @@ impl GuestMemoryRegion for Region {
         GuestAddress(self.spec.base)
     }
 
-    fn bitmap(&self) -> BS<'_, Self::B> {}
+    fn bitmap(&self) -> BS<'_, Self::B> {
+        self.dirty.slice_at(0)
+    }
 
     fn get_host_address(&self, addr: MemoryRegionAddress) -> vm_memory::GuestMemoryResult<*mut u8> {
         let memory = self
@@ -232,7 +341,14 @@ impl GuestMemoryRegion for Region {
         // SAFETY: `offset..offset + count` is inside the region's mapping (checked above), which
         // lives as long as `self`, the slice's lifetime; volatile access is how guest memory,
         // which the guest may change at any time, is read and written.
-        Ok(unsafe { VolatileSlice::with_bitmap(memory.as_ptr().add(offset), count, (), None) })
+        Ok(unsafe {
+            VolatileSlice::with_bitmap(
+                memory.as_ptr().add(offset),
+                count,
+                self.dirty.slice_at(offset),
+                None,
+            )
+        })
     }
 
     fn is_hugetlbfs(&self) -> Option<bool> {

@@ -344,6 +344,7 @@ pub struct RegionSpec {
     pub(crate) hotplug: bool,
     pub(crate) dontfork: bool,
     pub(crate) prefault_threads: usize,
+    pub(crate) dirty_tracking: bool,
 }
 
 impl RegionSpec {
@@ -374,6 +375,7 @@ impl RegionSpec {
             hotplug: false,
             dontfork: false,
             prefault_threads: 0,
+            dirty_tracking: false,
         }
     }
 
@@ -440,6 +442,22 @@ impl RegionSpec {
     pub fn prefault(mut self, threads: usize) -> Self {
         self.prefault_threads = threads;
         self
+    }
+
+    /// Tracks which pages are written (one bit per host base page, the unit of KVM's dirty
+    /// log): every write through vm-memory's `Bytes` marks the pages it touches, and a dirty log
+    /// fetched from KVM can be merged in
+    /// ([`Region::merge_dirty_log`](crate::Region::merge_dirty_log)). Needs host memory.
+    #[must_use]
+    pub fn dirty_tracking(mut self, on: bool) -> Self {
+        self.dirty_tracking = on;
+        self
+    }
+
+    /// Whether writes are tracked ([`dirty_tracking`](Self::dirty_tracking)).
+    #[must_use]
+    pub fn is_dirty_tracking(&self) -> bool {
+        self.dirty_tracking
     }
 
     /// The type.
@@ -580,10 +598,11 @@ impl RegionSpec {
             && (self.numa.is_some()
                 || self.huge_pages != HugePages::None
                 || self.prefault_threads > 0
-                || self.dontfork)
+                || self.dontfork
+                || self.dirty_tracking)
         {
             return Err(invalid(
-                "NUMA, huge pages, prefault and dontfork need host memory",
+                "NUMA, huge pages, prefault, dontfork and dirty tracking need host memory",
             ));
         }
         if self.numa.as_ref().is_some_and(|n| n.nodes.is_empty()) {
