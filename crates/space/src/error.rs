@@ -260,6 +260,14 @@ pub enum Error {
         #[source]
         restore: memvisor_vmem::Error,
     },
+    /// Pages of this region cannot be given back to the host.
+    #[error("cannot discard pages of the region at {base:#x}: {reason}")]
+    DiscardRefused {
+        /// The region's base.
+        base: u64,
+        /// Why.
+        reason: &'static str,
+    },
     /// A dirty log was asked of a region that does not track writes.
     #[error("the region at {base:#x} does not track dirty pages")]
     DirtyLogUnavailable {

@@ -285,6 +285,86 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Gives the guest pages of `offset..offset + len` (from the region's start) back to the
+    /// host, as a balloon or virtio-mem device does when the guest gives them up: private
+    /// anonymous memory with `MADV_DONTNEED`, shared anonymous memory with `MADV_REMOVE`, memfds
+    /// and hugetlbfs files by punching a hole in the file (for huge pages, whole huge pages).
+    /// The memory stays mapped and reads zeros until written again.
+    ///
+    /// This is safe: guest memory is only ever read and written through volatile accesses
+    /// (the guest may change it at any time), so no reference relies on its contents.
+    ///
+    /// # Errors
+    /// [`Error::DiscardRefused`] for a region that is not RAM, has no host memory, is not
+    /// writable, or is backed by an existing file (whose contents discarding would erase);
+    /// [`Error::Misaligned`] if `offset` or `len` is not a multiple of the region's page size
+    /// (the huge page size for explicit huge pages); [`Error::Overflow`] for a range past the
+    /// region's end or of length zero; [`Error::Os`] if the kernel refuses.
+    ///
+    /// ```
+    /// use memvisor_space::{Region, RegionSpec};
+    /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+    ///
+    /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+    /// let (region, _) = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))?;
+    /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
+    /// region.discard(0, 1 << 20)?;
+    /// assert_eq!(region.read_obj::<u8>(MemoryRegionAddress(0)).unwrap(), 0);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let base = self.spec.base;
+        let refused = |reason| Error::DiscardRefused { base, reason };
+        if self.spec.ty != RegionType::Ram {
+            return Err(refused("only RAM regions give pages back"));
+        }
+        let memory = self
+            .memory
+            .as_ref()
+            .ok_or_else(|| refused("the region has no host memory"))?;
+        if !self.spec.protection.writable() {
+            return Err(refused("the region is not writable"));
+        }
+        if matches!(self.spec.backing, crate::Backing::File { .. }) {
+            return Err(refused(
+                "discarding would erase the backing file's contents",
+            ));
+        }
+        let page_size = self.spec.page_size();
+        if !offset.is_multiple_of(page_size) || !len.is_multiple_of(page_size) {
+            return Err(Error::Misaligned {
+                base: base.wrapping_add(offset),
+                size: len,
+                page_size,
+            });
+        }
+        let out_of_range = Error::Overflow {
+            base: base.wrapping_add(offset),
+            size: len,
+        };
+        if len == 0
+            || offset
+                .checked_add(len)
+                .is_none_or(|end| end > self.spec.size)
+        {
+            return Err(out_of_range);
+        }
+        // Inside the region, whose size fits a `usize` (validated).
+        let (offset, len) = (
+            usize::try_from(offset).map_err(|_| Error::Overflow { base, size: len })?,
+            usize::try_from(len).map_err(|_| Error::Overflow { base, size: len })?,
+        );
+        memory
+            .discard(&self.spec.backing, offset, len)
+            .map_err(|source| Error::Os {
+                op: "discard",
+                base,
+                source,
+            })
+    }
+}
+
 /// A dirty bitmap over `len` bytes, one bit per host base page.
 fn new_dirty_bitmap(len: usize) -> AtomicBitmap {
     let page = NonZeroUsize::new(memvisor_vmem::page_size()).unwrap_or(NonZeroUsize::MIN);

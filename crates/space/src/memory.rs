@@ -73,6 +73,34 @@ impl HostMemory {
     }
 }
 
+impl HostMemory {
+    /// Gives the pages of `offset..offset + len` back to the host, the right way for
+    /// `backing`: `MADV_DONTNEED` for private anonymous memory, `MADV_REMOVE` for shared
+    /// anonymous memory, a punched hole in the file for memfds and hugetlbfs files. The range
+    /// is inside the mapping and aligned to its page size (checked by the caller).
+    pub(crate) fn discard(&self, backing: &Backing, offset: usize, len: usize) -> io::Result<()> {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        match (backing, &self.file) {
+            (Backing::Memfd | Backing::Hugetlbfs(_), Some(file)) => {
+                // `offset + len <= self.len`, a `usize`, so both fit a `u64` and the file
+                // offset does not overflow (the file is at least `start + self.len` long).
+                sys::punch_hole(file.file(), file.start() + offset as u64, len as u64)
+            }
+            _ => {
+                let how = if matches!(backing, Backing::AnonymousPrivate) {
+                    sys::Discard::DontNeed
+                } else {
+                    sys::Discard::Remove
+                };
+                // SAFETY: `offset..offset + len` is inside our mapping (checked by the caller),
+                // page aligned; guest memory is only accessed volatile, so nothing relies on
+                // its contents.
+                unsafe { sys::discard(self.ptr.add(offset), len, how) }
+            }
+        }
+    }
+}
+
 impl fmt::Debug for HostMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostMemory")

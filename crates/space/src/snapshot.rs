@@ -283,6 +283,21 @@ impl Snapshot {
             .sum()
     }
 
+    /// Gives the guest pages of `addr..addr + len` back to the host (balloon, virtio-mem,
+    /// free page reporting); the range must lie inside one region. See [`Region::discard`].
+    ///
+    /// # Errors
+    /// [`Error::RegionNotFound`] if no region holds `addr`; then as [`Region::discard`] (a
+    /// range running past the region's end is [`Error::Overflow`]).
+    pub fn discard(&self, addr: GuestAddress, len: u64) -> Result<()> {
+        let region = self.find_region(addr).ok_or(Error::RegionNotFound {
+            base: addr.0,
+            size: len,
+        })?;
+        // `find_region` found `addr` inside the region, so this does not wrap.
+        region.discard(addr.0 - region.base().0, len)
+    }
+
     /// The layout the regions were checked against.
     #[must_use]
     pub fn layout(&self) -> &Layout {

@@ -275,6 +275,55 @@ pub(crate) unsafe fn advise(addr: NonNull<u8>, len: usize, advice: Advice) -> io
     }
 }
 
+/// How pages are given back to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Discard {
+    /// `MADV_DONTNEED`: private memory; later reads see zeros.
+    DontNeed,
+    /// `MADV_REMOVE`: shared memory (shmem, hugetlb); frees the backing pages.
+    Remove,
+}
+
+/// Gives the pages of `addr..addr + len` back to the host; later reads see zeros.
+///
+/// # Safety
+/// The range is a mapping the caller owns, aligned to its page size; nothing may rely on its
+/// contents (all access to it is volatile, as to guest memory).
+pub(crate) unsafe fn discard(addr: NonNull<u8>, len: usize, how: Discard) -> io::Result<()> {
+    let advice = match how {
+        Discard::DontNeed => libc::MADV_DONTNEED,
+        Discard::Remove => libc::MADV_REMOVE,
+    };
+    // SAFETY: the caller's range, whose contents nothing relies on.
+    if unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Frees the blocks of `file` in `offset..offset + len`, keeping its size
+/// (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`); mappings of them read zeros.
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let overflow = || io::Error::from_raw_os_error(libc::EOVERFLOW);
+    let offset = libc::off_t::try_from(offset).map_err(|_| overflow())?;
+    let len = libc::off_t::try_from(len).map_err(|_| overflow())?;
+    // SAFETY: the descriptor is open; the call touches no memory of ours.
+    let ret = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes `addr..addr + len` resident (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` when not
 /// `write`). Contents are kept.
 ///
