@@ -407,13 +407,33 @@ impl GuestMemoryRegion for Region {
         offset: MemoryRegionAddress,
         count: usize,
     ) -> vm_memory::GuestMemoryResult<VolatileSlice<'_, BS<'_, Self::B>>> {
+        if !self.spec.protection.contains(Protection::READ_WRITE) {
+            return Err(GuestMemoryError::HostAddressNotAvailable);
+        }
+        let offset =
+            usize::try_from(offset.0).map_err(|_| GuestMemoryError::InvalidBackendAddress)?;
+        self.volatile_slice(offset, count)
+    }
+
+    fn is_hugetlbfs(&self) -> Option<bool> {
+        self.memory
+            .as_ref()
+            .map(|_| matches!(self.spec.huge_pages, HugePages::Explicit(_)))
+    }
+}
+
+impl Region {
+    /// A volatile slice of `offset..offset + count` of the mapping, whatever its protection:
+    /// callers only use it as the protection allows (the slice itself would allow writes).
+    pub(crate) fn volatile_slice(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> vm_memory::GuestMemoryResult<VolatileSlice<'_, BS<'_, Option<AtomicBitmap>>>> {
         let memory = self
             .memory
             .as_ref()
-            .filter(|_| self.spec.protection.contains(Protection::READ_WRITE))
             .ok_or(GuestMemoryError::HostAddressNotAvailable)?;
-        let offset =
-            usize::try_from(offset.0).map_err(|_| GuestMemoryError::InvalidBackendAddress)?;
         offset
             .checked_add(count)
             .filter(|&end| end <= memory.len())
@@ -429,12 +449,6 @@ impl GuestMemoryRegion for Region {
                 None,
             )
         })
-    }
-
-    fn is_hugetlbfs(&self) -> Option<bool> {
-        self.memory
-            .as_ref()
-            .map(|_| matches!(self.spec.huge_pages, HugePages::Explicit(_)))
     }
 }
 

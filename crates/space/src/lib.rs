@@ -94,6 +94,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod bytes;
 mod error;
 mod guest_region;
 mod layout;
@@ -103,6 +104,7 @@ mod snapshot;
 mod space;
 mod sys;
 
+pub use bytes::GuestBytes;
 pub use error::{Error, ListenerError, Result};
 pub use guest_region::{Region, RegionRef};
 pub use layout::{Arch, Layout, LayoutBuilder, Placer, Window, WindowKind};

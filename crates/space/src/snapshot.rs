@@ -513,19 +513,26 @@ fn overlap(new: &Region, old: &Region) -> Error {
     }
 }
 
+/// vm-memory's view of a snapshot is its guest memory: the regions with host memory. Device
+/// (MMIO) and reserved regions, and every region of a planned address space, have none, so
+/// vm-memory's `find_region` does not find them and `iter` / `num_regions` do not count them;
+/// an e820 map or a memory-slot table built from `iter()` therefore never includes MMIO. (The
+/// inherent [`Snapshot::find_region`], [`Snapshot::regions`] and [`Snapshot::len`] see every
+/// region, of every type.)
 impl GuestMemoryBackend for Snapshot {
     type R = Region;
 
     fn num_regions(&self) -> usize {
-        self.len()
+        self.regions().filter(|r| r.is_backed()).count()
     }
 
+    #[inline]
     fn find_region(&self, addr: GuestAddress) -> Option<&Region> {
-        Snapshot::find_region(self, addr)
+        Snapshot::find_region(self, addr).filter(|r| r.is_backed())
     }
 
     fn iter(&self) -> impl Iterator<Item = &Region> {
-        self.regions()
+        self.regions().filter(|r| r.is_backed())
     }
 }
 
@@ -689,6 +696,10 @@ mod tests {
         assert_eq!(s.total_size(RegionType::Dax), p);
         assert_eq!(s.slot(GuestAddress(8 * p)), None);
         assert_eq!(s.slot(GuestAddress(4 * p)), Some(1));
-        assert_eq!(GuestMemoryBackend::num_regions(&s), 3);
+        assert_eq!(s.len(), 3);
+        // None of these planned regions has host memory: vm-memory sees no guest memory.
+        assert_eq!(GuestMemoryBackend::num_regions(&s), 0);
+        assert!(GuestMemoryBackend::find_region(&s, GuestAddress(0)).is_none());
+        assert_eq!(GuestMemoryBackend::iter(&s).count(), 0);
     }
 }

@@ -279,8 +279,17 @@ fn target_for<'a>(
 }
 
 /// A snapshot loaded through [`AddressSpace::memory`]: cheap to take, meant to be held briefly
-/// (use [`AddressSpace::snapshot`] to keep one).
+/// (use [`AddressSpace::snapshot`] to keep one). It derefs to the [`Snapshot`] (so to vm-memory's
+/// `GuestMemory`) and is `Clone`, so rust-vmm crates that take `M: Deref + Clone` with
+/// `M::Target: GuestMemory` (virtio-queue's descriptor chains) take it as it is; a clone holds
+/// a full reference to the snapshot.
 pub struct SnapshotGuard(Guard<Arc<Snapshot>>);
+
+impl Clone for SnapshotGuard {
+    fn clone(&self) -> Self {
+        Self(Guard::from_inner(Arc::clone(&self.0)))
+    }
+}
 
 impl Deref for SnapshotGuard {
     type Target = Snapshot;

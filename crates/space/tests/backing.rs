@@ -640,3 +640,110 @@ fn back_anonymous_thp_follows_the_enabled_setting() {
         }
     }
 }
+
+/// The bound virtio-queue puts on the memory a descriptor chain holds.
+fn chain_like<M>(mem: M, at: GuestAddress) -> (M, u32)
+where
+    M: std::ops::Deref + Clone,
+    M::Target: vm_memory::GuestMemory,
+{
+    let copy = mem.clone();
+    let value = copy.read_obj::<u32>(at).unwrap();
+    (mem, value)
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn vm_memory_view_excludes_mmio_and_guard_is_deref_clone() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let mut placer = layout.placer();
+    let mmio = placer.place(WindowKind::Device, 0x1000, 0x1000).unwrap();
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), MIB),
+        RegionSpec::new(RegionType::Device, mmio, 0x1000),
+        RegionSpec::ram(GuestAddress(2 * MIB), MIB),
+    ];
+    let (space, _) = AddressSpace::back(layout, specs).unwrap();
+    let mem = space.memory();
+    assert_eq!(mem.len(), 3, "the snapshot itself holds every region");
+    // vm-memory's view: guest memory only, so an e820 built from it has no MMIO.
+    let e820: Vec<(u64, u64)> = GuestMemoryBackend::iter(&*mem)
+        .map(|r| (r.start_addr().0, r.len()))
+        .collect();
+    assert_eq!(e820, [(0, MIB), (2 * MIB, MIB)]);
+    assert_eq!(GuestMemoryBackend::num_regions(&*mem), 2);
+    assert!(GuestMemoryBackend::find_region(&*mem, mmio).is_none());
+    assert!(mem.find_region(mmio).is_some());
+    assert!(mem.write_obj(1u32, mmio).is_err());
+    mem.write_obj(0xfeed_u32, GuestAddress(2 * MIB)).unwrap();
+    let (_mem, value) = chain_like(mem, GuestAddress(2 * MIB));
+    assert_eq!(value, 0xfeed);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn bytes_view_reads_read_only_regions_and_refuses_writes() {
+    let dir = std::env::temp_dir().join(format!("memvisor-space-rom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rom.img");
+    let mut image = vec![0u8; (2 * page()) as usize];
+    image[..8].copy_from_slice(b"firmware");
+    std::fs::write(&path, &image).unwrap();
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let rom_base = 0xffc0_0000;
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), MIB),
+        RegionSpec::new(RegionType::Firmware, GuestAddress(rom_base), 2 * page())
+            .backing(Backing::File {
+                path: path.clone(),
+                offset: 0,
+            })
+            .protection(Protection::READ),
+    ];
+    let (space, _) = AddressSpace::back(layout, specs).unwrap();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+    let mut buf = [0u8; 8];
+    bytes.read_slice(&mut buf, GuestAddress(rom_base)).unwrap();
+    assert_eq!(&buf, b"firmware");
+    assert_eq!(
+        bytes
+            .load::<u32>(GuestAddress(rom_base), std::sync::atomic::Ordering::Relaxed)
+            .unwrap(),
+        u32::from_le_bytes(*b"firm")
+    );
+    let mut out = Vec::new();
+    bytes
+        .write_all_volatile_to(GuestAddress(rom_base), &mut out, 8)
+        .unwrap();
+    assert_eq!(out, b"firmware");
+    // Writes to the read-only region are errors, never faults; RAM is written as usual.
+    assert!(bytes.write_obj(1u8, GuestAddress(rom_base)).is_err());
+    assert!(
+        bytes
+            .store(
+                1u32,
+                GuestAddress(rom_base),
+                std::sync::atomic::Ordering::Relaxed
+            )
+            .is_err()
+    );
+    bytes.write_obj(0x1234u16, GuestAddress(0x10)).unwrap();
+    assert_eq!(bytes.read_obj::<u16>(GuestAddress(0x10)).unwrap(), 0x1234);
+    // Through the snapshot itself the read-only region gives no slice at all.
+    assert!(snap.read_obj::<u8>(GuestAddress(rom_base)).is_err());
+    // A read running past the end of the memory stops there.
+    let mut tail = [0u8; 16];
+    let n = bytes
+        .read(&mut tail, GuestAddress(rom_base + 2 * page() - 8))
+        .unwrap();
+    assert_eq!(n, 8);
+    assert!(
+        bytes
+            .read_slice(&mut tail, GuestAddress(rom_base + 2 * page() - 8))
+            .is_err()
+    );
+    assert!(bytes.read_obj::<u8>(GuestAddress(2 * MIB)).is_err());
+    drop(snap);
+    std::fs::remove_file(&path).unwrap();
+}
