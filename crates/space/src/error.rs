@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::layout::WindowKind;
-use crate::region::{HugePageSize, RegionType};
+use crate::spec::{HugePageSize, RegionType};
 
 /// A failure a [`RegionListener`](crate::RegionListener) reports; it cancels the change.
 pub type ListenerError = Box<dyn std::error::Error + Send + Sync + 'static>;

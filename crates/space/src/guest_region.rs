@@ -12,7 +12,7 @@ use vm_memory::{
 
 use crate::error::Result;
 use crate::memory::{self, HostMemory, Target};
-use crate::region::{HugePages, NumaBinding, Protection, RegionSpec, RegionType};
+use crate::spec::{HugePages, NumaBinding, Protection, RegionSpec, RegionType};
 use crate::{Error, RegionReport};
 
 /// A validated region of the guest physical address space: its [`RegionSpec`] and, when it
@@ -462,7 +462,7 @@ mod tests {
     use vm_memory::Bytes;
 
     use super::*;
-    use crate::region::host_page_size;
+    use crate::spec::host_page_size;
 
     #[test]
     fn plan_unbacked_slice_errors() {

@@ -7,7 +7,7 @@ use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request}
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
-use crate::region::{RegionSpec, RegionType};
+use crate::spec::{RegionSpec, RegionType};
 
 const GIB: u64 = 1 << 30;
 

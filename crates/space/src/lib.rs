@@ -99,9 +99,9 @@ mod error;
 mod guest_region;
 mod layout;
 mod memory;
-mod region;
 mod snapshot;
 mod space;
+mod spec;
 mod sys;
 
 pub use bytes::GuestBytes;
@@ -109,12 +109,12 @@ pub use error::{Error, ListenerError, Result};
 pub use guest_region::{Region, RegionRef};
 pub use layout::{Arch, Layout, LayoutBuilder, Placer, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
-pub use region::{
-    Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy, Protection,
-    RegionSpec, RegionType,
-};
 pub use snapshot::Snapshot;
 pub use space::{
     AddressSpace, ChangeKind, DEFAULT_SLOTS, RegionEvent, RegionListener, SnapshotGuard,
     SpaceBuilder, SpaceReader,
+};
+pub use spec::{
+    Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy, Protection,
+    RegionSpec, RegionType,
 };

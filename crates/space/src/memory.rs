@@ -17,7 +17,7 @@ use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 
 use crate::error::{Error, Result};
 use crate::layout::Window;
-use crate::region::{
+use crate::spec::{
     Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, RegionSpec, RegionType,
     host_page_size,
 };

@@ -11,7 +11,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 use crate::error::{Error, Result};
 use crate::guest_region::Region;
 use crate::layout::{Layout, Placer};
-use crate::region::{NumaBinding, Protection, RegionType};
+use crate::spec::{NumaBinding, Protection, RegionType};
 
 /// Regions per ownership chunk: a change copies one chunk and the chunk list, so it costs
 /// O(n / CHUNK + CHUNK) reference-count updates instead of O(n).
@@ -539,7 +539,7 @@ impl GuestMemoryBackend for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::{RegionSpec, host_page_size};
+    use crate::spec::{RegionSpec, host_page_size};
 
     fn layout() -> Arc<Layout> {
         Arc::new(Layout::new(GuestAddress(u64::MAX), []).unwrap())

@@ -17,8 +17,8 @@ use crate::error::{Error, ListenerError, Result};
 use crate::guest_region::Region;
 use crate::layout::{Layout, WindowKind};
 use crate::memory::{BackingReport, HotplugWindow, RegionReport, Target};
-use crate::region::{RegionSpec, RegionType};
 use crate::snapshot::Snapshot;
+use crate::spec::{RegionSpec, RegionType};
 
 /// Default number of memory-slot numbers (KVM allows 32,764 user memory slots).
 pub const DEFAULT_SLOTS: u32 = 32_764;
@@ -664,7 +664,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::region::host_page_size;
+    use crate::spec::host_page_size;
 
     fn layout() -> Layout {
         Layout::x86_64()

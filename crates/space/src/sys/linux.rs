@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 use std::ptr::{self, NonNull};
 
-use crate::region::{HugePageSize, NumaPolicy, Protection};
+use crate::spec::{HugePageSize, NumaPolicy, Protection};
 
 /// `HUGETLBFS_MAGIC` from `include/uapi/linux/magic.h`.
 pub(crate) const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
