@@ -20,13 +20,34 @@ const CHUNK: usize = 32;
 /// Slot value of a region without a memory-slot number.
 const NO_SLOT: u32 = u32::MAX;
 
-/// The last-hit index and the index the previous lookup found, on their own cache line.
-#[derive(Default)]
-#[repr(align(128))]
+/// Bytes of padding on each side of the hit index: two cache lines, so that its stores share
+/// no line (nor an adjacent-line prefetch pair) with the snapshot's other fields or with
+/// whatever the allocator puts next. Padding rather than `#[repr(align(128))]`: an over-aligned
+/// snapshot would make every change take the allocator's slower aligned path.
+const HIT_PAD: usize = 128;
+
+/// The last-hit index and the index the previous lookup found, padded onto lines of their own.
+#[repr(C)]
 struct HitIndex {
+    _before: [u8; HIT_PAD],
     hit: AtomicUsize,
     previous: AtomicUsize,
+    _after: [u8; HIT_PAD],
 }
+
+impl Default for HitIndex {
+    fn default() -> Self {
+        Self {
+            _before: [0; HIT_PAD],
+            hit: AtomicUsize::new(0),
+            previous: AtomicUsize::new(0),
+            _after: [0; HIT_PAD],
+        }
+    }
+}
+
+/// One chunk of region owners.
+type Chunk = Arc<[Arc<Region>]>;
 
 /// One region in address order: its size less one, a pointer to it, and its memory-slot
 /// number. (Its start is in `Snapshot::starts`.)
@@ -47,18 +68,19 @@ struct Entry {
 ///
 /// It implements vm-memory's [`GuestMemoryBackend`], so `vm_memory::Bytes<GuestAddress>` reads
 /// and writes work on it and rust-vmm device crates can take it as their guest memory.
+#[repr(C)]
 pub struct Snapshot {
     /// Start address of each region, sorted: the binary search runs over this dense array.
     starts: Vec<u64>,
     /// The rest of each region's entry, at the same index.
     entries: Vec<Entry>,
     /// Owners of the regions, in chunks, in no particular order; they keep `entries` valid.
-    owners: Vec<Arc<Vec<Arc<Region>>>>,
-    /// Index of the entry the last successful lookup found, on its own cache line so that
-    /// updating it does not disturb loads of the fields above.
-    hit: HitIndex,
+    owners: Vec<Chunk>,
     layout: Arc<Layout>,
     generation: u64,
+    /// Index of the entry the last successful lookup found, last and padded (`repr(C)` keeps
+    /// the order) so that updating it does not disturb loads of the fields above.
+    hit: HitIndex,
 }
 
 // SAFETY: the `NonNull<Region>` pointers in `entries` point into regions owned by `owners`
@@ -362,13 +384,15 @@ impl Snapshot {
         entries.extend_from_slice(&self.entries[at..]);
         let mut owners = self.owners.clone();
         match owners.last_mut() {
+            // Exact-size iterators: the new chunk is allocated once.
             Some(last) if last.len() < CHUNK => {
-                let mut chunk = Vec::with_capacity(last.len() + 1);
-                chunk.extend(last.iter().cloned());
-                chunk.push(region);
-                *last = Arc::new(chunk);
+                *last = last
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(region))
+                    .collect();
             }
-            _ => owners.push(Arc::new(vec![region])),
+            _ => owners.push(Arc::from([region])),
         }
         Ok(self.successor(starts, entries, owners, generation))
     }
@@ -378,7 +402,7 @@ impl Snapshot {
         &self,
         starts: Vec<u64>,
         entries: Vec<Entry>,
-        owners: Vec<Arc<Vec<Arc<Region>>>>,
+        owners: Vec<Chunk>,
         generation: u64,
     ) -> Self {
         Self {
@@ -425,17 +449,16 @@ impl Snapshot {
             .expect("every entry has an owner");
         let chunk = &self.owners[c];
         let removed = Arc::clone(&chunk[pos]);
-        let rest: Vec<Arc<Region>> = chunk
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != pos)
-            .map(|(_, r)| Arc::clone(r))
-            .collect();
         let mut owners = self.owners.clone();
-        if rest.is_empty() {
+        if chunk.len() == 1 {
             owners.remove(c);
         } else {
-            owners[c] = Arc::new(rest);
+            // Exact-size iterators: the new chunk is allocated once.
+            owners[c] = chunk[..pos]
+                .iter()
+                .chain(&chunk[pos + 1..])
+                .cloned()
+                .collect();
         }
         if owners.len() > 2 * (entries.len() / CHUNK) + 4 {
             // Many half-empty chunks after removals: repack.
@@ -486,20 +509,20 @@ fn entry(region: &Arc<Region>, slot: Option<u32>) -> Entry {
     }
 }
 
-fn chunked(regions: impl Iterator<Item = Arc<Region>>) -> Vec<Arc<Vec<Arc<Region>>>> {
+fn chunked(regions: impl Iterator<Item = Arc<Region>>) -> Vec<Chunk> {
     let mut owners = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK);
     for r in regions {
         chunk.push(r);
         if chunk.len() == CHUNK {
-            owners.push(Arc::new(std::mem::replace(
+            owners.push(Chunk::from(std::mem::replace(
                 &mut chunk,
                 Vec::with_capacity(CHUNK),
             )));
         }
     }
     if !chunk.is_empty() {
-        owners.push(Arc::new(chunk));
+        owners.push(Chunk::from(chunk));
     }
     owners
 }

@@ -429,7 +429,7 @@ impl AddressSpace {
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
         let current = self.current.load();
         current.layout().check(region.spec())?;
-        current.check_free(&region)?;
+        // (Overlap is checked by `with_inserted`, after the slot number is taken.)
         let Writer {
             listeners,
             slots,
@@ -448,6 +448,9 @@ impl AddressSpace {
         }
         let next_generation = *generation + 1;
         let next = current.with_inserted(Arc::clone(&region), slot.slot, next_generation)?;
+        // Released before the store: a guard still held on the old snapshot would make the
+        // store turn it into a full reference first (two more atomic operations).
+        drop(current);
         notify(
             listeners,
             ChangeKind::Inserted,
@@ -476,6 +479,7 @@ impl AddressSpace {
         let current = self.current.load();
         let generation = writer.generation + 1;
         let (next, region, slot) = current.with_removed(base, size, generation)?;
+        drop(current);
         notify(
             &writer.listeners,
             ChangeKind::Removed,
