@@ -26,6 +26,15 @@ const NO_SLOT: u32 = u32::MAX;
 /// snapshot would make every change take the allocator's slower aligned path.
 const HIT_PAD: usize = 128;
 
+/// `HitIndex::hit` when no region is hot.
+const HIT_OFF: usize = usize::MAX;
+/// Lookups in a row that must find one region (after the first) before it becomes the hit.
+const HIT_STREAK: usize = 3;
+/// Where `HitIndex::previous` keeps its streak count; below it, the index.
+const STREAK_SHIFT: u32 = usize::BITS - 8;
+/// The index bits of `HitIndex::previous`.
+const STREAK_INDEX: usize = (1 << STREAK_SHIFT) - 1;
+
 /// The last-hit index and the index the previous lookup found, padded onto lines of their own.
 #[repr(C)]
 struct HitIndex {
@@ -39,8 +48,8 @@ impl Default for HitIndex {
     fn default() -> Self {
         Self {
             _before: [0; HIT_PAD],
-            hit: AtomicUsize::new(0),
-            previous: AtomicUsize::new(0),
+            hit: AtomicUsize::new(HIT_OFF),
+            previous: AtomicUsize::new(STREAK_INDEX),
             _after: [0; HIT_PAD],
         }
     }
@@ -131,34 +140,40 @@ impl Snapshot {
     #[inline]
     fn candidate(&self, addr: u64) -> Option<usize> {
         // The standard library's binary search compiles to conditional moves, with no
-        // branch to mispredict per level.
-        match self.starts.binary_search(&addr) {
-            Ok(i) => Some(i),
-            Err(i) => i.checked_sub(1),
-        }
+        // branch to mispredict per level; `partition_point` has no found / not-found split.
+        self.starts.partition_point(|&s| s <= addr).checked_sub(1)
     }
 
     /// The index and entry of the region holding `addr`.
     #[inline]
     fn entry_of(&self, addr: GuestAddress) -> Option<(usize, &Entry)> {
         let hit = self.hit.hit.load(Ordering::Relaxed);
-        if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
-            && addr.0.wrapping_sub(start) <= e.span
-        {
-            return Some((hit, e));
+        // Off (the usual state under random lookups) makes this branch predictable.
+        if hit != HIT_OFF {
+            if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
+                && addr.0.wrapping_sub(start) <= e.span
+            {
+                return Some((hit, e));
+            }
+            self.hit.hit.store(HIT_OFF, Ordering::Relaxed);
         }
         let i = self.candidate(addr.0)?;
         // `candidate` returns an index of `starts`, which is as long as `entries`.
         let (start, e) = (self.starts[i], self.entries.get(i)?);
         // `start <= addr` (from `candidate`), so this does not wrap.
         if addr.0 - start <= e.span {
-            // The hit index moves only when two lookups in a row find the same region. Storing
-            // it on every lookup would make the next lookup's first load wait for this one to
-            // finish, so that random lookups could no longer overlap in the processor.
-            if self.hit.previous.load(Ordering::Relaxed) == i {
+            // The hit index is turned on only after a streak of lookups in one region, so that
+            // random lookups leave it off. The streak is counted without a branch: `previous`
+            // holds the last index found and how many lookups in a row found it; it is stored
+            // after the search, off the next lookup's critical path.
+            let previous = self.hit.previous.load(Ordering::Relaxed);
+            let same = usize::from(previous & STREAK_INDEX == i);
+            let streak = ((previous >> STREAK_SHIFT) + 1).min(HIT_STREAK) * same;
+            self.hit
+                .previous
+                .store(i | (streak << STREAK_SHIFT), Ordering::Relaxed);
+            if streak == HIT_STREAK {
                 self.hit.hit.store(i, Ordering::Relaxed);
-            } else {
-                self.hit.previous.store(i, Ordering::Relaxed);
             }
             Some((i, e))
         } else {
@@ -614,6 +629,35 @@ mod tests {
         assert_eq!(s.find_region(GuestAddress(p + 1)).unwrap().base().0, p);
         assert_eq!(s.find_region(GuestAddress(p + 2)).unwrap().base().0, p);
         assert!(s.find_region(GuestAddress(4 * p)).is_none());
+    }
+
+    #[test]
+    fn find_region_streak_turns_hit_on_and_a_miss_turns_it_off() {
+        let p = host_page_size();
+        let s = snapshot(&[(0, 1), (2, 1), (4, 1)]);
+        let hit = || s.hit.hit.load(Ordering::Relaxed);
+        // Alternating lookups never make a streak.
+        for _ in 0..8 {
+            assert_eq!(s.find_region(GuestAddress(0)).unwrap().base().0, 0);
+            assert_eq!(s.find_region(GuestAddress(2 * p)).unwrap().base().0, 2 * p);
+        }
+        assert_eq!(hit(), HIT_OFF);
+        // A streak of lookups in one region makes it the hit.
+        for _ in 0..=HIT_STREAK {
+            assert_eq!(
+                s.find_region(GuestAddress(4 * p + 8)).unwrap().base().0,
+                4 * p
+            );
+        }
+        assert_eq!(hit(), 2);
+        assert_eq!(s.find_region(GuestAddress(4 * p)).unwrap().base().0, 4 * p);
+        // A lookup elsewhere (found or not) turns it off, and answers right.
+        assert!(s.find_region(GuestAddress(p)).is_none());
+        assert_eq!(hit(), HIT_OFF);
+        assert_eq!(
+            s.find_region(GuestAddress(2 * p + 1)).unwrap().base().0,
+            2 * p
+        );
     }
 
     #[test]
