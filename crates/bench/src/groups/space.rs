@@ -356,8 +356,9 @@ fn os_error(what: &str) -> String {
 }
 
 /// The floor: `mmap`, for THP a 2 MiB aligned range with `MADV_HUGEPAGE`, then
-/// `MADV_POPULATE_WRITE` over 1 GiB, on one thread.
-fn back_libc(huge: HugePages) -> Sample {
+/// `MADV_POPULATE_WRITE` over 1 GiB, split in `threads` equal parts (one per thread, the
+/// calling thread taking the first).
+fn back_libc(huge: HugePages, threads: usize) -> Sample {
     let align = if huge == HugePages::Transparent {
         2 << 20
     } else {
@@ -390,10 +391,34 @@ fn back_libc(huge: HugePages) -> Sample {
                 return Err(os_error("madvise(MADV_HUGEPAGE)"));
             }
         }
-        // SAFETY: inside the fresh read-write mapping.
-        if unsafe { libc::madvise(start, GIB, libc::MADV_POPULATE_WRITE) } != 0 {
-            return Err(os_error("madvise(MADV_POPULATE_WRITE)"));
-        }
+        let threads = threads.max(1);
+        let part = GIB / threads;
+        let base = start as usize;
+        let populate = move |i: usize| -> Result<(), String> {
+            let len = if i + 1 == threads { GIB - i * part } else { part };
+            // SAFETY: part `i` of the fresh read-write mapping (parts are page multiples).
+            let ret = unsafe {
+                libc::madvise(
+                    (base + i * part) as *mut libc::c_void,
+                    len,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            if ret == 0 {
+                Ok(())
+            } else {
+                Err(os_error("madvise(MADV_POPULATE_WRITE)"))
+            }
+        };
+        std::thread::scope(|s| {
+            let others: Vec<_> = (1..threads).map(|i| s.spawn(move || populate(i))).collect();
+            let mut result = populate(0);
+            for h in others {
+                let r = h.join().unwrap_or_else(|_| Err("populate thread panicked".into()));
+                result = result.and(r);
+            }
+            result
+        })?;
         Ok((raw, total))
     });
     let (raw, len) = result?;
@@ -406,7 +431,7 @@ fn back_1g(bench: &Bench, name: &str, huge: HugePages, threads: usize) -> Row {
     bench
         .scenario(name, 0, "ms", Better::Lower)
         .memvisor(|| back_memvisor(huge, threads))
-        .peer("raw-libc", || back_libc(huge))
+        .peer("raw-libc", || back_libc(huge, threads))
         .run()
 }
 
