@@ -26,6 +26,8 @@ const NO_SLOT: u32 = u32::MAX;
 /// snapshot would make every change take the allocator's slower aligned path.
 const HIT_PAD: usize = 128;
 
+/// Up to this many regions, lookups search at once and leave the hit index alone.
+const HIT_MIN_REGIONS: usize = 8;
 /// `HitIndex::hit` when no region is hot.
 const HIT_OFF: usize = usize::MAX;
 /// Lookups in a row that must find one region (after the first) before it becomes the hit.
@@ -147,6 +149,13 @@ impl Snapshot {
     /// The index and entry of the region holding `addr`.
     #[inline]
     fn entry_of(&self, addr: GuestAddress) -> Option<(usize, &Entry)> {
+        if self.starts.len() <= HIT_MIN_REGIONS {
+            // A search of a few entries costs about what the hit index would save.
+            let i = self.candidate(addr.0)?;
+            let (start, e) = (*self.starts.get(i)?, self.entries.get(i)?);
+            // `start <= addr` (from `candidate`), so this does not wrap.
+            return (addr.0 - start <= e.span).then_some((i, e));
+        }
         let hit = self.hit.hit.load(Ordering::Relaxed);
         // Off (the usual state under random lookups) makes this branch predictable.
         if hit != HIT_OFF {
@@ -634,7 +643,11 @@ mod tests {
     #[test]
     fn find_region_streak_turns_hit_on_and_a_miss_turns_it_off() {
         let p = host_page_size();
-        let s = snapshot(&[(0, 1), (2, 1), (4, 1)]);
+        let mut pages: Vec<(u64, u64)> = (0..=HIT_MIN_REGIONS as u64)
+            .map(|i| (10 + 2 * i, 1))
+            .collect();
+        pages.extend([(0, 1), (2, 1), (4, 1)]);
+        let s = snapshot(&pages);
         let hit = || s.hit.hit.load(Ordering::Relaxed);
         // Alternating lookups never make a streak.
         for _ in 0..8 {
@@ -658,6 +671,18 @@ mod tests {
             s.find_region(GuestAddress(2 * p + 1)).unwrap().base().0,
             2 * p
         );
+    }
+
+    #[test]
+    fn find_region_few_regions_searches_without_hit_index() {
+        let p = host_page_size();
+        let s = snapshot(&[(0, 2), (4, 1)]);
+        for _ in 0..=HIT_STREAK {
+            assert_eq!(s.find_region(GuestAddress(p)).unwrap().base().0, 0);
+        }
+        assert_eq!(s.hit.hit.load(Ordering::Relaxed), HIT_OFF);
+        assert!(s.find_region(GuestAddress(2 * p)).is_none());
+        assert_eq!(s.find_region(GuestAddress(4 * p)).unwrap().base().0, 4 * p);
     }
 
     #[test]

@@ -395,7 +395,11 @@ fn back_libc(huge: HugePages, threads: usize) -> Sample {
         let part = GIB / threads;
         let base = start as usize;
         let populate = move |i: usize| -> Result<(), String> {
-            let len = if i + 1 == threads { GIB - i * part } else { part };
+            let len = if i + 1 == threads {
+                GIB - i * part
+            } else {
+                part
+            };
             // SAFETY: part `i` of the fresh read-write mapping (parts are page multiples).
             let ret = unsafe {
                 libc::madvise(
@@ -414,7 +418,9 @@ fn back_libc(huge: HugePages, threads: usize) -> Sample {
             let others: Vec<_> = (1..threads).map(|i| s.spawn(move || populate(i))).collect();
             let mut result = populate(0);
             for h in others {
-                let r = h.join().unwrap_or_else(|_| Err("populate thread panicked".into()));
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err("populate thread panicked".into()));
                 result = result.and(r);
             }
             result
