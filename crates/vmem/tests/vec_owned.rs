@@ -693,3 +693,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn into_iter_is_covariant_like_std() {
+    fn shorten<'a>(
+        it: memvisor_vmem::vec::IntoIter<&'static str>,
+    ) -> memvisor_vmem::vec::IntoIter<&'a str> {
+        it
+    }
+    let mut v = Vec::with_capacity(4).unwrap();
+    v.push("kept");
+    let mut it = shorten(v.into_iter());
+    assert_eq!(it.next(), Some("kept"));
+}
+
+#[test]
+fn drain_is_send_and_sync_when_element_is() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let mut v = Vec::with_capacity(4).unwrap();
+    v.extend([1u8, 2, 3]);
+    let drain = v.drain(1..);
+    assert_send_sync(&drain);
+    assert_eq!(drain.collect::<std::vec::Vec<_>>(), [2, 3]);
+}

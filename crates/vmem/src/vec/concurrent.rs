@@ -82,6 +82,9 @@ enum LocalStep {
     Refill,
 }
 
+/// A marker that makes a type invariant in `T`.
+type Invariant<T> = fn(T) -> T;
+
 /// Keeps a value on a cache line of its own (128 bytes covers adjacent-line prefetching).
 #[derive(Debug)]
 #[repr(align(128))]
@@ -115,6 +118,10 @@ struct CachePadded<T>(T);
 ///
 /// It is `Send` when `T: Send` and `Sync` when `T: Send + Sync` (a shared vector moves values
 /// in from any thread and shares them with all).
+///
+/// It is invariant in `T` (unlike `std::vec::Vec`, which is covariant): pushes write through
+/// `&self`, so a vector of `&'static U` must not be usable as a vector of shorter-lived
+/// references (see the `compile_fail` examples on [`push`](Self::push)).
 ///
 /// # Examples
 /// ```
@@ -163,7 +170,10 @@ pub struct ConcurrentVec<T> {
     id: u64,
     builder: Builder,
     reservation: Reservation,
-    _owns: PhantomData<T>,
+    /// Owns `T`s (for drop checking) and is invariant in `T`: `push` writes through `&self`,
+    /// so a covariant vector would let a `&ConcurrentVec<&'long U>` be used as a
+    /// `&ConcurrentVec<&'short U>` and store a reference that dies before the vector.
+    _owns: PhantomData<(T, Invariant<T>)>,
 }
 
 // SAFETY: the vector owns its elements and its reservation; sending it sends the elements,
@@ -701,6 +711,22 @@ impl<T> ConcurrentVec<T> {
     /// assert_eq!(v.get(i), Some(&10));
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
     /// ```
+    ///
+    /// A vector of long-lived references does not take a shorter-lived one, which would
+    /// dangle once its owner is gone while the vector can still hand it out:
+    /// ```compile_fail
+    /// use memvisor_vmem::vec::ConcurrentVec;
+    ///
+    /// fn store<'a>(v: &ConcurrentVec<&'a str>, s: &'a str) {
+    ///     v.push(s);
+    /// }
+    /// let v: ConcurrentVec<&'static str> = ConcurrentVec::with_capacity(4).unwrap();
+    /// {
+    ///     let short = String::from("freed at the end of this block");
+    ///     store(&v, &short);
+    /// }
+    /// println!("{}", v[0]);
+    /// ```
     #[inline]
     #[track_caller]
     pub fn push(&self, value: T) -> usize {
@@ -725,6 +751,21 @@ impl<T> ConcurrentVec<T> {
     /// let i = v.try_push_with(|index| format!("element {index}"))?;
     /// assert_eq!(v[i], "element 0");
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    ///
+    /// The element built cannot borrow anything shorter-lived than the vector's element type:
+    /// ```compile_fail
+    /// use memvisor_vmem::vec::ConcurrentVec;
+    ///
+    /// fn store<'a>(v: &ConcurrentVec<&'a str>, s: &'a str) {
+    ///     v.try_push_with(|_| s).unwrap();
+    /// }
+    /// let v: ConcurrentVec<&'static str> = ConcurrentVec::with_capacity(4).unwrap();
+    /// {
+    ///     let short = String::from("freed at the end of this block");
+    ///     store(&v, &short);
+    /// }
+    /// println!("{}", v[0]);
     /// ```
     pub fn try_push_with<F: FnOnce(usize) -> T>(&self, make: F) -> Result<usize> {
         let (index, exclusive) = self.claim()?;

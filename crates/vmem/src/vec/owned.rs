@@ -165,6 +165,11 @@ impl<T> Vec<T> {
         self.ptr.as_ptr()
     }
 
+    /// The start of the elements, never null (for the iterators).
+    pub(super) fn as_non_null(&self) -> NonNull<T> {
+        self.ptr
+    }
+
     /// The elements as a slice.
     #[must_use]
     pub fn as_slice(&self) -> &[T] {

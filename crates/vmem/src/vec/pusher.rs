@@ -122,6 +122,22 @@ impl<'a, T> Pusher<'a, T> {
     ///
     /// # Panics
     /// At capacity, or if the system refuses memory, with a message naming the reason.
+    ///
+    /// # Examples
+    /// A pusher of a vector of long-lived references does not take a shorter-lived one:
+    /// ```compile_fail
+    /// use memvisor_vmem::vec::ConcurrentVec;
+    ///
+    /// fn store<'a>(v: &ConcurrentVec<&'a str>, s: &'a str) {
+    ///     v.pusher().push(s);
+    /// }
+    /// let v: ConcurrentVec<&'static str> = ConcurrentVec::with_capacity(4).unwrap();
+    /// {
+    ///     let short = String::from("freed at the end of this block");
+    ///     store(&v, &short);
+    /// }
+    /// println!("{}", v[0]);
+    /// ```
     #[inline]
     #[track_caller]
     pub fn push(&mut self, value: T) -> usize {
