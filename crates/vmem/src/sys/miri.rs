@@ -38,15 +38,24 @@ pub(crate) fn reserve(
     NonNull::new(unsafe { alloc_zeroed(layout) }).ok_or(SysError::Os(OsError::from_raw(ENOMEM)))
 }
 
-/// Frees a reservation.
+/// Frees a reservation; freeing memory of the Rust allocator cannot fail.
 ///
 /// # Safety
 /// `ptr` came from [`reserve`] with the same `len` and `align` and is not used afterwards.
-pub(crate) unsafe fn release(ptr: NonNull<u8>, len: usize, align: usize) {
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize, align: usize) -> Result<(), SysError> {
     if let Ok(layout) = layout(len, align) {
         // SAFETY: allocated by `reserve` with this layout.
         unsafe { dealloc(ptr.as_ptr(), layout) };
     }
+    Ok(())
+}
+
+/// Under Miri an abort is a panic that cannot be caught: report and stop.
+pub(crate) fn abort_with(message: &[u8]) -> ! {
+    panic!(
+        "{}",
+        core::str::from_utf8(message).unwrap_or("unmap failed")
+    )
 }
 
 /// Nothing to do: the memory is always accessible.

@@ -120,27 +120,53 @@ pub(crate) fn reserve(len: usize, align: usize, mode: CommitMode) -> Result<NonN
     let aligned = start.next_multiple_of(align);
     let head = aligned - start;
     let tail = total - head - len;
+    let no_memory = SysError::Os(OsError::from_raw(libc::ENOMEM));
+    let whole = NonNull::new(raw.cast::<u8>()).ok_or(no_memory)?;
+    let base = NonNull::new(aligned as *mut u8).ok_or(no_memory)?;
     if head > 0 {
         // SAFETY: `start..aligned` is the page-aligned head of the mapping just made, which
         // nothing else refers to.
-        check(unsafe { libc::munmap(raw, head) })?;
+        if let Err(e) = check(unsafe { libc::munmap(raw, head) }) {
+            // SAFETY: the whole fresh mapping is handed back; nothing refers to it.
+            unsafe { super::release(whole, total, page) };
+            return Err(e);
+        }
     }
     if tail > 0 {
         // SAFETY: the tail after `aligned + len` is page-aligned and part of the same fresh
         // mapping.
-        check(unsafe { libc::munmap((aligned + len) as *mut c_void, tail) })?;
+        if let Err(e) = check(unsafe { libc::munmap((aligned + len) as *mut c_void, tail) }) {
+            // SAFETY: `aligned..aligned + len + tail` is what is left of the fresh mapping.
+            unsafe { super::release(base, len + tail, page) };
+            return Err(e);
+        }
     }
-    NonNull::new(aligned as *mut u8).ok_or(SysError::Os(OsError::from_raw(libc::ENOMEM)))
+    Ok(base)
 }
 
-/// Unmaps a whole reservation.
+/// Unmaps a whole reservation, once; [`super::release`] retries and aborts.
 ///
 /// # Safety
 /// `ptr..ptr + len` is a reservation made by [`reserve`], not used afterwards.
-pub(crate) unsafe fn release(ptr: NonNull<u8>, len: usize, _align: usize) {
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize, _align: usize) -> Result<(), SysError> {
     // SAFETY: the caller hands over the whole mapping.
-    let ret = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
-    debug_assert_eq!(ret, 0, "munmap of a reservation failed");
+    check(unsafe { libc::munmap(ptr.as_ptr().cast(), len) })
+}
+
+/// Writes `message` to standard error and aborts the process.
+pub(crate) fn abort_with(message: &[u8]) -> ! {
+    let mut rest = message;
+    while !rest.is_empty() {
+        // SAFETY: writes bytes of a live slice to file descriptor 2; a failure only ends the
+        // message early.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => rest = &rest[n.min(rest.len())..],
+            _ => break,
+        }
+    }
+    // SAFETY: `abort` has no preconditions; it does not return.
+    unsafe { libc::abort() }
 }
 
 /// Makes the range readable and writable, charging it against the commit limit.

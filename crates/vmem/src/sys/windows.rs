@@ -124,7 +124,9 @@ pub(crate) fn reserve(
         let aligned = probe.as_ptr().addr().next_multiple_of(align);
         // SAFETY: `probe` is the base of the reservation just made, which nothing refers to;
         // MEM_RELEASE with size zero frees exactly that reservation.
-        check(unsafe { VirtualFree(probe.as_ptr().cast(), 0, MEM_RELEASE) })?;
+        // SAFETY: `probe` is the reservation of `total` bytes just made, which nothing refers
+        // to; a failure is retried and then aborts, so the probe never stays reserved.
+        unsafe { super::release(probe, total, granularity) };
         // The address is computed from `probe`, so it keeps its provenance; it points into
         // address space that was just free.
         let target = probe
@@ -148,15 +150,39 @@ pub(crate) fn reserve(
     Err(error)
 }
 
-/// Releases a whole reservation.
+/// Releases a whole reservation, once; [`super::release`] retries and aborts.
 ///
 /// # Safety
 /// `ptr..ptr + len` is a reservation made by [`reserve`], not used afterwards.
-pub(crate) unsafe fn release(ptr: NonNull<u8>, _len: usize, _align: usize) {
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _len: usize, _align: usize) -> Result<(), SysError> {
     // SAFETY: `ptr` is the base of a reservation of ours that the caller hands over; MEM_RELEASE
     // with size zero frees the whole region, committed pages included.
-    let ret = unsafe { VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE) };
-    debug_assert_ne!(ret, 0, "VirtualFree of a reservation failed");
+    check(unsafe { VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE) })
+}
+
+/// Writes `message` to standard error (with `std`) and ends the process at once.
+pub(crate) fn abort_with(message: &[u8]) -> ! {
+    #[cfg(feature = "std")]
+    {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(message);
+        std::process::abort()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = message;
+        // SAFETY: terminating the current process (a pseudo handle that needs no closing) has
+        // no preconditions; the call does not return for the current process.
+        unsafe {
+            windows_sys::Win32::System::Threading::TerminateProcess(
+                windows_sys::Win32::System::Threading::GetCurrentProcess(),
+                3,
+            );
+        }
+        loop {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 /// Commits the range read-write, charging it against the commit limit. Pages committed already
@@ -320,7 +346,7 @@ mod tests {
         let base = reserve(len, align, CommitMode::Protected).expect("reserve");
         f(base.as_ptr());
         // SAFETY: `base` is the reservation made above and is not used afterwards.
-        unsafe { release(base, len, align) };
+        unsafe { crate::sys::release(base, len, align) };
     }
 
     #[test]
