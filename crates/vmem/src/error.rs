@@ -170,6 +170,24 @@ pub enum Error {
         /// The operation.
         operation: Operation,
     },
+    /// A worker thread of a parallel operation could not be started; the threads started
+    /// before it finished their parts.
+    #[error("could not start worker thread {index} of a parallel prefault: {source}")]
+    ThreadSpawn {
+        /// Index of the worker that could not be started (the caller's thread is worker 0).
+        index: usize,
+        /// The OS error code (0 if the system gave none).
+        #[source]
+        source: OsError,
+    },
+    /// A worker thread of a parallel operation panicked while working on its part.
+    #[error("worker thread for offset {offset:#x} length {len:#x} panicked")]
+    WorkerPanicked {
+        /// Offset of the worker's part.
+        offset: usize,
+        /// Length of the worker's part.
+        len: usize,
+    },
     /// The operating system refused the operation.
     #[error("{operation} failed: {source}")]
     Os {
@@ -247,6 +265,22 @@ mod tests {
         assert_eq!(
             Error::NotWritable { offset: 0x2000 }.to_string(),
             "page at offset 0x2000 is not read-write"
+        );
+        assert_eq!(
+            Error::WorkerPanicked {
+                offset: 0x20_0000,
+                len: 0x1000
+            }
+            .to_string(),
+            "worker thread for offset 0x200000 length 0x1000 panicked"
+        );
+        assert!(
+            Error::ThreadSpawn {
+                index: 2,
+                source: OsError::from_raw(11)
+            }
+            .to_string()
+            .starts_with("could not start worker thread 2 of a parallel prefault: ")
         );
         assert_eq!(
             Error::Unsupported {

@@ -141,6 +141,32 @@ impl ReservationBuilder {
     }
 }
 
+/// The size of each part of a parallel prefault of `len` bytes (the last may be shorter):
+/// at most `threads` parts, each a multiple of 2 MiB for ranges of at least two huge pages (of
+/// the page size otherwise) and at least `min_part` bytes. A result of `len` or more means one
+/// part.
+#[cfg(feature = "std")]
+fn part_size(len: usize, threads: usize, min_part: usize, page: usize) -> usize {
+    let unit = if len >= 2 * HUGE_PAGE {
+        HUGE_PAGE.max(page)
+    } else {
+        page
+    };
+    let min_part = min_part
+        .checked_next_multiple_of(unit)
+        .unwrap_or(usize::MAX);
+    len.div_ceil(threads)
+        .checked_next_multiple_of(unit)
+        .unwrap_or(usize::MAX)
+        .max(min_part)
+}
+
+/// A worker's result: a panic is an error naming its part, not a success.
+#[cfg(feature = "std")]
+fn worker_result(joined: std::thread::Result<Result<()>>, offset: usize, len: usize) -> Result<()> {
+    joined.unwrap_or(Err(Error::WorkerPanicked { offset, len }))
+}
+
 fn round_up(value: usize, page: usize) -> Result<usize> {
     let rem = value % page;
     if rem == 0 {
@@ -499,11 +525,14 @@ impl Reservation {
     /// [`prefault`](Self::prefault) split over `threads` threads, each populating its own part
     /// of the range, so the kernel zeroes pages on several cores at once. Parts are multiples of
     /// 2 MiB (or of the page size, for smaller ranges), so huge pages are not split between
-    /// threads. With one thread, or a range of one part, no thread is spawned.
+    /// threads. The calling thread works on the first part; with one thread, or a range of one
+    /// part, no thread is spawned. Shorthand for [`prefault_parallel_with`] without a minimum
+    /// part size.
+    ///
+    /// [`prefault_parallel_with`]: Self::prefault_parallel_with
     ///
     /// # Errors
-    /// As [`prefault`](Self::prefault); the first error of any thread is returned, after all
-    /// threads finished.
+    /// As [`prefault_parallel_with`](Self::prefault_parallel_with).
     ///
     /// # Examples
     /// ```
@@ -524,6 +553,42 @@ impl Reservation {
         len: usize,
         threads: core::num::NonZeroUsize,
     ) -> Result<()> {
+        self.prefault_parallel_with(offset, len, threads, 0)
+    }
+
+    /// [`prefault_parallel`](Self::prefault_parallel) with parts of at least `min_part` bytes
+    /// (rounded up to the part unit): a range shorter than `threads * min_part` uses fewer
+    /// threads, since below some size a thread costs more than it saves.
+    ///
+    /// # Errors
+    /// As [`prefault`](Self::prefault), checked for the whole range before any thread starts;
+    /// then, after every started thread finished, the first error in range order of:
+    /// [`Error::ThreadSpawn`] if a worker thread could not be started (no further thread is
+    /// started and the caller's own part is not populated), [`Error::WorkerPanicked`] if a
+    /// worker panicked, or a worker's [`prefault`](Self::prefault) error. Some pages may be
+    /// resident after an error. Never panics.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::num::NonZeroUsize;
+    ///
+    /// use memvisor_vmem::Reservation;
+    ///
+    /// let mut r = Reservation::new(8 << 20)?;
+    /// r.commit(0, 8 << 20)?;
+    /// // 8 MiB with parts of at least 64 MiB: one part, on this thread.
+    /// r.prefault_parallel_with(0, 8 << 20, NonZeroUsize::new(4).unwrap(), 64 << 20)?;
+    /// assert_eq!(r.resident_pages(0, 8 << 20)?, (8 << 20) / r.page_size());
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn prefault_parallel_with(
+        &mut self,
+        offset: usize,
+        len: usize,
+        threads: core::num::NonZeroUsize,
+        min_part: usize,
+    ) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
         if let Some(page) = self.writable.first_clear(pages.first, pages.count) {
@@ -531,30 +596,45 @@ impl Reservation {
                 offset: page * self.page,
             });
         }
-        let unit = if len >= 2 * HUGE_PAGE {
-            HUGE_PAGE.max(self.page)
-        } else {
-            self.page
-        };
-        let part = len.div_ceil(threads.get()).next_multiple_of(unit);
+        let part = part_size(len, threads.get(), min_part, self.page);
         if part >= len {
             return self.prefault(offset, len);
         }
         let this = &*self;
         std::thread::scope(|scope| {
-            let workers: std::vec::Vec<_> = (offset..offset + len)
-                .step_by(part)
-                .map(|start| {
-                    let size = part.min(offset + len - start);
+            let mut workers = std::vec::Vec::new();
+            let mut spawn_error = None;
+            // `offset + len` does not overflow: `check` passed.
+            let mut start = offset + part;
+            while start < offset + len {
+                let size = part.min(offset + len - start);
+                let work = move || {
                     // SAFETY: `&mut self` is held for the whole scope, so only these threads
                     // use the reservation, each on its own disjoint part of the range.
-                    scope.spawn(move || unsafe { this.prefault_unchecked(start, size) })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or(Ok(())))
-                .fold(Ok(()), Result::and)
+                    unsafe { this.prefault_unchecked(start, size) }
+                };
+                match std::thread::Builder::new().spawn_scoped(scope, work) {
+                    Ok(handle) => workers.push((start, size, handle)),
+                    Err(e) => {
+                        spawn_error = Some(Error::ThreadSpawn {
+                            index: workers.len() + 1,
+                            source: crate::OsError::from_raw(e.raw_os_error().unwrap_or(0)),
+                        });
+                        break;
+                    }
+                }
+                start += part;
+            }
+            let mut result = match spawn_error {
+                Some(e) => Err(e),
+                // SAFETY: as for the workers: the first part is this thread's alone.
+                None => unsafe { this.prefault_unchecked(offset, part) },
+            };
+            for (start, size, handle) in workers {
+                let joined = worker_result(handle.join(), start, size);
+                result = result.and(joined);
+            }
+            result
         })
     }
 
@@ -1035,6 +1115,50 @@ mod tests {
         );
         r.protect(page(), page(), Protection::ReadWrite).unwrap();
         r.prefault_parallel(0, 4 * page(), two).unwrap();
+    }
+
+    #[test]
+    fn worker_result_panicked_worker_is_error() {
+        let panicked: std::thread::Result<Result<()>> = Err(alloc::boxed::Box::new("boom"));
+        assert_eq!(
+            worker_result(panicked, 4 * page(), page()),
+            Err(Error::WorkerPanicked {
+                offset: 4 * page(),
+                len: page()
+            })
+        );
+        assert_eq!(worker_result(Ok(Ok(())), 0, page()), Ok(()));
+        assert_eq!(
+            worker_result(Ok(Err(Error::ZeroLength)), 0, page()),
+            Err(Error::ZeroLength)
+        );
+    }
+
+    #[test]
+    fn part_size_respects_threads_units_and_min_part() {
+        let p = page();
+        // Small ranges split in pages.
+        assert_eq!(part_size(8 * p, 2, 0, p), 4 * p);
+        assert_eq!(part_size(7 * p, 2, 0, p), 4 * p);
+        // Large ranges split in huge pages.
+        let huge = HUGE_PAGE.max(p);
+        assert_eq!(part_size(10 * huge, 4, 0, p), 3 * huge);
+        // A minimum part size lowers the number of parts.
+        assert_eq!(part_size(10 * huge, 4, 4 * huge, p), 4 * huge);
+        assert!(part_size(10 * huge, 4, 64 * huge, p) >= 10 * huge);
+        // Huge minimums do not overflow.
+        assert_eq!(part_size(10 * huge, 4, usize::MAX, p), usize::MAX);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot observe residency")]
+    fn prefault_parallel_with_min_part_populates_everything() {
+        let mut r = Reservation::new(6 * (2 << 20)).unwrap();
+        let len = r.len();
+        r.commit(0, len).unwrap();
+        let three = core::num::NonZeroUsize::new(3).unwrap();
+        r.prefault_parallel_with(0, len, three, 4 << 20).unwrap();
+        assert_eq!(r.resident_pages(0, len).unwrap(), len / page());
     }
 
     #[test]
