@@ -116,10 +116,16 @@ impl ReservationBuilder {
         let ptr = sys::reserve(len, align, self.mode).map_err(|e| e.during(Operation::Reserve))?;
         let pages = len / page;
         let bitmaps = PageBitmap::new(pages).and_then(|committed| {
-            let writable = PageBitmap::new(pages)?;
-            Ok((committed, writable, PageBitmap::new(pages)?))
+            Ok((
+                committed,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+            ))
         });
-        let (committed, writable, guarded) = match bitmaps {
+        let (committed, writable, guarded, locked, huge, no_huge) = match bitmaps {
             Ok(bitmaps) => bitmaps,
             Err(e) => {
                 // SAFETY: the reservation was just made with this length and alignment and
@@ -137,6 +143,9 @@ impl ReservationBuilder {
             committed,
             writable,
             guarded,
+            locked,
+            huge,
+            no_huge,
         })
     }
 }
@@ -219,6 +228,12 @@ pub struct Reservation {
     committed: PageBitmap,
     writable: PageBitmap,
     guarded: PageBitmap,
+    /// Pages locked by `lock` and not unlocked, decommitted or guarded since.
+    locked: PageBitmap,
+    /// Pages whose last huge-page advice was `Huge` / `NoHuge`, re-applied after a decommit
+    /// replaced their mapping.
+    huge: PageBitmap,
+    no_huge: PageBitmap,
 }
 
 // SAFETY: the reservation owns its mapping; `&self` methods only make OS calls that are safe
@@ -436,7 +451,9 @@ impl Reservation {
     /// Decommits the pages of `offset..offset + len`: their memory and commit charge go back
     /// to the operating system at once (on Linux in one `mmap` over the range, or
     /// `MADV_DONTNEED` in [`CommitMode::Sparse`]), and they read as zero once committed again.
-    /// Decommitting uncommitted pages is allowed.
+    /// Decommitting uncommitted pages is allowed. Both modes treat the range alike: locked
+    /// pages are unlocked (their memory is gone; committing them again does not lock them),
+    /// and huge-page advice given with [`advise_huge_pages`](Self::advise_huge_pages) stays.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range, and [`Error::Os`] if the system refuses.
@@ -458,14 +475,94 @@ impl Reservation {
     pub unsafe fn decommit_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.no_guard(pages)?;
-        // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
-        // to its contents.
-        unsafe { sys::decommit(self.at(offset), len, self.mode) }
-            .map_err(|e| e.during(Operation::Decommit))?;
+        // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
+        // access back while the bitmaps still tell which they are.
         self.restore_sparse_access(pages)
             .map_err(|e| e.during(Operation::Decommit))?;
+        // SAFETY: the caller vouches that nothing refers to the range's contents.
+        unsafe { self.discard(pages) }.map_err(|e| e.during(Operation::Decommit))
+    }
+
+    /// Decommits `pages` for `decommit` and `guard`, alike in both modes: locked pages are
+    /// unlocked first (Linux refuses to discard locked pages of a sparse reservation, and
+    /// replacing the mapping of a protected one drops the lock anyway), and huge-page advice
+    /// is kept (a protected decommit maps fresh pages, which lose it, so it is given again).
+    ///
+    /// # Safety
+    /// Nothing refers to the contents of `pages`.
+    unsafe fn discard(&self, pages: Pages) -> Result<(), sys::SysError> {
+        self.for_each_run(&self.locked, true, pages, |run| {
+            // SAFETY: the run is inside the reservation and locked; unlocking changes no
+            // contents.
+            unsafe { sys::unlock(self.at(run.first * self.page), run.count * self.page) }?;
+            self.locked.clear_range(run.first, run.count);
+            Ok(())
+        })?;
+        // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
+        // to its contents.
+        unsafe {
+            sys::decommit(
+                self.at(pages.first * self.page),
+                pages.count * self.page,
+                self.mode,
+            )
+        }?;
         self.committed.clear_range(pages.first, pages.count);
         self.writable.clear_range(pages.first, pages.count);
+        if self.mode == CommitMode::Protected {
+            for (bitmap, advice) in [
+                (&self.huge, HugePageAdvice::Huge),
+                (&self.no_huge, HugePageAdvice::NoHuge),
+            ] {
+                self.for_each_run(bitmap, true, pages, |run| {
+                    // SAFETY: the run is inside the reservation; advice changes no contents.
+                    let given = unsafe {
+                        sys::advise_huge(
+                            self.at(run.first * self.page),
+                            run.count * self.page,
+                            advice,
+                        )
+                    };
+                    if given.is_err() {
+                        // Keep the bitmap true: the fresh pages have no advice.
+                        bitmap.clear_range(run.first, run.count);
+                    }
+                    given
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` on each run of pages of `pages` whose bit in `bitmap` is `set`, in order,
+    /// stopping at the first error.
+    fn for_each_run<E>(
+        &self,
+        bitmap: &PageBitmap,
+        set: bool,
+        pages: Pages,
+        mut f: impl FnMut(Pages) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let find = |value: bool, from: usize, count: usize| {
+            if value {
+                bitmap.first_set(from, count)
+            } else {
+                bitmap.first_clear(from, count)
+            }
+        };
+        let end = pages.first + pages.count;
+        let mut from = pages.first;
+        while from < end {
+            let Some(first) = find(set, from, end - from) else {
+                break;
+            };
+            let stop = find(!set, first, end - first).unwrap_or(end);
+            f(Pages {
+                first,
+                count: stop - first,
+            })?;
+            from = stop;
+        }
         Ok(())
     }
 
@@ -670,15 +767,43 @@ impl Reservation {
     }
 
     /// Locks committed pages into memory (`mlock`, `VirtualLock`), which also makes them
-    /// resident.
+    /// resident. They stay locked until [`unlock`](Self::unlock)ed, decommitted or guarded.
     ///
     /// # Errors
-    /// As [`protect`](Self::protect); [`Error::Os`] where the lock limit is reached.
+    /// As [`protect`](Self::protect); [`Error::Os`] where the lock limit is reached or the
+    /// system cannot make the pages resident. A failed lock changes nothing: the system may
+    /// lock part of the range before failing, and those of its pages that were not locked
+    /// before the call are unlocked again.
     pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; locking changes no contents.
-        unsafe { sys::lock(self.at(offset), len) }.map_err(|e| e.during(Operation::Lock))
+        if let Err(e) = unsafe { self.sys_lock(self.at(offset), len) } {
+            // The system may have locked part of the range before failing: unlock the pages
+            // that were not locked before this call, so that a failed lock changes nothing.
+            let _ = self.for_each_run(&self.locked, false, pages, |run| {
+                // SAFETY: the run is inside the reservation; unlocking changes no contents.
+                unsafe { sys::unlock(self.at(run.first * self.page), run.count * self.page) }
+            });
+            return Err(e.during(Operation::Lock));
+        }
+        self.locked.set_range(pages.first, pages.count);
+        Ok(())
+    }
+
+    /// The platform lock, with a failure injected half-way in unit tests.
+    ///
+    /// # Safety
+    /// The range lies inside the reservation.
+    unsafe fn sys_lock(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, feature = "std"))]
+        if let Some(locked) = tests::LOCK_FAILS_AFTER.with(core::cell::Cell::take) {
+            // SAFETY: a prefix of the caller's range.
+            unsafe { sys::lock(ptr, locked.min(len)) }?;
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::lock(ptr, len) }
     }
 
     /// Unlocks pages locked by [`lock`](Self::lock).
@@ -689,11 +814,14 @@ impl Reservation {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; unlocking changes no contents.
-        unsafe { sys::unlock(self.at(offset), len) }.map_err(|e| e.during(Operation::Unlock))
+        unsafe { sys::unlock(self.at(offset), len) }.map_err(|e| e.during(Operation::Unlock))?;
+        self.locked.clear_range(pages.first, pages.count);
+        Ok(())
     }
 
     /// Transparent-huge-page advice for the range (Linux); reserve with a 2 MiB
-    /// [`alignment`](ReservationBuilder::alignment) so that whole huge pages fit.
+    /// [`alignment`](ReservationBuilder::alignment) so that whole huge pages fit. The advice
+    /// outlives [`decommit`](Self::decommit) and [`guard`](Self::guard) in both modes.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Unsupported`] on systems without
@@ -705,14 +833,22 @@ impl Reservation {
         len: usize,
         advice: HugePageAdvice,
     ) -> Result<()> {
-        self.check(offset, len)?;
+        let pages = self.check(offset, len)?;
         // SAFETY: the range is inside the reservation; the advice changes no contents.
         unsafe { sys::advise_huge(self.at(offset), len, advice) }
-            .map_err(|e| e.during(Operation::HugePageAdvice))
+            .map_err(|e| e.during(Operation::HugePageAdvice))?;
+        let (given, replaced) = match advice {
+            HugePageAdvice::Huge => (&self.huge, &self.no_huge),
+            HugePageAdvice::NoHuge => (&self.no_huge, &self.huge),
+        };
+        replaced.clear_range(pages.first, pages.count);
+        given.set_range(pages.first, pages.count);
+        Ok(())
     }
 
     /// Turns the range into guard pages: their contents are discarded, they are no longer
-    /// committed, any access faults (in both modes), and they cannot be committed until
+    /// committed (nor locked, as for [`decommit`](Self::decommit)), any access faults (in both
+    /// modes), and they cannot be committed until
     /// [`unguard`](Self::unguard)ed. On Linux 6.13 and later, guard pages of a
     /// [`CommitMode::Sparse`] reservation are guard markers, which do not split the mapping.
     ///
@@ -733,11 +869,9 @@ impl Reservation {
     pub unsafe fn guard_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         let ptr = self.at(offset);
-        // SAFETY: the range is inside the reservation and unreferenced (caller's promise).
-        unsafe { sys::decommit(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
-        self.committed.clear_range(pages.first, pages.count);
-        self.writable.clear_range(pages.first, pages.count);
-        // SAFETY: as above; the range is now decommitted.
+        // SAFETY: the range is unreferenced (caller's promise).
+        unsafe { self.discard(pages) }.map_err(|e| e.during(Operation::Guard))?;
+        // SAFETY: the range is inside the reservation, unreferenced and now decommitted.
         unsafe { sys::guard(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
         self.guarded.set_range(pages.first, pages.count);
         Ok(())
@@ -844,6 +978,158 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    std::thread_local! {
+        /// When set, the next lock of this thread locks this many bytes and then fails with
+        /// `ENOMEM`, as the kernel may when it cannot populate the rest.
+        pub(super) static LOCK_FAILS_AFTER: core::cell::Cell<Option<usize>> =
+            const { core::cell::Cell::new(None) };
+    }
+
+    /// The `VmFlags` of each kernel mapping that overlaps `addr..addr + len`.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn vma_flags(addr: usize, len: usize) -> Vec<alloc::string::String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut out = Vec::new();
+        let mut overlaps = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((start, end)) = head.split_once('-')
+                && let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                )
+            {
+                overlaps = start < addr + len && addr < end;
+            } else if let Some(flags) = line.strip_prefix("VmFlags:")
+                && overlaps
+            {
+                out.push(alloc::string::String::from(flags.trim()));
+            }
+        }
+        assert!(!out.is_empty(), "no mapping at {addr:#x}");
+        out
+    }
+
+    /// Whether every mapping over the range has `flag`, or none has (`None` if mixed).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn all_have(r: &Reservation, offset: usize, len: usize, flag: &str) -> Option<bool> {
+        let flags = vma_flags(r.as_ptr() as usize + offset, len);
+        let has = flags
+            .iter()
+            .filter(|f| f.split_whitespace().any(|x| x == flag))
+            .count();
+        if has == flags.len() {
+            Some(true)
+        } else if has == 0 {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn decommit_locked_pages_succeeds_in_both_modes_and_unlocks_them() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .reserve(4 * page())
+                .unwrap();
+            r.commit(0, 4 * page()).unwrap();
+            r.lock(0, 4 * page()).unwrap();
+            r.decommit(page(), 2 * page()).unwrap();
+            assert!(!r.is_committed(page(), page()).unwrap(), "{mode:?}");
+            #[cfg(all(target_os = "linux", not(miri)))]
+            {
+                assert_eq!(
+                    all_have(&r, page(), 2 * page(), "lo"),
+                    Some(false),
+                    "{mode:?}"
+                );
+                assert_eq!(all_have(&r, 0, page(), "lo"), Some(true), "{mode:?}");
+                assert_eq!(
+                    all_have(&r, 3 * page(), page(), "lo"),
+                    Some(true),
+                    "{mode:?}"
+                );
+            }
+            r.commit(page(), 2 * page()).unwrap();
+            r.unlock(0, 4 * page()).unwrap();
+        }
+    }
+
+    #[test]
+    fn guard_locked_pages_succeeds_in_both_modes() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .reserve(3 * page())
+                .unwrap();
+            r.commit(0, 3 * page()).unwrap();
+            r.lock(0, 3 * page()).unwrap();
+            r.guard(page(), page()).unwrap();
+            assert!(r.is_guarded(page(), page()).unwrap(), "{mode:?}");
+            #[cfg(all(target_os = "linux", not(miri)))]
+            assert_eq!(all_have(&r, page(), page(), "lo"), Some(false), "{mode:?}");
+            r.unguard(page(), page()).unwrap();
+            r.commit(page(), page()).unwrap();
+            // SAFETY: committed read-write again.
+            assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 0);
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn decommit_keeps_huge_page_advice_in_both_modes() {
+        let huge = HUGE_PAGE.max(page());
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            for (advice, flag) in [(HugePageAdvice::Huge, "hg"), (HugePageAdvice::NoHuge, "nh")] {
+                let mut r = Reservation::builder()
+                    .alignment(huge)
+                    .mode(mode)
+                    .reserve(2 * huge)
+                    .unwrap();
+                r.commit(0, 2 * huge).unwrap();
+                r.advise_huge_pages(0, 2 * huge, advice).unwrap();
+                r.decommit(0, huge).unwrap();
+                assert_eq!(
+                    all_have(&r, 0, 2 * huge, flag),
+                    Some(true),
+                    "{mode:?} {advice:?}"
+                );
+                r.guard(0, page()).unwrap();
+                assert_eq!(
+                    all_have(&r, 0, 2 * huge, flag),
+                    Some(true),
+                    "{mode:?} {advice:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn lock_failing_half_way_unlocks_what_it_locked() {
+        let r = reservation(8);
+        r.commit(0, 8 * page()).unwrap();
+        r.lock(0, 2 * page()).unwrap();
+        LOCK_FAILS_AFTER.with(|f| f.set(Some(6 * page())));
+        assert_eq!(
+            r.lock(0, 8 * page()).unwrap_err(),
+            Error::Os {
+                operation: Operation::Lock,
+                source: crate::OsError::from_raw(12)
+            }
+        );
+        // Locked before the call: still locked. Locked by the failed call: unlocked.
+        assert_eq!(all_have(&r, 0, 2 * page(), "lo"), Some(true));
+        assert_eq!(all_have(&r, 2 * page(), 6 * page(), "lo"), Some(false));
+        r.lock(0, 8 * page()).unwrap();
+        assert_eq!(all_have(&r, 0, 8 * page(), "lo"), Some(true));
+        r.unlock(0, 8 * page()).unwrap();
+        assert_eq!(all_have(&r, 0, 8 * page(), "lo"), Some(false));
+    }
 
     fn page() -> usize {
         page_size()
