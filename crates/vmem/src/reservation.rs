@@ -3,6 +3,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::bitmap::PageBitmap;
 use crate::error::{Error, Operation, Result};
@@ -141,6 +142,7 @@ impl ReservationBuilder {
             page,
             mode: self.mode,
             committed,
+            committed_pages: AtomicUsize::new(0),
             writable,
             guarded,
             locked,
@@ -226,6 +228,10 @@ pub struct Reservation {
     page: usize,
     mode: CommitMode,
     committed: PageBitmap,
+    /// The number of set bits of `committed`, kept by the calls that change them, as a
+    /// wrapping count: a decommit racing with a commit of the same page may subtract before
+    /// the commit adds (see `committed_bytes`).
+    committed_pages: AtomicUsize,
     writable: PageBitmap,
     guarded: PageBitmap,
     /// Pages locked by `lock` and not unlocked, decommitted or guarded since.
@@ -425,7 +431,8 @@ impl Reservation {
             .map_err(|e| e.during(Operation::Commit))?;
         self.restore_sparse_access(pages)
             .map_err(|e| e.during(Operation::Commit))?;
-        self.committed.set_range(pages.first, pages.count);
+        let added = self.committed.set_range(pages.first, pages.count);
+        self.committed_pages.fetch_add(added, Ordering::Relaxed);
         self.writable.set_range(pages.first, pages.count);
         Ok(())
     }
@@ -507,7 +514,8 @@ impl Reservation {
                 self.mode,
             )
         }?;
-        self.committed.clear_range(pages.first, pages.count);
+        let removed = self.committed.clear_range(pages.first, pages.count);
+        self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         self.writable.clear_range(pages.first, pages.count);
         if self.mode == CommitMode::Protected {
             for (bitmap, advice) in [
@@ -917,10 +925,34 @@ impl Reservation {
         Ok(self.guarded.first_clear(pages.first, pages.count).is_none())
     }
 
-    /// The number of committed bytes in the whole reservation.
+    /// The number of committed bytes in the whole reservation, in constant time (a counter
+    /// kept by commit, decommit and guard). While other threads commit or decommit it is one
+    /// of the values the count passes through; a decommit racing with a commit of the same
+    /// pages may briefly make it lag, never wrap (it reads as zero then).
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{Reservation, page_size};
+    ///
+    /// let mut r = Reservation::new(1 << 30)?;
+    /// assert_eq!(r.committed_bytes(), 0);
+    /// r.commit(0, 4 * page_size())?;
+    /// r.commit(2 * page_size(), 4 * page_size())?;
+    /// assert_eq!(r.committed_bytes(), 6 * page_size());
+    /// r.decommit(0, page_size())?;
+    /// assert_eq!(r.committed_bytes(), 5 * page_size());
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
     #[must_use]
     pub fn committed_bytes(&self) -> usize {
-        self.committed.count_set(0, self.len / self.page) * self.page
+        let pages = self.committed_pages.load(Ordering::Relaxed);
+        // A transient "negative" count (see the field) reads as zero.
+        let pages = if pages > self.len / self.page {
+            0
+        } else {
+            pages
+        };
+        pages * self.page
     }
 
     /// Which pages of the range are resident (committed and backed by memory now), one entry
@@ -1608,6 +1640,53 @@ mod tests {
     fn reservation_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Reservation>();
+    }
+
+    #[test]
+    fn committed_bytes_counts_overlapping_commits_once() {
+        let mut r = reservation(8);
+        r.commit(0, 4 * page()).unwrap();
+        r.commit(2 * page(), 4 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 6 * page());
+        r.guard(5 * page(), 2 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 5 * page());
+        r.decommit(0, 3 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 2 * page());
+        r.decommit(0, 5 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 0);
+    }
+
+    #[test]
+    fn committed_bytes_exact_after_concurrent_commit_and_decommit() {
+        let pages = if cfg!(miri) { 16 } else { 256 };
+        let rounds = if cfg!(miri) { 4 } else { 200 };
+        let r = reservation(pages);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let r = &r;
+                s.spawn(move || {
+                    let mut x = t.wrapping_mul(0x9e37_79b9) | 1;
+                    for _ in 0..rounds {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let first = x % pages;
+                        let count = 1 + (x >> 8) % (pages - first).min(8);
+                        if x & 0x10000 == 0 {
+                            r.commit(first * page(), count * page()).unwrap();
+                        } else {
+                            // SAFETY: no thread reads or writes the reservation's memory.
+                            unsafe { r.decommit_unchecked(first * page(), count * page()) }
+                                .unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let counted = (0..pages)
+            .filter(|&p| r.is_committed(p * page(), page()).unwrap())
+            .count();
+        assert_eq!(r.committed_bytes(), counted * page());
     }
 
     #[test]
