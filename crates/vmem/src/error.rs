@@ -75,6 +75,20 @@ pub enum Operation {
     Unguard,
     /// Querying residency.
     Residency,
+    /// Mapping a source into part of a reservation.
+    Map,
+    /// Setting a NUMA memory policy.
+    BindNuma,
+    /// Giving advice that keeps contents (fork and dump behaviour).
+    Advise,
+    /// Letting the system free pages lazily.
+    Free,
+    /// Discarding the contents of pages.
+    Discard,
+    /// Discarding the contents of pages and their backing.
+    Purge,
+    /// Populating pages for reading.
+    PrefaultRead,
 }
 
 impl fmt::Display for Operation {
@@ -91,6 +105,13 @@ impl fmt::Display for Operation {
             Operation::Guard => "guard",
             Operation::Unguard => "unguard",
             Operation::Residency => "residency query",
+            Operation::Map => "map",
+            Operation::BindNuma => "NUMA policy",
+            Operation::Advise => "advice",
+            Operation::Free => "free",
+            Operation::Discard => "discard",
+            Operation::Purge => "purge",
+            Operation::PrefaultRead => "read prefault",
         })
     }
 }
@@ -151,6 +172,20 @@ pub enum Error {
     NotWritable {
         /// Offset of the first page that is not read-write.
         offset: usize,
+    },
+    /// The operation needs readable pages and the page at `offset` is inaccessible.
+    #[error("page at offset {offset:#x} is not readable")]
+    NotReadable {
+        /// Offset of the first page that is not readable.
+        offset: usize,
+    },
+    /// A NUMA node number is past the largest this crate passes to the system.
+    #[error("NUMA node {node} is out of range (nodes are below {limit})")]
+    NumaNode {
+        /// The offending node.
+        node: u32,
+        /// The first node number that is not accepted.
+        limit: u32,
     },
     /// The operation needs guard pages and the page at `offset` is not one.
     #[error("page at offset {offset:#x} is not a guard page")]
@@ -266,6 +301,19 @@ mod tests {
             Error::NotWritable { offset: 0x2000 }.to_string(),
             "page at offset 0x2000 is not read-write"
         );
+        assert_eq!(
+            Error::NotReadable { offset: 0x1000 }.to_string(),
+            "page at offset 0x1000 is not readable"
+        );
+        assert_eq!(
+            Error::NumaNode {
+                node: 5000,
+                limit: 1024
+            }
+            .to_string(),
+            "NUMA node 5000 is out of range (nodes are below 1024)"
+        );
+        assert_eq!(Operation::PrefaultRead.to_string(), "read prefault");
         assert_eq!(
             Error::WorkerPanicked {
                 offset: 0x20_0000,

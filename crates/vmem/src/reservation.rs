@@ -10,6 +10,10 @@ use crate::error::{Error, Operation, Result};
 use crate::page::page_size;
 use crate::sys::{self, Populated};
 
+mod mapping;
+
+pub use mapping::{Advice, HugeTlbSize, MapSource, NumaPolicy};
+
 /// How a reservation commits pages.
 ///
 /// The choice is about the operating system's limit on the number of separate mappings a
@@ -43,6 +47,24 @@ pub enum Protection {
     Read,
     /// Read and write (the state after commit).
     ReadWrite,
+    /// Read and execute: writes fault.
+    ReadExecute,
+    /// Read, write and execute.
+    ReadWriteExecute,
+}
+
+impl Protection {
+    /// Whether the pages can be written.
+    #[must_use]
+    pub fn writable(self) -> bool {
+        matches!(self, Protection::ReadWrite | Protection::ReadWriteExecute)
+    }
+
+    /// Whether the pages can be read.
+    #[must_use]
+    pub fn readable(self) -> bool {
+        self != Protection::None
+    }
 }
 
 /// Transparent-huge-page advice.
@@ -126,15 +148,24 @@ impl ReservationBuilder {
                 PageBitmap::new(pages)?,
             ))
         });
-        let (committed, writable, guarded, locked, huge, no_huge) = match bitmaps {
-            Ok(bitmaps) => bitmaps,
-            Err(e) => {
-                // SAFETY: the reservation was just made with this length and alignment and
-                // nothing refers to it.
-                unsafe { sys::release(ptr, len, align) };
-                return Err(e.during(Operation::Reserve));
-            }
-        };
+        let bitmaps = bitmaps.and_then(|all| {
+            Ok((
+                all,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+            ))
+        });
+        let ((committed, writable, guarded, locked, huge, no_huge), inaccessible, mapped, shared) =
+            match bitmaps {
+                Ok(bitmaps) => bitmaps,
+                Err(e) => {
+                    // SAFETY: the reservation was just made with this length and alignment and
+                    // nothing refers to it.
+                    unsafe { sys::release(ptr, len, align) };
+                    return Err(e.during(Operation::Reserve));
+                }
+            };
         Ok(Reservation {
             ptr,
             len,
@@ -145,6 +176,9 @@ impl ReservationBuilder {
             committed_pages: AtomicUsize::new(0),
             writable,
             guarded,
+            inaccessible,
+            mapped,
+            shared,
             locked,
             huge,
             no_huge,
@@ -234,6 +268,11 @@ pub struct Reservation {
     committed_pages: AtomicUsize,
     writable: PageBitmap,
     guarded: PageBitmap,
+    /// Committed pages protected with `Protection::None`.
+    inaccessible: PageBitmap,
+    /// Pages that `map` put another source over (`shared`: a shared one).
+    mapped: PageBitmap,
+    shared: PageBitmap,
     /// Pages locked by `lock` and not unlocked, decommitted or guarded since.
     locked: PageBitmap,
     /// Pages whose last huge-page advice was `Huge` / `NoHuge`, re-applied after a decommit
@@ -433,7 +472,7 @@ impl Reservation {
             .map_err(|e| e.during(Operation::Commit))?;
         let added = self.committed.set_range(pages.first, pages.count);
         self.committed_pages.fetch_add(added, Ordering::Relaxed);
-        self.writable.set_range(pages.first, pages.count);
+        self.record_protection(pages, Protection::ReadWrite);
         Ok(())
     }
 
@@ -487,7 +526,7 @@ impl Reservation {
         self.restore_sparse_access(pages)
             .map_err(|e| e.during(Operation::Decommit))?;
         // SAFETY: the caller vouches that nothing refers to the range's contents.
-        unsafe { self.discard(pages) }.map_err(|e| e.during(Operation::Decommit))
+        unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Decommit))
     }
 
     /// Decommits `pages` for `decommit` and `guard`, alike in both modes: locked pages are
@@ -497,7 +536,7 @@ impl Reservation {
     ///
     /// # Safety
     /// Nothing refers to the contents of `pages`.
-    unsafe fn discard(&self, pages: Pages) -> Result<(), sys::SysError> {
+    unsafe fn decommit_pages(&self, pages: Pages) -> Result<(), sys::SysError> {
         self.for_each_run(&self.locked, true, pages, |run| {
             // SAFETY: the run is inside the reservation and locked; unlocking changes no
             // contents.
@@ -505,18 +544,23 @@ impl Reservation {
             self.locked.clear_range(run.first, run.count);
             Ok(())
         })?;
-        // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
-        // to its contents.
-        unsafe {
-            sys::decommit(
-                self.at(pages.first * self.page),
-                pages.count * self.page,
-                self.mode,
-            )
-        }?;
+        let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
+        if self.mapped.first_set(pages.first, pages.count).is_some() {
+            // Another source is mapped over part of the range: put the reservation's own
+            // pages back (in sparse mode `MADV_DONTNEED` would keep the source mapped).
+            // SAFETY: the range is inside the reservation; the caller vouches that nothing
+            // refers to its contents.
+            unsafe { sys::replace(ptr, len, self.mode) }?;
+            self.mapped.clear_range(pages.first, pages.count);
+            self.shared.clear_range(pages.first, pages.count);
+        } else {
+            // SAFETY: as above.
+            unsafe { sys::decommit(ptr, len, self.mode) }?;
+        }
         let removed = self.committed.clear_range(pages.first, pages.count);
         self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         self.writable.clear_range(pages.first, pages.count);
+        self.inaccessible.clear_range(pages.first, pages.count);
         if self.mode == CommitMode::Protected {
             for (bitmap, advice) in [
                 (&self.huge, HugePageAdvice::Huge),
@@ -540,6 +584,20 @@ impl Reservation {
             }
         }
         Ok(())
+    }
+
+    /// Records the protection of committed `pages`.
+    fn record_protection(&self, pages: Pages, protection: Protection) {
+        if protection.writable() {
+            self.writable.set_range(pages.first, pages.count);
+        } else {
+            self.writable.clear_range(pages.first, pages.count);
+        }
+        if protection.readable() {
+            self.inaccessible.clear_range(pages.first, pages.count);
+        } else {
+            self.inaccessible.set_range(pages.first, pages.count);
+        }
     }
 
     /// Calls `f` on each run of pages of `pages` whose bit in `bitmap` is `set`, in order,
@@ -605,11 +663,7 @@ impl Reservation {
         // caller's promise.
         unsafe { sys::protect(self.at(offset), len, protection) }
             .map_err(|e| e.during(Operation::Protect))?;
-        if protection == Protection::ReadWrite {
-            self.writable.set_range(pages.first, pages.count);
-        } else {
-            self.writable.clear_range(pages.first, pages.count);
-        }
+        self.record_protection(pages, protection);
         Ok(())
     }
 
@@ -878,7 +932,7 @@ impl Reservation {
         let pages = self.check(offset, len)?;
         let ptr = self.at(offset);
         // SAFETY: the range is unreferenced (caller's promise).
-        unsafe { self.discard(pages) }.map_err(|e| e.during(Operation::Guard))?;
+        unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Guard))?;
         // SAFETY: the range is inside the reservation, unreferenced and now decommitted.
         unsafe { sys::guard(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
         self.guarded.set_range(pages.first, pages.count);

@@ -146,6 +146,29 @@ impl SysError {
     }
 }
 
+/// `madvise`-style advice the platform layers know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    any(not(target_os = "linux"), miri),
+    allow(dead_code, reason = "only Linux gives every advice")
+)]
+pub(crate) enum SysAdvice {
+    /// Leave the range out of children made by `fork`.
+    DontFork,
+    /// Undo `DontFork`.
+    DoFork,
+    /// Leave the range out of core dumps.
+    DontDump,
+    /// Undo `DontDump`.
+    DoDump,
+    /// The contents may be freed lazily (`MADV_FREE`): they read back unchanged or as zero.
+    Free,
+    /// Drop the pages now: private pages read as zero, shared ones from their backing.
+    DontNeed,
+    /// Drop the pages and their backing (`MADV_REMOVE`): they read as zero.
+    Remove,
+}
+
 /// What a populate call achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Populated {

@@ -22,9 +22,9 @@ use windows_sys::Win32::Foundation::{
     ERROR_INVALID_PARAMETER, ERROR_NOT_ENOUGH_MEMORY, GetLastError, WIN32_ERROR,
 };
 use windows_sys::Win32::System::Memory::{
-    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
-    PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect,
-    VirtualUnlock,
+    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE,
+    PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualFree,
+    VirtualLock, VirtualProtect, VirtualUnlock,
 };
 use windows_sys::Win32::System::ProcessStatus::{
     K32QueryWorkingSetEx, PSAPI_WORKING_SET_EX_INFORMATION,
@@ -33,7 +33,7 @@ use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 use windows_sys::core::BOOL;
 
-use super::{Populated, SysError};
+use super::{Populated, SysAdvice, SysError};
 use crate::error::OsError;
 use crate::reservation::{CommitMode, HugePageAdvice, Protection};
 
@@ -228,11 +228,71 @@ pub(crate) unsafe fn protect(
         Protection::None => PAGE_NOACCESS,
         Protection::Read => PAGE_READONLY,
         Protection::ReadWrite => PAGE_READWRITE,
+        Protection::ReadExecute => PAGE_EXECUTE_READ,
+        Protection::ReadWriteExecute => PAGE_EXECUTE_READWRITE,
     };
     let mut old: PAGE_PROTECTION_FLAGS = 0;
     // SAFETY: the range is inside our reservation, all in one region of it; `old` is writable
     // as VirtualProtect requires; the caller handles references.
     check(unsafe { VirtualProtect(ptr.cast_const().cast(), len, new, &mut old) })
+}
+
+/// Mapping another source into part of a reservation needs placeholder reservations
+/// (`VirtualAlloc2`, `MapViewOfFile3`), which this backend does not use.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn map(
+    _ptr: *mut u8,
+    _len: usize,
+    _source: crate::MapSource,
+    _protection: Protection,
+    _huge_shift: Option<u32>,
+) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
+}
+
+/// Decommits the range (nothing is ever mapped over a reservation here).
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn replace(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: the caller's promise.
+    unsafe { decommit(ptr, len, mode) }
+}
+
+/// `madvise`-style advice has no Windows counterpart in this backend.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn advise(
+    _ptr: *mut u8,
+    _len: usize,
+    _advice: SysAdvice,
+) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
+}
+
+/// As [`populate`]: the caller reads the pages.
+///
+/// # Safety
+/// The range lies inside a live reservation and is committed and readable.
+pub(crate) unsafe fn populate_read(_ptr: *mut u8, _len: usize) -> Result<Populated, SysError> {
+    Ok(Populated::NeedsTouch)
+}
+
+/// NUMA policies of ranges are not supported by this backend.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn bind_numa(
+    _ptr: *mut u8,
+    _len: usize,
+    _mode: i32,
+    _mask: &[u64],
+    _flags: u32,
+) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
 }
 
 /// Windows cannot fault in committed anonymous pages ahead of use: `PrefetchVirtualMemory`
