@@ -46,6 +46,8 @@ use super::ready::ReadyBits;
 use crate::reservation::Reservation;
 use crate::sync::{AccessLog, AtomicUsize, Ordering};
 
+mod compare;
+
 /// The most slots a thread claims at a time: a cache line of ready words (8 words of 64 bits),
 /// so that blocks of different threads share neither element nor ready-bit cache lines.
 pub(super) const MAX_BLOCK: usize = 8 * WORD_BITS;
