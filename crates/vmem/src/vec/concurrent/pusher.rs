@@ -2,15 +2,15 @@
 
 use core::fmt;
 
-use super::concurrent::{Block, ConcurrentVec, MAX_BLOCK};
-use super::error::{Error, PushError, Result};
+use super::{Block, ConcurrentVec, MAX_BLOCK};
+use crate::vec::error::{Error, PushError, Result};
 
 /// Pushes into a [`ConcurrentVec`] from one thread, claiming its slots a block at a time
 /// (512 slots: a cache line of ready-bit words), made by [`ConcurrentVec::pusher`].
 ///
 /// A plain [`ConcurrentVec::push`] claims single slots from the shared counter while a thread
 /// pushes alone, and moves to blocks of its own once it sees other threads pushing (see
-/// [`Builder::thread_block`](super::Builder::thread_block)). A `Pusher` claims blocks from the
+/// [`Builder::thread_block`](crate::vec::Builder::thread_block)). A `Pusher` claims blocks from the
 /// start, and without the per-push look-up of the thread's cache: for bulk pushes from one
 /// thread. After one atomic update per block, a push is two plain stores (the element and its
 /// ready bit), to cache lines no other thread writes. Use one per thread.
