@@ -278,7 +278,7 @@ fn ram_spec(
         .huge_pages(pages)
         .prefault(m.prefault_threads)
         .dontfork(m.dontfork);
-    if m.fallback_transparent {
+    if m.fallback_transparent || pages == HugePages::Transparent {
         spec = spec.fallback(HugePageFallback::Transparent);
     }
     if !host_nodes.is_empty() {

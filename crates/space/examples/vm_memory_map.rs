@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use memvisor_space::{
-    AddressSpace, Backing, ChangeKind, HugePages, Layout, NumaBinding, RegionEvent, RegionSpec,
-    RegionType, WindowKind,
+    AddressSpace, Backing, ChangeKind, HugePageFallback, HugePages, Layout, NumaBinding,
+    RegionEvent, RegionSpec, RegionType, WindowKind,
 };
 use vm_memory::{Bytes, GuestAddress};
 
@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             RegionSpec::ram(base, size)
                 .backing(Backing::Memfd)
                 .huge_pages(HugePages::Transparent)
+                .fallback(HugePageFallback::BasePages)
                 .numa(NumaBinding::bind(0))
                 .prefault(2)
         })

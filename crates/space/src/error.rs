@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::layout::WindowKind;
 use crate::range::GuestRange;
-use crate::region::{HugePageSize, RegionType};
+use crate::spec::{HugePageSize, RegionType};
 
 /// A failure a [`RegionListener`](crate::RegionListener) reports; it cancels the change.
 pub type ListenerError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -127,6 +127,21 @@ pub enum Error {
         /// The kernel's error.
         #[source]
         source: io::Error,
+    },
+    /// Transparent huge pages were asked for, but the host's setting does not give them to
+    /// this backing, and no fallback was allowed.
+    #[error(
+        "transparent huge pages for the {backing} region at {base:#x} are off on this host ({path} is {setting}); allow a fallback or change the setting"
+    )]
+    TransparentHugePagesUnavailable {
+        /// The region's base address.
+        base: u64,
+        /// The backing's short name.
+        backing: &'static str,
+        /// The sysfs file that decides.
+        path: &'static str,
+        /// Its selected value (`never`, `deny`, or `unknown` when it cannot be read).
+        setting: String,
     },
     /// A NUMA node that this machine does not have.
     #[error("NUMA node {node} does not exist on this host (nodes online: {online})")]
@@ -314,6 +329,63 @@ pub enum Error {
         /// The listener's reason.
         #[source]
         source: ListenerError,
+    },
+    /// A window that gets host memory (a hotplug window) does not start or end on a host page
+    /// boundary, so its slots could not be mapped where the guest expects them.
+    #[error(
+        "{kind} window at {start:#x} of size {size:#x} is not aligned to the host page size {page_size:#x}"
+    )]
+    WindowMisaligned {
+        /// The kind of window.
+        kind: WindowKind,
+        /// Its start.
+        start: u64,
+        /// Its size.
+        size: u64,
+        /// The host page size.
+        page_size: u64,
+    },
+    /// Mapping a hotplug slot failed, and so did turning the slot back into reserved address
+    /// space. The slot stays claimed (plugging there answers [`Error::SlotBusy`]) until the
+    /// address space is dropped, so that no other mapping can take its addresses; nothing else
+    /// changed.
+    #[error(
+        "mapping the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
+    )]
+    SlotNotRestored {
+        /// The slot's base.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// Why the mapping failed.
+        mmap: io::Error,
+        /// Why restoring the slot failed.
+        #[source]
+        restore: memvisor_vmem::Error,
+    },
+    /// Pages of this region cannot be given back to the host.
+    #[error("cannot discard pages of the region at {base:#x}: {reason}")]
+    DiscardRefused {
+        /// The region's base.
+        base: u64,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A dirty log was asked of a region that does not track writes.
+    #[error("the region at {base:#x} does not track dirty pages")]
+    DirtyLogUnavailable {
+        /// The region's base.
+        base: u64,
+    },
+    /// A dirty log to merge does not fit the region.
+    #[error("a dirty log of {words} words does not fit the region at {base:#x} of {pages} pages")]
+    DirtyLogSize {
+        /// The region's base.
+        base: u64,
+        /// Pages in the region (bits its log has).
+        pages: u64,
+        /// Words in the log given.
+        words: u64,
     },
     /// Reserving the host address range of the hotplug window failed.
     #[error("reserving host address space for the hotplug window")]

@@ -12,7 +12,7 @@ use std::ops::RangeInclusive;
 
 use crate::guest_region::Region;
 use crate::layout::Arch;
-use crate::region::RegionType;
+use crate::spec::RegionType;
 use crate::snapshot::Snapshot;
 
 /// The x86 PC legacy hole: the extended BIOS data area, VGA memory and the BIOS ROM area,
@@ -257,7 +257,7 @@ mod tests {
 
     use super::*;
     use crate::layout::Layout;
-    use crate::region::{NumaBinding, RegionSpec};
+    use crate::spec::{NumaBinding, RegionSpec};
     use crate::space::AddressSpace;
 
     const MIB: u64 = 1 << 20;

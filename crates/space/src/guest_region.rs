@@ -1,9 +1,10 @@
 //! [`Region`]: one region of the address space, with its host memory if it has any, and its
 //! vm-memory [`GuestMemoryRegion`] implementation.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use vm_memory::bitmap::BS;
+use vm_memory::bitmap::{AtomicBitmap, BS, Bitmap};
 use vm_memory::{
     FileOffset, GuestAddress, GuestMemoryError, GuestMemoryRegion, GuestMemoryRegionBytes,
     GuestRegionMmap, GuestUsize, MemoryRegionAddress, VolatileSlice,
@@ -11,7 +12,7 @@ use vm_memory::{
 
 use crate::error::Result;
 use crate::memory::{self, HostMemory, Target};
-use crate::region::{HugePages, NumaBinding, Protection, RegionSpec, RegionType};
+use crate::spec::{HugePages, NumaBinding, Protection, RegionSpec, RegionType};
 use crate::{Error, RegionReport};
 
 /// A validated region of the guest physical address space: its [`RegionSpec`] and, when it
@@ -40,6 +41,8 @@ use crate::{Error, RegionReport};
 pub struct Region {
     spec: RegionSpec,
     memory: Option<HostMemory>,
+    /// Pages written, when the spec asks for dirty tracking (backed regions only).
+    dirty: Option<AtomicBitmap>,
 }
 
 impl Region {
@@ -50,7 +53,11 @@ impl Region {
     /// As [`RegionSpec::validate`].
     pub fn plan(spec: RegionSpec) -> Result<Self> {
         spec.validate()?;
-        Ok(Self { spec, memory: None })
+        Ok(Self {
+            spec,
+            memory: None,
+            dirty: None,
+        })
     }
 
     /// A region with host memory made as the spec says (a mapping of its own; hot-pluggable
@@ -72,33 +79,46 @@ impl Region {
     ) -> Result<(Self, Option<RegionReport>)> {
         spec.validate()?;
         if !spec.backing.has_memory() {
-            return Ok((Self { spec, memory: None }, None));
+            return Ok((
+                Self {
+                    spec,
+                    memory: None,
+                    dirty: None,
+                },
+                None,
+            ));
         }
         spec.check_host_pages()?;
         let (memory, report) = memory::back(&spec, target)?;
+        let dirty = spec.dirty_tracking.then(|| new_dirty_bitmap(memory.len()));
         Ok((
             Self {
                 spec,
                 memory: Some(memory),
+                dirty,
             },
             Some(report),
         ))
     }
 
-    /// A RAM region over an existing vm-memory region's mapping, which it keeps alive.
+    /// A region of type `ty` over an existing vm-memory region's mapping, which it keeps alive.
+    /// The mapping's protection is recorded as the region's, so a read-only mapping stays
+    /// read-only through this crate too (no slice that would allow a write is handed out).
     ///
     /// # Errors
     /// As [`RegionSpec::validate`] for the region's range (for example a mapping that is not
     /// page aligned in size).
     pub fn from_guest_region_mmap(ty: RegionType, region: &GuestRegionMmap) -> Result<Self> {
+        let mapping = region.get_mmap();
         let spec = RegionSpec::new(ty, region.start_addr(), region.len())
-            .backing(crate::Backing::AnonymousShared);
+            .backing(crate::Backing::AnonymousShared)
+            .protection(crate::sys::protection_of(mapping.prot()));
         spec.validate()?;
-        let memory =
-            HostMemory::adopt(region.get_mmap()).ok_or(Error::ZeroSize { base: spec.base })?;
+        let memory = HostMemory::adopt(mapping).ok_or(Error::ZeroSize { base: spec.base })?;
         Ok(Self {
             spec,
             memory: Some(memory),
+            dirty: None,
         })
     }
 
@@ -180,10 +200,180 @@ impl Region {
     pub fn host_ptr(&self) -> Option<*mut u8> {
         self.memory.as_ref().map(HostMemory::as_ptr)
     }
+
+    /// The dirty-page bitmap, if the region tracks writes
+    /// ([`RegionSpec::dirty_tracking`]): one bit per host base page, set by every write
+    /// through vm-memory's `Bytes` (and by [`merge_dirty_log`](Self::merge_dirty_log)).
+    #[must_use]
+    pub fn dirty_bitmap(&self) -> Option<&AtomicBitmap> {
+        self.dirty.as_ref()
+    }
+
+    /// Whether the page holding `offset` (from the region's start) was written since the log
+    /// was last taken; `false` when the region does not track writes.
+    #[must_use]
+    pub fn is_dirty(&self, offset: u64) -> bool {
+        match (&self.dirty, usize::try_from(offset)) {
+            (Some(bitmap), Ok(offset)) => bitmap.is_addr_set(offset),
+            _ => false,
+        }
+    }
+
+    /// Takes the dirty log and clears it, atomically word by word: bit `i % 64` of word
+    /// `i / 64` is page `i` of the region (KVM's `KVM_GET_DIRTY_LOG` layout). `None` when the
+    /// region does not track writes.
+    ///
+    /// ```
+    /// use memvisor_space::{Region, RegionSpec};
+    /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+    ///
+    /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+    /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).dirty_tracking(true);
+    /// let (region, _) = Region::back(spec)?;
+    /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
+    /// let log = region.take_dirty_log().unwrap();
+    /// assert_eq!(log[0] & 1, 1);
+    /// assert!(!region.is_dirty(0));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn take_dirty_log(&self) -> Option<Vec<u64>> {
+        self.dirty.as_ref().map(AtomicBitmap::get_and_reset)
+    }
+
+    /// Clears the dirty log (no-op when the region does not track writes).
+    pub fn clear_dirty_log(&self) {
+        if let Some(bitmap) = &self.dirty {
+            bitmap.reset();
+        }
+    }
+
+    /// Merges a dirty log fetched from elsewhere (KVM's `KVM_GET_DIRTY_LOG` for this region's
+    /// memory slot: bit `i % 64` of word `i / 64` is page `i`, in host base pages) into the
+    /// region's own, so that one log covers writes by the guest and by the VMM.
+    ///
+    /// # Errors
+    /// [`Error::DirtyLogUnavailable`] when the region does not track writes;
+    /// [`Error::DirtyLogSize`] when `log` does not have exactly one bit per page of the region
+    /// (rounded up to whole words), or has bits set past its last page. Nothing is merged
+    /// after an error.
+    pub fn merge_dirty_log(&self, log: &[u64]) -> Result<()> {
+        let bitmap = self.dirty.as_ref().ok_or(Error::DirtyLogUnavailable {
+            base: self.spec.base,
+        })?;
+        let pages = bitmap.len();
+        let words = pages.div_ceil(64);
+        let tail_ok = match (pages % 64, log.last()) {
+            (0, _) | (_, None) => true,
+            (used, Some(&last)) => last >> used == 0,
+        };
+        if log.len() != words || !tail_ok {
+            return Err(Error::DirtyLogSize {
+                base: self.spec.base,
+                pages: pages as u64,
+                words: log.len() as u64,
+            });
+        }
+        for (w, &word) in log.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bitmap.set_bit(w * 64 + bit);
+                bits &= bits - 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Region {
+    /// Gives the guest pages of `offset..offset + len` (from the region's start) back to the
+    /// host, as a balloon or virtio-mem device does when the guest gives them up: private
+    /// anonymous memory with `MADV_DONTNEED`, shared anonymous memory with `MADV_REMOVE`, memfds
+    /// and hugetlbfs files by punching a hole in the file (for huge pages, whole huge pages).
+    /// The memory stays mapped and reads zeros until written again.
+    ///
+    /// This is safe: guest memory is only ever read and written through volatile accesses
+    /// (the guest may change it at any time), so no reference relies on its contents.
+    ///
+    /// # Errors
+    /// [`Error::DiscardRefused`] for a region that is not RAM, has no host memory, is not
+    /// writable, or is backed by an existing file (whose contents discarding would erase);
+    /// [`Error::Misaligned`] if `offset` or `len` is not a multiple of the region's page size
+    /// (the huge page size for explicit huge pages); [`Error::Overflow`] for a range past the
+    /// region's end or of length zero; [`Error::Os`] if the kernel refuses.
+    ///
+    /// ```
+    /// use memvisor_space::{Region, RegionSpec};
+    /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+    ///
+    /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+    /// let (region, _) = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))?;
+    /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
+    /// region.discard(0, 1 << 20)?;
+    /// assert_eq!(region.read_obj::<u8>(MemoryRegionAddress(0)).unwrap(), 0);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let base = self.spec.base;
+        let refused = |reason| Error::DiscardRefused { base, reason };
+        if self.spec.ty != RegionType::Ram {
+            return Err(refused("only RAM regions give pages back"));
+        }
+        let memory = self
+            .memory
+            .as_ref()
+            .ok_or_else(|| refused("the region has no host memory"))?;
+        if !self.spec.protection.writable() {
+            return Err(refused("the region is not writable"));
+        }
+        if matches!(self.spec.backing, crate::Backing::File { .. }) {
+            return Err(refused(
+                "discarding would erase the backing file's contents",
+            ));
+        }
+        let page_size = self.spec.page_size();
+        if !offset.is_multiple_of(page_size) || !len.is_multiple_of(page_size) {
+            return Err(Error::Misaligned {
+                base: base.wrapping_add(offset),
+                size: len,
+                page_size,
+            });
+        }
+        let out_of_range = Error::Overflow {
+            base: base.wrapping_add(offset),
+            size: len,
+        };
+        if len == 0
+            || offset
+                .checked_add(len)
+                .is_none_or(|end| end > self.spec.size)
+        {
+            return Err(out_of_range);
+        }
+        // Inside the region, whose size fits a `usize` (validated).
+        let (offset, len) = (
+            usize::try_from(offset).map_err(|_| Error::Overflow { base, size: len })?,
+            usize::try_from(len).map_err(|_| Error::Overflow { base, size: len })?,
+        );
+        memory
+            .discard(&self.spec.backing, offset, len)
+            .map_err(|source| Error::Os {
+                op: "discard",
+                base,
+                source,
+            })
+    }
+}
+
+/// A dirty bitmap over `len` bytes, one bit per host base page.
+fn new_dirty_bitmap(len: usize) -> AtomicBitmap {
+    let page = NonZeroUsize::new(memvisor_vmem::page_size()).unwrap_or(NonZeroUsize::MIN);
+    AtomicBitmap::new(len, page)
 }
 
 impl GuestMemoryRegion for Region {
-    type B = ();
+    type B = Option<AtomicBitmap>;
 
     fn len(&self) -> GuestUsize {
         self.spec.size
@@ -193,7 +383,9 @@ impl GuestMemoryRegion for Region {
         GuestAddress(self.spec.base)
     }
 
-    fn bitmap(&self) -> BS<'_, Self::B> {}
+    fn bitmap(&self) -> BS<'_, Self::B> {
+        self.dirty.slice_at(0)
+    }
 
     fn get_host_address(&self, addr: MemoryRegionAddress) -> vm_memory::GuestMemoryResult<*mut u8> {
         let memory = self
@@ -216,13 +408,33 @@ impl GuestMemoryRegion for Region {
         offset: MemoryRegionAddress,
         count: usize,
     ) -> vm_memory::GuestMemoryResult<VolatileSlice<'_, BS<'_, Self::B>>> {
+        if !self.spec.protection.contains(Protection::READ_WRITE) {
+            return Err(GuestMemoryError::HostAddressNotAvailable);
+        }
+        let offset =
+            usize::try_from(offset.0).map_err(|_| GuestMemoryError::InvalidBackendAddress)?;
+        self.volatile_slice(offset, count)
+    }
+
+    fn is_hugetlbfs(&self) -> Option<bool> {
+        self.memory
+            .as_ref()
+            .map(|_| matches!(self.spec.huge_pages, HugePages::Explicit(_)))
+    }
+}
+
+impl Region {
+    /// A volatile slice of `offset..offset + count` of the mapping, whatever its protection:
+    /// callers only use it as the protection allows (the slice itself would allow writes).
+    pub(crate) fn volatile_slice(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> vm_memory::GuestMemoryResult<VolatileSlice<'_, BS<'_, Option<AtomicBitmap>>>> {
         let memory = self
             .memory
             .as_ref()
-            .filter(|_| self.spec.protection.contains(Protection::READ_WRITE))
             .ok_or(GuestMemoryError::HostAddressNotAvailable)?;
-        let offset =
-            usize::try_from(offset.0).map_err(|_| GuestMemoryError::InvalidBackendAddress)?;
         offset
             .checked_add(count)
             .filter(|&end| end <= memory.len())
@@ -230,13 +442,14 @@ impl GuestMemoryRegion for Region {
         // SAFETY: `offset..offset + count` is inside the region's mapping (checked above), which
         // lives as long as `self`, the slice's lifetime; volatile access is how guest memory,
         // which the guest may change at any time, is read and written.
-        Ok(unsafe { VolatileSlice::with_bitmap(memory.as_ptr().add(offset), count, (), None) })
-    }
-
-    fn is_hugetlbfs(&self) -> Option<bool> {
-        self.memory
-            .as_ref()
-            .map(|_| matches!(self.spec.huge_pages, HugePages::Explicit(_)))
+        Ok(unsafe {
+            VolatileSlice::with_bitmap(
+                memory.as_ptr().add(offset),
+                count,
+                self.dirty.slice_at(offset),
+                None,
+            )
+        })
     }
 }
 
@@ -250,7 +463,7 @@ mod tests {
     use vm_memory::Bytes;
 
     use super::*;
-    use crate::region::host_page_size;
+    use crate::spec::host_page_size;
 
     #[test]
     fn plan_unbacked_slice_errors() {

@@ -10,7 +10,7 @@ pub use crate::placer::Placer;
 pub use crate::platform::Arch;
 use crate::platform::Platform;
 use crate::range::GuestRange;
-use crate::region::{GUEST_PAGE_SIZE, RegionSpec, RegionType};
+use crate::spec::{GUEST_PAGE_SIZE, RegionSpec, RegionType};
 
 const GIB: u64 = 1 << 30;
 
@@ -704,7 +704,7 @@ mod tests {
 
     #[test]
     fn plan_on_64k_host_aligns_to_guest_pages() {
-        use crate::region::with_host_page_size;
+        use crate::spec::with_host_page_size;
         use crate::{AddressSpace, Region};
         let l = Layout::x86_64().ram(GIB).build().unwrap();
         let mut p = l.placer();

@@ -33,8 +33,8 @@
 //!
 //! ```
 //! use memvisor_space::{
-//!     AddressSpace, Backing, ChangeKind, HugePages, Layout, RegionEvent, RegionSpec, RegionType,
-//!     WindowKind,
+//!     AddressSpace, Backing, ChangeKind, HugePageFallback, HugePages, Layout, RegionEvent,
+//!     RegionSpec, RegionType, WindowKind,
 //! };
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +54,8 @@
 //!         RegionSpec::ram(base, size)
 //!             .backing(Backing::Memfd)
 //!             .huge_pages(HugePages::Transparent)
+//!             // Base pages (and a warning in the report) if the host's shmem setting is `never`.
+//!             .fallback(HugePageFallback::BasePages)
 //!             .prefault(2)
 //!     })
 //!     .collect();
@@ -96,6 +98,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod bytes;
 mod error;
 mod firmware;
 mod guest_region;
@@ -105,11 +108,12 @@ mod placer;
 pub mod plan;
 mod platform;
 mod range;
-mod region;
 mod snapshot;
 mod space;
+mod spec;
 mod sys;
 
+pub use bytes::GuestBytes;
 pub use error::{Error, ListenerError, Result};
 pub use firmware::{LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
 pub use guest_region::{Region, RegionRef};
@@ -118,12 +122,12 @@ pub use memory::{BackingReport, RegionReport};
 pub use placer::Placer;
 pub use platform::{Arch, Platform, Reservation, ReservationKind, SerialPreset};
 pub use range::GuestRange;
-pub use region::{
-    Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy,
-    Protection, RegionSpec, RegionType,
-};
 pub use snapshot::Snapshot;
 pub use space::{
     AddressSpace, ChangeKind, DEFAULT_SLOTS, RegionEvent, RegionListener, SnapshotGuard,
     SpaceBuilder, SpaceReader,
+};
+pub use spec::{
+    Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy,
+    Protection, RegionSpec, RegionType,
 };

@@ -16,7 +16,8 @@ use memvisor_vmem::{CommitMode, Reservation};
 use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 
 use crate::error::{Error, Result};
-use crate::region::{
+use crate::layout::Window;
+use crate::spec::{
     Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, RegionSpec, RegionType,
     host_page_size,
 };
@@ -72,6 +73,34 @@ impl HostMemory {
     }
 }
 
+impl HostMemory {
+    /// Gives the pages of `offset..offset + len` back to the host, the right way for
+    /// `backing`: `MADV_DONTNEED` for private anonymous memory, `MADV_REMOVE` for shared
+    /// anonymous memory, a punched hole in the file for memfds and hugetlbfs files. The range
+    /// is inside the mapping and aligned to its page size (checked by the caller).
+    pub(crate) fn discard(&self, backing: &Backing, offset: usize, len: usize) -> io::Result<()> {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        match (backing, &self.file) {
+            (Backing::Memfd | Backing::Hugetlbfs(_), Some(file)) => {
+                // `offset + len <= self.len`, a `usize`, so both fit a `u64` and the file
+                // offset does not overflow (the file is at least `start + self.len` long).
+                sys::punch_hole(file.file(), file.start() + offset as u64, len as u64)
+            }
+            _ => {
+                let how = if matches!(backing, Backing::AnonymousPrivate) {
+                    sys::Discard::DontNeed
+                } else {
+                    sys::Discard::Remove
+                };
+                // SAFETY: `offset..offset + len` is inside our mapping (checked by the caller),
+                // page aligned; guest memory is only accessed volatile, so nothing relies on
+                // its contents.
+                unsafe { sys::discard(self.ptr.add(offset), len, how) }
+            }
+        }
+    }
+}
+
 impl fmt::Debug for HostMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostMemory")
@@ -91,7 +120,11 @@ impl Drop for HostMemory {
             // SAFETY: the mapping is ours and, as the region is being dropped, unreferenced.
             Owner::Mapping => unsafe { sys::unmap(self.ptr, self.len) },
             Owner::Foreign { .. } => {}
-            Owner::Window(window, offset) => window.release(*offset, self.len),
+            Owner::Window(window, offset) => {
+                // SAFETY: our slot; as the region is being dropped, nothing refers to it. A
+                // failure leaves the slot claimed (it answers `SlotBusy`), never mapped over.
+                let _ = unsafe { window.release(*offset, self.len) };
+            }
         }
     }
 }
@@ -117,9 +150,20 @@ impl fmt::Debug for HotplugWindow {
 }
 
 impl HotplugWindow {
-    /// Reserves host address space for a window at `guest_start` of `size` bytes, aligned to
-    /// 1 GiB so that any huge page size fits.
-    pub(crate) fn new(guest_start: u64, size: u64) -> Result<Self> {
+    /// Reserves host address space for a window, aligned to 1 GiB so that any huge page size
+    /// fits. The window must start and end on host page boundaries, so that a slot at a
+    /// page-aligned guest address is page aligned on the host too.
+    pub(crate) fn new(window: &Window) -> Result<Self> {
+        let (guest_start, size) = (window.start().0, window.size());
+        let page_size = host_page_size();
+        if !guest_start.is_multiple_of(page_size) || !size.is_multiple_of(page_size) {
+            return Err(Error::WindowMisaligned {
+                kind: window.kind(),
+                start: guest_start,
+                size,
+                page_size,
+            });
+        }
         let len = usize::try_from(size).map_err(|_| Error::Overflow {
             base: guest_start,
             size,
@@ -149,6 +193,15 @@ impl HotplugWindow {
             .ok_or(Error::NoHotplugWindow { base })?;
         let range = RangeInclusive::from_start_and_size(offset, size)
             .map_err(|_| Error::Overflow { base, size })?;
+        let host_offset = usize::try_from(offset).map_err(|_| Error::Overflow { base, size })?;
+        let page_size = host_page_size();
+        if !offset.is_multiple_of(page_size) || !size.is_multiple_of(page_size) {
+            return Err(Error::Misaligned {
+                base,
+                size,
+                page_size,
+            });
+        }
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if range.end() > slots.space().end() {
             return Err(Error::NoHotplugWindow { base });
@@ -156,7 +209,7 @@ impl HotplugWindow {
         slots
             .reserve(range)
             .map_err(|_| Error::SlotBusy { base, size })?;
-        usize::try_from(offset).map_err(|_| Error::Overflow { base, size })
+        Ok(host_offset)
     }
 
     fn unclaim(&self, offset: usize, len: usize) {
@@ -173,15 +226,17 @@ impl HotplugWindow {
         unsafe { self.reservation.as_non_null().add(offset) }
     }
 
-    /// Turns a slot back into reserved address space and frees it.
-    fn release(&self, offset: usize, len: usize) {
-        // SAFETY: the slot's region is being dropped: no snapshot holds it, so nothing refers to
-        // its memory. The range is inside the reservation and page aligned.
-        let restored = unsafe { self.reservation.decommit_unchecked(offset, len) };
-        debug_assert!(restored.is_ok(), "restoring a hotplug slot failed");
-        if restored.is_ok() {
-            self.unclaim(offset, len);
-        }
+    /// Turns a slot back into reserved address space and frees it. If that fails the slot
+    /// stays claimed, so that nothing else is mapped over whatever is left there.
+    ///
+    /// # Safety
+    /// The slot was claimed for `offset..offset + len` and nothing refers to its memory.
+    unsafe fn release(&self, offset: usize, len: usize) -> memvisor_vmem::Result<()> {
+        // SAFETY: the caller's slot, which nothing refers to; `claim` checked that it is inside
+        // the reservation and, as the window and the region are page aligned, page aligned.
+        unsafe { self.reservation.decommit_unchecked(offset, len) }?;
+        self.unclaim(offset, len);
+        Ok(())
     }
 }
 
@@ -201,10 +256,12 @@ pub struct RegionReport {
     pub host_addr: usize,
     /// The page size in use: the explicit huge page size or the base page size.
     pub page_size: u64,
-    /// The pages obtained (after any fallback).
+    /// The pages obtained (after any fallback). [`HugePages::Transparent`] means the memory is
+    /// advised `MADV_HUGEPAGE` and the host's setting gives transparent huge pages to this
+    /// backing (the kernel may still use base pages where it finds no free huge page).
     pub huge_pages: HugePages,
-    /// Whether explicit huge pages were asked for but could not be had, and the fallback was
-    /// taken.
+    /// Whether the huge pages asked for (explicit, or transparent ones the host's setting
+    /// does not give to this backing) could not be had, and the fallback was taken.
     pub fell_back: bool,
     /// The NUMA binding applied.
     pub numa: Option<NumaBinding>,
@@ -216,6 +273,8 @@ pub struct RegionReport {
     pub in_hotplug_window: bool,
     /// Time taken.
     pub elapsed: Duration,
+    /// What the caller should know: a fallback taken and why.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for RegionReport {
@@ -245,7 +304,11 @@ impl fmt::Display for RegionReport {
         if self.in_hotplug_window {
             f.write_str(", in hotplug window")?;
         }
-        write!(f, " in {:.1?}", self.elapsed)
+        write!(f, " in {:.1?}", self.elapsed)?;
+        for w in &self.warnings {
+            write!(f, "; warning: {w}")?;
+        }
+        Ok(())
     }
 }
 
@@ -304,16 +367,32 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
             }
         }
     }
-    let (memory, huge_pages, fell_back) = match map(spec, spec.huge_pages, &target) {
-        Ok(memory) => (memory, spec.huge_pages, false),
+    let mut warnings = Vec::new();
+    let (wanted, mut fell_back) = match spec.huge_pages {
+        HugePages::Transparent => {
+            let got = transparent_or_fallback(spec, spec.fallback, &mut warnings)?;
+            (got, got != HugePages::Transparent)
+        }
+        other => (other, false),
+    };
+    let (memory, huge_pages) = match map(spec, wanted, &target) {
+        Ok(memory) => (memory, wanted),
         Err(MapError::NoHugePages(source)) => {
             let HugePages::Explicit(size) = spec.huge_pages else {
                 return Err(os("mmap", spec, source));
             };
-            if spec.fallback == HugePageFallback::Transparent && is_anon_or_memfd(&spec.backing) {
-                let memory =
-                    map(spec, HugePages::Transparent, &target).map_err(|e| e.into_error(spec))?;
-                (memory, HugePages::Transparent, true)
+            if spec.fallback != HugePageFallback::Fail && is_anon_or_memfd(&spec.backing) {
+                warnings.push(format!(
+                    "no {size} huge pages to be had ({source}); fell back"
+                ));
+                let got = if spec.fallback == HugePageFallback::Transparent {
+                    transparent_or_fallback(spec, HugePageFallback::BasePages, &mut warnings)?
+                } else {
+                    HugePages::None
+                };
+                let memory = map(spec, got, &target).map_err(|e| e.into_error(spec))?;
+                fell_back = true;
+                (memory, got)
             } else {
                 return Err(Error::HugePagesUnavailable {
                     base: spec.base,
@@ -366,8 +445,62 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
         dontfork: spec.dontfork,
         in_hotplug_window: matches!(target, Target::Window(_)),
         elapsed: started.elapsed(),
+        warnings,
     };
     Ok((memory, report))
+}
+
+/// Whether the host gives transparent huge pages to a mapping of `backing` advised
+/// `MADV_HUGEPAGE`, given the selected value of the setting that governs it
+/// ([`thp_setting_path`]); `None` when the setting cannot be read.
+pub(crate) fn thp_in_effect(backing: &Backing, setting: Option<&str>) -> bool {
+    match (backing, setting) {
+        (Backing::AnonymousPrivate, Some(s)) => matches!(s, "always" | "madvise"),
+        (Backing::AnonymousShared | Backing::Memfd, Some(s)) => {
+            matches!(s, "always" | "within_size" | "advise" | "force")
+        }
+        // Files outside the kernel's own shared memory get huge pages only from their file
+        // system's mount options (tmpfs `huge=`) or read-only: not something to promise.
+        _ => false,
+    }
+}
+
+/// The sysfs file whose setting decides whether `backing` gets transparent huge pages.
+pub(crate) fn thp_setting_path(backing: &Backing) -> Option<&'static str> {
+    match backing {
+        Backing::AnonymousPrivate => Some(sys::THP_ENABLED),
+        Backing::AnonymousShared | Backing::Memfd => Some(sys::THP_SHMEM_ENABLED),
+        _ => None,
+    }
+}
+
+/// [`HugePages::Transparent`] if the host gives them to the spec's backing; otherwise an error
+/// (`fallback` is [`HugePageFallback::Fail`]) or [`HugePages::None`] and a warning.
+fn transparent_or_fallback(
+    spec: &RegionSpec,
+    fallback: HugePageFallback,
+    warnings: &mut Vec<String>,
+) -> Result<HugePages> {
+    let path = thp_setting_path(&spec.backing);
+    let setting = path.and_then(sys::sysfs_choice);
+    if thp_in_effect(&spec.backing, setting.as_deref()) {
+        return Ok(HugePages::Transparent);
+    }
+    let path = path.unwrap_or("the file system's mount options");
+    let setting = setting.unwrap_or_else(|| "unknown".to_owned());
+    if fallback == HugePageFallback::Fail {
+        return Err(Error::TransparentHugePagesUnavailable {
+            base: spec.base,
+            backing: spec.backing.name(),
+            path,
+            setting,
+        });
+    }
+    warnings.push(format!(
+        "transparent huge pages are off for {} memory ({path} is {setting}); base pages used",
+        spec.backing.name()
+    ));
+    Ok(HugePages::None)
 }
 
 fn is_anon_or_memfd(backing: &Backing) -> bool {
@@ -435,14 +568,7 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
             )
         }
     };
-    // From here on, dropping `memory` undoes the reservation or the claim.
-    let memory = HostMemory {
-        ptr,
-        len,
-        file,
-        owner,
-    };
-    let source = match (&spec.backing, &memory.file) {
+    let source = match (&spec.backing, &file) {
         (Backing::AnonymousShared, _) => Source::SharedAnon,
         (_, Some(file)) => Source::File(file.file(), file.start()),
         _ => Source::PrivateAnon,
@@ -451,8 +577,25 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
     // in use, and nothing refers to it.
     let mapped = unsafe { sys::map_fixed(ptr, len, spec.protection, source, explicit) };
     if let Err(e) = mapped {
-        // Unmaps the reservation, or maps reserved pages back over the window slot.
-        drop(memory);
+        // Nothing between taking the range and here can panic; undo it by hand, so that a
+        // failure to restore a window slot is reported.
+        match &owner {
+            // SAFETY: our fresh reservation, which nothing refers to.
+            Owner::Mapping => unsafe { sys::unmap(ptr, len) },
+            Owner::Window(window, offset) => {
+                // SAFETY: the slot claimed above; nothing refers to it (the kernel may have
+                // removed the reserved mapping already, so it is mapped back).
+                if let Err(restore) = unsafe { window.release(*offset, len) } {
+                    return Err(MapError::Other(Error::SlotNotRestored {
+                        base: spec.base,
+                        size: spec.size,
+                        mmap: e,
+                        restore,
+                    }));
+                }
+            }
+            Owner::Foreign { .. } => {}
+        }
         return Err(
             if explicit.is_some() && e.raw_os_error() == Some(libc::ENOMEM) {
                 MapError::NoHugePages(e)
@@ -461,7 +604,12 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
             },
         );
     }
-    Ok(memory)
+    Ok(HostMemory {
+        ptr,
+        len,
+        file,
+        owner,
+    })
 }
 
 /// A name unique within the process for memfds and hugetlbfs files.
@@ -589,4 +737,54 @@ fn prefault(ptr: NonNull<u8>, len: usize, spec: &RegionSpec, threads: usize) -> 
         })
     };
     result.map_err(|e| os("madvise(MADV_POPULATE)", spec, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_choice_reads_bracketed_word() {
+        assert_eq!(
+            sys::selected_choice("always within_size advise [never] deny force\n"),
+            Some("never")
+        );
+        assert_eq!(
+            sys::selected_choice("always [madvise] never"),
+            Some("madvise")
+        );
+        assert_eq!(sys::selected_choice("always madvise never"), None);
+    }
+
+    #[test]
+    fn thp_in_effect_follows_the_setting_of_each_backing() {
+        let shared = [Backing::Memfd, Backing::AnonymousShared];
+        for s in ["always", "within_size", "advise", "force"] {
+            for b in &shared {
+                assert!(thp_in_effect(b, Some(s)), "{b:?} {s}");
+            }
+        }
+        for s in ["never", "deny"] {
+            for b in &shared {
+                assert!(!thp_in_effect(b, Some(s)), "{b:?} {s}");
+            }
+        }
+        assert!(thp_in_effect(&Backing::AnonymousPrivate, Some("madvise")));
+        assert!(thp_in_effect(&Backing::AnonymousPrivate, Some("always")));
+        assert!(!thp_in_effect(&Backing::AnonymousPrivate, Some("never")));
+        assert!(!thp_in_effect(&Backing::Memfd, None));
+        let file = Backing::File {
+            path: "/tmp/x".into(),
+            offset: 0,
+        };
+        assert!(!thp_in_effect(&file, Some("always")));
+        assert_eq!(
+            thp_setting_path(&Backing::Memfd),
+            Some(sys::THP_SHMEM_ENABLED)
+        );
+        assert_eq!(
+            thp_setting_path(&Backing::AnonymousPrivate),
+            Some(sys::THP_ENABLED)
+        );
+    }
 }

@@ -12,7 +12,7 @@ use crate::layout::{Layout, WindowKind};
 use crate::placer::Placer;
 use crate::platform::{Platform, ReservationKind, SerialPreset};
 use crate::range::GuestRange;
-use crate::region::{HugePages, RegionSpec, RegionType};
+use crate::spec::{HugePages, RegionSpec, RegionType};
 use crate::space::{AddressSpace, DEFAULT_SLOTS};
 
 /// Alignment of DAX windows.
@@ -683,7 +683,7 @@ fn error_base(e: &Error) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::Arch;
-    use crate::region::with_host_page_size;
+    use crate::spec::with_host_page_size;
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;

@@ -7,7 +7,7 @@ use memvisor_resources::RangeInclusive;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
-use crate::region::RegionSpec;
+use crate::spec::RegionSpec;
 
 /// A non-empty range of guest physical addresses, first and last inclusive, so that a range
 /// may end at `u64::MAX` without wrapping. The same type names windows, planned ranges,

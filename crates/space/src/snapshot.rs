@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::guest_region::Region;
 use crate::layout::{Layout, Placer};
 use crate::range::GuestRange;
-use crate::region::{NumaBinding, Protection, RegionType};
+use crate::spec::{NumaBinding, Protection, RegionType};
 
 /// Regions per ownership chunk: a change copies one chunk and the chunk list, so it costs
 /// O(n / CHUNK + CHUNK) reference-count updates instead of O(n).
@@ -21,13 +21,45 @@ const CHUNK: usize = 32;
 /// Slot value of a region without a memory-slot number.
 const NO_SLOT: u32 = u32::MAX;
 
-/// The last-hit index and the index the previous lookup found, on their own cache line.
-#[derive(Default)]
-#[repr(align(128))]
+/// Bytes of padding on each side of the hit index: two cache lines, so that its stores share
+/// no line (nor an adjacent-line prefetch pair) with the snapshot's other fields or with
+/// whatever the allocator puts next. Padding rather than `#[repr(align(128))]`: an over-aligned
+/// snapshot would make every change take the allocator's slower aligned path.
+const HIT_PAD: usize = 128;
+
+/// Up to this many regions, lookups search at once and leave the hit index alone.
+const HIT_MIN_REGIONS: usize = 8;
+/// `HitIndex::hit` when no region is hot.
+const HIT_OFF: usize = usize::MAX;
+/// Lookups in a row that must find one region (after the first) before it becomes the hit.
+const HIT_STREAK: usize = 3;
+/// Where `HitIndex::previous` keeps its streak count; below it, the index.
+const STREAK_SHIFT: u32 = usize::BITS - 8;
+/// The index bits of `HitIndex::previous`.
+const STREAK_INDEX: usize = (1 << STREAK_SHIFT) - 1;
+
+/// The last-hit index and the index the previous lookup found, padded onto lines of their own.
+#[repr(C)]
 struct HitIndex {
+    _before: [u8; HIT_PAD],
     hit: AtomicUsize,
     previous: AtomicUsize,
+    _after: [u8; HIT_PAD],
 }
+
+impl Default for HitIndex {
+    fn default() -> Self {
+        Self {
+            _before: [0; HIT_PAD],
+            hit: AtomicUsize::new(HIT_OFF),
+            previous: AtomicUsize::new(STREAK_INDEX),
+            _after: [0; HIT_PAD],
+        }
+    }
+}
+
+/// One chunk of region owners.
+type Chunk = Arc<[Arc<Region>]>;
 
 /// One region in address order: its size less one, a pointer to it, and its memory-slot
 /// number. (Its start is in `Snapshot::starts`.)
@@ -48,18 +80,19 @@ struct Entry {
 ///
 /// It implements vm-memory's [`GuestMemoryBackend`], so `vm_memory::Bytes<GuestAddress>` reads
 /// and writes work on it and rust-vmm device crates can take it as their guest memory.
+#[repr(C)]
 pub struct Snapshot {
     /// Start address of each region, sorted: the binary search runs over this dense array.
     starts: Vec<u64>,
     /// The rest of each region's entry, at the same index.
     entries: Vec<Entry>,
     /// Owners of the regions, in chunks, in no particular order; they keep `entries` valid.
-    owners: Vec<Arc<Vec<Arc<Region>>>>,
-    /// Index of the entry the last successful lookup found, on its own cache line so that
-    /// updating it does not disturb loads of the fields above.
-    hit: HitIndex,
+    owners: Vec<Chunk>,
     layout: Arc<Layout>,
     generation: u64,
+    /// Index of the entry the last successful lookup found, last and padded (`repr(C)` keeps
+    /// the order) so that updating it does not disturb loads of the fields above.
+    hit: HitIndex,
 }
 
 // SAFETY: the `NonNull<Region>` pointers in `entries` point into regions owned by `owners`
@@ -110,34 +143,47 @@ impl Snapshot {
     #[inline]
     fn candidate(&self, addr: u64) -> Option<usize> {
         // The standard library's binary search compiles to conditional moves, with no
-        // branch to mispredict per level.
-        match self.starts.binary_search(&addr) {
-            Ok(i) => Some(i),
-            Err(i) => i.checked_sub(1),
-        }
+        // branch to mispredict per level; `partition_point` has no found / not-found split.
+        self.starts.partition_point(|&s| s <= addr).checked_sub(1)
     }
 
     /// The index and entry of the region holding `addr`.
     #[inline]
     fn entry_of(&self, addr: GuestAddress) -> Option<(usize, &Entry)> {
+        if self.starts.len() <= HIT_MIN_REGIONS {
+            // A search of a few entries costs about what the hit index would save.
+            let i = self.candidate(addr.0)?;
+            let (start, e) = (*self.starts.get(i)?, self.entries.get(i)?);
+            // `start <= addr` (from `candidate`), so this does not wrap.
+            return (addr.0 - start <= e.span).then_some((i, e));
+        }
         let hit = self.hit.hit.load(Ordering::Relaxed);
-        if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
-            && addr.0.wrapping_sub(start) <= e.span
-        {
-            return Some((hit, e));
+        // Off (the usual state under random lookups) makes this branch predictable.
+        if hit != HIT_OFF {
+            if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
+                && addr.0.wrapping_sub(start) <= e.span
+            {
+                return Some((hit, e));
+            }
+            self.hit.hit.store(HIT_OFF, Ordering::Relaxed);
         }
         let i = self.candidate(addr.0)?;
         // `candidate` returns an index of `starts`, which is as long as `entries`.
         let (start, e) = (self.starts[i], self.entries.get(i)?);
         // `start <= addr` (from `candidate`), so this does not wrap.
         if addr.0 - start <= e.span {
-            // The hit index moves only when two lookups in a row find the same region. Storing
-            // it on every lookup would make the next lookup's first load wait for this one to
-            // finish, so that random lookups could no longer overlap in the processor.
-            if self.hit.previous.load(Ordering::Relaxed) == i {
+            // The hit index is turned on only after a streak of lookups in one region, so that
+            // random lookups leave it off. The streak is counted without a branch: `previous`
+            // holds the last index found and how many lookups in a row found it; it is stored
+            // after the search, off the next lookup's critical path.
+            let previous = self.hit.previous.load(Ordering::Relaxed);
+            let same = usize::from(previous & STREAK_INDEX == i);
+            let streak = ((previous >> STREAK_SHIFT) + 1).min(HIT_STREAK) * same;
+            self.hit
+                .previous
+                .store(i | (streak << STREAK_SHIFT), Ordering::Relaxed);
+            if streak == HIT_STREAK {
                 self.hit.hit.store(i, Ordering::Relaxed);
-            } else {
-                self.hit.previous.store(i, Ordering::Relaxed);
             }
             Some((i, e))
         } else {
@@ -284,6 +330,21 @@ impl Snapshot {
             .sum()
     }
 
+    /// Gives the guest pages of `addr..addr + len` back to the host (balloon, virtio-mem,
+    /// free page reporting); the range must lie inside one region. See [`Region::discard`].
+    ///
+    /// # Errors
+    /// [`Error::RegionNotFound`] if no region holds `addr`; then as [`Region::discard`] (a
+    /// range running past the region's end is [`Error::Overflow`]).
+    pub fn discard(&self, addr: GuestAddress, len: u64) -> Result<()> {
+        let region = self.find_region(addr).ok_or(Error::RegionNotFound {
+            base: addr.0,
+            size: len,
+        })?;
+        // `find_region` found `addr` inside the region, so this does not wrap.
+        region.discard(addr.0 - region.base().0, len)
+    }
+
     /// The layout the regions were checked against.
     #[must_use]
     pub fn layout(&self) -> &Layout {
@@ -351,13 +412,15 @@ impl Snapshot {
         entries.extend_from_slice(&self.entries[at..]);
         let mut owners = self.owners.clone();
         match owners.last_mut() {
+            // Exact-size iterators: the new chunk is allocated once.
             Some(last) if last.len() < CHUNK => {
-                let mut chunk = Vec::with_capacity(last.len() + 1);
-                chunk.extend(last.iter().cloned());
-                chunk.push(region);
-                *last = Arc::new(chunk);
+                *last = last
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(region))
+                    .collect();
             }
-            _ => owners.push(Arc::new(vec![region])),
+            _ => owners.push(Arc::from([region])),
         }
         Ok(self.successor(starts, entries, owners, generation))
     }
@@ -367,7 +430,7 @@ impl Snapshot {
         &self,
         starts: Vec<u64>,
         entries: Vec<Entry>,
-        owners: Vec<Arc<Vec<Arc<Region>>>>,
+        owners: Vec<Chunk>,
         generation: u64,
     ) -> Self {
         Self {
@@ -414,17 +477,16 @@ impl Snapshot {
             .expect("every entry has an owner");
         let chunk = &self.owners[c];
         let removed = Arc::clone(&chunk[pos]);
-        let rest: Vec<Arc<Region>> = chunk
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != pos)
-            .map(|(_, r)| Arc::clone(r))
-            .collect();
         let mut owners = self.owners.clone();
-        if rest.is_empty() {
+        if chunk.len() == 1 {
             owners.remove(c);
         } else {
-            owners[c] = Arc::new(rest);
+            // Exact-size iterators: the new chunk is allocated once.
+            owners[c] = chunk[..pos]
+                .iter()
+                .chain(&chunk[pos + 1..])
+                .cloned()
+                .collect();
         }
         if owners.len() > 2 * (entries.len() / CHUNK) + 4 {
             // Many half-empty chunks after removals: repack.
@@ -475,20 +537,20 @@ fn entry(region: &Arc<Region>, slot: Option<u32>) -> Entry {
     }
 }
 
-fn chunked(regions: impl Iterator<Item = Arc<Region>>) -> Vec<Arc<Vec<Arc<Region>>>> {
+fn chunked(regions: impl Iterator<Item = Arc<Region>>) -> Vec<Chunk> {
     let mut owners = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK);
     for r in regions {
         chunk.push(r);
         if chunk.len() == CHUNK {
-            owners.push(Arc::new(std::mem::replace(
+            owners.push(Chunk::from(std::mem::replace(
                 &mut chunk,
                 Vec::with_capacity(CHUNK),
             )));
         }
     }
     if !chunk.is_empty() {
-        owners.push(Arc::new(chunk));
+        owners.push(Chunk::from(chunk));
     }
     owners
 }
@@ -502,26 +564,33 @@ fn overlap(new: &Region, old: &Region) -> Error {
     }
 }
 
+/// vm-memory's view of a snapshot is its guest memory: the regions with host memory. Device
+/// (MMIO) and reserved regions, and every region of a planned address space, have none, so
+/// vm-memory's `find_region` does not find them and `iter` / `num_regions` do not count them;
+/// an e820 map or a memory-slot table built from `iter()` therefore never includes MMIO. (The
+/// inherent [`Snapshot::find_region`], [`Snapshot::regions`] and [`Snapshot::len`] see every
+/// region, of every type.)
 impl GuestMemoryBackend for Snapshot {
     type R = Region;
 
     fn num_regions(&self) -> usize {
-        self.len()
+        self.regions().filter(|r| r.is_backed()).count()
     }
 
+    #[inline]
     fn find_region(&self, addr: GuestAddress) -> Option<&Region> {
-        Snapshot::find_region(self, addr)
+        Snapshot::find_region(self, addr).filter(|r| r.is_backed())
     }
 
     fn iter(&self) -> impl Iterator<Item = &Region> {
-        self.regions()
+        self.regions().filter(|r| r.is_backed())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::{RegionSpec, host_page_size};
+    use crate::spec::{RegionSpec, host_page_size};
 
     fn layout() -> Arc<Layout> {
         Arc::new(Layout::new(GuestAddress(u64::MAX), []).unwrap())
@@ -573,6 +642,51 @@ mod tests {
         assert_eq!(s.find_region(GuestAddress(p + 1)).unwrap().base().0, p);
         assert_eq!(s.find_region(GuestAddress(p + 2)).unwrap().base().0, p);
         assert!(s.find_region(GuestAddress(4 * p)).is_none());
+    }
+
+    #[test]
+    fn find_region_streak_turns_hit_on_and_a_miss_turns_it_off() {
+        let p = host_page_size();
+        let mut pages: Vec<(u64, u64)> = (0..=HIT_MIN_REGIONS as u64)
+            .map(|i| (10 + 2 * i, 1))
+            .collect();
+        pages.extend([(0, 1), (2, 1), (4, 1)]);
+        let s = snapshot(&pages);
+        let hit = || s.hit.hit.load(Ordering::Relaxed);
+        // Alternating lookups never make a streak.
+        for _ in 0..8 {
+            assert_eq!(s.find_region(GuestAddress(0)).unwrap().base().0, 0);
+            assert_eq!(s.find_region(GuestAddress(2 * p)).unwrap().base().0, 2 * p);
+        }
+        assert_eq!(hit(), HIT_OFF);
+        // A streak of lookups in one region makes it the hit.
+        for _ in 0..=HIT_STREAK {
+            assert_eq!(
+                s.find_region(GuestAddress(4 * p + 8)).unwrap().base().0,
+                4 * p
+            );
+        }
+        assert_eq!(hit(), 2);
+        assert_eq!(s.find_region(GuestAddress(4 * p)).unwrap().base().0, 4 * p);
+        // A lookup elsewhere (found or not) turns it off, and answers right.
+        assert!(s.find_region(GuestAddress(p)).is_none());
+        assert_eq!(hit(), HIT_OFF);
+        assert_eq!(
+            s.find_region(GuestAddress(2 * p + 1)).unwrap().base().0,
+            2 * p
+        );
+    }
+
+    #[test]
+    fn find_region_few_regions_searches_without_hit_index() {
+        let p = host_page_size();
+        let s = snapshot(&[(0, 2), (4, 1)]);
+        for _ in 0..=HIT_STREAK {
+            assert_eq!(s.find_region(GuestAddress(p)).unwrap().base().0, 0);
+        }
+        assert_eq!(s.hit.hit.load(Ordering::Relaxed), HIT_OFF);
+        assert!(s.find_region(GuestAddress(2 * p)).is_none());
+        assert_eq!(s.find_region(GuestAddress(4 * p)).unwrap().base().0, 4 * p);
     }
 
     #[test]
@@ -678,6 +792,10 @@ mod tests {
         assert_eq!(s.total_size(RegionType::Dax), p);
         assert_eq!(s.slot(GuestAddress(8 * p)), None);
         assert_eq!(s.slot(GuestAddress(4 * p)), Some(1));
-        assert_eq!(GuestMemoryBackend::num_regions(&s), 3);
+        assert_eq!(s.len(), 3);
+        // None of these planned regions has host memory: vm-memory sees no guest memory.
+        assert_eq!(GuestMemoryBackend::num_regions(&s), 0);
+        assert!(GuestMemoryBackend::find_region(&s, GuestAddress(0)).is_none());
+        assert_eq!(GuestMemoryBackend::iter(&s).count(), 0);
     }
 }

@@ -3,19 +3,22 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::cache::Cache;
 use arc_swap::{ArcSwap, Guard};
 use memvisor_resources::IdAllocator;
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 use crate::error::{Error, ListenerError, Result};
 use crate::guest_region::Region;
 use crate::layout::{Layout, WindowKind};
 use crate::memory::{BackingReport, HotplugWindow, RegionReport, Target};
-use crate::region::{RegionSpec, RegionType};
 use crate::snapshot::Snapshot;
+use crate::spec::{RegionSpec, RegionType};
 
 /// Default number of memory-slot numbers (KVM allows 32,764 user memory slots).
 pub const DEFAULT_SLOTS: u32 = 32_764;
@@ -47,7 +50,13 @@ pub struct RegionEvent<'a> {
 /// Listeners run in the order they were added, under the writer lock, before the new snapshot
 /// is published, so they see changes one at a time and in order. A listener that returns an
 /// error cancels the change: the listeners before it are told the opposite change (their
-/// errors then ignored), and the operation returns [`Error::Listener`].
+/// errors and panics then ignored), and the operation returns [`Error::Listener`].
+///
+/// A listener that panics is treated the same way: the change is cancelled, the listeners
+/// before it are told the opposite change, the memory-slot number taken for it is given back,
+/// and then the panic is resumed in the caller. (A panic is a bug in the listener, so it is not
+/// turned into an error; but the address space and the listeners that did not panic stay in
+/// step, and the address space stays usable once the caller catches the panic.)
 pub trait RegionListener: Send + Sync {
     /// Handles one change.
     ///
@@ -191,7 +200,7 @@ impl SpaceBuilder {
         let windows = self
             .layout
             .windows_of(WindowKind::Hotplug)
-            .map(|w| HotplugWindow::new(w.start().0, w.size()).map(Arc::new))
+            .map(|w| HotplugWindow::new(w).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let mut report = BackingReport {
             regions: Vec::new(),
@@ -270,8 +279,17 @@ fn target_for<'a>(
 }
 
 /// A snapshot loaded through [`AddressSpace::memory`]: cheap to take, meant to be held briefly
-/// (use [`AddressSpace::snapshot`] to keep one).
+/// (use [`AddressSpace::snapshot`] to keep one). It derefs to the [`Snapshot`] (so to vm-memory's
+/// `GuestMemory`) and is `Clone`, so rust-vmm crates that take `M: Deref + Clone` with
+/// `M::Target: GuestMemory` (virtio-queue's descriptor chains) take it as it is; a clone holds
+/// a full reference to the snapshot.
 pub struct SnapshotGuard(Guard<Arc<Snapshot>>);
+
+impl Clone for SnapshotGuard {
+    fn clone(&self) -> Self {
+        Self(Guard::from_inner(Arc::clone(&self.0)))
+    }
+}
 
 impl Deref for SnapshotGuard {
     type Target = Snapshot;
@@ -399,6 +417,10 @@ impl AddressSpace {
     /// As [`Layout::check`]; [`Error::Overlap`] with a region already there;
     /// [`Error::NoSlotNumber`]; [`Error::Listener`]. The address space is unchanged after an
     /// error.
+    ///
+    /// # Panics
+    /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
+    /// [`RegionListener`]).
     pub fn insert_region(&self, region: Arc<Region>) -> Result<()> {
         let mut writer = self.lock();
         self.insert_locked(&mut writer, region)
@@ -407,7 +429,7 @@ impl AddressSpace {
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
         let current = self.current.load();
         current.layout().check(region.spec())?;
-        current.check_free(&region)?;
+        // (Overlap is checked by `with_inserted`, after the slot number is taken.)
         let Writer {
             listeners,
             slots,
@@ -426,6 +448,9 @@ impl AddressSpace {
         }
         let next_generation = *generation + 1;
         let next = current.with_inserted(Arc::clone(&region), slot.slot, next_generation)?;
+        // Released before the store: a guard still held on the old snapshot would make the
+        // store turn it into a full reference first (two more atomic operations).
+        drop(current);
         notify(
             listeners,
             ChangeKind::Inserted,
@@ -445,11 +470,16 @@ impl AddressSpace {
     /// # Errors
     /// [`Error::RegionNotFound`]; [`Error::Listener`]. The address space is unchanged after an
     /// error.
+    ///
+    /// # Panics
+    /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
+    /// [`RegionListener`]).
     pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
         let mut writer = self.lock();
         let current = self.current.load();
         let generation = writer.generation + 1;
         let (next, region, slot) = current.with_removed(base, size, generation)?;
+        drop(current);
         notify(
             &writer.listeners,
             ChangeKind::Removed,
@@ -518,7 +548,10 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// Tells every listener of a change; on a refusal, tells the earlier ones the opposite.
+/// Tells every listener of a change. When one refuses it or panics, the earlier ones are told
+/// the opposite change (their refusals and panics then ignored: the state they are being
+/// brought back to is one they accepted); then a refusal is returned as [`Error::Listener`]
+/// and a panic is resumed.
 fn notify(
     listeners: &[Arc<dyn RegionListener>],
     kind: ChangeKind,
@@ -533,21 +566,32 @@ fn notify(
         generation,
     };
     for (i, listener) in listeners.iter().enumerate() {
-        if let Err(source) = listener.region_changed(&event) {
-            let undo = RegionEvent {
-                kind: match kind {
-                    ChangeKind::Inserted => ChangeKind::Removed,
-                    ChangeKind::Removed => ChangeKind::Inserted,
-                },
-                ..event
+        // The listener sees only the event; whatever state of its own a panic leaves broken
+        // is its business, ours is unchanged until every listener has accepted.
+        let failure =
+            match panic::catch_unwind(AssertUnwindSafe(|| listener.region_changed(&event))) {
+                Ok(Ok(())) => continue,
+                Ok(Err(source)) => Ok(source),
+                Err(payload) => Err(payload),
             };
-            for earlier in listeners[..i].iter().rev() {
-                let _ = earlier.region_changed(&undo);
+        let undo = RegionEvent {
+            kind: match kind {
+                ChangeKind::Inserted => ChangeKind::Removed,
+                ChangeKind::Removed => ChangeKind::Inserted,
+            },
+            ..event
+        };
+        for earlier in listeners[..i].iter().rev() {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| earlier.region_changed(&undo)));
+        }
+        match failure {
+            Ok(source) => {
+                return Err(Error::Listener {
+                    base: region.base().0,
+                    source,
+                });
             }
-            return Err(Error::Listener {
-                base: region.base().0,
-                source,
-            });
+            Err(payload) => panic::resume_unwind(payload),
         }
     }
     Ok(())
@@ -564,7 +608,9 @@ impl GuestAddressSpace for AddressSpace {
 
 impl Snapshot {
     /// A vm-memory `GuestMemoryMmap` over the backed regions' host memory (regions without
-    /// memory, or whose mapping is not read-write, are left out).
+    /// memory, or whose mapping is not read-write, are left out: vm-memory's slices allow
+    /// writes). Each region keeps its file and offset (a memfd, hugetlbfs or backing file), so
+    /// the result can be handed to a vhost-user back end, and says whether it is on hugetlbfs.
     ///
     /// # Errors
     /// [`Error::Os`] if vm-memory refuses a region.
@@ -590,17 +636,24 @@ impl Snapshot {
             };
             // SAFETY: `ptr..ptr + len` is the region's live mapping; the caller keeps it alive
             // as long as the result.
-            let mapping =
+            let mut builder =
                 unsafe { vm_memory::mmap::MmapRegionBuilder::new(len).with_raw_mmap_pointer(ptr) }
                     .with_mmap_prot(crate::sys::prot_bits(r.protection()))
-                    .build()
-                    .map_err(vm_err)?;
+                    .with_hugetlbfs(r.is_hugetlbfs() == Some(true));
+            // The same open file and offset, so that the result can be shared (vhost-user).
+            if let Some(file) = r.file_offset() {
+                builder = builder.with_file_offset(file.clone());
+            }
+            let mapping = builder.build().map_err(vm_err)?;
             let region =
                 vm_memory::GuestRegionMmap::new(mapping, r.base()).ok_or(Error::Overflow {
                     base: r.base().0,
                     size: r.size(),
                 })?;
             out.push(region);
+        }
+        if out.is_empty() {
+            return Ok(GuestMemoryMmap::default());
         }
         GuestMemoryMmap::from_regions(out).map_err(|e| Error::Os {
             op: "vm-memory collection",
@@ -615,7 +668,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::region::host_page_size;
+    use crate::spec::host_page_size;
 
     fn layout() -> Layout {
         Layout::x86_64()
@@ -721,6 +774,94 @@ mod tests {
         // The only slot number, taken by the panicked insert, was given back.
         assert_eq!(space.snapshot().slot(GuestAddress(p)), Some(0));
         space.snapshot().check_invariants();
+    }
+
+    /// A listener that keeps a KVM-like slot table: it refuses a slot number already in use.
+    #[derive(Default)]
+    struct SlotTable(Mutex<std::collections::BTreeMap<u32, u64>>);
+
+    impl RegionListener for SlotTable {
+        fn region_changed(&self, e: &RegionEvent<'_>) -> Result<(), ListenerError> {
+            let Some(slot) = e.slot else { return Ok(()) };
+            let mut table = self.0.lock().unwrap();
+            match e.kind {
+                ChangeKind::Inserted => {
+                    if table.insert(slot, e.region.base().0).is_some() {
+                        return Err(format!("slot {slot} already in use").into());
+                    }
+                }
+                ChangeKind::Removed => {
+                    if table.remove(&slot).is_none() {
+                        return Err(format!("slot {slot} not in use").into());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn insert_listener_panic_undoes_earlier_listeners() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let table = Arc::new(SlotTable::default());
+        space.add_listener(Arc::clone(&table) as Arc<dyn RegionListener>);
+        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+            assert!(e.region.base().0 != 0, "listener bug");
+            Ok(())
+        }));
+        let s = space.clone();
+        let result = std::panic::catch_unwind(move || s.insert_region(planned(0, p)));
+        assert!(result.is_err(), "the panic is resumed");
+        assert!(
+            table.0.lock().unwrap().is_empty(),
+            "the slot table was undone"
+        );
+        assert!(space.snapshot().is_empty());
+        assert_eq!(space.snapshot().generation(), 0);
+        // The slot number given back is taken again, and the slot table accepts it.
+        space.insert_region(planned(p, p)).unwrap();
+        space.insert_region(planned(2 * p, p)).unwrap();
+        assert_eq!(space.snapshot().slot(GuestAddress(p)), Some(0));
+        assert_eq!(space.snapshot().slot(GuestAddress(2 * p)), Some(1));
+        assert_eq!(table.0.lock().unwrap().len(), 2);
+        space.snapshot().check_invariants();
+    }
+
+    #[test]
+    fn remove_listener_panic_undoes_earlier_listeners() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let table = Arc::new(SlotTable::default());
+        space.add_listener(Arc::clone(&table) as Arc<dyn RegionListener>);
+        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+            assert!(e.kind == ChangeKind::Inserted, "listener bug");
+            Ok(())
+        }));
+        space.insert_region(planned(0, p)).unwrap();
+        let s = space.clone();
+        let result = std::panic::catch_unwind(move || s.remove_region(GuestAddress(0), p));
+        assert!(result.is_err(), "the panic is resumed");
+        // The region is still there, and so is its slot in the table.
+        assert_eq!(space.snapshot().len(), 1);
+        assert_eq!(space.snapshot().slot(GuestAddress(0)), Some(0));
+        assert_eq!(table.0.lock().unwrap().get(&0), Some(&0));
+        space.insert_region(planned(p, p)).unwrap();
+        assert_eq!(space.snapshot().slot(GuestAddress(p)), Some(1));
+    }
+
+    #[test]
+    fn undo_listener_panic_is_contained() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+            assert!(e.kind == ChangeKind::Inserted, "undo bug");
+            Ok(())
+        }));
+        space.add_listener(Arc::new(|_: &RegionEvent<'_>| Err("refused".into())));
+        let err = space.insert_region(planned(0, p)).unwrap_err();
+        assert!(matches!(err, Error::Listener { base: 0, .. }), "{err}");
+        assert!(space.snapshot().is_empty());
     }
 
     #[test]

@@ -447,3 +447,306 @@ fn concurrent_plug_unplug_with_readers_keeps_memory_valid() {
     assert!(space.snapshot().is_empty());
     assert_eq!(space.snapshot().generation(), 4 * 25 * 2);
 }
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
+    let len = 2 << 20;
+    let mapping = vm_memory::MmapRegion::<()>::build(
+        None,
+        len,
+        libc::PROT_READ,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+    )
+    .unwrap();
+    let region = vm_memory::GuestRegionMmap::new(mapping, GuestAddress(0)).unwrap();
+    let gm = vm_memory::GuestMemoryMmap::from_regions(vec![region]).unwrap();
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let space = AddressSpace::from_guest_memory_mmap(layout, &gm).unwrap();
+    let mem = space.memory();
+    assert_eq!(mem.protection(GuestAddress(0)), Some(Protection::READ));
+    // A write is an error, not a fault on the read-only mapping.
+    assert!(mem.write_obj(1u32, GuestAddress(0)).is_err());
+    assert!(mem.write_slice(&[1, 2, 3], GuestAddress(0x10)).is_err());
+    // SAFETY: `mem` outlives `back` (dropped first below).
+    let back = unsafe { mem.to_guest_memory_mmap() }.unwrap();
+    assert_eq!(back.num_regions(), 0, "read-only regions are left out");
+    drop(back);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn to_guest_memory_mmap_keeps_memfd_file_offset() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), 2 * MIB).backing(Backing::Memfd),
+        RegionSpec::ram(GuestAddress(2 * MIB), 2 * MIB),
+    ];
+    let (space, _) = AddressSpace::back(layout, specs).unwrap();
+    let snap = space.snapshot();
+    // SAFETY: `snap` outlives `gm` (dropped first below).
+    let gm = unsafe { snap.to_guest_memory_mmap() }.unwrap();
+    let memfd = gm.find_region(GuestAddress(0)).unwrap();
+    let fo = memfd
+        .file_offset()
+        .expect("the memfd's file offset is kept");
+    assert_eq!(fo.start(), 0);
+    let own = snap
+        .find_region(GuestAddress(0))
+        .unwrap()
+        .file_offset()
+        .unwrap();
+    // The same open file, which a vhost-user back end can be handed.
+    assert_eq!(
+        std::os::fd::AsRawFd::as_raw_fd(fo.file()),
+        std::os::fd::AsRawFd::as_raw_fd(own.file())
+    );
+    assert_eq!(memfd.is_hugetlbfs(), Some(false));
+    let anon = gm.find_region(GuestAddress(2 * MIB)).unwrap();
+    assert!(anon.file_offset().is_none());
+    // Writes through the file reach the converted memory.
+    std::os::unix::fs::FileExt::write_all_at(fo.file(), &[0x5a], 0x40).unwrap();
+    assert_eq!(gm.read_obj::<u8>(GuestAddress(0x40)).unwrap(), 0x5a);
+    drop(gm);
+}
+
+/// A layout with RAM at 0 and a hotplug window at `start`.
+fn layout_with_hotplug_at(start: u64, size: u64) -> Layout {
+    use memvisor_space::Window;
+    Layout::new(
+        GuestAddress(u64::MAX >> 16),
+        [
+            Window::new(WindowKind::Ram, GuestAddress(0), GIB).unwrap(),
+            Window::new(WindowKind::Hotplug, GuestAddress(start), size).unwrap(),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn back_hotplug_window_off_page_boundary_errors() {
+    let half = page() / 2;
+    for (start, size) in [(4 * GIB + half, GIB), (4 * GIB, GIB + half)] {
+        let layout = layout_with_hotplug_at(start, size);
+        let err = AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), MIB)]).unwrap_err();
+        assert!(
+            matches!(err, Error::WindowMisaligned { start: s, size: z, .. } if s == start && z == size),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "hotplug window at {start:#x} of size {size:#x} is not aligned to the host page size {:#x}",
+                page()
+            )
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn plug_failed_mmap_restores_the_slot() {
+    // A sysfs attribute: long enough, opens read-only, but cannot be mapped.
+    let path = std::path::PathBuf::from("/sys/kernel/mm/transparent_hugepage/enabled");
+    if !path.exists() {
+        eprintln!("skipped: {} is missing", path.display());
+        return;
+    }
+    let layout = layout_with_hotplug_at(4 * GIB, GIB);
+    let (space, _) = AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), MIB)]).unwrap();
+    let slot = GuestAddress(4 * GIB);
+    let bad = RegionSpec::ram(slot, page())
+        .hotplug(true)
+        .protection(Protection::READ)
+        .backing(Backing::File { path, offset: 0 });
+    let err = space.plug(bad).unwrap_err();
+    assert!(matches!(err, Error::Os { op: "mmap", .. }), "{err}");
+    assert_eq!(space.snapshot().len(), 1);
+    // The slot was given back: the same place plugs at once.
+    let (region, _) = space
+        .plug(RegionSpec::ram(slot, page()).hotplug(true))
+        .unwrap();
+    space.memory().write_obj(5u8, slot).unwrap();
+    assert_eq!(region.base(), slot);
+}
+
+/// The selected value of a transparent huge page setting.
+fn thp_setting(file: &str) -> Option<String> {
+    let text =
+        std::fs::read_to_string(format!("/sys/kernel/mm/transparent_hugepage/{file}")).ok()?;
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_owned))
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
+    let in_effect = matches!(
+        thp_setting("shmem_enabled").as_deref(),
+        Some("always" | "within_size" | "advise" | "force")
+    );
+    for backing in [Backing::Memfd, Backing::AnonymousShared] {
+        let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
+            .backing(backing.clone())
+            .huge_pages(HugePages::Transparent);
+        if in_effect {
+            let (_r, report) = Region::back(spec).unwrap();
+            let report = report.unwrap();
+            assert_eq!(report.huge_pages, HugePages::Transparent);
+            assert!(!report.fell_back && report.warnings.is_empty());
+            continue;
+        }
+        let err = Region::back(spec.clone()).unwrap_err();
+        assert!(
+            matches!(err, Error::TransparentHugePagesUnavailable { base: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("shmem_enabled"), "{err}");
+        let (region, report) =
+            Region::back(spec.fallback(memvisor_space::HugePageFallback::BasePages)).unwrap();
+        let report = report.unwrap();
+        assert_eq!(report.huge_pages, HugePages::None);
+        assert!(report.fell_back);
+        assert_eq!(report.warnings.len(), 1);
+        assert!(
+            report
+                .to_string()
+                .contains("warning: transparent huge pages are off")
+        );
+        region.write_obj(1u8, MemoryRegionAddress(0)).unwrap();
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn back_anonymous_thp_follows_the_enabled_setting() {
+    let in_effect = matches!(
+        thp_setting("enabled").as_deref(),
+        Some("always" | "madvise")
+    );
+    let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB).huge_pages(HugePages::Transparent);
+    match Region::back(spec) {
+        Ok((_r, report)) => {
+            assert!(in_effect);
+            assert_eq!(report.unwrap().huge_pages, HugePages::Transparent);
+        }
+        Err(err) => {
+            assert!(!in_effect);
+            assert!(
+                matches!(err, Error::TransparentHugePagesUnavailable { .. }),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// The bound virtio-queue puts on the memory a descriptor chain holds.
+fn chain_like<M>(mem: M, at: GuestAddress) -> (M, u32)
+where
+    M: std::ops::Deref + Clone,
+    M::Target: vm_memory::GuestMemory,
+{
+    let copy = mem.clone();
+    let value = copy.read_obj::<u32>(at).unwrap();
+    (mem, value)
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn vm_memory_view_excludes_mmio_and_guard_is_deref_clone() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let mut placer = layout.placer();
+    let mmio = placer
+        .place(WindowKind::Device, 0x1000, 0x1000, "mmio")
+        .unwrap()
+        .start();
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), MIB),
+        RegionSpec::new(RegionType::Device, mmio, 0x1000),
+        RegionSpec::ram(GuestAddress(2 * MIB), MIB),
+    ];
+    let (space, _) = AddressSpace::back(layout, specs).unwrap();
+    let mem = space.memory();
+    assert_eq!(mem.len(), 3, "the snapshot itself holds every region");
+    // vm-memory's view: guest memory only, so an e820 built from it has no MMIO.
+    let e820: Vec<(u64, u64)> = GuestMemoryBackend::iter(&*mem)
+        .map(|r| (r.start_addr().0, r.len()))
+        .collect();
+    assert_eq!(e820, [(0, MIB), (2 * MIB, MIB)]);
+    assert_eq!(GuestMemoryBackend::num_regions(&*mem), 2);
+    assert!(GuestMemoryBackend::find_region(&*mem, mmio).is_none());
+    assert!(mem.find_region(mmio).is_some());
+    assert!(mem.write_obj(1u32, mmio).is_err());
+    mem.write_obj(0xfeed_u32, GuestAddress(2 * MIB)).unwrap();
+    let (_mem, value) = chain_like(mem, GuestAddress(2 * MIB));
+    assert_eq!(value, 0xfeed);
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn bytes_view_reads_read_only_regions_and_refuses_writes() {
+    let dir = std::env::temp_dir().join(format!("memvisor-space-rom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rom.img");
+    let mut image = vec![0u8; (2 * page()) as usize];
+    image[..8].copy_from_slice(b"firmware");
+    std::fs::write(&path, &image).unwrap();
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let rom_base = 0xffc0_0000;
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), MIB),
+        RegionSpec::new(RegionType::Firmware, GuestAddress(rom_base), 2 * page())
+            .backing(Backing::File {
+                path: path.clone(),
+                offset: 0,
+            })
+            .protection(Protection::READ),
+    ];
+    let (space, _) = AddressSpace::back(layout, specs).unwrap();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+    let mut buf = [0u8; 8];
+    bytes.read_slice(&mut buf, GuestAddress(rom_base)).unwrap();
+    assert_eq!(&buf, b"firmware");
+    assert_eq!(
+        bytes
+            .load::<u32>(GuestAddress(rom_base), std::sync::atomic::Ordering::Relaxed)
+            .unwrap(),
+        u32::from_le_bytes(*b"firm")
+    );
+    let mut out = Vec::new();
+    bytes
+        .write_all_volatile_to(GuestAddress(rom_base), &mut out, 8)
+        .unwrap();
+    assert_eq!(out, b"firmware");
+    // Writes to the read-only region are errors, never faults; RAM is written as usual.
+    assert!(bytes.write_obj(1u8, GuestAddress(rom_base)).is_err());
+    assert!(
+        bytes
+            .store(
+                1u32,
+                GuestAddress(rom_base),
+                std::sync::atomic::Ordering::Relaxed
+            )
+            .is_err()
+    );
+    bytes.write_obj(0x1234u16, GuestAddress(0x10)).unwrap();
+    assert_eq!(bytes.read_obj::<u16>(GuestAddress(0x10)).unwrap(), 0x1234);
+    // Through the snapshot itself the read-only region gives no slice at all.
+    assert!(snap.read_obj::<u8>(GuestAddress(rom_base)).is_err());
+    // A read running past the end of the memory stops there.
+    let mut tail = [0u8; 16];
+    let n = bytes
+        .read(&mut tail, GuestAddress(rom_base + 2 * page() - 8))
+        .unwrap();
+    assert_eq!(n, 8);
+    assert!(
+        bytes
+            .read_slice(&mut tail, GuestAddress(rom_base + 2 * page() - 8))
+            .is_err()
+    );
+    assert!(bytes.read_obj::<u8>(GuestAddress(2 * MIB)).is_err());
+    drop(snap);
+    std::fs::remove_file(&path).unwrap();
+}

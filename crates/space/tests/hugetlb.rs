@@ -224,7 +224,16 @@ fn explicit_2m_more_than_free_errors_without_fallback() {
     let (region, report) = Region::back(spec.fallback(HugePageFallback::Transparent)).unwrap();
     let report = report.unwrap();
     assert!(report.fell_back);
-    assert_eq!(report.huge_pages, HugePages::Transparent);
+    // Transparent huge pages if the host gives them to private anonymous memory.
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| !s.contains("[never]"));
+    let expected = if thp {
+        HugePages::Transparent
+    } else {
+        HugePages::None
+    };
+    assert_eq!(report.huge_pages, expected);
+    assert!(!report.warnings.is_empty());
     assert_eq!(report.page_size, memvisor_vmem::page_size() as u64);
     region.write_obj(1u8, MemoryRegionAddress(0)).unwrap();
 }
@@ -346,4 +355,48 @@ fn hugetlbfs_path_is_checked_and_accounted() {
         ),
         "{err}"
     );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
+fn explicit_2m_discard_returns_whole_huge_pages() {
+    let _serial = serial();
+    let size = HugePageSize::Size2M;
+    let Some(_pool) = PoolGuard::grow(size, 4) else {
+        return;
+    };
+    for backing in [
+        Backing::AnonymousPrivate,
+        Backing::AnonymousShared,
+        Backing::Memfd,
+    ] {
+        let free_before = free(size);
+        let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
+            .backing(backing.clone())
+            .huge_pages(HugePages::Explicit(size))
+            .prefault(1);
+        let (region, _) = Region::back(spec).unwrap();
+        region
+            .write_obj(0x77u8, MemoryRegionAddress(2 * MIB))
+            .unwrap();
+        assert_eq!(free_before - free(size), 2, "{backing:?}");
+        // Huge page granularity: a base page is refused.
+        let err = region.discard(0, 4096).unwrap_err();
+        assert!(
+            matches!(err, Error::Misaligned { page_size, .. } if page_size == 2 * MIB),
+            "{err}"
+        );
+        region.discard(2 * MIB, 2 * MIB).unwrap();
+        assert_eq!(
+            free_before - free(size),
+            1,
+            "{backing:?}: one page back in the pool"
+        );
+        assert_eq!(
+            region.read_obj::<u8>(MemoryRegionAddress(2 * MIB)).unwrap(),
+            0
+        );
+        drop(region);
+        assert_eq!(free(size), free_before);
+    }
 }

@@ -102,20 +102,29 @@ impl PageBitmap {
         );
     }
 
-    /// Sets bits `first..first + count`.
-    pub(crate) fn set_range(&self, first: usize, count: usize) {
+    /// Sets bits `first..first + count`; returns how many of them were clear before. Each
+    /// bit's change is counted by the one atomic operation that made it, so concurrent calls
+    /// never count a bit twice.
+    pub(crate) fn set_range(&self, first: usize, count: usize) -> usize {
         self.check(first, count);
-        for (w, mask) in word_masks(first, count) {
-            self.word(w).fetch_or(mask, Ordering::Release);
-        }
+        word_masks(first, count)
+            .map(|(w, mask)| {
+                let old = self.word(w).fetch_or(mask, Ordering::AcqRel);
+                (mask & !old).count_ones() as usize
+            })
+            .sum()
     }
 
-    /// Clears bits `first..first + count`.
-    pub(crate) fn clear_range(&self, first: usize, count: usize) {
+    /// Clears bits `first..first + count`; returns how many of them were set before (counted
+    /// as in [`set_range`](Self::set_range)).
+    pub(crate) fn clear_range(&self, first: usize, count: usize) -> usize {
         self.check(first, count);
-        for (w, mask) in word_masks(first, count) {
-            self.word(w).fetch_and(!mask, Ordering::Release);
-        }
+        word_masks(first, count)
+            .map(|(w, mask)| {
+                let old = self.word(w).fetch_and(!mask, Ordering::AcqRel);
+                (mask & old).count_ones() as usize
+            })
+            .sum()
     }
 
     /// The first bit in `first..first + count` that is clear, if any.
@@ -160,6 +169,7 @@ impl PageBitmap {
     }
 
     /// The number of set bits in `first..first + count`.
+    #[cfg(test)]
     pub(crate) fn count_set(&self, first: usize, count: usize) -> usize {
         self.check(first, count);
         word_masks(first, count)
@@ -200,10 +210,12 @@ mod tests {
     #[test]
     fn clear_range_full_words_clears() {
         let b = PageBitmap::new(256).unwrap();
-        b.set_range(0, 256);
-        b.clear_range(64, 128);
+        assert_eq!(b.set_range(0, 256), 256);
+        assert_eq!(b.set_range(10, 100), 0);
+        assert_eq!(b.clear_range(64, 128), 128);
         assert_eq!(b.count_set(0, 256), 128);
         assert_eq!(b.first_clear(0, 256), Some(64));
+        assert_eq!(b.clear_range(60, 10), 4);
         assert_eq!(b.first_set(64, 192), Some(192));
     }
 
@@ -225,7 +237,9 @@ mod tests {
             for (set, a, c) in ops {
                 let first = a % pages;
                 let count = c % (pages - first + 1);
-                if set { b.set_range(first, count) } else { b.clear_range(first, count) }
+                let changed = if set { b.set_range(first, count) } else { b.clear_range(first, count) };
+                let want_changed = model[first..first + count].iter().filter(|&&x| x != set).count();
+                prop_assert_eq!(changed, want_changed);
                 for bit in &mut model[first..first + count] { *bit = set; }
                 let first_q = (a / 2) % pages;
                 let count_q = pages - first_q;

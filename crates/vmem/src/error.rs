@@ -75,6 +75,20 @@ pub enum Operation {
     Unguard,
     /// Querying residency.
     Residency,
+    /// Mapping a source into part of a reservation.
+    Map,
+    /// Setting a NUMA memory policy.
+    BindNuma,
+    /// Giving advice that keeps contents (fork and dump behaviour).
+    Advise,
+    /// Letting the system free pages lazily.
+    Free,
+    /// Discarding the contents of pages.
+    Discard,
+    /// Discarding the contents of pages and their backing.
+    Purge,
+    /// Populating pages for reading.
+    PrefaultRead,
 }
 
 impl fmt::Display for Operation {
@@ -91,6 +105,13 @@ impl fmt::Display for Operation {
             Operation::Guard => "guard",
             Operation::Unguard => "unguard",
             Operation::Residency => "residency query",
+            Operation::Map => "map",
+            Operation::BindNuma => "NUMA policy",
+            Operation::Advise => "advice",
+            Operation::Free => "free",
+            Operation::Discard => "discard",
+            Operation::Purge => "purge",
+            Operation::PrefaultRead => "read prefault",
         })
     }
 }
@@ -152,6 +173,20 @@ pub enum Error {
         /// Offset of the first page that is not read-write.
         offset: usize,
     },
+    /// The operation needs readable pages and the page at `offset` is inaccessible.
+    #[error("page at offset {offset:#x} is not readable")]
+    NotReadable {
+        /// Offset of the first page that is not readable.
+        offset: usize,
+    },
+    /// A NUMA node number is past the largest this crate passes to the system.
+    #[error("NUMA node {node} is out of range (nodes are below {limit})")]
+    NumaNode {
+        /// The offending node.
+        node: u32,
+        /// The first node number that is not accepted.
+        limit: u32,
+    },
     /// The operation needs guard pages and the page at `offset` is not one.
     #[error("page at offset {offset:#x} is not a guard page")]
     NotGuarded {
@@ -169,6 +204,24 @@ pub enum Error {
     Unsupported {
         /// The operation.
         operation: Operation,
+    },
+    /// A worker thread of a parallel operation could not be started; the threads started
+    /// before it finished their parts.
+    #[error("could not start worker thread {index} of a parallel prefault: {source}")]
+    ThreadSpawn {
+        /// Index of the worker that could not be started (the caller's thread is worker 0).
+        index: usize,
+        /// The OS error code (0 if the system gave none).
+        #[source]
+        source: OsError,
+    },
+    /// A worker thread of a parallel operation panicked while working on its part.
+    #[error("worker thread for offset {offset:#x} length {len:#x} panicked")]
+    WorkerPanicked {
+        /// Offset of the worker's part.
+        offset: usize,
+        /// Length of the worker's part.
+        len: usize,
     },
     /// The operating system refused the operation.
     #[error("{operation} failed: {source}")]
@@ -247,6 +300,35 @@ mod tests {
         assert_eq!(
             Error::NotWritable { offset: 0x2000 }.to_string(),
             "page at offset 0x2000 is not read-write"
+        );
+        assert_eq!(
+            Error::NotReadable { offset: 0x1000 }.to_string(),
+            "page at offset 0x1000 is not readable"
+        );
+        assert_eq!(
+            Error::NumaNode {
+                node: 5000,
+                limit: 1024
+            }
+            .to_string(),
+            "NUMA node 5000 is out of range (nodes are below 1024)"
+        );
+        assert_eq!(Operation::PrefaultRead.to_string(), "read prefault");
+        assert_eq!(
+            Error::WorkerPanicked {
+                offset: 0x20_0000,
+                len: 0x1000
+            }
+            .to_string(),
+            "worker thread for offset 0x200000 length 0x1000 panicked"
+        );
+        assert!(
+            Error::ThreadSpawn {
+                index: 2,
+                source: OsError::from_raw(11)
+            }
+            .to_string()
+            .starts_with("could not start worker thread 2 of a parallel prefault: ")
         );
         assert_eq!(
             Error::Unsupported {

@@ -50,4 +50,7 @@ pub mod vec;
 
 pub use error::{Error, Operation, OsError, Result};
 pub use page::{allocation_granularity, page_size};
-pub use reservation::{CommitMode, HugePageAdvice, Protection, Reservation, ReservationBuilder};
+pub use reservation::{
+    Advice, CommitMode, HugePageAdvice, HugeTlbSize, MapSource, NumaPolicy, Protection,
+    Reservation, ReservationBuilder,
+};

@@ -3,11 +3,16 @@
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::bitmap::PageBitmap;
 use crate::error::{Error, Operation, Result};
 use crate::page::page_size;
 use crate::sys::{self, Populated};
+
+mod mapping;
+
+pub use mapping::{Advice, HugeTlbSize, MapSource, NumaPolicy};
 
 /// How a reservation commits pages.
 ///
@@ -42,6 +47,24 @@ pub enum Protection {
     Read,
     /// Read and write (the state after commit).
     ReadWrite,
+    /// Read and execute: writes fault.
+    ReadExecute,
+    /// Read, write and execute.
+    ReadWriteExecute,
+}
+
+impl Protection {
+    /// Whether the pages can be written.
+    #[must_use]
+    pub fn writable(self) -> bool {
+        matches!(self, Protection::ReadWrite | Protection::ReadWriteExecute)
+    }
+
+    /// Whether the pages can be read.
+    #[must_use]
+    pub fn readable(self) -> bool {
+        self != Protection::None
+    }
 }
 
 /// Transparent-huge-page advice.
@@ -116,18 +139,33 @@ impl ReservationBuilder {
         let ptr = sys::reserve(len, align, self.mode).map_err(|e| e.during(Operation::Reserve))?;
         let pages = len / page;
         let bitmaps = PageBitmap::new(pages).and_then(|committed| {
-            let writable = PageBitmap::new(pages)?;
-            Ok((committed, writable, PageBitmap::new(pages)?))
+            Ok((
+                committed,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+            ))
         });
-        let (committed, writable, guarded) = match bitmaps {
-            Ok(bitmaps) => bitmaps,
-            Err(e) => {
-                // SAFETY: the reservation was just made with this length and alignment and
-                // nothing refers to it.
-                unsafe { sys::release(ptr, len, align) };
-                return Err(e.during(Operation::Reserve));
-            }
-        };
+        let bitmaps = bitmaps.and_then(|all| {
+            Ok((
+                all,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+            ))
+        });
+        let ((committed, writable, guarded, locked, huge, no_huge), inaccessible, mapped, shared) =
+            match bitmaps {
+                Ok(bitmaps) => bitmaps,
+                Err(e) => {
+                    // SAFETY: the reservation was just made with this length and alignment and
+                    // nothing refers to it.
+                    unsafe { sys::release(ptr, len, align) };
+                    return Err(e.during(Operation::Reserve));
+                }
+            };
         Ok(Reservation {
             ptr,
             len,
@@ -135,10 +173,43 @@ impl ReservationBuilder {
             page,
             mode: self.mode,
             committed,
+            committed_pages: AtomicUsize::new(0),
             writable,
             guarded,
+            inaccessible,
+            mapped,
+            shared,
+            locked,
+            huge,
+            no_huge,
         })
     }
+}
+
+/// The size of each part of a parallel prefault of `len` bytes (the last may be shorter):
+/// at most `threads` parts, each a multiple of 2 MiB for ranges of at least two huge pages (of
+/// the page size otherwise) and at least `min_part` bytes. A result of `len` or more means one
+/// part.
+#[cfg(feature = "std")]
+fn part_size(len: usize, threads: usize, min_part: usize, page: usize) -> usize {
+    let unit = if len >= 2 * HUGE_PAGE {
+        HUGE_PAGE.max(page)
+    } else {
+        page
+    };
+    let min_part = min_part
+        .checked_next_multiple_of(unit)
+        .unwrap_or(usize::MAX);
+    len.div_ceil(threads)
+        .checked_next_multiple_of(unit)
+        .unwrap_or(usize::MAX)
+        .max(min_part)
+}
+
+/// A worker's result: a panic is an error naming its part, not a success.
+#[cfg(feature = "std")]
+fn worker_result(joined: std::thread::Result<Result<()>>, offset: usize, len: usize) -> Result<()> {
+    joined.unwrap_or(Err(Error::WorkerPanicked { offset, len }))
 }
 
 fn round_up(value: usize, page: usize) -> Result<usize> {
@@ -191,8 +262,23 @@ pub struct Reservation {
     page: usize,
     mode: CommitMode,
     committed: PageBitmap,
+    /// The number of set bits of `committed`, kept by the calls that change them, as a
+    /// wrapping count: a decommit racing with a commit of the same page may subtract before
+    /// the commit adds (see `committed_bytes`).
+    committed_pages: AtomicUsize,
     writable: PageBitmap,
     guarded: PageBitmap,
+    /// Committed pages protected with `Protection::None`.
+    inaccessible: PageBitmap,
+    /// Pages that `map` put another source over (`shared`: a shared one).
+    mapped: PageBitmap,
+    shared: PageBitmap,
+    /// Pages locked by `lock` and not unlocked, decommitted or guarded since.
+    locked: PageBitmap,
+    /// Pages whose last huge-page advice was `Huge` / `NoHuge`, re-applied after a decommit
+    /// replaced their mapping.
+    huge: PageBitmap,
+    no_huge: PageBitmap,
 }
 
 // SAFETY: the reservation owns its mapping; `&self` methods only make OS calls that are safe
@@ -384,8 +470,9 @@ impl Reservation {
             .map_err(|e| e.during(Operation::Commit))?;
         self.restore_sparse_access(pages)
             .map_err(|e| e.during(Operation::Commit))?;
-        self.committed.set_range(pages.first, pages.count);
-        self.writable.set_range(pages.first, pages.count);
+        let added = self.committed.set_range(pages.first, pages.count);
+        self.committed_pages.fetch_add(added, Ordering::Relaxed);
+        self.record_protection(pages, Protection::ReadWrite);
         Ok(())
     }
 
@@ -410,7 +497,9 @@ impl Reservation {
     /// Decommits the pages of `offset..offset + len`: their memory and commit charge go back
     /// to the operating system at once (on Linux in one `mmap` over the range, or
     /// `MADV_DONTNEED` in [`CommitMode::Sparse`]), and they read as zero once committed again.
-    /// Decommitting uncommitted pages is allowed.
+    /// Decommitting uncommitted pages is allowed. Both modes treat the range alike: locked
+    /// pages are unlocked (their memory is gone; committing them again does not lock them),
+    /// and huge-page advice given with [`advise_huge_pages`](Self::advise_huge_pages) stays.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range, and [`Error::Os`] if the system refuses.
@@ -432,14 +521,114 @@ impl Reservation {
     pub unsafe fn decommit_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.no_guard(pages)?;
-        // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
-        // to its contents.
-        unsafe { sys::decommit(self.at(offset), len, self.mode) }
-            .map_err(|e| e.during(Operation::Decommit))?;
+        // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
+        // access back while the bitmaps still tell which they are.
         self.restore_sparse_access(pages)
             .map_err(|e| e.during(Operation::Decommit))?;
-        self.committed.clear_range(pages.first, pages.count);
+        // SAFETY: the caller vouches that nothing refers to the range's contents.
+        unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Decommit))
+    }
+
+    /// Decommits `pages` for `decommit` and `guard`, alike in both modes: locked pages are
+    /// unlocked first (Linux refuses to discard locked pages of a sparse reservation, and
+    /// replacing the mapping of a protected one drops the lock anyway), and huge-page advice
+    /// is kept (a protected decommit maps fresh pages, which lose it, so it is given again).
+    ///
+    /// # Safety
+    /// Nothing refers to the contents of `pages`.
+    unsafe fn decommit_pages(&self, pages: Pages) -> Result<(), sys::SysError> {
+        self.for_each_run(&self.locked, true, pages, |run| {
+            // SAFETY: the run is inside the reservation and locked; unlocking changes no
+            // contents.
+            unsafe { sys::unlock(self.at(run.first * self.page), run.count * self.page) }?;
+            self.locked.clear_range(run.first, run.count);
+            Ok(())
+        })?;
+        let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
+        if self.mapped.first_set(pages.first, pages.count).is_some() {
+            // Another source is mapped over part of the range: put the reservation's own
+            // pages back (in sparse mode `MADV_DONTNEED` would keep the source mapped).
+            // SAFETY: the range is inside the reservation; the caller vouches that nothing
+            // refers to its contents.
+            unsafe { sys::replace(ptr, len, self.mode) }?;
+            self.mapped.clear_range(pages.first, pages.count);
+            self.shared.clear_range(pages.first, pages.count);
+        } else {
+            // SAFETY: as above.
+            unsafe { sys::decommit(ptr, len, self.mode) }?;
+        }
+        let removed = self.committed.clear_range(pages.first, pages.count);
+        self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         self.writable.clear_range(pages.first, pages.count);
+        self.inaccessible.clear_range(pages.first, pages.count);
+        if self.mode == CommitMode::Protected {
+            for (bitmap, advice) in [
+                (&self.huge, HugePageAdvice::Huge),
+                (&self.no_huge, HugePageAdvice::NoHuge),
+            ] {
+                self.for_each_run(bitmap, true, pages, |run| {
+                    // SAFETY: the run is inside the reservation; advice changes no contents.
+                    let given = unsafe {
+                        sys::advise_huge(
+                            self.at(run.first * self.page),
+                            run.count * self.page,
+                            advice,
+                        )
+                    };
+                    if given.is_err() {
+                        // Keep the bitmap true: the fresh pages have no advice.
+                        bitmap.clear_range(run.first, run.count);
+                    }
+                    given
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the protection of committed `pages`.
+    fn record_protection(&self, pages: Pages, protection: Protection) {
+        if protection.writable() {
+            self.writable.set_range(pages.first, pages.count);
+        } else {
+            self.writable.clear_range(pages.first, pages.count);
+        }
+        if protection.readable() {
+            self.inaccessible.clear_range(pages.first, pages.count);
+        } else {
+            self.inaccessible.set_range(pages.first, pages.count);
+        }
+    }
+
+    /// Calls `f` on each run of pages of `pages` whose bit in `bitmap` is `set`, in order,
+    /// stopping at the first error.
+    fn for_each_run<E>(
+        &self,
+        bitmap: &PageBitmap,
+        set: bool,
+        pages: Pages,
+        mut f: impl FnMut(Pages) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let find = |value: bool, from: usize, count: usize| {
+            if value {
+                bitmap.first_set(from, count)
+            } else {
+                bitmap.first_clear(from, count)
+            }
+        };
+        let end = pages.first + pages.count;
+        let mut from = pages.first;
+        while from < end {
+            let Some(first) = find(set, from, end - from) else {
+                break;
+            };
+            let stop = find(!set, first, end - first).unwrap_or(end);
+            f(Pages {
+                first,
+                count: stop - first,
+            })?;
+            from = stop;
+        }
         Ok(())
     }
 
@@ -474,11 +663,7 @@ impl Reservation {
         // caller's promise.
         unsafe { sys::protect(self.at(offset), len, protection) }
             .map_err(|e| e.during(Operation::Protect))?;
-        if protection == Protection::ReadWrite {
-            self.writable.set_range(pages.first, pages.count);
-        } else {
-            self.writable.clear_range(pages.first, pages.count);
-        }
+        self.record_protection(pages, protection);
         Ok(())
     }
 
@@ -499,11 +684,14 @@ impl Reservation {
     /// [`prefault`](Self::prefault) split over `threads` threads, each populating its own part
     /// of the range, so the kernel zeroes pages on several cores at once. Parts are multiples of
     /// 2 MiB (or of the page size, for smaller ranges), so huge pages are not split between
-    /// threads. With one thread, or a range of one part, no thread is spawned.
+    /// threads. The calling thread works on the first part; with one thread, or a range of one
+    /// part, no thread is spawned. Shorthand for [`prefault_parallel_with`] without a minimum
+    /// part size.
+    ///
+    /// [`prefault_parallel_with`]: Self::prefault_parallel_with
     ///
     /// # Errors
-    /// As [`prefault`](Self::prefault); the first error of any thread is returned, after all
-    /// threads finished.
+    /// As [`prefault_parallel_with`](Self::prefault_parallel_with).
     ///
     /// # Examples
     /// ```
@@ -524,6 +712,42 @@ impl Reservation {
         len: usize,
         threads: core::num::NonZeroUsize,
     ) -> Result<()> {
+        self.prefault_parallel_with(offset, len, threads, 0)
+    }
+
+    /// [`prefault_parallel`](Self::prefault_parallel) with parts of at least `min_part` bytes
+    /// (rounded up to the part unit): a range shorter than `threads * min_part` uses fewer
+    /// threads, since below some size a thread costs more than it saves.
+    ///
+    /// # Errors
+    /// As [`prefault`](Self::prefault), checked for the whole range before any thread starts;
+    /// then, after every started thread finished, the first error in range order of:
+    /// [`Error::ThreadSpawn`] if a worker thread could not be started (no further thread is
+    /// started and the caller's own part is not populated), [`Error::WorkerPanicked`] if a
+    /// worker panicked, or a worker's [`prefault`](Self::prefault) error. Some pages may be
+    /// resident after an error. Never panics.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::num::NonZeroUsize;
+    ///
+    /// use memvisor_vmem::Reservation;
+    ///
+    /// let mut r = Reservation::new(8 << 20)?;
+    /// r.commit(0, 8 << 20)?;
+    /// // 8 MiB with parts of at least 64 MiB: one part, on this thread.
+    /// r.prefault_parallel_with(0, 8 << 20, NonZeroUsize::new(4).unwrap(), 64 << 20)?;
+    /// assert_eq!(r.resident_pages(0, 8 << 20)?, (8 << 20) / r.page_size());
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn prefault_parallel_with(
+        &mut self,
+        offset: usize,
+        len: usize,
+        threads: core::num::NonZeroUsize,
+        min_part: usize,
+    ) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
         if let Some(page) = self.writable.first_clear(pages.first, pages.count) {
@@ -531,30 +755,45 @@ impl Reservation {
                 offset: page * self.page,
             });
         }
-        let unit = if len >= 2 * HUGE_PAGE {
-            HUGE_PAGE.max(self.page)
-        } else {
-            self.page
-        };
-        let part = len.div_ceil(threads.get()).next_multiple_of(unit);
+        let part = part_size(len, threads.get(), min_part, self.page);
         if part >= len {
             return self.prefault(offset, len);
         }
         let this = &*self;
         std::thread::scope(|scope| {
-            let workers: std::vec::Vec<_> = (offset..offset + len)
-                .step_by(part)
-                .map(|start| {
-                    let size = part.min(offset + len - start);
+            let mut workers = std::vec::Vec::new();
+            let mut spawn_error = None;
+            // `offset + len` does not overflow: `check` passed.
+            let mut start = offset + part;
+            while start < offset + len {
+                let size = part.min(offset + len - start);
+                let work = move || {
                     // SAFETY: `&mut self` is held for the whole scope, so only these threads
                     // use the reservation, each on its own disjoint part of the range.
-                    scope.spawn(move || unsafe { this.prefault_unchecked(start, size) })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or(Ok(())))
-                .fold(Ok(()), Result::and)
+                    unsafe { this.prefault_unchecked(start, size) }
+                };
+                match std::thread::Builder::new().spawn_scoped(scope, work) {
+                    Ok(handle) => workers.push((start, size, handle)),
+                    Err(e) => {
+                        spawn_error = Some(Error::ThreadSpawn {
+                            index: workers.len() + 1,
+                            source: crate::OsError::from_raw(e.raw_os_error().unwrap_or(0)),
+                        });
+                        break;
+                    }
+                }
+                start += part;
+            }
+            let mut result = match spawn_error {
+                Some(e) => Err(e),
+                // SAFETY: as for the workers: the first part is this thread's alone.
+                None => unsafe { this.prefault_unchecked(offset, part) },
+            };
+            for (start, size, handle) in workers {
+                let joined = worker_result(handle.join(), start, size);
+                result = result.and(joined);
+            }
+            result
         })
     }
 
@@ -590,15 +829,43 @@ impl Reservation {
     }
 
     /// Locks committed pages into memory (`mlock`, `VirtualLock`), which also makes them
-    /// resident.
+    /// resident. They stay locked until [`unlock`](Self::unlock)ed, decommitted or guarded.
     ///
     /// # Errors
-    /// As [`protect`](Self::protect); [`Error::Os`] where the lock limit is reached.
+    /// As [`protect`](Self::protect); [`Error::Os`] where the lock limit is reached or the
+    /// system cannot make the pages resident. A failed lock changes nothing: the system may
+    /// lock part of the range before failing, and those of its pages that were not locked
+    /// before the call are unlocked again.
     pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; locking changes no contents.
-        unsafe { sys::lock(self.at(offset), len) }.map_err(|e| e.during(Operation::Lock))
+        if let Err(e) = unsafe { self.sys_lock(self.at(offset), len) } {
+            // The system may have locked part of the range before failing: unlock the pages
+            // that were not locked before this call, so that a failed lock changes nothing.
+            let _ = self.for_each_run(&self.locked, false, pages, |run| {
+                // SAFETY: the run is inside the reservation; unlocking changes no contents.
+                unsafe { sys::unlock(self.at(run.first * self.page), run.count * self.page) }
+            });
+            return Err(e.during(Operation::Lock));
+        }
+        self.locked.set_range(pages.first, pages.count);
+        Ok(())
+    }
+
+    /// The platform lock, with a failure injected half-way in unit tests.
+    ///
+    /// # Safety
+    /// The range lies inside the reservation.
+    unsafe fn sys_lock(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, feature = "std"))]
+        if let Some(locked) = tests::LOCK_FAILS_AFTER.with(core::cell::Cell::take) {
+            // SAFETY: a prefix of the caller's range.
+            unsafe { sys::lock(ptr, locked.min(len)) }?;
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::lock(ptr, len) }
     }
 
     /// Unlocks pages locked by [`lock`](Self::lock).
@@ -609,11 +876,14 @@ impl Reservation {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; unlocking changes no contents.
-        unsafe { sys::unlock(self.at(offset), len) }.map_err(|e| e.during(Operation::Unlock))
+        unsafe { sys::unlock(self.at(offset), len) }.map_err(|e| e.during(Operation::Unlock))?;
+        self.locked.clear_range(pages.first, pages.count);
+        Ok(())
     }
 
     /// Transparent-huge-page advice for the range (Linux); reserve with a 2 MiB
-    /// [`alignment`](ReservationBuilder::alignment) so that whole huge pages fit.
+    /// [`alignment`](ReservationBuilder::alignment) so that whole huge pages fit. The advice
+    /// outlives [`decommit`](Self::decommit) and [`guard`](Self::guard) in both modes.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Unsupported`] on systems without
@@ -625,14 +895,22 @@ impl Reservation {
         len: usize,
         advice: HugePageAdvice,
     ) -> Result<()> {
-        self.check(offset, len)?;
+        let pages = self.check(offset, len)?;
         // SAFETY: the range is inside the reservation; the advice changes no contents.
         unsafe { sys::advise_huge(self.at(offset), len, advice) }
-            .map_err(|e| e.during(Operation::HugePageAdvice))
+            .map_err(|e| e.during(Operation::HugePageAdvice))?;
+        let (given, replaced) = match advice {
+            HugePageAdvice::Huge => (&self.huge, &self.no_huge),
+            HugePageAdvice::NoHuge => (&self.no_huge, &self.huge),
+        };
+        replaced.clear_range(pages.first, pages.count);
+        given.set_range(pages.first, pages.count);
+        Ok(())
     }
 
     /// Turns the range into guard pages: their contents are discarded, they are no longer
-    /// committed, any access faults (in both modes), and they cannot be committed until
+    /// committed (nor locked, as for [`decommit`](Self::decommit)), any access faults (in both
+    /// modes), and they cannot be committed until
     /// [`unguard`](Self::unguard)ed. On Linux 6.13 and later, guard pages of a
     /// [`CommitMode::Sparse`] reservation are guard markers, which do not split the mapping.
     ///
@@ -653,11 +931,9 @@ impl Reservation {
     pub unsafe fn guard_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         let ptr = self.at(offset);
-        // SAFETY: the range is inside the reservation and unreferenced (caller's promise).
-        unsafe { sys::decommit(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
-        self.committed.clear_range(pages.first, pages.count);
-        self.writable.clear_range(pages.first, pages.count);
-        // SAFETY: as above; the range is now decommitted.
+        // SAFETY: the range is unreferenced (caller's promise).
+        unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Guard))?;
+        // SAFETY: the range is inside the reservation, unreferenced and now decommitted.
         unsafe { sys::guard(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
         self.guarded.set_range(pages.first, pages.count);
         Ok(())
@@ -703,10 +979,34 @@ impl Reservation {
         Ok(self.guarded.first_clear(pages.first, pages.count).is_none())
     }
 
-    /// The number of committed bytes in the whole reservation.
+    /// The number of committed bytes in the whole reservation, in constant time (a counter
+    /// kept by commit, decommit and guard). While other threads commit or decommit it is one
+    /// of the values the count passes through; a decommit racing with a commit of the same
+    /// pages may briefly make it lag, never wrap (it reads as zero then).
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{Reservation, page_size};
+    ///
+    /// let mut r = Reservation::new(1 << 30)?;
+    /// assert_eq!(r.committed_bytes(), 0);
+    /// r.commit(0, 4 * page_size())?;
+    /// r.commit(2 * page_size(), 4 * page_size())?;
+    /// assert_eq!(r.committed_bytes(), 6 * page_size());
+    /// r.decommit(0, page_size())?;
+    /// assert_eq!(r.committed_bytes(), 5 * page_size());
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
     #[must_use]
     pub fn committed_bytes(&self) -> usize {
-        self.committed.count_set(0, self.len / self.page) * self.page
+        let pages = self.committed_pages.load(Ordering::Relaxed);
+        // A transient "negative" count (see the field) reads as zero.
+        let pages = if pages > self.len / self.page {
+            0
+        } else {
+            pages
+        };
+        pages * self.page
     }
 
     /// Which pages of the range are resident (committed and backed by memory now), one entry
@@ -764,6 +1064,158 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    std::thread_local! {
+        /// When set, the next lock of this thread locks this many bytes and then fails with
+        /// `ENOMEM`, as the kernel may when it cannot populate the rest.
+        pub(super) static LOCK_FAILS_AFTER: core::cell::Cell<Option<usize>> =
+            const { core::cell::Cell::new(None) };
+    }
+
+    /// The `VmFlags` of each kernel mapping that overlaps `addr..addr + len`.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn vma_flags(addr: usize, len: usize) -> Vec<alloc::string::String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut out = Vec::new();
+        let mut overlaps = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((start, end)) = head.split_once('-')
+                && let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                )
+            {
+                overlaps = start < addr + len && addr < end;
+            } else if let Some(flags) = line.strip_prefix("VmFlags:")
+                && overlaps
+            {
+                out.push(alloc::string::String::from(flags.trim()));
+            }
+        }
+        assert!(!out.is_empty(), "no mapping at {addr:#x}");
+        out
+    }
+
+    /// Whether every mapping over the range has `flag`, or none has (`None` if mixed).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn all_have(r: &Reservation, offset: usize, len: usize, flag: &str) -> Option<bool> {
+        let flags = vma_flags(r.as_ptr() as usize + offset, len);
+        let has = flags
+            .iter()
+            .filter(|f| f.split_whitespace().any(|x| x == flag))
+            .count();
+        if has == flags.len() {
+            Some(true)
+        } else if has == 0 {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn decommit_locked_pages_succeeds_in_both_modes_and_unlocks_them() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .reserve(4 * page())
+                .unwrap();
+            r.commit(0, 4 * page()).unwrap();
+            r.lock(0, 4 * page()).unwrap();
+            r.decommit(page(), 2 * page()).unwrap();
+            assert!(!r.is_committed(page(), page()).unwrap(), "{mode:?}");
+            #[cfg(all(target_os = "linux", not(miri)))]
+            {
+                assert_eq!(
+                    all_have(&r, page(), 2 * page(), "lo"),
+                    Some(false),
+                    "{mode:?}"
+                );
+                assert_eq!(all_have(&r, 0, page(), "lo"), Some(true), "{mode:?}");
+                assert_eq!(
+                    all_have(&r, 3 * page(), page(), "lo"),
+                    Some(true),
+                    "{mode:?}"
+                );
+            }
+            r.commit(page(), 2 * page()).unwrap();
+            r.unlock(0, 4 * page()).unwrap();
+        }
+    }
+
+    #[test]
+    fn guard_locked_pages_succeeds_in_both_modes() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .reserve(3 * page())
+                .unwrap();
+            r.commit(0, 3 * page()).unwrap();
+            r.lock(0, 3 * page()).unwrap();
+            r.guard(page(), page()).unwrap();
+            assert!(r.is_guarded(page(), page()).unwrap(), "{mode:?}");
+            #[cfg(all(target_os = "linux", not(miri)))]
+            assert_eq!(all_have(&r, page(), page(), "lo"), Some(false), "{mode:?}");
+            r.unguard(page(), page()).unwrap();
+            r.commit(page(), page()).unwrap();
+            // SAFETY: committed read-write again.
+            assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 0);
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn decommit_keeps_huge_page_advice_in_both_modes() {
+        let huge = HUGE_PAGE.max(page());
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            for (advice, flag) in [(HugePageAdvice::Huge, "hg"), (HugePageAdvice::NoHuge, "nh")] {
+                let mut r = Reservation::builder()
+                    .alignment(huge)
+                    .mode(mode)
+                    .reserve(2 * huge)
+                    .unwrap();
+                r.commit(0, 2 * huge).unwrap();
+                r.advise_huge_pages(0, 2 * huge, advice).unwrap();
+                r.decommit(0, huge).unwrap();
+                assert_eq!(
+                    all_have(&r, 0, 2 * huge, flag),
+                    Some(true),
+                    "{mode:?} {advice:?}"
+                );
+                r.guard(0, page()).unwrap();
+                assert_eq!(
+                    all_have(&r, 0, 2 * huge, flag),
+                    Some(true),
+                    "{mode:?} {advice:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn lock_failing_half_way_unlocks_what_it_locked() {
+        let r = reservation(8);
+        r.commit(0, 8 * page()).unwrap();
+        r.lock(0, 2 * page()).unwrap();
+        LOCK_FAILS_AFTER.with(|f| f.set(Some(6 * page())));
+        assert_eq!(
+            r.lock(0, 8 * page()).unwrap_err(),
+            Error::Os {
+                operation: Operation::Lock,
+                source: crate::OsError::from_raw(12)
+            }
+        );
+        // Locked before the call: still locked. Locked by the failed call: unlocked.
+        assert_eq!(all_have(&r, 0, 2 * page(), "lo"), Some(true));
+        assert_eq!(all_have(&r, 2 * page(), 6 * page(), "lo"), Some(false));
+        r.lock(0, 8 * page()).unwrap();
+        assert_eq!(all_have(&r, 0, 8 * page(), "lo"), Some(true));
+        r.unlock(0, 8 * page()).unwrap();
+        assert_eq!(all_have(&r, 0, 8 * page(), "lo"), Some(false));
+    }
 
     fn page() -> usize {
         page_size()
@@ -1038,6 +1490,50 @@ mod tests {
     }
 
     #[test]
+    fn worker_result_panicked_worker_is_error() {
+        let panicked: std::thread::Result<Result<()>> = Err(alloc::boxed::Box::new("boom"));
+        assert_eq!(
+            worker_result(panicked, 4 * page(), page()),
+            Err(Error::WorkerPanicked {
+                offset: 4 * page(),
+                len: page()
+            })
+        );
+        assert_eq!(worker_result(Ok(Ok(())), 0, page()), Ok(()));
+        assert_eq!(
+            worker_result(Ok(Err(Error::ZeroLength)), 0, page()),
+            Err(Error::ZeroLength)
+        );
+    }
+
+    #[test]
+    fn part_size_respects_threads_units_and_min_part() {
+        let p = page();
+        // Small ranges split in pages.
+        assert_eq!(part_size(8 * p, 2, 0, p), 4 * p);
+        assert_eq!(part_size(7 * p, 2, 0, p), 4 * p);
+        // Large ranges split in huge pages.
+        let huge = HUGE_PAGE.max(p);
+        assert_eq!(part_size(10 * huge, 4, 0, p), 3 * huge);
+        // A minimum part size lowers the number of parts.
+        assert_eq!(part_size(10 * huge, 4, 4 * huge, p), 4 * huge);
+        assert!(part_size(10 * huge, 4, 64 * huge, p) >= 10 * huge);
+        // Huge minimums do not overflow.
+        assert_eq!(part_size(10 * huge, 4, usize::MAX, p), usize::MAX);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot observe residency")]
+    fn prefault_parallel_with_min_part_populates_everything() {
+        let mut r = Reservation::new(6 * (2 << 20)).unwrap();
+        let len = r.len();
+        r.commit(0, len).unwrap();
+        let three = core::num::NonZeroUsize::new(3).unwrap();
+        r.prefault_parallel_with(0, len, three, 4 << 20).unwrap();
+        assert_eq!(r.resident_pages(0, len).unwrap(), len / page());
+    }
+
+    #[test]
     fn prefault_uncommitted_is_error() {
         let mut r = reservation(3);
         r.commit(0, page()).unwrap();
@@ -1198,6 +1694,53 @@ mod tests {
     fn reservation_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Reservation>();
+    }
+
+    #[test]
+    fn committed_bytes_counts_overlapping_commits_once() {
+        let mut r = reservation(8);
+        r.commit(0, 4 * page()).unwrap();
+        r.commit(2 * page(), 4 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 6 * page());
+        r.guard(5 * page(), 2 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 5 * page());
+        r.decommit(0, 3 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 2 * page());
+        r.decommit(0, 5 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 0);
+    }
+
+    #[test]
+    fn committed_bytes_exact_after_concurrent_commit_and_decommit() {
+        let pages = if cfg!(miri) { 16 } else { 256 };
+        let rounds = if cfg!(miri) { 4 } else { 200 };
+        let r = reservation(pages);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let r = &r;
+                s.spawn(move || {
+                    let mut x = t.wrapping_mul(0x9e37_79b9) | 1;
+                    for _ in 0..rounds {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let first = x % pages;
+                        let count = 1 + (x >> 8) % (pages - first).min(8);
+                        if x & 0x10000 == 0 {
+                            r.commit(first * page(), count * page()).unwrap();
+                        } else {
+                            // SAFETY: no thread reads or writes the reservation's memory.
+                            unsafe { r.decommit_unchecked(first * page(), count * page()) }
+                                .unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let counted = (0..pages)
+            .filter(|&p| r.is_committed(p * page(), page()).unwrap())
+            .count();
+        assert_eq!(r.committed_bytes(), counted * page());
     }
 
     #[test]

@@ -802,3 +802,58 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn count_leaves_out_holes_and_unpublished_slots() {
+    let v = ConcurrentVec::with_capacity(100).unwrap();
+    assert_eq!(v.count(), 0);
+    v.push(1u32);
+    let hole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        v.push_with(|_| -> u32 { panic!("no element") })
+    }));
+    assert!(hole.is_err());
+    v.push(3);
+    assert_eq!(v.len(), 3);
+    assert_eq!(v.count(), 2);
+}
+
+#[test]
+fn reserve_through_shared_reference_commits_ahead() {
+    let v = ConcurrentVec::<u64>::with_capacity(1 << 16).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| v.reserve(40_000).unwrap());
+        s.spawn(|| {
+            for i in 0..1000 {
+                v.push(i);
+            }
+        });
+    });
+    assert!(v.committed_capacity() >= 40_000);
+    assert_eq!(
+        v.reserve(1 << 16).unwrap_err(),
+        memvisor_vmem::vec::Error::CapacityExceeded {
+            capacity: 1 << 16,
+            requested: 1000 + (1 << 16)
+        }
+    );
+    assert_eq!(v.count(), 1000);
+}
+
+#[test]
+fn extend_compare_and_hash_use_published_elements() {
+    use std::hash::{BuildHasher, RandomState};
+
+    let mut a = ConcurrentVec::with_capacity(16).unwrap();
+    a.extend([1, 2, 3]);
+    let mut b = ConcurrentVec::with_capacity(8).unwrap();
+    b.extend(&[1, 2, 3]);
+    assert_eq!(a, b);
+    let state = RandomState::new();
+    assert_eq!(state.hash_one(&a), state.hash_one(&b));
+    b.push(0);
+    assert_ne!(a, b);
+    assert!(a < b);
+    assert_eq!(a.cmp(&b), std::cmp::Ordering::Less);
+    a.push(4);
+    assert!(a > b);
+}

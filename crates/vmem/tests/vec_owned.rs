@@ -693,3 +693,133 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn into_iter_is_covariant_like_std() {
+    fn shorten<'a>(
+        it: memvisor_vmem::vec::IntoIter<&'static str>,
+    ) -> memvisor_vmem::vec::IntoIter<&'a str> {
+        it
+    }
+    let mut v = Vec::with_capacity(4).unwrap();
+    v.push("kept");
+    let mut it = shorten(v.into_iter());
+    assert_eq!(it.next(), Some("kept"));
+}
+
+#[test]
+fn drain_is_send_and_sync_when_element_is() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let mut v = Vec::with_capacity(4).unwrap();
+    v.extend([1u8, 2, 3]);
+    let drain = v.drain(1..);
+    assert_send_sync(&drain);
+    assert_eq!(drain.collect::<std::vec::Vec<_>>(), [2, 3]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+    #[test]
+    fn dedup_split_append_extend_match_std(
+        items in proptest::collection::vec(0u8..4, 0..40),
+        at in 0usize..45,
+        from in 0usize..45,
+        to in 0usize..45,
+    ) {
+        let mut v = Vec::with_capacity(200).unwrap();
+        v.extend(items.iter().copied());
+        let mut model = items.clone();
+        v.dedup();
+        model.dedup();
+        prop_assert_eq!(&v[..], &model[..]);
+        let split = v.try_split_off(at);
+        if at <= model.len() {
+            let model_tail = model.split_off(at);
+            let mut tail = split.unwrap();
+            prop_assert_eq!(&tail[..], &model_tail[..]);
+            prop_assert_eq!(&v[..], &model[..]);
+            let mut model_tail = model_tail;
+            v.try_append(&mut tail).unwrap();
+            model.append(&mut model_tail);
+            prop_assert!(tail.is_empty());
+        } else {
+            prop_assert_eq!(split.unwrap_err(), Error::OutOfRange { index: at, len: model.len() });
+        }
+        prop_assert_eq!(&v[..], &model[..]);
+        let result = v.try_extend_from_within(from..to);
+        if from <= to && to <= model.len() {
+            result.unwrap();
+            model.extend_from_within(from..to);
+        } else {
+            let out_of_range = matches!(result, Err(Error::OutOfRange { .. }));
+            prop_assert!(out_of_range);
+        }
+        prop_assert_eq!(&v[..], &model[..]);
+    }
+}
+
+#[test]
+fn dedup_by_panic_keeps_visited_and_unvisited_elements() {
+    let drops = Rc::new(Cell::new(0));
+    let mut v = Vec::with_capacity(16).unwrap();
+    for i in [1, 1, 2, 2, 3, 3] {
+        v.push((i, DropCount(Rc::clone(&drops))));
+    }
+    let mut calls = 0;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        v.dedup_by(|a, b| {
+            calls += 1;
+            assert!(calls < 3, "boom");
+            a.0 == b.0
+        });
+    }));
+    assert!(result.is_err());
+    // One duplicate was removed (dropped) before the panic; the rest are all still there.
+    assert_eq!(drops.get(), 1);
+    assert_eq!(
+        v.iter().map(|x| x.0).collect::<std::vec::Vec<_>>(),
+        [1, 2, 2, 3, 3]
+    );
+    drop(v);
+    assert_eq!(drops.get(), 6);
+}
+
+/// Counts its drops.
+struct DropCount(Rc<Cell<usize>>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn append_past_capacity_is_error_and_moves_nothing() {
+    let mut a = Vec::with_capacity(3).unwrap();
+    let mut b = Vec::with_capacity(3).unwrap();
+    a.extend([1, 2]);
+    b.extend([3, 4]);
+    assert_eq!(
+        a.try_append(&mut b).unwrap_err(),
+        Error::CapacityExceeded {
+            capacity: 3,
+            requested: 4
+        }
+    );
+    assert_eq!(a, [1, 2]);
+    assert_eq!(b, [3, 4]);
+}
+
+#[test]
+fn spare_capacity_mut_offers_committed_slots_only() {
+    let mut v = Vec::<u64>::with_capacity(1 << 20).unwrap();
+    assert!(v.spare_capacity_mut().is_empty());
+    v.push(1);
+    let spare = v.spare_capacity_mut();
+    assert_eq!(spare.len(), v.committed_capacity() - 1);
+    let spare = v.spare_capacity_mut();
+    spare[0].write(2);
+    // SAFETY: slot 1 was just written and is committed.
+    unsafe { v.set_len(2) };
+    assert_eq!(v, [1, 2]);
+}

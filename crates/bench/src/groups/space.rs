@@ -47,6 +47,7 @@ pub fn run(bench: &Bench) -> Vec<Row> {
     rows.push(back_1g(bench, "back_1g_4k", HugePages::None, 1));
     rows.push(back_1g(bench, "back_1g_thp", HugePages::Transparent, 1));
     rows.push(back_1g(bench, "back_1g_4k_2t", HugePages::None, 2));
+    rows.push(dirty_write_1g(bench));
     rows
 }
 
@@ -355,8 +356,9 @@ fn os_error(what: &str) -> String {
 }
 
 /// The floor: `mmap`, for THP a 2 MiB aligned range with `MADV_HUGEPAGE`, then
-/// `MADV_POPULATE_WRITE` over 1 GiB, on one thread.
-fn back_libc(huge: HugePages) -> Sample {
+/// `MADV_POPULATE_WRITE` over 1 GiB, split in `threads` equal parts (one per thread, the
+/// calling thread taking the first).
+fn back_libc(huge: HugePages, threads: usize) -> Sample {
     let align = if huge == HugePages::Transparent {
         2 << 20
     } else {
@@ -389,10 +391,40 @@ fn back_libc(huge: HugePages) -> Sample {
                 return Err(os_error("madvise(MADV_HUGEPAGE)"));
             }
         }
-        // SAFETY: inside the fresh read-write mapping.
-        if unsafe { libc::madvise(start, GIB, libc::MADV_POPULATE_WRITE) } != 0 {
-            return Err(os_error("madvise(MADV_POPULATE_WRITE)"));
-        }
+        let threads = threads.max(1);
+        let part = GIB / threads;
+        let base = start as usize;
+        let populate = move |i: usize| -> Result<(), String> {
+            let len = if i + 1 == threads {
+                GIB - i * part
+            } else {
+                part
+            };
+            // SAFETY: part `i` of the fresh read-write mapping (parts are page multiples).
+            let ret = unsafe {
+                libc::madvise(
+                    (base + i * part) as *mut libc::c_void,
+                    len,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            if ret == 0 {
+                Ok(())
+            } else {
+                Err(os_error("madvise(MADV_POPULATE_WRITE)"))
+            }
+        };
+        std::thread::scope(|s| {
+            let others: Vec<_> = (1..threads).map(|i| s.spawn(move || populate(i))).collect();
+            let mut result = populate(0);
+            for h in others {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err("populate thread panicked".into()));
+                result = result.and(r);
+            }
+            result
+        })?;
         Ok((raw, total))
     });
     let (raw, len) = result?;
@@ -405,8 +437,70 @@ fn back_1g(bench: &Bench, name: &str, huge: HugePages, threads: usize) -> Row {
     bench
         .scenario(name, 0, "ms", Better::Lower)
         .memvisor(|| back_memvisor(huge, threads))
-        .peer("raw-libc", || back_libc(huge))
+        .peer("raw-libc", || back_libc(huge, threads))
         .run()
+}
+
+/// Bytes per `write_slice` in `dirty_write_1g`: one base page.
+const DIRTY_CHUNK: usize = 4096;
+
+/// One pass of page-sized `Bytes` writes over `len` bytes from guest address 0.
+fn write_pass<M: vm_memory::Bytes<GuestAddress, E = vm_memory::GuestMemoryError>>(
+    mem: &M,
+    len: usize,
+    fill: u8,
+) -> Sample {
+    let buf = [fill; DIRTY_CHUNK];
+    let (result, elapsed) = time(|| -> Result<(), String> {
+        for at in (0..len).step_by(DIRTY_CHUNK) {
+            mem.write_slice(&buf, GuestAddress(at as u64))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
+    result?;
+    Ok(as_ms(elapsed))
+}
+
+/// `Bytes` writes of one page at a time over 1 GiB of resident memory with dirty tracking on:
+/// memvisor's region with its dirty bitmap against vm-memory's
+/// `GuestMemoryMmap<AtomicBitmap>`. Both are made resident before timing, and each pass
+/// takes (and clears) the dirty log afterwards, outside the timing.
+fn dirty_write_1g(bench: &Bench) -> Row {
+    let row = bench.scenario("dirty_write_1g", 0, "ms", Better::Lower);
+    let layout = Layout::x86_64().ram(2 << 30).build();
+    let spec = RegionSpec::ram(GuestAddress(0), GIB as u64)
+        .dirty_tracking(true)
+        .prefault(1);
+    let space = match layout.and_then(|l| AddressSpace::back(l, [spec])) {
+        Ok((space, _)) => space,
+        Err(e) => return row.unsupported("memvisor", &e.to_string()).run(),
+    };
+    type Tracked = vm_memory::GuestMemoryMmap<vm_memory::bitmap::AtomicBitmap>;
+    let peer = match Tracked::from_ranges(&[(GuestAddress(0), GIB)]) {
+        Ok(peer) => peer,
+        Err(e) => return row.unsupported("vm-memory", &e.to_string()).run(),
+    };
+    let mut fill = 0u8;
+    let mut peer_fill = 0u8;
+    row.memvisor(|| {
+        fill = fill.wrapping_add(1);
+        let mem = space.memory();
+        let sample = write_pass(&*mem, GIB, fill);
+        for r in mem.regions() {
+            black_box(r.take_dirty_log());
+        }
+        sample
+    })
+    .peer("vm-memory", || {
+        peer_fill = peer_fill.wrapping_add(1);
+        let sample = write_pass(&peer, GIB, peer_fill);
+        for r in peer.iter() {
+            std::ops::Deref::deref(r).bitmap().reset();
+        }
+        sample
+    })
+    .run()
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! `memvisor-vmem`, against raw `libc` calls doing the same (the floor), first-touch faulting,
 //! and `virtual-buffer` 2.0.
 //!
+//! `committed_bytes` times the commit counter of an empty 1 GiB and 1 TiB reservation.
+//!
 //! Linux only: the floor is written with Linux calls and the charge is read from `/proc`.
 
 use std::hint::black_box;
@@ -10,12 +12,15 @@ use std::ptr;
 
 use memvisor_vmem::{CommitMode, Reservation, page_size};
 
-use crate::harness::{Bench, Sample, as_ms, time};
+use crate::harness::{Bench, Sample, as_ms, ns_per_iter, time};
 use crate::report::{Better, Row};
 use crate::util::committed_as_bytes;
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
+const TIB: usize = 1 << 40;
+/// Calls timed per figure of `committed_bytes`.
+const QUERIES: usize = 1_000_000;
 /// Address space reserved by `lifecycle_commit_1g`.
 const RESERVE: usize = 64 * GIB;
 /// Memory committed, touched and decommitted by `lifecycle_commit_1g`.
@@ -32,6 +37,8 @@ pub fn run(bench: &Bench) -> Vec<Row> {
         prefault_1g(bench),
         scattered_commits(bench),
         charge_after_decommit_1g(bench),
+        committed_bytes(bench, GIB),
+        committed_bytes(bench, TIB),
     ]
 }
 
@@ -276,6 +283,31 @@ pub fn charge_after_decommit_1g(bench: &Bench) -> Row {
                     .map_err(|e| format!("decommit: {e}"))?;
                 Ok(Box::new(a))
             })
+        })
+        .run()
+}
+
+/// `committed_bytes`: ns per call of `Reservation::committed_bytes` on an empty reservation of
+/// `size` bytes (the parameter), reserving not timed.
+pub fn committed_bytes(bench: &Bench, size: usize) -> Row {
+    let r = Reservation::new(size).map_err(err("reserve"));
+    bench
+        .scenario(
+            "committed_bytes",
+            u64::try_from(size).unwrap_or(u64::MAX),
+            "ns/op",
+            Better::Lower,
+        )
+        .memvisor(|| {
+            let r = r.as_ref().map_err(Clone::clone)?;
+            let mut total = 0usize;
+            let ns = ns_per_iter(QUERIES, |_| total += black_box(r).committed_bytes());
+            if total != 0 {
+                return Err(format!(
+                    "an empty reservation reports {total} committed bytes"
+                ));
+            }
+            Ok(ns)
         })
         .run()
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::layout::{Layout, LayoutBuilder};
 use crate::placer::Placer;
 use crate::range::GuestRange;
-use crate::region::GUEST_PAGE_SIZE;
+use crate::spec::GUEST_PAGE_SIZE;
 
 /// The architectures with a preset: the one architecture type of the workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

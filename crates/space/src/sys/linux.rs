@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 use std::ptr::{self, NonNull};
 
-use crate::region::{HugePageSize, NumaPolicy, Protection};
+use crate::spec::{HugePageSize, NumaPolicy, Protection};
 
 /// `HUGETLBFS_MAGIC` from `include/uapi/linux/magic.h`.
 pub(crate) const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
@@ -51,6 +51,21 @@ pub(crate) fn prot_bits(p: Protection) -> libc::c_int {
         bits |= libc::PROT_EXEC;
     }
     bits
+}
+
+/// The protection of `PROT_*` bits (other bits ignored).
+pub(crate) fn protection_of(bits: libc::c_int) -> Protection {
+    let mut p = Protection::NONE;
+    if bits & libc::PROT_READ != 0 {
+        p = p | Protection::READ;
+    }
+    if bits & libc::PROT_WRITE != 0 {
+        p = p | Protection::WRITE;
+    }
+    if bits & libc::PROT_EXEC != 0 {
+        p = p | Protection::EXEC;
+    }
+    p
 }
 
 fn huge_flag(size: HugePageSize) -> libc::c_int {
@@ -260,6 +275,55 @@ pub(crate) unsafe fn advise(addr: NonNull<u8>, len: usize, advice: Advice) -> io
     }
 }
 
+/// How pages are given back to the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Discard {
+    /// `MADV_DONTNEED`: private memory; later reads see zeros.
+    DontNeed,
+    /// `MADV_REMOVE`: shared memory (shmem, hugetlb); frees the backing pages.
+    Remove,
+}
+
+/// Gives the pages of `addr..addr + len` back to the host; later reads see zeros.
+///
+/// # Safety
+/// The range is a mapping the caller owns, aligned to its page size; nothing may rely on its
+/// contents (all access to it is volatile, as to guest memory).
+pub(crate) unsafe fn discard(addr: NonNull<u8>, len: usize, how: Discard) -> io::Result<()> {
+    let advice = match how {
+        Discard::DontNeed => libc::MADV_DONTNEED,
+        Discard::Remove => libc::MADV_REMOVE,
+    };
+    // SAFETY: the caller's range, whose contents nothing relies on.
+    if unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Frees the blocks of `file` in `offset..offset + len`, keeping its size
+/// (`fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`); mappings of them read zeros.
+pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let overflow = || io::Error::from_raw_os_error(libc::EOVERFLOW);
+    let offset = libc::off_t::try_from(offset).map_err(|_| overflow())?;
+    let len = libc::off_t::try_from(len).map_err(|_| overflow())?;
+    // SAFETY: the descriptor is open; the call touches no memory of ours.
+    let ret = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes `addr..addr + len` resident (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` when not
 /// `write`). Contents are kept.
 ///
@@ -300,4 +364,23 @@ pub(crate) fn free_huge_pages(size: HugePageSize) -> u64 {
     .ok()
     .and_then(|s| s.trim().parse().ok())
     .unwrap_or(0)
+}
+
+/// Where the host's transparent huge page setting for private anonymous memory is read.
+pub(crate) const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+/// Where the host's transparent huge page setting for shared memory (memfd, shared anonymous
+/// memory) is read.
+pub(crate) const THP_SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+/// The selected value of a sysfs choice file (`always [madvise] never` gives `madvise`), or
+/// `None` if it cannot be read (a kernel without transparent huge pages).
+pub(crate) fn sysfs_choice(path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    selected_choice(&text).map(str::to_owned)
+}
+
+/// The bracketed word of a sysfs choice list.
+pub(crate) fn selected_choice(text: &str) -> Option<&str> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
 }

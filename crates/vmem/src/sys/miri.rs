@@ -6,7 +6,7 @@
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use core::ptr::NonNull;
 
-use super::{Populated, SysError};
+use super::{Populated, SysAdvice, SysError};
 use crate::error::OsError;
 use crate::reservation::{CommitMode, HugePageAdvice, Protection};
 
@@ -38,15 +38,24 @@ pub(crate) fn reserve(
     NonNull::new(unsafe { alloc_zeroed(layout) }).ok_or(SysError::Os(OsError::from_raw(ENOMEM)))
 }
 
-/// Frees a reservation.
+/// Frees a reservation; freeing memory of the Rust allocator cannot fail.
 ///
 /// # Safety
 /// `ptr` came from [`reserve`] with the same `len` and `align` and is not used afterwards.
-pub(crate) unsafe fn release(ptr: NonNull<u8>, len: usize, align: usize) {
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize, align: usize) -> Result<(), SysError> {
     if let Ok(layout) = layout(len, align) {
         // SAFETY: allocated by `reserve` with this layout.
         unsafe { dealloc(ptr.as_ptr(), layout) };
     }
+    Ok(())
+}
+
+/// Under Miri an abort is a panic that cannot be caught: report and stop.
+pub(crate) fn abort_with(message: &[u8]) -> ! {
+    panic!(
+        "{}",
+        core::str::from_utf8(message).unwrap_or("unmap failed")
+    )
 }
 
 /// Nothing to do: the memory is always accessible.
@@ -85,6 +94,69 @@ pub(crate) unsafe fn protect(
 /// The range lies inside a live reservation and is committed read-write.
 pub(crate) unsafe fn populate(_ptr: *mut u8, _len: usize) -> Result<Populated, SysError> {
     Ok(Populated::NeedsTouch)
+}
+
+/// A mapped source reads as zero under Miri (no file is read).
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn map(
+    ptr: *mut u8,
+    len: usize,
+    _source: crate::MapSource,
+    _protection: Protection,
+    _huge_shift: Option<u32>,
+) -> Result<(), SysError> {
+    // SAFETY: the range is inside the allocation and unreferenced (caller's contract).
+    unsafe { ptr.write_bytes(0, len) };
+    Ok(())
+}
+
+/// Fresh pages: zeroes the range.
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn replace(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: the caller's promise.
+    unsafe { decommit(ptr, len, mode) }
+}
+
+/// Advice that may discard contents zeroes the range (one of the outcomes the OS allows);
+/// the rest is bookkeeping.
+///
+/// # Safety
+/// The range lies inside a live reservation; for discarding advice nothing refers to it.
+pub(crate) unsafe fn advise(ptr: *mut u8, len: usize, advice: SysAdvice) -> Result<(), SysError> {
+    if matches!(
+        advice,
+        SysAdvice::Free | SysAdvice::DontNeed | SysAdvice::Remove
+    ) {
+        // SAFETY: the range is inside the allocation and unreferenced (caller's contract).
+        unsafe { ptr.write_bytes(0, len) };
+    }
+    Ok(())
+}
+
+/// Asks the caller to read the pages, which exercises that path under Miri.
+///
+/// # Safety
+/// The range lies inside a live reservation and is committed and readable.
+pub(crate) unsafe fn populate_read(_ptr: *mut u8, _len: usize) -> Result<Populated, SysError> {
+    Ok(Populated::NeedsTouch)
+}
+
+/// Bookkeeping only under Miri.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn bind_numa(
+    _ptr: *mut u8,
+    _len: usize,
+    _mode: i32,
+    _mask: &[u64],
+    _flags: u32,
+) -> Result<(), SysError> {
+    Ok(())
 }
 
 /// Bookkeeping only under Miri.

@@ -43,6 +43,89 @@ pub(crate) unsafe fn restore_sparse_access(ptr: *mut u8, len: usize) -> Result<(
     }
 }
 
+/// How many times an unmap is tried before the process is aborted.
+const UNMAP_ATTEMPTS: usize = 8;
+
+/// Unmaps a whole reservation, or aborts the process.
+///
+/// An unmap that fails (Linux refuses with `ENOMEM` to split a mapping at the process's
+/// mapping limit, which unmapping a reservation merged with its neighbours needs) is tried
+/// again up to [`UNMAP_ATTEMPTS`] times, yielding in between so another thread may release a
+/// mapping. If it still fails the process is aborted with a message on standard error: the
+/// memory may hold guest data and must never stay mapped with nobody owning it, and a panic
+/// (which could unwind through a `Drop`) is not an option.
+///
+/// # Safety
+/// `ptr..ptr + len` is a whole reservation made by [`reserve`] with `align`, not used
+/// afterwards.
+pub(crate) unsafe fn release(ptr: core::ptr::NonNull<u8>, len: usize, align: usize) {
+    let mut last = None;
+    for attempt in 0..UNMAP_ATTEMPTS {
+        // SAFETY: the caller's promise; a failed unmap leaves the mapping as it was.
+        match unsafe { unmap(ptr, len, align) } {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        if attempt + 1 < UNMAP_ATTEMPTS {
+            #[cfg(feature = "std")]
+            std::thread::yield_now();
+            #[cfg(not(feature = "std"))]
+            core::hint::spin_loop();
+        }
+    }
+    unmap_failed(ptr.as_ptr() as usize, len, last)
+}
+
+/// Aborts after an unmap failed for good, naming the range and the error code.
+#[cold]
+fn unmap_failed(addr: usize, len: usize, error: Option<SysError>) -> ! {
+    let mut message = Message::default();
+    let code = match error {
+        Some(SysError::Os(e)) => e.raw(),
+        _ => 0,
+    };
+    let _ = core::fmt::Write::write_fmt(
+        &mut message,
+        format_args!(
+            "memvisor-vmem: fatal: unmapping reservation {addr:#x} of {len} bytes failed \
+             {UNMAP_ATTEMPTS} times (OS error {code}); aborting so that the memory does not stay \
+             mapped\n"
+        ),
+    );
+    abort_with(message.as_bytes())
+}
+
+/// A message formatted without allocating (the heap may be what is failing).
+struct Message {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Default for Message {
+    fn default() -> Self {
+        Self {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+}
+
+impl Message {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl core::fmt::Write for Message {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
 /// A failure of a platform call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SysError {
@@ -61,6 +144,29 @@ impl SysError {
             SysError::Unsupported => Error::Unsupported { operation },
         }
     }
+}
+
+/// `madvise`-style advice the platform layers know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    any(not(target_os = "linux"), miri),
+    allow(dead_code, reason = "only Linux gives every advice")
+)]
+pub(crate) enum SysAdvice {
+    /// Leave the range out of children made by `fork`.
+    DontFork,
+    /// Undo `DontFork`.
+    DoFork,
+    /// Leave the range out of core dumps.
+    DontDump,
+    /// Undo `DontDump`.
+    DoDump,
+    /// The contents may be freed lazily (`MADV_FREE`): they read back unchanged or as zero.
+    Free,
+    /// Drop the pages now: private pages read as zero, shared ones from their backing.
+    DontNeed,
+    /// Drop the pages and their backing (`MADV_REMOVE`): they read as zero.
+    Remove,
 }
 
 /// What a populate call achieved.

@@ -13,7 +13,7 @@
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
-use super::{Populated, SysError};
+use super::{Populated, SysAdvice, SysError};
 use crate::error::OsError;
 use crate::reservation::{CommitMode, HugePageAdvice, Protection};
 
@@ -120,27 +120,53 @@ pub(crate) fn reserve(len: usize, align: usize, mode: CommitMode) -> Result<NonN
     let aligned = start.next_multiple_of(align);
     let head = aligned - start;
     let tail = total - head - len;
+    let no_memory = SysError::Os(OsError::from_raw(libc::ENOMEM));
+    let whole = NonNull::new(raw.cast::<u8>()).ok_or(no_memory)?;
+    let base = NonNull::new(aligned as *mut u8).ok_or(no_memory)?;
     if head > 0 {
         // SAFETY: `start..aligned` is the page-aligned head of the mapping just made, which
         // nothing else refers to.
-        check(unsafe { libc::munmap(raw, head) })?;
+        if let Err(e) = check(unsafe { libc::munmap(raw, head) }) {
+            // SAFETY: the whole fresh mapping is handed back; nothing refers to it.
+            unsafe { super::release(whole, total, page) };
+            return Err(e);
+        }
     }
     if tail > 0 {
         // SAFETY: the tail after `aligned + len` is page-aligned and part of the same fresh
         // mapping.
-        check(unsafe { libc::munmap((aligned + len) as *mut c_void, tail) })?;
+        if let Err(e) = check(unsafe { libc::munmap((aligned + len) as *mut c_void, tail) }) {
+            // SAFETY: `aligned..aligned + len + tail` is what is left of the fresh mapping.
+            unsafe { super::release(base, len + tail, page) };
+            return Err(e);
+        }
     }
-    NonNull::new(aligned as *mut u8).ok_or(SysError::Os(OsError::from_raw(libc::ENOMEM)))
+    Ok(base)
 }
 
-/// Unmaps a whole reservation.
+/// Unmaps a whole reservation, once; [`super::release`] retries and aborts.
 ///
 /// # Safety
 /// `ptr..ptr + len` is a reservation made by [`reserve`], not used afterwards.
-pub(crate) unsafe fn release(ptr: NonNull<u8>, len: usize, _align: usize) {
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize, _align: usize) -> Result<(), SysError> {
     // SAFETY: the caller hands over the whole mapping.
-    let ret = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
-    debug_assert_eq!(ret, 0, "munmap of a reservation failed");
+    check(unsafe { libc::munmap(ptr.as_ptr().cast(), len) })
+}
+
+/// Writes `message` to standard error and aborts the process.
+pub(crate) fn abort_with(message: &[u8]) -> ! {
+    let mut rest = message;
+    while !rest.is_empty() {
+        // SAFETY: writes bytes of a live slice to file descriptor 2; a failure only ends the
+        // message early.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => rest = &rest[n.min(rest.len())..],
+            _ => break,
+        }
+    }
+    // SAFETY: `abort` has no preconditions; it does not return.
+    unsafe { libc::abort() }
 }
 
 /// Makes the range readable and writable, charging it against the commit limit.
@@ -197,13 +223,192 @@ pub(crate) unsafe fn protect(
     len: usize,
     protection: Protection,
 ) -> Result<(), SysError> {
-    let prot = match protection {
+    // SAFETY: the range is inside our mapping; the caller handles references.
+    check(unsafe { libc::mprotect(ptr.cast(), len, prot_bits(protection)) })
+}
+
+/// The `PROT_*` bits of a protection.
+fn prot_bits(protection: Protection) -> libc::c_int {
+    match protection {
         Protection::None => libc::PROT_NONE,
         Protection::Read => libc::PROT_READ,
         Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        Protection::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
+        Protection::ReadWriteExecute => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+    }
+}
+
+/// `MAP_HUGE_SHIFT`: where the log2 of an explicit huge page size goes in `mmap` flags.
+#[cfg(target_os = "linux")]
+const MAP_HUGE_SHIFT: libc::c_int = 26;
+
+/// Maps `source` over the range (`MAP_FIXED`), with explicit huge pages of `1 << huge_shift`
+/// bytes for anonymous sources if given.
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn map(
+    ptr: *mut u8,
+    len: usize,
+    source: crate::MapSource,
+    protection: Protection,
+    huge_shift: Option<u32>,
+) -> Result<(), SysError> {
+    use crate::MapSource;
+    let mut flags = libc::MAP_FIXED;
+    let (fd, offset) = match source {
+        MapSource::AnonymousPrivate => {
+            flags |= libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            (-1, 0)
+        }
+        MapSource::AnonymousShared => {
+            flags |= libc::MAP_SHARED | libc::MAP_ANONYMOUS;
+            (-1, 0)
+        }
+        MapSource::File { fd, offset } => {
+            flags |= libc::MAP_SHARED;
+            let offset = libc::off_t::try_from(offset)
+                .map_err(|_| SysError::Os(OsError::from_raw(libc::EOVERFLOW)))?;
+            (fd, offset)
+        }
     };
-    // SAFETY: the range is inside our mapping; the caller handles references.
-    check(unsafe { libc::mprotect(ptr.cast(), len, prot) })
+    if let Some(shift) = huge_shift {
+        #[cfg(target_os = "linux")]
+        if fd == -1 {
+            // The shift is at most 63, so the value fits.
+            flags |= libc::MAP_HUGETLB | (shift.cast_signed() << MAP_HUGE_SHIFT);
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = shift;
+            return Err(SysError::Unsupported);
+        }
+    }
+    // SAFETY: MAP_FIXED replaces exactly the range, which is ours and unreferenced (the
+    // caller's promise); a bad descriptor or offset only makes the call fail.
+    let raw = unsafe { libc::mmap(ptr.cast(), len, prot_bits(protection), flags, fd, offset) };
+    if raw == libc::MAP_FAILED {
+        Err(last_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Puts fresh pages of the reservation's own kind over the range, whatever is mapped there
+/// now (a decommit of pages that [`map`] replaced).
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn replace(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: MAP_FIXED over a range of our own mapping replaces exactly that range; the
+    // caller vouches nothing refers to its contents.
+    let raw = unsafe {
+        libc::mmap(
+            ptr.cast(),
+            len,
+            base_protection(mode),
+            base_flags(mode) | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        Err(last_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Gives `advice` (a `MADV_*` value) for the range.
+///
+/// # Safety
+/// The range lies inside a live reservation; if the advice changes contents, nothing refers
+/// to them.
+pub(crate) unsafe fn advise(ptr: *mut u8, len: usize, advice: SysAdvice) -> Result<(), SysError> {
+    let advice = match advice {
+        #[cfg(target_os = "linux")]
+        SysAdvice::DontFork => libc::MADV_DONTFORK,
+        #[cfg(target_os = "linux")]
+        SysAdvice::DoFork => libc::MADV_DOFORK,
+        #[cfg(target_os = "linux")]
+        SysAdvice::DontDump => libc::MADV_DONTDUMP,
+        #[cfg(target_os = "linux")]
+        SysAdvice::DoDump => libc::MADV_DODUMP,
+        SysAdvice::Free => libc::MADV_FREE,
+        #[cfg(target_os = "linux")]
+        SysAdvice::DontNeed => libc::MADV_DONTNEED,
+        #[cfg(target_os = "linux")]
+        SysAdvice::Remove => libc::MADV_REMOVE,
+        #[cfg(not(target_os = "linux"))]
+        _ => return Err(SysError::Unsupported),
+    };
+    // SAFETY: the range is ours; the caller handles references for advice that changes
+    // contents.
+    check(unsafe { libc::madvise(ptr.cast(), len, advice) })
+}
+
+/// Asks the kernel to populate readable pages for reading (`MADV_POPULATE_READ`, Linux 5.14).
+///
+/// # Safety
+/// The range lies inside a live reservation and is committed and readable.
+pub(crate) unsafe fn populate_read(ptr: *mut u8, len: usize) -> Result<Populated, SysError> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: populating readable pages for reading changes no contents.
+        let ret = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_READ) };
+        if ret == 0 {
+            return Ok(Populated::Done);
+        }
+        let err = errno();
+        // Kernels before 5.14 do not know the advice.
+        if err == libc::EINVAL {
+            Ok(Populated::NeedsTouch)
+        } else {
+            Err(SysError::Os(OsError::from_raw(err)))
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, len);
+        Ok(Populated::NeedsTouch)
+    }
+}
+
+/// Sets the NUMA policy of the range (`mbind`): `mode` is an `MPOL_*` value, `mask` the node
+/// bits, `flags` `MPOL_MF_*` flags.
+///
+/// # Safety
+/// The range lies inside a live reservation. Moving pages keeps their contents.
+pub(crate) unsafe fn bind_numa(
+    ptr: *mut u8,
+    len: usize,
+    mode: i32,
+    mask: &[u64],
+    flags: u32,
+) -> Result<(), SysError> {
+    #[cfg(target_os = "linux")]
+    {
+        // The kernel reads `maxnode - 1` bits.
+        let maxnode = mask.len() * 64 + 1;
+        // SAFETY: the range is ours; `mask` holds `maxnode - 1` readable bits.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                ptr,
+                len,
+                mode,
+                mask.as_ptr(),
+                maxnode,
+                flags,
+            )
+        };
+        if ret == 0 { Ok(()) } else { Err(last_error()) }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, len, mode, mask, flags);
+        Err(SysError::Unsupported)
+    }
 }
 
 /// Asks the kernel to populate writable pages.

@@ -22,9 +22,9 @@ use windows_sys::Win32::Foundation::{
     ERROR_INVALID_PARAMETER, ERROR_NOT_ENOUGH_MEMORY, GetLastError, WIN32_ERROR,
 };
 use windows_sys::Win32::System::Memory::{
-    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
-    PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect,
-    VirtualUnlock,
+    MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE,
+    PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualFree,
+    VirtualLock, VirtualProtect, VirtualUnlock,
 };
 use windows_sys::Win32::System::ProcessStatus::{
     K32QueryWorkingSetEx, PSAPI_WORKING_SET_EX_INFORMATION,
@@ -33,7 +33,7 @@ use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 use windows_sys::core::BOOL;
 
-use super::{Populated, SysError};
+use super::{Populated, SysAdvice, SysError};
 use crate::error::OsError;
 use crate::reservation::{CommitMode, HugePageAdvice, Protection};
 
@@ -124,7 +124,9 @@ pub(crate) fn reserve(
         let aligned = probe.as_ptr().addr().next_multiple_of(align);
         // SAFETY: `probe` is the base of the reservation just made, which nothing refers to;
         // MEM_RELEASE with size zero frees exactly that reservation.
-        check(unsafe { VirtualFree(probe.as_ptr().cast(), 0, MEM_RELEASE) })?;
+        // SAFETY: `probe` is the reservation of `total` bytes just made, which nothing refers
+        // to; a failure is retried and then aborts, so the probe never stays reserved.
+        unsafe { super::release(probe, total, granularity) };
         // The address is computed from `probe`, so it keeps its provenance; it points into
         // address space that was just free.
         let target = probe
@@ -148,15 +150,39 @@ pub(crate) fn reserve(
     Err(error)
 }
 
-/// Releases a whole reservation.
+/// Releases a whole reservation, once; [`super::release`] retries and aborts.
 ///
 /// # Safety
 /// `ptr..ptr + len` is a reservation made by [`reserve`], not used afterwards.
-pub(crate) unsafe fn release(ptr: NonNull<u8>, _len: usize, _align: usize) {
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _len: usize, _align: usize) -> Result<(), SysError> {
     // SAFETY: `ptr` is the base of a reservation of ours that the caller hands over; MEM_RELEASE
     // with size zero frees the whole region, committed pages included.
-    let ret = unsafe { VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE) };
-    debug_assert_ne!(ret, 0, "VirtualFree of a reservation failed");
+    check(unsafe { VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE) })
+}
+
+/// Writes `message` to standard error (with `std`) and ends the process at once.
+pub(crate) fn abort_with(message: &[u8]) -> ! {
+    #[cfg(feature = "std")]
+    {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(message);
+        std::process::abort()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = message;
+        // SAFETY: terminating the current process (a pseudo handle that needs no closing) has
+        // no preconditions; the call does not return for the current process.
+        unsafe {
+            windows_sys::Win32::System::Threading::TerminateProcess(
+                windows_sys::Win32::System::Threading::GetCurrentProcess(),
+                3,
+            );
+        }
+        loop {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 /// Commits the range read-write, charging it against the commit limit. Pages committed already
@@ -202,11 +228,71 @@ pub(crate) unsafe fn protect(
         Protection::None => PAGE_NOACCESS,
         Protection::Read => PAGE_READONLY,
         Protection::ReadWrite => PAGE_READWRITE,
+        Protection::ReadExecute => PAGE_EXECUTE_READ,
+        Protection::ReadWriteExecute => PAGE_EXECUTE_READWRITE,
     };
     let mut old: PAGE_PROTECTION_FLAGS = 0;
     // SAFETY: the range is inside our reservation, all in one region of it; `old` is writable
     // as VirtualProtect requires; the caller handles references.
     check(unsafe { VirtualProtect(ptr.cast_const().cast(), len, new, &mut old) })
+}
+
+/// Mapping another source into part of a reservation needs placeholder reservations
+/// (`VirtualAlloc2`, `MapViewOfFile3`), which this backend does not use.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn map(
+    _ptr: *mut u8,
+    _len: usize,
+    _source: crate::MapSource,
+    _protection: Protection,
+    _huge_shift: Option<u32>,
+) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
+}
+
+/// Decommits the range (nothing is ever mapped over a reservation here).
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn replace(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: the caller's promise.
+    unsafe { decommit(ptr, len, mode) }
+}
+
+/// `madvise`-style advice has no Windows counterpart in this backend.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn advise(
+    _ptr: *mut u8,
+    _len: usize,
+    _advice: SysAdvice,
+) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
+}
+
+/// As [`populate`]: the caller reads the pages.
+///
+/// # Safety
+/// The range lies inside a live reservation and is committed and readable.
+pub(crate) unsafe fn populate_read(_ptr: *mut u8, _len: usize) -> Result<Populated, SysError> {
+    Ok(Populated::NeedsTouch)
+}
+
+/// NUMA policies of ranges are not supported by this backend.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn bind_numa(
+    _ptr: *mut u8,
+    _len: usize,
+    _mode: i32,
+    _mask: &[u64],
+    _flags: u32,
+) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
 }
 
 /// Windows cannot fault in committed anonymous pages ahead of use: `PrefetchVirtualMemory`
@@ -320,7 +406,7 @@ mod tests {
         let base = reserve(len, align, CommitMode::Protected).expect("reserve");
         f(base.as_ptr());
         // SAFETY: `base` is the reservation made above and is not used afterwards.
-        unsafe { release(base, len, align) };
+        unsafe { crate::sys::release(base, len, align) };
     }
 
     #[test]

@@ -31,7 +31,6 @@
 //! - **Drop.** Each published element is dropped once, in index order; its bit is cleared before
 //!   the drop, and a panicking destructor does not stop the others.
 
-use core::iter::FusedIterator;
 use core::marker::PhantomData;
 use core::ops::Index;
 use core::ptr::NonNull;
@@ -39,48 +38,48 @@ use core::{fmt, mem};
 
 use super::builder::{Builder, Growth};
 use super::error::{Error, PushError, Result};
-use super::layout::{VecLayout, WORD_BITS, WORD_BYTES};
-#[cfg(all(feature = "std", target_has_atomic = "64"))]
-use super::local::{self, ALONE_AFTER, EVICT_AFTER, LocalClaim};
-use super::ready::ReadyBits;
+use super::layout::{VecLayout, WORD_BITS};
 use crate::reservation::Reservation;
 use crate::sync::{AccessLog, AtomicUsize, Ordering};
 
-/// The most slots a thread claims at a time: a cache line of ready words (8 words of 64 bits),
-/// so that blocks of different threads share neither element nor ready-bit cache lines.
-pub(super) const MAX_BLOCK: usize = 8 * WORD_BITS;
+mod claim;
+mod compare;
+mod iter;
+mod publish;
+mod pusher;
+mod ready;
 
-/// Slots `start..end` claimed at once for one thread. The slots in `owned_start..owned_end` lie
-/// in ready words that hold no slot of another claim (every slot of such a word below the
-/// capacity is in the block), so their bits are set with plain stores.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Block {
-    pub(super) start: usize,
-    pub(super) end: usize,
-    pub(super) owned_start: usize,
-    pub(super) owned_end: usize,
-}
+/// Per-thread claim caches (module `local`), where the platform has thread-locals and 64-bit
+/// atomics: the one place that depends on them.
+#[cfg(all(feature = "std", target_has_atomic = "64"))]
+mod local;
 
-impl Block {
-    /// Whether slot `index` of the block lies in a ready word the block owns.
+/// Without thread-locals or 64-bit atomics every push claims from the shared counter.
+#[cfg(not(all(feature = "std", target_has_atomic = "64")))]
+mod local {
+    use super::ConcurrentVec;
+    use crate::vec::error::Result;
+
+    /// A vector's name in the claim caches: there are none to name it in.
+    pub(super) type VecId = ();
+
+    /// A new name (nothing).
+    pub(super) fn new_id() -> VecId {}
+
+    /// Never claims: the caller claims from the shared counter.
     #[inline]
-    pub(super) fn owns_word_of(&self, index: usize) -> bool {
-        self.owned_start <= index && index < self.owned_end
+    pub(super) fn claim<T>(_vec: &ConcurrentVec<T>) -> Option<Result<(usize, bool)>> {
+        None
     }
 }
 
-/// What the fast part of a claim through the thread's cache entry found.
-#[cfg(all(feature = "std", target_has_atomic = "64"))]
-#[derive(Clone, Copy, Debug)]
-enum LocalStep {
-    /// This committed slot, and whether its block owns its ready word.
-    Claimed(usize, bool),
-    /// This slot was taken from the shared counter but lies at or past the committed slots: the
-    /// capacity check and the commit remain.
-    Check(usize),
-    /// The thread claims blocks and its block is used up.
-    Refill,
-}
+pub(crate) use claim::{Block, MAX_BLOCK};
+pub use iter::{Entries, IntoIter, Iter, IterMut};
+pub use pusher::Pusher;
+use ready::ReadyBits;
+
+/// A marker that makes a type invariant in `T`.
+type Invariant<T> = fn(T) -> T;
 
 /// Keeps a value on a cache line of its own (128 bytes covers adjacent-line prefetching).
 #[derive(Debug)]
@@ -115,6 +114,10 @@ struct CachePadded<T>(T);
 ///
 /// It is `Send` when `T: Send` and `Sync` when `T: Send + Sync` (a shared vector moves values
 /// in from any thread and shares them with all).
+///
+/// It is invariant in `T` (unlike `std::vec::Vec`, which is covariant): pushes write through
+/// `&self`, so a vector of `&'static U` must not be usable as a vector of shorter-lived
+/// references (see the `compile_fail` examples on [`push`](Self::push)).
 ///
 /// # Examples
 /// ```
@@ -159,11 +162,13 @@ pub struct ConcurrentVec<T> {
     /// Slots a thread claims at a time once it sees other threads' claims (1: never blocks).
     thread_block: usize,
     /// This vector's name in the threads' claim caches; replaced when its claims are reset.
-    #[cfg(all(feature = "std", target_has_atomic = "64"))]
-    id: u64,
+    id: local::VecId,
     builder: Builder,
     reservation: Reservation,
-    _owns: PhantomData<T>,
+    /// Owns `T`s (for drop checking) and is invariant in `T`: `push` writes through `&self`,
+    /// so a covariant vector would let a `&ConcurrentVec<&'long U>` be used as a
+    /// `&ConcurrentVec<&'short U>` and store a reference that dies before the vector.
+    _owns: PhantomData<(T, Invariant<T>)>,
 }
 
 // SAFETY: the vector owns its elements and its reservation; sending it sends the elements,
@@ -225,7 +230,6 @@ impl<T> ConcurrentVec<T> {
             layout,
             growth,
             thread_block: builder.thread_block_slots()?,
-            #[cfg(all(feature = "std", target_has_atomic = "64"))]
             id: local::new_id(),
             builder: *builder,
             reservation,
@@ -316,329 +320,9 @@ impl<T> ConcurrentVec<T> {
         self.thread_block
     }
 
-    /// Claims a committed slot for a push: from this thread's block, or a single slot. Returns
-    /// the slot and whether it belongs to a block that owns its whole ready word.
-    #[inline]
-    fn claim(&self) -> Result<(usize, bool)> {
-        #[cfg(all(feature = "std", target_has_atomic = "64"))]
-        if self.thread_block > 1 {
-            match local::with(|entry| self.claim_local(entry)) {
-                Some(LocalStep::Claimed(index, exclusive)) => return Ok((index, exclusive)),
-                Some(LocalStep::Check(index)) => {
-                    self.claim_slow(index)?;
-                    return Ok((index, false));
-                }
-                Some(LocalStep::Refill) => {
-                    if let Some(claimed) = local::with(|entry| self.refill_local(entry)) {
-                        return claimed;
-                    }
-                }
-                None => {}
-            }
-        }
-        self.claim_one().map(|index| (index, false))
-    }
-
-    /// The fast part of [`claim`](Self::claim) through this thread's cache entry (see the
-    /// `local` module): a slot of the thread's block, or one slot from the shared counter.
-    #[cfg(all(feature = "std", target_has_atomic = "64"))]
-    #[inline]
-    fn claim_local(&self, entry: &LocalClaim) -> LocalStep {
-        if entry.vec.get() == self.id {
-            if let Some((index, exclusive)) = entry.take() {
-                return LocalStep::Claimed(index, exclusive);
-            }
-            entry.misses.set(0);
-            if entry.blocks.get() {
-                return LocalStep::Refill;
-            }
-            let index = self.next.0.fetch_add(1, Ordering::Relaxed);
-            // Another thread claimed since this thread's last claim: blocks from now on.
-            entry.blocks.set(index != entry.last.get().wrapping_add(1));
-            entry.last.set(index);
-            return self.checked(index);
-        }
-        let index = self.next.0.fetch_add(1, Ordering::Relaxed);
-        let replace = !entry.holds_slots() || {
-            let misses = entry.misses.get() + 1;
-            entry.misses.set(misses);
-            misses >= EVICT_AFTER
-        };
-        if replace {
-            entry.reset(self.id, index);
-        }
-        self.checked(index)
-    }
-
-    /// A slot just taken from the shared counter: claimed if its memory is committed, else it
-    /// needs [`claim_slow`](Self::claim_slow).
-    #[cfg(all(feature = "std", target_has_atomic = "64"))]
-    #[inline]
-    fn checked(&self, index: usize) -> LocalStep {
-        if index < self.committed.0.load(Ordering::Acquire) {
-            LocalStep::Claimed(index, false)
-        } else {
-            LocalStep::Check(index)
-        }
-    }
-
-    /// Claims this thread's next block and takes its first slot.
-    #[cfg(all(feature = "std", target_has_atomic = "64"))]
-    #[cold]
-    fn refill_local(&self, entry: &LocalClaim) -> Result<(usize, bool)> {
-        let block = self.claim_block(self.thread_block)?;
-        // A block right after the previous one means nobody else claimed in between; after
-        // enough of those in a row, back to single slots once this one is filled.
-        let streak = if block.start == entry.end.get() {
-            entry.streak.get() + 1
-        } else {
-            0
-        };
-        entry.streak.set(streak);
-        entry.blocks.set(streak < ALONE_AFTER);
-        entry.last.set(block.end - 1);
-        entry.set_block(block);
-        Ok(entry
-            .take()
-            .expect("a claimed block holds at least one slot"))
-    }
-
-    /// Claims one slot from the shared counter and makes sure its memory is committed.
-    #[inline]
-    fn claim_one(&self) -> Result<usize> {
-        let index = self.next.0.fetch_add(1, Ordering::Relaxed);
-        if index >= self.committed.0.load(Ordering::Acquire) {
-            self.claim_slow(index)?;
-        }
-        Ok(index)
-    }
-
-    #[cold]
-    fn claim_slow(&self, index: usize) -> Result<()> {
-        let capacity = self.layout.capacity;
-        if index >= capacity {
-            // Only pushes past the capacity give their increment back, so `next` stays at or
-            // above the capacity and no index below it is handed out twice.
-            self.next.0.fetch_sub(1, Ordering::Relaxed);
-            return Err(Error::CapacityExceeded {
-                capacity,
-                requested: index + 1,
-            });
-        }
-        self.commit_through(index)
-    }
-
-    /// Makes `committed` exceed `index` (`index < capacity`).
-    fn commit_through(&self, index: usize) -> Result<()> {
-        let mut seen = self.committed.0.load(Ordering::Acquire);
-        while index >= seen {
-            let target = self.target(seen, index);
-            self.commit_slots(seen, target)?;
-            let before = self.committed.0.fetch_max(target, Ordering::AcqRel);
-            seen = before.max(target);
-        }
-        Ok(())
-    }
-
-    /// How many slots to have committed when `seen` are and slot `index` is needed: a growth
-    /// step past `seen`, at least `index + 1`, widened to what the whole pages hold.
-    fn target(&self, seen: usize, index: usize) -> usize {
-        let layout = &self.layout;
-        // Zero-sized elements grow as if they took a byte, which paces the ready bits.
-        let size = layout.elem_size.max(1);
-        let bytes = seen * size;
-        let step = self.growth.step(bytes, layout.page);
-        let mut want = (bytes.saturating_add(step) / size)
-            .max(index + 1)
-            .min(layout.capacity);
-        if layout.huge != 0 {
-            want = want.max(layout.slots_in(layout.data_target(layout.data_end(want), 0, step)));
-        }
-        let data_fit = layout.slots_in(layout.data_end(want));
-        let bits_fit = (layout.bits_end(want) / WORD_BYTES).saturating_mul(WORD_BITS);
-        want.max(data_fit.min(bits_fit).min(layout.capacity))
-    }
-
-    /// Commits the memory of slots `seen..target`, given that slots below `seen` have theirs.
-    fn commit_slots(&self, seen: usize, target: usize) -> Result<()> {
-        let layout = &self.layout;
-        let commit = |offset: usize, end: usize, data: bool| {
-            if end <= offset {
-                return Ok(());
-            }
-            let result = if data {
-                layout.commit_data(&self.reservation, offset, end)
-            } else {
-                self.reservation.commit(offset, end - offset)
-            };
-            result.map_err(|source| Error::Commit {
-                offset,
-                len: end - offset,
-                source,
-            })
-        };
-        commit(layout.data_end(seen), layout.data_end(target), true)?;
-        commit(
-            layout.data_len + layout.bits_end(seen),
-            layout.data_len + layout.bits_end(target),
-            false,
-        )
-    }
-
-    /// The bits of word `word` that are slots below the capacity (at least one).
-    #[inline]
-    fn full_mask(&self, word: usize) -> usize {
-        let slots = (self.layout.capacity - word * WORD_BITS).min(WORD_BITS);
-        usize::MAX >> (WORD_BITS - slots)
-    }
-
-    /// After slot `index` was published: if it is the last slot of its ready word, moves the
-    /// published prefix on. Only one push in [`WORD_BITS`] does so, and the others never learn
-    /// the word's value, so publishing stays a single atomic or whose result is unused.
-    #[inline]
-    fn after_publish(&self, index: usize) {
-        if (index + 1).is_multiple_of(WORD_BITS) || index + 1 == self.layout.capacity {
-            self.advance_prefix();
-        }
-    }
-
-    /// Moves the published prefix over the complete ready words that follow it, and returns it.
-    ///
-    /// The prefix is a word boundary (or the capacity). Whoever finds the words at the prefix
-    /// complete (acquire loads: every element of those words happens before) moves the prefix
-    /// past all of them with one compare-exchange (release), so a reader that acquires the new
-    /// prefix sees those elements. Every change of the prefix through `&self` is such a
-    /// read-modify-write, so a reader that acquires a later value also synchronizes with every
-    /// earlier move (release sequence). Bits are never cleared through `&self`, so a word once
-    /// complete stays so.
-    ///
-    /// Nothing forces the prefix to keep up: a word completed out of order waits for the next
-    /// call (the last publisher of a later word, or [`published_prefix`](Self::published_prefix)).
-    /// A lagging prefix only sends `get` to the ready bit.
-    #[cold]
-    #[inline(never)]
-    fn advance_prefix(&self) -> usize {
-        let capacity = self.layout.capacity;
-        let mut start = self.prefix.0.load(Ordering::Acquire);
-        loop {
-            // Every ready word holding a slot below `limit` is committed.
-            let limit = self.committed.0.load(Ordering::Acquire).min(capacity);
-            let mut end = start;
-            while end < limit {
-                let word = end / WORD_BITS;
-                // SAFETY: the word holds slot `end < committed`, so it is committed.
-                let bits = unsafe { self.ready.word(word) }.load(Ordering::Acquire);
-                if bits != self.full_mask(word) {
-                    break;
-                }
-                end = (end + WORD_BITS).min(capacity);
-            }
-            if end == start {
-                return start;
-            }
-            // One compare-exchange moves the prefix over every complete word found.
-            match self
-                .prefix
-                .0
-                .compare_exchange(start, end, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return end,
-                // Another thread moved it (only ever forward through `&self`): look again from
-                // there.
-                Err(now) => start = now,
-            }
-        }
-    }
-
-    /// Claims a block of up to `len` slots (`1..=MAX_BLOCK`) at `next`, for a thread's pushes
-    /// or a [`Pusher`](super::Pusher), and commits their memory: `len` slots, or, when `len` is
-    /// a multiple of [`WORD_BITS`], the slots up to the next multiple of `len` (so that the
-    /// following blocks are aligned to it and own whole ready words); fewer at the capacity.
-    ///
-    /// # Errors
-    /// [`Error::CapacityExceeded`] if no slot is left (nothing claimed); [`Error::Commit`] if
-    /// the memory cannot be committed (the block stays claimed and empty for good).
-    pub(super) fn claim_block(&self, len: usize) -> Result<Block> {
-        debug_assert!((1..=MAX_BLOCK).contains(&len));
-        let capacity = self.layout.capacity;
-        let mut range = (0, 0);
-        let claimed = self
-            .next
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                if n >= capacity {
-                    return None;
-                }
-                // `n < capacity <= isize::MAX` and `len` is small, so no sum overflows.
-                let end = if len.is_multiple_of(WORD_BITS) {
-                    (n / len + 1) * len
-                } else {
-                    n + len
-                };
-                range = (n, end.min(capacity));
-                Some(range.1)
-            });
-        if claimed.is_err() {
-            return Err(Error::CapacityExceeded {
-                capacity,
-                requested: capacity + 1,
-            });
-        }
-        let (start, end) = range;
-        if end > self.committed.0.load(Ordering::Acquire) {
-            self.commit_through(end - 1)?;
-        }
-        // Whole words inside the block; the word at the capacity has no slots past it.
-        let owned_start = start.next_multiple_of(WORD_BITS);
-        let owned_end = if end == capacity {
-            end
-        } else {
-            end - end % WORD_BITS
-        };
-        let (owned_start, owned_end) = if owned_start < owned_end {
-            (owned_start, owned_end)
-        } else {
-            (end, end)
-        };
-        Ok(Block {
-            start,
-            end,
-            owned_start,
-            owned_end,
-        })
-    }
-
-    /// Writes `value` into slot `index`, claimed by this caller (alone or in a block), and
-    /// publishes it.
-    ///
-    /// # Safety
-    /// `index` was claimed by this caller and has not been written, and its memory is committed;
-    /// if `exclusive`, it belongs to a block that owns the slot's ready word (see [`Block`]) and
-    /// the caller is the block's only user.
-    #[inline]
-    pub(super) unsafe fn publish_claimed(&self, index: usize, value: T, exclusive: bool) {
-        self.log.write(index);
-        // SAFETY: the slot is committed, aligned, and exclusively ours until published (the
-        // caller's promise).
-        unsafe { self.slot(index).write(value) };
-        if exclusive {
-            // SAFETY: the word is committed with the slot and only this caller writes it.
-            unsafe { self.ready.set_exclusive(index) };
-            // A block's own words move the prefix once per cache line of them, not per word:
-            // the prefix line and the other threads' words then stay out of the fill.
-            if (index + 1).is_multiple_of(MAX_BLOCK) || index + 1 == self.layout.capacity {
-                self.advance_prefix();
-            }
-        } else {
-            // SAFETY: the word is committed with the slot.
-            unsafe { self.ready.set(index) };
-            self.after_publish(index);
-        }
-    }
-
     /// A handle for pushing many elements from one thread: it claims slots in blocks, so that
     /// threads pushing through their own handles do not contend on a shared counter or share
-    /// cache lines. See [`Pusher`](super::Pusher).
+    /// cache lines. See [`Pusher`](Pusher).
     ///
     /// # Examples
     /// ```
@@ -657,8 +341,8 @@ impl<T> ConcurrentVec<T> {
     /// assert_eq!(v.iter().count(), 200);
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
     /// ```
-    pub fn pusher(&self) -> super::Pusher<'_, T> {
-        super::Pusher::new(self)
+    pub fn pusher(&self) -> Pusher<'_, T> {
+        Pusher::new(self)
     }
 
     /// Pushes `value` and returns its index, or hands it back.
@@ -701,6 +385,22 @@ impl<T> ConcurrentVec<T> {
     /// assert_eq!(v.get(i), Some(&10));
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
     /// ```
+    ///
+    /// A vector of long-lived references does not take a shorter-lived one, which would
+    /// dangle once its owner is gone while the vector can still hand it out:
+    /// ```compile_fail
+    /// use memvisor_vmem::vec::ConcurrentVec;
+    ///
+    /// fn store<'a>(v: &ConcurrentVec<&'a str>, s: &'a str) {
+    ///     v.push(s);
+    /// }
+    /// let v: ConcurrentVec<&'static str> = ConcurrentVec::with_capacity(4).unwrap();
+    /// {
+    ///     let short = String::from("freed at the end of this block");
+    ///     store(&v, &short);
+    /// }
+    /// println!("{}", v[0]);
+    /// ```
     #[inline]
     #[track_caller]
     pub fn push(&self, value: T) -> usize {
@@ -725,6 +425,21 @@ impl<T> ConcurrentVec<T> {
     /// let i = v.try_push_with(|index| format!("element {index}"))?;
     /// assert_eq!(v[i], "element 0");
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    ///
+    /// The element built cannot borrow anything shorter-lived than the vector's element type:
+    /// ```compile_fail
+    /// use memvisor_vmem::vec::ConcurrentVec;
+    ///
+    /// fn store<'a>(v: &ConcurrentVec<&'a str>, s: &'a str) {
+    ///     v.try_push_with(|_| s).unwrap();
+    /// }
+    /// let v: ConcurrentVec<&'static str> = ConcurrentVec::with_capacity(4).unwrap();
+    /// {
+    ///     let short = String::from("freed at the end of this block");
+    ///     store(&v, &short);
+    /// }
+    /// println!("{}", v[0]);
     /// ```
     pub fn try_push_with<F: FnOnce(usize) -> T>(&self, make: F) -> Result<usize> {
         let (index, exclusive) = self.claim()?;
@@ -786,54 +501,6 @@ impl<T> ConcurrentVec<T> {
         self.get(index)?;
         // SAFETY: published (checked above) and `&mut self` excludes every other access.
         Some(unsafe { &mut *self.slot(index) })
-    }
-
-    /// The published elements in index order (skipping unpublished slots), among the slots
-    /// claimed when it was made. An element published after the iterator passed its slot is
-    /// not yielded.
-    ///
-    /// # Examples
-    /// ```
-    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
-    /// v.push(1);
-    /// v.push(2);
-    /// assert_eq!(v.iter().copied().collect::<Vec<_>>(), [1, 2]);
-    /// # Ok::<(), memvisor_vmem::vec::Error>(())
-    /// ```
-    pub fn iter(&self) -> Iter<'_, T> {
-        Iter {
-            entries: self.entries(),
-        }
-    }
-
-    /// As [`iter`](Self::iter), with each element's index.
-    ///
-    /// # Examples
-    /// ```
-    /// use std::panic::{AssertUnwindSafe, catch_unwind};
-    ///
-    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
-    /// v.push('a');
-    /// // A constructor that panics leaves a hole at index 1.
-    /// let hole = catch_unwind(AssertUnwindSafe(|| v.push_with(|_| -> char { panic!("no element") })));
-    /// assert!(hole.is_err());
-    /// v.push('c');
-    /// assert_eq!(v.entries().collect::<Vec<_>>(), [(0, &'a'), (2, &'c')]);
-    /// # Ok::<(), memvisor_vmem::vec::Error>(())
-    /// ```
-    pub fn entries(&self) -> Entries<'_, T> {
-        Entries {
-            vec: self,
-            cursor: Cursor::new(self.scan_limit()),
-        }
-    }
-
-    /// The published elements in index order, mutably.
-    pub fn iter_mut(&mut self) -> IterMut<'_, T> {
-        IterMut {
-            cursor: Cursor::new(self.scan_limit()),
-            vec: self,
-        }
     }
 
     /// Every published slot is below this, and every ready word below it is committed.
@@ -908,10 +575,7 @@ impl<T> ConcurrentVec<T> {
                 self.0.next.0.store(0, Ordering::Relaxed);
                 self.0.prefix.0.store(0, Ordering::Relaxed);
                 // Blocks threads still hold name slots that will be handed out again.
-                #[cfg(all(feature = "std", target_has_atomic = "64"))]
-                {
-                    self.0.id = local::new_id();
-                }
+                self.0.id = local::new_id();
             }
         }
         let reset = Reset(self);
@@ -999,201 +663,6 @@ impl<T: Clone> Clone for ConcurrentVec<T> {
             Ok(copy) => copy,
             Err(e) => failed("clone", &e),
         }
-    }
-}
-
-/// Walks the ready bits below a limit one word at a time.
-#[derive(Clone, Debug)]
-struct Cursor {
-    /// The next word to load.
-    next_word: usize,
-    /// The first slot of the loaded word.
-    word_base: usize,
-    /// The loaded word's ready slots not yet yielded.
-    bits: usize,
-    /// Slots at or after this are not visited.
-    limit: usize,
-}
-
-impl Cursor {
-    fn new(limit: usize) -> Self {
-        Self {
-            next_word: 0,
-            word_base: 0,
-            bits: 0,
-            limit,
-        }
-    }
-
-    /// The next published slot of `vec`.
-    #[inline]
-    fn advance<T>(&mut self, vec: &ConcurrentVec<T>) -> Option<usize> {
-        loop {
-            if self.bits != 0 {
-                let bit = self.bits.trailing_zeros() as usize;
-                self.bits &= self.bits - 1;
-                return Some(self.word_base + bit);
-            }
-            let first = self.next_word * WORD_BITS;
-            if first >= self.limit {
-                return None;
-            }
-            // SAFETY: the word holds slots below `limit`, which was at most `committed` when
-            // the cursor was made, so it is committed.
-            self.bits = unsafe { vec.ready.ready_in(self.next_word, first, self.limit) };
-            self.word_base = first;
-            self.next_word += 1;
-        }
-    }
-
-    fn remaining_upper(&self) -> usize {
-        self.bits.count_ones() as usize + self.limit.saturating_sub(self.next_word * WORD_BITS)
-    }
-}
-
-/// The published elements of a [`ConcurrentVec`] with their indices; made by
-/// [`ConcurrentVec::entries`].
-#[derive(Debug)]
-pub struct Entries<'a, T> {
-    vec: &'a ConcurrentVec<T>,
-    cursor: Cursor,
-}
-
-impl<T> Clone for Entries<'_, T> {
-    fn clone(&self) -> Self {
-        Self {
-            vec: self.vec,
-            cursor: self.cursor.clone(),
-        }
-    }
-}
-
-impl<'a, T> Iterator for Entries<'a, T> {
-    type Item = (usize, &'a T);
-
-    #[inline]
-    fn next(&mut self) -> Option<(usize, &'a T)> {
-        let index = self.cursor.advance(self.vec)?;
-        self.vec.log.read(index);
-        // SAFETY: the slot's ready bit was seen set (acquire): its element is fully written,
-        // never written again through `&self`, and lives as long as the borrow of the vector.
-        Some((index, unsafe { &*self.vec.slot(index) }))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.cursor.remaining_upper()))
-    }
-}
-
-impl<T> FusedIterator for Entries<'_, T> {}
-
-/// The published elements of a [`ConcurrentVec`] in index order; made by
-/// [`ConcurrentVec::iter`].
-#[derive(Debug)]
-pub struct Iter<'a, T> {
-    entries: Entries<'a, T>,
-}
-
-impl<T> Clone for Iter<'_, T> {
-    fn clone(&self) -> Self {
-        Self {
-            entries: self.entries.clone(),
-        }
-    }
-}
-
-impl<'a, T> Iterator for Iter<'a, T> {
-    type Item = &'a T;
-
-    #[inline]
-    fn next(&mut self) -> Option<&'a T> {
-        self.entries.next().map(|(_, value)| value)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.entries.size_hint()
-    }
-}
-
-impl<T> FusedIterator for Iter<'_, T> {}
-
-/// The published elements of a [`ConcurrentVec`] in index order, mutably; made by
-/// [`ConcurrentVec::iter_mut`].
-#[derive(Debug)]
-pub struct IterMut<'a, T> {
-    vec: &'a mut ConcurrentVec<T>,
-    cursor: Cursor,
-}
-
-impl<'a, T> Iterator for IterMut<'a, T> {
-    type Item = &'a mut T;
-
-    fn next(&mut self) -> Option<&'a mut T> {
-        let index = self.cursor.advance(self.vec)?;
-        self.vec.log.write(index);
-        // SAFETY: published; the iterator holds `&mut` of the vector for `'a` and yields each
-        // slot once, so the references never alias.
-        Some(unsafe { &mut *self.vec.slot(index) })
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.cursor.remaining_upper()))
-    }
-}
-
-impl<T> FusedIterator for IterMut<'_, T> {}
-
-/// The published elements of a [`ConcurrentVec`] in index order, moved out; made by its
-/// `into_iter`. Elements not yielded are dropped with it.
-#[derive(Debug)]
-pub struct IntoIter<T> {
-    vec: ConcurrentVec<T>,
-    cursor: Cursor,
-}
-
-impl<T> Iterator for IntoIter<T> {
-    type Item = T;
-
-    fn next(&mut self) -> Option<T> {
-        let index = self.cursor.advance(&self.vec)?;
-        // SAFETY: published and below `committed`; the iterator owns the vector.
-        Some(unsafe { self.vec.take(index) })
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.cursor.remaining_upper()))
-    }
-}
-
-impl<T> FusedIterator for IntoIter<T> {}
-
-impl<T> IntoIterator for ConcurrentVec<T> {
-    type Item = T;
-    type IntoIter = IntoIter<T>;
-
-    fn into_iter(self) -> IntoIter<T> {
-        IntoIter {
-            cursor: Cursor::new(self.scan_limit()),
-            vec: self,
-        }
-    }
-}
-
-impl<'a, T> IntoIterator for &'a ConcurrentVec<T> {
-    type Item = &'a T;
-    type IntoIter = Iter<'a, T>;
-
-    fn into_iter(self) -> Iter<'a, T> {
-        self.iter()
-    }
-}
-
-impl<'a, T> IntoIterator for &'a mut ConcurrentVec<T> {
-    type Item = &'a mut T;
-    type IntoIter = IterMut<'a, T>;
-
-    fn into_iter(self) -> IterMut<'a, T> {
-        self.iter_mut()
     }
 }
 

@@ -78,6 +78,14 @@ pub enum Error {
         #[source]
         source: crate::Error,
     },
+    /// An index or range end lies past the vector's length.
+    #[error("index {index} is out of range for a vector of length {len}")]
+    OutOfRange {
+        /// The offending index (or range end).
+        index: usize,
+        /// The vector's length.
+        len: usize,
+    },
 }
 
 /// The result type of the vectors.
@@ -171,6 +179,10 @@ mod tests {
 
     #[test]
     fn display_other_variants_name_values() {
+        assert_eq!(
+            Error::OutOfRange { index: 5, len: 3 }.to_string(),
+            "index 5 is out of range for a vector of length 3"
+        );
         assert_eq!(
             Error::TooLarge {
                 capacity: usize::MAX,

@@ -1,6 +1,7 @@
 //! Iterators that move elements out of a [`Vec`]: [`Drain`] and [`IntoIter`].
 
 use core::iter::FusedIterator;
+use core::ptr::NonNull;
 use core::{fmt, ptr, slice};
 
 use super::owned::Vec;
@@ -20,6 +21,12 @@ pub struct Drain<'a, T> {
     tail_start: usize,
     tail_len: usize,
 }
+
+// SAFETY: the drain holds `&mut Vec<T>` and moves elements out of it; sending it sends the
+// elements (`T: Send`), as for `&mut Vec<T>`.
+unsafe impl<T: Send> Send for Drain<'_, T> {}
+// SAFETY: `&Drain` only gives out `&[T]`, so sharing it shares the elements (`T: Sync`).
+unsafe impl<T: Sync> Sync for Drain<'_, T> {}
 
 impl<'a, T> Drain<'a, T> {
     /// Drains `start..end` of `vec`, whose length was `len` and has been set to `start`.
@@ -124,7 +131,8 @@ impl<T> Drop for Drain<'_, T> {
 pub struct IntoIter<T> {
     /// The vector, whose length is zero: the iterator owns the elements `next..end`.
     vec: Vec<T>,
-    base: *mut T,
+    /// `NonNull` (not `*mut T`) keeps the iterator covariant in `T`, as `std`'s is.
+    base: NonNull<T>,
     next: usize,
     end: usize,
 }
@@ -137,7 +145,7 @@ unsafe impl<T: Sync> Sync for IntoIter<T> {}
 impl<T> IntoIter<T> {
     pub(crate) fn new(mut vec: Vec<T>) -> Self {
         let end = vec.take_len();
-        let base = vec.as_mut_ptr();
+        let base = vec.as_non_null();
         Self {
             vec,
             base,
@@ -151,7 +159,7 @@ impl<T> IntoIter<T> {
     pub fn as_slice(&self) -> &[T] {
         // SAFETY: slots `next..end` hold elements owned by the iterator; the vector's
         // reservation is alive as long as `self`.
-        unsafe { slice::from_raw_parts(self.base.add(self.next), self.end - self.next) }
+        unsafe { slice::from_raw_parts(self.base.as_ptr().add(self.next), self.end - self.next) }
     }
 
     /// The reservation that still holds the elements.
@@ -176,7 +184,7 @@ impl<T> Iterator for IntoIter<T> {
         }
         self.next += 1;
         // SAFETY: slot `next - 1` held an element owned by the iterator, now read out once.
-        Some(unsafe { self.base.add(self.next - 1).read() })
+        Some(unsafe { self.base.as_ptr().add(self.next - 1).read() })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -192,7 +200,7 @@ impl<T> DoubleEndedIterator for IntoIter<T> {
         }
         self.end -= 1;
         // SAFETY: slot `end` held an element owned by the iterator, now read out once.
-        Some(unsafe { self.base.add(self.end).read() })
+        Some(unsafe { self.base.as_ptr().add(self.end).read() })
     }
 }
 
@@ -204,7 +212,7 @@ impl<T> Drop for IntoIter<T> {
     fn drop(&mut self) {
         // SAFETY: slots `next..end` hold the elements not yet yielded.
         let rest = ptr::slice_from_raw_parts_mut(
-            unsafe { self.base.add(self.next) },
+            unsafe { self.base.as_ptr().add(self.next) },
             self.end - self.next,
         );
         self.next = self.end;

@@ -55,15 +55,12 @@ mod concurrent;
 mod error;
 mod iter;
 mod layout;
-#[cfg(all(feature = "std", target_has_atomic = "64"))]
-mod local;
 mod owned;
-mod pusher;
-mod ready;
 
 pub use builder::{Builder, Growth};
-pub use concurrent::{ConcurrentVec, Entries, IntoIter as ConcurrentIntoIter, Iter, IterMut};
+pub use concurrent::{
+    ConcurrentVec, Entries, IntoIter as ConcurrentIntoIter, Iter, IterMut, Pusher,
+};
 pub use error::{Error, PushError, Result};
 pub use iter::{Drain, IntoIter};
 pub use owned::Vec;
-pub use pusher::Pusher;

@@ -13,6 +13,8 @@ use super::iter::{Drain, IntoIter};
 use super::layout::VecLayout;
 use crate::reservation::Reservation;
 
+mod edit;
+
 /// A vector with one owner whose maximum capacity is reserved up front and whose memory is
 /// committed as it grows and decommitted when it shrinks. Elements never move when it grows:
 /// a pointer to an element stays valid until that element is removed or the vector shrinks
@@ -163,6 +165,11 @@ impl<T> Vec<T> {
     #[must_use]
     pub fn as_mut_ptr(&mut self) -> *mut T {
         self.ptr.as_ptr()
+    }
+
+    /// The start of the elements, never null (for the iterators).
+    pub(super) fn as_non_null(&self) -> NonNull<T> {
+        self.ptr
     }
 
     /// The elements as a slice.
@@ -748,11 +755,14 @@ impl<T> Vec<T> {
         mem::take(&mut self.len)
     }
 
-    /// Sets the length.
+    /// Sets the length, without dropping or initializing anything (as `std`'s `set_len`).
     ///
     /// # Safety
-    /// The first `len` slots are committed and hold initialized elements owned by the vector.
-    pub(crate) unsafe fn set_len(&mut self, len: usize) {
+    /// `len <= committed_capacity()`, and the first `len` slots hold initialized elements
+    /// owned by the vector (for example written through
+    /// [`spare_capacity_mut`](Self::spare_capacity_mut)); elements past `len` are forgotten.
+    pub unsafe fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= self.committed);
         self.len = len;
     }
 }

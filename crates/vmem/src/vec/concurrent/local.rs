@@ -13,7 +13,8 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::concurrent::Block;
+use super::{Block, ConcurrentVec};
+use crate::vec::error::Result;
 
 /// A thread's claim state for one vector. Each field is a cell of its own, so that a push reads
 /// and writes only the words it needs.
@@ -181,5 +182,97 @@ mod tests {
             Some((7, 9))
         );
         with(|entry| entry.reset(0, 0));
+    }
+}
+
+/// A vector's name in the claim caches.
+pub(super) type VecId = u64;
+
+/// Claims a slot for a push through this thread's cache entry, if the vector hands out
+/// blocks: `None` when the caller should claim one slot from the shared counter instead.
+#[inline]
+pub(super) fn claim<T>(vec: &ConcurrentVec<T>) -> Option<Result<(usize, bool)>> {
+    if vec.thread_block <= 1 {
+        return None;
+    }
+    match with(|entry| vec.claim_local(entry))? {
+        LocalStep::Claimed(index, exclusive) => Some(Ok((index, exclusive))),
+        LocalStep::Check(index) => Some(vec.claim_slow(index).map(|()| (index, false))),
+        LocalStep::Refill => with(|entry| vec.refill_local(entry)),
+    }
+}
+
+/// What the fast part of a claim through the thread's cache entry found.
+#[derive(Clone, Copy, Debug)]
+enum LocalStep {
+    /// This committed slot, and whether its block owns its ready word.
+    Claimed(usize, bool),
+    /// This slot was taken from the shared counter but lies at or past the committed slots: the
+    /// capacity check and the commit remain.
+    Check(usize),
+    /// The thread claims blocks and its block is used up.
+    Refill,
+}
+
+impl<T> ConcurrentVec<T> {
+    /// The fast part of [`claim`](Self::claim) through this thread's cache entry (see the
+    /// `local` module): a slot of the thread's block, or one slot from the shared counter.
+    #[inline]
+    fn claim_local(&self, entry: &LocalClaim) -> LocalStep {
+        if entry.vec.get() == self.id {
+            if let Some((index, exclusive)) = entry.take() {
+                return LocalStep::Claimed(index, exclusive);
+            }
+            entry.misses.set(0);
+            if entry.blocks.get() {
+                return LocalStep::Refill;
+            }
+            let index = self.next.0.fetch_add(1, Ordering::Relaxed);
+            // Another thread claimed since this thread's last claim: blocks from now on.
+            entry.blocks.set(index != entry.last.get().wrapping_add(1));
+            entry.last.set(index);
+            return self.checked(index);
+        }
+        let index = self.next.0.fetch_add(1, Ordering::Relaxed);
+        let replace = !entry.holds_slots() || {
+            let misses = entry.misses.get() + 1;
+            entry.misses.set(misses);
+            misses >= EVICT_AFTER
+        };
+        if replace {
+            entry.reset(self.id, index);
+        }
+        self.checked(index)
+    }
+
+    /// A slot just taken from the shared counter: claimed if its memory is committed, else it
+    /// needs [`claim_slow`](Self::claim_slow).
+    #[inline]
+    fn checked(&self, index: usize) -> LocalStep {
+        if index < self.committed.0.load(Ordering::Acquire) {
+            LocalStep::Claimed(index, false)
+        } else {
+            LocalStep::Check(index)
+        }
+    }
+
+    /// Claims this thread's next block and takes its first slot.
+    #[cold]
+    fn refill_local(&self, entry: &LocalClaim) -> Result<(usize, bool)> {
+        let block = self.claim_block(self.thread_block)?;
+        // A block right after the previous one means nobody else claimed in between; after
+        // enough of those in a row, back to single slots once this one is filled.
+        let streak = if block.start == entry.end.get() {
+            entry.streak.get() + 1
+        } else {
+            0
+        };
+        entry.streak.set(streak);
+        entry.blocks.set(streak < ALONE_AFTER);
+        entry.last.set(block.end - 1);
+        entry.set_block(block);
+        Ok(entry
+            .take()
+            .expect("a claimed block holds at least one slot"))
     }
 }

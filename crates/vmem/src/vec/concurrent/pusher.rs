@@ -2,15 +2,15 @@
 
 use core::fmt;
 
-use super::concurrent::{Block, ConcurrentVec, MAX_BLOCK};
-use super::error::{Error, PushError, Result};
+use super::{Block, ConcurrentVec, MAX_BLOCK};
+use crate::vec::error::{Error, PushError, Result};
 
 /// Pushes into a [`ConcurrentVec`] from one thread, claiming its slots a block at a time
 /// (512 slots: a cache line of ready-bit words), made by [`ConcurrentVec::pusher`].
 ///
 /// A plain [`ConcurrentVec::push`] claims single slots from the shared counter while a thread
 /// pushes alone, and moves to blocks of its own once it sees other threads pushing (see
-/// [`Builder::thread_block`](super::Builder::thread_block)). A `Pusher` claims blocks from the
+/// [`Builder::thread_block`](crate::vec::Builder::thread_block)). A `Pusher` claims blocks from the
 /// start, and without the per-push look-up of the thread's cache: for bulk pushes from one
 /// thread. After one atomic update per block, a push is two plain stores (the element and its
 /// ready bit), to cache lines no other thread writes. Use one per thread.
@@ -122,6 +122,22 @@ impl<'a, T> Pusher<'a, T> {
     ///
     /// # Panics
     /// At capacity, or if the system refuses memory, with a message naming the reason.
+    ///
+    /// # Examples
+    /// A pusher of a vector of long-lived references does not take a shorter-lived one:
+    /// ```compile_fail
+    /// use memvisor_vmem::vec::ConcurrentVec;
+    ///
+    /// fn store<'a>(v: &ConcurrentVec<&'a str>, s: &'a str) {
+    ///     v.pusher().push(s);
+    /// }
+    /// let v: ConcurrentVec<&'static str> = ConcurrentVec::with_capacity(4).unwrap();
+    /// {
+    ///     let short = String::from("freed at the end of this block");
+    ///     store(&v, &short);
+    /// }
+    /// println!("{}", v[0]);
+    /// ```
     #[inline]
     #[track_caller]
     pub fn push(&mut self, value: T) -> usize {

@@ -7,8 +7,8 @@
 
 use core::ptr::NonNull;
 
-use super::layout::WORD_BITS;
 use crate::sync::{AtomicUsize, Ordering};
+use crate::vec::layout::WORD_BITS;
 
 /// The ready bits of `capacity` slots.
 #[derive(Debug)]

@@ -174,15 +174,23 @@ pub enum HugePages {
     Explicit(HugePageSize),
 }
 
-/// What to do when explicit huge pages cannot be had.
+/// What to do when the huge pages asked for cannot be had: explicit huge pages the kernel has
+/// no free pages for, or transparent huge pages the host's setting does not give to this
+/// backing (`/sys/kernel/mm/transparent_hugepage/enabled` for private anonymous memory,
+/// `shmem_enabled` for memfds and shared anonymous memory).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum HugePageFallback {
-    /// Fail with [`Error::HugePagesUnavailable`] (the default: no silent downgrade).
+    /// Fail with [`Error::HugePagesUnavailable`] or [`Error::TransparentHugePagesUnavailable`]
+    /// (the default: no silent downgrade).
     #[default]
     Fail,
-    /// Map with base pages and transparent-huge-page advice instead; the
-    /// [`RegionReport`](crate::RegionReport) says so.
+    /// Explicit huge pages fall back to base pages with transparent-huge-page advice, when the
+    /// host gives this backing transparent huge pages, else to base pages; transparent huge
+    /// pages fall back to base pages. The [`RegionReport`](crate::RegionReport) says what was
+    /// obtained, sets `fell_back` and carries a warning.
     Transparent,
+    /// Fall back to base pages (no huge page advice); the report says so, as above.
+    BasePages,
 }
 
 /// How a NUMA binding treats the listed nodes (Linux `mbind` modes).
@@ -336,6 +344,7 @@ pub struct RegionSpec {
     pub(crate) hotplug: bool,
     pub(crate) dontfork: bool,
     pub(crate) prefault_threads: usize,
+    pub(crate) dirty_tracking: bool,
 }
 
 impl RegionSpec {
@@ -366,6 +375,7 @@ impl RegionSpec {
             hotplug: false,
             dontfork: false,
             prefault_threads: 0,
+            dirty_tracking: false,
         }
     }
 
@@ -432,6 +442,22 @@ impl RegionSpec {
     pub fn prefault(mut self, threads: usize) -> Self {
         self.prefault_threads = threads;
         self
+    }
+
+    /// Tracks which pages are written (one bit per host base page, the unit of KVM's dirty
+    /// log): every write through vm-memory's `Bytes` marks the pages it touches, and a dirty log
+    /// fetched from KVM can be merged in
+    /// ([`Region::merge_dirty_log`](crate::Region::merge_dirty_log)). Needs host memory.
+    #[must_use]
+    pub fn dirty_tracking(mut self, on: bool) -> Self {
+        self.dirty_tracking = on;
+        self
+    }
+
+    /// Whether writes are tracked ([`dirty_tracking`](Self::dirty_tracking)).
+    #[must_use]
+    pub fn is_dirty_tracking(&self) -> bool {
+        self.dirty_tracking
     }
 
     /// The type.
@@ -613,10 +639,11 @@ impl RegionSpec {
             && (self.numa.is_some()
                 || self.huge_pages != HugePages::None
                 || self.prefault_threads > 0
-                || self.dontfork)
+                || self.dontfork
+                || self.dirty_tracking)
         {
             return Err(invalid(
-                "NUMA, huge pages, prefault and dontfork need host memory",
+                "NUMA, huge pages, prefault, dontfork and dirty tracking need host memory",
             ));
         }
         if self.numa.as_ref().is_some_and(|n| n.nodes.is_empty()) {

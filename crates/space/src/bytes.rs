@@ -1,0 +1,207 @@
+//! [`GuestBytes`]: vm-memory's `Bytes` over a snapshot's guest memory, which reads read-only
+//! regions too.
+//!
+//! vm-memory's `GuestMemoryBackend` asks regions for slices without saying whether they will be
+//! read or written, and its slices allow both; so through the snapshot itself a region whose
+//! mapping is not read-write gives no slice at all. This view knows the access of each call: it
+//! reads every readable region and writes only writable ones, and no slice leaves it.
+
+use std::sync::atomic::Ordering;
+
+use vm_memory::bitmap::{AtomicBitmap, BS};
+use vm_memory::{
+    AtomicAccess, Bytes, GuestAddress, GuestMemoryError, ReadVolatile, VolatileSlice, WriteVolatile,
+};
+
+use crate::snapshot::Snapshot;
+
+type Slice<'a> = VolatileSlice<'a, BS<'a, Option<AtomicBitmap>>>;
+type GuestResult<T> = std::result::Result<T, GuestMemoryError>;
+
+/// vm-memory's `Bytes<GuestAddress>` over a [`Snapshot`]'s regions with host memory, reading
+/// read-only regions (firmware, ROM images) as well; made by [`Snapshot::bytes`]. Writes go to
+/// read-write regions only, exactly as through the snapshot itself (a write to a read-only
+/// region is an error, never a fault).
+///
+/// ```
+/// use memvisor_space::{Protection, Region, RegionSpec, RegionType};
+/// use vm_memory::{Bytes, GuestAddress};
+///
+/// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+/// use memvisor_space::{AddressSpace, Layout};
+/// let layout = Layout::x86_64().build()?;
+/// let rom = RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 0x1000)
+///     .protection(Protection::READ);
+/// let (space, _) = AddressSpace::back(layout, [rom])?;
+/// let snap = space.snapshot();
+/// assert_eq!(snap.bytes().read_obj::<u32>(GuestAddress(0xffc0_0000)).unwrap(), 0);
+/// assert!(snap.bytes().write_obj(1u32, GuestAddress(0xffc0_0000)).is_err());
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct GuestBytes<'a> {
+    snapshot: &'a Snapshot,
+}
+
+impl Snapshot {
+    /// vm-memory's `Bytes` over this snapshot's guest memory that reads read-only regions too
+    /// (see [`GuestBytes`]).
+    #[must_use]
+    pub fn bytes(&self) -> GuestBytes<'_> {
+        GuestBytes { snapshot: self }
+    }
+}
+
+impl<'a> GuestBytes<'a> {
+    /// Calls `f` on consecutive readable slices covering `addr..addr + count`, as vm-memory
+    /// does: an error for the first part is returned, a later gap ends the access early.
+    fn each_readable(
+        &self,
+        addr: GuestAddress,
+        count: usize,
+        mut f: impl FnMut(usize, Slice<'a>) -> GuestResult<usize>,
+    ) -> GuestResult<usize> {
+        let mut done = 0;
+        while done < count {
+            let step = || -> GuestResult<Slice<'a>> {
+                let at = u64::try_from(done)
+                    .ok()
+                    .and_then(|d| addr.0.checked_add(d))
+                    .map(GuestAddress)
+                    .ok_or(GuestMemoryError::InvalidGuestAddress(addr))?;
+                let region = self
+                    .snapshot
+                    .find_region(at)
+                    .filter(|r| r.is_backed())
+                    .ok_or(GuestMemoryError::InvalidGuestAddress(at))?;
+                if !region.protection().readable() {
+                    return Err(GuestMemoryError::HostAddressNotAvailable);
+                }
+                // `at` is inside the region (found by lookup), whose size fits a `usize`.
+                let offset = usize::try_from(at.0 - region.base().0)
+                    .map_err(|_| GuestMemoryError::InvalidBackendAddress)?;
+                let left = usize::try_from(region.size())
+                    .map_err(|_| GuestMemoryError::InvalidBackendAddress)?
+                    - offset;
+                region.volatile_slice(offset, left.min(count - done))
+            };
+            match step() {
+                Ok(slice) => {
+                    let len = slice.len();
+                    let n = f(done, slice)?;
+                    done += n;
+                    if n < len {
+                        break;
+                    }
+                }
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    fn exactly(done: usize, expected: usize) -> GuestResult<()> {
+        if done == expected {
+            Ok(())
+        } else {
+            Err(GuestMemoryError::PartialBuffer {
+                expected,
+                completed: done,
+            })
+        }
+    }
+}
+
+impl Bytes<GuestAddress> for GuestBytes<'_> {
+    type E = GuestMemoryError;
+
+    fn write(&self, buf: &[u8], addr: GuestAddress) -> GuestResult<usize> {
+        self.snapshot.write(buf, addr)
+    }
+
+    fn read(&self, buf: &mut [u8], addr: GuestAddress) -> GuestResult<usize> {
+        self.each_readable(addr, buf.len(), |at, slice| {
+            Ok(slice.read(&mut buf[at..], 0)?)
+        })
+    }
+
+    fn write_slice(&self, buf: &[u8], addr: GuestAddress) -> GuestResult<()> {
+        self.snapshot.write_slice(buf, addr)
+    }
+
+    fn read_slice(&self, buf: &mut [u8], addr: GuestAddress) -> GuestResult<()> {
+        let done = self.read(buf, addr)?;
+        Self::exactly(done, buf.len())
+    }
+
+    fn read_volatile_from<F>(
+        &self,
+        addr: GuestAddress,
+        src: &mut F,
+        count: usize,
+    ) -> GuestResult<usize>
+    where
+        F: ReadVolatile,
+    {
+        self.snapshot.read_volatile_from(addr, src, count)
+    }
+
+    fn read_exact_volatile_from<F>(
+        &self,
+        addr: GuestAddress,
+        src: &mut F,
+        count: usize,
+    ) -> GuestResult<()>
+    where
+        F: ReadVolatile,
+    {
+        self.snapshot.read_exact_volatile_from(addr, src, count)
+    }
+
+    fn write_volatile_to<F>(
+        &self,
+        addr: GuestAddress,
+        dst: &mut F,
+        count: usize,
+    ) -> GuestResult<usize>
+    where
+        F: WriteVolatile,
+    {
+        self.each_readable(addr, count, |_, slice| {
+            slice.write_all_volatile_to(0, dst, slice.len())?;
+            Ok(slice.len())
+        })
+    }
+
+    fn write_all_volatile_to<F>(
+        &self,
+        addr: GuestAddress,
+        dst: &mut F,
+        count: usize,
+    ) -> GuestResult<()>
+    where
+        F: WriteVolatile,
+    {
+        let done = self.write_volatile_to(addr, dst, count)?;
+        Self::exactly(done, count)
+    }
+
+    fn store<T: AtomicAccess>(
+        &self,
+        val: T,
+        addr: GuestAddress,
+        order: Ordering,
+    ) -> GuestResult<()> {
+        self.snapshot.store(val, addr, order)
+    }
+
+    fn load<T: AtomicAccess>(&self, addr: GuestAddress, order: Ordering) -> GuestResult<T> {
+        let mut value = None;
+        self.each_readable(addr, size_of::<T>(), |_, slice| {
+            value = Some(slice.load(0, order)?);
+            Ok(slice.len())
+        })?;
+        value.ok_or(GuestMemoryError::InvalidGuestAddress(addr))
+    }
+}

@@ -1,0 +1,590 @@
+//! Mapping other sources into a reservation, NUMA policy, advice beyond huge pages, and
+//! populating for reading: the operations a guest-memory layer needs, so that every `mmap`,
+//! `madvise` and `mbind` of the workspace goes through the `sys` layer of this crate.
+//!
+//! Each keeps the bitmaps true: a mapped range is committed, with the protection it was
+//! mapped with, and not locked; decommitting it puts the reservation's own pages back.
+
+use super::{Pages, Reservation};
+use crate::error::{Error, Operation, Result};
+use crate::reservation::Protection;
+use crate::sys::{self, Populated, SysAdvice};
+
+/// What [`Reservation::map`] puts over part of a reservation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MapSource {
+    /// Fresh private anonymous memory (reads as zero; copy-on-write across `fork`).
+    AnonymousPrivate,
+    /// Fresh shared anonymous memory (reads as zero; shared with children after `fork`).
+    AnonymousShared,
+    /// A file, memfd or hugetlbfs file, mapped shared from byte `offset` (a multiple of the
+    /// page size, or of the huge page size for hugetlbfs). The descriptor is only borrowed for
+    /// the call; the mapping keeps the file alive after it is closed. Build it with
+    /// [`MapSource::file`] from a borrowed descriptor.
+    #[cfg(unix)]
+    File {
+        /// The open file descriptor.
+        fd: i32,
+        /// Byte offset in the file of the range's first byte.
+        offset: u64,
+    },
+}
+
+impl MapSource {
+    /// A file source from a borrowed descriptor.
+    #[cfg(all(unix, feature = "std"))]
+    #[must_use]
+    pub fn file(fd: std::os::fd::BorrowedFd<'_>, offset: u64) -> Self {
+        use std::os::fd::AsRawFd;
+        MapSource::File {
+            fd: fd.as_raw_fd(),
+            offset,
+        }
+    }
+
+    fn is_shared(self) -> bool {
+        !matches!(self, MapSource::AnonymousPrivate)
+    }
+}
+
+/// An explicit (hugetlb) huge page size for [`Reservation::map`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HugeTlbSize {
+    /// 2 MiB pages.
+    Size2M,
+    /// 1 GiB pages.
+    Size1G,
+}
+
+impl HugeTlbSize {
+    /// The page size in bytes.
+    #[must_use]
+    pub fn bytes(self) -> usize {
+        1 << self.shift()
+    }
+
+    /// The log2 of the page size.
+    #[must_use]
+    pub fn shift(self) -> u32 {
+        match self {
+            HugeTlbSize::Size2M => 21,
+            HugeTlbSize::Size1G => 30,
+        }
+    }
+}
+
+/// A NUMA memory policy for [`Reservation::bind_numa`] (Linux `mbind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NumaPolicy {
+    /// The thread's or process's policy (`MPOL_DEFAULT`); takes no nodes.
+    Default,
+    /// Allocate on the first given node if possible (`MPOL_PREFERRED`).
+    Preferred,
+    /// Allocate only on the given nodes, moving pages already there (`MPOL_BIND` with
+    /// `MPOL_MF_STRICT | MPOL_MF_MOVE`).
+    Bind,
+    /// Spread pages over the given nodes (`MPOL_INTERLEAVE`).
+    Interleave,
+}
+
+/// Advice that never changes contents, for [`Reservation::advise`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Advice {
+    /// Leave the range out of children made by `fork` (`MADV_DONTFORK`).
+    DontFork,
+    /// Undo [`DontFork`](Self::DontFork) (`MADV_DOFORK`).
+    DoFork,
+    /// Leave the range out of core dumps (`MADV_DONTDUMP`).
+    DontDump,
+    /// Undo [`DontDump`](Self::DontDump) (`MADV_DODUMP`).
+    DoDump,
+}
+
+/// NUMA node numbers accepted by [`Reservation::bind_numa`] are below this (the kernel's
+/// largest `CONFIG_NODES_SHIFT` is 10).
+pub(crate) const NUMA_NODES: u32 = 1024;
+
+impl Reservation {
+    /// Maps `source` over `offset..offset + len` with `protection`, replacing what was there
+    /// (`MAP_FIXED` over the reservation's own pages): the range becomes committed, with that
+    /// protection, and unlocked, without huge-page advice. With `huge`, anonymous sources use
+    /// explicit huge pages of that size (`MAP_HUGETLB`), and the range must be aligned to it
+    /// (also for a hugetlbfs file, whose page size it must name). [`decommit`](Self::decommit)
+    /// later puts the reservation's own uncommitted pages back, in both modes.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
+    /// offset) that is not a multiple of the huge page size or of the page size;
+    /// [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`] where the platform
+    /// cannot map into a reservation (Windows, and explicit huge pages outside Linux);
+    /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
+    /// `EBADF`/`EACCES` for the descriptor). After an error the bookkeeping is unchanged.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[cfg(unix)] {
+    /// use memvisor_vmem::{MapSource, Protection, Reservation, page_size};
+    ///
+    /// let page = page_size();
+    /// let mut r = Reservation::new(16 * page)?;
+    /// r.map(4 * page, 4 * page, MapSource::AnonymousShared, Protection::ReadWrite, None)?;
+    /// assert!(r.is_committed(4 * page, 4 * page)?);
+    /// assert_eq!(r.committed_bytes(), 4 * page);
+    /// r.decommit(4 * page, 4 * page)?;
+    /// assert_eq!(r.committed_bytes(), 0);
+    /// # }
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    pub fn map(
+        &mut self,
+        offset: usize,
+        len: usize,
+        source: MapSource,
+        protection: Protection,
+        huge: Option<HugeTlbSize>,
+    ) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.map_unchecked(offset, len, source, protection, huge) }
+    }
+
+    /// [`map`](Self::map) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`map`](Self::map).
+    ///
+    /// # Safety
+    /// As [`decommit_unchecked`](Self::decommit_unchecked): the range's contents are
+    /// replaced.
+    pub unsafe fn map_unchecked(
+        &self,
+        offset: usize,
+        len: usize,
+        source: MapSource,
+        protection: Protection,
+        huge: Option<HugeTlbSize>,
+    ) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        let unit = huge.map_or(self.page, |h| h.bytes().max(self.page));
+        for (what, value) in [("offset", offset), ("length", len)] {
+            if !value.is_multiple_of(unit) {
+                return Err(Error::Misaligned {
+                    what,
+                    value,
+                    page_size: unit,
+                });
+            }
+        }
+        #[cfg(unix)]
+        if let MapSource::File {
+            offset: file_offset,
+            ..
+        } = source
+            && !file_offset.is_multiple_of(unit as u64)
+        {
+            return Err(Error::Misaligned {
+                what: "file offset",
+                value: usize::try_from(file_offset).unwrap_or(usize::MAX),
+                page_size: unit,
+            });
+        }
+        self.no_guard(pages)?;
+        // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
+        // to its contents.
+        unsafe {
+            sys::map(
+                self.at(offset),
+                len,
+                source,
+                protection,
+                huge.map(HugeTlbSize::shift),
+            )
+        }
+        .map_err(|e| e.during(Operation::Map))?;
+        let added = self.committed.set_range(pages.first, pages.count);
+        self.committed_pages
+            .fetch_add(added, core::sync::atomic::Ordering::Relaxed);
+        self.record_protection(pages, protection);
+        self.mapped.set_range(pages.first, pages.count);
+        if source.is_shared() {
+            self.shared.set_range(pages.first, pages.count);
+        } else {
+            self.shared.clear_range(pages.first, pages.count);
+        }
+        // A fresh mapping is neither locked nor advised.
+        self.locked.clear_range(pages.first, pages.count);
+        self.huge.clear_range(pages.first, pages.count);
+        self.no_huge.clear_range(pages.first, pages.count);
+        Ok(())
+    }
+
+    /// Sets the NUMA memory policy of the range (Linux `mbind`) for the given node numbers;
+    /// with [`NumaPolicy::Bind`] pages already present move to those nodes. Contents are kept.
+    /// The range need not be committed; the policy applies to pages committed later too, until
+    /// a decommit in [`CommitMode::Protected`](crate::CommitMode::Protected) or a
+    /// [`map`](Self::map) replaces the pages.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::NumaNode`] for a node number of
+    /// 1024 or more; [`Error::Unsupported`] outside Linux; [`Error::Os`] if the kernel refuses
+    /// (`EINVAL` for a node that does not exist or an empty node set where one is needed,
+    /// `EIO` if pages could not be moved).
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{NumaPolicy, Reservation, page_size};
+    ///
+    /// let r = Reservation::new(4 * page_size())?;
+    /// if cfg!(target_os = "linux") {
+    ///     // Node 0 exists on every Linux system (NUMA support permitting).
+    ///     let _ = r.bind_numa(0, 4 * page_size(), NumaPolicy::Preferred, &[0]);
+    /// }
+    /// assert!(r.bind_numa(0, 4 * page_size(), NumaPolicy::Bind, &[5000]).is_err());
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    pub fn bind_numa(
+        &self,
+        offset: usize,
+        len: usize,
+        policy: NumaPolicy,
+        nodes: &[u32],
+    ) -> Result<()> {
+        self.check(offset, len)?;
+        const WORDS: usize = NUMA_NODES as usize / 64;
+        let mut mask = [0u64; WORDS];
+        for &node in nodes {
+            if node >= NUMA_NODES {
+                return Err(Error::NumaNode {
+                    node,
+                    limit: NUMA_NODES,
+                });
+            }
+            // `node < 1024`, so the index and shift are in range.
+            mask[node as usize / 64] |= 1 << (node % 64);
+        }
+        // MPOL_* and MPOL_MF_* values of `include/uapi/linux/mempolicy.h`.
+        let (mode, flags) = match policy {
+            NumaPolicy::Default => (0, 0),
+            NumaPolicy::Preferred => (1, 0),
+            NumaPolicy::Bind => (2, 1 | 2),
+            NumaPolicy::Interleave => (3, 0),
+        };
+        // SAFETY: the range is inside the reservation; a policy keeps contents.
+        unsafe { sys::bind_numa(self.at(offset), len, mode, &mask, flags) }
+            .map_err(|e| e.during(Operation::BindNuma))
+    }
+
+    /// Gives `advice`, which never changes contents, for the range (Linux `madvise`).
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::Unsupported`] outside Linux;
+    /// [`Error::Os`] if the kernel refuses.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{Advice, Reservation, page_size};
+    ///
+    /// let r = Reservation::new(4 * page_size())?;
+    /// let advised = r.advise(0, 4 * page_size(), Advice::DontFork);
+    /// assert_eq!(advised.is_ok(), cfg!(target_os = "linux"));
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    pub fn advise(&self, offset: usize, len: usize, advice: Advice) -> Result<()> {
+        self.check(offset, len)?;
+        let advice = match advice {
+            Advice::DontFork => SysAdvice::DontFork,
+            Advice::DoFork => SysAdvice::DoFork,
+            Advice::DontDump => SysAdvice::DontDump,
+            Advice::DoDump => SysAdvice::DoDump,
+        };
+        // SAFETY: the range is inside the reservation; this advice keeps contents.
+        unsafe { sys::advise(self.at(offset), len, advice) }
+            .map_err(|e| e.during(Operation::Advise))
+    }
+
+    /// Lets the system free the committed pages of the range when it needs memory
+    /// (`MADV_FREE`): until they are written again, each reads back either unchanged or as
+    /// zero. They stay committed. Only for private memory (the reservation's own, or
+    /// [`MapSource::AnonymousPrivate`]).
+    ///
+    /// # Errors
+    /// As [`discard`](Self::discard).
+    pub fn free(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.free_unchecked(offset, len) }
+    }
+
+    /// [`free`](Self::free) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`free`](Self::free).
+    ///
+    /// # Safety
+    /// No reference to the range may be live and no other thread may access it during the
+    /// call: its contents may change to zero.
+    pub unsafe fn free_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: the caller's promise.
+        unsafe { self.advise_contents(offset, len, Operation::Free, |_| SysAdvice::Free) }
+    }
+
+    /// Drops the contents of the committed pages of the range now (`MADV_DONTNEED`); they
+    /// stay committed: private pages read as zero, pages of a shared source read from it
+    /// again.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] or
+    /// [`Error::Guarded`] for a page that is not committed; [`Error::Unsupported`] outside
+    /// Linux; [`Error::Os`] if the kernel refuses (`EINVAL` for locked pages).
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{Reservation, page_size};
+    ///
+    /// let mut r = Reservation::new(2 * page_size())?;
+    /// r.commit(0, page_size())?;
+    /// // SAFETY: committed read-write, nothing else uses it.
+    /// unsafe { r.as_ptr().write(7) };
+    /// if r.discard(0, page_size()).is_ok() {
+    ///     // SAFETY: still committed.
+    ///     assert_eq!(unsafe { r.as_ptr().read() }, 0);
+    /// }
+    /// assert!(r.is_committed(0, page_size())?);
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    pub fn discard(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.discard_unchecked(offset, len) }
+    }
+
+    /// [`discard`](Self::discard) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`discard`](Self::discard).
+    ///
+    /// # Safety
+    /// As [`free_unchecked`](Self::free_unchecked).
+    pub unsafe fn discard_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: the caller's promise.
+        unsafe { self.advise_contents(offset, len, Operation::Discard, |_| SysAdvice::DontNeed) }
+    }
+
+    /// As [`discard`](Self::discard), and frees the backing of pages of a shared source as
+    /// well (`MADV_REMOVE`: a hole is punched in the memfd or file, so it reads as zero); the
+    /// reservation's own and private pages are discarded. They stay committed.
+    ///
+    /// # Errors
+    /// As [`discard`](Self::discard); [`Error::Os`] with `EOPNOTSUPP` where the file system
+    /// cannot punch holes.
+    pub fn purge(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.purge_unchecked(offset, len) }
+    }
+
+    /// [`purge`](Self::purge) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`purge`](Self::purge).
+    ///
+    /// # Safety
+    /// As [`free_unchecked`](Self::free_unchecked).
+    pub unsafe fn purge_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: the caller's promise.
+        unsafe {
+            self.advise_contents(offset, len, Operation::Purge, |shared| {
+                if shared {
+                    SysAdvice::Remove
+                } else {
+                    SysAdvice::DontNeed
+                }
+            })
+        }
+    }
+
+    /// Gives content-changing advice over committed `offset..offset + len`, run by run of
+    /// pages that are or are not of a shared source (`pick` chooses the advice for each).
+    ///
+    /// # Safety
+    /// Nothing refers to the range's contents.
+    unsafe fn advise_contents(
+        &self,
+        offset: usize,
+        len: usize,
+        operation: Operation,
+        pick: impl Fn(bool) -> SysAdvice,
+    ) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.all_committed(pages)?;
+        for shared in [false, true] {
+            self.for_each_run(&self.shared, shared, pages, |run: Pages| {
+                // SAFETY: the run is inside the reservation and committed; the caller vouches
+                // that nothing refers to its contents.
+                unsafe {
+                    sys::advise(
+                        self.at(run.first * self.page),
+                        run.count * self.page,
+                        pick(shared),
+                    )
+                }
+            })
+            .map_err(|e| e.during(operation))?;
+        }
+        Ok(())
+    }
+
+    /// Makes committed readable pages resident for reading, for read-only ranges that
+    /// [`prefault`](Self::prefault) (which populates for writing) refuses: Linux
+    /// `MADV_POPULATE_READ` (5.14 and later), elsewhere (or on older kernels) by reading each
+    /// page. Contents are kept; private pages never written map the shared zero page.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] or
+    /// [`Error::Guarded`] for a page that is not committed; [`Error::NotReadable`] for a page
+    /// protected with [`Protection::None`]; [`Error::Os`] where the kernel could not populate.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::{Protection, Reservation, page_size};
+    ///
+    /// let mut r = Reservation::new(4 * page_size())?;
+    /// r.commit(0, 4 * page_size())?;
+    /// r.protect(0, 4 * page_size(), Protection::Read)?;
+    /// assert!(r.prefault(0, 4 * page_size()).is_err());
+    /// r.prefault_read(0, 4 * page_size())?;
+    /// # Ok::<(), memvisor_vmem::Error>(())
+    /// ```
+    pub fn prefault_read(&mut self, offset: usize, len: usize) -> Result<()> {
+        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        unsafe { self.prefault_read_unchecked(offset, len) }
+    }
+
+    /// [`prefault_read`](Self::prefault_read) through a shared reference.
+    ///
+    /// # Errors
+    /// As [`prefault_read`](Self::prefault_read).
+    ///
+    /// # Safety
+    /// Where the kernel cannot populate, each page is read: no other thread may write the
+    /// range during the call.
+    pub unsafe fn prefault_read_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = self.check(offset, len)?;
+        self.all_committed(pages)?;
+        if let Some(page) = self.inaccessible.first_set(pages.first, pages.count) {
+            return Err(Error::NotReadable {
+                offset: page * self.page,
+            });
+        }
+        // SAFETY: the range is inside the reservation, committed and readable.
+        let populated = unsafe { sys::populate_read(self.at(offset), len) }
+            .map_err(|e| e.during(Operation::PrefaultRead))?;
+        if populated == Populated::NeedsTouch {
+            for page in 0..pages.count {
+                // SAFETY: the page is committed and readable; the caller promises no
+                // concurrent writer.
+                unsafe { self.at(offset + page * self.page).read_volatile() };
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CommitMode, page_size};
+
+    fn page() -> usize {
+        page_size()
+    }
+
+    #[test]
+    fn map_then_write_discard_and_decommit_keep_bitmaps_true() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .reserve(8 * page())
+                .unwrap();
+            r.map(
+                2 * page(),
+                2 * page(),
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                None,
+            )
+            .unwrap();
+            assert!(r.is_committed(2 * page(), 2 * page()).unwrap());
+            assert_eq!(r.committed_bytes(), 2 * page());
+            let p = r.as_ptr().wrapping_add(2 * page());
+            // SAFETY: mapped read-write; nothing else uses it.
+            unsafe { p.write(5) };
+            // SAFETY: as above.
+            assert_eq!(unsafe { p.read() }, 5);
+            r.prefault_read(2 * page(), 2 * page()).unwrap();
+            if r.discard(2 * page(), 2 * page()).is_ok() {
+                // SAFETY: still mapped read-write.
+                assert_eq!(unsafe { p.read() }, 0);
+            }
+            r.decommit(0, 8 * page()).unwrap();
+            assert_eq!(r.committed_bytes(), 0);
+            r.commit(2 * page(), page()).unwrap();
+            // SAFETY: committed read-write; fresh pages read zero.
+            assert_eq!(unsafe { p.read() }, 0);
+        }
+    }
+
+    #[test]
+    fn map_read_only_blocks_prefault_and_allows_read_prefault() {
+        let mut r = Reservation::new(4 * page()).unwrap();
+        r.map(
+            0,
+            4 * page(),
+            MapSource::AnonymousShared,
+            Protection::Read,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            r.prefault(0, page()).unwrap_err(),
+            Error::NotWritable { offset: 0 }
+        );
+        r.prefault_read(0, 4 * page()).unwrap();
+        r.map(
+            0,
+            page(),
+            MapSource::AnonymousPrivate,
+            Protection::None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            r.prefault_read(0, page()).unwrap_err(),
+            Error::NotReadable { offset: 0 }
+        );
+        assert_eq!(r.committed_bytes(), 4 * page());
+    }
+
+    #[test]
+    fn huge_tlb_sizes_are_powers_of_two() {
+        assert_eq!(HugeTlbSize::Size2M.bytes(), 2 << 20);
+        assert_eq!(HugeTlbSize::Size1G.bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn bind_numa_node_out_of_range_is_error() {
+        let r = Reservation::new(page()).unwrap();
+        assert_eq!(
+            r.bind_numa(0, page(), NumaPolicy::Interleave, &[0, NUMA_NODES])
+                .unwrap_err(),
+            Error::NumaNode {
+                node: NUMA_NODES,
+                limit: NUMA_NODES
+            }
+        );
+        assert_eq!(
+            r.bind_numa(0, 0, NumaPolicy::Default, &[]).unwrap_err(),
+            Error::ZeroLength
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Mapping sources into a reservation, NUMA policy, advice, discarding and read-populating,
+//! checked against what the kernel reports in `/proc/self/maps` and `smaps`. Linux only.
+#![cfg(all(target_os = "linux", not(miri)))]
+
+use std::fs::File;
+use std::os::fd::{AsFd, FromRawFd};
+use std::os::unix::fs::FileExt;
+
+use memvisor_vmem::{
+    Advice, CommitMode, Error, HugeTlbSize, MapSource, NumaPolicy, Operation, Protection,
+    Reservation, page_size,
+};
+
+fn page() -> usize {
+    page_size()
+}
+
+/// The permissions (`rw-p`, ...) and `VmFlags` of the mapping that holds `addr`.
+fn mapping_at(addr: usize) -> (String, String) {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut found: Option<String> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let head = words.next().unwrap_or("");
+        if let Some((start, end)) = head.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            if found.is_some() {
+                break;
+            }
+            if start <= addr && addr < end {
+                found = Some(words.next().unwrap_or("").to_owned());
+            }
+        } else if let (Some(perms), Some(flags)) = (&found, line.strip_prefix("VmFlags:")) {
+            return (perms.clone(), flags.trim().to_owned());
+        }
+    }
+    panic!("no mapping at {addr:#x}");
+}
+
+fn memfd(len: usize) -> File {
+    // SAFETY: a valid C string; no other preconditions.
+    let fd = unsafe { libc::memfd_create(c"memvisor-vmem-test".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len as u64).unwrap();
+    file
+}
+
+fn both_modes() -> [CommitMode; 2] {
+    [CommitMode::Protected, CommitMode::Sparse]
+}
+
+fn reserve(mode: CommitMode, pages: usize) -> Reservation {
+    Reservation::builder()
+        .mode(mode)
+        .reserve(pages * page())
+        .unwrap()
+}
+
+#[test]
+fn map_anonymous_shared_commits_and_decommit_restores_own_pages() {
+    for mode in both_modes() {
+        let mut r = reserve(mode, 16);
+        r.map(
+            4 * page(),
+            4 * page(),
+            MapSource::AnonymousShared,
+            Protection::ReadWrite,
+            None,
+        )
+        .unwrap();
+        assert!(r.is_committed(4 * page(), 4 * page()).unwrap());
+        assert_eq!(r.committed_bytes(), 4 * page());
+        let addr = r.as_ptr() as usize + 4 * page();
+        assert_eq!(mapping_at(addr).0, "rw-s", "{mode:?}");
+        // SAFETY: mapped read-write; nothing else uses it.
+        unsafe { (addr as *mut u8).write(9) };
+        r.prefault(4 * page(), 4 * page()).unwrap();
+        r.decommit(4 * page(), 4 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 0);
+        assert!(mapping_at(addr).0.ends_with('p'), "{mode:?}: still shared");
+        r.commit(4 * page(), page()).unwrap();
+        // SAFETY: committed again; fresh pages read as zero.
+        assert_eq!(unsafe { (addr as *const u8).read() }, 0);
+    }
+}
+
+#[test]
+fn map_memfd_at_offset_reads_the_file() {
+    for mode in both_modes() {
+        let file = memfd(8 * page());
+        file.write_all_at(b"guest", 2 * page() as u64).unwrap();
+        let mut r = reserve(mode, 8);
+        r.map(
+            page(),
+            2 * page(),
+            MapSource::file(file.as_fd(), 2 * page() as u64),
+            Protection::Read,
+            None,
+        )
+        .unwrap();
+        drop(file);
+        let addr = r.as_ptr().wrapping_add(page());
+        // SAFETY: mapped readable; the mapping keeps the memfd alive.
+        let bytes = unsafe { core::slice::from_raw_parts(addr, 5) };
+        assert_eq!(bytes, b"guest");
+        assert_eq!(mapping_at(addr as usize).0, "r--s");
+        assert_eq!(
+            r.prefault(page(), 2 * page()).unwrap_err(),
+            Error::NotWritable { offset: page() }
+        );
+        r.prefault_read(page(), 2 * page()).unwrap();
+        assert_eq!(r.resident_pages(page(), 2 * page()).unwrap(), 2);
+        r.decommit(page(), 2 * page()).unwrap();
+        r.commit(page(), page()).unwrap();
+        // SAFETY: committed; the reservation's own fresh page.
+        assert_eq!(unsafe { addr.read() }, 0, "{mode:?}");
+    }
+}
+
+#[test]
+fn map_bad_input_is_error_and_changes_nothing() {
+    let huge = HugeTlbSize::Size2M.bytes();
+    let mut r = Reservation::builder()
+        .alignment(huge)
+        .reserve(2 * huge)
+        .unwrap();
+    let anon = MapSource::AnonymousPrivate;
+    assert_eq!(
+        r.map(
+            page(),
+            huge,
+            anon,
+            Protection::ReadWrite,
+            Some(HugeTlbSize::Size2M)
+        )
+        .unwrap_err(),
+        Error::Misaligned {
+            what: "offset",
+            value: page(),
+            page_size: huge
+        }
+    );
+    let file = memfd(4 * page());
+    assert_eq!(
+        r.map(
+            0,
+            page(),
+            MapSource::file(file.as_fd(), 1),
+            Protection::Read,
+            None
+        )
+        .unwrap_err(),
+        Error::Misaligned {
+            what: "file offset",
+            value: 1,
+            page_size: page()
+        }
+    );
+    assert!(matches!(
+        r.map(0, 3 * huge, anon, Protection::ReadWrite, None),
+        Err(Error::OutOfBounds { .. })
+    ));
+    r.guard(page(), page()).unwrap();
+    assert_eq!(
+        r.map(0, 2 * page(), anon, Protection::ReadWrite, None)
+            .unwrap_err(),
+        Error::Guarded { offset: page() }
+    );
+    let bad_fd = MapSource::File { fd: -1, offset: 0 };
+    assert!(matches!(
+        r.map(2 * page(), page(), bad_fd, Protection::Read, None),
+        Err(Error::Os {
+            operation: Operation::Map,
+            ..
+        })
+    ));
+    assert_eq!(r.committed_bytes(), 0);
+}
+
+#[test]
+fn map_hugetlb_maps_or_reports_no_huge_pages() {
+    let huge = HugeTlbSize::Size2M.bytes();
+    let mut r = Reservation::builder()
+        .alignment(huge)
+        .reserve(2 * huge)
+        .unwrap();
+    match r.map(
+        0,
+        huge,
+        MapSource::AnonymousPrivate,
+        Protection::ReadWrite,
+        Some(HugeTlbSize::Size2M),
+    ) {
+        Ok(()) => {
+            assert_eq!(r.committed_bytes(), huge);
+            assert!(mapping_at(r.as_ptr() as usize).1.contains("ht"));
+            r.decommit(0, huge).unwrap();
+            assert!(!mapping_at(r.as_ptr() as usize).1.contains("ht"));
+        }
+        Err(Error::Os {
+            operation: Operation::Map,
+            source,
+        }) => {
+            assert_eq!(source.raw(), libc::ENOMEM);
+            assert_eq!(r.committed_bytes(), 0);
+        }
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+#[test]
+fn bind_numa_checks_nodes_and_applies_policy() {
+    let r = Reservation::new(4 * page()).unwrap();
+    assert_eq!(
+        r.bind_numa(0, 4 * page(), NumaPolicy::Bind, &[1024])
+            .unwrap_err(),
+        Error::NumaNode {
+            node: 1024,
+            limit: 1024
+        }
+    );
+    for policy in [
+        NumaPolicy::Preferred,
+        NumaPolicy::Bind,
+        NumaPolicy::Interleave,
+    ] {
+        match r.bind_numa(0, 4 * page(), policy, &[0]) {
+            Ok(()) => {}
+            // A kernel built without NUMA.
+            Err(Error::Os { source, .. }) if source.raw() == libc::ENOSYS => return,
+            Err(e) => panic!("{policy:?}: {e}"),
+        }
+    }
+    r.bind_numa(0, 4 * page(), NumaPolicy::Default, &[])
+        .unwrap();
+    r.commit(0, page()).unwrap();
+    r.bind_numa(0, page(), NumaPolicy::Bind, &[0]).unwrap();
+}
+
+#[test]
+fn advise_dontfork_and_dontdump_reach_the_kernel() {
+    let r = Reservation::new(4 * page()).unwrap();
+    let addr = r.as_ptr() as usize;
+    r.advise(0, 4 * page(), Advice::DontFork).unwrap();
+    r.advise(0, 4 * page(), Advice::DontDump).unwrap();
+    let flags = mapping_at(addr).1;
+    assert!(flags.split_whitespace().any(|f| f == "dc"), "{flags}");
+    assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
+    r.advise(0, 4 * page(), Advice::DoFork).unwrap();
+    r.advise(0, 4 * page(), Advice::DoDump).unwrap();
+    let flags = mapping_at(addr).1;
+    assert!(
+        !flags.split_whitespace().any(|f| f == "dc" || f == "dd"),
+        "{flags}"
+    );
+}
+
+#[test]
+fn discard_and_purge_keep_pages_committed() {
+    for mode in both_modes() {
+        let file = memfd(4 * page());
+        let mut r = reserve(mode, 8);
+        r.commit(0, 4 * page()).unwrap();
+        r.map(
+            4 * page(),
+            4 * page(),
+            MapSource::file(file.as_fd(), 0),
+            Protection::ReadWrite,
+            None,
+        )
+        .unwrap();
+        let base = r.as_ptr();
+        // SAFETY: committed or mapped read-write; nothing else uses them.
+        unsafe {
+            base.write(1);
+            base.add(4 * page()).write(2);
+        }
+        r.discard(0, 8 * page()).unwrap();
+        // SAFETY: still committed: private pages read zero, the memfd keeps its byte.
+        unsafe {
+            assert_eq!(base.read(), 0);
+            assert_eq!(base.add(4 * page()).read(), 2);
+        }
+        r.purge(0, 8 * page()).unwrap();
+        let mut byte = [9u8];
+        file.read_exact_at(&mut byte, 0).unwrap();
+        assert_eq!(byte, [0], "{mode:?}: purge did not punch the memfd");
+        // SAFETY: still committed.
+        assert_eq!(unsafe { base.add(4 * page()).read() }, 0);
+        // SAFETY: private page, committed read-write.
+        unsafe { base.write(3) };
+        r.free(0, 4 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 8 * page());
+        assert_eq!(
+            r.discard(0, 9 * page()).unwrap_err(),
+            Error::OutOfBounds {
+                offset: 0,
+                len: 9 * page(),
+                size: 8 * page()
+            }
+        );
+        r.decommit(page(), page()).unwrap();
+        assert_eq!(
+            r.purge(0, 2 * page()).unwrap_err(),
+            Error::NotCommitted { offset: page() }
+        );
+    }
+}
+
+#[test]
+fn prefault_read_needs_readable_pages() {
+    let mut r = Reservation::new(4 * page()).unwrap();
+    r.commit(0, 4 * page()).unwrap();
+    r.protect(0, 2 * page(), Protection::Read).unwrap();
+    r.protect(2 * page(), page(), Protection::None).unwrap();
+    r.prefault_read(0, 2 * page()).unwrap();
+    assert_eq!(
+        r.prefault_read(0, 4 * page()).unwrap_err(),
+        Error::NotReadable { offset: 2 * page() }
+    );
+    r.commit(2 * page(), page()).unwrap();
+    r.prefault_read(0, 4 * page()).unwrap();
+}
+
+#[test]
+fn protect_execute_reaches_the_kernel() {
+    let mut r = Reservation::new(2 * page()).unwrap();
+    r.commit(0, 2 * page()).unwrap();
+    r.protect(0, page(), Protection::ReadExecute).unwrap();
+    assert_eq!(mapping_at(r.as_ptr() as usize).0, "r-xp");
+    assert_eq!(
+        r.prefault(0, page()).unwrap_err(),
+        Error::NotWritable { offset: 0 }
+    );
+    r.protect(0, page(), Protection::ReadWriteExecute).unwrap();
+    assert_eq!(mapping_at(r.as_ptr() as usize).0, "rwxp");
+    r.prefault(0, page()).unwrap();
+}
