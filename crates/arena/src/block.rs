@@ -1,6 +1,8 @@
 //! [`Block`]: the memory an arena is carved from, and who frees it.
 
 use alloc::alloc::{Layout, alloc, dealloc};
+#[cfg(feature = "std")]
+use alloc::boxed::Box;
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -38,9 +40,9 @@ enum Backing {
     Borrowed,
     /// From the global allocator with this layout.
     Heap(Layout),
-    /// A reservation whose pages are committed chunk by chunk.
+    /// A reservation whose pages are committed chunk by chunk (boxed: its bookkeeping is large).
     #[cfg(feature = "std")]
-    Reserved(Reservation),
+    Reserved(Box<Reservation>),
 }
 
 // SAFETY: a block is plain memory owned (or exclusively borrowed) by it; nothing in it is tied
@@ -167,7 +169,7 @@ impl Block {
         Ok(Self {
             ptr: reservation.as_non_null(),
             len: reservation.len(),
-            backing: Backing::Reserved(reservation),
+            backing: Backing::Reserved(Box::new(reservation)),
         })
     }
 

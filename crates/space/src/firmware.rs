@@ -12,8 +12,8 @@ use std::ops::RangeInclusive;
 
 use crate::guest_region::Region;
 use crate::layout::Arch;
-use crate::spec::RegionType;
 use crate::snapshot::Snapshot;
+use crate::spec::RegionType;
 
 /// The x86 PC legacy hole: the extended BIOS data area, VGA memory and the BIOS ROM area,
 /// reserved in the memory map of an x86-64 guest.
@@ -257,8 +257,8 @@ mod tests {
 
     use super::*;
     use crate::layout::Layout;
-    use crate::spec::{NumaBinding, RegionSpec};
     use crate::space::AddressSpace;
+    use crate::spec::{NumaBinding, RegionSpec};
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;

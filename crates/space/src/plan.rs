@@ -12,8 +12,8 @@ use crate::layout::{Layout, WindowKind};
 use crate::placer::Placer;
 use crate::platform::{Platform, ReservationKind, SerialPreset};
 use crate::range::GuestRange;
-use crate::spec::{HugePages, RegionSpec, RegionType};
 use crate::space::{AddressSpace, DEFAULT_SLOTS};
+use crate::spec::{HugePages, RegionSpec, RegionType};
 
 /// Alignment of DAX windows.
 pub const DAX_ALIGN: u64 = 2 << 20;
