@@ -289,16 +289,18 @@ impl Region {
 impl Region {
     /// Gives the guest pages of `offset..offset + len` (from the region's start) back to the
     /// host, as a balloon or virtio-mem device does when the guest gives them up: private
-    /// anonymous memory with `MADV_DONTNEED`, shared anonymous memory with `MADV_REMOVE`, memfds
-    /// and hugetlbfs files by punching a hole in the file (for huge pages, whole huge pages).
+    /// anonymous memory with `MADV_DONTNEED`, shared anonymous memory, memfds and hugetlbfs
+    /// files with `MADV_REMOVE`, which punches a hole in the file (for huge pages, whole huge
+    /// pages).
     /// The memory stays mapped and reads zeros until written again.
     ///
     /// This is safe: guest memory is only ever read and written through volatile accesses
     /// (the guest may change it at any time), so no reference relies on its contents.
     ///
     /// # Errors
-    /// [`Error::DiscardRefused`] for a region that is not RAM, has no host memory, is not
-    /// writable, or is backed by an existing file (whose contents discarding would erase);
+    /// [`Error::DiscardRefused`] for a region that is not RAM, has no host memory (or only an
+    /// adopted vm-memory mapping), is not writable, or is backed by an existing file (whose
+    /// contents discarding would erase);
     /// [`Error::Misaligned`] if `offset` or `len` is not a multiple of the region's page size
     /// (the huge page size for explicit huge pages); [`Error::Overflow`] for a range past the
     /// region's end or of length zero; [`Error::Os`] if the kernel refuses.
@@ -357,11 +359,12 @@ impl Region {
             usize::try_from(len).map_err(|_| Error::Overflow { base, size: len })?,
         );
         memory
-            .discard(&self.spec.backing, offset, len)
-            .map_err(|source| Error::Os {
+            .discard(offset, len)
+            .ok_or_else(|| refused("the memory is a vm-memory mapping this crate did not make"))?
+            .map_err(|e| Error::Os {
                 op: "discard",
                 base,
-                source,
+                source: crate::memory::vmem_io(&e),
             })
     }
 }
@@ -488,7 +491,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)]
     fn back_slice_past_end_errors() {
         let p = host_page_size();
         let (r, _) = Region::back(RegionSpec::ram(GuestAddress(0), p)).unwrap();

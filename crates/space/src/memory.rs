@@ -4,6 +4,7 @@
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use std::{fmt, io};
 
 use memvisor_resources::{AddressAllocator, RangeInclusive};
-use memvisor_vmem::{CommitMode, Reservation};
+use memvisor_vmem::{Advice, CommitMode, HugePageAdvice, HugeTlbSize, MapSource, Reservation};
 use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::spec::{
     Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, RegionSpec, RegionType,
     host_page_size,
 };
-use crate::sys::{self, Advice, Source};
+use crate::sys;
 
 /// A region's host memory: one mapping of `len` bytes at `ptr`, unmapped (or, in the hotplug
 /// window, turned back into reserved address space) when dropped.
@@ -33,8 +34,9 @@ pub(crate) struct HostMemory {
 }
 
 enum Owner {
-    /// A mapping of its own.
-    Mapping,
+    /// A reservation of its own, the whole of which is the mapping (boxed: a reservation is
+    /// large, and the window variant is the common one for hotplug).
+    Mapping(Box<Reservation>),
     /// A vm-memory mapping, kept alive by this reference.
     Foreign { _mapping: Arc<MmapRegion> },
     /// A slot of the hotplug window's reservation, at this offset.
@@ -74,30 +76,29 @@ impl HostMemory {
 }
 
 impl HostMemory {
-    /// Gives the pages of `offset..offset + len` back to the host, the right way for
-    /// `backing`: `MADV_DONTNEED` for private anonymous memory, `MADV_REMOVE` for shared
-    /// anonymous memory, a punched hole in the file for memfds and hugetlbfs files. The range
-    /// is inside the mapping and aligned to its page size (checked by the caller).
-    pub(crate) fn discard(&self, backing: &Backing, offset: usize, len: usize) -> io::Result<()> {
-        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
-        match (backing, &self.file) {
-            (Backing::Memfd | Backing::Hugetlbfs(_), Some(file)) => {
-                // `offset + len <= self.len`, a `usize`, so both fit a `u64` and the file
-                // offset does not overflow (the file is at least `start + self.len` long).
-                sys::punch_hole(file.file(), file.start() + offset as u64, len as u64)
-            }
-            _ => {
-                let how = if matches!(backing, Backing::AnonymousPrivate) {
-                    sys::Discard::DontNeed
-                } else {
-                    sys::Discard::Remove
-                };
-                // SAFETY: `offset..offset + len` is inside our mapping (checked by the caller),
-                // page aligned; guest memory is only accessed volatile, so nothing relies on
-                // its contents.
-                unsafe { sys::discard(self.ptr.add(offset), len, how) }
-            }
+    /// The reservation holding the mapping and the mapping's offset in it (`None` for an
+    /// adopted vm-memory mapping).
+    fn place(&self) -> Option<(&Reservation, usize)> {
+        match &self.owner {
+            Owner::Mapping(reservation) => Some((reservation, 0)),
+            Owner::Window(window, offset) => Some((&window.reservation, *offset)),
+            Owner::Foreign { .. } => None,
         }
+    }
+
+    /// Gives the pages of `offset..offset + len` back to the host through the reservation:
+    /// pages of a shared source (shared anonymous memory, memfd, hugetlbfs file) are removed
+    /// from it (`MADV_REMOVE`, which punches a hole in the file), private pages dropped
+    /// (`MADV_DONTNEED`). The range is inside the mapping and aligned to its page size
+    /// (checked by the caller). `None` for an adopted vm-memory mapping, which this crate
+    /// does not map.
+    pub(crate) fn discard(&self, offset: usize, len: usize) -> Option<memvisor_vmem::Result<()>> {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        let (reservation, at) = self.place()?;
+        // SAFETY: `offset..offset + len` is inside our mapping (checked by the caller), page
+        // aligned; guest memory is only accessed through volatile accesses, so nothing relies
+        // on its contents.
+        Some(unsafe { reservation.purge_unchecked(at + offset, len) })
     }
 }
 
@@ -117,9 +118,8 @@ impl fmt::Debug for HostMemory {
 impl Drop for HostMemory {
     fn drop(&mut self) {
         match &self.owner {
-            // SAFETY: the mapping is ours and, as the region is being dropped, unreferenced.
-            Owner::Mapping => unsafe { sys::unmap(self.ptr, self.len) },
-            Owner::Foreign { .. } => {}
+            // The reservation unmaps itself when dropped.
+            Owner::Mapping(_) | Owner::Foreign { .. } => {}
             Owner::Window(window, offset) => {
                 // SAFETY: our slot; as the region is being dropped, nothing refers to it. A
                 // failure leaves the slot claimed (it answers `SlotBusy`), never mapped over.
@@ -149,6 +149,11 @@ impl fmt::Debug for HotplugWindow {
     }
 }
 
+/// Host alignment of a hotplug window's reservation: 1 GiB, so that a slot of any huge page
+/// size is aligned on the host. (Under Miri, whose allocator-backed reservations cannot be
+/// aligned past 512 MiB, 2 MiB: explicit huge pages do not exist there.)
+const WINDOW_ALIGN: usize = if cfg!(miri) { 2 << 20 } else { 1 << 30 };
+
 impl HotplugWindow {
     /// Reserves host address space for a window, aligned to 1 GiB so that any huge page size
     /// fits. The window must start and end on host page boundaries, so that a slot at a
@@ -169,7 +174,7 @@ impl HotplugWindow {
             size,
         })?;
         let reservation = Reservation::builder()
-            .alignment(1 << 30)
+            .alignment(WINDOW_ALIGN)
             .mode(CommitMode::Protected)
             .reserve(len)
             .map_err(Error::Reservation)?;
@@ -407,21 +412,29 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
     };
     let ptr = memory.ptr;
     let len = memory.len;
+    let (reservation, at) = memory.place().ok_or(Error::ZeroSize { base: spec.base })?;
     if huge_pages == HugePages::Transparent {
-        // SAFETY: our fresh mapping; advice keeps contents.
-        unsafe { sys::advise(ptr, len, Advice::HugePage) }.map_err(|e| os("madvise", spec, e))?;
+        reservation
+            .advise_huge_pages(at, len, HugePageAdvice::Huge)
+            .map_err(|e| vmem_os("madvise", spec, e))?;
     }
     if spec.dontfork {
-        // SAFETY: as above.
-        unsafe { sys::advise(ptr, len, Advice::DontFork) }.map_err(|e| os("madvise", spec, e))?;
+        reservation
+            .advise(at, len, Advice::DontFork)
+            .map_err(|e| vmem_os("madvise", spec, e))?;
     }
     if let Some(numa) = &spec.numa {
-        // SAFETY: our fresh mapping, not yet shared with anyone.
-        unsafe { sys::mbind(ptr, len, numa.policy(), numa.nodes()) }
-            .map_err(|e| os("mbind", spec, e))?;
+        let policy = match numa.policy() {
+            crate::spec::NumaPolicy::Preferred => memvisor_vmem::NumaPolicy::Preferred,
+            crate::spec::NumaPolicy::Bind => memvisor_vmem::NumaPolicy::Bind,
+            crate::spec::NumaPolicy::Interleave => memvisor_vmem::NumaPolicy::Interleave,
+        };
+        reservation
+            .bind_numa(at, len, policy, numa.nodes())
+            .map_err(|e| vmem_os("mbind", spec, e))?;
     }
     if spec.prefault_threads > 0 && spec.protection.readable() {
-        prefault(ptr, len, spec, spec.prefault_threads)?;
+        prefault(reservation, at, len, spec, spec.prefault_threads)?;
     }
     let page_size = match huge_pages {
         HugePages::Explicit(size) => size.bytes(),
@@ -510,6 +523,38 @@ fn is_anon_or_memfd(backing: &Backing) -> bool {
     )
 }
 
+/// The `io::Error` of a `memvisor-vmem` error: the OS error code where there is one.
+pub(crate) fn vmem_io(e: &memvisor_vmem::Error) -> io::Error {
+    match e {
+        memvisor_vmem::Error::Os { source, .. } => io::Error::from_raw_os_error(source.raw()),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+fn vmem_os(op: &'static str, spec: &RegionSpec, e: memvisor_vmem::Error) -> Error {
+    os(op, spec, vmem_io(&e))
+}
+
+/// The reservation protection of a region's protection.
+fn map_protection(spec: &RegionSpec) -> Result<memvisor_vmem::Protection> {
+    use memvisor_vmem::Protection as P;
+    let p = spec.protection;
+    Ok(match (p.readable(), p.writable(), p.executable()) {
+        (false, false, false) => P::None,
+        (true, false, false) => P::Read,
+        (true, true, false) => P::ReadWrite,
+        (true, false, true) => P::ReadExecute,
+        (true, true, true) => P::ReadWriteExecute,
+        _ => {
+            return Err(Error::InvalidSpec {
+                ty: spec.ty,
+                base: spec.base,
+                reason: "write or execute rights without read cannot be mapped",
+            });
+        }
+    })
+}
+
 fn os(op: &'static str, spec: &RegionSpec, source: io::Error) -> Error {
     Error::Os {
         op,
@@ -549,6 +594,24 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
         size: spec.size,
     })?;
     let file = open_source(spec, explicit)?;
+    let protection = map_protection(spec)?;
+    let source = match (&spec.backing, &file) {
+        (Backing::AnonymousShared, _) => MapSource::AnonymousShared,
+        (_, Some(file)) => MapSource::file(file.file().as_fd(), file.start()),
+        _ => MapSource::AnonymousPrivate,
+    };
+    let huge_tlb = explicit.map(|size| match size {
+        HugePageSize::Size2M => HugeTlbSize::Size2M,
+        HugePageSize::Size1G => HugeTlbSize::Size1G,
+    });
+    let failed = |e: memvisor_vmem::Error| {
+        let e = vmem_io(&e);
+        if explicit.is_some() && e.raw_os_error() == Some(libc::ENOMEM) {
+            MapError::NoHugePages(e)
+        } else {
+            MapError::Other(os("mmap", spec, e))
+        }
+    };
     let (ptr, owner) = match target {
         Target::Own => {
             let align = match huge {
@@ -557,53 +620,50 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
                 HugePages::None => host_page_size(),
             };
             let align = usize::try_from(align).unwrap_or(usize::MAX);
-            let ptr = sys::reserve(len, align).map_err(|e| os("mmap", spec, e))?;
-            (ptr, Owner::Mapping)
+            let mut reservation = Reservation::builder()
+                .alignment(align)
+                .mode(CommitMode::Protected)
+                .reserve(len)
+                .map_err(|e| vmem_os("mmap", spec, e))?;
+            // A failure drops (unmaps) the fresh reservation.
+            reservation
+                .map(0, len, source, protection, huge_tlb)
+                .map_err(failed)?;
+            (
+                reservation.as_non_null(),
+                Owner::Mapping(Box::new(reservation)),
+            )
         }
         Target::Window(window) => {
             let offset = window.claim(spec.base, spec.size)?;
+            // SAFETY: the slot just claimed, which nothing refers to (the claim keeps every
+            // other plug out of it, and a slot is only claimed again after its region, and so
+            // every reference to its memory, is gone).
+            let mapped = unsafe {
+                window
+                    .reservation
+                    .map_unchecked(offset, len, source, protection, huge_tlb)
+            };
+            if let Err(e) = mapped {
+                // The kernel may have removed the reserved mapping already: map it back and
+                // give the claim back, or report that the slot stays claimed.
+                // SAFETY: the slot claimed above; nothing refers to it.
+                if let Err(restore) = unsafe { window.release(offset, len) } {
+                    return Err(MapError::Other(Error::SlotNotRestored {
+                        base: spec.base,
+                        size: spec.size,
+                        mmap: vmem_io(&e),
+                        restore,
+                    }));
+                }
+                return Err(failed(e));
+            }
             (
                 window.slot_ptr(offset),
                 Owner::Window(Arc::clone(window), offset),
             )
         }
     };
-    let source = match (&spec.backing, &file) {
-        (Backing::AnonymousShared, _) => Source::SharedAnon,
-        (_, Some(file)) => Source::File(file.file(), file.start()),
-        _ => Source::PrivateAnon,
-    };
-    // SAFETY: the range is the reservation or window slot just taken, aligned to the page size
-    // in use, and nothing refers to it.
-    let mapped = unsafe { sys::map_fixed(ptr, len, spec.protection, source, explicit) };
-    if let Err(e) = mapped {
-        // Nothing between taking the range and here can panic; undo it by hand, so that a
-        // failure to restore a window slot is reported.
-        match &owner {
-            // SAFETY: our fresh reservation, which nothing refers to.
-            Owner::Mapping => unsafe { sys::unmap(ptr, len) },
-            Owner::Window(window, offset) => {
-                // SAFETY: the slot claimed above; nothing refers to it (the kernel may have
-                // removed the reserved mapping already, so it is mapped back).
-                if let Err(restore) = unsafe { window.release(*offset, len) } {
-                    return Err(MapError::Other(Error::SlotNotRestored {
-                        base: spec.base,
-                        size: spec.size,
-                        mmap: e,
-                        restore,
-                    }));
-                }
-            }
-            Owner::Foreign { .. } => {}
-        }
-        return Err(
-            if explicit.is_some() && e.raw_os_error() == Some(libc::ENOMEM) {
-                MapError::NoHugePages(e)
-            } else {
-                MapError::Other(os("mmap", spec, e))
-            },
-        );
-    }
     Ok(HostMemory {
         ptr,
         len,
@@ -701,23 +761,35 @@ fn open_source(
 /// Minimum bytes per prefault thread: below this, more threads cost more than they save.
 const PREFAULT_CHUNK_MIN: usize = 64 << 20;
 
-/// Makes the mapping resident, split into page-aligned parts across up to `threads` threads.
-fn prefault(ptr: NonNull<u8>, len: usize, spec: &RegionSpec, threads: usize) -> Result<()> {
+/// Makes `at..at + len` of the reservation resident, split into page-aligned parts across up
+/// to `threads` threads (for writing if the region is writable, else for reading).
+fn prefault(
+    reservation: &Reservation,
+    at: usize,
+    len: usize,
+    spec: &RegionSpec,
+    threads: usize,
+) -> Result<()> {
     let write = spec.protection.writable();
     let page = usize::try_from(spec.page_size()).unwrap_or(len).max(1);
     let pages = len / page;
     let parts = threads.min(len / PREFAULT_CHUNK_MIN).min(pages).max(1);
-    let base = ptr.as_ptr() as usize;
     let per = pages.div_ceil(parts) * page;
-    let run = |index: usize| -> io::Result<()> {
+    let run = |index: usize| -> memvisor_vmem::Result<()> {
         let start = index.saturating_mul(per).min(len);
         let end = start.saturating_add(per).min(len);
         if start == end {
             return Ok(());
         }
-        // SAFETY: `base + start..base + end` is inside our fresh mapping (`end <= len`),
-        // writable when `write` (the spec's protection says so).
-        unsafe { sys::populate(base + start, end - start, write) }
+        // SAFETY: `at + start..at + end` is inside the fresh mapping (`end <= len`), which
+        // nothing else refers to yet; each thread populates its own part.
+        unsafe {
+            if write {
+                reservation.prefault_unchecked(at + start, end - start)
+            } else {
+                reservation.prefault_read_unchecked(at + start, end - start)
+            }
+        }
     };
     let result = if parts == 1 {
         run(0)
@@ -725,10 +797,14 @@ fn prefault(ptr: NonNull<u8>, len: usize, spec: &RegionSpec, threads: usize) -> 
         std::thread::scope(|s| {
             let handles: Vec<_> = (1..parts).map(|i| s.spawn(move || run(i))).collect();
             let mut result = run(0);
-            for h in handles {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("prefault thread panicked")));
+            for (i, h) in (1..parts).zip(handles) {
+                let r = h.join().unwrap_or_else(|_| {
+                    let start = i.saturating_mul(per).min(len);
+                    Err(memvisor_vmem::Error::WorkerPanicked {
+                        offset: at + start,
+                        len: per.min(len - start),
+                    })
+                });
                 if result.is_ok() {
                     result = r;
                 }
@@ -736,7 +812,7 @@ fn prefault(ptr: NonNull<u8>, len: usize, spec: &RegionSpec, threads: usize) -> 
             result
         })
     };
-    result.map_err(|e| os("madvise(MADV_POPULATE)", spec, e))
+    result.map_err(|e| vmem_os("madvise(MADV_POPULATE)", spec, e))
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ fn pages_on_node(line: &str, node: u32) -> u64 {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "memfds and file mappings: Miri has neither")]
 fn every_backing_kind_round_trips_through_bytes() {
     let dir = std::env::temp_dir().join(format!("memvisor-space-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -102,7 +102,6 @@ fn every_backing_kind_round_trips_through_bytes() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn access_across_two_regions_splits() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let (space, _) = AddressSpace::back(
@@ -126,7 +125,7 @@ fn access_across_two_regions_splits() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "reads the kernel's accounting in /proc/self/numa_maps")]
 fn numa_bind_to_node_0_shows_in_numa_maps() {
     let spec = RegionSpec::ram(GuestAddress(0), 8 * MIB)
         .numa(NumaBinding::bind(0))
@@ -142,7 +141,7 @@ fn numa_bind_to_node_0_shows_in_numa_maps() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "reads the kernel's accounting in /proc/self/numa_maps")]
 fn numa_interleave_and_preferred_show_in_numa_maps() {
     for (policy, word) in [
         (NumaPolicy::Interleave, "interleave:0"),
@@ -156,7 +155,7 @@ fn numa_interleave_and_preferred_show_in_numa_maps() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "reads the host NUMA nodes from sysfs")]
 fn numa_missing_node_errors_clearly() {
     let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB).numa(NumaBinding::bind(4095));
     let err = Region::back(spec).unwrap_err();
@@ -172,7 +171,7 @@ fn numa_missing_node_errors_clearly() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "reads the kernel's residency accounting")]
 fn prefault_many_threads_makes_all_resident() {
     let spec = RegionSpec::ram(GuestAddress(0), 256 * MIB).prefault(4);
     let (region, report) = Region::back(spec).unwrap();
@@ -193,7 +192,6 @@ fn prefault_many_threads_makes_all_resident() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn read_only_region_is_not_reachable_through_vm_memory() {
     let spec = RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 2 * page())
         .protection(Protection::READ)
@@ -212,7 +210,7 @@ fn read_only_region_is_not_reachable_through_vm_memory() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
 fn file_too_small_and_missing_error() {
     let path = std::env::temp_dir().join(format!("memvisor-space-small-{}", std::process::id()));
     std::fs::write(&path, [0u8; 16]).unwrap();
@@ -237,7 +235,7 @@ fn file_too_small_and_missing_error() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
 fn hugetlbfs_backing_on_other_fs_errors() {
     let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB)
         .huge_pages(HugePages::Explicit(memvisor_space::HugePageSize::Size2M))
@@ -248,7 +246,10 @@ fn hugetlbfs_backing_on_other_fs_errors() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(
+    miri,
+    ignore = "a 1 GiB hotplug window is too large for Miri's allocator-backed reservations"
+)]
 fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapshot() {
     let layout = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
     let hp = layout
@@ -326,7 +327,7 @@ fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapsh
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "vm-memory's own mmap: Miri cannot map")]
 fn guest_memory_mmap_conversions_share_memory() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let gm = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[
@@ -360,7 +361,6 @@ fn checksum<M: vm_memory::GuestAddressSpace>(mem: &M, at: GuestAddress, len: usi
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn generic_vm_memory_consumer_takes_the_address_space() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let (space, _) = AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), MIB)]).unwrap();
@@ -374,7 +374,10 @@ fn generic_vm_memory_consumer_takes_the_address_space() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(
+    miri,
+    ignore = "a 1 GiB hotplug window is too large for Miri's allocator-backed reservations"
+)]
 fn concurrent_plug_unplug_with_readers_keeps_memory_valid() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -449,7 +452,7 @@ fn concurrent_plug_unplug_with_readers_keeps_memory_valid() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "vm-memory's own mmap: Miri cannot map")]
 fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
     let len = 2 << 20;
     let mapping = vm_memory::MmapRegion::<()>::build(
@@ -475,7 +478,7 @@ fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "memfds: Miri has no memfd_create")]
 fn to_guest_memory_mmap_keeps_memfd_file_offset() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let specs = [
@@ -524,7 +527,6 @@ fn layout_with_hotplug_at(start: u64, size: u64) -> Layout {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn back_hotplug_window_off_page_boundary_errors() {
     let half = page() / 2;
     for (start, size) in [(4 * GIB + half, GIB), (4 * GIB, GIB + half)] {
@@ -545,7 +547,7 @@ fn back_hotplug_window_off_page_boundary_errors() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "reads sysfs and reserves a 1 GiB hotplug window")]
 fn plug_failed_mmap_restores_the_slot() {
     // A sysfs attribute: long enough, opens read-only, but cannot be mapped.
     let path = std::path::PathBuf::from("/sys/kernel/mm/transparent_hugepage/enabled");
@@ -580,7 +582,7 @@ fn thp_setting(file: &str) -> Option<String> {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "reads the host THP setting from sysfs")]
 fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
     let in_effect = matches!(
         thp_setting("shmem_enabled").as_deref(),
@@ -619,7 +621,7 @@ fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "reads the host THP setting from sysfs")]
 fn back_anonymous_thp_follows_the_enabled_setting() {
     let in_effect = matches!(
         thp_setting("enabled").as_deref(),
@@ -653,7 +655,6 @@ where
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn vm_memory_view_excludes_mmio_and_guard_is_deref_clone() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let mut placer = layout.placer();
@@ -684,7 +685,7 @@ fn vm_memory_view_excludes_mmio_and_guard_is_deref_clone() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "maps a file: Miri has no file mappings")]
 fn bytes_view_reads_read_only_regions_and_refuses_writes() {
     let dir = std::env::temp_dir().join(format!("memvisor-space-rom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -749,4 +750,34 @@ fn bytes_view_reads_read_only_regions_and_refuses_writes() {
     assert!(bytes.read_obj::<u8>(GuestAddress(2 * MIB)).is_err());
     drop(snap);
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn plug_unplug_small_window_round_trips() {
+    let p = page();
+    let layout = layout_with_hotplug_at(4 * GIB, 64 * p);
+    let (space, report) =
+        AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), 4 * p)]).unwrap();
+    assert!(report.hotplug_window.is_some());
+    let slot = GuestAddress(4 * GIB + 8 * p);
+    let (region, plugged) = space
+        .plug(RegionSpec::ram(slot, 4 * p).hotplug(true))
+        .unwrap();
+    assert!(plugged.in_hotplug_window);
+    space.memory().write_obj(0xabcd_u32, slot).unwrap();
+    let old = space.snapshot();
+    space.remove_region(region.base(), region.size()).unwrap();
+    drop(region);
+    // An older snapshot still holds the memory: the slot is busy, and still readable.
+    let busy = space
+        .plug(RegionSpec::ram(slot, 4 * p).hotplug(true))
+        .unwrap_err();
+    assert!(matches!(busy, Error::SlotBusy { .. }), "{busy}");
+    assert_eq!(old.read_obj::<u32>(slot).unwrap(), 0xabcd);
+    drop(old);
+    // Released: the slot plugs again, with fresh memory.
+    space
+        .plug(RegionSpec::ram(slot, 4 * p).hotplug(true))
+        .unwrap();
+    assert_eq!(space.memory().read_obj::<u32>(slot).unwrap(), 0);
 }

@@ -27,7 +27,6 @@ fn dirty_tracking_without_memory_is_invalid() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn bytes_writes_mark_pages_and_take_clears() {
     let p = page();
     let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
@@ -65,7 +64,6 @@ fn bytes_writes_mark_pages_and_take_clears() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn merge_dirty_log_adds_external_bits_and_checks_size() {
     let p = page();
     // 100 pages: two words, the second with 36 bits used.

@@ -26,7 +26,10 @@ fn resident(ptr: *mut u8, len: u64) -> usize {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(
+    miri,
+    ignore = "memfds, and the kernel's residency accounting (mincore)"
+)]
 fn discard_each_backing_reads_zeros_and_keeps_the_rest() {
     let p = page();
     for backing in [
@@ -60,7 +63,6 @@ fn discard_each_backing_reads_zeros_and_keeps_the_rest() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
 fn discard_bad_range_errors_and_keeps_contents() {
     let p = page();
     let (region, _) = Region::back(RegionSpec::ram(GuestAddress(0x10_0000), 4 * p)).unwrap();
@@ -113,7 +115,7 @@ fn discard_unbacked_region_is_refused() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "maps a file: Miri has no file mappings")]
 fn discard_file_read_only_and_non_ram_are_refused() {
     let p = page();
     let path = std::env::temp_dir().join(format!("memvisor-discard-{}.img", std::process::id()));
@@ -144,7 +146,7 @@ fn discard_file_read_only_and_non_ram_are_refused() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "memfds: Miri has no memfd_create")]
 fn snapshot_discard_finds_the_region() {
     let p = page();
     let layout = Layout::x86_64().ram(1 << 30).build().unwrap();

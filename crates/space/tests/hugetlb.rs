@@ -162,19 +162,19 @@ fn check_explicit_2m(backing: Backing) {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_anonymous_is_accounted() {
     check_explicit_2m(Backing::AnonymousPrivate);
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_memfd_is_accounted() {
     check_explicit_2m(Backing::Memfd);
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_prefault_takes_pages_at_once() {
     let _serial = serial();
     let size = HugePageSize::Size2M;
@@ -198,7 +198,7 @@ fn explicit_2m_prefault_takes_pages_at_once() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_more_than_free_errors_without_fallback() {
     let _serial = serial();
     let size = HugePageSize::Size2M;
@@ -239,7 +239,7 @@ fn explicit_2m_more_than_free_errors_without_fallback() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_1g_none_free_errors_or_is_accounted() {
     let _serial = serial();
     let size = HugePageSize::Size1G;
@@ -316,7 +316,7 @@ impl Drop for Mount {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn hugetlbfs_path_is_checked_and_accounted() {
     let _serial = serial();
     let size = HugePageSize::Size2M;
@@ -358,7 +358,7 @@ fn hugetlbfs_path_is_checked_and_accounted() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore)]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_discard_returns_whole_huge_pages() {
     let _serial = serial();
     let size = HugePageSize::Size2M;

@@ -1,4 +1,5 @@
-//! The only place this crate talks to the operating system (Linux).
+//! Host facts from the operating system (Linux): memfds, file systems, sysfs. Mappings go
+//! through `memvisor-vmem`.
 
 mod linux;
 
