@@ -474,7 +474,7 @@ impl State {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc(&mut self, arena: &Arena, id: u32, layout: Layout) -> Result<(NonNull<u8>, usize)> {
         let size = layout.size();
         let align = layout.align();

@@ -66,7 +66,16 @@
 //! # Threads
 //! [`Arena`] is `Sync`: clients on different threads take and return chunks lock-free. A
 //! [`Client`] is `Send` but not `Sync`; `&Client` implements
-//! [`Allocator`](allocator_api2::alloc::Allocator).
+//! [`Allocator`](allocator_api2::alloc::Allocator). Any thread can free any client's block
+//! through the arena ([`Arena::free`]) and ask whose it is ([`Arena::owner_of`]), in constant
+//! time; the client takes such blocks back at its next call.
+//!
+//! # Pressure
+//! A client keeps at most one chunk without a live block; its other chunks each hold a live
+//! block, so its caches of freed blocks never keep more than that one chunk from other
+//! clients. A client that finds no chunk left asks the others to trim at their next call;
+//! [`Client::trim`] and [`Arena::trim`] give back what is kept on demand. Blocks larger than a
+//! chunk are runs of contiguous whole chunks.
 //!
 //! See the crate's `DESIGN.md` for the layout, the invariants and the space overheads.
 

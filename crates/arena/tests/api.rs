@@ -439,7 +439,7 @@ fn arena_without_statistics_reports_none() {
 #[test]
 fn clients_on_threads_never_overlap() {
     let arena = arena(64, Flags::STATISTICS);
-    let per_thread: Vec<Vec<(usize, usize)>> = std::thread::scope(|scope| {
+    let per_thread: Vec<(Vec<(usize, usize)>, Client<'_>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2u8)
             .map(|t| {
                 let arena = &arena;
@@ -459,19 +459,24 @@ fn clients_on_threads_never_overlap() {
                         let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, got) };
                         assert!(bytes.iter().all(|&b| b == t));
                     }
-                    // The client moves to the scope's thread and is dropped there.
-                    std::mem::forget(client);
-                    blocks
+                    // The client moves to the scope's thread, which keeps it (and its chunks)
+                    // until the addresses are compared.
+                    (blocks, client)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let mut all: Vec<(usize, usize)> = per_thread.concat();
+    let mut all: Vec<(usize, usize)> = per_thread
+        .iter()
+        .flat_map(|(blocks, _)| blocks.iter().copied())
+        .collect();
     all.sort_unstable();
     for w in all.windows(2) {
         assert!(w[0].0 + w[0].1 <= w[1].0);
     }
+    drop(per_thread);
+    assert_eq!(arena.stats().held_chunks, 0);
 }
 
 #[test]

@@ -97,7 +97,11 @@ fn alloc_after_other_client_peak_and_free_gets_nearly_all_chunks() {
     assert_eq!(arena.stats().pinned_chunks, Some(s.chunks));
     let b = arena.create_client(Quota::UNLIMITED).unwrap();
     let got = whole_chunks(&b);
-    assert!(got * 100 >= empty * 95, "B got {got} of {empty} chunks");
+    // The bound: A keeps at most one chunk without a live block from B.
+    assert!(got + 1 >= empty, "B got {got} of {empty} chunks");
+    if !cfg!(miri) {
+        assert!(got * 100 >= empty * 95, "B got {got} of {empty} chunks");
+    }
 }
 
 #[test]
