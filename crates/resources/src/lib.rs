@@ -84,6 +84,7 @@ extern crate alloc;
 mod address;
 mod error;
 mod id;
+#[cfg(feature = "model")]
 pub mod model;
 mod range;
 #[cfg(feature = "serde")]

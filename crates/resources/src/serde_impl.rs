@@ -8,6 +8,7 @@
 //!   }` with ranges inside the space, sorted and disjoint, and `count` equal to their number.
 //!
 //! Loading rebuilds the allocator from the checked lists; nothing in the input is trusted.
+//! An address snapshot of n ranges loads in O(n) time and memory whatever the addresses.
 
 use alloc::vec::Vec;
 
@@ -133,31 +134,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for AddressAllocator<T> {
                 "count does not match the allocations",
             )));
         }
-        let mut prev: Option<RangeInclusive> = None;
-        for e in &r.allocations {
-            if !r.space.contains_range(&e.range) {
-                return Err(D::Error::custom(Error::OutsideSpace {
-                    range: e.range,
-                    space: r.space,
-                }));
-            }
-            if let Some(p) = prev
-                && e.range.start() <= p.end()
-            {
-                return Err(D::Error::custom(Error::Inconsistent(
-                    "allocations are not sorted or overlap",
-                )));
-            }
-            prev = Some(e.range);
-        }
-        let mut alloc = AddressAllocator::new(r.space);
-        for e in r.allocations {
-            // Every check `reserve_with` makes is repeated here, so a snapshot that slipped
-            // past the loop above still cannot create an overlap.
-            alloc
-                .reserve_with(e.range, e.tag)
-                .map_err(D::Error::custom)?;
-        }
-        Ok(alloc)
+        // Checks order, overlap and bounds, then builds the index in one O(n) pass.
+        AddressAllocator::from_sorted(
+            r.space,
+            r.allocations
+                .into_iter()
+                .map(|e| (e.range, e.tag))
+                .collect(),
+        )
+        .map_err(D::Error::custom)
     }
 }

@@ -404,6 +404,71 @@ impl<T> AddressAllocator<T> {
         Ok(())
     }
 
+    /// Levels of the index tree (0 when empty). The tree is balanced, so this is at most
+    /// `1.44 * log2(len + 2)` whatever the addresses. O(n); a test hook.
+    #[cfg(feature = "model")]
+    #[must_use]
+    pub fn index_height(&self) -> usize {
+        self.tree.height()
+    }
+
+    /// Tree nodes visited by inserts and removes since the allocator was made (or loaded): a
+    /// count of work that tests can bound without timing anything. A test hook.
+    #[cfg(feature = "model")]
+    #[must_use]
+    pub fn index_work(&self) -> u64 {
+        self.tree.work()
+    }
+
+    /// Builds an allocator of `space` holding `allocations`, which must be sorted by address,
+    /// disjoint and inside `space`: O(n), the index built balanced in one pass.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideSpace`] for a range outside `space`, [`Error::Inconsistent`] if the
+    /// ranges are not sorted or overlap, [`Error::TooManyAllocations`] past 2^32 - 1 ranges.
+    #[cfg(feature = "serde")]
+    pub(crate) fn from_sorted(
+        space: RangeInclusive,
+        allocations: Vec<(RangeInclusive, T)>,
+    ) -> Result<Self> {
+        if allocations.len() >= NIL as usize {
+            return Err(Error::TooManyAllocations(u32::MAX - 1));
+        }
+        let mut prev: Option<RangeInclusive> = None;
+        let mut used = 0u128;
+        for (range, _) in &allocations {
+            if !space.contains_range(range) {
+                return Err(Error::OutsideSpace {
+                    range: *range,
+                    space,
+                });
+            }
+            if prev.is_some_and(|p| range.start() <= p.end()) {
+                return Err(Error::Inconsistent("allocations are not sorted or overlap"));
+            }
+            prev = Some(*range);
+            used += range.size_u128();
+        }
+        let mut this = Self::new(space);
+        // Each gap runs from the unit after the previous range (or the space start) to the
+        // range's start; the order checked above keeps every subtraction in bounds.
+        let mut next_free = Some(space.start());
+        let items = allocations.iter().map(|(range, _)| {
+            let gap = next_free.map_or(0, |f| range.start() - f);
+            next_free = range.end().checked_add(1);
+            (range.start(), gap)
+        });
+        this.tree.build(items);
+        this.tail = match prev {
+            Some(last) => space.end() - last.end(),
+            None => 0,
+        };
+        this.used = used;
+        this.tags = allocations.into_iter().map(|(_, tag)| tag).collect();
+        Ok(this)
+    }
+
     fn check_room(&self) -> Result<()> {
         if self.tree.has_room() {
             Ok(())
