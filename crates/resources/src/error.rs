@@ -120,6 +120,22 @@ pub enum Error {
         /// The requested alignment of the first ID.
         alignment: u32,
     },
+    /// Fewer IDs are free than were requested.
+    #[error("not enough IDs: {requested} requested, {available} free")]
+    NotEnoughIds {
+        /// The requested number of IDs.
+        requested: u32,
+        /// The number of free IDs.
+        available: u64,
+    },
+    /// Loading a snapshot would allocate more than the load limit allows.
+    #[error("snapshot too large: loading it needs {needed} bytes of bitmap, the limit is {limit}")]
+    SnapshotTooLarge {
+        /// Bytes the load would allocate.
+        needed: u64,
+        /// The limit it was loaded with.
+        limit: u64,
+    },
     /// A snapshot being loaded (or an allocator being checked) is inconsistent; the text says
     /// which check failed.
     #[error("inconsistent state: {0}")]

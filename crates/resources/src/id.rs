@@ -147,7 +147,9 @@ impl IdAllocator {
     /// Allocates `count` contiguous IDs, the first of which is a multiple of `alignment`, at
     /// the lowest place they fit. Either all are allocated or none.
     ///
-    /// This scans the bitmap a word at a time: O(range / 64) in the worst case.
+    /// Cost: the search skips fully allocated words 64 IDs at a time, but each free ID where a
+    /// run could start and fails is one step: O(range / 64 + free IDs tried), so O(range) in
+    /// the worst case (every other ID free, say), then O(count) to mark the run.
     ///
     /// # Errors
     ///
@@ -195,6 +197,94 @@ impl IdAllocator {
             self.set_allocated(off);
         }
         Ok(self.first + start..=self.first + start + span)
+    }
+
+    /// Allocates the `count` smallest free IDs, contiguous or not. Either all are allocated or
+    /// none. The IDs are returned in increasing order.
+    ///
+    /// Cost: O(count + words skipped), plus a map update per ID that had never been allocated
+    /// (O(log runs)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::NotEnoughIds`] if fewer than `count`
+    /// IDs are free.
+    ///
+    /// ```
+    /// use memvisor_resources::IdAllocator;
+    ///
+    /// let mut slots = IdAllocator::new(0, 4)?;
+    /// slots.allocate_ids(5, 1)?;
+    /// slots.free_id(1)?;
+    /// slots.free_id(3)?;
+    /// // No run of two is free, but two IDs are.
+    /// assert!(slots.allocate_ids(2, 1).is_err());
+    /// assert_eq!(slots.allocate_many(2)?, [1, 3]);
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn allocate_many(&mut self, count: u32) -> Result<Vec<u32>> {
+        if count == 0 {
+            return Err(Error::ZeroIdCount);
+        }
+        if self.available() < u64::from(count) {
+            return Err(Error::NotEnoughIds {
+                requested: count,
+                available: self.available(),
+            });
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            // Enough IDs are free (checked above), so the search always finds one.
+            let off = self
+                .smallest_free()
+                .ok_or(Error::Inconsistent("free count is wrong"))?;
+            self.set_allocated(off);
+            out.push(self.first + off);
+        }
+        Ok(out)
+    }
+
+    /// Allocates the `count` IDs starting at `first`. Either all are allocated or none.
+    ///
+    /// Cost: O(count / 64) to check, O(count) to mark, plus a map update per ID that had never
+    /// been allocated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::IdOutOfRange`] if `first` or the last
+    /// ID of the run is outside the managed range (the last ID saturates at `u32::MAX` in the
+    /// error), [`Error::IdAlreadyAllocated`] naming the lowest allocated ID of the run.
+    ///
+    /// ```
+    /// use memvisor_resources::{Error, IdAllocator};
+    ///
+    /// let mut msi = IdAllocator::new(32, 255)?;
+    /// assert_eq!(msi.allocate_ids_at(40, 8)?, 40..=47);
+    /// assert_eq!(msi.allocate_ids_at(36, 8), Err(Error::IdAlreadyAllocated(40)));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn allocate_ids_at(&mut self, first: u32, count: u32) -> Result<IdRange<u32>> {
+        if count == 0 {
+            return Err(Error::ZeroIdCount);
+        }
+        let lo = self.offset(first)?;
+        let last = first.saturating_add(count - 1);
+        let hi = if u64::from(first) + u64::from(count - 1) > u64::from(u32::MAX) {
+            return Err(Error::IdOutOfRange {
+                id: last,
+                first: self.first,
+                last: self.last,
+            });
+        } else {
+            self.offset(last)?
+        };
+        if let Some(taken) = self.next_allocated_from(lo).filter(|&t| t <= hi) {
+            return Err(Error::IdAlreadyAllocated(self.first + taken));
+        }
+        for off in lo..=hi {
+            self.set_allocated(off);
+        }
+        Ok(first..=last)
     }
 
     /// Frees an allocated ID.
@@ -289,10 +379,22 @@ impl IdAllocator {
         allocated: &[(u32, u32)],
         never: &[(u32, u32)],
         used: u64,
+        max_bitmap_bytes: u64,
     ) -> Result<Self> {
         let mut this = Self::new(first, last).map_err(|_| Error::Inconsistent("first > last"))?;
         check_runs(first, last, allocated)?;
         check_runs(first, last, never)?;
+        if let Some(&(_, hi)) = allocated.last() {
+            // Leaves up to the highest allocated ID, plus one summary word per 64 leaf words.
+            let words = u64::from(hi - first) / BITS as u64 + 1;
+            let needed = 8 * (words + words.div_ceil(BITS as u64));
+            if needed > max_bitmap_bytes {
+                return Err(Error::SnapshotTooLarge {
+                    needed,
+                    limit: max_bitmap_bytes,
+                });
+            }
+        }
         let total: u64 = allocated
             .iter()
             .map(|&(lo, hi)| u64::from(hi - lo) + 1)
@@ -587,6 +689,91 @@ impl Eq for IdAllocator {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allocate_many_fragmented_takes_smallest_free() {
+        let mut a = IdAllocator::new(10, 19).unwrap();
+        a.allocate_ids(10, 1).unwrap();
+        for id in [11, 14, 18] {
+            a.free_id(id).unwrap();
+        }
+        assert_eq!(a.allocate_many(3), Ok(vec![11, 14, 18]));
+        assert_eq!(a.available(), 0);
+    }
+
+    #[test]
+    fn allocate_many_too_many_fails_and_changes_nothing() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        a.allocate_many(8).unwrap();
+        let before = a.clone();
+        let err = Error::NotEnoughIds {
+            requested: 3,
+            available: 2,
+        };
+        assert_eq!(a.allocate_many(3), Err(err));
+        assert_eq!(err.to_string(), "not enough IDs: 3 requested, 2 free");
+        assert_eq!(a.allocate_many(0), Err(Error::ZeroIdCount));
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            before.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(a.used(), before.used());
+    }
+
+    #[test]
+    fn allocate_ids_at_free_run_succeeds() {
+        let mut a = IdAllocator::new(0, 200).unwrap();
+        assert_eq!(a.allocate_ids_at(60, 70), Ok(60..=129));
+        assert_eq!(a.used(), 70);
+        assert_eq!(a.free_id(59), Err(Error::IdNeverAllocated(59)));
+        assert_eq!(a.allocate_id(), Ok(0));
+    }
+
+    #[test]
+    fn allocate_ids_at_overlap_or_outside_fails_and_changes_nothing() {
+        let mut a = IdAllocator::new(5, 100).unwrap();
+        a.allocate_id_at(50).unwrap();
+        assert_eq!(
+            a.allocate_ids_at(45, 10),
+            Err(Error::IdAlreadyAllocated(50))
+        );
+        assert_eq!(
+            a.allocate_ids_at(95, 10),
+            Err(Error::IdOutOfRange {
+                id: 104,
+                first: 5,
+                last: 100
+            })
+        );
+        assert_eq!(
+            a.allocate_ids_at(4, 1),
+            Err(Error::IdOutOfRange {
+                id: 4,
+                first: 5,
+                last: 100
+            })
+        );
+        assert_eq!(a.allocate_ids_at(7, 0), Err(Error::ZeroIdCount));
+        assert_eq!(a.iter().collect::<Vec<_>>(), [50]);
+        assert_eq!(a.free_id(45), Err(Error::IdNeverAllocated(45)));
+    }
+
+    #[test]
+    fn allocate_ids_at_past_u32_max_fails() {
+        let mut a = IdAllocator::new(u32::MAX - 3, u32::MAX).unwrap();
+        assert_eq!(
+            a.allocate_ids_at(u32::MAX - 1, 5),
+            Err(Error::IdOutOfRange {
+                id: u32::MAX,
+                first: u32::MAX - 3,
+                last: u32::MAX
+            })
+        );
+        assert_eq!(
+            a.allocate_ids_at(u32::MAX - 1, 2),
+            Ok(u32::MAX - 1..=u32::MAX)
+        );
+    }
 
     #[test]
     fn new_first_after_last_fails() {

@@ -96,3 +96,5 @@ pub use crate::address::{
 pub use crate::error::{Error, Result};
 pub use crate::id::{AllocatedIds, IdAllocator};
 pub use crate::range::RangeInclusive;
+#[cfg(feature = "serde")]
+pub use crate::serde_impl::{IdLoadLimits, IdSnapshot};

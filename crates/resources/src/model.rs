@@ -67,6 +67,15 @@ pub enum IdOp {
         /// Alignment of the first ID.
         alignment: u32,
     },
+    /// [`IdAllocator::allocate_many`].
+    AllocateMany(u32),
+    /// [`IdAllocator::allocate_ids_at`].
+    AllocateRunAt {
+        /// First ID of the run.
+        first: u32,
+        /// Number of IDs.
+        count: u32,
+    },
     /// [`IdAllocator::free_id`].
     Free(u32),
     /// [`IdAllocator::free_ids`] of `first..=last`.
@@ -87,6 +96,8 @@ pub enum IdAnswer {
     Id(u32),
     /// An allocated run.
     Run(IdRange<u32>),
+    /// Allocated IDs, not necessarily contiguous.
+    Ids(Vec<u32>),
     /// A free succeeded.
     Freed,
     /// An `is_allocated` answer.
@@ -200,6 +211,49 @@ impl IdModel {
                 }
                 Err(out)
             }
+            IdOp::AllocateMany(count) => {
+                if count == 0 {
+                    return Err(Error::ZeroIdCount);
+                }
+                let free: Vec<u32> = (self.first..=self.last)
+                    .filter(|id| !self.allocated.contains(id))
+                    .take(count as usize)
+                    .collect();
+                if free.len() < count as usize {
+                    let available =
+                        u64::from(self.last - self.first) + 1 - self.allocated.len() as u64;
+                    return Err(Error::NotEnoughIds {
+                        requested: count,
+                        available,
+                    });
+                }
+                for &id in &free {
+                    self.take(id);
+                }
+                Ok(IdAnswer::Ids(free))
+            }
+            IdOp::AllocateRunAt { first, count } => {
+                if count == 0 {
+                    return Err(Error::ZeroIdCount);
+                }
+                self.check(first)?;
+                let last = first.saturating_add(count - 1);
+                if u64::from(first) + u64::from(count) - 1 > u64::from(u32::MAX) {
+                    return Err(Error::IdOutOfRange {
+                        id: last,
+                        first: self.first,
+                        last: self.last,
+                    });
+                }
+                self.check(last)?;
+                if let Some(&id) = self.allocated.range(first..=last).next() {
+                    return Err(Error::IdAlreadyAllocated(id));
+                }
+                for id in first..=last {
+                    self.take(id);
+                }
+                Ok(IdAnswer::Run(first..=last))
+            }
             IdOp::Free(id) => {
                 self.check(id)?;
                 if !self.allocated.remove(&id) {
@@ -233,6 +287,8 @@ fn apply_id(alloc: &mut IdAllocator, op: &IdOp) -> Result<IdAnswer, Error> {
         IdOp::AllocateRun { count, alignment } => {
             IdAnswer::Run(alloc.allocate_ids(count, alignment)?)
         }
+        IdOp::AllocateMany(count) => IdAnswer::Ids(alloc.allocate_many(count)?),
+        IdOp::AllocateRunAt { first, count } => IdAnswer::Run(alloc.allocate_ids_at(first, count)?),
         IdOp::Free(id) => {
             alloc.free_id(id)?;
             IdAnswer::Freed

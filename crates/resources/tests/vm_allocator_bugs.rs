@@ -119,7 +119,8 @@ fn free_near_max_never_loses_range() {
 
 #[test]
 fn failed_free_changes_nothing() {
-    let mut a = AddressAllocator::<u8>::with_base_and_size(0, 0x1000).unwrap();
+    let mut a =
+        AddressAllocator::<u8>::new(RangeInclusive::from_start_and_size(0, 0x1000).unwrap());
     let x = a
         .allocate_with(
             &Request::new(0x10, 1, AllocPolicy::ExactMatch(1)).unwrap(),

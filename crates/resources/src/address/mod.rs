@@ -157,16 +157,6 @@ impl<T> AddressAllocator<T> {
         }
     }
 
-    /// Creates an allocator of `size` units starting at `base`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ZeroSize`] if `size` is 0, [`Error::Overflow`] if the space would go past
-    /// `u64::MAX`.
-    pub fn with_base_and_size(base: u64, size: u64) -> Result<Self> {
-        Ok(Self::new(RangeInclusive::from_start_and_size(base, size)?))
-    }
-
     /// The managed space.
     #[must_use]
     pub fn space(&self) -> RangeInclusive {
@@ -666,6 +656,31 @@ impl<T> AddressAllocator<T> {
         self.used -= range.size_u128();
         let slot = self.tree.remove(n.start, succ_gap);
         self.tags.swap_remove(slot as usize)
+    }
+}
+
+impl AddressAllocator {
+    /// Creates an untagged allocator of `size` units starting at `base`, as vm-allocator's
+    /// constructor of the same name does; code ported from vm-allocator compiles unchanged.
+    /// (For tagged ranges: `AddressAllocator::<T>::new(RangeInclusive::from_start_and_size(base,
+    /// size)?)`.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroSize`] if `size` is 0, [`Error::Overflow`] if the space would go past
+    /// `u64::MAX`.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy};
+    ///
+    /// let mut pool = AddressAllocator::with_base_and_size(0x1000, 0x10000)?;
+    /// let r = pool.allocate(0x100, 0x100, AllocPolicy::FirstMatch)?;
+    /// assert_eq!((r.start(), r.end()), (0x1000, 0x10ff));
+    /// pool.free(&r)?;
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn with_base_and_size(base: u64, size: u64) -> Result<Self> {
+        Ok(Self::new(RangeInclusive::from_start_and_size(base, size)?))
     }
 }
 
