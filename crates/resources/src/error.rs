@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use crate::range::RangeInclusive;
+use crate::range::AddressRange;
 
 /// Every way an operation of this crate can fail.
 ///
@@ -53,28 +53,28 @@ pub enum Error {
     #[error("range {range} is outside the managed space {space}")]
     OutsideSpace {
         /// The offending range.
-        range: RangeInclusive,
+        range: AddressRange,
         /// The space the allocator manages.
-        space: RangeInclusive,
+        space: AddressRange,
     },
     /// A requested range overlaps a live allocation.
     #[error("range {requested} overlaps the existing allocation {existing}")]
     Overlap {
         /// The range that was asked for.
-        requested: RangeInclusive,
+        requested: AddressRange,
         /// The live allocation it overlaps (the lowest one, if several).
-        existing: RangeInclusive,
+        existing: AddressRange,
     },
     /// A range to free (or relocate) overlaps no live allocation.
     #[error("range {0} is not allocated")]
-    NotAllocated(RangeInclusive),
+    NotAllocated(AddressRange),
     /// A range to free (or relocate) overlaps a live allocation but is not exactly it.
     #[error("range {requested} is not an allocation: the allocation there is {existing}")]
     NotExactAllocation {
         /// The range that was given.
-        requested: RangeInclusive,
+        requested: AddressRange,
         /// The live allocation it overlaps (the lowest one, if several).
-        existing: RangeInclusive,
+        existing: AddressRange,
     },
     /// An address to look up or release lies in no live allocation.
     #[error("address {0:#x} is not in any allocation")]

@@ -10,9 +10,10 @@ const BITS: usize = 64;
 
 /// Hands out `u32` IDs from an inclusive range, smallest free first.
 ///
-/// The state is a two-level bitmap: one bit per ID (set = allocated) plus one summary bit per
-/// 64-ID word that says whether the word still has a free ID. Finding the smallest free ID reads
-/// a handful of words; freeing is O(1). The bitmap only grows up to the highest ID ever
+/// The state is a three-level bitmap: one bit per ID (set = allocated), one summary bit per
+/// 64-ID word that says whether the word still has a free ID, and one top bit per summary word
+/// that says whether it is non-zero. Finding the smallest free ID reads a handful of words;
+/// freeing is O(1). The bitmap only grows up to the highest ID ever
 /// allocated, so a huge range costs nothing until it is used, and a dense range costs about one
 /// bit per ID.
 ///
@@ -45,7 +46,9 @@ pub struct IdAllocator {
     leaves: Vec<u64>,
     /// Bit `w % 64` of word `w / 64` is set iff `leaves[w]` has a clear (free) bit.
     summary: Vec<u64>,
-    /// Every summary word below this index is zero.
+    /// Bit `s % 64` of word `s / 64` is set iff `summary[s]` is not zero.
+    top: Vec<u64>,
+    /// Every `top` word below this index is zero.
     hint: usize,
     /// Number of allocated IDs.
     used: u64,
@@ -71,6 +74,7 @@ impl IdAllocator {
             last,
             leaves: Vec::new(),
             summary: Vec::new(),
+            top: Vec::new(),
             hint: 0,
             used: 0,
             never,
@@ -367,7 +371,8 @@ impl IdAllocator {
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
         // A B-tree node holds up to 11 entries plus links: count about 24 bytes per run.
-        (self.leaves.capacity() + self.summary.capacity()) * 8 + self.never.len() * 24
+        (self.leaves.capacity() + self.summary.capacity() + self.top.capacity()) * 8
+            + self.never.len() * 24
     }
 
     #[cfg(feature = "serde")]
@@ -385,9 +390,11 @@ impl IdAllocator {
         check_runs(first, last, allocated)?;
         check_runs(first, last, never)?;
         if let Some(&(_, hi)) = allocated.last() {
-            // Leaves up to the highest allocated ID, plus one summary word per 64 leaf words.
+            // Leaves up to the highest allocated ID, one summary word per 64 leaf words, one
+            // top word per 64 summary words.
             let words = u64::from(hi - first) / BITS as u64 + 1;
-            let needed = 8 * (words + words.div_ceil(BITS as u64));
+            let summary = words.div_ceil(BITS as u64);
+            let needed = 8 * (words + summary + summary.div_ceil(BITS as u64));
             if needed > max_bitmap_bytes {
                 return Err(Error::SnapshotTooLarge {
                     needed,
@@ -474,11 +481,12 @@ impl IdAllocator {
 
     /// Offset of the smallest free ID, if any.
     fn smallest_free(&mut self) -> Option<u32> {
-        while self.hint < self.summary.len() && self.summary[self.hint] == 0 {
+        while self.hint < self.top.len() && self.top[self.hint] == 0 {
             self.hint += 1;
         }
-        if let Some(&s) = self.summary.get(self.hint) {
-            let w = self.hint * BITS + s.trailing_zeros() as usize;
+        if let Some(&t) = self.top.get(self.hint) {
+            let s = self.hint * BITS + t.trailing_zeros() as usize;
+            let w = s * BITS + self.summary[s].trailing_zeros() as usize;
             let b = (!self.leaves[w]).trailing_zeros() as usize;
             return Some(to_off(w * BITS + b));
         }
@@ -553,11 +561,13 @@ impl IdAllocator {
             let word = if valid == BITS { 0 } else { u64::MAX << valid };
             self.leaves.push(word);
             if w.is_multiple_of(BITS) {
+                if self.summary.len().is_multiple_of(BITS) {
+                    self.top.push(0);
+                }
                 self.summary.push(0);
             }
             if word != u64::MAX {
-                self.summary[w / BITS] |= 1 << (w % BITS);
-                self.hint = self.hint.min(w / BITS);
+                self.mark_has_free(w);
             }
         }
     }
@@ -567,7 +577,11 @@ impl IdAllocator {
         let w = off / BITS;
         self.leaves[w] |= 1 << (off % BITS);
         if self.leaves[w] == u64::MAX {
-            self.summary[w / BITS] &= !(1 << (w % BITS));
+            let s = w / BITS;
+            self.summary[s] &= !(1 << (w % BITS));
+            if self.summary[s] == 0 {
+                self.top[s / BITS] &= !(1 << (s % BITS));
+            }
         }
     }
 
@@ -582,9 +596,16 @@ impl IdAllocator {
         let off = off as usize;
         let w = off / BITS;
         self.leaves[w] &= !(1 << (off % BITS));
-        self.summary[w / BITS] |= 1 << (w % BITS);
-        self.hint = self.hint.min(w / BITS);
+        self.mark_has_free(w);
         self.used -= 1;
+    }
+
+    /// Records that leaf word `w` has a free bit, in the summary and the top level.
+    fn mark_has_free(&mut self, w: usize) {
+        let s = w / BITS;
+        self.summary[s] |= 1 << (w % BITS);
+        self.top[s / BITS] |= 1 << (s % BITS);
+        self.hint = self.hint.min(s / BITS);
     }
 
     /// Removes `off` from the never-allocated runs.

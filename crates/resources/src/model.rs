@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use memvisor_resources::model::{run_addr_ops, run_id_ops, AddrOp, IdOp};
-//! use memvisor_resources::{AllocPolicy, RangeInclusive};
+//! use memvisor_resources::{AllocPolicy, AddressRange};
 //!
 //! run_id_ops(0, 99, &[IdOp::Allocate, IdOp::AllocateAt(7), IdOp::Free(7), IdOp::Free(7)])?;
 //! let alloc = AddrOp::Allocate {
@@ -19,7 +19,7 @@
 //!     window: None,
 //!     tag: 1,
 //! };
-//! run_addr_ops(RangeInclusive::FULL, &[alloc, AddrOp::FreeNth(0), AddrOp::Lookup(u64::MAX)])?;
+//! run_addr_ops(AddressRange::FULL, &[alloc, AddrOp::FreeNth(0), AddrOp::Lookup(u64::MAX)])?;
 //! # Ok::<(), memvisor_resources::model::Mismatch>(())
 //! ```
 
@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::RangeInclusive as IdRange;
 
-use crate::{AddressAllocator, AllocPolicy, Error, IdAllocator, RangeInclusive, Request};
+use crate::{AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, Request};
 
 /// A difference between an allocator and its model, or a broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -407,15 +407,15 @@ pub enum AddrOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AddrAnswer {
     /// A placed range.
-    Placed(RangeInclusive),
+    Placed(AddressRange),
     /// A reservation succeeded.
     Reserved,
     /// A free returned this tag.
     Freed(u32),
     /// A release returned this range and tag.
-    Released(RangeInclusive, u32),
+    Released(AddressRange, u32),
     /// A lookup found this (or nothing).
-    Found(Option<(RangeInclusive, u32)>),
+    Found(Option<(AddressRange, u32)>),
     /// The operation did not apply (no live allocation to pick).
     Skipped,
 }
@@ -424,14 +424,14 @@ pub enum AddrAnswer {
 /// free ranges derived by a walk and brute-force first and last fit.
 #[derive(Clone, Debug)]
 pub struct AddrModel {
-    space: RangeInclusive,
-    ranges: Vec<(RangeInclusive, u32)>,
+    space: AddressRange,
+    ranges: Vec<(AddressRange, u32)>,
 }
 
 impl AddrModel {
     /// A model of an allocator of `space`.
     #[must_use]
-    pub fn new(space: RangeInclusive) -> Self {
+    pub fn new(space: AddressRange) -> Self {
         Self {
             space,
             ranges: Vec::new(),
@@ -440,13 +440,13 @@ impl AddrModel {
 
     /// The allocations, sorted by address.
     #[must_use]
-    pub fn ranges(&self) -> &[(RangeInclusive, u32)] {
+    pub fn ranges(&self) -> &[(AddressRange, u32)] {
         &self.ranges
     }
 
     /// The free ranges, sorted, computed from the allocations.
     #[must_use]
-    pub fn free_ranges(&self) -> Vec<RangeInclusive> {
+    pub fn free_ranges(&self) -> Vec<AddressRange> {
         let mut out = Vec::new();
         let mut next = u128::from(self.space.start());
         for (r, _) in &self.ranges {
@@ -461,13 +461,13 @@ impl AddrModel {
         out
     }
 
-    fn lowest_overlap(&self, range: &RangeInclusive) -> Option<usize> {
+    fn lowest_overlap(&self, range: &AddressRange) -> Option<usize> {
         self.ranges
             .iter()
             .position(|(r, _)| r.start() <= range.end() && range.start() <= r.end())
     }
 
-    fn insert(&mut self, range: RangeInclusive, tag: u32) {
+    fn insert(&mut self, range: AddressRange, tag: u32) {
         let at = self
             .ranges
             .partition_point(|(r, _)| r.start() < range.start());
@@ -479,7 +479,7 @@ impl AddrModel {
         alignment: u64,
         policy: AllocPolicy,
         window: Option<(u64, u64)>,
-    ) -> Result<Option<RangeInclusive>, Error> {
+    ) -> Result<Option<AddressRange>, Error> {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
@@ -514,8 +514,8 @@ impl AddrModel {
         size: u64,
         alignment: u64,
         policy: AllocPolicy,
-        window: Option<RangeInclusive>,
-    ) -> Result<RangeInclusive, Error> {
+        window: Option<AddressRange>,
+    ) -> Result<AddressRange, Error> {
         let window = window.unwrap_or(self.space);
         if window.start() < self.space.start() || window.end() > self.space.end() {
             return Err(Error::OutsideSpace {
@@ -668,13 +668,13 @@ impl AddrModel {
 }
 
 /// Builds a range from values the caller knows to be valid `u64` bounds in order.
-fn range128(start: u128, end: u128) -> RangeInclusive {
+fn range128(start: u128, end: u128) -> AddressRange {
     let start = u64::try_from(start).unwrap_or(u64::MAX);
     let end = u64::try_from(end).unwrap_or(u64::MAX);
-    RangeInclusive::new(start, end).unwrap_or(RangeInclusive::FULL)
+    AddressRange::new(start, end).unwrap_or(AddressRange::FULL)
 }
 
-fn nth_range(alloc: &AddressAllocator<u32>, n: usize) -> Option<RangeInclusive> {
+fn nth_range(alloc: &AddressAllocator<u32>, n: usize) -> Option<AddressRange> {
     let len = alloc.len();
     (len > 0).then(|| alloc.allocated().nth(n % len).map(|a| a.range))?
 }
@@ -690,12 +690,12 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
         } => {
             let mut req = Request::new(size, alignment, policy)?;
             if let Some((start, end)) = window {
-                req = req.within(RangeInclusive::new(start, end)?);
+                req = req.within(AddressRange::new(start, end)?);
             }
             AddrAnswer::Placed(alloc.allocate_with(&req, tag)?)
         }
         AddrOp::Reserve { start, end, tag } => {
-            alloc.reserve_with(RangeInclusive::new(start, end)?, tag)?;
+            alloc.reserve_with(AddressRange::new(start, end)?, tag)?;
             AddrAnswer::Reserved
         }
         AddrOp::FreeNth(n) => match nth_range(alloc, n) {
@@ -703,7 +703,7 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
             None => AddrAnswer::Skipped,
         },
         AddrOp::FreeRange { start, end } => {
-            AddrAnswer::Freed(alloc.free(&RangeInclusive::new(start, end)?)?)
+            AddrAnswer::Freed(alloc.free(&AddressRange::new(start, end)?)?)
         }
         AddrOp::Release(addr) => {
             let (r, tag) = alloc.release_containing(addr)?;
@@ -735,7 +735,7 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
 /// # Errors
 ///
 /// The first [`Mismatch`] found.
-pub fn run_addr_ops(space: RangeInclusive, ops: &[AddrOp]) -> Result<(), Mismatch> {
+pub fn run_addr_ops(space: AddressRange, ops: &[AddrOp]) -> Result<(), Mismatch> {
     let mut real = AddressAllocator::<u32>::new(space);
     let mut model = AddrModel::new(space);
     for (step, op) in ops.iter().enumerate() {
@@ -759,11 +759,11 @@ pub fn run_addr_ops(space: RangeInclusive, ops: &[AddrOp]) -> Result<(), Mismatc
 /// A description of the first difference or broken invariant.
 pub fn check_addr(real: &AddressAllocator<u32>, model: &AddrModel) -> Result<(), String> {
     real.check_invariants().map_err(|e| format!("{e}"))?;
-    let allocs: Vec<(RangeInclusive, u32)> = real.allocated().map(|a| (a.range, *a.tag)).collect();
+    let allocs: Vec<(AddressRange, u32)> = real.allocated().map(|a| (a.range, *a.tag)).collect();
     if allocs != model.ranges {
         return Err(format!("allocations {allocs:?}, model {:?}", model.ranges));
     }
-    let frees: Vec<RangeInclusive> = real.free_ranges().collect();
+    let frees: Vec<AddressRange> = real.free_ranges().collect();
     if frees != model.free_ranges() {
         return Err(format!(
             "free ranges {frees:?}, model {:?}",

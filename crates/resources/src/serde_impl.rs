@@ -1,6 +1,6 @@
 //! Serde support: one canonical form per type, fully validated on load.
 //!
-//! - [`RangeInclusive`]: `{ "start": u64, "end": u64 }`, `start <= end`.
+//! - [`AddressRange`]: `{ "start": u64, "end": u64 }`, `start <= end`.
 //! - [`IdAllocator`]: `{ "first", "last", "used", "allocated": [[lo, hi], ...], "never_allocated":
 //!   [[lo, hi], ...] }` with runs sorted, disjoint and not touching, inside `first..=last`, `used`
 //!   equal to the number of allocated IDs, and no ID in both lists.
@@ -18,7 +18,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
-use crate::{AddressAllocator, IdAllocator, RangeInclusive};
+use crate::{AddressAllocator, AddressRange, IdAllocator};
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "RangeInclusive", deny_unknown_fields)]
@@ -27,7 +27,7 @@ struct RangeRepr {
     end: u64,
 }
 
-impl Serialize for RangeInclusive {
+impl Serialize for AddressRange {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RangeRepr {
             start: self.start(),
@@ -37,10 +37,10 @@ impl Serialize for RangeInclusive {
     }
 }
 
-impl<'de> Deserialize<'de> for RangeInclusive {
+impl<'de> Deserialize<'de> for AddressRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RangeRepr::deserialize(d)?;
-        RangeInclusive::new(r.start, r.end).map_err(D::Error::custom)
+        AddressRange::new(r.start, r.end).map_err(D::Error::custom)
     }
 }
 
@@ -61,7 +61,7 @@ impl<'de> Deserialize<'de> for RangeInclusive {
 /// let limits = IdLoadLimits::default();
 /// assert_eq!(
 ///     IdAllocator::from_snapshot(&snapshot, &limits).map(|a| a.used()),
-///     Err(Error::SnapshotTooLarge { needed: 545_259_520, limit: limits.max_bitmap_bytes })
+///     Err(Error::SnapshotTooLarge { needed: 545_390_592, limit: limits.max_bitmap_bytes })
 /// );
 /// // A caller that means it raises the limit.
 /// let roomy = IdLoadLimits { max_bitmap_bytes: 600 << 20 };
@@ -157,21 +157,21 @@ impl<'de> Deserialize<'de> for IdAllocator {
 #[derive(Serialize)]
 #[serde(rename = "Allocation")]
 struct EntryRef<'a, T> {
-    range: RangeInclusive,
+    range: AddressRange,
     tag: &'a T,
 }
 
 #[derive(Deserialize)]
 #[serde(rename = "Allocation", deny_unknown_fields)]
 struct Entry<T> {
-    range: RangeInclusive,
+    range: AddressRange,
     tag: T,
 }
 
 #[derive(Serialize)]
 #[serde(rename = "AddressAllocator")]
 struct AddrReprRef<'a, T> {
-    space: RangeInclusive,
+    space: AddressRange,
     count: u64,
     allocations: Vec<EntryRef<'a, T>>,
 }
@@ -179,7 +179,7 @@ struct AddrReprRef<'a, T> {
 #[derive(Deserialize)]
 #[serde(rename = "AddressAllocator", deny_unknown_fields)]
 struct AddrRepr<T> {
-    space: RangeInclusive,
+    space: AddressRange,
     count: u64,
     allocations: Vec<Entry<T>>,
 }

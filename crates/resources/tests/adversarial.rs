@@ -8,7 +8,7 @@
 //! they claim; they were found by scanning pages in order and keeping each one whose priority
 //! continues the run within a small step.
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy};
 
 const PAGE: u64 = 0x1000;
 const RISING: &[u8] = include_bytes!("data/treap_rising_20000.bin");
@@ -60,8 +60,8 @@ fn on_small_stack(f: impl FnOnce() + Send + 'static) {
         .unwrap();
 }
 
-fn space_of(starts: &[u64]) -> RangeInclusive {
-    RangeInclusive::new(starts[0], starts[starts.len() - 1] + 4 * PAGE).unwrap()
+fn space_of(starts: &[u64]) -> AddressRange {
+    AddressRange::new(starts[0], starts[starts.len() - 1] + 4 * PAGE).unwrap()
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn reserve_rising_hash_then_free_lowest_and_first_fit_succeeds() {
         let s = starts(RISING);
         let mut a = AddressAllocator::<()>::new(space_of(&s));
         for &start in &s {
-            a.reserve(RangeInclusive::from_start_and_size(start, PAGE).unwrap())
+            a.reserve(AddressRange::from_start_and_size(start, PAGE).unwrap())
                 .unwrap();
         }
         assert!(
@@ -91,7 +91,7 @@ fn reserve_rising_hash_then_free_lowest_and_first_fit_succeeds() {
             "height {}",
             a.index_height()
         );
-        let lowest = RangeInclusive::from_start_and_size(s[0], PAGE).unwrap();
+        let lowest = AddressRange::from_start_and_size(s[0], PAGE).unwrap();
         a.free(&lowest).unwrap();
         assert_eq!(a.allocate(PAGE, PAGE, AllocPolicy::FirstMatch), Ok(lowest));
         assert_eq!(a.len(), 20_000);
@@ -105,7 +105,7 @@ fn reserve_falling_hash_work_stays_n_log_n() {
         let s = starts(FALLING);
         let mut a = AddressAllocator::<()>::new(space_of(&s));
         for &start in &s {
-            a.reserve(RangeInclusive::from_start_and_size(start, PAGE).unwrap())
+            a.reserve(AddressRange::from_start_and_size(start, PAGE).unwrap())
                 .unwrap();
         }
         let n = s.len() as u64;
@@ -115,7 +115,7 @@ fn reserve_falling_hash_work_stays_n_log_n() {
         assert!(work <= n * 24, "{work} nodes visited for {n} inserts");
         assert!(a.index_height() <= avl_limit(a.len()));
         for &start in s.iter().rev().step_by(2) {
-            a.free(&RangeInclusive::from_start_and_size(start, PAGE).unwrap())
+            a.free(&AddressRange::from_start_and_size(start, PAGE).unwrap())
                 .unwrap();
         }
         assert!(a.index_work() - work <= n / 2 * 2 * 24);
@@ -155,7 +155,7 @@ fn snapshot_crafted_load_is_linear_and_balanced() {
             assert_eq!(a.index_work(), s.len() as u64);
             assert!(a.index_height() <= avl_limit(a.len()));
             a.check_invariants().unwrap();
-            let lowest = RangeInclusive::from_start_and_size(s[0], PAGE).unwrap();
+            let lowest = AddressRange::from_start_and_size(s[0], PAGE).unwrap();
             a.free(&lowest).unwrap();
             assert_eq!(a.allocate(PAGE, PAGE, AllocPolicy::FirstMatch), Ok(lowest));
             a.check_invariants().unwrap();

@@ -52,7 +52,7 @@ fn id_snapshot_high_id_load_stays_within_limit() {
     let err = res.unwrap_err().to_string();
     assert!(
         err.contains(
-            "snapshot too large: loading it needs 545259520 bytes of bitmap, the limit is 1048576"
+            "snapshot too large: loading it needs 545390592 bytes of bitmap, the limit is 1048576"
         ),
         "{err}"
     );
@@ -67,7 +67,7 @@ fn id_snapshot_high_id_load_stays_within_limit() {
     assert_eq!(
         res.map(|a| a.used()),
         Err(Error::SnapshotTooLarge {
-            needed: 545_259_520,
+            needed: 545_390_592,
             limit: 64 << 10
         })
     );

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use self::tree::{NIL, Search, Tree};
 use crate::error::{Error, Result};
-use crate::range::RangeInclusive;
+use crate::range::AddressRange;
 
 /// Where [`AddressAllocator::allocate`] places a range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -23,9 +23,9 @@ pub enum AllocPolicy {
 /// A validated allocation request: size, alignment, policy and an optional window.
 ///
 /// ```
-/// use memvisor_resources::{AllocPolicy, Error, RangeInclusive, Request};
+/// use memvisor_resources::{AllocPolicy, Error, AddressRange, Request};
 ///
-/// let below_4g = RangeInclusive::new(0, 0xffff_ffff)?;
+/// let below_4g = AddressRange::new(0, 0xffff_ffff)?;
 /// let req = Request::new(0x1000, 0x1000, AllocPolicy::LastMatch)?.within(below_4g);
 /// assert_eq!(req.window(), Some(below_4g));
 /// assert_eq!(
@@ -39,7 +39,7 @@ pub struct Request {
     size: u64,
     alignment: u64,
     policy: AllocPolicy,
-    window: Option<RangeInclusive>,
+    window: Option<AddressRange>,
 }
 
 impl Request {
@@ -62,7 +62,7 @@ impl Request {
             if address & (alignment - 1) != 0 {
                 return Err(Error::UnalignedAddress { address, alignment });
             }
-            RangeInclusive::from_start_and_size(address, size)?;
+            AddressRange::from_start_and_size(address, size)?;
         }
         Ok(Self {
             size,
@@ -75,7 +75,7 @@ impl Request {
     /// Restricts the placement to `window` (inclusive), which must lie inside the allocator's
     /// space when the request is used.
     #[must_use]
-    pub fn within(mut self, window: RangeInclusive) -> Self {
+    pub fn within(mut self, window: AddressRange) -> Self {
         self.window = Some(window);
         self
     }
@@ -100,7 +100,7 @@ impl Request {
 
     /// The window, if one was set.
     #[must_use]
-    pub fn window(&self) -> Option<RangeInclusive> {
+    pub fn window(&self) -> Option<AddressRange> {
         self.window
     }
 }
@@ -109,7 +109,7 @@ impl Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Allocation<'a, T> {
     /// The allocated range.
-    pub range: RangeInclusive,
+    pub range: AddressRange,
     /// The owner tag given when it was allocated.
     pub tag: &'a T,
 }
@@ -123,19 +123,19 @@ pub struct Allocation<'a, T> {
 /// The space may be the whole 64-bit space and ranges may end at `u64::MAX`.
 ///
 /// ```
-/// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive};
+/// use memvisor_resources::{AddressAllocator, AllocPolicy, AddressRange};
 ///
-/// let mut mmio = AddressAllocator::<u32>::new(RangeInclusive::new(0xd000_0000, 0xfebf_ffff)?);
+/// let mut mmio = AddressAllocator::<u32>::new(AddressRange::new(0xd000_0000, 0xfebf_ffff)?);
 /// let req = memvisor_resources::Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
 /// let a = mmio.allocate_with(&req, 7)?;
-/// assert_eq!(a, RangeInclusive::new(0xd000_0000, 0xd000_0fff)?);
+/// assert_eq!(a, AddressRange::new(0xd000_0000, 0xd000_0fff)?);
 /// assert_eq!(mmio.allocation_containing(0xd000_0800).map(|x| *x.tag), Some(7));
 /// assert_eq!(mmio.free(&a)?, 7);
 /// # Ok::<(), memvisor_resources::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct AddressAllocator<T = ()> {
-    space: RangeInclusive,
+    space: AddressRange,
     tree: Tree,
     /// Tag of each node, at the node's arena index.
     tags: Vec<T>,
@@ -147,7 +147,7 @@ pub struct AddressAllocator<T = ()> {
 impl<T> AddressAllocator<T> {
     /// Creates an allocator of `space`, all free.
     #[must_use]
-    pub fn new(space: RangeInclusive) -> Self {
+    pub fn new(space: AddressRange) -> Self {
         Self {
             space,
             tree: Tree::new(),
@@ -159,7 +159,7 @@ impl<T> AddressAllocator<T> {
 
     /// The managed space.
     #[must_use]
-    pub fn space(&self) -> RangeInclusive {
+    pub fn space(&self) -> AddressRange {
         self.space
     }
 
@@ -213,10 +213,10 @@ impl<T> AddressAllocator<T> {
     /// the window), [`Error::Overlap`] if an exact range overlaps a live allocation,
     /// [`Error::OutOfSpace`] if no free range fits, [`Error::TooManyAllocations`] at 2^32 - 1
     /// live ranges. The allocator is unchanged on error.
-    pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<RangeInclusive> {
+    pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
         self.check_room()?;
         let (addr, host) = self.place(request)?;
-        let range = RangeInclusive::from_start_and_size(addr, request.size)?;
+        let range = AddressRange::from_start_and_size(addr, request.size)?;
         Ok(self.commit(range, host, tag))
     }
 
@@ -226,7 +226,7 @@ impl<T> AddressAllocator<T> {
     ///
     /// [`Error::OutsideSpace`] if `range` is not inside the space, [`Error::Overlap`] if it
     /// overlaps a live allocation, [`Error::TooManyAllocations`] at 2^32 - 1 live ranges.
-    pub fn reserve_with(&mut self, range: RangeInclusive, tag: T) -> Result<()> {
+    pub fn reserve_with(&mut self, range: AddressRange, tag: T) -> Result<()> {
         self.check_room()?;
         if !self.space.contains_range(&range) {
             return Err(Error::OutsideSpace {
@@ -246,7 +246,7 @@ impl<T> AddressAllocator<T> {
     /// [`Error::NotExactAllocation`] if `range` overlaps a live allocation without being
     /// exactly it (the lowest such allocation is reported), [`Error::NotAllocated`] if it
     /// overlaps none. The allocator is unchanged on error.
-    pub fn free(&mut self, range: &RangeInclusive) -> Result<T> {
+    pub fn free(&mut self, range: &AddressRange) -> Result<T> {
         let (node, succ) = self.exact(range)?;
         Ok(self.remove(node, succ))
     }
@@ -256,7 +256,7 @@ impl<T> AddressAllocator<T> {
     /// # Errors
     ///
     /// [`Error::AddressNotAllocated`] if no allocation contains `addr`.
-    pub fn release_containing(&mut self, addr: u64) -> Result<(RangeInclusive, T)> {
+    pub fn release_containing(&mut self, addr: u64) -> Result<(AddressRange, T)> {
         let (node, succ, range) = self
             .containing(addr)
             .ok_or(Error::AddressNotAllocated(addr))?;
@@ -274,21 +274,21 @@ impl<T> AddressAllocator<T> {
     /// error.
     ///
     /// ```
-    /// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request};
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy, AddressRange, Request};
     ///
     /// let mut a = AddressAllocator::<()>::with_base_and_size(0, 0x10000)?;
     /// let bar = a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
     /// let moved = a.relocate(&bar, &Request::new(0x2000, 0x1000, AllocPolicy::LastMatch)?)?;
-    /// assert_eq!(moved, RangeInclusive::new(0xe000, 0xffff)?);
+    /// assert_eq!(moved, AddressRange::new(0xe000, 0xffff)?);
     /// assert_eq!(a.len(), 1);
     /// # Ok::<(), memvisor_resources::Error>(())
     /// ```
-    pub fn relocate(&mut self, old: &RangeInclusive, request: &Request) -> Result<RangeInclusive> {
+    pub fn relocate(&mut self, old: &AddressRange, request: &Request) -> Result<AddressRange> {
         let (node, succ) = self.exact(old)?;
         let tag = self.remove(node, succ);
         match self.place(request) {
             Ok((addr, host)) => {
-                let range = RangeInclusive::from_start_and_size(addr, request.size)?;
+                let range = AddressRange::from_start_and_size(addr, request.size)?;
                 Ok(self.commit(range, host, tag))
             }
             Err(e) => {
@@ -311,7 +311,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// The ranges allocated with a tag equal to `tag`, in address order (a scan: O(n)).
-    pub fn find_tagged<'a>(&'a self, tag: &'a T) -> impl Iterator<Item = RangeInclusive> + 'a
+    pub fn find_tagged<'a>(&'a self, tag: &'a T) -> impl Iterator<Item = AddressRange> + 'a
     where
         T: PartialEq,
     {
@@ -419,13 +419,13 @@ impl<T> AddressAllocator<T> {
     /// ranges are not sorted or overlap, [`Error::TooManyAllocations`] past 2^32 - 1 ranges.
     #[cfg(feature = "serde")]
     pub(crate) fn from_sorted(
-        space: RangeInclusive,
-        allocations: Vec<(RangeInclusive, T)>,
+        space: AddressRange,
+        allocations: Vec<(AddressRange, T)>,
     ) -> Result<Self> {
         if allocations.len() >= NIL as usize {
             return Err(Error::TooManyAllocations(u32::MAX - 1));
         }
-        let mut prev: Option<RangeInclusive> = None;
+        let mut prev: Option<AddressRange> = None;
         let mut used = 0u128;
         for (range, _) in &allocations {
             if !space.contains_range(range) {
@@ -477,12 +477,12 @@ impl<T> AddressAllocator<T> {
         }
     }
 
-    fn range_of(&self, node: u32, succ: u32) -> RangeInclusive {
-        RangeInclusive::new(self.tree.node(node).start, self.end_before(succ)).unwrap_or(self.space)
+    fn range_of(&self, node: u32, succ: u32) -> AddressRange {
+        AddressRange::new(self.tree.node(node).start, self.end_before(succ)).unwrap_or(self.space)
     }
 
     /// The free range in front of `succ` (`NIL`: the free tail), if not empty.
-    fn gap_before(&self, succ: u32) -> Option<RangeInclusive> {
+    fn gap_before(&self, succ: u32) -> Option<AddressRange> {
         if succ == NIL {
             if self.tree.is_empty() {
                 return Some(self.space);
@@ -490,18 +490,18 @@ impl<T> AddressAllocator<T> {
             if self.tail == 0 {
                 return None;
             }
-            RangeInclusive::new(self.space.end() - self.tail + 1, self.space.end()).ok()
+            AddressRange::new(self.space.end() - self.tail + 1, self.space.end()).ok()
         } else {
             let n = self.tree.node(succ);
             if n.gap == 0 {
                 return None;
             }
-            RangeInclusive::new(n.start - n.gap, n.start - 1).ok()
+            AddressRange::new(n.start - n.gap, n.start - 1).ok()
         }
     }
 
     /// The allocation containing `addr`: node, successor and range.
-    fn containing(&self, addr: u64) -> Option<(u32, u32, RangeInclusive)> {
+    fn containing(&self, addr: u64) -> Option<(u32, u32, AddressRange)> {
         let around = self.tree.around(addr);
         if around.pred == NIL {
             return None;
@@ -513,7 +513,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// The node that is exactly `range` and its successor.
-    fn exact(&self, range: &RangeInclusive) -> Result<(u32, u32)> {
+    fn exact(&self, range: &AddressRange) -> Result<(u32, u32)> {
         if let Some((node, succ, found)) = self.containing(range.start()) {
             if found == *range {
                 return Ok((node, succ));
@@ -533,7 +533,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// The lowest allocation that overlaps `range`, given that none contains its start.
-    fn first_overlap(&self, range: &RangeInclusive) -> Option<RangeInclusive> {
+    fn first_overlap(&self, range: &AddressRange) -> Option<AddressRange> {
         let succ = self.tree.around(range.start()).succ;
         if succ == NIL || self.tree.node(succ).start > range.end() {
             return None;
@@ -542,7 +542,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// Checks that `range` is free; returns the node whose gap holds it (`NIL`: the tail).
-    fn free_host(&self, range: RangeInclusive) -> Result<u32> {
+    fn free_host(&self, range: AddressRange) -> Result<u32> {
         if let Some((_, _, existing)) = self.containing(range.start()) {
             return Err(Error::Overlap {
                 requested: range,
@@ -574,7 +574,7 @@ impl<T> AddressAllocator<T> {
         };
         let rev = match request.policy {
             AllocPolicy::ExactMatch(addr) => {
-                let range = RangeInclusive::from_start_and_size(addr, size)?;
+                let range = AddressRange::from_start_and_size(addr, size)?;
                 if !window.contains_range(&range) {
                     return Err(Error::OutsideSpace {
                         range,
@@ -586,7 +586,7 @@ impl<T> AddressAllocator<T> {
             AllocPolicy::FirstMatch => false,
             AllocPolicy::LastMatch => true,
         };
-        let fit = |gap: RangeInclusive| fit_in(gap, window, size, align, rev);
+        let fit = |gap: AddressRange| fit_in(gap, window, size, align, rev);
         let tail = || self.gap_before(NIL).and_then(fit).map(|a| (a, NIL));
         if rev && let Some(hit) = tail() {
             return Ok(hit);
@@ -595,7 +595,7 @@ impl<T> AddressAllocator<T> {
             let here = if n.gap == 0 {
                 None
             } else {
-                RangeInclusive::new(n.start - n.gap, n.start - 1)
+                AddressRange::new(n.start - n.gap, n.start - 1)
                     .ok()
                     .and_then(fit)
             };
@@ -617,7 +617,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// Records `range` (free, inside the gap in front of `host`) as allocated with `tag`.
-    fn commit(&mut self, range: RangeInclusive, host: u32, tag: T) -> RangeInclusive {
+    fn commit(&mut self, range: AddressRange, host: u32, tag: T) -> AddressRange {
         let region_start = match self.gap_before(host) {
             Some(g) => g.start(),
             None => range.start(),
@@ -662,7 +662,7 @@ impl<T> AddressAllocator<T> {
 impl AddressAllocator {
     /// Creates an untagged allocator of `size` units starting at `base`, as vm-allocator's
     /// constructor of the same name does; code ported from vm-allocator compiles unchanged.
-    /// (For tagged ranges: `AddressAllocator::<T>::new(RangeInclusive::from_start_and_size(base,
+    /// (For tagged ranges: `AddressAllocator::<T>::new(AddressRange::from_start_and_size(base,
     /// size)?)`.)
     ///
     /// # Errors
@@ -680,7 +680,7 @@ impl AddressAllocator {
     /// # Ok::<(), memvisor_resources::Error>(())
     /// ```
     pub fn with_base_and_size(base: u64, size: u64) -> Result<Self> {
-        Ok(Self::new(RangeInclusive::from_start_and_size(base, size)?))
+        Ok(Self::new(AddressRange::from_start_and_size(base, size)?))
     }
 }
 
@@ -692,9 +692,9 @@ impl<T: Default> AddressAllocator<T> {
     /// Those of [`Request::new`] and [`allocate_with`](Self::allocate_with).
     ///
     /// ```
-    /// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive};
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy, AddressRange};
     ///
-    /// let mut a = AddressAllocator::<()>::new(RangeInclusive::FULL);
+    /// let mut a = AddressAllocator::<()>::new(AddressRange::FULL);
     /// let top = a.allocate(0x1000, 0x1000, AllocPolicy::LastMatch)?;
     /// assert_eq!(top.end(), u64::MAX);
     /// let low = a.allocate(0x10, 0x10, AllocPolicy::FirstMatch)?;
@@ -706,7 +706,7 @@ impl<T: Default> AddressAllocator<T> {
         size: u64,
         alignment: u64,
         policy: AllocPolicy,
-    ) -> Result<RangeInclusive> {
+    ) -> Result<AddressRange> {
         self.allocate_with(&Request::new(size, alignment, policy)?, T::default())
     }
 
@@ -715,7 +715,7 @@ impl<T: Default> AddressAllocator<T> {
     /// # Errors
     ///
     /// Those of [`reserve_with`](Self::reserve_with).
-    pub fn reserve(&mut self, range: RangeInclusive) -> Result<()> {
+    pub fn reserve(&mut self, range: AddressRange) -> Result<()> {
         self.reserve_with(range, T::default())
     }
 }
@@ -723,8 +723,8 @@ impl<T: Default> AddressAllocator<T> {
 /// The lowest (or, with `rev`, highest) address in `gap ∩ window` that is a multiple of `align`
 /// and starts `size` free units.
 fn fit_in(
-    gap: RangeInclusive,
-    window: RangeInclusive,
+    gap: AddressRange,
+    window: AddressRange,
     size: u64,
     align: u64,
     rev: bool,
@@ -774,9 +774,9 @@ pub struct FreeRanges<'a, T> {
 }
 
 impl<T> Iterator for FreeRanges<'_, T> {
-    type Item = RangeInclusive;
+    type Item = AddressRange;
 
-    fn next(&mut self) -> Option<RangeInclusive> {
+    fn next(&mut self) -> Option<AddressRange> {
         for node in self.nodes.by_ref() {
             if let Some(gap) = self.alloc.gap_before(node) {
                 return Some(gap);
@@ -804,8 +804,8 @@ impl<T: Eq> Eq for AddressAllocator<T> {}
 mod tests {
     use super::*;
 
-    fn r(start: u64, end: u64) -> RangeInclusive {
-        RangeInclusive::new(start, end).unwrap()
+    fn r(start: u64, end: u64) -> AddressRange {
+        AddressRange::new(start, end).unwrap()
     }
 
     fn pool() -> AddressAllocator<u32> {
@@ -1248,7 +1248,7 @@ mod tests {
             a.allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(addr)), i as u32)
                 .unwrap();
         }
-        let got: Vec<(RangeInclusive, u32)> = a.allocated().map(|x| (x.range, *x.tag)).collect();
+        let got: Vec<(AddressRange, u32)> = a.allocated().map(|x| (x.range, *x.tag)).collect();
         assert_eq!(
             got,
             [
@@ -1285,7 +1285,7 @@ mod tests {
     #[test]
     fn shrink_to_fit_after_frees_releases_capacity() {
         let mut a = AddressAllocator::<()>::new(r(0, u64::MAX));
-        let ranges: Vec<RangeInclusive> = (0..1000)
+        let ranges: Vec<AddressRange> = (0..1000)
             .map(|_| a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch).unwrap())
             .collect();
         for x in &ranges[..900] {
