@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, RangeInclusive, Request};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, IdAllocator, Request};
 use memvisor_space::{
     AddressSpace, Backing, HugePageFallback, HugePageSize, HugePages, Layout, NumaBinding,
     NumaPolicy, RegionSpec, RegionType, WindowKind,
@@ -48,7 +48,7 @@ pub struct Span {
 }
 
 impl Span {
-    fn from_range(r: RangeInclusive) -> Self {
+    fn from_range(r: AddressRange) -> Self {
         Self {
             start: r.start(),
             end: r.end(),
@@ -349,7 +349,7 @@ impl Windows {
     fn new(layout: &Layout, kind: WindowKind, what: &'static str) -> Self {
         let allocs = layout
             .windows_of(kind)
-            .filter_map(|w| RangeInclusive::from_start_and_size(w.start().0, w.size()).ok())
+            .filter_map(|w| AddressRange::from_start_and_size(w.start().0, w.size()).ok())
             .map(AddressAllocator::new)
             .collect();
         Self { what, allocs }
@@ -380,7 +380,7 @@ impl Windows {
         )
     }
 
-    fn place(&mut self, size: u64, align: u64, owner: &str) -> Result<RangeInclusive, Problem> {
+    fn place(&mut self, size: u64, align: u64, owner: &str) -> Result<AddressRange, Problem> {
         let request = Request::new(size, align, AllocPolicy::FirstMatch)
             .map_err(|e| Problem::Invalid(e.to_string()))?;
         for a in &mut self.allocs {
@@ -395,8 +395,8 @@ impl Windows {
         })
     }
 
-    fn fix(&mut self, start: u64, size: u64, owner: &str) -> Result<RangeInclusive, Problem> {
-        let range = RangeInclusive::from_start_and_size(start, size)
+    fn fix(&mut self, start: u64, size: u64, owner: &str) -> Result<AddressRange, Problem> {
+        let range = AddressRange::from_start_and_size(start, size)
             .map_err(|e| Problem::Invalid(e.to_string()))?;
         let describe = self.describe();
         let Some(a) = self
@@ -600,7 +600,7 @@ pub fn plan(spec: &VmSpec, src: Source<'_>) -> Result<Plan, SpecError> {
 
     // DAX windows.
     let mut dax = Windows::new(&layout, WindowKind::Dax, "DAX windows");
-    let mut device_dax: Vec<Option<RangeInclusive>> = vec![None; spec.devices.len()];
+    let mut device_dax: Vec<Option<AddressRange>> = vec![None; spec.devices.len()];
     for (d, slot) in spec.devices.iter().zip(&mut device_dax) {
         if let Some(size) = d.dax_size {
             *slot = Some(
@@ -835,7 +835,7 @@ fn place_mmio(
     spec: &VmSpec,
     src: Source<'_>,
     layout: &Layout,
-) -> Result<(Option<RangeInclusive>, Option<Span>, Vec<RangeInclusive>), SpecError> {
+) -> Result<(Option<AddressRange>, Option<Span>, Vec<AddressRange>), SpecError> {
     let mut mmio = Windows::new(layout, WindowKind::Device, "device windows");
     let mut serial_mmio = None;
     let mut serial_pio = None;
@@ -843,10 +843,10 @@ fn place_mmio(
         match spec.arch {
             Arch::X86_64 => {
                 let mut ports = AddressAllocator::<String>::new(
-                    RangeInclusive::new(0, 0xffff).unwrap_or(RangeInclusive::FULL),
+                    AddressRange::new(0, 0xffff).unwrap_or(AddressRange::FULL),
                 );
                 let port = s.port.unwrap_or(X86_SERIAL_PORT);
-                let range = RangeInclusive::from_start_and_size(port, SERIAL_PORT_LEN)
+                let range = AddressRange::from_start_and_size(port, SERIAL_PORT_LEN)
                     .map_err(|e| err(src, &s.loc, Some("port"), Problem::Invalid(e.to_string())))?;
                 ports
                     .reserve_with(range, "serial".to_owned())
@@ -863,7 +863,7 @@ fn place_mmio(
             }
         }
     }
-    let mut device_mmio: Vec<Option<RangeInclusive>> = vec![None; spec.devices.len()];
+    let mut device_mmio: Vec<Option<AddressRange>> = vec![None; spec.devices.len()];
     for (d, slot) in spec.devices.iter().zip(&mut device_mmio) {
         if let Some(a) = d.address {
             *slot = Some(

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, Request};
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
@@ -134,8 +134,8 @@ impl Window {
                 .is_some_and(|last| last <= self.last())
     }
 
-    fn range(&self) -> RangeInclusive {
-        RangeInclusive::new(self.start, self.last()).unwrap_or(RangeInclusive::FULL)
+    fn range(&self) -> AddressRange {
+        AddressRange::new(self.start, self.last()).unwrap_or(AddressRange::FULL)
     }
 }
 
@@ -523,7 +523,7 @@ impl Placer {
     /// [`Error::Overlap`] if part of it is already taken; [`Error::ZeroSize`] /
     /// [`Error::Overflow`] for a bad range.
     pub fn take(&mut self, base: GuestAddress, size: u64) -> Result<()> {
-        let range = RangeInclusive::from_start_and_size(base.0, size).map_err(|e| match e {
+        let range = AddressRange::from_start_and_size(base.0, size).map_err(|e| match e {
             memvisor_resources::Error::ZeroSize => Error::ZeroSize { base: base.0 },
             _ => Error::Overflow { base: base.0, size },
         })?;
@@ -555,7 +555,7 @@ impl Placer {
     /// [`Error::RegionNotFound`] if no window has exactly this range taken.
     pub fn release(&mut self, base: GuestAddress, size: u64) -> Result<()> {
         let not_found = Error::RegionNotFound { base: base.0, size };
-        let range = RangeInclusive::from_start_and_size(base.0, size).map_err(|_| not_found)?;
+        let range = AddressRange::from_start_and_size(base.0, size).map_err(|_| not_found)?;
         for (w, alloc) in &mut self.windows {
             if w.range().intersection(&range) == Some(range) && alloc.free(&range).is_ok() {
                 return Ok(());

@@ -24,7 +24,7 @@
 
 use std::hint::black_box;
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, RangeInclusive};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, IdAllocator};
 use vm_allocator::{AddressAllocator as VmAddr, AllocPolicy as VmPolicy, IdAllocator as VmIds};
 
 use crate::harness::{Bench, Sample, as_ms, time};
@@ -113,7 +113,7 @@ fn crafted_starts(n: u64) -> Vec<u64> {
 
 /// The crafted band: ranges from each crafted start to one page before the next (at least one
 /// page), then room for the 64-page requests above. Returns the space and the ranges.
-fn crafted_band(n: u64) -> (RangeInclusive, Vec<(u64, u64)>) {
+fn crafted_band(n: u64) -> (AddressRange, Vec<(u64, u64)>) {
     let starts = crafted_starts(n);
     let mut ranges = Vec::with_capacity(starts.len());
     for (i, &s) in starts.iter().enumerate() {
@@ -125,7 +125,7 @@ fn crafted_band(n: u64) -> (RangeInclusive, Vec<(u64, u64)>) {
     }
     let first = starts.first().copied().unwrap_or(CRAFT_PAGE);
     let end = starts.last().copied().unwrap_or(first) + (2 * REQUEST_PAGES + 1) * CRAFT_PAGE;
-    let space = RangeInclusive::new(first, end - 1).unwrap_or(RangeInclusive::FULL);
+    let space = AddressRange::new(first, end - 1).unwrap_or(AddressRange::FULL);
     (space, ranges)
 }
 
@@ -186,10 +186,10 @@ pub fn adversarial(bench: &Bench, n: u64) -> Row {
 }
 
 /// A JSON snapshot of one-page ranges at `starts` (ascending), as the allocator writes it.
-fn snapshot_text(space: RangeInclusive, starts: &[u64]) -> Result<String, String> {
+fn snapshot_text(space: AddressRange, starts: &[u64]) -> Result<String, String> {
     let mut a = AddressAllocator::<()>::new(space);
     for &s in starts {
-        a.reserve(RangeInclusive::from_start_and_size(s, CRAFT_PAGE).map_err(err)?)
+        a.reserve(AddressRange::from_start_and_size(s, CRAFT_PAGE).map_err(err)?)
             .map_err(err)?;
     }
     serde_json::to_string(&a).map_err(err)
@@ -201,7 +201,7 @@ pub fn snapshot_load(bench: &Bench, n: u64, crafted: bool) -> Row {
     let text = if crafted {
         let starts = crafted_starts(n);
         let end = starts.last().copied().unwrap_or(0) + 2 * CRAFT_PAGE;
-        RangeInclusive::new(starts.first().copied().unwrap_or(0), end)
+        AddressRange::new(starts.first().copied().unwrap_or(0), end)
             .map_err(err)
             .and_then(|space| snapshot_text(space, &starts))
     } else {
@@ -210,7 +210,7 @@ pub fn snapshot_load(bench: &Bench, n: u64, crafted: bool) -> Row {
         pages.sort_unstable();
         pages.dedup();
         let starts: Vec<u64> = pages.iter().map(|p| (p + 1) * CRAFT_PAGE).collect();
-        RangeInclusive::new(CRAFT_PAGE, ((1 << 36) + 2) * CRAFT_PAGE)
+        AddressRange::new(CRAFT_PAGE, ((1 << 36) + 2) * CRAFT_PAGE)
             .map_err(err)
             .and_then(|space| snapshot_text(space, &starts))
     };
@@ -490,7 +490,7 @@ pub fn bytes_per_range(bench: &Bench, n: u64, fragmented: bool) -> Row {
                     return memvisor_band(n, false);
                 }
                 let mut a =
-                    AddressAllocator::<()>::new(RangeInclusive::new(BASE, u64::MAX).map_err(err)?);
+                    AddressAllocator::<()>::new(AddressRange::new(BASE, u64::MAX).map_err(err)?);
                 for _ in 0..n {
                     a.allocate(page(), page(), AllocPolicy::FirstMatch)
                         .map_err(err)?;
