@@ -401,6 +401,13 @@ pub enum AddrOp {
     },
     /// [`AddressAllocator::allocation_containing`].
     Lookup(u64),
+    /// [`AddressAllocator::resize`] to `start..=end`.
+    Resize {
+        /// First unit of the new space.
+        start: u64,
+        /// Last unit of the new space.
+        end: u64,
+    },
 }
 
 /// The answer to an [`AddrOp`].
@@ -416,6 +423,8 @@ pub enum AddrAnswer {
     Released(AddressRange, u32),
     /// A lookup found this (or nothing).
     Found(Option<(AddressRange, u32)>),
+    /// A resize succeeded.
+    Resized,
     /// The operation did not apply (no live allocation to pick).
     Skipped,
 }
@@ -573,6 +582,21 @@ impl AddrModel {
     /// The error the allocator must give.
     pub fn apply(&mut self, op: &AddrOp) -> Result<AddrAnswer, Error> {
         match *op {
+            AddrOp::Resize { start, end } => {
+                let space = AddressRange::new(start, end)?;
+                if let Some(&(r, _)) = self.ranges.first()
+                    && r.start() < start
+                {
+                    return Err(Error::OutsideSpace { range: r, space });
+                }
+                if let Some(&(r, _)) = self.ranges.last()
+                    && r.end() > end
+                {
+                    return Err(Error::OutsideSpace { range: r, space });
+                }
+                self.space = space;
+                Ok(AddrAnswer::Resized)
+            }
             AddrOp::Allocate {
                 size,
                 alignment,
@@ -723,6 +747,10 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
         }
         AddrOp::Lookup(addr) => {
             AddrAnswer::Found(alloc.allocation_containing(addr).map(|a| (a.range, *a.tag)))
+        }
+        AddrOp::Resize { start, end } => {
+            alloc.resize(AddressRange::new(start, end)?)?;
+            AddrAnswer::Resized
         }
     })
 }

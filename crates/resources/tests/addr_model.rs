@@ -93,6 +93,12 @@ fn op(space: AddressRange) -> impl Strategy<Value = AddrOp> {
             AddrOp::RelocateNth { index, size, alignment, policy: make_policy(p, alignment) }
         }),
         1 => addr(space).prop_map(AddrOp::Lookup),
+        // Grow or shrink at either end; now and then an inverted pair.
+        1 => (addr(space), addr(space), 0u8..8).prop_map(|(a, b, k)| if k == 0 {
+            AddrOp::Resize { start: a, end: b }
+        } else {
+            AddrOp::Resize { start: a.min(b), end: a.max(b) }
+        }),
     ]
 }
 

@@ -200,6 +200,56 @@ impl<T> AddressAllocator<T> {
         self.tags.shrink_to_fit();
     }
 
+    /// Changes the managed space to `space` (growing or shrinking either end, say when memory
+    /// hotplug extends a window), keeping every live allocation. O(log n).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideSpace`] if a live allocation would fall outside `space`: the lowest
+    /// allocation if it starts below `space`, otherwise the highest. The allocator is unchanged
+    /// on error.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, Error};
+    ///
+    /// let mut hotplug = AddressAllocator::with_base_and_size(0x1_0000_0000, 0x4000_0000)?;
+    /// let dimm = hotplug.allocate(0x4000_0000, 0x1000, AllocPolicy::FirstMatch)?;
+    /// assert!(hotplug.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch).is_err());
+    /// // Grow the window by 1 GiB at the top.
+    /// hotplug.resize(AddressRange::from_start_and_size(0x1_0000_0000, 0x8000_0000)?)?;
+    /// assert_eq!(hotplug.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch)?.start(), 0x1_4000_0000);
+    /// // Shrinking below a live range is refused.
+    /// let small = AddressRange::from_start_and_size(0x1_0000_0000, 0x1000)?;
+    /// assert_eq!(
+    ///     hotplug.resize(small),
+    ///     Err(Error::OutsideSpace { range: AddressRange::new(0x1_4000_0000, 0x1_4000_0fff)?, space: small })
+    /// );
+    /// # let _ = dimm;
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn resize(&mut self, space: AddressRange) -> Result<()> {
+        let mut nodes = self.tree.iter();
+        let (Some(first), last_end) = (nodes.next(), self.space.end() - self.tail) else {
+            self.space = space;
+            return Ok(());
+        };
+        let first_start = self.tree.node(first).start;
+        if first_start < space.start() {
+            let range = self.range_of(first, self.tree.successor(first));
+            return Err(Error::OutsideSpace { range, space });
+        }
+        if last_end > space.end() {
+            let last = self.tree.around(last_end).pred;
+            let range = self.range_of(last, NIL);
+            return Err(Error::OutsideSpace { range, space });
+        }
+        self.tree
+            .update_gap(first_start, first_start - space.start());
+        self.tail = space.end() - last_end;
+        self.space = space;
+        Ok(())
+    }
+
     /// Allocates a range as `request` says and tags it with `tag`.
     ///
     /// Placement: [`FirstMatch`](AllocPolicy::FirstMatch) picks the lowest aligned address
@@ -1299,6 +1349,78 @@ mod tests {
             a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch),
             Ok(ranges[0])
         );
+    }
+
+    #[test]
+    fn resize_grow_both_ends_keeps_allocations() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(0x2000)), 1)
+            .unwrap();
+        a.resize(r(0x800, 0x2_0fff)).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(
+            a.free_ranges().collect::<Vec<_>>(),
+            [r(0x800, 0x1fff), r(0x2100, 0x2_0fff)]
+        );
+        assert_eq!(
+            a.allocate_with(&req(0x10, 1, AllocPolicy::FirstMatch), 2),
+            Ok(r(0x800, 0x80f))
+        );
+        assert_eq!(a.allocated().next().map(|a| a.range), Some(r(0x800, 0x80f)));
+        assert_eq!(a.allocation_containing(0x2000).map(|a| a.range), Some(x));
+    }
+
+    #[test]
+    fn resize_shrink_to_allocations_succeeds() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(0x2000)), 1)
+            .unwrap();
+        a.resize(x).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(a.available(), 0);
+        assert_eq!(a.free(&x), Ok(1));
+        assert_eq!(a.free_ranges().collect::<Vec<_>>(), [x]);
+    }
+
+    #[test]
+    fn resize_dropping_allocation_fails_unchanged() {
+        let mut a = pool();
+        let low = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 1)
+            .unwrap();
+        let high = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::LastMatch), 2)
+            .unwrap();
+        let before = a.clone();
+        let s = r(0x1080, 0x1_0fff);
+        assert_eq!(
+            a.resize(s),
+            Err(Error::OutsideSpace {
+                range: low,
+                space: s
+            })
+        );
+        let s = r(0x1000, 0x1_0f80);
+        assert_eq!(
+            a.resize(s),
+            Err(Error::OutsideSpace {
+                range: high,
+                space: s
+            })
+        );
+        assert_eq!(a, before);
+        assert_eq!(a.space(), before.space());
+        a.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn resize_empty_moves_space() {
+        let mut a = pool();
+        a.resize(r(0, 0xf)).unwrap();
+        assert_eq!(a.free_ranges().collect::<Vec<_>>(), [r(0, 0xf)]);
+        a.check_invariants().unwrap();
     }
 
     #[test]

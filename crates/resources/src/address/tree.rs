@@ -361,7 +361,7 @@ impl Tree {
 
     /// Sets the gap of the node that starts at `start` (it must be present) and refreshes the
     /// bounds on its path.
-    fn update_gap(&mut self, start: u64, gap: u64) {
+    pub(super) fn update_gap(&mut self, start: u64, gap: u64) {
         let mut path = Path::new();
         let mut t = self.root;
         while t != NIL {
