@@ -120,6 +120,9 @@ pub enum Error {
         /// The requested alignment of the first ID.
         alignment: u32,
     },
+    /// An allocator set was given no address space.
+    #[error("an allocator set needs at least one address space")]
+    EmptySet,
     /// Fewer IDs are free than were requested.
     #[error("not enough IDs: {requested} requested, {available} free")]
     NotEnoughIds {

@@ -112,7 +112,7 @@ mod range;
 mod serde_impl;
 
 pub use crate::address::{
-    AddressAllocator, AllocPolicy, Allocation, Allocations, FreeRanges, Request,
+    AddressAllocator, AllocPolicy, Allocation, Allocations, AllocatorSet, FreeRanges, Request,
 };
 pub use crate::error::{Error, Result};
 pub use crate::id::{AllocatedIds, IdAllocator};

@@ -1,9 +1,11 @@
 //! [`AddressAllocator`]: address ranges (MMIO, PIO, hotplug slots) inside one address space.
 
+mod set;
 mod tree;
 
 use alloc::vec::Vec;
 
+pub use self::set::AllocatorSet;
 use self::tree::{NIL, Search, Tree};
 use crate::error::{Error, Result};
 use crate::range::AddressRange;
