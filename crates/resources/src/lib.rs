@@ -4,11 +4,14 @@
 //! address ranges for the whole life of a VM. This crate keeps that bookkeeping, with no OS
 //! calls:
 //!
-//! - [`IdAllocator`]: `u32` IDs from an inclusive range, smallest free first, a specific ID, or a
-//!   contiguous aligned run; about one bit per ID.
+//! - [`IdAllocator`]: `u32` IDs from an inclusive range, smallest free first, a specific ID or run,
+//!   any `n` free IDs, or a contiguous aligned run; about one bit per ID.
 //! - [`AddressAllocator`]: ranges of a `u64` space placed first-fit, last-fit or exactly, with any
 //!   power-of-two alignment, optionally inside a window; reservations, owner tags, lookup, and
-//!   relocation that cannot lose a range. O(log n) per operation.
+//!   relocation that cannot lose a range, growing or shrinking the space. O(log n) worst case per
+//!   operation, whatever the addresses (an AVL index).
+//! - [`AllocatorSet`]: several disjoint address spaces behind one allocator, tried in order, with a
+//!   minimum and a preferred alignment.
 //! - [`AddressRange`]: a checked inclusive range that can reach `u64::MAX`.
 //!
 //! Every failure is an [`Error`] that carries the offending values, and a failed call leaves
