@@ -123,6 +123,12 @@ pub enum Error {
     /// An allocator set was given no address space.
     #[error("an allocator set needs at least one address space")]
     EmptySet,
+    /// An allocation key is already in use.
+    #[error("allocation key {0} is already in use")]
+    KeyInUse(u64),
+    /// No live allocation has this key.
+    #[error("no allocation has key {0}")]
+    UnknownKey(u64),
     /// Fewer IDs are free than were requested.
     #[error("not enough IDs: {requested} requested, {available} free")]
     NotEnoughIds {

@@ -30,6 +30,12 @@ enum Op {
     },
     FreeNth(usize),
     Lookup(u64),
+    AllocateKeyed {
+        key: u64,
+        size: u64,
+    },
+    Release(u64),
+    Get(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,10 +49,14 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (addr.clone(), 0u64..0x2800).prop_map(|(start, len)| Op::Reserve { start, end: start + len }),
         3 => any::<usize>().prop_map(Op::FreeNth),
         1 => addr.prop_map(Op::Lookup),
+        2 => (0u64..6, 1u64..0x200).prop_map(|(key, size)| Op::AllocateKeyed { key, size }),
+        2 => (0u64..6).prop_map(Op::Release),
+        1 => (0u64..6).prop_map(Op::Get),
     ]
 }
 
 struct Model {
+    keys: std::collections::BTreeMap<u64, AddressRange>,
     models: Vec<AddrModel>,
     min: u64,
     pref: u64,
@@ -170,6 +180,7 @@ proptest! {
     ) {
         let mut set = AllocatorSet::<u32>::new(&spaces()).unwrap().with_alignment(min, pref).unwrap();
         let mut model = Model {
+            keys: std::collections::BTreeMap::new(),
             models: spaces().into_iter().map(AddrModel::new).collect(),
             min,
             pref: pref.max(min),
@@ -201,11 +212,43 @@ proptest! {
                     let (i, victim) = all[n % all.len()];
                     let want = model.models[i].apply(&AddrOp::FreeRange { start: victim.start(), end: victim.end() });
                     let got = set.free(&victim);
+                    model.keys.retain(|_, r| *r != victim);
                     prop_assert_eq!(
                         got.map(memvisor_resources::model::AddrAnswer::Freed),
                         want,
                         "step {}", step
                     );
+                }
+                Op::AllocateKeyed { key, size } => {
+                    let req = Request::new(size, 1, AllocPolicy::FirstMatch).unwrap();
+                    let got = set.allocate_keyed(key, &req, tag);
+                    let want = if model.keys.contains_key(&key) {
+                        Err(Error::KeyInUse(key))
+                    } else {
+                        model.allocate(size, 1, false, None, tag)
+                    };
+                    if let Ok(r) = want {
+                        model.keys.insert(key, r);
+                    }
+                    prop_assert_eq!(got, want, "step {}", step);
+                }
+                Op::Release(key) => {
+                    let got = set.release(key);
+                    let want = match model.keys.remove(&key) {
+                        None => Err(Error::UnknownKey(key)),
+                        Some(r) => {
+                            let i = spaces().iter().position(|s| s.contains_range(&r)).unwrap();
+                            let ans = model.models[i].apply(&AddrOp::FreeRange { start: r.start(), end: r.end() });
+                            match ans {
+                                Ok(memvisor_resources::model::AddrAnswer::Freed(t)) => Ok((r, t)),
+                                other => panic!("model free failed: {other:?}"),
+                            }
+                        }
+                    };
+                    prop_assert_eq!(got, want, "step {}", step);
+                }
+                Op::Get(key) => {
+                    prop_assert_eq!(set.get(key), model.keys.get(&key).copied());
                 }
                 Op::Lookup(addr) => {
                     let got = set.allocation_containing(addr).map(|a| (a.range, *a.tag));

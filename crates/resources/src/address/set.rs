@@ -1,6 +1,10 @@
 //! [`AllocatorSet`]: several disjoint address spaces behind one allocator.
 
+#[cfg(not(feature = "std"))]
+use alloc::collections::BTreeMap as Map;
 use alloc::vec::Vec;
+#[cfg(feature = "std")]
+use std::collections::HashMap as Map;
 
 use super::{AddressAllocator, AllocPolicy, Allocation, Request};
 use crate::error::{Error, Result};
@@ -13,6 +17,10 @@ use crate::range::AddressRange;
 /// and the set's minimum) in every space. A reservation may span spaces: it reserves its part in
 /// each space it touches, all or nothing. Each space is an [`AddressAllocator`], so every
 /// operation costs O(s + log n) for s spaces.
+///
+/// Allocations may also carry a unique `u64` key ([`allocate_keyed`](Self::allocate_keyed),
+/// [`reserve_keyed`](Self::reserve_keyed)), found and released by key in O(1) expected time
+/// with the `std` feature (a hash map; O(log k) for k keys without it).
 ///
 /// ```
 /// use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
@@ -33,6 +41,10 @@ pub struct AllocatorSet<T = ()> {
     pools: Vec<AddressAllocator<T>>,
     min_align: u64,
     preferred_align: u64,
+    /// Range of each keyed allocation.
+    keys: Map<u64, AddressRange>,
+    /// Key of each keyed allocation, by start address.
+    key_at: Map<u64, u64>,
 }
 
 impl<T> AllocatorSet<T> {
@@ -59,6 +71,8 @@ impl<T> AllocatorSet<T> {
             pools: spaces.iter().map(|&s| AddressAllocator::new(s)).collect(),
             min_align: 1,
             preferred_align: 1,
+            keys: Map::new(),
+            key_at: Map::new(),
         })
     }
 
@@ -242,7 +256,77 @@ impl<T> AllocatorSet<T> {
             let tag = pool.remove(node, succ);
             first.get_or_insert(tag);
         }
-        first.ok_or(Error::NotAllocated(*range))
+        let tag = first.ok_or(Error::NotAllocated(*range))?;
+        if let Some(key) = self.key_at.remove(&range.start()) {
+            self.keys.remove(&key);
+        }
+        Ok(tag)
+    }
+
+    /// Allocates as [`allocate_with`](Self::allocate_with) does and records the range under
+    /// `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyInUse`] if `key` names a live allocation, then those of
+    /// [`allocate_with`](Self::allocate_with). The set is unchanged on error.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
+    ///
+    /// let mut pio = AllocatorSet::<()>::new(&[AddressRange::new(0x1000, 0xffff)?])?;
+    /// let req = Request::new(0x20, 0x20, AllocPolicy::FirstMatch)?;
+    /// let r = pio.allocate_keyed(7, &req, ())?;
+    /// assert_eq!(pio.get(7), Some(r));
+    /// assert_eq!(pio.allocate_keyed(7, &req, ()), Err(Error::KeyInUse(7)));
+    /// assert_eq!(pio.release(7)?, (r, ()));
+    /// assert_eq!(pio.release(7), Err(Error::UnknownKey(7)));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn allocate_keyed(&mut self, key: u64, request: &Request, tag: T) -> Result<AddressRange> {
+        if self.keys.contains_key(&key) {
+            return Err(Error::KeyInUse(key));
+        }
+        let range = self.allocate_with(request, tag)?;
+        self.keys.insert(key, range);
+        self.key_at.insert(range.start(), key);
+        Ok(range)
+    }
+
+    /// Reserves as [`reserve_with`](Self::reserve_with) does and records the range under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyInUse`] if `key` names a live allocation, then those of
+    /// [`reserve_with`](Self::reserve_with). The set is unchanged on error.
+    pub fn reserve_keyed(&mut self, key: u64, range: AddressRange, tag: T) -> Result<()>
+    where
+        T: Clone,
+    {
+        if self.keys.contains_key(&key) {
+            return Err(Error::KeyInUse(key));
+        }
+        self.reserve_with(range, tag)?;
+        self.keys.insert(key, range);
+        self.key_at.insert(range.start(), key);
+        Ok(())
+    }
+
+    /// The range allocated under `key`, if any.
+    #[must_use]
+    pub fn get(&self, key: u64) -> Option<AddressRange> {
+        self.keys.get(&key).copied()
+    }
+
+    /// Frees the allocation recorded under `key` and returns its range and tag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownKey`] if no live allocation has that key.
+    pub fn release(&mut self, key: u64) -> Result<(AddressRange, T)> {
+        let range = self.get(key).ok_or(Error::UnknownKey(key))?;
+        let tag = self.free(&range)?;
+        Ok((range, tag))
     }
 
     /// The allocation that contains `addr`, if any.
