@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use crate::range::RangeInclusive;
+use crate::range::AddressRange;
 
 /// Every way an operation of this crate can fail.
 ///
@@ -53,28 +53,28 @@ pub enum Error {
     #[error("range {range} is outside the managed space {space}")]
     OutsideSpace {
         /// The offending range.
-        range: RangeInclusive,
+        range: AddressRange,
         /// The space the allocator manages.
-        space: RangeInclusive,
+        space: AddressRange,
     },
     /// A requested range overlaps a live allocation.
     #[error("range {requested} overlaps the existing allocation {existing}")]
     Overlap {
         /// The range that was asked for.
-        requested: RangeInclusive,
+        requested: AddressRange,
         /// The live allocation it overlaps (the lowest one, if several).
-        existing: RangeInclusive,
+        existing: AddressRange,
     },
     /// A range to free (or relocate) overlaps no live allocation.
     #[error("range {0} is not allocated")]
-    NotAllocated(RangeInclusive),
+    NotAllocated(AddressRange),
     /// A range to free (or relocate) overlaps a live allocation but is not exactly it.
     #[error("range {requested} is not an allocation: the allocation there is {existing}")]
     NotExactAllocation {
         /// The range that was given.
-        requested: RangeInclusive,
+        requested: AddressRange,
         /// The live allocation it overlaps (the lowest one, if several).
-        existing: RangeInclusive,
+        existing: AddressRange,
     },
     /// An address to look up or release lies in no live allocation.
     #[error("address {0:#x} is not in any allocation")]
@@ -119,6 +119,31 @@ pub enum Error {
         count: u32,
         /// The requested alignment of the first ID.
         alignment: u32,
+    },
+    /// An allocator set was given no address space.
+    #[error("an allocator set needs at least one address space")]
+    EmptySet,
+    /// An allocation key is already in use.
+    #[error("allocation key {0} is already in use")]
+    KeyInUse(u64),
+    /// No live allocation has this key.
+    #[error("no allocation has key {0}")]
+    UnknownKey(u64),
+    /// Fewer IDs are free than were requested.
+    #[error("not enough IDs: {requested} requested, {available} free")]
+    NotEnoughIds {
+        /// The requested number of IDs.
+        requested: u32,
+        /// The number of free IDs.
+        available: u64,
+    },
+    /// Loading a snapshot would allocate more than the load limit allows.
+    #[error("snapshot too large: loading it needs {needed} bytes of bitmap, the limit is {limit}")]
+    SnapshotTooLarge {
+        /// Bytes the load would allocate.
+        needed: u64,
+        /// The limit it was loaded with.
+        limit: u64,
     },
     /// A snapshot being loaded (or an allocator being checked) is inconsistent; the text says
     /// which check failed.

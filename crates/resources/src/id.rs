@@ -10,9 +10,10 @@ const BITS: usize = 64;
 
 /// Hands out `u32` IDs from an inclusive range, smallest free first.
 ///
-/// The state is a two-level bitmap: one bit per ID (set = allocated) plus one summary bit per
-/// 64-ID word that says whether the word still has a free ID. Finding the smallest free ID reads
-/// a handful of words; freeing is O(1). The bitmap only grows up to the highest ID ever
+/// The state is a three-level bitmap: one bit per ID (set = allocated), one summary bit per
+/// 64-ID word that says whether the word still has a free ID, and one top bit per summary word
+/// that says whether it is non-zero. Finding the smallest free ID reads a handful of words;
+/// freeing is O(1). The bitmap only grows up to the highest ID ever
 /// allocated, so a huge range costs nothing until it is used, and a dense range costs about one
 /// bit per ID.
 ///
@@ -45,7 +46,9 @@ pub struct IdAllocator {
     leaves: Vec<u64>,
     /// Bit `w % 64` of word `w / 64` is set iff `leaves[w]` has a clear (free) bit.
     summary: Vec<u64>,
-    /// Every summary word below this index is zero.
+    /// Bit `s % 64` of word `s / 64` is set iff `summary[s]` is not zero.
+    top: Vec<u64>,
+    /// Every `top` word below this index is zero.
     hint: usize,
     /// Number of allocated IDs.
     used: u64,
@@ -71,6 +74,7 @@ impl IdAllocator {
             last,
             leaves: Vec::new(),
             summary: Vec::new(),
+            top: Vec::new(),
             hint: 0,
             used: 0,
             never,
@@ -147,7 +151,9 @@ impl IdAllocator {
     /// Allocates `count` contiguous IDs, the first of which is a multiple of `alignment`, at
     /// the lowest place they fit. Either all are allocated or none.
     ///
-    /// This scans the bitmap a word at a time: O(range / 64) in the worst case.
+    /// Cost: the search reads each bitmap word once (O(log count) bit operations per word,
+    /// fully allocated stretches skipped through the summary): O(range / 64) in the worst case,
+    /// whether it succeeds or fails; then O(count) to mark the run.
     ///
     /// # Errors
     ///
@@ -172,29 +178,99 @@ impl IdAllocator {
         }
         let out = Error::OutOfIds { count, alignment };
         let span = count - 1;
-        let mut pos = 0u32;
-        let start = loop {
-            let free = self.next_free_from(pos).ok_or(out)?;
-            // Align the absolute ID, then go back to an offset.
-            let id = u64::from(self.first) + u64::from(free);
-            let aligned = id
-                .checked_next_multiple_of(u64::from(alignment))
-                .ok_or(out)?;
-            let end = aligned.checked_add(u64::from(span)).ok_or(out)?;
-            if end > u64::from(self.last) {
-                return Err(out);
-            }
-            let lo = u32::try_from(aligned).map_err(|_| out)? - self.first;
-            let hi = lo + span;
-            match self.next_allocated_from(lo) {
-                Some(taken) if taken <= hi => pos = taken.checked_add(1).ok_or(out)?,
-                _ => break lo,
-            }
-        };
+        let start = self.find_run(count, alignment).ok_or(out)?;
         for off in start..=start + span {
             self.set_allocated(off);
         }
         Ok(self.first + start..=self.first + start + span)
+    }
+
+    /// Allocates the `count` smallest free IDs, contiguous or not. Either all are allocated or
+    /// none. The IDs are returned in increasing order.
+    ///
+    /// Cost: O(count + words skipped), plus a map update per ID that had never been allocated
+    /// (O(log runs)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::NotEnoughIds`] if fewer than `count`
+    /// IDs are free.
+    ///
+    /// ```
+    /// use memvisor_resources::IdAllocator;
+    ///
+    /// let mut slots = IdAllocator::new(0, 4)?;
+    /// slots.allocate_ids(5, 1)?;
+    /// slots.free_id(1)?;
+    /// slots.free_id(3)?;
+    /// // No run of two is free, but two IDs are.
+    /// assert!(slots.allocate_ids(2, 1).is_err());
+    /// assert_eq!(slots.allocate_many(2)?, [1, 3]);
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn allocate_many(&mut self, count: u32) -> Result<Vec<u32>> {
+        if count == 0 {
+            return Err(Error::ZeroIdCount);
+        }
+        if self.available() < u64::from(count) {
+            return Err(Error::NotEnoughIds {
+                requested: count,
+                available: self.available(),
+            });
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            // Enough IDs are free (checked above), so the search always finds one.
+            let off = self
+                .smallest_free()
+                .ok_or(Error::Inconsistent("free count is wrong"))?;
+            self.set_allocated(off);
+            out.push(self.first + off);
+        }
+        Ok(out)
+    }
+
+    /// Allocates the `count` IDs starting at `first`. Either all are allocated or none.
+    ///
+    /// Cost: O(count / 64) to check, O(count) to mark, plus a map update per ID that had never
+    /// been allocated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::IdOutOfRange`] if `first` or the last
+    /// ID of the run is outside the managed range (the last ID saturates at `u32::MAX` in the
+    /// error), [`Error::IdAlreadyAllocated`] naming the lowest allocated ID of the run.
+    ///
+    /// ```
+    /// use memvisor_resources::{Error, IdAllocator};
+    ///
+    /// let mut msi = IdAllocator::new(32, 255)?;
+    /// assert_eq!(msi.allocate_ids_at(40, 8)?, 40..=47);
+    /// assert_eq!(msi.allocate_ids_at(36, 8), Err(Error::IdAlreadyAllocated(40)));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn allocate_ids_at(&mut self, first: u32, count: u32) -> Result<IdRange<u32>> {
+        if count == 0 {
+            return Err(Error::ZeroIdCount);
+        }
+        let lo = self.offset(first)?;
+        let last = first.saturating_add(count - 1);
+        let hi = if u64::from(first) + u64::from(count - 1) > u64::from(u32::MAX) {
+            return Err(Error::IdOutOfRange {
+                id: last,
+                first: self.first,
+                last: self.last,
+            });
+        } else {
+            self.offset(last)?
+        };
+        if let Some(taken) = self.next_allocated_from(lo).filter(|&t| t <= hi) {
+            return Err(Error::IdAlreadyAllocated(self.first + taken));
+        }
+        for off in lo..=hi {
+            self.set_allocated(off);
+        }
+        Ok(first..=last)
     }
 
     /// Frees an allocated ID.
@@ -277,7 +353,8 @@ impl IdAllocator {
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
         // A B-tree node holds up to 11 entries plus links: count about 24 bytes per run.
-        (self.leaves.capacity() + self.summary.capacity()) * 8 + self.never.len() * 24
+        (self.leaves.capacity() + self.summary.capacity() + self.top.capacity()) * 8
+            + self.never.len() * 24
     }
 
     #[cfg(feature = "serde")]
@@ -289,10 +366,24 @@ impl IdAllocator {
         allocated: &[(u32, u32)],
         never: &[(u32, u32)],
         used: u64,
+        max_bitmap_bytes: u64,
     ) -> Result<Self> {
         let mut this = Self::new(first, last).map_err(|_| Error::Inconsistent("first > last"))?;
         check_runs(first, last, allocated)?;
         check_runs(first, last, never)?;
+        if let Some(&(_, hi)) = allocated.last() {
+            // Leaves up to the highest allocated ID, one summary word per 64 leaf words, one
+            // top word per 64 summary words.
+            let words = u64::from(hi - first) / BITS as u64 + 1;
+            let summary = words.div_ceil(BITS as u64);
+            let needed = 8 * (words + summary + summary.div_ceil(BITS as u64));
+            if needed > max_bitmap_bytes {
+                return Err(Error::SnapshotTooLarge {
+                    needed,
+                    limit: max_bitmap_bytes,
+                });
+            }
+        }
         let total: u64 = allocated
             .iter()
             .map(|&(lo, hi)| u64::from(hi - lo) + 1)
@@ -372,17 +463,87 @@ impl IdAllocator {
 
     /// Offset of the smallest free ID, if any.
     fn smallest_free(&mut self) -> Option<u32> {
-        while self.hint < self.summary.len() && self.summary[self.hint] == 0 {
+        while self.hint < self.top.len() && self.top[self.hint] == 0 {
             self.hint += 1;
         }
-        if let Some(&s) = self.summary.get(self.hint) {
-            let w = self.hint * BITS + s.trailing_zeros() as usize;
+        if let Some(&t) = self.top.get(self.hint) {
+            let s = self.hint * BITS + t.trailing_zeros() as usize;
+            let w = s * BITS + self.summary[s].trailing_zeros() as usize;
             let b = (!self.leaves[w]).trailing_zeros() as usize;
             return Some(to_off(w * BITS + b));
         }
         // Every tracked ID is allocated: the next one is the first past the bitmap.
         let next = self.leaves.len() * BITS;
         (next <= self.span() as usize).then(|| to_off(next))
+    }
+
+    /// The lowest offset `o` such that `first + o` is a multiple of `alignment` and the `count`
+    /// IDs from `o` are free and in range. One pass over the bitmap words: a free run that
+    /// crosses words is tracked by its start; runs inside one word are found by shifting and
+    /// masking (bit `p` of `r` stays set while bits `p..p + len` are all free).
+    fn find_run(&self, count: u32, alignment: u32) -> Option<u32> {
+        let (count, align, first) = (
+            u64::from(count),
+            u64::from(alignment),
+            u64::from(self.first),
+        );
+        let span_end = u64::from(self.span());
+        // Offsets are below 2^32 + 64 and `first` below 2^32: no sum here can overflow.
+        let fits = |start: u64, end: u64| -> Option<u64> {
+            let a = (first + start).next_multiple_of(align) - first;
+            (a + count - 1 <= end).then_some(a)
+        };
+        let words = self.leaves.len();
+        let mut run: Option<u64> = None;
+        let mut w = 0usize;
+        while w < words {
+            let base = w as u64 * BITS as u64;
+            let free = !self.leaves[w];
+            if free == 0 {
+                run = None;
+                // Skip fully allocated words through the summary.
+                let next = self.next_free_from(to_off(w * BITS + BITS).min(to_off(usize::MAX)));
+                w = next.map_or(words, |o| o as usize / BITS).max(w + 1);
+                continue;
+            }
+            if free == u64::MAX {
+                let s = *run.get_or_insert(base);
+                if let Some(a) = fits(s, base + 63) {
+                    return u32::try_from(a).ok();
+                }
+                w += 1;
+                continue;
+            }
+            let lead = u64::from(free.trailing_ones());
+            if lead > 0
+                && let Some(a) = fits(run.unwrap_or(base), base + lead - 1)
+            {
+                return u32::try_from(a).ok();
+            }
+            if count <= BITS as u64 {
+                let (mut r, mut len) = (free, 1u64);
+                while len < count {
+                    let step = len.min(count - len);
+                    r &= r >> step;
+                    len += step;
+                }
+                let hits = r & align_mask(first + base, align);
+                if hits != 0 {
+                    return u32::try_from(base + u64::from(hits.trailing_zeros())).ok();
+                }
+            }
+            let trail = u64::from(free.leading_ones());
+            run = (trail > 0).then(|| base + 64 - trail);
+            w += 1;
+        }
+        // Past the bitmap every ID in range is free.
+        let past = words as u64 * BITS as u64;
+        let start = if past <= span_end {
+            run.unwrap_or(past)
+        } else {
+            run?
+        };
+        fits(start, span_end).and_then(|a| u32::try_from(a).ok())
     }
 
     /// Offset of the first free ID at or after `from`, if any.
@@ -451,11 +612,13 @@ impl IdAllocator {
             let word = if valid == BITS { 0 } else { u64::MAX << valid };
             self.leaves.push(word);
             if w.is_multiple_of(BITS) {
+                if self.summary.len().is_multiple_of(BITS) {
+                    self.top.push(0);
+                }
                 self.summary.push(0);
             }
             if word != u64::MAX {
-                self.summary[w / BITS] |= 1 << (w % BITS);
-                self.hint = self.hint.min(w / BITS);
+                self.mark_has_free(w);
             }
         }
     }
@@ -465,7 +628,11 @@ impl IdAllocator {
         let w = off / BITS;
         self.leaves[w] |= 1 << (off % BITS);
         if self.leaves[w] == u64::MAX {
-            self.summary[w / BITS] &= !(1 << (w % BITS));
+            let s = w / BITS;
+            self.summary[s] &= !(1 << (w % BITS));
+            if self.summary[s] == 0 {
+                self.top[s / BITS] &= !(1 << (s % BITS));
+            }
         }
     }
 
@@ -480,9 +647,16 @@ impl IdAllocator {
         let off = off as usize;
         let w = off / BITS;
         self.leaves[w] &= !(1 << (off % BITS));
-        self.summary[w / BITS] |= 1 << (w % BITS);
-        self.hint = self.hint.min(w / BITS);
+        self.mark_has_free(w);
         self.used -= 1;
+    }
+
+    /// Records that leaf word `w` has a free bit, in the summary and the top level.
+    fn mark_has_free(&mut self, w: usize) {
+        let s = w / BITS;
+        self.summary[s] |= 1 << (w % BITS);
+        self.top[s / BITS] |= 1 << (s % BITS);
+        self.hint = self.hint.min(s / BITS);
     }
 
     /// Removes `off` from the never-allocated runs.
@@ -505,6 +679,19 @@ impl IdAllocator {
             self.never.insert(off + 1, hi);
         }
     }
+}
+
+/// Bit `p` set iff `abs_base + p` is a multiple of `align` (a power of two).
+fn align_mask(abs_base: u64, align: u64) -> u64 {
+    let p0 = (align - abs_base % align) % align;
+    if p0 >= 64 {
+        return 0;
+    }
+    if align >= 64 {
+        return 1 << p0;
+    }
+    // One bit every `align` bits: u64::MAX / (2^align - 1) is 0b...0001 repeated.
+    (u64::MAX / ((1u64 << align) - 1)) << p0
 }
 
 fn to_off(i: usize) -> u32 {
@@ -587,6 +774,167 @@ impl Eq for IdAllocator {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn align_mask_marks_aligned_positions() {
+        assert_eq!(align_mask(0, 1), u64::MAX);
+        assert_eq!(align_mask(0, 2), 0x5555_5555_5555_5555);
+        assert_eq!(align_mask(1, 4), 0x8888_8888_8888_8888);
+        assert_eq!(align_mask(0, 64), 1);
+        assert_eq!(align_mask(65, 64), 1 << 63);
+        assert_eq!(align_mask(1, 128), 0);
+    }
+
+    #[test]
+    fn allocate_ids_every_other_free_fails_then_finds_tail() {
+        let mut a = IdAllocator::new(0, 4095).unwrap();
+        a.allocate_ids(2048, 1).unwrap();
+        for id in (0..2048).step_by(2) {
+            a.free_id(id).unwrap();
+        }
+        assert_eq!(a.allocate_ids(2, 1), Ok(2048..=2049));
+        assert_eq!(a.allocate_ids(64, 64), Ok(2112..=2175));
+        assert_eq!(
+            a.allocate_ids(4096, 1),
+            Err(Error::OutOfIds {
+                count: 4096,
+                alignment: 1
+            })
+        );
+        assert_eq!(a.allocate_ids(1, 2), Ok(0..=0));
+    }
+
+    /// `allocate_ids` against a brute-force search, for runs longer than a word and alignments
+    /// up to two words, on random bitmaps with free runs of every length.
+    #[test]
+    fn allocate_ids_matches_brute_force_across_words() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let rounds = if cfg!(miri) { 3 } else { 60 };
+        for _ in 0..rounds {
+            let first = u32::try_from(next() % 200).unwrap();
+            let last = first + 300 + u32::try_from(next() % 700).unwrap();
+            let mut a = IdAllocator::new(first, last).unwrap();
+            let density = next() % 100;
+            let mut id = first;
+            while id <= last {
+                if next() % 100 < density {
+                    a.allocate_id_at(id).unwrap();
+                }
+                id += 1 + u32::try_from(next() % 3).unwrap() * u32::from(next() % 4 == 0) * 40;
+            }
+            for count in [1u32, 3, 63, 64, 65, 130] {
+                for align in [1u32, 2, 8, 64, 128] {
+                    let want = (first..=last)
+                        .filter(|s| s % align == 0)
+                        .find(|&s| {
+                            u64::from(s) + u64::from(count) - 1 <= u64::from(last)
+                                && (s..s + count).all(|i| !a.is_allocated(i))
+                        })
+                        .map(|s| s..=s + count - 1)
+                        .ok_or(Error::OutOfIds {
+                            count,
+                            alignment: align,
+                        });
+                    assert_eq!(
+                        a.clone().allocate_ids(count, align),
+                        want,
+                        "{count} {align}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn allocate_many_fragmented_takes_smallest_free() {
+        let mut a = IdAllocator::new(10, 19).unwrap();
+        a.allocate_ids(10, 1).unwrap();
+        for id in [11, 14, 18] {
+            a.free_id(id).unwrap();
+        }
+        assert_eq!(a.allocate_many(3), Ok(vec![11, 14, 18]));
+        assert_eq!(a.available(), 0);
+    }
+
+    #[test]
+    fn allocate_many_too_many_fails_and_changes_nothing() {
+        let mut a = IdAllocator::new(0, 9).unwrap();
+        a.allocate_many(8).unwrap();
+        let before = a.clone();
+        let err = Error::NotEnoughIds {
+            requested: 3,
+            available: 2,
+        };
+        assert_eq!(a.allocate_many(3), Err(err));
+        assert_eq!(err.to_string(), "not enough IDs: 3 requested, 2 free");
+        assert_eq!(a.allocate_many(0), Err(Error::ZeroIdCount));
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            before.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(a.used(), before.used());
+    }
+
+    #[test]
+    fn allocate_ids_at_free_run_succeeds() {
+        let mut a = IdAllocator::new(0, 200).unwrap();
+        assert_eq!(a.allocate_ids_at(60, 70), Ok(60..=129));
+        assert_eq!(a.used(), 70);
+        assert_eq!(a.free_id(59), Err(Error::IdNeverAllocated(59)));
+        assert_eq!(a.allocate_id(), Ok(0));
+    }
+
+    #[test]
+    fn allocate_ids_at_overlap_or_outside_fails_and_changes_nothing() {
+        let mut a = IdAllocator::new(5, 100).unwrap();
+        a.allocate_id_at(50).unwrap();
+        assert_eq!(
+            a.allocate_ids_at(45, 10),
+            Err(Error::IdAlreadyAllocated(50))
+        );
+        assert_eq!(
+            a.allocate_ids_at(95, 10),
+            Err(Error::IdOutOfRange {
+                id: 104,
+                first: 5,
+                last: 100
+            })
+        );
+        assert_eq!(
+            a.allocate_ids_at(4, 1),
+            Err(Error::IdOutOfRange {
+                id: 4,
+                first: 5,
+                last: 100
+            })
+        );
+        assert_eq!(a.allocate_ids_at(7, 0), Err(Error::ZeroIdCount));
+        assert_eq!(a.iter().collect::<Vec<_>>(), [50]);
+        assert_eq!(a.free_id(45), Err(Error::IdNeverAllocated(45)));
+    }
+
+    #[test]
+    fn allocate_ids_at_past_u32_max_fails() {
+        let mut a = IdAllocator::new(u32::MAX - 3, u32::MAX).unwrap();
+        assert_eq!(
+            a.allocate_ids_at(u32::MAX - 1, 5),
+            Err(Error::IdOutOfRange {
+                id: u32::MAX,
+                first: u32::MAX - 3,
+                last: u32::MAX
+            })
+        );
+        assert_eq!(
+            a.allocate_ids_at(u32::MAX - 1, 2),
+            Ok(u32::MAX - 1..=u32::MAX)
+        );
+    }
 
     #[test]
     fn new_first_after_last_fails() {

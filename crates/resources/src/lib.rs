@@ -4,12 +4,15 @@
 //! address ranges for the whole life of a VM. This crate keeps that bookkeeping, with no OS
 //! calls:
 //!
-//! - [`IdAllocator`]: `u32` IDs from an inclusive range, smallest free first, a specific ID, or a
-//!   contiguous aligned run; about one bit per ID.
+//! - [`IdAllocator`]: `u32` IDs from an inclusive range, smallest free first, a specific ID or run,
+//!   any `n` free IDs, or a contiguous aligned run; about one bit per ID.
 //! - [`AddressAllocator`]: ranges of a `u64` space placed first-fit, last-fit or exactly, with any
 //!   power-of-two alignment, optionally inside a window; reservations, owner tags, lookup, and
-//!   relocation that cannot lose a range. O(log n) per operation.
-//! - [`RangeInclusive`]: a checked inclusive range that can reach `u64::MAX`.
+//!   relocation that cannot lose a range, growing or shrinking the space. O(log n) worst case per
+//!   operation, whatever the addresses (an AVL index).
+//! - [`AllocatorSet`]: several disjoint address spaces behind one allocator, tried in order, with a
+//!   minimum and a preferred alignment.
+//! - [`AddressRange`]: a checked inclusive range that can reach `u64::MAX`.
 //!
 //! Every failure is an [`Error`] that carries the offending values, and a failed call leaves
 //! the allocator exactly as it was. With the `serde` feature both allocators serialize to one
@@ -23,7 +26,7 @@
 //!
 //! ```
 //! use memvisor_resources::{
-//!     AddressAllocator, AllocPolicy, Error, IdAllocator, RangeInclusive, Request,
+//!     AddressAllocator, AllocPolicy, Error, IdAllocator, AddressRange, Request,
 //! };
 //!
 //! // Interrupts 5..=23 for legacy devices.
@@ -36,18 +39,18 @@
 //! assert_eq!(gsis.free_id(9), Err(Error::IdNeverAllocated(9)));
 //!
 //! // MMIO below 4 GiB, each range tagged with the device that owns it.
-//! let mmio32 = RangeInclusive::new(0xc000_0000, 0xffff_ffff)?;
+//! let mmio32 = AddressRange::new(0xc000_0000, 0xffff_ffff)?;
 //! let mut mmio = AddressAllocator::<&str>::new(mmio32);
 //! // The interrupt controller's fixed window is a hole nobody else may use.
-//! mmio.reserve_with(RangeInclusive::from_start_and_size(0xfec0_0000, 0x10_0000)?, "ioapic")?;
+//! mmio.reserve_with(AddressRange::from_start_and_size(0xfec0_0000, 0x10_0000)?, "ioapic")?;
 //! let page = Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
 //! let virtio_net = mmio.allocate_with(&page, "virtio-net")?;
 //! assert_eq!(virtio_net.start(), 0xc000_0000);
 //! // A 256 MiB BAR from the top of the window, below the hole.
 //! let bar = Request::new(0x1000_0000, 0x1000_0000, AllocPolicy::LastMatch)?
-//!     .within(RangeInclusive::new(0xc000_0000, 0xfebf_ffff)?);
+//!     .within(AddressRange::new(0xc000_0000, 0xfebf_ffff)?);
 //! let gpu = mmio.allocate_with(&bar, "gpu")?;
-//! assert_eq!(gpu, RangeInclusive::new(0xe000_0000, 0xefff_ffff)?);
+//! assert_eq!(gpu, AddressRange::new(0xe000_0000, 0xefff_ffff)?);
 //!
 //! // Who owns an address? Which ranges does a device own?
 //! assert_eq!(mmio.allocation_containing(0xe000_1234).map(|a| *a.tag), Some("gpu"));
@@ -58,9 +61,9 @@
 //! assert_eq!(moved.start(), 0xd000_0000);
 //! // Asking for something that overlaps fails with the culprit and changes nothing.
 //! assert_eq!(
-//!     mmio.reserve_with(RangeInclusive::new(0xd000_0000, 0xd000_0fff)?, "rogue"),
+//!     mmio.reserve_with(AddressRange::new(0xd000_0000, 0xd000_0fff)?, "rogue"),
 //!     Err(Error::Overlap {
-//!         requested: RangeInclusive::new(0xd000_0000, 0xd000_0fff)?,
+//!         requested: AddressRange::new(0xd000_0000, 0xd000_0fff)?,
 //!         existing: moved,
 //!     })
 //! );
@@ -70,12 +73,33 @@
 //! # Ok::<(), Error>(())
 //! ```
 //!
+//! # Coming from vm-allocator or crosvm
+//!
+//! | vm-allocator 0.1 | crosvm `resources` | memvisor-resources |
+//! | --- | --- | --- |
+//! | `RangeInclusive` | `AddressRange` | [`AddressRange`] (inclusive end, checked constructors) |
+//! | `AddressAllocator::new(base, size)` | `AddressAllocator::new(pool, min_align, preferred_align)` | [`AddressAllocator::with_base_and_size`] (untagged) or [`AddressAllocator::new`] with an [`AddressRange`] (tagged) |
+//! | `allocate(size, align, AllocPolicy)` | `allocate(size, Alloc, tag)` / `allocate_with_align` | [`AddressAllocator::allocate`] (default tag) or [`AddressAllocator::allocate_with`] with a [`Request`] and a tag |
+//! | `AllocPolicy::ExactMatch(addr)` | `allocate_at(range, alloc, tag)` | [`AllocPolicy::ExactMatch`] or [`AddressAllocator::reserve_with`] |
+//! | `free(&range)` | `release(alloc)` / `release_containing(addr)` | [`AddressAllocator::free`] (returns the tag) / [`AddressAllocator::release_containing`] |
+//! | — | `get(&alloc)` | [`AddressAllocator::allocation_containing`], [`AddressAllocator::find_tagged`] |
+//! | `IdAllocator::new(start, end)` | `SystemAllocator` GSI pools | [`IdAllocator::new`] |
+//! | `allocate_id()`, `free_id(id)` | `allocate_irq()`, `release_irq(irq)` | [`IdAllocator::allocate_id`], [`IdAllocator::free_id`] |
+//! | — | — | [`IdAllocator::allocate_ids`] (contiguous, aligned), [`IdAllocator::allocate_ids_at`], [`IdAllocator::allocate_many`] (any free IDs) |
+//!
+//! Differences to know: every failure is a typed [`Error`] carrying the values involved and
+//! leaves the allocator unchanged; ranges may end at `u64::MAX`; allocation sizes are `u64` and
+//! counts of used units `u128`.
+//!
 //! # Features
 //!
 //! - `std` (default): links the standard library. Everything works the same without it: the crate
 //!   is `no_std` + `alloc`, and [`Error`] implements `core::error::Error` either way.
-//! - `serde`: `Serialize`/`Deserialize` for [`RangeInclusive`], [`IdAllocator`] and
-//!   [`AddressAllocator`], with full validation on load.
+//! - `serde`: `Serialize`/`Deserialize` for [`AddressRange`], [`IdAllocator`] and
+//!   [`AddressAllocator`], with full validation on load; an ID snapshot allocates at most
+//!   `IdLoadLimits::max_bitmap_bytes` of bitmap, an address snapshot loads in O(n).
+//! - `model`: reference models and operation scripts (`model`) and index statistics, for property
+//!   tests, fuzzing and benchmarks. Not meant for production builds.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![forbid(unsafe_code)]
 
@@ -84,14 +108,17 @@ extern crate alloc;
 mod address;
 mod error;
 mod id;
+#[cfg(feature = "model")]
 pub mod model;
 mod range;
 #[cfg(feature = "serde")]
 mod serde_impl;
 
 pub use crate::address::{
-    AddressAllocator, AllocPolicy, Allocation, Allocations, FreeRanges, Request,
+    AddressAllocator, AllocPolicy, Allocation, Allocations, AllocatorSet, FreeRanges, Request,
 };
 pub use crate::error::{Error, Result};
 pub use crate::id::{AllocatedIds, IdAllocator};
-pub use crate::range::RangeInclusive;
+pub use crate::range::AddressRange;
+#[cfg(feature = "serde")]
+pub use crate::serde_impl::{IdLoadLimits, IdSnapshot};

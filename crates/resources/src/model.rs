@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use memvisor_resources::model::{run_addr_ops, run_id_ops, AddrOp, IdOp};
-//! use memvisor_resources::{AllocPolicy, RangeInclusive};
+//! use memvisor_resources::{AllocPolicy, AddressRange};
 //!
 //! run_id_ops(0, 99, &[IdOp::Allocate, IdOp::AllocateAt(7), IdOp::Free(7), IdOp::Free(7)])?;
 //! let alloc = AddrOp::Allocate {
@@ -19,7 +19,7 @@
 //!     window: None,
 //!     tag: 1,
 //! };
-//! run_addr_ops(RangeInclusive::FULL, &[alloc, AddrOp::FreeNth(0), AddrOp::Lookup(u64::MAX)])?;
+//! run_addr_ops(AddressRange::FULL, &[alloc, AddrOp::FreeNth(0), AddrOp::Lookup(u64::MAX)])?;
 //! # Ok::<(), memvisor_resources::model::Mismatch>(())
 //! ```
 
@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::RangeInclusive as IdRange;
 
-use crate::{AddressAllocator, AllocPolicy, Error, IdAllocator, RangeInclusive, Request};
+use crate::{AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, Request};
 
 /// A difference between an allocator and its model, or a broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +67,15 @@ pub enum IdOp {
         /// Alignment of the first ID.
         alignment: u32,
     },
+    /// [`IdAllocator::allocate_many`].
+    AllocateMany(u32),
+    /// [`IdAllocator::allocate_ids_at`].
+    AllocateRunAt {
+        /// First ID of the run.
+        first: u32,
+        /// Number of IDs.
+        count: u32,
+    },
     /// [`IdAllocator::free_id`].
     Free(u32),
     /// [`IdAllocator::free_ids`] of `first..=last`.
@@ -87,6 +96,8 @@ pub enum IdAnswer {
     Id(u32),
     /// An allocated run.
     Run(IdRange<u32>),
+    /// Allocated IDs, not necessarily contiguous.
+    Ids(Vec<u32>),
     /// A free succeeded.
     Freed,
     /// An `is_allocated` answer.
@@ -200,6 +211,49 @@ impl IdModel {
                 }
                 Err(out)
             }
+            IdOp::AllocateMany(count) => {
+                if count == 0 {
+                    return Err(Error::ZeroIdCount);
+                }
+                let free: Vec<u32> = (self.first..=self.last)
+                    .filter(|id| !self.allocated.contains(id))
+                    .take(count as usize)
+                    .collect();
+                if free.len() < count as usize {
+                    let available =
+                        u64::from(self.last - self.first) + 1 - self.allocated.len() as u64;
+                    return Err(Error::NotEnoughIds {
+                        requested: count,
+                        available,
+                    });
+                }
+                for &id in &free {
+                    self.take(id);
+                }
+                Ok(IdAnswer::Ids(free))
+            }
+            IdOp::AllocateRunAt { first, count } => {
+                if count == 0 {
+                    return Err(Error::ZeroIdCount);
+                }
+                self.check(first)?;
+                let last = first.saturating_add(count - 1);
+                if u64::from(first) + u64::from(count) - 1 > u64::from(u32::MAX) {
+                    return Err(Error::IdOutOfRange {
+                        id: last,
+                        first: self.first,
+                        last: self.last,
+                    });
+                }
+                self.check(last)?;
+                if let Some(&id) = self.allocated.range(first..=last).next() {
+                    return Err(Error::IdAlreadyAllocated(id));
+                }
+                for id in first..=last {
+                    self.take(id);
+                }
+                Ok(IdAnswer::Run(first..=last))
+            }
             IdOp::Free(id) => {
                 self.check(id)?;
                 if !self.allocated.remove(&id) {
@@ -233,6 +287,8 @@ fn apply_id(alloc: &mut IdAllocator, op: &IdOp) -> Result<IdAnswer, Error> {
         IdOp::AllocateRun { count, alignment } => {
             IdAnswer::Run(alloc.allocate_ids(count, alignment)?)
         }
+        IdOp::AllocateMany(count) => IdAnswer::Ids(alloc.allocate_many(count)?),
+        IdOp::AllocateRunAt { first, count } => IdAnswer::Run(alloc.allocate_ids_at(first, count)?),
         IdOp::Free(id) => {
             alloc.free_id(id)?;
             IdAnswer::Freed
@@ -345,21 +401,30 @@ pub enum AddrOp {
     },
     /// [`AddressAllocator::allocation_containing`].
     Lookup(u64),
+    /// [`AddressAllocator::resize`] to `start..=end`.
+    Resize {
+        /// First unit of the new space.
+        start: u64,
+        /// Last unit of the new space.
+        end: u64,
+    },
 }
 
 /// The answer to an [`AddrOp`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AddrAnswer {
     /// A placed range.
-    Placed(RangeInclusive),
+    Placed(AddressRange),
     /// A reservation succeeded.
     Reserved,
     /// A free returned this tag.
     Freed(u32),
     /// A release returned this range and tag.
-    Released(RangeInclusive, u32),
+    Released(AddressRange, u32),
     /// A lookup found this (or nothing).
-    Found(Option<(RangeInclusive, u32)>),
+    Found(Option<(AddressRange, u32)>),
+    /// A resize succeeded.
+    Resized,
     /// The operation did not apply (no live allocation to pick).
     Skipped,
 }
@@ -368,14 +433,14 @@ pub enum AddrAnswer {
 /// free ranges derived by a walk and brute-force first and last fit.
 #[derive(Clone, Debug)]
 pub struct AddrModel {
-    space: RangeInclusive,
-    ranges: Vec<(RangeInclusive, u32)>,
+    space: AddressRange,
+    ranges: Vec<(AddressRange, u32)>,
 }
 
 impl AddrModel {
     /// A model of an allocator of `space`.
     #[must_use]
-    pub fn new(space: RangeInclusive) -> Self {
+    pub fn new(space: AddressRange) -> Self {
         Self {
             space,
             ranges: Vec::new(),
@@ -384,13 +449,13 @@ impl AddrModel {
 
     /// The allocations, sorted by address.
     #[must_use]
-    pub fn ranges(&self) -> &[(RangeInclusive, u32)] {
+    pub fn ranges(&self) -> &[(AddressRange, u32)] {
         &self.ranges
     }
 
     /// The free ranges, sorted, computed from the allocations.
     #[must_use]
-    pub fn free_ranges(&self) -> Vec<RangeInclusive> {
+    pub fn free_ranges(&self) -> Vec<AddressRange> {
         let mut out = Vec::new();
         let mut next = u128::from(self.space.start());
         for (r, _) in &self.ranges {
@@ -405,13 +470,13 @@ impl AddrModel {
         out
     }
 
-    fn lowest_overlap(&self, range: &RangeInclusive) -> Option<usize> {
+    fn lowest_overlap(&self, range: &AddressRange) -> Option<usize> {
         self.ranges
             .iter()
             .position(|(r, _)| r.start() <= range.end() && range.start() <= r.end())
     }
 
-    fn insert(&mut self, range: RangeInclusive, tag: u32) {
+    fn insert(&mut self, range: AddressRange, tag: u32) {
         let at = self
             .ranges
             .partition_point(|(r, _)| r.start() < range.start());
@@ -423,7 +488,7 @@ impl AddrModel {
         alignment: u64,
         policy: AllocPolicy,
         window: Option<(u64, u64)>,
-    ) -> Result<Option<RangeInclusive>, Error> {
+    ) -> Result<Option<AddressRange>, Error> {
         if size == 0 {
             return Err(Error::ZeroSize);
         }
@@ -458,8 +523,8 @@ impl AddrModel {
         size: u64,
         alignment: u64,
         policy: AllocPolicy,
-        window: Option<RangeInclusive>,
-    ) -> Result<RangeInclusive, Error> {
+        window: Option<AddressRange>,
+    ) -> Result<AddressRange, Error> {
         let window = window.unwrap_or(self.space);
         if window.start() < self.space.start() || window.end() > self.space.end() {
             return Err(Error::OutsideSpace {
@@ -517,6 +582,21 @@ impl AddrModel {
     /// The error the allocator must give.
     pub fn apply(&mut self, op: &AddrOp) -> Result<AddrAnswer, Error> {
         match *op {
+            AddrOp::Resize { start, end } => {
+                let space = AddressRange::new(start, end)?;
+                if let Some(&(r, _)) = self.ranges.first()
+                    && r.start() < start
+                {
+                    return Err(Error::OutsideSpace { range: r, space });
+                }
+                if let Some(&(r, _)) = self.ranges.last()
+                    && r.end() > end
+                {
+                    return Err(Error::OutsideSpace { range: r, space });
+                }
+                self.space = space;
+                Ok(AddrAnswer::Resized)
+            }
             AddrOp::Allocate {
                 size,
                 alignment,
@@ -612,13 +692,13 @@ impl AddrModel {
 }
 
 /// Builds a range from values the caller knows to be valid `u64` bounds in order.
-fn range128(start: u128, end: u128) -> RangeInclusive {
+fn range128(start: u128, end: u128) -> AddressRange {
     let start = u64::try_from(start).unwrap_or(u64::MAX);
     let end = u64::try_from(end).unwrap_or(u64::MAX);
-    RangeInclusive::new(start, end).unwrap_or(RangeInclusive::FULL)
+    AddressRange::new(start, end).unwrap_or(AddressRange::FULL)
 }
 
-fn nth_range(alloc: &AddressAllocator<u32>, n: usize) -> Option<RangeInclusive> {
+fn nth_range(alloc: &AddressAllocator<u32>, n: usize) -> Option<AddressRange> {
     let len = alloc.len();
     (len > 0).then(|| alloc.allocated().nth(n % len).map(|a| a.range))?
 }
@@ -634,12 +714,12 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
         } => {
             let mut req = Request::new(size, alignment, policy)?;
             if let Some((start, end)) = window {
-                req = req.within(RangeInclusive::new(start, end)?);
+                req = req.within(AddressRange::new(start, end)?);
             }
             AddrAnswer::Placed(alloc.allocate_with(&req, tag)?)
         }
         AddrOp::Reserve { start, end, tag } => {
-            alloc.reserve_with(RangeInclusive::new(start, end)?, tag)?;
+            alloc.reserve_with(AddressRange::new(start, end)?, tag)?;
             AddrAnswer::Reserved
         }
         AddrOp::FreeNth(n) => match nth_range(alloc, n) {
@@ -647,7 +727,7 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
             None => AddrAnswer::Skipped,
         },
         AddrOp::FreeRange { start, end } => {
-            AddrAnswer::Freed(alloc.free(&RangeInclusive::new(start, end)?)?)
+            AddrAnswer::Freed(alloc.free(&AddressRange::new(start, end)?)?)
         }
         AddrOp::Release(addr) => {
             let (r, tag) = alloc.release_containing(addr)?;
@@ -668,6 +748,10 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
         AddrOp::Lookup(addr) => {
             AddrAnswer::Found(alloc.allocation_containing(addr).map(|a| (a.range, *a.tag)))
         }
+        AddrOp::Resize { start, end } => {
+            alloc.resize(AddressRange::new(start, end)?)?;
+            AddrAnswer::Resized
+        }
     })
 }
 
@@ -679,7 +763,7 @@ fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnsw
 /// # Errors
 ///
 /// The first [`Mismatch`] found.
-pub fn run_addr_ops(space: RangeInclusive, ops: &[AddrOp]) -> Result<(), Mismatch> {
+pub fn run_addr_ops(space: AddressRange, ops: &[AddrOp]) -> Result<(), Mismatch> {
     let mut real = AddressAllocator::<u32>::new(space);
     let mut model = AddrModel::new(space);
     for (step, op) in ops.iter().enumerate() {
@@ -703,11 +787,11 @@ pub fn run_addr_ops(space: RangeInclusive, ops: &[AddrOp]) -> Result<(), Mismatc
 /// A description of the first difference or broken invariant.
 pub fn check_addr(real: &AddressAllocator<u32>, model: &AddrModel) -> Result<(), String> {
     real.check_invariants().map_err(|e| format!("{e}"))?;
-    let allocs: Vec<(RangeInclusive, u32)> = real.allocated().map(|a| (a.range, *a.tag)).collect();
+    let allocs: Vec<(AddressRange, u32)> = real.allocated().map(|a| (a.range, *a.tag)).collect();
     if allocs != model.ranges {
         return Err(format!("allocations {allocs:?}, model {:?}", model.ranges));
     }
-    let frees: Vec<RangeInclusive> = real.free_ranges().collect();
+    let frees: Vec<AddressRange> = real.free_ranges().collect();
     if frees != model.free_ranges() {
         return Err(format!(
             "free ranges {frees:?}, model {:?}",

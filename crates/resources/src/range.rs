@@ -11,23 +11,23 @@ use crate::error::{Error, Result};
 /// returns `None` for it alone, and [`size_u128`](Self::size_u128) is exact for every range.
 ///
 /// ```
-/// use memvisor_resources::RangeInclusive;
+/// use memvisor_resources::AddressRange;
 ///
-/// let r = RangeInclusive::from_start_and_size(0x1000, 0x1000)?;
+/// let r = AddressRange::from_start_and_size(0x1000, 0x1000)?;
 /// assert_eq!((r.start(), r.end()), (0x1000, 0x1fff));
 /// assert_eq!(r.size(), Some(0x1000));
-/// let top = RangeInclusive::new(u64::MAX - 1, u64::MAX)?;
+/// let top = AddressRange::new(u64::MAX - 1, u64::MAX)?;
 /// assert_eq!(top.size(), Some(2));
-/// assert_eq!(RangeInclusive::new(0, u64::MAX)?.size(), None);
+/// assert_eq!(AddressRange::new(0, u64::MAX)?.size(), None);
 /// # Ok::<(), memvisor_resources::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RangeInclusive {
+pub struct AddressRange {
     start: u64,
     end: u64,
 }
 
-impl RangeInclusive {
+impl AddressRange {
     /// The whole 64-bit space, `[0, u64::MAX]`.
     pub const FULL: Self = Self {
         start: 0,
@@ -54,11 +54,11 @@ impl RangeInclusive {
     /// `u64::MAX` (a range that ends exactly at `u64::MAX` is fine).
     ///
     /// ```
-    /// use memvisor_resources::{Error, RangeInclusive};
+    /// use memvisor_resources::{Error, AddressRange};
     ///
-    /// assert!(RangeInclusive::from_start_and_size(u64::MAX, 1).is_ok());
+    /// assert!(AddressRange::from_start_and_size(u64::MAX, 1).is_ok());
     /// assert_eq!(
-    ///     RangeInclusive::from_start_and_size(u64::MAX, 2),
+    ///     AddressRange::from_start_and_size(u64::MAX, 2),
     ///     Err(Error::Overflow { start: u64::MAX, size: 2 })
     /// );
     /// ```
@@ -124,7 +124,7 @@ impl RangeInclusive {
     }
 }
 
-impl fmt::Display for RangeInclusive {
+impl fmt::Display for AddressRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{:#x}, {:#x}]", self.start, self.end)
     }
@@ -137,22 +137,22 @@ mod tests {
     #[test]
     fn new_start_after_end_fails() {
         assert_eq!(
-            RangeInclusive::new(2, 1),
+            AddressRange::new(2, 1),
             Err(Error::InvalidRange { start: 2, end: 1 })
         );
     }
 
     #[test]
     fn new_full_space_succeeds() {
-        let r = RangeInclusive::new(0, u64::MAX).unwrap();
-        assert_eq!(r, RangeInclusive::FULL);
+        let r = AddressRange::new(0, u64::MAX).unwrap();
+        assert_eq!(r, AddressRange::FULL);
         assert_eq!(r.size(), None);
         assert_eq!(r.size_u128(), 1u128 << 64);
     }
 
     #[test]
     fn new_single_unit_at_max_has_size_one() {
-        let r = RangeInclusive::new(u64::MAX, u64::MAX).unwrap();
+        let r = AddressRange::new(u64::MAX, u64::MAX).unwrap();
         assert_eq!(r.size(), Some(1));
         assert!(r.contains(u64::MAX));
     }
@@ -160,23 +160,23 @@ mod tests {
     #[test]
     fn from_start_and_size_zero_fails() {
         assert_eq!(
-            RangeInclusive::from_start_and_size(5, 0),
+            AddressRange::from_start_and_size(5, 0),
             Err(Error::ZeroSize)
         );
     }
 
     #[test]
     fn from_start_and_size_reaching_max_succeeds() {
-        let r = RangeInclusive::from_start_and_size(u64::MAX - 9, 10).unwrap();
+        let r = AddressRange::from_start_and_size(u64::MAX - 9, 10).unwrap();
         assert_eq!(r.end(), u64::MAX);
-        let all = RangeInclusive::from_start_and_size(0, u64::MAX).unwrap();
+        let all = AddressRange::from_start_and_size(0, u64::MAX).unwrap();
         assert_eq!(all.end(), u64::MAX - 1);
     }
 
     #[test]
     fn from_start_and_size_past_max_fails() {
         assert_eq!(
-            RangeInclusive::from_start_and_size(u64::MAX - 9, 11),
+            AddressRange::from_start_and_size(u64::MAX - 9, 11),
             Err(Error::Overflow {
                 start: u64::MAX - 9,
                 size: 11
@@ -186,23 +186,20 @@ mod tests {
 
     #[test]
     fn overlaps_and_contains_edges_agree() {
-        let a = RangeInclusive::new(10, 20).unwrap();
-        let b = RangeInclusive::new(20, 30).unwrap();
-        let c = RangeInclusive::new(21, 30).unwrap();
+        let a = AddressRange::new(10, 20).unwrap();
+        let b = AddressRange::new(20, 30).unwrap();
+        let c = AddressRange::new(21, 30).unwrap();
         assert!(a.overlaps(&b) && b.overlaps(&a));
         assert!(!a.overlaps(&c) && !c.overlaps(&a));
-        assert!(a.contains_range(&RangeInclusive::new(10, 20).unwrap()));
+        assert!(a.contains_range(&AddressRange::new(10, 20).unwrap()));
         assert!(!a.contains_range(&b));
-        assert_eq!(
-            a.intersection(&b),
-            Some(RangeInclusive::new(20, 20).unwrap())
-        );
+        assert_eq!(a.intersection(&b), Some(AddressRange::new(20, 20).unwrap()));
         assert_eq!(a.intersection(&c), None);
     }
 
     #[test]
     fn display_shows_hex_bounds() {
-        let r = RangeInclusive::new(0x10, 0x1f).unwrap();
+        let r = AddressRange::new(0x10, 0x1f).unwrap();
         assert_eq!(r.to_string(), "[0x10, 0x1f]");
     }
 }

@@ -1,13 +1,16 @@
 //! Serde support: one canonical form per type, fully validated on load.
 //!
-//! - [`RangeInclusive`]: `{ "start": u64, "end": u64 }`, `start <= end`.
+//! - [`AddressRange`]: `{ "start": u64, "end": u64 }`, `start <= end`.
 //! - [`IdAllocator`]: `{ "first", "last", "used", "allocated": [[lo, hi], ...], "never_allocated":
 //!   [[lo, hi], ...] }` with runs sorted, disjoint and not touching, inside `first..=last`, `used`
 //!   equal to the number of allocated IDs, and no ID in both lists.
 //! - [`AddressAllocator`]: `{ "space": range, "count": n, "allocations": [{ "range", "tag" }, ...]
 //!   }` with ranges inside the space, sorted and disjoint, and `count` equal to their number.
 //!
-//! Loading rebuilds the allocator from the checked lists; nothing in the input is trusted.
+//! Loading rebuilds the allocator from the checked lists; nothing in the input is trusted. An ID
+//! snapshot allocates at most [`IdLoadLimits::max_bitmap_bytes`] of bitmap (1 MiB by default)
+//! besides its decoded lists.
+//! An address snapshot of n ranges loads in O(n) time and memory whatever the addresses.
 
 use alloc::vec::Vec;
 
@@ -15,7 +18,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
-use crate::{AddressAllocator, IdAllocator, RangeInclusive};
+use crate::{AddressAllocator, AddressRange, IdAllocator};
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "RangeInclusive", deny_unknown_fields)]
@@ -24,7 +27,7 @@ struct RangeRepr {
     end: u64,
 }
 
-impl Serialize for RangeInclusive {
+impl Serialize for AddressRange {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RangeRepr {
             start: self.start(),
@@ -34,16 +37,41 @@ impl Serialize for RangeInclusive {
     }
 }
 
-impl<'de> Deserialize<'de> for RangeInclusive {
+impl<'de> Deserialize<'de> for AddressRange {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = RangeRepr::deserialize(d)?;
-        RangeInclusive::new(r.start, r.end).map_err(D::Error::custom)
+        AddressRange::new(r.start, r.end).map_err(D::Error::custom)
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// The saved state of an [`IdAllocator`]: what it serializes to and loads from.
+///
+/// Loading through `Deserialize for IdAllocator` applies [`IdLoadLimits::default`]; to load a
+/// snapshot with other limits, deserialize an `IdSnapshot` and call
+/// [`IdAllocator::from_snapshot`].
+///
+/// ```
+/// use memvisor_resources::{Error, IdAllocator, IdLoadLimits, IdSnapshot};
+///
+/// // 100 bytes asking for ID 4294967295 to be allocated: its bitmap would need 512 MiB.
+/// let text = r#"{"first":0,"last":4294967295,"used":1,"allocated":[[4294967295,4294967295]],
+///     "never_allocated":[[0,4294967294]]}"#;
+/// assert!(serde_json::from_str::<IdAllocator>(text).is_err());
+/// let snapshot: IdSnapshot = serde_json::from_str(text).unwrap();
+/// let limits = IdLoadLimits::default();
+/// assert_eq!(
+///     IdAllocator::from_snapshot(&snapshot, &limits).map(|a| a.used()),
+///     Err(Error::SnapshotTooLarge { needed: 545_390_592, limit: limits.max_bitmap_bytes })
+/// );
+/// // A caller that means it raises the limit.
+/// let roomy = IdLoadLimits { max_bitmap_bytes: 600 << 20 };
+/// # if cfg!(miri) { return Ok(()); }
+/// assert_eq!(IdAllocator::from_snapshot(&snapshot, &roomy)?.used(), 1);
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename = "IdAllocator", deny_unknown_fields)]
-struct IdRepr {
+pub struct IdSnapshot {
     first: u32,
     last: u32,
     used: u64,
@@ -51,9 +79,33 @@ struct IdRepr {
     never_allocated: Vec<(u32, u32)>,
 }
 
-impl Serialize for IdAllocator {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        IdRepr {
+/// Bounds on what loading an [`IdSnapshot`] may allocate.
+///
+/// The allocator's bitmap covers every ID up to the highest allocated one, so a short snapshot
+/// that names one high ID would otherwise cost up to 512 MiB. Besides the bitmap, loading holds
+/// the decoded run lists (8 bytes per run, proportional to the input) and one map entry per
+/// never-allocated run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IdLoadLimits {
+    /// Largest bitmap, in bytes, that loading may allocate: leaves (one bit per ID up to the
+    /// highest allocated ID, rounded up to 64) plus the summary (one bit per leaf word).
+    pub max_bitmap_bytes: u64,
+}
+
+impl Default for IdLoadLimits {
+    /// 1 MiB of bitmap: allocated IDs up to about 8.3 million above `first`.
+    fn default() -> Self {
+        Self {
+            max_bitmap_bytes: 1 << 20,
+        }
+    }
+}
+
+impl IdAllocator {
+    /// The allocator's saved state (what `Serialize` writes). O(n / 64 + runs).
+    #[must_use]
+    pub fn snapshot(&self) -> IdSnapshot {
+        IdSnapshot {
             first: self.first(),
             last: self.last(),
             used: self.used(),
@@ -66,36 +118,60 @@ impl Serialize for IdAllocator {
                 .map(|r| (*r.start(), *r.end()))
                 .collect(),
         }
-        .serialize(s)
+    }
+
+    /// Rebuilds an allocator from `snapshot`, checking it completely and allocating at most
+    /// `limits.max_bitmap_bytes` of bitmap. O(runs + bitmap words + allocated IDs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inconsistent`] naming the first failed check (runs unsorted, overlapping,
+    /// touching or outside the range; an ID both allocated and never allocated; a wrong count),
+    /// [`Error::SnapshotTooLarge`] if the bitmap would exceed the limit.
+    pub fn from_snapshot(snapshot: &IdSnapshot, limits: &IdLoadLimits) -> Result<Self, Error> {
+        let s = snapshot;
+        IdAllocator::from_runs(
+            s.first,
+            s.last,
+            &s.allocated,
+            &s.never_allocated,
+            s.used,
+            limits.max_bitmap_bytes,
+        )
+    }
+}
+
+impl Serialize for IdAllocator {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.snapshot().serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for IdAllocator {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let r = IdRepr::deserialize(d)?;
-        IdAllocator::from_runs(r.first, r.last, &r.allocated, &r.never_allocated, r.used)
-            .map_err(D::Error::custom)
+        let snapshot = IdSnapshot::deserialize(d)?;
+        IdAllocator::from_snapshot(&snapshot, &IdLoadLimits::default()).map_err(D::Error::custom)
     }
 }
 
 #[derive(Serialize)]
 #[serde(rename = "Allocation")]
 struct EntryRef<'a, T> {
-    range: RangeInclusive,
+    range: AddressRange,
     tag: &'a T,
 }
 
 #[derive(Deserialize)]
 #[serde(rename = "Allocation", deny_unknown_fields)]
 struct Entry<T> {
-    range: RangeInclusive,
+    range: AddressRange,
     tag: T,
 }
 
 #[derive(Serialize)]
 #[serde(rename = "AddressAllocator")]
 struct AddrReprRef<'a, T> {
-    space: RangeInclusive,
+    space: AddressRange,
     count: u64,
     allocations: Vec<EntryRef<'a, T>>,
 }
@@ -103,7 +179,7 @@ struct AddrReprRef<'a, T> {
 #[derive(Deserialize)]
 #[serde(rename = "AddressAllocator", deny_unknown_fields)]
 struct AddrRepr<T> {
-    space: RangeInclusive,
+    space: AddressRange,
     count: u64,
     allocations: Vec<Entry<T>>,
 }
@@ -133,31 +209,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for AddressAllocator<T> {
                 "count does not match the allocations",
             )));
         }
-        let mut prev: Option<RangeInclusive> = None;
-        for e in &r.allocations {
-            if !r.space.contains_range(&e.range) {
-                return Err(D::Error::custom(Error::OutsideSpace {
-                    range: e.range,
-                    space: r.space,
-                }));
-            }
-            if let Some(p) = prev
-                && e.range.start() <= p.end()
-            {
-                return Err(D::Error::custom(Error::Inconsistent(
-                    "allocations are not sorted or overlap",
-                )));
-            }
-            prev = Some(e.range);
-        }
-        let mut alloc = AddressAllocator::new(r.space);
-        for e in r.allocations {
-            // Every check `reserve_with` makes is repeated here, so a snapshot that slipped
-            // past the loop above still cannot create an overlap.
-            alloc
-                .reserve_with(e.range, e.tag)
-                .map_err(D::Error::custom)?;
-        }
-        Ok(alloc)
+        // Checks order, overlap and bounds, then builds the index in one O(n) pass.
+        AddressAllocator::from_sorted(
+            r.space,
+            r.allocations
+                .into_iter()
+                .map(|e| (e.range, e.tag))
+                .collect(),
+        )
+        .map_err(D::Error::custom)
     }
 }

@@ -2,7 +2,7 @@
 //! brute-force first and last fit (see `model::run_addr_ops`).
 
 use memvisor_resources::model::{AddrOp, run_addr_ops};
-use memvisor_resources::{AllocPolicy, RangeInclusive};
+use memvisor_resources::{AddressRange, AllocPolicy};
 use proptest::prelude::*;
 
 const CASES: u32 = if cfg!(miri) { 16 } else { 10_000 };
@@ -18,18 +18,18 @@ fn config() -> ProptestConfig {
 
 /// Spaces to test: small ones touching 0 and `u64::MAX`, one in the middle, and the whole
 /// 64-bit space.
-fn space() -> impl Strategy<Value = RangeInclusive> {
+fn space() -> impl Strategy<Value = AddressRange> {
     prop_oneof![
-        Just(RangeInclusive::new(0, 0xfff).unwrap()),
-        Just(RangeInclusive::new(u64::MAX - 0xfff, u64::MAX).unwrap()),
-        Just(RangeInclusive::new(0x1_0000, 0x1_07ff).unwrap()),
-        Just(RangeInclusive::FULL),
-        Just(RangeInclusive::new(7, 7).unwrap()),
+        Just(AddressRange::new(0, 0xfff).unwrap()),
+        Just(AddressRange::new(u64::MAX - 0xfff, u64::MAX).unwrap()),
+        Just(AddressRange::new(0x1_0000, 0x1_07ff).unwrap()),
+        Just(AddressRange::FULL),
+        Just(AddressRange::new(7, 7).unwrap()),
     ]
 }
 
 /// An address near either end of the space, or anywhere.
-fn addr(space: RangeInclusive) -> impl Strategy<Value = u64> {
+fn addr(space: AddressRange) -> impl Strategy<Value = u64> {
     let (lo, hi) = (space.start(), space.end());
     prop_oneof![
         4 => (0u64..0x1100).prop_map(move |o| lo.saturating_add(o)),
@@ -58,7 +58,7 @@ fn alignment() -> impl Strategy<Value = u64> {
     ]
 }
 
-fn policy(space: RangeInclusive) -> impl Strategy<Value = (u8, u64, bool)> {
+fn policy(space: AddressRange) -> impl Strategy<Value = (u8, u64, bool)> {
     (0u8..3, addr(space), any::<bool>())
 }
 
@@ -72,7 +72,7 @@ fn make_policy((kind, addr, raw): (u8, u64, bool), alignment: u64) -> AllocPolic
     }
 }
 
-fn op(space: RangeInclusive) -> impl Strategy<Value = AddrOp> {
+fn op(space: AddressRange) -> impl Strategy<Value = AddrOp> {
     let window = prop_oneof![
         4 => Just(None),
         1 => (addr(space), addr(space)).prop_map(|(a, b)| Some((a.min(b), a.max(b)))),
@@ -93,10 +93,16 @@ fn op(space: RangeInclusive) -> impl Strategy<Value = AddrOp> {
             AddrOp::RelocateNth { index, size, alignment, policy: make_policy(p, alignment) }
         }),
         1 => addr(space).prop_map(AddrOp::Lookup),
+        // Grow or shrink at either end; now and then an inverted pair.
+        1 => (addr(space), addr(space), 0u8..8).prop_map(|(a, b, k)| if k == 0 {
+            AddrOp::Resize { start: a, end: b }
+        } else {
+            AddrOp::Resize { start: a.min(b), end: a.max(b) }
+        }),
     ]
 }
 
-fn script() -> impl Strategy<Value = (RangeInclusive, Vec<AddrOp>)> {
+fn script() -> impl Strategy<Value = (AddressRange, Vec<AddrOp>)> {
     space().prop_flat_map(|s| (Just(s), prop::collection::vec(op(s), 0..50)))
 }
 
@@ -124,10 +130,6 @@ fn addr_model_runs_fill_and_free_at_both_ends() {
     ops.extend(vec![alloc(AllocPolicy::LastMatch); 5]);
     ops.extend((0..4).map(|i| AddrOp::FreeNth(i * 2)));
     ops.push(alloc(AllocPolicy::ExactMatch(0x20)));
-    run_addr_ops(RangeInclusive::new(0, 0xff).unwrap(), &ops).unwrap();
-    run_addr_ops(
-        RangeInclusive::new(u64::MAX - 0xff, u64::MAX).unwrap(),
-        &ops,
-    )
-    .unwrap();
+    run_addr_ops(AddressRange::new(0, 0xff).unwrap(), &ops).unwrap();
+    run_addr_ops(AddressRange::new(u64::MAX - 0xff, u64::MAX).unwrap(), &ops).unwrap();
 }

@@ -1,15 +1,15 @@
 //! Named edge cases at 0 and at `u64::MAX` / `u32::MAX`.
 
 use memvisor_resources::{
-    AddressAllocator, AllocPolicy, Error, IdAllocator, RangeInclusive, Request,
+    AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, Request,
 };
 
-fn r(start: u64, end: u64) -> RangeInclusive {
-    RangeInclusive::new(start, end).unwrap()
+fn r(start: u64, end: u64) -> AddressRange {
+    AddressRange::new(start, end).unwrap()
 }
 
 fn full() -> AddressAllocator<u8> {
-    AddressAllocator::new(RangeInclusive::FULL)
+    AddressAllocator::new(AddressRange::FULL)
 }
 
 #[test]

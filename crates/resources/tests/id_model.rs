@@ -54,6 +54,19 @@ fn op(first: u32, last: u32) -> impl Strategy<Value = IdOp> {
         // A huge alignment in a huge range would make the bitmap cover 2^31 IDs.
         2 => (0u32..20, prop_oneof![5 => (0u32..5).prop_map(|k| 1 << k), 1 => Just(0u32), 1 => Just(3u32), 1 => Just(big_align)])
             .prop_map(|(count, alignment)| IdOp::AllocateRun { count, alignment }),
+        2 => (0u32..20).prop_map(IdOp::AllocateMany),
+        // Sometimes one ID past the end of the range, or past `u32::MAX`: never a run that
+        // fits, so a huge range is never filled.
+        2 => (id(first, last), prop_oneof![4 => 0u32..20, 1 => Just(u32::MAX)])
+            .prop_map(move |(at, count)| {
+                if count != u32::MAX || at > last {
+                    return IdOp::AllocateRunAt { first: at, count };
+                }
+                match u32::try_from(u64::from(last - at) + 2) {
+                    Ok(count) => IdOp::AllocateRunAt { first: at, count },
+                    Err(_) => IdOp::AllocateRunAt { first: at.max(2), count: u32::MAX },
+                }
+            }),
         5 => id(first, last).prop_map(IdOp::Free),
         1 => (id(first, last), 0u32..12)
             .prop_map(|(a, len)| IdOp::FreeRun { first: a, last: a.saturating_add(len).saturating_sub(u32::from(len == 11) * 12) }),

@@ -1,7 +1,7 @@
 //! Snapshots: one canonical form, and loading rejects anything inconsistent without panicking.
 #![cfg(feature = "serde")]
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, RangeInclusive};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, IdAllocator};
 use proptest::prelude::*;
 
 const CASES: u32 = if cfg!(miri) { 16 } else { 2_000 };
@@ -82,8 +82,8 @@ fn id_snapshot_claiming_free_and_allocated_is_rejected() {
 
 #[test]
 fn address_allocator_round_trips_canonically() {
-    let mut a = AddressAllocator::<u32>::new(RangeInclusive::new(0x1000, 0xffff).unwrap());
-    a.reserve_with(RangeInclusive::new(0x8000, 0x8fff).unwrap(), 9)
+    let mut a = AddressAllocator::<u32>::new(AddressRange::new(0x1000, 0xffff).unwrap());
+    a.reserve_with(AddressRange::new(0x8000, 0x8fff).unwrap(), 9)
         .unwrap();
     let req = memvisor_resources::Request::new(0x100, 0x100, AllocPolicy::LastMatch).unwrap();
     a.allocate_with(&req, 4).unwrap();
@@ -134,10 +134,10 @@ fn address_snapshot_inconsistent_is_rejected() {
 
 #[test]
 fn range_snapshot_inverted_is_rejected() {
-    assert!(serde_json::from_str::<RangeInclusive>(r#"{"start":2,"end":1}"#).is_err());
-    let r: RangeInclusive =
+    assert!(serde_json::from_str::<AddressRange>(r#"{"start":2,"end":1}"#).is_err());
+    let r: AddressRange =
         serde_json::from_str(r#"{"start":0,"end":18446744073709551615}"#).unwrap();
-    assert_eq!(r, RangeInclusive::FULL);
+    assert_eq!(r, AddressRange::FULL);
 }
 
 proptest! {

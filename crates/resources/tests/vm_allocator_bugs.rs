@@ -2,14 +2,14 @@
 //! directly, and the behaviour memvisor has instead.
 
 use memvisor_resources::{
-    AddressAllocator, AllocPolicy, Error, IdAllocator, RangeInclusive, Request,
+    AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, Request,
 };
 use vm_allocator::{
     AddressAllocator as VmAddr, AllocPolicy as VmPolicy, RangeInclusive as VmRange,
 };
 
-fn r(start: u64, end: u64) -> RangeInclusive {
-    RangeInclusive::new(start, end).unwrap()
+fn r(start: u64, end: u64) -> AddressRange {
+    AddressRange::new(start, end).unwrap()
 }
 
 fn vr(start: u64, end: u64) -> VmRange {
@@ -107,19 +107,19 @@ fn free_near_zero_never_loses_range() {
 
 #[test]
 fn free_near_max_never_loses_range() {
-    let mut a = AddressAllocator::<()>::new(RangeInclusive::FULL);
+    let mut a = AddressAllocator::<()>::new(AddressRange::FULL);
     let x = a
         .allocate(0x10, 1, AllocPolicy::ExactMatch(u64::MAX - 0x10))
         .unwrap();
     assert_eq!(x.end(), u64::MAX - 1);
     assert_eq!(a.free(&x), Ok(()));
-    assert_eq!(a.free_ranges().collect::<Vec<_>>(), [RangeInclusive::FULL]);
+    assert_eq!(a.free_ranges().collect::<Vec<_>>(), [AddressRange::FULL]);
     assert_eq!(a.available(), 1u128 << 64);
 }
 
 #[test]
 fn failed_free_changes_nothing() {
-    let mut a = AddressAllocator::<u8>::with_base_and_size(0, 0x1000).unwrap();
+    let mut a = AddressAllocator::<u8>::new(AddressRange::from_start_and_size(0, 0x1000).unwrap());
     let x = a
         .allocate_with(
             &Request::new(0x10, 1, AllocPolicy::ExactMatch(1)).unwrap(),
@@ -155,7 +155,7 @@ fn whole_64_bit_space_is_managed() {
     // vm-allocator refuses [0, u64::MAX] as a range.
     assert!(VmRange::new(0, u64::MAX).is_err());
 
-    let mut a = AddressAllocator::<()>::new(RangeInclusive::FULL);
+    let mut a = AddressAllocator::<()>::new(AddressRange::FULL);
     assert_eq!(a.available(), 1u128 << 64);
     assert_eq!(
         a.allocate(1, 1, AllocPolicy::LastMatch),
@@ -172,10 +172,10 @@ fn whole_64_bit_space_is_managed() {
     a.free(&r(1, u64::MAX - 1)).unwrap();
     a.free(&r(0, 0)).unwrap();
     a.free(&r(u64::MAX, u64::MAX)).unwrap();
-    assert_eq!(a.free_ranges().collect::<Vec<_>>(), [RangeInclusive::FULL]);
-    a.reserve(RangeInclusive::FULL).unwrap();
+    assert_eq!(a.free_ranges().collect::<Vec<_>>(), [AddressRange::FULL]);
+    a.reserve(AddressRange::FULL).unwrap();
     assert_eq!(a.used(), 1u128 << 64);
-    assert_eq!(a.release_containing(12345), Ok((RangeInclusive::FULL, ())));
+    assert_eq!(a.release_containing(12345), Ok((AddressRange::FULL, ())));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! allocated node there instead of refusing (memvisor's own answer, an overlap error, is checked
 //! by the model test).
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, Error, RangeInclusive};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, Error};
 use proptest::prelude::*;
 use vm_allocator::{AddressAllocator as VmAddr, AllocPolicy as VmPolicy};
 
@@ -43,7 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut ours = AddressAllocator::<()>::with_base_and_size(BASE, PAGES * PAGE).unwrap();
     let mut vm = VmAddr::new(BASE, PAGES * PAGE).unwrap();
-    let mut live: Vec<RangeInclusive> = Vec::new();
+    let mut live: Vec<AddressRange> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         match *op {
             Op::Alloc(pages, align, kind, at) => {

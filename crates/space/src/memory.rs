@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use std::{fmt, io};
 
-use memvisor_resources::{AddressAllocator, RangeInclusive};
+use memvisor_resources::{AddressAllocator, AddressRange};
 use memvisor_vmem::{Advice, CommitMode, HugePageAdvice, HugeTlbSize, MapSource, Reservation};
 use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 
@@ -178,7 +178,7 @@ impl HotplugWindow {
             .mode(CommitMode::Protected)
             .reserve(len)
             .map_err(Error::Reservation)?;
-        let space = RangeInclusive::from_start_and_size(0, size)
+        let space = AddressRange::from_start_and_size(0, size)
             .map_err(|_| Error::ZeroSize { base: guest_start })?;
         Ok(Self {
             reservation,
@@ -196,7 +196,7 @@ impl HotplugWindow {
         let offset = base
             .checked_sub(self.guest_start)
             .ok_or(Error::NoHotplugWindow { base })?;
-        let range = RangeInclusive::from_start_and_size(offset, size)
+        let range = AddressRange::from_start_and_size(offset, size)
             .map_err(|_| Error::Overflow { base, size })?;
         let host_offset = usize::try_from(offset).map_err(|_| Error::Overflow { base, size })?;
         let page_size = host_page_size();
@@ -218,7 +218,7 @@ impl HotplugWindow {
     }
 
     fn unclaim(&self, offset: usize, len: usize) {
-        let range = RangeInclusive::from_start_and_size(offset as u64, len as u64);
+        let range = AddressRange::from_start_and_size(offset as u64, len as u64);
         if let Ok(range) = range {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             let freed = slots.free(&range);

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use memvisor_resources::RangeInclusive;
+use memvisor_resources::AddressRange;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
@@ -27,7 +27,7 @@ use crate::spec::RegionSpec;
 /// # Ok::<(), memvisor_space::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GuestRange(RangeInclusive);
+pub struct GuestRange(AddressRange);
 
 impl GuestRange {
     /// The `size` bytes from `start`.
@@ -35,7 +35,7 @@ impl GuestRange {
     /// # Errors
     /// [`Error::ZeroSize`] for 0, [`Error::Overflow`] if it passes `u64::MAX`.
     pub fn new(start: GuestAddress, size: u64) -> Result<Self> {
-        RangeInclusive::from_start_and_size(start.0, size)
+        AddressRange::from_start_and_size(start.0, size)
             .map(Self)
             .map_err(|e| match e {
                 memvisor_resources::Error::ZeroSize => Error::ZeroSize { base: start.0 },
@@ -51,7 +51,7 @@ impl GuestRange {
     /// # Errors
     /// [`Error::InvalidRange`] if `first > last`.
     pub fn inclusive(first: GuestAddress, last: GuestAddress) -> Result<Self> {
-        RangeInclusive::new(first.0, last.0)
+        AddressRange::new(first.0, last.0)
             .map(Self)
             .map_err(|_| Error::InvalidRange {
                 first: first.0,
@@ -109,7 +109,7 @@ impl GuestRange {
 
     /// The range as the workspace's range type.
     #[must_use]
-    pub fn as_range(&self) -> RangeInclusive {
+    pub fn as_range(&self) -> AddressRange {
         self.0
     }
 }
@@ -136,13 +136,13 @@ impl RegionSpec {
     }
 }
 
-impl From<RangeInclusive> for GuestRange {
-    fn from(range: RangeInclusive) -> Self {
+impl From<AddressRange> for GuestRange {
+    fn from(range: AddressRange) -> Self {
         Self(range)
     }
 }
 
-impl From<GuestRange> for RangeInclusive {
+impl From<GuestRange> for AddressRange {
     fn from(range: GuestRange) -> Self {
         range.0
     }

@@ -14,10 +14,17 @@
 //!   `addr_bytes_per_range_fragmented` (after `2 × param` allocations and a random half freed,
 //!   without shrinking): the change of glibc's in-use heap (`mallinfo2`) while the allocator is
 //!   built, malloc's own overhead included.
+//! - `addr_adversarial` (ns per allocate + free, at `param` live ranges): the operations of
+//!   `addr_alloc_free_first` on ranges whose start addresses were chosen against the hash-priority
+//!   treap this crate once used (each start's old priority above the previous one's, so the old
+//!   index was a list): runs of 20,000 such starts, each range reaching to one page before the next
+//!   start. `addr_alloc_free_first` is also measured at 20,000 for the comparison.
+//! - `addr_snapshot_load` (ms to load a JSON snapshot of `param` one-page ranges at random
+//!   addresses) and `addr_snapshot_load_adversarial` (the same at the crafted addresses).
 
 use std::hint::black_box;
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, RangeInclusive};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, IdAllocator};
 use vm_allocator::{AddressAllocator as VmAddr, AllocPolicy as VmPolicy, IdAllocator as VmIds};
 
 use crate::harness::{Bench, Sample, as_ms, time};
@@ -28,6 +35,10 @@ use crate::util::SplitMix64;
 pub const LIVE: [u64; 4] = [100, 1_000, 10_000, 100_000];
 /// Ranges for `addr_fill`.
 pub const FILL: [u64; 2] = [10_000, 100_000];
+/// Live ranges for `addr_adversarial`.
+pub const ADVERSARIAL: [u64; 2] = [20_000, 100_000];
+/// Ranges in the `addr_snapshot_load*` snapshots.
+pub const SNAPSHOT_RANGES: u64 = 100_000;
 /// IDs for `id_churn`.
 pub const IDS: [u64; 3] = [1_000, 100_000, 1_000_000];
 /// Live ranges for the memory figures.
@@ -54,7 +65,169 @@ pub fn run(bench: &Bench) -> Vec<Row> {
     }
     rows.push(bytes_per_range(bench, BYTES_RANGES, false));
     rows.push(bytes_per_range(bench, BYTES_RANGES, true));
+    rows.push(alloc_free(bench, ADVERSARIAL[0], false));
+    for &n in &ADVERSARIAL {
+        rows.push(adversarial(bench, n));
+    }
+    rows.push(snapshot_load(bench, SNAPSHOT_RANGES, false));
+    rows.push(snapshot_load(bench, SNAPSHOT_RANGES, true));
     rows
+}
+
+/// The page size the crafted addresses were computed for (the old priority hashed addresses).
+const CRAFT_PAGE: u64 = 0x1000;
+/// Starts per crafted run: each run is one list in the old treap.
+const CRAFT_RUN: u64 = 20_000;
+
+/// The old treap's priority of a start address.
+fn old_priority(start: u64) -> u32 {
+    let mut z = start.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    u32::try_from(z >> 32).unwrap_or(u32::MAX)
+}
+
+/// `n` page-aligned start addresses, ascending, in runs of [`CRAFT_RUN`] whose old priority
+/// rises with the address: pages are scanned in order and kept when their priority lies a small
+/// step above the previous one's.
+fn crafted_starts(n: u64) -> Vec<u64> {
+    let window = (19u64 << 32) / 10 / CRAFT_RUN;
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut page = 1u64;
+    while (out.len() as u64) < n {
+        let mut last = 0u64;
+        let mut kept = 0;
+        while kept < CRAFT_RUN && (out.len() as u64) < n {
+            let p = u64::from(old_priority(page * CRAFT_PAGE));
+            if p > last && p <= last + window {
+                out.push(page * CRAFT_PAGE);
+                last = p;
+                kept += 1;
+            }
+            page += 1;
+        }
+        page += 2;
+    }
+    out
+}
+
+/// The crafted band: ranges from each crafted start to one page before the next (at least one
+/// page), then room for the 64-page requests above. Returns the space and the ranges.
+fn crafted_band(n: u64) -> (AddressRange, Vec<(u64, u64)>) {
+    let starts = crafted_starts(n);
+    let mut ranges = Vec::with_capacity(starts.len());
+    for (i, &s) in starts.iter().enumerate() {
+        let size = match starts.get(i + 1) {
+            Some(&next) => (next - s).saturating_sub(CRAFT_PAGE).max(CRAFT_PAGE),
+            None => CRAFT_PAGE,
+        };
+        ranges.push((s, size));
+    }
+    let first = starts.first().copied().unwrap_or(CRAFT_PAGE);
+    let end = starts.last().copied().unwrap_or(first) + (2 * REQUEST_PAGES + 1) * CRAFT_PAGE;
+    let space = AddressRange::new(first, end - 1).unwrap_or(AddressRange::FULL);
+    (space, ranges)
+}
+
+/// `addr_adversarial`: `addr_alloc_free_first` on crafted start addresses.
+pub fn adversarial(bench: &Bench, n: u64) -> Row {
+    let (space, ranges) = crafted_band(n);
+    let size = REQUEST_PAGES * CRAFT_PAGE;
+    let ours_ops = 20_000u64;
+    let vm_ops = (4_000_000 / n).clamp(10, 20_000);
+    let mut ours = (|| -> Result<AddressAllocator, String> {
+        let mut a = AddressAllocator::new(space);
+        for &(s, len) in &ranges {
+            a.allocate(len, CRAFT_PAGE, AllocPolicy::ExactMatch(s))
+                .map_err(err)?;
+        }
+        Ok(a)
+    })();
+    let mut vm = (|| -> Result<VmAddr, String> {
+        let len = space.size().ok_or("space too large")?;
+        let mut a = VmAddr::new(space.start(), len).map_err(err)?;
+        for &(s, len) in &ranges {
+            a.allocate(len, CRAFT_PAGE, VmPolicy::ExactMatch(s))
+                .map_err(err)?;
+        }
+        Ok(a)
+    })();
+    bench
+        .scenario("addr_adversarial", n, "ns/op", Better::Lower)
+        .memvisor(move || {
+            let a = ours.as_mut().map_err(|e| e.clone())?;
+            let (res, d) = time(|| -> Result<(), String> {
+                for _ in 0..ours_ops {
+                    let r = a
+                        .allocate(size, CRAFT_PAGE, AllocPolicy::FirstMatch)
+                        .map_err(err)?;
+                    a.free(black_box(&r)).map_err(err)?;
+                }
+                Ok(())
+            });
+            res?;
+            Ok(d.as_secs_f64() * 1e9 / ours_ops as f64)
+        })
+        .peer("vm-allocator", move || {
+            let a = vm.as_mut().map_err(|e| e.clone())?;
+            let (res, d) = time(|| -> Result<(), String> {
+                for _ in 0..vm_ops {
+                    let r = a
+                        .allocate(size, CRAFT_PAGE, VmPolicy::FirstMatch)
+                        .map_err(err)?;
+                    a.free(black_box(&r)).map_err(err)?;
+                }
+                Ok(())
+            });
+            res?;
+            Ok(d.as_secs_f64() * 1e9 / vm_ops as f64)
+        })
+        .run()
+}
+
+/// A JSON snapshot of one-page ranges at `starts` (ascending), as the allocator writes it.
+fn snapshot_text(space: AddressRange, starts: &[u64]) -> Result<String, String> {
+    let mut a = AddressAllocator::<()>::new(space);
+    for &s in starts {
+        a.reserve(AddressRange::from_start_and_size(s, CRAFT_PAGE).map_err(err)?)
+            .map_err(err)?;
+    }
+    serde_json::to_string(&a).map_err(err)
+}
+
+/// `addr_snapshot_load` (random addresses) and `addr_snapshot_load_adversarial` (crafted ones):
+/// ms to load a snapshot of `n` one-page ranges.
+pub fn snapshot_load(bench: &Bench, n: u64, crafted: bool) -> Row {
+    let text = if crafted {
+        let starts = crafted_starts(n);
+        let end = starts.last().copied().unwrap_or(0) + 2 * CRAFT_PAGE;
+        AddressRange::new(starts.first().copied().unwrap_or(0), end)
+            .map_err(err)
+            .and_then(|space| snapshot_text(space, &starts))
+    } else {
+        let mut rng = SplitMix64::new(0x5a9 ^ n);
+        let mut pages: Vec<u64> = (0..n).map(|_| rng.below(1 << 36)).collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let starts: Vec<u64> = pages.iter().map(|p| (p + 1) * CRAFT_PAGE).collect();
+        AddressRange::new(CRAFT_PAGE, ((1 << 36) + 2) * CRAFT_PAGE)
+            .map_err(err)
+            .and_then(|space| snapshot_text(space, &starts))
+    };
+    let name = if crafted {
+        "addr_snapshot_load_adversarial"
+    } else {
+        "addr_snapshot_load"
+    };
+    bench
+        .scenario(name, n, "ms", Better::Lower)
+        .memvisor(move || {
+            let text = text.as_ref().map_err(|e| e.clone())?;
+            let (res, d) = time(|| serde_json::from_str::<AddressAllocator>(text));
+            black_box(res.map_err(err)?);
+            Ok(as_ms(d))
+        })
+        .run()
 }
 
 fn page() -> u64 {
@@ -325,7 +498,7 @@ pub fn bytes_per_range(bench: &Bench, n: u64, fragmented: bool) -> Row {
                     return memvisor_band(n, false);
                 }
                 let mut a =
-                    AddressAllocator::<()>::new(RangeInclusive::new(BASE, u64::MAX).map_err(err)?);
+                    AddressAllocator::<()>::new(AddressRange::new(BASE, u64::MAX).map_err(err)?);
                 for _ in 0..n {
                     a.allocate(page(), page(), AllocPolicy::FirstMatch)
                         .map_err(err)?;
@@ -370,6 +543,28 @@ mod tests {
         for row in [fill(&bench, 1_000), id_churn(&bench, 1_000)] {
             assert!(row.memvisor.is_some(), "{row:?}");
             assert!(row.peers["vm-allocator"].is_some(), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn crafted_starts_rise_in_old_priority() {
+        let starts = crafted_starts(200);
+        assert_eq!(starts.len(), 200);
+        for w in starts.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!(old_priority(w[0]) < old_priority(w[1]));
+        }
+    }
+
+    #[test]
+    fn adversarial_and_snapshot_small_measure() {
+        let bench = Bench::with_repeats(true, 1);
+        let row = adversarial(&bench, 100);
+        assert!(row.memvisor.is_some(), "{row:?}");
+        assert!(row.peers["vm-allocator"].is_some(), "{row:?}");
+        for crafted in [false, true] {
+            let row = snapshot_load(&bench, 100, crafted);
+            assert!(row.memvisor.is_some(), "{row:?}");
         }
     }
 

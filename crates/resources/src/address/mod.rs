@@ -1,12 +1,14 @@
 //! [`AddressAllocator`]: address ranges (MMIO, PIO, hotplug slots) inside one address space.
 
+mod set;
 mod tree;
 
 use alloc::vec::Vec;
 
+pub use self::set::AllocatorSet;
 use self::tree::{NIL, Search, Tree};
 use crate::error::{Error, Result};
-use crate::range::RangeInclusive;
+use crate::range::AddressRange;
 
 /// Where [`AddressAllocator::allocate`] places a range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -23,9 +25,9 @@ pub enum AllocPolicy {
 /// A validated allocation request: size, alignment, policy and an optional window.
 ///
 /// ```
-/// use memvisor_resources::{AllocPolicy, Error, RangeInclusive, Request};
+/// use memvisor_resources::{AllocPolicy, Error, AddressRange, Request};
 ///
-/// let below_4g = RangeInclusive::new(0, 0xffff_ffff)?;
+/// let below_4g = AddressRange::new(0, 0xffff_ffff)?;
 /// let req = Request::new(0x1000, 0x1000, AllocPolicy::LastMatch)?.within(below_4g);
 /// assert_eq!(req.window(), Some(below_4g));
 /// assert_eq!(
@@ -39,7 +41,7 @@ pub struct Request {
     size: u64,
     alignment: u64,
     policy: AllocPolicy,
-    window: Option<RangeInclusive>,
+    window: Option<AddressRange>,
 }
 
 impl Request {
@@ -62,7 +64,7 @@ impl Request {
             if address & (alignment - 1) != 0 {
                 return Err(Error::UnalignedAddress { address, alignment });
             }
-            RangeInclusive::from_start_and_size(address, size)?;
+            AddressRange::from_start_and_size(address, size)?;
         }
         Ok(Self {
             size,
@@ -75,7 +77,7 @@ impl Request {
     /// Restricts the placement to `window` (inclusive), which must lie inside the allocator's
     /// space when the request is used.
     #[must_use]
-    pub fn within(mut self, window: RangeInclusive) -> Self {
+    pub fn within(mut self, window: AddressRange) -> Self {
         self.window = Some(window);
         self
     }
@@ -100,7 +102,7 @@ impl Request {
 
     /// The window, if one was set.
     #[must_use]
-    pub fn window(&self) -> Option<RangeInclusive> {
+    pub fn window(&self) -> Option<AddressRange> {
         self.window
     }
 }
@@ -109,7 +111,7 @@ impl Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Allocation<'a, T> {
     /// The allocated range.
-    pub range: RangeInclusive,
+    pub range: AddressRange,
     /// The owner tag given when it was allocated.
     pub tag: &'a T,
 }
@@ -123,19 +125,19 @@ pub struct Allocation<'a, T> {
 /// The space may be the whole 64-bit space and ranges may end at `u64::MAX`.
 ///
 /// ```
-/// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive};
+/// use memvisor_resources::{AddressAllocator, AllocPolicy, AddressRange};
 ///
-/// let mut mmio = AddressAllocator::<u32>::new(RangeInclusive::new(0xd000_0000, 0xfebf_ffff)?);
+/// let mut mmio = AddressAllocator::<u32>::new(AddressRange::new(0xd000_0000, 0xfebf_ffff)?);
 /// let req = memvisor_resources::Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
 /// let a = mmio.allocate_with(&req, 7)?;
-/// assert_eq!(a, RangeInclusive::new(0xd000_0000, 0xd000_0fff)?);
+/// assert_eq!(a, AddressRange::new(0xd000_0000, 0xd000_0fff)?);
 /// assert_eq!(mmio.allocation_containing(0xd000_0800).map(|x| *x.tag), Some(7));
 /// assert_eq!(mmio.free(&a)?, 7);
 /// # Ok::<(), memvisor_resources::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct AddressAllocator<T = ()> {
-    space: RangeInclusive,
+    space: AddressRange,
     tree: Tree,
     /// Tag of each node, at the node's arena index.
     tags: Vec<T>,
@@ -147,7 +149,7 @@ pub struct AddressAllocator<T = ()> {
 impl<T> AddressAllocator<T> {
     /// Creates an allocator of `space`, all free.
     #[must_use]
-    pub fn new(space: RangeInclusive) -> Self {
+    pub fn new(space: AddressRange) -> Self {
         Self {
             space,
             tree: Tree::new(),
@@ -157,19 +159,9 @@ impl<T> AddressAllocator<T> {
         }
     }
 
-    /// Creates an allocator of `size` units starting at `base`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ZeroSize`] if `size` is 0, [`Error::Overflow`] if the space would go past
-    /// `u64::MAX`.
-    pub fn with_base_and_size(base: u64, size: u64) -> Result<Self> {
-        Ok(Self::new(RangeInclusive::from_start_and_size(base, size)?))
-    }
-
     /// The managed space.
     #[must_use]
-    pub fn space(&self) -> RangeInclusive {
+    pub fn space(&self) -> AddressRange {
         self.space
     }
 
@@ -210,6 +202,56 @@ impl<T> AddressAllocator<T> {
         self.tags.shrink_to_fit();
     }
 
+    /// Changes the managed space to `space` (growing or shrinking either end, say when memory
+    /// hotplug extends a window), keeping every live allocation. O(log n).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideSpace`] if a live allocation would fall outside `space`: the lowest
+    /// allocation if it starts below `space`, otherwise the highest. The allocator is unchanged
+    /// on error.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, Error};
+    ///
+    /// let mut hotplug = AddressAllocator::with_base_and_size(0x1_0000_0000, 0x4000_0000)?;
+    /// let dimm = hotplug.allocate(0x4000_0000, 0x1000, AllocPolicy::FirstMatch)?;
+    /// assert!(hotplug.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch).is_err());
+    /// // Grow the window by 1 GiB at the top.
+    /// hotplug.resize(AddressRange::from_start_and_size(0x1_0000_0000, 0x8000_0000)?)?;
+    /// assert_eq!(hotplug.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch)?.start(), 0x1_4000_0000);
+    /// // Shrinking below a live range is refused.
+    /// let small = AddressRange::from_start_and_size(0x1_0000_0000, 0x1000)?;
+    /// assert_eq!(
+    ///     hotplug.resize(small),
+    ///     Err(Error::OutsideSpace { range: AddressRange::new(0x1_4000_0000, 0x1_4000_0fff)?, space: small })
+    /// );
+    /// # let _ = dimm;
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn resize(&mut self, space: AddressRange) -> Result<()> {
+        let mut nodes = self.tree.iter();
+        let (Some(first), last_end) = (nodes.next(), self.space.end() - self.tail) else {
+            self.space = space;
+            return Ok(());
+        };
+        let first_start = self.tree.node(first).start;
+        if first_start < space.start() {
+            let range = self.range_of(first, self.tree.successor(first));
+            return Err(Error::OutsideSpace { range, space });
+        }
+        if last_end > space.end() {
+            let last = self.tree.around(last_end).pred;
+            let range = self.range_of(last, NIL);
+            return Err(Error::OutsideSpace { range, space });
+        }
+        self.tree
+            .update_gap(first_start, first_start - space.start());
+        self.tail = space.end() - last_end;
+        self.space = space;
+        Ok(())
+    }
+
     /// Allocates a range as `request` says and tags it with `tag`.
     ///
     /// Placement: [`FirstMatch`](AllocPolicy::FirstMatch) picks the lowest aligned address
@@ -223,10 +265,10 @@ impl<T> AddressAllocator<T> {
     /// the window), [`Error::Overlap`] if an exact range overlaps a live allocation,
     /// [`Error::OutOfSpace`] if no free range fits, [`Error::TooManyAllocations`] at 2^32 - 1
     /// live ranges. The allocator is unchanged on error.
-    pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<RangeInclusive> {
+    pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
         self.check_room()?;
         let (addr, host) = self.place(request)?;
-        let range = RangeInclusive::from_start_and_size(addr, request.size)?;
+        let range = AddressRange::from_start_and_size(addr, request.size)?;
         Ok(self.commit(range, host, tag))
     }
 
@@ -236,7 +278,7 @@ impl<T> AddressAllocator<T> {
     ///
     /// [`Error::OutsideSpace`] if `range` is not inside the space, [`Error::Overlap`] if it
     /// overlaps a live allocation, [`Error::TooManyAllocations`] at 2^32 - 1 live ranges.
-    pub fn reserve_with(&mut self, range: RangeInclusive, tag: T) -> Result<()> {
+    pub fn reserve_with(&mut self, range: AddressRange, tag: T) -> Result<()> {
         self.check_room()?;
         if !self.space.contains_range(&range) {
             return Err(Error::OutsideSpace {
@@ -256,7 +298,7 @@ impl<T> AddressAllocator<T> {
     /// [`Error::NotExactAllocation`] if `range` overlaps a live allocation without being
     /// exactly it (the lowest such allocation is reported), [`Error::NotAllocated`] if it
     /// overlaps none. The allocator is unchanged on error.
-    pub fn free(&mut self, range: &RangeInclusive) -> Result<T> {
+    pub fn free(&mut self, range: &AddressRange) -> Result<T> {
         let (node, succ) = self.exact(range)?;
         Ok(self.remove(node, succ))
     }
@@ -266,7 +308,7 @@ impl<T> AddressAllocator<T> {
     /// # Errors
     ///
     /// [`Error::AddressNotAllocated`] if no allocation contains `addr`.
-    pub fn release_containing(&mut self, addr: u64) -> Result<(RangeInclusive, T)> {
+    pub fn release_containing(&mut self, addr: u64) -> Result<(AddressRange, T)> {
         let (node, succ, range) = self
             .containing(addr)
             .ok_or(Error::AddressNotAllocated(addr))?;
@@ -284,21 +326,21 @@ impl<T> AddressAllocator<T> {
     /// error.
     ///
     /// ```
-    /// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive, Request};
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy, AddressRange, Request};
     ///
     /// let mut a = AddressAllocator::<()>::with_base_and_size(0, 0x10000)?;
     /// let bar = a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
     /// let moved = a.relocate(&bar, &Request::new(0x2000, 0x1000, AllocPolicy::LastMatch)?)?;
-    /// assert_eq!(moved, RangeInclusive::new(0xe000, 0xffff)?);
+    /// assert_eq!(moved, AddressRange::new(0xe000, 0xffff)?);
     /// assert_eq!(a.len(), 1);
     /// # Ok::<(), memvisor_resources::Error>(())
     /// ```
-    pub fn relocate(&mut self, old: &RangeInclusive, request: &Request) -> Result<RangeInclusive> {
+    pub fn relocate(&mut self, old: &AddressRange, request: &Request) -> Result<AddressRange> {
         let (node, succ) = self.exact(old)?;
         let tag = self.remove(node, succ);
         match self.place(request) {
             Ok((addr, host)) => {
-                let range = RangeInclusive::from_start_and_size(addr, request.size)?;
+                let range = AddressRange::from_start_and_size(addr, request.size)?;
                 Ok(self.commit(range, host, tag))
             }
             Err(e) => {
@@ -321,7 +363,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// The ranges allocated with a tag equal to `tag`, in address order (a scan: O(n)).
-    pub fn find_tagged<'a>(&'a self, tag: &'a T) -> impl Iterator<Item = RangeInclusive> + 'a
+    pub fn find_tagged<'a>(&'a self, tag: &'a T) -> impl Iterator<Item = AddressRange> + 'a
     where
         T: PartialEq,
     {
@@ -404,6 +446,71 @@ impl<T> AddressAllocator<T> {
         Ok(())
     }
 
+    /// Levels of the index tree (0 when empty). The tree is balanced, so this is at most
+    /// `1.44 * log2(len + 2)` whatever the addresses. O(n); a test hook.
+    #[cfg(feature = "model")]
+    #[must_use]
+    pub fn index_height(&self) -> usize {
+        self.tree.height()
+    }
+
+    /// Tree nodes visited by inserts and removes since the allocator was made (or loaded): a
+    /// count of work that tests can bound without timing anything. A test hook.
+    #[cfg(feature = "model")]
+    #[must_use]
+    pub fn index_work(&self) -> u64 {
+        self.tree.work()
+    }
+
+    /// Builds an allocator of `space` holding `allocations`, which must be sorted by address,
+    /// disjoint and inside `space`: O(n), the index built balanced in one pass.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideSpace`] for a range outside `space`, [`Error::Inconsistent`] if the
+    /// ranges are not sorted or overlap, [`Error::TooManyAllocations`] past 2^32 - 1 ranges.
+    #[cfg(feature = "serde")]
+    pub(crate) fn from_sorted(
+        space: AddressRange,
+        allocations: Vec<(AddressRange, T)>,
+    ) -> Result<Self> {
+        if allocations.len() >= NIL as usize {
+            return Err(Error::TooManyAllocations(u32::MAX - 1));
+        }
+        let mut prev: Option<AddressRange> = None;
+        let mut used = 0u128;
+        for (range, _) in &allocations {
+            if !space.contains_range(range) {
+                return Err(Error::OutsideSpace {
+                    range: *range,
+                    space,
+                });
+            }
+            if prev.is_some_and(|p| range.start() <= p.end()) {
+                return Err(Error::Inconsistent("allocations are not sorted or overlap"));
+            }
+            prev = Some(*range);
+            used += range.size_u128();
+        }
+        let mut this = Self::new(space);
+        // Each gap runs from the unit after the previous range (or the space start) to the
+        // range's start; the order checked above keeps every subtraction in bounds.
+        let mut next_free = Some(space.start());
+        let items = allocations.iter().map(|(range, _)| {
+            let gap = next_free.map_or(0, |f| range.start() - f);
+            next_free = range.end().checked_add(1);
+            (range.start(), gap)
+        });
+        this.tree.build(items);
+        this.tail = match prev {
+            Some(last) => space.end() - last.end(),
+            None => 0,
+        };
+        this.used = used;
+        this.tags = allocations.into_iter().map(|(_, tag)| tag).collect();
+        Ok(this)
+    }
+
     fn check_room(&self) -> Result<()> {
         if self.tree.has_room() {
             Ok(())
@@ -422,12 +529,12 @@ impl<T> AddressAllocator<T> {
         }
     }
 
-    fn range_of(&self, node: u32, succ: u32) -> RangeInclusive {
-        RangeInclusive::new(self.tree.node(node).start, self.end_before(succ)).unwrap_or(self.space)
+    fn range_of(&self, node: u32, succ: u32) -> AddressRange {
+        AddressRange::new(self.tree.node(node).start, self.end_before(succ)).unwrap_or(self.space)
     }
 
     /// The free range in front of `succ` (`NIL`: the free tail), if not empty.
-    fn gap_before(&self, succ: u32) -> Option<RangeInclusive> {
+    fn gap_before(&self, succ: u32) -> Option<AddressRange> {
         if succ == NIL {
             if self.tree.is_empty() {
                 return Some(self.space);
@@ -435,18 +542,18 @@ impl<T> AddressAllocator<T> {
             if self.tail == 0 {
                 return None;
             }
-            RangeInclusive::new(self.space.end() - self.tail + 1, self.space.end()).ok()
+            AddressRange::new(self.space.end() - self.tail + 1, self.space.end()).ok()
         } else {
             let n = self.tree.node(succ);
             if n.gap == 0 {
                 return None;
             }
-            RangeInclusive::new(n.start - n.gap, n.start - 1).ok()
+            AddressRange::new(n.start - n.gap, n.start - 1).ok()
         }
     }
 
     /// The allocation containing `addr`: node, successor and range.
-    fn containing(&self, addr: u64) -> Option<(u32, u32, RangeInclusive)> {
+    fn containing(&self, addr: u64) -> Option<(u32, u32, AddressRange)> {
         let around = self.tree.around(addr);
         if around.pred == NIL {
             return None;
@@ -458,7 +565,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// The node that is exactly `range` and its successor.
-    fn exact(&self, range: &RangeInclusive) -> Result<(u32, u32)> {
+    fn exact(&self, range: &AddressRange) -> Result<(u32, u32)> {
         if let Some((node, succ, found)) = self.containing(range.start()) {
             if found == *range {
                 return Ok((node, succ));
@@ -478,7 +585,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// The lowest allocation that overlaps `range`, given that none contains its start.
-    fn first_overlap(&self, range: &RangeInclusive) -> Option<RangeInclusive> {
+    fn first_overlap(&self, range: &AddressRange) -> Option<AddressRange> {
         let succ = self.tree.around(range.start()).succ;
         if succ == NIL || self.tree.node(succ).start > range.end() {
             return None;
@@ -487,7 +594,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// Checks that `range` is free; returns the node whose gap holds it (`NIL`: the tail).
-    fn free_host(&self, range: RangeInclusive) -> Result<u32> {
+    fn free_host(&self, range: AddressRange) -> Result<u32> {
         if let Some((_, _, existing)) = self.containing(range.start()) {
             return Err(Error::Overlap {
                 requested: range,
@@ -519,7 +626,7 @@ impl<T> AddressAllocator<T> {
         };
         let rev = match request.policy {
             AllocPolicy::ExactMatch(addr) => {
-                let range = RangeInclusive::from_start_and_size(addr, size)?;
+                let range = AddressRange::from_start_and_size(addr, size)?;
                 if !window.contains_range(&range) {
                     return Err(Error::OutsideSpace {
                         range,
@@ -531,7 +638,7 @@ impl<T> AddressAllocator<T> {
             AllocPolicy::FirstMatch => false,
             AllocPolicy::LastMatch => true,
         };
-        let fit = |gap: RangeInclusive| fit_in(gap, window, size, align, rev);
+        let fit = |gap: AddressRange| fit_in(gap, window, size, align, rev);
         let tail = || self.gap_before(NIL).and_then(fit).map(|a| (a, NIL));
         if rev && let Some(hit) = tail() {
             return Ok(hit);
@@ -540,7 +647,7 @@ impl<T> AddressAllocator<T> {
             let here = if n.gap == 0 {
                 None
             } else {
-                RangeInclusive::new(n.start - n.gap, n.start - 1)
+                AddressRange::new(n.start - n.gap, n.start - 1)
                     .ok()
                     .and_then(fit)
             };
@@ -562,7 +669,7 @@ impl<T> AddressAllocator<T> {
     }
 
     /// Records `range` (free, inside the gap in front of `host`) as allocated with `tag`.
-    fn commit(&mut self, range: RangeInclusive, host: u32, tag: T) -> RangeInclusive {
+    fn commit(&mut self, range: AddressRange, host: u32, tag: T) -> AddressRange {
         let region_start = match self.gap_before(host) {
             Some(g) => g.start(),
             None => range.start(),
@@ -604,6 +711,31 @@ impl<T> AddressAllocator<T> {
     }
 }
 
+impl AddressAllocator {
+    /// Creates an untagged allocator of `size` units starting at `base`, as vm-allocator's
+    /// constructor of the same name does; code ported from vm-allocator compiles unchanged.
+    /// (For tagged ranges: `AddressAllocator::<T>::new(AddressRange::from_start_and_size(base,
+    /// size)?)`.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroSize`] if `size` is 0, [`Error::Overflow`] if the space would go past
+    /// `u64::MAX`.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy};
+    ///
+    /// let mut pool = AddressAllocator::with_base_and_size(0x1000, 0x10000)?;
+    /// let r = pool.allocate(0x100, 0x100, AllocPolicy::FirstMatch)?;
+    /// assert_eq!((r.start(), r.end()), (0x1000, 0x10ff));
+    /// pool.free(&r)?;
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn with_base_and_size(base: u64, size: u64) -> Result<Self> {
+        Ok(Self::new(AddressRange::from_start_and_size(base, size)?))
+    }
+}
+
 impl<T: Default> AddressAllocator<T> {
     /// Allocates `size` units aligned to `alignment`, placed by `policy`, with the default tag.
     ///
@@ -612,9 +744,9 @@ impl<T: Default> AddressAllocator<T> {
     /// Those of [`Request::new`] and [`allocate_with`](Self::allocate_with).
     ///
     /// ```
-    /// use memvisor_resources::{AddressAllocator, AllocPolicy, RangeInclusive};
+    /// use memvisor_resources::{AddressAllocator, AllocPolicy, AddressRange};
     ///
-    /// let mut a = AddressAllocator::<()>::new(RangeInclusive::FULL);
+    /// let mut a = AddressAllocator::<()>::new(AddressRange::FULL);
     /// let top = a.allocate(0x1000, 0x1000, AllocPolicy::LastMatch)?;
     /// assert_eq!(top.end(), u64::MAX);
     /// let low = a.allocate(0x10, 0x10, AllocPolicy::FirstMatch)?;
@@ -626,7 +758,7 @@ impl<T: Default> AddressAllocator<T> {
         size: u64,
         alignment: u64,
         policy: AllocPolicy,
-    ) -> Result<RangeInclusive> {
+    ) -> Result<AddressRange> {
         self.allocate_with(&Request::new(size, alignment, policy)?, T::default())
     }
 
@@ -635,7 +767,7 @@ impl<T: Default> AddressAllocator<T> {
     /// # Errors
     ///
     /// Those of [`reserve_with`](Self::reserve_with).
-    pub fn reserve(&mut self, range: RangeInclusive) -> Result<()> {
+    pub fn reserve(&mut self, range: AddressRange) -> Result<()> {
         self.reserve_with(range, T::default())
     }
 }
@@ -643,8 +775,8 @@ impl<T: Default> AddressAllocator<T> {
 /// The lowest (or, with `rev`, highest) address in `gap ∩ window` that is a multiple of `align`
 /// and starts `size` free units.
 fn fit_in(
-    gap: RangeInclusive,
-    window: RangeInclusive,
+    gap: AddressRange,
+    window: AddressRange,
     size: u64,
     align: u64,
     rev: bool,
@@ -694,9 +826,9 @@ pub struct FreeRanges<'a, T> {
 }
 
 impl<T> Iterator for FreeRanges<'_, T> {
-    type Item = RangeInclusive;
+    type Item = AddressRange;
 
-    fn next(&mut self) -> Option<RangeInclusive> {
+    fn next(&mut self) -> Option<AddressRange> {
         for node in self.nodes.by_ref() {
             if let Some(gap) = self.alloc.gap_before(node) {
                 return Some(gap);
@@ -724,8 +856,8 @@ impl<T: Eq> Eq for AddressAllocator<T> {}
 mod tests {
     use super::*;
 
-    fn r(start: u64, end: u64) -> RangeInclusive {
-        RangeInclusive::new(start, end).unwrap()
+    fn r(start: u64, end: u64) -> AddressRange {
+        AddressRange::new(start, end).unwrap()
     }
 
     fn pool() -> AddressAllocator<u32> {
@@ -1168,7 +1300,7 @@ mod tests {
             a.allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(addr)), i as u32)
                 .unwrap();
         }
-        let got: Vec<(RangeInclusive, u32)> = a.allocated().map(|x| (x.range, *x.tag)).collect();
+        let got: Vec<(AddressRange, u32)> = a.allocated().map(|x| (x.range, *x.tag)).collect();
         assert_eq!(
             got,
             [
@@ -1205,7 +1337,7 @@ mod tests {
     #[test]
     fn shrink_to_fit_after_frees_releases_capacity() {
         let mut a = AddressAllocator::<()>::new(r(0, u64::MAX));
-        let ranges: Vec<RangeInclusive> = (0..1000)
+        let ranges: Vec<AddressRange> = (0..1000)
             .map(|_| a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch).unwrap())
             .collect();
         for x in &ranges[..900] {
@@ -1219,6 +1351,78 @@ mod tests {
             a.allocate(0x1000, 0x1000, AllocPolicy::FirstMatch),
             Ok(ranges[0])
         );
+    }
+
+    #[test]
+    fn resize_grow_both_ends_keeps_allocations() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(0x2000)), 1)
+            .unwrap();
+        a.resize(r(0x800, 0x2_0fff)).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(
+            a.free_ranges().collect::<Vec<_>>(),
+            [r(0x800, 0x1fff), r(0x2100, 0x2_0fff)]
+        );
+        assert_eq!(
+            a.allocate_with(&req(0x10, 1, AllocPolicy::FirstMatch), 2),
+            Ok(r(0x800, 0x80f))
+        );
+        assert_eq!(a.allocated().next().map(|a| a.range), Some(r(0x800, 0x80f)));
+        assert_eq!(a.allocation_containing(0x2000).map(|a| a.range), Some(x));
+    }
+
+    #[test]
+    fn resize_shrink_to_allocations_succeeds() {
+        let mut a = pool();
+        let x = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::ExactMatch(0x2000)), 1)
+            .unwrap();
+        a.resize(x).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(a.available(), 0);
+        assert_eq!(a.free(&x), Ok(1));
+        assert_eq!(a.free_ranges().collect::<Vec<_>>(), [x]);
+    }
+
+    #[test]
+    fn resize_dropping_allocation_fails_unchanged() {
+        let mut a = pool();
+        let low = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::FirstMatch), 1)
+            .unwrap();
+        let high = a
+            .allocate_with(&req(0x100, 1, AllocPolicy::LastMatch), 2)
+            .unwrap();
+        let before = a.clone();
+        let s = r(0x1080, 0x1_0fff);
+        assert_eq!(
+            a.resize(s),
+            Err(Error::OutsideSpace {
+                range: low,
+                space: s
+            })
+        );
+        let s = r(0x1000, 0x1_0f80);
+        assert_eq!(
+            a.resize(s),
+            Err(Error::OutsideSpace {
+                range: high,
+                space: s
+            })
+        );
+        assert_eq!(a, before);
+        assert_eq!(a.space(), before.space());
+        a.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn resize_empty_moves_space() {
+        let mut a = pool();
+        a.resize(r(0, 0xf)).unwrap();
+        assert_eq!(a.free_ranges().collect::<Vec<_>>(), [r(0, 0xf)]);
+        a.check_invariants().unwrap();
     }
 
     #[test]

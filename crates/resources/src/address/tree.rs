@@ -1,19 +1,31 @@
-//! The index behind [`AddressAllocator`](super::AddressAllocator): a treap of live allocations
-//! in a dense arena, each node knowing the free gap in front of it and an upper bound of the
-//! largest gap in its subtree.
+//! The index behind [`AddressAllocator`](super::AddressAllocator): an AVL tree of live
+//! allocations in a dense arena, each node knowing the free gap in front of it and an upper bound
+//! of the largest gap in its subtree.
 //!
 //! A node stores its allocation's start and the free units between the previous allocation (or
 //! the start of the space) and that start. An allocation's end is therefore read from its
 //! successor: `succ.start - succ.gap - 1`, or from the free tail after the last node.
 //!
-//! Priorities are a hash of the start address, so they need no storage and survive the moves
-//! that keep the arena dense. The largest-gap bound is kept as a 32-bit floating encoding that
-//! is exact below 2^24 and otherwise rounds up; pruning with an upper bound never skips a fit.
+//! The tree is height-balanced (AVL): the heights of a node's two subtrees differ by at most one,
+//! so a tree of n nodes is at most `1.44 * log2(n + 2)` levels deep whatever the addresses and
+//! whatever the order of the operations. With fewer than 2^32 nodes that is below 47 levels, so
+//! every walk keeps its path in a fixed array of [`MAX_HEIGHT`] entries: no recursion, no heap
+//! allocation. The balance factor lives in the top two bits of the largest-gap word, so a node
+//! stays 28 bytes.
+//!
+//! The largest-gap bound is kept as a 30-bit floating encoding that is exact below 2^24 and
+//! otherwise rounds up; pruning with an upper bound never skips a fit.
 
 use alloc::vec::Vec;
 
 /// Index of "no node".
 pub(super) const NIL: u32 = u32::MAX;
+
+/// Room for any path: an AVL tree of fewer than 2^32 nodes is at most 46 levels deep.
+const MAX_HEIGHT: usize = 64;
+
+/// Bits of [`Node::meta`] that hold the encoded largest gap; the two bits above hold the balance.
+const GAP_MASK: u32 = (1 << 30) - 1;
 
 /// One live allocation. 28 bytes: the arena costs at most 32 bytes per live range with its
 /// growth slack.
@@ -26,11 +38,26 @@ pub(super) struct Node {
     pub(super) gap: u64,
     left: u32,
     right: u32,
-    /// Encoded upper bound of the largest `gap` in this subtree.
-    max_gap: u32,
+    /// Bits 0..30: encoded upper bound of the largest `gap` in this subtree. Bits 30..32: the
+    /// balance factor, height(right) - height(left): 0 -> 0, 1 -> -1, 2 -> +1.
+    meta: u32,
 }
 
-/// Encodes `v` as `m << e` (`e` in the top byte, 24-bit `m` below), rounding up.
+impl Node {
+    fn bal(self) -> i8 {
+        match self.meta >> 30 {
+            1 => -1,
+            2 => 1,
+            _ => 0,
+        }
+    }
+
+    fn child(self, right: bool) -> u32 {
+        if right { self.right } else { self.left }
+    }
+}
+
+/// Encodes `v` as `m << e` (`e` in bits 24..30, 24-bit `m` below), rounding up.
 pub(super) fn encode_bound(v: u64) -> u32 {
     const M: u32 = 24;
     let bits = 64 - v.leading_zeros();
@@ -58,20 +85,45 @@ pub(super) fn decode_bound(c: u32) -> u64 {
     m << e
 }
 
-/// A 32-bit priority from a start address (a fixed mixing function).
-fn priority(start: u64) -> u32 {
-    let mut z = start.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    // Keep the high half; the truncation is the point.
-    u32::try_from(z >> 32).unwrap_or(u32::MAX)
+/// A walk from the root: the nodes passed and, for each, whether the walk went right.
+struct Path {
+    nodes: [u32; MAX_HEIGHT],
+    right: u64,
+    len: usize,
 }
 
-/// The treap. Node indices are dense: `0..len`.
-#[derive(Clone, Debug, Default)]
+impl Path {
+    fn new() -> Self {
+        Self {
+            nodes: [NIL; MAX_HEIGHT],
+            right: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, t: u32, right: bool) {
+        // A balanced tree of fewer than 2^32 nodes never fills the array; indexing checks it.
+        self.nodes[self.len] = t;
+        if right {
+            self.right |= 1 << self.len;
+        } else {
+            self.right &= !(1 << self.len);
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, k: usize) -> (u32, bool) {
+        (self.nodes[k], self.right & (1 << k) != 0)
+    }
+}
+
+/// The AVL tree. Node indices are dense: `0..len`.
+#[derive(Clone, Debug)]
 pub(super) struct Tree {
     nodes: Vec<Node>,
     root: u32,
+    /// Nodes visited by inserts and removes so far (path lengths), for tests that bound the work.
+    work: u64,
 }
 
 /// What a descent for an address found: the node with the largest start `<= addr` and the one
@@ -87,6 +139,7 @@ impl Tree {
         Self {
             nodes: Vec::new(),
             root: NIL,
+            work: 0,
         }
     }
 
@@ -113,6 +166,32 @@ impl Tree {
     /// Whether one more node fits the `u32` index space.
     pub(super) fn has_room(&self) -> bool {
         self.nodes.len() < NIL as usize
+    }
+
+    /// Nodes visited by inserts and removes since the tree was made.
+    #[cfg(any(test, feature = "model"))]
+    pub(super) fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// The number of levels (0 for an empty tree). O(n).
+    #[cfg(any(test, feature = "model"))]
+    pub(super) fn height(&self) -> usize {
+        let mut best = 0;
+        let mut stack: Vec<(u32, usize)> = Vec::new();
+        if self.root != NIL {
+            stack.push((self.root, 1));
+        }
+        while let Some((t, d)) = stack.pop() {
+            best = best.max(d);
+            let n = self.node(t);
+            for c in [n.left, n.right] {
+                if c != NIL {
+                    stack.push((c, d + 1));
+                }
+            }
+        }
+        best
     }
 
     /// Sets the gap of node `i`. The caller must then [`insert`](Self::insert) the node right
@@ -147,10 +226,7 @@ impl Tree {
         self.around(self.node(i).start).succ
     }
 
-    /// Inserts a node. The caller has checked [`has_room`](Self::has_room) and that `start` is
-    /// not present, and has already set the gap of the node that follows it: that node lies on
-    /// the search path for `start`, so its ancestors' bounds are refreshed here.
-    pub(super) fn insert(&mut self, start: u64, gap: u64) -> u32 {
+    fn push_node(&mut self, start: u64, gap: u64) -> u32 {
         let i = u32::try_from(self.nodes.len()).unwrap_or(NIL);
         if self.nodes.len() == self.nodes.capacity() {
             // Grow by an eighth so that spare capacity stays small.
@@ -162,37 +238,47 @@ impl Tree {
             gap,
             left: NIL,
             right: NIL,
-            max_gap: encode_bound(gap),
+            meta: encode_bound(gap),
         });
-        self.root = self.insert_at(self.root, i, start, priority(start));
         i
     }
 
-    /// Inserts node `i` (key `start`, priority `pri`) into subtree `t`: down the search path to
-    /// the first node of lower priority, whose subtree is split around the new node. Every node
-    /// on the search path for `start` is pulled on the way back.
-    fn insert_at(&mut self, t: u32, i: u32, start: u64, pri: u32) -> u32 {
-        if t == NIL {
-            return i;
+    /// Inserts a node. The caller has checked [`has_room`](Self::has_room) and that `start` is
+    /// not present, and has already set the gap of the node that follows it: that node lies on
+    /// the search path for `start`, whose every node is pulled here.
+    pub(super) fn insert(&mut self, start: u64, gap: u64) -> u32 {
+        let i = self.push_node(start, gap);
+        let mut path = Path::new();
+        let mut t = self.root;
+        while t != NIL {
+            let n = self.node(t);
+            let right = start > n.start;
+            path.push(t, right);
+            t = n.child(right);
         }
-        let n = self.node(t);
-        if pri > priority(n.start) {
-            let (l, r) = self.split(t, start);
-            let new = &mut self.nodes[i as usize];
-            new.left = l;
-            new.right = r;
-            self.pull(i);
-            return i;
+        self.work += path.len as u64 + 1;
+        self.replace_child(&path, path.len, i);
+        let mut growing = true;
+        for k in (0..path.len).rev() {
+            let (p, right) = path.get(k);
+            if !growing {
+                self.pull(p);
+                continue;
+            }
+            let b = self.node(p).bal() + if right { 1 } else { -1 };
+            if b.abs() <= 1 {
+                self.set_bal(p, b);
+                self.pull(p);
+                // The subtree grew unless it is now balanced.
+                growing = b != 0;
+            } else {
+                // After an insert, a rotation restores the height the subtree had before.
+                let (sub, _) = self.rebalance(p, b);
+                self.replace_child(&path, k, sub);
+                growing = false;
+            }
         }
-        if start < n.start {
-            let c = self.insert_at(n.left, i, start, pri);
-            self.nodes[t as usize].left = c;
-        } else {
-            let c = self.insert_at(n.right, i, start, pri);
-            self.nodes[t as usize].right = c;
-        }
-        self.pull(t);
-        t
+        i
     }
 
     /// Removes the node that starts at `start` (it must be present), sets the gap of the node
@@ -200,10 +286,68 @@ impl Tree {
     /// node had. The node that was last in the arena moves into that index (the caller moves its
     /// side data the same way, as `Vec::swap_remove` does).
     pub(super) fn remove(&mut self, start: u64, succ: Option<(u64, u64)>) -> u32 {
-        let (root, m) = self.remove_at(self.root, start);
-        self.root = root;
+        let mut path = Path::new();
+        let mut t = self.root;
+        while t != NIL {
+            let n = self.node(t);
+            if n.start == start {
+                break;
+            }
+            let right = start > n.start;
+            path.push(t, right);
+            t = n.child(right);
+        }
+        let m = t;
+        let n = self.node(m);
+        let at = path.len;
+        if n.left != NIL && n.right != NIL {
+            // Put the in-order successor (leftmost of the right subtree) in the removed node's
+            // place; the right subtree lost a node.
+            path.push(m, true);
+            let mut s = n.right;
+            loop {
+                let sn = self.node(s);
+                if sn.left == NIL {
+                    break;
+                }
+                path.push(s, false);
+                s = sn.left;
+            }
+            let sr = self.node(s).right;
+            self.replace_child(&path, path.len, sr);
+            let after = self.node(m);
+            let sn = &mut self.nodes[s as usize];
+            sn.left = after.left;
+            sn.right = after.right;
+            self.set_bal(s, after.bal());
+            path.nodes[at] = s;
+            self.replace_child(&path, at, s);
+        } else {
+            let child = if n.left != NIL { n.left } else { n.right };
+            self.replace_child(&path, at, child);
+        }
+        self.work += path.len as u64 + 1;
+        let mut shrinking = true;
+        for k in (0..path.len).rev() {
+            let (p, right) = path.get(k);
+            if !shrinking {
+                self.pull(p);
+                continue;
+            }
+            let b = self.node(p).bal() + if right { -1 } else { 1 };
+            if b.abs() <= 1 {
+                self.set_bal(p, b);
+                self.pull(p);
+                // The subtree got lower only if it was leaning to the side that lost a node.
+                shrinking = b == 0;
+            } else {
+                let (sub, lower) = self.rebalance(p, b);
+                self.replace_child(&path, k, sub);
+                shrinking = lower;
+            }
+        }
         if let Some((succ_start, gap)) = succ {
-            self.refresh(self.root, succ_start, gap);
+            self.update_gap(succ_start, gap);
         }
         let last = u32::try_from(self.nodes.len() - 1).unwrap_or(NIL);
         if m != last {
@@ -215,38 +359,104 @@ impl Tree {
         m
     }
 
-    /// Unlinks the node with key `start` from subtree `t` (its children merged in its place)
-    /// and returns the new subtree and the unlinked index.
-    fn remove_at(&mut self, t: u32, start: u64) -> (u32, u32) {
-        let n = self.node(t);
-        if n.start == start {
-            return (self.merge(n.left, n.right), t);
+    /// Sets the gap of the node that starts at `start` (it must be present) and refreshes the
+    /// bounds on its path.
+    pub(super) fn update_gap(&mut self, start: u64, gap: u64) {
+        let mut path = Path::new();
+        let mut t = self.root;
+        while t != NIL {
+            let n = self.node(t);
+            path.push(t, start > n.start);
+            if n.start == start {
+                self.nodes[t as usize].gap = gap;
+                break;
+            }
+            t = n.child(start > n.start);
         }
-        let m = if start < n.start {
-            let (c, m) = self.remove_at(n.left, start);
-            self.nodes[t as usize].left = c;
-            m
-        } else {
-            let (c, m) = self.remove_at(n.right, start);
-            self.nodes[t as usize].right = c;
-            m
-        };
-        self.pull(t);
-        (t, m)
+        self.work += path.len as u64;
+        for k in (0..path.len).rev() {
+            self.pull(path.get(k).0);
+        }
     }
 
-    /// Sets the gap of the node with key `start` in subtree `t` and pulls every node on the way
-    /// back up.
-    fn refresh(&mut self, t: u32, start: u64, gap: u64) {
-        let n = self.node(t);
-        if n.start == start {
-            self.nodes[t as usize].gap = gap;
-        } else if start < n.start {
-            self.refresh(n.left, start, gap);
-        } else {
-            self.refresh(n.right, start, gap);
+    /// Makes `child` the subtree below `path[..k]`: the root if `k` is 0, otherwise the child of
+    /// `path[k - 1]` on the side the walk took.
+    fn replace_child(&mut self, path: &Path, k: usize, child: u32) {
+        if k == 0 {
+            self.root = child;
+            return;
         }
-        self.pull(t);
+        let (p, right) = path.get(k - 1);
+        let n = &mut self.nodes[p as usize];
+        if right {
+            n.right = child;
+        } else {
+            n.left = child;
+        }
+    }
+
+    /// Restores balance at `x`, whose balance factor would be `b` (+2 or -2). Returns the new
+    /// root of the subtree and whether the subtree is now one level lower than it was with `x`
+    /// unbalanced (always the case after an insert; after a removal, unless the taller child
+    /// was itself balanced).
+    fn rebalance(&mut self, x: u32, b: i8) -> (u32, bool) {
+        let right = b > 0;
+        let y = self.node(x).child(right);
+        let by = self.node(y).bal();
+        let lean = if right { 1 } else { -1 };
+        if by == -lean {
+            // Double rotation: `y`'s inner child `z` becomes the root.
+            let z = self.node(y).child(!right);
+            let bz = self.node(z).bal();
+            let (zl, zr) = (self.node(z).left, self.node(z).right);
+            if right {
+                self.nodes[x as usize].right = zl;
+                self.nodes[y as usize].left = zr;
+                self.nodes[z as usize].left = x;
+                self.nodes[z as usize].right = y;
+            } else {
+                self.nodes[x as usize].left = zr;
+                self.nodes[y as usize].right = zl;
+                self.nodes[z as usize].right = x;
+                self.nodes[z as usize].left = y;
+            }
+            self.set_bal(x, if bz == lean { -lean } else { 0 });
+            self.set_bal(y, if bz == -lean { lean } else { 0 });
+            self.set_bal(z, 0);
+            self.pull(x);
+            self.pull(y);
+            self.pull(z);
+            return (z, true);
+        }
+        // Single rotation: `y` becomes the root, its inner subtree moves under `x`.
+        let inner = self.node(y).child(!right);
+        if right {
+            self.nodes[x as usize].right = inner;
+            self.nodes[y as usize].left = x;
+        } else {
+            self.nodes[x as usize].left = inner;
+            self.nodes[y as usize].right = x;
+        }
+        if by == 0 {
+            self.set_bal(x, lean);
+            self.set_bal(y, -lean);
+        } else {
+            self.set_bal(x, 0);
+            self.set_bal(y, 0);
+        }
+        self.pull(x);
+        self.pull(y);
+        (y, by != 0)
+    }
+
+    fn set_bal(&mut self, t: u32, b: i8) {
+        let code = match b {
+            -1 => 1,
+            1 => 2,
+            _ => 0,
+        };
+        let n = &mut self.nodes[t as usize];
+        n.meta = (n.meta & GAP_MASK) | (code << 30);
     }
 
     /// Replaces the link to `old` (the node starting at `start`) with `new`.
@@ -275,91 +485,109 @@ impl Tree {
         if t == NIL {
             0
         } else {
-            decode_bound(self.node(t).max_gap)
+            decode_bound(self.node(t).meta & GAP_MASK)
         }
     }
 
     fn pull(&mut self, t: u32) {
         let n = self.node(t);
         let m = n.gap.max(self.max_of(n.left)).max(self.max_of(n.right));
-        self.nodes[t as usize].max_gap = encode_bound(m);
+        self.nodes[t as usize].meta = (n.meta & !GAP_MASK) | encode_bound(m);
     }
 
-    /// Splits `t` into starts `< key` and starts `>= key`.
-    fn split(&mut self, t: u32, key: u64) -> (u32, u32) {
-        if t == NIL {
-            return (NIL, NIL);
+    /// Builds the tree from `(start, gap)` pairs in increasing start order, replacing what was
+    /// there: O(n), perfectly balanced (each node the middle of its range).
+    #[cfg(any(test, feature = "serde"))]
+    pub(super) fn build(&mut self, items: impl IntoIterator<Item = (u64, u64)>) {
+        self.nodes.clear();
+        self.root = NIL;
+        let items = items.into_iter();
+        self.nodes.reserve_exact(items.size_hint().0);
+        for (start, gap) in items {
+            self.push_node(start, gap);
         }
-        let n = self.node(t);
-        if n.start < key {
-            let (l, r) = self.split(n.right, key);
-            self.nodes[t as usize].right = l;
+        let n = u32::try_from(self.nodes.len()).unwrap_or(NIL);
+        self.work += u64::from(n);
+        if n == 0 {
+            return;
+        }
+        // Pre-order over index ranges `[lo, hi)`; `order` lists the nodes in that order, so
+        // reading it backwards visits every child before its parent.
+        let mut order: Vec<u32> = Vec::with_capacity(n as usize);
+        let mut stack: Vec<(u32, u32, u32, bool)> = Vec::new();
+        stack.push((0, n, NIL, false));
+        while let Some((lo, hi, parent, right)) = stack.pop() {
+            let mid = lo + (hi - lo) / 2;
+            let (ls, rs) = (mid - lo, hi - mid - 1);
+            // A midpoint split of s nodes is bit_length(s) levels deep.
+            let h = |s: u32| 32 - s.leading_zeros();
+            let b = i8::try_from(i64::from(h(rs)) - i64::from(h(ls))).unwrap_or(0);
+            self.set_bal(mid, b);
+            if parent == NIL {
+                self.root = mid;
+            } else if right {
+                self.nodes[parent as usize].right = mid;
+            } else {
+                self.nodes[parent as usize].left = mid;
+            }
+            order.push(mid);
+            if ls > 0 {
+                stack.push((lo, mid, mid, false));
+            }
+            if rs > 0 {
+                stack.push((mid + 1, hi, mid, true));
+            }
+        }
+        for &t in order.iter().rev() {
             self.pull(t);
-            (t, r)
-        } else {
-            let (l, r) = self.split(n.left, key);
-            self.nodes[t as usize].left = r;
-            self.pull(t);
-            (l, t)
-        }
-    }
-
-    /// Joins two treaps where every start in `a` is below every start in `b`.
-    fn merge(&mut self, a: u32, b: u32) -> u32 {
-        if a == NIL {
-            return b;
-        }
-        if b == NIL {
-            return a;
-        }
-        let (na, nb) = (self.node(a), self.node(b));
-        if priority(na.start) >= priority(nb.start) {
-            let r = self.merge(na.right, b);
-            self.nodes[a as usize].right = r;
-            self.pull(a);
-            a
-        } else {
-            let l = self.merge(a, nb.left);
-            self.nodes[b as usize].left = l;
-            self.pull(b);
-            b
         }
     }
 
     /// Depth-first search in address order (`rev` for descending) for the first node whose gap
     /// yields a placement. Subtrees whose largest gap is below `size` are skipped, as are those
-    /// that `skip_left`/`skip_right` rule out by position.
+    /// that `skip_left`/`skip_right` rule out by position. Iterative; the stack holds at most
+    /// one frame per level.
     pub(super) fn find<F>(&self, size: u64, rev: bool, f: &mut F) -> Option<(u32, u64)>
     where
         F: FnMut(&Node) -> Search,
     {
-        self.find_in(self.root, size, rev, f)
-    }
-
-    fn find_in<F>(&self, t: u32, size: u64, rev: bool, f: &mut F) -> Option<(u32, u64)>
-    where
-        F: FnMut(&Node) -> Search,
-    {
-        if t == NIL || self.max_of(t) < size {
-            return None;
+        // Each frame: a node, what the probe said about it, and whether its first subtree is
+        // done.
+        let mut stack: [(u32, Search); MAX_HEIGHT] = [(NIL, Search::NONE); MAX_HEIGHT];
+        let mut len = 0usize;
+        let mut next = self.root;
+        loop {
+            if next != NIL && self.max_of(next) >= size {
+                let n = self.node(next);
+                let s = f(&n);
+                stack[len] = (next, s);
+                len += 1;
+                let (first, go) = if rev {
+                    (n.right, s.right)
+                } else {
+                    (n.left, s.left)
+                };
+                next = if go { first } else { NIL };
+                continue;
+            }
+            // The first subtree of the top frame is done: try its own gap, then its second
+            // subtree in its place (the frame is finished either way).
+            if len == 0 {
+                return None;
+            }
+            len -= 1;
+            let (t, s) = stack[len];
+            if let Some(addr) = s.here {
+                return Some((t, addr));
+            }
+            let n = self.node(t);
+            let (second, go) = if rev {
+                (n.left, s.left)
+            } else {
+                (n.right, s.right)
+            };
+            next = if go { second } else { NIL };
         }
-        let n = self.node(t);
-        let s = f(&n);
-        let (first, second, go_first, go_second) = if rev {
-            (n.right, n.left, s.right, s.left)
-        } else {
-            (n.left, n.right, s.left, s.right)
-        };
-        if go_first && let Some(hit) = self.find_in(first, size, rev, f) {
-            return Some(hit);
-        }
-        if let Some(addr) = s.here {
-            return Some((t, addr));
-        }
-        if go_second {
-            return self.find_in(second, size, rev, f);
-        }
-        None
     }
 
     /// Nodes in address order.
@@ -372,46 +600,70 @@ impl Tree {
         it
     }
 
-    /// Checks the structure (order, heap, bounds, arena density); used by tests.
+    /// Checks the structure (order, balance, bounds, arena density); used by tests. Iterative.
     pub(super) fn check(&self) -> core::result::Result<(), &'static str> {
-        let mut seen = 0usize;
-        self.check_in(self.root, None, None, &mut seen)?;
-        if seen != self.nodes.len() {
+        let len = self.nodes.len();
+        // Post-order: heights and true largest gaps of each subtree.
+        let mut height = alloc::vec![0u8; len];
+        let mut largest = alloc::vec![0u64; len];
+        let mut visited = 0usize;
+        let mut stack: Vec<(u32, bool)> = Vec::new();
+        if self.root != NIL {
+            stack.push((self.root, false));
+        }
+        while let Some((t, children_done)) = stack.pop() {
+            if t as usize >= len {
+                return Err("link outside the arena");
+            }
+            let n = self.node(t);
+            if !children_done {
+                visited += 1;
+                if visited > len {
+                    return Err("a node is reachable twice");
+                }
+                stack.push((t, true));
+                for c in [n.left, n.right] {
+                    if c != NIL {
+                        stack.push((c, false));
+                    }
+                }
+                continue;
+            }
+            let (hl, ml) = self.sub(n.left, &height, &largest);
+            let (hr, mr) = self.sub(n.right, &height, &largest);
+            if i16::from(hr) - i16::from(hl) != i16::from(n.bal()) || n.meta >> 30 == 3 {
+                return Err("balance factor wrong or out of range");
+            }
+            let m = n.gap.max(ml).max(mr);
+            if decode_bound(n.meta & GAP_MASK) < m {
+                return Err("largest-gap bound below the real largest gap");
+            }
+            if n.meta & GAP_MASK != encode_bound(m) {
+                return Err("largest-gap bound stale");
+            }
+            height[t as usize] = hl.max(hr) + 1;
+            largest[t as usize] = m;
+        }
+        if visited != len {
             return Err("arena holds nodes that are not in the tree");
+        }
+        let mut prev: Option<u64> = None;
+        for t in self.iter() {
+            let s = self.node(t).start;
+            if prev.is_some_and(|p| p >= s) {
+                return Err("starts out of order");
+            }
+            prev = Some(s);
         }
         Ok(())
     }
 
-    fn check_in(
-        &self,
-        t: u32,
-        lo: Option<u64>,
-        hi: Option<u64>,
-        seen: &mut usize,
-    ) -> core::result::Result<u64, &'static str> {
+    fn sub(&self, t: u32, height: &[u8], largest: &[u64]) -> (u8, u64) {
         if t == NIL {
-            return Ok(0);
+            (0, 0)
+        } else {
+            (height[t as usize], largest[t as usize])
         }
-        *seen += 1;
-        let n = self.node(t);
-        if lo.is_some_and(|lo| n.start <= lo) || hi.is_some_and(|hi| n.start >= hi) {
-            return Err("starts out of order");
-        }
-        for c in [n.left, n.right] {
-            if c != NIL && priority(self.node(c).start) > priority(n.start) {
-                return Err("heap order broken");
-            }
-        }
-        let l = self.check_in(n.left, lo, Some(n.start), seen)?;
-        let r = self.check_in(n.right, Some(n.start), hi, seen)?;
-        let m = n.gap.max(l).max(r);
-        if decode_bound(n.max_gap) < m {
-            return Err("largest-gap bound below the real largest gap");
-        }
-        if n.max_gap != encode_bound(m) {
-            return Err("largest-gap bound stale");
-        }
-        Ok(m)
     }
 }
 
@@ -424,6 +676,14 @@ pub(super) struct Search {
     pub(super) left: bool,
     /// Whether the higher-address subtree can hold a placement.
     pub(super) right: bool,
+}
+
+impl Search {
+    const NONE: Self = Self {
+        here: None,
+        left: false,
+        right: false,
+    };
 }
 
 /// In-order iterator over node indices.
@@ -454,6 +714,12 @@ impl Iterator for InOrder<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+
     use super::*;
 
     #[test]
@@ -513,5 +779,78 @@ mod tests {
         let starts: Vec<u64> = t.iter().map(|i| t.node(i).start).collect();
         let want: Vec<u64> = (0..200u64).filter(|k| k % 3 != 0).map(|k| k * 10).collect();
         assert_eq!(starts, want);
+    }
+
+    /// The AVL bound: at most `1.4405 * log2(n + 2) - 0.3277` levels.
+    fn avl_limit(n: usize) -> usize {
+        let n = n as f64;
+        (1.4405 * (n + 2.0).log2() - 0.3277).floor() as usize
+    }
+
+    #[test]
+    fn insert_ascending_keeps_height_logarithmic() {
+        let mut t = Tree::new();
+        for k in 0..4096u64 {
+            t.insert(k, 0);
+        }
+        t.check().unwrap();
+        assert!(t.height() <= avl_limit(4096), "height {}", t.height());
+    }
+
+    #[test]
+    fn insert_descending_keeps_height_logarithmic() {
+        let mut t = Tree::new();
+        for k in (0..4096u64).rev() {
+            t.insert(k * 2, 1);
+        }
+        t.check().unwrap();
+        assert!(t.height() <= avl_limit(4096), "height {}", t.height());
+    }
+
+    #[test]
+    fn remove_in_every_order_keeps_structure_valid() {
+        for stride in [1u64, 7, 31, 97] {
+            let mut t = Tree::new();
+            let n = 300u64;
+            for k in 0..n {
+                t.insert(k * 4, k);
+            }
+            for j in 0..n {
+                let k = (j * stride) % n;
+                if t.around(k * 4).pred != NIL && t.node(t.around(k * 4).pred).start == k * 4 {
+                    t.remove(k * 4, None);
+                    t.check().unwrap();
+                    assert!(t.height() <= avl_limit(t.len()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn build_sorted_is_balanced_and_valid() {
+        for n in [0u64, 1, 2, 3, 7, 8, 100, 1000] {
+            let mut t = Tree::new();
+            t.build((0..n).map(|k| (k * 10, k)));
+            t.check().unwrap();
+            assert_eq!(t.len() as u64, n);
+            assert!(t.height() <= avl_limit(t.len()));
+            let starts: Vec<u64> = t.iter().map(|i| t.node(i).start).collect();
+            assert_eq!(starts, (0..n).map(|k| k * 10).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn find_first_fit_skips_small_gaps() {
+        let mut t = Tree::new();
+        t.build((0..1000u64).map(|k| (k * 100, if k == 700 { 50 } else { 1 })));
+        let mut probe = |n: &Node| Search {
+            here: (n.gap >= 10).then_some(n.start - n.gap),
+            left: true,
+            right: true,
+        };
+        let hit = t
+            .find(10, false, &mut probe)
+            .map(|(i, a)| (t.node(i).start, a));
+        assert_eq!(hit, Some((70_000, 69_950)));
     }
 }

@@ -1,0 +1,356 @@
+//! [`AllocatorSet`]: several disjoint address spaces behind one allocator.
+
+#[cfg(not(feature = "std"))]
+use alloc::collections::BTreeMap as Map;
+use alloc::vec::Vec;
+#[cfg(feature = "std")]
+use std::collections::HashMap as Map;
+
+use super::{AddressAllocator, AllocPolicy, Allocation, Request};
+use crate::error::{Error, Result};
+use crate::range::AddressRange;
+
+/// Several disjoint address spaces (say MMIO below 4 GiB, then above) behind one allocator.
+///
+/// Placement tries the spaces in the order they were given, first with the set's preferred
+/// alignment in every space, then with the required one (the larger of the request's alignment
+/// and the set's minimum) in every space. A reservation may span spaces: it reserves its part in
+/// each space it touches, all or nothing. Each space is an [`AddressAllocator`], so every
+/// operation costs O(s + log n) for s spaces.
+///
+/// Allocations may also carry a unique `u64` key ([`allocate_keyed`](Self::allocate_keyed),
+/// [`reserve_keyed`](Self::reserve_keyed)), found and released by key in O(1) expected time
+/// with the `std` feature (a hash map; O(log k) for k keys without it).
+///
+/// ```
+/// use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
+///
+/// let low = AddressRange::new(0xd000_0000, 0xdfff_ffff)?;
+/// let high = AddressRange::new(0x10_0000_0000, 0x1f_ffff_ffff)?;
+/// let mut mmio = AllocatorSet::<&str>::new(&[low, high])?.with_alignment(0x1000, 0x1_0000)?;
+/// // 256 MiB fills the low window; the next BAR goes above 4 GiB.
+/// let a = mmio.allocate_with(&Request::new(0x1000_0000, 1, AllocPolicy::FirstMatch)?, "gpu")?;
+/// let b = mmio.allocate_with(&Request::new(0x10, 1, AllocPolicy::FirstMatch)?, "nic")?;
+/// assert_eq!((a.start(), b.start()), (0xd000_0000, 0x10_0000_0000));
+/// assert_eq!(mmio.allocation_containing(b.start()).map(|x| *x.tag), Some("nic"));
+/// assert_eq!(b.size(), Some(0x10));
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocatorSet<T = ()> {
+    pools: Vec<AddressAllocator<T>>,
+    min_align: u64,
+    preferred_align: u64,
+    /// Range of each keyed allocation.
+    keys: Map<u64, AddressRange>,
+    /// Key of each keyed allocation, by start address.
+    key_at: Map<u64, u64>,
+}
+
+impl<T> AllocatorSet<T> {
+    /// Creates a set of the given spaces, tried in this order, with no alignment constraints of
+    /// its own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptySet`] if `spaces` is empty, [`Error::Overlap`] if two spaces overlap (the
+    /// later one as `requested`).
+    pub fn new(spaces: &[AddressRange]) -> Result<Self> {
+        if spaces.is_empty() {
+            return Err(Error::EmptySet);
+        }
+        for (i, s) in spaces.iter().enumerate() {
+            if let Some(existing) = spaces[..i].iter().find(|e| e.overlaps(s)) {
+                return Err(Error::Overlap {
+                    requested: *s,
+                    existing: *existing,
+                });
+            }
+        }
+        Ok(Self {
+            pools: spaces.iter().map(|&s| AddressAllocator::new(s)).collect(),
+            min_align: 1,
+            preferred_align: 1,
+            keys: Map::new(),
+            key_at: Map::new(),
+        })
+    }
+
+    /// Sets the minimum alignment of every placement and the alignment tried first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidAlignment`] if either is not a power of two.
+    pub fn with_alignment(mut self, min_align: u64, preferred_align: u64) -> Result<Self> {
+        for a in [min_align, preferred_align] {
+            if !a.is_power_of_two() {
+                return Err(Error::InvalidAlignment(a));
+            }
+        }
+        self.min_align = min_align;
+        self.preferred_align = preferred_align.max(min_align);
+        Ok(self)
+    }
+
+    /// The spaces' allocators, in the set's order.
+    #[must_use]
+    pub fn pools(&self) -> &[AddressAllocator<T>] {
+        &self.pools
+    }
+
+    /// The number of live allocations in all spaces.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.pools.iter().map(AddressAllocator::len).sum()
+    }
+
+    /// Whether nothing is allocated.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.pools.iter().all(AddressAllocator::is_empty)
+    }
+
+    /// Allocated units in all spaces.
+    #[must_use]
+    pub fn used(&self) -> u128 {
+        self.pools.iter().map(AddressAllocator::used).sum()
+    }
+
+    /// Allocates a range as `request` says (its alignment raised to the set's minimum) and tags
+    /// it with `tag`. An exact placement goes to the space that holds it; a window is clipped to
+    /// each space in turn.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnalignedAddress`] if an exact address lacks the set's minimum alignment,
+    /// [`Error::OutsideSpace`] if an exact range (or the window) lies in no single space (the
+    /// first space is named), those of [`AddressAllocator::allocate_with`] for an exact
+    /// placement, [`Error::OutOfSpace`] (with the required alignment) if no space fits. The set
+    /// is unchanged on error.
+    pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
+        let size = request.size();
+        let align = request.alignment().max(self.min_align);
+        let first_space = self.pools[0].space();
+        if let AllocPolicy::ExactMatch(address) = request.policy() {
+            if address & (align - 1) != 0 {
+                return Err(Error::UnalignedAddress {
+                    address,
+                    alignment: align,
+                });
+            }
+            let range = AddressRange::from_start_and_size(address, size)?;
+            let Some(pool) = self
+                .pools
+                .iter_mut()
+                .find(|p| p.space().contains_range(&range))
+            else {
+                return Err(Error::OutsideSpace {
+                    range,
+                    space: first_space,
+                });
+            };
+            let mut req = Request::new(size, align, request.policy())?;
+            if let Some(w) = request.window() {
+                req = req.within(w);
+            }
+            return pool.allocate_with(&req, tag);
+        }
+        if let Some(w) = request.window()
+            && !self.pools.iter().any(|p| p.space().overlaps(&w))
+        {
+            return Err(Error::OutsideSpace {
+                range: w,
+                space: first_space,
+            });
+        }
+        let passes = if self.preferred_align > align {
+            [Some(self.preferred_align), Some(align)]
+        } else {
+            [Some(align), None]
+        };
+        for a in passes.into_iter().flatten() {
+            for pool in &mut self.pools {
+                let mut req = Request::new(size, a, request.policy())?;
+                if let Some(w) = request.window() {
+                    let Some(clipped) = w.intersection(&pool.space()) else {
+                        continue;
+                    };
+                    req = req.within(clipped);
+                }
+                if pool.check_room().is_err() {
+                    continue;
+                }
+                if let Ok((addr, host)) = pool.place(&req) {
+                    let range = AddressRange::from_start_and_size(addr, size)?;
+                    return Ok(pool.commit(range, host, tag));
+                }
+            }
+        }
+        Err(Error::OutOfSpace {
+            size,
+            alignment: align,
+        })
+    }
+
+    /// Reserves `range`, which may span several spaces: its part in each space it touches is
+    /// reserved with a copy of `tag`, all or nothing. Parts outside every space are ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutsideSpace`] if `range` touches no space (the first space is named),
+    /// [`Error::Overlap`] with the whole `range` as `requested` and the lowest live allocation
+    /// it overlaps as `existing` (its owner's tag: `allocation_containing(existing.start())`),
+    /// [`Error::TooManyAllocations`] if a space is full. The set is unchanged on error.
+    pub fn reserve_with(&mut self, range: AddressRange, tag: T) -> Result<()>
+    where
+        T: Clone,
+    {
+        let mut hosts = Vec::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            let Some(part) = range.intersection(&pool.space()) else {
+                continue;
+            };
+            pool.check_room()?;
+            let host = pool.free_host(part).map_err(|e| match e {
+                Error::Overlap { existing, .. } => Error::Overlap {
+                    requested: range,
+                    existing,
+                },
+                other => other,
+            })?;
+            hosts.push((i, part, host));
+        }
+        if hosts.is_empty() {
+            return Err(Error::OutsideSpace {
+                range,
+                space: self.pools[0].space(),
+            });
+        }
+        for (i, part, host) in hosts {
+            self.pools[i].commit(part, host, tag.clone());
+        }
+        Ok(())
+    }
+
+    /// Frees `range`: exactly one allocation, or, for a reservation that spans spaces, exactly
+    /// its part in each space it touches (all or nothing). Returns the tag of its lowest part.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAllocated`] if `range` touches no space or overlaps no allocation, and those
+    /// of [`AddressAllocator::free`] for the first part that is not exactly an allocation. The
+    /// set is unchanged on error.
+    pub fn free(&mut self, range: &AddressRange) -> Result<T> {
+        let mut parts = Vec::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            if let Some(part) = range.intersection(&pool.space()) {
+                pool.exact(&part)?;
+                parts.push((i, part));
+            }
+        }
+        parts.sort_by_key(|&(_, part)| part.start());
+        let mut first = None;
+        for (i, part) in parts {
+            let pool = &mut self.pools[i];
+            let (node, succ) = pool.exact(&part)?;
+            let tag = pool.remove(node, succ);
+            first.get_or_insert(tag);
+        }
+        let tag = first.ok_or(Error::NotAllocated(*range))?;
+        if let Some(key) = self.key_at.remove(&range.start()) {
+            self.keys.remove(&key);
+        }
+        Ok(tag)
+    }
+
+    /// Allocates as [`allocate_with`](Self::allocate_with) does and records the range under
+    /// `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyInUse`] if `key` names a live allocation, then those of
+    /// [`allocate_with`](Self::allocate_with). The set is unchanged on error.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
+    ///
+    /// let mut pio = AllocatorSet::<()>::new(&[AddressRange::new(0x1000, 0xffff)?])?;
+    /// let req = Request::new(0x20, 0x20, AllocPolicy::FirstMatch)?;
+    /// let r = pio.allocate_keyed(7, &req, ())?;
+    /// assert_eq!(pio.get(7), Some(r));
+    /// assert_eq!(pio.allocate_keyed(7, &req, ()), Err(Error::KeyInUse(7)));
+    /// assert_eq!(pio.release(7)?, (r, ()));
+    /// assert_eq!(pio.release(7), Err(Error::UnknownKey(7)));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn allocate_keyed(&mut self, key: u64, request: &Request, tag: T) -> Result<AddressRange> {
+        if self.keys.contains_key(&key) {
+            return Err(Error::KeyInUse(key));
+        }
+        let range = self.allocate_with(request, tag)?;
+        self.keys.insert(key, range);
+        self.key_at.insert(range.start(), key);
+        Ok(range)
+    }
+
+    /// Reserves as [`reserve_with`](Self::reserve_with) does and records the range under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyInUse`] if `key` names a live allocation, then those of
+    /// [`reserve_with`](Self::reserve_with). The set is unchanged on error.
+    pub fn reserve_keyed(&mut self, key: u64, range: AddressRange, tag: T) -> Result<()>
+    where
+        T: Clone,
+    {
+        if self.keys.contains_key(&key) {
+            return Err(Error::KeyInUse(key));
+        }
+        self.reserve_with(range, tag)?;
+        self.keys.insert(key, range);
+        self.key_at.insert(range.start(), key);
+        Ok(())
+    }
+
+    /// The range allocated under `key`, if any.
+    #[must_use]
+    pub fn get(&self, key: u64) -> Option<AddressRange> {
+        self.keys.get(&key).copied()
+    }
+
+    /// Frees the allocation recorded under `key` and returns its range and tag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownKey`] if no live allocation has that key.
+    pub fn release(&mut self, key: u64) -> Result<(AddressRange, T)> {
+        let range = self.get(key).ok_or(Error::UnknownKey(key))?;
+        let tag = self.free(&range)?;
+        Ok((range, tag))
+    }
+
+    /// The allocation that contains `addr`, if any.
+    #[must_use]
+    pub fn allocation_containing(&self, addr: u64) -> Option<Allocation<'_, T>> {
+        self.pools
+            .iter()
+            .find(|p| p.space().contains(addr))
+            .and_then(|p| p.allocation_containing(addr))
+    }
+
+    /// The live allocations, space by space in the set's order, each space in address order.
+    pub fn allocated(&self) -> impl Iterator<Item = Allocation<'_, T>> + '_ {
+        self.pools.iter().flat_map(AddressAllocator::allocated)
+    }
+
+    /// Checks every space's invariants. O(n).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inconsistent`] naming the first broken invariant.
+    pub fn check_invariants(&self) -> Result<()> {
+        self.pools
+            .iter()
+            .try_for_each(AddressAllocator::check_invariants)
+    }
+}

@@ -1,0 +1,82 @@
+//! A short ID snapshot cannot make the loader allocate much: the bitmap it needs is checked
+//! against [`IdLoadLimits`] before anything is allocated. The global allocator here counts every
+//! byte requested while a snapshot loads.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use memvisor_resources::{Error, IdAllocator, IdLoadLimits, IdSnapshot};
+
+struct Counting;
+
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; the counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        REQUESTED.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was returned by `System` for this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        REQUESTED.fetch_add(new_size, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `realloc` is passed on as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Bytes requested while `f` runs.
+fn requested_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = REQUESTED.load(Ordering::Relaxed);
+    let out = f();
+    (out, REQUESTED.load(Ordering::Relaxed) - before)
+}
+
+/// Everything but the bitmap: the input's decoded lists and the map, for inputs this short.
+const OVERHEAD: usize = 4096;
+
+#[test]
+fn id_snapshot_high_id_load_stays_within_limit() {
+    let text = r#"{"first":0,"last":4294967295,"used":1,"allocated":[[4294967295,4294967295]],"never_allocated":[[0,4294967294]]}"#;
+    assert!(text.len() <= 120);
+    let (res, bytes) = requested_by(|| serde_json::from_str::<IdAllocator>(text));
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "snapshot too large: loading it needs 545390592 bytes of bitmap, the limit is 1048576"
+        ),
+        "{err}"
+    );
+    assert!(bytes <= OVERHEAD, "{bytes} bytes requested");
+
+    // With an explicit limit, loading allocates at most that limit plus the overhead.
+    let snapshot: IdSnapshot = serde_json::from_str(text).unwrap();
+    let limits = IdLoadLimits {
+        max_bitmap_bytes: 64 << 10,
+    };
+    let (res, bytes) = requested_by(|| IdAllocator::from_snapshot(&snapshot, &limits));
+    assert_eq!(
+        res.map(|a| a.used()),
+        Err(Error::SnapshotTooLarge {
+            needed: 545_390_592,
+            limit: 64 << 10
+        })
+    );
+    assert!(bytes <= OVERHEAD, "{bytes} bytes requested");
+
+    // A snapshot just under the limit loads, within the limit.
+    let near = r#"{"first":0,"last":4294967295,"used":1,"allocated":[[500000,500000]],"never_allocated":[[0,499999],[500001,4294967295]]}"#;
+    let (res, bytes) = requested_by(|| serde_json::from_str::<IdAllocator>(near));
+    let a = res.unwrap();
+    assert_eq!(a.iter().collect::<Vec<_>>(), [500_000]);
+    assert!(bytes <= (1 << 20) + OVERHEAD, "{bytes} bytes requested");
+}
