@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::{Cap, VmFd};
-use memvisor_space::{AddressSpace, ChangeKind, ListenerError, Region, RegionEvent};
+use memvisor_space::{
+    AddressSpace, ChangeKind, ListenerError, Region, RegionEvent, RegionListener,
+};
 
 use crate::error::{Error, Result};
 
@@ -107,6 +109,9 @@ enum Op {
 /// ```
 pub struct MemorySlots {
     shared: Arc<Shared>,
+    /// The space followed and the listener added to it, removed again on drop.
+    space: AddressSpace,
+    listener: Arc<dyn RegionListener>,
 }
 
 impl fmt::Debug for MemorySlots {
@@ -130,7 +135,7 @@ impl MemorySlots {
     /// # Errors
     /// As the listener would refuse a region: [`Error::SlotLimit`], [`Error::TooBig`],
     /// [`Error::ReadOnlyUnsupported`], [`Error::SetMemoryRegion`]. The slots registered before
-    /// the failure are deleted again and the listener left in `space` does nothing.
+    /// the failure are deleted again and the listener is taken out of `space`.
     pub fn attach(vm: Arc<VmFd>, space: &AddressSpace) -> Result<Self> {
         let limit = slot_limit(&vm);
         Self::attach_with_limit(vm, space, limit)
@@ -147,7 +152,8 @@ impl MemorySlots {
         });
         let mut state = shared.lock();
         let weak = Arc::downgrade(&shared);
-        space.add_listener(Arc::new(Listener(weak)));
+        let listener: Arc<dyn RegionListener> = Arc::new(Listener(weak));
+        space.add_listener(Arc::clone(&listener));
         // Any change from here on waits in the listener for `state`, and a change is published
         // only after the listeners accept it: this snapshot is exactly what the listener's
         // first event applies to.
@@ -156,12 +162,20 @@ impl MemorySlots {
             let Some(region) = snapshot.find_arc(region.base()) else {
                 continue;
             };
-            // On an error `state` still holds what was registered; dropping `shared` (the
-            // only strong reference) deletes it, and the listener then finds nothing to update.
-            shared.apply(&mut state, ChangeKind::Inserted, &region, slot)?;
+            // On an error `state` still holds what was registered; the listener is taken out
+            // of the space, and dropping `shared` (the only strong reference) deletes the slots.
+            if let Err(e) = shared.apply(&mut state, ChangeKind::Inserted, &region, slot) {
+                drop(state);
+                space.remove_listener(&listener);
+                return Err(e);
+            }
         }
         drop(state);
-        Ok(Self { shared })
+        Ok(Self {
+            shared,
+            space: space.clone(),
+            listener,
+        })
     }
 
     /// The VM.
@@ -344,9 +358,17 @@ impl Drop for Shared {
     }
 }
 
-/// The region listener left in the address space; it does nothing once its [`MemorySlots`]
-/// is gone.
+/// The region listener added to the address space. [`MemorySlots`] takes it out again when
+/// dropped; a call already under way when that happens finds the slots gone and does nothing.
 struct Listener(Weak<Shared>);
+
+impl Drop for MemorySlots {
+    fn drop(&mut self) {
+        // The listener leaves the space first (waiting for a change in progress), then the
+        // last strong reference to `shared` goes with this value and deletes every slot.
+        self.space.remove_listener(&self.listener);
+    }
+}
 
 impl memvisor_space::RegionListener for Listener {
     fn region_changed(&self, event: &RegionEvent<'_>) -> std::result::Result<(), ListenerError> {
@@ -404,7 +426,7 @@ mod tests {
         // SAFETY: the region's mapping outlives the VM (`vm` is dropped first below).
         unsafe { vm.set_user_memory_region(mem) }.unwrap();
         drop(vm);
-        // The listener left in the space does nothing now.
+        // The listener left the space with the failed attach: the change goes through.
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
     }
 }

@@ -405,6 +405,30 @@ impl AddressSpace {
         self.lock().listeners.push(listener);
     }
 
+    /// Removes a listener added with [`add_listener`](Self::add_listener) (the same `Arc`), so
+    /// it is told of no later change. Waits for a change in progress to finish. Returns whether
+    /// the listener was there.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use memvisor_space::{AddressSpace, Layout, ListenerError, RegionEvent, RegionListener};
+    ///
+    /// let space = AddressSpace::plan(Layout::x86_64().ram(1 << 30).build()?, [])?;
+    /// let listener: Arc<dyn RegionListener> =
+    ///     Arc::new(|_: &RegionEvent<'_>| -> Result<(), ListenerError> { Ok(()) });
+    /// space.add_listener(Arc::clone(&listener));
+    /// assert!(space.remove_listener(&listener));
+    /// assert!(!space.remove_listener(&listener));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn remove_listener(&self, listener: &Arc<dyn RegionListener>) -> bool {
+        let mut writer = self.lock();
+        let before = writer.listeners.len();
+        writer.listeners.retain(|l| !Arc::ptr_eq(l, listener));
+        writer.listeners.len() != before
+    }
+
     fn lock(&self) -> MutexGuard<'_, Writer> {
         // A panicking listener leaves the writer state as it was before the change (nothing
         // is committed before the listeners succeed), so a poisoned lock is still consistent.
@@ -774,6 +798,30 @@ mod tests {
         // The only slot number, taken by the panicked insert, was given back.
         assert_eq!(space.snapshot().slot(GuestAddress(p)), Some(0));
         space.snapshot().check_invariants();
+    }
+
+    #[test]
+    fn remove_listener_stops_its_events_and_keeps_the_others() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let removed = Arc::new(AtomicUsize::new(0));
+        let kept = Arc::new(AtomicUsize::new(0));
+        let (r, k) = (Arc::clone(&removed), Arc::clone(&kept));
+        let listener: Arc<dyn RegionListener> = Arc::new(move |_: &RegionEvent<'_>| {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        space.add_listener(Arc::clone(&listener));
+        space.add_listener(Arc::new(move |_: &RegionEvent<'_>| {
+            k.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }));
+        space.insert_region(planned(0, p)).unwrap();
+        assert!(space.remove_listener(&listener));
+        assert!(!space.remove_listener(&listener), "removed twice");
+        space.insert_region(planned(p, p)).unwrap();
+        assert_eq!(removed.load(Ordering::SeqCst), 1);
+        assert_eq!(kept.load(Ordering::SeqCst), 2);
     }
 
     /// A listener that keeps a KVM-like slot table: it refuses a slot number already in use.
