@@ -34,7 +34,11 @@
 //! let slots = MemorySlots::attach(Arc::clone(&vm), &space)?;
 //!
 //! // A hotplugged region becomes a KVM slot before the space publishes it.
-//! let base = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20)?;
+//! let base = space
+//!     .snapshot()
+//!     .placer()?
+//!     .place(WindowKind::Hotplug, 2 << 20, 2 << 20, "dimm0")?
+//!     .start();
 //! space.plug(RegionSpec::ram(base, 2 << 20).hotplug(true))?;
 //! assert_eq!(slots.slot_at(base), Some(1));
 //! assert_eq!(slots.len(), 2);
