@@ -1,0 +1,283 @@
+//! `memvisor check` rules on made-up hosts: hugetlbfs mounts, huge page pools with hotplug,
+//! NUMA binding, unknown address bits, overcommit modes, prefault, and the summary line.
+
+use memvisor_cli::check::{Finding, HostFacts, Status, check_spec, check_text};
+use memvisor_cli::plan::plan;
+use memvisor_cli::spec::{Source, parse};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn run(text: &str, host: &HostFacts) -> Vec<Finding> {
+    let src = Source {
+        origin: "vm.toml",
+        text,
+    };
+    let spec = parse(src).unwrap();
+    check_spec(&spec, &plan(&spec, src).unwrap(), host)
+}
+
+fn get<'a>(findings: &'a [Finding], check: &str) -> &'a Finding {
+    findings
+        .iter()
+        .find(|f| f.check == check)
+        .unwrap_or_else(|| panic!("no {check} in {findings:?}"))
+}
+
+fn good_host() -> HostFacts {
+    HostFacts {
+        thp_enabled: "madvise".into(),
+        thp_shmem_enabled: "advise".into(),
+        huge_page_pools: vec![(2 * MIB, 1024, 1024), (GIB, 0, 0)],
+        hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 * MIB)],
+        numa_nodes: vec![(0, 8 * GIB), (1, 8 * GIB)],
+        phys_bits: Some(46),
+        kvm_error: None,
+        max_map_count: Some(65530),
+        map_count: 100,
+        overcommit_mode: 0,
+        commit: Some((16 * GIB, GIB)),
+        memory_and_swap: Some(16 * GIB),
+        memory_available: Some(8 * GIB),
+    }
+}
+
+const HUGETLBFS_2M: &str = "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhugetlbfs = \"/mnt/huge\"\nhuge_pages = \"2MiB\"\n";
+
+#[test]
+fn check_hugetlbfs_mount_of_matching_page_size_passes() {
+    let host = HostFacts {
+        hugetlbfs_mounts: vec![("/mnt/huge".into(), 2 * MIB)],
+        ..good_host()
+    };
+    let f = run(HUGETLBFS_2M, &host);
+    let m = get(&f, "hugetlbfs");
+    assert_eq!(m.status, Status::Ok);
+    assert_eq!(m.detail, "/mnt/huge is a hugetlbfs mount of 2 MiB pages");
+    assert_eq!(m.fix, None);
+}
+
+#[test]
+fn check_hugetlbfs_mount_of_other_page_size_fails_with_remount_fix() {
+    let host = HostFacts {
+        hugetlbfs_mounts: vec![("/mnt/huge".into(), GIB)],
+        ..good_host()
+    };
+    let f = run(HUGETLBFS_2M, &host);
+    let m = get(&f, "hugetlbfs");
+    assert_eq!(m.status, Status::Fail);
+    assert_eq!(
+        m.detail,
+        "/mnt/huge is a hugetlbfs mount of 1 GiB pages, not 2 MiB"
+    );
+    assert_eq!(
+        m.fix.as_deref(),
+        Some("mount -t hugetlbfs -o pagesize=2M none DIR and set memory.hugetlbfs = \"DIR\"")
+    );
+    // The pool itself is fine: only the mount is the problem.
+    assert_eq!(get(&f, "huge_pages").status, Status::Ok);
+}
+
+#[test]
+fn check_huge_pool_enough_for_boot_but_not_hotplug_warns() {
+    // 64 MiB boot RAM is 32 pages; two 64 MiB slots need 64 more.
+    let host = HostFacts {
+        huge_page_pools: vec![(2 * MIB, 40, 50)],
+        ..good_host()
+    };
+    let f = run(
+        "[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\n[hotplug]\nslots = 2\nslot_size = \"64MiB\"\n",
+        &host,
+    );
+    let h = get(&f, "huge_pages");
+    assert_eq!(h.status, Status::Warn, "{h:?}");
+    assert!(
+        h.detail.starts_with("boot RAM fits (32 pages)"),
+        "{}",
+        h.detail
+    );
+    assert_eq!(
+        h.fix.as_deref(),
+        Some("echo 106 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages (as root)")
+    );
+}
+
+#[test]
+fn check_host_node_with_too_little_free_memory_warns() {
+    let host = HostFacts {
+        numa_nodes: vec![(0, 8 * GIB), (1, 16 * MIB)],
+        ..good_host()
+    };
+    let f = run(
+        "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [1]\n",
+        &host,
+    );
+    let n = get(&f, "numa");
+    assert_eq!(n.status, Status::Warn);
+    assert!(
+        n.detail
+            .starts_with("numa[0]: 64 MiB bound to host node 1, which has"),
+        "{}",
+        n.detail
+    );
+    assert!(n.fix.as_ref().unwrap().contains("preferred"));
+    // Spread over two host nodes, the same node is not checked against one node's memory.
+    let f = run(
+        "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [0, 1]\n",
+        &host,
+    );
+    let n = get(&f, "numa");
+    assert_eq!(n.status, Status::Ok);
+    assert_eq!(n.detail, "every bound host node exists");
+}
+
+#[test]
+fn check_host_node_on_host_without_numa_information_fails() {
+    let host = HostFacts {
+        numa_nodes: Vec::new(),
+        ..good_host()
+    };
+    let f = run(
+        "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [0]\n",
+        &host,
+    );
+    let n = get(&f, "numa");
+    assert_eq!(n.status, Status::Fail);
+    assert_eq!(
+        n.detail,
+        "numa[0]: host node 0 does not exist (this host has no NUMA information)"
+    );
+}
+
+#[test]
+fn check_unbound_nodes_have_no_numa_finding() {
+    let f = run("[memory]\nsize = \"64MiB\"\n", &good_host());
+    assert!(f.iter().all(|x| x.check != "numa"), "{f:?}");
+}
+
+#[test]
+fn check_unknown_address_bits_warn_without_fix() {
+    let host = HostFacts {
+        phys_bits: None,
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"64MiB\"\n", &host);
+    let a = get(&f, "address_bits");
+    assert_eq!(a.status, Status::Warn);
+    assert!(a.detail.contains("unknown"), "{}", a.detail);
+    assert_eq!(a.fix, None);
+}
+
+#[test]
+fn check_overcommit_modes_report_room_or_refusal() {
+    // Mode 2 with room: ok, and the detail says how much.
+    let host = HostFacts {
+        overcommit_mode: 2,
+        commit: Some((4 * GIB, GIB)),
+        ..good_host()
+    };
+    let o = get(&run("[memory]\nsize = \"64MiB\"\n", &host), "overcommit").clone();
+    assert_eq!(o.status, Status::Ok);
+    assert!(
+        o.detail.starts_with("overcommit is off (mode 2)"),
+        "{}",
+        o.detail
+    );
+    assert_eq!(o.fix, None);
+
+    // Mode 0 refuses a mapping larger than RAM and swap.
+    let host = HostFacts {
+        overcommit_mode: 0,
+        memory_and_swap: Some(GIB),
+        ..good_host()
+    };
+    let o = get(&run("[memory]\nsize = \"2GiB\"\n", &host), "overcommit").clone();
+    assert_eq!(o.status, Status::Fail);
+    assert!(
+        o.detail
+            .starts_with("heuristic overcommit (mode 0) refuses"),
+        "{}",
+        o.detail
+    );
+    assert!(
+        o.fix
+            .unwrap()
+            .starts_with("sysctl -w vm.overcommit_memory=1")
+    );
+
+    // Explicit huge pages are not charged, so the same size passes in mode 0.
+    let o = get(
+        &run("[memory]\nsize = \"2GiB\"\nhuge_pages = \"2MiB\"\n", &host),
+        "overcommit",
+    )
+    .clone();
+    assert_eq!(o.status, Status::Ok);
+
+    // Mode 1 always overcommits.
+    let host = HostFacts {
+        overcommit_mode: 1,
+        ..good_host()
+    };
+    let o = get(&run("[memory]\nsize = \"64MiB\"\n", &host), "overcommit").clone();
+    assert_eq!(
+        (o.status, o.detail.as_str()),
+        (Status::Ok, "overcommit mode 1")
+    );
+}
+
+#[test]
+fn check_prefault_past_available_memory_fails() {
+    let host = HostFacts {
+        memory_available: Some(32 * MIB),
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"64MiB\"\nprefault = 2\n", &host);
+    let m = get(&f, "memory");
+    assert_eq!(m.status, Status::Fail);
+    assert!(
+        m.detail.starts_with("prefault makes 64 MiB resident"),
+        "{}",
+        m.detail
+    );
+    // Without prefault nothing is made resident up front.
+    let f = run("[memory]\nsize = \"64MiB\"\n", &host);
+    assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+}
+
+#[test]
+fn check_text_counts_warnings_and_problems() {
+    let host = HostFacts {
+        kvm_error: Some("Permission denied".into()),
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"64MiB\"\n", &host);
+    let text = check_text("vm", &f);
+    assert!(
+        text.starts_with("vm: this host can back the spec as written (1 warning)\n"),
+        "{text}"
+    );
+    assert!(text.contains("fix: load kvm_intel or kvm_amd"), "{text}");
+
+    let host = HostFacts {
+        phys_bits: None,
+        ..host
+    };
+    let f = run("[memory]\nsize = \"64MiB\"\n", &host);
+    assert!(
+        check_text("vm", &f)
+            .starts_with("vm: this host can back the spec as written (2 warnings)\n")
+    );
+
+    let f = run("[memory]\nsize = \"64MiB\"\n", &good_host());
+    assert!(check_text("vm", &f).starts_with("vm: this host can back the spec as written\n"));
+
+    let host = HostFacts {
+        max_map_count: Some(10),
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"64MiB\"\n", &host);
+    assert!(
+        check_text("vm", &f)
+            .starts_with("vm: this host cannot back the spec as written (1 problem)\n")
+    );
+}

@@ -1,0 +1,138 @@
+//! `AllocatorSet` edges the model test does not reach: exact addresses, keyed reservations,
+//! and the totals and listings over several spaces. A refused call leaves the set as it was.
+
+use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
+
+fn r(start: u64, end: u64) -> AddressRange {
+    AddressRange::new(start, end).unwrap()
+}
+
+/// Two spaces, not in address order, with a hole between them.
+fn set() -> AllocatorSet<&'static str> {
+    AllocatorSet::new(&[r(0x2000, 0x2fff), r(0x0, 0x7ff)]).unwrap()
+}
+
+fn exact(address: u64, size: u64) -> Request {
+    Request::new(size, 1, AllocPolicy::ExactMatch(address)).unwrap()
+}
+
+#[test]
+fn allocate_exact_in_second_space_lands_there() {
+    let mut s = set();
+    let got = s.allocate_with(&exact(0x100, 0x80), "a").unwrap();
+    assert_eq!(got, r(0x100, 0x17f));
+    let found = s.allocation_containing(0x17f).unwrap();
+    assert_eq!((found.range, *found.tag), (got, "a"));
+    assert!(s.pools()[0].is_empty());
+    assert_eq!(s.pools()[1].len(), 1);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn allocate_exact_below_set_alignment_errors_and_leaves_set() {
+    let mut s = set().with_alignment(0x100, 0x100).unwrap();
+    let before = s.clone();
+    let err = s.allocate_with(&exact(0x2010, 0x10), "a").unwrap_err();
+    assert_eq!(
+        err,
+        Error::UnalignedAddress {
+            address: 0x2010,
+            alignment: 0x100
+        }
+    );
+    assert_eq!(s, before);
+    // At an aligned address the same request succeeds.
+    assert_eq!(
+        s.allocate_with(&exact(0x2100, 0x10), "a").unwrap(),
+        r(0x2100, 0x210f)
+    );
+}
+
+#[test]
+fn allocate_exact_outside_every_space_errors_and_leaves_set() {
+    let mut s = set();
+    let before = s.clone();
+    // In the hole between the spaces.
+    assert_eq!(
+        s.allocate_with(&exact(0x1000, 0x100), "a").unwrap_err(),
+        Error::OutsideSpace {
+            range: r(0x1000, 0x10ff),
+            space: r(0x2000, 0x2fff)
+        }
+    );
+    // Straddling the end of a space: no one space holds it.
+    assert_eq!(
+        s.allocate_with(&exact(0x2f80, 0x100), "a").unwrap_err(),
+        Error::OutsideSpace {
+            range: r(0x2f80, 0x307f),
+            space: r(0x2000, 0x2fff)
+        }
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
+fn allocate_exact_outside_its_window_errors_and_leaves_set() {
+    let mut s = set();
+    let before = s.clone();
+    let request = exact(0x2800, 0x100).within(r(0x2000, 0x27ff));
+    assert!(s.allocate_with(&request, "a").is_err());
+    assert_eq!(s, before);
+    // Inside the window it is placed exactly.
+    let request = exact(0x2400, 0x100).within(r(0x2000, 0x27ff));
+    assert_eq!(s.allocate_with(&request, "a").unwrap(), r(0x2400, 0x24ff));
+}
+
+#[test]
+fn allocate_exact_on_taken_range_errors_and_leaves_set() {
+    let mut s = set();
+    s.reserve_with(r(0x2000, 0x20ff), "taken").unwrap();
+    let before = s.clone();
+    assert!(s.allocate_with(&exact(0x2080, 0x100), "a").is_err());
+    assert_eq!(s, before);
+}
+
+#[test]
+fn reserve_keyed_with_key_in_use_errors_and_leaves_set() {
+    let mut s = set();
+    s.reserve_keyed(7, r(0x2000, 0x20ff), "first").unwrap();
+    assert_eq!(s.get(7), Some(r(0x2000, 0x20ff)));
+    let before = s.clone();
+    assert_eq!(
+        s.reserve_keyed(7, r(0x0, 0xff), "second").unwrap_err(),
+        Error::KeyInUse(7)
+    );
+    assert_eq!(s, before);
+    // A refused reservation does not take the key either.
+    assert!(s.reserve_keyed(8, r(0x2080, 0x217f), "overlap").is_err());
+    assert_eq!(s.get(8), None);
+    assert_eq!(s, before);
+
+    assert_eq!(s.release(7).unwrap(), (r(0x2000, 0x20ff), "first"));
+    assert_eq!(s.get(7), None);
+    assert!(s.is_empty());
+    // The key is free again.
+    s.reserve_keyed(7, r(0x0, 0xff), "again").unwrap();
+    assert_eq!(s.get(7), Some(r(0x0, 0xff)));
+}
+
+#[test]
+fn used_and_allocated_cover_every_space() {
+    let mut s = set();
+    assert!(s.is_empty());
+    assert_eq!(s.used(), 0);
+    s.reserve_with(r(0x2000, 0x203f), "high").unwrap();
+    s.reserve_with(r(0x10, 0x1f), "low").unwrap();
+    assert!(!s.is_empty());
+    assert_eq!(s.len(), 2);
+    assert_eq!(s.used(), 0x40 + 0x10);
+    // Pools are listed in the order the set was given its spaces.
+    let listed: Vec<_> = s.allocated().map(|a| (a.range, *a.tag)).collect();
+    assert_eq!(
+        listed,
+        [(r(0x2000, 0x203f), "high"), (r(0x10, 0x1f), "low")]
+    );
+    s.free(&r(0x2000, 0x203f)).unwrap();
+    assert_eq!(s.used(), 0x10);
+    assert_eq!(s.allocated().count(), 1);
+}

@@ -1,0 +1,152 @@
+//! `Snapshot::bytes`: accesses that run from a readable region into one the guest cannot read
+//! stop at its start, an access that starts there is an error, and the volatile copies in and
+//! out go through the same rules.
+
+use memvisor_space::{AddressSpace, Layout, Protection, RegionSpec};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
+
+const PAGE: u64 = 0x1000;
+const PAGE_LEN: usize = 0x1000;
+
+/// RAM at `0..PAGE`, a region without access at `PAGE..2 * PAGE`, RAM again at
+/// `2 * PAGE..3 * PAGE`.
+fn space() -> AddressSpace {
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let (space, _) = AddressSpace::back(
+        layout,
+        [
+            RegionSpec::ram(GuestAddress(0), PAGE),
+            RegionSpec::ram(GuestAddress(PAGE), PAGE).protection(Protection::NONE),
+            RegionSpec::ram(GuestAddress(2 * PAGE), PAGE),
+        ],
+    )
+    .unwrap();
+    space
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect()
+}
+
+#[test]
+fn read_into_unreadable_region_stops_at_its_start() {
+    let space = space();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+    let data = pattern(PAGE_LEN);
+    bytes.write_slice(&data, GuestAddress(0)).unwrap();
+
+    let mut buf = vec![0u8; 0x1000];
+    assert_eq!(bytes.read(&mut buf, GuestAddress(0x800)).unwrap(), 0x800);
+    assert_eq!(buf[..0x800], data[0x800..]);
+    assert!(buf[0x800..].iter().all(|&b| b == 0));
+
+    let mut buf = vec![0u8; 0x1000];
+    assert!(matches!(
+        bytes.read_slice(&mut buf, GuestAddress(0x800)),
+        Err(GuestMemoryError::PartialBuffer {
+            expected: 0x1000,
+            completed: 0x800
+        })
+    ));
+}
+
+#[test]
+fn read_starting_in_unreadable_region_errors() {
+    let space = space();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+    let mut buf = [0u8; 8];
+    assert!(matches!(
+        bytes.read(&mut buf, GuestAddress(PAGE + 8)),
+        Err(GuestMemoryError::HostAddressNotAvailable)
+    ));
+    assert!(bytes.read_obj::<u64>(GuestAddress(PAGE)).is_err());
+    // Past every region: the address is reported.
+    assert!(matches!(
+        bytes.read(&mut buf, GuestAddress(1 << 29)),
+        Err(GuestMemoryError::InvalidGuestAddress(GuestAddress(a))) if a == 1 << 29
+    ));
+    // The writable neighbour beyond the gap is read as usual.
+    bytes
+        .write_obj(0x1122_3344_u32, GuestAddress(2 * PAGE))
+        .unwrap();
+    assert_eq!(
+        bytes.read_obj::<u32>(GuestAddress(2 * PAGE)).unwrap(),
+        0x1122_3344
+    );
+}
+
+#[test]
+fn write_through_bytes_goes_to_writable_memory_only() {
+    let space = space();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+    assert_eq!(bytes.write(&[7u8; 16], GuestAddress(0x10)).unwrap(), 16);
+    assert_eq!(
+        bytes.read_obj::<[u8; 16]>(GuestAddress(0x10)).unwrap(),
+        [7; 16]
+    );
+    assert!(bytes.write(&[7u8; 16], GuestAddress(PAGE)).is_err());
+}
+
+#[test]
+fn read_volatile_from_source_fills_guest_memory() {
+    let space = space();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+    let data = pattern(64);
+
+    let mut src: &[u8] = &data;
+    assert_eq!(
+        bytes
+            .read_volatile_from(GuestAddress(0x100), &mut src, 64)
+            .unwrap(),
+        64
+    );
+    let mut back = [0u8; 64];
+    bytes.read_slice(&mut back, GuestAddress(0x100)).unwrap();
+    assert_eq!(back[..], data[..]);
+
+    let mut src: &[u8] = &data[..32];
+    bytes
+        .read_exact_volatile_from(GuestAddress(2 * PAGE), &mut src, 32)
+        .unwrap();
+    assert_eq!(
+        bytes.read_obj::<[u8; 32]>(GuestAddress(2 * PAGE)).unwrap()[..],
+        data[..32]
+    );
+    // Into the region without access: refused.
+    let mut src: &[u8] = &data;
+    assert!(
+        bytes
+            .read_exact_volatile_from(GuestAddress(PAGE), &mut src, 64)
+            .is_err()
+    );
+}
+
+#[test]
+fn write_all_volatile_to_past_readable_memory_is_partial() {
+    let space = space();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+    let data = pattern(PAGE_LEN);
+    bytes.write_slice(&data, GuestAddress(0)).unwrap();
+
+    let mut out = Vec::new();
+    assert_eq!(
+        bytes
+            .write_volatile_to(GuestAddress(PAGE - 16), &mut out, 64)
+            .unwrap(),
+        16
+    );
+    assert_eq!(out[..], data[data.len() - 16..]);
+    let mut out = Vec::new();
+    assert!(matches!(
+        bytes.write_all_volatile_to(GuestAddress(PAGE - 16), &mut out, 64),
+        Err(GuestMemoryError::PartialBuffer {
+            expected: 64,
+            completed: 16
+        })
+    ));
+}

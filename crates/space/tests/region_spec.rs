@@ -1,0 +1,161 @@
+//! `RegionSpec`: what the builder records is what the accessors give back, the names shown in
+//! messages, and the option combinations `validate` refuses (each with its reason).
+
+use std::path::PathBuf;
+
+use memvisor_space::{
+    Backing, Error, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy, Protection,
+    RegionSpec, RegionType,
+};
+use vm_memory::GuestAddress;
+
+const MIB: u64 = 1 << 20;
+
+fn reason(spec: &RegionSpec) -> &'static str {
+    match spec.validate() {
+        Err(Error::InvalidSpec { reason, .. }) => reason,
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+}
+
+#[test]
+fn builder_options_read_back_through_accessors() {
+    let spec = RegionSpec::ram(GuestAddress(4 * MIB), 2 * MIB)
+        .numa(NumaBinding::new(NumaPolicy::Interleave, [1, 3]))
+        .backing(Backing::Memfd)
+        .protection(Protection::READ)
+        .huge_pages(HugePages::Transparent)
+        .fallback(HugePageFallback::Transparent)
+        .hotplug(true)
+        .dontfork(true)
+        .prefault(3)
+        .dirty_tracking(true);
+    let numa = spec.numa_binding().unwrap();
+    assert_eq!(numa.policy(), NumaPolicy::Interleave);
+    assert_eq!(numa.nodes(), [1, 3]);
+    assert_eq!(spec.backing_kind(), &Backing::Memfd);
+    assert_eq!(spec.protection_flags(), Protection::READ);
+    assert_eq!(spec.huge_page_kind(), HugePages::Transparent);
+    assert_eq!(spec.huge_page_fallback(), HugePageFallback::Transparent);
+    assert!(spec.is_hotplug());
+    assert!(spec.is_dontfork());
+    assert_eq!(spec.prefault_threads(), 3);
+    assert!(spec.is_dirty_tracking());
+    spec.validate().unwrap();
+
+    let plain = RegionSpec::ram(GuestAddress(0), MIB);
+    assert!(plain.numa_binding().is_none());
+    assert_eq!(plain.protection_flags(), Protection::default());
+    assert_eq!(plain.huge_page_fallback(), HugePageFallback::Fail);
+    assert!(!plain.is_hotplug() && !plain.is_dontfork() && !plain.is_dirty_tracking());
+    assert_eq!(plain.prefault_threads(), 0);
+}
+
+#[test]
+fn names_in_messages_are_stable() {
+    let types = [
+        RegionType::Ram,
+        RegionType::Device,
+        RegionType::Dax,
+        RegionType::Firmware,
+        RegionType::Reserved,
+    ];
+    let shown: Vec<String> = types.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["RAM", "device", "DAX", "firmware", "reserved"]);
+    let policies = [
+        NumaPolicy::Preferred,
+        NumaPolicy::Bind,
+        NumaPolicy::Interleave,
+    ];
+    let shown: Vec<String> = policies.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["preferred", "bind", "interleave"]);
+    assert_eq!(Backing::AnonymousShared.name(), "anon-shared");
+    assert_eq!(
+        Backing::File {
+            path: PathBuf::from("/x"),
+            offset: 0
+        }
+        .name(),
+        "file"
+    );
+}
+
+#[test]
+fn protection_combines_and_debug_shows_rwx() {
+    assert_eq!(Protection::default(), Protection::READ_WRITE);
+    let rw = Protection::READ | Protection::READ_WRITE;
+    assert_eq!(rw, Protection::READ_WRITE);
+    assert!(rw.readable() && rw.writable());
+    assert_eq!(format!("{:?}", Protection::READ), "r--");
+    assert_eq!(format!("{:?}", Protection::NONE), "---");
+}
+
+#[test]
+fn validate_contradictory_options_errors_with_reason() {
+    let file = |offset| Backing::File {
+        path: PathBuf::from("/nonexistent/image"),
+        offset,
+    };
+    let at = GuestAddress(0);
+    assert_eq!(
+        reason(
+            &RegionSpec::ram(at, 2 * MIB)
+                .backing(file(0))
+                .huge_pages(HugePages::Explicit(HugePageSize::Size2M))
+        ),
+        "explicit huge pages need an anonymous, memfd or hugetlbfs backing"
+    );
+    assert_eq!(
+        reason(&RegionSpec::ram(at, MIB).backing(Backing::Hugetlbfs("/dev/hugepages".into()))),
+        "a hugetlbfs backing needs explicit huge pages"
+    );
+    assert_eq!(
+        reason(&RegionSpec::new(RegionType::Firmware, at, MIB).hotplug(true)),
+        "only RAM regions are hot-pluggable"
+    );
+    assert_eq!(
+        reason(&RegionSpec::new(RegionType::Reserved, at, MIB).backing(Backing::Memfd)),
+        "a reserved region has no host memory"
+    );
+    assert_eq!(
+        reason(&RegionSpec::ram(at, MIB).backing(Backing::None)),
+        "this region type needs host memory"
+    );
+    assert_eq!(
+        reason(&RegionSpec::new(RegionType::Device, at, MIB).dirty_tracking(true)),
+        "NUMA, huge pages, prefault, dontfork and dirty tracking need host memory"
+    );
+    assert_eq!(
+        reason(&RegionSpec::ram(at, MIB).numa(NumaBinding::new(NumaPolicy::Bind, []))),
+        "the NUMA binding names no node"
+    );
+    // A file offset off the page grid is refused with the offset.
+    assert!(matches!(
+        RegionSpec::ram(at, MIB).backing(file(0x10)).validate(),
+        Err(Error::Misaligned { base: 0x10, .. })
+    ));
+    // The message names the region.
+    let err = RegionSpec::new(RegionType::Firmware, GuestAddress(0x1000), 0x1000)
+        .hotplug(true)
+        .validate()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid firmware region at 0x1000: only RAM regions are hot-pluggable"
+    );
+}
+
+#[test]
+fn check_host_pages_file_offset_off_host_page_errors() {
+    let spec = RegionSpec::ram(GuestAddress(0), MIB).backing(Backing::File {
+        path: PathBuf::from("/nonexistent/image"),
+        offset: 0x10,
+    });
+    assert!(matches!(
+        spec.check_host_pages(),
+        Err(Error::Misaligned { base: 0x10, .. })
+    ));
+    RegionSpec::ram(GuestAddress(0), MIB)
+        .check_host_pages()
+        .unwrap();
+}
