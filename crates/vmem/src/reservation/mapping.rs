@@ -499,6 +499,8 @@ mod tests {
         page_size()
     }
 
+    // Mapping a source is a Unix operation; Windows refuses it (below).
+    #[cfg(unix)]
     #[test]
     fn map_then_write_discard_and_decommit_keep_bitmaps_true() {
         for mode in [CommitMode::Protected, CommitMode::Sparse] {
@@ -534,6 +536,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn map_read_only_blocks_prefault_and_allows_read_prefault() {
         let mut r = Reservation::new(4 * page()).unwrap();
@@ -563,6 +566,23 @@ mod tests {
             Error::NotReadable { offset: 0 }
         );
         assert_eq!(r.committed_bytes(), 4 * page());
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn map_on_windows_is_unsupported_and_changes_nothing() {
+        let mut r = Reservation::new(4 * page()).unwrap();
+        let err = r
+            .map(
+                0,
+                page(),
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                None,
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+        assert_eq!(r.committed_bytes(), 0);
     }
 
     #[test]
