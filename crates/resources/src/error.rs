@@ -86,29 +86,39 @@ pub enum Error {
     #[error("invalid ID range: first {first} is after last {last}")]
     InvalidIdRange {
         /// The requested first ID.
-        first: u32,
+        first: u64,
         /// The requested last ID.
-        last: u32,
+        last: u64,
+    },
+    /// An ID range holds more IDs than one allocator may manage.
+    #[error("ID range {first}..={last} holds more than {max} IDs")]
+    IdRangeTooLarge {
+        /// The requested first ID.
+        first: u64,
+        /// The requested last ID.
+        last: u64,
+        /// The most IDs a range may hold ([`MAX_ID_RANGE`](crate::MAX_ID_RANGE)).
+        max: u64,
     },
     /// An ID lies outside the allocator's range.
     #[error("ID {id} is outside the managed range {first}..={last}")]
     IdOutOfRange {
         /// The offending ID.
-        id: u32,
+        id: u64,
         /// The first ID of the managed range.
-        first: u32,
+        first: u64,
         /// The last ID of the managed range.
-        last: u32,
+        last: u64,
     },
     /// A specific ID was requested but it is already allocated.
     #[error("ID {0} is already allocated")]
-    IdAlreadyAllocated(u32),
+    IdAlreadyAllocated(u64),
     /// An ID to free was never handed out.
     #[error("ID {0} was never allocated")]
-    IdNeverAllocated(u32),
+    IdNeverAllocated(u64),
     /// An ID to free was handed out once but has been freed since.
     #[error("ID {0} is already free")]
-    IdAlreadyFree(u32),
+    IdAlreadyFree(u64),
     /// A count of zero IDs was requested.
     #[error("invalid ID count: zero IDs were requested")]
     ZeroIdCount,

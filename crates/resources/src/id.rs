@@ -1,21 +1,30 @@
-//! [`IdAllocator`]: integer IDs (GSIs, memory slots, device IDs) from an inclusive `u32` range.
+//! [`IdAllocator`]: integer IDs (GSIs, memory slots, device IDs) from an inclusive range of
+//! `u16`, `u32` (the default) or `u64` values.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::ops::RangeInclusive as IdRange;
 
 use crate::error::{Error, Result};
+use crate::id_width::Id;
 
 const BITS: usize = 64;
 
-/// Hands out `u32` IDs from an inclusive range, smallest free first.
+/// Most IDs one allocator may manage: `last - first + 1` is at most 2^32, whatever the ID
+/// width. The bitmap grows only up to the highest ID allocated, so this bounds it at 512 MiB of
+/// leaves plus 8 MiB of summary for a range that is really used to its end.
+pub const MAX_ID_RANGE: u64 = 1 << 32;
+
+/// Hands out IDs of type `I` (`u16`, `u32` by default, or `u64`) from an inclusive range,
+/// smallest free first.
 ///
 /// The state is a three-level bitmap: one bit per ID (set = allocated), one summary bit per
 /// 64-ID word that says whether the word still has a free ID, and one top bit per summary word
 /// that says whether it is non-zero. Finding the smallest free ID reads a handful of words;
 /// freeing is O(1). The bitmap only grows up to the highest ID ever
 /// allocated, so a huge range costs nothing until it is used, and a dense range costs about one
-/// bit per ID.
+/// bit per ID. A range holds at most [`MAX_ID_RANGE`] IDs, which bounds the bitmap whatever the
+/// width.
 ///
 /// The allocator also remembers which IDs were never handed out, so that freeing one is told
 /// apart from freeing one twice ([`Error::IdNeverAllocated`] vs [`Error::IdAlreadyFree`]).
@@ -34,12 +43,16 @@ const BITS: usize = 64;
 /// assert_eq!(gsis.allocate_id()?, 5);
 /// assert_eq!(gsis.iter().collect::<Vec<_>>(), [5, 6, 10, 12, 13, 14, 15]);
 /// assert_eq!((gsis.used(), gsis.available()), (7, 12));
+///
+/// // Wider IDs: a window of 4096 IDs above 2^40.
+/// let mut wide = IdAllocator::<u64>::with_range(1 << 40, (1 << 40) + 4095)?;
+/// assert_eq!(wide.allocate_id()?, 1 << 40);
 /// # Ok::<(), Error>(())
 /// ```
 #[derive(Clone, Debug)]
-pub struct IdAllocator {
-    first: u32,
-    last: u32,
+pub struct IdAllocator<I: Id = u32> {
+    first: I,
+    last: I,
     /// Bit `i % 64` of word `i / 64` is set iff ID `first + i` is allocated. Bits past `last`
     /// in the final word are set so that they are never handed out. IDs past the vector are
     /// free.
@@ -58,17 +71,53 @@ pub struct IdAllocator {
 }
 
 impl IdAllocator {
-    /// Creates an allocator of the IDs `first..=last`, all free.
+    /// Creates an allocator of the `u32` IDs `first..=last`, all free. For other widths, see
+    /// [`with_range`](Self::with_range).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidIdRange`] if `first > last`.
     pub fn new(first: u32, last: u32) -> Result<Self> {
-        if first > last {
-            return Err(Error::InvalidIdRange { first, last });
+        Self::with_range(first, last)
+    }
+}
+
+impl<I: Id> IdAllocator<I> {
+    /// Creates an allocator of the IDs `first..=last`, all free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidIdRange`] if `first > last`, [`Error::IdRangeTooLarge`] if the range
+    /// holds more than [`MAX_ID_RANGE`] IDs.
+    ///
+    /// ```
+    /// use memvisor_resources::{Error, IdAllocator, MAX_ID_RANGE};
+    ///
+    /// let mut ports = IdAllocator::<u16>::with_range(0xfff0, u16::MAX)?;
+    /// assert_eq!(ports.allocate_ids(16, 16)?, 0xfff0..=u16::MAX);
+    /// assert_eq!(
+    ///     IdAllocator::<u64>::with_range(0, u64::MAX).err(),
+    ///     Some(Error::IdRangeTooLarge { first: 0, last: u64::MAX, max: MAX_ID_RANGE })
+    /// );
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn with_range(first: I, last: I) -> Result<Self> {
+        let (lo, hi) = (first.to_u64(), last.to_u64());
+        if lo > hi {
+            return Err(Error::InvalidIdRange {
+                first: lo,
+                last: hi,
+            });
         }
+        let Ok(span) = u32::try_from(hi - lo) else {
+            return Err(Error::IdRangeTooLarge {
+                first: lo,
+                last: hi,
+                max: MAX_ID_RANGE,
+            });
+        };
         let mut never = BTreeMap::new();
-        never.insert(0, last - first);
+        never.insert(0, span);
         Ok(Self {
             first,
             last,
@@ -83,20 +132,20 @@ impl IdAllocator {
 
     /// The first ID of the managed range.
     #[must_use]
-    pub fn first(&self) -> u32 {
+    pub fn first(&self) -> I {
         self.first
     }
 
     /// The last ID of the managed range (inclusive).
     #[must_use]
-    pub fn last(&self) -> u32 {
+    pub fn last(&self) -> I {
         self.last
     }
 
     /// The number of IDs in the managed range.
     #[must_use]
     pub fn capacity(&self) -> u64 {
-        u64::from(self.last - self.first) + 1
+        u64::from(self.span()) + 1
     }
 
     /// The number of allocated IDs.
@@ -113,10 +162,8 @@ impl IdAllocator {
 
     /// Whether `id` is currently allocated (`false` outside the managed range).
     #[must_use]
-    pub fn is_allocated(&self, id: u32) -> bool {
-        id.checked_sub(self.first)
-            .filter(|_| id <= self.last)
-            .is_some_and(|off| self.bit(off))
+    pub fn is_allocated(&self, id: I) -> bool {
+        self.offset(id).is_ok_and(|off| self.bit(off))
     }
 
     /// Allocates the smallest free ID.
@@ -124,13 +171,13 @@ impl IdAllocator {
     /// # Errors
     ///
     /// [`Error::OutOfIds`] (count 1, alignment 1) if every ID is allocated.
-    pub fn allocate_id(&mut self) -> Result<u32> {
+    pub fn allocate_id(&mut self) -> Result<I> {
         let off = self.smallest_free().ok_or(Error::OutOfIds {
             count: 1,
             alignment: 1,
         })?;
         self.set_allocated(off);
-        Ok(self.first + off)
+        Ok(self.id(off))
     }
 
     /// Allocates the given ID.
@@ -139,10 +186,10 @@ impl IdAllocator {
     ///
     /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
     /// [`Error::IdAlreadyAllocated`] if it is allocated.
-    pub fn allocate_id_at(&mut self, id: u32) -> Result<u32> {
+    pub fn allocate_id_at(&mut self, id: I) -> Result<I> {
         let off = self.offset(id)?;
         if self.bit(off) {
-            return Err(Error::IdAlreadyAllocated(id));
+            return Err(Error::IdAlreadyAllocated(id.to_u64()));
         }
         self.set_allocated(off);
         Ok(id)
@@ -169,7 +216,7 @@ impl IdAllocator {
     /// assert_eq!(vectors.allocate_ids(3, 1)?, 1..=3);
     /// # Ok::<(), memvisor_resources::Error>(())
     /// ```
-    pub fn allocate_ids(&mut self, count: u32, alignment: u32) -> Result<IdRange<u32>> {
+    pub fn allocate_ids(&mut self, count: u32, alignment: u32) -> Result<IdRange<I>> {
         if count == 0 {
             return Err(Error::ZeroIdCount);
         }
@@ -182,7 +229,7 @@ impl IdAllocator {
         for off in start..=start + span {
             self.set_allocated(off);
         }
-        Ok(self.first + start..=self.first + start + span)
+        Ok(self.id(start)..=self.id(start + span))
     }
 
     /// Allocates the `count` smallest free IDs, contiguous or not. Either all are allocated or
@@ -208,7 +255,7 @@ impl IdAllocator {
     /// assert_eq!(slots.allocate_many(2)?, [1, 3]);
     /// # Ok::<(), memvisor_resources::Error>(())
     /// ```
-    pub fn allocate_many(&mut self, count: u32) -> Result<Vec<u32>> {
+    pub fn allocate_many(&mut self, count: u32) -> Result<Vec<I>> {
         if count == 0 {
             return Err(Error::ZeroIdCount);
         }
@@ -225,7 +272,7 @@ impl IdAllocator {
                 .smallest_free()
                 .ok_or(Error::Inconsistent("free count is wrong"))?;
             self.set_allocated(off);
-            out.push(self.first + off);
+            out.push(self.id(off));
         }
         Ok(out)
     }
@@ -238,7 +285,7 @@ impl IdAllocator {
     /// # Errors
     ///
     /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::IdOutOfRange`] if `first` or the last
-    /// ID of the run is outside the managed range (the last ID saturates at `u32::MAX` in the
+    /// ID of the run is outside the managed range (the last ID saturates at `u64::MAX` in the
     /// error), [`Error::IdAlreadyAllocated`] naming the lowest allocated ID of the run.
     ///
     /// ```
@@ -249,23 +296,22 @@ impl IdAllocator {
     /// assert_eq!(msi.allocate_ids_at(36, 8), Err(Error::IdAlreadyAllocated(40)));
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn allocate_ids_at(&mut self, first: u32, count: u32) -> Result<IdRange<u32>> {
+    pub fn allocate_ids_at(&mut self, first: I, count: u32) -> Result<IdRange<I>> {
         if count == 0 {
             return Err(Error::ZeroIdCount);
         }
         let lo = self.offset(first)?;
-        let last = first.saturating_add(count - 1);
-        let hi = if u64::from(first) + u64::from(count - 1) > u64::from(u32::MAX) {
+        let end = first.to_u64().checked_add(u64::from(count - 1));
+        let Some(last) = end.and_then(I::from_u64).filter(|&l| l <= self.last) else {
             return Err(Error::IdOutOfRange {
-                id: last,
-                first: self.first,
-                last: self.last,
+                id: end.unwrap_or(u64::MAX),
+                first: self.base(),
+                last: self.last.to_u64(),
             });
-        } else {
-            self.offset(last)?
         };
+        let hi = self.offset(last)?;
         if let Some(taken) = self.next_allocated_from(lo).filter(|&t| t <= hi) {
-            return Err(Error::IdAlreadyAllocated(self.first + taken));
+            return Err(Error::IdAlreadyAllocated(self.id(taken).to_u64()));
         }
         for off in lo..=hi {
             self.set_allocated(off);
@@ -280,7 +326,7 @@ impl IdAllocator {
     /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
     /// [`Error::IdNeverAllocated`] if it was never handed out, [`Error::IdAlreadyFree`] if it
     /// was handed out and freed since.
-    pub fn free_id(&mut self, id: u32) -> Result<()> {
+    pub fn free_id(&mut self, id: I) -> Result<()> {
         let off = self.offset(id)?;
         self.check_allocated(off)?;
         self.clear(off);
@@ -293,7 +339,7 @@ impl IdAllocator {
     ///
     /// [`Error::ZeroIdCount`] if `ids` is empty; otherwise the error [`free_id`](Self::free_id)
     /// would give for the lowest ID of `ids` that is not allocated. On error nothing is freed.
-    pub fn free_ids(&mut self, ids: IdRange<u32>) -> Result<()> {
+    pub fn free_ids(&mut self, ids: IdRange<I>) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::ZeroIdCount);
         }
@@ -310,7 +356,7 @@ impl IdAllocator {
 
     /// The allocated IDs in increasing order.
     #[must_use]
-    pub fn iter(&self) -> AllocatedIds<'_> {
+    pub fn iter(&self) -> AllocatedIds<'_, I> {
         AllocatedIds {
             alloc: self,
             word: 0,
@@ -319,7 +365,7 @@ impl IdAllocator {
     }
 
     /// Runs of allocated IDs, in increasing order.
-    pub fn allocated_runs(&self) -> impl Iterator<Item = IdRange<u32>> + '_ {
+    pub fn allocated_runs(&self) -> impl Iterator<Item = IdRange<I>> + '_ {
         let mut pos = 0u32;
         let mut done = false;
         core::iter::from_fn(move || {
@@ -337,15 +383,15 @@ impl IdAllocator {
                 Some(next) if next <= self.span() => pos = next,
                 _ => done = true,
             }
-            Some(self.first + lo..=self.first + hi)
+            Some(self.id(lo)..=self.id(hi))
         })
     }
 
     /// Runs of IDs that were never allocated, in increasing order.
-    pub fn never_allocated_runs(&self) -> impl Iterator<Item = IdRange<u32>> + '_ {
+    pub fn never_allocated_runs(&self) -> impl Iterator<Item = IdRange<I>> + '_ {
         self.never
             .iter()
-            .map(|(&lo, &hi)| self.first + lo..=self.first + hi)
+            .map(|(&lo, &hi)| self.id(lo)..=self.id(hi))
     }
 
     /// Heap bytes held by the allocator, for capacity planning: the bitmap exactly (capacity
@@ -361,20 +407,23 @@ impl IdAllocator {
     /// Rebuilds an allocator from runs of allocated and never-allocated IDs, checking that
     /// they are consistent.
     pub(crate) fn from_runs(
-        first: u32,
-        last: u32,
-        allocated: &[(u32, u32)],
-        never: &[(u32, u32)],
+        first: I,
+        last: I,
+        allocated: &[(I, I)],
+        never: &[(I, I)],
         used: u64,
         max_bitmap_bytes: u64,
     ) -> Result<Self> {
-        let mut this = Self::new(first, last).map_err(|_| Error::Inconsistent("first > last"))?;
+        let mut this = Self::with_range(first, last).map_err(|e| match e {
+            Error::IdRangeTooLarge { .. } => e,
+            _ => Error::Inconsistent("first > last"),
+        })?;
         check_runs(first, last, allocated)?;
         check_runs(first, last, never)?;
         if let Some(&(_, hi)) = allocated.last() {
             // Leaves up to the highest allocated ID, one summary word per 64 leaf words, one
             // top word per 64 summary words.
-            let words = u64::from(hi - first) / BITS as u64 + 1;
+            let words = (hi.to_u64() - first.to_u64()) / BITS as u64 + 1;
             let summary = words.div_ceil(BITS as u64);
             let needed = 8 * (words + summary + summary.div_ceil(BITS as u64));
             if needed > max_bitmap_bytes {
@@ -386,7 +435,7 @@ impl IdAllocator {
         }
         let total: u64 = allocated
             .iter()
-            .map(|&(lo, hi)| u64::from(hi - lo) + 1)
+            .map(|&(lo, hi)| hi.to_u64() - lo.to_u64() + 1)
             .sum();
         if total != used {
             return Err(Error::Inconsistent(
@@ -408,11 +457,12 @@ impl IdAllocator {
             }
         }
         this.never.clear();
+        // Every run lies inside `first..=last` (checked above), so its offsets fit.
         for &(lo, hi) in never {
-            this.never.insert(lo - first, hi - first);
+            this.never.insert(this.offset(lo)?, this.offset(hi)?);
         }
         for &(lo, hi) in allocated {
-            let (lo, hi) = (lo - first, hi - first);
+            let (lo, hi) = (this.offset(lo)?, this.offset(hi)?);
             this.ensure(hi);
             for off in lo..=hi {
                 this.set_bit(off);
@@ -422,19 +472,29 @@ impl IdAllocator {
         Ok(this)
     }
 
+    /// `last - first`, which fits in a `u32` ([`MAX_ID_RANGE`]).
     fn span(&self) -> u32 {
-        self.last - self.first
+        to_off32(self.last.to_u64() - self.base())
     }
 
-    fn offset(&self, id: u32) -> Result<u32> {
+    fn base(&self) -> u64 {
+        self.first.to_u64()
+    }
+
+    /// The ID at offset `off`; `off` is at most `span()`, so the ID is in range.
+    fn id(&self, off: u32) -> I {
+        I::from_u64(self.base() + u64::from(off)).unwrap_or(self.last)
+    }
+
+    fn offset(&self, id: I) -> Result<u32> {
         if id < self.first || id > self.last {
             return Err(Error::IdOutOfRange {
-                id,
-                first: self.first,
-                last: self.last,
+                id: id.to_u64(),
+                first: self.base(),
+                last: self.last.to_u64(),
             });
         }
-        Ok(id - self.first)
+        Ok(to_off32(id.to_u64() - self.base()))
     }
 
     fn bit(&self, off: u32) -> bool {
@@ -448,9 +508,9 @@ impl IdAllocator {
         if self.bit(off) {
             Ok(())
         } else if self.is_never(off) {
-            Err(Error::IdNeverAllocated(self.first + off))
+            Err(Error::IdNeverAllocated(self.id(off).to_u64()))
         } else {
-            Err(Error::IdAlreadyFree(self.first + off))
+            Err(Error::IdAlreadyFree(self.id(off).to_u64()))
         }
     }
 
@@ -482,15 +542,13 @@ impl IdAllocator {
     /// crosses words is tracked by its start; runs inside one word are found by shifting and
     /// masking (bit `p` of `r` stays set while bits `p..p + len` are all free).
     fn find_run(&self, count: u32, alignment: u32) -> Option<u32> {
-        let (count, align, first) = (
-            u64::from(count),
-            u64::from(alignment),
-            u64::from(self.first),
-        );
+        let (count, align, first) = (u64::from(count), u64::from(alignment), self.base());
         let span_end = u64::from(self.span());
-        // Offsets are below 2^32 + 64 and `first` below 2^32: no sum here can overflow.
+        // Offsets are below 2^32 + 64. `first + start`, or its rounding up to the alignment,
+        // can pass `u64::MAX` only near the top of `u64` IDs; then no aligned start at or past
+        // it exists, and the checked arithmetic reports no fit.
         let fits = |start: u64, end: u64| -> Option<u64> {
-            let a = (first + start).next_multiple_of(align) - first;
+            let a = first.checked_add(start)?.checked_next_multiple_of(align)? - first;
             (a + count - 1 <= end).then_some(a)
         };
         let words = self.leaves.len();
@@ -527,7 +585,7 @@ impl IdAllocator {
                     r &= r >> step;
                     len += step;
                 }
-                let hits = r & align_mask(first + base, align);
+                let hits = r & align_mask(first.wrapping_add(base), align);
                 if hits != 0 {
                     return u32::try_from(base + u64::from(hits.trailing_zeros())).ok();
                 }
@@ -694,6 +752,12 @@ fn align_mask(abs_base: u64, align: u64) -> u64 {
     (u64::MAX / ((1u64 << align) - 1)) << p0
 }
 
+/// `v`, which the caller knows to be at most `u32::MAX`; saturating keeps an impossible value
+/// out of range rather than wrapping.
+fn to_off32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
 fn to_off(i: usize) -> u32 {
     // Offsets handled here are bounded by `last - first + 63`, and callers filter out those
     // past `last`; saturating keeps an impossible value out of range rather than wrapping.
@@ -701,8 +765,8 @@ fn to_off(i: usize) -> u32 {
 }
 
 #[cfg(feature = "serde")]
-fn check_runs(first: u32, last: u32, runs: &[(u32, u32)]) -> Result<()> {
-    let mut prev: Option<u32> = None;
+fn check_runs<I: Id>(first: I, last: I, runs: &[(I, I)]) -> Result<()> {
+    let mut prev: Option<I> = None;
     for &(lo, hi) in runs {
         if lo > hi {
             return Err(Error::Inconsistent("a run starts after it ends"));
@@ -712,7 +776,7 @@ fn check_runs(first: u32, last: u32, runs: &[(u32, u32)]) -> Result<()> {
         }
         if let Some(p) = prev {
             // Runs are sorted, disjoint and not adjacent (adjacent runs would be one run).
-            if u64::from(lo) <= u64::from(p) + 1 {
+            if u128::from(lo.to_u64()) <= u128::from(p.to_u64()) + 1 {
                 return Err(Error::Inconsistent("runs are not sorted, overlap or touch"));
             }
         }
@@ -723,16 +787,16 @@ fn check_runs(first: u32, last: u32, runs: &[(u32, u32)]) -> Result<()> {
 
 /// Iterator over the allocated IDs of an [`IdAllocator`], in increasing order.
 #[derive(Clone, Debug)]
-pub struct AllocatedIds<'a> {
-    alloc: &'a IdAllocator,
+pub struct AllocatedIds<'a, I: Id = u32> {
+    alloc: &'a IdAllocator<I>,
     word: usize,
     bits: u64,
 }
 
-impl Iterator for AllocatedIds<'_> {
-    type Item = u32;
+impl<I: Id> Iterator for AllocatedIds<'_, I> {
+    type Item = I;
 
-    fn next(&mut self) -> Option<u32> {
+    fn next(&mut self) -> Option<I> {
         loop {
             if self.bits != 0 {
                 let off = self.word * BITS + self.bits.trailing_zeros() as usize;
@@ -740,7 +804,7 @@ impl Iterator for AllocatedIds<'_> {
                 if off > self.alloc.span() as usize {
                     return None;
                 }
-                return Some(self.alloc.first + to_off(off));
+                return Some(self.alloc.id(to_off(off)));
             }
             self.word += 1;
             self.bits = *self.alloc.leaves.get(self.word)?;
@@ -748,16 +812,16 @@ impl Iterator for AllocatedIds<'_> {
     }
 }
 
-impl<'a> IntoIterator for &'a IdAllocator {
-    type Item = u32;
-    type IntoIter = AllocatedIds<'a>;
+impl<'a, I: Id> IntoIterator for &'a IdAllocator<I> {
+    type Item = I;
+    type IntoIter = AllocatedIds<'a, I>;
 
-    fn into_iter(self) -> AllocatedIds<'a> {
+    fn into_iter(self) -> AllocatedIds<'a, I> {
         self.iter()
     }
 }
 
-impl PartialEq for IdAllocator {
+impl<I: Id> PartialEq for IdAllocator<I> {
     /// Two allocators are equal when they manage the same range and the same IDs are allocated
     /// and never allocated.
     fn eq(&self, other: &Self) -> bool {
@@ -769,7 +833,7 @@ impl PartialEq for IdAllocator {
     }
 }
 
-impl Eq for IdAllocator {}
+impl<I: Id> Eq for IdAllocator<I> {}
 
 #[cfg(test)]
 mod tests {
@@ -925,15 +989,88 @@ mod tests {
         assert_eq!(
             a.allocate_ids_at(u32::MAX - 1, 5),
             Err(Error::IdOutOfRange {
-                id: u32::MAX,
-                first: u32::MAX - 3,
-                last: u32::MAX
+                id: u64::from(u32::MAX) + 3,
+                first: u64::from(u32::MAX) - 3,
+                last: u64::from(u32::MAX)
             })
         );
         assert_eq!(
             a.allocate_ids_at(u32::MAX - 1, 2),
             Ok(u32::MAX - 1..=u32::MAX)
         );
+    }
+
+    #[test]
+    fn with_range_more_than_max_ids_fails() {
+        let too_big = IdAllocator::<u64>::with_range(1 << 40, (1 << 40) + MAX_ID_RANGE);
+        assert_eq!(
+            too_big,
+            Err(Error::IdRangeTooLarge {
+                first: 1 << 40,
+                last: (1 << 40) + MAX_ID_RANGE,
+                max: MAX_ID_RANGE
+            })
+        );
+        let widest = IdAllocator::<u64>::with_range(u64::MAX - (MAX_ID_RANGE - 1), u64::MAX);
+        assert_eq!(widest.map(|a| a.capacity()), Ok(MAX_ID_RANGE));
+    }
+
+    #[test]
+    fn u64_ids_above_u32_allocate_free_and_iterate() {
+        let base = 1u64 << 40;
+        let mut a = IdAllocator::<u64>::with_range(base, base + 4095).unwrap();
+        assert_eq!(a.allocate_id(), Ok(base));
+        assert_eq!(a.allocate_ids(4, 4), Ok(base + 4..=base + 7));
+        assert_eq!(
+            a.allocate_ids_at(base + 100, 3),
+            Ok(base + 100..=base + 102)
+        );
+        assert_eq!(a.allocate_many(2), Ok(vec![base + 1, base + 2]));
+        assert_eq!(
+            a.free_id(base + 50),
+            Err(Error::IdNeverAllocated(base + 50))
+        );
+        a.free_ids(base + 100..=base + 102).unwrap();
+        assert_eq!(a.free_id(base + 101), Err(Error::IdAlreadyFree(base + 101)));
+        assert!(a.is_allocated(base + 7) && !a.is_allocated(base + 4096));
+        assert_eq!(
+            a.allocated_runs().collect::<Vec<_>>(),
+            [base..=base + 2, base + 4..=base + 7]
+        );
+    }
+
+    #[test]
+    fn u64_run_past_type_end_fails_and_changes_nothing() {
+        let mut a = IdAllocator::<u64>::with_range(u64::MAX - 9, u64::MAX).unwrap();
+        assert_eq!(
+            a.allocate_ids_at(u64::MAX - 1, 5),
+            Err(Error::IdOutOfRange {
+                id: u64::MAX,
+                first: u64::MAX - 9,
+                last: u64::MAX
+            })
+        );
+        assert_eq!(a.used(), 0);
+        assert_eq!(a.allocate_ids(2, 2), Ok(u64::MAX - 9..=u64::MAX - 8));
+        assert_eq!(
+            a.allocate_ids_at(u64::MAX - 1, 2),
+            Ok(u64::MAX - 1..=u64::MAX)
+        );
+    }
+
+    #[test]
+    fn u16_full_range_fills_to_the_top() {
+        let mut a = IdAllocator::<u16>::with_range(0, u16::MAX).unwrap();
+        assert_eq!(a.allocate_ids(65_535, 1), Ok(0..=65_534));
+        assert_eq!(a.allocate_id(), Ok(u16::MAX));
+        assert_eq!(
+            a.allocate_id(),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1
+            })
+        );
+        assert_eq!(a.iter().last(), Some(u16::MAX));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! address ranges for the whole life of a VM. This crate keeps that bookkeeping, with no OS
 //! calls:
 //!
-//! - [`IdAllocator`]: `u32` IDs from an inclusive range, smallest free first, a specific ID or run,
-//!   any `n` free IDs, or a contiguous aligned run; about one bit per ID.
+//! - [`IdAllocator`]: `u32` (or `u16`, `u64`) IDs from an inclusive range, smallest free first, a
+//!   specific ID or run, any `n` free IDs, or a contiguous aligned run; about one bit per ID.
 //! - [`AddressAllocator`]: ranges of a `u64` space placed first-fit, last-fit or exactly, with any
 //!   power-of-two alignment, optionally inside a window; reservations, owner tags, lookup, and
 //!   relocation that cannot lose a range, growing or shrinking the space. O(log n) worst case per
@@ -108,6 +108,7 @@ extern crate alloc;
 mod address;
 mod error;
 mod id;
+mod id_width;
 #[cfg(feature = "model")]
 pub mod model;
 mod range;
@@ -118,7 +119,8 @@ pub use crate::address::{
     AddressAllocator, AllocPolicy, Allocation, Allocations, AllocatorSet, FreeRanges, Request,
 };
 pub use crate::error::{Error, Result};
-pub use crate::id::{AllocatedIds, IdAllocator};
+pub use crate::id::{AllocatedIds, IdAllocator, MAX_ID_RANGE};
+pub use crate::id_width::Id;
 pub use crate::range::AddressRange;
 #[cfg(feature = "serde")]
 pub use crate::serde_impl::{IdLoadLimits, IdSnapshot};

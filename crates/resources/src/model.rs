@@ -30,7 +30,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::RangeInclusive as IdRange;
 
-use crate::{AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, Request};
+use crate::{
+    AddressAllocator, AddressRange, AllocPolicy, Error, Id, IdAllocator, MAX_ID_RANGE, Request,
+};
 
 /// A difference between an allocator and its model, or a broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,13 +55,13 @@ fn mismatch(step: usize, detail: String) -> Mismatch {
     Mismatch { step, detail }
 }
 
-/// One operation on an [`IdAllocator`].
+/// One operation on an [`IdAllocator`] of `I` IDs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IdOp {
+pub enum IdOp<I: Id = u32> {
     /// [`IdAllocator::allocate_id`].
     Allocate,
     /// [`IdAllocator::allocate_id_at`].
-    AllocateAt(u32),
+    AllocateAt(I),
     /// [`IdAllocator::allocate_ids`].
     AllocateRun {
         /// Number of IDs.
@@ -72,32 +74,32 @@ pub enum IdOp {
     /// [`IdAllocator::allocate_ids_at`].
     AllocateRunAt {
         /// First ID of the run.
-        first: u32,
+        first: I,
         /// Number of IDs.
         count: u32,
     },
     /// [`IdAllocator::free_id`].
-    Free(u32),
+    Free(I),
     /// [`IdAllocator::free_ids`] of `first..=last`.
     FreeRun {
         /// First ID to free.
-        first: u32,
+        first: I,
         /// Last ID to free.
-        last: u32,
+        last: I,
     },
     /// [`IdAllocator::is_allocated`].
-    IsAllocated(u32),
+    IsAllocated(I),
 }
 
 /// The answer to an [`IdOp`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IdAnswer {
+pub enum IdAnswer<I: Id = u32> {
     /// An allocated ID.
-    Id(u32),
+    Id(I),
     /// An allocated run.
-    Run(IdRange<u32>),
+    Run(IdRange<I>),
     /// Allocated IDs, not necessarily contiguous.
-    Ids(Vec<u32>),
+    Ids(Vec<I>),
     /// A free succeeded.
     Freed,
     /// An `is_allocated` answer.
@@ -105,24 +107,36 @@ pub enum IdAnswer {
 }
 
 /// The naive model of an [`IdAllocator`]: the set of allocated IDs and the set of IDs ever
-/// allocated.
+/// allocated. It computes in `u64` whatever the ID width.
 #[derive(Clone, Debug)]
-pub struct IdModel {
-    first: u32,
-    last: u32,
-    allocated: BTreeSet<u32>,
-    ever: BTreeSet<u32>,
+pub struct IdModel<I: Id = u32> {
+    first: I,
+    last: I,
+    allocated: BTreeSet<I>,
+    ever: BTreeSet<I>,
 }
 
-impl IdModel {
-    /// A model of `IdAllocator::new(first, last)`.
+impl<I: Id> IdModel<I> {
+    /// A model of `IdAllocator::<I>::with_range(first, last)`.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidIdRange`] if `first > last`.
-    pub fn new(first: u32, last: u32) -> Result<Self, Error> {
-        if first > last {
-            return Err(Error::InvalidIdRange { first, last });
+    /// [`Error::InvalidIdRange`] if `first > last`, [`Error::IdRangeTooLarge`] if the range
+    /// holds more than [`MAX_ID_RANGE`] IDs.
+    pub fn new(first: I, last: I) -> Result<Self, Error> {
+        let (lo, hi) = (first.to_u64(), last.to_u64());
+        if lo > hi {
+            return Err(Error::InvalidIdRange {
+                first: lo,
+                last: hi,
+            });
+        }
+        if hi - lo >= MAX_ID_RANGE {
+            return Err(Error::IdRangeTooLarge {
+                first: lo,
+                last: hi,
+                max: MAX_ID_RANGE,
+            });
         }
         Ok(Self {
             first,
@@ -134,30 +148,35 @@ impl IdModel {
 
     /// The allocated IDs.
     #[must_use]
-    pub fn allocated(&self) -> &BTreeSet<u32> {
+    pub fn allocated(&self) -> &BTreeSet<I> {
         &self.allocated
     }
 
-    fn check(&self, id: u32) -> Result<(), Error> {
+    /// The IDs of the range, in increasing order.
+    fn all(&self) -> impl Iterator<Item = I> + use<I> {
+        ids(self.first.to_u64(), self.last.to_u64())
+    }
+
+    fn check(&self, id: I) -> Result<(), Error> {
         if id < self.first || id > self.last {
             return Err(Error::IdOutOfRange {
-                id,
-                first: self.first,
-                last: self.last,
+                id: id.to_u64(),
+                first: self.first.to_u64(),
+                last: self.last.to_u64(),
             });
         }
         Ok(())
     }
 
-    fn free_error(&self, id: u32) -> Error {
+    fn free_error(&self, id: I) -> Error {
         if self.ever.contains(&id) {
-            Error::IdAlreadyFree(id)
+            Error::IdAlreadyFree(id.to_u64())
         } else {
-            Error::IdNeverAllocated(id)
+            Error::IdNeverAllocated(id.to_u64())
         }
     }
 
-    fn take(&mut self, id: u32) {
+    fn take(&mut self, id: I) {
         self.allocated.insert(id);
         self.ever.insert(id);
     }
@@ -167,22 +186,23 @@ impl IdModel {
     /// # Errors
     ///
     /// The error the allocator must give.
-    pub fn apply(&mut self, op: &IdOp) -> Result<IdAnswer, Error> {
+    pub fn apply(&mut self, op: &IdOp<I>) -> Result<IdAnswer<I>, Error> {
         match *op {
             IdOp::Allocate => {
-                let id = (self.first..=self.last)
-                    .find(|id| !self.allocated.contains(id))
-                    .ok_or(Error::OutOfIds {
-                        count: 1,
-                        alignment: 1,
-                    })?;
+                let id =
+                    self.all()
+                        .find(|id| !self.allocated.contains(id))
+                        .ok_or(Error::OutOfIds {
+                            count: 1,
+                            alignment: 1,
+                        })?;
                 self.take(id);
                 Ok(IdAnswer::Id(id))
             }
             IdOp::AllocateAt(id) => {
                 self.check(id)?;
                 if self.allocated.contains(&id) {
-                    return Err(Error::IdAlreadyAllocated(id));
+                    return Err(Error::IdAlreadyAllocated(id.to_u64()));
                 }
                 self.take(id);
                 Ok(IdAnswer::Id(id))
@@ -195,19 +215,22 @@ impl IdModel {
                     return Err(Error::InvalidAlignment(u64::from(alignment)));
                 }
                 let out = Error::OutOfIds { count, alignment };
-                let (first, last) = (u64::from(self.first), u64::from(self.last));
-                let mut start = first.next_multiple_of(u64::from(alignment));
-                while start + u64::from(count) - 1 <= last {
-                    // Both ends are at most `last`, so they fit in a `u32`.
-                    let lo = u32::try_from(start).map_err(|_| out)?;
-                    let run = lo..=lo + (count - 1);
-                    if run.clone().all(|id| !self.allocated.contains(&id)) {
-                        for id in run.clone() {
+                let (first, last) = (
+                    u128::from(self.first.to_u64()),
+                    u128::from(self.last.to_u64()),
+                );
+                let mut start = first.next_multiple_of(u128::from(alignment));
+                while start + u128::from(count) - 1 <= last {
+                    // Both ends are at most `last`, so they fit in a `u64` and in `I`.
+                    let lo = u64::try_from(start).map_err(|_| out)?;
+                    let hi = lo + u64::from(count - 1);
+                    if ids(lo, hi).all(|id| !self.allocated.contains(&id)) {
+                        for id in ids(lo, hi) {
                             self.take(id);
                         }
-                        return Ok(IdAnswer::Run(run));
+                        return Ok(IdAnswer::Run(to_id(lo)..=to_id(hi)));
                     }
-                    start += u64::from(alignment);
+                    start += u128::from(alignment);
                 }
                 Err(out)
             }
@@ -215,13 +238,14 @@ impl IdModel {
                 if count == 0 {
                     return Err(Error::ZeroIdCount);
                 }
-                let free: Vec<u32> = (self.first..=self.last)
+                let free: Vec<I> = self
+                    .all()
                     .filter(|id| !self.allocated.contains(id))
                     .take(count as usize)
                     .collect();
                 if free.len() < count as usize {
                     let available =
-                        u64::from(self.last - self.first) + 1 - self.allocated.len() as u64;
+                        self.last.to_u64() - self.first.to_u64() + 1 - self.allocated.len() as u64;
                     return Err(Error::NotEnoughIds {
                         requested: count,
                         available,
@@ -237,19 +261,22 @@ impl IdModel {
                     return Err(Error::ZeroIdCount);
                 }
                 self.check(first)?;
-                let last = first.saturating_add(count - 1);
-                if u64::from(first) + u64::from(count) - 1 > u64::from(u32::MAX) {
+                let end = u128::from(first.to_u64()) + u128::from(count) - 1;
+                let Some(last) = u64::try_from(end)
+                    .ok()
+                    .and_then(I::from_u64)
+                    .filter(|&l| l <= self.last)
+                else {
                     return Err(Error::IdOutOfRange {
-                        id: last,
-                        first: self.first,
-                        last: self.last,
+                        id: u64::try_from(end).unwrap_or(u64::MAX),
+                        first: self.first.to_u64(),
+                        last: self.last.to_u64(),
                     });
-                }
-                self.check(last)?;
+                };
                 if let Some(&id) = self.allocated.range(first..=last).next() {
-                    return Err(Error::IdAlreadyAllocated(id));
+                    return Err(Error::IdAlreadyAllocated(id.to_u64()));
                 }
-                for id in first..=last {
+                for id in ids(first.to_u64(), last.to_u64()) {
                     self.take(id);
                 }
                 Ok(IdAnswer::Run(first..=last))
@@ -267,10 +294,12 @@ impl IdModel {
                 }
                 self.check(first)?;
                 self.check(last)?;
-                if let Some(id) = (first..=last).find(|id| !self.allocated.contains(id)) {
+                if let Some(id) =
+                    ids(first.to_u64(), last.to_u64()).find(|id| !self.allocated.contains(id))
+                {
                     return Err(self.free_error(id));
                 }
-                for id in first..=last {
+                for id in ids(first.to_u64(), last.to_u64()) {
                     self.allocated.remove(&id);
                 }
                 Ok(IdAnswer::Freed)
@@ -280,7 +309,17 @@ impl IdModel {
     }
 }
 
-fn apply_id(alloc: &mut IdAllocator, op: &IdOp) -> Result<IdAnswer, Error> {
+/// `v` as an `I`; the model only converts values inside its range, which fit.
+fn to_id<I: Id>(v: u64) -> I {
+    I::from_u64(v).unwrap_or(I::MAX)
+}
+
+/// The IDs `lo..=hi`, both inside an `I` range.
+fn ids<I: Id>(lo: u64, hi: u64) -> impl Iterator<Item = I> {
+    (lo..=hi).map(to_id)
+}
+
+fn apply_id<I: Id>(alloc: &mut IdAllocator<I>, op: &IdOp<I>) -> Result<IdAnswer<I>, Error> {
     Ok(match *op {
         IdOp::Allocate => IdAnswer::Id(alloc.allocate_id()?),
         IdOp::AllocateAt(id) => IdAnswer::Id(alloc.allocate_id_at(id)?),
@@ -302,17 +341,31 @@ fn apply_id(alloc: &mut IdAllocator, op: &IdOp) -> Result<IdAnswer, Error> {
 }
 
 /// Runs `ops` on a fresh `IdAllocator::new(first, last)` and its [`IdModel`], comparing every
-/// answer and, after each step, the allocated IDs, runs and counts.
+/// answer and, after each step, the allocated IDs, runs and counts. For other ID widths, see
+/// [`run_id_ops_with`].
 ///
 /// # Errors
 ///
 /// The first [`Mismatch`] found.
 pub fn run_id_ops(first: u32, last: u32, ops: &[IdOp]) -> Result<(), Mismatch> {
-    let (mut real, mut model) = match (IdAllocator::new(first, last), IdModel::new(first, last)) {
+    run_id_ops_with(first, last, ops)
+}
+
+/// [`run_id_ops`] for an allocator of `I` IDs: `IdAllocator::<I>::with_range(first, last)`.
+///
+/// # Errors
+///
+/// The first [`Mismatch`] found.
+pub fn run_id_ops_with<I: Id>(first: I, last: I, ops: &[IdOp<I>]) -> Result<(), Mismatch> {
+    let (mut real, mut model) = match (
+        IdAllocator::<I>::with_range(first, last),
+        IdModel::<I>::new(first, last),
+    ) {
         (Ok(r), Ok(m)) => (r, m),
         (Err(a), Err(b)) if a == b => return Ok(()),
         (a, b) => return Err(mismatch(0, format!("new: {a:?} vs {b:?}"))),
     };
+    let size = last.to_u64() - first.to_u64() + 1;
     for (step, op) in ops.iter().enumerate() {
         let got = apply_id(&mut real, op);
         let want = model.apply(op);
@@ -326,12 +379,17 @@ pub fn run_id_ops(first: u32, last: u32, ops: &[IdOp]) -> Result<(), Mismatch> {
             return Err(mismatch(step, format!("allocated IDs differ after {op:?}")));
         }
         let used = model.allocated.len() as u64;
-        if real.used() != used || real.available() != u64::from(last - first) + 1 - used {
+        if real.used() != used || real.available() != size - used {
             return Err(mismatch(step, format!("counts differ after {op:?}")));
         }
-        let runs: Vec<IdRange<u32>> = real.allocated_runs().collect();
-        let ids: Vec<u32> = runs.iter().flat_map(Clone::clone).collect();
-        let separate = runs.windows(2).all(|w| *w[0].end() + 1 < *w[1].start());
+        let runs: Vec<IdRange<I>> = real.allocated_runs().collect();
+        let ids: Vec<I> = runs
+            .iter()
+            .flat_map(|r| ids::<I>(r.start().to_u64(), r.end().to_u64()))
+            .collect();
+        let separate = runs
+            .windows(2)
+            .all(|w| w[0].end().to_u64() + 1 < w[1].start().to_u64());
         if !ids.iter().eq(model.allocated.iter()) || !separate {
             return Err(mismatch(
                 step,

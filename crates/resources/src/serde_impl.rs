@@ -18,7 +18,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Error;
-use crate::{AddressAllocator, AddressRange, IdAllocator};
+use crate::{AddressAllocator, AddressRange, Id, IdAllocator};
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "RangeInclusive", deny_unknown_fields)]
@@ -71,12 +71,13 @@ impl<'de> Deserialize<'de> for AddressRange {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename = "IdAllocator", deny_unknown_fields)]
-pub struct IdSnapshot {
-    first: u32,
-    last: u32,
+#[serde(bound = "")]
+pub struct IdSnapshot<I: Id = u32> {
+    first: I,
+    last: I,
     used: u64,
-    allocated: Vec<(u32, u32)>,
-    never_allocated: Vec<(u32, u32)>,
+    allocated: Vec<(I, I)>,
+    never_allocated: Vec<(I, I)>,
 }
 
 /// Bounds on what loading an [`IdSnapshot`] may allocate.
@@ -101,10 +102,10 @@ impl Default for IdLoadLimits {
     }
 }
 
-impl IdAllocator {
+impl<I: Id> IdAllocator<I> {
     /// The allocator's saved state (what `Serialize` writes). O(n / 64 + runs).
     #[must_use]
-    pub fn snapshot(&self) -> IdSnapshot {
+    pub fn snapshot(&self) -> IdSnapshot<I> {
         IdSnapshot {
             first: self.first(),
             last: self.last(),
@@ -127,10 +128,11 @@ impl IdAllocator {
     ///
     /// [`Error::Inconsistent`] naming the first failed check (runs unsorted, overlapping,
     /// touching or outside the range; an ID both allocated and never allocated; a wrong count),
-    /// [`Error::SnapshotTooLarge`] if the bitmap would exceed the limit.
-    pub fn from_snapshot(snapshot: &IdSnapshot, limits: &IdLoadLimits) -> Result<Self, Error> {
+    /// [`Error::SnapshotTooLarge`] if the bitmap would exceed the limit, [`Error::IdRangeTooLarge`]
+    /// if the range holds more than [`MAX_ID_RANGE`](crate::MAX_ID_RANGE) IDs.
+    pub fn from_snapshot(snapshot: &IdSnapshot<I>, limits: &IdLoadLimits) -> Result<Self, Error> {
         let s = snapshot;
-        IdAllocator::from_runs(
+        Self::from_runs(
             s.first,
             s.last,
             &s.allocated,
@@ -141,15 +143,15 @@ impl IdAllocator {
     }
 }
 
-impl Serialize for IdAllocator {
+impl<I: Id> Serialize for IdAllocator<I> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.snapshot().serialize(s)
     }
 }
 
-impl<'de> Deserialize<'de> for IdAllocator {
+impl<'de, I: Id> Deserialize<'de> for IdAllocator<I> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let snapshot = IdSnapshot::deserialize(d)?;
+        let snapshot = IdSnapshot::<I>::deserialize(d)?;
         IdAllocator::from_snapshot(&snapshot, &IdLoadLimits::default()).map_err(D::Error::custom)
     }
 }

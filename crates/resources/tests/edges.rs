@@ -170,9 +170,9 @@ fn id_range_touching_zero_and_max() {
     assert_eq!(
         high.free_id(u32::MAX - 1),
         Err(Error::IdOutOfRange {
-            id: u32::MAX - 1,
-            first: u32::MAX,
-            last: u32::MAX
+            id: u64::from(u32::MAX) - 1,
+            first: u64::from(u32::MAX),
+            last: u64::from(u32::MAX)
         })
     );
 }

@@ -192,3 +192,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn id_snapshot_u64_round_trips_and_u32_form_rejects_wide_ids() {
+    let base = 1u64 << 40;
+    let mut a = IdAllocator::<u64>::with_range(base, base + 4095).unwrap();
+    a.allocate_ids(3, 1).unwrap();
+    a.free_id(base + 1).unwrap();
+    let text = serde_json::to_string(&a).unwrap();
+    let b: IdAllocator<u64> = serde_json::from_str(&text).unwrap();
+    assert_eq!(a, b);
+    assert!(serde_json::from_str::<IdAllocator>(&text).is_err());
+    assert!(serde_json::from_str::<IdAllocator<u16>>(&text).is_err());
+}
