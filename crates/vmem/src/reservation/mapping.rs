@@ -493,7 +493,9 @@ impl Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CommitMode, page_size};
+    #[cfg(unix)]
+    use crate::CommitMode;
+    use crate::page_size;
 
     fn page() -> usize {
         page_size()
