@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
 use memvisor_resources::model::{AddrOp, run_addr_ops};
-use memvisor_resources::{AddressRange, AllocPolicy};
+use memvisor_resources::{AllocPolicy, RangeInclusive};
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         1 => 0,
         _ => input.u64() >> 1,
     };
-    let Ok(space) = AddressRange::from_start_and_size(start, len) else {
+    let Ok(space) = RangeInclusive::new(start, start.wrapping_add(len - 1)) else {
         return;
     };
     let at = |input: &mut Input<'_>| start.wrapping_add(input.below(len + 64)).wrapping_sub(32);
