@@ -14,16 +14,14 @@ use std::ptr;
 
 use libfuzzer_sys::fuzz_target;
 use memvisor::status::Status;
-use memvisor::types::{Client, ClientStats, Config, Context, ContextStats, MEMVISOR_UNLIMITED};
+use memvisor::types::{
+    Client, ClientStats, Config, Context, ContextStats, MEMVISOR_FLAG_DECOMMIT as FLAG_DECOMMIT,
+    MEMVISOR_FLAG_GUARD as FLAG_GUARD, MEMVISOR_FLAG_POISON as FLAG_POISON,
+    MEMVISOR_FLAG_STATISTICS as FLAG_STATISTICS, MEMVISOR_FLAG_ZERO as FLAG_ZERO,
+    MEMVISOR_UNLIMITED,
+};
 use memvisor::*;
 use memvisor_fuzz::Input;
-
-/// Flags a context accepts over any block (decommit and guard pages need a reservation).
-const FLAG_ZERO: u32 = 1;
-const FLAG_POISON: u32 = 1 << 3;
-const FLAG_STATISTICS: u32 = 1 << 4;
-const FLAG_DECOMMIT: u32 = 1 << 1;
-const FLAG_GUARD: u32 = 1 << 2;
 
 /// At most this many clients live at once, and this many calls per input.
 const MAX_CLIENTS: usize = 6;
