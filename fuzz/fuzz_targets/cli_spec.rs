@@ -253,6 +253,8 @@ fuzz_target!(|data: &[u8]| {
                 return;
             }
             let arch_arg = ["x86_64", "aarch64", "sparc"][usize::from(mode / 4) % 3];
+            // An option that starts with `-` is read as flags (`-h` prints the help, not JSON).
+            let json = !option.starts_with('-');
             run(
                 &[
                     "memvisor",
@@ -264,7 +266,7 @@ fuzz_target!(|data: &[u8]| {
                     "cloud-hypervisor",
                     &option,
                 ],
-                true,
+                json,
             );
             run(
                 &["memvisor", "plan", "--from", "cloud-hypervisor", &option],
