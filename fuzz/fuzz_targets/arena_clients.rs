@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
                     "a bad free was accepted"
                 );
             }
-            4 if input.u8() % 8 == 0 => {
+            4 if input.u8().is_multiple_of(8) => {
                 if let Some(client) = clients[c].take() {
                     arena.delete_client(client);
                     live.retain(|_, block| block.client != c);

@@ -139,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // SAFETY: writable.
     assert_eq!(unsafe { memvisor_config_init(&mut config) }, Status::Ok);
-    let reserved = input.u8() % 3 == 0;
+    let reserved = input.u8().is_multiple_of(3);
     let chunk = 1usize << (16 + input.u8() % 3);
     config.chunk_size = chunk;
     config.flags = u32::from(input.u8()) & (FLAG_ZERO | FLAG_POISON | FLAG_STATISTICS);
@@ -148,7 +148,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let chunks = 2 + usize::from(input.u8() % 14);
     let len = chunks * chunk + usize::from(input.u8() % 2) * 4096;
-    if input.u8() % 16 == 0 {
+    if input.u8().is_multiple_of(16) {
         // A broken configuration: refused with a status, nothing made.
         match input.u8() % 5 {
             0 => config.size = usize::from(input.u8()) % size_of::<Config>(),
@@ -302,7 +302,7 @@ fn step(m: &mut Model, input: &mut Input<'_>) {
                 0 => usize::from(input.u16()) * 16,
                 _ => MEMVISOR_UNLIMITED,
             };
-            if input.u8() % 16 == 0 {
+            if input.u8().is_multiple_of(16) {
                 // SAFETY: a null output is refused.
                 let st = unsafe { memvisor_client_create(m.ctx, quota, ptr::null_mut()) };
                 assert_eq!(st, Status::NullPointer);
@@ -335,7 +335,7 @@ fn step(m: &mut Model, input: &mut Input<'_>) {
                 None => assert_eq!(st, Status::InvalidHandle, "deleted {cl:?}"),
             }
         }
-        2 | 3 | 4 => alloc_step(m, input),
+        2..=4 => alloc_step(m, input),
         5 | 6 => {
             // Free a live block by its client or by the context.
             if m.blocks.is_empty() {
@@ -346,8 +346,8 @@ fn step(m: &mut Model, input: &mut Input<'_>) {
             m.check_block(&b);
             let mut size = 0;
             let p = b.addr as *mut c_void;
-            let by_context = input.u8() % 2 == 0;
-            let out = if input.u8() % 4 == 0 {
+            let by_context = input.u8().is_multiple_of(2);
+            let out = if input.u8().is_multiple_of(4) {
                 ptr::null_mut()
             } else {
                 &raw mut size
@@ -437,12 +437,12 @@ fn alloc_step(m: &mut Model, input: &mut Input<'_>) {
         1 => usize::from(input.u16()) * 4,
         _ => usize::from(input.u8()),
     };
-    let aligned = input.u8() % 3 == 0;
+    let aligned = input.u8().is_multiple_of(3);
     let align = match input.u8() % 8 {
         0 => input.size() as usize,
         _ => 1usize << (input.u8() % 18),
     };
-    let null_out = input.u8() % 32 == 0;
+    let null_out = input.u8().is_multiple_of(32);
     let sentinel = 0x5a5a as *mut c_void;
     let mut p = sentinel;
     let out = if null_out {
@@ -522,7 +522,7 @@ fn bad_free(m: &mut Model, input: &mut Input<'_>) {
     // An address that is not a live block of `cl`: interior, another client's, stale, foreign
     // or null.
     let local = 0u64;
-    let mut by_context = input.u8() % 2 == 0;
+    let mut by_context = input.u8().is_multiple_of(2);
     let (addr, expected): (usize, &[Status]) = match input.u8() % 5 {
         0 => {
             let Some(b) = m

@@ -95,7 +95,7 @@ fn mutated(input: &mut Input<'_>) -> String {
                 let n = input.size();
                 if let Some((key, _)) = lines[i].split_once('=') {
                     let unit = ["B", "KiB", "MiB", "GiB", "TiB"][usize::from(input.u8()) % 5];
-                    lines[i] = if input.u8() % 2 == 0 {
+                    lines[i] = if input.u8().is_multiple_of(2) {
                         format!("{key}= \"{n}{unit}\"")
                     } else {
                         format!("{key}= {}", n as i64)
@@ -227,7 +227,7 @@ fuzz_target!(|data: &[u8]| {
         1 => spec_text("fuzz.toml", &mutated(&mut input), arch, scale),
         2 => {
             // A Firecracker file: the input, or the example with its bytes changed.
-            let text = if input.u8() % 2 == 0 {
+            let text = if input.u8().is_multiple_of(2) {
                 String::from_utf8_lossy(rest).into_owned()
             } else {
                 let mut bytes = FIRECRACKER.as_bytes().to_vec();

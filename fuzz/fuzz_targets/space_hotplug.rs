@@ -382,8 +382,8 @@ fuzz_target!(|data: &[u8]| {
                 let ty = region_type(&mut input);
                 let base = address(&mut input, &layout, &model);
                 let size = size(&mut input);
-                let hotplug = ty == RegionType::Ram && input.u8() % 3 == 0;
-                let backing = if input.u8() % 2 == 0 {
+                let hotplug = ty == RegionType::Ram && input.u8().is_multiple_of(3);
+                let backing = if input.u8().is_multiple_of(2) {
                     Backing::AnonymousPrivate
                 } else {
                     Backing::None
@@ -431,13 +431,13 @@ fuzz_target!(|data: &[u8]| {
             2 | 3 => {
                 // Plug a small backed region into the hotplug window (sometimes not marked
                 // hot-pluggable, or at a random place).
-                let base = if input.u8() % 8 == 0 {
+                let base = if input.u8().is_multiple_of(8) {
                     address(&mut input, &layout, &model)
                 } else {
                     HOTPLUG + PAGE * u64::from(input.u8() % 64)
                 };
                 let size = size(&mut input);
-                let hotplug = input.u8() % 16 != 0;
+                let hotplug = !input.u8().is_multiple_of(16);
                 let spec = RegionSpec::ram(GuestAddress(base), size)
                     .backing(Backing::AnonymousPrivate)
                     .hotplug(hotplug);
@@ -445,8 +445,11 @@ fuzz_target!(|data: &[u8]| {
                     && base
                         .checked_add(size)
                         .is_some_and(|end| end <= HOTPLUG + HOTPLUG_SIZE);
-                let valid =
-                    hotplug && in_window && size > 0 && size % PAGE == 0 && base % PAGE == 0;
+                let valid = hotplug
+                    && in_window
+                    && size > 0
+                    && size.is_multiple_of(PAGE)
+                    && base % PAGE == 0;
                 // A held snapshot keeps the memory of a region it holds that was removed since.
                 let busy = held.as_ref().is_some_and(|h| {
                     h.removed.iter().any(|(r, _)| {
@@ -487,7 +490,7 @@ fuzz_target!(|data: &[u8]| {
             }
             4 | 5 => {
                 // Remove (unplug) a region of the model, or a random range.
-                let (base, size) = if input.u8() % 4 == 0 {
+                let (base, size) = if input.u8().is_multiple_of(4) {
                     (address(&mut input, &layout, &model), size(&mut input))
                 } else {
                     let picked = model
@@ -520,7 +523,7 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => {
                 // Add a listener (it starts with the current regions) or set one's answer.
-                if listeners.len() < MAX_LISTENERS && input.u8() % 2 == 0 {
+                if listeners.len() < MAX_LISTENERS && input.u8().is_multiple_of(2) {
                     let l = Arc::new(Recorder::default());
                     *l.view.lock().expect("not poisoned") =
                         model.regions.iter().map(|(&b, r)| (b, r.size)).collect();
@@ -591,12 +594,12 @@ fuzz_target!(|data: &[u8]| {
                 // Write, or read, through vm-memory's `Bytes`.
                 let addr = address(&mut input, &layout, &model);
                 let len = 1 + input.below(MAX_ACCESS);
-                let write = input.u8() % 2 == 0;
+                let write = input.u8().is_multiple_of(2);
                 let fill = input.u8();
                 let snap = space.snapshot();
                 let run = model.backed_run(addr, len);
                 let mut buf = vec![fill; len as usize];
-                let result = match (write, input.u8() % 2 == 0) {
+                let result = match (write, input.u8().is_multiple_of(2)) {
                     (true, _) => snap.write(&buf, GuestAddress(addr)),
                     (false, true) => snap.read(&mut buf, GuestAddress(addr)),
                     (false, false) => snap.bytes().read(&mut buf, GuestAddress(addr)),
@@ -648,7 +651,7 @@ fuzz_target!(|data: &[u8]| {
             }
             10 => {
                 // Hold the current snapshot, or let it go.
-                if held.is_some() && input.u8() % 2 == 0 {
+                if held.is_some() && input.u8().is_multiple_of(2) {
                     held = None;
                 } else {
                     let snapshot = space.snapshot();

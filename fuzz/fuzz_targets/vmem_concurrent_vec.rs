@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                if input.u8() % 16 == 0 {
+                if input.u8().is_multiple_of(16) {
                     vec.clear();
                     model.clear();
                 }

@@ -19,7 +19,7 @@ enum Page {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let page = page_size();
-    let mode = if input.u8() % 2 == 0 {
+    let mode = if input.u8().is_multiple_of(2) {
         CommitMode::Protected
     } else {
         CommitMode::Sparse
