@@ -47,7 +47,9 @@ fuzz_target!(|data: &[u8]| {
                 let Some(client) = &clients[c] else { continue };
                 let size = 1 + (input.size() % (2 * chunk as u64)) as usize;
                 let align = 1usize << (input.u8() % 13);
-                let Ok(layout) = Layout::from_size_align(size, align) else { continue };
+                let Ok(layout) = Layout::from_size_align(size, align) else {
+                    continue;
+                };
                 if let Ok(ptr) = client.alloc(layout) {
                     let addr = ptr.as_ptr() as usize;
                     assert_eq!(addr % align, 0, "alignment");
@@ -60,12 +62,21 @@ fuzz_target!(|data: &[u8]| {
                     if let Some((&after, _)) = live.range(addr..).next() {
                         assert!(addr + size <= after, "overlaps the block above");
                     }
-                    live.insert(addr, Live { client: c, len: size, fill });
+                    live.insert(
+                        addr,
+                        Live {
+                            client: c,
+                            len: size,
+                            fill,
+                        },
+                    );
                 }
             }
             2 => {
                 // Free a live block through its own client, or a wrong client.
-                let Some(&addr) = live.keys().nth(usize::from(input.u16()) % live.len().max(1))
+                let Some(&addr) = live
+                    .keys()
+                    .nth(usize::from(input.u16()) % live.len().max(1))
                 else {
                     continue;
                 };
@@ -75,7 +86,10 @@ fuzz_target!(|data: &[u8]| {
                 let block = &live[&addr];
                 // SAFETY: a live block of `len` bytes, written at allocation.
                 let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), block.len) };
-                assert!(bytes.iter().all(|&b| b == block.fill), "a live block changed");
+                assert!(
+                    bytes.iter().all(|&b| b == block.fill),
+                    "a live block changed"
+                );
                 // SAFETY: `addr` is a live block of this arena; a wrong client refuses it.
                 let result = unsafe { client.free(ptr) };
                 if owner == c {
@@ -88,8 +102,13 @@ fuzz_target!(|data: &[u8]| {
             3 => {
                 // An interior pointer of a live block, or an address outside the arena.
                 let Some(client) = &clients[c] else { continue };
-                let bad = match live.iter().nth(usize::from(input.u16()) % live.len().max(1)) {
-                    Some((&addr, block)) if block.len > 1 => addr + 1 + usize::from(input.u8()) % (block.len - 1),
+                let bad = match live
+                    .iter()
+                    .nth(usize::from(input.u16()) % live.len().max(1))
+                {
+                    Some((&addr, block)) if block.len > 1 => {
+                        addr + 1 + usize::from(input.u8()) % (block.len - 1)
+                    }
                     _ => 8,
                 };
                 if live.contains_key(&bad) {
@@ -97,9 +116,12 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let ptr = NonNull::new(bad as *mut u8).expect("non-null");
                 // SAFETY: the free is refused (an interior or foreign address), nothing changes.
-                assert!(unsafe { client.free(ptr) }.is_err(), "a bad free was accepted");
+                assert!(
+                    unsafe { client.free(ptr) }.is_err(),
+                    "a bad free was accepted"
+                );
             }
-            4 if input.u8() % 8 == 0 => {
+            4 if input.u8().is_multiple_of(8) => {
                 if let Some(client) = clients[c].take() {
                     arena.delete_client(client);
                     live.retain(|_, block| block.client != c);
@@ -120,7 +142,11 @@ fuzz_target!(|data: &[u8]| {
             let ends = [0, block.len / 2, block.len - 1];
             for offset in ends {
                 // SAFETY: inside a live block of `len` bytes, written at allocation.
-                assert_eq!(unsafe { ptr.add(offset).read() }, block.fill, "a live block changed");
+                assert_eq!(
+                    unsafe { ptr.add(offset).read() },
+                    block.fill,
+                    "a live block changed"
+                );
             }
         }
     }

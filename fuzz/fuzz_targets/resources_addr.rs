@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
                 size: input.size(),
                 alignment: 1 << (input.u8() % 70).min(63),
                 policy: policy(&mut input),
-                window: (input.u8() % 4 == 0).then(|| (at(&mut input), at(&mut input))),
+                window: input
+                    .u8()
+                    .is_multiple_of(4)
+                    .then(|| (at(&mut input), at(&mut input))),
                 tag: u32::from(input.u8()),
             },
             1 => {

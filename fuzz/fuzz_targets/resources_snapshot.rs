@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ids) = serde_json::from_slice::<IdAllocator>(data) {
         let saved = serde_json::to_vec(&ids).expect("a loaded IdAllocator saves");
         let again: IdAllocator = serde_json::from_slice(&saved).expect("a saved snapshot loads");
-        assert!(ids.iter().eq(again.iter()), "IdAllocator snapshot does not round-trip");
+        assert!(
+            ids.iter().eq(again.iter()),
+            "IdAllocator snapshot does not round-trip"
+        );
     }
     if let Ok(ranges) = serde_json::from_slice::<AddressAllocator<u32>>(data) {
         ranges
@@ -19,9 +22,7 @@ fuzz_target!(|data: &[u8]| {
         let again: AddressAllocator<u32> =
             serde_json::from_slice(&saved).expect("a saved snapshot loads");
         let state = |a: &AddressAllocator<u32>| {
-            a.allocated()
-                .map(|x| (x.range, *x.tag))
-                .collect::<Vec<_>>()
+            a.allocated().map(|x| (x.range, *x.tag)).collect::<Vec<_>>()
         };
         assert_eq!(
             state(&ranges),

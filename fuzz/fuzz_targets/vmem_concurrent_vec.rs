@@ -21,7 +21,10 @@ fn pushed(
     match result {
         Ok(index) => {
             assert!(index < vec.capacity(), "index {index} past the capacity");
-            assert!(model.insert(index, value).is_none(), "index {index} handed out twice");
+            assert!(
+                model.insert(index, value).is_none(),
+                "index {index} handed out twice"
+            );
         }
         Err(()) => assert_eq!(vec.len(), vec.capacity(), "a push refused below capacity"),
     }
@@ -55,23 +58,35 @@ fuzz_target!(|data: &[u8]| {
                     i.to_string()
                 });
                 if let Ok(index) = result {
-                    assert_eq!(made.as_deref(), Some(index.to_string().as_str()), "closure index");
+                    assert_eq!(
+                        made.as_deref(),
+                        Some(index.to_string().as_str()),
+                        "closure index"
+                    );
                 }
-                pushed(&mut model, &vec, result.map_err(drop), made.unwrap_or_default());
+                pushed(
+                    &mut model,
+                    &vec,
+                    result.map_err(drop),
+                    made.unwrap_or_default(),
+                );
             }
             3 => {
                 let index = usize::from(input.u16()) % (vec.capacity() + 2);
                 assert_eq!(vec.get(index), model.get(&index), "get({index})");
             }
             4 => {
-                if let Some((&index, _)) = model.iter().nth(usize::from(input.u16()) % model.len().max(1)) {
+                if let Some((&index, _)) = model
+                    .iter()
+                    .nth(usize::from(input.u16()) % model.len().max(1))
+                {
                     let slot = vec.get_mut(index).expect("a pushed element is there");
                     *slot = value.clone();
                     model.insert(index, value);
                 }
             }
             _ => {
-                if input.u8() % 16 == 0 {
+                if input.u8().is_multiple_of(16) {
                     vec.clear();
                     model.clear();
                 }

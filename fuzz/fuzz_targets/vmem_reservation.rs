@@ -19,7 +19,11 @@ enum Page {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let page = page_size();
-    let mode = if input.u8() % 2 == 0 { CommitMode::Protected } else { CommitMode::Sparse };
+    let mode = if input.u8().is_multiple_of(2) {
+        CommitMode::Protected
+    } else {
+        CommitMode::Sparse
+    };
     let Ok(mut r) = Reservation::builder().mode(mode).reserve(PAGES * page) else {
         return;
     };
@@ -36,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
         match input.u8() % 7 {
             0 => {
                 let want = in_range && !any(|p| p == Page::Guard);
-                assert_eq!(r.commit(offset, len).is_ok(), want, "commit {first}+{count}");
+                assert_eq!(
+                    r.commit(offset, len).is_ok(),
+                    want,
+                    "commit {first}+{count}"
+                );
                 if want {
                     // Commit makes the pages read-write, whatever they were.
                     model[span.clone()].fill(Page::Committed(Protection::ReadWrite));
@@ -44,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => {
                 let want = in_range && !any(|p| p == Page::Guard);
-                assert_eq!(r.decommit(offset, len).is_ok(), want, "decommit {first}+{count}");
+                assert_eq!(
+                    r.decommit(offset, len).is_ok(),
+                    want,
+                    "decommit {first}+{count}"
+                );
                 if want {
                     for p in span.clone() {
                         model[p] = Page::Free;
@@ -67,10 +79,18 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let want = in_range && all(|p| p == Page::Committed(Protection::ReadWrite));
-                assert_eq!(r.prefault(offset, len).is_ok(), want, "prefault {first}+{count}");
+                assert_eq!(
+                    r.prefault(offset, len).is_ok(),
+                    want,
+                    "prefault {first}+{count}"
+                );
             }
             4 => {
-                assert_eq!(r.guard(offset, len).is_ok(), in_range, "guard {first}+{count}");
+                assert_eq!(
+                    r.guard(offset, len).is_ok(),
+                    in_range,
+                    "guard {first}+{count}"
+                );
                 if in_range {
                     model[span.clone()].fill(Page::Guard);
                     value[span.clone()].fill(0);
@@ -78,7 +98,11 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => {
                 let want = in_range && all(|p| p == Page::Guard);
-                assert_eq!(r.unguard(offset, len).is_ok(), want, "unguard {first}+{count}");
+                assert_eq!(
+                    r.unguard(offset, len).is_ok(),
+                    want,
+                    "unguard {first}+{count}"
+                );
                 if want {
                     model[span.clone()].fill(Page::Free);
                 }
@@ -93,14 +117,24 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let committed = model.iter().filter(|p| matches!(p, Page::Committed(_))).count();
+        let committed = model
+            .iter()
+            .filter(|p| matches!(p, Page::Committed(_)))
+            .count();
         assert_eq!(r.committed_bytes(), committed * page, "committed bytes");
         for (p, state) in model.iter().enumerate() {
             let is_committed = r.is_committed(p * page, page).expect("a page in range");
-            assert_eq!(is_committed, matches!(state, Page::Committed(_)), "page {p} committed");
+            assert_eq!(
+                is_committed,
+                matches!(state, Page::Committed(_)),
+                "page {p} committed"
+            );
             let is_guarded = r.is_guarded(p * page, page).expect("a page in range");
             assert_eq!(is_guarded, *state == Page::Guard, "page {p} guarded");
-            if matches!(state, Page::Committed(Protection::Read | Protection::ReadWrite)) {
+            if matches!(
+                state,
+                Page::Committed(Protection::Read | Protection::ReadWrite)
+            ) {
                 // SAFETY: the page is committed and readable.
                 let read = unsafe { r.as_ptr().add(p * page).read_volatile() };
                 assert_eq!(read, value[p], "page {p} reads what was written");

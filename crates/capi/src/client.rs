@@ -9,6 +9,8 @@ use std::alloc::Layout;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
+use memvisor_arena::MAX_CHUNK_SIZE;
+
 use crate::registry;
 use crate::status::{Status, guard};
 use crate::types::{Client, ClientStats, MEMVISOR_MIN_ALIGN, write_sized};
@@ -52,7 +54,10 @@ pub unsafe extern "C" fn memvisor_alloc_aligned(
         if out.is_null() {
             return Err(Status::NullPointer);
         }
-        if !align.is_power_of_two() {
+        // No context aligns past its chunk size, and chunks are at most `MAX_CHUNK_SIZE`: an
+        // alignment past that is refused as one before `Layout` (which has none past
+        // `isize::MAX`) can call it a size error.
+        if !align.is_power_of_two() || align > MAX_CHUNK_SIZE {
             return Err(Status::UnsupportedAlignment);
         }
         let layout = Layout::from_size_align(size, align).map_err(|_| Status::TooLarge)?;

@@ -227,3 +227,30 @@ fn free_through_context_from_other_thread_while_client_works() {
     assert_eq!(memvisor_client_delete(cl), Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
+
+#[test]
+fn alloc_aligned_alignment_past_largest_chunk_unsupported_not_too_large() {
+    // An alignment no context can give is an alignment error, even where no `Layout` of that
+    // alignment exists (past `isize::MAX`); a size no context can give stays `TOO_LARGE`.
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, 0);
+    let cl = client(ctx);
+    let mut p = ptr::null_mut();
+    // SAFETY: `p` is writable.
+    unsafe {
+        for align in [1usize << 63, 1 << 40, 128 << 20] {
+            assert_eq!(
+                memvisor_alloc_aligned(cl, 1, align, &mut p),
+                Status::UnsupportedAlignment,
+                "align {align:#x}"
+            );
+        }
+        assert_eq!(
+            memvisor_alloc_aligned(cl, usize::MAX, 16, &mut p),
+            Status::TooLarge
+        );
+    }
+    assert!(p.is_null());
+    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}

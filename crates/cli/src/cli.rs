@@ -318,7 +318,15 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let text = e.render().to_string();
+            // The message quotes the offending argument as given: escape what must not reach
+            // a terminal raw, line by line.
+            let text = e
+                .render()
+                .to_string()
+                .split('\n')
+                .map(crate::render::escape)
+                .collect::<Vec<_>>()
+                .join("\n");
             let code = u8::try_from(e.exit_code()).unwrap_or(2);
             let _ = if code == 0 {
                 out.write_all(text.as_bytes())

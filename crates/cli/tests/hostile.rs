@@ -243,3 +243,33 @@ fn stdin_endless_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn run_unknown_argument_with_control_characters_escaped() {
+    // The usage error quotes the argument: its control and reordering characters are escaped,
+    // its own line breaks kept.
+    for arg in ["--x\u{1b}[2Jy", "--a\u{9a}b", "--a\u{202e}b", "--a\nb"] {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = memvisor_cli::run(["memvisor", "plan", arg], &mut out, &mut err, false);
+        assert_eq!(code, 2, "{arg:?}");
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            !err.chars()
+                .any(|c| memvisor_cli::render::needs_escape(c) && c != '\n'),
+            "{arg:?}: a control character reached the terminal: {err:?}"
+        );
+        assert!(err.contains("unexpected argument"), "{err}");
+    }
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = memvisor_cli::run(
+        ["memvisor", "plan", "--a\u{9a}b"],
+        &mut out,
+        &mut err,
+        false,
+    );
+    assert_eq!(code, 2);
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.contains("'--a\\u{9a}b'"), "{err:?}");
+}

@@ -1,0 +1,281 @@
+//! The command's spec path through its library: text (arbitrary bytes, or one of the shipped
+//! specs with random values put in its fields, lines dropped or repeated; or a Firecracker
+//! file or a Cloud Hypervisor `--memory` option, converted) is parsed, planned, checked against
+//! a fixed host and rendered as text, JSON and a kernel command line; `memvisor plan` and
+//! `init` also run through `memvisor_cli::run` on options that need no file. Checked: nothing
+//! panics; a spec is refused only with a `SpecError` whose report and JSON render; a plan's
+//! regions and device windows never overlap and lie under its address limit, its JSON parses
+//! back with the schema version; no control character but a newline reaches the terminal;
+//! `run` exits with 0 or 2 only, and its JSON output parses.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use memvisor_cli::check::{HostFacts, check_spec, check_text, host_facts};
+use memvisor_cli::json::{ErrorDoc, PlanDoc, SCHEMA_VERSION};
+use memvisor_cli::plan::{Plan, plan};
+use memvisor_cli::render::{kernel_cmdline, plan_text};
+use memvisor_cli::spec::{Arch, DEFAULT_SPEC, Source, parse_for};
+use memvisor_cli::{Error, SpecError};
+use memvisor_fuzz::Input;
+
+/// Inputs longer than this are cut: the parser's own bound is 1 MiB, far past what finds bugs.
+const MAX_TEXT: usize = 16 << 10;
+
+/// The shipped specs, the starting points of the structured variant.
+const SPECS: [&str; 4] = [
+    DEFAULT_SPEC,
+    include_str!("../../examples/microvm.toml"),
+    include_str!("../../examples/large-vm.toml"),
+    include_str!("../../examples/aarch64.toml"),
+];
+const FIRECRACKER: &str = include_str!("../../examples/firecracker.json");
+
+/// Values put in place of a field's value.
+const VALUES: [&str; 24] = [
+    "\"0\"",
+    "\"1B\"",
+    "\"4KiB\"",
+    "\"2MiB\"",
+    "\"1GiB\"",
+    "\"16EiB\"",
+    "\"18446744073709551615B\"",
+    "\"1TiB\"",
+    "\"-1MiB\"",
+    "\"1.5GiB\"",
+    "0",
+    "1",
+    "-1",
+    "4294967296",
+    "18446744073709551616",
+    "true",
+    "[]",
+    "[0, 1, 1]",
+    "{}",
+    "\"\"",
+    "\"virtio-net\"",
+    "\"aarch64\"",
+    "\"hugetlbfs\"",
+    "\"\\u202e\"",
+];
+
+fn host() -> &'static HostFacts {
+    static HOST: OnceLock<HostFacts> = OnceLock::new();
+    HOST.get_or_init(host_facts)
+}
+
+fn no_control(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what}: a control character reached the terminal: {text:?}"
+    );
+}
+
+/// A shipped spec with random changes, line by line.
+fn mutated(input: &mut Input<'_>) -> String {
+    let base = SPECS[usize::from(input.u8()) % SPECS.len()];
+    let mut lines: Vec<String> = base.lines().map(str::to_owned).collect();
+    let changes = 1 + input.u8() % 8;
+    for _ in 0..changes {
+        if lines.is_empty() {
+            break;
+        }
+        let i = usize::from(input.u16()) % lines.len();
+        match input.u8() % 8 {
+            0 => {
+                lines.remove(i);
+            }
+            1 => {
+                let line = lines[i].clone();
+                lines.insert(i, line);
+            }
+            2 => {
+                // A number of the input's choosing, as a size or a plain number.
+                let n = input.size();
+                if let Some((key, _)) = lines[i].split_once('=') {
+                    let unit = ["B", "KiB", "MiB", "GiB", "TiB"][usize::from(input.u8()) % 5];
+                    lines[i] = if input.u8().is_multiple_of(2) {
+                        format!("{key}= \"{n}{unit}\"")
+                    } else {
+                        format!("{key}= {}", n as i64)
+                    };
+                }
+            }
+            3 => {
+                // A table header repeated elsewhere.
+                let header = [
+                    "[memory]",
+                    "[[numa]]",
+                    "[hotplug]",
+                    "[[device]]",
+                    "[serial]",
+                    "[dax]",
+                ][usize::from(input.u8()) % 6];
+                lines.insert(i, header.to_owned());
+            }
+            _ => {
+                if let Some((key, _)) = lines[i].split_once('=') {
+                    let value = VALUES[usize::from(input.u8()) % VALUES.len()];
+                    lines[i] = format!("{key}= {value}");
+                }
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+/// Checks a refusal: its report and JSON render, without control characters.
+fn refused(err: SpecError) {
+    let report = memvisor_cli::diagnostic::report(&err);
+    no_control("report", &report);
+    let _ = err.to_string();
+    let doc = ErrorDoc::from(&Error::Spec(err));
+    let text = serde_json::to_string(&doc).expect("an error serializes");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("the error's JSON parses");
+    assert_eq!(
+        value["schema_version"], SCHEMA_VERSION,
+        "error schema version"
+    );
+}
+
+fn planned(plan: &Plan) {
+    // Regions (and hotplug slots) never overlap and stay under the address limit.
+    let mut spans: Vec<(u64, u64)> = plan
+        .regions
+        .iter()
+        .chain(&plan.slots)
+        .map(|r| (r.spec.base().0, r.spec.last_addr().0))
+        .collect();
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 < pair[1].0, "planned regions overlap: {pair:?}");
+    }
+    if let Some(&(_, last)) = spans.last() {
+        assert!(
+            last <= plan.address_limit,
+            "a region past the address limit"
+        );
+    }
+    let mut mmio: Vec<(u64, u64)> = plan
+        .devices
+        .iter()
+        .filter_map(|d| d.mmio)
+        .map(|s| (s.start, s.end))
+        .collect();
+    mmio.sort_unstable();
+    for pair in mmio.windows(2) {
+        assert!(pair[0].1 < pair[1].0, "device windows overlap: {pair:?}");
+    }
+    no_control("plan text", &plan_text(plan));
+    if let Ok(line) = kernel_cmdline(plan) {
+        no_control("kernel command line", &line);
+    }
+    let text = serde_json::to_string_pretty(&PlanDoc::from(plan)).expect("a plan serializes");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("the plan's JSON parses");
+    assert_eq!(
+        value["schema_version"], SCHEMA_VERSION,
+        "plan schema version"
+    );
+}
+
+fn spec_text(origin: &str, text: &str, arch: Option<Arch>, scale: u64) {
+    let src = Source { origin, text };
+    let vm = match parse_for(src, arch) {
+        Ok(vm) => vm.scaled(scale),
+        Err(err) => return refused(err),
+    };
+    let plan = match plan(&vm, src) {
+        Ok(plan) => plan,
+        Err(err) => return refused(err),
+    };
+    planned(&plan);
+    let findings = check_spec(&vm, &plan, host());
+    no_control("check", &check_text(&plan.name, &findings));
+}
+
+/// `memvisor ARGS` in-process: exit code 0 or 2 only (nothing here touches the host), and JSON
+/// output that parses.
+fn run(args: &[&str], json: bool) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = memvisor_cli::run(args.iter().copied(), &mut out, &mut err, false);
+    assert!(code == 0 || code == 2, "{args:?} exited with {code}");
+    let err = String::from_utf8(err).expect("standard error is UTF-8");
+    no_control("standard error", &err);
+    if json && !out.is_empty() {
+        let _: serde_json::Value = serde_json::from_slice(&out).expect("JSON output parses");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    let mode = input.u8();
+    let arch = match input.u8() % 3 {
+        0 => Some(Arch::X86_64),
+        1 => Some(Arch::Aarch64),
+        _ => None,
+    };
+    let scale = match input.u8() % 4 {
+        0 => 1 + u64::from(input.u8()),
+        _ => 1,
+    };
+    let rest = &data[data.len().min(3)..];
+    let rest = &rest[..rest.len().min(MAX_TEXT)];
+    match mode % 4 {
+        0 => spec_text("fuzz.toml", &String::from_utf8_lossy(rest), arch, scale),
+        1 => spec_text("fuzz.toml", &mutated(&mut input), arch, scale),
+        2 => {
+            // A Firecracker file: the input, or the example with its bytes changed.
+            let text = if input.u8().is_multiple_of(2) {
+                String::from_utf8_lossy(rest).into_owned()
+            } else {
+                let mut bytes = FIRECRACKER.as_bytes().to_vec();
+                for _ in 0..1 + input.u8() % 4 {
+                    let i = usize::from(input.u16()) % bytes.len();
+                    bytes[i] = b"0123456789-.\"{}[]:,e"[usize::from(input.u8()) % 20];
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            };
+            match memvisor_cli::vmm::firecracker_spec("fuzz.json", &text) {
+                Ok(spec) => spec_text("fuzz.json (as a memvisor spec)", &spec, arch, scale),
+                Err(e) => no_control("firecracker", &e.to_string()),
+            }
+        }
+        _ => {
+            // A Cloud Hypervisor `--memory` option, converted and planned, also through `run`.
+            let option = String::from_utf8_lossy(&rest[..rest.len().min(256)]).into_owned();
+            match memvisor_cli::vmm::cloud_hypervisor_spec(&option) {
+                Ok(spec) => spec_text("--memory", &spec, arch, scale),
+                Err(e) => no_control("cloud hypervisor", &e.to_string()),
+            }
+            if option.contains('\0') {
+                return;
+            }
+            let arch_arg = ["x86_64", "aarch64", "sparc"][usize::from(mode / 4) % 3];
+            // An option that starts with `-` is read as flags (`-h` prints the help, not JSON).
+            let json = !option.starts_with('-');
+            run(
+                &[
+                    "memvisor",
+                    "plan",
+                    "--json",
+                    "--arch",
+                    arch_arg,
+                    "--from",
+                    "cloud-hypervisor",
+                    &option,
+                ],
+                json,
+            );
+            run(
+                &["memvisor", "plan", "--from", "cloud-hypervisor", &option],
+                false,
+            );
+            run(
+                &["memvisor", "init", "--from", "cloud-hypervisor", &option],
+                false,
+            );
+        }
+    }
+});
