@@ -354,18 +354,9 @@ pub(crate) unsafe fn advise(ptr: *mut u8, len: usize, advice: SysAdvice) -> Resu
 pub(crate) unsafe fn populate_read(ptr: *mut u8, len: usize) -> Result<Populated, SysError> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: populating readable pages for reading changes no contents.
-        let ret = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_READ) };
-        if ret == 0 {
-            return Ok(Populated::Done);
-        }
-        let err = errno();
-        // Kernels before 5.14 do not know the advice.
-        if err == libc::EINVAL {
-            Ok(Populated::NeedsTouch)
-        } else {
-            Err(SysError::Os(OsError::from_raw(err)))
-        }
+        // SAFETY: the caller's contract; populating readable pages for reading changes no
+        // contents.
+        unsafe { populate_with(ptr, len, libc::MADV_POPULATE_READ) }
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -411,30 +402,42 @@ pub(crate) unsafe fn bind_numa(
     }
 }
 
-/// Asks the kernel to populate writable pages.
+/// Asks the kernel to populate writable pages (`MADV_POPULATE_WRITE`, Linux 5.14).
 ///
 /// # Safety
 /// The range lies inside a live reservation and is committed read-write.
 pub(crate) unsafe fn populate(ptr: *mut u8, len: usize) -> Result<Populated, SysError> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: populating committed writable pages changes no contents.
-        let ret = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_POPULATE_WRITE) };
-        if ret == 0 {
-            return Ok(Populated::Done);
-        }
-        let err = errno();
-        // Kernels before 5.14 do not know the advice.
-        if err == libc::EINVAL {
-            Ok(Populated::NeedsTouch)
-        } else {
-            Err(SysError::Os(OsError::from_raw(err)))
-        }
+        // SAFETY: the caller's contract; populating committed writable pages changes no
+        // contents.
+        unsafe { populate_with(ptr, len, libc::MADV_POPULATE_WRITE) }
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (ptr, len);
         Ok(Populated::NeedsTouch)
+    }
+}
+
+/// `madvise(advice)` for one of the populate advices; a kernel before 5.14 that does not know
+/// it answers `EINVAL`, which asks the caller to touch the pages instead.
+///
+/// # Safety
+/// The range lies inside a live reservation, committed with the access `advice` populates for.
+#[cfg(target_os = "linux")]
+unsafe fn populate_with(
+    ptr: *mut u8,
+    len: usize,
+    advice: libc::c_int,
+) -> Result<Populated, SysError> {
+    // SAFETY: the caller's contract; populating changes no contents.
+    if unsafe { libc::madvise(ptr.cast(), len, advice) } == 0 {
+        return Ok(Populated::Done);
+    }
+    match errno() {
+        libc::EINVAL => Ok(Populated::NeedsTouch),
+        err => Err(SysError::Os(OsError::from_raw(err))),
     }
 }
 
