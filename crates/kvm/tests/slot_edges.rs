@@ -9,19 +9,9 @@ mod support;
 use std::sync::Arc;
 
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Layout, Protection, Region, RegionSpec};
-use support::kvm_or_skip;
+use memvisor_space::{AddressSpace, Protection, Region, RegionSpec};
+use support::{MIB, kvm_or_skip, layout};
 use vm_memory::GuestAddress;
-
-const MIB: u64 = 1 << 20;
-
-fn layout() -> Layout {
-    Layout::x86_64()
-        .ram(1 << 30)
-        .hotplug(1 << 30)
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn attach_region_without_read_access_is_not_registered() {

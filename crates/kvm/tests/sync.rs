@@ -9,19 +9,9 @@ use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Layout, Region, RegionEvent, RegionSpec, RegionType};
-use support::kvm_or_skip;
+use memvisor_space::{AddressSpace, Region, RegionEvent, RegionSpec, RegionType};
+use support::{MIB, kvm_or_skip, layout};
 use vm_memory::GuestAddress;
-
-const MIB: u64 = 1 << 20;
-
-fn layout() -> Layout {
-    Layout::x86_64()
-        .ram(1 << 30)
-        .hotplug(1 << 30)
-        .build()
-        .unwrap()
-}
 
 fn backed(base: u64, size: u64) -> Arc<Region> {
     Arc::new(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use memvisor_space::AddressSpace;
+use memvisor_space::{AddressSpace, Layout};
 use vm_memory::{Bytes, GuestAddress};
 
 pub const PAGE: u64 = 0x1000;
@@ -63,6 +63,18 @@ pub const PROGRAM: &[u8] = &[
     0xe6, 0x11,                                                 //   out 0x11, al
     0xf4,                                                       //   hlt
 ];
+
+/// One mebibyte.
+pub const MIB: u64 = 1 << 20;
+
+/// The x86-64 layout the slot tests use: 1 GiB of boot RAM and a 1 GiB hotplug window.
+pub fn layout() -> Layout {
+    Layout::x86_64()
+        .ram(1 << 30)
+        .hotplug(1 << 30)
+        .build()
+        .unwrap()
+}
 
 /// Opens `/dev/kvm`, or says loudly why the test is skipped.
 pub fn kvm_or_skip(test: &str) -> Option<Kvm> {
