@@ -457,6 +457,23 @@ impl State {
         unsafe { &mut *self.info.add(chunk) }
     }
 
+    /// Takes `chunk` out of the doubly linked list of held chunks (its own `next` and `prev`
+    /// are left for the caller to reset or reuse).
+    fn unlink_chunk(&mut self, chunk: usize) {
+        let (next, prev) = {
+            let info = self.info(chunk);
+            (info.next, info.prev)
+        };
+        if prev == NIL {
+            self.chunk_head = next;
+        } else {
+            self.info(prev as usize).next = next;
+        }
+        if next != NIL {
+            self.info(next as usize).prev = prev;
+        }
+    }
+
     #[inline]
     fn check_quota(&self, bytes: usize) -> Result<()> {
         if bytes > self.limit - self.used {

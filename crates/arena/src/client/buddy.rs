@@ -286,18 +286,7 @@ impl State {
             debug_assert!(self.is_free(chunk, order, at >> order));
             self.clear_free(chunk, order, at >> order);
         }
-        let (next, prev) = {
-            let info = self.info(chunk);
-            (info.next, info.prev)
-        };
-        if prev == NIL {
-            self.chunk_head = next;
-        } else {
-            self.info(prev as usize).next = next;
-        }
-        if next != NIL {
-            self.info(next as usize).prev = prev;
-        }
+        self.unlink_chunk(chunk);
         self.info(chunk).next = NIL;
         self.chunks -= 1;
         self.empty_chunks -= 1;

@@ -110,18 +110,7 @@ impl State {
         let first = off >> self.geo.chunk_shift;
         self.info(first).live = 0;
         for chunk in first..first + n {
-            let (next, prev) = {
-                let info = self.info(chunk);
-                (info.next, info.prev)
-            };
-            if prev == NIL {
-                self.chunk_head = next;
-            } else {
-                self.info(prev as usize).next = next;
-            }
-            if next != NIL {
-                self.info(next as usize).prev = prev;
-            }
+            self.unlink_chunk(chunk);
         }
         for chunk in first..first + n {
             let info = self.info(chunk);
