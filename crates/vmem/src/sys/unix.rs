@@ -194,23 +194,9 @@ pub(crate) unsafe fn decommit(ptr: *mut u8, len: usize, mode: CommitMode) -> Res
         // pages, after which they read as zero; the caller vouches nothing refers to them.
         return check(unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) });
     }
-    // SAFETY: MAP_FIXED over a range of our own mapping replaces exactly that range; the
-    // caller vouches nothing refers to its contents.
-    let raw = unsafe {
-        libc::mmap(
-            ptr.cast(),
-            len,
-            base_protection(mode),
-            base_flags(mode) | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    if raw == libc::MAP_FAILED {
-        Err(last_error())
-    } else {
-        Ok(())
-    }
+    // SAFETY: the caller's contract is `replace`'s: a range of a live reservation whose
+    // contents nothing refers to.
+    unsafe { replace(ptr, len, mode) }
 }
 
 /// Changes the protection of committed pages.
