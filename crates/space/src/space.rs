@@ -453,7 +453,7 @@ impl AddressSpace {
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
         let current = self.current.load();
         current.layout().check(region.spec())?;
-        // (Overlap is checked by `with_inserted`, after the slot number is taken.)
+        let at = current.check_free(&region)?;
         let Writer {
             listeners,
             slots,
@@ -471,10 +471,6 @@ impl AddressSpace {
             );
         }
         let next_generation = *generation + 1;
-        let next = current.with_inserted(Arc::clone(&region), slot.slot, next_generation)?;
-        // Released before the store: a guard still held on the old snapshot would make the
-        // store turn it into a full reference first (two more atomic operations).
-        drop(current);
         notify(
             listeners,
             ChangeKind::Inserted,
@@ -482,6 +478,11 @@ impl AddressSpace {
             slot.slot,
             next_generation,
         )?;
+        // Every check passed and every listener accepted: from here on nothing fails.
+        let next = current.with_inserted_at(at, region, slot.slot, next_generation);
+        // Released before the store: a guard still held on the old snapshot would make the
+        // store turn it into a full reference first (two more atomic operations).
+        drop(current);
         self.current.store(Arc::new(next));
         *generation = next_generation;
         slot.slot = None;
