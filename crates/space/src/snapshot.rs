@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
-use self::owners::{CHUNK, Owners, max_chunks};
+use self::owners::{CHUNK, Chunk, Owners, max_chunks};
 use self::table::{Entry, HIT_OFF, STREAK_INDEX, STREAK_SHIFT, Table};
 use crate::error::{Error, Result};
 use crate::guest_region::Region;
@@ -385,7 +385,7 @@ impl Snapshot {
                 let grown = last.iter().cloned().chain(std::iter::once(region));
                 self.owners.replaced(c, Some(grown.collect()))
             }
-            _ => self.owners.pushed(Arc::from([region])),
+            _ => self.owners.pushed(Chunk::One(region)),
         };
         self.successor(table, owners, generation)
     }
@@ -408,12 +408,12 @@ impl Snapshot {
         size: u64,
         generation: u64,
     ) -> Result<(Self, Arc<Region>, Option<u32>)> {
-        let not_found = Error::RegionNotFound { base: base.0, size };
+        let not_found = || Error::RegionNotFound { base: base.0, size };
         let at = self
             .table
             .starts()
             .binary_search(&base.0)
-            .map_err(|_| not_found)?;
+            .map_err(|_| not_found())?;
         if self.region_at(at).size() != size {
             return Err(Error::RegionNotFound { base: base.0, size });
         }

@@ -75,6 +75,9 @@ where
 }
 
 struct Writer {
+    /// The published snapshot (as in the `ArcSwap`, which only writers store to): writers read
+    /// it without going through the `ArcSwap`.
+    current: Arc<Snapshot>,
     listeners: Vec<Arc<dyn RegionListener>>,
     slots: IdAllocator,
     windows: Vec<Arc<HotplugWindow>>,
@@ -241,10 +244,11 @@ impl SpaceBuilder {
             };
             with_slots.push((r, slot));
         }
-        let snapshot = Snapshot::new(Arc::new(self.layout), with_slots, 0)?;
+        let snapshot = Arc::new(Snapshot::new(Arc::new(self.layout), with_slots, 0)?);
         let space = AddressSpace {
-            current: Arc::new(ArcSwap::from_pointee(snapshot)),
+            current: Arc::new(ArcSwap::new(Arc::clone(&snapshot))),
             writer: Arc::new(Mutex::new(Writer {
+                current: snapshot,
                 listeners: Vec::new(),
                 slots,
                 windows,
@@ -451,15 +455,15 @@ impl AddressSpace {
     }
 
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
-        let current = self.current.load();
-        current.layout().check(region.spec())?;
-        let at = current.check_free(&region)?;
         let Writer {
+            current,
             listeners,
             slots,
             generation,
             ..
         } = writer;
+        current.layout().check(region.spec())?;
+        let at = current.check_free(&region)?;
         // Gives the slot number back on an error or a panicking listener.
         let mut slot = SlotGuard { slots, slot: None };
         if region.spec().backing.has_memory() {
@@ -479,11 +483,9 @@ impl AddressSpace {
             next_generation,
         )?;
         // Every check passed and every listener accepted: from here on nothing fails.
-        let next = current.with_inserted_at(at, region, slot.slot, next_generation);
-        // Released before the store: a guard still held on the old snapshot would make the
-        // store turn it into a full reference first (two more atomic operations).
-        drop(current);
-        self.current.store(Arc::new(next));
+        let next = Arc::new(current.with_inserted_at(at, region, slot.slot, next_generation));
+        self.current.store(Arc::clone(&next));
+        *current = next;
         *generation = next_generation;
         slot.slot = None;
         Ok(())
@@ -501,10 +503,8 @@ impl AddressSpace {
     /// [`RegionListener`]).
     pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
         let mut writer = self.lock();
-        let current = self.current.load();
         let generation = writer.generation + 1;
-        let (next, region, slot) = current.with_removed(base, size, generation)?;
-        drop(current);
+        let (next, region, slot) = writer.current.with_removed(base, size, generation)?;
         notify(
             &writer.listeners,
             ChangeKind::Removed,
@@ -512,7 +512,9 @@ impl AddressSpace {
             slot,
             generation,
         )?;
-        self.current.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.current.store(Arc::clone(&next));
+        writer.current = next;
         writer.generation = generation;
         if let Some(slot) = slot {
             let _ = writer.slots.free_id(slot);
@@ -539,7 +541,7 @@ impl AddressSpace {
             });
         }
         let mut writer = self.lock();
-        let current = self.current.load_full();
+        let current = Arc::clone(&writer.current);
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
         let target = target_for(current.layout(), &writer.windows, &spec)?;

@@ -5,6 +5,7 @@
 //! so a snapshot of a few chunks needs no chunk list: a change then allocates the new chunk and
 //! nothing else.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::guest_region::Region;
@@ -19,8 +20,46 @@ pub(super) fn max_chunks(len: usize) -> usize {
     2 * (len / CHUNK) + 4
 }
 
-/// One chunk of region owners (one allocation, shared between snapshots).
-pub(super) type Chunk = Arc<[Arc<Region>]>;
+/// One chunk of region owners, shared between snapshots: a single region's own `Arc` (no
+/// allocation: a hotplugged region usually gets a chunk of its own, and leaves with it), or a
+/// shared slice of them (one allocation).
+#[derive(Clone)]
+pub(super) enum Chunk {
+    /// One region.
+    One(Arc<Region>),
+    /// Any number of regions.
+    Many(Arc<[Arc<Region>]>),
+}
+
+impl Deref for Chunk {
+    type Target = [Arc<Region>];
+
+    fn deref(&self) -> &[Arc<Region>] {
+        match self {
+            Self::One(region) => std::slice::from_ref(region),
+            Self::Many(regions) => regions,
+        }
+    }
+}
+
+impl FromIterator<Arc<Region>> for Chunk {
+    /// Exact-size iterators allocate the chunk once, and one region not at all.
+    fn from_iter<I: IntoIterator<Item = Arc<Region>>>(regions: I) -> Self {
+        let mut regions = regions.into_iter();
+        if regions.size_hint() == (1, Some(1))
+            && let Some(region) = regions.next()
+        {
+            return Self::One(region);
+        }
+        Self::Many(regions.collect())
+    }
+}
+
+impl From<Vec<Arc<Region>>> for Chunk {
+    fn from(regions: Vec<Arc<Region>>) -> Self {
+        regions.into_iter().collect()
+    }
+}
 
 /// Chunks held without a list.
 const INLINE: usize = 2;
@@ -69,7 +108,11 @@ impl Owners {
 
     /// The number of chunks.
     pub(super) fn len(&self) -> usize {
-        self.head.iter().flatten().count() + self.tail.len()
+        // `head` fills from the front.
+        match self.head.iter().position(Option::is_none) {
+            Some(filled) => filled,
+            None => INLINE + self.tail.len(),
+        }
     }
 
     /// Chunk `c`.
@@ -90,25 +133,56 @@ impl Owners {
     /// A copy with chunk `c` replaced by `chunk`, or left out if `chunk` is `None` or empty.
     /// (Only the other chunks are shared: no reference-count update for the one replaced.)
     pub(super) fn replaced(&self, c: usize, chunk: Option<Chunk>) -> Self {
-        let mut chunk = chunk;
-        self.chunks()
-            .enumerate()
-            .filter_map(|(i, old)| {
-                if i == c {
-                    chunk.take()
-                } else {
-                    Some(Arc::clone(old))
-                }
-            })
-            .collect()
+        let mut chunk = chunk.filter(|k| !k.is_empty());
+        if chunk.is_some() && c < self.len() {
+            // Same shape: each place keeps its chunk but `c`.
+            let mut at = |i: usize, old: &Chunk| {
+                let new = if i == c { chunk.take() } else { None };
+                new.unwrap_or_else(|| old.clone())
+            };
+            let head = std::array::from_fn(|i| self.head[i].as_ref().map(|old| at(i, old)));
+            let tail = (self.tail.iter().enumerate())
+                .map(|(t, old)| at(t + INLINE, old))
+                .collect();
+            return Self { head, tail };
+        }
+        // Chunk `c` leaves: the ones after it move up a place.
+        let mut next = Self {
+            head: Default::default(),
+            tail: Vec::with_capacity(self.tail.len().saturating_sub(1)),
+        };
+        let mut place = 0;
+        for (i, old) in self.chunks().enumerate() {
+            if i == c {
+                continue;
+            }
+            match next.head.get_mut(place) {
+                Some(free) => *free = Some(old.clone()),
+                None => next.tail.push(old.clone()),
+            }
+            place += 1;
+        }
+        next
     }
 
     /// A copy with `chunk` added.
     pub(super) fn pushed(&self, chunk: Chunk) -> Self {
-        self.chunks()
-            .cloned()
-            .chain(std::iter::once(chunk))
-            .collect()
+        if chunk.is_empty() {
+            return self.clone();
+        }
+        let mut next = Self {
+            head: self.head.clone(),
+            tail: Vec::new(),
+        };
+        match next.head.iter_mut().find(|h| h.is_none()) {
+            Some(free) => *free = Some(chunk),
+            None => {
+                next.tail.reserve_exact(self.tail.len() + 1);
+                next.tail.extend(self.tail.iter().cloned());
+                next.tail.push(chunk);
+            }
+        }
+        next
     }
 }
 
@@ -152,11 +226,22 @@ mod tests {
     }
 
     #[test]
+    fn chunk_of_one_region_is_the_region_itself() {
+        let one: Chunk = regions(1).into_iter().collect();
+        assert!(matches!(one, Chunk::One(_)));
+        let many = Chunk::from(regions(2));
+        assert!(matches!(&many, Chunk::Many(r) if r.len() == 2));
+        let shrunk: Chunk = many[1..].iter().cloned().collect();
+        assert!(matches!(shrunk, Chunk::One(_)));
+        assert_eq!(shrunk[0].base(), many[1].base());
+    }
+
+    #[test]
     fn replaced_with_empty_chunk_drops_it() {
         let o = Owners::chunked(regions(CHUNK + 2).into_iter());
         let without_head = o.replaced(0, None);
         assert_eq!(sizes(&without_head), [2]);
-        let without_tail = o.replaced(1, Some(Chunk::from([])));
+        let without_tail = o.replaced(1, Some(Chunk::from(Vec::new())));
         assert_eq!(sizes(&without_tail), [CHUNK]);
         let empty = without_tail.replaced(0, None);
         assert_eq!(empty.len(), 0);
@@ -166,10 +251,10 @@ mod tests {
     #[test]
     fn pushed_shares_the_other_chunks() {
         let o = Owners::chunked(regions(2).into_iter());
-        let head = Arc::clone(o.get(0).unwrap());
+        let head = o.get(0).unwrap().clone();
         let more = o.pushed(Chunk::from(regions(1)));
         assert_eq!(sizes(&more), [2, 1]);
-        assert!(Arc::ptr_eq(more.get(0).unwrap(), &head));
+        assert!(std::ptr::eq(more.get(0).unwrap().as_ptr(), head.as_ptr()));
         let most = more.pushed(Chunk::from(regions(3)));
         assert_eq!(sizes(&most), [2, 1, 3]);
         assert_eq!(sizes(&most.replaced(1, None)), [2, 3]);
