@@ -19,6 +19,16 @@ use crate::layout::{Layout, Placer};
 use crate::range::GuestRange;
 use crate::spec::{NumaBinding, Protection, RegionType};
 
+/// Where the region that [`Snapshot::with_removed`] took out is in the snapshot it came from,
+/// and its memory-slot number.
+#[derive(Debug)]
+pub(crate) struct Removal {
+    chunk: usize,
+    pos: usize,
+    /// The region's memory-slot number.
+    pub(crate) slot: Option<u32>,
+}
+
 /// Slot value of a region without a memory-slot number.
 const NO_SLOT: u32 = u32::MAX;
 
@@ -400,21 +410,22 @@ impl Snapshot {
         }
     }
 
-    /// A new snapshot without the region at exactly `base` of `size` bytes, the region and its
-    /// slot number.
+    /// A new snapshot without the region at exactly `base` of `size` bytes, and where that
+    /// region is in this one.
     pub(crate) fn with_removed(
         &self,
         base: GuestAddress,
         size: u64,
         generation: u64,
-    ) -> Result<(Self, Arc<Region>, Option<u32>)> {
+    ) -> Result<(Self, Removal)> {
         let not_found = || Error::RegionNotFound { base: base.0, size };
         let at = self
             .table
             .starts()
             .binary_search(&base.0)
             .map_err(|_| not_found())?;
-        if self.region_at(at).size() != size {
+        // The entry's span is the region's size less one (and sizes are not 0).
+        if self.table.entries()[at].span != size.wrapping_sub(1) {
             return Err(Error::RegionNotFound { base: base.0, size });
         }
         let target = self.table.entries()[at].region.as_ptr().cast_const();
@@ -428,7 +439,6 @@ impl Snapshot {
                 Some((c, chunk, pos))
             })
             .expect("every entry has an owner");
-        let removed = Arc::clone(&chunk[pos]);
         // Exact-size iterators: the new chunk is allocated once (not at all when empty).
         let shrunk = (chunk.len() > 1).then(|| {
             chunk[..pos]
@@ -444,7 +454,31 @@ impl Snapshot {
             owners = Owners::chunked(owners.chunks().flat_map(|c| c.iter().cloned()));
         }
         let next = self.successor(self.table.removed(at), owners, generation);
-        Ok((next, removed, (slot != NO_SLOT).then_some(slot)))
+        let slot = (slot != NO_SLOT).then_some(slot);
+        Ok((
+            next,
+            Removal {
+                chunk: c,
+                pos,
+                slot,
+            },
+        ))
+    }
+
+    /// The region that `removal` (from this snapshot's [`with_removed`](Self::with_removed))
+    /// takes out.
+    pub(crate) fn removed_region(&self, removal: &Removal) -> &Arc<Region> {
+        &self.owners.chunk(removal.chunk)[removal.pos]
+    }
+
+    /// The region that `removal` takes out, from the snapshot it was found in: moved out when
+    /// nobody else holds the snapshot any more (no reference-count update), else a new
+    /// reference.
+    pub(crate) fn take_removed(this: Arc<Self>, removal: &Removal) -> Arc<Region> {
+        match Arc::try_unwrap(this) {
+            Ok(snapshot) => snapshot.owners.take(removal.chunk, removal.pos),
+            Err(shared) => Arc::clone(shared.removed_region(removal)),
+        }
     }
 
     /// Checks the internal invariants (tests and debugging): sorted, non-overlapping entries
@@ -670,9 +704,9 @@ mod tests {
         assert_eq!(s.slot(GuestAddress(0)), Some(7));
         let p = host_page_size();
         for i in 0..n {
-            let (next, removed, slot) = s.with_removed(GuestAddress(2 * i * p), p, 0).unwrap();
-            assert_eq!(removed.base().0, 2 * i * p);
-            assert_eq!(slot, Some(7));
+            let (next, removal) = s.with_removed(GuestAddress(2 * i * p), p, 0).unwrap();
+            assert_eq!(s.removed_region(&removal).base().0, 2 * i * p);
+            assert_eq!(removal.slot, Some(7));
             next.check_invariants();
             s = next;
         }

@@ -504,22 +504,22 @@ impl AddressSpace {
     pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
         let mut writer = self.lock();
         let generation = writer.generation + 1;
-        let (next, region, slot) = writer.current.with_removed(base, size, generation)?;
+        let (next, removal) = writer.current.with_removed(base, size, generation)?;
         notify(
             &writer.listeners,
             ChangeKind::Removed,
-            &region,
-            slot,
+            writer.current.removed_region(&removal),
+            removal.slot,
             generation,
         )?;
         let next = Arc::new(next);
         self.current.store(Arc::clone(&next));
-        writer.current = next;
+        let old = std::mem::replace(&mut writer.current, next);
         writer.generation = generation;
-        if let Some(slot) = slot {
+        if let Some(slot) = removal.slot {
             let _ = writer.slots.free_id(slot);
         }
-        Ok(region)
+        Ok(Snapshot::take_removed(old, &removal))
     }
 
     /// Hot-plugs a RAM region: checks it, maps its memory inside the hotplug window's host
@@ -912,6 +912,30 @@ mod tests {
         space.add_listener(Arc::new(|_: &RegionEvent<'_>| Err("refused".into())));
         let err = space.insert_region(planned(0, p)).unwrap_err();
         assert!(matches!(err, Error::Listener { base: 0, .. }), "{err}");
+        assert!(space.snapshot().is_empty());
+    }
+
+    #[test]
+    fn remove_region_with_or_without_readers_returns_it() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let (first, second) = (planned(0, p), planned(2 * p, p));
+        space.insert_region(Arc::clone(&first)).unwrap();
+        space.insert_region(Arc::clone(&second)).unwrap();
+        // A reader holds the snapshot the region leaves: it is shared, not moved out.
+        let held = space.snapshot();
+        let removed = space.remove_region(GuestAddress(0), p).unwrap();
+        assert!(Arc::ptr_eq(&removed, &first));
+        assert_eq!(
+            held.find_region(GuestAddress(0)).map(Region::base),
+            Some(first.base())
+        );
+        held.check_invariants();
+        drop(held);
+        // Nobody else holds it: the region is moved out of the old snapshot.
+        let removed = space.remove_region(GuestAddress(2 * p), p).unwrap();
+        assert!(Arc::ptr_eq(&removed, &second));
+        assert_eq!(Arc::strong_count(&second), 2, "the caller's and the test's");
         assert!(space.snapshot().is_empty());
     }
 

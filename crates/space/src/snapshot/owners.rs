@@ -123,6 +123,30 @@ impl Owners {
         }
     }
 
+    /// Chunk `c`, which exists.
+    ///
+    /// # Panics
+    /// If there is no chunk `c` (a broken invariant of the caller).
+    pub(super) fn chunk(&self, c: usize) -> &Chunk {
+        self.get(c).expect("the chunk exists")
+    }
+
+    /// Region `pos` of chunk `c`, which exist, taken out of the chunks (moved when the chunk
+    /// is the region's own).
+    ///
+    /// # Panics
+    /// If there is no such region (a broken invariant of the caller).
+    pub(super) fn take(mut self, c: usize, pos: usize) -> Arc<Region> {
+        let chunk = match c.checked_sub(INLINE) {
+            None => self.head[c].take(),
+            Some(t) => (t < self.tail.len()).then(|| self.tail.swap_remove(t)),
+        };
+        match chunk.expect("the chunk exists") {
+            Chunk::One(region) => region,
+            Chunk::Many(regions) => Arc::clone(&regions[pos]),
+        }
+    }
+
     /// The last chunk and its index.
     pub(super) fn last(&self) -> Option<(usize, &Chunk)> {
         self.len()
