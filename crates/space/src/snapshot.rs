@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use self::owners::{CHUNK, Chunk, Owners, max_chunks};
-use self::table::{Entry, HIT_OFF, STREAK_INDEX, STREAK_SHIFT, Table};
+use self::table::{Entry, HIT_OFF, Table};
 use crate::error::{Error, Result};
 use crate::guest_region::Region;
 use crate::layout::{Layout, Placer};
@@ -33,7 +33,8 @@ pub(crate) struct Removal {
 const NO_SLOT: u32 = u32::MAX;
 
 /// Lookups in a row that must find one region (after the first) before it becomes the hit.
-const HIT_STREAK: usize = 3;
+#[cfg(test)]
+const HIT_STREAK: usize = 1;
 
 /// A sorted, immutable set of non-overlapping regions: what readers see of the address space
 /// at one moment. Made by [`AddressSpace`](crate::AddressSpace); readers get one without
@@ -135,17 +136,14 @@ impl Snapshot {
         let (start, e) = (starts[i], entries.get(i)?);
         // `start <= addr` (from `candidate`), so this does not wrap.
         if addr.0 - start <= e.span {
-            // The hit index is turned on only after a streak of lookups in one region, so that
-            // random lookups leave it off. The streak is counted without a branch: `previous`
-            // holds the last index found and how many lookups in a row found it; it is stored
-            // after the search, off the next lookup's critical path.
+            // The hit index is turned on only when two lookups in a row found one region, so
+            // that random lookups mostly leave it off. `previous` is stored with the index just
+            // found, which does not depend on what it held: no chain from one lookup to the
+            // next runs through it (a streak count would be one, and would bound the rate of
+            // random lookups).
             let previous = index.previous.load(Ordering::Relaxed);
-            let same = usize::from(previous & STREAK_INDEX == i);
-            let streak = ((previous >> STREAK_SHIFT) + 1).min(HIT_STREAK) * same;
-            index
-                .previous
-                .store(i | (streak << STREAK_SHIFT), Ordering::Relaxed);
-            if streak == HIT_STREAK {
+            index.previous.store(i, Ordering::Relaxed);
+            if previous == i {
                 index.hit.store(i, Ordering::Relaxed);
             }
             Some((i, e))

@@ -16,10 +16,6 @@ use std::sync::atomic::AtomicUsize;
 pub(super) const HIT_MIN_REGIONS: usize = 8;
 /// `HitIndex::hit` when no region is hot.
 pub(super) const HIT_OFF: usize = usize::MAX;
-/// Where `HitIndex::previous` keeps its streak count; below it, the index.
-pub(super) const STREAK_SHIFT: u32 = usize::BITS - 8;
-/// The index bits of `HitIndex::previous`.
-pub(super) const STREAK_INDEX: usize = (1 << STREAK_SHIFT) - 1;
 
 /// Bytes of padding on each side of the hit index: two cache lines, so that its stores share
 /// no line (nor an adjacent-line prefetch pair) with the starts and entries or with whatever the
@@ -148,7 +144,7 @@ impl Table {
         if let Some(at) = hit {
             let index = HitIndex {
                 hit: AtomicUsize::new(HIT_OFF),
-                previous: AtomicUsize::new(STREAK_INDEX),
+                previous: AtomicUsize::new(HIT_OFF),
             };
             // SAFETY: `at` is the offset of the hit area's index in the fresh block (from
             // `block`), aligned for it and not overlapping the starts and entries.
