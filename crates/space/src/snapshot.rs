@@ -14,9 +14,9 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 use self::owners::{CHUNK, Chunk, Owners, max_chunks};
 use self::table::{Entry, HIT_OFF, Table};
 use crate::error::{Error, Result};
-use crate::guest_region::Region;
 use crate::layout::{Layout, Placer};
 use crate::range::GuestRange;
+use crate::region::Region;
 use crate::spec::{NumaBinding, Protection, RegionType};
 
 /// Where the region that [`Snapshot::with_removed`] took out is in the snapshot it came from,
@@ -738,15 +738,13 @@ mod tests {
     #[test]
     fn queries_answer_per_region() {
         let p = host_page_size();
-        let ram = Arc::new(
-            Region::plan(
-                RegionSpec::ram(GuestAddress(0), p).numa(crate::NumaBinding::new(
-                    crate::NumaPolicy::Interleave,
-                    [3, 1],
-                )),
-            )
-            .unwrap(),
-        );
+        let ram =
+            Arc::new(
+                Region::plan(RegionSpec::ram(GuestAddress(0), p).with_numa(
+                    crate::NumaBinding::new(crate::NumaPolicy::Interleave, [3, 1]),
+                ))
+                .unwrap(),
+            );
         let dax = Arc::new(
             Region::plan(RegionSpec::new(RegionType::Dax, GuestAddress(4 * p), p)).unwrap(),
         );

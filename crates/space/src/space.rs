@@ -14,9 +14,9 @@ use vm_memory::{
 };
 
 use crate::error::{Error, ListenerError, Result};
-use crate::guest_region::Region;
 use crate::layout::{Layout, WindowKind};
 use crate::memory::{BackingReport, HotplugWindow, RegionReport, Target};
+use crate::region::Region;
 use crate::snapshot::Snapshot;
 use crate::spec::{RegionSpec, RegionType};
 
@@ -160,7 +160,8 @@ impl SpaceBuilder {
         }
         sorted.sort_by_key(|s| s.base);
         for pair in sorted.windows(2) {
-            if pair[1].base <= pair[0].last_addr().0 {
+            // Each spec was validated above, so its range exists.
+            if pair[1].base <= pair[0].range()?.last().0 {
                 return Err(Error::Overlap {
                     base: pair[1].base,
                     size: pair[1].size,
@@ -527,7 +528,7 @@ impl AddressSpace {
     /// it as its spec says, and inserts it.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for a spec not marked [`hotplug`](RegionSpec::hotplug);
+    /// [`Error::InvalidSpec`] for a spec not marked [`with_hotplug`](RegionSpec::with_hotplug);
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory or has no
     /// hotplug window there; [`Error::SlotBusy`] while an older snapshot still holds memory
     /// at that place; then as [`Region::back`] and [`insert_region`](Self::insert_region).
@@ -954,7 +955,7 @@ mod tests {
     #[test]
     fn plug_on_planned_space_errors() {
         let space = AddressSpace::plan(layout(), []).unwrap();
-        let spec = RegionSpec::ram(GuestAddress(4 << 30), 2 << 20).hotplug(true);
+        let spec = RegionSpec::ram(GuestAddress(4 << 30), 2 << 20).with_hotplug(true);
         let err = space.plug(spec).unwrap_err();
         assert!(matches!(err, Error::NoHotplugWindow { .. }), "{err}");
         let err = space

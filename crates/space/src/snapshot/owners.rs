@@ -8,7 +8,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::guest_region::Region;
+use crate::region::Region;
 
 /// Regions per ownership chunk: a change copies one chunk and the chunk list, so it costs
 /// O(n / CHUNK + CHUNK) reference-count updates instead of O(n).

@@ -43,7 +43,7 @@ struct HitArea {
 #[derive(Clone, Copy)]
 pub(super) struct Entry {
     pub(super) span: u64,
-    pub(super) region: NonNull<crate::guest_region::Region>,
+    pub(super) region: NonNull<crate::region::Region>,
     pub(super) slot: u32,
 }
 

@@ -111,8 +111,8 @@ impl Region {
     pub fn from_guest_region_mmap(ty: RegionType, region: &GuestRegionMmap) -> Result<Self> {
         let mapping = region.get_mmap();
         let spec = RegionSpec::new(ty, region.start_addr(), region.len())
-            .backing(crate::Backing::AnonymousShared)
-            .protection(crate::sys::protection_of(mapping.prot()));
+            .with_backing(crate::Backing::AnonymousShared)
+            .with_protection(crate::sys::protection_of(mapping.prot()));
         spec.validate()?;
         let memory = HostMemory::adopt(mapping).ok_or(Error::ZeroSize { base: spec.base })?;
         Ok(Self {
@@ -179,7 +179,7 @@ impl Region {
 
     /// Whether the region is hot-pluggable.
     #[must_use]
-    pub fn is_hotplug(&self) -> bool {
+    pub fn hotplug(&self) -> bool {
         self.spec.hotplug
     }
 
@@ -202,7 +202,7 @@ impl Region {
     }
 
     /// The dirty-page bitmap, if the region tracks writes
-    /// ([`RegionSpec::dirty_tracking`]): one bit per host base page, set by every write
+    /// ([`RegionSpec::with_dirty_tracking`]): one bit per host base page, set by every write
     /// through vm-memory's `Bytes` (and by [`merge_dirty_log`](Self::merge_dirty_log)).
     #[must_use]
     pub fn dirty_bitmap(&self) -> Option<&AtomicBitmap> {
@@ -228,7 +228,7 @@ impl Region {
     /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
     ///
     /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
-    /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).dirty_tracking(true);
+    /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).with_dirty_tracking(true);
     /// let (region, _) = Region::back(spec)?;
     /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
     /// let log = region.take_dirty_log().unwrap();
