@@ -106,13 +106,20 @@ impl Region {
     /// read-only through this crate too (no slice that would allow a write is handed out).
     ///
     /// # Errors
-    /// As [`RegionSpec::validate`] for the region's range (for example a mapping that is not
-    /// page aligned in size).
+    /// [`Error::InvalidSpec`] for a mapping with write or execute rights but not read (no
+    /// [`Protection`] says so); as [`RegionSpec::validate`] for the region's range (for example
+    /// a mapping that is not page aligned in size).
     pub fn from_guest_region_mmap(ty: RegionType, region: &GuestRegionMmap) -> Result<Self> {
         let mapping = region.get_mmap();
-        let spec = RegionSpec::new(ty, region.start_addr(), region.len())
+        let base = region.start_addr();
+        let protection = crate::sys::protection_of(mapping.prot()).ok_or(Error::InvalidSpec {
+            ty,
+            base: base.0,
+            reason: "write or execute rights without read cannot be mapped",
+        })?;
+        let spec = RegionSpec::new(ty, base, region.len())
             .with_backing(crate::Backing::AnonymousShared)
-            .with_protection(crate::sys::protection_of(mapping.prot()));
+            .with_protection(protection);
         spec.validate()?;
         let memory = HostMemory::adopt(mapping).ok_or(Error::ZeroSize { base: spec.base })?;
         Ok(Self {
@@ -411,7 +418,7 @@ impl GuestMemoryRegion for Region {
         offset: MemoryRegionAddress,
         count: usize,
     ) -> vm_memory::GuestMemoryResult<VolatileSlice<'_, BS<'_, Self::B>>> {
-        if !self.spec.protection.contains(Protection::READ_WRITE) {
+        if !self.spec.protection.writable() {
             return Err(GuestMemoryError::HostAddressNotAvailable);
         }
         let offset =

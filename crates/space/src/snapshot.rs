@@ -760,7 +760,7 @@ mod tests {
         assert!(s.is_dax(GuestAddress(4 * p)));
         assert!(!s.is_dax(GuestAddress(0)));
         assert!(s.is_reserved(GuestAddress(8 * p)));
-        assert_eq!(s.protection(GuestAddress(0)), Some(Protection::READ_WRITE));
+        assert_eq!(s.protection(GuestAddress(0)), Some(Protection::ReadWrite));
         assert_eq!(s.last_ram_addr(), Some(GuestAddress(p - 1)));
         assert_eq!(s.last_region_addr(), Some(GuestAddress(9 * p - 1)));
         assert_eq!(s.total_size(RegionType::Dax), p);

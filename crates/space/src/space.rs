@@ -650,7 +650,7 @@ impl Snapshot {
         let mut out = Vec::new();
         for r in self.regions() {
             let Some(ptr) = r.host_ptr() else { continue };
-            if !r.protection().contains(crate::Protection::READ_WRITE) {
+            if !r.protection().writable() {
                 continue;
             }
             let len = usize::try_from(r.size()).map_err(|_| Error::Overflow {

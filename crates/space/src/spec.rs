@@ -1,9 +1,9 @@
 //! Region descriptions: [`RegionSpec`] and the attribute types it is made of.
 
 use std::fmt;
-use std::ops::BitOr;
 use std::path::PathBuf;
 
+pub use memvisor_vmem::Protection;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
@@ -33,81 +33,6 @@ impl fmt::Display for RegionType {
             RegionType::Firmware => "firmware",
             RegionType::Reserved => "reserved",
         })
-    }
-}
-
-/// Access rights of a region's host mapping (and what the guest may do with it).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Protection(u8);
-
-impl Protection {
-    /// No access.
-    pub const NONE: Self = Self(0);
-    /// Readable.
-    pub const READ: Self = Self(1);
-    /// Writable.
-    pub const WRITE: Self = Self(2);
-    /// Executable.
-    pub const EXEC: Self = Self(4);
-    /// Readable and writable, the default.
-    pub const READ_WRITE: Self = Self(1 | 2);
-
-    /// Whether every right of `other` is in `self`.
-    ///
-    /// ```
-    /// use memvisor_space::Protection;
-    /// assert!(Protection::READ_WRITE.contains(Protection::READ));
-    /// assert!(!Protection::READ.contains(Protection::WRITE));
-    /// ```
-    #[must_use]
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Whether reads are allowed.
-    #[must_use]
-    pub const fn readable(self) -> bool {
-        self.contains(Self::READ)
-    }
-
-    /// Whether writes are allowed.
-    #[must_use]
-    pub const fn writable(self) -> bool {
-        self.contains(Self::WRITE)
-    }
-
-    /// Whether execution is allowed.
-    #[must_use]
-    pub const fn executable(self) -> bool {
-        self.contains(Self::EXEC)
-    }
-}
-
-impl Default for Protection {
-    fn default() -> Self {
-        Self::READ_WRITE
-    }
-}
-
-impl BitOr for Protection {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        Self(self.0 | rhs.0)
-    }
-}
-
-impl fmt::Debug for Protection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for Protection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = if self.readable() { 'r' } else { '-' };
-        let w = if self.writable() { 'w' } else { '-' };
-        let x = if self.executable() { 'x' } else { '-' };
-        write!(f, "{r}{w}{x}")
     }
 }
 
@@ -360,8 +285,8 @@ impl RegionSpec {
             RegionType::Device | RegionType::Reserved => Backing::None,
         };
         let protection = match ty {
-            RegionType::Firmware => Protection::READ | Protection::EXEC,
-            _ => Protection::READ_WRITE,
+            RegionType::Firmware => Protection::ReadExecute,
+            _ => Protection::ReadWrite,
         };
         Self {
             ty,
@@ -783,10 +708,14 @@ mod tests {
     }
 
     #[test]
-    fn protection_display_shows_rights() {
-        assert_eq!(Protection::READ_WRITE.to_string(), "rw-");
-        assert_eq!((Protection::READ | Protection::EXEC).to_string(), "r-x");
-        assert_eq!(Protection::NONE.to_string(), "---");
+    fn new_firmware_is_read_execute_and_others_read_write() {
+        let at = GuestAddress(0);
+        let firmware = RegionSpec::new(RegionType::Firmware, at, page());
+        assert_eq!(firmware.protection().to_string(), "r-x");
+        assert_eq!(
+            RegionSpec::ram(at, page()).protection(),
+            Protection::ReadWrite
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn every_backing_kind_round_trips_through_bytes() {
                 path: path.clone(),
                 offset: 2 * page(),
             })
-            .with_protection(Protection::READ_WRITE),
+            .with_protection(Protection::ReadWrite),
     ];
     let (space, report) = AddressSpace::back(layout, specs).unwrap();
     assert_eq!(report.regions.len(), 6);
@@ -195,7 +195,7 @@ fn prefault_many_threads_makes_all_resident() {
 #[test]
 fn read_only_region_is_not_reachable_through_vm_memory() {
     let spec = RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 2 * page())
-        .with_protection(Protection::READ)
+        .with_protection(Protection::Read)
         .with_prefault_threads(1);
     let (region, report) = Region::back(spec).unwrap();
     assert_eq!(report.unwrap().prefault_threads, 1);
@@ -468,7 +468,7 @@ fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let space = AddressSpace::from_guest_memory_mmap(layout, &gm).unwrap();
     let mem = space.memory();
-    assert_eq!(mem.protection(GuestAddress(0)), Some(Protection::READ));
+    assert_eq!(mem.protection(GuestAddress(0)), Some(Protection::Read));
     // A write is an error, not a fault on the read-only mapping.
     assert!(mem.write_obj(1u32, GuestAddress(0)).is_err());
     assert!(mem.write_slice(&[1, 2, 3], GuestAddress(0x10)).is_err());
@@ -561,7 +561,7 @@ fn plug_failed_mmap_restores_the_slot() {
     let slot = GuestAddress(4 * GIB);
     let bad = RegionSpec::ram(slot, page())
         .with_hotplug(true)
-        .with_protection(Protection::READ)
+        .with_protection(Protection::Read)
         .with_backing(Backing::File { path, offset: 0 });
     let err = space.plug(bad).unwrap_err();
     assert!(matches!(err, Error::Os { op: "mmap", .. }), "{err}");
@@ -703,7 +703,7 @@ fn bytes_view_reads_read_only_regions_and_refuses_writes() {
                 path: path.clone(),
                 offset: 0,
             })
-            .with_protection(Protection::READ),
+            .with_protection(Protection::Read),
     ];
     let (space, _) = AddressSpace::back(layout, specs).unwrap();
     let snap = space.snapshot();

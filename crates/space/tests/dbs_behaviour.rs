@@ -31,7 +31,7 @@ fn specs() -> Vec<RegionSpec> {
         RegionSpec::new(RegionType::Dax, GuestAddress(9 * GIB), 64 * MIB)
             .with_backing(Backing::Memfd),
         RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 4 * MIB)
-            .with_protection(Protection::READ),
+            .with_protection(Protection::Read),
         RegionSpec::new(RegionType::Reserved, GuestAddress(0xfec0_0000), 0x1000),
     ]
 }
@@ -64,9 +64,9 @@ fn from_regions_queries_by_type_numa_dax_and_protection() {
     assert!(!s.is_dax(GuestAddress(9 * GIB + 64 * MIB)));
     assert_eq!(
         s.protection(GuestAddress(0xffc0_0000)),
-        Some(Protection::READ)
+        Some(Protection::Read)
     );
-    assert_eq!(s.protection(GuestAddress(0)), Some(Protection::READ_WRITE));
+    assert_eq!(s.protection(GuestAddress(0)), Some(Protection::ReadWrite));
 }
 
 #[test]

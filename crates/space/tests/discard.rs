@@ -129,7 +129,7 @@ fn discard_file_read_only_and_non_ram_are_refused() {
         region.discard(0, p),
         Err(Error::DiscardRefused { .. })
     ));
-    let read_only = RegionSpec::ram(GuestAddress(0), p).with_protection(Protection::READ);
+    let read_only = RegionSpec::ram(GuestAddress(0), p).with_protection(Protection::Read);
     let (region, _) = Region::back(read_only).unwrap();
     assert!(matches!(
         region.discard(0, p),

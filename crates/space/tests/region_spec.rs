@@ -23,7 +23,7 @@ fn builder_options_read_back_through_accessors() {
     let spec = RegionSpec::ram(GuestAddress(4 * MIB), 2 * MIB)
         .with_numa(NumaBinding::new(NumaPolicy::Interleave, [1, 3]))
         .with_backing(Backing::Memfd)
-        .with_protection(Protection::READ)
+        .with_protection(Protection::Read)
         .with_huge_pages(HugePages::Transparent)
         .with_fallback(HugePageFallback::Transparent)
         .with_hotplug(true)
@@ -34,7 +34,7 @@ fn builder_options_read_back_through_accessors() {
     assert_eq!(numa.policy(), NumaPolicy::Interleave);
     assert_eq!(numa.nodes(), [1, 3]);
     assert_eq!(spec.backing(), &Backing::Memfd);
-    assert_eq!(spec.protection(), Protection::READ);
+    assert_eq!(spec.protection(), Protection::Read);
     assert_eq!(spec.huge_pages(), HugePages::Transparent);
     assert_eq!(spec.fallback(), HugePageFallback::Transparent);
     assert!(spec.hotplug());
@@ -96,13 +96,15 @@ fn names_in_messages_are_stable() {
 }
 
 #[test]
-fn protection_combines_and_debug_shows_rwx() {
-    assert_eq!(Protection::default(), Protection::READ_WRITE);
-    let rw = Protection::READ | Protection::READ_WRITE;
-    assert_eq!(rw, Protection::READ_WRITE);
-    assert!(rw.readable() && rw.writable());
-    assert_eq!(format!("{:?}", Protection::READ), "r--");
-    assert_eq!(format!("{:?}", Protection::NONE), "---");
+fn protection_is_vmems_and_shows_rwx() {
+    // One protection type for the workspace: the spec's is memvisor-vmem's.
+    let spec = RegionSpec::ram(GuestAddress(0), MIB).with_protection(Protection::Read);
+    let vmem: memvisor_vmem::Protection = spec.protection();
+    assert_eq!(vmem, memvisor_vmem::Protection::Read);
+    assert_eq!(Protection::default(), Protection::ReadWrite);
+    assert!(Protection::ReadWrite.readable() && Protection::ReadWrite.writable());
+    assert_eq!(Protection::Read.to_string(), "r--");
+    assert_eq!(Protection::None.to_string(), "---");
 }
 
 #[test]
