@@ -8,8 +8,9 @@
 //! # The pieces
 //!
 //! - [`RegionSpec`] describes a region: [`RegionType`] (RAM, device, DAX, firmware, reserved), base
-//!   and size, [`Backing`], [`Protection`], [`HugePages`], [`NumaBinding`], hotplug, dontfork and
-//!   prefault.
+//!   and size, [`Backing`], [`Protection`] (`memvisor-vmem`'s), [`HugePages`], [`NumaBinding`],
+//!   hotplug, dontfork and prefault, each set with a `with_` method and read back with the method
+//!   of the same name without it ([`RegionSpec::with_backing`], [`RegionSpec::backing`]).
 //! - [`Layout`] holds the windows each type must sit in, with [`Layout::x86_64`] and
 //!   [`Layout::aarch64`] presets; a [`Platform`] adds the architecture's interrupts, legacy ports
 //!   and reserved ranges; a [`Placer`] finds free ranges, interrupts and ports for named owners
