@@ -145,7 +145,10 @@ fn planned(plan: &Plan) {
         .regions
         .iter()
         .chain(&plan.slots)
-        .map(|r| (r.spec.base().0, r.spec.last_addr().0))
+        .map(|r| {
+            let range = r.spec.range().expect("a planned region has a range");
+            (r.spec.base().0, range.last().0)
+        })
         .collect();
     spans.sort_unstable();
     for pair in spans.windows(2) {

@@ -346,7 +346,7 @@ fuzz_target!(|data: &[u8]| {
     install_hook();
     let mut input = Input::new(data);
     let layout = layout();
-    let first = RegionSpec::ram(GuestAddress(0), 4 * PAGE).backing(Backing::AnonymousPrivate);
+    let first = RegionSpec::ram(GuestAddress(0), 4 * PAGE).with_backing(Backing::AnonymousPrivate);
     let (space, _) = AddressSpace::back(layout.clone(), [first]).expect("a small backed space");
     let mut model = Model {
         regions: BTreeMap::new(),
@@ -389,8 +389,8 @@ fuzz_target!(|data: &[u8]| {
                     Backing::None
                 };
                 let spec = RegionSpec::new(ty, GuestAddress(base), size)
-                    .hotplug(hotplug)
-                    .backing(backing.clone());
+                    .with_hotplug(hotplug)
+                    .with_backing(backing.clone());
                 // A spec that is not valid (zero, misaligned, overflowing) is refused here.
                 let Ok(region) = Region::plan(spec.clone()) else {
                     continue;
@@ -439,8 +439,8 @@ fuzz_target!(|data: &[u8]| {
                 let size = size(&mut input);
                 let hotplug = !input.u8().is_multiple_of(16);
                 let spec = RegionSpec::ram(GuestAddress(base), size)
-                    .backing(Backing::AnonymousPrivate)
-                    .hotplug(hotplug);
+                    .with_backing(Backing::AnonymousPrivate)
+                    .with_hotplug(hotplug);
                 let in_window = base >= HOTPLUG
                     && base
                         .checked_add(size)
@@ -473,7 +473,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 if got == Outcome::Ok {
                     let region = space.find_region(GuestAddress(base)).expect("plugged");
-                    assert!(region.is_backed() && region.is_hotplug());
+                    assert!(region.is_backed() && region.hotplug());
                     let bytes = host_bytes(&region);
                     assert!(bytes.iter().all(|&b| b == 0), "plugged memory is not zero");
                     model.regions.insert(

@@ -149,7 +149,7 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
         .regions
         .iter()
         .chain(&plan.slots)
-        .filter(|r| r.spec.backing_kind().has_memory())
+        .filter(|r| r.spec.backing().has_memory())
         .map(|r| r.spec.size())
         .fold(0, u64::saturating_add);
     let bar = if progress && made > 0 {
@@ -168,7 +168,7 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
     let boot_bytes = plan
         .regions
         .iter()
-        .filter(|r| r.spec.backing_kind().has_memory())
+        .filter(|r| r.spec.backing().has_memory())
         .map(|r| r.spec.size())
         .sum();
     let hotplug_bytes = plan.slots.iter().map(|r| r.spec.size()).sum();
@@ -296,7 +296,7 @@ fn run_steps(
     let unbacked: Vec<_> = plan
         .regions
         .iter()
-        .filter(|r| !r.spec.backing_kind().has_memory())
+        .filter(|r| !r.spec.backing().has_memory())
         .map(|r| r.spec.clone())
         .collect();
     let space = rec.run("create address space".into(), || {
@@ -317,7 +317,7 @@ fn run_steps(
     for r in plan
         .regions
         .iter()
-        .filter(|r| r.spec.backing_kind().has_memory())
+        .filter(|r| r.spec.backing().has_memory())
     {
         bar.set_message(r.owner.clone());
         let step = format!("back {} ({})", r.owner, Size(r.spec.size()));

@@ -274,12 +274,12 @@ fn ram_spec(
         PageKind::Huge1G => HugePages::Explicit(HugePageSize::Size1G),
     };
     let mut spec = RegionSpec::ram(GuestAddress(base), size)
-        .backing(backing)
-        .huge_pages(pages)
-        .prefault(m.prefault_threads)
-        .dontfork(m.dontfork);
+        .with_backing(backing)
+        .with_huge_pages(pages)
+        .with_prefault_threads(m.prefault_threads)
+        .with_dontfork(m.dontfork);
     if m.fallback_transparent || pages == HugePages::Transparent {
-        spec = spec.fallback(HugePageFallback::Transparent);
+        spec = spec.with_fallback(HugePageFallback::Transparent);
     }
     if !host_nodes.is_empty() {
         let policy = match policy {
@@ -287,7 +287,7 @@ fn ram_spec(
             Policy::Preferred => NumaPolicy::Preferred,
             Policy::Interleave => NumaPolicy::Interleave,
         };
-        spec = spec.numa(NumaBinding::new(policy, host_nodes.iter().copied()));
+        spec = spec.with_numa(NumaBinding::new(policy, host_nodes.iter().copied()));
     }
     spec
 }

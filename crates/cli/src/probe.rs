@@ -148,7 +148,7 @@ fn numa_nodes() -> Vec<NumaNode> {
 /// kernel's refusal.
 fn check_populate() -> Check {
     let page = memvisor_vmem::page_size() as u64;
-    match Region::back(RegionSpec::ram(GuestAddress(0), page).prefault(1)) {
+    match Region::back(RegionSpec::ram(GuestAddress(0), page).with_prefault_threads(1)) {
         Ok(_) => Check {
             works: true,
             detail: "prefaulted one page".to_owned(),

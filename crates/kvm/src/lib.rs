@@ -39,7 +39,7 @@
 //!     .placer()?
 //!     .place(WindowKind::Hotplug, 2 << 20, 2 << 20, "dimm0")?
 //!     .start();
-//! space.plug(RegionSpec::ram(base, 2 << 20).hotplug(true))?;
+//! space.plug(RegionSpec::ram(base, 2 << 20).with_hotplug(true))?;
 //! assert_eq!(slots.slot_at(base), Some(1));
 //! assert_eq!(slots.len(), 2);
 //!

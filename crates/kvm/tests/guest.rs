@@ -122,7 +122,7 @@ fn guest_writes_every_page_of_every_region_including_hotplugged_one() {
 
     // Plug a slot while the vCPU runs, then hand it to the guest.
     let (region, _) = space
-        .plug(RegionSpec::ram(GuestAddress(PLUG), MIB2).hotplug(true))
+        .plug(RegionSpec::ram(GuestAddress(PLUG), MIB2).with_hotplug(true))
         .unwrap();
     assert_eq!(slots.slot_at(GuestAddress(PLUG)), Some(2));
     assert_eq!(region.base(), GuestAddress(PLUG));
@@ -217,7 +217,7 @@ fn unplug_while_guest_runs_exits_to_mmio_not_crash() {
     let space = space(&vm);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     space
-        .plug(RegionSpec::ram(GuestAddress(PLUG), MIB2).hotplug(true))
+        .plug(RegionSpec::ram(GuestAddress(PLUG), MIB2).with_hotplug(true))
         .unwrap();
     fill_host_words(&space, PLUG, MIB2);
     set_table(&space, &[(PLUG, PAGES)]);

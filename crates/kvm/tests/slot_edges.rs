@@ -22,7 +22,7 @@ fn attach_region_without_read_access_is_not_registered() {
     let (space, _) = AddressSpace::builder(layout())
         .slots(slot_limit(&vm))
         .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .region(RegionSpec::ram(GuestAddress(4 * MIB), MIB).protection(Protection::NONE))
+        .region(RegionSpec::ram(GuestAddress(4 * MIB), MIB).with_protection(Protection::None))
         .back()
         .unwrap();
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
@@ -32,7 +32,7 @@ fn attach_region_without_read_access_is_not_registered() {
     // Removing it, or inserting another such region, leaves the slots as they were.
     space.remove_region(GuestAddress(4 * MIB), MIB).unwrap();
     let hidden =
-        Region::back(RegionSpec::ram(GuestAddress(8 * MIB), MIB).protection(Protection::NONE))
+        Region::back(RegionSpec::ram(GuestAddress(8 * MIB), MIB).with_protection(Protection::None))
             .unwrap()
             .0;
     space.insert_region(Arc::new(hidden)).unwrap();

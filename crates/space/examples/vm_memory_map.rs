@@ -36,11 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .map(|(base, size)| {
             RegionSpec::ram(base, size)
-                .backing(Backing::Memfd)
-                .huge_pages(HugePages::Transparent)
-                .fallback(HugePageFallback::BasePages)
-                .numa(NumaBinding::bind(0))
-                .prefault(2)
+                .with_backing(Backing::Memfd)
+                .with_huge_pages(HugePages::Transparent)
+                .with_fallback(HugePageFallback::BasePages)
+                .with_numa(NumaBinding::bind(0))
+                .with_prefault_threads(2)
         })
         .collect();
     // A device window and a DAX window, placed with the layout's placer.
@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dax = placer
         .place(WindowKind::Dax, 64 * MIB, 2 * MIB, "fs0 DAX")?
         .start();
-    specs.push(RegionSpec::new(RegionType::Dax, dax, 64 * MIB).backing(Backing::Memfd));
+    specs.push(RegionSpec::new(RegionType::Dax, dax, 64 * MIB).with_backing(Backing::Memfd));
 
     let plan = AddressSpace::plan(layout.clone(), specs.clone())?;
     println!("\nplanned {} regions:", plan.snapshot().len());
@@ -89,8 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .placer()?
         .place(WindowKind::Hotplug, 128 * MIB, 128 * MIB, "slot0")?
         .start();
-    let (region, plugged) =
-        space.plug(RegionSpec::ram(slot, 128 * MIB).hotplug(true).prefault(2))?;
+    let (region, plugged) = space.plug(
+        RegionSpec::ram(slot, 128 * MIB)
+            .with_hotplug(true)
+            .with_prefault_threads(2),
+    )?;
     println!("plugged: {plugged}");
     space.memory().write_obj(0xfeed_u32, slot)?;
     println!(

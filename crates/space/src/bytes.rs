@@ -31,7 +31,7 @@ type GuestResult<T> = std::result::Result<T, GuestMemoryError>;
 /// use memvisor_space::{AddressSpace, Layout};
 /// let layout = Layout::x86_64().build()?;
 /// let rom = RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 0x1000)
-///     .protection(Protection::READ);
+///     .with_protection(Protection::Read);
 /// let (space, _) = AddressSpace::back(layout, [rom])?;
 /// let snap = space.snapshot();
 /// assert_eq!(snap.bytes().read_obj::<u32>(GuestAddress(0xffc0_0000)).unwrap(), 0);

@@ -10,8 +10,8 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use crate::guest_region::Region;
 use crate::layout::Arch;
+use crate::region::Region;
 use crate::snapshot::Snapshot;
 use crate::spec::RegionType;
 
@@ -195,8 +195,8 @@ impl Snapshot {
     /// let space = AddressSpace::plan(
     ///     layout,
     ///     [
-    ///         RegionSpec::ram(GuestAddress(0), 256 << 20).numa(NumaBinding::bind(0)),
-    ///         RegionSpec::ram(GuestAddress(256 << 20), 256 << 20).numa(NumaBinding::bind(1)),
+    ///         RegionSpec::ram(GuestAddress(0), 256 << 20).with_numa(NumaBinding::bind(0)),
+    ///         RegionSpec::ram(GuestAddress(256 << 20), 256 << 20).with_numa(NumaBinding::bind(1)),
     ///     ],
     /// )?;
     /// let nodes = space.snapshot().numa_ranges();
@@ -208,7 +208,7 @@ impl Snapshot {
         let mut out: Vec<NumaRange> = Vec::new();
         for r in self.regions().filter(|r| r.ty() == RegionType::Ram) {
             let node = r.numa().and_then(|n| n.first_node()).unwrap_or(0);
-            let hotplug = r.is_hotplug();
+            let hotplug = r.hotplug();
             if let Some(prev) = out.last_mut()
                 && prev.node == node
                 && prev.hotplug == hotplug
@@ -229,7 +229,7 @@ impl Snapshot {
 }
 
 fn is_boot_ram(r: &Region) -> bool {
-    r.ty() == RegionType::Ram && !r.is_hotplug()
+    r.ty() == RegionType::Ram && !r.hotplug()
 }
 
 /// Appends `first..=last` of type `ty`, merged with the previous entry if adjacent and alike.
@@ -324,7 +324,7 @@ mod tests {
                 RegionSpec::ram(GuestAddress(4 * MIB), 4 * MIB),
                 RegionSpec::ram(GuestAddress(16 * MIB), 2 * MIB),
                 RegionSpec::new(RegionType::Device, GuestAddress(0xd000_0000), MIB),
-                RegionSpec::ram(GuestAddress(4 * GIB), 2 * MIB).hotplug(true),
+                RegionSpec::ram(GuestAddress(4 * GIB), 2 * MIB).with_hotplug(true),
             ],
         );
         assert_eq!(
@@ -412,12 +412,12 @@ mod tests {
             x86(GIB),
             [
                 RegionSpec::ram(GuestAddress(0), 64 * MIB),
-                RegionSpec::ram(GuestAddress(64 * MIB), 64 * MIB).numa(NumaBinding::bind(0)),
-                RegionSpec::ram(GuestAddress(128 * MIB), 64 * MIB).numa(NumaBinding::bind(1)),
-                RegionSpec::ram(GuestAddress(256 * MIB), 64 * MIB).numa(NumaBinding::bind(1)),
+                RegionSpec::ram(GuestAddress(64 * MIB), 64 * MIB).with_numa(NumaBinding::bind(0)),
+                RegionSpec::ram(GuestAddress(128 * MIB), 64 * MIB).with_numa(NumaBinding::bind(1)),
+                RegionSpec::ram(GuestAddress(256 * MIB), 64 * MIB).with_numa(NumaBinding::bind(1)),
                 RegionSpec::ram(GuestAddress(4 * GIB), 2 * MIB)
-                    .numa(NumaBinding::bind(1))
-                    .hotplug(true),
+                    .with_numa(NumaBinding::bind(1))
+                    .with_hotplug(true),
             ],
         )
         .unwrap();

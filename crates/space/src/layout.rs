@@ -679,7 +679,7 @@ mod tests {
             RegionSpec::ram(GuestAddress(0), p),
             RegionSpec::new(RegionType::Device, GuestAddress(3 * GIB), p),
             RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), p),
-            RegionSpec::ram(GuestAddress(4 * GIB), p).hotplug(true),
+            RegionSpec::ram(GuestAddress(4 * GIB), p).with_hotplug(true),
             RegionSpec::new(RegionType::Dax, GuestAddress(5 * GIB), p),
             RegionSpec::new(RegionType::Reserved, GuestAddress(0xfee0_0000), p),
         ];

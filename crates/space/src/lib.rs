@@ -8,8 +8,9 @@
 //! # The pieces
 //!
 //! - [`RegionSpec`] describes a region: [`RegionType`] (RAM, device, DAX, firmware, reserved), base
-//!   and size, [`Backing`], [`Protection`], [`HugePages`], [`NumaBinding`], hotplug, dontfork and
-//!   prefault.
+//!   and size, [`Backing`], [`Protection`] (`memvisor-vmem`'s), [`HugePages`], [`NumaBinding`],
+//!   hotplug, dontfork and prefault, each set with a `with_` method and read back with the method
+//!   of the same name without it ([`RegionSpec::with_backing`], [`RegionSpec::backing`]).
 //! - [`Layout`] holds the windows each type must sit in, with [`Layout::x86_64`] and
 //!   [`Layout::aarch64`] presets; a [`Platform`] adds the architecture's interrupts, legacy ports
 //!   and reserved ranges; a [`Placer`] finds free ranges, interrupts and ports for named owners
@@ -52,11 +53,11 @@
 //!     .iter()
 //!     .map(|&(base, size)| {
 //!         RegionSpec::ram(base, size)
-//!             .backing(Backing::Memfd)
-//!             .huge_pages(HugePages::Transparent)
+//!             .with_backing(Backing::Memfd)
+//!             .with_huge_pages(HugePages::Transparent)
 //!             // Base pages (and a warning in the report) if the host's shmem setting is `never`.
-//!             .fallback(HugePageFallback::BasePages)
-//!             .prefault(2)
+//!             .with_fallback(HugePageFallback::BasePages)
+//!             .with_prefault_threads(2)
 //!     })
 //!     .collect();
 //! specs.push(RegionSpec::new(RegionType::Device, mmio, 0x1000));
@@ -85,7 +86,7 @@
 //! // Hot-plug 2 MiB at the first free slot of the hotplug window.
 //! let slot = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20, "slot0")?;
 //! let slot = slot.start();
-//! let (region, plug_report) = space.plug(RegionSpec::ram(slot, 2 << 20).hotplug(true))?;
+//! let (region, plug_report) = space.plug(RegionSpec::ram(slot, 2 << 20).with_hotplug(true))?;
 //! assert!(plug_report.in_hotplug_window);
 //! assert_eq!(plugged.load(Ordering::Relaxed), 1);
 //! space.memory().write_obj(7u8, slot).unwrap();
@@ -101,13 +102,13 @@
 mod bytes;
 mod error;
 mod firmware;
-mod guest_region;
 mod layout;
 mod memory;
 mod placer;
 pub mod plan;
 mod platform;
 mod range;
+mod region;
 mod snapshot;
 mod space;
 mod spec;
@@ -116,12 +117,12 @@ mod sys;
 pub use bytes::GuestBytes;
 pub use error::{Error, ListenerError, Result};
 pub use firmware::{LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
-pub use guest_region::{Region, RegionRef};
 pub use layout::{Layout, LayoutBuilder, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
 pub use placer::Placer;
 pub use platform::{Arch, Platform, Reservation, ReservationKind, SerialPreset};
 pub use range::GuestRange;
+pub use region::{Region, RegionRef};
 pub use snapshot::Snapshot;
 pub use space::{
     AddressSpace, ChangeKind, DEFAULT_SLOTS, RegionEvent, RegionListener, SnapshotGuard,

@@ -535,26 +535,6 @@ fn vmem_os(op: &'static str, spec: &RegionSpec, e: memvisor_vmem::Error) -> Erro
     os(op, spec, vmem_io(&e))
 }
 
-/// The reservation protection of a region's protection.
-fn map_protection(spec: &RegionSpec) -> Result<memvisor_vmem::Protection> {
-    use memvisor_vmem::Protection as P;
-    let p = spec.protection;
-    Ok(match (p.readable(), p.writable(), p.executable()) {
-        (false, false, false) => P::None,
-        (true, false, false) => P::Read,
-        (true, true, false) => P::ReadWrite,
-        (true, false, true) => P::ReadExecute,
-        (true, true, true) => P::ReadWriteExecute,
-        _ => {
-            return Err(Error::InvalidSpec {
-                ty: spec.ty,
-                base: spec.base,
-                reason: "write or execute rights without read cannot be mapped",
-            });
-        }
-    })
-}
-
 fn os(op: &'static str, spec: &RegionSpec, source: io::Error) -> Error {
     Error::Os {
         op,
@@ -594,7 +574,7 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
         size: spec.size,
     })?;
     let file = open_source(spec, explicit)?;
-    let protection = map_protection(spec)?;
+    let protection = spec.protection;
     let source = match (&spec.backing, &file) {
         (Backing::AnonymousShared, _) => MapSource::AnonymousShared,
         (_, Some(file)) => MapSource::file(file.file().as_fd(), file.start()),

@@ -439,7 +439,7 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
                 .map_err(at(PlanItem::HotplugSlotSize))?;
             let spec = with_range(h.memory.clone(), range)
                 .map_err(at(PlanItem::HotplugSlotSize))?
-                .hotplug(true);
+                .with_hotplug(true);
             if let Err(e) = spec.validate().and_then(|()| layout.check(&spec)) {
                 return Err(slot_err(e));
             }

@@ -1,74 +1,40 @@
 //! [`Snapshot`]: an immutable view of the address space, with O(log n) lookup, a last-hit
 //! fast path, queries, and vm-memory's [`GuestMemoryBackend`] implementation.
 
+mod owners;
+mod table;
+
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
+use self::owners::{CHUNK, Chunk, Owners, max_chunks};
+use self::table::{Entry, HIT_OFF, Table};
 use crate::error::{Error, Result};
-use crate::guest_region::Region;
 use crate::layout::{Layout, Placer};
 use crate::range::GuestRange;
+use crate::region::Region;
 use crate::spec::{NumaBinding, Protection, RegionType};
 
-/// Regions per ownership chunk: a change copies one chunk and the chunk list, so it costs
-/// O(n / CHUNK + CHUNK) reference-count updates instead of O(n).
-const CHUNK: usize = 32;
+/// Where the region that [`Snapshot::with_removed`] took out is in the snapshot it came from,
+/// and its memory-slot number.
+#[derive(Debug)]
+pub(crate) struct Removal {
+    chunk: usize,
+    pos: usize,
+    /// The region's memory-slot number.
+    pub(crate) slot: Option<u32>,
+}
 
 /// Slot value of a region without a memory-slot number.
 const NO_SLOT: u32 = u32::MAX;
 
-/// Bytes of padding on each side of the hit index: two cache lines, so that its stores share
-/// no line (nor an adjacent-line prefetch pair) with the snapshot's other fields or with
-/// whatever the allocator puts next. Padding rather than `#[repr(align(128))]`: an over-aligned
-/// snapshot would make every change take the allocator's slower aligned path.
-const HIT_PAD: usize = 128;
-
-/// Up to this many regions, lookups search at once and leave the hit index alone.
-const HIT_MIN_REGIONS: usize = 8;
-/// `HitIndex::hit` when no region is hot.
-const HIT_OFF: usize = usize::MAX;
 /// Lookups in a row that must find one region (after the first) before it becomes the hit.
-const HIT_STREAK: usize = 3;
-/// Where `HitIndex::previous` keeps its streak count; below it, the index.
-const STREAK_SHIFT: u32 = usize::BITS - 8;
-/// The index bits of `HitIndex::previous`.
-const STREAK_INDEX: usize = (1 << STREAK_SHIFT) - 1;
-
-/// The last-hit index and the index the previous lookup found, padded onto lines of their own.
-#[repr(C)]
-struct HitIndex {
-    _before: [u8; HIT_PAD],
-    hit: AtomicUsize,
-    previous: AtomicUsize,
-    _after: [u8; HIT_PAD],
-}
-
-impl Default for HitIndex {
-    fn default() -> Self {
-        Self {
-            _before: [0; HIT_PAD],
-            hit: AtomicUsize::new(HIT_OFF),
-            previous: AtomicUsize::new(STREAK_INDEX),
-            _after: [0; HIT_PAD],
-        }
-    }
-}
-
-/// One chunk of region owners.
-type Chunk = Arc<[Arc<Region>]>;
-
-/// One region in address order: its size less one, a pointer to it, and its memory-slot
-/// number. (Its start is in `Snapshot::starts`.)
-#[derive(Clone, Copy)]
-struct Entry {
-    span: u64,
-    region: NonNull<Region>,
-    slot: u32,
-}
+#[cfg(test)]
+const HIT_STREAK: usize = 1;
 
 /// A sorted, immutable set of non-overlapping regions: what readers see of the address space
 /// at one moment. Made by [`AddressSpace`](crate::AddressSpace); readers get one without
@@ -80,26 +46,21 @@ struct Entry {
 ///
 /// It implements vm-memory's [`GuestMemoryBackend`], so `vm_memory::Bytes<GuestAddress>` reads
 /// and writes work on it and rust-vmm device crates can take it as their guest memory.
-#[repr(C)]
 pub struct Snapshot {
-    /// Start address of each region, sorted: the binary search runs over this dense array.
-    starts: Vec<u64>,
-    /// The rest of each region's entry, at the same index.
-    entries: Vec<Entry>,
-    /// Owners of the regions, in chunks, in no particular order; they keep `entries` valid.
-    owners: Vec<Chunk>,
+    /// Start address of each region, sorted (the binary search runs over this dense array),
+    /// and the rest of each region's entry at the same index, in one allocation.
+    table: Table,
+    /// Owners of the regions, in chunks, in no particular order; they keep the entries valid.
+    owners: Owners,
     layout: Arc<Layout>,
     generation: u64,
-    /// Index of the entry the last successful lookup found, last and padded (`repr(C)` keeps
-    /// the order) so that updating it does not disturb loads of the fields above.
-    hit: HitIndex,
 }
 
-// SAFETY: the `NonNull<Region>` pointers in `entries` point into regions owned by `owners`
+// SAFETY: the `NonNull<Region>` pointers in the entries point into regions owned by `owners`
 // (`Arc<Region>`, and `Region` is `Send + Sync`), which live exactly as long as the snapshot;
-// they are only used for shared access. `hit` is atomic.
+// they are only used for shared access. The table's hit index is atomic.
 unsafe impl Send for Snapshot {}
-// SAFETY: as for `Send`: all `&self` methods only read, apart from the atomic `hit`.
+// SAFETY: as for `Send`: all `&self` methods only read, apart from the atomic hit index.
 unsafe impl Sync for Snapshot {}
 
 impl fmt::Debug for Snapshot {
@@ -126,14 +87,12 @@ impl Snapshot {
                 return Err(overlap(b, a));
             }
         }
-        let starts = regions.iter().map(|(r, _)| r.base().0).collect();
-        let entries = regions.iter().map(|(r, slot)| entry(r, *slot)).collect();
-        let owners = chunked(regions.into_iter().map(|(r, _)| r));
+        let starts: Vec<u64> = regions.iter().map(|(r, _)| r.base().0).collect();
+        let entries: Vec<Entry> = regions.iter().map(|(r, slot)| entry(r, *slot)).collect();
+        let owners = Owners::chunked(regions.into_iter().map(|(r, _)| r));
         Ok(Self {
-            starts,
-            entries,
+            table: Table::from_parts(&starts, &entries),
             owners,
-            hit: HitIndex::default(),
             layout,
             generation,
         })
@@ -144,46 +103,48 @@ impl Snapshot {
     fn candidate(&self, addr: u64) -> Option<usize> {
         // The standard library's binary search compiles to conditional moves, with no
         // branch to mispredict per level; `partition_point` has no found / not-found split.
-        self.starts.partition_point(|&s| s <= addr).checked_sub(1)
+        self.table
+            .starts()
+            .partition_point(|&s| s <= addr)
+            .checked_sub(1)
     }
 
     /// The index and entry of the region holding `addr`.
     #[inline]
     fn entry_of(&self, addr: GuestAddress) -> Option<(usize, &Entry)> {
-        if self.starts.len() <= HIT_MIN_REGIONS {
-            // A search of a few entries costs about what the hit index would save.
+        let (starts, entries) = (self.table.starts(), self.table.entries());
+        let Some(index) = self.table.hit_index() else {
+            // Small tables have none: a search of a few entries costs about what the hit index
+            // would save.
             let i = self.candidate(addr.0)?;
-            let (start, e) = (*self.starts.get(i)?, self.entries.get(i)?);
+            let (start, e) = (*starts.get(i)?, entries.get(i)?);
             // `start <= addr` (from `candidate`), so this does not wrap.
             return (addr.0 - start <= e.span).then_some((i, e));
-        }
-        let hit = self.hit.hit.load(Ordering::Relaxed);
+        };
+        let hit = index.hit.load(Ordering::Relaxed);
         // Off (the usual state under random lookups) makes this branch predictable.
         if hit != HIT_OFF {
-            if let (Some(&start), Some(e)) = (self.starts.get(hit), self.entries.get(hit))
+            if let (Some(&start), Some(e)) = (starts.get(hit), entries.get(hit))
                 && addr.0.wrapping_sub(start) <= e.span
             {
                 return Some((hit, e));
             }
-            self.hit.hit.store(HIT_OFF, Ordering::Relaxed);
+            index.hit.store(HIT_OFF, Ordering::Relaxed);
         }
         let i = self.candidate(addr.0)?;
         // `candidate` returns an index of `starts`, which is as long as `entries`.
-        let (start, e) = (self.starts[i], self.entries.get(i)?);
+        let (start, e) = (starts[i], entries.get(i)?);
         // `start <= addr` (from `candidate`), so this does not wrap.
         if addr.0 - start <= e.span {
-            // The hit index is turned on only after a streak of lookups in one region, so that
-            // random lookups leave it off. The streak is counted without a branch: `previous`
-            // holds the last index found and how many lookups in a row found it; it is stored
-            // after the search, off the next lookup's critical path.
-            let previous = self.hit.previous.load(Ordering::Relaxed);
-            let same = usize::from(previous & STREAK_INDEX == i);
-            let streak = ((previous >> STREAK_SHIFT) + 1).min(HIT_STREAK) * same;
-            self.hit
-                .previous
-                .store(i | (streak << STREAK_SHIFT), Ordering::Relaxed);
-            if streak == HIT_STREAK {
-                self.hit.hit.store(i, Ordering::Relaxed);
+            // The hit index is turned on only when two lookups in a row found one region, so
+            // that random lookups mostly leave it off. `previous` is stored with the index just
+            // found, which does not depend on what it held: no chain from one lookup to the
+            // next runs through it (a streak count would be one, and would bound the rate of
+            // random lookups).
+            let previous = index.previous.load(Ordering::Relaxed);
+            index.previous.store(i, Ordering::Relaxed);
+            if previous == i {
+                index.hit.store(i, Ordering::Relaxed);
             }
             Some((i, e))
         } else {
@@ -194,7 +155,7 @@ impl Snapshot {
     fn region_at(&self, i: usize) -> &Region {
         // SAFETY: every entry points to a region owned by `self.owners`, alive as long as
         // `self`; only shared references are made.
-        unsafe { self.entries[i].region.as_ref() }
+        unsafe { self.table.entries()[i].region.as_ref() }
     }
 
     /// The region holding `addr`, in O(log n), or at once if it is the one the previous lookup
@@ -247,24 +208,24 @@ impl Snapshot {
     /// The number of regions.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.entries().len()
     }
 
     /// Whether there are no regions.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.entries().is_empty()
     }
 
     /// The regions in address order.
     pub fn regions(&self) -> impl DoubleEndedIterator<Item = &Region> + ExactSizeIterator + '_ {
-        (0..self.entries.len()).map(|i| self.region_at(i))
+        (0..self.table.entries().len()).map(|i| self.region_at(i))
     }
 
     /// The regions in address order with their memory-slot numbers.
     pub fn regions_with_slots(&self) -> impl ExactSizeIterator<Item = (&Region, Option<u32>)> + '_ {
-        (0..self.entries.len()).map(|i| {
-            let slot = self.entries[i].slot;
+        (0..self.table.entries().len()).map(|i| {
+            let slot = self.table.entries()[i].slot;
             (self.region_at(i), (slot != NO_SLOT).then_some(slot))
         })
     }
@@ -317,7 +278,7 @@ impl Snapshot {
     /// The last address of the highest region of any type.
     #[must_use]
     pub fn last_region_addr(&self) -> Option<GuestAddress> {
-        let (start, e) = (self.starts.last()?, self.entries.last()?);
+        let (start, e) = (self.table.starts().last()?, self.table.entries().last()?);
         Some(GuestAddress(start + e.span))
     }
 
@@ -377,15 +338,18 @@ impl Snapshot {
         Ok(placer)
     }
 
-    /// Checks that `region` does not overlap any region here.
+    /// Checks that `region` does not overlap any region here; returns the index it would take.
     pub(crate) fn check_free(&self, region: &Region) -> Result<usize> {
-        let at = self.starts.partition_point(|&s| s < region.base().0);
+        let at = self
+            .table
+            .starts()
+            .partition_point(|&s| s < region.base().0);
         if let Some(prev) = at.checked_sub(1)
-            && self.starts[prev] + self.entries[prev].span >= region.base().0
+            && self.table.starts()[prev] + self.table.entries()[prev].span >= region.base().0
         {
             return Err(overlap(region, self.region_at(prev)));
         }
-        if let Some(&next) = self.starts.get(at)
+        if let Some(&next) = self.table.starts().get(at)
             && next <= region.last().0
         {
             return Err(overlap(region, self.region_at(at)));
@@ -394,6 +358,7 @@ impl Snapshot {
     }
 
     /// A new snapshot with `region` added.
+    #[cfg(test)]
     pub(crate) fn with_inserted(
         &self,
         region: Arc<Region>,
@@ -401,110 +366,128 @@ impl Snapshot {
         generation: u64,
     ) -> Result<Self> {
         let at = self.check_free(&region)?;
-        let n = self.entries.len();
-        let mut starts = Vec::with_capacity(n + 1);
-        starts.extend_from_slice(&self.starts[..at]);
-        starts.push(region.base().0);
-        starts.extend_from_slice(&self.starts[at..]);
-        let mut entries = Vec::with_capacity(n + 1);
-        entries.extend_from_slice(&self.entries[..at]);
-        entries.push(entry(&region, slot));
-        entries.extend_from_slice(&self.entries[at..]);
-        let mut owners = self.owners.clone();
-        match owners.last_mut() {
-            // Exact-size iterators: the new chunk is allocated once.
-            Some(last) if last.len() < CHUNK => {
-                *last = last
-                    .iter()
-                    .cloned()
-                    .chain(std::iter::once(region))
-                    .collect();
+        Ok(self.with_inserted_at(at, region, slot, generation))
+    }
+
+    /// A new snapshot with `region` added at index `at`, which [`check_free`](Self::check_free)
+    /// returned for it.
+    pub(crate) fn with_inserted_at(
+        &self,
+        at: usize,
+        region: Arc<Region>,
+        slot: Option<u32>,
+        generation: u64,
+    ) -> Self {
+        let table = self
+            .table
+            .inserted(at, region.base().0, entry(&region, slot));
+        // Growing the last chunk copies its references, a chunk of its own shares every
+        // chunk: take the cheaper while the chunk list stays short.
+        let chunks = self.owners.len();
+        let owners = match self.owners.last() {
+            Some((c, last))
+                if last.len() < CHUNK
+                    && (last.len() < chunks || chunks >= max_chunks(self.len() + 1)) =>
+            {
+                // Exact-size iterators: the new chunk is allocated once.
+                let grown = last.iter().cloned().chain(std::iter::once(region));
+                self.owners.replaced(c, Some(grown.collect()))
             }
-            _ => owners.push(Arc::from([region])),
-        }
-        Ok(self.successor(starts, entries, owners, generation))
+            _ => self.owners.pushed(Chunk::One(region)),
+        };
+        self.successor(table, owners, generation)
     }
 
     /// A snapshot over the same layout with these contents.
-    fn successor(
-        &self,
-        starts: Vec<u64>,
-        entries: Vec<Entry>,
-        owners: Vec<Chunk>,
-        generation: u64,
-    ) -> Self {
+    fn successor(&self, table: Table, owners: Owners, generation: u64) -> Self {
         Self {
-            starts,
-            entries,
+            table,
             owners,
-            hit: HitIndex::default(),
             layout: Arc::clone(&self.layout),
             generation,
         }
     }
 
-    /// A new snapshot without the region at exactly `base` of `size` bytes, the region and its
-    /// slot number.
+    /// A new snapshot without the region at exactly `base` of `size` bytes, and where that
+    /// region is in this one.
     pub(crate) fn with_removed(
         &self,
         base: GuestAddress,
         size: u64,
         generation: u64,
-    ) -> Result<(Self, Arc<Region>, Option<u32>)> {
-        let not_found = Error::RegionNotFound { base: base.0, size };
-        let at = self.starts.binary_search(&base.0).map_err(|_| not_found)?;
-        if self.region_at(at).size() != size {
+    ) -> Result<(Self, Removal)> {
+        let not_found = || Error::RegionNotFound { base: base.0, size };
+        let at = self
+            .table
+            .starts()
+            .binary_search(&base.0)
+            .map_err(|_| not_found())?;
+        // The entry's span is the region's size less one (and sizes are not 0).
+        if self.table.entries()[at].span != size.wrapping_sub(1) {
             return Err(Error::RegionNotFound { base: base.0, size });
         }
-        let target = self.entries[at].region.as_ptr().cast_const();
-        let slot = self.entries[at].slot;
-        let mut starts = Vec::with_capacity(self.starts.len() - 1);
-        starts.extend_from_slice(&self.starts[..at]);
-        starts.extend_from_slice(&self.starts[at + 1..]);
-        let mut entries = Vec::with_capacity(self.entries.len() - 1);
-        entries.extend_from_slice(&self.entries[..at]);
-        entries.extend_from_slice(&self.entries[at + 1..]);
+        let target = self.table.entries()[at].region.as_ptr().cast_const();
+        let slot = self.table.entries()[at].slot;
         // Newest chunks first: hotplug tends to remove what it added last.
-        let (c, pos) = self
-            .owners
-            .iter()
-            .enumerate()
+        let (c, chunk, pos) = (0..self.owners.len())
             .rev()
-            .find_map(|(c, chunk)| {
+            .find_map(|c| {
+                let chunk = self.owners.get(c)?;
                 let pos = chunk.iter().position(|r| Arc::as_ptr(r) == target)?;
-                Some((c, pos))
+                Some((c, chunk, pos))
             })
             .expect("every entry has an owner");
-        let chunk = &self.owners[c];
-        let removed = Arc::clone(&chunk[pos]);
-        let mut owners = self.owners.clone();
-        if chunk.len() == 1 {
-            owners.remove(c);
-        } else {
-            // Exact-size iterators: the new chunk is allocated once.
-            owners[c] = chunk[..pos]
+        // Exact-size iterators: the new chunk is allocated once (not at all when empty).
+        let shrunk = (chunk.len() > 1).then(|| {
+            chunk[..pos]
                 .iter()
                 .chain(&chunk[pos + 1..])
                 .cloned()
-                .collect();
-        }
-        if owners.len() > 2 * (entries.len() / CHUNK) + 4 {
+                .collect()
+        });
+        let mut owners = self.owners.replaced(c, shrunk);
+        let len = self.table.len() - 1;
+        if owners.len() > max_chunks(len) {
             // Many half-empty chunks after removals: repack.
-            owners = chunked(owners.iter().flat_map(|c| c.iter().cloned()));
+            owners = Owners::chunked(owners.chunks().flat_map(|c| c.iter().cloned()));
         }
-        let next = self.successor(starts, entries, owners, generation);
-        Ok((next, removed, (slot != NO_SLOT).then_some(slot)))
+        let next = self.successor(self.table.removed(at), owners, generation);
+        let slot = (slot != NO_SLOT).then_some(slot);
+        Ok((
+            next,
+            Removal {
+                chunk: c,
+                pos,
+                slot,
+            },
+        ))
+    }
+
+    /// The region that `removal` (from this snapshot's [`with_removed`](Self::with_removed))
+    /// takes out.
+    pub(crate) fn removed_region(&self, removal: &Removal) -> &Arc<Region> {
+        &self.owners.chunk(removal.chunk)[removal.pos]
+    }
+
+    /// The region that `removal` takes out, from the snapshot it was found in: moved out when
+    /// nobody else holds the snapshot any more (no reference-count update), else a new
+    /// reference.
+    pub(crate) fn take_removed(this: Arc<Self>, removal: &Removal) -> Arc<Region> {
+        match Arc::try_unwrap(this) {
+            Ok(snapshot) => snapshot.owners.take(removal.chunk, removal.pos),
+            Err(shared) => Arc::clone(shared.removed_region(removal)),
+        }
     }
 
     /// Checks the internal invariants (tests and debugging): sorted, non-overlapping entries
     /// that agree with their regions, each region owned exactly once.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        assert_eq!(self.starts.len(), self.entries.len());
+        assert_eq!(self.table.starts().len(), self.table.entries().len());
         let mut prev_last: Option<u64> = None;
         for (i, r) in self.regions().enumerate() {
-            assert_eq!(self.starts[i], r.base().0);
-            assert_eq!(self.entries[i].span, r.size() - 1);
+            assert_eq!(self.table.starts()[i], r.base().0);
+            assert_eq!(self.table.entries()[i].span, r.size() - 1);
             if let Some(p) = prev_last {
                 assert!(p < r.base().0, "regions overlap or are unsorted");
             }
@@ -512,12 +495,13 @@ impl Snapshot {
         }
         let mut owned: Vec<*const Region> = self
             .owners
-            .iter()
+            .chunks()
             .flat_map(|c| c.iter().map(Arc::as_ptr))
             .collect();
         owned.sort_unstable();
         let mut pointed: Vec<*const Region> = self
-            .entries
+            .table
+            .entries()
             .iter()
             .map(|e| e.region.as_ptr().cast_const())
             .collect();
@@ -535,24 +519,6 @@ fn entry(region: &Arc<Region>, slot: Option<u32>) -> Entry {
         region: unsafe { NonNull::new_unchecked(Arc::as_ptr(region).cast_mut()) },
         slot: slot.unwrap_or(NO_SLOT),
     }
-}
-
-fn chunked(regions: impl Iterator<Item = Arc<Region>>) -> Vec<Chunk> {
-    let mut owners = Vec::new();
-    let mut chunk = Vec::with_capacity(CHUNK);
-    for r in regions {
-        chunk.push(r);
-        if chunk.len() == CHUNK {
-            owners.push(Chunk::from(std::mem::replace(
-                &mut chunk,
-                Vec::with_capacity(CHUNK),
-            )));
-        }
-    }
-    if !chunk.is_empty() {
-        owners.push(Chunk::from(chunk));
-    }
-    owners
 }
 
 fn overlap(new: &Region, old: &Region) -> Error {
@@ -589,6 +555,7 @@ impl GuestMemoryBackend for Snapshot {
 
 #[cfg(test)]
 mod tests {
+    use super::table::HIT_MIN_REGIONS;
     use super::*;
     use crate::spec::{RegionSpec, host_page_size};
 
@@ -652,7 +619,11 @@ mod tests {
             .collect();
         pages.extend([(0, 1), (2, 1), (4, 1)]);
         let s = snapshot(&pages);
-        let hit = || s.hit.hit.load(Ordering::Relaxed);
+        let hit = || {
+            s.table
+                .hit_index()
+                .map_or(HIT_OFF, |h| h.hit.load(Ordering::Relaxed))
+        };
         // Alternating lookups never make a streak.
         for _ in 0..8 {
             assert_eq!(s.find_region(GuestAddress(0)).unwrap().base().0, 0);
@@ -684,7 +655,12 @@ mod tests {
         for _ in 0..=HIT_STREAK {
             assert_eq!(s.find_region(GuestAddress(p)).unwrap().base().0, 0);
         }
-        assert_eq!(s.hit.hit.load(Ordering::Relaxed), HIT_OFF);
+        assert_eq!(
+            s.table
+                .hit_index()
+                .map_or(HIT_OFF, |h| h.hit.load(Ordering::Relaxed)),
+            HIT_OFF
+        );
         assert!(s.find_region(GuestAddress(2 * p)).is_none());
         assert_eq!(s.find_region(GuestAddress(4 * p)).unwrap().base().0, 4 * p);
     }
@@ -726,9 +702,9 @@ mod tests {
         assert_eq!(s.slot(GuestAddress(0)), Some(7));
         let p = host_page_size();
         for i in 0..n {
-            let (next, removed, slot) = s.with_removed(GuestAddress(2 * i * p), p, 0).unwrap();
-            assert_eq!(removed.base().0, 2 * i * p);
-            assert_eq!(slot, Some(7));
+            let (next, removal) = s.with_removed(GuestAddress(2 * i * p), p, 0).unwrap();
+            assert_eq!(s.removed_region(&removal).base().0, 2 * i * p);
+            assert_eq!(removal.slot, Some(7));
             next.check_invariants();
             s = next;
         }
@@ -762,15 +738,13 @@ mod tests {
     #[test]
     fn queries_answer_per_region() {
         let p = host_page_size();
-        let ram = Arc::new(
-            Region::plan(
-                RegionSpec::ram(GuestAddress(0), p).numa(crate::NumaBinding::new(
-                    crate::NumaPolicy::Interleave,
-                    [3, 1],
-                )),
-            )
-            .unwrap(),
-        );
+        let ram =
+            Arc::new(
+                Region::plan(RegionSpec::ram(GuestAddress(0), p).with_numa(
+                    crate::NumaBinding::new(crate::NumaPolicy::Interleave, [3, 1]),
+                ))
+                .unwrap(),
+            );
         let dax = Arc::new(
             Region::plan(RegionSpec::new(RegionType::Dax, GuestAddress(4 * p), p)).unwrap(),
         );
@@ -786,7 +760,7 @@ mod tests {
         assert!(s.is_dax(GuestAddress(4 * p)));
         assert!(!s.is_dax(GuestAddress(0)));
         assert!(s.is_reserved(GuestAddress(8 * p)));
-        assert_eq!(s.protection(GuestAddress(0)), Some(Protection::READ_WRITE));
+        assert_eq!(s.protection(GuestAddress(0)), Some(Protection::ReadWrite));
         assert_eq!(s.last_ram_addr(), Some(GuestAddress(p - 1)));
         assert_eq!(s.last_region_addr(), Some(GuestAddress(9 * p - 1)));
         assert_eq!(s.total_size(RegionType::Dax), p);

@@ -14,9 +14,9 @@ use vm_memory::{
 };
 
 use crate::error::{Error, ListenerError, Result};
-use crate::guest_region::Region;
 use crate::layout::{Layout, WindowKind};
 use crate::memory::{BackingReport, HotplugWindow, RegionReport, Target};
+use crate::region::Region;
 use crate::snapshot::Snapshot;
 use crate::spec::{RegionSpec, RegionType};
 
@@ -75,6 +75,9 @@ where
 }
 
 struct Writer {
+    /// The published snapshot (as in the `ArcSwap`, which only writers store to): writers read
+    /// it without going through the `ArcSwap`.
+    current: Arc<Snapshot>,
     listeners: Vec<Arc<dyn RegionListener>>,
     slots: IdAllocator,
     windows: Vec<Arc<HotplugWindow>>,
@@ -157,7 +160,8 @@ impl SpaceBuilder {
         }
         sorted.sort_by_key(|s| s.base);
         for pair in sorted.windows(2) {
-            if pair[1].base <= pair[0].last_addr().0 {
+            // Each spec was validated above, so its range exists.
+            if pair[1].base <= pair[0].range()?.last().0 {
                 return Err(Error::Overlap {
                     base: pair[1].base,
                     size: pair[1].size,
@@ -241,10 +245,11 @@ impl SpaceBuilder {
             };
             with_slots.push((r, slot));
         }
-        let snapshot = Snapshot::new(Arc::new(self.layout), with_slots, 0)?;
+        let snapshot = Arc::new(Snapshot::new(Arc::new(self.layout), with_slots, 0)?);
         let space = AddressSpace {
-            current: Arc::new(ArcSwap::from_pointee(snapshot)),
+            current: Arc::new(ArcSwap::new(Arc::clone(&snapshot))),
             writer: Arc::new(Mutex::new(Writer {
+                current: snapshot,
                 listeners: Vec::new(),
                 slots,
                 windows,
@@ -451,15 +456,15 @@ impl AddressSpace {
     }
 
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
-        let current = self.current.load();
-        current.layout().check(region.spec())?;
-        // (Overlap is checked by `with_inserted`, after the slot number is taken.)
         let Writer {
+            current,
             listeners,
             slots,
             generation,
             ..
         } = writer;
+        current.layout().check(region.spec())?;
+        let at = current.check_free(&region)?;
         // Gives the slot number back on an error or a panicking listener.
         let mut slot = SlotGuard { slots, slot: None };
         if region.spec().backing.has_memory() {
@@ -471,10 +476,6 @@ impl AddressSpace {
             );
         }
         let next_generation = *generation + 1;
-        let next = current.with_inserted(Arc::clone(&region), slot.slot, next_generation)?;
-        // Released before the store: a guard still held on the old snapshot would make the
-        // store turn it into a full reference first (two more atomic operations).
-        drop(current);
         notify(
             listeners,
             ChangeKind::Inserted,
@@ -482,7 +483,10 @@ impl AddressSpace {
             slot.slot,
             next_generation,
         )?;
-        self.current.store(Arc::new(next));
+        // Every check passed and every listener accepted: from here on nothing fails.
+        let next = Arc::new(current.with_inserted_at(at, region, slot.slot, next_generation));
+        self.current.store(Arc::clone(&next));
+        *current = next;
         *generation = next_generation;
         slot.slot = None;
         Ok(())
@@ -500,23 +504,23 @@ impl AddressSpace {
     /// [`RegionListener`]).
     pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
         let mut writer = self.lock();
-        let current = self.current.load();
         let generation = writer.generation + 1;
-        let (next, region, slot) = current.with_removed(base, size, generation)?;
-        drop(current);
+        let (next, removal) = writer.current.with_removed(base, size, generation)?;
         notify(
             &writer.listeners,
             ChangeKind::Removed,
-            &region,
-            slot,
+            writer.current.removed_region(&removal),
+            removal.slot,
             generation,
         )?;
-        self.current.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.current.store(Arc::clone(&next));
+        let old = std::mem::replace(&mut writer.current, next);
         writer.generation = generation;
-        if let Some(slot) = slot {
+        if let Some(slot) = removal.slot {
             let _ = writer.slots.free_id(slot);
         }
-        Ok(region)
+        Ok(Snapshot::take_removed(old, &removal))
     }
 
     /// Hot-plugs a RAM region: checks it, maps its memory inside the hotplug window's host
@@ -524,7 +528,7 @@ impl AddressSpace {
     /// it as its spec says, and inserts it.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for a spec not marked [`hotplug`](RegionSpec::hotplug);
+    /// [`Error::InvalidSpec`] for a spec not marked [`with_hotplug`](RegionSpec::with_hotplug);
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory or has no
     /// hotplug window there; [`Error::SlotBusy`] while an older snapshot still holds memory
     /// at that place; then as [`Region::back`] and [`insert_region`](Self::insert_region).
@@ -538,7 +542,7 @@ impl AddressSpace {
             });
         }
         let mut writer = self.lock();
-        let current = self.current.load_full();
+        let current = Arc::clone(&writer.current);
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
         let target = target_for(current.layout(), &writer.windows, &spec)?;
@@ -646,7 +650,7 @@ impl Snapshot {
         let mut out = Vec::new();
         for r in self.regions() {
             let Some(ptr) = r.host_ptr() else { continue };
-            if !r.protection().contains(crate::Protection::READ_WRITE) {
+            if !r.protection().writable() {
                 continue;
             }
             let len = usize::try_from(r.size()).map_err(|_| Error::Overflow {
@@ -913,6 +917,30 @@ mod tests {
     }
 
     #[test]
+    fn remove_region_with_or_without_readers_returns_it() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), []).unwrap();
+        let (first, second) = (planned(0, p), planned(2 * p, p));
+        space.insert_region(Arc::clone(&first)).unwrap();
+        space.insert_region(Arc::clone(&second)).unwrap();
+        // A reader holds the snapshot the region leaves: it is shared, not moved out.
+        let held = space.snapshot();
+        let removed = space.remove_region(GuestAddress(0), p).unwrap();
+        assert!(Arc::ptr_eq(&removed, &first));
+        assert_eq!(
+            held.find_region(GuestAddress(0)).map(Region::base),
+            Some(first.base())
+        );
+        held.check_invariants();
+        drop(held);
+        // Nobody else holds it: the region is moved out of the old snapshot.
+        let removed = space.remove_region(GuestAddress(2 * p), p).unwrap();
+        assert!(Arc::ptr_eq(&removed, &second));
+        assert_eq!(Arc::strong_count(&second), 2, "the caller's and the test's");
+        assert!(space.snapshot().is_empty());
+    }
+
+    #[test]
     fn reader_sees_new_snapshot() {
         let p = host_page_size();
         let space = AddressSpace::plan(layout(), []).unwrap();
@@ -927,7 +955,7 @@ mod tests {
     #[test]
     fn plug_on_planned_space_errors() {
         let space = AddressSpace::plan(layout(), []).unwrap();
-        let spec = RegionSpec::ram(GuestAddress(4 << 30), 2 << 20).hotplug(true);
+        let spec = RegionSpec::ram(GuestAddress(4 << 30), 2 << 20).with_hotplug(true);
         let err = space.plug(spec).unwrap_err();
         assert!(matches!(err, Error::NoHotplugWindow { .. }), "{err}");
         let err = space

@@ -1,9 +1,9 @@
 //! Region descriptions: [`RegionSpec`] and the attribute types it is made of.
 
 use std::fmt;
-use std::ops::BitOr;
 use std::path::PathBuf;
 
+pub use memvisor_vmem::Protection;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
@@ -33,81 +33,6 @@ impl fmt::Display for RegionType {
             RegionType::Firmware => "firmware",
             RegionType::Reserved => "reserved",
         })
-    }
-}
-
-/// Access rights of a region's host mapping (and what the guest may do with it).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Protection(u8);
-
-impl Protection {
-    /// No access.
-    pub const NONE: Self = Self(0);
-    /// Readable.
-    pub const READ: Self = Self(1);
-    /// Writable.
-    pub const WRITE: Self = Self(2);
-    /// Executable.
-    pub const EXEC: Self = Self(4);
-    /// Readable and writable, the default.
-    pub const READ_WRITE: Self = Self(1 | 2);
-
-    /// Whether every right of `other` is in `self`.
-    ///
-    /// ```
-    /// use memvisor_space::Protection;
-    /// assert!(Protection::READ_WRITE.contains(Protection::READ));
-    /// assert!(!Protection::READ.contains(Protection::WRITE));
-    /// ```
-    #[must_use]
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Whether reads are allowed.
-    #[must_use]
-    pub const fn readable(self) -> bool {
-        self.contains(Self::READ)
-    }
-
-    /// Whether writes are allowed.
-    #[must_use]
-    pub const fn writable(self) -> bool {
-        self.contains(Self::WRITE)
-    }
-
-    /// Whether execution is allowed.
-    #[must_use]
-    pub const fn executable(self) -> bool {
-        self.contains(Self::EXEC)
-    }
-}
-
-impl Default for Protection {
-    fn default() -> Self {
-        Self::READ_WRITE
-    }
-}
-
-impl BitOr for Protection {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        Self(self.0 | rhs.0)
-    }
-}
-
-impl fmt::Debug for Protection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for Protection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = if self.readable() { 'r' } else { '-' };
-        let w = if self.writable() { 'w' } else { '-' };
-        let x = if self.executable() { 'x' } else { '-' };
-        write!(f, "{r}{w}{x}")
     }
 }
 
@@ -322,12 +247,12 @@ impl Backing {
 /// use vm_memory::GuestAddress;
 ///
 /// let spec = RegionSpec::new(RegionType::Ram, GuestAddress(0), 256 << 20)
-///     .backing(Backing::Memfd)
-///     .huge_pages(HugePages::Transparent)
-///     .numa(NumaBinding::bind(0))
-///     .prefault(2)
-///     .dontfork(true);
-/// assert_eq!(spec.last_addr(), GuestAddress((256 << 20) - 1));
+///     .with_backing(Backing::Memfd)
+///     .with_huge_pages(HugePages::Transparent)
+///     .with_numa(NumaBinding::bind(0))
+///     .with_prefault_threads(2)
+///     .with_dontfork(true);
+/// assert_eq!(spec.range()?.last(), GuestAddress((256 << 20) - 1));
 /// spec.validate()?;
 /// # Ok::<(), memvisor_space::Error>(())
 /// ```
@@ -360,8 +285,8 @@ impl RegionSpec {
             RegionType::Device | RegionType::Reserved => Backing::None,
         };
         let protection = match ty {
-            RegionType::Firmware => Protection::READ | Protection::EXEC,
-            _ => Protection::READ_WRITE,
+            RegionType::Firmware => Protection::ReadExecute,
+            _ => Protection::ReadWrite,
         };
         Self {
             ty,
@@ -387,35 +312,35 @@ impl RegionSpec {
 
     /// Sets the host NUMA binding.
     #[must_use]
-    pub fn numa(mut self, binding: NumaBinding) -> Self {
+    pub fn with_numa(mut self, binding: NumaBinding) -> Self {
         self.numa = Some(binding);
         self
     }
 
     /// Sets where the host memory comes from.
     #[must_use]
-    pub fn backing(mut self, backing: Backing) -> Self {
+    pub fn with_backing(mut self, backing: Backing) -> Self {
         self.backing = backing;
         self
     }
 
     /// Sets the access rights.
     #[must_use]
-    pub fn protection(mut self, protection: Protection) -> Self {
+    pub fn with_protection(mut self, protection: Protection) -> Self {
         self.protection = protection;
         self
     }
 
     /// Sets the page kind.
     #[must_use]
-    pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
+    pub fn with_huge_pages(mut self, huge_pages: HugePages) -> Self {
         self.huge_pages = huge_pages;
         self
     }
 
     /// Sets what happens when explicit huge pages cannot be had.
     #[must_use]
-    pub fn fallback(mut self, fallback: HugePageFallback) -> Self {
+    pub fn with_fallback(mut self, fallback: HugePageFallback) -> Self {
         self.fallback = fallback;
         self
     }
@@ -423,14 +348,14 @@ impl RegionSpec {
     /// Marks the region as hot-pluggable: it lives in the layout's hotplug window and its
     /// host memory inside the window's host reservation.
     #[must_use]
-    pub fn hotplug(mut self, hotplug: bool) -> Self {
+    pub fn with_hotplug(mut self, hotplug: bool) -> Self {
         self.hotplug = hotplug;
         self
     }
 
     /// Keeps the memory out of child processes (`MADV_DONTFORK`).
     #[must_use]
-    pub fn dontfork(mut self, dontfork: bool) -> Self {
+    pub fn with_dontfork(mut self, dontfork: bool) -> Self {
         self.dontfork = dontfork;
         self
     }
@@ -439,7 +364,7 @@ impl RegionSpec {
     /// (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` for read-only regions); `0` means no
     /// prefault.
     #[must_use]
-    pub fn prefault(mut self, threads: usize) -> Self {
+    pub fn with_prefault_threads(mut self, threads: usize) -> Self {
         self.prefault_threads = threads;
         self
     }
@@ -449,14 +374,14 @@ impl RegionSpec {
     /// fetched from KVM can be merged in
     /// ([`Region::merge_dirty_log`](crate::Region::merge_dirty_log)). Needs host memory.
     #[must_use]
-    pub fn dirty_tracking(mut self, on: bool) -> Self {
+    pub fn with_dirty_tracking(mut self, on: bool) -> Self {
         self.dirty_tracking = on;
         self
     }
 
-    /// Whether writes are tracked ([`dirty_tracking`](Self::dirty_tracking)).
+    /// Whether writes are tracked ([`with_dirty_tracking`](Self::with_dirty_tracking)).
     #[must_use]
-    pub fn is_dirty_tracking(&self) -> bool {
+    pub fn dirty_tracking(&self) -> bool {
         self.dirty_tracking
     }
 
@@ -478,56 +403,45 @@ impl RegionSpec {
         self.size
     }
 
-    /// The last guest physical address (inclusive). For an invalid spec (zero size or
-    /// overflow) this saturates; [`validate`](Self::validate) rejects such specs.
-    #[must_use]
-    pub fn last_addr(&self) -> GuestAddress {
-        GuestAddress(
-            self.base
-                .saturating_add(self.size.saturating_sub(1))
-                .max(self.base),
-        )
-    }
-
     /// The NUMA binding.
     #[must_use]
-    pub fn numa_binding(&self) -> Option<&NumaBinding> {
+    pub fn numa(&self) -> Option<&NumaBinding> {
         self.numa.as_ref()
     }
 
     /// The backing.
     #[must_use]
-    pub fn backing_kind(&self) -> &Backing {
+    pub fn backing(&self) -> &Backing {
         &self.backing
     }
 
     /// The access rights.
     #[must_use]
-    pub fn protection_flags(&self) -> Protection {
+    pub fn protection(&self) -> Protection {
         self.protection
     }
 
     /// The page kind.
     #[must_use]
-    pub fn huge_page_kind(&self) -> HugePages {
+    pub fn huge_pages(&self) -> HugePages {
         self.huge_pages
     }
 
     /// The huge page fallback.
     #[must_use]
-    pub fn huge_page_fallback(&self) -> HugePageFallback {
+    pub fn fallback(&self) -> HugePageFallback {
         self.fallback
     }
 
     /// Whether the region is hot-pluggable.
     #[must_use]
-    pub fn is_hotplug(&self) -> bool {
+    pub fn hotplug(&self) -> bool {
         self.hotplug
     }
 
     /// Whether the memory is kept out of child processes.
     #[must_use]
-    pub fn is_dontfork(&self) -> bool {
+    pub fn dontfork(&self) -> bool {
         self.dontfork
     }
 
@@ -735,13 +649,13 @@ mod tests {
             page(),
         );
         spec.validate().unwrap();
-        assert_eq!(spec.last_addr(), GuestAddress(u64::MAX));
+        assert_eq!(spec.range().unwrap().last(), GuestAddress(u64::MAX));
     }
 
     #[test]
     fn validate_misaligned_for_huge_pages_errors() {
         let spec = RegionSpec::ram(GuestAddress(0x20_0000), 0x20_0000)
-            .huge_pages(HugePages::Explicit(HugePageSize::Size1G));
+            .with_huge_pages(HugePages::Explicit(HugePageSize::Size1G));
         let err = spec.validate().unwrap_err();
         assert!(matches!(
             err,
@@ -765,13 +679,13 @@ mod tests {
     fn validate_contradictions_error() {
         let p = page();
         let cases = [
-            RegionSpec::new(RegionType::Reserved, GuestAddress(0), p).backing(Backing::Memfd),
-            RegionSpec::ram(GuestAddress(0), p).backing(Backing::None),
-            RegionSpec::new(RegionType::Device, GuestAddress(0), p).prefault(1),
-            RegionSpec::ram(GuestAddress(0), p).numa(NumaBinding::new(NumaPolicy::Bind, [])),
+            RegionSpec::new(RegionType::Reserved, GuestAddress(0), p).with_backing(Backing::Memfd),
+            RegionSpec::ram(GuestAddress(0), p).with_backing(Backing::None),
+            RegionSpec::new(RegionType::Device, GuestAddress(0), p).with_prefault_threads(1),
+            RegionSpec::ram(GuestAddress(0), p).with_numa(NumaBinding::new(NumaPolicy::Bind, [])),
             RegionSpec::ram(GuestAddress(0), p)
-                .backing(Backing::Hugetlbfs("/dev/hugepages".into())),
-            RegionSpec::new(RegionType::Dax, GuestAddress(0), p).hotplug(true),
+                .with_backing(Backing::Hugetlbfs("/dev/hugepages".into())),
+            RegionSpec::new(RegionType::Dax, GuestAddress(0), p).with_hotplug(true),
         ];
         for spec in cases {
             assert!(
@@ -783,7 +697,7 @@ mod tests {
 
     #[test]
     fn validate_file_offset_misaligned_errors() {
-        let spec = RegionSpec::ram(GuestAddress(0), page()).backing(Backing::File {
+        let spec = RegionSpec::ram(GuestAddress(0), page()).with_backing(Backing::File {
             path: "/tmp/x".into(),
             offset: 3,
         });
@@ -794,10 +708,14 @@ mod tests {
     }
 
     #[test]
-    fn protection_display_shows_rights() {
-        assert_eq!(Protection::READ_WRITE.to_string(), "rw-");
-        assert_eq!((Protection::READ | Protection::EXEC).to_string(), "r-x");
-        assert_eq!(Protection::NONE.to_string(), "---");
+    fn new_firmware_is_read_execute_and_others_read_write() {
+        let at = GuestAddress(0);
+        let firmware = RegionSpec::new(RegionType::Firmware, at, page());
+        assert_eq!(firmware.protection().to_string(), "r-x");
+        assert_eq!(
+            RegionSpec::ram(at, page()).protection(),
+            Protection::ReadWrite
+        );
     }
 
     #[test]

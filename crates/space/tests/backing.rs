@@ -54,19 +54,19 @@ fn every_backing_kind_round_trips_through_bytes() {
     let layout = Layout::x86_64().ram(GIB).dax(GIB).build().unwrap();
     let dax = layout.windows_of(WindowKind::Dax).next().unwrap().start();
     let specs = [
-        RegionSpec::ram(GuestAddress(0), 4 * MIB).backing(Backing::AnonymousPrivate),
-        RegionSpec::ram(GuestAddress(4 * MIB), 4 * MIB).backing(Backing::AnonymousShared),
+        RegionSpec::ram(GuestAddress(0), 4 * MIB).with_backing(Backing::AnonymousPrivate),
+        RegionSpec::ram(GuestAddress(4 * MIB), 4 * MIB).with_backing(Backing::AnonymousShared),
         RegionSpec::ram(GuestAddress(8 * MIB), 4 * MIB)
-            .backing(Backing::Memfd)
-            .dontfork(true),
-        RegionSpec::ram(GuestAddress(12 * MIB), 4 * MIB).huge_pages(HugePages::Transparent),
-        RegionSpec::new(RegionType::Dax, dax, 2 * MIB).backing(Backing::Memfd),
+            .with_backing(Backing::Memfd)
+            .with_dontfork(true),
+        RegionSpec::ram(GuestAddress(12 * MIB), 4 * MIB).with_huge_pages(HugePages::Transparent),
+        RegionSpec::new(RegionType::Dax, dax, 2 * MIB).with_backing(Backing::Memfd),
         RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 2 * page())
-            .backing(Backing::File {
+            .with_backing(Backing::File {
                 path: path.clone(),
                 offset: 2 * page(),
             })
-            .protection(Protection::READ_WRITE),
+            .with_protection(Protection::ReadWrite),
     ];
     let (space, report) = AddressSpace::back(layout, specs).unwrap();
     assert_eq!(report.regions.len(), 6);
@@ -128,8 +128,8 @@ fn access_across_two_regions_splits() {
 #[cfg_attr(miri, ignore = "reads the kernel's accounting in /proc/self/numa_maps")]
 fn numa_bind_to_node_0_shows_in_numa_maps() {
     let spec = RegionSpec::ram(GuestAddress(0), 8 * MIB)
-        .numa(NumaBinding::bind(0))
-        .prefault(2);
+        .with_numa(NumaBinding::bind(0))
+        .with_prefault_threads(2);
     let (region, report) = Region::back(spec).unwrap();
     let report = report.unwrap();
     assert_eq!(report.prefault_threads, 2);
@@ -147,7 +147,8 @@ fn numa_interleave_and_preferred_show_in_numa_maps() {
         (NumaPolicy::Interleave, "interleave:0"),
         (NumaPolicy::Preferred, "prefer:0"),
     ] {
-        let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB).numa(NumaBinding::new(policy, [0]));
+        let spec =
+            RegionSpec::ram(GuestAddress(0), 2 * MIB).with_numa(NumaBinding::new(policy, [0]));
         let (_region, report) = Region::back(spec).unwrap();
         let line = numa_maps_line(report.unwrap().host_addr);
         assert!(line.contains(word), "{policy}: {line}");
@@ -157,7 +158,7 @@ fn numa_interleave_and_preferred_show_in_numa_maps() {
 #[test]
 #[cfg_attr(miri, ignore = "reads the host NUMA nodes from sysfs")]
 fn numa_missing_node_errors_clearly() {
-    let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB).numa(NumaBinding::bind(4095));
+    let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB).with_numa(NumaBinding::bind(4095));
     let err = Region::back(spec).unwrap_err();
     assert!(
         matches!(err, Error::NumaNodeMissing { node: 4095, .. }),
@@ -173,7 +174,7 @@ fn numa_missing_node_errors_clearly() {
 #[test]
 #[cfg_attr(miri, ignore = "reads the kernel's residency accounting")]
 fn prefault_many_threads_makes_all_resident() {
-    let spec = RegionSpec::ram(GuestAddress(0), 256 * MIB).prefault(4);
+    let spec = RegionSpec::ram(GuestAddress(0), 256 * MIB).with_prefault_threads(4);
     let (region, report) = Region::back(spec).unwrap();
     let report = report.unwrap();
     let line = numa_maps_line(report.host_addr);
@@ -194,8 +195,8 @@ fn prefault_many_threads_makes_all_resident() {
 #[test]
 fn read_only_region_is_not_reachable_through_vm_memory() {
     let spec = RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 2 * page())
-        .protection(Protection::READ)
-        .prefault(1);
+        .with_protection(Protection::Read)
+        .with_prefault_threads(1);
     let (region, report) = Region::back(spec).unwrap();
     assert_eq!(report.unwrap().prefault_threads, 1);
     assert!(region.host_ptr().is_some());
@@ -214,7 +215,7 @@ fn read_only_region_is_not_reachable_through_vm_memory() {
 fn file_too_small_and_missing_error() {
     let path = std::env::temp_dir().join(format!("memvisor-space-small-{}", std::process::id()));
     std::fs::write(&path, [0u8; 16]).unwrap();
-    let spec = RegionSpec::ram(GuestAddress(0), page()).backing(Backing::File {
+    let spec = RegionSpec::ram(GuestAddress(0), page()).with_backing(Backing::File {
         path: path.clone(),
         offset: 0,
     });
@@ -227,7 +228,7 @@ fn file_too_small_and_missing_error() {
             .contains("the region needs")
     );
     std::fs::remove_file(&path).unwrap();
-    let spec = RegionSpec::ram(GuestAddress(0), page()).backing(Backing::File {
+    let spec = RegionSpec::ram(GuestAddress(0), page()).with_backing(Backing::File {
         path: path.clone(),
         offset: 0,
     });
@@ -238,8 +239,8 @@ fn file_too_small_and_missing_error() {
 #[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
 fn hugetlbfs_backing_on_other_fs_errors() {
     let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB)
-        .huge_pages(HugePages::Explicit(memvisor_space::HugePageSize::Size2M))
-        .backing(Backing::Hugetlbfs(std::env::temp_dir()));
+        .with_huge_pages(HugePages::Explicit(memvisor_space::HugePageSize::Size2M))
+        .with_backing(Backing::Hugetlbfs(std::env::temp_dir()));
     let err = Region::back(spec).unwrap_err();
     assert!(matches!(err, Error::NotHugetlbfs { .. }), "{err}");
     assert!(err.to_string().contains("is not on hugetlbfs"), "{err}");
@@ -265,12 +266,12 @@ fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapsh
     let (a, ra) = space
         .plug(
             RegionSpec::ram(GuestAddress(hp), 2 * MIB)
-                .hotplug(true)
-                .prefault(1),
+                .with_hotplug(true)
+                .with_prefault_threads(1),
         )
         .unwrap();
     let (b, rb) = space
-        .plug(RegionSpec::ram(GuestAddress(hp + 2 * MIB), 2 * MIB).hotplug(true))
+        .plug(RegionSpec::ram(GuestAddress(hp + 2 * MIB), 2 * MIB).with_hotplug(true))
         .unwrap();
     assert_eq!(ra.host_addr, window_host);
     assert_eq!(
@@ -294,7 +295,7 @@ fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapsh
     );
     // Overlapping plug is refused before any mapping.
     let err = space
-        .plug(RegionSpec::ram(GuestAddress(hp + MIB), 2 * MIB).hotplug(true))
+        .plug(RegionSpec::ram(GuestAddress(hp + MIB), 2 * MIB).with_hotplug(true))
         .unwrap_err();
     assert!(matches!(err, Error::Overlap { .. }), "{err}");
 
@@ -307,13 +308,13 @@ fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapsh
         0xabcd
     );
     let err = space
-        .plug(RegionSpec::ram(GuestAddress(hp), 2 * MIB).hotplug(true))
+        .plug(RegionSpec::ram(GuestAddress(hp), 2 * MIB).with_hotplug(true))
         .unwrap_err();
     assert!(matches!(err, Error::SlotBusy { .. }), "{err}");
     assert!(space.snapshot().find_region(GuestAddress(hp)).is_none());
     drop(mem);
     let (again, r) = space
-        .plug(RegionSpec::ram(GuestAddress(hp), 2 * MIB).hotplug(true))
+        .plug(RegionSpec::ram(GuestAddress(hp), 2 * MIB).with_hotplug(true))
         .unwrap();
     assert_eq!(r.host_addr, window_host);
     // Fresh memory: the old contents are gone.
@@ -419,7 +420,7 @@ fn concurrent_plug_unplug_with_readers_keeps_memory_valid() {
                 let base = GuestAddress(hp + w * 2 * MIB);
                 let mut busy = 0u32;
                 for round in 0..25u64 {
-                    let spec = RegionSpec::ram(base, 2 * MIB).hotplug(true);
+                    let spec = RegionSpec::ram(base, 2 * MIB).with_hotplug(true);
                     let region = loop {
                         match space.plug(spec.clone()) {
                             Ok((region, _)) => break region,
@@ -467,7 +468,7 @@ fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let space = AddressSpace::from_guest_memory_mmap(layout, &gm).unwrap();
     let mem = space.memory();
-    assert_eq!(mem.protection(GuestAddress(0)), Some(Protection::READ));
+    assert_eq!(mem.protection(GuestAddress(0)), Some(Protection::Read));
     // A write is an error, not a fault on the read-only mapping.
     assert!(mem.write_obj(1u32, GuestAddress(0)).is_err());
     assert!(mem.write_slice(&[1, 2, 3], GuestAddress(0x10)).is_err());
@@ -482,7 +483,7 @@ fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
 fn to_guest_memory_mmap_keeps_memfd_file_offset() {
     let layout = Layout::x86_64().ram(GIB).build().unwrap();
     let specs = [
-        RegionSpec::ram(GuestAddress(0), 2 * MIB).backing(Backing::Memfd),
+        RegionSpec::ram(GuestAddress(0), 2 * MIB).with_backing(Backing::Memfd),
         RegionSpec::ram(GuestAddress(2 * MIB), 2 * MIB),
     ];
     let (space, _) = AddressSpace::back(layout, specs).unwrap();
@@ -559,15 +560,15 @@ fn plug_failed_mmap_restores_the_slot() {
     let (space, _) = AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), MIB)]).unwrap();
     let slot = GuestAddress(4 * GIB);
     let bad = RegionSpec::ram(slot, page())
-        .hotplug(true)
-        .protection(Protection::READ)
-        .backing(Backing::File { path, offset: 0 });
+        .with_hotplug(true)
+        .with_protection(Protection::Read)
+        .with_backing(Backing::File { path, offset: 0 });
     let err = space.plug(bad).unwrap_err();
     assert!(matches!(err, Error::Os { op: "mmap", .. }), "{err}");
     assert_eq!(space.snapshot().len(), 1);
     // The slot was given back: the same place plugs at once.
     let (region, _) = space
-        .plug(RegionSpec::ram(slot, page()).hotplug(true))
+        .plug(RegionSpec::ram(slot, page()).with_hotplug(true))
         .unwrap();
     space.memory().write_obj(5u8, slot).unwrap();
     assert_eq!(region.base(), slot);
@@ -590,8 +591,8 @@ fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
     );
     for backing in [Backing::Memfd, Backing::AnonymousShared] {
         let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
-            .backing(backing.clone())
-            .huge_pages(HugePages::Transparent);
+            .with_backing(backing.clone())
+            .with_huge_pages(HugePages::Transparent);
         if in_effect {
             let (_r, report) = Region::back(spec).unwrap();
             let report = report.unwrap();
@@ -606,7 +607,7 @@ fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
         );
         assert!(err.to_string().contains("shmem_enabled"), "{err}");
         let (region, report) =
-            Region::back(spec.fallback(memvisor_space::HugePageFallback::BasePages)).unwrap();
+            Region::back(spec.with_fallback(memvisor_space::HugePageFallback::BasePages)).unwrap();
         let report = report.unwrap();
         assert_eq!(report.huge_pages, HugePages::None);
         assert!(report.fell_back);
@@ -627,7 +628,7 @@ fn back_anonymous_thp_follows_the_enabled_setting() {
         thp_setting("enabled").as_deref(),
         Some("always" | "madvise")
     );
-    let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB).huge_pages(HugePages::Transparent);
+    let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB).with_huge_pages(HugePages::Transparent);
     match Region::back(spec) {
         Ok((_r, report)) => {
             assert!(in_effect);
@@ -698,11 +699,11 @@ fn bytes_view_reads_read_only_regions_and_refuses_writes() {
     let specs = [
         RegionSpec::ram(GuestAddress(0), MIB),
         RegionSpec::new(RegionType::Firmware, GuestAddress(rom_base), 2 * page())
-            .backing(Backing::File {
+            .with_backing(Backing::File {
                 path: path.clone(),
                 offset: 0,
             })
-            .protection(Protection::READ),
+            .with_protection(Protection::Read),
     ];
     let (space, _) = AddressSpace::back(layout, specs).unwrap();
     let snap = space.snapshot();
@@ -761,7 +762,7 @@ fn plug_unplug_small_window_round_trips() {
     assert!(report.hotplug_window.is_some());
     let slot = GuestAddress(4 * GIB + 8 * p);
     let (region, plugged) = space
-        .plug(RegionSpec::ram(slot, 4 * p).hotplug(true))
+        .plug(RegionSpec::ram(slot, 4 * p).with_hotplug(true))
         .unwrap();
     assert!(plugged.in_hotplug_window);
     space.memory().write_obj(0xabcd_u32, slot).unwrap();
@@ -770,14 +771,14 @@ fn plug_unplug_small_window_round_trips() {
     drop(region);
     // An older snapshot still holds the memory: the slot is busy, and still readable.
     let busy = space
-        .plug(RegionSpec::ram(slot, 4 * p).hotplug(true))
+        .plug(RegionSpec::ram(slot, 4 * p).with_hotplug(true))
         .unwrap_err();
     assert!(matches!(busy, Error::SlotBusy { .. }), "{busy}");
     assert_eq!(old.read_obj::<u32>(slot).unwrap(), 0xabcd);
     drop(old);
     // Released: the slot plugs again, with fresh memory.
     space
-        .plug(RegionSpec::ram(slot, 4 * p).hotplug(true))
+        .plug(RegionSpec::ram(slot, 4 * p).with_hotplug(true))
         .unwrap();
     assert_eq!(space.memory().read_obj::<u32>(slot).unwrap(), 0);
 }

@@ -24,13 +24,14 @@ fn layout() -> Layout {
 
 fn specs() -> Vec<RegionSpec> {
     vec![
-        RegionSpec::ram(GuestAddress(0), 2 * GIB).numa(NumaBinding::bind(0)),
+        RegionSpec::ram(GuestAddress(0), 2 * GIB).with_numa(NumaBinding::bind(0)),
         RegionSpec::ram(GuestAddress(4 * GIB), GIB)
-            .numa(NumaBinding::new(NumaPolicy::Preferred, [1])),
+            .with_numa(NumaBinding::new(NumaPolicy::Preferred, [1])),
         RegionSpec::new(RegionType::Device, GuestAddress(3 * GIB), MIB),
-        RegionSpec::new(RegionType::Dax, GuestAddress(9 * GIB), 64 * MIB).backing(Backing::Memfd),
+        RegionSpec::new(RegionType::Dax, GuestAddress(9 * GIB), 64 * MIB)
+            .with_backing(Backing::Memfd),
         RegionSpec::new(RegionType::Firmware, GuestAddress(0xffc0_0000), 4 * MIB)
-            .protection(Protection::READ),
+            .with_protection(Protection::Read),
         RegionSpec::new(RegionType::Reserved, GuestAddress(0xfec0_0000), 0x1000),
     ]
 }
@@ -63,9 +64,9 @@ fn from_regions_queries_by_type_numa_dax_and_protection() {
     assert!(!s.is_dax(GuestAddress(9 * GIB + 64 * MIB)));
     assert_eq!(
         s.protection(GuestAddress(0xffc0_0000)),
-        Some(Protection::READ)
+        Some(Protection::Read)
     );
-    assert_eq!(s.protection(GuestAddress(0)), Some(Protection::READ_WRITE));
+    assert_eq!(s.protection(GuestAddress(0)), Some(Protection::ReadWrite));
 }
 
 #[test]
@@ -123,12 +124,12 @@ fn overlapping_regions_error() {
 fn regions_outside_their_window_error() {
     let cases = [
         RegionSpec::ram(GuestAddress(3 * GIB), MIB),
-        RegionSpec::new(RegionType::Dax, GuestAddress(0), MIB).backing(Backing::Memfd),
+        RegionSpec::new(RegionType::Dax, GuestAddress(0), MIB).with_backing(Backing::Memfd),
         RegionSpec::new(RegionType::Device, GuestAddress(0), MIB),
         RegionSpec::new(RegionType::Firmware, GuestAddress(0), MIB),
         RegionSpec::ram(GuestAddress(4 * GIB), MIB)
-            .hotplug(true)
-            .numa(NumaBinding::bind(0)),
+            .with_hotplug(true)
+            .with_numa(NumaBinding::bind(0)),
         RegionSpec::ram(GuestAddress(6 * GIB), MIB),
     ];
     for spec in cases {
@@ -153,7 +154,7 @@ fn bad_input_is_an_error_not_a_panic() {
         ),
         (
             RegionSpec::ram(GuestAddress(0), MIB)
-                .huge_pages(HugePages::Explicit(HugePageSize::Size2M)),
+                .with_huge_pages(HugePages::Explicit(HugePageSize::Size2M)),
             "misaligned",
         ),
         (RegionSpec::ram(GuestAddress(1 << 41), page), "limit"),
@@ -217,7 +218,7 @@ fn aarch64_preset_places_types() {
         0x1000,
     ));
     let dax = layout.windows_of(WindowKind::Dax).next().unwrap().start();
-    specs.push(RegionSpec::new(RegionType::Dax, dax, GIB).backing(Backing::Memfd));
+    specs.push(RegionSpec::new(RegionType::Dax, dax, GIB).with_backing(Backing::Memfd));
     let s = AddressSpace::plan(layout, specs).unwrap().snapshot();
     assert_eq!(s.last_ram_addr(), Some(GuestAddress(3 * GIB - 1)));
     assert!(s.is_dax(dax));

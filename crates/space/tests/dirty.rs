@@ -14,10 +14,11 @@ fn page() -> u64 {
 
 #[test]
 fn dirty_tracking_without_memory_is_invalid() {
-    let spec = RegionSpec::new(RegionType::Device, GuestAddress(0), page()).dirty_tracking(true);
+    let spec =
+        RegionSpec::new(RegionType::Device, GuestAddress(0), page()).with_dirty_tracking(true);
     assert!(matches!(spec.validate(), Err(Error::InvalidSpec { .. })));
     let planned =
-        Region::plan(RegionSpec::ram(GuestAddress(0), page()).dirty_tracking(true)).unwrap();
+        Region::plan(RegionSpec::ram(GuestAddress(0), page()).with_dirty_tracking(true)).unwrap();
     assert!(planned.dirty_bitmap().is_none());
     assert!(planned.take_dirty_log().is_none());
     assert!(matches!(
@@ -31,7 +32,7 @@ fn bytes_writes_mark_pages_and_take_clears() {
     let p = page();
     let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
     let specs = [
-        RegionSpec::ram(GuestAddress(0), MIB).dirty_tracking(true),
+        RegionSpec::ram(GuestAddress(0), MIB).with_dirty_tracking(true),
         RegionSpec::ram(GuestAddress(MIB), MIB),
     ];
     let (space, _) = AddressSpace::back(layout, specs).unwrap();
@@ -68,7 +69,7 @@ fn merge_dirty_log_adds_external_bits_and_checks_size() {
     let p = page();
     // 100 pages: two words, the second with 36 bits used.
     let (region, _) =
-        Region::back(RegionSpec::ram(GuestAddress(0), 100 * p).dirty_tracking(true)).unwrap();
+        Region::back(RegionSpec::ram(GuestAddress(0), 100 * p).with_dirty_tracking(true)).unwrap();
     region.write_obj(1u8, MemoryRegionAddress(0)).unwrap();
     region.merge_dirty_log(&[1 << 10, 1 << 35]).unwrap();
     assert!(region.is_dirty(0) && region.is_dirty(10 * p) && region.is_dirty(99 * p));

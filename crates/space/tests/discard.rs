@@ -37,7 +37,7 @@ fn discard_each_backing_reads_zeros_and_keeps_the_rest() {
         Backing::AnonymousShared,
         Backing::Memfd,
     ] {
-        let spec = RegionSpec::ram(GuestAddress(0), 4 * p).backing(backing.clone());
+        let spec = RegionSpec::ram(GuestAddress(0), 4 * p).with_backing(backing.clone());
         let (region, _) = Region::back(spec).unwrap();
         for i in 0..4 {
             region
@@ -120,7 +120,7 @@ fn discard_file_read_only_and_non_ram_are_refused() {
     let p = page();
     let path = std::env::temp_dir().join(format!("memvisor-discard-{}.img", std::process::id()));
     std::fs::write(&path, vec![0x5a; 2 * p as usize]).unwrap();
-    let file = RegionSpec::ram(GuestAddress(0), 2 * p).backing(Backing::File {
+    let file = RegionSpec::ram(GuestAddress(0), 2 * p).with_backing(Backing::File {
         path: path.clone(),
         offset: 0,
     });
@@ -129,7 +129,7 @@ fn discard_file_read_only_and_non_ram_are_refused() {
         region.discard(0, p),
         Err(Error::DiscardRefused { .. })
     ));
-    let read_only = RegionSpec::ram(GuestAddress(0), p).protection(Protection::READ);
+    let read_only = RegionSpec::ram(GuestAddress(0), p).with_protection(Protection::Read);
     let (region, _) = Region::back(read_only).unwrap();
     assert!(matches!(
         region.discard(0, p),
@@ -152,7 +152,7 @@ fn snapshot_discard_finds_the_region() {
     let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
     let specs = [
         RegionSpec::ram(GuestAddress(0), 4 * p),
-        RegionSpec::ram(GuestAddress(8 * p), 4 * p).backing(Backing::Memfd),
+        RegionSpec::ram(GuestAddress(8 * p), 4 * p).with_backing(Backing::Memfd),
     ];
     let (space, _) = AddressSpace::back(layout, specs).unwrap();
     let mem = space.memory();

@@ -16,7 +16,7 @@ fn space() -> AddressSpace {
         layout,
         [
             RegionSpec::ram(GuestAddress(0), PAGE),
-            RegionSpec::ram(GuestAddress(PAGE), PAGE).protection(Protection::NONE),
+            RegionSpec::ram(GuestAddress(PAGE), PAGE).with_protection(Protection::None),
             RegionSpec::ram(GuestAddress(2 * PAGE), PAGE),
         ],
     )

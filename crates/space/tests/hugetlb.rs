@@ -123,8 +123,8 @@ fn check_explicit_2m(backing: Backing) {
     };
     let free_before = free(size);
     let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
-        .backing(backing)
-        .huge_pages(HugePages::Explicit(size));
+        .with_backing(backing)
+        .with_huge_pages(HugePages::Explicit(size));
     let (region, report) = Region::back(spec).unwrap();
     let report = report.unwrap();
     assert_eq!(report.page_size, 2 * MIB);
@@ -183,9 +183,9 @@ fn explicit_2m_prefault_takes_pages_at_once() {
     };
     let free_before = free(size);
     let spec = RegionSpec::ram(GuestAddress(0), 8 * MIB)
-        .backing(Backing::AnonymousShared)
-        .huge_pages(HugePages::Explicit(size))
-        .prefault(2);
+        .with_backing(Backing::AnonymousShared)
+        .with_huge_pages(HugePages::Explicit(size))
+        .with_prefault_threads(2);
     let (region, report) = Region::back(spec).unwrap();
     assert_eq!(report.unwrap().prefault_threads, 2);
     assert_eq!(
@@ -206,8 +206,8 @@ fn explicit_2m_more_than_free_errors_without_fallback() {
         return;
     };
     let want = free(size) + 1;
-    let spec =
-        RegionSpec::ram(GuestAddress(0), want * size.bytes()).huge_pages(HugePages::Explicit(size));
+    let spec = RegionSpec::ram(GuestAddress(0), want * size.bytes())
+        .with_huge_pages(HugePages::Explicit(size));
     let err = Region::back(spec.clone()).unwrap_err();
     match &err {
         Error::HugePagesUnavailable {
@@ -221,7 +221,7 @@ fn explicit_2m_more_than_free_errors_without_fallback() {
     assert!(err.to_string().contains("2 MiB huge pages"), "{err}");
     assert_eq!(free(size), want - 1, "nothing kept after the error");
     // With a fallback asked for, the region is made with transparent huge pages and says so.
-    let (region, report) = Region::back(spec.fallback(HugePageFallback::Transparent)).unwrap();
+    let (region, report) = Region::back(spec.with_fallback(HugePageFallback::Transparent)).unwrap();
     let report = report.unwrap();
     assert!(report.fell_back);
     // Transparent huge pages if the host gives them to private anonymous memory.
@@ -243,7 +243,8 @@ fn explicit_2m_more_than_free_errors_without_fallback() {
 fn explicit_1g_none_free_errors_or_is_accounted() {
     let _serial = serial();
     let size = HugePageSize::Size1G;
-    let spec = RegionSpec::ram(GuestAddress(0), size.bytes()).huge_pages(HugePages::Explicit(size));
+    let spec =
+        RegionSpec::ram(GuestAddress(0), size.bytes()).with_huge_pages(HugePages::Explicit(size));
     if free(size) == 0 {
         let err = Region::back(spec.clone()).unwrap_err();
         assert!(
@@ -258,14 +259,14 @@ fn explicit_1g_none_free_errors_or_is_accounted() {
             "{err}"
         );
         let (_r, report) =
-            Region::back(spec.clone().fallback(HugePageFallback::Transparent)).unwrap();
+            Region::back(spec.clone().with_fallback(HugePageFallback::Transparent)).unwrap();
         assert!(report.unwrap().fell_back);
     }
     let Some(_pool) = PoolGuard::grow(size, 1) else {
         return;
     };
     let free_before = free(size);
-    let (region, report) = Region::back(spec.prefault(1)).unwrap();
+    let (region, report) = Region::back(spec.with_prefault_threads(1)).unwrap();
     let report = report.unwrap();
     assert_eq!(report.page_size, size.bytes());
     assert_eq!(report.host_addr as u64 % size.bytes(), 0, "1 GiB aligned");
@@ -328,9 +329,9 @@ fn hugetlbfs_path_is_checked_and_accounted() {
     };
     let free_before = free(size);
     let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
-        .huge_pages(HugePages::Explicit(size))
-        .backing(Backing::Hugetlbfs(mount.0.clone()))
-        .prefault(1);
+        .with_huge_pages(HugePages::Explicit(size))
+        .with_backing(Backing::Hugetlbfs(mount.0.clone()))
+        .with_prefault_threads(1);
     let (region, report) = Region::back(spec).unwrap();
     assert_eq!(report.unwrap().backing, "hugetlbfs");
     assert_eq!(free_before - free(size), 2);
@@ -342,8 +343,8 @@ fn hugetlbfs_path_is_checked_and_accounted() {
     assert_eq!(free(size), free_before);
 
     let wrong = RegionSpec::ram(GuestAddress(0), 1 << 30)
-        .huge_pages(HugePages::Explicit(HugePageSize::Size1G))
-        .backing(Backing::Hugetlbfs(mount.0.clone()));
+        .with_huge_pages(HugePages::Explicit(HugePageSize::Size1G))
+        .with_backing(Backing::Hugetlbfs(mount.0.clone()));
     let err = Region::back(wrong).unwrap_err();
     assert!(
         matches!(
@@ -372,9 +373,9 @@ fn explicit_2m_discard_returns_whole_huge_pages() {
     ] {
         let free_before = free(size);
         let spec = RegionSpec::ram(GuestAddress(0), 4 * MIB)
-            .backing(backing.clone())
-            .huge_pages(HugePages::Explicit(size))
-            .prefault(1);
+            .with_backing(backing.clone())
+            .with_huge_pages(HugePages::Explicit(size))
+            .with_prefault_threads(1);
         let (region, _) = Region::back(spec).unwrap();
         region
             .write_obj(0x77u8, MemoryRegionAddress(2 * MIB))

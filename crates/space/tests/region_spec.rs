@@ -21,34 +21,49 @@ fn reason(spec: &RegionSpec) -> &'static str {
 #[test]
 fn builder_options_read_back_through_accessors() {
     let spec = RegionSpec::ram(GuestAddress(4 * MIB), 2 * MIB)
-        .numa(NumaBinding::new(NumaPolicy::Interleave, [1, 3]))
-        .backing(Backing::Memfd)
-        .protection(Protection::READ)
-        .huge_pages(HugePages::Transparent)
-        .fallback(HugePageFallback::Transparent)
-        .hotplug(true)
-        .dontfork(true)
-        .prefault(3)
-        .dirty_tracking(true);
-    let numa = spec.numa_binding().unwrap();
+        .with_numa(NumaBinding::new(NumaPolicy::Interleave, [1, 3]))
+        .with_backing(Backing::Memfd)
+        .with_protection(Protection::Read)
+        .with_huge_pages(HugePages::Transparent)
+        .with_fallback(HugePageFallback::Transparent)
+        .with_hotplug(true)
+        .with_dontfork(true)
+        .with_prefault_threads(3)
+        .with_dirty_tracking(true);
+    let numa = spec.numa().unwrap();
     assert_eq!(numa.policy(), NumaPolicy::Interleave);
     assert_eq!(numa.nodes(), [1, 3]);
-    assert_eq!(spec.backing_kind(), &Backing::Memfd);
-    assert_eq!(spec.protection_flags(), Protection::READ);
-    assert_eq!(spec.huge_page_kind(), HugePages::Transparent);
-    assert_eq!(spec.huge_page_fallback(), HugePageFallback::Transparent);
-    assert!(spec.is_hotplug());
-    assert!(spec.is_dontfork());
+    assert_eq!(spec.backing(), &Backing::Memfd);
+    assert_eq!(spec.protection(), Protection::Read);
+    assert_eq!(spec.huge_pages(), HugePages::Transparent);
+    assert_eq!(spec.fallback(), HugePageFallback::Transparent);
+    assert!(spec.hotplug());
+    assert!(spec.dontfork());
     assert_eq!(spec.prefault_threads(), 3);
-    assert!(spec.is_dirty_tracking());
+    assert!(spec.dirty_tracking());
     spec.validate().unwrap();
 
     let plain = RegionSpec::ram(GuestAddress(0), MIB);
-    assert!(plain.numa_binding().is_none());
-    assert_eq!(plain.protection_flags(), Protection::default());
-    assert_eq!(plain.huge_page_fallback(), HugePageFallback::Fail);
-    assert!(!plain.is_hotplug() && !plain.is_dontfork() && !plain.is_dirty_tracking());
+    assert!(plain.numa().is_none());
+    assert_eq!(plain.protection(), Protection::default());
+    assert_eq!(plain.fallback(), HugePageFallback::Fail);
+    assert!(!plain.hotplug() && !plain.dontfork() && !plain.dirty_tracking());
     assert_eq!(plain.prefault_threads(), 0);
+}
+
+#[test]
+fn range_past_the_top_errors_instead_of_saturating() {
+    let top = RegionSpec::ram(GuestAddress(u64::MAX - MIB + 1), 2 * MIB);
+    assert!(matches!(
+        top.range(),
+        Err(Error::Overflow { base, size }) if base == u64::MAX - MIB + 1 && size == 2 * MIB
+    ));
+    let empty = RegionSpec::ram(GuestAddress(MIB), 0);
+    assert!(matches!(empty.range(), Err(Error::ZeroSize { base: MIB })));
+    let last = RegionSpec::ram(GuestAddress(u64::MAX - MIB + 1), MIB)
+        .range()
+        .unwrap();
+    assert_eq!(last.last(), GuestAddress(u64::MAX));
 }
 
 #[test]
@@ -81,13 +96,15 @@ fn names_in_messages_are_stable() {
 }
 
 #[test]
-fn protection_combines_and_debug_shows_rwx() {
-    assert_eq!(Protection::default(), Protection::READ_WRITE);
-    let rw = Protection::READ | Protection::READ_WRITE;
-    assert_eq!(rw, Protection::READ_WRITE);
-    assert!(rw.readable() && rw.writable());
-    assert_eq!(format!("{:?}", Protection::READ), "r--");
-    assert_eq!(format!("{:?}", Protection::NONE), "---");
+fn protection_is_vmems_and_shows_rwx() {
+    // One protection type for the workspace: the spec's is memvisor-vmem's.
+    let spec = RegionSpec::ram(GuestAddress(0), MIB).with_protection(Protection::Read);
+    let vmem: memvisor_vmem::Protection = spec.protection();
+    assert_eq!(vmem, memvisor_vmem::Protection::Read);
+    assert_eq!(Protection::default(), Protection::ReadWrite);
+    assert!(Protection::ReadWrite.readable() && Protection::ReadWrite.writable());
+    assert_eq!(Protection::Read.to_string(), "r--");
+    assert_eq!(Protection::None.to_string(), "---");
 }
 
 #[test]
@@ -100,43 +117,43 @@ fn validate_contradictory_options_errors_with_reason() {
     assert_eq!(
         reason(
             &RegionSpec::ram(at, 2 * MIB)
-                .backing(file(0))
-                .huge_pages(HugePages::Explicit(HugePageSize::Size2M))
+                .with_backing(file(0))
+                .with_huge_pages(HugePages::Explicit(HugePageSize::Size2M))
         ),
         "explicit huge pages need an anonymous, memfd or hugetlbfs backing"
     );
     assert_eq!(
-        reason(&RegionSpec::ram(at, MIB).backing(Backing::Hugetlbfs("/dev/hugepages".into()))),
+        reason(&RegionSpec::ram(at, MIB).with_backing(Backing::Hugetlbfs("/dev/hugepages".into()))),
         "a hugetlbfs backing needs explicit huge pages"
     );
     assert_eq!(
-        reason(&RegionSpec::new(RegionType::Firmware, at, MIB).hotplug(true)),
+        reason(&RegionSpec::new(RegionType::Firmware, at, MIB).with_hotplug(true)),
         "only RAM regions are hot-pluggable"
     );
     assert_eq!(
-        reason(&RegionSpec::new(RegionType::Reserved, at, MIB).backing(Backing::Memfd)),
+        reason(&RegionSpec::new(RegionType::Reserved, at, MIB).with_backing(Backing::Memfd)),
         "a reserved region has no host memory"
     );
     assert_eq!(
-        reason(&RegionSpec::ram(at, MIB).backing(Backing::None)),
+        reason(&RegionSpec::ram(at, MIB).with_backing(Backing::None)),
         "this region type needs host memory"
     );
     assert_eq!(
-        reason(&RegionSpec::new(RegionType::Device, at, MIB).dirty_tracking(true)),
+        reason(&RegionSpec::new(RegionType::Device, at, MIB).with_dirty_tracking(true)),
         "NUMA, huge pages, prefault, dontfork and dirty tracking need host memory"
     );
     assert_eq!(
-        reason(&RegionSpec::ram(at, MIB).numa(NumaBinding::new(NumaPolicy::Bind, []))),
+        reason(&RegionSpec::ram(at, MIB).with_numa(NumaBinding::new(NumaPolicy::Bind, []))),
         "the NUMA binding names no node"
     );
     // A file offset off the page grid is refused with the offset.
     assert!(matches!(
-        RegionSpec::ram(at, MIB).backing(file(0x10)).validate(),
+        RegionSpec::ram(at, MIB).with_backing(file(0x10)).validate(),
         Err(Error::Misaligned { base: 0x10, .. })
     ));
     // The message names the region.
     let err = RegionSpec::new(RegionType::Firmware, GuestAddress(0x1000), 0x1000)
-        .hotplug(true)
+        .with_hotplug(true)
         .validate()
         .unwrap_err();
     assert_eq!(
@@ -147,7 +164,7 @@ fn validate_contradictory_options_errors_with_reason() {
 
 #[test]
 fn check_host_pages_file_offset_off_host_page_errors() {
-    let spec = RegionSpec::ram(GuestAddress(0), MIB).backing(Backing::File {
+    let spec = RegionSpec::ram(GuestAddress(0), MIB).with_backing(Backing::File {
         path: PathBuf::from("/nonexistent/image"),
         offset: 0x10,
     });

@@ -38,14 +38,25 @@ pub enum CommitMode {
     Sparse,
 }
 
-/// Access rights of committed pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Access rights of committed pages, and of a guest memory region's host mapping in
+/// `memvisor-space`. Only combinations that every supported host can map exist: there is no
+/// write or execute right without read. Shown as `rwx` flags (`rw-`, `r-x`, `---`).
+///
+/// ```
+/// use memvisor_vmem::Protection;
+///
+/// assert_eq!(Protection::default(), Protection::ReadWrite);
+/// assert!(Protection::ReadExecute.executable() && !Protection::ReadExecute.writable());
+/// assert_eq!(Protection::ReadExecute.to_string(), "r-x");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Protection {
     /// No access: any access faults.
     None,
     /// Read only: writes fault.
     Read,
-    /// Read and write (the state after commit).
+    /// Read and write (the state after commit, and the default).
+    #[default]
     ReadWrite,
     /// Read and execute: writes fault.
     ReadExecute,
@@ -64,6 +75,22 @@ impl Protection {
     #[must_use]
     pub fn readable(self) -> bool {
         self != Protection::None
+    }
+
+    /// Whether code on the pages can be run.
+    #[must_use]
+    pub fn executable(self) -> bool {
+        matches!(self, Protection::ReadExecute | Protection::ReadWriteExecute)
+    }
+}
+
+impl fmt::Display for Protection {
+    /// The rights as `rwx` flags, `-` for each one missing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = if self.readable() { 'r' } else { '-' };
+        let w = if self.writable() { 'w' } else { '-' };
+        let x = if self.executable() { 'x' } else { '-' };
+        write!(f, "{r}{w}{x}")
     }
 }
 
@@ -1063,7 +1090,27 @@ impl Drop for Reservation {
 
 #[cfg(test)]
 mod tests {
+    use alloc::string::ToString;
+
     use super::*;
+
+    #[test]
+    fn protection_rights_and_display_agree() {
+        let all = [
+            (Protection::None, "---"),
+            (Protection::Read, "r--"),
+            (Protection::ReadWrite, "rw-"),
+            (Protection::ReadExecute, "r-x"),
+            (Protection::ReadWriteExecute, "rwx"),
+        ];
+        for (p, shown) in all {
+            assert_eq!(p.to_string(), shown);
+            assert_eq!(p.readable(), shown.starts_with('r'), "{p:?}");
+            assert_eq!(p.writable(), &shown[1..2] == "w", "{p:?}");
+            assert_eq!(p.executable(), shown.ends_with('x'), "{p:?}");
+        }
+        assert_eq!(Protection::default(), Protection::ReadWrite);
+    }
 
     #[cfg(feature = "std")]
     std::thread_local! {

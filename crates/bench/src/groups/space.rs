@@ -343,8 +343,8 @@ fn remove(bench: &Bench, f: &Fixture) -> Row {
 
 fn back_memvisor(huge: HugePages, threads: usize) -> Sample {
     let spec = RegionSpec::ram(GuestAddress(0), GIB as u64)
-        .huge_pages(huge)
-        .prefault(threads);
+        .with_huge_pages(huge)
+        .with_prefault_threads(threads);
     let (result, elapsed) = time(|| Region::back(spec));
     let (region, _report) = result.map_err(|e| e.to_string())?;
     drop(region);
@@ -470,8 +470,8 @@ fn dirty_write_1g(bench: &Bench) -> Row {
     let row = bench.scenario("dirty_write_1g", 0, "ms", Better::Lower);
     let layout = Layout::x86_64().ram(2 << 30).build();
     let spec = RegionSpec::ram(GuestAddress(0), GIB as u64)
-        .dirty_tracking(true)
-        .prefault(1);
+        .with_dirty_tracking(true)
+        .with_prefault_threads(1);
     let space = match layout.and_then(|l| AddressSpace::back(l, [spec])) {
         Ok((space, _)) => space,
         Err(e) => return row.unsupported("memvisor", &e.to_string()).run(),

@@ -33,19 +33,22 @@ pub(crate) fn prot_bits(p: Protection) -> libc::c_int {
     bits
 }
 
-/// The protection of `PROT_*` bits (other bits ignored).
-pub(crate) fn protection_of(bits: libc::c_int) -> Protection {
-    let mut p = Protection::NONE;
-    if bits & libc::PROT_READ != 0 {
-        p = p | Protection::READ;
+/// The protection of `PROT_*` bits (other bits ignored), if there is one: write or execute
+/// rights without read have none.
+pub(crate) fn protection_of(bits: libc::c_int) -> Option<Protection> {
+    let has = |bit: libc::c_int| bits & bit != 0;
+    match (
+        has(libc::PROT_READ),
+        has(libc::PROT_WRITE),
+        has(libc::PROT_EXEC),
+    ) {
+        (false, false, false) => Some(Protection::None),
+        (true, false, false) => Some(Protection::Read),
+        (true, true, false) => Some(Protection::ReadWrite),
+        (true, false, true) => Some(Protection::ReadExecute),
+        (true, true, true) => Some(Protection::ReadWriteExecute),
+        (false, _, _) => None,
     }
-    if bits & libc::PROT_WRITE != 0 {
-        p = p | Protection::WRITE;
-    }
-    if bits & libc::PROT_EXEC != 0 {
-        p = p | Protection::EXEC;
-    }
-    p
 }
 
 /// A new memfd named `name`, with explicit huge pages of `huge` if given.

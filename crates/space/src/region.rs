@@ -106,13 +106,20 @@ impl Region {
     /// read-only through this crate too (no slice that would allow a write is handed out).
     ///
     /// # Errors
-    /// As [`RegionSpec::validate`] for the region's range (for example a mapping that is not
-    /// page aligned in size).
+    /// [`Error::InvalidSpec`] for a mapping with write or execute rights but not read (no
+    /// [`Protection`] says so); as [`RegionSpec::validate`] for the region's range (for example
+    /// a mapping that is not page aligned in size).
     pub fn from_guest_region_mmap(ty: RegionType, region: &GuestRegionMmap) -> Result<Self> {
         let mapping = region.get_mmap();
-        let spec = RegionSpec::new(ty, region.start_addr(), region.len())
-            .backing(crate::Backing::AnonymousShared)
-            .protection(crate::sys::protection_of(mapping.prot()));
+        let base = region.start_addr();
+        let protection = crate::sys::protection_of(mapping.prot()).ok_or(Error::InvalidSpec {
+            ty,
+            base: base.0,
+            reason: "write or execute rights without read cannot be mapped",
+        })?;
+        let spec = RegionSpec::new(ty, base, region.len())
+            .with_backing(crate::Backing::AnonymousShared)
+            .with_protection(protection);
         spec.validate()?;
         let memory = HostMemory::adopt(mapping).ok_or(Error::ZeroSize { base: spec.base })?;
         Ok(Self {
@@ -179,7 +186,7 @@ impl Region {
 
     /// Whether the region is hot-pluggable.
     #[must_use]
-    pub fn is_hotplug(&self) -> bool {
+    pub fn hotplug(&self) -> bool {
         self.spec.hotplug
     }
 
@@ -202,7 +209,7 @@ impl Region {
     }
 
     /// The dirty-page bitmap, if the region tracks writes
-    /// ([`RegionSpec::dirty_tracking`]): one bit per host base page, set by every write
+    /// ([`RegionSpec::with_dirty_tracking`]): one bit per host base page, set by every write
     /// through vm-memory's `Bytes` (and by [`merge_dirty_log`](Self::merge_dirty_log)).
     #[must_use]
     pub fn dirty_bitmap(&self) -> Option<&AtomicBitmap> {
@@ -228,7 +235,7 @@ impl Region {
     /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
     ///
     /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
-    /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).dirty_tracking(true);
+    /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).with_dirty_tracking(true);
     /// let (region, _) = Region::back(spec)?;
     /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
     /// let log = region.take_dirty_log().unwrap();
@@ -411,7 +418,7 @@ impl GuestMemoryRegion for Region {
         offset: MemoryRegionAddress,
         count: usize,
     ) -> vm_memory::GuestMemoryResult<VolatileSlice<'_, BS<'_, Self::B>>> {
-        if !self.spec.protection.contains(Protection::READ_WRITE) {
+        if !self.spec.protection.writable() {
             return Err(GuestMemoryError::HostAddressNotAvailable);
         }
         let offset =
