@@ -220,8 +220,9 @@ impl<I: Id> IdAllocator<I> {
         Ok(id)
     }
 
-    /// Allocates `count` contiguous IDs, the first of which is a multiple of `alignment`, at
-    /// the lowest place they fit. Either all are allocated or none.
+    /// Allocates `count` contiguous IDs, the first of which is a multiple of `alignment` (a
+    /// power of two, up to 2^63 whatever the ID width), at the lowest place they fit. Either all
+    /// are allocated or none.
     ///
     /// Cost: the search reads each bitmap word once (O(log count) bit operations per word,
     /// fully allocated stretches skipped through the summary): O(range / 64) in the worst case,
@@ -239,14 +240,18 @@ impl<I: Id> IdAllocator<I> {
     /// vectors.allocate_id()?;
     /// assert_eq!(vectors.allocate_ids(8, 8)?, 8..=15);
     /// assert_eq!(vectors.allocate_ids(3, 1)?, 1..=3);
+    ///
+    /// // Any power of two up to 2^63 may be asked for.
+    /// let mut wide = IdAllocator::<u64>::with_range((1 << 40) - 8, (1 << 40) + 8)?;
+    /// assert_eq!(wide.allocate_ids(2, 1 << 40)?, 1 << 40..=(1 << 40) + 1);
     /// # Ok::<(), memvisor_resources::Error>(())
     /// ```
-    pub fn allocate_ids(&mut self, count: u32, alignment: u32) -> Result<IdRange<I>> {
+    pub fn allocate_ids(&mut self, count: u32, alignment: u64) -> Result<IdRange<I>> {
         if count == 0 {
             return Err(Error::ZeroIdCount);
         }
         if !alignment.is_power_of_two() {
-            return Err(Error::InvalidAlignment(u64::from(alignment)));
+            return Err(Error::InvalidAlignment(alignment));
         }
         let out = Error::OutOfIds { count, alignment };
         let span = count - 1;
@@ -599,8 +604,8 @@ impl<I: Id> IdAllocator<I> {
     /// IDs from `o` are free and in range. One pass over the bitmap words: a free run that
     /// crosses words is tracked by its start; runs inside one word are found by shifting and
     /// masking (bit `p` of `r` stays set while bits `p..p + len` are all free).
-    fn find_run(&self, count: u32, alignment: u32) -> Option<u32> {
-        let (count, align, first) = (u64::from(count), u64::from(alignment), self.base());
+    fn find_run(&self, count: u32, align: u64) -> Option<u32> {
+        let (count, first) = (u64::from(count), self.base());
         let span_end = u64::from(self.span());
         // Offsets are below 2^32 + 64. `first + start`, or its rounding up to the alignment,
         // can pass `u64::MAX` only near the top of `u64` IDs; then no aligned start at or past
@@ -960,9 +965,9 @@ mod tests {
                 id += 1 + u32::try_from(next() % 3).unwrap() * u32::from(next() % 4 == 0) * 40;
             }
             for count in [1u32, 3, 63, 64, 65, 130] {
-                for align in [1u32, 2, 8, 64, 128] {
+                for align in [1u64, 2, 8, 64, 128] {
                     let want = (first..=last)
-                        .filter(|s| s % align == 0)
+                        .filter(|&s| u64::from(s) % align == 0)
                         .find(|&s| {
                             u64::from(s) + u64::from(count) - 1 <= u64::from(last)
                                 && (s..s + count).all(|i| !a.is_allocated(i))
@@ -1259,6 +1264,53 @@ mod tests {
     fn allocate_ids_zero_count_fails() {
         let mut a = IdAllocator::new(0, 9).unwrap();
         assert_eq!(a.allocate_ids(0, 1), Err(Error::ZeroIdCount));
+    }
+
+    #[test]
+    fn allocate_ids_u64_alignment_past_2_pow_31_is_honoured() {
+        let base = 1u64 << 40;
+        let mut a = IdAllocator::<u64>::with_range(base - 100, base + 100).unwrap();
+        assert_eq!(a.allocate_ids(3, 1 << 40), Ok(base..=base + 2));
+        let before = a.clone();
+        assert_eq!(
+            a.allocate_ids(1, 1 << 40),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1 << 40
+            })
+        );
+        assert_eq!(
+            a.allocate_ids(1, 1 << 63),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1 << 63
+            })
+        );
+        assert_eq!(
+            a.allocate_ids(1, (1 << 40) + 1),
+            Err(Error::InvalidAlignment((1 << 40) + 1))
+        );
+        assert_eq!(a, before);
+        let half = 1u64 << 63;
+        let mut b = IdAllocator::<u64>::with_range(half - 5, half + 5).unwrap();
+        assert_eq!(b.allocate_ids(2, half), Ok(half..=half + 1));
+        let mut top = IdAllocator::<u64>::with_range(u64::MAX - 9, u64::MAX).unwrap();
+        assert_eq!(
+            top.allocate_ids(1, half),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: half
+            })
+        );
+        let mut low = IdAllocator::<u16>::with_range(0, 9).unwrap();
+        assert_eq!(low.allocate_ids(2, 1 << 40), Ok(0..=1));
+        assert_eq!(
+            low.allocate_ids(1, 1 << 40),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1 << 40
+            })
+        );
     }
 
     #[test]
