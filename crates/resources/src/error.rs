@@ -128,7 +128,7 @@ pub enum Error {
         /// The requested number of contiguous IDs.
         count: u32,
         /// The requested alignment of the first ID.
-        alignment: u32,
+        alignment: u64,
     },
     /// An allocator set was given no address space.
     #[error("an allocator set needs at least one address space")]

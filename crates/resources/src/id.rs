@@ -29,6 +29,11 @@ pub const MAX_ID_RANGE: u64 = 1 << 32;
 /// The allocator also remembers which IDs were never handed out, so that freeing one is told
 /// apart from freeing one twice ([`Error::IdNeverAllocated`] vs [`Error::IdAlreadyFree`]).
 ///
+/// The most recently freed ID is held aside with its bitmap bit still set until the next
+/// allocation takes it (when it is the smallest free ID) or another free or a run operation
+/// writes it back. Freeing an ID and allocating one again, the common churn, then only reads
+/// the bitmap. This changes no answer: allocation is smallest free first either way.
+///
 /// ```
 /// use memvisor_resources::{Error, IdAllocator};
 ///
@@ -63,6 +68,11 @@ pub struct IdAllocator<I: Id = u32> {
     top: Vec<u64>,
     /// Every `top` word below this index is zero.
     hint: usize,
+    /// The most recently freed ID, if it has not been handed out again: free, but its bitmap bit
+    /// is still set (the bitmap is brought up to date when another ID is freed or an operation
+    /// other than `free_id`, `allocate_id` and `allocate_id_at` needs it exact). A free followed
+    /// by an allocation then writes no bitmap word at all.
+    parked: Option<u32>,
     /// Number of allocated IDs.
     used: u64,
     /// Runs `start -> end` (inclusive, offsets from `first`) of IDs never allocated; sorted,
@@ -125,6 +135,7 @@ impl<I: Id> IdAllocator<I> {
             summary: Vec::new(),
             top: Vec::new(),
             hint: 0,
+            parked: None,
             used: 0,
             never,
         })
@@ -163,7 +174,7 @@ impl<I: Id> IdAllocator<I> {
     /// Whether `id` is currently allocated (`false` outside the managed range).
     #[must_use]
     pub fn is_allocated(&self, id: I) -> bool {
-        self.offset(id).is_ok_and(|off| self.bit(off))
+        self.offset(id).is_ok_and(|off| self.allocated(off))
     }
 
     /// Allocates the smallest free ID.
@@ -172,7 +183,16 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// [`Error::OutOfIds`] (count 1, alignment 1) if every ID is allocated.
     pub fn allocate_id(&mut self) -> Result<I> {
-        let off = self.smallest_free().ok_or(Error::OutOfIds {
+        let found = self.smallest_clear();
+        if let Some(p) = self.parked
+            && found.is_none_or(|f| p < f)
+        {
+            // The parked ID is the smallest free one and its bit is still set.
+            self.parked = None;
+            self.used += 1;
+            return Ok(self.id(p));
+        }
+        let off = found.ok_or(Error::OutOfIds {
             count: 1,
             alignment: 1,
         })?;
@@ -188,6 +208,11 @@ impl<I: Id> IdAllocator<I> {
     /// [`Error::IdAlreadyAllocated`] if it is allocated.
     pub fn allocate_id_at(&mut self, id: I) -> Result<I> {
         let off = self.offset(id)?;
+        if self.parked == Some(off) {
+            self.parked = None;
+            self.used += 1;
+            return Ok(id);
+        }
         if self.bit(off) {
             return Err(Error::IdAlreadyAllocated(id.to_u64()));
         }
@@ -195,8 +220,9 @@ impl<I: Id> IdAllocator<I> {
         Ok(id)
     }
 
-    /// Allocates `count` contiguous IDs, the first of which is a multiple of `alignment`, at
-    /// the lowest place they fit. Either all are allocated or none.
+    /// Allocates `count` contiguous IDs, the first of which is a multiple of `alignment` (a
+    /// power of two, up to 2^63 whatever the ID width), at the lowest place they fit. Either all
+    /// are allocated or none.
     ///
     /// Cost: the search reads each bitmap word once (O(log count) bit operations per word,
     /// fully allocated stretches skipped through the summary): O(range / 64) in the worst case,
@@ -214,17 +240,22 @@ impl<I: Id> IdAllocator<I> {
     /// vectors.allocate_id()?;
     /// assert_eq!(vectors.allocate_ids(8, 8)?, 8..=15);
     /// assert_eq!(vectors.allocate_ids(3, 1)?, 1..=3);
+    ///
+    /// // Any power of two up to 2^63 may be asked for.
+    /// let mut wide = IdAllocator::<u64>::with_range((1 << 40) - 8, (1 << 40) + 8)?;
+    /// assert_eq!(wide.allocate_ids(2, 1 << 40)?, 1 << 40..=(1 << 40) + 1);
     /// # Ok::<(), memvisor_resources::Error>(())
     /// ```
-    pub fn allocate_ids(&mut self, count: u32, alignment: u32) -> Result<IdRange<I>> {
+    pub fn allocate_ids(&mut self, count: u32, alignment: u64) -> Result<IdRange<I>> {
         if count == 0 {
             return Err(Error::ZeroIdCount);
         }
         if !alignment.is_power_of_two() {
-            return Err(Error::InvalidAlignment(u64::from(alignment)));
+            return Err(Error::InvalidAlignment(alignment));
         }
         let out = Error::OutOfIds { count, alignment };
         let span = count - 1;
+        self.unpark();
         let start = self.find_run(count, alignment).ok_or(out)?;
         for off in start..=start + span {
             self.set_allocated(off);
@@ -265,11 +296,12 @@ impl<I: Id> IdAllocator<I> {
                 available: self.available(),
             });
         }
+        self.unpark();
         let mut out = Vec::with_capacity(count as usize);
         for _ in 0..count {
             // Enough IDs are free (checked above), so the search always finds one.
             let off = self
-                .smallest_free()
+                .smallest_clear()
                 .ok_or(Error::Inconsistent("free count is wrong"))?;
             self.set_allocated(off);
             out.push(self.id(off));
@@ -310,6 +342,7 @@ impl<I: Id> IdAllocator<I> {
             });
         };
         let hi = self.offset(last)?;
+        self.unpark();
         if let Some(taken) = self.next_allocated_from(lo).filter(|&t| t <= hi) {
             return Err(Error::IdAlreadyAllocated(self.id(taken).to_u64()));
         }
@@ -329,7 +362,11 @@ impl<I: Id> IdAllocator<I> {
     pub fn free_id(&mut self, id: I) -> Result<()> {
         let off = self.offset(id)?;
         self.check_allocated(off)?;
-        self.clear(off);
+        // Park it; the ID parked before goes back into the bitmap.
+        if let Some(old) = self.parked.replace(off) {
+            self.clear_bit(old);
+        }
+        self.used -= 1;
         Ok(())
     }
 
@@ -345,12 +382,14 @@ impl<I: Id> IdAllocator<I> {
         }
         let lo = self.offset(*ids.start())?;
         let hi = self.offset(*ids.end())?;
+        self.unpark();
         if let Some(gap) = self.next_free_from(lo).filter(|&g| g <= hi) {
             self.check_allocated(gap)?;
         }
         for off in lo..=hi {
-            self.clear(off);
+            self.clear_bit(off);
         }
+        self.used -= u64::from(hi - lo) + 1;
         Ok(())
     }
 
@@ -360,7 +399,7 @@ impl<I: Id> IdAllocator<I> {
         AllocatedIds {
             alloc: self,
             word: 0,
-            bits: self.leaves.first().copied().unwrap_or(0),
+            bits: self.allocated_word(0).unwrap_or(0),
         }
     }
 
@@ -497,6 +536,30 @@ impl<I: Id> IdAllocator<I> {
         Ok(to_off32(id.to_u64() - self.base()))
     }
 
+    /// Whether ID offset `off` is allocated: its bit is set and it is not the parked ID.
+    fn allocated(&self, off: u32) -> bool {
+        self.bit(off) && self.parked != Some(off)
+    }
+
+    /// Leaf word `w` with the parked ID's bit cleared: bit `i` set iff ID offset `64 w + i` is
+    /// allocated (or is padding past `last`). `None` past the bitmap.
+    fn allocated_word(&self, w: usize) -> Option<u64> {
+        let word = *self.leaves.get(w)?;
+        Some(match self.parked {
+            Some(p) if p as usize / BITS == w => word & !(1 << (p as usize % BITS)),
+            _ => word,
+        })
+    }
+
+    /// Puts the parked ID, if any, back into the bitmap as free, so that the bitmap alone is
+    /// exact. The allocated set does not change.
+    fn unpark(&mut self) {
+        if let Some(p) = self.parked.take() {
+            self.clear_bit(p);
+        }
+    }
+
+    /// Whether the bit of ID offset `off` is set (the parked ID's bit is set too).
     fn bit(&self, off: u32) -> bool {
         let off = off as usize;
         self.leaves
@@ -505,7 +568,7 @@ impl<I: Id> IdAllocator<I> {
     }
 
     fn check_allocated(&self, off: u32) -> Result<()> {
-        if self.bit(off) {
+        if self.allocated(off) {
             Ok(())
         } else if self.is_never(off) {
             Err(Error::IdNeverAllocated(self.id(off).to_u64()))
@@ -521,8 +584,8 @@ impl<I: Id> IdAllocator<I> {
             .is_some_and(|(_, &hi)| off <= hi)
     }
 
-    /// Offset of the smallest free ID, if any.
-    fn smallest_free(&mut self) -> Option<u32> {
+    /// Offset of the smallest ID whose bit is clear, if any (the parked ID is not seen).
+    fn smallest_clear(&mut self) -> Option<u32> {
         while self.hint < self.top.len() && self.top[self.hint] == 0 {
             self.hint += 1;
         }
@@ -541,8 +604,8 @@ impl<I: Id> IdAllocator<I> {
     /// IDs from `o` are free and in range. One pass over the bitmap words: a free run that
     /// crosses words is tracked by its start; runs inside one word are found by shifting and
     /// masking (bit `p` of `r` stays set while bits `p..p + len` are all free).
-    fn find_run(&self, count: u32, alignment: u32) -> Option<u32> {
-        let (count, align, first) = (u64::from(count), u64::from(alignment), self.base());
+    fn find_run(&self, count: u32, align: u64) -> Option<u32> {
+        let (count, first) = (u64::from(count), self.base());
         let span_end = u64::from(self.span());
         // Offsets are below 2^32 + 64. `first + start`, or its rounding up to the alignment,
         // can pass `u64::MAX` only near the top of `u64` IDs; then no aligned start at or past
@@ -604,8 +667,17 @@ impl<I: Id> IdAllocator<I> {
         fits(start, span_end).and_then(|a| u32::try_from(a).ok())
     }
 
-    /// Offset of the first free ID at or after `from`, if any.
+    /// Offset of the first free ID at or after `from`, if any (the parked ID included).
     fn next_free_from(&self, from: u32) -> Option<u32> {
+        let clear = self.next_clear_from(from);
+        match self.parked {
+            Some(p) if p >= from && clear.is_none_or(|c| p < c) => Some(p),
+            _ => clear,
+        }
+    }
+
+    /// Offset of the first ID at or after `from` whose bit is clear, if any.
+    fn next_clear_from(&self, from: u32) -> Option<u32> {
         let from = from as usize;
         let mut w = from / BITS;
         if let Some(&word) = self.leaves.get(w) {
@@ -639,7 +711,7 @@ impl<I: Id> IdAllocator<I> {
         let from = from as usize;
         let mut w = from / BITS;
         let mut mask = u64::MAX << (from % BITS);
-        while let Some(&word) = self.leaves.get(w) {
+        while let Some(word) = self.allocated_word(w) {
             let set = word & mask;
             if set != 0 {
                 return Some(to_off(w * BITS + set.trailing_zeros() as usize));
@@ -701,12 +773,12 @@ impl<I: Id> IdAllocator<I> {
         self.mark_ever(off);
     }
 
-    fn clear(&mut self, off: u32) {
+    /// Clears the bit of ID offset `off` (the caller updates `used`).
+    fn clear_bit(&mut self, off: u32) {
         let off = off as usize;
         let w = off / BITS;
         self.leaves[w] &= !(1 << (off % BITS));
         self.mark_has_free(w);
-        self.used -= 1;
     }
 
     /// Records that leaf word `w` has a free bit, in the summary and the top level.
@@ -807,7 +879,7 @@ impl<I: Id> Iterator for AllocatedIds<'_, I> {
                 return Some(self.alloc.id(to_off(off)));
             }
             self.word += 1;
-            self.bits = *self.alloc.leaves.get(self.word)?;
+            self.bits = self.alloc.allocated_word(self.word)?;
         }
     }
 }
@@ -893,9 +965,9 @@ mod tests {
                 id += 1 + u32::try_from(next() % 3).unwrap() * u32::from(next() % 4 == 0) * 40;
             }
             for count in [1u32, 3, 63, 64, 65, 130] {
-                for align in [1u32, 2, 8, 64, 128] {
+                for align in [1u64, 2, 8, 64, 128] {
                     let want = (first..=last)
-                        .filter(|s| s % align == 0)
+                        .filter(|&s| u64::from(s) % align == 0)
                         .find(|&s| {
                             u64::from(s) + u64::from(count) - 1 <= u64::from(last)
                                 && (s..s + count).all(|i| !a.is_allocated(i))
@@ -1195,6 +1267,53 @@ mod tests {
     }
 
     #[test]
+    fn allocate_ids_u64_alignment_past_2_pow_31_is_honoured() {
+        let base = 1u64 << 40;
+        let mut a = IdAllocator::<u64>::with_range(base - 100, base + 100).unwrap();
+        assert_eq!(a.allocate_ids(3, 1 << 40), Ok(base..=base + 2));
+        let before = a.clone();
+        assert_eq!(
+            a.allocate_ids(1, 1 << 40),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1 << 40
+            })
+        );
+        assert_eq!(
+            a.allocate_ids(1, 1 << 63),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1 << 63
+            })
+        );
+        assert_eq!(
+            a.allocate_ids(1, (1 << 40) + 1),
+            Err(Error::InvalidAlignment((1 << 40) + 1))
+        );
+        assert_eq!(a, before);
+        let half = 1u64 << 63;
+        let mut b = IdAllocator::<u64>::with_range(half - 5, half + 5).unwrap();
+        assert_eq!(b.allocate_ids(2, half), Ok(half..=half + 1));
+        let mut top = IdAllocator::<u64>::with_range(u64::MAX - 9, u64::MAX).unwrap();
+        assert_eq!(
+            top.allocate_ids(1, half),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: half
+            })
+        );
+        let mut low = IdAllocator::<u16>::with_range(0, 9).unwrap();
+        assert_eq!(low.allocate_ids(2, 1 << 40), Ok(0..=1));
+        assert_eq!(
+            low.allocate_ids(1, 1 << 40),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1 << 40
+            })
+        );
+    }
+
+    #[test]
     fn allocate_ids_bad_alignment_fails() {
         let mut a = IdAllocator::new(0, 9).unwrap();
         assert_eq!(a.allocate_ids(1, 0), Err(Error::InvalidAlignment(0)));
@@ -1330,5 +1449,78 @@ mod tests {
             "{} bytes",
             a.heap_bytes()
         );
+    }
+
+    /// An allocator of `0..=63` with every ID allocated.
+    fn full64() -> IdAllocator {
+        let mut a = IdAllocator::new(0, 63).unwrap();
+        a.allocate_ids(64, 1).unwrap();
+        a
+    }
+
+    #[test]
+    fn free_id_then_allocate_id_hands_the_same_id_back() {
+        let mut a = full64();
+        a.free_id(40).unwrap();
+        assert!(!a.is_allocated(40));
+        assert_eq!((a.used(), a.available()), (63, 1));
+        assert_eq!(a.allocate_id(), Ok(40));
+        assert!(a.is_allocated(40));
+        assert_eq!(
+            a.allocate_id(),
+            Err(Error::OutOfIds {
+                count: 1,
+                alignment: 1
+            })
+        );
+    }
+
+    #[test]
+    fn free_id_recently_freed_twice_fails_already_free() {
+        let mut a = full64();
+        a.free_id(7).unwrap();
+        assert_eq!(a.free_id(7), Err(Error::IdAlreadyFree(7)));
+        assert_eq!(a.used(), 63);
+    }
+
+    #[test]
+    fn allocate_id_recently_freed_above_older_free_takes_smallest() {
+        let mut a = full64();
+        a.free_id(3).unwrap();
+        a.free_id(50).unwrap();
+        assert_eq!(a.allocate_id(), Ok(3));
+        assert_eq!(a.allocate_id(), Ok(50));
+        a.free_id(50).unwrap();
+        a.free_id(3).unwrap();
+        assert_eq!(a.allocate_id(), Ok(3));
+        assert_eq!(a.allocate_id(), Ok(50));
+    }
+
+    #[test]
+    fn iter_and_runs_recently_freed_is_left_out() {
+        let mut a = full64();
+        a.free_id(10).unwrap();
+        assert_eq!(a.iter().count(), 63);
+        assert!(a.iter().all(|id| id != 10));
+        assert_eq!(a.allocated_runs().collect::<Vec<_>>(), [0..=9, 11..=63]);
+        let mut b = full64();
+        b.free_ids(10..=10).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn range_ops_over_recently_freed_see_it_free() {
+        let mut a = full64();
+        a.free_id(20).unwrap();
+        assert_eq!(a.free_ids(19..=21), Err(Error::IdAlreadyFree(20)));
+        assert_eq!(a.allocate_ids_at(20, 1), Ok(20..=20));
+        a.free_id(20).unwrap();
+        assert_eq!(a.allocate_ids(1, 4), Ok(20..=20));
+        a.free_id(20).unwrap();
+        assert_eq!(a.allocate_many(1), Ok(vec![20]));
+        a.free_id(20).unwrap();
+        assert_eq!(a.allocate_id_at(20), Ok(20));
+        assert_eq!(a.allocate_id_at(20), Err(Error::IdAlreadyAllocated(20)));
+        assert_eq!(a, full64());
     }
 }

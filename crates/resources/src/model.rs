@@ -67,7 +67,7 @@ pub enum IdOp<I: Id = u32> {
         /// Number of IDs.
         count: u32,
         /// Alignment of the first ID.
-        alignment: u32,
+        alignment: u64,
     },
     /// [`IdAllocator::allocate_many`].
     AllocateMany(u32),
@@ -212,7 +212,7 @@ impl<I: Id> IdModel<I> {
                     return Err(Error::ZeroIdCount);
                 }
                 if !alignment.is_power_of_two() {
-                    return Err(Error::InvalidAlignment(u64::from(alignment)));
+                    return Err(Error::InvalidAlignment(alignment));
                 }
                 let out = Error::OutOfIds { count, alignment };
                 let (first, last) = (

@@ -56,16 +56,23 @@ fn id(first: u64, last: u64, max: u64) -> impl Strategy<Value = u64> {
 }
 
 fn op(first: u64, last: u64, max: u64) -> impl Strategy<Value = IdOp<u64>> {
+    // Alignments past 2^31 (up to 2^63) only in small ranges.
     let big_align = if last - first < 10_000 {
-        1u32 << 31
+        prop_oneof![
+            Just(1u64 << 31),
+            Just(1 << 32),
+            Just(1 << 40),
+            Just(1 << 63)
+        ]
+        .boxed()
     } else {
-        1 << 6
+        Just(1u64 << 6).boxed()
     };
     prop_oneof![
         6 => Just(IdOp::Allocate),
         3 => id(first, last, max).prop_map(IdOp::AllocateAt),
         // A huge alignment in a huge range would make the bitmap cover 2^31 IDs.
-        2 => (0u32..20, prop_oneof![5 => (0u32..5).prop_map(|k| 1 << k), 1 => Just(0u32), 1 => Just(3u32), 1 => Just(big_align)])
+        2 => (0u32..20, prop_oneof![5 => (0u32..5).prop_map(|k| 1 << k), 1 => Just(0u64), 1 => Just(3u64), 1 => big_align])
             .prop_map(|(count, alignment)| IdOp::AllocateRun { count, alignment }),
         2 => (0u32..20).prop_map(IdOp::AllocateMany),
         // Sometimes one ID past the end of the range, or a run past the type's end: never a
