@@ -12,6 +12,7 @@ use crate::classes::{self, NCLASSES};
 use crate::client::{Client, Mailbox};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
+use crate::remote_bits::RemoteBits;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// Smallest buddy page: large blocks are whole numbers of pages.
@@ -196,10 +197,13 @@ pub struct Arena {
     owner: Box<[AtomicU32]>,
     /// Per chunk, the mailbox of remote frees of its holder (null while nobody holds it).
     mail: Box<[AtomicPtr<Mailbox>]>,
-    /// The marks table. Start-bit words are accessed atomically (other threads test and claim
-    /// start bits in [`free`](Self::free) and [`owner_of`](Self::owner_of)); metadata words
-    /// only by the chunk's holder, through [`marks_ptr`](Self::marks_ptr).
+    /// The marks table. Start-bit words are written only by the chunk's holder, with relaxed
+    /// loads and stores (other threads read them in [`free`](Self::free) and
+    /// [`owner_of`](Self::owner_of)); metadata words are accessed only by the chunk's holder,
+    /// through [`marks_ptr`](Self::marks_ptr).
     marks: Box<[core::sync::atomic::AtomicU64]>,
+    /// Blocks claimed by frees from other threads, not yet taken back by their holders.
+    remote: RemoteBits,
     free_bits: Box<[UnsafeCell<u64>]>,
     info: Box<[UnsafeCell<ChunkInfo>]>,
     next_id: AtomicU32,
@@ -374,6 +378,7 @@ impl Arena {
             marks: (0..geo.marks_per_chunk * nchunks)
                 .map(|_| core::sync::atomic::AtomicU64::new(0))
                 .collect(),
+            remote: RemoteBits::new(nchunks, chunk_shift),
             free_bits: cells(nchunks * free_words, 0u64),
             info: cells(nchunks, info),
             next_id: AtomicU32::new(1),
@@ -490,14 +495,17 @@ impl Arena {
 
     /// Bytes of the side tables: chunk owners and free-chunk links (8 bytes per chunk), the
     /// remote-free mailbox pointers (one pointer per chunk), chunk records, the block-start bitmap
-    /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page) and the buddy free
-    /// bitmaps (two bits per buddy page). Slab headers, 64 bytes per slab of 8 KiB or more
-    /// inside the block, are not included.
+    /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page), the buddy free
+    /// bitmaps (two bits per buddy page) and the remote-free bits (a pointer per chunk, and
+    /// one bit per 16 bytes of each chunk a free through [`free`](Self::free) has landed in
+    /// so far). Slab headers, 64 bytes per slab of 8 KiB or more inside the block, are not
+    /// included.
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
         self.geo.nchunks * (8 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
             + self.marks.len() * 8
             + self.free_bits.len() * 8
+            + self.remote.bytes()
     }
 
     /// Makes a client with the given quota.
@@ -548,22 +556,35 @@ impl Arena {
     /// Frees the block at `ptr`, whichever client holds it, on any thread; returns its size.
     ///
     /// The block stops being live at once: [`Client::owns`], [`owner_of`](Self::owner_of),
-    /// [`Client::size_of`] and a second free reject it. It goes onto a lock-free list of its
-    /// client, which the client empties into its free blocks at its next allocation that
-    /// misses its caches, its next free or [`Client::trim`]; until then its bytes still count
-    /// as used by the client. Takes constant time: a range check, a load of the chunk's
-    /// owner, an atomic claim of the block's start bit and one exchange on the list.
+    /// [`Client::size_of`], [`Client::free`] and a second free through the arena reject it. It
+    /// goes onto a lock-free list of its client, which the client empties into its free
+    /// blocks at its next allocation that misses its caches, its next free or
+    /// [`Client::trim`]; until then its bytes still count as used by the client. Takes
+    /// constant time: a range check, a load of the chunk's owner and of the block's start bit,
+    /// an atomic claim of the block's remote-free bit and one exchange on the list (the first
+    /// free through the arena into a chunk also makes that chunk's remote-free bits, 8 bytes
+    /// per KiB of chunk, kept until the arena is dropped).
+    ///
+    /// Every error is found here, before anything changes: the holder's own start bits are
+    /// written only by the holder, and this call claims the block in a separate bit that the
+    /// holder's [`Client::free`] checks.
     ///
     /// # Errors
     /// [`Error::Foreign`] if `ptr` is outside the arena, [`Error::NotOwned`] if no client holds
     /// its chunk, [`Error::NotABlock`] if it is not the start of a live block (interior,
-    /// already freed, also when a free of it on another thread won). Nothing changes on error.
+    /// already freed by its client or through the arena, also when a free of it through the
+    /// arena on another thread won). Nothing changes on error.
     ///
     /// # Safety
     /// If `ptr` is a live block, nothing may use it after this call, and its client must not
     /// be deleted before this call returns. The block must have reached this thread through
     /// something that orders its allocation before this call (any hand-over of a pointer
-    /// between threads that is not a data race does).
+    /// between threads that is not a data race does). No free of the same block by its
+    /// client ([`Client::free`]) may run unordered with this call (on another thread, with
+    /// neither call happening before the other): the client's free does not claim the block
+    /// atomically against this one, so both could win and write the block. A double free
+    /// ordered either way is an error, as is any number of racing frees through the arena
+    /// (exactly one wins).
     ///
     /// # Examples
     /// ```
@@ -580,6 +601,8 @@ impl Arena {
     /// assert_eq!(arena.owner_of(p.as_ptr()), None);
     /// // SAFETY: as above; the block is no longer live, so nothing is freed.
     /// assert!(unsafe { arena.free(p) }.is_err());
+    /// // SAFETY: as above; the client refuses it too.
+    /// assert!(unsafe { client.free(p) }.is_err());
     /// # Ok::<(), memvisor_arena::Error>(())
     /// ```
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
@@ -594,15 +617,20 @@ impl Arena {
             return Err(Error::NotOwned { addr, chunk });
         }
         let bit = 1u64 << ((off >> 4) & 63);
+        // The holder set the start bit before the block reached this thread (the caller's
+        // promise), and clears it only at its own free of the block, which is ordered with
+        // this call, or after taking the block from its mailbox, after the claim below.
         if !off.is_multiple_of(MIN_BLOCK)
-            || self.marks[start_word(off)].fetch_and(!bit, Ordering::Relaxed) & bit == 0
+            || self.marks[start_word(off)].load(Ordering::Relaxed) & bit == 0
+            || !self.remote.claim(off)
         {
             return Err(Error::NotABlock { addr });
         }
         // SAFETY: the start bit was set, so a live block of the chunk's holder starts at `off`
         // (the caller's promise orders its allocation, and the writes of its page metadata,
-        // before this call), and clearing the bit made it ours: the holder no longer frees
-        // it, so its metadata slot does not change until the holder takes it from the mailbox.
+        // before this call), and claiming its remote-free bit made it ours: the holder no
+        // longer frees it, so its metadata slot does not change until the holder takes it
+        // from the mailbox.
         let meta = unsafe {
             *self
                 .marks_ptr()
@@ -616,7 +644,8 @@ impl Arena {
         // SAFETY: the mailbox is the holder's (set when it took the chunk, which it still
         // holds as a live block lies in it), alive until the holder is deleted, which the
         // caller promised is not before this call returns; the block, at least 16 bytes and
-        // 16-aligned, is ours to write its link into.
+        // 16-aligned, is ours to write its link into (its client refuses to free it now, and
+        // the caller promised no free of it by the client races with this call).
         unsafe { (*mailbox).push(self.geo.base, off) };
         Ok(size)
     }
@@ -633,7 +662,10 @@ impl Arena {
         }
         let id = self.owner[off >> self.geo.chunk_shift].load(Ordering::Acquire);
         let bit = 1u64 << ((off >> 4) & 63);
-        (id != 0 && self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0).then_some(id)
+        (id != 0
+            && self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0
+            && !self.remote.is_claimed(off))
+        .then_some(id)
     }
 
     /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
@@ -690,6 +722,10 @@ impl Arena {
 
     pub(crate) fn owners(&self) -> &[AtomicU32] {
         &self.owner
+    }
+
+    pub(crate) fn remote_bits(&self) -> &RemoteBits {
+        &self.remote
     }
 
     /// The marks table as plain words, for the holders of chunks. An `AtomicU64` has the
@@ -843,6 +879,14 @@ impl Arena {
                 marks.write_bytes(0, words);
                 bits.write_bytes(0, free);
             }
+        }
+        if info.clean {
+            debug_assert!(
+                self.remote.chunk_is_clear(c),
+                "chunk {c} marked clean has remote-free bits set"
+            );
+        } else {
+            self.remote.clear_chunk(c);
         }
         info.clean = false;
         self.owner[c].store(id, Ordering::Relaxed);

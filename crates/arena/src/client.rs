@@ -13,6 +13,7 @@ use crate::chunks::NIL;
 use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
+use crate::remote_bits::RemoteBits;
 use crate::sync::AtomicU32;
 
 mod buddy;
@@ -148,6 +149,7 @@ pub struct ClientStats {
 pub struct Client<'a> {
     arena: &'a Arena,
     owners: &'a [AtomicU32],
+    remote: &'a RemoteBits,
     id: u32,
     state: UnsafeCell<State>,
 }
@@ -219,6 +221,7 @@ impl<'a> Client<'a> {
         Self {
             arena,
             owners: arena.owners(),
+            remote: arena.remote_bits(),
             id,
             state: UnsafeCell::new(State {
                 geo,
@@ -331,9 +334,10 @@ impl<'a> Client<'a> {
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
         let arena = self.arena;
         let owners = self.owners;
+        let remote = self.remote;
         let id = self.id;
         self.with(|s| {
-            let (off, meta, slot) = s.claim(owners, id, ptr.as_ptr())?;
+            let (off, meta, slot) = s.claim(owners, remote, id, ptr.as_ptr())?;
             let size = s.free(arena, off, meta, slot);
             if s.has_mail(arena) {
                 s.poll(arena);
@@ -346,9 +350,8 @@ impl<'a> Client<'a> {
     #[inline]
     #[must_use]
     pub fn owns(&self, ptr: *const u8) -> bool {
-        let owners = self.owners;
-        let id = self.id;
-        self.with(|s| s.locate(owners, id, ptr).is_ok())
+        let (owners, remote, id) = (self.owners, self.remote, self.id);
+        self.with(|s| s.locate(owners, remote, id, ptr).is_ok())
     }
 
     /// The size of the live block at `ptr` (its requested size rounded up).
@@ -357,10 +360,9 @@ impl<'a> Client<'a> {
     /// As [`free`](Self::free).
     #[inline]
     pub fn size_of(&self, ptr: *const u8) -> Result<usize> {
-        let owners = self.owners;
-        let id = self.id;
+        let (owners, remote, id) = (self.owners, self.remote, self.id);
         self.with(|s| {
-            let (off, meta, _) = s.locate_meta(owners, id, ptr)?;
+            let (off, meta, _) = s.locate_meta(owners, remote, id, ptr)?;
             Ok(s.block_size(off, meta))
         })
     }

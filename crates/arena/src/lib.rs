@@ -92,6 +92,7 @@ mod classes;
 mod client;
 mod config;
 mod error;
+mod remote_bits;
 mod sync;
 
 pub use arena::{Arena, ArenaStats};

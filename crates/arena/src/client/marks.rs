@@ -6,6 +6,7 @@ use super::{State, block_size};
 use crate::arena::{MARK_SHIFT, meta_slot, start_word};
 use crate::config::MIN_BLOCK;
 use crate::error::{Error, Result};
+use crate::remote_bits::RemoteBits;
 use crate::sync::{AtomicU32, Ordering};
 
 impl State {
@@ -54,21 +55,39 @@ impl State {
         }
     }
 
-    /// Sets the start bit of the block just handed out at `off`. Atomic, because other
-    /// threads may clear other bits of the word ([`Arena::free`]).
+    /// Sets the start bit of the block just handed out at `off`. Only the holder writes its
+    /// start-bit words, so a relaxed load and store (no locked read-modify-write) lose no
+    /// other bit; they are atomic because other threads read the word ([`Arena::free`],
+    /// [`Arena::owner_of`]).
     #[inline]
     pub(super) fn set_start(&mut self, off: usize) {
-        self.start_bits(off)
-            .fetch_or(1 << ((off >> 4) & 63), Ordering::Relaxed);
+        let word = self.start_bits(off);
+        word.store(
+            word.load(Ordering::Relaxed) | 1 << ((off >> 4) & 63),
+            Ordering::Relaxed,
+        );
     }
 
-    /// Checks that `ptr` lies in a chunk of client `id`, and claims the block starting there
-    /// by clearing its start bit (atomically: a free on another thread may race for it);
-    /// returns its offset, page metadata and metadata slot.
+    /// Clears the start bit of the block at `off`, which is being freed (see
+    /// [`set_start`](Self::set_start)).
+    #[inline]
+    pub(super) fn clear_start(&mut self, off: usize) {
+        let word = self.start_bits(off);
+        word.store(
+            word.load(Ordering::Relaxed) & !(1 << ((off >> 4) & 63)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Checks that `ptr` is the start of a live block of client `id` that no free through the
+    /// arena has claimed, and claims it by clearing its start bit; returns its offset, page
+    /// metadata and metadata slot. A free through the arena ordered after this one then sees
+    /// the bit clear; one ordered before set the block's remote-free bit, seen here.
     #[inline]
     pub(super) fn claim(
         &mut self,
         owners: &[AtomicU32],
+        remote: &RemoteBits,
         id: u32,
         ptr: *const u8,
     ) -> Result<(usize, u16, usize)> {
@@ -83,18 +102,25 @@ impl State {
             return Err(Error::NotOwned { addr, chunk });
         }
         let bit = 1u64 << ((off >> 4) & 63);
-        if !off.is_multiple_of(MIN_BLOCK)
-            || self.start_bits(off).fetch_and(!bit, Ordering::Relaxed) & bit == 0
-        {
+        let word = self.start_bits(off);
+        let bits = word.load(Ordering::Relaxed);
+        if !off.is_multiple_of(MIN_BLOCK) || bits & bit == 0 || remote.is_claimed(off) {
             return Err(Error::NotABlock { addr });
         }
+        word.store(bits & !bit, Ordering::Relaxed);
         Ok((off, self.page_at(off), meta_slot(&self.geo, off)))
     }
 
-    /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set);
-    /// returns its offset.
+    /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set
+    /// and no free through the arena claimed it); returns its offset.
     #[inline]
-    pub(super) fn locate(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<usize> {
+    pub(super) fn locate(
+        &self,
+        owners: &[AtomicU32],
+        remote: &RemoteBits,
+        id: u32,
+        ptr: *const u8,
+    ) -> Result<usize> {
         let addr = ptr.addr();
         let off = addr.wrapping_sub(self.geo.base_addr);
         if off >= self.geo.len {
@@ -111,6 +137,7 @@ impl State {
         let g = off >> 4;
         if !off.is_multiple_of(MIN_BLOCK)
             || self.start_bits(off).load(Ordering::Relaxed) & (1 << (g & 63)) == 0
+            || remote.is_claimed(off)
         {
             return Err(Error::NotABlock { addr });
         }
@@ -123,10 +150,11 @@ impl State {
     pub(super) fn locate_meta(
         &self,
         owners: &[AtomicU32],
+        remote: &RemoteBits,
         id: u32,
         ptr: *const u8,
     ) -> Result<(usize, u16, usize)> {
-        let off = self.locate(owners, id, ptr)?;
+        let off = self.locate(owners, remote, id, ptr)?;
         // A live block starts a buddy block (on a page) or lies in a slab.
         let slot = meta_slot(&self.geo, off);
         Ok((off, self.page_at(off), slot))
