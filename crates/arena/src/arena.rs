@@ -1,4 +1,4 @@
-//! [`Arena`]: one memory block cut into chunks, handed out to clients.
+//! [`Arena`]: one region of backing memory cut into chunks, handed out to clients.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -6,7 +6,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::NonNull;
 
-use crate::block::Block;
+use crate::backing::Backing;
 use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, NCLASSES};
 use crate::client::{Client, Mailbox};
@@ -160,9 +160,9 @@ pub struct ArenaStats {
     pub pinned_chunks: Option<usize>,
 }
 
-/// One memory block shared by isolated [`Client`]s.
+/// One region of backing memory shared by isolated [`Client`]s.
 ///
-/// The block is cut into chunks of [`Config::chunk_size`]; each client takes chunks as it
+/// The backing memory is cut into chunks of [`Config::chunk_size`]; each client takes chunks as it
 /// needs them and runs a buddy allocator with a small-size front over them, so a client's
 /// memory is never handed to another client while the client lives. Deleting (dropping) a
 /// client gives all its chunks back at once.
@@ -176,9 +176,9 @@ pub struct ArenaStats {
 /// ```
 /// use core::alloc::Layout;
 ///
-/// use memvisor_arena::{Arena, Block, Config, Quota};
+/// use memvisor_arena::{Arena, Backing, Config, Quota};
 ///
-/// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+/// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
 /// let a = arena.create_client(Quota::UNLIMITED)?;
 /// let b = arena.create_client(Quota::bytes(4096))?;
 /// let p = a.alloc(Layout::new::<[u64; 4]>())?;
@@ -218,10 +218,11 @@ pub struct Arena {
     cached_blocks: AtomicUsize,
     /// Held chunks without a live block ([`Flags::STATISTICS`]).
     pinned: AtomicUsize,
-    /// Offset of chunk 0 from the start of the block (for reservation offsets, `std` only).
+    /// Offset of chunk 0 from the start of the backing memory (for reservation offsets, `std`
+    /// only).
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pad: usize,
-    block: Block,
+    backing: Backing,
 }
 
 // SAFETY: the side tables in `UnsafeCell`s are partitioned by chunk, and the cells of a chunk
@@ -235,7 +236,7 @@ unsafe impl Send for Arena {}
 impl fmt::Debug for Arena {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Arena")
-            .field("block", &self.block)
+            .field("backing", &self.backing)
             .field("config", &self.config)
             .field("accepted_flags", &self.geo.flags)
             .field("chunks", &self.geo.nchunks)
@@ -253,7 +254,7 @@ fn cells<T: Copy>(len: usize, value: T) -> Box<[UnsafeCell<T>]> {
 
 impl Arena {
     /// Flags this build supports. [`Flags::DECOMMIT`] and [`Flags::GUARD`] need the `std`
-    /// feature (and, on an arena, a reservation-backed block).
+    /// feature (and, on an arena, reservation backing memory).
     ///
     /// # Examples
     /// ```
@@ -271,22 +272,22 @@ impl Arena {
         }
     }
 
-    /// An arena over `block`.
+    /// An arena over `backing`.
     ///
-    /// Chunk 0 starts at the block's start rounded up to [`Config::alignment`]; the chunks
-    /// that fit are used and any tail is left alone. Flags the block cannot honour are dropped:
-    /// [`Flags::DECOMMIT`] and [`Flags::GUARD`] need a reservation ([`Block::reserve`]), and
+    /// Chunk 0 starts at the backing's start rounded up to [`Config::alignment`]; the chunks
+    /// that fit are used and any tail is left alone. Flags the backing cannot honour are dropped:
+    /// [`Flags::DECOMMIT`] and [`Flags::GUARD`] need a reservation ([`Backing::reserve`]), and
     /// [`Flags::GUARD`] a chunk of at least four pages; [`accepted_flags`](Self::accepted_flags)
     /// says what was kept.
     ///
     /// # Errors
-    /// As [`Config::validate`]; [`Error::BlockTooSmall`] if not one chunk fits.
-    pub fn new(block: Block, config: Config) -> Result<Self> {
+    /// As [`Config::validate`]; [`Error::BackingTooSmall`] if not one chunk fits.
+    pub fn new(backing: Backing, config: Config) -> Result<Self> {
         config.validate()?;
         let chunk = config.chunk_size();
-        let start = block.as_ptr() as usize;
-        let too_small = Error::BlockTooSmall {
-            len: block.len(),
+        let start = backing.as_ptr() as usize;
+        let too_small = Error::BackingTooSmall {
+            len: backing.len(),
             chunk_size: chunk,
             align: config.alignment(),
         };
@@ -294,15 +295,15 @@ impl Arena {
             .checked_next_multiple_of(config.alignment())
             .ok_or(too_small.clone())?
             - start;
-        let room = block.len().checked_sub(pad).ok_or(too_small.clone())?;
+        let room = backing.len().checked_sub(pad).ok_or(too_small.clone())?;
         let nchunks = room / chunk;
         let count = match u32::try_from(nchunks) {
             Ok(count) if count > 0 && count < NIL => count,
             _ => return Err(too_small),
         };
         let mut flags = config.flags() & Self::supported_flags();
-        let os_page = os_page_size(&block);
-        if !block.is_reserved() {
+        let os_page = os_page_size(&backing);
+        if !backing.is_reserved() {
             flags = flags & !(Flags::DECOMMIT | Flags::GUARD);
         } else if os_page.saturating_mul(4) > chunk {
             flags = flags & !Flags::GUARD;
@@ -335,10 +336,10 @@ impl Arena {
             free_words += ((1usize << (max_order as usize - order)) / 64).max(1);
         }
         let min_class = classes::class_of(config.min_block());
-        let base = block.as_ptr().wrapping_add(pad);
+        let base = backing.as_ptr().wrapping_add(pad);
         let geo = Geometry {
-            // SAFETY: `pad < block.len()` (a chunk fits after it), so `base` is inside the block,
-            // whose pointer is not null, and does not wrap.
+            // SAFETY: `pad < backing.len()` (a chunk fits after it), so `base` is inside the
+            // backing, whose pointer is not null, and does not wrap.
             base: unsafe { NonNull::new_unchecked(base) },
             base_addr: start + pad,
             len: nchunks << chunk_shift,
@@ -392,7 +393,7 @@ impl Arena {
             pad,
             geo,
             config,
-            block,
+            backing,
         })
     }
 
@@ -402,10 +403,10 @@ impl Arena {
     /// As [`new`](Self::new).
     ///
     /// # Safety
-    /// As [`Block::from_raw`].
+    /// As [`Backing::from_raw`].
     pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize, config: Config) -> Result<Self> {
         // SAFETY: the caller's promise is the one `from_raw` needs.
-        Self::new(unsafe { Block::from_raw(ptr, len) }, config)
+        Self::new(unsafe { Backing::from_raw(ptr, len) }, config)
     }
 
     /// An arena over a fresh reservation of `len` bytes of address space: chunks are committed
@@ -413,7 +414,7 @@ impl Arena {
     /// back.
     ///
     /// # Errors
-    /// As [`new`](Self::new) and [`Block::reserve`].
+    /// As [`new`](Self::new) and [`Backing::reserve`].
     ///
     /// # Examples
     /// ```
@@ -431,12 +432,12 @@ impl Arena {
     #[cfg(feature = "std")]
     pub fn with_reservation(len: usize, config: Config) -> Result<Self> {
         config.validate()?;
-        let block = Block::reserve(
+        let backing = Backing::reserve(
             len,
             config.alignment(),
             memvisor_vmem::CommitMode::Protected,
         )?;
-        Self::new(block, config)
+        Self::new(backing, config)
     }
 
     /// The flags this arena took on (see [`new`](Self::new)).
@@ -451,10 +452,10 @@ impl Arena {
         &self.config
     }
 
-    /// The block it was made from.
+    /// The memory it was made from.
     #[must_use]
-    pub fn block(&self) -> &Block {
-        &self.block
+    pub fn backing(&self) -> &Backing {
+        &self.backing
     }
 
     /// The chunk size.
@@ -515,9 +516,9 @@ impl Arena {
     ///
     /// # Examples
     /// ```
-    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
     ///
-    /// let arena = Arena::new(Block::heap(1 << 20, 4096)?, Config::new())?;
+    /// let arena = Arena::new(Backing::heap(1 << 20, 4096)?, Config::new())?;
     /// let client = arena.create_client(Quota::bytes(64 << 10))?;
     /// assert_eq!(client.quota(), Quota::bytes(64 << 10));
     /// assert_eq!(arena.stats().clients, 1);
@@ -590,9 +591,9 @@ impl Arena {
     /// ```
     /// use core::alloc::Layout;
     ///
-    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
     ///
-    /// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+    /// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
     /// let client = arena.create_client(Quota::UNLIMITED)?;
     /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
     /// assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
@@ -710,7 +711,7 @@ impl Arena {
     /// [`Error::Vmem`] if the residency query fails.
     #[cfg(feature = "std")]
     pub fn resident_bytes(&self) -> Result<Option<usize>> {
-        match self.block.reservation() {
+        match self.backing.reservation() {
             Some(r) => Ok(Some(r.resident_pages(0, r.len())? * r.page_size())),
             None => Ok(None),
         }
@@ -850,7 +851,7 @@ impl Arena {
         // `Acquire` of the take).
         let info = unsafe { &mut *self.info[c].get() };
         #[cfg(feature = "std")]
-        if let Some(r) = self.block.reservation() {
+        if let Some(r) = self.backing.reservation() {
             self.prepare(r, c, info)?;
         }
         if info.committed {
@@ -945,7 +946,7 @@ impl Arena {
         if !self.geo.flags.contains(Flags::DECOMMIT) {
             return;
         }
-        if let Some(r) = self.block.reservation() {
+        if let Some(r) = self.backing.reservation() {
             let off = self.pad + (c << self.geo.chunk_shift);
             let usable = self.geo.usable_pages << self.geo.page_shift;
             // SAFETY: the chunk is being given back: its holder's blocks are all dead (freed or
@@ -962,15 +963,15 @@ impl Arena {
 }
 
 #[cfg(feature = "std")]
-fn os_page_size(block: &Block) -> usize {
-    block.reservation().map_or(
+fn os_page_size(backing: &Backing) -> usize {
+    backing.reservation().map_or(
         memvisor_vmem::page_size(),
         memvisor_vmem::Reservation::page_size,
     )
 }
 
 #[cfg(not(feature = "std"))]
-fn os_page_size(_block: &Block) -> usize {
+fn os_page_size(_backing: &Backing) -> usize {
     usize::MAX / 4
 }
 
@@ -982,7 +983,7 @@ mod tests {
 
     fn arena(chunks: usize, chunk: usize) -> Arena {
         let config = Config::new().with_chunk_size(chunk);
-        Arena::new(Block::heap(chunks * chunk, 4096).unwrap(), config).unwrap()
+        Arena::new(Backing::heap(chunks * chunk, 4096).unwrap(), config).unwrap()
     }
 
     #[test]

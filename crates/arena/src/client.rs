@@ -134,9 +134,9 @@ pub struct ClientStats {
 /// ```
 /// use core::alloc::Layout;
 ///
-/// use memvisor_arena::{Arena, Block, Config, Quota};
+/// use memvisor_arena::{Arena, Backing, Config, Quota};
 ///
-/// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+/// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
 /// let client = arena.create_client(Quota::UNLIMITED)?;
 /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
 /// assert_eq!(client.size_of(p.as_ptr())?, 112); // rounded up to its size class
@@ -382,9 +382,9 @@ impl<'a> Client<'a> {
     /// ```
     /// use core::alloc::Layout;
     ///
-    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
     ///
-    /// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+    /// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
     /// let client = arena.create_client(Quota::UNLIMITED)?;
     /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
     /// // SAFETY: `p` is not used after this.
@@ -761,14 +761,14 @@ mod tests {
 
     use super::*;
     use crate::arena::{MARK_SHIFT, ORDERS};
-    use crate::block::Block;
+    use crate::backing::Backing;
     use crate::config::Config;
 
     const CHUNK: usize = 64 << 10;
 
     fn arena(chunks: usize) -> Arena {
         let config = Config::new().with_chunk_size(CHUNK);
-        Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
+        Arena::new(Backing::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
     }
 
     fn layout(size: usize) -> Layout {
@@ -904,7 +904,7 @@ mod tests {
         // KiB of page metadata.
         for chunk in [2 << 20, 4 << 20] {
             let config = Config::new().with_chunk_size(chunk);
-            let arena = Arena::new(Block::heap(chunk, 4096).unwrap(), config).unwrap();
+            let arena = Arena::new(Backing::heap(chunk, 4096).unwrap(), config).unwrap();
             let page = 1usize << arena.geometry().page_shift;
             let client = arena.create_client(Quota::UNLIMITED).unwrap();
             let sizes = [page, 3 * page, 40, page + 1, 2000, 5 * page];
@@ -933,7 +933,7 @@ mod tests {
         // than its page's start.
         for chunk in [8 << 20, 16 << 20] {
             let config = Config::new().with_chunk_size(chunk);
-            let arena = Arena::new(Block::heap(chunk, 4096).unwrap(), config).unwrap();
+            let arena = Arena::new(Backing::heap(chunk, 4096).unwrap(), config).unwrap();
             assert!(arena.geometry().page_shift > MARK_SHIFT);
             let client = arena.create_client(Quota::UNLIMITED).unwrap();
             let blocks: Vec<_> = (0..200)

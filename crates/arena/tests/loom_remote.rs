@@ -13,13 +13,13 @@ use std::ptr::NonNull;
 
 use loom::sync::Arc;
 use loom::thread;
-use memvisor_arena::{Arena, Block, Config, Error, Quota};
+use memvisor_arena::{Arena, Backing, Config, Error, Quota};
 
 const CHUNK: usize = 64 << 10;
 
 fn arena(chunks: usize) -> Arc<Arena> {
     let config = Config::new().with_chunk_size(CHUNK);
-    Arc::new(Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap())
+    Arc::new(Arena::new(Backing::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap())
 }
 
 fn small() -> Layout {

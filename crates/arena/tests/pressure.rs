@@ -6,11 +6,11 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
-use memvisor_arena::{Arena, Block, Client, Config, Error, Flags, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, Quota};
 
 fn arena(len: usize, chunk: usize, flags: Flags) -> Arena {
     let config = Config::new().with_chunk_size(chunk).with_flags(flags);
-    Arena::new(Block::heap(len, 4096).unwrap(), config).unwrap()
+    Arena::new(Backing::heap(len, 4096).unwrap(), config).unwrap()
 }
 
 fn layout(size: usize) -> Layout {
@@ -394,7 +394,7 @@ fn alloc_over_a_chunk_takes_a_run_and_free_gives_it_back() {
     let (p, size) = client.alloc_sized(layout(3 * chunk + 1)).unwrap();
     assert_eq!(size, 4 * chunk);
     assert_eq!(
-        (p.as_ptr() as usize - arena.block().as_ptr() as usize) % chunk,
+        (p.as_ptr() as usize - arena.backing().as_ptr() as usize) % chunk,
         0
     );
     // SAFETY: a live block of `size` bytes, zeroed.
