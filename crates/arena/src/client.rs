@@ -18,12 +18,14 @@ use crate::sync::AtomicU32;
 
 mod buddy;
 mod cache;
+mod held;
 mod marks;
 mod remote;
 mod run;
 mod slab;
 
 use cache::{Caches, Uncached};
+use held::HeldChunk;
 pub(crate) use remote::Mailbox;
 use slab::{FreeObj, Slab};
 
@@ -454,14 +456,37 @@ impl State {
     }
 
     #[inline]
-    fn info(&mut self, chunk: usize) -> &mut ChunkInfo {
-        // SAFETY: callers pass a chunk this client holds, whose record only it touches.
-        unsafe { &mut *self.info.add(chunk) }
+    fn info(&mut self, chunk: HeldChunk) -> &mut ChunkInfo {
+        // SAFETY: the client holds `chunk` (`HeldChunk`), so only it touches the record, and
+        // the table has one per chunk.
+        unsafe { &mut *self.info.add(chunk.index()) }
+    }
+
+    /// The chunk on one of this client's lists (its chunk list, an order list) at `chunk`,
+    /// not [`NIL`].
+    #[inline]
+    fn listed(chunk: u32) -> HeldChunk {
+        debug_assert_ne!(chunk, NIL);
+        // SAFETY: the client's lists link only chunks it holds (invariant 1; a chunk leaves
+        // them before it goes back).
+        unsafe { HeldChunk::new_unchecked(chunk as usize) }
+    }
+
+    /// The chunk that the block or slab of this client at offset `off` lies in.
+    ///
+    /// # Safety
+    /// A block or slab of this client (live, cached, in its mailbox or being handed out)
+    /// lies at `off`.
+    #[inline]
+    unsafe fn chunk_of(&self, off: usize) -> HeldChunk {
+        // SAFETY: the caller's promise: the client's blocks lie in chunks it holds
+        // (invariant 2).
+        unsafe { HeldChunk::new_unchecked(off >> self.geo.chunk_shift) }
     }
 
     /// Takes `chunk` out of the doubly linked list of held chunks (its own `next` and `prev`
     /// are left for the caller to reset or reuse).
-    fn unlink_chunk(&mut self, chunk: usize) {
+    fn unlink_chunk(&mut self, chunk: HeldChunk) {
         let (next, prev) = {
             let info = self.info(chunk);
             (info.next, info.prev)
@@ -469,10 +494,10 @@ impl State {
         if prev == NIL {
             self.chunk_head = next;
         } else {
-            self.info(prev as usize).next = next;
+            self.info(Self::listed(prev)).next = next;
         }
         if next != NIL {
-            self.info(next as usize).prev = prev;
+            self.info(Self::listed(next)).prev = prev;
         }
     }
 
@@ -510,7 +535,9 @@ impl State {
             self.alloc_large(arena, id, size.max(1), align)?
         };
         self.set_start(off);
-        let info = self.info(off >> self.geo.chunk_shift);
+        // SAFETY: the block at `off` was just handed out by this client.
+        let chunk = unsafe { self.chunk_of(off) };
+        let info = self.info(chunk);
         info.live += 1;
         if info.live == 1 {
             self.busy(arena);
@@ -665,7 +692,9 @@ impl State {
         if run::is_run(meta) {
             return self.free_run(arena, off);
         }
-        let chunk = off >> self.geo.chunk_shift;
+        // SAFETY: a live block of this client lies at `off` (checked by `claim`, or taken from
+        // the mailbox).
+        let chunk = unsafe { self.chunk_of(off) };
         let info = self.info(chunk);
         info.live -= 1;
         // A chunk left without a live block while another is kept already: it is not kept.
@@ -697,7 +726,7 @@ impl State {
         self.used -= bytes;
         self.frees += 1;
         if purge {
-            self.purge(arena, chunk);
+            self.purge(arena, chunk.index());
         }
         if self.free_flags && self.geo.flags.contains(Flags::STATISTICS) {
             self.report_cached(arena);
@@ -796,22 +825,28 @@ mod tests {
                 let mut seen = 0;
                 let mut empty = 0;
                 while chunk != NIL {
-                    let c = chunk as usize;
-                    let words = s.free_words(c);
+                    let words = s.free_words(State::listed(chunk));
                     let mut free_pages = 0;
                     for order in 0..=geo.max_order {
                         let count = 1usize << (geo.max_order - order);
                         let mut any = false;
                         for index in 0..count {
-                            if s.is_free(c, order, index) {
+                            if s.is_free(State::listed(chunk), order, index) {
                                 any = true;
                                 free_pages += 1 << order;
                                 if order < geo.max_order {
-                                    assert!(!s.is_free(c, order, index ^ 1), "unmerged buddies");
+                                    assert!(
+                                        !s.is_free(State::listed(chunk), order, index ^ 1),
+                                        "unmerged buddies"
+                                    );
                                 }
                                 // No free block overlaps a free block of another order.
                                 for up in order + 1..=geo.max_order {
-                                    assert!(!s.is_free(c, up, index >> (up - order)));
+                                    assert!(!s.is_free(
+                                        State::listed(chunk),
+                                        up,
+                                        index >> (up - order)
+                                    ));
                                 }
                             }
                         }
@@ -822,18 +857,18 @@ mod tests {
                         let mut at = s.heads[order as usize];
                         while at != NIL {
                             on_list |= at == chunk;
-                            at = s.info(at as usize).order_next[order as usize];
+                            at = s.info(State::listed(at)).order_next[order as usize];
                         }
                         assert_eq!(on_list, any, "list of order {order}");
                     }
-                    let used = s.info(c).used;
+                    let used = s.info(State::listed(chunk)).used;
                     assert_eq!(
                         (free_pages << geo.page_shift) + used,
                         geo.usable_pages << geo.page_shift
                     );
                     empty += usize::from(used == 0);
                     seen += 1;
-                    chunk = s.info(c).next;
+                    chunk = s.info(State::listed(chunk)).next;
                 }
                 assert_eq!(seen, s.chunks);
                 assert_eq!(empty, s.empty_chunks);
@@ -967,13 +1002,13 @@ mod tests {
         let blocks: Vec<_> = (0..3 * cap)
             .map(|_| client.alloc(layout(64)).unwrap())
             .collect();
-        let chunk_bytes_full = client.with(|s| s.info(s.chunk_head as usize).used);
+        let chunk_bytes_full = client.with(|s| s.info(State::listed(s.chunk_head)).used);
         assert_eq!(chunk_bytes_full, 3 * 8192);
         for p in blocks {
             free_uncached(&client, p);
         }
         client.check();
-        let kept = client.with(|s| s.info(s.chunk_head as usize).used);
+        let kept = client.with(|s| s.info(State::listed(s.chunk_head)).used);
         assert_eq!(kept, 8192, "one empty slab kept");
         assert_eq!(client.with(|s| s.empty_slabs[class_of(64)]), 1);
     }

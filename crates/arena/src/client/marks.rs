@@ -2,6 +2,7 @@
 //! start bits (one per 16 bytes, set exactly at the start of each live block), and the
 //! constant-time tests and claims of blocks built on them.
 
+use super::held::HeldChunk;
 use super::{State, block_size};
 use crate::arena::{MARK_SHIFT, meta_slot, start_word};
 use crate::config::MIN_BLOCK;
@@ -97,8 +98,7 @@ impl State {
             return Err(Error::Foreign { addr });
         }
         let chunk = off >> self.geo.chunk_shift;
-        // SAFETY: `off < len`, so `chunk < nchunks`, the length of the owner table.
-        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
+        if HeldChunk::checked(owners, id, chunk).is_none() {
             return Err(Error::NotOwned { addr, chunk });
         }
         let bit = 1u64 << ((off >> 4) & 63);
@@ -127,11 +127,7 @@ impl State {
             return Err(Error::Foreign { addr });
         }
         let chunk = off >> self.geo.chunk_shift;
-        // Only this client stores `id` into the table, so a relaxed load that reads `id` reads
-        // its own latest store.
-        // SAFETY: `off < len`, the bytes of `nchunks` chunks, so `chunk < nchunks`, the length
-        // of the owner table.
-        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
+        if HeldChunk::checked(owners, id, chunk).is_none() {
             return Err(Error::NotOwned { addr, chunk });
         }
         let g = off >> 4;
