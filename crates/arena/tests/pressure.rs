@@ -522,3 +522,31 @@ fn alloc_small_aligned_comes_from_slabs() {
     }
     assert_eq!(client.stats().used_bytes, 0);
 }
+
+#[test]
+fn alloc_more_allocating_clients_than_chunks_is_out_of_memory_and_changes_nothing() {
+    // Each allocating client holds at least one whole chunk (tiny clients do not share
+    // chunks): one more client than chunks cannot allocate even 16 bytes.
+    let chunks = 16;
+    let arena = arena(chunks << 16, 64 << 10, Flags::empty());
+    let clients: Vec<_> = (0..=chunks)
+        .map(|_| arena.create_client(Quota::UNLIMITED).unwrap())
+        .collect();
+    let blocks: Vec<_> = clients[..chunks]
+        .iter()
+        .map(|c| c.alloc(layout(16)).unwrap())
+        .collect();
+    let last = &clients[chunks];
+    // The request the error names is the slab the block would have come from.
+    assert!(matches!(
+        last.alloc(layout(16)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert_eq!(last.stats().chunks, 0);
+    assert_eq!(arena.stats().held_chunks, chunks);
+    // Isolation still holds between the others, and deleting them gives every chunk back.
+    // SAFETY: refused: the block belongs to another client.
+    assert!(unsafe { clients[1].free(blocks[0]) }.is_err());
+    drop(clients);
+    assert_eq!(arena.stats().held_chunks, 0);
+}
