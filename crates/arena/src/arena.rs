@@ -617,14 +617,18 @@ impl Arena {
         if self.owner[chunk].load(Ordering::Acquire) == 0 || mailbox.is_null() {
             return Err(Error::NotOwned { addr, chunk });
         }
+        if !off.is_multiple_of(MIN_BLOCK) || !self.remote.claim(off) {
+            return Err(Error::NotABlock { addr });
+        }
+        // Claimed first, tested second: the holder clears the start bit of a block it took
+        // from its mailbox before it releases the claim (`Release`), and the claim is an
+        // `Acquire`, so a second free through the arena that gets the claim after that sees
+        // the start bit clear. The holder set the start bit before the block reached this
+        // thread (the caller's promise), and its own free of the block is ordered with this
+        // call (also the caller's promise).
         let bit = 1u64 << ((off >> 4) & 63);
-        // The holder set the start bit before the block reached this thread (the caller's
-        // promise), and clears it only at its own free of the block, which is ordered with
-        // this call, or after taking the block from its mailbox, after the claim below.
-        if !off.is_multiple_of(MIN_BLOCK)
-            || self.marks[start_word(off)].load(Ordering::Relaxed) & bit == 0
-            || !self.remote.claim(off)
-        {
+        if self.marks[start_word(off)].load(Ordering::Relaxed) & bit == 0 {
+            self.remote.release(off);
             return Err(Error::NotABlock { addr });
         }
         // SAFETY: the start bit was set, so a live block of the chunk's holder starts at `off`

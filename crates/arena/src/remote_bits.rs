@@ -95,7 +95,8 @@ impl RemoteBits {
     }
 
     /// Claims the block at `off` (in the arena) for a free through the arena: sets its bit;
-    /// false if it was set already (another such free won).
+    /// false if it was set already (another such free won). `Acquire`: a claim made after the
+    /// holder released the bit ([`release`](Self::release)) sees what the holder did before.
     pub(crate) fn claim(&self, off: usize) -> bool {
         let chunk = off >> self.chunk_shift;
         let mut table = self.table(chunk);
@@ -105,7 +106,7 @@ impl RemoteBits {
         let (word, bit) = word_bit(off, self.chunk_shift);
         // SAFETY: as in `word`.
         let word = unsafe { &*table.add(word) };
-        word.fetch_or(bit, Ordering::Relaxed) & bit == 0
+        word.fetch_or(bit, Ordering::Acquire) & bit == 0
     }
 
     /// Makes chunk `chunk`'s table if no other thread did first; returns the one in place.
@@ -131,11 +132,13 @@ impl RemoteBits {
         }
     }
 
-    /// Clears the bit of the block at `off`, which its holder just took from its mailbox.
+    /// Clears the bit of the block at `off`: its holder took it from its mailbox (after
+    /// clearing its start bit), or a free through the arena that claimed it found it dead.
+    /// `Release`: pairs with the `Acquire` of the next [`claim`](Self::claim).
     #[inline]
     pub(crate) fn release(&self, off: usize) {
         if let Some((word, bit)) = self.word(off) {
-            word.fetch_and(!bit, Ordering::Relaxed);
+            word.fetch_and(!bit, Ordering::Release);
         }
     }
 

@@ -104,6 +104,28 @@ fn holder_free_after_remote_free_is_refused() {
 }
 
 #[test]
+fn second_remote_free_racing_with_the_drain_is_refused() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let keep = client.alloc(small()).unwrap();
+        let addr = client.alloc(small()).unwrap().as_ptr() as usize;
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || (remote_free(&arena, addr), remote_free(&arena, addr)))
+        };
+        // The holder takes its mailbox meanwhile: before, between or after the two frees.
+        client.trim();
+        let (first, second) = other.join().unwrap();
+        assert_eq!(first, Ok(48));
+        assert_eq!(second, Err(Error::NotABlock { addr }));
+        client.trim();
+        assert_eq!(client.stats().live_blocks, 1);
+        assert!(client.owns(keep.as_ptr()));
+    });
+}
+
+#[test]
 fn two_remote_frees_of_one_block_free_it_once() {
     loom::model(|| {
         let arena = arena(1);
