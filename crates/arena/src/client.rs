@@ -330,8 +330,9 @@ impl<'a> Client<'a> {
     ///
     /// # Safety
     /// If `ptr` is a live block of this client, nothing may use it after this call (no
-    /// reference into it may live on). A rejected pointer is left alone, so this promise only
-    /// matters for blocks the call frees.
+    /// reference into it may live on), and no [`Arena::free`] of it may run at the same time
+    /// on another thread (one ordered before or after is refused, or refuses this one). A
+    /// rejected pointer is left alone, so this promise only matters for blocks the call frees.
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
         let arena = self.arena;
