@@ -8,7 +8,7 @@ use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS};
+use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot};
 use crate::chunks::NIL;
 use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
@@ -340,8 +340,8 @@ impl<'a> Client<'a> {
         let remote = self.remote;
         let id = self.id;
         self.with(|s| {
-            let (off, meta, slot) = s.claim(owners, remote, id, ptr.as_ptr())?;
-            let size = s.free(arena, off, meta, slot);
+            let (off, chunk, meta) = s.claim(owners, remote, id, ptr.as_ptr())?;
+            let size = s.free(arena, off, chunk, meta);
             if s.has_mail(arena) {
                 s.poll(arena);
             }
@@ -686,16 +686,35 @@ impl State {
         Ok((off, bytes))
     }
 
-    /// Frees the live block at `off` with page metadata `meta` (checked by `locate`);
-    /// returns its size.
-    #[inline]
-    fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
+    /// Frees the live block at `off`, in held chunk `chunk`, with page metadata `meta`
+    /// (checked by `claim`, or taken from the mailbox); returns its size.
+    #[inline(always)]
+    fn free(&mut self, arena: &Arena, off: usize, chunk: HeldChunk, meta: u16) -> usize {
+        let plain = !self.free_flags;
+        let info = self.info(chunk);
+        info.live -= 1;
+        if meta >= SLAB && info.live != 0 && plain {
+            // The common case: a small block of a chunk that stays busy, no flags.
+            let class = usize::from(meta & VALUE);
+            let bytes = class_size(class);
+            if !self.cache_small(class, bytes, off) {
+                self.free_small(arena, off, class, false);
+            }
+            self.used -= bytes;
+            self.frees += 1;
+            return bytes;
+        }
+        info.live += 1;
+        self.free_other(arena, off, chunk, meta)
+    }
+
+    /// [`free`](Self::free) of anything but a small block of a chunk that stays busy without
+    /// flags: a run, a buddy block, or a block whose chunk is left without a live block.
+    #[inline(never)]
+    fn free_other(&mut self, arena: &Arena, off: usize, chunk: HeldChunk, meta: u16) -> usize {
         if run::is_run(meta) {
             return self.free_run(arena, off);
         }
-        // SAFETY: a live block of this client lies at `off` (checked by `claim`, or taken from
-        // the mailbox).
-        let chunk = unsafe { self.chunk_of(off) };
         let info = self.info(chunk);
         info.live -= 1;
         // A chunk left without a live block while another is kept already: it is not kept.
@@ -709,7 +728,7 @@ impl State {
             if self.free_flags {
                 self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
             }
-            if purge || !self.cache_small(value, off) {
+            if purge || !self.cache_small(value, bytes, off) {
                 self.free_small(arena, off, value, purge);
             }
             bytes
@@ -718,7 +737,7 @@ impl State {
             if self.free_flags {
                 self.on_free(arena, off, bytes, 0);
             }
-            if purge || !self.cache_large(off, slot, value + 1) {
+            if purge || !self.cache_large(off, meta_slot(&self.geo, off), value + 1) {
                 self.set_page(off >> self.geo.page_shift, 0);
                 self.free_pages(arena, off, value + 1);
             }

@@ -94,6 +94,25 @@ impl RemoteBits {
             .is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0)
     }
 
+    /// [`is_claimed`](Self::is_claimed) for an `off` known to lie in chunk `chunk` of the
+    /// arena, without the range check: the holder's own free, which has checked both.
+    ///
+    /// # Safety
+    /// `chunk < nchunks` (the `nchunks` the bits were made for) and
+    /// `chunk == off >> chunk_shift`.
+    #[inline]
+    pub(crate) unsafe fn is_claimed_in(&self, chunk: usize, off: usize) -> bool {
+        debug_assert!(chunk < self.tables.len() && chunk == off >> self.chunk_shift);
+        // SAFETY: the caller's promise: `chunk` is below `nchunks`, the tables' length.
+        let table = unsafe { self.tables.get_unchecked(chunk) }.load(Ordering::Acquire);
+        if table.is_null() {
+            return false;
+        }
+        let (word, bit) = word_bit(off, self.chunk_shift);
+        // SAFETY: as in `word`: `off` lies in chunk `chunk`, so `word < words`.
+        unsafe { &*table.add(word) }.load(Ordering::Relaxed) & bit != 0
+    }
+
     /// Claims the block at `off` (in the arena) for a free through the arena: sets its bit;
     /// false if it was set already (another such free won). `Acquire`: a claim made after the
     /// holder released the bit ([`release`](Self::release)) sees what the holder did before.

@@ -239,6 +239,47 @@ fn free_outside_arena_errors() {
 }
 
 #[test]
+fn free_at_arena_edges_errors_and_changes_nothing() {
+    // Two chunks and a tail of the backing that no chunk covers.
+    let config = Config::new().with_chunk_size(CHUNK);
+    let arena = Arena::new(Backing::heap(2 * CHUNK + 4096, 4096).unwrap(), config).unwrap();
+    assert_eq!(arena.chunk_count(), 2);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    // Blocks over half a chunk take a chunk each: the client holds both.
+    let blocks = [
+        client.alloc(layout(CHUNK / 2 + 1, 8)).unwrap(),
+        client.alloc(layout(CHUNK / 2 + 1, 8)).unwrap(),
+    ];
+    assert_eq!(client.stats().chunks, 2);
+    let before = client.stats();
+    let base = arena.backing().as_ptr();
+    let end = base.wrapping_add(2 * CHUNK);
+    let last = NonNull::new(end.wrapping_sub(16)).unwrap();
+    assert!(arena.contains(last.as_ptr()));
+    assert_eq!(
+        free(&client, last),
+        Err(Error::NotABlock {
+            addr: last.as_ptr() as usize
+        })
+    );
+    for outside in [end, end.wrapping_add(4096 - 16), base.wrapping_sub(16)] {
+        assert!(!arena.contains(outside));
+        let outside = NonNull::new(outside).unwrap();
+        assert_eq!(
+            free(&client, outside),
+            Err(Error::Foreign {
+                addr: outside.as_ptr() as usize
+            })
+        );
+    }
+    assert_eq!(client.stats(), before);
+    for p in blocks {
+        assert!(client.owns(p.as_ptr()));
+        assert_eq!(free(&client, p), Ok(CHUNK / 2 + 256));
+    }
+}
+
+#[test]
 fn free_other_clients_block_errors_and_keeps_it() {
     let arena = arena(2, Flags::empty());
     let a = arena.create_client(Quota::UNLIMITED).unwrap();

@@ -245,14 +245,15 @@ impl State {
         small.max(large << self.geo.page_shift)
     }
 
-    /// Keeps the freed small block at `off` of `class` for reuse; false (nothing changed) if
-    /// the class's cache is full.
+    /// Keeps the freed small block at `off` of `class` (of `bytes`, its size) for reuse; false
+    /// (nothing changed) if the class's cache is full.
     #[inline]
-    pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
+    pub(super) fn cache_small(&mut self, class: usize, bytes: usize, off: usize) -> bool {
+        debug_assert_eq!(bytes, class_size(class));
         let (bin, base) = small_bin(class);
         let cached = self.bins().is_some_and(|c| c.push_small(bin, base, off));
         if cached {
-            self.cached += class_size(class);
+            self.cached += bytes;
         }
         cached
     }

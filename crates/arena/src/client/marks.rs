@@ -81,34 +81,61 @@ impl State {
     }
 
     /// Checks that `ptr` is the start of a live block of client `id` that no free through the
-    /// arena has claimed, and claims it by clearing its start bit; returns its offset, page
-    /// metadata and metadata slot. A free through the arena ordered after this one then sees
-    /// the bit clear; one ordered before set the block's remote-free bit, seen here.
-    #[inline]
+    /// arena has claimed, and claims it by clearing its start bit; returns its offset, its
+    /// chunk, its page metadata and its metadata slot. A free through the arena ordered after
+    /// this one then sees the bit clear; one ordered before set the block's remote-free bit,
+    /// seen here.
+    #[inline(always)]
     pub(super) fn claim(
         &mut self,
         owners: &[AtomicU32],
         remote: &RemoteBits,
         id: u32,
         ptr: *const u8,
-    ) -> Result<(usize, u16, usize)> {
+    ) -> Result<(usize, HeldChunk, u16)> {
         let addr = ptr.addr();
         let off = addr.wrapping_sub(self.geo.base_addr);
         if off >= self.geo.len {
             return Err(Error::Foreign { addr });
         }
         let chunk = off >> self.geo.chunk_shift;
-        if HeldChunk::checked(owners, id, chunk).is_none() {
+        debug_assert!(chunk < owners.len() && chunk < self.geo.nchunks);
+        // SAFETY: `off < len = nchunks << chunk_shift`, so `chunk < nchunks`, the length of
+        // the owner table.
+        let owner = unsafe { owners.get_unchecked(chunk) };
+        if owner.load(Ordering::Relaxed) != id {
             return Err(Error::NotOwned { addr, chunk });
         }
+        // SAFETY: the owner table says this client holds `chunk` (a relaxed load that reads
+        // `id` reads this client's own store, as in `HeldChunk::checked`).
+        let held = unsafe { HeldChunk::new_unchecked(chunk) };
         let bit = 1u64 << ((off >> 4) & 63);
-        let word = self.start_bits(off);
+        // The KiB's start-bit word and, next to it, its metadata word (`meta_slot`).
+        let kib = self.marks.wrapping_add(start_word(off));
+        // SAFETY: as in `start_bits`: the marks table covers the arena and is made of
+        // `AtomicU64`s.
+        let word = unsafe { &*kib.cast::<core::sync::atomic::AtomicU64>() };
         let bits = word.load(Ordering::Relaxed);
-        if !off.is_multiple_of(MIN_BLOCK) || bits & bit == 0 || remote.is_claimed(off) {
+        if !off.is_multiple_of(MIN_BLOCK)
+            || bits & bit == 0
+            // SAFETY: `chunk < nchunks` (above) and `chunk == off >> chunk_shift`.
+            || unsafe { remote.is_claimed_in(chunk, off) }
+        {
             return Err(Error::NotABlock { addr });
         }
         word.store(bits & !bit, Ordering::Relaxed);
-        Ok((off, self.page_at(off), meta_slot(&self.geo, off)))
+        let page = (off >> self.geo.page_shift) & self.geo.meta_mask;
+        debug_assert_eq!(
+            kib.wrapping_add(1).cast::<u16>().wrapping_add(page),
+            self.marks
+                .cast::<u16>()
+                .wrapping_add(meta_slot(&self.geo, off))
+        );
+        // SAFETY: the `u16` at `page` of the metadata word after `kib` is the metadata slot of
+        // `off` (`meta_slot`), in the marks table, in a chunk this client holds; only this
+        // client writes it.
+        let meta = unsafe { *kib.add(1).cast::<u16>().add(page) };
+        Ok((off, held, meta))
     }
 
     /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set

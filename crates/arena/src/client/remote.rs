@@ -98,8 +98,9 @@ impl State {
             self.clear_start(off);
             arena.remote_bits().release(off);
             let meta = self.page_at(off);
-            let slot = crate::arena::meta_slot(&self.geo, off);
-            self.free(arena, off, meta, slot);
+            // SAFETY: as above, a block of this client lies at `off`.
+            let chunk = unsafe { self.chunk_of(off) };
+            self.free(arena, off, chunk, meta);
         }
     }
 }
