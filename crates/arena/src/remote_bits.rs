@@ -195,3 +195,39 @@ impl Drop for RemoteBits {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_claimed_in_agrees_with_is_claimed() {
+        let shift = 16;
+        let bits = RemoteBits::new(2, shift);
+        let block = (1 << shift) + 4096 + 48;
+        let offs = [
+            0,
+            48,
+            1 << shift,
+            block - 16,
+            block,
+            block + 16,
+            (2 << shift) - 16,
+        ];
+        let check = |claimed: Option<usize>| {
+            for off in offs {
+                let chunk = off >> shift;
+                // SAFETY: every offset lies in one of the two chunks.
+                let fast = unsafe { bits.is_claimed_in(chunk, off) };
+                assert_eq!(fast, bits.is_claimed(off), "at {off:#x}");
+                assert_eq!(fast, Some(off) == claimed, "at {off:#x}");
+            }
+        };
+        check(None);
+        assert!(bits.claim(block));
+        check(Some(block));
+        assert!(!bits.claim(block), "claimed already");
+        bits.release(block);
+        check(None);
+    }
+}

@@ -278,14 +278,15 @@ impl State {
         true
     }
 
-    /// Takes the most recently cached block of `class`, if any.
+    /// Takes the most recently cached block of `class` (of `bytes`, its size), if any.
     #[inline]
-    pub(super) fn uncache_small(&mut self, class: usize) -> Option<usize> {
+    pub(super) fn uncache_small(&mut self, class: usize, bytes: usize) -> Option<usize> {
+        debug_assert_eq!(bytes, class_size(class));
         let (bin, base) = small_bin(class);
         let c = self.cache.as_deref_mut()?;
         let len = c.len[bin].checked_sub(1)?;
         c.len[bin] = len;
-        self.cached -= class_size(class);
+        self.cached -= bytes;
         // SAFETY: `len` is below the bin's length, at most its number of entries.
         Some(unsafe { *c.offs.get_unchecked(base + usize::from(len)) })
     }
@@ -413,7 +414,7 @@ impl State {
     #[cold]
     pub(super) fn flush(&mut self, arena: &Arena, reclaim: bool) {
         for class in 0..NCLASSES {
-            while let Some(off) = self.uncache_small(class) {
+            while let Some(off) = self.uncache_small(class, class_size(class)) {
                 self.free_small(arena, off, class, reclaim);
             }
             if reclaim && self.empty_slabs[class] != 0 {
