@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use libfuzzer_sys::fuzz_target;
-use memvisor_arena::{Arena, Block, Client, Config, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Quota};
 use memvisor_fuzz::Input;
 
 const CLIENTS: usize = 4;
@@ -24,7 +24,7 @@ struct Live {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let chunk = 1usize << (16 + input.u8() % 3);
-    let Ok(block) = Block::heap(32 * chunk, 4096) else {
+    let Ok(block) = Backing::heap(32 * chunk, 4096) else {
         return;
     };
     let Ok(arena) = Arena::new(block, Config::new().with_chunk_size(chunk)) else {

@@ -1,4 +1,4 @@
-//! [`Arena`]: one memory block cut into chunks, handed out to clients.
+//! [`Arena`]: one region of backing memory cut into chunks, handed out to clients.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -6,12 +6,13 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::NonNull;
 
-use crate::block::Block;
+use crate::backing::Backing;
 use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, NCLASSES};
 use crate::client::{Client, Mailbox};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
+use crate::remote_bits::RemoteBits;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 /// Smallest buddy page: large blocks are whole numbers of pages.
@@ -159,9 +160,9 @@ pub struct ArenaStats {
     pub pinned_chunks: Option<usize>,
 }
 
-/// One memory block shared by isolated [`Client`]s.
+/// One region of backing memory shared by isolated [`Client`]s.
 ///
-/// The block is cut into chunks of [`Config::chunk_size`]; each client takes chunks as it
+/// The backing memory is cut into chunks of [`Config::chunk_size`]; each client takes chunks as it
 /// needs them and runs a buddy allocator with a small-size front over them, so a client's
 /// memory is never handed to another client while the client lives. Deleting (dropping) a
 /// client gives all its chunks back at once.
@@ -175,9 +176,9 @@ pub struct ArenaStats {
 /// ```
 /// use core::alloc::Layout;
 ///
-/// use memvisor_arena::{Arena, Block, Config, Quota};
+/// use memvisor_arena::{Arena, Backing, Config, Quota};
 ///
-/// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+/// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
 /// let a = arena.create_client(Quota::UNLIMITED)?;
 /// let b = arena.create_client(Quota::bytes(4096))?;
 /// let p = a.alloc(Layout::new::<[u64; 4]>())?;
@@ -196,10 +197,13 @@ pub struct Arena {
     owner: Box<[AtomicU32]>,
     /// Per chunk, the mailbox of remote frees of its holder (null while nobody holds it).
     mail: Box<[AtomicPtr<Mailbox>]>,
-    /// The marks table. Start-bit words are accessed atomically (other threads test and claim
-    /// start bits in [`free`](Self::free) and [`owner_of`](Self::owner_of)); metadata words
-    /// only by the chunk's holder, through [`marks_ptr`](Self::marks_ptr).
+    /// The marks table. Start-bit words are written only by the chunk's holder, with relaxed
+    /// loads and stores (other threads read them in [`free`](Self::free) and
+    /// [`owner_of`](Self::owner_of)); metadata words are accessed only by the chunk's holder,
+    /// through [`marks_ptr`](Self::marks_ptr).
     marks: Box<[core::sync::atomic::AtomicU64]>,
+    /// Blocks claimed by frees from other threads, not yet taken back by their holders.
+    remote: RemoteBits,
     free_bits: Box<[UnsafeCell<u64>]>,
     info: Box<[UnsafeCell<ChunkInfo>]>,
     next_id: AtomicU32,
@@ -214,10 +218,11 @@ pub struct Arena {
     cached_blocks: AtomicUsize,
     /// Held chunks without a live block ([`Flags::STATISTICS`]).
     pinned: AtomicUsize,
-    /// Offset of chunk 0 from the start of the block (for reservation offsets, `std` only).
+    /// Offset of chunk 0 from the start of the backing memory (for reservation offsets, `std`
+    /// only).
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     pad: usize,
-    block: Block,
+    backing: Backing,
 }
 
 // SAFETY: the side tables in `UnsafeCell`s are partitioned by chunk, and the cells of a chunk
@@ -231,7 +236,7 @@ unsafe impl Send for Arena {}
 impl fmt::Debug for Arena {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Arena")
-            .field("block", &self.block)
+            .field("backing", &self.backing)
             .field("config", &self.config)
             .field("accepted_flags", &self.geo.flags)
             .field("chunks", &self.geo.nchunks)
@@ -249,7 +254,7 @@ fn cells<T: Copy>(len: usize, value: T) -> Box<[UnsafeCell<T>]> {
 
 impl Arena {
     /// Flags this build supports. [`Flags::DECOMMIT`] and [`Flags::GUARD`] need the `std`
-    /// feature (and, on an arena, a reservation-backed block).
+    /// feature (and, on an arena, reservation backing memory).
     ///
     /// # Examples
     /// ```
@@ -267,22 +272,22 @@ impl Arena {
         }
     }
 
-    /// An arena over `block`.
+    /// An arena over `backing`.
     ///
-    /// Chunk 0 starts at the block's start rounded up to [`Config::alignment`]; the chunks
-    /// that fit are used and any tail is left alone. Flags the block cannot honour are dropped:
-    /// [`Flags::DECOMMIT`] and [`Flags::GUARD`] need a reservation ([`Block::reserve`]), and
+    /// Chunk 0 starts at the backing's start rounded up to [`Config::alignment`]; the chunks
+    /// that fit are used and any tail is left alone. Flags the backing cannot honour are dropped:
+    /// [`Flags::DECOMMIT`] and [`Flags::GUARD`] need a reservation ([`Backing::reserve`]), and
     /// [`Flags::GUARD`] a chunk of at least four pages; [`accepted_flags`](Self::accepted_flags)
     /// says what was kept.
     ///
     /// # Errors
-    /// As [`Config::validate`]; [`Error::BlockTooSmall`] if not one chunk fits.
-    pub fn new(block: Block, config: Config) -> Result<Self> {
+    /// As [`Config::validate`]; [`Error::BackingTooSmall`] if not one chunk fits.
+    pub fn new(backing: Backing, config: Config) -> Result<Self> {
         config.validate()?;
         let chunk = config.chunk_size();
-        let start = block.as_ptr() as usize;
-        let too_small = Error::BlockTooSmall {
-            len: block.len(),
+        let start = backing.as_ptr() as usize;
+        let too_small = Error::BackingTooSmall {
+            len: backing.len(),
             chunk_size: chunk,
             align: config.alignment(),
         };
@@ -290,15 +295,15 @@ impl Arena {
             .checked_next_multiple_of(config.alignment())
             .ok_or(too_small.clone())?
             - start;
-        let room = block.len().checked_sub(pad).ok_or(too_small.clone())?;
+        let room = backing.len().checked_sub(pad).ok_or(too_small.clone())?;
         let nchunks = room / chunk;
         let count = match u32::try_from(nchunks) {
             Ok(count) if count > 0 && count < NIL => count,
             _ => return Err(too_small),
         };
         let mut flags = config.flags() & Self::supported_flags();
-        let os_page = os_page_size(&block);
-        if !block.is_reserved() {
+        let os_page = os_page_size(&backing);
+        if !backing.is_reserved() {
             flags = flags & !(Flags::DECOMMIT | Flags::GUARD);
         } else if os_page.saturating_mul(4) > chunk {
             flags = flags & !Flags::GUARD;
@@ -331,10 +336,10 @@ impl Arena {
             free_words += ((1usize << (max_order as usize - order)) / 64).max(1);
         }
         let min_class = classes::class_of(config.min_block());
-        let base = block.as_ptr().wrapping_add(pad);
+        let base = backing.as_ptr().wrapping_add(pad);
         let geo = Geometry {
-            // SAFETY: `pad < block.len()` (a chunk fits after it), so `base` is inside the block,
-            // whose pointer is not null, and does not wrap.
+            // SAFETY: `pad < backing.len()` (a chunk fits after it), so `base` is inside the
+            // backing, whose pointer is not null, and does not wrap.
             base: unsafe { NonNull::new_unchecked(base) },
             base_addr: start + pad,
             len: nchunks << chunk_shift,
@@ -374,6 +379,7 @@ impl Arena {
             marks: (0..geo.marks_per_chunk * nchunks)
                 .map(|_| core::sync::atomic::AtomicU64::new(0))
                 .collect(),
+            remote: RemoteBits::new(nchunks, chunk_shift),
             free_bits: cells(nchunks * free_words, 0u64),
             info: cells(nchunks, info),
             next_id: AtomicU32::new(1),
@@ -387,7 +393,7 @@ impl Arena {
             pad,
             geo,
             config,
-            block,
+            backing,
         })
     }
 
@@ -397,10 +403,10 @@ impl Arena {
     /// As [`new`](Self::new).
     ///
     /// # Safety
-    /// As [`Block::from_raw`].
+    /// As [`Backing::from_raw`].
     pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize, config: Config) -> Result<Self> {
         // SAFETY: the caller's promise is the one `from_raw` needs.
-        Self::new(unsafe { Block::from_raw(ptr, len) }, config)
+        Self::new(unsafe { Backing::from_raw(ptr, len) }, config)
     }
 
     /// An arena over a fresh reservation of `len` bytes of address space: chunks are committed
@@ -408,7 +414,7 @@ impl Arena {
     /// back.
     ///
     /// # Errors
-    /// As [`new`](Self::new) and [`Block::reserve`].
+    /// As [`new`](Self::new) and [`Backing::reserve`].
     ///
     /// # Examples
     /// ```
@@ -426,12 +432,12 @@ impl Arena {
     #[cfg(feature = "std")]
     pub fn with_reservation(len: usize, config: Config) -> Result<Self> {
         config.validate()?;
-        let block = Block::reserve(
+        let backing = Backing::reserve(
             len,
             config.alignment(),
             memvisor_vmem::CommitMode::Protected,
         )?;
-        Self::new(block, config)
+        Self::new(backing, config)
     }
 
     /// The flags this arena took on (see [`new`](Self::new)).
@@ -446,10 +452,10 @@ impl Arena {
         &self.config
     }
 
-    /// The block it was made from.
+    /// The memory it was made from.
     #[must_use]
-    pub fn block(&self) -> &Block {
-        &self.block
+    pub fn backing(&self) -> &Backing {
+        &self.backing
     }
 
     /// The chunk size.
@@ -490,14 +496,17 @@ impl Arena {
 
     /// Bytes of the side tables: chunk owners and free-chunk links (8 bytes per chunk), the
     /// remote-free mailbox pointers (one pointer per chunk), chunk records, the block-start bitmap
-    /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page) and the buddy free
-    /// bitmaps (two bits per buddy page). Slab headers, 64 bytes per slab of 8 KiB or more
-    /// inside the block, are not included.
+    /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page), the buddy free
+    /// bitmaps (two bits per buddy page) and the remote-free bits (a pointer per chunk, and
+    /// one bit per 16 bytes of each chunk a free through [`free`](Self::free) has landed in
+    /// so far). Slab headers, 64 bytes per slab of 8 KiB or more inside the block, are not
+    /// included.
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
         self.geo.nchunks * (8 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
             + self.marks.len() * 8
             + self.free_bits.len() * 8
+            + self.remote.bytes()
     }
 
     /// Makes a client with the given quota.
@@ -507,9 +516,9 @@ impl Arena {
     ///
     /// # Examples
     /// ```
-    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
     ///
-    /// let arena = Arena::new(Block::heap(1 << 20, 4096)?, Config::new())?;
+    /// let arena = Arena::new(Backing::heap(1 << 20, 4096)?, Config::new())?;
     /// let client = arena.create_client(Quota::bytes(64 << 10))?;
     /// assert_eq!(client.quota(), Quota::bytes(64 << 10));
     /// assert_eq!(arena.stats().clients, 1);
@@ -548,30 +557,43 @@ impl Arena {
     /// Frees the block at `ptr`, whichever client holds it, on any thread; returns its size.
     ///
     /// The block stops being live at once: [`Client::owns`], [`owner_of`](Self::owner_of),
-    /// [`Client::size_of`] and a second free reject it. It goes onto a lock-free list of its
-    /// client, which the client empties into its free blocks at its next allocation that
-    /// misses its caches, its next free or [`Client::trim`]; until then its bytes still count
-    /// as used by the client. Takes constant time: a range check, a load of the chunk's
-    /// owner, an atomic claim of the block's start bit and one exchange on the list.
+    /// [`Client::size_of`], [`Client::free`] and a second free through the arena reject it. It
+    /// goes onto a lock-free list of its client, which the client empties into its free
+    /// blocks at its next allocation that misses its caches, its next free or
+    /// [`Client::trim`]; until then its bytes still count as used by the client. Takes
+    /// constant time: a range check, a load of the chunk's owner and of the block's start bit,
+    /// an atomic claim of the block's remote-free bit and one exchange on the list (the first
+    /// free through the arena into a chunk also makes that chunk's remote-free bits, 8 bytes
+    /// per KiB of chunk, kept until the arena is dropped).
+    ///
+    /// Every error is found here, before anything changes: the holder's own start bits are
+    /// written only by the holder, and this call claims the block in a separate bit that the
+    /// holder's [`Client::free`] checks.
     ///
     /// # Errors
     /// [`Error::Foreign`] if `ptr` is outside the arena, [`Error::NotOwned`] if no client holds
     /// its chunk, [`Error::NotABlock`] if it is not the start of a live block (interior,
-    /// already freed, also when a free of it on another thread won). Nothing changes on error.
+    /// already freed by its client or through the arena, also when a free of it through the
+    /// arena on another thread won). Nothing changes on error.
     ///
     /// # Safety
     /// If `ptr` is a live block, nothing may use it after this call, and its client must not
     /// be deleted before this call returns. The block must have reached this thread through
     /// something that orders its allocation before this call (any hand-over of a pointer
-    /// between threads that is not a data race does).
+    /// between threads that is not a data race does). No free of the same block by its
+    /// client ([`Client::free`]) may run unordered with this call (on another thread, with
+    /// neither call happening before the other): the client's free does not claim the block
+    /// atomically against this one, so both could win and write the block. A double free
+    /// ordered either way is an error, as is any number of racing frees through the arena
+    /// (exactly one wins).
     ///
     /// # Examples
     /// ```
     /// use core::alloc::Layout;
     ///
-    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
     ///
-    /// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+    /// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
     /// let client = arena.create_client(Quota::UNLIMITED)?;
     /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
     /// assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
@@ -580,6 +602,8 @@ impl Arena {
     /// assert_eq!(arena.owner_of(p.as_ptr()), None);
     /// // SAFETY: as above; the block is no longer live, so nothing is freed.
     /// assert!(unsafe { arena.free(p) }.is_err());
+    /// // SAFETY: as above; the client refuses it too.
+    /// assert!(unsafe { client.free(p) }.is_err());
     /// # Ok::<(), memvisor_arena::Error>(())
     /// ```
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
@@ -593,16 +617,25 @@ impl Arena {
         if self.owner[chunk].load(Ordering::Acquire) == 0 || mailbox.is_null() {
             return Err(Error::NotOwned { addr, chunk });
         }
+        if !off.is_multiple_of(MIN_BLOCK) || !self.remote.claim(off) {
+            return Err(Error::NotABlock { addr });
+        }
+        // Claimed first, tested second: the holder clears the start bit of a block it took
+        // from its mailbox before it releases the claim (`Release`), and the claim is an
+        // `Acquire`, so a second free through the arena that gets the claim after that sees
+        // the start bit clear. The holder set the start bit before the block reached this
+        // thread (the caller's promise), and its own free of the block is ordered with this
+        // call (also the caller's promise).
         let bit = 1u64 << ((off >> 4) & 63);
-        if !off.is_multiple_of(MIN_BLOCK)
-            || self.marks[start_word(off)].fetch_and(!bit, Ordering::Relaxed) & bit == 0
-        {
+        if self.marks[start_word(off)].load(Ordering::Relaxed) & bit == 0 {
+            self.remote.release(off);
             return Err(Error::NotABlock { addr });
         }
         // SAFETY: the start bit was set, so a live block of the chunk's holder starts at `off`
         // (the caller's promise orders its allocation, and the writes of its page metadata,
-        // before this call), and clearing the bit made it ours: the holder no longer frees
-        // it, so its metadata slot does not change until the holder takes it from the mailbox.
+        // before this call), and claiming its remote-free bit made it ours: the holder no
+        // longer frees it, so its metadata slot does not change until the holder takes it
+        // from the mailbox.
         let meta = unsafe {
             *self
                 .marks_ptr()
@@ -616,7 +649,8 @@ impl Arena {
         // SAFETY: the mailbox is the holder's (set when it took the chunk, which it still
         // holds as a live block lies in it), alive until the holder is deleted, which the
         // caller promised is not before this call returns; the block, at least 16 bytes and
-        // 16-aligned, is ours to write its link into.
+        // 16-aligned, is ours to write its link into (its client refuses to free it now, and
+        // the caller promised no free of it by the client races with this call).
         unsafe { (*mailbox).push(self.geo.base, off) };
         Ok(size)
     }
@@ -633,7 +667,10 @@ impl Arena {
         }
         let id = self.owner[off >> self.geo.chunk_shift].load(Ordering::Acquire);
         let bit = 1u64 << ((off >> 4) & 63);
-        (id != 0 && self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0).then_some(id)
+        (id != 0
+            && self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0
+            && !self.remote.is_claimed(off))
+        .then_some(id)
     }
 
     /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
@@ -678,7 +715,7 @@ impl Arena {
     /// [`Error::Vmem`] if the residency query fails.
     #[cfg(feature = "std")]
     pub fn resident_bytes(&self) -> Result<Option<usize>> {
-        match self.block.reservation() {
+        match self.backing.reservation() {
             Some(r) => Ok(Some(r.resident_pages(0, r.len())? * r.page_size())),
             None => Ok(None),
         }
@@ -690,6 +727,10 @@ impl Arena {
 
     pub(crate) fn owners(&self) -> &[AtomicU32] {
         &self.owner
+    }
+
+    pub(crate) fn remote_bits(&self) -> &RemoteBits {
+        &self.remote
     }
 
     /// The marks table as plain words, for the holders of chunks. An `AtomicU64` has the
@@ -814,7 +855,7 @@ impl Arena {
         // `Acquire` of the take).
         let info = unsafe { &mut *self.info[c].get() };
         #[cfg(feature = "std")]
-        if let Some(r) = self.block.reservation() {
+        if let Some(r) = self.backing.reservation() {
             self.prepare(r, c, info)?;
         }
         if info.committed {
@@ -843,6 +884,14 @@ impl Arena {
                 marks.write_bytes(0, words);
                 bits.write_bytes(0, free);
             }
+        }
+        if info.clean {
+            debug_assert!(
+                self.remote.chunk_is_clear(c),
+                "chunk {c} marked clean has remote-free bits set"
+            );
+        } else {
+            self.remote.clear_chunk(c);
         }
         info.clean = false;
         self.owner[c].store(id, Ordering::Relaxed);
@@ -901,7 +950,7 @@ impl Arena {
         if !self.geo.flags.contains(Flags::DECOMMIT) {
             return;
         }
-        if let Some(r) = self.block.reservation() {
+        if let Some(r) = self.backing.reservation() {
             let off = self.pad + (c << self.geo.chunk_shift);
             let usable = self.geo.usable_pages << self.geo.page_shift;
             // SAFETY: the chunk is being given back: its holder's blocks are all dead (freed or
@@ -918,15 +967,15 @@ impl Arena {
 }
 
 #[cfg(feature = "std")]
-fn os_page_size(block: &Block) -> usize {
-    block.reservation().map_or(
+fn os_page_size(backing: &Backing) -> usize {
+    backing.reservation().map_or(
         memvisor_vmem::page_size(),
         memvisor_vmem::Reservation::page_size,
     )
 }
 
 #[cfg(not(feature = "std"))]
-fn os_page_size(_block: &Block) -> usize {
+fn os_page_size(_backing: &Backing) -> usize {
     usize::MAX / 4
 }
 
@@ -938,7 +987,7 @@ mod tests {
 
     fn arena(chunks: usize, chunk: usize) -> Arena {
         let config = Config::new().with_chunk_size(chunk);
-        Arena::new(Block::heap(chunks * chunk, 4096).unwrap(), config).unwrap()
+        Arena::new(Backing::heap(chunks * chunk, 4096).unwrap(), config).unwrap()
     }
 
     #[test]

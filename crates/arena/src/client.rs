@@ -8,21 +8,24 @@ use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS};
+use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot};
 use crate::chunks::NIL;
 use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
+use crate::remote_bits::RemoteBits;
 use crate::sync::AtomicU32;
 
 mod buddy;
 mod cache;
+mod held;
 mod marks;
 mod remote;
 mod run;
 mod slab;
 
 use cache::{Caches, Uncached};
+use held::HeldChunk;
 pub(crate) use remote::Mailbox;
 use slab::{FreeObj, Slab};
 
@@ -133,9 +136,9 @@ pub struct ClientStats {
 /// ```
 /// use core::alloc::Layout;
 ///
-/// use memvisor_arena::{Arena, Block, Config, Quota};
+/// use memvisor_arena::{Arena, Backing, Config, Quota};
 ///
-/// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+/// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
 /// let client = arena.create_client(Quota::UNLIMITED)?;
 /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
 /// assert_eq!(client.size_of(p.as_ptr())?, 112); // rounded up to its size class
@@ -148,6 +151,7 @@ pub struct ClientStats {
 pub struct Client<'a> {
     arena: &'a Arena,
     owners: &'a [AtomicU32],
+    remote: &'a RemoteBits,
     id: u32,
     state: UnsafeCell<State>,
 }
@@ -198,6 +202,9 @@ struct State {
     /// The class of each 16 bytes of small size (entry `(size + 15) / 16`; a zero size gets
     /// the smallest block), the arena's smallest class in use at least.
     class_of: [u8; SMALL_MAX / 16 + 1],
+    /// The size of the class in `class_of`, entry by entry (one load instead of two on the
+    /// allocation path).
+    class_bytes: [u16; SMALL_MAX / 16 + 1],
     /// Whether an allocation has more to do: [`Flags::ZERO`] or [`Flags::STATISTICS`].
     alloc_flags: bool,
     /// Whether a free has more to do: [`Flags::POISON`] or [`Flags::STATISTICS`].
@@ -219,6 +226,7 @@ impl<'a> Client<'a> {
         Self {
             arena,
             owners: arena.owners(),
+            remote: arena.remote_bits(),
             id,
             state: UnsafeCell::new(State {
                 geo,
@@ -248,6 +256,10 @@ impl<'a> Client<'a> {
                 class_of: core::array::from_fn(|step| {
                     let class = class_of((step * 16).max(1)).max(geo.min_class);
                     u8::try_from(class).expect("fewer than 256 classes")
+                }),
+                class_bytes: core::array::from_fn(|step| {
+                    let class = class_of((step * 16).max(1)).max(geo.min_class);
+                    CLASSES[class]
                 }),
                 alloc_flags: geo.flags.contains(Flags::ZERO)
                     || geo.flags.contains(Flags::STATISTICS),
@@ -325,16 +337,18 @@ impl<'a> Client<'a> {
     ///
     /// # Safety
     /// If `ptr` is a live block of this client, nothing may use it after this call (no
-    /// reference into it may live on). A rejected pointer is left alone, so this promise only
-    /// matters for blocks the call frees.
+    /// reference into it may live on), and no [`Arena::free`] of it may run at the same time
+    /// on another thread (one ordered before or after is refused, or refuses this one). A
+    /// rejected pointer is left alone, so this promise only matters for blocks the call frees.
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
         let arena = self.arena;
         let owners = self.owners;
+        let remote = self.remote;
         let id = self.id;
         self.with(|s| {
-            let (off, meta, slot) = s.claim(owners, id, ptr.as_ptr())?;
-            let size = s.free(arena, off, meta, slot);
+            let (off, chunk, meta) = s.claim(owners, remote, id, ptr.as_ptr())?;
+            let size = s.free(arena, off, chunk, meta);
             if s.has_mail(arena) {
                 s.poll(arena);
             }
@@ -346,9 +360,8 @@ impl<'a> Client<'a> {
     #[inline]
     #[must_use]
     pub fn owns(&self, ptr: *const u8) -> bool {
-        let owners = self.owners;
-        let id = self.id;
-        self.with(|s| s.locate(owners, id, ptr).is_ok())
+        let (owners, remote, id) = (self.owners, self.remote, self.id);
+        self.with(|s| s.locate(owners, remote, id, ptr).is_ok())
     }
 
     /// The size of the live block at `ptr` (its requested size rounded up).
@@ -357,10 +370,9 @@ impl<'a> Client<'a> {
     /// As [`free`](Self::free).
     #[inline]
     pub fn size_of(&self, ptr: *const u8) -> Result<usize> {
-        let owners = self.owners;
-        let id = self.id;
+        let (owners, remote, id) = (self.owners, self.remote, self.id);
         self.with(|s| {
-            let (off, meta, _) = s.locate_meta(owners, id, ptr)?;
+            let (off, meta, _) = s.locate_meta(owners, remote, id, ptr)?;
             Ok(s.block_size(off, meta))
         })
     }
@@ -380,9 +392,9 @@ impl<'a> Client<'a> {
     /// ```
     /// use core::alloc::Layout;
     ///
-    /// use memvisor_arena::{Arena, Block, Config, Quota};
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
     ///
-    /// let arena = Arena::new(Block::heap(4 << 20, 4096)?, Config::new())?;
+    /// let arena = Arena::new(Backing::heap(4 << 20, 4096)?, Config::new())?;
     /// let client = arena.create_client(Quota::UNLIMITED)?;
     /// let p = client.alloc(Layout::from_size_align(100, 8).unwrap())?;
     /// // SAFETY: `p` is not used after this.
@@ -452,14 +464,37 @@ impl State {
     }
 
     #[inline]
-    fn info(&mut self, chunk: usize) -> &mut ChunkInfo {
-        // SAFETY: callers pass a chunk this client holds, whose record only it touches.
-        unsafe { &mut *self.info.add(chunk) }
+    fn info(&mut self, chunk: HeldChunk) -> &mut ChunkInfo {
+        // SAFETY: the client holds `chunk` (`HeldChunk`), so only it touches the record, and
+        // the table has one per chunk.
+        unsafe { &mut *self.info.add(chunk.index()) }
+    }
+
+    /// The chunk on one of this client's lists (its chunk list, an order list) at `chunk`,
+    /// not [`NIL`].
+    #[inline]
+    fn listed(chunk: u32) -> HeldChunk {
+        debug_assert_ne!(chunk, NIL);
+        // SAFETY: the client's lists link only chunks it holds (invariant 1; a chunk leaves
+        // them before it goes back).
+        unsafe { HeldChunk::new_unchecked(chunk as usize) }
+    }
+
+    /// The chunk that the block or slab of this client at offset `off` lies in.
+    ///
+    /// # Safety
+    /// A block or slab of this client (live, cached, in its mailbox or being handed out)
+    /// lies at `off`.
+    #[inline]
+    unsafe fn chunk_of(&self, off: usize) -> HeldChunk {
+        // SAFETY: the caller's promise: the client's blocks lie in chunks it holds
+        // (invariant 2).
+        unsafe { HeldChunk::new_unchecked(off >> self.geo.chunk_shift) }
     }
 
     /// Takes `chunk` out of the doubly linked list of held chunks (its own `next` and `prev`
     /// are left for the caller to reset or reuse).
-    fn unlink_chunk(&mut self, chunk: usize) {
+    fn unlink_chunk(&mut self, chunk: HeldChunk) {
         let (next, prev) = {
             let info = self.info(chunk);
             (info.next, info.prev)
@@ -467,10 +502,10 @@ impl State {
         if prev == NIL {
             self.chunk_head = next;
         } else {
-            self.info(prev as usize).next = next;
+            self.info(Self::listed(prev)).next = next;
         }
         if next != NIL {
-            self.info(next as usize).prev = prev;
+            self.info(Self::listed(next)).prev = prev;
         }
     }
 
@@ -496,11 +531,13 @@ impl State {
         let size = layout.size();
         let align = layout.align();
         let (off, bytes) = if align <= MIN_BLOCK && size <= SMALL_MAX {
-            let class = usize::from(self.class_of[(size + 15) >> 4]);
-            self.small(arena, id, class)?
+            let step = (size + 15) >> 4;
+            let class = usize::from(self.class_of[step]);
+            let bytes = usize::from(self.class_bytes[step]);
+            self.small(arena, id, class, bytes)?
         } else if align <= SLAB_ALIGN && size <= SMALL_MAX {
             let class = self.aligned_class(size, align);
-            self.small(arena, id, class)?
+            self.small(arena, id, class, class_size(class))?
         } else {
             if self.has_mail(arena) {
                 self.poll(arena);
@@ -508,7 +545,9 @@ impl State {
             self.alloc_large(arena, id, size.max(1), align)?
         };
         self.set_start(off);
-        let info = self.info(off >> self.geo.chunk_shift);
+        // SAFETY: the block at `off` was just handed out by this client.
+        let chunk = unsafe { self.chunk_of(off) };
+        let info = self.info(chunk);
         info.live += 1;
         if info.live == 1 {
             self.busy(arena);
@@ -528,12 +567,19 @@ impl State {
         Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
     }
 
-    /// Takes a block of `class` from its cache or its slabs; returns its offset and size.
+    /// Takes a block of `class`, of `bytes` (its size), from its cache or its slabs; returns
+    /// its offset and size.
     #[inline(always)]
-    fn small(&mut self, arena: &Arena, id: u32, class: usize) -> Result<(usize, usize)> {
-        let bytes = class_size(class);
+    fn small(
+        &mut self,
+        arena: &Arena,
+        id: u32,
+        class: usize,
+        bytes: usize,
+    ) -> Result<(usize, usize)> {
+        debug_assert_eq!(bytes, class_size(class));
         self.check_quota(bytes)?;
-        let off = match self.uncache_small(class) {
+        let off = match self.uncache_small(class, bytes) {
             Some(off) => off,
             None => {
                 if self.has_mail(arena) {
@@ -656,14 +702,35 @@ impl State {
         Ok((off, bytes))
     }
 
-    /// Frees the live block at `off` with page metadata `meta` (checked by `locate`);
-    /// returns its size.
-    #[inline]
-    fn free(&mut self, arena: &Arena, off: usize, meta: u16, slot: usize) -> usize {
+    /// Frees the live block at `off`, in held chunk `chunk`, with page metadata `meta`
+    /// (checked by `claim`, or taken from the mailbox); returns its size.
+    #[inline(always)]
+    fn free(&mut self, arena: &Arena, off: usize, chunk: HeldChunk, meta: u16) -> usize {
+        let plain = !self.free_flags;
+        let info = self.info(chunk);
+        info.live -= 1;
+        if meta >= SLAB && info.live != 0 && plain {
+            // The common case: a small block of a chunk that stays busy, no flags.
+            let class = usize::from(meta & VALUE);
+            let bytes = class_size(class);
+            if !self.cache_small(class, bytes, off) {
+                self.free_small(arena, off, class, false);
+            }
+            self.used -= bytes;
+            self.frees += 1;
+            return bytes;
+        }
+        info.live += 1;
+        self.free_other(arena, off, chunk, meta)
+    }
+
+    /// [`free`](Self::free) of anything but a small block of a chunk that stays busy without
+    /// flags: a run, a buddy block, or a block whose chunk is left without a live block.
+    #[inline(never)]
+    fn free_other(&mut self, arena: &Arena, off: usize, chunk: HeldChunk, meta: u16) -> usize {
         if run::is_run(meta) {
             return self.free_run(arena, off);
         }
-        let chunk = off >> self.geo.chunk_shift;
         let info = self.info(chunk);
         info.live -= 1;
         // A chunk left without a live block while another is kept already: it is not kept.
@@ -677,7 +744,7 @@ impl State {
             if self.free_flags {
                 self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
             }
-            if purge || !self.cache_small(value, off) {
+            if purge || !self.cache_small(value, bytes, off) {
                 self.free_small(arena, off, value, purge);
             }
             bytes
@@ -686,7 +753,7 @@ impl State {
             if self.free_flags {
                 self.on_free(arena, off, bytes, 0);
             }
-            if purge || !self.cache_large(off, slot, value + 1) {
+            if purge || !self.cache_large(off, meta_slot(&self.geo, off), value + 1) {
                 self.set_page(off >> self.geo.page_shift, 0);
                 self.free_pages(arena, off, value + 1);
             }
@@ -695,7 +762,7 @@ impl State {
         self.used -= bytes;
         self.frees += 1;
         if purge {
-            self.purge(arena, chunk);
+            self.purge(arena, chunk.index());
         }
         if self.free_flags && self.geo.flags.contains(Flags::STATISTICS) {
             self.report_cached(arena);
@@ -759,14 +826,14 @@ mod tests {
 
     use super::*;
     use crate::arena::{MARK_SHIFT, ORDERS};
-    use crate::block::Block;
+    use crate::backing::Backing;
     use crate::config::Config;
 
     const CHUNK: usize = 64 << 10;
 
     fn arena(chunks: usize) -> Arena {
         let config = Config::new().with_chunk_size(CHUNK);
-        Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
+        Arena::new(Backing::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
     }
 
     fn layout(size: usize) -> Layout {
@@ -794,22 +861,28 @@ mod tests {
                 let mut seen = 0;
                 let mut empty = 0;
                 while chunk != NIL {
-                    let c = chunk as usize;
-                    let words = s.free_words(c);
+                    let words = s.free_words(State::listed(chunk));
                     let mut free_pages = 0;
                     for order in 0..=geo.max_order {
                         let count = 1usize << (geo.max_order - order);
                         let mut any = false;
                         for index in 0..count {
-                            if s.is_free(c, order, index) {
+                            if s.is_free(State::listed(chunk), order, index) {
                                 any = true;
                                 free_pages += 1 << order;
                                 if order < geo.max_order {
-                                    assert!(!s.is_free(c, order, index ^ 1), "unmerged buddies");
+                                    assert!(
+                                        !s.is_free(State::listed(chunk), order, index ^ 1),
+                                        "unmerged buddies"
+                                    );
                                 }
                                 // No free block overlaps a free block of another order.
                                 for up in order + 1..=geo.max_order {
-                                    assert!(!s.is_free(c, up, index >> (up - order)));
+                                    assert!(!s.is_free(
+                                        State::listed(chunk),
+                                        up,
+                                        index >> (up - order)
+                                    ));
                                 }
                             }
                         }
@@ -820,18 +893,18 @@ mod tests {
                         let mut at = s.heads[order as usize];
                         while at != NIL {
                             on_list |= at == chunk;
-                            at = s.info(at as usize).order_next[order as usize];
+                            at = s.info(State::listed(at)).order_next[order as usize];
                         }
                         assert_eq!(on_list, any, "list of order {order}");
                     }
-                    let used = s.info(c).used;
+                    let used = s.info(State::listed(chunk)).used;
                     assert_eq!(
                         (free_pages << geo.page_shift) + used,
                         geo.usable_pages << geo.page_shift
                     );
                     empty += usize::from(used == 0);
                     seen += 1;
-                    chunk = s.info(c).next;
+                    chunk = s.info(State::listed(chunk)).next;
                 }
                 assert_eq!(seen, s.chunks);
                 assert_eq!(empty, s.empty_chunks);
@@ -902,7 +975,7 @@ mod tests {
         // KiB of page metadata.
         for chunk in [2 << 20, 4 << 20] {
             let config = Config::new().with_chunk_size(chunk);
-            let arena = Arena::new(Block::heap(chunk, 4096).unwrap(), config).unwrap();
+            let arena = Arena::new(Backing::heap(chunk, 4096).unwrap(), config).unwrap();
             let page = 1usize << arena.geometry().page_shift;
             let client = arena.create_client(Quota::UNLIMITED).unwrap();
             let sizes = [page, 3 * page, 40, page + 1, 2000, 5 * page];
@@ -931,7 +1004,7 @@ mod tests {
         // than its page's start.
         for chunk in [8 << 20, 16 << 20] {
             let config = Config::new().with_chunk_size(chunk);
-            let arena = Arena::new(Block::heap(chunk, 4096).unwrap(), config).unwrap();
+            let arena = Arena::new(Backing::heap(chunk, 4096).unwrap(), config).unwrap();
             assert!(arena.geometry().page_shift > MARK_SHIFT);
             let client = arena.create_client(Quota::UNLIMITED).unwrap();
             let blocks: Vec<_> = (0..200)
@@ -965,13 +1038,13 @@ mod tests {
         let blocks: Vec<_> = (0..3 * cap)
             .map(|_| client.alloc(layout(64)).unwrap())
             .collect();
-        let chunk_bytes_full = client.with(|s| s.info(s.chunk_head as usize).used);
+        let chunk_bytes_full = client.with(|s| s.info(State::listed(s.chunk_head)).used);
         assert_eq!(chunk_bytes_full, 3 * 8192);
         for p in blocks {
             free_uncached(&client, p);
         }
         client.check();
-        let kept = client.with(|s| s.info(s.chunk_head as usize).used);
+        let kept = client.with(|s| s.info(State::listed(s.chunk_head)).used);
         assert_eq!(kept, 8192, "one empty slab kept");
         assert_eq!(client.with(|s| s.empty_slabs[class_of(64)]), 1);
     }

@@ -33,34 +33,34 @@ pub enum Error {
         /// The chunk size it may not exceed.
         chunk_size: usize,
     },
-    /// The memory block cannot hold a single aligned chunk.
+    /// The backing memory cannot hold a single aligned chunk.
     #[error(
-        "block of {len:#x} bytes cannot hold one chunk of {chunk_size:#x} bytes aligned to {align:#x}"
+        "backing of {len:#x} bytes cannot hold one chunk of {chunk_size:#x} bytes aligned to {align:#x}"
     )]
-    BlockTooSmall {
-        /// Length of the block.
+    BackingTooSmall {
+        /// Length of the backing memory.
         len: usize,
         /// The configured chunk size.
         chunk_size: usize,
         /// The configured alignment.
         align: usize,
     },
-    /// The alignment asked of a heap block ([`Block::heap`](crate::Block::heap)) is not a
-    /// power of two of at least the minimum.
-    #[error("block alignment {align:#x} is not a power of two of at least {min:#x}")]
-    InvalidBlockAlignment {
+    /// The alignment asked of heap backing memory ([`Backing::heap`](crate::Backing::heap)) is
+    /// not a power of two of at least the minimum.
+    #[error("backing alignment {align:#x} is not a power of two of at least {min:#x}")]
+    InvalidBackingAlignment {
         /// The offending alignment.
         align: usize,
         /// The smallest alignment allowed.
         min: usize,
     },
-    /// A heap block of zero bytes was asked for ([`Block::heap`](crate::Block::heap)).
-    #[error("a block of zero bytes holds nothing")]
-    EmptyBlock,
-    /// A heap block this long with this alignment exceeds what the global allocator can be
-    /// asked for (`isize::MAX` bytes).
-    #[error("a block of {len:#x} bytes aligned to {align:#x} exceeds isize::MAX bytes")]
-    BlockTooLarge {
+    /// Heap backing memory of zero bytes was asked for ([`Backing::heap`](crate::Backing::heap)).
+    #[error("backing memory of zero bytes holds nothing")]
+    EmptyBacking,
+    /// Heap backing memory this long with this alignment exceeds what the global allocator
+    /// can be asked for (`isize::MAX` bytes).
+    #[error("backing memory of {len:#x} bytes aligned to {align:#x} exceeds isize::MAX bytes")]
+    BackingTooLarge {
         /// The asked length.
         len: usize,
         /// The asked alignment.
@@ -178,13 +178,13 @@ mod tests {
             "alignment 0x3 is not a power of two in 0x10..=0x10000"
         );
         assert_eq!(
-            Error::BlockTooSmall {
+            Error::BackingTooSmall {
                 len: 0x100,
                 chunk_size: 0x10000,
                 align: 0x1000
             }
             .to_string(),
-            "block of 0x100 bytes cannot hold one chunk of 0x10000 bytes aligned to 0x1000"
+            "backing of 0x100 bytes cannot hold one chunk of 0x10000 bytes aligned to 0x1000"
         );
     }
 
@@ -216,17 +216,17 @@ mod tests {
             "allocating 0x20 bytes with 0x3f0 in use exceeds the quota of 0x400 bytes"
         );
         assert_eq!(
-            Error::InvalidBlockAlignment { align: 8, min: 16 }.to_string(),
-            "block alignment 0x8 is not a power of two of at least 0x10"
+            Error::InvalidBackingAlignment { align: 8, min: 16 }.to_string(),
+            "backing alignment 0x8 is not a power of two of at least 0x10"
         );
         assert_eq!(
-            Error::BlockTooLarge {
+            Error::BackingTooLarge {
                 len: usize::MAX,
                 align: 16
             }
             .to_string(),
             alloc::format!(
-                "a block of {:#x} bytes aligned to 0x10 exceeds isize::MAX bytes",
+                "backing memory of {:#x} bytes aligned to 0x10 exceeds isize::MAX bytes",
                 usize::MAX
             )
         );

@@ -1,10 +1,10 @@
-//! Isolated clients over one memory block.
+//! Isolated clients over one region of backing memory.
 //!
-//! An [`Arena`] is made from one memory block (a caller's memory, a heap allocation, or a
-//! reserved range of address space committed on demand) and a [`Config`]: chunk size, minimum
-//! block size, alignment and [`Flags`]. [`Client`]s made in it allocate and free memory in
-//! isolation: each takes whole chunks of the block, which no other client touches while it
-//! holds them, and runs a buddy allocator with size-class slabs over them. A client tells in
+//! An [`Arena`] is made from one region of [`Backing`] memory (a caller's memory, a heap
+//! allocation, or a reserved range of address space committed on demand) and a [`Config`]: chunk
+//! size, minimum block size, alignment and [`Flags`]. [`Client`]s made in it allocate and free
+//! memory in isolation: each takes whole chunks of the backing, which no other client touches while
+//! it holds them, and runs a buddy allocator with size-class slabs over them. A client tells in
 //! constant time whether it owns an address and how large a block is; freeing a foreign,
 //! interior or already freed address is an error that changes nothing. Deleting a client gives
 //! all its chunks back at once, however many blocks it leaked.
@@ -13,11 +13,11 @@
 //! use core::alloc::Layout;
 //!
 //! use allocator_api2::vec::Vec;
-//! use memvisor_arena::{Arena, Block, Config, Error, Flags, Quota};
+//! use memvisor_arena::{Arena, Backing, Config, Error, Flags, Quota};
 //!
-//! // An 8 MiB block in 1 MiB chunks; new blocks read as zero.
+//! // 8 MiB of backing memory in 1 MiB chunks; new blocks read as zero.
 //! let config = Config::new().with_flags(Flags::ZERO | Flags::STATISTICS);
-//! let arena = Arena::new(Block::heap(8 << 20, 4096)?, config)?;
+//! let arena = Arena::new(Backing::heap(8 << 20, 4096)?, config)?;
 //! assert_eq!(arena.chunk_count(), 8);
 //!
 //! // Two programs, one of them limited to 64 KiB.
@@ -59,7 +59,7 @@
 //!
 //! # Features
 //! The crate is `no_std` with `alloc` (for its side tables). The default `std` feature adds
-//! arenas over a memvisor-vmem reservation ([`Arena::with_reservation`], [`Block::reserve`]),
+//! arenas over a memvisor-vmem reservation ([`Arena::with_reservation`], [`Backing::reserve`]),
 //! which commit chunks when first taken, and can decommit chunks given back
 //! ([`Flags::DECOMMIT`]) and put a guard page after each chunk ([`Flags::GUARD`]).
 //!
@@ -86,16 +86,17 @@ extern crate alloc;
 extern crate std;
 
 mod arena;
-mod block;
+mod backing;
 mod chunks;
 mod classes;
 mod client;
 mod config;
 mod error;
+mod remote_bits;
 mod sync;
 
 pub use arena::{Arena, ArenaStats};
-pub use block::Block;
+pub use backing::Backing;
 pub use client::{Client, ClientStats, POISON_BYTE};
 pub use config::{Config, Flags, MAX_CHUNK_SIZE, MAX_MIN_BLOCK, MIN_BLOCK, MIN_CHUNK_SIZE, Quota};
 pub use error::{Error, Result};

@@ -5,13 +5,13 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
-use memvisor_arena::{Arena, Block, Client, Config, Error, Flags, POISON_BYTE, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, POISON_BYTE, Quota};
 
 const CHUNK: usize = 64 << 10;
 
 fn arena(chunks: usize, flags: Flags) -> Arena {
     let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
-    Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
+    Arena::new(Backing::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap()
 }
 
 fn layout(size: usize, align: usize) -> Layout {
@@ -29,16 +29,16 @@ fn thread_traits_arena_sync_client_send() {
     fn send<T: Send>() {}
     sync_send::<Arena>();
     send::<Client<'static>>();
-    sync_send::<Block>();
+    sync_send::<Backing>();
 }
 
 #[test]
 fn new_block_too_small_errors() {
-    let block = Block::heap(CHUNK - 16, 4096).unwrap();
+    let block = Backing::heap(CHUNK - 16, 4096).unwrap();
     let config = Config::new().with_chunk_size(CHUNK);
     assert_eq!(
         Arena::new(block, config).unwrap_err(),
-        Error::BlockTooSmall {
+        Error::BackingTooSmall {
             len: CHUNK - 16,
             chunk_size: CHUNK,
             align: 4096
@@ -48,7 +48,7 @@ fn new_block_too_small_errors() {
 
 #[test]
 fn new_bad_config_errors() {
-    let block = Block::heap(CHUNK, 4096).unwrap();
+    let block = Backing::heap(CHUNK, 4096).unwrap();
     let config = Config::new().with_chunk_size(CHUNK + 1);
     assert!(matches!(
         Arena::new(block, config),
@@ -58,7 +58,7 @@ fn new_bad_config_errors() {
 
 #[test]
 fn new_unaligned_block_rounds_start_up() {
-    let block = Block::heap(3 * CHUNK, 4096).unwrap();
+    let block = Backing::heap(3 * CHUNK, 4096).unwrap();
     let start = block.as_ptr();
     // SAFETY: the range lies inside `block`, which outlives the arena (dropped after it).
     let arena = unsafe {
@@ -119,7 +119,7 @@ fn alloc_sizes_round_to_classes_and_pages() {
 #[test]
 fn alloc_zero_size_gets_min_block() {
     let config = Config::new().with_chunk_size(CHUNK).with_min_block(64);
-    let arena = Arena::new(Block::heap(CHUNK, 4096).unwrap(), config).unwrap();
+    let arena = Arena::new(Backing::heap(CHUNK, 4096).unwrap(), config).unwrap();
     let client = arena.create_client(Quota::UNLIMITED).unwrap();
     let (a, size) = client.alloc_sized(layout(0, 1)).unwrap();
     let (b, _) = client.alloc_sized(layout(0, 1)).unwrap();
@@ -236,6 +236,47 @@ fn free_outside_arena_errors() {
             addr: p.as_ptr() as usize
         })
     );
+}
+
+#[test]
+fn free_at_arena_edges_errors_and_changes_nothing() {
+    // Two chunks and a tail of the backing that no chunk covers.
+    let config = Config::new().with_chunk_size(CHUNK);
+    let arena = Arena::new(Backing::heap(2 * CHUNK + 4096, 4096).unwrap(), config).unwrap();
+    assert_eq!(arena.chunk_count(), 2);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    // Blocks over half a chunk take a chunk each: the client holds both.
+    let blocks = [
+        client.alloc(layout(CHUNK / 2 + 1, 8)).unwrap(),
+        client.alloc(layout(CHUNK / 2 + 1, 8)).unwrap(),
+    ];
+    assert_eq!(client.stats().chunks, 2);
+    let before = client.stats();
+    let base = arena.backing().as_ptr();
+    let end = base.wrapping_add(2 * CHUNK);
+    let last = NonNull::new(end.wrapping_sub(16)).unwrap();
+    assert!(arena.contains(last.as_ptr()));
+    assert_eq!(
+        free(&client, last),
+        Err(Error::NotABlock {
+            addr: last.as_ptr() as usize
+        })
+    );
+    for outside in [end, end.wrapping_add(4096 - 16), base.wrapping_sub(16)] {
+        assert!(!arena.contains(outside));
+        let outside = NonNull::new(outside).unwrap();
+        assert_eq!(
+            free(&client, outside),
+            Err(Error::Foreign {
+                addr: outside.as_ptr() as usize
+            })
+        );
+    }
+    assert_eq!(client.stats(), before);
+    for p in blocks {
+        assert!(client.owns(p.as_ptr()));
+        assert_eq!(free(&client, p), Ok(CHUNK / 2 + 256));
+    }
 }
 
 #[test]
@@ -500,7 +541,7 @@ fn debug_output_names_types() {
     let client = arena.create_client(Quota::bytes(100)).unwrap();
     assert!(format!("{arena:?}").starts_with("Arena {"));
     assert!(format!("{client:?}").contains("id: 1"));
-    assert!(format!("{:?}", arena.block()).contains("heap"));
+    assert!(format!("{:?}", arena.backing()).contains("heap"));
 }
 
 #[test]
@@ -511,7 +552,7 @@ fn reservation_commits_on_demand_and_guards() {
         .with_chunk_size(chunk)
         .with_flags(Flags::DECOMMIT | Flags::GUARD);
     let arena = Arena::with_reservation(4 * chunk, config).unwrap();
-    assert!(arena.block().is_reserved());
+    assert!(arena.backing().is_reserved());
     assert_eq!(
         arena.accepted_flags(),
         Flags::DECOMMIT | Flags::GUARD,
@@ -519,7 +560,7 @@ fn reservation_commits_on_demand_and_guards() {
         memvisor_vmem::page_size()
     );
     assert_eq!(arena.max_block_size(), chunk / 2);
-    let r = arena.block().reservation().unwrap();
+    let r = arena.backing().reservation().unwrap();
     assert_eq!(r.committed_bytes(), 0);
     let client = arena.create_client(Quota::UNLIMITED).unwrap();
     let p = client.alloc(layout(chunk / 2, 8)).unwrap();
@@ -545,7 +586,7 @@ fn reservation_without_decommit_caches_chunks() {
     drop(client);
     assert_eq!(arena.stats().cached_chunks, 1);
     assert_eq!(
-        arena.block().reservation().unwrap().committed_bytes(),
+        arena.backing().reservation().unwrap().committed_bytes(),
         chunk
     );
 }

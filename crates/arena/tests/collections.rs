@@ -5,11 +5,11 @@
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec;
 use hashbrown::{DefaultHashBuilder, HashMap};
-use memvisor_arena::{Arena, Block, Config, Error, Quota};
+use memvisor_arena::{Arena, Backing, Config, Error, Quota};
 
 fn arena() -> Arena {
     // Chunks of 1 MiB, so that a vector of 10,000 `u64`s fits one block.
-    Arena::new(Block::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap()
+    Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap()
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn big_arena(len: usize, chunk: usize) -> Arena {
         (len, chunk)
     };
     let config = Config::new().with_chunk_size(chunk);
-    Arena::new(Block::heap(len, 4096).unwrap(), config).unwrap()
+    Arena::new(Backing::heap(len, 4096).unwrap(), config).unwrap()
 }
 
 #[test]

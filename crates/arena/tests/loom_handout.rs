@@ -8,13 +8,13 @@ use std::alloc::Layout;
 
 use loom::sync::Arc;
 use loom::thread;
-use memvisor_arena::{Arena, Block, Config, Quota};
+use memvisor_arena::{Arena, Backing, Config, Quota};
 
 const CHUNK: usize = 64 << 10;
 
 fn arena(chunks: usize) -> Arc<Arena> {
     let config = Config::new().with_chunk_size(CHUNK);
-    Arc::new(Arena::new(Block::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap())
+    Arc::new(Arena::new(Backing::heap(chunks * CHUNK, 4096).unwrap(), config).unwrap())
 }
 
 /// Takes a whole chunk for a new client, writes `tag` over it and checks it, and returns the

@@ -9,7 +9,7 @@ use std::alloc::Layout;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
-use memvisor_arena::{Arena, Block, Client, Config, Error, Flags, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, Quota};
 use proptest::prelude::*;
 
 const CHUNK: usize = 64 << 10;
@@ -242,7 +242,7 @@ fn nth_live(slot: &Slot<'_>, pick: usize) -> Option<(usize, Live)> {
 
 fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
     let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
-    let arena = Arena::new(Block::heap(CHUNKS * CHUNK, 4096).unwrap(), config).unwrap();
+    let arena = Arena::new(Backing::heap(CHUNKS * CHUNK, 4096).unwrap(), config).unwrap();
     prop_assert_eq!(arena.chunk_count(), CHUNKS);
     let mut slots: Vec<Option<Slot<'_>>> = (0..MAX_CLIENTS).map(|_| None).collect();
     let mut next_tag = 1u8;
@@ -398,7 +398,7 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                         })
                     }
                     Bad::Outside => {
-                        let base = arena.block().as_ptr() as usize;
+                        let base = arena.backing().as_ptr() as usize;
                         let addr = if *pick % 2 == 0 {
                             base.wrapping_sub(64)
                         } else {

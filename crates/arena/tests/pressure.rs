@@ -6,11 +6,11 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
-use memvisor_arena::{Arena, Block, Client, Config, Error, Flags, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, Quota};
 
 fn arena(len: usize, chunk: usize, flags: Flags) -> Arena {
     let config = Config::new().with_chunk_size(chunk).with_flags(flags);
-    Arena::new(Block::heap(len, 4096).unwrap(), config).unwrap()
+    Arena::new(Backing::heap(len, 4096).unwrap(), config).unwrap()
 }
 
 fn layout(size: usize) -> Layout {
@@ -255,6 +255,80 @@ fn arena_free_twice_second_is_not_a_block() {
 }
 
 #[test]
+fn arena_free_pending_block_is_dead_to_every_query() {
+    let arena = arena(1 << 20, 64 << 10, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let keep = client.alloc(layout(64)).unwrap();
+    let p = client.alloc(layout(64)).unwrap();
+    // SAFETY: `p` is not used after this.
+    assert_eq!(unsafe { arena.free(p) }, Ok(64));
+    // Still in the mailbox: the client has not taken it back yet.
+    assert_eq!(client.stats().live_blocks, 2);
+    assert!(!client.owns(p.as_ptr()));
+    assert_eq!(arena.owner_of(p.as_ptr()), None);
+    let addr = p.as_ptr() as usize;
+    assert_eq!(client.size_of(p.as_ptr()), Err(Error::NotABlock { addr }));
+    assert!(client.owns(keep.as_ptr()));
+    assert_eq!(arena.owner_of(keep.as_ptr()), Some(client.id()));
+    client.trim();
+    assert_eq!(client.stats().live_blocks, 1);
+    assert_eq!(free(&client, keep), 64);
+}
+
+#[test]
+fn client_free_then_arena_free_is_not_a_block() {
+    let arena = arena(1 << 20, 64 << 10, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let _keep = client.alloc(layout(64)).unwrap();
+    let p = client.alloc(layout(64)).unwrap();
+    assert_eq!(free(&client, p), 64);
+    let before = client.stats();
+    // SAFETY: rejected, nothing freed.
+    let again = unsafe { arena.free(p) };
+    let addr = p.as_ptr() as usize;
+    assert_eq!(again, Err(Error::NotABlock { addr }));
+    assert_eq!(client.stats(), before);
+}
+
+#[test]
+fn arena_free_first_in_chunk_adds_its_remote_bits_to_bookkeeping() {
+    let arena = arena(1 << 20, 64 << 10, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let before = arena.bookkeeping_bytes();
+    let p = client.alloc(layout(64)).unwrap();
+    let q = client.alloc(layout(64)).unwrap();
+    assert_eq!(free(&client, p), 64);
+    assert_eq!(
+        arena.bookkeeping_bytes(),
+        before,
+        "the client's own frees need no bits"
+    );
+    // SAFETY: `q` is not used after this.
+    assert_eq!(unsafe { arena.free(q) }, Ok(64));
+    // One bit per 16 bytes of the chunk.
+    assert_eq!(arena.bookkeeping_bytes(), before + (64 << 10) / 16 / 8);
+}
+
+#[test]
+fn delete_client_with_pending_arena_free_leaves_next_holder_clear() {
+    let arena = arena(64 << 10, 64 << 10, Flags::empty());
+    let a = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = a.alloc(layout(64)).unwrap();
+    // SAFETY: `p` is not used after this; `a` outlives the call.
+    assert_eq!(unsafe { arena.free(p) }, Ok(64));
+    drop(a);
+    let b = arena.create_client(Quota::UNLIMITED).unwrap();
+    let q = b.alloc(layout(64)).unwrap();
+    assert_eq!(q, p, "the same chunk, the same first block");
+    assert!(b.owns(q.as_ptr()));
+    assert_eq!(arena.owner_of(q.as_ptr()), Some(b.id()));
+    // SAFETY: `q` is not used after this.
+    assert_eq!(unsafe { arena.free(q) }, Ok(64));
+    b.trim();
+    assert_eq!(b.stats().live_blocks, 0);
+}
+
+#[test]
 fn arena_free_bad_pointers_error_and_change_nothing() {
     let arena = arena(1 << 20, 64 << 10, Flags::empty());
     let client = arena.create_client(Quota::UNLIMITED).unwrap();
@@ -320,7 +394,7 @@ fn alloc_over_a_chunk_takes_a_run_and_free_gives_it_back() {
     let (p, size) = client.alloc_sized(layout(3 * chunk + 1)).unwrap();
     assert_eq!(size, 4 * chunk);
     assert_eq!(
-        (p.as_ptr() as usize - arena.block().as_ptr() as usize) % chunk,
+        (p.as_ptr() as usize - arena.backing().as_ptr() as usize) % chunk,
         0
     );
     // SAFETY: a live block of `size` bytes, zeroed.
@@ -447,4 +521,32 @@ fn alloc_small_aligned_comes_from_slabs() {
         free(&client, p);
     }
     assert_eq!(client.stats().used_bytes, 0);
+}
+
+#[test]
+fn alloc_more_allocating_clients_than_chunks_is_out_of_memory_and_changes_nothing() {
+    // Each allocating client holds at least one whole chunk (tiny clients do not share
+    // chunks): one more client than chunks cannot allocate even 16 bytes.
+    let chunks = 16;
+    let arena = arena(chunks << 16, 64 << 10, Flags::empty());
+    let clients: Vec<_> = (0..=chunks)
+        .map(|_| arena.create_client(Quota::UNLIMITED).unwrap())
+        .collect();
+    let blocks: Vec<_> = clients[..chunks]
+        .iter()
+        .map(|c| c.alloc(layout(16)).unwrap())
+        .collect();
+    let last = &clients[chunks];
+    // The request the error names is the slab the block would have come from.
+    assert!(matches!(
+        last.alloc(layout(16)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert_eq!(last.stats().chunks, 0);
+    assert_eq!(arena.stats().held_chunks, chunks);
+    // Isolation still holds between the others, and deleting them gives every chunk back.
+    // SAFETY: refused: the block belongs to another client.
+    assert!(unsafe { clients[1].free(blocks[0]) }.is_err());
+    drop(clients);
+    assert_eq!(arena.stats().held_chunks, 0);
 }

@@ -258,7 +258,8 @@ memvisor_status memvisor_alloc(struct memvisor_client client, size_t size, void 
 //
 // # Safety
 // `size` is null or writable. If `ptr` is a live block of this client, nothing uses it after
-// the call. Any other `ptr` value is refused without being read.
+// the call, and no `memvisor_free` of it runs at the same time on another thread. Any other
+// `ptr` value is refused without being read.
 memvisor_status memvisor_client_free(struct memvisor_client client, void *ptr, size_t *size);
 
 // Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0
@@ -390,7 +391,9 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 // # Safety
 // `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
 // its allocation happened before this call (the pointer reached this thread without a data
-// race). Any other `ptr` value is refused without being read.
+// race). No `memvisor_client_free` of the same block may run at the same time on another
+// thread (a double free ordered either way is refused; racing `memvisor_free` calls free it
+// once). Any other `ptr` value is refused without being read.
 memvisor_status memvisor_free(struct memvisor_context context, void *ptr, size_t *size);
 
 // The client whose live block starts at `ptr`, written to `*out`. On another thread than

@@ -101,7 +101,8 @@ pub unsafe extern "C" fn memvisor_alloc(
 ///
 /// # Safety
 /// `size` is null or writable. If `ptr` is a live block of this client, nothing uses it after
-/// the call. Any other `ptr` value is refused without being read.
+/// the call, and no `memvisor_free` of it runs at the same time on another thread. Any other
+/// `ptr` value is refused without being read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_client_free(
     client: Client,

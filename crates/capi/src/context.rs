@@ -180,7 +180,9 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
 /// # Safety
 /// `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
 /// its allocation happened before this call (the pointer reached this thread without a data
-/// race). Any other `ptr` value is refused without being read.
+/// race). No `memvisor_client_free` of the same block may run at the same time on another
+/// thread (a double free ordered either way is refused; racing `memvisor_free` calls free it
+/// once). Any other `ptr` value is refused without being read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_free(
     context: Context,
@@ -196,9 +198,9 @@ pub unsafe extern "C" fn memvisor_free(
                 .deleting
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // SAFETY: the caller's promise (the block is not used again and its allocation is
-            // ordered before this call); no client is dropped while `_alive` is held, so the
-            // block's client outlives the call.
+            // SAFETY: the caller's promise (the block is not used again, its allocation is
+            // ordered before this call and no free of it by its client races with it); no
+            // client is dropped while `_alive` is held, so the block's client outlives the call.
             unsafe { shared.arena.free(ptr) }?
         };
         if !size.is_null() {

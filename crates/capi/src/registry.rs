@@ -290,13 +290,13 @@ pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
 mod tests {
     use std::sync::atomic::AtomicBool;
 
-    use memvisor_arena::{Block, Config, Quota};
+    use memvisor_arena::{Backing, Config, Quota};
 
     use super::*;
 
     fn arena() -> Arena {
         let config = Config::new().with_chunk_size(64 << 10);
-        Arena::new(Block::heap(256 << 10, 4096).unwrap(), config).unwrap()
+        Arena::new(Backing::heap(256 << 10, 4096).unwrap(), config).unwrap()
     }
 
     #[test]

@@ -135,9 +135,9 @@ impl From<Error> for Status {
             Error::InvalidChunkSize { .. }
             | Error::InvalidMinBlock { .. }
             | Error::InvalidAlignment { .. }
-            | Error::InvalidBlockAlignment { .. } => Self::InvalidConfig,
-            Error::BlockTooSmall { .. } | Error::EmptyBlock => Self::BlockTooSmall,
-            Error::TooLarge { .. } | Error::BlockTooLarge { .. } => Self::TooLarge,
+            | Error::InvalidBackingAlignment { .. } => Self::InvalidConfig,
+            Error::BackingTooSmall { .. } | Error::EmptyBacking => Self::BlockTooSmall,
+            Error::TooLarge { .. } | Error::BackingTooLarge { .. } => Self::TooLarge,
             Error::UnsupportedAlignment { .. } => Self::UnsupportedAlignment,
             Error::QuotaExceeded { .. } => Self::QuotaExceeded,
             Error::OutOfMemory { .. } => Self::OutOfMemory,
@@ -239,7 +239,7 @@ mod tests {
             Status::from(Error::ClientIdsExhausted { max: 1 }),
             Status::LimitReached
         );
-        assert_eq!(Status::from(Error::EmptyBlock), Status::BlockTooSmall);
+        assert_eq!(Status::from(Error::EmptyBacking), Status::BlockTooSmall);
     }
 
     #[test]

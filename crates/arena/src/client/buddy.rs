@@ -4,6 +4,7 @@
 //! block of that order (linked through the chunk records; `mask` bit `o` is set while list
 //! `o` is not empty).
 
+use super::held::HeldChunk;
 use super::{State, chunk_index};
 use crate::arena::{Arena, slot};
 use crate::chunks::NIL;
@@ -12,13 +13,14 @@ use crate::error::{Error, Result};
 
 impl State {
     #[inline]
-    pub(super) fn free_words(&self, chunk: usize) -> *mut u64 {
-        // SAFETY: `chunk` is held by this client; each chunk has `free_words` words.
-        unsafe { self.free_bits.add(chunk * self.geo.free_words) }
+    pub(super) fn free_words(&self, chunk: HeldChunk) -> *mut u64 {
+        // SAFETY: the client holds `chunk` (`HeldChunk`), so the words are its alone; each
+        // chunk has `free_words` words, inside the table.
+        unsafe { self.free_bits.add(chunk.index() * self.geo.free_words) }
     }
 
     #[inline]
-    pub(super) fn is_free(&self, chunk: usize, order: u32, index: usize) -> bool {
+    pub(super) fn is_free(&self, chunk: HeldChunk, order: u32, index: usize) -> bool {
         let words = self.free_words(chunk);
         let word = self.geo.order_word[slot(order)] + index / 64;
         // SAFETY: `index` is below `2^(max_order - order)`, so the word is inside the chunk's
@@ -27,7 +29,7 @@ impl State {
     }
 
     /// The word of the order-`order` bitmap of `chunk` that holds block `index`.
-    pub(super) fn free_word(&self, chunk: usize, order: u32, index: usize) -> u64 {
+    pub(super) fn free_word(&self, chunk: HeldChunk, order: u32, index: usize) -> u64 {
         let words = self.free_words(chunk);
         let word = self.geo.order_word[slot(order)] + index / 64;
         // SAFETY: as in `is_free`.
@@ -36,7 +38,7 @@ impl State {
 
     /// Marks block `index` of `order` in `chunk` free.
     #[inline]
-    pub(super) fn set_free(&mut self, chunk: usize, order: u32, index: usize) {
+    pub(super) fn set_free(&mut self, chunk: HeldChunk, order: u32, index: usize) {
         let words = self.free_words(chunk);
         let word = self.geo.order_word[slot(order)] + index / 64;
         // SAFETY: as in `is_free`; the summary word of `order` is word `order`.
@@ -54,16 +56,16 @@ impl State {
             info.order_next[o] = head;
             info.order_prev[o] = NIL;
             if head != NIL {
-                self.info(head as usize).order_prev[o] = chunk_index(chunk);
+                self.info(Self::listed(head)).order_prev[o] = chunk_index(chunk.index());
             }
-            self.heads[o] = chunk_index(chunk);
+            self.heads[o] = chunk_index(chunk.index());
             self.mask |= 1 << order;
         }
     }
 
     /// Marks free block `index` of `order` in `chunk` taken.
     #[inline]
-    pub(super) fn clear_free(&mut self, chunk: usize, order: u32, index: usize) {
+    pub(super) fn clear_free(&mut self, chunk: HeldChunk, order: u32, index: usize) {
         let words = self.free_words(chunk);
         let word = self.geo.order_word[slot(order)] + index / 64;
         // SAFETY: as in `set_free`.
@@ -88,17 +90,17 @@ impl State {
                     self.mask &= !(1 << order);
                 }
             } else {
-                self.info(prev as usize).order_next[o] = next;
+                self.info(Self::listed(prev)).order_next[o] = next;
             }
             if next != NIL {
-                self.info(next as usize).order_prev[o] = prev;
+                self.info(Self::listed(next)).order_prev[o] = prev;
             }
         }
     }
 
     /// Takes some free block of `order` from `chunk`, which has one; returns its index.
     #[inline]
-    pub(super) fn take_free(&mut self, chunk: usize, order: u32) -> usize {
+    pub(super) fn take_free(&mut self, chunk: HeldChunk, order: u32) -> usize {
         let words = self.free_words(chunk);
         // SAFETY: the summary word and the word it points at are inside the chunk's bitmaps.
         let index = unsafe {
@@ -150,7 +152,7 @@ impl State {
             }
         }
         let mut j = order + avail.trailing_zeros();
-        let chunk = self.heads[slot(j)] as usize;
+        let chunk = Self::listed(self.heads[slot(j)]);
         let rel = self.take_free(chunk, j) << j;
         while j > order {
             j -= 1;
@@ -169,13 +171,14 @@ impl State {
         if was_empty {
             self.empty_chunks -= 1;
         }
-        Ok((chunk << self.geo.chunk_shift) + (rel << shift))
+        Ok((chunk.index() << self.geo.chunk_shift) + (rel << shift))
     }
 
     /// Gives back `pages` buddy pages at `off`, merging with free buddies.
     pub(super) fn free_pages(&mut self, arena: &Arena, off: usize, pages: usize) {
         let shift = self.geo.page_shift;
-        let chunk = off >> self.geo.chunk_shift;
+        // SAFETY: the pages at `off` are a block or slab of this client being given back.
+        let chunk = unsafe { self.chunk_of(off) };
         let rel = (off >> shift) & ((1 << self.geo.max_order) - 1);
         let order = pages.next_power_of_two().trailing_zeros();
         if rel.is_multiple_of(1 << order) && self.take_tail(chunk, rel, pages, order) {
@@ -209,7 +212,13 @@ impl State {
     /// consists of free whole blocks — the pieces `alloc_pages` gave back, largest last —
     /// takes them all and returns true; otherwise changes nothing and returns false.
     #[inline]
-    pub(super) fn take_tail(&mut self, chunk: usize, rel: usize, pages: usize, order: u32) -> bool {
+    pub(super) fn take_tail(
+        &mut self,
+        chunk: HeldChunk,
+        rel: usize,
+        pages: usize,
+        order: u32,
+    ) -> bool {
         let end = 1 << order;
         let mut pos = pages;
         while pos < end {
@@ -231,7 +240,7 @@ impl State {
     /// Frees the block of `2^order` pages at page `rel` of `chunk`, merging it with its buddy
     /// while the buddy is free and whole.
     #[inline]
-    pub(super) fn free_piece(&mut self, chunk: usize, mut rel: usize, mut order: u32) {
+    pub(super) fn free_piece(&mut self, chunk: HeldChunk, mut rel: usize, mut order: u32) {
         while order < self.geo.max_order {
             let buddy = rel ^ (1 << order);
             if !self.is_free(chunk, order, buddy >> order) {
@@ -262,12 +271,14 @@ impl State {
     #[cold]
     pub(super) fn add_chunk(&mut self, arena: &Arena, id: u32, requested: usize) -> Result<()> {
         let chunk = arena.acquire(id, requested)?;
+        // SAFETY: the arena just handed `chunk` to this client.
+        let held = unsafe { HeldChunk::new_unchecked(chunk as usize) };
         let head = self.chunk_head;
-        let info = self.info(chunk as usize);
+        let info = self.info(held);
         info.next = head;
         info.prev = NIL;
         if head != NIL {
-            self.info(head as usize).prev = chunk;
+            self.info(Self::listed(head)).prev = chunk;
         }
         self.chunk_head = chunk;
         self.chunks += 1;
@@ -275,13 +286,13 @@ impl State {
         self.idle(arena);
         arena.set_mailbox(chunk as usize, self.mailbox);
         for (at, order) in self.pieces() {
-            self.set_free(chunk as usize, order, at >> order);
+            self.set_free(held, order, at >> order);
         }
         Ok(())
     }
 
     #[cold]
-    pub(super) fn release_chunk(&mut self, arena: &Arena, chunk: usize) {
+    pub(super) fn release_chunk(&mut self, arena: &Arena, chunk: HeldChunk) {
         for (at, order) in self.pieces() {
             debug_assert!(self.is_free(chunk, order, at >> order));
             self.clear_free(chunk, order, at >> order);
@@ -297,6 +308,6 @@ impl State {
         // An empty chunk's tables are all zero: no start bit (no live block), no page metadata
         // (cleared when each block or slab was freed) and, the canonical pieces just taken, no
         // free bit.
-        arena.release_list(chunk_index(chunk), true);
+        arena.release_list(chunk_index(chunk.index()), true);
     }
 }

@@ -12,11 +12,11 @@
 use alloc::alloc::Layout;
 use alloc::boxed::Box;
 
+use super::held::HeldChunk;
 use super::{CACHED, State, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
 use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES, class_size};
 use crate::config::Flags;
-use crate::sync::Ordering;
 
 /// Most cached blocks of one size class. A class's bin fills and empties as a random walk
 /// under a steady mix of sizes; each time it is full at a free or empty at an allocation, the
@@ -245,14 +245,15 @@ impl State {
         small.max(large << self.geo.page_shift)
     }
 
-    /// Keeps the freed small block at `off` of `class` for reuse; false (nothing changed) if
-    /// the class's cache is full.
+    /// Keeps the freed small block at `off` of `class` (of `bytes`, its size) for reuse; false
+    /// (nothing changed) if the class's cache is full.
     #[inline]
-    pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
+    pub(super) fn cache_small(&mut self, class: usize, bytes: usize, off: usize) -> bool {
+        debug_assert_eq!(bytes, class_size(class));
         let (bin, base) = small_bin(class);
         let cached = self.bins().is_some_and(|c| c.push_small(bin, base, off));
         if cached {
-            self.cached += class_size(class);
+            self.cached += bytes;
         }
         cached
     }
@@ -277,14 +278,15 @@ impl State {
         true
     }
 
-    /// Takes the most recently cached block of `class`, if any.
+    /// Takes the most recently cached block of `class` (of `bytes`, its size), if any.
     #[inline]
-    pub(super) fn uncache_small(&mut self, class: usize) -> Option<usize> {
+    pub(super) fn uncache_small(&mut self, class: usize, bytes: usize) -> Option<usize> {
+        debug_assert_eq!(bytes, class_size(class));
         let (bin, base) = small_bin(class);
         let c = self.cache.as_deref_mut()?;
         let len = c.len[bin].checked_sub(1)?;
         c.len[bin] = len;
-        self.cached -= class_size(class);
+        self.cached -= bytes;
         // SAFETY: `len` is below the bin's length, at most its number of entries.
         Some(unsafe { *c.offs.get_unchecked(base + usize::from(len)) })
     }
@@ -323,7 +325,8 @@ impl State {
         let off = c.offs[base + best];
         if had != pages {
             let shift = self.geo.page_shift;
-            let chunk = off >> self.geo.chunk_shift;
+            // SAFETY: `off` is a cached buddy block of this client (invariant 7: held).
+            let chunk = unsafe { self.chunk_of(off) };
             let rel = (off >> shift) & ((1 << self.geo.max_order) - 1);
             if !self.retrim(chunk, rel, had, pages, order) {
                 return Uncached::Stuck(off);
@@ -366,7 +369,14 @@ impl State {
     /// `pages` pages with the tail pieces of that length free: only the pieces the two tails do
     /// not share change. False, with nothing changed, if one of those pieces is in use.
     #[inline]
-    fn retrim(&mut self, chunk: usize, rel: usize, had: usize, pages: usize, order: u32) -> bool {
+    fn retrim(
+        &mut self,
+        chunk: HeldChunk,
+        rel: usize,
+        had: usize,
+        pages: usize,
+        order: u32,
+    ) -> bool {
         // The tail of a block of `n` pages is one piece of order `i` for each bit `i` of
         // `t = 2^order - n`, at page `2^order - (t >> i << i)`. Pieces of the two tails below
         // the highest bit where the `t`s differ differ; the others are the same.
@@ -404,7 +414,7 @@ impl State {
     #[cold]
     pub(super) fn flush(&mut self, arena: &Arena, reclaim: bool) {
         for class in 0..NCLASSES {
-            while let Some(off) = self.uncache_small(class) {
+            while let Some(off) = self.uncache_small(class, class_size(class)) {
                 self.free_small(arena, off, class, reclaim);
             }
             if reclaim && self.empty_slabs[class] != 0 {
@@ -447,7 +457,9 @@ impl State {
     #[cold]
     pub(super) fn purge(&mut self, arena: &Arena, chunk: usize) {
         let chunk_shift = self.geo.chunk_shift;
-        let held = |s: &Self| arena.owners()[chunk].load(Ordering::Relaxed) == s.id;
+        // The chunk goes back with the last piece given back: whether it is still held is
+        // asked of the owner table.
+        let held = |s: &Self| HeldChunk::checked(arena.owners(), s.id, chunk);
         for class in 0..NCLASSES {
             let (bin, base) = small_bin(class);
             let mut i = 0;
@@ -487,7 +499,7 @@ impl State {
                 self.free_pages(arena, off, pages);
             }
         }
-        if held(self) {
+        if held(self).is_some() {
             for class in 0..NCLASSES {
                 if self.empty_slabs[class] == 0 {
                     continue;
@@ -506,7 +518,9 @@ impl State {
                 }
             }
         }
-        if held(self) && self.info(chunk).used == 0 {
+        if let Some(chunk) = held(self)
+            && self.info(chunk).used == 0
+        {
             self.release_chunk(arena, chunk);
         }
         if self.geo.flags.contains(Flags::STATISTICS) {
@@ -519,9 +533,10 @@ impl State {
         self.flush(arena, true);
         let mut chunk = self.chunk_head;
         while chunk != super::NIL {
-            let next = self.info(chunk as usize).next;
-            if self.info(chunk as usize).used == 0 {
-                self.release_chunk(arena, chunk as usize);
+            let held = Self::listed(chunk);
+            let next = self.info(held).next;
+            if self.info(held).used == 0 {
+                self.release_chunk(arena, held);
             }
             chunk = next;
         }
@@ -571,14 +586,15 @@ impl State {
     /// Calls `f(chunk, first page, pages)` for each buddy block a flush with `reclaim` gives
     /// back (cached buddy blocks, the slabs it empties and the empty slabs kept; the small
     /// caches sorted) until `f` returns true.
-    fn each_flushed(&self, f: &mut dyn FnMut(usize, usize, usize) -> bool) {
+    fn each_flushed(&self, f: &mut dyn FnMut(HeldChunk, usize, usize) -> bool) {
         let shift = self.geo.page_shift;
         let page_mask = (1usize << self.geo.max_order) - 1;
-        let chunk_shift = self.geo.chunk_shift;
         static NO_BINS: Caches = Caches::EMPTY;
         let c = self.cache.as_deref().unwrap_or(&NO_BINS);
         for (off, pages) in c.all_large() {
-            if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
+            // SAFETY: `off` is a cached buddy block of this client (invariant 7: held).
+            let chunk = unsafe { self.chunk_of(off) };
+            if f(chunk, (off >> shift) & page_mask, pages) {
                 return;
             }
         }
@@ -598,7 +614,9 @@ impl State {
                 let live = unsafe { (*slab).live } as usize;
                 if live == i - start {
                     let off = self.offset_of(slab);
-                    if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
+                    // SAFETY: a live slab of this client lies at `off`.
+                    let chunk = unsafe { self.chunk_of(off) };
+                    if f(chunk, (off >> shift) & page_mask, pages) {
                         return;
                     }
                 }
@@ -610,7 +628,9 @@ impl State {
                     let (live, next) = unsafe { ((*slab).live, (*slab).next) };
                     if live == 0 {
                         let off = self.offset_of(slab);
-                        if f(off >> chunk_shift, (off >> shift) & page_mask, pages) {
+                        // SAFETY: a slab on this client's partial list lies at `off`.
+                        let chunk = unsafe { self.chunk_of(off) };
+                        if f(chunk, (off >> shift) & page_mask, pages) {
                             return;
                         }
                     }
@@ -622,7 +642,7 @@ impl State {
 
     /// Pages of the free buddy blocks of orders below `order` inside the `2^order` pages from
     /// page `region` of `chunk`.
-    fn free_pages_in(&self, chunk: usize, region: usize, order: u32) -> usize {
+    fn free_pages_in(&self, chunk: HeldChunk, region: usize, order: u32) -> usize {
         let mut pages = 0;
         for o in 0..order {
             let first = region >> o;

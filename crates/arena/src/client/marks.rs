@@ -2,10 +2,12 @@
 //! start bits (one per 16 bytes, set exactly at the start of each live block), and the
 //! constant-time tests and claims of blocks built on them.
 
+use super::held::HeldChunk;
 use super::{State, block_size};
 use crate::arena::{MARK_SHIFT, meta_slot, start_word};
 use crate::config::MIN_BLOCK;
 use crate::error::{Error, Result};
+use crate::remote_bits::RemoteBits;
 use crate::sync::{AtomicU32, Ordering};
 
 impl State {
@@ -54,63 +56,111 @@ impl State {
         }
     }
 
-    /// Sets the start bit of the block just handed out at `off`. Atomic, because other
-    /// threads may clear other bits of the word ([`Arena::free`]).
+    /// Sets the start bit of the block just handed out at `off`. Only the holder writes its
+    /// start-bit words, so a relaxed load and store (no locked read-modify-write) lose no
+    /// other bit; they are atomic because other threads read the word ([`Arena::free`],
+    /// [`Arena::owner_of`]).
     #[inline]
     pub(super) fn set_start(&mut self, off: usize) {
-        self.start_bits(off)
-            .fetch_or(1 << ((off >> 4) & 63), Ordering::Relaxed);
+        let word = self.start_bits(off);
+        word.store(
+            word.load(Ordering::Relaxed) | 1 << ((off >> 4) & 63),
+            Ordering::Relaxed,
+        );
     }
 
-    /// Checks that `ptr` lies in a chunk of client `id`, and claims the block starting there
-    /// by clearing its start bit (atomically: a free on another thread may race for it);
-    /// returns its offset, page metadata and metadata slot.
+    /// Clears the start bit of the block at `off`, which is being freed (see
+    /// [`set_start`](Self::set_start)).
     #[inline]
+    pub(super) fn clear_start(&mut self, off: usize) {
+        let word = self.start_bits(off);
+        word.store(
+            word.load(Ordering::Relaxed) & !(1 << ((off >> 4) & 63)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Checks that `ptr` is the start of a live block of client `id` that no free through the
+    /// arena has claimed, and claims it by clearing its start bit; returns its offset, its
+    /// chunk, its page metadata and its metadata slot. A free through the arena ordered after
+    /// this one then sees the bit clear; one ordered before set the block's remote-free bit,
+    /// seen here.
+    #[inline(always)]
     pub(super) fn claim(
         &mut self,
         owners: &[AtomicU32],
+        remote: &RemoteBits,
         id: u32,
         ptr: *const u8,
-    ) -> Result<(usize, u16, usize)> {
+    ) -> Result<(usize, HeldChunk, u16)> {
         let addr = ptr.addr();
         let off = addr.wrapping_sub(self.geo.base_addr);
         if off >= self.geo.len {
             return Err(Error::Foreign { addr });
         }
         let chunk = off >> self.geo.chunk_shift;
-        // SAFETY: `off < len`, so `chunk < nchunks`, the length of the owner table.
-        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
+        debug_assert!(chunk < owners.len() && chunk < self.geo.nchunks);
+        // SAFETY: `off < len = nchunks << chunk_shift`, so `chunk < nchunks`, the length of
+        // the owner table.
+        let owner = unsafe { owners.get_unchecked(chunk) };
+        if owner.load(Ordering::Relaxed) != id {
             return Err(Error::NotOwned { addr, chunk });
         }
+        // SAFETY: the owner table says this client holds `chunk` (a relaxed load that reads
+        // `id` reads this client's own store, as in `HeldChunk::checked`).
+        let held = unsafe { HeldChunk::new_unchecked(chunk) };
         let bit = 1u64 << ((off >> 4) & 63);
+        // The KiB's start-bit word and, next to it, its metadata word (`meta_slot`).
+        let kib = self.marks.wrapping_add(start_word(off));
+        // SAFETY: as in `start_bits`: the marks table covers the arena and is made of
+        // `AtomicU64`s.
+        let word = unsafe { &*kib.cast::<core::sync::atomic::AtomicU64>() };
+        let bits = word.load(Ordering::Relaxed);
         if !off.is_multiple_of(MIN_BLOCK)
-            || self.start_bits(off).fetch_and(!bit, Ordering::Relaxed) & bit == 0
+            || bits & bit == 0
+            // SAFETY: `chunk < nchunks` (above) and `chunk == off >> chunk_shift`.
+            || unsafe { remote.is_claimed_in(chunk, off) }
         {
             return Err(Error::NotABlock { addr });
         }
-        Ok((off, self.page_at(off), meta_slot(&self.geo, off)))
+        word.store(bits & !bit, Ordering::Relaxed);
+        let page = (off >> self.geo.page_shift) & self.geo.meta_mask;
+        debug_assert_eq!(
+            kib.wrapping_add(1).cast::<u16>().wrapping_add(page),
+            self.marks
+                .cast::<u16>()
+                .wrapping_add(meta_slot(&self.geo, off))
+        );
+        // SAFETY: the `u16` at `page` of the metadata word after `kib` is the metadata slot of
+        // `off` (`meta_slot`), in the marks table, in a chunk this client holds; only this
+        // client writes it.
+        let meta = unsafe { *kib.add(1).cast::<u16>().add(page) };
+        Ok((off, held, meta))
     }
 
-    /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set);
-    /// returns its offset.
+    /// Checks that `ptr` is the start of a live block of client `id` (its start bit is set
+    /// and no free through the arena claimed it); returns its offset.
     #[inline]
-    pub(super) fn locate(&self, owners: &[AtomicU32], id: u32, ptr: *const u8) -> Result<usize> {
+    pub(super) fn locate(
+        &self,
+        owners: &[AtomicU32],
+        remote: &RemoteBits,
+        id: u32,
+        ptr: *const u8,
+    ) -> Result<usize> {
         let addr = ptr.addr();
         let off = addr.wrapping_sub(self.geo.base_addr);
         if off >= self.geo.len {
             return Err(Error::Foreign { addr });
         }
         let chunk = off >> self.geo.chunk_shift;
-        // Only this client stores `id` into the table, so a relaxed load that reads `id` reads
-        // its own latest store.
-        // SAFETY: `off < len`, the bytes of `nchunks` chunks, so `chunk < nchunks`, the length
-        // of the owner table.
-        if unsafe { owners.get_unchecked(chunk) }.load(Ordering::Relaxed) != id {
+        if HeldChunk::checked(owners, id, chunk).is_none() {
             return Err(Error::NotOwned { addr, chunk });
         }
         let g = off >> 4;
         if !off.is_multiple_of(MIN_BLOCK)
             || self.start_bits(off).load(Ordering::Relaxed) & (1 << (g & 63)) == 0
+            || remote.is_claimed(off)
         {
             return Err(Error::NotABlock { addr });
         }
@@ -123,10 +173,11 @@ impl State {
     pub(super) fn locate_meta(
         &self,
         owners: &[AtomicU32],
+        remote: &RemoteBits,
         id: u32,
         ptr: *const u8,
     ) -> Result<(usize, u16, usize)> {
-        let off = self.locate(owners, id, ptr)?;
+        let off = self.locate(owners, remote, id, ptr)?;
         // A live block starts a buddy block (on a page) or lies in a slab.
         let slot = meta_slot(&self.geo, off);
         Ok((off, self.page_at(off), slot))

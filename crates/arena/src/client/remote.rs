@@ -93,9 +93,14 @@ impl State {
             // it; the `Acquire` of `take` made the write visible. It lies in a chunk this
             // client holds (a claimed block is not freed, so its chunk is not given back).
             at = unsafe { self.at(off).cast::<usize>().read() };
+            // The block is ours again: dead to everyone (start bit clear), then unclaimed
+            // (before `free`, which may give its chunk back).
+            self.clear_start(off);
+            arena.remote_bits().release(off);
             let meta = self.page_at(off);
-            let slot = crate::arena::meta_slot(&self.geo, off);
-            self.free(arena, off, meta, slot);
+            // SAFETY: as above, a block of this client lies at `off`.
+            let chunk = unsafe { self.chunk_of(off) };
+            self.free(arena, off, chunk, meta);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! each). The run's chunks are on the client's chunk list (so deleting the client gives them
 //! back), count as wholly used, and have no free buddy blocks.
 
+use super::held::HeldChunk;
 use super::{KIND, LIVE, State, VALUE, meta};
 use crate::arena::{Arena, Geometry, meta_slot};
 use crate::chunks::NIL;
@@ -72,12 +73,13 @@ impl State {
         let usable = self.geo.usable_pages << self.geo.page_shift;
         for chunk in first..first + u32::try_from(n).unwrap_or(0) {
             let head = self.chunk_head;
-            let info = self.info(chunk as usize);
+            // SAFETY: the arena just handed the run's chunks to this client.
+            let info = self.info(unsafe { HeldChunk::new_unchecked(chunk as usize) });
             info.next = head;
             info.prev = NIL;
             info.used = usable;
             if head != NIL {
-                self.info(head as usize).prev = chunk;
+                self.info(Self::listed(head)).prev = chunk;
             }
             self.chunk_head = chunk;
             arena.set_mailbox(chunk as usize, self.mailbox);
@@ -108,12 +110,15 @@ impl State {
             self.set_page(page + i, 0);
         }
         let first = off >> self.geo.chunk_shift;
-        self.info(first).live = 0;
+        // SAFETY: the run's chunks are held by this client, which holds a run whole until it
+        // is freed here.
+        let run = move |chunk: usize| unsafe { HeldChunk::new_unchecked(chunk) };
+        self.info(run(first)).live = 0;
         for chunk in first..first + n {
-            self.unlink_chunk(chunk);
+            self.unlink_chunk(run(chunk));
         }
         for chunk in first..first + n {
-            let info = self.info(chunk);
+            let info = self.info(run(chunk));
             info.used = 0;
             info.next = if chunk + 1 < first + n {
                 u32::try_from(chunk + 1).unwrap_or(NIL)

@@ -27,7 +27,7 @@ use std::ptr::NonNull;
 
 use buddy_alloc::BuddyAllocParam;
 use buddy_alloc::buddy_alloc::BuddyAlloc;
-use memvisor_arena::{Arena, Block, Client, Config, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Quota};
 use talc::{ErrOnOom, Span, Talc};
 
 use crate::harness::{Bench, Sample, as_ns, ns_per_iter, ns_per_op, time};
@@ -575,7 +575,7 @@ fn bookkeeping_percent() -> Row {
     let mut row = Row::new("bookkeeping_percent", 0, "%", Better::Lower);
     let figure = Arena::new(
         // A reservation costs no memory: the figure only needs the table sizes.
-        match Block::reserve(BLOCK, 1 << 20, memvisor_vmem::CommitMode::Protected) {
+        match Backing::reserve(BLOCK, 1 << 20, memvisor_vmem::CommitMode::Protected) {
             Ok(block) => block,
             Err(e) => {
                 row.notes.insert("memvisor".to_owned(), e.to_string());

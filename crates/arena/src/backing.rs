@@ -1,4 +1,4 @@
-//! [`Block`]: the memory an arena is carved from, and who frees it.
+//! [`Backing`]: the memory an arena is carved from, and who frees it.
 
 use alloc::alloc::{Layout, alloc, dealloc};
 #[cfg(feature = "std")]
@@ -13,29 +13,30 @@ use memvisor_vmem::{CommitMode, Reservation};
 use crate::config::MIN_BLOCK;
 use crate::error::{Error, Result};
 
-/// The memory block an [`Arena`](crate::Arena) is made from.
+/// The backing memory an [`Arena`](crate::Arena) is made from (not to be confused with the
+/// blocks clients allocate in it).
 ///
-/// A block is borrowed for the rest of the program (`&'static mut`), allocated from the global
-/// allocator and freed with the arena, taken from a raw pointer the caller vouches for, or
+/// Backing memory is borrowed for the rest of the program (`&'static mut`), allocated from the
+/// global allocator and freed with the arena, taken from a raw pointer the caller vouches for, or
 /// (with the `std` feature) a reservation of address space whose chunks the arena commits as
 /// clients need them.
 ///
 /// # Examples
 /// ```
-/// use memvisor_arena::Block;
+/// use memvisor_arena::Backing;
 ///
-/// let block = Block::heap(1 << 20, 4096)?;
-/// assert_eq!(block.len(), 1 << 20);
-/// assert_eq!(block.as_ptr() as usize % 4096, 0);
+/// let backing = Backing::heap(1 << 20, 4096)?;
+/// assert_eq!(backing.len(), 1 << 20);
+/// assert_eq!(backing.as_ptr() as usize % 4096, 0);
 /// # Ok::<(), memvisor_arena::Error>(())
 /// ```
-pub struct Block {
+pub struct Backing {
     ptr: NonNull<u8>,
     len: usize,
-    backing: Backing,
+    source: Source,
 }
 
-enum Backing {
+enum Source {
     /// Borrowed or raw memory: nothing to free.
     Borrowed,
     /// From the global allocator with this layout.
@@ -45,46 +46,46 @@ enum Backing {
     Reserved(Box<Reservation>),
 }
 
-// SAFETY: a block is plain memory owned (or exclusively borrowed) by it; nothing in it is tied
-// to a thread, and a reservation is itself `Send`.
-unsafe impl Send for Block {}
-// SAFETY: `&Block` only gives out the pointer and length, and `&Reservation`, which is `Sync`;
+// SAFETY: backing memory is plain memory owned (or exclusively borrowed) by it; nothing in it is
+// tied to a thread, and a reservation is itself `Send`.
+unsafe impl Send for Backing {}
+// SAFETY: `&Backing` only gives out the pointer and length, and `&Reservation`, which is `Sync`;
 // accesses to the memory are coordinated by the arena.
-unsafe impl Sync for Block {}
+unsafe impl Sync for Backing {}
 
-impl fmt::Debug for Block {
+impl fmt::Debug for Backing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.backing {
-            Backing::Borrowed => "borrowed",
-            Backing::Heap(_) => "heap",
+        let kind = match &self.source {
+            Source::Borrowed => "borrowed",
+            Source::Heap(_) => "heap",
             #[cfg(feature = "std")]
-            Backing::Reserved(_) => "reservation",
+            Source::Reserved(_) => "reservation",
         };
-        f.debug_struct("Block")
+        f.debug_struct("Backing")
             .field("ptr", &self.ptr)
             .field("len", &self.len)
-            .field("backing", &kind)
+            .field("source", &kind)
             .finish()
     }
 }
 
-impl Block {
-    /// A block over memory borrowed for the rest of the program, for example a `static` buffer.
+impl Backing {
+    /// Backing memory borrowed for the rest of the program, for example a `static` buffer.
     ///
     /// # Examples
     /// ```
     /// use core::mem::MaybeUninit;
     ///
-    /// use memvisor_arena::Block;
+    /// use memvisor_arena::Backing;
     ///
     /// // Memory that lives as long as the program, for example a leaked buffer.
     /// let raw = Box::into_raw(vec![MaybeUninit::<u8>::uninit(); 1 << 17].into_boxed_slice());
     /// // SAFETY: `raw` is a unique, valid allocation that is never freed while borrowed.
     /// let memory: &'static mut [MaybeUninit<u8>] = unsafe { &mut *raw };
-    /// let block = Block::from_static(memory);
-    /// assert_eq!(block.len(), 1 << 17);
-    /// # drop(block);
-    /// # // SAFETY: the block, the only borrower, is gone; freeing keeps leak checkers quiet.
+    /// let backing = Backing::from_static(memory);
+    /// assert_eq!(backing.len(), 1 << 17);
+    /// # drop(backing);
+    /// # // SAFETY: the backing, the only borrower, is gone; freeing keeps leak checkers quiet.
     /// # drop(unsafe { Box::from_raw(raw) });
     /// ```
     #[must_use]
@@ -95,51 +96,51 @@ impl Block {
         Self {
             ptr,
             len,
-            backing: Backing::Borrowed,
+            source: Source::Borrowed,
         }
     }
 
-    /// A block of `len` bytes aligned to `align` from the global allocator, freed when the
+    /// Backing memory of `len` bytes aligned to `align` from the global allocator, freed when the
     /// arena made from it is dropped. Its contents start uninitialised.
     ///
     /// # Errors
-    /// [`Error::InvalidBlockAlignment`] if `align` is not a power of two of at least 16
-    /// bytes, [`Error::EmptyBlock`] for `len == 0`, [`Error::BlockTooLarge`] if `len` rounded
+    /// [`Error::InvalidBackingAlignment`] if `align` is not a power of two of at least 16
+    /// bytes, [`Error::EmptyBacking`] for `len == 0`, [`Error::BackingTooLarge`] if `len` rounded
     /// up to `align` exceeds `isize::MAX`, [`Error::OutOfMemory`] if the allocator refuses.
     pub fn heap(len: usize, align: usize) -> Result<Self> {
         if !align.is_power_of_two() || align < MIN_BLOCK {
-            return Err(Error::InvalidBlockAlignment {
+            return Err(Error::InvalidBackingAlignment {
                 align,
                 min: MIN_BLOCK,
             });
         }
         if len == 0 {
-            return Err(Error::EmptyBlock);
+            return Err(Error::EmptyBacking);
         }
-        let layout =
-            Layout::from_size_align(len, align).map_err(|_| Error::BlockTooLarge { len, align })?;
+        let layout = Layout::from_size_align(len, align)
+            .map_err(|_| Error::BackingTooLarge { len, align })?;
         // SAFETY: the layout has a non-zero size.
         let ptr =
             NonNull::new(unsafe { alloc(layout) }).ok_or(Error::OutOfMemory { requested: len })?;
         Ok(Self {
             ptr,
             len,
-            backing: Backing::Heap(layout),
+            source: Source::Heap(layout),
         })
     }
 
-    /// A block over `len` bytes at `ptr`.
+    /// Backing memory of `len` bytes at `ptr`.
     ///
     /// # Safety
     /// `ptr..ptr + len` must be valid for reads and writes, and nothing else may access it,
-    /// for as long as the block and any arena made from it live (the memory is not freed by
+    /// for as long as the backing and any arena made from it live (the memory is not freed by
     /// this crate).
     #[must_use]
     pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize) -> Self {
         Self {
             ptr,
             len,
-            backing: Backing::Borrowed,
+            source: Source::Borrowed,
         }
     }
 
@@ -153,11 +154,11 @@ impl Block {
     ///
     /// # Examples
     /// ```
-    /// use memvisor_arena::Block;
+    /// use memvisor_arena::Backing;
     /// use memvisor_vmem::CommitMode;
     ///
-    /// let block = Block::reserve(4 << 20, 1 << 20, CommitMode::Protected)?;
-    /// assert!(block.is_reserved());
+    /// let backing = Backing::reserve(4 << 20, 1 << 20, CommitMode::Protected)?;
+    /// assert!(backing.is_reserved());
     /// # Ok::<(), memvisor_arena::Error>(())
     /// ```
     #[cfg(feature = "std")]
@@ -169,11 +170,11 @@ impl Block {
         Ok(Self {
             ptr: reservation.as_non_null(),
             len: reservation.len(),
-            backing: Backing::Reserved(Box::new(reservation)),
+            source: Source::Reserved(Box::new(reservation)),
         })
     }
 
-    /// The start of the block.
+    /// The start of the backing memory.
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -197,12 +198,12 @@ impl Block {
         self.reservation().is_some()
     }
 
-    /// The reservation behind the block, if any.
+    /// The reservation behind the backing memory, if any.
     #[cfg(feature = "std")]
     #[must_use]
     pub fn reservation(&self) -> Option<&Reservation> {
-        match &self.backing {
-            Backing::Reserved(r) => Some(r),
+        match &self.source {
+            Source::Reserved(r) => Some(r),
             _ => None,
         }
     }
@@ -213,10 +214,10 @@ impl Block {
     }
 }
 
-impl Drop for Block {
+impl Drop for Backing {
     fn drop(&mut self) {
-        if let Backing::Heap(layout) = self.backing {
-            // SAFETY: allocated by `Block::heap` with this layout and no longer used: the arena
+        if let Source::Heap(layout) = self.source {
+            // SAFETY: allocated by `Backing::heap` with this layout and no longer used: the arena
             // that used it is being dropped, and it borrowed no client beyond its life.
             unsafe { dealloc(self.ptr.as_ptr(), layout) };
         }
@@ -230,15 +231,15 @@ mod tests {
     #[test]
     fn heap_bad_alignment_errors() {
         assert_eq!(
-            Block::heap(4096, 24).unwrap_err(),
-            Error::InvalidBlockAlignment {
+            Backing::heap(4096, 24).unwrap_err(),
+            Error::InvalidBackingAlignment {
                 align: 24,
                 min: MIN_BLOCK
             }
         );
         assert_eq!(
-            Block::heap(4096, 8).unwrap_err(),
-            Error::InvalidBlockAlignment {
+            Backing::heap(4096, 8).unwrap_err(),
+            Error::InvalidBackingAlignment {
                 align: 8,
                 min: MIN_BLOCK
             }
@@ -247,24 +248,24 @@ mod tests {
 
     #[test]
     fn heap_zero_length_errors() {
-        assert_eq!(Block::heap(0, 64).unwrap_err(), Error::EmptyBlock);
+        assert_eq!(Backing::heap(0, 64).unwrap_err(), Error::EmptyBacking);
     }
 
     #[test]
     fn heap_length_over_isize_max_errors() {
         let len = usize::MAX - 8;
         assert_eq!(
-            Block::heap(len, 64).unwrap_err(),
-            Error::BlockTooLarge { len, align: 64 }
+            Backing::heap(len, 64).unwrap_err(),
+            Error::BackingTooLarge { len, align: 64 }
         );
     }
 
     #[test]
     fn heap_aligned_and_sized() {
-        let block = Block::heap(1 << 16, 1 << 12).unwrap();
-        assert_eq!(block.as_ptr() as usize % (1 << 12), 0);
-        assert_eq!(block.len(), 1 << 16);
-        assert!(!block.is_empty());
-        assert!(!block.is_reserved());
+        let backing = Backing::heap(1 << 16, 1 << 12).unwrap();
+        assert_eq!(backing.as_ptr() as usize % (1 << 12), 0);
+        assert_eq!(backing.len(), 1 << 16);
+        assert!(!backing.is_empty());
+        assert!(!backing.is_reserved());
     }
 }
