@@ -426,6 +426,7 @@ impl Snapshot {
 
     /// Where the region at exactly `base` of `size` bytes is, to take it out with
     /// [`with_removed_at`](Self::with_removed_at).
+    #[inline]
     pub(crate) fn find_removal(&self, base: GuestAddress, size: u64) -> Result<Removal> {
         let not_found = || Error::RegionNotFound { base: base.0, size };
         let at = self
@@ -457,6 +458,7 @@ impl Snapshot {
 
     /// A new snapshot without the region that `removal` (which
     /// [`find_removal`](Self::find_removal) returned for this snapshot) names.
+    #[inline]
     pub(crate) fn with_removed_at(&self, removal: &Removal, generation: u64) -> Self {
         let Removal {
             at, chunk: c, pos, ..
