@@ -19,10 +19,13 @@ use crate::range::GuestRange;
 use crate::region::Region;
 use crate::spec::{NumaBinding, Protection, RegionType};
 
-/// Where the region that [`Snapshot::with_removed`] took out is in the snapshot it came from,
-/// and its memory-slot number.
-#[derive(Debug)]
+/// Where the region that [`Snapshot::find_removal`] found is in its snapshot, and its
+/// memory-slot number.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Removal {
+    /// Its index in the table.
+    at: usize,
+    /// Its owner's chunk and place in the chunk.
     chunk: usize,
     pos: usize,
     /// The region's memory-slot number.
@@ -410,33 +413,57 @@ impl Snapshot {
 
     /// A new snapshot without the region at exactly `base` of `size` bytes, and where that
     /// region is in this one.
+    #[cfg(test)]
     pub(crate) fn with_removed(
         &self,
         base: GuestAddress,
         size: u64,
         generation: u64,
     ) -> Result<(Self, Removal)> {
+        let removal = self.find_removal(base, size)?;
+        Ok((self.with_removed_at(&removal, generation), removal))
+    }
+
+    /// Where the region at exactly `base` of `size` bytes is, to take it out with
+    /// [`with_removed_at`](Self::with_removed_at).
+    #[inline]
+    pub(crate) fn find_removal(&self, base: GuestAddress, size: u64) -> Result<Removal> {
         let not_found = || Error::RegionNotFound { base: base.0, size };
         let at = self
             .table
             .starts()
             .binary_search(&base.0)
             .map_err(|_| not_found())?;
+        let e = &self.table.entries()[at];
         // The entry's span is the region's size less one (and sizes are not 0).
-        if self.table.entries()[at].span != size.wrapping_sub(1) {
-            return Err(Error::RegionNotFound { base: base.0, size });
+        if e.span != size.wrapping_sub(1) {
+            return Err(not_found());
         }
-        let target = self.table.entries()[at].region.as_ptr().cast_const();
-        let slot = self.table.entries()[at].slot;
+        let target = e.region.as_ptr().cast_const();
         // Newest chunks first: hotplug tends to remove what it added last.
-        let (c, chunk, pos) = (0..self.owners.len())
+        let (chunk, pos) = (0..self.owners.len())
             .rev()
             .find_map(|c| {
-                let chunk = self.owners.get(c)?;
-                let pos = chunk.iter().position(|r| Arc::as_ptr(r) == target)?;
-                Some((c, chunk, pos))
+                let pos = (self.owners.get(c)?.iter()).position(|r| Arc::as_ptr(r) == target)?;
+                Some((c, pos))
             })
             .expect("every entry has an owner");
+        Ok(Removal {
+            at,
+            chunk,
+            pos,
+            slot: (e.slot != NO_SLOT).then_some(e.slot),
+        })
+    }
+
+    /// A new snapshot without the region that `removal` (which
+    /// [`find_removal`](Self::find_removal) returned for this snapshot) names.
+    #[inline]
+    pub(crate) fn with_removed_at(&self, removal: &Removal, generation: u64) -> Self {
+        let Removal {
+            at, chunk: c, pos, ..
+        } = *removal;
+        let chunk = self.owners.chunk(c);
         // Exact-size iterators: the new chunk is allocated once (not at all when empty).
         let shrunk = (chunk.len() > 1).then(|| {
             chunk[..pos]
@@ -451,19 +478,10 @@ impl Snapshot {
             // Many half-empty chunks after removals: repack.
             owners = Owners::chunked(owners.chunks().flat_map(|c| c.iter().cloned()));
         }
-        let next = self.successor(self.table.removed(at), owners, generation);
-        let slot = (slot != NO_SLOT).then_some(slot);
-        Ok((
-            next,
-            Removal {
-                chunk: c,
-                pos,
-                slot,
-            },
-        ))
+        self.successor(self.table.removed(at), owners, generation)
     }
 
-    /// The region that `removal` (from this snapshot's [`with_removed`](Self::with_removed))
+    /// The region that `removal` (from this snapshot's [`find_removal`](Self::find_removal))
     /// takes out.
     pub(crate) fn removed_region(&self, removal: &Removal) -> &Arc<Region> {
         &self.owners.chunk(removal.chunk)[removal.pos]

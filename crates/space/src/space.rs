@@ -74,10 +74,31 @@ where
     }
 }
 
+/// The snapshot that the address space's `ArcSwap` holds, as its writers see it: a pointer to
+/// it rather than a second reference, so that a change costs two reference-count updates less.
+/// Only a writer holding the writer lock replaces the `ArcSwap`'s snapshot, in
+/// [`AddressSpace::publish`], which points this at the new one; so whenever the writer state is
+/// borrowed (the lock is held), this is the snapshot the `ArcSwap` holds and keeps alive, and it
+/// stays there until the borrow ends.
+struct Current(*const Snapshot);
+
+// SAFETY: the pointer is only dereferenced into a shared reference, by the holder of the writer
+// lock (see `Current`); `Snapshot` is `Send + Sync`.
+unsafe impl Send for Current {}
+
+impl Current {
+    /// The published snapshot.
+    fn get(&self) -> &Snapshot {
+        // SAFETY: `self` is borrowed from the writer state, so the writer lock is held and the
+        // `ArcSwap` (kept alive by the `AddressSpace` whose lock it is) holds this snapshot
+        // until the borrow ends (see `Current`); only shared references are made.
+        unsafe { &*self.0 }
+    }
+}
+
 struct Writer {
-    /// The published snapshot (as in the `ArcSwap`, which only writers store to): writers read
-    /// it without going through the `ArcSwap`.
-    current: Arc<Snapshot>,
+    /// The published snapshot.
+    current: Current,
     listeners: Vec<Arc<dyn RegionListener>>,
     slots: IdAllocator,
     windows: Vec<Arc<HotplugWindow>>,
@@ -246,10 +267,11 @@ impl SpaceBuilder {
             with_slots.push((r, slot));
         }
         let snapshot = Arc::new(Snapshot::new(Arc::new(self.layout), with_slots, 0)?);
+        let current = Current(Arc::as_ptr(&snapshot));
         let space = AddressSpace {
-            current: Arc::new(ArcSwap::new(Arc::clone(&snapshot))),
+            current: Arc::new(ArcSwap::new(snapshot)),
             writer: Arc::new(Mutex::new(Writer {
-                current: snapshot,
+                current,
                 listeners: Vec::new(),
                 slots,
                 windows,
@@ -463,8 +485,9 @@ impl AddressSpace {
             generation,
             ..
         } = writer;
-        current.layout().check(region.spec())?;
-        let at = current.check_free(&region)?;
+        let snapshot = current.get();
+        snapshot.layout().check(region.spec())?;
+        let at = snapshot.check_free(&region)?;
         // Gives the slot number back on an error or a panicking listener.
         let mut slot = SlotGuard { slots, slot: None };
         if region.spec().backing.has_memory() {
@@ -484,9 +507,8 @@ impl AddressSpace {
             next_generation,
         )?;
         // Every check passed and every listener accepted: from here on nothing fails.
-        let next = Arc::new(current.with_inserted_at(at, region, slot.slot, next_generation));
-        self.current.store(Arc::clone(&next));
-        *current = next;
+        let next = snapshot.with_inserted_at(at, region, slot.slot, next_generation);
+        drop(self.publish(current, next));
         *generation = next_generation;
         slot.slot = None;
         Ok(())
@@ -505,17 +527,18 @@ impl AddressSpace {
     pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
         let mut writer = self.lock();
         let generation = writer.generation + 1;
-        let (next, removal) = writer.current.with_removed(base, size, generation)?;
+        let current = writer.current.get();
+        let removal = current.find_removal(base, size)?;
         notify(
             &writer.listeners,
             ChangeKind::Removed,
-            writer.current.removed_region(&removal),
+            current.removed_region(&removal),
             removal.slot,
             generation,
         )?;
-        let next = Arc::new(next);
-        self.current.store(Arc::clone(&next));
-        let old = std::mem::replace(&mut writer.current, next);
+        // Every check passed and every listener accepted: from here on nothing fails.
+        let next = current.with_removed_at(&removal, generation);
+        let old = self.publish(&mut writer.current, next);
         writer.generation = generation;
         if let Some(slot) = removal.slot {
             let _ = writer.slots.free_id(slot);
@@ -542,7 +565,7 @@ impl AddressSpace {
             });
         }
         let mut writer = self.lock();
-        let current = Arc::clone(&writer.current);
+        let current = writer.current.get();
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
         let target = target_for(current.layout(), &writer.windows, &spec)?;
@@ -553,6 +576,16 @@ impl AddressSpace {
         let region = Arc::new(region);
         self.insert_locked(&mut writer, Arc::clone(&region))?;
         Ok((region, report))
+    }
+
+    /// Publishes `next` to readers, points `current` (the writer state's, whose lock is held)
+    /// at it, and returns the snapshot it replaced (the `ArcSwap`'s reference).
+    fn publish(&self, current: &mut Current, next: Snapshot) -> Arc<Snapshot> {
+        let next = Arc::new(next);
+        let ptr = Arc::as_ptr(&next);
+        let old = self.current.swap(next);
+        *current = Current(ptr);
+        old
     }
 
     /// The layout.
@@ -962,5 +995,53 @@ mod tests {
             .plug(RegionSpec::ram(GuestAddress(4 << 30), 2 << 20))
             .unwrap_err();
         assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+    }
+
+    /// Whether the writer state's snapshot is the one readers get.
+    fn writer_sees_published(space: &AddressSpace) -> bool {
+        std::ptr::eq(space.lock().current.get(), Arc::as_ptr(&space.snapshot()))
+    }
+
+    #[test]
+    fn changes_keep_writer_snapshot_the_published_one() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), [RegionSpec::ram(GuestAddress(0), p)]).unwrap();
+        assert!(writer_sees_published(&space));
+        space.insert_region(planned(2 * p, p)).unwrap();
+        assert!(writer_sees_published(&space));
+        // A reader holding the snapshot a removal replaces: the region is shared, not moved.
+        let held = space.snapshot();
+        let removed = space.remove_region(GuestAddress(2 * p), p).unwrap();
+        assert!(writer_sees_published(&space));
+        assert_eq!(held.len(), 2);
+        assert!(std::ptr::eq(
+            held.find_region(GuestAddress(2 * p)).unwrap(),
+            Arc::as_ptr(&removed)
+        ));
+        // Failed changes publish nothing.
+        assert!(space.remove_region(GuestAddress(2 * p), p).is_err());
+        assert!(space.insert_region(planned(0, p)).is_err());
+        assert!(writer_sees_published(&space));
+        assert_eq!(space.snapshot().generation(), 2);
+        // Snapshots outlive the handle.
+        drop(space);
+        assert_eq!(held.find_region(GuestAddress(0)).unwrap().size(), p);
+    }
+
+    #[test]
+    fn remove_region_refused_by_listener_keeps_state() {
+        let p = host_page_size();
+        let space = AddressSpace::plan(layout(), [RegionSpec::ram(GuestAddress(0), p)]).unwrap();
+        space.add_listener(Arc::new(|e: &RegionEvent<'_>| match e.kind {
+            ChangeKind::Removed => Err("slot in use".into()),
+            ChangeKind::Inserted => Ok(()),
+        }));
+        let before = space.snapshot();
+        let err = space.remove_region(GuestAddress(0), p).unwrap_err();
+        assert!(matches!(err, Error::Listener { base: 0, .. }), "{err}");
+        assert!(Arc::ptr_eq(&before, &space.snapshot()));
+        assert!(writer_sees_published(&space));
+        assert_eq!(space.snapshot().slot(GuestAddress(0)), Some(0));
+        space.snapshot().check_invariants();
     }
 }

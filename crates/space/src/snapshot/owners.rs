@@ -170,6 +170,16 @@ impl Owners {
                 .collect();
             return Self { head, tail };
         }
+        if c + 1 == self.len() {
+            // The last chunk leaves: the others keep their places.
+            let head = std::array::from_fn(|i| if i == c { None } else { self.head[i].clone() });
+            let tail = self
+                .tail
+                .get(..c.saturating_sub(INLINE))
+                .unwrap_or_default()
+                .to_vec();
+            return Self { head, tail };
+        }
         // Chunk `c` leaves: the ones after it move up a place.
         let mut next = Self {
             head: Default::default(),
@@ -282,6 +292,12 @@ mod tests {
         let most = more.pushed(Chunk::from(regions(3)));
         assert_eq!(sizes(&most), [2, 1, 3]);
         assert_eq!(sizes(&most.replaced(1, None)), [2, 3]);
+        let last_gone = most.replaced(2, None);
+        assert_eq!(sizes(&last_gone), [2, 1]);
+        assert!(last_gone.tail.is_empty());
+        let four = most.pushed(Chunk::from(regions(4)));
+        assert_eq!(sizes(&four.replaced(3, None)), [2, 1, 3]);
+        assert_eq!(sizes(&four.replaced(3, None).replaced(1, None)), [2, 3]);
         assert_eq!(Owners::default().pushed(Chunk::from(regions(1))).len(), 1);
     }
 }
