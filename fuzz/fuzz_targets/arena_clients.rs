@@ -11,9 +11,10 @@ use std::ptr::NonNull;
 
 use libfuzzer_sys::fuzz_target;
 use memvisor_arena::{Arena, Backing, Client, Config, Quota};
-use memvisor_fuzz::Input;
+use memvisor_fuzz::{Input, all_bytes};
 
 const CLIENTS: usize = 4;
+const CHUNKS: usize = 8;
 
 struct Live {
     client: usize,
@@ -24,7 +25,9 @@ struct Live {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let chunk = 1usize << (16 + input.u8() % 3);
-    let Ok(block) = Backing::heap(32 * chunk, 4096) else {
+    // Eight chunks: room for every client's chunk, runs of several chunks for the large
+    // blocks, and running out, without the setup of a larger arena on every input.
+    let Ok(block) = Backing::heap(CHUNKS * chunk, 4096) else {
         return;
     };
     let Ok(arena) = Arena::new(block, Config::new().with_chunk_size(chunk)) else {
@@ -86,10 +89,7 @@ fuzz_target!(|data: &[u8]| {
                 let block = &live[&addr];
                 // SAFETY: a live block of `len` bytes, written at allocation.
                 let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), block.len) };
-                assert!(
-                    bytes.iter().all(|&b| b == block.fill),
-                    "a live block changed"
-                );
+                assert!(all_bytes(bytes, block.fill), "a live block changed");
                 // SAFETY: `addr` is a live block of this arena; a wrong client refuses it.
                 let result = unsafe { client.free(ptr) };
                 if owner == c {

@@ -21,7 +21,7 @@ use memvisor::types::{
     MEMVISOR_UNLIMITED,
 };
 use memvisor::*;
-use memvisor_fuzz::Input;
+use memvisor_fuzz::{Input, all_bytes};
 
 /// At most this many clients live at once, and this many calls per input.
 const MAX_CLIENTS: usize = 6;
@@ -62,7 +62,7 @@ impl Model {
     fn check_block(&self, b: &Block) {
         // SAFETY: a live block of `size` bytes, filled with `fill` when it was allocated.
         let bytes = unsafe { std::slice::from_raw_parts(b.addr as *const u8, b.size) };
-        assert!(bytes.iter().all(|&x| x == b.fill), "a live block changed");
+        assert!(all_bytes(bytes, b.fill), "a live block changed");
     }
 
     /// A handle to call with: live, stale, null or forged.
@@ -501,7 +501,7 @@ fn alloc_step(m: &mut Model, input: &mut Input<'_>) {
         // SAFETY: a fresh block of `actual` bytes.
         let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), actual) };
         assert!(
-            bytes.iter().all(|&x| x == 0),
+            all_bytes(bytes, 0),
             "a zeroed context handed out a dirty block"
         );
     }

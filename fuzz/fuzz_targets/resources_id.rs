@@ -6,13 +6,18 @@ use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
 use memvisor_resources::model::{IdOp, run_id_ops};
 
+/// Operations per input. Every step compares the whole state with the model (a walk over
+/// every allocated ID), so a step costs up to the range's size; 128 steps of runs up to 255
+/// IDs still fill the largest range.
+const MAX_OPS: usize = 128;
+
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let first = u32::from(input.u16());
     let last = first.saturating_add(u32::from(input.u16() % 4096));
     let id = |input: &mut Input<'_>| first.wrapping_add(input.u32() % 4200).wrapping_sub(50);
     let mut ops = Vec::new();
-    while !input.is_empty() && ops.len() < 512 {
+    while !input.is_empty() && ops.len() < MAX_OPS {
         let op = match input.u8() % 6 {
             0 => IdOp::Allocate,
             1 => IdOp::AllocateAt(id(&mut input)),

@@ -11,6 +11,9 @@ use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
 use memvisor_vmem::vec::ConcurrentVec;
 
+/// Operations per input: enough to fill the largest capacity through the `Pusher`.
+const MAX_STEPS: usize = 512;
+
 /// Records the outcome of one push in the model, checking it.
 fn pushed(
     model: &mut BTreeMap<usize, String>,
@@ -37,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut model: BTreeMap<usize, String> = BTreeMap::new();
-    while !input.is_empty() {
+    for _ in 0..MAX_STEPS {
+        if input.is_empty() {
+            break;
+        }
         let value = input.u16().to_string();
         match input.u8() % 6 {
             0 => {

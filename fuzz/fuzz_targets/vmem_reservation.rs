@@ -8,6 +8,8 @@ use memvisor_fuzz::Input;
 use memvisor_vmem::{CommitMode, Protection, Reservation, page_size};
 
 const PAGES: usize = 16;
+/// Operations per input: many times what it takes to bring the 16 pages through every state.
+const MAX_STEPS: usize = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Page {
@@ -29,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut model = [Page::Free; PAGES];
     let mut value = [0u8; PAGES];
-    while !input.is_empty() {
+    for _ in 0..MAX_STEPS {
+        if input.is_empty() {
+            break;
+        }
         let first = usize::from(input.u8()) % (PAGES + 2);
         let count = usize::from(input.u8()) % (PAGES + 2);
         let (offset, len) = (first * page, count * page);
