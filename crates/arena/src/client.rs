@@ -419,8 +419,6 @@ impl Drop for Client<'_> {
         let s = self.state.get_mut();
         if s.geo.flags.contains(Flags::STATISTICS) {
             self.arena.count_free(s.used, s.live());
-        }
-        if s.geo.flags.contains(Flags::STATISTICS) {
             self.arena.count_cached(0, s.cached_reported);
             self.arena.count_pinned(0, s.idle_chunks);
         }
@@ -708,9 +706,9 @@ impl State {
     fn free(&mut self, arena: &Arena, off: usize, chunk: HeldChunk, meta: u16) -> usize {
         let plain = !self.free_flags;
         let info = self.info(chunk);
-        info.live -= 1;
-        if meta >= SLAB && info.live != 0 && plain {
+        if meta >= SLAB && info.live > 1 && plain {
             // The common case: a small block of a chunk that stays busy, no flags.
+            info.live -= 1;
             let class = usize::from(meta & VALUE);
             let bytes = class_size(class);
             if !self.cache_small(class, bytes, off) {
@@ -720,7 +718,6 @@ impl State {
             self.frees += 1;
             return bytes;
         }
-        info.live += 1;
         self.free_other(arena, off, chunk, meta)
     }
 
