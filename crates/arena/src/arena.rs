@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 use crate::backing::Backing;
 use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, NCLASSES};
-use crate::client::{Client, Mailbox};
+use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
 use crate::remote_bits::RemoteBits;
@@ -85,6 +85,9 @@ pub(crate) struct Geometry {
     pub(crate) slab_order: [u32; NCLASSES],
     /// Blocks per slab of each class.
     pub(crate) slab_cap: [u32; NCLASSES],
+    /// log2 of the slab unit, the smallest slab (8 KiB, or a page if larger): the slab table
+    /// has a record per unit, and a slab's record is that of its first unit.
+    pub(crate) slab_unit_shift: u32,
     /// 64-bit words of the marks table per chunk: for each KiB, a word of block-start bits
     /// (one per 16 bytes) and a word of page metadata (see [`meta_slot`]).
     pub(crate) marks_per_chunk: usize,
@@ -206,6 +209,8 @@ pub struct Arena {
     remote: RemoteBits,
     free_bits: Box<[UnsafeCell<u64>]>,
     info: Box<[UnsafeCell<ChunkInfo>]>,
+    /// The slab table: a record per slab unit, written only by the holder of its chunk.
+    slabs: Box<[UnsafeCell<Slab>]>,
     next_id: AtomicU32,
     clients: AtomicUsize,
     used: AtomicUsize,
@@ -296,7 +301,13 @@ impl Arena {
             .ok_or(too_small.clone())?
             - start;
         let room = backing.len().checked_sub(pad).ok_or(too_small.clone())?;
-        let nchunks = room / chunk;
+        let chunk_shift = chunk.trailing_zeros();
+        let page_shift = MIN_PAGE_SHIFT.max(chunk_shift.saturating_sub(MAX_ORDER));
+        let slab_unit_shift = classes::MIN_SLAB.trailing_zeros().max(page_shift);
+        // Slab records are indexed by `u32`: at most `u32::MAX - 1` slab units (32 TiB) are
+        // used, the rest is left alone like any tail.
+        let max_chunks = (NO_SLAB as usize - 1) >> (chunk_shift - slab_unit_shift);
+        let nchunks = (room / chunk).min(max_chunks);
         let count = match u32::try_from(nchunks) {
             Ok(count) if count > 0 && count < NIL => count,
             _ => return Err(too_small),
@@ -308,8 +319,6 @@ impl Arena {
         } else if os_page.saturating_mul(4) > chunk {
             flags = flags & !Flags::GUARD;
         }
-        let chunk_shift = chunk.trailing_zeros();
-        let page_shift = MIN_PAGE_SHIFT.max(chunk_shift.saturating_sub(MAX_ORDER));
         let max_order = chunk_shift - page_shift;
         let guard = if flags.contains(Flags::GUARD) {
             os_page
@@ -322,8 +331,9 @@ impl Arena {
         let mut slab_cap = [0u32; NCLASSES];
         for (class, (order, cap)) in slab_order.iter_mut().zip(&mut slab_cap).enumerate() {
             let bytes = classes::slab_bytes(class).max(1 << page_shift);
+            debug_assert!(bytes <= classes::MAX_SLAB);
             *order = (bytes >> page_shift).trailing_zeros();
-            *cap = u32::try_from(classes::slab_capacity(class, bytes)).expect("at most 1020");
+            *cap = u32::try_from(classes::slab_capacity(class, bytes)).expect("at most 1024");
         }
         let mut order_word = [0usize; ORDER_SLOTS];
         let mut free_words = ORDERS;
@@ -354,6 +364,7 @@ impl Arena {
             flags,
             slab_order,
             slab_cap,
+            slab_unit_shift,
             marks_per_chunk: 2 * (chunk >> MARK_SHIFT),
             meta_mask: (1usize << MARK_SHIFT >> page_shift).max(1) - 1,
             free_words,
@@ -382,6 +393,7 @@ impl Arena {
             remote: RemoteBits::new(nchunks, chunk_shift),
             free_bits: cells(nchunks * free_words, 0u64),
             info: cells(nchunks, info),
+            slabs: cells(geo.len >> geo.slab_unit_shift, Slab::UNUSED),
             next_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
@@ -497,15 +509,16 @@ impl Arena {
     /// Bytes of the side tables: chunk owners and free-chunk links (8 bytes per chunk), the
     /// remote-free mailbox pointers (one pointer per chunk), chunk records, the block-start bitmap
     /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page), the buddy free
-    /// bitmaps (two bits per buddy page) and the remote-free bits (a pointer per chunk, and
-    /// one bit per 16 bytes of each chunk a free through [`free`](Self::free) has landed in
-    /// so far). Slab headers, 64 bytes per slab of 8 KiB or more inside the block, are not
-    /// included.
+    /// bitmaps (two bits per buddy page), the slab records (16 bytes per 8 KiB, or per page
+    /// if pages are larger) and the remote-free bits (a pointer per chunk, and one bit per 16
+    /// bytes of each chunk a free through [`free`](Self::free) has landed in so far). Nothing
+    /// is kept inside the block.
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
         self.geo.nchunks * (8 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
             + self.marks.len() * 8
             + self.free_bits.len() * 8
+            + self.slabs.len() * core::mem::size_of::<Slab>()
             + self.remote.bytes()
     }
 
@@ -782,6 +795,10 @@ impl Arena {
 
     pub(crate) fn info_ptr(&self) -> *mut ChunkInfo {
         UnsafeCell::raw_get(self.info.as_ptr())
+    }
+
+    pub(crate) fn slabs_ptr(&self) -> *mut Slab {
+        UnsafeCell::raw_get(self.slabs.as_ptr())
     }
 
     /// Block-level totals, kept with [`Flags::STATISTICS`].

@@ -52,11 +52,12 @@ const CLASS_OF: [u8; SMALL_MAX / 16] = {
     table
 };
 
-/// Bytes at the start of each slab taken by its header.
-pub(crate) const SLAB_HEADER: usize = 64;
+/// The smallest slab: 8 KiB, so that a slab of the smallest classes is worth a slab-table
+/// record (16 bytes, 0.2% of it).
+pub(crate) const MIN_SLAB: usize = 8 << 10;
 
-/// The smallest slab: 8 KiB, so a header costs at most 0.8% of it.
-const MIN_SLAB: usize = 8 << 10;
+/// The largest slab: the offsets in a slab's record are `u16`s.
+pub(crate) const MAX_SLAB: usize = 16 << 10;
 
 /// The index of the smallest class holding `size` bytes, for `1 <= size <= SMALL_MAX`.
 #[inline]
@@ -85,7 +86,7 @@ pub(crate) fn slab_bytes(class: usize) -> usize {
 
 /// How many blocks a slab of `bytes` bytes of class `class` holds.
 pub(crate) fn slab_capacity(class: usize, bytes: usize) -> usize {
-    (bytes - SLAB_HEADER) / usize::from(CLASSES[class])
+    bytes / usize::from(CLASSES[class])
 }
 
 #[cfg(test)]
@@ -115,14 +116,15 @@ mod tests {
     }
 
     #[test]
-    fn slab_capacity_fits_header_and_eight_blocks() {
+    fn slab_capacity_fits_eight_blocks() {
         for (class, &size) in CLASSES.iter().enumerate() {
-            for bytes in [slab_bytes(class), 16 << 10] {
+            assert!(slab_bytes(class) <= MAX_SLAB, "class {class}");
+            for bytes in [slab_bytes(class), MAX_SLAB] {
                 let bytes = bytes.max(slab_bytes(class));
                 let cap = slab_capacity(class, bytes);
-                assert!(cap >= 7, "class {class}");
-                assert!(SLAB_HEADER + cap * usize::from(size) <= bytes);
-                assert!(cap <= 1020);
+                assert!(cap >= 8, "class {class}");
+                assert!(cap * usize::from(size) <= bytes);
+                assert!(cap <= 1024);
             }
         }
     }

@@ -8,9 +8,9 @@ use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot};
+use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot, start_word};
 use crate::chunks::NIL;
-use crate::classes::{CLASSES, NCLASSES, SLAB_HEADER, SMALL_MAX, class_of, class_size};
+use crate::classes::{CLASSES, NCLASSES, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
 use crate::remote_bits::RemoteBits;
@@ -27,14 +27,14 @@ mod slab;
 use cache::{Caches, Uncached};
 use held::HeldChunk;
 pub(crate) use remote::Mailbox;
-use slab::{FreeObj, Slab};
+use slab::FreeObj;
+pub(crate) use slab::{NO_SLAB, Slab};
 
 /// The largest alignment a slab block can have: blocks of a class whose size is a multiple of
-/// it are aligned to it (the slab header is, and slabs start on a buddy page of at least 256
-/// bytes).
+/// it are aligned to it (slabs start on a buddy page of at least 256 bytes, and their blocks
+/// follow each other from there).
 const SLAB_ALIGN: usize = 64;
-const _: () =
-    assert!(SLAB_HEADER.is_multiple_of(SLAB_ALIGN) && SMALL_MAX.is_multiple_of(SLAB_ALIGN));
+const _: () = assert!(SMALL_MAX.is_multiple_of(SLAB_ALIGN));
 
 /// The byte freed blocks are filled with under [`Flags::POISON`].
 pub const POISON_BYTE: u8 = 0xA5;
@@ -91,7 +91,7 @@ pub struct ClientStats {
     pub total_bytes: usize,
     /// Bytes in its live blocks (sizes as [`Client::size_of`] reports them).
     pub used_bytes: usize,
-    /// `total_bytes - used_bytes`: free blocks, slab headers and slack, guard pages.
+    /// `total_bytes - used_bytes`: free blocks, slab slack, guard pages.
     pub free_bytes: usize,
     /// The most `used_bytes` has been.
     pub peak_used_bytes: usize,
@@ -167,6 +167,8 @@ struct State {
     /// The marks table: per KiB a word of start bits and a word of page metadata.
     marks: *mut u64,
     info: *mut ChunkInfo,
+    /// The slab table: a record per slab unit of the arena.
+    slabs: *mut Slab,
     quota: Quota,
     /// The quota's limit (`usize::MAX` without one); `used` never exceeds it.
     limit: usize,
@@ -232,6 +234,7 @@ impl<'a> Client<'a> {
                 geo,
                 marks: arena.marks_ptr(),
                 info: arena.info_ptr(),
+                slabs: arena.slabs_ptr(),
                 quota,
                 limit: quota.limit().unwrap_or(usize::MAX),
                 used: 0,
@@ -340,12 +343,27 @@ impl<'a> Client<'a> {
     /// reference into it may live on), and no [`Arena::free`] of it may run at the same time
     /// on another thread (one ordered before or after is refused, or refuses this one). A
     /// rejected pointer is left alone, so this promise only matters for blocks the call frees.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
-        let arena = self.arena;
-        let owners = self.owners;
-        let remote = self.remote;
-        let id = self.id;
+        // SAFETY: as in `with`: one thread uses the client, and nothing here calls out.
+        let s = unsafe { &mut *self.state.get() };
+        if let Some(size) =
+            s.free_quick(self.arena, self.owners, self.remote, self.id, ptr.as_ptr())
+        {
+            return Ok(size);
+        }
+        // SAFETY: the caller's promise.
+        unsafe { self.free_slow(ptr) }
+    }
+
+    /// [`free`](Self::free) of anything [`State::free_quick`] leaves alone: every error,
+    /// buddy blocks and runs, a chunk's last live block, a full cache, flags, mail.
+    ///
+    /// # Safety
+    /// As [`free`](Self::free).
+    #[inline(never)]
+    unsafe fn free_slow(&self, ptr: NonNull<u8>) -> Result<usize> {
+        let (arena, owners, remote, id) = (self.arena, self.owners, self.remote, self.id);
         self.with(|s| {
             let (off, chunk, meta) = s.claim(owners, remote, id, ptr.as_ptr())?;
             let size = s.free(arena, off, chunk, meta);
@@ -454,11 +472,6 @@ impl State {
     #[inline]
     fn at(&self, off: usize) -> *mut u8 {
         self.geo.base.as_ptr().wrapping_add(off)
-    }
-
-    #[inline]
-    fn offset_of<T>(&self, p: *mut T) -> usize {
-        p.addr() - self.geo.base_addr
     }
 
     #[inline]
@@ -591,8 +604,8 @@ impl State {
 
     /// The smallest class of at least `size` bytes (at most [`SMALL_MAX`]) whose blocks are
     /// all aligned to `align` (a power of two up to [`SLAB_ALIGN`]): a slab's blocks lie at
-    /// its page-aligned start plus the 64-byte header plus multiples of the class size, so a
-    /// class that is a multiple of `align` has them all aligned. The largest class is one.
+    /// its page-aligned start plus multiples of the class size, so a class that is a multiple
+    /// of `align` has them all aligned. The largest class is one.
     #[cold]
     fn aligned_class(&self, size: usize, align: usize) -> usize {
         let mut class = usize::from(self.class_of[(size + 15) >> 4]);
@@ -698,6 +711,64 @@ impl State {
         };
         self.set_page(off >> shift, meta(LIVE, pages - 1));
         Ok((off, bytes))
+    }
+
+    /// The common free, kept small enough to inline into the caller: a small block of this
+    /// client, whose chunk keeps another live block, into a cache bin with room, without flags
+    /// and with no mail or trim request waiting. Returns `None`, having changed nothing, for
+    /// anything else ([`Client::free_slow`] handles it, errors included). It reads and writes
+    /// what [`claim`](Self::claim) and [`free`](Self::free) do, in the same order.
+    #[inline(always)]
+    fn free_quick(
+        &mut self,
+        arena: &Arena,
+        owners: &[AtomicU32],
+        remote: &RemoteBits,
+        id: u32,
+        ptr: *const u8,
+    ) -> Option<usize> {
+        let off = ptr.addr().wrapping_sub(self.geo.base_addr);
+        if off >= self.geo.len || !off.is_multiple_of(MIN_BLOCK) || self.free_flags {
+            return None;
+        }
+        let chunk = off >> self.geo.chunk_shift;
+        // SAFETY: `off < len = nchunks << chunk_shift`, so `chunk < nchunks`, the length of
+        // the owner table.
+        if unsafe { owners.get_unchecked(chunk) }.load(crate::sync::Ordering::Relaxed) != id {
+            return None;
+        }
+        let kib = self.marks.wrapping_add(start_word(off));
+        // SAFETY: as in `claim`: the marks table covers the arena and is made of `AtomicU64`s.
+        let word = unsafe { &*kib.cast::<core::sync::atomic::AtomicU64>() };
+        let bits = word.load(core::sync::atomic::Ordering::Relaxed);
+        let bit = 1u64 << ((off >> 4) & 63);
+        // SAFETY: `chunk < nchunks` (above) and `chunk == off >> chunk_shift`.
+        if bits & bit == 0 || unsafe { remote.is_claimed_in(chunk, off) } {
+            return None;
+        }
+        // SAFETY: as in `claim`: the metadata slot of `off`, next to its start-bit word, in a
+        // chunk this client holds (the owner table says so).
+        let meta = unsafe {
+            *kib.add(1)
+                .cast::<u16>()
+                .add((off >> self.geo.page_shift) & self.geo.meta_mask)
+        };
+        // SAFETY: the owner table says this client holds `chunk`.
+        let held = unsafe { HeldChunk::new_unchecked(chunk) };
+        if meta < SLAB || self.info(held).live <= 1 || self.has_mail(arena) {
+            return None;
+        }
+        let class = usize::from(meta & VALUE);
+        let bytes = class_size(class);
+        if !self.cache_small_quick(class, off) {
+            return None;
+        }
+        word.store(bits & !bit, core::sync::atomic::Ordering::Relaxed);
+        self.info(held).live -= 1;
+        self.cached += bytes;
+        self.used -= bytes;
+        self.frees += 1;
+        Some(bytes)
     }
 
     /// Frees the live block at `off`, in held chunk `chunk`, with page metadata `meta`
@@ -1025,6 +1096,37 @@ mod tests {
             let marks = unsafe { core::slice::from_raw_parts(arena.marks_ptr(), words) };
             assert!(marks.iter().all(|&w| w == 0));
         }
+    }
+
+    #[test]
+    fn slab_blocks_start_at_slab_start_and_fill_it() {
+        // Nothing of a slab's memory is kept for bookkeeping: its first block is at its start
+        // and its blocks fill it to within one block.
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let class = class_of(48);
+        let cap = arena.geometry().slab_cap[class] as usize;
+        let slab_bytes =
+            (1usize << arena.geometry().slab_order[class]) << arena.geometry().page_shift;
+        assert_eq!(cap, slab_bytes / 48);
+        let blocks: Vec<_> = (0..cap)
+            .map(|_| client.alloc(layout(48)).unwrap())
+            .collect();
+        let start = blocks[0].as_ptr().addr();
+        let base = arena.geometry().base_addr;
+        assert_eq!(
+            (start - base) % slab_bytes,
+            0,
+            "first block at the slab's start"
+        );
+        for (i, p) in blocks.iter().enumerate() {
+            assert_eq!(p.as_ptr().addr(), start + i * 48);
+        }
+        assert_eq!(client.stats().chunks, 1);
+        for p in blocks {
+            free_uncached(&client, p);
+        }
+        client.check();
     }
 
     #[test]

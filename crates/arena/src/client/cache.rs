@@ -20,7 +20,7 @@ use crate::config::Flags;
 
 /// Most cached blocks of one size class. A class's bin fills and empties as a random walk
 /// under a steady mix of sizes; each time it is full at a free or empty at an allocation, the
-/// block goes through its slab, whose header and free list (in the blocks' memory) are likely
+/// block goes through its slab, whose record and free list (in the blocks' memory) are likely
 /// cache misses. A deeper bin makes that rarer (about half as often at twice the depth).
 const SMALL_ENTRIES: usize = 64;
 /// Bytes of blocks of one size class the cache aims at: classes of over 512 bytes keep fewer
@@ -147,7 +147,7 @@ impl Caches {
 
     /// Adds the small block at `off` to bin `bin`, whose entries start at `base`; false if the
     /// bin is full.
-    #[inline]
+    #[inline(always)]
     fn push_small(&mut self, bin: usize, base: usize, off: usize) -> bool {
         let len = usize::from(self.len[bin]);
         if len >= usize::from(self.cap[bin]) {
@@ -256,6 +256,17 @@ impl State {
             self.cached += bytes;
         }
         cached
+    }
+
+    /// Keeps the freed small block at `off` of `class` in its bin if the bins exist and it
+    /// has room; false (nothing changed) otherwise. The caller counts its bytes as cached.
+    #[inline(always)]
+    pub(super) fn cache_small_quick(&mut self, class: usize, off: usize) -> bool {
+        let (bin, base) = small_bin(class);
+        match self.cache.as_deref_mut() {
+            Some(c) => c.push_small(bin, base, off),
+            None => false,
+        }
     }
 
     /// Keeps the freed buddy block of `pages` pages at `off` for reuse; false (nothing
@@ -422,10 +433,10 @@ impl State {
                 let mut slab = self.partial[class];
                 while !slab.is_null() {
                     // SAFETY: `slab` is on this client's partial list of `class`, so it is a
-                    // live slab header; it is dropped only after its link is read.
+                    // record of a live slab; it is dropped only after its link is read.
                     unsafe {
-                        let next = (*slab).next;
-                        if (*slab).live == 0 {
+                        let next = self.next_slab(slab);
+                        if (*slab).live() == 0 {
                             self.drop_slab(arena, slab, class);
                         }
                         slab = next;
@@ -507,10 +518,10 @@ impl State {
                 let mut slab = self.partial[class];
                 while !slab.is_null() {
                     // SAFETY: `slab` is on this client's partial list of `class`, so it is a
-                    // live slab header; it is dropped only after its link is read.
+                    // record of a live slab; it is dropped only after its link is read.
                     unsafe {
-                        let next = (*slab).next;
-                        if (*slab).live == 0 && self.offset_of(slab) >> chunk_shift == chunk {
+                        let next = self.next_slab(slab);
+                        if (*slab).live() == 0 && self.slab_start(slab) >> chunk_shift == chunk {
                             self.drop_slab(arena, slab, class);
                         }
                         slab = next;
@@ -611,9 +622,9 @@ impl State {
                 }
                 // SAFETY: cached blocks lie in live slabs of this client (a slab with a cached
                 // block counts it as live, so it is not given back).
-                let live = unsafe { (*slab).live } as usize;
+                let live = unsafe { (*slab).live() };
                 if live == i - start {
-                    let off = self.offset_of(slab);
+                    let off = self.slab_start(slab);
                     // SAFETY: a live slab of this client lies at `off`.
                     let chunk = unsafe { self.chunk_of(off) };
                     if f(chunk, (off >> shift) & page_mask, pages) {
@@ -624,10 +635,10 @@ impl State {
             if self.empty_slabs[class] != 0 {
                 let mut slab = self.partial[class];
                 while !slab.is_null() {
-                    // SAFETY: `slab` is on this client's partial list, a live slab header.
-                    let (live, next) = unsafe { ((*slab).live, (*slab).next) };
+                    // SAFETY: `slab` is on this client's partial list, the record of a live slab.
+                    let (live, next) = unsafe { ((*slab).live(), self.next_slab(slab)) };
                     if live == 0 {
-                        let off = self.offset_of(slab);
+                        let off = self.slab_start(slab);
                         // SAFETY: a slab on this client's partial list lies at `off`.
                         let chunk = unsafe { self.chunk_of(off) };
                         if f(chunk, (off >> shift) & page_mask, pages) {

@@ -1,40 +1,109 @@
-//! Slabs: the small-block front. Each size class has slabs, buddy blocks with a header and a
-//! free list threaded through freed blocks; never-used blocks are handed out by a bump offset.
-
-use core::ptr;
+//! Slabs: the small-block front. Each size class has slabs, buddy blocks cut into blocks of the
+//! class, with a free list threaded through freed blocks; never-used blocks are handed out by a
+//! bump offset. A slab's record lives in the arena's slab table, outside the slab, so a free
+//! reads a compact, hot table instead of a header at the slab's start.
 
 use super::cache::Uncached;
 use super::{SLAB, State, meta};
 use crate::arena::Arena;
-use crate::classes::{SLAB_HEADER, class_size};
+use crate::classes::{MAX_SLAB, class_size};
 use crate::error::Result;
 
-/// A free slab block's link, kept in its first bytes.
+/// The end of a slab list (a slab-table index).
+pub(crate) const NO_SLAB: u32 = u32::MAX;
+/// The end of a slab's free list (an offset in the slab).
+const NO_BLOCK: u16 = u16::MAX;
+
+/// A free slab block's link, kept in its first bytes: the offset in its slab of the next free
+/// block, or [`NO_BLOCK`].
 #[repr(C)]
 pub(super) struct FreeObj {
-    pub(super) next: *mut FreeObj,
+    pub(super) next: u16,
 }
 
-/// The header at the start of each slab.
+/// The record of one slab, in the arena's slab table at the index of the slab's first
+/// [`slab unit`](crate::arena::Geometry::slab_unit_shift). Only the slab's holder touches it.
+#[derive(Clone, Copy, Debug)]
 #[repr(C)]
-pub(super) struct Slab {
-    pub(super) next: *mut Slab,
-    /// The previous slab of the partial list; stale (not read) while the slab heads the list,
-    /// so taking the head off does not write to the next slab.
-    pub(super) prev: *mut Slab,
-    pub(super) free: *mut FreeObj,
-    /// Offset from the slab start of the first block never handed out.
-    pub(super) bump: usize,
-    pub(super) live: u32,
+pub(crate) struct Slab {
+    /// The next slab of the holder's partial list of the class ([`NO_SLAB`] at the end).
+    next: u32,
+    /// The previous slab of that list; stale (not read) while the slab heads the list, so
+    /// taking the head off does not write to the next slab.
+    prev: u32,
+    /// Offset in the slab of the first free block, or [`NO_BLOCK`].
+    free: u16,
+    /// Offset in the slab of the first block never handed out.
+    bump: u16,
+    /// Blocks handed out and not given back (cached blocks count).
+    live: u16,
+}
+
+impl Slab {
+    /// The record of a slab table entry that no slab uses.
+    pub(crate) const UNUSED: Self = Self {
+        next: NO_SLAB,
+        prev: NO_SLAB,
+        free: NO_BLOCK,
+        bump: 0,
+        live: 0,
+    };
+
+    /// Blocks handed out and not given back.
+    #[inline]
+    pub(super) fn live(&self) -> usize {
+        usize::from(self.live)
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Slab>() == 16);
+
+/// An offset in a slab as its record keeps it: a slab is at most [`MAX_SLAB`] bytes, so it
+/// fits a `u16`.
+#[inline]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "slabs are at most `MAX_SLAB` (16 KiB) bytes"
+)]
+fn slab_offset(off: usize) -> u16 {
+    const _: () = assert!(MAX_SLAB <= NO_BLOCK as usize);
+    debug_assert!(off < MAX_SLAB);
+    off as u16
 }
 
 impl State {
-    /// The header of the slab of `class` that the block at `off` lies in.
+    /// The record of slab-table entry `index`, or null for [`NO_SLAB`].
+    #[inline]
+    pub(super) fn slab_ptr(&self, index: u32) -> *mut Slab {
+        if index == NO_SLAB {
+            core::ptr::null_mut()
+        } else {
+            self.slabs.wrapping_add(index as usize)
+        }
+    }
+
+    /// The slab-table index of the record `slab`.
+    #[inline]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "`Arena::new` uses fewer than `u32::MAX` slab units"
+    )]
+    fn slab_index(&self, slab: *mut Slab) -> u32 {
+        (slab.addr().wrapping_sub(self.slabs.addr()) / core::mem::size_of::<Slab>()) as u32
+    }
+
+    /// The offset of the slab whose record is `slab`.
+    #[inline]
+    pub(super) fn slab_start(&self, slab: *mut Slab) -> usize {
+        (self.slab_index(slab) as usize) << self.geo.slab_unit_shift
+    }
+
+    /// The record of the slab of `class` that the block at `off` lies in.
     #[inline]
     pub(super) fn slab_of(&self, off: usize, class: usize) -> *mut Slab {
-        let order = self.geo.slab_order[class];
-        let page = (off >> self.geo.page_shift) & !((1usize << order) - 1);
-        self.at(page << self.geo.page_shift).cast::<Slab>()
+        let shift = self.geo.page_shift + self.geo.slab_order[class];
+        let start = (off >> shift) << shift;
+        self.slabs.wrapping_add(start >> self.geo.slab_unit_shift)
     }
 
     #[inline]
@@ -44,28 +113,29 @@ impl State {
             slab = self.new_slab(arena, id, class)?;
         }
         let size = class_size(class);
-        // SAFETY: `slab` heads this client's partial list of `class`, so it is a live slab
-        // header in a chunk this client holds, and it has a free block.
+        let start = self.slab_start(slab);
+        // SAFETY: `slab` heads this client's partial list of `class`, so it is the record of a
+        // live slab in a chunk this client holds, and the slab has a free or never-used block.
         unsafe {
             if (*slab).live == 0 {
                 self.empty_slabs[class] -= 1;
             }
-            let obj = if (*slab).free.is_null() {
-                let obj = slab.cast::<u8>().add((*slab).bump);
-                (*slab).bump += size;
+            let obj = if (*slab).free == NO_BLOCK {
+                let obj = start + usize::from((*slab).bump);
+                (*slab).bump += slab_offset(size);
                 obj
             } else {
-                let obj = (*slab).free;
-                (*slab).free = (*obj).next;
-                obj.cast::<u8>()
+                let obj = start + usize::from((*slab).free);
+                (*slab).free = (*self.at(obj).cast::<FreeObj>()).next;
+                obj
             };
             (*slab).live += 1;
-            if (*slab).live == self.geo.slab_cap[class] {
+            if u32::from((*slab).live) == self.geo.slab_cap[class] {
                 // `next` heads the list now; its `prev` is not read there.
-                self.partial[class] = (*slab).next;
-                (*slab).next = ptr::null_mut();
+                self.partial[class] = self.slab_ptr((*slab).next);
+                (*slab).next = NO_SLAB;
             }
-            Ok(self.offset_of(obj))
+            Ok(obj)
         }
     }
 
@@ -84,21 +154,26 @@ impl State {
             }
         };
         self.set_slab_pages(off, bytes, meta(SLAB, class));
-        let slab = self.at(off).cast::<Slab>();
+        let slab = self.slabs.wrapping_add(off >> self.geo.slab_unit_shift);
         let head = self.partial[class];
-        // SAFETY: the slab's block was just handed out in a chunk this client holds, is aligned
-        // to at least a buddy page, and holds the header; `head`, if not null, is a live slab
-        // header of this client.
+        let head_index = if head.is_null() {
+            NO_SLAB
+        } else {
+            self.slab_index(head)
+        };
+        // SAFETY: the slab's block was just handed out in a chunk this client holds, so its
+        // record (at its first unit: slabs are aligned to their size, at least a unit) is this
+        // client's to write; `head`, if not null, is the record of a live slab of this client.
         unsafe {
             slab.write(Slab {
-                next: head,
-                prev: ptr::null_mut(),
-                free: ptr::null_mut(),
-                bump: SLAB_HEADER,
+                next: head_index,
+                prev: NO_SLAB,
+                free: NO_BLOCK,
+                bump: 0,
                 live: 0,
             });
             if !head.is_null() {
-                (*head).prev = slab;
+                (*head).prev = self.slab_index(slab);
             }
         }
         self.partial[class] = slab;
@@ -111,22 +186,26 @@ impl State {
     #[inline]
     pub(super) fn free_small(&mut self, arena: &Arena, off: usize, class: usize, reclaim: bool) {
         let slab = self.slab_of(off, class);
+        let start = self.slab_start(slab);
         // SAFETY: `off` is a block of this client in a slab of `class` (its page says so) that
-        // is being freed, so `slab` is that slab's live header and `obj` a block of it no one
-        // uses any more.
+        // is being freed, so `slab` is that slab's record and the block one no one uses any
+        // more.
         unsafe {
-            if (*slab).live == self.geo.slab_cap[class] {
+            if u32::from((*slab).live) == self.geo.slab_cap[class] {
                 let head = self.partial[class];
-                (*slab).next = head;
-                (*slab).prev = ptr::null_mut();
-                if !head.is_null() {
-                    (*head).prev = slab;
+                (*slab).prev = NO_SLAB;
+                if head.is_null() {
+                    (*slab).next = NO_SLAB;
+                } else {
+                    (*slab).next = self.slab_index(head);
+                    (*head).prev = self.slab_index(slab);
                 }
                 self.partial[class] = slab;
             }
-            let obj = self.at(off).cast::<FreeObj>();
-            (*obj).next = (*slab).free;
-            (*slab).free = obj;
+            self.at(off)
+                .cast::<FreeObj>()
+                .write(FreeObj { next: (*slab).free });
+            (*slab).free = slab_offset(off - start);
             (*slab).live -= 1;
             if (*slab).live == 0 {
                 self.empty_slabs[class] += 1;
@@ -140,16 +219,16 @@ impl State {
     /// Gives an empty slab's block back to the buddy allocator.
     ///
     /// # Safety
-    /// `slab` is an empty slab of `class` on this client's partial list.
+    /// `slab` is the record of an empty slab of `class` on this client's partial list.
     #[cold]
     pub(super) unsafe fn drop_slab(&mut self, arena: &Arena, slab: *mut Slab, class: usize) {
-        // SAFETY: the caller's promise: `slab` and its neighbours are live headers.
+        // SAFETY: the caller's promise: `slab` and its neighbours are records of live slabs.
         unsafe {
-            let (next, prev) = ((*slab).next, (*slab).prev);
+            let (next, prev) = (self.slab_ptr((*slab).next), (*slab).prev);
             if self.partial[class] == slab {
                 self.partial[class] = next;
             } else {
-                (*prev).next = next;
+                (*self.slab_ptr(prev)).next = (*slab).next;
             }
             if !next.is_null() {
                 (*next).prev = prev;
@@ -157,8 +236,18 @@ impl State {
         }
         self.empty_slabs[class] -= 1;
         let pages = 1usize << self.geo.slab_order[class];
-        let off = self.offset_of(slab);
+        let off = self.slab_start(slab);
         self.set_slab_pages(off, pages << self.geo.page_shift, 0);
         self.free_pages(arena, off, pages);
+    }
+
+    /// The next slab of `slab`'s partial list, or null.
+    ///
+    /// # Safety
+    /// `slab` is the record of a live slab of this client.
+    #[inline]
+    pub(super) unsafe fn next_slab(&self, slab: *mut Slab) -> *mut Slab {
+        // SAFETY: the caller's promise.
+        self.slab_ptr(unsafe { (*slab).next })
     }
 }
