@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use crate::backing::Backing;
 use crate::chunks::{ChunkSet, NIL};
-use crate::classes::{self, NCLASSES};
+use crate::classes::{self, CLASS_SLOTS, NCLASSES};
 use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
@@ -83,8 +83,11 @@ pub(crate) struct Geometry {
     pub(crate) flags: Flags,
     /// Buddy order (in pages) of each class's slabs.
     pub(crate) slab_order: [u32; NCLASSES],
-    /// Blocks per slab of each class.
-    pub(crate) slab_cap: [u32; NCLASSES],
+    /// Blocks per slab of each class (0 past the last class, so that a class masked with
+    /// `CLASS_SLOTS - 1` indexes it without a bounds check).
+    pub(crate) slab_cap: [u16; CLASS_SLOTS],
+    /// log2 of the bytes of each class's slabs (0 past the last class).
+    pub(crate) slab_shift: [u32; CLASS_SLOTS],
     /// log2 of the slab unit, the smallest slab (8 KiB, or a page if larger): the slab table
     /// has a record per unit, and a slab's record is that of its first unit.
     pub(crate) slab_unit_shift: u32,
@@ -328,12 +331,14 @@ impl Arena {
         let usable_pages = (chunk - guard) >> page_shift;
         let max_block = if guard == 0 { chunk } else { chunk / 2 };
         let mut slab_order = [0u32; NCLASSES];
-        let mut slab_cap = [0u32; NCLASSES];
+        let mut slab_cap = [0u16; CLASS_SLOTS];
+        let mut slab_shift = [0u32; CLASS_SLOTS];
         for (class, (order, cap)) in slab_order.iter_mut().zip(&mut slab_cap).enumerate() {
             let bytes = classes::slab_bytes(class).max(1 << page_shift);
             debug_assert!(bytes <= classes::MAX_SLAB);
             *order = (bytes >> page_shift).trailing_zeros();
-            *cap = u32::try_from(classes::slab_capacity(class, bytes)).expect("at most 1024");
+            *cap = u16::try_from(classes::slab_capacity(class, bytes)).expect("at most 1024");
+            slab_shift[class] = bytes.trailing_zeros();
         }
         let mut order_word = [0usize; ORDER_SLOTS];
         let mut free_words = ORDERS;
@@ -364,6 +369,7 @@ impl Arena {
             flags,
             slab_order,
             slab_cap,
+            slab_shift,
             slab_unit_shift,
             marks_per_chunk: 2 * (chunk >> MARK_SHIFT),
             meta_mask: (1usize << MARK_SHIFT >> page_shift).max(1) - 1,

@@ -357,7 +357,7 @@ impl<'a> Client<'a> {
     }
 
     /// [`free`](Self::free) of anything [`State::free_quick`] leaves alone: every error,
-    /// buddy blocks and runs, a chunk's last live block, a full cache, flags, mail.
+    /// runs, a chunk's last live block, a client without cache bins yet, flags, mail.
     ///
     /// # Safety
     /// As [`free`](Self::free).
@@ -713,9 +713,10 @@ impl State {
         Ok((off, bytes))
     }
 
-    /// The common free, kept small enough to inline into the caller: a small block of this
-    /// client, whose chunk keeps another live block, into a cache bin with room, without flags
-    /// and with no mail or trim request waiting. Returns `None`, having changed nothing, for
+    /// The common free, kept small enough to inline into the caller: a block of this client
+    /// (not a run) whose chunk keeps another live block, into its cache bin (or its slab or
+    /// the free bitmaps if the bin is full), without flags and with no mail or trim request
+    /// waiting. Returns `None`, having changed nothing, for
     /// anything else ([`Client::free_slow`] handles it, errors included). It reads and writes
     /// what [`claim`](Self::claim) and [`free`](Self::free) do, in the same order.
     #[inline(always)]
@@ -755,20 +756,49 @@ impl State {
         };
         // SAFETY: the owner table says this client holds `chunk`.
         let held = unsafe { HeldChunk::new_unchecked(chunk) };
-        if meta < SLAB || self.info(held).live <= 1 || self.has_mail(arena) {
-            return None;
-        }
-        let class = usize::from(meta & VALUE);
-        let bytes = class_size(class);
-        if !self.cache_small_quick(class, off) {
+        if meta < LIVE
+            || run::is_run(meta)
+            || self.info(held).live <= 1
+            || self.cache.is_none()
+            || self.has_mail(arena)
+        {
             return None;
         }
         word.store(bits & !bit, core::sync::atomic::Ordering::Relaxed);
         self.info(held).live -= 1;
-        self.cached += bytes;
+        let value = usize::from(meta & VALUE);
+        let bytes = if meta >= SLAB {
+            let bytes = class_size(value);
+            if self.cache_small_quick(value, off) {
+                self.cached += bytes;
+            } else {
+                self.free_small_out(arena, off, value);
+            }
+            bytes
+        } else {
+            self.free_pages_quick(arena, off, value + 1)
+        };
         self.used -= bytes;
         self.frees += 1;
         Some(bytes)
+    }
+
+    /// [`free_small`](Self::free_small) out of line, for the quick free of a block whose bin
+    /// is full.
+    #[inline(never)]
+    fn free_small_out(&mut self, arena: &Arena, off: usize, class: usize) {
+        self.free_small(arena, off, class, false);
+    }
+
+    /// The quick free of the live buddy block of `pages` pages at `off`: into the cache of its
+    /// order, or back to the free bitmaps if that is full; returns its size.
+    #[inline(never)]
+    fn free_pages_quick(&mut self, arena: &Arena, off: usize, pages: usize) -> usize {
+        if !self.cache_large(off, meta_slot(&self.geo, off), pages) {
+            self.set_page(off >> self.geo.page_shift, 0);
+            self.free_pages(arena, off, pages);
+        }
+        pages << self.geo.page_shift
     }
 
     /// Frees the live block at `off`, in held chunk `chunk`, with page metadata `meta`

@@ -615,9 +615,9 @@ impl State {
             let pages = 1usize << self.geo.slab_order[class];
             let mut i = 0;
             while i < len {
-                let slab = self.slab_of(blocks[i], class);
+                let (slab, _) = self.slab_of(blocks[i], class);
                 let start = i;
-                while i < len && self.slab_of(blocks[i], class) == slab {
+                while i < len && self.slab_of(blocks[i], class).0 == slab {
                     i += 1;
                 }
                 // SAFETY: cached blocks lie in live slabs of this client (a slab with a cached

@@ -6,7 +6,7 @@
 use super::cache::Uncached;
 use super::{SLAB, State, meta};
 use crate::arena::Arena;
-use crate::classes::{MAX_SLAB, class_size};
+use crate::classes::{CLASS_SLOTS, MAX_SLAB, class_size};
 use crate::error::Result;
 
 /// The end of a slab list (a slab-table index).
@@ -98,12 +98,22 @@ impl State {
         (self.slab_index(slab) as usize) << self.geo.slab_unit_shift
     }
 
-    /// The record of the slab of `class` that the block at `off` lies in.
+    /// The record of the slab of `class` that the block at `off` lies in, and the slab's
+    /// offset.
     #[inline]
-    pub(super) fn slab_of(&self, off: usize, class: usize) -> *mut Slab {
-        let shift = self.geo.page_shift + self.geo.slab_order[class];
+    pub(super) fn slab_of(&self, off: usize, class: usize) -> (*mut Slab, usize) {
+        let shift = self.geo.slab_shift[class & (CLASS_SLOTS - 1)];
         let start = (off >> shift) << shift;
-        self.slabs.wrapping_add(start >> self.geo.slab_unit_shift)
+        (
+            self.slabs.wrapping_add(start >> self.geo.slab_unit_shift),
+            start,
+        )
+    }
+
+    /// Blocks in a slab of `class`.
+    #[inline]
+    fn slab_cap(&self, class: usize) -> u16 {
+        self.geo.slab_cap[class & (CLASS_SLOTS - 1)]
     }
 
     #[inline]
@@ -130,7 +140,7 @@ impl State {
                 obj
             };
             (*slab).live += 1;
-            if u32::from((*slab).live) == self.geo.slab_cap[class] {
+            if (*slab).live == self.slab_cap(class) {
                 // `next` heads the list now; its `prev` is not read there.
                 self.partial[class] = self.slab_ptr((*slab).next);
                 (*slab).next = NO_SLAB;
@@ -185,13 +195,12 @@ impl State {
     /// the buddy allocator if another of its class is empty already, or with `reclaim`.
     #[inline]
     pub(super) fn free_small(&mut self, arena: &Arena, off: usize, class: usize, reclaim: bool) {
-        let slab = self.slab_of(off, class);
-        let start = self.slab_start(slab);
+        let (slab, start) = self.slab_of(off, class);
         // SAFETY: `off` is a block of this client in a slab of `class` (its page says so) that
         // is being freed, so `slab` is that slab's record and the block one no one uses any
         // more.
         unsafe {
-            if u32::from((*slab).live) == self.geo.slab_cap[class] {
+            if (*slab).live == self.slab_cap(class) {
                 let head = self.partial[class];
                 (*slab).prev = NO_SLAB;
                 if head.is_null() {
