@@ -40,7 +40,7 @@ impl Flags {
     /// (reservation-backed arenas only). The largest block becomes half a chunk.
     pub const GUARD: Self = Self(1 << 2);
     /// Freed blocks are filled with [`POISON_BYTE`](crate::POISON_BYTE), so stale reads stand
-    /// out (blocks of up to 2 KiB keep their first 8 bytes, which hold a free-list link).
+    /// out (blocks of up to 2 KiB keep their first 2 bytes, which hold a free-list link).
     pub const POISON: Self = Self(1 << 3);
     /// The arena keeps block-level totals (used bytes, live blocks) across all clients; this
     /// costs one atomic add per allocation and per free. Client statistics are always kept.
