@@ -170,10 +170,13 @@ struct State {
     /// The slab table: a record per slab unit of the arena.
     slabs: *mut Slab,
     quota: Quota,
-    /// The quota's limit (`usize::MAX` without one); `used` never exceeds it.
+    /// The quota's limit (`usize::MAX` without one).
     limit: usize,
-    used: usize,
-    peak: usize,
+    /// `limit` minus the bytes of the live blocks: what the quota still allows (kept instead
+    /// of the used bytes so that the quota check is one comparison).
+    room: usize,
+    /// The least `room` has been: `limit` minus the peak of the used bytes.
+    low_room: usize,
     allocs: u64,
     frees: u64,
     chunk_head: u32,
@@ -237,8 +240,8 @@ impl<'a> Client<'a> {
                 slabs: arena.slabs_ptr(),
                 quota,
                 limit: quota.limit().unwrap_or(usize::MAX),
-                used: 0,
-                peak: 0,
+                room: quota.limit().unwrap_or(usize::MAX),
+                low_room: quota.limit().unwrap_or(usize::MAX),
                 allocs: 0,
                 frees: 0,
                 chunk_head: NIL,
@@ -436,7 +439,7 @@ impl Drop for Client<'_> {
     fn drop(&mut self) {
         let s = self.state.get_mut();
         if s.geo.flags.contains(Flags::STATISTICS) {
-            self.arena.count_free(s.used, s.live());
+            self.arena.count_free(s.used(), s.live());
             self.arena.count_cached(0, s.cached_reported);
             self.arena.count_pinned(0, s.idle_chunks);
         }
@@ -522,7 +525,7 @@ impl State {
 
     #[inline]
     fn check_quota(&self, bytes: usize) -> Result<()> {
-        if bytes > self.limit - self.used {
+        if bytes > self.room {
             return Err(self.quota_exceeded(bytes));
         }
         Ok(())
@@ -532,7 +535,7 @@ impl State {
     fn quota_exceeded(&self, bytes: usize) -> Error {
         Error::QuotaExceeded {
             requested: bytes,
-            used: self.used,
+            used: self.used(),
             quota: self.limit,
         }
     }
@@ -563,11 +566,11 @@ impl State {
         if info.live == 1 {
             self.busy(arena);
         }
-        self.used += bytes;
-        if self.used > self.peak {
+        self.room -= bytes;
+        if self.room < self.low_room {
             // A branch, not a select: past the first growth a new peak is rare, and the store
             // is skipped.
-            self.peak = self.used;
+            self.low_room = self.room;
         }
         self.allocs += 1;
         let p = self.at(off);
@@ -778,7 +781,7 @@ impl State {
         } else {
             self.free_pages_quick(arena, off, value + 1)
         };
-        self.used -= bytes;
+        self.room += bytes;
         self.frees += 1;
         Some(bytes)
     }
@@ -815,7 +818,7 @@ impl State {
             if !self.cache_small(class, bytes, off) {
                 self.free_small(arena, off, class, false);
             }
-            self.used -= bytes;
+            self.room += bytes;
             self.frees += 1;
             return bytes;
         }
@@ -857,7 +860,7 @@ impl State {
             }
             bytes
         };
-        self.used -= bytes;
+        self.room += bytes;
         self.frees += 1;
         if purge {
             self.purge(arena, chunk.index());
@@ -882,6 +885,12 @@ impl State {
         }
     }
 
+    /// Bytes in live blocks.
+    #[inline]
+    fn used(&self) -> usize {
+        self.limit - self.room
+    }
+
     /// Live blocks: every successful allocation not yet freed.
     fn live(&self) -> usize {
         usize::try_from(self.allocs - self.frees).expect("live blocks fit in memory")
@@ -902,9 +911,9 @@ impl State {
         largest = largest.max(self.largest_cached());
         ClientStats {
             total_bytes: total,
-            used_bytes: self.used,
-            free_bytes: total - self.used,
-            peak_used_bytes: self.peak,
+            used_bytes: self.used(),
+            free_bytes: total - self.used(),
+            peak_used_bytes: self.limit - self.low_room,
             live_blocks: self.live(),
             chunks: self.chunks,
             cached_chunks: self.empty_chunks,

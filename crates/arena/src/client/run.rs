@@ -127,7 +127,7 @@ impl State {
             };
         }
         self.chunks -= n;
-        self.used -= bytes;
+        self.room += bytes;
         self.frees += 1;
         // No start bit (the block's was cleared when it was claimed), no page metadata (just
         // cleared) and no free bit (a run has none) is left: the tables are clean.
