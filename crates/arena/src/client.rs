@@ -1188,6 +1188,52 @@ mod tests {
     }
 
     #[test]
+    fn free_quick_full_bin_sends_blocks_to_their_slab() {
+        // A live block keeps the chunk busy, so every free below takes the quick path: the
+        // first ones fill the class's bin, the rest go straight back to their slab.
+        let arena = arena(2);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let _busy = client.alloc(layout(5000)).unwrap();
+        let cap = arena.geometry().slab_cap[class_of(32)] as usize;
+        let blocks: Vec<_> = (0..cap)
+            .map(|_| client.alloc(layout(32)).unwrap())
+            .collect();
+        assert_eq!(client.stats().chunks, 1);
+        let slab_live = |client: &Client<'_>| {
+            client.with(|s| {
+                let (slab, _) =
+                    s.slab_of(blocks[0].as_ptr().addr() - s.geo.base_addr, class_of(32));
+                // SAFETY: the slab of a live (or cached) block of this client.
+                unsafe { (*slab).live() }
+            })
+        };
+        assert_eq!(slab_live(&client), cap);
+        let binned = cache::small_cap(class_of(32));
+        assert!(binned < cap);
+        for &p in &blocks {
+            // SAFETY: never used again.
+            assert_eq!(unsafe { client.free(p) }, Ok(32));
+        }
+        let stats = client.stats();
+        assert_eq!(stats.cached_bytes, binned * 32, "the bin is full");
+        assert_eq!(stats.live_blocks, 1);
+        assert_eq!(
+            slab_live(&client),
+            binned,
+            "the others are back in the slab"
+        );
+        client.check();
+        // The slab hands the freed blocks out again, then the bin empties.
+        let again: Vec<_> = (0..cap)
+            .map(|_| client.alloc(layout(32)).unwrap())
+            .collect();
+        assert_eq!(client.stats().cached_bytes, 0);
+        assert_eq!(slab_live(&client), cap);
+        assert_eq!(client.stats().chunks, 1);
+        drop(again);
+    }
+
+    #[test]
     fn cache_bins_made_at_first_free() {
         let arena = arena(1);
         let client = arena.create_client(Quota::UNLIMITED).unwrap();

@@ -35,7 +35,7 @@ const LARGE_BYTES: usize = 256 << 10;
 const LARGE_MAX: usize = 64 << 10;
 
 /// How many blocks of `class` the cache keeps.
-const fn small_cap(class: usize) -> usize {
+pub(super) const fn small_cap(class: usize) -> usize {
     let n = SMALL_BYTES / CLASSES[class] as usize;
     if n < 8 {
         8
