@@ -136,3 +136,142 @@ fn used_and_allocated_cover_every_space() {
     assert_eq!(s.used(), 0x10);
     assert_eq!(s.allocated().count(), 1);
 }
+
+/// A keyed reservation freed by a range that differs from it only outside every space: the key
+/// goes with the allocation, and a later allocation at the same place keeps its own key.
+#[test]
+fn free_by_wider_range_drops_the_key_of_what_it_frees() {
+    let mut s = AllocatorSet::<&str>::new(&[r(0x1000, 0xffff)]).unwrap();
+    s.reserve_keyed(7, r(0x1000, 0x1fff), "dev7").unwrap();
+    assert_eq!(s.free(&r(0x0, 0x1fff)), Ok("dev7"));
+    assert_eq!(s.get(7), None);
+    s.reserve_keyed(8, r(0x1000, 0x1fff), "dev8").unwrap();
+    let before = s.clone();
+    assert_eq!(s.release(7), Err(Error::UnknownKey(7)));
+    assert_eq!(s, before);
+    assert_eq!(s.get(8), Some(r(0x1000, 0x1fff)));
+    assert_eq!(s.release(8), Ok((r(0x1000, 0x1fff), "dev8")));
+    assert!(s.is_empty());
+    s.check_invariants().unwrap();
+}
+
+/// A keyed reservation that starts outside every space, freed by its part inside: its key goes.
+#[test]
+fn free_of_the_inside_part_drops_the_key_of_a_reservation_sticking_out() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x1000, 0x1fff)]).unwrap();
+    s.reserve_keyed(1, r(0x0, 0x1fff), 10).unwrap();
+    assert_eq!(s.free(&r(0x1000, 0x1fff)), Ok(10));
+    assert_eq!((s.get(1), s.len()), (None, 0));
+    s.reserve_keyed(1, r(0x1000, 0x17ff), 11).unwrap();
+    assert_eq!(s.release(1), Ok((r(0x1000, 0x17ff), 11)));
+}
+
+/// A reservation spanning two spaces is freed whole or not at all: one of its parts alone is
+/// refused, naming the whole reservation, and its key keeps working.
+#[test]
+fn free_of_one_part_of_a_spanning_reservation_is_refused() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x1000, 0x1fff), r(0x2000, 0x2fff)]).unwrap();
+    s.reserve_keyed(1, r(0x1000, 0x2fff), 10).unwrap();
+    let before = s.clone();
+    for part in [r(0x1000, 0x1fff), r(0x2000, 0x2fff)] {
+        assert_eq!(
+            s.free(&part),
+            Err(Error::NotExactAllocation {
+                requested: part,
+                existing: r(0x1000, 0x2fff),
+            })
+        );
+        assert_eq!(s, before);
+    }
+    assert_eq!(s.release(1), Ok((r(0x1000, 0x2fff), 10)));
+    assert!(s.is_empty());
+    // Unkeyed, the same holds.
+    s.reserve_with(r(0x1800, 0x27ff), 3).unwrap();
+    let before = s.clone();
+    assert_eq!(
+        s.free(&r(0x2000, 0x27ff)),
+        Err(Error::NotExactAllocation {
+            requested: r(0x2000, 0x27ff),
+            existing: r(0x1800, 0x27ff),
+        })
+    );
+    assert_eq!(s, before);
+    assert_eq!(s.free(&r(0x1800, 0x27ff)), Ok(3));
+    s.check_invariants().unwrap();
+}
+
+/// A spanning reservation that sticks out of every space is freed by the range it was given
+/// or by the hull of its parts, and its key goes either way.
+#[test]
+fn spanning_reservation_sticking_out_is_freed_by_its_parts() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x1000, 0x1fff), r(0x3000, 0x3fff)]).unwrap();
+    s.reserve_keyed(1, r(0x0, 0x37ff), 10).unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s.free(&r(0x1000, 0x37ff)), Ok(10));
+    assert_eq!((s.get(1), s.len()), (None, 0));
+    s.reserve_keyed(2, r(0x1800, 0x3fff), 20).unwrap();
+    s.check_invariants().unwrap();
+    assert_eq!(s.release(2), Ok((r(0x1800, 0x3fff), 20)));
+    assert!(s.is_empty());
+    s.check_invariants().unwrap();
+}
+
+/// Two allocations made apart, in adjacent spaces, are not one allocation: freeing both with
+/// one range is refused, and each is freed on its own.
+#[test]
+fn free_of_two_separate_allocations_as_one_is_refused() {
+    let mut s = AllocatorSet::<&str>::new(&[r(0x1000, 0x1fff), r(0x2000, 0x2fff)]).unwrap();
+    s.reserve_with(r(0x1000, 0x1fff), "a").unwrap();
+    s.reserve_keyed(2, r(0x2000, 0x2fff), "b").unwrap();
+    let before = s.clone();
+    assert_eq!(
+        s.free(&r(0x1000, 0x2fff)),
+        Err(Error::NotExactAllocation {
+            requested: r(0x1000, 0x2fff),
+            existing: r(0x1000, 0x1fff),
+        })
+    );
+    assert_eq!(s, before);
+    assert_eq!(s.free(&r(0x1000, 0x1fff)), Ok("a"));
+    assert_eq!(s.release(2), Ok((r(0x2000, 0x2fff), "b")));
+}
+
+/// An overlap names the lowest allocation overlapped, whatever the order of the spaces.
+#[test]
+fn reserve_overlap_names_the_lowest_allocation() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x3000, 0x3fff), r(0x1000, 0x1fff)]).unwrap();
+    s.reserve_with(r(0x3000, 0x30ff), 1).unwrap();
+    s.reserve_with(r(0x1f00, 0x1fff), 2).unwrap();
+    let before = s.clone();
+    assert_eq!(
+        s.reserve_with(r(0x1000, 0x3fff), 3),
+        Err(Error::Overlap {
+            requested: r(0x1000, 0x3fff),
+            existing: r(0x1f00, 0x1fff),
+        })
+    );
+    assert_eq!(s, before);
+}
+
+/// An exact placement's window is clipped to the space that holds the range, as a first-fit
+/// window is.
+#[test]
+fn allocate_exact_window_is_clipped_to_its_space() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x1000, 0x1fff), r(0x3000, 0x3fff)]).unwrap();
+    let got = s
+        .allocate_with(&exact(0x3000, 0x100).within(r(0x0, 0xffff)), 1)
+        .unwrap();
+    assert_eq!(got, r(0x3000, 0x30ff));
+    let before = s.clone();
+    let err = s
+        .allocate_with(&exact(0x3100, 0x100).within(r(0x0, 0x1fff)), 2)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::OutsideSpace {
+            range: r(0x3100, 0x31ff),
+            space: r(0x0, 0x1fff),
+        }
+    );
+    assert_eq!(s, before);
+}

@@ -29,6 +29,7 @@ enum Op {
         end: u64,
     },
     FreeNth(usize),
+    FreeSpan(usize),
     Lookup(u64),
     AllocateKeyed {
         key: u64,
@@ -48,6 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         2 => (addr.clone(), 0u64..0x2800).prop_map(|(start, len)| Op::Reserve { start, end: start + len }),
         3 => any::<usize>().prop_map(Op::FreeNth),
+        1 => any::<usize>().prop_map(Op::FreeSpan),
         1 => addr.prop_map(Op::Lookup),
         2 => (0u64..6, 1u64..0x200).prop_map(|(key, size)| Op::AllocateKeyed { key, size }),
         2 => (0u64..6).prop_map(Op::Release),
@@ -58,6 +60,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     keys: std::collections::BTreeMap<u64, AddressRange>,
     models: Vec<AddrModel>,
+    /// The hull of each live reservation that spans spaces, with its parts.
+    spans: Vec<(AddressRange, Vec<(usize, AddressRange)>)>,
     min: u64,
     pref: u64,
 }
@@ -120,6 +124,7 @@ impl Model {
 
     fn reserve(&mut self, range: AddressRange, tag: u32) -> Result<(), Error> {
         let mut parts = Vec::new();
+        let mut lowest: Option<AddressRange> = None;
         for (i, space) in spaces().iter().enumerate() {
             let Some(part) = range.intersection(space) else {
                 continue;
@@ -128,19 +133,28 @@ impl Model {
                 .ranges()
                 .iter()
                 .find(|(x, _)| x.overlaps(&part))
+                && lowest.is_none_or(|l| existing.start() < l.start())
             {
-                return Err(Error::Overlap {
-                    requested: range,
-                    existing,
-                });
+                lowest = Some(existing);
             }
             parts.push((i, part));
+        }
+        if let Some(existing) = lowest {
+            return Err(Error::Overlap {
+                requested: range,
+                existing,
+            });
         }
         if parts.is_empty() {
             return Err(Error::OutsideSpace {
                 range,
                 space: spaces()[0],
             });
+        }
+        if parts.len() > 1 {
+            let low = parts.iter().map(|p| p.1.start()).min().unwrap();
+            let high = parts.iter().map(|p| p.1.end()).max().unwrap();
+            self.spans.push((r(low, high), parts.clone()));
         }
         for (i, part) in parts {
             self.models[i]
@@ -182,6 +196,7 @@ proptest! {
         let mut model = Model {
             keys: std::collections::BTreeMap::new(),
             models: spaces().into_iter().map(AddrModel::new).collect(),
+            spans: Vec::new(),
             min,
             pref: pref.max(min),
         };
@@ -210,14 +225,37 @@ proptest! {
                         continue;
                     }
                     let (i, victim) = all[n % all.len()];
-                    let want = model.models[i].apply(&AddrOp::FreeRange { start: victim.start(), end: victim.end() });
                     let got = set.free(&victim);
+                    // A part of a spanning reservation is not freed alone.
+                    if let Some((hull, _)) = model.spans.iter().find(|(_, parts)| parts.iter().any(|&(_, p)| p == victim)) {
+                        prop_assert_eq!(got, Err(Error::NotExactAllocation { requested: victim, existing: *hull }), "step {}", step);
+                        continue;
+                    }
+                    let want = model.models[i].apply(&AddrOp::FreeRange { start: victim.start(), end: victim.end() });
                     model.keys.retain(|_, r| *r != victim);
                     prop_assert_eq!(
                         got.map(memvisor_resources::model::AddrAnswer::Freed),
                         want,
                         "step {}", step
                     );
+                }
+                Op::FreeSpan(n) => {
+                    if model.spans.is_empty() {
+                        continue;
+                    }
+                    let (hull, parts) = model.spans.remove(n % model.spans.len());
+                    let got = set.free(&hull);
+                    let mut want = None;
+                    let mut sorted = parts.clone();
+                    sorted.sort_by_key(|&(_, p)| p.start());
+                    for (i, p) in sorted {
+                        let ans = model.models[i].apply(&AddrOp::FreeRange { start: p.start(), end: p.end() });
+                        match ans {
+                            Ok(memvisor_resources::model::AddrAnswer::Freed(t)) => { want.get_or_insert(t); }
+                            other => panic!("model free failed: {other:?}"),
+                        }
+                    }
+                    prop_assert_eq!(got, Ok(want.unwrap()), "step {}", step);
                 }
                 Op::AllocateKeyed { key, size } => {
                     let req = Request::new(size, 1, AllocPolicy::FirstMatch).unwrap();

@@ -41,10 +41,14 @@ pub struct AllocatorSet<T = ()> {
     pools: Vec<AddressAllocator<T>>,
     min_align: u64,
     preferred_align: u64,
-    /// Range of each keyed allocation.
+    /// Range of each keyed allocation, as it was given.
     keys: Map<u64, AddressRange>,
-    /// Key of each keyed allocation, by start address.
+    /// Key of each keyed allocation, by the start of its lowest part.
     key_at: Map<u64, u64>,
+    /// For each part of a reservation that spans spaces, by the part's start: the reservation's
+    /// hull (its lowest part's start to its highest part's end). Parts of one reservation are
+    /// freed together, and only together.
+    spans: Map<u64, AddressRange>,
 }
 
 impl<T> AllocatorSet<T> {
@@ -73,6 +77,7 @@ impl<T> AllocatorSet<T> {
             preferred_align: 1,
             keys: Map::new(),
             key_at: Map::new(),
+            spans: Map::new(),
         })
     }
 
@@ -118,13 +123,14 @@ impl<T> AllocatorSet<T> {
 
     /// Allocates a range as `request` says (its alignment raised to the set's minimum) and tags
     /// it with `tag`. An exact placement goes to the space that holds it; a window is clipped to
-    /// each space in turn.
+    /// each space in turn (for an exact placement, to the space that holds it).
     ///
     /// # Errors
     ///
     /// [`Error::UnalignedAddress`] if an exact address lacks the set's minimum alignment,
-    /// [`Error::OutsideSpace`] if an exact range (or the window) lies in no single space (the
-    /// first space is named), those of [`AddressAllocator::allocate_with`] for an exact
+    /// [`Error::OutsideSpace`] if an exact range lies in no single space (the first space is
+    /// named) or outside the window (the window is named), or if the window touches no space,
+    /// those of [`AddressAllocator::allocate_with`] for an exact
     /// placement, [`Error::OutOfSpace`] (with the required alignment) if no space fits. The set
     /// is unchanged on error.
     pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
@@ -151,7 +157,10 @@ impl<T> AllocatorSet<T> {
             };
             let mut req = Request::new(size, align, request.policy())?;
             if let Some(w) = request.window() {
-                req = req.within(w);
+                match w.intersection(&pool.space()) {
+                    Some(clipped) => req = req.within(clipped),
+                    None => return Err(Error::OutsideSpace { range, space: w }),
+                }
             }
             return pool.allocate_with(&req, tag);
         }
@@ -205,31 +214,57 @@ impl<T> AllocatorSet<T> {
     where
         T: Clone,
     {
-        let mut hosts = Vec::new();
+        self.reserve_parts(range, tag).map(|_| ())
+    }
+
+    /// [`reserve_with`](Self::reserve_with), returning the hull of the parts reserved.
+    fn reserve_parts(&mut self, range: AddressRange, tag: T) -> Result<AddressRange>
+    where
+        T: Clone,
+    {
+        let mut parts = Vec::new();
+        let mut lowest: Option<AddressRange> = None;
         for (i, pool) in self.pools.iter().enumerate() {
             let Some(part) = range.intersection(&pool.space()) else {
                 continue;
             };
-            pool.check_room()?;
-            let host = pool.free_host(part).map_err(|e| match e {
-                Error::Overlap { existing, .. } => Error::Overlap {
-                    requested: range,
-                    existing,
-                },
-                other => other,
-            })?;
-            hosts.push((i, part, host));
+            match pool.free_host(part) {
+                Ok(host) => parts.push((i, part, host)),
+                Err(Error::Overlap { existing, .. }) => {
+                    if lowest.is_none_or(|l| existing.start() < l.start()) {
+                        lowest = Some(existing);
+                    }
+                }
+                Err(other) => return Err(other),
+            }
         }
-        if hosts.is_empty() {
+        if let Some(existing) = lowest {
+            return Err(Error::Overlap {
+                requested: range,
+                existing,
+            });
+        }
+        let (Some(low), Some(high)) = (
+            parts.iter().map(|p| p.1.start()).min(),
+            parts.iter().map(|p| p.1.end()).max(),
+        ) else {
             return Err(Error::OutsideSpace {
                 range,
                 space: self.pools[0].space(),
             });
+        };
+        for &(i, _, _) in &parts {
+            self.pools[i].check_room()?;
         }
-        for (i, part, host) in hosts {
+        let hull = AddressRange::new(low, high)?;
+        let spanning = parts.len() > 1;
+        for (i, part, host) in parts {
             self.pools[i].commit(part, host, tag.clone());
+            if spanning {
+                self.spans.insert(part.start(), hull);
+            }
         }
-        Ok(())
+        Ok(hull)
     }
 
     /// Frees `range`: exactly one allocation, or, for a reservation that spans spaces, exactly
@@ -237,9 +272,11 @@ impl<T> AllocatorSet<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotAllocated`] if `range` touches no space or overlaps no allocation, and those
-    /// of [`AddressAllocator::free`] for the first part that is not exactly an allocation. The
-    /// set is unchanged on error.
+    /// [`Error::NotAllocated`] if `range` touches no space or overlaps no allocation, those of
+    /// [`AddressAllocator::free`] for the first part that is not exactly an allocation, and
+    /// [`Error::NotExactAllocation`] naming the whole allocation (for a spanning reservation,
+    /// the hull of its parts) if the parts are not all of one allocation: some parts of a
+    /// spanning reservation, or allocations made apart. The set is unchanged on error.
     pub fn free(&mut self, range: &AddressRange) -> Result<T> {
         let mut parts = Vec::new();
         for (i, pool) in self.pools.iter().enumerate() {
@@ -249,18 +286,33 @@ impl<T> AllocatorSet<T> {
             }
         }
         parts.sort_by_key(|&(_, part)| part.start());
+        let (Some(&(_, low)), Some(&(_, high))) = (parts.first(), parts.last()) else {
+            return Err(Error::NotAllocated(*range));
+        };
+        let hull = AddressRange::new(low.start(), high.end())?;
+        // Each part must belong to the one allocation `hull` is: a part of a spanning
+        // reservation names its whole, any other allocation itself.
+        for &(_, part) in &parts {
+            let whole = self.spans.get(&part.start()).copied().unwrap_or(part);
+            if whole != hull {
+                return Err(Error::NotExactAllocation {
+                    requested: *range,
+                    existing: whole,
+                });
+            }
+        }
         let mut first = None;
         for (i, part) in parts {
             let pool = &mut self.pools[i];
             let (node, succ) = pool.exact(&part)?;
             let tag = pool.remove(node, succ);
             first.get_or_insert(tag);
+            self.spans.remove(&part.start());
         }
-        let tag = first.ok_or(Error::NotAllocated(*range))?;
-        if let Some(key) = self.key_at.remove(&range.start()) {
+        if let Some(key) = self.key_at.remove(&hull.start()) {
             self.keys.remove(&key);
         }
-        Ok(tag)
+        first.ok_or(Error::NotAllocated(*range))
     }
 
     /// Allocates as [`allocate_with`](Self::allocate_with) does and records the range under
@@ -306,9 +358,9 @@ impl<T> AllocatorSet<T> {
         if self.keys.contains_key(&key) {
             return Err(Error::KeyInUse(key));
         }
-        self.reserve_with(range, tag)?;
+        let hull = self.reserve_parts(range, tag)?;
         self.keys.insert(key, range);
-        self.key_at.insert(range.start(), key);
+        self.key_at.insert(hull.start(), key);
         Ok(())
     }
 
@@ -343,7 +395,8 @@ impl<T> AllocatorSet<T> {
         self.pools.iter().flat_map(AddressAllocator::allocated)
     }
 
-    /// Checks every space's invariants. O(n).
+    /// Checks every space's invariants, and that every key and every part of a spanning
+    /// reservation names a live allocation. O(n + k·s) for k keys.
     ///
     /// # Errors
     ///
@@ -351,6 +404,36 @@ impl<T> AllocatorSet<T> {
     pub fn check_invariants(&self) -> Result<()> {
         self.pools
             .iter()
-            .try_for_each(AddressAllocator::check_invariants)
+            .try_for_each(AddressAllocator::check_invariants)?;
+        let is_part = |start: u64| {
+            self.allocation_containing(start)
+                .is_some_and(|a| a.range.start() == start)
+        };
+        if !self
+            .spans
+            .iter()
+            .all(|(&start, hull)| hull.contains(start) && is_part(start))
+        {
+            return Err(Error::Inconsistent(
+                "a spanning part is not a live allocation",
+            ));
+        }
+        if self.key_at.len() != self.keys.len() {
+            return Err(Error::Inconsistent(
+                "keys and their starts differ in number",
+            ));
+        }
+        for (&key, range) in &self.keys {
+            let low = self
+                .pools
+                .iter()
+                .filter_map(|p| range.intersection(&p.space()))
+                .map(|part| part.start())
+                .min();
+            if low.is_none_or(|low| !is_part(low) || self.key_at.get(&low) != Some(&key)) {
+                return Err(Error::Inconsistent("a key names no live allocation"));
+            }
+        }
+        Ok(())
     }
 }
