@@ -371,6 +371,20 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A range to discard is empty or runs past its region's end.
+    #[error(
+        "cannot discard {len:#x} bytes at offset {offset:#x} of the region at {base:#x} of size {size:#x}"
+    )]
+    DiscardOutOfRange {
+        /// The region's base.
+        base: u64,
+        /// The offset asked for, from the region's base.
+        offset: u64,
+        /// The length asked for.
+        len: u64,
+        /// The region's size.
+        size: u64,
+    },
     /// A dirty log was asked of a region that does not track writes.
     #[error("the region at {base:#x} does not track dirty pages")]
     DirtyLogUnavailable {

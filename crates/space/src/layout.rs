@@ -496,12 +496,12 @@ impl LayoutBuilder {
             (1u64 << self.phys_bits) - 1
         };
         let mut windows = Vec::new();
-        let mut push = |kind, start: u64, size: u64| -> Result<u64> {
+        // Adds a window; returns where the next one may start (`None` after one that ends at
+        // `u64::MAX`: only a window after it is refused).
+        let mut push = |kind, start: u64, size: u64| -> Result<Option<u64>> {
             let w = Window::new(kind, GuestAddress(start), size)?;
             windows.push(w);
-            w.last()
-                .checked_add(1)
-                .ok_or(Error::Overflow { base: start, size })
+            Ok(w.last().checked_add(1))
         };
         let mut next = match self.arch {
             Arch::X86_64 => {
@@ -515,7 +515,7 @@ impl LayoutBuilder {
                 push(WindowKind::Firmware, 0xffc0_0000, 4 * GIB - 0xffc0_0000)?;
                 match self.ram.checked_sub(low) {
                     Some(high) if high > 0 => push(WindowKind::Ram, 4 * GIB, round_gib(high)?)?,
-                    _ => 4 * GIB,
+                    _ => Some(4 * GIB),
                 }
             }
             Arch::Aarch64 => {
@@ -531,8 +531,12 @@ impl LayoutBuilder {
             (WindowKind::Device, self.device_high),
         ] {
             if size > 0 {
-                let start = round_gib(next)?;
-                next = push(kind, start, round_gib(size)?)?;
+                let size = round_gib(size)?;
+                let start = round_gib(next.ok_or(Error::Overflow {
+                    base: u64::MAX,
+                    size,
+                })?)?;
+                next = push(kind, start, size)?;
             }
         }
         let mut layout = Layout::new(GuestAddress(limit), windows)?;
@@ -551,6 +555,37 @@ fn round_gib(value: u64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_window_may_end_at_the_top_of_the_address_space() {
+        let top = u64::MAX - (2 << 30) + 1;
+        let l = Layout::aarch64()
+            .phys_bits(64)
+            .ram(GIB)
+            .device_high(top)
+            .build()
+            .unwrap();
+        let last = *l.windows().last().unwrap();
+        assert_eq!(last.range().last(), GuestAddress(u64::MAX));
+        let l = Layout::x86_64()
+            .phys_bits(64)
+            .ram(u64::MAX - GIB + 1)
+            .build()
+            .unwrap();
+        assert_eq!(
+            l.windows().last().unwrap().range().last(),
+            GuestAddress(u64::MAX)
+        );
+        // A window after one that ends at the top does not fit.
+        let err = Layout::aarch64()
+            .phys_bits(64)
+            .ram(GIB)
+            .dax(top)
+            .device_high(GIB)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Overflow { .. }), "{err}");
+    }
 
     #[test]
     fn x86_64_small_ram_has_no_high_window() {

@@ -49,6 +49,10 @@ struct Irqs {
 #[derive(Clone, Debug)]
 pub struct Placer {
     windows: Vec<(Window, AddressAllocator<String>)>,
+    /// For each part of a range taken across windows, by the part's start: the hull of its
+    /// parts (the lowest part's start to the highest part's end). The parts are given back
+    /// together, and only together.
+    spans: BTreeMap<u64, GuestRange>,
     irqs: Option<Irqs>,
     ports: Option<AddressAllocator<String>>,
 }
@@ -76,6 +80,7 @@ impl Placer {
                 .iter()
                 .map(|w| (*w, AddressAllocator::new(w.range().as_range())))
                 .collect(),
+            spans: BTreeMap::new(),
             irqs,
             ports: ports.map(|p| AddressAllocator::new(p.as_range())),
         })
@@ -197,14 +202,23 @@ impl Placer {
             }
             done.push((i, part));
         }
+        if let Some(hull) = hull_of(&done)
+            && done.len() > 1
+        {
+            for (_, part) in done {
+                self.spans.insert(part.start().0, hull);
+            }
+        }
         Ok(())
     }
 
     /// Gives a placed or taken range back (every part of a range taken across windows).
     ///
     /// # Errors
-    /// [`Error::RegionNotFound`] unless every part of it is taken exactly as given; nothing is
-    /// given back then.
+    /// [`Error::RegionNotFound`] unless its parts are exactly one placed or taken range: every
+    /// part taken exactly as given, all by the same call (so neither a part of a range taken
+    /// across windows alone, nor ranges taken apart, are given back as one); nothing is given
+    /// back then.
     pub fn release(&mut self, range: GuestRange) -> Result<()> {
         let parts: Vec<(usize, GuestRange)> = self
             .windows
@@ -212,13 +226,15 @@ impl Placer {
             .enumerate()
             .filter_map(|(i, (w, _))| w.range().intersection(&range).map(|p| (i, p)))
             .collect();
-        let exact = !parts.is_empty()
-            && parts.iter().all(|&(i, p)| {
+        let exact = hull_of(&parts).is_some_and(|hull| {
+            parts.iter().all(|&(i, p)| {
                 self.windows[i]
                     .1
                     .allocation_containing(p.start().0)
                     .is_some_and(|a| a.range == p.as_range())
-            });
+                    && self.spans.get(&p.start().0).copied().unwrap_or(p) == hull
+            })
+        });
         if !exact {
             return Err(Error::RegionNotFound {
                 base: range.start().0,
@@ -228,6 +244,7 @@ impl Placer {
         for (i, p) in parts {
             // Checked just above to be an exact allocation.
             let _ = self.windows[i].1.free(&p.as_range());
+            self.spans.remove(&p.start().0);
         }
         Ok(())
     }
@@ -339,6 +356,13 @@ impl Placer {
     }
 }
 
+/// The hull of `parts` (from the lowest start to the highest last address), if any.
+fn hull_of(parts: &[(usize, GuestRange)]) -> Option<GuestRange> {
+    let low = parts.iter().map(|p| p.1.start()).min()?;
+    let high = parts.iter().map(|p| p.1.last()).max()?;
+    GuestRange::inclusive(low, high).ok()
+}
+
 fn reserve(alloc: &mut AddressAllocator<String>, range: GuestRange, owner: &str) -> Result<()> {
     match alloc.reserve_with(range.as_range(), owner.to_owned()) {
         Ok(()) => Ok(()),
@@ -394,6 +418,48 @@ mod tests {
         );
         // The device part was given back: it can be taken on its own.
         p.take(range(hole_end - 0x1000, 0x1000), "net0").unwrap();
+    }
+
+    #[test]
+    fn release_gives_back_only_what_one_call_took() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        // Two takes, in the device window and the reserved window next to it.
+        p.take(range(0xfeb0_0000, 0x10_0000), "net0").unwrap();
+        p.take(range(0xfec0_0000, 0x1000), "IOAPIC").unwrap();
+        let before = p
+            .allocations()
+            .map(|(o, r)| (o.to_owned(), r))
+            .collect::<Vec<_>>();
+        let err = p.release(range(0xfeb0_0000, 0x10_1000)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::RegionNotFound {
+                    base: 0xfeb0_0000,
+                    size: 0x10_1000
+                }
+            ),
+            "{err}"
+        );
+        let after = p
+            .allocations()
+            .map(|(o, r)| (o.to_owned(), r))
+            .collect::<Vec<_>>();
+        assert_eq!(before, after);
+        p.release(range(0xfeb0_0000, 0x10_0000)).unwrap();
+        p.release(range(0xfec0_0000, 0x1000)).unwrap();
+        // One take across both windows: its parts go back together, never alone.
+        p.take(range(0xfeb0_0000, 0x10_1000), "both").unwrap();
+        assert_eq!(p.allocations().count(), 2);
+        assert!(p.release(range(0xfeb0_0000, 0x10_0000)).is_err());
+        assert!(p.release(range(0xfec0_0000, 0x1000)).is_err());
+        assert_eq!(p.allocations().count(), 2);
+        p.release(range(0xfeb0_0000, 0x10_1000)).unwrap();
+        assert_eq!(p.allocations().count(), 0);
+        // The same parts taken apart again are released apart.
+        p.take(range(0xfeb0_0000, 0x10_0000), "net0").unwrap();
+        p.release(range(0xfeb0_0000, 0x10_0000)).unwrap();
     }
 
     #[test]

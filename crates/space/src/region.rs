@@ -308,9 +308,10 @@ impl Region {
     /// [`Error::DiscardRefused`] for a region that is not RAM, has no host memory (or only an
     /// adopted vm-memory mapping), is not writable, or is backed by an existing file (whose
     /// contents discarding would erase);
-    /// [`Error::Misaligned`] if `offset` or `len` is not a multiple of the region's page size
-    /// (the huge page size for explicit huge pages); [`Error::Overflow`] for a range past the
-    /// region's end or of length zero; [`Error::Os`] if the kernel refuses.
+    /// [`Error::DiscardOutOfRange`] for a range of length zero or past the region's end;
+    /// [`Error::Misaligned`] (with the range's guest address) if `offset` or `len` is not a
+    /// multiple of the region's page size (the huge page size for explicit huge pages);
+    /// [`Error::Os`] if the kernel refuses.
     ///
     /// ```
     /// use memvisor_space::{Region, RegionSpec};
@@ -341,24 +342,26 @@ impl Region {
                 "discarding would erase the backing file's contents",
             ));
         }
-        let page_size = self.spec.page_size();
-        if !offset.is_multiple_of(page_size) || !len.is_multiple_of(page_size) {
-            return Err(Error::Misaligned {
-                base: base.wrapping_add(offset),
-                size: len,
-                page_size,
-            });
-        }
-        let out_of_range = Error::Overflow {
-            base: base.wrapping_add(offset),
-            size: len,
-        };
         if len == 0
             || offset
                 .checked_add(len)
                 .is_none_or(|end| end > self.spec.size)
         {
-            return Err(out_of_range);
+            return Err(Error::DiscardOutOfRange {
+                base,
+                offset,
+                len,
+                size: self.spec.size,
+            });
+        }
+        let page_size = self.spec.page_size();
+        if !offset.is_multiple_of(page_size) || !len.is_multiple_of(page_size) {
+            return Err(Error::Misaligned {
+                // Inside the region (checked above), so this does not wrap.
+                base: base + offset,
+                size: len,
+                page_size,
+            });
         }
         // Inside the region, whose size fits a `usize` (validated).
         let (offset, len) = (

@@ -299,7 +299,7 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`Error::RegionNotFound`] if no region holds `addr`; then as [`Region::discard`] (a
-    /// range running past the region's end is [`Error::Overflow`]).
+    /// range running past the region's end is [`Error::DiscardOutOfRange`]).
     pub fn discard(&self, addr: GuestAddress, len: u64) -> Result<()> {
         let region = self.find_region(addr).ok_or(Error::RegionNotFound {
             base: addr.0,

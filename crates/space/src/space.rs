@@ -165,7 +165,10 @@ impl SpaceBuilder {
         self
     }
 
-    /// How many memory-slot numbers to hand out (default [`DEFAULT_SLOTS`]).
+    /// How many memory-slot numbers to hand out (default [`DEFAULT_SLOTS`]). At least one:
+    /// [`plan`](Self::plan) and [`back`](Self::back) refuse 0 with [`Error::NoSlotNumber`],
+    /// even when no region needs a slot number, because regions inserted or plugged later
+    /// draw from the same numbers.
     #[must_use]
     pub fn slots(mut self, count: u32) -> Self {
         self.slots = count;
@@ -201,8 +204,8 @@ impl SpaceBuilder {
     ///
     /// # Errors
     /// As [`RegionSpec::validate`] and [`Layout::check`] for each region; [`Error::Overlap`]
-    /// for overlapping regions; [`Error::NoSlotNumber`] when more regions need a slot number
-    /// than there are.
+    /// for overlapping regions; [`Error::NoSlotNumber`] for 0 slot numbers, or when more regions
+    /// need a slot number than there are.
     pub fn plan(self) -> Result<AddressSpace> {
         self.check()?;
         let regions = self
@@ -770,6 +773,12 @@ mod tests {
         assert!(matches!(err, Error::OutsideWindow { .. }), "{err}");
         assert!(space.snapshot().is_empty());
         assert_eq!(space.snapshot().generation(), 0);
+    }
+
+    #[test]
+    fn zero_slot_numbers_are_refused_even_without_regions() {
+        let err = AddressSpace::builder(layout()).slots(0).plan().unwrap_err();
+        assert!(matches!(err, Error::NoSlotNumber { count: 0 }), "{err}");
     }
 
     #[test]

@@ -82,19 +82,29 @@ fn discard_bad_range_errors_and_keeps_contents() {
         region.discard(0, p + 1),
         Err(Error::Misaligned { .. })
     ));
-    assert!(matches!(
-        region.discard(4 * p, p),
-        Err(Error::Overflow { .. })
-    ));
-    assert!(matches!(
-        region.discard(3 * p, 2 * p),
-        Err(Error::Overflow { .. })
-    ));
-    assert!(matches!(region.discard(0, 0), Err(Error::Overflow { .. })));
-    assert!(matches!(
-        region.discard(u64::MAX - p + 1, p),
-        Err(Error::Overflow { .. })
-    ));
+    let size = 4 * p;
+    for (offset, len) in [
+        (4 * p, p),
+        (3 * p, 2 * p),
+        (0, 0),
+        (u64::MAX - p + 1, p),
+        (4 * p + 1, 1),
+    ] {
+        let err = region.discard(offset, len).unwrap_err();
+        assert!(
+            matches!(err, Error::DiscardOutOfRange { base: 0x10_0000, offset: o, len: l, size: s }
+                if (o, l, s) == (offset, len, size)),
+            "{err}"
+        );
+    }
+    let err = region.discard(u64::MAX - p + 1, p).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot discard {p:#x} bytes at offset {:#x} of the region at 0x100000 of size {size:#x}",
+            u64::MAX - p + 1
+        )
+    );
     assert_eq!(region.read_obj::<u8>(MemoryRegionAddress(0)).unwrap(), 9);
 }
 
@@ -165,6 +175,6 @@ fn snapshot_discard_finds_the_region() {
     ));
     assert!(matches!(
         mem.discard(GuestAddress(3 * p), 2 * p),
-        Err(Error::Overflow { .. })
+        Err(Error::DiscardOutOfRange { base: 0, .. })
     ));
 }
