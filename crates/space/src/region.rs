@@ -198,6 +198,7 @@ impl Region {
 
     /// Whether it has host memory.
     #[must_use]
+    #[inline]
     pub fn is_backed(&self) -> bool {
         self.memory.is_some()
     }
@@ -388,18 +389,22 @@ fn new_dirty_bitmap(len: usize) -> AtomicBitmap {
 impl GuestMemoryRegion for Region {
     type B = Option<AtomicBitmap>;
 
+    #[inline]
     fn len(&self) -> GuestUsize {
         self.spec.size
     }
 
+    #[inline]
     fn start_addr(&self) -> GuestAddress {
         GuestAddress(self.spec.base)
     }
 
+    #[inline]
     fn bitmap(&self) -> BS<'_, Self::B> {
         self.dirty.slice_at(0)
     }
 
+    #[inline]
     fn get_host_address(&self, addr: MemoryRegionAddress) -> vm_memory::GuestMemoryResult<*mut u8> {
         let memory = self
             .memory
@@ -416,6 +421,7 @@ impl GuestMemoryRegion for Region {
         self.memory.as_ref().and_then(HostMemory::file_offset)
     }
 
+    #[inline]
     fn get_slice(
         &self,
         offset: MemoryRegionAddress,
@@ -439,6 +445,7 @@ impl GuestMemoryRegion for Region {
 impl Region {
     /// A volatile slice of `offset..offset + count` of the mapping, whatever its protection:
     /// callers only use it as the protection allows (the slice itself would allow writes).
+    #[inline]
     pub(crate) fn volatile_slice(
         &self,
         offset: usize,
