@@ -1,8 +1,10 @@
-//! Several clients of one arena under random allocations, frees (their own, another client's,
-//! interior pointers, repeats), quota hits and deletes. Checked after every step: live blocks
-//! never overlap, each is owned by exactly its client and keeps the bytes written into it (so
-//! no block was handed to anyone else while live), every bad free is refused and changes
-//! nothing, and a deleted client's blocks are owned by no one; nothing may panic.
+//! Several clients of one arena (of a random chunk size and chunk alignment) under random
+//! allocations, frees (their own, another client's, interior pointers, repeats), quota hits and
+//! deletes. Checked after every step: live blocks never overlap, are aligned as asked (an
+//! alignment past the arena's is refused), are owned by exactly their client and keep the bytes
+//! written into them (so no block was handed to anyone else while live), every bad free is
+//! refused and changes nothing, and a deleted client's blocks are owned by no one; nothing may
+//! panic.
 #![no_main]
 
 use std::alloc::Layout;
@@ -10,11 +12,13 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use libfuzzer_sys::fuzz_target;
-use memvisor_arena::{Arena, Backing, Client, Config, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Error, Quota};
 use memvisor_fuzz::{Input, all_bytes};
 
 const CLIENTS: usize = 4;
 const CHUNKS: usize = 8;
+/// The period of the memory's misalignment: twice the largest chunk alignment tried.
+const PAD: usize = 8192;
 
 struct Live {
     client: usize,
@@ -25,14 +29,25 @@ struct Live {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let chunk = 1usize << (16 + input.u8() % 3);
+    // The chunk alignment, the largest a block may ask for; the memory starts exactly that
+    // aligned (not more), so a block aligned past it could only be so by mistake.
+    let max_align = [16usize, 32, 64, 4096][usize::from(input.u8() % 4)];
     // Eight chunks: room for every client's chunk, runs of several chunks for the large
     // blocks, and running out, without the setup of a larger arena on every input.
-    let Ok(block) = Backing::heap(CHUNKS * chunk, 4096) else {
+    let len = CHUNKS * chunk;
+    let mut memory = vec![0u8; len + 2 * PAD];
+    let skip = (max_align + PAD - memory.as_ptr() as usize % PAD) % PAD;
+    let start = NonNull::new(memory[skip..].as_mut_ptr()).expect("a vector is not null");
+    // SAFETY: `start..start + len` lies in `memory`, which outlives the arena (declared
+    // before it) and is not touched while the arena lives.
+    let block = unsafe { Backing::from_raw(start, len) };
+    let config = Config::new()
+        .with_chunk_size(chunk)
+        .with_alignment(max_align);
+    let Ok(arena) = Arena::new(block, config) else {
         return;
     };
-    let Ok(arena) = Arena::new(block, Config::new().with_chunk_size(chunk)) else {
-        return;
-    };
+    assert_eq!(arena.max_alignment(), max_align);
     let mut clients: Vec<Option<Client<'_>>> = (0..CLIENTS)
         .map(|_| {
             let quota = match input.u8() % 4 {
@@ -53,7 +68,18 @@ fuzz_target!(|data: &[u8]| {
                 let Ok(layout) = Layout::from_size_align(size, align) else {
                     continue;
                 };
-                if let Ok(ptr) = client.alloc(layout) {
+                let result = client.alloc(layout);
+                if align > max_align {
+                    assert_eq!(
+                        result,
+                        Err(Error::UnsupportedAlignment {
+                            align,
+                            max: max_align
+                        }),
+                        "an alignment past the arena's is refused"
+                    );
+                }
+                if let Ok(ptr) = result {
                     let addr = ptr.as_ptr() as usize;
                     assert_eq!(addr % align, 0, "alignment");
                     let fill = input.u8();

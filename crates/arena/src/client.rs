@@ -549,7 +549,9 @@ impl State {
             let class = usize::from(self.class_of[step]);
             let bytes = usize::from(self.class_bytes[step]);
             self.small(arena, id, class, bytes)?
-        } else if align <= SLAB_ALIGN && size <= SMALL_MAX {
+        } else if align <= SLAB_ALIGN && size <= SMALL_MAX && align <= self.geo.max_align {
+            // Slab blocks are aligned relative to the chunk starts, which are aligned only to
+            // `max_align`: past it, `alloc_large` refuses the alignment.
             let class = self.aligned_class(size, align);
             self.small(arena, id, class, class_size(class))?
         } else {

@@ -154,6 +154,43 @@ fn alloc_alignment_above_max_errors() {
     );
 }
 
+/// An arena whose chunk alignment is `align`, over memory that starts `align` bytes past a
+/// 128-byte boundary (so no block is aligned past `align` by luck).
+fn arena_aligned_to(align: usize) -> Arena {
+    let memory: &'static mut [std::mem::MaybeUninit<u8>] =
+        Box::leak(vec![std::mem::MaybeUninit::uninit(); 4 * CHUNK + 256].into_boxed_slice());
+    let skip = (align + 128 - memory.as_ptr() as usize % 128) % 128;
+    let config = Config::new().with_chunk_size(CHUNK).with_alignment(align);
+    let arena = Arena::new(Backing::from_static(&mut memory[skip..]), config).unwrap();
+    assert_eq!(arena.max_alignment(), align);
+    arena
+}
+
+#[test]
+fn small_alloc_alignment_above_a_low_max_errors() {
+    for max in [16, 32] {
+        let arena = arena_aligned_to(max);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        for align in (max * 2..=128).filter(|a| a.is_power_of_two()) {
+            for size in [1, 32, 64, 2048] {
+                let before = (client.stats(), arena.stats());
+                assert_eq!(
+                    client.alloc(layout(size, align)),
+                    Err(Error::UnsupportedAlignment { align, max }),
+                    "size {size} align {align} max {max}"
+                );
+                assert_eq!((client.stats(), arena.stats()), before);
+            }
+        }
+        for align in (1..=max).filter(|a| a.is_power_of_two()) {
+            for size in [1, 32, 64, 2048, 5000] {
+                let p = client.alloc(layout(size, align)).unwrap();
+                assert_eq!(p.as_ptr() as usize % align, 0, "size {size} align {align}");
+            }
+        }
+    }
+}
+
 #[test]
 fn alloc_too_large_errors() {
     let arena = arena(1, Flags::empty());

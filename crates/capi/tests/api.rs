@@ -254,3 +254,37 @@ fn alloc_aligned_alignment_past_largest_chunk_unsupported_not_too_large() {
     assert_eq!(memvisor_client_delete(cl), Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
+
+#[test]
+fn alloc_aligned_past_a_low_context_alignment_unsupported() {
+    // A context over memory that starts 16 bytes past a 64-byte boundary, with chunk starts
+    // aligned to 16: small blocks asking for 32 or 64 are refused, not handed out misaligned.
+    let memory = Memory::new(LEN + 64);
+    let mut c = config(0);
+    c.alignment = 16;
+    let mut ctx = Context::default();
+    // SAFETY: `memory.ptr + 16 .. + LEN` lies in the block, which outlives the context;
+    // outputs writable.
+    let st = unsafe { memvisor_context_create(memory.ptr.add(16).cast(), LEN, &c, &mut ctx) };
+    assert_eq!(st, Status::Ok);
+    let cl = client(ctx);
+    let mut p = ptr::null_mut();
+    // SAFETY: `p` is writable; blocks are freed once and not used after.
+    unsafe {
+        for align in [32usize, 64] {
+            for size in [1usize, 32, 64, 2048] {
+                assert_eq!(
+                    memvisor_alloc_aligned(cl, size, align, &mut p),
+                    Status::UnsupportedAlignment,
+                    "size {size} align {align}"
+                );
+                assert!(p.is_null());
+            }
+        }
+        assert_eq!(memvisor_alloc_aligned(cl, 64, 16, &mut p), Status::Ok);
+        assert_eq!(p as usize % 16, 0);
+        assert_eq!(memvisor_client_free(cl, p, ptr::null_mut()), Status::Ok);
+    }
+    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}
