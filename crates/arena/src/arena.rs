@@ -636,7 +636,13 @@ impl Arena {
         if self.owner[chunk].load(Ordering::Acquire) == 0 || mailbox.is_null() {
             return Err(Error::NotOwned { addr, chunk });
         }
-        if !off.is_multiple_of(MIN_BLOCK) || !self.remote.claim(off) {
+        let bit = 1u64 << ((off >> 4) & 63);
+        // A pointer that starts no block is refused before the claim, which would make the
+        // chunk's remote-free bits on its first use: a refusal changes nothing.
+        if !off.is_multiple_of(MIN_BLOCK)
+            || self.marks[start_word(off)].load(Ordering::Relaxed) & bit == 0
+            || !self.remote.claim(off)
+        {
             return Err(Error::NotABlock { addr });
         }
         // Claimed first, tested second: the holder clears the start bit of a block it took
@@ -644,8 +650,7 @@ impl Arena {
         // `Acquire`, so a second free through the arena that gets the claim after that sees
         // the start bit clear. The holder set the start bit before the block reached this
         // thread (the caller's promise), and its own free of the block is ordered with this
-        // call (also the caller's promise).
-        let bit = 1u64 << ((off >> 4) & 63);
+        // call (also the caller's promise). The test before the claim only refuses early.
         if self.marks[start_word(off)].load(Ordering::Relaxed) & bit == 0 {
             self.remote.release(off);
             return Err(Error::NotABlock { addr });

@@ -335,6 +335,7 @@ fn arena_free_bad_pointers_error_and_change_nothing() {
     let p = client.alloc(layout(5000)).unwrap();
     let mut outside = 0u64;
     let outside = NonNull::from(&mut outside).cast::<u8>();
+    let before = (arena.bookkeeping_bytes(), arena.stats(), client.stats());
     // SAFETY: every pointer below is rejected, so nothing is freed.
     unsafe {
         assert!(matches!(arena.free(outside), Err(Error::Foreign { .. })));
@@ -345,6 +346,11 @@ fn arena_free_bad_pointers_error_and_change_nothing() {
         let unheld = NonNull::new(p.as_ptr().wrapping_add(5 * (64 << 10))).unwrap();
         assert!(matches!(arena.free(unheld), Err(Error::NotOwned { .. })));
     }
+    // Not even the chunk's remote-free bits are made for a refused pointer.
+    assert_eq!(
+        (arena.bookkeeping_bytes(), arena.stats(), client.stats()),
+        before
+    );
     assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
     assert_eq!(arena.owner_of(p.as_ptr().wrapping_add(16)), None);
     assert_eq!(arena.owner_of(outside.as_ptr()), None);
