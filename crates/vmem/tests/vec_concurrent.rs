@@ -210,6 +210,36 @@ fn clone_keeps_indices_and_holes() {
 }
 
 #[test]
+fn clone_while_another_thread_pushes_copies_a_consistent_prefix() {
+    // Pushes that land while the copy is made must not be written into the copy past what it
+    // committed (with protected commits that faulted), nor leave it with elements at or past
+    // its length, which its own pushes would claim again.
+    const CAP: usize = 256;
+    let rounds = if cfg!(miri) { 1 } else { 150 };
+    let mut v: ConcurrentVec<Page> = Builder::new(CAP)
+        .growth(Growth::Fixed(0))
+        .mode(CommitMode::Protected)
+        .thread_block(1)
+        .build_concurrent()
+        .unwrap();
+    for _ in 0..rounds {
+        v.clear();
+        thread::scope(|s| {
+            let v = &v;
+            s.spawn(move || while v.try_push(Page([1; 4096])).is_ok() {});
+            while v.len() < v.capacity() {
+                let copy = v.try_clone().unwrap();
+                let len = copy.len();
+                assert!(copy.entries().all(|(i, page)| i < len && page.0[0] == 1));
+                if len < copy.capacity() {
+                    assert_eq!(copy.push(Page([2; 4096])), len);
+                }
+            }
+        });
+    }
+}
+
+#[test]
 fn clone_panic_drops_partial_copy_once() {
     let drops = Arc::new(AtomicUsize::new(0));
     let v = ConcurrentVec::with_capacity(10).unwrap();
@@ -284,8 +314,9 @@ fn capacity_above_isize_max_is_too_large() {
     );
 }
 
+/// A page-sized element, so that a vector of them commits a page per element.
 #[repr(align(4096))]
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Page([u8; 4096]);
 
 /// Checks that every byte of every slot, and of the vector's bookkeeping, lies in the

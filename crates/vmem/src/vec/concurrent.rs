@@ -583,7 +583,9 @@ impl<T> ConcurrentVec<T> {
     }
 
     /// A vector with the same options holding clones of the published elements at the same
-    /// indices (holes stay holes).
+    /// indices (holes stay holes), among the slots claimed when it starts: elements other
+    /// threads push meanwhile are not copied, and the copy's own pushes continue from the
+    /// length it started at.
     ///
     /// # Errors
     /// As [`Builder::build_concurrent`]; [`Error::Commit`] if the memory cannot be committed.
@@ -597,7 +599,9 @@ impl<T> ConcurrentVec<T> {
             copy.commit_through(len - 1)?;
         }
         copy.next.0.store(len, Ordering::Relaxed);
-        for (index, value) in self.entries() {
+        // Only below `len`: elements other threads publish meanwhile lie past it, past what
+        // the copy committed and at indices its own pushes will claim.
+        for (index, value) in self.entries_below(len) {
             // SAFETY: `index < len`, committed above, and only this loop writes `copy`.
             unsafe { copy.publish_claimed(index, value.clone(), false) };
         }

@@ -41,9 +41,14 @@ impl<T> ConcurrentVec<T> {
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
     /// ```
     pub fn entries(&self) -> Entries<'_, T> {
+        self.entries_below(usize::MAX)
+    }
+
+    /// As [`entries`](Self::entries), among the slots below `limit` only.
+    pub(super) fn entries_below(&self, limit: usize) -> Entries<'_, T> {
         Entries {
             vec: self,
-            cursor: Cursor::new(self.scan_limit()),
+            cursor: Cursor::new(self.scan_limit().min(limit)),
         }
     }
 
