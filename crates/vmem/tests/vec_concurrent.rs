@@ -214,9 +214,8 @@ fn clone_while_another_thread_pushes_copies_a_consistent_prefix() {
     // Pushes that land while the copy is made must not be written into the copy past what it
     // committed (with protected commits that faulted), nor leave it with elements at or past
     // its length, which its own pushes would claim again.
-    const CAP: usize = 256;
-    let rounds = if cfg!(miri) { 1 } else { 150 };
-    let mut v: ConcurrentVec<Page> = Builder::new(CAP)
+    let (cap, rounds) = if cfg!(miri) { (8, 1) } else { (256, 150) };
+    let mut v: ConcurrentVec<Page> = Builder::new(cap)
         .growth(Growth::Fixed(0))
         .mode(CommitMode::Protected)
         .thread_block(1)
