@@ -25,6 +25,9 @@ pub struct HostFacts {
     pub huge_page_pools: Vec<(u64, u64, u64)>,
     /// hugetlbfs mounts: (mount point, page size in bytes).
     pub hugetlbfs_mounts: Vec<(String, u64)>,
+    /// Mount points of every other file system (`/proc`, `/`, ...): never offered as a place
+    /// to mount hugetlbfs.
+    pub other_mounts: Vec<String>,
     /// Host NUMA nodes: (node, free bytes).
     pub numa_nodes: Vec<(u32, u64)>,
     /// The CPU's physical address bits (`address sizes` in `/proc/cpuinfo`).
@@ -48,6 +51,40 @@ pub struct HostFacts {
 /// The default huge page size of the host (`Hugepagesize` in `/proc/meminfo`), bytes.
 fn default_huge_page_size(meminfo: &str) -> u64 {
     field_kib(meminfo, "Hugepagesize").map_or(2 << 20, |k| k * 1024)
+}
+
+/// A field of `/proc/mounts` with the kernel's octal escapes (`\040` for a space, `\011`,
+/// `\012`, `\134`) decoded.
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let code = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')))
+            .and_then(|v| u8::try_from(v).ok());
+        if let Some(byte) = code {
+            out.push(byte);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `path` as one shell word: as it is when it holds only characters no shell treats
+/// specially, else in single quotes (a quote inside written `'\''`).
+fn shell_word(path: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !path.is_empty() && path.chars().all(plain) {
+        path.to_owned()
+    } else {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    }
 }
 
 /// `pagesize=2M` / `1G` / `2048k` of a mount's options, in bytes.
@@ -86,18 +123,18 @@ pub fn host_facts() -> HostFacts {
     };
     let default_huge = default_huge_page_size(&meminfo);
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let hugetlbfs_mounts = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"hugetlbfs")).then(|| {
-                (
-                    f.get(1).copied().unwrap_or("").to_owned(),
-                    mount_page_size(f.get(3).copied().unwrap_or(""), default_huge),
-                )
-            })
-        })
-        .collect();
+    let mut hugetlbfs_mounts = Vec::new();
+    let mut other_mounts = Vec::new();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let point = unescape_mount_field(f.get(1).copied().unwrap_or(""));
+        if f.get(2) == Some(&"hugetlbfs") {
+            let size = mount_page_size(f.get(3).copied().unwrap_or(""), default_huge);
+            hugetlbfs_mounts.push((point, size));
+        } else {
+            other_mounts.push(point);
+        }
+    }
     let numa_nodes = fs::read_dir("/sys/devices/system/node")
         .into_iter()
         .flatten()
@@ -141,6 +178,7 @@ pub fn host_facts() -> HostFacts {
             })
             .collect(),
         hugetlbfs_mounts,
+        other_mounts,
         numa_nodes,
         phys_bits,
         kvm_error,
@@ -346,12 +384,22 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                         if page == 1 << 30 { "1G" } else { "2M" }
                     )),
                 ),
+                None if host.other_mounts.iter().any(|m| m == path) => (
+                    Status::Fail,
+                    format!("{path} is the mount point of another file system, not hugetlbfs"),
+                    Some(format!(
+                        "mkdir -p DIR && mount -t hugetlbfs -o pagesize={} none DIR (as root), \
+                         DIR an empty directory of its own, and set memory.hugetlbfs = \"DIR\"",
+                        if page == 1 << 30 { "1G" } else { "2M" }
+                    )),
+                ),
                 None => (
                     Status::Fail,
                     format!("{path} is not a hugetlbfs mount"),
                     Some(format!(
-                        "mkdir -p {path} && mount -t hugetlbfs -o pagesize={} none {path} (as root)",
-                        if page == 1 << 30 { "1G" } else { "2M" }
+                        "mkdir -p {dir} && mount -t hugetlbfs -o pagesize={} none {dir} (as root)",
+                        if page == 1 << 30 { "1G" } else { "2M" },
+                        dir = shell_word(path),
                     )),
                 ),
             };
@@ -614,6 +662,7 @@ mod tests {
             thp_shmem_enabled: "advise".into(),
             huge_page_pools: vec![(2 << 20, 1024, 1024), (1 << 30, 0, 0)],
             hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 << 20)],
+            other_mounts: vec!["/".into(), "/proc".into()],
             numa_nodes: vec![(0, 8 << 30)],
             phys_bits: Some(46),
             kvm_error: None,
@@ -624,6 +673,25 @@ mod tests {
             memory_and_swap: Some(16 << 30),
             memory_available: Some(8 << 30),
         }
+    }
+
+    #[test]
+    fn unescape_mount_field_decodes_octal_escapes_only() {
+        assert_eq!(unescape_mount_field(r"/mnt/my\040huge"), "/mnt/my huge");
+        assert_eq!(unescape_mount_field(r"/a\011b\012c\134d"), "/a\tb\nc\\d");
+        // Not an escape: fewer than three octal digits, or a digit past 7.
+        assert_eq!(unescape_mount_field(r"/a\04"), r"/a\04");
+        assert_eq!(unescape_mount_field(r"/a\089"), r"/a\089");
+        assert_eq!(unescape_mount_field(r"/a\777"), r"/a\777");
+    }
+
+    #[test]
+    fn shell_word_quotes_what_a_shell_would_read() {
+        assert_eq!(shell_word("/mnt/huge-2M_1.x"), "/mnt/huge-2M_1.x");
+        assert_eq!(shell_word("/mnt/my huge"), "'/mnt/my huge'");
+        assert_eq!(shell_word("/a;b$(c)`d`"), "'/a;b$(c)`d`'");
+        assert_eq!(shell_word("/it's"), r"'/it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// The spec file could not be read (exit code 2).
-    #[error("cannot read {path}")]
+    #[error("cannot read {}", crate::render::escape(.path))]
     ReadSpec {
         /// The file.
         path: String,
@@ -120,7 +120,10 @@ pub enum Error {
         source: io::Error,
     },
     /// The spec is longer than the limit (exit code 2).
-    #[error("{path} is larger than {limit} bytes, the most a spec may hold")]
+    #[error(
+        "{} is larger than {limit} bytes, the most a spec may hold",
+        crate::render::escape(.path)
+    )]
     SpecTooLarge {
         /// The file.
         path: String,
@@ -128,7 +131,10 @@ pub enum Error {
         limit: usize,
     },
     /// The spec is not UTF-8 text (exit code 2).
-    #[error("{path} is not UTF-8 text (bad byte at offset {offset})")]
+    #[error(
+        "{} is not UTF-8 text (bad byte at offset {offset})",
+        crate::render::escape(.path)
+    )]
     SpecNotUtf8 {
         /// The file.
         path: String,
@@ -136,7 +142,11 @@ pub enum Error {
         offset: usize,
     },
     /// Another VMM's configuration could not be read as a spec (exit code 2).
-    #[error("{origin}: {message}")]
+    #[error(
+        "{}: {}",
+        crate::render::escape(.origin),
+        crate::render::escape(.message)
+    )]
     Import {
         /// The file or option it came from.
         origin: String,

@@ -30,6 +30,7 @@ fn good_host() -> HostFacts {
         thp_shmem_enabled: "advise".into(),
         huge_page_pools: vec![(2 * MIB, 1024, 1024), (GIB, 0, 0)],
         hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 * MIB)],
+        other_mounts: vec!["/".into(), "/proc".into(), "/sys".into()],
         numa_nodes: vec![(0, 8 * GIB), (1, 8 * GIB)],
         phys_bits: Some(46),
         kvm_error: None,
@@ -76,6 +77,43 @@ fn check_hugetlbfs_mount_of_other_page_size_fails_with_remount_fix() {
     );
     // The pool itself is fine: only the mount is the problem.
     assert_eq!(get(&f, "huge_pages").status, Status::Ok);
+}
+
+#[test]
+fn check_hugetlbfs_missing_mount_fix_is_one_quoted_shell_word() {
+    // A path the shell would split or run as a command is quoted in the fix.
+    let src = "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \"2MiB\"\nhugetlbfs = \"/mnt/huge; rm -rf / #it's\"\n";
+    let f = run(src, &good_host());
+    let m = get(&f, "hugetlbfs");
+    assert_eq!(m.status, Status::Fail);
+    assert_eq!(
+        m.fix.as_deref(),
+        Some(
+            "mkdir -p '/mnt/huge; rm -rf / #it'\\''s' && mount -t hugetlbfs -o pagesize=2M none \
+             '/mnt/huge; rm -rf / #it'\\''s' (as root)"
+        )
+    );
+    // A plain path stays as it is.
+    let f = run(HUGETLBFS_2M, &good_host());
+    assert_eq!(
+        get(&f, "hugetlbfs").fix.as_deref(),
+        Some("mkdir -p /mnt/huge && mount -t hugetlbfs -o pagesize=2M none /mnt/huge (as root)")
+    );
+}
+
+#[test]
+fn check_hugetlbfs_on_another_file_systems_mount_point_is_not_offered_as_the_fix() {
+    let src = "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \"2MiB\"\nhugetlbfs = \"/proc\"\n";
+    let f = run(src, &good_host());
+    let m = get(&f, "hugetlbfs");
+    assert_eq!(m.status, Status::Fail);
+    assert_eq!(
+        m.detail,
+        "/proc is the mount point of another file system, not hugetlbfs"
+    );
+    let fix = m.fix.as_deref().unwrap();
+    assert!(!fix.contains("/proc"), "{fix}");
+    assert!(fix.contains("none DIR"), "{fix}");
 }
 
 #[test]

@@ -273,3 +273,32 @@ fn run_unknown_argument_with_control_characters_escaped() {
     let err = String::from_utf8(err).unwrap();
     assert!(err.contains("'--a\\u{9a}b'"), "{err:?}");
 }
+
+#[test]
+fn unreadable_spec_paths_with_control_characters_are_escaped() {
+    // A file that does not exist, a directory and a file that is not UTF-8, each named with
+    // an escape sequence and a line break: the error names the file escaped.
+    let dir = std::env::temp_dir().join(format!("memvisor-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = "x\u{1b}[2J\nz";
+    let missing = dir.join(format!("missing-{name}.toml"));
+    let directory = dir.join(format!("dir-{name}"));
+    std::fs::create_dir_all(&directory).unwrap();
+    let binary_file = dir.join(format!("bin-{name}.toml"));
+    std::fs::write(&binary_file, b"[memory]\nsize = \"\xff\"\n").unwrap();
+    for path in [&missing, &directory, &binary_file] {
+        let path = path.to_str().unwrap();
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = memvisor_cli::run(["memvisor", "plan", path], &mut out, &mut err, false);
+        assert_eq!(code, 2, "{path:?}");
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            !err.chars()
+                .any(|c| memvisor_cli::render::needs_escape(c) && c != '\n'),
+            "{path:?}: a control character reached the terminal: {err:?}"
+        );
+        assert!(err.contains("x\\u{1b}[2J\\u{a}z"), "{err:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

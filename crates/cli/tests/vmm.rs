@@ -107,3 +107,42 @@ fn init_from_firecracker_prints_the_converted_spec_which_plans_the_same() {
     let (code, _, _) = run(&["init", "somefile.toml"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn firecracker_devices_without_ids_take_names_no_drive_has() {
+    // The entropy device's default name `rng0` and the balloon's `balloon0` are drive IDs
+    // here: the unnamed devices take the next free numbers instead of clashing.
+    let dir = std::env::temp_dir().join(format!("memvisor-vmm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fc.json");
+    std::fs::write(
+        &path,
+        r#"{"machine-config": {"mem_size_mib": 128},
+            "drives": [{"drive_id": "rng0"}, {"drive_id": "balloon0"}],
+            "entropy": {}, "balloon": {"amount_mib": 0}}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run(&["plan", "--from", "firecracker", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 0, "{err}");
+    for name in ["rng0", "balloon0", "rng1", "balloon1"] {
+        assert!(out.lines().any(|l| l.starts_with(name)), "{name}: {out}");
+    }
+}
+
+#[test]
+fn default_names_skip_names_given_to_any_device() {
+    // `net0` is given to a later device: the unnamed one before it becomes `net1`.
+    let spec = "[memory]\nsize = \"64MiB\"\n[[device]]\ntype = \"virtio-net\"\n\
+                [[device]]\ntype = \"virtio-blk\"\nname = \"net0\"\n[[device]]\ntype = \"virtio-net\"\n";
+    let dir = std::env::temp_dir().join(format!("memvisor-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vm.toml");
+    std::fs::write(&path, spec).unwrap();
+    let (code, out, err) = run(&["plan", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 0, "{err}");
+    for name in ["net1", "net0", "net2"] {
+        assert!(out.lines().any(|l| l.starts_with(name)), "{name}: {out}");
+    }
+}

@@ -564,6 +564,12 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     let mut counts = std::collections::HashMap::new();
     // Each name and the device that has it, to find a duplicate in one look-up.
     let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // The names given in the spec: a default name never takes one of them.
+    let given: std::collections::HashSet<&str> = raw
+        .device
+        .iter()
+        .filter_map(|d| d.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+        .collect();
     for (i, d) in raw.device.iter().enumerate() {
         let loc = Loc::new(format!("device[{i}]"), d.span());
         let r = d.get_ref();
@@ -579,7 +585,12 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         let n: &mut usize = counts.entry(ty).or_default();
         let name = match &r.name {
             Some(name) => check_name(src, &loc.field("name"), name)?,
-            None => format!("{}{n}", ty.short()),
+            // The type's short name and its count so far, or the next number no device has
+            // (at most `MAX_DEVICES` tries).
+            None => (*n..)
+                .map(|k| format!("{}{k}", ty.short()))
+                .find(|name| !given.contains(name.as_str()) && !names.contains_key(name))
+                .unwrap_or_default(),
         };
         *n += 1;
         if let Some(other) = names.insert(name.clone(), i) {
