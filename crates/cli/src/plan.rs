@@ -489,7 +489,9 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
         PlanItem::Memory | PlanItem::Hotplug
             if matches!(
                 e.error,
-                SpaceError::AddressLimit { .. } | SpaceError::Overflow { .. }
+                SpaceError::AddressLimit { .. }
+                    | SpaceError::Overflow { .. }
+                    | SpaceError::InvalidLayout { .. }
             ) =>
         {
             return layout_error(spec, src, e);
@@ -522,23 +524,32 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
 /// A layout that does not fit the address bits, pointed at the part whose window did not
 /// fit: boot RAM, the hotplug slots or the last DAX window.
 fn layout_error(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
-    let ram = spec.ram();
+    let what = "the layout (RAM, hotplug and DAX windows)";
     let hotplug = spec
         .hotplug
         .as_ref()
-        .map_or(0, |h| u64::from(h.slots).saturating_mul(h.slot_size));
-    let dax = spec
+        .map_or(Some(0), |h| u64::from(h.slots).checked_mul(h.slot_size));
+    let total = spec
         .devices
         .iter()
         .filter_map(|d| d.dax_size)
-        .fold(0u64, u64::saturating_add);
-    let problem = Problem::TooBig {
-        what: "the layout (RAM, hotplug and DAX windows)".into(),
-        size: Size(ram.saturating_add(hotplug).saturating_add(dax)),
-        window: format!(
-            "a {}-bit guest physical address space ({})",
-            spec.phys_bits, e.error
-        ),
+        .try_fold(spec.ram(), u64::checked_add)
+        .zip(hotplug)
+        .and_then(|(sum, hotplug)| sum.checked_add(hotplug));
+    let problem = match total {
+        Some(size) => Problem::TooBig {
+            what: what.into(),
+            size: Size(size),
+            window: format!(
+                "a {}-bit guest physical address space ({})",
+                spec.phys_bits, e.error
+            ),
+        },
+        // No total to give: it does not fit in 64 bits.
+        None => Problem::Invalid(format!(
+            "{what} adds up to more than the 64-bit address space ({})",
+            e.error
+        )),
     };
     match e.item {
         PlanItem::Hotplug => match &spec.hotplug {

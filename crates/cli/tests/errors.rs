@@ -307,3 +307,20 @@ fn json_flag_gives_errors_as_json() {
             .contains("unknown size unit `GB`")
     );
 }
+
+#[test]
+fn layout_past_64_bits_names_no_saturated_size_or_address() {
+    // A hotplug slot of 2^64 - 1 bytes: the error says the layout does not fit in 64 bits,
+    // with no total and no range that appear nowhere in the spec.
+    let e = error_of(&format!(
+        "{MEM}[hotplug]\nslots = 1\nslot_size = {}\n",
+        u64::MAX
+    ));
+    assert!(e.starts_with("vm.toml:3:1: hotplug.slot_size: "), "{e}");
+    assert!(
+        e.contains("adds up to more than the 64-bit address space"),
+        "{e}"
+    );
+    assert!(!e.contains("18446744073709551615 B"), "{e}");
+    assert!(!e.contains("range at 0xffffffffffffffff"), "{e}");
+}

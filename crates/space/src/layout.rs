@@ -464,8 +464,9 @@ impl LayoutBuilder {
     /// Lays the windows out.
     ///
     /// # Errors
-    /// [`Error::InvalidLayout`] for no RAM, address bits outside 32..=64, or a low-RAM limit
-    /// on AArch64 or not a multiple of the guest page;
+    /// [`Error::InvalidLayout`] for no RAM, address bits outside 32..=64, a low-RAM limit
+    /// on AArch64 or not a multiple of the guest page, or a size that rounds up to whole GiB
+    /// past `u64::MAX`;
     /// [`Error::AddressLimit`] or [`Error::Overflow`] if the windows do not fit.
     pub fn build(self) -> Result<Layout> {
         if self.ram == 0 {
@@ -514,7 +515,7 @@ impl LayoutBuilder {
                 push(WindowKind::Reserved, 0xfec0_0000, 0xffc0_0000 - 0xfec0_0000)?;
                 push(WindowKind::Firmware, 0xffc0_0000, 4 * GIB - 0xffc0_0000)?;
                 match self.ram.checked_sub(low) {
-                    Some(high) if high > 0 => push(WindowKind::Ram, 4 * GIB, round_gib(high)?)?,
+                    Some(high) if high > 0 => push(WindowKind::Ram, 4 * GIB, gib_size(WindowKind::Ram, high)?)?,
                     _ => Some(4 * GIB),
                 }
             }
@@ -522,7 +523,7 @@ impl LayoutBuilder {
                 push(WindowKind::Firmware, 0, 64 << 20)?;
                 push(WindowKind::Reserved, 64 << 20, 80 << 20)?;
                 push(WindowKind::Device, 144 << 20, GIB - (144 << 20))?;
-                push(WindowKind::Ram, GIB, round_gib(self.ram)?)?
+                push(WindowKind::Ram, GIB, gib_size(WindowKind::Ram, self.ram)?)?
             }
         };
         for (kind, size) in [
@@ -531,11 +532,14 @@ impl LayoutBuilder {
             (WindowKind::Device, self.device_high),
         ] {
             if size > 0 {
-                let size = round_gib(size)?;
-                let start = round_gib(next.ok_or(Error::Overflow {
+                let size = gib_size(kind, size)?;
+                let after = next.ok_or(Error::Overflow {
                     base: u64::MAX,
                     size,
-                })?)?;
+                })?;
+                let start = after
+                    .checked_next_multiple_of(GIB)
+                    .ok_or(Error::Overflow { base: after, size })?;
                 next = push(kind, start, size)?;
             }
         }
@@ -545,11 +549,14 @@ impl LayoutBuilder {
     }
 }
 
-fn round_gib(value: u64) -> Result<u64> {
-    value.checked_next_multiple_of(GIB).ok_or(Error::Overflow {
-        base: value,
-        size: GIB,
-    })
+/// A `kind` window's size of `bytes` rounded up to whole GiB; past `u64::MAX` it is no size a
+/// window can have (the error names the size asked for, not an address).
+fn gib_size(kind: WindowKind, bytes: u64) -> Result<u64> {
+    bytes
+        .checked_next_multiple_of(GIB)
+        .ok_or_else(|| Error::InvalidLayout {
+            reason: format!("a {kind} window of {bytes:#x} bytes is past the 64-bit address space"),
+        })
 }
 
 #[cfg(test)]
@@ -585,6 +592,24 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(matches!(err, Error::Overflow { .. }), "{err}");
+    }
+
+    #[test]
+    fn sizes_past_the_address_space_name_the_size_not_an_address() {
+        for (builder, kind) in [
+            (Layout::x86_64().low_ram_limit(0).ram(u64::MAX), WindowKind::Ram),
+            (Layout::aarch64().ram(u64::MAX - 5), WindowKind::Ram),
+            (Layout::x86_64().ram(GIB).hotplug(u64::MAX), WindowKind::Hotplug),
+            (Layout::aarch64().ram(GIB).dax(u64::MAX - GIB + 2), WindowKind::Dax),
+        ] {
+            match builder.phys_bits(64).build() {
+                Err(Error::InvalidLayout { reason }) => {
+                    assert!(reason.starts_with(&format!("a {kind} window of 0x")), "{reason}");
+                    assert!(reason.ends_with("is past the 64-bit address space"), "{reason}");
+                }
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
     }
 
     #[test]
