@@ -37,9 +37,10 @@ pub enum SizeError {
 }
 
 /// Reads a size: a decimal number with an optional binary unit (`B`, `KiB`, `MiB`, `GiB`,
-/// `TiB`; a space before the unit and `_` between digits are allowed), or a hexadecimal number
-/// `0x...` without a unit. A decimal number may have a fraction when it comes out as a whole
-/// number of bytes (`1.5GiB`, `0.25KiB`; at most 19 decimals).
+/// `TiB`; a space before the unit and `_` between two digits are allowed, spaces around the
+/// whole are ignored), or a hexadecimal number `0x...` without a unit. A decimal number may
+/// have a fraction when it comes out as a whole number of bytes (`1.5GiB`, `0.25KiB`; at most
+/// 19 decimals).
 ///
 /// # Errors
 /// [`SizeError`] naming what is wrong.
@@ -51,6 +52,8 @@ pub enum SizeError {
 /// assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
 /// assert_eq!(parse_size("0x1000"), Ok(4096));
 /// assert_eq!(parse_size("1_000"), Ok(1000));
+/// assert!(matches!(parse_size("_10MiB"), Err(SizeError::BadNumber(_))));
+/// assert!(matches!(parse_size("1__0"), Err(SizeError::BadNumber(_))));
 /// assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
 /// assert!(matches!(parse_size("2GB"), Err(SizeError::BadUnit { .. })));
 /// assert!(matches!(parse_size("1.3B"), Err(SizeError::Inexact(_))));
@@ -62,7 +65,10 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     }
     if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         let digits: String = hex.chars().filter(|&c| c != '_').collect();
-        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        if digits.is_empty()
+            || !digits.chars().all(|c| c.is_ascii_hexdigit())
+            || !underscores_between_digits(hex)
+        {
             return Err(SizeError::BadNumber(text.to_owned()));
         }
         return u64::from_str_radix(&digits, 16).map_err(|_| SizeError::TooLarge(text.to_owned()));
@@ -74,7 +80,11 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits: String = whole.chars().filter(|&c| c != '_').collect();
     let decimals: String = fraction.chars().filter(|&c| c != '_').collect();
-    if digits.is_empty() || (number.contains('.') && decimals.is_empty()) || decimals.contains('.')
+    if digits.is_empty()
+        || (number.contains('.') && decimals.is_empty())
+        || decimals.contains('.')
+        || !underscores_between_digits(whole)
+        || !underscores_between_digits(fraction)
     {
         return Err(SizeError::BadNumber(text.to_owned()));
     }
@@ -162,9 +172,30 @@ pub fn approx(bytes: u64) -> String {
     format!("{}.{} {name}", tenths / 10, tenths % 10)
 }
 
+/// Whether every `_` of `digits` has a digit on each side (`1_000`, not `_1`, `1__0` or `1_`).
+fn underscores_between_digits(digits: &str) -> bool {
+    let b = digits.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| {
+        c != b'_'
+            || (i > 0
+                && b[i - 1].is_ascii_hexdigit()
+                && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn underscores_only_between_two_digits() {
+        for ok in ["1_000", "1_0.2_5KiB", "0x1_000", "0xff_ff"] {
+            assert!(parse_size(ok).is_ok(), "{ok}");
+        }
+        for bad in ["_10MiB", "10_MiB", "1__0", "1_.5KiB", "1._5KiB", "0x_10", "0x10_", "_"] {
+            assert!(matches!(parse_size(bad), Err(SizeError::BadNumber(_))), "{bad}");
+        }
+    }
 
     #[test]
     fn parse_size_units_multiply() {
