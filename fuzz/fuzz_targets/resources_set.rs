@@ -70,7 +70,9 @@ impl Shadow {
 }
 
 fn range_in(input: &mut Input<'_>, lo: u64, span: u64) -> (u64, u64) {
-    let first = lo.wrapping_add(input.below(span + 0x200)).wrapping_sub(0x100);
+    let first = lo
+        .wrapping_add(input.below(span + 0x200))
+        .wrapping_sub(0x100);
     let len = input.size() % 0x3000;
     (first, first.saturating_add(len))
 }
@@ -81,7 +83,11 @@ fuzz_target!(|data: &[u8]| {
     let mut spaces: Vec<AddressRange> = Vec::new();
     let top = input.u8().is_multiple_of(4);
     // Spaces of up to 16 KiB, with holes between them (or touching), in a shuffled order.
-    let mut at = if top { u64::MAX - 0xc000 } else { input.below(1 << 20) };
+    let mut at = if top {
+        u64::MAX - 0xc000
+    } else {
+        input.below(1 << 20)
+    };
     for _ in 0..count {
         let len = 1 + input.below(0x4000);
         let Ok(space) = AddressRange::from_start_and_size(at, len) else {
@@ -150,9 +156,15 @@ fuzz_target!(|data: &[u8]| {
                     Ok(r) => {
                         assert!(key.is_none_or(|k| shadow.groups.iter().all(|g| g.key != Some(k))));
                         assert_eq!(r.size(), Some(size), "{r}");
-                        assert!(r.start().is_multiple_of(need), "{r} not aligned to {need:#x}");
+                        assert!(
+                            r.start().is_multiple_of(need),
+                            "{r} not aligned to {need:#x}"
+                        );
                         assert!(shadow.spaces.iter().any(|s| s.contains_range(&r)), "{r}");
-                        assert!(window.is_none_or(|w| w.contains_range(&r)), "{r} {window:?}");
+                        assert!(
+                            window.is_none_or(|w| w.contains_range(&r)),
+                            "{r} {window:?}"
+                        );
                         assert_eq!(shadow.overlapping(&r), None, "{r} overlaps");
                         if let AllocPolicy::ExactMatch(addr) = policy {
                             assert_eq!(r.start(), addr);
@@ -196,7 +208,10 @@ fuzz_target!(|data: &[u8]| {
                     .iter()
                     .filter_map(|s| range.intersection(s))
                     .collect();
-                let lowest = parts.iter().filter_map(|p| shadow.overlapping(p)).min_by_key(AddressRange::start);
+                let lowest = parts
+                    .iter()
+                    .filter_map(|p| shadow.overlapping(p))
+                    .min_by_key(AddressRange::start);
                 let key_taken = key.is_some_and(|k| shadow.groups.iter().any(|g| g.key == Some(k)));
                 match got {
                     Ok(()) => {
@@ -205,7 +220,10 @@ fuzz_target!(|data: &[u8]| {
                         changed = true;
                     }
                     Err(Error::KeyInUse(_)) => assert!(key_taken),
-                    Err(Error::Overlap { requested, existing }) => {
+                    Err(Error::Overlap {
+                        requested,
+                        existing,
+                    }) => {
                         assert_eq!((requested, Some(existing)), (range, lowest));
                     }
                     Err(Error::OutsideSpace { .. }) => assert!(parts.is_empty()),
@@ -216,11 +234,15 @@ fuzz_target!(|data: &[u8]| {
                 // A whole allocation by its hull or by a wider range, one of its parts, or any
                 // range at all.
                 let n = usize::from(input.u8());
-                let range = match (input.u8() % 4, shadow.groups.get(n % shadow.groups.len().max(1))) {
+                let range = match (
+                    input.u8() % 4,
+                    shadow.groups.get(n % shadow.groups.len().max(1)),
+                ) {
                     (0, Some(g)) => g.hull(),
                     (1, Some(g)) => {
                         let h = g.hull();
-                        AddressRange::new(h.start().saturating_sub(input.below(0x40)), h.end()).unwrap()
+                        AddressRange::new(h.start().saturating_sub(input.below(0x40)), h.end())
+                            .unwrap()
                     }
                     (2, Some(g)) => g.parts[n % g.parts.len()],
                     _ => {
@@ -265,7 +287,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                let addr = lo.wrapping_add(input.below(span + 0x200)).wrapping_sub(0x100);
+                let addr = lo
+                    .wrapping_add(input.below(span + 0x200))
+                    .wrapping_sub(0x100);
                 let got = set.allocation_containing(addr).map(|a| (a.range, *a.tag));
                 let want = shadow.parts().find(|(p, _)| p.contains(addr));
                 assert_eq!(got, want, "lookup {addr:#x}");
@@ -286,6 +310,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(set.get(k).is_some(), g.is_some(), "key {k}");
         }
         // A refused call (or a lookup) leaves the set exactly as it was.
-        assert!(changed || set == before, "step {ops} changed the set without succeeding");
+        assert!(
+            changed || set == before,
+            "step {ops} changed the set without succeeding"
+        );
     }
 });

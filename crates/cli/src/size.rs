@@ -192,8 +192,13 @@ mod tests {
         for ok in ["1_000", "1_0.2_5KiB", "0x1_000", "0xff_ff"] {
             assert!(parse_size(ok).is_ok(), "{ok}");
         }
-        for bad in ["_10MiB", "10_MiB", "1__0", "1_.5KiB", "1._5KiB", "0x_10", "0x10_", "_"] {
-            assert!(matches!(parse_size(bad), Err(SizeError::BadNumber(_))), "{bad}");
+        for bad in [
+            "_10MiB", "10_MiB", "1__0", "1_.5KiB", "1._5KiB", "0x_10", "0x10_", "_",
+        ] {
+            assert!(
+                matches!(parse_size(bad), Err(SizeError::BadNumber(_))),
+                "{bad}"
+            );
         }
     }
 

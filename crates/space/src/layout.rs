@@ -515,7 +515,9 @@ impl LayoutBuilder {
                 push(WindowKind::Reserved, 0xfec0_0000, 0xffc0_0000 - 0xfec0_0000)?;
                 push(WindowKind::Firmware, 0xffc0_0000, 4 * GIB - 0xffc0_0000)?;
                 match self.ram.checked_sub(low) {
-                    Some(high) if high > 0 => push(WindowKind::Ram, 4 * GIB, gib_size(WindowKind::Ram, high)?)?,
+                    Some(high) if high > 0 => {
+                        push(WindowKind::Ram, 4 * GIB, gib_size(WindowKind::Ram, high)?)?
+                    }
                     _ => Some(4 * GIB),
                 }
             }
@@ -597,15 +599,30 @@ mod tests {
     #[test]
     fn sizes_past_the_address_space_name_the_size_not_an_address() {
         for (builder, kind) in [
-            (Layout::x86_64().low_ram_limit(0).ram(u64::MAX), WindowKind::Ram),
+            (
+                Layout::x86_64().low_ram_limit(0).ram(u64::MAX),
+                WindowKind::Ram,
+            ),
             (Layout::aarch64().ram(u64::MAX - 5), WindowKind::Ram),
-            (Layout::x86_64().ram(GIB).hotplug(u64::MAX), WindowKind::Hotplug),
-            (Layout::aarch64().ram(GIB).dax(u64::MAX - GIB + 2), WindowKind::Dax),
+            (
+                Layout::x86_64().ram(GIB).hotplug(u64::MAX),
+                WindowKind::Hotplug,
+            ),
+            (
+                Layout::aarch64().ram(GIB).dax(u64::MAX - GIB + 2),
+                WindowKind::Dax,
+            ),
         ] {
             match builder.phys_bits(64).build() {
                 Err(Error::InvalidLayout { reason }) => {
-                    assert!(reason.starts_with(&format!("a {kind} window of 0x")), "{reason}");
-                    assert!(reason.ends_with("is past the 64-bit address space"), "{reason}");
+                    assert!(
+                        reason.starts_with(&format!("a {kind} window of 0x")),
+                        "{reason}"
+                    );
+                    assert!(
+                        reason.ends_with("is past the 64-bit address space"),
+                        "{reason}"
+                    );
                 }
                 other => panic!("{kind}: {other:?}"),
             }
