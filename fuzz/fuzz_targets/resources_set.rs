@@ -125,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
         let before = set.clone();
         let mut changed = false;
         let tag = u16::try_from(ops).unwrap();
-        let key = (input.u8() % 3 == 0).then(|| u64::from(input.u8() % 8));
+        let key = input.u8().is_multiple_of(3).then(|| u64::from(input.u8() % 8));
         match input.u8() % 7 {
             0 | 1 => {
                 let size = 1 + input.size() % 0x2000;
