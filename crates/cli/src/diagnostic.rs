@@ -10,6 +10,9 @@ use crate::render::needs_escape;
 /// the underlined part.
 pub const MAX_EXCERPT_CHARS: usize = 160;
 
+/// Marks where an [`Excerpt`] cut its line.
+pub const CUT: char = '…';
+
 /// The line of a spec an error points at, kept with the error so it can be shown without the
 /// spec's text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +20,7 @@ pub struct Excerpt {
     /// Its 1-based line number.
     pub line: usize,
     /// The line (or the part of it around the span, at most [`MAX_EXCERPT_CHARS`]
-    /// characters), with every control or formatting character replaced by `�` so that it
+    /// characters, with [`CUT`] at each end where the line goes on), with every control or formatting character replaced by `�` so that it
     /// cannot act on the terminal.
     pub text: String,
     /// The underlined bytes of `text` (never empty unless `text` is).
@@ -26,7 +29,7 @@ pub struct Excerpt {
 
 impl Excerpt {
     /// The excerpt of `text` for the byte span `span`: its first line, cut to at most
-    /// [`MAX_EXCERPT_CHARS`] characters around the span's start.
+    /// [`MAX_EXCERPT_CHARS`] characters around the span's start (and [`CUT`] where it was cut).
     ///
     /// ```
     /// use memvisor_cli::diagnostic::Excerpt;
@@ -56,6 +59,9 @@ impl Excerpt {
         let first = col_start.saturating_sub(MAX_EXCERPT_CHARS / 3);
         let last = (first + MAX_EXCERPT_CHARS).min(total);
         let mut out = String::new();
+        if first > 0 {
+            out.push(CUT);
+        }
         let mut span_bytes = 0..0;
         for (i, c) in line_text.chars().enumerate().take(last).skip(first) {
             if i == col_start {
@@ -71,6 +77,9 @@ impl Excerpt {
         }
         if col_end >= last {
             span_bytes.end = out.len();
+        }
+        if last < total {
+            out.push(CUT);
         }
         if span_bytes.end <= span_bytes.start {
             // Underline one character (or the end of the line).
@@ -155,9 +164,20 @@ mod tests {
         let text = format!("name = \"{}\"\nx = 1\n", "n".repeat(10_000));
         let e = Excerpt::new(&text, 7..10_009);
         assert_eq!(e.line, 1);
-        assert_eq!(e.text.chars().count(), MAX_EXCERPT_CHARS);
+        assert_eq!(e.text.chars().count(), MAX_EXCERPT_CHARS + 1);
+        assert!(e.text.ends_with(CUT), "the cut end is marked");
         assert_eq!(e.span.start, 7);
-        assert_eq!(e.span.end, e.text.len());
+        assert_eq!(e.span.end, e.text.len() - CUT.len_utf8());
+    }
+
+    #[test]
+    fn excerpt_cut_on_the_left_is_marked() {
+        let text = format!("backing = \"{}\" ; size = \"1GiB\"\n", "a".repeat(300));
+        let at = text.find("size").unwrap();
+        let e = Excerpt::new(&text, at..at + 4);
+        assert!(e.text.starts_with(CUT), "{}", e.text);
+        assert!(!e.text.ends_with(CUT), "{}", e.text);
+        assert_eq!(&e.text[e.span.clone()], "size");
     }
 
     #[test]
