@@ -20,8 +20,8 @@ pub struct Excerpt {
     /// Its 1-based line number.
     pub line: usize,
     /// The line (or the part of it around the span, at most [`MAX_EXCERPT_CHARS`]
-    /// characters, with [`CUT`] at each end where the line goes on), with every control or formatting character replaced by `�` so that it
-    /// cannot act on the terminal.
+    /// characters, with [`CUT`] at each end where the line goes on), with every control or
+    /// formatting character replaced by `�` so that it cannot act on the terminal.
     pub text: String,
     /// The underlined bytes of `text` (never empty unless `text` is).
     pub span: Range<usize>,
