@@ -154,14 +154,19 @@ fn alloc_alignment_above_max_errors() {
     );
 }
 
-/// An arena whose chunk alignment is `align`, over memory that starts `align` bytes past a
-/// 128-byte boundary (so no block is aligned past `align` by luck).
-fn arena_aligned_to(align: usize) -> Arena {
-    let memory: &'static mut [std::mem::MaybeUninit<u8>] =
-        Box::leak(vec![std::mem::MaybeUninit::uninit(); 4 * CHUNK + 256].into_boxed_slice());
+/// An arena whose chunk alignment is `align`, over `memory` from `align` bytes past a 128-byte
+/// boundary (so no block is aligned past `align` by luck).
+///
+/// # Safety
+/// `memory` outlives the arena and is not touched while it lives.
+unsafe fn arena_aligned_to(memory: &mut [u8], align: usize) -> Arena {
     let skip = (align + 128 - memory.as_ptr() as usize % 128) % 128;
+    let start = NonNull::new(memory[skip..].as_mut_ptr()).unwrap();
+    // SAFETY: `4 * CHUNK` bytes from `start` lie in `memory` (which has 128 bytes to spare),
+    // and the caller keeps it alive and untouched while the arena lives.
+    let backing = unsafe { Backing::from_raw(start, 4 * CHUNK) };
     let config = Config::new().with_chunk_size(CHUNK).with_alignment(align);
-    let arena = Arena::new(Backing::from_static(&mut memory[skip..]), config).unwrap();
+    let arena = Arena::new(backing, config).unwrap();
     assert_eq!(arena.max_alignment(), align);
     arena
 }
@@ -169,7 +174,9 @@ fn arena_aligned_to(align: usize) -> Arena {
 #[test]
 fn small_alloc_alignment_above_a_low_max_errors() {
     for max in [16, 32] {
-        let arena = arena_aligned_to(max);
+        let mut memory = vec![0u8; 4 * CHUNK + 128];
+        // SAFETY: `memory` is declared first, so it outlives the arena, and is not touched.
+        let arena = unsafe { arena_aligned_to(&mut memory, max) };
         let client = arena.create_client(Quota::UNLIMITED).unwrap();
         for align in (max * 2..=128).filter(|a| a.is_power_of_two()) {
             for size in [1, 32, 64, 2048] {
