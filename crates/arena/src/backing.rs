@@ -147,7 +147,10 @@ impl Backing {
     /// A reservation of `len` bytes of address space aligned to `align`, committed chunk by
     /// chunk as clients take chunks. The arena can then decommit chunks clients give back
     /// ([`Flags::DECOMMIT`](crate::Flags::DECOMMIT)) and put a guard page after each chunk
-    /// ([`Flags::GUARD`](crate::Flags::GUARD)).
+    /// ([`Flags::GUARD`](crate::Flags::GUARD)). For transparent huge pages, reserve with a
+    /// 2 MiB alignment and advise the whole reservation
+    /// ([`reservation`](Self::reservation), `Reservation::advise_huge_pages`) before
+    /// [`Arena::new`](crate::Arena::new); the advice outlives decommits.
     ///
     /// # Errors
     /// [`Error::Vmem`] if the reservation fails.
