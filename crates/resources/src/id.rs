@@ -459,12 +459,14 @@ impl<I: Id> IdAllocator<I> {
         })?;
         check_runs(first, last, allocated)?;
         check_runs(first, last, never)?;
+        // Leaves up to the highest allocated ID, one summary word per 64 leaf words, one top
+        // word per 64 summary words.
+        let mut words = [0u64; 3];
         if let Some(&(_, hi)) = allocated.last() {
-            // Leaves up to the highest allocated ID, one summary word per 64 leaf words, one
-            // top word per 64 summary words.
-            let words = (hi.to_u64() - first.to_u64()) / BITS as u64 + 1;
-            let summary = words.div_ceil(BITS as u64);
-            let needed = 8 * (words + summary + summary.div_ceil(BITS as u64));
+            let leaves = (hi.to_u64() - first.to_u64()) / BITS as u64 + 1;
+            let summary = leaves.div_ceil(BITS as u64);
+            words = [leaves, summary, summary.div_ceil(BITS as u64)];
+            let needed = 8 * words.iter().sum::<u64>();
             if needed > max_bitmap_bytes {
                 return Err(Error::SnapshotTooLarge {
                     needed,
@@ -494,6 +496,16 @@ impl<I: Id> IdAllocator<I> {
             } else {
                 n.next();
             }
+        }
+        // The bitmap gets exactly the words counted against the limit, so growing it run by
+        // run below reserves nothing more.
+        for (vec, n) in [&mut this.leaves, &mut this.summary, &mut this.top]
+            .into_iter()
+            .zip(words)
+        {
+            // A range `with_range` accepts has at most 2^26 leaf words, so `n` fits a `usize`
+            // (were it not to, the bitmap would just grow as it is filled).
+            vec.reserve_exact(usize::try_from(n).unwrap_or(0));
         }
         this.never.clear();
         // Every run lies inside `first..=last` (checked above), so its offsets fit.

@@ -80,3 +80,34 @@ fn id_snapshot_high_id_load_stays_within_limit() {
     assert_eq!(a.iter().collect::<Vec<_>>(), [500_000]);
     assert!(bytes <= (1 << 20) + OVERHEAD, "{bytes} bytes requested");
 }
+
+/// The bitmap a snapshot loads into is exactly what the limit check counted: runs that grow
+/// it one after the other do not over-reserve past the limit, and nothing is held beyond it.
+#[test]
+fn id_snapshot_load_holds_no_more_than_the_limit() {
+    // Two runs close together, the second just under the default 1 MiB limit.
+    let two = r#"{"first":0,"last":4294967295,"used":2,"allocated":[[7454545,7454545],[8200000,8200000]],"never_allocated":[]}"#;
+    let (res, bytes) = requested_by(|| serde_json::from_str::<IdAllocator>(two));
+    let a = res.unwrap();
+    assert_eq!(a.iter().collect::<Vec<_>>(), [7_454_545, 8_200_000]);
+    assert!(a.heap_bytes() <= 1 << 20, "{} bytes held", a.heap_bytes());
+    assert!(bytes <= (1 << 20) + OVERHEAD, "{bytes} bytes requested");
+
+    // One run whose bitmap is exactly the limit: 1,000 leaf words, 16 summary words, 1 top.
+    let one: IdSnapshot = serde_json::from_str(
+        r#"{"first":0,"last":4294967295,"used":1,"allocated":[[63999,63999]],"never_allocated":[]}"#,
+    )
+    .unwrap();
+    let limits = IdLoadLimits {
+        max_bitmap_bytes: 8 * (1_000 + 16 + 1),
+    };
+    let a = IdAllocator::from_snapshot(&one, &limits).unwrap();
+    assert_eq!(a.heap_bytes(), 8 * (1_000 + 16 + 1));
+    let tighter = IdLoadLimits {
+        max_bitmap_bytes: limits.max_bitmap_bytes - 1,
+    };
+    assert!(matches!(
+        IdAllocator::from_snapshot(&one, &tighter),
+        Err(Error::SnapshotTooLarge { needed: 8136, .. })
+    ));
+}
