@@ -107,7 +107,8 @@ pub struct NumaRange {
 
 impl Snapshot {
     /// The guest memory map: boot RAM, with the [`LEGACY_HOLE`] carved out and reserved on
-    /// x86-64, sorted, adjacent entries of one type merged. The source of
+    /// x86-64, sorted, adjacent entries of one type merged (unless together they are the whole
+    /// 64-bit space, whose size a `u64` cannot hold). The source of
     /// [`e820_table`](Self::e820_table) and [`pvh_memmap`](Self::pvh_memmap).
     ///
     /// ```
@@ -185,7 +186,8 @@ impl Snapshot {
 
     /// Guest memory by NUMA node, for an ACPI SRAT: every RAM region (hot-pluggable ones
     /// flagged), under the first node of its NUMA binding (node 0 without one), sorted,
-    /// adjacent ranges of one node and flag merged.
+    /// adjacent ranges of one node and flag merged (unless together they are the whole 64-bit
+    /// space).
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, NumaBinding, NumaRange, RegionSpec};
@@ -213,8 +215,11 @@ impl Snapshot {
                 && prev.node == node
                 && prev.hotplug == hotplug
                 && prev.addr.checked_add(prev.size) == Some(r.base().0)
+                // Two ranges covering the whole 64-bit space stay apart: a `u64` size cannot
+                // say 2^64.
+                && let Some(size) = prev.size.checked_add(r.size())
             {
-                prev.size += r.size();
+                prev.size = size;
                 continue;
             }
             out.push(NumaRange {
@@ -235,18 +240,20 @@ fn is_boot_ram(r: &Region) -> bool {
 /// Appends `first..=last` of type `ty`, merged with the previous entry if adjacent and alike.
 /// Called in address order.
 fn push_merged(out: &mut Vec<MemoryMapEntry>, first: u64, last: u64, ty: MemoryType) {
+    // `first <= last`, both inside one valid region, whose size is a `u64`: no overflow.
+    let size = last - first + 1;
     if let Some(prev) = out.last_mut()
         && prev.ty == ty
         && prev.last().checked_add(1) == Some(first)
+        // Entries covering the whole 64-bit space stay apart: a `u64` size cannot say 2^64.
+        && let Some(merged) = prev.size.checked_add(size)
     {
-        prev.size += last - first + 1;
+        prev.size = merged;
         return;
     }
     out.push(MemoryMapEntry {
         addr: first,
-        // `first <= last`, both inside one valid region: no overflow unless the region is
-        // the whole 64-bit space, which the layout's limit excludes.
-        size: last - first + 1,
+        size,
         ty,
     });
 }

@@ -285,13 +285,13 @@ impl Snapshot {
         Some(GuestAddress(start + e.span))
     }
 
-    /// Total bytes of regions of type `ty`.
+    /// Total bytes of regions of type `ty`, at most `u64::MAX`: regions covering the whole
+    /// 64-bit space (2^64 bytes) give `u64::MAX`.
     #[must_use]
     pub fn total_size(&self, ty: RegionType) -> u64 {
         self.regions()
             .filter(|r| r.ty() == ty)
-            .map(Region::size)
-            .sum()
+            .fold(0, |total: u64, r| total.saturating_add(r.size()))
     }
 
     /// Gives the guest pages of `addr..addr + len` back to the host (balloon, virtio-mem,
