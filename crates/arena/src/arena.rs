@@ -1,7 +1,6 @@
 //! [`Arena`]: one region of backing memory cut into chunks, handed out to clients.
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::NonNull;
@@ -14,6 +13,7 @@ use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
 use crate::remote_bits::RemoteBits;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use crate::table;
 
 /// Smallest buddy page: large blocks are whole numbers of pages.
 const MIN_PAGE_SHIFT: u32 = 8;
@@ -150,8 +150,9 @@ pub struct ArenaStats {
     pub used_bytes: Option<usize>,
     /// Live blocks of all clients ([`Flags::STATISTICS`] only).
     pub live_blocks: Option<usize>,
-    /// The largest block a new client could get now: the largest block size if a chunk is
-    /// free, else 0.
+    /// The largest block a new client could get now: the longest run of free chunks (with
+    /// [`Flags::GUARD`], a chunk's largest block if a chunk is free), 0 if no chunk is free.
+    /// Finding it scans the free-chunk bitmap (a bit per chunk).
     pub largest_free_block: usize,
     /// Live clients.
     pub clients: usize,
@@ -253,11 +254,8 @@ impl fmt::Debug for Arena {
     }
 }
 
-fn cells<T: Copy>(len: usize, value: T) -> Box<[UnsafeCell<T>]> {
-    (0..len)
-        .map(|_| UnsafeCell::new(value))
-        .collect::<Vec<_>>()
-        .into_boxed_slice()
+fn cells<T: Copy>(len: usize, value: T) -> Option<Box<[UnsafeCell<T>]>> {
+    table::filled(len, |_| UnsafeCell::new(value))
 }
 
 impl Arena {
@@ -387,19 +385,30 @@ impl Arena {
             clean: true,
             guarded: false,
         };
+        let (nmarks, nfree, nslabs) = (
+            geo.marks_per_chunk * nchunks,
+            nchunks * free_words,
+            geo.len >> geo.slab_unit_shift,
+        );
+        // What the tables below take (the sizes fit: each is a small fraction of the backing).
+        let bytes = ChunkSet::bytes(nchunks)
+            + nchunks
+                * (core::mem::size_of::<AtomicU32>()
+                    + 2 * core::mem::size_of::<usize>()
+                    + core::mem::size_of::<ChunkInfo>())
+            + (nmarks + nfree) * 8
+            + nslabs * core::mem::size_of::<Slab>();
+        let refused = || Error::TablesUnavailable { bytes };
         Ok(Self {
-            stack: ChunkSet::new(count),
-            owner: (0..nchunks).map(|_| AtomicU32::new(0)).collect(),
-            mail: (0..nchunks)
-                .map(|_| AtomicPtr::new(core::ptr::null_mut()))
-                .collect(),
-            marks: (0..geo.marks_per_chunk * nchunks)
-                .map(|_| core::sync::atomic::AtomicU64::new(0))
-                .collect(),
-            remote: RemoteBits::new(nchunks, chunk_shift),
-            free_bits: cells(nchunks * free_words, 0u64),
-            info: cells(nchunks, info),
-            slabs: cells(geo.len >> geo.slab_unit_shift, Slab::UNUSED),
+            stack: ChunkSet::new(count).ok_or_else(refused)?,
+            owner: table::filled(nchunks, |_| AtomicU32::new(0)).ok_or_else(refused)?,
+            mail: table::filled(nchunks, |_| AtomicPtr::new(core::ptr::null_mut()))
+                .ok_or_else(refused)?,
+            marks: table::zeroed(nmarks).ok_or_else(refused)?,
+            remote: RemoteBits::new(nchunks, chunk_shift).ok_or_else(refused)?,
+            free_bits: table::zeroed(nfree).ok_or_else(refused)?,
+            info: cells(nchunks, info).ok_or_else(refused)?,
+            slabs: cells(nslabs, Slab::UNUSED).ok_or_else(refused)?,
             next_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
@@ -720,10 +729,15 @@ impl Arena {
             free_bytes: free_chunks << self.geo.chunk_shift,
             used_bytes: stats_on.then(|| self.used.load(Ordering::Relaxed)),
             live_blocks: stats_on.then(|| self.live.load(Ordering::Relaxed)),
-            largest_free_block: if free_chunks > 0 {
-                self.geo.max_block
+            largest_free_block: if self.geo.max_block < self.chunk_size() {
+                // Guard pages: chunks are not contiguous, a block is at most `max_block`.
+                if free_chunks > 0 {
+                    self.geo.max_block
+                } else {
+                    0
+                }
             } else {
-                0
+                self.stack.longest_run() << self.geo.chunk_shift
             },
             clients: self.clients.load(Ordering::Relaxed),
             bookkeeping_bytes: self.bookkeeping_bytes(),

@@ -2,9 +2,9 @@
 //! single chunks or runs of contiguous chunks and to which they give them back, lock-free.
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::table;
 
 /// No chunk: the end of a chain.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -36,17 +36,19 @@ pub(crate) struct ChunkSet {
 }
 
 impl ChunkSet {
-    /// A set holding chunks `0..count`.
-    pub(crate) fn new(count: u32) -> Self {
+    /// A set holding chunks `0..count`; `None` if the allocator refuses its words.
+    pub(crate) fn new(count: u32) -> Option<Self> {
         let count = count as usize;
-        let words: Vec<AtomicU64> = (0..count.div_ceil(64))
-            .map(|w| AtomicU64::new(span(w, 0, count)))
-            .collect();
-        Self {
-            words: words.into_boxed_slice(),
+        Some(Self {
+            words: table::filled(count.div_ceil(64), |w| AtomicU64::new(span(w, 0, count)))?,
             count,
             len: AtomicUsize::new(count),
-        }
+        })
+    }
+
+    /// Bytes of the set's words for `count` chunks.
+    pub(crate) const fn bytes(count: usize) -> usize {
+        count.div_ceil(64) * 8
     }
 
     /// Takes the lowest free chunk. A scan that finds none while the count says some are
@@ -138,6 +140,29 @@ impl ChunkSet {
     }
 
     /// How many chunks are free (exact when no hand-out is in flight).
+    /// The length of the longest run of free chunks (a snapshot: chunks taken or given back
+    /// meanwhile may or may not count).
+    pub(crate) fn longest_run(&self) -> usize {
+        let (mut best, mut run) = (0, 0);
+        for (w, word) in self.words.iter().enumerate() {
+            let bits = word.load(Ordering::Relaxed);
+            let valid = (self.count - w * 64).min(64);
+            let mut i = 0;
+            while i < valid {
+                let ones = ((bits >> i).trailing_ones() as usize).min(valid - i);
+                run += ones;
+                best = best.max(run);
+                i += ones;
+                if i < valid {
+                    // Bit `i` is clear: the run breaks; skip to the next set bit.
+                    run = 0;
+                    i += ((bits >> i).trailing_zeros() as usize).min(valid - i);
+                }
+            }
+        }
+        best
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -145,11 +170,13 @@ impl ChunkSet {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use alloc::vec::Vec;
+
     use super::*;
 
     #[test]
     fn pop_all_then_none() {
-        let set = ChunkSet::new(3);
+        let set = ChunkSet::new(3).unwrap();
         assert_eq!(set.len(), 3);
         assert_eq!(set.pop(), Some(0));
         assert_eq!(set.pop(), Some(1));
@@ -160,7 +187,7 @@ mod tests {
 
     #[test]
     fn push_makes_chunk_free_again() {
-        let set = ChunkSet::new(4);
+        let set = ChunkSet::new(4).unwrap();
         let taken: Vec<u32> = (0..4).map(|_| set.pop().unwrap()).collect();
         assert_eq!(taken, [0, 1, 2, 3]);
         set.push(2);
@@ -171,14 +198,14 @@ mod tests {
 
     #[test]
     fn new_empty_pops_none() {
-        let set = ChunkSet::new(0);
+        let set = ChunkSet::new(0).unwrap();
         assert_eq!(set.pop(), None);
         assert_eq!(set.pop_run(1), None);
     }
 
     #[test]
     fn pop_run_across_words_skips_taken_chunks() {
-        let set = ChunkSet::new(200);
+        let set = ChunkSet::new(200).unwrap();
         for _ in 0..70 {
             set.pop().unwrap();
         }
@@ -196,8 +223,27 @@ mod tests {
     }
 
     #[test]
+    fn longest_run_follows_pops_and_pushes() {
+        let set = ChunkSet::new(200).unwrap();
+        assert_eq!(set.longest_run(), 200);
+        // Take 0..130, give back 10..20 and 64..128 (a run across a word boundary).
+        assert_eq!(set.pop_run(130), Some(0));
+        assert_eq!(set.longest_run(), 70);
+        for c in (10..20).chain(64..128) {
+            set.push(c);
+        }
+        assert_eq!(set.longest_run(), 70);
+        set.push(128);
+        set.push(129);
+        assert_eq!(set.longest_run(), 64 + 2 + 70);
+        while set.pop().is_some() {}
+        assert_eq!(set.longest_run(), 0);
+        assert_eq!(ChunkSet::new(0).unwrap().longest_run(), 0);
+    }
+
+    #[test]
     fn pop_run_longer_than_set_is_none() {
-        let set = ChunkSet::new(5);
+        let set = ChunkSet::new(5).unwrap();
         assert_eq!(set.pop_run(6), None);
         assert_eq!(set.pop_run(5), Some(0));
         assert_eq!(set.len(), 0);

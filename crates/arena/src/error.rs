@@ -100,6 +100,13 @@ pub enum Error {
         /// Bytes the allocation needs.
         requested: usize,
     },
+    /// The host's allocator refused the memory for the arena's side tables (about 2% of the
+    /// backing, outside it; see [`Arena::bookkeeping_bytes`](crate::Arena::bookkeeping_bytes)).
+    #[error("the arena's side tables need {bytes:#x} bytes of host memory, which were refused")]
+    TablesUnavailable {
+        /// Bytes the side tables need.
+        bytes: usize,
+    },
     /// The address is not inside the arena's chunks.
     #[error("address {addr:#x} is not inside the arena")]
     Foreign {

@@ -94,6 +94,7 @@ mod config;
 mod error;
 mod remote_bits;
 mod sync;
+mod table;
 
 pub use arena::{Arena, ArenaStats};
 pub use backing::Backing;

@@ -17,6 +17,7 @@ use core::ptr;
 
 use crate::arena::MARK_SHIFT;
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::table;
 
 /// Per chunk, the remote-free bits of its blocks (null until the first free through the arena
 /// in the chunk).
@@ -46,16 +47,15 @@ fn word_bit(off: usize, chunk_shift: u32) -> (usize, u64) {
 }
 
 impl RemoteBits {
-    /// No tables yet, for `nchunks` chunks of `2^chunk_shift` bytes.
-    pub(crate) fn new(nchunks: usize, chunk_shift: u32) -> Self {
-        Self {
-            tables: (0..nchunks)
-                .map(|_| AtomicPtr::new(ptr::null_mut()))
-                .collect(),
+    /// No tables yet, for `nchunks` chunks of `2^chunk_shift` bytes; `None` if the allocator
+    /// refuses the table pointers.
+    pub(crate) fn new(nchunks: usize, chunk_shift: u32) -> Option<Self> {
+        Some(Self {
+            tables: table::filled(nchunks, |_| AtomicPtr::new(ptr::null_mut()))?,
             words: (1usize << chunk_shift) >> MARK_SHIFT,
             chunk_shift,
             made: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Bytes of the tables: a pointer per chunk and the tables made so far.
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn is_claimed_in_agrees_with_is_claimed() {
         let shift = 16;
-        let bits = RemoteBits::new(2, shift);
+        let bits = RemoteBits::new(2, shift).unwrap();
         let block = (1 << shift) + 4096 + 48;
         let offs = [
             0,

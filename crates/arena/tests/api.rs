@@ -507,7 +507,11 @@ fn stats_track_usage_and_cached_chunks() {
     assert_eq!(stats.peak_used_bytes, 3 * CHUNK + 16);
     let a = arena.stats();
     assert_eq!((a.free_chunks, a.cached_chunks), (2, 2));
-    assert_eq!(a.largest_free_block, CHUNK);
+    assert_eq!(
+        a.largest_free_block,
+        2 * CHUNK,
+        "the two free chunks are adjacent"
+    );
     // About 2.1% with 64 KiB chunks (1.7% with 1 MiB chunks).
     assert!(a.bookkeeping_bytes * 40 < a.total_bytes);
     free(&client, small).unwrap();
@@ -831,4 +835,66 @@ fn huge_page_advice_on_a_reserved_backing() {
         unsafe { p.as_ptr().write_bytes(0xa5, 3 << 20) };
         assert_eq!(free(&client, p), Ok(3 << 20));
     }
+}
+
+/// The arena's `largest_free_block` is the block a new client really gets: without guard
+/// pages, the longest run of free chunks; with them, one chunk's largest block.
+#[test]
+fn arena_largest_free_block_counts_runs_of_free_chunks() {
+    let arena = arena(8, Flags::empty());
+    assert_eq!(arena.stats().largest_free_block, 8 * CHUNK);
+    assert_eq!(arena.stats().largest_free_block, arena.max_block_size());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    // Chunks 0..3 for a run, then one chunk in the middle of the rest.
+    let run = client.alloc(layout(3 * CHUNK, 8)).unwrap();
+    let one = client.alloc(layout(CHUNK, 8)).unwrap();
+    assert_eq!(arena.stats().largest_free_block, 4 * CHUNK);
+    let newcomer = arena.create_client(Quota::UNLIMITED).unwrap();
+    let got = newcomer.alloc_sized(layout(4 * CHUNK, 8)).unwrap();
+    assert_eq!(got.1, 4 * CHUNK, "what the statistic promised");
+    assert_eq!(arena.stats().largest_free_block, 0);
+    assert!(newcomer.alloc(layout(1, 1)).is_err());
+    assert_eq!(free(&newcomer, got.0), Ok(4 * CHUNK));
+    assert_eq!(free(&client, run), Ok(3 * CHUNK));
+    assert_eq!(arena.stats().largest_free_block, 4 * CHUNK);
+    assert_eq!(free(&client, one), Ok(CHUNK));
+}
+
+#[test]
+#[cfg(feature = "std")]
+fn arena_largest_free_block_with_guard_pages_is_one_chunk() {
+    use memvisor_vmem::CommitMode;
+
+    let backing = Backing::reserve(8 * CHUNK, CHUNK, CommitMode::Protected).unwrap();
+    let arena = Arena::new(
+        backing,
+        Config::new()
+            .with_chunk_size(CHUNK)
+            .with_flags(Flags::GUARD),
+    )
+    .unwrap();
+    assert_eq!(arena.stats().largest_free_block, arena.max_block_size());
+    assert!(arena.max_block_size() < CHUNK);
+}
+
+/// `cached_chunks` counts only wholly free held chunks; a chunk that keeps a cached block or
+/// a slab without a live block is pinned, not cached.
+#[test]
+fn cached_chunks_are_wholly_free_pinned_ones() {
+    let first = arena(8, Flags::empty());
+    let client = first.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(100, 16)).unwrap();
+    free(&client, p).unwrap();
+    let s = client.stats();
+    assert_eq!(
+        (s.chunks, s.live_blocks, s.pinned_chunks, s.cached_chunks),
+        (1, 0, 1, 0)
+    );
+    // A whole-chunk block freed leaves its chunk wholly free: pinned and cached.
+    let other = arena(8, Flags::empty());
+    let client = other.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(CHUNK, 8)).unwrap();
+    free(&client, p).unwrap();
+    let s = client.stats();
+    assert_eq!((s.chunks, s.pinned_chunks, s.cached_chunks), (1, 1, 1));
 }

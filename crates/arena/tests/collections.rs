@@ -119,3 +119,16 @@ fn hashbrown_map_of_32_byte_entries_grows_past_one_chunk() {
     drop(map);
     assert_eq!(client.stats().live_blocks, 0);
 }
+
+/// A box of a zero-sized value: `allocator_api2`'s `Box` gives back a dangling pointer it never
+/// allocated; the client leaves it alone, in debug builds too.
+#[test]
+fn zero_sized_box_drops_quietly() {
+    let arena = Arena::new(Backing::heap(1 << 20, 4096).unwrap(), Config::new()).unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    drop(Box::new_in((), &client));
+    let b = Box::new_in([0u64; 0], &client);
+    assert!(b.is_empty());
+    drop(b);
+    assert_eq!(client.stats().live_blocks, 0);
+}

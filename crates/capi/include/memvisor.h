@@ -81,7 +81,8 @@ enum memvisor_status
   MEMVISOR_STATUS_CONTEXT_BUSY = 14,
   // A limit of the library is reached: client identifiers of the context, or handles.
   MEMVISOR_STATUS_LIMIT_REACHED = 15,
-  // The operating system refused a memory operation (reserve, commit, protect).
+  // The operating system refused a memory operation (reserve, commit, protect), or the
+  // memory for a context's side tables (about 2% of its length) was refused.
   MEMVISOR_STATUS_OS = 16,
   // An internal error: a broken invariant was caught (a Rust panic) or an unexpected
   // failure occurred. The objects the call touched should not be used again.
@@ -119,7 +120,8 @@ typedef struct memvisor_client_stats {
   size_t live_blocks;
   // Chunks held.
   size_t chunks;
-  // Held chunks with no live block in them.
+  // Held chunks wholly free: no live block, no cached block and no slab in them (at most
+  // one is kept; counted in `pinned_chunks` too).
   size_t cached_chunks;
   // Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
   size_t cached_bytes;
@@ -183,7 +185,8 @@ typedef struct memvisor_context_stats {
   size_t used_bytes;
   // Live blocks of all clients; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
   size_t live_blocks;
-  // The largest block a new client could get now.
+  // The largest block a new client could get now: the longest run of free chunks (with
+  // `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is free), 0 if none is free.
   size_t largest_free_block;
   // The largest block any client can allocate.
   size_t max_block_size;
@@ -312,7 +315,8 @@ memvisor_status memvisor_client_get_stats(struct memvisor_client client,
 // `memvisor_context_accepted_flags`).
 //
 // Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
-// `INVALID_CONFIG`, `BLOCK_TOO_SMALL`, `LIMIT_REACHED`.
+// `INVALID_CONFIG`, `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side tables, about
+// 2% of `len`, was refused), `LIMIT_REACHED`.
 //
 // Thread safety: any thread, any time.
 //
@@ -330,7 +334,8 @@ memvisor_status memvisor_context_create(void *memory,
 // when given back. Deleting the context releases the reservation.
 //
 // Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
-// `BLOCK_TOO_SMALL`, `OS` (the reservation failed), `LIMIT_REACHED`.
+// `BLOCK_TOO_SMALL`, `OS` (the reservation, or the memory for the context's side tables,
+// about 2% of `len`, was refused), `LIMIT_REACHED`.
 //
 // Thread safety: any thread, any time.
 //

@@ -44,7 +44,8 @@ fn check_out<T>(out: *mut T) -> Result<(), Status> {
 /// `memvisor_context_accepted_flags`).
 ///
 /// Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
-/// `INVALID_CONFIG`, `BLOCK_TOO_SMALL`, `LIMIT_REACHED`.
+/// `INVALID_CONFIG`, `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side tables, about
+/// 2% of `len`, was refused), `LIMIT_REACHED`.
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -78,7 +79,8 @@ pub unsafe extern "C" fn memvisor_context_create(
 /// when given back. Deleting the context releases the reservation.
 ///
 /// Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
-/// `BLOCK_TOO_SMALL`, `OS` (the reservation failed), `LIMIT_REACHED`.
+/// `BLOCK_TOO_SMALL`, `OS` (the reservation, or the memory for the context's side tables,
+/// about 2% of `len`, was refused), `LIMIT_REACHED`.
 ///
 /// Thread safety: any thread, any time.
 ///

@@ -50,7 +50,8 @@ pub enum Status {
     ContextBusy = 14,
     /// A limit of the library is reached: client identifiers of the context, or handles.
     LimitReached = 15,
-    /// The operating system refused a memory operation (reserve, commit, protect).
+    /// The operating system refused a memory operation (reserve, commit, protect), or the
+    /// memory for a context's side tables (about 2% of its length) was refused.
     Os = 16,
     /// An internal error: a broken invariant was caught (a Rust panic) or an unexpected
     /// failure occurred. The objects the call touched should not be used again.
@@ -145,7 +146,7 @@ impl From<Error> for Status {
             Error::NotOwned { .. } => Self::NotOwned,
             Error::NotABlock { .. } => Self::NotABlock,
             Error::ClientIdsExhausted { .. } => Self::LimitReached,
-            Error::Vmem(_) => Self::Os,
+            Error::Vmem(_) | Error::TablesUnavailable { .. } => Self::Os,
             _ => Self::Internal,
         }
     }

@@ -133,7 +133,8 @@ pub struct ContextStats {
     pub used_bytes: usize,
     /// Live blocks of all clients; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
     pub live_blocks: usize,
-    /// The largest block a new client could get now.
+    /// The largest block a new client could get now: the longest run of free chunks (with
+    /// `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is free), 0 if none is free.
     pub largest_free_block: usize,
     /// The largest block any client can allocate.
     pub max_block_size: usize,
@@ -197,7 +198,8 @@ pub struct ClientStats {
     pub live_blocks: usize,
     /// Chunks held.
     pub chunks: usize,
-    /// Held chunks with no live block in them.
+    /// Held chunks wholly free: no live block, no cached block and no slab in them (at most
+    /// one is kept; counted in `pinned_chunks` too).
     pub cached_chunks: usize,
     /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
     pub cached_bytes: usize,

@@ -1,0 +1,72 @@
+//! The arena's side tables as boxed slices, allocated fallibly: an arena whose tables the
+//! host's allocator cannot provide is an error ([`Error::TablesUnavailable`]), not an abort.
+//!
+//! [`Error::TablesUnavailable`]: crate::Error::TablesUnavailable
+
+use alloc::alloc::{Layout, alloc_zeroed};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::ptr;
+
+/// `len` values, the `i`th made by `make(i)`; `None` if the allocator refuses the memory.
+pub(crate) fn filled<T>(len: usize, make: impl FnMut(usize) -> T) -> Option<Box<[T]>> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).ok()?;
+    values.extend((0..len).map(make));
+    Some(values.into_boxed_slice())
+}
+
+/// Types whose all-zero bytes are a valid value.
+///
+/// # Safety
+/// An implementor's all-zero bit pattern is a valid, initialized value of it.
+pub(crate) unsafe trait Zeroable: Sized {}
+
+// SAFETY: an `AtomicU64` has the layout of a `u64`; zero is the value 0.
+unsafe impl Zeroable for core::sync::atomic::AtomicU64 {}
+// SAFETY: an `UnsafeCell<u64>` has the layout of a `u64`; zero is the value 0.
+unsafe impl Zeroable for UnsafeCell<u64> {}
+
+/// `len` zero values, from zeroed memory (which the system gives untouched: a large table
+/// costs no memory until it is written); `None` if the allocator refuses the memory.
+pub(crate) fn zeroed<T: Zeroable>(len: usize) -> Option<Box<[T]>> {
+    let layout = Layout::array::<T>(len).ok()?;
+    if layout.size() == 0 {
+        // SAFETY: `T: Zeroable`.
+        return filled(len, |_| unsafe { core::mem::zeroed() });
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc_zeroed(layout) }.cast::<T>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` was allocated by the global allocator with the layout of `[T; len]`, and its
+    // `len` values are zero bytes, which are valid `T`s (`T: Zeroable`).
+    Some(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, len)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn filled_and_zeroed_tables_hold_their_values() {
+        let t = filled(5, |i| i * 3).unwrap();
+        assert_eq!(&*t, &[0, 3, 6, 9, 12]);
+        let z: Box<[AtomicU64]> = zeroed(1000).unwrap();
+        assert!(z.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        z[999].store(7, Ordering::Relaxed);
+        assert_eq!(z[999].load(Ordering::Relaxed), 7);
+        let empty: Box<[AtomicU64]> = zeroed(0).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn tables_past_the_address_space_are_refused() {
+        assert!(zeroed::<AtomicU64>(usize::MAX / 4).is_none());
+        assert!(filled(usize::MAX / 4, |_| 0u64).is_none());
+    }
+}

@@ -1,0 +1,66 @@
+//! An arena whose side tables the host's allocator refuses is an error that the caller gets
+//! back, not an abort. The global allocator here refuses any request over 64 MiB.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+use memvisor_arena::{Arena, Backing, Config, Error, Quota};
+use memvisor_vmem::CommitMode;
+
+struct Refusing;
+
+const MAX_REQUEST: usize = 64 << 20;
+
+// SAFETY: requests up to `MAX_REQUEST` are passed to `System` unchanged; larger ones get null,
+// which `GlobalAlloc` allows.
+unsafe impl GlobalAlloc for Refusing {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > MAX_REQUEST {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > MAX_REQUEST {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was returned by `System` for this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Refusing = Refusing;
+
+#[test]
+#[cfg_attr(miri, ignore = "reserves 8 GiB of address space")]
+fn refused_side_tables_are_an_error() {
+    // 8 GiB of 1 MiB chunks: the marks alone are 128 MiB.
+    let backing = Backing::reserve(8 << 30, 1 << 20, CommitMode::Protected).unwrap();
+    match Arena::new(backing, Config::new()) {
+        Err(Error::TablesUnavailable { bytes }) => {
+            // About 2% of the backing.
+            assert!(bytes > (8 << 30) / 100 && bytes < (8 << 30) / 25, "{bytes}");
+        }
+        other => panic!("expected TablesUnavailable, got {other:?}"),
+    }
+
+    // An arena whose tables fit is made as usual.
+    let arena = Arena::new(
+        Backing::reserve(1 << 30, 1 << 20, CommitMode::Protected).unwrap(),
+        Config::new(),
+    )
+    .unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client
+        .alloc(Layout::from_size_align(100, 8).unwrap())
+        .unwrap();
+    // SAFETY: a live block, not used after.
+    assert_eq!(unsafe { client.free(p) }, Ok(112));
+}
