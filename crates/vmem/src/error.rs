@@ -199,6 +199,13 @@ pub enum Error {
         /// Offset of the first guard page in the range.
         offset: usize,
     },
+    /// The page at `offset` is locked ([`Reservation::lock`](crate::Reservation::lock)); the
+    /// operation would drop its contents, which the system refuses for locked pages.
+    #[error("page at offset {offset:#x} is locked")]
+    Locked {
+        /// Offset of the first locked page in the range.
+        offset: usize,
+    },
     /// The platform cannot do this operation at all.
     #[error("{operation} is not supported on this platform")]
     Unsupported {

@@ -342,3 +342,40 @@ fn protect_execute_reaches_the_kernel() {
     assert_eq!(mapping_at(r.as_ptr() as usize).0, "rwxp");
     r.prefault(0, page()).unwrap();
 }
+
+/// Content-dropping advice over a range with a locked page is refused before anything is
+/// dropped (Linux would zero the pages before the locked one and then fail).
+#[test]
+fn discard_purge_free_over_locked_pages_refused_and_change_nothing() {
+    for mode in both_modes() {
+        let mut r = reserve(mode, 4);
+        r.commit(0, 4 * page()).unwrap();
+        let base = r.as_ptr();
+        // SAFETY: committed read-write; nothing else uses them.
+        unsafe {
+            base.write(0xaa);
+            base.add(2 * page()).write(0xbb);
+        }
+        if r.lock(2 * page(), page()).is_err() {
+            // No room under the lock limit here: nothing to check.
+            continue;
+        }
+        let locked = Error::Locked { offset: 2 * page() };
+        assert_eq!(r.discard(0, 4 * page()), Err(locked.clone()));
+        assert_eq!(r.purge(0, 4 * page()), Err(locked.clone()));
+        assert_eq!(r.free(0, 4 * page()), Err(locked));
+        // SAFETY: still committed, unchanged.
+        unsafe {
+            assert_eq!(base.read(), 0xaa);
+            assert_eq!(base.add(2 * page()).read(), 0xbb);
+        }
+        // Around the locked page the advice is taken.
+        r.discard(0, 2 * page()).unwrap();
+        // SAFETY: committed.
+        unsafe { assert_eq!(base.read(), 0) };
+        r.unlock(2 * page(), page()).unwrap();
+        r.discard(0, 4 * page()).unwrap();
+        // SAFETY: committed.
+        unsafe { assert_eq!(base.add(2 * page()).read(), 0) };
+    }
+}

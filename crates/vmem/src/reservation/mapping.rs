@@ -336,8 +336,11 @@ impl Reservation {
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] or
-    /// [`Error::Guarded`] for a page that is not committed; [`Error::Unsupported`] outside
-    /// Linux; [`Error::Os`] if the kernel refuses (`EINVAL` for locked pages).
+    /// [`Error::Guarded`] for a page that is not committed; [`Error::Locked`] for a page
+    /// [`lock`](Self::lock)ed (nothing is dropped then); [`Error::Unsupported`] outside
+    /// Linux; [`Error::Os`] if the kernel refuses (pages locked by other means, such as
+    /// `mlockall`, give `EINVAL`; the kernel may have dropped the pages before the one it
+    /// refused).
     ///
     /// # Examples
     /// ```
@@ -417,6 +420,13 @@ impl Reservation {
     ) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
+        // Linux refuses to drop locked pages, but only after dropping those before them in the
+        // range: refuse up front so that a refusal changes nothing.
+        if let Some(page) = self.locked.first_set(pages.first, pages.count) {
+            return Err(Error::Locked {
+                offset: page * self.page,
+            });
+        }
         for shared in [false, true] {
             self.for_each_run(&self.shared, shared, pages, |run: Pages| {
                 // SAFETY: the run is inside the reservation and committed; the caller vouches
