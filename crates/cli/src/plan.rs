@@ -499,7 +499,7 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
         PlanItem::DeviceDaxSize(_) if matches!(e.error, SpaceError::AddressLimit { .. }) => {
             return layout_error(spec, src, e);
         }
-        PlanItem::Memory => return src.error("memory.size", None, Problem::Space(e.error)),
+        PlanItem::Memory => return memory_error(spec, src, Problem::Space(e.error)),
         PlanItem::Node(i) => (spec.nodes.get(i).map_or(&none, |n| &n.loc), None),
         PlanItem::Hotplug => (hot, Some("slots")),
         PlanItem::HotplugSlotSize => (hot, Some("slot_size")),
@@ -560,8 +560,21 @@ fn layout_error(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
             Some(d) => err(src, &d.loc, Some("dax_size"), problem),
             None => src.error("phys_bits", None, problem),
         },
-        PlanItem::Memory => src.error("memory.size", None, problem),
+        PlanItem::Memory => memory_error(spec, src, problem),
         _ => src.error("phys_bits", None, problem),
+    }
+}
+
+/// An error about the boot RAM as a whole, pointed at where its size was written:
+/// `memory.size` when it makes the one node, else the last `[[numa]]` entry (the nodes up to
+/// it add up to the RAM).
+fn memory_error(spec: &VmSpec, src: Source<'_>, problem: Problem) -> SpecError {
+    match spec.nodes.last() {
+        Some(n) if n.loc.path == "memory.size" => {
+            src.error("memory.size", n.loc.span.clone(), problem)
+        }
+        Some(n) if !n.loc.path.is_empty() => err(src, &n.loc, Some("size"), problem),
+        _ => src.error("memory", None, problem),
     }
 }
 

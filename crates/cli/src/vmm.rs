@@ -3,11 +3,16 @@
 //! result is spec TOML, serialized by `toml` (so no value can inject syntax), read and checked
 //! as any spec is.
 
+use std::marker::PhantomData;
+
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use toml::{Table, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result, SpecError};
 use crate::size::SizeError;
+use crate::spec::{MAX_DEVICES, MAX_SPEC_BYTES, Source};
 
 /// Firecracker's `machine-config` (its `PUT /machine-config` body).
 #[derive(Debug, Deserialize)]
@@ -25,7 +30,7 @@ struct FcMachine {
     smt: Option<bool>,
     #[serde(default)]
     #[allow(dead_code)]
-    cpu_template: Option<serde_json::Value>,
+    cpu_template: Option<IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
     track_dirty_pages: Option<bool>,
@@ -33,26 +38,136 @@ struct FcMachine {
 
 /// A device of Firecracker's configuration file; only its id matters here.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Firecracker device object")]
 struct FcId {
     #[serde(alias = "drive_id", alias = "iface_id", alias = "vsock_id")]
     id: Option<String>,
 }
 
+/// Whether a Firecracker file is a whole configuration (it has `machine-config`) or a
+/// `machine-config` object alone; every other key is skipped without being kept.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a Firecracker configuration object")]
+struct FcShape {
+    #[serde(rename = "machine-config")]
+    machine: Option<IgnoredAny>,
+}
+
+/// A list of devices as written: how many entries it has, and the text of the first
+/// [`MAX_DEVICES`] + 1 of them (no more is kept, however long the list), read into fields only
+/// once the count is known to be within the limit.
+#[derive(Debug, Default)]
+struct FcList<'a> {
+    entries: Vec<&'a RawValue>,
+    total: usize,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FcList<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = FcList<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of Firecracker device objects")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<FcList<'a>, A::Error> {
+                let mut list = FcList::default();
+                while let Some(entry) = seq.next_element::<&'de RawValue>()? {
+                    if list.entries.len() <= MAX_DEVICES {
+                        list.entries.push(entry);
+                    }
+                    list.total = list.total.saturating_add(1);
+                }
+                Ok(list)
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
+}
+
 /// Firecracker's configuration file (`--config-file`), as far as memory and devices go.
 #[derive(Debug, Deserialize)]
-struct FcConfig {
+#[serde(expecting = "a Firecracker configuration object")]
+struct FcConfig<'a> {
     #[serde(rename = "machine-config")]
     machine: FcMachine,
-    #[serde(default)]
-    drives: Vec<FcId>,
-    #[serde(default, rename = "network-interfaces")]
-    network: Vec<FcId>,
-    #[serde(default)]
-    vsock: Option<FcId>,
-    #[serde(default)]
-    balloon: Option<serde_json::Value>,
-    #[serde(default)]
-    entropy: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    drives: FcList<'a>,
+    #[serde(default, borrow, rename = "network-interfaces")]
+    network: FcList<'a>,
+    #[serde(default, borrow)]
+    vsock: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    balloon: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    entropy: Option<&'a RawValue>,
+}
+
+/// Reads `T` from `text`, the part of the file `src` that starts at byte `base`; `field` is the
+/// path of `text` in the file (empty for the whole file). A mistake is a [`SpecError`] with
+/// the field serde was in and its line and column in the file.
+fn from_json<'a, T: Deserialize<'a>>(
+    src: Source<'_>,
+    base: usize,
+    text: &'a str,
+    field: &str,
+) -> std::result::Result<T, SpecError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = crate::spec::field_path(e.path());
+        let path = if field.is_empty() || inner.is_empty() || inner.starts_with('[') {
+            format!("{field}{inner}")
+        } else {
+            format!("{field}.{inner}")
+        };
+        json_error(src, base, text, path, e.inner())
+    })?;
+    de.end()
+        .map_err(|e| json_error(src, base, text, field.to_owned(), &e))?;
+    Ok(value)
+}
+
+/// `e`, found in `text` (the part of the file `src` from byte `base`), as a [`SpecError`] at
+/// its line and column in the file.
+fn json_error(
+    src: Source<'_>,
+    base: usize,
+    text: &str,
+    field: String,
+    e: &serde_json::Error,
+) -> SpecError {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    let what = if e.is_syntax() || e.is_eof() {
+        "not JSON"
+    } else {
+        "not a Firecracker configuration"
+    };
+    // serde_json counts lines from 1 and columns in bytes, the column of the last byte read
+    // (0 at the start of a line).
+    let span = (e.line() > 0).then(|| {
+        let line_start = if e.line() == 1 {
+            0
+        } else {
+            text.match_indices('\n')
+                .nth(e.line() - 2)
+                .map_or(text.len(), |(i, _)| i + 1)
+        };
+        let mut at = (line_start + e.column().saturating_sub(1)).min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        base + at..base + at + 1
+    });
+    src.error(
+        field,
+        span,
+        Problem::Invalid(format!("{what}: {}", crate::render::escape(message))),
+    )
 }
 
 fn spec_error(origin: &str, message: String) -> Error {
@@ -79,9 +194,15 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// memfd), `"None"` private anonymous memory. `vcpu_count`, `smt`, `cpu_template` and
 /// `track_dirty_pages` do not change the memory map and are left out.
 ///
+/// The device lists are counted before any entry is read: more than [`MAX_DEVICES`] devices in
+/// all are refused as a spec with that many `[[device]]` tables is, naming the first entry past
+/// the limit (`drives[96]`). The converted spec is held to [`MAX_SPEC_BYTES`] as a spec file is.
+///
 /// # Errors
-/// [`Error::Import`] for JSON that is not a Firecracker configuration, with serde's line and
-/// column.
+/// [`Error::Spec`] for JSON that is not a Firecracker configuration or has too many devices,
+/// with the field and its line and column in the file; [`Error::Import`] for an unknown
+/// `huge_pages` value; [`Error::SpecTooLarge`] when the converted spec would be larger than a
+/// spec may be.
 ///
 /// ```
 /// use memvisor_cli::vmm::firecracker_spec;
@@ -92,21 +213,84 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// # Ok::<(), memvisor_cli::Error>(())
 /// ```
 pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| spec_error(origin, format!("not JSON: {e}")))?;
-    let config = if value.get("machine-config").is_some() {
-        serde_json::from_str::<FcConfig>(json)
+    let src = Source { origin, text: json };
+    // Where an entry's text starts in the file.
+    let offset =
+        |raw: &RawValue| (raw.get().as_ptr() as usize).saturating_sub(json.as_ptr() as usize);
+    let shape: FcShape = from_json(src, 0, json, "")?;
+    let config = if shape.machine.is_some() {
+        from_json::<FcConfig<'_>>(src, 0, json, "")?
     } else {
-        serde_json::from_str::<FcMachine>(json).map(|machine| FcConfig {
-            machine,
-            drives: Vec::new(),
-            network: Vec::new(),
+        FcConfig {
+            machine: from_json(src, 0, json, "")?,
+            drives: FcList::default(),
+            network: FcList::default(),
             vsock: None,
             balloon: None,
             entropy: None,
-        })
+        }
+    };
+    // Counts first, as for a spec's [[device]] tables: no entry is read past the limit.
+    let lists = [
+        ("drives", &config.drives),
+        ("network-interfaces", &config.network),
+    ];
+    let singles = [
+        ("vsock", config.vsock),
+        ("balloon", config.balloon),
+        ("entropy", config.entropy),
+    ];
+    let total = lists
+        .iter()
+        .map(|(_, l)| l.total)
+        .chain(singles.iter().map(|(_, s)| usize::from(s.is_some())))
+        .fold(0usize, usize::saturating_add);
+    if total > MAX_DEVICES {
+        // The first device past the limit, in the order they become devices.
+        let mut before = 0usize;
+        let mut past = None;
+        for (name, list) in lists {
+            if before + list.total > MAX_DEVICES {
+                let i = MAX_DEVICES - before;
+                past = Some((format!("{name}[{i}]"), list.entries.get(i).copied()));
+                break;
+            }
+            before += list.total;
+        }
+        if past.is_none() {
+            past = singles
+                .iter()
+                .filter_map(|(name, s)| s.map(|s| (name.to_string(), Some(s))))
+                .nth(MAX_DEVICES - before);
+        }
+        let (field, raw) = past.unwrap_or_default();
+        return Err(src
+            .error(
+                field,
+                raw.map(|r| offset(r)..offset(r) + r.get().len()),
+                Problem::Invalid(format!(
+                    "{total} devices (at most {MAX_DEVICES}: each needs its own interrupt)"
+                )),
+            )
+            .into());
     }
-    .map_err(|e| spec_error(origin, format!("not a Firecracker configuration: {e}")))?;
+    let ids = |name: &str, list: &FcList<'_>| -> Result<Vec<Option<String>>> {
+        list.entries
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                from_json::<FcId>(src, offset(raw), raw.get(), &format!("{name}[{i}]"))
+                    .map(|d| d.id)
+                    .map_err(Error::from)
+            })
+            .collect()
+    };
+    let drives = ids("drives", &config.drives)?;
+    let network = ids("network-interfaces", &config.network)?;
+    let vsock = config
+        .vsock
+        .map(|raw| from_json::<FcId>(src, offset(raw), raw.get(), "vsock"))
+        .transpose()?;
     let mut memory = Table::new();
     let mib = config.machine.mem_size_mib;
     memory.insert("size".into(), Value::String(format!("{mib}MiB")));
@@ -129,13 +313,13 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         }
     }
     let mut devices = Vec::new();
-    for d in &config.drives {
-        devices.push(device("virtio-blk", d.id.as_deref()));
+    for id in &drives {
+        devices.push(device("virtio-blk", id.as_deref()));
     }
-    for n in &config.network {
-        devices.push(device("virtio-net", n.id.as_deref()));
+    for id in &network {
+        devices.push(device("virtio-net", id.as_deref()));
     }
-    if let Some(v) = &config.vsock {
+    if let Some(v) = &vsock {
         devices.push(device("virtio-vsock", v.id.as_deref()));
     }
     if config.balloon.is_some() {
@@ -151,7 +335,16 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     if !devices.is_empty() {
         spec.insert("device".into(), Value::Array(devices));
     }
-    Ok(spec.to_string())
+    // The converted spec is held to a spec's limits: escaping in TOML can make it longer than
+    // the file it came from.
+    let text = spec.to_string();
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(Error::SpecTooLarge {
+            path: format!("{origin} (as a memvisor spec)"),
+            limit: MAX_SPEC_BYTES,
+        });
+    }
+    Ok(text)
 }
 
 /// The spec of Cloud Hypervisor's `--memory` option (`size=1G,hotplug_size=4G,shared=on`):

@@ -324,3 +324,79 @@ fn layout_past_64_bits_names_no_saturated_size_or_address() {
     assert!(!e.contains("18446744073709551615 B"), "{e}");
     assert!(!e.contains("range at 0xffffffffffffffff"), "{e}");
 }
+
+#[test]
+fn device_count_is_checked_before_any_device() {
+    // 97 empty `[[device]]` tables: the count is the error, at the 97th table, not device[0]'s
+    // missing type.
+    let text = format!("{MEM}{}", "[[device]]\n".repeat(97));
+    let msg = error_of(&text);
+    assert!(
+        msg.starts_with("vm.toml:99:1: device[96]: 97 devices (at most 96"),
+        "{msg}"
+    );
+    // At the limit, each device is checked as before, with its position.
+    let text = format!("{MEM}{}", "[[device]]\n".repeat(96));
+    assert_eq!(
+        error_of(&text),
+        "vm.toml:3:1: device[0]: missing field `type`"
+    );
+}
+
+#[test]
+fn layout_too_big_for_the_address_bits_points_at_memory_size() {
+    let msg = error_of("[memory]\nsize = \"2TiB\"\n");
+    assert!(
+        msg.starts_with(
+            "vm.toml:2:8: memory.size: the layout (RAM, hotplug and DAX windows) of 2 TiB does \
+             not fit in a 40-bit guest physical address space"
+        ),
+        "{msg}"
+    );
+    let (code, err) = run_binary("layout-memory-size", "[memory]\nsize = \"2TiB\"\n");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("errors-layout-memory-size.toml:2:8\n"),
+        "{err}"
+    );
+    assert!(err.contains("2 | size = \"2TiB\"\n"), "{err}");
+}
+
+#[test]
+fn layout_too_big_with_numa_nodes_points_at_the_nodes() {
+    // No memory.size in the file: the error names a [[numa]] entry that is there.
+    let msg = error_of("[memory]\n[[numa]]\nsize = \"1TiB\"\n[[numa]]\nsize = \"1TiB\"\n");
+    assert!(
+        msg.starts_with(
+            "vm.toml:4:1: numa[1].size: the layout (RAM, hotplug and DAX windows) of 2 TiB"
+        ),
+        "{msg}"
+    );
+    // memory.size and the nodes: still a position in the file.
+    let msg = error_of(
+        "[memory]\nsize = \"2TiB\"\n[[numa]]\nsize = \"1TiB\"\n[[numa]]\nsize = \"1TiB\"\n",
+    );
+    assert!(msg.starts_with("vm.toml:5:1: numa[1].size: "), "{msg}");
+}
+
+#[test]
+fn layout_error_has_line_and_column_in_json() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-layout-json.toml");
+    std::fs::write(&path, "[memory]\nsize = \"2TiB\"\n").unwrap();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = memvisor_cli::run(
+        ["memvisor", "plan", "--json", path.to_str().unwrap()],
+        &mut out,
+        &mut err,
+        false,
+    );
+    assert_eq!(code, 2);
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let e = &doc["error"];
+    assert_eq!(e["field"], "memory.size");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(2), Some(8))
+    );
+}

@@ -71,6 +71,22 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
             "device[96]: 33000 devices (at most 96".into(),
         ),
         (
+            // Empty tables: the count is refused before any entry's missing `type`.
+            "devices_97_empty",
+            format!("{MEM}{}", "[[device]]\n".repeat(97)).into(),
+            "device[96]: 97 devices (at most 96: each needs its own interrupt)".into(),
+        ),
+        (
+            "devices_near_one_mib_empty",
+            format!("{MEM}{}", "[[device]]\n".repeat(95_000)).into(),
+            "device[96]: 95000 devices (at most 96".into(),
+        ),
+        (
+            "numa_65_empty",
+            format!("[memory]\n{}", "[[numa]]\n".repeat(65)).into(),
+            "numa[64]: 65 guest NUMA nodes (at most 64)".into(),
+        ),
+        (
             "devices_100_mib",
             devices(3_600_000).into(),
             "is larger than 1048576 bytes, the most a spec may hold".into(),

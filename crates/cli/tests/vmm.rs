@@ -146,3 +146,174 @@ fn default_names_skip_names_given_to_any_device() {
         assert!(out.lines().any(|l| l.starts_with(name)), "{name}: {out}");
     }
 }
+
+/// Runs `args` with `json` written to a file named `name` in place of `FILE`.
+fn run_on_json(name: &str, json: &str, args: &[&str]) -> (u8, String, String) {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, json).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|&a| if a == "FILE" { path.as_str() } else { a })
+        .collect();
+    let result = run(&args);
+    std::fs::remove_file(&path).unwrap();
+    result
+}
+
+fn firecracker_with(drives: usize, interfaces: usize, rest: &str) -> String {
+    format!(
+        r#"{{"machine-config": {{"mem_size_mib": 64}}, "drives": [{}], "network-interfaces": [{}]{rest}}}"#,
+        vec!["{}"; drives].join(","),
+        vec!["{}"; interfaces].join(",")
+    )
+}
+
+#[test]
+fn firecracker_device_count_is_refused_before_conversion() {
+    // A file of about 1 MiB with 349,000 empty drives is refused at its count, as a spec
+    // with that many [[device]] tables is, for plan, check and init alike.
+    let many = firecracker_with(349_000, 0, "");
+    assert!(many.len() < 1 << 20);
+    for command in ["plan", "check", "init"] {
+        let (code, out, err) = run_on_json(
+            &format!("fc-many-{command}.json"),
+            &many,
+            &[command, "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 2, "{command}: {err}");
+        assert!(out.is_empty(), "{command}");
+        assert!(
+            err.contains("drives[96]: 349000 devices (at most 96: each needs its own interrupt)"),
+            "{command}: {err}"
+        );
+    }
+    for (json, expected) in [
+        (
+            firecracker_with(97, 0, ""),
+            "drives[96]: 97 devices (at most 96",
+        ),
+        (
+            firecracker_with(90, 7, ""),
+            "network-interfaces[6]: 97 devices (at most 96",
+        ),
+        (
+            firecracker_with(60, 36, r#", "vsock": {"vsock_id": "v"}"#),
+            "vsock: 97 devices (at most 96",
+        ),
+        (
+            firecracker_with(96, 0, r#", "entropy": {}"#),
+            "entropy: 97 devices (at most 96",
+        ),
+    ] {
+        let (code, _, err) = run_on_json(
+            "fc-97.json",
+            &json,
+            &["plan", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    // 95 devices and the serial port take all 96 aarch64 SPIs: a spec like any other.
+    let (code, out, err) = run_on_json(
+        "fc-95.json",
+        &firecracker_with(50, 45, ""),
+        &["plan", "--from", "firecracker", "--arch", "aarch64", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("net44")), "{out}");
+}
+
+#[test]
+fn firecracker_device_count_error_has_the_entry_position() {
+    let json = format!(
+        "{{\"machine-config\": {{\"mem_size_mib\": 64}},\n\"drives\": [\n{}\n]}}\n",
+        vec!["{}"; 97].join(",\n")
+    );
+    let (code, out, _) = run_on_json(
+        "fc-97-json.json",
+        &json,
+        &["plan", "--json", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 2);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e = &doc["error"];
+    assert_eq!(e["field"], "drives[96]");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(99), Some(1))
+    );
+}
+
+#[test]
+fn firecracker_converted_spec_is_no_larger_than_a_spec() {
+    // A drive id of DEL characters: each becomes a six-byte escape in TOML, so the converted
+    // spec would be six times the file. It is refused instead of read.
+    let id = "\u{7f}".repeat(200_000);
+    let json = format!(
+        r#"{{"machine-config": {{"mem_size_mib": 64}}, "drives": [{{"drive_id": "{id}"}}]}}"#
+    );
+    let (code, _, err) = run_on_json(
+        "fc-big-id.json",
+        &json,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("larger than 1048576 bytes"), "{err}");
+}
+
+#[test]
+fn firecracker_json_mistakes_have_file_line_and_column() {
+    for (json, line, column, field, message) in [
+        (
+            "{\"machine-config\": {\"mem_size_mib\": 64},\n  \"drives\": [1,\n",
+            3,
+            1,
+            Some("drives"),
+            "not JSON: EOF while parsing",
+        ),
+        (
+            "{\"machine-config\": {\"mem_size_mib\": 64,\n  \"mem_size\": 1}}\n",
+            // serde_json finds an unknown key at its closing quote.
+            2,
+            12,
+            Some("machine-config.mem_size"),
+            "unknown field `mem_size`",
+        ),
+        (
+            "{\"machine-config\": {\"mem_size_mib\": 64},\n  \"drives\": [{\"drive_id\": 7}]}\n",
+            2,
+            27,
+            Some("drives[0].drive_id"),
+            "invalid type: integer `7`",
+        ),
+        (
+            "{\"machine-config\": {\"mem_size_mib\": 64}, \"drives\": [[7]]}",
+            1,
+            54,
+            Some("drives[0][0]"),
+            "invalid type: integer `7`",
+        ),
+    ] {
+        let (code, out, _) = run_on_json(
+            "fc-mistake.json",
+            json,
+            &["plan", "--json", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 2, "{json}");
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let e = &doc["error"];
+        assert_eq!(e["kind"], "spec", "{e}");
+        assert!(
+            e["file"].as_str().unwrap().ends_with("fc-mistake.json"),
+            "{e}"
+        );
+        assert_eq!(
+            (e["line"].as_u64(), e["column"].as_u64()),
+            (Some(line), Some(column)),
+            "{e}"
+        );
+        assert_eq!(e["field"].as_str(), field, "{e}");
+        assert!(e["message"].as_str().unwrap().contains(message), "{e}");
+    }
+}

@@ -7,6 +7,7 @@ use crate::error::{Problem, SpecError};
 
 mod read;
 
+pub(crate) use read::field_path;
 pub use read::{parse, parse_for};
 
 /// The built-in default microVM: 2 GiB of RAM over 2 guest NUMA nodes, a hotplug window of 4

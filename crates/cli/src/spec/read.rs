@@ -155,7 +155,15 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
             Problem::Toml(escape(e.message().trim()).into_owned()),
         )
     };
-    let de = toml::Deserializer::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
+    let root = toml::de::DeTable::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
+    // Counts first, before any entry is read into its fields.
+    count_entries(src, root.get_ref(), "device", MAX_DEVICES, |n| {
+        format!("{n} devices (at most {MAX_DEVICES}: each needs its own interrupt)")
+    })?;
+    count_entries(src, root.get_ref(), "numa", MAX_GUEST_NODES, |n| {
+        format!("{n} guest NUMA nodes (at most {MAX_GUEST_NODES})")
+    })?;
+    let de = toml::Deserializer::from(root);
     let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = field_path(e.path());
         toml_error(e.inner(), field)
@@ -163,9 +171,32 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
     check(src, raw, arch)
 }
 
+/// Refuses a list `key` of the document with more than `max` entries, naming the first entry
+/// past the limit, before any entry is deserialized: the work done on a long list stops at its
+/// length. Anything else under `key` (no list, a table) is left to the deserializer.
+fn count_entries(
+    src: Source<'_>,
+    root: &toml::de::DeTable<'_>,
+    key: &str,
+    max: usize,
+    message: impl Fn(usize) -> String,
+) -> Result<(), SpecError> {
+    let Some(list) = root.get(key).and_then(|v| v.get_ref().as_array()) else {
+        return Ok(());
+    };
+    match list.get(max) {
+        Some(first_past) => Err(src.error(
+            format!("{key}[{max}]"),
+            Some(first_past.span()),
+            Problem::Invalid(message(list.len())),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The field path serde was in when it failed (`device[1].type`), without the segments of
 /// [`Spanned`]'s own fields; empty at the top level.
-fn field_path(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn field_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for segment in path.iter() {
@@ -274,27 +305,9 @@ fn choice<T>(
 }
 
 fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, SpecError> {
-    // Counts first, before any entry is looked at.
-    if let Some(d) = raw.device.get(MAX_DEVICES) {
-        return Err(src.error(
-            format!("device[{MAX_DEVICES}]"),
-            Some(d.span()),
-            Problem::Invalid(format!(
-                "{} devices (at most {MAX_DEVICES}: each needs its own interrupt)",
-                raw.device.len()
-            )),
-        ));
-    }
-    if let Some(n) = raw.numa.get(MAX_GUEST_NODES) {
-        return Err(src.error(
-            format!("numa[{MAX_GUEST_NODES}]"),
-            Some(n.span()),
-            Problem::Invalid(format!(
-                "{} guest NUMA nodes (at most {MAX_GUEST_NODES})",
-                raw.numa.len()
-            )),
-        ));
-    }
+    // The lengths of the device and NUMA lists were checked before they were deserialized
+    // (`count_entries`).
+    debug_assert!(raw.device.len() <= MAX_DEVICES && raw.numa.len() <= MAX_GUEST_NODES);
     let written = match &raw.arch {
         Some(a) => choice(src, "arch", a, Arch::parse, "x86_64, aarch64")?,
         None => Arch::X86_64,
