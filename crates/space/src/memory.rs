@@ -30,6 +30,9 @@ pub(crate) struct HostMemory {
     ptr: NonNull<u8>,
     len: usize,
     file: Option<FileOffset>,
+    /// Whether the mapping is of explicit huge pages (hugetlbfs), as obtained after any
+    /// fallback; `None` for an adopted mapping that does not say.
+    hugetlb: Option<bool>,
     owner: Owner,
 }
 
@@ -63,6 +66,11 @@ impl HostMemory {
         self.file.as_ref()
     }
 
+    /// Whether the mapping is of explicit huge pages, if known.
+    pub(crate) fn hugetlb(&self) -> Option<bool> {
+        self.hugetlb
+    }
+
     /// Adopts a vm-memory mapping, keeping it alive as long as this memory.
     pub(crate) fn adopt(mapping: Arc<MmapRegion>) -> Option<Self> {
         let ptr = NonNull::new(mapping.as_ptr())?;
@@ -70,6 +78,7 @@ impl HostMemory {
             ptr,
             len: mapping.size(),
             file: mapping.file_offset().cloned(),
+            hugetlb: mapping.is_hugetlbfs(),
             owner: Owner::Foreign { _mapping: mapping },
         })
     }
@@ -648,6 +657,7 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
         ptr,
         len,
         file,
+        hugetlb: Some(explicit.is_some()),
         owner,
     })
 }

@@ -435,10 +435,14 @@ impl GuestMemoryRegion for Region {
         self.volatile_slice(offset, count)
     }
 
+    /// Whether the memory is explicit huge pages as obtained (after any fallback); for an
+    /// adopted vm-memory mapping that does not say, whether the spec asks for them. `None`
+    /// without memory.
     fn is_hugetlbfs(&self) -> Option<bool> {
-        self.memory
-            .as_ref()
-            .map(|_| matches!(self.spec.huge_pages, HugePages::Explicit(_)))
+        self.memory.as_ref().map(|m| {
+            m.hugetlb()
+                .unwrap_or(matches!(self.spec.huge_pages, HugePages::Explicit(_)))
+        })
     }
 }
 

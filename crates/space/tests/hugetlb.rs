@@ -401,3 +401,40 @@ fn explicit_2m_discard_returns_whole_huge_pages() {
         assert_eq!(free(size), free_before);
     }
 }
+
+/// `is_hugetlbfs` says what the region got, not what its spec asked for: explicit huge pages
+/// that fell back to base pages are not on hugetlbfs, for the region and for vm-memory's view
+/// of the space.
+#[test]
+#[cfg_attr(miri, ignore = "maps real huge pages or falls back")]
+fn is_hugetlbfs_says_what_was_obtained() {
+    use memvisor_space::{AddressSpace, Layout, Window, WindowKind};
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+    let _serial = serial();
+    for fallback in [HugePageFallback::BasePages, HugePageFallback::Transparent] {
+        // 1 GiB pages are rarely free: this mostly falls back; either way it must agree.
+        let spec = RegionSpec::ram(GuestAddress(0), 1 << 30)
+            .with_huge_pages(HugePages::Explicit(HugePageSize::Size1G))
+            .with_fallback(fallback);
+        let (region, report) = Region::back(spec.clone()).unwrap();
+        let report = report.unwrap();
+        let explicit = matches!(report.huge_pages, HugePages::Explicit(_));
+        assert_eq!(explicit, !report.fell_back, "{report:?}");
+        assert_eq!(region.is_hugetlbfs(), Some(explicit));
+        drop(region);
+
+        let layout = Layout::new(
+            GuestAddress((1 << 40) - 1),
+            [Window::new(WindowKind::Ram, GuestAddress(0), 1 << 30).unwrap()],
+        )
+        .unwrap();
+        let (space, _) = AddressSpace::back(layout, [spec]).unwrap();
+        let snap = space.snapshot();
+        // SAFETY: the space outlives the copy, which is dropped first.
+        let mm = unsafe { snap.to_guest_memory_mmap() }.unwrap();
+        let got = mm.iter().next().unwrap().is_hugetlbfs();
+        drop(mm);
+        assert_eq!(got, Some(explicit));
+    }
+}
