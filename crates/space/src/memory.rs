@@ -279,7 +279,8 @@ pub struct RegionReport {
     pub fell_back: bool,
     /// The NUMA binding applied.
     pub numa: Option<NumaBinding>,
-    /// Threads that prefaulted the memory (0: not prefaulted).
+    /// Threads that prefaulted the memory (0: not prefaulted): at most the spec's count, one
+    /// per 64 MiB at least.
     pub prefault_threads: usize,
     /// Whether `MADV_DONTFORK` was applied.
     pub dontfork: bool,
@@ -442,9 +443,11 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
             .bind_numa(at, len, policy, numa.nodes())
             .map_err(|e| vmem_os("mbind", spec, e))?;
     }
-    if spec.prefault_threads > 0 && spec.protection.readable() {
-        prefault(reservation, at, len, spec, spec.prefault_threads)?;
-    }
+    let prefault_threads = if spec.prefault_threads > 0 && spec.protection.readable() {
+        prefault(reservation, at, len, spec, spec.prefault_threads)?
+    } else {
+        0
+    };
     let page_size = match huge_pages {
         HugePages::Explicit(size) => size.bytes(),
         _ => host_page_size(),
@@ -459,11 +462,7 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
         huge_pages,
         fell_back,
         numa: spec.numa.clone(),
-        prefault_threads: if spec.protection.readable() {
-            spec.prefault_threads
-        } else {
-            0
-        },
+        prefault_threads,
         dontfork: spec.dontfork,
         in_hotplug_window: matches!(target, Target::Window(_)),
         elapsed: started.elapsed(),
@@ -753,13 +752,16 @@ const PREFAULT_CHUNK_MIN: usize = 64 << 20;
 
 /// Makes `at..at + len` of the reservation resident, split into page-aligned parts across up
 /// to `threads` threads (for writing if the region is writable, else for reading).
+/// Populates `at..at + len` of the fresh mapping with up to `threads` threads (one per
+/// [`PREFAULT_CHUNK_MIN`] at least); returns how many threads populated it (a thread the system
+/// refuses to start leaves its part to the calling thread).
 fn prefault(
     reservation: &Reservation,
     at: usize,
     len: usize,
     spec: &RegionSpec,
     threads: usize,
-) -> Result<()> {
+) -> Result<usize> {
     let write = spec.protection.writable();
     let page = usize::try_from(spec.page_size()).unwrap_or(len).max(1);
     let pages = len / page;
@@ -781,13 +783,27 @@ fn prefault(
             }
         }
     };
-    let result = if parts == 1 {
-        run(0)
+    let (result, used) = if parts == 1 {
+        (run(0), 1)
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = (1..parts).map(|i| s.spawn(move || run(i))).collect();
+            let mut inline = Vec::new();
+            let mut handles = Vec::new();
+            for i in 1..parts {
+                match std::thread::Builder::new().spawn_scoped(s, move || run(i)) {
+                    Ok(h) => handles.push((i, h)),
+                    Err(_) => inline.push(i),
+                }
+            }
+            let used = 1 + handles.len();
             let mut result = run(0);
-            for (i, h) in (1..parts).zip(handles) {
+            for i in inline {
+                let r = run(i);
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            for (i, h) in handles {
                 let r = h.join().unwrap_or_else(|_| {
                     let start = i.saturating_mul(per).min(len);
                     Err(memvisor_vmem::Error::WorkerPanicked {
@@ -799,10 +815,11 @@ fn prefault(
                     result = r;
                 }
             }
-            result
+            (result, used)
         })
     };
-    result.map_err(|e| vmem_os("madvise(MADV_POPULATE)", spec, e))
+    result.map_err(|e| vmem_os("madvise(MADV_POPULATE)", spec, e))?;
+    Ok(used)
 }
 
 #[cfg(test)]
