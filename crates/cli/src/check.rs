@@ -23,6 +23,9 @@ pub struct HostFacts {
     pub thp_shmem_enabled: String,
     /// Huge page pools: (page size in bytes, free pages, total pages).
     pub huge_page_pools: Vec<(u64, u64, u64)>,
+    /// Huge pages of each pool that are free but reserved by another mapping (`resv_hugepages`):
+    /// (page size in bytes, reserved pages). They cannot be had until that mapping lets go.
+    pub huge_page_reserved: Vec<(u64, u64)>,
     /// hugetlbfs mounts: (mount point, page size in bytes).
     pub hugetlbfs_mounts: Vec<(String, u64)>,
     /// Mount points of every other file system (`/proc`, `/`, ...): never offered as a place
@@ -177,6 +180,15 @@ pub fn host_facts() -> HostFacts {
                 )
             })
             .collect(),
+        huge_page_reserved: huge_page_dirs()
+            .into_iter()
+            .map(|(kib, dir)| {
+                (
+                    kib * 1024,
+                    read_number(dir.join("resv_hugepages")).unwrap_or(0),
+                )
+            })
+            .collect(),
         hugetlbfs_mounts,
         other_mounts,
         numa_nodes,
@@ -313,7 +325,22 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     if let Some(page) = mem.pages.explicit_bytes() {
         let needed = ram / page;
         let with_hotplug = ram.saturating_add(hotplug) / page;
-        let pool = host.huge_page_pools.iter().find(|p| p.0 == page);
+        let reserved = host
+            .huge_page_reserved
+            .iter()
+            .find(|r| r.0 == page)
+            .map_or(0, |r| r.1);
+        // Free pages reserved by another mapping cannot be had: only the rest are available.
+        let pool = host
+            .huge_page_pools
+            .iter()
+            .find(|p| p.0 == page)
+            .map(|&(size, free, total)| (size, free.saturating_sub(reserved), total));
+        let not_counting = if reserved > 0 {
+            format!(", not counting {reserved} reserved by other mappings")
+        } else {
+            String::new()
+        };
         let dir = format!(
             "/sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages",
             page / 1024
@@ -327,10 +354,10 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     if page == 1 << 30 { "1G" } else { "2M" }
                 )),
             ),
-            Some(&(_, free, total)) if free < needed => (
+            Some((_, free, total)) if free < needed => (
                 Status::Fail,
                 format!(
-                    "boot RAM needs {needed} free {} pages; the pool has {free} free of {total}",
+                    "boot RAM needs {needed} free {} pages; the pool has {free} free of {total}{not_counting}",
                     Size(page)
                 ),
                 Some(format!(
@@ -338,10 +365,10 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     total.saturating_add(with_hotplug - free.min(with_hotplug))
                 )),
             ),
-            Some(&(_, free, total)) if free < with_hotplug => (
+            Some((_, free, total)) if free < with_hotplug => (
                 Status::Warn,
                 format!(
-                    "boot RAM fits ({needed} pages) but plugging every slot needs {with_hotplug} free {} pages; {free} free of {total}",
+                    "boot RAM fits ({needed} pages) but plugging every slot needs {with_hotplug} free {} pages; {free} free of {total}{not_counting}",
                     Size(page)
                 ),
                 Some(format!(
@@ -349,10 +376,10 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     total.saturating_add(with_hotplug - free)
                 )),
             ),
-            Some(&(_, free, total)) => (
+            Some((_, free, total)) => (
                 Status::Ok,
                 format!(
-                    "{with_hotplug} {} pages needed (boot and hotplug); {free} free of {total}",
+                    "{with_hotplug} {} pages needed (boot and hotplug); {free} free of {total}{not_counting}",
                     Size(page)
                 ),
                 None,
@@ -661,6 +688,7 @@ mod tests {
             thp_enabled: "madvise".into(),
             thp_shmem_enabled: "advise".into(),
             huge_page_pools: vec![(2 << 20, 1024, 1024), (1 << 30, 0, 0)],
+            huge_page_reserved: vec![],
             hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 << 20)],
             other_mounts: vec!["/".into(), "/proc".into()],
             numa_nodes: vec![(0, 8 << 30)],

@@ -29,6 +29,7 @@ fn good_host() -> HostFacts {
         thp_enabled: "madvise".into(),
         thp_shmem_enabled: "advise".into(),
         huge_page_pools: vec![(2 * MIB, 1024, 1024), (GIB, 0, 0)],
+        huge_page_reserved: vec![],
         hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 * MIB)],
         other_mounts: vec!["/".into(), "/proc".into(), "/sys".into()],
         numa_nodes: vec![(0, 8 * GIB), (1, 8 * GIB)],
@@ -317,5 +318,39 @@ fn check_text_counts_warnings_and_problems() {
     assert!(
         check_text("vm", &f)
             .starts_with("vm: this host cannot back the spec as written (1 problem)\n")
+    );
+}
+
+#[test]
+fn check_huge_pool_reserved_pages_are_not_free() {
+    // 40 free pages, all reserved by another process's mapping: none can be had.
+    let host = HostFacts {
+        huge_page_pools: vec![(2 * MIB, 40, 40)],
+        huge_page_reserved: vec![(2 * MIB, 40)],
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"16MiB\"\nhuge_pages = \"2MiB\"\n", &host);
+    let h = get(&f, "huge_pages");
+    assert_eq!(h.status, Status::Fail, "{h:?}");
+    assert_eq!(
+        h.detail,
+        "boot RAM needs 8 free 2 MiB pages; the pool has 0 free of 40, not counting 40 reserved by other mappings"
+    );
+    assert_eq!(
+        h.fix.as_deref(),
+        Some("echo 48 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages (as root)")
+    );
+    // Some reserved: the rest counts.
+    let host = HostFacts {
+        huge_page_pools: vec![(2 * MIB, 40, 40)],
+        huge_page_reserved: vec![(2 * MIB, 30)],
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"16MiB\"\nhuge_pages = \"2MiB\"\n", &host);
+    let h = get(&f, "huge_pages");
+    assert_eq!(h.status, Status::Ok, "{h:?}");
+    assert_eq!(
+        h.detail,
+        "8 2 MiB pages needed (boot and hotplug); 10 free of 40, not counting 30 reserved by other mappings"
     );
 }

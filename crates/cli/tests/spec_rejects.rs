@@ -192,3 +192,13 @@ fn parse_name_defaults_to_file_stem() {
     .unwrap();
     assert_eq!(spec.name, "given");
 }
+
+#[test]
+fn parse_hugetlbfs_with_transparent_fallback_refused() {
+    // A file on hugetlbfs has explicit huge pages or nothing: it cannot fall back.
+    assert_refused(
+        "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \"2MiB\"\nhuge_page_fallback = \"transparent\"\n",
+        "memory.huge_page_fallback",
+        "a hugetlbfs file cannot fall back to transparent huge pages",
+    );
+}

@@ -813,6 +813,20 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
             Problem::Invalid("a fallback only applies to explicit huge pages".into()),
         ));
     }
+    if let Some(f) = &mem.huge_page_fallback
+        && fallback_transparent
+        && matches!(backing, BackingKind::Hugetlbfs(_))
+    {
+        return Err(src.error(
+            "memory.huge_page_fallback",
+            Some(f.span()),
+            Problem::Invalid(
+                "a hugetlbfs file cannot fall back to transparent huge pages; use backing = \
+                 \"anonymous\", \"anonymous-shared\" or \"memfd\" for a fallback"
+                    .into(),
+            ),
+        ));
+    }
     let prefault_threads = match &mem.prefault {
         Some(p) => at_most(
             src,
