@@ -195,16 +195,36 @@ impl Iterator for BitIter {
 
 impl MemorySlots {
     /// Turns KVM's dirty logging (`KVM_MEM_LOG_DIRTY_PAGES`) on or off for the region starting
-    /// at `base`. Turning it on starts with a clean log.
+    /// at `base`. Turning it on starts with a clean log (when it is on already, the log is
+    /// fetched and dropped).
     ///
     /// # Errors
     /// [`Error::NotRegistered`] if no region registered with KVM starts at `base`;
-    /// [`Error::SetMemoryRegion`] if KVM refuses (the slot keeps its flags).
+    /// [`Error::SetMemoryRegion`] if KVM refuses (the slot keeps its flags);
+    /// [`Error::DirtyLog`] if it is on already and KVM refuses to give its log.
     pub fn set_dirty_logging(&self, base: GuestAddress, on: bool) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.lock();
-        let (slot, _, flags) =
+        let (slot, region, flags) =
             Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
+        if on && flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
+            // On already: KVM keeps its log when the flags do not change, so clear it by
+            // fetching it.
+            let size = usize::try_from(region.size()).map_err(|_| Error::TooBig {
+                base: base.0,
+                size: region.size(),
+            })?;
+            shared
+                .vm()
+                .get_dirty_log(slot, size)
+                .map_err(|source| Error::DirtyLog {
+                    slot,
+                    base: base.0,
+                    source,
+                })?;
+            state.take_pending(slot);
+            return Ok(());
+        }
         let flags = if on {
             flags | KVM_MEM_LOG_DIRTY_PAGES
         } else {
@@ -227,7 +247,7 @@ impl MemorySlots {
     /// `bitmap` is unchanged after an error.
     pub fn fetch_dirty_log_into(&self, bitmap: &mut DirtyBitmap) -> Result<()> {
         let shared = self.shared();
-        let state = shared.lock();
+        let mut state = shared.lock();
         let base = bitmap.base.0;
         let (slot, region, _) =
             Shared::slot_of(&state, base).ok_or(Error::NotRegistered { base })?;
@@ -248,8 +268,12 @@ impl MemorySlots {
             .vm()
             .get_dirty_log(slot, size)
             .map_err(|source| Error::DirtyLog { slot, base, source })?;
+        let saved = state.take_pending(slot);
         drop(state);
         bitmap.or_words(&words);
+        if let Some(saved) = saved {
+            bitmap.or_words(&saved);
+        }
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
+use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::{Cap, VmFd};
 use memvisor_space::{
     AddressSpace, ChangeKind, ListenerError, Region, RegionEvent, RegionListener,
@@ -47,12 +47,35 @@ struct Registered {
     flags: u32,
 }
 
+/// The last region deleted from KVM, kept until the next change: if a listener after this
+/// one refuses the removal, the address space undoes it by inserting the same region again,
+/// and the slot comes back as it was — its flags, and the dirty log KVM dropped with it.
+struct Removed {
+    slot: u32,
+    /// Weak: a removal that goes through must not keep the region (and its mapping) alive.
+    region: Weak<Region>,
+    flags: u32,
+    /// KVM's dirty log of the slot, fetched just before the slot was deleted.
+    dirty: Option<Vec<u64>>,
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     /// Registered regions by memory-slot number.
     slots: BTreeMap<u32, Registered>,
     /// Memory-slot number by guest base.
     by_base: BTreeMap<u64, u32>,
+    /// See [`Removed`].
+    removed: Option<Removed>,
+    /// Dirty logs saved across a removal that was undone, by slot: merged into the next fetch.
+    pending: BTreeMap<u32, Vec<u64>>,
+}
+
+impl State {
+    /// Takes the dirty log saved for `slot` across an undone removal, if any.
+    pub(crate) fn take_pending(&mut self, slot: u32) -> Option<Vec<u64>> {
+        self.pending.remove(&slot)
+    }
 }
 
 pub(crate) struct Shared {
@@ -251,6 +274,8 @@ impl Shared {
             return Ok(());
         }
         let base = region.base().0;
+        // Only the change right after a removal can be its undo.
+        let removed = state.removed.take();
         match kind {
             ChangeKind::Inserted => {
                 if slot >= self.limit {
@@ -263,7 +288,13 @@ impl Shared {
                 if state.slots.contains_key(&slot) {
                     return Err(Error::SlotBusy { slot, base });
                 }
-                let flags = if region.protection().writable() {
+                // The undo of the removal just made: the slot as it was.
+                let undo = removed.filter(|r| {
+                    r.slot == slot && std::ptr::eq(r.region.as_ptr(), Arc::as_ptr(region))
+                });
+                let flags = if let Some(undo) = &undo {
+                    undo.flags
+                } else if region.protection().writable() {
                     0
                 } else if self.readonly {
                     KVM_MEM_READONLY
@@ -279,6 +310,9 @@ impl Shared {
                     },
                 );
                 state.by_base.insert(base, slot);
+                if let Some(dirty) = undo.and_then(|u| u.dirty) {
+                    state.pending.insert(slot, dirty);
+                }
             }
             ChangeKind::Removed => {
                 let Some(registered) = state.slots.get(&slot) else {
@@ -287,9 +321,32 @@ impl Shared {
                 if !Arc::ptr_eq(&registered.region, region) {
                     return Ok(());
                 }
-                self.set(slot, region, registered.flags, Op::Delete)?;
+                let flags = registered.flags;
+                // KVM drops a slot's dirty log with the slot: keep it in case the removal is
+                // undone (a failed fetch only loses what it would have kept).
+                let dirty = if flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
+                    None
+                } else {
+                    let mut words = usize::try_from(region.size())
+                        .ok()
+                        .and_then(|size| self.vm.get_dirty_log(slot, size).ok());
+                    if let (Some(words), Some(old)) = (&mut words, state.pending.get(&slot)) {
+                        for (w, o) in words.iter_mut().zip(old) {
+                            *w |= o;
+                        }
+                    }
+                    words
+                };
+                self.set(slot, region, flags, Op::Delete)?;
                 state.slots.remove(&slot);
                 state.by_base.remove(&base);
+                state.pending.remove(&slot);
+                state.removed = Some(Removed {
+                    slot,
+                    region: Arc::downgrade(region),
+                    flags,
+                    dirty,
+                });
             }
         }
         Ok(())
@@ -302,6 +359,9 @@ impl Shared {
         };
         self.set(slot, &registered.region, flags, Op::Add)?;
         registered.flags = flags;
+        if flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
+            state.pending.remove(&slot);
+        }
         Ok(())
     }
 

@@ -242,3 +242,63 @@ fn unplug_while_guest_runs_exits_to_mmio_not_crash() {
     // The boot regions are still there.
     assert_eq!(slots.len(), 2);
 }
+
+/// A removal that a later listener refuses leaves the slot as it was: dirty logging still on,
+/// and the pages the guest wrote before it still in the next fetch.
+#[test]
+fn refused_removal_keeps_dirty_logging_and_the_log() {
+    let Some(kvm) = kvm_or_skip("refused_removal_keeps_dirty_logging_and_the_log") else {
+        return;
+    };
+    let vm = vm(&kvm);
+    let space = space(&vm);
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    slots.set_dirty_logging(GuestAddress(HIGH), true).unwrap();
+    let before = slots.registered();
+    set_table(&space, &[(HIGH + 3 * PAGE, 1)]);
+    let mut vcpu = vcpu(&kvm, &vm);
+    assert_eq!(run(&mut vcpu, &space, |_| true), Stop::Passes(1));
+
+    // A listener after the slots refuses removals; another one panics on them.
+    let refuse: Arc<dyn memvisor_space::RegionListener> =
+        Arc::new(|e: &memvisor_space::RegionEvent<'_>| {
+            if e.kind == memvisor_space::ChangeKind::Removed {
+                Err("busy".into())
+            } else {
+                Ok(())
+            }
+        });
+    space.add_listener(Arc::clone(&refuse));
+    assert!(space.remove_region(GuestAddress(HIGH), MIB2).is_err());
+    assert_eq!(slots.registered(), before, "the slot is back as it was");
+    let dirty = slots.fetch_dirty_log(GuestAddress(HIGH)).unwrap();
+    assert_eq!(
+        dirty.dirty_pages().collect::<Vec<_>>(),
+        [GuestAddress(HIGH + 3 * PAGE)],
+        "the guest's write before the refused removal is kept"
+    );
+    // Once the removal goes through, the slot and its log are gone.
+    space.remove_listener(&refuse);
+    space.remove_region(GuestAddress(HIGH), MIB2).unwrap();
+    assert!(slots.slot_at(GuestAddress(HIGH)).is_none());
+}
+
+/// Turning dirty logging on when it is on already starts a clean log, as documented.
+#[test]
+fn dirty_logging_on_again_starts_clean() {
+    let Some(kvm) = kvm_or_skip("dirty_logging_on_again_starts_clean") else {
+        return;
+    };
+    let vm = vm(&kvm);
+    let space = space(&vm);
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    slots.set_dirty_logging(GuestAddress(HIGH), true).unwrap();
+    set_table(&space, &[(HIGH + 3 * PAGE, 1)]);
+    let mut vcpu = vcpu(&kvm, &vm);
+    assert_eq!(run(&mut vcpu, &space, |_| true), Stop::Passes(1));
+    slots.set_dirty_logging(GuestAddress(HIGH), true).unwrap();
+    assert_eq!(
+        slots.fetch_dirty_log(GuestAddress(HIGH)).unwrap().count(),
+        0
+    );
+}
