@@ -561,21 +561,30 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
         ));
     }
 
-    // Overcommit: private memory is charged when mapped; explicit huge pages are not.
-    let charged = if mem.pages.explicit_bytes().is_some() {
-        0
-    } else {
-        ram.saturating_add(hotplug)
-    };
+    // Overcommit: anonymous memory, private or shared (DAX windows too), is charged when it is
+    // mapped, each region and each plugged slot one mapping; explicit huge pages and memfd
+    // memory are not (a memfd's pages are charged as they are allocated).
+    let charged: Vec<&crate::plan::MapEntry> = plan
+        .map
+        .iter()
+        .filter(|m| {
+            matches!(m.ty, "RAM" | "DAX" | "hotplug")
+                && matches!(m.backing.kind, "anonymous" | "anonymous-shared")
+                && !matches!(m.backing.pages, "2MiB" | "1GiB")
+        })
+        .collect();
+    let total_charged = charged
+        .iter()
+        .fold(0u64, |a, m| a.saturating_add(m.span.size));
     let (status, detail, fix) = match (host.overcommit_mode, host.commit) {
         (2, Some((limit, committed))) => {
             let room = limit.saturating_sub(committed);
-            if charged > room {
+            if total_charged > room {
                 (
                     Status::Fail,
                     format!(
                         "overcommit is off (mode 2): {} to charge, {} of room under CommitLimit",
-                        approx(charged),
+                        approx(total_charged),
                         approx(room)
                     ),
                     Some(
@@ -587,24 +596,50 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     Status::Ok,
                     format!(
                         "overcommit is off (mode 2): {} to charge fits in {} of room",
-                        approx(charged),
+                        approx(total_charged),
                         approx(room)
                     ),
                     None,
                 )
             }
         }
-        (0, _) => match host.memory_and_swap {
-            Some(total) if charged > total => (
-                Status::Fail,
-                format!(
-                    "heuristic overcommit (mode 0) refuses one mapping larger than RAM and swap ({})",
-                    approx(total)
+        (0, _) => {
+            // The kernel checks each mapping on its own against RAM and swap.
+            let largest = charged.iter().max_by_key(|m| m.span.size);
+            match (host.memory_and_swap, largest) {
+                (Some(total), Some(m)) if m.span.size > total => (
+                    Status::Fail,
+                    format!(
+                        "heuristic overcommit (mode 0) refuses one mapping larger than RAM and swap ({}): {} is {}",
+                        approx(total),
+                        m.owner.trim_end_matches(" (empty)"),
+                        Size(m.span.size)
+                    ),
+                    Some(if m.ty == "DAX" {
+                        "sysctl -w vm.overcommit_memory=1, or a smaller dax_size".to_owned()
+                    } else {
+                        "sysctl -w vm.overcommit_memory=1, or use huge pages or backing = \"memfd\""
+                            .to_owned()
+                    }),
                 ),
-                Some("sysctl -w vm.overcommit_memory=1, or use huge pages".to_owned()),
-            ),
-            _ => (Status::Ok, "heuristic overcommit (mode 0)".to_owned(), None),
-        },
+                (Some(total), Some(m)) => (
+                    Status::Ok,
+                    format!(
+                        "heuristic overcommit (mode 0): the largest charged mapping, {} of {}, fits in RAM and swap ({})",
+                        m.owner.trim_end_matches(" (empty)"),
+                        Size(m.span.size),
+                        approx(total)
+                    ),
+                    None,
+                ),
+                (_, None) => (
+                    Status::Ok,
+                    "heuristic overcommit (mode 0): nothing is charged when mapped".to_owned(),
+                    None,
+                ),
+                (None, Some(_)) => (Status::Ok, "heuristic overcommit (mode 0)".to_owned(), None),
+            }
+        }
         (mode, _) => (Status::Ok, format!("overcommit mode {mode}"), None),
     };
     out.push(finding("overcommit", status, detail, fix));

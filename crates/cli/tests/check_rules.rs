@@ -354,3 +354,77 @@ fn check_huge_pool_reserved_pages_are_not_free() {
         "8 2 MiB pages needed (boot and hotplug); 10 free of 40, not counting 30 reserved by other mappings"
     );
 }
+
+/// A host of 23.5 GiB of RAM and no swap, in heuristic overcommit.
+fn small_host() -> HostFacts {
+    HostFacts {
+        overcommit_mode: 0,
+        memory_and_swap: Some(23 * GIB + GIB / 2),
+        ..good_host()
+    }
+}
+
+#[test]
+fn check_overcommit_mode0_counts_dax_windows() {
+    // A DAX window is shared anonymous memory, charged when mapped.
+    let f = run(
+        "[memory]\nsize = \"64MiB\"\n[[device]]\ntype = \"virtio-pmem\"\ndax_size = \"32GiB\"\n",
+        &small_host(),
+    );
+    let o = get(&f, "overcommit");
+    assert_eq!(o.status, Status::Fail, "{o:?}");
+    assert!(o.detail.contains("pmem0 DAX"), "{}", o.detail);
+    assert!(
+        o.fix.as_deref().unwrap().contains("smaller dax_size"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn check_overcommit_mode0_checks_each_mapping_on_its_own() {
+    // Two 16 GiB nodes are two mappings, each smaller than RAM and swap.
+    let f = run(
+        "[memory]\n[[numa]]\nsize = \"16GiB\"\n[[numa]]\nsize = \"16GiB\"\n",
+        &small_host(),
+    );
+    let o = get(&f, "overcommit");
+    assert_eq!(o.status, Status::Ok, "{o:?}");
+    // One 32 GiB node is one mapping larger than both.
+    let f = run("[memory]\nsize = \"32GiB\"\n", &small_host());
+    assert_eq!(get(&f, "overcommit").status, Status::Fail);
+    // So is shared anonymous memory.
+    let f = run(
+        "[memory]\nsize = \"32GiB\"\nbacking = \"anonymous-shared\"\n",
+        &small_host(),
+    );
+    assert_eq!(get(&f, "overcommit").status, Status::Fail);
+    // A hotplug slot is a mapping of its own when plugged.
+    let f = run(
+        "[memory]\nsize = \"1GiB\"\n[hotplug]\nslots = 2\nslot_size = \"16GiB\"\n",
+        &small_host(),
+    );
+    assert_eq!(get(&f, "overcommit").status, Status::Ok);
+}
+
+#[test]
+fn check_overcommit_memfd_is_not_charged_when_mapped() {
+    let f = run(
+        "[memory]\nsize = \"32GiB\"\nbacking = \"memfd\"\n",
+        &small_host(),
+    );
+    let o = get(&f, "overcommit");
+    assert_eq!(o.status, Status::Ok, "{o:?}");
+    // Strict accounting sums what is charged: memfd memory is not, DAX windows are.
+    let strict = HostFacts {
+        overcommit_mode: 2,
+        commit: Some((4 * GIB, GIB)),
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"8GiB\"\nbacking = \"memfd\"\n", &strict);
+    assert_eq!(get(&f, "overcommit").status, Status::Ok);
+    let f = run(
+        "[memory]\nsize = \"2GiB\"\n[[device]]\ntype = \"virtio-pmem\"\ndax_size = \"2GiB\"\n",
+        &strict,
+    );
+    assert_eq!(get(&f, "overcommit").status, Status::Fail);
+}
