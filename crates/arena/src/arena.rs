@@ -602,7 +602,9 @@ impl Arena {
     /// [`Error::Foreign`] if `ptr` is outside the arena, [`Error::NotOwned`] if no client holds
     /// its chunk, [`Error::NotABlock`] if it is not the start of a live block (interior,
     /// already freed by its client or through the arena, also when a free of it through the
-    /// arena on another thread won). Nothing changes on error.
+    /// arena on another thread won), [`Error::TablesUnavailable`] if the chunk's remote-free
+    /// bits (made at the first such free in a chunk, a 128th of the chunk) could not be
+    /// allocated. Nothing changes on error.
     ///
     /// # Safety
     /// If `ptr` is a live block, nothing may use it after this call, and its client must not
@@ -650,9 +652,17 @@ impl Arena {
         // chunk's remote-free bits on its first use: a refusal changes nothing.
         if !off.is_multiple_of(MIN_BLOCK)
             || self.marks[start_word(off)].load(Ordering::Relaxed) & bit == 0
-            || !self.remote.claim(off)
         {
             return Err(Error::NotABlock { addr });
+        }
+        match self.remote.claim(off) {
+            Some(true) => {}
+            Some(false) => return Err(Error::NotABlock { addr }),
+            None => {
+                return Err(Error::TablesUnavailable {
+                    bytes: self.remote.table_bytes(),
+                });
+            }
         }
         // Claimed first, tested second: the holder clears the start bit of a block it took
         // from its mailbox before it releases the claim (`Release`), and the claim is an

@@ -114,24 +114,32 @@ impl RemoteBits {
     }
 
     /// Claims the block at `off` (in the arena) for a free through the arena: sets its bit;
-    /// false if it was set already (another such free won). `Acquire`: a claim made after the
-    /// holder released the bit ([`release`](Self::release)) sees what the holder did before.
-    pub(crate) fn claim(&self, off: usize) -> bool {
+    /// false if it was set already (another such free won), `None` (nothing changed) if the
+    /// chunk's table had to be made and the allocator refused its memory. `Acquire`: a claim
+    /// made after the holder released the bit ([`release`](Self::release)) sees what the
+    /// holder did before.
+    pub(crate) fn claim(&self, off: usize) -> Option<bool> {
         let chunk = off >> self.chunk_shift;
         let mut table = self.table(chunk);
         if table.is_null() {
-            table = self.make(chunk);
+            table = self.make(chunk)?;
         }
         let (word, bit) = word_bit(off, self.chunk_shift);
         // SAFETY: as in `word`.
         let word = unsafe { &*table.add(word) };
-        word.fetch_or(bit, Ordering::Acquire) & bit == 0
+        Some(word.fetch_or(bit, Ordering::Acquire) & bit == 0)
     }
 
-    /// Makes chunk `chunk`'s table if no other thread did first; returns the one in place.
+    /// Bytes of one chunk's table.
+    pub(crate) fn table_bytes(&self) -> usize {
+        self.words * 8
+    }
+
+    /// Makes chunk `chunk`'s table if no other thread did first; returns the one in place, or
+    /// `None` if the allocator refuses the memory of a new one.
     #[cold]
-    fn make(&self, chunk: usize) -> *mut AtomicU64 {
-        let fresh: Box<[AtomicU64]> = (0..self.words).map(|_| AtomicU64::new(0)).collect();
+    fn make(&self, chunk: usize) -> Option<*mut AtomicU64> {
+        let fresh = table::filled(self.words, |_| AtomicU64::new(0))?;
         let fresh = Box::into_raw(fresh).cast::<AtomicU64>();
         match self.tables[chunk].compare_exchange(
             ptr::null_mut(),
@@ -141,12 +149,12 @@ impl RemoteBits {
         ) {
             Ok(_) => {
                 self.made.fetch_add(1, Ordering::Relaxed);
-                fresh
+                Some(fresh)
             }
             Err(theirs) => {
                 // SAFETY: made above with `words` words by `Box`, and never published.
                 drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(fresh, self.words)) });
-                theirs
+                Some(theirs)
             }
         }
     }
@@ -224,9 +232,9 @@ mod tests {
             }
         };
         check(None);
-        assert!(bits.claim(block));
+        assert_eq!(bits.claim(block), Some(true));
         check(Some(block));
-        assert!(!bits.claim(block), "claimed already");
+        assert_eq!(bits.claim(block), Some(false), "claimed already");
         bits.release(block);
         check(None);
     }

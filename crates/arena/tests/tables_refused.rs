@@ -1,7 +1,9 @@
 //! An arena whose side tables the host's allocator refuses is an error that the caller gets
-//! back, not an abort. The global allocator here refuses any request over 64 MiB.
+//! back, not an abort. The global allocator here refuses any request over 64 MiB, and every
+//! request of a thread while its `REFUSE_ALL` is set.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 
 use memvisor_arena::{Arena, Backing, Config, Error, Quota};
 use memvisor_vmem::CommitMode;
@@ -10,11 +12,20 @@ struct Refusing;
 
 const MAX_REQUEST: usize = 64 << 20;
 
+thread_local! {
+    /// Per thread, so that tests running beside each other are not refused.
+    static REFUSE_ALL: Cell<bool> = const { Cell::new(false) };
+}
+
+fn refused(layout: Layout) -> bool {
+    layout.size() > MAX_REQUEST || REFUSE_ALL.try_with(Cell::get).unwrap_or(false)
+}
+
 // SAFETY: requests up to `MAX_REQUEST` are passed to `System` unchanged; larger ones get null,
 // which `GlobalAlloc` allows.
 unsafe impl GlobalAlloc for Refusing {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_REQUEST {
+        if refused(layout) {
             return std::ptr::null_mut();
         }
         // SAFETY: the caller's contract for `alloc` is passed on as is.
@@ -22,7 +33,7 @@ unsafe impl GlobalAlloc for Refusing {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_REQUEST {
+        if refused(layout) {
             return std::ptr::null_mut();
         }
         // SAFETY: as in `alloc`.
@@ -63,4 +74,31 @@ fn refused_side_tables_are_an_error() {
         .unwrap();
     // SAFETY: a live block, not used after.
     assert_eq!(unsafe { client.free(p) }, Ok(112));
+}
+
+/// A free through the arena that needs the chunk's remote-free bits, which the allocator
+/// refuses, is an error that changes nothing; the block stays live and is freed later.
+#[test]
+fn refused_remote_bits_are_an_error_that_changes_nothing() {
+    let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client
+        .alloc(Layout::from_size_align(100, 8).unwrap())
+        .unwrap();
+    let before = client.stats();
+    REFUSE_ALL.set(true);
+    // SAFETY: a live block of a client that outlives the call; not used after a free.
+    let refused = unsafe { arena.free(p) };
+    REFUSE_ALL.set(false);
+    assert_eq!(
+        refused,
+        Err(Error::TablesUnavailable {
+            bytes: (1 << 20) / 128
+        })
+    );
+    assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
+    assert_eq!(client.stats(), before);
+    // SAFETY: as above.
+    assert_eq!(unsafe { arena.free(p) }, Ok(112));
+    assert_eq!(arena.owner_of(p.as_ptr()), None);
 }

@@ -388,7 +388,8 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 //
 // Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
 // context), `NOT_OWNED` (in memory no client holds), `NOT_A_BLOCK` (not the start of a live
-// block, also when a free of it on another thread won).
+// block, also when a free of it on another thread won), `OS` (the chunk's remote-free bits,
+// made at the first such free in a chunk, could not be allocated).
 //
 // Thread safety: any thread, any time, also while the block's client works on another
 // thread; a client being deleted waits for frees in flight.
