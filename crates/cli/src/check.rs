@@ -26,11 +26,10 @@ pub struct HostFacts {
     /// Huge pages of each pool that are free but reserved by another mapping (`resv_hugepages`):
     /// (page size in bytes, reserved pages). They cannot be had until that mapping lets go.
     pub huge_page_reserved: Vec<(u64, u64)>,
-    /// hugetlbfs mounts: (mount point, page size in bytes).
-    pub hugetlbfs_mounts: Vec<(String, u64)>,
-    /// Mount points of every other file system (`/proc`, `/`, ...): never offered as a place
-    /// to mount hugetlbfs.
-    pub other_mounts: Vec<String>,
+    /// Every mount, in `/proc/mounts` order: (mount point, page size in bytes for hugetlbfs,
+    /// `None` for any other file system). A later mount at or above a path hides the earlier
+    /// ones there.
+    pub mounts: Vec<(String, Option<u64>)>,
     /// Host NUMA nodes: (node, free bytes).
     pub numa_nodes: Vec<(u32, u64)>,
     /// The CPU's physical address bits (`address sizes` in `/proc/cpuinfo`).
@@ -109,6 +108,41 @@ fn mount_page_size(options: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `path` with repeated slashes, `.` components and a trailing slash dropped, and `..`
+/// components taken back lexically.
+fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Whether the mount point `point` is `path` or a directory above it.
+fn contains(point: &str, path: &str) -> bool {
+    let point = normalize_path(point);
+    point == "/"
+        || path == point
+        || path
+            .strip_prefix(point.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The mount in use at `path` (normalized): of the mounts at or above it, the last one in
+/// `/proc/mounts` order, as a later mount hides what it is mounted over.
+fn mount_of<'a>(
+    mounts: &'a [(String, Option<u64>)],
+    path: &str,
+) -> Option<&'a (String, Option<u64>)> {
+    mounts.iter().rev().find(|m| contains(&m.0, path))
+}
+
 /// Reads the host's facts from `/proc`, `/sys` and `/dev/kvm`.
 #[must_use]
 pub fn host_facts() -> HostFacts {
@@ -126,18 +160,16 @@ pub fn host_facts() -> HostFacts {
     };
     let default_huge = default_huge_page_size(&meminfo);
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let mut hugetlbfs_mounts = Vec::new();
-    let mut other_mounts = Vec::new();
-    for line in mounts.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let point = unescape_mount_field(f.get(1).copied().unwrap_or(""));
-        if f.get(2) == Some(&"hugetlbfs") {
-            let size = mount_page_size(f.get(3).copied().unwrap_or(""), default_huge);
-            hugetlbfs_mounts.push((point, size));
-        } else {
-            other_mounts.push(point);
-        }
-    }
+    let mounts = mounts
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let point = unescape_mount_field(f.get(1)?);
+            let size = (f.get(2) == Some(&"hugetlbfs"))
+                .then(|| mount_page_size(f.get(3).copied().unwrap_or(""), default_huge));
+            Some((point, size))
+        })
+        .collect();
     let numa_nodes = fs::read_dir("/sys/devices/system/node")
         .into_iter()
         .flatten()
@@ -189,8 +221,7 @@ pub fn host_facts() -> HostFacts {
                 )
             })
             .collect(),
-        hugetlbfs_mounts,
-        other_mounts,
+        mounts,
         numa_nodes,
         phys_bits,
         kvm_error,
@@ -392,40 +423,42 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
         };
         out.push(finding("huge_pages", status, detail, fix));
         if let BackingKind::Hugetlbfs(path) = &mem.backing {
-            let mount = host.hugetlbfs_mounts.iter().find(|m| &m.0 == path);
-            let (status, detail, fix) = match mount {
-                Some(&(_, size)) if size == page => (
-                    Status::Ok,
-                    format!("{path} is a hugetlbfs mount of {} pages", Size(size)),
-                    None,
-                ),
-                Some(&(_, size)) => (
-                    Status::Fail,
-                    format!(
-                        "{path} is a hugetlbfs mount of {} pages, not {}",
-                        Size(size),
-                        Size(page)
-                    ),
-                    Some(format!(
-                        "mount -t hugetlbfs -o pagesize={} none DIR and set memory.hugetlbfs = \"DIR\"",
-                        if page == 1 << 30 { "1G" } else { "2M" }
-                    )),
-                ),
-                None if host.other_mounts.iter().any(|m| m == path) => (
+            let wanted = normalize_path(path);
+            let flag = if page == 1 << 30 { "1G" } else { "2M" };
+            let new_mount = || {
+                format!(
+                    "mkdir -p DIR && mount -t hugetlbfs -o pagesize={flag} none DIR (as root), \
+                     DIR an empty directory of its own, and set memory.hugetlbfs = \"DIR\""
+                )
+            };
+            let (status, detail, fix) = match mount_of(&host.mounts, &wanted) {
+                Some((point, Some(size))) => {
+                    let point = normalize_path(point);
+                    let what = if point == wanted {
+                        format!("{path} is a hugetlbfs mount")
+                    } else {
+                        format!("{path} is in {point}, a hugetlbfs mount")
+                    };
+                    if *size == page {
+                        (Status::Ok, format!("{what} of {} pages", Size(*size)), None)
+                    } else {
+                        (
+                            Status::Fail,
+                            format!("{what} of {} pages, not {}", Size(*size), Size(page)),
+                            Some(new_mount()),
+                        )
+                    }
+                }
+                Some((point, None)) if normalize_path(point) == wanted => (
                     Status::Fail,
                     format!("{path} is the mount point of another file system, not hugetlbfs"),
-                    Some(format!(
-                        "mkdir -p DIR && mount -t hugetlbfs -o pagesize={} none DIR (as root), \
-                         DIR an empty directory of its own, and set memory.hugetlbfs = \"DIR\"",
-                        if page == 1 << 30 { "1G" } else { "2M" }
-                    )),
+                    Some(new_mount()),
                 ),
-                None => (
+                _ => (
                     Status::Fail,
                     format!("{path} is not a hugetlbfs mount"),
                     Some(format!(
-                        "mkdir -p {dir} && mount -t hugetlbfs -o pagesize={} none {dir} (as root)",
-                        if page == 1 << 30 { "1G" } else { "2M" },
+                        "mkdir -p {dir} && mount -t hugetlbfs -o pagesize={flag} none {dir} (as root)",
                         dir = shell_word(path),
                     )),
                 ),
@@ -724,8 +757,11 @@ mod tests {
             thp_shmem_enabled: "advise".into(),
             huge_page_pools: vec![(2 << 20, 1024, 1024), (1 << 30, 0, 0)],
             huge_page_reserved: vec![],
-            hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 << 20)],
-            other_mounts: vec!["/".into(), "/proc".into()],
+            mounts: vec![
+                ("/".into(), None),
+                ("/proc".into(), None),
+                ("/dev/hugepages".into(), Some(2 << 20)),
+            ],
             numa_nodes: vec![(0, 8 << 30)],
             phys_bits: Some(46),
             kvm_error: None,

@@ -30,8 +30,12 @@ fn good_host() -> HostFacts {
         thp_shmem_enabled: "advise".into(),
         huge_page_pools: vec![(2 * MIB, 1024, 1024), (GIB, 0, 0)],
         huge_page_reserved: vec![],
-        hugetlbfs_mounts: vec![("/dev/hugepages".into(), 2 * MIB)],
-        other_mounts: vec!["/".into(), "/proc".into(), "/sys".into()],
+        mounts: vec![
+            ("/".into(), None),
+            ("/proc".into(), None),
+            ("/sys".into(), None),
+            ("/dev/hugepages".into(), Some(2 * MIB)),
+        ],
         numa_nodes: vec![(0, 8 * GIB), (1, 8 * GIB)],
         phys_bits: Some(46),
         kvm_error: None,
@@ -49,7 +53,7 @@ const HUGETLBFS_2M: &str = "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\
 #[test]
 fn check_hugetlbfs_mount_of_matching_page_size_passes() {
     let host = HostFacts {
-        hugetlbfs_mounts: vec![("/mnt/huge".into(), 2 * MIB)],
+        mounts: vec![("/".into(), None), ("/mnt/huge".into(), Some(2 * MIB))],
         ..good_host()
     };
     let f = run(HUGETLBFS_2M, &host);
@@ -62,7 +66,7 @@ fn check_hugetlbfs_mount_of_matching_page_size_passes() {
 #[test]
 fn check_hugetlbfs_mount_of_other_page_size_fails_with_remount_fix() {
     let host = HostFacts {
-        hugetlbfs_mounts: vec![("/mnt/huge".into(), GIB)],
+        mounts: vec![("/".into(), None), ("/mnt/huge".into(), Some(GIB))],
         ..good_host()
     };
     let f = run(HUGETLBFS_2M, &host);
@@ -74,7 +78,10 @@ fn check_hugetlbfs_mount_of_other_page_size_fails_with_remount_fix() {
     );
     assert_eq!(
         m.fix.as_deref(),
-        Some("mount -t hugetlbfs -o pagesize=2M none DIR and set memory.hugetlbfs = \"DIR\"")
+        Some(
+            "mkdir -p DIR && mount -t hugetlbfs -o pagesize=2M none DIR (as root), DIR an empty \
+             directory of its own, and set memory.hugetlbfs = \"DIR\""
+        )
     );
     // The pool itself is fine: only the mount is the problem.
     assert_eq!(get(&f, "huge_pages").status, Status::Ok);
@@ -427,4 +434,61 @@ fn check_overcommit_memfd_is_not_charged_when_mapped() {
         &strict,
     );
     assert_eq!(get(&f, "overcommit").status, Status::Fail);
+}
+
+fn hugetlbfs_at(path: &str, mounts: &[(&str, Option<u64>)]) -> Finding {
+    let host = HostFacts {
+        mounts: mounts.iter().map(|&(p, s)| (p.to_owned(), s)).collect(),
+        ..good_host()
+    };
+    let src = format!(
+        "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhugetlbfs = \"{path}\"\nhuge_pages = \"2MiB\"\n"
+    );
+    get(&run(&src, &host), "hugetlbfs").clone()
+}
+
+#[test]
+fn check_hugetlbfs_finds_the_mount_in_use_at_the_path() {
+    let two = Some(2 * MIB);
+    let one = Some(GIB);
+    // A trailing slash or a subdirectory is still in the mount.
+    let m = hugetlbfs_at("/mnt/huge/", &[("/", None), ("/mnt/huge", two)]);
+    assert_eq!(m.status, Status::Ok, "{m:?}");
+    let m = hugetlbfs_at("/mnt/huge/sub", &[("/", None), ("/mnt/huge", two)]);
+    assert_eq!(m.status, Status::Ok, "{m:?}");
+    assert_eq!(
+        m.detail,
+        "/mnt/huge/sub is in /mnt/huge, a hugetlbfs mount of 2 MiB pages"
+    );
+    // A name that only starts like the mount point is not in it.
+    let m = hugetlbfs_at("/mnt/hugepages", &[("/", None), ("/mnt/huge", two)]);
+    assert_eq!(m.status, Status::Fail, "{m:?}");
+    // Stacked mounts: the last one is in use.
+    let m = hugetlbfs_at(
+        "/mnt/huge",
+        &[("/", None), ("/mnt/huge", one), ("/mnt/huge", two)],
+    );
+    assert_eq!(m.status, Status::Ok, "{m:?}");
+    let m = hugetlbfs_at(
+        "/mnt/huge",
+        &[("/", None), ("/mnt/huge", two), ("/mnt/huge", one)],
+    );
+    assert_eq!(m.status, Status::Fail, "{m:?}");
+    assert_eq!(
+        m.detail,
+        "/mnt/huge is a hugetlbfs mount of 1 GiB pages, not 2 MiB"
+    );
+    // The fix never mounts another hugetlbfs over the one in use.
+    let fix = m.fix.unwrap();
+    assert!(!fix.contains("/mnt/huge"), "{fix}");
+    // A file system mounted over a parent hides the hugetlbfs mount.
+    let m = hugetlbfs_at(
+        "/mnt/huge",
+        &[("/", None), ("/mnt/huge", two), ("/mnt", None)],
+    );
+    assert_eq!(m.status, Status::Fail, "{m:?}");
+    // A subdirectory of a mount of the wrong size is not offered as a mount point.
+    let m = hugetlbfs_at("/mnt/huge/sub/", &[("/", None), ("/mnt/huge", one)]);
+    assert_eq!(m.status, Status::Fail, "{m:?}");
+    assert!(m.fix.unwrap().contains("none DIR"));
 }
