@@ -354,8 +354,9 @@ impl VmSpec {
     }
 
     /// The spec with every memory size divided by `factor` (RAM of each node, hotplug slots, DAX
-    /// windows), rounded down to the RAM page size and at least one page; MMIO windows keep
-    /// their size. `factor` 0 or 1 changes nothing.
+    /// windows), rounded down to the alignment it needs and at least that: the RAM page size
+    /// for RAM and slots, 2 MiB for DAX windows; MMIO windows keep their size. `factor` 0 or 1
+    /// changes nothing.
     ///
     /// ```
     /// use memvisor_cli::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
@@ -379,10 +380,10 @@ impl VmSpec {
         if let Some(h) = &mut out.hotplug {
             h.slot_size = scale(h.slot_size, ram_page);
         }
-        let base_page = memvisor_vmem::page_size() as u64;
+        // DAX windows are multiples of 2 MiB.
         for d in &mut out.devices {
             if let Some(dax) = &mut d.dax_size {
-                *dax = scale(*dax, base_page);
+                *dax = scale(*dax, memvisor_space::plan::DAX_ALIGN);
             }
         }
         out
