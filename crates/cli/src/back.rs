@@ -17,7 +17,7 @@ use crate::render::Table;
 use crate::size::Size;
 
 /// One step of `back`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Step {
     /// What was done.
     pub step: String,
@@ -30,7 +30,7 @@ pub struct Step {
 }
 
 /// A failed step.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Failure {
     /// The step.
     pub step: String,

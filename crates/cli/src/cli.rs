@@ -216,7 +216,7 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             write(
                 out,
                 if as_json {
-                    json(&report)
+                    json(&crate::json::BackDoc::from(&report))
                 } else {
                     back_text(&report)
                 },
@@ -289,7 +289,14 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
         }
         Command::Probe { json: as_json } => {
             let p = probe();
-            write(out, if as_json { json(&p) } else { probe_text(&p) })
+            write(
+                out,
+                if as_json {
+                    json(&crate::json::ProbeDoc::from(&p))
+                } else {
+                    probe_text(&p)
+                },
+            )
         }
     }
 }

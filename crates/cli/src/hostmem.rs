@@ -5,7 +5,7 @@ use std::fs;
 use serde::Serialize;
 
 /// A sample of memory use. Values the kernel does not report are 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MemorySample {
     /// Resident set size of this process (`VmRSS`), KiB.
     pub rss_kib: u64,

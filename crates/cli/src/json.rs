@@ -8,9 +8,12 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Serialize, Serializer};
 
+use crate::back::{BackReport, Failure, Step};
 use crate::check::Finding;
 use crate::error::Error;
+use crate::hostmem::MemorySample;
 use crate::plan::{BackingPlan, Plan, Span};
+use crate::probe::{Check, Probe};
 use crate::render::SPI_INTID_BASE;
 use crate::spec::Arch;
 
@@ -292,6 +295,192 @@ impl From<&Plan> for PlanDoc {
     }
 }
 
+/// `memvisor back --json`: what was made, step by step. Sizes in bytes are hex strings;
+/// memory samples stay numbers of KiB (below 2^53, exact as doubles).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BackDoc {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The spec's name.
+    pub name: String,
+    /// The divisor applied to memory sizes.
+    pub scale: u64,
+    /// Bytes of guest memory backed at boot (RAM and DAX).
+    pub boot_bytes: Hex,
+    /// Bytes plugged through the hotplug slots.
+    pub hotplug_bytes: Hex,
+    /// Memory use before the first step.
+    pub before: MemorySample,
+    /// The steps, in order; the last is the release of everything.
+    pub steps: Vec<Step>,
+    /// Memory use after everything was released.
+    pub after: MemorySample,
+    /// Whether any memory asked for transparent huge pages (directly or as the fallback).
+    pub thp_requested: bool,
+    /// Whether any memory asked for explicit huge pages.
+    pub hugetlb_requested: bool,
+    /// The most transparent huge page memory this process had after any step, KiB.
+    pub peak_thp_kib: u64,
+    /// The most explicit huge page memory this process had after any step, KiB.
+    pub peak_hugetlb_kib: u64,
+    /// The step that failed, if one did (everything made before it was released).
+    pub failure: Option<Failure>,
+}
+
+impl From<&BackReport> for BackDoc {
+    fn from(r: &BackReport) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            name: r.name.clone(),
+            scale: r.scale,
+            boot_bytes: Hex(r.boot_bytes),
+            hotplug_bytes: Hex(r.hotplug_bytes),
+            before: r.before,
+            steps: r.steps.clone(),
+            after: r.after,
+            thp_requested: r.thp_requested,
+            hugetlb_requested: r.hugetlb_requested,
+            peak_thp_kib: r.peak_thp_kib,
+            peak_hugetlb_kib: r.peak_hugetlb_kib,
+            failure: r.failure.clone(),
+        }
+    }
+}
+
+/// Transparent huge page settings.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct ThpDoc {
+    /// The `enabled` mode (`always`, `madvise`, `never`), or `unavailable`.
+    pub enabled: String,
+    /// The `defrag` mode.
+    pub defrag: String,
+    /// The `shmem_enabled` mode (memfds and shared memory).
+    pub shmem_enabled: String,
+    /// The PMD huge page size in bytes (`hpage_pmd_size`).
+    pub pmd_size: Option<Hex>,
+}
+
+/// One explicit huge page pool.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct HugePagePoolDoc {
+    /// Page size in bytes.
+    pub page_size: Hex,
+    /// Pages in the pool (`nr_hugepages`).
+    pub total: u64,
+    /// Free pages.
+    pub free: u64,
+    /// Pages reserved by mappings but not yet faulted.
+    pub reserved: u64,
+    /// Surplus pages (overcommitted).
+    pub surplus: u64,
+}
+
+/// A host NUMA node.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct NumaNodeDoc {
+    /// Its number.
+    pub node: u32,
+    /// Its memory in bytes.
+    pub total: Hex,
+    /// Its free memory in bytes.
+    pub free: Hex,
+    /// Its CPUs as the kernel lists them (`0-3`).
+    pub cpus: String,
+}
+
+/// Overcommit settings and the commit charge.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct OvercommitDoc {
+    /// `vm.overcommit_memory`: 0, 1 or 2.
+    pub mode: u64,
+    /// `heuristic`, `always` or `never`.
+    pub name: String,
+    /// `vm.overcommit_ratio` (percent, used in mode 2).
+    pub ratio: Option<u64>,
+    /// `CommitLimit` in bytes.
+    pub commit_limit: Option<Hex>,
+    /// `Committed_AS` in bytes.
+    pub committed: Option<Hex>,
+}
+
+/// `memvisor probe --json`: what this host offers for guest memory.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct ProbeDoc {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The kernel release.
+    pub kernel: String,
+    /// The base page size in bytes.
+    pub page_size: Hex,
+    /// Total memory in bytes.
+    pub memory_total: Option<Hex>,
+    /// Available memory in bytes.
+    pub memory_available: Option<Hex>,
+    /// Transparent huge pages.
+    pub thp: ThpDoc,
+    /// Explicit huge page pools, by page size.
+    pub huge_page_pools: Vec<HugePagePoolDoc>,
+    /// NUMA nodes (empty when the host has no NUMA information).
+    pub numa_nodes: Vec<NumaNodeDoc>,
+    /// Whether `MADV_POPULATE_WRITE` prefaults memory.
+    pub madv_populate_write: Check,
+    /// Whether guard pages can be made.
+    pub guard_pages: Check,
+    /// `vm.max_map_count`.
+    pub max_map_count: Option<u64>,
+    /// Overcommit.
+    pub overcommit: OvercommitDoc,
+}
+
+impl From<&Probe> for ProbeDoc {
+    fn from(p: &Probe) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            kernel: p.kernel.clone(),
+            page_size: Hex(p.page_size),
+            memory_total: p.memory_total.map(Hex),
+            memory_available: p.memory_available.map(Hex),
+            thp: ThpDoc {
+                enabled: p.thp.enabled.clone(),
+                defrag: p.thp.defrag.clone(),
+                shmem_enabled: p.thp.shmem_enabled.clone(),
+                pmd_size: p.thp.pmd_size.map(Hex),
+            },
+            huge_page_pools: p
+                .huge_page_pools
+                .iter()
+                .map(|h| HugePagePoolDoc {
+                    page_size: Hex(h.page_size),
+                    total: h.total,
+                    free: h.free,
+                    reserved: h.reserved,
+                    surplus: h.surplus,
+                })
+                .collect(),
+            numa_nodes: p
+                .numa_nodes
+                .iter()
+                .map(|n| NumaNodeDoc {
+                    node: n.node,
+                    total: Hex(n.total),
+                    free: Hex(n.free),
+                    cpus: n.cpus.clone(),
+                })
+                .collect(),
+            madv_populate_write: p.madv_populate_write.clone(),
+            guard_pages: p.guard_pages.clone(),
+            max_map_count: p.max_map_count,
+            overcommit: OvercommitDoc {
+                mode: p.overcommit.mode,
+                name: p.overcommit.name.to_owned(),
+                ratio: p.overcommit.ratio,
+                commit_limit: p.overcommit.commit_limit.map(Hex),
+                committed: p.overcommit.committed.map(Hex),
+            },
+        }
+    }
+}
+
 /// `memvisor check --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckDoc<'a> {
@@ -384,6 +573,25 @@ pub fn plan_schema() -> String {
 pub fn error_schema() -> String {
     let mut text =
         serde_json::to_string_pretty(&schemars::schema_for!(ErrorDoc)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The JSON schema of [`BackDoc`], as [`plan_schema`]: the text of `schema/back.schema.json`.
+#[must_use]
+pub fn back_schema() -> String {
+    let mut text =
+        serde_json::to_string_pretty(&schemars::schema_for!(BackDoc)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The JSON schema of [`ProbeDoc`], as [`plan_schema`]: the text of
+/// `schema/probe.schema.json`.
+#[must_use]
+pub fn probe_schema() -> String {
+    let mut text =
+        serde_json::to_string_pretty(&schemars::schema_for!(ProbeDoc)).unwrap_or_default();
     text.push('\n');
     text
 }

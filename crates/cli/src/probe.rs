@@ -54,7 +54,7 @@ pub struct NumaNode {
 }
 
 /// Whether a feature was tried and worked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Check {
     /// It worked.
     pub works: bool,

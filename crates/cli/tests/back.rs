@@ -54,8 +54,8 @@ fn back_scaled_microvm_reports_every_step() {
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["scale"], 8);
-    assert_eq!(report["boot_bytes"], 32u64 << 20);
-    assert_eq!(report["hotplug_bytes"], 32u64 << 20);
+    assert_eq!(report["boot_bytes"], "0x2000000");
+    assert_eq!(report["hotplug_bytes"], "0x2000000");
     assert!(report["failure"].is_null());
     assert_eq!(
         steps(&report),

@@ -155,6 +155,8 @@ fn json_schemas_match_committed_files() {
     for (file, text) in [
         ("plan.schema.json", memvisor_cli::json::plan_schema()),
         ("error.schema.json", memvisor_cli::json::error_schema()),
+        ("back.schema.json", memvisor_cli::json::back_schema()),
+        ("probe.schema.json", memvisor_cli::json::probe_schema()),
     ] {
         let path = root().join("schema").join(file);
         if std::env::var_os("MEMVISOR_BLESS").is_some() {

@@ -93,11 +93,15 @@ fn probe_text_has_every_fact() {
 #[cfg_attr(miri, ignore)]
 fn probe_json_is_plausible() {
     let p: Value = serde_json::from_str(&probe(&["--json"])).unwrap();
-    let page = p["page_size"].as_u64().unwrap();
+    // Sizes in bytes are hex strings.
+    let hex = |v: &Value| -> Option<u64> {
+        u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
+    };
+    let page = hex(&p["page_size"]).unwrap();
     assert!(page.is_power_of_two());
     assert!(!p["kernel"].as_str().unwrap().is_empty());
     for pool in p["huge_page_pools"].as_array().unwrap() {
-        let size = pool["page_size"].as_u64().unwrap();
+        let size = hex(&pool["page_size"]).unwrap();
         assert!(size.is_power_of_two() && size > page, "{pool}");
         let total = pool["total"].as_u64().unwrap();
         let surplus = pool["surplus"].as_u64().unwrap();
@@ -105,11 +109,11 @@ fn probe_json_is_plausible() {
     }
     for node in p["numa_nodes"].as_array().unwrap() {
         assert!(
-            node["free"].as_u64().unwrap() <= node["total"].as_u64().unwrap(),
+            hex(&node["free"]).unwrap() <= hex(&node["total"]).unwrap(),
             "{node}"
         );
     }
-    if let Some(pmd) = p["thp"]["pmd_size"].as_u64() {
+    if let Some(pmd) = hex(&p["thp"]["pmd_size"]) {
         assert!(pmd.is_power_of_two() && pmd > page);
     }
     assert!(p["max_map_count"].as_u64().unwrap() > 0);
@@ -121,8 +125,8 @@ fn probe_json_is_plausible() {
         name,
         ["heuristic", "always", "never"][usize::try_from(mode).unwrap()]
     );
-    let total = p["memory_total"].as_u64().unwrap();
-    assert!(p["memory_available"].as_u64().unwrap() <= total);
+    let total = hex(&p["memory_total"]).unwrap();
+    assert!(hex(&p["memory_available"]).unwrap() <= total);
 }
 
 #[test]
