@@ -77,7 +77,23 @@ impl BackReport {
     }
 }
 
-fn detail(r: &RegionReport) -> String {
+/// What a fallback gave instead of the pages asked for, worded by what was asked.
+fn fallback_note(asked: HugePages, got: HugePages) -> String {
+    let instead = match got {
+        HugePages::Transparent => "transparent huge pages advised instead",
+        _ => "base pages instead",
+    };
+    match asked {
+        HugePages::Explicit(size) => format!(" (no {size} huge pages to be had: {instead})"),
+        HugePages::Transparent => {
+            " (no transparent huge pages: the host's setting gives none to this memory)".to_owned()
+        }
+        HugePages::None => format!(" (fell back: {instead})"),
+    }
+}
+
+/// A step's detail: the report of backing a region asked for `asked` pages.
+fn detail(r: &RegionReport, asked: HugePages) -> String {
     let mut d = format!("{}, page {}", r.backing, Size(r.page_size));
     match r.huge_pages {
         HugePages::None => {}
@@ -87,7 +103,7 @@ fn detail(r: &RegionReport) -> String {
         }
     }
     if r.fell_back {
-        d.push_str(" (fell back from explicit huge pages)");
+        d.push_str(&fallback_note(asked, r.huge_pages));
     }
     if let Some(n) = &r.numa {
         let nodes: Vec<String> = n.nodes().iter().map(u32::to_string).collect();
@@ -327,7 +343,14 @@ fn run_steps(
             watch(bar, prefaulted, || {
                 let (region, report) = Region::back(r.spec.clone())?;
                 space.insert_region(Arc::new(region))?;
-                Ok(((), report.as_ref().map(detail).unwrap_or_default()))
+                let asked = r.spec.huge_pages();
+                Ok((
+                    (),
+                    report
+                        .as_ref()
+                        .map(|report| detail(report, asked))
+                        .unwrap_or_default(),
+                ))
             })
         })?;
     }
@@ -339,7 +362,7 @@ fn run_steps(
         rec.run(step, || {
             watch(bar, prefaulted, || {
                 let (_, report) = space.plug(s.spec.clone())?;
-                Ok(((), detail(&report)))
+                Ok(((), detail(&report, s.spec.huge_pages())))
             })
         })?;
     }
@@ -425,7 +448,7 @@ pub fn back_text(r: &BackReport) -> String {
     );
     if r.thp_requested && r.peak_thp_kib == 0 {
         out.push_str(
-            "transparent huge pages were advised, but the host gave none (`memvisor check` says \
+            "transparent huge pages were asked for, but the host gave none (`memvisor check` says \
              why)\n",
         );
     }
@@ -468,12 +491,32 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("transparent huge pages were advised, but the host gave none"),
+            text.contains("transparent huge pages were asked for, but the host gave none"),
             "{text}"
         );
         let text = back_text(&report(true, 2048));
         assert!(text.contains("2.0 MiB transparent"), "{text}");
         assert!(!text.contains("gave none"), "{text}");
+    }
+
+    #[test]
+    fn fallback_note_says_what_was_asked() {
+        use memvisor_space::HugePageSize;
+        assert_eq!(
+            fallback_note(HugePages::Transparent, HugePages::None),
+            " (no transparent huge pages: the host's setting gives none to this memory)"
+        );
+        assert_eq!(
+            fallback_note(
+                HugePages::Explicit(HugePageSize::Size2M),
+                HugePages::Transparent
+            ),
+            " (no 2 MiB huge pages to be had: transparent huge pages advised instead)"
+        );
+        assert_eq!(
+            fallback_note(HugePages::Explicit(HugePageSize::Size1G), HugePages::None),
+            " (no 1 GiB huge pages to be had: base pages instead)"
+        );
     }
 
     #[test]
