@@ -3,6 +3,7 @@
 //! The host is read once into [`HostFacts`]; [`check_spec`] is a pure function of the spec, its
 //! plan and those facts, so every rule is tested with made-up hosts.
 
+use std::fmt::Write as _;
 use std::fs;
 
 use serde::Serialize;
@@ -697,7 +698,8 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     out
 }
 
-/// The findings as a table, each fix on the line after its finding.
+/// The findings as a table, each fix on the line after its finding, under the details. A fix
+/// is a command to run: it is printed whole (escaped, never cut as a long cell would be).
 #[must_use]
 pub fn check_text(name: &str, findings: &[Finding]) -> String {
     let mut t = Table::new(&["CHECK", "STATUS", "DETAIL"]);
@@ -707,14 +709,24 @@ pub fn check_text(name: &str, findings: &[Finding]) -> String {
             f.status.name().to_owned(),
             f.detail.clone(),
         ]);
+    }
+    let table = t.to_string();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or("");
+    let indent = " ".repeat(header.find("DETAIL").unwrap_or(0));
+    let mut body = format!("{header}\n");
+    // Cells are escaped, so each finding is one line.
+    for (line, f) in lines.zip(findings) {
+        body.push_str(line);
+        body.push('\n');
         if let Some(fix) = &f.fix {
-            t.row(vec![String::new(), String::new(), format!("fix: {fix}")]);
+            let _ = writeln!(body, "{indent}fix: {}", crate::render::escape(fix));
         }
     }
     let fails = findings.iter().filter(|f| f.status == Status::Fail).count();
     let warns = findings.iter().filter(|f| f.status == Status::Warn).count();
     format!(
-        "{}: {}\n\n{t}",
+        "{}: {}\n\n{body}",
         crate::render::escape(name),
         match (fails, warns) {
             (0, 0) => "this host can back the spec as written".to_owned(),

@@ -492,3 +492,23 @@ fn check_hugetlbfs_finds_the_mount_in_use_at_the_path() {
     assert_eq!(m.status, Status::Fail, "{m:?}");
     assert!(m.fix.unwrap().contains("none DIR"));
 }
+
+#[test]
+fn check_text_prints_a_long_fix_whole() {
+    let dir = format!("/work/{}", "d".repeat(300));
+    let src = format!(
+        "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \"2MiB\"\nhugetlbfs = \"{dir}\"\n"
+    );
+    let f = run(&src, &good_host());
+    let fix = get(&f, "hugetlbfs").fix.clone().unwrap();
+    assert!(fix.contains(&format!("mkdir -p {dir} && ")), "{fix}");
+    let text = check_text("vm", &f);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("fix: mkdir"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(line.trim_start(), format!("fix: {fix}"));
+    // The fix sits under the details, as before.
+    let header = text.lines().find(|l| l.starts_with("CHECK")).unwrap();
+    assert_eq!(line.find("fix:"), header.find("DETAIL"), "{text}");
+}
