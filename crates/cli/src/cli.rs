@@ -349,15 +349,33 @@ where
         }
         _ => false,
     };
-    match execute(cli.command, out, progress) {
+    // What was written must reach its reader: a failed flush is a failed write.
+    let result =
+        execute(cli.command, out, progress).and_then(|()| out.flush().map_err(Error::Output));
+    match result {
         Ok(()) => 0,
+        // Standard output cannot take the report: say so where it can be seen.
+        Err(e @ Error::Output(_)) => {
+            let _ = writeln!(err, "error: {}", error_chain(&e));
+            e.exit_code()
+        }
         // The report was written as JSON and says what failed; standard error says it too.
         Err(e @ (Error::Back { .. } | Error::HostCannotBack { .. })) if as_json => {
             let _ = writeln!(err, "error: {}", error_chain(&e));
             e.exit_code()
         }
         Err(e) if as_json => {
-            let _ = out.write_all(json(&crate::json::ErrorDoc::from(&e)).as_bytes());
+            let written = out
+                .write_all(json(&crate::json::ErrorDoc::from(&e)).as_bytes())
+                .and_then(|()| out.flush());
+            if let Err(write) = written {
+                let _ = writeln!(
+                    err,
+                    "error: {}\nerror: {}",
+                    error_chain(&e),
+                    error_chain(&Error::Output(write))
+                );
+            }
             e.exit_code()
         }
         Err(e) => {

@@ -400,3 +400,62 @@ fn layout_error_has_line_and_column_in_json() {
         (Some(2), Some(8))
     );
 }
+
+/// Standard output that refuses every write, as `/dev/full` does.
+struct Full;
+
+impl std::io::Write for Full {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(28))
+    }
+}
+
+#[test]
+fn output_write_errors_are_reported_on_stderr_with_or_without_json() {
+    for args in [&["plan", "--json"][..], &["plan"][..], &["init"][..]] {
+        let mut err = Vec::new();
+        let mut argv = vec!["memvisor"];
+        argv.extend_from_slice(args);
+        let code = memvisor_cli::run(argv, &mut Full, &mut err, false);
+        assert_eq!(code, 1, "{args:?}");
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with("error: writing the output"),
+            "{args:?}: {err:?}"
+        );
+    }
+}
+
+/// Standard output that takes everything but fails when flushed.
+struct FailsOnFlush;
+
+impl std::io::Write for FailsOnFlush {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(32))
+    }
+}
+
+#[test]
+fn output_flush_errors_are_reported_on_stderr() {
+    let mut err = Vec::new();
+    let code = memvisor_cli::run(
+        ["memvisor", "plan", "--json"],
+        &mut FailsOnFlush,
+        &mut err,
+        false,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        String::from_utf8(err)
+            .unwrap()
+            .starts_with("error: writing the output"),
+    );
+}
