@@ -12,7 +12,7 @@ use crate::hostmem::{field_kib, huge_page_dirs, read_number};
 use crate::plan::Plan;
 use crate::render::Table;
 use crate::size::{Size, approx};
-use crate::spec::{BackingKind, PageKind, VmSpec};
+use crate::spec::{BackingKind, PageKind, Policy, VmSpec};
 
 /// What the checks need to know about the host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -495,19 +495,32 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                 continue;
             };
             if n.host_nodes.len() == 1 && free < n.size && mem.pages.explicit_bytes().is_none() {
+                // Only another host node can make up the difference.
+                let others = host.numa_nodes.iter().any(|x| x.0 != h);
+                let (note, fix) = match (others, n.policy) {
+                    (false, _) => (" (the host has no other node)", None),
+                    (true, Policy::Preferred) => (
+                        "; the rest will come from other host nodes (preferred)",
+                        None,
+                    ),
+                    (true, _) => (
+                        "",
+                        Some(
+                            "use policy = \"preferred\" or spread the node over more host nodes"
+                                .to_owned(),
+                        ),
+                    ),
+                };
                 out.push(finding(
                     "numa",
                     Status::Warn,
                     format!(
-                        "{}: {} bound to host node {h}, which has {} free",
+                        "{}: {} bound to host node {h}, which has {} free{note}",
                         n.loc.path,
                         Size(n.size),
                         approx(free)
                     ),
-                    Some(
-                        "use policy = \"preferred\" or spread the node over more host nodes"
-                            .to_owned(),
-                    ),
+                    fix,
                 ));
             }
         }

@@ -512,3 +512,38 @@ fn check_text_prints_a_long_fix_whole() {
     let header = text.lines().find(|l| l.starts_with("CHECK")).unwrap();
     assert_eq!(line.find("fix:"), header.find("DETAIL"), "{text}");
 }
+
+#[test]
+fn check_numa_short_node_fix_changes_the_outcome_or_is_none() {
+    // Already preferred, with other host nodes: the rest comes from them; nothing to change.
+    let two = HostFacts {
+        numa_nodes: vec![(0, 10 * GIB), (1, 10 * GIB)],
+        ..good_host()
+    };
+    let preferred =
+        "[memory]\n[[numa]]\nsize = \"20GiB\"\nhost_nodes = [0]\npolicy = \"preferred\"\n";
+    let n = get(&run(preferred, &two), "numa").clone();
+    assert_eq!(n.status, Status::Warn, "{n:?}");
+    assert_eq!(n.fix, None, "{n:?}");
+    assert!(n.detail.contains("from other host nodes"), "{}", n.detail);
+    // A host of one node: no policy changes where the memory comes from.
+    let one = HostFacts {
+        numa_nodes: vec![(0, 10 * GIB)],
+        ..good_host()
+    };
+    for policy in ["bind", "preferred", "interleave"] {
+        let src = format!(
+            "[memory]\n[[numa]]\nsize = \"20GiB\"\nhost_nodes = [0]\npolicy = \"{policy}\"\n"
+        );
+        let n = get(&run(&src, &one), "numa").clone();
+        assert_eq!(n.status, Status::Warn, "{policy}: {n:?}");
+        assert!(
+            n.fix.as_deref().is_none_or(|f| !f.contains("policy")),
+            "{policy}: {n:?}"
+        );
+    }
+    // Bound, with other host nodes: preferred or spreading does change it.
+    let bind = "[memory]\n[[numa]]\nsize = \"20GiB\"\nhost_nodes = [0]\n";
+    let n = get(&run(bind, &two), "numa").clone();
+    assert!(n.fix.unwrap().contains("policy = \"preferred\""));
+}
