@@ -22,6 +22,10 @@ pub struct HostFacts {
     /// `transparent_hugepage/shmem_enabled` (`always`, `within_size`, `advise`, `never`,
     /// `deny`, `force`), or `unavailable`.
     pub thp_shmem_enabled: String,
+    /// The per-size knobs of the PMD huge page size (kernel 6.8 and later): (page size in bytes,
+    /// `hugepages-<size>kB/enabled`, `hugepages-<size>kB/shmem_enabled`), each `inherit` when
+    /// the top-level knob applies; `None` when the kernel has none.
+    pub thp_pmd_knobs: Option<(u64, String, String)>,
     /// Huge page pools: (page size in bytes, free pages, total pages).
     pub huge_page_pools: Vec<(u64, u64, u64)>,
     /// Huge pages of each pool that are free but reserved by another mapping (`resv_hugepages`):
@@ -200,9 +204,28 @@ pub fn host_facts() -> HostFacts {
         .open("/dev/kvm")
         .err()
         .map(|e| e.to_string());
+    let thp_pmd_knobs =
+        read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size").and_then(|size| {
+            let dir = format!(
+                "/sys/kernel/mm/transparent_hugepage/hugepages-{}kB",
+                size / 1024
+            );
+            let knob = |name: &str| {
+                let m = mode(&format!("{dir}/{name}"));
+                if m == "unavailable" {
+                    "inherit".to_owned()
+                } else {
+                    m
+                }
+            };
+            std::path::Path::new(&dir)
+                .is_dir()
+                .then(|| (size, knob("enabled"), knob("shmem_enabled")))
+        });
     let mut facts = HostFacts {
         thp_enabled: mode("/sys/kernel/mm/transparent_hugepage/enabled"),
         thp_shmem_enabled: mode("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+        thp_pmd_knobs,
         huge_page_pools: huge_page_dirs()
             .into_iter()
             .map(|(kib, dir)| {
@@ -319,7 +342,7 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     // Transparent huge pages.
     let thp_wanted = mem.pages == PageKind::Transparent || mem.fallback_transparent;
     if thp_wanted {
-        let (knob, mode, good): (&str, &str, &[&str]) = if shared {
+        let (knob, top, good): (&str, &str, &[&str]) = if shared {
             (
                 "shmem_enabled",
                 &host.thp_shmem_enabled,
@@ -327,6 +350,19 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
             )
         } else {
             ("enabled", &host.thp_enabled, &["always", "madvise"])
+        };
+        // The PMD size's own knob decides unless it is `inherit`.
+        let per_size = host
+            .thp_pmd_knobs
+            .as_ref()
+            .and_then(|(size, enabled, shmem)| {
+                let m = if shared { shmem } else { enabled };
+                (m != "inherit")
+                    .then(|| (format!("hugepages-{}kB/{knob}", size / 1024), m.as_str()))
+            });
+        let (knob, mode) = match &per_size {
+            Some((path, m)) => (path.as_str(), *m),
+            None => (knob, top),
         };
         // The advice is a hint: memory without huge pages still works, only slower.
         let status = if good.contains(&mode) {
@@ -336,11 +372,17 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
         };
         let kind = if shared { "shared (memfd)" } else { "private" };
         let value = if shared { "advise" } else { "madvise" };
+        let inherits = host
+            .thp_pmd_knobs
+            .as_ref()
+            .map(|(size, ..)| format!(" (hugepages-{}kB/{knob} is `inherit`)", size / 1024))
+            .filter(|_| per_size.is_none())
+            .unwrap_or_default();
         out.push(finding(
             "thp",
             status,
             format!(
-                "{kind} memory gets transparent huge pages by {knob}, which is `{mode}`{}",
+                "{kind} memory gets transparent huge pages by {knob}, which is `{mode}`{inherits}{}",
                 if status == Status::Ok {
                     ""
                 } else {
@@ -780,6 +822,7 @@ mod tests {
         HostFacts {
             thp_enabled: "madvise".into(),
             thp_shmem_enabled: "advise".into(),
+            thp_pmd_knobs: None,
             huge_page_pools: vec![(2 << 20, 1024, 1024), (1 << 30, 0, 0)],
             huge_page_reserved: vec![],
             mounts: vec![

@@ -28,6 +28,7 @@ fn good_host() -> HostFacts {
     HostFacts {
         thp_enabled: "madvise".into(),
         thp_shmem_enabled: "advise".into(),
+        thp_pmd_knobs: None,
         huge_page_pools: vec![(2 * MIB, 1024, 1024), (GIB, 0, 0)],
         huge_page_reserved: vec![],
         mounts: vec![
@@ -546,4 +547,49 @@ fn check_numa_short_node_fix_changes_the_outcome_or_is_none() {
     let bind = "[memory]\n[[numa]]\nsize = \"20GiB\"\nhost_nodes = [0]\n";
     let n = get(&run(bind, &two), "numa").clone();
     assert!(n.fix.unwrap().contains("policy = \"preferred\""));
+}
+
+#[test]
+fn check_thp_reads_the_pmd_size_knob() {
+    let private = "[memory]\nsize = \"64MiB\"\nhuge_pages = \"transparent\"\n";
+    let memfd = "[memory]\nsize = \"64MiB\"\nbacking = \"memfd\"\nhuge_pages = \"transparent\"\n";
+    // The per-size knob says never: the top-level madvise does not apply.
+    let host = HostFacts {
+        thp_pmd_knobs: Some((2 * MIB, "never".into(), "inherit".into())),
+        ..good_host()
+    };
+    let t = get(&run(private, &host), "thp").clone();
+    assert_eq!(t.status, Status::Warn, "{t:?}");
+    assert_eq!(
+        t.detail,
+        "private memory gets transparent huge pages by hugepages-2048kB/enabled, which is `never`: it will get none"
+    );
+    assert_eq!(
+        t.fix.as_deref(),
+        Some(
+            "echo madvise > /sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled (as root)"
+        )
+    );
+    // Shared memory inherits shmem_enabled, which is advise.
+    assert_eq!(get(&run(memfd, &host), "thp").status, Status::Ok);
+    // inherit: the top-level knob applies.
+    let host = HostFacts {
+        thp_enabled: "never".into(),
+        thp_pmd_knobs: Some((2 * MIB, "inherit".into(), "never".into())),
+        ..good_host()
+    };
+    let t = get(&run(private, &host), "thp").clone();
+    assert_eq!(t.status, Status::Warn, "{t:?}");
+    assert_eq!(
+        t.fix.as_deref(),
+        Some("echo madvise > /sys/kernel/mm/transparent_hugepage/enabled (as root)")
+    );
+    assert_eq!(get(&run(memfd, &host), "thp").status, Status::Warn);
+    // The per-size knob allows it even when the top-level one does not.
+    let host = HostFacts {
+        thp_enabled: "never".into(),
+        thp_pmd_knobs: Some((2 * MIB, "madvise".into(), "inherit".into())),
+        ..good_host()
+    };
+    assert_eq!(get(&run(private, &host), "thp").status, Status::Ok);
 }
