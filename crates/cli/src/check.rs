@@ -396,6 +396,8 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     }
 
     // Explicit huge pages: pool, and mount for hugetlbfs.
+    // Whether some memory may not get its explicit huge pages and fall back to other pages.
+    let mut may_fall_back = false;
     if let Some(page) = mem.pages.explicit_bytes() {
         let needed = ram / page;
         let with_hotplug = ram.saturating_add(hotplug) / page;
@@ -459,6 +461,7 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                 None,
             ),
         };
+        may_fall_back = mem.fallback_transparent && status != Status::Ok;
         let status = if status == Status::Fail && mem.fallback_transparent {
             Status::Warn
         } else {
@@ -652,14 +655,15 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
 
     // Overcommit: anonymous memory, private or shared (DAX windows too), is charged when it is
     // mapped, each region and each plugged slot one mapping; explicit huge pages and memfd
-    // memory are not (a memfd's pages are charged as they are allocated).
+    // memory are not (a memfd's pages are charged as they are allocated). Memory whose explicit
+    // huge pages may be short falls back to charged pages.
     let charged: Vec<&crate::plan::MapEntry> = plan
         .map
         .iter()
         .filter(|m| {
             matches!(m.ty, "RAM" | "DAX" | "hotplug")
                 && matches!(m.backing.kind, "anonymous" | "anonymous-shared")
-                && !matches!(m.backing.pages, "2MiB" | "1GiB")
+                && (may_fall_back || !matches!(m.backing.pages, "2MiB" | "1GiB"))
         })
         .collect();
     let total_charged = charged

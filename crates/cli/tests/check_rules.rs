@@ -593,3 +593,21 @@ fn check_thp_reads_the_pmd_size_knob() {
     };
     assert_eq!(get(&run(private, &host), "thp").status, Status::Ok);
 }
+
+#[test]
+fn check_overcommit_counts_explicit_pages_that_fall_back() {
+    let src =
+        "[memory]\nsize = \"32GiB\"\nhuge_pages = \"2MiB\"\nhuge_page_fallback = \"transparent\"\n";
+    // A pool too small: the memory falls back to transparent pages, charged when mapped.
+    let short = HostFacts {
+        huge_page_pools: vec![(2 * MIB, 0, 0)],
+        ..small_host()
+    };
+    assert_eq!(get(&run(src, &short), "overcommit").status, Status::Fail);
+    // A pool large enough: explicit huge pages, not charged.
+    let enough = HostFacts {
+        huge_page_pools: vec![(2 * MIB, 16384, 16384)],
+        ..small_host()
+    };
+    assert_eq!(get(&run(src, &enough), "overcommit").status, Status::Ok);
+}
