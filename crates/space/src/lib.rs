@@ -27,6 +27,33 @@
 //!   it), a [`Region`] implements `GuestMemoryRegion`, and [`AddressSpace`] implements
 //!   `GuestAddressSpace`, so rust-vmm device crates can use them directly.
 //!
+//! # Coming from dbs-address-space
+//!
+//! | dbs-address-space | memvisor-space |
+//! | --- | --- |
+//! | `AddressSpaceRegion` | [`RegionSpec`] (what to make) and [`Region`] (what was made) |
+//! | `AddressSpaceRegionType::{DefaultMemory, DeviceMemory, DAXMemory}` | [`RegionType::Ram`], [`RegionType::Device`], [`RegionType::Dax`] (and `Firmware`, `Reserved`) |
+//! | `create_default_memory_region(.., mem_type, ..)`: `"mmap"` / `"hugemmap"` | [`RegionSpec::ram`] with [`Backing::AnonymousPrivate`], plus [`HugePages::Transparent`] for the huge variant |
+//! | `mem_type` `"shmem"` / `"hugeshmem"` | [`Backing::Memfd`] (or [`Backing::AnonymousShared`]), plus [`HugePages::Transparent`] |
+//! | `mem_type` `"hugetlbfs"` with a file path | [`Backing::Hugetlbfs`] with a directory on the mount (the file is made and unlinked there) and [`HugePages::Explicit`] |
+//! | `mem_prealloc` | [`RegionSpec::with_prefault_threads`] (really populates, in parallel) |
+//! | `host_numa_node_id` | [`RegionSpec::with_numa`] ([`NumaBinding`], applied with `mbind`) |
+//! | `is_anon` (`MADV_DONTFORK`) | [`RegionSpec::with_dontfork`] |
+//! | `is_hotplug` (a hint) | a rule: hot-pluggable RAM must lie in the layout's hotplug window ([`Error::OutsideWindow`]), plugged with [`AddressSpace::plug`] |
+//! | `AddressSpaceLayout::new(phys_end, mem_start, mem_end)` | [`Layout`], with [`Layout::x86_64`] and [`Layout::aarch64`] presets |
+//! | `AddressSpace::from_regions` (panics on bad input) | [`AddressSpace::builder`] then [`SpaceBuilder::plan`] or [`SpaceBuilder::back`] (typed [`Error`]s) |
+//! | `insert_region`, `remove_region` | [`AddressSpace::insert_region`], [`AddressSpace::remove_region`] ([`RegionListener`]s told) |
+//! | `walk_regions` | [`Snapshot::regions`] |
+//! | `is_dax_region`, `numa_node_id` | [`Snapshot::is_dax`], [`Snapshot::numa_node`] |
+//! | `last_addr` (last address of the highest region that is not DAX) | [`Snapshot::last_ram_addr`] (RAM only) or [`Snapshot::last_region_addr`] (any type); the old value is `regions().filter(|r| !r.is_dax()).map(Region::last).max()` |
+//!
+//! Differences to know: [`Backing::File`] maps a file by path, shared; for a file already open
+//! or a private (copy-on-write) file mapping (`file_offset` with other `perm_flags`), make a
+//! vm-memory `GuestRegionMmap` and adopt it with [`Region::from_guest_region_mmap`] — such a
+//! region gets no NUMA binding, dontfork or prefault from this crate, and refuses
+//! [`Region::discard`]. Not provided: vCPU ids per guest NUMA node (dbs's `NumaIdTable`; a
+//! VMM's ACPI code keeps them) and regions over raw host pointers (`GuestRegionRaw`).
+//!
 //! # Example
 //!
 //! A VM with 64 MiB of RAM, a device window, and a hotplug window into which 2 MiB of RAM is
