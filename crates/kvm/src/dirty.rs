@@ -193,6 +193,19 @@ impl Iterator for BitIter {
     }
 }
 
+/// One `KVM_GET_DIRTY_LOG` of `slot`, registered for `region`: KVM's log as words.
+fn get_log(shared: &Shared, slot: u32, region: &memvisor_space::Region) -> Result<Vec<u64>> {
+    let base = region.base().0;
+    let size = usize::try_from(region.size()).map_err(|_| Error::TooBig {
+        base,
+        size: region.size(),
+    })?;
+    shared
+        .vm()
+        .get_dirty_log(slot, size)
+        .map_err(|source| Error::DirtyLog { slot, base, source })
+}
+
 impl MemorySlots {
     /// Turns KVM's dirty logging (`KVM_MEM_LOG_DIRTY_PAGES`) on or off for the region starting
     /// at `base`. Turning it on starts with a clean log (when it is on already, the log is
@@ -210,18 +223,7 @@ impl MemorySlots {
         if on && flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
             // On already: KVM keeps its log when the flags do not change, so clear it by
             // fetching it.
-            let size = usize::try_from(region.size()).map_err(|_| Error::TooBig {
-                base: base.0,
-                size: region.size(),
-            })?;
-            shared
-                .vm()
-                .get_dirty_log(slot, size)
-                .map_err(|source| Error::DirtyLog {
-                    slot,
-                    base: base.0,
-                    source,
-                })?;
+            get_log(shared, slot, region)?;
             state.take_pending(slot);
             return Ok(());
         }
@@ -260,14 +262,7 @@ impl MemorySlots {
                 other_size: region.size(),
             });
         }
-        let size = usize::try_from(region.size()).map_err(|_| Error::TooBig {
-            base,
-            size: region.size(),
-        })?;
-        let words = shared
-            .vm()
-            .get_dirty_log(slot, size)
-            .map_err(|source| Error::DirtyLog { slot, base, source })?;
+        let words = get_log(shared, slot, region)?;
         let saved = state.take_pending(slot);
         drop(state);
         bitmap.or_words(&words);

@@ -271,6 +271,9 @@ fn refused_removal_keeps_dirty_logging_and_the_log() {
     space.add_listener(Arc::clone(&refuse));
     assert!(space.remove_region(GuestAddress(HIGH), MIB2).is_err());
     assert_eq!(slots.registered(), before, "the slot is back as it was");
+    // Refused again before any fetch: the log saved the first time is kept too.
+    assert!(space.remove_region(GuestAddress(HIGH), MIB2).is_err());
+    assert_eq!(slots.registered(), before);
     let dirty = slots.fetch_dirty_log(GuestAddress(HIGH)).unwrap();
     assert_eq!(
         dirty.dirty_pages().collect::<Vec<_>>(),
