@@ -254,6 +254,15 @@ impl fmt::Debug for Arena {
     }
 }
 
+/// Bytes of the side tables made with the arena, for `nchunks` chunks, `nmarks` mark words,
+/// `nfree` free-bitmap words and `nslabs` slab records: per chunk its owner and free-chunk
+/// bits (8 bytes), mailbox pointer and record. The remote-free tables come on top.
+fn fixed_table_bytes(nchunks: usize, nmarks: usize, nfree: usize, nslabs: usize) -> usize {
+    nchunks * (8 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
+        + (nmarks + nfree) * 8
+        + nslabs * core::mem::size_of::<Slab>()
+}
+
 fn cells<T: Copy>(len: usize, value: T) -> Option<Box<[UnsafeCell<T>]>> {
     table::filled(len, |_| UnsafeCell::new(value))
 }
@@ -390,14 +399,10 @@ impl Arena {
             nchunks * free_words,
             geo.len >> geo.slab_unit_shift,
         );
-        // What the tables below take (the sizes fit: each is a small fraction of the backing).
-        let bytes = ChunkSet::bytes(nchunks)
-            + nchunks
-                * (core::mem::size_of::<AtomicU32>()
-                    + 2 * core::mem::size_of::<usize>()
-                    + core::mem::size_of::<ChunkInfo>())
-            + (nmarks + nfree) * 8
-            + nslabs * core::mem::size_of::<Slab>();
+        // What the tables below take, with the remote-free table pointers (no remote-free bits
+        // yet).
+        let bytes = fixed_table_bytes(nchunks, nmarks, nfree, nslabs)
+            + nchunks * core::mem::size_of::<usize>();
         let refused = || Error::TablesUnavailable { bytes };
         Ok(Self {
             stack: ChunkSet::new(count).ok_or_else(refused)?,
@@ -530,11 +535,12 @@ impl Arena {
     /// is kept inside the block.
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
-        self.geo.nchunks * (8 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
-            + self.marks.len() * 8
-            + self.free_bits.len() * 8
-            + self.slabs.len() * core::mem::size_of::<Slab>()
-            + self.remote.bytes()
+        fixed_table_bytes(
+            self.geo.nchunks,
+            self.marks.len(),
+            self.free_bits.len(),
+            self.slabs.len(),
+        ) + self.remote.bytes()
     }
 
     /// Makes a client with the given quota.

@@ -46,11 +46,6 @@ impl ChunkSet {
         })
     }
 
-    /// Bytes of the set's words for `count` chunks.
-    pub(crate) const fn bytes(count: usize) -> usize {
-        count.div_ceil(64) * 8
-    }
-
     /// Takes the lowest free chunk. A scan that finds none while the count says some are
     /// free (given back behind the scan) looks again.
     pub(crate) fn pop(&self) -> Option<u32> {

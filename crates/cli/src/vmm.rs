@@ -268,9 +268,7 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             .error(
                 field,
                 raw.map(|r| offset(r)..offset(r) + r.get().len()),
-                Problem::Invalid(format!(
-                    "{total} devices (at most {MAX_DEVICES}: each needs its own interrupt)"
-                )),
+                crate::spec::too_many_devices(total),
             )
             .into());
     }

@@ -403,6 +403,13 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// (the 96 AArch64 SPIs; x86_64 has fewer). Checked before any device is looked at.
 pub const MAX_DEVICES: usize = 96;
 
+/// The problem of `n` devices, more than [`MAX_DEVICES`], for a spec and for an import alike.
+pub(crate) fn too_many_devices(n: usize) -> Problem {
+    Problem::Invalid(format!(
+        "{n} devices (at most {MAX_DEVICES}: each needs its own interrupt)"
+    ))
+}
+
 /// The most guest NUMA nodes (`[[numa]]` entries).
 pub const MAX_GUEST_NODES: usize = 64;
 

@@ -157,11 +157,15 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
     };
     let root = toml::de::DeTable::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
     // Counts first, before any entry is read into its fields.
-    count_entries(src, root.get_ref(), "device", MAX_DEVICES, |n| {
-        format!("{n} devices (at most {MAX_DEVICES}: each needs its own interrupt)")
-    })?;
+    count_entries(
+        src,
+        root.get_ref(),
+        "device",
+        MAX_DEVICES,
+        super::too_many_devices,
+    )?;
     count_entries(src, root.get_ref(), "numa", MAX_GUEST_NODES, |n| {
-        format!("{n} guest NUMA nodes (at most {MAX_GUEST_NODES})")
+        Problem::Invalid(format!("{n} guest NUMA nodes (at most {MAX_GUEST_NODES})"))
     })?;
     let de = toml::Deserializer::from(root);
     let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -179,7 +183,7 @@ fn count_entries(
     root: &toml::de::DeTable<'_>,
     key: &str,
     max: usize,
-    message: impl Fn(usize) -> String,
+    problem: impl Fn(usize) -> Problem,
 ) -> Result<(), SpecError> {
     let Some(list) = root.get(key).and_then(|v| v.get_ref().as_array()) else {
         return Ok(());
@@ -188,7 +192,7 @@ fn count_entries(
         Some(first_past) => Err(src.error(
             format!("{key}[{max}]"),
             Some(first_past.span()),
-            Problem::Invalid(message(list.len())),
+            problem(list.len()),
         )),
         None => Ok(()),
     }
