@@ -546,7 +546,9 @@ impl Arena {
     /// Makes a client with the given quota.
     ///
     /// # Errors
-    /// [`Error::ClientIdsExhausted`] after `u32::MAX - 1` clients.
+    /// [`Error::ClientIdsExhausted`] after `u32::MAX - 1` clients;
+    /// [`Error::TablesUnavailable`] if the host's allocator refuses the client's mailbox (one
+    /// word). Nothing changes on error.
     ///
     /// # Examples
     /// ```
@@ -561,9 +563,14 @@ impl Arena {
     /// # Ok::<(), memvisor_arena::Error>(())
     /// ```
     pub fn create_client(&self, quota: Quota) -> Result<Client<'_>> {
+        let mailbox = Mailbox::boxed().ok_or(Error::TablesUnavailable {
+            bytes: core::mem::size_of::<Mailbox>(),
+        })?;
         let mut id = self.next_id.load(Ordering::Relaxed);
         loop {
             if id == u32::MAX {
+                // SAFETY: just made by `Mailbox::boxed`, and no client took it.
+                drop(unsafe { Box::from_raw(mailbox) });
                 return Err(Error::ClientIdsExhausted { max: u32::MAX - 1 });
             }
             match self.next_id.compare_exchange_weak(
@@ -577,7 +584,7 @@ impl Arena {
             }
         }
         self.clients.fetch_add(1, Ordering::Relaxed);
-        Ok(Client::new(self, id, quota))
+        Ok(Client::new(self, id, quota, mailbox))
     }
 
     /// Deletes a client, giving all its memory back at once; the same as dropping it. Its

@@ -153,7 +153,8 @@ impl Backing {
     /// [`Arena::new`](crate::Arena::new); the advice outlives decommits.
     ///
     /// # Errors
-    /// [`Error::Vmem`] if the reservation fails.
+    /// [`Error::Vmem`] if the reservation fails, [`Error::TablesUnavailable`] if the host's
+    /// allocator refuses the backing's record.
     ///
     /// # Examples
     /// ```
@@ -170,10 +171,14 @@ impl Backing {
             .alignment(align)
             .mode(mode)
             .reserve(len)?;
+        let (ptr, len) = (reservation.as_non_null(), reservation.len());
+        let record = crate::table::boxed(reservation).ok_or(Error::TablesUnavailable {
+            bytes: core::mem::size_of::<Reservation>(),
+        })?;
         Ok(Self {
-            ptr: reservation.as_non_null(),
-            len: reservation.len(),
-            source: Source::Reserved(Box::new(reservation)),
+            ptr,
+            len,
+            source: Source::Reserved(record),
         })
     }
 

@@ -227,7 +227,9 @@ impl fmt::Debug for Client<'_> {
 }
 
 impl<'a> Client<'a> {
-    pub(crate) fn new(arena: &'a Arena, id: u32, quota: Quota) -> Self {
+    /// A client with identifier `id` and its `mailbox` (from [`Mailbox::boxed`], owned by the
+    /// client from now on).
+    pub(crate) fn new(arena: &'a Arena, id: u32, quota: Quota, mailbox: *mut Mailbox) -> Self {
         let geo = arena.geometry();
         Self {
             arena,
@@ -250,7 +252,7 @@ impl<'a> Client<'a> {
                 empty_chunks: 0,
                 idle_chunks: 0,
                 id,
-                mailbox: Box::into_raw(Box::new(Mailbox::new())),
+                mailbox,
                 seen_trims: arena.trim_requests(),
                 cached: 0,
                 cached_reported: 0,

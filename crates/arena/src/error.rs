@@ -100,8 +100,10 @@ pub enum Error {
         /// Bytes the allocation needs.
         requested: usize,
     },
-    /// The host's allocator refused the memory for the arena's side tables (about 2% of the
-    /// backing, outside it; see [`Arena::bookkeeping_bytes`](crate::Arena::bookkeeping_bytes)).
+    /// The host's allocator refused memory the arena keeps outside its backing: its side
+    /// tables (about 2% of the backing; see
+    /// [`Arena::bookkeeping_bytes`](crate::Arena::bookkeeping_bytes)), a chunk's remote-free
+    /// bits, a new client's mailbox or a reserved backing's record.
     #[error("the arena's side tables need {bytes:#x} bytes of host memory, which were refused")]
     TablesUnavailable {
         /// Bytes the side tables need.

@@ -1,9 +1,10 @@
-//! The arena's side tables as boxed slices, allocated fallibly: an arena whose tables the
-//! host's allocator cannot provide is an error ([`Error::TablesUnavailable`]), not an abort.
+//! What the arena keeps on the host's heap (its side tables as boxed slices, a client's
+//! mailbox and bins, a backing's record), allocated fallibly: memory the host's allocator
+//! cannot provide is an error ([`Error::TablesUnavailable`]), not an abort.
 //!
 //! [`Error::TablesUnavailable`]: crate::Error::TablesUnavailable
 
-use alloc::alloc::{Layout, alloc_zeroed};
+use alloc::alloc::{Layout, alloc, alloc_zeroed};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -15,6 +16,25 @@ pub(crate) fn filled<T>(len: usize, make: impl FnMut(usize) -> T) -> Option<Box<
     values.try_reserve_exact(len).ok()?;
     values.extend((0..len).map(make));
     Some(values.into_boxed_slice())
+}
+
+/// `value` in a box; `None` (and `value` dropped) if the allocator refuses the memory.
+pub(crate) fn boxed<T>(value: T) -> Option<Box<T>> {
+    let layout = Layout::new::<T>();
+    if layout.size() == 0 {
+        return Some(Box::new(value));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc(layout) }.cast::<T>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` was just allocated by the global allocator with `T`'s layout, so it is valid
+    // for a write of one, and `Box` frees it with that layout.
+    unsafe {
+        p.write(value);
+        Some(Box::from_raw(p))
+    }
 }
 
 /// Types whose all-zero bytes are a valid value.
@@ -60,6 +80,10 @@ mod tests {
         assert!(z.iter().all(|w| w.load(Ordering::Relaxed) == 0));
         z[999].store(7, Ordering::Relaxed);
         assert_eq!(z[999].load(Ordering::Relaxed), 7);
+        let empty: Box<[AtomicU64]> = zeroed(0).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(*boxed(7u32).unwrap(), 7);
+        boxed(()).unwrap();
         let empty: Box<[AtomicU64]> = zeroed(0).unwrap();
         assert!(empty.is_empty());
     }

@@ -102,3 +102,23 @@ fn refused_remote_bits_are_an_error_that_changes_nothing() {
     assert_eq!(unsafe { arena.free(p) }, Ok(112));
     assert_eq!(arena.owner_of(p.as_ptr()), None);
 }
+
+/// A client whose mailbox the allocator refuses is an error, not an abort; nothing changes
+/// (no identifier is used up, the arena counts no client) and a later client is made as
+/// usual.
+#[test]
+fn refused_client_records_are_an_error_that_changes_nothing() {
+    let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
+    let first = arena.create_client(Quota::UNLIMITED).unwrap();
+    let before = arena.stats();
+    REFUSE_ALL.set(true);
+    let refused = arena.create_client(Quota::UNLIMITED);
+    REFUSE_ALL.set(false);
+    match refused {
+        Err(Error::TablesUnavailable { bytes }) => assert!(bytes > 0 && bytes <= 64, "{bytes}"),
+        other => panic!("expected TablesUnavailable, got {other:?}"),
+    }
+    assert_eq!(arena.stats(), before);
+    let second = arena.create_client(Quota::UNLIMITED).unwrap();
+    assert_eq!(second.id(), first.id() + 1);
+}

@@ -124,20 +124,42 @@ pub(crate) fn pin(handle: u64) -> Result<Pinned, Status> {
     Ok(Pinned { slot, shared })
 }
 
+/// `value` on the heap, as a raw pointer (freed with `Box::from_raw`), or `None` if the
+/// allocator refuses it.
+fn boxed<T>(value: T) -> Option<*mut T> {
+    let layout = std::alloc::Layout::new::<T>();
+    assert_ne!(layout.size(), 0, "only records with fields are boxed");
+    // SAFETY: the layout is not zero-sized (checked above).
+    let p = unsafe { std::alloc::alloc(layout) }.cast::<T>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` was just allocated with `T`'s layout, so it is valid for a write of one, and
+    // `Box::from_raw` frees it with that layout through the same allocator.
+    unsafe { p.write(value) };
+    Some(p)
+}
+
 /// Makes a context over `arena`; returns its handle.
 ///
 /// # Errors
-/// [`Status::LimitReached`] if no handle is left.
+/// [`Status::LimitReached`] if no handle is left, [`Status::Os`] if the allocator refuses
+/// the context's record or a handle table.
 pub(crate) fn create_context(arena: Arena) -> Result<u64, Status> {
-    let shared = Box::into_raw(Box::new(Shared {
+    let shared = boxed(Shared {
         arena,
         handles: Mutex::new(HashMap::new()),
         deleting: RwLock::new(()),
-    }));
-    let result = CONTEXTS.take(Status::LimitReached, |slot: &'static Slot<ContextSlot>| {
-        slot.value().shared.store(shared, Ordering::Release);
-        Ok(())
-    });
+    })
+    .ok_or(Status::Os)?;
+    let result = CONTEXTS.take(
+        Status::LimitReached,
+        Status::Os,
+        |slot: &'static Slot<ContextSlot>| {
+            slot.value().shared.store(shared, Ordering::Release);
+            Ok(())
+        },
+    );
     if result.is_err() {
         // SAFETY: made above and never published.
         drop(unsafe { Box::from_raw(shared) });
@@ -187,12 +209,19 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
     if pinned.slot.users.load(Ordering::Relaxed) >= MAX_USERS {
         return Err(Status::LimitReached);
     }
+    // Room for the client's entry first, so that publishing it cannot fail.
+    shared
+        .handles
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .try_reserve(1)
+        .map_err(|_| Status::Os)?;
     let client = shared.arena.create_client(quota)?;
     let id = client.id();
     // The client's own user count, taken before it is published.
     pinned.slot.users.fetch_add(1, Ordering::Relaxed);
     let mut client = Some(client);
-    let result = CLIENTS.take(Status::LimitReached, |slot| {
+    let result = CLIENTS.take(Status::LimitReached, Status::Os, |slot| {
         // SAFETY: the slot is not live (its generation is even), so no call reads its cell, and
         // the table's lock keeps other takers out.
         unsafe {

@@ -110,10 +110,12 @@ impl<T: Default + 'static> Table<T> {
     /// Nothing is taken if `init` fails.
     ///
     /// # Errors
-    /// `full` if every index is in use; `init`'s error.
+    /// `full` if every index is in use; `refused` if the allocator refuses the memory for a
+    /// new segment or for the free list; `init`'s error.
     pub(crate) fn take<E>(
         &self,
         full: E,
+        refused: E,
         init: impl FnOnce(&'static Slot<T>) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut free = self
@@ -126,16 +128,25 @@ impl<T: Default + 'static> Table<T> {
                 let Ok(index) = u32::try_from(free.next) else {
                     return Err(full);
                 };
+                // Room on the (now empty) free list for every index handed out, so that giving
+                // one back (`recycle`) never allocates.
+                let handed_out = usize::try_from(free.next + 1).unwrap_or(usize::MAX);
+                if free.reuse.try_reserve(handed_out).is_err() {
+                    return Err(refused);
+                }
                 let (segment, offset) = locate(index);
                 if offset == 0 {
-                    let slots: Box<[Slot<T>]> = (0..segment_len(segment))
-                        .map(|_| Slot {
-                            generation: AtomicU32::new(0),
-                            value: T::default(),
-                        })
-                        .collect();
+                    let len = segment_len(segment);
+                    let mut slots = Vec::new();
+                    if slots.try_reserve_exact(len).is_err() {
+                        return Err(refused);
+                    }
+                    slots.extend((0..len).map(|_| Slot {
+                        generation: AtomicU32::new(0),
+                        value: T::default(),
+                    }));
                     // Leaked on purpose: handles may name these slots until the process ends.
-                    let base = Box::leak(slots).as_mut_ptr();
+                    let base = Box::leak(slots.into_boxed_slice()).as_mut_ptr();
                     self.segments[segment].store(base, Ordering::Release);
                 }
                 free.next += 1;
@@ -174,7 +185,8 @@ impl<T: Default + 'static> Table<T> {
     }
 
     /// Puts a slot given by [`retire`](Self::retire) back on the free list, once its value is
-    /// cleared. A slot whose generation would wrap is kept out of use for good.
+    /// cleared. A slot whose generation would wrap is kept out of use for good. Never
+    /// allocates: [`take`](Self::take) made room for every index it handed out.
     pub(crate) fn recycle(&self, handle: u64) {
         let (index, generation) = split(handle);
         if generation < LAST_GENERATION {
@@ -209,7 +221,7 @@ mod tests {
     fn get_after_retire_refuses_stale_handle() {
         static TABLE: Table<AtomicUsize> = Table::new();
         let h = TABLE
-            .take((), |slot| {
+            .take((), (), |slot| {
                 slot.value().store(7, Ordering::Relaxed);
                 Ok(())
             })
@@ -219,7 +231,7 @@ mod tests {
         assert!(TABLE.get(h).is_none());
         assert!(TABLE.retire(h).is_none());
         TABLE.recycle(h);
-        let again = TABLE.take((), |_| Ok(())).unwrap();
+        let again = TABLE.take((), (), |_| Ok(())).unwrap();
         assert_eq!(again & u64::from(u32::MAX), h & u64::from(u32::MAX));
         assert_ne!(again, h);
         assert!(TABLE.get(h).is_none());
@@ -229,7 +241,7 @@ mod tests {
     #[test]
     fn get_forged_handle_refused() {
         static TABLE: Table<AtomicUsize> = Table::new();
-        let h = TABLE.take((), |_| Ok(())).unwrap();
+        let h = TABLE.take((), (), |_| Ok(())).unwrap();
         assert!(TABLE.get(0).is_none());
         assert!(TABLE.get(h + 1).is_none());
         assert!(TABLE.get(h ^ (2 << 32)).is_none());
@@ -240,8 +252,8 @@ mod tests {
     #[test]
     fn take_failed_init_keeps_slot_free() {
         static TABLE: Table<AtomicUsize> = Table::new();
-        assert_eq!(TABLE.take(1, |_| Err(2)), Err(2));
-        let h = TABLE.take((), |_| Ok(())).unwrap();
+        assert_eq!(TABLE.take(1, 3, |_| Err(2)), Err(2));
+        let h = TABLE.take((), (), |_| Ok(())).unwrap();
         assert_eq!(h & u64::from(u32::MAX), 0);
     }
 
@@ -249,7 +261,7 @@ mod tests {
     fn take_many_crosses_segments() {
         static TABLE: Table<AtomicUsize> = Table::new();
         let handles: Vec<u64> = (0..300)
-            .map(|_| TABLE.take((), |_| Ok(())).unwrap())
+            .map(|_| TABLE.take((), (), |_| Ok(())).unwrap())
             .collect();
         for &h in &handles {
             assert!(TABLE.get(h).is_some());

@@ -1,7 +1,10 @@
-//! A context whose side tables the host's allocator refuses is the status `OS`, not an abort
-//! of the caller's process. The global allocator here refuses any request over 64 MiB.
+//! Memory the host's allocator refuses (a context's side tables, a client's records, a handle
+//! table) is the status `OS`, not an abort of the caller's process. The global allocator here
+//! refuses any request over 64 MiB, and on a thread whose `REFUSE_AFTER` is set, every request
+//! after that many more.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::ptr;
 
 use memvisor::status::Status;
@@ -12,11 +15,32 @@ struct Refusing;
 
 const MAX_REQUEST: usize = 64 << 20;
 
-// SAFETY: requests up to `MAX_REQUEST` are passed to `System` unchanged; larger ones get null,
-// which `GlobalAlloc` allows.
+thread_local! {
+    /// Per thread, so that tests running beside each other are not refused.
+    static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn refused(layout: Layout) -> bool {
+    if layout.size() > MAX_REQUEST {
+        return true;
+    }
+    REFUSE_AFTER
+        .try_with(|left| match left.get() {
+            Some(0) => true,
+            Some(n) => {
+                left.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
+        .unwrap_or(false)
+}
+
+// SAFETY: requests that are not refused are passed to `System` unchanged; refused ones get
+// null, which `GlobalAlloc` allows.
 unsafe impl GlobalAlloc for Refusing {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_REQUEST {
+        if refused(layout) {
             return ptr::null_mut();
         }
         // SAFETY: the caller's contract for `alloc` is passed on as is.
@@ -24,7 +48,7 @@ unsafe impl GlobalAlloc for Refusing {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_REQUEST {
+        if refused(layout) {
             return ptr::null_mut();
         }
         // SAFETY: as in `alloc`.
@@ -59,4 +83,58 @@ fn context_whose_tables_are_refused_is_os_status() {
     assert_eq!(status, Status::Ok);
     assert_eq!(memvisor_client_delete(client), Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}
+
+/// Runs `call` with the allocator refusing after 0, 1, 2, ... requests until it succeeds;
+/// every earlier attempt must fail with `OS`. `call` returns its status and its output, which
+/// must still be `untouched` after a failure. Returns the refused attempts and the output.
+fn refuse_each_request<T: Copy + PartialEq + std::fmt::Debug>(
+    untouched: T,
+    mut call: impl FnMut(&mut T) -> Status,
+) -> (usize, T) {
+    for n in 0..1000 {
+        let mut out = untouched;
+        REFUSE_AFTER.set(Some(n));
+        let status = call(&mut out);
+        REFUSE_AFTER.set(None);
+        if status == Status::Ok {
+            return (n, out);
+        }
+        assert_eq!(status, Status::Os, "refused after {n} requests");
+        assert_eq!(out, untouched, "no output on error");
+    }
+    panic!("never succeeded");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "many contexts are slow under Miri")]
+fn every_refused_request_of_create_and_delete_is_os_status() {
+    let (refusals, ctx) = refuse_each_request(Context { id: 0 }, |out| {
+        // SAFETY: null config (the defaults), `out` writable.
+        unsafe { memvisor_context_create_reserved(8 << 20, ptr::null(), out) }
+    });
+    assert!(refusals > 0, "a context needs memory of the host");
+
+    let (refusals, client) = refuse_each_request(Client { id: 0 }, |out| {
+        // SAFETY: `out` writable.
+        unsafe { memvisor_client_create(ctx, MEMVISOR_UNLIMITED, out) }
+    });
+    assert!(refusals > 0, "a client needs memory of the host");
+    let mut block = ptr::null_mut();
+    // SAFETY: `out` writable.
+    let status = unsafe { memvisor_alloc(client, 100, &raw mut block) };
+    assert_eq!(status, Status::Ok);
+
+    // Deleting allocates nothing: with every request refused, both deletes succeed.
+    REFUSE_AFTER.set(Some(0));
+    let deleted = (memvisor_client_delete(client), memvisor_context_delete(ctx));
+    REFUSE_AFTER.set(None);
+    assert_eq!(deleted, (Status::Ok, Status::Ok));
+
+    // The handles given back are reused as usual.
+    let mut again = Context { id: 0 };
+    // SAFETY: as above.
+    let status = unsafe { memvisor_context_create_reserved(8 << 20, ptr::null(), &raw mut again) };
+    assert_eq!(status, Status::Ok);
+    assert_eq!(memvisor_context_delete(again), Status::Ok);
 }

@@ -9,9 +9,6 @@
 //! want of a chunk (only if that lets it succeed), and dropped with the client, whose chunks go
 //! back whole.
 
-use alloc::alloc::Layout;
-use alloc::boxed::Box;
-
 use super::held::HeldChunk;
 use super::{CACHED, State, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
@@ -207,17 +204,7 @@ impl State {
 
     #[cold]
     fn make_bins(&mut self) {
-        let layout = Layout::new::<Caches>();
-        // SAFETY: `Caches` is not zero-sized.
-        let p = unsafe { alloc::alloc::alloc(layout) }.cast::<Caches>();
-        if !p.is_null() {
-            // SAFETY: `p` was just allocated with the layout of `Caches`, so it is valid for a
-            // write of one, and `Box` frees it with that layout through the same allocator.
-            unsafe {
-                p.write(Caches::new(self.geo.page_shift, self.geo.max_order));
-                self.cache = Some(Box::from_raw(p));
-            }
-        }
+        self.cache = crate::table::boxed(Caches::new(self.geo.page_shift, self.geo.max_order));
     }
 
     /// Bytes of all cached blocks, counted from the bins (`cached` keeps the same figure).

@@ -2,6 +2,7 @@
 //! pushes it onto its holder's [`Mailbox`], a lock-free list threaded through the freed blocks;
 //! the holder takes the whole list in one exchange and frees each block as its own.
 
+use alloc::boxed::Box;
 use core::ptr::NonNull;
 
 use super::State;
@@ -23,6 +24,12 @@ impl Mailbox {
         Self {
             head: AtomicUsize::new(0),
         }
+    }
+
+    /// An empty list on the heap, owned by the caller (freed with `Box::from_raw`), or `None`
+    /// if the global allocator refuses it.
+    pub(crate) fn boxed() -> Option<*mut Self> {
+        crate::table::boxed(Self::new()).map(Box::into_raw)
     }
 
     /// Pushes the block at offset `off` from `base`. The `Release` publishes its link (and
