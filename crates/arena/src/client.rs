@@ -215,6 +215,9 @@ struct State {
     alloc_flags: bool,
     /// Whether a free has more to do: [`Flags::POISON`] or [`Flags::STATISTICS`].
     free_flags: bool,
+    /// The arena's length in [`MIN_BLOCK`]s, or 0 with `free_flags`: the bound of the quick
+    /// free's one range test.
+    quick_units: usize,
 }
 
 impl fmt::Debug for Client<'_> {
@@ -274,6 +277,13 @@ impl<'a> Client<'a> {
                     || geo.flags.contains(Flags::STATISTICS),
                 free_flags: geo.flags.contains(Flags::POISON)
                     || geo.flags.contains(Flags::STATISTICS),
+                quick_units: if geo.flags.contains(Flags::POISON)
+                    || geo.flags.contains(Flags::STATISTICS)
+                {
+                    0
+                } else {
+                    geo.len / MIN_BLOCK
+                },
             }),
         }
     }
@@ -353,9 +363,7 @@ impl<'a> Client<'a> {
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<usize> {
         // SAFETY: as in `with`: one thread uses the client, and nothing here calls out.
         let s = unsafe { &mut *self.state.get() };
-        if let Some(size) =
-            s.free_quick(self.arena, self.owners, self.remote, self.id, ptr.as_ptr())
-        {
+        if let Some(size) = s.free_quick(self.arena, self.owners, self.id, ptr.as_ptr()) {
             return Ok(size);
         }
         // SAFETY: the caller's promise.
@@ -731,18 +739,21 @@ impl State {
     /// the free bitmaps if the bin is full), without flags and with no mail or trim request
     /// waiting. Returns `None`, having changed nothing, for
     /// anything else ([`Client::free_slow`] handles it, errors included). It reads and writes
-    /// what [`claim`](Self::claim) and [`free`](Self::free) do, in the same order.
+    /// what [`claim`](Self::claim) and [`free`](Self::free) do, in the same order, but for the
+    /// remote-free bit: with an empty mailbox no free through the arena can have claimed the
+    /// block (see below).
     #[inline(always)]
     fn free_quick(
         &mut self,
         arena: &Arena,
         owners: &[AtomicU32],
-        remote: &RemoteBits,
         id: u32,
         ptr: *const u8,
     ) -> Option<usize> {
         let off = ptr.addr().wrapping_sub(self.geo.base_addr);
-        if off >= self.geo.len || !off.is_multiple_of(MIN_BLOCK) || self.free_flags {
+        // One test for the range, the alignment (a misaligned offset rotates its low bits to
+        // the top) and the flags (`quick_units` is 0 with flags that need the full path).
+        if off.rotate_right(MIN_BLOCK.trailing_zeros()) >= self.quick_units {
             return None;
         }
         let chunk = off >> self.geo.chunk_shift;
@@ -756,8 +767,13 @@ impl State {
         let word = unsafe { &*kib.cast::<core::sync::atomic::AtomicU64>() };
         let bits = word.load(core::sync::atomic::Ordering::Relaxed);
         let bit = 1u64 << ((off >> 4) & 63);
-        // SAFETY: `chunk < nchunks` (above) and `chunk == off >> chunk_shift`.
-        if bits & bit == 0 || unsafe { remote.is_claimed_in(chunk, off) } {
+        // The remote-free bit is not read: a free through the arena claims the block and then
+        // pushes it onto this client's mailbox, and only this thread empties the mailbox,
+        // clearing the start bit before it releases the claim. So a claim made before this
+        // call (the caller's promise rules out one at the same time) has either left the
+        // mailbox non-empty, which sends this free to the full path below, or been taken
+        // with its start bit cleared, which the test here refuses.
+        if bits & bit == 0 {
             return None;
         }
         // SAFETY: as in `claim`: the metadata slot of `off`, next to its start-bit word, in a

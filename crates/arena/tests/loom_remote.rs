@@ -142,3 +142,33 @@ fn two_remote_frees_of_one_block_free_it_once() {
         assert_eq!(client.stats().live_blocks, 0);
     });
 }
+
+/// As above, on the holder's quick free: the chunk keeps other live blocks and the client has
+/// its bins, so only the mailbox stands between the claim and a second free of the block.
+#[test]
+fn holder_quick_free_after_remote_free_is_refused() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let p = client.alloc(small()).unwrap();
+        let keep = client.alloc(small()).unwrap();
+        let warm = client.alloc(small()).unwrap();
+        // SAFETY: a live block, not used after.
+        assert_eq!(unsafe { client.free(warm) }, Ok(48));
+        let addr = p.as_ptr() as usize;
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || remote_free(&arena, addr))
+        };
+        assert_eq!(other.join().unwrap(), Ok(48));
+        // SAFETY: a double free ordered after the first (by the join): refused.
+        assert_eq!(unsafe { client.free(p) }, Err(Error::NotABlock { addr }));
+        // Taken from the mailbox: its start bit is clear, and the quick free refuses it too.
+        client.trim();
+        // SAFETY: as above.
+        assert_eq!(unsafe { client.free(p) }, Err(Error::NotABlock { addr }));
+        assert_eq!(client.stats().live_blocks, 1);
+        // SAFETY: a live block, not used after.
+        assert_eq!(unsafe { client.free(keep) }, Ok(48));
+    });
+}
