@@ -785,8 +785,9 @@ impl State {
         };
         // SAFETY: the owner table says this client holds `chunk`.
         let held = unsafe { HeldChunk::new_unchecked(chunk) };
-        if meta < LIVE
-            || run::is_run(meta)
+        // Slab blocks first: one comparison for the common case.
+        let small = meta >= SLAB;
+        if !(small || (meta >= LIVE && !run::is_run(meta)))
             || self.info(held).live <= 1
             || self.cache.is_none()
             || self.has_mail(arena)
@@ -796,7 +797,7 @@ impl State {
         word.store(bits & !bit, core::sync::atomic::Ordering::Relaxed);
         self.info(held).live -= 1;
         let value = usize::from(meta & VALUE);
-        let bytes = if meta >= SLAB {
+        let bytes = if small {
             let bytes = class_size(value);
             if self.cache_small_quick(value, off) {
                 self.cached += bytes;
