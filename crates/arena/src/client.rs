@@ -802,7 +802,7 @@ impl State {
             if self.cache_small_quick(value, off) {
                 self.cached += bytes;
             } else {
-                self.free_small_out(arena, off, value);
+                self.free_small(arena, off, value, false);
             }
             bytes
         } else {
@@ -811,13 +811,6 @@ impl State {
         self.room += bytes;
         self.frees += 1;
         Some(bytes)
-    }
-
-    /// [`free_small`](Self::free_small) out of line, for the quick free of a block whose bin
-    /// is full.
-    #[inline(never)]
-    fn free_small_out(&mut self, arena: &Arena, off: usize, class: usize) {
-        self.free_small(arena, off, class, false);
     }
 
     /// The quick free of the live buddy block of `pages` pages at `off`: into the cache of its
