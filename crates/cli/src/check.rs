@@ -53,6 +53,36 @@ pub struct HostFacts {
     pub memory_and_swap: Option<u64>,
     /// `MemAvailable`, bytes.
     pub memory_available: Option<u64>,
+    /// What is at the paths the spec names (its hugetlbfs folder), from [`path_state`]; a path
+    /// not listed is not judged.
+    pub paths: Vec<(String, PathState)>,
+}
+
+/// What is at a path on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathState {
+    /// Nothing (or it cannot be seen).
+    Missing,
+    /// An empty directory.
+    EmptyDirectory,
+    /// A directory that holds something (or cannot be listed).
+    Directory,
+    /// Something that is not a directory.
+    NotDirectory,
+}
+
+/// Reads what is at `path`.
+#[must_use]
+pub fn path_state(path: &str) -> PathState {
+    match fs::metadata(path) {
+        Err(_) => PathState::Missing,
+        Ok(m) if !m.is_dir() => PathState::NotDirectory,
+        Ok(_) => match fs::read_dir(path).map(|mut entries| entries.next().is_none()) {
+            Ok(true) => PathState::EmptyDirectory,
+            _ => PathState::Directory,
+        },
+    }
 }
 
 /// The default huge page size of the host (`Hugepagesize` in `/proc/meminfo`), bytes.
@@ -256,6 +286,7 @@ pub fn host_facts() -> HostFacts {
         memory_and_swap: bytes("MemTotal")
             .map(|m| m.saturating_add(bytes("SwapTotal").unwrap_or(0))),
         memory_available: bytes("MemAvailable"),
+        paths: Vec::new(),
     };
     facts.numa_nodes.sort_unstable();
     facts
@@ -477,6 +508,11 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                      DIR an empty directory of its own, and set memory.hugetlbfs = \"DIR\""
                 )
             };
+            let state = host
+                .paths
+                .iter()
+                .find(|(p, _)| normalize_path(p) == wanted)
+                .map(|&(_, state)| state);
             let (status, detail, fix) = match mount_of(&host.mounts, &wanted) {
                 Some((point, Some(size))) => {
                     let point = normalize_path(point);
@@ -486,7 +522,24 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                         format!("{path} is in {point}, a hugetlbfs mount")
                     };
                     if *size == page {
-                        (Status::Ok, format!("{what} of {} pages", Size(*size)), None)
+                        match state {
+                            Some(PathState::Missing) if point != wanted => (
+                                Status::Fail,
+                                format!(
+                                    "{path} does not exist (in {point}, a hugetlbfs mount of {} pages)",
+                                    Size(*size)
+                                ),
+                                Some(format!("mkdir -p {} (as root)", shell_word(path))),
+                            ),
+                            Some(PathState::NotDirectory) => (
+                                Status::Fail,
+                                format!(
+                                    "{path} is not a directory (in {point}, a hugetlbfs mount)"
+                                ),
+                                Some(new_mount()),
+                            ),
+                            _ => (Status::Ok, format!("{what} of {} pages", Size(*size)), None),
+                        }
                     } else {
                         (
                             Status::Fail,
@@ -500,14 +553,29 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     format!("{path} is the mount point of another file system, not hugetlbfs"),
                     Some(new_mount()),
                 ),
-                _ => (
-                    Status::Fail,
-                    format!("{path} is not a hugetlbfs mount"),
-                    Some(format!(
-                        "mkdir -p {dir} && mount -t hugetlbfs -o pagesize={flag} none {dir} (as root)",
-                        dir = shell_word(path),
-                    )),
-                ),
+                _ => match state {
+                    // Mounting there would hide what the folder holds, or cannot be done.
+                    Some(held @ (PathState::Directory | PathState::NotDirectory)) => (
+                        Status::Fail,
+                        format!(
+                            "{path} is not a hugetlbfs mount, and {}",
+                            if held == PathState::Directory {
+                                "it holds files that a mount there would hide"
+                            } else {
+                                "it is not a directory"
+                            }
+                        ),
+                        Some(new_mount()),
+                    ),
+                    _ => (
+                        Status::Fail,
+                        format!("{path} is not a hugetlbfs mount"),
+                        Some(format!(
+                            "mkdir -p {dir} && mount -t hugetlbfs -o pagesize={flag} none {dir} (as root)",
+                            dir = shell_word(path),
+                        )),
+                    ),
+                },
             };
             out.push(finding("hugetlbfs", status, detail, fix));
         }
@@ -843,6 +911,7 @@ mod tests {
             commit: Some((16 << 30, 1 << 30)),
             memory_and_swap: Some(16 << 30),
             memory_available: Some(8 << 30),
+            paths: Vec::new(),
         }
     }
 
@@ -947,6 +1016,92 @@ mod tests {
                 .unwrap()
                 .contains("mount -t hugetlbfs -o pagesize=1G none /mnt/huge1g")
         );
+    }
+
+    #[test]
+    fn check_hugetlbfs_folder_over_files_is_not_mounted_over() {
+        let spec = "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhugetlbfs = \"/srv/vm\"\nhuge_pages = \"2MiB\"\n";
+        // A folder that holds files: mounting there would hide them, so the fix is a folder
+        // of its own.
+        for state in [PathState::Directory, PathState::NotDirectory] {
+            let f = run(
+                spec,
+                &HostFacts {
+                    paths: vec![("/srv/vm".to_owned(), state)],
+                    ..good_host()
+                },
+            );
+            let m = get(&f, "hugetlbfs");
+            assert_eq!(m.status, Status::Fail, "{state:?}");
+            let fix = m.fix.as_deref().unwrap();
+            assert!(fix.contains("DIR an empty directory"), "{state:?}: {fix}");
+            assert!(!fix.contains("none /srv/vm"), "{state:?}: {fix}");
+        }
+        // A missing or empty folder may be mounted on.
+        for state in [PathState::Missing, PathState::EmptyDirectory] {
+            let f = run(
+                spec,
+                &HostFacts {
+                    paths: vec![("/srv/vm".to_owned(), state)],
+                    ..good_host()
+                },
+            );
+            let fix = get(&f, "hugetlbfs").fix.clone().unwrap();
+            assert!(fix.contains("none /srv/vm"), "{state:?}: {fix}");
+        }
+    }
+
+    #[test]
+    fn check_hugetlbfs_subfolder_must_exist() {
+        let spec = "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhugetlbfs = \"/dev/hugepages/vm1\"\nhuge_pages = \"2MiB\"\n";
+        let host = |state| HostFacts {
+            mounts: vec![("/dev/hugepages".to_owned(), Some(2 << 20))],
+            paths: vec![("/dev/hugepages/vm1".to_owned(), state)],
+            ..good_host()
+        };
+        let f = run(spec, &host(PathState::Missing));
+        let m = get(&f, "hugetlbfs");
+        assert_eq!(m.status, Status::Fail);
+        assert!(m.detail.contains("does not exist"), "{}", m.detail);
+        assert_eq!(
+            m.fix.as_deref(),
+            Some("mkdir -p /dev/hugepages/vm1 (as root)")
+        );
+        let f = run(spec, &host(PathState::NotDirectory));
+        let m = get(&f, "hugetlbfs");
+        assert_eq!(m.status, Status::Fail);
+        assert!(m.detail.contains("not a directory"), "{}", m.detail);
+        for state in [PathState::EmptyDirectory, PathState::Directory] {
+            assert_eq!(
+                get(&run(spec, &host(state)), "hugetlbfs").status,
+                Status::Ok
+            );
+        }
+        // Unknown (not read): as before, the mount decides.
+        let f = run(
+            spec,
+            &HostFacts {
+                mounts: vec![("/dev/hugepages".to_owned(), Some(2 << 20))],
+                ..good_host()
+            },
+        );
+        assert_eq!(get(&f, "hugetlbfs").status, Status::Ok);
+    }
+
+    #[test]
+    fn path_state_reads_the_file_system() {
+        let dir = std::env::temp_dir().join(format!("memvisor-path-state-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(path_state(dir.to_str().unwrap()), PathState::Missing);
+        fs::create_dir(&dir).unwrap();
+        assert_eq!(path_state(dir.to_str().unwrap()), PathState::EmptyDirectory);
+        fs::write(dir.join("f"), b"x").unwrap();
+        assert_eq!(path_state(dir.to_str().unwrap()), PathState::Directory);
+        assert_eq!(
+            path_state(dir.join("f").to_str().unwrap()),
+            PathState::NotDirectory
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -232,7 +232,12 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             from,
         } => {
             let (vm, plan) = load_spec(spec.as_deref(), from, None, 1)?;
-            let findings = crate::check::check_spec(&vm, &plan, &crate::check::host_facts());
+            let mut host = crate::check::host_facts();
+            if let crate::spec::BackingKind::Hugetlbfs(path) = &vm.memory.backing {
+                host.paths
+                    .push((path.clone(), crate::check::path_state(path)));
+            }
+            let findings = crate::check::check_spec(&vm, &plan, &host);
             write(
                 out,
                 if as_json {

@@ -46,6 +46,7 @@ fn good_host() -> HostFacts {
         commit: Some((16 * GIB, GIB)),
         memory_and_swap: Some(16 * GIB),
         memory_available: Some(8 * GIB),
+        paths: Vec::new(),
     }
 }
 
@@ -276,6 +277,7 @@ fn check_overcommit_modes_report_room_or_refusal() {
 fn check_prefault_past_available_memory_fails() {
     let host = HostFacts {
         memory_available: Some(32 * MIB),
+        paths: Vec::new(),
         ..good_host()
     };
     let f = run("[memory]\nsize = \"64MiB\"\nprefault = 2\n", &host);
