@@ -401,6 +401,24 @@ pub enum Error {
         /// Words in the log given.
         words: u64,
     },
+    /// The region needs a feature of the host system that this host does not have: memfds,
+    /// hugetlbfs, explicit or transparent huge pages, NUMA binding, dontfork and discarding
+    /// are Linux's; shared anonymous memory, file mappings and vm-memory mappings over this
+    /// crate's memory are Unix's (not Windows'). Refused before anything is made (huge pages
+    /// only when no fallback is allowed: with one, base pages are used and the report says
+    /// so).
+    #[error(
+        "{feature} for the region at {base:#x} is only on {only_on}, not on this host ({os})",
+        os = std::env::consts::OS
+    )]
+    Unsupported {
+        /// The feature, with the system call or advice it needs.
+        feature: &'static str,
+        /// The region's base address.
+        base: u64,
+        /// The systems that have it (`Linux`, or Unix systems).
+        only_on: &'static str,
+    },
     /// Reserving the host address range of the hotplug window failed.
     #[error("reserving host address space for the hotplug window")]
     Reservation(#[source] memvisor_vmem::Error),
@@ -467,6 +485,18 @@ mod tests {
         assert_eq!(
             Error::InvalidAlignment { align: 3 }.to_string(),
             "alignment 0x3 is not a power of two"
+        );
+        let e = Error::Unsupported {
+            feature: "memfd backing (memfd_create)",
+            base: 0x1000,
+            only_on: "Linux",
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "memfd backing (memfd_create) for the region at 0x1000 is only on Linux, not on this host ({})",
+                std::env::consts::OS
+            )
         );
     }
 }

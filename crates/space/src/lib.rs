@@ -2,8 +2,25 @@
 //! real backing memory (anonymous, memfd, hugetlbfs, file), NUMA binding, explicit and
 //! transparent huge pages, parallel prefault, and hotplug with lock-free snapshots for readers.
 //!
-//! **Linux only.** On other systems the crate compiles to nothing (every module is behind
-//! `cfg(target_os = "linux")`), since memfds, hugetlbfs and `mbind` are Linux's.
+//! # Platforms
+//!
+//! Linux first and fully; the crate builds on every system `memvisor-vmem` supports (Linux,
+//! macOS, FreeBSD, Windows). Layouts, platform presets, the placer, plans, region specs,
+//! snapshots and the address space are the same everywhere, and so is private anonymous backing
+//! (mapped over a `memvisor-vmem` reservation; on Windows the reservation's own committed
+//! pages), prefault, read-only regions, dirty tracking and the hotplug window. What the host
+//! system does not have is refused with [`Error::Unsupported`], naming the feature and the
+//! systems that have it, before anything is made; never skipped:
+//!
+//! - only on Linux: [`Backing::Memfd`], [`Backing::Hugetlbfs`], [`NumaBinding`] (`mbind`),
+//!   [`HugePages::Explicit`] and [`HugePages::Transparent`] (with a [`HugePageFallback`] other than
+//!   `Fail`, base pages are used instead and the [`RegionReport`] says so), dontfork
+//!   (`MADV_DONTFORK`) and [`Region::discard`];
+//! - only on Unix systems (not Windows): [`Backing::AnonymousShared`], [`Backing::File`] and
+//!   [`Snapshot::to_guest_memory_mmap`] (vm-memory's Windows mappings cannot be made over memory
+//!   they do not own).
+//!
+//! Adopting vm-memory mappings ([`AddressSpace::from_guest_memory_mmap`]) works everywhere.
 //!
 //! # The pieces
 //!
@@ -69,6 +86,7 @@
 //! use vm_memory::{Bytes, GuestAddress};
 //!
 //! # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+//! # if !cfg!(target_os = "linux") { return Ok(()); } // Memfds are Linux's.
 //! let layout = Layout::x86_64().ram(64 << 20).hotplug(1 << 30).build()?;
 //!
 //! // Place a device's MMIO window with the layout's placer.
@@ -123,8 +141,6 @@
 //! assert!(space.memory().find_region(slot).is_none());
 //! # Ok::<(), memvisor_space::Error>(())
 //! ```
-
-#![cfg(target_os = "linux")]
 
 mod bytes;
 mod error;

@@ -4,7 +4,6 @@
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 use std::{fmt, io};
 
 use memvisor_resources::{AddressAllocator, AddressRange};
-use memvisor_vmem::{Advice, CommitMode, HugePageAdvice, HugeTlbSize, MapSource, Reservation};
+use memvisor_vmem::{Advice, CommitMode, HugePageAdvice, HugeTlbSize, Reservation};
 use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 
 use crate::error::{Error, Result};
@@ -22,7 +21,7 @@ use crate::spec::{
     Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, RegionSpec, RegionType,
     host_page_size,
 };
-use crate::sys;
+use crate::sys::{self, Feature, Source};
 
 /// A region's host memory: one mapping of `len` bytes at `ptr`, unmapped (or, in the hotplug
 /// window, turned back into reserved address space) when dropped.
@@ -41,7 +40,7 @@ enum Owner {
     /// large, and the window variant is the common one for hotplug).
     Mapping(Box<Reservation>),
     /// A vm-memory mapping, kept alive by this reference.
-    Foreign { _mapping: Arc<MmapRegion> },
+    Foreign { _mapping: Arc<MmapRegion<()>> },
     /// A slot of the hotplug window's reservation, at this offset.
     Window(Arc<HotplugWindow>, usize),
 }
@@ -72,13 +71,13 @@ impl HostMemory {
     }
 
     /// Adopts a vm-memory mapping, keeping it alive as long as this memory.
-    pub(crate) fn adopt(mapping: Arc<MmapRegion>) -> Option<Self> {
+    pub(crate) fn adopt(mapping: Arc<MmapRegion<()>>) -> Option<Self> {
         let ptr = NonNull::new(mapping.as_ptr())?;
         Some(Self {
             ptr,
             len: mapping.size(),
             file: mapping.file_offset().cloned(),
-            hugetlb: mapping.is_hugetlbfs(),
+            hugetlb: sys::mapping_hugetlb(&mapping),
             owner: Owner::Foreign { _mapping: mapping },
         })
     }
@@ -372,6 +371,7 @@ pub(crate) enum Target<'a> {
 /// Creates the host memory of a validated spec with a memory backing.
 pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory, RegionReport)> {
     let started = Instant::now();
+    require_features(spec)?;
     if let Some(numa) = &spec.numa {
         for &node in numa.nodes() {
             if !sys::node_exists(node) {
@@ -387,6 +387,15 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
         HugePages::Transparent => {
             let got = transparent_or_fallback(spec, spec.fallback, &mut warnings)?;
             (got, got != HugePages::Transparent)
+        }
+        HugePages::Explicit(_) if !sys::has(Feature::ExplicitHugePages) => {
+            let got = lacking(
+                spec,
+                Feature::ExplicitHugePages,
+                spec.fallback,
+                &mut warnings,
+            )?;
+            (got, true)
         }
         other => (other, false),
     };
@@ -471,6 +480,35 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
     Ok((memory, report))
 }
 
+/// Refuses, before anything is made, a spec with memory that needs a feature this host does
+/// not have ([`Error::Unsupported`]): its backing's source, NUMA binding, dontfork, and huge
+/// pages without a fallback (with one, [`back`] falls back to what the host has). On Linux
+/// nothing is refused.
+pub(crate) fn require_features(spec: &RegionSpec) -> Result<()> {
+    let base = spec.base;
+    match spec.backing {
+        Backing::None | Backing::AnonymousPrivate => {}
+        Backing::AnonymousShared => Feature::SharedAnonymous.require(base)?,
+        Backing::Memfd => Feature::Memfd.require(base)?,
+        Backing::Hugetlbfs(_) => Feature::Hugetlbfs.require(base)?,
+        Backing::File { .. } => Feature::FileMapping.require(base)?,
+    }
+    if spec.numa.is_some() {
+        Feature::NumaBinding.require(base)?;
+    }
+    if spec.dontfork {
+        Feature::DontFork.require(base)?;
+    }
+    if spec.fallback == HugePageFallback::Fail {
+        match spec.huge_pages {
+            HugePages::None => {}
+            HugePages::Transparent => Feature::TransparentHugePages.require(base)?,
+            HugePages::Explicit(_) => Feature::ExplicitHugePages.require(base)?,
+        }
+    }
+    Ok(())
+}
+
 /// Whether the host gives transparent huge pages to a mapping of `backing` advised
 /// `MADV_HUGEPAGE`, given the selected value of the setting that governs it
 /// ([`thp_setting_path`]); `None` when the setting cannot be read.
@@ -502,6 +540,9 @@ fn transparent_or_fallback(
     fallback: HugePageFallback,
     warnings: &mut Vec<String>,
 ) -> Result<HugePages> {
+    if !sys::has(Feature::TransparentHugePages) {
+        return lacking(spec, Feature::TransparentHugePages, fallback, warnings);
+    }
     let path = thp_setting_path(&spec.backing);
     let setting = path.and_then(sys::sysfs_choice);
     if thp_in_effect(&spec.backing, setting.as_deref()) {
@@ -520,6 +561,26 @@ fn transparent_or_fallback(
     warnings.push(format!(
         "transparent huge pages are off for {} memory ({path} is {setting}); base pages used",
         spec.backing.name()
+    ));
+    Ok(HugePages::None)
+}
+
+/// What a spec gets for huge pages of a `feature` this host does not have: with
+/// [`HugePageFallback::Fail`], [`Error::Unsupported`]; with any other fallback, base pages and a
+/// warning (a host without explicit huge pages has no transparent ones either).
+fn lacking(
+    spec: &RegionSpec,
+    feature: Feature,
+    fallback: HugePageFallback,
+    warnings: &mut Vec<String>,
+) -> Result<HugePages> {
+    if fallback == HugePageFallback::Fail {
+        return Err(feature.unsupported(spec.base));
+    }
+    warnings.push(format!(
+        "{} is only on {}; base pages used",
+        feature.name(),
+        feature.hosts()
     ));
     Ok(HugePages::None)
 }
@@ -584,9 +645,9 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
     let file = open_source(spec, explicit)?;
     let protection = spec.protection;
     let source = match (&spec.backing, &file) {
-        (Backing::AnonymousShared, _) => MapSource::AnonymousShared,
-        (_, Some(file)) => MapSource::file(file.file().as_fd(), file.start()),
-        _ => MapSource::AnonymousPrivate,
+        (Backing::AnonymousShared, _) => Source::AnonymousShared,
+        (_, Some(file)) => Source::File(file),
+        _ => Source::AnonymousPrivate,
     };
     let huge_tlb = explicit.map(|size| match size {
         HugePageSize::Size2M => HugeTlbSize::Size2M,
@@ -608,14 +669,14 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
                 HugePages::None => host_page_size(),
             };
             let align = usize::try_from(align).unwrap_or(usize::MAX);
-            let mut reservation = Reservation::builder()
+            let reservation = Reservation::builder()
                 .alignment(align)
                 .mode(CommitMode::Protected)
                 .reserve(len)
                 .map_err(|e| vmem_os("mmap", spec, e))?;
             // A failure drops (unmaps) the fresh reservation.
-            reservation
-                .map(0, len, source, protection, huge_tlb)
+            // SAFETY: the fresh reservation, which nothing refers to.
+            unsafe { sys::map(&reservation, 0, len, source, protection, huge_tlb) }
                 .map_err(failed)?;
             (
                 reservation.as_non_null(),
@@ -628,9 +689,14 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
             // other plug out of it, and a slot is only claimed again after its region, and so
             // every reference to its memory, is gone).
             let mapped = unsafe {
-                window
-                    .reservation
-                    .map_unchecked(offset, len, source, protection, huge_tlb)
+                sys::map(
+                    &window.reservation,
+                    offset,
+                    len,
+                    source,
+                    protection,
+                    huge_tlb,
+                )
             };
             if let Err(e) = mapped {
                 // The kernel may have removed the reserved mapping already: map it back and
@@ -827,16 +893,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn selected_choice_reads_bracketed_word() {
-        assert_eq!(
-            sys::selected_choice("always within_size advise [never] deny force\n"),
-            Some("never")
-        );
-        assert_eq!(
-            sys::selected_choice("always [madvise] never"),
-            Some("madvise")
-        );
-        assert_eq!(sys::selected_choice("always madvise never"), None);
+    fn huge_pages_a_host_lacks_fall_back_or_are_refused() {
+        let spec = RegionSpec::ram(GuestAddress(0x20_0000), 2 << 20);
+        for feature in [Feature::ExplicitHugePages, Feature::TransparentHugePages] {
+            let mut warnings = Vec::new();
+            let err = lacking(&spec, feature, HugePageFallback::Fail, &mut warnings).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Unsupported {
+                        base: 0x20_0000,
+                        only_on: "Linux",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(warnings.is_empty());
+            for fallback in [HugePageFallback::BasePages, HugePageFallback::Transparent] {
+                let got = lacking(&spec, feature, fallback, &mut warnings).unwrap();
+                assert_eq!(got, HugePages::None);
+                let warning = warnings.pop().unwrap();
+                assert!(warning.contains(feature.name()), "{warning}");
+                assert!(
+                    warning.ends_with("is only on Linux; base pages used"),
+                    "{warning}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -66,7 +66,8 @@ impl Region {
     /// [`Backing::None`](crate::Backing::None) gives an unbacked region and no report.
     ///
     /// # Errors
-    /// As [`RegionSpec::validate`]; [`Error::NumaNodeMissing`], [`Error::NotHugetlbfs`],
+    /// As [`RegionSpec::validate`]; [`Error::Unsupported`] for a feature this host does not
+    /// have (see the crate's "Platforms"); [`Error::NumaNodeMissing`], [`Error::NotHugetlbfs`],
     /// [`Error::HugePageSizeMismatch`], [`Error::HugePagesUnavailable`], [`Error::File`] and
     /// [`Error::Os`] from making the memory. Nothing is left mapped after an error.
     pub fn back(spec: RegionSpec) -> Result<(Self, Option<RegionReport>)> {
@@ -112,7 +113,7 @@ impl Region {
     pub fn from_guest_region_mmap(ty: RegionType, region: &GuestRegionMmap) -> Result<Self> {
         let mapping = region.get_mmap();
         let base = region.start_addr();
-        let protection = crate::sys::protection_of(mapping.prot()).ok_or(Error::InvalidSpec {
+        let protection = crate::sys::mapping_protection(&mapping).ok_or(Error::InvalidSpec {
             ty,
             base: base.0,
             reason: "write or execute rights without read cannot be mapped",
@@ -295,6 +296,16 @@ impl Region {
 }
 
 impl Region {
+    /// Whether the memory is explicit huge pages as obtained (after any fallback); for an
+    /// adopted vm-memory mapping that does not say, whether the spec asks for them. `None`
+    /// without memory. (vm-memory's `GuestMemoryRegion::is_hugetlbfs` on Linux.)
+    pub(crate) fn hugetlb_pages(&self) -> Option<bool> {
+        self.memory.as_ref().map(|m| {
+            m.hugetlb()
+                .unwrap_or(matches!(self.spec.huge_pages, HugePages::Explicit(_)))
+        })
+    }
+
     /// Gives the guest pages of `offset..offset + len` (from the region's start) back to the
     /// host, as a balloon or virtio-mem device does when the guest gives them up: private
     /// anonymous memory with `MADV_DONTNEED`, shared anonymous memory, memfds and hugetlbfs
@@ -312,13 +323,15 @@ impl Region {
     /// [`Error::DiscardOutOfRange`] for a range of length zero or past the region's end;
     /// [`Error::Misaligned`] (with the range's guest address) if `offset` or `len` is not a
     /// multiple of the region's page size (the huge page size for explicit huge pages);
-    /// [`Error::Os`] if the kernel refuses.
+    /// [`Error::Unsupported`] off Linux (after those checks); [`Error::Os`] if the kernel
+    /// refuses.
     ///
     /// ```
     /// use memvisor_space::{Region, RegionSpec};
     /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
     ///
     /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+    /// # if !cfg!(target_os = "linux") { return Ok(()); } // Discarding is Linux's.
     /// let (region, _) = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))?;
     /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
     /// region.discard(0, 1 << 20)?;
@@ -369,6 +382,7 @@ impl Region {
             usize::try_from(offset).map_err(|_| Error::Overflow { base, size: len })?,
             usize::try_from(len).map_err(|_| Error::Overflow { base, size: len })?,
         );
+        crate::sys::Feature::Discard.require(base)?;
         memory
             .discard(offset, len)
             .ok_or_else(|| refused("the memory is a vm-memory mapping this crate did not make"))?
@@ -435,14 +449,11 @@ impl GuestMemoryRegion for Region {
         self.volatile_slice(offset, count)
     }
 
-    /// Whether the memory is explicit huge pages as obtained (after any fallback); for an
-    /// adopted vm-memory mapping that does not say, whether the spec asks for them. `None`
-    /// without memory.
+    /// Whether the memory is explicit huge pages (see `hugetlb_pages`). vm-memory has this
+    /// method on Linux only.
+    #[cfg(target_os = "linux")]
     fn is_hugetlbfs(&self) -> Option<bool> {
-        self.memory.as_ref().map(|m| {
-            m.hugetlb()
-                .unwrap_or(matches!(self.spec.huge_pages, HugePages::Explicit(_)))
-        })
+        self.hugetlb_pages()
     }
 }
 

@@ -15,7 +15,7 @@ use vm_memory::{
 
 use crate::error::{Error, ListenerError, Result};
 use crate::layout::{Layout, WindowKind};
-use crate::memory::{BackingReport, HotplugWindow, RegionReport, Target};
+use crate::memory::{self, BackingReport, HotplugWindow, RegionReport, Target};
 use crate::region::Region;
 use crate::snapshot::Snapshot;
 use crate::spec::{RegionSpec, RegionType};
@@ -221,10 +221,14 @@ impl SpaceBuilder {
     /// inside their window), binds, advises and prefaults it as its spec says.
     ///
     /// # Errors
-    /// As [`plan`](Self::plan), then as [`Region::back`] for each region. Everything is
-    /// checked before any memory is made, and nothing stays mapped after an error.
+    /// As [`plan`](Self::plan); [`Error::Unsupported`] for a region that needs a feature this
+    /// host does not have; then as [`Region::back`] for each region. Everything is checked
+    /// before any memory is made, and nothing stays mapped after an error.
     pub fn back(self) -> Result<(AddressSpace, BackingReport)> {
         self.check()?;
+        for spec in self.specs.iter().filter(|s| s.backing.has_memory()) {
+            memory::require_features(spec)?;
+        }
         let windows = self
             .layout
             .windows_of(WindowKind::Hotplug)
@@ -677,7 +681,9 @@ impl Snapshot {
     /// the result can be handed to a vhost-user back end, and says whether it is on hugetlbfs.
     ///
     /// # Errors
-    /// [`Error::Os`] if vm-memory refuses a region.
+    /// [`Error::Os`] if vm-memory refuses a region; [`Error::Unsupported`] on Windows for a
+    /// backed region, as vm-memory's Windows mappings cannot be made over memory they do not
+    /// own.
     ///
     /// # Safety
     /// The result refers to the regions' memory without keeping it alive: this snapshot (or
@@ -693,22 +699,24 @@ impl Snapshot {
                 base: r.base().0,
                 size: r.size(),
             })?;
-            let vm_err = |e: vm_memory::mmap::MmapRegionError| Error::Os {
+            crate::sys::Feature::VmMemoryMapping.require(r.base().0)?;
+            // SAFETY: `ptr..ptr + len` is the region's live mapping, with its protection; the
+            // caller keeps it alive as long as the result. The same open file and offset, so
+            // that the result can be shared (vhost-user).
+            let mapping = unsafe {
+                crate::sys::mmap_region(
+                    ptr,
+                    len,
+                    r.protection(),
+                    r.hugetlb_pages() == Some(true),
+                    r.file_offset(),
+                )
+            }
+            .map_err(|source| Error::Os {
                 op: "vm-memory region",
                 base: r.base().0,
-                source: std::io::Error::other(e.to_string()),
-            };
-            // SAFETY: `ptr..ptr + len` is the region's live mapping; the caller keeps it alive
-            // as long as the result.
-            let mut builder =
-                unsafe { vm_memory::mmap::MmapRegionBuilder::new(len).with_raw_mmap_pointer(ptr) }
-                    .with_mmap_prot(crate::sys::prot_bits(r.protection()))
-                    .with_hugetlbfs(r.is_hugetlbfs() == Some(true));
-            // The same open file and offset, so that the result can be shared (vhost-user).
-            if let Some(file) = r.file_offset() {
-                builder = builder.with_file_offset(file.clone());
-            }
-            let mapping = builder.build().map_err(vm_err)?;
+                source,
+            })?;
             let region =
                 vm_memory::GuestRegionMmap::new(mapping, r.base()).ok_or(Error::Overflow {
                     base: r.base().0,

@@ -1,9 +1,12 @@
 //! Real backing memory: every backing kind mapped, written through `vm_memory::Bytes` and read
 //! back; NUMA binding checked in `/proc/self/numa_maps`; prefault checked by residency; the
-//! hotplug window keeps plugged memory contiguous on the host.
+//! hotplug window keeps plugged memory contiguous on the host. Tests of Linux's features
+//! (memfds, hugetlbfs, NUMA, huge pages, sysfs and `/proc` accounting) run on Linux only, those
+//! of file mappings and vm-memory's raw-pointer mappings on Unix systems; the rest everywhere.
 
 #![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ fn page() -> u64 {
 }
 
 /// The `numa_maps` line of the mapping starting at `addr`.
+#[cfg(target_os = "linux")]
 fn numa_maps_line(addr: usize) -> String {
     let maps = std::fs::read_to_string("/proc/self/numa_maps").unwrap();
     let key = format!("{addr:x} ");
@@ -32,6 +36,7 @@ fn numa_maps_line(addr: usize) -> String {
 }
 
 /// Pages on node `node` according to a `numa_maps` line (`N0=123`).
+#[cfg(target_os = "linux")]
 fn pages_on_node(line: &str, node: u32) -> u64 {
     let key = format!("N{node}=");
     line.split_whitespace()
@@ -39,6 +44,7 @@ fn pages_on_node(line: &str, node: u32) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "memfds and file mappings: Miri has neither")]
 fn every_backing_kind_round_trips_through_bytes() {
@@ -124,6 +130,7 @@ fn access_across_two_regions_splits() {
     );
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "reads the kernel's accounting in /proc/self/numa_maps")]
 fn numa_bind_to_node_0_shows_in_numa_maps() {
@@ -141,6 +148,7 @@ fn numa_bind_to_node_0_shows_in_numa_maps() {
     drop(region);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "reads the kernel's accounting in /proc/self/numa_maps")]
 fn numa_interleave_and_preferred_show_in_numa_maps() {
@@ -156,6 +164,7 @@ fn numa_interleave_and_preferred_show_in_numa_maps() {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "reads the host NUMA nodes from sysfs")]
 fn numa_missing_node_errors_clearly() {
@@ -172,6 +181,7 @@ fn numa_missing_node_errors_clearly() {
     );
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "reads the kernel's residency accounting")]
 fn prefault_many_threads_makes_all_resident() {
@@ -212,6 +222,7 @@ fn read_only_region_is_not_reachable_through_vm_memory() {
     // does not count, so there is no residency to check here.)
 }
 
+#[cfg(unix)]
 #[test]
 #[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
 fn file_too_small_and_missing_error() {
@@ -237,6 +248,7 @@ fn file_too_small_and_missing_error() {
     assert!(matches!(Region::back(spec), Err(Error::File { .. })));
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
 fn hugetlbfs_backing_on_other_fs_errors() {
@@ -329,6 +341,7 @@ fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapsh
     drop(b);
 }
 
+#[cfg(unix)]
 #[test]
 #[cfg_attr(miri, ignore = "vm-memory's own mmap: Miri cannot map")]
 fn guest_memory_mmap_conversions_share_memory() {
@@ -454,6 +467,7 @@ fn concurrent_plug_unplug_with_readers_keeps_memory_valid() {
     assert_eq!(space.snapshot().generation(), 4 * 25 * 2);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "vm-memory's own mmap: Miri cannot map")]
 fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
@@ -480,6 +494,7 @@ fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
     drop(back);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "memfds: Miri has no memfd_create")]
 fn to_guest_memory_mmap_keeps_memfd_file_offset() {
@@ -549,6 +564,7 @@ fn back_hotplug_window_off_page_boundary_errors() {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "reads sysfs and reserves a 1 GiB hotplug window")]
 fn plug_failed_mmap_restores_the_slot() {
@@ -577,6 +593,7 @@ fn plug_failed_mmap_restores_the_slot() {
 }
 
 /// The selected value of a transparent huge page setting.
+#[cfg(target_os = "linux")]
 fn thp_setting(file: &str) -> Option<String> {
     let text =
         std::fs::read_to_string(format!("/sys/kernel/mm/transparent_hugepage/{file}")).ok()?;
@@ -584,6 +601,7 @@ fn thp_setting(file: &str) -> Option<String> {
         .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_owned))
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "reads the host THP setting from sysfs")]
 fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
@@ -623,6 +641,7 @@ fn back_memfd_thp_is_reported_only_when_the_shmem_setting_allows() {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "reads the host THP setting from sysfs")]
 fn back_anonymous_thp_follows_the_enabled_setting() {
@@ -687,6 +706,7 @@ fn vm_memory_view_excludes_mmio_and_guard_is_deref_clone() {
     assert_eq!(value, 0xfeed);
 }
 
+#[cfg(unix)]
 #[test]
 #[cfg_attr(miri, ignore = "maps a file: Miri has no file mappings")]
 fn bytes_view_reads_read_only_regions_and_refuses_writes() {

@@ -1,9 +1,12 @@
 //! Discarding guest pages: each backing gives its pages back the right way, reads see zeros,
-//! and bad ranges or regions are refused with typed errors.
+//! and bad ranges or regions are refused with typed errors. Discarding is Linux's, so the tests
+//! that discard run on Linux only; the refusals are checked everywhere.
 
 #![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 
+#[cfg(target_os = "linux")]
 use std::os::unix::fs::FileExt;
 
 use memvisor_space::{
@@ -16,6 +19,7 @@ fn page() -> u64 {
 }
 
 /// Resident pages of `len` bytes at `ptr` (`mincore`).
+#[cfg(target_os = "linux")]
 fn resident(ptr: *mut u8, len: u64) -> usize {
     let pages = usize::try_from(len / page()).unwrap();
     let mut vec = vec![0u8; pages];
@@ -25,6 +29,7 @@ fn resident(ptr: *mut u8, len: u64) -> usize {
     vec.iter().filter(|&&b| b & 1 == 1).count()
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(
     miri,
@@ -124,6 +129,7 @@ fn discard_unbacked_region_is_refused() {
     ));
 }
 
+#[cfg(unix)]
 #[test]
 #[cfg_attr(miri, ignore = "maps a file: Miri has no file mappings")]
 fn discard_file_read_only_and_non_ram_are_refused() {
@@ -155,6 +161,7 @@ fn discard_file_read_only_and_non_ram_are_refused() {
     std::fs::remove_file(&path).unwrap();
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "memfds: Miri has no memfd_create")]
 fn snapshot_discard_finds_the_region() {

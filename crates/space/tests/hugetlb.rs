@@ -3,8 +3,9 @@
 //! the old value afterwards even on failure, and checks the kernel's `HugePages_*` accounting.
 //! Where the kernel cannot provide the pages (or the test is not root), the test says so and
 //! skips; when it got them, it asserts. The tests take a file lock, so they never overlap, even
-//! across processes.
+//! across processes. Explicit huge pages are Linux's, so the file is Linux-only.
 
+#![cfg(target_os = "linux")]
 #![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
 

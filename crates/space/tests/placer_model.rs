@@ -2,8 +2,6 @@
 //! interrupt and owner exactly as before; what is held never overlaps and always lies in a
 //! window of the kind it was asked for.
 
-#![cfg(target_os = "linux")]
-
 use memvisor_space::{Error, GuestRange, Layout, Placer, WindowKind};
 use proptest::prelude::*;
 use vm_memory::GuestAddress;

@@ -1,6 +1,6 @@
 //! Host facts from Linux: memfd creation, file system checks (hugetlbfs), NUMA nodes, huge page
-//! pools and transparent huge page settings in sysfs, and `PROT_*` bit conversions. Every
-//! mapping, advice, NUMA binding and prefault goes through `memvisor-vmem`'s reservations.
+//! pools and transparent huge page settings in sysfs. Every mapping, advice, NUMA binding and
+//! prefault goes through `memvisor-vmem`'s reservations. Linux has every [`Feature`].
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -8,7 +8,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
-use crate::spec::{HugePageSize, Protection};
+use super::Feature;
+use crate::spec::HugePageSize;
+
+/// Whether this host has `feature`: Linux has them all.
+pub(crate) fn has(_: Feature) -> bool {
+    true
+}
 
 /// `HUGETLBFS_MAGIC` from `include/uapi/linux/magic.h`.
 pub(crate) const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
@@ -17,39 +23,6 @@ pub(crate) const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 const HUGE_SHIFT: u32 = 26;
 const MFD_CLOEXEC: libc::c_uint = 1;
 const MFD_HUGETLB: libc::c_uint = 4;
-
-/// The `PROT_*` bits of a protection.
-pub(crate) fn prot_bits(p: Protection) -> libc::c_int {
-    let mut bits = libc::PROT_NONE;
-    if p.readable() {
-        bits |= libc::PROT_READ;
-    }
-    if p.writable() {
-        bits |= libc::PROT_WRITE;
-    }
-    if p.executable() {
-        bits |= libc::PROT_EXEC;
-    }
-    bits
-}
-
-/// The protection of `PROT_*` bits (other bits ignored), if there is one: write or execute
-/// rights without read have none.
-pub(crate) fn protection_of(bits: libc::c_int) -> Option<Protection> {
-    let has = |bit: libc::c_int| bits & bit != 0;
-    match (
-        has(libc::PROT_READ),
-        has(libc::PROT_WRITE),
-        has(libc::PROT_EXEC),
-    ) {
-        (false, false, false) => Some(Protection::None),
-        (true, false, false) => Some(Protection::Read),
-        (true, true, false) => Some(Protection::ReadWrite),
-        (true, false, true) => Some(Protection::ReadExecute),
-        (true, true, true) => Some(Protection::ReadWriteExecute),
-        (false, _, _) => None,
-    }
-}
 
 /// A new memfd named `name`, with explicit huge pages of `huge` if given.
 pub(crate) fn memfd(name: &CStr, huge: Option<HugePageSize>) -> io::Result<File> {
@@ -104,12 +77,6 @@ pub(crate) fn free_huge_pages(size: HugePageSize) -> u64 {
     .unwrap_or(0)
 }
 
-/// Where the host's transparent huge page setting for private anonymous memory is read.
-pub(crate) const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
-/// Where the host's transparent huge page setting for shared memory (memfd, shared anonymous
-/// memory) is read.
-pub(crate) const THP_SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
-
 /// The selected value of a sysfs choice file (`always [madvise] never` gives `madvise`), or
 /// `None` if it cannot be read (a kernel without transparent huge pages).
 pub(crate) fn sysfs_choice(path: &str) -> Option<String> {
@@ -118,7 +85,22 @@ pub(crate) fn sysfs_choice(path: &str) -> Option<String> {
 }
 
 /// The bracketed word of a sysfs choice list.
-pub(crate) fn selected_choice(text: &str) -> Option<&str> {
+fn selected_choice(text: &str) -> Option<&str> {
     text.split_whitespace()
         .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_choice_reads_bracketed_word() {
+        assert_eq!(
+            selected_choice("always within_size advise [never] deny force\n"),
+            Some("never")
+        );
+        assert_eq!(selected_choice("always [madvise] never"), Some("madvise"));
+        assert_eq!(selected_choice("always madvise never"), None);
+    }
 }
