@@ -737,10 +737,34 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     let total_charged = charged
         .iter()
         .fold(0u64, |a, m| a.saturating_add(m.span.size));
+    // memfd memory of base or transparent pages: charged page by page as the guest touches it.
+    let charged_later = plan
+        .map
+        .iter()
+        .filter(|m| {
+            matches!(m.ty, "RAM" | "DAX" | "hotplug")
+                && m.backing.kind == "memfd"
+                && (may_fall_back || !matches!(m.backing.pages, "2MiB" | "1GiB"))
+        })
+        .fold(0u64, |a, m| a.saturating_add(m.span.size));
     let (status, detail, fix) = match (host.overcommit_mode, host.commit) {
         (2, Some((limit, committed))) => {
             let room = limit.saturating_sub(committed);
-            if total_charged > room {
+            if total_charged <= room && total_charged.saturating_add(charged_later) > room {
+                (
+                    Status::Warn,
+                    format!(
+                        "overcommit is off (mode 2): {} of memfd memory is charged as the guest touches it, and {} of room under CommitLimit is left after {} charged when mapped: the guest may be refused pages later (SIGBUS)",
+                        approx(charged_later),
+                        approx(room.saturating_sub(total_charged)),
+                        approx(total_charged)
+                    ),
+                    Some(
+                        "sysctl -w vm.overcommit_memory=0, raise vm.overcommit_ratio, or use explicit huge pages"
+                            .to_owned(),
+                    ),
+                )
+            } else if total_charged > room {
                 (
                     Status::Fail,
                     format!(
@@ -1133,6 +1157,35 @@ mod tests {
         let a = get(&f, "address_bits");
         assert_eq!(a.status, Status::Warn);
         assert!(a.fix.as_ref().unwrap().contains("phys_bits = 36"));
+    }
+
+    #[test]
+    fn check_memfd_in_strict_overcommit_warns_of_later_refusals() {
+        let host = |room: u64| HostFacts {
+            overcommit_mode: 2,
+            commit: Some((4 << 30, (4 << 30) - room)),
+            ..good_host()
+        };
+        let spec = "[memory]\nsize = \"1GiB\"\nbacking = \"memfd\"\n";
+        // Nothing is charged when mapped, but the guest's pages are as it touches them.
+        let o = get(&run(spec, &host(512 << 20)), "overcommit").clone();
+        assert_eq!(o.status, Status::Warn, "{o:?}");
+        assert!(o.detail.contains("as the guest touches it"), "{}", o.detail);
+        assert!(o.fix.is_some());
+        assert_eq!(
+            get(&run(spec, &host(2 << 30)), "overcommit").status,
+            Status::Ok
+        );
+        // Explicit huge pages of a memfd are not charged at all.
+        let huge = "[memory]\nsize = \"1GiB\"\nbacking = \"memfd\"\nhuge_pages = \"2MiB\"\n";
+        let f = run(
+            huge,
+            &HostFacts {
+                huge_page_pools: vec![(2 << 20, 1024, 1024)],
+                ..host(512 << 20)
+            },
+        );
+        assert_eq!(get(&f, "overcommit").status, Status::Ok);
     }
 
     #[test]
