@@ -323,7 +323,11 @@ impl<'a> Client<'a> {
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
     /// beyond [`Arena::max_block_size`], [`Error::QuotaExceeded`] if the block would take the
     /// client over its quota, [`Error::OutOfMemory`] if the arena has no chunk left that fits
-    /// it, [`Error::Vmem`] if committing a chunk fails. Nothing changes on error.
+    /// it, [`Error::Vmem`] if committing a chunk fails. Nothing changes on error, except that
+    /// an allocation refused for lack of room (quota, memory) may first have freed the blocks
+    /// other threads freed through the arena and honoured a trim request (work every
+    /// allocation that misses the caches does); one refused for its alignment or size does
+    /// neither.
     #[inline]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         self.alloc_sized(layout).map(|(p, _)| p)
@@ -571,9 +575,6 @@ impl State {
             let class = self.aligned_class(size, align);
             self.small(arena, id, class, class_size(class))?
         } else {
-            if self.has_mail(arena) {
-                self.poll(arena);
-            }
             self.alloc_large(arena, id, size.max(1), align)?
         };
         self.set_start(off);
@@ -711,7 +712,16 @@ impl State {
                     max: self.geo.max_block,
                 });
             }
+            self.check_run_size(size)?;
+            if self.has_mail(arena) {
+                self.poll(arena);
+            }
             return self.alloc_run(arena, id, size);
+        }
+        // Past the checks of the request's shape, which change nothing: blocks freed through
+        // the arena and trim requests are taken in before the block is sought.
+        if self.has_mail(arena) {
+            self.poll(arena);
         }
         let shift = self.geo.page_shift;
         // `size <= max_block`, so this does not overflow.

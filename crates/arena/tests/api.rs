@@ -898,3 +898,37 @@ fn cached_chunks_are_wholly_free_pinned_ones() {
     let s = client.stats();
     assert_eq!((s.chunks, s.pinned_chunks, s.cached_chunks), (1, 1, 1));
 }
+
+/// A request refused for its alignment or size (input errors) changes nothing, even with a
+/// trim request or blocks freed through the arena waiting: those are taken in by the next
+/// allocation that can succeed, not by one refused for its shape.
+#[test]
+fn alloc_refused_for_its_shape_takes_in_nothing() {
+    let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let keep = client.alloc(layout(100, 8)).unwrap();
+    let p = client.alloc(layout(100, 8)).unwrap();
+    free(&client, p).unwrap();
+    arena.trim();
+    let q = client.alloc(layout(100, 8)).unwrap();
+    // SAFETY: a live block of a client that outlives the call, not used after.
+    unsafe { arena.free(q) }.unwrap();
+    arena.trim();
+    let before = client.stats();
+    let wide = arena.max_alignment() * 2;
+    assert!(matches!(
+        client.alloc(layout(100, wide)),
+        Err(Error::UnsupportedAlignment { .. })
+    ));
+    assert_eq!(client.stats(), before);
+    assert!(matches!(
+        client.alloc(layout(64 << 20, 8)),
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(client.stats(), before);
+    // The next allocation that succeeds takes them in.
+    let r = client.alloc(layout(5000, 8)).unwrap();
+    assert_eq!(client.stats().live_blocks, 2);
+    free(&client, r).unwrap();
+    free(&client, keep).unwrap();
+}

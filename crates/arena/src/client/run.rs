@@ -42,6 +42,18 @@ pub(super) fn is_run(meta: u16) -> bool {
 }
 
 impl State {
+    /// [`Error::TooLarge`] if no run can hold `size` bytes: more than the arena, or more
+    /// chunks than a run's length can say.
+    pub(super) fn check_run_size(&self, size: usize) -> Result<()> {
+        if size > self.geo.len || size.div_ceil(1 << self.geo.chunk_shift) > MAX_RUN {
+            return Err(Error::TooLarge {
+                size,
+                max: self.geo.len,
+            });
+        }
+        Ok(())
+    }
+
     /// Takes a run of whole chunks for `size` bytes (over a chunk); returns its offset and
     /// size.
     #[cold]
@@ -51,14 +63,9 @@ impl State {
         id: u32,
         size: usize,
     ) -> Result<(usize, usize)> {
+        self.check_run_size(size)?;
         let shift = self.geo.chunk_shift;
         let n = size.div_ceil(1 << shift);
-        if size > self.geo.len || n > MAX_RUN {
-            return Err(Error::TooLarge {
-                size,
-                max: self.geo.len,
-            });
-        }
         let bytes = n << shift;
         self.check_quota(bytes)?;
         let first = match arena.acquire_run(id, n, size) {
