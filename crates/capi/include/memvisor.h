@@ -428,7 +428,8 @@ memvisor_status memvisor_context_trim(struct memvisor_context context);
 // Makes a client of the context that may hold at most `quota` bytes of live blocks
 // (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 //
-// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED`.
+// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED`, `OS` (the process's allocator
+// refused the client's records; nothing changes).
 //
 // Thread safety: any thread, any time. The new client may be used on any one thread at a
 // time.

@@ -209,13 +209,13 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
     if pinned.slot.users.load(Ordering::Relaxed) >= MAX_USERS {
         return Err(Status::LimitReached);
     }
-    // Room for the client's entry first, so that publishing it cannot fail.
-    shared
+    // Room for the client's entry first, so that publishing it cannot fail; the lock is held
+    // until then, so that no other client of the context takes that room.
+    let mut handles = shared
         .handles
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .try_reserve(1)
-        .map_err(|_| Status::Os)?;
+        .unwrap_or_else(PoisonError::into_inner);
+    handles.try_reserve(1).map_err(|_| Status::Os)?;
     let client = shared.arena.create_client(quota)?;
     let id = client.id();
     // The client's own user count, taken before it is published.
@@ -235,11 +235,7 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
     });
     match result {
         Ok(handle) => {
-            shared
-                .handles
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, handle);
+            handles.insert(id, handle);
             Ok(handle)
         }
         Err(e) => {

@@ -1,7 +1,7 @@
 //! Memory the host's allocator refuses (a context's side tables, a client's records, a handle
 //! table) is the status `OS`, not an abort of the caller's process. The global allocator here
 //! refuses any request over 64 MiB, and on a thread whose `REFUSE_AFTER` is set, every request
-//! after that many more.
+//! after that many more (`PAUSE_THEN_REFUSE`: after one slow request).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -18,11 +18,21 @@ const MAX_REQUEST: usize = 64 << 20;
 thread_local! {
     /// Per thread, so that tests running beside each other are not refused.
     static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Whether the thread's next request waits a while, and all later ones are refused.
+    static PAUSE_THEN_REFUSE: Cell<bool> = const { Cell::new(false) };
 }
 
 fn refused(layout: Layout) -> bool {
     if layout.size() > MAX_REQUEST {
         return true;
+    }
+    if PAUSE_THEN_REFUSE
+        .try_with(|p| p.replace(false))
+        .unwrap_or(false)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = REFUSE_AFTER.try_with(|left| left.set(Some(0)));
+        return false;
     }
     REFUSE_AFTER
         .try_with(|left| match left.get() {
@@ -137,4 +147,64 @@ fn every_refused_request_of_create_and_delete_is_os_status() {
     let status = unsafe { memvisor_context_create_reserved(8 << 20, ptr::null(), &raw mut again) };
     assert_eq!(status, Status::Ok);
     assert_eq!(memvisor_context_delete(again), Status::Ok);
+}
+
+#[derive(Clone, Copy)]
+struct SendContext(Context);
+// SAFETY: a context handle is a plain value, usable from any thread.
+unsafe impl Send for SendContext {}
+
+/// A client made on one thread while another thread's client of the same context is being
+/// made under a refusing allocator: each gets its status, none aborts. The slow request of the
+/// first lets the second run in between, where a reservation of room made under one lock and
+/// used under another would be taken by the second.
+#[test]
+#[cfg_attr(miri, ignore = "sleeps")]
+fn concurrent_client_creates_under_refusal_do_not_abort() {
+    let create = |ctx| {
+        let mut client = Client { id: 0 };
+        // SAFETY: `out` writable.
+        let status = unsafe { memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &raw mut client) };
+        (status, client)
+    };
+    let mut ctx = Context { id: 0 };
+    // SAFETY: null config (the defaults), `out` writable.
+    let status = unsafe { memvisor_context_create_reserved(16 << 20, ptr::null(), &raw mut ctx) };
+    assert_eq!(status, Status::Ok);
+    // Free slots in the process's client table, so that taking one allocates nothing; made in
+    // another context, so that this one's table of clients has room for exactly one more
+    // after the two kept below.
+    let mut other = Context { id: 0 };
+    // SAFETY: as above.
+    let status = unsafe { memvisor_context_create_reserved(16 << 20, ptr::null(), &raw mut other) };
+    assert_eq!(status, Status::Ok);
+    let spare: Vec<_> = (0..4).map(|_| create(other)).collect();
+    for (status, client) in spare {
+        assert_eq!(status, Status::Ok);
+        assert_eq!(memvisor_client_delete(client), Status::Ok);
+    }
+    assert_eq!(memvisor_context_delete(other), Status::Ok);
+    let kept: Vec<_> = (0..2).map(|_| create(ctx).1).collect();
+    let shared = SendContext(ctx);
+    let first = std::thread::spawn(move || {
+        let shared = shared;
+        PAUSE_THEN_REFUSE.set(true);
+        let result = create(shared.0);
+        PAUSE_THEN_REFUSE.set(false);
+        REFUSE_AFTER.set(None);
+        result
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let second = create(ctx);
+    let first = first.join().unwrap();
+    for (status, client) in [first, second] {
+        assert!(matches!(status, Status::Ok | Status::Os), "{status:?}");
+        if status == Status::Ok {
+            assert_eq!(memvisor_client_delete(client), Status::Ok);
+        }
+    }
+    for client in kept {
+        assert_eq!(memvisor_client_delete(client), Status::Ok);
+    }
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
