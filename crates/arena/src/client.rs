@@ -110,7 +110,11 @@ pub struct ClientStats {
     pub pinned_chunks: usize,
     /// Bytes of those chunks.
     pub pinned_bytes: usize,
-    /// The largest block the client can allocate without taking another chunk.
+    /// The largest block the client has room for in its chunks: the largest free or cached
+    /// run of buddy pages, or the largest size class with a cached block or a slab with
+    /// room. A block of this size or less that takes buddy pages (over 2 KiB, or aligned
+    /// above 64) is allocated without taking another chunk; a small block of a class with
+    /// no room needs a whole new slab of its class, which may take another chunk.
     pub largest_free_block: usize,
     /// Successful allocations so far.
     pub allocations: u64,

@@ -129,7 +129,11 @@ typedef struct memvisor_client_stats {
   size_t pinned_chunks;
   // Bytes of those chunks.
   size_t pinned_bytes;
-  // The largest block the client can allocate without taking another chunk.
+  // The largest block the client has room for in its chunks: the largest free or cached
+  // run of buddy pages, or the largest size class with a cached block or a slab with
+  // room. A block of this size or less that takes buddy pages (over 2 KiB, or aligned
+  // above 64) is allocated without taking another chunk; a small block of a class with
+  // no room needs a whole new slab of its class, which may take another chunk.
   size_t largest_free_block;
   // Its quota in bytes, `MEMVISOR_UNLIMITED` for none.
   size_t quota;
