@@ -935,20 +935,27 @@ impl Arena {
         info.order_prev = [NIL; ORDER_SLOTS];
         let words = self.geo.marks_per_chunk;
         let free = self.geo.free_words;
-        // SAFETY: the ranges are chunk `c`'s parts of the tables, inside them, and ours (see
-        // above).
-        unsafe {
-            let marks = self.marks_ptr().add(c * words);
-            let bits = self.free_bits_ptr().add(c * free);
-            if info.clean {
-                debug_assert!(
-                    (0..words).all(|i| *marks.add(i) == 0) && (0..free).all(|i| *bits.add(i) == 0),
-                    "chunk {c} marked clean has side-table bits set"
-                );
-            } else {
-                marks.write_bytes(0, words);
-                bits.write_bytes(0, free);
+        // Other threads may read the chunk's start-bit words at any time (`owner_of` with any
+        // pointer, a stale one included), so the marks are cleared with atomic stores; the
+        // `Release` store of the owner below publishes them to a reader that sees the new
+        // owner.
+        let marks = &self.marks[c * words..(c + 1) * words];
+        // SAFETY: the range is chunk `c`'s part of the free bitmaps, inside them, and ours (see
+        // above); only a chunk's holder reads its free bitmaps.
+        let bits = unsafe { self.free_bits_ptr().add(c * free) };
+        if info.clean {
+            debug_assert!(
+                marks.iter().all(|w| w.load(Ordering::Relaxed) == 0)
+                    // SAFETY: as above.
+                    && (0..free).all(|i| unsafe { *bits.add(i) } == 0),
+                "chunk {c} marked clean has side-table bits set"
+            );
+        } else {
+            for word in marks {
+                word.store(0, Ordering::Relaxed);
             }
+            // SAFETY: as above.
+            unsafe { bits.write_bytes(0, free) };
         }
         if info.clean {
             debug_assert!(
@@ -959,7 +966,7 @@ impl Arena {
             self.remote.clear_chunk(c);
         }
         info.clean = false;
-        self.owner[c].store(id, Ordering::Relaxed);
+        self.owner[c].store(id, Ordering::Release);
         Ok(())
     }
 
