@@ -935,11 +935,13 @@ impl Arena {
         info.order_prev = [NIL; ORDER_SLOTS];
         let words = self.geo.marks_per_chunk;
         let free = self.geo.free_words;
-        // Other threads may read the chunk's start-bit words at any time (`owner_of` with any
-        // pointer, a stale one included), so the marks are cleared with atomic stores; the
-        // `Release` store of the owner below publishes them to a reader that sees the new
+        // Other threads may read the chunk's start-bit words (the even words of the marks) at
+        // any time (`owner_of` with any pointer, a stale one included), so those are cleared
+        // with atomic stores; the metadata words between them are the holder's plain memory.
+        // The `Release` store of the owner below publishes them to a reader that sees the new
         // owner.
         let marks = &self.marks[c * words..(c + 1) * words];
+        let meta_words = self.marks_ptr().wrapping_add(c * words + 1);
         // SAFETY: the range is chunk `c`'s part of the free bitmaps, inside them, and ours (see
         // above); only a chunk's holder reads its free bitmaps.
         let bits = unsafe { self.free_bits_ptr().add(c * free) };
@@ -951,8 +953,12 @@ impl Arena {
                 "chunk {c} marked clean has side-table bits set"
             );
         } else {
-            for word in marks {
+            for (i, word) in marks.iter().enumerate().step_by(2) {
                 word.store(0, Ordering::Relaxed);
+                // SAFETY: the metadata word after start-bit word `i` (`words` is even), in the
+                // chunk's part of the marks, which only its holder (now the caller) writes or
+                // reads as plain memory.
+                unsafe { meta_words.add(i).write(0) };
             }
             // SAFETY: as above.
             unsafe { bits.write_bytes(0, free) };
