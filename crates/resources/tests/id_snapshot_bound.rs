@@ -1,20 +1,26 @@
 //! A short ID snapshot cannot make the loader allocate much: the bitmap it needs is checked
 //! against [`IdLoadLimits`] before anything is allocated. The global allocator here counts every
-//! byte requested while a snapshot loads.
+//! byte requested while a snapshot loads, per thread (tests run beside each other).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use memvisor_resources::{Error, IdAllocator, IdLoadLimits, IdSnapshot};
 
 struct Counting;
 
-static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static REQUESTED: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    let _ = REQUESTED.try_with(|n| n.set(n.get() + bytes));
+}
 
 // SAFETY: every call is forwarded to `System` unchanged; the counter only observes sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        REQUESTED.fetch_add(layout.size(), Ordering::Relaxed);
+        count(layout.size());
         // SAFETY: the caller's contract for `alloc` is passed on as is.
         unsafe { System.alloc(layout) }
     }
@@ -25,7 +31,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        REQUESTED.fetch_add(new_size, Ordering::Relaxed);
+        count(new_size);
         // SAFETY: the caller's contract for `realloc` is passed on as is.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -36,9 +42,9 @@ static GLOBAL: Counting = Counting;
 
 /// Bytes requested while `f` runs.
 fn requested_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = REQUESTED.load(Ordering::Relaxed);
+    let before = REQUESTED.with(Cell::get);
     let out = f();
-    (out, REQUESTED.load(Ordering::Relaxed) - before)
+    (out, REQUESTED.with(Cell::get) - before)
 }
 
 /// Everything but the bitmap: the input's decoded lists and the map, for inputs this short.

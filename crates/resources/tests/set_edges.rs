@@ -275,3 +275,28 @@ fn allocate_exact_window_is_clipped_to_its_space() {
     );
     assert_eq!(s, before);
 }
+
+/// An exact range outside the request's window is refused naming the window as given, also
+/// when the window reaches past the space that holds the range.
+#[test]
+fn allocate_exact_outside_window_names_the_window() {
+    let mut s = set();
+    let before = s.clone();
+    let window = r(0x100, 0x1_0000_0000);
+    let err = s
+        .allocate_with(&exact(0x0, 0x10).within(window), "a")
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::OutsideSpace {
+            range: r(0x0, 0xf),
+            space: window
+        }
+    );
+    assert_eq!(s, before);
+    // Inside both, the window does not get in the way.
+    let got = s
+        .allocate_with(&exact(0x100, 0x10).within(window), "a")
+        .unwrap();
+    assert_eq!(got, r(0x100, 0x10f));
+}

@@ -712,10 +712,10 @@ impl<T> AddressAllocator<T> {
 }
 
 impl AddressAllocator {
-    /// Creates an untagged allocator of `size` units starting at `base`, as vm-allocator's
-    /// constructor of the same name does; code ported from vm-allocator compiles unchanged.
-    /// (For tagged ranges: `AddressAllocator::<T>::new(AddressRange::from_start_and_size(base,
-    /// size)?)`.)
+    /// Creates an untagged allocator of `size` units starting at `base`: what vm-allocator's
+    /// `AddressAllocator::new(base, size)` makes. Code ported from vm-allocator calls this
+    /// instead of `new`, which here takes an [`AddressRange`]. (For tagged ranges:
+    /// `AddressAllocator::<T>::new(AddressRange::from_start_and_size(base, size)?)`.)
     ///
     /// # Errors
     ///

@@ -157,6 +157,9 @@ impl<T> AllocatorSet<T> {
             };
             let mut req = Request::new(size, align, request.policy())?;
             if let Some(w) = request.window() {
+                if !w.contains_range(&range) {
+                    return Err(Error::OutsideSpace { range, space: w });
+                }
                 match w.intersection(&pool.space()) {
                     Some(clipped) => req = req.within(clipped),
                     None => return Err(Error::OutsideSpace { range, space: w }),
