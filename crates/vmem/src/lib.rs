@@ -50,6 +50,8 @@ pub mod vec;
 
 pub use error::{Error, Operation, OsError, Result};
 pub use page::{allocation_granularity, page_size};
+#[cfg(unix)]
+pub use reservation::FileSource;
 pub use reservation::{
     Advice, CommitMode, HugePageAdvice, HugeTlbSize, MapSource, NumaPolicy, Protection,
     Reservation, ReservationBuilder,

@@ -12,6 +12,8 @@ use crate::sys::{self, Populated};
 
 mod mapping;
 
+#[cfg(unix)]
+pub use mapping::FileSource;
 pub use mapping::{Advice, HugeTlbSize, MapSource, NumaPolicy};
 
 /// How a reservation commits pages.

@@ -172,9 +172,19 @@ fn map_bad_input_is_error_and_changes_nothing() {
             .unwrap_err(),
         Error::Guarded { offset: page() }
     );
-    let bad_fd = MapSource::File { fd: -1, offset: 0 };
+    // A file opened for reading only cannot be mapped shared for writing: the system refuses.
+    let path = std::env::temp_dir().join(format!("memvisor-map-ro-{}", std::process::id()));
+    std::fs::write(&path, vec![0u8; page()]).unwrap();
+    let read_only = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
     assert!(matches!(
-        r.map(2 * page(), page(), bad_fd, Protection::Read, None),
+        r.map(
+            2 * page(),
+            page(),
+            MapSource::file(read_only.as_fd(), 0),
+            Protection::ReadWrite,
+            None
+        ),
         Err(Error::Os {
             operation: Operation::Map,
             ..

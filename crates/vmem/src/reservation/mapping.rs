@@ -10,37 +10,73 @@ use crate::error::{Error, Operation, Result};
 use crate::reservation::Protection;
 use crate::sys::{self, Populated, SysAdvice};
 
-/// What [`Reservation::map`] puts over part of a reservation.
+/// What [`Reservation::map`] puts over part of a reservation. A file source borrows its
+/// descriptor for `'fd`, so the descriptor stays open while the source can be used (I/O
+/// safety): it can only be made from a `BorrowedFd`, never from a bare number.
+///
+/// ```compile_fail
+/// use memvisor_vmem::MapSource;
+/// // A descriptor number is not a file source.
+/// let source = MapSource::File { fd: 3, offset: 0 };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum MapSource {
+pub enum MapSource<'fd> {
     /// Fresh private anonymous memory (reads as zero; copy-on-write across `fork`).
     AnonymousPrivate,
     /// Fresh shared anonymous memory (reads as zero; shared with children after `fork`).
     AnonymousShared,
-    /// A file, memfd or hugetlbfs file, mapped shared from byte `offset` (a multiple of the
-    /// page size, or of the huge page size for hugetlbfs). The descriptor is only borrowed for
-    /// the call; the mapping keeps the file alive after it is closed. Build it with
-    /// [`MapSource::file`] from a borrowed descriptor.
+    /// A file, memfd or hugetlbfs file, mapped shared from a byte offset (a multiple of the
+    /// page size, or of the huge page size for hugetlbfs); the mapping keeps the file alive
+    /// after it is closed. Made with [`MapSource::file`].
     #[cfg(unix)]
-    File {
-        /// The open file descriptor.
-        fd: i32,
-        /// Byte offset in the file of the range's first byte.
-        offset: u64,
-    },
+    File(FileSource<'fd>),
+    /// Never made: where there are no file sources, it keeps the lifetime in the type.
+    #[cfg(not(unix))]
+    #[doc(hidden)]
+    Unmade(
+        core::marker::PhantomData<&'fd ()>,
+        core::convert::Infallible,
+    ),
 }
 
-impl MapSource {
-    /// A file source from a borrowed descriptor.
+/// A borrowed file descriptor and a byte offset in its file: the source of a file mapping
+/// ([`MapSource::file`]).
+#[cfg(unix)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileSource<'fd> {
+    /// The descriptor, open for `'fd`.
+    fd: i32,
+    /// Byte offset in the file of the range's first byte.
+    offset: u64,
+    borrow: core::marker::PhantomData<&'fd ()>,
+}
+
+#[cfg(unix)]
+impl FileSource<'_> {
+    /// The descriptor.
+    pub(crate) fn raw_fd(self) -> i32 {
+        self.fd
+    }
+
+    /// Byte offset in the file of the range's first byte.
+    #[must_use]
+    pub fn offset(self) -> u64 {
+        self.offset
+    }
+}
+
+impl<'fd> MapSource<'fd> {
+    /// A file source from a descriptor borrowed for as long as the source is used.
     #[cfg(all(unix, feature = "std"))]
     #[must_use]
-    pub fn file(fd: std::os::fd::BorrowedFd<'_>, offset: u64) -> Self {
+    pub fn file(fd: std::os::fd::BorrowedFd<'fd>, offset: u64) -> Self {
         use std::os::fd::AsRawFd;
-        MapSource::File {
+        MapSource::File(FileSource {
             fd: fd.as_raw_fd(),
             offset,
-        }
+            borrow: core::marker::PhantomData,
+        })
     }
 
     fn is_shared(self) -> bool {
@@ -143,7 +179,7 @@ impl Reservation {
         &mut self,
         offset: usize,
         len: usize,
-        source: MapSource,
+        source: MapSource<'_>,
         protection: Protection,
         huge: Option<HugeTlbSize>,
     ) -> Result<()> {
@@ -163,7 +199,7 @@ impl Reservation {
         &self,
         offset: usize,
         len: usize,
-        source: MapSource,
+        source: MapSource<'_>,
         protection: Protection,
         huge: Option<HugeTlbSize>,
     ) -> Result<()> {
@@ -179,12 +215,10 @@ impl Reservation {
             }
         }
         #[cfg(unix)]
-        if let MapSource::File {
-            offset: file_offset,
-            ..
-        } = source
-            && !file_offset.is_multiple_of(unit as u64)
+        if let MapSource::File(file) = source
+            && !file.offset().is_multiple_of(unit as u64)
         {
+            let file_offset = file.offset();
             return Err(Error::Misaligned {
                 what: "file offset",
                 value: usize::try_from(file_offset).unwrap_or(usize::MAX),

@@ -103,7 +103,7 @@ pub(crate) unsafe fn populate(_ptr: *mut u8, _len: usize) -> Result<Populated, S
 pub(crate) unsafe fn map(
     ptr: *mut u8,
     len: usize,
-    _source: crate::MapSource,
+    _source: crate::MapSource<'_>,
     _protection: Protection,
     _huge_shift: Option<u32>,
 ) -> Result<(), SysError> {

@@ -236,7 +236,7 @@ const MAP_HUGE_SHIFT: libc::c_int = 26;
 pub(crate) unsafe fn map(
     ptr: *mut u8,
     len: usize,
-    source: crate::MapSource,
+    source: crate::MapSource<'_>,
     protection: Protection,
     huge_shift: Option<u32>,
 ) -> Result<(), SysError> {
@@ -251,8 +251,9 @@ pub(crate) unsafe fn map(
             flags |= libc::MAP_SHARED | libc::MAP_ANONYMOUS;
             (-1, 0)
         }
-        MapSource::File { fd, offset } => {
+        MapSource::File(file) => {
             flags |= libc::MAP_SHARED;
+            let (fd, offset) = (file.raw_fd(), file.offset());
             let offset = libc::off_t::try_from(offset)
                 .map_err(|_| SysError::Os(OsError::from_raw(libc::EOVERFLOW)))?;
             (fd, offset)

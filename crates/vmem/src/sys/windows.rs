@@ -245,7 +245,7 @@ pub(crate) unsafe fn protect(
 pub(crate) unsafe fn map(
     _ptr: *mut u8,
     _len: usize,
-    _source: crate::MapSource,
+    _source: crate::MapSource<'_>,
     _protection: Protection,
     _huge_shift: Option<u32>,
 ) -> Result<(), SysError> {
