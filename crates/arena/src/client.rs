@@ -238,6 +238,7 @@ impl<'a> Client<'a> {
     /// client from now on).
     pub(crate) fn new(arena: &'a Arena, id: u32, quota: Quota, mailbox: *mut Mailbox) -> Self {
         let geo = arena.geometry();
+        let free_flags = geo.flags.contains(Flags::POISON) || geo.flags.contains(Flags::STATISTICS);
         Self {
             arena,
             owners: arena.owners(),
@@ -279,15 +280,8 @@ impl<'a> Client<'a> {
                 }),
                 alloc_flags: geo.flags.contains(Flags::ZERO)
                     || geo.flags.contains(Flags::STATISTICS),
-                free_flags: geo.flags.contains(Flags::POISON)
-                    || geo.flags.contains(Flags::STATISTICS),
-                quick_units: if geo.flags.contains(Flags::POISON)
-                    || geo.flags.contains(Flags::STATISTICS)
-                {
-                    0
-                } else {
-                    geo.len / MIN_BLOCK
-                },
+                free_flags,
+                quick_units: if free_flags { 0 } else { geo.len / MIN_BLOCK },
             }),
         }
     }
@@ -715,10 +709,6 @@ impl State {
                     size,
                     max: self.geo.max_block,
                 });
-            }
-            self.check_run_size(size)?;
-            if self.has_mail(arena) {
-                self.poll(arena);
             }
             return self.alloc_run(arena, id, size);
         }

@@ -42,18 +42,6 @@ pub(super) fn is_run(meta: u16) -> bool {
 }
 
 impl State {
-    /// [`Error::TooLarge`] if no run can hold `size` bytes: more than the arena, or more
-    /// chunks than a run's length can say.
-    pub(super) fn check_run_size(&self, size: usize) -> Result<()> {
-        if size > self.geo.len || size.div_ceil(1 << self.geo.chunk_shift) > MAX_RUN {
-            return Err(Error::TooLarge {
-                size,
-                max: self.geo.len,
-            });
-        }
-        Ok(())
-    }
-
     /// Takes a run of whole chunks for `size` bytes (over a chunk); returns its offset and
     /// size.
     #[cold]
@@ -63,9 +51,19 @@ impl State {
         id: u32,
         size: usize,
     ) -> Result<(usize, usize)> {
-        self.check_run_size(size)?;
         let shift = self.geo.chunk_shift;
         let n = size.div_ceil(1 << shift);
+        if size > self.geo.len || n > MAX_RUN {
+            return Err(Error::TooLarge {
+                size,
+                max: self.geo.len,
+            });
+        }
+        // Past the check of the request's size, which changes nothing: blocks freed through
+        // the arena and trim requests are taken in before the run is sought.
+        if self.has_mail(arena) {
+            self.poll(arena);
+        }
         let bytes = n << shift;
         self.check_quota(bytes)?;
         let first = match arena.acquire_run(id, n, size) {

@@ -14,10 +14,23 @@ use crate::sys::{self, Populated, SysAdvice};
 /// descriptor for `'fd`, so the descriptor stays open while the source can be used (I/O
 /// safety): it can only be made from a `BorrowedFd`, never from a bare number.
 ///
+/// A descriptor number is not a file source:
+///
 /// ```compile_fail
+/// use memvisor_vmem::{FileSource, MapSource};
+/// let source = MapSource::File(FileSource { fd: 3, offset: 0 });
+/// ```
+///
+/// and a source cannot outlive its file (which could then be closed and its number reused):
+///
+/// ```compile_fail
+/// use std::os::fd::AsFd;
 /// use memvisor_vmem::MapSource;
-/// // A descriptor number is not a file source.
-/// let source = MapSource::File { fd: 3, offset: 0 };
+/// let source = {
+///     let file = std::fs::File::open("/dev/zero").unwrap();
+///     MapSource::file(file.as_fd(), 0)
+/// };
+/// let _ = source;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
