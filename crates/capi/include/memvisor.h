@@ -100,7 +100,7 @@ typedef int32_t memvisor_status;
 // like `memvisor_context`; `{0}` is never a valid handle. A deleted client's handle is
 // refused.
 typedef struct memvisor_client {
-  // The handle's value (index and generation).
+  // The handle's value (kind, index and generation).
   uint64_t id;
 } memvisor_client;
 
@@ -162,7 +162,7 @@ typedef struct memvisor_config {
 // A context: one memory block shared by isolated clients. Opaque: copy it, compare it, but do
 // not make one up. `{0}` is never a valid handle. A deleted context's handle is refused.
 typedef struct memvisor_context {
-  // The handle's value (index and generation).
+  // The handle's value (kind, index and generation).
   uint64_t id;
 } memvisor_context;
 

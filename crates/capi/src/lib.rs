@@ -42,10 +42,11 @@
 //! ```
 //!
 //! # Handles
-//! Handles are small structures holding a slot index and a generation. Slots live in tables
-//! that are never freed, so a null, deleted or forged handle is refused
-//! (`MEMVISOR_STATUS_INVALID_HANDLE`) without reading freed memory. A forged handle that
-//! guesses a live slot's index and generation exactly cannot be told from the real one.
+//! Handles are small structures holding a kind (context or client), a slot index and a
+//! generation. Slots live in tables that are never freed, so a null, deleted or forged handle,
+//! or a handle of the other kind, is refused (`MEMVISOR_STATUS_INVALID_HANDLE`) without reading
+//! freed memory. A forged handle that guesses a live slot's kind, index and generation exactly
+//! cannot be told from the real one.
 //!
 //! # Panics
 //! No panic crosses the boundary: every function catches it and returns

@@ -20,7 +20,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use memvisor_arena::{Arena, Client as ArenaClient};
 
 use crate::status::Status;
-use crate::table::{Slot, Table};
+use crate::table::{Kind, Slot, Table};
 
 /// The users count's bit that says the context is being deleted.
 const LOCKED: u32 = 1 << 31;
@@ -75,9 +75,9 @@ pub(crate) struct ClientSlot {
 unsafe impl Sync for ClientSlot {}
 
 /// Every context.
-pub(crate) static CONTEXTS: Table<ContextSlot> = Table::new();
+pub(crate) static CONTEXTS: Table<ContextSlot> = Table::new(Kind::Context);
 /// Every client.
-pub(crate) static CLIENTS: Table<ClientSlot> = Table::new();
+pub(crate) static CLIENTS: Table<ClientSlot> = Table::new(Kind::Client);
 
 /// A context pinned for the length of a call: it cannot be deleted until this is dropped.
 #[derive(Debug)]

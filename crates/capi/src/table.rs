@@ -1,8 +1,10 @@
 //! [`Table`]: slots addressed by generation-checked handles, never freed.
 //!
-//! A handle is a 64-bit value: the slot's index in the low 32 bits and the slot's generation in
-//! the high 32. A live slot has an odd generation; deleting bumps it to even, and reusing it
-//! bumps it to odd again, so a handle of a deleted slot never matches. Slots live in segments
+//! A handle is a 64-bit value: the slot's index in the low 31 bits, the table's kind in bit 31
+//! and the slot's generation in the high 32. The kind keeps the tables apart: a handle of one
+//! table is refused by every other, even where index and generation match a live slot there.
+//! A live slot has an odd generation; deleting bumps it to even, and reusing it bumps it to odd
+//! again, so a handle of a deleted slot never matches. Slots live in segments
 //! that are allocated on demand and never freed (until the process ends), so looking a handle up
 //! reads only memory that stays valid: a stale or forged handle is refused, never followed.
 //! A slot whose generation would wrap is retired rather than reused.
@@ -31,7 +33,29 @@ impl<T> Slot<T> {
     }
 }
 
-/// A handle's index (low 32 bits) and generation (high 32 bits).
+/// The bit of a handle's low half that holds its table's kind.
+const KIND_BIT: u32 = 1 << 31;
+
+/// Which table a handle belongs to (bit 31 of its low half).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Contexts.
+    Context,
+    /// Clients.
+    Client,
+}
+
+impl Kind {
+    /// The kind's bit pattern in a handle's low half.
+    const fn bits(self) -> u32 {
+        match self {
+            Self::Context => 0,
+            Self::Client => KIND_BIT,
+        }
+    }
+}
+
+/// A handle's low half (kind and index) and generation (high half).
 #[inline]
 #[allow(
     clippy::cast_possible_truncation,
@@ -66,18 +90,20 @@ struct Free {
     next: u64,
 }
 
-/// Slots of `T` addressed by generation-checked handles. Taking and giving back a slot take a
-/// lock; looking a handle up does not.
+/// Slots of `T` addressed by generation-checked handles of one [`Kind`]. Taking and giving back
+/// a slot take a lock; looking a handle up does not.
 #[derive(Debug)]
 pub(crate) struct Table<T: 'static> {
+    kind: Kind,
     segments: [AtomicPtr<Slot<T>>; SEGMENTS],
     free: Mutex<Free>,
 }
 
 impl<T: Default + 'static> Table<T> {
-    /// An empty table (usable in a `static`).
-    pub(crate) const fn new() -> Self {
+    /// An empty table whose handles are of `kind` (usable in a `static`).
+    pub(crate) const fn new(kind: Kind) -> Self {
         Self {
+            kind,
             segments: [const { AtomicPtr::new(std::ptr::null_mut()) }; SEGMENTS],
             free: Mutex::new(Free {
                 reuse: Vec::new(),
@@ -93,7 +119,7 @@ impl<T: Default + 'static> Table<T> {
     /// the slot alive by other means).
     #[inline]
     pub(crate) fn get(&self, handle: u64) -> Option<&'static Slot<T>> {
-        let (index, generation) = split(handle);
+        let (index, generation) = self.split(handle)?;
         let (segment, offset) = locate(index);
         let base = self.segments.get(segment)?.load(Ordering::Acquire);
         if base.is_null() || offset >= segment_len(segment) {
@@ -106,12 +132,19 @@ impl<T: Default + 'static> Table<T> {
             .then_some(slot)
     }
 
+    /// A handle's index and generation, if it is of this table's kind.
+    #[inline]
+    fn split(&self, handle: u64) -> Option<(u32, u32)> {
+        let (low, generation) = split(handle);
+        (low & KIND_BIT == self.kind.bits()).then_some((low & !KIND_BIT, generation))
+    }
+
     /// Takes a free slot, lets `init` fill its value, and makes it live; returns the handle.
     /// Nothing is taken if `init` fails.
     ///
     /// # Errors
-    /// `full` if every index is in use; `refused` if the allocator refuses the memory for a
-    /// new segment or for the free list; `init`'s error.
+    /// `full` if every index (2^31 of them) is in use; `refused` if the allocator refuses the
+    /// memory for a new segment or for the free list; `init`'s error.
     pub(crate) fn take<E>(
         &self,
         full: E,
@@ -125,8 +158,9 @@ impl<T: Default + 'static> Table<T> {
         let index = match free.reuse.pop() {
             Some(index) => index,
             None => {
-                let Ok(index) = u32::try_from(free.next) else {
-                    return Err(full);
+                let index = match u32::try_from(free.next) {
+                    Ok(index) if index < KIND_BIT => index,
+                    _ => return Err(full),
                 };
                 // Room on the (now empty) free list for every index handed out, so that giving
                 // one back (`recycle`) never allocates.
@@ -164,7 +198,7 @@ impl<T: Default + 'static> Table<T> {
             return Err(e);
         }
         slot.generation.store(generation, Ordering::Release);
-        Ok(u64::from(generation) << 32 | u64::from(index))
+        Ok(u64::from(generation) << 32 | u64::from(index | self.kind.bits()))
     }
 
     /// Makes the slot of `handle` free (if it is live with that generation) and returns it, so
@@ -172,7 +206,7 @@ impl<T: Default + 'static> Table<T> {
     /// From this call on, [`get`](Self::get) refuses the handle.
     pub(crate) fn retire(&self, handle: u64) -> Option<&'static Slot<T>> {
         let slot = self.get(handle)?;
-        let (_, generation) = split(handle);
+        let (_, generation) = self.split(handle)?;
         slot.generation
             .compare_exchange(
                 generation,
@@ -188,7 +222,9 @@ impl<T: Default + 'static> Table<T> {
     /// cleared. A slot whose generation would wrap is kept out of use for good. Never
     /// allocates: [`take`](Self::take) made room for every index it handed out.
     pub(crate) fn recycle(&self, handle: u64) {
-        let (index, generation) = split(handle);
+        let Some((index, generation)) = self.split(handle) else {
+            return;
+        };
         if generation < LAST_GENERATION {
             self.free
                 .lock()
@@ -219,7 +255,7 @@ mod tests {
 
     #[test]
     fn get_after_retire_refuses_stale_handle() {
-        static TABLE: Table<AtomicUsize> = Table::new();
+        static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
         let h = TABLE
             .take((), (), |slot| {
                 slot.value().store(7, Ordering::Relaxed);
@@ -240,7 +276,7 @@ mod tests {
 
     #[test]
     fn get_forged_handle_refused() {
-        static TABLE: Table<AtomicUsize> = Table::new();
+        static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
         let h = TABLE.take((), (), |_| Ok(())).unwrap();
         assert!(TABLE.get(0).is_none());
         assert!(TABLE.get(h + 1).is_none());
@@ -250,8 +286,31 @@ mod tests {
     }
 
     #[test]
+    fn get_handle_of_other_kind_refused() {
+        static CONTEXTS: Table<AtomicUsize> = Table::new(Kind::Context);
+        static CLIENTS: Table<AtomicUsize> = Table::new(Kind::Client);
+        let context = CONTEXTS.take((), (), |_| Ok(())).unwrap();
+        let client = CLIENTS.take((), (), |_| Ok(())).unwrap();
+        // Same index and generation in both tables; only the kind tells them apart.
+        assert_eq!(
+            context & u64::from(!KIND_BIT),
+            client & u64::from(!KIND_BIT)
+        );
+        assert!(CONTEXTS.get(context).is_some());
+        assert!(CLIENTS.get(client).is_some());
+        assert!(CLIENTS.get(context).is_none());
+        assert!(CONTEXTS.get(client).is_none());
+        assert!(CLIENTS.retire(context).is_none());
+        CLIENTS.recycle(context);
+        assert!(CONTEXTS.get(context).is_some());
+        assert!(CLIENTS.retire(client).is_some());
+        CLIENTS.recycle(client);
+        assert_eq!(CLIENTS.take((), (), |_| Ok(())).unwrap() >> 32, 3);
+    }
+
+    #[test]
     fn take_failed_init_keeps_slot_free() {
-        static TABLE: Table<AtomicUsize> = Table::new();
+        static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
         assert_eq!(TABLE.take(1, 3, |_| Err(2)), Err(2));
         let h = TABLE.take((), (), |_| Ok(())).unwrap();
         assert_eq!(h & u64::from(u32::MAX), 0);
@@ -259,7 +318,7 @@ mod tests {
 
     #[test]
     fn take_many_crosses_segments() {
-        static TABLE: Table<AtomicUsize> = Table::new();
+        static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
         let handles: Vec<u64> = (0..300)
             .map(|_| TABLE.take((), (), |_| Ok(())).unwrap())
             .collect();

@@ -39,7 +39,7 @@ const _: () = {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Context {
-    /// The handle's value (index and generation).
+    /// The handle's value (kind, index and generation).
     pub id: u64,
 }
 
@@ -49,7 +49,7 @@ pub struct Context {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Client {
-    /// The handle's value (index and generation).
+    /// The handle's value (kind, index and generation).
     pub id: u64,
 }
 

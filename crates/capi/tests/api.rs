@@ -191,6 +191,42 @@ fn null_and_stale_arguments_refused_outputs_untouched() {
 }
 
 #[test]
+fn handle_of_the_other_kind_refused() {
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, 0);
+    // Clients until one has the context's slot index (both tables count from 0), so that,
+    // but for the kind, the context's value would name it.
+    let index = |id: u64| id & 0x7fff_ffff;
+    let mut clients = vec![client(ctx)];
+    while index(clients.last().unwrap().id) < index(ctx.id) && clients.len() < 4096 {
+        clients.push(client(ctx));
+    }
+    let mut p: *mut c_void = ptr::null_mut();
+    let mut s = ContextStats::default();
+    // SAFETY: outputs are writable locals.
+    unsafe {
+        let as_client = Client { id: ctx.id };
+        assert_eq!(memvisor_alloc(as_client, 16, &mut p), Status::InvalidHandle);
+        assert_eq!(memvisor_client_trim(as_client), Status::InvalidHandle);
+        assert_eq!(memvisor_client_delete(as_client), Status::InvalidHandle);
+        assert!(p.is_null());
+        for cl in &clients {
+            let as_context = Context { id: cl.id };
+            assert_eq!(memvisor_context_trim(as_context), Status::InvalidHandle);
+            assert_eq!(
+                memvisor_context_get_stats(as_context, &mut s),
+                Status::InvalidHandle
+            );
+            assert_eq!(memvisor_context_delete(as_context), Status::InvalidHandle);
+        }
+        for cl in clients {
+            assert_eq!(memvisor_client_delete(cl), Status::Ok);
+        }
+        assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+    }
+}
+
+#[test]
 fn free_through_context_from_other_thread_while_client_works() {
     let n = if cfg!(miri) { 16 } else { 1000 };
     let memory = Memory::new(LEN);
