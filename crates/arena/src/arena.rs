@@ -16,7 +16,7 @@ use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use crate::table;
 
 /// Smallest buddy page: large blocks are whole numbers of pages.
-const MIN_PAGE_SHIFT: u32 = 8;
+pub(crate) const MIN_PAGE_SHIFT: u32 = 8;
 /// At most `2^MAX_ORDER` buddy pages per chunk, so that each order's free bitmap has at most 64
 /// words and one summary word covers it (and a page count fits the page metadata).
 pub(crate) const MAX_ORDER: u32 = 12;

@@ -1162,6 +1162,36 @@ mod tests {
     }
 
     #[test]
+    fn slab_metadata_of_every_class_and_page_size_reads_back_and_clears() {
+        // Pages of 256 B to 4 KiB: one to four metadata slots a KiB, slabs of whole KiBs
+        // (written a word at a time) and smaller.
+        for chunk in [256 << 10, 2 << 20, 4 << 20, 16 << 20] {
+            let config = Config::new().with_chunk_size(chunk);
+            let arena = Arena::new(Backing::heap(16 << 20, 4096).unwrap(), config).unwrap();
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            let mut blocks = Vec::new();
+            for size in (16..=SMALL_MAX).step_by(16) {
+                for _ in 0..3 {
+                    blocks.push(client.alloc_sized(layout(size)).unwrap());
+                }
+            }
+            for &(p, size) in &blocks {
+                assert_eq!(client.size_of(p.as_ptr()), Ok(size), "chunk {chunk}");
+                assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
+            }
+            for (p, size) in blocks {
+                assert_eq!(free_uncached(&client, p), size);
+            }
+            client.check();
+            client.with(|s| s.flush(&arena, true));
+            let words = arena.geometry().marks_per_chunk * arena.geometry().nchunks;
+            // SAFETY: the marks table, read while nothing writes it.
+            let marks = unsafe { core::slice::from_raw_parts(arena.marks_ptr(), words) };
+            assert!(marks.iter().all(|&w| w == 0), "chunk {chunk}");
+        }
+    }
+
+    #[test]
     fn slab_blocks_start_at_slab_start_and_fill_it() {
         // Nothing of a slab's memory is kept for bookkeeping: its first block is at its start
         // and its blocks fill it to within one block.
