@@ -3,7 +3,7 @@
 //! what was done.
 
 use std::ffi::CString;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,11 +138,15 @@ impl Drop for HostMemory {
 }
 
 /// The host address range of the hotplug window: one `memvisor-vmem` reservation, into which
-/// each plugged slot is mapped at `guest address - window start`, so plugged memory is
-/// contiguous on the host as it is in the guest.
+/// each plugged slot is mapped at `lead + guest address - window start`, so plugged memory is
+/// contiguous on the host as it is in the guest, and each slot's host address is congruent to
+/// its guest address modulo the reservation's alignment.
 pub(crate) struct HotplugWindow {
     reservation: Reservation,
     guest_start: u64,
+    /// Where the window starts in the reservation: the guest start modulo the reservation's
+    /// alignment.
+    lead: usize,
     /// Offsets of slots whose memory is mapped (freed when the slot's last user drops it).
     slots: Mutex<AddressAllocator>,
 }
@@ -151,21 +155,24 @@ impl fmt::Debug for HotplugWindow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HotplugWindow")
             .field("guest_start", &format_args!("{:#x}", self.guest_start))
-            .field("host", &self.reservation.as_ptr())
-            .field("len", &self.reservation.len())
+            .field("host", &self.reservation.as_ptr().wrapping_add(self.lead))
+            .field("len", &(self.reservation.len() - self.lead))
             .finish()
     }
 }
 
-/// Host alignment of a hotplug window's reservation: 1 GiB, so that a slot of any huge page
-/// size is aligned on the host. (Under Miri, whose allocator-backed reservations cannot be
+/// Host alignment of a hotplug window's guest addresses: a slot lies at a host address
+/// congruent to its guest address modulo 1 GiB, so that a slot aligned in the guest to any huge
+/// page size is aligned on the host. (Under Miri, whose allocator-backed reservations cannot be
 /// aligned past 512 MiB, 2 MiB: explicit huge pages do not exist there.)
 const WINDOW_ALIGN: usize = if cfg!(miri) { 2 << 20 } else { 1 << 30 };
 
 impl HotplugWindow {
-    /// Reserves host address space for a window, aligned to 1 GiB so that any huge page size
-    /// fits. The window must start and end on host page boundaries, so that a slot at a
-    /// page-aligned guest address is page aligned on the host too.
+    /// Reserves host address space for a window, its start congruent to the window's guest
+    /// start modulo 1 GiB, so that a slot aligned in the guest to any huge page size is so
+    /// aligned on the host (a window starting off a 1 GiB boundary reserves up to 1 GiB more
+    /// address space, never memory). The window must start and end on host page boundaries, so
+    /// that a slot at a page-aligned guest address is page aligned on the host too.
     pub(crate) fn new(window: &Window) -> Result<Self> {
         let (guest_start, size) = (window.start().0, window.size());
         let page_size = host_page_size();
@@ -177,10 +184,15 @@ impl HotplugWindow {
                 page_size,
             });
         }
-        let len = usize::try_from(size).map_err(|_| Error::Overflow {
-            base: guest_start,
-            size,
-        })?;
+        // Below `WINDOW_ALIGN`, so it fits.
+        let lead = usize::try_from(guest_start % WINDOW_ALIGN as u64).unwrap_or(0);
+        let len = usize::try_from(size)
+            .ok()
+            .and_then(|len| len.checked_add(lead))
+            .ok_or(Error::Overflow {
+                base: guest_start,
+                size,
+            })?;
         let reservation = Reservation::builder()
             .alignment(WINDOW_ALIGN)
             .mode(CommitMode::Protected)
@@ -191,15 +203,21 @@ impl HotplugWindow {
         Ok(Self {
             reservation,
             guest_start,
+            lead,
             slots: Mutex::new(AddressAllocator::new(space)),
         })
     }
 
+    /// The host address and length of the window (its part of the reservation).
     pub(crate) fn host_range(&self) -> (usize, usize) {
-        (self.reservation.as_ptr() as usize, self.reservation.len())
+        (
+            self.reservation.as_ptr() as usize + self.lead,
+            self.reservation.len() - self.lead,
+        )
     }
 
-    /// Claims the slot for `base..base + size` (guest addresses).
+    /// Claims the slot for `base..base + size` (guest addresses); returns its offset in the
+    /// reservation.
     fn claim(&self, base: u64, size: u64) -> Result<usize> {
         let offset = base
             .checked_sub(self.guest_start)
@@ -222,11 +240,13 @@ impl HotplugWindow {
         slots
             .reserve(range)
             .map_err(|_| Error::SlotBusy { base, size })?;
-        Ok(host_offset)
+        // The window's offsets are below its size, which with `lead` fits a `usize`.
+        Ok(self.lead + host_offset)
     }
 
+    /// Frees the claim of the slot at `offset` in the reservation.
     fn unclaim(&self, offset: usize, len: usize) {
-        let range = AddressRange::from_start_and_size(offset as u64, len as u64);
+        let range = AddressRange::from_start_and_size((offset - self.lead) as u64, len as u64);
         if let Ok(range) = range {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             let freed = slots.free(&range);
@@ -333,7 +353,8 @@ impl fmt::Display for RegionReport {
 pub struct BackingReport {
     /// The regions given memory, by address.
     pub regions: Vec<RegionReport>,
-    /// The host address and length of the hotplug window's reservation, if there is one.
+    /// The host address and length of the hotplug window (its part of the window's host
+    /// reservation), if there is one.
     pub hotplug_window: Option<(usize, usize)>,
 }
 
@@ -372,16 +393,7 @@ pub(crate) enum Target<'a> {
 pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory, RegionReport)> {
     let started = Instant::now();
     require_features(spec)?;
-    if let Some(numa) = &spec.numa {
-        for &node in numa.nodes() {
-            if !sys::node_exists(node) {
-                return Err(Error::NumaNodeMissing {
-                    node,
-                    online: sys::online_nodes(),
-                });
-            }
-        }
-    }
+    require_nodes(spec)?;
     let mut warnings = Vec::new();
     let (wanted, mut fell_back) = match spec.huge_pages {
         HugePages::Transparent => {
@@ -484,6 +496,46 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
 /// not have ([`Error::Unsupported`]): its backing's source, NUMA binding, dontfork, and huge
 /// pages without a fallback (with one, [`back`] falls back to what the host has). On Linux
 /// nothing is refused.
+/// Everything about a validated spec with a memory backing that can be checked without making
+/// memory: the host features it needs, its NUMA nodes, and its file (opened, and for
+/// hugetlbfs, a file made and removed at once, without a size, so no huge page is reserved).
+/// [`SpaceBuilder::back`](crate::SpaceBuilder::back) runs it over every spec before mapping
+/// any, so a mistake in one spec costs no other spec's mapping and prefault.
+///
+/// # Errors
+/// As [`back`] for these checks.
+pub(crate) fn precheck(spec: &RegionSpec) -> Result<()> {
+    require_features(spec)?;
+    require_nodes(spec)?;
+    let explicit = match spec.huge_pages {
+        HugePages::Explicit(size) if sys::has(Feature::ExplicitHugePages) => Some(size),
+        _ => None,
+    };
+    match &spec.backing {
+        Backing::File { .. } => drop(open_source(spec, explicit).map_err(|e| e.into_error(spec))?),
+        Backing::Hugetlbfs(dir) => {
+            drop(open_hugetlbfs(spec, dir, explicit).map_err(|e| e.into_error(spec))?);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// [`Error::NumaNodeMissing`] if the spec binds to a node the host does not have.
+fn require_nodes(spec: &RegionSpec) -> Result<()> {
+    if let Some(numa) = &spec.numa {
+        for &node in numa.nodes() {
+            if !sys::node_exists(node) {
+                return Err(Error::NumaNodeMissing {
+                    node,
+                    online: sys::online_nodes(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn require_features(spec: &RegionSpec) -> Result<()> {
     let base = spec.base;
     match spec.backing {
@@ -737,6 +789,47 @@ fn unique_name() -> String {
     )
 }
 
+/// A new file, already unlinked, in the hugetlbfs mount `dir`, of no size yet; checked to be on
+/// hugetlbfs and, with `explicit`, of that page size.
+fn open_hugetlbfs(
+    spec: &RegionSpec,
+    dir: &Path,
+    explicit: Option<HugePageSize>,
+) -> Result<File, MapError> {
+    let file_err = |path: &Path, source| Error::File {
+        path: path.to_owned(),
+        base: spec.base,
+        source,
+    };
+    let path: PathBuf = dir.join(unique_name());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| file_err(&path, e))?;
+    let _ = std::fs::remove_file(&path);
+    let (magic, page) = sys::fs_info(&file).map_err(|e| file_err(dir, e))?;
+    if magic != sys::HUGETLBFS_MAGIC {
+        return Err(Error::NotHugetlbfs {
+            path: dir.to_owned(),
+            magic,
+        }
+        .into());
+    }
+    if let Some(wanted) = explicit
+        && page != wanted.bytes()
+    {
+        return Err(Error::HugePageSizeMismatch {
+            path: dir.to_owned(),
+            found: page,
+            wanted,
+        }
+        .into());
+    }
+    Ok(file)
+}
+
 fn open_source(
     spec: &RegionSpec,
     explicit: Option<HugePageSize>,
@@ -756,32 +849,7 @@ fn open_source(
             FileOffset::new(file, 0)
         }
         Backing::Hugetlbfs(dir) => {
-            let path: PathBuf = dir.join(unique_name());
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| file_err(&path, e))?;
-            let _ = std::fs::remove_file(&path);
-            let (magic, page) = sys::fs_info(&file).map_err(|e| file_err(dir, e))?;
-            if magic != sys::HUGETLBFS_MAGIC {
-                return Err(Error::NotHugetlbfs {
-                    path: dir.clone(),
-                    magic,
-                }
-                .into());
-            }
-            if let Some(wanted) = explicit
-                && page != wanted.bytes()
-            {
-                return Err(Error::HugePageSizeMismatch {
-                    path: dir.clone(),
-                    found: page,
-                    wanted,
-                }
-                .into());
-            }
+            let file = open_hugetlbfs(spec, dir, explicit)?;
             file.set_len(spec.size)
                 .map_err(|e| os("ftruncate", spec, e))?;
             FileOffset::new(file, 0)

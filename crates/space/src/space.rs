@@ -39,7 +39,9 @@ pub struct RegionEvent<'a> {
     pub kind: ChangeKind,
     /// The region.
     pub region: &'a Arc<Region>,
-    /// Its memory-slot number, if it has host memory.
+    /// Its memory-slot number, if its backing has memory. A planned region (no host memory
+    /// yet) of such a backing has one too, as it would backed, so a planned space numbers its
+    /// slots as a backed one does.
     pub slot: Option<u32>,
     /// The generation of the snapshot that will hold the change.
     pub generation: u64,
@@ -194,8 +196,11 @@ impl SpaceBuilder {
                 });
             }
         }
-        if self.slots == 0 {
-            return Err(Error::NoSlotNumber { count: 0 });
+        let need = self.specs.iter().filter(|s| s.backing.has_memory()).count();
+        if self.slots == 0 || need > self.slots as usize {
+            return Err(Error::NoSlotNumber {
+                count: u64::from(self.slots),
+            });
         }
         Ok(())
     }
@@ -222,12 +227,15 @@ impl SpaceBuilder {
     ///
     /// # Errors
     /// As [`plan`](Self::plan); [`Error::Unsupported`] for a region that needs a feature this
-    /// host does not have; then as [`Region::back`] for each region. Everything is checked
-    /// before any memory is made, and nothing stays mapped after an error.
+    /// host does not have; then as [`Region::back`] for each region. The specs, slot numbers,
+    /// host features, NUMA nodes and files are checked before any memory is made; what can only
+    /// fail in the making (the host's refusal of a mapping or of huge pages, a prefault) may
+    /// fail after earlier regions got memory, which is then unmapped: nothing stays mapped
+    /// after an error.
     pub fn back(self) -> Result<(AddressSpace, BackingReport)> {
         self.check()?;
         for spec in self.specs.iter().filter(|s| s.backing.has_memory()) {
-            memory::require_features(spec)?;
+            memory::precheck(spec)?;
         }
         let windows = self
             .layout

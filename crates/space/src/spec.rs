@@ -92,7 +92,9 @@ pub enum HugePages {
     /// default alone).
     #[default]
     None,
-    /// Transparent huge pages: the mapping is 2 MiB aligned and advised `MADV_HUGEPAGE`.
+    /// Transparent huge pages: the mapping is 2 MiB aligned and advised `MADV_HUGEPAGE`. In a
+    /// hotplug window a slot's host address is congruent to its guest address modulo 1 GiB,
+    /// so a slot whose guest base is 2 MiB aligned is 2 MiB aligned on the host.
     Transparent,
     /// Explicit huge pages of this size (`MAP_HUGETLB` / `MFD_HUGETLB` with the size flag, or
     /// a hugetlbfs mount of that page size). Base and size must be multiples of it.

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use memvisor_space::{
-    AddressSpace, Backing, Error, HugePages, Layout, NumaBinding, NumaPolicy, Protection, Region,
-    RegionSpec, RegionType, WindowKind,
+    AddressSpace, Backing, Error, HugePageFallback, HugePageSize, HugePages, Layout, NumaBinding,
+    NumaPolicy, Protection, Region, RegionSpec, RegionType, Window, WindowKind,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
@@ -258,6 +258,51 @@ fn hugetlbfs_backing_on_other_fs_errors() {
     let err = Region::back(spec).unwrap_err();
     assert!(matches!(err, Error::NotHugetlbfs { .. }), "{err}");
     assert!(err.to_string().contains("is not on hugetlbfs"), "{err}");
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "a 1 GiB hotplug window is too large for Miri's allocator-backed reservations"
+)]
+fn plug_in_a_window_off_huge_page_alignment_keeps_guest_alignment_on_the_host() {
+    // A window that starts one page past a 1 GiB boundary: a slot 2 MiB aligned in the guest
+    // is 2 MiB aligned on the host, and explicit huge pages map there.
+    let start = GIB + page();
+    let layout = Layout::new(
+        GuestAddress((1 << 40) - 1),
+        [
+            Window::new(WindowKind::Ram, GuestAddress(0), GIB).unwrap(),
+            Window::new(WindowKind::Hotplug, GuestAddress(start), GIB).unwrap(),
+        ],
+    )
+    .unwrap();
+    let (space, report) = AddressSpace::back(layout, []).unwrap();
+    let (window_host, window_len) = report.hotplug_window.unwrap();
+    assert_eq!(window_len as u64, GIB);
+    assert_eq!(window_host as u64 % GIB, start % GIB);
+    let base = GIB + 2 * MIB;
+    let spec = RegionSpec::ram(GuestAddress(base), 2 * MIB).with_hotplug(true);
+    let (region, thp) = space
+        .plug(spec.clone().with_huge_pages(HugePages::Transparent))
+        .unwrap();
+    assert_eq!(thp.host_addr as u64 % (2 * MIB), 0, "{thp}");
+    assert_eq!(thp.host_addr, window_host + (base - start) as usize);
+    drop(region);
+    space.remove_region(GuestAddress(base), 2 * MIB).unwrap();
+    // Explicit huge pages with a fallback: mapped if the host has a free 2 MiB page, else the
+    // fallback; never an error from a misaligned mapping.
+    let (_, explicit) = space
+        .plug(
+            spec.with_huge_pages(HugePages::Explicit(HugePageSize::Size2M))
+                .with_fallback(HugePageFallback::BasePages),
+        )
+        .unwrap();
+    assert_eq!(explicit.host_addr, thp.host_addr);
+    assert!(
+        explicit.fell_back || explicit.page_size == 2 * MIB,
+        "{explicit:?}"
+    );
 }
 
 #[test]
