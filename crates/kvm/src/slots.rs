@@ -52,6 +52,10 @@ struct Registered {
 /// and the slot comes back as it was — its flags, and the dirty log KVM dropped with it.
 struct Removed {
     slot: u32,
+    /// The generation of the removal's event. The undo carries the same one; a removal that
+    /// went through is published, so any later insertion (of the same region too) carries a
+    /// later generation and is a fresh one.
+    generation: u64,
     /// Weak: a removal that goes through must not keep the region (and its mapping) alive.
     region: Weak<Region>,
     flags: u32,
@@ -187,7 +191,10 @@ impl MemorySlots {
             };
             // On an error `state` still holds what was registered; the listener is taken out
             // of the space, and dropping `shared` (the only strong reference) deletes the slots.
-            if let Err(e) = shared.apply(&mut state, ChangeKind::Inserted, &region, slot) {
+            let generation = snapshot.generation();
+            if let Err(e) =
+                shared.apply(&mut state, ChangeKind::Inserted, &region, slot, generation)
+            {
                 drop(state);
                 space.remove_listener(&listener);
                 return Err(e);
@@ -266,6 +273,7 @@ impl Shared {
         kind: ChangeKind,
         region: &Arc<Region>,
         slot: Option<u32>,
+        generation: u64,
     ) -> Result<()> {
         let (Some(slot), Some(_)) = (slot, region.host_ptr()) else {
             return Ok(());
@@ -290,7 +298,9 @@ impl Shared {
                 }
                 // The undo of the removal just made: the slot as it was.
                 let undo = removed.filter(|r| {
-                    r.slot == slot && std::ptr::eq(r.region.as_ptr(), Arc::as_ptr(region))
+                    r.generation == generation
+                        && r.slot == slot
+                        && std::ptr::eq(r.region.as_ptr(), Arc::as_ptr(region))
                 });
                 let flags = if let Some(undo) = &undo {
                     undo.flags
@@ -343,6 +353,7 @@ impl Shared {
                 state.pending.remove(&slot);
                 state.removed = Some(Removed {
                     slot,
+                    generation,
                     region: Arc::downgrade(region),
                     flags,
                     dirty,
@@ -437,7 +448,13 @@ impl memvisor_space::RegionListener for Listener {
         };
         let mut state = shared.lock();
         shared
-            .apply(&mut state, event.kind, event.region, event.slot)
+            .apply(
+                &mut state,
+                event.kind,
+                event.region,
+                event.slot,
+                event.generation,
+            )
             .map_err(ListenerError::from)
     }
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
+use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, Region, RegionEvent, RegionSpec, RegionType};
 use support::{MIB, kvm_or_skip, layout};
@@ -191,6 +191,35 @@ fn dirty_logging_unknown_region_errors() {
         slots.fetch_dirty_log(GuestAddress(0)),
         Err(Error::NotRegistered { base: 0 })
     ));
+}
+
+#[test]
+fn region_inserted_again_after_its_removal_went_through_is_a_fresh_slot() {
+    let Some(kvm) =
+        kvm_or_skip("region_inserted_again_after_its_removal_went_through_is_a_fresh_slot")
+    else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .plan()
+        .unwrap();
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    let region = backed(MIB, MIB);
+    space.insert_region(Arc::clone(&region)).unwrap();
+    slots.set_dirty_logging(GuestAddress(MIB), true).unwrap();
+    assert_eq!(slots.registered()[0].3, KVM_MEM_LOG_DIRTY_PAGES);
+    // The removal goes through; inserting the same region again is not its undo: the slot
+    // starts as any inserted slot does, without dirty logging.
+    let removed = space.remove_region(GuestAddress(MIB), MIB).unwrap();
+    assert!(slots.is_empty());
+    space.insert_region(removed).unwrap();
+    assert_eq!(slots.registered(), expected(&space));
+    assert_eq!(slots.registered()[0].3, 0);
+    drop(slots);
+    drop(vm);
+    drop(region);
 }
 
 /// The backed regions of the space's current snapshot, as KVM slots should be.
