@@ -6,7 +6,8 @@
 use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use toml::{Table, Value};
 
@@ -14,17 +15,49 @@ use crate::error::{Error, Problem, Result, SpecError};
 use crate::size::SizeError;
 use crate::spec::{MAX_DEVICES, MAX_SPEC_BYTES, Source};
 
+/// A JSON object of Firecracker's configuration, read into a serde-derived struct. The derive
+/// also takes a JSON array of the fields' values in order; Firecracker's files hold objects, so
+/// anything but an object is refused, naming what was expected ([`FcObject::WHAT`]).
+#[derive(Debug)]
+struct Object<T>(T);
+
+/// What a [`Object`] holds, as its errors name it.
+trait FcObject {
+    /// `a machine-config object`.
+    const WHAT: &'static str;
+}
+
+impl<'de, T: Deserialize<'de> + FcObject> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + FcObject> Visitor<'de> for V<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(T::WHAT)
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Object<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
 /// Firecracker's `machine-config` (its `PUT /machine-config` body).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FcMachine {
-    mem_size_mib: u64,
-    #[serde(default)]
-    huge_pages: Option<String>,
+#[serde(deny_unknown_fields, expecting = "a machine-config object")]
+struct FcMachine<'a> {
+    mem_size_mib: Whole,
+    /// Kept as written, so that a value Firecracker does not know is shown where it is.
+    #[serde(default, borrow)]
+    huge_pages: Option<&'a RawValue>,
     // Not about memory layout: accepted and left out.
     #[serde(default)]
     #[allow(dead_code)]
-    vcpu_count: Option<u64>,
+    vcpu_count: Option<Whole>,
     #[serde(default)]
     #[allow(dead_code)]
     smt: Option<bool>,
@@ -36,6 +69,30 @@ struct FcMachine {
     track_dirty_pages: Option<bool>,
 }
 
+/// A whole number (errors say so rather than naming a Rust integer type).
+#[derive(Debug, Clone, Copy)]
+struct Whole(u64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Whole;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Whole, E> {
+                Ok(Whole(v))
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
+impl FcObject for FcMachine<'_> {
+    const WHAT: &'static str = "a machine-config object";
+}
+
 /// A device of Firecracker's configuration file; only its id matters here.
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a Firecracker device object")]
@@ -44,13 +101,70 @@ struct FcId {
     id: Option<String>,
 }
 
-/// Whether a Firecracker file is a whole configuration (it has `machine-config`) or a
-/// `machine-config` object alone; every other key is skipped without being kept.
+impl FcObject for FcId {
+    const WHAT: &'static str = "a Firecracker device object";
+}
+
+/// Firecracker's `vsock` object.
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a Firecracker configuration object")]
+#[serde(transparent)]
+struct FcVsock(FcId);
+
+impl FcObject for FcVsock {
+    const WHAT: &'static str = "a vsock object";
+}
+
+/// Firecracker's `balloon` object; its fields do not change the memory map.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct FcBalloon(#[allow(dead_code)] IgnoredAny);
+
+impl FcObject for FcBalloon {
+    const WHAT: &'static str = "a balloon object";
+}
+
+/// Firecracker's `entropy` object; its fields do not change the memory map.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct FcEntropy(#[allow(dead_code)] IgnoredAny);
+
+impl FcObject for FcEntropy {
+    const WHAT: &'static str = "an entropy object";
+}
+
+/// Whether a Firecracker file is a whole configuration (it has the key `machine-config`,
+/// whatever its value) or a `machine-config` object alone; every value is skipped without
+/// being kept. Anything but a JSON object is refused.
+#[derive(Debug)]
 struct FcShape {
-    #[serde(rename = "machine-config")]
-    machine: Option<IgnoredAny>,
+    whole: bool,
+}
+
+const FC_CONFIG: &str = "a Firecracker configuration object (a whole configuration or its \
+                         machine-config object)";
+
+impl<'de> Deserialize<'de> for FcShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FcShape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(FC_CONFIG)
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<FcShape, A::Error> {
+                let mut whole = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    whole |= key == "machine-config";
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(FcShape { whole })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A list of devices as written: how many entries it has, and the text of the first
@@ -88,12 +202,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for FcList<'a> {
     }
 }
 
-/// Firecracker's configuration file (`--config-file`), as far as memory and devices go.
+/// Firecracker's configuration file (`--config-file`), as far as memory and devices go. The
+/// single devices are kept as written (`null` is none) and each read as an object once the
+/// devices are counted.
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a Firecracker configuration object")]
 struct FcConfig<'a> {
-    #[serde(rename = "machine-config")]
-    machine: FcMachine,
+    #[serde(rename = "machine-config", borrow)]
+    machine: Object<FcMachine<'a>>,
     #[serde(default, borrow)]
     drives: FcList<'a>,
     #[serde(default, borrow, rename = "network-interfaces")]
@@ -104,6 +220,10 @@ struct FcConfig<'a> {
     balloon: Option<&'a RawValue>,
     #[serde(default, borrow)]
     entropy: Option<&'a RawValue>,
+}
+
+impl FcObject for FcConfig<'_> {
+    const WHAT: &'static str = FC_CONFIG;
 }
 
 /// Reads `T` from `text`, the part of the file `src` that starts at byte `base`; `field` is the
@@ -161,6 +281,13 @@ fn json_error(
         while !text.is_char_boundary(at) {
             at -= 1;
         }
+        // A value serde_json only peeked at (a `[` or `{` of the wrong type) is reported at
+        // the byte before it: point at the value, past any white space.
+        if let Some(skip) = text[at..].find(|c: char| !c.is_ascii_whitespace())
+            && text[at..].starts_with(|c: char| c.is_ascii_whitespace())
+        {
+            at += skip;
+        }
         base + at..base + at + 1
     });
     src.error(
@@ -199,10 +326,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// the limit (`drives[96]`). The converted spec is held to [`MAX_SPEC_BYTES`] as a spec file is.
 ///
 /// # Errors
-/// [`Error::Spec`] for JSON that is not a Firecracker configuration or has too many devices,
-/// with the field and its line and column in the file; [`Error::Import`] for an unknown
-/// `huge_pages` value; [`Error::SpecTooLarge`] when the converted spec would be larger than a
-/// spec may be.
+/// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
+/// object belongs included), an unknown `huge_pages` value or too many devices, with the field
+/// and its line and column in the file; [`Error::SpecTooLarge`] when the converted spec would be
+/// larger than a spec may be.
 ///
 /// ```
 /// use memvisor_cli::vmm::firecracker_spec;
@@ -218,8 +345,10 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     let offset =
         |raw: &RawValue| (raw.get().as_ptr() as usize).saturating_sub(json.as_ptr() as usize);
     let shape: FcShape = from_json(src, 0, json, "")?;
-    let config = if shape.machine.is_some() {
-        from_json::<FcConfig<'_>>(src, 0, json, "")?
+    // The field path of machine-config's fields.
+    let machine_path = if shape.whole { "machine-config." } else { "" };
+    let config = if shape.whole {
+        from_json::<Object<FcConfig<'_>>>(src, 0, json, "")?.0
     } else {
         FcConfig {
             machine: from_json(src, 0, json, "")?,
@@ -230,6 +359,7 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             entropy: None,
         }
     };
+    let machine = config.machine.0;
     // Counts first, as for a spec's [[device]] tables: no entry is read past the limit.
     let lists = [
         ("drives", &config.drives),
@@ -277,8 +407,8 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             .iter()
             .enumerate()
             .map(|(i, raw)| {
-                from_json::<FcId>(src, offset(raw), raw.get(), &format!("{name}[{i}]"))
-                    .map(|d| d.id)
+                from_json::<Object<FcId>>(src, offset(raw), raw.get(), &format!("{name}[{i}]"))
+                    .map(|d| d.0.id)
                     .map_err(Error::from)
             })
             .collect()
@@ -287,12 +417,26 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     let network = ids("network-interfaces", &config.network)?;
     let vsock = config
         .vsock
-        .map(|raw| from_json::<FcId>(src, offset(raw), raw.get(), "vsock"))
+        .map(|raw| from_json::<Object<FcVsock>>(src, offset(raw), raw.get(), "vsock"))
         .transpose()?;
+    if let Some(raw) = config.balloon {
+        from_json::<Object<FcBalloon>>(src, offset(raw), raw.get(), "balloon")?;
+    }
+    if let Some(raw) = config.entropy {
+        from_json::<Object<FcEntropy>>(src, offset(raw), raw.get(), "entropy")?;
+    }
     let mut memory = Table::new();
-    let mib = config.machine.mem_size_mib;
+    let mib = machine.mem_size_mib.0;
     memory.insert("size".into(), Value::String(format!("{mib}MiB")));
-    match config.machine.huge_pages.as_deref() {
+    let huge_pages_field = format!("{machine_path}huge_pages");
+    let huge_pages = machine
+        .huge_pages
+        .map(|raw| {
+            from_json::<String>(src, offset(raw), raw.get(), &huge_pages_field)
+                .map(|value| (raw, value))
+        })
+        .transpose()?;
+    match huge_pages.as_ref().map(|(_, v)| v.as_str()) {
         None | Some("None") => {
             memory.insert("backing".into(), Value::String("anonymous".into()));
         }
@@ -301,13 +445,17 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             memory.insert("huge_pages".into(), Value::String("2MiB".into()));
         }
         Some(other) => {
-            return Err(spec_error(
-                origin,
-                format!(
-                    "machine-config.huge_pages: unknown value `{}` (Firecracker knows None and 2M)",
-                    crate::render::escape(other)
-                ),
-            ));
+            let raw = huge_pages.as_ref().map(|(raw, _)| *raw);
+            return Err(src
+                .error(
+                    huge_pages_field,
+                    raw.map(|r| offset(r)..offset(r) + r.get().len()),
+                    Problem::UnknownValue {
+                        found: crate::render::escape(other).into_owned(),
+                        expected: "None, 2M",
+                    },
+                )
+                .into());
         }
     }
     let mut devices = Vec::new();
@@ -318,7 +466,7 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         devices.push(device("virtio-net", id.as_deref()));
     }
     if let Some(v) = &vsock {
-        devices.push(device("virtio-vsock", v.id.as_deref()));
+        devices.push(device("virtio-vsock", v.0.0.id.as_deref()));
     }
     if config.balloon.is_some() {
         devices.push(device("virtio-balloon", None));
@@ -541,6 +689,139 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    /// The error of a Firecracker file `json`, as a spec error (field, position, problem).
+    fn fc_error(json: &str) -> SpecError {
+        match firecracker_spec("fc.json", json) {
+            Err(Error::Spec(e)) => e,
+            other => panic!("{json}: not a spec error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn firecracker_arrays_and_scalars_are_not_objects() {
+        for (json, field, expected) in [
+            (
+                r#"[{"mem_size_mib": 64}]"#,
+                "",
+                "invalid type: sequence, expected a Firecracker configuration object",
+            ),
+            (
+                r#"[{"mem_size_mib": 64}, [["rootfs"],["data"]], [["eth0"]], ["v0"], 1, 2]"#,
+                "",
+                "invalid type: sequence, expected a Firecracker configuration object",
+            ),
+            (
+                r#"[[64, "2M"]]"#,
+                "",
+                "invalid type: sequence, expected a Firecracker configuration object",
+            ),
+            (
+                r#"{"machine-config": [64]}"#,
+                "machine-config",
+                "invalid type: sequence, expected a machine-config object",
+            ),
+            (
+                r#"{"machine-config": [64, "2M"], "drives": [["rootfs"]], "vsock": ["v0"], "balloon": false, "entropy": 0}"#,
+                "machine-config",
+                "invalid type: sequence, expected a machine-config object",
+            ),
+            (
+                r#"{"machine-config": null}"#,
+                "machine-config",
+                "invalid type: null, expected a machine-config object",
+            ),
+            (
+                r#"{"machine-config": {"mem_size_mib": 64}, "drives": [["rootfs"]]}"#,
+                "drives[0]",
+                "invalid type: sequence, expected a Firecracker device object",
+            ),
+            (
+                r#"{"machine-config": {"mem_size_mib": 64}, "vsock": ["v0"]}"#,
+                "vsock",
+                "invalid type: sequence, expected a vsock object",
+            ),
+            (
+                r#"{"machine-config": {"mem_size_mib": 64}, "balloon": false}"#,
+                "balloon",
+                "invalid type: boolean `false`, expected a balloon object",
+            ),
+            (
+                r#"{"machine-config": {"mem_size_mib": 64}, "entropy": 0}"#,
+                "entropy",
+                "invalid type: integer `0`, expected an entropy object",
+            ),
+            (
+                r#"{"machine-config": {"mem_size_mib": 64}, "balloon": "x"}"#,
+                "balloon",
+                "invalid type: string \"x\", expected a balloon object",
+            ),
+        ] {
+            let e = fc_error(json);
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.position.is_some(), "{json}: {e}");
+            assert!(
+                e.problem.to_string().contains(expected),
+                "{json}: {e}\nexpected: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn firecracker_null_devices_are_none() {
+        let json = r#"{"machine-config": {"mem_size_mib": 64}, "vsock": null, "balloon": null, "entropy": null}"#;
+        let spec = spec_of(&firecracker_spec("fc.json", json).unwrap());
+        assert!(spec.devices.is_empty());
+        let json = r#"{"machine-config": {"mem_size_mib": 64}, "balloon": {}, "entropy": {"rate_limiter": null}}"#;
+        let spec = spec_of(&firecracker_spec("fc.json", json).unwrap());
+        let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["balloon0", "rng0"]);
+    }
+
+    #[test]
+    fn firecracker_messages_name_no_internal_type() {
+        for json in [
+            r#"{"machine-config": 5}"#,
+            r#"{"machine-config": []}"#,
+            r#"{"machine-config": [64, "2M", 1, 2, 3, 4]}"#,
+            r#"[]"#,
+            r#"[64]"#,
+            r#"5"#,
+            r#"{"machine-config": {"mem_size_mib": 64}, "drives": [7]}"#,
+            r#"{"mem_size_mib": 1.5}"#,
+            r#"{"mem_size_mib": -1}"#,
+            r#"{"mem_size_mib": 64, "vcpu_count": "2"}"#,
+        ] {
+            let e = fc_error(json).to_string();
+            assert!(
+                !e.contains("struct") && !e.contains("Fc") && !e.contains("u64"),
+                "{json}: {e}"
+            );
+        }
+        assert!(
+            fc_error(r#"{"machine-config": 5}"#)
+                .to_string()
+                .ends_with("invalid type: integer `5`, expected a machine-config object")
+        );
+    }
+
+    #[test]
+    fn firecracker_huge_pages_mistake_has_its_field_and_position() {
+        let e = fc_error("{\"mem_size_mib\": 64,\n \"huge_pages\": \"1G\"}");
+        assert_eq!(e.field, "huge_pages");
+        assert_eq!(e.position, Some((2, 16)));
+        assert_eq!(
+            e.problem.to_string(),
+            "unknown value `1G` (expected one of: None, 2M)"
+        );
+        let e = fc_error(r#"{"machine-config": {"mem_size_mib": 64, "huge_pages": "\u001b"}}"#);
+        assert_eq!(e.field, "machine-config.huge_pages");
+        assert_eq!(e.position, Some((1, 55)));
+        assert!(e.problem.to_string().contains("`\\u{1b}`"), "{e}");
+        let e = fc_error(r#"{"mem_size_mib": 64, "huge_pages": 2}"#);
+        assert_eq!(e.field, "huge_pages");
+        assert!(e.problem.to_string().contains("expected a string"), "{e}");
     }
 
     #[test]

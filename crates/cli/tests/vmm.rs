@@ -288,11 +288,19 @@ fn firecracker_json_mistakes_have_file_line_and_column() {
             "invalid type: integer `7`",
         ),
         (
+            // A drive is an object, not the array form of its fields.
             "{\"machine-config\": {\"mem_size_mib\": 64}, \"drives\": [[7]]}",
             1,
-            54,
-            Some("drives[0][0]"),
-            "invalid type: integer `7`",
+            53,
+            Some("drives[0]"),
+            "invalid type: sequence, expected a Firecracker device object",
+        ),
+        (
+            "{\"mem_size_mib\": 64,\n  \"huge_pages\": \"1G\"}",
+            2,
+            17,
+            Some("huge_pages"),
+            "unknown value `1G` (expected one of: None, 2M)",
         ),
     ] {
         let (code, out, _) = run_on_json(
