@@ -340,12 +340,19 @@ where
                 .collect::<Vec<_>>()
                 .join("\n");
             let code = u8::try_from(e.exit_code()).unwrap_or(2);
-            let _ = if code == 0 {
-                out.write_all(text.as_bytes())
-            } else {
-                err.write_all(text.as_bytes())
+            if code != 0 {
+                let _ = err.write_all(text.as_bytes());
+                return code;
+            }
+            // Help and version are the output asked for: they must reach their reader too.
+            return match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => 0,
+                Err(write) => {
+                    let e = Error::Output(write);
+                    let _ = writeln!(err, "error: {}", error_chain(&e));
+                    e.exit_code()
+                }
             };
-            return code;
         }
     };
     let as_json = match &cli.command {

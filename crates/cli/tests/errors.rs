@@ -459,3 +459,41 @@ fn output_flush_errors_are_reported_on_stderr() {
             .starts_with("error: writing the output"),
     );
 }
+
+#[test]
+fn help_and_version_write_errors_exit_1() {
+    for args in [
+        &["--help"][..],
+        &["--version"][..],
+        &["plan", "--help"][..],
+        &["help"][..],
+    ] {
+        let mut argv = vec!["memvisor"];
+        argv.extend_from_slice(args);
+        let mut err = Vec::new();
+        let code = memvisor_cli::run(argv.clone(), &mut Full, &mut err, false);
+        assert_eq!(code, 1, "{args:?}");
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.starts_with("error: writing the output"),
+            "{args:?}: {err:?}"
+        );
+        let mut err = Vec::new();
+        let code = memvisor_cli::run(argv, &mut FailsOnFlush, &mut err, false);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(!err.is_empty(), "{args:?}");
+    }
+    // The binary on a full device.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+            .arg("--version")
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("error: writing the output"),
+            "{out:?}"
+        );
+    }
+}
