@@ -404,11 +404,59 @@ where
 /// error, with a progress bar (drawn on standard error) when standard error is a terminal.
 pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let progress = std::io::stderr().is_terminal();
-    let code = run(
-        args,
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-        progress,
-    );
+    let code = run(args, &mut *stdout(), &mut std::io::stderr(), progress);
     ExitCode::from(code)
+}
+
+/// Standard output. On Unix, descriptor 1 is written through a duplicate of it, as a file:
+/// `std::io::Stdout` takes a write that fails with `EBADF` (standard output open for reading
+/// only, or not a descriptor) for success, which would lose the output and exit with 0.
+fn stdout() -> Box<dyn Write> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(std::io::BufWriter::new(std::fs::File::from(fd))),
+            Err(e) => Box::new(Unwritable::new(&e)),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        Box::new(std::io::stdout())
+    }
+}
+
+/// An output that cannot be written: every write fails with the error that made it so.
+#[cfg(unix)]
+struct Unwritable {
+    raw: Option<i32>,
+    kind: std::io::ErrorKind,
+}
+
+#[cfg(unix)]
+impl Unwritable {
+    fn new(e: &std::io::Error) -> Self {
+        Self {
+            raw: e.raw_os_error(),
+            kind: e.kind(),
+        }
+    }
+
+    fn error(&self) -> std::io::Error {
+        self.raw.map_or_else(
+            || std::io::Error::from(self.kind),
+            std::io::Error::from_raw_os_error,
+        )
+    }
+}
+
+#[cfg(unix)]
+impl Write for Unwritable {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(self.error())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(self.error())
+    }
 }

@@ -497,3 +497,37 @@ fn help_and_version_write_errors_exit_1() {
         );
     }
 }
+
+#[test]
+fn standard_output_that_cannot_be_written_is_reported() {
+    // Standard output open for reading only: every write fails with EBADF, which must not
+    // pass for success.
+    for args in [&["plan"][..], &["plan", "--json"][..], &["--version"][..]] {
+        let read_only = std::fs::File::open("/dev/null").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+            .args(args)
+            .stdout(read_only)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error: writing the output: Bad file descriptor"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A spec mistake under --json keeps its exit code, and both errors reach standard error.
+    let read_only = std::fs::File::open("/dev/null").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .args(["plan", "--json", "/nonexistent/vm.toml"])
+        .stdout(read_only)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read /nonexistent/vm.toml")
+            && stderr.contains("writing the output"),
+        "{stderr}"
+    );
+}
