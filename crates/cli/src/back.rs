@@ -38,6 +38,10 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The largest `--scale`: 2^53, the largest integer up to which a double holds every integer,
+/// so that the report's `scale` reads back exactly as a JSON number.
+pub const MAX_SCALE: u64 = 1 << 53;
+
 /// What `back` did.
 #[derive(Debug, Serialize)]
 pub struct BackReport {
@@ -155,6 +159,9 @@ impl Recorder {
 ///
 /// A failing step ends the run: everything made before it is released, and the report's
 /// [`failure`](BackReport::failure) names the step.
+///
+/// `scale` is only reported (`plan` is already scaled); the command keeps it at most
+/// [`MAX_SCALE`].
 #[must_use]
 pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
     let before = sample();

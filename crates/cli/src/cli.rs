@@ -52,8 +52,8 @@ enum Command {
         /// microVM.
         spec: Option<String>,
         /// Divide every memory size by N (at least one page), to try a big spec on a small
-        /// machine.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        /// machine; N is 1 to 2^53.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=crate::back::MAX_SCALE))]
         scale: u64,
         /// Print JSON instead of a table.
         #[arg(long)]

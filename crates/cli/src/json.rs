@@ -303,7 +303,8 @@ pub struct BackDoc {
     pub schema_version: u32,
     /// The spec's name.
     pub name: String,
-    /// The divisor applied to memory sizes.
+    /// The divisor applied to memory sizes, 1 to 2^53 (a number a double holds exactly).
+    #[schemars(range(min = 1, max = 9_007_199_254_740_992_u64))]
     pub scale: u64,
     /// Bytes of guest memory backed at boot (RAM and DAX).
     pub boot_bytes: Hex,

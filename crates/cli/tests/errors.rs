@@ -531,3 +531,26 @@ fn standard_output_that_cannot_be_written_is_reported() {
         "{stderr}"
     );
 }
+
+#[test]
+fn back_scale_is_bounded_to_what_a_double_holds() {
+    // 2^53 + 1 cannot be written as a JSON number that a double reads back exactly.
+    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .args(["back", "--json", "--scale", "9007199254740993"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1..=9007199254740992"), "{stderr}");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/back.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let scale = &schema["properties"]["scale"];
+    assert_eq!(scale["minimum"], 1, "{scale}");
+    assert_eq!(scale["maximum"], 9_007_199_254_740_992_u64, "{scale}");
+}
