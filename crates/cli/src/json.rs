@@ -514,7 +514,10 @@ pub struct ErrorBody {
     pub exit_code: u8,
     /// The whole message.
     pub message: String,
-    /// The spec's file name, for spec mistakes.
+    /// The spec's file name, for spec mistakes and for a spec that cannot be read (`<stdin>`
+    /// for standard input, `<default>` for the built-in spec, `--memory` for Cloud
+    /// Hypervisor's option, `NAME (as a memvisor spec)` for a mistake found after another
+    /// VMM's configuration was converted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// 1-based line, when known.
@@ -545,11 +548,18 @@ impl From<&Error> for ErrorDoc {
             column: None,
             field: None,
         };
-        if let Error::Spec(s) = e {
-            body.file = Some(s.origin.clone());
-            body.line = s.position.map(|p| p.0);
-            body.column = s.position.map(|p| p.1);
-            body.field = (!s.field.is_empty()).then(|| s.field.clone());
+        match e {
+            Error::Spec(s) => {
+                body.file = Some(s.origin.clone());
+                body.line = s.position.map(|p| p.0);
+                body.column = s.position.map(|p| p.1);
+                body.field = (!s.field.is_empty()).then(|| s.field.clone());
+            }
+            Error::ReadSpec { path, .. }
+            | Error::SpecTooLarge { path, .. }
+            | Error::SpecNotUtf8 { path, .. } => body.file = Some(path.clone()),
+            Error::Import { origin, .. } => body.file = Some(origin.clone()),
+            _ => {}
         }
         Self {
             schema_version: SCHEMA_VERSION,

@@ -554,3 +554,41 @@ fn back_scale_is_bounded_to_what_a_double_holds() {
     assert_eq!(scale["minimum"], 1, "{scale}");
     assert_eq!(scale["maximum"], 9_007_199_254_740_992_u64, "{scale}");
 }
+
+#[test]
+fn file_errors_name_the_file_in_json() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-file-json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.toml");
+    std::fs::write(&big, "#".repeat((1 << 20) + 1)).unwrap();
+    let binary = dir.join("binary.toml");
+    std::fs::write(&binary, b"[memory]\n\xff\n").unwrap();
+    let dir_name = dir.to_str().unwrap();
+    let big_name = big.to_str().unwrap();
+    let binary_name = binary.to_str().unwrap();
+    for (args, file) in [
+        (vec!["plan", "--json", dir_name], dir_name.to_owned()),
+        (vec!["plan", "--json", big_name], big_name.to_owned()),
+        (vec!["check", "--json", binary_name], binary_name.to_owned()),
+        (
+            vec!["plan", "--json", "--from", "firecracker", dir_name],
+            dir_name.to_owned(),
+        ),
+        (
+            vec!["plan", "--json", "--from", "cloud-hypervisor", "size=1X"],
+            "--memory".to_owned(),
+        ),
+    ] {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let mut argv = vec!["memvisor"];
+        argv.extend_from_slice(&args);
+        let code = memvisor_cli::run(argv, &mut out, &mut err, false);
+        assert_eq!(code, 2, "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let e = &doc["error"];
+        assert_eq!(e["kind"], "spec", "{args:?}: {e}");
+        assert_eq!(e["file"].as_str(), Some(file.as_str()), "{args:?}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
