@@ -270,6 +270,45 @@ fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<Str
     }
 }
 
+/// Whether `name` is one the plan gives to a part of the map or an interrupt that is not a
+/// `[[device]]`, on any architecture: the serial port (`serial`), a reserved range (a
+/// platform reservation such as `GIC` or `KVM TSS, identity map`, several of them joined by
+/// `, `, or `reserved`), the legacy ISA interrupts, RAM (`boot RAM`, `RAM node0`), a hotplug
+/// slot (`hotplug slot 0`) or a DAX window (`eth0 DAX`). A device of such a name would be
+/// told apart from it nowhere in the plan.
+fn names_other_map_part(name: &str) -> bool {
+    use memvisor_space::Platform;
+    if matches!(name, "serial" | "reserved" | "legacy ISA" | "boot RAM")
+        || name.starts_with("RAM node")
+        || name.starts_with("hotplug slot")
+        || name.ends_with(" DAX")
+    {
+        return true;
+    }
+    let x86 = Platform::new(Arch::X86_64);
+    let platforms = [
+        x86.clone().with_pci_mmconfig().unwrap_or(x86),
+        Platform::new(Arch::Aarch64),
+    ];
+    let reservations: Vec<&str> = platforms
+        .iter()
+        .flat_map(Platform::reservations)
+        .map(memvisor_space::Reservation::name)
+        .collect();
+    joined(name, &reservations)
+}
+
+/// Whether `name` is one or more of `parts` joined by `, ` (a part may hold `, ` itself).
+fn joined(name: &str, parts: &[&str]) -> bool {
+    parts.iter().any(|p| {
+        name == *p
+            || name
+                .strip_prefix(p)
+                .and_then(|rest| rest.strip_prefix(", "))
+                .is_some_and(|rest| joined(rest, parts))
+    })
+}
+
 /// A count or number that must not exceed `max`.
 fn at_most<T: PartialOrd + fmt::Display>(
     src: Source<'_>,
@@ -601,7 +640,22 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         })?;
         let n: &mut usize = counts.entry(ty).or_default();
         let name = match &r.name {
-            Some(name) => check_name(src, &loc.field("name"), name)?,
+            Some(name) => {
+                let checked = check_name(src, &loc.field("name"), name)?;
+                if names_other_map_part(&checked) {
+                    return Err(src.error(
+                        loc.field("name"),
+                        Some(name.span()),
+                        Problem::Invalid(format!(
+                            "`{}` is not a device's name: the plan gives it to another part of \
+                             the map (the serial port, a reserved range, RAM, a hotplug slot or \
+                             a DAX window); choose another",
+                            escape(&checked)
+                        )),
+                    ));
+                }
+                checked
+            }
             // The type's short name and its count so far, or the next number no device has
             // (at most `MAX_DEVICES` tries).
             None => (*n..)
@@ -888,6 +942,52 @@ mod tests {
         let err = parse(src(text)).unwrap_err();
         assert_eq!(err.field, "device[1].type");
         assert_eq!(err.position, Some((6, 8)));
+    }
+
+    #[test]
+    fn parse_device_names_of_other_map_parts_are_refused() {
+        for name in [
+            "serial",
+            "GIC",
+            "IOAPIC",
+            "IOAPIC, local APIC",
+            "KVM TSS, identity map",
+            "PCI MMCONFIG",
+            "reserved",
+            "legacy ISA",
+            "boot RAM",
+            "RAM node0",
+            "hotplug slot 1",
+            "hotplug slot 1 (empty)",
+            "a DAX",
+        ] {
+            let text = format!(
+                "[memory]\nsize = 4096\n[serial]\n[[device]]\ntype = \"virtio-fs\"\nname = \"a\"\n\
+                 [[device]]\ntype = \"virtio-net\"\nname = \"{name}\"\n"
+            );
+            let err = parse(src(&text)).unwrap_err();
+            assert_eq!(err.field, "device[1].name", "{name}: {err}");
+            assert_eq!(err.position, Some((9, 8)), "{name}: {err}");
+            assert!(
+                err.problem.to_string().contains("is not a device"),
+                "{name}: {err}"
+            );
+        }
+        // Names that only look alike are a device's own.
+        for name in [
+            "Serial",
+            "serial0",
+            "DAX",
+            "gic",
+            "RAM",
+            "hotplug",
+            "a DAX window",
+        ] {
+            let text = format!(
+                "[memory]\nsize = 4096\n[serial]\n[[device]]\ntype = \"virtio-net\"\nname = \"{name}\"\n"
+            );
+            parse(src(&text)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]
