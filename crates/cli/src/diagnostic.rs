@@ -131,11 +131,30 @@ pub fn report(err: &SpecError) -> String {
         return format!("error: {err}\n");
     };
     let origin = crate::render::escape(&err.origin);
+    // An excerpt's fields are public: its span may be anything and its text hold anything.
+    // Keep the span inside the text and on character boundaries, as the renderer needs, and
+    // replace what must not reach a terminal (as `Excerpt::new` does).
+    let raw = &excerpt.text;
+    let raw_start = floor_char_boundary(raw, excerpt.span.start.min(raw.len()));
+    let raw_end = floor_char_boundary(raw, excerpt.span.end.clamp(raw_start, raw.len()));
+    let mut text = String::with_capacity(raw.len());
+    let (mut start, mut end) = (None, None);
+    for (i, c) in raw.char_indices() {
+        if i == raw_start {
+            start = Some(text.len());
+        }
+        if i == raw_end {
+            end = Some(text.len());
+        }
+        text.push(if needs_escape(c) { '\u{fffd}' } else { c });
+    }
+    let start = start.unwrap_or(text.len());
+    let end = end.unwrap_or(text.len()).max(start);
     let group = Level::ERROR.primary_title(&title).element(
-        Snippet::source(&excerpt.text)
+        Snippet::source(&text)
             .line_start(excerpt.line)
             .path(origin.as_ref())
-            .annotation(AnnotationKind::Primary.span(excerpt.span.clone())),
+            .annotation(AnnotationKind::Primary.span(start..end)),
     );
     let mut text = Renderer::plain().render(&[group]);
     // annotate-snippets gives the column within the excerpt; the line may have been cut, so
@@ -207,6 +226,41 @@ mod tests {
             shown.contains("3 | size = \"1 gib\"\n  |        ^^^^^^^\n"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn report_repairs_any_excerpt_span() {
+        use crate::error::Problem;
+        for (text, span, line) in [
+            ("abc", 10..20, 1),
+            ("abc", 2..1, 1),
+            ("日本", 1..2, 1),
+            ("日本", 4..5, 1),
+            ("", 0..0, 1),
+            ("", 3..1, 1),
+            ("abc", usize::MAX..usize::MAX, 0),
+            ("abc", 0..usize::MAX, usize::MAX),
+            ("a\nb", 0..3, 2),
+            ("\u{1b}[2J日", 1..9, 1),
+        ] {
+            let err = SpecError {
+                origin: "vm.toml".into(),
+                position: Some((line, 1)),
+                field: "x".into(),
+                problem: Box::new(Problem::Invalid("bad".into())),
+                excerpt: Some(Box::new(Excerpt {
+                    line,
+                    text: text.into(),
+                    span: span.clone(),
+                })),
+            };
+            let shown = report(&err);
+            assert!(
+                shown.starts_with("error: x: bad\n"),
+                "{text:?} {span:?}: {shown}"
+            );
+            assert!(!shown.contains('\u{1b}'), "{shown}");
+        }
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub struct Source<'a> {
 }
 
 impl Source<'_> {
-    /// The 1-based line and column (in characters) of byte offset `offset`.
+    /// The 1-based line and column (in characters) of byte offset `offset`: an offset past the
+    /// end is the end, one inside a character that character.
     ///
     /// ```
     /// use memvisor_cli::spec::Source;
@@ -38,8 +39,11 @@ impl Source<'_> {
     /// ```
     #[must_use]
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = self.text.get(..offset).unwrap_or(self.text);
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = self.text.get(..offset).unwrap_or_default();
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
@@ -481,6 +485,19 @@ mod tests {
             err.problem.to_string(),
             "memory.size is 1 GiB but the [[numa]] nodes add up to 256 MiB"
         );
+    }
+
+    #[test]
+    fn line_column_inside_a_character_rounds_down() {
+        let s = src("日本\nxyz\n");
+        assert_eq!(s.line_column(0), (1, 1));
+        assert_eq!(s.line_column(1), (1, 1));
+        assert_eq!(s.line_column(2), (1, 1));
+        assert_eq!(s.line_column(3), (1, 2));
+        assert_eq!(s.line_column(5), (1, 2));
+        assert_eq!(s.line_column(6), (1, 3));
+        assert_eq!(s.line_column(7), (2, 1));
+        assert_eq!(s.line_column(usize::MAX), (3, 1));
     }
 
     #[test]
