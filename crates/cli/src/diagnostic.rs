@@ -233,11 +233,11 @@ mod tests {
         use crate::error::Problem;
         for (text, span, line) in [
             ("abc", 10..20, 1),
-            ("abc", 2..1, 1),
+            ("abc", Range { start: 2, end: 1 }, 1),
             ("日本", 1..2, 1),
             ("日本", 4..5, 1),
             ("", 0..0, 1),
-            ("", 3..1, 1),
+            ("", Range { start: 3, end: 1 }, 1),
             ("abc", usize::MAX..usize::MAX, 0),
             ("abc", 0..usize::MAX, usize::MAX),
             ("a\nb", 0..3, 2),
