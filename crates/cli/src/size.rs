@@ -31,15 +31,19 @@ pub enum SizeError {
         "`{0}` is not a whole number of bytes (a fraction must come out exact, as in `1.5GiB`)"
     )]
     Inexact(String),
+    /// White space between the number and its unit other than one space (`1  KiB`,
+    /// `4\tKiB`).
+    #[error("`{0}`: at most one space (U+0020) goes between the number and its unit")]
+    Spacing(String),
     /// The size does not fit in 64 bits.
     #[error("`{0}` does not fit in 64 bits")]
     TooLarge(String),
 }
 
 /// Reads a size: a decimal number with an optional binary unit (`B`, `KiB`, `MiB`, `GiB`,
-/// `TiB`; a space before the unit and `_` between two digits are allowed, spaces around the
-/// whole are ignored), or a hexadecimal number `0x...` without a unit. A decimal number may
-/// have a fraction when it comes out as a whole number of bytes (`1.5GiB`, `0.25KiB`; at most
+/// `TiB`; one space before the unit and `_` between two digits are allowed, white space
+/// around the whole is ignored), or a hexadecimal number `0x...` without a unit. A decimal number
+/// may have a fraction when it comes out as a whole number of bytes (`1.5GiB`, `0.25KiB`; at most
 /// 19 decimals).
 ///
 /// # Errors
@@ -88,7 +92,11 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     {
         return Err(SizeError::BadNumber(text.to_owned()));
     }
-    let unit = unit.trim_start();
+    // At most one space before the unit.
+    let unit = unit.strip_prefix(' ').unwrap_or(unit);
+    if unit.starts_with(char::is_whitespace) {
+        return Err(SizeError::Spacing(text.to_owned()));
+    }
     let multiplier = if unit.is_empty() {
         1
     } else {
@@ -226,6 +234,30 @@ mod tests {
         assert_eq!(
             parse_size("1gib"),
             Err(SizeError::BadUnit { unit: "gib".into() })
+        );
+    }
+
+    #[test]
+    fn parse_size_takes_at_most_one_space_before_the_unit() {
+        assert_eq!(parse_size("1 KiB"), Ok(1024));
+        assert_eq!(parse_size("  1 KiB "), Ok(1024));
+        for text in [
+            "4\tKiB",
+            "1  KiB",
+            "1\u{a0}KiB",
+            "1 \tKiB",
+            "1\u{2003}B",
+            "1\nKiB",
+        ] {
+            assert_eq!(
+                parse_size(text),
+                Err(SizeError::Spacing(text.to_owned())),
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            SizeError::Spacing("1  KiB".into()).to_string(),
+            "`1  KiB`: at most one space (U+0020) goes between the number and its unit"
         );
     }
 
