@@ -114,15 +114,26 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Whether `c` must not reach a terminal raw: a control character, or a format character that
-/// reorders or hides text (bidirectional overrides and isolates, zero-width characters, the
-/// byte order mark).
+/// Whether `c` must not reach a terminal raw: a control character, a line or paragraph
+/// separator (U+2028, U+2029), or a format character that reorders or hides text: the soft
+/// hyphen (U+00AD), the Arabic letter mark (U+061C), the Mongolian vowel separator (U+180E),
+/// zero-width characters and directional marks (U+200B–U+200F), bidirectional embeddings and
+/// overrides (U+202A–U+202E), invisible operators, isolates and deprecated format characters
+/// (U+2060–U+206F), the byte order mark (U+FEFF) and interlinear annotation characters
+/// (U+FFF9–U+FFFB).
 #[must_use]
 pub fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
         )
 }
 

@@ -991,6 +991,30 @@ mod tests {
     }
 
     #[test]
+    fn parse_names_with_invisible_or_reordering_characters_are_refused() {
+        for c in [
+            '\u{ad}', '\u{61c}', '\u{180e}', '\u{200b}', '\u{200f}', '\u{2028}', '\u{2029}',
+            '\u{202e}', '\u{2066}', '\u{206a}', '\u{206f}', '\u{feff}', '\u{fff9}', '\u{fffb}',
+        ] {
+            for text in [
+                format!("name = \"a{c}b\"\n[memory]\nsize = 4096\n"),
+                format!(
+                    "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\nname = \"a{c}b\"\n"
+                ),
+            ] {
+                let err = parse(src(&text)).unwrap_err();
+                assert!(err.field.ends_with("name"), "{c:?}: {err}");
+                assert!(
+                    err.problem
+                        .to_string()
+                        .contains(&format!("\\u{{{:x}}}", u32::from(c))),
+                    "{c:?}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn parse_syntax_error_has_position_and_no_field() {
         let err = parse(src("[memory]\nsize = \"4096\n")).unwrap_err();
         assert_eq!(err.field, "");
