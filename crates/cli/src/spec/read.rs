@@ -155,7 +155,10 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
             Problem::Toml(escape(e.message().trim()).into_owned()),
         )
     };
-    let root = toml::de::DeTable::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
+    let root = toml::de::DeTable::parse(src.text).map_err(|e| match e.span() {
+        Some(_) => toml_error(&e, String::new()),
+        None => unplaced_error(src, &e),
+    })?;
     // Counts first, before any entry is read into its fields.
     count_entries(
         src,
@@ -173,6 +176,129 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
         toml_error(e.inner(), field)
     })?;
     check(src, raw, arch)
+}
+
+/// The parser's message for a dotted key (or table header) of too many parts, which it gives
+/// without a position.
+const KEY_TOO_DEEP: &str = "recursion limit";
+
+/// A syntax error the parser gave without a position (a dotted key of 80 parts or more), placed
+/// by parsing beginnings of the text: the shortest one that fails the same way ends on the
+/// line, then at the character, where the parser gave up. Keys do not span lines, so only
+/// lines with 79 dots or more are tried, by binary search (a few parses, usually one); the
+/// character is searched in the line alone when that fails the same way. The field is the
+/// table the line is in, as far as its header tells, and the key's first part.
+fn unplaced_error(src: Source<'_>, e: &toml::de::Error) -> SpecError {
+    let message = e.message().trim();
+    let problem = if message == KEY_TOO_DEEP {
+        "recursion limit: a dotted key or table header of 80 parts or more".to_owned()
+    } else {
+        escape(message).into_owned()
+    };
+    let text = src.text;
+    let fails_in = |doc: &str| {
+        matches!(toml::de::DeTable::parse(doc),
+            Err(p) if p.span().is_none() && p.message().trim() == message)
+    };
+    let fails = |end: usize| text.get(..end).is_some_and(fails_in);
+    // Every line as (start, end), the ones with enough dots to hold such a key first.
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        lines.push((start, start + line.len(), line.matches('.').count() >= 79));
+        start += line.len();
+    }
+    let dotted: Vec<(usize, usize)> = lines
+        .iter()
+        .filter(|l| l.2)
+        .map(|&(s, e, _)| (s, e))
+        .collect();
+    let found = dotted
+        .get(dotted.partition_point(|&(_, end)| !fails(end)))
+        .copied()
+        .or_else(|| {
+            lines
+                .get(lines.partition_point(|&(_, end, _)| !fails(end)))
+                .map(|&(s, e, _)| (s, e))
+        });
+    let Some((line_start, line_end)) = found else {
+        return src.error("", None, Problem::Toml(problem));
+    };
+    let line = &text[line_start..line_end];
+    let char_ends: Vec<usize> = line.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
+    let gave_up = if fails_in(line) {
+        char_ends.get(char_ends.partition_point(|&end| !fails_in(&line[..end])))
+    } else {
+        char_ends.get(char_ends.partition_point(|&end| !fails(line_start + end)))
+    }
+    .map_or(line_end, |&end| line_start + end);
+    // The key starts after the line's indentation, or after the `{` or `,` before it in an
+    // inline table.
+    let before = &text[line_start..gave_up];
+    let inline = before.rfind(['{', ',']);
+    let mut key_start = line_start + inline.map_or(0, |i| i + 1);
+    key_start += text[key_start..gave_up]
+        .find(|c: char| c != ' ' && c != '\t')
+        .unwrap_or(0);
+    let key = &text[key_start..gave_up];
+    let mut field = String::new();
+    if !key.starts_with('[') && inline.is_none() {
+        field = table_of_line(text, line_start);
+        let first: String = key
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .take(MAX_NAME_CHARS)
+            .collect();
+        if !first.is_empty() {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(&first);
+        }
+    }
+    src.error(field, Some(key_start..gave_up), Problem::Toml(problem))
+}
+
+/// The field path of the table the line at `line_start` is in: the last table header before
+/// it (`serial`, `device[1]` for the second `[[device]]`), empty at the top level. Headers are
+/// recognised line by line, as a line that is a header on its own; a header-like line inside a
+/// multi-line string could mislead it, which only costs the field of an error message.
+fn table_of_line(text: &str, line_start: usize) -> String {
+    let header = |line: &str| -> Option<(String, bool)> {
+        let line = line.trim();
+        let (inner, array) = match line.strip_prefix("[[") {
+            Some(rest) => (rest.split_once("]]")?.0, true),
+            None => (line.strip_prefix('[')?.split_once(']')?.0, false),
+        };
+        let inner = inner.trim();
+        inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+            .then(|| {
+                (
+                    inner
+                        .split('.')
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join("."),
+                    array,
+                )
+            })
+    };
+    let before = &text[..line_start];
+    let Some((path, array)) = before.lines().rev().find_map(header) else {
+        return String::new();
+    };
+    if !array {
+        return path;
+    }
+    let index = before
+        .lines()
+        .filter_map(header)
+        .filter(|(p, a)| *a && *p == path)
+        .count()
+        .saturating_sub(1);
+    format!("{path}[{index}]")
 }
 
 /// Refuses a list `key` of the document with more than `max` entries, naming the first entry
@@ -1012,6 +1138,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn parse_dotted_key_too_deep_has_position_and_table() {
+        let key = vec!["x"; 100].join(".");
+        let text = format!("[memory]\nsize = 4096\n[serial]\n  {key} = 1\n");
+        let err = parse(src(&text)).unwrap_err();
+        assert_eq!(err.position, Some((4, 3)), "{err}");
+        assert_eq!(err.field, "serial.x", "{err}");
+        assert!(
+            err.problem.to_string().contains("80 parts or more"),
+            "{err}"
+        );
+        // In an array of tables, and in a header.
+        let text = format!(
+            "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n[[device]]\n{key} = 1\n"
+        );
+        let err = parse(src(&text)).unwrap_err();
+        assert_eq!(
+            (err.position, err.field.as_str()),
+            (Some((6, 1)), "device[1].x")
+        );
+        let text = format!("[memory]\nsize = 4096\n\n[{key}]\n");
+        let err = parse(src(&text)).unwrap_err();
+        assert_eq!((err.position, err.field.as_str()), (Some((4, 1)), ""));
+        // In an inline table: the line and the key's start are still found.
+        let text = format!("[memory]\nsize = 4096\nserial = {{ {key} = 1 }}\n");
+        let err = parse(src(&text)).unwrap_err();
+        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        // A long spec is searched quickly.
+        let text = format!(
+            "[memory]\nsize = 4096\n{}[serial]\n{key} = 1\n",
+            "# c\n".repeat(200_000)
+        );
+        let started = std::time::Instant::now();
+        let err = parse(src(&text)).unwrap_err();
+        assert_eq!(err.position, Some((200_004, 1)), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]
