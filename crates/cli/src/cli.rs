@@ -1,6 +1,6 @@
 //! Command-line parsing and the three commands.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -28,7 +28,7 @@ enum Command {
     Plan {
         /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
         /// microVM.
-        spec: Option<String>,
+        spec: Option<OsString>,
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -50,7 +50,7 @@ enum Command {
     Back {
         /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
         /// microVM.
-        spec: Option<String>,
+        spec: Option<OsString>,
         /// Divide every memory size by N (at least one page), to try a big spec on a small
         /// machine; N is 1 to 2^53.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=crate::back::MAX_SCALE))]
@@ -73,7 +73,7 @@ enum Command {
     Check {
         /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
         /// microVM.
-        spec: Option<String>,
+        spec: Option<OsString>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -87,7 +87,7 @@ enum Command {
     /// with `--from`, another VMM's configuration converted to a memvisor spec.
     Init {
         /// With `--from`: the Firecracker file or Cloud Hypervisor `--memory` string.
-        spec: Option<String>,
+        spec: Option<OsString>,
         /// The format of SPEC (see `plan --from`).
         #[arg(long, value_enum, default_value_t = From::Memvisor, requires = "spec")]
         from: From,
@@ -126,25 +126,18 @@ enum ArchArg {
     Aarch64,
 }
 
-fn load(path: Option<&str>, from: From, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
+fn load(path: Option<&OsStr>, from: From, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
     Ok(load_spec(path, from, arch, scale)?.1)
 }
 
 /// Reads, checks and plans the spec at `path` (the default one without), scaled down by
 /// `scale`.
 fn load_spec(
-    path: Option<&str>,
+    path: Option<&OsStr>,
     from: From,
     arch: Option<ArchArg>,
     scale: u64,
 ) -> Result<(spec::VmSpec, Plan)> {
-    let shown = |p: &str| {
-        if p == crate::input::STDIN {
-            "<stdin>".to_owned()
-        } else {
-            p.to_owned()
-        }
-    };
     let (origin, text) = match (path, from) {
         (None, From::Memvisor) => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
         (None, _) => {
@@ -160,7 +153,7 @@ fn load_spec(
         ),
         (Some(option), From::CloudHypervisor) => (
             "--memory (as a memvisor spec)".to_owned(),
-            crate::vmm::cloud_hypervisor_spec(option)?,
+            crate::vmm::cloud_hypervisor_spec(utf8_option(option)?)?,
         ),
     };
     let src = Source {
@@ -174,6 +167,26 @@ fn load_spec(
     let vm = spec::parse_for(src, arch)?.scaled(scale);
     let plan = plan(&vm, src)?;
     Ok((vm, plan))
+}
+
+/// How errors name the spec at `path`: `<stdin>` for `-`, else the path, lossily as UTF-8 (a
+/// path need not be UTF-8; every message escapes what it shows).
+fn shown(path: &OsStr) -> String {
+    if path == crate::input::STDIN {
+        "<stdin>".to_owned()
+    } else {
+        path.to_string_lossy().into_owned()
+    }
+}
+
+/// Cloud Hypervisor's `--memory` option given as SPEC, which is text.
+fn utf8_option(option: &OsStr) -> Result<&str> {
+    option.to_str().ok_or_else(|| {
+        Error::Usage(format!(
+            "the --memory option `{}` is not UTF-8 text",
+            crate::render::escape(&option.to_string_lossy())
+        ))
+    })
 }
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -266,14 +279,11 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             out,
             match (from, spec.as_deref()) {
                 (From::Firecracker, Some(p)) => {
-                    let shown = if p == crate::input::STDIN {
-                        "<stdin>"
-                    } else {
-                        p
-                    };
-                    crate::vmm::firecracker_spec(shown, &crate::input::read_spec(p)?)?
+                    crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?
                 }
-                (From::CloudHypervisor, Some(option)) => crate::vmm::cloud_hypervisor_spec(option)?,
+                (From::CloudHypervisor, Some(option)) => {
+                    crate::vmm::cloud_hypervisor_spec(utf8_option(option)?)?
+                }
                 (From::Memvisor, Some(_)) => {
                     return Err(Error::Usage(
                         "init prints the default spec; SPEC is only for --from".to_owned(),

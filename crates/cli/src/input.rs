@@ -48,19 +48,22 @@ pub fn read_bounded(path: &str, reader: impl Read) -> Result<String> {
     })
 }
 
-/// Reads the spec at `path`, or standard input for `-`.
+/// Reads the spec at `path`, or standard input for `-`. The path need not be UTF-8; errors
+/// show it lossily (U+FFFD for what is not UTF-8).
 ///
 /// # Errors
 /// As [`read_bounded`]; opening the file fails with [`Error::ReadSpec`].
-pub fn read_spec(path: &str) -> Result<String> {
-    if path == STDIN {
+pub fn read_spec(path: impl AsRef<std::path::Path>) -> Result<String> {
+    let path = path.as_ref();
+    if path.as_os_str() == STDIN {
         return read_bounded("<stdin>", std::io::stdin().lock());
     }
+    let shown = path.to_string_lossy();
     let file = std::fs::File::open(path).map_err(|source| Error::ReadSpec {
-        path: path.to_owned(),
+        path: shown.clone().into_owned(),
         source,
     })?;
-    read_bounded(path, file)
+    read_bounded(&shown, file)
 }
 
 #[cfg(test)]

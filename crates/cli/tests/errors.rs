@@ -592,3 +592,63 @@ fn file_errors_name_the_file_in_json() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+#[cfg(unix)]
+fn spec_paths_need_not_be_utf8() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let name = OsString::from_vec(b"errors-n\xffx.toml".to_vec());
+    let path = dir.join(&name);
+    std::fs::write(&path, "[memory]\nsize = \"2GB\"\n").unwrap();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = memvisor_cli::run(
+        [
+            OsString::from("memvisor"),
+            "plan".into(),
+            path.clone().into(),
+        ],
+        &mut out,
+        &mut err,
+        false,
+    );
+    std::fs::remove_file(&path).unwrap();
+    let err = String::from_utf8(err).unwrap();
+    // The file was read: its mistake is reported, the name shown with U+FFFD.
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("memory.size: unknown size unit `GB`"), "{err}");
+    assert!(err.contains("errors-n\u{fffd}x.toml:2:8"), "{err}");
+    // A missing file of such a name is a read error, not a usage error.
+    let mut err = Vec::new();
+    let code = memvisor_cli::run(
+        [OsString::from("memvisor"), "plan".into(), path.into()],
+        &mut Vec::new(),
+        &mut err,
+        false,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        String::from_utf8(err)
+            .unwrap()
+            .starts_with("error: cannot read ")
+    );
+    // Cloud Hypervisor's option is text: one that is not UTF-8 is a usage mistake.
+    let mut err = Vec::new();
+    let code = memvisor_cli::run(
+        [
+            OsString::from("memvisor"),
+            "plan".into(),
+            "--from".into(),
+            "cloud-hypervisor".into(),
+            OsString::from_vec(b"size=1\xffG".to_vec()),
+        ],
+        &mut Vec::new(),
+        &mut err,
+        false,
+    );
+    assert_eq!(code, 2);
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.contains("is not UTF-8 text"), "{err}");
+}
