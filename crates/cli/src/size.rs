@@ -11,32 +11,40 @@ const UNITS: [(&str, u64); 5] = [
     ("B", 1),
 ];
 
-/// Why a size could not be read.
+/// Why a size could not be read. Messages escape control and formatting characters of the
+/// text they quote (`\u{9}` for a tab).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {
     /// No digits.
     #[error("empty size")]
     Empty,
     /// The number part is not a number.
-    #[error("`{0}` is not a number")]
+    #[error("`{}` is not a number", crate::render::escape(.0))]
     BadNumber(String),
     /// The unit is not one of B, KiB, MiB, GiB, TiB.
-    #[error("unknown size unit `{unit}` (use B, KiB, MiB, GiB or TiB; sizes are binary)")]
+    #[error(
+        "unknown size unit `{}` (use B, KiB, MiB, GiB or TiB; sizes are binary)",
+        crate::render::escape(.unit)
+    )]
     BadUnit {
         /// The unit given.
         unit: String,
     },
     /// A decimal fraction that is not a whole number of bytes (`1.3B`, `0.1KiB`).
     #[error(
-        "`{0}` is not a whole number of bytes (a fraction must come out exact, as in `1.5GiB`)"
+        "`{}` is not a whole number of bytes (a fraction must come out exact, as in `1.5GiB`)",
+        crate::render::escape(.0)
     )]
     Inexact(String),
     /// White space between the number and its unit other than one space (`1  KiB`,
     /// `4\tKiB`).
-    #[error("`{0}`: at most one space (U+0020) goes between the number and its unit")]
+    #[error(
+        "`{}`: at most one space (U+0020) goes between the number and its unit",
+        crate::render::escape(.0)
+    )]
     Spacing(String),
     /// The size does not fit in 64 bits.
-    #[error("`{0}` does not fit in 64 bits")]
+    #[error("`{}` does not fit in 64 bits", crate::render::escape(.0))]
     TooLarge(String),
 }
 
@@ -258,6 +266,14 @@ mod tests {
         assert_eq!(
             SizeError::Spacing("1  KiB".into()).to_string(),
             "`1  KiB`: at most one space (U+0020) goes between the number and its unit"
+        );
+        assert_eq!(
+            SizeError::Spacing("4\tKiB".into()).to_string(),
+            "`4\\u{9}KiB`: at most one space (U+0020) goes between the number and its unit"
+        );
+        assert_eq!(
+            SizeError::BadNumber("\u{1b}[2J".into()).to_string(),
+            "`\\u{1b}[2J` is not a number"
         );
     }
 
