@@ -712,11 +712,6 @@ impl State {
             }
             return self.alloc_run(arena, id, size);
         }
-        // Past the checks of the request's shape, which change nothing: blocks freed through
-        // the arena and trim requests are taken in before the block is sought.
-        if self.has_mail(arena) {
-            self.poll(arena);
-        }
         let shift = self.geo.page_shift;
         // `size <= max_block`, so this does not overflow.
         let bytes = (size + (1 << shift) - 1) & !((1 << shift) - 1);
@@ -725,7 +720,17 @@ impl State {
         let order = pages.next_power_of_two().trailing_zeros();
         let min_order = (align >> shift).max(1).trailing_zeros();
         let order = order.max(min_order);
-        let off = match self.uncache_large(pages, order) {
+        let mut found = self.uncache_large(pages, order);
+        // Past the checks of the request's shape, which change nothing, and only on a cache
+        // miss (as for small blocks): blocks freed through the arena and trim requests are
+        // taken in before the block is sought in the free bitmaps. Honouring a trim before a
+        // cache hit would give back the very block that serves the request, which, with the
+        // rest of its chunk in use, may leave no block of its order.
+        if !matches!(found, Uncached::Hit(_)) && self.has_mail(arena) {
+            self.poll(arena);
+            found = self.uncache_large(pages, order);
+        }
+        let off = match found {
             Uncached::Hit(off) => off,
             Uncached::Miss => self.alloc_pages(arena, id, pages, min_order, bytes)?,
             Uncached::Stuck(stuck) => {

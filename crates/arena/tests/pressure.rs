@@ -556,3 +556,30 @@ fn alloc_more_allocating_clients_than_chunks_is_out_of_memory_and_changes_nothin
     drop(clients);
     assert_eq!(arena.stats().held_chunks, 0);
 }
+
+#[test]
+fn trim_request_does_not_cost_an_allocation_its_cached_block() {
+    // A buddy block freed into the cache serves the next allocation of its size even with a
+    // trim request pending: the request is honoured at an allocation that misses the caches.
+    // (Honoured first, it gave the block back to a chunk whose other pieces are in use, no
+    // block of its order was left, and the one-chunk arena answered `OutOfMemory`.)
+    for trim in [false, true] {
+        let chunk = 64 << 10;
+        let arena = arena(chunk, chunk, Flags::empty());
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        client.alloc(layout(242)).unwrap();
+        let big = client.alloc(layout(24_147)).unwrap();
+        client.alloc(layout(0)).unwrap();
+        client
+            .alloc(Layout::from_size_align(278, 128).unwrap())
+            .unwrap();
+        free(&client, big);
+        let largest = client.stats().largest_free_block;
+        assert!(largest >= 24_147);
+        if trim {
+            arena.trim();
+        }
+        assert_eq!(client.alloc(layout(largest)), Ok(big), "trim first: {trim}");
+        assert_eq!(client.stats().chunks, 1);
+    }
+}
