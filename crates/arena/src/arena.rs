@@ -221,7 +221,8 @@ pub struct Arena {
     live: AtomicUsize,
     cached: AtomicUsize,
     /// Bumped by [`trim`](Self::trim) and when a client finds no chunk left: each client gives
-    /// back what it keeps at its next allocation or free that sees a new value.
+    /// back what it keeps at its next free, or allocation that misses its caches, that sees a
+    /// new value.
     trims: AtomicUsize,
     /// Bytes of cached blocks of all clients ([`Flags::STATISTICS`]).
     cached_blocks: AtomicUsize,
@@ -443,10 +444,11 @@ impl Arena {
 
     /// An arena over a fresh reservation of `len` bytes of address space: chunks are committed
     /// when a client first takes them, and with [`Flags::DECOMMIT`] decommitted when given
-    /// back.
+    /// back. The chunks that fit in `len` are used.
     ///
     /// # Errors
-    /// As [`new`](Self::new) and [`Backing::reserve`].
+    /// As [`new`](Self::new) (so [`Error::BackingTooSmall`] for `len` under one chunk, before
+    /// anything is reserved) and [`Backing::reserve`].
     ///
     /// # Examples
     /// ```
@@ -464,6 +466,14 @@ impl Arena {
     #[cfg(feature = "std")]
     pub fn with_reservation(len: usize, config: Config) -> Result<Self> {
         config.validate()?;
+        // The reservation is aligned to `alignment`, so chunk 0 starts at its start.
+        if len < config.chunk_size() {
+            return Err(Error::BackingTooSmall {
+                len,
+                chunk_size: config.chunk_size(),
+                align: config.alignment(),
+            });
+        }
         let backing = Backing::reserve(
             len,
             config.alignment(),
@@ -730,9 +740,9 @@ impl Arena {
     }
 
     /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
-    /// its empty chunk — at its next allocation or free (a client on another thread cannot
-    /// be reached sooner). [`Client::trim`] does it at once for one client. Clients also get
-    /// this request when one of them finds no chunk left.
+    /// its empty chunk — at its next free, or its next allocation that misses its caches (a
+    /// client on another thread cannot be reached sooner). [`Client::trim`] does it at once for one
+    /// client. Clients also get this request when one of them finds no chunk left.
     pub fn trim(&self) {
         self.request_trim();
     }
@@ -811,7 +821,8 @@ impl Arena {
         self.trims.load(Ordering::Relaxed)
     }
 
-    /// Asks every client to give back what it keeps, at its next allocation or free; returns
+    /// Asks every client to give back what it keeps, at its next free or allocation that misses
+    /// its caches; returns
     /// the new request count.
     pub(crate) fn request_trim(&self) -> usize {
         self.trims.fetch_add(1, Ordering::Relaxed).wrapping_add(1)

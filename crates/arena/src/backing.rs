@@ -145,8 +145,9 @@ impl Backing {
     }
 
     /// A reservation of `len` bytes of address space aligned to `align`, committed chunk by
-    /// chunk as clients take chunks. The arena can then decommit chunks clients give back
-    /// ([`Flags::DECOMMIT`](crate::Flags::DECOMMIT)) and put a guard page after each chunk
+    /// chunk as clients take chunks. The backing is `len` bytes long even where the
+    /// reservation is rounded up to whole pages. The arena can then decommit chunks clients give
+    /// back ([`Flags::DECOMMIT`](crate::Flags::DECOMMIT)) and put a guard page after each chunk
     /// ([`Flags::GUARD`](crate::Flags::GUARD)). For transparent huge pages, reserve with a
     /// 2 MiB alignment and advise the whole reservation
     /// ([`reservation`](Self::reservation), `Reservation::advise_huge_pages`) before
@@ -171,7 +172,9 @@ impl Backing {
             .alignment(align)
             .mode(mode)
             .reserve(len)?;
-        let (ptr, len) = (reservation.as_non_null(), reservation.len());
+        // The reservation holds at least `len` bytes (whole pages); the backing is what was
+        // asked for.
+        let (ptr, len) = (reservation.as_non_null(), len.min(reservation.len()));
         let record = crate::table::boxed(reservation).ok_or(Error::TablesUnavailable {
             bytes: core::mem::size_of::<Reservation>(),
         })?;

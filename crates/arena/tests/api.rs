@@ -626,6 +626,28 @@ fn reservation_commits_on_demand_and_guards() {
 
 #[test]
 #[cfg(feature = "std")]
+fn reservation_of_under_a_chunk_is_too_small_and_uses_only_what_was_asked() {
+    let chunk = 64 << 10;
+    let config = Config::new().with_chunk_size(chunk);
+    for len in [0, 1, chunk - 1] {
+        assert!(
+            matches!(
+                Arena::with_reservation(len, config),
+                Err(Error::BackingTooSmall { len: l, chunk_size, .. }) if l == len && chunk_size == chunk
+            ),
+            "len {len}"
+        );
+    }
+    // One byte short of two chunks: the reservation is rounded up to whole pages, but the
+    // arena spans the length asked for, which holds one chunk.
+    let arena = Arena::with_reservation(2 * chunk - 1, config).unwrap();
+    assert_eq!(arena.backing().len(), 2 * chunk - 1);
+    assert_eq!(arena.stats().chunks, 1);
+    assert_eq!(arena.stats().total_bytes, chunk);
+}
+
+#[test]
+#[cfg(feature = "std")]
 fn reservation_without_decommit_caches_chunks() {
     let chunk = 1 << 20;
     let arena = Arena::with_reservation(2 * chunk, Config::new().with_chunk_size(chunk)).unwrap();

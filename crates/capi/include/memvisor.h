@@ -387,7 +387,8 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 // Frees the block at `ptr`, whichever client of the context allocated it, from any thread;
 // if `size` is not null, the block's size is written there. The block stops being live at
 // once (ownership tests, sizes and a second free refuse it); its client takes the memory
-// back at its next allocation, free or trim, and until then still counts its bytes as used.
+// back at its next free, trim or allocation that misses its caches, and until then still
+// counts its bytes as used.
 // A foreign, interior or already freed address is refused and nothing changes.
 //
 // Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
@@ -421,8 +422,8 @@ memvisor_status memvisor_context_owner(struct memvisor_context context,
                                        struct memvisor_client *out);
 
 // Asks every client of the context to give back what it keeps for reuse (cached blocks,
-// empty slabs, its empty chunk) at its next allocation or free; `memvisor_client_trim` does
-// it at once for one client.
+// empty slabs, its empty chunk) at its next free or allocation that misses its caches;
+// `memvisor_client_trim` does it at once for one client.
 //
 // Errors: `INVALID_HANDLE`.
 //

@@ -191,6 +191,34 @@ fn null_and_stale_arguments_refused_outputs_untouched() {
 }
 
 #[test]
+fn reserved_context_under_a_chunk_is_block_too_small() {
+    let c = config(0);
+    for len in [0, 1, CHUNK - 1] {
+        let mut ctx = Context::default();
+        // SAFETY: `c` and `ctx` are valid locals.
+        let st = unsafe { memvisor_context_create_reserved(len, &c, &mut ctx) };
+        assert_eq!(st, Status::BlockTooSmall, "len {len}");
+        assert_eq!(ctx, Context::default());
+    }
+    // A length off whole chunks uses the chunks that fit in it.
+    let mut ctx = Context::default();
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            memvisor_context_create_reserved(2 * CHUNK - 1, &c, &mut ctx),
+            Status::Ok
+        );
+        let mut s = ContextStats {
+            size: std::mem::size_of::<ContextStats>(),
+            ..ContextStats::default()
+        };
+        assert_eq!(memvisor_context_get_stats(ctx, &mut s), Status::Ok);
+        assert_eq!(s.total_bytes, CHUNK);
+        assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+    }
+}
+
+#[test]
 fn handle_of_the_other_kind_refused() {
     let memory = Memory::new(LEN);
     let ctx = context(&memory, 0);
