@@ -116,7 +116,8 @@ static void test_context_reserved(void) {
                  MEMVISOR_STATUS_INVALID_CONFIG);
     /* The operating system refuses a reservation of nearly all the address space. */
     CHECK_STATUS(memvisor_context_create_reserved(SIZE_MAX / 2, &c, &ctx), MEMVISOR_STATUS_OS);
-    CHECK_STATUS(memvisor_context_create_reserved(0, &c, &ctx), MEMVISOR_STATUS_OS);
+    /* Under one chunk is too small, before anything is reserved. */
+    CHECK_STATUS(memvisor_context_create_reserved(0, &c, &ctx), MEMVISOR_STATUS_BLOCK_TOO_SMALL);
     CHECK_STATUS(memvisor_context_create_reserved(4096, &c, &ctx), MEMVISOR_STATUS_BLOCK_TOO_SMALL);
     CHECK(ctx.id == 0);
 
