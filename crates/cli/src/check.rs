@@ -33,7 +33,7 @@ pub struct HostFacts {
     pub huge_page_reserved: Vec<(u64, u64)>,
     /// Every mount, in `/proc/mounts` order: (mount point, page size in bytes for hugetlbfs,
     /// `None` for any other file system). A later mount at or above a path hides the earlier
-    /// ones there.
+    /// ones there, except the root, which lies under every other mount wherever it is listed.
     pub mounts: Vec<(String, Option<u64>)>,
     /// Host NUMA nodes: (node, free bytes).
     pub numa_nodes: Vec<(u32, u64)>,
@@ -169,13 +169,21 @@ fn contains(point: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// The mount in use at `path` (normalized): of the mounts at or above it, the last one in
-/// `/proc/mounts` order, as a later mount hides what it is mounted over.
+/// The mount in use at `path` (normalized): of the mounts at or above it other than the root,
+/// the last one in `/proc/mounts` order, as a later mount hides what it is mounted over; the
+/// root (the last one listed) if there is none. The root lies under every other mount wherever
+/// it is listed: in a container, whose root is set up after `/proc` and the like are mounted,
+/// it often comes after them.
 fn mount_of<'a>(
     mounts: &'a [(String, Option<u64>)],
     path: &str,
 ) -> Option<&'a (String, Option<u64>)> {
-    mounts.iter().rev().find(|m| contains(&m.0, path))
+    let is_root = |m: &(String, Option<u64>)| normalize_path(&m.0) == "/";
+    mounts
+        .iter()
+        .rev()
+        .find(|m| !is_root(m) && contains(&m.0, path))
+        .or_else(|| mounts.iter().rev().find(|m| is_root(m)))
 }
 
 /// Reads the host's facts from `/proc`, `/sys` and `/dev/kvm`.

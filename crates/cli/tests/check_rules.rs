@@ -488,6 +488,11 @@ fn check_hugetlbfs_finds_the_mount_in_use_at_the_path() {
     // The fix never mounts another hugetlbfs over the one in use.
     let fix = m.fix.unwrap();
     assert!(!fix.contains("/mnt/huge"), "{fix}");
+    // The root lies under every other mount, even listed after them (as in containers).
+    let m = hugetlbfs_at("/mnt/huge", &[("/mnt/huge", two), ("/", None)]);
+    assert_eq!(m.status, Status::Ok, "{m:?}");
+    let m = hugetlbfs_at("/mnt/other", &[("/mnt/huge", two), ("/", None)]);
+    assert_eq!(m.status, Status::Fail, "{m:?}");
     // A file system mounted over a parent hides the hugetlbfs mount.
     let m = hugetlbfs_at(
         "/mnt/huge",
