@@ -179,7 +179,7 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
         (
             "dotted_key_300000_parts",
             format!("{MEM}{}y = 1\n", "x.".repeat(300_000)).into(),
-            "recursion limit".into(),
+            "memory.x: a dotted key or table header of 300001 parts (at most 16)".into(),
         ),
         (
             "hugetlbfs_path_with_escape",

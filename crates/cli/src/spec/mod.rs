@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use crate::error::{Problem, SpecError};
 
+mod keys;
 mod read;
 
 pub(crate) use read::field_path;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
+use super::keys::{Exceeded, MAX_DOTTED_PARTS, MAX_KEY_PARTS};
 use super::{
     Arch, BackingKind, DEFAULT_MMIO_SIZE, DEFAULT_ORIGIN, DEFAULT_PHYS_BITS, DeviceSpec,
     DeviceType, HotplugSpec, Loc, MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_HOTPLUG_SLOTS,
@@ -155,10 +156,8 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
             Problem::Toml(escape(e.message().trim()).into_owned()),
         )
     };
-    let root = toml::de::DeTable::parse(src.text).map_err(|e| match e.span() {
-        Some(_) => toml_error(&e, String::new()),
-        None => unplaced_error(src, &e),
-    })?;
+    key_limits(src)?;
+    let root = toml::de::DeTable::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
     // Counts first, before any entry is read into its fields.
     count_entries(
         src,
@@ -178,85 +177,42 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
     check(src, raw, arch)
 }
 
-/// The parser's message for a dotted key (or table header) of too many parts, which it gives
-/// without a position.
-const KEY_TOO_DEEP: &str = "recursion limit";
-
-/// A syntax error the parser gave without a position (a dotted key of 80 parts or more), placed
-/// by parsing beginnings of the text: the shortest one that fails the same way ends on the
-/// line, then at the character, where the parser gave up. Keys do not span lines, so only
-/// lines with 79 dots or more are tried, by binary search (a few parses, usually one); the
-/// character is searched in the line alone when that fails the same way. The field is the
-/// table the line is in, as far as its header tells, and the key's first part.
-fn unplaced_error(src: Source<'_>, e: &toml::de::Error) -> SpecError {
-    let message = e.message().trim();
-    let problem = if message == KEY_TOO_DEEP {
-        "recursion limit: a dotted key or table header of 80 parts or more".to_owned()
-    } else {
-        escape(message).into_owned()
+/// Refuses a dotted key or table header of more than [`MAX_KEY_PARTS`] parts, or more than
+/// [`MAX_DOTTED_PARTS`] parts after the first in all, before the TOML reader builds a table for
+/// each part, naming the key's position and the table it is in (`serial.x`, or `serial.q` for a key
+/// in the inline table of `q`).
+fn key_limits(src: Source<'_>) -> Result<(), SpecError> {
+    let Some(found) = super::keys::first_past_limit(src.text) else {
+        return Ok(());
     };
     let text = src.text;
-    let fails_in = |doc: &str| {
-        matches!(toml::de::DeTable::parse(doc),
-            Err(p) if p.span().is_none() && p.message().trim() == message)
-    };
-    let fails = |end: usize| text.get(..end).is_some_and(fails_in);
-    // Every line as (start, end), the ones with enough dots to hold such a key first.
-    let mut lines = Vec::new();
-    let mut start = 0;
-    for line in text.split_inclusive('\n') {
-        lines.push((start, start + line.len(), line.matches('.').count() >= 79));
-        start += line.len();
-    }
-    let dotted: Vec<(usize, usize)> = lines
-        .iter()
-        .filter(|l| l.2)
-        .map(|&(s, e, _)| (s, e))
-        .collect();
-    let found = dotted
-        .get(dotted.partition_point(|&(_, end)| !fails(end)))
-        .copied()
-        .or_else(|| {
-            lines
-                .get(lines.partition_point(|&(_, end, _)| !fails(end)))
-                .map(|&(s, e, _)| (s, e))
-        });
-    let Some((line_start, line_end)) = found else {
-        return src.error("", None, Problem::Toml(problem));
-    };
-    let line = &text[line_start..line_end];
-    let char_ends: Vec<usize> = line.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
-    let gave_up = if fails_in(line) {
-        char_ends.get(char_ends.partition_point(|&end| !fails_in(&line[..end])))
+    let line_start = text[..found.span.start].rfind('\n').map_or(0, |i| i + 1);
+    let header = text[line_start..found.span.start]
+        .trim_start()
+        .starts_with('[');
+    let mut field = if header {
+        String::new()
     } else {
-        char_ends.get(char_ends.partition_point(|&end| !fails(line_start + end)))
-    }
-    .map_or(line_end, |&end| line_start + end);
-    // The key starts after the line's indentation, or after the `{` or `,` before it in an
-    // inline table.
-    let before = &text[line_start..gave_up];
-    let inline = before.rfind(['{', ',']);
-    let mut key_start = line_start + inline.map_or(0, |i| i + 1);
-    key_start += text[key_start..gave_up]
-        .find(|c: char| c != ' ' && c != '\t')
-        .unwrap_or(0);
-    let key = &text[key_start..gave_up];
-    let mut field = String::new();
-    if !key.starts_with('[') && inline.is_none() {
-        field = table_of_line(text, line_start);
-        let first: String = key
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-            .take(MAX_NAME_CHARS)
-            .collect();
-        if !first.is_empty() {
-            if !field.is_empty() {
-                field.push('.');
-            }
-            field.push_str(&first);
+        table_of_line(text, line_start)
+    };
+    if let Some(outer) = found.outer.filter(|_| !header) {
+        let part: String = text[outer].chars().take(MAX_NAME_CHARS).collect();
+        if !field.is_empty() {
+            field.push('.');
         }
+        field.push_str(&part);
     }
-    src.error(field, Some(key_start..gave_up), Problem::Toml(problem))
+    let problem = match found.exceeded {
+        Exceeded::Parts => Problem::Invalid(format!(
+            "a dotted key or table header of {} parts (at most {MAX_KEY_PARTS})",
+            found.parts
+        )),
+        Exceeded::Dotted => Problem::Invalid(format!(
+            "more than {MAX_DOTTED_PARTS} dotted key parts in the spec (the parts after the \
+             first of every dotted key and table header)"
+        )),
+    };
+    Err(src.error(field, Some(found.span), problem))
 }
 
 /// The field path of the table the line at `line_start` is in: the last table header before
@@ -1142,15 +1098,22 @@ mod tests {
 
     #[test]
     fn parse_dotted_key_too_deep_has_position_and_table() {
-        let key = vec!["x"; 100].join(".");
+        let key = vec!["x"; MAX_KEY_PARTS + 1].join(".");
         let text = format!("[memory]\nsize = 4096\n[serial]\n  {key} = 1\n");
         let err = parse(src(&text)).unwrap_err();
         assert_eq!(err.position, Some((4, 3)), "{err}");
         assert_eq!(err.field, "serial.x", "{err}");
         assert!(
-            err.problem.to_string().contains("80 parts or more"),
+            err.problem.to_string().contains("of 17 parts (at most 16)"),
             "{err}"
         );
+        // At the limit, the key is read (and here refused as unknown).
+        let at_limit = vec!["x"; MAX_KEY_PARTS].join(".");
+        let err = parse(src(&format!(
+            "[memory]\nsize = 4096\n[serial]\n{at_limit} = 1\n"
+        )))
+        .unwrap_err();
+        assert!(!err.problem.to_string().contains("parts"), "{err}");
         // In an array of tables, and in a header.
         let text = format!(
             "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n[[device]]\n{key} = 1\n"
@@ -1162,20 +1125,34 @@ mod tests {
         );
         let text = format!("[memory]\nsize = 4096\n\n[{key}]\n");
         let err = parse(src(&text)).unwrap_err();
-        assert_eq!((err.position, err.field.as_str()), (Some((4, 1)), ""));
-        // In an inline table: the line and the key's start are still found.
-        let text = format!("[memory]\nsize = 4096\nserial = {{ {key} = 1 }}\n");
+        assert_eq!((err.position, err.field.as_str()), (Some((4, 2)), ""));
+        // In a multi-line inline table: the key's own line and column, and the key holding
+        // the table.
+        let text = format!("[memory]\nsize = 4096\n[serial]\nq = {{\n  {key} = 1,\n}}\n");
         let err = parse(src(&text)).unwrap_err();
-        assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
-        // A long spec is searched quickly.
-        let text = format!(
-            "[memory]\nsize = 4096\n{}[serial]\n{key} = 1\n",
-            "# c\n".repeat(200_000)
+        assert_eq!(
+            (err.position, err.field.as_str()),
+            (Some((5, 3)), "serial.q")
         );
-        let started = std::time::Instant::now();
+        // A quoted first part with a comma in it.
+        let text = format!("[memory]\nsize = 4096\n[serial]\n\"a,b\".{key} = 1\n");
         let err = parse(src(&text)).unwrap_err();
-        assert_eq!(err.position, Some((200_004, 1)), "{err}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!((err.position, err.field.as_str()), (Some((4, 1)), "serial"));
+    }
+
+    #[test]
+    fn parse_too_many_dotted_parts_refused_at_the_key_past_the_limit() {
+        let mut text = String::from("[memory]\nsize = 4096\n[serial]\n");
+        for i in 0..=MAX_DOTTED_PARTS {
+            text.push_str(&format!("k{i}.a = 1\n"));
+        }
+        let err = parse(src(&text)).unwrap_err();
+        assert_eq!(err.position, Some((MAX_DOTTED_PARTS + 4, 1)), "{err}");
+        assert_eq!(err.field, format!("serial.k{MAX_DOTTED_PARTS}"));
+        assert!(
+            err.problem.to_string().contains("dotted key parts"),
+            "{err}"
+        );
     }
 
     #[test]
