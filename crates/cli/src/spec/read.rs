@@ -327,12 +327,21 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
     Ok(v)
 }
 
-/// Checks a name: not empty, at most [`MAX_NAME_CHARS`] characters, no control or invisible
-/// formatting characters (they would act on the terminal the plan is printed on).
+/// Checks a name: not empty, no white space at either end (the name would look like the one
+/// without it), at most [`MAX_NAME_CHARS`] characters, no control or invisible formatting
+/// characters (they would act on the terminal the plan is printed on).
 fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<String, SpecError> {
     let name = raw.get_ref();
     let problem = if name.trim().is_empty() {
         Some("an empty name".to_owned())
+    } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        // It would show as the name without it: `"eth0 "` beside `eth0`, `"serial "` beside
+        // the serial port.
+        Some(
+            "the name starts or ends with white space (a name may not: it would look like the \
+             name without it)"
+                .to_owned(),
+        )
     } else if name.chars().count() > MAX_NAME_CHARS {
         Some(format!(
             "a name of {} characters (at most {MAX_NAME_CHARS})",
@@ -1070,6 +1079,51 @@ mod tests {
             );
             parse(src(&text)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn parse_names_with_white_space_at_either_end_are_refused() {
+        // Beside `[serial]`, or beside a device of the name without the space, such a name
+        // would show as the other one.
+        for (name, other) in [
+            ("serial ", ""),
+            (" serial", ""),
+            ("eth0 ", "eth0"),
+            ("\\teth0", "eth0"),
+            ("eth0\\u00a0", "eth0"),
+        ] {
+            let first = if other.is_empty() {
+                String::new()
+            } else {
+                format!("[[device]]\ntype = \"virtio-net\"\nname = \"{other}\"\n")
+            };
+            let text = format!(
+                "[memory]\nsize = 4096\n[serial]\n{first}[[device]]\ntype = \"virtio-net\"\n\
+                 name = \"{name}\"\n"
+            );
+            let err = parse(src(&text)).unwrap_err();
+            let index = usize::from(!other.is_empty());
+            assert_eq!(
+                err.field,
+                format!("device[{index}].name"),
+                "{name:?}: {err}"
+            );
+            assert!(
+                err.problem
+                    .to_string()
+                    .contains("starts or ends with white space"),
+                "{name:?}: {err}"
+            );
+        }
+        let err = parse(src("name = \" vm\"\n[memory]\nsize = 4096\n")).unwrap_err();
+        assert_eq!(err.field, "name", "{err}");
+        assert_eq!(err.position, Some((1, 8)), "{err}");
+        // White space inside a name is the name's own.
+        parse(src(
+            "name = \"my VM\"\n[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\n\
+             name = \"eth 0\"\n",
+        ))
+        .unwrap();
     }
 
     #[test]
