@@ -207,6 +207,13 @@ mod tests {
     }
 
     #[test]
+    fn excerpt_format_characters_are_replaced() {
+        let e = Excerpt::new("size = \"2GB\" # \u{e0041}\u{600}\u{1d173}\n", 7..12);
+        assert_eq!(e.text, "size = \"2GB\" # \u{fffd}\u{fffd}\u{fffd}");
+        assert_eq!(&e.text[e.span.clone()], "\"2GB\"");
+    }
+
+    #[test]
     fn excerpt_span_past_end_underlines_end() {
         let e = Excerpt::new("abc", 10..20);
         assert_eq!((e.line, e.text.as_str(), e.span), (1, "abc", 3..3));

@@ -114,28 +114,57 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Whether `c` must not reach a terminal raw: a control character, a line or paragraph
-/// separator (U+2028, U+2029), or a format character that reorders or hides text: the soft
-/// hyphen (U+00AD), the Arabic letter mark (U+061C), the Mongolian vowel separator (U+180E),
-/// zero-width characters and directional marks (U+200B–U+200F), bidirectional embeddings and
-/// overrides (U+202A–U+202E), invisible operators, isolates and deprecated format characters
-/// (U+2060–U+206F), the byte order mark (U+FEFF) and interlinear annotation characters
-/// (U+FFF9–U+FFFB).
+/// Whether `c` must not reach a terminal raw: a control character (C0, DEL, C1), a line or
+/// paragraph separator (U+2028, U+2029), or a format character (Unicode general category Cf:
+/// the soft hyphen, bidirectional marks, embeddings, overrides and isolates, zero-width
+/// characters, the byte order mark, Arabic number signs, tag characters and the other
+/// format controls of [`FORMAT`]), which reorder, hide or join text invisibly.
 #[must_use]
 pub fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{ad}'
-                | '\u{61c}'
-                | '\u{180e}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{206f}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-        )
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)
 }
+
+/// Whether `c` is a format character (general category Cf), by a binary search of [`FORMAT`].
+fn is_format(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT
+        .binary_search_by(|&(first, last)| {
+            if last < c {
+                std::cmp::Ordering::Less
+            } else if first > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
+/// The format characters (general category Cf) of Unicode 16, as sorted, disjoint inclusive
+/// ranges (generated from the Unicode Character Database, `DerivedGeneralCategory.txt`), plus
+/// the unassigned U+2065 among the invisible operators and isolates.
+const FORMAT: [(u32, u32); 20] = [
+    (0x00ad, 0x00ad),   // soft hyphen
+    (0x0600, 0x0605),   // Arabic number signs
+    (0x061c, 0x061c),   // Arabic letter mark
+    (0x06dd, 0x06dd),   // Arabic end of ayah
+    (0x070f, 0x070f),   // Syriac abbreviation mark
+    (0x0890, 0x0891),   // Arabic pound and piastre marks above
+    (0x08e2, 0x08e2),   // Arabic disputed end of ayah
+    (0x180e, 0x180e),   // Mongolian vowel separator
+    (0x200b, 0x200f),   // zero-width characters, directional marks
+    (0x202a, 0x202e),   // bidirectional embeddings and overrides
+    (0x2060, 0x206f),   // invisible operators, isolates, deprecated format characters
+    (0xfeff, 0xfeff),   // byte order mark
+    (0xfff9, 0xfffb),   // interlinear annotation
+    (0x110bd, 0x110bd), // Kaithi number sign
+    (0x110cd, 0x110cd), // Kaithi number sign above
+    (0x13430, 0x1343f), // Egyptian hieroglyph format controls
+    (0x1bca0, 0x1bca3), // shorthand format controls
+    (0x1d173, 0x1d17a), // musical symbol format characters
+    (0xe0001, 0xe0001), // language tag
+    (0xe0020, 0xe007f), // tag characters
+];
 
 /// The first GIC shared peripheral interrupt's INTID: an SPI's GSI is its INTID minus this.
 pub const SPI_INTID_BASE: u32 = 32;
@@ -365,6 +394,72 @@ mod tests {
         let mut t = Table::new(&["NAME"]);
         t.row(vec!["a\u{1b}[2J\nfake row\u{202e}".into()]);
         assert_eq!(t.to_string(), "NAME\na\\u{1b}[2J\\u{a}fake row\\u{202e}\n");
+    }
+
+    #[test]
+    fn every_format_character_is_escaped() {
+        // Unicode 16's format characters (general category Cf), line and paragraph separators.
+        let ranges: [(u32, u32); 23] = [
+            (0xad, 0xad),
+            (0x600, 0x605),
+            (0x61c, 0x61c),
+            (0x6dd, 0x6dd),
+            (0x70f, 0x70f),
+            (0x890, 0x891),
+            (0x8e2, 0x8e2),
+            (0x180e, 0x180e),
+            (0x200b, 0x200f),
+            (0x2028, 0x2029),
+            (0x202a, 0x202e),
+            (0x2060, 0x2064),
+            (0x2066, 0x206f),
+            (0xfeff, 0xfeff),
+            (0xfff9, 0xfffb),
+            (0x110bd, 0x110bd),
+            (0x110cd, 0x110cd),
+            (0x13430, 0x1343f),
+            (0x1bca0, 0x1bca3),
+            (0x1d173, 0x1d17a),
+            (0xe0001, 0xe0001),
+            (0xe0020, 0xe007f),
+            (0x0, 0x1f),
+        ];
+        for (first, last) in ranges {
+            for c in (first..=last).filter_map(char::from_u32) {
+                assert!(needs_escape(c), "{:#x}", u32::from(c));
+                assert_eq!(escape(&c.to_string()), format!("\\u{{{:x}}}", u32::from(c)));
+            }
+        }
+        let mut t = Table::new(&["NAME"]);
+        t.row(vec!["a\u{e0041}\u{600}b".into()]);
+        assert_eq!(t.to_string(), "NAME\na\\u{e0041}\\u{600}b\n");
+        // The table is sorted and its ranges disjoint, as the binary search needs.
+        assert!(
+            FORMAT
+                .windows(2)
+                .all(|w| w[0].1 < w[1].0 && w[0].0 <= w[0].1)
+        );
+        // Their neighbours, and marks and letters that show, are text.
+        for c in [
+            'a',
+            ' ',
+            '\u{a0}',
+            '\u{5ff}',
+            '\u{606}',
+            '\u{6dc}',
+            '\u{6de}',
+            '\u{110be}',
+            '\u{13440}',
+            '\u{1d172}',
+            '\u{1d17b}',
+            '\u{e0000}',
+            '\u{e0080}',
+            '\u{e0100}',
+            'é',
+            '日',
+        ] {
+            assert!(!needs_escape(c), "{:#x}", u32::from(c));
+        }
     }
 
     #[test]
