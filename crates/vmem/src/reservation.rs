@@ -551,9 +551,13 @@ impl Reservation {
         let pages = self.check(offset, len)?;
         self.no_guard(pages)?;
         // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
-        // access back while the bitmaps still tell which they are.
-        self.restore_sparse_access(pages)
-            .map_err(|e| e.during(Operation::Decommit))?;
+        // access back while the bitmaps still tell which they are. A range with another source
+        // mapped over part of it is replaced whole by fresh read-write pages instead (raising
+        // a read-only file mapping's access would be refused).
+        if self.mapped.first_set(pages.first, pages.count).is_none() {
+            self.restore_sparse_access(pages)
+                .map_err(|e| e.during(Operation::Decommit))?;
+        }
         // SAFETY: the caller vouches that nothing refers to the range's contents.
         unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Decommit))
     }
@@ -665,7 +669,11 @@ impl Reservation {
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] for a page that is
-    /// not committed; [`Error::Os`] if the system refuses.
+    /// not committed; [`Error::Os`] if the system refuses. The system may refuse after
+    /// changing part of the range (`ENOMEM` when the mapping cannot be split further): the
+    /// reservation then counts each page of the range at the lower of its old and new access
+    /// ([`prefault`](Self::prefault) refuses a page that may have lost write access; a
+    /// [`commit`](Self::commit) over it gives it read-write access again).
     pub fn protect(&mut self, offset: usize, len: usize, protection: Protection) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.protect_unchecked(offset, len, protection) }
@@ -690,8 +698,19 @@ impl Reservation {
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation and committed; references are the
         // caller's promise.
-        unsafe { sys::protect(self.at(offset), len, protection) }
-            .map_err(|e| e.during(Operation::Protect))?;
+        if let Err(e) = unsafe { sys::protect(self.at(offset), len, protection) } {
+            // The system may have changed part of the range before refusing (`mprotect`
+            // answers `ENOMEM` when splitting the mapping passes the process's limit): each
+            // page is counted at the lower of its old and new access, so that nothing relies
+            // on access a page may have lost.
+            if !protection.writable() {
+                self.writable.clear_range(pages.first, pages.count);
+            }
+            if !protection.readable() {
+                self.inaccessible.set_range(pages.first, pages.count);
+            }
+            return Err(e.during(Operation::Protect));
+        }
         self.record_protection(pages, protection);
         Ok(())
     }
@@ -704,7 +723,8 @@ impl Reservation {
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] for a page that is
     /// not committed; [`Error::Guarded`] for a guard page; [`Error::Os`] with the error code
     /// where the kernel could not populate (for example out of memory, `ENOMEM`), or a page
-    /// is not read-write (`EFAULT`), in which case some pages may be resident.
+    /// is not read-write (`EFAULT` or `EINVAL`), in which case some pages may be resident;
+    /// [`Error::NotWritable`] for a page the reservation does not count as read-write.
     pub fn prefault(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.prefault_unchecked(offset, len) }

@@ -225,6 +225,95 @@ fn map_hugetlb_maps_or_reports_no_huge_pages() {
 }
 
 #[test]
+fn map_hugetlb_refused_leaves_no_hole_in_the_reservation() {
+    // A refused explicit-huge-page mapping over committed pages: the system may take the old
+    // pages before it refuses. The range must stay the reservation's own (mapped, so nothing
+    // else can be placed there) and the bookkeeping must say what is there.
+    let huge = HugeTlbSize::Size2M.bytes();
+    for mode in both_modes() {
+        let mut r = Reservation::builder()
+            .alignment(huge)
+            .mode(mode)
+            .reserve(2 * huge)
+            .unwrap();
+        r.commit(0, 2 * huge).unwrap();
+        // SAFETY: committed read-write above.
+        unsafe { r.as_ptr().add(huge).write(42) };
+        let Err(err) = r.map(
+            0,
+            huge,
+            MapSource::AnonymousPrivate,
+            Protection::ReadWrite,
+            Some(HugeTlbSize::Size2M),
+        ) else {
+            // The host had a free huge page: nothing to check here.
+            r.decommit(0, huge).unwrap();
+            continue;
+        };
+        assert!(
+            matches!(
+                err,
+                Error::Os {
+                    operation: Operation::Map,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Still a mapping of the reservation at every page of the range.
+        for at in (0..huge).step_by(page()) {
+            let _ = mapping_at(r.as_ptr() as usize + at);
+        }
+        // The untouched half keeps its contents and stays committed.
+        assert!(r.is_committed(huge, huge).unwrap());
+        // SAFETY: committed read-write.
+        assert_eq!(unsafe { r.as_ptr().add(huge).read() }, 42);
+        // What the bookkeeping says of the refused range is true: committed pages read and
+        // write, uncommitted ones can be committed again.
+        if r.is_committed(0, huge).unwrap() {
+            // SAFETY: committed read-write, as the bookkeeping says.
+            unsafe { r.as_ptr().write(7) };
+        } else {
+            assert_eq!(r.committed_bytes(), huge);
+            r.commit(0, huge).unwrap();
+            // SAFETY: committed read-write just now.
+            unsafe { r.as_ptr().write(7) };
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { r.as_ptr().read() }, 7);
+    }
+}
+
+#[test]
+fn decommit_of_a_read_only_file_mapping_puts_own_pages_back_in_both_modes() {
+    let path = std::env::temp_dir().join(format!("memvisor-vmem-ro-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; 2 * page()]).unwrap();
+    let file = File::open(&path).unwrap();
+    for mode in both_modes() {
+        let mut r = reserve(mode, 4);
+        r.map(
+            0,
+            2 * page(),
+            MapSource::file(file.as_fd(), 0),
+            Protection::Read,
+            None,
+        )
+        .unwrap();
+        // SAFETY: mapped readable above.
+        assert_eq!(unsafe { r.as_ptr().read() }, 7);
+        r.decommit(0, 4 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 0);
+        r.commit(0, page()).unwrap();
+        // SAFETY: committed read-write: the reservation's own fresh pages.
+        unsafe { r.as_ptr().write(1) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { r.as_ptr().read() }, 1);
+    }
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn bind_numa_checks_nodes_and_applies_policy() {
     let r = Reservation::new(4 * page()).unwrap();
     assert_eq!(

@@ -171,7 +171,10 @@ impl Reservation {
     /// [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`] where the platform
     /// cannot map into a reservation (Windows, and explicit huge pages outside Linux);
     /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
-    /// `EBADF`/`EACCES` for the descriptor). After an error the bookkeeping is unchanged.
+    /// `EBADF`/`EACCES` for the descriptor). After an error the range is as it was, except
+    /// where the system took its pages before refusing (explicit huge pages that cannot be
+    /// had): then the range holds the reservation's own uncommitted pages again, as the
+    /// bookkeeping says, and its old contents are gone (they were to be replaced anyway).
     ///
     /// # Examples
     /// ```
@@ -241,7 +244,7 @@ impl Reservation {
         self.no_guard(pages)?;
         // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
         // to its contents.
-        unsafe {
+        let mapped = unsafe {
             sys::map(
                 self.at(offset),
                 len,
@@ -249,8 +252,15 @@ impl Reservation {
                 protection,
                 huge.map(HugeTlbSize::shift),
             )
+        };
+        if let Err(e) = mapped {
+            // SAFETY: the range is inside the reservation.
+            if !unsafe { sys::is_mapped(self.at(offset), len) } {
+                // SAFETY: as above; the caller gave up the range's contents.
+                unsafe { self.refill(pages) };
+            }
+            return Err(e.during(Operation::Map));
         }
-        .map_err(|e| e.during(Operation::Map))?;
         let added = self.committed.set_range(pages.first, pages.count);
         self.committed_pages
             .fetch_add(added, core::sync::atomic::Ordering::Relaxed);
@@ -266,6 +276,37 @@ impl Reservation {
         self.huge.clear_range(pages.first, pages.count);
         self.no_huge.clear_range(pages.first, pages.count);
         Ok(())
+    }
+
+    /// The system took the pages of `pages` before it refused a mapping over them (a
+    /// `MAP_FIXED` mapping of explicit huge pages that cannot be had unmaps the old pages
+    /// first): puts the reservation's own uncommitted pages back, so that nothing else can be
+    /// placed in the hole, and makes the bookkeeping say so. If even that is refused, the pages
+    /// are marked guarded, so that no later call maps, commits or decommits over whatever the
+    /// system may place there; they stay out of use while the reservation lives.
+    ///
+    /// # Safety
+    /// `pages` lie inside the reservation and nothing refers to their contents.
+    unsafe fn refill(&self, pages: Pages) {
+        let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
+        // SAFETY: the caller's promise.
+        if unsafe { sys::replace(ptr, len, self.mode) }.is_err() {
+            self.guarded.set_range(pages.first, pages.count);
+        }
+        let removed = self.committed.clear_range(pages.first, pages.count);
+        self.committed_pages
+            .fetch_sub(removed, core::sync::atomic::Ordering::Relaxed);
+        for bitmap in [
+            &self.writable,
+            &self.inaccessible,
+            &self.mapped,
+            &self.shared,
+            &self.locked,
+            &self.huge,
+            &self.no_huge,
+        ] {
+            bitmap.clear_range(pages.first, pages.count);
+        }
     }
 
     /// Sets the NUMA memory policy of the range (Linux `mbind`) for the given node numbers;

@@ -281,6 +281,17 @@ pub(crate) unsafe fn map(
     }
 }
 
+/// Whether every page of the range is mapped: `msync` refuses a range with a hole in it
+/// (`ENOMEM`), and with `MS_ASYNC` does nothing else worth waiting for.
+///
+/// # Safety
+/// The range lies inside a live reservation (page-aligned, non-empty).
+pub(crate) unsafe fn is_mapped(ptr: *mut u8, len: usize) -> bool {
+    // SAFETY: `msync` only reads the mappings of the range.
+    let r = unsafe { libc::msync(ptr.cast(), len, libc::MS_ASYNC) };
+    !(r == -1 && errno() == libc::ENOMEM)
+}
+
 /// Puts fresh pages of the reservation's own kind over the range, whatever is mapped there
 /// now (a decommit of pages that [`map`] replaced).
 ///
@@ -408,7 +419,8 @@ pub(crate) unsafe fn populate(ptr: *mut u8, len: usize) -> Result<Populated, Sys
 }
 
 /// `madvise(advice)` for one of the populate advices; a kernel before 5.14 that does not know
-/// it answers `EINVAL`, which asks the caller to touch the pages instead.
+/// it answers `EINVAL` even over no pages, which asks the caller to touch the pages instead.
+/// Any other error (`EINVAL` for pages the advice does not fit included) is returned.
 ///
 /// # Safety
 /// The range lies inside a live reservation, committed with the access `advice` populates for.
@@ -423,7 +435,13 @@ unsafe fn populate_with(
         return Ok(Populated::Done);
     }
     match errno() {
-        libc::EINVAL => Ok(Populated::NeedsTouch),
+        // `EINVAL` is also the answer for pages the advice does not fit (not writable, for
+        // `MADV_POPULATE_WRITE`): a kernel that knows the advice accepts it over no pages, and
+        // then the error is the range's, never a reason to touch pages that may fault.
+        // SAFETY: advice over no pages reads and changes nothing.
+        libc::EINVAL if unsafe { libc::madvise(ptr.cast(), 0, advice) } != 0 => {
+            Ok(Populated::NeedsTouch)
+        }
         err => Err(SysError::Os(OsError::from_raw(err))),
     }
 }

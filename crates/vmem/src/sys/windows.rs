@@ -252,6 +252,14 @@ pub(crate) unsafe fn map(
     Err(SysError::Unsupported)
 }
 
+/// Every page of a reservation stays mapped here.
+///
+/// # Safety
+/// The range lies inside a live reservation.
+pub(crate) unsafe fn is_mapped(_ptr: *mut u8, _len: usize) -> bool {
+    true
+}
+
 /// Decommits the range (nothing is ever mapped over a reservation here).
 ///
 /// # Safety
