@@ -132,13 +132,32 @@ impl FcObject for FcEntropy {
     const WHAT: &'static str = "an entropy object";
 }
 
-/// Whether a Firecracker file is a whole configuration (it has the key `machine-config`,
-/// whatever its value) or a `machine-config` object alone; every value is skipped without
+/// Whether a Firecracker file is a whole configuration (it has one of [`FC_SECTIONS`] as a
+/// key, whatever its value) or a `machine-config` object alone; every value is skipped without
 /// being kept. Anything but a JSON object is refused.
 #[derive(Debug)]
 struct FcShape {
     whole: bool,
 }
+
+/// The top-level keys of a whole Firecracker configuration (`--config-file`); a
+/// `machine-config` object has none of them.
+const FC_SECTIONS: [&str; 11] = [
+    "boot-source",
+    "drives",
+    "network-interfaces",
+    "machine-config",
+    "vsock",
+    "balloon",
+    "entropy",
+    "logger",
+    "metrics",
+    "mmds-config",
+    "cpu-config",
+];
+
+/// Firecracker's memory size when a configuration has no `machine-config` (or `null`).
+const FC_DEFAULT_MEM_SIZE_MIB: u64 = 128;
 
 const FC_CONFIG: &str = "a Firecracker configuration object (a whole configuration or its \
                          machine-config object)";
@@ -157,7 +176,7 @@ impl<'de> Deserialize<'de> for FcShape {
             ) -> std::result::Result<FcShape, A::Error> {
                 let mut whole = false;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    whole |= key == "machine-config";
+                    whole |= FC_SECTIONS.contains(&key.as_ref());
                     map.next_value::<IgnoredAny>()?;
                 }
                 Ok(FcShape { whole })
@@ -208,8 +227,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for FcList<'a> {
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a Firecracker configuration object")]
 struct FcConfig<'a> {
-    #[serde(rename = "machine-config", borrow)]
-    machine: Object<FcMachine<'a>>,
+    /// None when left out or `null`: Firecracker's defaults.
+    #[serde(default, rename = "machine-config", borrow)]
+    machine: Option<Object<FcMachine<'a>>>,
     #[serde(default, borrow)]
     drives: FcList<'a>,
     #[serde(default, borrow, rename = "network-interfaces")]
@@ -304,6 +324,45 @@ fn spec_error(origin: &str, message: String) -> Error {
     }
 }
 
+/// The names of Firecracker's devices, given as `(type, short type, id)` in spec order.
+/// Firecracker keeps ids per device type, and any id is its own; a spec's device names are
+/// unique and may not be one the plan gives to another part of the map. So an id is the name
+/// of the first device that has it unless the plan reserves it (`serial`, `GIC`, ...); any
+/// other device with an id is named by its short type and id (`blk-serial`, `net-1`), with
+/// `-2`, `-3`... after it while that is taken or reserved too. A device without an id gets
+/// the spec's default name.
+fn device_names(devices: &[(&str, &str, Option<&str>)]) -> Vec<Option<String>> {
+    use std::collections::{HashMap, HashSet};
+    let reserved = |name: &str| crate::spec::names_other_map_part(name);
+    // Each id that is kept as a name, and the device that keeps it.
+    let mut kept: HashMap<&str, usize> = HashMap::new();
+    for (i, (_, _, id)) in devices.iter().enumerate() {
+        if let Some(id) = id
+            && !reserved(id)
+        {
+            kept.entry(id).or_insert(i);
+        }
+    }
+    let mut used: HashSet<String> = kept.keys().map(|&id| id.to_owned()).collect();
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, (_, short, id))| {
+            let id = (*id)?;
+            if kept.get(id) == Some(&i) {
+                return Some(id.to_owned());
+            }
+            // At most one try more than there are devices.
+            let name = std::iter::once(format!("{short}-{id}"))
+                .chain((2..).map(|k| format!("{short}-{id}-{k}")))
+                .find(|n| !used.contains(n) && !reserved(n))
+                .unwrap_or_default();
+            used.insert(name.clone());
+            Some(name)
+        })
+        .collect()
+}
+
 fn device(ty: &str, name: Option<&str>) -> Value {
     let mut t = Table::new();
     t.insert("type".into(), Value::String(ty.into()));
@@ -314,9 +373,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 }
 
 /// The spec of a Firecracker configuration: a whole `--config-file` JSON (memory from
-/// `machine-config`; a virtio-blk per drive, a virtio-net per network interface, then vsock,
-/// balloon and entropy devices, in that order; the serial port) or a `machine-config` object
-/// alone (memory and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages =
+/// `machine-config`, 128 MiB without one; a virtio-blk per drive, a virtio-net per network
+/// interface, then vsock, balloon and entropy devices, in that order, named by their ids as
+/// [`device_names`] says; the serial port) or a `machine-config` object alone (memory and the
+/// serial port). `mem_size_mib` becomes `memory.size`; `huge_pages =
 /// "2M"` becomes memfd memory of 2 MiB huge pages (Firecracker backs it with a hugetlbfs
 /// memfd), `"None"` private anonymous memory. `vcpu_count`, `smt`, `cpu_template` and
 /// `track_dirty_pages` do not change the memory map and are left out.
@@ -351,7 +411,7 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         from_json::<Object<FcConfig<'_>>>(src, 0, json, "")?.0
     } else {
         FcConfig {
-            machine: from_json(src, 0, json, "")?,
+            machine: Some(from_json(src, 0, json, "")?),
             drives: FcList::default(),
             network: FcList::default(),
             vsock: None,
@@ -359,7 +419,10 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             entropy: None,
         }
     };
-    let machine = config.machine.0;
+    let (mem_size_mib, machine_huge_pages) =
+        config.machine.map_or((FC_DEFAULT_MEM_SIZE_MIB, None), |m| {
+            (m.0.mem_size_mib.0, m.0.huge_pages)
+        });
     // Counts first, as for a spec's [[device]] tables: no entry is read past the limit.
     let lists = [
         ("drives", &config.drives),
@@ -426,11 +489,10 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         from_json::<Object<FcEntropy>>(src, offset(raw), raw.get(), "entropy")?;
     }
     let mut memory = Table::new();
-    let mib = machine.mem_size_mib.0;
+    let mib = mem_size_mib;
     memory.insert("size".into(), Value::String(format!("{mib}MiB")));
     let huge_pages_field = format!("{machine_path}huge_pages");
-    let huge_pages = machine
-        .huge_pages
+    let huge_pages = machine_huge_pages
         .map(|raw| {
             from_json::<String>(src, offset(raw), raw.get(), &huge_pages_field)
                 .map(|value| (raw, value))
@@ -458,16 +520,22 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
                 .into());
         }
     }
-    let mut devices = Vec::new();
-    for id in &drives {
-        devices.push(device("virtio-blk", id.as_deref()));
-    }
-    for id in &network {
-        devices.push(device("virtio-net", id.as_deref()));
-    }
+    let mut ided: Vec<(&str, &str, Option<&str>)> = Vec::new();
+    ided.extend(drives.iter().map(|id| ("virtio-blk", "blk", id.as_deref())));
+    ided.extend(
+        network
+            .iter()
+            .map(|id| ("virtio-net", "net", id.as_deref())),
+    );
     if let Some(v) = &vsock {
-        devices.push(device("virtio-vsock", v.0.0.id.as_deref()));
+        ided.push(("virtio-vsock", "vsock", v.0.0.id.as_deref()));
     }
+    let names = device_names(&ided);
+    let mut devices: Vec<Value> = ided
+        .iter()
+        .zip(&names)
+        .map(|((ty, _, _), name)| device(ty, name.as_deref()))
+        .collect();
     if config.balloon.is_some() {
         devices.push(device("virtio-balloon", None));
     }
@@ -726,11 +794,6 @@ mod tests {
                 r#"{"machine-config": [64, "2M"], "drives": [["rootfs"]], "vsock": ["v0"], "balloon": false, "entropy": 0}"#,
                 "machine-config",
                 "invalid type: sequence, expected a machine-config object",
-            ),
-            (
-                r#"{"machine-config": null}"#,
-                "machine-config",
-                "invalid type: null, expected a machine-config object",
             ),
             (
                 r#"{"machine-config": {"mem_size_mib": 64}, "drives": [["rootfs"]]}"#,

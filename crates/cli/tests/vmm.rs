@@ -325,3 +325,90 @@ fn firecracker_json_mistakes_have_file_line_and_column() {
         assert!(e["message"].as_str().unwrap().contains(message), "{e}");
     }
 }
+
+#[test]
+fn firecracker_ids_of_names_the_plan_reserves_are_qualified_by_type() {
+    // Firecracker's ids are its own: a drive may be `serial` or `GIC`.
+    let json = r#"{"machine-config": {"mem_size_mib": 256},
+        "drives": [{"drive_id": "serial"}, {"drive_id": "GIC"}, {"drive_id": "reserved"}],
+        "network-interfaces": [{"iface_id": "boot RAM"}]}"#;
+    let (code, out, err) = run_on_json(
+        "fc-reserved.json",
+        json,
+        &["init", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    for name in ["blk-serial", "blk-GIC", "blk-reserved", "net-boot RAM"] {
+        assert!(out.contains(&format!("name = \"{name}\"")), "{name}: {out}");
+    }
+    let (code, out, err) = run_on_json(
+        "fc-reserved.json",
+        json,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("blk-serial")), "{out}");
+}
+
+#[test]
+fn firecracker_ids_shared_by_a_drive_and_an_interface_are_qualified_by_type() {
+    // Firecracker keeps ids per device type (its Go SDK numbers drives and interfaces from
+    // "1" alike): the first device keeps the id, a later one of another type is qualified,
+    // and a qualified name that is taken gets a number.
+    let json = r#"{"machine-config": {"mem_size_mib": 256},
+        "drives": [{"drive_id": "1"}, {"drive_id": "net-1"}],
+        "network-interfaces": [{"iface_id": "1"}],
+        "vsock": {"vsock_id": "1", "guest_cid": 3, "uds_path": "/v.sock"}}"#;
+    let (code, out, err) = run_on_json(
+        "fc-shared.json",
+        json,
+        &["init", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|l| l.trim_end_matches('"'))
+        .collect();
+    assert_eq!(names[1..], ["1", "net-1", "net-1-2", "vsock-1"], "{out}");
+    let (code, _, err) = run_on_json(
+        "fc-shared.json",
+        json,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn firecracker_config_without_machine_config_has_128_mib() {
+    // Firecracker's default when machine-config is left out or null.
+    for json in [
+        r#"{"boot-source": {"kernel_image_path": "vmlinux.bin"},
+            "drives": [{"drive_id": "rootfs", "path_on_host": "rootfs.ext4"}]}"#,
+        r#"{"boot-source": {"kernel_image_path": "/vmlinux"}, "machine-config": null}"#,
+        r#"{"logger": {"log_path": "/log"}}"#,
+    ] {
+        let (code, out, err) = run_on_json(
+            "fc-default.json",
+            json,
+            &["init", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 0, "{json}: {err}");
+        assert!(out.contains("size = \"128MiB\""), "{json}: {out}");
+        let (code, out, err) = run_on_json(
+            "fc-default.json",
+            json,
+            &["plan", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 0, "{json}: {err}");
+        assert!(out.contains("RAM 128 MiB"), "{json}: {out}");
+    }
+    // A machine-config object alone still needs its memory size.
+    let (code, _, err) = run_on_json(
+        "fc-default.json",
+        r#"{"vcpu_count": 2}"#,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mem_size_mib"), "{err}");
+}

@@ -8,7 +8,7 @@ use crate::error::{Problem, SpecError};
 mod keys;
 mod read;
 
-pub(crate) use read::field_path;
+pub(crate) use read::{field_path, names_other_map_part};
 pub use read::{parse, parse_for};
 
 /// The built-in default microVM: 2 GiB of RAM over 2 guest NUMA nodes, a hotplug window of 4

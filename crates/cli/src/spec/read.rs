@@ -367,7 +367,7 @@ fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<Str
 /// `, `, or `reserved`), the legacy ISA interrupts, RAM (`boot RAM`, `RAM node0`), a hotplug
 /// slot (`hotplug slot 0`) or a DAX window (`eth0 DAX`). A device of such a name would be
 /// told apart from it nowhere in the plan.
-fn names_other_map_part(name: &str) -> bool {
+pub(crate) fn names_other_map_part(name: &str) -> bool {
     use memvisor_space::Platform;
     if matches!(name, "serial" | "reserved" | "legacy ISA" | "boot RAM")
         || name.starts_with("RAM node")
