@@ -183,18 +183,26 @@ impl ReservationBuilder {
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
             ))
         });
-        let ((committed, writable, guarded, locked, huge, no_huge), inaccessible, mapped, shared) =
-            match bitmaps {
-                Ok(bitmaps) => bitmaps,
-                Err(e) => {
-                    // SAFETY: the reservation was just made with this length and alignment and
-                    // nothing refers to it.
-                    unsafe { sys::release(ptr, len, align) };
-                    return Err(e.during(Operation::Reserve));
-                }
-            };
+        let (
+            (committed, writable, guarded, locked, huge, no_huge),
+            inaccessible,
+            mapped,
+            shared,
+            dont_fork,
+            dont_dump,
+        ) = match bitmaps {
+            Ok(bitmaps) => bitmaps,
+            Err(e) => {
+                // SAFETY: the reservation was just made with this length and alignment and
+                // nothing refers to it.
+                unsafe { sys::release(ptr, len, align) };
+                return Err(e.during(Operation::Reserve));
+            }
+        };
         Ok(Reservation {
             ptr,
             len,
@@ -211,6 +219,8 @@ impl ReservationBuilder {
             locked,
             huge,
             no_huge,
+            dont_fork,
+            dont_dump,
         })
     }
 }
@@ -308,6 +318,10 @@ pub struct Reservation {
     /// replaced their mapping.
     huge: PageBitmap,
     no_huge: PageBitmap,
+    /// Pages advised `DontFork` / `DontDump` (and not advised back since), re-advised after a
+    /// decommit replaced their mapping.
+    dont_fork: PageBitmap,
+    dont_dump: PageBitmap,
 }
 
 // SAFETY: the reservation owns its mapping; `&self` methods only make OS calls that are safe
@@ -528,7 +542,8 @@ impl Reservation {
     /// `MADV_DONTNEED` in [`CommitMode::Sparse`]), and they read as zero once committed again.
     /// Decommitting uncommitted pages is allowed. Both modes treat the range alike: locked
     /// pages are unlocked (their memory is gone; committing them again does not lock them),
-    /// and huge-page advice given with [`advise_huge_pages`](Self::advise_huge_pages) stays.
+    /// and huge-page advice given with [`advise_huge_pages`](Self::advise_huge_pages) and
+    /// `DontFork`/`DontDump` advice given with [`advise`](Self::advise) stay.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range, and [`Error::Os`] if the system refuses.
@@ -578,6 +593,8 @@ impl Reservation {
             Ok(())
         })?;
         let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
+        let replaced = self.mode == CommitMode::Protected
+            || self.mapped.first_set(pages.first, pages.count).is_some();
         if self.mapped.first_set(pages.first, pages.count).is_some() {
             // Another source is mapped over part of the range: put the reservation's own
             // pages back (in sparse mode `MADV_DONTNEED` would keep the source mapped).
@@ -594,7 +611,27 @@ impl Reservation {
         self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         self.writable.clear_range(pages.first, pages.count);
         self.inaccessible.clear_range(pages.first, pages.count);
-        if self.mode == CommitMode::Protected {
+        if replaced {
+            // The fresh mapping has none of the range's advice: give it again.
+            for (bitmap, advice) in [
+                (&self.dont_fork, sys::SysAdvice::DontFork),
+                (&self.dont_dump, sys::SysAdvice::DontDump),
+            ] {
+                self.for_each_run(bitmap, true, pages, |run| {
+                    // SAFETY: the run is inside the reservation; this advice keeps contents.
+                    let given = unsafe {
+                        sys::advise(
+                            self.at(run.first * self.page),
+                            run.count * self.page,
+                            advice,
+                        )
+                    };
+                    if given.is_err() {
+                        bitmap.clear_range(run.first, run.count);
+                    }
+                    given
+                })?;
+            }
             for (bitmap, advice) in [
                 (&self.huge, HugePageAdvice::Huge),
                 (&self.no_huge, HugePageAdvice::NoHuge),

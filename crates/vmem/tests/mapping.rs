@@ -314,6 +314,44 @@ fn decommit_of_a_read_only_file_mapping_puts_own_pages_back_in_both_modes() {
 }
 
 #[test]
+fn decommit_keeps_dontfork_and_dontdump_in_both_modes() {
+    for mode in both_modes() {
+        for mapped in [false, true] {
+            let mut r = reserve(mode, 4);
+            if mapped {
+                r.map(
+                    0,
+                    2 * page(),
+                    MapSource::AnonymousShared,
+                    Protection::ReadWrite,
+                    None,
+                )
+                .unwrap();
+            }
+            r.commit(0, 4 * page()).unwrap();
+            r.advise(0, 4 * page(), Advice::DontFork).unwrap();
+            r.advise(0, 4 * page(), Advice::DontDump).unwrap();
+            r.decommit(0, 2 * page()).unwrap();
+            r.commit(0, 2 * page()).unwrap();
+            for at in [0, 3 * page()] {
+                let flags = mapping_at(r.as_ptr() as usize + at).1;
+                assert!(
+                    flags.contains("dc") && flags.contains("dd"),
+                    "{mode:?} mapped {mapped} page {at}: {flags}"
+                );
+            }
+            // Advised back, the fresh pages after a decommit stay without it.
+            r.advise(0, 4 * page(), Advice::DoFork).unwrap();
+            r.decommit(0, 2 * page()).unwrap();
+            assert!(
+                !mapping_at(r.as_ptr() as usize).1.contains("dc"),
+                "{mode:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bind_numa_checks_nodes_and_applies_policy() {
     let r = Reservation::new(4 * page()).unwrap();
     assert_eq!(

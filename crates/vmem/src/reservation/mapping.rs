@@ -275,6 +275,8 @@ impl Reservation {
         self.locked.clear_range(pages.first, pages.count);
         self.huge.clear_range(pages.first, pages.count);
         self.no_huge.clear_range(pages.first, pages.count);
+        self.dont_fork.clear_range(pages.first, pages.count);
+        self.dont_dump.clear_range(pages.first, pages.count);
         Ok(())
     }
 
@@ -304,6 +306,8 @@ impl Reservation {
             &self.locked,
             &self.huge,
             &self.no_huge,
+            &self.dont_fork,
+            &self.dont_dump,
         ] {
             bitmap.clear_range(pages.first, pages.count);
         }
@@ -381,7 +385,7 @@ impl Reservation {
     /// # Ok::<(), memvisor_vmem::Error>(())
     /// ```
     pub fn advise(&self, offset: usize, len: usize, advice: Advice) -> Result<()> {
-        self.check(offset, len)?;
+        let pages = self.check(offset, len)?;
         let advice = match advice {
             Advice::DontFork => SysAdvice::DontFork,
             Advice::DoFork => SysAdvice::DoFork,
@@ -390,7 +394,19 @@ impl Reservation {
         };
         // SAFETY: the range is inside the reservation; this advice keeps contents.
         unsafe { sys::advise(self.at(offset), len, advice) }
-            .map_err(|e| e.during(Operation::Advise))
+            .map_err(|e| e.during(Operation::Advise))?;
+        let (bitmap, on) = match advice {
+            SysAdvice::DontFork => (&self.dont_fork, true),
+            SysAdvice::DoFork => (&self.dont_fork, false),
+            SysAdvice::DontDump => (&self.dont_dump, true),
+            _ => (&self.dont_dump, false),
+        };
+        if on {
+            bitmap.set_range(pages.first, pages.count);
+        } else {
+            bitmap.clear_range(pages.first, pages.count);
+        }
+        Ok(())
     }
 
     /// Lets the system free the committed pages of the range when it needs memory
