@@ -51,8 +51,8 @@ pub enum SizeError {
 /// Reads a size: a decimal number with an optional binary unit (`B`, `KiB`, `MiB`, `GiB`,
 /// `TiB`; one space before the unit and `_` between two digits are allowed, white space
 /// around the whole is ignored), or a hexadecimal number `0x...` without a unit. A decimal number
-/// may have a fraction when it comes out as a whole number of bytes (`1.5GiB`, `0.25KiB`; at most
-/// 19 decimals).
+/// may have a fraction when it comes out as a whole number of bytes (`1.5GiB`, `0.25KiB`, with
+/// any number of decimals, read exactly).
 ///
 /// # Errors
 /// [`SizeError`] naming what is wrong.
@@ -125,23 +125,41 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     if decimals.is_empty() {
         return Ok(whole_bytes);
     }
-    // At most 19 decimals: 10^19 and the product below fit in u128.
-    let scale = u32::try_from(decimals.len())
-        .ok()
-        .filter(|&n| n <= 19)
-        .map(|n| 10u128.pow(n))
-        .ok_or_else(|| SizeError::BadNumber(text.to_owned()))?;
-    let numerator: u128 = decimals
-        .parse::<u128>()
-        .map_err(|_| SizeError::BadNumber(text.to_owned()))?
-        * u128::from(multiplier);
-    if !numerator.is_multiple_of(scale) {
-        return Err(SizeError::Inexact(text.to_owned()));
+    fraction_bytes(&decimals, multiplier)
+        .ok_or_else(|| SizeError::Inexact(text.to_owned()))
+        .and_then(|part| {
+            whole_bytes
+                .checked_add(part)
+                .ok_or_else(|| SizeError::TooLarge(text.to_owned()))
+        })
+}
+
+/// The bytes of the decimal fraction `0.decimals` (ASCII digits, any number of them) of
+/// `multiplier` (a power of two up to 2^40), or `None` when that is not a whole number.
+///
+/// Exact for any length without big numbers: trailing zeros change nothing, and once they are
+/// gone a fraction of `n` decimals ends in a digit other than 0, so it is a whole number of
+/// 2^k bytes only if it is a multiple of 5^n, hence odd, hence only if `n <= k` (at most 40
+/// digits). The fraction is then doubled `k` times in decimal, digit by digit.
+fn fraction_bytes(decimals: &str, multiplier: u64) -> Option<u64> {
+    let k = multiplier.trailing_zeros() as usize;
+    let digits = decimals.trim_end_matches('0').as_bytes();
+    if digits.len() > k {
+        return None;
     }
-    u64::try_from(numerator / scale)
-        .ok()
-        .and_then(|part| whole_bytes.checked_add(part))
-        .ok_or_else(|| SizeError::TooLarge(text.to_owned()))
+    let mut digits: Vec<u8> = digits.iter().map(|d| d - b'0').collect();
+    let mut whole = 0u64;
+    for _ in 0..k {
+        let mut carry = 0u8;
+        for d in digits.iter_mut().rev() {
+            let v = *d * 2 + carry;
+            *d = v % 10;
+            carry = v / 10;
+        }
+        // Below 2^40: the fraction is below 1.
+        whole = whole * 2 + u64::from(carry);
+    }
+    digits.iter().all(|&d| d == 0).then_some(whole)
 }
 
 /// Displays a byte count exactly, in the largest binary unit that divides it (`1 GiB`,
@@ -300,8 +318,39 @@ mod tests {
     }
 
     #[test]
+    fn parse_size_fraction_of_any_length_is_exact() {
+        // Trailing zeros past any precision change nothing.
+        assert_eq!(parse_size("1.50000000000000000000GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("1.00000000000000000000GiB"), Ok(1 << 30));
+        let long = format!("1.5{}GiB", "0".repeat(100_000));
+        assert_eq!(parse_size(&long), Ok(3 << 29));
+        assert_eq!(parse_size("1.5_000_000_000_000_000_000_000 KiB"), Ok(1536));
+        // 2^-40 TiB is one byte: 40 decimals, exact.
+        assert_eq!(
+            parse_size("0.0000000000009094947017729282379150390625TiB"),
+            Ok(1)
+        );
+        assert_eq!(
+            parse_size("1.0000000000009094947017729282379150390625TiB"),
+            Ok((1 << 40) + 1)
+        );
+        // Half a byte, and a fraction whose last digit is far down, are not whole.
+        for bad in [
+            "0.00000000000045474735088646411895751953125TiB",
+            "0.5000000000000000000000000000001GiB",
+            "1.00000000000000000000000000000000000000000000000001TiB",
+        ] {
+            assert_eq!(
+                parse_size(bad),
+                Err(SizeError::Inexact(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn parse_size_malformed_fraction_is_refused() {
-        for bad in ["1.", ".5GiB", "1.2.3", "1.00000000000000000000GiB"] {
+        for bad in ["1.", ".5GiB", "1.2.3", "1._5GiB", "1.5_GiB"] {
             assert_eq!(
                 parse_size(bad),
                 Err(SizeError::BadNumber(bad.into())),
