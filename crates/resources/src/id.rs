@@ -226,7 +226,8 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// Cost: the search reads each bitmap word once (O(log count) bit operations per word,
     /// fully allocated stretches skipped through the summary): O(range / 64) in the worst case,
-    /// whether it succeeds or fails; then O(count) to mark the run.
+    /// whether it succeeds or fails; then O(count / 64) to mark the run, a word at a time, and
+    /// one update of the never-allocated runs per run it overlaps.
     ///
     /// # Errors
     ///
@@ -257,9 +258,7 @@ impl<I: Id> IdAllocator<I> {
         let span = count - 1;
         self.unpark();
         let start = self.find_run(count, alignment).ok_or(out)?;
-        for off in start..=start + span {
-            self.set_allocated(off);
-        }
+        self.set_allocated_range(start, start + span);
         Ok(self.id(start)..=self.id(start + span))
     }
 
@@ -311,8 +310,8 @@ impl<I: Id> IdAllocator<I> {
 
     /// Allocates the `count` IDs starting at `first`. Either all are allocated or none.
     ///
-    /// Cost: O(count / 64) to check, O(count) to mark, plus a map update per ID that had never
-    /// been allocated.
+    /// Cost: O(count / 64) to check and to mark, plus one update of the never-allocated runs per
+    /// run the IDs overlap.
     ///
     /// # Errors
     ///
@@ -346,9 +345,7 @@ impl<I: Id> IdAllocator<I> {
         if let Some(taken) = self.next_allocated_from(lo).filter(|&t| t <= hi) {
             return Err(Error::IdAlreadyAllocated(self.id(taken).to_u64()));
         }
-        for off in lo..=hi {
-            self.set_allocated(off);
-        }
+        self.set_allocated_range(lo, hi);
         Ok(first..=last)
     }
 
@@ -767,8 +764,12 @@ impl<I: Id> IdAllocator<I> {
 
     fn set_bit(&mut self, off: u32) {
         let off = off as usize;
-        let w = off / BITS;
-        self.leaves[w] |= 1 << (off % BITS);
+        self.set_bits(off / BITS, 1 << (off % BITS));
+    }
+
+    /// Sets the bits `mask` of leaf word `w`, keeping the levels above true when it fills.
+    fn set_bits(&mut self, w: usize, mask: u64) {
+        self.leaves[w] |= mask;
         if self.leaves[w] == u64::MAX {
             let s = w / BITS;
             self.summary[s] &= !(1 << (w % BITS));
@@ -776,6 +777,22 @@ impl<I: Id> IdAllocator<I> {
                 self.top[s / BITS] &= !(1 << (s % BITS));
             }
         }
+    }
+
+    /// [`set_allocated`](Self::set_allocated) of every offset of `lo..=hi`, all free: a word
+    /// of bits and one update of the never-allocated runs at a time, not an ID at a time.
+    fn set_allocated_range(&mut self, lo: u32, hi: u32) {
+        debug_assert!(lo <= hi);
+        self.ensure(hi);
+        let (lo_bit, hi_bit) = (lo as usize, hi as usize);
+        let (first, last) = (lo_bit / BITS, hi_bit / BITS);
+        for w in first..=last {
+            let from = if w == first { lo_bit % BITS } else { 0 };
+            let to = if w == last { hi_bit % BITS } else { BITS - 1 };
+            self.set_bits(w, (u64::MAX >> (BITS - 1 - (to - from))) << from);
+        }
+        self.used += u64::from(hi - lo) + 1;
+        self.mark_ever_range(lo, hi);
     }
 
     fn set_allocated(&mut self, off: u32) {
@@ -799,6 +816,33 @@ impl<I: Id> IdAllocator<I> {
         self.summary[s] |= 1 << (w % BITS);
         self.top[s / BITS] |= 1 << (s % BITS);
         self.hint = self.hint.min(s / BITS);
+    }
+
+    /// Removes `lo..=hi` from the never-allocated runs: each run it overlaps loses that part.
+    fn mark_ever_range(&mut self, lo: u32, hi: u32) {
+        if self.never.is_empty() {
+            return;
+        }
+        let mut overlapping: Vec<(u32, u32)> = self
+            .never
+            .range(..=lo)
+            .next_back()
+            .filter(|&(_, &end)| end >= lo)
+            .map(|(&start, &end)| (start, end))
+            .into_iter()
+            .collect();
+        if let Some(after) = lo.checked_add(1).filter(|&a| a <= hi) {
+            overlapping.extend(self.never.range(after..=hi).map(|(&s, &e)| (s, e)));
+        }
+        for (start, end) in overlapping {
+            self.never.remove(&start);
+            if start < lo {
+                self.never.insert(start, lo - 1);
+            }
+            if end > hi {
+                self.never.insert(hi + 1, end);
+            }
+        }
     }
 
     /// Removes `off` from the never-allocated runs.
