@@ -93,12 +93,49 @@ impl FcObject for FcMachine<'_> {
     const WHAT: &'static str = "a machine-config object";
 }
 
-/// A device of Firecracker's configuration file; only its id matters here.
-#[derive(Debug, Deserialize)]
-#[serde(expecting = "a Firecracker device object")]
+/// A device of Firecracker's configuration file; only its id matters here (`drive_id`,
+/// `iface_id` or `vsock_id`, errors naming the key as written).
+#[derive(Debug)]
 struct FcId {
-    #[serde(alias = "drive_id", alias = "iface_id", alias = "vsock_id")]
     id: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FcId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FcId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Firecracker device object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<FcId, A::Error> {
+                use serde::de::Error as _;
+                let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    if let Some((first, _)) = &id {
+                        return Err(A::Error::custom(if *first == key {
+                            format!("duplicate field `{key}`")
+                        } else {
+                            format!("`{first}` and `{key}` both give the device's id")
+                        }));
+                    }
+                    let value = map.next_value::<Option<String>>()?;
+                    id = Some((key, value));
+                }
+                Ok(FcId {
+                    id: id.and_then(|(_, v)| v),
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl FcObject for FcId {
@@ -308,13 +345,77 @@ fn json_error(
         {
             at += skip;
         }
-        base + at..base + at + 1
+        let span = if e.is_data() {
+            value_span(text, at)
+        } else {
+            at..(at + 1).min(text.len())
+        };
+        base + span.start..base + span.end
     });
     src.error(
         field,
         span,
         Problem::Invalid(format!("{what}: {}", crate::render::escape(message))),
     )
+}
+
+/// The whole JSON value serde_json reported a data error at, from the byte `at` where it
+/// stopped: the last byte of a scalar it read (`false`, `-1.5`, the closing quote of a string
+/// or key), or the first of an array or object it only peeked at. Anything else (a closing
+/// bracket, for a missing field) is that one byte.
+fn value_span(text: &str, at: usize) -> std::ops::Range<usize> {
+    let bytes = text.as_bytes();
+    let one = at..(at + 1).min(text.len());
+    match bytes.get(at) {
+        Some(b'[' | b'{') => {
+            // The matching bracket, strings skipped (a bracket in one does not count).
+            let mut depth = 0usize;
+            let mut in_string = false;
+            let mut escaped = false;
+            for (i, &b) in bytes.iter().enumerate().skip(at) {
+                if in_string {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return at..i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            one
+        }
+        Some(b'"') => {
+            // The opening quote: the first one before that no odd run of `\` escapes.
+            let mut i = at;
+            while let Some(q) = text[..i].rfind('"') {
+                let backslashes = text[..q].bytes().rev().take_while(|&b| b == b'\\').count();
+                if backslashes % 2 == 0 {
+                    return q..at + 1;
+                }
+                i = q;
+            }
+            one
+        }
+        Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-') => {
+            let start = text[..at]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-')))
+                .map_or(0, |i| i + 1);
+            start..at + 1
+        }
+        _ => one,
+    }
 }
 
 fn spec_error(origin: &str, message: String) -> Error {

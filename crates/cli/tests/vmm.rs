@@ -274,9 +274,9 @@ fn firecracker_json_mistakes_have_file_line_and_column() {
         ),
         (
             "{\"machine-config\": {\"mem_size_mib\": 64,\n  \"mem_size\": 1}}\n",
-            // serde_json finds an unknown key at its closing quote.
+            // serde_json finds an unknown key at its closing quote; the key is shown whole.
             2,
-            12,
+            3,
             Some("machine-config.mem_size"),
             "unknown field `mem_size`",
         ),
@@ -411,4 +411,69 @@ fn firecracker_config_without_machine_config_has_128_mib() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("mem_size_mib"), "{err}");
+}
+
+#[test]
+fn firecracker_value_mistakes_underline_the_whole_value() {
+    for (json, value, field, message) in [
+        (
+            r#"{"machine-config": {"mem_size_mib": 128}, "vsock": false}"#,
+            "false",
+            "vsock",
+            "expected a vsock object",
+        ),
+        (
+            r#"{"machine-config": {"mem_size_mib": 1.5}}"#,
+            "1.5",
+            "machine-config.mem_size_mib",
+            "expected a whole number",
+        ),
+        (
+            r#"{"mem_size_mib": -128}"#,
+            "-128",
+            "mem_size_mib",
+            "expected a whole number",
+        ),
+        (
+            r#"{"machine-config": {"mem_size_mib": 64, "smt": "yes"}}"#,
+            r#""yes""#,
+            "machine-config.smt",
+            "expected a boolean",
+        ),
+        (
+            r#"{"machine-config": {"mem_size_mib": 64, "mem_size": 1}}"#,
+            r#""mem_size""#,
+            "machine-config.mem_size",
+            "unknown field `mem_size`",
+        ),
+        (
+            r#"{"machine-config": {"mem_size_mib": 64}, "drives": [[7, 8]]}"#,
+            "[7, 8]",
+            "drives[0]",
+            "expected a Firecracker device object",
+        ),
+        (
+            r#"{"machine-config": {"mem_size_mib": 64}, "drives": [{"drive_id": "a\"b", "drive_id": "c"}]}"#,
+            r#""drive_id""#,
+            "drives[0]",
+            "duplicate field `drive_id`",
+        ),
+    ] {
+        let (code, _, err) = run_on_json(
+            "fc-value.json",
+            json,
+            &["plan", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 2, "{json}: {err}");
+        let at = json.rfind(value).unwrap();
+        assert!(
+            err.contains(&format!("fc-value.json:1:{}", at + 1)),
+            "{json}: {err}"
+        );
+        // The whole value is underlined, and no more.
+        let carets = err.lines().find(|l| l.contains('^')).unwrap_or_default();
+        assert_eq!(carets.matches('^').count(), value.len(), "{json}: {err}");
+        assert!(err.contains(&format!("error: {field}: ")), "{json}: {err}");
+        assert!(err.contains(message), "{json}: {err}");
+    }
 }
