@@ -802,7 +802,9 @@ fn stem(origin: &str) -> String {
         .chars()
         .take(crate::spec::MAX_NAME_CHARS)
         .collect();
-    if name.trim().is_empty() {
+    // A name may not start or end with white space.
+    name = name.trim().to_owned();
+    if name.is_empty() {
         name = "firecracker".to_owned();
     }
     name

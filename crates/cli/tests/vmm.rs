@@ -477,3 +477,15 @@ fn firecracker_value_mistakes_underline_the_whole_value() {
         assert!(err.contains(message), "{json}: {err}");
     }
 }
+
+#[test]
+fn firecracker_file_name_with_white_space_at_either_end_names_the_vm() {
+    // The file's name is the VM's, without the white space a name may not start or end with.
+    let (code, out, err) = run_on_json(
+        " fc vm .json",
+        r#"{"mem_size_mib": 64}"#,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("fc vm: x86_64"), "{out}");
+}
