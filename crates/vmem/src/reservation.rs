@@ -613,47 +613,43 @@ impl Reservation {
         self.inaccessible.clear_range(pages.first, pages.count);
         if replaced {
             // The fresh mapping has none of the range's advice: give it again.
-            for (bitmap, advice) in [
-                (&self.dont_fork, sys::SysAdvice::DontFork),
-                (&self.dont_dump, sys::SysAdvice::DontDump),
-            ] {
-                self.for_each_run(bitmap, true, pages, |run| {
-                    // SAFETY: the run is inside the reservation; this advice keeps contents.
-                    let given = unsafe {
-                        sys::advise(
-                            self.at(run.first * self.page),
-                            run.count * self.page,
-                            advice,
-                        )
-                    };
-                    if given.is_err() {
-                        bitmap.clear_range(run.first, run.count);
-                    }
-                    given
-                })?;
-            }
-            for (bitmap, advice) in [
-                (&self.huge, HugePageAdvice::Huge),
-                (&self.no_huge, HugePageAdvice::NoHuge),
-            ] {
-                self.for_each_run(bitmap, true, pages, |run| {
-                    // SAFETY: the run is inside the reservation; advice changes no contents.
-                    let given = unsafe {
-                        sys::advise_huge(
-                            self.at(run.first * self.page),
-                            run.count * self.page,
-                            advice,
-                        )
-                    };
-                    if given.is_err() {
-                        // Keep the bitmap true: the fresh pages have no advice.
-                        bitmap.clear_range(run.first, run.count);
-                    }
-                    given
-                })?;
-            }
+            let advise = |advice| {
+                move |ptr, len| {
+                    // SAFETY: `readvise` passes runs inside the reservation; advice keeps
+                    // contents.
+                    unsafe { sys::advise(ptr, len, advice) }
+                }
+            };
+            let advise_huge = |advice| {
+                move |ptr, len| {
+                    // SAFETY: as above.
+                    unsafe { sys::advise_huge(ptr, len, advice) }
+                }
+            };
+            self.readvise(&self.dont_fork, pages, advise(sys::SysAdvice::DontFork))?;
+            self.readvise(&self.dont_dump, pages, advise(sys::SysAdvice::DontDump))?;
+            self.readvise(&self.huge, pages, advise_huge(HugePageAdvice::Huge))?;
+            self.readvise(&self.no_huge, pages, advise_huge(HugePageAdvice::NoHuge))?;
         }
         Ok(())
+    }
+
+    /// Gives the advice `give` again to the runs of `pages` that `bitmap` records it for, after
+    /// a decommit replaced their mapping; a run the system refuses loses its bit, so the bitmap
+    /// stays true.
+    fn readvise(
+        &self,
+        bitmap: &PageBitmap,
+        pages: Pages,
+        give: impl Fn(*mut u8, usize) -> Result<(), sys::SysError>,
+    ) -> Result<(), sys::SysError> {
+        self.for_each_run(bitmap, true, pages, |run| {
+            let given = give(self.at(run.first * self.page), run.count * self.page);
+            if given.is_err() {
+                bitmap.clear_range(run.first, run.count);
+            }
+            given
+        })
     }
 
     /// Records the protection of committed `pages`.
