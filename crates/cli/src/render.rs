@@ -118,7 +118,7 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 /// paragraph separator (U+2028, U+2029), or a format character (Unicode general category Cf:
 /// the soft hyphen, bidirectional marks, embeddings, overrides and isolates, zero-width
 /// characters, the byte order mark, Arabic number signs, tag characters and the other
-/// format controls of [`FORMAT`]), which reorder, hide or join text invisibly.
+/// format controls of Unicode 16's table), which reorder, hide or join text invisibly.
 #[must_use]
 pub fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)

@@ -475,9 +475,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 
 /// The spec of a Firecracker configuration: a whole `--config-file` JSON (memory from
 /// `machine-config`, 128 MiB without one; a virtio-blk per drive, a virtio-net per network
-/// interface, then vsock, balloon and entropy devices, in that order, named by their ids as
-/// [`device_names`] says; the serial port) or a `machine-config` object alone (memory and the
-/// serial port). `mem_size_mib` becomes `memory.size`; `huge_pages =
+/// interface, then vsock, balloon and entropy devices, in that order, named by their ids (an
+/// id the plan reserves, or one a device of another type already took, is qualified by type:
+/// `blk-serial`, `net-1`; see SPEC.md); the serial port) or a `machine-config` object alone (memory
+/// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages =
 /// "2M"` becomes memfd memory of 2 MiB huge pages (Firecracker backs it with a hugetlbfs
 /// memfd), `"None"` private anonymous memory. `vcpu_count`, `smt`, `cpu_template` and
 /// `track_dirty_pages` do not change the memory map and are left out.
