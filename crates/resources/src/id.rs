@@ -792,14 +792,14 @@ impl<I: Id> IdAllocator<I> {
             self.set_bits(w, (u64::MAX >> (BITS - 1 - (to - from))) << from);
         }
         self.used += u64::from(hi - lo) + 1;
-        self.mark_ever_range(lo, hi);
+        self.mark_ever(lo, hi);
     }
 
     fn set_allocated(&mut self, off: u32) {
         self.ensure(off);
         self.set_bit(off);
         self.used += 1;
-        self.mark_ever(off);
+        self.mark_ever(off, off);
     }
 
     /// Clears the bit of ID offset `off` (the caller updates `used`).
@@ -819,22 +819,14 @@ impl<I: Id> IdAllocator<I> {
     }
 
     /// Removes `lo..=hi` from the never-allocated runs: each run it overlaps loses that part.
-    fn mark_ever_range(&mut self, lo: u32, hi: u32) {
-        if self.never.is_empty() {
-            return;
-        }
-        let mut overlapping: Vec<(u32, u32)> = self
-            .never
-            .range(..=lo)
-            .next_back()
-            .filter(|&(_, &end)| end >= lo)
-            .map(|(&start, &end)| (start, end))
-            .into_iter()
-            .collect();
-        if let Some(after) = lo.checked_add(1).filter(|&a| a <= hi) {
-            overlapping.extend(self.never.range(after..=hi).map(|(&s, &e)| (s, e)));
-        }
-        for (start, end) in overlapping {
+    /// Runs are disjoint and sorted, so the last one starting at or before `hi` overlaps the
+    /// range exactly when it ends at or after `lo`, and when it does not, no run does. (Once
+    /// every ID has been handed out there are no runs, and nothing is looked up twice.)
+    fn mark_ever(&mut self, lo: u32, hi: u32) {
+        while let Some((&start, &end)) = self.never.range(..=hi).next_back() {
+            if end < lo {
+                break;
+            }
             self.never.remove(&start);
             if start < lo {
                 self.never.insert(start, lo - 1);
@@ -842,27 +834,6 @@ impl<I: Id> IdAllocator<I> {
             if end > hi {
                 self.never.insert(hi + 1, end);
             }
-        }
-    }
-
-    /// Removes `off` from the never-allocated runs.
-    fn mark_ever(&mut self, off: u32) {
-        // Once every ID has been handed out at least once there is nothing to look up.
-        if self.never.is_empty() {
-            return;
-        }
-        let Some((&lo, &hi)) = self.never.range(..=off).next_back() else {
-            return;
-        };
-        if off > hi {
-            return;
-        }
-        self.never.remove(&lo);
-        if lo < off {
-            self.never.insert(lo, off - 1);
-        }
-        if off < hi {
-            self.never.insert(off + 1, hi);
         }
     }
 }
