@@ -71,28 +71,29 @@ pub(crate) fn first_past_limit(text: &str) -> Option<KeyLimit> {
             c if bare(c) || c == b'"' || c == b'\'' => {
                 // A run: part (space? '.' space? part)*.
                 let start = i;
-                let mut parts = 0;
-                let mut end;
                 let first = start..word_or_string_end(b, start);
+                let mut parts = 1;
+                let mut end = first.end;
                 loop {
-                    end = word_or_string_end(b, i);
-                    parts += 1;
                     let after = skip_blanks(b, end);
                     if b.get(after) != Some(&b'.') {
                         break;
                     }
                     let next = skip_blanks(b, after + 1);
                     match b.get(next) {
-                        Some(&c) if bare(c) || c == b'"' || c == b'\'' => i = next,
+                        Some(&c) if bare(c) || c == b'"' || c == b'\'' => {
+                            end = word_or_string_end(b, next);
+                            parts += 1;
+                        }
                         _ => break,
                     }
                 }
                 i = end;
                 let after = skip_blanks(b, end);
                 if matches!(b.get(after), Some(b'=' | b']')) {
-                    let bare_first = b[first.start..first.end].iter().all(|&c| bare(c));
+                    // A bare part is bare characters only; a quoted one starts with its quote.
                     if braces == 0 {
-                        outer = bare_first.then_some(first);
+                        outer = bare(b[start]).then_some(first);
                     }
                     dotted = dotted.saturating_add(parts - 1);
                     let exceeded = if parts > MAX_KEY_PARTS {
