@@ -492,19 +492,17 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
     Ok((memory, report))
 }
 
-/// Refuses, before anything is made, a spec with memory that needs a feature this host does
-/// not have ([`Error::Unsupported`]): its backing's source, NUMA binding, dontfork, and huge
-/// pages without a fallback (with one, [`back`] falls back to what the host has). On Linux
-/// nothing is refused.
 /// Everything about a validated spec with a memory backing that can be checked without making
-/// memory: the host features it needs, its NUMA nodes, and its file (opened, and for
-/// hugetlbfs, a file made and removed at once, without a size, so no huge page is reserved).
+/// memory: its host pages and end ([`RegionSpec::check_host_pages`]), the host features it
+/// needs, its NUMA nodes, and its file (opened, and for hugetlbfs, a file made and removed at
+/// once, without a size, so no huge page is reserved).
 /// [`SpaceBuilder::back`](crate::SpaceBuilder::back) runs it over every spec before mapping
 /// any, so a mistake in one spec costs no other spec's mapping and prefault.
 ///
 /// # Errors
 /// As [`back`] for these checks.
 pub(crate) fn precheck(spec: &RegionSpec) -> Result<()> {
+    spec.check_host_pages()?;
     require_features(spec)?;
     require_nodes(spec)?;
     let explicit = match spec.huge_pages {
@@ -536,6 +534,10 @@ fn require_nodes(spec: &RegionSpec) -> Result<()> {
     Ok(())
 }
 
+/// Refuses, before anything is made, a spec with memory that needs a feature this host does
+/// not have ([`Error::Unsupported`]): its backing's source, NUMA binding, dontfork, and huge
+/// pages without a fallback (with one, [`back`] falls back to what the host has). On Linux
+/// nothing is refused.
 pub(crate) fn require_features(spec: &RegionSpec) -> Result<()> {
     let base = spec.base;
     match spec.backing {

@@ -475,13 +475,24 @@ impl RegionSpec {
         }
     }
 
-    /// Checks that base, size and file offset are multiples of the host page size the
-    /// memory is made of ([`page_size`](Self::page_size)); done only when backing, so that a
-    /// plan depends on no host value.
+    /// Checks what memory for the region needs beyond [`validate`](Self::validate): base,
+    /// size and file offset multiples of the host page size the memory is made of
+    /// ([`page_size`](Self::page_size)), and an end (`base + size`) that fits in a `u64`, so
+    /// the memory's last byte is below the last address of the 64-bit space. vm-memory's
+    /// regions need that end, and its accesses take the address after the last byte of the
+    /// space for address 0. Done only when backing, so that a plan depends on no host value
+    /// and may reach the top of the space.
     ///
     /// # Errors
-    /// [`Error::Misaligned`] naming the host page size.
+    /// [`Error::Misaligned`] naming the host page size; [`Error::Overflow`] for memory
+    /// ending at the top of the space.
     pub fn check_host_pages(&self) -> Result<()> {
+        if self.base.checked_add(self.size).is_none() {
+            return Err(Error::Overflow {
+                base: self.base,
+                size: self.size,
+            });
+        }
         let page_size = self.page_size();
         if !self.base.is_multiple_of(page_size) || !self.size.is_multiple_of(page_size) {
             return Err(Error::Misaligned {

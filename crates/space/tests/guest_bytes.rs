@@ -150,3 +150,61 @@ fn write_all_volatile_to_past_readable_memory_is_partial() {
         })
     ));
 }
+
+/// A layout reaching the top of the 64-bit space, with a RAM window over its last 1 MiB and
+/// RAM at guest address 0.
+fn top_layout() -> Layout {
+    use memvisor_space::{Window, WindowKind};
+    Layout::new(
+        GuestAddress(u64::MAX),
+        [
+            Window::new(WindowKind::Ram, GuestAddress(0), 1 << 20).unwrap(),
+            Window::new(WindowKind::Ram, GuestAddress(u64::MAX - (1 << 20) + 1), 1 << 20).unwrap(),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn memory_ending_at_the_top_of_the_space_is_refused_before_any_is_made() {
+    // vm-memory's access loop takes the address after the last byte of the space for 0, so an
+    // access running past the top would go on at guest address 0.
+    let top = GuestAddress(u64::MAX - PAGE + 1);
+    let err = AddressSpace::back(
+        top_layout(),
+        [
+            RegionSpec::ram(GuestAddress(0), PAGE),
+            RegionSpec::ram(top, PAGE),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, memvisor_space::Error::Overflow { base, size: PAGE } if base == top.0),
+        "{err}"
+    );
+    // Planned (no memory), the same region is fine.
+    let planned = AddressSpace::plan(top_layout(), [RegionSpec::ram(top, PAGE)]).unwrap();
+    assert_eq!(planned.snapshot().len(), 1);
+}
+
+#[test]
+fn access_running_off_the_highest_memory_stops_there() {
+    let (space, _) = AddressSpace::back(
+        top_layout(),
+        [
+            RegionSpec::ram(GuestAddress(0), PAGE),
+            RegionSpec::ram(GuestAddress(u64::MAX - 2 * PAGE + 1), PAGE),
+        ],
+    )
+    .unwrap();
+    let snap = space.snapshot();
+    let end = u64::MAX - PAGE + 1;
+    assert!(matches!(
+        snap.write_slice(&[1; 8], GuestAddress(end - 4)),
+        Err(GuestMemoryError::PartialBuffer {
+            expected: 8,
+            completed: 4
+        })
+    ));
+    assert_eq!(snap.read_obj::<u32>(GuestAddress(0)).unwrap(), 0);
+}
