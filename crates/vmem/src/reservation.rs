@@ -185,11 +185,13 @@ impl ReservationBuilder {
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
             ))
         });
         let (
             (committed, writable, guarded, locked, huge, no_huge),
             inaccessible,
+            executable,
             mapped,
             shared,
             dont_fork,
@@ -214,6 +216,7 @@ impl ReservationBuilder {
             writable,
             guarded,
             inaccessible,
+            executable,
             mapped,
             shared,
             locked,
@@ -309,6 +312,9 @@ pub struct Reservation {
     guarded: PageBitmap,
     /// Committed pages protected with `Protection::None`.
     inaccessible: PageBitmap,
+    /// Committed pages that may be executable (protected or mapped with an executable
+    /// protection, or left so by a refused protect).
+    executable: PageBitmap,
     /// Pages that `map` put another source over (`shared`: a shared one).
     mapped: PageBitmap,
     shared: PageBitmap,
@@ -520,14 +526,16 @@ impl Reservation {
     }
 
     /// In [`CommitMode::Sparse`] committing is bookkeeping, so committed pages whose
-    /// protection was lowered get read-write access back here, as commit and decommit
-    /// promise. Pages of the mode's base state are left alone, so the mapping is not split.
+    /// protection was changed (lowered, or made executable) get plain read-write access back
+    /// here, as commit and decommit promise. Pages of the mode's base state are left alone,
+    /// so the mapping is not split.
     fn restore_sparse_access(&self, pages: Pages) -> Result<(), sys::SysError> {
         if self.mode != CommitMode::Sparse
-            || self
+            || (self
                 .committed
                 .first_set_where_clear_in(&self.writable, pages.first, pages.count)
                 .is_none()
+                && self.executable.first_set(pages.first, pages.count).is_none())
         {
             return Ok(());
         }
@@ -611,6 +619,7 @@ impl Reservation {
         self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         self.writable.clear_range(pages.first, pages.count);
         self.inaccessible.clear_range(pages.first, pages.count);
+        self.executable.clear_range(pages.first, pages.count);
         if replaced {
             // The fresh mapping has none of the range's advice: give it again.
             let advise = |advice| {
@@ -663,6 +672,11 @@ impl Reservation {
             self.inaccessible.clear_range(pages.first, pages.count);
         } else {
             self.inaccessible.set_range(pages.first, pages.count);
+        }
+        if protection.executable() {
+            self.executable.set_range(pages.first, pages.count);
+        } else {
+            self.executable.clear_range(pages.first, pages.count);
         }
     }
 
@@ -741,6 +755,10 @@ impl Reservation {
             }
             if !protection.readable() {
                 self.inaccessible.set_range(pages.first, pages.count);
+            }
+            // And as possibly executable if either is, so that a commit takes it away.
+            if protection.executable() {
+                self.executable.set_range(pages.first, pages.count);
             }
             return Err(e.during(Operation::Protect));
         }

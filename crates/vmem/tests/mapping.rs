@@ -480,6 +480,39 @@ fn protect_execute_reaches_the_kernel() {
     r.prefault(0, page()).unwrap();
 }
 
+/// Commit makes pages read-write and decommit puts them back in the mode's base state, also
+/// after they were executable (a sparse reservation's pages are read-write without being
+/// committed, so only the bookkeeping tells which need their protection back).
+#[test]
+fn commit_and_decommit_take_execute_away_in_both_modes() {
+    for mode in both_modes() {
+        for (how, executable) in [
+            ("protect", Protection::ReadWriteExecute),
+            ("protect", Protection::ReadExecute),
+            ("map", Protection::ReadWriteExecute),
+        ] {
+            let mut r = reserve(mode, 2);
+            let at = r.as_ptr() as usize;
+            if how == "map" {
+                r.map(0, page(), MapSource::AnonymousShared, executable, None)
+                    .unwrap();
+            } else {
+                r.commit(0, page()).unwrap();
+                r.protect(0, page(), executable).unwrap();
+            }
+            assert_eq!(mapping_at(at).0[..3], executable.to_string(), "{mode:?} {how}");
+            r.commit(0, page()).unwrap();
+            assert_eq!(mapping_at(at).0[..3], *"rw-", "{mode:?} {how} {executable}: commit");
+            r.protect(0, page(), executable).unwrap();
+            r.decommit(0, page()).unwrap();
+            let base = if mode == CommitMode::Sparse { "rw-" } else { "---" };
+            assert_eq!(mapping_at(at).0[..3], *base, "{mode:?} {how} {executable}: decommit");
+            r.commit(0, page()).unwrap();
+            assert_eq!(mapping_at(at).0[..3], *"rw-", "{mode:?} {how} {executable}: again");
+        }
+    }
+}
+
 /// Content-dropping advice over a range with a locked page is refused before anything is
 /// dropped (Linux would zero the pages before the locked one and then fail).
 #[test]

@@ -301,6 +301,7 @@ impl Reservation {
         for bitmap in [
             &self.writable,
             &self.inaccessible,
+            &self.executable,
             &self.mapped,
             &self.shared,
             &self.locked,
