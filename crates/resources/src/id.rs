@@ -377,12 +377,26 @@ impl<I: Id> IdAllocator<I> {
         if ids.is_empty() {
             return Err(Error::ZeroIdCount);
         }
+        // The lowest ID of `ids` that is not allocated: its start if out of range, else the
+        // first free one in range, else the first past the range.
         let lo = self.offset(*ids.start())?;
-        let hi = self.offset(*ids.end())?;
-        self.unpark();
+        let past = *ids.end() > self.last;
+        let hi = if past {
+            self.span()
+        } else {
+            self.offset(*ids.end())?
+        };
         if let Some(gap) = self.next_free_from(lo).filter(|&g| g <= hi) {
             self.check_allocated(gap)?;
         }
+        if past {
+            return Err(Error::IdOutOfRange {
+                id: self.last.to_u64() + 1,
+                first: self.base(),
+                last: self.last.to_u64(),
+            });
+        }
+        self.unpark();
         for off in lo..=hi {
             self.clear_bit(off);
         }
@@ -1414,6 +1428,39 @@ mod tests {
         assert_eq!(a.free_ids(7..=12), Err(Error::IdNeverAllocated(10)));
         assert_eq!(a.free_ids(7..=9), Ok(()));
         assert_eq!(a.used(), 6);
+    }
+
+    #[test]
+    fn free_ids_past_the_range_reports_the_lowest_id_not_allocated() {
+        let mut a = IdAllocator::new(0, 3).unwrap();
+        let before = a.clone();
+        assert_eq!(a.free_ids(0..=4), Err(Error::IdNeverAllocated(0)));
+        assert_eq!(a, before);
+        let mut a = IdAllocator::new(10, 20).unwrap();
+        a.allocate_ids_at(10, 11).unwrap();
+        a.free_id(12).unwrap();
+        let before = a.clone();
+        assert_eq!(a.free_ids(12..=25), Err(Error::IdAlreadyFree(12)));
+        // Every ID of the range allocated: the first past it is the lowest not allocated.
+        assert_eq!(
+            a.free_ids(13..=25),
+            Err(Error::IdOutOfRange {
+                id: 21,
+                first: 10,
+                last: 20
+            })
+        );
+        assert_eq!(
+            a.free_ids(5..=15),
+            Err(Error::IdOutOfRange {
+                id: 5,
+                first: 10,
+                last: 20
+            })
+        );
+        assert_eq!(a, before);
+        assert_eq!(a.free_ids(13..=20), Ok(()));
+        assert_eq!(a.used(), 2);
     }
 
     #[test]

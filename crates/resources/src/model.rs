@@ -292,12 +292,20 @@ impl<I: Id> IdModel<I> {
                 if first > last {
                     return Err(Error::ZeroIdCount);
                 }
+                // The error of the lowest ID of the run that is not allocated.
                 self.check(first)?;
-                self.check(last)?;
+                let end = last.min(self.last);
                 if let Some(id) =
-                    ids(first.to_u64(), last.to_u64()).find(|id| !self.allocated.contains(id))
+                    ids(first.to_u64(), end.to_u64()).find(|id| !self.allocated.contains(id))
                 {
                     return Err(self.free_error(id));
+                }
+                if last > self.last {
+                    return Err(Error::IdOutOfRange {
+                        id: self.last.to_u64() + 1,
+                        first: self.first.to_u64(),
+                        last: self.last.to_u64(),
+                    });
                 }
                 for id in ids(first.to_u64(), last.to_u64()) {
                     self.allocated.remove(&id);
