@@ -9,9 +9,9 @@
 //! - [`AddressAllocator`]: ranges of a `u64` space placed first-fit, last-fit or exactly, with any
 //!   power-of-two alignment, optionally inside a window; reservations, owner tags, lookup, and
 //!   relocation that cannot lose a range, growing or shrinking the space. O(log n) worst case per
-//!   operation, whatever the addresses (an AVL index), except that a placement passes over each
-//!   gap large enough in size but unusable for its alignment or window at O(log n) apiece: with
-//!   every gap misaligned, an aligned request visits them all.
+//!   operation, whatever the addresses (an AVL index), except that a placement passes over each gap
+//!   large enough in size but unusable for its alignment or window at O(log n) apiece: with every
+//!   gap misaligned, an aligned request visits them all.
 //! - [`AllocatorSet`]: several disjoint address spaces behind one allocator, tried in order, with a
 //!   minimum and a preferred alignment.
 //! - [`AddressRange`]: a checked inclusive range that can reach `u64::MAX`.

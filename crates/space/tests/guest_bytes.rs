@@ -159,7 +159,12 @@ fn top_layout() -> Layout {
         GuestAddress(u64::MAX),
         [
             Window::new(WindowKind::Ram, GuestAddress(0), 1 << 20).unwrap(),
-            Window::new(WindowKind::Ram, GuestAddress(u64::MAX - (1 << 20) + 1), 1 << 20).unwrap(),
+            Window::new(
+                WindowKind::Ram,
+                GuestAddress(u64::MAX - (1 << 20) + 1),
+                1 << 20,
+            )
+            .unwrap(),
         ],
     )
     .unwrap()

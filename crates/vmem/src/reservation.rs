@@ -535,7 +535,10 @@ impl Reservation {
                 .committed
                 .first_set_where_clear_in(&self.writable, pages.first, pages.count)
                 .is_none()
-                && self.executable.first_set(pages.first, pages.count).is_none())
+                && self
+                    .executable
+                    .first_set(pages.first, pages.count)
+                    .is_none())
         {
             return Ok(());
         }

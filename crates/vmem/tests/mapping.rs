@@ -500,15 +500,35 @@ fn commit_and_decommit_take_execute_away_in_both_modes() {
                 r.commit(0, page()).unwrap();
                 r.protect(0, page(), executable).unwrap();
             }
-            assert_eq!(mapping_at(at).0[..3], executable.to_string(), "{mode:?} {how}");
+            assert_eq!(
+                mapping_at(at).0[..3],
+                executable.to_string(),
+                "{mode:?} {how}"
+            );
             r.commit(0, page()).unwrap();
-            assert_eq!(mapping_at(at).0[..3], *"rw-", "{mode:?} {how} {executable}: commit");
+            assert_eq!(
+                mapping_at(at).0[..3],
+                *"rw-",
+                "{mode:?} {how} {executable}: commit"
+            );
             r.protect(0, page(), executable).unwrap();
             r.decommit(0, page()).unwrap();
-            let base = if mode == CommitMode::Sparse { "rw-" } else { "---" };
-            assert_eq!(mapping_at(at).0[..3], *base, "{mode:?} {how} {executable}: decommit");
+            let base = if mode == CommitMode::Sparse {
+                "rw-"
+            } else {
+                "---"
+            };
+            assert_eq!(
+                mapping_at(at).0[..3],
+                *base,
+                "{mode:?} {how} {executable}: decommit"
+            );
             r.commit(0, page()).unwrap();
-            assert_eq!(mapping_at(at).0[..3], *"rw-", "{mode:?} {how} {executable}: again");
+            assert_eq!(
+                mapping_at(at).0[..3],
+                *"rw-",
+                "{mode:?} {how} {executable}: again"
+            );
         }
     }
 }
