@@ -583,3 +583,35 @@ fn trim_request_does_not_cost_an_allocation_its_cached_block() {
         assert_eq!(client.stats().chunks, 1);
     }
 }
+
+/// An allocation refused for lack of memory leaves the caches as they were: the blocks later
+/// allocations get are the ones they would have got without it. (The check whether giving
+/// the caches back would help must not reorder them.)
+#[test]
+fn refused_allocation_leaves_the_order_of_cached_blocks() {
+    let next_after = |refuse_first: bool| {
+        let arena = arena(64 << 10, 64 << 10, Flags::empty());
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let p1 = client.alloc(layout(64)).unwrap();
+        let p2 = client.alloc(layout(64)).unwrap();
+        assert!(p1 < p2);
+        let mut fill = Vec::new();
+        for size in [32 << 10, 16 << 10, 8 << 10] {
+            fill.push(client.alloc(layout(size)).unwrap());
+        }
+        free(&client, p2);
+        free(&client, p1);
+        if refuse_first {
+            let stats = client.stats();
+            // A new slab of the largest class does not fit.
+            assert!(matches!(
+                client.alloc(layout(2000)),
+                Err(Error::OutOfMemory { .. })
+            ));
+            assert_eq!(client.stats(), stats);
+        }
+        // Which of the two cached blocks comes back first.
+        client.alloc(layout(64)).unwrap() == p1
+    };
+    assert_eq!(next_after(true), next_after(false));
+}

@@ -542,20 +542,13 @@ impl State {
 
     /// Whether [`flush`](Self::flush) with `reclaim` would leave a free buddy block of at
     /// least `order`, given that none is free now: whether some aligned run of `2^order`
-    /// pages would then be all free. Reorders the small caches, nothing else. Cold: it walks
-    /// the caches once per cached block and the partial lists of classes with an empty slab.
+    /// pages would then be all free. Changes nothing (not even the order of the caches, which
+    /// decides the blocks later allocations get). Cold: it walks the caches once per cached
+    /// block and the partial lists of classes with an empty slab.
     #[cold]
-    pub(super) fn flush_would_free(&mut self, order: u32) -> bool {
+    pub(super) fn flush_would_free(&self, order: u32) -> bool {
         if self.cached_bytes() == 0 && self.empty_slabs.iter().all(|&n| n == 0) {
             return false;
-        }
-        // Blocks of one slab side by side.
-        if let Some(c) = self.cache.as_deref_mut() {
-            for class in 0..NCLASSES {
-                let (bin, base) = small_bin(class);
-                let len = usize::from(c.len[bin]);
-                c.offs[base..base + len].sort_unstable();
-            }
         }
         let size = 1usize << order;
         let mut found = false;
@@ -582,8 +575,8 @@ impl State {
     }
 
     /// Calls `f(chunk, first page, pages)` for each buddy block a flush with `reclaim` gives
-    /// back (cached buddy blocks, the slabs it empties and the empty slabs kept; the small
-    /// caches sorted) until `f` returns true.
+    /// back (cached buddy blocks, the slabs it empties and the empty slabs kept) until `f`
+    /// returns true.
     fn each_flushed(&self, f: &mut dyn FnMut(HeldChunk, usize, usize) -> bool) {
         let shift = self.geo.page_shift;
         let page_mask = (1usize << self.geo.max_order) - 1;
@@ -597,8 +590,13 @@ impl State {
             }
         }
         for class in 0..NCLASSES {
-            let blocks = c.small(class);
-            let len = blocks.len();
+            // A sorted copy puts the blocks of one slab side by side (a bin holds at most
+            // `SMALL_ENTRIES`; the bin itself keeps its order).
+            let mut sorted = [0usize; SMALL_ENTRIES];
+            let len = c.small(class).len();
+            let blocks = &mut sorted[..len];
+            blocks.copy_from_slice(c.small(class));
+            blocks.sort_unstable();
             let pages = 1usize << self.geo.slab_order[class];
             let mut i = 0;
             while i < len {
