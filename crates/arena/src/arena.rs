@@ -611,7 +611,9 @@ impl Arena {
     /// [`Client::size_of`], [`Client::free`] and a second free through the arena reject it. It
     /// goes onto a lock-free list of its client, which the client empties into its free
     /// blocks at its next allocation that misses its caches, its next free or
-    /// [`Client::trim`]; until then its bytes still count as used by the client. Takes
+    /// [`Client::trim`]; until then it counts as a live block of the client (its bytes as
+    /// used, in [`ClientStats::live_blocks`](crate::ClientStats::live_blocks), and keeping its
+    /// chunk held: a client that never calls again keeps it until deleted). Takes
     /// constant time: a range check, a load of the chunk's owner and of the block's start bit,
     /// an atomic claim of the block's remote-free bit and one exchange on the list (the first
     /// free through the arena into a chunk also makes that chunk's remote-free bits, 8 bytes

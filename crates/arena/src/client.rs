@@ -95,7 +95,8 @@ pub struct ClientStats {
     pub free_bytes: usize,
     /// The most `used_bytes` has been.
     pub peak_used_bytes: usize,
-    /// Live blocks.
+    /// Live blocks, counting blocks freed through the arena ([`Arena::free`]) that the client
+    /// has not taken in yet.
     pub live_blocks: usize,
     /// Chunks held.
     pub chunks: usize,
@@ -104,8 +105,9 @@ pub struct ClientStats {
     pub cached_chunks: usize,
     /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
     pub cached_bytes: usize,
-    /// Held chunks with no live block in them: kept for reuse, holding only cached blocks,
-    /// empty slabs or nothing. At most one: when a free leaves a second chunk without a live
+    /// Held chunks with no live block in them (blocks freed through the arena and not yet
+    /// taken in count as live): kept for reuse, holding only cached blocks, empty slabs or
+    /// nothing. At most one: when a free leaves a second chunk without a live
     /// block, that chunk's cached blocks and empty slabs are given back and so is the chunk.
     pub pinned_chunks: usize,
     /// Bytes of those chunks.
