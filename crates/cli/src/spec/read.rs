@@ -328,8 +328,9 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
 }
 
 /// Checks a name: not empty, no white space at either end (the name would look like the one
-/// without it), at most [`MAX_NAME_CHARS`] characters, no control or invisible formatting
-/// characters (they would act on the terminal the plan is printed on).
+/// without it) nor white space other than the space in it (it would look like the space), at
+/// most [`MAX_NAME_CHARS`] characters, no control or invisible formatting characters (they
+/// would act on the terminal the plan is printed on).
 fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<String, SpecError> {
     let name = raw.get_ref();
     let problem = if name.trim().is_empty() {
@@ -347,13 +348,22 @@ fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<Str
             "a name of {} characters (at most {MAX_NAME_CHARS})",
             name.chars().count()
         ))
+    } else if let Some(c) = name.chars().find(|&c| needs_escape(c)) {
+        Some(format!(
+            "the name contains the control or formatting character {}",
+            escape(c.encode_utf8(&mut [0; 4]))
+        ))
     } else {
-        name.chars().find(|&c| needs_escape(c)).map(|c| {
-            format!(
-                "the name contains the control or formatting character {}",
-                escape(c.encode_utf8(&mut [0; 4]))
-            )
-        })
+        // A no-break or wide space would look like the space: `eth\u{a0}0` beside `eth 0`.
+        name.chars()
+            .find(|&c| c.is_whitespace() && c != ' ')
+            .map(|c| {
+                format!(
+                    "the name contains the white space character U+{:04X} (no white space other \
+                     than the space may be in a name: it would look like the space)",
+                    u32::from(c)
+                )
+            })
     };
     match problem {
         Some(p) => Err(src.error(field, Some(raw.span()), Problem::Invalid(p))),
@@ -1124,6 +1134,24 @@ mod tests {
              name = \"eth 0\"\n",
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn parse_names_with_white_space_other_than_the_space_are_refused() {
+        // A no-break or other wide space looks like the space: `eth\u{a0}0` beside `eth 0`.
+        for space in ['\u{a0}', '\u{2003}', '\u{3000}', '\u{1680}'] {
+            let text = format!(
+                "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\nname = \"eth{space}0\"\n"
+            );
+            let err = parse(src(&text)).unwrap_err();
+            assert_eq!(err.field, "device[0].name", "{space:?}: {err}");
+            assert!(
+                err.problem
+                    .to_string()
+                    .contains("white space other than the space"),
+                "{space:?}: {err}"
+            );
+        }
     }
 
     #[test]
