@@ -324,7 +324,7 @@ fn json_error(
     } else {
         "not a Firecracker configuration"
     };
-    // serde_json counts lines from 1 and columns in bytes, the column of the last byte read
+    // serde_json counts lines from 1 and columns in bytes: the bytes of the line it has read
     // (0 at the start of a line).
     let span = (e.line() > 0).then(|| {
         let line_start = if e.line() == 1 {
@@ -334,21 +334,25 @@ fn json_error(
                 .nth(e.line() - 2)
                 .map_or(text.len(), |(i, _)| i + 1)
         };
-        let mut at = (line_start + e.column().saturating_sub(1)).min(text.len());
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        // A value serde_json only peeked at (a `[` or `{` of the wrong type) is reported at
-        // the byte before it: point at the value, past any white space.
-        if let Some(skip) = text[at..].find(|c: char| !c.is_ascii_whitespace())
-            && text[at..].starts_with(|c: char| c.is_ascii_whitespace())
-        {
-            at += skip;
+        let mut read = (line_start + e.column()).min(text.len());
+        while !text.is_char_boundary(read) {
+            read -= 1;
         }
         let span = if e.is_data() {
-            value_span(text, at)
+            data_span(text, read, message.starts_with("missing field"))
         } else {
-            at..(at + 1).min(text.len())
+            // A syntax error is at the byte serde_json stopped at (the start of its line when
+            // it read none of it), past any white space.
+            let mut at = (line_start + e.column().saturating_sub(1)).min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            if let Some(skip) = text[at..].find(|c: char| !is_json_space(c))
+                && text[at..].starts_with(is_json_space)
+            {
+                at += skip;
+            }
+            one_char(text, at)
         };
         base + span.start..base + span.end
     });
@@ -359,16 +363,50 @@ fn json_error(
     )
 }
 
-/// The whole JSON value serde_json reported a data error at, from the byte `at` where it
-/// stopped: the last byte of a scalar it read (`false`, `-1.5`, the closing quote of a string
-/// or key), or the first of an array or object it only peeked at. Anything else (a closing
-/// bracket, for a missing field) is that one byte.
-fn value_span(text: &str, at: usize) -> std::ops::Range<usize> {
+/// JSON's white space.
+fn is_json_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// A byte of a number or of `true`, `false`, `null`.
+fn is_scalar_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-')
+}
+
+/// The character at byte `at` of `text` (nothing at its end).
+fn one_char(text: &str, at: usize) -> std::ops::Range<usize> {
+    at..at + text[at..].chars().next().map_or(0, char::len_utf8)
+}
+
+/// The whole JSON value a data error of serde_json is about, given the byte `read` it had
+/// read up to (its line and column). serde_json reads a scalar, string or key before it
+/// finds it is wrong (it ends just before `read`), but only peeks at the `[` or `{` of an
+/// array or object of the wrong type (it starts at the first byte from `read` that is not
+/// white space, the byte before being the `:`, `,`, `[` or `{` that precedes a value). A
+/// missing field (`missing`) is found once its object is read: it is that object's `}`.
+fn data_span(text: &str, read: usize, missing: bool) -> std::ops::Range<usize> {
     let bytes = text.as_bytes();
-    let one = at..(at + 1).min(text.len());
+    let is_space = |b: u8| is_json_space(char::from(b));
+    let next = (read..bytes.len())
+        .find(|&i| !is_space(bytes[i]))
+        .unwrap_or(bytes.len());
+    let last = (0..read).rev().find(|&i| !is_space(bytes[i]));
+    match last {
+        Some(last) if missing => one_char(text, last),
+        Some(last) if !matches!(bytes[last], b':' | b',' | b'[' | b'{') => {
+            value_ending_at(text, last)
+        }
+        _ => value_starting_at(text, next),
+    }
+}
+
+/// The JSON value that starts at byte `at`: an array or object to its matching bracket
+/// (strings skipped: a bracket in one does not count), a string to its closing quote, a
+/// number or literal to its last byte; anything else (a closing bracket) is that character.
+fn value_starting_at(text: &str, at: usize) -> std::ops::Range<usize> {
+    let bytes = text.as_bytes();
     match bytes.get(at) {
         Some(b'[' | b'{') => {
-            // The matching bracket, strings skipped (a bracket in one does not count).
             let mut depth = 0usize;
             let mut in_string = false;
             let mut escaped = false;
@@ -394,9 +432,37 @@ fn value_span(text: &str, at: usize) -> std::ops::Range<usize> {
                     _ => {}
                 }
             }
-            one
+            one_char(text, at)
         }
         Some(b'"') => {
+            let mut escaped = false;
+            for (i, &b) in bytes.iter().enumerate().skip(at + 1) {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => return at..i + 1,
+                    _ => {}
+                }
+            }
+            one_char(text, at)
+        }
+        Some(&b) if is_scalar_byte(b) => {
+            let end = (at..bytes.len())
+                .find(|&i| !is_scalar_byte(bytes[i]))
+                .unwrap_or(bytes.len());
+            at..end
+        }
+        _ => one_char(text, at.min(text.len())),
+    }
+}
+
+/// The JSON value whose last byte is `at`: a string back to its opening quote, an array or
+/// object back to its opening bracket, a number or literal back to its first byte; anything
+/// else is that character.
+fn value_ending_at(text: &str, at: usize) -> std::ops::Range<usize> {
+    let bytes = text.as_bytes();
+    match bytes[at] {
+        b'"' => {
             // The opening quote: the first one before that no odd run of `\` escapes.
             let mut i = at;
             while let Some(q) = text[..i].rfind('"') {
@@ -406,15 +472,46 @@ fn value_span(text: &str, at: usize) -> std::ops::Range<usize> {
                 }
                 i = q;
             }
-            one
+            one_char(text, at)
         }
-        Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-') => {
-            let start = text[..at]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-')))
+        b']' | b'}' => {
+            // The bracket it closes, read from the start of the text (where no string is
+            // open), strings skipped.
+            let mut open = Vec::new();
+            let mut in_string = false;
+            let mut escaped = false;
+            for (i, &b) in bytes.iter().enumerate().take(at + 1) {
+                if in_string {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => open.push(i),
+                    b']' | b'}' => {
+                        let start = open.pop();
+                        if i == at {
+                            return start.map_or_else(|| one_char(text, at), |s| s..at + 1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            one_char(text, at)
+        }
+        b if is_scalar_byte(b) => {
+            let start = (0..at)
+                .rev()
+                .find(|&i| !is_scalar_byte(bytes[i]))
                 .map_or(0, |i| i + 1);
             start..at + 1
         }
-        _ => one,
+        _ => one_char(text, at),
     }
 }
 
@@ -989,6 +1086,124 @@ mod tests {
         let e = fc_error(r#"{"mem_size_mib": 64, "huge_pages": 2}"#);
         assert_eq!(e.field, "huge_pages");
         assert!(e.problem.to_string().contains("expected a string"), "{e}");
+    }
+
+    /// The JSON files a value `bad` in place of the string `"@"` in `config` makes: minified,
+    /// pretty, and with the value on a line of its own.
+    fn with_value(config: &serde_json::Value, bad: &serde_json::Value) -> Vec<(String, String)> {
+        let minified = serde_json::to_string(config).unwrap();
+        let pretty = serde_json::to_string_pretty(config).unwrap();
+        let bad_min = serde_json::to_string(bad).unwrap();
+        let bad_pretty = serde_json::to_string_pretty(bad).unwrap();
+        vec![
+            (minified.replace("\"@\"", &bad_min), bad_min.clone()),
+            (pretty.replace("\"@\"", &bad_pretty), bad_pretty),
+            (
+                minified.replace("\"@\"", &format!("\n\t{bad_min} ")),
+                bad_min,
+            ),
+        ]
+    }
+
+    #[test]
+    fn firecracker_wrong_values_are_found_in_minified_and_pretty_json() {
+        use serde_json::json;
+        let machine = |v: serde_json::Value| json!({"machine-config": v});
+        let with_machine = |key: &str, v: serde_json::Value| {
+            let mut config = json!({"machine-config": {"mem_size_mib": 64}});
+            config[key] = v;
+            config
+        };
+        let array = json!([64]);
+        let object = json!({"x": "]}", "y": [1, {"z": null}]});
+        let cases = [
+            (machine(json!("@")), "machine-config"),
+            (machine(json!({"mem_size_mib": "@"})), "machine-config.mem_size_mib"),
+            (json!({"mem_size_mib": "@"}), "mem_size_mib"),
+            (machine(json!({"mem_size_mib": 64, "smt": "@"})), "machine-config.smt"),
+            (machine(json!({"mem_size_mib": 64, "vcpu_count": "@"})), "machine-config.vcpu_count"),
+            (
+                machine(json!({"mem_size_mib": 64, "track_dirty_pages": "@"})),
+                "machine-config.track_dirty_pages",
+            ),
+            (with_machine("drives", json!([{"drive_id": "@"}])), "drives[0].drive_id"),
+            (with_machine("drives", json!([{"drive_id": "a"}, "@"])), "drives[1]"),
+            (
+                with_machine("network-interfaces", json!([{"iface_id": "@"}])),
+                "network-interfaces[0].iface_id",
+            ),
+            (with_machine("vsock", json!({"vsock_id": "@"})), "vsock.vsock_id"),
+            (with_machine("vsock", json!("@")), "vsock"),
+            (with_machine("balloon", json!("@")), "balloon"),
+            (with_machine("entropy", json!("@")), "entropy"),
+        ];
+        for (config, field) in cases {
+            // Each value of a type the field does not take: an array, an object, a number, a
+            // boolean, a string (and null where null is not none).
+            let mut values = vec![array.clone(), object.clone(), json!(-1.5e3), json!(true)];
+            if !field.ends_with("_id") {
+                values.push(json!("yes"));
+            }
+            if field.ends_with("mem_size_mib") || field.ends_with("drives[1]") {
+                values.push(json!(null));
+            }
+            if field.ends_with("_id") {
+                values.retain(|v| !v.is_string());
+            }
+            if field.ends_with("mem_size_mib") || field.ends_with("vcpu_count") {
+                values.retain(|v| !v.is_number() || v.as_f64().is_some_and(|n| n < 0.0));
+            }
+            if field.ends_with("smt") || field.ends_with("dirty_pages") {
+                values.retain(|v| !v.is_boolean());
+                values.push(json!(1));
+            }
+            if matches!(field, "vsock" | "balloon" | "entropy" | "machine-config")
+                || field.ends_with(']')
+            {
+                // An object is what these take.
+                values.retain(|v| !v.is_object());
+            }
+            for bad in &values {
+                for (json, text) in with_value(&config, bad) {
+                    let e = fc_error(&json);
+                    let at = json.find(&text).unwrap();
+                    let src = Source {
+                        origin: "fc.json",
+                        text: &json,
+                    };
+                    assert_eq!(e.field, field, "{json}\n{e}");
+                    assert_eq!(e.position, Some(src.line_column(at)), "{json}\n{e}");
+                    let excerpt = e.excerpt.as_ref().unwrap();
+                    assert_eq!(
+                        &excerpt.text[excerpt.span.clone()],
+                        text.lines().next().unwrap(),
+                        "{json}\n{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn firecracker_missing_field_points_at_the_end_of_its_object() {
+        for json in [
+            r#"{"machine-config":{"vcpu_count":2}}"#,
+            r#"{"machine-config":{"vcpu_count":2 }}"#,
+            "{\"machine-config\": {\n  \"vcpu_count\": 2\n}}",
+            r#"{"smt":true}"#,
+            r#"{"machine-config":{}}"#,
+        ] {
+            let e = fc_error(json);
+            assert!(e.problem.to_string().contains("missing field `mem_size_mib`"), "{e}");
+            let at = json.find('}').unwrap();
+            let src = Source {
+                origin: "fc.json",
+                text: json,
+            };
+            assert_eq!(e.position, Some(src.line_column(at)), "{json}\n{e}");
+            let excerpt = e.excerpt.as_ref().unwrap();
+            assert_eq!(&excerpt.text[excerpt.span.clone()], "}", "{json}\n{e}");
+        }
     }
 
     #[test]

@@ -458,6 +458,25 @@ fn firecracker_value_mistakes_underline_the_whole_value() {
             "drives[0]",
             "duplicate field `drive_id`",
         ),
+        // Minified: the value right after the colon.
+        (
+            r#"{"machine-config":[64]}"#,
+            "[64]",
+            "machine-config",
+            "expected a machine-config object",
+        ),
+        (
+            r#"{"machine-config":{"mem_size_mib":64},"vsock":{"vsock_id":["a"]}}"#,
+            r#"["a"]"#,
+            "vsock.vsock_id",
+            "expected a string",
+        ),
+        (
+            r#"{"machine-config":{"mem_size_mib":{"a":1}}}"#,
+            r#"{"a":1}"#,
+            "machine-config.mem_size_mib",
+            "expected a whole number",
+        ),
     ] {
         let (code, _, err) = run_on_json(
             "fc-value.json",
