@@ -13,7 +13,7 @@ use toml::{Table, Value};
 
 use crate::error::{Error, Problem, Result, SpecError};
 use crate::size::SizeError;
-use crate::spec::{MAX_DEVICES, MAX_SPEC_BYTES, Source};
+use crate::spec::{MAX_DEVICES, MAX_NAME_CHARS, MAX_SPEC_BYTES, Source};
 
 /// A JSON object of Firecracker's configuration, read into a serde-derived struct. The derive
 /// also takes a JSON array of the fields' values in order; Firecracker's files hold objects, so
@@ -523,36 +523,58 @@ fn spec_error(origin: &str, message: String) -> Error {
 }
 
 /// The names of Firecracker's devices, given as `(type, short type, id)` in spec order.
-/// Firecracker keeps ids per device type, and any id is its own; a spec's device names are
-/// unique and may not be one the plan gives to another part of the map. So an id is the name
-/// of the first device that has it unless the plan reserves it (`serial`, `GIC`, ...); any
-/// other device with an id is named by its short type and id (`blk-serial`, `net-1`), with
-/// `-2`, `-3`... after it while that is taken or reserved too. A device without an id gets
-/// the spec's default name.
+/// Firecracker keeps ids per device type, any id is its own and of any length; a spec's device
+/// names are unique, at most [`MAX_NAME_CHARS`] characters, and may not be one the plan gives
+/// to another part of the map. So an id is the name of the first device that has it unless it
+/// is too long or the plan reserves it (`serial`, `GIC`, ...). Any other device with an id
+/// takes the first of these that is neither taken nor reserved: for the first device with an
+/// id that is too long, the id itself; then its short type and id (`blk-serial`, `net-1`);
+/// then that with `-2`, `-3`... after it. A name that would be too long keeps the start of the
+/// id, as much of it as fits with `~` after it to mark the cut (and the type before and the
+/// number after it). A device without an id gets the spec's default name.
 fn device_names(devices: &[(&str, &str, Option<&str>)]) -> Vec<Option<String>> {
     use std::collections::{HashMap, HashSet};
     let reserved = |name: &str| crate::spec::names_other_map_part(name);
+    let fits = |name: &str| name.chars().count() <= MAX_NAME_CHARS;
+    // `prefix`, `id` and `suffix`, the id cut (and `~` after it) where they would not fit.
+    let fit = |prefix: &str, id: &str, suffix: &str| {
+        let whole = format!("{prefix}{id}{suffix}");
+        if fits(&whole) {
+            return whole;
+        }
+        let room = MAX_NAME_CHARS - prefix.chars().count() - suffix.chars().count() - 1;
+        let cut: String = id.chars().take(room).collect();
+        format!("{prefix}{cut}~{suffix}")
+    };
     // Each id that is kept as a name, and the device that keeps it.
     let mut kept: HashMap<&str, usize> = HashMap::new();
     for (i, (_, _, id)) in devices.iter().enumerate() {
         if let Some(id) = id
+            && fits(id)
             && !reserved(id)
         {
             kept.entry(id).or_insert(i);
         }
     }
     let mut used: HashSet<String> = kept.keys().map(|&id| id.to_owned()).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
     devices
         .iter()
         .enumerate()
         .map(|(i, (_, short, id))| {
             let id = (*id)?;
+            let first = seen.insert(id);
             if kept.get(id) == Some(&i) {
                 return Some(id.to_owned());
             }
-            // At most one try more than there are devices.
-            let name = std::iter::once(format!("{short}-{id}"))
-                .chain((2..).map(|k| format!("{short}-{id}-{k}")))
+            let own = (first && !fits(id)).then(|| fit("", id, ""));
+            let prefix = format!("{short}-");
+            // Each candidate differs from the others, so at most one try more than there are
+            // devices.
+            let name = own
+                .into_iter()
+                .chain(std::iter::once(fit(&prefix, id, "")))
+                .chain((2..).map(|k| fit(&prefix, id, &format!("-{k}"))))
                 .find(|n| !used.contains(n) && !reserved(n))
                 .unwrap_or_default();
             used.insert(name.clone());
@@ -574,7 +596,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// `machine-config`, 128 MiB without one; a virtio-blk per drive, a virtio-net per network
 /// interface, then vsock, balloon and entropy devices, in that order, named by their ids (an
 /// id the plan reserves, or one a device of another type already took, is qualified by type:
-/// `blk-serial`, `net-1`; see SPEC.md); the serial port) or a `machine-config` object alone (memory
+/// `blk-serial`, `net-1`; one longer than a name may be is cut to fit, with `~` at the cut;
+/// see SPEC.md); the serial port) or a `machine-config` object alone (memory
 /// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages =
 /// "2M"` becomes memfd memory of 2 MiB huge pages (Firecracker backs it with a hugetlbfs
 /// memfd), `"None"` private anonymous memory. `vcpu_count`, `smt`, `cpu_template` and
@@ -1203,6 +1226,62 @@ mod tests {
             assert_eq!(e.position, Some(src.line_column(at)), "{json}\n{e}");
             let excerpt = e.excerpt.as_ref().unwrap();
             assert_eq!(&excerpt.text[excerpt.span.clone()], "}", "{json}\n{e}");
+        }
+    }
+
+    #[test]
+    fn firecracker_ids_of_any_length_give_names_that_fit() {
+        let a = |n: usize| "a".repeat(n);
+        let cut = |prefix: &str, n: usize, suffix: &str| format!("{prefix}{}~{suffix}", a(n));
+        let qualified_taken = cut("net-", 59, "");
+        for (devices, expected) in [
+            // An id shared by a drive and an interface, one that fits as it is.
+            (
+                vec![("virtio-blk", "blk", a(62)), ("virtio-net", "net", a(62))],
+                vec![a(62), cut("net-", 59, "")],
+            ),
+            // An id of 64 characters fits; one of 65 is cut to 63 and `~`.
+            (
+                vec![("virtio-blk", "blk", a(64)), ("virtio-net", "net", a(65))],
+                vec![a(64), cut("", 63, "")],
+            ),
+            // Two long ids that are the same in their first 63 characters, and a vsock.
+            (
+                vec![
+                    ("virtio-blk", "blk", a(100)),
+                    ("virtio-blk", "blk", a(99)),
+                    ("virtio-net", "net", a(100)),
+                    ("virtio-vsock", "vsock", a(100)),
+                ],
+                vec![
+                    cut("", 63, ""),
+                    cut("blk-", 59, ""),
+                    cut("net-", 59, ""),
+                    cut("vsock-", 57, ""),
+                ],
+            ),
+            // A qualified name that is another device's id gets a number, and still fits.
+            (
+                vec![
+                    ("virtio-blk", "blk", a(62)),
+                    ("virtio-blk", "blk", qualified_taken.clone()),
+                    ("virtio-net", "net", a(62)),
+                ],
+                vec![a(62), qualified_taken.clone(), cut("net-", 57, "-2")],
+            ),
+        ] {
+            let ids: Vec<(&str, &str, Option<&str>)> = devices
+                .iter()
+                .map(|(ty, short, id)| (*ty, *short, Some(id.as_str())))
+                .collect();
+            let names: Vec<String> = device_names(&ids).into_iter().flatten().collect();
+            assert_eq!(names, expected);
+            for name in &names {
+                assert!(
+                    name.chars().count() <= crate::spec::MAX_NAME_CHARS,
+                    "{name}"
+                );
+            }
         }
     }
 
