@@ -94,60 +94,89 @@ impl FcObject for FcMachine<'_> {
 }
 
 /// A device of Firecracker's configuration file; only its id matters here (`drive_id`,
-/// `iface_id` or `vsock_id`, errors naming the key as written).
+/// `iface_id` or `vsock_id`, errors naming the key as written), and for a drive whether it is
+/// the root drive (`is_root_device`, kept as written so that a mistake in it is shown where it
+/// is).
 #[derive(Debug)]
-struct FcId {
+struct FcId<'a> {
     id: Option<String>,
+    root: Option<&'a RawValue>,
 }
 
-impl<'de> Deserialize<'de> for FcId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FcId;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a Firecracker device object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<FcId, A::Error> {
-                use serde::de::Error as _;
-                let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    if let Some((first, _)) = &id {
-                        return Err(A::Error::custom(if *first == key {
-                            format!("duplicate field `{key}`")
-                        } else {
-                            format!("`{first}` and `{key}` both give the device's id")
-                        }));
-                    }
-                    let value = map.next_value::<Option<String>>()?;
-                    id = Some((key, value));
+/// Reads a device's id (and `is_root_device` when `drive`) from its object, skipping every
+/// other field.
+struct FcIdVisitor {
+    drive: bool,
+}
+
+impl<'de> Visitor<'de> for FcIdVisitor {
+    type Value = FcId<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Firecracker device object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<FcId<'de>, A::Error> {
+        use serde::de::Error as _;
+        let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
+        let mut root = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.drive && key == "is_root_device" {
+                if root.is_some() {
+                    return Err(A::Error::duplicate_field("is_root_device"));
                 }
-                Ok(FcId {
-                    id: id.and_then(|(_, v)| v),
-                })
+                root = Some(map.next_value::<&'de RawValue>()?);
+                continue;
             }
+            if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if let Some((first, _)) = &id {
+                return Err(A::Error::custom(if *first == key {
+                    format!("duplicate field `{key}`")
+                } else {
+                    format!("`{first}` and `{key}` both give the device's id")
+                }));
+            }
+            let value = map.next_value::<Option<String>>()?;
+            id = Some((key, value));
         }
-        d.deserialize_map(V)
+        Ok(FcId {
+            id: id.and_then(|(_, v)| v),
+            root,
+        })
     }
 }
 
-impl FcObject for FcId {
+impl<'de> Deserialize<'de> for FcId<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(FcIdVisitor { drive: false })
+    }
+}
+
+impl FcObject for FcId<'_> {
+    const WHAT: &'static str = "a Firecracker device object";
+}
+
+/// An entry of Firecracker's `drives`.
+#[derive(Debug)]
+struct FcDrive<'a>(FcId<'a>);
+
+impl<'de> Deserialize<'de> for FcDrive<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(FcIdVisitor { drive: true }).map(FcDrive)
+    }
+}
+
+impl FcObject for FcDrive<'_> {
     const WHAT: &'static str = "a Firecracker device object";
 }
 
 /// Firecracker's `vsock` object.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-struct FcVsock(FcId);
+struct FcVsock<'a>(#[serde(borrow)] FcId<'a>);
 
-impl FcObject for FcVsock {
+impl FcObject for FcVsock<'_> {
     const WHAT: &'static str = "a vsock object";
 }
 
@@ -583,6 +612,109 @@ fn device_names(devices: &[(&str, &str, Option<&str>)]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// The entries of the device list `name` of the file `src`, each read as a drive (`drive`) or
+/// another device.
+fn fc_entries<'a>(
+    src: Source<'a>,
+    name: &str,
+    list: &FcList<'a>,
+    drive: bool,
+) -> Result<Vec<FcId<'a>>> {
+    list.entries
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let field = format!("{name}[{i}]");
+            let at = fc_offset(src, raw);
+            let read = if drive {
+                from_json::<Object<FcDrive<'a>>>(src, at, raw.get(), &field).map(|d| d.0.0)
+            } else {
+                from_json::<Object<FcId<'a>>>(src, at, raw.get(), &field).map(|d| d.0)
+            };
+            read.map_err(Error::from)
+        })
+        .collect()
+}
+
+/// Where `raw`, a part of the file `src`, starts in it.
+fn fc_offset(src: Source<'_>, raw: &RawValue) -> usize {
+    (raw.get().as_ptr() as usize).saturating_sub(src.text.as_ptr() as usize)
+}
+
+/// The ids of the drives Firecracker builds from `drives` (the entries in file order), in
+/// the order it attaches them. As Firecracker's block device list does: a drive whose id an
+/// earlier drive has replaces it in its place (one device); the root drive
+/// (`is_root_device: true`) goes first, a new one put in front of the others and an earlier
+/// drive made root by a later entry trading places with the first drive; a root drive other
+/// than the one that is first is refused, naming both. A drive without an id is its own.
+fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<Option<String>>> {
+    // Each drive's id, whether it is the root drive, and the entry it comes from.
+    let mut list: std::collections::VecDeque<(Option<String>, bool, usize)> =
+        std::collections::VecDeque::new();
+    let offset = |raw: &RawValue| fc_offset(src, raw);
+    for (i, drive) in drives.into_iter().enumerate() {
+        let field = format!("drives[{i}].is_root_device");
+        let root = match drive.root {
+            Some(raw) => {
+                from_json::<Option<bool>>(src, offset(raw), raw.get(), &field)?.unwrap_or(false)
+            }
+            None => false,
+        };
+        let position = drive
+            .id
+            .as_deref()
+            .and_then(|id| list.iter().position(|(d, _, _)| d.as_deref() == Some(id)));
+        if root
+            && position != Some(0)
+            && let Some((first, true, entry)) = list.front()
+        {
+            let first = first.as_deref().map_or_else(
+                || "a drive without an id".to_owned(),
+                |id| format!("`{}`", crate::render::escape(id)),
+            );
+            return Err(src
+                .error(
+                    field,
+                    drive.root.map(|r| offset(r)..offset(r) + r.get().len()),
+                    Problem::Invalid(format!(
+                        "a second root drive: {first} (drives[{entry}]) is the root drive \
+                         already (Firecracker has at most one)"
+                    )),
+                )
+                .into());
+        }
+        let new = (drive.id, root, i);
+        match position {
+            None if root => list.push_front(new),
+            None => list.push_back(new),
+            Some(k) => {
+                list[k] = new;
+                if root {
+                    list.swap(0, k);
+                }
+            }
+        }
+    }
+    Ok(list.into_iter().map(|(id, _, _)| id).collect())
+}
+
+/// The ids of the network interfaces Firecracker builds from `interfaces` (the entries in
+/// file order), in the order it attaches them. As Firecracker's list of interfaces does: an
+/// interface whose id an earlier one has replaces it, the last interface taking the old one's
+/// place and the new one going last (one device). An interface without an id is its own.
+fn fc_net_devices(interfaces: Vec<FcId<'_>>) -> Vec<Option<String>> {
+    let mut list: Vec<Option<String>> = Vec::new();
+    for interface in interfaces {
+        if let Some(id) = interface.id.as_deref()
+            && let Some(k) = list.iter().position(|d| d.as_deref() == Some(id))
+        {
+            list.swap_remove(k);
+        }
+        list.push(interface.id);
+    }
+    list
+}
+
 fn device(ty: &str, name: Option<&str>) -> Value {
     let mut t = Table::new();
     t.insert("type".into(), Value::String(ty.into()));
@@ -594,7 +726,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 
 /// The spec of a Firecracker configuration: a whole `--config-file` JSON (memory from
 /// `machine-config`, 128 MiB without one; a virtio-blk per drive, a virtio-net per network
-/// interface, then vsock, balloon and entropy devices, in that order, named by their ids (an
+/// interface (as Firecracker builds them: a repeated id updates or replaces a device, the root
+/// drive first), then vsock, balloon and entropy devices, in that order, named by their ids (an
 /// id the plan reserves, or one a device of another type already took, is qualified by type:
 /// `blk-serial`, `net-1`; one longer than a name may be is cut to fit, with `~` at the cut;
 /// see SPEC.md); the serial port) or a `machine-config` object alone (memory
@@ -609,7 +742,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 ///
 /// # Errors
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
-/// object belongs included), an unknown `huge_pages` value or too many devices, with the field
+/// object belongs included), an unknown `huge_pages` value, a second root drive or too many
+/// devices, with the field
 /// and its line and column in the file; [`Error::SpecTooLarge`] when the converted spec would be
 /// larger than a spec may be.
 ///
@@ -687,19 +821,13 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             )
             .into());
     }
-    let ids = |name: &str, list: &FcList<'_>| -> Result<Vec<Option<String>>> {
-        list.entries
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                from_json::<Object<FcId>>(src, offset(raw), raw.get(), &format!("{name}[{i}]"))
-                    .map(|d| d.0.id)
-                    .map_err(Error::from)
-            })
-            .collect()
-    };
-    let drives = ids("drives", &config.drives)?;
-    let network = ids("network-interfaces", &config.network)?;
+    let drives = fc_block_devices(src, fc_entries(src, "drives", &config.drives, true)?)?;
+    let network = fc_net_devices(fc_entries(
+        src,
+        "network-interfaces",
+        &config.network,
+        false,
+    )?);
     let vsock = config
         .vsock
         .map(|raw| from_json::<Object<FcVsock>>(src, offset(raw), raw.get(), "vsock"))
@@ -1282,6 +1410,96 @@ mod tests {
                     "{name}"
                 );
             }
+        }
+    }
+
+    /// The device names of the spec of the Firecracker file with `drives` and `interfaces`
+    /// (JSON lists of objects).
+    fn fc_names(drives: &str, interfaces: &str) -> Vec<String> {
+        let json = format!(
+            r#"{{"machine-config": {{"mem_size_mib": 64}}, "drives": {drives},
+                "network-interfaces": {interfaces}}}"#
+        );
+        let spec = spec_of(&firecracker_spec("fc.json", &json).unwrap());
+        spec.devices.iter().map(|d| d.name.clone()).collect()
+    }
+
+    #[test]
+    fn firecracker_repeated_drive_id_updates_the_drive_and_the_root_drive_comes_first() {
+        let d = |id: &str, root: bool| format!(r#"{{"drive_id": "{id}", "is_root_device": {root}}}"#);
+        for (drives, expected) in [
+            // The same id twice is one drive, where the first was.
+            (vec![d("rootfs", true), d("rootfs", true)], vec!["rootfs"]),
+            (vec![d("a", false), d("b", false), d("a", false)], vec!["a", "b"]),
+            // The root drive goes first, whatever its place in the list.
+            (vec![d("data", false), d("rootfs", true)], vec!["rootfs", "data"]),
+            (
+                vec![d("a", false), d("b", false), d("r", true), d("c", false)],
+                vec!["r", "a", "b", "c"],
+            ),
+            // A drive made the root drive by an update trades places with the first drive.
+            (
+                vec![d("a", false), d("b", false), d("c", false), d("c", true)],
+                vec!["c", "b", "a"],
+            ),
+            // The root drive updated as root stays first, one device.
+            (vec![d("r", true), d("x", false), d("r", true)], vec!["r", "x"]),
+            // The root drive updated as not root stays in its place; a later root drive goes
+            // before it.
+            (
+                vec![d("r", true), d("x", false), d("r", false), d("s", true)],
+                vec!["s", "r", "x"],
+            ),
+            // A drive without is_root_device is not the root drive; one without an id is a
+            // drive of its own.
+            (
+                vec![r#"{"drive_id": "a"}"#.to_owned(), "{}".to_owned(), "{}".to_owned(), d("r", true)],
+                vec!["r", "a", "blk2", "blk3"],
+            ),
+        ] {
+            let list = format!("[{}]", drives.join(", "));
+            assert_eq!(fc_names(&list, "[]"), expected, "{list}");
+        }
+        // A repeated drive id and an interface of the same id: still one drive.
+        assert_eq!(
+            fc_names(
+                &format!("[{}, {}]", d("1", false), d("1", false)),
+                r#"[{"iface_id": "1"}]"#
+            ),
+            ["1", "net-1"]
+        );
+    }
+
+    #[test]
+    fn firecracker_second_root_drive_is_refused_at_its_flag() {
+        let json = "{\"drives\": [{\"drive_id\": \"r1\", \"is_root_device\": true},\n  \
+                    {\"drive_id\": \"r2\", \"is_root_device\": true}]}";
+        let e = fc_error(json);
+        assert_eq!(e.field, "drives[1].is_root_device");
+        assert_eq!(e.position, Some((2, 40)), "{e}");
+        assert!(
+            e.problem
+                .to_string()
+                .contains("`r1` (drives[0]) is the root drive already"),
+            "{e}"
+        );
+        let e = fc_error(r#"{"drives": [{"drive_id": "r", "is_root_device": "yes"}]}"#);
+        assert_eq!(e.field, "drives[0].is_root_device");
+        assert!(e.problem.to_string().contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn firecracker_repeated_interface_id_replaces_the_interface_and_moves_it_last() {
+        let n = |id: &str| format!(r#"{{"iface_id": "{id}", "host_dev_name": "tap-{id}"}}"#);
+        for (interfaces, expected) in [
+            (vec![n("eth0"), n("eth0")], vec!["eth0"]),
+            // The last interface takes the old one's place, the new one goes last.
+            (vec![n("a"), n("b"), n("c"), n("a")], vec!["c", "b", "a"]),
+            (vec![n("a"), n("b"), n("c"), n("b")], vec!["a", "c", "b"]),
+            (vec![n("a"), n("b"), n("b"), n("a")], vec!["b", "a"]),
+        ] {
+            let list = format!("[{}]", interfaces.join(", "));
+            assert_eq!(fc_names("[]", &list), expected, "{list}");
         }
     }
 

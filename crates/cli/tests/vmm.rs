@@ -426,6 +426,33 @@ fn firecracker_long_ids_shared_by_a_drive_and_an_interface_are_not_refused() {
 }
 
 #[test]
+fn firecracker_repeated_drive_id_is_one_device() {
+    // Firecracker updates a drive whose id is given again: one virtio-blk device.
+    let json = r#"{
+  "boot-source": {"kernel_image_path": "vmlinux"},
+  "drives": [
+    {"drive_id": "rootfs", "path_on_host": "old.ext4", "is_root_device": true, "is_read_only": false},
+    {"drive_id": "rootfs", "path_on_host": "new.ext4", "is_root_device": true, "is_read_only": false}
+  ],
+  "machine-config": {"vcpu_count": 1, "mem_size_mib": 256}
+}"#;
+    let (code, out, err) = run_on_json(
+        "fc-dup.json",
+        json,
+        &["plan", "--from", "firecracker", "--kernel-cmdline", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "virtio_mmio.device=4K@0xc0000000:5\n");
+    let (code, out, err) = run_on_json(
+        "fc-dup.json",
+        json,
+        &["init", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("[[device]]").count(), 1, "{out}");
+}
+
+#[test]
 fn firecracker_config_without_machine_config_has_128_mib() {
     // Firecracker's default when machine-config is left out or null.
     for json in [
