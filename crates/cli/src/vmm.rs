@@ -1269,21 +1269,39 @@ mod tests {
         let object = json!({"x": "]}", "y": [1, {"z": null}]});
         let cases = [
             (machine(json!("@")), "machine-config"),
-            (machine(json!({"mem_size_mib": "@"})), "machine-config.mem_size_mib"),
+            (
+                machine(json!({"mem_size_mib": "@"})),
+                "machine-config.mem_size_mib",
+            ),
             (json!({"mem_size_mib": "@"}), "mem_size_mib"),
-            (machine(json!({"mem_size_mib": 64, "smt": "@"})), "machine-config.smt"),
-            (machine(json!({"mem_size_mib": 64, "vcpu_count": "@"})), "machine-config.vcpu_count"),
+            (
+                machine(json!({"mem_size_mib": 64, "smt": "@"})),
+                "machine-config.smt",
+            ),
+            (
+                machine(json!({"mem_size_mib": 64, "vcpu_count": "@"})),
+                "machine-config.vcpu_count",
+            ),
             (
                 machine(json!({"mem_size_mib": 64, "track_dirty_pages": "@"})),
                 "machine-config.track_dirty_pages",
             ),
-            (with_machine("drives", json!([{"drive_id": "@"}])), "drives[0].drive_id"),
-            (with_machine("drives", json!([{"drive_id": "a"}, "@"])), "drives[1]"),
+            (
+                with_machine("drives", json!([{"drive_id": "@"}])),
+                "drives[0].drive_id",
+            ),
+            (
+                with_machine("drives", json!([{"drive_id": "a"}, "@"])),
+                "drives[1]",
+            ),
             (
                 with_machine("network-interfaces", json!([{"iface_id": "@"}])),
                 "network-interfaces[0].iface_id",
             ),
-            (with_machine("vsock", json!({"vsock_id": "@"})), "vsock.vsock_id"),
+            (
+                with_machine("vsock", json!({"vsock_id": "@"})),
+                "vsock.vsock_id",
+            ),
             (with_machine("vsock", json!("@")), "vsock"),
             (with_machine("balloon", json!("@")), "balloon"),
             (with_machine("entropy", json!("@")), "entropy"),
@@ -1345,7 +1363,12 @@ mod tests {
             r#"{"machine-config":{}}"#,
         ] {
             let e = fc_error(json);
-            assert!(e.problem.to_string().contains("missing field `mem_size_mib`"), "{e}");
+            assert!(
+                e.problem
+                    .to_string()
+                    .contains("missing field `mem_size_mib`"),
+                "{e}"
+            );
             let at = json.find('}').unwrap();
             let src = Source {
                 origin: "fc.json",
@@ -1426,13 +1449,20 @@ mod tests {
 
     #[test]
     fn firecracker_repeated_drive_id_updates_the_drive_and_the_root_drive_comes_first() {
-        let d = |id: &str, root: bool| format!(r#"{{"drive_id": "{id}", "is_root_device": {root}}}"#);
+        let d =
+            |id: &str, root: bool| format!(r#"{{"drive_id": "{id}", "is_root_device": {root}}}"#);
         for (drives, expected) in [
             // The same id twice is one drive, where the first was.
             (vec![d("rootfs", true), d("rootfs", true)], vec!["rootfs"]),
-            (vec![d("a", false), d("b", false), d("a", false)], vec!["a", "b"]),
+            (
+                vec![d("a", false), d("b", false), d("a", false)],
+                vec!["a", "b"],
+            ),
             // The root drive goes first, whatever its place in the list.
-            (vec![d("data", false), d("rootfs", true)], vec!["rootfs", "data"]),
+            (
+                vec![d("data", false), d("rootfs", true)],
+                vec!["rootfs", "data"],
+            ),
             (
                 vec![d("a", false), d("b", false), d("r", true), d("c", false)],
                 vec!["r", "a", "b", "c"],
@@ -1443,7 +1473,10 @@ mod tests {
                 vec!["c", "b", "a"],
             ),
             // The root drive updated as root stays first, one device.
-            (vec![d("r", true), d("x", false), d("r", true)], vec!["r", "x"]),
+            (
+                vec![d("r", true), d("x", false), d("r", true)],
+                vec!["r", "x"],
+            ),
             // The root drive updated as not root stays in its place; a later root drive goes
             // before it.
             (
@@ -1453,7 +1486,12 @@ mod tests {
             // A drive without is_root_device is not the root drive; one without an id is a
             // drive of its own.
             (
-                vec![r#"{"drive_id": "a"}"#.to_owned(), "{}".to_owned(), "{}".to_owned(), d("r", true)],
+                vec![
+                    r#"{"drive_id": "a"}"#.to_owned(),
+                    "{}".to_owned(),
+                    "{}".to_owned(),
+                    d("r", true),
+                ],
                 vec!["r", "a", "blk2", "blk3"],
             ),
         ] {
