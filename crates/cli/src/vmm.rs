@@ -13,7 +13,7 @@ use toml::{Table, Value};
 
 use crate::error::{Error, Problem, Result, SpecError};
 use crate::size::SizeError;
-use crate::spec::{MAX_DEVICES, MAX_SPEC_BYTES, Source};
+use crate::spec::{MAX_DEVICES, MAX_NAME_CHARS, MAX_SPEC_BYTES, Source};
 
 /// A JSON object of Firecracker's configuration, read into a serde-derived struct. The derive
 /// also takes a JSON array of the fields' values in order; Firecracker's files hold objects, so
@@ -94,60 +94,89 @@ impl FcObject for FcMachine<'_> {
 }
 
 /// A device of Firecracker's configuration file; only its id matters here (`drive_id`,
-/// `iface_id` or `vsock_id`, errors naming the key as written).
+/// `iface_id` or `vsock_id`, errors naming the key as written), and for a drive whether it is
+/// the root drive (`is_root_device`, kept as written so that a mistake in it is shown where it
+/// is).
 #[derive(Debug)]
-struct FcId {
+struct FcId<'a> {
     id: Option<String>,
+    root: Option<&'a RawValue>,
 }
 
-impl<'de> Deserialize<'de> for FcId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FcId;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a Firecracker device object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<FcId, A::Error> {
-                use serde::de::Error as _;
-                let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    if let Some((first, _)) = &id {
-                        return Err(A::Error::custom(if *first == key {
-                            format!("duplicate field `{key}`")
-                        } else {
-                            format!("`{first}` and `{key}` both give the device's id")
-                        }));
-                    }
-                    let value = map.next_value::<Option<String>>()?;
-                    id = Some((key, value));
+/// Reads a device's id (and `is_root_device` when `drive`) from its object, skipping every
+/// other field.
+struct FcIdVisitor {
+    drive: bool,
+}
+
+impl<'de> Visitor<'de> for FcIdVisitor {
+    type Value = FcId<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Firecracker device object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<FcId<'de>, A::Error> {
+        use serde::de::Error as _;
+        let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
+        let mut root = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.drive && key == "is_root_device" {
+                if root.is_some() {
+                    return Err(A::Error::duplicate_field("is_root_device"));
                 }
-                Ok(FcId {
-                    id: id.and_then(|(_, v)| v),
-                })
+                root = Some(map.next_value::<&'de RawValue>()?);
+                continue;
             }
+            if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if let Some((first, _)) = &id {
+                return Err(A::Error::custom(if *first == key {
+                    format!("duplicate field `{key}`")
+                } else {
+                    format!("`{first}` and `{key}` both give the device's id")
+                }));
+            }
+            let value = map.next_value::<Option<String>>()?;
+            id = Some((key, value));
         }
-        d.deserialize_map(V)
+        Ok(FcId {
+            id: id.and_then(|(_, v)| v),
+            root,
+        })
     }
 }
 
-impl FcObject for FcId {
+impl<'de> Deserialize<'de> for FcId<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(FcIdVisitor { drive: false })
+    }
+}
+
+impl FcObject for FcId<'_> {
+    const WHAT: &'static str = "a Firecracker device object";
+}
+
+/// An entry of Firecracker's `drives`.
+#[derive(Debug)]
+struct FcDrive<'a>(FcId<'a>);
+
+impl<'de> Deserialize<'de> for FcDrive<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(FcIdVisitor { drive: true }).map(FcDrive)
+    }
+}
+
+impl FcObject for FcDrive<'_> {
     const WHAT: &'static str = "a Firecracker device object";
 }
 
 /// Firecracker's `vsock` object.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]
-struct FcVsock(FcId);
+struct FcVsock<'a>(#[serde(borrow)] FcId<'a>);
 
-impl FcObject for FcVsock {
+impl FcObject for FcVsock<'_> {
     const WHAT: &'static str = "a vsock object";
 }
 
@@ -324,7 +353,7 @@ fn json_error(
     } else {
         "not a Firecracker configuration"
     };
-    // serde_json counts lines from 1 and columns in bytes, the column of the last byte read
+    // serde_json counts lines from 1 and columns in bytes: the bytes of the line it has read
     // (0 at the start of a line).
     let span = (e.line() > 0).then(|| {
         let line_start = if e.line() == 1 {
@@ -334,21 +363,25 @@ fn json_error(
                 .nth(e.line() - 2)
                 .map_or(text.len(), |(i, _)| i + 1)
         };
-        let mut at = (line_start + e.column().saturating_sub(1)).min(text.len());
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        // A value serde_json only peeked at (a `[` or `{` of the wrong type) is reported at
-        // the byte before it: point at the value, past any white space.
-        if let Some(skip) = text[at..].find(|c: char| !c.is_ascii_whitespace())
-            && text[at..].starts_with(|c: char| c.is_ascii_whitespace())
-        {
-            at += skip;
+        let mut read = (line_start + e.column()).min(text.len());
+        while !text.is_char_boundary(read) {
+            read -= 1;
         }
         let span = if e.is_data() {
-            value_span(text, at)
+            data_span(text, read, message.starts_with("missing field"))
         } else {
-            at..(at + 1).min(text.len())
+            // A syntax error is at the byte serde_json stopped at (the start of its line when
+            // it read none of it), past any white space.
+            let mut at = (line_start + e.column().saturating_sub(1)).min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            if let Some(skip) = text[at..].find(|c: char| !is_json_space(c))
+                && text[at..].starts_with(is_json_space)
+            {
+                at += skip;
+            }
+            one_char(text, at)
         };
         base + span.start..base + span.end
     });
@@ -359,16 +392,50 @@ fn json_error(
     )
 }
 
-/// The whole JSON value serde_json reported a data error at, from the byte `at` where it
-/// stopped: the last byte of a scalar it read (`false`, `-1.5`, the closing quote of a string
-/// or key), or the first of an array or object it only peeked at. Anything else (a closing
-/// bracket, for a missing field) is that one byte.
-fn value_span(text: &str, at: usize) -> std::ops::Range<usize> {
+/// JSON's white space.
+fn is_json_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// A byte of a number or of `true`, `false`, `null`.
+fn is_scalar_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-')
+}
+
+/// The character at byte `at` of `text` (nothing at its end).
+fn one_char(text: &str, at: usize) -> std::ops::Range<usize> {
+    at..at + text[at..].chars().next().map_or(0, char::len_utf8)
+}
+
+/// The whole JSON value a data error of serde_json is about, given the byte `read` it had
+/// read up to (its line and column). serde_json reads a scalar, string or key before it
+/// finds it is wrong (it ends just before `read`), but only peeks at the `[` or `{` of an
+/// array or object of the wrong type (it starts at the first byte from `read` that is not
+/// white space, the byte before being the `:`, `,`, `[` or `{` that precedes a value). A
+/// missing field (`missing`) is found once its object is read: it is that object's `}`.
+fn data_span(text: &str, read: usize, missing: bool) -> std::ops::Range<usize> {
     let bytes = text.as_bytes();
-    let one = at..(at + 1).min(text.len());
+    let is_space = |b: u8| is_json_space(char::from(b));
+    let next = (read..bytes.len())
+        .find(|&i| !is_space(bytes[i]))
+        .unwrap_or(bytes.len());
+    let last = (0..read).rev().find(|&i| !is_space(bytes[i]));
+    match last {
+        Some(last) if missing => one_char(text, last),
+        Some(last) if !matches!(bytes[last], b':' | b',' | b'[' | b'{') => {
+            value_ending_at(text, last)
+        }
+        _ => value_starting_at(text, next),
+    }
+}
+
+/// The JSON value that starts at byte `at`: an array or object to its matching bracket
+/// (strings skipped: a bracket in one does not count), a string to its closing quote, a
+/// number or literal to its last byte; anything else (a closing bracket) is that character.
+fn value_starting_at(text: &str, at: usize) -> std::ops::Range<usize> {
+    let bytes = text.as_bytes();
     match bytes.get(at) {
         Some(b'[' | b'{') => {
-            // The matching bracket, strings skipped (a bracket in one does not count).
             let mut depth = 0usize;
             let mut in_string = false;
             let mut escaped = false;
@@ -394,9 +461,37 @@ fn value_span(text: &str, at: usize) -> std::ops::Range<usize> {
                     _ => {}
                 }
             }
-            one
+            one_char(text, at)
         }
         Some(b'"') => {
+            let mut escaped = false;
+            for (i, &b) in bytes.iter().enumerate().skip(at + 1) {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => return at..i + 1,
+                    _ => {}
+                }
+            }
+            one_char(text, at)
+        }
+        Some(&b) if is_scalar_byte(b) => {
+            let end = (at..bytes.len())
+                .find(|&i| !is_scalar_byte(bytes[i]))
+                .unwrap_or(bytes.len());
+            at..end
+        }
+        _ => one_char(text, at.min(text.len())),
+    }
+}
+
+/// The JSON value whose last byte is `at`: a string back to its opening quote, an array or
+/// object back to its opening bracket, a number or literal back to its first byte; anything
+/// else is that character.
+fn value_ending_at(text: &str, at: usize) -> std::ops::Range<usize> {
+    let bytes = text.as_bytes();
+    match bytes[at] {
+        b'"' => {
             // The opening quote: the first one before that no odd run of `\` escapes.
             let mut i = at;
             while let Some(q) = text[..i].rfind('"') {
@@ -406,15 +501,46 @@ fn value_span(text: &str, at: usize) -> std::ops::Range<usize> {
                 }
                 i = q;
             }
-            one
+            one_char(text, at)
         }
-        Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-') => {
-            let start = text[..at]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-')))
+        b']' | b'}' => {
+            // The bracket it closes, read from the start of the text (where no string is
+            // open), strings skipped.
+            let mut open = Vec::new();
+            let mut in_string = false;
+            let mut escaped = false;
+            for (i, &b) in bytes.iter().enumerate().take(at + 1) {
+                if in_string {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'[' | b'{' => open.push(i),
+                    b']' | b'}' => {
+                        let start = open.pop();
+                        if i == at {
+                            return start.map_or_else(|| one_char(text, at), |s| s..at + 1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            one_char(text, at)
+        }
+        b if is_scalar_byte(b) => {
+            let start = (0..at)
+                .rev()
+                .find(|&i| !is_scalar_byte(bytes[i]))
                 .map_or(0, |i| i + 1);
             start..at + 1
         }
-        _ => one,
+        _ => one_char(text, at),
     }
 }
 
@@ -426,42 +552,167 @@ fn spec_error(origin: &str, message: String) -> Error {
 }
 
 /// The names of Firecracker's devices, given as `(type, short type, id)` in spec order.
-/// Firecracker keeps ids per device type, and any id is its own; a spec's device names are
-/// unique and may not be one the plan gives to another part of the map. So an id is the name
-/// of the first device that has it unless the plan reserves it (`serial`, `GIC`, ...); any
-/// other device with an id is named by its short type and id (`blk-serial`, `net-1`), with
-/// `-2`, `-3`... after it while that is taken or reserved too. A device without an id gets
-/// the spec's default name.
+/// Firecracker keeps ids per device type, any id is its own and of any length; a spec's device
+/// names are unique, at most [`MAX_NAME_CHARS`] characters, and may not be one the plan gives
+/// to another part of the map. So an id is the name of the first device that has it unless it
+/// is too long or the plan reserves it (`serial`, `GIC`, ...). Any other device with an id
+/// takes the first of these that is neither taken nor reserved: for the first device with an
+/// id that is too long, the id itself; then its short type and id (`blk-serial`, `net-1`);
+/// then that with `-2`, `-3`... after it. A name that would be too long keeps the start of the
+/// id, as much of it as fits with `~` after it to mark the cut (and the type before and the
+/// number after it). A device without an id gets the spec's default name.
 fn device_names(devices: &[(&str, &str, Option<&str>)]) -> Vec<Option<String>> {
     use std::collections::{HashMap, HashSet};
     let reserved = |name: &str| crate::spec::names_other_map_part(name);
+    let fits = |name: &str| name.chars().count() <= MAX_NAME_CHARS;
+    // `prefix`, `id` and `suffix`, the id cut (and `~` after it) where they would not fit.
+    let fit = |prefix: &str, id: &str, suffix: &str| {
+        let whole = format!("{prefix}{id}{suffix}");
+        if fits(&whole) {
+            return whole;
+        }
+        let room = MAX_NAME_CHARS - prefix.chars().count() - suffix.chars().count() - 1;
+        let cut: String = id.chars().take(room).collect();
+        format!("{prefix}{cut}~{suffix}")
+    };
     // Each id that is kept as a name, and the device that keeps it.
     let mut kept: HashMap<&str, usize> = HashMap::new();
     for (i, (_, _, id)) in devices.iter().enumerate() {
         if let Some(id) = id
+            && fits(id)
             && !reserved(id)
         {
             kept.entry(id).or_insert(i);
         }
     }
     let mut used: HashSet<String> = kept.keys().map(|&id| id.to_owned()).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
     devices
         .iter()
         .enumerate()
         .map(|(i, (_, short, id))| {
             let id = (*id)?;
+            let first = seen.insert(id);
             if kept.get(id) == Some(&i) {
                 return Some(id.to_owned());
             }
-            // At most one try more than there are devices.
-            let name = std::iter::once(format!("{short}-{id}"))
-                .chain((2..).map(|k| format!("{short}-{id}-{k}")))
+            let own = (first && !fits(id)).then(|| fit("", id, ""));
+            let prefix = format!("{short}-");
+            // Each candidate differs from the others, so at most one try more than there are
+            // devices.
+            let name = own
+                .into_iter()
+                .chain(std::iter::once(fit(&prefix, id, "")))
+                .chain((2..).map(|k| fit(&prefix, id, &format!("-{k}"))))
                 .find(|n| !used.contains(n) && !reserved(n))
                 .unwrap_or_default();
             used.insert(name.clone());
             Some(name)
         })
         .collect()
+}
+
+/// The entries of the device list `name` of the file `src`, each read as a drive (`drive`) or
+/// another device.
+fn fc_entries<'a>(
+    src: Source<'a>,
+    name: &str,
+    list: &FcList<'a>,
+    drive: bool,
+) -> Result<Vec<FcId<'a>>> {
+    list.entries
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let field = format!("{name}[{i}]");
+            let at = fc_offset(src, raw);
+            let read = if drive {
+                from_json::<Object<FcDrive<'a>>>(src, at, raw.get(), &field).map(|d| d.0.0)
+            } else {
+                from_json::<Object<FcId<'a>>>(src, at, raw.get(), &field).map(|d| d.0)
+            };
+            read.map_err(Error::from)
+        })
+        .collect()
+}
+
+/// Where `raw`, a part of the file `src`, starts in it.
+fn fc_offset(src: Source<'_>, raw: &RawValue) -> usize {
+    (raw.get().as_ptr() as usize).saturating_sub(src.text.as_ptr() as usize)
+}
+
+/// The ids of the drives Firecracker builds from `drives` (the entries in file order), in
+/// the order it attaches them. As Firecracker's block device list does: a drive whose id an
+/// earlier drive has replaces it in its place (one device); the root drive
+/// (`is_root_device: true`) goes first, a new one put in front of the others and an earlier
+/// drive made root by a later entry trading places with the first drive; a root drive other
+/// than the one that is first is refused, naming both. A drive without an id is its own.
+fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<Option<String>>> {
+    // Each drive's id, whether it is the root drive, and the entry it comes from.
+    let mut list: std::collections::VecDeque<(Option<String>, bool, usize)> =
+        std::collections::VecDeque::new();
+    let offset = |raw: &RawValue| fc_offset(src, raw);
+    for (i, drive) in drives.into_iter().enumerate() {
+        let field = format!("drives[{i}].is_root_device");
+        let root = match drive.root {
+            Some(raw) => {
+                from_json::<Option<bool>>(src, offset(raw), raw.get(), &field)?.unwrap_or(false)
+            }
+            None => false,
+        };
+        let position = drive
+            .id
+            .as_deref()
+            .and_then(|id| list.iter().position(|(d, _, _)| d.as_deref() == Some(id)));
+        if root
+            && position != Some(0)
+            && let Some((first, true, entry)) = list.front()
+        {
+            let first = first.as_deref().map_or_else(
+                || "a drive without an id".to_owned(),
+                |id| format!("`{}`", crate::render::escape(id)),
+            );
+            return Err(src
+                .error(
+                    field,
+                    drive.root.map(|r| offset(r)..offset(r) + r.get().len()),
+                    Problem::Invalid(format!(
+                        "a second root drive: {first} (drives[{entry}]) is the root drive \
+                         already (Firecracker has at most one)"
+                    )),
+                )
+                .into());
+        }
+        let new = (drive.id, root, i);
+        match position {
+            None if root => list.push_front(new),
+            None => list.push_back(new),
+            Some(k) => {
+                list[k] = new;
+                if root {
+                    list.swap(0, k);
+                }
+            }
+        }
+    }
+    Ok(list.into_iter().map(|(id, _, _)| id).collect())
+}
+
+/// The ids of the network interfaces Firecracker builds from `interfaces` (the entries in
+/// file order), in the order it attaches them. As Firecracker's list of interfaces does: an
+/// interface whose id an earlier one has replaces it, the last interface taking the old one's
+/// place and the new one going last (one device). An interface without an id is its own.
+fn fc_net_devices(interfaces: Vec<FcId<'_>>) -> Vec<Option<String>> {
+    let mut list: Vec<Option<String>> = Vec::new();
+    for interface in interfaces {
+        if let Some(id) = interface.id.as_deref()
+            && let Some(k) = list.iter().position(|d| d.as_deref() == Some(id))
+        {
+            list.swap_remove(k);
+        }
+        list.push(interface.id);
+    }
+    list
 }
 
 fn device(ty: &str, name: Option<&str>) -> Value {
@@ -475,9 +726,11 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 
 /// The spec of a Firecracker configuration: a whole `--config-file` JSON (memory from
 /// `machine-config`, 128 MiB without one; a virtio-blk per drive, a virtio-net per network
-/// interface, then vsock, balloon and entropy devices, in that order, named by their ids (an
+/// interface (as Firecracker builds them: a repeated id updates or replaces a device, the root
+/// drive first), then vsock, balloon and entropy devices, in that order, named by their ids (an
 /// id the plan reserves, or one a device of another type already took, is qualified by type:
-/// `blk-serial`, `net-1`; see SPEC.md); the serial port) or a `machine-config` object alone (memory
+/// `blk-serial`, `net-1`; one longer than a name may be is cut to fit, with `~` at the cut;
+/// see SPEC.md); the serial port) or a `machine-config` object alone (memory
 /// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages =
 /// "2M"` becomes memfd memory of 2 MiB huge pages (Firecracker backs it with a hugetlbfs
 /// memfd), `"None"` private anonymous memory. `vcpu_count`, `smt`, `cpu_template` and
@@ -489,7 +742,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 ///
 /// # Errors
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
-/// object belongs included), an unknown `huge_pages` value or too many devices, with the field
+/// object belongs included), an unknown `huge_pages` value, a second root drive or too many
+/// devices, with the field
 /// and its line and column in the file; [`Error::SpecTooLarge`] when the converted spec would be
 /// larger than a spec may be.
 ///
@@ -567,19 +821,13 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             )
             .into());
     }
-    let ids = |name: &str, list: &FcList<'_>| -> Result<Vec<Option<String>>> {
-        list.entries
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                from_json::<Object<FcId>>(src, offset(raw), raw.get(), &format!("{name}[{i}]"))
-                    .map(|d| d.0.id)
-                    .map_err(Error::from)
-            })
-            .collect()
-    };
-    let drives = ids("drives", &config.drives)?;
-    let network = ids("network-interfaces", &config.network)?;
+    let drives = fc_block_devices(src, fc_entries(src, "drives", &config.drives, true)?)?;
+    let network = fc_net_devices(fc_entries(
+        src,
+        "network-interfaces",
+        &config.network,
+        false,
+    )?);
     let vsock = config
         .vsock
         .map(|raw| from_json::<Object<FcVsock>>(src, offset(raw), raw.get(), "vsock"))
@@ -989,6 +1237,308 @@ mod tests {
         let e = fc_error(r#"{"mem_size_mib": 64, "huge_pages": 2}"#);
         assert_eq!(e.field, "huge_pages");
         assert!(e.problem.to_string().contains("expected a string"), "{e}");
+    }
+
+    /// The JSON files a value `bad` in place of the string `"@"` in `config` makes: minified,
+    /// pretty, and with the value on a line of its own.
+    fn with_value(config: &serde_json::Value, bad: &serde_json::Value) -> Vec<(String, String)> {
+        let minified = serde_json::to_string(config).unwrap();
+        let pretty = serde_json::to_string_pretty(config).unwrap();
+        let bad_min = serde_json::to_string(bad).unwrap();
+        let bad_pretty = serde_json::to_string_pretty(bad).unwrap();
+        vec![
+            (minified.replace("\"@\"", &bad_min), bad_min.clone()),
+            (pretty.replace("\"@\"", &bad_pretty), bad_pretty),
+            (
+                minified.replace("\"@\"", &format!("\n\t{bad_min} ")),
+                bad_min,
+            ),
+        ]
+    }
+
+    #[test]
+    fn firecracker_wrong_values_are_found_in_minified_and_pretty_json() {
+        use serde_json::json;
+        let machine = |v: serde_json::Value| json!({"machine-config": v});
+        let with_machine = |key: &str, v: serde_json::Value| {
+            let mut config = json!({"machine-config": {"mem_size_mib": 64}});
+            config[key] = v;
+            config
+        };
+        let array = json!([64]);
+        let object = json!({"x": "]}", "y": [1, {"z": null}]});
+        let cases = [
+            (machine(json!("@")), "machine-config"),
+            (
+                machine(json!({"mem_size_mib": "@"})),
+                "machine-config.mem_size_mib",
+            ),
+            (json!({"mem_size_mib": "@"}), "mem_size_mib"),
+            (
+                machine(json!({"mem_size_mib": 64, "smt": "@"})),
+                "machine-config.smt",
+            ),
+            (
+                machine(json!({"mem_size_mib": 64, "vcpu_count": "@"})),
+                "machine-config.vcpu_count",
+            ),
+            (
+                machine(json!({"mem_size_mib": 64, "track_dirty_pages": "@"})),
+                "machine-config.track_dirty_pages",
+            ),
+            (
+                with_machine("drives", json!([{"drive_id": "@"}])),
+                "drives[0].drive_id",
+            ),
+            (
+                with_machine("drives", json!([{"drive_id": "a"}, "@"])),
+                "drives[1]",
+            ),
+            (
+                with_machine("network-interfaces", json!([{"iface_id": "@"}])),
+                "network-interfaces[0].iface_id",
+            ),
+            (
+                with_machine("vsock", json!({"vsock_id": "@"})),
+                "vsock.vsock_id",
+            ),
+            (with_machine("vsock", json!("@")), "vsock"),
+            (with_machine("balloon", json!("@")), "balloon"),
+            (with_machine("entropy", json!("@")), "entropy"),
+        ];
+        for (config, field) in cases {
+            // Each value of a type the field does not take: an array, an object, a number, a
+            // boolean, a string (and null where null is not none).
+            let mut values = vec![array.clone(), object.clone(), json!(-1.5e3), json!(true)];
+            if !field.ends_with("_id") {
+                values.push(json!("yes"));
+            }
+            if field.ends_with("mem_size_mib") || field.ends_with("drives[1]") {
+                values.push(json!(null));
+            }
+            if field.ends_with("_id") {
+                values.retain(|v| !v.is_string());
+            }
+            if field.ends_with("mem_size_mib") || field.ends_with("vcpu_count") {
+                values.retain(|v| !v.is_number() || v.as_f64().is_some_and(|n| n < 0.0));
+            }
+            if field.ends_with("smt") || field.ends_with("dirty_pages") {
+                values.retain(|v| !v.is_boolean());
+                values.push(json!(1));
+            }
+            if matches!(field, "vsock" | "balloon" | "entropy" | "machine-config")
+                || field.ends_with(']')
+            {
+                // An object is what these take.
+                values.retain(|v| !v.is_object());
+            }
+            for bad in &values {
+                for (json, text) in with_value(&config, bad) {
+                    let e = fc_error(&json);
+                    let at = json.find(&text).unwrap();
+                    let src = Source {
+                        origin: "fc.json",
+                        text: &json,
+                    };
+                    assert_eq!(e.field, field, "{json}\n{e}");
+                    assert_eq!(e.position, Some(src.line_column(at)), "{json}\n{e}");
+                    let excerpt = e.excerpt.as_ref().unwrap();
+                    assert_eq!(
+                        &excerpt.text[excerpt.span.clone()],
+                        text.lines().next().unwrap(),
+                        "{json}\n{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn firecracker_missing_field_points_at_the_end_of_its_object() {
+        for json in [
+            r#"{"machine-config":{"vcpu_count":2}}"#,
+            r#"{"machine-config":{"vcpu_count":2 }}"#,
+            "{\"machine-config\": {\n  \"vcpu_count\": 2\n}}",
+            r#"{"smt":true}"#,
+            r#"{"machine-config":{}}"#,
+        ] {
+            let e = fc_error(json);
+            assert!(
+                e.problem
+                    .to_string()
+                    .contains("missing field `mem_size_mib`"),
+                "{e}"
+            );
+            let at = json.find('}').unwrap();
+            let src = Source {
+                origin: "fc.json",
+                text: json,
+            };
+            assert_eq!(e.position, Some(src.line_column(at)), "{json}\n{e}");
+            let excerpt = e.excerpt.as_ref().unwrap();
+            assert_eq!(&excerpt.text[excerpt.span.clone()], "}", "{json}\n{e}");
+        }
+    }
+
+    #[test]
+    fn firecracker_ids_of_any_length_give_names_that_fit() {
+        let a = |n: usize| "a".repeat(n);
+        let cut = |prefix: &str, n: usize, suffix: &str| format!("{prefix}{}~{suffix}", a(n));
+        let qualified_taken = cut("net-", 59, "");
+        for (devices, expected) in [
+            // An id shared by a drive and an interface, one that fits as it is.
+            (
+                vec![("virtio-blk", "blk", a(62)), ("virtio-net", "net", a(62))],
+                vec![a(62), cut("net-", 59, "")],
+            ),
+            // An id of 64 characters fits; one of 65 is cut to 63 and `~`.
+            (
+                vec![("virtio-blk", "blk", a(64)), ("virtio-net", "net", a(65))],
+                vec![a(64), cut("", 63, "")],
+            ),
+            // Two long ids that are the same in their first 63 characters, and a vsock.
+            (
+                vec![
+                    ("virtio-blk", "blk", a(100)),
+                    ("virtio-blk", "blk", a(99)),
+                    ("virtio-net", "net", a(100)),
+                    ("virtio-vsock", "vsock", a(100)),
+                ],
+                vec![
+                    cut("", 63, ""),
+                    cut("blk-", 59, ""),
+                    cut("net-", 59, ""),
+                    cut("vsock-", 57, ""),
+                ],
+            ),
+            // A qualified name that is another device's id gets a number, and still fits.
+            (
+                vec![
+                    ("virtio-blk", "blk", a(62)),
+                    ("virtio-blk", "blk", qualified_taken.clone()),
+                    ("virtio-net", "net", a(62)),
+                ],
+                vec![a(62), qualified_taken.clone(), cut("net-", 57, "-2")],
+            ),
+        ] {
+            let ids: Vec<(&str, &str, Option<&str>)> = devices
+                .iter()
+                .map(|(ty, short, id)| (*ty, *short, Some(id.as_str())))
+                .collect();
+            let names: Vec<String> = device_names(&ids).into_iter().flatten().collect();
+            assert_eq!(names, expected);
+            for name in &names {
+                assert!(
+                    name.chars().count() <= crate::spec::MAX_NAME_CHARS,
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    /// The device names of the spec of the Firecracker file with `drives` and `interfaces`
+    /// (JSON lists of objects).
+    fn fc_names(drives: &str, interfaces: &str) -> Vec<String> {
+        let json = format!(
+            r#"{{"machine-config": {{"mem_size_mib": 64}}, "drives": {drives},
+                "network-interfaces": {interfaces}}}"#
+        );
+        let spec = spec_of(&firecracker_spec("fc.json", &json).unwrap());
+        spec.devices.iter().map(|d| d.name.clone()).collect()
+    }
+
+    #[test]
+    fn firecracker_repeated_drive_id_updates_the_drive_and_the_root_drive_comes_first() {
+        let d =
+            |id: &str, root: bool| format!(r#"{{"drive_id": "{id}", "is_root_device": {root}}}"#);
+        for (drives, expected) in [
+            // The same id twice is one drive, where the first was.
+            (vec![d("rootfs", true), d("rootfs", true)], vec!["rootfs"]),
+            (
+                vec![d("a", false), d("b", false), d("a", false)],
+                vec!["a", "b"],
+            ),
+            // The root drive goes first, whatever its place in the list.
+            (
+                vec![d("data", false), d("rootfs", true)],
+                vec!["rootfs", "data"],
+            ),
+            (
+                vec![d("a", false), d("b", false), d("r", true), d("c", false)],
+                vec!["r", "a", "b", "c"],
+            ),
+            // A drive made the root drive by an update trades places with the first drive.
+            (
+                vec![d("a", false), d("b", false), d("c", false), d("c", true)],
+                vec!["c", "b", "a"],
+            ),
+            // The root drive updated as root stays first, one device.
+            (
+                vec![d("r", true), d("x", false), d("r", true)],
+                vec!["r", "x"],
+            ),
+            // The root drive updated as not root stays in its place; a later root drive goes
+            // before it.
+            (
+                vec![d("r", true), d("x", false), d("r", false), d("s", true)],
+                vec!["s", "r", "x"],
+            ),
+            // A drive without is_root_device is not the root drive; one without an id is a
+            // drive of its own.
+            (
+                vec![
+                    r#"{"drive_id": "a"}"#.to_owned(),
+                    "{}".to_owned(),
+                    "{}".to_owned(),
+                    d("r", true),
+                ],
+                vec!["r", "a", "blk2", "blk3"],
+            ),
+        ] {
+            let list = format!("[{}]", drives.join(", "));
+            assert_eq!(fc_names(&list, "[]"), expected, "{list}");
+        }
+        // A repeated drive id and an interface of the same id: still one drive.
+        assert_eq!(
+            fc_names(
+                &format!("[{}, {}]", d("1", false), d("1", false)),
+                r#"[{"iface_id": "1"}]"#
+            ),
+            ["1", "net-1"]
+        );
+    }
+
+    #[test]
+    fn firecracker_second_root_drive_is_refused_at_its_flag() {
+        let json = "{\"drives\": [{\"drive_id\": \"r1\", \"is_root_device\": true},\n  \
+                    {\"drive_id\": \"r2\", \"is_root_device\": true}]}";
+        let e = fc_error(json);
+        assert_eq!(e.field, "drives[1].is_root_device");
+        assert_eq!(e.position, Some((2, 40)), "{e}");
+        assert!(
+            e.problem
+                .to_string()
+                .contains("`r1` (drives[0]) is the root drive already"),
+            "{e}"
+        );
+        let e = fc_error(r#"{"drives": [{"drive_id": "r", "is_root_device": "yes"}]}"#);
+        assert_eq!(e.field, "drives[0].is_root_device");
+        assert!(e.problem.to_string().contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn firecracker_repeated_interface_id_replaces_the_interface_and_moves_it_last() {
+        let n = |id: &str| format!(r#"{{"iface_id": "{id}", "host_dev_name": "tap-{id}"}}"#);
+        for (interfaces, expected) in [
+            (vec![n("eth0"), n("eth0")], vec!["eth0"]),
+            // The last interface takes the old one's place, the new one goes last.
+            (vec![n("a"), n("b"), n("c"), n("a")], vec!["c", "b", "a"]),
+            (vec![n("a"), n("b"), n("c"), n("b")], vec!["a", "c", "b"]),
+            (vec![n("a"), n("b"), n("b"), n("a")], vec!["b", "a"]),
+        ] {
+            let list = format!("[{}]", interfaces.join(", "));
+            assert_eq!(fc_names("[]", &list), expected, "{list}");
+        }
     }
 
     #[test]

@@ -248,18 +248,29 @@ fn firecracker_device_count_error_has_the_entry_position() {
 #[test]
 fn firecracker_converted_spec_is_no_larger_than_a_spec() {
     // A drive id of DEL characters: each becomes a six-byte escape in TOML, so the converted
-    // spec would be six times the file. It is refused instead of read.
+    // spec would be six times the file. The name made of it keeps only what fits a name, and
+    // the name check refuses the control character.
     let id = "\u{7f}".repeat(200_000);
     let json = format!(
         r#"{{"machine-config": {{"mem_size_mib": 64}}, "drives": [{{"drive_id": "{id}"}}]}}"#
     );
+    let (code, out, err) = run_on_json(
+        "fc-big-id.json",
+        &json,
+        &["init", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.len() < 1024, "{out}");
     let (code, _, err) = run_on_json(
         "fc-big-id.json",
         &json,
         &["plan", "--from", "firecracker", "FILE"],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("larger than 1048576 bytes"), "{err}");
+    assert!(
+        err.contains("device[0].name: the name contains the control or formatting character"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -380,6 +391,68 @@ fn firecracker_ids_shared_by_a_drive_and_an_interface_are_qualified_by_type() {
 }
 
 #[test]
+fn firecracker_long_ids_shared_by_a_drive_and_an_interface_are_not_refused() {
+    // Firecracker sets no length on an id; a spec's names have at most 64 characters. A
+    // qualified name that would be longer has its id cut, the cut marked by `~`.
+    let id = "a".repeat(62);
+    let long = "b".repeat(80);
+    let json = format!(
+        r#"{{"machine-config": {{"mem_size_mib": 256}},
+        "drives": [{{"drive_id": "{id}", "is_root_device": true}}, {{"drive_id": "{long}"}}],
+        "network-interfaces": [{{"iface_id": "{id}", "host_dev_name": "tap0"}}, {{"iface_id": "{long}"}}]}}"#
+    );
+    let (code, out, err) = run_on_json(
+        "fc-long.json",
+        &json,
+        &["init", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|l| l.trim_end_matches('"'))
+        .collect();
+    let net = format!("net-{}~", &id[..59]);
+    let b63 = format!("{}~", &long[..63]);
+    let net_b = format!("net-{}~", &long[..59]);
+    assert_eq!(names[1..], [id.as_str(), &b63, &net, &net_b], "{out}");
+    let (code, out, err) = run_on_json(
+        "fc-long.json",
+        &json,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with(&net)), "{out}");
+}
+
+#[test]
+fn firecracker_repeated_drive_id_is_one_device() {
+    // Firecracker updates a drive whose id is given again: one virtio-blk device.
+    let json = r#"{
+  "boot-source": {"kernel_image_path": "vmlinux"},
+  "drives": [
+    {"drive_id": "rootfs", "path_on_host": "old.ext4", "is_root_device": true, "is_read_only": false},
+    {"drive_id": "rootfs", "path_on_host": "new.ext4", "is_root_device": true, "is_read_only": false}
+  ],
+  "machine-config": {"vcpu_count": 1, "mem_size_mib": 256}
+}"#;
+    let (code, out, err) = run_on_json(
+        "fc-dup.json",
+        json,
+        &["plan", "--from", "firecracker", "--kernel-cmdline", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "virtio_mmio.device=4K@0xc0000000:5\n");
+    let (code, out, err) = run_on_json(
+        "fc-dup.json",
+        json,
+        &["init", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("[[device]]").count(), 1, "{out}");
+}
+
+#[test]
 fn firecracker_config_without_machine_config_has_128_mib() {
     // Firecracker's default when machine-config is left out or null.
     for json in [
@@ -457,6 +530,25 @@ fn firecracker_value_mistakes_underline_the_whole_value() {
             r#""drive_id""#,
             "drives[0]",
             "duplicate field `drive_id`",
+        ),
+        // Minified: the value right after the colon.
+        (
+            r#"{"machine-config":[64]}"#,
+            "[64]",
+            "machine-config",
+            "expected a machine-config object",
+        ),
+        (
+            r#"{"machine-config":{"mem_size_mib":64},"vsock":{"vsock_id":["a"]}}"#,
+            r#"["a"]"#,
+            "vsock.vsock_id",
+            "expected a string",
+        ),
+        (
+            r#"{"machine-config":{"mem_size_mib":{"a":1}}}"#,
+            r#"{"a":1}"#,
+            "machine-config.mem_size_mib",
+            "expected a whole number",
         ),
     ] {
         let (code, _, err) = run_on_json(
