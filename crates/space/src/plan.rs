@@ -28,13 +28,17 @@ const SLOT_ALIGN: u64 = 2 << 20;
 pub struct PlanRequest {
     /// The platform (and so the layout preset).
     pub platform: Platform,
-    /// Guest physical address bits.
+    /// Guest physical address bits: 32 to 64, others are refused
+    /// ([`Error::InvalidLayout`] at [`PlanItem::PhysBits`]), and so is a layout that does not
+    /// fit them ([`Error::AddressLimit`], naming the part that did not fit).
     pub phys_bits: u32,
-    /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node.
+    /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
+    /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
+    /// are sizes that add up to more than 2^64 bytes.
     pub nodes: Vec<NodeRequest>,
     /// The serial port, if any.
     pub serial: Option<SerialRequest>,
-    /// virtio-mmio devices, in order.
+    /// virtio-mmio devices, in order; each needs a free interrupt ([`Error::NoFreeIrq`]).
     pub devices: Vec<DeviceRequest>,
     /// Hotplug slots, if any.
     pub hotplug: Option<HotplugRequest>,
@@ -46,7 +50,9 @@ pub struct PlanRequest {
 /// A guest NUMA node's boot RAM.
 #[derive(Clone, Debug)]
 pub struct NodeRequest {
-    /// Bytes of boot RAM.
+    /// Bytes of boot RAM: not zero (a node without boot RAM is refused:
+    /// [`Error::NothingToPlace`] at [`PlanItem::Node`]), and a multiple of the page size of
+    /// `memory` (the guest page, or its explicit huge page size: [`Error::Misaligned`]).
     pub size: u64,
     /// How its RAM regions are made: a RAM spec whose base and size are replaced by the
     /// planned ones.
@@ -57,38 +63,60 @@ pub struct NodeRequest {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SerialRequest {
     /// A fixed interrupt (default: the platform's, if it has one, else the next free one).
+    /// One outside the platform's range or already taken is refused
+    /// ([`Error::IrqOutOfRange`], [`Error::IrqTaken`] at [`PlanItem::SerialIrq`]).
     pub irq: Option<u32>,
-    /// A fixed I/O port base, on platforms with port I/O (default: the platform's).
+    /// A fixed I/O port base, on platforms with port I/O (x86-64; default: the platform's).
+    /// Refused on a platform whose serial port is MMIO (AArch64: [`Error::NoIoPorts`] with no
+    /// ports), and when the ports pass the platform's port space ([`Error::NoIoPorts`]) or
+    /// overlap others ([`Error::Taken`]), at [`PlanItem::SerialPort`].
     pub port: Option<u64>,
-    /// A fixed MMIO address, on platforms with an MMIO serial port (default: first fit).
+    /// A fixed MMIO address, on platforms with an MMIO serial port (AArch64; default: first
+    /// fit). Refused on a platform whose serial port is on I/O ports (x86-64:
+    /// [`Error::NoMmioSerial`]), and when the window is not page-aligned, not inside a device
+    /// window or overlaps another, at [`PlanItem::SerialAddress`].
     pub address: Option<u64>,
 }
 
 /// A virtio-mmio device.
 #[derive(Clone, Debug)]
 pub struct DeviceRequest {
-    /// Its name: the owner of its window, interrupt and DAX window.
+    /// Its name: the owner of its window, interrupt and DAX window. Refused
+    /// ([`Error::InvalidName`] at [`PlanItem::DeviceName`]) when empty, when another device
+    /// has it, or when the plan gives it to another part of the map on some platform
+    /// (`serial`, `reserved`, `legacy ISA`, `boot RAM`, a platform reservation such as `GIC`
+    /// or several joined by `, `, `RAM node…`, `hotplug slot…`, or ending in ` DAX`).
     pub name: String,
-    /// Its MMIO window size (a power of two: it is also the alignment).
+    /// Its MMIO window size: a power of two (it is also the alignment;
+    /// [`Error::InvalidAlignment`] at [`PlanItem::DeviceMmioSize`]) of at least a guest page
+    /// ([`Error::Misaligned`]); zero is refused ([`Error::NothingToPlace`]).
     pub mmio_size: u64,
-    /// A fixed MMIO address.
+    /// A fixed MMIO address: a multiple of `mmio_size` ([`Error::NotMultiple`]), with the
+    /// window inside a device window ([`Error::NotInWindow`]) and over no other
+    /// ([`Error::Taken`]), at [`PlanItem::DeviceAddress`].
     pub address: Option<u64>,
-    /// A fixed interrupt.
+    /// A fixed interrupt: inside the platform's range and free ([`Error::IrqOutOfRange`],
+    /// [`Error::IrqTaken`] at [`PlanItem::DeviceIrq`]).
     pub irq: Option<u32>,
-    /// A DAX window of this size.
+    /// A DAX window of this size: not zero ([`Error::NothingToPlace`]) and a multiple of
+    /// [`DAX_ALIGN`] ([`Error::NotMultiple`]), at [`PlanItem::DeviceDaxSize`].
     pub dax_size: Option<u64>,
 }
 
 /// Hotplug slots.
 #[derive(Clone, Debug)]
 pub struct HotplugRequest {
-    /// How many: at most [`DEFAULT_SLOTS`], the memory-slot numbers of
+    /// How many: 1 to [`DEFAULT_SLOTS`], the memory-slot numbers of
     /// an address space (so that a request cannot make the planner loop or allocate without
-    /// bound).
+    /// bound); others are refused ([`Error::InvalidLayout`] at [`PlanItem::Hotplug`]: for no
+    /// slots, ask for no hotplug).
     pub slots: u32,
-    /// Bytes each.
+    /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
+    /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`].
     pub slot_size: u64,
-    /// The guest NUMA node of their memory.
+    /// The guest NUMA node of their memory: one of the request's nodes (an index into
+    /// [`PlanRequest::nodes`]); others are refused ([`Error::NoGuestNode`] at
+    /// [`PlanItem::HotplugNode`]).
     pub node: u32,
     /// How their memory is made once plugged: a RAM spec whose base and size are replaced.
     pub memory: RegionSpec,
@@ -234,7 +262,9 @@ fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
 /// Lays out `request`.
 ///
 /// # Errors
-/// A [`PlanError`] naming the request item: the layout does not fit the address bits
+/// A [`PlanError`] naming the request item: a request item refused on its own (each field of
+/// the request types says what it refuses; a setting the platform cannot honour is refused,
+/// never dropped), the layout does not fit the address bits
 /// (naming boot RAM, the hotplug slots or the last DAX window, whichever window did not fit),
 /// an interrupt taken or out of range ([`Error::IrqTaken`], [`Error::IrqOutOfRange`],
 /// [`Error::NoFreeIrq`]), a window that overlaps another ([`Error::Taken`]) or does not fit
@@ -1101,7 +1131,11 @@ mod tests {
         assert!(
             matches!(
                 e.error,
-                Error::NotMultiple { value: 0xc000_1000, of: 0x2000, .. }
+                Error::NotMultiple {
+                    value: 0xc000_1000,
+                    of: 0x2000,
+                    ..
+                }
             ),
             "{e}"
         );
@@ -1136,7 +1170,12 @@ mod tests {
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::SerialAddress);
         assert!(
-            matches!(e.error, Error::NoMmioSerial { address: 0xc000_0000 }),
+            matches!(
+                e.error,
+                Error::NoMmioSerial {
+                    address: 0xc000_0000
+                }
+            ),
             "{e}"
         );
         // Each platform's own setting is still honoured.
@@ -1153,7 +1192,10 @@ mod tests {
             ..SerialRequest::default()
         });
         let p = plan(&r).unwrap();
-        assert_eq!(p.devices[0].mmio.unwrap().start(), GuestAddress(0x0900_1000));
+        assert_eq!(
+            p.devices[0].mmio.unwrap().start(),
+            GuestAddress(0x0900_1000)
+        );
     }
 
     #[test]
@@ -1184,7 +1226,15 @@ mod tests {
                 );
             }
             // Names that only look alike are a device's own.
-            for name in ["Serial", "serial0", "DAX", "gic", "RAM", "hotplug", "a DAX window"] {
+            for name in [
+                "Serial",
+                "serial0",
+                "DAX",
+                "gic",
+                "RAM",
+                "hotplug",
+                "a DAX window",
+            ] {
                 let mut r = request(arch, 256 * MIB);
                 r.devices[1].name = name.into();
                 plan(&r).unwrap_or_else(|e| panic!("{arch} {name:?}: {e}"));
