@@ -301,6 +301,44 @@ pub enum Error {
         /// The ports asked for, when the platform has a port space.
         ports: Option<GuestRange>,
     },
+    /// A fixed MMIO address for the serial port of a platform whose serial port is on I/O
+    /// ports (x86-64): the platform cannot honour it.
+    #[error(
+        "the platform's serial port is on I/O ports and has no MMIO address ({address:#x} given)"
+    )]
+    NoMmioSerial {
+        /// The address given.
+        address: u64,
+    },
+    /// A guest NUMA node number past the nodes of the request.
+    #[error("guest NUMA node {node} does not exist ({nodes} nodes)")]
+    NoGuestNode {
+        /// The node asked for.
+        node: u32,
+        /// How many guest nodes there are (numbered from 0).
+        nodes: usize,
+    },
+    /// A size or address that must be a multiple of an alignment is not.
+    #[error("{owner}'s {what} {value:#x} is not a multiple of {of:#x}")]
+    NotMultiple {
+        /// Whose value it is.
+        owner: String,
+        /// What the value is (`DAX size`, `address`).
+        what: &'static str,
+        /// The value given.
+        value: u64,
+        /// What it must be a multiple of.
+        of: u64,
+    },
+    /// A device name that does not tell the device apart in the plan: empty, another
+    /// device's, or one the plan gives to another part of the map.
+    #[error("device name {name:?} {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A range whose first address is above its last.
     #[error("range {first:#x}..={last:#x} is reversed")]
     InvalidRange {

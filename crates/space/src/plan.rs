@@ -3,6 +3,7 @@
 //! [`Platform`] preset and its [`Placer`], and checks the result as an
 //! [`AddressSpace`] would. A plan depends on no host value.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use vm_memory::GuestAddress;
@@ -27,13 +28,17 @@ const SLOT_ALIGN: u64 = 2 << 20;
 pub struct PlanRequest {
     /// The platform (and so the layout preset).
     pub platform: Platform,
-    /// Guest physical address bits.
+    /// Guest physical address bits: 32 to 64, others are refused
+    /// ([`Error::InvalidLayout`] at [`PlanItem::PhysBits`]), and so is a layout that does not
+    /// fit them ([`Error::AddressLimit`], naming the part that did not fit).
     pub phys_bits: u32,
-    /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node.
+    /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
+    /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
+    /// are sizes that add up to more than 2^64 bytes.
     pub nodes: Vec<NodeRequest>,
     /// The serial port, if any.
     pub serial: Option<SerialRequest>,
-    /// virtio-mmio devices, in order.
+    /// virtio-mmio devices, in order; each needs a free interrupt ([`Error::NoFreeIrq`]).
     pub devices: Vec<DeviceRequest>,
     /// Hotplug slots, if any.
     pub hotplug: Option<HotplugRequest>,
@@ -45,7 +50,9 @@ pub struct PlanRequest {
 /// A guest NUMA node's boot RAM.
 #[derive(Clone, Debug)]
 pub struct NodeRequest {
-    /// Bytes of boot RAM.
+    /// Bytes of boot RAM: not zero (a node without boot RAM is refused:
+    /// [`Error::NothingToPlace`] at [`PlanItem::Node`]), and a multiple of the page size of
+    /// `memory` (the guest page, or its explicit huge page size: [`Error::Misaligned`]).
     pub size: u64,
     /// How its RAM regions are made: a RAM spec whose base and size are replaced by the
     /// planned ones.
@@ -56,38 +63,60 @@ pub struct NodeRequest {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SerialRequest {
     /// A fixed interrupt (default: the platform's, if it has one, else the next free one).
+    /// One outside the platform's range or already taken is refused
+    /// ([`Error::IrqOutOfRange`], [`Error::IrqTaken`] at [`PlanItem::SerialIrq`]).
     pub irq: Option<u32>,
-    /// A fixed I/O port base, on platforms with port I/O (default: the platform's).
+    /// A fixed I/O port base, on platforms with port I/O (x86-64; default: the platform's).
+    /// Refused on a platform whose serial port is MMIO (AArch64: [`Error::NoIoPorts`] with no
+    /// ports), and when the ports pass the platform's port space ([`Error::NoIoPorts`]) or
+    /// overlap others ([`Error::Taken`]), at [`PlanItem::SerialPort`].
     pub port: Option<u64>,
-    /// A fixed MMIO address, on platforms with an MMIO serial port (default: first fit).
+    /// A fixed MMIO address, on platforms with an MMIO serial port (AArch64; default: first
+    /// fit). Refused on a platform whose serial port is on I/O ports (x86-64:
+    /// [`Error::NoMmioSerial`]), and when the window is not page-aligned, not inside a device
+    /// window or overlaps another, at [`PlanItem::SerialAddress`].
     pub address: Option<u64>,
 }
 
 /// A virtio-mmio device.
 #[derive(Clone, Debug)]
 pub struct DeviceRequest {
-    /// Its name: the owner of its window, interrupt and DAX window.
+    /// Its name: the owner of its window, interrupt and DAX window. Refused
+    /// ([`Error::InvalidName`] at [`PlanItem::DeviceName`]) when empty, when another device
+    /// has it, or when the plan gives it to another part of the map on some platform
+    /// (`serial`, `reserved`, `legacy ISA`, `boot RAM`, a platform reservation such as `GIC`
+    /// or several joined by `, `, `RAM node…`, `hotplug slot…`, or ending in ` DAX`).
     pub name: String,
-    /// Its MMIO window size (a power of two: it is also the alignment).
+    /// Its MMIO window size: a power of two (it is also the alignment;
+    /// [`Error::InvalidAlignment`] at [`PlanItem::DeviceMmioSize`]) of at least a guest page
+    /// ([`Error::Misaligned`]); zero is refused ([`Error::NothingToPlace`]).
     pub mmio_size: u64,
-    /// A fixed MMIO address.
+    /// A fixed MMIO address: a multiple of `mmio_size` ([`Error::NotMultiple`]), with the
+    /// window inside a device window ([`Error::NotInWindow`]) and over no other
+    /// ([`Error::Taken`]), at [`PlanItem::DeviceAddress`].
     pub address: Option<u64>,
-    /// A fixed interrupt.
+    /// A fixed interrupt: inside the platform's range and free ([`Error::IrqOutOfRange`],
+    /// [`Error::IrqTaken`] at [`PlanItem::DeviceIrq`]).
     pub irq: Option<u32>,
-    /// A DAX window of this size.
+    /// A DAX window of this size: not zero ([`Error::NothingToPlace`]) and a multiple of
+    /// [`DAX_ALIGN`] ([`Error::NotMultiple`]), at [`PlanItem::DeviceDaxSize`].
     pub dax_size: Option<u64>,
 }
 
 /// Hotplug slots.
 #[derive(Clone, Debug)]
 pub struct HotplugRequest {
-    /// How many: at most [`DEFAULT_SLOTS`], the memory-slot numbers of
+    /// How many: 1 to [`DEFAULT_SLOTS`], the memory-slot numbers of
     /// an address space (so that a request cannot make the planner loop or allocate without
-    /// bound).
+    /// bound); others are refused ([`Error::InvalidLayout`] at [`PlanItem::Hotplug`]: for no
+    /// slots, ask for no hotplug).
     pub slots: u32,
-    /// Bytes each.
+    /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
+    /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`].
     pub slot_size: u64,
-    /// The guest NUMA node of their memory.
+    /// The guest NUMA node of their memory: one of the request's nodes (an index into
+    /// [`PlanRequest::nodes`]); others are refused ([`Error::NoGuestNode`] at
+    /// [`PlanItem::HotplugNode`]).
     pub node: u32,
     /// How their memory is made once plugged: a RAM spec whose base and size are replaced.
     pub memory: RegionSpec,
@@ -106,6 +135,8 @@ pub enum PlanItem {
     Hotplug,
     /// The hotplug slot size (a slot did not fit or is not valid).
     HotplugSlotSize,
+    /// The guest NUMA node of the hotplug slots (it is not one of the request's nodes).
+    HotplugNode,
     /// The serial port.
     Serial,
     /// The serial port's interrupt.
@@ -116,6 +147,8 @@ pub enum PlanItem {
     SerialAddress,
     /// A device as a whole.
     Device(usize),
+    /// A device's name.
+    DeviceName(usize),
     /// A device's interrupt.
     DeviceIrq(usize),
     /// A device's fixed address.
@@ -137,11 +170,13 @@ impl fmt::Display for PlanItem {
             PlanItem::Node(i) => write!(f, "node {i}"),
             PlanItem::Hotplug => f.write_str("hotplug"),
             PlanItem::HotplugSlotSize => f.write_str("hotplug slot size"),
+            PlanItem::HotplugNode => f.write_str("hotplug node"),
             PlanItem::Serial => f.write_str("serial"),
             PlanItem::SerialIrq => f.write_str("serial irq"),
             PlanItem::SerialPort => f.write_str("serial port"),
             PlanItem::SerialAddress => f.write_str("serial address"),
             PlanItem::Device(i) => write!(f, "device {i}"),
+            PlanItem::DeviceName(i) => write!(f, "device {i} name"),
             PlanItem::DeviceIrq(i) => write!(f, "device {i} irq"),
             PlanItem::DeviceAddress(i) => write!(f, "device {i} address"),
             PlanItem::DeviceMmioSize(i) => write!(f, "device {i} mmio size"),
@@ -227,7 +262,9 @@ fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
 /// Lays out `request`.
 ///
 /// # Errors
-/// A [`PlanError`] naming the request item: the layout does not fit the address bits
+/// A [`PlanError`] naming the request item: a request item refused on its own (each field of
+/// the request types says what it refuses; a setting the platform cannot honour is refused,
+/// never dropped), the layout does not fit the address bits
 /// (naming boot RAM, the hotplug slots or the last DAX window, whichever window did not fit),
 /// an interrupt taken or out of range ([`Error::IrqTaken`], [`Error::IrqOutOfRange`],
 /// [`Error::NoFreeIrq`]), a window that overlaps another ([`Error::Taken`]) or does not fit
@@ -261,6 +298,7 @@ fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
 /// # Ok::<(), memvisor_space::plan::PlanError>(())
 /// ```
 pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
+    check_request(request)?;
     let (layout, ram) = build_layout(request)?;
     plan_in(request, layout.clone(), ram).map_err(|mut e| {
         e.layout = Some(Box::new(layout));
@@ -469,6 +507,150 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
         slots,
         placer,
     })
+}
+
+/// The checks of request items on their own, before anything is laid out: what no layout
+/// could honour.
+fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
+    for (i, node) in request.nodes.iter().enumerate() {
+        if node.size == 0 {
+            return Err(at(PlanItem::Node(i))(Error::NothingToPlace {
+                owner: format!("RAM node{i}"),
+            }));
+        }
+    }
+    if let Some(h) = &request.hotplug {
+        if h.slots == 0 {
+            return Err(at(PlanItem::Hotplug)(Error::InvalidLayout {
+                reason: "0 hotplug slots: ask for no hotplug slots instead".into(),
+            }));
+        }
+        if usize::try_from(h.node).map_or(true, |n| n >= request.nodes.len()) {
+            return Err(at(PlanItem::HotplugNode)(Error::NoGuestNode {
+                node: h.node,
+                nodes: request.nodes.len(),
+            }));
+        }
+    }
+    if let Some(s) = &request.serial {
+        match request.platform.serial() {
+            SerialPreset::Port { .. } => {
+                if let Some(address) = s.address {
+                    return Err(at(PlanItem::SerialAddress)(Error::NoMmioSerial { address }));
+                }
+            }
+            SerialPreset::Mmio { .. } => {
+                if s.port.is_some() {
+                    return Err(at(PlanItem::SerialPort)(Error::NoIoPorts { ports: None }));
+                }
+            }
+        }
+    }
+    let mut names = HashMap::with_capacity(request.devices.len());
+    for (i, d) in request.devices.iter().enumerate() {
+        let refused = |reason: String| {
+            at(PlanItem::DeviceName(i))(Error::InvalidName {
+                name: d.name.clone(),
+                reason,
+            })
+        };
+        if d.name.is_empty() {
+            return Err(refused("is empty".into()));
+        }
+        if names_other_map_part(&d.name) {
+            return Err(refused(
+                "is what the plan calls another part of the map (the serial port, a reserved \
+                 range, RAM, a hotplug slot or a DAX window)"
+                    .into(),
+            ));
+        }
+        if let Some(other) = names.insert(d.name.as_str(), i) {
+            return Err(refused(format!("is device {other}'s name too")));
+        }
+        if d.mmio_size != 0 && !d.mmio_size.is_power_of_two() {
+            return Err(at(PlanItem::DeviceMmioSize(i))(Error::InvalidAlignment {
+                align: d.mmio_size,
+            }));
+        }
+        if let Some(a) = d.address
+            && d.mmio_size != 0
+            && !a.is_multiple_of(d.mmio_size)
+        {
+            return Err(at(PlanItem::DeviceAddress(i))(Error::NotMultiple {
+                owner: d.name.clone(),
+                what: "address",
+                value: a,
+                of: d.mmio_size,
+            }));
+        }
+        if let Some(size) = d.dax_size
+            && size != 0
+            && !size.is_multiple_of(DAX_ALIGN)
+        {
+            return Err(at(PlanItem::DeviceDaxSize(i))(Error::NotMultiple {
+                owner: d.name.clone(),
+                what: "DAX size",
+                value: size,
+                of: DAX_ALIGN,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is one the plan gives to a part of the map or an interrupt that is not a
+/// device, on any platform preset: the serial port, a reserved range (a platform reservation,
+/// several joined by `, `, or `reserved`), the legacy ISA interrupts, boot RAM (`boot RAM`,
+/// `RAM node0`), a hotplug slot (`hotplug slot 0`) or a DAX window (`eth0 DAX`).
+fn names_other_map_part(name: &str) -> bool {
+    if matches!(name, "serial" | "reserved" | "legacy ISA" | "boot RAM")
+        || name.starts_with("RAM node")
+        || name.starts_with("hotplug slot")
+        || name.ends_with(" DAX")
+    {
+        return true;
+    }
+    let x86 = Platform::x86_64();
+    let platforms = [
+        x86.clone().with_pci_mmconfig().unwrap_or(x86),
+        Platform::aarch64(),
+    ];
+    let reservations: Vec<&str> = platforms
+        .iter()
+        .flat_map(Platform::reservations)
+        .map(crate::platform::Reservation::name)
+        .collect();
+    joined(name, &reservations)
+}
+
+/// Whether `name` is one or more of `parts` joined by `, ` (a part may hold `, ` itself):
+/// which byte offsets a sequence of parts can reach, in one pass over `name` (no recursion, so
+/// a name of any length is checked in bounded stack and `O(len * parts)` time).
+fn joined(name: &str, parts: &[&str]) -> bool {
+    let mut reachable = vec![false; name.len() + 1];
+    reachable[0] = true;
+    for start in 0..name.len() {
+        if !reachable[start] {
+            continue;
+        }
+        let Some(rest) = name.get(start..) else {
+            continue;
+        };
+        for p in parts {
+            if let Some(after) = rest.strip_prefix(p) {
+                if after.is_empty() {
+                    return true;
+                }
+                if after.starts_with(", ") {
+                    let next = name.len() - after.len() + 2;
+                    if let Some(r) = reachable.get_mut(next) {
+                        *r = true;
+                    }
+                }
+            }
+        }
+    }
+    false
 }
 
 /// The layout, built window by window so that an error names the part that did not fit, and
@@ -847,6 +1029,229 @@ mod tests {
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::Hotplug);
         assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+    }
+
+    fn slots(node: u32) -> Option<HotplugRequest> {
+        Some(HotplugRequest {
+            slots: 2,
+            slot_size: GIB,
+            node,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        })
+    }
+
+    #[test]
+    fn plan_hotplug_on_missing_node_is_refused() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.hotplug = slots(1);
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::HotplugNode);
+        assert!(
+            matches!(e.error, Error::NoGuestNode { node: 1, nodes: 1 }),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "hotplug node: guest NUMA node 1 does not exist (1 nodes)"
+        );
+        r.nodes.push(NodeRequest {
+            size: 256 * MIB,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let p = plan(&r).unwrap();
+        assert!(p.slots.iter().all(|s| s.node == Some(1)));
+        r.hotplug = slots(u32::MAX);
+        assert_eq!(plan(&r).unwrap_err().item, PlanItem::HotplugNode);
+    }
+
+    #[test]
+    fn plan_zero_hotplug_slots_are_refused() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.hotplug = slots(0);
+        if let Some(h) = &mut r.hotplug {
+            h.slots = 0;
+        }
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::Hotplug);
+        assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+    }
+
+    #[test]
+    fn plan_node_without_ram_is_refused() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.nodes.push(NodeRequest {
+            size: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::Node(1));
+        assert!(
+            matches!(e.error, Error::NothingToPlace { ref owner } if owner == "RAM node1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plan_dax_size_not_a_multiple_of_2m_is_refused() {
+        for size in [0x1000, 3 * MIB, 2 * MIB + 0x1000] {
+            let mut r = request(Arch::X86_64, 256 * MIB);
+            r.devices[1].dax_size = Some(size);
+            let e = plan(&r).unwrap_err();
+            assert_eq!(e.item, PlanItem::DeviceDaxSize(1), "{size:#x}");
+            assert!(
+                matches!(
+                    e.error,
+                    Error::NotMultiple { ref owner, value, of: DAX_ALIGN, .. }
+                        if owner == "blk0" && value == size
+                ),
+                "{e}"
+            );
+        }
+        let e = {
+            let mut r = request(Arch::X86_64, 256 * MIB);
+            r.devices[1].dax_size = Some(0x1000);
+            plan(&r).unwrap_err()
+        };
+        assert_eq!(
+            e.to_string(),
+            "device 1 DAX size: blk0's DAX size 0x1000 is not a multiple of 0x200000"
+        );
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices[1].dax_size = Some(4 * MIB);
+        plan(&r).unwrap();
+    }
+
+    #[test]
+    fn plan_device_address_not_aligned_to_its_window_size_is_refused() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices[0].mmio_size = 0x2000;
+        r.devices[0].address = Some(0xc000_1000);
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::DeviceAddress(0));
+        assert!(
+            matches!(
+                e.error,
+                Error::NotMultiple {
+                    value: 0xc000_1000,
+                    of: 0x2000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        r.devices[0].address = Some(0xc000_2000);
+        plan(&r).unwrap();
+        // A window size that is not a power of two, at a fixed address too.
+        r.devices[0].mmio_size = 0x3000;
+        r.devices[0].address = Some(0xc000_0000);
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::DeviceMmioSize(0));
+        assert!(
+            matches!(e.error, Error::InvalidAlignment { align: 0x3000 }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plan_serial_setting_the_platform_lacks_is_refused() {
+        let mut r = request(Arch::Aarch64, 256 * MIB);
+        r.serial = Some(SerialRequest {
+            port: Some(0x3f8),
+            ..SerialRequest::default()
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::SerialPort);
+        assert!(matches!(e.error, Error::NoIoPorts { ports: None }), "{e}");
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.serial = Some(SerialRequest {
+            address: Some(0xc000_0000),
+            ..SerialRequest::default()
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::SerialAddress);
+        assert!(
+            matches!(
+                e.error,
+                Error::NoMmioSerial {
+                    address: 0xc000_0000
+                }
+            ),
+            "{e}"
+        );
+        // Each platform's own setting is still honoured.
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.serial = Some(SerialRequest {
+            port: Some(0x2f8),
+            ..SerialRequest::default()
+        });
+        let p = plan(&r).unwrap();
+        assert_eq!(p.devices[0].ports.unwrap().start(), GuestAddress(0x2f8));
+        let mut r = request(Arch::Aarch64, 256 * MIB);
+        r.serial = Some(SerialRequest {
+            address: Some(0x0900_1000),
+            ..SerialRequest::default()
+        });
+        let p = plan(&r).unwrap();
+        assert_eq!(
+            p.devices[0].mmio.unwrap().start(),
+            GuestAddress(0x0900_1000)
+        );
+    }
+
+    #[test]
+    fn plan_device_names_must_tell_devices_apart() {
+        for arch in Arch::ALL {
+            for (name, index) in [
+                ("", 1),
+                ("net0", 1),
+                ("serial", 1),
+                ("legacy ISA", 1),
+                ("reserved", 1),
+                ("boot RAM", 1),
+                ("RAM node0", 1),
+                ("hotplug slot 3", 1),
+                ("net0 DAX", 1),
+                ("GIC", 1),
+                ("IOAPIC, local APIC", 1),
+                ("KVM TSS, identity map", 1),
+                ("PCI MMCONFIG", 1),
+            ] {
+                let mut r = request(arch, 256 * MIB);
+                r.devices[index].name = name.into();
+                let e = plan(&r).unwrap_err();
+                assert_eq!(e.item, PlanItem::DeviceName(index), "{arch} {name:?}: {e}");
+                assert!(
+                    matches!(e.error, Error::InvalidName { name: ref n, .. } if n == name),
+                    "{arch} {name:?}: {e}"
+                );
+            }
+            // Names that only look alike are a device's own.
+            for name in [
+                "Serial",
+                "serial0",
+                "DAX",
+                "gic",
+                "RAM",
+                "hotplug",
+                "a DAX window",
+            ] {
+                let mut r = request(arch, 256 * MIB);
+                r.devices[1].name = name.into();
+                plan(&r).unwrap_or_else(|e| panic!("{arch} {name:?}: {e}"));
+            }
+        }
+        // A long name is checked without deep recursion.
+        let mut r = request(Arch::Aarch64, 256 * MIB);
+        r.devices[1].name = "GIC, ".repeat(200_000) + "GIC";
+        assert_eq!(plan(&r).unwrap_err().item, PlanItem::DeviceName(1));
+        r.devices[1].name = "GIC, ".repeat(200_000) + "GICx";
+        plan(&r).unwrap();
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices[1].name = "net0".into();
+        assert_eq!(
+            plan(&r).unwrap_err().to_string(),
+            "device 1 name: device name \"net0\" is device 0's name too"
+        );
     }
 
     #[test]
