@@ -599,10 +599,23 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
 }
 
 /// Whether `name` is one the plan gives to a part of the map or an interrupt that is not a
-/// device, on any platform preset: the serial port, a reserved range (a platform reservation,
-/// several joined by `, `, or `reserved`), the legacy ISA interrupts, boot RAM (`boot RAM`,
-/// `RAM node0`), a hotplug slot (`hotplug slot 0`) or a DAX window (`eth0 DAX`).
-fn names_other_map_part(name: &str) -> bool {
+/// device, on any platform preset: the serial port (`serial`), a reserved range (a platform
+/// reservation such as `GIC` or `KVM TSS, identity map`, several joined by `, `, or
+/// `reserved`), the legacy ISA interrupts (`legacy ISA`), RAM (`boot RAM`, `RAM node0`), a
+/// hotplug slot (`hotplug slot 0`) or a DAX window (`eth0 DAX`). [`plan`] refuses a device of
+/// such a name ([`Error::InvalidName`]): it would be told apart from that part nowhere in the
+/// plan.
+///
+/// ```
+/// use memvisor_space::plan::names_other_map_part;
+///
+/// assert!(names_other_map_part("serial"));
+/// assert!(names_other_map_part("IOAPIC, local APIC"));
+/// assert!(names_other_map_part("eth0 DAX"));
+/// assert!(!names_other_map_part("eth0"));
+/// ```
+#[must_use]
+pub fn names_other_map_part(name: &str) -> bool {
     if matches!(name, "serial" | "reserved" | "legacy ISA" | "boot RAM")
         || name.starts_with("RAM node")
         || name.starts_with("hotplug slot")

@@ -8,7 +8,8 @@ use crate::error::{Problem, SpecError};
 mod keys;
 mod read;
 
-pub(crate) use read::{field_path, names_other_map_part};
+pub(crate) use memvisor_space::plan::names_other_map_part;
+pub(crate) use read::field_path;
 pub use read::{parse, parse_for};
 
 /// The built-in default microVM: 2 GiB of RAM over 2 guest NUMA nodes, a hotplug window of 4

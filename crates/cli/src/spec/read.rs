@@ -371,45 +371,6 @@ fn check_name(src: Source<'_>, field: &str, raw: &Spanned<String>) -> Result<Str
     }
 }
 
-/// Whether `name` is one the plan gives to a part of the map or an interrupt that is not a
-/// `[[device]]`, on any architecture: the serial port (`serial`), a reserved range (a
-/// platform reservation such as `GIC` or `KVM TSS, identity map`, several of them joined by
-/// `, `, or `reserved`), the legacy ISA interrupts, RAM (`boot RAM`, `RAM node0`), a hotplug
-/// slot (`hotplug slot 0`) or a DAX window (`eth0 DAX`). A device of such a name would be
-/// told apart from it nowhere in the plan.
-pub(crate) fn names_other_map_part(name: &str) -> bool {
-    use memvisor_space::Platform;
-    if matches!(name, "serial" | "reserved" | "legacy ISA" | "boot RAM")
-        || name.starts_with("RAM node")
-        || name.starts_with("hotplug slot")
-        || name.ends_with(" DAX")
-    {
-        return true;
-    }
-    let x86 = Platform::new(Arch::X86_64);
-    let platforms = [
-        x86.clone().with_pci_mmconfig().unwrap_or(x86),
-        Platform::new(Arch::Aarch64),
-    ];
-    let reservations: Vec<&str> = platforms
-        .iter()
-        .flat_map(Platform::reservations)
-        .map(memvisor_space::Reservation::name)
-        .collect();
-    joined(name, &reservations)
-}
-
-/// Whether `name` is one or more of `parts` joined by `, ` (a part may hold `, ` itself).
-fn joined(name: &str, parts: &[&str]) -> bool {
-    parts.iter().any(|p| {
-        name == *p
-            || name
-                .strip_prefix(p)
-                .and_then(|rest| rest.strip_prefix(", "))
-                .is_some_and(|rest| joined(rest, parts))
-    })
-}
-
 /// A count or number that must not exceed `max`.
 fn at_most<T: PartialOrd + fmt::Display>(
     src: Source<'_>,
@@ -743,7 +704,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         let name = match &r.name {
             Some(name) => {
                 let checked = check_name(src, &loc.field("name"), name)?;
-                if names_other_map_part(&checked) {
+                if memvisor_space::plan::names_other_map_part(&checked) {
                     return Err(src.error(
                         loc.field("name"),
                         Some(name.span()),
