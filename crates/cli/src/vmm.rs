@@ -725,9 +725,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 }
 
 /// The spec of a Firecracker configuration: a whole `--config-file` JSON (memory from
-/// `machine-config`, 128 MiB without one; a virtio-blk per drive, a virtio-net per network
-/// interface (as Firecracker builds them: a repeated id updates or replaces a device, the root
-/// drive first), then vsock, balloon and entropy devices, in that order, named by their ids (an
+/// `machine-config`, 128 MiB without one; the balloon device, a virtio-blk per drive, a
+/// virtio-net per network interface (as Firecracker builds them: a repeated id updates or
+/// replaces a device, the root drive first), then vsock and entropy devices, in that order (the
+/// order Firecracker attaches them in), named by their ids (an
 /// id the plan reserves, or one a device of another type already took, is qualified by type:
 /// `blk-serial`, `net-1`; one longer than a name may be is cut to fit, with `~` at the cut;
 /// see SPEC.md); the serial port) or a `machine-config` object alone (memory
@@ -881,14 +882,17 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         ided.push(("virtio-vsock", "vsock", v.0.0.id.as_deref()));
     }
     let names = device_names(&ided);
-    let mut devices: Vec<Value> = ided
-        .iter()
-        .zip(&names)
-        .map(|((ty, _, _), name)| device(ty, name.as_deref()))
-        .collect();
+    // Firecracker attaches the balloon before the drives, so its window and interrupt come
+    // first.
+    let mut devices: Vec<Value> = Vec::with_capacity(ided.len() + 2);
     if config.balloon.is_some() {
         devices.push(device("virtio-balloon", None));
     }
+    devices.extend(
+        ided.iter()
+            .zip(&names)
+            .map(|((ty, _, _), name)| device(ty, name.as_deref())),
+    );
     if config.entropy.is_some() {
         devices.push(device("virtio-rng", None));
     }
@@ -1086,7 +1090,8 @@ mod tests {
         assert_eq!(spec.name, "fc");
         assert_eq!(spec.ram(), 1 << 30);
         let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["rootfs", "eth0", "vsock0", "balloon0"]);
+        // Firecracker attaches the balloon first, then drives, interfaces and vsock.
+        assert_eq!(names, ["balloon0", "rootfs", "eth0", "vsock0"]);
         assert!(spec.serial.is_some());
     }
 
