@@ -7,6 +7,7 @@ use crate::error::{Problem, SpecError};
 
 mod keys;
 mod read;
+mod values;
 
 pub(crate) use read::{field_path, names_other_map_part};
 pub use read::{parse, parse_for};

@@ -8,6 +8,7 @@ use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
 use super::keys::{Exceeded, MAX_DOTTED_PARTS, MAX_KEY_PARTS};
+use super::values::{Exceeded as ValuesExceeded, MAX_DEPTH, MAX_KEYS, MAX_TABLES, MAX_VALUES};
 use super::{
     Arch, BackingKind, DEFAULT_MMIO_SIZE, DEFAULT_ORIGIN, DEFAULT_PHYS_BITS, DeviceSpec,
     DeviceType, HotplugSpec, Loc, MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_HOTPLUG_SLOTS,
@@ -157,18 +158,12 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
         )
     };
     key_limits(src)?;
+    value_limits(src)?;
     let root = toml::de::DeTable::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
-    // Counts first, before any entry is read into its fields.
-    count_entries(
-        src,
-        root.get_ref(),
-        "device",
-        MAX_DEVICES,
-        super::too_many_devices,
-    )?;
-    count_entries(src, root.get_ref(), "numa", MAX_GUEST_NODES, |n| {
-        Problem::Invalid(format!("{n} guest NUMA nodes (at most {MAX_GUEST_NODES})"))
-    })?;
+    // Counts first, before any entry is read into its fields (lists written other than with
+    // one header per entry, such as `device = [{ … }]`, are counted here).
+    count_entries(src, root.get_ref(), "device", MAX_DEVICES)?;
+    count_entries(src, root.get_ref(), "numa", MAX_GUEST_NODES)?;
     let de = toml::Deserializer::from(root);
     let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = field_path(e.path());
@@ -185,23 +180,7 @@ fn key_limits(src: Source<'_>) -> Result<(), SpecError> {
     let Some(found) = super::keys::first_past_limit(src.text) else {
         return Ok(());
     };
-    let text = src.text;
-    let line_start = text[..found.span.start].rfind('\n').map_or(0, |i| i + 1);
-    let header = text[line_start..found.span.start]
-        .trim_start()
-        .starts_with('[');
-    let mut field = if header {
-        String::new()
-    } else {
-        table_of_line(text, line_start)
-    };
-    if let Some(outer) = found.outer.filter(|_| !header) {
-        let part: String = text[outer].chars().take(MAX_NAME_CHARS).collect();
-        if !field.is_empty() {
-            field.push('.');
-        }
-        field.push_str(&part);
-    }
+    let field = field_of_key(src.text, found.span.start, found.outer);
     let problem = match found.exceeded {
         Exceeded::Parts => Problem::Invalid(format!(
             "a dotted key or table header of {} parts (at most {MAX_KEY_PARTS})",
@@ -213,6 +192,67 @@ fn key_limits(src: Source<'_>) -> Result<(), SpecError> {
         )),
     };
     Err(src.error(field, Some(found.span), problem))
+}
+
+/// Refuses more than [`MAX_VALUES`] values, more than [`MAX_KEYS`] keys, more than
+/// [`MAX_TABLES`] tables and arrays, or arrays and inline tables nested more than [`MAX_DEPTH`]
+/// deep, before the TOML reader builds them, naming the position of the first one past the limit
+/// and the key that holds it (`numa[0].host_nodes`).
+fn value_limits(src: Source<'_>) -> Result<(), SpecError> {
+    let lists = [("device", MAX_DEVICES), ("numa", MAX_GUEST_NODES)];
+    let Some(found) = super::values::first_past_limit(src.text, &lists) else {
+        return Ok(());
+    };
+    // The key's line gives the table: a line inside a multi-line array may look like a header.
+    let line_of = found.outer.as_ref().map_or(found.span.start, |o| o.start);
+    let field = if found.header {
+        String::new()
+    } else {
+        field_of_key(src.text, line_of, found.outer)
+    };
+    let problem = match found.exceeded {
+        ValuesExceeded::Values => Problem::Invalid(format!(
+            "more than {MAX_VALUES} values in the spec (each key's value and each array entry \
+             is one)"
+        )),
+        ValuesExceeded::Keys => Problem::Invalid(format!(
+            "more than {MAX_KEYS} keys in the spec (each `key = value` is one)"
+        )),
+        ValuesExceeded::Tables => Problem::Invalid(format!(
+            "more than {MAX_TABLES} arrays, inline tables and table headers in the spec"
+        )),
+        ValuesExceeded::Depth => Problem::Invalid(format!(
+            "arrays and inline tables nested more than {MAX_DEPTH} deep"
+        )),
+        ValuesExceeded::Entries { key, max, total } => {
+            return Err(src.error(
+                format!("{key}[{max}]"),
+                Some(found.span),
+                entries_problem(key, total),
+            ));
+        }
+    };
+    Err(src.error(field, Some(found.span), problem))
+}
+
+/// The field path of a key at `at` whose first part is `outer` (when it is a bare word): the
+/// table its line is in and that part (`serial.x`); empty for a table header.
+fn field_of_key(text: &str, at: usize, outer: Option<Range<usize>>) -> String {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let header = text[line_start..at].trim_start().starts_with('[');
+    let mut field = if header {
+        String::new()
+    } else {
+        table_of_line(text, line_start)
+    };
+    if let Some(outer) = outer.filter(|_| !header) {
+        let part: String = text[outer].chars().take(MAX_NAME_CHARS).collect();
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(&part);
+    }
+    field
 }
 
 /// The field path of the table the line at `line_start` is in: the last table header before
@@ -265,7 +305,6 @@ fn count_entries(
     root: &toml::de::DeTable<'_>,
     key: &str,
     max: usize,
-    problem: impl Fn(usize) -> Problem,
 ) -> Result<(), SpecError> {
     let Some(list) = root.get(key).and_then(|v| v.get_ref().as_array()) else {
         return Ok(());
@@ -274,9 +313,18 @@ fn count_entries(
         Some(first_past) => Err(src.error(
             format!("{key}[{max}]"),
             Some(first_past.span()),
-            problem(list.len()),
+            entries_problem(key, list.len()),
         )),
         None => Ok(()),
+    }
+}
+
+/// The problem of a list `key` (`device`, `numa`) of `n` entries, more than it may have.
+fn entries_problem(key: &str, n: usize) -> Problem {
+    if key == "device" {
+        super::too_many_devices(n)
+    } else {
+        Problem::Invalid(format!("{n} guest NUMA nodes (at most {MAX_GUEST_NODES})"))
     }
 }
 
