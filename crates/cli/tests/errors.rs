@@ -652,3 +652,38 @@ fn spec_paths_need_not_be_utf8() {
     let err = String::from_utf8(err).unwrap();
     assert!(err.contains("is not UTF-8 text"), "{err}");
 }
+
+#[test]
+#[cfg(unix)]
+fn json_errors_escape_what_must_not_reach_a_terminal() {
+    // A spec file and a missing file whose names hold a right-to-left override, a C1 control
+    // and a line separator: the JSON has them as \u escapes, and `file` still reads back as
+    // the path.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-bidi-json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("ev\u{202e}il\u{85}\u{2028}.toml");
+    std::fs::write(&spec, "[memory]\nsize = \"2GB\"\n").unwrap();
+    let missing = dir.join("no\u{202e}.toml");
+    for path in [&spec, &missing] {
+        let path = path.to_str().unwrap();
+        let mut out = Vec::new();
+        let code = memvisor_cli::run(
+            ["memvisor", "plan", "--json", path],
+            &mut out,
+            &mut Vec::new(),
+            false,
+        );
+        assert_eq!(code, 2, "{path:?}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text
+                .chars()
+                .any(|c| memvisor_cli::render::needs_escape(c) && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\u202e"), "{text}");
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["error"]["file"].as_str(), Some(path), "{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
