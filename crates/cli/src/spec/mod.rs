@@ -292,13 +292,17 @@ pub struct DeviceSpec {
     pub loc: Loc,
 }
 
-/// Where a spec item was written: its field path (`device[2]`) and byte span, for errors.
+/// Where a spec item was written: its field path (`device[2]`) and byte span, and those of
+/// its fields that were written, for errors.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Loc {
     /// The field path.
     pub path: String,
     /// The byte span in the spec text, if known.
     pub span: Option<Range<usize>>,
+    /// The byte spans of the item's fields as written (`irq`, `address`, ...): where an error
+    /// about a field's value points.
+    pub fields: Vec<(&'static str, Range<usize>)>,
 }
 
 impl Loc {
@@ -306,13 +310,43 @@ impl Loc {
         Self {
             path: path.into(),
             span: Some(span),
+            fields: Vec::new(),
         }
+    }
+
+    /// Records where `field` was written, if it was.
+    fn with(mut self, field: &'static str, span: Option<Range<usize>>) -> Self {
+        if let Some(span) = span {
+            self.fields.push((field, span));
+        }
+        self
     }
 
     /// A sub-field of this item.
     #[must_use]
     pub fn field(&self, name: &str) -> String {
         format!("{}.{name}", self.path)
+    }
+
+    /// Where the value of `field` was written; the item's own span when it was not (a
+    /// default), or for no field.
+    ///
+    /// ```
+    /// use memvisor_cli::spec::{Source, parse};
+    ///
+    /// let text = "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\nirq = 9\n";
+    /// let spec = parse(Source { origin: "vm.toml", text })?;
+    /// let loc = &spec.devices[0].loc;
+    /// assert_eq!(loc.span_of(Some("irq")), Some(text.len() - 2..text.len() - 1));
+    /// assert_eq!(loc.span_of(Some("address")), loc.span);
+    /// # Ok::<(), memvisor_cli::SpecError>(())
+    /// ```
+    #[must_use]
+    pub fn span_of(&self, field: Option<&str>) -> Option<Range<usize>> {
+        field
+            .and_then(|f| self.fields.iter().find(|(name, _)| *name == f))
+            .map(|(_, span)| span.clone())
+            .or_else(|| self.span.clone())
     }
 }
 

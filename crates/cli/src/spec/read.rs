@@ -96,7 +96,7 @@ struct RawHotplug {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "the [serial] table")]
 struct RawSerial {
-    irq: Option<u32>,
+    irq: Option<Spanned<u32>>,
     port: Option<Spanned<RawSize>>,
     address: Option<Spanned<RawSize>>,
 }
@@ -109,7 +109,7 @@ struct RawDevice {
     name: Option<Spanned<String>>,
     mmio_size: Option<Spanned<RawSize>>,
     address: Option<Spanned<RawSize>>,
-    irq: Option<u32>,
+    irq: Option<Spanned<u32>>,
     dax_size: Option<Spanned<RawSize>>,
 }
 
@@ -525,8 +525,10 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     let mut nodes = Vec::new();
     let mut sum = 0u64;
     for (i, n) in raw.numa.iter().enumerate() {
-        let loc = Loc::new(format!("numa[{i}]"), n.span());
         let r = n.get_ref();
+        let loc = Loc::new(format!("numa[{i}]"), n.span())
+            .with("size", Some(r.size.span()))
+            .with("host_nodes", r.host_nodes.as_ref().map(Spanned::span));
         let size = nonzero(src, &loc.field("size"), &r.size)?;
         sum = sum.checked_add(size).ok_or_else(|| {
             src.error(
@@ -624,7 +626,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 };
                 return Err(src.error(
                     field,
-                    n.loc.span.clone(),
+                    n.loc.span_of(Some("size")),
                     Problem::Invalid(format!(
                         "{} is not a multiple of the {} huge page size",
                         crate::size::Size(n.size),
@@ -638,8 +640,11 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     let hotplug = match &raw.hotplug {
         None => None,
         Some(h) => {
-            let loc = Loc::new("hotplug", h.span());
             let r = h.get_ref();
+            let loc = Loc::new("hotplug", h.span())
+                .with("slots", Some(r.slots.span()))
+                .with("slot_size", Some(r.slot_size.span()))
+                .with("node", r.node.as_ref().map(Spanned::span));
             at_most(
                 src,
                 "hotplug.slots",
@@ -706,8 +711,11 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     let serial = match &raw.serial {
         None => None,
         Some(s) => {
-            let loc = Loc::new("serial", s.span());
             let r = s.get_ref();
+            let loc = Loc::new("serial", s.span())
+                .with("irq", r.irq.as_ref().map(Spanned::span))
+                .with("port", r.port.as_ref().map(Spanned::span))
+                .with("address", r.address.as_ref().map(Spanned::span));
             let port = r
                 .port
                 .as_ref()
@@ -746,8 +754,23 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     Problem::Invalid(format!("port {p:#x} is past the 16-bit I/O space")),
                 ));
             }
+            // A fixed MMIO window is aligned to its size, as a device's is.
+            if let (Some(a), Some(raw_a), memvisor_space::SerialPreset::Mmio { size }) = (
+                address,
+                &r.address,
+                memvisor_space::Platform::new(arch).serial(),
+            ) && !a.is_multiple_of(size)
+            {
+                return Err(src.error(
+                    "serial.address",
+                    Some(raw_a.span()),
+                    Problem::Invalid(format!(
+                        "{a:#x} is not aligned to the serial port's MMIO size {size:#x}"
+                    )),
+                ));
+            }
             Some(SerialSpec {
-                irq: r.irq,
+                irq: r.irq.as_ref().map(|i| *i.get_ref()),
                 port,
                 address,
                 loc,
@@ -766,8 +789,13 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         .filter_map(|d| d.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
         .collect();
     for (i, d) in raw.device.iter().enumerate() {
-        let loc = Loc::new(format!("device[{i}]"), d.span());
         let r = d.get_ref();
+        let loc = Loc::new(format!("device[{i}]"), d.span())
+            .with("name", r.name.as_ref().map(Spanned::span))
+            .with("mmio_size", r.mmio_size.as_ref().map(Spanned::span))
+            .with("address", r.address.as_ref().map(Spanned::span))
+            .with("irq", r.irq.as_ref().map(Spanned::span))
+            .with("dax_size", r.dax_size.as_ref().map(Spanned::span));
         let ty = DeviceType::parse(r.ty.get_ref()).ok_or_else(|| {
             src.error(
                 loc.field("type"),
@@ -878,7 +906,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             ty,
             mmio_size,
             address,
-            irq: r.irq,
+            irq: r.irq.as_ref().map(|i| *i.get_ref()),
             dax_size,
             loc,
         });
