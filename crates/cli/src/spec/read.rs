@@ -50,12 +50,85 @@ impl<'de> Deserialize<'de> for RawSize {
     }
 }
 
+/// A whole number of 32 bits as written: a wrong value is refused in words ("expected a whole
+/// number from 0 to 4294967295"), where `u32` would name its Rust type.
+#[derive(Clone, Copy, Debug)]
+struct Whole(u32);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Whole;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a whole number from 0 to {}", u32::MAX)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Whole, E> {
+                u32::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Whole, E> {
+                u32::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+        }
+        d.deserialize_u32(V)
+    }
+}
+
+/// `true` or `false` as written, refused in those words.
+#[derive(Clone, Copy, Debug)]
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+        }
+        d.deserialize_bool(V)
+    }
+}
+
+/// A guest node's `host_nodes` as written: an array of whole numbers.
+#[derive(Clone, Debug)]
+struct HostNodes(Vec<u32>);
+
+impl<'de> Deserialize<'de> for HostNodes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HostNodes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of host node numbers")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<HostNodes, A::Error> {
+                // The spec's value limit bounds the entries; their count is checked later.
+                let mut nodes = Vec::new();
+                while let Some(Whole(n)) = seq.next_element()? {
+                    nodes.push(n);
+                }
+                Ok(HostNodes(nodes))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "a VM spec table")]
 struct RawSpec {
     name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
-    phys_bits: Option<Spanned<u32>>,
+    phys_bits: Option<Spanned<Whole>>,
     memory: Option<Spanned<RawMemory>>,
     #[serde(default)]
     numa: Vec<Spanned<RawNode>>,
@@ -73,30 +146,30 @@ struct RawMemory {
     hugetlbfs: Option<Spanned<String>>,
     huge_pages: Option<Spanned<String>>,
     huge_page_fallback: Option<Spanned<String>>,
-    prefault: Option<Spanned<u32>>,
-    dontfork: Option<bool>,
+    prefault: Option<Spanned<Whole>>,
+    dontfork: Option<Flag>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "a [[numa]] table")]
 struct RawNode {
     size: Spanned<RawSize>,
-    host_nodes: Option<Spanned<Vec<u32>>>,
+    host_nodes: Option<Spanned<HostNodes>>,
     policy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "the [hotplug] table")]
 struct RawHotplug {
-    slots: Spanned<u32>,
+    slots: Spanned<Whole>,
     slot_size: Spanned<RawSize>,
-    node: Option<Spanned<u32>>,
+    node: Option<Spanned<Whole>>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "the [serial] table")]
 struct RawSerial {
-    irq: Option<Spanned<u32>>,
+    irq: Option<Spanned<Whole>>,
     port: Option<Spanned<RawSize>>,
     address: Option<Spanned<RawSize>>,
 }
@@ -109,7 +182,7 @@ struct RawDevice {
     name: Option<Spanned<String>>,
     mmio_size: Option<Spanned<RawSize>>,
     address: Option<Spanned<RawSize>>,
-    irq: Option<Spanned<u32>>,
+    irq: Option<Spanned<Whole>>,
     dax_size: Option<Spanned<RawSize>>,
 }
 
@@ -496,14 +569,14 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     };
     let arch = arch.unwrap_or(written);
     let phys_bits = match &raw.phys_bits {
-        Some(b) if !(32..=64).contains(b.get_ref()) => {
+        Some(b) if !(32..=64).contains(&b.get_ref().0) => {
             return Err(src.error(
                 "phys_bits",
                 Some(b.span()),
-                Problem::Invalid(format!("{} address bits; use 32 to 64", b.get_ref())),
+                Problem::Invalid(format!("{} address bits; use 32 to 64", b.get_ref().0)),
             ));
         }
-        Some(b) => *b.get_ref(),
+        Some(b) => b.get_ref().0,
         None => DEFAULT_PHYS_BITS,
     };
     let Some(mem) = &raw.memory else {
@@ -542,7 +615,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             )
         })?;
         let host_span = r.host_nodes.as_ref().map_or(n.span(), Spanned::span);
-        let host_nodes: &[u32] = r.host_nodes.as_ref().map_or(&[], |h| h.get_ref());
+        let host_nodes: &[u32] = r.host_nodes.as_ref().map_or(&[], |h| &h.get_ref().0);
         at_most(
             src,
             &loc.field("host_nodes"),
@@ -649,11 +722,11 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 src,
                 "hotplug.slots",
                 r.slots.span(),
-                *r.slots.get_ref(),
+                r.slots.get_ref().0,
                 MAX_HOTPLUG_SLOTS,
                 "slots",
             )?;
-            if *r.slots.get_ref() == 0 {
+            if r.slots.get_ref().0 == 0 {
                 return Err(src.error(
                     "hotplug.slots",
                     Some(r.slots.span()),
@@ -674,7 +747,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     )),
                 ));
             }
-            if u64::from(*r.slots.get_ref())
+            if u64::from(r.slots.get_ref().0)
                 .checked_mul(slot_size)
                 .is_none()
             {
@@ -683,12 +756,12 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     Some(r.slot_size.span()),
                     Problem::Invalid(format!(
                         "{} slots of {} add up to more than 2^64 bytes",
-                        r.slots.get_ref(),
+                        r.slots.get_ref().0,
                         crate::size::Size(slot_size)
                     )),
                 ));
             }
-            let node = r.node.as_ref().map_or(0, |n| *n.get_ref());
+            let node = r.node.as_ref().map_or(0, |n| n.get_ref().0);
             if usize::try_from(node).map_or(true, |n| n >= nodes.len()) {
                 return Err(src.error(
                     "hotplug.node",
@@ -700,7 +773,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 ));
             }
             Some(HotplugSpec {
-                slots: *r.slots.get_ref(),
+                slots: r.slots.get_ref().0,
                 slot_size,
                 node,
                 loc,
@@ -770,7 +843,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 ));
             }
             Some(SerialSpec {
-                irq: r.irq.as_ref().map(|i| *i.get_ref()),
+                irq: r.irq.as_ref().map(|i| i.get_ref().0),
                 port,
                 address,
                 loc,
@@ -906,7 +979,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             ty,
             mmio_size,
             address,
-            irq: r.irq.as_ref().map(|i| *i.get_ref()),
+            irq: r.irq.as_ref().map(|i| i.get_ref().0),
             dax_size,
             loc,
         });
@@ -1057,7 +1130,7 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
             src,
             "memory.prefault",
             p.span(),
-            *p.get_ref(),
+            p.get_ref().0,
             MAX_PREFAULT_THREADS,
             "prefault threads",
         )?,
@@ -1069,7 +1142,7 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
         pages,
         fallback_transparent,
         prefault_threads,
-        dontfork: mem.dontfork.unwrap_or(false),
+        dontfork: mem.dontfork.is_some_and(|f| f.0),
     })
 }
 
@@ -1089,6 +1162,59 @@ mod tests {
         let spec = parse(src("memory.size = \"256MiB\"\nmemory.prefault = 1\n")).unwrap();
         assert_eq!(spec.ram(), 256 << 20);
         assert_eq!(spec.memory.prefault_threads, 1);
+    }
+
+    #[test]
+    fn parse_wrong_numbers_say_what_is_expected_in_words() {
+        let fields = [
+            ("phys_bits = V\n[memory]\nsize = 4096\n", "phys_bits"),
+            ("[memory]\nsize = 4096\nprefault = V\n", "memory.prefault"),
+            (
+                "[memory]\nsize = 4096\n[hotplug]\nslots = V\nslot_size = 4096\n",
+                "hotplug.slots",
+            ),
+            (
+                "[memory]\nsize = 4096\n[hotplug]\nslots = 1\nslot_size = 4096\nnode = V\n",
+                "hotplug.node",
+            ),
+            ("[memory]\nsize = 4096\n[serial]\nirq = V\n", "serial.irq"),
+            (
+                "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\nirq = V\n",
+                "device[0].irq",
+            ),
+            (
+                "[memory]\n[[numa]]\nsize = 4096\nhost_nodes = [0, V]\n",
+                "numa[0].host_nodes[1]",
+            ),
+        ];
+        for (template, field) in fields {
+            for value in ["-1", "1.5", "4294967296", "\"7\"", "true"] {
+                let text = template.replace('V', value);
+                let err = parse(src(&text)).unwrap_err();
+                assert_eq!(err.field, field, "{text}: {err}");
+                let message = err.problem.to_string();
+                assert!(
+                    message.ends_with("expected a whole number from 0 to 4294967295"),
+                    "{text}: {message}"
+                );
+                assert!(err.position.is_some(), "{text}: {err}");
+            }
+        }
+        // The other kinds of value say so in words too.
+        for (text, expected) in [
+            (
+                "[memory]\nsize = 4096\ndontfork = 1\n",
+                "expected true or false",
+            ),
+            ("name = 1\n[memory]\nsize = 4096\n", "expected a string"),
+            (
+                "[memory]\n[[numa]]\nsize = 4096\nhost_nodes = 0\n",
+                "expected an array of host node numbers",
+            ),
+        ] {
+            let message = parse(src(text)).unwrap_err().problem.to_string();
+            assert!(message.ends_with(expected), "{text}: {message}");
+        }
     }
 
     #[test]
