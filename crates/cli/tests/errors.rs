@@ -734,3 +734,51 @@ fn json_errors_escape_what_must_not_reach_a_terminal() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn byte_order_mark_and_crlf_leave_positions_and_excerpts_as_written() {
+    // A byte order mark is no column, and is not shown; a line's `\r` before its `\n` is not
+    // shown either. Both are accepted.
+    for (text, at, line) in [
+        (
+            "\u{feff}arch = 5\n[memory]\nsize = \"1GiB\"\n",
+            "vm.toml:1:8",
+            "1 | arch = 5\n",
+        ),
+        (
+            "\u{feff}[memory]\r\nsize = \"2GB\"\r\n",
+            "vm.toml:2:8",
+            "2 | size = \"2GB\"\n",
+        ),
+        (
+            "[memory]\r\nsize = \"1GiB\"\r\n[[device]]\r\ntype = \"virtio-gpu\"\r\n",
+            "vm.toml:4:8",
+            "4 | type = \"virtio-gpu\"\n",
+        ),
+    ] {
+        let src = Source {
+            origin: "vm.toml",
+            text,
+        };
+        let err = parse(src).unwrap_err();
+        let shown = memvisor_cli::diagnostic::report(&err);
+        assert!(err.to_string().starts_with(&format!("{at}: ")), "{err}");
+        assert!(shown.contains(&format!(" --> {at}\n")), "{shown}");
+        assert!(shown.contains(line), "{shown}");
+        assert!(!shown.contains('\u{fffd}'), "{shown}");
+    }
+    for text in [
+        "\u{feff}[memory]\nsize = \"1GiB\"\n".to_owned(),
+        memvisor_cli::spec::DEFAULT_SPEC.replace('\n', "\r\n"),
+        format!(
+            "\u{feff}{}",
+            memvisor_cli::spec::DEFAULT_SPEC.replace('\n', "\r\n")
+        ),
+    ] {
+        let src = Source {
+            origin: "vm.toml",
+            text: &text,
+        };
+        plan(&parse(src).unwrap(), src).unwrap();
+    }
+}

@@ -30,7 +30,8 @@ pub struct Source<'a> {
 
 impl Source<'_> {
     /// The 1-based line and column (in characters) of byte offset `offset`: an offset past the
-    /// end is the end, one inside a character that character.
+    /// end is the end, one inside a character that character. A byte order mark at the start
+    /// of the text is no column (an offset on it is column 1).
     ///
     /// ```
     /// use memvisor_cli::spec::Source;
@@ -47,7 +48,9 @@ impl Source<'_> {
         }
         let before = self.text.get(..offset).unwrap_or_default();
         let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .rfind('\n')
+            .map_or_else(|| bom_len(self.text).min(offset), |i| i + 1);
         let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
         (line, column)
     }
@@ -68,6 +71,12 @@ impl Source<'_> {
             problem: Box::new(problem),
         }
     }
+}
+
+/// The length in bytes of the byte order mark (U+FEFF) `text` starts with: 3, or 0 without
+/// one. The TOML reader skips it; positions and excerpts leave it out.
+pub(crate) fn bom_len(text: &str) -> usize {
+    if text.starts_with('\u{feff}') { 3 } else { 0 }
 }
 
 /// The guest architecture, which picks the layout preset and the interrupt numbering: the
@@ -521,6 +530,15 @@ mod tests {
             err.problem.to_string(),
             "memory.size is 1 GiB but the [[numa]] nodes add up to 256 MiB"
         );
+    }
+
+    #[test]
+    fn line_column_does_not_count_a_byte_order_mark() {
+        let s = src("\u{feff}ab\ncd");
+        assert_eq!(s.line_column(0), (1, 1));
+        assert_eq!(s.line_column(3), (1, 1));
+        assert_eq!(s.line_column(4), (1, 2));
+        assert_eq!(s.line_column(7), (2, 2));
     }
 
     #[test]

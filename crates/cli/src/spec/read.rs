@@ -312,7 +312,10 @@ fn value_limits(src: Source<'_>) -> Result<(), SpecError> {
 /// table its line is in and that part (`serial.x`); empty for a table header.
 fn field_of_key(text: &str, at: usize, outer: Option<Range<usize>>) -> String {
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let header = text[line_start..at].trim_start().starts_with('[');
+    let header = text[line_start..at]
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('[');
     let mut field = if header {
         String::new()
     } else {
@@ -334,7 +337,7 @@ fn field_of_key(text: &str, at: usize, outer: Option<Range<usize>>) -> String {
 /// multi-line string could mislead it, which only costs the field of an error message.
 fn table_of_line(text: &str, line_start: usize) -> String {
     let header = |line: &str| -> Option<(String, bool)> {
-        let line = line.trim();
+        let line = line.trim_start_matches('\u{feff}').trim();
         let (inner, array) = match line.strip_prefix("[[") {
             Some(rest) => (rest.split_once("]]")?.0, true),
             None => (line.strip_prefix('[')?.split_once(']')?.0, false),

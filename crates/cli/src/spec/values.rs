@@ -107,7 +107,8 @@ pub(crate) fn first_past_limit(text: &str, lists: &[(&'static str, usize)]) -> O
     // The headers of each list so far, and the first list past its limit with that header.
     let mut entries = vec![0usize; lists.len()];
     let mut over: Option<(usize, Range<usize>)> = None;
-    let mut i = 0;
+    // A byte order mark is no part of the first line.
+    let mut i = super::bom_len(text);
     let past = |at: usize, exceeded: Exceeded, key: &Option<Range<usize>>| {
         Some(ValueLimit {
             span: at..at + 1,
@@ -367,6 +368,10 @@ mod tests {
         assert_eq!(&text[f.span.clone()], "[[ 'numa' ]]");
         let text = "[[numa.x]]\n[numa]\n[[numas]]\n".repeat(100);
         assert_eq!(first_past_limit(&text, &lists), None);
+        // After a byte order mark, the first line's header is one.
+        let text = format!("\u{feff}{}", "[[device]]\n".repeat(97));
+        let f = first_past_limit(&text, &lists).unwrap();
+        assert_eq!(f.span.start, 3 + 96 * 11);
     }
 
     #[test]
