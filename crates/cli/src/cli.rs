@@ -191,7 +191,8 @@ fn utf8_option(option: &OsStr) -> Result<&str> {
 
 fn json(value: &impl serde::Serialize) -> String {
     // The output types hold only strings, numbers, booleans and lists: serializing cannot fail.
-    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut text =
+        crate::render::escape_json(&serde_json::to_string_pretty(value).unwrap_or_default());
     text.push('\n');
     text
 }

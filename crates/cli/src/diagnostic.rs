@@ -43,16 +43,24 @@ impl Excerpt {
         let end = floor_char_boundary(text, span.end.clamp(start, text.len()));
         let before = text.get(..start).unwrap_or("");
         let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text
+        // The first line starts after a byte order mark; a span on the mark starts the line.
+        let bom = crate::spec::bom_len(text);
+        let line_start = before.rfind('\n').map_or(bom, |i| i + 1);
+        let (start, end) = (start.max(line_start), end.max(line_start));
+        let mut line_end = text
             .get(start..)
             .and_then(|rest| rest.find('\n'))
             .map_or(text.len(), |i| start + i);
+        // The `\r` of a CRLF line ending is the ending's, not the line's.
+        if line_end > line_start && text.as_bytes().get(line_end - 1) == Some(&b'\r') {
+            line_end -= 1;
+        }
+        let (start, end) = (start.min(line_end), end.min(line_end));
         // Columns in characters within the line, the span cut at the line's end.
         let line_text = text.get(line_start..line_end).unwrap_or("");
         let col_start = text.get(line_start..start).map_or(0, |s| s.chars().count());
         let col_end = text
-            .get(line_start..end.min(line_end))
+            .get(line_start..end)
             .map_or(col_start, |s| s.chars().count())
             .max(col_start);
         let total = line_text.chars().count();
@@ -211,6 +219,22 @@ mod tests {
         let e = Excerpt::new("size = \"2GB\" # \u{e0041}\u{600}\u{1d173}\n", 7..12);
         assert_eq!(e.text, "size = \"2GB\" # \u{fffd}\u{fffd}\u{fffd}");
         assert_eq!(&e.text[e.span.clone()], "\"2GB\"");
+    }
+
+    #[test]
+    fn excerpt_leaves_out_byte_order_mark_and_carriage_return() {
+        let e = Excerpt::new("\u{feff}arch = 5\r\n[memory]\r\n", 10..11);
+        assert_eq!((e.line, e.text.as_str()), (1, "arch = 5"));
+        assert_eq!(&e.text[e.span.clone()], "5");
+        let e = Excerpt::new("\u{feff}arch = 5\r\n[memory]\r\n", 13..21);
+        assert_eq!((e.line, e.text.as_str()), (2, "[memory]"));
+        assert_eq!(&e.text[e.span.clone()], "[memory]");
+        // A span on the mark itself underlines the line's first character.
+        let e = Excerpt::new("\u{feff}arch = 5\n", 0..3);
+        assert_eq!((e.text.as_str(), e.span.clone()), ("arch = 5", 0..1));
+        // A `\r` inside a line is the line's own, and shown replaced.
+        let e = Excerpt::new("a\rb\n", 0..1);
+        assert_eq!(e.text, "a\u{fffd}b");
     }
 
     #[test]

@@ -292,9 +292,11 @@ fn ram_spec(
     spec
 }
 
+/// An error about `field` of the item at `loc` (the item itself for none), at the field's
+/// value when it was written.
 fn err(src: Source<'_>, loc: &Loc, field: Option<&str>, problem: Problem) -> SpecError {
     let path = field.map_or_else(|| loc.path.clone(), |f| loc.field(f));
-    src.error(path, loc.span.clone(), problem)
+    src.error(path, loc.span_of(field), problem)
 }
 
 /// Plans the address space of `spec`. `src` is the spec's text, to point errors at lines.
@@ -504,7 +506,14 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
         PlanItem::Hotplug => (hot, Some("slots")),
         PlanItem::HotplugSlotSize => (hot, Some("slot_size")),
         PlanItem::HotplugNode => (hot, Some("node")),
-        PlanItem::Serial => (serial, None),
+        // The serial port's own region: about its address when it has a fixed one.
+        PlanItem::Serial => (
+            serial,
+            spec.serial
+                .as_ref()
+                .and_then(|s| s.address)
+                .map(|_| "address"),
+        ),
         PlanItem::SerialIrq => (serial, Some("irq")),
         PlanItem::SerialPort => (serial, Some("port")),
         PlanItem::SerialAddress => (serial, Some("address")),

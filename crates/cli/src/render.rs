@@ -114,6 +114,127 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// JSON text as `serde_json` writes it, with every character [`needs_escape`] names written
+/// as a JSON `\u` escape (two, a surrogate pair, past U+FFFF): `serde_json` escapes only the
+/// C0 controls, so a right-to-left override or a C1 control from a file name would reach the
+/// reader raw. Such characters can only be inside strings, where the escape stands for the
+/// same character; a C0 control outside one is the text's own layout and is kept.
+///
+/// ```
+/// use memvisor_cli::render::escape_json;
+///
+/// let text = serde_json::to_string(&["a\u{202e}b", "\u{85}\u{e0041}\n"]).unwrap();
+/// let escaped = escape_json(&text);
+/// assert_eq!(escaped, r#"["a\u202eb","\u0085\udb40\udc41\n"]"#);
+/// let back: Vec<String> = serde_json::from_str(&escaped).unwrap();
+/// assert_eq!(back, ["a\u{202e}b", "\u{85}\u{e0041}\n"]);
+/// ```
+#[must_use]
+pub fn escape_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if needs_escape(c) && u32::from(c) >= 0x20 {
+            let mut units = [0; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// TOML text as `toml`'s serializer writes it, with every character [`needs_escape`] names
+/// that is inside a string written as a TOML escape (`\u202E`, `\U000E0041`): the serializer
+/// escapes only the C0 controls, so a right-to-left override or a C1 control from another
+/// VMM's configuration would reach the reader raw. A literal string (`'…'`, `'''…'''`), which
+/// has no escapes, that holds one becomes a basic string of the same text; a multi-line
+/// string keeps its line breaks. Outside strings the text is kept as it is.
+///
+/// ```
+/// use memvisor_cli::render::escape_toml;
+///
+/// let text = toml::to_string(&toml::toml! { a = "x\u{202e}y"  b = "q\"\u{85}\\" }).unwrap();
+/// let escaped = escape_toml(&text);
+/// assert!(!escaped.contains(['\u{202e}', '\u{85}']), "{escaped}");
+/// assert_eq!(toml::from_str::<toml::Table>(&escaped).unwrap(), toml::from_str(&text).unwrap());
+/// ```
+#[must_use]
+pub fn escape_toml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c != '"' && c != '\'' {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let basic = c == '"';
+        let triple = rest.as_bytes().get(1) == Some(&(c as u8))
+            && rest.as_bytes().get(2) == Some(&(c as u8));
+        let open = if triple { 3 } else { 1 };
+        let (content_end, end) = toml_string_end(rest, open, basic, triple);
+        let content = &rest[open..content_end];
+        let raw = |ch: char| needs_escape(ch) && !(triple && ch == '\n');
+        if basic || content.chars().any(raw) {
+            let quotes = if triple { "\"\"\"" } else { "\"" };
+            out.push_str(quotes);
+            for ch in content.chars() {
+                match ch {
+                    _ if raw(ch) => {
+                        let code = u32::from(ch);
+                        let _ = if code > 0xffff {
+                            write!(out, "\\U{code:08X}")
+                        } else {
+                            write!(out, "\\u{code:04X}")
+                        };
+                    }
+                    // A literal string's backslashes and quotes are text.
+                    '\\' | '"' if !basic => {
+                        out.push('\\');
+                        out.push(ch);
+                    }
+                    _ => out.push(ch),
+                }
+            }
+            out.push_str(quotes);
+        } else {
+            out.push_str(&rest[..end]);
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Where the string whose content starts at byte `open` of `text` ends: its content's end and
+/// the end of its closing quotes (a multi-line string's content may end in up to two quotes).
+/// An unclosed string runs to the end of the text.
+fn toml_string_end(text: &str, open: usize, basic: bool, triple: bool) -> (usize, usize) {
+    let b = text.as_bytes();
+    let quote = b[0];
+    let mut j = open;
+    while j < b.len() {
+        if basic && b[j] == b'\\' {
+            j += 2;
+            continue;
+        }
+        if b[j] == quote {
+            if !triple {
+                return (j, j + 1);
+            }
+            let run = b[j..].iter().take(5).take_while(|&&q| q == quote).count();
+            if run >= 3 {
+                return (j + run - 3, j + run);
+            }
+            j += run;
+            continue;
+        }
+        j += 1;
+    }
+    (b.len().min(text.len()), b.len())
+}
+
 /// Whether `c` must not reach a terminal raw: a control character (C0, DEL, C1), a line or
 /// paragraph separator (U+2028, U+2029), or a format character (Unicode general category Cf:
 /// the soft hyphen, bidirectional marks, embeddings, overrides and isolates, zero-width
@@ -394,6 +515,28 @@ mod tests {
         let mut t = Table::new(&["NAME"]);
         t.row(vec!["a\u{1b}[2J\nfake row\u{202e}".into()]);
         assert_eq!(t.to_string(), "NAME\na\\u{1b}[2J\\u{a}fake row\\u{202e}\n");
+    }
+
+    #[test]
+    fn escape_toml_turns_literal_strings_into_basic_ones_only_when_needed() {
+        for (text, expected) in [
+            (r#"a = 'x"y'"#, r#"a = 'x"y'"#),
+            ("a = 'x\u{202e}\\\"'", r#"a = "x\u202E\\\"""#),
+            (
+                "a = '''\nx\u{85}\ny'''''",
+                "a = \"\"\"\nx\\u0085\ny''\"\"\"",
+            ),
+            (
+                "a = \"\"\"\nx\\\"\"\"\u{2028}\"\"\"\"",
+                "a = \"\"\"\nx\\\"\"\"\\u2028\"\"\"\"",
+            ),
+            ("a = \"\\\\\" # \u{202e}", "a = \"\\\\\" # \u{202e}"),
+        ] {
+            let escaped = escape_toml(text);
+            assert_eq!(escaped, expected, "{text:?}");
+            let table = |t: &str| t.parse::<toml::Table>().unwrap();
+            assert_eq!(table(&escaped), table(text), "{text:?}");
+        }
     }
 
     #[test]

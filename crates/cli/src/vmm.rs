@@ -904,8 +904,9 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         spec.insert("device".into(), Value::Array(devices));
     }
     // The converted spec is held to a spec's limits: escaping in TOML can make it longer than
-    // the file it came from.
-    let text = spec.to_string();
+    // the file it came from. Ids may hold any character: none that must not reach a terminal
+    // raw is printed so.
+    let text = crate::render::escape_toml(&spec.to_string());
     if text.len() > MAX_SPEC_BYTES {
         return Err(Error::SpecTooLarge {
             path: format!("{origin} (as a memvisor spec)"),
@@ -1020,7 +1021,7 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
         spec.insert("hotplug".into(), Value::Table(t));
     }
     spec.insert("serial".into(), Value::Table(Table::new()));
-    Ok(spec.to_string())
+    Ok(crate::render::escape_toml(&spec.to_string()))
 }
 
 fn to_toml_int(v: u64) -> std::result::Result<i64, String> {

@@ -140,7 +140,7 @@ fn overlapping_device_windows_name_both() {
     let msg = error_of(&text);
     assert_eq!(
         msg,
-        "vm.toml:7:1: device[1].address: blk0's window [0xd0008000, 0xd0008fff] overlaps \
+        "vm.toml:9:11: device[1].address: blk0's window [0xd0008000, 0xd0008fff] overlaps \
          net0's window [0xd0000000, 0xd000ffff]"
     );
 }
@@ -152,7 +152,7 @@ fn too_big_for_its_window_says_what_is_free() {
     ));
     assert_eq!(
         msg,
-        "vm.toml:3:1: device[0].mmio_size: pmem0's window of 2 GiB does not fit in the device \
+        "vm.toml:5:13: device[0].mmio_size: pmem0's window of 2 GiB does not fit in the device \
          windows (0xc0000000-0xfebfffff; largest free range 1004 MiB)"
     );
     let msg = error_of(&format!(
@@ -160,7 +160,7 @@ fn too_big_for_its_window_says_what_is_free() {
     ));
     assert_eq!(
         msg,
-        "vm.toml:3:1: device[0].address: net0's window at 0x1000 of 4 KiB does not fit in the \
+        "vm.toml:5:11: device[0].address: net0's window at 0x1000 of 4 KiB does not fit in the \
          device windows (0xc0000000-0xfebfffff; largest free range 1004 MiB)"
     );
 }
@@ -172,7 +172,7 @@ fn address_space_too_small_is_refused() {
     );
     assert!(
         msg.starts_with(
-            "vm.toml:4:1: hotplug.slot_size: the layout (RAM, hotplug and DAX windows) of \
+            "vm.toml:6:13: hotplug.slot_size: the layout (RAM, hotplug and DAX windows) of \
              1280 MiB does not fit in a 32-bit guest physical address space"
         ),
         "{msg}"
@@ -184,13 +184,60 @@ fn interrupt_conflicts_and_ranges_are_refused() {
     let text = format!("{MEM}[serial]\nirq = 6\n[[device]]\ntype = \"virtio-net\"\nirq = 6\n");
     assert_eq!(
         error_of(&text),
-        "vm.toml:5:1: device[0].irq: GSI 6 overlaps the one of serial"
+        "vm.toml:7:7: device[0].irq: GSI 6 overlaps the one of serial"
     );
     let text = format!("{MEM}[[device]]\ntype = \"virtio-net\"\nirq = 24\n");
     assert_eq!(
         error_of(&text),
-        "vm.toml:3:1: device[0].irq: GSI 24 is outside 0..=23"
+        "vm.toml:5:7: device[0].irq: GSI 24 is outside 0..=23"
     );
+}
+
+#[test]
+fn planner_errors_point_at_the_value() {
+    // Each row: the spec, and the start of the error: the value's line and column, and its
+    // field.
+    let rows = [
+        (
+            "[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-net\"\nname = \"eth0\"\n\
+             irq = 50\n",
+            "vm.toml:6:7: device[0].irq: GSI 50 is outside 0..=23",
+        ),
+        (
+            "[memory]\nsize = \"1GiB\"\n[hotplug]\nslots = 2\nslot_size = 5000\n",
+            "vm.toml:5:13: hotplug.slot_size: region at 0x100000000 of size 0x1388 is not aligned",
+        ),
+        (
+            "arch = \"aarch64\"\n[memory]\nsize = \"1GiB\"\n[serial]\naddress = \"0x9000001\"\n",
+            "vm.toml:5:11: serial.address: 0x9000001 is not aligned to the serial port's MMIO \
+             size 0x1000",
+        ),
+        (
+            "arch = \"aarch64\"\n[memory]\nsize = \"1GiB\"\n[serial]\n\
+             address = \"0x9000000\"\n[[device]]\ntype = \"virtio-net\"\n\
+             address = \"0x9000000\"\n",
+            "vm.toml:8:11: device[0].address: net0's window [0x9000000, 0x9000fff] overlaps \
+             serial's window",
+        ),
+        (
+            "[memory]\nsize = \"1GiB\"\n[serial]\nirq = 30\n",
+            "vm.toml:4:7: serial.irq: GSI 30 is outside 0..=23",
+        ),
+        (
+            "[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-net\"\nirq = 7\n\
+             [[device]]\ntype = \"virtio-net\"\nmmio_size = \"2GiB\"\n",
+            "vm.toml:8:13: device[1].mmio_size: net1's window of 2 GiB does not fit",
+        ),
+        (
+            "phys_bits = 36\n[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-fs\"\n\
+             dax_size = \"64GiB\"\n",
+            "vm.toml:6:12: device[0].dax_size: the layout (RAM, hotplug and DAX windows)",
+        ),
+    ];
+    for (text, expected) in rows {
+        let msg = error_of(text);
+        assert!(msg.starts_with(expected), "{expected}\n{msg}");
+    }
 }
 
 #[test]
@@ -208,7 +255,7 @@ fn huge_page_misalignment_is_refused() {
     let text = "[memory]\nhuge_pages = \"1GiB\"\n[[numa]]\nsize = \"1536MiB\"\n";
     assert_eq!(
         error_of(text),
-        "vm.toml:3:1: numa[0].size: 1536 MiB is not a multiple of the 1 GiB huge page size"
+        "vm.toml:4:8: numa[0].size: 1536 MiB is not a multiple of the 1 GiB huge page size"
     );
     let text = "[memory]\nsize = \"1GiB\"\nbacking = \"hugetlbfs\"\n";
     assert_eq!(
@@ -316,7 +363,7 @@ fn layout_past_64_bits_names_no_saturated_size_or_address() {
         "{MEM}[hotplug]\nslots = 1\nslot_size = {}\n",
         u64::MAX
     ));
-    assert!(e.starts_with("vm.toml:3:1: hotplug.slot_size: "), "{e}");
+    assert!(e.starts_with("vm.toml:5:13: hotplug.slot_size: "), "{e}");
     assert!(
         e.contains("adds up to more than the 64-bit address space"),
         "{e}"
@@ -368,7 +415,7 @@ fn layout_too_big_with_numa_nodes_points_at_the_nodes() {
     let msg = error_of("[memory]\n[[numa]]\nsize = \"1TiB\"\n[[numa]]\nsize = \"1TiB\"\n");
     assert!(
         msg.starts_with(
-            "vm.toml:4:1: numa[1].size: the layout (RAM, hotplug and DAX windows) of 2 TiB"
+            "vm.toml:5:8: numa[1].size: the layout (RAM, hotplug and DAX windows) of 2 TiB"
         ),
         "{msg}"
     );
@@ -376,7 +423,7 @@ fn layout_too_big_with_numa_nodes_points_at_the_nodes() {
     let msg = error_of(
         "[memory]\nsize = \"2TiB\"\n[[numa]]\nsize = \"1TiB\"\n[[numa]]\nsize = \"1TiB\"\n",
     );
-    assert!(msg.starts_with("vm.toml:5:1: numa[1].size: "), "{msg}");
+    assert!(msg.starts_with("vm.toml:6:8: numa[1].size: "), "{msg}");
 }
 
 #[test]
@@ -651,4 +698,87 @@ fn spec_paths_need_not_be_utf8() {
     assert_eq!(code, 2);
     let err = String::from_utf8(err).unwrap();
     assert!(err.contains("is not UTF-8 text"), "{err}");
+}
+
+#[test]
+#[cfg(unix)]
+fn json_errors_escape_what_must_not_reach_a_terminal() {
+    // A spec file and a missing file whose names hold a right-to-left override, a C1 control
+    // and a line separator: the JSON has them as \u escapes, and `file` still reads back as
+    // the path.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-bidi-json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("ev\u{202e}il\u{85}\u{2028}.toml");
+    std::fs::write(&spec, "[memory]\nsize = \"2GB\"\n").unwrap();
+    let missing = dir.join("no\u{202e}.toml");
+    for path in [&spec, &missing] {
+        let path = path.to_str().unwrap();
+        let mut out = Vec::new();
+        let code = memvisor_cli::run(
+            ["memvisor", "plan", "--json", path],
+            &mut out,
+            &mut Vec::new(),
+            false,
+        );
+        assert_eq!(code, 2, "{path:?}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text
+                .chars()
+                .any(|c| memvisor_cli::render::needs_escape(c) && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\u202e"), "{text}");
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["error"]["file"].as_str(), Some(path), "{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn byte_order_mark_and_crlf_leave_positions_and_excerpts_as_written() {
+    // A byte order mark is no column, and is not shown; a line's `\r` before its `\n` is not
+    // shown either. Both are accepted.
+    for (text, at, line) in [
+        (
+            "\u{feff}arch = 5\n[memory]\nsize = \"1GiB\"\n",
+            "vm.toml:1:8",
+            "1 | arch = 5\n",
+        ),
+        (
+            "\u{feff}[memory]\r\nsize = \"2GB\"\r\n",
+            "vm.toml:2:8",
+            "2 | size = \"2GB\"\n",
+        ),
+        (
+            "[memory]\r\nsize = \"1GiB\"\r\n[[device]]\r\ntype = \"virtio-gpu\"\r\n",
+            "vm.toml:4:8",
+            "4 | type = \"virtio-gpu\"\n",
+        ),
+    ] {
+        let src = Source {
+            origin: "vm.toml",
+            text,
+        };
+        let err = parse(src).unwrap_err();
+        let shown = memvisor_cli::diagnostic::report(&err);
+        assert!(err.to_string().starts_with(&format!("{at}: ")), "{err}");
+        assert!(shown.contains(&format!(" --> {at}\n")), "{shown}");
+        assert!(shown.contains(line), "{shown}");
+        assert!(!shown.contains('\u{fffd}'), "{shown}");
+    }
+    for text in [
+        "\u{feff}[memory]\nsize = \"1GiB\"\n".to_owned(),
+        memvisor_cli::spec::DEFAULT_SPEC.replace('\n', "\r\n"),
+        format!(
+            "\u{feff}{}",
+            memvisor_cli::spec::DEFAULT_SPEC.replace('\n', "\r\n")
+        ),
+    ] {
+        let src = Source {
+            origin: "vm.toml",
+            text: &text,
+        };
+        plan(&parse(src).unwrap(), src).unwrap();
+    }
 }

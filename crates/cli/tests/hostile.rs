@@ -34,6 +34,19 @@ fn devices(count: usize) -> String {
     text
 }
 
+/// `prefix`, then as many `unit`s joined by `sep` as fit, then `suffix`: at most 1 MiB, the
+/// largest spec read.
+fn fill_mib(prefix: &str, unit: &str, sep: &str, suffix: &str) -> Vec<u8> {
+    let room = (1 << 20) - prefix.len() - suffix.len();
+    let n = (room + sep.len()) / (unit.len() + sep.len());
+    let mut text = String::with_capacity(1 << 20);
+    text.push_str(prefix);
+    text.push_str(&vec![unit; n].join(sep));
+    text.push_str(suffix);
+    assert!(text.len() <= 1 << 20);
+    text.into_bytes()
+}
+
 /// Each row: a name, the spec, and text the error must contain.
 fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
     let long_name = "n".repeat(70_000);
@@ -169,12 +182,66 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
         (
             "arrays_nested_500000_deep",
             format!("a = {}{}\n", "[".repeat(500_000), "]".repeat(500_000)).into(),
-            "max recursion depth met".into(),
+            "a: arrays and inline tables nested more than 80 deep".into(),
         ),
         (
             "inline_tables_nested_100000_deep",
             format!("a = {}1{}\n", "{b = ".repeat(100_000), "}".repeat(100_000)).into(),
-            "max recursion depth met".into(),
+            "a: arrays and inline tables nested more than 80 deep".into(),
+        ),
+        (
+            // Each element 81 deep, repeated to 1 MiB: the first one is refused.
+            "arrays_nested_81_deep_repeated",
+            fill_mib("x = [", &format!("{}{}", "[".repeat(81), "]".repeat(81)), ",", "]\n"),
+            "x: arrays and inline tables nested more than 80 deep".into(),
+        ),
+        (
+            "inline_tables_nested_20_deep_to_1mib",
+            fill_mib("x = [", &format!("{}0{}", "{a=".repeat(20), "}".repeat(20)), ",", "]\n"),
+            "x: more than 4096 arrays, inline tables and table headers in the spec".into(),
+        ),
+        (
+            "arrays_nested_10_deep_to_1mib",
+            fill_mib("x = [", &format!("{}{}", "[".repeat(10), "]".repeat(10)), ",", "]\n"),
+            "x: more than 4096 arrays, inline tables and table headers in the spec".into(),
+        ),
+        (
+            "small_inline_tables_to_1mib",
+            fill_mib("x = [", "{a=0}", ",", "]\n"),
+            "x: more than 4096 arrays, inline tables and table headers in the spec".into(),
+        ),
+        (
+            "empty_arrays_to_1mib",
+            fill_mib(&format!("{MEM}x = ["), "[]", ",", "]\n"),
+            "memory.x: more than 4096 arrays, inline tables and table headers in the spec".into(),
+        ),
+        (
+            "array_of_tables_headers_to_1mib",
+            fill_mib("", "[[a]]\n", "", ""),
+            "more than 4096 arrays, inline tables and table headers in the spec".into(),
+        ),
+        (
+            "host_nodes_to_1mib",
+            fill_mib(&format!("{MEM}[[numa]]\nsize = \"256MiB\"\nhost_nodes = ["), "0", ",", "]\n"),
+            "numa[0].host_nodes: more than 98304 values in the spec".into(),
+        ),
+        (
+            "strings_to_1mib",
+            fill_mib("x = [", "''", ",", "]\n"),
+            "x: more than 98304 values in the spec".into(),
+        ),
+        (
+            "plain_keys_to_1mib",
+            {
+                let mut text = String::from("[serial]\n");
+                let mut i = 0u32;
+                while text.len() < (1 << 20) - 16 {
+                    text.push_str(&format!("{i:x}=0\n"));
+                    i += 1;
+                }
+                text.into_bytes()
+            },
+            "serial.4000: more than 16384 keys in the spec".into(),
         ),
         (
             "dotted_key_300000_parts",
@@ -205,6 +272,72 @@ fn hostile_specs_are_refused_with_the_field() {
             "{row}: a control character reached the terminal: {err:?}"
         );
     }
+}
+
+#[test]
+fn specs_at_every_count_limit_are_read() {
+    use memvisor_cli::spec::{MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES, Source, parse};
+    // The most nodes, each bound to the most host nodes, and the most devices, with brackets,
+    // braces, `=`, `,` and `#` in strings of every kind and in comments: nothing in them counts.
+    let hosts: Vec<String> = (0..MAX_HOST_NODES).map(|h| h.to_string()).collect();
+    let hosts = hosts.join(", ");
+    let mut text = String::from(
+        r#"name = """vm [x] {y} = 1, # \" ]]""" # [[numa]] {a = [1, 2]} =
+arch = 'x86_64' # ]
+[memory] # [[device]]
+"#,
+    );
+    text.push_str(&format!("# {}\n", "[{=,\"'".repeat(50_000)));
+    for i in 0..MAX_GUEST_NODES {
+        text.push_str(&format!(
+            "[[numa]] # {{[\nsize = '4KiB' # =\nhost_nodes = [\n  {hosts}, # [[{{=\n]\n\
+             policy = \"bind\"\n"
+        ));
+        if i == 0 {
+            text.push_str("# ]]]]\n");
+        }
+    }
+    for i in 0..MAX_DEVICES {
+        text.push_str(&format!(
+            "[[device]]\ntype = \"virtio-net\"\nname = \"d{i} [{{= ,#\\\"]]\"\n"
+        ));
+    }
+    let last = "[[ 'device' ]]\ntype = '''virtio-blk'''\nname = '''b [{=,#\" ]]'''\n";
+    text.push_str(last);
+    assert!(text.len() < 1 << 20, "{}", text.len());
+    // One device more than the limit: refused for that, as the counts come first.
+    let err = parse(Source {
+        origin: "vm.toml",
+        text: &text,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("97 devices"), "{err}");
+    let spec = parse(Source {
+        origin: "vm.toml",
+        text: &text[..text.len() - last.len()],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.nodes.len(), MAX_GUEST_NODES);
+    assert!(
+        spec.nodes
+            .iter()
+            .all(|n| n.host_nodes.len() == MAX_HOST_NODES as usize)
+    );
+    assert_eq!(spec.devices.len(), MAX_DEVICES);
+    assert_eq!(spec.name, r#"vm [x] {y} = 1, # " ]]"#);
+    assert_eq!(spec.devices[5].name, r#"d5 [{= ,#"]]"#);
+    // The last device alone, after one fewer: its literal strings are read.
+    let text = text.replacen(
+        "[[device]]\ntype = \"virtio-net\"\nname = \"d0 [{= ,#\\\"]]\"\n",
+        "",
+        1,
+    );
+    let spec = parse(Source {
+        origin: "vm.toml",
+        text: &text,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.devices[MAX_DEVICES - 1].name, r#"b [{=,#" ]]"#);
 }
 
 /// Runs the binary with `args`, standard input from `stdin`.

@@ -581,3 +581,47 @@ fn firecracker_file_name_with_white_space_at_either_end_names_the_vm() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("fc vm: x86_64"), "{out}");
 }
+
+#[test]
+fn init_from_firecracker_escapes_what_must_not_reach_a_terminal() {
+    // Ids with a right-to-left override, a line separator, a C1 control, DEL and a tag
+    // character, alone and beside quotes and backslashes (which could make the serializer
+    // choose another kind of string): the spec printed has none of them raw, and holds the
+    // same ids.
+    let ids = [
+        "a\u{202e}b\u{2028}c\u{85}d",
+        "q\"u\u{202e}o",
+        "s'q\"\u{7f}\\",
+        "t\u{e0041}\\n",
+        "multi\nline\u{2029}'''",
+    ];
+    let drives: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{{\"drive_id\": {}}}", serde_json::to_string(id).unwrap()))
+        .collect();
+    let json = format!(
+        r#"{{"machine-config": {{"mem_size_mib": 64}}, "drives": [{}]}}"#,
+        drives.join(",")
+    );
+    let (code, spec, err) = run_on_json(
+        "fc-bidi.json",
+        &json,
+        &["init", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !spec
+            .chars()
+            .any(|c| memvisor_cli::render::needs_escape(c) && c != '\n'),
+        "{spec:?}"
+    );
+    assert!(spec.contains("\\u202E"), "{spec}");
+    let table: toml::Table = toml::from_str(&spec).unwrap();
+    let names: Vec<&str> = table["device"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ids);
+}

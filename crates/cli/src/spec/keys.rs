@@ -43,7 +43,7 @@ pub(crate) enum Exceeded {
 }
 
 /// Whether `b` may be part of a bare word (a bare key, a number, a date's digits).
-fn bare(b: u8) -> bool {
+pub(super) fn bare(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+')
 }
 
@@ -118,7 +118,7 @@ pub(crate) fn first_past_limit(text: &str) -> Option<KeyLimit> {
 }
 
 /// The offset past the part at `i`: a quoted string or a bare word.
-fn word_or_string_end(b: &[u8], i: usize) -> usize {
+pub(super) fn word_or_string_end(b: &[u8], i: usize) -> usize {
     match b.get(i) {
         Some(b'"' | b'\'') => string_end(b, i),
         _ => {
@@ -132,7 +132,7 @@ fn word_or_string_end(b: &[u8], i: usize) -> usize {
 }
 
 /// The offset past the blanks (spaces and tabs) at `i`.
-fn skip_blanks(b: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_blanks(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t')) {
         i += 1;
     }
@@ -140,7 +140,7 @@ fn skip_blanks(b: &[u8], mut i: usize) -> usize {
 }
 
 /// The offset of the end of the line at `i` (its `\n`, or the end of the text).
-fn line_end(b: &[u8], i: usize) -> usize {
+pub(super) fn line_end(b: &[u8], i: usize) -> usize {
     b[i..]
         .iter()
         .position(|&c| c == b'\n')
@@ -150,7 +150,7 @@ fn line_end(b: &[u8], i: usize) -> usize {
 /// The offset past the string that starts at `i` (a `"` or `'`): basic and literal strings end
 /// at their closing quote or the line's end; multi-line ones at their closing three quotes
 /// (and up to two quotes more, which belong to the string). Unclosed strings run to the end.
-fn string_end(b: &[u8], i: usize) -> usize {
+pub(super) fn string_end(b: &[u8], i: usize) -> usize {
     let quote = b[i];
     let triple = b.get(i + 1) == Some(&quote) && b.get(i + 2) == Some(&quote);
     let basic = quote == b'"';

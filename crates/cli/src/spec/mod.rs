@@ -7,6 +7,7 @@ use crate::error::{Problem, SpecError};
 
 mod keys;
 mod read;
+mod values;
 
 pub(crate) use memvisor_space::plan::names_other_map_part;
 pub(crate) use read::field_path;
@@ -30,7 +31,8 @@ pub struct Source<'a> {
 
 impl Source<'_> {
     /// The 1-based line and column (in characters) of byte offset `offset`: an offset past the
-    /// end is the end, one inside a character that character.
+    /// end is the end, one inside a character that character. A byte order mark at the start
+    /// of the text is no column (an offset on it is column 1).
     ///
     /// ```
     /// use memvisor_cli::spec::Source;
@@ -47,7 +49,9 @@ impl Source<'_> {
         }
         let before = self.text.get(..offset).unwrap_or_default();
         let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .rfind('\n')
+            .map_or_else(|| bom_len(self.text).min(offset), |i| i + 1);
         let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
         (line, column)
     }
@@ -68,6 +72,12 @@ impl Source<'_> {
             problem: Box::new(problem),
         }
     }
+}
+
+/// The length in bytes of the byte order mark (U+FEFF) `text` starts with: 3, or 0 without
+/// one. The TOML reader skips it; positions and excerpts leave it out.
+pub(crate) fn bom_len(text: &str) -> usize {
+    if text.starts_with('\u{feff}') { 3 } else { 0 }
 }
 
 /// The guest architecture, which picks the layout preset and the interrupt numbering: the
@@ -292,13 +302,17 @@ pub struct DeviceSpec {
     pub loc: Loc,
 }
 
-/// Where a spec item was written: its field path (`device[2]`) and byte span, for errors.
+/// Where a spec item was written: its field path (`device[2]`) and byte span, and those of
+/// its fields that were written, for errors.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Loc {
     /// The field path.
     pub path: String,
     /// The byte span in the spec text, if known.
     pub span: Option<Range<usize>>,
+    /// The byte spans of the item's fields as written (`irq`, `address`, ...): where an error
+    /// about a field's value points.
+    pub fields: Vec<(&'static str, Range<usize>)>,
 }
 
 impl Loc {
@@ -306,13 +320,43 @@ impl Loc {
         Self {
             path: path.into(),
             span: Some(span),
+            fields: Vec::new(),
         }
+    }
+
+    /// Records where `field` was written, if it was.
+    fn with(mut self, field: &'static str, span: Option<Range<usize>>) -> Self {
+        if let Some(span) = span {
+            self.fields.push((field, span));
+        }
+        self
     }
 
     /// A sub-field of this item.
     #[must_use]
     pub fn field(&self, name: &str) -> String {
         format!("{}.{name}", self.path)
+    }
+
+    /// Where the value of `field` was written; the item's own span when it was not (a
+    /// default), or for no field.
+    ///
+    /// ```
+    /// use memvisor_cli::spec::{Source, parse};
+    ///
+    /// let text = "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\nirq = 9\n";
+    /// let spec = parse(Source { origin: "vm.toml", text })?;
+    /// let loc = &spec.devices[0].loc;
+    /// assert_eq!(loc.span_of(Some("irq")), Some(text.len() - 2..text.len() - 1));
+    /// assert_eq!(loc.span_of(Some("address")), loc.span);
+    /// # Ok::<(), memvisor_cli::SpecError>(())
+    /// ```
+    #[must_use]
+    pub fn span_of(&self, field: Option<&str>) -> Option<Range<usize>> {
+        field
+            .and_then(|f| self.fields.iter().find(|(name, _)| *name == f))
+            .map(|(_, span)| span.clone())
+            .or_else(|| self.span.clone())
     }
 }
 
@@ -487,6 +531,15 @@ mod tests {
             err.problem.to_string(),
             "memory.size is 1 GiB but the [[numa]] nodes add up to 256 MiB"
         );
+    }
+
+    #[test]
+    fn line_column_does_not_count_a_byte_order_mark() {
+        let s = src("\u{feff}ab\ncd");
+        assert_eq!(s.line_column(0), (1, 1));
+        assert_eq!(s.line_column(3), (1, 1));
+        assert_eq!(s.line_column(4), (1, 2));
+        assert_eq!(s.line_column(7), (2, 2));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
 use super::keys::{Exceeded, MAX_DOTTED_PARTS, MAX_KEY_PARTS};
+use super::values::{Exceeded as ValuesExceeded, MAX_DEPTH, MAX_KEYS, MAX_TABLES, MAX_VALUES};
 use super::{
     Arch, BackingKind, DEFAULT_MMIO_SIZE, DEFAULT_ORIGIN, DEFAULT_PHYS_BITS, DeviceSpec,
     DeviceType, HotplugSpec, Loc, MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_HOTPLUG_SLOTS,
@@ -49,12 +50,85 @@ impl<'de> Deserialize<'de> for RawSize {
     }
 }
 
+/// A whole number of 32 bits as written: a wrong value is refused in words ("expected a whole
+/// number from 0 to 4294967295"), where `u32` would name its Rust type.
+#[derive(Clone, Copy, Debug)]
+struct Whole(u32);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Whole;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a whole number from 0 to {}", u32::MAX)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Whole, E> {
+                u32::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Whole, E> {
+                u32::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+        }
+        d.deserialize_u32(V)
+    }
+}
+
+/// `true` or `false` as written, refused in those words.
+#[derive(Clone, Copy, Debug)]
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+        }
+        d.deserialize_bool(V)
+    }
+}
+
+/// A guest node's `host_nodes` as written: an array of whole numbers.
+#[derive(Clone, Debug)]
+struct HostNodes(Vec<u32>);
+
+impl<'de> Deserialize<'de> for HostNodes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HostNodes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of host node numbers")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<HostNodes, A::Error> {
+                // The spec's value limit bounds the entries; their count is checked later.
+                let mut nodes = Vec::new();
+                while let Some(Whole(n)) = seq.next_element()? {
+                    nodes.push(n);
+                }
+                Ok(HostNodes(nodes))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "a VM spec table")]
 struct RawSpec {
     name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
-    phys_bits: Option<Spanned<u32>>,
+    phys_bits: Option<Spanned<Whole>>,
     memory: Option<Spanned<RawMemory>>,
     #[serde(default)]
     numa: Vec<Spanned<RawNode>>,
@@ -72,30 +146,30 @@ struct RawMemory {
     hugetlbfs: Option<Spanned<String>>,
     huge_pages: Option<Spanned<String>>,
     huge_page_fallback: Option<Spanned<String>>,
-    prefault: Option<Spanned<u32>>,
-    dontfork: Option<bool>,
+    prefault: Option<Spanned<Whole>>,
+    dontfork: Option<Flag>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "a [[numa]] table")]
 struct RawNode {
     size: Spanned<RawSize>,
-    host_nodes: Option<Spanned<Vec<u32>>>,
+    host_nodes: Option<Spanned<HostNodes>>,
     policy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "the [hotplug] table")]
 struct RawHotplug {
-    slots: Spanned<u32>,
+    slots: Spanned<Whole>,
     slot_size: Spanned<RawSize>,
-    node: Option<Spanned<u32>>,
+    node: Option<Spanned<Whole>>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, expecting = "the [serial] table")]
 struct RawSerial {
-    irq: Option<u32>,
+    irq: Option<Spanned<Whole>>,
     port: Option<Spanned<RawSize>>,
     address: Option<Spanned<RawSize>>,
 }
@@ -108,7 +182,7 @@ struct RawDevice {
     name: Option<Spanned<String>>,
     mmio_size: Option<Spanned<RawSize>>,
     address: Option<Spanned<RawSize>>,
-    irq: Option<u32>,
+    irq: Option<Spanned<Whole>>,
     dax_size: Option<Spanned<RawSize>>,
 }
 
@@ -157,18 +231,12 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
         )
     };
     key_limits(src)?;
+    value_limits(src)?;
     let root = toml::de::DeTable::parse(src.text).map_err(|e| toml_error(&e, String::new()))?;
-    // Counts first, before any entry is read into its fields.
-    count_entries(
-        src,
-        root.get_ref(),
-        "device",
-        MAX_DEVICES,
-        super::too_many_devices,
-    )?;
-    count_entries(src, root.get_ref(), "numa", MAX_GUEST_NODES, |n| {
-        Problem::Invalid(format!("{n} guest NUMA nodes (at most {MAX_GUEST_NODES})"))
-    })?;
+    // Counts first, before any entry is read into its fields (lists written other than with
+    // one header per entry, such as `device = [{ … }]`, are counted here).
+    count_entries(src, root.get_ref(), "device", MAX_DEVICES)?;
+    count_entries(src, root.get_ref(), "numa", MAX_GUEST_NODES)?;
     let de = toml::Deserializer::from(root);
     let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = field_path(e.path());
@@ -185,23 +253,7 @@ fn key_limits(src: Source<'_>) -> Result<(), SpecError> {
     let Some(found) = super::keys::first_past_limit(src.text) else {
         return Ok(());
     };
-    let text = src.text;
-    let line_start = text[..found.span.start].rfind('\n').map_or(0, |i| i + 1);
-    let header = text[line_start..found.span.start]
-        .trim_start()
-        .starts_with('[');
-    let mut field = if header {
-        String::new()
-    } else {
-        table_of_line(text, line_start)
-    };
-    if let Some(outer) = found.outer.filter(|_| !header) {
-        let part: String = text[outer].chars().take(MAX_NAME_CHARS).collect();
-        if !field.is_empty() {
-            field.push('.');
-        }
-        field.push_str(&part);
-    }
+    let field = field_of_key(src.text, found.span.start, found.outer);
     let problem = match found.exceeded {
         Exceeded::Parts => Problem::Invalid(format!(
             "a dotted key or table header of {} parts (at most {MAX_KEY_PARTS})",
@@ -215,13 +267,77 @@ fn key_limits(src: Source<'_>) -> Result<(), SpecError> {
     Err(src.error(field, Some(found.span), problem))
 }
 
+/// Refuses more than [`MAX_VALUES`] values, more than [`MAX_KEYS`] keys, more than
+/// [`MAX_TABLES`] tables and arrays, or arrays and inline tables nested more than [`MAX_DEPTH`]
+/// deep, before the TOML reader builds them, naming the position of the first one past the limit
+/// and the key that holds it (`numa[0].host_nodes`).
+fn value_limits(src: Source<'_>) -> Result<(), SpecError> {
+    let lists = [("device", MAX_DEVICES), ("numa", MAX_GUEST_NODES)];
+    let Some(found) = super::values::first_past_limit(src.text, &lists) else {
+        return Ok(());
+    };
+    // The key's line gives the table: a line inside a multi-line array may look like a header.
+    let line_of = found.outer.as_ref().map_or(found.span.start, |o| o.start);
+    let field = if found.header {
+        String::new()
+    } else {
+        field_of_key(src.text, line_of, found.outer)
+    };
+    let problem = match found.exceeded {
+        ValuesExceeded::Values => Problem::Invalid(format!(
+            "more than {MAX_VALUES} values in the spec (each key's value and each array entry \
+             is one)"
+        )),
+        ValuesExceeded::Keys => Problem::Invalid(format!(
+            "more than {MAX_KEYS} keys in the spec (each `key = value` is one)"
+        )),
+        ValuesExceeded::Tables => Problem::Invalid(format!(
+            "more than {MAX_TABLES} arrays, inline tables and table headers in the spec"
+        )),
+        ValuesExceeded::Depth => Problem::Invalid(format!(
+            "arrays and inline tables nested more than {MAX_DEPTH} deep"
+        )),
+        ValuesExceeded::Entries { key, max, total } => {
+            return Err(src.error(
+                format!("{key}[{max}]"),
+                Some(found.span),
+                entries_problem(key, total),
+            ));
+        }
+    };
+    Err(src.error(field, Some(found.span), problem))
+}
+
+/// The field path of a key at `at` whose first part is `outer` (when it is a bare word): the
+/// table its line is in and that part (`serial.x`); empty for a table header.
+fn field_of_key(text: &str, at: usize, outer: Option<Range<usize>>) -> String {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let header = text[line_start..at]
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('[');
+    let mut field = if header {
+        String::new()
+    } else {
+        table_of_line(text, line_start)
+    };
+    if let Some(outer) = outer.filter(|_| !header) {
+        let part: String = text[outer].chars().take(MAX_NAME_CHARS).collect();
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(&part);
+    }
+    field
+}
+
 /// The field path of the table the line at `line_start` is in: the last table header before
 /// it (`serial`, `device[1]` for the second `[[device]]`), empty at the top level. Headers are
 /// recognised line by line, as a line that is a header on its own; a header-like line inside a
 /// multi-line string could mislead it, which only costs the field of an error message.
 fn table_of_line(text: &str, line_start: usize) -> String {
     let header = |line: &str| -> Option<(String, bool)> {
-        let line = line.trim();
+        let line = line.trim_start_matches('\u{feff}').trim();
         let (inner, array) = match line.strip_prefix("[[") {
             Some(rest) => (rest.split_once("]]")?.0, true),
             None => (line.strip_prefix('[')?.split_once(']')?.0, false),
@@ -265,7 +381,6 @@ fn count_entries(
     root: &toml::de::DeTable<'_>,
     key: &str,
     max: usize,
-    problem: impl Fn(usize) -> Problem,
 ) -> Result<(), SpecError> {
     let Some(list) = root.get(key).and_then(|v| v.get_ref().as_array()) else {
         return Ok(());
@@ -274,9 +389,18 @@ fn count_entries(
         Some(first_past) => Err(src.error(
             format!("{key}[{max}]"),
             Some(first_past.span()),
-            problem(list.len()),
+            entries_problem(key, list.len()),
         )),
         None => Ok(()),
+    }
+}
+
+/// The problem of a list `key` (`device`, `numa`) of `n` entries, more than it may have.
+fn entries_problem(key: &str, n: usize) -> Problem {
+    if key == "device" {
+        super::too_many_devices(n)
+    } else {
+        Problem::Invalid(format!("{n} guest NUMA nodes (at most {MAX_GUEST_NODES})"))
     }
 }
 
@@ -419,14 +543,14 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     };
     let arch = arch.unwrap_or(written);
     let phys_bits = match &raw.phys_bits {
-        Some(b) if !(32..=64).contains(b.get_ref()) => {
+        Some(b) if !(32..=64).contains(&b.get_ref().0) => {
             return Err(src.error(
                 "phys_bits",
                 Some(b.span()),
-                Problem::Invalid(format!("{} address bits; use 32 to 64", b.get_ref())),
+                Problem::Invalid(format!("{} address bits; use 32 to 64", b.get_ref().0)),
             ));
         }
-        Some(b) => *b.get_ref(),
+        Some(b) => b.get_ref().0,
         None => DEFAULT_PHYS_BITS,
     };
     let Some(mem) = &raw.memory else {
@@ -448,8 +572,10 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     let mut nodes = Vec::new();
     let mut sum = 0u64;
     for (i, n) in raw.numa.iter().enumerate() {
-        let loc = Loc::new(format!("numa[{i}]"), n.span());
         let r = n.get_ref();
+        let loc = Loc::new(format!("numa[{i}]"), n.span())
+            .with("size", Some(r.size.span()))
+            .with("host_nodes", r.host_nodes.as_ref().map(Spanned::span));
         let size = nonzero(src, &loc.field("size"), &r.size)?;
         sum = sum.checked_add(size).ok_or_else(|| {
             src.error(
@@ -463,7 +589,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             )
         })?;
         let host_span = r.host_nodes.as_ref().map_or(n.span(), Spanned::span);
-        let host_nodes: &[u32] = r.host_nodes.as_ref().map_or(&[], |h| h.get_ref());
+        let host_nodes: &[u32] = r.host_nodes.as_ref().map_or(&[], |h| &h.get_ref().0);
         at_most(
             src,
             &loc.field("host_nodes"),
@@ -547,7 +673,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 };
                 return Err(src.error(
                     field,
-                    n.loc.span.clone(),
+                    n.loc.span_of(Some("size")),
                     Problem::Invalid(format!(
                         "{} is not a multiple of the {} huge page size",
                         crate::size::Size(n.size),
@@ -561,17 +687,20 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     let hotplug = match &raw.hotplug {
         None => None,
         Some(h) => {
-            let loc = Loc::new("hotplug", h.span());
             let r = h.get_ref();
+            let loc = Loc::new("hotplug", h.span())
+                .with("slots", Some(r.slots.span()))
+                .with("slot_size", Some(r.slot_size.span()))
+                .with("node", r.node.as_ref().map(Spanned::span));
             at_most(
                 src,
                 "hotplug.slots",
                 r.slots.span(),
-                *r.slots.get_ref(),
+                r.slots.get_ref().0,
                 MAX_HOTPLUG_SLOTS,
                 "slots",
             )?;
-            if *r.slots.get_ref() == 0 {
+            if r.slots.get_ref().0 == 0 {
                 return Err(src.error(
                     "hotplug.slots",
                     Some(r.slots.span()),
@@ -592,7 +721,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     )),
                 ));
             }
-            if u64::from(*r.slots.get_ref())
+            if u64::from(r.slots.get_ref().0)
                 .checked_mul(slot_size)
                 .is_none()
             {
@@ -601,12 +730,12 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     Some(r.slot_size.span()),
                     Problem::Invalid(format!(
                         "{} slots of {} add up to more than 2^64 bytes",
-                        r.slots.get_ref(),
+                        r.slots.get_ref().0,
                         crate::size::Size(slot_size)
                     )),
                 ));
             }
-            let node = r.node.as_ref().map_or(0, |n| *n.get_ref());
+            let node = r.node.as_ref().map_or(0, |n| n.get_ref().0);
             if usize::try_from(node).map_or(true, |n| n >= nodes.len()) {
                 return Err(src.error(
                     "hotplug.node",
@@ -618,7 +747,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 ));
             }
             Some(HotplugSpec {
-                slots: *r.slots.get_ref(),
+                slots: r.slots.get_ref().0,
                 slot_size,
                 node,
                 loc,
@@ -629,8 +758,11 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     let serial = match &raw.serial {
         None => None,
         Some(s) => {
-            let loc = Loc::new("serial", s.span());
             let r = s.get_ref();
+            let loc = Loc::new("serial", s.span())
+                .with("irq", r.irq.as_ref().map(Spanned::span))
+                .with("port", r.port.as_ref().map(Spanned::span))
+                .with("address", r.address.as_ref().map(Spanned::span));
             let port = r
                 .port
                 .as_ref()
@@ -669,8 +801,23 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     Problem::Invalid(format!("port {p:#x} is past the 16-bit I/O space")),
                 ));
             }
+            // A fixed MMIO window is aligned to its size, as a device's is.
+            if let (Some(a), Some(raw_a), memvisor_space::SerialPreset::Mmio { size }) = (
+                address,
+                &r.address,
+                memvisor_space::Platform::new(arch).serial(),
+            ) && !a.is_multiple_of(size)
+            {
+                return Err(src.error(
+                    "serial.address",
+                    Some(raw_a.span()),
+                    Problem::Invalid(format!(
+                        "{a:#x} is not aligned to the serial port's MMIO size {size:#x}"
+                    )),
+                ));
+            }
             Some(SerialSpec {
-                irq: r.irq,
+                irq: r.irq.as_ref().map(|i| i.get_ref().0),
                 port,
                 address,
                 loc,
@@ -689,8 +836,13 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         .filter_map(|d| d.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
         .collect();
     for (i, d) in raw.device.iter().enumerate() {
-        let loc = Loc::new(format!("device[{i}]"), d.span());
         let r = d.get_ref();
+        let loc = Loc::new(format!("device[{i}]"), d.span())
+            .with("name", r.name.as_ref().map(Spanned::span))
+            .with("mmio_size", r.mmio_size.as_ref().map(Spanned::span))
+            .with("address", r.address.as_ref().map(Spanned::span))
+            .with("irq", r.irq.as_ref().map(Spanned::span))
+            .with("dax_size", r.dax_size.as_ref().map(Spanned::span));
         let ty = DeviceType::parse(r.ty.get_ref()).ok_or_else(|| {
             src.error(
                 loc.field("type"),
@@ -801,7 +953,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             ty,
             mmio_size,
             address,
-            irq: r.irq,
+            irq: r.irq.as_ref().map(|i| i.get_ref().0),
             dax_size,
             loc,
         });
@@ -952,7 +1104,7 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
             src,
             "memory.prefault",
             p.span(),
-            *p.get_ref(),
+            p.get_ref().0,
             MAX_PREFAULT_THREADS,
             "prefault threads",
         )?,
@@ -964,7 +1116,7 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
         pages,
         fallback_transparent,
         prefault_threads,
-        dontfork: mem.dontfork.unwrap_or(false),
+        dontfork: mem.dontfork.is_some_and(|f| f.0),
     })
 }
 
@@ -984,6 +1136,59 @@ mod tests {
         let spec = parse(src("memory.size = \"256MiB\"\nmemory.prefault = 1\n")).unwrap();
         assert_eq!(spec.ram(), 256 << 20);
         assert_eq!(spec.memory.prefault_threads, 1);
+    }
+
+    #[test]
+    fn parse_wrong_numbers_say_what_is_expected_in_words() {
+        let fields = [
+            ("phys_bits = V\n[memory]\nsize = 4096\n", "phys_bits"),
+            ("[memory]\nsize = 4096\nprefault = V\n", "memory.prefault"),
+            (
+                "[memory]\nsize = 4096\n[hotplug]\nslots = V\nslot_size = 4096\n",
+                "hotplug.slots",
+            ),
+            (
+                "[memory]\nsize = 4096\n[hotplug]\nslots = 1\nslot_size = 4096\nnode = V\n",
+                "hotplug.node",
+            ),
+            ("[memory]\nsize = 4096\n[serial]\nirq = V\n", "serial.irq"),
+            (
+                "[memory]\nsize = 4096\n[[device]]\ntype = \"virtio-net\"\nirq = V\n",
+                "device[0].irq",
+            ),
+            (
+                "[memory]\n[[numa]]\nsize = 4096\nhost_nodes = [0, V]\n",
+                "numa[0].host_nodes[1]",
+            ),
+        ];
+        for (template, field) in fields {
+            for value in ["-1", "1.5", "4294967296", "\"7\"", "true"] {
+                let text = template.replace('V', value);
+                let err = parse(src(&text)).unwrap_err();
+                assert_eq!(err.field, field, "{text}: {err}");
+                let message = err.problem.to_string();
+                assert!(
+                    message.ends_with("expected a whole number from 0 to 4294967295"),
+                    "{text}: {message}"
+                );
+                assert!(err.position.is_some(), "{text}: {err}");
+            }
+        }
+        // The other kinds of value say so in words too.
+        for (text, expected) in [
+            (
+                "[memory]\nsize = 4096\ndontfork = 1\n",
+                "expected true or false",
+            ),
+            ("name = 1\n[memory]\nsize = 4096\n", "expected a string"),
+            (
+                "[memory]\n[[numa]]\nsize = 4096\nhost_nodes = 0\n",
+                "expected an array of host node numbers",
+            ),
+        ] {
+            let message = parse(src(text)).unwrap_err().problem.to_string();
+            assert!(message.ends_with(expected), "{text}: {message}");
+        }
     }
 
     #[test]
