@@ -57,7 +57,7 @@ pub(crate) fn first_past_limit(text: &str) -> Option<KeyLimit> {
     let mut outer: Option<core::ops::Range<usize>> = None;
     while i < b.len() {
         match b[i] {
-            b'#' => i = line_end(b, i),
+            b'#' => i = comment_end(b, i),
             b'{' => {
                 braces += 1;
                 i += 1;
@@ -139,17 +139,21 @@ pub(super) fn skip_blanks(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The offset of the end of the line at `i` (its `\n`, or the end of the text).
-pub(super) fn line_end(b: &[u8], i: usize) -> usize {
+/// The offset of the end of the comment at `i`: its line's `\n`, a carriage return (a lone
+/// one is an error in TOML, after which the reader goes on with the rest of the line, so the
+/// passes must read it too), or the end of the text.
+pub(super) fn comment_end(b: &[u8], i: usize) -> usize {
     b[i..]
         .iter()
-        .position(|&c| c == b'\n')
+        .position(|&c| c == b'\n' || c == b'\r')
         .map_or(b.len(), |n| i + n)
 }
 
 /// The offset past the string that starts at `i` (a `"` or `'`): basic and literal strings end
-/// at their closing quote or the line's end; multi-line ones at their closing three quotes
-/// (and up to two quotes more, which belong to the string). Unclosed strings run to the end.
+/// at their closing quote or the line's end (also after a backslash: a one-line string cannot
+/// hold a line break, and the reader goes on after it); multi-line ones at their closing three
+/// quotes (and up to two quotes more, which belong to the string). Unclosed strings run to the
+/// end.
 pub(super) fn string_end(b: &[u8], i: usize) -> usize {
     let quote = b[i];
     let triple = b.get(i + 1) == Some(&quote) && b.get(i + 2) == Some(&quote);
@@ -157,12 +161,12 @@ pub(super) fn string_end(b: &[u8], i: usize) -> usize {
     let mut j = if triple { i + 3 } else { i + 1 };
     while j < b.len() {
         let c = b[j];
-        if basic && c == b'\\' {
+        if !triple && (c == b'\n' || c == b'\r') {
+            return j;
+        }
+        if basic && c == b'\\' && (triple || !matches!(b.get(j + 1), Some(b'\n' | b'\r'))) {
             j += 2;
             continue;
-        }
-        if !triple && c == b'\n' {
-            return j;
         }
         if c == quote {
             if !triple {

@@ -25,7 +25,7 @@
 
 use core::ops::Range;
 
-use super::keys::{bare, line_end, skip_blanks, string_end, word_or_string_end};
+use super::keys::{bare, comment_end, skip_blanks, string_end, word_or_string_end};
 
 /// Most values in one spec: each key's value and each entry of an array, at any depth. The
 /// largest spec within the other limits has some 66,000 (64 `[[numa]]` nodes, each with 1024
@@ -132,7 +132,7 @@ pub(crate) fn first_past_limit(text: &str, lists: &[(&'static str, usize)]) -> O
                 continue;
             }
             b'#' => {
-                i = line_end(b, i);
+                i = comment_end(b, i);
                 continue;
             }
             _ => {}
@@ -268,12 +268,18 @@ fn list_of(header: &[u8], lists: &[(&'static str, usize)]) -> Option<usize> {
 }
 
 /// The offset past the table header that starts at `i` (`[` or `[[`): its first `]` outside a
-/// quoted key on its line, and a second one right after it; the line's end if none.
+/// quoted key, and a second one right after it, with nothing but a key (bare parts, quoted
+/// parts, dots, blanks) before it. Otherwise the header is only its brackets: the reader goes
+/// on after a broken header, and the rest of the line is counted as values.
 fn header_end(b: &[u8], i: usize) -> usize {
-    let mut j = i + 1;
+    let broken = if b.get(i + 1) == Some(&b'[') {
+        i + 2
+    } else {
+        i + 1
+    };
+    let mut j = broken;
     while j < b.len() {
         match b[j] {
-            b'\n' => return j,
             b'"' | b'\'' => j = string_end(b, j),
             b']' => {
                 return if b.get(j + 1) == Some(&b']') {
@@ -282,10 +288,11 @@ fn header_end(b: &[u8], i: usize) -> usize {
                     j + 1
                 };
             }
-            _ => j += 1,
+            c if bare(c) || matches!(c, b'.' | b' ' | b'\t') => j += 1,
+            _ => return broken,
         }
     }
-    b.len()
+    broken
 }
 
 #[cfg(test)]
@@ -396,6 +403,30 @@ mod tests {
         // Closed brackets are left: siblings do not add up.
         let text = format!("x = [{}]\n", vec!["[[1]]"; 100].join(","));
         assert_eq!(found(&text), None);
+    }
+
+    #[test]
+    fn what_the_reader_builds_after_a_broken_string_comment_or_header_is_counted() {
+        // The reader reports these and goes on reading what follows on the line; so the pass
+        // counts it too.
+        let body = format!("x = [{}]\n", "{a=0},".repeat(MAX_TABLES + 1));
+        for text in [
+            // A one-line string ends at its line, backslash or not.
+            format!("s = \"\\\n{body}"),
+            format!("[\"a\\\n{body}"),
+            // A comment ends at a lone carriage return.
+            format!("#\r{body}"),
+            // A header without its closing bracket ends where it starts.
+            format!("[x {}", &body[4..]),
+            format!("[[x {}", &body[4..]),
+        ] {
+            assert_eq!(
+                found(&text).map(|f| f.1),
+                Some(Exceeded::Tables),
+                "{:?}",
+                &text[..8]
+            );
+        }
     }
 
     #[test]
