@@ -737,9 +737,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// memfd), `"None"` private anonymous memory. `vcpu_count`, `smt`, `cpu_template` and
 /// `track_dirty_pages` do not change the memory map and are left out.
 ///
-/// The device lists are counted before any entry is read: more than [`MAX_DEVICES`] devices in
-/// all are refused as a spec with that many `[[device]]` tables is, naming the first entry past
-/// the limit (`drives[96]`). The converted spec is held to [`MAX_SPEC_BYTES`] as a spec file is.
+/// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
+/// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
+/// some, naming the first entry past the limit in the order of the devices (`drives[95]` after
+/// a balloon). The converted spec is held to [`MAX_SPEC_BYTES`] as a spec file is.
 ///
 /// # Errors
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
@@ -780,45 +781,63 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         config.machine.map_or((FC_DEFAULT_MEM_SIZE_MIB, None), |m| {
             (m.0.mem_size_mib.0, m.0.huge_pages)
         });
-    // Counts first, as for a spec's [[device]] tables: no entry is read past the limit.
-    let lists = [
-        ("drives", &config.drives),
-        ("network-interfaces", &config.network),
+    // Counts first, as for a spec's [[device]] tables: no entry is read past the limit. The
+    // parts in the order Firecracker attaches their devices: a list's entries, or one object.
+    let parts: [(&str, usize, Option<&FcList<'_>>, Option<&RawValue>); 5] = [
+        (
+            "balloon",
+            usize::from(config.balloon.is_some()),
+            None,
+            config.balloon,
+        ),
+        ("drives", config.drives.total, Some(&config.drives), None),
+        (
+            "network-interfaces",
+            config.network.total,
+            Some(&config.network),
+            None,
+        ),
+        (
+            "vsock",
+            usize::from(config.vsock.is_some()),
+            None,
+            config.vsock,
+        ),
+        (
+            "entropy",
+            usize::from(config.entropy.is_some()),
+            None,
+            config.entropy,
+        ),
     ];
-    let singles = [
-        ("vsock", config.vsock),
-        ("balloon", config.balloon),
-        ("entropy", config.entropy),
-    ];
-    let total = lists
+    let total = parts
         .iter()
-        .map(|(_, l)| l.total)
-        .chain(singles.iter().map(|(_, s)| usize::from(s.is_some())))
+        .map(|&(_, count, _, _)| count)
         .fold(0usize, usize::saturating_add);
     if total > MAX_DEVICES {
         // The first device past the limit, in the order they become devices.
         let mut before = 0usize;
         let mut past = None;
-        for (name, list) in lists {
-            if before + list.total > MAX_DEVICES {
+        for &(name, count, list, one) in &parts {
+            if before + count > MAX_DEVICES {
                 let i = MAX_DEVICES - before;
-                past = Some((format!("{name}[{i}]"), list.entries.get(i).copied()));
+                past = Some(match list {
+                    Some(list) => (format!("{name}[{i}]"), list.entries.get(i).copied()),
+                    None => (name.to_owned(), one),
+                });
                 break;
             }
-            before += list.total;
-        }
-        if past.is_none() {
-            past = singles
-                .iter()
-                .filter_map(|(name, s)| s.map(|s| (name.to_string(), Some(s))))
-                .nth(MAX_DEVICES - before);
+            before += count;
         }
         let (field, raw) = past.unwrap_or_default();
         return Err(src
             .error(
                 field,
                 raw.map(|r| offset(r)..offset(r) + r.get().len()),
-                crate::spec::too_many_devices(total),
+                Problem::Invalid(format!(
+                    "{total} device entries (at most {MAX_DEVICES} devices: each needs its own \
+                     interrupt; entries are counted before repeated ids merge them)"
+                )),
             )
             .into());
     }

@@ -184,26 +184,35 @@ fn firecracker_device_count_is_refused_before_conversion() {
         assert_eq!(code, 2, "{command}: {err}");
         assert!(out.is_empty(), "{command}");
         assert!(
-            err.contains("drives[96]: 349000 devices (at most 96: each needs its own interrupt)"),
+            err.contains("drives[96]: 349000 device entries (at most 96 devices: each needs its own interrupt"),
             "{command}: {err}"
         );
     }
     for (json, expected) in [
         (
             firecracker_with(97, 0, ""),
-            "drives[96]: 97 devices (at most 96",
+            "drives[96]: 97 device entries (at most 96",
         ),
         (
             firecracker_with(90, 7, ""),
-            "network-interfaces[6]: 97 devices (at most 96",
+            "network-interfaces[6]: 97 device entries (at most 96",
         ),
         (
             firecracker_with(60, 36, r#", "vsock": {"vsock_id": "v"}"#),
-            "vsock: 97 devices (at most 96",
+            "vsock: 97 device entries (at most 96",
         ),
         (
             firecracker_with(96, 0, r#", "entropy": {}"#),
-            "entropy: 97 devices (at most 96",
+            "entropy: 97 device entries (at most 96",
+        ),
+        // The balloon is the first device Firecracker attaches, so the 97th is a drive.
+        (
+            firecracker_with(96, 0, r#", "balloon": {"amount_mib": 0}"#),
+            "drives[95]: 97 device entries (at most 96",
+        ),
+        (
+            firecracker_with(95, 0, r#", "vsock": {"vsock_id": "v"}, "balloon": {}"#),
+            "vsock: 97 device entries (at most 96",
         ),
     ] {
         let (code, _, err) = run_on_json(
