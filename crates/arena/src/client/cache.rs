@@ -43,6 +43,12 @@ pub(super) const fn small_cap(class: usize) -> usize {
     }
 }
 
+/// The small bins' blocks, each bin sorted by offset (a bin holds at most [`SMALL_ENTRIES`]).
+struct SortedBins {
+    offs: [[usize; SMALL_ENTRIES]; NCLASSES],
+    len: [usize; NCLASSES],
+}
+
 /// [`small_cap`] of every class (0 past the last).
 const SMALL_CAP: [u8; CLASS_SLOTS] = {
     let mut caps = [0u8; CLASS_SLOTS];
@@ -551,8 +557,9 @@ impl State {
             return false;
         }
         let size = 1usize << order;
+        let sorted = self.sorted_small_bins();
         let mut found = false;
-        self.each_flushed(&mut |chunk, rel, pages| {
+        self.each_flushed(&sorted, &mut |chunk, rel, pages| {
             // A block of `pages` pages lies at a multiple of `pages.next_power_of_two()`:
             // either it covers a whole run of `size` pages, or it lies inside one.
             if pages >= size {
@@ -561,7 +568,7 @@ impl State {
             }
             let region = rel & !(size - 1);
             let mut free = self.free_pages_in(chunk, region, order);
-            self.each_flushed(&mut |c, r, n| {
+            self.each_flushed(&sorted, &mut |c, r, n| {
                 if c == chunk && (region..region + size).contains(&r) {
                     free += n;
                 }
@@ -574,10 +581,33 @@ impl State {
         found
     }
 
+    /// A sorted copy of each small bin, which puts the blocks of one slab side by side (the
+    /// bins themselves keep their order).
+    fn sorted_small_bins(&self) -> SortedBins {
+        let mut sorted = SortedBins {
+            offs: [[0; SMALL_ENTRIES]; NCLASSES],
+            len: [0; NCLASSES],
+        };
+        if let Some(c) = self.cache.as_deref() {
+            for class in 0..NCLASSES {
+                let blocks = c.small(class);
+                let copy = &mut sorted.offs[class][..blocks.len()];
+                copy.copy_from_slice(blocks);
+                copy.sort_unstable();
+                sorted.len[class] = blocks.len();
+            }
+        }
+        sorted
+    }
+
     /// Calls `f(chunk, first page, pages)` for each buddy block a flush with `reclaim` gives
     /// back (cached buddy blocks, the slabs it empties and the empty slabs kept) until `f`
-    /// returns true.
-    fn each_flushed(&self, f: &mut dyn FnMut(HeldChunk, usize, usize) -> bool) {
+    /// returns true; `sorted` is [`sorted_small_bins`](Self::sorted_small_bins).
+    fn each_flushed(
+        &self,
+        sorted: &SortedBins,
+        f: &mut dyn FnMut(HeldChunk, usize, usize) -> bool,
+    ) {
         let shift = self.geo.page_shift;
         let page_mask = (1usize << self.geo.max_order) - 1;
         static NO_BINS: Caches = Caches::EMPTY;
@@ -590,13 +620,8 @@ impl State {
             }
         }
         for class in 0..NCLASSES {
-            // A sorted copy puts the blocks of one slab side by side (a bin holds at most
-            // `SMALL_ENTRIES`; the bin itself keeps its order).
-            let mut sorted = [0usize; SMALL_ENTRIES];
-            let len = c.small(class).len();
-            let blocks = &mut sorted[..len];
-            blocks.copy_from_slice(c.small(class));
-            blocks.sort_unstable();
+            let len = sorted.len[class];
+            let blocks = &sorted.offs[class][..len];
             let pages = 1usize << self.geo.slab_order[class];
             let mut i = 0;
             while i < len {
