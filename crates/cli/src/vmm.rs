@@ -437,20 +437,8 @@ fn value_starting_at(text: &str, at: usize) -> std::ops::Range<usize> {
     match bytes.get(at) {
         Some(b'[' | b'{') => {
             let mut depth = 0usize;
-            let mut in_string = false;
-            let mut escaped = false;
-            for (i, &b) in bytes.iter().enumerate().skip(at) {
-                if in_string {
-                    match (escaped, b) {
-                        (true, _) => escaped = false,
-                        (false, b'\\') => escaped = true,
-                        (false, b'"') => in_string = false,
-                        _ => {}
-                    }
-                    continue;
-                }
+            for (i, b) in outside_strings(bytes, at) {
                 match b {
-                    b'"' => in_string = true,
                     b'[' | b'{' => depth += 1,
                     b']' | b'}' => {
                         depth -= 1;
@@ -507,20 +495,8 @@ fn value_ending_at(text: &str, at: usize) -> std::ops::Range<usize> {
             // The bracket it closes, read from the start of the text (where no string is
             // open), strings skipped.
             let mut open = Vec::new();
-            let mut in_string = false;
-            let mut escaped = false;
-            for (i, &b) in bytes.iter().enumerate().take(at + 1) {
-                if in_string {
-                    match (escaped, b) {
-                        (true, _) => escaped = false,
-                        (false, b'\\') => escaped = true,
-                        (false, b'"') => in_string = false,
-                        _ => {}
-                    }
-                    continue;
-                }
+            for (i, b) in outside_strings(&bytes[..=at], 0) {
                 match b {
-                    b'"' => in_string = true,
                     b'[' | b'{' => open.push(i),
                     b']' | b'}' => {
                         let start = open.pop();
@@ -542,6 +518,33 @@ fn value_ending_at(text: &str, at: usize) -> std::ops::Range<usize> {
         }
         _ => one_char(text, at),
     }
+}
+
+/// The bytes of JSON `bytes` from `from` (where no string is open) that lie outside strings,
+/// with their offsets; the quotes of strings are left out too.
+fn outside_strings(bytes: &[u8], from: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut in_string = false;
+    let mut escaped = false;
+    bytes
+        .iter()
+        .enumerate()
+        .skip(from)
+        .filter_map(move |(i, &b)| {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                return None;
+            }
+            if b == b'"' {
+                in_string = true;
+                return None;
+            }
+            Some((i, b))
+        })
 }
 
 fn spec_error(origin: &str, message: String) -> Error {
