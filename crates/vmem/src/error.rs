@@ -193,6 +193,16 @@ pub enum Error {
         /// Offset of the first page that is not a guard page.
         offset: usize,
     },
+    /// The page at `offset` was taken by the system and not given back: a
+    /// [`map`](crate::Reservation::map) of explicit huge pages was refused after the system
+    /// had unmapped the old pages, and putting the reservation's own pages back was refused
+    /// too. Another mapping may lie there now, so no call touches the page again, and
+    /// dropping the reservation leaves it alone.
+    #[error("page at offset {offset:#x} was lost to the system (a refused mapping took it)")]
+    Lost {
+        /// Offset of the first lost page in the range.
+        offset: usize,
+    },
     /// The page at `offset` is a guard page; it must be unguarded first.
     #[error("page at offset {offset:#x} is a guard page")]
     Guarded {

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::bitmap::PageBitmap;
 use crate::error::{Error, Operation, Result};
@@ -186,6 +186,7 @@ impl ReservationBuilder {
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
             ))
         });
         let (
@@ -196,6 +197,7 @@ impl ReservationBuilder {
             shared,
             dont_fork,
             dont_dump,
+            lost,
         ) = match bitmaps {
             Ok(bitmaps) => bitmaps,
             Err(e) => {
@@ -224,6 +226,8 @@ impl ReservationBuilder {
             no_huge,
             dont_fork,
             dont_dump,
+            lost,
+            any_lost: AtomicBool::new(false),
         })
     }
 }
@@ -328,6 +332,13 @@ pub struct Reservation {
     /// decommit replaced their mapping.
     dont_fork: PageBitmap,
     dont_dump: PageBitmap,
+    /// Pages the system took from the reservation and did not give back (see
+    /// [`Error::Lost`]): every call on a range with one is refused, and dropping the
+    /// reservation leaves them alone.
+    lost: PageBitmap,
+    /// Whether `lost` has a page (set after its bits, with `Release`), so that ranges are
+    /// checked against it only once a page was lost.
+    any_lost: AtomicBool,
 }
 
 // SAFETY: the reservation owns its mapping; `&self` methods only make OS calls that are safe
@@ -448,10 +459,18 @@ impl Reservation {
                 size: self.len,
             });
         }
-        Ok(Pages {
+        let pages = Pages {
             first: offset / self.page,
             count: len / self.page,
-        })
+        };
+        if self.any_lost.load(Ordering::Acquire)
+            && let Some(page) = self.lost.first_set(pages.first, pages.count)
+        {
+            return Err(Error::Lost {
+                offset: page * self.page,
+            });
+        }
+        Ok(pages)
     }
 
     fn at(&self, offset: usize) -> *mut u8 {
@@ -492,7 +511,8 @@ impl Reservation {
     ///
     /// # Errors
     /// [`Error::ZeroLength`], [`Error::Misaligned`], [`Error::Overflow`] or
-    /// [`Error::OutOfBounds`] for a bad range; [`Error::Guarded`] if it holds a guard page;
+    /// [`Error::OutOfBounds`] for a bad range, [`Error::Lost`] for one holding a page the
+    /// system took (see [`map`](Self::map)); [`Error::Guarded`] if it holds a guard page;
     /// [`Error::Os`] if the system refuses (for example the commit limit or, in
     /// [`CommitMode::Protected`], the mapping limit is reached). After an OS failure the
     /// bookkeeping is unchanged: no page of the range counts as newly committed. The system
@@ -1158,9 +1178,34 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // SAFETY: the mapping was made by `sys::reserve` with this length and alignment and is
-        // no longer used: `&mut self`, and it is being dropped.
-        unsafe { sys::release(self.ptr, self.len, self.align) };
+        if !*self.any_lost.get_mut() {
+            // SAFETY: the mapping was made by `sys::reserve` with this length and alignment
+            // and is no longer used: `&mut self`, and it is being dropped.
+            unsafe { sys::release(self.ptr, self.len, self.align) };
+            return;
+        }
+        // Lost pages may hold a mapping of someone else now: only the runs around them are
+        // the reservation's to unmap (which only Unix systems lose pages to, see `refill`).
+        let pages = self.len / self.page;
+        let mut first = 0;
+        while first < pages {
+            let end = self.lost.first_set(first, pages - first).unwrap_or(pages);
+            if end > first {
+                // SAFETY: pages `first..end` are the reservation's own and no longer used.
+                unsafe {
+                    sys::release(
+                        self.ptr.add(first * self.page),
+                        (end - first) * self.page,
+                        self.page,
+                    );
+                }
+            }
+            if end == pages {
+                break;
+            }
+            // Past the run of lost pages at `end`.
+            first = self.lost.first_clear(end, pages - end).unwrap_or(pages);
+        }
     }
 }
 

@@ -174,7 +174,11 @@ impl Reservation {
     /// `EBADF`/`EACCES` for the descriptor). After an error the range is as it was, except
     /// where the system took its pages before refusing (explicit huge pages that cannot be
     /// had): then the range holds the reservation's own uncommitted pages again, as the
-    /// bookkeeping says, and its old contents are gone (they were to be replaced anyway).
+    /// bookkeeping says, and its old contents are gone (they were to be replaced anyway). If
+    /// the system refuses that too, the range's pages are *lost*: another mapping may be
+    /// placed there, so every later call on a range with a lost page fails with
+    /// [`Error::Lost`] (queries too), and dropping the reservation unmaps only the pages
+    /// around them.
     ///
     /// # Examples
     /// ```
@@ -284,8 +288,9 @@ impl Reservation {
     /// `MAP_FIXED` mapping of explicit huge pages that cannot be had unmaps the old pages
     /// first): puts the reservation's own uncommitted pages back, so that nothing else can be
     /// placed in the hole, and makes the bookkeeping say so. If even that is refused, the pages
-    /// are marked guarded, so that no later call maps, commits or decommits over whatever the
-    /// system may place there; they stay out of use while the reservation lives.
+    /// are *lost*: the system may place another mapping in the hole, so every later call on a
+    /// range with one of them is refused ([`Error::Lost`]) and dropping the reservation unmaps
+    /// only the pages around them.
     ///
     /// # Safety
     /// `pages` lie inside the reservation and nothing refers to their contents.
@@ -293,7 +298,9 @@ impl Reservation {
         let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
         // SAFETY: the caller's promise.
         if unsafe { sys::replace(ptr, len, self.mode) }.is_err() {
-            self.guarded.set_range(pages.first, pages.count);
+            self.lost.set_range(pages.first, pages.count);
+            self.any_lost
+                .store(true, core::sync::atomic::Ordering::Release);
         }
         let removed = self.committed.clear_range(pages.first, pages.count);
         self.committed_pages
