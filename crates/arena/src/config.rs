@@ -40,7 +40,10 @@ impl Flags {
     /// (reservation-backed arenas only). The largest block becomes half a chunk.
     pub const GUARD: Self = Self(1 << 2);
     /// Freed blocks are filled with [`POISON_BYTE`](crate::POISON_BYTE), so stale reads stand
-    /// out (blocks of up to 2 KiB keep their first 2 bytes, which hold a free-list link).
+    /// out. Blocks of up to 2 KiB keep their first 2 bytes, which hold a free-list link; a
+    /// block freed through [`Arena::free`](crate::Arena::free) is filled when its client takes
+    /// it in (its first word holds the link until then); blocks still live when their client
+    /// is deleted are not filled (their chunks go back whole).
     pub const POISON: Self = Self(1 << 3);
     /// The arena keeps block-level totals (used bytes, live blocks) across all clients; this
     /// costs one atomic add per allocation and per free. Client statistics are always kept.

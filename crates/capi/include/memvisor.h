@@ -22,7 +22,10 @@
 // more); the largest block becomes half a chunk.
 #define MEMVISOR_FLAG_GUARD (1 << 2)
 
-// Freed blocks are filled with `MEMVISOR_POISON_BYTE`.
+// Freed blocks are filled with `MEMVISOR_POISON_BYTE`, with three exceptions: blocks of up
+// to 2 KiB keep their first 2 bytes (a free-list link); a block freed with `memvisor_free`
+// is filled when its client takes it in (its next free, trim or allocation that misses its
+// caches), not at once; blocks still live when their client is deleted are not filled.
 #define MEMVISOR_FLAG_POISON (1 << 3)
 
 // Context-wide block totals (`used_bytes`, `live_blocks` of the context statistics).
@@ -231,7 +234,10 @@ memvisor_status memvisor_client_delete(struct memvisor_client client);
 //
 // Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 // `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
-// left alone.
+// left alone, and nothing changes, with one exception: a call refused for lack of room
+// (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
+// `memvisor_free` and honoured a `memvisor_context_trim` (work every allocation that misses
+// the client's caches does), which the statistics show.
 //
 // Thread safety: one thread at a time per client.
 //
@@ -254,8 +260,9 @@ memvisor_status memvisor_alloc_aligned(struct memvisor_client client,
 memvisor_status memvisor_alloc(struct memvisor_client client, size_t size, void **out);
 
 // Frees the block at `ptr`, which this client allocated. If `size` is not null, the freed
-// block's size is written there. A foreign, interior or already freed address is refused and
-// nothing changes.
+// block's size is written there, unless `size` overlaps the freed block (which is no longer
+// the caller's to read). A foreign, interior or already freed address is refused and nothing
+// changes.
 //
 // Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
 // context), `NOT_OWNED` (in memory another client holds), `NOT_A_BLOCK` (not the start of a
@@ -385,7 +392,8 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
                                            struct memvisor_context_stats *out);
 
 // Frees the block at `ptr`, whichever client of the context allocated it, from any thread;
-// if `size` is not null, the block's size is written there. The block stops being live at
+// if `size` is not null, the block's size is written there, unless `size` overlaps the
+// freed block (which is no longer the caller's to read). The block stops being live at
 // once (ownership tests, sizes and a second free refuse it); its client takes the memory
 // back at its next free, trim or allocation that misses its caches, and until then still
 // counts its bytes as used.

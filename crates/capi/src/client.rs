@@ -37,7 +37,10 @@ pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
 ///
 /// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 /// `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
-/// left alone.
+/// left alone, and nothing changes, with one exception: a call refused for lack of room
+/// (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
+/// `memvisor_free` and honoured a `memvisor_context_trim` (work every allocation that misses
+/// the client's caches does), which the statistics show.
 ///
 /// Thread safety: one thread at a time per client.
 ///
@@ -90,8 +93,9 @@ pub unsafe extern "C" fn memvisor_alloc(
 }
 
 /// Frees the block at `ptr`, which this client allocated. If `size` is not null, the freed
-/// block's size is written there. A foreign, interior or already freed address is refused and
-/// nothing changes.
+/// block's size is written there, unless `size` overlaps the freed block (which is no longer
+/// the caller's to read). A foreign, interior or already freed address is refused and nothing
+/// changes.
 ///
 /// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
 /// context), `NOT_OWNED` (in memory another client holds), `NOT_A_BLOCK` (not the start of a
@@ -116,12 +120,26 @@ pub unsafe extern "C" fn memvisor_client_free(
         // SAFETY: the caller's promise: a freed block is not used again; other addresses are
         // only looked up in the side tables.
         let bytes = unsafe { live.client.free(ptr) }?;
-        if !size.is_null() {
-            // SAFETY: not null; the caller's promise.
-            unsafe { size.write_unaligned(bytes) };
-        }
+        // SAFETY: the caller's promise.
+        unsafe { write_freed_size(size, ptr, bytes) };
         Ok(())
     })
+}
+
+/// Writes `bytes`, the size of the block at `block` just freed, to `size` if it is not null
+/// and does not overlap the block: the freed block may already hold the allocator's links,
+/// be handed out again or be decommitted.
+///
+/// # Safety
+/// `size` is null or writable.
+pub(crate) unsafe fn write_freed_size(size: *mut usize, block: NonNull<u8>, bytes: usize) {
+    let (at, start) = (size.addr(), block.as_ptr().addr());
+    let overlaps =
+        at < start.saturating_add(bytes) && start < at.saturating_add(size_of::<usize>());
+    if !size.is_null() && !overlaps {
+        // SAFETY: not null; the caller's promise.
+        unsafe { size.write_unaligned(bytes) };
+    }
 }
 
 /// Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0

@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 
 use memvisor_arena::{Arena, Config as ArenaConfig, Quota};
 
+use crate::client::write_freed_size;
 use crate::registry;
 use crate::status::{Status, guard};
 use crate::types::{Client, Config, Context, ContextStats, MEMVISOR_UNLIMITED, write_sized};
@@ -167,7 +168,8 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
 }
 
 /// Frees the block at `ptr`, whichever client of the context allocated it, from any thread;
-/// if `size` is not null, the block's size is written there. The block stops being live at
+/// if `size` is not null, the block's size is written there, unless `size` overlaps the
+/// freed block (which is no longer the caller's to read). The block stops being live at
 /// once (ownership tests, sizes and a second free refuse it); its client takes the memory
 /// back at its next free, trim or allocation that misses its caches, and until then still
 /// counts its bytes as used.
@@ -207,10 +209,8 @@ pub unsafe extern "C" fn memvisor_free(
             // client is dropped while `_alive` is held, so the block's client outlives the call.
             unsafe { shared.arena.free(ptr) }?
         };
-        if !size.is_null() {
-            // SAFETY: not null; the caller's promise.
-            unsafe { size.write_unaligned(bytes) };
-        }
+        // SAFETY: the caller's promise.
+        unsafe { write_freed_size(size, ptr, bytes) };
         Ok(())
     })
 }

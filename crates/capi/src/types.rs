@@ -11,7 +11,10 @@ pub const MEMVISOR_FLAG_DECOMMIT: u32 = 1 << 1;
 /// A guard page after each chunk (reservation-backed contexts with chunks of four pages or
 /// more); the largest block becomes half a chunk.
 pub const MEMVISOR_FLAG_GUARD: u32 = 1 << 2;
-/// Freed blocks are filled with `MEMVISOR_POISON_BYTE`.
+/// Freed blocks are filled with `MEMVISOR_POISON_BYTE`, with three exceptions: blocks of up
+/// to 2 KiB keep their first 2 bytes (a free-list link); a block freed with `memvisor_free`
+/// is filled when its client takes it in (its next free, trim or allocation that misses its
+/// caches), not at once; blocks still live when their client is deleted are not filled.
 pub const MEMVISOR_FLAG_POISON: u32 = 1 << 3;
 /// Context-wide block totals (`used_bytes`, `live_blocks` of the context statistics).
 pub const MEMVISOR_FLAG_STATISTICS: u32 = 1 << 4;

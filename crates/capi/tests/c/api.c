@@ -451,6 +451,62 @@ static void test_context_free_owner_trim(void) {
     free(memory);
 }
 
+/* A `size` pointer into the block being freed: the block is no longer the caller's, so
+   nothing is written there (writing would fault on a decommitted run, or overwrite the link
+   of a block freed through the context). */
+static void test_size_pointing_into_the_freed_block(void) {
+    memvisor_context ctx = {0};
+    memvisor_config c = config_with(CHUNK, MEMVISOR_FLAG_DECOMMIT);
+    OK(memvisor_context_create_reserved(8 * MIB, &c, &ctx));
+    memvisor_client a, b;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &b));
+    /* A run of three chunks, decommitted when freed. */
+    void *run = NULL;
+    OK(memvisor_alloc(a, 3 * CHUNK, &run));
+    OK(memvisor_client_free(a, run, (size_t *)run));
+    /* Blocks freed through the context, their size pointer at their start or overlapping
+       it from just before (inside a neighbour the caller still owns). */
+    enum { N = 8 };
+    void *blocks[N];
+    for (int i = 0; i < N; i++) {
+        OK(memvisor_alloc(a, 100, &blocks[i]));
+    }
+    for (int i = 0; i < N; i += 2) {
+        OK(memvisor_free(ctx, blocks[i], (size_t *)blocks[i]));
+    }
+    for (int i = 1; i < N; i += 2) {
+        OK(memvisor_free(ctx, blocks[i], (size_t *)((char *)blocks[i] - 4)));
+    }
+    /* A size pointer into another live block gets the size. */
+    void *q = NULL, *r = NULL;
+    OK(memvisor_alloc(b, 64, &q));
+    OK(memvisor_alloc(b, 100, &r));
+    OK(memvisor_client_free(b, r, (size_t *)q));
+    CHECK(*(size_t *)q == 112);
+    OK(memvisor_alloc(b, 100, &r));
+    OK(memvisor_free(ctx, r, (size_t *)q + 1));
+    CHECK(((size_t *)q)[1] == 112);
+    /* Every block handed out afterwards is aligned, live and apart from the others. */
+    void *again[3 * N];
+    for (int i = 0; i < 3 * N; i++) {
+        OK(memvisor_alloc(a, 100, &again[i]));
+        CHECK(((uintptr_t)again[i] & (MEMVISOR_MIN_ALIGN - 1)) == 0);
+        size_t size = 0;
+        OK(memvisor_size_of(a, again[i], &size));
+        CHECK(size == 112);
+        for (int j = 0; j < i; j++) {
+            CHECK(again[j] != again[i]);
+        }
+        memset(again[i], 0x33, size);
+    }
+    OK(memvisor_alloc(a, 3 * CHUNK, &run));
+    memset(run, 0x44, 3 * CHUNK);
+    OK(memvisor_client_delete(a));
+    OK(memvisor_client_delete(b));
+    OK(memvisor_context_delete(ctx));
+}
+
 int main(void) {
     test_library();
     test_context_create_errors();
@@ -459,5 +515,6 @@ int main(void) {
     test_client_errors();
     test_leaky_client_and_flags();
     test_context_free_owner_trim();
+    test_size_pointing_into_the_freed_block();
     return finish("api");
 }
