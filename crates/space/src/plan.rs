@@ -106,10 +106,11 @@ pub struct DeviceRequest {
 /// Hotplug slots.
 #[derive(Clone, Debug)]
 pub struct HotplugRequest {
-    /// How many: 1 to [`DEFAULT_SLOTS`], the memory-slot numbers of
-    /// an address space (so that a request cannot make the planner loop or allocate without
-    /// bound); others are refused ([`Error::InvalidLayout`] at [`PlanItem::Hotplug`]: for no
-    /// slots, ask for no hotplug).
+    /// How many: 1 to [`DEFAULT_SLOTS`], the memory-slot numbers of an address space, less
+    /// one for each region of the plan with memory (each boot RAM region), so that every slot
+    /// can be plugged and a request cannot make the planner loop or allocate without bound;
+    /// others are refused ([`Error::InvalidLayout`] at [`PlanItem::Hotplug`]: for no slots,
+    /// ask for no hotplug).
     pub slots: u32,
     /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
     /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`].
@@ -463,6 +464,21 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
     // Hotplug slots.
     let mut slots = Vec::new();
     if let Some(h) = &request.hotplug {
+        // Each region with memory and each plugged slot takes a memory-slot number.
+        let with_memory = regions
+            .iter()
+            .filter(|(r, _)| r.spec.backing.has_memory())
+            .count();
+        let with_memory = u32::try_from(with_memory).unwrap_or(u32::MAX);
+        if h.slots > DEFAULT_SLOTS.saturating_sub(with_memory) {
+            return Err(at(PlanItem::Hotplug)(Error::InvalidLayout {
+                reason: format!(
+                    "{} hotplug slots and {with_memory} regions with memory need more than the \
+                     {DEFAULT_SLOTS} memory-slot numbers of an address space",
+                    h.slots
+                ),
+            }));
+        }
         let cap = match h.memory.huge_pages {
             HugePages::Explicit(size) => size.bytes(),
             _ => SLOT_ALIGN,
@@ -1042,6 +1058,35 @@ mod tests {
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::Hotplug);
         assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "plans and plugs 32,762 slots")]
+    fn plan_slots_leave_numbers_for_the_regions_with_memory() {
+        // 4 GiB of boot RAM on x86-64 is two regions (below and above the MMIO hole), each
+        // taking a memory-slot number: only `DEFAULT_SLOTS - 2` slots can all be plugged.
+        let mut r = request(Arch::X86_64, 4 * GIB);
+        r.devices.clear();
+        r.hotplug = Some(HotplugRequest {
+            slots: DEFAULT_SLOTS - 1,
+            slot_size: 2 * MIB,
+            node: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::Hotplug);
+        assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+        assert!(e.to_string().contains("2 regions with memory"), "{e}");
+        if let Some(h) = &mut r.hotplug {
+            h.slots = DEFAULT_SLOTS - 2;
+        }
+        let p = plan(&r).unwrap();
+        let space =
+            AddressSpace::plan(p.layout.clone(), p.regions.iter().map(|r| r.spec.clone())).unwrap();
+        for s in &p.slots {
+            let region = std::sync::Arc::new(crate::Region::plan(s.spec.clone()).unwrap());
+            space.insert_region(region).unwrap();
+        }
     }
 
     fn slots(node: u32) -> Option<HotplugRequest> {

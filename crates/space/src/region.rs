@@ -68,8 +68,11 @@ impl Region {
     /// # Errors
     /// As [`RegionSpec::validate`]; [`Error::Unsupported`] for a feature this host does not
     /// have (see the crate's "Platforms"); [`Error::NumaNodeMissing`], [`Error::NotHugetlbfs`],
-    /// [`Error::HugePageSizeMismatch`], [`Error::HugePagesUnavailable`], [`Error::File`] and
-    /// [`Error::Os`] from making the memory. Nothing is left mapped after an error.
+    /// [`Error::HugePageSizeMismatch`], [`Error::HugePagesUnavailable`],
+    /// [`Error::TransparentHugePagesUnavailable`] (transparent huge pages asked for with the
+    /// [`Fail`](crate::HugePageFallback::Fail) fallback where the host gives none to this kind of
+    /// memory), [`Error::File`] and [`Error::Os`] from making the memory. Nothing is left
+    /// mapped after an error.
     pub fn back(spec: RegionSpec) -> Result<(Self, Option<RegionReport>)> {
         Self::back_in(spec, Target::Own)
     }

@@ -227,11 +227,13 @@ impl SpaceBuilder {
     ///
     /// # Errors
     /// As [`plan`](Self::plan); [`Error::Unsupported`] for a region that needs a feature this
-    /// host does not have; then as [`Region::back`] for each region. The specs, slot numbers,
-    /// host features, NUMA nodes and files are checked before any memory is made; what can only
-    /// fail in the making (the host's refusal of a mapping or of huge pages, a prefault) may
-    /// fail after earlier regions got memory, which is then unmapped: nothing stays mapped
-    /// after an error.
+    /// host does not have; [`Error::WindowMisaligned`] for a hotplug window whose host range
+    /// would not start or end on a host page boundary; [`Error::Reservation`] if the host
+    /// refuses a window's reservation; then as [`Region::back`] for each region. The specs, slot
+    /// numbers, host features, NUMA nodes and files are checked before any memory is made; what
+    /// can only fail in the making (the host's refusal of a mapping or of huge pages, a
+    /// prefault) may fail after earlier regions got memory, which is then unmapped: nothing
+    /// stays mapped after an error.
     pub fn back(self) -> Result<(AddressSpace, BackingReport)> {
         self.check()?;
         for spec in self.specs.iter().filter(|s| s.backing.has_memory()) {
