@@ -342,7 +342,7 @@ impl<I: Id> IdAllocator<I> {
         };
         let hi = self.offset(last)?;
         self.unpark();
-        if let Some(taken) = self.next_allocated_from(lo).filter(|&t| t <= hi) {
+        if let Some(taken) = self.next_allocated_from(lo, hi).filter(|&t| t <= hi) {
             return Err(Error::IdAlreadyAllocated(self.id(taken).to_u64()));
         }
         self.set_allocated_range(lo, hi);
@@ -386,7 +386,7 @@ impl<I: Id> IdAllocator<I> {
         } else {
             self.offset(*ids.end())?
         };
-        if let Some(gap) = self.next_free_from(lo).filter(|&g| g <= hi) {
+        if let Some(gap) = self.next_free_from(lo, hi).filter(|&g| g <= hi) {
             self.check_allocated(gap)?;
         }
         if past {
@@ -423,9 +423,9 @@ impl<I: Id> IdAllocator<I> {
                 return None;
             }
             let lo = self
-                .next_allocated_from(pos)
+                .next_allocated_from(pos, self.span())
                 .filter(|&o| o <= self.span())?;
-            let hi = match self.next_free_from(lo) {
+            let hi = match self.next_free_from(lo, self.span()) {
                 Some(f) => f - 1,
                 None => self.span(),
             };
@@ -646,7 +646,8 @@ impl<I: Id> IdAllocator<I> {
             if free == 0 {
                 run = None;
                 // Skip fully allocated words through the summary.
-                let next = self.next_free_from(to_off(w * BITS + BITS).min(to_off(usize::MAX)));
+                let next = self
+                    .next_free_from(to_off(w * BITS + BITS).min(to_off(usize::MAX)), self.span());
                 w = next.map_or(words, |o| o as usize / BITS).max(w + 1);
                 continue;
             }
@@ -690,17 +691,20 @@ impl<I: Id> IdAllocator<I> {
         fits(start, span_end).and_then(|a| u32::try_from(a).ok())
     }
 
-    /// Offset of the first free ID at or after `from`, if any (the parked ID included).
-    fn next_free_from(&self, from: u32) -> Option<u32> {
-        let clear = self.next_clear_from(from);
+    /// Offset of the first free ID at or after `from`, if any (the parked ID included). The
+    /// search stops past `until` (a result past it may still be given): its cost is bounded
+    /// by `until - from`, not by where the next free ID lies.
+    fn next_free_from(&self, from: u32, until: u32) -> Option<u32> {
+        let clear = self.next_clear_from(from, until);
         match self.parked {
             Some(p) if p >= from && clear.is_none_or(|c| p < c) => Some(p),
             _ => clear,
         }
     }
 
-    /// Offset of the first ID at or after `from` whose bit is clear, if any.
-    fn next_clear_from(&self, from: u32) -> Option<u32> {
+    /// Offset of the first ID at or after `from` whose bit is clear, if any; the search stops
+    /// past `until`, as for [`next_free_from`](Self::next_free_from).
+    fn next_clear_from(&self, from: u32, until: u32) -> Option<u32> {
         let from = from as usize;
         let mut w = from / BITS;
         if let Some(&word) = self.leaves.get(w) {
@@ -713,6 +717,13 @@ impl<I: Id> IdAllocator<I> {
             let mut s = w / BITS;
             let mut mask = u64::MAX.checked_shl(to_off(w % BITS)).unwrap_or(0);
             while let Some(&sw) = self.summary.get(s) {
+                #[cfg(test)]
+                tests::count_scanned_word();
+                if s > until as usize / (BITS * BITS) {
+                    // Summary word `s` and those after cover IDs past `until` only, and the
+                    // bitmap goes on past them.
+                    return None;
+                }
                 let has = sw & mask;
                 if has != 0 {
                     let w = s * BITS + has.trailing_zeros() as usize;
@@ -729,12 +740,17 @@ impl<I: Id> IdAllocator<I> {
     }
 
     /// Offset of the first allocated ID at or after `from`, if any (may lie past `last` in
-    /// the final word, where padding bits are set).
-    fn next_allocated_from(&self, from: u32) -> Option<u32> {
+    /// the final word, where padding bits are set). The search stops past `until` (a result
+    /// past it may still be given), so its cost is bounded by `until - from`.
+    fn next_allocated_from(&self, from: u32, until: u32) -> Option<u32> {
         let from = from as usize;
         let mut w = from / BITS;
         let mut mask = u64::MAX << (from % BITS);
-        while let Some(word) = self.allocated_word(w) {
+        while w <= until as usize / BITS
+            && let Some(word) = self.allocated_word(w)
+        {
+            #[cfg(test)]
+            tests::count_scanned_word();
             let set = word & mask;
             if set != 0 {
                 return Some(to_off(w * BITS + set.trailing_zeros() as usize));
@@ -950,6 +966,56 @@ impl<I: Id> Eq for IdAllocator<I> {}
 
 #[cfg(test)]
 mod tests {
+    std::thread_local! {
+        /// Bitmap and summary words the scans of this thread have looked at.
+        static SCANNED: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    pub(super) fn count_scanned_word() {
+        SCANNED.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Words scanned while `f` runs.
+    fn scanned_by(f: impl FnOnce()) -> usize {
+        let before = SCANNED.with(core::cell::Cell::get);
+        f();
+        SCANNED.with(core::cell::Cell::get) - before
+    }
+
+    #[test]
+    fn run_checks_scan_the_run_not_up_to_the_next_allocated_or_free_id() {
+        let top = 1u32 << 22;
+        // One ID allocated far above: checking a run of 1 or 100 low down looks at a word or
+        // three, not the 65,536 words up to it.
+        let mut a = IdAllocator::new(0u32, top).unwrap();
+        a.allocate_id_at(top).unwrap();
+        assert!(scanned_by(|| assert_eq!(a.allocate_ids_at(5, 1), Ok(5..=5))) <= 2);
+        assert!(scanned_by(|| assert_eq!(a.allocate_ids_at(64, 100), Ok(64..=163))) <= 3);
+        // The allocated ID right after a run, in the same word, is still seen.
+        assert_eq!(a.allocate_ids_at(2, 4), Err(Error::IdAlreadyAllocated(5)));
+        assert_eq!(
+            a.allocate_ids_at(top - 3, 4),
+            Err(Error::IdAlreadyAllocated(top.into()))
+        );
+        // Everything allocated: freeing a run low down looks at its words, not at the
+        // 1,024 summary words up to the end.
+        let mut b = IdAllocator::new(0u32, top).unwrap();
+        b.allocate_ids(top + 1, 1).unwrap();
+        assert!(scanned_by(|| b.free_ids(7..=7).unwrap()) <= 2);
+        assert!(scanned_by(|| b.free_ids(5000..=9999).unwrap()) <= 3);
+        // A free ID right after a run is not in it.
+        assert_eq!(b.free_ids(8..=4999), Ok(()));
+        assert_eq!(
+            b.free_ids(7..=7),
+            Err(Error::IdAlreadyFree(7)),
+            "the parked or cleared ID is found"
+        );
+        assert_eq!(b.free_ids(10_000..=top), Ok(()));
+        assert_eq!(b.used(), 7);
+        assert_eq!(b.free_ids(0..=7), Err(Error::IdAlreadyFree(7)));
+        assert_eq!(b.free_ids(0..=6), Ok(()));
+        assert_eq!(b.used(), 0);
+    }
     use super::*;
 
     #[test]

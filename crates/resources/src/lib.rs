@@ -86,12 +86,17 @@
 //! | `free(&range)` | `release(alloc)` / `release_containing(addr)` | [`AddressAllocator::free`] (returns the tag) / [`AddressAllocator::release_containing`] |
 //! | — | `get(&alloc)` | [`AddressAllocator::allocation_containing`], [`AddressAllocator::find_tagged`] |
 //! | `IdAllocator::new(start, end)` | `SystemAllocator` GSI pools | [`IdAllocator::new`] |
-//! | `allocate_id()`, `free_id(id)` | `allocate_irq()`, `release_irq(irq)` | [`IdAllocator::allocate_id`], [`IdAllocator::free_id`] |
+//! | `AddressAllocator::base()`, `end()` | — | [`AddressAllocator::space`] (one [`AddressRange`]) |
+//! | `allocate_id()`, `free_id(id)` (returns the ID) | `allocate_irq()`, `release_irq(irq)` | [`IdAllocator::allocate_id`], [`IdAllocator::free_id`] (returns `()`: the caller has the ID) |
 //! | — | — | [`IdAllocator::allocate_ids`] (contiguous, aligned), [`IdAllocator::allocate_ids_at`], [`IdAllocator::allocate_many`] (any free IDs) |
 //!
 //! Differences to know: every failure is a typed [`Error`] carrying the values involved and
 //! leaves the allocator unchanged; ranges may end at `u64::MAX`; allocation sizes are `u64` and
-//! counts of used units `u128`.
+//! counts of used units `u128`. Snapshots (`serde`) have their own form: a state saved by
+//! vm-allocator's `serde` feature (`address_space`/`interval_tree`, `range_base`/`next_id`/
+//! `range_end`/`freed_ids`) is refused on load, with the unknown field named; only [`AddressRange`]
+//! keeps the `{start, end}` form of `RangeInclusive`. Rebuild the allocators from the saved ranges
+//! and IDs instead ([`AllocPolicy::ExactMatch`], [`IdAllocator::allocate_ids_at`]).
 //!
 //! # Features
 //!
