@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use memvisor_arena::Arena;
 
 use crate::status::{self, Status, guard};
-use crate::types::Config;
+use crate::types::{Config, write_plain};
 
 /// The library's version, a static NUL-terminated string such as `"0.1.0"`.
 ///
@@ -50,7 +50,7 @@ pub unsafe extern "C" fn memvisor_config_init(config: *mut Config) -> Status {
             return Err(Status::NullPointer);
         }
         // SAFETY: the caller's promise: writable and of the structure's size.
-        unsafe { config.write_unaligned(Config::default()) };
+        unsafe { write_plain(config, Config::default()) };
         Ok(())
     })
 }

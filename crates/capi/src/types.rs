@@ -257,7 +257,7 @@ impl ClientStats {
 /// # Safety
 /// `out`, if not null, points to a writable structure whose first field is a `size_t` that
 /// says how many bytes it has.
-pub(crate) unsafe fn write_sized<T: Copy>(out: *mut T, value: T) -> Result<(), Status> {
+pub(crate) unsafe fn write_sized<T: Plain>(out: *mut T, value: T) -> Result<(), Status> {
     if out.is_null() {
         return Err(Status::NullPointer);
     }
@@ -267,6 +267,50 @@ pub(crate) unsafe fn write_sized<T: Copy>(out: *mut T, value: T) -> Result<(), S
         return Err(Status::StructSize);
     }
     // SAFETY: the caller said the structure has `size >= size_of::<T>()` writable bytes.
-    unsafe { out.write_unaligned(value) };
+    unsafe { write_plain(out, value) };
     Ok(())
+}
+
+/// A structure handed to C whose only padding is at its end, after [`FILLED`](Self::FILLED)
+/// bytes of fields.
+pub(crate) trait Plain: Copy {
+    /// Where the last field ends.
+    const FILLED: usize;
+}
+
+impl Plain for Config {
+    const FILLED: usize = core::mem::offset_of!(Self, flags) + size_of::<u32>();
+}
+
+impl Plain for ContextStats {
+    const FILLED: usize = core::mem::offset_of!(Self, accepted_flags) + size_of::<u32>();
+}
+
+impl Plain for ClientStats {
+    const FILLED: usize = size_of::<Self>();
+}
+
+// Every field but the last is a `size_t` or `uint64_t`, so there is no padding between fields
+// (the `FILLED` values above cover the rest) where those are the same size.
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(Config::FILLED == 4 * size_of::<usize>() + size_of::<u32>());
+    assert!(ContextStats::FILLED == 17 * size_of::<usize>() + size_of::<u32>());
+    assert!(ClientStats::FILLED == 13 * size_of::<usize>() + 2 * size_of::<u64>());
+};
+
+/// Writes `value` to `out` with its trailing padding zeroed, so that the caller's bytes are
+/// all defined (a copy of the structure would carry whatever the padding held: two calls with
+/// equal results could then compare unequal with `memcmp`).
+///
+/// # Safety
+/// `out` points to `size_of::<T>()` writable bytes.
+pub(crate) unsafe fn write_plain<T: Plain>(out: *mut T, value: T) {
+    // SAFETY: the caller's promise; the padding lies inside the structure.
+    unsafe {
+        out.write_unaligned(value);
+        out.cast::<u8>()
+            .add(T::FILLED)
+            .write_bytes(0, size_of::<T>() - T::FILLED);
+    }
 }

@@ -507,6 +507,41 @@ static void test_size_pointing_into_the_freed_block(void) {
     OK(memvisor_context_delete(ctx));
 }
 
+/* Structures the library fills have every byte defined, padding included: two calls with
+   equal results compare equal with memcmp, whatever the caller's bytes were before. */
+static void test_filled_structures_compare_equal(void) {
+    memvisor_config c1, c2;
+    memset(&c1, 0xff, sizeof c1);
+    memset(&c2, 0x00, sizeof c2);
+    OK(memvisor_config_init(&c1));
+    OK(memvisor_config_init(&c2));
+    CHECK(memcmp(&c1, &c2, sizeof c1) == 0);
+    void *memory;
+    memvisor_context ctx = context_over(2 * MIB, CHUNK, MEMVISOR_FLAG_STATISTICS, &memory);
+    memvisor_client cl;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    memvisor_context_stats s1, s2;
+    memset(&s1, 0xff, sizeof s1);
+    memset(&s2, 0x00, sizeof s2);
+    s1.size = s2.size = sizeof s1;
+    OK(memvisor_context_get_stats(ctx, &s1));
+    /* A refused call changes nothing, byte for byte. */
+    void *p = NULL;
+    CHECK_STATUS(memvisor_alloc(cl, 4 * MIB, &p), MEMVISOR_STATUS_TOO_LARGE);
+    OK(memvisor_context_get_stats(ctx, &s2));
+    CHECK(memcmp(&s1, &s2, sizeof s1) == 0);
+    memvisor_client_stats k1, k2;
+    memset(&k1, 0xff, sizeof k1);
+    memset(&k2, 0x00, sizeof k2);
+    k1.size = k2.size = sizeof k1;
+    OK(memvisor_client_get_stats(cl, &k1));
+    OK(memvisor_client_get_stats(cl, &k2));
+    CHECK(memcmp(&k1, &k2, sizeof k1) == 0);
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
 int main(void) {
     test_library();
     test_context_create_errors();
@@ -516,5 +551,6 @@ int main(void) {
     test_leaky_client_and_flags();
     test_context_free_owner_trim();
     test_size_pointing_into_the_freed_block();
+    test_filled_structures_compare_equal();
     return finish("api");
 }
