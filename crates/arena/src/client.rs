@@ -114,9 +114,12 @@ pub struct ClientStats {
     pub pinned_bytes: usize,
     /// The largest block the client has room for in its chunks: the largest free or cached
     /// run of buddy pages, or the largest size class with a cached block or a slab with
-    /// room. A block of this size or less that takes buddy pages (over 2 KiB, or aligned
-    /// above 64) is allocated without taking another chunk; a small block of a class with
-    /// no room needs a whole new slab of its class, which may take another chunk.
+    /// room. What a request gets without taking another chunk: one that takes buddy pages
+    /// (over 2 KiB, or aligned above 64) when it is no larger, and aligned to no more, than
+    /// the largest *free* run; a cached block only when the request is of its size class or
+    /// buddy order; a small block when its class has a cached block or a slab with room.
+    /// Anything else may take another chunk (a new slab, or pages), while the arena has
+    /// one; the cached blocks are given back first only when it has none.
     pub largest_free_block: usize,
     /// Successful allocations so far.
     pub allocations: u64,
@@ -471,23 +474,31 @@ impl Drop for Client<'_> {
 
 // SAFETY: blocks are valid for their layout (size and alignment checked in `alloc`) until
 // freed or the client is dropped; the client is not `Clone`. `deallocate` receives only blocks
-// `allocate` returned, which this client handed out.
+// `allocate` returned, which this client handed out, or the dangling pointers of zero-sized
+// layouts, which it leaves alone.
 unsafe impl Allocator for Client<'_> {
+    /// A block for `layout`, as [`Client::alloc`] gives; a zero-sized layout takes no memory
+    /// and gets a dangling pointer aligned as asked, as the standard allocator's collections
+    /// expect (a vector shrunk to nothing never gives its buffer back).
     fn allocate(&self, layout: Layout) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            let dangling = NonNull::new(core::ptr::without_provenance_mut::<u8>(layout.align()))
+                .ok_or(AllocError)?;
+            return Ok(NonNull::slice_from_raw_parts(dangling, 0));
+        }
         let (ptr, size) = self.alloc_sized(layout).map_err(|_| AllocError)?;
         Ok(NonNull::slice_from_raw_parts(ptr, size))
     }
 
+    /// Frees the block; a zero-sized layout's pointer was never allocated and is left alone.
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() == 0 {
+            return;
+        }
         // SAFETY: the `Allocator` contract: `ptr` is a live block of this client and the caller
         // no longer uses it. (A pointer that is not is refused and left alone.)
         let result = unsafe { self.free(ptr) };
-        // `allocator_api2`'s `Box` gives back the dangling pointer of a zero-sized value, which
-        // it never allocated: refused, and not a caller's bug worth a panic.
-        debug_assert!(
-            result.is_ok() || layout.size() == 0,
-            "deallocate of a block not from this client"
-        );
+        debug_assert!(result.is_ok(), "deallocate of a block not from this client");
     }
 }
 

@@ -132,3 +132,42 @@ fn zero_sized_box_drops_quietly() {
     drop(b);
     assert_eq!(client.stats().live_blocks, 0);
 }
+
+/// A vector shrunk to nothing keeps no buffer: a zero-sized layout takes no memory, so no
+/// block is left behind that the vector would never give back (it frees no buffer of
+/// capacity 0), and a quota is never used up by such rounds.
+#[test]
+fn vec_shrunk_to_nothing_leaves_no_block() {
+    let arena = arena();
+    let client = arena.create_client(Quota::bytes(4096)).unwrap();
+    let rounds = if cfg!(miri) { 20 } else { 1_000 };
+    let mut v: Vec<u64, _> = Vec::new_in(&client);
+    for i in 0..rounds {
+        v.push(i);
+        v.clear();
+        v.shrink_to_fit();
+        assert_eq!(client.stats().live_blocks, 0, "round {i}");
+    }
+    drop(v);
+    let stats = client.stats();
+    assert_eq!((stats.used_bytes, stats.live_blocks), (0, 0));
+}
+
+/// Zero-sized layouts get a dangling pointer aligned as asked, and change nothing.
+#[test]
+fn zero_sized_layouts_take_no_memory() {
+    use allocator_api2::alloc::Allocator;
+    let arena = arena();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let before = client.stats();
+    for align in [1, 8, 64, 4096, 1 << 20] {
+        let layout = core::alloc::Layout::from_size_align(0, align).unwrap();
+        let p = client.allocate(layout).unwrap();
+        assert_eq!(p.len(), 0);
+        assert_eq!(p.cast::<u8>().as_ptr().addr() % align, 0);
+        assert!(!client.owns(p.cast::<u8>().as_ptr()));
+        // SAFETY: allocated just now with this layout.
+        unsafe { client.deallocate(p.cast(), layout) };
+    }
+    assert_eq!(client.stats(), before);
+}

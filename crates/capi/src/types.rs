@@ -212,9 +212,12 @@ pub struct ClientStats {
     pub pinned_bytes: usize,
     /// The largest block the client has room for in its chunks: the largest free or cached
     /// run of buddy pages, or the largest size class with a cached block or a slab with
-    /// room. A block of this size or less that takes buddy pages (over 2 KiB, or aligned
-    /// above 64) is allocated without taking another chunk; a small block of a class with
-    /// no room needs a whole new slab of its class, which may take another chunk.
+    /// room. What a request gets without taking another chunk: one that takes buddy pages
+    /// (over 2 KiB, or aligned above 64) when it is no larger, and aligned to no more, than
+    /// the largest *free* run; a cached block only when the request is of its size class or
+    /// buddy order; a small block when its class has a cached block or a slab with room.
+    /// Anything else may take another chunk (a new slab, or pages), while the arena has
+    /// one; the cached blocks are given back first only when it has none.
     pub largest_free_block: usize,
     /// Its quota in bytes, `MEMVISOR_UNLIMITED` for none.
     pub quota: usize,
