@@ -364,7 +364,8 @@ impl Layout {
     }
 
     /// A [`Placer`] over every window, all free, with the preset's interrupt numbers (none
-    /// for a custom layout). [`Platform::placer`] also takes the platform's reserved ranges.
+    /// for a custom layout; its legacy ones given only by number). [`Platform::placer`] also takes
+    /// the platform's reserved ranges.
     #[must_use]
     pub fn placer(&self) -> Placer {
         let platform = self.arch.map(Platform::new);
@@ -375,7 +376,7 @@ impl Layout {
     pub(crate) fn placer_with(&self, platform: Option<&Platform>) -> Result<Placer> {
         Placer::new(
             &self.windows,
-            platform.map(|p| (p.irq_range(), p.irq_name())),
+            platform.map(|p| (p.irq_range(), p.irq_name(), p.legacy_irqs())),
             platform.and_then(Platform::io_ports),
         )
     }

@@ -13,8 +13,13 @@ use crate::range::GuestRange;
 /// Interrupt numbers with their owners, over an [`IdAllocator`].
 #[derive(Clone, Debug)]
 struct Irqs {
+    /// Every number taken, the unclaimed legacy ones included (so that [`Placer::irq`] never
+    /// picks one).
     ids: IdAllocator,
+    /// The owner of every number taken, but for unclaimed legacy ones.
     owners: BTreeMap<u32, String>,
+    /// The platform's legacy interrupts: given only by number ([`Placer::irq_at`]).
+    legacy: &'static [u32],
     name: &'static str,
 }
 
@@ -41,7 +46,7 @@ struct Irqs {
 /// let err = placer.take(a, "rng0").unwrap_err();
 /// assert_eq!(err.to_string(), "rng0's range [0xc0000000, 0xc0000fff] overlaps net0's range [0xc0000000, 0xc0000fff]");
 /// assert_eq!(placer.irq_at(4, "serial")?, 4);
-/// assert_eq!(placer.irq("net0")?, 0);
+/// assert_eq!(placer.irq("net0")?, 5); // GSIs 0-4 are legacy: given only by number
 /// let err = placer.irq_at(4, "blk0").unwrap_err();
 /// assert_eq!(err.to_string(), "GSI 4 of blk0 is taken by serial");
 /// # Ok::<(), memvisor_space::Error>(())
@@ -58,21 +63,31 @@ pub struct Placer {
 }
 
 impl Placer {
+    /// A placer over `windows`, with interrupts `irqs` (their range, what they are called and
+    /// the legacy ones, which only [`irq_at`](Self::irq_at) gives) and I/O ports `ports`.
     pub(crate) fn new(
         windows: &[Window],
-        irqs: Option<(RangeInclusive<u32>, &'static str)>,
+        irqs: Option<(RangeInclusive<u32>, &'static str, &'static [u32])>,
         ports: Option<GuestRange>,
     ) -> Result<Self> {
         let irqs = match irqs {
-            Some((range, name)) => Some(Irqs {
-                ids: IdAllocator::new(*range.start(), *range.end()).map_err(|_| {
+            Some((range, name, legacy)) => {
+                let mut ids = IdAllocator::new(*range.start(), *range.end()).map_err(|_| {
                     Error::InvalidLayout {
                         reason: format!("empty {name} range {range:?}"),
                     }
-                })?,
-                owners: BTreeMap::new(),
-                name,
-            }),
+                })?;
+                for &pin in legacy {
+                    // A pin outside the range is never given out anyway.
+                    let _ = ids.allocate_id_at(pin);
+                }
+                Some(Irqs {
+                    ids,
+                    owners: BTreeMap::new(),
+                    legacy,
+                    name,
+                })
+            }
             None => None,
         };
         Ok(Self {
@@ -289,11 +304,13 @@ impl Placer {
         u64::try_from(largest).unwrap_or(u64::MAX)
     }
 
-    /// The lowest free interrupt number for `owner`.
+    /// The lowest free interrupt number for `owner`, never one of the platform's legacy
+    /// interrupts ([`Platform::legacy_irqs`](crate::Platform::legacy_irqs): x86-64 GSIs 0–4,
+    /// which only [`irq_at`](Self::irq_at) gives).
     ///
     /// # Errors
     /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::NoFreeIrq`] if every
-    /// number is taken.
+    /// number it may give is taken.
     pub fn irq(&mut self, owner: &str) -> Result<u32> {
         let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
         let irq = irqs.ids.allocate_id().map_err(|_| Error::NoFreeIrq {
@@ -313,7 +330,14 @@ impl Placer {
     /// [`Error::IrqTaken`] naming its owner.
     pub fn irq_at(&mut self, irq: u32, owner: &str) -> Result<u32> {
         let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
-        match irqs.ids.allocate_id_at(irq) {
+        // An unclaimed legacy interrupt is taken already, for no owner: it is free by number.
+        let unclaimed_legacy = irqs.legacy.contains(&irq) && !irqs.owners.contains_key(&irq);
+        let taken = if unclaimed_legacy {
+            Ok(irq)
+        } else {
+            irqs.ids.allocate_id_at(irq)
+        };
+        match taken {
             Ok(irq) => {
                 irqs.owners.insert(irq, owner.to_owned());
                 Ok(irq)
@@ -587,14 +611,24 @@ mod tests {
             p.irq_at(24, "net0").unwrap_err().to_string(),
             "GSI 24 is outside 0..=23"
         );
-        assert_eq!(p.irq("net0").unwrap(), 0);
-        for i in 1..23 {
-            p.irq(&format!("d{i}")).unwrap();
+        // The legacy GSIs 0-4 only by number: the lowest free one for a device is 5.
+        assert_eq!(p.irq("net0").unwrap(), 5);
+        assert_eq!(p.irq_owner(0), None);
+        for i in 6..24 {
+            assert_eq!(p.irq(&format!("d{i}")).unwrap(), i);
         }
-        assert_eq!(p.irq_owner(23), Some("d22"));
+        assert_eq!(p.irq_owner(23), Some("d23"));
+        assert_eq!(p.irq_owner(3), None);
         assert_eq!(
             p.irq("late").unwrap_err().to_string(),
             "no free GSI is left for late (0..=23 are all taken)"
+        );
+        // Asked for by number, a legacy GSI is given once.
+        assert_eq!(p.irq_at(3, "rtc").unwrap(), 3);
+        assert_eq!(p.irq_owner(3), Some("rtc"));
+        assert_eq!(
+            p.irq_at(3, "other").unwrap_err().to_string(),
+            "GSI 3 of other is taken by rtc"
         );
         let custom = Layout::new(GuestAddress(u64::MAX), []).unwrap();
         assert!(matches!(custom.placer().irq("x"), Err(Error::NoIrqs)));

@@ -326,7 +326,10 @@ impl Snapshot {
     }
 
     /// A [`Placer`] over the layout with every region of this snapshot taken: where a new
-    /// device window or hotplug slot can go.
+    /// device window or hotplug slot can go. It knows the regions only: interrupts and I/O
+    /// ports given out elsewhere (by a [`plan`](crate::plan::plan), whose
+    /// [`Plan::placer`](crate::plan::Plan) has them all) are free in it, and so are hotplug
+    /// slots planned but not plugged.
     ///
     /// # Errors
     /// [`Error::Taken`] cannot happen for a valid snapshot; it is passed on from the placer.
