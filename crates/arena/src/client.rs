@@ -670,8 +670,8 @@ impl State {
         self.cached_reported = self.cached;
     }
 
-    /// Asks the other clients to trim at their next call (this one need not: it is about
-    /// to give back what helps, or has nothing that would).
+    /// Asks the other clients to trim at their next free or cache miss (this one need not: it is
+    /// about to give back what helps, or has nothing that would).
     #[cold]
     fn ask_others_to_trim(&mut self, arena: &Arena) {
         let now = arena.request_trim();

@@ -68,12 +68,14 @@
 //! [`Client`] is `Send` but not `Sync`; `&Client` implements
 //! [`Allocator`](allocator_api2::alloc::Allocator). Any thread can free any client's block
 //! through the arena ([`Arena::free`]) and ask whose it is ([`Arena::owner_of`]), in constant
-//! time; the client takes such blocks back at its next call.
+//! time; the client takes such blocks back at its next free, trim, or allocation that misses
+//! its caches.
 //!
 //! # Pressure
 //! A client keeps at most one chunk without a live block; its other chunks each hold a live
 //! block, so its caches of freed blocks never keep more than that one chunk from other
-//! clients. A client that finds no chunk left asks the others to trim at their next call;
+//! clients. A client that finds no chunk left asks the others to trim at their next free, or
+//! their next allocation that misses their caches;
 //! [`Client::trim`] and [`Arena::trim`] give back what is kept on demand. Blocks larger than a
 //! chunk are runs of contiguous whole chunks.
 //!
