@@ -301,7 +301,7 @@ pub fn host_facts() -> HostFacts {
 }
 
 /// How a check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// The host can do it.
@@ -323,7 +323,7 @@ impl Status {
 }
 
 /// One check's result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Finding {
     /// What was checked (`thp`, `huge_pages`, `numa`, ...).
     pub check: &'static str,

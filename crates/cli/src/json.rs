@@ -483,7 +483,7 @@ impl From<&Probe> for ProbeDoc {
 }
 
 /// `memvisor check --json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct CheckDoc<'a> {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -593,6 +593,16 @@ pub fn error_schema() -> String {
 pub fn back_schema() -> String {
     let mut text =
         serde_json::to_string_pretty(&schemars::schema_for!(BackDoc)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The JSON schema of [`CheckDoc`], as [`plan_schema`]: the text of
+/// `schema/check.schema.json`.
+#[must_use]
+pub fn check_schema() -> String {
+    let mut text =
+        serde_json::to_string_pretty(&schemars::schema_for!(CheckDoc<'_>)).unwrap_or_default();
     text.push('\n');
     text
 }

@@ -157,6 +157,7 @@ fn json_schemas_match_committed_files() {
         ("error.schema.json", memvisor_cli::json::error_schema()),
         ("back.schema.json", memvisor_cli::json::back_schema()),
         ("probe.schema.json", memvisor_cli::json::probe_schema()),
+        ("check.schema.json", memvisor_cli::json::check_schema()),
     ] {
         let path = root().join("schema").join(file);
         if std::env::var_os("MEMVISOR_BLESS").is_some() {

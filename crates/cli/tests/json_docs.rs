@@ -188,6 +188,18 @@ fn failed_back_json_is_versioned_too() {
 
 #[test]
 #[cfg_attr(miri, ignore)]
+fn check_json_validates_against_its_schema() {
+    let (code, text) = memvisor(&["check", "--json", &example("microvm.toml")]);
+    assert!(matches!(code, Some(0 | 1)), "{text}");
+    let doc = assert_document(&text, "check.schema.json");
+    assert!(
+        doc["findings"].as_array().is_some_and(|f| !f.is_empty()),
+        "{doc}"
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore)]
 fn probe_json_is_versioned_with_hex_sizes() {
     let (code, text) = memvisor(&["probe", "--json"]);
     assert_eq!(code, Some(0));
