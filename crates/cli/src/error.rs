@@ -169,7 +169,7 @@ pub enum Error {
     /// `memvisor check` found problems that make backing the spec fail on this host (exit
     /// code 1).
     #[error(
-        "this host cannot back the spec as written: {problems} problem(s), each with its fix above"
+        "this host cannot back the spec as written: {problems} problem(s), each with its fix in the report"
     )]
     HostCannotBack {
         /// How many checks failed.

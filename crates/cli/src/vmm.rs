@@ -967,16 +967,21 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     let mut hugepage_size = 2u64 << 20;
     let mut thp = true;
     let mut prefault = false;
-    for item in option.split(',').filter(|s| !s.is_empty()) {
+    let mut hugepage_size_given = false;
+    let mut mergeable = false;
+    for item in option.split(',') {
+        // As Cloud Hypervisor's option parser: every item is key=value (an empty one too is
+        // refused), values are trimmed, and on/off take any case, empty meaning off.
         let (key, value) = item.split_once('=').ok_or_else(|| {
             err(format!(
                 "`{}` is not key=value",
                 crate::render::escape(item)
             ))
         })?;
-        let on_off = || match value {
+        let value = value.trim();
+        let on_off = || match value.to_ascii_lowercase().as_str() {
             "on" | "true" => Ok(true),
-            "off" | "false" => Ok(false),
+            "off" | "false" | "" => Ok(false),
             _ => Err(err(format!(
                 "{key}: `{}` is not on or off",
                 crate::render::escape(value)
@@ -986,14 +991,15 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
         match key {
             "size" => size = Some(bytes()?),
             "hotplug_size" => hotplug = Some(bytes()?),
-            "hugepage_size" => hugepage_size = bytes()?,
+            "hugepage_size" => {
+                hugepage_size = bytes()?;
+                hugepage_size_given = true;
+            }
             "shared" => shared = on_off()?,
             "hugepages" => hugepages = on_off()?,
             "thp" => thp = on_off()?,
             "prefault" => prefault = on_off()?,
-            "mergeable" => {
-                on_off()?;
-            }
+            "mergeable" => mergeable = on_off()?,
             "hotplug_method" | "hotplugged_size" => {}
             other => {
                 return Err(err(format!(
@@ -1003,6 +1009,16 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
                 )));
             }
         }
+    }
+    if hugepage_size_given && !hugepages {
+        return Err(err(
+            "hugepage_size: given without hugepages=on (Cloud Hypervisor refuses it)".to_owned(),
+        ));
+    }
+    if mergeable && shared {
+        return Err(err(
+            "mergeable=on with shared=on (Cloud Hypervisor refuses the pair)".to_owned(),
+        ));
     }
     let size = size.ok_or_else(|| err("no size=".to_owned()))?;
     let mut memory = Table::new();
@@ -1074,8 +1090,10 @@ fn stem(origin: &str) -> String {
     let stem = std::path::Path::new(origin)
         .file_stem()
         .map_or_else(|| origin.to_owned(), |s| s.to_string_lossy().into_owned());
+    // A name holds no white space but the space (the file name may: a no-break space, a tab).
     let mut name: String = crate::render::escape(&stem)
         .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
         .take(crate::spec::MAX_NAME_CHARS)
         .collect();
     // A name may not start or end with white space.
@@ -1578,6 +1596,36 @@ mod tests {
         assert_eq!(spec.hotplug.as_ref().map(|h| h.slot_size), Some(2 << 30));
         let spec = spec_of(&cloud_hypervisor_spec("size=1073741824,thp=off").unwrap());
         assert_eq!(spec.memory.pages, PageKind::Base);
+        // As Cloud Hypervisor reads them: values trimmed, on/off in any case, empty is off.
+        let spec =
+            spec_of(&cloud_hypervisor_spec("size= 1G ,thp=OFF,shared=,prefault=On").unwrap());
+        assert_eq!(spec.ram(), 1 << 30);
+        assert_eq!(spec.memory.pages, PageKind::Base);
+        assert_eq!(spec.memory.prefault_threads, 1);
+        assert!(
+            cloud_hypervisor_spec("size=1G,shared=")
+                .unwrap()
+                .contains("anonymous")
+        );
+        assert!(
+            cloud_hypervisor_spec("size=1G,shared=TRUE")
+                .unwrap()
+                .contains("memfd")
+        );
+    }
+
+    #[test]
+    fn firecracker_file_names_with_other_white_space_give_a_name() {
+        for (origin, name) in [
+            ("/tmp/vm\u{a0}prod.json", "vm prod"),
+            ("vm\u{3000}a.json", "vm a"),
+            ("\u{2003}vm.json", "vm"),
+        ] {
+            assert_eq!(stem(origin), name, "{origin:?}");
+            let toml =
+                firecracker_spec(origin, r#"{"machine-config": {"mem_size_mib": 64}}"#).unwrap();
+            assert_eq!(spec_of(&toml).name, name);
+        }
     }
 
     #[test]
@@ -1592,6 +1640,16 @@ mod tests {
             ),
             ("size=99999999999G", "does not fit in 64 bits"),
             ("size", "`size` is not key=value"),
+            ("size=1G,,shared=on", "`` is not key=value"),
+            ("size=1G,", "`` is not key=value"),
+            (
+                "size=1G,hugepage_size=2M",
+                "hugepage_size: given without hugepages=on",
+            ),
+            (
+                "size=1G,mergeable=on,shared=on",
+                "mergeable=on with shared=on",
+            ),
         ] {
             let e = cloud_hypervisor_spec(option).unwrap_err().to_string();
             assert!(e.contains(expected), "{option}: {e}");
