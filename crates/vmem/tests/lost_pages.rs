@@ -86,6 +86,14 @@ fn has_hole(addr: *mut u8, len: usize) -> bool {
     r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM)
 }
 
+/// Whether every byte of the other mapping at `at` still holds [`SENTINEL`].
+fn sentinel_intact(at: *mut u8) -> bool {
+    // SAFETY: the caller's mapping of `HUGE` readable bytes at `at`.
+    unsafe { core::slice::from_raw_parts(at, HUGE) }
+        .iter()
+        .all(|&b| b == SENTINEL)
+}
+
 /// The scenario, in the child: returns how many modes lost pages (0 if the host had free
 /// huge pages or gave the pages back).
 fn lost_pages_scenario() -> usize {
@@ -180,12 +188,7 @@ fn lost_pages_scenario() -> usize {
         unsafe { base.add(2 * HUGE).write(1) };
         r.protect(2 * HUGE, HUGE, Protection::Read).unwrap();
         // Nothing touched the other mapping.
-        // SAFETY: the other mapping, still ours to read.
-        assert!(
-            unsafe { core::slice::from_raw_parts(hole, HUGE) }
-                .iter()
-                .all(|&b| b == SENTINEL)
-        );
+        assert!(sentinel_intact(hole), "{mode:?}");
         // Dropping the reservation unmaps its own pages and leaves the hole's new mapping.
         drop(r);
         assert!(
@@ -198,11 +201,9 @@ fn lost_pages_scenario() -> usize {
             !has_hole(hole, HUGE),
             "{mode:?}: the other mapping was unmapped"
         );
-        // SAFETY: the other mapping, still mapped (checked above).
         assert!(
-            unsafe { core::slice::from_raw_parts(hole, HUGE) }
-                .iter()
-                .all(|&b| b == SENTINEL)
+            sentinel_intact(hole),
+            "{mode:?}: the other mapping's contents changed"
         );
         // SAFETY: the mapping made above, no longer used.
         assert_eq!(unsafe { libc::munmap(theirs, HUGE) }, 0);
