@@ -966,6 +966,8 @@ impl<I: Id> Eq for IdAllocator<I> {}
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     std::thread_local! {
         /// Bitmap and summary words the scans of this thread have looked at.
         static SCANNED: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
@@ -1017,7 +1019,6 @@ mod tests {
         assert_eq!(b.free_ids(0..=6), Ok(()));
         assert_eq!(b.used(), 0);
     }
-    use super::*;
 
     #[test]
     fn align_mask_marks_aligned_positions() {

@@ -1186,26 +1186,21 @@ impl Drop for Reservation {
         }
         // Lost pages may hold a mapping of someone else now: only the runs around them are
         // the reservation's to unmap (which only Unix systems lose pages to, see `refill`).
-        let pages = self.len / self.page;
-        let mut first = 0;
-        while first < pages {
-            let end = self.lost.first_set(first, pages - first).unwrap_or(pages);
-            if end > first {
-                // SAFETY: pages `first..end` are the reservation's own and no longer used.
-                unsafe {
-                    sys::release(
-                        self.ptr.add(first * self.page),
-                        (end - first) * self.page,
-                        self.page,
-                    );
-                }
+        let all = Pages {
+            first: 0,
+            count: self.len / self.page,
+        };
+        let Ok(()) = self.for_each_run(&self.lost, false, all, |own| {
+            // SAFETY: the pages of `own` are the reservation's own and no longer used.
+            unsafe {
+                sys::release(
+                    self.ptr.add(own.first * self.page),
+                    own.count * self.page,
+                    self.page,
+                );
             }
-            if end == pages {
-                break;
-            }
-            // Past the run of lost pages at `end`.
-            first = self.lost.first_clear(end, pages - end).unwrap_or(pages);
-        }
+            Ok::<(), core::convert::Infallible>(())
+        });
     }
 }
 
