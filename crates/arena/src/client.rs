@@ -142,6 +142,28 @@ pub struct ClientStats {
 /// implements [`Allocator`] and collections can live inside it, e.g.
 /// `allocator_api2::vec::Vec::new_in(&client)`.
 ///
+/// Sharing one client between threads does not compile:
+/// ```compile_fail
+/// use memvisor_arena::{Arena, Backing, Config, Quota};
+///
+/// let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
+/// let client = arena.create_client(Quota::UNLIMITED).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(|| client.trim()); // `Client` is not `Sync`
+///     client.trim();
+/// });
+/// ```
+/// Moving it to another thread does:
+/// ```
+/// use memvisor_arena::{Arena, Backing, Config, Quota};
+///
+/// let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
+/// let client = arena.create_client(Quota::UNLIMITED).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || client.trim());
+/// });
+/// ```
+///
 /// # Examples
 /// ```
 /// use core::alloc::Layout;
