@@ -89,7 +89,7 @@ enum Command {
         /// With `--from`: the Firecracker file or Cloud Hypervisor `--memory` string.
         spec: Option<OsString>,
         /// The format of SPEC (see `plan --from`).
-        #[arg(long, value_enum, default_value_t = From::Memvisor, requires = "spec")]
+        #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
     },
     /// Print a shell completion script.
@@ -130,6 +130,13 @@ fn load(path: Option<&OsStr>, from: From, arch: Option<ArchArg>, scale: u64) -> 
     Ok(load_spec(path, from, arch, scale)?.1)
 }
 
+/// The usage error of `--from firecracker` or `--from cloud-hypervisor` without SPEC.
+fn from_needs_spec() -> Error {
+    Error::Usage(
+        "--from needs SPEC: a Firecracker file or Cloud Hypervisor's --memory option".to_owned(),
+    )
+}
+
 /// Reads, checks and plans the spec at `path` (the default one without), scaled down by
 /// `scale`.
 fn load_spec(
@@ -140,12 +147,7 @@ fn load_spec(
 ) -> Result<(spec::VmSpec, Plan)> {
     let (origin, text) = match (path, from) {
         (None, From::Memvisor) => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
-        (None, _) => {
-            return Err(Error::Usage(
-                "--from needs SPEC: a Firecracker file or Cloud Hypervisor's --memory option"
-                    .to_owned(),
-            ));
-        }
+        (None, _) => return Err(from_needs_spec()),
         (Some(p), From::Memvisor) => (shown(p), crate::input::read_spec(p)?),
         (Some(p), From::Firecracker) => (
             format!("{} (as a memvisor spec)", shown(p)),
@@ -287,10 +289,15 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
                 }
                 (From::Memvisor, Some(_)) => {
                     return Err(Error::Usage(
-                        "init prints the default spec; SPEC is only for --from".to_owned(),
+                        "init prints the default spec; SPEC is only for --from firecracker or \
+                         --from cloud-hypervisor"
+                            .to_owned(),
                     ));
                 }
-                (_, None) => DEFAULT_SPEC.to_owned(),
+                (From::Memvisor, None) => DEFAULT_SPEC.to_owned(),
+                (From::Firecracker | From::CloudHypervisor, None) => {
+                    return Err(from_needs_spec());
+                }
             },
         ),
         Command::Completions { shell } => {

@@ -109,6 +109,25 @@ fn init_from_firecracker_prints_the_converted_spec_which_plans_the_same() {
 }
 
 #[test]
+fn init_answers_every_combination_of_from_and_spec() {
+    // `--from memvisor` is the default: without SPEC it prints the default spec, as `init`
+    // does; a VMM's format needs SPEC; a memvisor SPEC has nothing to convert.
+    let (code, default, err) = run(&["init"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, explicit, err) = run(&["init", "--from", "memvisor"]);
+    assert_eq!((code, explicit.as_str()), (0, default.as_str()), "{err}");
+    for from in ["firecracker", "cloud-hypervisor"] {
+        let (code, out, err) = run(&["init", "--from", from]);
+        assert_eq!(code, 2, "{from}: {out}");
+        assert!(out.is_empty(), "{from}");
+        assert!(err.contains("--from needs SPEC"), "{from}: {err}");
+    }
+    let (code, out, err) = run(&["init", "--from", "memvisor", "vm.toml"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("SPEC is only for --from firecracker"), "{err}");
+}
+
+#[test]
 fn firecracker_devices_without_ids_take_names_no_drive_has() {
     // The entropy device's default name `rng0` and the balloon's `balloon0` are drive IDs
     // here: the unnamed devices take the next free numbers instead of clashing.
