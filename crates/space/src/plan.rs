@@ -957,7 +957,7 @@ mod tests {
             owners,
             [
                 ("IOAPIC, local APIC", 0xfec0_0000),
-                ("KVM TSS, identity map", 0xfffb_d000)
+                ("KVM TSS, identity map", 0xfffb_c000)
             ]
         );
         assert_eq!(p.devices[0].ports.unwrap().start(), GuestAddress(0x3f8));

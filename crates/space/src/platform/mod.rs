@@ -134,8 +134,8 @@ pub enum SerialPreset {
 /// assert_eq!(x86.irq_range(), 0..=23);
 /// assert_eq!(x86.legacy_irqs(), [0, 1, 2, 3, 4]);
 /// let tss = x86.reservations().iter().find(|r| r.name().starts_with("KVM")).unwrap();
-/// assert_eq!(tss.range().start().0, 0xfffb_d000);
-/// assert_eq!(tss.range().size(), Some(4 * 4096));
+/// assert_eq!(tss.range().start().0, 0xfffb_c000);
+/// assert_eq!(tss.range().size(), Some(5 * 4096));
 /// assert_eq!(Platform::new(Arch::Aarch64).irq_name(), "SPI");
 /// # Ok::<(), memvisor_space::Error>(())
 /// ```
@@ -161,7 +161,9 @@ impl Platform {
 
     /// The x86-64 preset: GSIs 0–23 (one IOAPIC), GSIs 0–4 legacy ISA (never given to
     /// devices), COM1 at port 0x3f8 with IRQ 4, the IOAPIC and local APIC pages, KVM's TSS and
-    /// identity-map pages (4 pages at 0xfffb_d000), and the PC legacy hole
+    /// identity-map pages (5 pages at 0xfffb_c000: the TSS at 0xfffb_d000 for
+    /// `KVM_SET_TSS_ADDR`, with the identity-map page where KVM puts it by default or right
+    /// after the TSS), and the PC legacy hole
     /// (0x9fc00–0xfffff) inside RAM.
     #[must_use]
     pub fn x86_64() -> Self {
@@ -303,6 +305,34 @@ mod tests {
                 }
             }
             p.placer(&layout).unwrap();
+        }
+    }
+
+    #[test]
+    fn x86_reservation_covers_kvm_tss_and_identity_map_page() {
+        // KVM's TSS takes 3 pages from the address given to KVM_SET_TSS_ADDR (0xfffbd000
+        // here, as Firecracker and this crate's KVM examples use). Without
+        // KVM_SET_IDENTITY_MAP_ADDR, KVM puts the identity-map page at 0xfffbc000; a VMM that
+        // sets it right after the TSS puts it at 0xfffc0000. Both must stay unplaceable.
+        let x86 = Platform::x86_64();
+        let kvm = x86
+            .reservations()
+            .iter()
+            .find(|r| r.name() == "KVM TSS, identity map")
+            .unwrap();
+        for page in [
+            0xfffb_c000,
+            0xfffb_d000,
+            0xfffb_e000,
+            0xfffb_f000,
+            0xfffc_0000,
+        ] {
+            assert!(
+                kvm.range().contains(GuestAddress(page))
+                    && kvm.range().contains(GuestAddress(page + 0xfff)),
+                "{page:#x} outside {:?}",
+                kvm.range()
+            );
         }
     }
 

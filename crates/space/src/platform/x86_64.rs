@@ -19,10 +19,12 @@ const COM1: SerialPreset = SerialPreset::Port {
 const IOAPIC: u64 = 0xfec0_0000;
 /// The local APIC's register page.
 const LAPIC: u64 = 0xfee0_0000;
-/// KVM's TSS (3 pages, `KVM_SET_TSS_ADDR` 0xfffb_d000) and identity-map page
-/// (`KVM_SET_IDENTITY_MAP_ADDR` 0xfffc_0000).
-const KVM_TSS: u64 = 0xfffb_d000;
-const KVM_TSS_LEN: u64 = 4 * 0x1000;
+/// KVM's TSS (3 pages from 0xfffb_d000, the address to give `KVM_SET_TSS_ADDR`) and its
+/// identity-map page on either side: 0xfffb_c000, where KVM puts it when
+/// `KVM_SET_IDENTITY_MAP_ADDR` is not called (as Firecracker does not), or 0xfffc_0000, right
+/// after the TSS.
+const KVM_TSS: u64 = 0xfffb_c000;
+const KVM_TSS_LEN: u64 = 5 * 0x1000;
 /// The PC legacy hole: the EBDA, VGA memory and option/BIOS ROMs.
 const LEGACY_HOLE: (u64, u64) = (0x9_fc00, 0xf_ffff);
 /// PCI MMCONFIG (ECAM): 256 buses.
