@@ -524,7 +524,9 @@ impl Arena {
         }
     }
 
-    /// The largest alignment a block can ask for.
+    /// The largest alignment a block can ask for: the configured
+    /// [alignment](crate::Config::with_alignment), but at most half a chunk with
+    /// [`Flags::GUARD`] (the largest block there).
     #[must_use]
     pub fn max_alignment(&self) -> usize {
         self.geo.max_align
@@ -625,22 +627,29 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::Foreign`] if `ptr` is outside the arena, [`Error::NotOwned`] if no client holds
-    /// its chunk, [`Error::NotABlock`] if it is not the start of a live block (interior,
-    /// already freed by its client or through the arena, also when a free of it through the
-    /// arena on another thread won), [`Error::TablesUnavailable`] if the chunk's remote-free
-    /// bits (made at the first such free in a chunk, a 128th of the chunk) could not be
-    /// allocated. Nothing changes on error.
+    /// its chunk (also a block freed before whose chunk has gone back to the arena),
+    /// [`Error::NotABlock`] if it is not the start of a live block (interior, already freed
+    /// by its client or through the arena), [`Error::TablesUnavailable`] if the chunk's
+    /// remote-free bits (made at the first such free in a chunk, a 128th of the chunk) could
+    /// not be allocated. Nothing changes on error.
     ///
     /// # Safety
-    /// If `ptr` is a live block, nothing may use it after this call, and its client must not
-    /// be deleted before this call returns. The block must have reached this thread through
-    /// something that orders its allocation before this call (any hand-over of a pointer
-    /// between threads that is not a data race does). No free of the same block by its
-    /// client ([`Client::free`]) may run unordered with this call (on another thread, with
-    /// neither call happening before the other): the client's free does not claim the block
-    /// atomically against this one, so both could win and write the block. A double free
-    /// ordered either way is an error, as is any number of racing frees through the arena
-    /// (exactly one wins).
+    /// If `ptr` is a live block, nothing may use it after this call — a second free of it
+    /// included — and its client must not be deleted before this call returns. The block
+    /// must have reached this thread through something that orders its allocation before
+    /// this call (any hand-over of a pointer between threads that is not a data race does).
+    ///
+    /// No other free of the same block, by its client ([`Client::free`]) or through the
+    /// arena, may run unordered with this call (on another thread, with neither call
+    /// happening before the other). Once one free wins, the block's client may take it back
+    /// and hand the same address out again at any of its next calls; a free that lost the
+    /// race but had not yet looked at the block then sees a live block there and frees it —
+    /// the new one. No check can tell that apart from a free of the new block, because a
+    /// pointer is all a free gets. A second free ordered after this one is refused as long as
+    /// the address has not been handed out again, and racing frees through the arena are
+    /// mostly refused the same way (they claim the block with one atomic operation), but
+    /// neither is a way to free a block once: they are bugs this call sometimes reports, not
+    /// behaviour to rely on.
     ///
     /// # Examples
     /// ```

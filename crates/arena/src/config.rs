@@ -37,7 +37,8 @@ impl Flags {
     /// operating system (reservation-backed arenas only).
     pub const DECOMMIT: Self = Self(1 << 1);
     /// The last page of each chunk is a guard page: running off the end of a chunk faults
-    /// (reservation-backed arenas only). The largest block becomes half a chunk.
+    /// (reservation-backed arenas only). The largest block becomes half a chunk, and so does
+    /// the largest alignment if the configured one is larger.
     pub const GUARD: Self = Self(1 << 2);
     /// Freed blocks are filled with [`POISON_BYTE`](crate::POISON_BYTE), so stale reads stand
     /// out. Blocks of up to 2 KiB keep their first 2 bytes, which hold a free-list link; a
@@ -198,7 +199,9 @@ impl Config {
     }
 
     /// Sets the alignment of chunk starts, which is the largest alignment a block can ask
-    /// for: a power of two from 16 bytes up to the chunk size. Over a caller's block, the
+    /// for (but no more than the largest block of one chunk: half a chunk with
+    /// [`Flags::GUARD`]; [`Arena::max_alignment`](crate::Arena::max_alignment) says what
+    /// holds): a power of two from 16 bytes up to the chunk size. Over a caller's block, the
     /// start is rounded up to it.
     #[must_use]
     pub const fn with_alignment(mut self, align: usize) -> Self {

@@ -5,8 +5,8 @@
 //! They keep the holder's start bits its own: the holder writes its start-bit words with plain
 //! (relaxed) loads and stores, never a locked read-modify-write, because no other thread
 //! writes them. A free through the arena claims the block here instead, with one `fetch_or`
-//! (so of two such frees exactly one wins), and the holder's own free, `owns` and `size_of`
-//! refuse a block whose bit is set.
+//! (of two such frees that reach it while the block is claimed, one wins), and the holder's
+//! own free, `owns` and `size_of` refuse a block whose bit is set.
 //!
 //! A chunk's bits (one word per KiB, 8 bytes per KiB of chunk) are made the first time a free
 //! through the arena lands in it, and kept until the arena is dropped, so an arena whose

@@ -899,6 +899,31 @@ fn arena_largest_free_block_with_guard_pages_is_one_chunk() {
     assert!(arena.max_block_size() < CHUNK);
 }
 
+/// With guard pages the largest alignment is the largest block, half a chunk, even when the
+/// configured chunk alignment is larger; a block gets that alignment and no more.
+#[test]
+#[cfg(feature = "std")]
+fn max_alignment_with_guard_pages_is_half_a_chunk() {
+    use memvisor_vmem::CommitMode;
+
+    let backing = Backing::reserve(8 * CHUNK, CHUNK, CommitMode::Protected).unwrap();
+    let config = Config::new()
+        .with_chunk_size(CHUNK)
+        .with_alignment(CHUNK)
+        .with_flags(Flags::GUARD);
+    let arena = Arena::new(backing, config).unwrap();
+    assert_eq!(arena.max_alignment(), CHUNK / 2);
+    assert_eq!(arena.max_alignment(), arena.max_block_size());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(64, CHUNK / 2)).unwrap();
+    assert!(p.as_ptr().addr().is_multiple_of(CHUNK / 2));
+    assert!(matches!(
+        client.alloc(layout(64, CHUNK)),
+        Err(Error::UnsupportedAlignment { .. })
+    ));
+    free(&client, p).unwrap();
+}
+
 /// `cached_chunks` counts only wholly free held chunks; a chunk that keeps a cached block or
 /// a slab without a live block is pinned, not cached.
 #[test]

@@ -125,6 +125,8 @@ fn second_remote_free_racing_with_the_drain_is_refused() {
     });
 }
 
+/// Racing frees are a caller's bug (`Arena::free`'s safety section); while the holder makes no
+/// call, so the address cannot be handed out again, the claim still lets only one through.
 #[test]
 fn two_remote_frees_of_one_block_free_it_once() {
     loom::model(|| {

@@ -404,7 +404,7 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 //
 // Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
 // context), `NOT_OWNED` (in memory no client holds), `NOT_A_BLOCK` (not the start of a live
-// block, also when a free of it on another thread won), `OS` (the chunk's remote-free bits,
+// block: interior or already freed), `OS` (the chunk's remote-free bits,
 // made at the first such free in a chunk, could not be allocated).
 //
 // Thread safety: any thread, any time, also while the block's client works on another
@@ -413,9 +413,11 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 // # Safety
 // `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
 // its allocation happened before this call (the pointer reached this thread without a data
-// race). No `memvisor_client_free` of the same block may run at the same time on another
-// thread (a double free ordered either way is refused; racing `memvisor_free` calls free it
-// once). Any other `ptr` value is refused without being read.
+// race). No other free of the same block (`memvisor_client_free` or `memvisor_free`) may
+// run at the same time on another thread: once one wins, the client may hand the address out
+// again, and a late one would free the new block. A double free ordered after the first is
+// refused while the address has not been handed out again. Any other `ptr` value is refused
+// without being read.
 memvisor_status memvisor_free(struct memvisor_context context, void *ptr, size_t *size);
 
 // The client whose live block starts at `ptr`, written to `*out`. On another thread than
