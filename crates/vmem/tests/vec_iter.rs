@@ -143,6 +143,51 @@ fn concurrent_iter_mut_bounds_and_changes_every_element() {
     );
 }
 
+/// `Debug` of a `ConcurrentVec`'s `IterMut` shows only the elements it has not yielded: the
+/// yielded ones are borrowed mutably by the caller, and reading them would alias that borrow
+/// (Miri checks this test).
+#[test]
+fn concurrent_iter_mut_debug_shows_only_what_is_ahead() {
+    let mut v = ConcurrentVec::with_capacity(16).unwrap();
+    for i in 0..4u32 {
+        v.push(i);
+    }
+    let mut it = v.iter_mut();
+    assert_eq!(format!("{it:?}"), "IterMut([0, 1, 2, 3])");
+    let first = it.next().unwrap();
+    let second = it.next().unwrap();
+    assert_eq!(format!("{it:?}"), "IterMut([2, 3])");
+    *first = 10;
+    *second = 11;
+    it.by_ref().for_each(|x| *x += 20);
+    assert_eq!(format!("{it:?}"), "IterMut([])");
+    *first += 1;
+    assert_eq!(
+        v.iter().copied().collect::<std::vec::Vec<_>>(),
+        [11, 11, 22, 23]
+    );
+}
+
+/// The same from another thread while the caller writes through the elements already
+/// yielded: `IterMut` is `Sync`, and its `Debug` must not read them.
+#[test]
+fn concurrent_iter_mut_debug_on_another_thread_reads_only_what_is_ahead() {
+    let mut v = ConcurrentVec::with_capacity(16).unwrap();
+    for i in 0..4u32 {
+        v.push(i);
+    }
+    let mut it = v.iter_mut();
+    let first = it.next().unwrap();
+    std::thread::scope(|s| {
+        let shown = s.spawn(|| format!("{:?}", &it));
+        for _ in 0..100 {
+            *first = first.wrapping_add(1);
+        }
+        assert_eq!(shown.join().unwrap(), "IterMut([1, 2, 3])");
+    });
+    assert_eq!(*first, 100);
+}
+
 #[test]
 fn pusher_debug_shows_its_block() {
     let v = ConcurrentVec::<u32>::with_capacity(64).unwrap();

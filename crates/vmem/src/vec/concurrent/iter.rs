@@ -1,6 +1,7 @@
 //! The iterators of [`ConcurrentVec`]: over published elements with or without their
 //! indices, mutably, and by value.
 
+use core::fmt;
 use core::iter::FusedIterator;
 
 use super::ConcurrentVec;
@@ -178,10 +179,33 @@ impl<T> FusedIterator for Iter<'_, T> {}
 
 /// The published elements of a [`ConcurrentVec`] in index order, mutably; made by
 /// [`ConcurrentVec::iter_mut`].
-#[derive(Debug)]
+///
+/// Its `Debug` shows the elements it has not yielded yet, as `IterMut([..])`: the ones it
+/// has yielded are borrowed mutably by the caller, so they are never read.
 pub struct IterMut<'a, T> {
     vec: &'a mut ConcurrentVec<T>,
     cursor: Cursor,
+}
+
+impl<T: fmt::Debug> fmt::Debug for IterMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ahead = Entries {
+            vec: &*self.vec,
+            cursor: self.cursor.clone(),
+        };
+        f.debug_tuple("IterMut").field(&Values(ahead)).finish()
+    }
+}
+
+/// Shows the elements of an [`Entries`] as a list, without their indices.
+struct Values<'a, T>(Entries<'a, T>);
+
+impl<T: fmt::Debug> fmt::Debug for Values<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.clone().map(|(_, value)| value))
+            .finish()
+    }
 }
 
 impl<'a, T> Iterator for IterMut<'a, T> {
