@@ -163,6 +163,31 @@ fn pushes_into_another_vector_keep_the_block_until_they_evict_it() {
     assert!(b.iter().copied().eq(0..74));
 }
 
+/// Every block a thread gives up unfilled leaves its rest empty for good, so a thread that
+/// keeps moving between vectors can leave most of one empty: here 4 elements per 512 slots.
+/// The documented bound is `thread_block - 1` empty slots per block given up.
+#[test]
+fn each_evicted_block_leaves_its_rest_empty() {
+    let a = large();
+    let b = large();
+    let cycles = 8;
+    for cycle in 0..cycles {
+        let base = cycle * 512;
+        assert_eq!(a.push(0), base);
+        assert_eq!(push_elsewhere(&a, 1), base + 1);
+        assert_eq!(a.push(2), base + 2);
+        assert_eq!(a.push(3), base + 3);
+        assert_eq!(a.len(), base + 512, "a block to the next multiple of 512");
+        for i in 0..64 {
+            b.push(i);
+        }
+    }
+    let empty = a.len() - a.iter().count();
+    assert_eq!(a.len(), cycles * 512);
+    assert_eq!(empty, cycles * 508);
+    assert!(empty <= cycles * (a.thread_block() - 1));
+}
+
 #[test]
 fn single_slot_vectors_never_hold_slots() {
     let v = Builder::new(1 << 13)

@@ -168,7 +168,9 @@ impl Builder {
     /// How many slots a thread pushing into a [`ConcurrentVec`] claims at a time once it finds
     /// other threads pushing too (1 to 512; see [`ConcurrentVec::push`]). Blocks spare each push
     /// the cache lines other threads write, but slots a thread has claimed and not filled yet
-    /// count in [`len`](ConcurrentVec::len) and are taken by nobody else. 1 makes every push
+    /// count in [`len`](ConcurrentVec::len) and are taken by nobody else, and a block the
+    /// thread gives up (64 pushes in a row into other vectors, or the thread's exit) leaves its
+    /// rest empty for good: up to `slots - 1` slots each time. 1 makes every push
     /// claim exactly one slot. A multiple of 64 keeps blocks aligned, so each owns whole words of
     /// ready bits and publishes with plain stores; 512 (the default for a capacity of 2 Mi or
     /// more) also keeps those words on a cache line of their own. Default below that:
