@@ -857,10 +857,7 @@ fn open_source(
             FileOffset::new(file, 0)
         }
         Backing::File { path, offset } => {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(spec.protection.writable())
-                .open(path)
+            let file = sys::open_backing_file(path, spec.protection.writable())
                 .map_err(|e| file_err(path, e))?;
             let len = file.metadata().map_err(|e| file_err(path, e))?.len();
             let needed = offset.checked_add(spec.size).ok_or(Error::Overflow {

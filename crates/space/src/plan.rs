@@ -510,7 +510,7 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
     {
         let item = error_base(&e)
             .and_then(|b| regions.iter().find(|(r, _)| r.spec.base == b))
-            .map_or(PlanItem::Platform, |(_, item)| *item);
+            .map_or(PlanItem::Platform, |(_, item)| field_behind(*item, &e));
         return Err(at(item)(e));
     }
 
@@ -583,7 +583,12 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
         if let Some(other) = names.insert(d.name.as_str(), i) {
             return Err(refused(format!("is device {other}'s name too")));
         }
-        if d.mmio_size != 0 && !d.mmio_size.is_power_of_two() {
+        if d.mmio_size == 0 {
+            return Err(at(PlanItem::DeviceMmioSize(i))(Error::NothingToPlace {
+                owner: d.name.clone(),
+            }));
+        }
+        if !d.mmio_size.is_power_of_two() {
             return Err(at(PlanItem::DeviceMmioSize(i))(Error::InvalidAlignment {
                 align: d.mmio_size,
             }));
@@ -874,6 +879,26 @@ fn place_mmio(request: &PlanRequest, placer: &mut Placer) -> Result<Mmio, PlanEr
         serial_ports,
         device_mmio.into_iter().flatten().collect(),
     ))
+}
+
+/// The request field behind an address-space error about a planned region of `item`: a
+/// window off page alignment comes from the serial port's fixed address (the planner places
+/// the others aligned to their size), or from a device's size below a page, or else from its
+/// fixed address.
+fn field_behind(item: PlanItem, e: &Error) -> PlanItem {
+    match (item, e) {
+        (PlanItem::Serial, Error::Misaligned { .. }) => PlanItem::SerialAddress,
+        (PlanItem::Device(i), Error::Misaligned {
+            size, page_size, ..
+        }) => {
+            if size.is_multiple_of(*page_size) {
+                PlanItem::DeviceAddress(i)
+            } else {
+                PlanItem::DeviceMmioSize(i)
+            }
+        }
+        _ => item,
+    }
 }
 
 /// The base address an address-space error is about, to find the item behind it.
@@ -1254,6 +1279,43 @@ mod tests {
             p.devices[0].mmio.unwrap().start(),
             GuestAddress(0x0900_1000)
         );
+    }
+
+    /// A window the address space finds off page alignment is reported at the field that
+    /// made it so: the serial port's fixed address, a device's size below a page; a device
+    /// without a window is refused at its size whether or not it has a fixed address.
+    #[test]
+    fn plan_window_errors_name_the_field_behind_them() {
+        let page = memvisor_vmem::page_size() as u64;
+        let mut r = request(Arch::Aarch64, 256 * MIB);
+        r.serial = Some(SerialRequest {
+            address: Some(0x0900_0000 + page / 2),
+            ..SerialRequest::default()
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::SerialAddress, "{e}");
+        assert!(matches!(e.error, Error::Misaligned { .. }), "{e}");
+        for address in [None, Some(0xd000_0000)] {
+            let mut r = request(Arch::X86_64, 256 * MIB);
+            r.devices[0].mmio_size = page / 16;
+            r.devices[0].address = address;
+            let e = plan(&r).unwrap_err();
+            assert_eq!(e.item, PlanItem::DeviceMmioSize(0), "{e}");
+            assert!(matches!(e.error, Error::Misaligned { .. }), "{e}");
+            r.devices[0].mmio_size = 0;
+            let e = plan(&r).unwrap_err();
+            assert_eq!(e.item, PlanItem::DeviceMmioSize(0), "{e}");
+            assert!(
+                matches!(e.error, Error::NothingToPlace { ref owner } if owner == "net0"),
+                "{e}"
+            );
+        }
+        // A page-sized window at a fixed address off page alignment is refused at the
+        // address (not a multiple of the size).
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices[0].address = Some(0xd000_0000 + page / 2);
+        r.devices[0].mmio_size = page;
+        assert_eq!(plan(&r).unwrap_err().item, PlanItem::DeviceAddress(0));
     }
 
     #[test]

@@ -248,6 +248,72 @@ fn file_too_small_and_missing_error() {
     assert!(matches!(Region::back(spec), Err(Error::File { .. })));
 }
 
+/// Runs `f` on its own thread and gives its result, or panics if it takes more than 10 s (a
+/// call that waits forever fails the test instead of hanging it).
+#[cfg(unix)]
+fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the call did not return within 10 s")
+}
+
+/// A backing file that is not a regular file (a FIFO here) is refused at once: opening it
+/// read-only would wait for a writer forever. `back` and `plug` both refuse it, and a slot it
+/// was meant for stays empty and pluggable.
+#[cfg(unix)]
+#[test]
+#[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
+fn file_backing_that_is_not_a_regular_file_is_refused_without_waiting() {
+    let dir = std::env::temp_dir().join(format!("memvisor-space-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let backing = Backing::File {
+        path: fifo.clone(),
+        offset: 0,
+    };
+    let spec = RegionSpec::ram(GuestAddress(0), page())
+        .with_protection(Protection::Read)
+        .with_backing(backing.clone());
+    let err = within_10s(move || Region::back(spec).unwrap_err());
+    assert!(matches!(err, Error::File { .. }), "{err}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(cause.contains("not a regular file"), "{cause}");
+
+    let layout = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
+    let hp = layout
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0;
+    let (space, _) = AddressSpace::back(layout, []).unwrap();
+    let space = Arc::new(space);
+    let slot = RegionSpec::ram(GuestAddress(hp), 2 * MIB).with_hotplug(true);
+    let plugged = {
+        let (space, slot) = (space.clone(), slot.clone());
+        within_10s(move || {
+            space
+                .plug(
+                    slot.with_protection(Protection::Read)
+                        .with_backing(backing),
+                )
+                .map(|_| ())
+        })
+    };
+    let err = plugged.unwrap_err();
+    assert!(matches!(err, Error::File { .. }), "{err}");
+    assert!(space.snapshot().find_arc(GuestAddress(hp)).is_none());
+    space.plug(slot).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]

@@ -3,8 +3,11 @@
 //! `PROT_*` bits, say whether they are on hugetlbfs, and can be made over memory this crate
 //! mapped.
 
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
 
 use memvisor_vmem::{HugeTlbSize, MapSource, Reservation};
 use vm_memory::{FileOffset, MmapRegion};
@@ -105,6 +108,43 @@ pub(crate) unsafe fn mmap_region(
         builder = builder.with_file_offset(file.clone());
     }
     builder.build().map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Opens the file of a [`Backing::File`](crate::Backing::File), for writing too if `writable`,
+/// and refuses anything but a regular file (`InvalidInput`, naming what it is). The open never
+/// waits: a FIFO opened for reading would wait for a writer (`O_NONBLOCK`), and a terminal
+/// must not become the process's controlling one (`O_NOCTTY`). The type is checked on the
+/// opened file, so a path swapped meanwhile is checked as what was opened.
+///
+/// # Errors
+/// As `open(2)` and `fstat(2)`, or `InvalidInput` for a FIFO, socket, device or directory.
+pub(crate) fn open_backing_file(path: &Path, writable: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({what})"),
+    ))
 }
 
 #[cfg(test)]

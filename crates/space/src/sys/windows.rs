@@ -4,7 +4,9 @@
 //! mappings are always read-write, never on hugetlbfs, and cannot be made over memory this
 //! crate mapped.
 
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::path::Path;
 
 use memvisor_vmem::{HugeTlbSize, Operation, Reservation};
 use vm_memory::{FileOffset, MmapRegion};
@@ -71,4 +73,22 @@ pub(crate) unsafe fn mmap_region(
         io::ErrorKind::Unsupported,
         "vm-memory cannot map memory it does not own on Windows",
     ))
+}
+
+/// Opens the file of a [`Backing::File`](crate::Backing::File), for writing too if `writable`,
+/// and refuses anything but a regular file (`InvalidInput`). (File backings are refused on
+/// Windows before any file is opened; this keeps the one way of opening them.)
+///
+/// # Errors
+/// As `CreateFileW`, or `InvalidInput` for a directory or anything else that is not a file.
+pub(crate) fn open_backing_file(path: &Path, writable: bool) -> io::Result<File> {
+    let file = OpenOptions::new().read(true).write(writable).open(path)?;
+    if file.metadata()?.file_type().is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    }
 }
