@@ -56,6 +56,11 @@ pub struct HostFacts {
     /// What is at the paths the spec names (its hugetlbfs folder), from [`path_state`]; a path
     /// not listed is not judged.
     pub paths: Vec<(String, PathState)>,
+    /// Where the paths the spec names lead, from [`real_path`]: (the path as written, the
+    /// absolute path the kernel resolves it to, symlinks followed). A path not listed (it
+    /// does not resolve, or was not read) is judged by its text, `..` taken back lexically,
+    /// and by its [`PathState`] (missing when it does not resolve).
+    pub real_paths: Vec<(String, String)>,
 }
 
 /// What is at a path on the host.
@@ -83,6 +88,16 @@ pub fn path_state(path: &str) -> PathState {
             _ => PathState::Directory,
         },
     }
+}
+
+/// Where `path` leads, as the kernel resolves it: absolute, every symlink followed and each
+/// `..` taken after the link before it (so `missing/..` does not resolve). `None` when it does
+/// not resolve, or does not lead to UTF-8.
+#[must_use]
+pub fn real_path(path: &str) -> Option<String> {
+    fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.into_os_string().into_string().ok())
 }
 
 /// The default huge page size of the host (`Hugepagesize` in `/proc/meminfo`), bytes.
@@ -295,6 +310,7 @@ pub fn host_facts() -> HostFacts {
             .map(|m| m.saturating_add(bytes("SwapTotal").unwrap_or(0))),
         memory_available: bytes("MemAvailable"),
         paths: Vec::new(),
+        real_paths: Vec::new(),
     };
     facts.numa_nodes.sort_unstable();
     facts
@@ -507,8 +523,26 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
             status
         };
         out.push(finding("huge_pages", status, detail, fix));
-        if let BackingKind::Hugetlbfs(path) = &mem.backing {
-            let wanted = normalize_path(path);
+        if let BackingKind::Hugetlbfs(written) = &mem.backing {
+            let state = host
+                .paths
+                .iter()
+                .find(|(p, _)| p == written)
+                .map(|&(_, state)| state);
+            let real = host
+                .real_paths
+                .iter()
+                .find(|(p, _)| p == written)
+                .map(|(_, real)| normalize_path(real));
+            // Judged where the kernel finds it (a path that does not resolve reads as missing
+            // in `paths`, whatever its text reads as).
+            let wanted = real.clone().unwrap_or_else(|| normalize_path(written));
+            let path = &match &real {
+                Some(real) if *real != normalize_path(written) => {
+                    format!("{written} (resolves to {real})")
+                }
+                _ => written.clone(),
+            };
             let flag = if page == 1 << 30 { "1G" } else { "2M" };
             let new_mount = || {
                 format!(
@@ -516,11 +550,6 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                      DIR an empty directory of its own, and set memory.hugetlbfs = \"DIR\""
                 )
             };
-            let state = host
-                .paths
-                .iter()
-                .find(|(p, _)| normalize_path(p) == wanted)
-                .map(|&(_, state)| state);
             let (status, detail, fix) = match mount_of(&host.mounts, &wanted) {
                 Some((point, Some(size))) => {
                     let point = normalize_path(point);
@@ -531,13 +560,13 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     };
                     if *size == page {
                         match state {
-                            Some(PathState::Missing) if point != wanted => (
+                            Some(PathState::Missing) => (
                                 Status::Fail,
                                 format!(
                                     "{path} does not exist (in {point}, a hugetlbfs mount of {} pages)",
                                     Size(*size)
                                 ),
-                                Some(format!("mkdir -p {} (as root)", shell_word(path))),
+                                Some(format!("mkdir -p {} (as root)", shell_word(written))),
                             ),
                             Some(PathState::NotDirectory) => (
                                 Status::Fail,
@@ -580,7 +609,7 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                         format!("{path} is not a hugetlbfs mount"),
                         Some(format!(
                             "mkdir -p {dir} && mount -t hugetlbfs -o pagesize={flag} none {dir} (as root)",
-                            dir = shell_word(path),
+                            dir = shell_word(&wanted),
                         )),
                     ),
                 },
@@ -944,6 +973,7 @@ mod tests {
             memory_and_swap: Some(16 << 30),
             memory_available: Some(8 << 30),
             paths: Vec::new(),
+            real_paths: Vec::new(),
         }
     }
 
@@ -1118,6 +1148,60 @@ mod tests {
             },
         );
         assert_eq!(get(&f, "hugetlbfs").status, Status::Ok);
+    }
+
+    /// The path is judged where the kernel will find it: a symlink to a hugetlbfs mount is
+    /// that mount (and the detail says where it leads), and a path that does not resolve (a
+    /// `..` after a missing folder, say) does not exist, whatever its text looks like.
+    #[test]
+    fn check_hugetlbfs_judges_the_path_the_kernel_resolves() {
+        let spec = |path: &str| {
+            format!(
+                "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhugetlbfs = \"{path}\"\nhuge_pages = \"2MiB\"\n"
+            )
+        };
+        let f = run(
+            &spec("/srv/huge"),
+            &HostFacts {
+                paths: vec![("/srv/huge".to_owned(), PathState::EmptyDirectory)],
+                real_paths: vec![("/srv/huge".to_owned(), "/dev/hugepages".to_owned())],
+                ..good_host()
+            },
+        );
+        let m = get(&f, "hugetlbfs");
+        assert_eq!(m.status, Status::Ok, "{}", m.detail);
+        assert!(
+            m.detail.contains("/srv/huge (resolves to /dev/hugepages)"),
+            "{}",
+            m.detail
+        );
+        // `/tmp/gone/../../dev/hugepages` reads as `/dev/hugepages`, but the kernel stops at the
+        // missing `/tmp/gone`.
+        let path = "/tmp/gone/../../dev/hugepages";
+        let f = run(
+            &spec(path),
+            &HostFacts {
+                paths: vec![(path.to_owned(), PathState::Missing)],
+                ..good_host()
+            },
+        );
+        let m = get(&f, "hugetlbfs");
+        assert_eq!(m.status, Status::Fail, "{}", m.detail);
+        assert!(m.detail.contains("does not exist"), "{}", m.detail);
+    }
+
+    #[test]
+    fn real_path_follows_symlinks_and_refuses_what_does_not_resolve() {
+        let dir = std::env::temp_dir().join(format!("memvisor-real-path-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("target")).unwrap();
+        std::os::unix::fs::symlink(dir.join("target"), dir.join("link")).unwrap();
+        let real = |p: &std::path::Path| real_path(p.to_str().unwrap());
+        let target = fs::canonicalize(dir.join("target")).unwrap();
+        assert_eq!(real(&dir.join("link")).as_deref(), target.to_str());
+        assert_eq!(real(&dir.join("missing/../target")), None);
+        assert_eq!(real(&dir.join("missing")), None);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

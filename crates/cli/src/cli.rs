@@ -252,6 +252,9 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             if let crate::spec::BackingKind::Hugetlbfs(path) = &vm.memory.backing {
                 host.paths
                     .push((path.clone(), crate::check::path_state(path)));
+                if let Some(real) = crate::check::real_path(path) {
+                    host.real_paths.push((path.clone(), real));
+                }
             }
             let findings = crate::check::check_spec(&vm, &plan, &host);
             write(

@@ -101,10 +101,12 @@ impl FcObject for FcMachine<'_> {
 struct FcId<'a> {
     id: Option<String>,
     root: Option<&'a RawValue>,
+    /// A drive's `socket` is set (not null): a vhost-user drive.
+    vhost_user: bool,
 }
 
-/// Reads a device's id (and `is_root_device` when `drive`) from its object, skipping every
-/// other field.
+/// Reads a device's id (and `is_root_device` and whether `socket` is set when `drive`) from
+/// its object, skipping every other field.
 struct FcIdVisitor {
     drive: bool,
 }
@@ -118,12 +120,20 @@ impl<'de> Visitor<'de> for FcIdVisitor {
         use serde::de::Error as _;
         let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
         let mut root = None;
+        let mut socket: Option<Option<String>> = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.drive && key == "is_root_device" {
                 if root.is_some() {
                     return Err(A::Error::duplicate_field("is_root_device"));
                 }
                 root = Some(map.next_value::<&'de RawValue>()?);
+                continue;
+            }
+            if self.drive && key == "socket" {
+                if socket.is_some() {
+                    return Err(A::Error::duplicate_field("socket"));
+                }
+                socket = Some(map.next_value::<Option<String>>()?);
                 continue;
             }
             if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
@@ -143,6 +153,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
         Ok(FcId {
             id: id.and_then(|(_, v)| v),
             root,
+            vhost_user: socket.flatten().is_some(),
         })
     }
 }
@@ -650,9 +661,9 @@ fn fc_offset(src: Source<'_>, raw: &RawValue) -> usize {
 /// (`is_root_device: true`) goes first, a new one put in front of the others and an earlier
 /// drive made root by a later entry trading places with the first drive; a root drive other
 /// than the one that is first is refused, naming both. A drive without an id is its own.
-fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<Option<String>>> {
+fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBlock>> {
     // Each drive's id, whether it is the root drive, and the entry it comes from.
-    let mut list: std::collections::VecDeque<(Option<String>, bool, usize)> =
+    let mut list: std::collections::VecDeque<(FcBlock, bool, usize)> =
         std::collections::VecDeque::new();
     let offset = |raw: &RawValue| fc_offset(src, raw);
     for (i, drive) in drives.into_iter().enumerate() {
@@ -666,12 +677,12 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<Option
         let position = drive
             .id
             .as_deref()
-            .and_then(|id| list.iter().position(|(d, _, _)| d.as_deref() == Some(id)));
+            .and_then(|id| list.iter().position(|(d, _, _)| d.id.as_deref() == Some(id)));
         if root
             && position != Some(0)
             && let Some((first, true, entry)) = list.front()
         {
-            let first = first.as_deref().map_or_else(
+            let first = first.id.as_deref().map_or_else(
                 || "a drive without an id".to_owned(),
                 |id| format!("`{}`", crate::render::escape(id)),
             );
@@ -686,7 +697,11 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<Option
                 )
                 .into());
         }
-        let new = (drive.id, root, i);
+        let block = FcBlock {
+            id: drive.id,
+            vhost_user: drive.vhost_user,
+        };
+        let new = (block, root, i);
         match position {
             None if root => list.push_front(new),
             None => list.push_back(new),
@@ -698,7 +713,16 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<Option
             }
         }
     }
-    Ok(list.into_iter().map(|(id, _, _)| id).collect())
+    Ok(list.into_iter().map(|(block, _, _)| block).collect())
+}
+
+/// A block device Firecracker builds from its drives.
+struct FcBlock {
+    /// Its `drive_id`.
+    id: Option<String>,
+    /// It is vhost-user (its drive has a `socket`): guest memory must be a memfd its back end
+    /// can map.
+    vhost_user: bool,
 }
 
 /// The ids of the network interfaces Firecracker builds from `interfaces` (the entries in
@@ -735,9 +759,9 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// id the plan reserves, or one a device of another type already took, is qualified by type:
 /// `blk-serial`, `net-1`; one longer than a name may be is cut to fit, with `~` at the cut;
 /// see SPEC.md); the serial port) or a `machine-config` object alone (memory
-/// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages =
-/// "2M"` becomes memfd memory of 2 MiB huge pages (Firecracker backs it with a hugetlbfs
-/// memfd), `"None"` private anonymous memory. `vcpu_count`, `smt`, `cpu_template` and
+/// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages = "2M"` becomes
+/// 2 MiB huge pages, `"None"` base pages. The memory is private anonymous memory, or a memfd
+/// when a drive is vhost-user (has a `socket`), as Firecracker backs it. `vcpu_count`, `smt`, `cpu_template` and
 /// `track_dirty_pages` do not change the memory map and are left out.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
@@ -871,12 +895,17 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
                 .map(|value| (raw, value))
         })
         .transpose()?;
+    // As Firecracker: a memfd only when a vhost-user drive's back end must map the memory
+    // (shared memory faults cost more), else private anonymous memory; huge pages either way.
+    let backing = if drives.iter().any(|d| d.vhost_user) {
+        "memfd"
+    } else {
+        "anonymous"
+    };
+    memory.insert("backing".into(), Value::String(backing.into()));
     match huge_pages.as_ref().map(|(_, v)| v.as_str()) {
-        None | Some("None") => {
-            memory.insert("backing".into(), Value::String("anonymous".into()));
-        }
+        None | Some("None") => {}
         Some("2M") => {
-            memory.insert("backing".into(), Value::String("memfd".into()));
             memory.insert("huge_pages".into(), Value::String("2MiB".into()));
         }
         Some(other) => {
@@ -894,7 +923,7 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         }
     }
     let mut ided: Vec<(&str, &str, Option<&str>)> = Vec::new();
-    ided.extend(drives.iter().map(|id| ("virtio-blk", "blk", id.as_deref())));
+    ided.extend(drives.iter().map(|d| ("virtio-blk", "blk", d.id.as_deref())));
     ided.extend(
         network
             .iter()
@@ -1134,6 +1163,35 @@ mod tests {
         // Firecracker attaches the balloon first, then drives, interfaces and vsock.
         assert_eq!(names, ["balloon0", "rootfs", "eth0", "vsock0"]);
         assert!(spec.serial.is_some());
+    }
+
+    /// As Firecracker backs guest memory: private anonymous memory (with 2 MiB huge pages for
+    /// `huge_pages: "2M"`), and a memfd only when a drive is vhost-user (has a `socket`), so
+    /// that its back end can map the memory.
+    #[test]
+    fn firecracker_memory_is_a_memfd_only_with_a_vhost_user_drive() {
+        use crate::spec::{BackingKind, PageKind};
+        let config = |huge: &str, drives: &str| {
+            let json = format!(
+                r#"{{"machine-config": {{"mem_size_mib": 64, "huge_pages": "{huge}"}}, "drives": {drives}}}"#
+            );
+            let memory = spec_of(&firecracker_spec("fc.json", &json).unwrap()).memory;
+            (memory.backing, memory.pages)
+        };
+        let plain = r#"[{"drive_id": "rootfs", "path_on_host": "r.ext4", "is_root_device": true}]"#;
+        let vhost = r#"[{"drive_id": "rootfs", "path_on_host": "r.ext4", "is_root_device": true},
+                        {"drive_id": "data", "socket": "/run/blk.sock", "is_root_device": false}]"#;
+        let null_socket = r#"[{"drive_id": "rootfs", "socket": null, "is_root_device": true}]"#;
+        let huge = PageKind::Huge2M;
+        assert_eq!(config("2M", plain), (BackingKind::Anonymous, huge));
+        assert_eq!(config("2M", null_socket), (BackingKind::Anonymous, huge));
+        assert_eq!(config("2M", vhost), (BackingKind::Memfd, huge));
+        assert_eq!(config("None", plain), (BackingKind::Anonymous, PageKind::Base));
+        assert_eq!(config("None", vhost), (BackingKind::Memfd, PageKind::Base));
+        // A later drive with the same id replaces the vhost-user one.
+        let replaced = r#"[{"drive_id": "data", "socket": "/run/blk.sock"},
+                           {"drive_id": "data", "path_on_host": "d.ext4"}]"#;
+        assert_eq!(config("None", replaced), (BackingKind::Anonymous, PageKind::Base));
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn plan_from_firecracker_config_maps_memory_and_devices() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("firecracker: x86_64"), "{out}");
     assert!(out.contains("RAM 1 GiB in 1 NUMA node"), "{out}");
-    assert!(out.contains("memfd, 2 MiB pages"), "{out}");
+    assert!(out.contains("anonymous, 2 MiB pages"), "{out}");
     for name in ["rootfs", "eth0", "vsock0", "serial"] {
         assert!(out.lines().any(|l| l.starts_with(name)), "{name}: {out}");
     }
