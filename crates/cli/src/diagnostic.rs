@@ -130,10 +130,12 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
 pub fn report(err: &SpecError) -> String {
     use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
 
+    let problem = err.problem.to_string();
+    let problem = crate::render::clip_quoted(&problem);
     let title = if err.field.is_empty() {
-        err.problem.to_string()
+        problem.into_owned()
     } else {
-        format!("{}: {}", err.field, err.problem)
+        format!("{}: {problem}", err.field)
     };
     let (Some(excerpt), Some(_)) = (&err.excerpt, err.position) else {
         return format!("error: {err}\n");

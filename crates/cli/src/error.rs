@@ -93,7 +93,8 @@ impl fmt::Display for SpecError {
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }
-        write!(f, "{}", self.problem)
+        // A value quoted in the problem is shown in part when it is long.
+        f.write_str(&crate::render::clip_quoted(&self.problem.to_string()))
     }
 }
 

@@ -87,6 +87,62 @@ fn cell(text: &str) -> String {
     }
 }
 
+/// The characters of a quoted value a message shows whole; a longer one is cut to
+/// [`QUOTE_KEEP`] characters.
+pub const QUOTE_MAX: usize = 80;
+
+/// The characters of a longer quoted value a message keeps.
+pub const QUOTE_KEEP: usize = 60;
+
+/// A message with every value quoted in backticks longer than [`QUOTE_MAX`] characters cut
+/// to its first [`QUOTE_KEEP`], marked with `…`, and followed by its length: a value of a
+/// megabyte is not echoed whole into an error's headline. Everything else is unchanged.
+///
+/// ```
+/// use memvisor_cli::render::clip_quoted;
+///
+/// assert_eq!(clip_quoted("`2GB` is not a size"), "`2GB` is not a size");
+/// let long = format!("`{}` is not a size", "9".repeat(100));
+/// assert_eq!(
+///     clip_quoted(&long),
+///     format!("`{}…` (100 characters) is not a size", "9".repeat(60))
+/// );
+/// ```
+#[must_use]
+pub fn clip_quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    // Between backticks are the odd pieces; an unmatched last backtick quotes to the end.
+    let long = |q: &&str| q.chars().nth(QUOTE_MAX).is_some();
+    if !text.split('`').skip(1).step_by(2).any(|q| long(&q)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().min(4096));
+    // The length of the value just cut, written after its closing backtick.
+    let mut note = None;
+    for (i, piece) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if let Some(count) = note.take() {
+            let _ = write!(out, " ({count} characters)");
+        }
+        if i % 2 == 1 && long(&piece) {
+            let cut = piece
+                .char_indices()
+                .nth(QUOTE_KEEP)
+                .map_or(piece.len(), |(at, _)| at);
+            out.push_str(&piece[..cut]);
+            out.push('…');
+            note = Some(piece.chars().count());
+        } else {
+            out.push_str(piece);
+        }
+    }
+    if let Some(count) = note {
+        let _ = write!(out, " ({count} characters)");
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `text` with every control character (C0, DEL, C1) and every Unicode bidirectional or
 /// invisible formatting character written as an escape (`\u{1b}`), so that it shows as what
 /// it is and cannot act on the terminal; other text is unchanged.

@@ -103,6 +103,8 @@ struct FcId<'a> {
     root: Option<&'a RawValue>,
     /// A drive's `socket` is set (not null): a vhost-user drive.
     vhost_user: bool,
+    /// A network interface's `guest_mac`, read later where its position is known.
+    guest_mac: Option<&'a RawValue>,
 }
 
 /// Reads a device's id (and `is_root_device` and whether `socket` is set when `drive`) from
@@ -121,6 +123,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
         let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
         let mut root = None;
         let mut socket: Option<Option<String>> = None;
+        let mut guest_mac = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.drive && key == "is_root_device" {
                 if root.is_some() {
@@ -134,6 +137,13 @@ impl<'de> Visitor<'de> for FcIdVisitor {
                     return Err(A::Error::duplicate_field("socket"));
                 }
                 socket = Some(map.next_value::<Option<String>>()?);
+                continue;
+            }
+            if !self.drive && key == "guest_mac" {
+                if guest_mac.is_some() {
+                    return Err(A::Error::duplicate_field("guest_mac"));
+                }
+                guest_mac = Some(map.next_value::<&'de RawValue>()?);
                 continue;
             }
             if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
@@ -154,6 +164,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
             id: id.and_then(|(_, v)| v),
             root,
             vhost_user: socket.flatten().is_some(),
+            guest_mac,
         })
     }
 }
@@ -729,17 +740,87 @@ struct FcBlock {
 /// file order), in the order it attaches them. As Firecracker's list of interfaces does: an
 /// interface whose id an earlier one has replaces it, the last interface taking the old one's
 /// place and the new one going last (one device). An interface without an id is its own.
-fn fc_net_devices(interfaces: Vec<FcId<'_>>) -> Vec<Option<String>> {
-    let mut list: Vec<Option<String>> = Vec::new();
-    for interface in interfaces {
+///
+/// # Errors
+/// [`SpecError`] for a `guest_mac` that is not a MAC address or that another interface of the
+/// list has (Firecracker refuses it as in use).
+fn fc_net_devices(src: Source<'_>, interfaces: Vec<FcId<'_>>) -> Result<Vec<Option<String>>> {
+    // Each interface's id and guest MAC address.
+    let mut list: Vec<(Option<String>, Option<[u8; 6]>)> = Vec::new();
+    for (i, interface) in interfaces.into_iter().enumerate() {
+        let field = format!("network-interfaces[{i}].guest_mac");
+        let mac = match interface.guest_mac {
+            None => None,
+            Some(raw) => {
+                let at = fc_offset(src, raw);
+                let span = Some(at..at + raw.get().len());
+                match from_json::<Option<String>>(src, at, raw.get(), &field)? {
+                    None => None,
+                    Some(text) => Some(parse_mac(&text).ok_or_else(|| {
+                        src.error(
+                            field.clone(),
+                            span.clone(),
+                            Problem::Invalid(format!(
+                                "`{}` is not a MAC address (six two-digit hex bytes joined by                                  `:`)",
+                                crate::render::escape(&text)
+                            )),
+                        )
+                    })?),
+                }
+                .map(|mac| (mac, span))
+            }
+        };
+        if let Some((mac, span)) = &mac
+            && let Some((other, _)) = list
+                .iter()
+                .find(|(id, m)| m.as_ref() == Some(mac) && (id.is_none() || *id != interface.id))
+        {
+            let other = other.as_deref().map_or_else(
+                || "an interface without an id".to_owned(),
+                |id| format!("`{}`", crate::render::escape(id)),
+            );
+            return Err(src
+                .error(
+                    field,
+                    span.clone(),
+                    Problem::Invalid(format!(
+                        "guest MAC address {} is in use by {other} (Firecracker refuses it)",
+                        format_mac(mac)
+                    )),
+                )
+                .into());
+        }
         if let Some(id) = interface.id.as_deref()
-            && let Some(k) = list.iter().position(|d| d.as_deref() == Some(id))
+            && let Some(k) = list.iter().position(|(d, _)| d.as_deref() == Some(id))
         {
             list.swap_remove(k);
         }
-        list.push(interface.id);
+        list.push((interface.id, mac.map(|(mac, _)| mac)));
     }
-    list
+    Ok(list.into_iter().map(|(id, _)| id).collect())
+}
+
+/// A MAC address as Firecracker reads one: six bytes of two hex digits each (either case),
+/// joined by `:`.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// `mac` as `aa:bb:cc:dd:ee:ff`.
+fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn device(ty: &str, name: Option<&str>) -> Value {
@@ -869,12 +950,10 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             .into());
     }
     let drives = fc_block_devices(src, fc_entries(src, "drives", &config.drives, true)?)?;
-    let network = fc_net_devices(fc_entries(
+    let network = fc_net_devices(
         src,
-        "network-interfaces",
-        &config.network,
-        false,
-    )?);
+        fc_entries(src, "network-interfaces", &config.network, false)?,
+    )?;
     let vsock = config
         .vsock
         .map(|raw| from_json::<Object<FcVsock>>(src, offset(raw), raw.get(), "vsock"))
@@ -1642,6 +1721,40 @@ mod tests {
         ] {
             let list = format!("[{}]", interfaces.join(", "));
             assert_eq!(fc_names("[]", &list), expected, "{list}");
+        }
+    }
+
+    /// As Firecracker: a guest MAC address another interface has is refused (in any case of
+    /// its hex digits), one the interface had before it was replaced is free, and a value that
+    /// is not a MAC address is refused.
+    #[test]
+    fn firecracker_guest_mac_in_use_by_another_interface_is_refused() {
+        let n = |id: &str, mac: &str| {
+            format!(r#"{{"iface_id": "{id}", "host_dev_name": "tap-{id}", "guest_mac": "{mac}"}}"#)
+        };
+        let config = |interfaces: &[String]| {
+            format!(
+                r#"{{"machine-config": {{"mem_size_mib": 64}}, "network-interfaces": [{}]}}"#,
+                interfaces.join(", ")
+            )
+        };
+        let e = fc_error(&config(&[
+            n("eth0", "AA:FC:00:00:00:01"),
+            n("eth1", "aa:fc:00:00:00:01"),
+        ]));
+        assert_eq!(e.field, "network-interfaces[1].guest_mac");
+        let text = e.problem.to_string();
+        assert!(text.contains("`eth0`"), "{text}");
+        assert!(text.contains("in use"), "{text}");
+        // The same interface again takes its own address back.
+        let same = config(&[n("eth0", "AA:FC:00:00:00:01"), n("eth0", "AA:FC:00:00:00:01")]);
+        assert!(firecracker_spec("fc.json", &same).is_ok());
+        let moved = config(&[n("eth0", "AA:FC:00:00:00:01"), n("eth0", "AA:FC:00:00:00:02"),
+                             n("eth1", "AA:FC:00:00:00:01")]);
+        assert!(firecracker_spec("fc.json", &moved).is_ok());
+        for bad in ["AA:FC:00:00:00", "AA:FC:00:00:00:0G", "AAFC00000001", "AA:FC:00:00:00:001"] {
+            let e = fc_error(&config(&[n("eth0", bad)]));
+            assert_eq!(e.field, "network-interfaces[0].guest_mac", "{bad}");
         }
     }
 

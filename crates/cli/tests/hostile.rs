@@ -52,6 +52,16 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
     let long_name = "n".repeat(70_000);
     vec![
         (
+            "size_value_1mib",
+            fill_mib("[memory]\nsize = \"", "7", "", "\"\n"),
+            format!("memory.size: `{}…` (", "7".repeat(60)),
+        ),
+        (
+            "backing_value_1mib",
+            fill_mib("[memory]\nsize = \"1GiB\"\nbacking = \"", "x", "", "\"\n"),
+            format!("memory.backing: unknown value `{}…` (", "x".repeat(60)),
+        ),
+        (
             "device_name_70000_chars",
             format!("{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"{long_name}\"\n").into(),
             "device[0].name: a name of 70000 characters (at most 64)".into(),
@@ -65,13 +75,13 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
             "numa_sum_overflows",
             b"[memory]\n[[numa]]\nsize = \"0x8000000000000000\"\n[[numa]]\nsize = \"0x8000000000000000\"\n"
                 .to_vec(),
-            "numa[1].size: the [[numa]] nodes up to this one add up to more than 2^64 bytes".into(),
+            "numa[1].size: the [[numa]] nodes up to this one add up to 2^64 bytes or more".into(),
         ),
         (
             "numa_sum_overflows_with_memory_size",
             b"[memory]\nsize = \"1GiB\"\n[[numa]]\nsize = \"0xffffffffffff0000\"\n[[numa]]\nsize = \"0x10000\"\n"
                 .to_vec(),
-            "numa[1].size: the [[numa]] nodes up to this one add up to more than 2^64 bytes".into(),
+            "numa[1].size: the [[numa]] nodes up to this one add up to 2^64 bytes or more".into(),
         ),
         (
             "devices_97",
@@ -147,7 +157,7 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
         (
             "hotplug_total_overflows",
             format!("{MEM}[hotplug]\nslots = 4\nslot_size = \"0x4000000000000000\"\n").into(),
-            "hotplug.slot_size: 4 slots of 4 EiB add up to more than 2^64 bytes"
+            "hotplug.slot_size: 4 slots of 4 EiB add up to 2^64 bytes or more"
                 .replace("4 EiB", "4194304 TiB"),
         ),
         (
@@ -271,6 +281,8 @@ fn hostile_specs_are_refused_with_the_field() {
             !err.chars().any(|c| c.is_control() && c != '\n'),
             "{row}: a control character reached the terminal: {err:?}"
         );
+        // A value is shown in part, however long: the message stays a few lines.
+        assert!(err.len() < 2048, "{row}: {} bytes of error", err.len());
     }
 }
 

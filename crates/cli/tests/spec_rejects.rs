@@ -69,7 +69,7 @@ fn parse_hotplug_contradictions_refused() {
     assert_refused(
         &format!("{MEM}[hotplug]\nslots = 2\nslot_size = \"0x8000000000000000\"\n"),
         "hotplug.slot_size",
-        "add up to more than 2^64 bytes",
+        "add up to 2^64 bytes or more",
     );
     assert_refused(
         &format!("{MEM}[hotplug]\nslots = 1\nslot_size = \"1GiB\"\nnode = 3\n"),

@@ -34,7 +34,7 @@ pub struct PlanRequest {
     pub phys_bits: u32,
     /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
     /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
-    /// are sizes that add up to more than 2^64 bytes.
+    /// are sizes that add up to 2^64 bytes or more.
     pub nodes: Vec<NodeRequest>,
     /// The serial port, if any.
     pub serial: Option<SerialRequest>,
@@ -87,9 +87,10 @@ pub struct DeviceRequest {
     /// (`serial`, `reserved`, `legacy ISA`, `boot RAM`, a platform reservation such as `GIC`
     /// or several joined by `, `, `RAM node…`, `hotplug slot…`, or ending in ` DAX`).
     pub name: String,
-    /// Its MMIO window size: a power of two (it is also the alignment;
-    /// [`Error::InvalidAlignment`] at [`PlanItem::DeviceMmioSize`]) of at least a guest page
-    /// ([`Error::Misaligned`]); zero is refused ([`Error::NothingToPlace`]).
+    /// Its MMIO window size: not zero ([`Error::NothingToPlace`]), a power of two (it is also
+    /// the alignment; [`Error::InvalidAlignment`]) and at least a guest page
+    /// ([`Error::Misaligned`], with or without a fixed address), at
+    /// [`PlanItem::DeviceMmioSize`].
     pub mmio_size: u64,
     /// A fixed MMIO address: a multiple of `mmio_size` ([`Error::NotMultiple`]), with the
     /// window inside a device window ([`Error::NotInWindow`]) and over no other
@@ -594,7 +595,6 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
             }));
         }
         if let Some(a) = d.address
-            && d.mmio_size != 0
             && !a.is_multiple_of(d.mmio_size)
         {
             return Err(at(PlanItem::DeviceAddress(i))(Error::NotMultiple {
@@ -888,9 +888,12 @@ fn place_mmio(request: &PlanRequest, placer: &mut Placer) -> Result<Mmio, PlanEr
 fn field_behind(item: PlanItem, e: &Error) -> PlanItem {
     match (item, e) {
         (PlanItem::Serial, Error::Misaligned { .. }) => PlanItem::SerialAddress,
-        (PlanItem::Device(i), Error::Misaligned {
-            size, page_size, ..
-        }) => {
+        (
+            PlanItem::Device(i),
+            Error::Misaligned {
+                size, page_size, ..
+            },
+        ) => {
             if size.is_multiple_of(*page_size) {
                 PlanItem::DeviceAddress(i)
             } else {
@@ -1281,11 +1284,9 @@ mod tests {
         );
     }
 
-    /// A window the address space finds off page alignment is reported at the field that
-    /// made it so: the serial port's fixed address, a device's size below a page; a device
-    /// without a window is refused at its size whether or not it has a fixed address.
+    /// A serial port's fixed MMIO address off page alignment is refused at the address.
     #[test]
-    fn plan_window_errors_name_the_field_behind_them() {
+    fn plan_misaligned_serial_address_is_refused_at_the_address() {
         let page = memvisor_vmem::page_size() as u64;
         let mut r = request(Arch::Aarch64, 256 * MIB);
         r.serial = Some(SerialRequest {
@@ -1295,27 +1296,47 @@ mod tests {
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::SerialAddress, "{e}");
         assert!(matches!(e.error, Error::Misaligned { .. }), "{e}");
-        for address in [None, Some(0xd000_0000)] {
-            let mut r = request(Arch::X86_64, 256 * MIB);
-            r.devices[0].mmio_size = page / 16;
-            r.devices[0].address = address;
-            let e = plan(&r).unwrap_err();
-            assert_eq!(e.item, PlanItem::DeviceMmioSize(0), "{e}");
-            assert!(matches!(e.error, Error::Misaligned { .. }), "{e}");
-            r.devices[0].mmio_size = 0;
-            let e = plan(&r).unwrap_err();
-            assert_eq!(e.item, PlanItem::DeviceMmioSize(0), "{e}");
-            assert!(
-                matches!(e.error, Error::NothingToPlace { ref owner } if owner == "net0"),
-                "{e}"
-            );
+    }
+
+    /// A device window smaller than a guest page is refused at its size, placed or fixed.
+    #[test]
+    fn plan_device_window_below_a_page_is_refused_at_its_size() {
+        for arch in Arch::ALL {
+            // A fixed address inside the platform's device window.
+            let fixed = match arch {
+                Arch::X86_64 => 0xd000_0000,
+                Arch::Aarch64 => 0x2000_0000,
+            };
+            for address in [None, Some(fixed)] {
+                let mut r = request(arch, 256 * MIB);
+                r.devices[1].mmio_size = 0x100;
+                r.devices[1].address = address;
+                let e = plan(&r).unwrap_err();
+                assert_eq!(e.item, PlanItem::DeviceMmioSize(1), "{arch:?} {e}");
+                assert!(
+                    matches!(e.error, Error::Misaligned { size: 0x100, .. }),
+                    "{arch:?} {e}"
+                );
+            }
         }
-        // A page-sized window at a fixed address off page alignment is refused at the
-        // address (not a multiple of the size).
-        let mut r = request(Arch::X86_64, 256 * MIB);
-        r.devices[0].address = Some(0xd000_0000 + page / 2);
-        r.devices[0].mmio_size = page;
-        assert_eq!(plan(&r).unwrap_err().item, PlanItem::DeviceAddress(0));
+    }
+
+    /// A device without a window is refused at its size, with or without a fixed address.
+    #[test]
+    fn plan_device_window_of_zero_is_refused_at_its_size() {
+        for arch in Arch::ALL {
+            for address in [None, Some(0xd000_0000)] {
+                let mut r = request(arch, 256 * MIB);
+                r.devices[1].mmio_size = 0;
+                r.devices[1].address = address;
+                let e = plan(&r).unwrap_err();
+                assert_eq!(e.item, PlanItem::DeviceMmioSize(1), "{arch:?} {e}");
+                assert!(
+                    matches!(e.error, Error::NothingToPlace { ref owner } if owner == "blk0"),
+                    "{arch:?} {e}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -582,7 +582,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 loc.field("size"),
                 Some(r.size.span()),
                 Problem::Invalid(format!(
-                    "the [[numa]] nodes up to this one add up to more than 2^64 bytes ({} + {})",
+                    "the [[numa]] nodes up to this one add up to 2^64 bytes or more ({} + {})",
                     crate::size::Size(sum),
                     crate::size::Size(size)
                 )),
@@ -729,7 +729,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     "hotplug.slot_size",
                     Some(r.slot_size.span()),
                     Problem::Invalid(format!(
-                        "{} slots of {} add up to more than 2^64 bytes",
+                        "{} slots of {} add up to 2^64 bytes or more",
                         r.slots.get_ref().0,
                         crate::size::Size(slot_size)
                     )),
