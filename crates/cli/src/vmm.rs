@@ -685,10 +685,10 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBloc
             }
             None => false,
         };
-        let position = drive
-            .id
-            .as_deref()
-            .and_then(|id| list.iter().position(|(d, _, _)| d.id.as_deref() == Some(id)));
+        let position = drive.id.as_deref().and_then(|id| {
+            list.iter()
+                .position(|(d, _, _)| d.id.as_deref() == Some(id))
+        });
         if root
             && position != Some(0)
             && let Some((first, true, entry)) = list.front()
@@ -842,8 +842,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// see SPEC.md); the serial port) or a `machine-config` object alone (memory
 /// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages = "2M"` becomes
 /// 2 MiB huge pages, `"None"` base pages. The memory is private anonymous memory, or a memfd
-/// when a drive is vhost-user (has a `socket`), as Firecracker backs it. `vcpu_count`, `smt`, `cpu_template` and
-/// `track_dirty_pages` do not change the memory map and are left out.
+/// when a drive is vhost-user (has a `socket`), as Firecracker backs it. `vcpu_count`, `smt`,
+/// `cpu_template` and `track_dirty_pages` do not change the memory map and are left out.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
@@ -1002,7 +1002,11 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         }
     }
     let mut ided: Vec<(&str, &str, Option<&str>)> = Vec::new();
-    ided.extend(drives.iter().map(|d| ("virtio-blk", "blk", d.id.as_deref())));
+    ided.extend(
+        drives
+            .iter()
+            .map(|d| ("virtio-blk", "blk", d.id.as_deref())),
+    );
     ided.extend(
         network
             .iter()
@@ -1265,12 +1269,18 @@ mod tests {
         assert_eq!(config("2M", plain), (BackingKind::Anonymous, huge));
         assert_eq!(config("2M", null_socket), (BackingKind::Anonymous, huge));
         assert_eq!(config("2M", vhost), (BackingKind::Memfd, huge));
-        assert_eq!(config("None", plain), (BackingKind::Anonymous, PageKind::Base));
+        assert_eq!(
+            config("None", plain),
+            (BackingKind::Anonymous, PageKind::Base)
+        );
         assert_eq!(config("None", vhost), (BackingKind::Memfd, PageKind::Base));
         // A later drive with the same id replaces the vhost-user one.
         let replaced = r#"[{"drive_id": "data", "socket": "/run/blk.sock"},
                            {"drive_id": "data", "path_on_host": "d.ext4"}]"#;
-        assert_eq!(config("None", replaced), (BackingKind::Anonymous, PageKind::Base));
+        assert_eq!(
+            config("None", replaced),
+            (BackingKind::Anonymous, PageKind::Base)
+        );
     }
 
     #[test]
@@ -1747,12 +1757,23 @@ mod tests {
         assert!(text.contains("`eth0`"), "{text}");
         assert!(text.contains("in use"), "{text}");
         // The same interface again takes its own address back.
-        let same = config(&[n("eth0", "AA:FC:00:00:00:01"), n("eth0", "AA:FC:00:00:00:01")]);
+        let same = config(&[
+            n("eth0", "AA:FC:00:00:00:01"),
+            n("eth0", "AA:FC:00:00:00:01"),
+        ]);
         assert!(firecracker_spec("fc.json", &same).is_ok());
-        let moved = config(&[n("eth0", "AA:FC:00:00:00:01"), n("eth0", "AA:FC:00:00:00:02"),
-                             n("eth1", "AA:FC:00:00:00:01")]);
+        let moved = config(&[
+            n("eth0", "AA:FC:00:00:00:01"),
+            n("eth0", "AA:FC:00:00:00:02"),
+            n("eth1", "AA:FC:00:00:00:01"),
+        ]);
         assert!(firecracker_spec("fc.json", &moved).is_ok());
-        for bad in ["AA:FC:00:00:00", "AA:FC:00:00:00:0G", "AAFC00000001", "AA:FC:00:00:00:001"] {
+        for bad in [
+            "AA:FC:00:00:00",
+            "AA:FC:00:00:00:0G",
+            "AAFC00000001",
+            "AA:FC:00:00:00:001",
+        ] {
             let e = fc_error(&config(&[n("eth0", bad)]));
             assert_eq!(e.field, "network-interfaces[0].guest_mac", "{bad}");
         }

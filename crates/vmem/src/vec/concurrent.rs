@@ -101,14 +101,14 @@ struct CachePadded<T>(T);
 ///   own claims [`thread_block`](Self::thread_block) slots at a time from then on (512 for large
 ///   vectors) and fills them alone, so that threads pushing at once share no cache line per push.
 ///   Slots a thread holds and has not filled count in `len` and go to no other thread; they are
-///   filled by that thread's next pushes into the vector. A thread remembers one vector: after
-///   64 pushes in a row into other vectors, or when it exits, it gives up its block, and the
-///   rest of the block (up to `thread_block - 1` slots) stays empty for good. Each block given
-///   up leaves such a gap, so a thread that keeps moving between vectors can leave most of one
-///   empty (up to `thread_block - 1` slots in every `thread_block`), and a full vector may hold
-///   far fewer elements than its capacity. [`Builder::thread_block`]`(1)` turns blocks off, and
-///   a [`Pusher`] keeps its block for as long as it lives. A thread goes back to single slots
-///   after eight blocks in a row during which nobody else claimed.
+///   filled by that thread's next pushes into the vector. A thread remembers one vector: after 64
+///   pushes in a row into other vectors, or when it exits, it gives up its block, and the rest of
+///   the block (up to `thread_block - 1` slots) stays empty for good. Each block given up leaves
+///   such a gap, so a thread that keeps moving between vectors can leave most of one empty (up to
+///   `thread_block - 1` slots in every `thread_block`), and a full vector may hold far fewer
+///   elements than its capacity. [`Builder::thread_block`]`(1)` turns blocks off, and a [`Pusher`]
+///   keeps its block for as long as it lives. A thread goes back to single slots after eight blocks
+///   in a row during which nobody else claimed.
 /// - [`iter`](Self::iter) yields the published elements in index order, skipping slots that are not
 ///   published.
 /// - Each published element is dropped exactly once, when the vector is dropped or cleared.
