@@ -162,7 +162,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A backing file could not be opened or is too small.
+    /// A backing file could not be opened, is not a regular file (a FIFO, a socket, a device
+    /// or a directory: the source says which), or is too small.
     #[error("backing file {path} for the region at {base:#x}")]
     File {
         /// The file.
@@ -181,9 +182,14 @@ pub enum Error {
         /// The size asked for.
         size: u64,
     },
-    /// The host memory of a removed slot is still referenced by an older snapshot, so the
-    /// slot cannot be plugged again yet.
-    #[error("hotplug slot at {base:#x} of size {size:#x} is still in use by an older snapshot")]
+    /// The slot's host range is still claimed, so nothing can be plugged there: an older
+    /// snapshot still holds the memory of a region removed from it (the range is free again
+    /// once that snapshot is dropped), or the range could not be turned back into reserved
+    /// space after a failed mapping ([`Error::SlotNotRestored`]) or an unplug, which leaves
+    /// it claimed for the address space's life.
+    #[error(
+        "hotplug slot at {base:#x} of size {size:#x} is still claimed: an older snapshot holds its memory, or it could not be restored to reserved space"
+    )]
     SlotBusy {
         /// The slot's base.
         base: u64,

@@ -71,8 +71,9 @@ impl Region {
     /// [`Error::HugePageSizeMismatch`], [`Error::HugePagesUnavailable`],
     /// [`Error::TransparentHugePagesUnavailable`] (transparent huge pages asked for with the
     /// [`Fail`](crate::HugePageFallback::Fail) fallback where the host gives none to this kind of
-    /// memory), [`Error::File`] and [`Error::Os`] from making the memory. Nothing is left
-    /// mapped after an error.
+    /// memory), [`Error::File`] (a backing file that cannot be opened, is not a regular file —
+    /// a FIFO is refused at once, never waited on — or is too small) and [`Error::Os`] from
+    /// making the memory. Nothing is left mapped after an error.
     pub fn back(spec: RegionSpec) -> Result<(Self, Option<RegionReport>)> {
         Self::back_in(spec, Target::Own)
     }

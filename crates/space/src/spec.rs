@@ -210,9 +210,11 @@ pub enum Backing {
     /// mount whose page size is the region's explicit huge page size.
     Hugetlbfs(PathBuf),
     /// An existing file, mapped shared from this byte offset (a multiple of the page size);
-    /// the file must be at least `offset + size` long. It must be a regular file: a FIFO,
-    /// socket, device or directory is refused with [`Error::File`](crate::Error::File) (the
-    /// open never waits, so a FIFO with no writer is refused at once rather than waited on).
+    /// the file must be at least `offset + size` long. It must be a regular file: a FIFO, a
+    /// socket, a block or character device or a directory is refused with
+    /// [`Error::File`](crate::Error::File) ("not a regular file (a FIFO)"), checked on the
+    /// opened file before anything is mapped. The open never waits (`O_NONBLOCK`), so a FIFO
+    /// without a writer is refused at once rather than waited on.
     File {
         /// The file.
         path: PathBuf,

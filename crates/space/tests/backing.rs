@@ -258,34 +258,65 @@ fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
         .expect("the call did not return within 10 s")
 }
 
-/// A backing file that is not a regular file (a FIFO here) is refused at once: opening it
-/// read-only would wait for a writer forever. `back` and `plug` both refuse it, and a slot it
-/// was meant for stays empty and pluggable.
+/// A new FIFO (named pipe) in a directory of its own; the directory is the first value.
 #[cfg(unix)]
-#[test]
-#[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
-fn file_backing_that_is_not_a_regular_file_is_refused_without_waiting() {
-    let dir = std::env::temp_dir().join(format!("memvisor-space-fifo-{}", std::process::id()));
+fn fifo(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("memvisor-space-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("fifo");
-    let _ = std::fs::remove_file(&fifo);
     let status = std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap();
     assert!(status.success());
-    let backing = Backing::File {
-        path: fifo.clone(),
-        offset: 0,
-    };
-    let spec = RegionSpec::ram(GuestAddress(0), page())
-        .with_protection(Protection::Read)
-        .with_backing(backing.clone());
-    let err = within_10s(move || Region::back(spec).unwrap_err());
-    assert!(matches!(err, Error::File { .. }), "{err}");
-    let cause = std::error::Error::source(&err).unwrap().to_string();
-    assert!(cause.contains("not a regular file"), "{cause}");
+    (dir, fifo)
+}
 
+/// Asserts that `err` refuses the backing file `path` as `what`, not a regular file.
+#[cfg(unix)]
+fn assert_not_regular(err: &Error, path: &std::path::Path, what: &str) {
+    match err {
+        Error::File { path: p, .. } => assert_eq!(p, path, "{err}"),
+        _ => panic!("not a file error: {err}"),
+    }
+    let cause = std::error::Error::source(err).unwrap().to_string();
+    assert_eq!(cause, format!("not a regular file ({what})"));
+}
+
+/// A read-only backing file that is a FIFO is refused at once by `Region::back` and
+/// `AddressSpace::back`: opening it for reading would wait for a writer forever.
+#[cfg(unix)]
+#[test]
+#[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
+fn file_backing_fifo_is_refused_without_waiting() {
+    let (dir, fifo) = fifo("fifo-back");
+    for protection in [Protection::Read, Protection::ReadWrite] {
+        let spec = RegionSpec::ram(GuestAddress(0), page())
+            .with_protection(protection)
+            .with_backing(Backing::File {
+                path: fifo.clone(),
+                offset: 0,
+            });
+        let err = within_10s({
+            let spec = spec.clone();
+            move || Region::back(spec).unwrap_err()
+        });
+        assert_not_regular(&err, &fifo, "a FIFO");
+        let layout = Layout::x86_64().ram(GIB).build().unwrap();
+        let err = within_10s(move || AddressSpace::back(layout, [spec]).map(|_| ()).unwrap_err());
+        assert_not_regular(&err, &fifo, "a FIFO");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Plugging a slot backed by a FIFO is refused at once, without holding up other writers:
+/// the slot stays empty and can be plugged with memory right after.
+#[cfg(unix)]
+#[test]
+#[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
+fn plug_of_fifo_backing_is_refused_and_leaves_the_slot_pluggable() {
+    let (dir, fifo) = fifo("fifo-plug");
     let layout = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
     let hp = layout
         .windows_of(WindowKind::Hotplug)
@@ -295,22 +326,55 @@ fn file_backing_that_is_not_a_regular_file_is_refused_without_waiting() {
         .0;
     let (space, _) = AddressSpace::back(layout, []).unwrap();
     let space = Arc::new(space);
+    let generation = space.snapshot().generation();
     let slot = RegionSpec::ram(GuestAddress(hp), 2 * MIB).with_hotplug(true);
-    let plugged = {
-        let (space, slot) = (space.clone(), slot.clone());
-        within_10s(move || {
-            space
-                .plug(
-                    slot.with_protection(Protection::Read)
-                        .with_backing(backing),
-                )
-                .map(|_| ())
-        })
-    };
-    let err = plugged.unwrap_err();
-    assert!(matches!(err, Error::File { .. }), "{err}");
-    assert!(space.snapshot().find_arc(GuestAddress(hp)).is_none());
-    space.plug(slot).unwrap();
+    let err = within_10s({
+        let space = Arc::clone(&space);
+        let spec = slot
+            .clone()
+            .with_protection(Protection::Read)
+            .with_backing(Backing::File {
+                path: fifo.clone(),
+                offset: 0,
+            });
+        move || space.plug(spec).map(|_| ()).unwrap_err()
+    });
+    assert_not_regular(&err, &fifo, "a FIFO");
+    assert!(space.snapshot().find_region(GuestAddress(hp)).is_none());
+    assert_eq!(space.snapshot().generation(), generation);
+    let (region, _) = within_10s({
+        let space = Arc::clone(&space);
+        move || space.plug(slot).unwrap()
+    });
+    assert_eq!(region.base(), GuestAddress(hp));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Only a regular file backs a region: a directory, a socket and a character device are
+/// refused, naming what they are.
+#[cfg(unix)]
+#[test]
+#[cfg_attr(miri, ignore = "opens files: Miri isolates the file system")]
+fn file_backing_must_be_a_regular_file() {
+    let dir = std::env::temp_dir().join(format!("memvisor-space-kinds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    for (path, what) in [
+        (dir.clone(), "a directory"),
+        (socket, "a socket"),
+        (std::path::PathBuf::from("/dev/null"), "a character device"),
+    ] {
+        let spec = RegionSpec::ram(GuestAddress(0), page())
+            .with_protection(Protection::Read)
+            .with_backing(Backing::File {
+                path: path.clone(),
+                offset: 0,
+            });
+        let err = Region::back(spec).unwrap_err();
+        assert_not_regular(&err, &path, what);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

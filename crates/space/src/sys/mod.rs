@@ -7,8 +7,9 @@
 //!   transparent huge page settings); every [`Feature`] is there.
 //! - `other.rs`: every other system: the Linux-only features are missing, their host facts answer
 //!   "none".
-//! - `unix.rs` / `windows.rs`: mapping a source into a reservation, and vm-memory's mapping type,
-//!   which differ between Unix systems (Linux included) and Windows.
+//! - `unix.rs` / `windows.rs`: opening a backing file (a regular file only, never waiting on Unix),
+//!   mapping a source into a reservation, and vm-memory's mapping type, which differ between Unix
+//!   systems (Linux included) and Windows.
 
 use vm_memory::FileOffset;
 

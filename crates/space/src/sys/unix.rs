@@ -3,7 +3,7 @@
 //! `PROT_*` bits, say whether they are on hugetlbfs, and can be made over memory this crate
 //! mapped.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, FileType, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -111,22 +111,33 @@ pub(crate) unsafe fn mmap_region(
 }
 
 /// Opens the file of a [`Backing::File`](crate::Backing::File), for writing too if `writable`,
-/// and refuses anything but a regular file (`InvalidInput`, naming what it is). The open never
-/// waits: a FIFO opened for reading would wait for a writer (`O_NONBLOCK`), and a terminal
-/// must not become the process's controlling one (`O_NOCTTY`). The type is checked on the
-/// opened file, so a path swapped meanwhile is checked as what was opened.
+/// and refuses anything but a regular file (`InvalidInput`, naming what it is: a FIFO, a
+/// socket, a block or character device, a directory).
+///
+/// The open never waits: a FIFO opened for reading waits for a writer, and a device may wait
+/// for its hardware, so it is opened with `O_NONBLOCK` (and `O_NOCTTY`, so a terminal never
+/// becomes the process's controlling one). What the path names is checked before the open, so
+/// a device is not opened at all, and again on the opened file (`fstat`), so a path replaced
+/// in between is judged by what was opened. `O_NONBLOCK` changes nothing for a regular file's
+/// mapping.
 ///
 /// # Errors
-/// As `open(2)` and `fstat(2)`, or `InvalidInput` for a FIFO, socket, device or directory.
+/// As `stat(2)`, `open(2)` and `fstat(2)`, or `InvalidInput` for anything but a regular file.
 pub(crate) fn open_backing_file(path: &Path, writable: bool) -> io::Result<File> {
+    regular(&std::fs::metadata(path)?.file_type())?;
     let file = OpenOptions::new()
         .read(true)
         .write(writable)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
-    let kind = file.metadata()?.file_type();
+    regular(&file.metadata()?.file_type())?;
+    Ok(file)
+}
+
+/// `Ok` for a regular file, else `InvalidInput` naming what it is.
+fn regular(kind: &FileType) -> io::Result<()> {
     if kind.is_file() {
-        return Ok(file);
+        return Ok(());
     }
     let what = if kind.is_dir() {
         "a directory"
@@ -139,7 +150,7 @@ pub(crate) fn open_backing_file(path: &Path, writable: bool) -> io::Result<File>
     } else if kind.is_char_device() {
         "a character device"
     } else {
-        "not a file"
+        "another kind of file"
     };
     Err(io::Error::new(
         io::ErrorKind::InvalidInput,
