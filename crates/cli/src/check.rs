@@ -56,11 +56,142 @@ pub struct HostFacts {
     /// What is at the paths the spec names (its hugetlbfs folder), from [`path_state`]; a path
     /// not listed is not judged.
     pub paths: Vec<(String, PathState)>,
-    /// Where the paths the spec names lead, from [`real_path`]: (the path as written, the
-    /// absolute path the kernel resolves it to, symlinks followed). A path not listed (it
-    /// does not resolve, or was not read) is judged by its text, `..` taken back lexically,
-    /// and by its [`PathState`] (missing when it does not resolve).
-    pub real_paths: Vec<(String, String)>,
+    /// Where the paths the spec names lead, from [`resolve`]: (the path as written, where the
+    /// kernel takes it). A path not listed is judged by its text, `..` taken back lexically.
+    pub resolved: Vec<(String, Resolved)>,
+}
+
+/// Where a path leads, as the kernel resolves it: every symlink followed (the last one too),
+/// `.` skipped and `..` taken from the folder reached so far, so that `link/..` is the folder
+/// above the link's target, not the one holding the link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolved {
+    /// Something is there: the absolute path, symlinks followed.
+    To(String),
+    /// Nothing is there. `to` is where the path leads once the folders missing on the way are
+    /// made (`mkdir -p` of the path). `missing` is set when the path goes on past a missing
+    /// folder with `..`: the kernel cannot go back out of a folder that is not there, so the
+    /// path does not resolve until that folder (the one named) is made, whatever `to` is.
+    Missing {
+        /// Where the path leads once its missing folders are made.
+        to: String,
+        /// The first missing folder on the way, where the kernel stops, when a `..` comes
+        /// after it.
+        missing: Option<String>,
+    },
+    /// The path cannot be followed at `at` (an absolute path, symlinks before it followed):
+    /// `why` says why, to be read after it (`is not a directory` when the path goes on past a
+    /// file, too many symlinks, or the error looking it up).
+    Blocked {
+        /// Where the path stops.
+        at: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The most symlinks the kernel follows in one path (`MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// Where `path` (absolute) leads, resolved one part at a time as the kernel resolves it (see
+/// [`Resolved`]); a relative path is taken from the root. Reads the file system (`lstat` and
+/// `readlink` of each part), nothing else.
+#[must_use]
+pub fn resolve(path: &str) -> Resolved {
+    use std::ffi::OsString;
+    use std::path::{Component, PathBuf};
+
+    let shown = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    // The parts still to take, the next one last.
+    let mut todo: Vec<OsString> = path.split('/').rev().map(OsString::from).collect();
+    let mut at = PathBuf::from("/");
+    // How many of the last parts of `at` do not exist (they would be made).
+    let mut made = 0usize;
+    let mut first_made: Option<PathBuf> = None;
+    let mut missing: Option<PathBuf> = None;
+    let mut links = 0usize;
+    while let Some(part) = todo.pop() {
+        match part.to_str() {
+            Some("" | ".") => continue,
+            Some("..") => {
+                if made > 0 {
+                    missing = missing.or_else(|| first_made.clone());
+                    made -= 1;
+                }
+                at.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let next = at.join(&part);
+        if made > 0 {
+            made += 1;
+            at = next;
+            continue;
+        }
+        match fs::symlink_metadata(&next) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                made = 1;
+                first_made.get_or_insert_with(|| next.clone());
+                at = next;
+            }
+            Err(e) => {
+                return Resolved::Blocked {
+                    at: shown(&next),
+                    why: format!("cannot be looked up: {e}"),
+                };
+            }
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                let target = match fs::read_link(&next) {
+                    Ok(target) if links <= MAX_SYMLINKS => target,
+                    Ok(_) => {
+                        return Resolved::Blocked {
+                            at: shown(&next),
+                            why: format!(
+                                "leads through more than {MAX_SYMLINKS} symlinks (a loop?)"
+                            ),
+                        };
+                    }
+                    Err(e) => {
+                        return Resolved::Blocked {
+                            at: shown(&next),
+                            why: format!("cannot be read: {e}"),
+                        };
+                    }
+                };
+                if target.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                // A trailing `/` asks for a folder, as at the end of the path.
+                if target.as_os_str().to_string_lossy().ends_with('/') {
+                    todo.push(OsString::new());
+                }
+                todo.extend(target.components().rev().filter_map(|c| match c {
+                    Component::Normal(p) => Some(p.to_owned()),
+                    Component::ParentDir => Some("..".into()),
+                    Component::CurDir | Component::RootDir | Component::Prefix(_) => None,
+                }));
+            }
+            // The path goes on past a file (a trailing `/` or `.` too).
+            Ok(m) if !m.is_dir() && !todo.is_empty() => {
+                return Resolved::Blocked {
+                    at: shown(&next),
+                    why: "is not a directory".to_owned(),
+                };
+            }
+            Ok(_) => at = next,
+        }
+    }
+    if first_made.is_none() {
+        Resolved::To(shown(&at))
+    } else {
+        Resolved::Missing {
+            to: shown(&at),
+            missing: missing.as_deref().map(shown),
+        }
+    }
 }
 
 /// What is at a path on the host.
@@ -88,16 +219,6 @@ pub fn path_state(path: &str) -> PathState {
             _ => PathState::Directory,
         },
     }
-}
-
-/// Where `path` leads, as the kernel resolves it: absolute, every symlink followed and each
-/// `..` taken after the link before it (so `missing/..` does not resolve). `None` when it does
-/// not resolve, or does not lead to UTF-8.
-#[must_use]
-pub fn real_path(path: &str) -> Option<String> {
-    fs::canonicalize(path)
-        .ok()
-        .and_then(|p| p.into_os_string().into_string().ok())
 }
 
 /// The default huge page size of the host (`Hugepagesize` in `/proc/meminfo`), bytes.
@@ -310,7 +431,7 @@ pub fn host_facts() -> HostFacts {
             .map(|m| m.saturating_add(bytes("SwapTotal").unwrap_or(0))),
         memory_available: bytes("MemAvailable"),
         paths: Vec::new(),
-        real_paths: Vec::new(),
+        resolved: Vec::new(),
     };
     facts.numa_nodes.sort_unstable();
     facts
@@ -524,25 +645,6 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
         };
         out.push(finding("huge_pages", status, detail, fix));
         if let BackingKind::Hugetlbfs(written) = &mem.backing {
-            let state = host
-                .paths
-                .iter()
-                .find(|(p, _)| p == written)
-                .map(|&(_, state)| state);
-            let real = host
-                .real_paths
-                .iter()
-                .find(|(p, _)| p == written)
-                .map(|(_, real)| normalize_path(real));
-            // Judged where the kernel finds it (a path that does not resolve reads as missing
-            // in `paths`, whatever its text reads as).
-            let wanted = real.clone().unwrap_or_else(|| normalize_path(written));
-            let path = &match &real {
-                Some(real) if *real != normalize_path(written) => {
-                    format!("{written} (resolves to {real})")
-                }
-                _ => written.clone(),
-            };
             let flag = if page == 1 << 30 { "1G" } else { "2M" };
             let new_mount = || {
                 format!(
@@ -550,8 +652,66 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                      DIR an empty directory of its own, and set memory.hugetlbfs = \"DIR\""
                 )
             };
-            let (status, detail, fix) = match mount_of(&host.mounts, &wanted) {
-                Some((point, Some(size))) => {
+            let resolved = host
+                .resolved
+                .iter()
+                .find(|(p, _)| p == written)
+                .map(|(_, r)| r);
+            // Judged where the kernel takes it: where it leads, or would lead once the folders
+            // missing on the way are made.
+            let (wanted, state) = match resolved {
+                Some(Resolved::To(to)) => (
+                    normalize_path(to),
+                    host.paths
+                        .iter()
+                        .find(|(p, _)| p == written)
+                        .map(|&(_, state)| state),
+                ),
+                Some(Resolved::Missing { to, .. }) => {
+                    (normalize_path(to), Some(PathState::Missing))
+                }
+                Some(Resolved::Blocked { .. }) | None => (
+                    normalize_path(written),
+                    host.paths
+                        .iter()
+                        .find(|(p, _)| p == written)
+                        .map(|&(_, state)| state),
+                ),
+            };
+            let path = &if resolved.is_some() && wanted != normalize_path(written) {
+                format!("{written} (resolves to {wanted})")
+            } else {
+                written.clone()
+            };
+            let (status, detail, fix) = match (resolved, mount_of(&host.mounts, &wanted)) {
+                // The kernel stops on the way: no mount or folder makes this path work.
+                (Some(Resolved::Blocked { at, why }), _) => (
+                    Status::Fail,
+                    format!("{written} does not resolve: {at} {why}"),
+                    Some(new_mount()),
+                ),
+                // Made folders would not help either: `..` cannot leave a folder that is not
+                // there, so the path is to be written without it.
+                (
+                    Some(Resolved::Missing {
+                        missing: Some(missing),
+                        ..
+                    }),
+                    _,
+                ) => (
+                    Status::Fail,
+                    format!(
+                        "{written} does not resolve: {missing} does not exist, and the kernel \
+                         cannot go back up (`..`) out of a folder that is not there"
+                    ),
+                    Some(format!(
+                        "set memory.hugetlbfs = {}, the path without `..` (or mkdir -p {} (as \
+                         root) to keep it)",
+                        toml::Value::String(wanted.clone()),
+                        shell_word(missing)
+                    )),
+                ),
+                (_, Some((point, Some(size)))) => {
                     let point = normalize_path(point);
                     let what = if point == wanted {
                         format!("{path} is a hugetlbfs mount")
@@ -566,7 +726,7 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                                     "{path} does not exist (in {point}, a hugetlbfs mount of {} pages)",
                                     Size(*size)
                                 ),
-                                Some(format!("mkdir -p {} (as root)", shell_word(written))),
+                                Some(format!("mkdir -p {} (as root)", shell_word(&wanted))),
                             ),
                             Some(PathState::NotDirectory) => (
                                 Status::Fail,
@@ -585,7 +745,7 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                         )
                     }
                 }
-                Some((point, None)) if normalize_path(point) == wanted => (
+                (_, Some((point, None))) if normalize_path(point) == wanted => (
                     Status::Fail,
                     format!("{path} is the mount point of another file system, not hugetlbfs"),
                     Some(new_mount()),
@@ -606,7 +766,11 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     ),
                     _ => (
                         Status::Fail,
-                        format!("{path} is not a hugetlbfs mount"),
+                        if state == Some(PathState::Missing) {
+                            format!("{path} does not exist, and no hugetlbfs mount holds it")
+                        } else {
+                            format!("{path} is not a hugetlbfs mount")
+                        },
                         Some(format!(
                             "mkdir -p {dir} && mount -t hugetlbfs -o pagesize={flag} none {dir} (as root)",
                             dir = shell_word(&wanted),
@@ -973,7 +1137,7 @@ mod tests {
             memory_and_swap: Some(16 << 30),
             memory_available: Some(8 << 30),
             paths: Vec::new(),
-            real_paths: Vec::new(),
+            resolved: Vec::new(),
         }
     }
 
@@ -1151,8 +1315,9 @@ mod tests {
     }
 
     /// The path is judged where the kernel will find it: a symlink to a hugetlbfs mount is
-    /// that mount (and the detail says where it leads), and a path that does not resolve (a
-    /// `..` after a missing folder, say) does not exist, whatever its text looks like.
+    /// that mount (and the detail says where it leads); a path that does not resolve (a `..`
+    /// after a missing folder, a file on the way) does not exist, whatever its text looks
+    /// like, and every fix names a path the kernel will find.
     #[test]
     fn check_hugetlbfs_judges_the_path_the_kernel_resolves() {
         let spec = |path: &str| {
@@ -1160,47 +1325,177 @@ mod tests {
                 "[memory]\nsize = \"64MiB\"\nbacking = \"hugetlbfs\"\nhugetlbfs = \"{path}\"\nhuge_pages = \"2MiB\"\n"
             )
         };
-        let f = run(
-            &spec("/srv/huge"),
-            &HostFacts {
-                paths: vec![("/srv/huge".to_owned(), PathState::EmptyDirectory)],
-                real_paths: vec![("/srv/huge".to_owned(), "/dev/hugepages".to_owned())],
-                ..good_host()
-            },
-        );
-        let m = get(&f, "hugetlbfs");
+        let check = |path: &str, state: PathState, resolved: Resolved| {
+            let f = run(
+                &spec(path),
+                &HostFacts {
+                    paths: vec![(path.to_owned(), state)],
+                    resolved: vec![(path.to_owned(), resolved)],
+                    ..good_host()
+                },
+            );
+            get(&f, "hugetlbfs").clone()
+        };
+        let to = |p: &str| Resolved::To(p.to_owned());
+        let m = check("/srv/huge", PathState::EmptyDirectory, to("/dev/hugepages"));
         assert_eq!(m.status, Status::Ok, "{}", m.detail);
-        assert!(
-            m.detail.contains("/srv/huge (resolves to /dev/hugepages)"),
-            "{}",
-            m.detail
+        assert_eq!(
+            m.detail,
+            "/srv/huge (resolves to /dev/hugepages) is a hugetlbfs mount of 2 MiB pages"
         );
-        // `/tmp/gone/../../dev/hugepages` reads as `/dev/hugepages`, but the kernel stops at the
-        // missing `/tmp/gone`.
+        // A missing folder under a symlink into the mount is made where the symlink leads.
+        let missing = |to: &str, missing: Option<&str>| Resolved::Missing {
+            to: to.to_owned(),
+            missing: missing.map(str::to_owned),
+        };
+        let m = check(
+            "/srv/huge/vm1",
+            PathState::Missing,
+            missing("/dev/hugepages/vm1", None),
+        );
+        assert_eq!(m.status, Status::Fail);
+        assert_eq!(
+            m.detail,
+            "/srv/huge/vm1 (resolves to /dev/hugepages/vm1) does not exist (in /dev/hugepages, \
+             a hugetlbfs mount of 2 MiB pages)"
+        );
+        assert_eq!(
+            m.fix.as_deref(),
+            Some("mkdir -p /dev/hugepages/vm1 (as root)")
+        );
+        // A symlink that leads nowhere: the mount goes where it leads, not over the symlink.
+        let m = check("/srv/link", PathState::Missing, missing("/mnt/huge", None));
+        assert_eq!(
+            m.detail,
+            "/srv/link (resolves to /mnt/huge) does not exist, and no hugetlbfs mount holds it"
+        );
+        assert_eq!(
+            m.fix.as_deref(),
+            Some(
+                "mkdir -p /mnt/huge && mount -t hugetlbfs -o pagesize=2M none /mnt/huge (as root)"
+            )
+        );
+        // `/tmp/gone/../../dev/hugepages` reads as `/dev/hugepages`, but the kernel stops at
+        // the missing `/tmp/gone`, and `mkdir -p /dev/hugepages` would not change that.
         let path = "/tmp/gone/../../dev/hugepages";
-        let f = run(
-            &spec(path),
-            &HostFacts {
-                paths: vec![(path.to_owned(), PathState::Missing)],
-                ..good_host()
+        let m = check(
+            path,
+            PathState::Missing,
+            missing("/dev/hugepages", Some("/tmp/gone")),
+        );
+        assert_eq!(m.status, Status::Fail, "{}", m.detail);
+        assert_eq!(
+            m.detail,
+            "/tmp/gone/../../dev/hugepages does not resolve: /tmp/gone does not exist, and the \
+             kernel cannot go back up (`..`) out of a folder that is not there"
+        );
+        assert_eq!(
+            m.fix.as_deref(),
+            Some(
+                "set memory.hugetlbfs = \"/dev/hugepages\", the path without `..` (or mkdir -p \
+                 /tmp/gone (as root) to keep it)"
+            )
+        );
+        // Stopped on the way: a folder of its own, whatever the text reads as.
+        let m = check(
+            "/dev/hugepages/x/vm",
+            PathState::Missing,
+            Resolved::Blocked {
+                at: "/dev/hugepages/x".to_owned(),
+                why: "is not a directory".to_owned(),
             },
         );
-        let m = get(&f, "hugetlbfs");
-        assert_eq!(m.status, Status::Fail, "{}", m.detail);
-        assert!(m.detail.contains("does not exist"), "{}", m.detail);
+        assert_eq!(m.status, Status::Fail);
+        assert_eq!(
+            m.detail,
+            "/dev/hugepages/x/vm does not resolve: /dev/hugepages/x is not a directory"
+        );
+        assert!(m.fix.unwrap().contains("DIR an empty directory of its own"));
+    }
+
+    /// A scratch folder under the temporary folder, as the kernel names it.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("memvisor-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::canonicalize(&dir).unwrap()
     }
 
     #[test]
-    fn real_path_follows_symlinks_and_refuses_what_does_not_resolve() {
-        let dir = std::env::temp_dir().join(format!("memvisor-real-path-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("target")).unwrap();
-        std::os::unix::fs::symlink(dir.join("target"), dir.join("link")).unwrap();
-        let real = |p: &std::path::Path| real_path(p.to_str().unwrap());
-        let target = fs::canonicalize(dir.join("target")).unwrap();
-        assert_eq!(real(&dir.join("link")).as_deref(), target.to_str());
-        assert_eq!(real(&dir.join("missing/../target")), None);
-        assert_eq!(real(&dir.join("missing")), None);
+    fn resolve_follows_symlinks_as_the_kernel_does() {
+        use std::os::unix::fs::symlink;
+        let dir = scratch("resolve-links");
+        let d = dir.to_str().unwrap().to_owned();
+        let at = |rest: &str| format!("{d}/{rest}");
+        let to = |rest: &str| Resolved::To(at(rest));
+        fs::create_dir_all(dir.join("a/b")).unwrap();
+        fs::write(dir.join("file"), b"").unwrap();
+        symlink(dir.join("a/b"), dir.join("abs")).unwrap();
+        symlink("a/b", dir.join("rel")).unwrap();
+        symlink("rel", dir.join("chain")).unwrap();
+        symlink("loop", dir.join("loop")).unwrap();
+        symlink("a/./b/", dir.join("slash")).unwrap();
+        symlink("file/", dir.join("file-slash")).unwrap();
+        symlink("../../file", dir.join("a/b/up")).unwrap();
+        assert_eq!(resolve(&at("a/b")), to("a/b"));
+        assert_eq!(resolve(&at("./a//b/")), to("a/b"));
+        assert_eq!(resolve(&at("abs")), to("a/b"));
+        assert_eq!(resolve(&at("rel")), to("a/b"));
+        assert_eq!(resolve(&at("chain/")), to("a/b"));
+        // `..` after a symlink leaves its target, not the folder holding the link.
+        assert_eq!(resolve(&at("abs/..")), to("a"));
+        assert_eq!(resolve(&at("rel/../b")), to("a/b"));
+        assert_eq!(resolve(&at("file")), to("file"));
+        assert_eq!(resolve(&at("slash")), to("a/b"));
+        assert_eq!(resolve(&at("abs/up")), to("file"));
+        assert_eq!(resolve("/../.."), Resolved::To("/".to_owned()));
+        let blocked = |rest: &str, why: &str| Resolved::Blocked {
+            at: at(rest),
+            why: why.to_owned(),
+        };
+        assert_eq!(
+            resolve(&at("file/x")),
+            blocked("file", "is not a directory")
+        );
+        assert_eq!(resolve(&at("file/")), blocked("file", "is not a directory"));
+        assert_eq!(
+            resolve(&at("file-slash")),
+            blocked("file", "is not a directory")
+        );
+        assert_eq!(
+            resolve(&at("loop/x")),
+            blocked("loop", "leads through more than 40 symlinks (a loop?)")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resolve_says_where_a_missing_path_would_lead() {
+        use std::os::unix::fs::symlink;
+        let dir = scratch("resolve-missing");
+        let d = dir.to_str().unwrap().to_owned();
+        let at = |rest: &str| format!("{d}/{rest}");
+        fs::create_dir_all(dir.join("real")).unwrap();
+        symlink(dir.join("real"), dir.join("link")).unwrap();
+        symlink(dir.join("gone/huge"), dir.join("dangling")).unwrap();
+        let missing = |to: &str, missing: Option<&str>| Resolved::Missing {
+            to: at(to),
+            missing: missing.map(at),
+        };
+        assert_eq!(resolve(&at("x/y")), missing("x/y", None));
+        assert_eq!(resolve(&at("link/sub")), missing("real/sub", None));
+        assert_eq!(resolve(&at("dangling")), missing("gone/huge", None));
+        assert_eq!(resolve(&at("dangling/vm")), missing("gone/huge/vm", None));
+        // `..` out of a missing folder: the kernel stops there, whatever follows exists.
+        assert_eq!(resolve(&at("gone/../real")), missing("real", Some("gone")));
+        assert_eq!(
+            resolve(&at("gone/more/../../link")),
+            missing("real", Some("gone"))
+        );
+        assert_eq!(
+            resolve(&at("link/gone/../sub")),
+            missing("real/sub", Some("real/gone"))
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

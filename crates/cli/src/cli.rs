@@ -252,9 +252,8 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             if let crate::spec::BackingKind::Hugetlbfs(path) = &vm.memory.backing {
                 host.paths
                     .push((path.clone(), crate::check::path_state(path)));
-                if let Some(real) = crate::check::real_path(path) {
-                    host.real_paths.push((path.clone(), real));
-                }
+                host.resolved
+                    .push((path.clone(), crate::check::resolve(path)));
             }
             let findings = crate::check::check_spec(&vm, &plan, &host);
             write(
@@ -351,11 +350,25 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            // The message quotes the offending argument as given: escape what must not reach
-            // a terminal raw, line by line.
-            let text = e
-                .render()
-                .to_string()
+            // The message quotes the offending argument as given: show a long one in part (an
+            // argument can be 128 KiB), and escape what must not reach a terminal raw, line by
+            // line.
+            let mut text = e.render().to_string();
+            for (_, value) in e.context() {
+                let values = match value {
+                    clap::error::ContextValue::String(v) => std::slice::from_ref(v),
+                    clap::error::ContextValue::Strings(v) => v.as_slice(),
+                    _ => &[],
+                };
+                for v in values {
+                    let count = v.chars().count();
+                    if count > crate::render::QUOTE_MAX {
+                        let shown = format!("{}…' ({count} characters)", crate::render::cut(v));
+                        text = text.replace(&format!("{v}'"), &shown);
+                    }
+                }
+            }
+            let text = text
                 .split('\n')
                 .map(crate::render::escape)
                 .collect::<Vec<_>>()

@@ -135,7 +135,7 @@ pub fn report(err: &SpecError) -> String {
     let title = if err.field.is_empty() {
         problem.into_owned()
     } else {
-        format!("{}: {problem}", err.field)
+        format!("{}: {problem}", crate::render::clip_field(&err.field))
     };
     let (Some(excerpt), Some(_)) = (&err.excerpt, err.position) else {
         return format!("error: {err}\n");

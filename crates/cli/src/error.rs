@@ -90,10 +90,11 @@ impl fmt::Display for SpecError {
             )?,
             None => write!(f, "{}: ", crate::render::escape(&self.origin))?,
         }
+        // A long field (an unknown key as written) or value quoted in the problem is shown in
+        // part.
         if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
+            write!(f, "{}: ", crate::render::clip_field(&self.field))?;
         }
-        // A value quoted in the problem is shown in part when it is long.
         f.write_str(&crate::render::clip_quoted(&self.problem.to_string()))
     }
 }
@@ -112,7 +113,7 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// The spec file could not be read (exit code 2).
-    #[error("cannot read {}", crate::render::escape(.path))]
+    #[error("cannot read {}", crate::render::escape(&crate::render::clip_path(.path)))]
     ReadSpec {
         /// The file.
         path: String,
@@ -123,7 +124,7 @@ pub enum Error {
     /// The spec is longer than the limit (exit code 2).
     #[error(
         "{} is larger than {limit} bytes, the most a spec may hold",
-        crate::render::escape(.path)
+        crate::render::escape(&crate::render::clip_path(.path))
     )]
     SpecTooLarge {
         /// The file.
@@ -134,7 +135,7 @@ pub enum Error {
     /// The spec is not UTF-8 text (exit code 2).
     #[error(
         "{} is not UTF-8 text (bad byte at offset {offset})",
-        crate::render::escape(.path)
+        crate::render::escape(&crate::render::clip_path(.path))
     )]
     SpecNotUtf8 {
         /// The file.
@@ -146,7 +147,7 @@ pub enum Error {
     #[error(
         "{}: {}",
         crate::render::escape(.origin),
-        crate::render::escape(.message)
+        crate::render::escape(&crate::render::clip_quoted(.message))
     )]
     Import {
         /// The file or option it came from.
@@ -154,8 +155,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The kernel command line was asked for a guest that does not use it (exit code 2).
-    #[error("{0}")]
+    /// The kernel command line was asked for a guest that does not use it, or another usage
+    /// mistake found after the arguments were parsed (exit code 2).
+    #[error("{}", crate::render::clip_quoted(.0))]
     Usage(String),
     /// Making or changing host memory failed (exit code 1); everything made before was
     /// released.

@@ -512,12 +512,14 @@ pub struct ErrorBody {
     pub kind: String,
     /// The process exit code.
     pub exit_code: u8,
-    /// The whole message.
+    /// The whole message (a quoted value longer than 80 characters shown in part, with its
+    /// length).
     pub message: String,
     /// The spec's file name, for spec mistakes and for a spec that cannot be read (`<stdin>`
     /// for standard input, `<default>` for the built-in spec, `--memory` for Cloud
     /// Hypervisor's option, `NAME (as a memvisor spec)` for a mistake found after another
-    /// VMM's configuration was converted).
+    /// VMM's configuration was converted; a path longer than 4096 bytes, which names no file,
+    /// shown in part).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// 1-based line, when known.
@@ -526,7 +528,8 @@ pub struct ErrorBody {
     /// 1-based column in characters, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<usize>,
-    /// The field path (`device[2].address`), when known.
+    /// The field path (`device[2].address`), when known; one longer than 80 characters (an
+    /// unknown key as written) is cut to its first 60 and marked with `…`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
@@ -553,11 +556,14 @@ impl From<&Error> for ErrorDoc {
                 body.file = Some(s.origin.clone());
                 body.line = s.position.map(|p| p.0);
                 body.column = s.position.map(|p| p.1);
-                body.field = (!s.field.is_empty()).then(|| s.field.clone());
+                body.field =
+                    (!s.field.is_empty()).then(|| crate::render::clip_field(&s.field).into_owned());
             }
             Error::ReadSpec { path, .. }
             | Error::SpecTooLarge { path, .. }
-            | Error::SpecNotUtf8 { path, .. } => body.file = Some(path.clone()),
+            | Error::SpecNotUtf8 { path, .. } => {
+                body.file = Some(crate::render::clip_path(path).into_owned());
+            }
             Error::Import { origin, .. } => body.file = Some(origin.clone()),
             _ => {}
         }

@@ -94,9 +94,38 @@ pub const QUOTE_MAX: usize = 80;
 /// The characters of a longer quoted value a message keeps.
 pub const QUOTE_KEEP: usize = 60;
 
-/// A message with every value quoted in backticks longer than [`QUOTE_MAX`] characters cut
-/// to its first [`QUOTE_KEEP`], marked with `…`, and followed by its length: a value of a
-/// megabyte is not echoed whole into an error's headline. Everything else is unchanged.
+/// The bytes of a path a message shows whole: a longer one (which no file can have, Linux's
+/// `PATH_MAX`) is cut as a long quoted value is.
+pub const PATH_MAX: usize = 4096;
+
+/// `value` cut to its first [`QUOTE_KEEP`] characters (to be marked with `…`).
+pub(crate) fn cut(value: &str) -> &str {
+    value
+        .char_indices()
+        .nth(QUOTE_KEEP)
+        .map_or(value, |(at, _)| &value[..at])
+}
+
+/// The end of a string that serde quotes in a message (`string "…"`, written as Rust writes
+/// a string, `\"` and `\\` escaped) in `body`, the text after its opening `"`.
+fn closing_double_quote(body: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (at, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(at),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A message with every quoted value longer than [`QUOTE_MAX`] characters cut to its first
+/// [`QUOTE_KEEP`], marked with `…`, and followed by its length: a value of a megabyte is not
+/// echoed whole into an error's headline. Values are quoted in backticks (ours and serde's
+/// names), or in double quotes as serde quotes a string it did not expect (`invalid type:
+/// string "…"`); a quote that is not closed quotes to the end. Everything else is unchanged.
 ///
 /// ```
 /// use memvisor_cli::render::clip_quoted;
@@ -107,40 +136,96 @@ pub const QUOTE_KEEP: usize = 60;
 ///     clip_quoted(&long),
 ///     format!("`{}…` (100 characters) is not a size", "9".repeat(60))
 /// );
+/// let long = format!("invalid type: string \"{}\", expected a whole number", "9".repeat(100));
+/// assert_eq!(
+///     clip_quoted(&long),
+///     format!(
+///         "invalid type: string \"{}…\" (100 characters), expected a whole number",
+///         "9".repeat(60)
+///     )
+/// );
 /// ```
 #[must_use]
 pub fn clip_quoted(text: &str) -> std::borrow::Cow<'_, str> {
-    // Between backticks are the odd pieces; an unmatched last backtick quotes to the end.
-    let long = |q: &&str| q.chars().nth(QUOTE_MAX).is_some();
-    if !text.split('`').skip(1).step_by(2).any(|q| long(&q)) {
+    let mut out = String::new();
+    let mut rest = text;
+    let mut clipped = false;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = &rest[open..=open];
+        let body = &rest[open + 1..];
+        let close = if quote == "`" {
+            body.find('`')
+        } else {
+            closing_double_quote(body)
+        };
+        let (value, after) = match close {
+            Some(at) => (&body[..at], &body[at + 1..]),
+            None => (body, ""),
+        };
+        out.push_str(&rest[..=open]);
+        let count = value.chars().count();
+        if count > QUOTE_MAX {
+            clipped = true;
+            out.push_str(cut(value));
+            out.push('…');
+            if close.is_some() {
+                out.push_str(quote);
+            }
+            let _ = write!(out, " ({count} characters)");
+        } else {
+            out.push_str(value);
+            if close.is_some() {
+                out.push_str(quote);
+            }
+        }
+        rest = after;
+    }
+    if !clipped {
         return std::borrow::Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len().min(4096));
-    // The length of the value just cut, written after its closing backtick.
-    let mut note = None;
-    for (i, piece) in text.split('`').enumerate() {
-        if i > 0 {
-            out.push('`');
-        }
-        if let Some(count) = note.take() {
-            let _ = write!(out, " ({count} characters)");
-        }
-        if i % 2 == 1 && long(&piece) {
-            let cut = piece
-                .char_indices()
-                .nth(QUOTE_KEEP)
-                .map_or(piece.len(), |(at, _)| at);
-            out.push_str(&piece[..cut]);
-            out.push('…');
-            note = Some(piece.chars().count());
-        } else {
-            out.push_str(piece);
-        }
-    }
-    if let Some(count) = note {
-        let _ = write!(out, " ({count} characters)");
-    }
+    out.push_str(rest);
     std::borrow::Cow::Owned(out)
+}
+
+/// A field path (`memory.size`, or one holding a key as written) longer than [`QUOTE_MAX`]
+/// characters cut to its first [`QUOTE_KEEP`] and marked with `…`: an unknown key of a
+/// megabyte is not echoed whole as the field.
+///
+/// ```
+/// use memvisor_cli::render::clip_field;
+///
+/// assert_eq!(clip_field("device[2].address"), "device[2].address");
+/// let long = format!("memory.{}", "x".repeat(100));
+/// assert_eq!(clip_field(&long), format!("memory.{}…", "x".repeat(53)));
+/// ```
+#[must_use]
+pub fn clip_field(field: &str) -> std::borrow::Cow<'_, str> {
+    if field.chars().nth(QUOTE_MAX).is_none() {
+        return std::borrow::Cow::Borrowed(field);
+    }
+    std::borrow::Cow::Owned(format!("{}…", cut(field)))
+}
+
+/// A path longer than [`PATH_MAX`] bytes (it names no file) cut as [`clip_quoted`] cuts a
+/// value, with its length; any other path whole.
+///
+/// ```
+/// use memvisor_cli::render::clip_path;
+///
+/// assert_eq!(clip_path("/etc/vm.toml"), "/etc/vm.toml");
+/// let long = format!("/{}", "x".repeat(5000));
+/// assert_eq!(clip_path(&long), format!("/{}… (5001 characters)", "x".repeat(59)));
+/// ```
+#[must_use]
+pub fn clip_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.len() <= PATH_MAX {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}… ({} characters)",
+        cut(path),
+        path.chars().count()
+    ))
 }
 
 /// `text` with every control character (C0, DEL, C1) and every Unicode bidirectional or

@@ -761,7 +761,7 @@ fn fc_net_devices(src: Source<'_>, interfaces: Vec<FcId<'_>>) -> Result<Vec<Opti
                             field.clone(),
                             span.clone(),
                             Problem::Invalid(format!(
-                                "`{}` is not a MAC address (six two-digit hex bytes joined by                                  `:`)",
+                                "`{}` is not a MAC address (six two-digit hex bytes joined by `:`)",
                                 crate::render::escape(&text)
                             )),
                         )
@@ -779,12 +779,17 @@ fn fc_net_devices(src: Source<'_>, interfaces: Vec<FcId<'_>>) -> Result<Vec<Opti
                 || "an interface without an id".to_owned(),
                 |id| format!("`{}`", crate::render::escape(id)),
             );
+            let this = interface.id.as_deref().map_or_else(
+                || "this interface's".to_owned(),
+                |id| format!("`{}`'s", crate::render::escape(id)),
+            );
             return Err(src
                 .error(
                     field,
                     span.clone(),
                     Problem::Invalid(format!(
-                        "guest MAC address {} is in use by {other} (Firecracker refuses it)",
+                        "{this} guest MAC address {} is in use by {other} (Firecracker refuses \
+                         it)",
                         format_mac(mac)
                     )),
                 )
@@ -1753,9 +1758,21 @@ mod tests {
             n("eth1", "aa:fc:00:00:00:01"),
         ]));
         assert_eq!(e.field, "network-interfaces[1].guest_mac");
-        let text = e.problem.to_string();
-        assert!(text.contains("`eth0`"), "{text}");
-        assert!(text.contains("in use"), "{text}");
+        assert_eq!(
+            e.problem.to_string(),
+            "`eth1`'s guest MAC address aa:fc:00:00:00:01 is in use by `eth0` (Firecracker \
+             refuses it)"
+        );
+        // Interfaces without an id are each their own.
+        let e = fc_error(&config(&[
+            r#"{"guest_mac": "AA:FC:00:00:00:01"}"#.to_owned(),
+            r#"{"guest_mac": "AA:FC:00:00:00:01"}"#.to_owned(),
+        ]));
+        assert_eq!(
+            e.problem.to_string(),
+            "this interface's guest MAC address aa:fc:00:00:00:01 is in use by an interface \
+             without an id (Firecracker refuses it)"
+        );
         // The same interface again takes its own address back.
         let same = config(&[
             n("eth0", "AA:FC:00:00:00:01"),
@@ -1776,6 +1793,10 @@ mod tests {
         ] {
             let e = fc_error(&config(&[n("eth0", bad)]));
             assert_eq!(e.field, "network-interfaces[0].guest_mac", "{bad}");
+            assert_eq!(
+                e.problem.to_string(),
+                format!("`{bad}` is not a MAC address (six two-digit hex bytes joined by `:`)")
+            );
         }
     }
 
@@ -1831,6 +1852,12 @@ mod tests {
                 "4 MiB huge pages are not supported",
             ),
             ("size=99999999999G", "does not fit in 64 bits"),
+            // Cloud Hypervisor's own reader takes these (a sign, several suffixes stripped):
+            // refused rather than guessed at.
+            ("size=+1G", "size: `+1G` is not a number"),
+            ("size=1GG", "size: `1GG` is not a number"),
+            ("size=1KMG", "size: `1KMG` is not a number"),
+            ("size=1g", "size: `1g` is not a number"),
             ("size", "`size` is not key=value"),
             ("size=1G,,shared=on", "`` is not key=value"),
             ("size=1G,", "`` is not key=value"),

@@ -47,7 +47,7 @@ fn good_host() -> HostFacts {
         memory_and_swap: Some(16 * GIB),
         memory_available: Some(8 * GIB),
         paths: Vec::new(),
-        real_paths: Vec::new(),
+        resolved: Vec::new(),
     }
 }
 
@@ -279,7 +279,7 @@ fn check_prefault_past_available_memory_fails() {
     let host = HostFacts {
         memory_available: Some(32 * MIB),
         paths: Vec::new(),
-        real_paths: Vec::new(),
+        resolved: Vec::new(),
         ..good_host()
     };
     let f = run("[memory]\nsize = \"64MiB\"\nprefault = 2\n", &host);

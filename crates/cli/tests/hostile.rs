@@ -62,6 +62,23 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
             format!("memory.backing: unknown value `{}…` (", "x".repeat(60)),
         ),
         (
+            "string_for_a_number_1mib",
+            fill_mib("[memory]\nsize = \"1GiB\"\nprefault = \"", "x", "", "\"\n"),
+            format!(
+                "memory.prefault: invalid type: string \"{}…\" (",
+                "x".repeat(60)
+            ),
+        ),
+        (
+            "unknown_key_1mib",
+            fill_mib("[memory]\nsize = \"1GiB\"\n", "x", "", " = 1\n"),
+            format!(
+                "error: memory.{}…: unknown field `{}…` (",
+                "x".repeat(53),
+                "x".repeat(60)
+            ),
+        ),
+        (
             "device_name_70000_chars",
             format!("{MEM}[[device]]\ntype = \"virtio-net\"\nname = \"{long_name}\"\n").into(),
             "device[0].name: a name of 70000 characters (at most 64)".into(),
@@ -283,6 +300,83 @@ fn hostile_specs_are_refused_with_the_field() {
         );
         // A value is shown in part, however long: the message stays a few lines.
         assert!(err.len() < 2048, "{row}: {} bytes of error", err.len());
+    }
+}
+
+/// Runs `memvisor ARGS` in-process: the exit code, standard output and standard error.
+fn run(args: &[&str]) -> (u8, String, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut all = vec!["memvisor"];
+    all.extend_from_slice(args);
+    let code = memvisor_cli::run(all, &mut out, &mut err, false);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// However long a value, the error shows it in part, wherever it came from: a spec (text and
+/// JSON, the message and the field), a Firecracker file, Cloud Hypervisor's option, the
+/// command line, a path.
+#[test]
+fn long_values_are_shown_in_part_in_every_error() {
+    let long = "x".repeat(100_000);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let file = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let spec = file(
+        "long-prefault.toml",
+        format!("[memory]\nsize = \"1GiB\"\nprefault = \"{long}\"\n"),
+    );
+    let key = file(
+        "long-key.toml",
+        format!("[memory]\nsize = \"1GiB\"\n{long} = 1\n"),
+    );
+    let firecracker = file(
+        "long-mem-size.json",
+        format!(r#"{{"machine-config": {{"mem_size_mib": "{long}"}}}}"#),
+    );
+    let option = format!("size={long}");
+    let unknown = format!("size=1G,{long}=1");
+    let missing = format!("/{long}");
+    let flag = format!("--{long}");
+    for args in [
+        vec!["plan", spec.as_str()],
+        vec!["plan", "--json", spec.as_str()],
+        vec!["plan", key.as_str()],
+        vec!["plan", "--json", key.as_str()],
+        vec!["plan", "--from", "firecracker", firecracker.as_str()],
+        vec!["plan", "--from", "cloud-hypervisor", option.as_str()],
+        vec![
+            "plan",
+            "--json",
+            "--from",
+            "cloud-hypervisor",
+            unknown.as_str(),
+        ],
+        vec!["plan", "--arch", long.as_str()],
+        vec!["plan", "--from", long.as_str(), "x"],
+        vec!["back", "--scale", long.as_str()],
+        vec!["plan", flag.as_str()],
+        vec!["plan", missing.as_str()],
+        vec!["plan", "--json", missing.as_str()],
+    ] {
+        let (code, out, err) = run(&args);
+        let shown: Vec<&str> = args.iter().map(|a| &a[..a.len().min(40)]).collect();
+        assert_eq!(code, 2, "{shown:?}: {err}");
+        let text = out + &err;
+        assert!(
+            text.len() < 2048,
+            "{shown:?}: {} bytes of error: {}",
+            text.len(),
+            &text[..text.len().min(2048)]
+        );
+        assert!(text.contains("xxx…"), "{shown:?}: {text}");
     }
 }
 
