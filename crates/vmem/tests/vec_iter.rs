@@ -188,6 +188,52 @@ fn concurrent_iter_mut_debug_on_another_thread_reads_only_what_is_ahead() {
     assert_eq!(*first, 100);
 }
 
+/// Writes through a yielded element before and after `Debug`: a `Debug` that read the element
+/// in between would break the caller's exclusive borrow (Miri checks this test under Stacked
+/// and Tree Borrows), and the elements own heap memory whose reads Miri follows too.
+#[test]
+fn concurrent_iter_mut_debug_between_writes_through_a_yielded_element() {
+    let mut v = ConcurrentVec::with_capacity(16).unwrap();
+    for s in ["a", "b", "c"] {
+        v.push(String::from(s));
+    }
+    let mut it = v.iter_mut();
+    let first = it.next().unwrap();
+    first.push('!');
+    assert_eq!(format!("{it:?}"), r#"IterMut(["b", "c"])"#);
+    *first = String::from("replaced");
+    let last = it.nth(1).unwrap();
+    last.push('?');
+    assert_eq!(format!("{it:?}"), "IterMut([])");
+    first.push('.');
+    last.push('.');
+    assert_eq!(
+        v.iter().collect::<std::vec::Vec<_>>(),
+        ["replaced.", "b", "c?."]
+    );
+}
+
+/// `Debug` of a `ConcurrentVec`'s `IntoIter` shows only the elements it has not yielded: the
+/// yielded ones were moved out, and here already dropped (Miri checks that none is read).
+#[test]
+fn concurrent_into_iter_debug_shows_only_what_is_left() {
+    let v = ConcurrentVec::with_capacity(16).unwrap();
+    for s in ["a", "b", "c"] {
+        v.push(String::from(s));
+    }
+    let mut it = v.into_iter();
+    assert_eq!(it.next().as_deref(), Some("a"));
+    let text = format!("{it:?}");
+    assert!(
+        text.starts_with(r#"IntoIter { vec: ["b", "c"], "#),
+        "{text}"
+    );
+    assert_eq!(it.next().as_deref(), Some("b"));
+    assert_eq!(it.next().as_deref(), Some("c"));
+    let text = format!("{it:?}");
+    assert!(text.starts_with("IntoIter { vec: [], "), "{text}");
+}
+
 #[test]
 fn pusher_debug_shows_its_block() {
     let v = ConcurrentVec::<u32>::with_capacity(64).unwrap();

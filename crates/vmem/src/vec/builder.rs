@@ -169,12 +169,14 @@ impl Builder {
     /// other threads pushing too (1 to 512; see [`ConcurrentVec::push`]). Blocks spare each push
     /// the cache lines other threads write, but slots a thread has claimed and not filled yet
     /// count in [`len`](ConcurrentVec::len) and are taken by nobody else, and a block the
-    /// thread gives up (64 pushes in a row into other vectors, or the thread's exit) leaves its
-    /// rest empty for good: up to `slots - 1` slots each time. 1 makes every push
-    /// claim exactly one slot. A multiple of 64 keeps blocks aligned, so each owns whole words of
-    /// ready bits and publishes with plain stores; 512 (the default for a capacity of 2 Mi or
-    /// more) also keeps those words on a cache line of their own. Default below that:
-    /// `capacity / 4096` (at least 1), so that a thread holds at most 1/4096 of the capacity.
+    /// thread gives up (after 64 pushes in a row into other vectors, or at the thread's exit)
+    /// leaves its rest empty for good: up to `slots - 1` slots each time, which add up to at most
+    /// `slots - 1` of every `slots + 2` slots of the vector (see [`ConcurrentVec`]'s
+    /// description). 1 makes every push claim exactly one slot. A multiple of 64 keeps blocks
+    /// aligned, so each owns whole words of ready bits and publishes with plain stores; 512
+    /// (the default for a capacity of 2 Mi or more) also keeps those words on a cache line of
+    /// their own. Default below that: `capacity / 4096` (at least 1), so that a thread holds at
+    /// most 1/4096 of the capacity.
     ///
     /// # Examples
     /// ```

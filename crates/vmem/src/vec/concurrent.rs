@@ -99,16 +99,21 @@ struct CachePadded<T>(T);
 /// - A thread pushing alone claims one slot per push, so its elements get consecutive indices and
 ///   `len` counts exactly its pushes. A thread that sees another thread's claim between two of its
 ///   own claims [`thread_block`](Self::thread_block) slots at a time from then on (512 for large
-///   vectors) and fills them alone, so that threads pushing at once share no cache line per push.
-///   Slots a thread holds and has not filled count in `len` and go to no other thread; they are
-///   filled by that thread's next pushes into the vector. A thread remembers one vector: after 64
-///   pushes in a row into other vectors, or when it exits, it gives up its block, and the rest of
-///   the block (up to `thread_block - 1` slots) stays empty for good. Each block given up leaves
-///   such a gap, so a thread that keeps moving between vectors can leave most of one empty (up to
-///   `thread_block - 1` slots in every `thread_block`), and a full vector may hold far fewer
-///   elements than its capacity. [`Builder::thread_block`]`(1)` turns blocks off, and a [`Pusher`]
-///   keeps its block for as long as it lives. A thread goes back to single slots after eight blocks
-///   in a row during which nobody else claimed.
+///   vectors) and fills them alone, so that threads pushing at once share no cache line per push. A
+///   thread goes back to single slots after eight blocks in a row during which nobody else claimed.
+/// - Slots a thread holds and has not filled count in `len` and go to no other thread; they are
+///   filled by that thread's next pushes into the vector. A thread holds slots of one vector at a
+///   time, at most `thread_block - 1`. It gives them up when it exits, or after 64 pushes in a row
+///   into other vectors (pushes that alternate between vectors keep the block), and the slots it
+///   gave up stay empty for good: up to `thread_block - 1` each time. These gaps add up over the
+///   blocks given up, but each such block comes after two single-slot pushes of its thread into the
+///   vector (one when it took the vector up, one after another thread's claim) and the push that
+///   claimed it filled its first slot. So at most `thread_block - 1` of every `thread_block + 2`
+///   slots below `len` are empty this way, held or given up (511 of 514 with blocks of 512), not
+///   counting the holes of failed pushes and what a [`Pusher`] leaves; two threads that take turns
+///   and keep moving between vectors can leave 509 of every 512 empty, so a full vector may hold
+///   far fewer elements than its capacity. [`Builder::thread_block`]`(1)` turns blocks off, and a
+///   [`Pusher`] keeps its block for as long as it lives.
 /// - [`iter`](Self::iter) yields the published elements in index order, skipping slots that are not
 ///   published.
 /// - Each published element is dropped exactly once, when the vector is dropped or cleared.

@@ -38,8 +38,12 @@ pub(super) struct LocalClaim {
     /// Blocks in a row that followed the thread's previous block directly (nobody else claimed
     /// in between).
     pub(super) streak: Cell<u32>,
-    /// Pushes into other vectors since this entry's vector was last pushed into.
+    /// Pushes in a row into other vectors while the entry held slots, as of the last one.
     pub(super) misses: Cell<u32>,
+    /// `next` when `misses` was last counted. A push into the entry's vector since then took a
+    /// slot of the block and moved `next`, so the pushes elsewhere were not in a row: comparing
+    /// here keeps the push that takes a slot from writing `misses`.
+    pub(super) missed_at: Cell<usize>,
 }
 
 impl LocalClaim {
@@ -55,6 +59,7 @@ impl LocalClaim {
             blocks: Cell::new(false),
             streak: Cell::new(0),
             misses: Cell::new(0),
+            missed_at: Cell::new(0),
         }
     }
 
@@ -69,6 +74,7 @@ impl LocalClaim {
         self.blocks.set(false);
         self.streak.set(0);
         self.misses.set(0);
+        self.missed_at.set(0);
     }
 
     /// Makes `block` the thread's block, none of it taken yet.
@@ -95,6 +101,21 @@ impl LocalClaim {
     pub(super) fn holds_slots(&self) -> bool {
         self.next.get() < self.end.get()
     }
+
+    /// Counts a push into another vector while the entry holds slots, and returns whether it
+    /// should give way: [`EVICT_AFTER`] such pushes in a row, with no push into the entry's
+    /// vector between them.
+    pub(super) fn miss(&self) -> bool {
+        let next = self.next.get();
+        let misses = if self.missed_at.get() == next {
+            self.misses.get() + 1
+        } else {
+            1
+        };
+        self.misses.set(misses);
+        self.missed_at.set(next);
+        misses >= EVICT_AFTER
+    }
 }
 
 /// Blocks in a row, each right after the previous one, after which a thread goes back to
@@ -103,8 +124,9 @@ impl LocalClaim {
 /// single claims then raced with the other thread's block claims on the shared counter.
 pub(super) const ALONE_AFTER: u32 = 8;
 
-/// Pushes into other vectors after which an entry that still holds unfilled slots gives way
-/// (those slots then stay empty for good). Entries without such slots give way at once.
+/// Pushes in a row into other vectors after which an entry that still holds unfilled slots
+/// gives way (those slots then stay empty for good); a push into the entry's vector starts the
+/// count over. Entries without such slots give way at once.
 pub(super) const EVICT_AFTER: u32 = 64;
 
 #[cfg(not(loom))]
@@ -167,6 +189,38 @@ mod tests {
     }
 
     #[test]
+    fn only_misses_in_a_row_evict() {
+        let entry = LocalClaim::new();
+        entry.reset(1, 0);
+        entry.set_block(Block {
+            start: 0,
+            end: 8,
+            owned_start: 8,
+            owned_end: 8,
+        });
+        entry.take();
+        for _ in 1..EVICT_AFTER {
+            assert!(!entry.miss());
+        }
+        // A slot taken between the misses starts the count over.
+        entry.take();
+        for _ in 1..EVICT_AFTER {
+            assert!(!entry.miss());
+        }
+        assert!(entry.miss());
+        // A new block starts it over too.
+        entry.set_block(Block {
+            start: 8,
+            end: 16,
+            owned_start: 16,
+            owned_end: 16,
+        });
+        entry.take();
+        assert!(!entry.miss());
+        assert_eq!(entry.misses.get(), 1);
+    }
+
+    #[test]
     fn ids_are_distinct_and_not_zero() {
         let a = new_id();
         let b = new_id();
@@ -223,7 +277,6 @@ impl<T> ConcurrentVec<T> {
             if let Some((index, exclusive)) = entry.take() {
                 return LocalStep::Claimed(index, exclusive);
             }
-            entry.misses.set(0);
             if entry.blocks.get() {
                 return LocalStep::Refill;
             }
@@ -234,11 +287,7 @@ impl<T> ConcurrentVec<T> {
             return self.checked(index);
         }
         let index = self.next.0.fetch_add(1, Ordering::Relaxed);
-        let replace = !entry.holds_slots() || {
-            let misses = entry.misses.get() + 1;
-            entry.misses.set(misses);
-            misses >= EVICT_AFTER
-        };
+        let replace = !entry.holds_slots() || entry.miss();
         if replace {
             entry.reset(self.id, index);
         }
