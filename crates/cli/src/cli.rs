@@ -361,9 +361,8 @@ where
                     _ => &[],
                 };
                 for v in values {
-                    let count = v.chars().count();
-                    if count > crate::render::QUOTE_MAX {
-                        let shown = format!("{}…' ({count} characters)", crate::render::cut(v));
+                    if v.chars().nth(crate::render::QUOTE_MAX).is_some() {
+                        let shown = crate::render::shortened(v, "'");
                         text = text.replace(&format!("{v}'"), &shown);
                     }
                 }

@@ -106,6 +106,16 @@ pub(crate) fn cut(value: &str) -> &str {
         .map_or(value, |(at, _)| &value[..at])
 }
 
+/// A long `value` as messages show it: its first [`QUOTE_KEEP`] characters, `…`, the closing
+/// `quote` (empty for none) and its length in characters, in parentheses.
+pub(crate) fn shortened(value: &str, quote: &str) -> String {
+    format!(
+        "{}…{quote} ({} characters)",
+        cut(value),
+        value.chars().count()
+    )
+}
+
 /// The end of a string that serde quotes in a message (`string "…"`, written as Rust writes
 /// a string, `\"` and `\\` escaped) in `body`, the text after its opening `"`.
 fn closing_double_quote(body: &str) -> Option<usize> {
@@ -163,20 +173,13 @@ pub fn clip_quoted(text: &str) -> std::borrow::Cow<'_, str> {
             None => (body, ""),
         };
         out.push_str(&rest[..=open]);
-        let count = value.chars().count();
-        if count > QUOTE_MAX {
+        let closing = if close.is_some() { quote } else { "" };
+        if value.chars().nth(QUOTE_MAX).is_some() {
             clipped = true;
-            out.push_str(cut(value));
-            out.push('…');
-            if close.is_some() {
-                out.push_str(quote);
-            }
-            let _ = write!(out, " ({count} characters)");
+            out.push_str(&shortened(value, closing));
         } else {
             out.push_str(value);
-            if close.is_some() {
-                out.push_str(quote);
-            }
+            out.push_str(closing);
         }
         rest = after;
     }
@@ -221,11 +224,7 @@ pub fn clip_path(path: &str) -> std::borrow::Cow<'_, str> {
     if path.len() <= PATH_MAX {
         return std::borrow::Cow::Borrowed(path);
     }
-    std::borrow::Cow::Owned(format!(
-        "{}… ({} characters)",
-        cut(path),
-        path.chars().count()
-    ))
+    std::borrow::Cow::Owned(shortened(path, ""))
 }
 
 /// `text` with every control character (C0, DEL, C1) and every Unicode bidirectional or

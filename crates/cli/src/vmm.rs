@@ -693,10 +693,7 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBloc
             && position != Some(0)
             && let Some((first, true, entry)) = list.front()
         {
-            let first = first.id.as_deref().map_or_else(
-                || "a drive without an id".to_owned(),
-                |id| format!("`{}`", crate::render::escape(id)),
-            );
+            let first = fc_shown_id(first.id.as_deref(), "a drive without an id", "");
             return Err(src
                 .error(
                     field,
@@ -775,14 +772,8 @@ fn fc_net_devices(src: Source<'_>, interfaces: Vec<FcId<'_>>) -> Result<Vec<Opti
                 .iter()
                 .find(|(id, m)| m.as_ref() == Some(mac) && (id.is_none() || *id != interface.id))
         {
-            let other = other.as_deref().map_or_else(
-                || "an interface without an id".to_owned(),
-                |id| format!("`{}`", crate::render::escape(id)),
-            );
-            let this = interface.id.as_deref().map_or_else(
-                || "this interface's".to_owned(),
-                |id| format!("`{}`'s", crate::render::escape(id)),
-            );
+            let other = fc_shown_id(other.as_deref(), "an interface without an id", "");
+            let this = fc_shown_id(interface.id.as_deref(), "this interface's", "'s");
             return Err(src
                 .error(
                     field,
@@ -803,6 +794,15 @@ fn fc_net_devices(src: Source<'_>, interfaces: Vec<FcId<'_>>) -> Result<Vec<Opti
         list.push((interface.id, mac.map(|(mac, _)| mac)));
     }
     Ok(list.into_iter().map(|(id, _)| id).collect())
+}
+
+/// A device's id as messages show it, quoted and escaped with `suffix` after it, or `none`
+/// for a device without one.
+fn fc_shown_id(id: Option<&str>, none: &str, suffix: &str) -> String {
+    id.map_or_else(
+        || none.to_owned(),
+        |id| format!("`{}`{suffix}", crate::render::escape(id)),
+    )
 }
 
 /// A MAC address as Firecracker reads one: six bytes of two hex digits each (either case),

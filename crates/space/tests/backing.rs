@@ -24,6 +24,16 @@ fn page() -> u64 {
     memvisor_vmem::page_size() as u64
 }
 
+/// Where the layout's hotplug window starts.
+fn hotplug_start(layout: &Layout) -> u64 {
+    layout
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0
+}
+
 /// The `numa_maps` line of the mapping starting at `addr`.
 #[cfg(target_os = "linux")]
 fn numa_maps_line(addr: usize) -> String {
@@ -318,12 +328,7 @@ fn file_backing_fifo_is_refused_without_waiting() {
 fn plug_of_fifo_backing_is_refused_and_leaves_the_slot_pluggable() {
     let (dir, fifo) = fifo("fifo-plug");
     let layout = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
-    let hp = layout
-        .windows_of(WindowKind::Hotplug)
-        .next()
-        .unwrap()
-        .start()
-        .0;
+    let hp = hotplug_start(&layout);
     let (space, _) = AddressSpace::back(layout, []).unwrap();
     let space = Arc::new(space);
     let generation = space.snapshot().generation();
@@ -442,12 +447,7 @@ fn plug_in_a_window_off_huge_page_alignment_keeps_guest_alignment_on_the_host() 
 )]
 fn plug_maps_slots_contiguously_in_the_window_and_unplug_frees_after_last_snapshot() {
     let layout = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
-    let hp = layout
-        .windows_of(WindowKind::Hotplug)
-        .next()
-        .unwrap()
-        .start()
-        .0;
+    let hp = hotplug_start(&layout);
     let (space, report) =
         AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), 2 * MIB)]).unwrap();
     let (window_host, window_len) = report.hotplug_window.unwrap();
@@ -573,12 +573,7 @@ fn concurrent_plug_unplug_with_readers_keeps_memory_valid() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let layout = Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap();
-    let hp = layout
-        .windows_of(WindowKind::Hotplug)
-        .next()
-        .unwrap()
-        .start()
-        .0;
+    let hp = hotplug_start(&layout);
     let (space, _) = AddressSpace::back(layout, []).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
