@@ -121,14 +121,22 @@ impl DirtyBitmap {
         }
         let first = (start - self.base.0) / self.page_size;
         let last = (last - self.base.0) / self.page_size;
-        for page in first..=last {
-            // `page < pages()`: the index fits.
-            if let Some(w) = usize::try_from(page / 64)
-                .ok()
-                .and_then(|i| self.words.get_mut(i))
-            {
-                *w |= 1 << (page % 64);
-            }
+        // A word at a time: the pages of `first..=last` in word `i` are the bits from
+        // `first % 64` (in the first word) to `last % 64` (in the last).
+        // `last < pages()`, so both word indices fit the vector.
+        let (Ok(first_word), Ok(last_word)) =
+            (usize::try_from(first / 64), usize::try_from(last / 64))
+        else {
+            return;
+        };
+        let Some(words) = self.words.get_mut(first_word..=last_word) else {
+            return;
+        };
+        let count = words.len();
+        for (i, w) in words.iter_mut().enumerate() {
+            let low = if i == 0 { first % 64 } else { 0 };
+            let high = if i + 1 == count { last % 64 } else { 63 };
+            *w |= (u64::MAX >> (63 - high)) & (u64::MAX << low);
         }
     }
 
@@ -374,6 +382,40 @@ mod tests {
             [GuestAddress(base + 0x1000)]
         );
         assert!(b.is_dirty(GuestAddress(u64::MAX)));
+    }
+
+    #[test]
+    fn mark_matches_a_page_by_page_model() {
+        // Spans starting and ending at every position of a word, across zero to three word
+        // boundaries, inside and over the edges of a region of 200 pages (the last partial).
+        let page = 0x1000;
+        let base = 0x10_0000;
+        let size = 199 * page + 10;
+        for start in (0..205).map(|p| base + p * page - page / 2) {
+            for len in [
+                1,
+                page,
+                63 * page + 1,
+                64 * page,
+                65 * page,
+                130 * page,
+                300 * page,
+            ] {
+                let mut b = DirtyBitmap::new(GuestAddress(base), size, page).unwrap();
+                b.mark(GuestAddress(start), len);
+                let expected: Vec<GuestAddress> = (0..b.pages())
+                    .map(|p| base + p * page)
+                    // The page, the span and the region share a byte.
+                    .filter(|&p| p.max(start) < (p + page).min(start + len).min(base + size))
+                    .map(GuestAddress)
+                    .collect();
+                assert_eq!(
+                    b.dirty_pages().collect::<Vec<_>>(),
+                    expected,
+                    "{start:#x}+{len:#x}"
+                );
+            }
+        }
     }
 
     #[test]
