@@ -216,6 +216,16 @@ pub enum Error {
         /// Offset of the first locked page in the range.
         offset: usize,
     },
+    /// The host's allocator refused the memory for an operation's answer (for
+    /// [`Reservation::residency`](crate::Reservation::residency), a byte per page of the
+    /// range).
+    #[error("{operation} needs {bytes:#x} bytes of heap memory, which the allocator refused")]
+    NoMemory {
+        /// The operation.
+        operation: Operation,
+        /// The bytes it asked for.
+        bytes: usize,
+    },
     /// The platform cannot do this operation at all.
     #[error("{operation} is not supported on this platform")]
     Unsupported {
@@ -305,6 +315,14 @@ mod tests {
         assert_eq!(
             Error::NotCommitted { offset: 0x3000 }.to_string(),
             "page at offset 0x3000 is not committed"
+        );
+        assert_eq!(
+            Error::NoMemory {
+                operation: Operation::Residency,
+                bytes: 1 << 30
+            }
+            .to_string(),
+            "residency query needs 0x40000000 bytes of heap memory, which the allocator refused"
         );
         assert_eq!(
             Error::Guarded { offset: 0 }.to_string(),

@@ -1137,10 +1137,16 @@ impl Reservation {
     /// protected with [`Protection::None`] is outside the working set and reports not resident.
     ///
     /// # Errors
-    /// As [`commit`](Self::commit) for the range; [`Error::Os`] if the query fails.
+    /// As [`commit`](Self::commit) for the range; [`Error::NoMemory`] if the host's allocator
+    /// refuses the answer's byte per page; [`Error::Os`] if the query fails.
     pub fn residency(&self, offset: usize, len: usize) -> Result<Vec<bool>> {
         let pages = self.check(offset, len)?;
-        let mut out = Vec::with_capacity(pages.count);
+        let mut out = Vec::new();
+        out.try_reserve_exact(pages.count)
+            .map_err(|_| Error::NoMemory {
+                operation: Operation::Residency,
+                bytes: pages.count,
+            })?;
         self.for_each_residency(pages, |resident| out.push(resident))?;
         Ok(out)
     }
