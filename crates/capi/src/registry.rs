@@ -6,6 +6,10 @@
 //!   Deleting locks the count from 0 to [`LOCKED`] in one compare-exchange, so a context with a
 //!   live client or a call in progress on another thread is never freed
 //!   (`MEMVISOR_STATUS_CONTEXT_BUSY` instead).
+//! - The count shares one atomic word with the generation of the context it counts for, and every
+//!   change to it by a call names that generation: a call (or a delete) that found a slot for a
+//!   handle just before the context was deleted and the slot given to a new context fails its
+//!   compare-exchange instead of counting on (or locking) the new one.
 //! - A client slot in [`CLIENTS`] holds the arena's `Client<'static>`. The `'static` is the
 //!   invariant above: the client holds one user count of its context from creation until it is
 //!   dropped, so the arena it borrows outlives it.
@@ -14,7 +18,7 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use memvisor_arena::{Arena, Client as ArenaClient};
@@ -23,9 +27,17 @@ use crate::status::Status;
 use crate::table::{Kind, Slot, Table};
 
 /// The users count's bit that says the context is being deleted.
-const LOCKED: u32 = 1 << 31;
+const LOCKED: u64 = 1 << 31;
 /// The most users (clients and calls in flight) a context may have, far from [`LOCKED`].
-const MAX_USERS: u32 = LOCKED / 2;
+const MAX_USERS: u64 = LOCKED / 2;
+/// The bits of a slot's state that hold the users count and [`LOCKED`]; the generation of the
+/// context they count for is above them.
+const COUNT_BITS: u64 = (1 << 32) - 1;
+
+/// A slot's state with no users and not locked, for the context whose handle is `handle`.
+const fn unused(handle: u64) -> u64 {
+    handle & !COUNT_BITS
+}
 
 /// A context's state, at a fixed heap address while it lives.
 #[derive(Debug)]
@@ -42,8 +54,11 @@ pub(crate) struct Shared {
 /// A context slot.
 #[derive(Debug, Default)]
 pub(crate) struct ContextSlot {
-    /// Live clients plus calls in flight, and [`LOCKED`] while deleting.
-    users: AtomicU32,
+    /// The generation of the context it counts for (high 32 bits, as in the context's handle;
+    /// a live context's is odd, and the slot of no live context holds an even one), and that
+    /// context's live clients plus calls in flight, with [`LOCKED`] while it is being deleted
+    /// (low 32 bits).
+    state: AtomicU64,
     /// The context (null while the slot is free).
     shared: AtomicPtr<Shared>,
 }
@@ -95,7 +110,7 @@ impl Pinned {
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        self.slot.users.fetch_sub(1, Ordering::Release);
+        self.slot.state.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -105,21 +120,36 @@ impl Drop for Pinned {
 /// [`Status::InvalidHandle`] if it is not live (or being deleted).
 pub(crate) fn pin(handle: u64) -> Result<Pinned, Status> {
     let slot = CONTEXTS.get(handle).ok_or(Status::InvalidHandle)?.value();
-    let before = slot.users.fetch_add(1, Ordering::Acquire);
-    if before & LOCKED != 0 {
-        slot.users.fetch_sub(1, Ordering::Release);
-        return Err(Status::InvalidHandle);
-    }
-    // Re-check now that the count keeps it from being deleted: the slot may have been deleted
-    // (and reused) between the look-up and the increment.
-    if CONTEXTS.get(handle).is_none() {
-        slot.users.fetch_sub(1, Ordering::Release);
-        return Err(Status::InvalidHandle);
+    pin_at(slot, handle)
+}
+
+/// Pins the context of `handle`, whose slot is `slot` (as a look-up found it, maybe just
+/// before the context was deleted and the slot given to another).
+///
+/// # Errors
+/// [`Status::InvalidHandle`] if the slot's context is not the handle's (or is being deleted).
+fn pin_at(slot: &'static ContextSlot, handle: u64) -> Result<Pinned, Status> {
+    let mut state = slot.state.load(Ordering::Relaxed);
+    loop {
+        // Only the handle's own context is counted: once it is deleted, or locked for
+        // deleting, the count is left alone (the slot may already count for another context).
+        if unused(state) != unused(handle) || state & LOCKED != 0 {
+            return Err(Status::InvalidHandle);
+        }
+        match slot.state.compare_exchange_weak(
+            state,
+            state + 1,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => break,
+            Err(now) => state = now,
+        }
     }
     let shared = slot.shared.load(Ordering::Acquire);
-    // SAFETY: the slot is live with the handle's generation and pinned, so `shared` is the
-    // context's allocation (stored before the generation was published) and is not freed
-    // until the count drops back to zero.
+    // SAFETY: the count was raised for the handle's generation while not locked, so the
+    // context is live and is not freed until the count drops back to zero; `shared` was stored
+    // before the state that names its generation (`Release`, read above with `Acquire`).
     let shared: &'static Shared = unsafe { &*shared };
     Ok(Pinned { slot, shared })
 }
@@ -155,8 +185,9 @@ pub(crate) fn create_context(arena: Arena) -> Result<u64, Status> {
     let result = CONTEXTS.take(
         Status::LimitReached,
         Status::Os,
-        |slot: &'static Slot<ContextSlot>| {
+        |slot: &'static Slot<ContextSlot>, handle| {
             slot.value().shared.store(shared, Ordering::Release);
+            slot.value().state.store(unused(handle), Ordering::Release);
             Ok(())
         },
     );
@@ -174,30 +205,40 @@ pub(crate) fn create_context(arena: Arena) -> Result<u64, Status> {
 /// or calls in flight.
 pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
     let slot = CONTEXTS.get(handle).ok_or(Status::InvalidHandle)?.value();
-    if slot
-        .users
-        .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        return Err(if CONTEXTS.get(handle).is_some() {
-            Status::ContextBusy
-        } else {
-            Status::InvalidHandle
-        });
-    }
-    // The slot may have been deleted and reused between the look-up and the lock.
+    lock_for_delete(slot, handle)?;
+    // Only the delete that locked the handle's generation retires it.
     if CONTEXTS.retire(handle).is_none() {
-        slot.users.fetch_sub(LOCKED, Ordering::Release);
-        return Err(Status::InvalidHandle);
+        slot.state.store(unused(handle), Ordering::Release);
+        return Err(Status::Internal);
     }
     let shared = slot.shared.swap(std::ptr::null_mut(), Ordering::AcqRel);
     // SAFETY: made by `create_context` with `Box::into_raw`; the count was 0 (no client, no
-    // call in flight) when locked, and the retired generation keeps new pins out, so nothing
-    // refers to it any more.
+    // call in flight) when locked, and the lock keeps new pins out, so nothing refers to it any
+    // more.
     drop(unsafe { Box::from_raw(shared) });
-    slot.users.fetch_sub(LOCKED, Ordering::Release);
+    // The generation the slot now has, even: no handle names it.
+    slot.state
+        .store(unused(handle) + (1 << 32), Ordering::Release);
     CONTEXTS.recycle(handle);
     Ok(())
+}
+
+/// Locks `slot`, as a look-up found it for `handle` (maybe just before the context was
+/// deleted and the slot given to another), for deleting the handle's context.
+///
+/// # Errors
+/// [`Status::ContextBusy`] if that context has users, [`Status::InvalidHandle`] if the slot
+/// counts for another context (or this one is being deleted).
+fn lock_for_delete(slot: &ContextSlot, handle: u64) -> Result<(), Status> {
+    let idle = unused(handle);
+    match slot
+        .state
+        .compare_exchange(idle, idle | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+    {
+        Ok(_) => Ok(()),
+        Err(now) if unused(now) == idle && now & LOCKED == 0 => Err(Status::ContextBusy),
+        Err(_) => Err(Status::InvalidHandle),
+    }
 }
 
 /// Makes a client of the pinned context; returns its handle.
@@ -206,7 +247,7 @@ pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
 /// The arena's error, or [`Status::LimitReached`] if no handle is left.
 pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Result<u64, Status> {
     let shared = pinned.shared();
-    if pinned.slot.users.load(Ordering::Relaxed) >= MAX_USERS {
+    if pinned.slot.state.load(Ordering::Relaxed) & COUNT_BITS >= MAX_USERS {
         return Err(Status::LimitReached);
     }
     // Room for the client's entry first, so that publishing it cannot fail; the lock is held
@@ -219,9 +260,9 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
     let client = shared.arena.create_client(quota)?;
     let id = client.id();
     // The client's own user count, taken before it is published.
-    pinned.slot.users.fetch_add(1, Ordering::Relaxed);
+    pinned.slot.state.fetch_add(1, Ordering::Relaxed);
     let mut client = Some(client);
-    let result = CLIENTS.take(Status::LimitReached, Status::Os, |slot| {
+    let result = CLIENTS.take(Status::LimitReached, Status::Os, |slot, _| {
         // SAFETY: the slot is not live (its generation is even), so no call reads its cell, and
         // the table's lock keeps other takers out.
         unsafe {
@@ -240,7 +281,7 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
         }
         Err(e) => {
             drop(client);
-            pinned.slot.users.fetch_sub(1, Ordering::Release);
+            pinned.slot.state.fetch_sub(1, Ordering::Release);
             Err(e)
         }
     }
@@ -302,7 +343,7 @@ pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
                 .unwrap_or_else(PoisonError::into_inner);
             drop(live.client);
             drop(guard);
-            home.users.fetch_sub(1, Ordering::Release);
+            home.state.fetch_sub(1, Ordering::Release);
             Ok(())
         }
         None => Err(Status::Internal),
@@ -363,6 +404,46 @@ mod tests {
         // SAFETY: as above.
         unsafe { delete_client(second) }.unwrap();
         delete_context(ctx).unwrap();
+    }
+
+    /// A context made until one lands in `slot` (tests running beside this one may take a
+    /// freed slot first); the others are deleted.
+    fn context_in(slot: &ContextSlot) -> u64 {
+        let mut others = Vec::new();
+        let found = loop {
+            let ctx = create_context(arena()).unwrap();
+            if std::ptr::eq(CONTEXTS.get(ctx).unwrap().value(), slot) {
+                break ctx;
+            }
+            others.push(ctx);
+            assert!(others.len() < 1000, "the slot is never reused");
+        };
+        for ctx in others {
+            delete_context(ctx).unwrap();
+        }
+        found
+    }
+
+    #[test]
+    fn delete_of_deleted_context_never_locks_successor_in_its_slot() {
+        let ctx = create_context(arena()).unwrap();
+        // A delete on another thread looks the handle up, then waits while the context is
+        // deleted and a new one takes its slot.
+        let slot = CONTEXTS.get(ctx).unwrap().value();
+        delete_context(ctx).unwrap();
+        let successor = context_in(slot);
+        // The late delete is refused, and leaves the live context alone; so is a late call,
+        // which does not count as a user of the new context either.
+        let before = slot.state.load(Ordering::Relaxed);
+        assert_eq!(lock_for_delete(slot, ctx), Err(Status::InvalidHandle));
+        assert_eq!(pin_at(slot, ctx).err(), Some(Status::InvalidHandle));
+        assert_eq!(slot.state.load(Ordering::Relaxed), before);
+        assert!(pin(successor).is_ok());
+        let client = create_client(&pin(successor).unwrap(), Quota::UNLIMITED).unwrap();
+        assert_eq!(delete_context(successor), Err(Status::ContextBusy));
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(client) }.unwrap();
+        delete_context(successor).unwrap();
     }
 
     #[test]

@@ -139,8 +139,8 @@ impl<T: Default + 'static> Table<T> {
         (low & KIND_BIT == self.kind.bits()).then_some((low & !KIND_BIT, generation))
     }
 
-    /// Takes a free slot, lets `init` fill its value, and makes it live; returns the handle.
-    /// Nothing is taken if `init` fails.
+    /// Takes a free slot, lets `init` fill its value (given the handle it will have), and makes
+    /// it live; returns the handle. Nothing is taken if `init` fails.
     ///
     /// # Errors
     /// `full` if every index (2^31 of them) is in use; `refused` if the allocator refuses the
@@ -149,7 +149,7 @@ impl<T: Default + 'static> Table<T> {
         &self,
         full: E,
         refused: E,
-        init: impl FnOnce(&'static Slot<T>) -> Result<(), E>,
+        init: impl FnOnce(&'static Slot<T>, u64) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut free = self
             .free
@@ -193,12 +193,13 @@ impl<T: Default + 'static> Table<T> {
         // when the index was first used) and `offset` is inside it; segments are never freed.
         let slot: &'static Slot<T> = unsafe { &*base.add(offset) };
         let generation = slot.generation.load(Ordering::Relaxed) + 1;
-        if let Err(e) = init(slot) {
+        let handle = u64::from(generation) << 32 | u64::from(index | self.kind.bits());
+        if let Err(e) = init(slot, handle) {
             free.reuse.push(index);
             return Err(e);
         }
         slot.generation.store(generation, Ordering::Release);
-        Ok(u64::from(generation) << 32 | u64::from(index | self.kind.bits()))
+        Ok(handle)
     }
 
     /// Makes the slot of `handle` free (if it is live with that generation) and returns it, so
@@ -257,7 +258,7 @@ mod tests {
     fn get_after_retire_refuses_stale_handle() {
         static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
         let h = TABLE
-            .take((), (), |slot| {
+            .take((), (), |slot, _| {
                 slot.value().store(7, Ordering::Relaxed);
                 Ok(())
             })
@@ -267,7 +268,7 @@ mod tests {
         assert!(TABLE.get(h).is_none());
         assert!(TABLE.retire(h).is_none());
         TABLE.recycle(h);
-        let again = TABLE.take((), (), |_| Ok(())).unwrap();
+        let again = TABLE.take((), (), |_, _| Ok(())).unwrap();
         assert_eq!(again & u64::from(u32::MAX), h & u64::from(u32::MAX));
         assert_ne!(again, h);
         assert!(TABLE.get(h).is_none());
@@ -277,7 +278,7 @@ mod tests {
     #[test]
     fn get_forged_handle_refused() {
         static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
-        let h = TABLE.take((), (), |_| Ok(())).unwrap();
+        let h = TABLE.take((), (), |_, _| Ok(())).unwrap();
         assert!(TABLE.get(0).is_none());
         assert!(TABLE.get(h + 1).is_none());
         assert!(TABLE.get(h ^ (2 << 32)).is_none());
@@ -289,8 +290,8 @@ mod tests {
     fn get_handle_of_other_kind_refused() {
         static CONTEXTS: Table<AtomicUsize> = Table::new(Kind::Context);
         static CLIENTS: Table<AtomicUsize> = Table::new(Kind::Client);
-        let context = CONTEXTS.take((), (), |_| Ok(())).unwrap();
-        let client = CLIENTS.take((), (), |_| Ok(())).unwrap();
+        let context = CONTEXTS.take((), (), |_, _| Ok(())).unwrap();
+        let client = CLIENTS.take((), (), |_, _| Ok(())).unwrap();
         // Same index and generation in both tables; only the kind tells them apart.
         assert_eq!(
             context & u64::from(!KIND_BIT),
@@ -305,14 +306,14 @@ mod tests {
         assert!(CONTEXTS.get(context).is_some());
         assert!(CLIENTS.retire(client).is_some());
         CLIENTS.recycle(client);
-        assert_eq!(CLIENTS.take((), (), |_| Ok(())).unwrap() >> 32, 3);
+        assert_eq!(CLIENTS.take((), (), |_, _| Ok(())).unwrap() >> 32, 3);
     }
 
     #[test]
     fn take_failed_init_keeps_slot_free() {
         static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
-        assert_eq!(TABLE.take(1, 3, |_| Err(2)), Err(2));
-        let h = TABLE.take((), (), |_| Ok(())).unwrap();
+        assert_eq!(TABLE.take(1, 3, |_, _| Err(2)), Err(2));
+        let h = TABLE.take((), (), |_, _| Ok(())).unwrap();
         assert_eq!(h & u64::from(u32::MAX), 0);
     }
 
@@ -320,7 +321,7 @@ mod tests {
     fn take_many_crosses_segments() {
         static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
         let handles: Vec<u64> = (0..300)
-            .map(|_| TABLE.take((), (), |_| Ok(())).unwrap())
+            .map(|_| TABLE.take((), (), |_, _| Ok(())).unwrap())
             .collect();
         for &h in &handles {
             assert!(TABLE.get(h).is_some());

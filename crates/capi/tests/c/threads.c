@@ -1,5 +1,7 @@
 /* Contexts are shared between threads; each client is used by one thread at a time. */
+#define _POSIX_C_SOURCE 200809L /* pthread barriers under -std=c11 */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -164,6 +166,74 @@ static void test_delete_during_remote_frees(void) {
     CHECK(thread_failures == 0);
 }
 
+/* A context deleted by two threads at once while a third makes contexts of its own and uses
+ * them: one delete succeeds and the other is refused, and the third thread's contexts (which
+ * may take the deleted one's slot) answer every call and are deleted at the first try. */
+#define DOUBLE_DELETE_ROUNDS 300
+static memvisor_context victim;
+static pthread_barrier_t round_start;
+static memvisor_status delete_status[2];
+static atomic_int bystander_done;
+
+static void *double_deleter(void *arg) {
+    int me = (int)(uintptr_t)arg;
+    for (int round = 0; round < DOUBLE_DELETE_ROUNDS; round++) {
+        pthread_barrier_wait(&round_start);
+        delete_status[me] = memvisor_context_delete(victim);
+        pthread_barrier_wait(&round_start);
+    }
+    return NULL;
+}
+
+static void *bystander(void *arg) {
+    void *memory = arg;
+    while (!atomic_load(&bystander_done)) {
+        memvisor_context own;
+        if (memvisor_context_create(memory, 1u << 20, NULL, &own) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+            return NULL;
+        }
+        memvisor_context_stats s = {.size = sizeof s};
+        memvisor_client cl;
+        if (memvisor_context_get_stats(own, &s) != MEMVISOR_STATUS_OK ||
+            memvisor_client_create(own, MEMVISOR_UNLIMITED, &cl) != MEMVISOR_STATUS_OK ||
+            memvisor_client_delete(cl) != MEMVISOR_STATUS_OK ||
+            memvisor_context_delete(own) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+    }
+    return NULL;
+}
+
+static void test_double_delete_beside_other_contexts(void) {
+    void *victim_memory = aligned_alloc(4096, 1u << 20);
+    void *own_memory = aligned_alloc(4096, 1u << 20);
+    CHECK(pthread_barrier_init(&round_start, NULL, 3) == 0);
+    pthread_t deleters[2], other;
+    CHECK(pthread_create(&other, NULL, bystander, own_memory) == 0);
+    for (uintptr_t i = 0; i < 2; i++) {
+        CHECK(pthread_create(&deleters[i], NULL, double_deleter, (void *)i) == 0);
+    }
+    for (int round = 0; round < DOUBLE_DELETE_ROUNDS; round++) {
+        OK(memvisor_context_create(victim_memory, 1u << 20, NULL, &victim));
+        pthread_barrier_wait(&round_start);
+        pthread_barrier_wait(&round_start);
+        int ok = (delete_status[0] == MEMVISOR_STATUS_OK) + (delete_status[1] == MEMVISOR_STATUS_OK);
+        int refused = (delete_status[0] == MEMVISOR_STATUS_INVALID_HANDLE) +
+                      (delete_status[1] == MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK(ok == 1 && refused == 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_join(deleters[i], NULL) == 0);
+    }
+    atomic_store(&bystander_done, 1);
+    CHECK(pthread_join(other, NULL) == 0);
+    CHECK(pthread_barrier_destroy(&round_start) == 0);
+    CHECK(thread_failures == 0);
+    free(victim_memory);
+    free(own_memory);
+}
+
 int main(void) {
     size_t len = 16u << 20;
     void *memory = aligned_alloc(4096, len);
@@ -198,6 +268,7 @@ int main(void) {
 
     test_remote_frees();
     test_delete_during_remote_frees();
+    test_double_delete_beside_other_contexts();
 
     memvisor_context_stats s = {.size = sizeof s};
     OK(memvisor_context_get_stats(shared_ctx, &s));
