@@ -4,13 +4,15 @@
 //! vm-memory's `GuestMemoryBackend` asks regions for slices without saying whether they will be
 //! read or written, and its slices allow both; so through the snapshot itself a region whose
 //! mapping is not read-write gives no slice at all. This view knows the access of each call: it
-//! reads every readable region and writes only writable ones, and no slice leaves it.
+//! reads every readable region and writes only writable ones, and no slice leaves it. Its reads
+//! from a stream into guest memory stop at the first short read rather than leave a gap.
 
 use std::sync::atomic::Ordering;
 
 use vm_memory::bitmap::{AtomicBitmap, BS};
 use vm_memory::{
-    AtomicAccess, Bytes, GuestAddress, GuestMemoryError, ReadVolatile, VolatileSlice, WriteVolatile,
+    AtomicAccess, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, ReadVolatile,
+    VolatileSlice, WriteVolatile,
 };
 
 use crate::snapshot::Snapshot;
@@ -22,6 +24,14 @@ type GuestResult<T> = std::result::Result<T, GuestMemoryError>;
 /// read-only regions (firmware, ROM images) as well; made by [`Snapshot::bytes`]. Writes go to
 /// read-write regions only, exactly as through the snapshot itself (a write to a read-only
 /// region is an error, never a fault).
+///
+/// Reads from a stream into guest memory keep the bytes together: `read_volatile_from` stops
+/// at the first read that comes back short, so the count it returns is what
+/// `addr..addr + count` now holds, and `read_exact_volatile_from` reads as many times as it
+/// takes to fill the range. (vm-memory 0.18's own `Bytes`, which the snapshot has, reads once
+/// per region the range crosses and adds the counts: a short read from a pipe or a socket
+/// leaves a gap before the bytes read into the next region, and `read_exact_volatile_from`
+/// fails where a second read would have filled the range.)
 ///
 /// ```
 /// use memvisor_space::{Protection, Region, RegionSpec, RegionType};
@@ -135,6 +145,9 @@ impl Bytes<GuestAddress> for GuestBytes<'_> {
         Self::exactly(done, buf.len())
     }
 
+    /// Reads from `src` into consecutive writable slices of `addr..addr + count`, and stops at
+    /// the first read that fills less than its slice (as well as at a gap after the first
+    /// part), so that the count returned is what `addr..addr + count_returned` now holds.
     fn read_volatile_from<F>(
         &self,
         addr: GuestAddress,
@@ -144,9 +157,21 @@ impl Bytes<GuestAddress> for GuestBytes<'_> {
     where
         F: ReadVolatile,
     {
-        self.snapshot.read_volatile_from(addr, src, count)
+        let mut done = 0;
+        for slice in self.snapshot.get_slices(addr, count).stop_on_error()? {
+            // Retries reads interrupted by a signal.
+            let n = slice.read_volatile_from(0, src, slice.len())?;
+            done += n;
+            if n < slice.len() {
+                break;
+            }
+        }
+        Ok(done)
     }
 
+    /// Reads from `src` until `addr..addr + count` is filled, as many times as it takes; a
+    /// source that ends first, or a gap in writable memory after the first part, gives
+    /// [`GuestMemoryError::PartialBuffer`] with the bytes filled.
     fn read_exact_volatile_from<F>(
         &self,
         addr: GuestAddress,
@@ -156,7 +181,20 @@ impl Bytes<GuestAddress> for GuestBytes<'_> {
     where
         F: ReadVolatile,
     {
-        self.snapshot.read_exact_volatile_from(addr, src, count)
+        let mut done = 0;
+        for slice in self.snapshot.get_slices(addr, count).stop_on_error()? {
+            let mut left = slice;
+            while !left.is_empty() {
+                // Retries reads interrupted by a signal.
+                let n = left.read_volatile_from(0, src, left.len())?;
+                if n == 0 {
+                    return Self::exactly(done, count);
+                }
+                done += n;
+                left = left.offset(n)?;
+            }
+        }
+        Self::exactly(done, count)
     }
 
     fn write_volatile_to<F>(

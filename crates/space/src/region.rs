@@ -21,9 +21,11 @@ use crate::{Error, RegionReport};
 ///
 /// Through vm-memory's [`GuestMemoryRegion`] and `Bytes<MemoryRegionAddress>` a backed,
 /// read-write region is read and written with volatile accesses. An unbacked region answers
-/// [`GuestMemoryError::HostAddressNotAvailable`], and so does a region whose host mapping is
-/// not read-write: vm-memory's slices allow writes, and a write to a read-only mapping would
-/// kill the process. ([`host_ptr`](Self::host_ptr) still gives its address.)
+/// [`GuestMemoryError::HostAddressNotAvailable`] for slices, host addresses and accesses, and
+/// so does a region whose host mapping is not read-write: vm-memory's slices allow writes,
+/// callers of `get_host_address` may write through the address, and a write to a read-only
+/// mapping would kill the process. ([`host_ptr`](Self::host_ptr) still gives its address;
+/// [`Snapshot::bytes`](crate::Snapshot::bytes) reads such a region.)
 ///
 /// ```
 /// use memvisor_space::{Region, RegionSpec};
@@ -208,7 +210,8 @@ impl Region {
         self.memory.is_some()
     }
 
-    /// The host address of its first byte, if it has host memory.
+    /// The host address of its first byte, if it has host memory, whatever its protection
+    /// (vm-memory's `get_host_address` gives addresses in read-write memory only).
     #[must_use]
     pub fn host_ptr(&self) -> Option<*mut u8> {
         self.memory.as_ref().map(HostMemory::as_ptr)
@@ -216,7 +219,9 @@ impl Region {
 
     /// The dirty-page bitmap, if the region tracks writes
     /// ([`RegionSpec::with_dirty_tracking`]): one bit per host base page, set by every write
-    /// through vm-memory's `Bytes` (and by [`merge_dirty_log`](Self::merge_dirty_log)).
+    /// through the region's or a snapshot's vm-memory `Bytes` and slices (and by
+    /// [`merge_dirty_log`](Self::merge_dirty_log)); not by writes through a host address or a
+    /// [`Snapshot::to_guest_memory_mmap`](crate::Snapshot::to_guest_memory_mmap) copy.
     #[must_use]
     pub fn dirty_bitmap(&self) -> Option<&AtomicBitmap> {
         self.dirty.as_ref()
@@ -422,11 +427,15 @@ impl GuestMemoryRegion for Region {
         self.dirty.slice_at(0)
     }
 
+    /// The host address of `addr`, for read-write memory only: callers of vm-memory's
+    /// `get_host_address` may write through it, and a write to a read-only mapping would kill
+    /// the process ([`host_ptr`](Region::host_ptr) gives the address whatever the protection).
     #[inline]
     fn get_host_address(&self, addr: MemoryRegionAddress) -> vm_memory::GuestMemoryResult<*mut u8> {
         let memory = self
             .memory
             .as_ref()
+            .filter(|_| self.spec.protection.writable())
             .ok_or(GuestMemoryError::HostAddressNotAvailable)?;
         let offset = usize::try_from(addr.0)
             .ok()

@@ -48,7 +48,10 @@ const HIT_STREAK: usize = 1;
 /// checked first, so repeated lookups in the same region cost two comparisons.
 ///
 /// It implements vm-memory's [`GuestMemoryBackend`], so `vm_memory::Bytes<GuestAddress>` reads
-/// and writes work on it and rust-vmm device crates can take it as their guest memory.
+/// and writes work on it and rust-vmm device crates can take it as their guest memory. That
+/// `Bytes` is vm-memory's own, which reads a stream (`read_volatile_from`) once per region the
+/// range crosses: a short read can leave a gap between regions that the count does not show.
+/// [`Snapshot::bytes`] stops at the first short read instead.
 pub struct Snapshot {
     /// Start address of each region, sorted (the binary search runs over this dense array),
     /// and the rest of each region's entry at the same index, in one allocation.

@@ -692,6 +692,8 @@ impl Snapshot {
     /// memory, or whose mapping is not read-write, are left out: vm-memory's slices allow
     /// writes). Each region keeps its file and offset (a memfd, hugetlbfs or backing file), so
     /// the result can be handed to a vhost-user back end, and says whether it is on hugetlbfs.
+    /// Its regions have no dirty bitmap: writes through it are not marked in the regions' logs
+    /// ([`RegionSpec::with_dirty_tracking`]).
     ///
     /// # Errors
     /// [`Error::Os`] if vm-memory refuses a region; [`Error::Unsupported`] on Windows for a

@@ -376,9 +376,12 @@ impl RegionSpec {
     }
 
     /// Tracks which pages are written (one bit per host base page, the unit of KVM's dirty
-    /// log): every write through vm-memory's `Bytes` marks the pages it touches, and a dirty log
-    /// fetched from KVM can be merged in
-    /// ([`Region::merge_dirty_log`](crate::Region::merge_dirty_log)). Needs host memory.
+    /// log): every write through the region's or a snapshot's vm-memory `Bytes` and slices
+    /// marks the pages it touches, and a dirty log fetched from KVM can be merged in
+    /// ([`Region::merge_dirty_log`](crate::Region::merge_dirty_log)). Writes through a host
+    /// address, or through a
+    /// [`Snapshot::to_guest_memory_mmap`](crate::Snapshot::to_guest_memory_mmap) copy, whose
+    /// regions have no bitmap, are not marked. Needs host memory.
     #[must_use]
     pub fn with_dirty_tracking(mut self, on: bool) -> Self {
         self.dirty_tracking = on;

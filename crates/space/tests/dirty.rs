@@ -94,3 +94,25 @@ fn merge_dirty_log_adds_external_bits_and_checks_size() {
     let log = region.take_dirty_log().unwrap();
     assert_eq!(log, [1 | (1 << 10), 1 << 35]);
 }
+
+#[cfg(unix)]
+#[test]
+#[cfg_attr(miri, ignore = "vm-memory mappings over this crate's memory")]
+fn writes_through_a_guest_memory_mmap_copy_are_not_logged() {
+    let p = page();
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let spec = RegionSpec::ram(GuestAddress(0), MIB).with_dirty_tracking(true);
+    let (space, _) = AddressSpace::back(layout, [spec]).unwrap();
+    let snap = space.snapshot();
+    let tracked = snap.find_region(GuestAddress(0)).unwrap();
+    // SAFETY: `snap` outlives `copy` (dropped first below).
+    let copy = unsafe { snap.to_guest_memory_mmap() }.unwrap();
+    // The copy's regions have no bitmap: the write lands, unlogged.
+    copy.write_obj(7u32, GuestAddress(2 * p)).unwrap();
+    assert_eq!(snap.read_obj::<u32>(GuestAddress(2 * p)).unwrap(), 7);
+    assert!(!tracked.is_dirty(2 * p));
+    // The snapshot's own write to the same page is logged.
+    snap.write_obj(8u32, GuestAddress(2 * p)).unwrap();
+    assert!(tracked.is_dirty(2 * p));
+    drop(copy);
+}

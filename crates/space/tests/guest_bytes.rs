@@ -3,7 +3,10 @@
 //! out go through the same rules.
 
 use memvisor_space::{AddressSpace, Layout, Protection, RegionSpec};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryError, ReadVolatile, VolatileMemoryError, VolatileSlice,
+};
 
 const PAGE: u64 = 0x1000;
 const PAGE_LEN: usize = 0x1000;
@@ -212,4 +215,94 @@ fn access_running_off_the_highest_memory_stops_there() {
         })
     ));
     assert_eq!(snap.read_obj::<u32>(GuestAddress(0)).unwrap(), 0);
+}
+
+/// A source that gives at most `chunk` bytes a read, as a pipe or a socket may.
+struct Chunked<'a> {
+    data: &'a [u8],
+    chunk: usize,
+}
+
+impl ReadVolatile for Chunked<'_> {
+    fn read_volatile<B: BitmapSlice>(
+        &mut self,
+        buf: &mut VolatileSlice<B>,
+    ) -> Result<usize, VolatileMemoryError> {
+        let n = self.chunk.min(self.data.len());
+        let mut part = &self.data[..n];
+        let read = part.read_volatile(buf)?;
+        self.data = &self.data[read..];
+        Ok(read)
+    }
+}
+
+/// Two adjacent RAM regions, `0..PAGE` and `PAGE..2 * PAGE`.
+fn adjacent() -> AddressSpace {
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let (space, _) = AddressSpace::back(
+        layout,
+        [
+            RegionSpec::ram(GuestAddress(0), PAGE),
+            RegionSpec::ram(GuestAddress(PAGE), PAGE),
+        ],
+    )
+    .unwrap();
+    space
+}
+
+#[test]
+fn read_volatile_from_short_source_fills_only_the_bytes_it_counts() {
+    let space = adjacent();
+    let snap = space.snapshot();
+    let data = pattern(16);
+    let at = GuestAddress(PAGE - 8);
+    let mut src = Chunked {
+        data: &data,
+        chunk: 4,
+    };
+    // The first read stops short inside the first region: that is all that is read, and the
+    // count says where it ends.
+    let n = snap.bytes().read_volatile_from(at, &mut src, 16).unwrap();
+    assert_eq!(n, 4);
+    let mut back = [0u8; 16];
+    snap.bytes().read_slice(&mut back, at).unwrap();
+    assert_eq!(back[..4], data[..4]);
+    assert!(back[4..].iter().all(|&b| b == 0), "{back:?}");
+    // The rest of the source is still there for the next call.
+    assert_eq!(src.data, &data[4..]);
+}
+
+#[test]
+fn read_exact_volatile_from_chunked_source_fills_across_regions() {
+    let space = adjacent();
+    let snap = space.snapshot();
+    let data = pattern(16);
+    let at = GuestAddress(PAGE - 6);
+    let mut src = Chunked {
+        data: &data,
+        chunk: 4,
+    };
+    snap.bytes()
+        .read_exact_volatile_from(at, &mut src, 16)
+        .unwrap();
+    let mut back = [0u8; 16];
+    snap.bytes().read_slice(&mut back, at).unwrap();
+    assert_eq!(back, data[..]);
+    // A source that ends early: the bytes it had are in place, and the count says so.
+    let mut src = Chunked {
+        data: &data[..10],
+        chunk: 3,
+    };
+    assert!(matches!(
+        snap.bytes()
+            .read_exact_volatile_from(GuestAddress(0x100), &mut src, 16),
+        Err(GuestMemoryError::PartialBuffer {
+            expected: 16,
+            completed: 10
+        })
+    ));
+    snap.bytes()
+        .read_slice(&mut back, GuestAddress(0x100))
+        .unwrap();
+    assert_eq!(back[..10], data[..10]);
 }
