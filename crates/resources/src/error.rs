@@ -79,7 +79,8 @@ pub enum Error {
     /// An address to look up or release lies in no live allocation.
     #[error("address {0:#x} is not in any allocation")]
     AddressNotAllocated(u64),
-    /// The allocator holds as many ranges as its index type can count.
+    /// The allocator holds as many ranges as its index type can count: 2^32 - 1, the limit
+    /// carried.
     #[error("too many allocations: the limit of {0} live ranges is reached")]
     TooManyAllocations(u32),
     /// An ID range was given with its first ID after its last.

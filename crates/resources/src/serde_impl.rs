@@ -89,7 +89,8 @@ pub struct IdSnapshot<I: Id = u32> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IdLoadLimits {
     /// Largest bitmap, in bytes, that loading may allocate: leaves (one bit per ID up to the
-    /// highest allocated ID, rounded up to 64) plus the summary (one bit per leaf word).
+    /// highest allocated ID, rounded up to 64), the summary (one bit per leaf word) and the top
+    /// level (one bit per summary word), each rounded up to whole 64-bit words.
     pub max_bitmap_bytes: u64,
 }
 

@@ -300,3 +300,55 @@ fn allocate_exact_outside_window_names_the_window() {
         .unwrap();
     assert_eq!(got, r(0x100, 0x10f));
 }
+
+/// A space that overlaps several earlier ones is refused naming the first of them in the order
+/// given, not the lowest.
+#[test]
+fn new_overlap_names_the_first_earlier_space_it_overlaps() {
+    let (a, b, wide) = (r(0x10, 0x1f), r(0x30, 0x3f), r(0x0, 0x100));
+    assert_eq!(
+        AllocatorSet::<()>::new(&[b, a, r(0x200, 0x2ff), wide]),
+        Err(Error::Overlap {
+            requested: wide,
+            existing: b,
+        })
+    );
+    assert_eq!(
+        AllocatorSet::<()>::new(&[a, b, wide, r(0x20, 0x2f)]),
+        Err(Error::Overlap {
+            requested: wide,
+            existing: a,
+        })
+    );
+    // Touching is not overlapping.
+    assert!(AllocatorSet::<()>::new(&[r(0x20, 0x2f), a, b, r(0x40, u64::MAX)]).is_ok());
+    assert_eq!(
+        AllocatorSet::<()>::new(&[r(0x40, u64::MAX), a, r(5, 5), r(u64::MAX, u64::MAX)]),
+        Err(Error::Overlap {
+            requested: r(u64::MAX, u64::MAX),
+            existing: r(0x40, u64::MAX),
+        })
+    );
+}
+
+/// Checking that the spaces are disjoint takes O(s log s), not a comparison of every pair: a
+/// set of 200,000 spaces (in falling order, each checked against all the others before it)
+/// is made at once.
+#[test]
+fn new_with_many_spaces_checks_them_in_n_log_n() {
+    let n: u64 = if cfg!(miri) { 500 } else { 200_000 };
+    let spaces: Vec<AddressRange> = (0..n).rev().map(|i| r(i * 0x20, i * 0x20 + 0xf)).collect();
+    let s = AllocatorSet::<()>::new(&spaces).unwrap();
+    assert_eq!(s.pools().len(), spaces.len());
+    assert_eq!(s.pools()[0].space(), spaces[0]);
+    // One overlap at the very end is still found, naming the space it overlaps.
+    let mut bad = spaces.clone();
+    bad.push(r(0x25, 0x25));
+    assert_eq!(
+        AllocatorSet::<()>::new(&bad),
+        Err(Error::Overlap {
+            requested: r(0x25, 0x25),
+            existing: r(0x20, 0x2f),
+        })
+    );
+}

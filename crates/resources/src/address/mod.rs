@@ -6,7 +6,7 @@ mod tree;
 use alloc::vec::Vec;
 
 pub use self::set::AllocatorSet;
-use self::tree::{NIL, Search, Tree};
+use self::tree::{MAX_NODES, NIL, Search, Tree};
 use crate::error::{Error, Result};
 use crate::range::AddressRange;
 
@@ -468,15 +468,14 @@ impl<T> AddressAllocator<T> {
     /// # Errors
     ///
     /// [`Error::OutsideSpace`] for a range outside `space`, [`Error::Inconsistent`] if the
-    /// ranges are not sorted or overlap, [`Error::TooManyAllocations`] past 2^32 - 1 ranges.
+    /// ranges are not sorted or overlap, [`Error::TooManyAllocations`] past 2^32 - 1 ranges
+    /// (as many as allocating can reach).
     #[cfg(feature = "serde")]
     pub(crate) fn from_sorted(
         space: AddressRange,
         allocations: Vec<(AddressRange, T)>,
     ) -> Result<Self> {
-        if allocations.len() >= NIL as usize {
-            return Err(Error::TooManyAllocations(u32::MAX - 1));
-        }
+        check_count(allocations.len())?;
         let mut prev: Option<AddressRange> = None;
         let mut used = 0u128;
         for (range, _) in &allocations {
@@ -507,16 +506,17 @@ impl<T> AddressAllocator<T> {
             None => 0,
         };
         this.used = used;
-        this.tags = allocations.into_iter().map(|(_, tag)| tag).collect();
+        // Into a vector of exactly `n` tags: `collect` would reuse the buffer of `allocations`
+        // (grown by doubling while the list was decoded), holding up to twice the list's bytes.
+        this.tags = Vec::with_capacity(allocations.len());
+        this.tags
+            .extend(allocations.into_iter().map(|(_, tag)| tag));
         Ok(this)
     }
 
+    /// Whether one more range fits.
     fn check_room(&self) -> Result<()> {
-        if self.tree.has_room() {
-            Ok(())
-        } else {
-            Err(Error::TooManyAllocations(u32::MAX - 1))
-        }
+        check_count(self.tree.len().saturating_add(1))
     }
 
     /// The end of the allocation whose successor is `succ` (`NIL`: the last allocation).
@@ -772,6 +772,15 @@ impl<T: Default> AddressAllocator<T> {
     }
 }
 
+/// Whether an allocator may hold `len` live ranges: at most [`MAX_NODES`] (2^32 - 1), as many
+/// as one can reach by allocating.
+fn check_count(len: usize) -> Result<()> {
+    if len > MAX_NODES as usize {
+        return Err(Error::TooManyAllocations(MAX_NODES));
+    }
+    Ok(())
+}
+
 /// The lowest (or, with `rev`, highest) address in `gap ∩ window` that is a multiple of `align`
 /// and starts `size` free units.
 fn fit_in(
@@ -866,6 +875,20 @@ mod tests {
 
     fn req(size: u64, align: u64, policy: AllocPolicy) -> Request {
         Request::new(size, align, policy).unwrap()
+    }
+
+    /// The limit is 2^32 - 1 live ranges (one per index below `NIL`), the error names it, and
+    /// loading accepts as many ranges as allocating can reach.
+    #[test]
+    fn live_range_limit_is_2_pow_32_minus_1_everywhere() {
+        assert_eq!(check_count(u32::MAX as usize), Ok(()));
+        if let Ok(past) = usize::try_from(u64::from(u32::MAX) + 1) {
+            assert_eq!(check_count(past), Err(Error::TooManyAllocations(u32::MAX)));
+        }
+        assert_eq!(
+            Error::TooManyAllocations(MAX_NODES).to_string(),
+            "too many allocations: the limit of 4294967295 live ranges is reached"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! [`AllocatorSet`]: several disjoint address spaces behind one allocator.
 
+use alloc::collections::BTreeMap;
 #[cfg(not(feature = "std"))]
 use alloc::collections::BTreeMap as Map;
 use alloc::vec::Vec;
@@ -57,19 +58,32 @@ impl<T> AllocatorSet<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptySet`] if `spaces` is empty, [`Error::Overlap`] if two spaces overlap (the
-    /// later one as `requested`).
+    /// [`Error::EmptySet`] if `spaces` is empty, [`Error::Overlap`] if two spaces overlap: the
+    /// first space that overlaps an earlier one as `requested`, the first earlier one it
+    /// overlaps as `existing` (in the order given). O(s log s).
     pub fn new(spaces: &[AddressRange]) -> Result<Self> {
         if spaces.is_empty() {
             return Err(Error::EmptySet);
         }
+        // The spaces checked so far, by start: `start -> (end, index)`. They are disjoint, so
+        // their ends rise with their starts: of those starting at or before a new space's end,
+        // the ones overlapping it come last, and the walk back stops at the first that ends
+        // before the new space begins. O(s log s) in all.
+        let mut seen: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
         for (i, s) in spaces.iter().enumerate() {
-            if let Some(existing) = spaces[..i].iter().find(|e| e.overlaps(s)) {
+            let first_hit = seen
+                .range(..=s.end())
+                .rev()
+                .take_while(|&(_, &(end, _))| end >= s.start())
+                .map(|(_, &(_, j))| j)
+                .min();
+            if let Some(j) = first_hit {
                 return Err(Error::Overlap {
                     requested: *s,
-                    existing: *existing,
+                    existing: spaces[j],
                 });
             }
+            seen.insert(s.start(), (s.end(), i));
         }
         Ok(Self {
             pools: spaces.iter().map(|&s| AddressAllocator::new(s)).collect(),

@@ -21,6 +21,9 @@ use alloc::vec::Vec;
 /// Index of "no node".
 pub(super) const NIL: u32 = u32::MAX;
 
+/// Most nodes a tree holds: one per index below [`NIL`], 2^32 - 1.
+pub(super) const MAX_NODES: u32 = NIL;
+
 /// Room for any path: an AVL tree of fewer than 2^32 nodes is at most 46 levels deep.
 const MAX_HEIGHT: usize = 64;
 
@@ -163,11 +166,6 @@ impl Tree {
         self.nodes.shrink_to_fit();
     }
 
-    /// Whether one more node fits the `u32` index space.
-    pub(super) fn has_room(&self) -> bool {
-        self.nodes.len() < NIL as usize
-    }
-
     /// Nodes visited by inserts and removes since the tree was made.
     #[cfg(any(test, feature = "model"))]
     pub(super) fn work(&self) -> u64 {
@@ -243,9 +241,9 @@ impl Tree {
         i
     }
 
-    /// Inserts a node. The caller has checked [`has_room`](Self::has_room) and that `start` is
-    /// not present, and has already set the gap of the node that follows it: that node lies on
-    /// the search path for `start`, whose every node is pulled here.
+    /// Inserts a node. The caller has checked that the tree holds fewer than [`MAX_NODES`] and
+    /// that `start` is not present, and has already set the gap of the node that follows it:
+    /// that node lies on the search path for `start`, whose every node is pulled here.
     pub(super) fn insert(&mut self, start: u64, gap: u64) -> u32 {
         let i = self.push_node(start, gap);
         let mut path = Path::new();
