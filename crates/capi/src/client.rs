@@ -30,9 +30,10 @@ pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two up to the context's largest
-/// alignment). Sizes up to 2 KiB are rounded up to a size class, larger ones to whole buddy
-/// pages, and blocks larger than a chunk to a run of whole chunks (up to the context's
-/// `max_block_size`); a zero size gets the smallest block. With
+/// alignment). Sizes up to 2 KiB with alignment up to 64 are rounded up to a size class (with
+/// alignment 32 or 64, to a class that is a multiple of it); larger sizes, and smaller ones
+/// aligned above 64, to whole buddy pages; blocks larger than a chunk to a run of whole
+/// chunks (up to the context's `max_block_size`); a zero size gets the smallest block. With
 /// `MEMVISOR_FLAG_ZERO` the block reads as zero.
 ///
 /// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
