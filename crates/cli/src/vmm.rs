@@ -230,7 +230,7 @@ struct FcShape {
 
 /// The top-level keys of a whole Firecracker configuration (`--config-file`); a
 /// `machine-config` object has none of them.
-const FC_SECTIONS: [&str; 11] = [
+const FC_SECTIONS: [&str; 13] = [
     "boot-source",
     "drives",
     "network-interfaces",
@@ -242,6 +242,8 @@ const FC_SECTIONS: [&str; 11] = [
     "metrics",
     "mmds-config",
     "cpu-config",
+    "pmem",
+    "memory-hotplug",
 ];
 
 /// Firecracker's memory size when a configuration has no `machine-config` (or `null`).
@@ -328,6 +330,12 @@ struct FcConfig<'a> {
     balloon: Option<&'a RawValue>,
     #[serde(default, borrow)]
     entropy: Option<&'a RawValue>,
+    /// Not modelled: refused unless an empty list.
+    #[serde(default, borrow)]
+    pmem: Option<&'a RawValue>,
+    /// Not modelled: refused unless `null`.
+    #[serde(default, borrow, rename = "memory-hotplug")]
+    memory_hotplug: Option<&'a RawValue>,
 }
 
 impl FcObject for FcConfig<'_> {
@@ -888,8 +896,39 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             vsock: None,
             balloon: None,
             entropy: None,
+            pmem: None,
+            memory_hotplug: None,
         }
     };
+    // Firecracker's virtio-pmem devices and virtio-mem hotplug memory take device windows,
+    // interrupts and guest memory that a spec does not describe: refused rather than left out
+    // of the plan.
+    let pmem = config
+        .pmem
+        .map(|raw| {
+            from_json::<FcList<'_>>(src, offset(raw), raw.get(), "pmem").map(|l| (raw, l.total))
+        })
+        .transpose()?;
+    for (field, raw) in [
+        (
+            "pmem",
+            pmem.and_then(|(raw, total)| (total > 0).then_some(raw)),
+        ),
+        ("memory-hotplug", config.memory_hotplug),
+    ] {
+        if let Some(raw) = raw {
+            return Err(src
+                .error(
+                    field.to_owned(),
+                    Some(offset(raw)..offset(raw) + raw.get().len()),
+                    Problem::Invalid(format!(
+                        "Firecracker's {field} is not modelled (its devices and memory are \
+                         not in the plan); remove it to plan the rest"
+                    )),
+                )
+                .into());
+        }
+    }
     let (mem_size_mib, machine_huge_pages) =
         config.machine.map_or((FC_DEFAULT_MEM_SIZE_MIB, None), |m| {
             (m.0.mem_size_mib.0, m.0.huge_pages)
@@ -1059,8 +1098,9 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
 /// `size` is the boot RAM; `hotplug_size` one hotplug slot of that size; `shared=on` memfd
 /// memory (else private anonymous); `hugepages=on` explicit huge pages of `hugepage_size`
 /// (default 2M), else transparent ones unless `thp=off`; `prefault=on` one prefault thread.
-/// `hotplug_method`, `hotplugged_size` and `mergeable` are accepted and left out. Sizes take
-/// Cloud Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes).
+/// `hotplug_method`, `hotplugged_size` and `mergeable` are checked and left out. Sizes take
+/// Cloud Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one
+/// not given, as in Cloud Hypervisor (`thp=` leaves THP on).
 ///
 /// # Errors
 /// [`Error::Import`] for an unknown option, a bad size or `on`/`off` value, or no `size`.
@@ -1086,9 +1126,10 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     let mut prefault = false;
     let mut hugepage_size_given = false;
     let mut mergeable = false;
-    for item in option.split(',') {
+    for item in ch_items(option).map_err(|m| err(m.to_owned()))? {
         // As Cloud Hypervisor's option parser: every item is key=value (an empty one too is
-        // refused), values are trimmed, and on/off take any case, empty meaning off.
+        // refused) and values are trimmed; an empty value is one not given. On/off take any
+        // case, unquoted; sizes and the hotplug method may be quoted.
         let (key, value) = item.split_once('=').ok_or_else(|| {
             err(format!(
                 "`{}` is not key=value",
@@ -1096,28 +1137,48 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
             ))
         })?;
         let value = value.trim();
-        let on_off = || match value.to_ascii_lowercase().as_str() {
+        let on_off = |default: bool| match value.to_lowercase().as_str() {
+            "" => Ok(default),
             "on" | "true" => Ok(true),
-            "off" | "false" | "" => Ok(false),
+            "off" | "false" => Ok(false),
             _ => Err(err(format!(
                 "{key}: `{}` is not on or off",
                 crate::render::escape(value)
             ))),
         };
-        let bytes = || ch_size(value).map_err(|e| err(format!("{key}: {e}")));
-        match key {
-            "size" => size = Some(bytes()?),
-            "hotplug_size" => hotplug = Some(bytes()?),
-            "hugepage_size" => {
-                hugepage_size = bytes()?;
-                hugepage_size_given = true;
+        let bytes = || {
+            if value.is_empty() {
+                return Ok(None);
             }
-            "shared" => shared = on_off()?,
-            "hugepages" => hugepages = on_off()?,
-            "thp" => thp = on_off()?,
-            "prefault" => prefault = on_off()?,
-            "mergeable" => mergeable = on_off()?,
-            "hotplug_method" | "hotplugged_size" => {}
+            ch_size(&ch_dequote(value))
+                .map(Some)
+                .map_err(|e| err(format!("{key}: {e}")))
+        };
+        match key {
+            "size" => size = bytes()?,
+            "hotplug_size" => hotplug = bytes()?,
+            "hotplugged_size" => {
+                bytes()?;
+            }
+            "hugepage_size" => {
+                let given = bytes()?;
+                hugepage_size_given = given.is_some();
+                hugepage_size = given.unwrap_or(2 << 20);
+            }
+            "shared" => shared = on_off(false)?,
+            "hugepages" => hugepages = on_off(false)?,
+            "thp" => thp = on_off(true)?,
+            "prefault" => prefault = on_off(false)?,
+            "mergeable" => mergeable = on_off(false)?,
+            "hotplug_method" => {
+                let method = ch_dequote(value).to_lowercase();
+                if !value.is_empty() && !matches!(method.as_str(), "acpi" | "virtio-mem") {
+                    return Err(err(format!(
+                        "hotplug_method: `{}` is not acpi or virtio-mem",
+                        crate::render::escape(value)
+                    )));
+                }
+            }
             other => {
                 return Err(err(format!(
                     "unknown option `{}` (known: size, hotplug_size, hotplug_method, \
@@ -1183,8 +1244,60 @@ fn to_toml_int(v: u64) -> std::result::Result<i64, String> {
     i64::try_from(v).map_err(|_| format!("{v} bytes is more than 2^63 - 1"))
 }
 
-/// A Cloud Hypervisor size: digits with an optional `K`, `M` or `G` (binary).
+/// The items of a Cloud Hypervisor option string, split as Cloud Hypervisor splits them: the
+/// string is trimmed, and a comma inside double quotes or brackets does not split; unbalanced
+/// quotes or brackets are refused.
+fn ch_items(option: &str) -> std::result::Result<Vec<&str>, &'static str> {
+    let option = option.trim();
+    let mut items = Vec::new();
+    let (mut start, mut brackets, mut quoted) = (0, 0usize, false);
+    for (at, c) in option.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            _ if quoted => {}
+            '[' => brackets += 1,
+            ']' => {
+                brackets = brackets
+                    .checked_sub(1)
+                    .ok_or("unbalanced quotes or brackets")?;
+            }
+            ',' if brackets == 0 => {
+                items.push(&option[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted || brackets != 0 {
+        return Err("unbalanced quotes or brackets");
+    }
+    items.push(&option[start..]);
+    Ok(items)
+}
+
+/// A value without its double quotes, as Cloud Hypervisor reads a quoted value (`"1G"` is
+/// `1G`; `""` inside quotes is a quote).
+fn ch_dequote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut previous, mut quoted) = ('\0', false);
+    for c in value.chars() {
+        if c == '"' {
+            if previous == '"' && !quoted {
+                out.push('"');
+            }
+            quoted = !quoted;
+        } else {
+            out.push(c);
+        }
+        previous = c;
+    }
+    out
+}
+
+/// A Cloud Hypervisor size: digits with an optional `K`, `M` or `G` (binary), white space
+/// around it ignored.
 fn ch_size(text: &str) -> std::result::Result<u64, SizeError> {
+    let text = text.trim();
     let (digits, shift) = match text.as_bytes().last() {
         Some(b'K') => (&text[..text.len() - 1], 10),
         Some(b'M') => (&text[..text.len() - 1], 20),

@@ -653,3 +653,90 @@ fn init_from_firecracker_escapes_what_must_not_reach_a_terminal() {
         .collect();
     assert_eq!(names, ids);
 }
+
+#[test]
+fn firecracker_pmem_and_memory_hotplug_are_refused_not_dropped() {
+    // Both add devices and guest memory that the plan does not model: a plan without them
+    // would not be Firecracker's map.
+    let pmem = r#"{"machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
+ "pmem": [{"id": "pmem0", "path_on_host": "/srv/pmem.img"}]}"#;
+    let hotplug = r#"{"machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
+ "memory-hotplug": {"total_size_mib": 1024}}"#;
+    for (name, json, field, at) in [
+        ("fc-pmem.json", pmem, "error: pmem: ", ":2:10"),
+        (
+            "fc-hotplug.json",
+            hotplug,
+            "error: memory-hotplug: ",
+            ":2:20",
+        ),
+    ] {
+        for command in ["plan", "check", "init"] {
+            let (code, out, err) =
+                run_on_json(name, json, &[command, "--from", "firecracker", "FILE"]);
+            assert_eq!(code, 2, "{name} {command}: {out}{err}");
+            assert!(out.is_empty(), "{name} {command}: {out}");
+            assert!(err.starts_with(field), "{name} {command}: {err}");
+            assert!(err.contains("not modelled"), "{name} {command}: {err}");
+            assert!(err.contains(at), "{name} {command}: {err}");
+        }
+    }
+    // Alone, they make a whole configuration, not a machine-config object.
+    let (code, _, err) = run_on_json(
+        "fc-pmem-alone.json",
+        r#"{"pmem": [{"id": "p", "path_on_host": "/p"}]}"#,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not modelled"), "{err}");
+    // None of either is Firecracker's default.
+    for rest in [r#", "pmem": []"#, r#", "memory-hotplug": null"#] {
+        let (code, out, err) = run_on_json(
+            "fc-none.json",
+            &firecracker_with(1, 0, rest),
+            &["plan", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 0, "{rest}: {err}");
+        assert!(out.contains("RAM 64 MiB"), "{rest}: {out}");
+    }
+}
+
+#[test]
+fn cloud_hypervisor_reads_its_values_as_it_does() {
+    // Accepted by Cloud Hypervisor: an empty value is one not given (`thp` stays on), the
+    // string is trimmed as a whole, a size may be quoted.
+    for (option, expect) in [
+        ("size=1G,thp=", "anonymous, THP"),
+        ("size=1G,thp=off,thp=", "anonymous, THP"),
+        ("size=1G,hotplug_size=", "0 hotplug slots"),
+        ("size=1G,hugepage_size=", "RAM 1 GiB"),
+        ("size=1G,hotplugged_size=", "RAM 1 GiB"),
+        (" size=1G ", "RAM 1 GiB"),
+        ("size=\"1G\",hotplug_size=\"2G\"", "1 hotplug slot"),
+        ("size=1G,hotplug_method=ACPI", "RAM 1 GiB"),
+        (
+            "size=1G,hotplug_method=virtio-mem,hotplugged_size=512M",
+            "RAM 1 GiB",
+        ),
+    ] {
+        let (code, out, err) = run(&["plan", "--from", "cloud-hypervisor", option]);
+        assert_eq!(code, 0, "{option}: {err}");
+        assert!(out.contains(expect), "{option}: {out}");
+    }
+    // Refused by Cloud Hypervisor.
+    for (option, expect) in [
+        ("size=1G,hotplug_method=bogus", "hotplug_method: `bogus`"),
+        ("size=1G,hotplug_method=\"\"", "hotplug_method: `\"\"`"),
+        (
+            "size=1G,hotplugged_size=xyz",
+            "hotplugged_size: `xyz` is not a number",
+        ),
+        ("size=1G,hotplug_method=\"acpi", "unbalanced"),
+        ("size=1G,shared=\"on\"", "shared: `\"on\"` is not on or off"),
+        ("size=", "no size="),
+    ] {
+        let (code, out, err) = run(&["plan", "--from", "cloud-hypervisor", option]);
+        assert_eq!(code, 2, "{option}: {out}");
+        assert!(err.contains(expect), "{option}: {err}");
+    }
+}
