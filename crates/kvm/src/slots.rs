@@ -49,7 +49,9 @@ struct Registered {
 
 /// The last region deleted from KVM, kept until the next change: if a listener after this
 /// one refuses the removal, the address space undoes it by inserting the same region again,
-/// and the slot comes back as it was — its flags, and the dirty log KVM dropped with it.
+/// and the slot comes back as it was — its flags, and the dirty log KVM dropped with it. (A
+/// deletion that undoes a refused insertion is not kept: inserting the region again after
+/// that, with the same generation, is a fresh insertion.)
 struct Removed {
     slot: u32,
     /// The generation of the removal's event. The undo carries the same one; a removal that
@@ -71,6 +73,12 @@ pub(crate) struct State {
     by_base: BTreeMap<u64, u32>,
     /// See [`Removed`].
     removed: Option<Removed>,
+    /// The slot and generation of the insertion just made, kept until the next change: a
+    /// removal of that slot with that generation right after it is its undo (a listener after
+    /// this one refused the insertion, which never took effect), not a removal to keep for
+    /// undoing. A removal that went through carries a later generation than the insertion
+    /// of the region it removes, which was published.
+    inserted: Option<(u32, u64)>,
     /// Dirty logs saved across a removal that was undone, by slot: merged into the next fetch.
     pending: BTreeMap<u32, Vec<u64>>,
 }
@@ -112,6 +120,10 @@ enum Op {
 /// One `MemorySlots` per VM: KVM slot numbers are the space's, so a second address space
 /// attached to the same VM would move or replace the first one's slots in KVM (never leaving
 /// KVM with memory nobody holds, but no longer in sync).
+///
+/// Its methods may be called from a region listener of the space (one added after it sees a
+/// new region registered already). Attaching or dropping it there panics instead: that adds
+/// or removes a listener of the space during a change (see `memvisor_space::RegionListener`).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -282,8 +294,9 @@ impl Shared {
             return Ok(());
         }
         let base = region.base().0;
-        // Only the change right after a removal can be its undo.
+        // Only the change right after a removal (an insertion) can be its undo.
         let removed = state.removed.take();
+        let inserted = state.inserted.take();
         match kind {
             ChangeKind::Inserted => {
                 if slot >= self.limit {
@@ -320,8 +333,14 @@ impl Shared {
                     },
                 );
                 state.by_base.insert(base, slot);
-                if let Some(dirty) = undo.and_then(|u| u.dirty) {
-                    state.pending.insert(slot, dirty);
+                match undo {
+                    Some(undo) => {
+                        if let Some(dirty) = undo.dirty {
+                            state.pending.insert(slot, dirty);
+                        }
+                    }
+                    // The undo of a removal ends its change; a fresh insertion may be undone.
+                    None => state.inserted = Some((slot, generation)),
                 }
             }
             ChangeKind::Removed => {
@@ -351,6 +370,11 @@ impl Shared {
                 state.slots.remove(&slot);
                 state.by_base.remove(&base);
                 state.pending.remove(&slot);
+                if inserted == Some((slot, generation)) {
+                    // The undo of the insertion just made: the region goes as if it had never
+                    // come, and inserting it again is a fresh insertion.
+                    return Ok(());
+                }
                 state.removed = Some(Removed {
                     slot,
                     generation,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Region, RegionEvent, RegionSpec, RegionType};
+use memvisor_space::{AddressSpace, Region, RegionEvent, RegionListener, RegionSpec, RegionType};
 use support::{MIB, kvm_or_skip, layout};
 use vm_memory::GuestAddress;
 
@@ -276,4 +276,48 @@ fn attach_during_concurrent_changes_ends_in_agreement() {
     // And it keeps following afterwards.
     space.insert_region(backed(64 * page, page)).unwrap();
     assert_eq!(slots.registered(), expected(&space));
+}
+
+#[test]
+fn region_inserted_again_after_its_insertion_was_refused_is_a_fresh_slot() {
+    let Some(kvm) =
+        kvm_or_skip("region_inserted_again_after_its_insertion_was_refused_is_a_fresh_slot")
+    else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .plan()
+        .unwrap();
+    let slots = Arc::new(MemorySlots::attach(Arc::clone(&vm), &space).unwrap());
+    // A listener after KVM's that turns dirty logging on for the new slot, then refuses the
+    // first insertion (the slot is KVM's by then, so the refusal takes it out of KVM again).
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, once) = (Arc::clone(&slots), Arc::clone(&refused));
+    let listener: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
+        if e.kind == memvisor_space::ChangeKind::Inserted
+            && !once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            s.set_dirty_logging(e.region.base(), true)?;
+            return Err("not now".into());
+        }
+        Ok(())
+    });
+    space.add_listener(Arc::clone(&listener));
+    let region = backed(MIB, MIB);
+    assert!(space.insert_region(Arc::clone(&region)).is_err());
+    assert!(slots.is_empty());
+    // The same region again: a fresh insertion, not the undo of the refused one's undo. The
+    // slot starts as any inserted slot does, without dirty logging.
+    space.insert_region(Arc::clone(&region)).unwrap();
+    assert_eq!(slots.registered(), expected(&space));
+    assert_eq!(slots.registered()[0].3, 0);
+    assert!(slots.fetch_dirty_log(GuestAddress(MIB)).is_err());
+    // The listener holds `slots`: take it out, so that dropping `slots` deletes the slot.
+    space.remove_listener(&listener);
+    drop(listener);
+    drop(slots);
+    drop(vm);
+    drop(region);
 }

@@ -374,6 +374,17 @@ pub enum Error {
         #[source]
         source: ListenerError,
     },
+    /// A region listener called a method that changes the address space it is being told a
+    /// change of ([`insert_region`](crate::AddressSpace::insert_region),
+    /// [`remove_region`](crate::AddressSpace::remove_region), [`plug`](crate::AddressSpace::plug)):
+    /// the change in progress holds the writer lock until its listeners return, so the call
+    /// could never go through. Nothing was done; a listener that passes this error on refuses
+    /// the change in progress.
+    #[error("{op} was called by a listener of the same address space during a change")]
+    ListenerReentry {
+        /// The method called, as `AddressSpace::insert_region`.
+        op: &'static str,
+    },
     /// A window that gets host memory (a hotplug window) does not start or end on a host page
     /// boundary, so its slots could not be mapped where the guest expects them.
     #[error(

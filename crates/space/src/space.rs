@@ -1,8 +1,9 @@
 //! [`AddressSpace`]: the hotplug handle. Readers take lock-free immutable [`Snapshot`]s;
 //! writers are serialized by a mutex, build the next snapshot, tell the listeners and publish.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -59,6 +60,17 @@ pub struct RegionEvent<'a> {
 /// and then the panic is resumed in the caller. (A panic is a bug in the listener, so it is not
 /// turned into an error; but the address space and the listeners that did not panic stay in
 /// step, and the address space stays usable once the caller catches the panic.)
+///
+/// A listener may read the address space it listens to ([`AddressSpace::snapshot`],
+/// [`memory`](AddressSpace::memory), [`find_region`](AddressSpace::find_region)), and sees it
+/// as it was before the change. It cannot change it: the change in progress holds the writer
+/// lock until its listeners return, so [`insert_region`](AddressSpace::insert_region),
+/// [`remove_region`](AddressSpace::remove_region) and [`plug`](AddressSpace::plug) called from
+/// a listener of the same space return [`Error::ListenerReentry`] at once (pass it on to refuse
+/// the change), and [`add_listener`](AddressSpace::add_listener) and
+/// [`remove_listener`](AddressSpace::remove_listener) panic, rather than wait for that lock
+/// forever. A listener may change another address space, unless a listener of that one changes
+/// this one from another thread at the same time: each change would wait for the other's lock.
 pub trait RegionListener: Send + Sync {
     /// Handles one change.
     ///
@@ -95,6 +107,46 @@ impl Current {
         // `ArcSwap` (kept alive by the `AddressSpace` whose lock it is) holds this snapshot
         // until the borrow ends (see `Current`); only shared references are made.
         unsafe { &*self.0 }
+    }
+}
+
+thread_local! {
+    /// The writer locks this thread holds, by the address of their mutex. A listener runs
+    /// under its space's writer lock: a writer method of that space called from it finds its
+    /// lock here and fails instead of waiting for itself.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The writer lock of an address space, held by this thread (and recorded in [`HELD`] while
+/// held).
+struct WriterLock<'a> {
+    guard: MutexGuard<'a, Writer>,
+    key: usize,
+}
+
+impl Deref for WriterLock<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        &self.guard
+    }
+}
+
+impl DerefMut for WriterLock<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.guard
+    }
+}
+
+impl Drop for WriterLock<'_> {
+    fn drop(&mut self) {
+        // `try_with`: a lock dropped while the thread's locals are torn down has nothing to
+        // take out.
+        let _ = HELD.try_with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(i) = held.iter().rposition(|&k| k == self.key) {
+                held.swap_remove(i);
+            }
+        });
     }
 }
 
@@ -445,13 +497,23 @@ impl AddressSpace {
     }
 
     /// Adds a listener, told of every later change.
+    ///
+    /// # Panics
+    /// If called by a listener of this address space during a change (see
+    /// [`RegionListener`]).
     pub fn add_listener(&self, listener: Arc<dyn RegionListener>) {
-        self.lock().listeners.push(listener);
+        self.lock_or_panic("AddressSpace::add_listener")
+            .listeners
+            .push(listener);
     }
 
     /// Removes a listener added with [`add_listener`](Self::add_listener) (the same `Arc`), so
     /// it is told of no later change. Waits for a change in progress to finish. Returns whether
     /// the listener was there.
+    ///
+    /// # Panics
+    /// If called by a listener of this address space during a change (see
+    /// [`RegionListener`]).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -467,30 +529,49 @@ impl AddressSpace {
     /// # Ok::<(), memvisor_space::Error>(())
     /// ```
     pub fn remove_listener(&self, listener: &Arc<dyn RegionListener>) -> bool {
-        let mut writer = self.lock();
+        let mut writer = self.lock_or_panic("AddressSpace::remove_listener");
         let before = writer.listeners.len();
         writer.listeners.retain(|l| !Arc::ptr_eq(l, listener));
         writer.listeners.len() != before
     }
 
-    fn lock(&self) -> MutexGuard<'_, Writer> {
+    /// Takes the writer lock for `op`.
+    ///
+    /// # Errors
+    /// [`Error::ListenerReentry`] if this thread holds it already: only a listener of a change
+    /// in progress can call a writer method then, and waiting would never end.
+    fn lock(&self, op: &'static str) -> Result<WriterLock<'_>> {
+        let key = Arc::as_ptr(&self.writer).addr();
+        if HELD
+            .try_with(|held| held.borrow().contains(&key))
+            .unwrap_or(false)
+        {
+            return Err(Error::ListenerReentry { op });
+        }
         // A panicking listener leaves the writer state as it was before the change (nothing
         // is committed before the listeners succeed), so a poisoned lock is still consistent.
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        let guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = HELD.try_with(|held| held.borrow_mut().push(key));
+        Ok(WriterLock { guard, key })
+    }
+
+    /// [`lock`](Self::lock) for a method that returns no error: panics with its error.
+    fn lock_or_panic(&self, op: &'static str) -> WriterLock<'_> {
+        self.lock(op).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Adds a prepared region ([`Region::plan`], [`Region::back`]).
     ///
     /// # Errors
     /// As [`Layout::check`]; [`Error::Overlap`] with a region already there;
-    /// [`Error::NoSlotNumber`]; [`Error::Listener`]. The address space is unchanged after an
-    /// error.
+    /// [`Error::NoSlotNumber`]; [`Error::Listener`]; [`Error::ListenerReentry`] when called by
+    /// a listener of this address space. The address space is unchanged after an error.
     ///
     /// # Panics
     /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
     /// [`RegionListener`]).
     pub fn insert_region(&self, region: Arc<Region>) -> Result<()> {
-        let mut writer = self.lock();
+        let mut writer = self.lock("AddressSpace::insert_region")?;
         self.insert_locked(&mut writer, region)
     }
 
@@ -535,14 +616,14 @@ impl AddressSpace {
     /// stays mapped until the last snapshot holding it is dropped.
     ///
     /// # Errors
-    /// [`Error::RegionNotFound`]; [`Error::Listener`]. The address space is unchanged after an
-    /// error.
+    /// [`Error::RegionNotFound`]; [`Error::Listener`]; [`Error::ListenerReentry`] when called
+    /// by a listener of this address space. The address space is unchanged after an error.
     ///
     /// # Panics
     /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
     /// [`RegionListener`]).
     pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
-        let mut writer = self.lock();
+        let mut writer = self.lock("AddressSpace::remove_region")?;
         let generation = writer.generation + 1;
         let current = writer.current.get();
         let removal = current.find_removal(base, size)?;
@@ -584,7 +665,7 @@ impl AddressSpace {
                 reason: "only hot-pluggable regions with memory are plugged",
             });
         }
-        let mut writer = self.lock();
+        let mut writer = self.lock("AddressSpace::plug")?;
         let current = writer.current.get();
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
@@ -1031,7 +1112,10 @@ mod tests {
 
     /// Whether the writer state's snapshot is the one readers get.
     fn writer_sees_published(space: &AddressSpace) -> bool {
-        std::ptr::eq(space.lock().current.get(), Arc::as_ptr(&space.snapshot()))
+        std::ptr::eq(
+            space.lock("test").unwrap().current.get(),
+            Arc::as_ptr(&space.snapshot()),
+        )
     }
 
     #[test]
