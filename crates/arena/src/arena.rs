@@ -142,7 +142,9 @@ pub struct ArenaStats {
     pub held_chunks: usize,
     /// Chunks no client holds.
     pub free_chunks: usize,
-    /// Free chunks whose memory is still committed (cached for the next taker).
+    /// Free chunks that clients held before and whose memory is still committed (cached for
+    /// the next taker). Chunks never handed out do not count, even over a caller's or heap
+    /// memory, which is committed throughout.
     pub cached_chunks: usize,
     /// Bytes in chunks no client holds.
     pub free_bytes: usize,

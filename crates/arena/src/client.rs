@@ -348,11 +348,12 @@ impl<'a> Client<'a> {
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
     /// beyond [`Arena::max_block_size`], [`Error::QuotaExceeded`] if the block would take the
     /// client over its quota, [`Error::OutOfMemory`] if the arena has no chunk left that fits
-    /// it, [`Error::Vmem`] if committing a chunk fails. Nothing changes on error, except that
-    /// an allocation refused for lack of room (quota, memory) may first have freed the blocks
-    /// other threads freed through the arena and honoured a trim request (work every
-    /// allocation that misses the caches does); one refused for its alignment or size does
-    /// neither.
+    /// it (for a block over a chunk, no run of that many contiguous free chunks), [`Error::Vmem`]
+    /// if committing a chunk fails. Nothing changes on error, except that an allocation refused
+    /// for lack of room (quota, memory) may first have freed the blocks other threads freed
+    /// through the arena and honoured a trim request (work every allocation that misses the
+    /// caches does), and one refused for want of a chunk asks the other clients to trim (see
+    /// [`Arena::trim`]); one refused for its alignment or size does none of these.
     #[inline]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         self.alloc_sized(layout).map(|(p, _)| p)

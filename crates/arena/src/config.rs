@@ -46,8 +46,9 @@ impl Flags {
     /// it in (its first word holds the link until then); blocks still live when their client
     /// is deleted are not filled (their chunks go back whole).
     pub const POISON: Self = Self(1 << 3);
-    /// The arena keeps block-level totals (used bytes, live blocks) across all clients; this
-    /// costs one atomic add per allocation and per free. Client statistics are always kept.
+    /// The arena keeps block-level totals (used bytes, live blocks, cached bytes, chunks
+    /// without a live block) across all clients; this costs a few relaxed atomic adds per
+    /// allocation and per free. Client statistics are always kept.
     pub const STATISTICS: Self = Self(1 << 4);
 
     const NAMES: [(Self, &'static str); 5] = [
@@ -182,8 +183,9 @@ impl Config {
     }
 
     /// Sets the chunk size: a power of two from 64 KiB to 64 MiB. A client takes memory from
-    /// the arena a chunk at a time, and the largest block is a chunk (half a chunk with
-    /// [`Flags::GUARD`]).
+    /// the arena a chunk at a time; a block larger than a chunk is a run of whole contiguous
+    /// chunks, up to the whole arena, except with [`Flags::GUARD`], where the largest block is
+    /// half a chunk ([`Arena::max_block_size`](crate::Arena::max_block_size) says what holds).
     #[must_use]
     pub const fn with_chunk_size(mut self, size: usize) -> Self {
         self.chunk_size = size;

@@ -1,7 +1,10 @@
 //! [`Error`]: everything that can go wrong in this crate.
 
 /// Everything that can go wrong in this crate. Every variant carries the values that caused
-/// it; a failed operation leaves the arena and the client exactly as they were.
+/// it; a failed operation leaves the arena and the client as they were, except for what its
+/// own documentation lists (an allocation refused for lack of room, for instance, may first
+/// have taken in the blocks freed through the arena, honoured a trim request and asked the
+/// other clients to trim: see [`Client::alloc`](crate::Client::alloc)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -66,7 +69,9 @@ pub enum Error {
         /// The asked alignment.
         align: usize,
     },
-    /// A block of this size is larger than any block a chunk can hold.
+    /// A block of this size is larger than the arena's largest block
+    /// ([`Arena::max_block_size`](crate::Arena::max_block_size): the whole arena, or half a
+    /// chunk with [`Flags::GUARD`](crate::Flags::GUARD)).
     #[error("allocation of {size:#x} bytes exceeds the largest block of {max:#x} bytes")]
     TooLarge {
         /// The requested size.
@@ -94,10 +99,16 @@ pub enum Error {
         /// The client's quota.
         quota: usize,
     },
-    /// No free chunk is left in the arena and the client's own chunks cannot fit the block.
+    /// The client's own chunks cannot fit the block and the arena has no free chunk left (for
+    /// a block larger than a chunk: no run of that many contiguous free chunks, although
+    /// other chunks may be free); or the global allocator refused heap backing memory
+    /// ([`Backing::heap`](crate::Backing::heap)).
     #[error("out of memory: no chunk left for a block of {requested:#x} bytes")]
     OutOfMemory {
-        /// Bytes the allocation needs.
+        /// Bytes the allocation needed from the arena: the block's size rounded up to whole
+        /// buddy pages, the whole slab for a small block that needed a new one, the requested
+        /// size for a block larger than a chunk; the length asked of the global allocator for
+        /// heap backing memory.
         requested: usize,
     },
     /// The host's allocator refused memory the arena keeps outside its backing: its side

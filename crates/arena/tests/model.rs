@@ -1,6 +1,7 @@
-//! Model-based property test: random client creation, allocation, good and bad frees and
-//! client deletion over several clients of one arena, checked after every step against a map
-//! of live blocks: no overlap, isolation (ownership answers and block contents), alignment,
+//! Model-based property test: random client creation, allocation, reallocation through
+//! [`Allocator`], good and bad frees and client deletion over several clients of one arena
+//! (every flag, several minimum block sizes and alignments), checked after every step against a
+//! map of live blocks: no overlap, isolation (ownership answers and block contents), alignment,
 //! sizes, errors that change nothing, and statistics.
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -9,6 +10,7 @@ use std::alloc::Layout;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
+use allocator_api2::alloc::Allocator;
 use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, Quota};
 use proptest::prelude::*;
 
@@ -48,6 +50,17 @@ enum Op {
         client: usize,
         pick: usize,
     },
+    /// `Allocator::grow` or `Allocator::shrink` of a live block to `size` bytes.
+    Realloc {
+        client: usize,
+        pick: usize,
+        size: usize,
+    },
+    /// Takes the largest block the client's statistics say it has room for, and the largest
+    /// block the arena's statistics say a new client could get.
+    Largest {
+        client: usize,
+    },
     Trim {
         client: usize,
     },
@@ -83,25 +96,62 @@ fn op() -> impl Strategy<Value = Op> {
         1 => client.clone().prop_map(|client| Op::Delete { client }),
         2 => (client.clone(), any::<usize>())
             .prop_map(|(client, pick)| Op::RemoteFree { client, pick }),
+        2 => (
+            client.clone(),
+            any::<usize>(),
+            prop_oneof![
+                2 => 1usize..=2048,
+                1 => 2049usize..=70_000,
+                1 => 70_001usize..=3 * CHUNK,
+            ],
+        )
+            .prop_map(|(client, pick, size)| Op::Realloc { client, pick, size }),
+        1 => client.clone().prop_map(|client| Op::Largest { client }),
         1 => client.prop_map(|client| Op::Trim { client }),
         1 => Just(Op::ArenaTrim),
     ]
 }
 
+/// Every combination of flags (without the `std` feature, or under Miri, which has no
+/// reservations, those that need none).
 fn flags() -> impl Strategy<Value = Flags> {
-    (0u32..8).prop_map(|bits| {
-        let mut flags = Flags::empty();
-        if bits & 1 != 0 {
-            flags |= Flags::ZERO;
+    (0u32..32).prop_map(|bits| {
+        let flags = Flags::from_bits_truncate(bits) & Arena::supported_flags();
+        if cfg!(miri) {
+            flags & !(Flags::DECOMMIT | Flags::GUARD)
+        } else {
+            flags
         }
-        if bits & 2 != 0 {
-            flags |= Flags::POISON;
-        }
-        if bits & 4 != 0 {
-            flags |= Flags::STATISTICS;
-        }
-        flags
     })
+}
+
+/// An arena of [`CHUNKS`] chunks: over a reservation with [`Flags::DECOMMIT`] or
+/// [`Flags::GUARD`], over heap memory otherwise.
+fn make_arena(flags: Flags, min_block: usize, align: usize) -> Arena {
+    let config = Config::new()
+        .with_chunk_size(CHUNK)
+        .with_min_block(min_block)
+        .with_alignment(align)
+        .with_flags(flags);
+    #[cfg(feature = "std")]
+    if flags.contains(Flags::DECOMMIT) || flags.contains(Flags::GUARD) {
+        return Arena::with_reservation(CHUNKS * CHUNK, config).unwrap();
+    }
+    // Room for the 4 KiB-aligned start to be rounded up to `align`, and not for one more chunk.
+    let pad = align.max(4096) - 4096;
+    Arena::new(Backing::heap(CHUNKS * CHUNK + pad, 4096).unwrap(), config).unwrap()
+}
+
+/// Whether the byte at `addr` may be read: inside the arena's memory and, over a reservation,
+/// committed (a chunk given back with `DECOMMIT` is not).
+fn readable(arena: &Arena, addr: usize) -> bool {
+    #[cfg(feature = "std")]
+    if let Some(r) = arena.backing().reservation() {
+        let off = addr - arena.backing().as_ptr() as usize;
+        let page = r.page_size();
+        return r.is_committed(off / page * page, page).unwrap();
+    }
+    arena.contains(addr as *const u8)
 }
 
 /// A live block as the model knows it.
@@ -240,9 +290,9 @@ fn nth_live(slot: &Slot<'_>, pick: usize) -> Option<(usize, Live)> {
         .map(|(&a, &l)| (a, l))
 }
 
-fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
-    let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
-    let arena = Arena::new(Backing::heap(CHUNKS * CHUNK, 4096).unwrap(), config).unwrap();
+fn run(flags: Flags, min_block: usize, align: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    let arena = make_arena(flags, min_block, align);
+    let flags = arena.accepted_flags();
     prop_assert_eq!(arena.chunk_count(), CHUNKS);
     let mut slots: Vec<Option<Slot<'_>>> = (0..MAX_CLIENTS).map(|_| None).collect();
     let mut next_tag = 1u8;
@@ -349,7 +399,10 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                 // SAFETY: a live block of this client, not used after this.
                 let freed = unsafe { slot.client.free(NonNull::new(addr as *mut u8).unwrap()) };
                 prop_assert_eq!(freed, Ok(live.size));
-                if flags.contains(Flags::POISON) && live.size > 8 {
+                if flags.contains(Flags::POISON)
+                    && live.size > 8
+                    && readable(&arena, addr + live.size - 1)
+                {
                     // SAFETY: the memory stays in the arena; reading it is only done to check
                     // the poison, with nothing else running.
                     let byte = unsafe { (addr as *const u8).add(live.size - 1).read() };
@@ -439,6 +492,124 @@ fn run(flags: Flags, ops: &[Op]) -> Result<(), TestCaseError> {
                 slot.pending.push((addr, live.size));
                 slot.used -= live.size;
             }
+            Op::Realloc { client, pick, size } => {
+                let Some(slot) = slots[*client].as_mut() else {
+                    continue;
+                };
+                let Some((addr, live)) = nth_live(slot, *pick) else {
+                    continue;
+                };
+                // The layout the allocator sees (a zero-sized request got a block too).
+                let old = Layout::from_size_align(live.requested.max(1), live.align).unwrap();
+                let new = Layout::from_size_align(*size, live.align).unwrap();
+                let p = NonNull::new(addr as *mut u8).unwrap();
+                let before = slot.client.stats();
+                // SAFETY: a live block of this client of at least `old.size()` bytes aligned to
+                // `old.align()`; not used after a successful call.
+                let result = unsafe {
+                    if new.size() >= old.size() {
+                        slot.client.grow(p, old, new)
+                    } else {
+                        slot.client.shrink(p, old, new)
+                    }
+                };
+                let Ok(q) = result else {
+                    // The old block stays as it was (`check` reads its contents).
+                    prop_assert!(
+                        slot.client.owns(p.as_ptr()),
+                        "failed realloc freed the block"
+                    );
+                    prop_assert_eq!(slot.client.stats().allocations, before.allocations);
+                    check(&arena, &mut slots)?;
+                    continue;
+                };
+                let q = q.cast::<u8>().as_ptr();
+                let got = slot.client.size_of(q).unwrap();
+                prop_assert!(got >= *size);
+                prop_assert_eq!(q as usize % live.align, 0, "alignment");
+                if q as usize != addr {
+                    prop_assert!(!slot.client.owns(p.as_ptr()), "old block not freed");
+                }
+                // The bytes both blocks have are kept, and with ZERO the rest reads as zero.
+                let kept = live.requested.min(*size);
+                for at in [0, live.requested / 2, live.requested.saturating_sub(1)] {
+                    if at < kept {
+                        // SAFETY: inside the new block, live.
+                        prop_assert_eq!(unsafe { q.add(at).read() }, live.tag, "contents lost");
+                    }
+                }
+                if flags.contains(Flags::ZERO) {
+                    // SAFETY: the new block is live and holds `got` bytes.
+                    let bytes = unsafe { std::slice::from_raw_parts(q, got) };
+                    prop_assert!(
+                        bytes[old.size().min(new.size())..].iter().all(|&b| b == 0),
+                        "not zeroed past the copied bytes"
+                    );
+                }
+                slot.live.remove(&addr);
+                slot.freed.push(addr);
+                slot.used -= live.size;
+                next_tag = next_tag.wrapping_add(1).max(1);
+                tag_block(q, *size, next_tag);
+                let q = q as usize;
+                slot.freed.retain(|&a| a != q);
+                slot.live.insert(
+                    q,
+                    Live {
+                        size: got,
+                        requested: *size,
+                        align: live.align,
+                        tag: next_tag,
+                    },
+                );
+                slot.used += got;
+            }
+            Op::Largest { client } => {
+                // A new client gets the largest block the arena's statistics promise.
+                let largest = arena.stats().largest_free_block;
+                if largest > 0 {
+                    let fresh = arena.create_client(Quota::UNLIMITED).unwrap();
+                    let got = fresh.alloc(Layout::from_size_align(largest, 16).unwrap());
+                    prop_assert!(got.is_ok(), "a new client cannot get {largest}: {got:?}");
+                    arena.delete_client(fresh);
+                }
+                let Some(slot) = slots[*client].as_mut() else {
+                    continue;
+                };
+                // A block of buddy pages (over 2 KiB) no larger and aligned to no more than
+                // the largest free run the client's statistics report takes no chunk. (Cached
+                // blocks serve only their own order, so the promise is about free runs.)
+                let stats = slot.client.stats();
+                let largest = stats.largest_free_block;
+                let room = slot
+                    .quota
+                    .is_none_or(|quota| stats.used_bytes + largest <= quota);
+                if stats.cached_bytes != 0 || largest <= 2048 || !room {
+                    continue;
+                }
+                let align = largest.min(arena.max_alignment());
+                let held = arena.stats().held_chunks;
+                let layout = Layout::from_size_align(largest, align).unwrap();
+                let result = slot.client.alloc_sized(layout);
+                prop_assert!(result.is_ok(), "largest free block {largest}: {result:?}");
+                let (p, got) = result.unwrap();
+                // Taking in blocks freed through the arena may give chunks back.
+                prop_assert!(arena.stats().held_chunks <= held, "took a chunk");
+                next_tag = next_tag.wrapping_add(1).max(1);
+                tag_block(p.as_ptr(), largest, next_tag);
+                let addr = p.as_ptr() as usize;
+                slot.freed.retain(|&a| a != addr);
+                slot.live.insert(
+                    addr,
+                    Live {
+                        size: got,
+                        requested: largest,
+                        align,
+                        tag: next_tag,
+                    },
+                );
+                slot.used += got;
+            }
             Op::Trim { client } => {
                 let Some(slot) = slots[*client].as_mut() else {
                     continue;
@@ -478,8 +649,10 @@ proptest! {
     #[test]
     fn model_random_ops_match_oracle(
         flags in flags(),
+        min_block in prop_oneof![Just(16usize), Just(32), Just(256)],
+        align in prop_oneof![Just(16usize), Just(64), Just(4096), Just(CHUNK)],
         ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 24 } else { 60 }),
     ) {
-        run(flags, &ops)?;
+        run(flags, min_block, align, &ops)?;
     }
 }
