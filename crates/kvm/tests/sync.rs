@@ -8,10 +8,19 @@ mod support;
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
+use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, Region, RegionEvent, RegionListener, RegionSpec, RegionType};
 use support::{MIB, kvm_or_skip, layout};
 use vm_memory::GuestAddress;
+
+/// An address space of the test layout with as many slot numbers as `vm` accepts.
+fn space_for(vm: &VmFd) -> AddressSpace {
+    AddressSpace::builder(layout())
+        .slots(slot_limit(vm))
+        .plan()
+        .unwrap()
+}
 
 fn backed(base: u64, size: u64) -> Arc<Region> {
     Arc::new(
@@ -67,10 +76,7 @@ fn insert_kvm_refuses_rolls_space_back() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let space = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .plan()
-        .unwrap();
+    let space = space_for(&vm);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     // Memory KVM already has at 16 MiB, unknown to the space: KVM refuses an overlap.
     let foreign = backed(16 * MIB, MIB);
@@ -114,10 +120,7 @@ fn later_listener_refuses_slot_leaves_kvm_again() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let space = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .plan()
-        .unwrap();
+    let space = space_for(&vm);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
         if e.region.base().0 == 0 {
@@ -201,10 +204,7 @@ fn region_inserted_again_after_its_removal_went_through_is_a_fresh_slot() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let space = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .plan()
-        .unwrap();
+    let space = space_for(&vm);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     let region = backed(MIB, MIB);
     space.insert_region(Arc::clone(&region)).unwrap();
@@ -240,10 +240,7 @@ fn attach_during_concurrent_changes_ends_in_agreement() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let space = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .plan()
-        .unwrap();
+    let space = space_for(&vm);
     let page = memvisor_vmem::page_size() as u64;
     let writer = {
         let space = space.clone();
@@ -286,10 +283,7 @@ fn region_inserted_again_after_its_insertion_was_refused_is_a_fresh_slot() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let space = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .plan()
-        .unwrap();
+    let space = space_for(&vm);
     let slots = Arc::new(MemorySlots::attach(Arc::clone(&vm), &space).unwrap());
     // A listener after KVM's that turns dirty logging on for the new slot, then refuses the
     // first insertion (the slot is KVM's by then, so the refusal takes it out of KVM again).
