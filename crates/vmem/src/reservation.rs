@@ -597,13 +597,13 @@ impl Reservation {
         let pages = self.check(offset, len)?;
         self.no_guard(pages)?;
         // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
-        // access back while the bitmaps still tell which they are. A range with another source
-        // mapped over part of it is replaced whole by fresh read-write pages instead (raising
-        // a read-only file mapping's access would be refused).
-        if self.mapped.first_set(pages.first, pages.count).is_none() {
-            self.restore_sparse_access(pages)
-                .map_err(|e| e.during(Operation::Decommit))?;
-        }
+        // access back while the bitmaps still tell which they are. Runs with another source
+        // mapped over them are replaced by fresh read-write pages instead (raising a read-only
+        // file mapping's access would be refused).
+        self.for_each_run(&self.mapped, false, pages, |own| {
+            self.restore_sparse_access(own)
+        })
+        .map_err(|e| e.during(Operation::Decommit))?;
         // SAFETY: the caller vouches that nothing refers to the range's contents.
         unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Decommit))
     }
@@ -626,18 +626,30 @@ impl Reservation {
         let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
         let replaced = self.mode == CommitMode::Protected
             || self.mapped.first_set(pages.first, pages.count).is_some();
-        if self.mapped.first_set(pages.first, pages.count).is_some() {
-            // Another source is mapped over part of the range: put the reservation's own
-            // pages back (in sparse mode `MADV_DONTNEED` would keep the source mapped).
+        if self.mode == CommitMode::Protected {
             // SAFETY: the range is inside the reservation; the caller vouches that nothing
-            // refers to its contents.
-            unsafe { sys::replace(ptr, len, self.mode) }?;
-            self.mapped.clear_range(pages.first, pages.count);
-            self.shared.clear_range(pages.first, pages.count);
-        } else {
-            // SAFETY: as above.
+            // refers to its contents. This replaces the whole range, mapped runs included.
             unsafe { sys::decommit(ptr, len, self.mode) }?;
+        } else {
+            // Only the runs another source is mapped over get the reservation's own pages
+            // back (`MADV_DONTNEED` would keep the source mapped); the reservation's own
+            // pages keep their mapping, and with it their NUMA policy.
+            self.for_each_run(&self.mapped, false, pages, |own| {
+                let (ptr, len) = (self.at(own.first * self.page), own.count * self.page);
+                // SAFETY: as above.
+                unsafe { sys::decommit(ptr, len, self.mode) }
+            })?;
         }
+        self.for_each_run(&self.mapped, true, pages, |run| {
+            if self.mode != CommitMode::Protected {
+                let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
+                // SAFETY: as above.
+                unsafe { sys::replace(ptr, len, self.mode) }?;
+            }
+            self.mapped.clear_range(run.first, run.count);
+            self.shared.clear_range(run.first, run.count);
+            Ok(())
+        })?;
         let removed = self.committed.clear_range(pages.first, pages.count);
         self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         self.writable.clear_range(pages.first, pages.count);

@@ -380,6 +380,56 @@ fn bind_numa_checks_nodes_and_applies_policy() {
     r.bind_numa(0, page(), NumaPolicy::Bind, &[0]).unwrap();
 }
 
+/// The NUMA policy `/proc/self/numa_maps` shows for the mapping that holds `addr`.
+fn numa_policy_at(addr: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/numa_maps").unwrap();
+    let mut found = None;
+    for line in maps.lines() {
+        let mut words = line.split_whitespace();
+        let start = usize::from_str_radix(words.next().unwrap_or(""), 16).unwrap();
+        if start <= addr {
+            found = words.next().map(str::to_owned);
+        }
+    }
+    found.unwrap_or_else(|| panic!("no mapping at {addr:#x}"))
+}
+
+#[test]
+fn sparse_decommit_over_a_mapped_page_keeps_policy_of_own_pages() {
+    let mut r = reserve(CommitMode::Sparse, 4);
+    match r.bind_numa(0, 4 * page(), NumaPolicy::Preferred, &[0]) {
+        Ok(()) => {}
+        // A kernel built without NUMA.
+        Err(Error::Os { source, .. }) if source.raw() == libc::ENOSYS => return,
+        Err(e) => panic!("{e}"),
+    }
+    r.commit(0, 4 * page()).unwrap();
+    r.map(
+        page(),
+        page(),
+        MapSource::AnonymousPrivate,
+        Protection::Read,
+        None,
+    )
+    .unwrap();
+    r.protect(2 * page(), page(), Protection::Read).unwrap();
+    let base = r.as_ptr() as usize;
+    r.decommit(0, 4 * page()).unwrap();
+    // Only the page `map` replaced lost the policy; the reservation's own pages keep it.
+    for at in [0, 2, 3] {
+        assert_eq!(numa_policy_at(base + at * page()), "prefer:0", "page {at}");
+    }
+    assert_eq!(numa_policy_at(base + page()), "default");
+    // Every page is the reservation's own again: uncommitted and read-write underneath.
+    for at in 0..4 {
+        assert_eq!(&mapping_at(base + at * page()).0[..3], "rw-", "page {at}");
+    }
+    r.commit(0, 4 * page()).unwrap();
+    r.prefault(0, 4 * page()).unwrap();
+    // SAFETY: committed read-write; decommitted pages read zero.
+    assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 0);
+}
+
 #[test]
 fn advise_dontfork_and_dontdump_reach_the_kernel() {
     let r = Reservation::new(4 * page()).unwrap();

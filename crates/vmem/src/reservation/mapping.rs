@@ -324,8 +324,10 @@ impl Reservation {
     /// Sets the NUMA memory policy of the range (Linux `mbind`) for the given node numbers;
     /// with [`NumaPolicy::Bind`] pages already present move to those nodes. Contents are kept.
     /// The range need not be committed; the policy applies to pages committed later too, until
-    /// a decommit in [`CommitMode::Protected`](crate::CommitMode::Protected) or a
-    /// [`map`](Self::map) replaces the pages.
+    /// a decommit or guard in [`CommitMode::Protected`](crate::CommitMode::Protected) or a
+    /// [`map`](Self::map) replaces the pages (a later decommit of pages a `map` replaced keeps
+    /// them without it; the other pages of its range keep theirs in
+    /// [`CommitMode::Sparse`](crate::CommitMode::Sparse)).
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NumaNode`] for a node number of
