@@ -630,26 +630,26 @@ impl Reservation {
             // SAFETY: the range is inside the reservation; the caller vouches that nothing
             // refers to its contents. This replaces the whole range, mapped runs included.
             unsafe { sys::decommit(ptr, len, self.mode) }?;
+            self.mapped.clear_range(pages.first, pages.count);
+            self.shared.clear_range(pages.first, pages.count);
         } else {
-            // Only the runs another source is mapped over get the reservation's own pages
-            // back (`MADV_DONTNEED` would keep the source mapped); the reservation's own
-            // pages keep their mapping, and with it their NUMA policy.
+            // The reservation's own pages keep their mapping, and with it their NUMA policy;
+            // only the runs another source is mapped over get the reservation's own pages
+            // back (`MADV_DONTNEED` would keep the source mapped).
             self.for_each_run(&self.mapped, false, pages, |own| {
                 let (ptr, len) = (self.at(own.first * self.page), own.count * self.page);
                 // SAFETY: as above.
                 unsafe { sys::decommit(ptr, len, self.mode) }
             })?;
-        }
-        self.for_each_run(&self.mapped, true, pages, |run| {
-            if self.mode != CommitMode::Protected {
+            self.for_each_run(&self.mapped, true, pages, |run| {
                 let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
                 // SAFETY: as above.
                 unsafe { sys::replace(ptr, len, self.mode) }?;
-            }
-            self.mapped.clear_range(run.first, run.count);
-            self.shared.clear_range(run.first, run.count);
-            Ok(())
-        })?;
+                self.mapped.clear_range(run.first, run.count);
+                self.shared.clear_range(run.first, run.count);
+                Ok(())
+            })?;
+        }
         let removed = self.committed.clear_range(pages.first, pages.count);
         self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         self.writable.clear_range(pages.first, pages.count);
