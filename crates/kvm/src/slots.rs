@@ -95,6 +95,10 @@ pub(crate) struct Shared {
     limit: u32,
     readonly: bool,
     state: Mutex<State>,
+    /// Makes every slot deletion fail as if KVM refused it: KVM refuses a well-formed
+    /// deletion only when the kernel is out of memory, which a test cannot arrange.
+    #[cfg(test)]
+    refuse_deletions: std::sync::atomic::AtomicBool,
 }
 
 /// What a change does to KVM.
@@ -188,6 +192,8 @@ impl MemorySlots {
             limit,
             readonly,
             state: Mutex::new(State::default()),
+            #[cfg(test)]
+            refuse_deletions: std::sync::atomic::AtomicBool::new(false),
         });
         let mut state = shared.lock();
         let weak = Arc::downgrade(&shared);
@@ -366,7 +372,14 @@ impl Shared {
                     }
                     words
                 };
-                self.set(slot, region, flags, Op::Delete)?;
+                if let Err(e) = self.set(slot, region, flags, Op::Delete) {
+                    // KVM keeps the slot, but the fetch above cleared its log: what it gave
+                    // (with any log saved before, merged in above) goes into the next fetch.
+                    if let Some(words) = dirty {
+                        state.pending.insert(slot, words);
+                    }
+                    return Err(e);
+                }
                 state.slots.remove(&slot);
                 state.by_base.remove(&base);
                 state.pending.remove(&slot);
@@ -411,6 +424,21 @@ impl Shared {
             return Err(Error::TooBig { base, size });
         }
         let memory_size = if op == Op::Add { size } else { 0 };
+        #[cfg(test)]
+        if op == Op::Delete
+            && self
+                .refuse_deletions
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(Error::SetMemoryRegion {
+                slot,
+                base,
+                size: 0,
+                flags,
+                // ENOMEM: what KVM answers when it cannot allocate the new slot array.
+                source: kvm_ioctls::Error::new(12),
+            });
+        }
         let mem = kvm_userspace_memory_region {
             slot,
             flags,
@@ -485,6 +513,8 @@ impl memvisor_space::RegionListener for Listener {
 
 #[cfg(all(test, target_arch = "x86_64", not(miri)))]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use memvisor_space::{Layout, RegionSpec};
     use vm_memory::GuestAddress;
 
@@ -529,5 +559,78 @@ mod tests {
         drop(vm);
         // The listener left the space with the failed attach: the change goes through.
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+    }
+
+    /// Runs a real-mode guest at guest address 0 that writes one byte to `target` and halts.
+    fn guest_writes_byte(vm: &VmFd, space: &AddressSpace, target: u16) {
+        use vm_memory::Bytes;
+        let [low, high] = target.to_le_bytes();
+        // mov byte [target], 1; hlt
+        let code = [0xc6, 0x06, low, high, 0x01, 0xf4];
+        space.memory().write_slice(&code, GuestAddress(0)).unwrap();
+        let mut vcpu = vm.create_vcpu(0).unwrap();
+        let mut sregs = vcpu.get_sregs().unwrap();
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        sregs.ds.base = 0;
+        sregs.ds.selector = 0;
+        vcpu.set_sregs(&sregs).unwrap();
+        let mut regs = vcpu.get_regs().unwrap();
+        regs.rip = 0;
+        regs.rflags = 2;
+        vcpu.set_regs(&regs).unwrap();
+        match vcpu.run().unwrap() {
+            kvm_ioctls::VcpuExit::Hlt => {}
+            exit => panic!("unexpected exit {exit:?}"),
+        }
+    }
+
+    #[test]
+    fn remove_region_kvm_refuses_deletion_keeps_slot_and_dirty_log() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!(
+                "\n*** SKIPPED remove_region_kvm_refuses_deletion: /dev/kvm is not usable here ***\n"
+            );
+            return;
+        };
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        vm.set_tss_address(0xfffb_d000).unwrap();
+        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+        let (space, _) = AddressSpace::builder(layout)
+            .slots(slot_limit(&vm))
+            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
+            .back()
+            .unwrap();
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        slots.set_dirty_logging(GuestAddress(0), true).unwrap();
+        let before = slots.registered();
+        guest_writes_byte(&vm, &space, 0x3000);
+
+        // Refused twice before a fetch: the log fetched the first time is kept the second.
+        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        for _ in 0..2 {
+            let err = space.remove_region(GuestAddress(0), 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, memvisor_space::Error::Listener { base: 0, .. }),
+                "{err}"
+            );
+            assert_eq!(slots.registered(), before);
+            assert_eq!(space.snapshot().len(), 1);
+        }
+        slots
+            .shared
+            .refuse_deletions
+            .store(false, Ordering::Relaxed);
+        // KVM's log was fetched (and so cleared) before each refused deletion: the guest's
+        // write is still in the next fetch.
+        let dirty = slots.fetch_dirty_log(GuestAddress(0)).unwrap();
+        assert_eq!(
+            dirty.dirty_pages().collect::<Vec<_>>(),
+            [GuestAddress(0x3000)]
+        );
+        // Fetched once: the next fetch is clean.
+        assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
+        space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+        assert!(slots.is_empty());
     }
 }
