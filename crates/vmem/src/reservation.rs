@@ -5,12 +5,15 @@ use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use serial::Serial;
+
 use crate::bitmap::PageBitmap;
 use crate::error::{Error, Operation, Result};
 use crate::page::page_size;
 use crate::sys::{self, Populated};
 
 mod mapping;
+mod serial;
 
 #[cfg(unix)]
 pub use mapping::FileSource;
@@ -228,6 +231,7 @@ impl ReservationBuilder {
             dont_dump,
             lost,
             any_lost: AtomicBool::new(false),
+            lock_calls: Serial::default(),
         })
     }
 }
@@ -339,6 +343,9 @@ pub struct Reservation {
     /// Whether `lost` has a page (set after its bits, with `Release`), so that ranges are
     /// checked against it only once a page was lost.
     any_lost: AtomicBool,
+    /// Held by every call that changes which pages the system keeps locked, or `locked`
+    /// (see `serial.rs`), so that `locked` tells what the system has locked.
+    lock_calls: Serial,
 }
 
 // SAFETY: the reservation owns its mapping; `&self` methods only make OS calls that are safe
@@ -616,6 +623,7 @@ impl Reservation {
     /// # Safety
     /// Nothing refers to the contents of `pages`.
     unsafe fn decommit_pages(&self, pages: Pages) -> Result<(), sys::SysError> {
+        let _serial = self.lock_calls.hold();
         self.for_each_run(&self.locked, true, pages, |run| {
             // SAFETY: the run is inside the reservation and locked; unlocking changes no
             // contents.
@@ -965,14 +973,20 @@ impl Reservation {
 
     /// Locks committed pages into memory (`mlock`, `VirtualLock`), which also makes them
     /// resident. They stay locked until [`unlock`](Self::unlock)ed, decommitted or guarded.
+    /// Locks do not nest: the system keeps one lock bit per page, not a count, so one
+    /// `unlock` of a page undoes every `lock` of it. The lock and unlock calls of a reservation
+    /// (and its decommits, guards and maps, which unlock their range) run one at a time,
+    /// waiting for each other.
     ///
     /// # Errors
     /// As [`protect`](Self::protect); [`Error::Os`] where the lock limit is reached or the
     /// system cannot make the pages resident. A failed lock changes nothing: the system may
     /// lock part of the range before failing, and those of its pages that were not locked
-    /// before the call are unlocked again.
+    /// before the call are unlocked again (never pages another thread's lock locked, since the
+    /// calls take turns).
     pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
+        let _serial = self.lock_calls.hold();
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; locking changes no contents.
         if let Err(e) = unsafe { self.sys_lock(self.at(offset), len) } {
@@ -1000,7 +1014,12 @@ impl Reservation {
             return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
         }
         // SAFETY: the caller's promise.
-        unsafe { sys::lock(ptr, len) }
+        let locked = unsafe { sys::lock(ptr, len) };
+        #[cfg(all(test, feature = "std"))]
+        if let Some(after) = tests::AFTER_LOCK.with(core::cell::RefCell::take) {
+            after();
+        }
+        locked
     }
 
     /// Unlocks pages locked by [`lock`](Self::lock).
@@ -1009,6 +1028,7 @@ impl Reservation {
     /// As [`protect`](Self::protect); [`Error::Os`] if the system refuses.
     pub fn unlock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
+        let _serial = self.lock_calls.hold();
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; unlocking changes no contents.
         unsafe { sys::unlock(self.at(offset), len) }.map_err(|e| e.during(Operation::Unlock))?;
@@ -1050,7 +1070,11 @@ impl Reservation {
     /// [`CommitMode::Sparse`] reservation are guard markers, which do not split the mapping.
     ///
     /// # Errors
-    /// As [`commit`](Self::commit) for the range; [`Error::Os`] if the system refuses.
+    /// As [`commit`](Self::commit) for the range; [`Error::Os`] if the system refuses. A
+    /// refusal may come after the range was decommitted (its contents are then gone): its pages
+    /// are then uncommitted and not guard pages, committable as any others; only where the
+    /// system also refuses to take back what it changed of the range are they counted as guard
+    /// pages, for [`unguard`](Self::unguard) to restore.
     pub fn guard(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.guard_unchecked(offset, len) }
@@ -1069,9 +1093,50 @@ impl Reservation {
         // SAFETY: the range is unreferenced (caller's promise).
         unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Guard))?;
         // SAFETY: the range is inside the reservation, unreferenced and now decommitted.
-        unsafe { sys::guard(ptr, len, self.mode) }.map_err(|e| e.during(Operation::Guard))?;
+        if let Err(e) = unsafe { self.sys_guard(ptr, len) } {
+            self.guard_refused(pages);
+            return Err(e.during(Operation::Guard));
+        }
         self.guarded.set_range(pages.first, pages.count);
         Ok(())
+    }
+
+    /// After the system refused to make decommitted `pages` guard pages: it may have changed
+    /// part of them (the `mprotect` fallback stops half-way at the mapping limit, guard
+    /// markers may be on some pages), and in [`CommitMode::Sparse`] a page whose protection
+    /// was lowered keeps it through the decommit, while a sparse commit makes no system call
+    /// for uncommitted pages. So the pages that were not guard pages before get the mode's
+    /// uncommitted state back; a run the system refuses even that is counted as guard pages,
+    /// which nothing commits or touches until an [`unguard`](Self::unguard) restores them.
+    fn guard_refused(&self, pages: Pages) {
+        let Ok(()) = self.for_each_run(&self.guarded, false, pages, |run| {
+            let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
+            // SAFETY: the run is inside the reservation, decommitted and unreferenced (the
+            // guard's contract); taking guard markers or `PROT_NONE` away changes no
+            // contents.
+            if unsafe { sys::unguard(ptr, len, self.mode) }.is_err() {
+                self.guarded.set_range(run.first, run.count);
+            }
+            Ok::<(), core::convert::Infallible>(())
+        });
+    }
+
+    /// The platform guard, with a failure injected in unit tests.
+    ///
+    /// # Safety
+    /// As [`sys::guard`].
+    unsafe fn sys_guard(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, feature = "std"))]
+        if let Some(applied) = tests::GUARD_FAILS_AFTER.with(core::cell::Cell::take) {
+            if applied > 0 {
+                // SAFETY: a prefix of the caller's range, as the `mprotect` fallback leaves it
+                // when it stops half-way.
+                unsafe { sys::protect(ptr, applied.min(len), Protection::None) }?;
+            }
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::guard(ptr, len, self.mode) }
     }
 
     /// Turns guard pages back into uncommitted pages.
@@ -1252,6 +1317,13 @@ mod tests {
         /// `ENOMEM`, as the kernel may when it cannot populate the rest.
         pub(super) static LOCK_FAILS_AFTER: core::cell::Cell<Option<usize>> =
             const { core::cell::Cell::new(None) };
+        /// When set, the next guard of this thread makes this many bytes inaccessible and then
+        /// fails with `ENOMEM`, as the `mprotect` fallback may at the mapping limit.
+        pub(super) static GUARD_FAILS_AFTER: core::cell::Cell<Option<usize>> =
+            const { core::cell::Cell::new(None) };
+        /// When set, the next lock of this thread calls this after the system call returned.
+        pub(super) static AFTER_LOCK: core::cell::RefCell<Option<alloc::boxed::Box<dyn FnOnce()>>> =
+            const { core::cell::RefCell::new(None) };
     }
 
     /// The `VmFlags` of each kernel mapping that overlaps `addr..addr + len`.
@@ -1396,6 +1468,107 @@ mod tests {
         assert_eq!(all_have(&r, 0, 8 * page(), "lo"), Some(true));
         r.unlock(0, 8 * page()).unwrap();
         assert_eq!(all_have(&r, 0, 8 * page(), "lo"), Some(false));
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn lock_failing_during_an_overlapping_lock_keeps_its_pages_locked() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let r = reservation(8);
+        r.commit(0, 8 * page()).unwrap();
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let r = &r;
+            let first = s.spawn(move || {
+                // Between this lock's system call and its bookkeeping, let the other lock run
+                // (for as long as it is not made to wait for this one).
+                AFTER_LOCK.with(|f| {
+                    *f.borrow_mut() = Some(alloc::boxed::Box::new(move || {
+                        locked_tx.send(()).unwrap();
+                        let _ = done_rx.recv_timeout(Duration::from_millis(300));
+                    }));
+                });
+                r.lock(0, 4 * page())
+            });
+            locked_rx.recv().unwrap();
+            LOCK_FAILS_AFTER.with(|f| f.set(Some(6 * page())));
+            assert!(matches!(
+                r.lock(2 * page(), 6 * page()),
+                Err(Error::Os {
+                    operation: Operation::Lock,
+                    ..
+                })
+            ));
+            let _ = done_tx.send(());
+            first.join().unwrap().unwrap();
+        });
+        // The successful lock holds all its pages; the failed one left the rest unlocked.
+        assert_eq!(all_have(&r, 0, 4 * page(), "lo"), Some(true));
+        assert_eq!(all_have(&r, 4 * page(), 4 * page(), "lo"), Some(false));
+        r.unlock(0, 8 * page()).unwrap();
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn guard_refused_in_sparse_mode_leaves_committable_read_write_pages() {
+        // Nothing applied, and the first two pages made inaccessible before the refusal.
+        for applied in [0, 2 * page()] {
+            let mut r = Reservation::builder()
+                .mode(CommitMode::Sparse)
+                .reserve(4 * page())
+                .unwrap();
+            r.commit(0, 4 * page()).unwrap();
+            r.protect(page(), page(), Protection::Read).unwrap();
+            GUARD_FAILS_AFTER.with(|f| f.set(Some(applied)));
+            assert_eq!(
+                r.guard(0, 4 * page()).unwrap_err(),
+                Error::Os {
+                    operation: Operation::Guard,
+                    source: crate::OsError::from_raw(12)
+                }
+            );
+            // The pages are not guarded, and what the reservation counts of them is true: a
+            // commit makes all of them read-write.
+            assert!(!r.is_guarded(0, page()).unwrap(), "{applied}");
+            assert_eq!(r.committed_bytes(), 0, "{applied}");
+            r.commit(0, 4 * page()).unwrap();
+            assert_eq!(all_have(&r, 0, 4 * page(), "wr"), Some(true), "{applied}");
+            r.prefault(0, 4 * page()).unwrap();
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn guard_refused_in_sparse_mode_keeps_earlier_guard_pages() {
+        let mut r = Reservation::builder()
+            .mode(CommitMode::Sparse)
+            .reserve(4 * page())
+            .unwrap();
+        r.commit(0, 4 * page()).unwrap();
+        r.guard(page(), page()).unwrap();
+        GUARD_FAILS_AFTER.with(|f| f.set(Some(0)));
+        assert!(r.guard(0, 4 * page()).is_err());
+        // The guard page made before still is one, and still faults: an access to it would
+        // kill this process, so ask the kernel (a guard marker or `PROT_NONE` both make
+        // `MADV_POPULATE_READ` fail).
+        assert!(r.is_guarded(page(), page()).unwrap());
+        assert!(!r.is_guarded(0, page()).unwrap());
+        // SAFETY: populating for reading changes no contents.
+        let populated = unsafe {
+            libc::madvise(
+                r.as_ptr().add(page()).cast(),
+                page(),
+                libc::MADV_POPULATE_READ,
+            )
+        };
+        assert_eq!(populated, -1);
+        r.commit(0, page()).unwrap();
+        r.commit(2 * page(), 2 * page()).unwrap();
+        r.prefault(0, page()).unwrap();
+        r.prefault(2 * page(), 2 * page()).unwrap();
     }
 
     fn page() -> usize {

@@ -246,6 +246,8 @@ impl Reservation {
             });
         }
         self.no_guard(pages)?;
+        // The new mapping drops the system's locks of the range: one lock call at a time.
+        let _serial = self.lock_calls.hold();
         // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
         // to its contents.
         let mapped = unsafe {
@@ -534,6 +536,8 @@ impl Reservation {
     ) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
+        // No page may be locked between the check and the advice.
+        let _serial = self.lock_calls.hold();
         // Linux refuses to drop locked pages, but only after dropping those before them in the
         // range: refuse up front so that a refusal changes nothing.
         if let Some(page) = self.locked.first_set(pages.first, pages.count) {

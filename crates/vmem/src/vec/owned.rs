@@ -602,11 +602,15 @@ impl<T> Vec<T> {
         Drain::new(self, start, end, len)
     }
 
-    /// Appends clones of `other`'s elements, all or none.
+    /// Appends clones of `other`'s elements: room for all of them is made first, so an error
+    /// appends none.
     ///
     /// # Errors
     /// [`Error::CapacityExceeded`] or [`Error::Commit`] if they do not all fit; the vector is
     /// unchanged then.
+    ///
+    /// # Panics
+    /// If a clone panics; the clones made before stay.
     pub fn try_extend_from_slice(&mut self, other: &[T]) -> Result<()>
     where
         T: Clone,
