@@ -255,13 +255,17 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
     }
 }
 
-/// An error and its sources, joined by `: `.
+/// An error and its sources, joined by `: `. A source whose message the text already ends with
+/// (an error that shows its source in its own message) is not said again.
 #[must_use]
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        let _ = write!(text, ": {s}");
+        let shown = s.to_string();
+        if !text.ends_with(&shown) {
+            let _ = write!(text, ": {shown}");
+        }
         source = s.source();
     }
     text
@@ -273,10 +277,6 @@ fn resident_kib() -> u64 {
     m.rss_kib + m.hugetlb_kib
 }
 
-/// Runs `f`, which makes `bytes` of memory resident, and meanwhile moves the progress bar (if
-/// there is one) as this process's resident memory grows: the library prefaults a region in
-/// one call, so its growth is the only progress there is to see. At the end the bar stands
-/// `bytes` further on.
 /// Sets the flag and wakes the thread when dropped.
 struct Stop<'a>(&'a AtomicBool, std::thread::Thread);
 
@@ -287,6 +287,10 @@ impl Drop for Stop<'_> {
     }
 }
 
+/// Runs `f`, which makes `bytes` of memory resident, and meanwhile moves the progress bar (if
+/// there is one) as this process's resident memory grows: the library prefaults a region in
+/// one call, so its growth is the only progress there is to see. At the end the bar stands
+/// `bytes` further on.
 fn watch<T>(bar: &ProgressBar, bytes: u64, f: impl FnOnce() -> T) -> T {
     if bytes == 0 || bar.length().is_none() {
         return f();
@@ -544,6 +548,21 @@ mod tests {
         assert!(
             text.starts_with("mmap failed for the region at 0x1000: "),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn error_chain_source_shown_by_its_error_is_said_once() {
+        // The reservation's error shows its OS error in its own message, and gives it as its
+        // source too.
+        let e = memvisor_space::Error::Reservation(memvisor_vmem::Error::Os {
+            operation: memvisor_vmem::Operation::Reserve,
+            source: memvisor_vmem::OsError::from_raw(12),
+        });
+        let os = std::io::Error::from_raw_os_error(12).to_string();
+        assert_eq!(
+            error_chain(&e),
+            format!("reserving host address space for the hotplug window: reserve failed: {os}")
         );
     }
 }

@@ -574,6 +574,9 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     // Explicit huge pages: pool, and mount for hugetlbfs.
     // Whether some memory may not get its explicit huge pages and fall back to other pages.
     let mut may_fall_back = false;
+    // Whether boot RAM itself may not get its explicit huge pages: then prefault makes other
+    // pages resident.
+    let mut boot_falls_back = false;
     if let Some(page) = mem.pages.explicit_bytes() {
         let needed = ram / page;
         let with_hotplug = ram.saturating_add(hotplug) / page;
@@ -638,6 +641,7 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
             ),
         };
         may_fall_back = mem.fallback_transparent && status != Status::Ok;
+        boot_falls_back = mem.fallback_transparent && status == Status::Fail;
         let status = if status == Status::Fail && mem.fallback_transparent {
             Status::Warn
         } else {
@@ -1030,10 +1034,11 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     };
     out.push(finding("overcommit", status, detail, fix));
 
-    // Prefaulted memory must be there now.
+    // Prefaulted memory must be there now: base or transparent pages, explicit ones too when
+    // the pool is short for boot RAM and they fall back.
     if mem.prefault_threads > 0
         && let Some(avail) = host.memory_available
-        && mem.pages.explicit_bytes().is_none()
+        && (mem.pages.explicit_bytes().is_none() || boot_falls_back)
         && ram > avail
     {
         out.push(finding(

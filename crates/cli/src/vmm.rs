@@ -54,13 +54,13 @@ struct FcMachine<'a> {
     /// Kept as written, so that a value Firecracker does not know is shown where it is.
     #[serde(default, borrow)]
     huge_pages: Option<&'a RawValue>,
-    // Not about memory layout: accepted and left out.
+    /// Not about memory layout: checked as Firecracker checks it and left out; kept as
+    /// written, so that a count Firecracker refuses is shown where it is.
+    #[serde(default, borrow)]
+    vcpu_count: Option<&'a RawValue>,
     #[serde(default)]
-    #[allow(dead_code)]
-    vcpu_count: Option<Whole>,
-    #[serde(default)]
-    #[allow(dead_code)]
     smt: Option<bool>,
+    // Not about memory layout: accepted and left out.
     #[serde(default)]
     #[allow(dead_code)]
     cpu_template: Option<IgnoredAny>,
@@ -202,14 +202,36 @@ impl FcObject for FcVsock<'_> {
     const WHAT: &'static str = "a vsock object";
 }
 
-/// Firecracker's `balloon` object; its fields do not change the memory map.
+/// Firecracker's `balloon` object: its target size (`amount_mib`, kept as written so that a
+/// size Firecracker refuses is shown where it is); its other fields do not change the memory
+/// map.
 #[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct FcBalloon(#[allow(dead_code)] IgnoredAny);
+#[serde(expecting = "a balloon object")]
+struct FcBalloon<'a> {
+    #[serde(default, borrow)]
+    amount_mib: Option<&'a RawValue>,
+}
 
-impl FcObject for FcBalloon {
+impl FcObject for FcBalloon<'_> {
     const WHAT: &'static str = "a balloon object";
 }
+
+/// Firecracker's `boot-source` object: whether it has an initrd (`initrd_path`, kept as
+/// written), which Firecracker refuses with huge pages; its other fields do not change the
+/// memory map.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a boot-source object")]
+struct FcBootSource<'a> {
+    #[serde(default, borrow)]
+    initrd_path: Option<&'a RawValue>,
+}
+
+impl FcObject for FcBootSource<'_> {
+    const WHAT: &'static str = "a boot-source object";
+}
+
+/// Firecracker's largest `vcpu_count` (`MAX_SUPPORTED_VCPUS`).
+const FC_MAX_VCPUS: u64 = 32;
 
 /// Firecracker's `entropy` object; its fields do not change the memory map.
 #[derive(Debug, Deserialize)]
@@ -330,6 +352,9 @@ struct FcConfig<'a> {
     balloon: Option<&'a RawValue>,
     #[serde(default, borrow)]
     entropy: Option<&'a RawValue>,
+    /// Read for its `initrd_path` only.
+    #[serde(default, borrow, rename = "boot-source")]
+    boot_source: Option<&'a RawValue>,
     /// Not modelled: refused unless an empty list.
     #[serde(default, borrow)]
     pmem: Option<&'a RawValue>,
@@ -669,6 +694,111 @@ fn fc_entries<'a>(
         .collect()
 }
 
+/// Checks `machine`'s `vcpu_count` (at field path prefix `path`) as Firecracker does: 1 to
+/// [`FC_MAX_VCPUS`], and 1 or an even number with `smt`. `null` or no count is Firecracker's
+/// default, one.
+///
+/// # Errors
+/// [`SpecError`] at the count for one Firecracker refuses, or for one that is not a whole
+/// number.
+fn fc_vcpus(src: Source<'_>, machine: &FcMachine<'_>, path: &str) -> Result<()> {
+    let Some(raw) = machine.vcpu_count else {
+        return Ok(());
+    };
+    let field = format!("{path}vcpu_count");
+    let at = fc_offset(src, raw);
+    let Some(Whole(count)) = from_json::<Option<Whole>>(src, at, raw.get(), &field)? else {
+        return Ok(());
+    };
+    let problem = if count == 0 || count > FC_MAX_VCPUS {
+        format!("{count} vCPUs (Firecracker takes 1 to {FC_MAX_VCPUS})")
+    } else if machine.smt == Some(true) && count % 2 == 1 && count > 1 {
+        format!("{count} vCPUs with smt (Firecracker takes 1 or an even number with SMT)")
+    } else {
+        return Ok(());
+    };
+    Err(src
+        .error(
+            field,
+            Some(at..at + raw.get().len()),
+            Problem::Invalid(problem),
+        )
+        .into())
+}
+
+/// Checks what Firecracker checks of the memory's other users against the memory of
+/// `mem_size_mib` MiB, with 2 MiB huge pages when `huge_pages` (the field that asks for them)
+/// is given: an initrd (`boot-source.initrd_path`) and a balloon are refused with huge pages,
+/// and a balloon's target (`amount_mib`, at most 2^32 - 1) may not be more than the memory.
+///
+/// # Errors
+/// [`SpecError`] at the value Firecracker refuses.
+fn fc_memory_users(
+    src: Source<'_>,
+    mem_size_mib: u64,
+    huge_pages: Option<&str>,
+    boot_source: Option<&FcBootSource<'_>>,
+    balloon: Option<&(&RawValue, FcBalloon<'_>)>,
+) -> Result<()> {
+    let span = |raw: &RawValue| {
+        let at = fc_offset(src, raw);
+        Some(at..at + raw.get().len())
+    };
+    if let Some(raw) = boot_source.and_then(|b| b.initrd_path) {
+        let field = "boot-source.initrd_path";
+        let initrd = from_json::<Option<String>>(src, fc_offset(src, raw), raw.get(), field)?;
+        if let (Some(_), Some(huge)) = (initrd, huge_pages) {
+            return Err(src
+                .error(
+                    field.to_owned(),
+                    span(raw),
+                    Problem::Invalid(format!(
+                        "an initrd with huge pages (`{huge}` is \"2M\"): Firecracker refuses it"
+                    )),
+                )
+                .into());
+        }
+    }
+    let Some((raw, balloon)) = balloon else {
+        return Ok(());
+    };
+    if let Some(amount) = balloon.amount_mib {
+        let field = "balloon.amount_mib";
+        let Whole(mib) = from_json(src, fc_offset(src, amount), amount.get(), field)?;
+        let problem = if mib > u64::from(u32::MAX) {
+            Some(format!(
+                "a balloon target of {mib} MiB is more than Firecracker takes (at most {} MiB)",
+                u32::MAX
+            ))
+        } else if mib > mem_size_mib {
+            Some(format!(
+                "a balloon target of {mib} MiB is more than the {mem_size_mib} MiB of guest \
+                 memory (Firecracker refuses it)"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(src
+                .error(field.to_owned(), span(amount), Problem::Invalid(problem))
+                .into());
+        }
+    }
+    if let Some(huge) = huge_pages {
+        return Err(src
+            .error(
+                "balloon".to_owned(),
+                span(raw),
+                Problem::Invalid(format!(
+                    "a balloon device with huge pages (`{huge}` is \"2M\"): Firecracker \
+                     refuses it, as a balloon cannot free part of a huge page"
+                )),
+            )
+            .into());
+    }
+    Ok(())
+}
+
 /// Where `raw`, a part of the file `src`, starts in it.
 fn fc_offset(src: Source<'_>, raw: &RawValue) -> usize {
     (raw.get().as_ptr() as usize).saturating_sub(src.text.as_ptr() as usize)
@@ -856,7 +986,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages = "2M"` becomes
 /// 2 MiB huge pages, `"None"` base pages. The memory is private anonymous memory, or a memfd
 /// when a drive is vhost-user (has a `socket`), as Firecracker backs it. `vcpu_count`, `smt`,
-/// `cpu_template` and `track_dirty_pages` do not change the memory map and are left out.
+/// `cpu_template` and `track_dirty_pages` do not change the memory map and are left out, once
+/// `vcpu_count` is checked as Firecracker checks it (1 to 32; 1 or even with `smt`). As
+/// Firecracker, a balloon's `amount_mib` may not be more than `mem_size_mib`, and neither a
+/// balloon nor an initrd (`boot-source.initrd_path`) goes with huge pages.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
@@ -865,8 +998,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 ///
 /// # Errors
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
-/// object belongs included), an unknown `huge_pages` value, a second root drive or too many
-/// devices, with the field
+/// object belongs included), an unknown `huge_pages` value, a second root drive, too many
+/// devices, or a `vcpu_count`, balloon or initrd that Firecracker refuses, with the field
 /// and its line and column in the file; [`Error::SpecTooLarge`] when the converted spec would be
 /// larger than a spec may be.
 ///
@@ -896,6 +1029,7 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
             vsock: None,
             balloon: None,
             entropy: None,
+            boot_source: None,
             pmem: None,
             memory_hotplug: None,
         }
@@ -929,10 +1063,13 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
                 .into());
         }
     }
-    let (mem_size_mib, machine_huge_pages) =
-        config.machine.map_or((FC_DEFAULT_MEM_SIZE_MIB, None), |m| {
-            (m.0.mem_size_mib.0, m.0.huge_pages)
-        });
+    let machine = config.machine.map(|m| m.0);
+    if let Some(m) = &machine {
+        fc_vcpus(src, m, machine_path)?;
+    }
+    let (mem_size_mib, machine_huge_pages) = machine.map_or((FC_DEFAULT_MEM_SIZE_MIB, None), |m| {
+        (m.mem_size_mib.0, m.huge_pages)
+    });
     // Counts first, as for a spec's [[device]] tables: no entry is read past the limit. The
     // parts in the order Firecracker attaches their devices: a list's entries, or one object.
     let parts: [(&str, usize, Option<&FcList<'_>>, Option<&RawValue>); 5] = [
@@ -1002,9 +1139,20 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         .vsock
         .map(|raw| from_json::<Object<FcVsock>>(src, offset(raw), raw.get(), "vsock"))
         .transpose()?;
-    if let Some(raw) = config.balloon {
-        from_json::<Object<FcBalloon>>(src, offset(raw), raw.get(), "balloon")?;
-    }
+    let balloon = config
+        .balloon
+        .map(|raw| {
+            from_json::<Object<FcBalloon>>(src, offset(raw), raw.get(), "balloon")
+                .map(|b| (raw, b.0))
+        })
+        .transpose()?;
+    let boot_source = config
+        .boot_source
+        .map(|raw| {
+            from_json::<Option<Object<FcBootSource>>>(src, offset(raw), raw.get(), "boot-source")
+        })
+        .transpose()?
+        .flatten();
     if let Some(raw) = config.entropy {
         from_json::<Object<FcEntropy>>(src, offset(raw), raw.get(), "entropy")?;
     }
@@ -1045,6 +1193,14 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
                 .into());
         }
     }
+    let huge = huge_pages.as_ref().is_some_and(|(_, v)| v == "2M");
+    fc_memory_users(
+        src,
+        mem_size_mib,
+        huge.then_some(huge_pages_field.as_str()),
+        boot_source.as_ref().map(|b| &b.0),
+        balloon.as_ref(),
+    )?;
     let mut ided: Vec<(&str, &str, Option<&str>)> = Vec::new();
     ided.extend(
         drives

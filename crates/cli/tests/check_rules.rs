@@ -296,6 +296,46 @@ fn check_prefault_past_available_memory_fails() {
 }
 
 #[test]
+fn check_prefault_of_huge_pages_that_fall_back_needs_available_memory() {
+    // The 2 MiB pool is short: boot RAM falls back to base pages, which prefault takes from
+    // the memory available.
+    let short = HostFacts {
+        memory_available: Some(32 * MIB),
+        huge_page_pools: vec![(2 * MIB, 8, 8)],
+        ..good_host()
+    };
+    let spec = "[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\nhuge_page_fallback = \"transparent\"\nprefault = 2\n";
+    let f = run(spec, &short);
+    assert_eq!(get(&f, "huge_pages").status, Status::Warn);
+    let m = get(&f, "memory");
+    assert_eq!(m.status, Status::Fail);
+    assert!(
+        m.detail.starts_with("prefault makes 64 MiB resident"),
+        "{}",
+        m.detail
+    );
+    // With the pages in the pool (only the hotplug slots short), boot RAM gets its huge pages:
+    // they are not taken from the memory available.
+    let slots_short = HostFacts {
+        huge_page_pools: vec![(2 * MIB, 32, 32)],
+        ..short.clone()
+    };
+    let f = run(
+        &format!("{spec}[hotplug]\nslots = 1\nslot_size = \"1GiB\"\n"),
+        &slots_short,
+    );
+    assert_eq!(get(&f, "huge_pages").status, Status::Warn);
+    assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+    // Without a fallback the pool's shortage is the failure; the pages are not other memory.
+    let f = run(
+        &spec.replace("huge_page_fallback = \"transparent\"\n", ""),
+        &short,
+    );
+    assert_eq!(get(&f, "huge_pages").status, Status::Fail);
+    assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+}
+
+#[test]
 fn check_text_counts_warnings_and_problems() {
     let host = HostFacts {
         kvm_error: Some("Permission denied".into()),

@@ -740,3 +740,85 @@ fn cloud_hypervisor_reads_its_values_as_it_does() {
         assert!(err.contains(expect), "{option}: {err}");
     }
 }
+
+#[test]
+fn firecracker_configs_firecracker_refuses_are_refused() {
+    // What Firecracker refuses when it applies the configuration, with the field and where it
+    // is written.
+    for (json, field, problem, at) in [
+        (
+            r#"{"machine-config": {"vcpu_count": 0, "mem_size_mib": 64}}"#,
+            "machine-config.vcpu_count",
+            "1 to 32",
+            ":1:35",
+        ),
+        (
+            r#"{"vcpu_count": 33, "mem_size_mib": 64}"#,
+            "vcpu_count",
+            "1 to 32",
+            ":1:16",
+        ),
+        (
+            r#"{"vcpu_count": 3, "smt": true, "mem_size_mib": 64}"#,
+            "vcpu_count",
+            "1 or an even number",
+            ":1:16",
+        ),
+        (
+            r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+ "balloon": {"amount_mib": 65, "deflate_on_oom": false}}"#,
+            "balloon.amount_mib",
+            "more than the 64 MiB of guest memory",
+            ":2:28",
+        ),
+        (
+            r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"},
+ "balloon": {"amount_mib": 0, "deflate_on_oom": false}}"#,
+            "balloon",
+            "huge pages",
+            ":2:13",
+        ),
+        (
+            r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"},
+ "boot-source": {"kernel_image_path": "vmlinux", "initrd_path": "initrd.img"}}"#,
+            "boot-source.initrd_path",
+            "huge pages",
+            ":2:65",
+        ),
+    ] {
+        for command in ["plan", "init"] {
+            let (code, out, err) = run_on_json(
+                "fc-refused.json",
+                json,
+                &[command, "--from", "firecracker", "FILE"],
+            );
+            assert_eq!(code, 2, "{json} {command}: {out}{err}");
+            assert!(out.is_empty(), "{json} {command}: {out}");
+            assert!(
+                err.starts_with(&format!("error: {field}: ")),
+                "{json} {command}: {err}"
+            );
+            assert!(err.contains(problem), "{json} {command}: {err}");
+            assert!(err.contains(at), "{json} {command}: {err}");
+        }
+    }
+    // What Firecracker takes: the limits themselves, a balloon as large as the memory, a
+    // balloon or an initrd with base pages, a null initrd with huge pages.
+    for json in [
+        r#"{"vcpu_count": 32, "smt": true, "mem_size_mib": 64}"#,
+        r#"{"vcpu_count": 1, "smt": true, "mem_size_mib": 64}"#,
+        r#"{"vcpu_count": 7, "mem_size_mib": 64}"#,
+        r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "None"},
+ "balloon": {"amount_mib": 64, "deflate_on_oom": true},
+ "boot-source": {"kernel_image_path": "vmlinux", "initrd_path": "initrd.img"}}"#,
+        r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"},
+ "boot-source": {"kernel_image_path": "vmlinux", "initrd_path": null}}"#,
+    ] {
+        let (code, _, err) = run_on_json(
+            "fc-taken.json",
+            json,
+            &["plan", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 0, "{json}: {err}");
+    }
+}
