@@ -269,7 +269,22 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(t, g.tag);
                         changed = true;
                     }
-                    (Err(_), None) => {}
+                    (Err(e), None) => {
+                        // The refusal names the range given and the lowest allocation it
+                        // overlaps (a spanning reservation by its hull), if any.
+                        let lowest = shadow.overlapping(&range).map(|p| {
+                            let owner = shadow.groups.iter().find(|g| g.parts.contains(&p));
+                            owner.map_or(p, Group::hull)
+                        });
+                        let want = match lowest {
+                            Some(existing) => Error::NotExactAllocation {
+                                requested: range,
+                                existing,
+                            },
+                            None => Error::NotAllocated(range),
+                        };
+                        assert_eq!(e, want, "free {range}");
+                    }
                     (got, want) => panic!("free {range}: {got:?}, shadow group {want:?}"),
                 }
             }

@@ -92,11 +92,14 @@
 //!
 //! Differences to know: every failure is a typed [`Error`] carrying the values involved and
 //! leaves the allocator unchanged; ranges may end at `u64::MAX`; allocation sizes are `u64` and
-//! counts of used units `u128`. Snapshots (`serde`) have their own form: a state saved by
-//! vm-allocator's `serde` feature (`address_space`/`interval_tree`, `range_base`/`next_id`/
-//! `range_end`/`freed_ids`) is refused on load, with the unknown field named; only [`AddressRange`]
-//! keeps the `{start, end}` form of `RangeInclusive`. Rebuild the allocators from the saved ranges
-//! and IDs instead ([`AllocPolicy::ExactMatch`], [`IdAllocator::allocate_ids_at`]).
+//! counts of used units `u128`. Placement is always the lowest (`FirstMatch`) or highest
+//! (`LastMatch`) aligned fit: with sizes or alignments that are not page multiples, vm-allocator
+//! 0.1.4 sometimes places a range elsewhere or refuses one that fits, so answers differ there.
+//! Snapshots (`serde`) have their own form: a state saved by vm-allocator's `serde` feature
+//! (fields `address_space` and `interval_tree`; `range_base`, `next_id`, `range_end` and
+//! `freed_ids`) is refused on load, with the unknown field named; only [`AddressRange`] keeps the
+//! `{start, end}` form of `RangeInclusive`. Rebuild the allocators from the saved ranges and IDs
+//! instead ([`AllocPolicy::ExactMatch`], [`IdAllocator::allocate_ids_at`]).
 //!
 //! # Features
 //!

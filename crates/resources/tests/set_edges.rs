@@ -352,3 +352,76 @@ fn new_with_many_spaces_checks_them_in_n_log_n() {
         })
     );
 }
+
+/// Freeing a range that overlaps no allocation names the range given, not its part inside one
+/// space, whether it sticks out of the spaces or spans several.
+#[test]
+fn free_of_nothing_allocated_names_the_range_given() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x2000, 0x2fff), r(0x1000, 0x1fff)]).unwrap();
+    s.reserve_with(r(0x1000, 0x10ff), 1).unwrap();
+    let before = s.clone();
+    for range in [
+        r(0x1100, 0x1fff_ffff),
+        r(0x1800, 0x27ff),
+        r(0x2800, u64::MAX),
+        r(0x0, 0xfff),
+        r(0x1100, 0x11ff),
+    ] {
+        assert_eq!(s.free(&range), Err(Error::NotAllocated(range)));
+        assert_eq!(s, before);
+    }
+}
+
+/// A range that overlaps an allocation without being exactly one is refused with the range
+/// given and the lowest allocation it overlaps, whatever the order of the spaces and whatever
+/// part of the range lies in free space.
+#[test]
+fn free_of_part_allocation_names_the_range_given_and_lowest_allocation() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x2000, 0x2fff), r(0x1000, 0x1fff)]).unwrap();
+    s.reserve_with(r(0x1000, 0x1fff), 1).unwrap();
+    s.reserve_with(r(0x2800, 0x28ff), 2).unwrap();
+    let before = s.clone();
+    let cases = [
+        // The low space's part is exactly an allocation, the high one's is free.
+        (r(0x1000, 0x27ff), r(0x1000, 0x1fff)),
+        // Both parts overlap allocations without being them: the lower one is named.
+        (r(0x1800, 0x2fff), r(0x1000, 0x1fff)),
+        // Sticks out of every space at the top.
+        (r(0x2800, u64::MAX), r(0x2800, 0x28ff)),
+        (r(0x2000, 0x28ff), r(0x2800, 0x28ff)),
+    ];
+    for (range, existing) in cases {
+        assert_eq!(
+            s.free(&range),
+            Err(Error::NotExactAllocation {
+                requested: range,
+                existing,
+            }),
+            "{range}"
+        );
+        assert_eq!(s, before);
+    }
+    s.check_invariants().unwrap();
+}
+
+/// A range that cuts into a reservation spanning spaces is refused naming the whole
+/// reservation (the hull of its parts), even when the cut part is not the lowest part.
+#[test]
+fn free_cutting_a_spanning_reservation_names_its_hull() {
+    let mut s = AllocatorSet::<u32>::new(&[r(0x2000, 0x2fff), r(0x1000, 0x1fff)]).unwrap();
+    s.reserve_with(r(0x1800, 0x27ff), 1).unwrap();
+    let before = s.clone();
+    for range in [r(0x1800, 0x23ff), r(0x2000, 0x2fff), r(0x1000, 0x27ff)] {
+        assert_eq!(
+            s.free(&range),
+            Err(Error::NotExactAllocation {
+                requested: range,
+                existing: r(0x1800, 0x27ff),
+            }),
+            "{range}"
+        );
+        assert_eq!(s, before);
+    }
+    assert_eq!(s.free(&r(0x1800, 0x27ff)), Ok(1));
+    s.check_invariants().unwrap();
+}

@@ -289,18 +289,52 @@ impl<T> AllocatorSet<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotAllocated`] if `range` touches no space or overlaps no allocation, those of
-    /// [`AddressAllocator::free`] for the first part that is not exactly an allocation, and
-    /// [`Error::NotExactAllocation`] naming the whole allocation (for a spanning reservation,
-    /// the hull of its parts) if the parts are not all of one allocation: some parts of a
-    /// spanning reservation, or allocations made apart. The set is unchanged on error.
+    /// [`Error::NotAllocated`] with `range` if it touches no space or overlaps no allocation;
+    /// [`Error::NotExactAllocation`] with `range` as `requested` and the lowest allocation it
+    /// overlaps as `existing` (for a reservation spanning spaces, the hull of its parts) if it
+    /// overlaps an allocation without being exactly one: its part in some space is not exactly
+    /// an allocation, or its parts are not all of one allocation (some parts of a spanning
+    /// reservation, or allocations made apart). The set is unchanged on error.
     pub fn free(&mut self, range: &AddressRange) -> Result<T> {
         let mut parts = Vec::new();
+        // The lowest allocation `range` overlaps (for a part of a spanning reservation, its
+        // hull), and whether some part is not exactly an allocation.
+        let mut lowest: Option<AddressRange> = None;
+        let mut inexact = false;
         for (i, pool) in self.pools.iter().enumerate() {
-            if let Some(part) = range.intersection(&pool.space()) {
-                pool.exact(&part)?;
-                parts.push((i, part));
+            let Some(part) = range.intersection(&pool.space()) else {
+                continue;
+            };
+            let overlapped = match pool.exact(&part) {
+                Ok(_) => part,
+                Err(Error::NotExactAllocation { existing, .. }) => {
+                    inexact = true;
+                    existing
+                }
+                Err(Error::NotAllocated(_)) => {
+                    inexact = true;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            let whole = self
+                .spans
+                .get(&overlapped.start())
+                .copied()
+                .unwrap_or(overlapped);
+            if lowest.is_none_or(|l| whole.start() < l.start()) {
+                lowest = Some(whole);
             }
+            parts.push((i, part));
+        }
+        if inexact {
+            return Err(match lowest {
+                Some(existing) => Error::NotExactAllocation {
+                    requested: *range,
+                    existing,
+                },
+                None => Error::NotAllocated(*range),
+            });
         }
         parts.sort_by_key(|&(_, part)| part.start());
         let (Some(&(_, low)), Some(&(_, high))) = (parts.first(), parts.last()) else {
