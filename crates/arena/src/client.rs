@@ -408,6 +408,11 @@ impl<'a> Client<'a> {
     #[inline(never)]
     unsafe fn free_slow(&self, ptr: NonNull<u8>) -> Result<usize> {
         let (arena, owners, remote, id) = (self.arena, self.owners, self.remote, self.id);
+        // The first free of a live block makes the bins that keep it (a refused pointer makes
+        // nothing).
+        if self.with(|s| s.cache.is_none() && s.locate(owners, remote, id, ptr.as_ptr()).is_ok()) {
+            self.make_bins();
+        }
         self.with(|s| {
             let (off, chunk, meta) = s.claim(owners, remote, id, ptr.as_ptr())?;
             let size = s.free(arena, off, chunk, meta);
@@ -416,6 +421,27 @@ impl<'a> Client<'a> {
             }
             Ok(size)
         })
+    }
+
+    /// Makes the cache bins if the client has none yet (if the global allocator refuses them,
+    /// nothing is cached). The state is not borrowed meanwhile: the bins come from the global
+    /// allocator, which may be this very client (a thread's global allocator over it), and
+    /// its nested call must find the state free.
+    #[cold]
+    fn make_bins(&self) {
+        let geo = self.arena.geometry();
+        let bins = crate::table::boxed(cache::Caches::new(geo.page_shift, geo.max_order));
+        let spare = self.with(|s| {
+            if s.cache.is_none() {
+                s.cache = bins;
+                None
+            } else {
+                bins
+            }
+        });
+        // Bins a nested call made first go back to the global allocator, again outside the
+        // borrow.
+        drop(spare);
     }
 
     /// Whether `ptr` is the start of a live block of this client.

@@ -6,6 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use memvisor_arena::{Arena, Backing, Config, Error, Quota};
+#[cfg(feature = "std")]
 use memvisor_vmem::CommitMode;
 
 struct Refusing;
@@ -49,6 +50,7 @@ unsafe impl GlobalAlloc for Refusing {
 #[global_allocator]
 static GLOBAL: Refusing = Refusing;
 
+#[cfg(feature = "std")]
 #[test]
 #[cfg_attr(miri, ignore = "reserves 8 GiB of address space")]
 fn refused_side_tables_are_an_error() {

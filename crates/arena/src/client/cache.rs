@@ -198,19 +198,12 @@ impl Caches {
 }
 
 impl State {
-    /// The bins, made on the first block to cache; `None` if the global allocator has no room
-    /// for them (then nothing is cached).
+    /// The bins, `None` before [`Client::make_bins`](super::Client::make_bins) made them or
+    /// if the global allocator had no room for them (then nothing is cached). They are not
+    /// made here: the state is borrowed, and the global allocator may be this very client.
     #[inline]
     fn bins(&mut self) -> Option<&mut Caches> {
-        if self.cache.is_none() {
-            self.make_bins();
-        }
         self.cache.as_deref_mut()
-    }
-
-    #[cold]
-    fn make_bins(&mut self) {
-        self.cache = crate::table::boxed(Caches::new(self.geo.page_shift, self.geo.max_order));
     }
 
     /// Bytes of all cached blocks, counted from the bins (`cached` keeps the same figure).
