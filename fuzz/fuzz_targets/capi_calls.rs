@@ -237,7 +237,8 @@ fuzz_target!(|data: &[u8]| {
     // Trimmed, every client's statistics count exactly its live blocks.
     for (i, cl) in m.clients.iter().enumerate() {
         let Some(cl) = *cl else { continue };
-        assert_eq!(memvisor_client_trim(cl), Status::Ok);
+        // SAFETY: this thread is the only one using the client.
+        assert_eq!(unsafe { memvisor_client_trim(cl) }, Status::Ok);
         let (st, cs) = client_stats(cl);
         assert_eq!(st, Status::Ok);
         let mine: Vec<&Block> = m.blocks.iter().filter(|b| b.client == i).collect();
@@ -372,7 +373,8 @@ fn step(m: &mut Model, input: &mut Input<'_>) {
             // Trims, and statistics of a trimmed client.
             assert_eq!(memvisor_context_trim(m.ctx), Status::Ok);
             let (cl, index) = m.pick_handle(input);
-            let st = memvisor_client_trim(cl);
+            // SAFETY: this thread is the only one using the client (or the handle is stale).
+            let st = unsafe { memvisor_client_trim(cl) };
             let (sst, cs) = client_stats(cl);
             match index {
                 Some(i) => {

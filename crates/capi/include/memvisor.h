@@ -63,7 +63,9 @@ enum memvisor_status
   MEMVISOR_STATUS_STRUCT_SIZE = 5,
   // The memory block cannot hold one aligned chunk.
   MEMVISOR_STATUS_BLOCK_TOO_SMALL = 6,
-  // The requested block is larger than the largest block of the context.
+  // The requested block is larger than the largest block of the context (or the memory
+  // block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or runs
+  // past the end of the address space).
   MEMVISOR_STATUS_TOO_LARGE = 7,
   // The requested alignment is not a power of two or exceeds the context's largest
   // alignment.
@@ -225,8 +227,9 @@ extern "C" {
 //
 // Errors: `INVALID_HANDLE` (null, deleted or forged handle).
 //
-// Thread safety: one thread at a time per client (no call on the same client may run
-// during the delete).
+// Thread safety: one thread at a time per client: no other call on the same client may run
+// during the delete, except another delete of it (one wins, the other gets
+// `INVALID_HANDLE`).
 memvisor_status memvisor_client_delete(struct memvisor_client client);
 
 // Allocates `size` bytes aligned to `align` (a power of two up to the context's largest
@@ -246,7 +249,8 @@ memvisor_status memvisor_client_delete(struct memvisor_client client);
 // Thread safety: one thread at a time per client.
 //
 // # Safety
-// `out` is null or writable.
+// `out` is null or writable. No other call on this client (`memvisor_client_delete`
+// included) runs at the same time on another thread.
 memvisor_status memvisor_alloc_aligned(struct memvisor_client client,
                                        size_t size,
                                        size_t align,
@@ -260,7 +264,7 @@ memvisor_status memvisor_alloc_aligned(struct memvisor_client client,
 // Thread safety: one thread at a time per client.
 //
 // # Safety
-// `out` is null or writable.
+// As `memvisor_alloc_aligned`.
 memvisor_status memvisor_alloc(struct memvisor_client client, size_t size, void **out);
 
 // Frees the block at `ptr`, which this client allocated. If `size` is not null, the freed
@@ -269,15 +273,16 @@ memvisor_status memvisor_alloc(struct memvisor_client client, size_t size, void 
 // changes.
 //
 // Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
-// context), `NOT_OWNED` (in memory another client holds), `NOT_A_BLOCK` (not the start of a
-// live block of this client).
+// context), `NOT_OWNED` (in memory this client does not hold: another client's, or no
+// client's), `NOT_A_BLOCK` (not the start of a live block of this client).
 //
 // Thread safety: one thread at a time per client.
 //
 // # Safety
 // `size` is null or writable. If `ptr` is a live block of this client, nothing uses it after
 // the call, and no `memvisor_free` of it runs at the same time on another thread. Any other
-// `ptr` value is refused without being read.
+// `ptr` value is refused without being read. No other call on this client
+// (`memvisor_client_delete` included) runs at the same time on another thread.
 memvisor_status memvisor_client_free(struct memvisor_client client, void *ptr, size_t *size);
 
 // Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0
@@ -288,7 +293,8 @@ memvisor_status memvisor_client_free(struct memvisor_client client, void *ptr, s
 // Thread safety: one thread at a time per client.
 //
 // # Safety
-// `out` is null or writable.
+// `out` is null or writable. No other call on this client (`memvisor_client_delete`
+// included) runs at the same time on another thread.
 memvisor_status memvisor_client_owns(struct memvisor_client client, const void *ptr, bool *out);
 
 // The size of the live block of this client at `ptr` (its requested size rounded up).
@@ -299,7 +305,8 @@ memvisor_status memvisor_client_owns(struct memvisor_client client, const void *
 // Thread safety: one thread at a time per client.
 //
 // # Safety
-// `out` is null or writable.
+// `out` is null or writable. No other call on this client (`memvisor_client_delete`
+// included) runs at the same time on another thread.
 memvisor_status memvisor_size_of(struct memvisor_client client, const void *ptr, size_t *out);
 
 // Gives back everything the client keeps for reuse: takes in the blocks freed through
@@ -310,6 +317,10 @@ memvisor_status memvisor_size_of(struct memvisor_client client, const void *ptr,
 // Errors: `INVALID_HANDLE`.
 //
 // Thread safety: one thread at a time per client.
+//
+// # Safety
+// No other call on this client (`memvisor_client_delete` included) runs at the same time on
+// another thread.
 memvisor_status memvisor_client_trim(struct memvisor_client client);
 
 // Statistics of the client, computed on demand (in time proportional to its size classes
@@ -320,7 +331,8 @@ memvisor_status memvisor_client_trim(struct memvisor_client client);
 // Thread safety: one thread at a time per client.
 //
 // # Safety
-// `out` is null or a writable `memvisor_client_stats` with its `size` set.
+// `out` is null or a writable `memvisor_client_stats` with its `size` set. No other call on
+// this client (`memvisor_client_delete` included) runs at the same time on another thread.
 memvisor_status memvisor_client_get_stats(struct memvisor_client client,
                                           struct memvisor_client_stats *out);
 
@@ -330,8 +342,9 @@ memvisor_status memvisor_client_get_stats(struct memvisor_client client,
 // `memvisor_context_accepted_flags`).
 //
 // Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
-// `INVALID_CONFIG`, `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side tables, about
-// 2% of `len`, was refused), `LIMIT_REACHED`.
+// `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block would run past the
+// end of the address space), `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side
+// tables, about 2% of `len`, was refused), `LIMIT_REACHED`.
 //
 // Thread safety: any thread, any time.
 //

@@ -20,12 +20,14 @@ use crate::types::{Client, ClientStats, MEMVISOR_MIN_ALIGN, write_sized};
 ///
 /// Errors: `INVALID_HANDLE` (null, deleted or forged handle).
 ///
-/// Thread safety: one thread at a time per client (no call on the same client may run
-/// during the delete).
+/// Thread safety: one thread at a time per client: no other call on the same client may run
+/// during the delete, except another delete of it (one wins, the other gets
+/// `INVALID_HANDLE`).
 #[unsafe(no_mangle)]
 pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
-    // SAFETY: the C contract above: nothing else uses this client during the call. Calls that
-    // keep to it cannot race; a stale handle is refused by its generation.
+    // SAFETY: every other function on a client is `unsafe` and makes its caller promise that
+    // no delete of that client runs at the same time; two deletes race only on the generation's
+    // compare-exchange, which one wins. A stale handle is refused by its generation.
     guard(|| unsafe { registry::delete_client(client.id) })
 }
 
@@ -46,7 +48,8 @@ pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
 /// Thread safety: one thread at a time per client.
 ///
 /// # Safety
-/// `out` is null or writable.
+/// `out` is null or writable. No other call on this client (`memvisor_client_delete`
+/// included) runs at the same time on another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_alloc_aligned(
     client: Client,
@@ -82,7 +85,7 @@ pub unsafe extern "C" fn memvisor_alloc_aligned(
 /// Thread safety: one thread at a time per client.
 ///
 /// # Safety
-/// `out` is null or writable.
+/// As `memvisor_alloc_aligned`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_alloc(
     client: Client,
@@ -99,15 +102,16 @@ pub unsafe extern "C" fn memvisor_alloc(
 /// changes.
 ///
 /// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
-/// context), `NOT_OWNED` (in memory another client holds), `NOT_A_BLOCK` (not the start of a
-/// live block of this client).
+/// context), `NOT_OWNED` (in memory this client does not hold: another client's, or no
+/// client's), `NOT_A_BLOCK` (not the start of a live block of this client).
 ///
 /// Thread safety: one thread at a time per client.
 ///
 /// # Safety
 /// `size` is null or writable. If `ptr` is a live block of this client, nothing uses it after
 /// the call, and no `memvisor_free` of it runs at the same time on another thread. Any other
-/// `ptr` value is refused without being read.
+/// `ptr` value is refused without being read. No other call on this client
+/// (`memvisor_client_delete` included) runs at the same time on another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_client_free(
     client: Client,
@@ -151,7 +155,8 @@ pub(crate) unsafe fn write_freed_size(size: *mut usize, block: NonNull<u8>, byte
 /// Thread safety: one thread at a time per client.
 ///
 /// # Safety
-/// `out` is null or writable.
+/// `out` is null or writable. No other call on this client (`memvisor_client_delete`
+/// included) runs at the same time on another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_client_owns(
     client: Client,
@@ -179,7 +184,8 @@ pub unsafe extern "C" fn memvisor_client_owns(
 /// Thread safety: one thread at a time per client.
 ///
 /// # Safety
-/// `out` is null or writable.
+/// `out` is null or writable. No other call on this client (`memvisor_client_delete`
+/// included) runs at the same time on another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_size_of(
     client: Client,
@@ -207,8 +213,12 @@ pub unsafe extern "C" fn memvisor_size_of(
 /// Errors: `INVALID_HANDLE`.
 ///
 /// Thread safety: one thread at a time per client.
+///
+/// # Safety
+/// No other call on this client (`memvisor_client_delete` included) runs at the same time on
+/// another thread.
 #[unsafe(no_mangle)]
-pub extern "C" fn memvisor_client_trim(client: Client) -> Status {
+pub unsafe extern "C" fn memvisor_client_trim(client: Client) -> Status {
     guard(|| {
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;
@@ -225,7 +235,8 @@ pub extern "C" fn memvisor_client_trim(client: Client) -> Status {
 /// Thread safety: one thread at a time per client.
 ///
 /// # Safety
-/// `out` is null or a writable `memvisor_client_stats` with its `size` set.
+/// `out` is null or a writable `memvisor_client_stats` with its `size` set. No other call on
+/// this client (`memvisor_client_delete` included) runs at the same time on another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_client_get_stats(
     client: Client,

@@ -45,8 +45,9 @@ fn check_out<T>(out: *mut T) -> Result<(), Status> {
 /// `memvisor_context_accepted_flags`).
 ///
 /// Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
-/// `INVALID_CONFIG`, `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side tables, about
-/// 2% of `len`, was refused), `LIMIT_REACHED`.
+/// `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block would run past the
+/// end of the address space), `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side
+/// tables, about 2% of `len`, was refused), `LIMIT_REACHED`.
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -66,6 +67,10 @@ pub unsafe extern "C" fn memvisor_context_create(
         let memory = NonNull::new(memory.cast::<u8>()).ok_or(Status::NullPointer)?;
         // SAFETY: the caller's promise.
         let config = unsafe { read_config(config) }?;
+        // No block is that long: refused before side tables are sized after it.
+        if isize::try_from(len).is_err() || memory.addr().get().checked_add(len).is_none() {
+            return Err(Status::TooLarge);
+        }
         // SAFETY: the caller's promise on `memory`, which the context keeps until deleted.
         let arena = unsafe { Arena::from_raw(memory, len, config) }?;
         let id = registry::create_context(arena)?;

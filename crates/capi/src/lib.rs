@@ -55,6 +55,19 @@
 //! # Threads
 //! Context functions may be called from any thread at any time; a client is used by one thread
 //! at a time. Each function's documentation (and the header) says which applies.
+//!
+//! In Rust every function that works on a client is `unsafe`, with that rule in its `# Safety`
+//! section, since two calls on one client at once are a data race; the one exception is
+//! `memvisor_client_delete`, which two threads may race on (one wins, the other gets
+//! `InvalidHandle`) and which every other client function's contract keeps apart from them.
+//! So safe code cannot call, say, `memvisor_client_trim` from two threads:
+//!
+//! ```compile_fail
+//! use memvisor::status::Status;
+//! use memvisor::types::Client;
+//!
+//! let trim: extern "C" fn(Client) -> Status = memvisor::memvisor_client_trim;
+//! ```
 
 pub mod client;
 pub mod context;

@@ -320,7 +320,8 @@ pub(crate) unsafe fn client<'a>(handle: u64) -> Result<&'a Live, Status> {
 /// [`Status::InvalidHandle`] if it is not live.
 ///
 /// # Safety
-/// No other thread may use the same client during the call.
+/// No other thread may use the same client during the call, except to delete it too: two
+/// deletes race only on the generation's compare-exchange, and the loser touches nothing.
 pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
     let slot = CLIENTS.retire(handle).ok_or(Status::InvalidHandle)?;
     // SAFETY: `retire` won the generation, so new calls refuse the handle, and the caller's

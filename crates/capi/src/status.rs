@@ -29,7 +29,9 @@ pub enum Status {
     StructSize = 5,
     /// The memory block cannot hold one aligned chunk.
     BlockTooSmall = 6,
-    /// The requested block is larger than the largest block of the context.
+    /// The requested block is larger than the largest block of the context (or the memory
+    /// block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or runs
+    /// past the end of the address space).
     TooLarge = 7,
     /// The requested alignment is not a power of two or exceeds the context's largest
     /// alignment.

@@ -274,46 +274,114 @@ pub(crate) unsafe fn write_sized<T: Plain>(out: *mut T, value: T) -> Result<(), 
     Ok(())
 }
 
-/// A structure handed to C whose only padding is at its end, after [`FILLED`](Self::FILLED)
-/// bytes of fields.
+/// A structure handed to C. It is written field by field over zeroed bytes, so that every
+/// byte the caller gets is defined, padding included, on every target (a typed copy of the
+/// structure would carry undefined padding: two calls with equal results could then compare
+/// unequal with `memcmp`). On 64-bit targets there is padding only at the end of `Config` and
+/// `ContextStats`; on 32-bit targets whose `uint64_t` is aligned to 8 (Arm, MIPS, PowerPC,
+/// WebAssembly), `ClientStats` also has 4 bytes before `allocations`.
 pub(crate) trait Plain: Copy {
-    /// Where the last field ends.
-    const FILLED: usize;
+    /// Writes every field of `self` at its offset from `out`, and nothing else.
+    ///
+    /// # Safety
+    /// `out` points to `size_of::<Self>()` writable bytes.
+    unsafe fn write_fields(&self, out: *mut u8);
 }
 
-impl Plain for Config {
-    const FILLED: usize = core::mem::offset_of!(Self, flags) + size_of::<u32>();
+/// Writes `value` at `offset` bytes from `out`.
+///
+/// # Safety
+/// `out + offset` starts `size_of::<F>()` writable bytes.
+unsafe fn put<F: Copy>(out: *mut u8, offset: usize, value: F) {
+    // SAFETY: the caller's promise.
+    unsafe { out.add(offset).cast::<F>().write_unaligned(value) };
 }
 
-impl Plain for ContextStats {
-    const FILLED: usize = core::mem::offset_of!(Self, accepted_flags) + size_of::<u32>();
+/// Implements [`Plain`] for a structure, naming every one of its fields (the destructuring
+/// fails to compile if one is left out).
+macro_rules! plain {
+    ($t:ident { $($field:ident),+ $(,)? }) => {
+        impl Plain for $t {
+            unsafe fn write_fields(&self, out: *mut u8) {
+                let $t { $($field),+ } = *self;
+                $(
+                    // SAFETY: the field lies inside the structure, which the caller says is
+                    // writable.
+                    unsafe { put(out, core::mem::offset_of!($t, $field), $field) };
+                )+
+            }
+        }
+    };
 }
 
-impl Plain for ClientStats {
-    const FILLED: usize = size_of::<Self>();
-}
+plain!(Config {
+    size,
+    chunk_size,
+    min_block,
+    alignment,
+    flags,
+});
 
-// Every field but the last is a `size_t` or `uint64_t`, so there is no padding between fields
-// (the `FILLED` values above cover the rest) where those are the same size.
+plain!(ContextStats {
+    size,
+    total_bytes,
+    chunk_size,
+    chunks,
+    held_chunks,
+    free_chunks,
+    cached_chunks,
+    free_bytes,
+    used_bytes,
+    live_blocks,
+    largest_free_block,
+    max_block_size,
+    max_alignment,
+    clients,
+    bookkeeping_bytes,
+    cached_bytes,
+    pinned_chunks,
+    accepted_flags,
+});
+
+plain!(ClientStats {
+    size,
+    total_bytes,
+    used_bytes,
+    free_bytes,
+    peak_used_bytes,
+    live_blocks,
+    chunks,
+    cached_chunks,
+    cached_bytes,
+    pinned_chunks,
+    pinned_bytes,
+    largest_free_block,
+    quota,
+    allocations,
+    frees,
+});
+
+// The 64-bit layouts C programs are built against: writing fields one by one moves none.
 #[cfg(target_pointer_width = "64")]
 const _: () = {
-    assert!(Config::FILLED == 4 * size_of::<usize>() + size_of::<u32>());
-    assert!(ContextStats::FILLED == 17 * size_of::<usize>() + size_of::<u32>());
-    assert!(ClientStats::FILLED == 13 * size_of::<usize>() + 2 * size_of::<u64>());
+    assert!(size_of::<Config>() == 40);
+    assert!(core::mem::offset_of!(Config, flags) == 32);
+    assert!(size_of::<ContextStats>() == 144);
+    assert!(core::mem::offset_of!(ContextStats, accepted_flags) == 136);
+    assert!(size_of::<ClientStats>() == 120);
+    assert!(core::mem::offset_of!(ClientStats, allocations) == 104);
 };
 
-/// Writes `value` to `out` with its trailing padding zeroed, so that the caller's bytes are
-/// all defined (a copy of the structure would carry whatever the padding held: two calls with
-/// equal results could then compare unequal with `memcmp`).
+/// Writes `value` to `out`: zeroes the structure's bytes, then writes each field, so that the
+/// caller's bytes are all defined.
 ///
 /// # Safety
 /// `out` points to `size_of::<T>()` writable bytes.
 pub(crate) unsafe fn write_plain<T: Plain>(out: *mut T, value: T) {
-    // SAFETY: the caller's promise; the padding lies inside the structure.
+    let out = out.cast::<u8>();
+    // SAFETY: the caller's promise; every field lies inside the structure.
     unsafe {
-        out.write_unaligned(value);
-        out.cast::<u8>()
-            .add(T::FILLED)
-            .write_bytes(0, size_of::<T>() - T::FILLED);
+        out.write_bytes(0, size_of::<T>());
+        value.write_fields(out);
     }
 }

@@ -279,7 +279,8 @@ fn free_through_context_from_other_thread_while_client_works() {
             assert_eq!(st, Status::Ok);
         }
     });
-    assert_eq!(memvisor_client_trim(cl), Status::Ok);
+    // SAFETY: the thread that freed through the context is done; no other call on `cl` runs.
+    assert_eq!(unsafe { memvisor_client_trim(cl) }, Status::Ok);
     let mut cs = ClientStats {
         size: size_of::<ClientStats>(),
         ..ClientStats::default()
@@ -302,7 +303,12 @@ fn alloc_aligned_alignment_past_largest_chunk_unsupported_not_too_large() {
     let mut p = ptr::null_mut();
     // SAFETY: `p` is writable.
     unsafe {
-        for align in [1usize << 63, 1 << 40, 128 << 20] {
+        for align in [
+            1usize << (usize::BITS - 1),
+            1 << (usize::BITS - 2),
+            256 << 20,
+            128 << 20,
+        ] {
             assert_eq!(
                 memvisor_alloc_aligned(cl, 1, align, &mut p),
                 Status::UnsupportedAlignment,
@@ -350,5 +356,126 @@ fn alloc_aligned_past_a_low_context_alignment_unsupported() {
         assert_eq!(memvisor_client_free(cl, p, ptr::null_mut()), Status::Ok);
     }
     assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}
+
+/// The bytes of `value`, every one of which must be defined (Miri reports reading padding
+/// that was never written).
+fn bytes_of<T>(value: &T) -> Vec<u8> {
+    // SAFETY: `value` is `size_of::<T>()` readable bytes; the assertions that call this are
+    // what checks they are all initialised.
+    unsafe { std::slice::from_raw_parts(ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
+        .to_vec()
+}
+
+/// A structure of `T` whose every byte is `fill`, with its `size` field (first) set.
+fn filled<T>(fill: u8) -> std::mem::MaybeUninit<T> {
+    let mut v = std::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: `v` has room for `T`; its first field is a `size_t`.
+    unsafe {
+        v.as_mut_ptr()
+            .cast::<u8>()
+            .write_bytes(fill, size_of::<T>());
+        v.as_mut_ptr().cast::<usize>().write(size_of::<T>());
+    }
+    v
+}
+
+#[test]
+fn filled_structures_every_byte_defined_on_every_target() {
+    // On targets whose `uint64_t` is aligned to 8 with a 4-byte `size_t` (32-bit Arm, MIPS,
+    // PowerPC, WebAssembly), `memvisor_client_stats` has padding before `allocations`:
+    // whatever the caller's bytes were, the library's output is the same, byte for byte.
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, MEMVISOR_FLAG_STATISTICS);
+    let cl = client(ctx);
+    let p = alloc_in(cl, 100);
+    let (mut k1, mut k2) = (filled::<ClientStats>(0xff), filled::<ClientStats>(0));
+    let (mut s1, mut s2) = (filled::<ContextStats>(0xff), filled::<ContextStats>(0));
+    let (mut c1, mut c2) = (filled::<Config>(0xff), filled::<Config>(0));
+    // SAFETY: every output is a writable structure with its `size` set; the library fills
+    // all of each on success.
+    unsafe {
+        assert_eq!(memvisor_client_get_stats(cl, k1.as_mut_ptr()), Status::Ok);
+        assert_eq!(memvisor_client_get_stats(cl, k2.as_mut_ptr()), Status::Ok);
+        assert_eq!(memvisor_context_get_stats(ctx, s1.as_mut_ptr()), Status::Ok);
+        assert_eq!(memvisor_context_get_stats(ctx, s2.as_mut_ptr()), Status::Ok);
+        assert_eq!(memvisor_config_init(c1.as_mut_ptr()), Status::Ok);
+        assert_eq!(memvisor_config_init(c2.as_mut_ptr()), Status::Ok);
+        assert_eq!(bytes_of(&k1), bytes_of(&k2));
+        assert_eq!(bytes_of(&s1), bytes_of(&s2));
+        assert_eq!(bytes_of(&c1), bytes_of(&c2));
+        let (k, s, c) = (k1.assume_init(), s1.assume_init(), c1.assume_init());
+        assert_eq!(
+            (k.size, k.live_blocks, k.allocations),
+            (size_of::<ClientStats>(), 1, 1)
+        );
+        assert_eq!(
+            (s.size, s.live_blocks, s.accepted_flags),
+            (size_of::<ContextStats>(), 1, MEMVISOR_FLAG_STATISTICS)
+        );
+        assert_eq!(c, Config::default());
+        assert_eq!(memvisor_client_free(cl, p, ptr::null_mut()), Status::Ok);
+    }
+    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}
+
+#[test]
+fn context_create_block_past_the_address_space_too_large_nothing_allocated() {
+    // No memory block is longer than `PTRDIFF_MAX` or runs past the end of the address space:
+    // such a length (a negative value cast to `size_t`, say) is refused before anything is
+    // allocated for it, rather than sizing side tables after it.
+    let memory = Memory::new(LEN);
+    let c = config(0);
+    let top = ptr::without_provenance_mut::<c_void>(usize::MAX - 4095);
+    let cases = [
+        (memory.ptr.cast::<c_void>(), usize::MAX),
+        (memory.ptr.cast(), isize::MAX.unsigned_abs() + 1),
+        (memory.ptr.cast(), usize::MAX - memory.ptr.addr() + 1),
+        (top, 2 * CHUNK),
+        (top, 4096),
+    ];
+    for (at, len) in cases {
+        let mut ctx = Context::default();
+        // SAFETY: the block is refused before it is used; `c` and `ctx` are valid locals.
+        let st = unsafe { memvisor_context_create(at, len, &c, &mut ctx) };
+        assert_eq!(st, Status::TooLarge, "at {at:p} len {len:#x}");
+        assert_eq!(ctx, Context::default());
+    }
+    // The largest length that fits is judged as usual.
+    let mut ctx = Context::default();
+    // SAFETY: as above: under one chunk, refused without being used.
+    let st = unsafe { memvisor_context_create(top, 4095, &c, &mut ctx) };
+    assert_eq!(st, Status::BlockTooSmall);
+}
+
+#[test]
+fn client_delete_racing_on_two_threads_one_wins() {
+    // Deleting is the one client function safe code may call from two threads at once.
+    let rounds = if cfg!(miri) { 3 } else { 50 };
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, 0);
+    for _ in 0..rounds {
+        let cl = client(ctx);
+        alloc_in(cl, 100);
+        let results: Vec<Status> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| scope.spawn(move || memvisor_client_delete(cl)))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut sorted = results.clone();
+        sorted.sort_by_key(|s| s.code());
+        assert_eq!(sorted, [Status::Ok, Status::InvalidHandle], "{results:?}");
+    }
+    let mut s = ContextStats {
+        size: size_of::<ContextStats>(),
+        ..ContextStats::default()
+    };
+    // SAFETY: `s` is writable with its size set.
+    let st = unsafe { memvisor_context_get_stats(ctx, &mut s) };
+    assert_eq!(st, Status::Ok);
+    assert_eq!((s.clients, s.held_chunks), (0, 0));
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }

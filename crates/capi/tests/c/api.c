@@ -86,8 +86,29 @@ static void test_context_create_errors(void) {
     CHECK_STATUS(memvisor_context_create(memory, len, &bad, &ctx), MEMVISOR_STATUS_INVALID_CONFIG);
     CHECK_STATUS(memvisor_context_create(memory, CHUNK - 1, &c, &ctx),
                  MEMVISOR_STATUS_BLOCK_TOO_SMALL);
+    /* No block is longer than PTRDIFF_MAX or wraps past the end of the address space: such
+     * a length (say, -1) is refused before side tables are sized after it. */
+    CHECK_STATUS(memvisor_context_create(memory, SIZE_MAX, &c, &ctx), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_context_create(memory, (size_t)PTRDIFF_MAX + 1, &c, &ctx),
+                 MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_context_create((void *)(UINTPTR_MAX - 4095), 2 * CHUNK, &c, &ctx),
+                 MEMVISOR_STATUS_TOO_LARGE);
     /* Nothing was written on any error. */
     CHECK(ctx.id == 0);
+
+    /* A configuration from a newer header (larger, its size says so) is read up to this
+     * library's fields. */
+    struct {
+        memvisor_config v1;
+        uint64_t later_field;
+    } newer = {.v1 = c, .later_field = UINT64_MAX};
+    newer.v1.size = sizeof newer;
+    OK(memvisor_context_create(memory, len, &newer.v1, &ctx));
+    memvisor_context_stats cs = {.size = sizeof cs};
+    OK(memvisor_context_get_stats(ctx, &cs));
+    CHECK(cs.chunk_size == CHUNK && cs.chunks == len / CHUNK);
+    OK(memvisor_context_delete(ctx));
+    ctx.id = 0;
 
     /* NULL configuration: the defaults (1 MiB chunks). */
     OK(memvisor_context_create(memory, len, NULL, &ctx));
@@ -410,6 +431,10 @@ static void test_context_free_owner_trim(void) {
     CHECK_STATUS(memvisor_free(null_ctx, pa, NULL), MEMVISOR_STATUS_INVALID_HANDLE);
     CHECK_STATUS(memvisor_free(ctx, &local, NULL), MEMVISOR_STATUS_FOREIGN_POINTER);
     CHECK_STATUS(memvisor_free(ctx, (char *)memory + 2 * MIB - 4096, NULL),
+                 MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_client_free(a, (char *)memory + 2 * MIB - 4096, NULL),
+                 MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_size_of(a, (char *)memory + 2 * MIB - 4096, &size),
                  MEMVISOR_STATUS_NOT_OWNED);
     CHECK_STATUS(memvisor_free(ctx, (char *)pa + 16, NULL), MEMVISOR_STATUS_NOT_A_BLOCK);
     OK(memvisor_free(ctx, pa, &size));

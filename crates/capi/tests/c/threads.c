@@ -234,6 +234,50 @@ static void test_double_delete_beside_other_contexts(void) {
     free(own_memory);
 }
 
+/* A client deleted by two threads at once: one delete frees all it holds, the other is
+ * refused, and nothing else is touched. */
+#define CLIENT_DOUBLE_DELETE_ROUNDS 100
+static memvisor_client doubly_doomed;
+static pthread_barrier_t client_round;
+static memvisor_status client_delete_status[2];
+
+static void *client_double_deleter(void *arg) {
+    int me = (int)(uintptr_t)arg;
+    for (int round = 0; round < CLIENT_DOUBLE_DELETE_ROUNDS; round++) {
+        pthread_barrier_wait(&client_round);
+        client_delete_status[me] = memvisor_client_delete(doubly_doomed);
+        pthread_barrier_wait(&client_round);
+    }
+    return NULL;
+}
+
+static void test_client_deleted_by_two_threads(void) {
+    CHECK(pthread_barrier_init(&client_round, NULL, 3) == 0);
+    pthread_t deleters[2];
+    for (uintptr_t i = 0; i < 2; i++) {
+        CHECK(pthread_create(&deleters[i], NULL, client_double_deleter, (void *)i) == 0);
+    }
+    for (int round = 0; round < CLIENT_DOUBLE_DELETE_ROUNDS; round++) {
+        OK(memvisor_client_create(shared_ctx, MEMVISOR_UNLIMITED, &doubly_doomed));
+        void *p = NULL;
+        OK(memvisor_alloc(doubly_doomed, 100 + (size_t)round, &p));
+        pthread_barrier_wait(&client_round);
+        pthread_barrier_wait(&client_round);
+        int ok = (client_delete_status[0] == MEMVISOR_STATUS_OK) +
+                 (client_delete_status[1] == MEMVISOR_STATUS_OK);
+        int refused = (client_delete_status[0] == MEMVISOR_STATUS_INVALID_HANDLE) +
+                      (client_delete_status[1] == MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK(ok == 1 && refused == 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_join(deleters[i], NULL) == 0);
+    }
+    CHECK(pthread_barrier_destroy(&client_round) == 0);
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(shared_ctx, &s));
+    CHECK(s.clients == 0 && s.held_chunks == 0 && s.live_blocks == 0);
+}
+
 int main(void) {
     size_t len = 16u << 20;
     void *memory = aligned_alloc(4096, len);
@@ -269,6 +313,7 @@ int main(void) {
     test_remote_frees();
     test_delete_during_remote_frees();
     test_double_delete_beside_other_contexts();
+    test_client_deleted_by_two_threads();
 
     memvisor_context_stats s = {.size = sizeof s};
     OK(memvisor_context_get_stats(shared_ctx, &s));
