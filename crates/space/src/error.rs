@@ -554,4 +554,244 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn display_of_each_variant_names_its_values() {
+        let os_error = || io::Error::from_raw_os_error(libc::EINVAL);
+        let range = GuestRange::new(vm_memory::GuestAddress(0x1000), 0x2000).unwrap();
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                Error::ZeroSize { base: 0x3000 },
+                "region at 0x3000 has size zero",
+            ),
+            (
+                Error::Overflow {
+                    base: u64::MAX,
+                    size: 2,
+                },
+                "range at 0xffffffffffffffff of size 0x2 overflows the 64-bit address space",
+            ),
+            (
+                Error::AddressLimit {
+                    base: 0x1000,
+                    size: 0x2000,
+                    limit: 0x1fff,
+                },
+                "range at 0x1000 of size 0x2000 reaches past the address limit 0x1fff",
+            ),
+            (
+                Error::InvalidLayout {
+                    reason: "no RAM window".into(),
+                },
+                "invalid layout: no RAM window",
+            ),
+            (
+                Error::InvalidSpec {
+                    ty: RegionType::Reserved,
+                    base: 0x4000,
+                    reason: "a reserved region has no host memory",
+                },
+                "invalid reserved region at 0x4000: a reserved region has no host memory",
+            ),
+            (
+                Error::NotHugetlbfs {
+                    path: "/tmp".into(),
+                    magic: 0xef53,
+                },
+                "/tmp is not on hugetlbfs (file system magic 0xef53)",
+            ),
+            (
+                Error::HugePageSizeMismatch {
+                    path: "/dev/hugepages".into(),
+                    found: 0x20_0000,
+                    wanted: HugePageSize::Size1G,
+                },
+                "/dev/hugepages has 0x200000-byte huge pages, but 1 GiB pages were asked for",
+            ),
+            (
+                Error::TransparentHugePagesUnavailable {
+                    base: 0,
+                    backing: "memfd",
+                    path: "/sys/kernel/mm/transparent_hugepage/shmem_enabled",
+                    setting: "never".into(),
+                },
+                "transparent huge pages for the memfd region at 0x0 are off on this host \
+                 (/sys/kernel/mm/transparent_hugepage/shmem_enabled is never); allow a fallback \
+                 or change the setting",
+            ),
+            (
+                Error::Os {
+                    op: "mbind",
+                    base: 0x8000,
+                    source: os_error(),
+                },
+                "mbind failed for the region at 0x8000",
+            ),
+            (
+                Error::File {
+                    path: "/srv/ram".into(),
+                    base: 0x1000,
+                    source: os_error(),
+                },
+                "backing file /srv/ram for the region at 0x1000",
+            ),
+            (
+                Error::RegionNotFound {
+                    base: 0x5000,
+                    size: 0x1000,
+                },
+                "no region at 0x5000 of size 0x1000",
+            ),
+            (
+                Error::SlotBusy {
+                    base: 0x1_0000_0000,
+                    size: 0x20_0000,
+                },
+                "hotplug slot at 0x100000000 of size 0x200000 is still claimed: an older \
+                 snapshot holds its memory, or it could not be restored to reserved space",
+            ),
+            (
+                Error::NoHotplugWindow {
+                    base: 0x1_0000_0000,
+                },
+                "the address space has no backed hotplug window for the region at 0x100000000",
+            ),
+            (
+                Error::NoSpace {
+                    window: WindowKind::Ram,
+                    size: 0x4000_0000,
+                    align: 0x1000,
+                },
+                "no free range of 0x40000000 bytes aligned to 0x1000 in the RAM windows",
+            ),
+            (
+                Error::NotInWindow {
+                    owner: "net0".into(),
+                    range,
+                    window: WindowKind::Device,
+                    largest_free: 0,
+                },
+                "net0's range [0x1000, 0x2fff] is not inside a device window",
+            ),
+            (
+                Error::IrqOutOfRange {
+                    irq: 99,
+                    name: "GSI",
+                    first: 0,
+                    last: 23,
+                },
+                "GSI 99 is outside 0..=23",
+            ),
+            (
+                Error::NoFreeIrq {
+                    owner: "blk0".into(),
+                    name: "SPI",
+                    first: 32,
+                    last: 33,
+                },
+                "no free SPI is left for blk0 (32..=33 are all taken)",
+            ),
+            (
+                Error::NoIrqs,
+                "no interrupt numbers: the layout has no platform preset",
+            ),
+            (
+                Error::NoIoPorts { ports: None },
+                "the platform has no I/O ports",
+            ),
+            (
+                Error::NoIoPorts { ports: Some(range) },
+                "I/O ports [0x1000, 0x2fff] pass the platform's port space",
+            ),
+            (
+                Error::NoMmioSerial { address: 0x3f8 },
+                "the platform's serial port is on I/O ports and has no MMIO address (0x3f8 given)",
+            ),
+            (
+                Error::NoGuestNode { node: 2, nodes: 1 },
+                "guest NUMA node 2 does not exist (1 nodes)",
+            ),
+            (
+                Error::NotMultiple {
+                    owner: "pmem0".into(),
+                    what: "DAX size",
+                    value: 0x1000,
+                    of: 0x20_0000,
+                },
+                "pmem0's DAX size 0x1000 is not a multiple of 0x200000",
+            ),
+            (
+                Error::InvalidName {
+                    name: "serial".into(),
+                    reason: "is taken".into(),
+                },
+                "device name \"serial\" is taken",
+            ),
+            (
+                Error::InvalidRange {
+                    first: 0x2000,
+                    last: 0x1000,
+                },
+                "range 0x2000..=0x1000 is reversed",
+            ),
+            (
+                Error::ListenerReentry {
+                    op: "AddressSpace::plug",
+                },
+                "AddressSpace::plug was called by a listener of the same address space during a \
+                 change",
+            ),
+            (
+                Error::WindowMisaligned {
+                    kind: WindowKind::Hotplug,
+                    start: 0x1_0000_0800,
+                    size: 0x1000,
+                    page_size: 0x1000,
+                },
+                "hotplug window at 0x100000800 of size 0x1000 is not aligned to the host page \
+                 size 0x1000",
+            ),
+            (
+                Error::DiscardRefused {
+                    base: 0,
+                    reason: "the region is read-only",
+                },
+                "cannot discard pages of the region at 0x0: the region is read-only",
+            ),
+            (
+                Error::DiscardOutOfRange {
+                    base: 0x1000,
+                    offset: 0x2000,
+                    len: 0x1000,
+                    size: 0x2000,
+                },
+                "cannot discard 0x1000 bytes at offset 0x2000 of the region at 0x1000 of size \
+                 0x2000",
+            ),
+            (
+                Error::DirtyLogUnavailable { base: 0x1000 },
+                "the region at 0x1000 does not track dirty pages",
+            ),
+            (
+                Error::DirtyLogSize {
+                    base: 0,
+                    pages: 64,
+                    words: 2,
+                },
+                "a dirty log of 2 words does not fit the region at 0x0 of 64 pages",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text, "{e:?}");
+        }
+        let e = Error::Reservation(memvisor_vmem::Error::Os {
+            operation: memvisor_vmem::Operation::Reserve,
+            source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
+        });
+        assert_eq!(
+            e.to_string(),
+            "reserving host address space for the hotplug window"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
 }

@@ -848,6 +848,7 @@ fn open_source(
             let file = sys::memfd(&name, explicit).map_err(|e| os("memfd_create", spec, e))?;
             file.set_len(spec.size)
                 .map_err(|e| os("ftruncate", spec, e))?;
+            sys::seal_size(&file).map_err(|e| os("fcntl(F_ADD_SEALS)", spec, e))?;
             FileOffset::new(file, 0)
         }
         Backing::Hugetlbfs(dir) => {

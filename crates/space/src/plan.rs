@@ -34,7 +34,10 @@ pub struct PlanRequest {
     pub phys_bits: u32,
     /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
     /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
-    /// are sizes that add up to 2^64 bytes or more.
+    /// are sizes that add up to 2^64 bytes or more and more nodes than the
+    /// [`DEFAULT_SLOTS`] memory-slot numbers of an address space (each node's boot RAM takes
+    /// at least one; boot RAM in more regions than numbers is [`Error::NoSlotNumber`] at
+    /// [`PlanItem::Memory`]).
     pub nodes: Vec<NodeRequest>,
     /// The serial port, if any.
     pub serial: Option<SerialRequest>,
@@ -509,9 +512,14 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
     // The address space's own check of the whole map.
     if let Err(e) = AddressSpace::plan(layout.clone(), regions.iter().map(|(r, _)| r.spec.clone()))
     {
-        let item = error_base(&e)
-            .and_then(|b| regions.iter().find(|(r, _)| r.spec.base == b))
-            .map_or(PlanItem::Platform, |(_, item)| field_behind(*item, &e));
+        let item = if matches!(e, Error::NoSlotNumber { .. }) {
+            // Only boot RAM takes memory-slot numbers here.
+            PlanItem::Memory
+        } else {
+            error_base(&e)
+                .and_then(|b| regions.iter().find(|(r, _)| r.spec.base == b))
+                .map_or(PlanItem::Platform, |(_, item)| field_behind(*item, &e))
+        };
         return Err(at(item)(e));
     }
 
@@ -529,6 +537,17 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
 /// The checks of request items on their own, before anything is laid out: what no layout
 /// could honour.
 fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
+    // Each node's boot RAM is at least one region with memory, which takes a memory-slot
+    // number: more nodes than numbers can never be laid out (and this bounds the work below).
+    if request.nodes.len() > DEFAULT_SLOTS as usize {
+        return Err(at(PlanItem::Memory)(Error::InvalidLayout {
+            reason: format!(
+                "{} nodes need more than the {DEFAULT_SLOTS} memory-slot numbers of an address \
+                 space",
+                request.nodes.len()
+            ),
+        }));
+    }
     for (i, node) in request.nodes.iter().enumerate() {
         if node.size == 0 {
             return Err(at(PlanItem::Node(i))(Error::NothingToPlace {
@@ -950,6 +969,46 @@ mod tests {
             hotplug: None,
             low_ram_limit: None,
         }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "tens of thousands of regions: slow under Miri")]
+    fn plan_more_ram_regions_than_slot_numbers_names_memory() {
+        let node = || NodeRequest {
+            size: 0x1000,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        };
+        for arch in Arch::ALL {
+            // More nodes than memory-slot numbers: refused before anything is laid out.
+            let mut r = request(arch, 0x1000);
+            r.nodes = vec![node(); DEFAULT_SLOTS as usize + 1];
+            let Err(e) = plan(&r) else {
+                panic!("too many nodes planned")
+            };
+            assert_eq!(e.item, PlanItem::Memory, "{e}");
+            assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+            assert_eq!(
+                e.to_string(),
+                "memory: invalid layout: 32765 nodes need more than the 32764 memory-slot \
+                 numbers of an address space"
+            );
+        }
+        // As many nodes as numbers, but the last node's boot RAM split by the x86-64 32-bit
+        // hole over two RAM windows: one region more than numbers.
+        let mut r = request(Arch::X86_64, 0x1000);
+        r.nodes = vec![node(); DEFAULT_SLOTS as usize - 1];
+        r.nodes.push(NodeRequest {
+            size: 4 * GIB,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let Err(e) = plan(&r) else {
+            panic!("more regions than slot numbers planned")
+        };
+        assert_eq!(e.item, PlanItem::Memory, "{e}");
+        assert!(
+            matches!(e.error, Error::NoSlotNumber { count: 32_764 }),
+            "{e}"
+        );
     }
 
     #[test]

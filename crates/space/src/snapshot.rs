@@ -52,6 +52,105 @@ const HIT_STREAK: usize = 1;
 /// `Bytes` is vm-memory's own, which reads a stream (`read_volatile_from`) once per region the
 /// range crosses: a short read can leave a gap between regions that the count does not show.
 /// [`Snapshot::bytes`] stops at the first short read instead.
+///
+/// # Lifetimes
+///
+/// What a lookup returns borrows the snapshot, as the snapshot is what keeps the regions (and
+/// their memory) alive: a region found in a snapshot cannot outlive it (take an `Arc` with
+/// [`find_arc`](Self::find_arc) to keep one)...
+///
+/// ```compile_fail,E0597
+/// use memvisor_space::{AddressSpace, Layout, RegionSpec};
+/// use vm_memory::GuestAddress;
+///
+/// let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+/// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)]).unwrap();
+/// let region = {
+///     let snapshot = space.snapshot();
+///     snapshot.find_region(GuestAddress(0)).unwrap()
+/// };
+/// assert_eq!(region.size(), 0x1000);
+/// ```
+///
+/// ...nor the guard [`AddressSpace::memory`](crate::AddressSpace::memory) gives, nor can
+/// [`bytes`](Self::bytes)...
+///
+/// ```compile_fail,E0716
+/// use memvisor_space::{AddressSpace, Layout, RegionSpec};
+/// use vm_memory::GuestAddress;
+///
+/// let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+/// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)]).unwrap();
+/// let region = space.memory().find_region(GuestAddress(0)).unwrap();
+/// assert_eq!(region.size(), 0x1000);
+/// ```
+///
+/// ```compile_fail,E0716
+/// use memvisor_space::{AddressSpace, GuestBytes, Layout};
+///
+/// let space = AddressSpace::plan(Layout::x86_64().ram(1 << 30).build().unwrap(), []).unwrap();
+/// let bytes: GuestBytes<'_> = space.snapshot().bytes();
+/// drop(bytes);
+/// ```
+///
+/// ...and a region a [`SpaceReader`](crate::SpaceReader) found is gone from view at the
+/// reader's next lookup, which may move it to a newer snapshot and drop the old one:
+///
+/// ```compile_fail,E0499
+/// use memvisor_space::{AddressSpace, Layout, RegionSpec};
+/// use vm_memory::GuestAddress;
+///
+/// let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+/// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)]).unwrap();
+/// let mut reader = space.reader();
+/// let first = reader.find_region(GuestAddress(0)).unwrap();
+/// let again = reader.find_region(GuestAddress(0)).unwrap();
+/// assert_eq!(first.size(), again.size());
+/// ```
+///
+/// A listener is told of a region only for the length of the call: it keeps an `Arc` (a clone
+/// of `event.region`), never the borrowed event.
+///
+/// ```compile_fail,E0521
+/// use std::sync::{Arc, Mutex};
+///
+/// use memvisor_space::{AddressSpace, Layout, Region, RegionEvent};
+///
+/// static KEPT: Mutex<Option<&'static Arc<Region>>> = Mutex::new(None);
+/// let space = AddressSpace::plan(Layout::x86_64().ram(1 << 30).build().unwrap(), []).unwrap();
+/// space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+///     *KEPT.lock().unwrap() = Some(e.region);
+///     Ok(())
+/// }));
+/// ```
+///
+/// The same code holding what keeps the regions alive compiles:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use memvisor_space::{AddressSpace, Layout, Region, RegionEvent, RegionSpec};
+/// use vm_memory::GuestAddress;
+///
+/// let layout = Layout::x86_64().ram(1 << 30).build()?;
+/// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)])?;
+/// let snapshot = space.snapshot();
+/// let region = snapshot.find_region(GuestAddress(0)).unwrap();
+/// let guard = space.memory();
+/// let also = guard.find_region(GuestAddress(0)).unwrap();
+/// let bytes = snapshot.bytes();
+/// let mut reader = space.reader();
+/// let size = reader.find_region(GuestAddress(0)).unwrap().size();
+/// let again = reader.find_region(GuestAddress(0)).unwrap();
+/// assert_eq!((region.size(), also.size(), size), (again.size(), 0x1000, 0x1000));
+/// drop(bytes);
+/// static KEPT: Mutex<Option<Arc<Region>>> = Mutex::new(None);
+/// space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
+///     *KEPT.lock().unwrap() = Some(Arc::clone(e.region));
+///     Ok(())
+/// }));
+/// # Ok::<(), memvisor_space::Error>(())
+/// ```
 pub struct Snapshot {
     /// Start address of each region, sorted (the binary search runs over this dense array),
     /// and the rest of each region's entry at the same index, in one allocation.

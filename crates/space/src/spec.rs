@@ -105,6 +105,10 @@ pub enum HugePages {
 /// no free pages for, or transparent huge pages the host's setting does not give to this
 /// backing (`/sys/kernel/mm/transparent_hugepage/enabled` for private anonymous memory,
 /// `shmem_enabled` for memfds and shared anonymous memory).
+///
+/// Only anonymous and memfd memory falls back: a [`Backing::Hugetlbfs`] file has no base pages,
+/// so without free huge pages it fails with [`Error::HugePagesUnavailable`] whatever the
+/// fallback.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum HugePageFallback {
     /// Fail with [`Error::HugePagesUnavailable`] or [`Error::TransparentHugePagesUnavailable`]
@@ -204,7 +208,10 @@ pub enum Backing {
     /// Shared anonymous memory (`MAP_SHARED | MAP_ANONYMOUS`), shared with children.
     AnonymousShared,
     /// A memfd (`memfd_create`, with `MFD_HUGETLB` and the size flag for explicit huge
-    /// pages), mapped shared, so that another process (a vhost-user back end) can map it.
+    /// pages), mapped shared, so that another process (a vhost-user back end) can map it. It is
+    /// sealed against resizing and further seals (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`),
+    /// so no process it is handed to can truncate it under the guest (on kernels before 4.16,
+    /// which cannot seal memfds of huge pages, those stay unsealed).
     Memfd,
     /// A file created (and unlinked at once) in this directory, which must be on a hugetlbfs
     /// mount whose page size is the region's explicit huge page size.
@@ -215,6 +222,13 @@ pub enum Backing {
     /// [`Error::File`](crate::Error::File) ("not a regular file (a FIFO)"), checked on the
     /// opened file before anything is mapped. The open never waits (`O_NONBLOCK`), so a FIFO
     /// without a writer is refused at once rather than waited on.
+    ///
+    /// The file must keep its length while the region's memory is mapped. Its length is
+    /// checked when the region is backed, but a regular file cannot be sealed: if anything
+    /// truncates it below `offset + size` later, the kernel raises `SIGBUS` in the process on
+    /// the next access to a page past the new end (through `Bytes`, a slice or the guest), which
+    /// no check here can turn into an error. Share memory with other processes through
+    /// [`Backing::Memfd`], which is sealed against that.
     File {
         /// The file.
         path: PathBuf,

@@ -664,6 +664,37 @@ fn from_guest_memory_mmap_read_only_mapping_is_recorded_read_only() {
     drop(back);
 }
 
+/// A memfd is handed to other processes (vhost-user back ends): none of them may shrink it
+/// under the guest, as an access to a page past the end of a shared file mapping raises
+/// `SIGBUS` in every process that maps it. The memfd is sealed against resizing, and against
+/// more seals (a write seal would make discarding its pages fail).
+#[cfg(target_os = "linux")]
+#[test]
+#[cfg_attr(miri, ignore = "memfds: Miri has no memfd_create")]
+fn memfd_backing_cannot_be_resized_or_sealed_further() {
+    let spec = RegionSpec::ram(GuestAddress(0), 4 * page()).with_backing(Backing::Memfd);
+    let (region, _) = Region::back(spec).unwrap();
+    let file = region.file_offset().unwrap().file();
+    for len in [0, page(), 8 * page()] {
+        let err = file.set_len(len).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "set_len({len:#x})");
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: `fd` is the region's open memfd; F_ADD_SEALS takes an int.
+    let added = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_FUTURE_WRITE) };
+    assert_eq!(added, -1, "a seal was added");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPERM)
+    );
+    // The memory is whole and usable.
+    region
+        .write_obj(0x5au8, MemoryRegionAddress(4 * page() - 1))
+        .unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 4 * page());
+    region.discard(0, page()).unwrap();
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 #[cfg_attr(miri, ignore = "memfds: Miri has no memfd_create")]
@@ -962,4 +993,61 @@ fn plug_unplug_small_window_round_trips() {
         .plug(RegionSpec::ram(slot, 4 * p).with_hotplug(true))
         .unwrap();
     assert_eq!(space.memory().read_obj::<u32>(slot).unwrap(), 0);
+}
+
+/// A plug that a listener refuses, or panics on, gives the slot back at once: its memory is
+/// unmapped (nobody holds the region), the slot plugs again with fresh memory, and the
+/// listeners that accepted were told the removal.
+#[test]
+fn plug_refused_or_panicked_by_a_listener_frees_the_slot() {
+    use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+
+    let p = page();
+    let layout = layout_with_hotplug_at(4 * GIB, 64 * p);
+    let (space, _) = AddressSpace::back(layout, []).unwrap();
+    let live = Arc::new(AtomicI64::new(0));
+    let counted = Arc::clone(&live);
+    space.add_listener(Arc::new(move |e: &memvisor_space::RegionEvent<'_>| {
+        let step = match e.kind {
+            memvisor_space::ChangeKind::Inserted => 1,
+            memvisor_space::ChangeKind::Removed => -1,
+        };
+        counted.fetch_add(step, Ordering::SeqCst);
+        Ok(())
+    }));
+    // 0: refuse, 1: panic, then accept.
+    let mode = Arc::new(AtomicU32::new(0));
+    let m = Arc::clone(&mode);
+    space.add_listener(Arc::new(
+        move |e: &memvisor_space::RegionEvent<'_>| -> Result<(), memvisor_space::ListenerError> {
+            if e.kind == memvisor_space::ChangeKind::Inserted {
+                match m.load(Ordering::SeqCst) {
+                    0 => return Err("no slot".into()),
+                    1 => panic!("listener bug"),
+                    _ => {}
+                }
+            }
+            Ok(())
+        },
+    ));
+    let slot = GuestAddress(4 * GIB + 8 * p);
+    let spec = RegionSpec::ram(slot, 4 * p).with_hotplug(true);
+    let err = space.plug(spec.clone()).unwrap_err();
+    assert!(matches!(err, Error::Listener { .. }), "{err}");
+    mode.store(1, Ordering::SeqCst);
+    let s = space.clone();
+    let again = spec.clone();
+    assert!(std::panic::catch_unwind(move || s.plug(again)).is_err());
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "accepted listeners were undone"
+    );
+    assert!(space.snapshot().is_empty());
+    assert_eq!(space.snapshot().generation(), 0);
+    mode.store(2, Ordering::SeqCst);
+    let (region, _) = space.plug(spec).unwrap();
+    assert_eq!(region.read_obj::<u64>(MemoryRegionAddress(0)).unwrap(), 0);
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+    assert_eq!(space.snapshot().slot(slot), Some(0));
 }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use memvisor_space::{AddressSpace, Layout, Region, RegionSpec, RegionType, Snapshot};
+use memvisor_space::{
+    AddressSpace, ChangeKind, GuestBytes, Layout, ListenerError, Region, RegionEvent,
+    RegionListener, RegionSpec, RegionType, Snapshot, SpaceReader,
+};
 use vm_memory::GuestAddress;
 
 const WRITERS: u64 = 4;
@@ -157,4 +160,153 @@ fn removed_region_stays_readable_through_old_snapshot() {
         old.find_region(GuestAddress(0)).map(|r| r.size()),
         Some(page())
     );
+}
+
+/// What may be shared with or sent to other threads: the handle, snapshots, regions, the view
+/// of a snapshot's bytes; a reader (its cache) may move to another thread.
+#[test]
+fn handles_and_snapshots_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<AddressSpace>();
+    send_sync::<Snapshot>();
+    send_sync::<Arc<Snapshot>>();
+    send_sync::<Region>();
+    send_sync::<GuestBytes<'static>>();
+    send_sync::<Arc<dyn RegionListener>>();
+    send::<SpaceReader>();
+}
+
+/// A KVM-like slot table kept by a listener: a slot number is given to at most one live region,
+/// and a region is removed under the number it was inserted with.
+#[derive(Default)]
+struct SlotTable(std::sync::Mutex<std::collections::BTreeMap<u32, u64>>);
+
+impl RegionListener for SlotTable {
+    fn region_changed(&self, e: &RegionEvent<'_>) -> Result<(), ListenerError> {
+        let slot = e.slot.expect("RAM has a slot number");
+        let mut table = self.0.lock().unwrap();
+        match e.kind {
+            ChangeKind::Inserted => {
+                let old = table.insert(slot, e.region.base().0);
+                assert_eq!(old, None, "slot {slot} given to two live regions");
+            }
+            ChangeKind::Removed => {
+                let base = table.remove(&slot);
+                assert_eq!(
+                    base,
+                    Some(e.region.base().0),
+                    "slot {slot} removed for another"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Two writers insert and remove RAM with as few slot numbers as they can ever hold at once
+/// (so every number is reused over and over), a third thread adds and removes listeners (one
+/// refusing now and then), and readers look up: a slot number never belongs to two live
+/// regions, a refused change changes nothing, and the table matches the final snapshot.
+#[test]
+fn listeners_churn_while_writers_reuse_slot_numbers() {
+    const ROUNDS: u64 = if cfg!(miri) { 4 } else { 400 };
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    // Each writer holds at most two regions at once.
+    let space = AddressSpace::builder(layout).slots(4).plan().unwrap();
+    let table = Arc::new(SlotTable::default());
+    space.add_listener(Arc::clone(&table) as Arc<dyn RegionListener>);
+    let done = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (space, done) = (space.clone(), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut n = 0u64;
+            while !done.load(Ordering::Acquire) {
+                let refuse = n.is_multiple_of(3);
+                let listener: Arc<dyn RegionListener> =
+                    Arc::new(move |e: &RegionEvent<'_>| -> Result<(), ListenerError> {
+                        if refuse
+                            && e.kind == ChangeKind::Inserted
+                            && e.generation.is_multiple_of(5)
+                        {
+                            return Err("refused".into());
+                        }
+                        Ok(())
+                    });
+                space.add_listener(Arc::clone(&listener));
+                thread::yield_now();
+                assert!(space.remove_listener(&listener));
+                assert!(!space.remove_listener(&listener));
+                n += 1;
+            }
+            n
+        })
+    };
+    let reader = {
+        let (space, done) = (space.clone(), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut reader = space.reader();
+            while !done.load(Ordering::Acquire) {
+                let s = Arc::clone(reader.load());
+                let mut slots: Vec<u32> = s.regions_with_slots().filter_map(|(_, n)| n).collect();
+                let all = slots.len();
+                slots.sort_unstable();
+                slots.dedup();
+                assert_eq!(slots.len(), all, "a snapshot gives one slot number twice");
+                assert!(slots.iter().all(|&n| n < 4));
+            }
+        })
+    };
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let space = space.clone();
+            thread::spawn(move || {
+                let mut refused = 0;
+                for i in 0..ROUNDS {
+                    let base = (i * 2 + w) * 2 * page();
+                    let region = Arc::new(
+                        Region::plan(RegionSpec::ram(GuestAddress(base), page())).unwrap(),
+                    );
+                    let before = space.find_region(GuestAddress(base));
+                    match space.insert_region(region) {
+                        Ok(()) => {}
+                        Err(memvisor_space::Error::Listener { base: b, .. }) => {
+                            assert_eq!(b, base);
+                            assert!(
+                                before.is_none() && space.find_region(GuestAddress(base)).is_none()
+                            );
+                            refused += 1;
+                            continue;
+                        }
+                        Err(e) => panic!("insert: {e}"),
+                    }
+                    space.remove_region(GuestAddress(base), page()).unwrap();
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    done.store(true, Ordering::Release);
+    assert!(churn.join().unwrap() > 0);
+    reader.join().unwrap();
+    assert!(refused <= 2 * ROUNDS);
+    assert!(space.snapshot().is_empty());
+    assert!(
+        table.0.lock().unwrap().is_empty(),
+        "the table kept a removed region"
+    );
+    // Every number is free again: four regions get the four numbers.
+    for i in 0..4 {
+        let region = Region::plan(RegionSpec::ram(GuestAddress(i * page()), page())).unwrap();
+        space.insert_region(Arc::new(region)).unwrap();
+    }
+    let mut slots: Vec<u32> = space
+        .snapshot()
+        .regions_with_slots()
+        .filter_map(|(_, n)| n)
+        .collect();
+    slots.sort_unstable();
+    assert_eq!(slots, [0, 1, 2, 3]);
+    assert_eq!(table.0.lock().unwrap().len(), 4);
 }

@@ -178,15 +178,19 @@ impl Platform {
     }
 
     /// The platform with PCI MMCONFIG (ECAM) reserved: 256 MiB at 0xe000_0000 in the 32-bit
-    /// device window on x86-64. Off by default (the presets' devices are virtio-mmio).
+    /// device window on x86-64. Off by default (the presets' devices are virtio-mmio). Asking
+    /// again changes nothing: the range is reserved once.
     ///
     /// # Errors
     /// [`Error::InvalidLayout`] on an architecture without it in its preset.
     pub fn with_pci_mmconfig(mut self) -> Result<Self> {
         match self.arch {
             Arch::X86_64 => {
-                self.reservations.push(x86_64::pci_mmconfig());
-                self.reservations.sort_by_key(|r| r.range);
+                let mmconfig = x86_64::pci_mmconfig();
+                if !self.reservations.contains(&mmconfig) {
+                    self.reservations.push(mmconfig);
+                    self.reservations.sort_by_key(|r| r.range);
+                }
                 Ok(self)
             }
             Arch::Aarch64 => Err(Error::InvalidLayout {
@@ -357,6 +361,19 @@ mod tests {
             .place(crate::WindowKind::Device, size, 0x1000, "gpu")
             .unwrap_err();
         assert!(matches!(big, Error::NoRoom { .. }), "{big}");
+    }
+
+    #[test]
+    fn with_pci_mmconfig_twice_reserves_once() {
+        let once = Platform::x86_64().with_pci_mmconfig().unwrap();
+        let twice = once.clone().with_pci_mmconfig().unwrap();
+        assert_eq!(twice.reservations(), once.reservations());
+        let layout = twice.layout().ram(1 << 30).build().unwrap();
+        let placer = twice.placer(&layout).unwrap();
+        assert_eq!(
+            placer.owner_of(GuestAddress(0xe000_0000)).map(|(o, _)| o),
+            Some("PCI MMCONFIG")
+        );
     }
 
     #[test]

@@ -23,20 +23,52 @@ pub(crate) const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 const HUGE_SHIFT: u32 = 26;
 const MFD_CLOEXEC: libc::c_uint = 1;
 const MFD_HUGETLB: libc::c_uint = 4;
+const MFD_ALLOW_SEALING: libc::c_uint = 2;
 
-/// A new memfd named `name`, with explicit huge pages of `huge` if given.
+/// A new memfd named `name`, with explicit huge pages of `huge` if given, that can be sealed
+/// ([`seal_size`]). A kernel that cannot seal memfds of huge pages (before Linux 4.16) refuses
+/// the sealing flag for them; the memfd is then made without it.
 pub(crate) fn memfd(name: &CStr, huge: Option<HugePageSize>) -> io::Result<File> {
     let mut flags = MFD_CLOEXEC;
     if let Some(size) = huge {
         flags |= MFD_HUGETLB | (size.shift() << HUGE_SHIFT);
     }
-    // SAFETY: `name` is a valid C string; the call has no other preconditions.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
-    if fd < 0 {
+    let create = |flags| {
+        // SAFETY: `name` is a valid C string; the call has no other preconditions.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    };
+    match create(flags | MFD_ALLOW_SEALING) {
+        Err(e) if huge.is_some() && e.raw_os_error() == Some(libc::EINVAL) => create(flags),
+        other => other,
+    }
+}
+
+/// Seals a memfd's size and its seals (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so that no
+/// process it is handed to can truncate it under the guest (an access past the end of a shared
+/// file mapping raises `SIGBUS` in every process that maps it) or seal it against writes
+/// (which would make discarding its pages fail). A memfd made without the sealing flag (see
+/// [`memfd`]) is left as it is.
+pub(crate) fn seal_size(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is an open descriptor; F_GET_SEALS takes no argument.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if seals < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    if seals & libc::F_SEAL_SEAL != 0 {
+        return Ok(());
+    }
+    let add = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: `fd` is an open descriptor; F_ADD_SEALS takes an int of seal bits.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, add) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The file system type and block size (the page size on hugetlbfs) of an open file.

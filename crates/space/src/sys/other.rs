@@ -42,6 +42,11 @@ pub(crate) fn memfd(_: &CStr, _: Option<HugePageSize>) -> io::Result<File> {
     Err(only_on_linux("memfd_create"))
 }
 
+/// Memfd seals are Linux's: always an error here.
+pub(crate) fn seal_size(_: &File) -> io::Result<()> {
+    Err(only_on_linux("memfd seals"))
+}
+
 /// The file system checks for hugetlbfs are Linux's: always an error here.
 pub(crate) fn fs_info(_: &File) -> io::Result<(i64, u64)> {
     Err(only_on_linux("fstatfs for hugetlbfs"))
