@@ -5,7 +5,7 @@ use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
-use crate::slots::{MemorySlots, Shared};
+use crate::slots::{MemorySlots, Shared, State};
 
 /// The largest range a bitmap covers: 128 PiB, above the user address space of any host with
 /// 5-level page tables, so no region with host memory is larger.
@@ -170,8 +170,10 @@ impl DirtyBitmap {
             return Err(Error::BitmapMismatch {
                 base: self.base.0,
                 size: self.size,
+                page_size: self.page_size,
                 other_base: other.base.0,
                 other_size: other.size,
+                other_page_size: other.page_size,
             });
         }
         self.or_words(&other.words);
@@ -258,43 +260,50 @@ impl MemorySlots {
     pub fn fetch_dirty_log_into(&self, bitmap: &mut DirtyBitmap) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.lock();
-        let base = bitmap.base.0;
-        let (slot, region, _) =
-            Shared::slot_of(&state, base).ok_or(Error::NotRegistered { base })?;
-        let page = host_page_size();
-        if region.size() != bitmap.size || bitmap.page_size != page {
-            return Err(Error::BitmapMismatch {
-                base,
-                size: bitmap.size,
-                other_base: region.base().0,
-                other_size: region.size(),
-            });
-        }
-        let words = get_log(shared, slot, region)?;
-        let saved = state.take_pending(slot);
-        drop(state);
-        bitmap.or_words(&words);
-        if let Some(saved) = saved {
-            bitmap.or_words(&saved);
-        }
-        Ok(())
+        fetch_locked(shared, &mut state, bitmap)
     }
 
-    /// Fetches and clears KVM's dirty log of the region starting at `base` as a new bitmap.
+    /// Fetches and clears KVM's dirty log of the region starting at `base` as a new bitmap of
+    /// that region, one bit per host page.
     ///
     /// # Errors
-    /// As [`fetch_dirty_log_into`](Self::fetch_dirty_log_into).
+    /// [`Error::NotRegistered`]; [`Error::DirtyLog`] if KVM refuses (dirty logging off);
+    /// [`Error::InvalidBitmap`] if the bitmap cannot be allocated. The region is looked up and
+    /// its log fetched in one step, so a region replaced at `base` meanwhile by another thread
+    /// gives the new region's log, never a mismatch.
     pub fn fetch_dirty_log(&self, base: GuestAddress) -> Result<DirtyBitmap> {
-        let size = {
-            let state = self.shared().lock();
-            let (_, region, _) =
-                Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
-            region.size()
-        };
-        let mut bitmap = DirtyBitmap::new(base, size, host_page_size())?;
-        self.fetch_dirty_log_into(&mut bitmap)?;
+        let shared = self.shared();
+        let mut state = shared.lock();
+        let (_, region, _) =
+            Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
+        let mut bitmap = DirtyBitmap::new(base, region.size(), host_page_size())?;
+        fetch_locked(shared, &mut state, &mut bitmap)?;
         Ok(bitmap)
     }
+}
+
+/// [`MemorySlots::fetch_dirty_log_into`] with the state locked.
+fn fetch_locked(shared: &Shared, state: &mut State, bitmap: &mut DirtyBitmap) -> Result<()> {
+    let base = bitmap.base.0;
+    let (slot, region, _) = Shared::slot_of(state, base).ok_or(Error::NotRegistered { base })?;
+    let page = host_page_size();
+    if region.size() != bitmap.size || bitmap.page_size != page {
+        return Err(Error::BitmapMismatch {
+            base,
+            size: bitmap.size,
+            page_size: bitmap.page_size,
+            other_base: region.base().0,
+            other_size: region.size(),
+            other_page_size: page,
+        });
+    }
+    let words = get_log(shared, slot, region)?;
+    let saved = state.take_pending(slot);
+    bitmap.or_words(&words);
+    if let Some(saved) = saved {
+        bitmap.or_words(&saved);
+    }
+    Ok(())
 }
 
 /// The host page size: the unit of KVM's dirty log.

@@ -35,13 +35,21 @@ pub enum Error {
         /// The number of slots the VM has (`KVM_CAP_NR_MEMSLOTS`).
         limit: u32,
     },
-    /// The slot number is still registered for another region (its removal from KVM failed).
+    /// The slot number is still registered for another region: its deletion from KVM failed,
+    /// and failed again when retried for this region.
     #[error("memory slot {slot} asked for the region at {base:#x} is still held by another region")]
     SlotBusy {
         /// The memory-slot number.
         slot: u32,
         /// The region's guest base.
         base: u64,
+    },
+    /// The VM has a live [`MemorySlots`](crate::MemorySlots) already: a second one would
+    /// manage the same KVM slot numbers.
+    #[error("the VM (file descriptor {vm_fd}) has memory slots attached already")]
+    AlreadyAttached {
+        /// The VM's file descriptor.
+        vm_fd: i32,
     },
     /// A read-only region, but this KVM has no `KVM_CAP_READONLY_MEM`.
     #[error("the region at {base:#x} is read-only, which this KVM cannot map")]
@@ -87,18 +95,23 @@ pub enum Error {
     },
     /// Two dirty bitmaps of different regions or page sizes were merged.
     #[error(
-        "cannot merge the dirty bitmap of {other_size:#x} bytes at {other_base:#x} into the one \
-         of {size:#x} bytes at {base:#x}"
+        "cannot merge the dirty bitmap of {other_size:#x} bytes at {other_base:#x} in pages of \
+         {other_page_size:#x} bytes into the one of {size:#x} bytes at {base:#x} in pages of \
+         {page_size:#x} bytes"
     )]
     BitmapMismatch {
         /// Base of the bitmap merged into.
         base: u64,
         /// Its size in bytes.
         size: u64,
+        /// Its page size in bytes.
+        page_size: u64,
         /// Base of the other bitmap.
         other_base: u64,
         /// Its size in bytes.
         other_size: u64,
+        /// Its page size in bytes (for KVM's log, the host page size).
+        other_page_size: u64,
     },
 }
 

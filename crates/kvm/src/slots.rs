@@ -81,6 +81,19 @@ pub(crate) struct State {
     inserted: Option<(u32, u64)>,
     /// Dirty logs saved across a removal that was undone, by slot: merged into the next fetch.
     pending: BTreeMap<u32, Vec<u64>>,
+    /// Regions the space holds but KVM does not, by slot: a listener after this one refused
+    /// their removal, and KVM refused to take the slot back (the space ignores errors of an
+    /// undo). Dropped once KVM takes a region under that slot number, or when found out of
+    /// the space.
+    lost: BTreeMap<u32, Lost>,
+}
+
+/// A region of the space whose slot KVM would not take back after an undone removal.
+struct Lost {
+    /// Weak: only the space keeps it.
+    region: Weak<Region>,
+    base: u64,
+    size: u64,
 }
 
 impl State {
@@ -121,9 +134,10 @@ enum Op {
 /// memory mapped) until KVM has let go of them, including when this value is dropped: dropping
 /// it deletes every slot from KVM first.
 ///
-/// One `MemorySlots` per VM: KVM slot numbers are the space's, so a second address space
-/// attached to the same VM would move or replace the first one's slots in KVM (never leaving
-/// KVM with memory nobody holds, but no longer in sync).
+/// One `MemorySlots` per VM: KVM slot numbers are the space's, so a second one (of the same
+/// address space or another) would manage the same KVM slots. [`attach`](Self::attach) refuses
+/// a `VmFd` that has a live `MemorySlots` already ([`Error::AlreadyAttached`]); once that one
+/// is dropped, the VM can be attached again. One address space may be attached to several VMs.
 ///
 /// Its methods may be called from a region listener of the space (one added after it sees a
 /// new region registered already). Attaching or dropping it there panics instead: that adds
@@ -176,7 +190,8 @@ impl MemorySlots {
     /// after its listeners accept it.
     ///
     /// # Errors
-    /// As the listener would refuse a region: [`Error::SlotLimit`], [`Error::TooBig`],
+    /// [`Error::AlreadyAttached`] if `vm` has a live `MemorySlots` already (nothing is done
+    /// then). As the listener would refuse a region: [`Error::SlotLimit`], [`Error::TooBig`],
     /// [`Error::ReadOnlyUnsupported`], [`Error::SetMemoryRegion`]. The slots registered before
     /// the failure are deleted again and the listener is taken out of `space`.
     pub fn attach(vm: Arc<VmFd>, space: &AddressSpace) -> Result<Self> {
@@ -186,6 +201,9 @@ impl MemorySlots {
 
     /// [`attach`](Self::attach) with a given slot limit (at most the VM's).
     fn attach_with_limit(vm: Arc<VmFd>, space: &AddressSpace, limit: u32) -> Result<Self> {
+        // Claimed before anything reaches KVM; `Drop for Shared` gives the claim back (also
+        // when this attach fails below).
+        claim_vm(&vm)?;
         let readonly = vm.check_extension(Cap::ReadonlyMem);
         let shared = Arc::new(Shared {
             vm,
@@ -256,6 +274,33 @@ impl MemorySlots {
         self.shared.lock().by_base.get(&base.0).copied()
     }
 
+    /// The regions the address space holds with a memory slot but KVM does not, in slot
+    /// order: `(slot, guest base, size)`. Empty unless KVM refused an undo: when a region
+    /// listener after this one refuses a removal, the slot already left KVM and goes back
+    /// (see [`attach`](Self::attach)); if KVM refuses that, the address space ignores the
+    /// error and keeps the region. Such a region is not registered (guest accesses to it exit
+    /// as MMIO, [`fetch_dirty_log`](Self::fetch_dirty_log) gives [`Error::NotRegistered`], and
+    /// the pages logged for it before the removal are lost: count them all as dirty). It stays
+    /// here until the address space removes it; inserting it again then makes it a slot again.
+    #[must_use]
+    pub fn out_of_sync(&self) -> Vec<(u32, u64, u64)> {
+        let mut state = self.shared.lock();
+        // A record of a region the space no longer holds is done with. A change in progress
+        // waits for `state` in the listener or has passed it; either way it has not published
+        // yet, so the snapshot is the state before it.
+        let snapshot = self.space.snapshot();
+        state.lost.retain(|_, l| {
+            snapshot
+                .find_arc(vm_memory::GuestAddress(l.base))
+                .is_some_and(|r| std::ptr::eq(l.region.as_ptr(), Arc::as_ptr(&r)))
+        });
+        state
+            .lost
+            .iter()
+            .map(|(&slot, l)| (slot, l.base, l.size))
+            .collect()
+    }
+
     /// The registered slots in slot order: `(slot, guest base, size, KVM flags)`.
     #[must_use]
     pub fn registered(&self) -> Vec<(u32, u64, u64, u32)> {
@@ -312,8 +357,22 @@ impl Shared {
                         limit: self.limit,
                     });
                 }
-                if state.slots.contains_key(&slot) {
-                    return Err(Error::SlotBusy { slot, base });
+                if let Some(stale) = state.slots.get(&slot) {
+                    // The space hands out a number no region of it holds: this one's deletion
+                    // failed (the undo of a refused insertion, whose error the space ignores).
+                    // Try again; while KVM still refuses, the number stays busy.
+                    if self
+                        .set(slot, &stale.region, stale.flags, Op::Delete)
+                        .is_err()
+                    {
+                        return Err(Error::SlotBusy { slot, base });
+                    }
+                    let stale_base = stale.region.base().0;
+                    state.slots.remove(&slot);
+                    if state.by_base.get(&stale_base) == Some(&slot) {
+                        state.by_base.remove(&stale_base);
+                    }
+                    state.pending.remove(&slot);
                 }
                 // The undo of the removal just made: the slot as it was.
                 let undo = removed.filter(|r| {
@@ -330,7 +389,23 @@ impl Shared {
                 } else {
                     return Err(Error::ReadOnlyUnsupported { base });
                 };
-                self.set(slot, region, flags, Op::Add)?;
+                if let Err(e) = self.set(slot, region, flags, Op::Add) {
+                    // (A lost region inserted again keeps its record.)
+                    if undo.is_some() {
+                        // The space keeps the region although KVM no longer has it: say so
+                        // until the region goes (its dirty log up to the removal is lost).
+                        state.lost.insert(
+                            slot,
+                            Lost {
+                                region: Arc::downgrade(region),
+                                base,
+                                size: region.size(),
+                            },
+                        );
+                    }
+                    return Err(e);
+                }
+                state.lost.remove(&slot);
                 state.slots.insert(
                     slot,
                     Registered {
@@ -350,6 +425,10 @@ impl Shared {
                 }
             }
             ChangeKind::Removed => {
+                // Not registered (a lost region too): KVM has nothing to delete. A lost
+                // region's record goes once the space no longer holds it (see `out_of_sync`);
+                // should a later listener refuse its removal, the undo finds no `removed`
+                // record and inserts it as a fresh slot, which mends it if KVM agrees.
                 let Some(registered) = state.slots.get(&slot) else {
                     return Ok(());
                 };
@@ -478,6 +557,36 @@ impl Drop for Shared {
                 std::mem::forget(registered.region);
             }
         }
+        release_vm(&self.vm);
+    }
+}
+
+/// The VMs with a live [`Shared`], by the address of their `VmFd` (which the `Shared` keeps
+/// alive, so no other `VmFd` can take that address meanwhile).
+static ATTACHED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Records that `vm` has memory slots attached.
+///
+/// # Errors
+/// [`Error::AlreadyAttached`] if it has already.
+fn claim_vm(vm: &Arc<VmFd>) -> Result<()> {
+    let key = Arc::as_ptr(vm).addr();
+    let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
+    if attached.contains(&key) {
+        return Err(Error::AlreadyAttached {
+            vm_fd: std::os::fd::AsRawFd::as_raw_fd(&**vm),
+        });
+    }
+    attached.push(key);
+    Ok(())
+}
+
+/// Takes back the record of [`claim_vm`].
+fn release_vm(vm: &Arc<VmFd>) {
+    let key = Arc::as_ptr(vm).addr();
+    let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(i) = attached.iter().position(|&k| k == key) {
+        attached.swap_remove(i);
     }
 }
 
@@ -561,6 +670,58 @@ mod tests {
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
     }
 
+    #[test]
+    fn insert_past_slot_limit_errors_and_leaves_space_and_kvm() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("\n*** SKIPPED insert_past_slot_limit: /dev/kvm is not usable here ***\n");
+            return;
+        };
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+        // The space hands out more numbers than the VM (limited to 2 here) accepts.
+        let (space, _) = AddressSpace::builder(layout)
+            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
+            .back()
+            .unwrap();
+        let slots = MemorySlots::attach_with_limit(Arc::clone(&vm), &space, 2).unwrap();
+        let backed = |base: u64| {
+            Arc::new(
+                Region::back(RegionSpec::ram(GuestAddress(base), 1 << 20))
+                    .unwrap()
+                    .0,
+            )
+        };
+        space.insert_region(backed(2 << 20)).unwrap();
+        let before = slots.registered();
+        let generation = space.snapshot().generation();
+        let third = backed(4 << 20);
+        let err = space.insert_region(Arc::clone(&third)).unwrap_err();
+        let memvisor_space::Error::Listener { source, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            matches!(
+                source.downcast_ref::<Error>(),
+                Some(Error::SlotLimit {
+                    slot: 2,
+                    base: 0x40_0000,
+                    limit: 2
+                })
+            ),
+            "{err}"
+        );
+        assert_eq!(space.snapshot().generation(), generation);
+        assert_eq!(space.snapshot().len(), 2);
+        assert_eq!(slots.registered(), before);
+        // A number given back is taken again, within the limit.
+        space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+        space.insert_region(third).unwrap();
+        assert_eq!(
+            slots.registered(),
+            [(0, 4 << 20, 1 << 20, 0), (1, 2 << 20, 1 << 20, 0)]
+        );
+    }
+
     /// Runs a real-mode guest at guest address 0 that writes one byte to `target` and halts.
     fn guest_writes_byte(vm: &VmFd, space: &AddressSpace, target: u16) {
         use vm_memory::Bytes;
@@ -583,6 +744,66 @@ mod tests {
             kvm_ioctls::VcpuExit::Hlt => {}
             exit => panic!("unexpected exit {exit:?}"),
         }
+    }
+
+    #[test]
+    fn insert_after_kvm_refused_undo_of_refused_insertion_retries_deletion() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!(
+                "\n*** SKIPPED insert_after_kvm_refused_undo: /dev/kvm is not usable here ***\n"
+            );
+            return;
+        };
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+        let space = AddressSpace::builder(layout)
+            .slots(slot_limit(&vm))
+            .plan()
+            .unwrap();
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        // A later listener refuses the insertion; KVM then refuses to delete the slot again.
+        let refuse: Arc<dyn RegionListener> = Arc::new(
+            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
+        );
+        space.add_listener(Arc::clone(&refuse));
+        let first = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+                .unwrap()
+                .0,
+        );
+        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        assert!(space.insert_region(Arc::clone(&first)).is_err());
+        slots
+            .shared
+            .refuse_deletions
+            .store(false, Ordering::Relaxed);
+        space.remove_listener(&refuse);
+        assert!(space.snapshot().is_empty());
+
+        // The space gives slot 0 to the next region: the stale slot is deleted then, and the
+        // new region takes the number.
+        let second = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(4 << 20), 1 << 20))
+                .unwrap()
+                .0,
+        );
+        space.insert_region(Arc::clone(&second)).unwrap();
+        assert_eq!(slots.registered(), [(0, 4 << 20, 1 << 20, 0)]);
+        assert_eq!(slots.slot_at(GuestAddress(0)), None);
+        // KVM let go of the first region: its range takes another slot, and no one else
+        // holds it.
+        let mem = kvm_userspace_memory_region {
+            slot: 9,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: first.size(),
+            userspace_addr: first.host_ptr().unwrap() as u64,
+        };
+        // SAFETY: `first` outlives the VM (`slots` and `vm` are dropped first below).
+        unsafe { vm.set_user_memory_region(mem) }.unwrap();
+        assert_eq!(Arc::strong_count(&first), 1);
+        drop(slots);
+        drop(vm);
     }
 
     #[test]

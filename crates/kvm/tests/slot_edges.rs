@@ -95,9 +95,11 @@ fn fetch_dirty_log_into_mismatched_bitmap_errors_and_leaves_it() {
             Error::BitmapMismatch {
                 base: 0,
                 size: MIB,
+                page_size: p,
                 other_base: 0,
                 other_size,
-            } if other_size == 2 * MIB
+                other_page_size,
+            } if other_size == 2 * MIB && p == page && other_page_size == page
         ),
         "{err}"
     );
@@ -122,4 +124,44 @@ fn fetch_dirty_log_into_mismatched_bitmap_errors_and_leaves_it() {
     let mut fits = DirtyBitmap::new(GuestAddress(0), 2 * MIB, page).unwrap();
     slots.fetch_dirty_log_into(&mut fits).unwrap();
     assert_eq!(fits.page_size(), page);
+}
+
+#[test]
+fn fetch_dirty_log_into_other_page_size_only_names_both_page_sizes() {
+    let Some(kvm) = kvm_or_skip("fetch_dirty_log_into_other_page_size_only_names_both_page_sizes")
+    else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let (space, _) = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .region(RegionSpec::ram(GuestAddress(0), 2 * MIB))
+        .back()
+        .unwrap();
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    slots.set_dirty_logging(GuestAddress(0), true).unwrap();
+    let page = memvisor_vmem::page_size() as u64;
+    // Same range, other page size: the error says which page sizes differ.
+    let mut coarse = DirtyBitmap::new(GuestAddress(0), 2 * MIB, 4 * page).unwrap();
+    let err = slots.fetch_dirty_log_into(&mut coarse).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{:#x}", 4 * page)) && text.contains(&format!("{page:#x}")),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            err,
+            Error::BitmapMismatch { size, page_size, other_size, other_page_size, .. }
+                if size == other_size && page_size == 4 * page && other_page_size == page
+        ),
+        "{err}"
+    );
+    // `merge` says the same.
+    let fine = DirtyBitmap::new(GuestAddress(0), 2 * MIB, page).unwrap();
+    let text = coarse.merge(&fine).unwrap_err().to_string();
+    assert!(
+        text.contains(&format!("{:#x}", 4 * page)) && text.contains(&format!("{page:#x}")),
+        "{text}"
+    );
 }

@@ -315,3 +315,83 @@ fn region_inserted_again_after_its_insertion_was_refused_is_a_fresh_slot() {
     drop(vm);
     drop(region);
 }
+
+#[test]
+fn undo_of_refused_removal_refused_by_kvm_is_reported_until_the_region_goes() {
+    let Some(kvm) =
+        kvm_or_skip("undo_of_refused_removal_refused_by_kvm_is_reported_until_the_region_goes")
+    else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = space_for(&vm);
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    let region = backed(MIB, MIB);
+    space.insert_region(Arc::clone(&region)).unwrap();
+    slots.set_dirty_logging(GuestAddress(MIB), true).unwrap();
+    assert!(slots.out_of_sync().is_empty());
+
+    // A listener after KVM's that, once the slot left KVM, puts other memory there (so KVM
+    // refuses to take the slot back) and refuses the removal.
+    let foreign = backed(MIB, MIB);
+    let (v, host) = (Arc::clone(&vm), foreign.host_ptr().unwrap() as u64);
+    let listener: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
+        if e.kind == memvisor_space::ChangeKind::Removed {
+            let mem = kvm_userspace_memory_region {
+                slot: 100,
+                flags: 0,
+                guest_phys_addr: MIB,
+                memory_size: MIB,
+                userspace_addr: host,
+            };
+            // SAFETY: `foreign` outlives the VM: `vm` and `slots` are dropped before it below.
+            unsafe { v.set_user_memory_region(mem) }.unwrap();
+            return Err("not now".into());
+        }
+        Ok(())
+    });
+    space.add_listener(Arc::clone(&listener));
+    assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
+    space.remove_listener(&listener);
+    drop(listener);
+    // The space kept the region, KVM did not take it back: that is reported, and the region
+    // is not registered.
+    assert_eq!(space.snapshot().len(), 1);
+    assert!(slots.is_empty());
+    assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
+    assert!(matches!(
+        slots.fetch_dirty_log(GuestAddress(MIB)),
+        Err(Error::NotRegistered { base: 0x10_0000 })
+    ));
+    // Other changes go on and do not clear the report.
+    space.insert_region(backed(4 * MIB, MIB)).unwrap();
+    space.remove_region(GuestAddress(4 * MIB), MIB).unwrap();
+    assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
+    // A refused removal of it, while KVM still refuses the slot: still reported.
+    let refuse: Arc<dyn RegionListener> = Arc::new(|_: &RegionEvent<'_>| Err("no".into()));
+    space.add_listener(Arc::clone(&refuse));
+    assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
+    space.remove_listener(&refuse);
+    assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
+    assert!(slots.is_empty());
+
+    // Once the foreign slot is gone, removing the region and inserting it again mends it.
+    let mem = kvm_userspace_memory_region {
+        slot: 100,
+        flags: 0,
+        guest_phys_addr: MIB,
+        memory_size: 0,
+        userspace_addr: 0,
+    };
+    // SAFETY: deleting a slot refers to no memory.
+    unsafe { vm.set_user_memory_region(mem) }.unwrap();
+    let removed = space.remove_region(GuestAddress(MIB), MIB).unwrap();
+    assert!(slots.out_of_sync().is_empty());
+    space.insert_region(removed).unwrap();
+    assert_eq!(slots.registered(), expected(&space));
+    assert!(slots.out_of_sync().is_empty());
+    drop(slots);
+    drop(vm);
+    drop(foreign);
+    drop(region);
+}

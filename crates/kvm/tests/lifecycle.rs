@@ -1,0 +1,114 @@
+//! Attaching, detaching and attaching again on the host's real KVM: one `MemorySlots` per VM,
+//! the slot limit, and slot numbers reused. (Skipped under Miri, which cannot `ioctl`
+//! `/dev/kvm`.)
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+
+mod support;
+
+use std::sync::Arc;
+
+use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
+use memvisor_kvm::{Error, MemorySlots, slot_limit};
+use memvisor_space::{AddressSpace, Region, RegionSpec};
+use support::{MIB, kvm_or_skip, layout};
+use vm_memory::GuestAddress;
+
+fn backed(base: u64, size: u64) -> Arc<Region> {
+    Arc::new(
+        Region::back(RegionSpec::ram(GuestAddress(base), size))
+            .unwrap()
+            .0,
+    )
+}
+
+#[test]
+fn attach_twice_to_one_vm_errors_and_first_keeps_following() {
+    let Some(kvm) = kvm_or_skip("attach_twice_to_one_vm_errors_and_first_keeps_following") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let (space, _) = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .region(RegionSpec::ram(GuestAddress(0), MIB))
+        .back()
+        .unwrap();
+    let first = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    // The same space again, and another space: both refused while `first` lives.
+    let err = MemorySlots::attach(Arc::clone(&vm), &space).unwrap_err();
+    assert!(matches!(err, Error::AlreadyAttached { .. }), "{err}");
+    let (other, _) = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .region(RegionSpec::ram(GuestAddress(8 * MIB), MIB))
+        .back()
+        .unwrap();
+    let err = MemorySlots::attach(Arc::clone(&vm), &other).unwrap_err();
+    assert!(matches!(err, Error::AlreadyAttached { .. }), "{err}");
+    assert_eq!(first.registered(), [(0, 0, MIB, 0)]);
+
+    // The refused attaches left nothing behind: `first` follows removals and insertions.
+    space.remove_region(GuestAddress(0), MIB).unwrap();
+    assert!(first.is_empty());
+    space.insert_region(backed(2 * MIB, MIB)).unwrap();
+    assert_eq!(first.registered(), [(0, 2 * MIB, MIB, 0)]);
+    // Another space's changes are not followed.
+    other.insert_region(backed(16 * MIB, MIB)).unwrap();
+    assert_eq!(first.len(), 1);
+}
+
+#[test]
+fn attach_after_drop_registers_again_with_fresh_flags() {
+    let Some(kvm) = kvm_or_skip("attach_after_drop_registers_again_with_fresh_flags") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let (space, _) = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm))
+        .region(RegionSpec::ram(GuestAddress(0), MIB))
+        .region(RegionSpec::ram(GuestAddress(4 * MIB), MIB))
+        .back()
+        .unwrap();
+    let first = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    first.set_dirty_logging(GuestAddress(0), true).unwrap();
+    assert_eq!(first.registered()[0].3, KVM_MEM_LOG_DIRTY_PAGES);
+    drop(first);
+    // The same VM again, twice over: each attach starts from the space, without logging.
+    for _ in 0..2 {
+        let again = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        assert_eq!(again.registered(), [(0, 0, MIB, 0), (1, 4 * MIB, MIB, 0)]);
+        assert!(matches!(
+            again.fetch_dirty_log(GuestAddress(0)),
+            Err(Error::DirtyLog {
+                slot: 0,
+                base: 0,
+                ..
+            })
+        ));
+        space.remove_region(GuestAddress(4 * MIB), MIB).unwrap();
+        space.insert_region(backed(4 * MIB, MIB)).unwrap();
+        assert_eq!(again.registered(), [(0, 0, MIB, 0), (1, 4 * MIB, MIB, 0)]);
+    }
+}
+
+#[test]
+fn one_space_attached_to_two_vms_keeps_both_in_step() {
+    let Some(kvm) = kvm_or_skip("one_space_attached_to_two_vms_keeps_both_in_step") else {
+        return;
+    };
+    let vm_a = Arc::new(kvm.create_vm().unwrap());
+    let vm_b = Arc::new(kvm.create_vm().unwrap());
+    let (space, _) = AddressSpace::builder(layout())
+        .slots(slot_limit(&vm_a).min(slot_limit(&vm_b)))
+        .region(RegionSpec::ram(GuestAddress(0), MIB))
+        .back()
+        .unwrap();
+    let a = MemorySlots::attach(Arc::clone(&vm_a), &space).unwrap();
+    let b = MemorySlots::attach(Arc::clone(&vm_b), &space).unwrap();
+    space.insert_region(backed(2 * MIB, MIB)).unwrap();
+    space.remove_region(GuestAddress(0), MIB).unwrap();
+    assert_eq!(a.registered(), [(1, 2 * MIB, MIB, 0)]);
+    assert_eq!(b.registered(), a.registered());
+    drop(a);
+    space.insert_region(backed(0, MIB)).unwrap();
+    assert_eq!(b.registered(), [(0, 0, MIB, 0), (1, 2 * MIB, MIB, 0)]);
+}
