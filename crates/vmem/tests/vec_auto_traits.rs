@@ -38,6 +38,10 @@ fn owned_vector_types_follow_their_elements() {
     <Drain<'static, Unshared> as NotSync<_>>::check();
     <IntoIter<Unsent> as NotSend<_>>::check();
     <IntoIter<Unshared> as NotSync<_>>::check();
+    <IntoIter<Rc<u8>> as NotSend<_>>::check();
+    <IntoIter<Rc<u8>> as NotSync<_>>::check();
+    <Drain<'static, Rc<u8>> as NotSend<_>>::check();
+    <Drain<'static, Rc<u8>> as NotSync<_>>::check();
 }
 
 #[test]
@@ -48,12 +52,19 @@ fn concurrent_vector_types_follow_their_elements() {
     <Iter<'static, Unshared> as NotSend<_>>::check();
     <Iter<'static, Unshared> as NotSync<_>>::check();
     <Iter<'static, Unsent> as NotSend<_>>::check();
+    <Iter<'static, Unsent> as NotSync<_>>::check();
     <Entries<'static, Unshared> as NotSend<_>>::check();
+    <Entries<'static, Unshared> as NotSync<_>>::check();
+    <Entries<'static, Unsent> as NotSend<_>>::check();
+    <Entries<'static, Unsent> as NotSync<_>>::check();
     <IterMut<'static, Unsent> as NotSend<_>>::check();
+    <IterMut<'static, Unsent> as NotSync<_>>::check();
     <IterMut<'static, Unshared> as NotSync<_>>::check();
     <ConcurrentIntoIter<Unsent> as NotSend<_>>::check();
+    <ConcurrentIntoIter<Unsent> as NotSync<_>>::check();
     <ConcurrentIntoIter<Unshared> as NotSync<_>>::check();
     <Pusher<'static, Unshared> as NotSend<_>>::check();
     <Pusher<'static, Unsent> as NotSend<_>>::check();
     <Pusher<'static, Unshared> as NotSync<_>>::check();
+    <Pusher<'static, Unsent> as NotSync<_>>::check();
 }

@@ -246,7 +246,8 @@ impl Builder {
     /// Reserves an empty [`ConcurrentVec`]; nothing is committed until the first element.
     ///
     /// # Errors
-    /// As [`build`](Self::build).
+    /// As [`build`](Self::build), and [`Error::TooLarge`] for a capacity above `isize::MAX`
+    /// (which zero-sized elements could otherwise reach).
     pub fn build_concurrent<T>(&self) -> Result<ConcurrentVec<T>> {
         ConcurrentVec::from_builder(self)
     }

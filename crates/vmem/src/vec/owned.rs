@@ -17,8 +17,9 @@ mod edit;
 
 /// A vector with one owner whose maximum capacity is reserved up front and whose memory is
 /// committed as it grows and decommitted when it shrinks. Elements never move when it grows:
-/// a pointer to an element stays valid until that element is removed or the vector shrinks
-/// past it.
+/// a pointer to an element keeps pointing at it until an edit moves or removes it (`insert`,
+/// `remove`, `retain`, `drain` and the like shift elements between slots, as `std`'s do) or the
+/// vector shrinks past it.
 ///
 /// It behaves like `std::vec::Vec` (it dereferences to a slice, and most methods keep std's
 /// names and meanings), with these differences:
