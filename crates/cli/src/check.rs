@@ -223,7 +223,7 @@ pub fn path_state(path: &str) -> PathState {
 
 /// The default huge page size of the host (`Hugepagesize` in `/proc/meminfo`), bytes.
 fn default_huge_page_size(meminfo: &str) -> u64 {
-    field_kib(meminfo, "Hugepagesize").map_or(2 << 20, |k| k * 1024)
+    field_kib(meminfo, "Hugepagesize").map_or(2 << 20, |k| k.saturating_mul(1024))
 }
 
 /// A field of `/proc/mounts` with the kernel's octal escapes (`\040` for a space, `\011`,
@@ -1605,6 +1605,19 @@ mod tests {
         assert!(
             text.starts_with("vm: this host cannot back the spec as written (2 problems)\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn default_huge_page_size_past_64_bits_saturates() {
+        assert_eq!(
+            default_huge_page_size("Hugepagesize:    2048 kB\n"),
+            2 << 20
+        );
+        assert_eq!(default_huge_page_size(""), 2 << 20);
+        assert_eq!(
+            default_huge_page_size("Hugepagesize: 18014398509481984 kB\n"),
+            u64::MAX
         );
     }
 

@@ -37,20 +37,29 @@ pub fn field_kib(text: &str, key: &str) -> Option<u64> {
 }
 
 /// The huge page pools of the host: `(page size in KiB, directory)` of each
-/// `/sys/kernel/mm/hugepages/hugepages-<size>kB`, by size.
+/// `/sys/kernel/mm/hugepages/hugepages-<size>kB`, by size; a size that is not decimal digits
+/// or whose bytes do not fit in 64 bits is left out (so `size * 1024` cannot overflow).
 #[must_use]
 pub fn huge_page_dirs() -> Vec<(u64, std::path::PathBuf)> {
-    let mut out: Vec<(u64, std::path::PathBuf)> = fs::read_dir("/sys/kernel/mm/hugepages")
+    huge_page_dirs_in(std::path::Path::new("/sys/kernel/mm/hugepages"))
+}
+
+/// [`huge_page_dirs`] of a directory laid out as `/sys/kernel/mm/hugepages`.
+fn huge_page_dirs_in(root: &std::path::Path) -> Vec<(u64, std::path::PathBuf)> {
+    let mut out: Vec<(u64, std::path::PathBuf)> = fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let kib = name
-                .strip_prefix("hugepages-")?
-                .strip_suffix("kB")?
-                .parse()
-                .ok()?;
+            let digits = name.strip_prefix("hugepages-")?.strip_suffix("kB")?;
+            // Digits only (`parse` takes a sign), and a size in bytes that fits in 64 bits: no
+            // other name is a pool the kernel makes.
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let kib: u64 = digits.parse().ok()?;
+            kib.checked_mul(1024)?;
             Some((kib, e.path()))
         })
         .collect();
@@ -77,8 +86,8 @@ pub fn sample() -> MemorySample {
         .fold(0u64, u64::saturating_add);
     let huge_pages_free_kib = huge_page_dirs()
         .iter()
-        .map(|(kib, dir)| kib * read_number(dir.join("free_hugepages")).unwrap_or(0))
-        .sum();
+        .map(|(kib, dir)| kib.saturating_mul(read_number(dir.join("free_hugepages")).unwrap_or(0)))
+        .fold(0u64, u64::saturating_add);
     MemorySample {
         rss_kib: get("VmRSS"),
         rss_anon_kib: get("RssAnon"),
@@ -92,8 +101,38 @@ pub fn sample() -> MemorySample {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A fresh empty directory for a test, under the system's temporary directory.
+    pub(crate) fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("memvisor-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn huge_page_dirs_in_odd_sysfs_keeps_pools_that_fit() {
+        let root = scratch_dir("hugepages");
+        for name in [
+            "hugepages-2048kB",
+            "hugepages-1048576kB",
+            // Past 64 bits in bytes, not a number, not a pool.
+            "hugepages-18014398509481984kB",
+            "hugepages-kB",
+            "hugepages-+64kB",
+            "hugepages-64KB",
+            "other",
+        ] {
+            fs::create_dir(root.join(name)).unwrap();
+        }
+        let sizes: Vec<u64> = huge_page_dirs_in(&root).iter().map(|p| p.0).collect();
+        assert_eq!(sizes, [2048, 1_048_576]);
+        assert!(huge_page_dirs_in(&root.join("missing")).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn field_kib_reads_value() {

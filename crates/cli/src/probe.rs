@@ -115,13 +115,23 @@ fn selected(path: &str) -> String {
 }
 
 fn numa_nodes() -> Vec<NumaNode> {
-    let mut out: Vec<NumaNode> = fs::read_dir("/sys/devices/system/node")
+    numa_nodes_in(std::path::Path::new("/sys/devices/system/node"))
+}
+
+/// The NUMA nodes of a directory laid out as `/sys/devices/system/node`.
+fn numa_nodes_in(root: &std::path::Path) -> Vec<NumaNode> {
+    let mut out: Vec<NumaNode> = fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let node: u32 = name.strip_prefix("node")?.parse().ok()?;
+            let digits = name.strip_prefix("node")?;
+            // Digits only: `parse` takes a sign.
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let node: u32 = digits.parse().ok()?;
             let meminfo = fs::read_to_string(e.path().join("meminfo")).unwrap_or_default();
             // Lines read "Node 0 MemTotal:  16318124 kB".
             let prefix = format!("Node {node} ");
@@ -132,8 +142,8 @@ fn numa_nodes() -> Vec<NumaNode> {
                 .collect();
             Some(NumaNode {
                 node,
-                total: field_kib(&stripped, "MemTotal").unwrap_or(0) * 1024,
-                free: field_kib(&stripped, "MemFree").unwrap_or(0) * 1024,
+                total: field_kib(&stripped, "MemTotal").map_or(0, kib_bytes),
+                free: field_kib(&stripped, "MemFree").map_or(0, kib_bytes),
                 cpus: fs::read_to_string(e.path().join("cpulist"))
                     .map(|s| s.trim().to_owned())
                     .unwrap_or_default(),
@@ -142,6 +152,11 @@ fn numa_nodes() -> Vec<NumaNode> {
         .collect();
     out.sort_by_key(|n| n.node);
     out
+}
+
+/// KiB as bytes, at most `u64::MAX` (a value a `/proc` or `/sys` file gives).
+fn kib_bytes(kib: u64) -> u64 {
+    kib.saturating_mul(1024)
 }
 
 /// Prefaults one page with `memvisor-space`, which uses `MADV_POPULATE_WRITE` and reports the
@@ -201,7 +216,7 @@ fn check_guard() -> Check {
 #[must_use]
 pub fn probe() -> Probe {
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let bytes = |key| field_kib(&meminfo, key).map(|k| k * 1024);
+    let bytes = |key| field_kib(&meminfo, key).map(kib_bytes);
     let mode = read_number("/proc/sys/vm/overcommit_memory").unwrap_or(0);
     Probe {
         kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -252,7 +267,8 @@ fn yes_no(c: &Check) -> String {
     format!("{} ({})", if c.works { "yes" } else { "no" }, c.detail)
 }
 
-/// The probe as `key: value` lines, one fact per line.
+/// The probe as `key: value` lines, one fact per line; a control or format character in a
+/// value (as `/proc` or `/sys` gave it) is shown escaped (`\u{1b}`).
 #[must_use]
 pub fn probe_text(p: &Probe) -> String {
     let mut lines: Vec<(String, String)> = vec![
@@ -329,6 +345,8 @@ pub fn probe_text(p: &Probe) -> String {
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (k, v) in lines {
+        // Values from /proc and /sys, escaped as a table cell is.
+        let v = crate::render::escape(&v);
         let _ = writeln!(out, "{:<width$} {v}", format!("{k}:"));
     }
     out
@@ -344,6 +362,89 @@ mod tests {
         let p = probe();
         assert_eq!(p.page_size, memvisor_vmem::page_size() as u64);
         assert!(p.guard_pages.works, "{}", p.guard_pages.detail);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn numa_nodes_in_odd_sysfs_reads_what_is_there() {
+        let root = crate::hostmem::tests::scratch_dir("nodes");
+        for name in ["node0", "node2", "node+3", "nodes", "possible"] {
+            fs::create_dir(root.join(name)).unwrap();
+        }
+        // A node without meminfo or cpulist; one whose sizes in bytes pass 64 bits.
+        fs::write(
+            root.join("node2/meminfo"),
+            "Node 2 MemTotal: 18014398509481984 kB\nNode 2 MemFree: 99999999999999999999 kB\n",
+        )
+        .unwrap();
+        let nodes = numa_nodes_in(&root);
+        let ids: Vec<u32> = nodes.iter().map(|n| n.node).collect();
+        assert_eq!(ids, [0, 2]);
+        assert_eq!((nodes[0].total, nodes[0].free), (0, 0));
+        assert_eq!((nodes[1].total, nodes[1].free), (u64::MAX, 0));
+        assert!(numa_nodes_in(&root.join("missing")).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn sample_probe() -> Probe {
+        Probe {
+            kernel: "6.1.0".into(),
+            page_size: 4096,
+            memory_total: None,
+            memory_available: None,
+            thp: Thp {
+                enabled: "madvise".into(),
+                defrag: "madvise".into(),
+                shmem_enabled: "never".into(),
+                pmd_size: None,
+            },
+            huge_page_pools: vec![],
+            numa_nodes: vec![],
+            madv_populate_write: Check {
+                works: true,
+                detail: "ok".into(),
+            },
+            guard_pages: Check {
+                works: true,
+                detail: "ok".into(),
+            },
+            max_map_count: None,
+            overcommit: Overcommit {
+                mode: 0,
+                name: "heuristic",
+                ratio: None,
+                commit_limit: None,
+                committed: None,
+            },
+        }
+    }
+
+    #[test]
+    fn probe_text_control_characters_are_escaped() {
+        // What /proc and /sys give is shown as the tables show a cell: no control or format
+        // character reaches the terminal raw.
+        let mut p = sample_probe();
+        p.kernel = "6.1\u{1b}[2J".into();
+        p.thp.enabled = "evil\nfake: line".into();
+        p.numa_nodes.push(NumaNode {
+            node: 0,
+            total: 0,
+            free: 0,
+            cpus: "0-3\u{202e}".into(),
+        });
+        let text = probe_text(&p);
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::render::needs_escape(c)),
+            "{text}"
+        );
+        assert!(
+            text.contains("kernel:                 6.1\\u{1b}[2J\n"),
+            "{text}"
+        );
+        assert!(text.contains("evil\\u{a}fake: line (defrag"), "{text}");
+        assert!(text.contains("CPUs 0-3\\u{202e}\n"), "{text}");
     }
 
     #[test]

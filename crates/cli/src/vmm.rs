@@ -1251,15 +1251,20 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
 }
 
 /// The spec of Cloud Hypervisor's `--memory` option (`size=1G,hotplug_size=4G,shared=on`):
-/// `size` is the boot RAM; `hotplug_size` one hotplug slot of that size; `shared=on` memfd
-/// memory (else private anonymous); `hugepages=on` explicit huge pages of `hugepage_size`
-/// (default 2M), else transparent ones unless `thp=off`; `prefault=on` one prefault thread.
-/// `hotplug_method`, `hotplugged_size` and `mergeable` are checked and left out. Sizes take
+/// `size` is the boot RAM; `hotplug_size` one hotplug slot of that size; `shared=on` or
+/// `hugepages=on` memfd memory (else private anonymous); `hugepages=on` explicit huge pages of
+/// `hugepage_size` (default 2M), else transparent ones unless `thp=off`; `prefault=on` one
+/// prefault thread. `hotplug_method`, `hotplugged_size` and `mergeable` are checked and left
+/// out. Sizes take
 /// Cloud Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one
 /// not given, as in Cloud Hypervisor (`thp=` leaves THP on).
 ///
 /// # Errors
-/// [`Error::Import`] for an unknown option, a bad size or `on`/`off` value, or no `size`.
+/// [`Error::Import`] for an unknown option, a bad size or `on`/`off` value, no `size`, or
+/// what Cloud Hypervisor refuses: `hotplug_size=0`, a `hotplugged_size` without
+/// `hotplug_method=virtio-mem` or larger than `hotplug_size`, virtio-mem sizes off its
+/// alignment (128 MiB for `hotplug_size`, 2 MiB for `hotplugged_size`), `hugepage_size`
+/// without `hugepages=on`, `mergeable=on` with `shared=on`.
 ///
 /// ```
 /// use memvisor_cli::vmm::cloud_hypervisor_spec;
@@ -1282,6 +1287,8 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     let mut prefault = false;
     let mut hugepage_size_given = false;
     let mut mergeable = false;
+    let mut hotplugged = None;
+    let mut virtio_mem = false;
     for item in ch_items(option).map_err(|m| err(m.to_owned()))? {
         // As Cloud Hypervisor's option parser: every item is key=value (an empty one too is
         // refused) and values are trimmed; an empty value is one not given. On/off take any
@@ -1313,9 +1320,7 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
         match key {
             "size" => size = bytes()?,
             "hotplug_size" => hotplug = bytes()?,
-            "hotplugged_size" => {
-                bytes()?;
-            }
+            "hotplugged_size" => hotplugged = bytes()?,
             "hugepage_size" => {
                 let given = bytes()?;
                 hugepage_size_given = given.is_some();
@@ -1328,12 +1333,18 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
             "mergeable" => mergeable = on_off(false)?,
             "hotplug_method" => {
                 let method = ch_dequote(value).to_lowercase();
-                if !value.is_empty() && !matches!(method.as_str(), "acpi" | "virtio-mem") {
-                    return Err(err(format!(
-                        "hotplug_method: `{}` is not acpi or virtio-mem",
-                        crate::render::escape(value)
-                    )));
-                }
+                virtio_mem = match method.as_str() {
+                    // Not given: Cloud Hypervisor's default, ACPI.
+                    _ if value.is_empty() => false,
+                    "acpi" => false,
+                    "virtio-mem" => true,
+                    _ => {
+                        return Err(err(format!(
+                            "hotplug_method: `{}` is not acpi or virtio-mem",
+                            crate::render::escape(value)
+                        )));
+                    }
+                };
             }
             other => {
                 return Err(err(format!(
@@ -1354,15 +1365,72 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
             "mergeable=on with shared=on (Cloud Hypervisor refuses the pair)".to_owned(),
         ));
     }
+    // Cloud Hypervisor's memory manager refuses these when it starts, in this order.
+    if let Some(plugged) = hotplugged {
+        let Some(window) = hotplug else {
+            return Err(err(
+                "hotplugged_size: given without hotplug_size (Cloud Hypervisor refuses it)"
+                    .to_owned(),
+            ));
+        };
+        if plugged > window {
+            return Err(err(format!(
+                "hotplugged_size: {} is more than hotplug_size ({}; Cloud Hypervisor refuses it)",
+                crate::size::Size(plugged),
+                crate::size::Size(window)
+            )));
+        }
+        if !virtio_mem {
+            return Err(err(
+                "hotplugged_size: given with hotplug_method=acpi, the default (Cloud \
+                 Hypervisor refuses it; hotplugged_size needs hotplug_method=virtio-mem)"
+                    .to_owned(),
+            ));
+        }
+    }
+    if hotplug == Some(0) {
+        return Err(err(
+            "hotplug_size: 0 B is not a hotplug size (Cloud Hypervisor refuses it; leave \
+             hotplug_size out for none)"
+                .to_owned(),
+        ));
+    }
+    // Its virtio-mem device takes a region of whole 128 MiB blocks, plugged 2 MiB at a time.
+    const VIRTIO_MEM_ALIGN: u64 = 128 << 20;
+    const VIRTIO_MEM_BLOCK: u64 = 2 << 20;
+    if let Some(window) = hotplug.filter(|w| virtio_mem && !w.is_multiple_of(VIRTIO_MEM_ALIGN)) {
+        return Err(err(format!(
+            "hotplug_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses it)",
+            crate::size::Size(window),
+            crate::size::Size(VIRTIO_MEM_ALIGN)
+        )));
+    }
+    if let Some(plugged) = hotplugged.filter(|p| !p.is_multiple_of(VIRTIO_MEM_BLOCK)) {
+        return Err(err(format!(
+            "hotplugged_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses \
+             it)",
+            crate::size::Size(plugged),
+            crate::size::Size(VIRTIO_MEM_BLOCK)
+        )));
+    }
     let size = size.ok_or_else(|| err("no size=".to_owned()))?;
     let mut memory = Table::new();
     memory.insert(
         "size".into(),
         Value::Integer(to_toml_int(size).map_err(|m| err(format!("size: {m}")))?),
     );
+    // Cloud Hypervisor backs shared memory and explicit huge pages alike with a memfd (of
+    // hugetlb pages for the latter), mapped shared.
     memory.insert(
         "backing".into(),
-        Value::String(if shared { "memfd" } else { "anonymous" }.into()),
+        Value::String(
+            if shared || hugepages {
+                "memfd"
+            } else {
+                "anonymous"
+            }
+            .into(),
+        ),
     );
     let pages = match (hugepages, hugepage_size, thp) {
         (true, 0x20_0000, _) => "2MiB",
@@ -1382,8 +1450,11 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     }
     let mut spec = Table::new();
     spec.insert("name".into(), Value::String("cloud-hypervisor".into()));
+    // Cloud Hypervisor gives its guests the host CPU's address bits, at most 46 (its default
+    // `max_phys_bits`): the plan takes the 46 (`memvisor check` says when the host has fewer).
+    spec.insert("phys_bits".into(), Value::Integer(CH_PHYS_BITS));
     spec.insert("memory".into(), Value::Table(memory));
-    if let Some(h) = hotplug.filter(|&h| h > 0) {
+    if let Some(h) = hotplug {
         let mut t = Table::new();
         t.insert("slots".into(), Value::Integer(1));
         t.insert(
@@ -1395,6 +1466,9 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     spec.insert("serial".into(), Value::Table(Table::new()));
     Ok(crate::render::escape_toml(&spec.to_string()))
 }
+
+/// Cloud Hypervisor's default `max_phys_bits`, the most address bits it gives a guest.
+const CH_PHYS_BITS: i64 = 46;
 
 fn to_toml_int(v: u64) -> std::result::Result<i64, String> {
     i64::try_from(v).map_err(|_| format!("{v} bytes is more than 2^63 - 1"))
@@ -1493,7 +1567,7 @@ fn stem(origin: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{PageKind, Source, parse};
+    use crate::spec::{BackingKind, PageKind, Source, parse};
 
     fn spec_of(toml: &str) -> crate::spec::VmSpec {
         parse(Source {
@@ -2108,6 +2182,73 @@ mod tests {
                 firecracker_spec(origin, r#"{"machine-config": {"mem_size_mib": 64}}"#).unwrap();
             assert_eq!(spec_of(&toml).name, name);
         }
+    }
+
+    #[test]
+    fn cloud_hypervisor_hotplug_options_refused_as_cloud_hypervisor_refuses_them() {
+        for (option, expected) in [
+            (
+                "size=1G,hotplug_size=0",
+                "hotplug_size: 0 B is not a hotplug size",
+            ),
+            (
+                "size=1G,hotplug_method=virtio-mem,hotplugged_size=1G",
+                "hotplugged_size: given without hotplug_size",
+            ),
+            (
+                "size=1G,hotplug_method=virtio-mem,hotplug_size=1G,hotplugged_size=2G",
+                "hotplugged_size: 2 GiB is more than hotplug_size (1 GiB;",
+            ),
+            (
+                "size=1G,hotplug_size=1G,hotplugged_size=512M",
+                "hotplugged_size: given with hotplug_method=acpi",
+            ),
+            (
+                "size=1G,hotplug_method=ACPI,hotplug_size=1G,hotplugged_size=0",
+                "hotplugged_size: given with hotplug_method=acpi",
+            ),
+            // Its virtio-mem device takes a region of 128 MiB blocks, plugged 2 MiB at a time.
+            (
+                "size=1G,hotplug_method=virtio-mem,hotplug_size=64M",
+                "hotplug_size: 64 MiB is not a multiple of 128 MiB",
+            ),
+            (
+                "size=1G,hotplug_method=virtio-mem,hotplug_size=1G,hotplugged_size=1M",
+                "hotplugged_size: 1 MiB is not a multiple of 2 MiB",
+            ),
+        ] {
+            let e = cloud_hypervisor_spec(option).unwrap_err().to_string();
+            assert!(e.contains(expected), "{option}: {e}");
+        }
+        // What Cloud Hypervisor takes: an empty value is none given, the last value counts.
+        for option in [
+            "size=1G,hotplug_size=",
+            "size=1G,hotplug_size=1G,hotplugged_size=",
+            "size=1G,hotplug_size=0,hotplug_size=1G",
+            "size=1G,hotplug_method=virtio-mem,hotplug_size=1G,hotplugged_size=1G",
+            "size=1G,hotplug_method=\"Virtio-Mem\",hotplug_size=1G,hotplugged_size=0",
+            "size=1G,hotplug_method=virtio-mem,hotplug_size=384M,hotplugged_size=6M",
+            "size=1G,hotplug_size=64M",
+            "size=1G,hotplug_method=acpi,hotplug_size=1G,hotplug_method=virtio-mem,\
+             hotplugged_size=512M",
+        ] {
+            cloud_hypervisor_spec(option).unwrap_or_else(|e| panic!("{option}: {e}"));
+        }
+    }
+
+    #[test]
+    fn cloud_hypervisor_huge_pages_are_a_memfd() {
+        // Cloud Hypervisor backs explicit huge pages with a hugetlb memfd, mapped shared.
+        for option in [
+            "size=1G,hugepages=on",
+            "size=1G,hugepages=on,hugepage_size=1G",
+            "size=1G,hugepages=on,shared=on",
+        ] {
+            let spec = spec_of(&cloud_hypervisor_spec(option).unwrap());
+            assert_eq!(spec.memory.backing, BackingKind::Memfd, "{option}");
+        }
+        let spec = spec_of(&cloud_hypervisor_spec("size=1G,hugepages=off").unwrap());
+        assert_eq!(spec.memory.backing, BackingKind::Anonymous);
     }
 
     #[test]

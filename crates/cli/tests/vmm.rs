@@ -715,9 +715,13 @@ fn cloud_hypervisor_reads_its_values_as_it_does() {
         ("size=\"1G\",hotplug_size=\"2G\"", "1 hotplug slot"),
         ("size=1G,hotplug_method=ACPI", "RAM 1 GiB"),
         (
-            "size=1G,hotplug_method=virtio-mem,hotplugged_size=512M",
-            "RAM 1 GiB",
+            "size=1G,hotplug_method=virtio-mem,hotplug_size=1G,hotplugged_size=512M",
+            "1 hotplug slot",
         ),
+        ("size=1G,hugepages=on", "memfd, 2 MiB pages"),
+        // Its guests have up to 46 address bits (its default `max_phys_bits`).
+        ("size=1G", "46-bit guest physical addresses"),
+        ("size=1G,hotplug_size=1024G", "1 hotplug slot"),
     ] {
         let (code, out, err) = run(&["plan", "--from", "cloud-hypervisor", option]);
         assert_eq!(code, 0, "{option}: {err}");
@@ -734,6 +738,24 @@ fn cloud_hypervisor_reads_its_values_as_it_does() {
         ("size=1G,hotplug_method=\"acpi", "unbalanced"),
         ("size=1G,shared=\"on\"", "shared: `\"on\"` is not on or off"),
         ("size=", "no size="),
+        // Refused by its memory manager when the VM is made.
+        ("size=1G,hotplug_size=0", "hotplug_size: 0 B"),
+        (
+            "size=1G,hotplug_method=virtio-mem,hotplugged_size=512M",
+            "hotplugged_size: given without hotplug_size",
+        ),
+        (
+            "size=1G,hotplug_method=virtio-mem,hotplug_size=1G,hotplugged_size=2G",
+            "hotplugged_size: 2 GiB is more than hotplug_size",
+        ),
+        (
+            "size=1G,hotplug_size=1G,hotplugged_size=1G",
+            "hotplugged_size: given with hotplug_method=acpi",
+        ),
+        (
+            "size=1G,hotplug_method=virtio-mem,hotplug_size=64M",
+            "hotplug_size: 64 MiB is not a multiple of 128 MiB",
+        ),
     ] {
         let (code, out, err) = run(&["plan", "--from", "cloud-hypervisor", option]);
         assert_eq!(code, 2, "{option}: {out}");
