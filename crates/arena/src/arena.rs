@@ -605,6 +605,30 @@ impl Arena {
     /// blocks must not be used afterwards. A client of another arena is deleted all the same,
     /// its memory going back to its own arena (which it borrows); use
     /// [`Client::arena`] with [`core::ptr::eq`] first to refuse it.
+    ///
+    /// Safe handles cannot outlive what they point into. A client borrows its arena, so the
+    /// arena cannot go while a client lives:
+    /// ```compile_fail,E0505
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
+    ///
+    /// let arena = Arena::new(Backing::heap(1 << 20, 4096).unwrap(), Config::new()).unwrap();
+    /// let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    /// drop(arena); // `client` borrows it
+    /// client.trim();
+    /// ```
+    /// and a collection in a client borrows the client, so the client cannot be deleted while
+    /// the collection lives:
+    /// ```compile_fail,E0505
+    /// use allocator_api2::vec::Vec;
+    /// use memvisor_arena::{Arena, Backing, Config, Quota};
+    ///
+    /// let arena = Arena::new(Backing::heap(1 << 20, 4096).unwrap(), Config::new()).unwrap();
+    /// let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    /// let mut v = Vec::new_in(&client);
+    /// v.push(1u64);
+    /// arena.delete_client(client); // `v` borrows it
+    /// assert_eq!(v[0], 1);
+    /// ```
     pub fn delete_client(&self, client: Client<'_>) {
         drop(client);
     }
@@ -637,9 +661,17 @@ impl Arena {
     ///
     /// # Safety
     /// If `ptr` is a live block, nothing may use it after this call — a second free of it
-    /// included — and its client must not be deleted before this call returns. The block
-    /// must have reached this thread through something that orders its allocation before
-    /// this call (any hand-over of a pointer between threads that is not a data race does).
+    /// included — and its client must not be deleted before this call returns (once it has
+    /// returned, deleting the client is fine: the blocks still in its mailbox go back with its
+    /// chunks). The block must have reached this thread through something that orders its
+    /// allocation before this call (any hand-over of a pointer between threads that is not a
+    /// data race does).
+    ///
+    /// Any other pointer (a stale or a made-up one) is refused and changes nothing, as long
+    /// as every free of a block at that address happened before this call and no client hands
+    /// out a block there while it runs: a block handed out meanwhile looks to this call just
+    /// like one that was handed over, and is freed, and a free not ordered before this call
+    /// may not be seen by it yet.
     ///
     /// No other free of the same block, by its client ([`Client::free`]) or through the
     /// arena, may run unordered with this call (on another thread, with neither call

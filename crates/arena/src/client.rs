@@ -549,6 +549,54 @@ unsafe impl Allocator for Client<'_> {
         let result = unsafe { self.free(ptr) };
         debug_assert!(result.is_ok(), "deallocate of a block not from this client");
     }
+
+    /// Moves the block into a smaller one, as the default does; but when no smaller block can
+    /// be had (the quota is reached, or the arena is out of chunks for its size class), the
+    /// block stays where it is, whole, if it is aligned as `new_layout` asks: shrinking never
+    /// needs more memory than the block, so it does not fail for want of it (a collection
+    /// shrunk at its quota would otherwise end in `handle_alloc_error`).
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        debug_assert!(new_layout.size() <= old_layout.size());
+        let new = match self.allocate(new_layout) {
+            Ok(new) => new,
+            Err(e) => {
+                if old_layout.size() == 0 || !ptr.as_ptr().addr().is_multiple_of(new_layout.align())
+                {
+                    return Err(e);
+                }
+                // The caller's promise: `ptr` is a live block of this client, so this is its
+                // size; a refusal (a broken promise) is an error, not a guess.
+                let size = self.size_of(ptr.as_ptr()).map_err(|_| e)?;
+                if new_layout.size() > size {
+                    return Err(e);
+                }
+                if self.arena.geometry().flags.contains(Flags::ZERO) {
+                    // As a new block would: past the bytes kept, the block reads as zero.
+                    // SAFETY: the live block `ptr..ptr + size` is the caller's, and
+                    // `new_layout.size() <= size` (tested above).
+                    unsafe {
+                        ptr.as_ptr()
+                            .add(new_layout.size())
+                            .write_bytes(0, size - new_layout.size());
+                    };
+                }
+                return Ok(NonNull::slice_from_raw_parts(ptr, size));
+            }
+        };
+        // SAFETY: `ptr` is valid for `old_layout.size() >= new_layout.size()` bytes (the
+        // caller's promise) and `new` for at least `new_layout.size()`; two live blocks do not
+        // overlap. The old block is then freed: the caller's promise makes it ours to free.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), new.cast::<u8>().as_ptr(), new_layout.size());
+            self.deallocate(ptr, old_layout);
+        }
+        Ok(new)
+    }
 }
 
 impl State {

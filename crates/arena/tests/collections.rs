@@ -171,3 +171,68 @@ fn zero_sized_layouts_take_no_memory() {
     }
     assert_eq!(client.stats(), before);
 }
+
+/// Shrinking a block gives memory back, so a client at its quota, or in a full arena, can
+/// always do it: when no smaller block can be had, the block stays where it is. A vector
+/// shrunk at its quota would otherwise take the process down (`handle_alloc_error`).
+#[test]
+fn shrink_at_quota_or_out_of_memory_keeps_the_block() {
+    use core::alloc::Layout;
+
+    use allocator_api2::alloc::Allocator;
+    // Chunks of 64 KiB, two of them: a quota or the arena's end is easy to reach.
+    let config = Config::new().with_chunk_size(64 << 10);
+    let arena = Arena::new(Backing::heap(128 << 10, 4096).unwrap(), config).unwrap();
+    let client = arena.create_client(Quota::bytes(4096)).unwrap();
+    let old = Layout::from_size_align(4096, 8).unwrap();
+    let p = client.allocate(old).unwrap().cast::<u8>();
+    // SAFETY: a live block of 4096 bytes.
+    unsafe { p.as_ptr().write_bytes(7, 4096) };
+    assert!(matches!(
+        client.alloc(Layout::new::<u8>()),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    let new = Layout::from_size_align(100, 8).unwrap();
+    // SAFETY: `p` is a live block of this client that fits `old`; not used after success.
+    let q = unsafe { client.shrink(p, old, new) }.expect("shrink at quota");
+    assert!(q.len() >= 100);
+    let q = q.cast::<u8>();
+    assert!(client.owns(q.as_ptr()));
+    // SAFETY: the block returned, at least 100 bytes.
+    let kept = unsafe { core::slice::from_raw_parts(q.as_ptr(), 100) };
+    assert!(kept.iter().all(|&b| b == 7));
+    assert_eq!(client.stats().live_blocks, 1);
+    // SAFETY: a live block that fits `new`.
+    unsafe { client.deallocate(q, new) };
+    assert_eq!(client.stats().used_bytes, 0);
+
+    // The same through a vector.
+    let mut v: Vec<u8, _> = Vec::with_capacity_in(4096, &client);
+    v.extend(std::iter::repeat_n(3, 4096));
+    v.truncate(10);
+    v.shrink_to_fit();
+    assert_eq!(v.as_slice(), &[3; 10]);
+    drop(v);
+
+    // Out of memory: another client holds every chunk and the small class needs a new one.
+    drop(client);
+    let big = arena.create_client(Quota::UNLIMITED).unwrap();
+    let whole = Layout::from_size_align(64 << 10, 8).unwrap();
+    let p = big.allocate(whole).unwrap().cast::<u8>();
+    let rest = big
+        .alloc(Layout::from_size_align(64 << 10, 8).unwrap())
+        .unwrap();
+    assert!(matches!(
+        big.alloc(Layout::new::<u8>()),
+        Err(Error::OutOfMemory { .. })
+    ));
+    // SAFETY: as above.
+    let q = unsafe { big.shrink(p, whole, new) }.expect("shrink out of memory");
+    assert!(big.owns(q.cast::<u8>().as_ptr()));
+    // SAFETY: live blocks of `big`, not used after.
+    unsafe {
+        big.deallocate(q.cast(), new);
+        big.free(rest).unwrap();
+    }
+    assert_eq!(big.stats().live_blocks, 0);
+}

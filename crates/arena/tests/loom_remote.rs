@@ -1,7 +1,8 @@
 //! Loom models of frees through the arena from another thread: the read of a block's start
 //! bit (which only the holder writes, with plain stores), the claim of its remote-free bit,
-//! the push onto its holder's mailbox, and the holder taking the mailbox while it allocates
-//! and frees. A free by the holder racing with a free of the same block through the arena is
+//! the push onto its holder's mailbox, the holder taking the mailbox while it allocates and
+//! frees, and the chunk going back to the arena (by a trim or the holder's deletion) and on to
+//! another client. A free by the holder racing with a free of the same block through the arena is
 //! excluded by `Arena::free`'s contract; ordered double frees are modelled.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p memvisor-arena --release --test loom_remote`.
@@ -172,5 +173,140 @@ fn holder_quick_free_after_remote_free_is_refused() {
         assert_eq!(client.stats().live_blocks, 1);
         // SAFETY: a live block, not used after.
         assert_eq!(unsafe { client.free(keep) }, Ok(48));
+    });
+}
+
+/// Two threads free two blocks of one chunk through the arena at once, the first frees to land
+/// in it: both race to make the chunk's remote-free bits (one table is kept) and to push onto
+/// the holder's mailbox. Both blocks come back, once. (The holder taking its mailbox meanwhile
+/// is modelled above; with it, this model takes too long.)
+#[test]
+fn remote_frees_of_two_blocks_on_two_threads_both_come_back() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let keep = client.alloc(small()).unwrap();
+        let before = arena.bookkeeping_bytes();
+        let b = client.alloc(small()).unwrap().as_ptr() as usize;
+        let c = client.alloc(small()).unwrap().as_ptr() as usize;
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || remote_free(&arena, b))
+        };
+        // This thread frees the other block through the arena meanwhile.
+        assert_eq!(remote_free(&arena, c), Ok(48));
+        assert_eq!(other.join().unwrap(), Ok(48));
+        // One table of remote-free bits: a KiB of chunk takes 8 bytes.
+        assert_eq!(arena.bookkeeping_bytes() - before, CHUNK / 128);
+        client.trim();
+        assert_eq!(client.stats().live_blocks, 1);
+        assert!(client.owns(keep.as_ptr()));
+        // The two blocks are free once each: two new ones are distinct and apart from `keep`.
+        let (b, c) = (
+            client.alloc(small()).unwrap(),
+            client.alloc(small()).unwrap(),
+        );
+        assert!(b != c && b != keep && c != keep);
+    });
+}
+
+/// A free through the arena of a chunk's last live block, and a second free of it ordered
+/// after the first, while the holder trims: taking the block in gives the chunk back to the
+/// arena, so the second free finds the block in the mailbox, dead, or its chunk gone — and is
+/// refused each time.
+#[test]
+fn second_remote_free_racing_with_the_chunk_going_back_is_refused() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let addr = client.alloc(small()).unwrap().as_ptr() as usize;
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || (remote_free(&arena, addr), remote_free(&arena, addr)))
+        };
+        client.trim();
+        let (first, second) = other.join().unwrap();
+        assert_eq!(first, Ok(48));
+        assert!(
+            matches!(
+                second,
+                Err(Error::NotABlock { .. } | Error::NotOwned { .. })
+            ),
+            "{second:?}"
+        );
+        client.trim();
+        assert_eq!((client.stats().live_blocks, client.stats().chunks), (0, 0));
+        assert_eq!(arena.stats().free_chunks, 1);
+    });
+}
+
+/// The holder takes a block freed through the arena in and gives its chunk back while the
+/// freeing thread's own client takes a chunk: if it gets that one, its tables (the start bits
+/// and the remote-free bits the free made) are clean for it.
+#[test]
+fn chunk_with_remote_bits_goes_back_and_to_another_client_on_thread() {
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let addr = client.alloc(small()).unwrap().as_ptr() as usize;
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                assert_eq!(remote_free(&arena, addr), Ok(48));
+                let next = arena.create_client(Quota::UNLIMITED).unwrap();
+                // Refused while the holder keeps the chunk.
+                if let Ok(p) = next.alloc(small()) {
+                    // The same first block of the same chunk, live for its new holder only.
+                    assert_eq!(p.as_ptr() as usize, addr);
+                    assert!(next.owns(p.as_ptr()));
+                    assert_eq!(arena.owner_of(p.as_ptr()), Some(next.id()));
+                    assert_eq!(remote_free(&arena, addr), Ok(48));
+                    next.trim();
+                    assert_eq!(next.stats().live_blocks, 0);
+                }
+            })
+        };
+        client.trim();
+        other.join().unwrap();
+        client.trim();
+        assert_eq!(client.stats().chunks, 0);
+        assert_eq!(arena.stats().free_chunks, 1);
+    });
+}
+
+/// A client is deleted with a block still in its mailbox (the free through the arena has
+/// returned, as its contract asks) while the freeing thread's own client takes a chunk: if it
+/// gets the deleted client's chunk, the start bits and the remote-free bits are clean for it,
+/// and its blocks are its own.
+#[test]
+fn client_deleted_with_mail_while_another_takes_its_chunk() {
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    loom::model(|| {
+        let arena = arena(1);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let addr = client.alloc(small()).unwrap().as_ptr() as usize;
+        let freed = Arc::new(AtomicBool::new(false));
+        let other = {
+            let (arena, freed) = (arena.clone(), freed.clone());
+            thread::spawn(move || {
+                assert_eq!(remote_free(&arena, addr), Ok(48));
+                freed.store(true, Ordering::Release);
+                let next = arena.create_client(Quota::UNLIMITED).unwrap();
+                if let Ok(p) = next.alloc(small()) {
+                    assert_eq!(p.as_ptr() as usize, addr, "the same chunk, the same block");
+                    assert_eq!(arena.owner_of(p.as_ptr()), Some(next.id()));
+                    assert_eq!(remote_free(&arena, addr), Ok(48));
+                    next.trim();
+                    assert_eq!(next.stats().live_blocks, 0);
+                }
+            })
+        };
+        while !freed.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        drop(client);
+        other.join().unwrap();
+        let stats = arena.stats();
+        assert_eq!((stats.free_chunks, stats.clients), (1, 0));
     });
 }
