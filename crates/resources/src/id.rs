@@ -367,7 +367,8 @@ impl<I: Id> IdAllocator<I> {
         Ok(())
     }
 
-    /// Frees every ID in `ids`, all or nothing.
+    /// Frees every ID in `ids`, all or nothing. O(len / 64) to check and to clear, a word at a
+    /// time.
     ///
     /// # Errors
     ///
@@ -397,9 +398,7 @@ impl<I: Id> IdAllocator<I> {
             });
         }
         self.unpark();
-        for off in lo..=hi {
-            self.clear_bit(off);
-        }
+        self.clear_bit_range(lo, hi);
         self.used -= u64::from(hi - lo) + 1;
         Ok(())
     }
@@ -523,12 +522,12 @@ impl<I: Id> IdAllocator<I> {
         for &(lo, hi) in never {
             this.never.insert(this.offset(lo)?, this.offset(hi)?);
         }
+        // A word of bits at a time: loading costs O(runs + bitmap words), however many IDs a
+        // short run names.
         for &(lo, hi) in allocated {
             let (lo, hi) = (this.offset(lo)?, this.offset(hi)?);
             this.ensure(hi);
-            for off in lo..=hi {
-                this.set_bit(off);
-            }
+            this.set_bit_range(lo, hi);
             this.used += u64::from(hi - lo) + 1;
         }
         Ok(this)
@@ -799,6 +798,8 @@ impl<I: Id> IdAllocator<I> {
 
     /// Sets the bits `mask` of leaf word `w`, keeping the levels above true when it fills.
     fn set_bits(&mut self, w: usize, mask: u64) {
+        #[cfg(test)]
+        tests::count_written_word();
         self.leaves[w] |= mask;
         if self.leaves[w] == u64::MAX {
             let s = w / BITS;
@@ -814,6 +815,13 @@ impl<I: Id> IdAllocator<I> {
     fn set_allocated_range(&mut self, lo: u32, hi: u32) {
         debug_assert!(lo <= hi);
         self.ensure(hi);
+        self.set_bit_range(lo, hi);
+        self.used += u64::from(hi - lo) + 1;
+        self.mark_ever(lo, hi);
+    }
+
+    /// Sets the bits of `lo..=hi` (inside the bitmap), a word at a time.
+    fn set_bit_range(&mut self, lo: u32, hi: u32) {
         let (lo_bit, hi_bit) = (lo as usize, hi as usize);
         let (first, last) = (lo_bit / BITS, hi_bit / BITS);
         for w in first..=last {
@@ -821,8 +829,6 @@ impl<I: Id> IdAllocator<I> {
             let to = if w == last { hi_bit % BITS } else { BITS - 1 };
             self.set_bits(w, (u64::MAX >> (BITS - 1 - (to - from))) << from);
         }
-        self.used += u64::from(hi - lo) + 1;
-        self.mark_ever(lo, hi);
     }
 
     fn set_allocated(&mut self, off: u32) {
@@ -835,8 +841,26 @@ impl<I: Id> IdAllocator<I> {
     /// Clears the bit of ID offset `off` (the caller updates `used`).
     fn clear_bit(&mut self, off: u32) {
         let off = off as usize;
-        let w = off / BITS;
-        self.leaves[w] &= !(1 << (off % BITS));
+        self.clear_bits(off / BITS, 1 << (off % BITS));
+    }
+
+    /// Clears the bits of `lo..=hi` (inside the bitmap), a word at a time (the caller updates
+    /// `used`).
+    fn clear_bit_range(&mut self, lo: u32, hi: u32) {
+        let (lo_bit, hi_bit) = (lo as usize, hi as usize);
+        let (first, last) = (lo_bit / BITS, hi_bit / BITS);
+        for w in first..=last {
+            let from = if w == first { lo_bit % BITS } else { 0 };
+            let to = if w == last { hi_bit % BITS } else { BITS - 1 };
+            self.clear_bits(w, (u64::MAX >> (BITS - 1 - (to - from))) << from);
+        }
+    }
+
+    /// Clears the bits `mask` of leaf word `w` and records that it has a free bit.
+    fn clear_bits(&mut self, w: usize, mask: u64) {
+        #[cfg(test)]
+        tests::count_written_word();
+        self.leaves[w] &= !mask;
         self.mark_has_free(w);
     }
 
@@ -975,6 +999,84 @@ mod tests {
 
     pub(super) fn count_scanned_word() {
         SCANNED.with(|c| c.set(c.get() + 1));
+    }
+
+    std::thread_local! {
+        /// Leaf-word writes, on this thread.
+        static WRITTEN: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    pub(super) fn count_written_word() {
+        WRITTEN.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Leaf-word writes while `f` runs.
+    fn written_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        let before = WRITTEN.with(core::cell::Cell::get);
+        let r = f();
+        (r, WRITTEN.with(core::cell::Cell::get) - before)
+    }
+
+    #[test]
+    fn free_ids_long_run_clears_a_word_at_a_time() {
+        // Freeing a run costs its words, not its IDs, as allocating it did (the whole `u32`
+        // range would otherwise take seconds).
+        let n = if cfg!(miri) { 1u32 << 12 } else { 1u32 << 20 };
+        let mut a = IdAllocator::new(0, u32::MAX).unwrap();
+        a.allocate_ids(n, 1).unwrap();
+        a.free_id(5).unwrap();
+        let (freed, writes) = written_by(|| a.free_ids(70..=n - 3));
+        assert_eq!(freed, Ok(()));
+        assert!(
+            writes <= (n as usize).div_ceil(BITS) + 2,
+            "{writes} word writes"
+        );
+        let left: Vec<u32> = a.iter().collect();
+        let want: Vec<u32> = (0..5).chain(6..70).chain(n - 2..n).collect();
+        assert_eq!(left, want);
+        assert_eq!(a.used(), 71);
+        // Freed IDs are found again, smallest first, the parked one included.
+        assert_eq!(a.allocate_id(), Ok(5));
+        assert_eq!(a.allocate_ids(3, 64), Ok(128..=130));
+        assert_eq!(a.allocate_id(), Ok(70));
+        assert_eq!(a.free_ids(69..=71), Err(Error::IdAlreadyFree(71)));
+        // Free now: 71..=127 and n - 69..=n - 3, then everything from n on.
+        assert_eq!(a.allocate_ids(n - 200, 1), Ok(131..=n - 70));
+        let many = a.allocate_many(61).unwrap();
+        assert_eq!(many, (71..=127).chain(n - 69..=n - 66).collect::<Vec<_>>());
+        assert_eq!(a.allocate_ids(64, 1), Ok(n..=n + 63));
+        assert_eq!(a.allocate_id(), Ok(n - 65));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn from_runs_long_run_sets_a_word_at_a_time() {
+        // A snapshot of a few bytes naming one long run: loading writes each leaf word once,
+        // not each ID, so its time is bounded by the bitmap the limit allows.
+        let n = if cfg!(miri) { 1u32 << 12 } else { 1u32 << 20 };
+        let (loaded, writes) = written_by(|| {
+            IdAllocator::<u32>::from_runs(0, u32::MAX, &[(0, n - 1)], &[], n.into(), 1 << 20)
+        });
+        let loaded = loaded.unwrap();
+        assert!(
+            writes <= (n as usize).div_ceil(BITS) + 2,
+            "{writes} word writes"
+        );
+        let mut built = IdAllocator::new(0, u32::MAX).unwrap();
+        built.allocate_ids(n, 1).unwrap();
+        built.never.clear();
+        assert_eq!(loaded, built);
+        // Runs that start and end inside words, and the IDs around them, stay exact.
+        let runs = [(3, 70), (130, 130), (200, 4200)];
+        let used = runs.iter().map(|&(lo, hi)| u64::from(hi - lo + 1)).sum();
+        let mut a = IdAllocator::<u32>::from_runs(0, 5000, &runs, &[], used, 1 << 20).unwrap();
+        let ids: Vec<u32> = a.iter().collect();
+        let want: Vec<u32> = runs.iter().flat_map(|&(lo, hi)| lo..=hi).collect();
+        assert_eq!(ids, want);
+        assert_eq!(a.allocate_ids(60, 1), Ok(131..=190));
+        assert_eq!(a.allocate_ids(59, 1), Ok(71..=129));
+        assert_eq!(a.allocate_id(), Ok(0));
+        assert_eq!(a.allocate_ids(800, 1), Ok(4201..=5000));
     }
 
     /// Words scanned while `f` runs.

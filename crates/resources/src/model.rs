@@ -327,7 +327,12 @@ fn ids<I: Id>(lo: u64, hi: u64) -> impl Iterator<Item = I> {
     (lo..=hi).map(to_id)
 }
 
-fn apply_id<I: Id>(alloc: &mut IdAllocator<I>, op: &IdOp<I>) -> Result<IdAnswer<I>, Error> {
+/// Applies `op` to `alloc` and returns its answer, as [`run_id_ops_with`] does at each step.
+///
+/// # Errors
+///
+/// The error of the call `op` stands for.
+pub fn apply_id<I: Id>(alloc: &mut IdAllocator<I>, op: &IdOp<I>) -> Result<IdAnswer<I>, Error> {
     Ok(match *op {
         IdOp::Allocate => IdAnswer::Id(alloc.allocate_id()?),
         IdOp::AllocateAt(id) => IdAnswer::Id(alloc.allocate_id_at(id)?),
@@ -769,7 +774,12 @@ fn nth_range(alloc: &AddressAllocator<u32>, n: usize) -> Option<AddressRange> {
     (len > 0).then(|| alloc.allocated().nth(n % len).map(|a| a.range))?
 }
 
-fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnswer, Error> {
+/// Applies `op` to `alloc` and returns its answer, as [`run_addr_ops`] does at each step.
+///
+/// # Errors
+///
+/// The error of the call `op` stands for (or of building its request or range).
+pub fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<AddrAnswer, Error> {
     Ok(match *op {
         AddrOp::Allocate {
             size,

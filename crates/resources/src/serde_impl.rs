@@ -123,7 +123,9 @@ impl<I: Id> IdAllocator<I> {
     }
 
     /// Rebuilds an allocator from `snapshot`, checking it completely and allocating at most
-    /// `limits.max_bitmap_bytes` of bitmap. O(runs + bitmap words + allocated IDs).
+    /// `limits.max_bitmap_bytes` of bitmap. O(runs · log runs + bitmap words): a run of
+    /// allocated IDs is marked a word at a time, so the time is bounded by the input and the
+    /// limit, not by how many IDs a run names.
     ///
     /// # Errors
     ///

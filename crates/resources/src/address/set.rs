@@ -286,6 +286,10 @@ impl<T> AllocatorSet<T> {
 
     /// Frees `range`: exactly one allocation, or, for a reservation that spans spaces, exactly
     /// its part in each space it touches (all or nothing). Returns the tag of its lowest part.
+    /// Parts of `range` outside every space are ignored, as [`reserve_with`](Self::reserve_with)
+    /// ignores them, so the range a reservation was given frees it; so does any range whose
+    /// parts inside the spaces are exactly the allocation's (unlike
+    /// [`AddressAllocator::free`], which wants the allocation's range itself).
     ///
     /// # Errors
     ///
