@@ -8,9 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use memvisor_kvm::{Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Region, RegionSpec};
-use support::{MIB, kvm_or_skip, layout};
+use memvisor_kvm::{Error, MemorySlots};
+use memvisor_space::{Region, RegionSpec};
+use support::{MIB, backed_space, kvm_or_skip};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -21,11 +21,7 @@ fn hotplug_while_another_thread_fetches_and_toggles_ends_in_agreement() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
     let slots = Arc::new(MemorySlots::attach(Arc::clone(&vm), &space).unwrap());
     slots.set_dirty_logging(GuestAddress(0), true).unwrap();
     let page = memvisor_vmem::page_size() as u64;

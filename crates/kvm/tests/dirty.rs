@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, HugePageFallback, HugePages, Protection, RegionSpec};
-use support::{MIB, TSS, kvm_or_skip, layout};
+use support::{MIB, TSS, backed_space, kvm_or_skip, layout};
 use vm_memory::{Bytes, GuestAddress};
 
 /// The page the guests write.
@@ -61,11 +61,10 @@ fn host_writes_are_not_in_kvm_log_but_merge_with_region_tracking() {
         return;
     };
     let vm = vm(&kvm);
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB).with_dirty_tracking(true))
-        .back()
-        .unwrap();
+    let space = backed_space(
+        &vm,
+        [RegionSpec::ram(GuestAddress(0), MIB).with_dirty_tracking(true)],
+    );
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     let mut vcpu = real_mode_vcpu(&vm, &space, &write_once(TARGET));
     slots.set_dirty_logging(GuestAddress(0), true).unwrap();
@@ -113,12 +112,13 @@ fn read_only_region_dirty_log_stays_clean_and_guest_write_exits() {
     };
     let vm = vm(&kvm);
     let rom = 0x10_0000u64;
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .region(RegionSpec::ram(GuestAddress(rom), MIB).with_protection(Protection::Read))
-        .back()
-        .unwrap();
+    let space = backed_space(
+        &vm,
+        [
+            RegionSpec::ram(GuestAddress(0), MIB),
+            RegionSpec::ram(GuestAddress(rom), MIB).with_protection(Protection::Read),
+        ],
+    );
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     // Logging a read-only slot is accepted, and the slot stays read-only.
     slots.set_dirty_logging(GuestAddress(rom), true).unwrap();
@@ -198,11 +198,7 @@ fn dirty_logging_toggled_while_guest_writes_ends_with_the_write_logged() {
         return;
     };
     let vm = vm(&kvm);
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
     let slots = Arc::new(MemorySlots::attach(Arc::clone(&vm), &space).unwrap());
     // start: inc byte [TARGET]; out 0x10, al; jmp start
     let [low, high] = TARGET.to_le_bytes();
@@ -272,12 +268,13 @@ fn fetch_into_bitmap_spanning_two_regions_errors_and_leaves_it() {
         return;
     };
     let vm = vm(&kvm);
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .region(RegionSpec::ram(GuestAddress(MIB), MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(
+        &vm,
+        [
+            RegionSpec::ram(GuestAddress(0), MIB),
+            RegionSpec::ram(GuestAddress(MIB), MIB),
+        ],
+    );
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     slots.set_dirty_logging(GuestAddress(0), true).unwrap();
     slots.set_dirty_logging(GuestAddress(MIB), true).unwrap();

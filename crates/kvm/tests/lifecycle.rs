@@ -10,17 +10,9 @@ use std::sync::Arc;
 
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Region, RegionSpec};
-use support::{MIB, kvm_or_skip, layout};
+use memvisor_space::{AddressSpace, RegionSpec};
+use support::{MIB, backed, backed_space, kvm_or_skip, layout};
 use vm_memory::GuestAddress;
-
-fn backed(base: u64, size: u64) -> Arc<Region> {
-    Arc::new(
-        Region::back(RegionSpec::ram(GuestAddress(base), size))
-            .unwrap()
-            .0,
-    )
-}
 
 #[test]
 fn attach_twice_to_one_vm_errors_and_first_keeps_following() {
@@ -28,20 +20,12 @@ fn attach_twice_to_one_vm_errors_and_first_keeps_following() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
     let first = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     // The same space again, and another space: both refused while `first` lives.
     let err = MemorySlots::attach(Arc::clone(&vm), &space).unwrap_err();
     assert!(matches!(err, Error::AlreadyAttached { .. }), "{err}");
-    let (other, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(8 * MIB), MIB))
-        .back()
-        .unwrap();
+    let other = backed_space(&vm, [RegionSpec::ram(GuestAddress(8 * MIB), MIB)]);
     let err = MemorySlots::attach(Arc::clone(&vm), &other).unwrap_err();
     assert!(matches!(err, Error::AlreadyAttached { .. }), "{err}");
     assert_eq!(first.registered(), [(0, 0, MIB, 0)]);
@@ -62,12 +46,13 @@ fn attach_after_drop_registers_again_with_fresh_flags() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .region(RegionSpec::ram(GuestAddress(4 * MIB), MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(
+        &vm,
+        [
+            RegionSpec::ram(GuestAddress(0), MIB),
+            RegionSpec::ram(GuestAddress(4 * MIB), MIB),
+        ],
+    );
     let first = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     first.set_dirty_logging(GuestAddress(0), true).unwrap();
     assert_eq!(first.registered()[0].3, KVM_MEM_LOG_DIRTY_PAGES);

@@ -8,9 +8,9 @@ mod support;
 
 use std::sync::Arc;
 
-use memvisor_kvm::{DirtyBitmap, Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Protection, Region, RegionSpec};
-use support::{MIB, kvm_or_skip, layout};
+use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
+use memvisor_space::{Protection, Region, RegionSpec};
+use support::{MIB, backed_space, kvm_or_skip};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -19,12 +19,13 @@ fn attach_region_without_read_access_is_not_registered() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .region(RegionSpec::ram(GuestAddress(4 * MIB), MIB).with_protection(Protection::None))
-        .back()
-        .unwrap();
+    let space = backed_space(
+        &vm,
+        [
+            RegionSpec::ram(GuestAddress(0), MIB),
+            RegionSpec::ram(GuestAddress(4 * MIB), MIB).with_protection(Protection::None),
+        ],
+    );
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
     assert_eq!(slots.slot_at(GuestAddress(4 * MIB)), None);
@@ -46,12 +47,13 @@ fn debug_and_vm_show_the_attached_state() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .region(RegionSpec::ram(GuestAddress(2 * MIB), MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(
+        &vm,
+        [
+            RegionSpec::ram(GuestAddress(0), MIB),
+            RegionSpec::ram(GuestAddress(2 * MIB), MIB),
+        ],
+    );
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     assert!(Arc::ptr_eq(slots.vm(), &vm));
     assert!(!slots.is_empty());
@@ -75,11 +77,7 @@ fn fetch_dirty_log_into_mismatched_bitmap_errors_and_leaves_it() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), 2 * MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), 2 * MIB)]);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     slots.set_dirty_logging(GuestAddress(0), true).unwrap();
     // A fetched bitmap has one bit per host page.
@@ -133,11 +131,7 @@ fn fetch_dirty_log_into_other_page_size_only_names_both_page_sizes() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), 2 * MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), 2 * MIB)]);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     slots.set_dirty_logging(GuestAddress(0), true).unwrap();
     let page = memvisor_vmem::page_size() as u64;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Region, RegionEvent, RegionListener, RegionSpec, RegionType};
-use support::{MIB, kvm_or_skip, layout};
+use memvisor_space::{AddressSpace, RegionEvent, RegionListener, RegionSpec, RegionType};
+use support::{MIB, backed, backed_space, kvm_or_skip, layout};
 use vm_memory::GuestAddress;
 
 /// An address space of the test layout with as many slot numbers as `vm` accepts.
@@ -20,14 +20,6 @@ fn space_for(vm: &VmFd) -> AddressSpace {
         .slots(slot_limit(vm))
         .plan()
         .unwrap()
-}
-
-fn backed(base: u64, size: u64) -> Arc<Region> {
-    Arc::new(
-        Region::back(RegionSpec::ram(GuestAddress(base), size))
-            .unwrap()
-            .0,
-    )
 }
 
 #[test]
@@ -153,11 +145,7 @@ fn drop_deletes_slots_and_listener_goes_quiet() {
         return;
     };
     let vm = Arc::new(kvm.create_vm().unwrap());
-    let (space, _) = AddressSpace::builder(layout())
-        .slots(slot_limit(&vm))
-        .region(RegionSpec::ram(GuestAddress(0), MIB))
-        .back()
-        .unwrap();
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     assert_eq!(slots.len(), 1);
     drop(slots);

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use memvisor_space::{AddressSpace, Layout};
+use memvisor_kvm::slot_limit;
+use memvisor_space::{AddressSpace, Layout, Region, RegionSpec};
 use vm_memory::{Bytes, GuestAddress};
 
 pub const PAGE: u64 = 0x1000;
@@ -261,4 +262,27 @@ pub fn run(vcpu: &mut VcpuFd, space: &AddressSpace, mut stop: impl FnMut(u64) ->
 
 fn libc_eintr() -> i32 {
     4
+}
+
+/// An address space of the test layout with `regions` backed, and as many slot numbers as `vm`
+/// accepts.
+pub fn backed_space(vm: &VmFd, regions: impl IntoIterator<Item = RegionSpec>) -> AddressSpace {
+    regions
+        .into_iter()
+        .fold(
+            AddressSpace::builder(layout()).slots(slot_limit(vm)),
+            memvisor_space::SpaceBuilder::region,
+        )
+        .back()
+        .unwrap()
+        .0
+}
+
+/// A backed RAM region of `size` bytes at `base`, in no address space yet.
+pub fn backed(base: u64, size: u64) -> Arc<Region> {
+    Arc::new(
+        Region::back(RegionSpec::ram(vm_memory::GuestAddress(base), size))
+            .unwrap()
+            .0,
+    )
 }
