@@ -38,6 +38,10 @@ pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
 /// chunks (up to the context's `max_block_size`); a zero size gets the smallest block. With
 /// `MEMVISOR_FLAG_ZERO` the block reads as zero.
 ///
+/// A run of chunks is made of chunks no client holds: the empty chunk this client keeps for
+/// reuse (its `pinned_chunks`) is not given back for it, so the request gets `OUT_OF_MEMORY`
+/// when that chunk is needed to complete the run; `memvisor_client_trim` gives it back first.
+///
 /// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 /// `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
 /// left alone, and nothing changes, with one exception: a call refused for lack of room

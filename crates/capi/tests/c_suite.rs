@@ -23,7 +23,7 @@ const NATIVE_LIBS: &[&str] = &[
 ];
 
 /// The C sources of the suite.
-const SUITE: &[&str] = &["api", "threads"];
+const SUITE: &[&str] = &["api", "threads", "contracts"];
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -214,19 +214,20 @@ fn c_suite_under_address_and_undefined_sanitizers_clean() {
     });
 }
 
-/// The first C code block of the README.
-fn readme_example() -> PathBuf {
+/// The first C code block of the README, written to `name` (one file per test: tests may run
+/// at once).
+fn readme_example(name: &str) -> PathBuf {
     let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("README.md");
     let start = readme.find("```c\n").expect("a ```c block in README.md") + 5;
     let len = readme[start..].find("```").expect("the block's end");
-    let path = out_dir().join("readme_example.c");
+    let path = out_dir().join(name);
     std::fs::write(&path, &readme[start..start + len]).expect("write the example");
     path
 }
 
 #[test]
 fn readme_example_runs_clean_everywhere() {
-    let source = readme_example();
+    let source = readme_example("readme_example.c");
     each_link(|link, tag| {
         let exe = compile(&source, &format!("readme-{tag}"), link, &[]);
         let out = run(&[], &exe, &[]);
@@ -266,6 +267,185 @@ fn header_compiles_as_cpp() {
         String::from_utf8_lossy(&output.stderr)
     );
     run(&[], &exe, &[]);
+}
+
+/// Compiles the header alone with `compiler` and `flags`, as the oldest language standard it
+/// supports with every warning an error.
+fn header_alone_compiles(compiler: &str, file: &str, flags: &[&str]) {
+    let src = out_dir().join(file);
+    std::fs::write(&src, "#include <memvisor.h>\n").expect("write");
+    let output = Command::new(compiler)
+        .args(flags)
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Wundef",
+            "-pedantic",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(crate_dir().join("include"))
+        .arg(&src)
+        .output()
+        .expect("run the compiler");
+    assert!(
+        output.status.success(),
+        "{compiler} {flags:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn header_alone_compiles_as_c99_and_cpp11_pedantic() {
+    header_alone_compiles("cc", "alone.c", &["-std=c99"]);
+    header_alone_compiles("cc", "alone-c11.c", &["-std=c11", "-Wstrict-prototypes"]);
+    if have("c++") {
+        header_alone_compiles("c++", "alone.cpp", &["-std=c++11"]);
+    } else {
+        eprintln!("\n!!!!!! SKIPPED: no c++ compiler; the header was not checked as C++ !!!!!!\n");
+    }
+}
+
+/// Runs `make` in the crate's directory with `args`, with cargo replaced by `true` and the
+/// libraries taken from `target` (as `cargo build --release` would leave them there).
+fn make(target: &Path, args: &[&str]) {
+    let output = Command::new("make")
+        .arg("--no-print-directory")
+        .arg("-C")
+        .arg(crate_dir())
+        .args(args)
+        .arg("CARGO=true")
+        .arg(format!("TARGET_DIR={}", target.display()))
+        .output()
+        .expect("run make");
+    assert!(
+        output.status.success(),
+        "make {args:?}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// What `make install` puts under a prefix.
+const INSTALLED: &[&str] = &[
+    "lib/libmemvisor.a",
+    "lib/libmemvisor.so",
+    "include/memvisor.h",
+    "lib/pkgconfig/memvisor.pc",
+];
+
+#[test]
+fn make_install_then_the_readme_commands_build_the_example() {
+    if !have("make") {
+        eprintln!("\n!!!!!! SKIPPED: make is not installed; the Makefile was NOT checked !!!!!!\n");
+        return;
+    }
+    let root = out_dir().join("install");
+    let _ = std::fs::remove_dir_all(&root);
+    let release = root.join("target/release");
+    std::fs::create_dir_all(&release).expect("create the target directory");
+    for lib in ["libmemvisor.a", "libmemvisor.so"] {
+        std::fs::copy(lib_dir().join(lib), release.join(lib)).expect("copy a library");
+    }
+    let target = root.join("target");
+    let prefix = root.join("prefix");
+    make(
+        &target,
+        &["install", &format!("PREFIX={}", prefix.display())],
+    );
+    for file in INSTALLED {
+        assert!(prefix.join(file).is_file(), "make install left out {file}");
+    }
+    let example = readme_example("readme_installed.c");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let libdir = prefix.join("lib");
+
+    // Shared, with the flags pkg-config gives for the installed `memvisor.pc`.
+    if have("pkg-config") {
+        let flags = Command::new("pkg-config")
+            .args(["--cflags", "--libs", "memvisor"])
+            .env("PKG_CONFIG_PATH", libdir.join("pkgconfig"))
+            .output()
+            .expect("run pkg-config");
+        assert!(
+            flags.status.success(),
+            "{}",
+            String::from_utf8_lossy(&flags.stderr)
+        );
+        let flags = String::from_utf8_lossy(&flags.stdout).into_owned();
+        assert!(
+            flags.contains(&format!("-I{}", prefix.join("include").display())),
+            "{flags}"
+        );
+        let exe = root.join("vm-shared");
+        let output = Command::new(&cc)
+            .arg(&example)
+            .args(flags.split_whitespace())
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .expect("run cc");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let libdir = libdir.to_str().expect("a UTF-8 path");
+        let out = run(&[], &exe, &[("LD_LIBRARY_PATH", libdir)]);
+        assert!(out.contains("all memory back"), "{out}");
+    } else {
+        eprintln!("\n!!!!!! SKIPPED: pkg-config is not installed !!!!!!\n");
+    }
+
+    // Static, with exactly the README's flags.
+    let exe = root.join("vm-static");
+    let output = Command::new(&cc)
+        .arg(&example)
+        .arg(format!("-I{}", prefix.join("include").display()))
+        .arg(libdir.join("libmemvisor.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-lgcc_s"])
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run cc");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out = run(&[], &exe, &[]);
+    assert!(out.contains("all memory back"), "{out}");
+
+    make(
+        &target,
+        &["uninstall", &format!("PREFIX={}", prefix.display())],
+    );
+    for file in INSTALLED {
+        assert!(!prefix.join(file).exists(), "make uninstall left {file}");
+    }
+
+    // A staged install puts the files under DESTDIR and names the final prefix.
+    let stage = root.join("stage");
+    make(
+        &target,
+        &[
+            "install",
+            "PREFIX=/opt/mv",
+            &format!("DESTDIR={}", stage.display()),
+        ],
+    );
+    for file in INSTALLED {
+        assert!(
+            stage.join("opt/mv").join(file).is_file(),
+            "staged install left out {file}"
+        );
+    }
+    let pc = std::fs::read_to_string(stage.join("opt/mv/lib/pkgconfig/memvisor.pc")).expect("pc");
+    assert!(
+        pc.contains("prefix=/opt/mv\n") && pc.contains("libdir=/opt/mv/lib\n"),
+        "{pc}"
+    );
 }
 
 #[test]

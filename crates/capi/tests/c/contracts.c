@@ -1,0 +1,419 @@
+/* The promises of memvisor.h a C caller leans on beyond single error codes: refused calls
+ * change no statistic, blocks are aligned, disjoint and as large as `memvisor_size_of` says in
+ * every configuration, `MEMVISOR_FLAG_ZERO` and `MEMVISOR_FLAG_POISON` hold over reused and
+ * dirty memory, and the context's totals equal the sums of its clients' at every step. */
+#include <stdint.h>
+#include <string.h>
+
+#include "memvisor.h"
+#include "check.h"
+
+#define KIB ((size_t)1 << 10)
+#define MIB ((size_t)1 << 20)
+#define CHUNK (64 * KIB)
+
+static memvisor_config config_with(size_t chunk, size_t min_block, size_t alignment,
+                                   uint32_t flags) {
+    memvisor_config c;
+    OK(memvisor_config_init(&c));
+    c.chunk_size = chunk;
+    c.min_block = min_block;
+    c.alignment = alignment;
+    c.flags = flags;
+    return c;
+}
+
+static memvisor_client_stats client_stats(memvisor_client client) {
+    memvisor_client_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    OK(memvisor_client_get_stats(client, &s));
+    return s;
+}
+
+static memvisor_context_stats context_stats(memvisor_context ctx) {
+    memvisor_context_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    OK(memvisor_context_get_stats(ctx, &s));
+    return s;
+}
+
+static int all_bytes(const void *p, size_t n, unsigned char value) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i] != value) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Writes a byte in every page of the `size` bytes at `p`, and their last byte. */
+static void touch_pages(void *p, size_t size) {
+    unsigned char *c = p;
+    for (size_t i = 0; i < size; i += 4096) {
+        c[i] = 0x3c;
+    }
+    c[size - 1] = 0x3c;
+}
+
+/* Both statistics are as they were (the structures are filled byte for byte, padding
+ * included, so `memcmp` compares them). */
+#define UNCHANGED(client, ctx, before, ctx_before)                                  \
+    do {                                                                            \
+        memvisor_client_stats after_ = client_stats(client);                        \
+        memvisor_context_stats ctx_after_ = context_stats(ctx);                     \
+        CHECK(memcmp(&(before), &after_, sizeof after_) == 0);                      \
+        CHECK(memcmp(&(ctx_before), &ctx_after_, sizeof ctx_after_) == 0);          \
+    } while (0)
+
+/* Calls refused for their arguments change nothing, even with blocks freed through the
+ * context waiting to be taken in and a trim requested (work only a call refused for lack of
+ * room may do first). */
+static void test_refused_calls_change_no_statistic(void) {
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_STATISTICS);
+    memvisor_context ctx;
+    OK(memvisor_context_create_reserved(2 * MIB, &c, &ctx));
+    memvisor_client a, b;
+    OK(memvisor_client_create(ctx, 512 * KIB, &a));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &b));
+    void *p[8], *run, *other;
+    for (int i = 0; i < 8; i++) {
+        OK(memvisor_alloc(a, i < 4 ? 100 : 5000, &p[i]));
+    }
+    OK(memvisor_alloc(a, 2 * CHUNK, &run));
+    OK(memvisor_alloc(b, 100, &other));
+    OK(memvisor_client_free(a, p[0], NULL));
+    OK(memvisor_client_free(a, p[4], NULL));
+    OK(memvisor_free(ctx, p[1], NULL));
+    OK(memvisor_free(ctx, p[5], NULL));
+    OK(memvisor_free(ctx, run, NULL));
+    OK(memvisor_context_trim(ctx));
+
+    memvisor_client_stats before = client_stats(a);
+    memvisor_context_stats ctx_before = context_stats(ctx);
+    void *out = NULL;
+    size_t size = 3;
+    bool owns = true;
+    memvisor_client who = {0};
+    int local;
+    CHECK_STATUS(memvisor_alloc(a, ctx_before.max_block_size + 1, &out),
+                 MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc(a, SIZE_MAX - 100, &out), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 100, 8192, &out),
+                 MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 5000, 8192, &out),
+                 MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 3 * CHUNK, 8192, &out),
+                 MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 100, 48, &out), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc(a, 100, NULL), MEMVISOR_STATUS_NULL_POINTER);
+    CHECK_STATUS(memvisor_client_free(a, p[1], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_client_free(a, p[0], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_client_free(a, (char *)p[2] + 16, &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_client_free(a, other, &size), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_client_free(a, &local, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_free(ctx, p[1], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_free(ctx, p[0], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_free(ctx, (char *)p[6] + 1, &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_free(ctx, &local, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_size_of(a, p[1], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_size_of(a, other, &size), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_context_owner(ctx, p[1], &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_context_owner(ctx, (char *)p[2] + 16, &who),
+                 MEMVISOR_STATUS_NOT_A_BLOCK);
+    OK(memvisor_client_owns(a, p[1], &owns));
+    CHECK(!owns);
+    OK(memvisor_client_owns(a, other, &owns));
+    CHECK(!owns);
+    CHECK(out == NULL && size == 3 && who.id == 0);
+    UNCHANGED(a, ctx, before, ctx_before);
+
+    /* A second context refuses the first one's blocks as foreign. */
+    memvisor_context elsewhere;
+    OK(memvisor_context_create_reserved(2 * CHUNK, &c, &elsewhere));
+    CHECK_STATUS(memvisor_free(elsewhere, p[2], &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_context_owner(elsewhere, p[2], &who), MEMVISOR_STATUS_FOREIGN_POINTER);
+    UNCHANGED(a, ctx, before, ctx_before);
+    OK(memvisor_context_delete(elsewhere));
+
+    /* A fresh client's refusals for quota or room take no chunk. */
+    memvisor_client fresh;
+    OK(memvisor_client_create(ctx, 1000, &fresh));
+    memvisor_client_stats fresh_before = client_stats(fresh);
+    ctx_before = context_stats(ctx);
+    CHECK_STATUS(memvisor_alloc(fresh, 1000, &out), MEMVISOR_STATUS_QUOTA_EXCEEDED);
+    CHECK_STATUS(memvisor_alloc(fresh, 3 * CHUNK, &out), MEMVISOR_STATUS_QUOTA_EXCEEDED);
+    UNCHANGED(fresh, ctx, fresh_before, ctx_before);
+    OK(memvisor_client_delete(fresh));
+
+    OK(memvisor_client_delete(a));
+    OK(memvisor_client_delete(b));
+    OK(memvisor_context_delete(ctx));
+}
+
+/* A request for a run of chunks is refused (and changes nothing) while its client keeps an
+ * empty chunk the run would need; trimming the client gives that chunk back. */
+static void test_run_needs_chunks_no_client_holds(void) {
+    size_t len = 6 * CHUNK;
+    void *memory = aligned_alloc(CHUNK, len);
+    CHECK(memory != NULL);
+    memvisor_config c = config_with(CHUNK, 16, 4096, 0);
+    memvisor_context ctx;
+    OK(memvisor_context_create(memory, len, &c, &ctx));
+    memvisor_client cl;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    void *p = NULL;
+    OK(memvisor_alloc(cl, 100, &p));
+    OK(memvisor_client_free(cl, p, NULL));
+    memvisor_client_stats before = client_stats(cl);
+    memvisor_context_stats ctx_before = context_stats(ctx);
+    CHECK(before.live_blocks == 0 && before.chunks == 1 && before.pinned_chunks == 1);
+    CHECK(ctx_before.max_block_size == len && ctx_before.largest_free_block == len - CHUNK);
+    p = NULL;
+    CHECK_STATUS(memvisor_alloc(cl, len, &p), MEMVISOR_STATUS_OUT_OF_MEMORY);
+    CHECK(p == NULL);
+    UNCHANGED(cl, ctx, before, ctx_before);
+    OK(memvisor_client_trim(cl));
+    OK(memvisor_alloc(cl, len, &p));
+    memset(p, 0x5a, len);
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
+/* Every size and alignment in every kind of configuration: the block is aligned, at least as
+ * large as asked (and as the minimum block), writable over its `memvisor_size_of` bytes,
+ * and freed with that size; the largest block with the largest alignment fits a fresh client;
+ * just past either limit is refused with its own code. */
+static void test_blocks_fit_every_configuration(void) {
+    static const size_t chunks[] = {64 * KIB, MIB};
+    static const size_t min_blocks[] = {16, 256};
+    static const uint32_t flags[] = {
+        0,
+        MEMVISOR_FLAG_GUARD | MEMVISOR_FLAG_DECOMMIT,
+        MEMVISOR_FLAG_ZERO | MEMVISOR_FLAG_POISON | MEMVISOR_FLAG_STATISTICS,
+    };
+    for (int ci = 0; ci < 2; ci++) {
+        for (int mi = 0; mi < 2; mi++) {
+            for (int fi = 0; fi < 3; fi++) {
+                for (size_t align = 16; align <= chunks[ci]; align *= 16) {
+                    memvisor_config c = config_with(chunks[ci], min_blocks[mi], align, flags[fi]);
+                    memvisor_context ctx;
+                    OK(memvisor_context_create_reserved(2 * chunks[ci], &c, &ctx));
+                    memvisor_context_stats x = context_stats(ctx);
+                    memvisor_client cl;
+                    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+                    void *p = NULL;
+                    OK(memvisor_alloc_aligned(cl, x.max_block_size, x.max_alignment, &p));
+                    CHECK((uintptr_t)p % x.max_alignment == 0);
+                    size_t size = 0;
+                    OK(memvisor_size_of(cl, p, &size));
+                    CHECK(size >= x.max_block_size);
+                    OK(memvisor_client_free(cl, p, NULL));
+                    OK(memvisor_client_trim(cl));
+                    CHECK_STATUS(memvisor_alloc(cl, x.max_block_size + 1, &p),
+                                 MEMVISOR_STATUS_TOO_LARGE);
+                    CHECK_STATUS(memvisor_alloc_aligned(cl, 16, x.max_alignment * 2, &p),
+                                 MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+                    size_t one_chunk =
+                        x.chunk_size < x.max_block_size ? x.chunk_size : x.max_block_size;
+                    const size_t sizes[] = {0,    1,    min_blocks[mi],          100,
+                                            2048, 2049, x.max_block_size / 4, one_chunk};
+                    for (size_t al = 1; al <= x.max_alignment; al *= 4) {
+                        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+                            OK(memvisor_alloc_aligned(cl, sizes[si], al, &p));
+                            CHECK((uintptr_t)p % al == 0);
+                            OK(memvisor_size_of(cl, p, &size));
+                            CHECK(size >= sizes[si] && size >= min_blocks[mi]);
+                            touch_pages(p, size);
+                            size_t freed = 0;
+                            OK(memvisor_client_free(cl, p, &freed));
+                            CHECK(freed == size);
+                        }
+                    }
+                    OK(memvisor_client_delete(cl));
+                    OK(memvisor_context_delete(ctx));
+                }
+            }
+        }
+    }
+}
+
+/* `MEMVISOR_FLAG_ZERO` over a caller's block full of garbage, for blocks reused after frees of
+ * either kind and after a leaky client's delete; the bytes before chunk 0 are not touched. */
+static void test_zero_flag_over_dirty_and_reused_memory(void) {
+    size_t len = 48 * CHUNK + 4096;
+    unsigned char *memory = aligned_alloc(4096, len);
+    CHECK(memory != NULL);
+    memset(memory, 0xcc, len);
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_ZERO);
+    memvisor_context ctx;
+    OK(memvisor_context_create(memory + 8, len - 8, &c, &ctx));
+    static const size_t sizes[] = {0,    16,    100,   2048,      2049,
+                                   4096, 30000, CHUNK, CHUNK + 1, 3 * CHUNK};
+    for (int round = 0; round < 3; round++) {
+        memvisor_client cl;
+        OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+            for (size_t align = 16; align <= 4096; align *= 4) {
+                void *p;
+                size_t size;
+                OK(memvisor_alloc_aligned(cl, sizes[i], align, &p));
+                OK(memvisor_size_of(cl, p, &size));
+                CHECK(all_bytes(p, size, 0));
+                CHECK((uintptr_t)p % align == 0);
+                memset(p, 0xdd, size);
+                if (round == 2) {
+                    continue; /* leaked: the delete takes it back */
+                }
+                if ((i + round) % 2) {
+                    OK(memvisor_free(ctx, p, NULL));
+                } else {
+                    OK(memvisor_client_free(cl, p, NULL));
+                }
+            }
+        }
+        OK(memvisor_client_delete(cl));
+    }
+    CHECK(all_bytes(memory, 4096, 0xcc));
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
+/* `MEMVISOR_FLAG_POISON`: a freed block reads as the poison byte but for the free-list link of
+ * small blocks; one freed through the context once its client has taken it in. */
+static void test_poison_flag_fills_freed_blocks(void) {
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_POISON);
+    memvisor_context ctx;
+    OK(memvisor_context_create_reserved(2 * MIB, &c, &ctx));
+    memvisor_client cl;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    static const size_t sizes[] = {16, 100, 2048, 2049, 30000, CHUNK};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        for (int remote = 0; remote < 2; remote++) {
+            void *p, *keep;
+            size_t size;
+            OK(memvisor_alloc(cl, sizes[i], &p));
+            OK(memvisor_alloc(cl, 16, &keep)); /* keeps the chunk held */
+            OK(memvisor_size_of(cl, p, &size));
+            memset(p, 0x11, size);
+            if (remote) {
+                OK(memvisor_free(ctx, p, NULL));
+                OK(memvisor_client_free(cl, keep, NULL)); /* takes the block in */
+            } else {
+                OK(memvisor_client_free(cl, p, NULL));
+            }
+            size_t link = size <= 2048 ? 2 : 0;
+            CHECK(all_bytes((unsigned char *)p + link, size - link, MEMVISOR_POISON_BYTE));
+            if (!remote) {
+                OK(memvisor_client_free(cl, keep, NULL));
+            }
+        }
+    }
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(ctx));
+}
+
+/* The context's totals with `MEMVISOR_FLAG_STATISTICS` against its clients' statistics, and
+ * each structure's own relations, after every step of a fixed random run of every call. */
+#define CLIENTS 3
+#define BLOCKS 64
+static void check_totals(memvisor_context ctx, const memvisor_client *cl, const int *alive) {
+    size_t used = 0, live = 0, cached = 0, pinned = 0, chunks = 0, clients = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        if (!alive[i]) {
+            continue;
+        }
+        memvisor_client_stats s = client_stats(cl[i]);
+        CHECK(s.total_bytes == s.chunks * CHUNK && s.free_bytes == s.total_bytes - s.used_bytes);
+        CHECK(s.pinned_chunks <= 1 && s.cached_chunks <= s.pinned_chunks);
+        CHECK(s.pinned_bytes == s.pinned_chunks * CHUNK);
+        CHECK(s.peak_used_bytes >= s.used_bytes && s.cached_bytes <= s.free_bytes);
+        CHECK(s.largest_free_block <= s.free_bytes);
+        CHECK(s.quota == MEMVISOR_UNLIMITED || s.used_bytes <= s.quota);
+        CHECK(s.frees <= s.allocations && s.allocations - s.frees >= s.live_blocks);
+        used += s.used_bytes;
+        live += s.live_blocks;
+        cached += s.cached_bytes;
+        pinned += s.pinned_chunks;
+        chunks += s.chunks;
+        clients++;
+    }
+    memvisor_context_stats x = context_stats(ctx);
+    CHECK(x.used_bytes == used && x.live_blocks == live && x.cached_bytes == cached);
+    CHECK(x.pinned_chunks == pinned && x.held_chunks == chunks && x.clients == clients);
+    CHECK(x.free_chunks + x.held_chunks == x.chunks && x.free_bytes == x.free_chunks * CHUNK);
+    CHECK(x.total_bytes == x.chunks * CHUNK && x.largest_free_block <= x.free_bytes);
+}
+
+static void test_context_totals_equal_client_sums(void) {
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_STATISTICS);
+    memvisor_context ctx;
+    OK(memvisor_context_create_reserved(2 * MIB, &c, &ctx));
+    memvisor_client cl[CLIENTS];
+    int alive[CLIENTS] = {0};
+    void *blocks[CLIENTS][BLOCKS];
+    int count[CLIENTS] = {0};
+    static const size_t sizes[] = {10, 100, 700, 2048, 3000, 20000, 70000};
+    unsigned seed = 7;
+    int before = failures;
+    for (int step = 0; step < 800 && failures == before; step++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = seed >> 8;
+        int i = (int)(r % CLIENTS);
+        r /= CLIENTS;
+        if (!alive[i]) {
+            OK(memvisor_client_create(ctx, (r & 1) ? MEMVISOR_UNLIMITED : 300 * KIB, &cl[i]));
+            alive[i] = 1;
+            count[i] = 0;
+        } else if (r % 10 < 4) {
+            void *p;
+            if (count[i] < BLOCKS && memvisor_alloc(cl[i], sizes[(r / 10) % 7], &p) == 0) {
+                blocks[i][count[i]++] = p;
+            }
+        } else if (r % 10 < 8 && count[i] > 0) {
+            int k = (int)((r / 10) % (unsigned)count[i]);
+            if (r % 10 < 6) {
+                OK(memvisor_client_free(cl[i], blocks[i][k], NULL));
+            } else {
+                OK(memvisor_free(ctx, blocks[i][k], NULL));
+            }
+            blocks[i][k] = blocks[i][--count[i]];
+        } else if (r % 10 == 8) {
+            switch ((r / 10) % 4) {
+            case 0:
+                OK(memvisor_client_delete(cl[i]));
+                alive[i] = 0;
+                break;
+            case 1:
+                OK(memvisor_client_trim(cl[i]));
+                break;
+            default:
+                OK(memvisor_context_trim(ctx));
+                break;
+            }
+        }
+        check_totals(ctx, cl, alive);
+    }
+    for (int i = 0; i < CLIENTS; i++) {
+        if (alive[i]) {
+            OK(memvisor_client_delete(cl[i]));
+        }
+    }
+    memvisor_context_stats x = context_stats(ctx);
+    CHECK(x.used_bytes == 0 && x.live_blocks == 0 && x.cached_bytes == 0);
+    CHECK(x.pinned_chunks == 0 && x.held_chunks == 0 && x.clients == 0);
+    OK(memvisor_context_delete(ctx));
+}
+
+int main(void) {
+    test_refused_calls_change_no_statistic();
+    test_run_needs_chunks_no_client_holds();
+    test_blocks_fit_every_configuration();
+    test_zero_flag_over_dirty_and_reused_memory();
+    test_poison_flag_fills_freed_blocks();
+    test_context_totals_equal_client_sums();
+    return finish("contracts");
+}
