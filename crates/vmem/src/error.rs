@@ -128,7 +128,7 @@ pub enum Error {
     /// An offset or length is not a multiple of the page size.
     #[error("{what} {value:#x} is not a multiple of the page size {page_size:#x}")]
     Misaligned {
-        /// `"offset"` or `"length"`.
+        /// `"offset"`, `"length"` or (for a file mapping) `"file offset"`.
         what: &'static str,
         /// The offending value.
         value: usize,
@@ -214,6 +214,27 @@ pub enum Error {
     #[error("page at offset {offset:#x} is locked")]
     Locked {
         /// Offset of the first locked page in the range.
+        offset: usize,
+    },
+    /// A [`map`](crate::Reservation::map) of a regular file (a memfd included) would reach
+    /// past the end of the file, where every access faults (`SIGBUS`) instead of reading.
+    #[error(
+        "mapping {len:#x} bytes from file offset {file_offset:#x} reaches past the end of the \
+         file of {file_len:#x} bytes"
+    )]
+    PastEndOfFile {
+        /// The file offset of the range's first byte.
+        file_offset: u64,
+        /// Length of the range.
+        len: usize,
+        /// The file's length.
+        file_len: u64,
+    },
+    /// The page at `offset` is of a shared source ([`MapSource`](crate::MapSource)) and the
+    /// operation works on private memory only.
+    #[error("page at offset {offset:#x} is of a shared source")]
+    Shared {
+        /// Offset of the first such page in the range.
         offset: usize,
     },
     /// The host's allocator refused the memory for an operation's answer (for
@@ -349,6 +370,20 @@ mod tests {
             "NUMA node 5000 is out of range (nodes are below 1024)"
         );
         assert_eq!(Operation::PrefaultRead.to_string(), "read prefault");
+        assert_eq!(
+            Error::PastEndOfFile {
+                file_offset: 0x1000,
+                len: 0x2000,
+                file_len: 0x2000
+            }
+            .to_string(),
+            "mapping 0x2000 bytes from file offset 0x1000 reaches past the end of the file of \
+             0x2000 bytes"
+        );
+        assert_eq!(
+            Error::Shared { offset: 0x3000 }.to_string(),
+            "page at offset 0x3000 is of a shared source"
+        );
         assert_eq!(
             Error::WorkerPanicked {
                 offset: 0x20_0000,

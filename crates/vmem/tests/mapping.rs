@@ -378,6 +378,22 @@ fn bind_numa_checks_nodes_and_applies_policy() {
         .unwrap();
     r.commit(0, page()).unwrap();
     r.bind_numa(0, page(), NumaPolicy::Bind, &[0]).unwrap();
+    // The kernel leaves out nodes that do not exist (no system has node 1023 and node 0 only)
+    // and refuses a set with none left.
+    let at = r.as_ptr() as usize;
+    r.bind_numa(0, page(), NumaPolicy::Bind, &[1023, 0])
+        .unwrap();
+    assert_eq!(numa_policy_at(at), "bind:0");
+    r.bind_numa(0, page(), NumaPolicy::Preferred, &[1023, 0])
+        .unwrap();
+    assert_eq!(numa_policy_at(at), "prefer:0");
+    assert!(matches!(
+        r.bind_numa(0, page(), NumaPolicy::Interleave, &[1023]),
+        Err(Error::Os {
+            operation: Operation::BindNuma,
+            source
+        }) if source.raw() == libc::EINVAL
+    ));
 }
 
 /// The NUMA policy `/proc/self/numa_maps` shows for the mapping that holds `addr`.
@@ -617,5 +633,263 @@ fn discard_purge_free_over_locked_pages_refused_and_change_nothing() {
         r.discard(0, 4 * page()).unwrap();
         // SAFETY: committed.
         unsafe { assert_eq!(base.add(2 * page()).read(), 0) };
+    }
+}
+
+/// A memfd on hugetlbfs, or `None` where the kernel has no hugetlbfs.
+fn hugetlb_memfd(len: usize) -> Option<File> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_HUGETLB;
+    // SAFETY: a valid C string; no other preconditions.
+    let fd = unsafe { libc::memfd_create(c"memvisor-vmem-huge".as_ptr(), flags) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len as u64).ok()?;
+    Some(file)
+}
+
+/// The system maps a hugetlbfs file in whole huge pages: a shorter range would be rounded up
+/// and replace memory past its end (past the reservation's, even). Such a range is refused
+/// before any system call, whatever `huge` says, and the reservation keeps all its pages.
+#[test]
+fn map_hugetlbfs_file_range_not_a_multiple_of_its_page_size_is_refused() {
+    let huge = HugeTlbSize::Size2M.bytes();
+    let Some(file) = hugetlb_memfd(huge) else {
+        return;
+    };
+    for mode in both_modes() {
+        let mut r = Reservation::builder()
+            .alignment(huge)
+            .mode(mode)
+            .reserve(2 * huge)
+            .unwrap();
+        r.commit(0, 2 * huge).unwrap();
+        // SAFETY: committed read-write above.
+        unsafe { r.as_ptr().add(page()).write(42) };
+        for (offset, len, file_offset, what, value) in [
+            (0, page(), 0, "length", page()),
+            (0, huge + page(), 0, "length", huge + page()),
+            (page(), huge, 0, "offset", page()),
+            (0, huge, page() as u64, "file offset", page()),
+        ] {
+            for named in [None, Some(HugeTlbSize::Size2M)] {
+                let source = MapSource::file(file.as_fd(), file_offset);
+                let err = r
+                    .map(offset, len, source, Protection::ReadWrite, named)
+                    .unwrap_err();
+                let expected = Error::Misaligned {
+                    what,
+                    value,
+                    page_size: huge,
+                };
+                assert_eq!(err, expected, "{mode:?} {offset:#x}+{len:#x} {named:?}");
+            }
+        }
+        for at in [0, page(), huge - page(), huge, 2 * huge - page()] {
+            let (perms, _) = mapping_at(r.as_ptr() as usize + at);
+            assert_eq!(perms, "rw-p", "{mode:?} page {at:#x}");
+        }
+        assert_eq!(r.committed_bytes(), 2 * huge);
+        // SAFETY: committed read-write, untouched.
+        assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 42);
+    }
+}
+
+/// Past the end of a regular file every access faults (`SIGBUS`): a range reaching there is
+/// refused, and the reservation is left as it was.
+#[test]
+fn map_past_the_end_of_a_file_is_refused_and_changes_nothing() {
+    for mode in both_modes() {
+        let file = memfd(2 * page());
+        let mut r = reserve(mode, 4);
+        r.commit(0, 4 * page()).unwrap();
+        for (len, file_offset) in [
+            (3 * page(), 0),
+            (2 * page(), page() as u64),
+            (page(), 2 * page() as u64),
+            (page(), u64::MAX - (page() as u64 - 1)),
+        ] {
+            let source = MapSource::file(file.as_fd(), file_offset);
+            assert_eq!(
+                r.map(0, len, source, Protection::ReadWrite, None),
+                Err(Error::PastEndOfFile {
+                    file_offset,
+                    len,
+                    file_len: 2 * page() as u64
+                }),
+                "{mode:?} {len:#x} at {file_offset:#x}"
+            );
+        }
+        assert_eq!(r.committed_bytes(), 4 * page());
+        assert_eq!(mapping_at(r.as_ptr() as usize).0, "rw-p", "{mode:?}");
+        // Up to the end is fine.
+        let source = MapSource::file(file.as_fd(), page() as u64);
+        r.map(0, page(), source, Protection::ReadWrite, None)
+            .unwrap();
+        r.prefault(0, page()).unwrap();
+    }
+}
+
+/// `MADV_FREE` works on private memory only: a range with pages of a shared source is refused
+/// before its private pages are freed (the system would free them and then refuse).
+#[test]
+fn free_over_shared_pages_is_refused_before_any_advice() {
+    // Enough pages that the kernel's per-CPU batch of lazily freed pages fills and `smaps`
+    // counts them.
+    let private = 64;
+    for mode in both_modes() {
+        let mut r = reserve(mode, private + 2);
+        r.commit(0, private * page()).unwrap();
+        // SAFETY: committed read-write; nothing else uses it.
+        unsafe { r.as_ptr().write_bytes(5, private * page()) };
+        let shared = private * page();
+        r.map(
+            shared,
+            2 * page(),
+            MapSource::AnonymousShared,
+            Protection::ReadWrite,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            r.free(0, shared + 2 * page()),
+            Err(Error::Shared { offset: shared }),
+            "{mode:?}"
+        );
+        assert_eq!(lazy_free_kb(r.as_ptr() as usize), 0, "{mode:?}");
+        r.free(0, shared).unwrap();
+        assert!(lazy_free_kb(r.as_ptr() as usize) > 0, "{mode:?}");
+    }
+}
+
+/// The `LazyFree` kilobytes of the mapping that holds `addr` (pages given `MADV_FREE`).
+fn lazy_free_kb(addr: usize) -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let head = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = head.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            inside = start <= addr && addr < end;
+        } else if inside && let Some(kb) = line.strip_prefix("LazyFree:") {
+            return kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no mapping at {addr:#x}");
+}
+
+/// The permissions (`rw-p`, `---p`, ...) of each page of `r`, from one read of
+/// `/proc/self/maps`.
+fn page_perms(r: &Reservation) -> Vec<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let base = r.as_ptr() as usize;
+    let mut perms = vec![String::new(); r.len() / page()];
+    for line in maps.lines() {
+        let mut words = line.split_whitespace();
+        let (start, end) = words.next().unwrap().split_once('-').unwrap();
+        let start = usize::from_str_radix(start, 16).unwrap();
+        let end = usize::from_str_radix(end, 16).unwrap();
+        let perm = words.next().unwrap();
+        for (i, slot) in perms.iter_mut().enumerate() {
+            let at = base + i * page();
+            if start <= at && at < end {
+                *slot = perm.to_owned();
+            }
+        }
+    }
+    perms
+}
+
+/// After a call, refused or not, `committed_bytes` is the count of committed pages, and in
+/// [`CommitMode::Protected`] a page counts as committed exactly where the kernel has it
+/// accessible (the reservation's own uncommitted pages are `---p`; a source mapped with no
+/// access is `---s`).
+fn assert_counts_true(r: &Reservation, after: &str) {
+    let perms = page_perms(r);
+    let mut committed = 0;
+    for (i, perm) in perms.iter().enumerate() {
+        assert!(!perm.is_empty(), "{after}: page {i} is not mapped");
+        let is = r.is_committed(i * page(), page()).unwrap();
+        committed += usize::from(is);
+        if r.mode() == CommitMode::Protected && !r.is_guarded(i * page(), page()).unwrap() {
+            assert_eq!(is, perm != "---p", "{after}: page {i} is {perm}");
+        }
+    }
+    assert_eq!(r.committed_bytes(), committed * page(), "{after}");
+}
+
+#[test]
+fn counts_stay_true_after_every_refused_call() {
+    let file = memfd(2 * page());
+    for mode in both_modes() {
+        let mut r = reserve(mode, 16);
+        r.commit(0, 8 * page()).unwrap();
+        r.guard(12 * page(), page()).unwrap();
+        r.map(
+            4 * page(),
+            2 * page(),
+            MapSource::AnonymousShared,
+            Protection::None,
+            None,
+        )
+        .unwrap();
+        r.protect(2 * page(), page(), Protection::Read).unwrap();
+        assert_counts_true(&r, "setup");
+        let source = MapSource::file(file.as_fd(), 0);
+        let huge = Some(HugeTlbSize::Size2M);
+        let rw = Protection::ReadWrite;
+        type Call<'a> = Box<dyn Fn(&mut Reservation) -> Result<(), Error> + 'a>;
+        let refusals: Vec<(&str, Call<'_>)> = vec![
+            (
+                "commit guard",
+                Box::new(|r| r.commit(10 * page(), 4 * page())),
+            ),
+            (
+                "map past end",
+                Box::new(|r| r.map(8 * page(), 3 * page(), source, rw, None)),
+            ),
+            (
+                "map guard",
+                Box::new(|r| r.map(12 * page(), page(), source, rw, None)),
+            ),
+            (
+                "map huge",
+                Box::new(|r| r.map(0, 16 * page(), source, rw, huge)),
+            ),
+            (
+                "protect",
+                Box::new(|r| r.protect(6 * page(), 4 * page(), rw)),
+            ),
+            ("lock", Box::new(|r| r.lock(6 * page(), 4 * page()))),
+            ("unlock", Box::new(|r| r.unlock(12 * page(), page()))),
+            ("prefault", Box::new(|r| r.prefault(0, 4 * page()))),
+            (
+                "prefault read",
+                Box::new(|r| r.prefault_read(0, 6 * page())),
+            ),
+            ("free", Box::new(|r| r.free(0, 6 * page()))),
+            ("discard", Box::new(|r| r.discard(0, 10 * page()))),
+            ("purge", Box::new(|r| r.purge(6 * page(), 4 * page()))),
+            ("unguard", Box::new(|r| r.unguard(11 * page(), 2 * page()))),
+            ("decommit", Box::new(|r| r.decommit(0, 17 * page()))),
+            ("guard", Box::new(|r| r.guard(15 * page(), 2 * page()))),
+            (
+                "numa",
+                Box::new(|r| r.bind_numa(0, page(), NumaPolicy::Bind, &[2000])),
+            ),
+        ];
+        for (what, call) in refusals {
+            assert!(call(&mut r).is_err(), "{mode:?} {what}: accepted");
+            assert_counts_true(&r, &format!("{mode:?} {what}"));
+        }
+        r.decommit(0, 8 * page()).unwrap();
+        assert_counts_true(&r, "decommit");
+        assert_eq!(r.committed_bytes(), 0);
     }
 }

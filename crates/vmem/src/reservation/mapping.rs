@@ -130,7 +130,9 @@ impl HugeTlbSize {
 pub enum NumaPolicy {
     /// The thread's or process's policy (`MPOL_DEFAULT`); takes no nodes.
     Default,
-    /// Allocate on the first given node if possible (`MPOL_PREFERRED`).
+    /// Allocate on one preferred node if possible (`MPOL_PREFERRED`): the lowest-numbered of
+    /// the given nodes that exist, not the first in the slice; with no nodes, on the node of
+    /// the allocating CPU.
     Preferred,
     /// Allocate only on the given nodes, moving pages already there (`MPOL_BIND` with
     /// `MPOL_MF_STRICT | MPOL_MF_MOVE`).
@@ -153,6 +155,33 @@ pub enum Advice {
     DoDump,
 }
 
+/// Checks that the offset, length and file offset of a mapping are multiples of `unit`.
+fn check_units(offset: usize, len: usize, source: MapSource<'_>, unit: usize) -> Result<()> {
+    for (what, value) in [("offset", offset), ("length", len)] {
+        if !value.is_multiple_of(unit) {
+            return Err(Error::Misaligned {
+                what,
+                value,
+                page_size: unit,
+            });
+        }
+    }
+    #[cfg(unix)]
+    if let MapSource::File(file) = source
+        && !file.offset().is_multiple_of(unit as u64)
+    {
+        let file_offset = file.offset();
+        return Err(Error::Misaligned {
+            what: "file offset",
+            value: usize::try_from(file_offset).unwrap_or(usize::MAX),
+            page_size: unit,
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = source;
+    Ok(())
+}
+
 /// NUMA node numbers accepted by [`Reservation::bind_numa`] are below this (the kernel's
 /// largest `CONFIG_NODES_SHIFT` is 10).
 pub(crate) const NUMA_NODES: u32 = 1024;
@@ -160,18 +189,25 @@ pub(crate) const NUMA_NODES: u32 = 1024;
 impl Reservation {
     /// Maps `source` over `offset..offset + len` with `protection`, replacing what was there
     /// (`MAP_FIXED` over the reservation's own pages): the range becomes committed, with that
-    /// protection, and unlocked, without huge-page advice. With `huge`, anonymous sources use
-    /// explicit huge pages of that size (`MAP_HUGETLB`), and the range must be aligned to it
-    /// (also for a hugetlbfs file, whose page size it must name). [`decommit`](Self::decommit)
-    /// later puts the reservation's own uncommitted pages back, in both modes.
+    /// protection, and unlocked, without huge-page advice or [`advise`](Self::advise)d
+    /// fork and dump behaviour. With `huge`, anonymous sources use explicit huge pages of that
+    /// size (`MAP_HUGETLB`), and the range must be aligned to it. A hugetlbfs file (a memfd
+    /// made with `MFD_HUGETLB` included) is mapped in its own huge pages whatever `huge` says,
+    /// so its range and file offset must be multiples of its huge page size. A regular file
+    /// must be long enough for the range when it is mapped (afterwards it is the caller's to
+    /// keep it so: where it is shortened later, accesses past its end fault with `SIGBUS`).
+    /// [`decommit`](Self::decommit) later puts the reservation's own uncommitted pages back, in
+    /// both modes.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
-    /// offset) that is not a multiple of the huge page size or of the page size;
-    /// [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`] where the platform
-    /// cannot map into a reservation (Windows, and explicit huge pages outside Linux);
-    /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
-    /// `EBADF`/`EACCES` for the descriptor). After an error the range is as it was, except
+    /// offset) that is not a multiple of the page size, of the huge page size named, or of a
+    /// hugetlbfs file's huge page size; [`Error::PastEndOfFile`] for a range reaching past the
+    /// end of a regular file; [`Error::Guarded`] if it holds a guard page;
+    /// [`Error::Unsupported`] where the platform cannot map into a reservation (Windows, and
+    /// explicit huge pages outside Linux); [`Error::Os`] if the system refuses (for example
+    /// `ENOMEM` when no huge pages are free, `EBADF`/`EACCES` for the descriptor, also when
+    /// its file cannot be examined). After an error the range is as it was, except
     /// where the system took its pages before refusing (explicit huge pages that cannot be
     /// had): then the range holds the reservation's own uncommitted pages again, as the
     /// bookkeeping says, and its old contents are gone (they were to be replaced anyway). If
@@ -225,25 +261,30 @@ impl Reservation {
     ) -> Result<()> {
         let pages = self.check(offset, len)?;
         let unit = huge.map_or(self.page, |h| h.bytes().max(self.page));
-        for (what, value) in [("offset", offset), ("length", len)] {
-            if !value.is_multiple_of(unit) {
-                return Err(Error::Misaligned {
-                    what,
-                    value,
-                    page_size: unit,
+        check_units(offset, len, source, unit)?;
+        #[cfg(unix)]
+        if let MapSource::File(file) = source {
+            let facts = sys::file_facts(file.raw_fd()).map_err(|e| e.during(Operation::Map))?;
+            // The system maps a hugetlbfs file in whole huge pages, rounding the length up:
+            // a shorter range would replace memory past its end.
+            if let Some(file_page) = facts.page_size
+                && file_page > unit
+            {
+                check_units(offset, len, source, file_page)?;
+            }
+            // Past the end of a regular file every access faults (`SIGBUS`).
+            if let Some(file_len) = facts.len
+                && file
+                    .offset()
+                    .checked_add(len as u64)
+                    .is_none_or(|end| end > file_len)
+            {
+                return Err(Error::PastEndOfFile {
+                    file_offset: file.offset(),
+                    len,
+                    file_len,
                 });
             }
-        }
-        #[cfg(unix)]
-        if let MapSource::File(file) = source
-            && !file.offset().is_multiple_of(unit as u64)
-        {
-            let file_offset = file.offset();
-            return Err(Error::Misaligned {
-                what: "file offset",
-                value: usize::try_from(file_offset).unwrap_or(usize::MAX),
-                page_size: unit,
-            });
         }
         self.no_guard(pages)?;
         // The new mapping drops the system's locks of the range: one lock call at a time.
@@ -334,8 +375,10 @@ impl Reservation {
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NumaNode`] for a node number of
     /// 1024 or more; [`Error::Unsupported`] outside Linux; [`Error::Os`] if the kernel refuses
-    /// (`EINVAL` for a node that does not exist or an empty node set where one is needed,
-    /// `EIO` if pages could not be moved).
+    /// (`EINVAL` for an empty node set where one is needed, or nodes for
+    /// [`NumaPolicy::Default`]; `EIO` if pages could not be moved). Nodes that do not exist, or
+    /// that the process may not use, are left out by the kernel without an error, as long as
+    /// one of the given nodes is left (`EINVAL` if none is).
     ///
     /// # Examples
     /// ```
@@ -427,7 +470,8 @@ impl Reservation {
     /// [`MapSource::AnonymousPrivate`]).
     ///
     /// # Errors
-    /// As [`discard`](Self::discard).
+    /// As [`discard`](Self::discard); [`Error::Shared`] for a page of a shared source (nothing
+    /// is freed then).
     pub fn free(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.free_unchecked(offset, len) }
@@ -542,6 +586,15 @@ impl Reservation {
         // range: refuse up front so that a refusal changes nothing.
         if let Some(page) = self.locked.first_set(pages.first, pages.count) {
             return Err(Error::Locked {
+                offset: page * self.page,
+            });
+        }
+        // `MADV_FREE` is refused for shared pages, after the private ones before them were
+        // given it: refuse up front too.
+        if operation == Operation::Free
+            && let Some(page) = self.shared.first_set(pages.first, pages.count)
+        {
+            return Err(Error::Shared {
                 offset: page * self.page,
             });
         }
@@ -696,6 +749,31 @@ mod tests {
             Error::NotReadable { offset: 0 }
         );
         assert_eq!(r.committed_bytes(), 4 * page());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn free_over_a_shared_page_is_refused_and_frees_nothing() {
+        let mut r = Reservation::new(4 * page()).unwrap();
+        r.commit(0, 2 * page()).unwrap();
+        // SAFETY: committed read-write; nothing else uses it.
+        unsafe { r.as_ptr().write(3) };
+        r.map(
+            2 * page(),
+            page(),
+            MapSource::AnonymousShared,
+            Protection::ReadWrite,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            r.free(0, 3 * page()).unwrap_err(),
+            Error::Shared { offset: 2 * page() }
+        );
+        // SAFETY: still committed; nothing was freed.
+        assert_eq!(unsafe { r.as_ptr().read() }, 3);
+        r.free(0, 2 * page()).unwrap();
+        assert_eq!(r.committed_bytes(), 3 * page());
     }
 
     #[cfg(windows)]

@@ -112,6 +112,12 @@ pub(crate) unsafe fn map(
     Ok(())
 }
 
+/// No file is read under Miri: nothing is known of it.
+#[cfg(unix)]
+pub(crate) fn file_facts(_fd: i32) -> Result<super::FileFacts, SysError> {
+    Ok(super::FileFacts::default())
+}
+
 /// Every page of a reservation stays mapped here.
 ///
 /// # Safety

@@ -169,6 +169,19 @@ pub(crate) enum SysAdvice {
     Remove,
 }
 
+/// What mapping a file needs to know of it, from [`file_facts`].
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FileFacts {
+    /// The size of the pages the system maps the file in, where it has one of its own (a
+    /// hugetlbfs file's huge page size): a mapping of the file is rounded up to a multiple of
+    /// it, so a shorter range would replace memory past its end.
+    pub(crate) page_size: Option<usize>,
+    /// The file's length, for a regular file (memfds and hugetlbfs files included); devices
+    /// and other files have none that bounds a mapping.
+    pub(crate) len: Option<u64>,
+}
+
 /// What a populate call achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Populated {

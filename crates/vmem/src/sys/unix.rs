@@ -281,6 +281,40 @@ pub(crate) unsafe fn map(
     }
 }
 
+/// The page size and length of the file open as `fd` (see [`super::FileFacts`]): `fstat`,
+/// and on Linux `fstatfs`, which tells a hugetlbfs file and its huge page size.
+pub(crate) fn file_facts(fd: i32) -> Result<super::FileFacts, SysError> {
+    let mut facts = super::FileFacts::default();
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a writable `stat`; a bad descriptor only makes the call fail.
+    check(unsafe { libc::fstat(fd, &raw mut st) })?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        facts.len = u64::try_from(st.st_size).ok();
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // `HUGETLBFS_MAGIC` of `include/uapi/linux/magic.h`; the field's type differs between
+        // C libraries and architectures, its low 32 bits do not.
+        const HUGETLBFS_MAGIC: i128 = 0x9584_58f6;
+        // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+        let mut fs: libc::statfs = unsafe { core::mem::zeroed() };
+        // SAFETY: `fs` is a writable `statfs`; the descriptor was just accepted by `fstat`.
+        check(unsafe { libc::fstatfs(fd, &raw mut fs) })?;
+        #[allow(
+            clippy::useless_conversion,
+            reason = "the fields are `i64` on some targets, narrower or unsigned on others"
+        )]
+        if i128::from(fs.f_type) & 0xffff_ffff == HUGETLBFS_MAGIC {
+            // hugetlbfs reports its huge page size as the block size.
+            facts.page_size = usize::try_from(i128::from(fs.f_bsize))
+                .ok()
+                .filter(|size| size.is_power_of_two());
+        }
+    }
+    Ok(facts)
+}
+
 /// Whether every page of the range is mapped: `msync` refuses a range with a hole in it
 /// (`ENOMEM`), and with `MS_ASYNC` does nothing else worth waiting for.
 ///
