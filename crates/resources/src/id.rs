@@ -822,12 +822,8 @@ impl<I: Id> IdAllocator<I> {
 
     /// Sets the bits of `lo..=hi` (inside the bitmap), a word at a time.
     fn set_bit_range(&mut self, lo: u32, hi: u32) {
-        let (lo_bit, hi_bit) = (lo as usize, hi as usize);
-        let (first, last) = (lo_bit / BITS, hi_bit / BITS);
-        for w in first..=last {
-            let from = if w == first { lo_bit % BITS } else { 0 };
-            let to = if w == last { hi_bit % BITS } else { BITS - 1 };
-            self.set_bits(w, (u64::MAX >> (BITS - 1 - (to - from))) << from);
+        for (w, mask) in word_masks(lo, hi) {
+            self.set_bits(w, mask);
         }
     }
 
@@ -847,12 +843,8 @@ impl<I: Id> IdAllocator<I> {
     /// Clears the bits of `lo..=hi` (inside the bitmap), a word at a time (the caller updates
     /// `used`).
     fn clear_bit_range(&mut self, lo: u32, hi: u32) {
-        let (lo_bit, hi_bit) = (lo as usize, hi as usize);
-        let (first, last) = (lo_bit / BITS, hi_bit / BITS);
-        for w in first..=last {
-            let from = if w == first { lo_bit % BITS } else { 0 };
-            let to = if w == last { hi_bit % BITS } else { BITS - 1 };
-            self.clear_bits(w, (u64::MAX >> (BITS - 1 - (to - from))) << from);
+        for (w, mask) in word_masks(lo, hi) {
+            self.clear_bits(w, mask);
         }
     }
 
@@ -890,6 +882,17 @@ impl<I: Id> IdAllocator<I> {
             }
         }
     }
+}
+
+/// The leaf words of the bit offsets `lo..=hi`, each with the mask of its bits in the range.
+fn word_masks(lo: u32, hi: u32) -> impl Iterator<Item = (usize, u64)> {
+    let (lo_bit, hi_bit) = (lo as usize, hi as usize);
+    let (first, last) = (lo_bit / BITS, hi_bit / BITS);
+    (first..=last).map(move |w| {
+        let from = if w == first { lo_bit % BITS } else { 0 };
+        let to = if w == last { hi_bit % BITS } else { BITS - 1 };
+        (w, (u64::MAX >> (BITS - 1 - (to - from))) << from)
+    })
 }
 
 /// Bit `p` set iff `abs_base + p` is a multiple of `align` (a power of two).
