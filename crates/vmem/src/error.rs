@@ -237,6 +237,15 @@ pub enum Error {
         /// Offset of the first such page in the range.
         offset: usize,
     },
+    /// The page at `offset` is of a file source whose backing the system will not punch holes
+    /// in (its descriptor was not open for writing, or the file is sealed against writes), and
+    /// [`Reservation::purge`](crate::Reservation::purge) would drop the range's other pages
+    /// before the system refused it.
+    #[error("page at offset {offset:#x} is of a file source that refuses hole punching")]
+    ReadOnlySource {
+        /// Offset of the first such page in the range.
+        offset: usize,
+    },
     /// The host's allocator refused the memory for an operation's answer (for
     /// [`Reservation::residency`](crate::Reservation::residency), a byte per page of the
     /// range).
@@ -383,6 +392,10 @@ mod tests {
         assert_eq!(
             Error::Shared { offset: 0x3000 }.to_string(),
             "page at offset 0x3000 is of a shared source"
+        );
+        assert_eq!(
+            Error::ReadOnlySource { offset: 0x4000 }.to_string(),
+            "page at offset 0x4000 is of a file source that refuses hole punching"
         );
         assert_eq!(
             Error::WorkerPanicked {

@@ -190,6 +190,7 @@ impl ReservationBuilder {
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
             ))
         });
         let (
@@ -198,6 +199,7 @@ impl ReservationBuilder {
             executable,
             mapped,
             shared,
+            no_hole_punch,
             dont_fork,
             dont_dump,
             lost,
@@ -224,6 +226,7 @@ impl ReservationBuilder {
             executable,
             mapped,
             shared,
+            no_hole_punch,
             locked,
             huge,
             no_huge,
@@ -326,6 +329,9 @@ pub struct Reservation {
     /// Pages that `map` put another source over (`shared`: a shared one).
     mapped: PageBitmap,
     shared: PageBitmap,
+    /// Pages of a file source whose backing the system will not punch holes in (see
+    /// `FileFacts::no_hole_punch`), which `purge` refuses up front.
+    no_hole_punch: PageBitmap,
     /// Pages locked by `lock` and not unlocked, decommitted or guarded since.
     locked: PageBitmap,
     /// Pages whose last huge-page advice was `Huge` / `NoHuge`, re-applied after a decommit
@@ -344,7 +350,8 @@ pub struct Reservation {
     /// checked against it only once a page was lost.
     any_lost: AtomicBool,
     /// Held by every call that changes which pages the system keeps locked, or `locked`
-    /// (see `serial.rs`), so that `locked` tells what the system has locked.
+    /// (see `serial.rs`), so that `locked` tells what the system has locked; and by the
+    /// advice calls, so that a decommit's re-advice sees each advice with its record.
     lock_calls: Serial,
 }
 
@@ -584,7 +591,11 @@ impl Reservation {
     /// `DontFork`/`DontDump` advice given with [`advise`](Self::advise) stay.
     ///
     /// # Errors
-    /// As [`commit`](Self::commit) for the range, and [`Error::Os`] if the system refuses.
+    /// As [`commit`](Self::commit) for the range, and [`Error::Os`] if the system refuses. Where
+    /// a decommit maps fresh pages (any in [`CommitMode::Protected`]), the system may refuse
+    /// to give the range's advice to them after the range was decommitted: the range is then
+    /// decommitted, every other advice is still given again, and the refused advice is no
+    /// longer recorded for the pages it was refused for (a later decommit does not give it).
     pub fn decommit(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self` means no other thread uses the reservation through this handle;
         // raw pointers made from `as_ptr` are the caller's to keep away from the range.
@@ -640,6 +651,7 @@ impl Reservation {
             unsafe { sys::decommit(ptr, len, self.mode) }?;
             self.mapped.clear_range(pages.first, pages.count);
             self.shared.clear_range(pages.first, pages.count);
+            self.no_hole_punch.clear_range(pages.first, pages.count);
         } else {
             // The reservation's own pages keep their mapping, and with it their NUMA policy;
             // only the runs another source is mapped over get the reservation's own pages
@@ -655,6 +667,7 @@ impl Reservation {
                 unsafe { sys::replace(ptr, len, self.mode) }?;
                 self.mapped.clear_range(run.first, run.count);
                 self.shared.clear_range(run.first, run.count);
+                self.no_hole_punch.clear_range(run.first, run.count);
                 Ok(())
             })?;
         }
@@ -678,30 +691,44 @@ impl Reservation {
                     unsafe { sys::advise_huge(ptr, len, advice) }
                 }
             };
-            self.readvise(&self.dont_fork, pages, advise(sys::SysAdvice::DontFork))?;
-            self.readvise(&self.dont_dump, pages, advise(sys::SysAdvice::DontDump))?;
-            self.readvise(&self.huge, pages, advise_huge(HugePageAdvice::Huge))?;
-            self.readvise(&self.no_huge, pages, advise_huge(HugePageAdvice::NoHuge))?;
+            // Every advice and run is tried, whatever the system refuses: a refused run loses
+            // its bits, the others keep advice and bits alike.
+            let fork = self.readvise(&self.dont_fork, pages, advise(sys::SysAdvice::DontFork));
+            let dump = self.readvise(&self.dont_dump, pages, advise(sys::SysAdvice::DontDump));
+            let huge = self.readvise(&self.huge, pages, advise_huge(HugePageAdvice::Huge));
+            let no_huge = self.readvise(&self.no_huge, pages, advise_huge(HugePageAdvice::NoHuge));
+            fork.and(dump).and(huge).and(no_huge)?;
         }
         Ok(())
     }
 
     /// Gives the advice `give` again to the runs of `pages` that `bitmap` records it for, after
-    /// a decommit replaced their mapping; a run the system refuses loses its bit, so the bitmap
-    /// stays true.
+    /// a decommit replaced their mapping. Every run is tried; a run the system refuses loses
+    /// its bits, so the bitmap stays true. Returns the first refusal.
     fn readvise(
         &self,
         bitmap: &PageBitmap,
         pages: Pages,
         give: impl Fn(*mut u8, usize) -> Result<(), sys::SysError>,
     ) -> Result<(), sys::SysError> {
-        self.for_each_run(bitmap, true, pages, |run| {
-            let given = give(self.at(run.first * self.page), run.count * self.page);
+        let mut first_refusal = Ok(());
+        let Ok(()) = self.for_each_run(bitmap, true, pages, |run| {
+            let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
+            #[cfg(all(test, feature = "std"))]
+            let given = if tests::readvise_refused() {
+                Err(sys::SysError::Os(crate::OsError::from_raw(11)))
+            } else {
+                give(ptr, len)
+            };
+            #[cfg(not(all(test, feature = "std")))]
+            let given = give(ptr, len);
             if given.is_err() {
                 bitmap.clear_range(run.first, run.count);
+                first_refusal = first_refusal.and(given);
             }
-            given
-        })
+            Ok::<(), core::convert::Infallible>(())
+        });
+        first_refusal
     }
 
     /// Records the protection of committed `pages`.
@@ -983,7 +1010,9 @@ impl Reservation {
     /// system cannot make the pages resident. A failed lock changes nothing: the system may
     /// lock part of the range before failing, and those of its pages that were not locked
     /// before the call are unlocked again (never pages another thread's lock locked, since the
-    /// calls take turns).
+    /// calls take turns). Only where the system refuses that unlock too (splitting mappings
+    /// at the process's mapping limit) do such pages stay locked, and they are then counted
+    /// as locked (an [`unlock`](Self::unlock) or decommit unlocks them).
     pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         let _serial = self.lock_calls.hold();
@@ -992,9 +1021,16 @@ impl Reservation {
         if let Err(e) = unsafe { self.sys_lock(self.at(offset), len) } {
             // The system may have locked part of the range before failing: unlock the pages
             // that were not locked before this call, so that a failed lock changes nothing.
-            let _ = self.for_each_run(&self.locked, false, pages, |run| {
+            // A run the system refuses to unlock (`munlock` splits mappings too) may be locked:
+            // it is counted so, and the content advice that locked pages make fail half-way
+            // refuses it up front.
+            let Ok(()) = self.for_each_run(&self.locked, false, pages, |run| {
+                let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
                 // SAFETY: the run is inside the reservation; unlocking changes no contents.
-                unsafe { sys::unlock(self.at(run.first * self.page), run.count * self.page) }
+                if unsafe { self.sys_unlock(ptr, len) }.is_err() {
+                    self.locked.set_range(run.first, run.count);
+                }
+                Ok::<(), core::convert::Infallible>(())
             });
             return Err(e.during(Operation::Lock));
         }
@@ -1022,6 +1058,19 @@ impl Reservation {
         locked
     }
 
+    /// The platform unlock, with a failure injected in unit tests.
+    ///
+    /// # Safety
+    /// The range lies inside the reservation.
+    unsafe fn sys_unlock(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, feature = "std"))]
+        if tests::UNLOCK_FAILS.with(core::cell::Cell::take) {
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::unlock(ptr, len) }
+    }
+
     /// Unlocks pages locked by [`lock`](Self::lock).
     ///
     /// # Errors
@@ -1043,7 +1092,11 @@ impl Reservation {
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Unsupported`] on systems without
     /// transparent huge pages; [`Error::Os`] if the kernel refuses (for example when built
-    /// without them).
+    /// without them). The kernel may refuse after advising part of the range (splitting
+    /// mappings at the process's mapping limit): pages advised before the call then get their
+    /// advice back, and pages without any get this advice (no advice takes it away again);
+    /// a page where the kernel refuses that too is no longer recorded with advice (a later
+    /// decommit does not give it any).
     pub fn advise_huge_pages(
         &self,
         offset: usize,
@@ -1051,16 +1104,84 @@ impl Reservation {
         advice: HugePageAdvice,
     ) -> Result<()> {
         let pages = self.check(offset, len)?;
-        // SAFETY: the range is inside the reservation; the advice changes no contents.
-        unsafe { sys::advise_huge(self.at(offset), len, advice) }
-            .map_err(|e| e.during(Operation::HugePageAdvice))?;
+        // A decommit gives the recorded advice again to the fresh pages it maps: the advice
+        // and its record must not fall on either side of one.
+        let _serial = self.lock_calls.hold();
         let (given, replaced) = match advice {
             HugePageAdvice::Huge => (&self.huge, &self.no_huge),
             HugePageAdvice::NoHuge => (&self.no_huge, &self.huge),
         };
+        // SAFETY: the range is inside the reservation; the advice changes no contents.
+        if let Err(e) = unsafe { self.sys_advise_huge(self.at(offset), len, advice) } {
+            self.huge_advice_refused(pages, advice);
+            return Err(e.during(Operation::HugePageAdvice));
+        }
+        #[cfg(all(test, feature = "std"))]
+        tests::after_advice();
         replaced.clear_range(pages.first, pages.count);
         given.set_range(pages.first, pages.count);
         Ok(())
+    }
+
+    /// After the system refused huge-page `advice` for `pages`: it may have advised part of
+    /// them (`madvise` splits mappings and can stop at the process's limit). Pages recorded
+    /// with advice get it back; pages without any get `advice` too (no advice takes huge-page
+    /// advice away), recorded where the system accepts it. A run refused even that is
+    /// recorded without advice, so the bitmaps never claim advice the pages may lack.
+    fn huge_advice_refused(&self, pages: Pages, advice: HugePageAdvice) {
+        for (bitmap, back) in [
+            (&self.huge, HugePageAdvice::Huge),
+            (&self.no_huge, HugePageAdvice::NoHuge),
+        ] {
+            let Ok(()) = self.for_each_run(bitmap, true, pages, |run| {
+                let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
+                // SAFETY: the run is inside the reservation; the advice changes no contents.
+                if unsafe { sys::advise_huge(ptr, len, back) }.is_err() {
+                    bitmap.clear_range(run.first, run.count);
+                }
+                Ok::<(), core::convert::Infallible>(())
+            });
+        }
+        let given = match advice {
+            HugePageAdvice::Huge => &self.huge,
+            HugePageAdvice::NoHuge => &self.no_huge,
+        };
+        let Ok(()) = self.for_each_run(&self.huge, false, pages, |not_huge| {
+            self.for_each_run(&self.no_huge, false, not_huge, |neither| {
+                let (ptr, len) = (
+                    self.at(neither.first * self.page),
+                    neither.count * self.page,
+                );
+                // SAFETY: as above.
+                if unsafe { sys::advise_huge(ptr, len, advice) }.is_ok() {
+                    given.set_range(neither.first, neither.count);
+                }
+                Ok::<(), core::convert::Infallible>(())
+            })
+        });
+    }
+
+    /// The platform huge-page advice, with a failure injected half-way in unit tests.
+    ///
+    /// # Safety
+    /// As [`sys::advise_huge`].
+    unsafe fn sys_advise_huge(
+        &self,
+        ptr: *mut u8,
+        len: usize,
+        advice: HugePageAdvice,
+    ) -> Result<(), sys::SysError> {
+        #[cfg(all(test, feature = "std"))]
+        if let Some(applied) = tests::ADVISE_FAILS_AFTER.with(core::cell::Cell::take) {
+            if applied > 0 {
+                // SAFETY: a prefix of the caller's range, as `madvise` leaves it when it stops
+                // half-way.
+                unsafe { sys::advise_huge(ptr, applied.min(len), advice) }?;
+            }
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::advise_huge(ptr, len, advice) }
     }
 
     /// Turns the range into guard pages: their contents are discarded, they are no longer
@@ -1143,7 +1264,12 @@ impl Reservation {
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotGuarded`] for a page in it that
-    /// is not a guard page; [`Error::Os`] if the system refuses.
+    /// is not a guard page; [`Error::Os`] if the system refuses. The system may refuse after
+    /// making part of the range accessible (in [`CommitMode::Sparse`], the `mprotect`
+    /// fallback for kernels without guard markers stops half-way at the mapping limit): the
+    /// whole range is then made guard pages again, so a refused unguard changes nothing. Only
+    /// where the system refuses that too may some of its pages, still counted as guard pages,
+    /// be accessible.
     pub fn unguard(&mut self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         if let Some(page) = self.guarded.first_clear(pages.first, pages.count) {
@@ -1152,10 +1278,37 @@ impl Reservation {
             });
         }
         // SAFETY: the range is inside the reservation and holds only guard pages.
-        unsafe { sys::unguard(self.at(offset), len, self.mode) }
-            .map_err(|e| e.during(Operation::Unguard))?;
+        if let Err(e) = unsafe { self.sys_unguard(self.at(offset), len) } {
+            // The system may have made part of the range accessible before refusing (the
+            // `mprotect` of a sparse unguard stops half-way at the mapping limit): make all of
+            // it guard pages again, as the bookkeeping still counts it.
+            // Where even that is refused, the range stays counted as guard pages, the side on
+            // which nothing is committed or touched that may fault, until an unguard succeeds.
+            // SAFETY: the range is inside the reservation, and was guard pages (decommitted and
+            // unreferenced) before the call; `&mut self` keeps it so.
+            let _ = unsafe { sys::guard(self.at(offset), len, self.mode) };
+            return Err(e.during(Operation::Unguard));
+        }
         self.guarded.clear_range(pages.first, pages.count);
         Ok(())
+    }
+
+    /// The platform unguard, with a failure injected half-way in unit tests.
+    ///
+    /// # Safety
+    /// As [`sys::unguard`].
+    unsafe fn sys_unguard(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, feature = "std"))]
+        if let Some(applied) = tests::UNGUARD_FAILS_AFTER.with(core::cell::Cell::take) {
+            if applied > 0 {
+                // SAFETY: a prefix of the caller's range, as an `mprotect` stopping half-way
+                // leaves it.
+                unsafe { sys::unguard(ptr, applied.min(len), self.mode) }?;
+            }
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::unguard(ptr, len, self.mode) }
     }
 
     /// Whether every page of the range is committed.
@@ -1321,9 +1474,55 @@ mod tests {
         /// fails with `ENOMEM`, as the `mprotect` fallback may at the mapping limit.
         pub(super) static GUARD_FAILS_AFTER: core::cell::Cell<Option<usize>> =
             const { core::cell::Cell::new(None) };
+        /// When set, the next unlock of this thread (also one undoing a failed lock) is refused
+        /// with `ENOMEM`, as `munlock` may when splitting mappings at the limit.
+        pub(super) static UNLOCK_FAILS: core::cell::Cell<bool> =
+            const { core::cell::Cell::new(false) };
         /// When set, the next lock of this thread calls this after the system call returned.
         pub(super) static AFTER_LOCK: core::cell::RefCell<Option<alloc::boxed::Box<dyn FnOnce()>>> =
             const { core::cell::RefCell::new(None) };
+        /// When set, the re-advice call of this thread's next decommit with this index
+        /// (counted from zero over every run of every advice given again) is refused with
+        /// `EAGAIN`.
+        pub(super) static READVISE_FAILS: core::cell::Cell<Option<usize>> =
+            const { core::cell::Cell::new(None) };
+        /// When set, the next unguard of this thread makes this many bytes accessible again and
+        /// then fails with `ENOMEM`, as the `mprotect` of a sparse unguard may at the mapping
+        /// limit.
+        pub(super) static UNGUARD_FAILS_AFTER: core::cell::Cell<Option<usize>> =
+            const { core::cell::Cell::new(None) };
+        /// When set, the next `advise` of this thread gives its advice to this many bytes and
+        /// then fails with `ENOMEM`, as `madvise` may when splitting mappings at the limit.
+        pub(super) static ADVISE_FAILS_AFTER: core::cell::Cell<Option<usize>> =
+            const { core::cell::Cell::new(None) };
+        /// When set, the next advice of this thread (`advise`, `advise_huge_pages`) calls this
+        /// after the system call returned.
+        pub(super) static AFTER_ADVICE: core::cell::RefCell<Option<alloc::boxed::Box<dyn FnOnce()>>> =
+            const { core::cell::RefCell::new(None) };
+    }
+
+    /// Whether the next re-advice call is to be refused (see `READVISE_FAILS`).
+    #[cfg(feature = "std")]
+    pub(super) fn readvise_refused() -> bool {
+        READVISE_FAILS.with(|f| match f.get() {
+            Some(0) => {
+                f.set(None);
+                true
+            }
+            Some(n) => {
+                f.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
+    }
+
+    /// Runs the hook set in `AFTER_ADVICE`, if any.
+    #[cfg(feature = "std")]
+    pub(super) fn after_advice() {
+        if let Some(after) = AFTER_ADVICE.with(core::cell::RefCell::take) {
+            after();
+        }
     }
 
     /// The `VmFlags` of each kernel mapping that overlaps `addr..addr + len`.
@@ -1472,6 +1671,39 @@ mod tests {
 
     #[test]
     #[cfg(all(target_os = "linux", not(miri)))]
+    fn lock_failing_and_its_undo_refused_counts_pages_locked() {
+        let mut r = reservation(8);
+        r.commit(0, 8 * page()).unwrap();
+        // SAFETY: committed read-write; nothing else uses it.
+        unsafe { r.as_ptr().write(3) };
+        LOCK_FAILS_AFTER.with(|f| f.set(Some(6 * page())));
+        UNLOCK_FAILS.with(|f| f.set(true));
+        assert!(matches!(
+            r.lock(0, 8 * page()),
+            Err(Error::Os {
+                operation: Operation::Lock,
+                ..
+            })
+        ));
+        // The pages the system kept locked are counted locked, so that discarding them is
+        // refused before any page is dropped.
+        for i in 0..8 {
+            if all_have(&r, i * page(), page(), "lo") == Some(true) {
+                assert!(r.locked.get(i), "page {i} is locked but not counted so");
+            }
+        }
+        assert!(matches!(
+            r.discard(0, 8 * page()),
+            Err(Error::Locked { .. })
+        ));
+        // SAFETY: committed read-write; nothing was dropped.
+        assert_eq!(unsafe { r.as_ptr().read() }, 3);
+        r.unlock(0, 8 * page()).unwrap();
+        r.discard(0, 8 * page()).unwrap();
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
     fn lock_failing_during_an_overlapping_lock_keeps_its_pages_locked() {
         use std::sync::mpsc;
         use std::time::Duration;
@@ -1569,6 +1801,209 @@ mod tests {
         r.commit(2 * page(), 2 * page()).unwrap();
         r.prefault(0, page()).unwrap();
         r.prefault(2 * page(), 2 * page()).unwrap();
+    }
+
+    /// The advice bitmaps of page `i` agree with the flags of its kernel mapping.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn assert_advice_true(r: &Reservation, pages: usize) {
+        for i in 0..pages {
+            for (bitmap, flag) in [
+                (&r.dont_fork, "dc"),
+                (&r.dont_dump, "dd"),
+                (&r.huge, "hg"),
+                (&r.no_huge, "nh"),
+            ] {
+                assert_eq!(
+                    Some(bitmap.get(i)),
+                    all_have(r, i * page(), page(), flag),
+                    "page {i} flag {flag}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn decommit_readvice_refused_keeps_advice_bitmaps_true() {
+        // Refuse the first, a middle and the last re-advice call of the decommit.
+        for refused in 0..4 {
+            let mut r = reservation(4);
+            r.commit(0, 4 * page()).unwrap();
+            r.advise(0, 4 * page(), Advice::DontFork).unwrap();
+            // Two runs of `DontDump`.
+            r.advise(0, page(), Advice::DontDump).unwrap();
+            r.advise(2 * page(), page(), Advice::DontDump).unwrap();
+            r.advise_huge_pages(0, 4 * page(), HugePageAdvice::NoHuge)
+                .unwrap();
+            READVISE_FAILS.with(|f| f.set(Some(refused)));
+            assert_eq!(
+                r.decommit(0, 4 * page()).unwrap_err(),
+                Error::Os {
+                    operation: Operation::Decommit,
+                    source: crate::OsError::from_raw(11)
+                },
+                "{refused}"
+            );
+            assert_eq!(r.committed_bytes(), 0, "{refused}");
+            assert_advice_true(&r, 4);
+            // Exactly the refused run lost its advice.
+            let kept = [
+                r.dont_fork.get(0),
+                r.dont_dump.get(0),
+                r.dont_dump.get(2),
+                r.no_huge.get(0),
+            ];
+            let mut want = [true; 4];
+            want[refused] = false;
+            assert_eq!(kept, want, "{refused}");
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn advise_racing_decommit_keeps_advice_bitmaps_true() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        for huge in [false, true] {
+            let r = reservation(4);
+            r.commit(0, 4 * page()).unwrap();
+            let (advised_tx, advised_rx) = mpsc::channel();
+            let (done_tx, done_rx) = mpsc::channel::<()>();
+            std::thread::scope(|s| {
+                let r = &r;
+                let advising = s.spawn(move || {
+                    // Between the advice's system call and its bookkeeping, let the decommit
+                    // run (for as long as it is not made to wait for the advice).
+                    AFTER_ADVICE.with(|f| {
+                        *f.borrow_mut() = Some(alloc::boxed::Box::new(move || {
+                            advised_tx.send(()).unwrap();
+                            let _ = done_rx.recv_timeout(Duration::from_millis(200));
+                        }));
+                    });
+                    if huge {
+                        r.advise_huge_pages(0, 4 * page(), HugePageAdvice::NoHuge)
+                    } else {
+                        r.advise(0, 4 * page(), Advice::DontDump)
+                    }
+                });
+                advised_rx.recv().unwrap();
+                // SAFETY: no thread reads or writes the reservation's memory.
+                unsafe { r.decommit_unchecked(0, 4 * page()) }.unwrap();
+                let _ = done_tx.send(());
+                advising.join().unwrap().unwrap();
+            });
+            assert_advice_true(&r, 4);
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn advise_refused_half_way_leaves_advice_as_it_was() {
+        for (advice, before) in [(Advice::DontDump, false), (Advice::DoDump, true)] {
+            let mut r = reservation(4);
+            r.commit(0, 4 * page()).unwrap();
+            // One page advised otherwise than the rest before the call.
+            let other = if before {
+                Advice::DoDump
+            } else {
+                Advice::DontDump
+            };
+            r.advise(
+                0,
+                4 * page(),
+                if before {
+                    Advice::DontDump
+                } else {
+                    Advice::DoDump
+                },
+            )
+            .unwrap();
+            r.advise(3 * page(), page(), other).unwrap();
+            ADVISE_FAILS_AFTER.with(|f| f.set(Some(2 * page())));
+            assert_eq!(
+                r.advise(0, 4 * page(), advice).unwrap_err(),
+                Error::Os {
+                    operation: Operation::Advise,
+                    source: crate::OsError::from_raw(12)
+                },
+                "{advice:?}"
+            );
+            assert_advice_true(&r, 4);
+            let recorded: Vec<bool> = (0..4).map(|i| r.dont_dump.get(i)).collect();
+            assert_eq!(recorded, [before, before, before, !before], "{advice:?}");
+            // What is recorded is what a decommit gives the fresh pages.
+            r.decommit(0, 4 * page()).unwrap();
+            assert_advice_true(&r, 4);
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn advise_huge_pages_refused_half_way_keeps_advice_bitmaps_true() {
+        let mut r = reservation(4);
+        r.commit(0, 4 * page()).unwrap();
+        r.advise_huge_pages(0, 2 * page(), HugePageAdvice::NoHuge)
+            .unwrap();
+        r.advise_huge_pages(3 * page(), page(), HugePageAdvice::Huge)
+            .unwrap();
+        ADVISE_FAILS_AFTER.with(|f| f.set(Some(3 * page())));
+        assert_eq!(
+            r.advise_huge_pages(0, 4 * page(), HugePageAdvice::Huge)
+                .unwrap_err(),
+            Error::Os {
+                operation: Operation::HugePageAdvice,
+                source: crate::OsError::from_raw(12)
+            }
+        );
+        assert_advice_true(&r, 4);
+        // Advised pages have their advice back; the page without any has the new one (no
+        // advice takes huge-page advice away).
+        let huge: Vec<bool> = (0..4).map(|i| r.huge.get(i)).collect();
+        let no_huge: Vec<bool> = (0..4).map(|i| r.no_huge.get(i)).collect();
+        assert_eq!(huge, [false, false, true, true]);
+        assert_eq!(no_huge, [true, true, false, false]);
+        r.decommit(0, 4 * page()).unwrap();
+        assert_advice_true(&r, 4);
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn unguard_refused_half_way_in_sparse_mode_keeps_guard_pages_exact() {
+        let mut r = Reservation::builder()
+            .mode(CommitMode::Sparse)
+            .reserve(4 * page())
+            .unwrap();
+        r.commit(0, 4 * page()).unwrap();
+        r.guard(0, 4 * page()).unwrap();
+        UNGUARD_FAILS_AFTER.with(|f| f.set(Some(2 * page())));
+        assert_eq!(
+            r.unguard(0, 4 * page()).unwrap_err(),
+            Error::Os {
+                operation: Operation::Unguard,
+                source: crate::OsError::from_raw(12)
+            }
+        );
+        // Every page the reservation counts as a guard page faults (a guard marker or
+        // `PROT_NONE` both make `MADV_POPULATE_READ` fail; an access would kill this process).
+        for i in 0..4 {
+            assert!(r.is_guarded(i * page(), page()).unwrap(), "{i}");
+            // SAFETY: populating for reading changes no contents.
+            let populated = unsafe {
+                libc::madvise(
+                    r.as_ptr().add(i * page()).cast(),
+                    page(),
+                    libc::MADV_POPULATE_READ,
+                )
+            };
+            assert_eq!(
+                populated, -1,
+                "page {i} is counted as a guard page but accessible"
+            );
+        }
+        r.unguard(0, 4 * page()).unwrap();
+        r.commit(0, 4 * page()).unwrap();
+        r.prefault(0, 4 * page()).unwrap();
     }
 
     fn page() -> usize {

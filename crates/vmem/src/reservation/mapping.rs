@@ -262,9 +262,12 @@ impl Reservation {
         let pages = self.check(offset, len)?;
         let unit = huge.map_or(self.page, |h| h.bytes().max(self.page));
         check_units(offset, len, source, unit)?;
+        #[cfg_attr(not(unix), allow(unused_mut, reason = "only Unix maps files"))]
+        let mut no_hole_punch = false;
         #[cfg(unix)]
         if let MapSource::File(file) = source {
             let facts = sys::file_facts(file.raw_fd()).map_err(|e| e.during(Operation::Map))?;
+            no_hole_punch = facts.no_hole_punch;
             // The system maps a hugetlbfs file in whole huge pages, rounding the length up:
             // a shorter range would replace memory past its end.
             if let Some(file_page) = facts.page_size
@@ -318,6 +321,11 @@ impl Reservation {
         } else {
             self.shared.clear_range(pages.first, pages.count);
         }
+        if no_hole_punch {
+            self.no_hole_punch.set_range(pages.first, pages.count);
+        } else {
+            self.no_hole_punch.clear_range(pages.first, pages.count);
+        }
         // A fresh mapping is neither locked nor advised.
         self.locked.clear_range(pages.first, pages.count);
         self.huge.clear_range(pages.first, pages.count);
@@ -354,6 +362,7 @@ impl Reservation {
             &self.executable,
             &self.mapped,
             &self.shared,
+            &self.no_hole_punch,
             &self.locked,
             &self.huge,
             &self.no_huge,
@@ -424,11 +433,17 @@ impl Reservation {
             .map_err(|e| e.during(Operation::BindNuma))
     }
 
-    /// Gives `advice`, which never changes contents, for the range (Linux `madvise`).
+    /// Gives `advice`, which never changes contents, for the range (Linux `madvise`). The
+    /// advice outlives [`decommit`](Self::decommit) and [`guard`](Self::guard) (until a
+    /// [`map`](Self::map) of the pages).
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Unsupported`] outside Linux;
-    /// [`Error::Os`] if the kernel refuses.
+    /// [`Error::Os`] if the kernel refuses. The kernel may refuse after advising part of the
+    /// range (splitting mappings at the process's mapping limit): each page then gets back the
+    /// fork or dump behaviour it had before the call, so a refused advice changes nothing;
+    /// where the kernel refuses that too, a page it may have left without `DontFork` or
+    /// `DontDump` is no longer recorded with it (a later decommit does not give it again).
     ///
     /// # Examples
     /// ```
@@ -441,27 +456,82 @@ impl Reservation {
     /// ```
     pub fn advise(&self, offset: usize, len: usize, advice: Advice) -> Result<()> {
         let pages = self.check(offset, len)?;
+        // A decommit gives the recorded advice again to the fresh pages it maps: the advice
+        // and its record must not fall on either side of one.
+        let _serial = self.lock_calls.hold();
         let advice = match advice {
             Advice::DontFork => SysAdvice::DontFork,
             Advice::DoFork => SysAdvice::DoFork,
             Advice::DontDump => SysAdvice::DontDump,
             Advice::DoDump => SysAdvice::DoDump,
         };
-        // SAFETY: the range is inside the reservation; this advice keeps contents.
-        unsafe { sys::advise(self.at(offset), len, advice) }
-            .map_err(|e| e.during(Operation::Advise))?;
-        let (bitmap, on) = match advice {
-            SysAdvice::DontFork => (&self.dont_fork, true),
-            SysAdvice::DoFork => (&self.dont_fork, false),
-            SysAdvice::DontDump => (&self.dont_dump, true),
-            _ => (&self.dont_dump, false),
+        let (bitmap, on, given, taken) = match advice {
+            SysAdvice::DontFork | SysAdvice::DoFork => (
+                &self.dont_fork,
+                advice == SysAdvice::DontFork,
+                SysAdvice::DontFork,
+                SysAdvice::DoFork,
+            ),
+            _ => (
+                &self.dont_dump,
+                advice == SysAdvice::DontDump,
+                SysAdvice::DontDump,
+                SysAdvice::DoDump,
+            ),
         };
+        // SAFETY: the range is inside the reservation; this advice keeps contents.
+        if let Err(e) = unsafe { self.sys_advise(self.at(offset), len, advice) } {
+            // The system may have advised part of the range before refusing (`madvise`
+            // splits mappings and can stop at the process's limit): give every run back the
+            // advice its record says. A run refused even that is recorded without the advice,
+            // so the record never claims advice the pages may lack.
+            let Ok(()) = self.for_each_run(bitmap, true, pages, |run| {
+                let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
+                // SAFETY: the run is inside the reservation; this advice keeps contents.
+                if unsafe { sys::advise(ptr, len, given) }.is_err() {
+                    bitmap.clear_range(run.first, run.count);
+                }
+                Ok::<(), core::convert::Infallible>(())
+            });
+            let Ok(()) = self.for_each_run(bitmap, false, pages, |run| {
+                let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
+                // SAFETY: as above.
+                let _ = unsafe { sys::advise(ptr, len, taken) };
+                Ok::<(), core::convert::Infallible>(())
+            });
+            return Err(e.during(Operation::Advise));
+        }
+        #[cfg(all(test, feature = "std"))]
+        super::tests::after_advice();
         if on {
             bitmap.set_range(pages.first, pages.count);
         } else {
             bitmap.clear_range(pages.first, pages.count);
         }
         Ok(())
+    }
+
+    /// The platform advice, with a failure injected half-way in unit tests.
+    ///
+    /// # Safety
+    /// As [`sys::advise`].
+    unsafe fn sys_advise(
+        &self,
+        ptr: *mut u8,
+        len: usize,
+        advice: SysAdvice,
+    ) -> core::result::Result<(), sys::SysError> {
+        #[cfg(all(test, feature = "std"))]
+        if let Some(applied) = super::tests::ADVISE_FAILS_AFTER.with(core::cell::Cell::take) {
+            if applied > 0 {
+                // SAFETY: a prefix of the caller's range, as `madvise` leaves it when it stops
+                // half-way.
+                unsafe { sys::advise(ptr, applied.min(len), advice) }?;
+            }
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::advise(ptr, len, advice) }
     }
 
     /// Lets the system free the committed pages of the range when it needs memory
@@ -539,8 +609,12 @@ impl Reservation {
     /// reservation's own and private pages are discarded. They stay committed.
     ///
     /// # Errors
-    /// As [`discard`](Self::discard); [`Error::Os`] with `EOPNOTSUPP` where the file system
-    /// cannot punch holes.
+    /// As [`discard`](Self::discard); [`Error::ReadOnlySource`] for a page of a file source
+    /// mapped from a descriptor not open for writing, or of a file sealed against writes
+    /// (nothing is dropped then: the system would drop the pages before it and then refuse);
+    /// [`Error::Os`] with `EOPNOTSUPP` where the file system cannot punch holes, or `EPERM`
+    /// for a file sealed, made append-only or immutable after it was mapped (the pages before
+    /// the refused ones may have been dropped then).
     pub fn purge(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.purge_unchecked(offset, len) }
@@ -595,6 +669,15 @@ impl Reservation {
             && let Some(page) = self.shared.first_set(pages.first, pages.count)
         {
             return Err(Error::Shared {
+                offset: page * self.page,
+            });
+        }
+        // `MADV_REMOVE` is refused for a file the system will not punch holes in, after the
+        // pages before it were dropped: refuse up front too.
+        if operation == Operation::Purge
+            && let Some(page) = self.no_hole_punch.first_set(pages.first, pages.count)
+        {
+            return Err(Error::ReadOnlySource {
                 offset: page * self.page,
             });
         }
@@ -774,6 +857,68 @@ mod tests {
         assert_eq!(unsafe { r.as_ptr().read() }, 3);
         r.free(0, 2 * page()).unwrap();
         assert_eq!(r.committed_bytes(), 3 * page());
+    }
+
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn purge_over_a_file_that_refuses_hole_punching_is_refused_and_drops_nothing() {
+        use std::os::fd::{AsFd, FromRawFd};
+
+        for how in ["read-only descriptor", "write-sealed memfd"] {
+            // SAFETY: a fresh memfd, owned below.
+            let fd = unsafe { libc::memfd_create(c"purge".as_ptr(), libc::MFD_ALLOW_SEALING) };
+            assert!(fd >= 0);
+            // SAFETY: `fd` is a fresh descriptor nothing else owns.
+            let memfd = unsafe { std::fs::File::from_raw_fd(fd) };
+            memfd.set_len(page() as u64).unwrap();
+            let file = if how == "read-only descriptor" {
+                std::fs::File::open(std::format!("/proc/self/fd/{fd}")).unwrap()
+            } else {
+                // SAFETY: sealing a memfd this test owns.
+                let sealed = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+                assert_eq!(sealed, 0);
+                memfd.try_clone().unwrap()
+            };
+            let mut r = Reservation::new(4 * page()).unwrap();
+            r.commit(0, 2 * page()).unwrap();
+            // SAFETY: committed read-write; nothing else uses it.
+            unsafe { r.as_ptr().write(3) };
+            let source = MapSource::file(file.as_fd(), 0);
+            r.map(2 * page(), page(), source, Protection::Read, None)
+                .unwrap();
+            assert_eq!(
+                r.purge(0, 3 * page()).unwrap_err(),
+                Error::ReadOnlySource { offset: 2 * page() },
+                "{how}"
+            );
+            // SAFETY: still committed; nothing was dropped.
+            assert_eq!(unsafe { r.as_ptr().read() }, 3, "{how}");
+            // Discarding does not punch holes, and a fresh mapping of the pages forgets it.
+            r.discard(0, 3 * page()).unwrap();
+            r.decommit(2 * page(), page()).unwrap();
+            r.commit(2 * page(), page()).unwrap();
+            r.purge(0, 3 * page()).unwrap();
+        }
+    }
+
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn purge_over_a_read_only_mapping_of_a_writable_source_punches_it() {
+        let mut r = Reservation::new(2 * page()).unwrap();
+        r.map(
+            0,
+            page(),
+            MapSource::AnonymousShared,
+            Protection::ReadWrite,
+            None,
+        )
+        .unwrap();
+        // SAFETY: mapped read-write; nothing else uses it.
+        unsafe { r.as_ptr().write(3) };
+        r.protect(0, page(), Protection::Read).unwrap();
+        r.purge(0, page()).unwrap();
+        // SAFETY: mapped readable; the purge punched the backing.
+        assert_eq!(unsafe { r.as_ptr().read() }, 0);
     }
 
     #[cfg(windows)]

@@ -8,6 +8,11 @@
 //! record. So every call that changes kernel lock state or the `locked` bitmap (lock, unlock,
 //! decommit, guard, map, and the content advice that refuses locked pages) runs under
 //! [`Serial`], and the bitmap always tells what the system has locked.
+//!
+//! The advice calls (`advise`, `advise_huge_pages`) take turns with them too: a decommit that
+//! maps fresh pages gives them the advice its bitmaps record, and an advice whose system call
+//! came before the fresh mapping and whose record came after the decommit read the bitmaps
+//! would leave a record the pages do not have.
 
 #[cfg(not(feature = "std"))]
 use core::sync::atomic::{AtomicBool, Ordering};

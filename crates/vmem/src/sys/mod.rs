@@ -180,6 +180,10 @@ pub(crate) struct FileFacts {
     /// The file's length, for a regular file (memfds and hugetlbfs files included); devices
     /// and other files have none that bounds a mapping.
     pub(crate) len: Option<u64>,
+    /// Whether the system refuses to punch holes in the file through a mapping of this
+    /// descriptor (`MADV_REMOVE`): it is not open for writing, or the file is sealed against
+    /// writes.
+    pub(crate) no_hole_punch: bool,
 }
 
 /// What a populate call achieved.

@@ -281,8 +281,10 @@ pub(crate) unsafe fn map(
     }
 }
 
-/// The page size and length of the file open as `fd` (see [`super::FileFacts`]): `fstat`,
-/// and on Linux `fstatfs`, which tells a hugetlbfs file and its huge page size.
+/// The page size and length of the file open as `fd`, and whether holes can be punched in it
+/// through a mapping of `fd` (see [`super::FileFacts`]): `fstat`, `fcntl` for the access mode,
+/// and on Linux `fcntl` for the seals and `fstatfs`, which tells a hugetlbfs file and its huge
+/// page size.
 pub(crate) fn file_facts(fd: i32) -> Result<super::FileFacts, SysError> {
     let mut facts = super::FileFacts::default();
     // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
@@ -292,11 +294,23 @@ pub(crate) fn file_facts(fd: i32) -> Result<super::FileFacts, SysError> {
     if st.st_mode & libc::S_IFMT == libc::S_IFREG {
         facts.len = u64::try_from(st.st_size).ok();
     }
+    // SAFETY: `F_GETFL` only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(last_error());
+    }
+    facts.no_hole_punch = flags & libc::O_ACCMODE == libc::O_RDONLY;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // `HUGETLBFS_MAGIC` of `include/uapi/linux/magic.h`; the field's type differs between
         // C libraries and architectures, its low 32 bits do not.
         const HUGETLBFS_MAGIC: i128 = 0x9584_58f6;
+        // SAFETY: `F_GET_SEALS` only reads the file's seals; files that cannot be sealed
+        // answer `EINVAL`, and have none.
+        let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+        if seals > 0 && seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0 {
+            facts.no_hole_punch = true;
+        }
         // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
         let mut fs: libc::statfs = unsafe { core::mem::zeroed() };
         // SAFETY: `fs` is a writable `statfs`; the descriptor was just accepted by `fstat`.
