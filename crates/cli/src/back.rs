@@ -555,14 +555,21 @@ mod tests {
     fn error_chain_source_shown_by_its_error_is_said_once() {
         // The reservation's error shows its OS error in its own message, and gives it as its
         // source too.
-        let e = memvisor_space::Error::Reservation(memvisor_vmem::Error::Os {
-            operation: memvisor_vmem::Operation::Reserve,
-            source: memvisor_vmem::OsError::from_raw(12),
-        });
+        let e = memvisor_space::Error::Reservation {
+            window: memvisor_space::GuestRange::new(vm_memory::GuestAddress(1 << 32), 1 << 30)
+                .unwrap(),
+            source: memvisor_vmem::Error::Os {
+                operation: memvisor_vmem::Operation::Reserve,
+                source: memvisor_vmem::OsError::from_raw(12),
+            },
+        };
         let os = std::io::Error::from_raw_os_error(12).to_string();
         assert_eq!(
             error_chain(&e),
-            format!("reserving host address space for the hotplug window: reserve failed: {os}")
+            format!(
+                "reserving host address space for the hotplug window [0x100000000, 0x13fffffff]: \
+                 reserve failed: {os}"
+            )
         );
     }
 }

@@ -227,7 +227,7 @@ impl MemorySlots {
     /// [`Error::DirtyLog`] if it is on already and KVM refuses to give its log.
     pub fn set_dirty_logging(&self, base: GuestAddress, on: bool) -> Result<()> {
         let shared = self.shared();
-        let mut state = shared.lock();
+        let mut state = shared.locked();
         let (slot, region, flags) =
             Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
         if on && flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
@@ -259,7 +259,7 @@ impl MemorySlots {
     /// `bitmap` is unchanged after an error.
     pub fn fetch_dirty_log_into(&self, bitmap: &mut DirtyBitmap) -> Result<()> {
         let shared = self.shared();
-        let mut state = shared.lock();
+        let mut state = shared.locked();
         fetch_locked(shared, &mut state, bitmap)
     }
 
@@ -273,7 +273,7 @@ impl MemorySlots {
     /// gives the new region's log, never a mismatch.
     pub fn fetch_dirty_log(&self, base: GuestAddress) -> Result<DirtyBitmap> {
         let shared = self.shared();
-        let mut state = shared.lock();
+        let mut state = shared.locked();
         let (_, region, _) =
             Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
         let mut bitmap = DirtyBitmap::new(base, region.size(), host_page_size())?;

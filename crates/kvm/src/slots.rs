@@ -1,6 +1,6 @@
 //! [`MemorySlots`]: KVM user memory slots kept equal to an address space's backed regions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -86,6 +86,10 @@ pub(crate) struct State {
     /// undo). Dropped once KVM takes a region under that slot number, or when found out of
     /// the space.
     lost: BTreeMap<u32, Lost>,
+    /// Slots KVM would not delete when undoing a refused insertion: KVM still has them, but
+    /// the space gave their numbers back. Each is deleted again before every change and every
+    /// query of what is registered, and leaves `slots` once KVM lets it go.
+    stale: BTreeSet<u32>,
 }
 
 /// A region of the space whose slot KVM would not take back after an undone removal.
@@ -256,10 +260,10 @@ impl MemorySlots {
         self.shared.limit
     }
 
-    /// How many regions are registered with KVM.
+    /// How many slots KVM has (see [`registered`](Self::registered)).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shared.lock().slots.len()
+        self.shared.locked().slots.len()
     }
 
     /// Whether no region is registered with KVM.
@@ -268,10 +272,10 @@ impl MemorySlots {
         self.len() == 0
     }
 
-    /// The memory-slot number of the region starting at `base`, if it is registered.
+    /// The number of the slot KVM has at `base`, if any (see [`registered`](Self::registered)).
     #[must_use]
     pub fn slot_at(&self, base: vm_memory::GuestAddress) -> Option<u32> {
-        self.shared.lock().by_base.get(&base.0).copied()
+        self.shared.locked().by_base.get(&base.0).copied()
     }
 
     /// The regions the address space holds with a memory slot but KVM does not, in slot
@@ -301,11 +305,16 @@ impl MemorySlots {
             .collect()
     }
 
-    /// The registered slots in slot order: `(slot, guest base, size, KVM flags)`.
+    /// The slots KVM has, in slot order: `(slot, guest base, size, KVM flags)`. Each is a
+    /// region of the address space, except a slot KVM refused to delete when undoing an
+    /// insertion a listener after this one refused: KVM still has it, so it is listed (and
+    /// its region kept mapped) until KVM lets it go. Its deletion is tried again before every
+    /// change of the space and every call of this method, [`len`](Self::len),
+    /// [`slot_at`](Self::slot_at) and the dirty-log methods.
     #[must_use]
     pub fn registered(&self) -> Vec<(u32, u64, u64, u32)> {
         self.shared
-            .lock()
+            .locked()
             .slots
             .iter()
             .map(|(&slot, r)| (slot, r.region.base().0, r.region.size(), r.flags))
@@ -322,6 +331,41 @@ impl Shared {
         // Every mutation of `State` is one map insert or remove after its ioctl succeeded, so a
         // panic elsewhere cannot leave it half changed.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`lock`](Self::lock), after trying again to delete the slots KVM kept when undoing a
+    /// refused insertion.
+    pub(crate) fn locked(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        self.delete_stale(&mut state);
+        state
+    }
+
+    /// Tries again to delete each slot KVM kept when undoing a refused insertion; those KVM
+    /// lets go leave the state (and release their region).
+    fn delete_stale(&self, state: &mut State) {
+        if state.stale.is_empty() {
+            return;
+        }
+        let stale = std::mem::take(&mut state.stale);
+        for slot in stale {
+            let Some(registered) = state.slots.get(&slot) else {
+                continue;
+            };
+            if self
+                .set(slot, &registered.region, registered.flags, Op::Delete)
+                .is_err()
+            {
+                state.stale.insert(slot);
+                continue;
+            }
+            let base = registered.region.base().0;
+            state.slots.remove(&slot);
+            if state.by_base.get(&base) == Some(&slot) {
+                state.by_base.remove(&base);
+            }
+            state.pending.remove(&slot);
+        }
     }
 
     pub(crate) fn vm(&self) -> &VmFd {
@@ -345,6 +389,7 @@ impl Shared {
             return Ok(());
         }
         let base = region.base().0;
+        self.delete_stale(state);
         // Only the change right after a removal (an insertion) can be its undo.
         let removed = state.removed.take();
         let inserted = state.inserted.take();
@@ -357,22 +402,11 @@ impl Shared {
                         limit: self.limit,
                     });
                 }
-                if let Some(stale) = state.slots.get(&slot) {
-                    // The space hands out a number no region of it holds: this one's deletion
-                    // failed (the undo of a refused insertion, whose error the space ignores).
-                    // Try again; while KVM still refuses, the number stays busy.
-                    if self
-                        .set(slot, &stale.region, stale.flags, Op::Delete)
-                        .is_err()
-                    {
-                        return Err(Error::SlotBusy { slot, base });
-                    }
-                    let stale_base = stale.region.base().0;
-                    state.slots.remove(&slot);
-                    if state.by_base.get(&stale_base) == Some(&slot) {
-                        state.by_base.remove(&stale_base);
-                    }
-                    state.pending.remove(&slot);
+                if state.slots.contains_key(&slot) {
+                    // The space hands out a number no region of it holds: KVM kept the slot
+                    // when undoing a refused insertion (whose error the space ignores), and
+                    // still refused to delete it just above. The number stays busy meanwhile.
+                    return Err(Error::SlotBusy { slot, base });
                 }
                 // The undo of the removal just made: the slot as it was.
                 let undo = removed.filter(|r| {
@@ -452,9 +486,15 @@ impl Shared {
                     words
                 };
                 if let Err(e) = self.set(slot, region, flags, Op::Delete) {
-                    // KVM keeps the slot, but the fetch above cleared its log: what it gave
-                    // (with any log saved before, merged in above) goes into the next fetch.
-                    if let Some(words) = dirty {
+                    if inserted == Some((slot, generation)) {
+                        // The undo of the insertion just made: the space ignores the error
+                        // and gives the number back, but KVM keeps the slot. Delete it again
+                        // later.
+                        state.stale.insert(slot);
+                    } else if let Some(words) = dirty {
+                        // KVM keeps the slot, but the fetch above cleared its log: what it gave
+                        // (with any log saved before, merged in above) goes into the next
+                        // fetch.
                         state.pending.insert(slot, words);
                     }
                     return Err(e);
@@ -804,6 +844,105 @@ mod tests {
         assert_eq!(Arc::strong_count(&first), 1);
         drop(slots);
         drop(vm);
+    }
+
+    /// Inserts `region` while a later listener refuses it and KVM refuses to delete the slot
+    /// again: the slot stays in KVM although the space does not hold the region.
+    fn insert_refused_with_refused_undo(
+        space: &AddressSpace,
+        slots: &MemorySlots,
+        region: &Arc<Region>,
+    ) {
+        let refuse: Arc<dyn RegionListener> = Arc::new(
+            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
+        );
+        space.add_listener(Arc::clone(&refuse));
+        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        assert!(space.insert_region(Arc::clone(region)).is_err());
+        slots
+            .shared
+            .refuse_deletions
+            .store(false, Ordering::Relaxed);
+        space.remove_listener(&refuse);
+    }
+
+    #[test]
+    fn registered_after_refused_undo_reports_slot_only_while_kvm_keeps_it() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!(
+                "\n*** SKIPPED registered_after_refused_undo: /dev/kvm is not usable here ***\n"
+            );
+            return;
+        };
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+        let space = AddressSpace::builder(layout)
+            .slots(slot_limit(&vm))
+            .plan()
+            .unwrap();
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        let region = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+                .unwrap()
+                .0,
+        );
+        // While KVM refuses, the slot is what KVM has.
+        let refuse: Arc<dyn RegionListener> = Arc::new(
+            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
+        );
+        space.add_listener(Arc::clone(&refuse));
+        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        assert!(space.insert_region(Arc::clone(&region)).is_err());
+        space.remove_listener(&refuse);
+        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        assert_eq!(slots.len(), 1);
+        // Once KVM lets go, it is gone, with no change of the space needed.
+        slots
+            .shared
+            .refuse_deletions
+            .store(false, Ordering::Relaxed);
+        assert_eq!(slots.registered(), []);
+        assert!(slots.is_empty());
+        assert_eq!(slots.slot_at(GuestAddress(0)), None);
+        assert_eq!(Arc::strong_count(&region), 1);
+        drop(slots);
+        drop(vm);
+    }
+
+    #[test]
+    fn insert_over_range_of_refused_undo_under_other_number_succeeds_once_kvm_agrees() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!(
+                "\n*** SKIPPED insert_over_range_of_refused_undo: /dev/kvm is not usable here ***\n"
+            );
+            return;
+        };
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+        let (space, _) = AddressSpace::builder(layout)
+            .slots(slot_limit(&vm))
+            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
+            .region(RegionSpec::ram(GuestAddress(1 << 20), 1 << 20))
+            .back()
+            .unwrap();
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        let backed = |base: u64| {
+            Arc::new(
+                Region::back(RegionSpec::ram(GuestAddress(base), 1 << 20))
+                    .unwrap()
+                    .0,
+            )
+        };
+        // Slot 2 stays in KVM over 8 MiB; then slot 0 is given back.
+        insert_refused_with_refused_undo(&space, &slots, &backed(8 << 20));
+        space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+        // The next region over the same range gets number 0: KVM took slot 2 back first.
+        space.insert_region(backed(8 << 20)).unwrap();
+        assert_eq!(
+            slots.registered(),
+            [(0, 8 << 20, 1 << 20, 0), (1, 1 << 20, 1 << 20, 0)]
+        );
+        assert_eq!(slots.slot_at(GuestAddress(8 << 20)), Some(0));
     }
 
     #[test]

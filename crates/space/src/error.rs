@@ -474,9 +474,22 @@ pub enum Error {
         /// The systems that have it (`Linux`, or Unix systems).
         only_on: &'static str,
     },
-    /// Reserving the host address range of the hotplug window failed.
-    #[error("reserving host address space for the hotplug window")]
-    Reservation(#[source] memvisor_vmem::Error),
+    /// Reserving the host address range of a hotplug window failed.
+    #[error("reserving host address space for the hotplug window {window}")]
+    Reservation {
+        /// The window's guest range.
+        window: GuestRange,
+        /// Why the host refused.
+        #[source]
+        source: memvisor_vmem::Error,
+    },
+    /// A range to give back to a [`Placer`](crate::Placer) is not exactly one range it placed
+    /// or took (every part of a range taken across windows, all of them taken by one call).
+    #[error("{range} is not a range placed or taken as one")]
+    NotPlaced {
+        /// The range given.
+        range: GuestRange,
+    },
 }
 
 /// The result type of this crate.
@@ -784,13 +797,16 @@ mod tests {
         for (e, text) in cases {
             assert_eq!(e.to_string(), text, "{e:?}");
         }
-        let e = Error::Reservation(memvisor_vmem::Error::Os {
-            operation: memvisor_vmem::Operation::Reserve,
-            source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
-        });
+        let e = Error::Reservation {
+            window: GuestRange::new(vm_memory::GuestAddress(1 << 32), 1 << 30).unwrap(),
+            source: memvisor_vmem::Error::Os {
+                operation: memvisor_vmem::Operation::Reserve,
+                source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
+            },
+        };
         assert_eq!(
             e.to_string(),
-            "reserving host address space for the hotplug window"
+            "reserving host address space for the hotplug window [0x100000000, 0x13fffffff]"
         );
         assert!(std::error::Error::source(&e).is_some());
     }

@@ -197,7 +197,10 @@ impl HotplugWindow {
             .alignment(WINDOW_ALIGN)
             .mode(CommitMode::Protected)
             .reserve(len)
-            .map_err(Error::Reservation)?;
+            .map_err(|source| Error::Reservation {
+                window: window.range(),
+                source,
+            })?;
         let space = AddressRange::from_start_and_size(0, size)
             .map_err(|_| Error::ZeroSize { base: guest_start })?;
         Ok(Self {

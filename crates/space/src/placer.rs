@@ -230,7 +230,7 @@ impl Placer {
     /// Gives a placed or taken range back (every part of a range taken across windows).
     ///
     /// # Errors
-    /// [`Error::RegionNotFound`] unless its parts are exactly one placed or taken range: every
+    /// [`Error::NotPlaced`] unless its parts are exactly one placed or taken range: every
     /// part taken exactly as given, all by the same call (so neither a part of a range taken
     /// across windows alone, nor ranges taken apart, are given back as one); nothing is given
     /// back then.
@@ -251,10 +251,7 @@ impl Placer {
             })
         });
         if !exact {
-            return Err(Error::RegionNotFound {
-                base: range.start().0,
-                size: range.size().unwrap_or(u64::MAX),
-            });
+            return Err(Error::NotPlaced { range });
         }
         for (i, p) in parts {
             // Checked just above to be an exact allocation.
@@ -445,6 +442,24 @@ mod tests {
     }
 
     #[test]
+    fn release_whole_address_space_names_its_range() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        let whole = GuestRange::inclusive(GuestAddress(0), GuestAddress(u64::MAX)).unwrap();
+        let before = p.allocations().count();
+        let err = p.release(whole).unwrap_err();
+        assert!(
+            matches!(err, Error::NotPlaced { range } if range == whole),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "[0x0, 0xffffffffffffffff] is not a range placed or taken as one"
+        );
+        assert_eq!(p.allocations().count(), before);
+    }
+
+    #[test]
     fn release_gives_back_only_what_one_call_took() {
         let l = Layout::x86_64().ram(GIB).build().unwrap();
         let mut p = l.placer();
@@ -457,13 +472,7 @@ mod tests {
             .collect::<Vec<_>>();
         let err = p.release(range(0xfeb0_0000, 0x10_1000)).unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::RegionNotFound {
-                    base: 0xfeb0_0000,
-                    size: 0x10_1000
-                }
-            ),
+            matches!(err, Error::NotPlaced { range: r } if r == range(0xfeb0_0000, 0x10_1000)),
             "{err}"
         );
         let after = p

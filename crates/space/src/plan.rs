@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use vm_memory::GuestAddress;
 
@@ -663,17 +664,32 @@ pub fn names_other_map_part(name: &str) -> bool {
     {
         return true;
     }
-    let x86 = Platform::x86_64();
-    let platforms = [
-        x86.clone().with_pci_mmconfig().unwrap_or(x86),
-        Platform::aarch64(),
-    ];
-    let reservations: Vec<&str> = platforms
-        .iter()
-        .flat_map(Platform::reservations)
-        .map(crate::platform::Reservation::name)
-        .collect();
-    joined(name, &reservations)
+    joined(name, reservation_names())
+}
+
+/// The names of every platform preset's reservations, built once.
+fn reservation_names() -> &'static [&'static str] {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        #[cfg(test)]
+        PRESET_BUILDS.with(|c| c.set(c.get() + 1));
+        let x86 = Platform::x86_64();
+        let platforms = [
+            x86.clone().with_pci_mmconfig().unwrap_or(x86),
+            Platform::aarch64(),
+        ];
+        platforms
+            .iter()
+            .flat_map(Platform::reservations)
+            .map(crate::platform::Reservation::name)
+            .collect()
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread built the platform presets for their reservation names.
+    static PRESET_BUILDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether `name` is one or more of `parts` joined by `, ` (a part may hold `, ` itself):
@@ -1396,6 +1412,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn plan_many_devices_builds_platform_presets_at_most_once() {
+        let mut r = request(Arch::X86_64, 256 * MIB);
+        r.devices = (0..8).map(|i| device(&format!("dev{i}"))).collect();
+        let before = PRESET_BUILDS.with(std::cell::Cell::get);
+        plan(&r).unwrap();
+        let builds = PRESET_BUILDS.with(std::cell::Cell::get) - before;
+        assert!(builds <= 1, "{builds} builds for 8 devices");
     }
 
     #[test]

@@ -1051,3 +1051,25 @@ fn plug_refused_or_panicked_by_a_listener_frees_the_slot() {
     assert_eq!(live.load(Ordering::SeqCst), 1);
     assert_eq!(space.snapshot().slot(slot), Some(0));
 }
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "asks the allocator for 1 EiB: Miri aborts where the host refuses"
+)]
+fn back_hotplug_window_host_refuses_names_window() {
+    // A window far larger than any host's user address space: the reservation is refused.
+    let window = Window::new(WindowKind::Hotplug, GuestAddress(1 << 60), 1 << 60).unwrap();
+    let layout = Layout::new(GuestAddress(u64::MAX), [window]).unwrap();
+    let err = AddressSpace::builder(layout).back().unwrap_err();
+    let Error::Reservation { window: range, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*range, window.range());
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!(
+        err.to_string(),
+        "reserving host address space for the hotplug window \
+         [0x1000000000000000, 0x1fffffffffffffff]"
+    );
+}
