@@ -299,11 +299,21 @@ impl Arena {
     /// says what was kept.
     ///
     /// # Errors
-    /// As [`Config::validate`]; [`Error::BackingTooSmall`] if not one chunk fits.
+    /// As [`Config::validate`]; [`Error::BackingTooLarge`] (with the configured alignment) if
+    /// the backing is longer than `isize::MAX` bytes or runs past the end of the address space
+    /// (which no memory does: a [`Backing::from_raw`] that breaks its promise);
+    /// [`Error::BackingTooSmall`] if not one chunk fits.
     pub fn new(backing: Backing, config: Config) -> Result<Self> {
         config.validate()?;
         let chunk = config.chunk_size();
         let start = backing.as_ptr() as usize;
+        // Refused before anything is sized after the length or an address is computed from it.
+        if isize::try_from(backing.len()).is_err() || start.checked_add(backing.len()).is_none() {
+            return Err(Error::BackingTooLarge {
+                len: backing.len(),
+                align: config.alignment(),
+            });
+        }
         let too_small = Error::BackingTooSmall {
             len: backing.len(),
             chunk_size: chunk,
@@ -936,17 +946,31 @@ impl Arena {
         Ok(chunk)
     }
 
+    /// The first chunk of the lowest run of `n` chunks through chunk `held` (held by the
+    /// caller) whose other chunks are free: a snapshot, changing nothing.
+    pub(crate) fn run_around(&self, n: usize, held: usize) -> Option<usize> {
+        self.stack.run_around(n, held)
+    }
+
     /// Takes `n` contiguous free chunks for client `id`, prepared as by
-    /// [`acquire`](Self::acquire); returns the first. `requested` is only for the error.
+    /// [`acquire`](Self::acquire): those from chunk `at` if they are all free, else the lowest
+    /// free run; returns the first. `requested` is only for the error.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] if no run of `n` free chunks is left, [`Error::Vmem`] if
     /// committing fails (the chunks go back).
-    pub(crate) fn acquire_run(&self, id: u32, n: usize, requested: usize) -> Result<u32> {
-        let first = self
-            .stack
-            .pop_run(n)
-            .ok_or(Error::OutOfMemory { requested })?;
+    pub(crate) fn acquire_run(
+        &self,
+        id: u32,
+        n: usize,
+        at: Option<usize>,
+        requested: usize,
+    ) -> Result<u32> {
+        let first = match at {
+            Some(first) if self.stack.pop_run_at(first, n) => u32::try_from(first).ok(),
+            _ => self.stack.pop_run(n),
+        }
+        .ok_or(Error::OutOfMemory { requested })?;
         for (done, chunk) in (first..).take(n).enumerate() {
             if let Err(e) = self.take(chunk, id) {
                 for back in first..first + u32::try_from(done).unwrap_or(0) {

@@ -102,6 +102,41 @@ impl ChunkSet {
         None
     }
 
+    /// The first chunk of the lowest run of `n` (at least 1) contiguous chunks that includes
+    /// chunk `held` (held by the caller) and whose other chunks are free, in a snapshot: the
+    /// run [`pop_run_at`](Self::pop_run_at) can take once `held` is given back. Changes
+    /// nothing.
+    pub(crate) fn run_around(&self, n: usize, held: usize) -> Option<usize> {
+        if n == 0 || n > self.count || held >= self.count {
+            return None;
+        }
+        let free = |c: usize| {
+            c == held || self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) != 0
+        };
+        // Runs through `held` start at most `n - 1` chunks before it and end inside the set.
+        let mut first = (held + 1).saturating_sub(n);
+        let last = held.min(self.count - n);
+        while first <= last {
+            match (first..first + n).find(|&c| !free(c)) {
+                Some(c) => first = c + 1,
+                None => return Some(first),
+            }
+        }
+        None
+    }
+
+    /// Takes chunks `first..first + n` if all are free (all or none); whether it did.
+    pub(crate) fn pop_run_at(&self, first: usize, n: usize) -> bool {
+        if n == 0 || first.checked_add(n).is_none_or(|end| end > self.count) {
+            return false;
+        }
+        if self.claim(first, n) {
+            self.len.fetch_sub(n, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
     /// Clears the bits of chunks `first..first + n`, all or none: false if one was not set.
     fn claim(&self, first: usize, n: usize) -> bool {
         let (lo, hi) = (first / 64, (first + n - 1) / 64);
@@ -234,6 +269,38 @@ mod tests {
         while set.pop().is_some() {}
         assert_eq!(set.longest_run(), 0);
         assert_eq!(ChunkSet::new(0).unwrap().longest_run(), 0);
+    }
+
+    #[test]
+    fn run_around_finds_the_lowest_run_through_the_held_chunk() {
+        let set = ChunkSet::new(70).unwrap();
+        for c in [0, 2, 64] {
+            set.claim(c, 1);
+        }
+        assert_eq!(set.run_around(3, 0), None, "chunk 1 alone beside it");
+        assert_eq!(set.run_around(2, 0), Some(0));
+        assert_eq!(set.run_around(3, 2), Some(1));
+        assert_eq!(set.run_around(2, 64), Some(63), "across words");
+        assert_eq!(set.run_around(7, 64), Some(58));
+        assert_eq!(set.run_around(67, 64), Some(3));
+        assert_eq!(set.run_around(68, 64), None);
+        assert_eq!(set.run_around(1, 70), None, "past the set");
+        assert_eq!(set.run_around(0, 0), None);
+        assert_eq!(set.pop(), Some(1), "nothing taken");
+    }
+
+    #[test]
+    fn pop_run_at_takes_all_or_none() {
+        let set = ChunkSet::new(70).unwrap();
+        set.claim(65, 1);
+        assert!(!set.pop_run_at(60, 6), "chunk 65 is taken");
+        assert_eq!(set.len(), 70);
+        assert!(!set.pop_run_at(69, 2), "past the set");
+        assert!(!set.pop_run_at(usize::MAX, 2));
+        assert!(set.pop_run_at(60, 5));
+        assert_eq!(set.len(), 65);
+        assert_eq!(set.pop_run(5), Some(0));
+        assert_eq!(set.pop_run(60), None, "chunks 60..65 are taken");
     }
 
     #[test]

@@ -353,7 +353,11 @@ impl<'a> Client<'a> {
     /// for lack of room (quota, memory) may first have freed the blocks other threads freed
     /// through the arena and honoured a trim request (work every allocation that misses the
     /// caches does), and one refused for want of a chunk asks the other clients to trim (see
-    /// [`Arena::trim`]); one refused for its alignment or size does none of these.
+    /// [`Arena::trim`]); one refused for its alignment or size does none of these. A block over
+    /// a chunk first gives back the client's kept chunk (the one without a live block, see
+    /// [`ClientStats::pinned_chunks`]) when the chunks around it make a free run with it,
+    /// and takes that run; if the run is then refused (another thread took its chunks
+    /// meanwhile, or committing failed), the kept chunk stays given back.
     #[inline]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         self.alloc_sized(layout).map(|(p, _)| p)
@@ -550,6 +554,33 @@ unsafe impl Allocator for Client<'_> {
         debug_assert!(result.is_ok(), "deallocate of a block not from this client");
     }
 
+    /// Keeps the block where it is when `new_layout` fits it (its size class or buddy pages
+    /// hold `new_layout.size()` bytes and it is aligned as asked): that needs no memory, so it
+    /// succeeds at the quota or in a full arena. Otherwise moves it into a new block, as the
+    /// default does. With [`Flags::ZERO`] the bytes past `old_layout.size()` read as zero, as
+    /// in a new block.
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        let zero = self.arena.geometry().flags.contains(Flags::ZERO);
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.grow_to(ptr, old_layout, new_layout, zero) }
+    }
+
+    /// As [`grow`](Self::grow), with the bytes past `old_layout.size()` zeroed.
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+    ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.grow_to(ptr, old_layout, new_layout, true) }
+    }
+
     /// Moves the block into a smaller one, as the default does; but when no smaller block can
     /// be had (the quota is reached, or the arena is out of chunks for its size class), the
     /// block stays where it is, whole, if it is aligned as `new_layout` asks: shrinking never
@@ -593,6 +624,54 @@ unsafe impl Allocator for Client<'_> {
         // overlap. The old block is then freed: the caller's promise makes it ours to free.
         unsafe {
             ptr::copy_nonoverlapping(ptr.as_ptr(), new.cast::<u8>().as_ptr(), new_layout.size());
+            self.deallocate(ptr, old_layout);
+        }
+        Ok(new)
+    }
+}
+
+impl Client<'_> {
+    /// [`Allocator::grow`] (`zero`: the bytes past `old_layout.size()` zeroed): in place when
+    /// the block holds `new_layout`, else into a new block.
+    ///
+    /// # Safety
+    /// As [`Allocator::grow`].
+    unsafe fn grow_to(
+        &self,
+        ptr: NonNull<u8>,
+        old_layout: Layout,
+        new_layout: Layout,
+        zero: bool,
+    ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        debug_assert!(new_layout.size() >= old_layout.size());
+        if old_layout.size() != 0 && ptr.as_ptr().addr().is_multiple_of(new_layout.align()) {
+            // The caller's promise: `ptr` is a live block of this client, so this is its size;
+            // a refusal (a broken promise) is an error that changes nothing, not a guess.
+            let size = self.size_of(ptr.as_ptr()).map_err(|_| AllocError)?;
+            if new_layout.size() <= size {
+                if zero {
+                    // SAFETY: the live block `ptr..ptr + size` is the caller's, and
+                    // `old_layout.size() <= new_layout.size() <= size`.
+                    unsafe {
+                        ptr.as_ptr()
+                            .add(old_layout.size())
+                            .write_bytes(0, size - old_layout.size());
+                    }
+                }
+                return Ok(NonNull::slice_from_raw_parts(ptr, size));
+            }
+        }
+        // With `Flags::ZERO` a new block reads as zero already.
+        let new = if zero && !self.arena.geometry().flags.contains(Flags::ZERO) {
+            self.allocate_zeroed(new_layout)?
+        } else {
+            self.allocate(new_layout)?
+        };
+        // SAFETY: `ptr` is valid for `old_layout.size()` bytes (the caller's promise) and `new`
+        // for at least `new_layout.size() >= old_layout.size()`; two live blocks do not
+        // overlap. The old block is then freed: the caller's promise makes it ours to free.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), new.cast::<u8>().as_ptr(), old_layout.size());
             self.deallocate(ptr, old_layout);
         }
         Ok(new)

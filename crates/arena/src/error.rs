@@ -61,8 +61,12 @@ pub enum Error {
     #[error("backing memory of zero bytes holds nothing")]
     EmptyBacking,
     /// Heap backing memory this long with this alignment exceeds what the global allocator
-    /// can be asked for (`isize::MAX` bytes).
-    #[error("backing memory of {len:#x} bytes aligned to {align:#x} exceeds isize::MAX bytes")]
+    /// can be asked for (`isize::MAX` bytes); or backing memory given to an arena is longer
+    /// than `isize::MAX` bytes or runs past the end of the address space (`align` is then the
+    /// arena's configured alignment, [`Config::alignment`](crate::Config::alignment)).
+    #[error(
+        "backing memory of {len:#x} bytes aligned to {align:#x} exceeds isize::MAX bytes or the end of the address space"
+    )]
     BackingTooLarge {
         /// The asked length.
         len: usize,
@@ -246,7 +250,8 @@ mod tests {
             }
             .to_string(),
             alloc::format!(
-                "backing memory of {:#x} bytes aligned to 0x10 exceeds isize::MAX bytes",
+                "backing memory of {:#x} bytes aligned to 0x10 exceeds isize::MAX bytes or the end of \
+                 the address space",
                 usize::MAX
             )
         );

@@ -57,6 +57,31 @@ fn new_bad_config_errors() {
 }
 
 #[test]
+fn from_raw_range_past_address_space_end_errors() {
+    // Ranges whose end wraps past the address space, and one longer than `isize::MAX`: no
+    // memory is that long, so they are refused before anything is sized after them (the
+    // pointers are never read).
+    let config = Config::new().with_chunk_size(CHUNK);
+    for (addr, len) in [
+        (usize::MAX - 4095, 4 * CHUNK),
+        (usize::MAX - 4 * CHUNK + 1, 4 * CHUNK),
+        (1 << 20, isize::MAX.unsigned_abs() + 1),
+    ] {
+        let ptr = NonNull::new(std::ptr::without_provenance_mut::<u8>(addr)).unwrap();
+        // SAFETY: the call refuses the range and never touches it.
+        let result = unsafe { Arena::from_raw(ptr, len, config) };
+        assert_eq!(
+            result.unwrap_err(),
+            Error::BackingTooLarge {
+                len,
+                align: config.alignment()
+            },
+            "{addr:#x} + {len:#x}"
+        );
+    }
+}
+
+#[test]
 fn new_unaligned_block_rounds_start_up() {
     let block = Backing::heap(3 * CHUNK, 4096).unwrap();
     let start = block.as_ptr();
@@ -978,4 +1003,83 @@ fn alloc_refused_for_its_shape_takes_in_nothing() {
     assert_eq!(client.stats().live_blocks, 2);
     free(&client, r).unwrap();
     free(&client, keep).unwrap();
+}
+
+#[test]
+fn run_reuses_the_clients_own_kept_chunk() {
+    // A 4-chunk arena whose first chunk the client keeps (a cached small block, or a cached
+    // buddy block, and nothing live): a run of all four chunks needs it, and a run of three
+    // finds it first.
+    for (cached, run) in [(40, 4), (5000, 4), (40, 3), (5000, 3)] {
+        let arena = arena(4, Flags::empty());
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let p = client.alloc(layout(cached, 8)).unwrap();
+        free(&client, p).unwrap();
+        assert_eq!(
+            (client.stats().chunks, client.stats().pinned_chunks),
+            (1, 1)
+        );
+        assert!(client.stats().cached_bytes > 0);
+        let (q, size) = client
+            .alloc_sized(layout(run * CHUNK, 8))
+            .unwrap_or_else(|e| panic!("run of {run} after a cached {cached}: {e}"));
+        assert_eq!(size, run * CHUNK);
+        let stats = client.stats();
+        assert_eq!(stats.chunks, run, "the kept chunk went into the run");
+        assert_eq!((stats.cached_bytes, stats.pinned_chunks), (0, 0));
+        assert_eq!(stats.live_blocks, 1);
+        assert_eq!(free(&client, q), Ok(run * CHUNK));
+        assert_eq!(client.stats().chunks, 0);
+        assert_eq!(arena.stats().largest_free_block, 4 * CHUNK);
+    }
+}
+
+#[test]
+fn run_that_the_kept_chunk_cannot_help_changes_nothing() {
+    // Chunk 0 kept by the client, chunk 1 holding another client's block: no run of three
+    // exists with or without the kept chunk, and the kept chunk and its cached block stay.
+    let arena = arena(4, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let other = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client.alloc(layout(40, 8)).unwrap();
+    let _held = other.alloc(layout(40, 8)).unwrap();
+    free(&client, p).unwrap();
+    let before = client.stats();
+    assert_eq!(before.chunks, 1);
+    assert!(matches!(
+        client.alloc(layout(3 * CHUNK, 8)),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert_eq!(client.stats(), before);
+    // The cached block is still there to be reused.
+    assert_eq!(client.alloc(layout(40, 8)).unwrap(), p);
+}
+
+#[test]
+fn run_prefers_a_run_through_the_kept_chunk() {
+    // Chunks 0..3 free and chunk 3 kept by the client: a run of two could be chunks 0 and 1,
+    // but chunks 2 and 3 use the kept chunk, so the client ends up holding only the run.
+    let arena = arena(4, Flags::empty());
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    {
+        let other = arena.create_client(Quota::UNLIMITED).unwrap();
+        for _ in 0..3 {
+            other.alloc(layout(CHUNK, 8)).unwrap();
+        }
+        let p = client.alloc(layout(40, 8)).unwrap();
+        free(&client, p).unwrap();
+    }
+    assert_eq!(
+        (client.stats().chunks, client.stats().pinned_chunks),
+        (1, 1)
+    );
+    let (q, size) = client.alloc_sized(layout(2 * CHUNK, 8)).unwrap();
+    assert_eq!(size, 2 * CHUNK);
+    let stats = client.stats();
+    assert_eq!(
+        (stats.chunks, stats.pinned_chunks, stats.cached_bytes),
+        (2, 0, 0)
+    );
+    assert_eq!(free(&client, q), Ok(2 * CHUNK));
+    assert_eq!(arena.stats().largest_free_block, 4 * CHUNK);
 }

@@ -236,3 +236,56 @@ fn shrink_at_quota_or_out_of_memory_keeps_the_block() {
     }
     assert_eq!(big.stats().live_blocks, 0);
 }
+
+/// Growing a block within its own size (a size class, or whole buddy pages) needs no memory:
+/// at the quota it keeps the block where it is instead of failing.
+#[test]
+fn grow_within_block_at_quota_keeps_the_block() {
+    use core::alloc::Layout;
+
+    use allocator_api2::alloc::Allocator;
+    use memvisor_arena::Flags;
+    for flags in [Flags::empty(), Flags::ZERO] {
+        let config = Config::new().with_chunk_size(64 << 10).with_flags(flags);
+        let arena = Arena::new(Backing::heap(128 << 10, 4096).unwrap(), config).unwrap();
+        // A small block (100 bytes in the 112-byte class) and a buddy block (3000 bytes in
+        // 12 pages of 256 bytes): each grows to its whole size with the quota exhausted.
+        for (asked, whole) in [(100, 112), (3000, 3072)] {
+            let client = arena.create_client(Quota::bytes(whole)).unwrap();
+            let old = Layout::from_size_align(asked, 8).unwrap();
+            let p = client.allocate(old).unwrap().cast::<u8>();
+            // SAFETY: a live block of at least `asked` bytes.
+            unsafe { p.as_ptr().write_bytes(7, asked) };
+            let before = client.stats();
+            assert_eq!(before.used_bytes, whole);
+            let new = Layout::from_size_align(whole, 8).unwrap();
+            // SAFETY: `p` is a live block of this client that fits `old`; not used after
+            // success.
+            let q = unsafe { client.grow(p, old, new) }.expect("grow within the block");
+            assert_eq!((q.cast::<u8>(), q.len()), (p, whole));
+            // SAFETY: the block returned, `whole` bytes.
+            let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), whole) };
+            assert!(bytes[..asked].iter().all(|&b| b == 7), "contents kept");
+            if flags.contains(Flags::ZERO) {
+                assert!(
+                    bytes[asked..].iter().all(|&b| b == 0),
+                    "zero past the old size"
+                );
+            }
+            assert_eq!(client.stats(), before, "nothing allocated or freed");
+            // SAFETY: as above; `new` fits the block.
+            let z = unsafe { client.grow_zeroed(p, new, new) }.expect("grow_zeroed in place");
+            assert_eq!(z.cast::<u8>(), p);
+            // One byte more than the block needs a new one, which the quota refuses, and the
+            // block stays as it was.
+            let over = Layout::from_size_align(whole + 1, 8).unwrap();
+            // SAFETY: as above.
+            assert!(unsafe { client.grow(p, new, over) }.is_err());
+            assert!(client.owns(p.as_ptr()));
+            assert_eq!(client.stats(), before);
+            // SAFETY: a live block that fits `new`.
+            unsafe { client.deallocate(p, new) };
+            assert_eq!(client.stats().live_blocks, 0);
+        }
+    }
+}

@@ -457,17 +457,19 @@ impl State {
         // The chunk goes back with the last piece given back: whether it is still held is
         // asked of the owner table.
         let held = |s: &Self| HeldChunk::checked(arena.owners(), s.id, chunk);
+        // The entries of a bin before `i` lie in other chunks; the scan for the next one in
+        // `chunk` is a tight loop over the rest.
+        let in_chunk = |off: &usize| *off >> chunk_shift == chunk;
         for class in 0..NCLASSES {
             let (bin, base) = small_bin(class);
             let mut i = 0;
             while let Some(c) = self.cache.as_deref_mut()
-                && i < usize::from(c.len[bin])
+                && let Some(found) = c.offs[base + i..base + usize::from(c.len[bin])]
+                    .iter()
+                    .position(in_chunk)
             {
+                i += found;
                 let off = c.offs[base + i];
-                if off >> chunk_shift != chunk {
-                    i += 1;
-                    continue;
-                }
                 let last = usize::from(c.len[bin]) - 1;
                 c.offs[base + i] = c.offs[base + last];
                 c.len[bin] -= 1;
@@ -479,13 +481,12 @@ impl State {
             let (bin, base) = large_bin(order);
             let mut i = 0;
             while let Some(c) = self.cache.as_deref_mut()
-                && i < usize::from(c.len[bin])
+                && let Some(found) = c.offs[base + i..base + usize::from(c.len[bin])]
+                    .iter()
+                    .position(in_chunk)
             {
+                i += found;
                 let off = c.offs[base + i];
-                if off >> chunk_shift != chunk {
-                    i += 1;
-                    continue;
-                }
                 let last = usize::from(c.len[bin]) - 1;
                 let pages = usize::from(c.pages[base - LARGE_BASE + i]);
                 c.offs[base + i] = c.offs[base + last];

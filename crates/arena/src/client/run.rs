@@ -66,7 +66,18 @@ impl State {
         }
         let bytes = n << shift;
         self.check_quota(bytes)?;
-        let first = match arena.acquire_run(id, n, size) {
+        // The client's kept chunk (without a live block) goes back first if a run through it
+        // is free, and the run is taken there: the client then holds the run alone.
+        let mut at = None;
+        if self.idle_chunks != 0
+            && let Some(kept) = self.kept_chunk()
+            && let Some(first) = arena.run_around(n, kept.index())
+        {
+            self.purge(arena, kept.index());
+            debug_assert!(HeldChunk::checked(arena.owners(), id, kept.index()).is_none());
+            at = Some(first);
+        }
+        let first = match arena.acquire_run(id, n, at, size) {
             Ok(first) => first,
             Err(e) => {
                 if matches!(e, Error::OutOfMemory { .. }) {
@@ -98,6 +109,27 @@ impl State {
         self.set_page(page + 1, meta(0, n & usize::from(VALUE)));
         self.set_page(page + 2, meta(0, n >> 14));
         Ok((off, bytes))
+    }
+
+    /// The held chunk without a live block, if there is one (a run's chunks after its first
+    /// have none, and are not it). Walks the chunk list: for a run, which takes whole chunks.
+    fn kept_chunk(&mut self) -> Option<HeldChunk> {
+        let usable = self.geo.usable_pages << self.geo.page_shift;
+        let mut chunk = self.chunk_head;
+        while chunk != NIL {
+            let held = Self::listed(chunk);
+            let info = self.info(held);
+            let (live, used, next) = (info.live, info.used, info.next);
+            // A run's later chunks count as wholly used and have no page metadata; a chunk
+            // wholly used by cached blocks and slabs has that of its first one.
+            let run_part =
+                used == usable && self.page_at(held.index() << self.geo.chunk_shift) == 0;
+            if live == 0 && !run_part {
+                return Some(held);
+            }
+            chunk = next;
+        }
+        None
     }
 
     /// Gives the run at `off` (its block just freed, its start bit clear) back to the arena;
