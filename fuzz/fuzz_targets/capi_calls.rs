@@ -151,7 +151,11 @@ fuzz_target!(|data: &[u8]| {
     if input.u8().is_multiple_of(16) {
         // A broken configuration: refused with a status, nothing made.
         match input.u8() % 5 {
-            0 => config.size = usize::from(input.u8()) % size_of::<Config>(),
+            // A size that ends inside a field (sizes of whole-field prefixes are served).
+            0 => {
+                let size = usize::from(input.u8()) % size_of::<Config>();
+                config.size = if size % 8 == 0 { size + 1 } else { size };
+            }
             1 => config.chunk_size = input.size() as usize,
             2 => config.min_block = input.size() as usize,
             3 => config.alignment = input.size() as usize,
@@ -402,9 +406,9 @@ fn step(m: &mut Model, input: &mut Input<'_>) {
                 // (any trim or allocation of that client): counted as live until then.
                 assert!(s.live_blocks >= m.blocks.len(), "context live blocks");
             }
-            // A short structure size is refused.
+            // A structure size that cuts a field is refused.
             let mut short = ClientStats {
-                size: 8,
+                size: 12,
                 ..ClientStats::default()
             };
             // SAFETY: writable.

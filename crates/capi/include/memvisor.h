@@ -59,7 +59,9 @@ enum memvisor_status
   MEMVISOR_STATUS_INVALID_CONFIG = 3,
   // The configuration sets flag bits this library does not define.
   MEMVISOR_STATUS_UNKNOWN_FLAGS = 4,
-  // A structure's `size` field is smaller than this library's version of the structure.
+  // A structure's size (its `size` field, or the size given with it) is one no version of
+  // the header has: smaller than the `size` field, or ending inside a field or in the
+  // padding after one, short of this library's whole structure.
   MEMVISOR_STATUS_STRUCT_SIZE = 5,
   // The memory block cannot hold one aligned chunk.
   MEMVISOR_STATUS_BLOCK_TOO_SMALL = 6,
@@ -152,8 +154,10 @@ typedef struct memvisor_client_stats {
 } memvisor_client_stats;
 
 // How a context cuts its memory. Fill it with `memvisor_config_init`, then change fields.
+// Fields are only ever added at the end.
 typedef struct memvisor_config {
-  // `sizeof(memvisor_config)` as the caller was compiled with.
+  // `sizeof(memvisor_config)` as the caller was compiled with (`memvisor_config_init`
+  // sets it); fields past it take their defaults.
   size_t size;
   // Bytes a client takes from the context at a time: a power of two from 64 KiB to 64 MiB
   // (default 1 MiB). A block larger than a chunk is a run of whole contiguous chunks.
@@ -239,16 +243,18 @@ memvisor_status memvisor_client_delete(struct memvisor_client client);
 // chunks (up to the context's `max_block_size`); a zero size gets the smallest block. With
 // `MEMVISOR_FLAG_ZERO` the block reads as zero.
 //
-// A run of chunks is made of chunks no client holds: the empty chunk this client keeps for
-// reuse (its `pinned_chunks`) is not given back for it, so the request gets `OUT_OF_MEMORY`
-// when that chunk is needed to complete the run; `memvisor_client_trim` gives it back first.
+// A run of chunks is made of chunks no client holds. The empty chunk this client keeps for
+// reuse (its `pinned_chunks`) is given back to the context first when the run would then
+// take it.
 //
 // Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 // `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
-// left alone, and nothing changes, with one exception: a call refused for lack of room
+// left alone, and nothing changes, with two exceptions: a call refused for lack of room
 // (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
 // `memvisor_free` and honoured a `memvisor_context_trim` (work every allocation that misses
-// the client's caches does), which the statistics show.
+// the client's caches does), which the statistics show; and a run refused after its
+// client's empty chunk was given back for it (another thread took the chunks meanwhile, or
+// committing failed) leaves that chunk given back.
 //
 // Thread safety: one thread at a time per client.
 //
@@ -328,19 +334,24 @@ memvisor_status memvisor_size_of(struct memvisor_client client, const void *ptr,
 memvisor_status memvisor_client_trim(struct memvisor_client client);
 
 // Statistics of the client, computed on demand (in time proportional to its size classes
-// and cache bins). Set `out->size` first.
+// and cache bins). Set `out->size` first: the structure is filled up to it (an older
+// header's) or up to this library's fields (a newer header's), and `size` comes back as the
+// bytes filled.
 //
-// Errors: `NULL_POINTER`, `STRUCT_SIZE`, `INVALID_HANDLE`.
+// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
+// written), `INVALID_HANDLE`.
 //
 // Thread safety: one thread at a time per client.
 //
 // # Safety
-// `out` is null or a writable `memvisor_client_stats` with its `size` set. No other call on
-// this client (`memvisor_client_delete` included) runs at the same time on another thread.
+// `out` is null or a `memvisor_client_stats` (of this header or another) with its `size` set
+// and at least that many writable bytes. No other call on this client
+// (`memvisor_client_delete` included) runs at the same time on another thread.
 memvisor_status memvisor_client_get_stats(struct memvisor_client client,
                                           struct memvisor_client_stats *out);
 
-// Makes a context over `len` bytes at `memory`, cut as `config` says (null: the defaults).
+// Makes a context over `len` bytes at `memory`, cut as `config` says (null: the defaults;
+// fields past `config->size`, in a structure of an older header, take their defaults).
 // Chunk 0 starts at `memory` rounded up to `config->alignment`; the tail that does not fill
 // a chunk is left alone. Flags the block cannot honour are dropped (see
 // `memvisor_context_accepted_flags`).
@@ -354,16 +365,17 @@ memvisor_status memvisor_client_get_stats(struct memvisor_client client,
 //
 // # Safety
 // `memory` is valid for reads and writes of `len` bytes and used by nothing else until the
-// context is deleted; `config` is null or a `memvisor_config` with its `size` set; `out` is
-// null or writable.
+// context is deleted; `config` is null or a `memvisor_config` (of this header or another)
+// with its `size` set and at least that many readable bytes; `out` is null or writable.
 memvisor_status memvisor_context_create(void *memory,
                                         size_t len,
                                         const struct memvisor_config *config,
                                         struct memvisor_context *out);
 
-// Makes a context over a fresh reservation of `len` bytes of address space: chunks are
-// committed when a client first takes them, and with `MEMVISOR_FLAG_DECOMMIT` decommitted
-// when given back. Deleting the context releases the reservation.
+// Makes a context over a fresh reservation of `len` bytes of address space (`config` as for
+// `memvisor_context_create`): chunks are committed when a client first takes them, and with
+// `MEMVISOR_FLAG_DECOMMIT` decommitted when given back. Deleting the context releases the
+// reservation.
 //
 // Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
 // `BLOCK_TOO_SMALL`, `OS` (the reservation, or the memory for the context's side tables,
@@ -372,7 +384,8 @@ memvisor_status memvisor_context_create(void *memory,
 // Thread safety: any thread, any time.
 //
 // # Safety
-// `config` is null or a `memvisor_config` with its `size` set; `out` is null or writable.
+// `config` is null or a `memvisor_config` (of this header or another) with its `size` set
+// and at least that many readable bytes; `out` is null or writable.
 memvisor_status memvisor_context_create_reserved(size_t len,
                                                  const struct memvisor_config *config,
                                                  struct memvisor_context *out);
@@ -400,15 +413,18 @@ memvisor_status memvisor_context_accepted_flags(struct memvisor_context context,
 
 // Statistics of the context. Totals are kept as blocks come and go (read in constant
 // time); `used_bytes` and `live_blocks` need `MEMVISOR_FLAG_STATISTICS`. Set `out->size`
-// first.
+// first: the structure is filled up to it (an older header's) or up to this library's
+// fields (a newer header's), and `size` comes back as the bytes filled.
 //
-// Errors: `NULL_POINTER`, `STRUCT_SIZE`, `INVALID_HANDLE`.
+// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
+// written), `INVALID_HANDLE`.
 //
 // Thread safety: any thread, any time; with clients working on other threads the figures
 // are a moment's snapshot, not a consistent set.
 //
 // # Safety
-// `out` is null or a writable `memvisor_context_stats` with its `size` set.
+// `out` is null or a `memvisor_context_stats` (of this header or another) with its `size`
+// set and at least that many writable bytes.
 memvisor_status memvisor_context_get_stats(struct memvisor_context context,
                                            struct memvisor_context_stats *out);
 
@@ -494,15 +510,36 @@ const char *memvisor_status_message(int32_t status);
 // Thread safety: any thread, any time.
 uint32_t memvisor_supported_flags(void);
 
-// Fills `*config` with the defaults (1 MiB chunks, 16-byte minimum block, chunks aligned to
-// 4 KiB, no flags) and sets its `size`.
+// Fills the first `size` bytes of `*config` with the defaults (1 MiB chunks, 16-byte minimum
+// block, chunks aligned to 4 KiB, no flags) and sets its `size` to the bytes filled. `size`
+// is the caller's `sizeof(memvisor_config)`, which the header's `memvisor_config_init`
+// macro passes: a structure from an older header (smaller) gets only the fields it has; a
+// newer header's (larger) gets this library's fields and its `size` says so, the bytes past
+// them left alone. Nothing past `size` bytes is ever written.
+//
+// Errors: `NULL_POINTER` if `config` is null; `STRUCT_SIZE` if `size` is one no header of
+// the structure has (under the `size` field, or ending inside a field or the padding after
+// it); nothing is written then.
+//
+// Thread safety: any thread; `*config` is the caller's.
+//
+// # Safety
+// `config` is null or points to `size` writable bytes.
+memvisor_status memvisor_config_init_sized(struct memvisor_config *config, size_t size);
+
+// Fills `*config` with the defaults as `memvisor_config_init_sized` does for the structure
+// of the first header (40 bytes on 64-bit targets, 20 on 32-bit ones), whatever size the
+// structure has now. In C the header's `memvisor_config_init(config)` macro calls
+// `memvisor_config_init_sized(config, sizeof *(config))` instead; this function serves
+// programs built before that macro existed.
 //
 // Errors: `NULL_POINTER` if `config` is null.
 //
 // Thread safety: any thread; `*config` is the caller's.
 //
 // # Safety
-// `config` is null or points to a writable `memvisor_config`.
+// `config` is null or points to a writable `memvisor_config` of the first header (or a
+// larger one).
 memvisor_status memvisor_config_init(struct memvisor_config *config);
 
 #ifdef __cplusplus
@@ -510,3 +547,11 @@ memvisor_status memvisor_config_init(struct memvisor_config *config);
 #endif  // __cplusplus
 
 #endif  /* MEMVISOR_H */
+
+// Fills `*config` with the defaults: `memvisor_config_init_sized` with the caller's
+// `sizeof *config`, so that a program built against this header is never written past its
+// structure by a library whose structure is larger. `(memvisor_config_init)(config)` calls
+// the function of that name, which fills the structure of the first header.
+#ifndef memvisor_config_init
+#define memvisor_config_init(config) memvisor_config_init_sized((config), sizeof *(config))
+#endif

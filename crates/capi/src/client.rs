@@ -38,16 +38,18 @@ pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
 /// chunks (up to the context's `max_block_size`); a zero size gets the smallest block. With
 /// `MEMVISOR_FLAG_ZERO` the block reads as zero.
 ///
-/// A run of chunks is made of chunks no client holds: the empty chunk this client keeps for
-/// reuse (its `pinned_chunks`) is not given back for it, so the request gets `OUT_OF_MEMORY`
-/// when that chunk is needed to complete the run; `memvisor_client_trim` gives it back first.
+/// A run of chunks is made of chunks no client holds. The empty chunk this client keeps for
+/// reuse (its `pinned_chunks`) is given back to the context first when the run would then
+/// take it.
 ///
 /// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 /// `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
-/// left alone, and nothing changes, with one exception: a call refused for lack of room
+/// left alone, and nothing changes, with two exceptions: a call refused for lack of room
 /// (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
 /// `memvisor_free` and honoured a `memvisor_context_trim` (work every allocation that misses
-/// the client's caches does), which the statistics show.
+/// the client's caches does), which the statistics show; and a run refused after its
+/// client's empty chunk was given back for it (another thread took the chunks meanwhile, or
+/// committing failed) leaves that chunk given back.
 ///
 /// Thread safety: one thread at a time per client.
 ///
@@ -232,15 +234,19 @@ pub unsafe extern "C" fn memvisor_client_trim(client: Client) -> Status {
 }
 
 /// Statistics of the client, computed on demand (in time proportional to its size classes
-/// and cache bins). Set `out->size` first.
+/// and cache bins). Set `out->size` first: the structure is filled up to it (an older
+/// header's) or up to this library's fields (a newer header's), and `size` comes back as the
+/// bytes filled.
 ///
-/// Errors: `NULL_POINTER`, `STRUCT_SIZE`, `INVALID_HANDLE`.
+/// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
+/// written), `INVALID_HANDLE`.
 ///
 /// Thread safety: one thread at a time per client.
 ///
 /// # Safety
-/// `out` is null or a writable `memvisor_client_stats` with its `size` set. No other call on
-/// this client (`memvisor_client_delete` included) runs at the same time on another thread.
+/// `out` is null or a `memvisor_client_stats` (of this header or another) with its `size` set
+/// and at least that many writable bytes. No other call on this client
+/// (`memvisor_client_delete` included) runs at the same time on another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_client_get_stats(
     client: Client,

@@ -11,23 +11,27 @@ use memvisor_arena::{Arena, Config as ArenaConfig, Quota};
 use crate::client::write_freed_size;
 use crate::registry;
 use crate::status::{Status, guard};
-use crate::types::{Client, Config, Context, ContextStats, MEMVISOR_UNLIMITED, write_sized};
+use crate::types::{
+    Client, Config, Context, ContextStats, MEMVISOR_UNLIMITED, Plain, served_len, write_sized,
+};
 
-/// Reads the caller's configuration (null means the defaults).
+/// Reads the caller's configuration (null means the defaults). Fields past its `size` (a
+/// structure from an older header) take their defaults; bytes past this library's structure
+/// (a newer header's) are not read.
 ///
 /// # Safety
-/// `config` is null or points to a readable `memvisor_config` of at least its `size` bytes.
+/// `config` is null or points to a `memvisor_config` with at least `size` readable bytes.
 unsafe fn read_config(config: *const Config) -> Result<ArenaConfig, Status> {
     if config.is_null() {
         return Ok(ArenaConfig::new());
     }
     // SAFETY: the caller's promise: its first field, `size`, is readable.
     let size = unsafe { config.cast::<usize>().read_unaligned() };
-    if size < size_of::<Config>() {
-        return Err(Status::StructSize);
-    }
-    // SAFETY: `size` bytes are readable and cover the whole structure.
-    unsafe { config.read_unaligned() }.to_arena()
+    let len = served_len::<Config>(size)?;
+    let mut known = Config::default();
+    // SAFETY: the caller's promise: `size >= len` readable bytes holding its fields.
+    unsafe { known.read_fields(config.cast(), len) };
+    known.to_arena()
 }
 
 /// Writes a handle to `out`, checked for null first.
@@ -39,7 +43,8 @@ fn check_out<T>(out: *mut T) -> Result<(), Status> {
     }
 }
 
-/// Makes a context over `len` bytes at `memory`, cut as `config` says (null: the defaults).
+/// Makes a context over `len` bytes at `memory`, cut as `config` says (null: the defaults;
+/// fields past `config->size`, in a structure of an older header, take their defaults).
 /// Chunk 0 starts at `memory` rounded up to `config->alignment`; the tail that does not fill
 /// a chunk is left alone. Flags the block cannot honour are dropped (see
 /// `memvisor_context_accepted_flags`).
@@ -53,8 +58,8 @@ fn check_out<T>(out: *mut T) -> Result<(), Status> {
 ///
 /// # Safety
 /// `memory` is valid for reads and writes of `len` bytes and used by nothing else until the
-/// context is deleted; `config` is null or a `memvisor_config` with its `size` set; `out` is
-/// null or writable.
+/// context is deleted; `config` is null or a `memvisor_config` (of this header or another)
+/// with its `size` set and at least that many readable bytes; `out` is null or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_context_create(
     memory: *mut c_void,
@@ -80,9 +85,10 @@ pub unsafe extern "C" fn memvisor_context_create(
     })
 }
 
-/// Makes a context over a fresh reservation of `len` bytes of address space: chunks are
-/// committed when a client first takes them, and with `MEMVISOR_FLAG_DECOMMIT` decommitted
-/// when given back. Deleting the context releases the reservation.
+/// Makes a context over a fresh reservation of `len` bytes of address space (`config` as for
+/// `memvisor_context_create`): chunks are committed when a client first takes them, and with
+/// `MEMVISOR_FLAG_DECOMMIT` decommitted when given back. Deleting the context releases the
+/// reservation.
 ///
 /// Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
 /// `BLOCK_TOO_SMALL`, `OS` (the reservation, or the memory for the context's side tables,
@@ -91,7 +97,8 @@ pub unsafe extern "C" fn memvisor_context_create(
 /// Thread safety: any thread, any time.
 ///
 /// # Safety
-/// `config` is null or a `memvisor_config` with its `size` set; `out` is null or writable.
+/// `config` is null or a `memvisor_config` (of this header or another) with its `size` set
+/// and at least that many readable bytes; `out` is null or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_context_create_reserved(
     len: usize,
@@ -148,15 +155,18 @@ pub unsafe extern "C" fn memvisor_context_accepted_flags(
 
 /// Statistics of the context. Totals are kept as blocks come and go (read in constant
 /// time); `used_bytes` and `live_blocks` need `MEMVISOR_FLAG_STATISTICS`. Set `out->size`
-/// first.
+/// first: the structure is filled up to it (an older header's) or up to this library's
+/// fields (a newer header's), and `size` comes back as the bytes filled.
 ///
-/// Errors: `NULL_POINTER`, `STRUCT_SIZE`, `INVALID_HANDLE`.
+/// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
+/// written), `INVALID_HANDLE`.
 ///
 /// Thread safety: any thread, any time; with clients working on other threads the figures
 /// are a moment's snapshot, not a consistent set.
 ///
 /// # Safety
-/// `out` is null or a writable `memvisor_context_stats` with its `size` set.
+/// `out` is null or a `memvisor_context_stats` (of this header or another) with its `size`
+/// set and at least that many writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_context_get_stats(
     context: Context,

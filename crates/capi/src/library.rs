@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use memvisor_arena::Arena;
 
 use crate::status::{self, Status, guard};
-use crate::types::{Config, write_plain};
+use crate::types::{Config, FIRST_CONFIG_SIZE, served_len, write_plain};
 
 /// The library's version, a static NUL-terminated string such as `"0.1.0"`.
 ///
@@ -34,23 +34,49 @@ pub extern "C" fn memvisor_supported_flags() -> u32 {
     Arena::supported_flags().bits()
 }
 
-/// Fills `*config` with the defaults (1 MiB chunks, 16-byte minimum block, chunks aligned to
-/// 4 KiB, no flags) and sets its `size`.
+/// Fills the first `size` bytes of `*config` with the defaults (1 MiB chunks, 16-byte minimum
+/// block, chunks aligned to 4 KiB, no flags) and sets its `size` to the bytes filled. `size`
+/// is the caller's `sizeof(memvisor_config)`, which the header's `memvisor_config_init`
+/// macro passes: a structure from an older header (smaller) gets only the fields it has; a
+/// newer header's (larger) gets this library's fields and its `size` says so, the bytes past
+/// them left alone. Nothing past `size` bytes is ever written.
+///
+/// Errors: `NULL_POINTER` if `config` is null; `STRUCT_SIZE` if `size` is one no header of
+/// the structure has (under the `size` field, or ending inside a field or the padding after
+/// it); nothing is written then.
+///
+/// Thread safety: any thread; `*config` is the caller's.
+///
+/// # Safety
+/// `config` is null or points to `size` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memvisor_config_init_sized(config: *mut Config, size: usize) -> Status {
+    guard(|| {
+        if config.is_null() {
+            return Err(Status::NullPointer);
+        }
+        let len = served_len::<Config>(size)?;
+        // SAFETY: the caller's promise: `size >= len` writable bytes.
+        unsafe { write_plain(config, Config::default(), len) };
+        Ok(())
+    })
+}
+
+/// Fills `*config` with the defaults as `memvisor_config_init_sized` does for the structure
+/// of the first header (40 bytes on 64-bit targets, 20 on 32-bit ones), whatever size the
+/// structure has now. In C the header's `memvisor_config_init(config)` macro calls
+/// `memvisor_config_init_sized(config, sizeof *(config))` instead; this function serves
+/// programs built before that macro existed.
 ///
 /// Errors: `NULL_POINTER` if `config` is null.
 ///
 /// Thread safety: any thread; `*config` is the caller's.
 ///
 /// # Safety
-/// `config` is null or points to a writable `memvisor_config`.
+/// `config` is null or points to a writable `memvisor_config` of the first header (or a
+/// larger one).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_config_init(config: *mut Config) -> Status {
-    guard(|| {
-        if config.is_null() {
-            return Err(Status::NullPointer);
-        }
-        // SAFETY: the caller's promise: writable and of the structure's size.
-        unsafe { write_plain(config, Config::default()) };
-        Ok(())
-    })
+    // SAFETY: the caller's promise.
+    unsafe { memvisor_config_init_sized(config, FIRST_CONFIG_SIZE) }
 }

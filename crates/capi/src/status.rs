@@ -25,7 +25,9 @@ pub enum Status {
     InvalidConfig = 3,
     /// The configuration sets flag bits this library does not define.
     UnknownFlags = 4,
-    /// A structure's `size` field is smaller than this library's version of the structure.
+    /// A structure's size (its `size` field, or the size given with it) is one no version of
+    /// the header has: smaller than the `size` field, or ending inside a field or in the
+    /// padding after one, short of this library's whole structure.
     StructSize = 5,
     /// The memory block cannot hold one aligned chunk.
     BlockTooSmall = 6,
@@ -106,7 +108,7 @@ impl Status {
             Self::InvalidHandle => "the handle is null, deleted or was never handed out\0",
             Self::InvalidConfig => "the configuration is out of range\0",
             Self::UnknownFlags => "the configuration sets undefined flag bits\0",
-            Self::StructSize => "the structure's size field is too small for this library\0",
+            Self::StructSize => "the structure's size matches no version of the structure\0",
             Self::BlockTooSmall => "the memory block cannot hold one aligned chunk\0",
             Self::TooLarge => "the block is larger than the context's largest block\0",
             Self::UnsupportedAlignment => {

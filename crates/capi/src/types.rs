@@ -57,10 +57,12 @@ pub struct Client {
 }
 
 /// How a context cuts its memory. Fill it with `memvisor_config_init`, then change fields.
+/// Fields are only ever added at the end.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// `sizeof(memvisor_config)` as the caller was compiled with.
+    /// `sizeof(memvisor_config)` as the caller was compiled with (`memvisor_config_init`
+    /// sets it); fields past it take their defaults.
     pub size: usize,
     /// Bytes a client takes from the context at a time: a power of two from 64 KiB to 64 MiB
     /// (default 1 MiB). A block larger than a chunk is a run of whole contiguous chunks.
@@ -88,28 +90,39 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The arena configuration it describes.
+    /// The arena configuration it describes. A `size` from an older header, smaller than this
+    /// library's structure, leaves the fields past it out: they take their defaults.
     ///
     /// # Errors
-    /// [`Status::StructSize`] if `size` is too small, [`Status::UnknownFlags`] for undefined
-    /// flag bits, [`Status::InvalidConfig`] for values out of range.
+    /// [`Status::StructSize`] if `size` is not one a header of the structure can have (see
+    /// [`Status::StructSize`]), [`Status::UnknownFlags`] for undefined flag bits,
+    /// [`Status::InvalidConfig`] for values out of range.
     pub fn to_arena(&self) -> Result<ArenaConfig, Status> {
-        if self.size < size_of::<Self>() {
-            return Err(Status::StructSize);
-        }
-        let flags = Flags::from_bits_truncate(self.flags);
-        if flags.bits() != self.flags {
+        let len = served_len::<Self>(self.size)?;
+        let mut known = Self::default();
+        // SAFETY: `self` is a whole structure, so its first `len <= size_of::<Self>()` bytes
+        // are readable.
+        unsafe { known.read_fields(core::ptr::from_ref(self).cast(), len) };
+        let flags = Flags::from_bits_truncate(known.flags);
+        if flags.bits() != known.flags {
             return Err(Status::UnknownFlags);
         }
         let config = ArenaConfig::new()
-            .with_chunk_size(self.chunk_size)
-            .with_min_block(self.min_block)
-            .with_alignment(self.alignment)
+            .with_chunk_size(known.chunk_size)
+            .with_min_block(known.min_block)
+            .with_alignment(known.alignment)
             .with_flags(flags);
         config.validate()?;
         Ok(config)
     }
 }
+
+/// The size of `memvisor_config` in the first header, which had no size argument to
+/// `memvisor_config_init`: what that function writes, whatever the structure grows to.
+pub(crate) const FIRST_CONFIG_SIZE: usize =
+    (4 * size_of::<usize>() + size_of::<u32>()).next_multiple_of(align_of::<usize>());
+
+const _: () = assert!(FIRST_CONFIG_SIZE <= size_of::<Config>());
 
 /// Statistics of a context. Set `size` to `sizeof(memvisor_context_stats)` before the call.
 #[repr(C)]
@@ -250,12 +263,30 @@ impl ClientStats {
     }
 }
 
-/// Writes `value` (whose first field is its `size`) to `out` after checking the caller's
-/// `size` field.
+/// How many bytes of a `T` whose `size` field (or size argument) says `size` this library
+/// reads or writes: `size` itself when it is the C size of a prefix of `T`'s fields (a
+/// structure from an older header: fields are only ever added at the end), `size_of::<T>()`
+/// when `size` is at least that (this library's structure, or a newer header's).
 ///
 /// # Errors
-/// [`Status::NullPointer`] if `out` is null, [`Status::StructSize`] if its `size` is smaller
-/// than `T`.
+/// [`Status::StructSize`] for any other size: under the `size` field, or ending inside a
+/// field or in the padding after one.
+pub(crate) fn served_len<T: Plain>(size: usize) -> Result<usize, Status> {
+    if size >= size_of::<T>() {
+        Ok(size_of::<T>())
+    } else if T::is_prefix_size(size) {
+        Ok(size)
+    } else {
+        Err(Status::StructSize)
+    }
+}
+
+/// Writes `value` (whose first field is its `size`) to `out` up to the caller's `size`, which
+/// then says how many bytes were filled.
+///
+/// # Errors
+/// [`Status::NullPointer`] if `out` is null, [`Status::StructSize`] if its `size` is not one
+/// this library serves (see [`served_len`]); nothing is written then.
 ///
 /// # Safety
 /// `out`, if not null, points to a writable structure whose first field is a `size_t` that
@@ -266,11 +297,9 @@ pub(crate) unsafe fn write_sized<T: Plain>(out: *mut T, value: T) -> Result<(), 
     }
     // SAFETY: the caller's promise: a readable `size_t` first field.
     let size = unsafe { out.cast::<usize>().read_unaligned() };
-    if size < size_of::<T>() {
-        return Err(Status::StructSize);
-    }
-    // SAFETY: the caller said the structure has `size >= size_of::<T>()` writable bytes.
-    unsafe { write_plain(out, value) };
+    let len = served_len::<T>(size)?;
+    // SAFETY: the caller said the structure has `size >= len` writable bytes.
+    unsafe { write_plain(out, value, len) };
     Ok(())
 }
 
@@ -279,13 +308,27 @@ pub(crate) unsafe fn write_sized<T: Plain>(out: *mut T, value: T) -> Result<(), 
 /// structure would carry undefined padding: two calls with equal results could then compare
 /// unequal with `memcmp`). On 64-bit targets there is padding only at the end of `Config` and
 /// `ContextStats`; on 32-bit targets whose `uint64_t` is aligned to 8 (Arm, MIPS, PowerPC,
-/// WebAssembly), `ClientStats` also has 4 bytes before `allocations`.
-pub(crate) trait Plain: Copy {
-    /// Writes every field of `self` at its offset from `out`, and nothing else.
+/// WebAssembly), `ClientStats` also has 4 bytes before `allocations`. Its first field is its
+/// `size`, a `usize`.
+pub(crate) trait Plain: Copy + Default {
+    /// Whether `size` is the C size of the structure cut after one of its fields (the size
+    /// of that field's end rounded up to the largest alignment of the fields kept).
+    fn is_prefix_size(size: usize) -> bool;
+
+    /// Writes every field of `self` that ends within `len` bytes at its offset from `out`,
+    /// and nothing else.
     ///
     /// # Safety
-    /// `out` points to `size_of::<Self>()` writable bytes.
-    unsafe fn write_fields(&self, out: *mut u8);
+    /// `out` points to `len` writable bytes.
+    unsafe fn write_fields(&self, out: *mut u8, len: usize);
+
+    /// Reads every field that ends within `len` bytes from its offset from `src`; the other
+    /// fields keep their values.
+    ///
+    /// # Safety
+    /// `src` points to `len` readable bytes, and each field wholly inside them holds a value
+    /// of the field's type.
+    unsafe fn read_fields(&mut self, src: *const u8, len: usize);
 }
 
 /// Writes `value` at `offset` bytes from `out`.
@@ -297,17 +340,53 @@ unsafe fn put<F: Copy>(out: *mut u8, offset: usize, value: F) {
     unsafe { out.add(offset).cast::<F>().write_unaligned(value) };
 }
 
-/// Implements [`Plain`] for a structure, naming every one of its fields (the destructuring
-/// fails to compile if one is left out).
+/// Reads the value at `offset` bytes from `src` into `slot`.
+///
+/// # Safety
+/// `src + offset` starts `size_of::<F>()` readable bytes holding an `F`.
+unsafe fn get<F: Copy>(src: *const u8, offset: usize, slot: &mut F) {
+    // SAFETY: the caller's promise.
+    *slot = unsafe { src.add(offset).cast::<F>().read_unaligned() };
+}
+
+/// Implements [`Plain`] for a structure, naming every one of its fields in order (the
+/// destructuring fails to compile if one is left out).
 macro_rules! plain {
     ($t:ident { $($field:ident),+ $(,)? }) => {
         impl Plain for $t {
-            unsafe fn write_fields(&self, out: *mut u8) {
+            fn is_prefix_size(size: usize) -> bool {
+                let $t { $($field),+ } = Self::default();
+                let mut align = 1;
+                $(
+                    align = align.max(align_of_val(&$field));
+                    let end = core::mem::offset_of!($t, $field) + size_of_val(&$field);
+                    if size == end.next_multiple_of(align) {
+                        return true;
+                    }
+                )+
+                false
+            }
+
+            unsafe fn write_fields(&self, out: *mut u8, len: usize) {
                 let $t { $($field),+ } = *self;
                 $(
-                    // SAFETY: the field lies inside the structure, which the caller says is
-                    // writable.
-                    unsafe { put(out, core::mem::offset_of!($t, $field), $field) };
+                    let offset = core::mem::offset_of!($t, $field);
+                    if offset + size_of_val(&$field) <= len {
+                        // SAFETY: the field lies inside the first `len` bytes, which the
+                        // caller says are writable.
+                        unsafe { put(out, offset, $field) };
+                    }
+                )+
+            }
+
+            unsafe fn read_fields(&mut self, src: *const u8, len: usize) {
+                $(
+                    let offset = core::mem::offset_of!($t, $field);
+                    if offset + size_of_val(&self.$field) <= len {
+                        // SAFETY: the field lies inside the first `len` bytes, which the
+                        // caller says are readable and hold a value of its type there.
+                        unsafe { get(src, offset, &mut self.$field) };
+                    }
                 )+
             }
         }
@@ -372,16 +451,132 @@ const _: () = {
     assert!(core::mem::offset_of!(ClientStats, allocations) == 104);
 };
 
-/// Writes `value` to `out`: zeroes the structure's bytes, then writes each field, so that the
-/// caller's bytes are all defined.
+/// Writes the first `len` bytes of `value` to `out`: zeroes them, writes each field that
+/// ends within them, then sets the `size` field to `len`, so that the caller's bytes are all
+/// defined and it can tell which fields it got. Writes nothing past `len`.
 ///
 /// # Safety
-/// `out` points to `size_of::<T>()` writable bytes.
-pub(crate) unsafe fn write_plain<T: Plain>(out: *mut T, value: T) {
+/// `out` points to `len` writable bytes, and `len` (from [`served_len`]) covers the `size`
+/// field.
+pub(crate) unsafe fn write_plain<T: Plain>(out: *mut T, value: T, len: usize) {
+    debug_assert!(size_of::<usize>() <= len && len <= size_of::<T>());
     let out = out.cast::<u8>();
-    // SAFETY: the caller's promise; every field lies inside the structure.
+    // SAFETY: the caller's promise; every field written lies inside the first `len` bytes,
+    // `size` (a `usize` at offset 0) among them.
     unsafe {
-        out.write_bytes(0, size_of::<T>());
-        value.write_fields(out);
+        out.write_bytes(0, len);
+        value.write_fields(out, len);
+        out.cast::<usize>().write_unaligned(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: usize = size_of::<usize>();
+
+    #[test]
+    fn served_len_whole_field_prefixes_served_as_given() {
+        for k in 1..=4 {
+            assert_eq!(served_len::<Config>(k * W), Ok(k * W));
+        }
+        assert_eq!(
+            served_len::<Config>(size_of::<Config>()),
+            Ok(size_of::<Config>())
+        );
+        assert_eq!(served_len::<ContextStats>(6 * W), Ok(6 * W));
+        assert_eq!(served_len::<ClientStats>(W), Ok(W));
+    }
+
+    #[test]
+    fn served_len_larger_than_ours_serves_ours() {
+        fn check<T: Plain>() {
+            for size in [size_of::<T>(), size_of::<T>() + 1, 4096, usize::MAX] {
+                assert_eq!(served_len::<T>(size), Ok(size_of::<T>()), "{size}");
+            }
+        }
+        check::<Config>();
+        check::<ContextStats>();
+        check::<ClientStats>();
+    }
+
+    #[test]
+    fn served_len_inside_a_field_or_padding_refused() {
+        let flags_end = core::mem::offset_of!(Config, flags) + size_of::<u32>();
+        for size in [
+            0,
+            1,
+            W - 1,
+            W + 1,
+            2 * W + 3,
+            flags_end,
+            size_of::<Config>() - 1,
+        ] {
+            assert_eq!(
+                served_len::<Config>(size),
+                Err(Status::StructSize),
+                "{size}"
+            );
+        }
+        let last = size_of::<ContextStats>() - 1;
+        assert_eq!(served_len::<ContextStats>(last), Err(Status::StructSize));
+        assert_eq!(served_len::<ClientStats>(W + 4), Err(Status::StructSize));
+    }
+
+    #[test]
+    fn write_sized_prefix_writes_only_its_fields() {
+        let mut bytes = [0xeeu8; size_of::<ClientStats>()];
+        bytes[..W].copy_from_slice(&(3 * W).to_ne_bytes());
+        let value = ClientStats {
+            total_bytes: 1,
+            used_bytes: 2,
+            free_bytes: 3,
+            ..ClientStats::default()
+        };
+        // SAFETY: `bytes` is writable and as large as the structure.
+        let status = unsafe { write_sized(bytes.as_mut_ptr().cast::<ClientStats>(), value) };
+        assert_eq!(status, Ok(()));
+        let word = |i: usize| usize::from_ne_bytes(bytes[i * W..(i + 1) * W].try_into().unwrap());
+        assert_eq!((word(0), word(1), word(2)), (3 * W, 1, 2));
+        assert!(bytes[3 * W..].iter().all(|&b| b == 0xee));
+    }
+
+    #[test]
+    fn write_sized_refused_size_writes_nothing() {
+        let mut bytes = [0xeeu8; size_of::<ContextStats>()];
+        bytes[..W].copy_from_slice(&(W + 1).to_ne_bytes());
+        let before = bytes;
+        let value = ContextStats::default();
+        // SAFETY: `bytes` is writable and as large as the structure.
+        let status = unsafe { write_sized(bytes.as_mut_ptr().cast::<ContextStats>(), value) };
+        assert_eq!(status, Err(Status::StructSize));
+        assert_eq!(bytes, before);
+    }
+
+    #[test]
+    fn to_arena_prefix_size_fields_past_it_default() {
+        let config = Config {
+            size: 2 * W,
+            chunk_size: 64 << 10,
+            min_block: 3,
+            alignment: 5,
+            flags: 1 << 31,
+        };
+        let arena = config.to_arena().expect("fields past `size` are not read");
+        let defaults = ArenaConfig::new();
+        assert_eq!(arena.chunk_size(), 64 << 10);
+        assert_eq!(arena.min_block(), defaults.min_block());
+        assert_eq!(arena.alignment(), defaults.alignment());
+        assert_eq!(arena.flags(), defaults.flags());
+    }
+
+    #[test]
+    fn to_arena_size_inside_a_field_refused() {
+        let config = Config {
+            size: 2 * W - 1,
+            ..Config::default()
+        };
+        assert_eq!(config.to_arena(), Err(Status::StructSize));
     }
 }

@@ -479,3 +479,108 @@ fn client_delete_racing_on_two_threads_one_wins() {
     assert_eq!((s.clients, s.held_chunks), (0, 0));
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
+
+/// A structure of an older header: `N` words, the first its size. Boxed at its exact size,
+/// so that Miri reports any byte written or read past it.
+fn older<const N: usize>() -> Box<[usize; N]> {
+    let mut words = Box::new([usize::MAX; N]);
+    words[0] = N * size_of::<usize>();
+    words
+}
+
+#[test]
+fn config_init_sized_older_structure_filled_up_to_its_size_only() {
+    let mut old = older::<3>();
+    let defaults = Config::default();
+    // SAFETY: `old` has the `size` writable bytes passed.
+    let st = unsafe { memvisor_config_init_sized(old.as_mut_ptr().cast(), old[0]) };
+    assert_eq!(st, Status::Ok);
+    assert_eq!(*old, [old[0], defaults.chunk_size, defaults.min_block]);
+
+    // Sizes no header has: refused, nothing written.
+    for size in [0, 1, size_of::<usize>() + 1, old[0] - 1] {
+        let mut old = older::<3>();
+        let before = *old;
+        // SAFETY: as above; a refused size writes nothing.
+        let st = unsafe { memvisor_config_init_sized(old.as_mut_ptr().cast(), size) };
+        assert_eq!(st, Status::StructSize, "{size}");
+        assert_eq!(*old, before);
+    }
+    // SAFETY: null is refused before anything is written.
+    let st = unsafe { memvisor_config_init_sized(ptr::null_mut(), size_of::<Config>()) };
+    assert_eq!(st, Status::NullPointer);
+}
+
+#[test]
+fn config_init_sized_newer_structure_filled_up_to_ours_bytes_past_kept() {
+    let mut newer = [0xeeu8; size_of::<Config>() + 16];
+    // SAFETY: `newer` has the `size` writable bytes passed.
+    let st = unsafe { memvisor_config_init_sized(newer.as_mut_ptr().cast(), newer.len()) };
+    assert_eq!(st, Status::Ok);
+    // SAFETY: the first bytes now hold a whole `Config`.
+    let c = unsafe { newer.as_ptr().cast::<Config>().read_unaligned() };
+    assert_eq!(c, Config::default());
+    assert!(newer[size_of::<Config>()..].iter().all(|&b| b == 0xee));
+}
+
+#[test]
+fn context_create_older_config_fields_past_its_size_take_defaults() {
+    let memory = Memory::new(LEN);
+    // `size` and `chunk_size` only: `min_block`, `alignment` and `flags` lie past it.
+    let mut old = older::<2>();
+    old[1] = CHUNK;
+    let mut ctx = Context::default();
+    // SAFETY: the block outlives the context; `old` holds the bytes its size says.
+    let st =
+        unsafe { memvisor_context_create(memory.ptr.cast(), LEN, old.as_ptr().cast(), &mut ctx) };
+    assert_eq!(st, Status::Ok);
+    let mut s = ContextStats {
+        size: size_of::<ContextStats>(),
+        ..ContextStats::default()
+    };
+    // SAFETY: writable, size set.
+    let st = unsafe { memvisor_context_get_stats(ctx, &mut s) };
+    assert_eq!(st, Status::Ok);
+    assert_eq!((s.chunk_size, s.chunks), (CHUNK, LEN / CHUNK));
+    assert_eq!(
+        (s.max_alignment, s.accepted_flags),
+        (Config::default().alignment, 0)
+    );
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+
+    // A size inside `chunk_size` is refused and nothing is made.
+    old[0] = size_of::<usize>() + 4;
+    let mut none = Context::default();
+    // SAFETY: as above.
+    let st =
+        unsafe { memvisor_context_create(memory.ptr.cast(), LEN, old.as_ptr().cast(), &mut none) };
+    assert_eq!((st, none), (Status::StructSize, Context::default()));
+}
+
+#[test]
+fn get_stats_older_structures_filled_up_to_their_size_only() {
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, 0);
+    let cl = client(ctx);
+    let p = alloc_in(cl, 100);
+    let mut s = older::<4>();
+    let mut k = older::<3>();
+    // SAFETY: each holds the bytes its size says; one thread uses the client.
+    unsafe {
+        assert_eq!(
+            memvisor_context_get_stats(ctx, s.as_mut_ptr().cast()),
+            Status::Ok
+        );
+        assert_eq!(
+            memvisor_client_get_stats(cl, k.as_mut_ptr().cast()),
+            Status::Ok
+        );
+    }
+    assert_eq!(*s, [4 * size_of::<usize>(), LEN, CHUNK, LEN / CHUNK]);
+    assert_eq!(*k, [3 * size_of::<usize>(), CHUNK, 112]);
+    // SAFETY: a live block of the client.
+    let st = unsafe { memvisor_client_free(cl, p, ptr::null_mut()) };
+    assert_eq!(st, Status::Ok);
+    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}

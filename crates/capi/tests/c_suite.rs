@@ -23,7 +23,7 @@ const NATIVE_LIBS: &[&str] = &[
 ];
 
 /// The C sources of the suite.
-const SUITE: &[&str] = &["api", "threads", "contracts"];
+const SUITE: &[&str] = &["api", "threads", "contracts", "sizes"];
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -57,6 +57,23 @@ fn lib_dir() -> &'static Path {
             profile.display()
         );
         profile
+    })
+}
+
+/// A directory where the loader finds the shared library by its `SONAME` (as it would after
+/// `make install`): a link named by the `SONAME` to the library cargo built.
+fn runtime_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = out_dir().join("runtime");
+        std::fs::create_dir_all(&dir).expect("create the runtime directory");
+        // Made under a name of this process's, then renamed: tests in other processes may
+        // make it at the same time.
+        let tmp = dir.join(format!(".{}.{}", soname(), std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(lib_dir().join("libmemvisor.so"), &tmp).expect("link");
+        std::fs::rename(&tmp, dir.join(soname())).expect("rename the link");
+        dir
     })
 }
 
@@ -95,7 +112,7 @@ fn compile(source: &Path, name: &str, link: Link, extra: &[&str]) -> PathBuf {
                 .arg(lib)
                 .arg("-lmemvisor")
                 .arg("-Wl,--disable-new-dtags")
-                .arg(format!("-Wl,-rpath,{}", lib.display()));
+                .arg(format!("-Wl,-rpath,{}", runtime_dir().display()));
         }
     }
     let output = cc.output().expect("run cc");
@@ -249,10 +266,31 @@ fn header_compiles_as_cpp() {
         return;
     }
     let src = out_dir().join("header.cpp");
-    std::fs::write(&src, "#include \"memvisor.h\"\nint main() { memvisor_client c = {0}; return memvisor_client_delete(c) == MEMVISOR_STATUS_INVALID_HANDLE ? 0 : 1; }\n").expect("write");
+    std::fs::write(
+        &src,
+        "#include \"memvisor.h\"\n\
+         int main() {\n\
+         memvisor_client c = {0};\n\
+         if (memvisor_client_delete(c) != MEMVISOR_STATUS_INVALID_HANDLE) return 1;\n\
+         memvisor_config config;\n\
+         if (memvisor_config_init(&config) != MEMVISOR_STATUS_OK) return 2;\n\
+         if (config.size != sizeof config) return 3;\n\
+         if (memvisor_config_init_sized(nullptr, sizeof config) != MEMVISOR_STATUS_NULL_POINTER) \
+         return 4;\n\
+         return 0;\n\
+         }\n",
+    )
+    .expect("write");
     let exe = out_dir().join("header-cpp");
     let output = Command::new("c++")
-        .args(["-Wall", "-Wextra", "-Werror", "-I"])
+        .args([
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-pedantic",
+            "-Werror",
+            "-I",
+        ])
         .arg(crate_dir().join("include"))
         .arg(&src)
         .arg(lib_dir().join("libmemvisor.a"))
@@ -327,13 +365,89 @@ fn make(target: &Path, args: &[&str]) {
     );
 }
 
-/// What `make install` puts under a prefix.
+/// What `make install` puts under a prefix (the shared library's versioned file and its two
+/// links, named by `installed_shared`, besides).
 const INSTALLED: &[&str] = &[
     "lib/libmemvisor.a",
-    "lib/libmemvisor.so",
     "include/memvisor.h",
     "lib/pkgconfig/memvisor.pc",
 ];
+
+/// The shared library's `SONAME`: its major version is the ABI's.
+fn soname() -> String {
+    format!("libmemvisor.so.{}", env!("CARGO_PKG_VERSION_MAJOR"))
+}
+
+/// The installed shared library: the file named by the full version, and the links to it
+/// named by the `SONAME` (for the loader) and without a version (for the linker).
+fn installed_shared() -> [String; 3] {
+    [
+        format!("lib/libmemvisor.so.{}", env!("CARGO_PKG_VERSION")),
+        format!("lib/{}", soname()),
+        "lib/libmemvisor.so".to_owned(),
+    ]
+}
+
+/// The dynamic section entries of `file` with the tag `tag` (`SONAME`, `NEEDED`), as
+/// `readelf -d` shows them; `None` without readelf.
+fn dynamic_entries(file: &Path, tag: &str) -> Option<Vec<String>> {
+    if !have("readelf") {
+        eprintln!("\n!!!!!! SKIPPED: readelf is not installed; {tag} was NOT checked !!!!!!\n");
+        return None;
+    }
+    let output = Command::new("readelf")
+        .arg("-d")
+        .arg(file)
+        .output()
+        .expect("run readelf");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let entries = text
+        .lines()
+        .filter(|line| line.contains(&format!("({tag})")))
+        .filter_map(|line| Some(line.split_once('[')?.1.split_once(']')?.0.to_owned()))
+        .collect();
+    Some(entries)
+}
+
+/// Checks the installed shared library under `prefix`: a file with the `SONAME` and two
+/// links to it.
+fn check_installed_shared(prefix: &Path) {
+    let [file, by_soname, dev] = installed_shared();
+    let file = prefix.join(file);
+    assert!(
+        file.is_file() && !file.is_symlink(),
+        "{} is not a file",
+        file.display()
+    );
+    for link in [by_soname, dev] {
+        let link = prefix.join(link);
+        assert!(link.is_symlink(), "{} is not a link", link.display());
+        let target = std::fs::canonicalize(&link).expect("a link that resolves");
+        assert_eq!(target, std::fs::canonicalize(&file).expect("the file"));
+    }
+    if let Some(names) = dynamic_entries(&file, "SONAME") {
+        assert_eq!(names, [soname()], "installed SONAME");
+    }
+}
+
+#[test]
+fn shared_library_names_its_soname() {
+    let lib = lib_dir().join("libmemvisor.so");
+    if let Some(names) = dynamic_entries(&lib, "SONAME") {
+        assert_eq!(names, [soname()], "SONAME of {}", lib.display());
+    }
+    // A program linked with it asks the loader for the `SONAME`, not for the file name.
+    let exe = compile(&suite_source("api"), "api-needed", Link::Shared, &[]);
+    if let Some(needed) = dynamic_entries(&exe, "NEEDED") {
+        assert!(needed.contains(&soname()), "{needed:?}");
+        assert!(!needed.iter().any(|n| n == "libmemvisor.so"), "{needed:?}");
+    }
+}
 
 #[test]
 fn make_install_then_the_readme_commands_build_the_example() {
@@ -357,6 +471,7 @@ fn make_install_then_the_readme_commands_build_the_example() {
     for file in INSTALLED {
         assert!(prefix.join(file).is_file(), "make install left out {file}");
     }
+    check_installed_shared(&prefix);
     let example = readme_example("readme_installed.c");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let libdir = prefix.join("lib");
@@ -391,6 +506,9 @@ fn make_install_then_the_readme_commands_build_the_example() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        if let Some(needed) = dynamic_entries(&exe, "NEEDED") {
+            assert!(needed.contains(&soname()), "{needed:?}");
+        }
         let libdir = libdir.to_str().expect("a UTF-8 path");
         let out = run(&[], &exe, &[("LD_LIBRARY_PATH", libdir)]);
         assert!(out.contains("all memory back"), "{out}");
@@ -421,8 +539,16 @@ fn make_install_then_the_readme_commands_build_the_example() {
         &target,
         &["uninstall", &format!("PREFIX={}", prefix.display())],
     );
-    for file in INSTALLED {
-        assert!(!prefix.join(file).exists(), "make uninstall left {file}");
+    for file in INSTALLED
+        .iter()
+        .copied()
+        .chain(installed_shared().iter().map(String::as_str))
+    {
+        let path = prefix.join(file);
+        assert!(
+            !path.exists() && !path.is_symlink(),
+            "make uninstall left {file}"
+        );
     }
 
     // A staged install puts the files under DESTDIR and names the final prefix.
@@ -441,6 +567,7 @@ fn make_install_then_the_readme_commands_build_the_example() {
             "staged install left out {file}"
         );
     }
+    check_installed_shared(&stage.join("opt/mv"));
     let pc = std::fs::read_to_string(stage.join("opt/mv/lib/pkgconfig/memvisor.pc")).expect("pc");
     assert!(
         pc.contains("prefix=/opt/mv\n") && pc.contains("libdir=/opt/mv/lib\n"),

@@ -260,8 +260,13 @@ static void test_client_errors(void) {
     CHECK_STATUS(memvisor_size_of(a, NULL, &size), MEMVISOR_STATUS_NULL_POINTER);
     CHECK_STATUS(memvisor_size_of(a, &local, NULL), MEMVISOR_STATUS_NULL_POINTER);
     CHECK_STATUS(memvisor_client_get_stats(a, NULL), MEMVISOR_STATUS_NULL_POINTER);
-    cs.size = 8;
+    cs.size = 12;
     CHECK_STATUS(memvisor_client_get_stats(a, &cs), MEMVISOR_STATUS_STRUCT_SIZE);
+    /* Just the size field (the smallest structure a header can have): only it is written. */
+    cs.size = 8;
+    cs.total_bytes = 77;
+    OK(memvisor_client_get_stats(a, &cs));
+    CHECK(cs.size == 8 && cs.total_bytes == 77);
     cs.size = sizeof cs;
 
     /* Sizes and alignments. */

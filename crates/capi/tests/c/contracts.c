@@ -153,8 +153,9 @@ static void test_refused_calls_change_no_statistic(void) {
     OK(memvisor_context_delete(ctx));
 }
 
-/* A request for a run of chunks is refused (and changes nothing) while its client keeps an
- * empty chunk the run would need; trimming the client gives that chunk back. */
+/* A run of chunks takes chunks no client holds, and the empty chunk its own client keeps
+ * (given back to the context first); a chunk another client holds stays its, and a run
+ * that would need it is refused with nothing changed. */
 static void test_run_needs_chunks_no_client_holds(void) {
     size_t len = 6 * CHUNK;
     void *memory = aligned_alloc(CHUNK, len);
@@ -162,22 +163,28 @@ static void test_run_needs_chunks_no_client_holds(void) {
     memvisor_config c = config_with(CHUNK, 16, 4096, 0);
     memvisor_context ctx;
     OK(memvisor_context_create(memory, len, &c, &ctx));
-    memvisor_client cl;
+    memvisor_client cl, other;
     OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &other));
     void *p = NULL;
     OK(memvisor_alloc(cl, 100, &p));
     OK(memvisor_client_free(cl, p, NULL));
+    void *held = NULL;
+    OK(memvisor_alloc(other, 100, &held));
     memvisor_client_stats before = client_stats(cl);
     memvisor_context_stats ctx_before = context_stats(ctx);
     CHECK(before.live_blocks == 0 && before.chunks == 1 && before.pinned_chunks == 1);
-    CHECK(ctx_before.max_block_size == len && ctx_before.largest_free_block == len - CHUNK);
+    CHECK(ctx_before.max_block_size == len && ctx_before.largest_free_block == len - 2 * CHUNK);
     p = NULL;
     CHECK_STATUS(memvisor_alloc(cl, len, &p), MEMVISOR_STATUS_OUT_OF_MEMORY);
     CHECK(p == NULL);
     UNCHANGED(cl, ctx, before, ctx_before);
-    OK(memvisor_client_trim(cl));
+    OK(memvisor_client_delete(other));
+    /* Every chunk but the one `cl` keeps is free: the run takes that one too. */
     OK(memvisor_alloc(cl, len, &p));
     memset(p, 0x5a, len);
+    memvisor_client_stats after = client_stats(cl);
+    CHECK(after.live_blocks == 1 && after.chunks == 6 && after.pinned_chunks == 0);
     OK(memvisor_client_delete(cl));
     OK(memvisor_context_delete(ctx));
     free(memory);
