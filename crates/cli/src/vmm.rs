@@ -55,18 +55,20 @@ struct FcMachine<'a> {
     #[serde(default, borrow)]
     huge_pages: Option<&'a RawValue>,
     /// Not about memory layout: checked as Firecracker checks it and left out; kept as
-    /// written, so that a count Firecracker refuses is shown where it is.
-    #[serde(default, borrow)]
-    vcpu_count: Option<&'a RawValue>,
+    /// written, so that a count Firecracker refuses is shown where it is. Required, as
+    /// `mem_size_mib` is (`null` is not a count).
+    #[serde(borrow)]
+    vcpu_count: &'a RawValue,
+    /// `false` when left out; `null` is refused, as Firecracker refuses it.
     #[serde(default)]
-    smt: Option<bool>,
-    // Not about memory layout: accepted and left out.
+    smt: bool,
+    // Not about memory layout: checked as Firecracker reads it and left out.
     #[serde(default)]
     #[allow(dead_code)]
-    cpu_template: Option<IgnoredAny>,
+    cpu_template: Option<FcCpuTemplate>,
     #[serde(default)]
     #[allow(dead_code)]
-    track_dirty_pages: Option<bool>,
+    track_dirty_pages: bool,
 }
 
 /// A whole number (errors say so rather than naming a Rust integer type).
@@ -83,6 +85,59 @@ impl<'de> Deserialize<'de> for Whole {
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Whole, E> {
                 Ok(Whole(v))
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
+/// Firecracker's static CPU templates (`StaticCpuTemplate`: x86_64's and aarch64's; the plan's
+/// architecture is chosen later, so either is taken).
+#[derive(Debug)]
+struct FcCpuTemplate;
+
+/// The names of [`FcCpuTemplate`]s.
+const FC_CPU_TEMPLATES: &[&str] = &["C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"];
+
+impl<'de> Deserialize<'de> for FcCpuTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FcCpuTemplate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a CPU template name")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                if FC_CPU_TEMPLATES.contains(&v) {
+                    Ok(FcCpuTemplate)
+                } else {
+                    Err(E::unknown_variant(v, FC_CPU_TEMPLATES))
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A whole number from 0 to 2^32 - 1 (errors say so rather than naming a Rust integer type).
+#[derive(Debug, Clone, Copy)]
+struct Whole32(#[allow(dead_code)] u32);
+
+impl<'de> Deserialize<'de> for Whole32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Whole32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number from 0 to 4294967295")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Whole32, E> {
+                u32::try_from(v)
+                    .map(Whole32)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
             }
         }
         d.deserialize_u64(V)
@@ -107,61 +162,125 @@ struct FcId<'a> {
     guest_mac: Option<&'a RawValue>,
 }
 
-/// Reads a device's id (and `is_root_device` and whether `socket` is set when `drive`) from
-/// its object, skipping every other field.
+/// The kinds of Firecracker's devices that have ids, as its structs read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FcKind {
+    /// `BlockDeviceConfig`.
+    Drive,
+    /// `NetworkInterfaceConfig`.
+    Net,
+    /// `VsockDeviceConfig`.
+    Vsock,
+}
+
+impl FcKind {
+    /// The key of the id.
+    fn id_key(self) -> &'static str {
+        match self {
+            Self::Drive => "drive_id",
+            Self::Net => "iface_id",
+            Self::Vsock => "vsock_id",
+        }
+    }
+
+    /// Every field Firecracker reads; it refuses any other.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Drive => &[
+                "drive_id",
+                "partuuid",
+                "is_root_device",
+                "cache_type",
+                "is_read_only",
+                "path_on_host",
+                "rate_limiter",
+                "io_engine",
+                "socket",
+            ],
+            Self::Net => &[
+                "iface_id",
+                "host_dev_name",
+                "guest_mac",
+                "mtu",
+                "rx_rate_limiter",
+                "tx_rate_limiter",
+            ],
+            Self::Vsock => &["vsock_id", "guest_cid", "uds_path"],
+        }
+    }
+
+    /// The fields Firecracker requires besides the id (a drive's and an interface's id is
+    /// required too; a vsock's is not).
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            Self::Drive => &["is_root_device"],
+            Self::Net => &["host_dev_name"],
+            Self::Vsock => &["guest_cid", "uds_path"],
+        }
+    }
+}
+
+/// Reads a device's id (and `is_root_device` and whether `socket` is set for a drive, the
+/// `guest_mac` of an interface) from its object, checking the other fields Firecracker
+/// requires and refusing the ones it does not know.
 struct FcIdVisitor {
-    drive: bool,
+    kind: FcKind,
 }
 
 impl<'de> Visitor<'de> for FcIdVisitor {
     type Value = FcId<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a Firecracker device object")
+        f.write_str(match self.kind {
+            FcKind::Vsock => "a vsock object",
+            FcKind::Drive | FcKind::Net => "a Firecracker device object",
+        })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<FcId<'de>, A::Error> {
         use serde::de::Error as _;
-        let mut id: Option<(std::borrow::Cow<'de, str>, Option<String>)> = None;
+        let kind = self.kind;
+        let mut id: Option<Option<String>> = None;
         let mut root = None;
         let mut socket: Option<Option<String>> = None;
         let mut guest_mac = None;
+        let mut seen: Vec<&'static str> = Vec::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if self.drive && key == "is_root_device" {
-                if root.is_some() {
-                    return Err(A::Error::duplicate_field("is_root_device"));
+            let Some(&field) = kind.fields().iter().find(|f| **f == key) else {
+                return Err(A::Error::unknown_field(&key, kind.fields()));
+            };
+            if seen.contains(&field) {
+                return Err(A::Error::duplicate_field(field));
+            }
+            seen.push(field);
+            match field {
+                "is_root_device" => root = Some(map.next_value::<&'de RawValue>()?),
+                "socket" => socket = Some(map.next_value::<Option<String>>()?),
+                "guest_mac" => guest_mac = Some(map.next_value::<&'de RawValue>()?),
+                "host_dev_name" | "uds_path" => {
+                    map.next_value::<String>()?;
                 }
-                root = Some(map.next_value::<&'de RawValue>()?);
-                continue;
-            }
-            if self.drive && key == "socket" {
-                if socket.is_some() {
-                    return Err(A::Error::duplicate_field("socket"));
+                "guest_cid" => {
+                    map.next_value::<Whole32>()?;
                 }
-                socket = Some(map.next_value::<Option<String>>()?);
-                continue;
-            }
-            if !self.drive && key == "guest_mac" {
-                if guest_mac.is_some() {
-                    return Err(A::Error::duplicate_field("guest_mac"));
+                _ if field == kind.id_key() => {
+                    id = Some(if kind == FcKind::Vsock {
+                        map.next_value::<Option<String>>()?
+                    } else {
+                        Some(map.next_value::<String>()?)
+                    });
                 }
-                guest_mac = Some(map.next_value::<&'de RawValue>()?);
-                continue;
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
-            if !matches!(key.as_ref(), "drive_id" | "iface_id" | "vsock_id") {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            if let Some((first, _)) = &id {
-                return Err(A::Error::custom(if *first == key {
-                    format!("duplicate field `{key}`")
-                } else {
-                    format!("`{first}` and `{key}` both give the device's id")
-                }));
-            }
-            let value = map.next_value::<Option<String>>()?;
-            id = Some((key, value));
+        }
+        if kind != FcKind::Vsock && id.is_none() {
+            return Err(A::Error::missing_field(kind.id_key()));
+        }
+        if let Some(missing) = kind.required().iter().find(|f| !seen.contains(f)) {
+            return Err(A::Error::missing_field(missing));
         }
         Ok(FcId {
-            id: id.and_then(|(_, v)| v),
+            id: id.flatten(),
             root,
             vhost_user: socket.flatten().is_some(),
             guest_mac,
@@ -171,7 +290,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
 
 impl<'de> Deserialize<'de> for FcId<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        d.deserialize_map(FcIdVisitor { drive: false })
+        d.deserialize_map(FcIdVisitor { kind: FcKind::Net })
     }
 }
 
@@ -185,7 +304,10 @@ struct FcDrive<'a>(FcId<'a>);
 
 impl<'de> Deserialize<'de> for FcDrive<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        d.deserialize_map(FcIdVisitor { drive: true }).map(FcDrive)
+        d.deserialize_map(FcIdVisitor {
+            kind: FcKind::Drive,
+        })
+        .map(FcDrive)
     }
 }
 
@@ -194,9 +316,17 @@ impl FcObject for FcDrive<'_> {
 }
 
 /// Firecracker's `vsock` object.
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct FcVsock<'a>(#[serde(borrow)] FcId<'a>);
+#[derive(Debug)]
+struct FcVsock<'a>(FcId<'a>);
+
+impl<'de> Deserialize<'de> for FcVsock<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(FcIdVisitor {
+            kind: FcKind::Vsock,
+        })
+        .map(FcVsock)
+    }
+}
 
 impl FcObject for FcVsock<'_> {
     const WHAT: &'static str = "a vsock object";
@@ -206,37 +336,59 @@ impl FcObject for FcVsock<'_> {
 /// size Firecracker refuses is shown where it is); its other fields do not change the memory
 /// map.
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a balloon object")]
+#[serde(deny_unknown_fields, expecting = "a balloon object")]
 struct FcBalloon<'a> {
-    #[serde(default, borrow)]
-    amount_mib: Option<&'a RawValue>,
+    /// Required, as `deflate_on_oom` is.
+    #[serde(borrow)]
+    amount_mib: &'a RawValue,
+    #[allow(dead_code)]
+    deflate_on_oom: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    stats_polling_interval_s: u16,
+    #[serde(default)]
+    #[allow(dead_code)]
+    free_page_hinting: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    free_page_reporting: bool,
 }
 
 impl FcObject for FcBalloon<'_> {
     const WHAT: &'static str = "a balloon object";
 }
 
-/// Firecracker's `boot-source` object: whether it has an initrd (`initrd_path`, kept as
-/// written), which Firecracker refuses with huge pages; its other fields do not change the
-/// memory map.
+/// Firecracker's `boot-source` object, checked as Firecracker reads it; its fields do not
+/// change the memory map.
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a boot-source object")]
-struct FcBootSource<'a> {
-    #[serde(default, borrow)]
-    initrd_path: Option<&'a RawValue>,
+#[serde(deny_unknown_fields, expecting = "a boot-source object")]
+struct FcBootSource {
+    /// Required.
+    #[allow(dead_code)]
+    kernel_image_path: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    initrd_path: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    boot_args: Option<String>,
 }
 
-impl FcObject for FcBootSource<'_> {
+impl FcObject for FcBootSource {
     const WHAT: &'static str = "a boot-source object";
 }
 
 /// Firecracker's largest `vcpu_count` (`MAX_SUPPORTED_VCPUS`).
 const FC_MAX_VCPUS: u64 = 32;
 
-/// Firecracker's `entropy` object; its fields do not change the memory map.
+/// Firecracker's `entropy` object; its one field does not change the memory map.
 #[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct FcEntropy(#[allow(dead_code)] IgnoredAny);
+#[serde(deny_unknown_fields, expecting = "an entropy object")]
+struct FcEntropy {
+    #[serde(default)]
+    #[allow(dead_code)]
+    rate_limiter: Option<IgnoredAny>,
+}
 
 impl FcObject for FcEntropy {
     const WHAT: &'static str = "an entropy object";
@@ -342,7 +494,8 @@ struct FcConfig<'a> {
     /// None when left out or `null`: Firecracker's defaults.
     #[serde(default, rename = "machine-config", borrow)]
     machine: Option<Object<FcMachine<'a>>>,
-    #[serde(default, borrow)]
+    /// Required (an empty list for none), as in Firecracker.
+    #[serde(borrow)]
     drives: FcList<'a>,
     #[serde(default, borrow, rename = "network-interfaces")]
     network: FcList<'a>,
@@ -352,8 +505,9 @@ struct FcConfig<'a> {
     balloon: Option<&'a RawValue>,
     #[serde(default, borrow)]
     entropy: Option<&'a RawValue>,
-    /// Read for its `initrd_path` only.
-    #[serde(default, borrow, rename = "boot-source")]
+    /// Read for its `initrd_path` only. Required (never `None` once read), as in
+    /// Firecracker; `None` only for a `machine-config` object alone.
+    #[serde(borrow, rename = "boot-source", deserialize_with = "required_raw")]
     boot_source: Option<&'a RawValue>,
     /// Not modelled: refused unless an empty list.
     #[serde(default, borrow)]
@@ -361,6 +515,13 @@ struct FcConfig<'a> {
     /// Not modelled: refused unless `null`.
     #[serde(default, borrow, rename = "memory-hotplug")]
     memory_hotplug: Option<&'a RawValue>,
+}
+
+/// A field that must be given, kept as written (`null` included, refused when it is read).
+fn required_raw<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 impl FcObject for FcConfig<'_> {
@@ -610,34 +771,53 @@ fn spec_error(origin: &str, message: String) -> Error {
 }
 
 /// The names of Firecracker's devices, given as `(type, short type, id)` in spec order.
-/// Firecracker keeps ids per device type, any id is its own and of any length; a spec's device
-/// names are unique, at most [`MAX_NAME_CHARS`] characters, and may not be one the plan gives
-/// to another part of the map. So an id is the name of the first device that has it unless it
-/// is too long or the plan reserves it (`serial`, `GIC`, ...). Any other device with an id
-/// takes the first of these that is neither taken nor reserved: for the first device with an
-/// id that is too long, the id itself; then its short type and id (`blk-serial`, `net-1`);
-/// then that with `-2`, `-3`... after it. A name that would be too long keeps the start of the
-/// id, as much of it as fits with `~` after it to mark the cut (and the type before and the
-/// number after it). A device without an id gets the spec's default name.
+/// Firecracker keeps ids per device type, any string is an id, its own and of any length; a
+/// spec's device names are unique, at most [`MAX_NAME_CHARS`] characters, not blank, with no
+/// white space at an end nor other than the space inside, no control or format characters,
+/// and may not be one the plan gives to another part of the map. So an id is the name of the
+/// first device that has it unless it is too long, not a name ([`name_text`] changes it) or
+/// the plan reserves it (`serial`, `GIC`, ...). Any other device with an id takes the first of
+/// these that is a name neither taken nor reserved: for the first device with an id that is
+/// too long or not a name, the id's [`name_text`]; then its short type and that
+/// (`blk-serial`, `net-1`); then that with `-2`, `-3`... after it. A name that would be too long
+/// keeps the start of the id, as much of it as fits with `~` after it to mark the cut (and the type
+/// before and the number after it). A device without an id (a vsock may have none) gets the
+/// spec's default name.
 fn device_names(devices: &[(&str, &str, Option<&str>)]) -> Vec<Option<String>> {
     use std::collections::{HashMap, HashSet};
     let reserved = |name: &str| crate::spec::names_other_map_part(name);
     let fits = |name: &str| name.chars().count() <= MAX_NAME_CHARS;
-    // `prefix`, `id` and `suffix`, the id cut (and `~` after it) where they would not fit.
-    let fit = |prefix: &str, id: &str, suffix: &str| {
-        let whole = format!("{prefix}{id}{suffix}");
-        if fits(&whole) {
-            return whole;
+    // Written as a name may be: `name_text` changes nothing, and it is not empty.
+    let clean = |name: &str| !name.is_empty() && name_text(name).0 == name;
+    // `prefix`, the id's text (with the bytes and characters of each of its parts: a
+    // character, or the escape written for one) and `suffix`, the text cut after a whole part
+    // (and `~` after it) where they would not fit.
+    let fit = |prefix: &str, (text, parts): &(String, Vec<(usize, usize)>), suffix: &str| {
+        let (p, s) = (prefix.chars().count(), suffix.chars().count());
+        // Each part is a character at least: only a text of few parts can fit whole (so no
+        // long id is counted again for every candidate).
+        if parts.len() <= MAX_NAME_CHARS
+            && p + parts.iter().map(|&(_, c)| c).sum::<usize>() + s <= MAX_NAME_CHARS
+        {
+            return format!("{prefix}{text}{suffix}");
         }
-        let room = MAX_NAME_CHARS - prefix.chars().count() - suffix.chars().count() - 1;
-        let cut: String = id.chars().take(room).collect();
-        format!("{prefix}{cut}~{suffix}")
+        let mut room = MAX_NAME_CHARS - p - s - 1;
+        let mut end = 0;
+        for &(bytes, chars) in parts {
+            if chars > room {
+                break;
+            }
+            room -= chars;
+            end += bytes;
+        }
+        format!("{prefix}{}~{suffix}", &text[..end])
     };
     // Each id that is kept as a name, and the device that keeps it.
     let mut kept: HashMap<&str, usize> = HashMap::new();
     for (i, (_, _, id)) in devices.iter().enumerate() {
         if let Some(id) = id
             && fits(id)
+            && clean(id)
             && !reserved(id)
         {
             kept.entry(id).or_insert(i);
@@ -654,20 +834,46 @@ fn device_names(devices: &[(&str, &str, Option<&str>)]) -> Vec<Option<String>> {
             if kept.get(id) == Some(&i) {
                 return Some(id.to_owned());
             }
-            let own = (first && !fits(id)).then(|| fit("", id, ""));
+            let text = name_text(id);
+            let own = (first && !(fits(id) && clean(id))).then(|| fit("", &text, ""));
+            let text = &text;
             let prefix = format!("{short}-");
             // Each candidate differs from the others, so at most one try more than there are
             // devices.
             let name = own
                 .into_iter()
-                .chain(std::iter::once(fit(&prefix, id, "")))
-                .chain((2..).map(|k| fit(&prefix, id, &format!("-{k}"))))
-                .find(|n| !used.contains(n) && !reserved(n))
+                .chain(std::iter::once(fit(&prefix, text, "")))
+                .chain((2..).map(|k| fit(&prefix, text, &format!("-{k}"))))
+                .find(|n| !n.is_empty() && !used.contains(n) && !reserved(n))
                 .unwrap_or_default();
             used.insert(name.clone());
             Some(name)
         })
         .collect()
+}
+
+/// `id` as a name may hold it: each control or format character, white space other than the
+/// space, and a space at either end written as `\u{..}` (its code point in hex), so that the
+/// text shows what the id holds; with the bytes and characters of each part of the text (one
+/// character of the id each), so that it can be cut between them.
+fn name_text(id: &str) -> (String, Vec<(usize, usize)>) {
+    let last = id.chars().count().saturating_sub(1);
+    let mut text = String::with_capacity(id.len());
+    let mut parts = Vec::new();
+    for (i, c) in id.chars().enumerate() {
+        if crate::render::needs_escape(c)
+            || (c.is_whitespace() && (c != ' ' || i == 0 || i == last))
+        {
+            let escape = format!("\\u{{{:x}}}", u32::from(c));
+            // ASCII: as many characters as bytes.
+            parts.push((escape.len(), escape.len()));
+            text.push_str(&escape);
+        } else {
+            parts.push((c.len_utf8(), 1));
+            text.push(c);
+        }
+    }
+    (text, parts)
 }
 
 /// The entries of the device list `name` of the file `src`, each read as a drive (`drive`) or
@@ -695,24 +901,19 @@ fn fc_entries<'a>(
 }
 
 /// Checks `machine`'s `vcpu_count` (at field path prefix `path`) as Firecracker does: 1 to
-/// [`FC_MAX_VCPUS`], and 1 or an even number with `smt`. `null` or no count is Firecracker's
-/// default, one.
+/// [`FC_MAX_VCPUS`], and 1 or an even number with `smt`. The count is required.
 ///
 /// # Errors
 /// [`SpecError`] at the count for one Firecracker refuses, or for one that is not a whole
 /// number.
 fn fc_vcpus(src: Source<'_>, machine: &FcMachine<'_>, path: &str) -> Result<()> {
-    let Some(raw) = machine.vcpu_count else {
-        return Ok(());
-    };
+    let raw = machine.vcpu_count;
     let field = format!("{path}vcpu_count");
     let at = fc_offset(src, raw);
-    let Some(Whole(count)) = from_json::<Option<Whole>>(src, at, raw.get(), &field)? else {
-        return Ok(());
-    };
+    let Whole(count) = from_json::<Whole>(src, at, raw.get(), &field)?;
     let problem = if count == 0 || count > FC_MAX_VCPUS {
         format!("{count} vCPUs (Firecracker takes 1 to {FC_MAX_VCPUS})")
-    } else if machine.smt == Some(true) && count % 2 == 1 && count > 1 {
+    } else if machine.smt && count % 2 == 1 && count > 1 {
         format!("{count} vCPUs with smt (Firecracker takes 1 or an even number with SMT)")
     } else {
         return Ok(());
@@ -726,77 +927,92 @@ fn fc_vcpus(src: Source<'_>, machine: &FcMachine<'_>, path: &str) -> Result<()> 
         .into())
 }
 
-/// Checks what Firecracker checks of the memory's other users against the memory of
-/// `mem_size_mib` MiB, with 2 MiB huge pages when `huge_pages` (the field that asks for them)
-/// is given: an initrd (`boot-source.initrd_path`) and a balloon are refused with huge pages,
-/// and a balloon's target (`amount_mib`, at most 2^32 - 1) may not be more than the memory.
+/// Checks what Firecracker checks of the memory (`mem_size_mib`, the size and its field path;
+/// `None` for Firecracker's default) and of its balloon: a
+/// size of at least 1 MiB, a whole number of 2 MiB huge pages when `huge` (the memory is
+/// backed by them), and a size in bytes that fits in 64 bits; a balloon target (`amount_mib`,
+/// at most 2^32 - 1) no larger than the memory.
 ///
 /// # Errors
 /// [`SpecError`] at the value Firecracker refuses.
-fn fc_memory_users(
+fn fc_memory(
     src: Source<'_>,
-    mem_size_mib: u64,
-    huge_pages: Option<&str>,
-    boot_source: Option<&FcBootSource<'_>>,
-    balloon: Option<&(&RawValue, FcBalloon<'_>)>,
+    mem: Option<(u64, &str)>,
+    huge: bool,
+    balloon: Option<&FcBalloon<'_>>,
 ) -> Result<()> {
     let span = |raw: &RawValue| {
         let at = fc_offset(src, raw);
         Some(at..at + raw.get().len())
     };
-    if let Some(raw) = boot_source.and_then(|b| b.initrd_path) {
-        let field = "boot-source.initrd_path";
-        let initrd = from_json::<Option<String>>(src, fc_offset(src, raw), raw.get(), field)?;
-        if let (Some(_), Some(huge)) = (initrd, huge_pages) {
-            return Err(src
-                .error(
-                    field.to_owned(),
-                    span(raw),
-                    Problem::Invalid(format!(
-                        "an initrd with huge pages (`{huge}` is \"2M\"): Firecracker refuses it"
-                    )),
-                )
-                .into());
-        }
-    }
-    let Some((raw, balloon)) = balloon else {
-        return Ok(());
-    };
-    if let Some(amount) = balloon.amount_mib {
-        let field = "balloon.amount_mib";
-        let Whole(mib) = from_json(src, fc_offset(src, amount), amount.get(), field)?;
-        let problem = if mib > u64::from(u32::MAX) {
+    let mem_size_mib = mem.map_or(FC_DEFAULT_MEM_SIZE_MIB, |(mib, _)| mib);
+    if let Some((mib, field)) = mem {
+        let problem = if mib == 0 {
+            Some("0 MiB of guest memory (Firecracker refuses it)".to_owned())
+        } else if huge && mib % 2 == 1 {
             Some(format!(
-                "a balloon target of {mib} MiB is more than Firecracker takes (at most {} MiB)",
-                u32::MAX
+                "{mib} MiB is not a multiple of the 2 MiB huge page (Firecracker refuses it)"
             ))
-        } else if mib > mem_size_mib {
-            Some(format!(
-                "a balloon target of {mib} MiB is more than the {mem_size_mib} MiB of guest \
-                 memory (Firecracker refuses it)"
-            ))
+        } else if mib.checked_mul(1 << 20).is_none() {
+            Some(format!("{mib} MiB is more than 2^64 bytes"))
         } else {
             None
         };
         if let Some(problem) = problem {
             return Err(src
-                .error(field.to_owned(), span(amount), Problem::Invalid(problem))
+                .error(
+                    field.to_owned(),
+                    fc_mem_size_span(src),
+                    Problem::Invalid(problem),
+                )
                 .into());
         }
     }
-    if let Some(huge) = huge_pages {
-        return Err(src
-            .error(
-                "balloon".to_owned(),
-                span(raw),
-                Problem::Invalid(format!(
-                    "a balloon device with huge pages (`{huge}` is \"2M\"): Firecracker \
-                     refuses it, as a balloon cannot free part of a huge page"
-                )),
-            )
-            .into());
+    let Some(balloon) = balloon else {
+        return Ok(());
+    };
+    let amount = balloon.amount_mib;
+    let field = "balloon.amount_mib";
+    let Whole(mib) = from_json(src, fc_offset(src, amount), amount.get(), field)?;
+    let problem = if mib > u64::from(u32::MAX) {
+        format!(
+            "a balloon target of {mib} MiB is more than Firecracker takes (at most {} MiB)",
+            u32::MAX
+        )
+    } else if mib > mem_size_mib {
+        format!(
+            "a balloon target of {mib} MiB is more than the {mem_size_mib} MiB of guest memory \
+             (Firecracker refuses it)"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(src
+        .error(field.to_owned(), span(amount), Problem::Invalid(problem))
+        .into())
+}
+
+/// Where the `mem_size_mib` of the file `src` (a whole configuration or a `machine-config`
+/// object, read without a mistake already) is written.
+fn fc_mem_size_span(src: Source<'_>) -> Option<std::ops::Range<usize>> {
+    #[derive(Deserialize)]
+    struct Whole<'a> {
+        #[serde(default, borrow, rename = "machine-config")]
+        machine: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        mem_size_mib: Option<&'a RawValue>,
     }
-    Ok(())
+    let top: Whole<'_> = serde_json::from_str(src.text).ok()?;
+    let raw = match top.machine {
+        Some(machine) => {
+            serde_json::from_str::<Whole<'_>>(machine.get())
+                .ok()?
+                .mem_size_mib?
+        }
+        None => top.mem_size_mib?,
+    };
+    let at = fc_offset(src, raw);
+    Some(at..at + raw.get().len())
 }
 
 /// Where `raw`, a part of the file `src`, starts in it.
@@ -809,7 +1025,7 @@ fn fc_offset(src: Source<'_>, raw: &RawValue) -> usize {
 /// earlier drive has replaces it in its place (one device); the root drive
 /// (`is_root_device: true`) goes first, a new one put in front of the others and an earlier
 /// drive made root by a later entry trading places with the first drive; a root drive other
-/// than the one that is first is refused, naming both. A drive without an id is its own.
+/// than the one that is first is refused, naming both. (Every drive has an id: it is required.)
 fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBlock>> {
     // Each drive's id, whether it is the root drive, and the entry it comes from.
     let mut list: std::collections::VecDeque<(FcBlock, bool, usize)> =
@@ -818,9 +1034,7 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBloc
     for (i, drive) in drives.into_iter().enumerate() {
         let field = format!("drives[{i}].is_root_device");
         let root = match drive.root {
-            Some(raw) => {
-                from_json::<Option<bool>>(src, offset(raw), raw.get(), &field)?.unwrap_or(false)
-            }
+            Some(raw) => from_json::<bool>(src, offset(raw), raw.get(), &field)?,
             None => false,
         };
         let position = drive.id.as_deref().and_then(|id| {
@@ -874,7 +1088,7 @@ struct FcBlock {
 /// The ids of the network interfaces Firecracker builds from `interfaces` (the entries in
 /// file order), in the order it attaches them. As Firecracker's list of interfaces does: an
 /// interface whose id an earlier one has replaces it, the last interface taking the old one's
-/// place and the new one going last (one device). An interface without an id is its own.
+/// place and the new one going last (one device). (Every interface has an id: it is required.)
 ///
 /// # Errors
 /// [`SpecError`] for a `guest_mac` that is not a MAC address or that another interface of the
@@ -982,14 +1196,25 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// order Firecracker attaches them in), named by their ids (an
 /// id the plan reserves, or one a device of another type already took, is qualified by type:
 /// `blk-serial`, `net-1`; one longer than a name may be is cut to fit, with `~` at the cut;
-/// see SPEC.md); the serial port) or a `machine-config` object alone (memory
-/// and the serial port). `mem_size_mib` becomes `memory.size`; `huge_pages = "2M"` becomes
-/// 2 MiB huge pages, `"None"` base pages. The memory is private anonymous memory, or a memfd
-/// when a drive is vhost-user (has a `socket`), as Firecracker backs it. `vcpu_count`, `smt`,
-/// `cpu_template` and `track_dirty_pages` do not change the memory map and are left out, once
-/// `vcpu_count` is checked as Firecracker checks it (1 to 32; 1 or even with `smt`). As
-/// Firecracker, a balloon's `amount_mib` may not be more than `mem_size_mib`, and neither a
-/// balloon nor an initrd (`boot-source.initrd_path`) goes with huge pages.
+/// one that is not a name, such as an empty id or one with a control character, is named by
+/// its text with those characters written as `\u{..}`; see SPEC.md); the serial port) or a
+/// `machine-config` object alone (memory and the serial port).
+///
+/// What Firecracker requires is required: `boot-source` (with its `kernel_image_path`) and
+/// `drives` (an empty list for none) in a whole configuration; `vcpu_count` and
+/// `mem_size_mib` in `machine-config` (which may itself be left out or `null`: Firecracker's
+/// defaults, 128 MiB); `amount_mib` and `deflate_on_oom` in a `balloon`. `null` is not a
+/// value for any of these, nor for `smt` or `track_dirty_pages`; unknown fields of
+/// `machine-config`, `boot-source` and `balloon` are refused, as Firecracker refuses them.
+///
+/// `mem_size_mib` becomes `memory.size`; `huge_pages = "2M"` becomes 2 MiB huge pages,
+/// `"None"` base pages. The memory is private anonymous memory, or a memfd when a drive is
+/// vhost-user (has a `socket`), as Firecracker backs it. `vcpu_count`, `smt`, `cpu_template`
+/// and `track_dirty_pages` do not change the memory map and are left out, once `vcpu_count`
+/// is checked as Firecracker checks it (1 to 32; 1 or even with `smt`). As Firecracker, the
+/// memory is at least 1 MiB and a whole number of huge pages with `"2M"`, and a balloon's
+/// `amount_mib` may not be more than `mem_size_mib`; a balloon and an initrd go with huge
+/// pages (Firecracker 1.14 on).
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
@@ -998,9 +1223,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 ///
 /// # Errors
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
-/// object belongs included), an unknown `huge_pages` value, a second root drive, too many
-/// devices, or a `vcpu_count`, balloon or initrd that Firecracker refuses, with the field
-/// and its line and column in the file; [`Error::SpecTooLarge`] when the converted spec would be
+/// object belongs included, a required field missing or `null`, an unknown field), an unknown
+/// `huge_pages` value, a second root drive, too many devices, or a `vcpu_count`,
+/// `mem_size_mib` or balloon target that Firecracker refuses, with the field and its line
+/// and column in the file; [`Error::SpecTooLarge`] when the converted spec would be
 /// larger than a spec may be.
 ///
 /// ```
@@ -1067,9 +1293,11 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     if let Some(m) = &machine {
         fc_vcpus(src, m, machine_path)?;
     }
-    let (mem_size_mib, machine_huge_pages) = machine.map_or((FC_DEFAULT_MEM_SIZE_MIB, None), |m| {
-        (m.mem_size_mib.0, m.huge_pages)
-    });
+    let (mem_size_mib, machine_huge_pages) = machine
+        .as_ref()
+        .map_or((FC_DEFAULT_MEM_SIZE_MIB, None), |m| {
+            (m.mem_size_mib.0, m.huge_pages)
+        });
     // Counts first, as for a spec's [[device]] tables: no entry is read past the limit. The
     // parts in the order Firecracker attaches their devices: a list's entries, or one object.
     let parts: [(&str, usize, Option<&FcList<'_>>, Option<&RawValue>); 5] = [
@@ -1142,17 +1370,12 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     let balloon = config
         .balloon
         .map(|raw| {
-            from_json::<Object<FcBalloon>>(src, offset(raw), raw.get(), "balloon")
-                .map(|b| (raw, b.0))
+            from_json::<Object<FcBalloon>>(src, offset(raw), raw.get(), "balloon").map(|b| b.0)
         })
         .transpose()?;
-    let boot_source = config
-        .boot_source
-        .map(|raw| {
-            from_json::<Option<Object<FcBootSource>>>(src, offset(raw), raw.get(), "boot-source")
-        })
-        .transpose()?
-        .flatten();
+    if let Some(raw) = config.boot_source {
+        from_json::<Object<FcBootSource>>(src, offset(raw), raw.get(), "boot-source")?;
+    }
     if let Some(raw) = config.entropy {
         from_json::<Object<FcEntropy>>(src, offset(raw), raw.get(), "entropy")?;
     }
@@ -1194,11 +1417,13 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         }
     }
     let huge = huge_pages.as_ref().is_some_and(|(_, v)| v == "2M");
-    fc_memory_users(
+    let mem_field = format!("{machine_path}mem_size_mib");
+    fc_memory(
         src,
-        mem_size_mib,
-        huge.then_some(huge_pages_field.as_str()),
-        boot_source.as_ref().map(|b| &b.0),
+        machine
+            .as_ref()
+            .map(|m| (m.mem_size_mib.0, mem_field.as_str())),
+        huge,
         balloon.as_ref(),
     )?;
     let mut ided: Vec<(&str, &str, Option<&str>)> = Vec::new();
@@ -1251,17 +1476,18 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
 }
 
 /// The spec of Cloud Hypervisor's `--memory` option (`size=1G,hotplug_size=4G,shared=on`):
-/// `size` is the boot RAM; `hotplug_size` one hotplug slot of that size; `shared=on` or
-/// `hugepages=on` memfd memory (else private anonymous); `hugepages=on` explicit huge pages of
-/// `hugepage_size` (default 2M), else transparent ones unless `thp=off`; `prefault=on` one
-/// prefault thread. `hotplug_method`, `hotplugged_size` and `mergeable` are checked and left
-/// out. Sizes take
+/// `size` is the boot RAM (Cloud Hypervisor's default, 512 MiB, when it is not given; an
+/// option string of white space alone gives every default); `hotplug_size` one hotplug slot
+/// of that size; `shared=on` or `hugepages=on` memfd memory (else private anonymous);
+/// `hugepages=on` explicit huge pages of `hugepage_size` (default 2M), else transparent ones
+/// unless `thp=off`; `prefault=on` one prefault thread. `hotplug_method`, `hotplugged_size`,
+/// `mergeable` and `reserve` are checked and left out. Sizes take
 /// Cloud Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one
 /// not given, as in Cloud Hypervisor (`thp=` leaves THP on).
 ///
 /// # Errors
-/// [`Error::Import`] for an unknown option, a bad size or `on`/`off` value, no `size`, or
-/// what Cloud Hypervisor refuses: `hotplug_size=0`, a `hotplugged_size` without
+/// [`Error::Import`] for an unknown option, a bad size or `on`/`off` value, a `file` (not
+/// modelled), or what Cloud Hypervisor refuses: `hotplug_size=0`, a `hotplugged_size` without
 /// `hotplug_method=virtio-mem` or larger than `hotplug_size`, virtio-mem sizes off its
 /// alignment (128 MiB for `hotplug_size`, 2 MiB for `hotplugged_size`), `hugepage_size`
 /// without `hugepages=on`, `mergeable=on` with `shared=on`.
@@ -1289,7 +1515,14 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     let mut mergeable = false;
     let mut hotplugged = None;
     let mut virtio_mem = false;
-    for item in ch_items(option).map_err(|m| err(m.to_owned()))? {
+    // As Cloud Hypervisor's option parser: an option string of white space alone gives every
+    // default.
+    let items = if option.trim().is_empty() {
+        Vec::new()
+    } else {
+        ch_items(option).map_err(|m| err(m.to_owned()))?
+    };
+    for item in items {
         // As Cloud Hypervisor's option parser: every item is key=value (an empty one too is
         // refused) and values are trimmed; an empty value is one not given. On/off take any
         // case, unquoted; sizes and the hotplug method may be quoted.
@@ -1331,6 +1564,18 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
             "thp" => thp = on_off(true)?,
             "prefault" => prefault = on_off(false)?,
             "mergeable" => mergeable = on_off(false)?,
+            // Whether the memory is mapped without MAP_NORESERVE: not about the map.
+            "reserve" => {
+                on_off(false)?;
+            }
+            "file" if !value.is_empty() => {
+                return Err(err(
+                    "file: memory backed by a file is not modelled (a spec's memory is \
+                     anonymous, a memfd or hugetlbfs files); remove it to plan the rest"
+                        .to_owned(),
+                ));
+            }
+            "file" => {}
             "hotplug_method" => {
                 let method = ch_dequote(value).to_lowercase();
                 virtio_mem = match method.as_str() {
@@ -1348,8 +1593,9 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
             }
             other => {
                 return Err(err(format!(
-                    "unknown option `{}` (known: size, hotplug_size, hotplug_method, \
-                     hotplugged_size, shared, hugepages, hugepage_size, thp, prefault, mergeable)",
+                    "unknown option `{}` (known: size, file, hotplug_size, hotplug_method, \
+                     hotplugged_size, shared, hugepages, hugepage_size, thp, prefault, \
+                     reserve, mergeable)",
                     crate::render::escape(other)
                 )));
             }
@@ -1413,7 +1659,7 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
             crate::size::Size(VIRTIO_MEM_BLOCK)
         )));
     }
-    let size = size.ok_or_else(|| err("no size=".to_owned()))?;
+    let size = size.unwrap_or(CH_DEFAULT_MEMORY);
     let mut memory = Table::new();
     memory.insert(
         "size".into(),
@@ -1466,6 +1712,9 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
     spec.insert("serial".into(), Value::Table(Table::new()));
     Ok(crate::render::escape_toml(&spec.to_string()))
 }
+
+/// Cloud Hypervisor's boot RAM when `size` is not given (`DEFAULT_MEMORY_MB`, 512 MiB).
+const CH_DEFAULT_MEMORY: u64 = 512 << 20;
 
 /// Cloud Hypervisor's default `max_phys_bits`, the most address bits it gives a guest.
 const CH_PHYS_BITS: i64 = 46;
@@ -1604,7 +1853,7 @@ mod tests {
         use crate::spec::{BackingKind, PageKind};
         let config = |huge: &str, drives: &str| {
             let json = format!(
-                r#"{{"machine-config": {{"mem_size_mib": 64, "huge_pages": "{huge}"}}, "drives": {drives}}}"#
+                r#"{{"machine-config": {{"mem_size_mib": 64, "vcpu_count": 1, "huge_pages": "{huge}"}}, "drives": {drives}, "boot-source": {{"kernel_image_path": "k"}}}}"#
             );
             let memory = spec_of(&firecracker_spec("fc.json", &json).unwrap()).memory;
             (memory.backing, memory.pages)
@@ -1623,8 +1872,8 @@ mod tests {
         );
         assert_eq!(config("None", vhost), (BackingKind::Memfd, PageKind::Base));
         // A later drive with the same id replaces the vhost-user one.
-        let replaced = r#"[{"drive_id": "data", "socket": "/run/blk.sock"},
-                           {"drive_id": "data", "path_on_host": "d.ext4"}]"#;
+        let replaced = r#"[{"drive_id": "data", "socket": "/run/blk.sock", "is_root_device": false},
+                           {"drive_id": "data", "path_on_host": "d.ext4", "is_root_device": false}]"#;
         assert_eq!(
             config("None", replaced),
             (BackingKind::Anonymous, PageKind::Base)
@@ -1633,23 +1882,26 @@ mod tests {
 
     #[test]
     fn firecracker_bad_input_is_refused() {
-        let e =
-            firecracker_spec("x", "{\"mem_size_mib\": 64, \"huge_pages\": \"1G\"}").unwrap_err();
+        let e = firecracker_spec(
+            "x",
+            "{\"vcpu_count\": 1, \"mem_size_mib\": 64, \"huge_pages\": \"1G\"}",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("unknown value `1G`"), "{e}");
-        let e = firecracker_spec("x", "{\"mem_size_mib\": 64, \"mem_size\": 1}").unwrap_err();
+        let e = firecracker_spec(
+            "x",
+            "{\"vcpu_count\": 1, \"mem_size_mib\": 64, \"mem_size\": 1}",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("unknown field `mem_size`"), "{e}");
         let e = firecracker_spec("x", "[1,").unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        // A drive id that would break TOML stays a string, then the name check refuses it.
-        let json = r#"{"machine-config": {"mem_size_mib": 64}, "drives": [{"drive_id": "a\"\n[memory]"}]}"#;
+        // A drive id that would break TOML stays a string, its line break written out.
+        let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "drives": [{"drive_id": "a\"\n[memory]", "is_root_device": false}], "boot-source": {"kernel_image_path": "k"}}"#;
         let toml = firecracker_spec("x", json).unwrap();
-        assert!(
-            parse(Source {
-                origin: "x",
-                text: &toml
-            })
-            .is_err()
-        );
+        let spec = spec_of(&toml);
+        assert_eq!(spec.devices.len(), 1);
+        assert_eq!(spec.devices[0].name, r#"a"\u{a}[memory]"#);
     }
 
     /// The error of a Firecracker file `json`, as a spec error (field, position, problem).
@@ -1664,12 +1916,12 @@ mod tests {
     fn firecracker_arrays_and_scalars_are_not_objects() {
         for (json, field, expected) in [
             (
-                r#"[{"mem_size_mib": 64}]"#,
+                r#"[{"mem_size_mib": 64, "vcpu_count": 1}]"#,
                 "",
                 "invalid type: sequence, expected a Firecracker configuration object",
             ),
             (
-                r#"[{"mem_size_mib": 64}, [["rootfs"],["data"]], [["eth0"]], ["v0"], 1, 2]"#,
+                r#"[{"mem_size_mib": 64, "vcpu_count": 1}, [["rootfs"],["data"]], [["eth0"]], ["v0"], 1, 2]"#,
                 "",
                 "invalid type: sequence, expected a Firecracker configuration object",
             ),
@@ -1679,37 +1931,37 @@ mod tests {
                 "invalid type: sequence, expected a Firecracker configuration object",
             ),
             (
-                r#"{"machine-config": [64]}"#,
+                r#"{"machine-config": [64], "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
                 "machine-config",
                 "invalid type: sequence, expected a machine-config object",
             ),
             (
-                r#"{"machine-config": [64, "2M"], "drives": [["rootfs"]], "vsock": ["v0"], "balloon": false, "entropy": 0}"#,
+                r#"{"machine-config": [64, "2M"], "drives": [["rootfs"]], "vsock": ["v0"], "balloon": false, "entropy": 0, "boot-source": {"kernel_image_path": "k"}}"#,
                 "machine-config",
                 "invalid type: sequence, expected a machine-config object",
             ),
             (
-                r#"{"machine-config": {"mem_size_mib": 64}, "drives": [["rootfs"]]}"#,
+                r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "drives": [["rootfs"]], "boot-source": {"kernel_image_path": "k"}}"#,
                 "drives[0]",
                 "invalid type: sequence, expected a Firecracker device object",
             ),
             (
-                r#"{"machine-config": {"mem_size_mib": 64}, "vsock": ["v0"]}"#,
+                r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "vsock": ["v0"], "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
                 "vsock",
                 "invalid type: sequence, expected a vsock object",
             ),
             (
-                r#"{"machine-config": {"mem_size_mib": 64}, "balloon": false}"#,
+                r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "balloon": false, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
                 "balloon",
                 "invalid type: boolean `false`, expected a balloon object",
             ),
             (
-                r#"{"machine-config": {"mem_size_mib": 64}, "entropy": 0}"#,
+                r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "entropy": 0, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
                 "entropy",
                 "invalid type: integer `0`, expected an entropy object",
             ),
             (
-                r#"{"machine-config": {"mem_size_mib": 64}, "balloon": "x"}"#,
+                r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "balloon": "x", "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
                 "balloon",
                 "invalid type: string \"x\", expected a balloon object",
             ),
@@ -1726,10 +1978,10 @@ mod tests {
 
     #[test]
     fn firecracker_null_devices_are_none() {
-        let json = r#"{"machine-config": {"mem_size_mib": 64}, "vsock": null, "balloon": null, "entropy": null}"#;
+        let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "vsock": null, "balloon": null, "entropy": null, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#;
         let spec = spec_of(&firecracker_spec("fc.json", json).unwrap());
         assert!(spec.devices.is_empty());
-        let json = r#"{"machine-config": {"mem_size_mib": 64}, "balloon": {}, "entropy": {"rate_limiter": null}}"#;
+        let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "balloon": {"amount_mib": 0, "deflate_on_oom": false}, "entropy": {"rate_limiter": null}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#;
         let spec = spec_of(&firecracker_spec("fc.json", json).unwrap());
         let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["balloon0", "rng0"]);
@@ -1738,13 +1990,13 @@ mod tests {
     #[test]
     fn firecracker_messages_name_no_internal_type() {
         for json in [
-            r#"{"machine-config": 5}"#,
-            r#"{"machine-config": []}"#,
-            r#"{"machine-config": [64, "2M", 1, 2, 3, 4]}"#,
+            r#"{"machine-config": 5, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
+            r#"{"machine-config": [], "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
+            r#"{"machine-config": [64, "2M", 1, 2, 3, 4], "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
             r#"[]"#,
             r#"[64]"#,
             r#"5"#,
-            r#"{"machine-config": {"mem_size_mib": 64}, "drives": [7]}"#,
+            r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "drives": [7], "boot-source": {"kernel_image_path": "k"}}"#,
             r#"{"mem_size_mib": 1.5}"#,
             r#"{"mem_size_mib": -1}"#,
             r#"{"mem_size_mib": 64, "vcpu_count": "2"}"#,
@@ -1756,26 +2008,30 @@ mod tests {
             );
         }
         assert!(
-            fc_error(r#"{"machine-config": 5}"#)
-                .to_string()
-                .ends_with("invalid type: integer `5`, expected a machine-config object")
+            fc_error(
+                r#"{"machine-config": 5, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#
+            )
+            .to_string()
+            .ends_with("invalid type: integer `5`, expected a machine-config object")
         );
     }
 
     #[test]
     fn firecracker_huge_pages_mistake_has_its_field_and_position() {
-        let e = fc_error("{\"mem_size_mib\": 64,\n \"huge_pages\": \"1G\"}");
+        let e = fc_error("{\"mem_size_mib\": 64, \"vcpu_count\": 1,\n \"huge_pages\": \"1G\"}");
         assert_eq!(e.field, "huge_pages");
         assert_eq!(e.position, Some((2, 16)));
         assert_eq!(
             e.problem.to_string(),
             "unknown value `1G` (expected one of: None, 2M)"
         );
-        let e = fc_error(r#"{"machine-config": {"mem_size_mib": 64, "huge_pages": "\u001b"}}"#);
+        let e = fc_error(
+            r#"{"machine-config": {"mem_size_mib": 64, "huge_pages": "\u001b", "vcpu_count": 1}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
+        );
         assert_eq!(e.field, "machine-config.huge_pages");
         assert_eq!(e.position, Some((1, 55)));
         assert!(e.problem.to_string().contains("`\\u{1b}`"), "{e}");
-        let e = fc_error(r#"{"mem_size_mib": 64, "huge_pages": 2}"#);
+        let e = fc_error(r#"{"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": 2}"#);
         assert_eq!(e.field, "huge_pages");
         assert!(e.problem.to_string().contains("expected a string"), "{e}");
     }
@@ -1800,9 +2056,11 @@ mod tests {
     #[test]
     fn firecracker_wrong_values_are_found_in_minified_and_pretty_json() {
         use serde_json::json;
-        let machine = |v: serde_json::Value| json!({"machine-config": v});
+        let boot = json!({"kernel_image_path": "k"});
+        let machine =
+            |v: serde_json::Value| json!({"machine-config": v, "boot-source": boot, "drives": []});
         let with_machine = |key: &str, v: serde_json::Value| {
-            let mut config = json!({"machine-config": {"mem_size_mib": 64}});
+            let mut config = machine(json!({"mem_size_mib": 64, "vcpu_count": 1}));
             config[key] = v;
             config
         };
@@ -1828,15 +2086,24 @@ mod tests {
                 "machine-config.track_dirty_pages",
             ),
             (
-                with_machine("drives", json!([{"drive_id": "@"}])),
+                with_machine(
+                    "drives",
+                    json!([{"drive_id": "@", "is_root_device": false}]),
+                ),
                 "drives[0].drive_id",
             ),
             (
-                with_machine("drives", json!([{"drive_id": "a"}, "@"])),
+                with_machine(
+                    "drives",
+                    json!([{"drive_id": "a", "is_root_device": false}, "@"]),
+                ),
                 "drives[1]",
             ),
             (
-                with_machine("network-interfaces", json!([{"iface_id": "@"}])),
+                with_machine(
+                    "network-interfaces",
+                    json!([{"iface_id": "@", "host_dev_name": "tap"}]),
+                ),
                 "network-interfaces[0].iface_id",
             ),
             (
@@ -1854,7 +2121,12 @@ mod tests {
             if !field.ends_with("_id") {
                 values.push(json!("yes"));
             }
-            if field.ends_with("mem_size_mib") || field.ends_with("drives[1]") {
+            if field.ends_with("mem_size_mib")
+                || field.ends_with("vcpu_count")
+                || field.ends_with("smt")
+                || field.ends_with("dirty_pages")
+                || field.ends_with("drives[1]")
+            {
                 values.push(json!(null));
             }
             if field.ends_with("_id") {
@@ -1897,11 +2169,11 @@ mod tests {
     #[test]
     fn firecracker_missing_field_points_at_the_end_of_its_object() {
         for json in [
-            r#"{"machine-config":{"vcpu_count":2}}"#,
-            r#"{"machine-config":{"vcpu_count":2 }}"#,
-            "{\"machine-config\": {\n  \"vcpu_count\": 2\n}}",
+            r#"{"machine-config":{"vcpu_count":2}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
+            r#"{"machine-config":{"vcpu_count":2 }, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
+            "{\"machine-config\": {\n  \"vcpu_count\": 2\n}, \"boot-source\": {\"kernel_image_path\": \"k\"}, \"drives\": []}",
             r#"{"smt":true}"#,
-            r#"{"machine-config":{}}"#,
+            r#"{"machine-config":{}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,
         ] {
             let e = fc_error(json);
             assert!(
@@ -1981,8 +2253,8 @@ mod tests {
     /// (JSON lists of objects).
     fn fc_names(drives: &str, interfaces: &str) -> Vec<String> {
         let json = format!(
-            r#"{{"machine-config": {{"mem_size_mib": 64}}, "drives": {drives},
-                "network-interfaces": {interfaces}}}"#
+            r#"{{"machine-config": {{"mem_size_mib": 64, "vcpu_count": 1}}, "drives": {drives},
+                "network-interfaces": {interfaces}, "boot-source": {{"kernel_image_path": "k"}}}}"#
         );
         let spec = spec_of(&firecracker_spec("fc.json", &json).unwrap());
         spec.devices.iter().map(|d| d.name.clone()).collect()
@@ -2024,16 +2296,9 @@ mod tests {
                 vec![d("r", true), d("x", false), d("r", false), d("s", true)],
                 vec!["s", "r", "x"],
             ),
-            // A drive without is_root_device is not the root drive; one without an id is a
-            // drive of its own.
             (
-                vec![
-                    r#"{"drive_id": "a"}"#.to_owned(),
-                    "{}".to_owned(),
-                    "{}".to_owned(),
-                    d("r", true),
-                ],
-                vec!["r", "a", "blk2", "blk3"],
+                vec![d("a", false), d("b", false), d("c", false), d("r", true)],
+                vec!["r", "a", "b", "c"],
             ),
         ] {
             let list = format!("[{}]", drives.join(", "));
@@ -2043,7 +2308,7 @@ mod tests {
         assert_eq!(
             fc_names(
                 &format!("[{}, {}]", d("1", false), d("1", false)),
-                r#"[{"iface_id": "1"}]"#
+                r#"[{"iface_id": "1", "host_dev_name": "tap"}]"#
             ),
             ["1", "net-1"]
         );
@@ -2052,7 +2317,7 @@ mod tests {
     #[test]
     fn firecracker_second_root_drive_is_refused_at_its_flag() {
         let json = "{\"drives\": [{\"drive_id\": \"r1\", \"is_root_device\": true},\n  \
-                    {\"drive_id\": \"r2\", \"is_root_device\": true}]}";
+                    {\"drive_id\": \"r2\", \"is_root_device\": true}], \"boot-source\": {\"kernel_image_path\": \"k\"}}";
         let e = fc_error(json);
         assert_eq!(e.field, "drives[1].is_root_device");
         assert_eq!(e.position, Some((2, 40)), "{e}");
@@ -2062,7 +2327,9 @@ mod tests {
                 .contains("`r1` (drives[0]) is the root drive already"),
             "{e}"
         );
-        let e = fc_error(r#"{"drives": [{"drive_id": "r", "is_root_device": "yes"}]}"#);
+        let e = fc_error(
+            r#"{"drives": [{"drive_id": "r", "is_root_device": "yes"}], "boot-source": {"kernel_image_path": "k"}}"#,
+        );
         assert_eq!(e.field, "drives[0].is_root_device");
         assert!(e.problem.to_string().contains("expected a boolean"), "{e}");
     }
@@ -2092,7 +2359,7 @@ mod tests {
         };
         let config = |interfaces: &[String]| {
             format!(
-                r#"{{"machine-config": {{"mem_size_mib": 64}}, "network-interfaces": [{}]}}"#,
+                r#"{{"machine-config": {{"mem_size_mib": 64, "vcpu_count": 1}}, "network-interfaces": [{}], "boot-source": {{"kernel_image_path": "k"}}, "drives": []}}"#,
                 interfaces.join(", ")
             )
         };
@@ -2105,16 +2372,6 @@ mod tests {
             e.problem.to_string(),
             "`eth1`'s guest MAC address aa:fc:00:00:00:01 is in use by `eth0` (Firecracker \
              refuses it)"
-        );
-        // Interfaces without an id are each their own.
-        let e = fc_error(&config(&[
-            r#"{"guest_mac": "AA:FC:00:00:00:01"}"#.to_owned(),
-            r#"{"guest_mac": "AA:FC:00:00:00:01"}"#.to_owned(),
-        ]));
-        assert_eq!(
-            e.problem.to_string(),
-            "this interface's guest MAC address aa:fc:00:00:00:01 is in use by an interface \
-             without an id (Firecracker refuses it)"
         );
         // The same interface again takes its own address back.
         let same = config(&[
@@ -2179,7 +2436,7 @@ mod tests {
         ] {
             assert_eq!(stem(origin), name, "{origin:?}");
             let toml =
-                firecracker_spec(origin, r#"{"machine-config": {"mem_size_mib": 64}}"#).unwrap();
+                firecracker_spec(origin, r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#).unwrap();
             assert_eq!(spec_of(&toml).name, name);
         }
     }
@@ -2254,7 +2511,6 @@ mod tests {
     #[test]
     fn cloud_hypervisor_bad_options_are_refused() {
         for (option, expected) in [
-            ("hotplug_size=1G", "no size="),
             ("size=1X", "size: `1X` is not a number"),
             ("size=1G,shared=maybe", "shared: `maybe` is not on or off"),
             (
@@ -2282,6 +2538,395 @@ mod tests {
         ] {
             let e = cloud_hypervisor_spec(option).unwrap_err().to_string();
             assert!(e.contains(expected), "{option}: {e}");
+        }
+    }
+
+    /// The error of a Firecracker file `json`, as a spec error (field, problem).
+    fn refused(json: &str) -> SpecError {
+        match firecracker_spec("fc.json", json) {
+            Err(Error::Spec(e)) => e,
+            other => panic!("{json}: not a spec error: {other:?}"),
+        }
+    }
+
+    const BOOT: &str = r#""boot-source": {"kernel_image_path": "vmlinux"}"#;
+
+    #[test]
+    fn firecracker_required_fields_missing_or_null_are_refused() {
+        for (json, field, expected) in [
+            // machine-config alone: vcpu_count and mem_size_mib are required.
+            (
+                r#"{"mem_size_mib": 64}"#.to_owned(),
+                "",
+                "missing field `vcpu_count`",
+            ),
+            (
+                r#"{"vcpu_count": null, "mem_size_mib": 64}"#.to_owned(),
+                "vcpu_count",
+                "invalid type: null, expected a whole number",
+            ),
+            (
+                r#"{"vcpu_count": 1}"#.to_owned(),
+                "",
+                "missing field `mem_size_mib`",
+            ),
+            (
+                r#"{"vcpu_count": 1, "mem_size_mib": null}"#.to_owned(),
+                "mem_size_mib",
+                "invalid type: null",
+            ),
+            (
+                r#"{"vcpu_count": 1, "mem_size_mib": 64, "smt": null}"#.to_owned(),
+                "smt",
+                "invalid type: null",
+            ),
+            (
+                r#"{"vcpu_count": 1, "mem_size_mib": 64, "track_dirty_pages": null}"#.to_owned(),
+                "track_dirty_pages",
+                "invalid type: null",
+            ),
+            // A whole configuration: boot-source and drives are required.
+            (
+                r#"{"drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#
+                    .to_owned(),
+                "",
+                "missing field `boot-source`",
+            ),
+            (
+                r#"{"boot-source": null, "drives": []}"#.to_owned(),
+                "boot-source",
+                "invalid type: null, expected a boot-source object",
+            ),
+            (
+                r#"{"boot-source": {}, "drives": []}"#.to_owned(),
+                "boot-source",
+                "missing field `kernel_image_path`",
+            ),
+            (
+                r#"{"boot-source": {"kernel_image_path": "k", "kernel": 1}, "drives": []}"#
+                    .to_owned(),
+                "boot-source.kernel",
+                "unknown field `kernel`",
+            ),
+            (format!("{{{BOOT}}}"), "", "missing field `drives`"),
+            (
+                format!(r#"{{{BOOT}, "drives": null}}"#),
+                "drives",
+                "invalid type: null",
+            ),
+            (
+                format!(r#"{{{BOOT}, "drives": [], "machine-config": {{"mem_size_mib": 64}}}}"#),
+                "machine-config",
+                "missing field `vcpu_count`",
+            ),
+            // A balloon: amount_mib and deflate_on_oom are required.
+            (
+                format!(r#"{{{BOOT}, "drives": [], "balloon": {{"amount_mib": 0}}}}"#),
+                "balloon",
+                "missing field `deflate_on_oom`",
+            ),
+            (
+                format!(r#"{{{BOOT}, "drives": [], "balloon": {{"deflate_on_oom": true}}}}"#),
+                "balloon",
+                "missing field `amount_mib`",
+            ),
+            (
+                format!(
+                    r#"{{{BOOT}, "drives": [], "balloon": {{"amount_mib": null, "deflate_on_oom": true}}}}"#
+                ),
+                "balloon.amount_mib",
+                "invalid type: null",
+            ),
+            (
+                format!(
+                    r#"{{{BOOT}, "drives": [], "balloon": {{"amount_mib": 0, "deflate_on_oom": null}}}}"#
+                ),
+                "balloon.deflate_on_oom",
+                "invalid type: null",
+            ),
+            (
+                format!(
+                    r#"{{{BOOT}, "drives": [], "balloon": {{"amount_mib": 0, "deflate_on_oom": true, "size": 1}}}}"#
+                ),
+                "balloon.size",
+                "unknown field `size`",
+            ),
+        ] {
+            let e = refused(&json);
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.position.is_some(), "{json}: {e}");
+            assert!(
+                e.problem.to_string().contains(expected),
+                "{json}: {e}\nexpected: {expected}"
+            );
+        }
+    }
+
+    /// What Firecracker takes: machine-config left out or `null` (its defaults, 128 MiB), and
+    /// a balloon with its optional fields.
+    #[test]
+    fn firecracker_optional_sections_left_out_or_null_are_taken() {
+        for json in [
+            format!(r#"{{{BOOT}, "drives": []}}"#),
+            format!(r#"{{{BOOT}, "drives": [], "machine-config": null}}"#),
+            format!(
+                r#"{{{BOOT}, "drives": [], "balloon": {{"amount_mib": 1, "deflate_on_oom": false,
+                    "stats_polling_interval_s": 1, "free_page_hinting": true,
+                    "free_page_reporting": false}}}}"#
+            ),
+            r#"{"boot-source": {"kernel_image_path": "k", "initrd_path": null,
+                "boot_args": "console=ttyS0"}, "drives": []}"#
+                .to_owned(),
+        ] {
+            let toml = firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert!(toml.contains("size = \"128MiB\""), "{toml}");
+        }
+    }
+
+    /// As Firecracker (1.14 on): a balloon and an initrd go with huge pages; a memory size of
+    /// 0, or one that is not a whole number of huge pages, is refused at `mem_size_mib`.
+    #[test]
+    fn firecracker_memory_size_is_checked_at_its_field_and_huge_pages_take_a_balloon() {
+        for (json, field, expected) in [
+            (
+                r#"{"vcpu_count": 1, "mem_size_mib": 0}"#.to_owned(),
+                "mem_size_mib",
+                "0 MiB of guest memory (Firecracker refuses it)",
+            ),
+            (
+                format!(
+                    r#"{{{BOOT}, "drives": [], "machine-config": {{"vcpu_count": 1, "mem_size_mib": 65, "huge_pages": "2M"}}}}"#
+                ),
+                "machine-config.mem_size_mib",
+                "65 MiB is not a multiple of the 2 MiB huge page (Firecracker refuses it)",
+            ),
+            (
+                r#"{"vcpu_count": 1, "mem_size_mib": 17592186044416}"#.to_owned(),
+                "mem_size_mib",
+                "17592186044416 MiB is more than 2^64 bytes",
+            ),
+        ] {
+            let e = refused(&json);
+            assert_eq!(e.field, field, "{json}: {e}");
+            // At the value after the key.
+            let at = json.find(r#""mem_size_mib": "#).unwrap() + r#""mem_size_mib": "#.len();
+            let src = Source {
+                origin: "fc.json",
+                text: &json,
+            };
+            assert_eq!(e.position, Some(src.line_column(at)), "{json}: {e}");
+            assert_eq!(e.problem.to_string(), expected, "{json}: {e}");
+        }
+        for json in [
+            r#"{"boot-source": {"kernel_image_path": "k", "initrd_path": "initrd.img"},
+                "drives": [], "balloon": {"amount_mib": 64, "deflate_on_oom": true},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"}}"#
+                .to_owned(),
+            r#"{"vcpu_count": 1, "mem_size_mib": 65, "huge_pages": "None"}"#.to_owned(),
+        ] {
+            firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+    }
+
+    /// Firecracker takes any string as a device's id; ids that are not names (empty, white
+    /// space at an end or other than the space inside, control or format characters) are
+    /// named by the id with those characters written as `\u{..}`, unique among the names.
+    #[test]
+    fn firecracker_ids_that_are_not_names_are_named_by_their_escaped_text() {
+        let drives = r#"[{"drive_id": "", "is_root_device": false}, {"drive_id": " a", "is_root_device": false}, {"drive_id": "a ", "is_root_device": false},
+            {"drive_id": "a\tb", "is_root_device": false}, {"drive_id": "a\u001bb", "is_root_device": false}, {"drive_id": "a\u200bb", "is_root_device": false},
+            {"drive_id": "a\u00a0b", "is_root_device": false}, {"drive_id": "\n", "is_root_device": false}]"#;
+        let interfaces = r#"[{"iface_id": "a\\u{9}b", "host_dev_name": "tap"}, {"iface_id": "a\tb", "host_dev_name": "tap"}]"#;
+        let expected = [
+            "blk-",
+            r"\u{20}a",
+            r"a\u{20}",
+            r"blk-a\u{9}b",
+            r"a\u{1b}b",
+            r"a\u{200b}b",
+            r"a\u{a0}b",
+            r"\u{a}",
+            r"a\u{9}b",
+            r"net-a\u{9}b",
+        ];
+        assert_eq!(fc_names(drives, interfaces), expected);
+    }
+
+    /// As Firecracker's device structs: a drive needs `drive_id` and `is_root_device`, an
+    /// interface `iface_id` and `host_dev_name`, a vsock `guest_cid` and `uds_path` (its
+    /// `vsock_id` may be left out); none of them, nor `entropy`, takes an unknown field.
+    #[test]
+    fn firecracker_device_fields_firecracker_requires_are_required() {
+        let with = |key: &str, value: &str| {
+            format!(r#"{{{BOOT}, "drives": [], "{key}": {value}}}"#).replacen(
+                r#""drives": [], "drives""#,
+                r#""drives""#,
+                1,
+            )
+        };
+        for (json, field, expected) in [
+            (
+                with("drives", r#"[{"is_root_device": false}]"#),
+                "drives[0]",
+                "missing field `drive_id`",
+            ),
+            (
+                with("drives", r#"[{"drive_id": null, "is_root_device": false}]"#),
+                "drives[0].drive_id",
+                "invalid type: null, expected a string",
+            ),
+            (
+                with("drives", r#"[{"drive_id": "a"}]"#),
+                "drives[0]",
+                "missing field `is_root_device`",
+            ),
+            (
+                with("drives", r#"[{"drive_id": "a", "is_root_device": null}]"#),
+                "drives[0].is_root_device",
+                "invalid type: null, expected a boolean",
+            ),
+            (
+                with(
+                    "drives",
+                    r#"[{"drive_id": "a", "is_root_device": false, "size": 1}]"#,
+                ),
+                "drives[0]",
+                "unknown field `size`",
+            ),
+            (
+                with("drives", r#"[{"iface_id": "a", "is_root_device": false}]"#),
+                "drives[0]",
+                "unknown field `iface_id`",
+            ),
+            (
+                with("network-interfaces", r#"[{"iface_id": "eth0"}]"#),
+                "network-interfaces[0]",
+                "missing field `host_dev_name`",
+            ),
+            (
+                with("network-interfaces", r#"[{"host_dev_name": "tap0"}]"#),
+                "network-interfaces[0]",
+                "missing field `iface_id`",
+            ),
+            (
+                with(
+                    "network-interfaces",
+                    r#"[{"iface_id": "eth0", "host_dev_name": null}]"#,
+                ),
+                "network-interfaces[0].host_dev_name",
+                "invalid type: null, expected a string",
+            ),
+            (
+                with(
+                    "network-interfaces",
+                    r#"[{"iface_id": "eth0", "host_dev_name": "tap0", "mac": 1}]"#,
+                ),
+                "network-interfaces[0]",
+                "unknown field `mac`",
+            ),
+            (
+                with("vsock", r#"{"vsock_id": "v", "uds_path": "/v.sock"}"#),
+                "vsock",
+                "missing field `guest_cid`",
+            ),
+            (
+                with("vsock", r#"{"guest_cid": 3}"#),
+                "vsock",
+                "missing field `uds_path`",
+            ),
+            (
+                with(
+                    "vsock",
+                    r#"{"guest_cid": 4294967296, "uds_path": "/v.sock"}"#,
+                ),
+                "vsock.guest_cid",
+                "expected a whole number from 0 to 4294967295",
+            ),
+            (
+                with(
+                    "vsock",
+                    r#"{"guest_cid": 3, "uds_path": "/v.sock", "cid": 3}"#,
+                ),
+                "vsock",
+                "unknown field `cid`",
+            ),
+            (
+                with("entropy", r#"{"rate": 1}"#),
+                "entropy.rate",
+                "unknown field `rate`",
+            ),
+        ] {
+            let e = refused(&json);
+            assert_eq!(e.field, field, "{json}: {e}");
+            assert!(e.position.is_some(), "{json}: {e}");
+            assert!(
+                e.problem.to_string().contains(expected),
+                "{json}: {e}\nexpected: {expected}"
+            );
+        }
+        for json in [
+            with("vsock", r#"{"guest_cid": 3, "uds_path": "/v.sock"}"#),
+            with(
+                "vsock",
+                r#"{"vsock_id": null, "guest_cid": 3, "uds_path": "/v.sock"}"#,
+            ),
+            with("entropy", r#"{"rate_limiter": null}"#),
+        ] {
+            firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+    }
+
+    /// As Cloud Hypervisor: `size` left out (or empty) is its default, 512 MiB, and an empty
+    /// option string is every default; `reserve` is taken (it does not change the map);
+    /// `file`, which it takes, is refused by name as not modelled rather than as unknown.
+    #[test]
+    fn cloud_hypervisor_size_defaults_to_512_mib_and_reserve_is_taken() {
+        for (option, ram) in [
+            ("", 512 << 20),
+            ("  ", 512 << 20),
+            ("hotplug_size=1G", 512 << 20),
+            ("size=", 512 << 20),
+            ("reserve=on", 512 << 20),
+            ("size=1G,reserve=off", 1 << 30),
+        ] {
+            let toml = cloud_hypervisor_spec(option).unwrap_or_else(|e| panic!("{option:?}: {e}"));
+            assert_eq!(spec_of(&toml).ram(), ram, "{option:?}");
+        }
+        let e = cloud_hypervisor_spec("size=1G,reserve=maybe").unwrap_err();
+        assert!(
+            e.to_string().contains("reserve: `maybe` is not on or off"),
+            "{e}"
+        );
+        let e = cloud_hypervisor_spec("size=1G,file=/srv/mem").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("file: memory backed by a file is not modelled"),
+            "{e}"
+        );
+    }
+
+    /// As Firecracker: `cpu_template` is one of its static templates (x86_64's `C3`, `T2`,
+    /// `T2S`, `T2CL`, `T2A`, aarch64's `V1N1`, or `None`) or `null`.
+    #[test]
+    fn firecracker_cpu_template_is_one_firecracker_knows() {
+        let config =
+            |t: &str| format!(r#"{{"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": {t}}}"#);
+        for t in [
+            "\"C3\"", "\"T2\"", "\"T2S\"", "\"T2CL\"", "\"T2A\"", "\"V1N1\"", "\"None\"", "null",
+        ] {
+            firecracker_spec("fc.json", &config(t)).unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+        for (t, expected) in [
+            ("\"t2\"", "unknown variant `t2`"),
+            ("\"M5\"", "unknown variant `M5`"),
+            (
+                "5",
+                "invalid type: integer `5`, expected a CPU template name",
+            ),
+        ] {
+            let e = refused(&config(t));
+            assert_eq!(e.field, "cpu_template", "{t}: {e}");
+            assert!(e.problem.to_string().contains(expected), "{t}: {e}");
         }
     }
 }

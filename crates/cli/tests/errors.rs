@@ -220,8 +220,8 @@ fn planner_errors_point_at_the_value() {
              serial's window",
         ),
         (
-            "[memory]\nsize = \"1GiB\"\n[serial]\nirq = 30\n",
-            "vm.toml:4:7: serial.irq: GSI 30 is outside 0..=23",
+            "[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-net\"\nirq = 30\n",
+            "vm.toml:5:7: device[0].irq: GSI 30 is outside 0..=23",
         ),
         (
             "[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-net\"\nirq = 7\n\

@@ -451,6 +451,16 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
     Ok(v)
 }
 
+/// The x86_64 I/O ports KVM's in-kernel devices answer (`KVM_CREATE_IRQCHIP`'s PICs and
+/// ELCR, `KVM_CREATE_PIT2`'s PIT and its speaker port), with the device's name.
+const KVM_IN_KERNEL_PORTS: [(u64, u64, &str); 5] = [
+    (0x20, 0x21, "the PIC"),
+    (0x40, 0x43, "the PIT"),
+    (0x61, 0x61, "the PIT"),
+    (0xa0, 0xa1, "the PIC"),
+    (0x4d0, 0x4d1, "the ELCR"),
+];
+
 /// Checks a name: not empty, no white space at either end (the name would look like the one
 /// without it) nor white space other than the space in it (it would look like the space), at
 /// most [`MAX_NAME_CHARS`] characters, no control or invisible formatting characters (they
@@ -792,6 +802,22 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 }
                 _ => {}
             }
+            // The x86_64 serial port is an ISA UART: its interrupt is one of the ISA lines, but
+            // not the timer's (GSI 0, the PIT; GSI 2, where the IOAPIC takes the PIT's line,
+            // also the PIC cascade). aarch64's SPIs are checked by the planner.
+            if let (Arch::X86_64, Some(irq), Some(raw_irq)) =
+                (arch, r.irq.as_ref().map(|i| i.get_ref().0), &r.irq)
+                && (irq == 0 || irq == 2 || irq > 15)
+            {
+                return Err(src.error(
+                    "serial.irq",
+                    Some(raw_irq.span()),
+                    Problem::Invalid(format!(
+                        "GSI {irq} is not an interrupt line of the serial port (an ISA \
+                         UART on x86_64: 1 or 3 to 15; 0 and 2 are the timer's)"
+                    )),
+                ));
+            }
             if let (Some(p), Some(raw_port)) = (port, &r.port)
                 && p > 0xfff8
             {
@@ -799,6 +825,23 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     "serial.port",
                     Some(raw_port.span()),
                     Problem::Invalid(format!("port {p:#x} is past the 16-bit I/O space")),
+                ));
+            }
+            // KVM's in-kernel PIC, PIT and ELCR answer these ports in the kernel: a serial port
+            // over one of them would never see its accesses.
+            if let (Some(p), Some(raw_port)) = (port, &r.port)
+                && let Some((first, last, device)) = KVM_IN_KERNEL_PORTS
+                    .iter()
+                    .find(|&&(first, last, _)| p <= last && first <= p + 7)
+            {
+                return Err(src.error(
+                    "serial.port",
+                    Some(raw_port.span()),
+                    Problem::Invalid(format!(
+                        "ports {p:#x}..={:#x} overlap {device} at {first:#x}..={last:#x}, \
+                         which KVM handles in the kernel",
+                        p + 7
+                    )),
                 ));
             }
             // A fixed MMIO window is aligned to its size, as a device's is.
@@ -1439,5 +1482,58 @@ mod tests {
         assert_eq!(err.position.map(|p| p.0), Some(2));
         assert!(err.to_string().starts_with("t.toml:2:"), "{err}");
         assert!(!err.to_string().contains(": :"), "{err}");
+    }
+
+    /// On x86_64 the serial port is an ISA UART: its interrupt is an ISA line, 1 or 3 to 15;
+    /// GSI 0 is the timer (the PIT) and GSI 2 the timer's line on the IOAPIC (and the PIC
+    /// cascade). On aarch64 the planner keeps it to the SPIs.
+    #[test]
+    fn parse_serial_irq_of_the_timer_or_past_the_isa_lines_is_refused_on_x86_64() {
+        for irq in [0u32, 2, 16, 23] {
+            let text = format!("[memory]\nsize = 4096\n[serial]\nirq = {irq}\n");
+            let err = parse(src(&text)).unwrap_err();
+            assert_eq!(err.field, "serial.irq", "{text}: {err}");
+            assert_eq!(err.position, Some((4, 7)), "{text}: {err}");
+            assert!(
+                err.problem.to_string().starts_with(&format!(
+                    "GSI {irq} is not an interrupt line of the serial port"
+                )),
+                "{text}: {err}"
+            );
+        }
+        for irq in [1u32, 3, 4, 5, 15] {
+            let text = format!("[memory]\nsize = 4096\n[serial]\nirq = {irq}\n");
+            let spec = parse(src(&text)).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(spec.serial.map(|s| s.irq), Some(Some(irq)));
+        }
+        let text = "arch = \"aarch64\"\n[memory]\nsize = 4096\n[serial]\nirq = 40\n";
+        assert!(parse(src(text)).is_ok());
+    }
+
+    /// KVM handles the ports of its in-kernel PIC, PIT and ELCR itself: a serial port over
+    /// any of them would never see its accesses.
+    #[test]
+    fn parse_serial_port_over_kvm_in_kernel_devices_is_refused() {
+        for (port, device) in [
+            (0x1au64, "the PIC"),
+            (0x21, "the PIC"),
+            (0x3c, "the PIT"),
+            (0x43, "the PIT"),
+            (0x5a, "the PIT"),
+            (0x9a, "the PIC"),
+            (0x4c9, "the ELCR"),
+        ] {
+            let text = format!("[memory]\nsize = 4096\n[serial]\nport = {port:#x}\n");
+            let err = parse(src(&text)).unwrap_err();
+            assert_eq!(err.field, "serial.port", "{text}: {err}");
+            assert!(
+                err.problem.to_string().contains(device),
+                "{text}: {err}\nexpected {device}"
+            );
+        }
+        for port in [0x22u64, 0x38, 0x44, 0x62, 0x2f8, 0x3f8, 0x4d2, 0xfff8] {
+            let text = format!("[memory]\nsize = 4096\n[serial]\nport = {port:#x}\n");
+            parse(src(&text)).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
     }
 }
