@@ -11,7 +11,9 @@
 //!   relocation that cannot lose a range, growing or shrinking the space. O(log n) worst case per
 //!   operation, whatever the addresses (an AVL index), except that a placement passes over each gap
 //!   large enough in size but unusable for its alignment or window at O(log n) apiece: with every
-//!   gap misaligned, an aligned request visits them all.
+//!   gap misaligned, an aligned request visits them all. What a refusal over the whole space proves
+//!   is kept per alignment, and recent frees are tracked, so asking again fails at once and a
+//!   request after a few frees searches only the freed ranges (see DESIGN.md).
 //! - [`AllocatorSet`]: several disjoint address spaces behind one allocator, tried in order, with a
 //!   minimum and a preferred alignment.
 //! - [`AddressRange`]: a checked inclusive range that can reach `u64::MAX`.

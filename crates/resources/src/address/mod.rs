@@ -1,10 +1,12 @@
 //! [`AddressAllocator`]: address ranges (MMIO, PIO, hotplug slots) inside one address space.
 
+mod room;
 mod set;
 mod tree;
 
 use alloc::vec::Vec;
 
+use self::room::{RoomBounds, Where};
 pub use self::set::AllocatorSet;
 use self::tree::{MAX_NODES, NIL, Search, Tree};
 use crate::error::{Error, Result};
@@ -144,6 +146,8 @@ pub struct AddressAllocator<T = ()> {
     /// Free units after the last allocation (meaningless while there is none).
     tail: u64,
     used: u128,
+    /// What is known of the largest aligned request each free range can hold (see `room.rs`).
+    room: RoomBounds,
 }
 
 impl<T> AddressAllocator<T> {
@@ -156,6 +160,7 @@ impl<T> AddressAllocator<T> {
             tags: Vec::new(),
             tail: 0,
             used: 0,
+            room: RoomBounds::new(space),
         }
     }
 
@@ -233,6 +238,7 @@ impl<T> AddressAllocator<T> {
         let mut nodes = self.tree.iter();
         let (Some(first), last_end) = (nodes.next(), self.space.end() - self.tail) else {
             self.space = space;
+            self.room = RoomBounds::new(space);
             return Ok(());
         };
         let first_start = self.tree.node(first).start;
@@ -249,6 +255,14 @@ impl<T> AddressAllocator<T> {
             .update_gap(first_start, first_start - space.start());
         self.tail = space.end() - last_end;
         self.space = space;
+        if first_start > space.start() {
+            self.room
+                .add_free(AddressRange::new(space.start(), first_start - 1)?);
+        }
+        if last_end < space.end() {
+            self.room
+                .add_free(AddressRange::new(last_end + 1, space.end())?);
+        }
         Ok(())
     }
 
@@ -443,6 +457,13 @@ impl<T> AddressAllocator<T> {
         if used != self.used {
             return Err(Error::Inconsistent("used count is wrong"));
         }
+        for free in self.free_ranges() {
+            if !self.room.covers(free) {
+                return Err(Error::Inconsistent(
+                    "a free range has more room than its bound",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -610,38 +631,105 @@ impl<T> AddressAllocator<T> {
         Ok(self.tree.around(range.start()).succ)
     }
 
-    /// Finds a place for `request`: the address and the node whose gap holds it.
-    fn place(&self, request: &Request) -> Result<(u64, u32)> {
+    /// Finds a place for `request`: the address and the node whose gap holds it. When a first or
+    /// last fit over the whole space finds nothing, records what that proves about the room of
+    /// the free ranges (which changes no later answer, only how fast it comes).
+    fn place(&mut self, request: &Request) -> Result<(u64, u32)> {
+        let (found, learned) = self.search(request);
+        let whole = request.window.is_none_or(|w| w == self.space);
+        if let Err(Error::OutOfSpace { size, alignment }) = found
+            && whole
+        {
+            let k = alignment.trailing_zeros();
+            match learned {
+                Learned::Nothing => {}
+                Learned::AtMost(most) => self.room.found_none_anywhere(k, most),
+                Learned::Below => self.room.found_none_inside(k, size),
+            }
+        }
+        found
+    }
+
+    /// Finds a place for `request`, and says what a failed search proves.
+    fn search(&self, request: &Request) -> (Result<(u64, u32)>, Learned) {
         let window = request.window.unwrap_or(self.space);
         if !self.space.contains_range(&window) {
-            return Err(Error::OutsideSpace {
+            let e = Error::OutsideSpace {
                 range: window,
                 space: self.space,
-            });
+            };
+            return (Err(e), Learned::Nothing);
         }
         let (size, align) = (request.size, request.alignment);
-        let out = Error::OutOfSpace {
-            size,
-            alignment: align,
-        };
         let rev = match request.policy {
             AllocPolicy::ExactMatch(addr) => {
-                let range = AddressRange::from_start_and_size(addr, size)?;
-                if !window.contains_range(&range) {
-                    return Err(Error::OutsideSpace {
-                        range,
-                        space: window,
-                    });
-                }
-                return Ok((addr, self.free_host(range)?));
+                let exact = AddressRange::from_start_and_size(addr, size).and_then(|range| {
+                    if !window.contains_range(&range) {
+                        return Err(Error::OutsideSpace {
+                            range,
+                            space: window,
+                        });
+                    }
+                    Ok((addr, self.free_host(range)?))
+                });
+                return (exact, Learned::Nothing);
             }
             AllocPolicy::FirstMatch => false,
             AllocPolicy::LastMatch => true,
         };
-        let fit = |gap: AddressRange| fit_in(gap, window, size, align, rev);
-        let tail = || self.gap_before(NIL).and_then(fit).map(|a| (a, NIL));
-        if rev && let Some(hit) = tail() {
-            return Ok(hit);
+        let out = Err(Error::OutOfSpace {
+            size,
+            alignment: align,
+        });
+        match self.room.lookup(size, align.trailing_zeros()) {
+            Where::Anywhere => match self.search_in(window, size, align, rev) {
+                Ok(hit) => (Ok(hit), Learned::Nothing),
+                Err(most) => (out, Learned::AtMost(most)),
+            },
+            Where::Inside(ranges) => {
+                // Every free range that could hold the request lies inside one of `ranges`, so
+                // the best fit among them is the best fit of all.
+                let mut best: Option<(u64, u32)> = None;
+                for w in ranges.into_iter().flatten() {
+                    let Some(w) = w.intersection(&window) else {
+                        continue;
+                    };
+                    if let Ok(hit) = self.search_in(w, size, align, rev)
+                        && best.is_none_or(|b| if rev { hit.0 > b.0 } else { hit.0 < b.0 })
+                    {
+                        best = Some(hit);
+                    }
+                }
+                match best {
+                    Some(hit) => (Ok(hit), Learned::Nothing),
+                    None => (out, Learned::Below),
+                }
+            }
+        }
+    }
+
+    /// The first (or, with `rev`, last) fit of `size` units aligned to `align` in `window` (inside
+    /// the space): the address and the node whose gap holds it. If there is none: an upper
+    /// bound on the aligned room of every gap seen or skipped (with `window` the whole space,
+    /// of every free range).
+    fn search_in(
+        &self,
+        window: AddressRange,
+        size: u64,
+        align: u64,
+        rev: bool,
+    ) -> core::result::Result<(u64, u32), u64> {
+        let k = align.trailing_zeros() as usize;
+        let seen = |gap: AddressRange, most: &mut u64| {
+            if let Some(room) = room::aligned_room(gap).nth(k) {
+                *most = (*most).max(room);
+            }
+            fit_in(gap, window, size, align, rev)
+        };
+        let mut most = 0u64;
+        let tail = self.gap_before(NIL);
+        if rev && let Some(addr) = tail.and_then(|g| seen(g, &mut most)) {
+            return Ok((addr, NIL));
         }
         let mut probe = |n: &tree::Node| {
             let here = if n.gap == 0 {
@@ -649,7 +737,7 @@ impl<T> AddressAllocator<T> {
             } else {
                 AddressRange::new(n.start - n.gap, n.start - 1)
                     .ok()
-                    .and_then(fit)
+                    .and_then(|g| seen(g, &mut most))
             };
             Search {
                 here,
@@ -659,13 +747,14 @@ impl<T> AddressAllocator<T> {
                 right: n.start < window.end(),
             }
         };
-        if let Some((node, addr)) = self.tree.find(size, rev, &mut probe) {
+        let mut skipped = 0;
+        if let Some((node, addr)) = self.tree.find(size, rev, &mut probe, &mut skipped) {
             return Ok((addr, node));
         }
-        if !rev && let Some(hit) = tail() {
-            return Ok(hit);
+        if !rev && let Some(addr) = tail.and_then(|g| seen(g, &mut most)) {
+            return Ok((addr, NIL));
         }
-        Err(out)
+        Err(most.max(skipped))
     }
 
     /// Records `range` (free, inside the gap in front of `host`) as allocated with `tag`.
@@ -695,6 +784,16 @@ impl<T> AddressAllocator<T> {
         let n = self.tree.node(node);
         let range = self.range_of(node, succ);
         let region_start = n.start - n.gap;
+        // The free range this removal leaves: from `region_start` to the successor's start (or
+        // the end of the space).
+        let region_end = if succ == NIL {
+            self.space.end()
+        } else {
+            self.tree.node(succ).start - 1
+        };
+        if let Ok(region) = AddressRange::new(region_start, region_end) {
+            self.room.add_free(region);
+        }
         let mut succ_gap = None;
         if succ != NIL {
             let s = self.tree.node(succ);
@@ -770,6 +869,17 @@ impl<T: Default> AddressAllocator<T> {
     pub fn reserve(&mut self, range: AddressRange) -> Result<()> {
         self.reserve_with(range, T::default())
     }
+}
+
+/// What a failed search proves about the room of the free ranges at the request's alignment.
+#[derive(Clone, Copy, Debug)]
+enum Learned {
+    /// Nothing (an exact placement, or an error other than no room).
+    Nothing,
+    /// Every gap was searched: none has more room than this.
+    AtMost(u64),
+    /// Only the recent free ranges were searched: none has room for the request.
+    Below,
 }
 
 /// Whether an allocator may hold `len` live ranges: at most [`MAX_NODES`] (2^32 - 1), as many
@@ -875,6 +985,109 @@ mod tests {
 
     fn req(size: u64, align: u64, policy: AllocPolicy) -> Request {
         Request::new(size, align, policy).unwrap()
+    }
+
+    /// `n` one-page reservations leaving `n` one-page gaps, each starting half a page past a page
+    /// boundary: every gap is large enough for a page but holds no page-aligned one.
+    fn misaligned_gaps(n: u64) -> AddressAllocator<u32> {
+        let mut a = AddressAllocator::new(r(0, n * 0x2000 - 1));
+        for i in 0..n {
+            let base = i * 0x2000;
+            a.reserve_with(r(base, base + 0x7ff), 0).unwrap();
+            a.reserve_with(r(base + 0x1800, base + 0x1fff), 0).unwrap();
+        }
+        a
+    }
+
+    #[test]
+    fn allocate_no_aligned_fit_repeated_fails_without_walking_gaps() {
+        let n = if cfg!(miri) { 64 } else { 4096 };
+        let mut a = misaligned_gaps(n);
+        let before = a.clone();
+        let out = Err(Error::OutOfSpace {
+            size: 0x1000,
+            alignment: 0x1000,
+        });
+        for policy in [AllocPolicy::FirstMatch, AllocPolicy::LastMatch] {
+            assert_eq!(a.allocate_with(&req(0x1000, 0x1000, policy), 1), out);
+        }
+        // The answer is known now: asking again (or for more, or more aligned) probes nothing.
+        a.tree.probes.set(0);
+        for (size, align) in [(0x1000, 0x1000), (0x1800, 0x1000), (0x1000, 0x4000)] {
+            for policy in [AllocPolicy::FirstMatch, AllocPolicy::LastMatch] {
+                let got = a.allocate_with(&req(size, align, policy), 1);
+                assert!(matches!(got, Err(Error::OutOfSpace { .. })), "{got:?}");
+                let w = req(size, align, policy).within(r(0x4_0000, 0x8_0000));
+                assert!(a.allocate_with(&w, 1).is_err());
+            }
+        }
+        assert_eq!(a.tree.probes.get(), 0);
+        assert_eq!(a, before);
+        a.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn allocate_after_free_among_misaligned_gaps_searches_only_new_room() {
+        let n = if cfg!(miri) { 64 } else { 4096 };
+        let mut a = misaligned_gaps(n);
+        let page = req(0x1000, 0x1000, AllocPolicy::FirstMatch);
+        assert!(a.allocate_with(&page, 1).is_err());
+        a.tree.probes.set(0);
+        for i in (1..n).step_by(97) {
+            let base = i * 0x2000;
+            a.free(&r(base, base + 0x7ff)).unwrap();
+            assert_eq!(a.allocate_with(&page, 1), Ok(r(base, base + 0xfff)));
+            assert!(a.allocate_with(&page, 1).is_err());
+            a.check_invariants().unwrap();
+        }
+        // Each round searches one freed range: a few root-to-leaf paths, not every gap.
+        let rounds = n.div_ceil(97);
+        assert!(
+            a.tree.probes.get() <= rounds * 100,
+            "{}",
+            a.tree.probes.get()
+        );
+    }
+
+    #[test]
+    fn allocate_no_aligned_fit_then_free_finds_new_room() {
+        let mut a = misaligned_gaps(64);
+        let page = req(0x1000, 0x1000, AllocPolicy::FirstMatch);
+        assert!(a.allocate_with(&page, 1).is_err());
+        // Freeing the half page in front of gap 5 makes [0xa000, 0xb7ff] free: a page fits.
+        a.free(&r(0xa000, 0xa7ff)).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(a.allocate_with(&page, 1), Ok(r(0xa000, 0xafff)));
+        assert!(a.allocate_with(&page, 1).is_err());
+        // A failed move learns in the space without the old range, then puts it back; freeing
+        // it afterwards makes its room usable again.
+        let old = r(0xa000, 0xafff);
+        let big = req(0x1800, 0x800, AllocPolicy::FirstMatch);
+        assert!(a.relocate(&old, &big).is_ok_and(|x| x == r(0xa000, 0xb7ff)));
+        assert!(a.allocate_with(&page, 1).is_err());
+        a.free(&r(0xa000, 0xb7ff)).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(a.allocate_with(&page, 1), Ok(r(0xa000, 0xafff)));
+        // Shrinking keeps the bounds valid; an empty allocator resets them to its new space.
+        let mut e = AddressAllocator::<u32>::new(r(0, 0xfff));
+        assert!(
+            e.allocate_with(&req(0x2000, 1, AllocPolicy::FirstMatch), 1)
+                .is_err()
+        );
+        e.resize(r(0, 0x2fff)).unwrap();
+        assert_eq!(
+            e.allocate_with(&req(0x2000, 0x1000, AllocPolicy::LastMatch), 1),
+            Ok(r(0x1000, 0x2fff))
+        );
+        e.check_invariants().unwrap();
+        // Growing the space adds room at the top.
+        let top = a.space().end();
+        a.resize(r(0, top + 0x1000)).unwrap();
+        assert_eq!(
+            a.allocate_with(&req(0x1000, 0x1000, AllocPolicy::LastMatch), 2),
+            Ok(r(top + 1, top + 0x1000))
+        );
+        a.check_invariants().unwrap();
     }
 
     /// The limit is 2^32 - 1 live ranges (one per index below `NIL`), the error names it, and

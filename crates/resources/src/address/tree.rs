@@ -127,6 +127,9 @@ pub(super) struct Tree {
     root: u32,
     /// Nodes visited by inserts and removes so far (path lengths), for tests that bound the work.
     work: u64,
+    /// Nodes probed by placement searches so far, for tests that bound the work.
+    #[cfg(test)]
+    pub(super) probes: core::cell::Cell<u64>,
 }
 
 /// What a descent for an address found: the node with the largest start `<= addr` and the one
@@ -143,6 +146,8 @@ impl Tree {
             nodes: Vec::new(),
             root: NIL,
             work: 0,
+            #[cfg(test)]
+            probes: core::cell::Cell::new(0),
         }
     }
 
@@ -542,10 +547,16 @@ impl Tree {
     }
 
     /// Depth-first search in address order (`rev` for descending) for the first node whose gap
-    /// yields a placement. Subtrees whose largest gap is below `size` are skipped, as are those
-    /// that `skip_left`/`skip_right` rule out by position. Iterative; the stack holds at most
-    /// one frame per level.
-    pub(super) fn find<F>(&self, size: u64, rev: bool, f: &mut F) -> Option<(u32, u64)>
+    /// yields a placement. Subtrees whose largest gap is below `size` are skipped (`skipped`
+    /// is raised to their largest-gap bound), as are those that the probe rules out by
+    /// position. Iterative; the stack holds at most one frame per level.
+    pub(super) fn find<F>(
+        &self,
+        size: u64,
+        rev: bool,
+        f: &mut F,
+        skipped: &mut u64,
+    ) -> Option<(u32, u64)>
     where
         F: FnMut(&Node) -> Search,
     {
@@ -555,8 +566,14 @@ impl Tree {
         let mut len = 0usize;
         let mut next = self.root;
         loop {
-            if next != NIL && self.max_of(next) >= size {
+            let bound = self.max_of(next);
+            if next != NIL && bound < size {
+                *skipped = (*skipped).max(bound);
+            }
+            if next != NIL && bound >= size {
                 let n = self.node(next);
+                #[cfg(test)]
+                self.probes.set(self.probes.get() + 1);
                 let s = f(&n);
                 stack[len] = (next, s);
                 len += 1;
@@ -847,7 +864,7 @@ mod tests {
             right: true,
         };
         let hit = t
-            .find(10, false, &mut probe)
+            .find(10, false, &mut probe, &mut 0)
             .map(|(i, a)| (t.node(i).start, a));
         assert_eq!(hit, Some((70_000, 69_950)));
     }
