@@ -310,7 +310,10 @@ impl MemorySlots {
     /// insertion a listener after this one refused: KVM still has it, so it is listed (and
     /// its region kept mapped) until KVM lets it go. Its deletion is tried again before every
     /// change of the space and every call of this method, [`len`](Self::len),
-    /// [`slot_at`](Self::slot_at) and the dirty-log methods.
+    /// [`slot_at`](Self::slot_at) and the dirty-log methods. A plug of the address space at
+    /// the place of such a slot's region answers `memvisor_space::Error::SlotBusy` until
+    /// then, also after KVM would agree: the space refuses it before this listener hears of
+    /// it, so call one of those methods before plugging there again.
     #[must_use]
     pub fn registered(&self) -> Vec<(u32, u64, u64, u32)> {
         self.shared
@@ -661,6 +664,9 @@ impl memvisor_space::RegionListener for Listener {
 }
 
 #[cfg(all(test, target_arch = "x86_64", not(miri)))]
+mod model;
+
+#[cfg(all(test, target_arch = "x86_64", not(miri)))]
 mod tests {
     use std::sync::atomic::Ordering;
 
@@ -907,6 +913,59 @@ mod tests {
         assert_eq!(Arc::strong_count(&region), 1);
         drop(slots);
         drop(vm);
+    }
+
+    #[test]
+    fn plug_at_place_of_refused_undo_is_busy_until_slots_retry_deletion() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!(
+                "\n*** SKIPPED plug_at_place_of_refused_undo: /dev/kvm is not usable here ***\n"
+            );
+            return;
+        };
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        let layout = Layout::x86_64()
+            .ram(1 << 30)
+            .hotplug(1 << 30)
+            .build()
+            .unwrap();
+        let base = layout
+            .windows_of(memvisor_space::WindowKind::Hotplug)
+            .next()
+            .unwrap()
+            .start();
+        let (space, _) = AddressSpace::builder(layout)
+            .slots(slot_limit(&vm))
+            .back()
+            .unwrap();
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        let spec = RegionSpec::ram(base, 2 << 20).with_hotplug(true);
+        // A later listener refuses the plug; KVM then refuses to delete the slot again, which
+        // keeps the plugged memory mapped at its place.
+        let refuse: Arc<dyn RegionListener> = Arc::new(
+            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
+        );
+        space.add_listener(Arc::clone(&refuse));
+        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        assert!(space.plug(spec.clone()).is_err());
+        space.remove_listener(&refuse);
+        slots
+            .shared
+            .refuse_deletions
+            .store(false, Ordering::Relaxed);
+        // The space refuses the place before any listener hears of the plug: it stays busy
+        // however often the plug is tried...
+        for _ in 0..2 {
+            let err = space.plug(spec.clone()).unwrap_err();
+            assert!(
+                matches!(err, memvisor_space::Error::SlotBusy { .. }),
+                "{err}"
+            );
+        }
+        // ...until a query of the slots deletes the kept slot, which releases the place.
+        assert!(slots.is_empty());
+        space.plug(spec).unwrap();
+        assert_eq!(slots.registered(), [(0, base.0, 2 << 20, 0)]);
     }
 
     #[test]

@@ -183,10 +183,11 @@ pub enum Error {
         size: u64,
     },
     /// The slot's host range is still claimed, so nothing can be plugged there: an older
-    /// snapshot still holds the memory of a region removed from it (the range is free again
-    /// once that snapshot is dropped), or the range could not be turned back into reserved
-    /// space after a failed mapping ([`Error::SlotNotRestored`]) or an unplug, which leaves
-    /// it claimed for the address space's life.
+    /// snapshot, or anything else keeping the `Arc<Region>` (a listener that kept a region
+    /// whose plug was refused, say), still holds the memory of a region plugged there (the
+    /// range is free again once the last holder drops it), or the range could not be turned back
+    /// into reserved space after a failed mapping ([`Error::SlotNotRestored`]) or an unplug,
+    /// which leaves it claimed for the address space's life.
     #[error(
         "hotplug slot at {base:#x} of size {size:#x} is still claimed: an older snapshot holds its memory, or it could not be restored to reserved space"
     )]
@@ -364,6 +365,15 @@ pub enum Error {
     NoSlotNumber {
         /// How many slot numbers there are.
         count: u64,
+    },
+    /// A boot memory map has more entries than the boot protocol's table holds
+    /// ([`Snapshot::e820_table`](crate::Snapshot::e820_table)).
+    #[error("the boot memory map has {entries} entries, more than the {max} the e820 table holds")]
+    TooManyMapEntries {
+        /// The entries of the map.
+        entries: usize,
+        /// The entries the table holds.
+        max: usize,
     },
     /// A listener refused a change; the change was not made.
     #[error("a listener refused the change of the region at {base:#x}")]

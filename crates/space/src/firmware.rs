@@ -10,10 +10,15 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 
+use crate::error::{Error, Result};
 use crate::layout::Arch;
 use crate::region::Region;
 use crate::snapshot::Snapshot;
 use crate::spec::RegionType;
+
+/// The number of entries of `boot_params.e820_table`, the e820 table of Linux's x86 boot
+/// protocol (`E820_MAX_ENTRIES_ZEROPAGE`): the most [`Snapshot::e820_table`] returns.
+pub const E820_MAX_ENTRIES: usize = 128;
 
 /// The x86 PC legacy hole: the extended BIOS data area, VGA memory and the BIOS ROM area,
 /// reserved in the memory map of an x86-64 guest.
@@ -52,11 +57,12 @@ pub struct MemoryMapEntry {
 }
 
 impl MemoryMapEntry {
-    /// The last address.
+    /// The last address. For an entry made by hand that breaks the rule above, it saturates:
+    /// `addr` for a size of 0, `u64::MAX` past the end of the address space.
     #[must_use]
     pub const fn last(&self) -> u64 {
-        // Entries are built from valid regions: `addr + size - 1` does not overflow.
-        self.addr + (self.size - 1)
+        // Entries built from valid regions never saturate here.
+        self.addr.saturating_add(self.size.saturating_sub(1))
     }
 
     /// The entry as Linux's `struct boot_e820_entry` (in `boot_params.e820_table`): address,
@@ -154,11 +160,36 @@ impl Snapshot {
     }
 
     /// The e820 table: [`memory_map`](Self::memory_map). Write each entry with
-    /// [`MemoryMapEntry::to_e820_bytes`] into `boot_params.e820_table` (which holds 128
-    /// entries; the map has one per boot RAM range plus one for the legacy hole).
-    #[must_use]
-    pub fn e820_table(&self) -> Vec<MemoryMapEntry> {
-        self.memory_map()
+    /// [`MemoryMapEntry::to_e820_bytes`] into `boot_params.e820_table`, which holds
+    /// [`E820_MAX_ENTRIES`] entries (with `boot_params.e820_entries` = the entry count). The
+    /// map has one entry per boot RAM range (adjacent ones merged) plus one for the legacy hole.
+    ///
+    /// ```
+    /// use memvisor_space::{AddressSpace, E820_MAX_ENTRIES, Error, Layout, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let layout = Layout::x86_64().ram(1 << 30).build()?;
+    /// // 129 separate pages of RAM: one range more than the table holds.
+    /// let ram = (0..129).map(|i| RegionSpec::ram(GuestAddress((16 << 20) + i * 0x2000), 0x1000));
+    /// let space = AddressSpace::plan(layout, ram)?;
+    /// let err = space.snapshot().e820_table().unwrap_err();
+    /// assert!(matches!(err, Error::TooManyMapEntries { entries: 129, max: E820_MAX_ENTRIES }));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TooManyMapEntries`] if the map has more than [`E820_MAX_ENTRIES`] entries: a
+    /// shorter table would hide RAM from the guest. (The PVH map, [`pvh_memmap`](Self::pvh_memmap),
+    /// has no such limit.)
+    pub fn e820_table(&self) -> Result<Vec<MemoryMapEntry>> {
+        let map = self.memory_map();
+        if map.len() > E820_MAX_ENTRIES {
+            return Err(Error::TooManyMapEntries {
+                entries: map.len(),
+                max: E820_MAX_ENTRIES,
+            });
+        }
+        Ok(map)
     }
 
     /// The PVH memory map as bytes: one 24-byte `hvm_memmap_table_entry` per entry of
@@ -260,6 +291,8 @@ fn push_merged(out: &mut Vec<MemoryMapEntry>, first: u64, last: u64, ty: MemoryT
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use vm_memory::GuestAddress;
 
     use super::*;
@@ -391,6 +424,7 @@ mod tests {
         let bytes = snapshot.pvh_memmap();
         let want: Vec<u8> = snapshot
             .e820_table()
+            .unwrap()
             .iter()
             .flat_map(MemoryMapEntry::to_pvh_bytes)
             .collect();
@@ -398,6 +432,65 @@ mod tests {
         assert_eq!(bytes.len(), 3 * 24);
         assert_eq!(bytes[16..20], 1u32.to_le_bytes());
         assert_eq!(bytes[40..44], 2u32.to_le_bytes());
+    }
+
+    /// A snapshot of `n` boot RAM regions of one page each, one page apart, from 16 MiB: `n`
+    /// usable entries plus none for the hole (which they do not touch).
+    fn scattered_ram(n: u64) -> Arc<Snapshot> {
+        let specs = (0..n).map(|i| RegionSpec::ram(GuestAddress(16 * MIB + i * 0x2000), 0x1000));
+        AddressSpace::plan(x86(GIB), specs).unwrap().snapshot()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // Safe code only: 129 regions are slow under Miri.
+    fn e820_table_at_limit_holds_every_entry() {
+        let snapshot = scattered_ram(E820_MAX_ENTRIES as u64);
+        let table = snapshot.e820_table().unwrap();
+        assert_eq!(table, snapshot.memory_map());
+        assert_eq!(table.len(), E820_MAX_ENTRIES);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // Safe code only: 129 regions are slow under Miri.
+    fn e820_table_past_limit_errors_with_entry_count() {
+        let snapshot = scattered_ram(E820_MAX_ENTRIES as u64 + 1);
+        let err = snapshot.e820_table().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::Error::TooManyMapEntries {
+                    entries: 129,
+                    max: 128
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the boot memory map has 129 entries, more than the 128 the e820 table holds"
+        );
+        // The map itself keeps every range: nothing is dropped to make it fit.
+        assert_eq!(snapshot.memory_map().len(), 129);
+    }
+
+    #[test]
+    fn last_and_display_of_hand_made_entry_past_u64_max_saturate() {
+        let e = MemoryMapEntry {
+            addr: u64::MAX - 1,
+            size: 3,
+            ty: Ram,
+        };
+        assert_eq!(e.last(), u64::MAX);
+        assert_eq!(
+            e.to_string(),
+            "[mem 0xfffffffffffffffe-0xffffffffffffffff] usable"
+        );
+        let empty = MemoryMapEntry {
+            addr: 0x1000,
+            size: 0,
+            ty: Reserved,
+        };
+        assert_eq!(empty.last(), 0x1000);
     }
 
     #[test]

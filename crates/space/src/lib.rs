@@ -159,7 +159,7 @@ mod sys;
 
 pub use bytes::GuestBytes;
 pub use error::{Error, ListenerError, Result};
-pub use firmware::{LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
+pub use firmware::{E820_MAX_ENTRIES, LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
 pub use layout::{Layout, LayoutBuilder, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
 pub use placer::Placer;

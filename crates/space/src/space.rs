@@ -651,11 +651,12 @@ impl AddressSpace {
     /// # Errors
     /// [`Error::InvalidSpec`] for a spec not marked [`with_hotplug`](RegionSpec::with_hotplug);
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory or has no
-    /// hotplug window there; [`Error::SlotBusy`] while an older snapshot still holds memory
-    /// at that place (or for good once the place could not be restored to reserved space,
-    /// [`Error::SlotNotRestored`]); then as [`Region::back`] (a backing file that is not a
-    /// regular file is refused at once, without waiting under the writer lock) and
-    /// [`insert_region`](Self::insert_region).
+    /// hotplug window there; [`Error::SlotBusy`] while an older snapshot (or any other holder
+    /// of a region plugged there, such as a listener) still holds memory at that place, checked
+    /// before any listener hears of the plug (or for good once the place could not be restored to
+    /// reserved space, [`Error::SlotNotRestored`]); then as [`Region::back`] (a backing file
+    /// that is not a regular file is refused at once, without waiting under the writer lock)
+    /// and [`insert_region`](Self::insert_region).
     pub fn plug(&self, spec: RegionSpec) -> Result<(Arc<Region>, RegionReport)> {
         spec.validate()?;
         if !spec.hotplug || !spec.backing.has_memory() {
