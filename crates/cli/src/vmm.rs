@@ -1912,6 +1912,18 @@ mod tests {
         }
     }
 
+    /// Checks that the Firecracker file `json` is refused at `field`, with a position, and a
+    /// problem that says `expected`.
+    fn assert_refused_at(json: &str, field: &str, expected: &str) {
+        let e = fc_error(json);
+        assert_eq!(e.field, field, "{json}: {e}");
+        assert!(e.position.is_some(), "{json}: {e}");
+        assert!(
+            e.problem.to_string().contains(expected),
+            "{json}: {e}\nexpected: {expected}"
+        );
+    }
+
     #[test]
     fn firecracker_arrays_and_scalars_are_not_objects() {
         for (json, field, expected) in [
@@ -1966,13 +1978,7 @@ mod tests {
                 "invalid type: string \"x\", expected a balloon object",
             ),
         ] {
-            let e = fc_error(json);
-            assert_eq!(e.field, field, "{json}: {e}");
-            assert!(e.position.is_some(), "{json}: {e}");
-            assert!(
-                e.problem.to_string().contains(expected),
-                "{json}: {e}\nexpected: {expected}"
-            );
+            assert_refused_at(json, field, expected);
         }
     }
 
@@ -2541,14 +2547,6 @@ mod tests {
         }
     }
 
-    /// The error of a Firecracker file `json`, as a spec error (field, problem).
-    fn refused(json: &str) -> SpecError {
-        match firecracker_spec("fc.json", json) {
-            Err(Error::Spec(e)) => e,
-            other => panic!("{json}: not a spec error: {other:?}"),
-        }
-    }
-
     const BOOT: &str = r#""boot-source": {"kernel_image_path": "vmlinux"}"#;
 
     #[test]
@@ -2652,13 +2650,7 @@ mod tests {
                 "unknown field `size`",
             ),
         ] {
-            let e = refused(&json);
-            assert_eq!(e.field, field, "{json}: {e}");
-            assert!(e.position.is_some(), "{json}: {e}");
-            assert!(
-                e.problem.to_string().contains(expected),
-                "{json}: {e}\nexpected: {expected}"
-            );
+            assert_refused_at(&json, field, expected);
         }
     }
 
@@ -2706,7 +2698,7 @@ mod tests {
                 "17592186044416 MiB is more than 2^64 bytes",
             ),
         ] {
-            let e = refused(&json);
+            let e = fc_error(&json);
             assert_eq!(e.field, field, "{json}: {e}");
             // At the value after the key.
             let at = json.find(r#""mem_size_mib": "#).unwrap() + r#""mem_size_mib": "#.len();
@@ -2856,13 +2848,7 @@ mod tests {
                 "unknown field `rate`",
             ),
         ] {
-            let e = refused(&json);
-            assert_eq!(e.field, field, "{json}: {e}");
-            assert!(e.position.is_some(), "{json}: {e}");
-            assert!(
-                e.problem.to_string().contains(expected),
-                "{json}: {e}\nexpected: {expected}"
-            );
+            assert_refused_at(&json, field, expected);
         }
         for json in [
             with("vsock", r#"{"guest_cid": 3, "uds_path": "/v.sock"}"#),
@@ -2924,7 +2910,7 @@ mod tests {
                 "invalid type: integer `5`, expected a CPU template name",
             ),
         ] {
-            let e = refused(&config(t));
+            let e = fc_error(&config(t));
             assert_eq!(e.field, "cpu_template", "{t}: {e}");
             assert!(e.problem.to_string().contains(expected), "{t}: {e}");
         }
