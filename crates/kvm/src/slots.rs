@@ -309,11 +309,10 @@ impl MemorySlots {
     /// region of the address space, except a slot KVM refused to delete when undoing an
     /// insertion a listener after this one refused: KVM still has it, so it is listed (and
     /// its region kept mapped) until KVM lets it go. Its deletion is tried again before every
-    /// change of the space and every call of this method, [`len`](Self::len),
-    /// [`slot_at`](Self::slot_at) and the dirty-log methods. A plug of the address space at
-    /// the place of such a slot's region answers `memvisor_space::Error::SlotBusy` until
-    /// then, also after KVM would agree: the space refuses it before this listener hears of
-    /// it, so call one of those methods before plugging there again.
+    /// change of the space, before every plug checks its place, and on every call of this
+    /// method, [`len`](Self::len), [`slot_at`](Self::slot_at) and the dirty-log methods. A plug
+    /// of the address space at the place of such a slot's region answers
+    /// `memvisor_space::Error::SlotBusy` only while KVM still refuses the deletion.
     #[must_use]
     pub fn registered(&self) -> Vec<(u32, u64, u64, u32)> {
         self.shared
@@ -661,6 +660,15 @@ impl memvisor_space::RegionListener for Listener {
             )
             .map_err(ListenerError::from)
     }
+
+    /// Tries again to delete the slots KVM kept when undoing a refused insertion: a plugged
+    /// region's slot kept so holds its place in the hotplug window, which the space checks
+    /// right after this.
+    fn settle(&self) {
+        if let Some(shared) = self.0.upgrade() {
+            drop(shared.locked());
+        }
+    }
 }
 
 #[cfg(all(test, target_arch = "x86_64", not(miri)))]
@@ -670,24 +678,84 @@ mod model;
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use memvisor_space::{Layout, RegionSpec};
+    use memvisor_space::{Layout, RegionSpec, WindowKind};
     use vm_memory::GuestAddress;
 
     use super::*;
 
+    /// A VM of the host's KVM, or `None` after saying loudly that `test` is skipped because
+    /// `/dev/kvm` cannot be opened.
+    pub(super) fn vm_or_skip(test: &str) -> Option<Arc<VmFd>> {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("\n*** SKIPPED {test}: /dev/kvm is not usable here ***\n");
+            return None;
+        };
+        Some(Arc::new(kvm.create_vm().unwrap()))
+    }
+
+    /// A backed address space over 1 GiB of RAM, followed by a hotplug window of `hotplug`
+    /// bytes unless 0, handing out `slots` memory-slot numbers (the space's default if
+    /// `None`), holding `regions`.
+    pub(super) fn space(hotplug: u64, slots: Option<u32>, regions: &[RegionSpec]) -> AddressSpace {
+        let mut layout = Layout::x86_64().ram(1 << 30);
+        if hotplug != 0 {
+            layout = layout.hotplug(hotplug);
+        }
+        let mut builder = AddressSpace::builder(layout.build().unwrap()).regions(regions.to_vec());
+        if let Some(slots) = slots {
+            builder = builder.slots(slots);
+        }
+        builder.back().unwrap().0
+    }
+
+    /// Where the space's hotplug window starts.
+    pub(super) fn hotplug_start(space: &AddressSpace) -> GuestAddress {
+        space
+            .layout()
+            .windows_of(WindowKind::Hotplug)
+            .next()
+            .unwrap()
+            .start()
+    }
+
+    /// A VM, a space as [`space`] makes it with the VM's slot limit, and the memory slots
+    /// attached to both; `None` if `test` is skipped (see [`vm_or_skip`]).
+    fn attached(
+        test: &str,
+        hotplug: u64,
+        regions: &[RegionSpec],
+    ) -> Option<(Arc<VmFd>, AddressSpace, MemorySlots)> {
+        let vm = vm_or_skip(test)?;
+        let space = space(hotplug, Some(slot_limit(&vm)), regions);
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        Some((vm, space, slots))
+    }
+
+    /// A listener that refuses every change.
+    pub(super) fn refusing() -> Arc<dyn RegionListener> {
+        Arc::new(
+            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
+        )
+    }
+
+    /// Makes KVM refuse (or no longer refuse) every slot deletion of `slots`.
+    pub(super) fn refuse_deletions(slots: &MemorySlots, on: bool) {
+        slots.shared.refuse_deletions.store(on, Ordering::Relaxed);
+    }
+
     #[test]
     fn attach_past_slot_limit_errors_and_deletes_registered() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!("\n*** SKIPPED attach_past_slot_limit: /dev/kvm is not usable here ***\n");
+        let Some(vm) = vm_or_skip("attach_past_slot_limit") else {
             return;
         };
-        let vm = Arc::new(kvm.create_vm().unwrap());
-        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
-        let (space, _) = AddressSpace::builder(layout)
-            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
-            .region(RegionSpec::ram(GuestAddress(1 << 20), 1 << 20))
-            .back()
-            .unwrap();
+        let space = space(
+            0,
+            None,
+            &[
+                RegionSpec::ram(GuestAddress(0), 1 << 20),
+                RegionSpec::ram(GuestAddress(1 << 20), 1 << 20),
+            ],
+        );
         let err = MemorySlots::attach_with_limit(Arc::clone(&vm), &space, 1).unwrap_err();
         assert!(
             matches!(
@@ -718,17 +786,11 @@ mod tests {
 
     #[test]
     fn insert_past_slot_limit_errors_and_leaves_space_and_kvm() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!("\n*** SKIPPED insert_past_slot_limit: /dev/kvm is not usable here ***\n");
+        let Some(vm) = vm_or_skip("insert_past_slot_limit") else {
             return;
         };
-        let vm = Arc::new(kvm.create_vm().unwrap());
-        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
         // The space hands out more numbers than the VM (limited to 2 here) accepts.
-        let (space, _) = AddressSpace::builder(layout)
-            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
-            .back()
-            .unwrap();
+        let space = space(0, None, &[RegionSpec::ram(GuestAddress(0), 1 << 20)]);
         let slots = MemorySlots::attach_with_limit(Arc::clone(&vm), &space, 2).unwrap();
         let backed = |base: u64| {
             Arc::new(
@@ -794,35 +856,20 @@ mod tests {
 
     #[test]
     fn insert_after_kvm_refused_undo_of_refused_insertion_retries_deletion() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!(
-                "\n*** SKIPPED insert_after_kvm_refused_undo: /dev/kvm is not usable here ***\n"
-            );
+        let Some((vm, space, slots)) = attached("insert_after_kvm_refused_undo", 0, &[]) else {
             return;
         };
-        let vm = Arc::new(kvm.create_vm().unwrap());
-        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
-        let space = AddressSpace::builder(layout)
-            .slots(slot_limit(&vm))
-            .plan()
-            .unwrap();
-        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
         // A later listener refuses the insertion; KVM then refuses to delete the slot again.
-        let refuse: Arc<dyn RegionListener> = Arc::new(
-            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
-        );
+        let refuse = refusing();
         space.add_listener(Arc::clone(&refuse));
         let first = Arc::new(
             Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
                 .unwrap()
                 .0,
         );
-        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        refuse_deletions(&slots, true);
         assert!(space.insert_region(Arc::clone(&first)).is_err());
-        slots
-            .shared
-            .refuse_deletions
-            .store(false, Ordering::Relaxed);
+        refuse_deletions(&slots, false);
         space.remove_listener(&refuse);
         assert!(space.snapshot().is_empty());
 
@@ -859,54 +906,34 @@ mod tests {
         slots: &MemorySlots,
         region: &Arc<Region>,
     ) {
-        let refuse: Arc<dyn RegionListener> = Arc::new(
-            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
-        );
+        let refuse = refusing();
         space.add_listener(Arc::clone(&refuse));
-        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        refuse_deletions(slots, true);
         assert!(space.insert_region(Arc::clone(region)).is_err());
-        slots
-            .shared
-            .refuse_deletions
-            .store(false, Ordering::Relaxed);
+        refuse_deletions(slots, false);
         space.remove_listener(&refuse);
     }
 
     #[test]
     fn registered_after_refused_undo_reports_slot_only_while_kvm_keeps_it() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!(
-                "\n*** SKIPPED registered_after_refused_undo: /dev/kvm is not usable here ***\n"
-            );
+        let Some((vm, space, slots)) = attached("registered_after_refused_undo", 0, &[]) else {
             return;
         };
-        let vm = Arc::new(kvm.create_vm().unwrap());
-        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
-        let space = AddressSpace::builder(layout)
-            .slots(slot_limit(&vm))
-            .plan()
-            .unwrap();
-        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
         let region = Arc::new(
             Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
                 .unwrap()
                 .0,
         );
         // While KVM refuses, the slot is what KVM has.
-        let refuse: Arc<dyn RegionListener> = Arc::new(
-            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
-        );
+        let refuse = refusing();
         space.add_listener(Arc::clone(&refuse));
-        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        refuse_deletions(&slots, true);
         assert!(space.insert_region(Arc::clone(&region)).is_err());
         space.remove_listener(&refuse);
         assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
         assert_eq!(slots.len(), 1);
         // Once KVM lets go, it is gone, with no change of the space needed.
-        slots
-            .shared
-            .refuse_deletions
-            .store(false, Ordering::Relaxed);
+        refuse_deletions(&slots, false);
         assert_eq!(slots.registered(), []);
         assert!(slots.is_empty());
         assert_eq!(slots.slot_at(GuestAddress(0)), None);
@@ -916,75 +943,47 @@ mod tests {
     }
 
     #[test]
-    fn plug_at_place_of_refused_undo_is_busy_until_slots_retry_deletion() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!(
-                "\n*** SKIPPED plug_at_place_of_refused_undo: /dev/kvm is not usable here ***\n"
-            );
+    fn plug_at_place_of_refused_undo_succeeds_once_kvm_lets_slot_go() {
+        let Some((_vm, space, slots)) = attached("plug_at_place_of_refused_undo", 1 << 30, &[])
+        else {
             return;
         };
-        let vm = Arc::new(kvm.create_vm().unwrap());
-        let layout = Layout::x86_64()
-            .ram(1 << 30)
-            .hotplug(1 << 30)
-            .build()
-            .unwrap();
-        let base = layout
-            .windows_of(memvisor_space::WindowKind::Hotplug)
-            .next()
-            .unwrap()
-            .start();
-        let (space, _) = AddressSpace::builder(layout)
-            .slots(slot_limit(&vm))
-            .back()
-            .unwrap();
-        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        let base = hotplug_start(&space);
         let spec = RegionSpec::ram(base, 2 << 20).with_hotplug(true);
         // A later listener refuses the plug; KVM then refuses to delete the slot again, which
         // keeps the plugged memory mapped at its place.
-        let refuse: Arc<dyn RegionListener> = Arc::new(
-            |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
-        );
+        let refuse = refusing();
         space.add_listener(Arc::clone(&refuse));
-        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        refuse_deletions(&slots, true);
         assert!(space.plug(spec.clone()).is_err());
         space.remove_listener(&refuse);
-        slots
-            .shared
-            .refuse_deletions
-            .store(false, Ordering::Relaxed);
-        // The space refuses the place before any listener hears of the plug: it stays busy
-        // however often the plug is tried...
-        for _ in 0..2 {
-            let err = space.plug(spec.clone()).unwrap_err();
-            assert!(
-                matches!(err, memvisor_space::Error::SlotBusy { .. }),
-                "{err}"
-            );
-        }
-        // ...until a query of the slots deletes the kept slot, which releases the place.
-        assert!(slots.is_empty());
-        space.plug(spec).unwrap();
+        // While KVM still refuses, the kept slot holds the place.
+        let err = space.plug(spec.clone()).unwrap_err();
+        assert!(
+            matches!(err, memvisor_space::Error::SlotBusy { .. }),
+            "{err}"
+        );
+        assert!(space.snapshot().is_empty());
+        refuse_deletions(&slots, false);
+        // Once KVM agrees, the plug itself lets the kept slot go first: no query is needed.
+        let (region, _) = space.plug(spec).unwrap();
+        let state = slots.shared.lock();
+        assert!(state.stale.is_empty());
+        assert!(Arc::ptr_eq(&state.slots[&0].region, &region));
+        drop(state);
         assert_eq!(slots.registered(), [(0, base.0, 2 << 20, 0)]);
     }
 
     #[test]
     fn insert_over_range_of_refused_undo_under_other_number_succeeds_once_kvm_agrees() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!(
-                "\n*** SKIPPED insert_over_range_of_refused_undo: /dev/kvm is not usable here ***\n"
-            );
+        let regions = [
+            RegionSpec::ram(GuestAddress(0), 1 << 20),
+            RegionSpec::ram(GuestAddress(1 << 20), 1 << 20),
+        ];
+        let Some((_vm, space, slots)) = attached("insert_over_range_of_refused_undo", 0, &regions)
+        else {
             return;
         };
-        let vm = Arc::new(kvm.create_vm().unwrap());
-        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
-        let (space, _) = AddressSpace::builder(layout)
-            .slots(slot_limit(&vm))
-            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
-            .region(RegionSpec::ram(GuestAddress(1 << 20), 1 << 20))
-            .back()
-            .unwrap();
-        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
         let backed = |base: u64| {
             Arc::new(
                 Region::back(RegionSpec::ram(GuestAddress(base), 1 << 20))
@@ -1006,27 +1005,20 @@ mod tests {
 
     #[test]
     fn remove_region_kvm_refuses_deletion_keeps_slot_and_dirty_log() {
-        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!(
-                "\n*** SKIPPED remove_region_kvm_refuses_deletion: /dev/kvm is not usable here ***\n"
-            );
+        let Some((vm, space, slots)) = attached(
+            "remove_region_kvm_refuses_deletion",
+            0,
+            &[RegionSpec::ram(GuestAddress(0), 1 << 20)],
+        ) else {
             return;
         };
-        let vm = Arc::new(kvm.create_vm().unwrap());
         vm.set_tss_address(0xfffb_d000).unwrap();
-        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
-        let (space, _) = AddressSpace::builder(layout)
-            .slots(slot_limit(&vm))
-            .region(RegionSpec::ram(GuestAddress(0), 1 << 20))
-            .back()
-            .unwrap();
-        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
         slots.set_dirty_logging(GuestAddress(0), true).unwrap();
         let before = slots.registered();
         guest_writes_byte(&vm, &space, 0x3000);
 
         // Refused twice before a fetch: the log fetched the first time is kept the second.
-        slots.shared.refuse_deletions.store(true, Ordering::Relaxed);
+        refuse_deletions(&slots, true);
         for _ in 0..2 {
             let err = space.remove_region(GuestAddress(0), 1 << 20).unwrap_err();
             assert!(
@@ -1036,10 +1028,7 @@ mod tests {
             assert_eq!(slots.registered(), before);
             assert_eq!(space.snapshot().len(), 1);
         }
-        slots
-            .shared
-            .refuse_deletions
-            .store(false, Ordering::Relaxed);
+        refuse_deletions(&slots, false);
         // KVM's log was fetched (and so cleared) before each refused deletion: the guest's
         // write is still in the next fetch.
         let dirty = slots.fetch_dirty_log(GuestAddress(0)).unwrap();

@@ -184,10 +184,11 @@ pub enum Error {
     },
     /// The slot's host range is still claimed, so nothing can be plugged there: an older
     /// snapshot, or anything else keeping the `Arc<Region>` (a listener that kept a region
-    /// whose plug was refused, say), still holds the memory of a region plugged there (the
-    /// range is free again once the last holder drops it), or the range could not be turned back
-    /// into reserved space after a failed mapping ([`Error::SlotNotRestored`]) or an unplug,
-    /// which leaves it claimed for the address space's life.
+    /// whose plug was refused, say, and did not let go of it when the plug asked it to
+    /// [`settle`](crate::RegionListener::settle)), still holds the memory of a region plugged
+    /// there (the range is free again once the last holder drops it), or the range could not be
+    /// turned back into reserved space after a failed mapping ([`Error::SlotNotRestored`]) or
+    /// an unplug, which leaves it claimed for the address space's life.
     #[error(
         "hotplug slot at {base:#x} of size {size:#x} is still claimed: an older snapshot holds its memory, or it could not be restored to reserved space"
     )]

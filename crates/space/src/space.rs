@@ -71,12 +71,26 @@ pub struct RegionEvent<'a> {
 /// [`remove_listener`](AddressSpace::remove_listener) panic, rather than wait for that lock
 /// forever. A listener may change another address space, unless a listener of that one changes
 /// this one from another thread at the same time: each change would wait for the other's lock.
+/// The same holds for [`settle`](Self::settle).
 pub trait RegionListener: Send + Sync {
     /// Handles one change.
     ///
     /// # Errors
     /// Any reason to refuse the change.
     fn region_changed(&self, event: &RegionEvent<'_>) -> Result<(), ListenerError>;
+
+    /// Lets go, if it can now, of regions the address space no longer holds but this listener
+    /// still keeps (for example one whose insertion was refused, kept because an outside party
+    /// still used its memory when the listener was told to undo it). A region plugged into
+    /// the hotplug window keeps its place there until its last holder drops it, so
+    /// [`AddressSpace::plug`] calls this on every listener, in order, under the writer lock,
+    /// before it claims the place; a place still kept afterwards is
+    /// [`Error::SlotBusy`]. Nothing is being changed, so there is nothing to refuse. Does
+    /// nothing unless overridden.
+    ///
+    /// # Panics
+    /// A panic here leaves the plug before it changed anything, and is resumed in its caller.
+    fn settle(&self) {}
 }
 
 impl<F> RegionListener for F
@@ -652,11 +666,17 @@ impl AddressSpace {
     /// [`Error::InvalidSpec`] for a spec not marked [`with_hotplug`](RegionSpec::with_hotplug);
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory or has no
     /// hotplug window there; [`Error::SlotBusy`] while an older snapshot (or any other holder
-    /// of a region plugged there, such as a listener) still holds memory at that place, checked
-    /// before any listener hears of the plug (or for good once the place could not be restored to
-    /// reserved space, [`Error::SlotNotRestored`]); then as [`Region::back`] (a backing file
-    /// that is not a regular file is refused at once, without waiting under the writer lock)
-    /// and [`insert_region`](Self::insert_region).
+    /// of a region plugged there) still holds memory at that place, checked after every
+    /// listener was asked to [`settle`](RegionListener::settle) (so a listener that lets go
+    /// of such a region then frees the place for this plug) and before any listener hears of
+    /// the plug (or for good once the place could not be restored to reserved space,
+    /// [`Error::SlotNotRestored`]); then as [`Region::back`] (a backing file that is not a
+    /// regular file is refused at once, without waiting under the writer lock) and
+    /// [`insert_region`](Self::insert_region).
+    ///
+    /// # Panics
+    /// Resumes a listener's panic in [`settle`](RegionListener::settle) (nothing changed
+    /// then) or, as [`insert_region`](Self::insert_region), in the change.
     pub fn plug(&self, spec: RegionSpec) -> Result<(Arc<Region>, RegionReport)> {
         spec.validate()?;
         if !spec.hotplug || !spec.backing.has_memory() {
@@ -671,6 +691,11 @@ impl AddressSpace {
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
         let target = target_for(current.layout(), &writer.windows, &spec)?;
+        // A listener may still keep a region plugged here before (and so its place claimed):
+        // it lets go now if it can.
+        for listener in &writer.listeners {
+            listener.settle();
+        }
         let (region, report) = Region::back_in(spec, target)?;
         let report = report.ok_or(Error::NoHotplugWindow {
             base: region.base().0,

@@ -1052,6 +1052,64 @@ fn plug_refused_or_panicked_by_a_listener_frees_the_slot() {
     assert_eq!(space.snapshot().slot(slot), Some(0));
 }
 
+/// A listener that keeps a region whose plug it refused holds its place; a plug lets the
+/// listeners settle first, so once the listener lets go, the place plugs again with no other
+/// call in between.
+#[test]
+fn plug_at_place_kept_by_listener_succeeds_once_listener_settles() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use memvisor_space::{ListenerError, RegionEvent, RegionListener};
+
+    #[derive(Default)]
+    struct Keeper {
+        kept: Mutex<Vec<Arc<Region>>>,
+        refuse: AtomicBool,
+        release: AtomicBool,
+    }
+
+    impl RegionListener for Keeper {
+        fn region_changed(&self, e: &RegionEvent<'_>) -> Result<(), ListenerError> {
+            if self.refuse.load(Ordering::SeqCst) {
+                self.kept.lock().unwrap().push(Arc::clone(e.region));
+                return Err("kept".into());
+            }
+            Ok(())
+        }
+
+        fn settle(&self) {
+            if self.release.load(Ordering::SeqCst) {
+                self.kept.lock().unwrap().clear();
+            }
+        }
+    }
+
+    let p = page();
+    let layout = layout_with_hotplug_at(4 * GIB, 64 * p);
+    let (space, _) = AddressSpace::back(layout, []).unwrap();
+    let keeper = Arc::new(Keeper::default());
+    space.add_listener(Arc::clone(&keeper) as Arc<dyn RegionListener>);
+    let slot = GuestAddress(4 * GIB + 8 * p);
+    let spec = RegionSpec::ram(slot, 4 * p).with_hotplug(true);
+    keeper.refuse.store(true, Ordering::SeqCst);
+    let err = space.plug(spec.clone()).unwrap_err();
+    assert!(matches!(err, Error::Listener { .. }), "{err}");
+    keeper.refuse.store(false, Ordering::SeqCst);
+    // Still kept after settling: the place is busy, and nothing changed.
+    let err = space.plug(spec.clone()).unwrap_err();
+    assert!(matches!(err, Error::SlotBusy { .. }), "{err}");
+    assert_eq!(keeper.kept.lock().unwrap().len(), 1);
+    assert!(space.snapshot().is_empty());
+    assert_eq!(space.snapshot().generation(), 0);
+    // Let go when settling: the plug that asks goes through.
+    keeper.release.store(true, Ordering::SeqCst);
+    let (region, _) = space.plug(spec).unwrap();
+    assert!(keeper.kept.lock().unwrap().is_empty());
+    assert_eq!(region.read_obj::<u64>(MemoryRegionAddress(0)).unwrap(), 0);
+    assert_eq!(space.snapshot().slot(slot), Some(0));
+}
+
 #[test]
 #[cfg_attr(
     miri,

@@ -5,11 +5,11 @@
 //! a slot of our own) must equal the model; the steps in between see no query.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
-use memvisor_space::{Layout, RegionSpec, WindowKind};
+use memvisor_space::RegionSpec;
 use vm_memory::GuestAddress;
 
+use super::tests::{hotplug_start, refuse_deletions, refusing, space, vm_or_skip};
 use super::*;
 
 const MIB: u64 = 1 << 20;
@@ -87,17 +87,21 @@ impl Model {
     /// Inserting (`plug`: plugging) a region of `size` at `base`: whether it goes through, and
     /// the model after.
     fn insert(&mut self, base: u64, size: u64, plug: bool) -> bool {
-        // Refused by the space before any listener hears of it: the place is taken, no number
-        // is left, or (plugging) a kept slot still maps the hotplug place.
+        // Refused by the space before any listener hears of it: the place is taken, (plugging)
+        // a kept slot still maps the hotplug place after the listeners settled, or no number
+        // is left.
         if self.regions.contains_key(&base) {
             return false;
+        }
+        if plug {
+            self.retry_stale();
+            if self.stale.values().any(|&(b, ..)| b == base) {
+                return false;
+            }
         }
         let Some(slot) = self.next_slot() else {
             return false;
         };
-        if plug && self.stale.values().any(|&(b, ..)| b == base) {
-            return false;
-        }
         self.retry_stale();
         // KVM still holds the place (an overlap) or the number (`SlotBusy`).
         if self.stale.values().any(|&(b, ..)| b == base) || self.stale.contains_key(&slot) {
@@ -222,27 +226,11 @@ fn check(
     }
 }
 
-fn run_seed(kvm: &kvm_ioctls::Kvm, seed: u64, steps: usize) {
-    let vm = Arc::new(kvm.create_vm().unwrap());
-    let layout = Layout::x86_64()
-        .ram(1 << 30)
-        .hotplug(1 << 30)
-        .build()
-        .unwrap();
-    let hotplug = layout
-        .windows_of(WindowKind::Hotplug)
-        .next()
-        .unwrap()
-        .start()
-        .0;
-    let (space, _) = AddressSpace::builder(layout)
-        .slots(SPACE_SLOTS)
-        .back()
-        .unwrap();
+fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
+    let space = space(1 << 30, Some(SPACE_SLOTS), &[]);
+    let hotplug = hotplug_start(&space).0;
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
-    let refuse: Arc<dyn RegionListener> = Arc::new(
-        |_: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> { Err("no".into()) },
-    );
+    let refuse = refusing();
     let places: Vec<u64> = (0..PLACES)
         .map(|i| BOOT + i * GAP)
         .chain((0..PLACES).map(|i| hotplug + i * GAP))
@@ -291,10 +279,7 @@ fn run_seed(kvm: &kvm_ioctls::Kvm, seed: u64, steps: usize) {
             }
             10 => {
                 model.refuse_kvm = !model.refuse_kvm;
-                slots
-                    .shared
-                    .refuse_deletions
-                    .store(model.refuse_kvm, Ordering::Relaxed);
+                refuse_deletions(&slots, model.refuse_kvm);
             }
             11 => {
                 model.refuse_later = !model.refuse_later;
@@ -341,10 +326,7 @@ fn run_seed(kvm: &kvm_ioctls::Kvm, seed: u64, steps: usize) {
         }
     }
     // Dropping the slots deletes every slot KVM has.
-    slots
-        .shared
-        .refuse_deletions
-        .store(false, Ordering::Relaxed);
+    refuse_deletions(&slots, false);
     drop(slots);
     let probe = Region::back(RegionSpec::ram(GuestAddress(0), 0x1000))
         .unwrap()
@@ -359,11 +341,10 @@ fn run_seed(kvm: &kvm_ioctls::Kvm, seed: u64, steps: usize) {
 
 #[test]
 fn random_changes_with_refusals_keep_space_slots_and_kvm_equal_to_model() {
-    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-        eprintln!("\n*** SKIPPED random_changes_with_refusals: /dev/kvm is not usable here ***\n");
-        return;
-    };
     for seed in 0..8 {
-        run_seed(&kvm, seed, 64);
+        let Some(vm) = vm_or_skip("random_changes_with_refusals") else {
+            return;
+        };
+        run_seed(vm, seed, 64);
     }
 }
