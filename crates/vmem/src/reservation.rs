@@ -1441,7 +1441,7 @@ impl Drop for Reservation {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use alloc::string::ToString;
 
     use super::*;
@@ -1484,7 +1484,7 @@ mod tests {
         /// When set, the re-advice call of this thread's next decommit with this index
         /// (counted from zero over every run of every advice given again) is refused with
         /// `EAGAIN`.
-        pub(super) static READVISE_FAILS: core::cell::Cell<Option<usize>> =
+        pub(crate) static READVISE_FAILS: core::cell::Cell<Option<usize>> =
             const { core::cell::Cell::new(None) };
         /// When set, the next unguard of this thread makes this many bytes accessible again and
         /// then fails with `ENOMEM`, as the `mprotect` of a sparse unguard may at the mapping
@@ -1895,6 +1895,37 @@ mod tests {
             });
             assert_advice_true(&r, 4);
         }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn advise_panicking_while_serialized_leaves_later_calls_working() {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+
+        let mut r = reservation(4);
+        r.commit(0, 4 * page()).unwrap();
+        for huge in [false, true] {
+            // A panic between the system call and the record, with the calls' lock held.
+            AFTER_ADVICE.with(|f| {
+                *f.borrow_mut() = Some(alloc::boxed::Box::new(|| panic!("inside the advice")));
+            });
+            let panicked = catch_unwind(AssertUnwindSafe(|| {
+                if huge {
+                    r.advise_huge_pages(0, 4 * page(), HugePageAdvice::NoHuge)
+                } else {
+                    r.advise(0, 4 * page(), Advice::DontDump)
+                }
+            }));
+            assert!(panicked.is_err(), "{huge}");
+        }
+        // Every call that takes the lock still runs, and none waits for ever.
+        r.advise(0, 4 * page(), Advice::DontFork).unwrap();
+        r.advise_huge_pages(0, 4 * page(), HugePageAdvice::Huge)
+            .unwrap();
+        r.lock(0, page()).unwrap();
+        r.unlock(0, page()).unwrap();
+        r.decommit(0, 4 * page()).unwrap();
+        assert_advice_true(&r, 4);
     }
 
     #[test]

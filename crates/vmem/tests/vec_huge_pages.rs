@@ -86,3 +86,61 @@ fn concurrent_vec_advises_in_both_modes() {
         assert!(!advised_huge(small.reservation().as_ptr() as usize));
     }
 }
+
+#[test]
+fn concurrent_pushes_racing_huge_page_growth_and_advice_all_land() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use memvisor_vmem::{Advice, HugePageAdvice};
+
+    /// Large elements keep the pushes few for the bytes grown.
+    type Element = [u64; 32];
+    let size = size_of::<Element>();
+    // A huge page and a half of elements from two threads: growth crosses a huge page (and
+    // advises it) while a third thread keeps advising the whole reservation.
+    let per_thread = 3 * HUGE / (4 * size);
+    for mode in [CommitMode::Protected, CommitMode::Sparse] {
+        let v = Builder::new((4 << 20) / size)
+            .mode(mode)
+            .huge_pages(true)
+            .build_concurrent::<Element>()
+            .unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (v, done) = (&v, &done);
+            let pushers: std::vec::Vec<_> = (0..2u64)
+                .map(|t| {
+                    s.spawn(move || {
+                        for i in 0..per_thread as u64 {
+                            v.push([t << 32 | i; 32]);
+                        }
+                    })
+                })
+                .collect();
+            s.spawn(move || {
+                let r = v.reservation();
+                while !done.load(Ordering::Relaxed) {
+                    r.advise(0, r.len(), Advice::DontDump).unwrap();
+                    r.advise_huge_pages(0, r.len(), HugePageAdvice::Huge)
+                        .unwrap();
+                    std::thread::yield_now();
+                }
+            });
+            for pusher in pushers {
+                pusher.join().unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+        let mut seen: std::vec::Vec<u64> = v.iter().map(|e| e[0]).collect();
+        seen.sort_unstable();
+        let want: std::vec::Vec<u64> = (0..2u64)
+            .flat_map(|t| (0..per_thread as u64).map(move |i| t << 32 | i))
+            .collect();
+        assert_eq!(seen, want, "{mode:?}");
+        assert!(v.iter().all(|e| e.iter().all(|&x| x == e[0])), "{mode:?}");
+        assert!(
+            advised_huge(v.reservation().as_ptr() as usize + HUGE),
+            "{mode:?}"
+        );
+    }
+}

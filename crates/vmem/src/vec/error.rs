@@ -67,7 +67,8 @@ pub enum Error {
         #[source]
         source: crate::Error,
     },
-    /// Decommitting memory failed; the memory stays committed and the vector unchanged.
+    /// Decommitting memory failed; the elements are unchanged (for the memory see
+    /// [`Vec::shrink_to`](super::Vec::shrink_to)).
     #[error("decommitting {len:#x} bytes at offset {offset:#x} failed: {source}")]
     Decommit {
         /// Offset of the range in the reservation.

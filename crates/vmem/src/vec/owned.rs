@@ -702,8 +702,11 @@ impl<T> Vec<T> {
     /// the system.
     ///
     /// # Errors
-    /// [`Error::Decommit`] if the system refuses; the memory stays committed and the vector
-    /// unchanged.
+    /// [`Error::Decommit`] if the system refuses; the elements are unchanged then. The memory
+    /// past them stays committed, unless the system refused only after decommitting it (giving
+    /// advice from [`Reservation::advise`] or huge-page advice to the fresh pages again): it is
+    /// then decommitted and no longer counted in
+    /// [`committed_capacity`](Self::committed_capacity).
     ///
     /// # Examples
     /// ```
@@ -730,13 +733,19 @@ impl<T> Vec<T> {
         }
         let offset = target;
         let len = self.committed_bytes - target;
-        self.reservation
-            .decommit(offset, len)
-            .map_err(|source| Error::Decommit {
+        if let Err(source) = self.reservation.decommit(offset, len) {
+            // The system may refuse after the range was decommitted (giving its advice to the
+            // fresh pages): then the vector must not count it, or a push would write there.
+            if !matches!(self.reservation.is_committed(offset, len), Ok(true)) {
+                self.committed_bytes = target;
+                self.committed = self.layout.slots_in(target);
+            }
+            return Err(Error::Decommit {
                 offset,
                 len,
                 source,
-            })?;
+            });
+        }
         self.committed_bytes = target;
         self.committed = self.layout.slots_in(target);
         Ok(())
@@ -943,5 +952,33 @@ impl<'a, T> IntoIterator for &'a mut Vec<T> {
 
     fn into_iter(self) -> slice::IterMut<'a, T> {
         self.iter_mut()
+    }
+}
+
+#[cfg(all(test, feature = "std", target_os = "linux", not(miri)))]
+mod tests {
+    use super::*;
+    use crate::reservation::tests::READVISE_FAILS;
+    use crate::{Advice, page_size};
+
+    #[test]
+    fn shrink_to_fit_readvice_refused_counts_only_committed_memory() {
+        let page = page_size();
+        let mut v = Vec::<u8>::with_capacity(4 * page).unwrap();
+        v.resize(4 * page, 1);
+        v.reservation()
+            .advise(0, 4 * page, Advice::DontDump)
+            .unwrap();
+        v.truncate(page);
+        // The decommit goes through, then the system refuses to give the advice again.
+        READVISE_FAILS.with(|f| f.set(Some(0)));
+        assert!(matches!(v.shrink_to_fit(), Err(Error::Decommit { .. })));
+        // What the vector counts as committed is committed: the next pushes write there.
+        let counted = v.committed_bytes();
+        assert!(v.reservation().is_committed(0, counted).unwrap());
+        assert!(v.committed_capacity() >= v.len());
+        v.resize(4 * page, 2);
+        assert_eq!(v[page - 1], 1);
+        assert_eq!(v[4 * page - 1], 2);
     }
 }
