@@ -378,8 +378,9 @@ memvisor_status memvisor_context_create(void *memory,
 // reservation.
 //
 // Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
-// `BLOCK_TOO_SMALL`, `OS` (the reservation, or the memory for the context's side tables,
-// about 2% of `len`, was refused), `LIMIT_REACHED`.
+// `TOO_LARGE` (`len` over `PTRDIFF_MAX`; nothing is reserved), `BLOCK_TOO_SMALL`, `OS` (the
+// reservation, or the memory for the context's side tables, about 2% of `len`, was
+// refused), `LIMIT_REACHED`.
 //
 // Thread safety: any thread, any time.
 //

@@ -91,8 +91,9 @@ pub unsafe extern "C" fn memvisor_context_create(
 /// reservation.
 ///
 /// Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
-/// `BLOCK_TOO_SMALL`, `OS` (the reservation, or the memory for the context's side tables,
-/// about 2% of `len`, was refused), `LIMIT_REACHED`.
+/// `TOO_LARGE` (`len` over `PTRDIFF_MAX`; nothing is reserved), `BLOCK_TOO_SMALL`, `OS` (the
+/// reservation, or the memory for the context's side tables, about 2% of `len`, was
+/// refused), `LIMIT_REACHED`.
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -109,6 +110,11 @@ pub unsafe extern "C" fn memvisor_context_create_reserved(
         check_out(out)?;
         // SAFETY: the caller's promise.
         let config = unsafe { read_config(config) }?;
+        // No block is that long: refused before anything is reserved (a 32-bit process may
+        // get that much address space), so every target answers alike.
+        if isize::try_from(len).is_err() {
+            return Err(Status::TooLarge);
+        }
         let arena = Arena::with_reservation(len, config)?;
         let id = registry::create_context(arena)?;
         // SAFETY: checked not null; the caller's promise.

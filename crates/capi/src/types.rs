@@ -443,12 +443,28 @@ plain!(ClientStats {
 // The 64-bit layouts C programs are built against: writing fields one by one moves none.
 #[cfg(target_pointer_width = "64")]
 const _: () = {
+    assert!(FIRST_CONFIG_SIZE == 40);
     assert!(size_of::<Config>() == 40);
     assert!(core::mem::offset_of!(Config, flags) == 32);
     assert!(size_of::<ContextStats>() == 144);
     assert!(core::mem::offset_of!(ContextStats, accepted_flags) == 136);
     assert!(size_of::<ClientStats>() == 120);
     assert!(core::mem::offset_of!(ClientStats, allocations) == 104);
+};
+
+// The 32-bit layouts: `uint64_t` aligned to 4 (x86) or to 8 (Arm, MIPS, PowerPC,
+// WebAssembly: 4 bytes of padding before `allocations`).
+#[cfg(target_pointer_width = "32")]
+const _: () = {
+    assert!(FIRST_CONFIG_SIZE == 20);
+    assert!(size_of::<Config>() == 20);
+    assert!(core::mem::offset_of!(Config, flags) == 16);
+    assert!(size_of::<ContextStats>() == 72);
+    assert!(core::mem::offset_of!(ContextStats, accepted_flags) == 68);
+    // 13 `size_t` fields, then the two `uint64_t` counters.
+    let allocations = (13 * 4_usize).next_multiple_of(align_of::<u64>());
+    assert!(core::mem::offset_of!(ClientStats, allocations) == allocations);
+    assert!(size_of::<ClientStats>() == allocations + 16);
 };
 
 /// Writes the first `len` bytes of `value` to `out`: zeroes them, writes each field that
@@ -504,24 +520,27 @@ mod tests {
     #[test]
     fn served_len_inside_a_field_or_padding_refused() {
         let flags_end = core::mem::offset_of!(Config, flags) + size_of::<u32>();
-        for size in [
-            0,
-            1,
-            W - 1,
-            W + 1,
-            2 * W + 3,
-            flags_end,
-            size_of::<Config>() - 1,
-        ] {
+        for size in [0, 1, W - 1, W + 1, 2 * W + 3, size_of::<Config>() - 1] {
             assert_eq!(
                 served_len::<Config>(size),
                 Err(Status::StructSize),
                 "{size}"
             );
         }
+        // `flags` ends in the trailing padding on 64-bit targets, at the end on 32-bit ones.
+        let expected = if flags_end < size_of::<Config>() {
+            Err(Status::StructSize)
+        } else {
+            Ok(flags_end)
+        };
+        assert_eq!(served_len::<Config>(flags_end), expected);
         let last = size_of::<ContextStats>() - 1;
         assert_eq!(served_len::<ContextStats>(last), Err(Status::StructSize));
-        assert_eq!(served_len::<ClientStats>(W + 4), Err(Status::StructSize));
+        // Inside `total_bytes`, whatever the width of `size_t`.
+        assert_eq!(
+            served_len::<ClientStats>(W + W / 2),
+            Err(Status::StructSize)
+        );
     }
 
     #[test]

@@ -219,6 +219,24 @@ fn reserved_context_under_a_chunk_is_block_too_small() {
 }
 
 #[test]
+fn reserved_context_over_ptrdiff_max_is_too_large_on_every_target() {
+    // A 32-bit process may get 2 GiB of address space from the OS: the length is refused
+    // before anything is reserved, with the same status on every target.
+    let c = config(0);
+    for len in [
+        isize::MAX.unsigned_abs() + 1,
+        usize::MAX - CHUNK + 1,
+        usize::MAX,
+    ] {
+        let mut ctx = Context::default();
+        // SAFETY: `c` and `ctx` are valid locals.
+        let st = unsafe { memvisor_context_create_reserved(len, &c, &mut ctx) };
+        assert_eq!(st, Status::TooLarge, "len {len:#x}");
+        assert_eq!(ctx, Context::default());
+    }
+}
+
+#[test]
 fn handle_of_the_other_kind_refused() {
     let memory = Memory::new(LEN);
     let ctx = context(&memory, 0);
@@ -549,7 +567,7 @@ fn context_create_older_config_fields_past_its_size_take_defaults() {
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 
     // A size inside `chunk_size` is refused and nothing is made.
-    old[0] = size_of::<usize>() + 4;
+    old[0] = size_of::<usize>() + size_of::<usize>() / 2;
     let mut none = Context::default();
     // SAFETY: as above.
     let st =

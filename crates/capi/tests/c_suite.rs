@@ -1,4 +1,5 @@
-//! Builds the C test suite (`tests/c/*.c`) and the README's example with the system `cc`
+//! Builds the C test suite (`tests/c/*.c`) and the README's example with `$CC` (default the
+//! system `cc`; `CC="gcc -m32"` for the libraries built for `i686-unknown-linux-gnu`)
 //! against the static and the shared library, and runs each build plainly, under valgrind and
 //! with AddressSanitizer and UndefinedBehaviorSanitizer.
 //!
@@ -83,6 +84,16 @@ fn out_dir() -> PathBuf {
     dir
 }
 
+/// The C compiler: `$CC` (a program and its first flags, such as `gcc -m32` for the
+/// libraries built for `i686-unknown-linux-gnu`), or `cc`.
+fn c_compiler() -> Command {
+    let cc = std::env::var("CC").unwrap_or_default();
+    let mut words = cc.split_whitespace();
+    let mut command = Command::new(words.next().unwrap_or("cc"));
+    command.args(words);
+    command
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
     Static,
@@ -93,7 +104,7 @@ enum Link {
 fn compile(source: &Path, name: &str, link: Link, extra: &[&str]) -> PathBuf {
     let exe = out_dir().join(name);
     let lib = lib_dir();
-    let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_owned()));
+    let mut cc = c_compiler();
     cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
         .args(extra)
         .arg("-I")
@@ -473,7 +484,6 @@ fn make_install_then_the_readme_commands_build_the_example() {
     }
     check_installed_shared(&prefix);
     let example = readme_example("readme_installed.c");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let libdir = prefix.join("lib");
 
     // Shared, with the flags pkg-config gives for the installed `memvisor.pc`.
@@ -494,7 +504,7 @@ fn make_install_then_the_readme_commands_build_the_example() {
             "{flags}"
         );
         let exe = root.join("vm-shared");
-        let output = Command::new(&cc)
+        let output = c_compiler()
             .arg(&example)
             .args(flags.split_whitespace())
             .arg("-o")
@@ -518,7 +528,7 @@ fn make_install_then_the_readme_commands_build_the_example() {
 
     // Static, with exactly the README's flags.
     let exe = root.join("vm-static");
-    let output = Command::new(&cc)
+    let output = c_compiler()
         .arg(&example)
         .arg(format!("-I{}", prefix.join("include").display()))
         .arg(libdir.join("libmemvisor.a"))

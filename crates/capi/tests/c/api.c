@@ -135,8 +135,15 @@ static void test_context_reserved(void) {
     bad.min_block = 512;
     CHECK_STATUS(memvisor_context_create_reserved(8 * MIB, &bad, &ctx),
                  MEMVISOR_STATUS_INVALID_CONFIG);
-    /* The operating system refuses a reservation of nearly all the address space. */
+#if SIZE_MAX > UINT32_MAX
+    /* The operating system refuses a reservation of half the 64-bit address space (a 32-bit
+     * process may get one of 2 GiB). */
     CHECK_STATUS(memvisor_context_create_reserved(SIZE_MAX / 2, &c, &ctx), MEMVISOR_STATUS_OS);
+#endif
+    /* Over PTRDIFF_MAX is too large, before anything is reserved, on every target. */
+    CHECK_STATUS(memvisor_context_create_reserved(SIZE_MAX / 2 + 1, &c, &ctx),
+                 MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_context_create_reserved(SIZE_MAX, &c, &ctx), MEMVISOR_STATUS_TOO_LARGE);
     /* Under one chunk is too small, before anything is reserved. */
     CHECK_STATUS(memvisor_context_create_reserved(0, &c, &ctx), MEMVISOR_STATUS_BLOCK_TOO_SMALL);
     CHECK_STATUS(memvisor_context_create_reserved(4096, &c, &ctx), MEMVISOR_STATUS_BLOCK_TOO_SMALL);
@@ -260,13 +267,14 @@ static void test_client_errors(void) {
     CHECK_STATUS(memvisor_size_of(a, NULL, &size), MEMVISOR_STATUS_NULL_POINTER);
     CHECK_STATUS(memvisor_size_of(a, &local, NULL), MEMVISOR_STATUS_NULL_POINTER);
     CHECK_STATUS(memvisor_client_get_stats(a, NULL), MEMVISOR_STATUS_NULL_POINTER);
-    cs.size = 12;
+    /* Inside `total_bytes`, whatever the width of `size_t`. */
+    cs.size = sizeof(size_t) + sizeof(size_t) / 2;
     CHECK_STATUS(memvisor_client_get_stats(a, &cs), MEMVISOR_STATUS_STRUCT_SIZE);
     /* Just the size field (the smallest structure a header can have): only it is written. */
-    cs.size = 8;
+    cs.size = sizeof(size_t);
     cs.total_bytes = 77;
     OK(memvisor_client_get_stats(a, &cs));
-    CHECK(cs.size == 8 && cs.total_bytes == 77);
+    CHECK(cs.size == sizeof(size_t) && cs.total_bytes == 77);
     cs.size = sizeof cs;
 
     /* Sizes and alignments. */
