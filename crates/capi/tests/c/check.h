@@ -27,6 +27,17 @@ static int failures;
 
 #define OK(call) CHECK_STATUS(call, MEMVISOR_STATUS_OK)
 
+/* Whether each of the `n` bytes at `p` is `value`. */
+static inline int all_bytes(const void *p, size_t n, unsigned char value) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i] != value) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int finish(const char *name) {
     if (failures) {
         fprintf(stderr, "%s: %d check(s) failed\n", name, failures);

@@ -39,16 +39,6 @@ static memvisor_context_stats context_stats(memvisor_context ctx) {
     return s;
 }
 
-static int all_bytes(const void *p, size_t n, unsigned char value) {
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) {
-        if (c[i] != value) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* Writes a byte in every page of the `size` bytes at `p`, and their last byte. */
 static void touch_pages(void *p, size_t size) {
     unsigned char *c = p;

@@ -40,16 +40,6 @@ struct client_stats_v0 {
 
 #define CANARY 0xee
 
-static int all_bytes(const void *p, size_t n, unsigned char value) {
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) {
-        if (c[i] != value) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static void test_config_init_older_header(void) {
     struct config_v0 *old = malloc(sizeof *old);
     CHECK(old != NULL);
