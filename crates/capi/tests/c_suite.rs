@@ -126,13 +126,7 @@ fn compile(source: &Path, name: &str, link: Link, extra: &[&str]) -> PathBuf {
                 .arg(format!("-Wl,-rpath,{}", runtime_dir().display()));
         }
     }
-    let output = cc.output().expect("run cc");
-    assert!(
-        output.status.success(),
-        "cc failed for {}:\n{}",
-        source.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stdout_of(&mut cc, &format!("cc for {}", source.display()));
     exe
 }
 
@@ -165,6 +159,22 @@ fn run(wrapper: &[&str], exe: &Path, env: &[(&str, &str)]) -> String {
 
 fn suite_source(name: &str) -> PathBuf {
     crate_dir().join("tests/c").join(format!("{name}.c"))
+}
+
+/// Runs `command` (`what` names it in messages), checks that it succeeded, and returns its
+/// standard output; a failure shows its status and both of its outputs.
+fn stdout_of(command: &mut Command, what: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 fn have(tool: &str) -> bool {
@@ -293,27 +303,23 @@ fn header_compiles_as_cpp() {
     )
     .expect("write");
     let exe = out_dir().join("header-cpp");
-    let output = Command::new("c++")
-        .args([
-            "-std=c++11",
-            "-Wall",
-            "-Wextra",
-            "-pedantic",
-            "-Werror",
-            "-I",
-        ])
-        .arg(crate_dir().join("include"))
-        .arg(&src)
-        .arg(lib_dir().join("libmemvisor.a"))
-        .args(NATIVE_LIBS)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("run c++");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    stdout_of(
+        Command::new("c++")
+            .args([
+                "-std=c++11",
+                "-Wall",
+                "-Wextra",
+                "-pedantic",
+                "-Werror",
+                "-I",
+            ])
+            .arg(crate_dir().join("include"))
+            .arg(&src)
+            .arg(lib_dir().join("libmemvisor.a"))
+            .args(NATIVE_LIBS)
+            .arg("-o")
+            .arg(&exe),
+        "c++",
     );
     run(&[], &exe, &[]);
 }
@@ -323,25 +329,21 @@ fn header_compiles_as_cpp() {
 fn header_alone_compiles(compiler: &str, file: &str, flags: &[&str]) {
     let src = out_dir().join(file);
     std::fs::write(&src, "#include <memvisor.h>\n").expect("write");
-    let output = Command::new(compiler)
-        .args(flags)
-        .args([
-            "-Wall",
-            "-Wextra",
-            "-Wundef",
-            "-pedantic",
-            "-Werror",
-            "-fsyntax-only",
-            "-I",
-        ])
-        .arg(crate_dir().join("include"))
-        .arg(&src)
-        .output()
-        .expect("run the compiler");
-    assert!(
-        output.status.success(),
-        "{compiler} {flags:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    stdout_of(
+        Command::new(compiler)
+            .args(flags)
+            .args([
+                "-Wall",
+                "-Wextra",
+                "-Wundef",
+                "-pedantic",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(crate_dir().join("include"))
+            .arg(&src),
+        &format!("{compiler} {flags:?}"),
     );
 }
 
@@ -359,20 +361,15 @@ fn header_alone_compiles_as_c99_and_cpp11_pedantic() {
 /// Runs `make` in the crate's directory with `args`, with cargo replaced by `true` and the
 /// libraries taken from `target` (as `cargo build --release` would leave them there).
 fn make(target: &Path, args: &[&str]) {
-    let output = Command::new("make")
-        .arg("--no-print-directory")
-        .arg("-C")
-        .arg(crate_dir())
-        .args(args)
-        .arg("CARGO=true")
-        .arg(format!("TARGET_DIR={}", target.display()))
-        .output()
-        .expect("run make");
-    assert!(
-        output.status.success(),
-        "make {args:?}:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    stdout_of(
+        Command::new("make")
+            .arg("--no-print-directory")
+            .arg("-C")
+            .arg(crate_dir())
+            .args(args)
+            .arg("CARGO=true")
+            .arg(format!("TARGET_DIR={}", target.display())),
+        &format!("make {args:?}"),
     );
 }
 
@@ -406,17 +403,7 @@ fn dynamic_entries(file: &Path, tag: &str) -> Option<Vec<String>> {
         eprintln!("\n!!!!!! SKIPPED: readelf is not installed; {tag} was NOT checked !!!!!!\n");
         return None;
     }
-    let output = Command::new("readelf")
-        .arg("-d")
-        .arg(file)
-        .output()
-        .expect("run readelf");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text = stdout_of(Command::new("readelf").arg("-d").arg(file), "readelf");
     let entries = text
         .lines()
         .filter(|line| line.contains(&format!("({tag})")))
@@ -488,33 +475,24 @@ fn make_install_then_the_readme_commands_build_the_example() {
 
     // Shared, with the flags pkg-config gives for the installed `memvisor.pc`.
     if have("pkg-config") {
-        let flags = Command::new("pkg-config")
-            .args(["--cflags", "--libs", "memvisor"])
-            .env("PKG_CONFIG_PATH", libdir.join("pkgconfig"))
-            .output()
-            .expect("run pkg-config");
-        assert!(
-            flags.status.success(),
-            "{}",
-            String::from_utf8_lossy(&flags.stderr)
+        let flags = stdout_of(
+            Command::new("pkg-config")
+                .args(["--cflags", "--libs", "memvisor"])
+                .env("PKG_CONFIG_PATH", libdir.join("pkgconfig")),
+            "pkg-config",
         );
-        let flags = String::from_utf8_lossy(&flags.stdout).into_owned();
         assert!(
             flags.contains(&format!("-I{}", prefix.join("include").display())),
             "{flags}"
         );
         let exe = root.join("vm-shared");
-        let output = c_compiler()
-            .arg(&example)
-            .args(flags.split_whitespace())
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .expect("run cc");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        stdout_of(
+            c_compiler()
+                .arg(&example)
+                .args(flags.split_whitespace())
+                .arg("-o")
+                .arg(&exe),
+            "cc",
         );
         if let Some(needed) = dynamic_entries(&exe, "NEEDED") {
             assert!(needed.contains(&soname()), "{needed:?}");
@@ -528,19 +506,15 @@ fn make_install_then_the_readme_commands_build_the_example() {
 
     // Static, with exactly the README's flags.
     let exe = root.join("vm-static");
-    let output = c_compiler()
-        .arg(&example)
-        .arg(format!("-I{}", prefix.join("include").display()))
-        .arg(libdir.join("libmemvisor.a"))
-        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-lgcc_s"])
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("run cc");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    stdout_of(
+        c_compiler()
+            .arg(&example)
+            .arg(format!("-I{}", prefix.join("include").display()))
+            .arg(libdir.join("libmemvisor.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-lgcc_s"])
+            .arg("-o")
+            .arg(&exe),
+        "cc",
     );
     let out = run(&[], &exe, &[]);
     assert!(out.contains("all memory back"), "{out}");
@@ -591,17 +565,12 @@ fn pkg_config_file_names_library_and_version() {
     assert!(pc.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))));
     assert!(pc.contains("-lmemvisor"));
     if have("pkg-config") {
-        let output = Command::new("pkg-config")
-            .args(["--cflags", "--libs", "memvisor"])
-            .env("PKG_CONFIG_PATH", crate_dir())
-            .output()
-            .expect("run pkg-config");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let flags = stdout_of(
+            Command::new("pkg-config")
+                .args(["--cflags", "--libs", "memvisor"])
+                .env("PKG_CONFIG_PATH", crate_dir()),
+            "pkg-config",
         );
-        let flags = String::from_utf8_lossy(&output.stdout);
         assert!(
             flags.contains("-lmemvisor") && flags.contains("-I"),
             "{flags}"
@@ -618,13 +587,8 @@ fn header_matches_cbindgen_output() {
         );
         return;
     }
-    let output = Command::new(crate_dir().join("check-header"))
-        .output()
-        .expect("run check-header");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    stdout_of(
+        &mut Command::new(crate_dir().join("check-header")),
+        "check-header",
     );
 }
