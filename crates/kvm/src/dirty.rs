@@ -23,11 +23,17 @@ pub struct DirtyBitmap {
 
 impl DirtyBitmap {
     /// A clean bitmap of the `size` bytes at `base`, one bit per `page_size` bytes (the last
-    /// page may be partial). It takes `size / page_size / 8` bytes.
+    /// page may be partial). It takes `size / page_size / 8` bytes: `page_size` is a power of
+    /// two of at least the host page size (the unit of KVM's dirty log; a larger one, such as
+    /// a huge page, for a coarser record of the VMM's own), so a bitmap never takes more than
+    /// 1/32768 of the range it covers with 4 KiB host pages. A large clean bitmap is fresh
+    /// zero pages from the allocator: it takes memory as its words are written (by marks and
+    /// fetches, or by [`clear`](Self::clear) and `clone`, which write every word).
     ///
     /// # Errors
-    /// [`Error::InvalidBitmap`] for a zero page size, a zero size, a size above 128 PiB, a
-    /// range past `u64::MAX`, or a bitmap this process cannot allocate.
+    /// [`Error::InvalidBitmap`] for a page size that is not a power of two or is below the
+    /// host page size, a zero size, a size above 128 PiB, a range past `u64::MAX`, or a bitmap
+    /// this process cannot allocate.
     ///
     /// ```
     /// use memvisor_kvm::DirtyBitmap;
@@ -45,20 +51,21 @@ impl DirtyBitmap {
             size,
             page_size,
         };
-        if page_size == 0 || size == 0 || size > MAX_SIZE || base.0.checked_add(size - 1).is_none()
+        if !page_size.is_power_of_two()
+            || page_size < host_page_size()
+            || size == 0
+            || size > MAX_SIZE
+            || base.0.checked_add(size - 1).is_none()
         {
             return Err(invalid());
         }
         let words =
             usize::try_from(size.div_ceil(page_size).div_ceil(64)).map_err(|_| invalid())?;
-        let mut bits = Vec::new();
-        bits.try_reserve_exact(words).map_err(|_| invalid())?;
-        bits.resize(words, 0);
         Ok(Self {
             base,
             size,
             page_size,
-            words: bits,
+            words: zeroed_words(words).ok_or_else(invalid)?,
         })
     }
 
@@ -186,6 +193,24 @@ impl DirtyBitmap {
             *w |= o;
         }
     }
+}
+
+/// `len` zero words (`len > 0`), or `None` if they cannot be allocated. Zeroed by the
+/// allocator, which for a large block maps fresh zero pages: a clean bitmap takes memory only
+/// where bits are set, not its whole size at once.
+fn zeroed_words(len: usize) -> Option<Vec<u64>> {
+    let layout = std::alloc::Layout::array::<u64>(len).ok()?;
+    if layout.size() == 0 {
+        return None;
+    }
+    // SAFETY: the layout's size is not zero.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u64>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of `[u64; len]`
+    // (what a `Vec<u64>` of capacity `len` uses), and zero bytes are `len` valid `u64`s.
+    Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 /// The set bits of a word, lowest first.
@@ -379,6 +404,63 @@ mod tests {
             let err = DirtyBitmap::new(GuestAddress(base), size, page).unwrap_err();
             assert!(matches!(err, Error::InvalidBitmap { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn new_page_size_below_host_page_or_not_power_of_two_errors() {
+        let host = host_page_size();
+        for page in [
+            1,
+            2,
+            3,
+            512,
+            host / 2,
+            host - 1,
+            host + 1,
+            3 * host,
+            (1 << 63) + host,
+        ] {
+            let err = DirtyBitmap::new(GuestAddress(0), 1 << 20, page).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidBitmap { base: 0, size: 0x10_0000, page_size } if page_size == page),
+                "{page:#x}: {err}"
+            );
+        }
+        // A byte per bit over the largest range would be 16 PiB: refused before allocating.
+        assert!(matches!(
+            DirtyBitmap::new(GuestAddress(0), 1 << 57, 1),
+            Err(Error::InvalidBitmap { .. })
+        ));
+        for page in [host, 2 * host, 2 << 20, 1 << 63] {
+            let b = DirtyBitmap::new(GuestAddress(0), 1 << 22, page).unwrap();
+            assert_eq!(b.pages(), (1u64 << 22).div_ceil(page));
+        }
+    }
+
+    /// This process's resident memory in bytes.
+    fn resident() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * host_page_size()
+    }
+
+    #[test]
+    // Miri would have to make the 2 GiB of bits it allocates.
+    #[cfg_attr(miri, ignore)]
+    fn new_large_bitmap_takes_no_memory_until_marked() {
+        // 64 TiB in 4 KiB pages: 2 GiB of bits, none set.
+        let before = resident();
+        let mut b = DirtyBitmap::new(GuestAddress(0), 1 << 46, host_page_size()).unwrap();
+        let grown = resident().saturating_sub(before);
+        assert!(
+            grown < 256 << 20,
+            "a clean bitmap made {grown:#x} bytes resident"
+        );
+        assert_eq!(b.words().len(), 1 << 28);
+        assert!(!b.is_dirty(GuestAddress(0)));
+        b.mark(GuestAddress((1 << 46) - 1), 1);
+        assert!(b.is_dirty(GuestAddress((1 << 46) - 1)));
+        assert!(!b.is_dirty(GuestAddress((1 << 46) - 1 - host_page_size())));
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub enum Error {
         /// The region's guest base.
         base: u64,
     },
-    /// The VM has a live [`MemorySlots`](crate::MemorySlots) already: a second one would
-    /// manage the same KVM slot numbers.
+    /// The VM has a live [`MemorySlots`](crate::MemorySlots) already (through this `VmFd` or
+    /// another descriptor of the same VM): a second one would manage the same KVM slot numbers.
     #[error("the VM (file descriptor {vm_fd}) has memory slots attached already")]
     AlreadyAttached {
         /// The VM's file descriptor.
@@ -82,8 +82,8 @@ pub enum Error {
         #[source]
         source: KvmError,
     },
-    /// A dirty bitmap of no pages, a zero page size, a range past `u64::MAX`, or one too big
-    /// to allocate.
+    /// A dirty bitmap of no pages, a page size that is not a power of two or is below the
+    /// host page size, a range past `u64::MAX` or above 128 PiB, or one too big to allocate.
     #[error("no dirty bitmap for {size:#x} bytes at {base:#x} in pages of {page_size:#x} bytes")]
     InvalidBitmap {
         /// The range's base.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
@@ -140,8 +141,15 @@ enum Op {
 ///
 /// One `MemorySlots` per VM: KVM slot numbers are the space's, so a second one (of the same
 /// address space or another) would manage the same KVM slots. [`attach`](Self::attach) refuses
-/// a `VmFd` that has a live `MemorySlots` already ([`Error::AlreadyAttached`]); once that one
-/// is dropped, the VM can be attached again. One address space may be attached to several VMs.
+/// a VM that has a live `MemorySlots` already ([`Error::AlreadyAttached`]), whether through the
+/// same `VmFd` or another `VmFd` over a duplicate of its descriptor (`dup`, or passed over a
+/// socket); once that one is dropped, the VM can be attached again. One address space may be
+/// attached to several VMs. Duplicates are recognised with `kcmp(2)`; where the kernel has no
+/// `kcmp` or refuses it (built without `CONFIG_KCMP`, a seccomp filter denying it), only a
+/// second attach through the same `VmFd` is refused, so do not attach two `VmFd`s of one VM
+/// there. `kcmp` is called only while another VM of this process has a live `MemorySlots`
+/// (one `kcmp` per such VM): a process under a seccomp filter that attaches several VMs must
+/// allow it, or make it fail with an error, rather than kill the process.
 ///
 /// Its methods may be called from a region listener of the space (one added after it sees a
 /// new region registered already). Attaching or dropping it there panics instead: that adds
@@ -194,8 +202,9 @@ impl MemorySlots {
     /// after its listeners accept it.
     ///
     /// # Errors
-    /// [`Error::AlreadyAttached`] if `vm` has a live `MemorySlots` already (nothing is done
-    /// then). As the listener would refuse a region: [`Error::SlotLimit`], [`Error::TooBig`],
+    /// [`Error::AlreadyAttached`] if the VM of `vm` has a live `MemorySlots` already, through
+    /// `vm` or a duplicate of its descriptor (see [`MemorySlots`]; nothing is done then). As the
+    /// listener would refuse a region: [`Error::SlotLimit`], [`Error::TooBig`],
     /// [`Error::ReadOnlyUnsupported`], [`Error::SetMemoryRegion`]. The slots registered before
     /// the failure are deleted again and the listener is taken out of `space`.
     pub fn attach(vm: Arc<VmFd>, space: &AddressSpace) -> Result<Self> {
@@ -603,23 +612,28 @@ impl Drop for Shared {
     }
 }
 
-/// The VMs with a live [`Shared`], by the address of their `VmFd` (which the `Shared` keeps
-/// alive, so no other `VmFd` can take that address meanwhile).
-static ATTACHED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+/// The VMs with a live [`Shared`]: the address of their `VmFd` and its descriptor (the
+/// `Shared` keeps the `VmFd` alive, so no other `VmFd` can take that address, and the
+/// descriptor stays open, meanwhile).
+static ATTACHED: Mutex<Vec<(usize, RawFd)>> = Mutex::new(Vec::new());
 
 /// Records that `vm` has memory slots attached.
 ///
 /// # Errors
-/// [`Error::AlreadyAttached`] if it has already.
+/// [`Error::AlreadyAttached`] if it has already: through the same `VmFd`, or through another
+/// descriptor of the same VM (a `dup` of it, or one passed over a socket) where the kernel
+/// compares open files ([`same_file`]).
 fn claim_vm(vm: &Arc<VmFd>) -> Result<()> {
     let key = Arc::as_ptr(vm).addr();
+    let fd = vm.as_raw_fd();
     let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
-    if attached.contains(&key) {
-        return Err(Error::AlreadyAttached {
-            vm_fd: std::os::fd::AsRawFd::as_raw_fd(&**vm),
-        });
+    if attached
+        .iter()
+        .any(|&(k, other)| k == key || same_file(fd, other) == Some(true))
+    {
+        return Err(Error::AlreadyAttached { vm_fd: fd });
     }
-    attached.push(key);
+    attached.push((key, fd));
     Ok(())
 }
 
@@ -627,9 +641,74 @@ fn claim_vm(vm: &Arc<VmFd>) -> Result<()> {
 fn release_vm(vm: &Arc<VmFd>) {
     let key = Arc::as_ptr(vm).addr();
     let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(i) = attached.iter().position(|&k| k == key) {
+    if let Some(i) = attached.iter().position(|&(k, _)| k == key) {
         attached.swap_remove(i);
     }
+}
+
+/// Whether the open descriptors `a` and `b` of this process refer to the same open file (so,
+/// for KVM VM descriptors, the same VM: each `KVM_CREATE_VM` makes one file, and every other
+/// descriptor of that VM is a duplicate of one of it). `None` if the kernel cannot say:
+/// `kcmp(2)` missing (a kernel built without `CONFIG_KCMP`, another architecture) or refused
+/// (a seccomp filter, a ptrace policy).
+fn same_file(a: RawFd, b: RawFd) -> Option<bool> {
+    if a == b {
+        return Some(true);
+    }
+    let (Ok(a), Ok(b)) = (
+        std::ffi::c_ulong::try_from(a),
+        std::ffi::c_ulong::try_from(b),
+    ) else {
+        return None;
+    };
+    #[cfg(test)]
+    if NO_KCMP.with(std::cell::Cell::get) {
+        return None;
+    }
+    let number = KCMP?;
+    let pid = std::ffi::c_long::from(std::process::id().cast_signed());
+    // SAFETY: `kcmp(pid, pid, KCMP_FILE, a, b)` only compares two descriptors of this
+    // process; it reads and writes no memory of ours.
+    match unsafe { syscall(number, pid, pid, KCMP_FILE, a, b) } {
+        0 => Some(true),
+        n if n > 0 => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes [`same_file`] answer as on a kernel without `kcmp`, on this thread.
+    static NO_KCMP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `kcmp`'s system call number on this architecture, if known.
+#[cfg(target_arch = "x86_64")]
+const KCMP: Option<std::ffi::c_long> = Some(312);
+#[cfg(target_arch = "x86")]
+const KCMP: Option<std::ffi::c_long> = Some(349);
+#[cfg(any(
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+const KCMP: Option<std::ffi::c_long> = Some(272);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+)))]
+const KCMP: Option<std::ffi::c_long> = None;
+
+/// `kcmp`'s comparison of two open files (`<linux/kcmp.h>`).
+const KCMP_FILE: std::ffi::c_long = 0;
+
+unsafe extern "C" {
+    /// The C library's generic system call entry (`syscall(2)`): the result, or -1 with
+    /// `errno` set.
+    fn syscall(number: std::ffi::c_long, ...) -> std::ffi::c_long;
 }
 
 /// The region listener added to the address space. [`MemorySlots`] takes it out again when
@@ -741,6 +820,56 @@ mod tests {
     /// Makes KVM refuse (or no longer refuse) every slot deletion of `slots`.
     pub(super) fn refuse_deletions(slots: &MemorySlots, on: bool) {
         slots.shared.refuse_deletions.store(on, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn same_file_tells_duplicates_from_other_vms_and_unknown_descriptors() {
+        let Some(vm) = vm_or_skip("same_file_tells_duplicates") else {
+            return;
+        };
+        let other = vm_or_skip("same_file_tells_duplicates").unwrap();
+        // SAFETY: `vm` keeps its descriptor open while it is borrowed here.
+        let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(vm.as_raw_fd()) }
+            .try_clone_to_owned()
+            .unwrap();
+        let (fd, dup) = (vm.as_raw_fd(), std::os::fd::AsRawFd::as_raw_fd(&dup));
+        assert_eq!(same_file(fd, fd), Some(true));
+        assert_eq!(same_file(fd, dup), Some(true));
+        assert_eq!(same_file(fd, other.as_raw_fd()), Some(false));
+        // A descriptor that is not open: the kernel cannot compare, and nothing is claimed.
+        assert_eq!(same_file(fd, i32::MAX), None);
+        assert_eq!(same_file(fd, -1), None);
+    }
+
+    #[test]
+    fn attach_without_kcmp_refuses_only_the_same_vm_fd() {
+        let Some(vm) = vm_or_skip("attach_without_kcmp") else {
+            return;
+        };
+        NO_KCMP.with(|no| no.set(true));
+        // SAFETY: `vm` keeps its descriptor open while it is borrowed here.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(vm.as_raw_fd()) }
+            .try_clone_to_owned()
+            .unwrap();
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        // SAFETY: `fd` is a fresh descriptor of a KVM VM, owned by nothing else.
+        let twin = Arc::new(
+            unsafe { kvm.create_vmfd_from_rawfd(std::os::fd::IntoRawFd::into_raw_fd(fd)) }.unwrap(),
+        );
+        assert_eq!(same_file(vm.as_raw_fd(), twin.as_raw_fd()), None);
+        let space_a = space(0, None, &[RegionSpec::ram(GuestAddress(0), 1 << 20)]);
+        let first = MemorySlots::attach(Arc::clone(&vm), &space_a).unwrap();
+        // The same `VmFd` is still refused; a duplicate is not recognised (the documented
+        // fallback), so it is attached, here to an empty space.
+        assert!(matches!(
+            MemorySlots::attach(Arc::clone(&vm), &space_a),
+            Err(Error::AlreadyAttached { .. })
+        ));
+        let empty = space(0, None, &[]);
+        let second = MemorySlots::attach(twin, &empty).unwrap();
+        assert!(second.is_empty());
+        assert_eq!(first.registered(), [(0, 0, 1 << 20, 0)]);
+        NO_KCMP.with(|no| no.set(false));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 
 mod support;
 
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::sync::Arc;
 
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
+use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, RegionSpec};
 use support::{MIB, backed, backed_space, kvm_or_skip, layout};
@@ -38,6 +40,53 @@ fn attach_twice_to_one_vm_errors_and_first_keeps_following() {
     // Another space's changes are not followed.
     other.insert_region(backed(16 * MIB, MIB)).unwrap();
     assert_eq!(first.len(), 1);
+}
+
+#[test]
+fn attach_through_duplicated_vm_descriptor_errors_while_first_lives() {
+    let Some(kvm) = kvm_or_skip("attach_through_duplicated_vm_descriptor_errors_while_first_lives")
+    else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    // Another `VmFd` of the same VM: a duplicate of its descriptor (`dup`).
+    let duplicate = |vm: &VmFd| {
+        // SAFETY: `vm` keeps its descriptor open while it is borrowed here.
+        let fd = unsafe { BorrowedFd::borrow_raw(vm.as_raw_fd()) }
+            .try_clone_to_owned()
+            .unwrap();
+        // SAFETY: `fd` is a fresh descriptor of a KVM VM, owned by nothing else.
+        Arc::new(unsafe { kvm.create_vmfd_from_rawfd(fd.into_raw_fd()) }.unwrap())
+    };
+    let twin = duplicate(&vm);
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
+    let first = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    for other in [&twin, &duplicate(&twin)] {
+        let err = MemorySlots::attach(Arc::clone(other), &space).unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyAttached { vm_fd } if vm_fd == other.as_raw_fd()),
+            "{err}"
+        );
+    }
+    // Refused before touching KVM: `first` still follows every change.
+    assert_eq!(first.registered(), [(0, 0, MIB, 0)]);
+    space.remove_region(GuestAddress(0), MIB).unwrap();
+    assert!(first.is_empty());
+    space.insert_region(backed(0, MIB)).unwrap();
+    assert_eq!(first.registered(), [(0, 0, MIB, 0)]);
+
+    // Once it is dropped, the VM is free through either descriptor; another VM never was.
+    drop(first);
+    let again = MemorySlots::attach(Arc::clone(&twin), &space).unwrap();
+    assert_eq!(again.registered(), [(0, 0, MIB, 0)]);
+    let err = MemorySlots::attach(Arc::clone(&vm), &space).unwrap_err();
+    assert!(matches!(err, Error::AlreadyAttached { .. }), "{err}");
+    let other_vm = Arc::new(kvm.create_vm().unwrap());
+    let other_space = backed_space(&other_vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
+    let other = MemorySlots::attach(other_vm, &other_space).unwrap();
+    assert_eq!(other.registered(), [(0, 0, MIB, 0)]);
+    drop(again);
+    drop(MemorySlots::attach(vm, &space).unwrap());
 }
 
 #[test]
