@@ -54,9 +54,9 @@ struct Irqs {
 #[derive(Clone, Debug)]
 pub struct Placer {
     windows: Vec<(Window, AddressAllocator<String>)>,
-    /// For each part of a range taken across windows, by the part's start: the hull of its
-    /// parts (the lowest part's start to the highest part's end). The parts are given back
-    /// together, and only together.
+    /// For each part of a range taken across windows or past a window's edge, by the part's
+    /// start: the range as taken. The parts are given back together, and only for that range.
+    /// (A part missing here was placed or taken exactly as it is.)
     spans: BTreeMap<u64, GuestRange>,
     irqs: Option<Irqs>,
     ports: Option<AddressAllocator<String>>,
@@ -187,8 +187,9 @@ impl Placer {
     }
 
     /// Takes `range` for `owner` in every window it crosses (an existing region, a platform
-    /// reservation); parts outside every window are not tracked. All or nothing: if one
-    /// part is taken already, the parts before it are given back.
+    /// reservation); parts outside every window are not tracked, but
+    /// [`release`](Self::release) gives its parts back only for `range` itself. All or
+    /// nothing: if one part is taken already, the parts before it are given back.
     ///
     /// # Errors
     /// [`Error::Taken`] naming the owner of a range it overlaps.
@@ -217,11 +218,9 @@ impl Placer {
             }
             done.push((i, part));
         }
-        if let Some(hull) = hull_of(&done)
-            && done.len() > 1
-        {
+        if done.len() > 1 || done.iter().any(|&(_, part)| part != range) {
             for (_, part) in done {
-                self.spans.insert(part.start().0, hull);
+                self.spans.insert(part.start().0, range);
             }
         }
         Ok(())
@@ -230,10 +229,12 @@ impl Placer {
     /// Gives a placed or taken range back (every part of a range taken across windows).
     ///
     /// # Errors
-    /// [`Error::NotPlaced`] unless its parts are exactly one placed or taken range: every
-    /// part taken exactly as given, all by the same call (so neither a part of a range taken
-    /// across windows alone, nor ranges taken apart, are given back as one); nothing is given
-    /// back then.
+    /// [`Error::NotPlaced`] unless `range` is exactly one placed or taken range, as it was
+    /// placed or taken: every part of it inside a window taken exactly, all by the one call
+    /// that took `range` (so neither a part of a range taken across windows alone, nor ranges
+    /// taken apart, nor a taken range widened into the gaps between windows, are given back;
+    /// a range taken wholly outside every window holds nothing to give back); nothing is
+    /// given back then.
     pub fn release(&mut self, range: GuestRange) -> Result<()> {
         let parts: Vec<(usize, GuestRange)> = self
             .windows
@@ -241,15 +242,14 @@ impl Placer {
             .enumerate()
             .filter_map(|(i, (w, _))| w.range().intersection(&range).map(|p| (i, p)))
             .collect();
-        let exact = hull_of(&parts).is_some_and(|hull| {
-            parts.iter().all(|&(i, p)| {
+        let exact = !parts.is_empty()
+            && parts.iter().all(|&(i, p)| {
                 self.windows[i]
                     .1
                     .allocation_containing(p.start().0)
                     .is_some_and(|a| a.range == p.as_range())
-                    && self.spans.get(&p.start().0).copied().unwrap_or(p) == hull
-            })
-        });
+                    && self.spans.get(&p.start().0).copied().unwrap_or(p) == range
+            });
         if !exact {
             return Err(Error::NotPlaced { range });
         }
@@ -377,13 +377,6 @@ impl Placer {
     }
 }
 
-/// The hull of `parts` (from the lowest start to the highest last address), if any.
-fn hull_of(parts: &[(usize, GuestRange)]) -> Option<GuestRange> {
-    let low = parts.iter().map(|p| p.1.start()).min()?;
-    let high = parts.iter().map(|p| p.1.last()).max()?;
-    GuestRange::inclusive(low, high).ok()
-}
-
 fn reserve(alloc: &mut AddressAllocator<String>, range: GuestRange, owner: &str) -> Result<()> {
     match alloc.reserve_with(range.as_range(), owner.to_owned()) {
         Ok(()) => Ok(()),
@@ -493,6 +486,58 @@ mod tests {
         // The same parts taken apart again are released apart.
         p.take(range(0xfeb0_0000, 0x10_0000), "net0").unwrap();
         p.release(range(0xfeb0_0000, 0x10_0000)).unwrap();
+    }
+
+    #[test]
+    fn release_of_range_reaching_into_gap_is_refused() {
+        // Two device windows with a gap between them, and nothing past the second.
+        let device = |b: u64, s: u64| Window::new(WindowKind::Device, GuestAddress(b), s).unwrap();
+        let l = Layout::new(
+            GuestAddress(0xffff_ffff),
+            [device(0x1000_0000, 0x1000), device(0x1000_2000, 0x1000)],
+        )
+        .unwrap();
+        let mut p = l.placer();
+        p.take(range(0x1000_2000, 0x1000), "net0").unwrap();
+        let before = p
+            .allocations()
+            .map(|(o, r)| (o.to_owned(), r))
+            .collect::<Vec<_>>();
+        // Its only part inside a window is net0's range, but neither range is net0's.
+        for wider in [
+            range(0x1000_1000, 0x2000),
+            range(0x1000_2000, 0x2000),
+            range(0x1000_1000, 0x3000),
+        ] {
+            let err = p.release(wider).unwrap_err();
+            assert!(
+                matches!(err, Error::NotPlaced { range: r } if r == wider),
+                "{err}"
+            );
+            assert_eq!(
+                p.allocations()
+                    .map(|(o, r)| (o.to_owned(), r))
+                    .collect::<Vec<_>>(),
+                before
+            );
+        }
+        p.release(range(0x1000_2000, 0x1000)).unwrap();
+        assert_eq!(p.allocations().count(), 0);
+
+        // A range taken across the gap (and past the last window) goes back only as taken.
+        let taken = range(0x1000_0800, 0x3000);
+        p.take(taken, "blk0").unwrap();
+        assert_eq!(p.allocations().count(), 2);
+        for other in [
+            range(0x1000_0800, 0x2800),
+            range(0x1000_0800, 0x4000),
+            range(0x1000_0000, 0x3800),
+        ] {
+            assert!(matches!(p.release(other), Err(Error::NotPlaced { .. })));
+            assert_eq!(p.allocations().count(), 2);
+        }
+        p.release(taken).unwrap();
+        assert_eq!(p.allocations().count(), 0);
     }
 
     #[test]

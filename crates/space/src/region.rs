@@ -220,7 +220,8 @@ impl Region {
     /// The dirty-page bitmap, if the region tracks writes
     /// ([`RegionSpec::with_dirty_tracking`]): one bit per host base page, set by every write
     /// through the region's or a snapshot's vm-memory `Bytes` and slices (and by
-    /// [`merge_dirty_log`](Self::merge_dirty_log)); not by writes through a host address or a
+    /// [`merge_dirty_log`](Self::merge_dirty_log) and [`discard`](Self::discard)); not by
+    /// writes through a host address or a
     /// [`Snapshot::to_guest_memory_mmap`](crate::Snapshot::to_guest_memory_mmap) copy.
     #[must_use]
     pub fn dirty_bitmap(&self) -> Option<&AtomicBitmap> {
@@ -320,7 +321,8 @@ impl Region {
     /// anonymous memory with `MADV_DONTNEED`, shared anonymous memory, memfds and hugetlbfs
     /// files with `MADV_REMOVE`, which punches a hole in the file (for huge pages, whole huge
     /// pages).
-    /// The memory stays mapped and reads zeros until written again.
+    /// The memory stays mapped and reads zeros until written again. In a region that tracks
+    /// writes, the discarded pages are marked dirty (their contents changed).
     ///
     /// This is safe: guest memory is only ever read and written through volatile accesses
     /// (the guest may change it at any time), so no reference relies on its contents.
@@ -392,14 +394,19 @@ impl Region {
             usize::try_from(len).map_err(|_| Error::Overflow { base, size: len })?,
         );
         crate::sys::Feature::Discard.require(base)?;
-        memory
+        let done = memory
             .discard(offset, len)
-            .ok_or_else(|| refused("the memory is a vm-memory mapping this crate did not make"))?
-            .map_err(|e| Error::Os {
-                op: "discard",
-                base,
-                source: crate::memory::vmem_io(&e),
-            })
+            .ok_or_else(|| refused("the memory is a vm-memory mapping this crate did not make"))?;
+        // The guest now reads zeros there: a migration must send those pages again. Marked
+        // also when the kernel refused part way, since some pages may be gone.
+        if let Some(dirty) = &self.dirty {
+            dirty.set_addr_range(offset, len);
+        }
+        done.map_err(|e| Error::Os {
+            op: "discard",
+            base,
+            source: crate::memory::vmem_io(&e),
+        })
     }
 }
 

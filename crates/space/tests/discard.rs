@@ -185,3 +185,37 @@ fn snapshot_discard_finds_the_region() {
         Err(Error::DiscardOutOfRange { base: 0, .. })
     ));
 }
+
+/// A discard changes what the guest reads (zeros where data was), so a page it gives back must
+/// be sent again by a migration that sent it before: the discarded pages are dirty, the rest
+/// are not.
+#[cfg(target_os = "linux")]
+#[test]
+#[cfg_attr(miri, ignore = "memfds")]
+fn discard_marks_the_pages_dirty() {
+    let p = page();
+    for backing in [
+        Backing::AnonymousPrivate,
+        Backing::AnonymousShared,
+        Backing::Memfd,
+    ] {
+        let spec = RegionSpec::ram(GuestAddress(0), 4 * p)
+            .with_backing(backing.clone())
+            .with_dirty_tracking(true);
+        let (region, _) = Region::back(spec).unwrap();
+        region
+            .write_slice(&[0xa5; 16], MemoryRegionAddress(p))
+            .unwrap();
+        // The page was sent: the log is taken and clean.
+        region.take_dirty_log().unwrap();
+        assert!(!region.is_dirty(p));
+        region.discard(p, 2 * p).unwrap();
+        for (i, dirty) in [(0, false), (1, true), (2, true), (3, false)] {
+            assert_eq!(region.is_dirty(i * p), dirty, "{backing:?} page {i}");
+        }
+        // A refused discard changes nothing, so it marks nothing.
+        region.take_dirty_log().unwrap();
+        assert!(region.discard(p, 5 * p).is_err());
+        assert!((0..4).all(|i| !region.is_dirty(i * p)), "{backing:?}");
+    }
+}
