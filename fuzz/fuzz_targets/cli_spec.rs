@@ -1,6 +1,7 @@
 //! The command's spec path through its library: text (arbitrary bytes, or one of the shipped
 //! specs with random values put in its fields, lines dropped or repeated; or a Firecracker
-//! file or a Cloud Hypervisor `--memory` option, converted) is parsed, planned, checked against
+//! file or Cloud Hypervisor's `--memory` option or its command line with `--memory-zone` and
+//! `--numa`, converted) is parsed, planned, checked against
 //! a fixed host and rendered as text, JSON and a kernel command line; `memvisor plan` and
 //! `init` also run through `memvisor_cli::run` on options that need no file. Checked: nothing
 //! panics; a spec is refused only with a `SpecError` whose report and JSON render; a plan's
@@ -246,8 +247,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            // A Cloud Hypervisor `--memory` option, converted and planned, also through `run`.
-            let option = String::from_utf8_lossy(&rest[..rest.len().min(256)]).into_owned();
+            // A Cloud Hypervisor `--memory` option, or its command line with memory zones and
+            // NUMA nodes, converted and planned, also through `run`.
+            let text = String::from_utf8_lossy(&rest[..rest.len().min(256)]).into_owned();
+            let option = match input.u8() % 4 {
+                0 => format!("--memory size=0,hotplug_method=virtio-mem --memory-zone {text}"),
+                1 => {
+                    format!("--memory size=0 --memory-zone id=a,size=1G id=b,size=2G --numa {text}")
+                }
+                _ => text,
+            };
             match memvisor_cli::vmm::cloud_hypervisor_spec(&option) {
                 Ok(spec) => spec_text("--memory", &spec, arch, scale),
                 Err(e) => no_control("cloud hypervisor", &e.to_string()),

@@ -37,7 +37,9 @@ enum Command {
         arch: Option<ArchArg>,
         /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
         /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
-        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
+        /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
+        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
         /// Print the guest kernel's command line arguments for the virtio-mmio devices
@@ -63,7 +65,9 @@ enum Command {
         arch: Option<ArchArg>,
         /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
         /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
-        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
+        /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
+        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
     },
@@ -79,14 +83,17 @@ enum Command {
         json: bool,
         /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
         /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
-        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC.
+        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
+        /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
+        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
     },
     /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`), or,
     /// with `--from`, another VMM's configuration converted to a memvisor spec.
     Init {
-        /// With `--from`: the Firecracker file or Cloud Hypervisor `--memory` string.
+        /// With `--from`: the Firecracker file, or Cloud Hypervisor's `--memory` option string
+        /// or its `--memory`, `--memory-zone` and `--numa` options.
         spec: Option<OsString>,
         /// The format of SPEC (see `plan --from`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
@@ -114,7 +121,8 @@ enum From {
     Memvisor,
     /// A Firecracker JSON configuration file.
     Firecracker,
-    /// Cloud Hypervisor's `--memory` option string.
+    /// Cloud Hypervisor's `--memory` option string, or its `--memory`, `--memory-zone` and
+    /// `--numa` options.
     CloudHypervisor,
 }
 
@@ -133,7 +141,9 @@ fn load(path: Option<&OsStr>, from: From, arch: Option<ArchArg>, scale: u64) -> 
 /// The usage error of `--from firecracker` or `--from cloud-hypervisor` without SPEC.
 fn from_needs_spec() -> Error {
     Error::Usage(
-        "--from needs SPEC: a Firecracker file or Cloud Hypervisor's --memory option".to_owned(),
+        "--from needs SPEC: a Firecracker file or Cloud Hypervisor's --memory option (or its \
+         --memory, --memory-zone and --numa options)"
+            .to_owned(),
     )
 }
 
@@ -153,10 +163,16 @@ fn load_spec(
             format!("{} (as a memvisor spec)", shown(p)),
             crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?,
         ),
-        (Some(option), From::CloudHypervisor) => (
-            "--memory (as a memvisor spec)".to_owned(),
-            crate::vmm::cloud_hypervisor_spec(utf8_option(option)?)?,
-        ),
+        (Some(option), From::CloudHypervisor) => {
+            let option = utf8_option(option)?;
+            (
+                format!(
+                    "{} (as a memvisor spec)",
+                    crate::vmm::cloud_hypervisor_origin(option)
+                ),
+                crate::vmm::cloud_hypervisor_spec(option)?,
+            )
+        }
     };
     let src = Source {
         origin: &origin,
@@ -181,11 +197,11 @@ fn shown(path: &OsStr) -> String {
     }
 }
 
-/// Cloud Hypervisor's `--memory` option given as SPEC, which is text.
+/// Cloud Hypervisor's options given as SPEC, which are text.
 fn utf8_option(option: &OsStr) -> Result<&str> {
     option.to_str().ok_or_else(|| {
         Error::Usage(format!(
-            "the --memory option `{}` is not UTF-8 text",
+            "the Cloud Hypervisor option text `{}` is not UTF-8 text",
             crate::render::escape(&option.to_string_lossy())
         ))
     })

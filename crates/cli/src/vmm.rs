@@ -12,8 +12,10 @@ use serde_json::value::RawValue;
 use toml::{Table, Value};
 
 use crate::error::{Error, Problem, Result, SpecError};
-use crate::size::SizeError;
 use crate::spec::{MAX_DEVICES, MAX_NAME_CHARS, MAX_SPEC_BYTES, Source};
+
+mod cloud_hypervisor;
+pub use cloud_hypervisor::{cloud_hypervisor_origin, cloud_hypervisor_spec};
 
 /// A JSON object of Firecracker's configuration, read into a serde-derived struct. The derive
 /// also takes a JSON array of the fields' values in order; Firecracker's files hold objects, so
@@ -51,8 +53,9 @@ impl<'de, T: Deserialize<'de> + FcObject> Deserialize<'de> for Object<T> {
 #[serde(deny_unknown_fields, expecting = "a machine-config object")]
 struct FcMachine<'a> {
     mem_size_mib: Whole,
-    /// Kept as written, so that a value Firecracker does not know is shown where it is.
-    #[serde(default, borrow)]
+    /// Kept as written, so that a value Firecracker does not know is shown where it is;
+    /// `null` too, which Firecracker refuses (its `HugePageConfig` has no `Option`).
+    #[serde(default, borrow, deserialize_with = "present_raw")]
     huge_pages: Option<&'a RawValue>,
     /// Not about memory layout: checked as Firecracker checks it and left out; kept as
     /// written, so that a count Firecracker refuses is shown where it is. Required, as
@@ -69,6 +72,14 @@ struct FcMachine<'a> {
     #[serde(default)]
     #[allow(dead_code)]
     track_dirty_pages: bool,
+}
+
+/// A field kept as written when it is there, `null` included (serde takes `null` for `None`
+/// when an `Option` is read as one).
+fn present_raw<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// A whole number (errors say so rather than naming a Rust integer type).
@@ -122,26 +133,116 @@ impl<'de> Deserialize<'de> for FcCpuTemplate {
     }
 }
 
-/// A whole number from 0 to 2^32 - 1 (errors say so rather than naming a Rust integer type).
-#[derive(Debug, Clone, Copy)]
-struct Whole32(#[allow(dead_code)] u32);
+/// A whole number from 0 to `MAX` (errors say so rather than naming a Rust integer type).
+#[derive(Debug, Clone, Copy, Default)]
+struct WholeTo<const MAX: u64>(#[allow(dead_code)] u64);
 
-impl<'de> Deserialize<'de> for Whole32 {
+/// Firecracker's `u32` fields.
+type Whole32 = WholeTo<{ u32::MAX as u64 }>;
+
+/// Firecracker's `u16` fields.
+type Whole16 = WholeTo<{ u16::MAX as u64 }>;
+
+impl<'de, const MAX: u64> Deserialize<'de> for WholeTo<MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Whole32;
+        struct V<const MAX: u64>;
+        impl<const MAX: u64> Visitor<'_> for V<MAX> {
+            type Value = WholeTo<MAX>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a whole number from 0 to 4294967295")
+                write!(f, "a whole number from 0 to {MAX}")
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Whole32, E> {
-                u32::try_from(v)
-                    .map(Whole32)
-                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                if v <= MAX {
+                    Ok(WholeTo(v))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+                }
             }
         }
-        d.deserialize_u64(V)
+        d.deserialize_u64(V::<MAX>)
     }
+}
+
+/// One of the names of a Firecracker enum (`CacheType`, `FileEngineType`), as serde's derive
+/// reads it: a string that is one of `names`.
+fn fc_variant<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &'static str,
+    names: &'static [&'static str],
+) -> std::result::Result<(), D::Error> {
+    struct V {
+        what: &'static str,
+        names: &'static [&'static str],
+    }
+    impl Visitor<'_> for V {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<(), E> {
+            if self.names.contains(&v) {
+                Ok(())
+            } else {
+                Err(E::unknown_variant(v, self.names))
+            }
+        }
+    }
+    d.deserialize_str(V { what, names })
+}
+
+/// A drive's `cache_type` (Firecracker's `CacheType`; `null` is not one).
+#[derive(Debug)]
+struct FcCacheType;
+
+impl<'de> Deserialize<'de> for FcCacheType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        fc_variant(d, "a cache type name", &["Unsafe", "Writeback"]).map(|()| FcCacheType)
+    }
+}
+
+/// A drive's `io_engine` (Firecracker's `FileEngineType`).
+#[derive(Debug)]
+struct FcIoEngine;
+
+impl<'de> Deserialize<'de> for FcIoEngine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        fc_variant(d, "an I/O engine name", &["Async", "Sync"]).map(|()| FcIoEngine)
+    }
+}
+
+/// Firecracker's `RateLimiterConfig` (a drive's `rate_limiter`, an interface's
+/// `rx_rate_limiter` and `tx_rate_limiter`, the entropy device's `rate_limiter`), checked as
+/// Firecracker reads it; it does not change the memory map.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a rate limiter object")]
+struct FcRateLimiter {
+    #[serde(default)]
+    #[allow(dead_code)]
+    bandwidth: Option<Object<FcTokenBucket>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    ops: Option<Object<FcTokenBucket>>,
+}
+
+impl FcObject for FcRateLimiter {
+    const WHAT: &'static str = "a rate limiter object";
+}
+
+/// Firecracker's `TokenBucketConfig`, which takes unknown fields.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a token bucket object")]
+struct FcTokenBucket {
+    #[allow(dead_code)]
+    size: Whole,
+    #[serde(default)]
+    #[allow(dead_code)]
+    one_time_burst: Option<Whole>,
+    #[allow(dead_code)]
+    refill_time: Whole,
+}
+
+impl FcObject for FcTokenBucket {
+    const WHAT: &'static str = "a token bucket object";
 }
 
 impl FcObject for FcMachine<'_> {
@@ -261,6 +362,26 @@ impl<'de> Visitor<'de> for FcIdVisitor {
                 "guest_cid" => {
                     map.next_value::<Whole32>()?;
                 }
+                // The other fields do not change the memory map: their types are checked as
+                // Firecracker's structs read them.
+                "partuuid" | "path_on_host" => {
+                    map.next_value::<Option<String>>()?;
+                }
+                "is_read_only" => {
+                    map.next_value::<Option<bool>>()?;
+                }
+                "cache_type" => {
+                    map.next_value::<FcCacheType>()?;
+                }
+                "io_engine" => {
+                    map.next_value::<Option<FcIoEngine>>()?;
+                }
+                "rate_limiter" | "rx_rate_limiter" | "tx_rate_limiter" => {
+                    map.next_value::<Option<Object<FcRateLimiter>>>()?;
+                }
+                "mtu" => {
+                    map.next_value::<Option<Whole16>>()?;
+                }
                 _ if field == kind.id_key() => {
                     id = Some(if kind == FcKind::Vsock {
                         map.next_value::<Option<String>>()?
@@ -345,7 +466,7 @@ struct FcBalloon<'a> {
     deflate_on_oom: bool,
     #[serde(default)]
     #[allow(dead_code)]
-    stats_polling_interval_s: u16,
+    stats_polling_interval_s: Whole16,
     #[serde(default)]
     #[allow(dead_code)]
     free_page_hinting: bool,
@@ -387,7 +508,7 @@ const FC_MAX_VCPUS: u64 = 32;
 struct FcEntropy {
     #[serde(default)]
     #[allow(dead_code)]
-    rate_limiter: Option<IgnoredAny>,
+    rate_limiter: Option<Object<FcRateLimiter>>,
 }
 
 impl FcObject for FcEntropy {
@@ -929,9 +1050,9 @@ fn fc_vcpus(src: Source<'_>, machine: &FcMachine<'_>, path: &str) -> Result<()> 
 
 /// Checks what Firecracker checks of the memory (`mem_size_mib`, the size and its field path;
 /// `None` for Firecracker's default) and of its balloon: a
-/// size of at least 1 MiB, a whole number of 2 MiB huge pages when `huge` (the memory is
-/// backed by them), and a size in bytes that fits in 64 bits; a balloon target (`amount_mib`,
-/// at most 2^32 - 1) no larger than the memory.
+/// size of at least 1 MiB, a whole number of 2 MiB when `huge` (the memory is backed by 2 MiB
+/// huge pages or transparent ones), and a size in bytes that fits in 64 bits; a balloon target
+/// (`amount_mib`, at most 2^32 - 1) no larger than the memory.
 ///
 /// # Errors
 /// [`SpecError`] at the value Firecracker refuses.
@@ -1208,12 +1329,12 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// `machine-config`, `boot-source` and `balloon` are refused, as Firecracker refuses them.
 ///
 /// `mem_size_mib` becomes `memory.size`; `huge_pages = "2M"` becomes 2 MiB huge pages,
-/// `"None"` base pages. The memory is private anonymous memory, or a memfd when a drive is
-/// vhost-user (has a `socket`), as Firecracker backs it. `vcpu_count`, `smt`, `cpu_template`
-/// and `track_dirty_pages` do not change the memory map and are left out, once `vcpu_count`
-/// is checked as Firecracker checks it (1 to 32; 1 or even with `smt`). As Firecracker, the
-/// memory is at least 1 MiB and a whole number of huge pages with `"2M"`, and a balloon's
-/// `amount_mib` may not be more than `mem_size_mib`; a balloon and an initrd go with huge
+/// `"Transparent"` transparent huge pages, `"None"` base pages. The memory is private anonymous
+/// memory, or a memfd when a drive is vhost-user (has a `socket`), as Firecracker backs it.
+/// `vcpu_count`, `smt`, `cpu_template` and `track_dirty_pages` do not change the memory map and are
+/// left out, once `vcpu_count` is checked as Firecracker checks it (1 to 32; 1 or even with `smt`).
+/// As Firecracker, the memory is at least 1 MiB and a whole number of huge pages with `"2M"`, and a
+/// balloon's `amount_mib` may not be more than `mem_size_mib`; a balloon and an initrd go with huge
 /// pages (Firecracker 1.14 on).
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
@@ -1402,6 +1523,10 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         Some("2M") => {
             memory.insert("huge_pages".into(), Value::String("2MiB".into()));
         }
+        // `madvise(MADV_HUGEPAGE)` on private memory.
+        Some("Transparent") => {
+            memory.insert("huge_pages".into(), Value::String("transparent".into()));
+        }
         Some(other) => {
             let raw = huge_pages.as_ref().map(|(raw, _)| *raw);
             return Err(src
@@ -1410,13 +1535,16 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
                     raw.map(|r| offset(r)..offset(r) + r.get().len()),
                     Problem::UnknownValue {
                         found: crate::render::escape(other).into_owned(),
-                        expected: "None, 2M",
+                        expected: "None, Transparent, 2M",
                     },
                 )
                 .into());
         }
     }
-    let huge = huge_pages.as_ref().is_some_and(|(_, v)| v == "2M");
+    // Firecracker takes memory of whole 2 MiB for transparent huge pages too.
+    let huge = huge_pages
+        .as_ref()
+        .is_some_and(|(_, v)| v == "2M" || v == "Transparent");
     let mem_field = format!("{machine_path}mem_size_mib");
     fc_memory(
         src,
@@ -1473,326 +1601,6 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         });
     }
     Ok(text)
-}
-
-/// The spec of Cloud Hypervisor's `--memory` option (`size=1G,hotplug_size=4G,shared=on`):
-/// `size` is the boot RAM (Cloud Hypervisor's default, 512 MiB, when it is not given; an
-/// option string of white space alone gives every default); `hotplug_size` one hotplug slot
-/// of that size; `shared=on` or `hugepages=on` memfd memory (else private anonymous);
-/// `hugepages=on` explicit huge pages of `hugepage_size` (default 2M), else transparent ones
-/// unless `thp=off`; `prefault=on` one prefault thread. `hotplug_method`, `hotplugged_size`,
-/// `mergeable` and `reserve` are checked and left out. Sizes take
-/// Cloud Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one
-/// not given, as in Cloud Hypervisor (`thp=` leaves THP on).
-///
-/// # Errors
-/// [`Error::Import`] for an unknown option, a bad size or `on`/`off` value, a `file` (not
-/// modelled), or what Cloud Hypervisor refuses: `hotplug_size=0`, a `hotplugged_size` without
-/// `hotplug_method=virtio-mem` or larger than `hotplug_size`, virtio-mem sizes off its
-/// alignment (128 MiB for `hotplug_size`, 2 MiB for `hotplugged_size`), `hugepage_size`
-/// without `hugepages=on`, `mergeable=on` with `shared=on`.
-///
-/// ```
-/// use memvisor_cli::vmm::cloud_hypervisor_spec;
-///
-/// let toml = cloud_hypervisor_spec("size=1G,hotplug_size=4G,shared=on")?;
-/// assert!(toml.contains("size = 1073741824"), "{toml}");
-/// assert!(toml.contains("slot_size = 4294967296"), "{toml}");
-/// assert!(cloud_hypervisor_spec("size=1G,ballon=on").is_err());
-/// # Ok::<(), memvisor_cli::Error>(())
-/// ```
-pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
-    let origin = "--memory";
-    let err = |m: String| spec_error(origin, m);
-    let mut size = None;
-    let mut hotplug = None;
-    let mut shared = false;
-    let mut hugepages = false;
-    let mut hugepage_size = 2u64 << 20;
-    let mut thp = true;
-    let mut prefault = false;
-    let mut hugepage_size_given = false;
-    let mut mergeable = false;
-    let mut hotplugged = None;
-    let mut virtio_mem = false;
-    // As Cloud Hypervisor's option parser: an option string of white space alone gives every
-    // default.
-    let items = if option.trim().is_empty() {
-        Vec::new()
-    } else {
-        ch_items(option).map_err(|m| err(m.to_owned()))?
-    };
-    for item in items {
-        // As Cloud Hypervisor's option parser: every item is key=value (an empty one too is
-        // refused) and values are trimmed; an empty value is one not given. On/off take any
-        // case, unquoted; sizes and the hotplug method may be quoted.
-        let (key, value) = item.split_once('=').ok_or_else(|| {
-            err(format!(
-                "`{}` is not key=value",
-                crate::render::escape(item)
-            ))
-        })?;
-        let value = value.trim();
-        let on_off = |default: bool| match value.to_lowercase().as_str() {
-            "" => Ok(default),
-            "on" | "true" => Ok(true),
-            "off" | "false" => Ok(false),
-            _ => Err(err(format!(
-                "{key}: `{}` is not on or off",
-                crate::render::escape(value)
-            ))),
-        };
-        let bytes = || {
-            if value.is_empty() {
-                return Ok(None);
-            }
-            ch_size(&ch_dequote(value))
-                .map(Some)
-                .map_err(|e| err(format!("{key}: {e}")))
-        };
-        match key {
-            "size" => size = bytes()?,
-            "hotplug_size" => hotplug = bytes()?,
-            "hotplugged_size" => hotplugged = bytes()?,
-            "hugepage_size" => {
-                let given = bytes()?;
-                hugepage_size_given = given.is_some();
-                hugepage_size = given.unwrap_or(2 << 20);
-            }
-            "shared" => shared = on_off(false)?,
-            "hugepages" => hugepages = on_off(false)?,
-            "thp" => thp = on_off(true)?,
-            "prefault" => prefault = on_off(false)?,
-            "mergeable" => mergeable = on_off(false)?,
-            // Whether the memory is mapped without MAP_NORESERVE: not about the map.
-            "reserve" => {
-                on_off(false)?;
-            }
-            "file" if !value.is_empty() => {
-                return Err(err(
-                    "file: memory backed by a file is not modelled (a spec's memory is \
-                     anonymous, a memfd or hugetlbfs files); remove it to plan the rest"
-                        .to_owned(),
-                ));
-            }
-            "file" => {}
-            "hotplug_method" => {
-                let method = ch_dequote(value).to_lowercase();
-                virtio_mem = match method.as_str() {
-                    // Not given: Cloud Hypervisor's default, ACPI.
-                    _ if value.is_empty() => false,
-                    "acpi" => false,
-                    "virtio-mem" => true,
-                    _ => {
-                        return Err(err(format!(
-                            "hotplug_method: `{}` is not acpi or virtio-mem",
-                            crate::render::escape(value)
-                        )));
-                    }
-                };
-            }
-            other => {
-                return Err(err(format!(
-                    "unknown option `{}` (known: size, file, hotplug_size, hotplug_method, \
-                     hotplugged_size, shared, hugepages, hugepage_size, thp, prefault, \
-                     reserve, mergeable)",
-                    crate::render::escape(other)
-                )));
-            }
-        }
-    }
-    if hugepage_size_given && !hugepages {
-        return Err(err(
-            "hugepage_size: given without hugepages=on (Cloud Hypervisor refuses it)".to_owned(),
-        ));
-    }
-    if mergeable && shared {
-        return Err(err(
-            "mergeable=on with shared=on (Cloud Hypervisor refuses the pair)".to_owned(),
-        ));
-    }
-    // Cloud Hypervisor's memory manager refuses these when it starts, in this order.
-    if let Some(plugged) = hotplugged {
-        let Some(window) = hotplug else {
-            return Err(err(
-                "hotplugged_size: given without hotplug_size (Cloud Hypervisor refuses it)"
-                    .to_owned(),
-            ));
-        };
-        if plugged > window {
-            return Err(err(format!(
-                "hotplugged_size: {} is more than hotplug_size ({}; Cloud Hypervisor refuses it)",
-                crate::size::Size(plugged),
-                crate::size::Size(window)
-            )));
-        }
-        if !virtio_mem {
-            return Err(err(
-                "hotplugged_size: given with hotplug_method=acpi, the default (Cloud \
-                 Hypervisor refuses it; hotplugged_size needs hotplug_method=virtio-mem)"
-                    .to_owned(),
-            ));
-        }
-    }
-    if hotplug == Some(0) {
-        return Err(err(
-            "hotplug_size: 0 B is not a hotplug size (Cloud Hypervisor refuses it; leave \
-             hotplug_size out for none)"
-                .to_owned(),
-        ));
-    }
-    // Its virtio-mem device takes a region of whole 128 MiB blocks, plugged 2 MiB at a time.
-    const VIRTIO_MEM_ALIGN: u64 = 128 << 20;
-    const VIRTIO_MEM_BLOCK: u64 = 2 << 20;
-    if let Some(window) = hotplug.filter(|w| virtio_mem && !w.is_multiple_of(VIRTIO_MEM_ALIGN)) {
-        return Err(err(format!(
-            "hotplug_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses it)",
-            crate::size::Size(window),
-            crate::size::Size(VIRTIO_MEM_ALIGN)
-        )));
-    }
-    if let Some(plugged) = hotplugged.filter(|p| !p.is_multiple_of(VIRTIO_MEM_BLOCK)) {
-        return Err(err(format!(
-            "hotplugged_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses \
-             it)",
-            crate::size::Size(plugged),
-            crate::size::Size(VIRTIO_MEM_BLOCK)
-        )));
-    }
-    let size = size.unwrap_or(CH_DEFAULT_MEMORY);
-    let mut memory = Table::new();
-    memory.insert(
-        "size".into(),
-        Value::Integer(to_toml_int(size).map_err(|m| err(format!("size: {m}")))?),
-    );
-    // Cloud Hypervisor backs shared memory and explicit huge pages alike with a memfd (of
-    // hugetlb pages for the latter), mapped shared.
-    memory.insert(
-        "backing".into(),
-        Value::String(
-            if shared || hugepages {
-                "memfd"
-            } else {
-                "anonymous"
-            }
-            .into(),
-        ),
-    );
-    let pages = match (hugepages, hugepage_size, thp) {
-        (true, 0x20_0000, _) => "2MiB",
-        (true, 0x4000_0000, _) => "1GiB",
-        (true, other, _) => {
-            return Err(err(format!(
-                "hugepage_size: {} huge pages are not supported (2M or 1G)",
-                crate::size::Size(other)
-            )));
-        }
-        (false, _, true) => "transparent",
-        (false, _, false) => "none",
-    };
-    memory.insert("huge_pages".into(), Value::String(pages.into()));
-    if prefault {
-        memory.insert("prefault".into(), Value::Integer(1));
-    }
-    let mut spec = Table::new();
-    spec.insert("name".into(), Value::String("cloud-hypervisor".into()));
-    // Cloud Hypervisor gives its guests the host CPU's address bits, at most 46 (its default
-    // `max_phys_bits`): the plan takes the 46 (`memvisor check` says when the host has fewer).
-    spec.insert("phys_bits".into(), Value::Integer(CH_PHYS_BITS));
-    spec.insert("memory".into(), Value::Table(memory));
-    if let Some(h) = hotplug {
-        let mut t = Table::new();
-        t.insert("slots".into(), Value::Integer(1));
-        t.insert(
-            "slot_size".into(),
-            Value::Integer(to_toml_int(h).map_err(|m| err(format!("hotplug_size: {m}")))?),
-        );
-        spec.insert("hotplug".into(), Value::Table(t));
-    }
-    spec.insert("serial".into(), Value::Table(Table::new()));
-    Ok(crate::render::escape_toml(&spec.to_string()))
-}
-
-/// Cloud Hypervisor's boot RAM when `size` is not given (`DEFAULT_MEMORY_MB`, 512 MiB).
-const CH_DEFAULT_MEMORY: u64 = 512 << 20;
-
-/// Cloud Hypervisor's default `max_phys_bits`, the most address bits it gives a guest.
-const CH_PHYS_BITS: i64 = 46;
-
-fn to_toml_int(v: u64) -> std::result::Result<i64, String> {
-    i64::try_from(v).map_err(|_| format!("{v} bytes is more than 2^63 - 1"))
-}
-
-/// The items of a Cloud Hypervisor option string, split as Cloud Hypervisor splits them: the
-/// string is trimmed, and a comma inside double quotes or brackets does not split; unbalanced
-/// quotes or brackets are refused.
-fn ch_items(option: &str) -> std::result::Result<Vec<&str>, &'static str> {
-    let option = option.trim();
-    let mut items = Vec::new();
-    let (mut start, mut brackets, mut quoted) = (0, 0usize, false);
-    for (at, c) in option.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            _ if quoted => {}
-            '[' => brackets += 1,
-            ']' => {
-                brackets = brackets
-                    .checked_sub(1)
-                    .ok_or("unbalanced quotes or brackets")?;
-            }
-            ',' if brackets == 0 => {
-                items.push(&option[start..at]);
-                start = at + 1;
-            }
-            _ => {}
-        }
-    }
-    if quoted || brackets != 0 {
-        return Err("unbalanced quotes or brackets");
-    }
-    items.push(&option[start..]);
-    Ok(items)
-}
-
-/// A value without its double quotes, as Cloud Hypervisor reads a quoted value (`"1G"` is
-/// `1G`; `""` inside quotes is a quote).
-fn ch_dequote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let (mut previous, mut quoted) = ('\0', false);
-    for c in value.chars() {
-        if c == '"' {
-            if previous == '"' && !quoted {
-                out.push('"');
-            }
-            quoted = !quoted;
-        } else {
-            out.push(c);
-        }
-        previous = c;
-    }
-    out
-}
-
-/// A Cloud Hypervisor size: digits with an optional `K`, `M` or `G` (binary), white space
-/// around it ignored.
-fn ch_size(text: &str) -> std::result::Result<u64, SizeError> {
-    let text = text.trim();
-    let (digits, shift) = match text.as_bytes().last() {
-        Some(b'K') => (&text[..text.len() - 1], 10),
-        Some(b'M') => (&text[..text.len() - 1], 20),
-        Some(b'G') => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SizeError::BadNumber(
-            crate::render::escape(text).into_owned(),
-        ));
-    }
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|v| v.checked_mul(1 << shift))
-        .ok_or_else(|| SizeError::TooLarge(text.to_owned()))
 }
 
 fn stem(origin: &str) -> String {
@@ -1924,6 +1732,197 @@ mod tests {
         );
     }
 
+    /// As Firecracker: the optional fields of a drive, an interface, a vsock, a balloon, an
+    /// entropy device and `machine-config` have the type Firecracker's structs give them, and
+    /// a value of another type is refused at its field.
+    #[test]
+    fn firecracker_optional_device_fields_of_the_wrong_type_are_refused() {
+        let drive = |field: &str| {
+            format!(
+                r#"{{{BOOT}, "drives": [{{"drive_id": "d", "is_root_device": false, {field}}}]}}"#
+            )
+        };
+        let net = |field: &str| {
+            format!(
+                r#"{{{BOOT}, "drives": [], "network-interfaces": [{{"iface_id": "n", "host_dev_name": "tap0", {field}}}]}}"#
+            )
+        };
+        let section =
+            |section: &str, body: &str| format!(r#"{{{BOOT}, "drives": [], "{section}": {body}}}"#);
+        let machine = |field: &str| format!(r#"{{"vcpu_count": 1, "mem_size_mib": 64, {field}}}"#);
+        let bucket = r#"{"size": 1, "refill_time": 1}"#;
+        for (json, field, expected) in [
+            (
+                drive(r#""partuuid": 7"#),
+                "drives[0].partuuid",
+                "expected a string",
+            ),
+            (
+                drive(r#""is_read_only": "yes""#),
+                "drives[0].is_read_only",
+                "expected a boolean",
+            ),
+            (
+                drive(r#""path_on_host": false"#),
+                "drives[0].path_on_host",
+                "expected a string",
+            ),
+            (
+                drive(r#""cache_type": "Fast""#),
+                "drives[0].cache_type",
+                "unknown variant `Fast`",
+            ),
+            (
+                drive(r#""cache_type": null"#),
+                "drives[0].cache_type",
+                "expected",
+            ),
+            (
+                drive(r#""io_engine": 1"#),
+                "drives[0].io_engine",
+                "expected",
+            ),
+            (
+                drive(r#""socket": 1"#),
+                "drives[0].socket",
+                "expected a string",
+            ),
+            (
+                drive(r#""rate_limiter": 5"#),
+                "drives[0].rate_limiter",
+                "expected a rate limiter object",
+            ),
+            (
+                drive(r#""rate_limiter": {"bandwidth": {"size": "1"}}"#),
+                "drives[0].rate_limiter.bandwidth.size",
+                "expected a whole number",
+            ),
+            (
+                drive(r#""rate_limiter": {"ops": {"size": 1}}"#),
+                "drives[0].rate_limiter.ops",
+                "missing field `refill_time`",
+            ),
+            (
+                drive(r#""rate_limiter": {"burst": 1}"#),
+                "drives[0].rate_limiter.burst",
+                "unknown field `burst`",
+            ),
+            (
+                net(r#""mtu": "1500""#),
+                "network-interfaces[0].mtu",
+                "expected a whole number from 0 to 65535",
+            ),
+            (
+                net(r#""mtu": 65536"#),
+                "network-interfaces[0].mtu",
+                "expected a whole number from 0 to 65535",
+            ),
+            (
+                net(&format!(
+                    r#""rx_rate_limiter": {{"ops": {bucket}, "bandwidth": {{"size": 1, "refill_time": 1, "one_time_burst": -1}}}}"#
+                )),
+                "network-interfaces[0].rx_rate_limiter.bandwidth.one_time_burst",
+                "expected a whole number",
+            ),
+            (
+                net(r#""tx_rate_limiter": []"#),
+                "network-interfaces[0].tx_rate_limiter",
+                "expected a rate limiter object",
+            ),
+            (
+                section("vsock", r#"{"guest_cid": "3", "uds_path": "/v"}"#),
+                "vsock.guest_cid",
+                "expected a whole number",
+            ),
+            (
+                section(
+                    "vsock",
+                    r#"{"vsock_id": 1, "guest_cid": 3, "uds_path": "/v"}"#,
+                ),
+                "vsock.vsock_id",
+                "expected a string",
+            ),
+            (
+                section(
+                    "balloon",
+                    r#"{"amount_mib": 0, "deflate_on_oom": false, "stats_polling_interval_s": "1"}"#,
+                ),
+                "balloon.stats_polling_interval_s",
+                "expected a whole number from 0 to 65535",
+            ),
+            (
+                section(
+                    "balloon",
+                    r#"{"amount_mib": 0, "deflate_on_oom": false, "free_page_hinting": 1}"#,
+                ),
+                "balloon.free_page_hinting",
+                "expected a boolean",
+            ),
+            (
+                section(
+                    "entropy",
+                    r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": "x"}}}"#,
+                ),
+                "entropy.rate_limiter.ops.refill_time",
+                "expected a whole number",
+            ),
+            (machine(r#""smt": "true""#), "smt", "expected a boolean"),
+            (
+                machine(r#""track_dirty_pages": 1"#),
+                "track_dirty_pages",
+                "expected a boolean",
+            ),
+            (
+                machine(r#""cpu_template": 1"#),
+                "cpu_template",
+                "expected a CPU template name",
+            ),
+        ] {
+            assert_refused_at(&json, field, expected);
+        }
+        // The right types are taken.
+        for json in [
+            drive(
+                r#""partuuid": null, "is_read_only": true, "path_on_host": "/r", "cache_type": "Writeback", "io_engine": "Async", "socket": null, "rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1, "one_time_burst": null}, "ops": null}"#,
+            ),
+            net(r#""mtu": 1500, "rx_rate_limiter": null, "tx_rate_limiter": {}"#),
+            section(
+                "entropy",
+                r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 1, "other": 1}}}"#,
+            ),
+        ] {
+            firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+    }
+
+    /// As Firecracker's `HugePageConfig`: `None`, `Transparent` (transparent huge pages, of a
+    /// memory size in whole 2 MiB) or `2M`; `null` is not one.
+    #[test]
+    fn firecracker_huge_pages_are_its_three_values_and_not_null() {
+        let config = |value: &str, mib: u64| {
+            format!(r#"{{"vcpu_count": 1, "mem_size_mib": {mib}, "huge_pages": {value}}}"#)
+        };
+        for (value, pages) in [
+            (r#""None""#, PageKind::Base),
+            (r#""Transparent""#, PageKind::Transparent),
+            (r#""2M""#, PageKind::Huge2M),
+        ] {
+            let toml = firecracker_spec("fc.json", &config(value, 64)).unwrap();
+            assert_eq!(spec_of(&toml).memory.pages, pages, "{value}");
+        }
+        assert_refused_at(&config("null", 64), "huge_pages", "invalid type: null");
+        assert_refused_at(
+            &config(r#""transparent""#, 64),
+            "huge_pages",
+            "None, Transparent, 2M",
+        );
+        assert_refused_at(
+            &config(r#""Transparent""#, 65),
+            "mem_size_mib",
+            "65 MiB is not a multiple of the 2 MiB huge page",
+        );
+    }
+
     #[test]
     fn firecracker_arrays_and_scalars_are_not_objects() {
         for (json, field, expected) in [
@@ -2029,7 +2028,7 @@ mod tests {
         assert_eq!(e.position, Some((2, 16)));
         assert_eq!(
             e.problem.to_string(),
-            "unknown value `1G` (expected one of: None, 2M)"
+            "unknown value `1G` (expected one of: None, Transparent, 2M)"
         );
         let e = fc_error(
             r#"{"machine-config": {"mem_size_mib": 64, "huge_pages": "\u001b", "vcpu_count": 1}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#,

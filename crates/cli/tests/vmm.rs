@@ -364,7 +364,7 @@ fn firecracker_json_mistakes_have_file_line_and_column() {
             2,
             17,
             Some("huge_pages"),
-            "unknown value `1G` (expected one of: None, 2M)",
+            "unknown value `1G` (expected one of: None, Transparent, 2M)",
         ),
     ] {
         let (code, out, _) = run_on_json(
@@ -890,4 +890,72 @@ fn firecracker_configs_firecracker_refuses_are_refused() {
         );
         assert_eq!(code, 0, "{json}: {err}");
     }
+}
+
+/// Cloud Hypervisor's memory zones and guest NUMA nodes, given as its command line: each
+/// zone's RAM is on its guest node, bound to its host node, with the zones' backing.
+#[test]
+fn plan_from_cloud_hypervisor_memory_zones_and_numa_nodes() {
+    let options = "--memory size=0,hotplug_method=virtio-mem \
+                   --memory-zone id=mem0,size=1G,hugepages=on,host_numa_node=0 \
+                   id=mem1,size=1G,hugepages=on,host_numa_node=0 \
+                   --memory-zone id=mem2,size=3G,hugepages=on,host_numa_node=1,hotplug_size=2G \
+                   --numa guest_numa_id=1,cpus=[2-3],memory_zones=mem2,distances=[0@20] \
+                   --numa guest_numa_id=0,cpus=[0,1],memory_zones=[mem0,mem1]";
+    // The options start with `--`: they follow a `--`, which ends memvisor's own options.
+    let (code, out, err) = run(&["plan", "--from", "cloud-hypervisor", "--", options]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("RAM 5 GiB in 2 NUMA nodes"), "{out}");
+    let (code, toml, err) = run(&["init", "--from", "cloud-hypervisor", "--", options]);
+    assert_eq!(code, 0, "{err}");
+    let spec = memvisor_cli::spec::parse(memvisor_cli::spec::Source {
+        origin: "ch.toml",
+        text: &toml,
+    })
+    .unwrap();
+    let nodes: Vec<(u64, Vec<u32>)> = spec
+        .nodes
+        .iter()
+        .map(|n| (n.size, n.host_nodes.clone()))
+        .collect();
+    assert_eq!(nodes, [(2 << 30, vec![0]), (3 << 30, vec![1])], "{toml}");
+    assert_eq!(spec.memory.pages, memvisor_cli::spec::PageKind::Huge2M);
+    let hotplug = spec.hotplug.as_ref().unwrap();
+    assert_eq!(
+        (hotplug.slots, hotplug.slot_size, hotplug.node),
+        (1, 2 << 30, 1)
+    );
+    // What Cloud Hypervisor refuses is refused, with exit code 2.
+    let (code, _, err) = run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "--",
+        "--memory size=0 --memory-zone id=mem0,size=1G --numa guest_numa_id=0,memory_zones=mem9",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown memory zone `mem9`"), "{err}");
+}
+
+/// A mistake found after Cloud Hypervisor's command line was converted points into the
+/// converted spec, named after the command line rather than `--memory` alone.
+#[test]
+fn cloud_hypervisor_command_line_mistake_after_conversion_names_the_command_line() {
+    let (code, _, err) = run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "--",
+        "--memory size=0,hotplug_method=virtio-mem \
+         --memory-zone id=a,size=1G,hugepages=on,hugepage_size=1G,hotplug_size=128M",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--> cloud-hypervisor (as a memvisor spec):"),
+        "{err}"
+    );
+    // The `--memory` option string alone keeps its name.
+    let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor", "size=4095"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--> --memory (as a memvisor spec):"), "{err}");
 }

@@ -1,0 +1,1649 @@
+//! Cloud Hypervisor's memory options as a memvisor spec: its `--memory` option string, or the
+//! part of its command line that lays out guest memory (`--memory`, `--memory-zone`,
+//! `--numa`). Every option string is read as Cloud Hypervisor's option parser reads it, and
+//! what Cloud Hypervisor refuses is refused; what a spec cannot express is refused by name.
+
+use std::collections::{HashMap, HashSet};
+
+use toml::{Table, Value};
+
+use super::spec_error;
+use crate::error::{Error, Result};
+use crate::render::escape;
+use crate::size::{Size, SizeError};
+use crate::spec::{MAX_GUEST_NODES, MAX_HOST_NODES, MAX_SPEC_BYTES};
+
+/// Cloud Hypervisor's boot RAM when `size` is not given (`DEFAULT_MEMORY_MB`, 512 MiB), for
+/// `--memory` and for a memory zone alike.
+const CH_DEFAULT_MEMORY: u64 = 512 << 20;
+
+/// Cloud Hypervisor's default `max_phys_bits`, the most address bits it gives a guest.
+const CH_PHYS_BITS: i64 = 46;
+
+/// The most `--memory-zone` values read (zones of one guest node add up, so there may be more
+/// than [`MAX_GUEST_NODES`]); more are refused before any is read.
+pub const MAX_MEMORY_ZONES: usize = 1024;
+
+/// Its virtio-mem device takes a region of whole 128 MiB blocks...
+const VIRTIO_MEM_ALIGN: u64 = 128 << 20;
+/// ...plugged 2 MiB at a time.
+const VIRTIO_MEM_BLOCK: u64 = 2 << 20;
+
+/// The guest page: RAM that is not a multiple of it cannot be mapped.
+const BASE_PAGE: u64 = 4 << 10;
+
+const MEMORY_KEYS: &[&str] = &[
+    "size",
+    "file",
+    "hotplug_size",
+    "hotplug_method",
+    "hotplugged_size",
+    "shared",
+    "hugepages",
+    "hugepage_size",
+    "thp",
+    "prefault",
+    "reserve",
+    "mergeable",
+];
+
+const ZONE_KEYS: &[&str] = &[
+    "id",
+    "size",
+    "file",
+    "shared",
+    "hugepages",
+    "hugepage_size",
+    "host_numa_node",
+    "hotplug_size",
+    "hotplugged_size",
+    "prefault",
+    "reserve",
+    "mergeable",
+];
+
+const NUMA_KEYS: &[&str] = &[
+    "guest_numa_id",
+    "cpus",
+    "distances",
+    "device_id",
+    "memory_zones",
+    "pci_segments",
+];
+
+/// Where a mistake is shown: the option (`--memory`, `--memory-zone`, `--numa`) and, for one
+/// of several, which one.
+struct Place {
+    origin: &'static str,
+    prefix: String,
+}
+
+impl Place {
+    fn new(origin: &'static str) -> Self {
+        Self {
+            origin,
+            prefix: String::new(),
+        }
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> Error {
+        spec_error(self.origin, format!("{}{message}", self.prefix))
+    }
+}
+
+/// An option string read as Cloud Hypervisor's option parser reads it: split into items
+/// ([`ch_items`]), each `key=value` with a key it knows, the value trimmed; a key given again
+/// takes the last value, and an empty value is one not given.
+struct ChOptions<'a> {
+    keys: &'static [&'static str],
+    values: Vec<Option<&'a str>>,
+}
+
+impl<'a> ChOptions<'a> {
+    fn parse(option: &'a str, keys: &'static [&'static str], place: &Place) -> Result<Self> {
+        let mut values = vec![None; keys.len()];
+        // An option string of white space alone gives every default.
+        if !option.trim().is_empty() {
+            for item in ch_items(option).map_err(|m| place.err(m))? {
+                let (key, value) = item.split_once('=').ok_or_else(|| {
+                    place.err(format_args!("`{}` is not key=value", escape(item)))
+                })?;
+                let Some(at) = keys.iter().position(|k| *k == key) else {
+                    let gone = if key == "sgx_epc_sections" {
+                        "; SGX EPC sections are not modelled, and Cloud Hypervisor no longer \
+                         takes them"
+                    } else {
+                        ""
+                    };
+                    return Err(place.err(format_args!(
+                        "unknown option `{}` (known: {}){gone}",
+                        escape(key),
+                        keys.join(", ")
+                    )));
+                };
+                values[at] = Some(value.trim());
+            }
+        }
+        Ok(Self { keys, values })
+    }
+
+    /// The value of `key`, `None` when not given or empty.
+    fn raw(&self, key: &str) -> Option<&'a str> {
+        let at = self.keys.iter().position(|k| *k == key)?;
+        self.values[at].filter(|v| !v.is_empty())
+    }
+
+    /// An on/off toggle (`on`, `off`, `true`, `false` in any case, no quotes).
+    fn toggle(&self, key: &str, default: bool, place: &Place) -> Result<bool> {
+        let Some(value) = self.raw(key) else {
+            return Ok(default);
+        };
+        match value.to_lowercase().as_str() {
+            "on" | "true" => Ok(true),
+            "off" | "false" => Ok(false),
+            _ => Err(place.err(format_args!("{key}: `{}` is not on or off", escape(value)))),
+        }
+    }
+
+    /// A size ([`ch_size`]; it may be quoted).
+    fn size(&self, key: &str, place: &Place) -> Result<Option<u64>> {
+        self.raw(key)
+            .map(|v| ch_size(&ch_dequote(v)).map_err(|e| place.err(format_args!("{key}: {e}"))))
+            .transpose()
+    }
+
+    /// A whole number of 32 bits (it may be quoted).
+    fn u32(&self, key: &str, place: &Place) -> Result<Option<u32>> {
+        self.raw(key)
+            .map(|v| {
+                ch_dequote(v).parse::<u32>().map_err(|_| {
+                    place.err(format_args!(
+                        "{key}: `{}` is not a whole number from 0 to 4294967295",
+                        escape(v)
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// A text value without its quotes (`id`, `device_id`), as Cloud Hypervisor reads one.
+    fn text(&self, key: &str) -> Option<String> {
+        self.raw(key).map(ch_dequote)
+    }
+}
+
+/// `--memory`, read.
+#[derive(Debug)]
+struct ChMemory {
+    size: Option<u64>,
+    hotplug: Option<u64>,
+    hotplugged: Option<u64>,
+    virtio_mem: bool,
+    shared: bool,
+    hugepages: bool,
+    hugepage_size: Option<u64>,
+    thp: bool,
+    prefault: bool,
+    mergeable: bool,
+}
+
+fn ch_memory(option: &str) -> Result<ChMemory> {
+    let place = Place::new("--memory");
+    let o = ChOptions::parse(option, MEMORY_KEYS, &place)?;
+    if o.raw("file").is_some() {
+        return Err(place.err(
+            "file: memory backed by a file is not modelled (a spec's memory is anonymous, a \
+             memfd or hugetlbfs files); remove it to plan the rest",
+        ));
+    }
+    let virtio_mem = match o
+        .raw("hotplug_method")
+        .map(|m| ch_dequote(m).to_lowercase())
+    {
+        // Not given: Cloud Hypervisor's default, ACPI.
+        None => false,
+        Some(m) if m == "acpi" => false,
+        Some(m) if m == "virtio-mem" => true,
+        Some(_) => {
+            return Err(place.err(format_args!(
+                "hotplug_method: `{}` is not acpi or virtio-mem",
+                escape(o.raw("hotplug_method").unwrap_or_default())
+            )));
+        }
+    };
+    // Whether the memory is mapped without MAP_NORESERVE: not about the map.
+    o.toggle("reserve", false, &place)?;
+    let memory = ChMemory {
+        size: o.size("size", &place)?,
+        hotplug: o.size("hotplug_size", &place)?,
+        hotplugged: o.size("hotplugged_size", &place)?,
+        virtio_mem,
+        shared: o.toggle("shared", false, &place)?,
+        hugepages: o.toggle("hugepages", false, &place)?,
+        hugepage_size: o.size("hugepage_size", &place)?,
+        thp: o.toggle("thp", true, &place)?,
+        prefault: o.toggle("prefault", false, &place)?,
+        mergeable: o.toggle("mergeable", false, &place)?,
+    };
+    // Cloud Hypervisor checks these whether or not memory zones are given.
+    huge_page_size_given(memory.hugepages, memory.hugepage_size, &place)?;
+    if memory.mergeable && memory.shared {
+        return Err(place.err("mergeable=on with shared=on (Cloud Hypervisor refuses the pair)"));
+    }
+    Ok(memory)
+}
+
+/// Cloud Hypervisor refuses a `hugepage_size` without `hugepages=on`, and one that is not a
+/// power of two.
+fn huge_page_size_given(hugepages: bool, size: Option<u64>, place: &Place) -> Result<()> {
+    match size {
+        Some(_) if !hugepages => {
+            Err(place
+                .err("hugepage_size: given without hugepages=on (Cloud Hypervisor refuses it)"))
+        }
+        Some(s) if !s.is_power_of_two() => Err(place.err(format_args!(
+            "hugepage_size: {} is not a power of two (Cloud Hypervisor refuses it)",
+            Size(s)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The spec's `huge_pages` of memory with these options: explicit huge pages of
+/// `hugepage_size` (2 MiB when not given, where Cloud Hypervisor takes the host's default),
+/// else transparent ones unless `thp=off`; and the page its sizes must be a multiple of.
+fn pages(
+    hugepages: bool,
+    size: Option<u64>,
+    thp: bool,
+    place: &Place,
+) -> Result<(&'static str, u64)> {
+    Ok(match (hugepages, size.unwrap_or(2 << 20), thp) {
+        (true, 0x20_0000, _) => ("2MiB", 2 << 20),
+        (true, 0x4000_0000, _) => ("1GiB", 1 << 30),
+        (true, other, _) => {
+            return Err(place.err(format_args!(
+                "hugepage_size: {} huge pages are not supported (2M or 1G)",
+                Size(other)
+            )));
+        }
+        (false, _, true) => ("transparent", BASE_PAGE),
+        (false, _, false) => ("none", BASE_PAGE),
+    })
+}
+
+/// A memory zone, read and checked.
+#[derive(Debug)]
+struct ChZone {
+    id: String,
+    size: u64,
+    /// The spec's backing, huge pages and prefault: what must be alike in every zone.
+    backing: (&'static str, &'static str, bool),
+    host_node: Option<u32>,
+    hotplug: Option<u64>,
+}
+
+fn ch_zone(option: &str, index: usize, memory: &ChMemory) -> Result<ChZone> {
+    let mut place = Place {
+        origin: "--memory-zone",
+        prefix: format!("zone {}: ", index + 1),
+    };
+    let o = ChOptions::parse(option, ZONE_KEYS, &place)?;
+    let id = o.text("id").ok_or_else(|| {
+        place.err("id: missing (Cloud Hypervisor requires every memory zone's id)")
+    })?;
+    place.prefix = format!("zone {} (`{}`): ", index + 1, escape(&id));
+    if o.raw("file").is_some() {
+        return Err(place.err(
+            "file: memory backed by a file is not modelled (a spec's memory is anonymous, a \
+             memfd or hugetlbfs files); remove it to plan the rest",
+        ));
+    }
+    if id.starts_with("__") {
+        return Err(
+            place.err("id: an id starting with `__` is Cloud Hypervisor's own (it refuses it)")
+        );
+    }
+    let size = o.size("size", &place)?.unwrap_or(CH_DEFAULT_MEMORY);
+    let shared = o.toggle("shared", false, &place)?;
+    let hugepages = o.toggle("hugepages", false, &place)?;
+    let hugepage_size = o.size("hugepage_size", &place)?;
+    let host_node = o.u32("host_numa_node", &place)?;
+    let hotplug = o.size("hotplug_size", &place)?;
+    let hotplugged = o.size("hotplugged_size", &place)?;
+    let prefault = o.toggle("prefault", false, &place)?;
+    o.toggle("reserve", false, &place)?;
+    // A zone is mergeable when `--memory` is, unless it says otherwise.
+    let mergeable = o.toggle("mergeable", memory.mergeable, &place)?;
+    // What Cloud Hypervisor checks when it reads the configuration, then when it lays out
+    // the memory, in its order.
+    if shared && mergeable {
+        return Err(place.err(
+            "mergeable=on with shared=on (Cloud Hypervisor refuses the pair; a zone is \
+             mergeable when --memory is)",
+        ));
+    }
+    huge_page_size_given(hugepages, hugepage_size, &place)?;
+    if hotplug.is_some() && !memory.virtio_mem {
+        return Err(place.err(
+            "hotplug_size: a memory zone's hotplug needs --memory hotplug_method=virtio-mem \
+             (Cloud Hypervisor refuses ACPI hotplug for memory zones)",
+        ));
+    }
+    if let Some(plugged) = hotplugged {
+        let Some(window) = hotplug else {
+            return Err(place
+                .err("hotplugged_size: given without hotplug_size (Cloud Hypervisor refuses it)"));
+        };
+        if plugged > window {
+            return Err(place.err(format_args!(
+                "hotplugged_size: {} is more than hotplug_size ({}; Cloud Hypervisor refuses it)",
+                Size(plugged),
+                Size(window)
+            )));
+        }
+    }
+    if size == 0 {
+        return Err(place.err(
+            "size: 0 B is not a memory zone's size (Cloud Hypervisor cannot map an empty zone)",
+        ));
+    }
+    let (pages, page) = pages(hugepages, hugepage_size, memory.thp, &place)?;
+    if !size.is_multiple_of(page) {
+        return Err(place.err(format_args!(
+            "size: {} is not a multiple of the {} page (Cloud Hypervisor refuses it)",
+            Size(size),
+            Size(page)
+        )));
+    }
+    if hotplug == Some(0) {
+        return Err(place.err(
+            "hotplug_size: 0 B is not a hotplug size (Cloud Hypervisor refuses it; leave \
+             hotplug_size out for none)",
+        ));
+    }
+    if let Some(window) = hotplug.filter(|w| !w.is_multiple_of(VIRTIO_MEM_ALIGN)) {
+        return Err(place.err(format_args!(
+            "hotplug_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses it)",
+            Size(window),
+            Size(VIRTIO_MEM_ALIGN)
+        )));
+    }
+    if let Some(plugged) = hotplugged.filter(|p| !p.is_multiple_of(VIRTIO_MEM_BLOCK)) {
+        return Err(place.err(format_args!(
+            "hotplugged_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses \
+             it)",
+            Size(plugged),
+            Size(VIRTIO_MEM_BLOCK)
+        )));
+    }
+    if let Some(node) = host_node.filter(|&n| n >= MAX_HOST_NODES) {
+        return Err(place.err(format_args!(
+            "host_numa_node: host node {node} (host nodes are numbered below {MAX_HOST_NODES})"
+        )));
+    }
+    Ok(ChZone {
+        id,
+        size,
+        backing: (
+            if shared || hugepages {
+                "memfd"
+            } else {
+                "anonymous"
+            },
+            pages,
+            prefault,
+        ),
+        host_node,
+        hotplug,
+    })
+}
+
+/// A `--numa` node, read and checked on its own.
+#[derive(Debug)]
+struct ChNode<'a> {
+    id: u32,
+    zones: Vec<&'a str>,
+    distances: Vec<(u64, u64)>,
+    /// The PCI segments, as ranges `(first, last)`.
+    segments: Vec<(u64, u64)>,
+}
+
+fn ch_node<'a>(option: &'a str, index: usize) -> Result<ChNode<'a>> {
+    let mut place = Place {
+        origin: "--numa",
+        prefix: format!("node {}: ", index + 1),
+    };
+    let o = ChOptions::parse(option, NUMA_KEYS, &place)?;
+    let id = o.u32("guest_numa_id", &place)?.ok_or_else(|| {
+        place.err("guest_numa_id: missing (Cloud Hypervisor requires it for every NUMA node)")
+    })?;
+    place.prefix = format!("node {} (guest_numa_id={id}): ", index + 1);
+    let cpus = o
+        .raw("cpus")
+        .map(|v| {
+            integer_list(v).ok_or_else(|| {
+                place.err(format_args!(
+                    "cpus: `{}` is not a list of numbers and ranges (`[0-3,6]`)",
+                    escape(v)
+                ))
+            })
+        })
+        .transpose()?;
+    let distances = o
+        .raw("distances")
+        .map(|v| {
+            tuple_list(v).ok_or_else(|| {
+                place.err(format_args!(
+                    "distances: `{}` is not a list of node@distance pairs (`[0@10,1@20]`)",
+                    escape(v)
+                ))
+            })
+        })
+        .transpose()?;
+    let device = o.text("device_id");
+    // As Cloud Hypervisor's string list: the brackets trimmed off, split at commas outside
+    // quotes and brackets, each name kept as written.
+    let zones = o
+        .raw("memory_zones")
+        .map(|v| {
+            ch_items(v.trim().trim_matches(['[', ']']))
+                .map_err(|m| place.err(format_args!("memory_zones: {m}")))
+        })
+        .transpose()?;
+    let segments = o
+        .raw("pci_segments")
+        .map(|v| {
+            integer_list(v).ok_or_else(|| {
+                place.err(format_args!(
+                    "pci_segments: `{}` is not a list of numbers and ranges",
+                    escape(v)
+                ))
+            })
+        })
+        .transpose()?;
+    match (&device, &cpus, &zones) {
+        (Some(_), None, None) | (None, Some(_), _) | (None, None, Some(_)) => {}
+        (Some(_), _, _) => {
+            return Err(place
+                .err("device_id: given with cpus or memory_zones (Cloud Hypervisor refuses it)"));
+        }
+        (None, None, None) => {
+            return Err(place.err(
+                "neither cpus, memory_zones nor device_id given (Cloud Hypervisor refuses a \
+                 node without any)",
+            ));
+        }
+    }
+    if device.as_deref() == Some("") {
+        return Err(place.err("device_id: empty (Cloud Hypervisor refuses it)"));
+    }
+    Ok(ChNode {
+        id,
+        zones: zones.unwrap_or_default(),
+        distances: distances.unwrap_or_default(),
+        segments: segments.unwrap_or_default(),
+    })
+}
+
+/// A list of numbers and ranges as Cloud Hypervisor's integer list reads it (`[0-3,6]`: the
+/// brackets trimmed off, `A-B` with `A < B`), as `(first, last)` pairs; a range is not
+/// expanded.
+fn integer_list(text: &str) -> Option<Vec<(u64, u64)>> {
+    text.trim()
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|range| {
+            let mut parts = range.split('-');
+            let first: u64 = parts.next()?.parse().ok()?;
+            let last = match parts.next() {
+                None => first,
+                Some(l) => l.parse().ok().filter(|&l| first < l)?,
+            };
+            parts.next().is_none().then_some((first, last))
+        })
+        .collect()
+}
+
+/// A list of `key@value` pairs of numbers as Cloud Hypervisor's tuple list reads it (inside
+/// brackets, split at commas outside quotes and brackets).
+fn tuple_list(text: &str) -> Option<Vec<(u64, u64)>> {
+    let body = text.trim().strip_prefix('[')?.strip_suffix(']')?;
+    ch_items(body)
+        .ok()?
+        .into_iter()
+        .map(|pair| {
+            let (key, value) = pair.trim().split_once('@')?;
+            if value.contains('@') {
+                return None;
+            }
+            Some((ch_dequote(key).parse().ok()?, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The options of Cloud Hypervisor's command line that lay out guest memory.
+#[derive(Debug, Default)]
+struct ChCommandLine<'a> {
+    memory: Option<&'a str>,
+    zones: Vec<&'a str>,
+    numa: Vec<&'a str>,
+}
+
+/// The words of a command line: split at ASCII white space outside double quotes (quotes
+/// are kept, for the option parser to read).
+fn words(text: &str) -> std::result::Result<Vec<&str>, &'static str> {
+    let mut words = Vec::new();
+    let (mut start, mut quoted) = (None, false);
+    for (at, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if c.is_ascii_whitespace() && !quoted {
+            if let Some(s) = start.take() {
+                words.push(&text[s..at]);
+            }
+        } else if start.is_none() {
+            start = Some(at);
+        }
+    }
+    if quoted {
+        return Err("unbalanced quotes");
+    }
+    if let Some(s) = start {
+        words.push(&text[s..]);
+    }
+    Ok(words)
+}
+
+/// Cloud Hypervisor's `--memory`, `--memory-zone` and `--numa` in a command line: `--memory`
+/// once, with one value; `--memory-zone` and `--numa` as often as wanted, each with one value
+/// or more (up to the next option); `--option=value` as well as `--option value`.
+fn command_line(text: &str) -> Result<ChCommandLine<'_>> {
+    let place = Place::new("cloud-hypervisor");
+    let mut line = ChCommandLine::default();
+    // The option whose values the words after it are, and whether it has one yet.
+    let mut current: Option<(&str, bool)> = None;
+    for word in words(text).map_err(|m| place.err(m))? {
+        let (option, value) = if let Some(flag) = word.strip_prefix("--") {
+            if let Some((option, _)) = current.filter(|(_, has)| !has) {
+                return Err(place.err(format_args!("--{option} needs a value")));
+            }
+            let (option, value) = match flag.split_once('=') {
+                Some((o, v)) => (o, Some(v)),
+                None => (flag, None),
+            };
+            if !matches!(option, "memory" | "memory-zone" | "numa") {
+                return Err(place.err(format_args!(
+                    "`--{}` is not imported (only --memory, --memory-zone and --numa, which lay \
+                     out guest memory, are)",
+                    escape(option)
+                )));
+            }
+            if option == "memory" && line.memory.is_some() {
+                return Err(place.err("--memory given twice (Cloud Hypervisor takes it once)"));
+            }
+            current = Some((option, false));
+            match value {
+                Some(v) => (option, v),
+                None => continue,
+            }
+        } else {
+            match current {
+                Some((option, has)) if option != "memory" || !has => (option, word),
+                _ => {
+                    return Err(place.err(format_args!(
+                        "`{}` is not the value of an option",
+                        escape(word)
+                    )));
+                }
+            }
+        };
+        current = Some((option, true));
+        match option {
+            "memory" => line.memory = Some(value),
+            "memory-zone" => {
+                if line.zones.len() == MAX_MEMORY_ZONES {
+                    return Err(spec_error(
+                        "--memory-zone",
+                        format!("more than {MAX_MEMORY_ZONES} memory zones"),
+                    ));
+                }
+                line.zones.push(value);
+            }
+            _ => {
+                if line.numa.len() == MAX_GUEST_NODES {
+                    return Err(spec_error(
+                        "--numa",
+                        format!(
+                            "more than {MAX_GUEST_NODES} NUMA nodes (a spec has at most \
+                             {MAX_GUEST_NODES})"
+                        ),
+                    ));
+                }
+                line.numa.push(value);
+            }
+        }
+    }
+    if let Some((option, false)) = current {
+        return Err(place.err(format_args!("--{option} needs a value")));
+    }
+    Ok(line)
+}
+
+/// How mistakes in the spec converted from Cloud Hypervisor's `options` name it:
+/// `cloud-hypervisor` for its command line (starting with `--`), `--memory` for its
+/// `--memory` option string.
+///
+/// ```
+/// use memvisor_cli::vmm::cloud_hypervisor_origin;
+///
+/// assert_eq!(cloud_hypervisor_origin("size=1G"), "--memory");
+/// assert_eq!(cloud_hypervisor_origin(" --memory size=1G"), "cloud-hypervisor");
+/// ```
+#[must_use]
+pub fn cloud_hypervisor_origin(options: &str) -> &'static str {
+    if is_command_line(options) {
+        "cloud-hypervisor"
+    } else {
+        "--memory"
+    }
+}
+
+fn is_command_line(options: &str) -> bool {
+    options.trim_start().starts_with("--")
+}
+
+/// The spec of Cloud Hypervisor's memory options: its `--memory` option string
+/// (`size=1G,hotplug_size=4G,shared=on`), or, starting with `--`, the options of its command
+/// line that lay out guest memory: `--memory`, `--memory-zone` and `--numa`
+/// (`--memory size=0 --memory-zone id=mem0,size=1G --numa guest_numa_id=0,memory_zones=mem0`).
+///
+/// `--memory`: `size` is the boot RAM (Cloud Hypervisor's default, 512 MiB, when it is not
+/// given; an option string of white space alone gives every default); `hotplug_size` one
+/// hotplug slot of that size; `shared=on` or `hugepages=on` memfd memory (else private
+/// anonymous); `hugepages=on` explicit huge pages of `hugepage_size` (default 2M), else
+/// transparent ones unless `thp=off`; `prefault=on` one prefault thread. `hotplug_method`,
+/// `hotplugged_size`, `mergeable` and `reserve` are checked and left out. Sizes take Cloud
+/// Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one not
+/// given, as in Cloud Hypervisor (`thp=` leaves THP on).
+///
+/// With memory zones (`--memory size=0`, as Cloud Hypervisor requires), each zone's RAM is on
+/// the guest NUMA node whose `memory_zones` names it (one node of all zones without `--numa`),
+/// bound to its `host_numa_node`, with its backing; a zone's `hotplug_size` is the hotplug
+/// slot, on its node. What a spec cannot express is refused by name: zones whose backing
+/// (`shared`/`hugepages`, `hugepage_size`, `prefault`) differ, zones of one node bound to
+/// different host nodes, more than one zone with `hotplug_size`, a node without memory zones,
+/// a zone in no node when nodes are given, guest NUMA ids other than `0` to `N - 1`, and zones
+/// not given in the order of their nodes (Cloud Hypervisor lays zones out in the order given,
+/// a spec node after node).
+///
+/// # Errors
+/// [`Error::Import`] for an unknown option, a bad size, number or `on`/`off` value, a `file`
+/// (not modelled), what a spec cannot express (above), or what Cloud Hypervisor refuses:
+/// `hotplug_size=0`, a `hotplugged_size` without `hotplug_method=virtio-mem` or larger than
+/// `hotplug_size`, virtio-mem sizes off its alignment (128 MiB for `hotplug_size`, 2 MiB for
+/// `hotplugged_size`), `hugepage_size` without `hugepages=on`, `mergeable=on` with
+/// `shared=on`; memory zones without `--memory size=0` or `size=0` without them, a zone
+/// without an id, with an id used twice or starting with `__`, of size 0 or not a multiple of
+/// its page, with `hotplug_size` and `hotplug_method=acpi`; a node without `guest_numa_id`, with
+/// one used twice, naming an unknown zone or one another node names, a distance to an unknown
+/// node or two to one node, a PCI segment other than 0 (or 0 on a node other than 0).
+///
+/// ```
+/// use memvisor_cli::vmm::cloud_hypervisor_spec;
+///
+/// let toml = cloud_hypervisor_spec("size=1G,hotplug_size=4G,shared=on")?;
+/// assert!(toml.contains("size = 1073741824"), "{toml}");
+/// assert!(toml.contains("slot_size = 4294967296"), "{toml}");
+/// assert!(cloud_hypervisor_spec("size=1G,ballon=on").is_err());
+///
+/// let toml = cloud_hypervisor_spec(
+///     "--memory size=0 --memory-zone id=mem0,size=1G id=mem1,size=2G,host_numa_node=1 \
+///      --numa guest_numa_id=0,memory_zones=mem0 --numa guest_numa_id=1,memory_zones=mem1",
+/// )?;
+/// assert!(toml.contains("[[numa]]\nhost_nodes = [1]\nsize = 2147483648"), "{toml}");
+/// # Ok::<(), memvisor_cli::Error>(())
+/// ```
+pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
+    if option.len() > MAX_SPEC_BYTES {
+        return Err(spec_error(
+            "cloud-hypervisor",
+            format!(
+                "the options are {} bytes long (at most {MAX_SPEC_BYTES}, as a spec)",
+                option.len()
+            ),
+        ));
+    }
+    let line = if is_command_line(option) {
+        command_line(option)?
+    } else {
+        ChCommandLine {
+            memory: Some(option),
+            ..ChCommandLine::default()
+        }
+    };
+    let memory = ch_memory(line.memory.unwrap_or_default())?;
+    let mut spec = Table::new();
+    spec.insert("name".into(), Value::String("cloud-hypervisor".into()));
+    // Cloud Hypervisor gives its guests the host CPU's address bits, at most 46 (its default
+    // `max_phys_bits`): the plan takes the 46 (`memvisor check` says when the host has fewer).
+    spec.insert("phys_bits".into(), Value::Integer(CH_PHYS_BITS));
+    if line.zones.is_empty() {
+        let place = Place::new("--memory");
+        if memory.size == Some(0) {
+            return Err(place.err(
+                "size: 0 B without --memory-zone (Cloud Hypervisor takes size=0 to mean that \
+                 memory zones give the memory, and refuses it without any)",
+            ));
+        }
+        let (table, hotplug) = memory_table(&memory, &place)?;
+        spec.insert("memory".into(), Value::Table(table));
+        if let Some(h) = hotplug {
+            spec.insert("hotplug".into(), Value::Table(h));
+        }
+    } else {
+        if let Some(size) = memory.size.or(Some(CH_DEFAULT_MEMORY)).filter(|&s| s != 0) {
+            return Err(spec_error(
+                "--memory",
+                format!(
+                    "size: {} with memory zones (Cloud Hypervisor takes memory zones only with \
+                     --memory size=0; without size it gives 512 MiB)",
+                    Size(size)
+                ),
+            ));
+        }
+        zones_spec(&line, &memory, &mut spec)?;
+    }
+    // Guest nodes without zones: the plain `--memory` form with `--numa`.
+    if line.zones.is_empty() && !line.numa.is_empty() {
+        let node = ch_node(line.numa[0], 0)?;
+        let place = Place {
+            origin: "--numa",
+            prefix: format!("node 1 (guest_numa_id={}): ", node.id),
+        };
+        return Err(match node.zones.first() {
+            Some(zone) => place.err(format_args!(
+                "memory_zones: unknown memory zone `{}` (there is no --memory-zone; Cloud \
+                 Hypervisor refuses it)",
+                escape(zone)
+            )),
+            None => no_zones(&place),
+        });
+    }
+    spec.insert("serial".into(), Value::Table(Table::new()));
+    Ok(crate::render::escape_toml(&spec.to_string()))
+}
+
+fn no_zones(place: &Place) -> Error {
+    place
+        .err("a guest NUMA node without memory_zones is not modelled (a spec's guest node has RAM)")
+}
+
+/// The `[memory]` and `[hotplug]` tables of `--memory` without memory zones.
+fn memory_table(memory: &ChMemory, place: &Place) -> Result<(Table, Option<Table>)> {
+    // Cloud Hypervisor's memory manager refuses these when it starts, in this order.
+    if let Some(plugged) = memory.hotplugged {
+        let Some(window) = memory.hotplug else {
+            return Err(place
+                .err("hotplugged_size: given without hotplug_size (Cloud Hypervisor refuses it)"));
+        };
+        if plugged > window {
+            return Err(place.err(format_args!(
+                "hotplugged_size: {} is more than hotplug_size ({}; Cloud Hypervisor refuses it)",
+                Size(plugged),
+                Size(window)
+            )));
+        }
+        if !memory.virtio_mem {
+            return Err(place.err(
+                "hotplugged_size: given with hotplug_method=acpi, the default (Cloud \
+                 Hypervisor refuses it; hotplugged_size needs hotplug_method=virtio-mem)",
+            ));
+        }
+    }
+    if memory.hotplug == Some(0) {
+        return Err(place.err(
+            "hotplug_size: 0 B is not a hotplug size (Cloud Hypervisor refuses it; leave \
+             hotplug_size out for none)",
+        ));
+    }
+    if let Some(window) = memory
+        .hotplug
+        .filter(|w| memory.virtio_mem && !w.is_multiple_of(VIRTIO_MEM_ALIGN))
+    {
+        return Err(place.err(format_args!(
+            "hotplug_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses it)",
+            Size(window),
+            Size(VIRTIO_MEM_ALIGN)
+        )));
+    }
+    if let Some(plugged) = memory
+        .hotplugged
+        .filter(|p| !p.is_multiple_of(VIRTIO_MEM_BLOCK))
+    {
+        return Err(place.err(format_args!(
+            "hotplugged_size: {} is not a multiple of {} (Cloud Hypervisor's virtio-mem refuses \
+             it)",
+            Size(plugged),
+            Size(VIRTIO_MEM_BLOCK)
+        )));
+    }
+    let size = memory.size.unwrap_or(CH_DEFAULT_MEMORY);
+    let mut table = Table::new();
+    table.insert("size".into(), integer(size, "size", place)?);
+    // Cloud Hypervisor backs shared memory and explicit huge pages alike with a memfd (of
+    // hugetlb pages for the latter), mapped shared.
+    let backing = if memory.shared || memory.hugepages {
+        "memfd"
+    } else {
+        "anonymous"
+    };
+    table.insert("backing".into(), Value::String(backing.into()));
+    let (pages, _) = pages(memory.hugepages, memory.hugepage_size, memory.thp, place)?;
+    table.insert("huge_pages".into(), Value::String(pages.into()));
+    if memory.prefault {
+        table.insert("prefault".into(), Value::Integer(1));
+    }
+    let hotplug = memory
+        .hotplug
+        .map(|h| hotplug_table(h, 0, "hotplug_size", place))
+        .transpose()?;
+    Ok((table, hotplug))
+}
+
+fn hotplug_table(size: u64, node: usize, field: &str, place: &Place) -> Result<Table> {
+    let mut t = Table::new();
+    t.insert("slots".into(), Value::Integer(1));
+    t.insert("slot_size".into(), integer(size, field, place)?);
+    if node != 0 {
+        t.insert(
+            "node".into(),
+            Value::Integer(i64::try_from(node).unwrap_or(i64::MAX)),
+        );
+    }
+    Ok(t)
+}
+
+fn integer(v: u64, field: &str, place: &Place) -> Result<Value> {
+    i64::try_from(v)
+        .map(Value::Integer)
+        .map_err(|_| place.err(format_args!("{field}: {v} bytes is more than 2^63 - 1")))
+}
+
+/// The `[memory]`, `[[numa]]` and `[hotplug]` tables of memory zones and NUMA nodes.
+fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> Result<()> {
+    let mut zones = Vec::with_capacity(line.zones.len());
+    let mut ids: HashMap<String, usize> = HashMap::with_capacity(line.zones.len());
+    for (i, option) in line.zones.iter().enumerate() {
+        let zone = ch_zone(option, i, memory)?;
+        if let Some(first) = ids.insert(zone.id.clone(), i) {
+            return Err(spec_error(
+                "--memory-zone",
+                format!(
+                    "zone {}: id `{}` is the id of zone {} too (Cloud Hypervisor refuses it)",
+                    i + 1,
+                    escape(&zone.id),
+                    first + 1
+                ),
+            ));
+        }
+        zones.push(zone);
+    }
+    // The guest node (its index in the spec) of each zone.
+    let mut node_of = vec![0usize; zones.len()];
+    let mut guest_ids = Vec::new();
+    if !line.numa.is_empty() {
+        let nodes = line
+            .numa
+            .iter()
+            .enumerate()
+            .map(|(i, o)| ch_node(o, i))
+            .collect::<Result<Vec<_>>>()?;
+        let owner = numa_checks(&nodes, &ids)?;
+        // What a spec cannot express.
+        for (i, node) in nodes.iter().enumerate() {
+            if node.zones.is_empty() {
+                return Err(no_zones(&Place {
+                    origin: "--numa",
+                    prefix: format!("node {} (guest_numa_id={}): ", i + 1, node.id),
+                }));
+            }
+        }
+        let mut sorted: Vec<u32> = nodes.iter().map(|n| n.id).collect();
+        sorted.sort_unstable();
+        if let Some((at, &id)) = sorted
+            .iter()
+            .enumerate()
+            .find(|&(at, &id)| u64::from(id) != at as u64)
+        {
+            return Err(spec_error(
+                "--numa",
+                format!(
+                    "guest_numa_id={id}: the guest NUMA ids are not 0 to {} (a spec numbers its \
+                     guest nodes from 0 without gaps; {} is missing)",
+                    sorted.len() - 1,
+                    at
+                ),
+            ));
+        }
+        for (z, zone) in zones.iter().enumerate() {
+            let Some(&n) = owner.get(zone.id.as_str()) else {
+                return Err(spec_error(
+                    "--memory-zone",
+                    format!(
+                        "zone {} (`{}`): in no --numa node's memory_zones (its memory would be in \
+                         no guest NUMA node, which a spec cannot express)",
+                        z + 1,
+                        escape(&zone.id)
+                    ),
+                ));
+            };
+            node_of[z] = usize::try_from(nodes[n].id).unwrap_or(usize::MAX);
+        }
+        guest_ids = sorted;
+    }
+    let count = guest_ids.len().max(1);
+    // Zones are laid out in the order given; a spec lays out node after node.
+    for z in 1..zones.len() {
+        if node_of[z] < node_of[z - 1] {
+            return Err(spec_error(
+                "--memory-zone",
+                format!(
+                    "zone {} (`{}`, guest node {}) comes after zone {} (`{}`, guest node {}): \
+                     Cloud Hypervisor lays zones out in the order given and a spec lays out \
+                     its guest nodes in order, so give the zones in the order of their nodes",
+                    z + 1,
+                    escape(&zones[z].id),
+                    node_of[z],
+                    z,
+                    escape(&zones[z - 1].id),
+                    node_of[z - 1]
+                ),
+            ));
+        }
+    }
+    let first = &zones[0];
+    let mut hotplug: Option<(usize, &ChZone)> = None;
+    let mut sizes = vec![0u64; count];
+    let mut hosts: Vec<Option<(usize, Option<u32>)>> = vec![None; count];
+    for (z, zone) in zones.iter().enumerate() {
+        let place = Place {
+            origin: "--memory-zone",
+            prefix: format!("zone {} (`{}`): ", z + 1, escape(&zone.id)),
+        };
+        if zone.backing != first.backing {
+            let show = |(backing, pages, prefault): (&str, &str, bool)| {
+                format!(
+                    "{backing}, {pages} pages{}",
+                    if prefault { ", prefaulted" } else { "" }
+                )
+            };
+            return Err(place.err(format_args!(
+                "its backing ({}) differs from zone 1's (`{}`: {}): a spec backs all guest RAM \
+                 alike (per-zone shared, hugepages, hugepage_size and prefault are not modelled)",
+                show(zone.backing),
+                escape(&first.id),
+                show(first.backing)
+            )));
+        }
+        let node = node_of[z];
+        match hosts[node] {
+            None => hosts[node] = Some((z, zone.host_node)),
+            Some((other, host)) if host != zone.host_node => {
+                let show = |h: Option<u32>| h.map_or_else(|| "none".to_owned(), |h| h.to_string());
+                return Err(place.err(format_args!(
+                    "host_numa_node: {} differs from zone {} (`{}`: {}) of the same guest node \
+                     {node}: a spec binds all of a guest node's memory alike",
+                    show(zone.host_node),
+                    other + 1,
+                    escape(&zones[other].id),
+                    show(host)
+                )));
+            }
+            Some(_) => {}
+        }
+        sizes[node] = sizes[node].checked_add(zone.size).ok_or_else(|| {
+            place.err("size: the zones of its guest node add up to 2^64 bytes or more")
+        })?;
+        if zone.hotplug.is_some() {
+            if let Some((other, _)) = hotplug {
+                return Err(place.err(format_args!(
+                    "hotplug_size: zone {} (`{}`) has one too: a spec has one hotplug window, on \
+                     one guest node (hotplug of more than one zone is not modelled)",
+                    other + 1,
+                    escape(&zones[other].id)
+                )));
+            }
+            hotplug = Some((z, zone));
+        }
+    }
+    let mut table = Table::new();
+    let (backing, pages, prefault) = first.backing;
+    table.insert("backing".into(), Value::String(backing.into()));
+    table.insert("huge_pages".into(), Value::String(pages.into()));
+    if prefault {
+        table.insert("prefault".into(), Value::Integer(1));
+    }
+    spec.insert("memory".into(), Value::Table(table));
+    let place = Place::new("--memory-zone");
+    let mut nodes = Vec::with_capacity(count);
+    for (size, host) in sizes.iter().zip(&hosts) {
+        let mut t = Table::new();
+        t.insert("size".into(), integer(*size, "size", &place)?);
+        if let Some((_, Some(h))) = host {
+            t.insert(
+                "host_nodes".into(),
+                Value::Array(vec![Value::Integer(i64::from(*h))]),
+            );
+        }
+        nodes.push(Value::Table(t));
+    }
+    spec.insert("numa".into(), Value::Array(nodes));
+    if let Some((z, zone)) = hotplug {
+        let place = Place {
+            origin: "--memory-zone",
+            prefix: format!("zone {} (`{}`): ", z + 1, escape(&zone.id)),
+        };
+        let size = zone.hotplug.unwrap_or_default();
+        spec.insert(
+            "hotplug".into(),
+            Value::Table(hotplug_table(size, node_of[z], "hotplug_size", &place)?),
+        );
+    }
+    Ok(())
+}
+
+/// What Cloud Hypervisor checks of its NUMA nodes, in its order; gives the node (its index in
+/// `nodes`) of each zone a node names.
+fn numa_checks<'a>(
+    nodes: &[ChNode<'a>],
+    ids: &HashMap<String, usize>,
+) -> Result<HashMap<&'a str, usize>> {
+    let err = |i: usize, message: String| {
+        spec_error(
+            "--numa",
+            format!("node {} (guest_numa_id={}): {message}", i + 1, nodes[i].id),
+        )
+    };
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    let mut segment_zero: Option<usize> = None;
+    for (i, node) in nodes.iter().enumerate() {
+        for zone in &node.zones {
+            if let Some(other) = owner.insert(*zone, i) {
+                return Err(err(
+                    i,
+                    format!(
+                        "memory_zones: zone `{}` is in node {} (guest_numa_id={}) too (Cloud \
+                         Hypervisor refuses it)",
+                        escape(zone),
+                        other + 1,
+                        nodes[other].id
+                    ),
+                ));
+            }
+        }
+        // Without `--platform`, Cloud Hypervisor has one PCI segment, 0, on guest node 0.
+        for &(first, last) in &node.segments {
+            if first != 0 || last != 0 {
+                let bad = if first != 0 { first } else { last };
+                return Err(err(
+                    i,
+                    format!(
+                        "pci_segments: there is no PCI segment {bad} (there is one, 0, without \
+                         --platform num_pci_segments, which is not imported)"
+                    ),
+                ));
+            }
+            if node.id != 0 {
+                return Err(err(
+                    i,
+                    "pci_segments: segment 0 is on guest node 0 (Cloud Hypervisor refuses it \
+                     elsewhere)"
+                        .to_owned(),
+                ));
+            }
+            if let Some(other) = segment_zero.replace(i) {
+                return Err(err(
+                    i,
+                    format!(
+                        "pci_segments: segment 0 is in node {} too (Cloud Hypervisor refuses it)",
+                        other + 1
+                    ),
+                ));
+            }
+        }
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    let known: HashSet<u64> = nodes.iter().map(|n| u64::from(n.id)).collect();
+    for (i, node) in nodes.iter().enumerate() {
+        if let Some(other) = seen.insert(node.id, i) {
+            return Err(err(
+                i,
+                format!(
+                    "guest_numa_id: {} is node {}'s too (Cloud Hypervisor refuses it)",
+                    node.id,
+                    other + 1
+                ),
+            ));
+        }
+        if let Some(zone) = node.zones.iter().find(|z| !ids.contains_key(**z)) {
+            return Err(err(
+                i,
+                format!(
+                    "memory_zones: unknown memory zone `{}` (Cloud Hypervisor refuses it)",
+                    escape(zone)
+                ),
+            ));
+        }
+        let mut to = HashSet::new();
+        for &(dest, distance) in &node.distances {
+            if !known.contains(&dest) {
+                return Err(err(
+                    i,
+                    format!(
+                        "distances: unknown destination node {dest} (Cloud Hypervisor refuses it)"
+                    ),
+                ));
+            }
+            if !to.insert(dest) {
+                return Err(err(
+                    i,
+                    format!(
+                        "distances: node {dest} is given two distances (Cloud Hypervisor \
+                         refuses it)"
+                    ),
+                ));
+            }
+            if distance > u64::from(u8::MAX) {
+                return Err(err(
+                    i,
+                    format!(
+                        "distances: {distance} to node {dest} is more than 255 (Cloud \
+                         Hypervisor would keep only its low 8 bits)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(owner)
+}
+
+/// The items of a Cloud Hypervisor option string, split as Cloud Hypervisor splits them: the
+/// string is trimmed, and a comma inside double quotes or brackets does not split; unbalanced
+/// quotes or brackets are refused.
+fn ch_items(option: &str) -> std::result::Result<Vec<&str>, &'static str> {
+    let option = option.trim();
+    let mut items = Vec::new();
+    let (mut start, mut brackets, mut quoted) = (0, 0usize, false);
+    for (at, c) in option.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            _ if quoted => {}
+            '[' => brackets += 1,
+            ']' => {
+                brackets = brackets
+                    .checked_sub(1)
+                    .ok_or("unbalanced quotes or brackets")?;
+            }
+            ',' if brackets == 0 => {
+                items.push(&option[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted || brackets != 0 {
+        return Err("unbalanced quotes or brackets");
+    }
+    items.push(&option[start..]);
+    Ok(items)
+}
+
+/// A value without its double quotes, as Cloud Hypervisor reads a quoted value (`"1G"` is
+/// `1G`; `""` inside quotes is a quote).
+fn ch_dequote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut previous, mut quoted) = ('\0', false);
+    for c in value.chars() {
+        if c == '"' {
+            if previous == '"' && !quoted {
+                out.push('"');
+            }
+            quoted = !quoted;
+        } else {
+            out.push(c);
+        }
+        previous = c;
+    }
+    out
+}
+
+/// A Cloud Hypervisor size: digits with an optional `K`, `M` or `G` (binary), white space
+/// around it ignored.
+fn ch_size(text: &str) -> std::result::Result<u64, SizeError> {
+    let text = text.trim();
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K') => (&text[..text.len() - 1], 10),
+        Some(b'M') => (&text[..text.len() - 1], 20),
+        Some(b'G') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SizeError::BadNumber(escape(text).into_owned()));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|v| v.checked_mul(1 << shift))
+        .ok_or_else(|| SizeError::TooLarge(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{BackingKind, PageKind, VmSpec};
+
+    fn spec_of(options: &str) -> VmSpec {
+        let toml = cloud_hypervisor_spec(options).unwrap_or_else(|e| panic!("{options}: {e}"));
+        crate::spec::parse(crate::spec::Source {
+            origin: "ch.toml",
+            text: &toml,
+        })
+        .unwrap_or_else(|e| panic!("{options}: {e}\n{toml}"))
+    }
+
+    fn error_of(options: &str) -> String {
+        match cloud_hypervisor_spec(options) {
+            Ok(toml) => panic!("{options}: taken as\n{toml}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{options}: {e}");
+                e.to_string()
+            }
+        }
+    }
+
+    fn nodes(spec: &VmSpec) -> Vec<(u64, Vec<u32>)> {
+        spec.nodes
+            .iter()
+            .map(|n| (n.size, n.host_nodes.clone()))
+            .collect()
+    }
+
+    const ZONE: &str = "--memory size=0 --memory-zone";
+
+    #[test]
+    fn cloud_hypervisor_zones_without_numa_nodes_are_one_guest_node() {
+        let spec = spec_of(&format!("{ZONE} id=a,size=1G id=b,size=512M"));
+        assert_eq!(nodes(&spec), [(1536 << 20, vec![])]);
+        assert_eq!(spec.memory.backing, BackingKind::Anonymous);
+        assert_eq!(spec.memory.pages, PageKind::Transparent);
+        assert!(spec.hotplug.is_none());
+        // A zone's size left out is Cloud Hypervisor's default, 512 MiB.
+        let spec = spec_of(&format!("{ZONE} id=a"));
+        assert_eq!(nodes(&spec), [(512 << 20, vec![])]);
+        // Repeated options, `--option=value` and quotes, as Cloud Hypervisor takes them.
+        let spec = spec_of(
+            "--memory=size=0 --memory-zone=id=\"a\",size=\"1G\" --memory-zone id=b,size=1G \
+             --numa=guest_numa_id=0,memory_zones=[a,b]",
+        );
+        assert_eq!(nodes(&spec), [(2 << 30, vec![])]);
+        // As Cloud Hypervisor's option parser, a key given again takes its last value, which
+        // alone is read.
+        let spec = spec_of("size=1G,shared=maybe,shared=on,size=2G");
+        assert_eq!(spec.ram(), 2 << 30);
+        assert_eq!(spec.memory.backing, BackingKind::Memfd);
+    }
+
+    #[test]
+    fn cloud_hypervisor_zone_options_give_the_backing() {
+        for (options, backing, pages, prefault) in [
+            (
+                "id=a,size=1G",
+                BackingKind::Anonymous,
+                PageKind::Transparent,
+                0,
+            ),
+            (
+                "id=a,size=1G,shared=on",
+                BackingKind::Memfd,
+                PageKind::Transparent,
+                0,
+            ),
+            (
+                "id=a,size=1G,hugepages=on",
+                BackingKind::Memfd,
+                PageKind::Huge2M,
+                0,
+            ),
+            (
+                "id=a,size=1G,hugepages=on,hugepage_size=1G",
+                BackingKind::Memfd,
+                PageKind::Huge1G,
+                0,
+            ),
+            (
+                "id=a,size=1G,prefault=on",
+                BackingKind::Anonymous,
+                PageKind::Transparent,
+                1,
+            ),
+            (
+                "id=a,size=1G,reserve=on,mergeable=on",
+                BackingKind::Anonymous,
+                PageKind::Transparent,
+                0,
+            ),
+        ] {
+            let spec = spec_of(&format!("{ZONE} {options}"));
+            assert_eq!(spec.memory.backing, backing, "{options}");
+            assert_eq!(spec.memory.pages, pages, "{options}");
+            assert_eq!(spec.memory.prefault_threads, prefault, "{options}");
+        }
+        // `--memory thp=off` applies to the zones.
+        let spec = spec_of("--memory size=0,thp=off --memory-zone id=a,size=1G");
+        assert_eq!(spec.memory.pages, PageKind::Base);
+        let spec = spec_of(&format!("{ZONE} id=a,size=1G,host_numa_node=3"));
+        assert_eq!(nodes(&spec), [(1 << 30, vec![3])]);
+        let spec = spec_of(
+            "--memory size=0,hotplug_method=virtio-mem --memory-zone id=a,size=1G \
+             id=b,size=1G,hotplug_size=4G,hotplugged_size=2G \
+             --numa guest_numa_id=0,memory_zones=a --numa guest_numa_id=1,memory_zones=b",
+        );
+        let hotplug = spec.hotplug.as_ref().unwrap();
+        assert_eq!(
+            (hotplug.slots, hotplug.slot_size, hotplug.node),
+            (1, 4 << 30, 1)
+        );
+    }
+
+    #[test]
+    fn cloud_hypervisor_numa_nodes_take_their_zones() {
+        let spec = spec_of(
+            "--memory size=0 --memory-zone id=a,size=1G,host_numa_node=1 \
+             id=b,size=1G,host_numa_node=1 id=c,size=2G,host_numa_node=0 \
+             --numa guest_numa_id=1,memory_zones=c,cpus=[2-3,5],distances=[0@20,1@10] \
+             guest_numa_id=0,memory_zones=[a,b],cpus=0,pci_segments=[0],distances=[1@20]",
+        );
+        assert_eq!(nodes(&spec), [(2 << 30, vec![1]), (2 << 30, vec![0])]);
+    }
+
+    #[test]
+    fn cloud_hypervisor_zone_and_numa_mistakes_are_refused_as_it_refuses_them() {
+        let virtio = "--memory size=0,hotplug_method=virtio-mem --memory-zone";
+        for (options, expected) in [
+            // Zones need --memory size=0, and size=0 needs zones.
+            (
+                "--memory-zone id=a,size=1G",
+                "--memory: size: 512 MiB with memory zones",
+            ),
+            (
+                "--memory size=1G --memory-zone id=a",
+                "size: 1 GiB with memory zones",
+            ),
+            ("size=0", "size: 0 B without --memory-zone"),
+            ("--memory size=0", "size: 0 B without --memory-zone"),
+            // Zones.
+            (&format!("{ZONE} size=1G"), "zone 1: id: missing"),
+            (&format!("{ZONE} id=,size=1G"), "zone 1: id: missing"),
+            (
+                &format!("{ZONE} id=a id=a"),
+                "zone 2: id `a` is the id of zone 1 too",
+            ),
+            (&format!("{ZONE} id=__a"), "id: an id starting with `__`"),
+            (
+                &format!("{ZONE} id=a,size=0"),
+                "zone 1 (`a`): size: 0 B is not a memory zone's size",
+            ),
+            (
+                &format!("{ZONE} id=a,size=1000"),
+                "size: 1000 B is not a multiple of the 4 KiB page",
+            ),
+            (
+                &format!("{ZONE} id=a,size=1M,hugepages=on"),
+                "size: 1 MiB is not a multiple of the 2 MiB page",
+            ),
+            (
+                &format!("{ZONE} id=a,hugepage_size=2M"),
+                "hugepage_size: given without hugepages=on",
+            ),
+            (
+                &format!("{ZONE} id=a,hugepages=on,hugepage_size=3M"),
+                "hugepage_size: 3 MiB is not a power of two",
+            ),
+            (
+                &format!("{ZONE} id=a,hugepages=on,hugepage_size=4M"),
+                "4 MiB huge pages are not supported",
+            ),
+            (
+                &format!("{ZONE} id=a,shared=on,mergeable=on"),
+                "mergeable=on with shared=on",
+            ),
+            (
+                "--memory size=0,mergeable=on --memory-zone id=a,shared=on",
+                "mergeable=on with shared=on",
+            ),
+            (
+                &format!("{ZONE} id=a,file=/dev/shm/x"),
+                "file: memory backed by a file is not modelled",
+            ),
+            (&format!("{ZONE} id=a,bogus=1"), "unknown option `bogus`"),
+            (
+                &format!("{ZONE} id=a,prefault=yes"),
+                "prefault: `yes` is not on or off",
+            ),
+            (
+                &format!("{ZONE} id=a,host_numa_node=-1"),
+                "host_numa_node: `-1` is not a whole number",
+            ),
+            (
+                &format!("{ZONE} id=a,host_numa_node=1024"),
+                "host node 1024",
+            ),
+            (
+                &format!("{ZONE} id=a,size=1X"),
+                "size: `1X` is not a number",
+            ),
+            (
+                &format!("{ZONE} id=a,hotplug_size=1G"),
+                "needs --memory hotplug_method=virtio-mem",
+            ),
+            (
+                &format!("{virtio} id=a,hotplug_size=0"),
+                "hotplug_size: 0 B is not a hotplug size",
+            ),
+            (
+                &format!("{virtio} id=a,hotplug_size=64M"),
+                "64 MiB is not a multiple of 128 MiB",
+            ),
+            (
+                &format!("{virtio} id=a,hotplugged_size=1G"),
+                "hotplugged_size: given without hotplug_size",
+            ),
+            (
+                &format!("{virtio} id=a,hotplug_size=1G,hotplugged_size=2G"),
+                "hotplugged_size: 2 GiB is more than hotplug_size",
+            ),
+            (
+                &format!("{virtio} id=a,hotplug_size=1G,hotplugged_size=1M"),
+                "hotplugged_size: 1 MiB is not a multiple of 2 MiB",
+            ),
+            // NUMA nodes.
+            (
+                &format!("{ZONE} id=a --numa memory_zones=a"),
+                "guest_numa_id: missing",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=x,memory_zones=a"),
+                "`x` is not a whole number",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0"),
+                "neither cpus, memory_zones nor device_id",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,device_id=d"),
+                "device_id: given with cpus or memory_zones",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=b"),
+                "unknown memory zone `b`",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=[]"),
+                "unknown memory zone ``",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=[a,a]"),
+                "zone `a` is in node 1 (guest_numa_id=0) too",
+            ),
+            (
+                &format!(
+                    "{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a guest_numa_id=1,memory_zones=a"
+                ),
+                "node 2 (guest_numa_id=1): memory_zones: zone `a` is in node 1",
+            ),
+            (
+                &format!(
+                    "{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a guest_numa_id=0,memory_zones=b"
+                ),
+                "guest_numa_id: 0 is node 1's too",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,distances=[1@20]"),
+                "distances: unknown destination node 1",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,distances=[0@10,0@10]"),
+                "distances: node 0 is given two distances",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,distances=[0@256]"),
+                "distances: 256 to node 0 is more than 255",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,distances=0@10"),
+                "distances: `0@10` is not a list",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,cpus=[3-1]"),
+                "cpus: `[3-1]` is not a list",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,pci_segments=[1]"),
+                "there is no PCI segment 1",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,pci_segments=[0-1]"),
+                "there is no PCI segment 1",
+            ),
+            (
+                &format!(
+                    "{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a guest_numa_id=1,memory_zones=b,pci_segments=0"
+                ),
+                "segment 0 is on guest node 0",
+            ),
+            (
+                &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,sgx_epc_sections=[x]"),
+                "unknown option `sgx_epc_sections`",
+            ),
+            // What a spec cannot express, by name.
+            (
+                &format!("{ZONE} id=a,shared=on id=b"),
+                "zone 2 (`b`): its backing (anonymous, transparent pages) differs from zone 1's",
+            ),
+            (
+                &format!("{ZONE} id=a,prefault=on id=b,prefault=on id=c"),
+                "zone 3 (`c`): its backing",
+            ),
+            (
+                &format!("{ZONE} id=a,host_numa_node=0 id=b,host_numa_node=1"),
+                "host_numa_node: 1 differs from zone 1 (`a`: 0)",
+            ),
+            (
+                &format!("{ZONE} id=a,host_numa_node=0 id=b"),
+                "host_numa_node: none differs from zone 1",
+            ),
+            (
+                &format!("{virtio} id=a,hotplug_size=1G id=b,hotplug_size=1G"),
+                "zone 2 (`b`): hotplug_size: zone 1 (`a`) has one too",
+            ),
+            (
+                &format!("{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a"),
+                "zone 2 (`b`): in no --numa node's memory_zones",
+            ),
+            (
+                &format!(
+                    "{ZONE} id=a --numa guest_numa_id=0,memory_zones=a guest_numa_id=1,cpus=1"
+                ),
+                "node 2 (guest_numa_id=1): a guest NUMA node without memory_zones",
+            ),
+            (
+                &format!(
+                    "{ZONE} id=a --numa guest_numa_id=0,memory_zones=a guest_numa_id=1,device_id=v"
+                ),
+                "a guest NUMA node without memory_zones",
+            ),
+            (
+                "--memory size=1G --numa guest_numa_id=0,cpus=0",
+                "a guest NUMA node without memory_zones",
+            ),
+            (
+                "--memory size=1G --numa guest_numa_id=0,memory_zones=a",
+                "unknown memory zone `a` (there is no --memory-zone",
+            ),
+            (
+                &format!(
+                    "{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a guest_numa_id=2,memory_zones=b"
+                ),
+                "guest_numa_id=2: the guest NUMA ids are not 0 to 1",
+            ),
+            (
+                &format!(
+                    "{ZONE} id=a id=b --numa guest_numa_id=1,memory_zones=a guest_numa_id=0,memory_zones=b"
+                ),
+                "zone 2 (`b`, guest node 0) comes after zone 1 (`a`, guest node 1)",
+            ),
+            // The command line.
+            ("--memory size=1G --cpus boot=2", "`--cpus` is not imported"),
+            (
+                "--memory size=1G size=2G",
+                "`size=2G` is not the value of an option",
+            ),
+            ("--memory size=1G --memory size=2G", "--memory given twice"),
+            ("--memory", "--memory needs a value"),
+            (
+                "--memory size=0 --memory-zone --numa x",
+                "--memory-zone needs a value",
+            ),
+            ("--memory size=0 --memory-zone id=\"a", "unbalanced quotes"),
+        ] {
+            let e = error_of(options);
+            assert!(e.contains(expected), "{options}: {e}");
+        }
+    }
+
+    #[test]
+    fn cloud_hypervisor_options_are_bounded() {
+        let zones = vec!["id=a"; MAX_MEMORY_ZONES + 1].join(" ");
+        let e = error_of(&format!("{ZONE} {zones}"));
+        assert!(e.contains("more than 1024 memory zones"), "{e}");
+        let nodes = vec!["guest_numa_id=0,cpus=0"; MAX_GUEST_NODES + 1].join(" ");
+        let e = error_of(&format!("{ZONE} id=a --numa {nodes}"));
+        assert!(e.contains("more than 64 NUMA nodes"), "{e}");
+        let e = error_of(&"x".repeat(MAX_SPEC_BYTES + 1));
+        assert!(e.contains("bytes long (at most 1048576"), "{e}");
+        // Ranges are checked, never expanded.
+        let spec = spec_of(&format!(
+            "{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,cpus=[0-18446744073709551615]"
+        ));
+        assert_eq!(spec.nodes.len(), 1);
+        // Zones adding up past 2^64 are refused, not wrapped.
+        let e = error_of(&format!(
+            "{ZONE} id=a,size=17179869180G id=b,size=17179869180G"
+        ));
+        assert!(e.contains("add up to 2^64 bytes or more"), "{e}");
+        let e = error_of(&format!("{ZONE} id=a,size=9007199254740992K"));
+        assert!(e.contains("is more than 2^63 - 1"), "{e}");
+    }
+}
