@@ -77,7 +77,8 @@ enum memvisor_status
   // No chunk (or, for a block larger than a chunk, no run of contiguous chunks) of the
   // context is left for the block.
   MEMVISOR_STATUS_OUT_OF_MEMORY = 10,
-  // The address is not inside the context's memory.
+  // The address is not inside the context's memory, its chunks: of a caller's block, the
+  // bytes before chunk 0 and a tail shorter than a chunk are not the context's either.
   MEMVISOR_STATUS_FOREIGN_POINTER = 11,
   // The address lies in memory this client does not hold.
   MEMVISOR_STATUS_NOT_OWNED = 12,

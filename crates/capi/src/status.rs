@@ -43,7 +43,8 @@ pub enum Status {
     /// No chunk (or, for a block larger than a chunk, no run of contiguous chunks) of the
     /// context is left for the block.
     OutOfMemory = 10,
-    /// The address is not inside the context's memory.
+    /// The address is not inside the context's memory, its chunks: of a caller's block, the
+    /// bytes before chunk 0 and a tail shorter than a chunk are not the context's either.
     ForeignPointer = 11,
     /// The address lies in memory this client does not hold.
     NotOwned = 12,

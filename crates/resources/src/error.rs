@@ -23,10 +23,12 @@ pub enum Error {
     /// An alignment that is not a power of two (or is zero) was requested.
     #[error("invalid alignment {0:#x}: alignment must be a power of two")]
     InvalidAlignment(u64),
-    /// `start + size - 1` does not fit in `u64`.
+    /// `start + size - 1` does not fit in `u64`: a range of addresses, or a run of IDs
+    /// ([`IdAllocator::allocate_ids_at`](crate::IdAllocator::allocate_ids_at)), whose last unit
+    /// would be past `u64::MAX`.
     #[error("overflow: {size:#x} units starting at {start:#x} go past u64::MAX")]
     Overflow {
-        /// The first unit of the requested range.
+        /// The first unit (address or ID) of the requested range.
         start: u64,
         /// The requested number of units.
         size: u64,
@@ -155,6 +157,15 @@ pub enum Error {
         needed: u64,
         /// The limit it was loaded with.
         limit: u64,
+    },
+    /// The heap refused memory an [`IdAllocator`](crate::IdAllocator) needed: the ID list of
+    /// [`allocate_many`](crate::IdAllocator::allocate_many), or its bitmap growing to cover a
+    /// newly allocated ID (or a loaded snapshot's). Nothing was allocated.
+    #[error("the heap refused {bytes} bytes")]
+    HeapRefused {
+        /// Bytes requested from the heap (also when the request is too large to make at all,
+        /// past `isize::MAX` on a 32-bit target).
+        bytes: u64,
     },
     /// A snapshot being loaded (or an allocator being checked) is inconsistent; the text says
     /// which check failed.

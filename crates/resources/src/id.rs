@@ -181,7 +181,8 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// # Errors
     ///
-    /// [`Error::OutOfIds`] (count 1, alignment 1) if every ID is allocated.
+    /// [`Error::OutOfIds`] (count 1, alignment 1) if every ID is allocated,
+    /// [`Error::HeapRefused`] if the bitmap must grow to cover the ID and the heap refuses it.
     pub fn allocate_id(&mut self) -> Result<I> {
         let found = self.smallest_clear();
         if let Some(p) = self.parked
@@ -196,7 +197,7 @@ impl<I: Id> IdAllocator<I> {
             count: 1,
             alignment: 1,
         })?;
-        self.set_allocated(off);
+        self.set_allocated(off)?;
         Ok(self.id(off))
     }
 
@@ -205,7 +206,9 @@ impl<I: Id> IdAllocator<I> {
     /// # Errors
     ///
     /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
-    /// [`Error::IdAlreadyAllocated`] if it is allocated.
+    /// [`Error::IdAlreadyAllocated`] if it is allocated, [`Error::HeapRefused`] if the bitmap
+    /// must grow to cover it and the heap refuses that (512 MiB for `u32::MAX` in the whole
+    /// `u32` range).
     pub fn allocate_id_at(&mut self, id: I) -> Result<I> {
         let off = self.offset(id)?;
         if self.parked == Some(off) {
@@ -216,7 +219,7 @@ impl<I: Id> IdAllocator<I> {
         if self.bit(off) {
             return Err(Error::IdAlreadyAllocated(id.to_u64()));
         }
-        self.set_allocated(off);
+        self.set_allocated(off)?;
         Ok(id)
     }
 
@@ -232,7 +235,8 @@ impl<I: Id> IdAllocator<I> {
     /// # Errors
     ///
     /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::InvalidAlignment`] if `alignment` is
-    /// not a power of two, [`Error::OutOfIds`] if no such run of free IDs exists.
+    /// not a power of two, [`Error::OutOfIds`] if no such run of free IDs exists,
+    /// [`Error::HeapRefused`] if the bitmap must grow to cover the run and the heap refuses it.
     ///
     /// ```
     /// use memvisor_resources::IdAllocator;
@@ -258,7 +262,7 @@ impl<I: Id> IdAllocator<I> {
         let span = count - 1;
         self.unpark();
         let start = self.find_run(count, alignment).ok_or(out)?;
-        self.set_allocated_range(start, start + span);
+        self.set_allocated_range(start, start + span)?;
         Ok(self.id(start)..=self.id(start + span))
     }
 
@@ -271,7 +275,9 @@ impl<I: Id> IdAllocator<I> {
     /// # Errors
     ///
     /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::NotEnoughIds`] if fewer than `count`
-    /// IDs are free.
+    /// IDs are free, [`Error::HeapRefused`] if the heap refuses the list of `count` IDs (or it
+    /// is past `isize::MAX` bytes, as `u32::MAX` IDs of `u64` are on a 32-bit target) or the
+    /// bitmap growing to the highest of them (grown before any ID is taken).
     ///
     /// ```
     /// use memvisor_resources::IdAllocator;
@@ -295,14 +301,31 @@ impl<I: Id> IdAllocator<I> {
                 available: self.available(),
             });
         }
+        // The list is the caller's to ask for (up to 2^32 IDs, 32 GiB of `u64`): a heap that
+        // refuses it is an error, before anything is allocated.
+        let mut out = Vec::new();
+        out.try_reserve_exact(count as usize)
+            .map_err(|_| Error::HeapRefused {
+                bytes: u64::from(count) * core::mem::size_of::<I>() as u64,
+            })?;
         self.unpark();
-        let mut out = Vec::with_capacity(count as usize);
+        // The bitmap grows first, to the highest ID the loop takes, so that a heap that refuses
+        // it fails the call before any ID is taken. IDs past the bitmap are all free, and
+        // the loop takes the free ones inside it before any past it.
+        let covered = (self.leaves.len() * BITS).min(self.span() as usize + 1);
+        let past = u64::from(self.span()) + 1 - covered as u64;
+        let inside = self.available() - past;
+        if let Some(beyond) = u64::from(count).checked_sub(inside + 1) {
+            // `count <= available`, so this is at most `span`.
+            self.ensure(to_off32(covered as u64 + beyond))?;
+        }
         for _ in 0..count {
-            // Enough IDs are free (checked above), so the search always finds one.
+            // Enough IDs are free (checked above), so the search always finds one, and the
+            // bitmap already covers it.
             let off = self
                 .smallest_clear()
                 .ok_or(Error::Inconsistent("free count is wrong"))?;
-            self.set_allocated(off);
+            self.set_allocated(off)?;
             out.push(self.id(off));
         }
         Ok(out)
@@ -316,8 +339,10 @@ impl<I: Id> IdAllocator<I> {
     /// # Errors
     ///
     /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::IdOutOfRange`] if `first` or the last
-    /// ID of the run is outside the managed range (the last ID saturates at `u64::MAX` in the
-    /// error), [`Error::IdAlreadyAllocated`] naming the lowest allocated ID of the run.
+    /// ID of the run is outside the managed range, [`Error::Overflow`] (`start` = `first`,
+    /// `size` = `count`) if `first` is in range but the run's last ID would be past `u64::MAX`,
+    /// [`Error::IdAlreadyAllocated`] naming the lowest allocated ID of the run,
+    /// [`Error::HeapRefused`] if the bitmap must grow to cover the run and the heap refuses it.
     ///
     /// ```
     /// use memvisor_resources::{Error, IdAllocator};
@@ -332,10 +357,18 @@ impl<I: Id> IdAllocator<I> {
             return Err(Error::ZeroIdCount);
         }
         let lo = self.offset(first)?;
-        let end = first.to_u64().checked_add(u64::from(count - 1));
-        let Some(last) = end.and_then(I::from_u64).filter(|&l| l <= self.last) else {
+        // A run whose last ID is past `u64::MAX` has no last ID to name: it is refused as the
+        // overflow it is, as `AddressRange::from_start_and_size` refuses such a range.
+        let end = first
+            .to_u64()
+            .checked_add(u64::from(count - 1))
+            .ok_or(Error::Overflow {
+                start: first.to_u64(),
+                size: u64::from(count),
+            })?;
+        let Some(last) = I::from_u64(end).filter(|&l| l <= self.last) else {
             return Err(Error::IdOutOfRange {
-                id: end.unwrap_or(u64::MAX),
+                id: end,
                 first: self.base(),
                 last: self.last.to_u64(),
             });
@@ -345,7 +378,7 @@ impl<I: Id> IdAllocator<I> {
         if let Some(taken) = self.next_allocated_from(lo, hi).filter(|&t| t <= hi) {
             return Err(Error::IdAlreadyAllocated(self.id(taken).to_u64()));
         }
-        self.set_allocated_range(lo, hi);
+        self.set_allocated_range(lo, hi)?;
         Ok(first..=last)
     }
 
@@ -515,7 +548,7 @@ impl<I: Id> IdAllocator<I> {
         {
             // A range `with_range` accepts has at most 2^26 leaf words, so `n` fits a `usize`
             // (were it not to, the bitmap would just grow as it is filled).
-            vec.reserve_exact(usize::try_from(n).unwrap_or(0));
+            reserve_words(vec, usize::try_from(n).unwrap_or(0))?;
         }
         this.never.clear();
         // Every run lies inside `first..=last` (checked above), so its offsets fit.
@@ -526,7 +559,7 @@ impl<I: Id> IdAllocator<I> {
         // short run names.
         for &(lo, hi) in allocated {
             let (lo, hi) = (this.offset(lo)?, this.offset(hi)?);
-            this.ensure(hi);
+            this.ensure(hi)?;
             this.set_bit_range(lo, hi);
             this.used += u64::from(hi - lo) + 1;
         }
@@ -761,17 +794,28 @@ impl<I: Id> IdAllocator<I> {
     }
 
     /// Grows the bitmap so that it covers `off`.
-    fn ensure(&mut self, off: u32) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the heap refuses the memory; the bitmap is unchanged then
+    /// (only its spare capacity may have grown).
+    fn ensure(&mut self, off: u32) -> Result<()> {
         let need = off as usize / BITS + 1;
         if need <= self.leaves.len() {
-            return;
+            return Ok(());
         }
         // Grow by an eighth at a time so that a dense range stays close to one bit per ID.
         let cap = self.leaves.capacity();
         if need > cap {
             let want = need.max(cap + cap / 8).min(self.span() as usize / BITS + 1);
-            self.leaves.reserve_exact(want - self.leaves.len());
+            reserve_words(&mut self.leaves, want)?;
         }
+        // One summary word per 64 leaf words, one top word per 64 summary words; these grow
+        // by doubling, as `push` would grow them (an exact reservation here would copy the
+        // summary once per 64 leaf words).
+        let summary = need.div_ceil(BITS);
+        reserve_more(&mut self.summary, summary)?;
+        reserve_more(&mut self.top, summary.div_ceil(BITS))?;
         let total = self.span() as usize + 1;
         while self.leaves.len() < need {
             let w = self.leaves.len();
@@ -789,6 +833,7 @@ impl<I: Id> IdAllocator<I> {
                 self.mark_has_free(w);
             }
         }
+        Ok(())
     }
 
     fn set_bit(&mut self, off: u32) {
@@ -812,12 +857,17 @@ impl<I: Id> IdAllocator<I> {
 
     /// [`set_allocated`](Self::set_allocated) of every offset of `lo..=hi`, all free: a word
     /// of bits and one update of the never-allocated runs at a time, not an ID at a time.
-    fn set_allocated_range(&mut self, lo: u32, hi: u32) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the bitmap cannot grow to `hi`; nothing is marked then.
+    fn set_allocated_range(&mut self, lo: u32, hi: u32) -> Result<()> {
         debug_assert!(lo <= hi);
-        self.ensure(hi);
+        self.ensure(hi)?;
         self.set_bit_range(lo, hi);
         self.used += u64::from(hi - lo) + 1;
         self.mark_ever(lo, hi);
+        Ok(())
     }
 
     /// Sets the bits of `lo..=hi` (inside the bitmap), a word at a time.
@@ -827,11 +877,17 @@ impl<I: Id> IdAllocator<I> {
         }
     }
 
-    fn set_allocated(&mut self, off: u32) {
-        self.ensure(off);
+    /// Marks offset `off` (free) allocated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the bitmap cannot grow to `off`; nothing is marked then.
+    fn set_allocated(&mut self, off: u32) -> Result<()> {
+        self.ensure(off)?;
         self.set_bit(off);
         self.used += 1;
         self.mark_ever(off, off);
+        Ok(())
     }
 
     /// Clears the bit of ID offset `off` (the caller updates `used`).
@@ -918,6 +974,33 @@ fn to_off(i: usize) -> u32 {
     // Offsets handled here are bounded by `last - first + 63`, and callers filter out those
     // past `last`; saturating keeps an impossible value out of range rather than wrapping.
     u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+/// Makes room in `words` for exactly `len` words in all (or keeps the room it has).
+///
+/// # Errors
+///
+/// [`Error::HeapRefused`] with the bytes asked for if the heap refuses them.
+fn reserve_words(words: &mut Vec<u64>, len: usize) -> Result<()> {
+    let more = len.saturating_sub(words.len());
+    words
+        .try_reserve_exact(more)
+        .map_err(|_| Error::HeapRefused {
+            bytes: more as u64 * 8,
+        })
+}
+
+/// Makes room in `words` for at least `len` words in all, growing it by at least double when
+/// it grows (as `push` does).
+///
+/// # Errors
+///
+/// [`Error::HeapRefused`] with the bytes asked for if the heap refuses them.
+fn reserve_more(words: &mut Vec<u64>, len: usize) -> Result<()> {
+    let more = len.saturating_sub(words.len());
+    words.try_reserve(more).map_err(|_| Error::HeapRefused {
+        bytes: more as u64 * 8,
+    })
 }
 
 #[cfg(feature = "serde")]
@@ -1328,15 +1411,31 @@ mod tests {
     #[test]
     fn u64_run_past_type_end_fails_and_changes_nothing() {
         let mut a = IdAllocator::<u64>::with_range(u64::MAX - 9, u64::MAX).unwrap();
+        // The run's last ID would be 2^64 + 2, which no `u64` can name.
         assert_eq!(
             a.allocate_ids_at(u64::MAX - 1, 5),
-            Err(Error::IdOutOfRange {
-                id: u64::MAX,
-                first: u64::MAX - 9,
-                last: u64::MAX
+            Err(Error::Overflow {
+                start: u64::MAX - 1,
+                size: 5
+            })
+        );
+        assert_eq!(
+            a.allocate_ids_at(u64::MAX, 2),
+            Err(Error::Overflow {
+                start: u64::MAX,
+                size: 2
+            })
+        );
+        assert_eq!(
+            a.allocate_ids_at(u64::MAX, u32::MAX),
+            Err(Error::Overflow {
+                start: u64::MAX,
+                size: u64::from(u32::MAX)
             })
         );
         assert_eq!(a.used(), 0);
+        assert_eq!(a.allocate_ids_at(u64::MAX, 1), Ok(u64::MAX..=u64::MAX));
+        assert_eq!(a.free_id(u64::MAX), Ok(()));
         assert_eq!(a.allocate_ids(2, 2), Ok(u64::MAX - 9..=u64::MAX - 8));
         assert_eq!(
             a.allocate_ids_at(u64::MAX - 1, 2),

@@ -262,13 +262,15 @@ impl<I: Id> IdModel<I> {
                 }
                 self.check(first)?;
                 let end = u128::from(first.to_u64()) + u128::from(count) - 1;
-                let Some(last) = u64::try_from(end)
-                    .ok()
-                    .and_then(I::from_u64)
-                    .filter(|&l| l <= self.last)
-                else {
+                let Ok(end) = u64::try_from(end) else {
+                    return Err(Error::Overflow {
+                        start: first.to_u64(),
+                        size: u64::from(count),
+                    });
+                };
+                let Some(last) = I::from_u64(end).filter(|&l| l <= self.last) else {
                     return Err(Error::IdOutOfRange {
-                        id: u64::try_from(end).unwrap_or(u64::MAX),
+                        id: end,
                         first: self.first.to_u64(),
                         last: self.last.to_u64(),
                     });

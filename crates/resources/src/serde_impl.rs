@@ -131,8 +131,9 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// [`Error::Inconsistent`] naming the first failed check (runs unsorted, overlapping,
     /// touching or outside the range; an ID both allocated and never allocated; a wrong count),
-    /// [`Error::SnapshotTooLarge`] if the bitmap would exceed the limit, [`Error::IdRangeTooLarge`]
-    /// if the range holds more than [`MAX_ID_RANGE`](crate::MAX_ID_RANGE) IDs.
+    /// [`Error::SnapshotTooLarge`] if the bitmap would exceed the limit, [`Error::HeapRefused`] if
+    /// the heap refuses a bitmap the limit allows, [`Error::IdRangeTooLarge`] if the range holds
+    /// more than [`MAX_ID_RANGE`](crate::MAX_ID_RANGE) IDs.
     pub fn from_snapshot(snapshot: &IdSnapshot<I>, limits: &IdLoadLimits) -> Result<Self, Error> {
         let s = snapshot;
         Self::from_runs(

@@ -2,8 +2,12 @@
  * change no statistic, blocks are aligned, disjoint and as large as `memvisor_size_of` says in
  * every configuration, `MEMVISOR_FLAG_ZERO` and `MEMVISOR_FLAG_POISON` hold over reused and
  * dirty memory, and the context's totals equal the sums of its clients' at every step. */
+#define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS under -std=c11 */
+
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "memvisor.h"
 #include "check.h"
@@ -405,6 +409,62 @@ static void test_context_totals_equal_client_sums(void) {
     OK(memvisor_context_delete(ctx));
 }
 
+/* The bytes of a caller's block outside its chunks (before chunk 0, which starts at the block
+ * rounded up to the alignment, and a tail shorter than a chunk) are not the context's memory:
+ * every function calls an address there foreign, and none reads it (both are unreadable
+ * here, so a read would end the program). */
+static void test_block_head_and_tail_are_foreign_and_never_read(void) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (page == 0 || page >= CHUNK) {
+        return; /* no page fits before a chunk boundary without being a chunk's */
+    }
+    size_t span = 5 * CHUNK;
+    unsigned char *map = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(map != MAP_FAILED);
+    if (map == MAP_FAILED) {
+        return;
+    }
+    unsigned char *aligned = map + (CHUNK - (uintptr_t)map % CHUNK) % CHUNK;
+    /* One page of head, two chunks, one page of tail. */
+    unsigned char *head = aligned + CHUNK - page;
+    unsigned char *tail = aligned + 3 * CHUNK;
+    CHECK(mprotect(head, page, PROT_NONE) == 0);
+    CHECK(mprotect(tail, page, PROT_NONE) == 0);
+
+    memvisor_config c = config_with(CHUNK, 16, CHUNK, MEMVISOR_FLAG_STATISTICS);
+    memvisor_context ctx;
+    OK(memvisor_context_create(head, 2 * CHUNK + 2 * page, &c, &ctx));
+    CHECK(context_stats(ctx).chunks == 2);
+    memvisor_client a;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    void *block = NULL;
+    OK(memvisor_alloc(a, 100, &block));
+    CHECK((unsigned char *)block >= aligned + CHUNK && (unsigned char *)block < tail);
+    memvisor_context_stats before = context_stats(ctx);
+
+    unsigned char *outside[] = {head, head + page / 2, head + page - 16, tail, tail + 16,
+                                tail + page - 1};
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        void *p = outside[i];
+        size_t size = 7;
+        bool yes = true;
+        memvisor_client who = {0};
+        CHECK_STATUS(memvisor_free(ctx, p, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+        CHECK_STATUS(memvisor_client_free(a, p, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+        CHECK_STATUS(memvisor_size_of(a, p, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+        CHECK_STATUS(memvisor_context_owner(ctx, p, &who), MEMVISOR_STATUS_FOREIGN_POINTER);
+        OK(memvisor_client_owns(a, p, &yes));
+        CHECK(size == 7 && who.id == 0 && !yes);
+    }
+    memvisor_context_stats after = context_stats(ctx);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+
+    OK(memvisor_client_free(a, block, NULL));
+    OK(memvisor_client_delete(a));
+    OK(memvisor_context_delete(ctx));
+    CHECK(munmap(map, span) == 0);
+}
+
 int main(void) {
     test_refused_calls_change_no_statistic();
     test_run_needs_chunks_no_client_holds();
@@ -412,5 +472,6 @@ int main(void) {
     test_zero_flag_over_dirty_and_reused_memory();
     test_poison_flag_fills_freed_blocks();
     test_context_totals_equal_client_sums();
+    test_block_head_and_tail_are_foreign_and_never_read();
     return finish("contracts");
 }
