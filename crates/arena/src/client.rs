@@ -246,8 +246,9 @@ struct State {
     alloc_flags: bool,
     /// Whether a free has more to do: [`Flags::POISON`] or [`Flags::STATISTICS`].
     free_flags: bool,
-    /// The arena's length in [`MIN_BLOCK`]s, or 0 with `free_flags`: the bound of the quick
-    /// free's one range test.
+    /// The arena's length in [`MIN_BLOCK`]s once the cache bins exist, 0 before and with
+    /// `free_flags`: the bound of the quick free's one range test, which so also tells that
+    /// the bins exist.
     quick_units: usize,
 }
 
@@ -308,7 +309,7 @@ impl<'a> Client<'a> {
                 alloc_flags: geo.flags.contains(Flags::ZERO)
                     || geo.flags.contains(Flags::STATISTICS),
                 free_flags,
-                quick_units: if free_flags { 0 } else { geo.len / MIN_BLOCK },
+                quick_units: 0,
             }),
         }
     }
@@ -438,6 +439,10 @@ impl<'a> Client<'a> {
         let spare = self.with(|s| {
             if s.cache.is_none() {
                 s.cache = bins;
+                if s.cache.is_some() && !s.free_flags {
+                    // The quick free may run from now on (bins are never taken away).
+                    s.quick_units = s.geo.len / MIN_BLOCK;
+                }
                 None
             } else {
                 bins
@@ -933,9 +938,10 @@ impl State {
     }
 
     /// The common free, kept small enough to inline into the caller: a block of this client
-    /// (not a run) whose chunk keeps another live block, into its cache bin (or its slab or
-    /// the free bitmaps if the bin is full), without flags and with no mail or trim request
-    /// waiting. Returns `None`, having changed nothing, for
+    /// (not a run) whose chunk keeps another live block, into its cache bin (a small block
+    /// whose bin is full after the older half of the bin went back to the slabs, a buddy
+    /// block whose bin is full into the free bitmaps), once the bins exist, without flags and
+    /// with no mail or trim request waiting. Returns `None`, having changed nothing, for
     /// anything else ([`Client::free_slow`] handles it, errors included). It reads and writes
     /// what [`claim`](Self::claim) and [`free`](Self::free) do, in the same order, but for the
     /// remote-free bit: with an empty mailbox no free through the arena can have claimed the
@@ -950,7 +956,8 @@ impl State {
     ) -> Option<usize> {
         let off = ptr.addr().wrapping_sub(self.geo.base_addr);
         // One test for the range, the alignment (a misaligned offset rotates its low bits to
-        // the top) and the flags (`quick_units` is 0 with flags that need the full path).
+        // the top), the flags and the bins (`quick_units` is 0 with flags that need the full
+        // path and until the bins exist).
         if off.rotate_right(MIN_BLOCK.trailing_zeros()) >= self.quick_units {
             return None;
         }
@@ -987,7 +994,6 @@ impl State {
         let small = meta >= SLAB;
         if !(small || (meta >= LIVE && !run::is_run(meta)))
             || self.info(held).live <= 1
-            || self.cache.is_none()
             || self.has_mail(arena)
         {
             return None;
@@ -997,10 +1003,11 @@ impl State {
         let value = usize::from(meta & VALUE);
         let bytes = if small {
             let bytes = class_size(value);
-            if self.cache_small_quick(value, off) {
+            // SAFETY: the range test passed, so `quick_units` is not 0: the bins exist.
+            if unsafe { self.cache_small_quick(value, off) } {
                 self.cached += bytes;
             } else {
-                self.free_small(arena, off, value, false);
+                self.spill_small(arena, value, bytes, off);
             }
             bytes
         } else {
@@ -1033,9 +1040,7 @@ impl State {
             info.live -= 1;
             let class = usize::from(meta & VALUE);
             let bytes = class_size(class);
-            if !self.cache_small(class, bytes, off) {
-                self.free_small(arena, off, class, false);
-            }
+            self.keep_small(arena, class, bytes, off);
             self.room += bytes;
             self.frees += 1;
             return bytes;
@@ -1063,8 +1068,10 @@ impl State {
             if self.free_flags {
                 self.on_free(arena, off, bytes, core::mem::size_of::<FreeObj>());
             }
-            if purge || !self.cache_small(value, bytes, off) {
-                self.free_small(arena, off, value, purge);
+            if purge {
+                self.free_small(arena, off, value, true);
+            } else {
+                self.keep_small(arena, value, bytes, off);
             }
             bytes
         } else {
@@ -1442,10 +1449,23 @@ mod tests {
         assert_eq!(client.with(|s| s.empty_slabs[class_of(64)]), 1);
     }
 
+    /// How many blocks a bin of `cap` entries holds after `frees` frees into it from empty:
+    /// each free adds one, and a free that finds it full first gives back its older half.
+    fn binned_after(cap: usize, frees: usize) -> usize {
+        (0..frees).fold(0, |len, _| {
+            if len == cap {
+                len - len / 2 + 1
+            } else {
+                len + 1
+            }
+        })
+    }
+
     #[test]
-    fn free_quick_full_bin_sends_blocks_to_their_slab() {
-        // A live block keeps the chunk busy, so every free below takes the quick path: the
-        // first ones fill the class's bin, the rest go straight back to their slab.
+    fn free_quick_full_bin_spills_older_half_to_slab() {
+        // A live block keeps the chunk busy, so every free below but the first (which makes
+        // the bins) takes the quick path: the first ones fill the class's bin, then each free
+        // that finds it full gives its older half back to the slab.
         let arena = arena(2);
         let client = arena.create_client(Quota::UNLIMITED).unwrap();
         let _busy = client.alloc(layout(5000)).unwrap();
@@ -1463,29 +1483,92 @@ mod tests {
             })
         };
         assert_eq!(slab_live(&client), cap);
-        let binned = cache::small_cap(class_of(32));
-        assert!(binned < cap);
-        for &p in &blocks {
+        let bin_cap = cache::small_cap(class_of(32));
+        assert!(bin_cap < cap);
+        // Some blocks stay live, so that the bin ends neither full nor half full.
+        let freed = cap - bin_cap / 8;
+        let binned = binned_after(bin_cap, freed);
+        assert!(binned > bin_cap / 2 + 1 && binned < bin_cap);
+        for &p in &blocks[..freed] {
             // SAFETY: never used again.
             assert_eq!(unsafe { client.free(p) }, Ok(32));
         }
         let stats = client.stats();
-        assert_eq!(stats.cached_bytes, binned * 32, "the bin is full");
-        assert_eq!(stats.live_blocks, 1);
+        assert_eq!(stats.cached_bytes, binned * 32);
+        assert_eq!(stats.live_blocks, 1 + cap - freed);
         assert_eq!(
             slab_live(&client),
-            binned,
+            binned + cap - freed,
             "the others are back in the slab"
         );
         client.check();
-        // The slab hands the freed blocks out again, then the bin empties.
-        let again: Vec<_> = (0..cap)
+        // The bin hands its blocks out again, then the slab the rest.
+        let again: Vec<_> = (0..freed)
             .map(|_| client.alloc(layout(32)).unwrap())
             .collect();
         assert_eq!(client.stats().cached_bytes, 0);
         assert_eq!(slab_live(&client), cap);
         assert_eq!(client.stats().chunks, 1);
+        client.check();
         drop(again);
+    }
+
+    #[test]
+    fn spill_keeps_newer_half_and_freed_block_in_bin_order() {
+        let arena = arena(2);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let _busy = client.alloc(layout(5000)).unwrap();
+        let class = class_of(48);
+        let bin_cap = cache::small_cap(class);
+        let blocks: Vec<_> = (0..=bin_cap)
+            .map(|_| client.alloc(layout(48)).unwrap())
+            .collect();
+        let offs: Vec<usize> = client.with(|s| {
+            blocks
+                .iter()
+                .map(|p| p.as_ptr().addr() - s.geo.base_addr)
+                .collect()
+        });
+        for &p in &blocks[..bin_cap] {
+            // SAFETY: never used again.
+            unsafe { client.free(p) }.unwrap();
+        }
+        let bin = |client: &Client<'_>| client.with(|s| s.cache_entries(class));
+        assert_eq!(bin(&client), offs[..bin_cap], "full, oldest first");
+        let slab_free = |client: &Client<'_>| {
+            client.with(|s| {
+                let (slab, _) = s.slab_of(offs[0], class);
+                // SAFETY: the slab of cached blocks of this client.
+                unsafe { (*slab).live() }
+            })
+        };
+        let live_before = slab_free(&client);
+        // SAFETY: never used again.
+        unsafe { client.free(blocks[bin_cap]) }.unwrap();
+        let half = bin_cap / 2;
+        let mut kept = offs[half..bin_cap].to_vec();
+        kept.push(offs[bin_cap]);
+        assert_eq!(bin(&client), kept, "the newer half, then the freed block");
+        assert_eq!(client.stats().cached_bytes, kept.len() * 48);
+        assert_eq!(slab_free(&client), live_before - half);
+        client.check();
+        // The spilled blocks are free in their slab: none of them is cached, and each is
+        // handed out again once the bin is empty, as a live block.
+        let again: Vec<_> = (0..=bin_cap)
+            .map(|_| client.alloc(layout(48)).unwrap())
+            .collect();
+        let mut got: Vec<usize> = client.with(|s| {
+            again
+                .iter()
+                .map(|p| p.as_ptr().addr() - s.geo.base_addr)
+                .collect()
+        });
+        got.sort_unstable();
+        let mut all = offs.clone();
+        all.sort_unstable();
+        assert_eq!(got, all, "every freed block comes back exactly once");
+        assert_eq!(client.stats().cached_bytes, 0);
+        client.check();
     }
 
     #[test]

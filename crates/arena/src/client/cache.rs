@@ -16,9 +16,10 @@ use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES, class_size};
 use crate::config::Flags;
 
 /// Most cached blocks of one size class. A class's bin fills and empties as a random walk
-/// under a steady mix of sizes; each time it is full at a free or empty at an allocation, the
-/// block goes through its slab, whose record and free list (in the blocks' memory) are likely
-/// cache misses. A deeper bin makes that rarer (about half as often at twice the depth).
+/// under a steady mix of sizes; each time it is empty at an allocation, the block comes from
+/// its slab, whose record and free list (in the blocks' memory) are likely cache misses, and
+/// each time it is full at a free, its older half goes back to the slabs
+/// ([`State::spill_small`]). A deeper bin makes both rarer.
 const SMALL_ENTRIES: usize = 64;
 /// Bytes of blocks of one size class the cache aims at: classes of over 512 bytes keep fewer
 /// than [`SMALL_ENTRIES`] blocks (at least 8).
@@ -206,6 +207,14 @@ impl State {
         self.cache.as_deref_mut()
     }
 
+    /// The offsets in the bin of `class`, oldest first.
+    #[cfg(test)]
+    pub(super) fn cache_entries(&self, class: usize) -> alloc::vec::Vec<usize> {
+        self.cache
+            .as_deref()
+            .map_or_else(alloc::vec::Vec::new, |c| c.small(class).to_vec())
+    }
+
     /// Bytes of all cached blocks, counted from the bins (`cached` keeps the same figure).
     pub(super) fn cached_bytes(&self) -> usize {
         let Some(c) = self.cache.as_deref() else {
@@ -244,15 +253,59 @@ impl State {
         cached
     }
 
-    /// Keeps the freed small block at `off` of `class` in its bin if the bins exist and it
-    /// has room; false (nothing changed) otherwise. The caller counts its bytes as cached.
+    /// Keeps the freed small block at `off` of `class` (of `bytes`, its size) for reuse; if
+    /// the class's bin is full, first gives the older half of it back to the slabs
+    /// ([`spill_small`](Self::spill_small)). Without bins the block goes straight to its slab.
     #[inline(always)]
-    pub(super) fn cache_small_quick(&mut self, class: usize, off: usize) -> bool {
-        let (bin, base) = small_bin(class);
-        match self.cache.as_deref_mut() {
-            Some(c) => c.push_small(bin, base, off),
-            None => false,
+    pub(super) fn keep_small(&mut self, arena: &Arena, class: usize, bytes: usize, off: usize) {
+        if !self.cache_small(class, bytes, off) {
+            self.spill_small(arena, class, bytes, off);
         }
+    }
+
+    /// [`keep_small`](Self::keep_small) of a block whose bin is full (or missing): the older
+    /// half of the bin goes back to the slabs, oldest first, and the block takes the place of
+    /// the newest. One spill per half a bin of frees instead of one slab return per free once
+    /// the bin is full: the slab records the spilled blocks need do not depend on each other
+    /// (their class is the bin's, their offsets are in the bin), so their cache misses
+    /// overlap, and the bin starts again half full, as far from full as from empty.
+    #[inline(never)]
+    pub(super) fn spill_small(&mut self, arena: &Arena, class: usize, bytes: usize, off: usize) {
+        let (bin, base) = small_bin(class);
+        let Some(c) = self.cache.as_deref_mut() else {
+            self.free_small(arena, off, class, false);
+            return;
+        };
+        let len = usize::from(c.len[bin]);
+        let half = len / 2;
+        let mut spilled = [0usize; SMALL_ENTRIES / 2];
+        spilled[..half].copy_from_slice(&c.offs[base..base + half]);
+        c.offs.copy_within(base + half..base + len, base);
+        c.offs[base + len - half] = off;
+        // At most `SMALL_ENTRIES` (64) entries.
+        c.len[bin] = u8::try_from(len - half + 1).unwrap_or(u8::MAX);
+        self.cached = self.cached + bytes - half * bytes;
+        let at = self.slab_class(class);
+        for &o in &spilled[..half] {
+            // SAFETY: `o` was a cached block of `class`: a block of this client in a slab of
+            // the class (which counts it as live), no longer in the bin and used by no one.
+            unsafe { self.free_small_at(arena, at, o, false) };
+        }
+    }
+
+    /// Keeps the freed small block at `off` of `class` in its bin if it has room; false
+    /// (nothing changed) otherwise. The caller counts its bytes as cached.
+    ///
+    /// # Safety
+    /// The bins exist (the quick free, which runs only once they do: `quick_units` is 0
+    /// before).
+    #[inline(always)]
+    pub(super) unsafe fn cache_small_quick(&mut self, class: usize, off: usize) -> bool {
+        let (bin, base) = small_bin(class);
+        debug_assert!(self.cache.is_some());
+        // SAFETY: the caller's promise.
+        let c = unsafe { self.cache.as_deref_mut().unwrap_unchecked() };
+        c.push_small(bin, base, off)
     }
 
     /// Keeps the freed buddy block of `pages` pages at `off` for reuse; false (nothing

@@ -58,6 +58,23 @@ impl Slab {
 
 const _: () = assert!(core::mem::size_of::<Slab>() == 16);
 
+/// The figures of a size class that giving a block back to its slab needs
+/// ([`State::slab_class`]).
+#[derive(Clone, Copy)]
+pub(super) struct SlabClass {
+    class: usize,
+    /// Log2 of the class's slab size.
+    shift: u32,
+    /// Log2 of a slab unit (the slab table has a record per unit).
+    unit_shift: u32,
+    /// Blocks in a slab of the class.
+    cap: u16,
+    /// The slab table.
+    slabs: *mut Slab,
+    /// The arena's first byte (offsets count from it).
+    base: *mut u8,
+}
+
 /// An offset in a slab as its record keeps it: a slab is at most [`MAX_SLAB`] bytes, so it
 /// fits a `u16`.
 #[inline]
@@ -195,33 +212,94 @@ impl State {
     /// the buddy allocator if another of its class is empty already, or with `reclaim`.
     #[inline]
     pub(super) fn free_small(&mut self, arena: &Arena, off: usize, class: usize, reclaim: bool) {
-        let (slab, start) = self.slab_of(off, class);
+        let at = self.slab_class(class);
         // SAFETY: `off` is a block of this client in a slab of `class` (its page says so) that
-        // is being freed, so `slab` is that slab's record and the block one no one uses any
-        // more.
+        // is being freed, so no one uses it any more; `at` was just read for `class`.
+        unsafe { self.free_small_at(arena, at, off, reclaim) };
+    }
+
+    /// What giving back blocks of `class` to their slabs needs, read once for many blocks.
+    #[inline]
+    pub(super) fn slab_class(&self, class: usize) -> SlabClass {
+        let slot = class & (CLASS_SLOTS - 1);
+        SlabClass {
+            class,
+            shift: self.geo.slab_shift[slot],
+            unit_shift: self.geo.slab_unit_shift,
+            cap: self.geo.slab_cap[slot],
+            slabs: self.slabs,
+            base: self.geo.base.as_ptr(),
+        }
+    }
+
+    /// [`free_small`](Self::free_small) with the class's figures `at` (from
+    /// [`slab_class`](Self::slab_class)) already read: a block being given back to its slab
+    /// reads nothing else of the client unless its slab leaves or joins the partial list.
+    ///
+    /// # Safety
+    /// `off` is a block of this client in a slab of `at.class` (its page says so) that is
+    /// being freed (no one uses it any more), and `at` is `slab_class(at.class)`.
+    #[inline(always)]
+    pub(super) unsafe fn free_small_at(
+        &mut self,
+        arena: &Arena,
+        at: SlabClass,
+        off: usize,
+        reclaim: bool,
+    ) {
+        let start = (off >> at.shift) << at.shift;
+        let slab = at.slabs.wrapping_add(start >> at.unit_shift);
+        // SAFETY: the caller's promise: `slab` is the record of the block's slab and the block
+        // one no one uses any more.
         unsafe {
-            if (*slab).live == self.slab_cap(class) {
-                let head = self.partial[class];
-                (*slab).prev = NO_SLAB;
-                if head.is_null() {
-                    (*slab).next = NO_SLAB;
-                } else {
-                    (*slab).next = self.slab_index(head);
-                    (*head).prev = self.slab_index(slab);
-                }
-                self.partial[class] = slab;
+            if (*slab).live == at.cap {
+                self.relist_slab(slab, at.class);
             }
-            self.at(off)
+            at.base
+                .wrapping_add(off)
                 .cast::<FreeObj>()
                 .write(FreeObj { next: (*slab).free });
             (*slab).free = slab_offset(off - start);
             (*slab).live -= 1;
             if (*slab).live == 0 {
-                self.empty_slabs[class] += 1;
-                if reclaim || self.empty_slabs[class] > 1 {
-                    self.drop_slab(arena, slab, class);
-                }
+                self.slab_emptied(arena, slab, at.class, reclaim);
             }
+        }
+    }
+
+    /// Puts the full slab `slab` of `class`, which a block is being given back to, at the head
+    /// of the partial list.
+    ///
+    /// # Safety
+    /// `slab` is the record of a full slab of `class` of this client (so on no list).
+    #[inline]
+    unsafe fn relist_slab(&mut self, slab: *mut Slab, class: usize) {
+        let head = self.partial[class];
+        // SAFETY: the caller's promise; `head`, if not null, is the record of a live slab of
+        // this client.
+        unsafe {
+            (*slab).prev = NO_SLAB;
+            if head.is_null() {
+                (*slab).next = NO_SLAB;
+            } else {
+                (*slab).next = self.slab_index(head);
+                (*head).prev = self.slab_index(slab);
+            }
+        }
+        self.partial[class] = slab;
+    }
+
+    /// The slab `slab` of `class` was just left empty: it is kept, or goes back to the buddy
+    /// allocator if another of its class is empty already, or with `reclaim`.
+    ///
+    /// # Safety
+    /// `slab` is the record of an empty slab of `class` on this client's partial list.
+    #[inline]
+    unsafe fn slab_emptied(&mut self, arena: &Arena, slab: *mut Slab, class: usize, reclaim: bool) {
+        self.empty_slabs[class] += 1;
+        if reclaim || self.empty_slabs[class] > 1 {
+            // SAFETY: the caller's promise.
+            unsafe { self.drop_slab(arena, slab, class) };
         }
     }
 
