@@ -194,10 +194,11 @@ pub enum Error {
         offset: usize,
     },
     /// The page at `offset` was taken by the system and not given back: a
-    /// [`map`](crate::Reservation::map) of explicit huge pages was refused after the system
-    /// had unmapped the old pages, and putting the reservation's own pages back was refused
-    /// too. Another mapping may lie there now, so no call touches the page again, and
-    /// dropping the reservation leaves it alone.
+    /// [`map`](crate::Reservation::map) (of explicit huge pages, say) or the fresh mapping of
+    /// a [`decommit`](crate::Reservation::decommit) was refused after the system had unmapped
+    /// the old pages, and putting the reservation's own pages back was refused too. Another
+    /// mapping may lie there now, so no call touches the page again, and dropping the
+    /// reservation leaves it alone.
     #[error("page at offset {offset:#x} was lost to the system (a refused mapping took it)")]
     Lost {
         /// Offset of the first lost page in the range.

@@ -37,7 +37,9 @@
 #![no_std]
 
 extern crate alloc;
-#[cfg(feature = "std")]
+// Unit tests use the standard library (threads, files, the thread-local failure hooks) also
+// when the crate is built without it.
+#[cfg(any(feature = "std", test))]
 extern crate std;
 
 mod bitmap;

@@ -239,10 +239,15 @@ impl ReservationBuilder {
     }
 }
 
+/// The most threads a parallel prefault uses, whatever it is asked for: each costs a stack and
+/// a system call, and the number asked for is the caller's input.
+#[cfg(feature = "std")]
+pub(crate) const MAX_PREFAULT_THREADS: usize = 256;
+
 /// The size of each part of a parallel prefault of `len` bytes (the last may be shorter):
-/// at most `threads` parts, each a multiple of 2 MiB for ranges of at least two huge pages (of
-/// the page size otherwise) and at least `min_part` bytes. A result of `len` or more means one
-/// part.
+/// at most `threads` parts (and at most [`MAX_PREFAULT_THREADS`]), each a multiple of 2 MiB for
+/// ranges of at least two huge pages (of the page size otherwise) and at least `min_part` bytes. A
+/// result of `len` or more means one part.
 #[cfg(feature = "std")]
 fn part_size(len: usize, threads: usize, min_part: usize, page: usize) -> usize {
     let unit = if len >= 2 * HUGE_PAGE {
@@ -253,7 +258,7 @@ fn part_size(len: usize, threads: usize, min_part: usize, page: usize) -> usize 
     let min_part = min_part
         .checked_next_multiple_of(unit)
         .unwrap_or(usize::MAX);
-    len.div_ceil(threads)
+    len.div_ceil(threads.min(MAX_PREFAULT_THREADS))
         .checked_next_multiple_of(unit)
         .unwrap_or(usize::MAX)
         .max(min_part)
@@ -596,6 +601,12 @@ impl Reservation {
     /// to give the range's advice to them after the range was decommitted: the range is then
     /// decommitted, every other advice is still given again, and the refused advice is no
     /// longer recorded for the pages it was refused for (a later decommit does not give it).
+    /// The fresh mapping itself may be refused after the system unmapped the old pages; the
+    /// hole is then filled with the reservation's own fresh pages and the decommit goes on,
+    /// or, if that is refused too, the pages of the refused run are *lost*
+    /// ([`Error::Lost`] for every later call on a range with one; see [`map`](Self::map)), no
+    /// longer counted, and the error is returned. A refusal that took no page (the system
+    /// refused before it unmapped anything) leaves the pages committed, but unlocked.
     pub fn decommit(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self` means no other thread uses the reservation through this handle;
         // raw pointers made from `as_ptr` are the caller's to keep away from the range.
@@ -648,7 +659,10 @@ impl Reservation {
         if self.mode == CommitMode::Protected {
             // SAFETY: the range is inside the reservation; the caller vouches that nothing
             // refers to its contents. This replaces the whole range, mapped runs included.
-            unsafe { sys::decommit(ptr, len, self.mode) }?;
+            if let Err(e) = unsafe { self.sys_replace(ptr, len) } {
+                // SAFETY: as above.
+                unsafe { self.fill_hole(pages) }.map_err(|()| e)?;
+            }
             self.mapped.clear_range(pages.first, pages.count);
             self.shared.clear_range(pages.first, pages.count);
             self.no_hole_punch.clear_range(pages.first, pages.count);
@@ -658,13 +672,20 @@ impl Reservation {
             // back (`MADV_DONTNEED` would keep the source mapped).
             self.for_each_run(&self.mapped, false, pages, |own| {
                 let (ptr, len) = (self.at(own.first * self.page), own.count * self.page);
-                // SAFETY: as above.
-                unsafe { sys::decommit(ptr, len, self.mode) }
+                // SAFETY: as above. (Outside Linux this maps fresh pages too.)
+                if let Err(e) = unsafe { sys::decommit(ptr, len, self.mode) } {
+                    // SAFETY: as above.
+                    unsafe { self.fill_hole(own) }.map_err(|()| e)?;
+                }
+                Ok(())
             })?;
             self.for_each_run(&self.mapped, true, pages, |run| {
                 let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
                 // SAFETY: as above.
-                unsafe { sys::replace(ptr, len, self.mode) }?;
+                if let Err(e) = unsafe { self.sys_replace(ptr, len) } {
+                    // SAFETY: as above.
+                    unsafe { self.fill_hole(run) }.map_err(|()| e)?;
+                }
                 self.mapped.clear_range(run.first, run.count);
                 self.shared.clear_range(run.first, run.count);
                 self.no_hole_punch.clear_range(run.first, run.count);
@@ -702,6 +723,87 @@ impl Reservation {
         Ok(())
     }
 
+    /// After a mapping of fresh pages over `pages` was refused: `Ok` if the range holds the
+    /// reservation's own fresh pages now, `Err` if it holds what it held before (the system
+    /// refused before it changed anything) or if its pages are lost.
+    ///
+    /// A `MAP_FIXED` mapping the system refuses may have unmapped the old pages first. Then
+    /// the hole is filled with fresh pages (see `sys::refill`: never over a mapping another
+    /// thread placed there meanwhile), and the range is as a successful decommit leaves it.
+    /// If that is refused too, the pages are marked lost: every later call on a range with
+    /// one is refused ([`Error::Lost`]), their bits are cleared, and `Drop` leaves them alone.
+    ///
+    /// # Safety
+    /// `pages` lie inside the reservation and nothing refers to their contents.
+    unsafe fn fill_hole(&self, pages: Pages) -> core::result::Result<(), ()> {
+        let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
+        // SAFETY: the range is inside the reservation.
+        if unsafe { sys::is_mapped(ptr, len) } {
+            return Err(());
+        }
+        // SAFETY: the caller's promise.
+        if unsafe { self.sys_refill(ptr, len) }.is_ok() {
+            return Ok(());
+        }
+        self.lost.set_range(pages.first, pages.count);
+        self.any_lost.store(true, Ordering::Release);
+        self.forget(pages);
+        Err(())
+    }
+
+    /// Clears every bit of `pages` (their memory is gone, or they are lost): committed, with
+    /// the count, protection, sources, locks and advice.
+    fn forget(&self, pages: Pages) {
+        let removed = self.committed.clear_range(pages.first, pages.count);
+        self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
+        for bitmap in [
+            &self.writable,
+            &self.inaccessible,
+            &self.executable,
+            &self.mapped,
+            &self.shared,
+            &self.no_hole_punch,
+            &self.locked,
+            &self.huge,
+            &self.no_huge,
+            &self.dont_fork,
+            &self.dont_dump,
+        ] {
+            bitmap.clear_range(pages.first, pages.count);
+        }
+    }
+
+    /// `sys::refill`, with the failure of `sys_replace` injected in unit tests.
+    ///
+    /// # Safety
+    /// The range lies inside the reservation and nothing refers to its contents.
+    unsafe fn sys_refill(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, unix, not(miri)))]
+        if tests::replace_takes_pages_and_fails() {
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::refill(ptr, len, self.mode) }
+    }
+
+    /// Puts fresh pages of the reservation's own kind over `ptr..ptr + len` (a protected
+    /// decommit, or a run another source was mapped over), with a failure injected in unit
+    /// tests.
+    ///
+    /// # Safety
+    /// The range lies inside the reservation and nothing refers to its contents.
+    unsafe fn sys_replace(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, unix, not(miri)))]
+        if tests::replace_takes_pages_and_fails() {
+            // SAFETY: the caller's promise; the kernel's failed `MAP_FIXED` leaves the same
+            // hole.
+            let _ = unsafe { sys::unmap(NonNull::new(ptr).expect("inside"), len, self.page) };
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the caller's promise.
+        unsafe { sys::replace(ptr, len, self.mode) }
+    }
+
     /// Gives the advice `give` again to the runs of `pages` that `bitmap` records it for, after
     /// a decommit replaced their mapping. Every run is tried; a run the system refuses loses
     /// its bits, so the bitmap stays true. Returns the first refusal.
@@ -714,13 +816,13 @@ impl Reservation {
         let mut first_refusal = Ok(());
         let Ok(()) = self.for_each_run(bitmap, true, pages, |run| {
             let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
-            #[cfg(all(test, feature = "std"))]
+            #[cfg(test)]
             let given = if tests::readvise_refused() {
                 Err(sys::SysError::Os(crate::OsError::from_raw(11)))
             } else {
                 give(ptr, len)
             };
-            #[cfg(not(all(test, feature = "std")))]
+            #[cfg(not(test))]
             let given = give(ptr, len);
             if given.is_err() {
                 bitmap.clear_range(run.first, run.count);
@@ -851,8 +953,9 @@ impl Reservation {
         unsafe { self.prefault_unchecked(offset, len) }
     }
 
-    /// [`prefault`](Self::prefault) split over `threads` threads, each populating its own part
-    /// of the range, so the kernel zeroes pages on several cores at once. Parts are multiples of
+    /// [`prefault`](Self::prefault) split over `threads` threads (at most 256, however many
+    /// are asked for: each costs a stack), each populating its own part of the range, so the
+    /// kernel zeroes pages on several cores at once. Parts are multiples of
     /// 2 MiB (or of the page size, for smaller ranges), so huge pages are not split between
     /// threads. The calling thread works on the first part; with one thread, or a range of one
     /// part, no thread is spawned. Shorthand for [`prefault_parallel_with`] without a minimum
@@ -1043,7 +1146,7 @@ impl Reservation {
     /// # Safety
     /// The range lies inside the reservation.
     unsafe fn sys_lock(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         if let Some(locked) = tests::LOCK_FAILS_AFTER.with(core::cell::Cell::take) {
             // SAFETY: a prefix of the caller's range.
             unsafe { sys::lock(ptr, locked.min(len)) }?;
@@ -1051,7 +1154,7 @@ impl Reservation {
         }
         // SAFETY: the caller's promise.
         let locked = unsafe { sys::lock(ptr, len) };
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         if let Some(after) = tests::AFTER_LOCK.with(core::cell::RefCell::take) {
             after();
         }
@@ -1063,7 +1166,7 @@ impl Reservation {
     /// # Safety
     /// The range lies inside the reservation.
     unsafe fn sys_unlock(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         if tests::UNLOCK_FAILS.with(core::cell::Cell::take) {
             return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
         }
@@ -1116,7 +1219,7 @@ impl Reservation {
             self.huge_advice_refused(pages, advice);
             return Err(e.during(Operation::HugePageAdvice));
         }
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         tests::after_advice();
         replaced.clear_range(pages.first, pages.count);
         given.set_range(pages.first, pages.count);
@@ -1171,7 +1274,7 @@ impl Reservation {
         len: usize,
         advice: HugePageAdvice,
     ) -> Result<(), sys::SysError> {
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         if let Some(applied) = tests::ADVISE_FAILS_AFTER.with(core::cell::Cell::take) {
             if applied > 0 {
                 // SAFETY: a prefix of the caller's range, as `madvise` leaves it when it stops
@@ -1247,7 +1350,7 @@ impl Reservation {
     /// # Safety
     /// As [`sys::guard`].
     unsafe fn sys_guard(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         if let Some(applied) = tests::GUARD_FAILS_AFTER.with(core::cell::Cell::take) {
             if applied > 0 {
                 // SAFETY: a prefix of the caller's range, as the `mprotect` fallback leaves it
@@ -1298,7 +1401,7 @@ impl Reservation {
     /// # Safety
     /// As [`sys::unguard`].
     unsafe fn sys_unguard(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         if let Some(applied) = tests::UNGUARD_FAILS_AFTER.with(core::cell::Cell::take) {
             if applied > 0 {
                 // SAFETY: a prefix of the caller's range, as an `mprotect` stopping half-way
@@ -1464,7 +1567,6 @@ pub(crate) mod tests {
         assert_eq!(Protection::default(), Protection::ReadWrite);
     }
 
-    #[cfg(feature = "std")]
     std::thread_local! {
         /// When set, the next lock of this thread locks this many bytes and then fails with
         /// `ENOMEM`, as the kernel may when it cannot populate the rest.
@@ -1491,6 +1593,13 @@ pub(crate) mod tests {
         /// limit.
         pub(super) static UNGUARD_FAILS_AFTER: core::cell::Cell<Option<usize>> =
             const { core::cell::Cell::new(None) };
+        #[cfg(all(unix, not(miri)))]
+        /// The number of this thread's next mappings of fresh pages over a range (a protected
+        /// decommit, a decommit of a mapped run, putting pages back) that unmap the range and
+        /// then fail with `ENOMEM`, as a `MAP_FIXED` mapping the kernel refuses after it
+        /// unmapped the old pages does.
+        pub(super) static REPLACE_TAKES_PAGES_AND_FAILS: core::cell::Cell<usize> =
+            const { core::cell::Cell::new(0) };
         /// When set, the next `advise` of this thread gives its advice to this many bytes and
         /// then fails with `ENOMEM`, as `madvise` may when splitting mappings at the limit.
         pub(super) static ADVISE_FAILS_AFTER: core::cell::Cell<Option<usize>> =
@@ -1501,8 +1610,18 @@ pub(crate) mod tests {
             const { core::cell::RefCell::new(None) };
     }
 
+    /// Whether the next fresh-pages mapping is to unmap its range and fail (see
+    /// `REPLACE_TAKES_PAGES_AND_FAILS`).
+    #[cfg(all(unix, not(miri)))]
+    pub(super) fn replace_takes_pages_and_fails() -> bool {
+        REPLACE_TAKES_PAGES_AND_FAILS.with(|f| {
+            let left = f.get();
+            f.set(left.saturating_sub(1));
+            left > 0
+        })
+    }
+
     /// Whether the next re-advice call is to be refused (see `READVISE_FAILS`).
-    #[cfg(feature = "std")]
     pub(super) fn readvise_refused() -> bool {
         READVISE_FAILS.with(|f| match f.get() {
             Some(0) => {
@@ -1518,7 +1637,6 @@ pub(crate) mod tests {
     }
 
     /// Runs the hook set in `AFTER_ADVICE`, if any.
-    #[cfg(feature = "std")]
     pub(super) fn after_advice() {
         if let Some(after) = AFTER_ADVICE.with(core::cell::RefCell::take) {
             after();
@@ -1819,6 +1937,131 @@ pub(crate) mod tests {
                     "page {i} flag {flag}"
                 );
             }
+        }
+    }
+
+    /// A reservation of 8 pages in `mode` whose pages 2..6 are committed and written, with
+    /// `DontDump` advice; in sparse mode they are a shared source mapped over the reservation,
+    /// so that the decommit maps fresh pages there.
+    #[cfg(all(unix, not(miri)))]
+    fn written_middle(mode: CommitMode) -> Reservation {
+        let mut r = Reservation::builder()
+            .mode(mode)
+            .reserve(8 * page())
+            .unwrap();
+        if mode == CommitMode::Sparse {
+            r.map(
+                2 * page(),
+                4 * page(),
+                MapSource::AnonymousShared,
+                Protection::ReadWrite,
+                None,
+            )
+            .unwrap();
+        } else {
+            r.commit(2 * page(), 4 * page()).unwrap();
+        }
+        r.commit(7 * page(), page()).unwrap();
+        #[cfg(target_os = "linux")]
+        r.advise(2 * page(), 4 * page(), Advice::DontDump).unwrap();
+        // SAFETY: committed read-write; nothing else uses the reservation.
+        unsafe { r.at(2 * page()).write_bytes(9, 4 * page()) };
+        r
+    }
+
+    #[test]
+    #[cfg(all(unix, not(miri)))]
+    fn decommit_whose_fresh_mapping_is_refused_after_the_pages_went_puts_them_back() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = written_middle(mode);
+            REPLACE_TAKES_PAGES_AND_FAILS.with(|f| f.set(1));
+            r.decommit(2 * page(), 4 * page()).unwrap();
+            assert_eq!(REPLACE_TAKES_PAGES_AND_FAILS.with(core::cell::Cell::get), 0);
+            // SAFETY: inside the reservation.
+            assert!(unsafe { sys::is_mapped(r.at(0), r.len()) }, "{mode:?}");
+            assert!(!r.is_committed(2 * page(), page()).unwrap(), "{mode:?}");
+            assert_eq!(r.committed_bytes(), page(), "{mode:?}");
+            #[cfg(target_os = "linux")]
+            assert!(r.dont_dump.get(2), "{mode:?}: the advice stays");
+            r.commit(2 * page(), 4 * page()).unwrap();
+            // SAFETY: committed again: decommitted memory reads as zero.
+            let bytes = unsafe { core::slice::from_raw_parts(r.at(2 * page()), 4 * page()) };
+            assert!(bytes.iter().all(|&b| b == 0), "{mode:?}");
+            r.decommit(0, r.len()).unwrap();
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn filling_a_hole_never_replaces_a_mapping_placed_in_it() {
+        let r = reservation(4);
+        r.commit(0, 4 * page()).unwrap();
+        let hole = r.at(page());
+        // SAFETY: the middle pages of the reservation, which nothing refers to: the hole a
+        // refused `MAP_FIXED` leaves.
+        unsafe { sys::unmap(NonNull::new(hole).unwrap(), 2 * page(), page()) }.unwrap();
+        // Someone else's mapping in part of the hole, as the system may place one (another
+        // test's thread may have been quicker: then its mapping is there instead).
+        let at = r.at(2 * page());
+        // SAFETY: `MAP_FIXED_NOREPLACE` maps only into a hole; it replaces nothing.
+        let theirs = unsafe {
+            libc::mmap(
+                at.cast(),
+                page(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        let ours = theirs != libc::MAP_FAILED;
+        if ours {
+            assert_eq!(theirs.cast::<u8>(), at, "the address was not taken");
+            // SAFETY: the fresh read-write mapping above.
+            unsafe { at.write_bytes(7, page()) };
+        }
+        let pages = Pages { first: 1, count: 2 };
+        // SAFETY: the pages are inside the reservation; nothing of ours refers to them.
+        assert_eq!(unsafe { r.fill_hole(pages) }, Err(()));
+        assert_eq!(r.commit(0, 2 * page()), Err(Error::Lost { offset: page() }));
+        assert_eq!(r.committed_bytes(), 2 * page());
+        drop(r);
+        if ours {
+            // SAFETY: the other mapping, still there and read-write.
+            let bytes = unsafe { core::slice::from_raw_parts(at, page()) };
+            assert!(
+                bytes.iter().all(|&b| b == 7),
+                "the other mapping was replaced"
+            );
+            // SAFETY: the mapping made above, no longer used.
+            assert_eq!(unsafe { libc::munmap(theirs, page()) }, 0);
+        }
+    }
+
+    #[test]
+    #[cfg(all(unix, not(miri)))]
+    fn decommit_whose_pages_the_system_keeps_marks_them_lost() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = written_middle(mode);
+            REPLACE_TAKES_PAGES_AND_FAILS.with(|f| f.set(2));
+            assert_eq!(
+                r.decommit(2 * page(), 4 * page()).unwrap_err(),
+                Error::Os {
+                    operation: Operation::Decommit,
+                    source: crate::OsError::from_raw(12)
+                },
+                "{mode:?}"
+            );
+            assert_eq!(REPLACE_TAKES_PAGES_AND_FAILS.with(core::cell::Cell::get), 0);
+            let lost = Error::Lost { offset: 2 * page() };
+            assert_eq!(r.commit(2 * page(), page()), Err(lost.clone()), "{mode:?}");
+            assert_eq!(r.is_committed(0, 3 * page()), Err(lost.clone()));
+            assert_eq!(r.decommit(0, 8 * page()), Err(lost.clone()));
+            assert_eq!(r.committed_bytes(), page(), "{mode:?}");
+            // The pages around the hole still work.
+            r.commit(0, 2 * page()).unwrap();
+            r.decommit(6 * page(), 2 * page()).unwrap();
+            drop(r);
         }
     }
 
@@ -2272,6 +2515,7 @@ pub(crate) mod tests {
         r.prefault(0, page()).unwrap();
     }
 
+    #[cfg(feature = "std")]
     #[test]
     #[cfg_attr(miri, ignore = "Miri cannot observe residency")]
     fn prefault_parallel_makes_every_part_resident() {
@@ -2287,6 +2531,7 @@ pub(crate) mod tests {
         assert_eq!(unsafe { r.as_ptr().add(len - 1).read() }, 6);
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn prefault_parallel_checks_like_prefault() {
         let mut r = reservation(8);
@@ -2309,6 +2554,7 @@ pub(crate) mod tests {
         r.prefault_parallel(0, 4 * page(), two).unwrap();
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn worker_result_panicked_worker_is_error() {
         let panicked: std::thread::Result<Result<()>> = Err(alloc::boxed::Box::new("boom"));
@@ -2326,6 +2572,7 @@ pub(crate) mod tests {
         );
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn part_size_respects_threads_units_and_min_part() {
         let p = page();
@@ -2342,6 +2589,27 @@ pub(crate) mod tests {
         assert_eq!(part_size(10 * huge, 4, usize::MAX, p), usize::MAX);
     }
 
+    #[cfg(feature = "std")]
+    #[test]
+    fn part_size_bounds_the_threads_whatever_is_asked() {
+        let p = page();
+        let huge = HUGE_PAGE.max(p);
+        let len = 4096 * huge;
+        for threads in [MAX_PREFAULT_THREADS + 1, 1 << 20, usize::MAX] {
+            let part = part_size(len, threads, 0, p);
+            assert!(
+                len.div_ceil(part) <= MAX_PREFAULT_THREADS,
+                "{threads} threads asked: {} parts",
+                len.div_ceil(part)
+            );
+        }
+        assert_eq!(
+            part_size(len, MAX_PREFAULT_THREADS, 0, p),
+            len / MAX_PREFAULT_THREADS
+        );
+    }
+
+    #[cfg(feature = "std")]
     #[test]
     #[cfg_attr(miri, ignore = "Miri cannot observe residency")]
     fn prefault_parallel_with_min_part_populates_everything() {

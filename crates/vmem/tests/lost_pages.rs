@@ -15,8 +15,9 @@ const CHILD: &str = "MEMVISOR_VMEM_LOST_PAGES_CHILD";
 const HUGE: usize = 2 << 20;
 const SENTINEL: u8 = 0x5a;
 
-/// Installs, for this thread, a filter that makes every `mmap` with `MAP_FIXED` and without
-/// `MAP_HUGETLB` fail with `ENOMEM`; everything else is allowed.
+/// Installs, for this thread, a filter that makes every `mmap` with `MAP_FIXED` or
+/// `MAP_FIXED_NOREPLACE` and without `MAP_HUGETLB` fail with `ENOMEM`; everything else is
+/// allowed.
 fn refuse_fixed_ordinary_mappings() {
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: u16::try_from(code).unwrap(),
@@ -48,7 +49,7 @@ fn refuse_fixed_ordinary_mappings() {
         ),
         jump(
             libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
-            u32::try_from(libc::MAP_FIXED).unwrap(),
+            u32::try_from(libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE).unwrap(),
             1,
             0,
         ),

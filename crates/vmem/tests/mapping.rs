@@ -1,6 +1,6 @@
 //! Mapping sources into a reservation, NUMA policy, advice, discarding and read-populating,
 //! checked against what the kernel reports in `/proc/self/maps` and `smaps`. Linux only.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(all(target_os = "linux", feature = "std", not(miri)))]
 
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd};

@@ -1,7 +1,7 @@
 //! `prefault_parallel` reports a thread that cannot be started as a typed error instead of
 //! panicking. The failure is real: a child process caps its address space (`RLIMIT_AS`) just
 //! above what it uses, so a worker's stack cannot be mapped. Linux only.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(all(target_os = "linux", feature = "std", not(miri)))]
 
 use std::num::NonZeroUsize;
 use std::process::Command;

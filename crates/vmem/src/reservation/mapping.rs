@@ -304,10 +304,12 @@ impl Reservation {
             )
         };
         if let Err(e) = mapped {
-            // SAFETY: the range is inside the reservation.
-            if !unsafe { sys::is_mapped(self.at(offset), len) } {
-                // SAFETY: as above; the caller gave up the range's contents.
-                unsafe { self.refill(pages) };
+            // The system may have taken the old pages before it refused (explicit huge pages
+            // that cannot be had): the reservation's own uncommitted pages go back, or the
+            // pages are lost.
+            // SAFETY: the range is inside the reservation; the caller gave up its contents.
+            if unsafe { self.fill_hole(pages) }.is_ok() {
+                self.forget(pages);
             }
             return Err(e.during(Operation::Map));
         }
@@ -333,44 +335,6 @@ impl Reservation {
         self.dont_fork.clear_range(pages.first, pages.count);
         self.dont_dump.clear_range(pages.first, pages.count);
         Ok(())
-    }
-
-    /// The system took the pages of `pages` before it refused a mapping over them (a
-    /// `MAP_FIXED` mapping of explicit huge pages that cannot be had unmaps the old pages
-    /// first): puts the reservation's own uncommitted pages back, so that nothing else can be
-    /// placed in the hole, and makes the bookkeeping say so. If even that is refused, the pages
-    /// are *lost*: the system may place another mapping in the hole, so every later call on a
-    /// range with one of them is refused ([`Error::Lost`]) and dropping the reservation unmaps
-    /// only the pages around them.
-    ///
-    /// # Safety
-    /// `pages` lie inside the reservation and nothing refers to their contents.
-    unsafe fn refill(&self, pages: Pages) {
-        let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
-        // SAFETY: the caller's promise.
-        if unsafe { sys::replace(ptr, len, self.mode) }.is_err() {
-            self.lost.set_range(pages.first, pages.count);
-            self.any_lost
-                .store(true, core::sync::atomic::Ordering::Release);
-        }
-        let removed = self.committed.clear_range(pages.first, pages.count);
-        self.committed_pages
-            .fetch_sub(removed, core::sync::atomic::Ordering::Relaxed);
-        for bitmap in [
-            &self.writable,
-            &self.inaccessible,
-            &self.executable,
-            &self.mapped,
-            &self.shared,
-            &self.no_hole_punch,
-            &self.locked,
-            &self.huge,
-            &self.no_huge,
-            &self.dont_fork,
-            &self.dont_dump,
-        ] {
-            bitmap.clear_range(pages.first, pages.count);
-        }
     }
 
     /// Sets the NUMA memory policy of the range (Linux `mbind`) for the given node numbers;
@@ -501,7 +465,7 @@ impl Reservation {
             });
             return Err(e.during(Operation::Advise));
         }
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         super::tests::after_advice();
         if on {
             bitmap.set_range(pages.first, pages.count);
@@ -521,7 +485,7 @@ impl Reservation {
         len: usize,
         advice: SysAdvice,
     ) -> core::result::Result<(), sys::SysError> {
-        #[cfg(all(test, feature = "std"))]
+        #[cfg(test)]
         if let Some(applied) = super::tests::ADVISE_FAILS_AFTER.with(core::cell::Cell::take) {
             if applied > 0 {
                 // SAFETY: a prefix of the caller's range, as `madvise` leaves it when it stops
@@ -612,9 +576,13 @@ impl Reservation {
     /// As [`discard`](Self::discard); [`Error::ReadOnlySource`] for a page of a file source
     /// mapped from a descriptor not open for writing, or of a file sealed against writes
     /// (nothing is dropped then: the system would drop the pages before it and then refuse);
-    /// [`Error::Os`] with `EOPNOTSUPP` where the file system cannot punch holes, or `EPERM`
-    /// for a file sealed, made append-only or immutable after it was mapped (the pages before
-    /// the refused ones may have been dropped then).
+    /// [`Error::Os`] with `EOPNOTSUPP` where the file system cannot punch holes (ramfs, for
+    /// example), or `EPERM` for a file sealed, made append-only or immutable after it was
+    /// mapped. The pages of shared sources are purged first, in address order, and the private
+    /// ones only after all of them, so such a refusal drops no private page and nothing of
+    /// the refused source. Only where the range holds pages of several shared sources may
+    /// those before the refused one (in address order) have been punched already: the system
+    /// cannot tell which file refuses until it tries.
     pub fn purge(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.purge_unchecked(offset, len) }
@@ -681,7 +649,10 @@ impl Reservation {
                 offset: page * self.page,
             });
         }
-        for shared in [false, true] {
+        // Runs of a shared source first: `MADV_REMOVE` is what the system may refuse (a file
+        // system that cannot punch holes, `EOPNOTSUPP`), and a refusal then comes before any
+        // private page was dropped. (For the other advice the order does not matter.)
+        for shared in [true, false] {
             self.for_each_run(&self.shared, shared, pages, |run: Pages| {
                 // SAFETY: the run is inside the reservation and committed; the caller vouches
                 // that nothing refers to its contents.
@@ -859,7 +830,7 @@ mod tests {
         assert_eq!(r.committed_bytes(), 3 * page());
     }
 
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(all(target_os = "linux", feature = "std", not(miri)))]
     #[test]
     fn purge_over_a_file_that_refuses_hole_punching_is_refused_and_drops_nothing() {
         use std::os::fd::{AsFd, FromRawFd};

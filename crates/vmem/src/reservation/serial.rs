@@ -73,6 +73,7 @@ impl Drop for SerialGuard<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "std")]
     use super::*;
 
     #[cfg(feature = "std")]

@@ -135,6 +135,15 @@ pub(crate) unsafe fn replace(ptr: *mut u8, len: usize, mode: CommitMode) -> Resu
     unsafe { decommit(ptr, len, mode) }
 }
 
+/// Fresh pages after a refused mapping: as [`replace`] (nothing is ever unmapped here).
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn refill(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: the caller's promise.
+    unsafe { replace(ptr, len, mode) }
+}
+
 /// Advice that may discard contents zeroes the range (one of the outcomes the OS allows);
 /// the rest is bookkeeping.
 ///

@@ -365,6 +365,47 @@ pub(crate) unsafe fn replace(ptr: *mut u8, len: usize, mode: CommitMode) -> Resu
     }
 }
 
+/// Puts fresh pages of the reservation's own kind into the range after the system unmapped
+/// it (a `MAP_FIXED` mapping refused after the old pages went). On Linux the mapping is
+/// `MAP_FIXED_NOREPLACE` (4.17 and later): if another mapping was placed in the hole
+/// meanwhile, it is refused (`EEXIST`) rather than replaced; a kernel that does not know the
+/// flag takes the address as a hint, and a mapping placed elsewhere is unmapped again and
+/// refused too. Elsewhere it is a plain `MAP_FIXED` mapping.
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn refill(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: it maps only into the hole,
+        // which is the reservation's own range.
+        let raw = unsafe {
+            libc::mmap(
+                ptr.cast(),
+                len,
+                base_protection(mode),
+                base_flags(mode) | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(last_error());
+        }
+        if raw.cast::<u8>() != ptr {
+            // SAFETY: the mapping just made elsewhere, which nothing refers to.
+            let _ = unsafe { libc::munmap(raw, len) };
+            return Err(SysError::Os(OsError::from_raw(libc::EEXIST)));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: the caller's promise.
+        unsafe { replace(ptr, len, mode) }
+    }
+}
+
 /// Gives `advice` (a `MADV_*` value) for the range.
 ///
 /// # Safety

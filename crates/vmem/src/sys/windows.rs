@@ -269,6 +269,16 @@ pub(crate) unsafe fn replace(ptr: *mut u8, len: usize, mode: CommitMode) -> Resu
     unsafe { decommit(ptr, len, mode) }
 }
 
+/// Fresh pages after a refused mapping: as [`replace`] (nothing is ever mapped over a
+/// reservation here).
+///
+/// # Safety
+/// The range lies inside a live reservation and nothing refers to its contents.
+pub(crate) unsafe fn refill(ptr: *mut u8, len: usize, mode: CommitMode) -> Result<(), SysError> {
+    // SAFETY: the caller's promise.
+    unsafe { replace(ptr, len, mode) }
+}
+
 /// `madvise`-style advice has no Windows counterpart in this backend.
 ///
 /// # Safety

@@ -358,9 +358,13 @@ impl<T> ConcurrentVec<T> {
     ///
     /// # Errors
     /// [`Error::CapacityExceeded`] if every slot was claimed (nothing changes then);
-    /// [`Error::Commit`] if the system refuses memory, in which case the slot (or the thread's
-    /// block) this push claimed stays empty for good (a *hole*: never published, skipped by
-    /// iteration, counted by [`len`](Self::len)).
+    /// [`Error::Commit`] if the system refuses memory, in which case the slot this push
+    /// claimed stays empty for good (a *hole*: never published, skipped by iteration, counted
+    /// by [`len`](Self::len)). A thread that claims blocks keeps a block whose commit was
+    /// refused, and its next push into the vector tries that commit again instead of claiming
+    /// another block: retried pushes under memory pressure leave at most one block empty.
+    /// The block becomes holes only if the thread gives it up (its entry moves to another
+    /// vector, or the thread exits).
     ///
     /// # Examples
     /// ```
@@ -735,13 +739,18 @@ mod tests {
         for i in 0..3 {
             assert_eq!(v.claim_one().unwrap(), i);
         }
+        let claim = |len| {
+            let block = v.claim_block(len).unwrap();
+            v.commit_block(&block).unwrap();
+            block
+        };
         // Up to the next multiple of 512; the partial first word is shared.
-        assert_eq!(v.claim_block(512).unwrap(), block(3, 512, 64, 512));
-        assert_eq!(v.claim_block(512).unwrap(), block(512, 1024, 512, 1024));
-        assert_eq!(v.claim_block(64).unwrap(), block(1024, 1088, 1024, 1088));
-        assert_eq!(v.claim_block(512).unwrap(), block(1088, 1536, 1088, 1536));
+        assert_eq!(claim(512), block(3, 512, 64, 512));
+        assert_eq!(claim(512), block(512, 1024, 512, 1024));
+        assert_eq!(claim(64), block(1024, 1088, 1024, 1088));
+        assert_eq!(claim(512), block(1088, 1536, 1088, 1536));
         // At the capacity the last, partial word has no slot outside the block.
-        assert_eq!(v.claim_block(512).unwrap(), block(1536, 2000, 1536, 2000));
+        assert_eq!(claim(512), block(1536, 2000, 1536, 2000));
         assert!(matches!(
             v.claim_block(512),
             Err(Error::CapacityExceeded { capacity: 2000, .. })

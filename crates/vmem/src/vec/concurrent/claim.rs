@@ -123,13 +123,13 @@ impl<T> ConcurrentVec<T> {
     }
 
     /// Claims a block of up to `len` slots (`1..=MAX_BLOCK`) at `next`, for a thread's pushes
-    /// or a [`Pusher`](super::Pusher), and commits their memory: `len` slots, or, when `len` is
-    /// a multiple of [`WORD_BITS`], the slots up to the next multiple of `len` (so that the
-    /// following blocks are aligned to it and own whole ready words); fewer at the capacity.
+    /// or a [`Pusher`](super::Pusher): `len` slots, or, when `len` is a multiple of
+    /// [`WORD_BITS`], the slots up to the next multiple of `len` (so that the following blocks
+    /// are aligned to it and own whole ready words); fewer at the capacity. Its memory is not
+    /// committed yet: see [`commit_block`](Self::commit_block).
     ///
     /// # Errors
-    /// [`Error::CapacityExceeded`] if no slot is left (nothing claimed); [`Error::Commit`] if
-    /// the memory cannot be committed (the block stays claimed and empty for good).
+    /// [`Error::CapacityExceeded`] if no slot is left (nothing claimed).
     pub(super) fn claim_block(&self, len: usize) -> Result<Block> {
         debug_assert!((1..=MAX_BLOCK).contains(&len));
         let capacity = self.layout.capacity;
@@ -157,9 +157,6 @@ impl<T> ConcurrentVec<T> {
             });
         }
         let (start, end) = range;
-        if end > self.committed.0.load(Ordering::Acquire) {
-            self.commit_through(end - 1)?;
-        }
         // Whole words inside the block; the word at the capacity has no slots past it.
         let owned_start = start.next_multiple_of(WORD_BITS);
         let owned_end = if end == capacity {
@@ -178,5 +175,19 @@ impl<T> ConcurrentVec<T> {
             owned_start,
             owned_end,
         })
+    }
+
+    /// Commits the memory of a block [`claim_block`](Self::claim_block) claimed. A refused
+    /// commit leaves the block claimed: its claimer keeps it and tries again at its next push
+    /// (committing is idempotent), so that a push retried under memory pressure does not claim
+    /// a fresh block, and leave one more empty, at every try.
+    ///
+    /// # Errors
+    /// [`Error::Commit`] if the memory cannot be committed.
+    pub(super) fn commit_block(&self, block: &Block) -> Result<()> {
+        if block.end > self.committed.0.load(Ordering::Acquire) {
+            self.commit_through(block.end - 1)?;
+        }
+        Ok(())
     }
 }

@@ -44,6 +44,15 @@ pub(super) struct LocalClaim {
     /// slot of the block and moved `next`, so the pushes elsewhere were not in a row: comparing
     /// here keeps the push that takes a slot from writing `misses`.
     pub(super) missed_at: Cell<usize>,
+    /// A block of this entry's vector claimed whose commit the system refused (empty when
+    /// `pending_start == pending_end`): the next refill commits it instead of claiming another.
+    pub(super) pending_start: Cell<usize>,
+    /// See `pending_start`.
+    pub(super) pending_end: Cell<usize>,
+    /// The slots of the pending block whose ready words it owns.
+    pub(super) pending_owned_start: Cell<usize>,
+    /// See `pending_owned_start`.
+    pub(super) pending_owned_end: Cell<usize>,
 }
 
 impl LocalClaim {
@@ -60,6 +69,10 @@ impl LocalClaim {
             streak: Cell::new(0),
             misses: Cell::new(0),
             missed_at: Cell::new(0),
+            pending_start: Cell::new(0),
+            pending_end: Cell::new(0),
+            pending_owned_start: Cell::new(0),
+            pending_owned_end: Cell::new(0),
         }
     }
 
@@ -75,6 +88,31 @@ impl LocalClaim {
         self.streak.set(0);
         self.misses.set(0);
         self.missed_at.set(0);
+        self.set_pending(None);
+    }
+
+    /// The block whose commit was refused, if any.
+    pub(super) fn pending(&self) -> Option<Block> {
+        (self.pending_start.get() < self.pending_end.get()).then(|| Block {
+            start: self.pending_start.get(),
+            end: self.pending_end.get(),
+            owned_start: self.pending_owned_start.get(),
+            owned_end: self.pending_owned_end.get(),
+        })
+    }
+
+    /// Records the block whose commit was refused, or that none is.
+    pub(super) fn set_pending(&self, block: Option<Block>) {
+        let block = block.unwrap_or(Block {
+            start: 0,
+            end: 0,
+            owned_start: 0,
+            owned_end: 0,
+        });
+        self.pending_start.set(block.start);
+        self.pending_end.set(block.end);
+        self.pending_owned_start.set(block.owned_start);
+        self.pending_owned_end.set(block.owned_end);
     }
 
     /// Makes `block` the thread's block, none of it taken yet.
@@ -308,7 +346,17 @@ impl<T> ConcurrentVec<T> {
     /// Claims this thread's next block and takes its first slot.
     #[cold]
     fn refill_local(&self, entry: &LocalClaim) -> Result<(usize, bool)> {
-        let block = self.claim_block(self.thread_block)?;
+        // A block claimed at an earlier push whose commit was refused is still this thread's:
+        // its commit is tried again instead of claiming another.
+        let block = match entry.pending() {
+            Some(block) => block,
+            None => self.claim_block(self.thread_block)?,
+        };
+        if let Err(e) = self.commit_block(&block) {
+            entry.set_pending(Some(block));
+            return Err(e);
+        }
+        entry.set_pending(None);
         // A block right after the previous one means nobody else claimed in between; after
         // enough of those in a row, back to single slots once this one is filled.
         let streak = if block.start == entry.end.get() {

@@ -42,6 +42,8 @@ pub struct Pusher<'a, T> {
     next: usize,
     /// The current block (`next == block.end`: used up).
     block: Block,
+    /// A block claimed whose commit the system refused, committed at the next push.
+    pending: Option<Block>,
 }
 
 impl<T> fmt::Debug for Pusher<'_, T> {
@@ -64,6 +66,7 @@ impl<'a, T> Pusher<'a, T> {
                 owned_start: 0,
                 owned_end: 0,
             },
+            pending: None,
         }
     }
 
@@ -91,7 +94,16 @@ impl<'a, T> Pusher<'a, T> {
 
     #[cold]
     fn refill(&mut self) -> Result<()> {
-        let block = self.vec.claim_block(MAX_BLOCK)?;
+        // A block whose commit was refused at an earlier push is this pusher's still: its
+        // commit is tried again instead of claiming another.
+        let block = match self.pending.take() {
+            Some(block) => block,
+            None => self.vec.claim_block(MAX_BLOCK)?,
+        };
+        if let Err(e) = self.vec.commit_block(&block) {
+            self.pending = Some(block);
+            return Err(e);
+        }
         self.next = block.start;
         self.block = block;
         Ok(())
@@ -101,14 +113,15 @@ impl<'a, T> Pusher<'a, T> {
     ///
     /// # Errors
     /// [`Error::CapacityExceeded`] when no slot is left (nothing changes then);
-    /// [`Error::Commit`] if the system refuses memory for a new block, whose slots then stay
-    /// empty for good.
+    /// [`Error::Commit`] if the system refuses memory for a new block: the pusher keeps the
+    /// block and its next push tries the commit again (a retry claims no other block); its
+    /// slots stay empty for good only if the pusher is dropped first.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<usize, PushError<T>> {
         match self.take_slot() {
             Ok(index) => {
                 let owned = self.block.owns_word_of(index);
-                // SAFETY: `index` is a fresh slot of this pusher's block, which `claim_block`
+                // SAFETY: `index` is a fresh slot of this pusher's block, which `refill`
                 // committed; the block says whether it owns the slot's ready word, and
                 // `&mut self` makes this pusher the block's only user.
                 unsafe { self.vec.publish_claimed(index, value, owned) };

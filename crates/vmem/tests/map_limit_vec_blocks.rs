@@ -1,0 +1,182 @@
+//! A push in thread-block mode whose block the system refuses to commit, tried again: the
+//! thread keeps the block it claimed and tries its commit again, instead of claiming a fresh
+//! block (which would leave the whole refused one empty) on every try.
+//!
+//! The refusal is real and passing: the process's mapping limit is filled while the commit
+//! needs a new kernel mapping, and given back before the next try. Alone in its file (its own
+//! process), as it fills the mapping limit for a moment (and, named `map_limit*`, is left out of
+//! the sanitizer runs, whose allocators need mappings too).
+#![cfg(all(target_os = "linux", feature = "std", not(miri)))]
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
+
+use memvisor_vmem::vec::{Builder, ConcurrentVec, Error};
+use memvisor_vmem::{Advice, CommitMode, page_size};
+
+/// One page per element, so that every block of 512 commits 512 pages.
+type Element = [u8; 4096];
+
+/// Held by each test for its whole run: while one test fills the mapping limit, any mapping
+/// another test needs would be refused.
+static ALONE: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Calls `f` while the process has no mapping to spare, then gives the spare ones back.
+fn at_mapping_limit<R>(f: impl FnOnce() -> R) -> R {
+    let page = page_size();
+    let mut fillers = Vec::new();
+    loop {
+        // Alternate protections so that neighbouring fillers do not merge into one mapping.
+        let prot = if fillers.len() % 2 == 0 {
+            libc::PROT_READ
+        } else {
+            libc::PROT_NONE
+        };
+        // SAFETY: a fresh anonymous mapping the kernel places where it likes.
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if m == libc::MAP_FAILED {
+            break;
+        }
+        fillers.push(m);
+    }
+    let result = f();
+    for m in fillers {
+        // SAFETY: each filler is a mapping made above, no longer used.
+        unsafe { libc::munmap(m, page) };
+    }
+    result
+}
+
+#[test]
+fn push_whose_block_commit_is_refused_keeps_the_block_for_the_next_try() {
+    let _alone = alone();
+    assert_eq!(page_size(), 4096, "the element is one page");
+    let v: ConcurrentVec<Element> = Builder::new(1 << 12)
+        .thread_block(512)
+        .mode(CommitMode::Protected)
+        .build_concurrent()
+        .unwrap();
+    // Into block mode: another thread's claim between two of this thread's.
+    assert_eq!(v.push([0; 4096]), 0);
+    assert_eq!(
+        thread::scope(|s| s.spawn(|| v.push([1; 4096])).join().unwrap()),
+        1
+    );
+    assert_eq!(v.push([2; 4096]), 2);
+    // The first block, 3..512, committed at once.
+    assert_eq!(v.push([3; 4096]), 3);
+    assert_eq!(v.len(), 512);
+    for i in 4..512 {
+        assert_eq!(v.push([4; 4096]), i);
+    }
+    let committed = v.committed_bytes();
+    // Pages of other advice next to the block: committing it splits a kernel mapping, which
+    // needs a mapping to spare.
+    v.reservation()
+        .advise(0, 512 * 4096, Advice::DontFork)
+        .unwrap();
+    for attempt in 0..3 {
+        let refused =
+            at_mapping_limit(|| v.try_push([5; 4096]).map_err(|e| Box::new(e.into_parts())));
+        let Err((value, error)) = refused.map_err(|e| *e) else {
+            panic!("attempt {attempt}: the kernel had a mapping to spare");
+        };
+        assert!(
+            matches!(error, Error::Commit { .. }),
+            "attempt {attempt}: {error}"
+        );
+        assert_eq!(value, [5; 4096]);
+        // One block claimed, however many tries.
+        assert_eq!(v.len(), 1024, "attempt {attempt}");
+        assert_eq!(v.committed_bytes(), committed, "attempt {attempt}");
+    }
+    // With room again, the push takes the first slot of the block it claimed before.
+    assert_eq!(v.push([6; 4096]), 512);
+    assert_eq!(v.len(), 1024);
+    assert_eq!(v.get(512), Some(&[6; 4096]));
+    for i in 513..1024 {
+        assert_eq!(v.push([7; 4096]), i);
+    }
+    assert_eq!(v.len(), 1024);
+    assert_eq!(v.count(), 1024);
+}
+
+#[test]
+fn pusher_whose_block_commit_is_refused_keeps_the_block_for_the_next_try() {
+    let _alone = alone();
+    let v: ConcurrentVec<Element> = Builder::new(1 << 12)
+        .mode(CommitMode::Protected)
+        .build_concurrent()
+        .unwrap();
+    let mut pusher = v.pusher();
+    for i in 0..512 {
+        assert_eq!(pusher.push([1; 4096]), i);
+    }
+    let committed = v.committed_bytes();
+    v.reservation()
+        .advise(0, 512 * 4096, Advice::DontFork)
+        .unwrap();
+    for attempt in 0..3 {
+        let refused = at_mapping_limit(|| {
+            pusher
+                .try_push([2; 4096])
+                .map_err(|e| Box::new(e.into_parts()))
+        });
+        let Err((value, error)) = refused.map_err(|e| *e) else {
+            panic!("attempt {attempt}: the kernel had a mapping to spare");
+        };
+        assert!(
+            matches!(error, Error::Commit { .. }),
+            "attempt {attempt}: {error}"
+        );
+        assert_eq!(value, [2; 4096]);
+        assert_eq!(v.len(), 1024, "attempt {attempt}");
+        assert_eq!(v.committed_bytes(), committed, "attempt {attempt}");
+    }
+    assert_eq!(pusher.push([3; 4096]), 512);
+    assert_eq!(pusher.remaining(), 511);
+    assert_eq!(v.get(512), Some(&[3; 4096]));
+    assert_eq!(v.len(), 1024);
+}
+
+#[test]
+fn clear_forgets_a_block_whose_commit_was_refused() {
+    let _alone = alone();
+    let mut v: ConcurrentVec<Element> = Builder::new(1 << 12)
+        .thread_block(512)
+        .mode(CommitMode::Protected)
+        .build_concurrent()
+        .unwrap();
+    assert_eq!(v.push([0; 4096]), 0);
+    assert_eq!(
+        thread::scope(|s| s.spawn(|| v.push([1; 4096])).join().unwrap()),
+        1
+    );
+    for i in 2..512 {
+        assert_eq!(v.push([2; 4096]), i);
+    }
+    v.reservation()
+        .advise(0, 512 * 4096, Advice::DontFork)
+        .unwrap();
+    let refused = at_mapping_limit(|| v.try_push([3; 4096]).map(|_| ()).map_err(|_| ()));
+    assert_eq!(refused, Err(()), "the kernel had a mapping to spare");
+    assert_eq!(v.len(), 1024);
+    v.clear();
+    // The block claimed before the clear is not this thread's any more: indices start over.
+    assert_eq!(v.push([4; 4096]), 0);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v.get(0), Some(&[4; 4096]));
+}
