@@ -52,3 +52,29 @@ fn delete_client_with_many_chunks_lowers_rss() {
     );
     assert_eq!(arena.stats().cached_chunks, 0);
 }
+
+/// Reserving address space is cheap: a large reservation's side tables take memory as chunks
+/// are used, not in proportion to the reservation when it is made.
+#[test]
+#[cfg(target_pointer_width = "64")]
+#[cfg_attr(miri, ignore = "reads /proc and needs real page residency")]
+fn large_reservation_makes_little_resident() {
+    // 256 GiB of address space: its tables are about 5 GiB of address space (mostly the start
+    // bits and the slab table), which must not be written when the arena is made.
+    let before = rss_bytes();
+    let arena = Arena::with_reservation(256 << 30, Config::new()).unwrap();
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "a 256 GiB reservation made {} MiB resident",
+        grown >> 20
+    );
+    // It works: a client allocates and frees at the far end as at the start.
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let small = client.alloc(Layout::from_size_align(24, 8).unwrap()).unwrap();
+    // SAFETY: a live block of at least 24 bytes.
+    unsafe { small.as_ptr().cast::<u8>().write_bytes(1, 24) };
+    // SAFETY: a live block of this client.
+    unsafe { client.free(small.cast()) }.unwrap();
+    arena.delete_client(client);
+}

@@ -40,15 +40,6 @@ pub(crate) struct Slab {
 }
 
 impl Slab {
-    /// The record of a slab table entry that no slab uses.
-    pub(crate) const UNUSED: Self = Self {
-        next: NO_SLAB,
-        prev: NO_SLAB,
-        free: NO_BLOCK,
-        bump: 0,
-        live: 0,
-    };
-
     /// Blocks handed out and not given back.
     #[inline]
     pub(super) fn live(&self) -> usize {
