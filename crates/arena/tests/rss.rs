@@ -69,9 +69,11 @@ fn large_reservation_makes_little_resident() {
         "a 256 GiB reservation made {} MiB resident",
         grown >> 20
     );
-    // It works: a client allocates and frees at the far end as at the start.
+    // The arena works: a client allocates, writes and frees a block.
     let client = arena.create_client(Quota::UNLIMITED).unwrap();
-    let small = client.alloc(Layout::from_size_align(24, 8).unwrap()).unwrap();
+    let small = client
+        .alloc(Layout::from_size_align(24, 8).unwrap())
+        .unwrap();
     // SAFETY: a live block of at least 24 bytes.
     unsafe { small.as_ptr().cast::<u8>().write_bytes(1, 24) };
     // SAFETY: a live block of this client.
