@@ -1,7 +1,7 @@
 //! The command's spec path through its library: text (arbitrary bytes, or one of the shipped
 //! specs with random values put in its fields, lines dropped or repeated; or a Firecracker
 //! file or Cloud Hypervisor's `--memory` option or its command line with `--memory-zone` and
-//! `--numa`, converted) is parsed, planned, checked against
+//! `--numa`, or its JSON VmConfig, converted) is parsed, planned, checked against
 //! a fixed host and rendered as text, JSON and a kernel command line; `memvisor plan` and
 //! `init` also run through `memvisor_cli::run` on options that need no file. Checked: nothing
 //! panics; a spec is refused only with a `SpecError` whose report and JSON render; a plan's
@@ -32,6 +32,15 @@ const SPECS: [&str; 4] = [
     include_str!("../../examples/aarch64.toml"),
 ];
 const FIRECRACKER: &str = include_str!("../../examples/firecracker.json");
+/// A Cloud Hypervisor VmConfig with memory zones and NUMA nodes, the starting point of its JSON
+/// variant.
+const CH_VM_CONFIG: &str = r#"{"cpus": {"boot_vcpus": 2}, "memory": {"size": 0,
+"hotplug_method": "VirtioMem", "shared": false, "thp": true, "zones": [
+{"id": "a", "size": 1073741824, "host_numa_node": 0, "prefault": false},
+{"id": "b", "size": 2147483648, "hotplug_size": 1073741824, "hotplugged_size": 2097152}]},
+"numa": [{"guest_numa_id": 0, "cpus": [0], "memory_zones": ["a"], "pci_segments": [0],
+"distances": [{"destination": 1, "distance": 20}]},
+{"guest_numa_id": 1, "cpus": [1], "memory_zones": ["b"]}]}"#;
 
 /// Values put in place of a field's value.
 const VALUES: [&str; 24] = [
@@ -226,7 +235,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let rest = &data[data.len().min(3)..];
     let rest = &rest[..rest.len().min(MAX_TEXT)];
-    match mode % 4 {
+    match mode % 5 {
         0 => spec_text("fuzz.toml", &String::from_utf8_lossy(rest), arch, scale),
         1 => spec_text("fuzz.toml", &mutated(&mut input), arch, scale),
         2 => {
@@ -245,6 +254,39 @@ fuzz_target!(|data: &[u8]| {
                 Ok(spec) => spec_text("fuzz.json (as a memvisor spec)", &spec, arch, scale),
                 Err(e) => no_control("firecracker", &e.to_string()),
             }
+        }
+        3 => {
+            // A Cloud Hypervisor JSON VmConfig: the input, or the example with its bytes
+            // changed; converted and planned, also through `run` (as text).
+            let text = if input.u8().is_multiple_of(2) {
+                String::from_utf8_lossy(rest).into_owned()
+            } else {
+                let mut bytes = CH_VM_CONFIG.as_bytes().to_vec();
+                for _ in 0..1 + input.u8() % 4 {
+                    let i = usize::from(input.u16()) % bytes.len();
+                    bytes[i] = b"0123456789-.\"{}[]:,ntfe"[usize::from(input.u8()) % 23];
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            };
+            match memvisor_cli::vmm::cloud_hypervisor_json_spec("fuzz.json", &text) {
+                Ok(spec) => spec_text("fuzz.json (as a memvisor spec)", &spec, arch, scale),
+                Err(Error::Spec(err)) => refused(err),
+                Err(e) => no_control("cloud hypervisor json", &e.to_string()),
+            }
+            if text.contains('\0') || text.starts_with('-') {
+                return;
+            }
+            run(
+                &[
+                    "memvisor",
+                    "plan",
+                    "--json",
+                    "--from",
+                    "cloud-hypervisor",
+                    &text,
+                ],
+                true,
+            );
         }
         _ => {
             // A Cloud Hypervisor `--memory` option, or its command line with memory zones and

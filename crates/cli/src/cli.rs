@@ -39,7 +39,10 @@ enum Command {
         /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
         /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
         /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
-        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`).
+        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`), or its JSON VmConfig (the
+        /// body of `vm.create`, what `ch-remote create` sends) given as SPEC when SPEC starts
+        /// with `{`; or, with `cloud-hypervisor-json`, a file holding that VmConfig (`-` reads
+        /// standard input).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
         /// Print the guest kernel's command line arguments for the virtio-mmio devices
@@ -67,7 +70,10 @@ enum Command {
         /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
         /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
         /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
-        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`).
+        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`), or its JSON VmConfig (the
+        /// body of `vm.create`, what `ch-remote create` sends) given as SPEC when SPEC starts
+        /// with `{`; or, with `cloud-hypervisor-json`, a file holding that VmConfig (`-` reads
+        /// standard input).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
     },
@@ -85,15 +91,19 @@ enum Command {
         /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
         /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
         /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
-        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`).
+        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`), or its JSON VmConfig (the
+        /// body of `vm.create`, what `ch-remote create` sends) given as SPEC when SPEC starts
+        /// with `{`; or, with `cloud-hypervisor-json`, a file holding that VmConfig (`-` reads
+        /// standard input).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
     },
     /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`), or,
     /// with `--from`, another VMM's configuration converted to a memvisor spec.
     Init {
-        /// With `--from`: the Firecracker file, or Cloud Hypervisor's `--memory` option string
-        /// or its `--memory`, `--memory-zone` and `--numa` options.
+        /// With `--from`: the Firecracker file, Cloud Hypervisor's `--memory` option string
+        /// or its `--memory`, `--memory-zone` and `--numa` options (or its JSON VmConfig text),
+        /// or the file of its JSON VmConfig.
         spec: Option<OsString>,
         /// The format of SPEC (see `plan --from`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
@@ -122,8 +132,10 @@ enum From {
     /// A Firecracker JSON configuration file.
     Firecracker,
     /// Cloud Hypervisor's `--memory` option string, or its `--memory`, `--memory-zone` and
-    /// `--numa` options.
+    /// `--numa` options, or its JSON VmConfig as text (starting with `{`).
     CloudHypervisor,
+    /// A file holding Cloud Hypervisor's JSON VmConfig (the body of its API's `vm.create`).
+    CloudHypervisorJson,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -141,8 +153,9 @@ fn load(path: Option<&OsStr>, from: From, arch: Option<ArchArg>, scale: u64) -> 
 /// The usage error of `--from firecracker` or `--from cloud-hypervisor` without SPEC.
 fn from_needs_spec() -> Error {
     Error::Usage(
-        "--from needs SPEC: a Firecracker file or Cloud Hypervisor's --memory option (or its \
-         --memory, --memory-zone and --numa options)"
+        "--from needs SPEC: a Firecracker file, Cloud Hypervisor's --memory option (or its \
+         --memory, --memory-zone and --numa options, or its JSON VmConfig) or a Cloud \
+         Hypervisor VmConfig file"
             .to_owned(),
     )
 }
@@ -162,6 +175,10 @@ fn load_spec(
         (Some(p), From::Firecracker) => (
             format!("{} (as a memvisor spec)", shown(p)),
             crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?,
+        ),
+        (Some(p), From::CloudHypervisorJson) => (
+            format!("{} (as a memvisor spec)", shown(p)),
+            crate::vmm::cloud_hypervisor_json_spec(&shown(p), &crate::input::read_spec(p)?)?,
         ),
         (Some(option), From::CloudHypervisor) => {
             let option = utf8_option(option)?;
@@ -305,15 +322,18 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
                 (From::CloudHypervisor, Some(option)) => {
                     crate::vmm::cloud_hypervisor_spec(utf8_option(option)?)?
                 }
+                (From::CloudHypervisorJson, Some(p)) => {
+                    crate::vmm::cloud_hypervisor_json_spec(&shown(p), &crate::input::read_spec(p)?)?
+                }
                 (From::Memvisor, Some(_)) => {
                     return Err(Error::Usage(
-                        "init prints the default spec; SPEC is only for --from firecracker or \
-                         --from cloud-hypervisor"
+                        "init prints the default spec; SPEC is only for --from firecracker, \
+                         --from cloud-hypervisor or --from cloud-hypervisor-json"
                             .to_owned(),
                     ));
                 }
                 (From::Memvisor, None) => DEFAULT_SPEC.to_owned(),
-                (From::Firecracker | From::CloudHypervisor, None) => {
+                (From::Firecracker | From::CloudHypervisor | From::CloudHypervisorJson, None) => {
                     return Err(from_needs_spec());
                 }
             },

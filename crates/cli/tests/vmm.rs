@@ -959,3 +959,90 @@ fn cloud_hypervisor_command_line_mistake_after_conversion_names_the_command_line
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--> --memory (as a memvisor spec):"), "{err}");
 }
+
+/// Cloud Hypervisor's JSON `VmConfig` (what `ch-remote create` sends), as a file and as text:
+/// the same plan as its command line, and mistakes shown at their field's line and column.
+#[test]
+fn plan_from_cloud_hypervisor_json_vm_config() {
+    let json = r#"{
+  "cpus": {"boot_vcpus": 4, "max_vcpus": 4},
+  "payload": {"kernel": "/srv/vmlinux", "cmdline": "console=ttyS0"},
+  "disks": [{"path": "/srv/rootfs.img"}],
+  "memory": {
+    "size": 0,
+    "hotplug_method": "VirtioMem",
+    "zones": [
+      {"id": "mem0", "size": 1073741824, "hugepages": true, "host_numa_node": 0},
+      {"id": "mem1", "size": 1073741824, "hugepages": true, "host_numa_node": 0},
+      {"id": "mem2", "size": 3221225472, "hugepages": true, "host_numa_node": 1,
+       "hotplug_size": 2147483648}
+    ]
+  },
+  "numa": [
+    {"guest_numa_id": 0, "cpus": [0, 1], "memory_zones": ["mem0", "mem1"]},
+    {"guest_numa_id": 1, "cpus": [2, 3], "memory_zones": ["mem2"],
+     "distances": [{"destination": 0, "distance": 20}]}
+  ]
+}
+"#;
+    let options = "--memory size=0,hotplug_method=virtio-mem \
+                   --memory-zone id=mem0,size=1G,hugepages=on,host_numa_node=0 \
+                   id=mem1,size=1G,hugepages=on,host_numa_node=0 \
+                   id=mem2,size=3G,hugepages=on,host_numa_node=1,hotplug_size=2G \
+                   --numa guest_numa_id=0,cpus=[0,1],memory_zones=[mem0,mem1] \
+                   --numa guest_numa_id=1,cpus=[2-3],memory_zones=mem2,distances=[0@20]";
+    let dir = std::env::temp_dir().join(format!("memvisor-ch-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vm.json");
+    std::fs::write(&file, json).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let (code, from_file, err) = run(&["plan", "--from", "cloud-hypervisor-json", &file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        from_file.contains("RAM 5 GiB in 2 NUMA nodes"),
+        "{from_file}"
+    );
+    // The same plan from the text, and from the command line.
+    let (code, from_text, err) = run(&["plan", "--from", "cloud-hypervisor", json]);
+    assert_eq!(code, 0, "{err}");
+    let (code, from_line, err) = run(&["plan", "--from", "cloud-hypervisor", "--", options]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(from_file, from_line);
+    assert_eq!(from_text, from_line);
+    let (code, toml, err) = run(&["init", "--from", "cloud-hypervisor-json", &file]);
+    assert_eq!(code, 0, "{err}");
+    let (_, toml_of_line, _) = run(&["init", "--from", "cloud-hypervisor", "--", options]);
+    assert_eq!(toml, toml_of_line);
+    let (code, out, err) = run(&["plan", "--json", "--from", "cloud-hypervisor-json", &file]);
+    assert_eq!(code, 0, "{err}");
+    let _: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+    // A mistake: its file, line, column and field, exit code 2.
+    let bad = json.replace(r#""hotplug_size": 2147483648"#, r#""hotplug_size": 1000"#);
+    std::fs::write(dir.join("bad.json"), &bad).unwrap();
+    let bad_file = dir.join("bad.json").to_string_lossy().into_owned();
+    let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor-json", &bad_file]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{bad_file}:12:24")), "{err}");
+    assert!(err.contains("memory.zones[2].hotplug_size"), "{err}");
+    assert!(err.contains("not a multiple of 128 MiB"), "{err}");
+    let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor", &bad]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("<VmConfig>:12:24"), "{err}");
+    let bad = json.replace(r#""size": 0,"#, r#""size": "0","#);
+    std::fs::write(dir.join("bad.json"), &bad).unwrap();
+    let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor-json", &bad_file]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{bad_file}:6:13")), "{err}");
+    assert!(err.contains("memory.size"), "{err}");
+    let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor-json"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor-json",
+        "/nonexistent/vm.json",
+    ]);
+    assert_ne!(code, 0, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -12,6 +12,10 @@ use crate::render::escape;
 use crate::size::{Size, SizeError};
 use crate::spec::{MAX_GUEST_NODES, MAX_HOST_NODES, MAX_SPEC_BYTES};
 
+mod json;
+pub use json::cloud_hypervisor_json_spec;
+use json::{JSON_ORIGIN, is_json};
+
 /// Cloud Hypervisor's boot RAM when `size` is not given (`DEFAULT_MEMORY_MB`, 512 MiB), for
 /// `--memory` and for a memory zone alike.
 const CH_DEFAULT_MEMORY: u64 = 512 << 20;
@@ -70,23 +74,59 @@ const NUMA_KEYS: &[&str] = &[
     "pci_segments",
 ];
 
-/// Where a mistake is shown: the option (`--memory`, `--memory-zone`, `--numa`) and, for one
-/// of several, which one.
-struct Place {
-    origin: &'static str,
-    prefix: String,
+/// Where a mistake is shown: on the command line, the option (`--memory`, `--memory-zone`,
+/// `--numa`) and, for one of several, which one; in a JSON `VmConfig`, the object's field path
+/// and where its fields are in the file ([`json::JsonPlace`]). The checks are shared by both
+/// forms: a message that starts with a field's name and `: ` (`size: 0 B is not ...`) is
+/// about that field.
+enum Place<'s> {
+    Option {
+        origin: &'static str,
+        prefix: String,
+    },
+    Json(json::JsonPlace<'s>),
 }
 
-impl Place {
-    fn new(origin: &'static str) -> Self {
-        Self {
-            origin,
-            prefix: String::new(),
+impl Place<'_> {
+    fn new(origin: &'static str) -> Place<'static> {
+        Place::option(origin, String::new())
+    }
+
+    fn option(origin: &'static str, prefix: String) -> Place<'static> {
+        Place::Option { origin, prefix }
+    }
+
+    /// On the command line, names the option value (`zone 1 (`a`): `) once its id is known.
+    fn set_prefix(&mut self, new: String) {
+        if let Place::Option { prefix, .. } = self {
+            *prefix = new;
+        }
+    }
+
+    /// How another setting's message names this one: `zone 2 (`a`)`, `node 1
+    /// (guest_numa_id=0)` on the command line, `memory.zones[1]` in JSON.
+    fn name(&self) -> String {
+        match self {
+            Place::Option { origin, prefix } if prefix.is_empty() => (*origin).to_owned(),
+            Place::Option { prefix, .. } => prefix.trim_end_matches(": ").to_owned(),
+            Place::Json(place) => place.path.clone(),
         }
     }
 
     fn err(&self, message: impl std::fmt::Display) -> Error {
-        spec_error(self.origin, format!("{}{message}", self.prefix))
+        match self {
+            Place::Option { origin, prefix } => spec_error(origin, format!("{prefix}{message}")),
+            Place::Json(place) => place.err(&message.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Option { origin, prefix } => write!(f, "{origin} {prefix}"),
+            Place::Json(place) => write!(f, "{}", place.path),
+        }
     }
 }
 
@@ -99,7 +139,7 @@ struct ChOptions<'a> {
 }
 
 impl<'a> ChOptions<'a> {
-    fn parse(option: &'a str, keys: &'static [&'static str], place: &Place) -> Result<Self> {
+    fn parse(option: &'a str, keys: &'static [&'static str], place: &Place<'_>) -> Result<Self> {
         let mut values = vec![None; keys.len()];
         // An option string of white space alone gives every default.
         if !option.trim().is_empty() {
@@ -133,7 +173,7 @@ impl<'a> ChOptions<'a> {
     }
 
     /// An on/off toggle (`on`, `off`, `true`, `false` in any case, no quotes).
-    fn toggle(&self, key: &str, default: bool, place: &Place) -> Result<bool> {
+    fn toggle(&self, key: &str, default: bool, place: &Place<'_>) -> Result<bool> {
         let Some(value) = self.raw(key) else {
             return Ok(default);
         };
@@ -145,14 +185,14 @@ impl<'a> ChOptions<'a> {
     }
 
     /// A size ([`ch_size`]; it may be quoted).
-    fn size(&self, key: &str, place: &Place) -> Result<Option<u64>> {
+    fn size(&self, key: &str, place: &Place<'_>) -> Result<Option<u64>> {
         self.raw(key)
             .map(|v| ch_size(&ch_dequote(v)).map_err(|e| place.err(format_args!("{key}: {e}"))))
             .transpose()
     }
 
     /// A whole number of 32 bits (it may be quoted).
-    fn u32(&self, key: &str, place: &Place) -> Result<Option<u32>> {
+    fn u32(&self, key: &str, place: &Place<'_>) -> Result<Option<u32>> {
         self.raw(key)
             .map(|v| {
                 ch_dequote(v).parse::<u32>().map_err(|_| {
@@ -171,9 +211,12 @@ impl<'a> ChOptions<'a> {
     }
 }
 
-/// `--memory`, read.
+/// `--memory` (or a `VmConfig`'s `memory`), read.
 #[derive(Debug)]
-struct ChMemory {
+struct ChMemory<'s> {
+    place: Place<'s>,
+    /// A `file` was given.
+    file: bool,
     size: Option<u64>,
     hotplug: Option<u64>,
     hotplugged: Option<u64>,
@@ -186,15 +229,11 @@ struct ChMemory {
     mergeable: bool,
 }
 
-fn ch_memory(option: &str) -> Result<ChMemory> {
+/// `--memory`'s option string, read as Cloud Hypervisor reads it (checked by
+/// [`check_memory`]).
+fn ch_memory(option: &str) -> Result<ChMemory<'static>> {
     let place = Place::new("--memory");
     let o = ChOptions::parse(option, MEMORY_KEYS, &place)?;
-    if o.raw("file").is_some() {
-        return Err(place.err(
-            "file: memory backed by a file is not modelled (a spec's memory is anonymous, a \
-             memfd or hugetlbfs files); remove it to plan the rest",
-        ));
-    }
     let virtio_mem = match o
         .raw("hotplug_method")
         .map(|m| ch_dequote(m).to_lowercase())
@@ -212,7 +251,8 @@ fn ch_memory(option: &str) -> Result<ChMemory> {
     };
     // Whether the memory is mapped without MAP_NORESERVE: not about the map.
     o.toggle("reserve", false, &place)?;
-    let memory = ChMemory {
+    Ok(ChMemory {
+        file: o.raw("file").is_some(),
         size: o.size("size", &place)?,
         hotplug: o.size("hotplug_size", &place)?,
         hotplugged: o.size("hotplugged_size", &place)?,
@@ -223,18 +263,30 @@ fn ch_memory(option: &str) -> Result<ChMemory> {
         thp: o.toggle("thp", true, &place)?,
         prefault: o.toggle("prefault", false, &place)?,
         mergeable: o.toggle("mergeable", false, &place)?,
-    };
-    // Cloud Hypervisor checks these whether or not memory zones are given.
-    huge_page_size_given(memory.hugepages, memory.hugepage_size, &place)?;
-    if memory.mergeable && memory.shared {
-        return Err(place.err("mergeable=on with shared=on (Cloud Hypervisor refuses the pair)"));
+        place,
+    })
+}
+
+/// What Cloud Hypervisor checks of its memory settings whether or not memory zones are given,
+/// and a `file`, which is not modelled.
+fn check_memory(memory: &ChMemory<'_>) -> Result<()> {
+    let place = &memory.place;
+    if memory.file {
+        return Err(place.err(
+            "file: memory backed by a file is not modelled (a spec's memory is anonymous, a \
+             memfd or hugetlbfs files); remove it to plan the rest",
+        ));
     }
-    Ok(memory)
+    huge_page_size_given(memory.hugepages, memory.hugepage_size, place)?;
+    if memory.mergeable && memory.shared {
+        return Err(place.err("mergeable: on with shared on (Cloud Hypervisor refuses the pair)"));
+    }
+    Ok(())
 }
 
 /// Cloud Hypervisor refuses a `hugepage_size` without `hugepages=on`, and one that is not a
 /// power of two.
-fn huge_page_size_given(hugepages: bool, size: Option<u64>, place: &Place) -> Result<()> {
+fn huge_page_size_given(hugepages: bool, size: Option<u64>, place: &Place<'_>) -> Result<()> {
     match size {
         Some(_) if !hugepages => {
             Err(place
@@ -255,7 +307,7 @@ fn pages(
     hugepages: bool,
     size: Option<u64>,
     thp: bool,
-    place: &Place,
+    place: &Place<'_>,
 ) -> Result<(&'static str, u64)> {
     Ok(match (hugepages, size.unwrap_or(2 << 20), thp) {
         (true, 0x20_0000, _) => ("2MiB", 2 << 20),
@@ -271,9 +323,55 @@ fn pages(
     })
 }
 
+/// A memory zone as given (a `--memory-zone` option string or a `memory.zones` entry), read
+/// but not checked ([`ch_zone`] checks it).
+#[derive(Debug)]
+struct ChZoneInput<'s> {
+    place: Place<'s>,
+    id: Option<String>,
+    file: bool,
+    size: Option<u64>,
+    shared: bool,
+    hugepages: bool,
+    hugepage_size: Option<u64>,
+    host_node: Option<u32>,
+    hotplug: Option<u64>,
+    hotplugged: Option<u64>,
+    prefault: bool,
+    mergeable: bool,
+}
+
+/// A `--memory-zone` option string, read as Cloud Hypervisor reads it; `mergeable` is
+/// `--memory`'s, which a zone takes unless it says otherwise.
+fn ch_zone_options(option: &str, index: usize, mergeable: bool) -> Result<ChZoneInput<'static>> {
+    let mut place = Place::option("--memory-zone", format!("zone {}: ", index + 1));
+    let o = ChOptions::parse(option, ZONE_KEYS, &place)?;
+    let id = o.text("id");
+    if let Some(id) = &id {
+        place.set_prefix(format!("zone {} (`{}`): ", index + 1, escape(id)));
+    }
+    // Whether the memory is mapped without MAP_NORESERVE: not about the map.
+    o.toggle("reserve", false, &place)?;
+    Ok(ChZoneInput {
+        id,
+        file: o.raw("file").is_some(),
+        size: o.size("size", &place)?,
+        shared: o.toggle("shared", false, &place)?,
+        hugepages: o.toggle("hugepages", false, &place)?,
+        hugepage_size: o.size("hugepage_size", &place)?,
+        host_node: o.u32("host_numa_node", &place)?,
+        hotplug: o.size("hotplug_size", &place)?,
+        hotplugged: o.size("hotplugged_size", &place)?,
+        prefault: o.toggle("prefault", false, &place)?,
+        mergeable: o.toggle("mergeable", mergeable, &place)?,
+        place,
+    })
+}
+
 /// A memory zone, read and checked.
 #[derive(Debug)]
-struct ChZone {
+struct ChZone<'s> {
+    place: Place<'s>,
     id: String,
     size: u64,
     /// The spec's backing, huge pages and prefault: what must be alike in every zone.
@@ -282,17 +380,25 @@ struct ChZone {
     hotplug: Option<u64>,
 }
 
-fn ch_zone(option: &str, index: usize, memory: &ChMemory) -> Result<ChZone> {
-    let mut place = Place {
-        origin: "--memory-zone",
-        prefix: format!("zone {}: ", index + 1),
+fn ch_zone<'s>(zone: ChZoneInput<'s>, memory: &ChMemory<'_>) -> Result<ChZone<'s>> {
+    let ChZoneInput {
+        place,
+        id,
+        file,
+        size,
+        shared,
+        hugepages,
+        hugepage_size,
+        host_node,
+        hotplug,
+        hotplugged,
+        prefault,
+        mergeable,
+    } = zone;
+    let Some(id) = id.filter(|id| !id.is_empty()) else {
+        return Err(place.err("id: missing (Cloud Hypervisor requires every memory zone's id)"));
     };
-    let o = ChOptions::parse(option, ZONE_KEYS, &place)?;
-    let id = o.text("id").ok_or_else(|| {
-        place.err("id: missing (Cloud Hypervisor requires every memory zone's id)")
-    })?;
-    place.prefix = format!("zone {} (`{}`): ", index + 1, escape(&id));
-    if o.raw("file").is_some() {
+    if file {
         return Err(place.err(
             "file: memory backed by a file is not modelled (a spec's memory is anonymous, a \
              memfd or hugetlbfs files); remove it to plan the rest",
@@ -303,23 +409,13 @@ fn ch_zone(option: &str, index: usize, memory: &ChMemory) -> Result<ChZone> {
             place.err("id: an id starting with `__` is Cloud Hypervisor's own (it refuses it)")
         );
     }
-    let size = o.size("size", &place)?.unwrap_or(CH_DEFAULT_MEMORY);
-    let shared = o.toggle("shared", false, &place)?;
-    let hugepages = o.toggle("hugepages", false, &place)?;
-    let hugepage_size = o.size("hugepage_size", &place)?;
-    let host_node = o.u32("host_numa_node", &place)?;
-    let hotplug = o.size("hotplug_size", &place)?;
-    let hotplugged = o.size("hotplugged_size", &place)?;
-    let prefault = o.toggle("prefault", false, &place)?;
-    o.toggle("reserve", false, &place)?;
-    // A zone is mergeable when `--memory` is, unless it says otherwise.
-    let mergeable = o.toggle("mergeable", memory.mergeable, &place)?;
+    let size = size.unwrap_or(CH_DEFAULT_MEMORY);
     // What Cloud Hypervisor checks when it reads the configuration, then when it lays out
     // the memory, in its order.
     if shared && mergeable {
         return Err(place.err(
-            "mergeable=on with shared=on (Cloud Hypervisor refuses the pair; a zone is \
-             mergeable when --memory is)",
+            "mergeable: on with shared on (Cloud Hypervisor refuses the pair; on its command \
+             line a zone is mergeable when --memory is)",
         ));
     }
     huge_page_size_given(hugepages, hugepage_size, &place)?;
@@ -382,6 +478,7 @@ fn ch_zone(option: &str, index: usize, memory: &ChMemory) -> Result<ChZone> {
         )));
     }
     Ok(ChZone {
+        place,
         id,
         size,
         backing: (
@@ -398,30 +495,33 @@ fn ch_zone(option: &str, index: usize, memory: &ChMemory) -> Result<ChZone> {
     })
 }
 
-/// A `--numa` node, read and checked on its own.
+/// A NUMA node as given (a `--numa` option string or a `numa` entry), read but not checked
+/// ([`ch_node`] checks it).
 #[derive(Debug)]
-struct ChNode<'a> {
+struct ChNodeInput<'s> {
+    place: Place<'s>,
     id: u32,
-    zones: Vec<&'a str>,
-    distances: Vec<(u64, u64)>,
+    /// How many CPUs or ranges of CPUs `cpus` lists.
+    cpus: Option<usize>,
+    distances: Option<Vec<(u64, u64)>>,
+    device: Option<String>,
+    zones: Option<Vec<String>>,
     /// The PCI segments, as ranges `(first, last)`.
-    segments: Vec<(u64, u64)>,
+    segments: Option<Vec<(u64, u64)>>,
 }
 
-fn ch_node<'a>(option: &'a str, index: usize) -> Result<ChNode<'a>> {
-    let mut place = Place {
-        origin: "--numa",
-        prefix: format!("node {}: ", index + 1),
-    };
+/// A `--numa` option string, read as Cloud Hypervisor reads it.
+fn ch_node_options(option: &str, index: usize) -> Result<ChNodeInput<'static>> {
+    let mut place = Place::option("--numa", format!("node {}: ", index + 1));
     let o = ChOptions::parse(option, NUMA_KEYS, &place)?;
     let id = o.u32("guest_numa_id", &place)?.ok_or_else(|| {
         place.err("guest_numa_id: missing (Cloud Hypervisor requires it for every NUMA node)")
     })?;
-    place.prefix = format!("node {} (guest_numa_id={id}): ", index + 1);
+    place.set_prefix(format!("node {} (guest_numa_id={id}): ", index + 1));
     let cpus = o
         .raw("cpus")
         .map(|v| {
-            integer_list(v).ok_or_else(|| {
+            integer_list(v).map(|l| l.len()).ok_or_else(|| {
                 place.err(format_args!(
                     "cpus: `{}` is not a list of numbers and ranges (`[0-3,6]`)",
                     escape(v)
@@ -447,6 +547,7 @@ fn ch_node<'a>(option: &'a str, index: usize) -> Result<ChNode<'a>> {
         .raw("memory_zones")
         .map(|v| {
             ch_items(v.trim().trim_matches(['[', ']']))
+                .map(|items| items.into_iter().map(str::to_owned).collect())
                 .map_err(|m| place.err(format_args!("memory_zones: {m}")))
         })
         .transpose()?;
@@ -461,8 +562,45 @@ fn ch_node<'a>(option: &'a str, index: usize) -> Result<ChNode<'a>> {
             })
         })
         .transpose()?;
-    match (&device, &cpus, &zones) {
-        (Some(_), None, None) | (None, Some(_), _) | (None, None, Some(_)) => {}
+    Ok(ChNodeInput {
+        place,
+        id,
+        cpus,
+        distances,
+        device,
+        zones,
+        segments,
+    })
+}
+
+/// A NUMA node, checked on its own.
+#[derive(Debug)]
+struct ChNode<'s> {
+    place: Place<'s>,
+    id: u32,
+    zones: Vec<String>,
+    distances: Vec<(u64, u64)>,
+    /// The PCI segments, as ranges `(first, last)`.
+    segments: Vec<(u64, u64)>,
+}
+
+/// What Cloud Hypervisor checks of a NUMA node on its own: `device_id` alone (and not empty),
+/// or `cpus` (not empty) or `memory_zones` (not empty when without `cpus`).
+fn ch_node(node: ChNodeInput<'_>) -> Result<ChNode<'_>> {
+    let place = &node.place;
+    match (&node.device, node.cpus, &node.zones) {
+        (Some(device), None, None) => {
+            if device.is_empty() {
+                return Err(place.err("device_id: empty (Cloud Hypervisor refuses it)"));
+            }
+        }
+        (None, Some(0), _) => {
+            return Err(place.err("cpus: an empty list (Cloud Hypervisor refuses it)"));
+        }
+        (None, None, Some(zones)) if zones.is_empty() => {
+            return Err(place.err("memory_zones: an empty list (Cloud Hypervisor refuses it)"));
+        }
+        (None, Some(_), _) | (None, None, Some(_)) => {}
         (Some(_), _, _) => {
             return Err(place
                 .err("device_id: given with cpus or memory_zones (Cloud Hypervisor refuses it)"));
@@ -474,14 +612,12 @@ fn ch_node<'a>(option: &'a str, index: usize) -> Result<ChNode<'a>> {
             ));
         }
     }
-    if device.as_deref() == Some("") {
-        return Err(place.err("device_id: empty (Cloud Hypervisor refuses it)"));
-    }
     Ok(ChNode {
-        id,
-        zones: zones.unwrap_or_default(),
-        distances: distances.unwrap_or_default(),
-        segments: segments.unwrap_or_default(),
+        id: node.id,
+        zones: node.zones.unwrap_or_default(),
+        distances: node.distances.unwrap_or_default(),
+        segments: node.segments.unwrap_or_default(),
+        place: node.place,
     })
 }
 
@@ -639,10 +775,13 @@ fn command_line(text: &str) -> Result<ChCommandLine<'_>> {
 ///
 /// assert_eq!(cloud_hypervisor_origin("size=1G"), "--memory");
 /// assert_eq!(cloud_hypervisor_origin(" --memory size=1G"), "cloud-hypervisor");
+/// assert_eq!(cloud_hypervisor_origin(" {\"memory\": {}}"), "<VmConfig>");
 /// ```
 #[must_use]
 pub fn cloud_hypervisor_origin(options: &str) -> &'static str {
-    if is_command_line(options) {
+    if is_json(options) {
+        JSON_ORIGIN
+    } else if is_command_line(options) {
         "cloud-hypervisor"
     } else {
         "--memory"
@@ -714,6 +853,9 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
             ),
         ));
     }
+    if is_json(option) {
+        return cloud_hypervisor_json_spec(JSON_ORIGIN, option);
+    }
     let line = if is_command_line(option) {
         command_line(option)?
     } else {
@@ -723,64 +865,104 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
         }
     };
     let memory = ch_memory(line.memory.unwrap_or_default())?;
+    let zones = line
+        .zones
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ch_zone_options(o, i, memory.mergeable))
+        .collect::<Result<Vec<_>>>()?;
+    let nodes = line
+        .numa
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ch_node_options(o, i))
+        .collect::<Result<Vec<_>>>()?;
+    config_spec(ChConfig {
+        memory,
+        zones_given: !zones.is_empty(),
+        zones,
+        nodes,
+    })
+}
+
+/// Cloud Hypervisor's memory settings, from its command line or a JSON `VmConfig`, read but
+/// not checked: [`config_spec`] checks them and makes the spec, the same for both.
+#[derive(Debug)]
+struct ChConfig<'s> {
+    memory: ChMemory<'s>,
+    /// Whether a list of zones was given, even an empty one (JSON's `"zones": []`).
+    zones_given: bool,
+    zones: Vec<ChZoneInput<'s>>,
+    nodes: Vec<ChNodeInput<'s>>,
+}
+
+/// The spec TOML of Cloud Hypervisor's memory settings, checked as Cloud Hypervisor checks
+/// them; what a spec cannot express is refused by name.
+fn config_spec(config: ChConfig<'_>) -> Result<String> {
+    let ChConfig {
+        memory,
+        zones_given,
+        zones,
+        nodes,
+    } = config;
+    check_memory(&memory)?;
+    if zones_given && zones.is_empty() && memory.size != Some(0) {
+        return Err(memory.place.err(
+            "zones: given with a memory size other than 0 (Cloud Hypervisor refuses a list of \
+             zones, even an empty one, unless the memory size is 0)",
+        ));
+    }
     let mut spec = Table::new();
     spec.insert("name".into(), Value::String("cloud-hypervisor".into()));
     // Cloud Hypervisor gives its guests the host CPU's address bits, at most 46 (its default
     // `max_phys_bits`): the plan takes the 46 (`memvisor check` says when the host has fewer).
     spec.insert("phys_bits".into(), Value::Integer(CH_PHYS_BITS));
-    if line.zones.is_empty() {
-        let place = Place::new("--memory");
+    if zones.is_empty() {
+        let place = &memory.place;
         if memory.size == Some(0) {
             return Err(place.err(
-                "size: 0 B without --memory-zone (Cloud Hypervisor takes size=0 to mean that \
+                "size: 0 B without memory zones (Cloud Hypervisor takes size 0 to mean that \
                  memory zones give the memory, and refuses it without any)",
             ));
         }
-        let (table, hotplug) = memory_table(&memory, &place)?;
+        let (table, hotplug) = memory_table(&memory, place)?;
         spec.insert("memory".into(), Value::Table(table));
         if let Some(h) = hotplug {
             spec.insert("hotplug".into(), Value::Table(h));
         }
+        // Guest nodes without zones.
+        if let Some(node) = nodes.into_iter().next() {
+            let node = ch_node(node)?;
+            return Err(match node.zones.first() {
+                Some(zone) => node.place.err(format_args!(
+                    "memory_zones: unknown memory zone `{}` (there is no memory zone; Cloud \
+                     Hypervisor refuses it)",
+                    escape(zone)
+                )),
+                None => no_zones(&node.place),
+            });
+        }
     } else {
         if let Some(size) = memory.size.or(Some(CH_DEFAULT_MEMORY)).filter(|&s| s != 0) {
-            return Err(spec_error(
-                "--memory",
-                format!(
-                    "size: {} with memory zones (Cloud Hypervisor takes memory zones only with \
-                     --memory size=0; without size it gives 512 MiB)",
-                    Size(size)
-                ),
-            ));
+            return Err(memory.place.err(format_args!(
+                "size: {} with memory zones (Cloud Hypervisor takes memory zones only with a \
+                 memory size of 0; without size its command line gives 512 MiB)",
+                Size(size)
+            )));
         }
-        zones_spec(&line, &memory, &mut spec)?;
-    }
-    // Guest nodes without zones: the plain `--memory` form with `--numa`.
-    if line.zones.is_empty() && !line.numa.is_empty() {
-        let node = ch_node(line.numa[0], 0)?;
-        let place = Place {
-            origin: "--numa",
-            prefix: format!("node 1 (guest_numa_id={}): ", node.id),
-        };
-        return Err(match node.zones.first() {
-            Some(zone) => place.err(format_args!(
-                "memory_zones: unknown memory zone `{}` (there is no --memory-zone; Cloud \
-                 Hypervisor refuses it)",
-                escape(zone)
-            )),
-            None => no_zones(&place),
-        });
+        zones_spec(zones, nodes, &memory, &mut spec)?;
     }
     spec.insert("serial".into(), Value::Table(Table::new()));
     Ok(crate::render::escape_toml(&spec.to_string()))
 }
 
-fn no_zones(place: &Place) -> Error {
+fn no_zones(place: &Place<'_>) -> Error {
     place
         .err("a guest NUMA node without memory_zones is not modelled (a spec's guest node has RAM)")
 }
 
 /// The `[memory]` and `[hotplug]` tables of `--memory` without memory zones.
-fn memory_table(memory: &ChMemory, place: &Place) -> Result<(Table, Option<Table>)> {
+fn memory_table(memory: &ChMemory<'_>, place: &Place<'_>) -> Result<(Table, Option<Table>)> {
     // Cloud Hypervisor's memory manager refuses these when it starts, in this order.
     if let Some(plugged) = memory.hotplugged {
         let Some(window) = memory.hotplug else {
@@ -851,7 +1033,7 @@ fn memory_table(memory: &ChMemory, place: &Place) -> Result<(Table, Option<Table
     Ok((table, hotplug))
 }
 
-fn hotplug_table(size: u64, node: usize, field: &str, place: &Place) -> Result<Table> {
+fn hotplug_table(size: u64, node: usize, field: &str, place: &Place<'_>) -> Result<Table> {
     let mut t = Table::new();
     t.insert("slots".into(), Value::Integer(1));
     t.insert("slot_size".into(), integer(size, field, place)?);
@@ -864,50 +1046,41 @@ fn hotplug_table(size: u64, node: usize, field: &str, place: &Place) -> Result<T
     Ok(t)
 }
 
-fn integer(v: u64, field: &str, place: &Place) -> Result<Value> {
+fn integer(v: u64, field: &str, place: &Place<'_>) -> Result<Value> {
     i64::try_from(v)
         .map(Value::Integer)
         .map_err(|_| place.err(format_args!("{field}: {v} bytes is more than 2^63 - 1")))
 }
 
 /// The `[memory]`, `[[numa]]` and `[hotplug]` tables of memory zones and NUMA nodes.
-fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> Result<()> {
-    let mut zones = Vec::with_capacity(line.zones.len());
-    let mut ids: HashMap<String, usize> = HashMap::with_capacity(line.zones.len());
-    for (i, option) in line.zones.iter().enumerate() {
-        let zone = ch_zone(option, i, memory)?;
+fn zones_spec(
+    inputs: Vec<ChZoneInput<'_>>,
+    nodes: Vec<ChNodeInput<'_>>,
+    memory: &ChMemory<'_>,
+    spec: &mut Table,
+) -> Result<()> {
+    let mut zones: Vec<ChZone<'_>> = Vec::with_capacity(inputs.len());
+    let mut ids: HashMap<String, usize> = HashMap::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let zone = ch_zone(input, memory)?;
         if let Some(first) = ids.insert(zone.id.clone(), i) {
-            return Err(spec_error(
-                "--memory-zone",
-                format!(
-                    "zone {}: id `{}` is the id of zone {} too (Cloud Hypervisor refuses it)",
-                    i + 1,
-                    escape(&zone.id),
-                    first + 1
-                ),
-            ));
+            return Err(zone.place.err(format_args!(
+                "id: `{}` is the id of {} too (Cloud Hypervisor refuses it)",
+                escape(&zone.id),
+                zones[first].place.name()
+            )));
         }
         zones.push(zone);
     }
     // The guest node (its index in the spec) of each zone.
     let mut node_of = vec![0usize; zones.len()];
     let mut guest_ids = Vec::new();
-    if !line.numa.is_empty() {
-        let nodes = line
-            .numa
-            .iter()
-            .enumerate()
-            .map(|(i, o)| ch_node(o, i))
-            .collect::<Result<Vec<_>>>()?;
+    if !nodes.is_empty() {
+        let nodes = nodes.into_iter().map(ch_node).collect::<Result<Vec<_>>>()?;
         let owner = numa_checks(&nodes, &ids)?;
         // What a spec cannot express.
-        for (i, node) in nodes.iter().enumerate() {
-            if node.zones.is_empty() {
-                return Err(no_zones(&Place {
-                    origin: "--numa",
-                    prefix: format!("node {} (guest_numa_id={}): ", i + 1, node.id),
-                }));
-            }
+        if let Some(node) = nodes.iter().find(|n| n.zones.is_empty()) {
+            return Err(no_zones(&node.place));
         }
         let mut sorted: Vec<u32> = nodes.iter().map(|n| n.id).collect();
         sorted.sort_unstable();
@@ -916,26 +1089,18 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
             .enumerate()
             .find(|&(at, &id)| u64::from(id) != at as u64)
         {
-            return Err(spec_error(
-                "--numa",
-                format!(
-                    "guest_numa_id={id}: the guest NUMA ids are not 0 to {} (a spec numbers its \
-                     guest nodes from 0 without gaps; {} is missing)",
-                    sorted.len() - 1,
-                    at
-                ),
-            ));
+            let node = nodes.iter().find(|n| n.id == id).unwrap_or(&nodes[0]);
+            return Err(node.place.err(format_args!(
+                "guest_numa_id: {id}: the guest NUMA ids are not 0 to {} (a spec numbers its \
+                 guest nodes from 0 without gaps; {at} is missing)",
+                sorted.len() - 1,
+            )));
         }
         for (z, zone) in zones.iter().enumerate() {
             let Some(&n) = owner.get(zone.id.as_str()) else {
-                return Err(spec_error(
-                    "--memory-zone",
-                    format!(
-                        "zone {} (`{}`): in no --numa node's memory_zones (its memory would be in \
-                         no guest NUMA node, which a spec cannot express)",
-                        z + 1,
-                        escape(&zone.id)
-                    ),
+                return Err(zone.place.err(
+                    "in no NUMA node's memory_zones (its memory would be in no guest NUMA node, \
+                     which a spec cannot express)",
                 ));
             };
             node_of[z] = usize::try_from(nodes[n].id).unwrap_or(usize::MAX);
@@ -946,31 +1111,22 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
     // Zones are laid out in the order given; a spec lays out node after node.
     for z in 1..zones.len() {
         if node_of[z] < node_of[z - 1] {
-            return Err(spec_error(
-                "--memory-zone",
-                format!(
-                    "zone {} (`{}`, guest node {}) comes after zone {} (`{}`, guest node {}): \
-                     Cloud Hypervisor lays zones out in the order given and a spec lays out \
-                     its guest nodes in order, so give the zones in the order of their nodes",
-                    z + 1,
-                    escape(&zones[z].id),
-                    node_of[z],
-                    z,
-                    escape(&zones[z - 1].id),
-                    node_of[z - 1]
-                ),
-            ));
+            return Err(zones[z].place.err(format_args!(
+                "on guest node {}, it comes after {} on guest node {}: Cloud Hypervisor lays \
+                 zones out in the order given and a spec lays out its guest nodes in order, so \
+                 give the zones in the order of their nodes",
+                node_of[z],
+                zones[z - 1].place.name(),
+                node_of[z - 1]
+            )));
         }
     }
     let first = &zones[0];
-    let mut hotplug: Option<(usize, &ChZone)> = None;
+    let mut hotplug: Option<(usize, &ChZone<'_>)> = None;
     let mut sizes = vec![0u64; count];
     let mut hosts: Vec<Option<(usize, Option<u32>)>> = vec![None; count];
     for (z, zone) in zones.iter().enumerate() {
-        let place = Place {
-            origin: "--memory-zone",
-            prefix: format!("zone {} (`{}`): ", z + 1, escape(&zone.id)),
-        };
+        let place = &zone.place;
         if zone.backing != first.backing {
             let show = |(backing, pages, prefault): (&str, &str, bool)| {
                 format!(
@@ -979,10 +1135,10 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
                 )
             };
             return Err(place.err(format_args!(
-                "its backing ({}) differs from zone 1's (`{}`: {}): a spec backs all guest RAM \
-                 alike (per-zone shared, hugepages, hugepage_size and prefault are not modelled)",
+                "its backing ({}) differs from {}'s ({}): a spec backs all guest RAM alike \
+                 (per-zone shared, hugepages, hugepage_size and prefault are not modelled)",
                 show(zone.backing),
-                escape(&first.id),
+                first.place.name(),
                 show(first.backing)
             )));
         }
@@ -992,11 +1148,10 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
             Some((other, host)) if host != zone.host_node => {
                 let show = |h: Option<u32>| h.map_or_else(|| "none".to_owned(), |h| h.to_string());
                 return Err(place.err(format_args!(
-                    "host_numa_node: {} differs from zone {} (`{}`: {}) of the same guest node \
-                     {node}: a spec binds all of a guest node's memory alike",
+                    "host_numa_node: {} differs from {}'s ({}) on the same guest node {node}: a \
+                     spec binds all of a guest node's memory alike",
                     show(zone.host_node),
-                    other + 1,
-                    escape(&zones[other].id),
+                    zones[other].place.name(),
                     show(host)
                 )));
             }
@@ -1008,10 +1163,9 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
         if zone.hotplug.is_some() {
             if let Some((other, _)) = hotplug {
                 return Err(place.err(format_args!(
-                    "hotplug_size: zone {} (`{}`) has one too: a spec has one hotplug window, on \
-                     one guest node (hotplug of more than one zone is not modelled)",
-                    other + 1,
-                    escape(&zones[other].id)
+                    "hotplug_size: {} has one too: a spec has one hotplug window, on one guest \
+                     node (hotplug of more than one zone is not modelled)",
+                    zones[other].place.name()
                 )));
             }
             hotplug = Some((z, zone));
@@ -1025,11 +1179,12 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
         table.insert("prefault".into(), Value::Integer(1));
     }
     spec.insert("memory".into(), Value::Table(table));
-    let place = Place::new("--memory-zone");
     let mut nodes = Vec::with_capacity(count);
     for (size, host) in sizes.iter().zip(&hosts) {
         let mut t = Table::new();
-        t.insert("size".into(), integer(*size, "size", &place)?);
+        // The node's first zone is where a total too large is shown.
+        let place = host.map_or(&first.place, |(z, _)| &zones[z].place);
+        t.insert("size".into(), integer(*size, "size", place)?);
         if let Some((_, Some(h))) = host {
             t.insert(
                 "host_nodes".into(),
@@ -1040,14 +1195,15 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
     }
     spec.insert("numa".into(), Value::Array(nodes));
     if let Some((z, zone)) = hotplug {
-        let place = Place {
-            origin: "--memory-zone",
-            prefix: format!("zone {} (`{}`): ", z + 1, escape(&zone.id)),
-        };
         let size = zone.hotplug.unwrap_or_default();
         spec.insert(
             "hotplug".into(),
-            Value::Table(hotplug_table(size, node_of[z], "hotplug_size", &place)?),
+            Value::Table(hotplug_table(
+                size,
+                node_of[z],
+                "hotplug_size",
+                &zone.place,
+            )?),
         );
     }
     Ok(())
@@ -1056,28 +1212,21 @@ fn zones_spec(line: &ChCommandLine<'_>, memory: &ChMemory, spec: &mut Table) -> 
 /// What Cloud Hypervisor checks of its NUMA nodes, in its order; gives the node (its index in
 /// `nodes`) of each zone a node names.
 fn numa_checks<'a>(
-    nodes: &[ChNode<'a>],
+    nodes: &'a [ChNode<'_>],
     ids: &HashMap<String, usize>,
 ) -> Result<HashMap<&'a str, usize>> {
-    let err = |i: usize, message: String| {
-        spec_error(
-            "--numa",
-            format!("node {} (guest_numa_id={}): {message}", i + 1, nodes[i].id),
-        )
-    };
+    let err = |i: usize, message: String| nodes[i].place.err(message);
     let mut owner: HashMap<&str, usize> = HashMap::new();
     let mut segment_zero: Option<usize> = None;
     for (i, node) in nodes.iter().enumerate() {
         for zone in &node.zones {
-            if let Some(other) = owner.insert(*zone, i) {
+            if let Some(other) = owner.insert(zone.as_str(), i) {
                 return Err(err(
                     i,
                     format!(
-                        "memory_zones: zone `{}` is in node {} (guest_numa_id={}) too (Cloud \
-                         Hypervisor refuses it)",
+                        "memory_zones: zone `{}` is in {} too (Cloud Hypervisor refuses it)",
                         escape(zone),
-                        other + 1,
-                        nodes[other].id
+                        nodes[other].place.name()
                     ),
                 ));
             }
@@ -1090,7 +1239,7 @@ fn numa_checks<'a>(
                     i,
                     format!(
                         "pci_segments: there is no PCI segment {bad} (there is one, 0, without \
-                         --platform num_pci_segments, which is not imported)"
+                         Cloud Hypervisor's platform num_pci_segments, which is not imported)"
                     ),
                 ));
             }
@@ -1106,8 +1255,8 @@ fn numa_checks<'a>(
                 return Err(err(
                     i,
                     format!(
-                        "pci_segments: segment 0 is in node {} too (Cloud Hypervisor refuses it)",
-                        other + 1
+                        "pci_segments: segment 0 is in {} too (Cloud Hypervisor refuses it)",
+                        nodes[other].place.name()
                     ),
                 ));
             }
@@ -1120,13 +1269,13 @@ fn numa_checks<'a>(
             return Err(err(
                 i,
                 format!(
-                    "guest_numa_id: {} is node {}'s too (Cloud Hypervisor refuses it)",
+                    "guest_numa_id: {} is {}'s too (Cloud Hypervisor refuses it)",
                     node.id,
-                    other + 1
+                    nodes[other].place.name()
                 ),
             ));
         }
-        if let Some(zone) = node.zones.iter().find(|z| !ids.contains_key(**z)) {
+        if let Some(zone) = node.zones.iter().find(|z| !ids.contains_key(z.as_str())) {
             return Err(err(
                 i,
                 format!(
@@ -1387,14 +1536,14 @@ mod tests {
                 "--memory size=1G --memory-zone id=a",
                 "size: 1 GiB with memory zones",
             ),
-            ("size=0", "size: 0 B without --memory-zone"),
-            ("--memory size=0", "size: 0 B without --memory-zone"),
+            ("size=0", "size: 0 B without memory zones"),
+            ("--memory size=0", "size: 0 B without memory zones"),
             // Zones.
             (&format!("{ZONE} size=1G"), "zone 1: id: missing"),
             (&format!("{ZONE} id=,size=1G"), "zone 1: id: missing"),
             (
                 &format!("{ZONE} id=a id=a"),
-                "zone 2: id `a` is the id of zone 1 too",
+                "zone 2 (`a`): id: `a` is the id of zone 1 (`a`) too",
             ),
             (&format!("{ZONE} id=__a"), "id: an id starting with `__`"),
             (
@@ -1423,11 +1572,11 @@ mod tests {
             ),
             (
                 &format!("{ZONE} id=a,shared=on,mergeable=on"),
-                "mergeable=on with shared=on",
+                "mergeable: on with shared on",
             ),
             (
                 "--memory size=0,mergeable=on --memory-zone id=a,shared=on",
-                "mergeable=on with shared=on",
+                "mergeable: on with shared on",
             ),
             (
                 &format!("{ZONE} id=a,file=/dev/shm/x"),
@@ -1513,7 +1662,7 @@ mod tests {
                 &format!(
                     "{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a guest_numa_id=0,memory_zones=b"
                 ),
-                "guest_numa_id: 0 is node 1's too",
+                "guest_numa_id: 0 is node 1 (guest_numa_id=0)'s too",
             ),
             (
                 &format!("{ZONE} id=a --numa guest_numa_id=0,memory_zones=a,distances=[1@20]"),
@@ -1556,7 +1705,7 @@ mod tests {
             // What a spec cannot express, by name.
             (
                 &format!("{ZONE} id=a,shared=on id=b"),
-                "zone 2 (`b`): its backing (anonymous, transparent pages) differs from zone 1's",
+                "zone 2 (`b`): its backing (anonymous, transparent pages) differs from zone 1 (`a`)'s",
             ),
             (
                 &format!("{ZONE} id=a,prefault=on id=b,prefault=on id=c"),
@@ -1564,7 +1713,7 @@ mod tests {
             ),
             (
                 &format!("{ZONE} id=a,host_numa_node=0 id=b,host_numa_node=1"),
-                "host_numa_node: 1 differs from zone 1 (`a`: 0)",
+                "host_numa_node: 1 differs from zone 1 (`a`)'s (0)",
             ),
             (
                 &format!("{ZONE} id=a,host_numa_node=0 id=b"),
@@ -1576,7 +1725,7 @@ mod tests {
             ),
             (
                 &format!("{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a"),
-                "zone 2 (`b`): in no --numa node's memory_zones",
+                "zone 2 (`b`): in no NUMA node's memory_zones",
             ),
             (
                 &format!(
@@ -1596,19 +1745,19 @@ mod tests {
             ),
             (
                 "--memory size=1G --numa guest_numa_id=0,memory_zones=a",
-                "unknown memory zone `a` (there is no --memory-zone",
+                "unknown memory zone `a` (there is no memory zone",
             ),
             (
                 &format!(
                     "{ZONE} id=a id=b --numa guest_numa_id=0,memory_zones=a guest_numa_id=2,memory_zones=b"
                 ),
-                "guest_numa_id=2: the guest NUMA ids are not 0 to 1",
+                "guest_numa_id: 2: the guest NUMA ids are not 0 to 1",
             ),
             (
                 &format!(
                     "{ZONE} id=a id=b --numa guest_numa_id=1,memory_zones=a guest_numa_id=0,memory_zones=b"
                 ),
-                "zone 2 (`b`, guest node 0) comes after zone 1 (`a`, guest node 1)",
+                "zone 2 (`b`): on guest node 0, it comes after zone 1 (`a`) on guest node 1",
             ),
             // The command line.
             ("--memory size=1G --cpus boot=2", "`--cpus` is not imported"),
@@ -1773,7 +1922,7 @@ mod tests {
             ),
             (
                 "size=1G,mergeable=on,shared=on",
-                "mergeable=on with shared=on",
+                "mergeable: on with shared on",
             ),
         ] {
             let e = cloud_hypervisor_spec(option).unwrap_err().to_string();

@@ -14,7 +14,7 @@ use toml::{Table, Value};
 use crate::error::{Error, Problem, Result};
 use crate::spec::{MAX_DEVICES, MAX_NAME_CHARS, MAX_SPEC_BYTES, Source};
 
-mod json_position;
+pub(super) mod json_position;
 use json_position::from_json;
 
 /// A JSON object of Firecracker's configuration, read into a serde-derived struct. The derive
@@ -135,7 +135,7 @@ impl<'de> Deserialize<'de> for FcCpuTemplate {
 
 /// A whole number from 0 to `MAX` (errors say so rather than naming a Rust integer type).
 #[derive(Debug, Clone, Copy, Default)]
-struct WholeTo<const MAX: u64>(#[allow(dead_code)] u64);
+pub(super) struct WholeTo<const MAX: u64>(pub(super) u64);
 
 /// Firecracker's `u32` fields.
 type Whole32 = WholeTo<{ u32::MAX as u64 }>;

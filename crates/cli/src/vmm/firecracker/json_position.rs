@@ -15,6 +15,18 @@ pub(super) fn from_json<'a, T: Deserialize<'a>>(
     text: &'a str,
     field: &str,
 ) -> std::result::Result<T, SpecError> {
+    from_json_as("not a Firecracker configuration", src, base, text, field)
+}
+
+/// [`from_json`] for another kind of file: a mistake in a value is said to make it `what`
+/// (`not a Cloud Hypervisor VmConfig`); a syntax error is `not JSON`.
+pub(in crate::vmm) fn from_json_as<'a, T: Deserialize<'a>>(
+    what: &str,
+    src: Source<'_>,
+    base: usize,
+    text: &'a str,
+    field: &str,
+) -> std::result::Result<T, SpecError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = crate::spec::field_path(e.path());
@@ -23,16 +35,17 @@ pub(super) fn from_json<'a, T: Deserialize<'a>>(
         } else {
             format!("{field}.{inner}")
         };
-        json_error(src, base, text, path, e.inner())
+        json_error(what, src, base, text, path, e.inner())
     })?;
     de.end()
-        .map_err(|e| json_error(src, base, text, field.to_owned(), &e))?;
+        .map_err(|e| json_error(what, src, base, text, field.to_owned(), &e))?;
     Ok(value)
 }
 
 /// `e`, found in `text` (the part of the file `src` from byte `base`), as a [`SpecError`] at
 /// its line and column in the file.
 fn json_error(
+    kind: &str,
     src: Source<'_>,
     base: usize,
     text: &str,
@@ -45,7 +58,7 @@ fn json_error(
     let what = if e.is_syntax() || e.is_eof() {
         "not JSON"
     } else {
-        "not a Firecracker configuration"
+        kind
     };
     // serde_json counts lines from 1 and columns in bytes: the bytes of the line it has read
     // (0 at the start of a line).

@@ -1,0 +1,1038 @@
+//! Cloud Hypervisor's JSON `VmConfig` (the body of its API's `vm.create`, what
+//! `ch-remote create` sends): its `memory` (with `zones`) and `numa` sections, read with the
+//! types, defaults and required fields of Cloud Hypervisor's `MemoryConfig`,
+//! `MemoryZoneConfig`, `NumaConfig` and `NumaDistance`, into the same [`ChConfig`] the command
+//! line gives, so both are checked and turned into a spec by one code path ([`config_spec`]).
+//!
+//! Every object is read as a map of its fields' raw JSON text (unknown fields ignored, as
+//! Cloud Hypervisor's serde ignores them; a field given twice refused, as it refuses it), then
+//! each field is read on its own where it is in the file, so every mistake names its field
+//! and its line and column, and a check of the shared path about a field points at it.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{
+    CH_DEFAULT_MEMORY, ChConfig, ChMemory, ChNodeInput, ChZoneInput, MAX_MEMORY_ZONES, Place,
+    config_spec, spec_error,
+};
+use crate::error::{Error, Problem, Result};
+use crate::spec::{MAX_GUEST_NODES, MAX_SPEC_BYTES, Source};
+use crate::vmm::firecracker::WholeTo;
+use crate::vmm::firecracker::json_position::from_json_as;
+
+/// How mistakes name a `VmConfig` given as text rather than as a file.
+pub(super) const JSON_ORIGIN: &str = "<VmConfig>";
+
+/// What a mistake in a value makes the file.
+const WHAT: &str = "not a Cloud Hypervisor VmConfig";
+
+/// Cloud Hypervisor's `u64` fields (sizes).
+type Whole64 = WholeTo<{ u64::MAX }>;
+/// Its `u32` fields.
+type Whole32 = WholeTo<{ u32::MAX as u64 }>;
+/// Its `u16` fields (PCI segments).
+type Whole16 = WholeTo<{ u16::MAX as u64 }>;
+/// Its `u8` fields (NUMA distances).
+type Whole8 = WholeTo<{ u8::MAX as u64 }>;
+
+/// Whether `text` is a JSON `VmConfig`: an object, `{` after JSON white space.
+pub(super) fn is_json(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+}
+
+/// A JSON object of Cloud Hypervisor's configuration: the fields it knows, and what errors
+/// call it.
+trait ChObject {
+    const KEYS: &'static [&'static str];
+    /// `a memory object`.
+    const WHAT: &'static str;
+}
+
+struct VmObject;
+impl ChObject for VmObject {
+    // The sections that lay out guest memory; the others are not read.
+    const KEYS: &'static [&'static str] = &["memory", "numa"];
+    const WHAT: &'static str = "a VmConfig object";
+}
+
+struct MemoryObject;
+impl ChObject for MemoryObject {
+    const KEYS: &'static [&'static str] = &[
+        "size",
+        "mergeable",
+        "hotplug_method",
+        "hotplug_size",
+        "hotplugged_size",
+        "shared",
+        "hugepages",
+        "hugepage_size",
+        "prefault",
+        "reserve",
+        "zones",
+        "thp",
+    ];
+    const WHAT: &'static str = "a memory object";
+}
+
+struct ZoneObject;
+impl ChObject for ZoneObject {
+    const KEYS: &'static [&'static str] = &[
+        "id",
+        "size",
+        "file",
+        "shared",
+        "hugepages",
+        "hugepage_size",
+        "host_numa_node",
+        "hotplug_size",
+        "hotplugged_size",
+        "prefault",
+        "reserve",
+        "mergeable",
+    ];
+    const WHAT: &'static str = "a memory zone object";
+}
+
+struct NumaObject;
+impl ChObject for NumaObject {
+    const KEYS: &'static [&'static str] = &[
+        "guest_numa_id",
+        "cpus",
+        "distances",
+        "memory_zones",
+        "pci_segments",
+        "device_id",
+    ];
+    const WHAT: &'static str = "a NUMA node object";
+}
+
+struct DistanceObject;
+impl ChObject for DistanceObject {
+    const KEYS: &'static [&'static str] = &["destination", "distance"];
+    const WHAT: &'static str = "a NUMA distance object";
+}
+
+/// The raw text of an object's known fields, in `T::KEYS` order. Only a JSON object is taken
+/// (serde's derive would also take an array of the fields' values in order, which no
+/// configuration holds).
+struct Fields<'a, T> {
+    values: Vec<Option<&'a RawValue>>,
+    kind: PhantomData<T>,
+}
+
+impl<'de, T: ChObject> Deserialize<'de> for Fields<'de, T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: ChObject> Visitor<'de> for V<T> {
+            type Value = Fields<'de, T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(T::WHAT)
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut values = vec![None; T::KEYS.len()];
+                while let Some(key) = map.next_key::<String>()? {
+                    match T::KEYS.iter().position(|k| *k == key) {
+                        Some(at) if values[at].is_some() => {
+                            return Err(serde::de::Error::duplicate_field(T::KEYS[at]));
+                        }
+                        Some(at) => values[at] = Some(map.next_value::<&'de RawValue>()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Fields {
+                    values,
+                    kind: PhantomData,
+                })
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// Where a check of the shared path shows its mistake: an object's field path and span, and
+/// the spans of its fields. A message that starts with one of its fields' names and `: `
+/// (`size: 0 B is not ...`) is shown at that field (at the object when it is not given).
+pub(super) struct JsonPlace<'s> {
+    src: Source<'s>,
+    pub(super) path: String,
+    span: Range<usize>,
+    keys: &'static [&'static str],
+    fields: Vec<Option<Range<usize>>>,
+}
+
+impl JsonPlace<'_> {
+    pub(super) fn err(&self, message: &str) -> Error {
+        let field = message
+            .split_once(": ")
+            .and_then(|(key, rest)| Some((self.keys.iter().position(|k| *k == key)?, rest)));
+        let (path, span, message) = match field {
+            Some((at, rest)) => (
+                join(&self.path, self.keys[at]),
+                self.fields[at].clone().unwrap_or_else(|| self.span.clone()),
+                rest,
+            ),
+            None => (self.path.clone(), self.span.clone(), message),
+        };
+        Error::Spec(
+            self.src
+                .error(path, Some(span), Problem::Invalid(message.to_owned())),
+        )
+    }
+}
+
+/// `path.key`, or `key` at the top.
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Where `raw`, read from the text of `src`, is in it.
+fn span_of(src: Source<'_>, raw: &RawValue) -> Range<usize> {
+    let start = (raw.get().as_ptr() as usize)
+        .checked_sub(src.text.as_ptr() as usize)
+        .filter(|&s| s <= src.text.len())
+        .unwrap_or(0);
+    start..start + raw.get().len()
+}
+
+/// An object of the file, its fields found.
+struct Object<'a> {
+    src: Source<'a>,
+    path: String,
+    span: Range<usize>,
+    keys: &'static [&'static str],
+    values: Vec<Option<&'a RawValue>>,
+}
+
+impl<'a> Object<'a> {
+    fn read<T: ChObject>(src: Source<'a>, raw: &'a RawValue, path: String) -> Result<Self> {
+        let span = span_of(src, raw);
+        let fields: Fields<'a, T> = from_json_as(WHAT, src, span.start, raw.get(), &path)?;
+        Ok(Self {
+            src,
+            path,
+            span,
+            keys: T::KEYS,
+            values: fields.values,
+        })
+    }
+
+    fn raw(&self, key: &str) -> Option<&'a RawValue> {
+        let at = self.keys.iter().position(|k| *k == key)?;
+        self.values[at]
+    }
+
+    /// The field `key` read as a `T`, `None` when it is not given.
+    fn get<T: Deserialize<'a>>(&self, key: &str) -> Result<Option<T>> {
+        let Some(raw) = self.raw(key) else {
+            return Ok(None);
+        };
+        let at = span_of(self.src, raw).start;
+        Ok(Some(from_json_as(
+            WHAT,
+            self.src,
+            at,
+            raw.get(),
+            &join(&self.path, key),
+        )?))
+    }
+
+    /// A field Cloud Hypervisor requires: one not given is refused at the object's end.
+    fn required<T: Deserialize<'a>>(&self, key: &str) -> Result<T> {
+        self.get(key)?.ok_or_else(|| {
+            let end = self.span.end.saturating_sub(1).max(self.span.start);
+            Error::Spec(self.src.error(
+                self.path.clone(),
+                Some(end..self.span.end),
+                Problem::Invalid(format!("{WHAT}: missing field `{key}`")),
+            ))
+        })
+    }
+
+    /// A flag, `default` when not given (`null` is refused, as Cloud Hypervisor's `bool` is
+    /// no `Option`).
+    fn flag(&self, key: &str, default: bool) -> Result<bool> {
+        Ok(self.get::<bool>(key)?.unwrap_or(default))
+    }
+
+    /// A field of an `Option` type: not given and `null` are both none.
+    fn option<T: Deserialize<'a>>(&self, key: &str) -> Result<Option<T>> {
+        Ok(self.get::<Option<T>>(key)?.flatten())
+    }
+
+    /// A list of at most `max` entries, each kept as raw text; more are refused at the list.
+    fn list(&self, key: &str, max: usize, what: &str) -> Result<Option<Vec<&'a RawValue>>> {
+        let Some(list) = self.option::<Vec<&'a RawValue>>(key)? else {
+            return Ok(None);
+        };
+        if list.len() > max {
+            let raw = self.raw(key).unwrap_or_else(|| list[0]);
+            return Err(Error::Spec(self.src.error(
+                join(&self.path, key),
+                Some(span_of(self.src, raw)),
+                Problem::Invalid(format!("more than {max} {what}")),
+            )));
+        }
+        Ok(Some(list))
+    }
+
+    fn place(&self) -> Place<'a> {
+        Place::Json(JsonPlace {
+            src: self.src,
+            path: self.path.clone(),
+            span: self.span.clone(),
+            keys: self.keys,
+            fields: self
+                .values
+                .iter()
+                .map(|v| v.map(|raw| span_of(self.src, raw)))
+                .collect(),
+        })
+    }
+}
+
+/// Cloud Hypervisor's `HotplugMethod`: `Acpi` or `VirtioMem`, as its serde names them;
+/// `true` for virtio-mem.
+struct HotplugMethod(bool);
+
+impl<'de> Deserialize<'de> for HotplugMethod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HotplugMethod;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a hotplug method, `Acpi` or `VirtioMem`")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                match v {
+                    "Acpi" => Ok(HotplugMethod(false)),
+                    "VirtioMem" => Ok(HotplugMethod(true)),
+                    _ => Err(E::unknown_variant(v, &["Acpi", "VirtioMem"])),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `memory`, read (Cloud Hypervisor's default memory, 512 MiB, when the section is not there).
+fn memory<'a>(vm: &Object<'a>) -> Result<(ChMemory<'a>, Option<Vec<&'a RawValue>>)> {
+    let Some(raw) = vm.raw("memory") else {
+        let memory = ChMemory {
+            place: Place::Json(JsonPlace {
+                src: vm.src,
+                path: "memory".to_owned(),
+                span: vm.span.clone(),
+                keys: MemoryObject::KEYS,
+                fields: vec![None; MemoryObject::KEYS.len()],
+            }),
+            file: false,
+            size: Some(CH_DEFAULT_MEMORY),
+            hotplug: None,
+            hotplugged: None,
+            virtio_mem: false,
+            shared: false,
+            hugepages: false,
+            hugepage_size: None,
+            thp: true,
+            prefault: false,
+            mergeable: false,
+        };
+        return Ok((memory, None));
+    };
+    let o = Object::read::<MemoryObject>(vm.src, raw, "memory".to_owned())?;
+    let size = o.required::<Whole64>("size")?.0;
+    let zones = o.list("zones", MAX_MEMORY_ZONES, "memory zones")?;
+    // Whether the memory is mapped without MAP_NORESERVE: not about the map.
+    o.flag("reserve", false)?;
+    let memory = ChMemory {
+        file: false,
+        size: Some(size),
+        hotplug: o.option::<Whole64>("hotplug_size")?.map(|w| w.0),
+        hotplugged: o.option::<Whole64>("hotplugged_size")?.map(|w| w.0),
+        virtio_mem: o
+            .get::<HotplugMethod>("hotplug_method")?
+            .is_some_and(|m| m.0),
+        shared: o.flag("shared", false)?,
+        hugepages: o.flag("hugepages", false)?,
+        hugepage_size: o.option::<Whole64>("hugepage_size")?.map(|w| w.0),
+        thp: o.flag("thp", true)?,
+        prefault: o.flag("prefault", false)?,
+        mergeable: o.flag("mergeable", false)?,
+        place: o.place(),
+    };
+    Ok((memory, zones))
+}
+
+/// A `memory.zones` entry, read.
+fn zone<'a>(src: Source<'a>, raw: &'a RawValue, index: usize) -> Result<ChZoneInput<'a>> {
+    let o = Object::read::<ZoneObject>(src, raw, format!("memory.zones[{index}]"))?;
+    let id = o.required::<String>("id")?;
+    let size = o.required::<Whole64>("size")?.0;
+    o.flag("reserve", false)?;
+    Ok(ChZoneInput {
+        id: Some(id),
+        file: o.option::<String>("file")?.is_some(),
+        size: Some(size),
+        shared: o.flag("shared", false)?,
+        hugepages: o.flag("hugepages", false)?,
+        hugepage_size: o.option::<Whole64>("hugepage_size")?.map(|w| w.0),
+        host_node: o
+            .option::<Whole32>("host_numa_node")?
+            .and_then(|w| u32::try_from(w.0).ok()),
+        hotplug: o.option::<Whole64>("hotplug_size")?.map(|w| w.0),
+        hotplugged: o.option::<Whole64>("hotplugged_size")?.map(|w| w.0),
+        prefault: o.flag("prefault", false)?,
+        // In JSON a zone's `mergeable` is its own (`false` when not given).
+        mergeable: o.flag("mergeable", false)?,
+        place: o.place(),
+    })
+}
+
+/// A `numa` entry, read.
+fn node<'a>(src: Source<'a>, raw: &'a RawValue, index: usize) -> Result<ChNodeInput<'a>> {
+    let path = format!("numa[{index}]");
+    let o = Object::read::<NumaObject>(src, raw, path.clone())?;
+    let id = o.required::<Whole32>("guest_numa_id")?.0;
+    let cpus = o.option::<Vec<Whole32>>("cpus")?.map(|c| c.len());
+    let distances = o
+        .option::<Vec<&'a RawValue>>("distances")?
+        .map(|list| {
+            list.into_iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    let d =
+                        Object::read::<DistanceObject>(src, raw, format!("{path}.distances[{i}]"))?;
+                    let destination = d.get::<Whole32>("destination")?.map_or(0, |w| w.0);
+                    let distance = d.get::<Whole8>("distance")?.map_or(0, |w| w.0);
+                    Ok((destination, distance))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let zones = o.option::<Vec<String>>("memory_zones")?;
+    let segments = o
+        .option::<Vec<Whole16>>("pci_segments")?
+        .map(|list| list.into_iter().map(|w| (w.0, w.0)).collect());
+    let device = o.option::<String>("device_id")?;
+    Ok(ChNodeInput {
+        id: u32::try_from(id).unwrap_or(u32::MAX),
+        cpus,
+        distances,
+        device,
+        zones,
+        segments,
+        place: o.place(),
+    })
+}
+
+/// The spec of Cloud Hypervisor's JSON `VmConfig` `text` (the file `origin`): its `memory`
+/// section (with `zones`) and its `numa` nodes, read with Cloud Hypervisor's field names,
+/// types, defaults and required fields (`memory.size`, a zone's `id` and `size`, a node's
+/// `guest_numa_id`; `memory` not given is 512 MiB), then checked and converted as the
+/// command-line options are ([`super::cloud_hypervisor_spec`]): what Cloud Hypervisor refuses
+/// and what a spec cannot express are refused the same way. Sizes are bytes, as JSON numbers;
+/// `hotplug_method` is `"Acpi"` or `"VirtioMem"`. Unknown fields and the other sections
+/// (`cpus`, `payload`, `disks`, `net`, ...) are not read, as Cloud Hypervisor ignores unknown
+/// fields; a field given twice is refused.
+///
+/// # Errors
+/// [`Error::Spec`], with the field path (`memory.zones[1].size`) and its line and column, for
+/// text that is not JSON, a field of the wrong type, a required field missing, more than 1024
+/// zones or 64 NUMA nodes, and every refusal of the command-line import;
+/// [`Error::Import`] for text longer than a spec may be.
+///
+/// ```
+/// use memvisor_cli::vmm::cloud_hypervisor_json_spec;
+///
+/// let toml = cloud_hypervisor_json_spec(
+///     "vm.json",
+///     r#"{"memory": {"size": 1073741824, "hotplug_size": 4294967296, "shared": true}}"#,
+/// )?;
+/// assert!(toml.contains("size = 1073741824"), "{toml}");
+/// assert!(toml.contains("slot_size = 4294967296"), "{toml}");
+/// let e = cloud_hypervisor_json_spec("vm.json", r#"{"memory": {"size": "1G"}}"#).unwrap_err();
+/// assert!(e.to_string().contains("memory.size"), "{e}");
+/// # Ok::<(), memvisor_cli::Error>(())
+/// ```
+pub fn cloud_hypervisor_json_spec(origin: &str, text: &str) -> Result<String> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(spec_error(
+            origin,
+            format!(
+                "the VmConfig is {} bytes long (at most {MAX_SPEC_BYTES}, as a spec)",
+                text.len()
+            ),
+        ));
+    }
+    let src = Source { origin, text };
+    let top: &RawValue = from_json_as(WHAT, src, 0, text, "")?;
+    let vm = Object::read::<VmObject>(src, top, String::new())?;
+    let (memory, zone_list) = memory(&vm)?;
+    let zones_given = zone_list.is_some();
+    let zones = zone_list
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| zone(src, raw, i))
+        .collect::<Result<Vec<_>>>()?;
+    let nodes = vm
+        .list(
+            "numa",
+            MAX_GUEST_NODES,
+            "NUMA nodes (a spec has at most 64)",
+        )?
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| node(src, raw, i))
+        .collect::<Result<Vec<_>>>()?;
+    config_spec(ChConfig {
+        memory,
+        zones_given,
+        zones,
+        nodes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cloud_hypervisor_spec;
+    use super::*;
+    use crate::spec::{BackingKind, PageKind, VmSpec};
+
+    fn spec_of(json: &str) -> VmSpec {
+        let toml =
+            cloud_hypervisor_json_spec("vm.json", json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        crate::spec::parse(Source {
+            origin: "ch.toml",
+            text: &toml,
+        })
+        .unwrap_or_else(|e| panic!("{json}: {e}\n{toml}"))
+    }
+
+    /// The refusal of `json`: its field path, line and column, and message.
+    fn refusal(json: &str) -> (String, Option<(usize, usize)>, String) {
+        match cloud_hypervisor_json_spec("vm.json", json) {
+            Ok(toml) => panic!("{json}: taken as\n{toml}"),
+            Err(Error::Spec(e)) => (e.field.clone(), e.position, e.problem.to_string()),
+            Err(e) => panic!("{json}: not a spec error: {e}"),
+        }
+    }
+
+    fn nodes(spec: &VmSpec) -> Vec<(u64, Vec<u32>)> {
+        spec.nodes
+            .iter()
+            .map(|n| (n.size, n.host_nodes.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn cloud_hypervisor_json_memory_fields_map_to_spec() {
+        // No memory section: Cloud Hypervisor's default, 512 MiB; other sections not read.
+        let spec = spec_of(r#"{"cpus": {"boot_vcpus": 2}, "payload": {"kernel": "/k"}}"#);
+        assert_eq!(spec.ram(), 512 << 20);
+        assert_eq!(spec.memory.pages, PageKind::Transparent);
+        let spec = spec_of(r#"{"memory": {"size": 1073741824}}"#);
+        assert_eq!(spec.ram(), 1 << 30);
+        assert_eq!(spec.memory.backing, BackingKind::Anonymous);
+        assert!(spec.hotplug.is_none());
+        let spec = spec_of(r#"{"memory": {"size": 1073741824, "shared": true, "prefault": true}}"#);
+        assert_eq!(spec.memory.backing, BackingKind::Memfd);
+        assert_eq!(spec.memory.prefault_threads, 1);
+        let spec = spec_of(r#"{"memory": {"size": 1073741824, "thp": false}}"#);
+        assert_eq!(spec.memory.pages, PageKind::Base);
+        let spec = spec_of(
+            r#"{"memory": {"size": 1073741824, "hugepages": true, "hugepage_size": 1073741824}}"#,
+        );
+        assert_eq!(spec.memory.pages, PageKind::Huge1G);
+        assert_eq!(spec.memory.backing, BackingKind::Memfd);
+        let spec = spec_of(
+            r#"{"memory": {"size": 1073741824, "hotplug_method": "VirtioMem",
+                "hotplug_size": 2147483648, "hotplugged_size": 1073741824,
+                "mergeable": true, "reserve": true, "hugepage_size": null, "zones": null}}"#,
+        );
+        assert_eq!(spec.hotplug.as_ref().map(|h| h.slot_size), Some(2 << 30));
+        // `null` is none for Cloud Hypervisor's `Option` fields.
+        let spec =
+            spec_of(r#"{"memory": {"size": 1073741824, "hotplug_size": null}, "numa": null}"#);
+        assert!(spec.hotplug.is_none());
+    }
+
+    #[test]
+    fn cloud_hypervisor_json_zones_and_numa_map_to_spec() {
+        let spec = spec_of(
+            r#"{"memory": {"size": 0, "hotplug_method": "VirtioMem", "zones": [
+                {"id": "a", "size": 1073741824, "host_numa_node": 1, "file": null},
+                {"id": "b", "size": 1073741824, "host_numa_node": 0, "hotplug_size": 4294967296,
+                 "hotplugged_size": 2097152, "reserve": false, "mergeable": false}]},
+               "numa": [
+                {"guest_numa_id": 0, "cpus": [0, 1], "memory_zones": ["a"], "pci_segments": [0],
+                 "distances": [{"destination": 1, "distance": 20}, {"destination": 0}]},
+                {"guest_numa_id": 1, "cpus": [2], "memory_zones": ["b"],
+                 "distances": [{"destination": 0, "distance": 20}], "device_id": null}]}"#,
+        );
+        assert_eq!(nodes(&spec), [(1 << 30, vec![1]), (1 << 30, vec![0])]);
+        let hotplug = spec.hotplug.as_ref().unwrap();
+        assert_eq!((hotplug.slot_size, hotplug.node), (4 << 30, 1));
+        // Zones without nodes are one guest node.
+        let spec = spec_of(
+            r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 1073741824, "shared": true},
+                {"id": "b", "size": 536870912, "shared": true}]}}"#,
+        );
+        assert_eq!(nodes(&spec), [(1536 << 20, vec![])]);
+        assert_eq!(spec.memory.backing, BackingKind::Memfd);
+    }
+
+    /// The command line and the JSON of the same settings give the same spec.
+    #[test]
+    fn cloud_hypervisor_command_line_and_json_give_the_same_spec() {
+        for (line, json) in [
+            ("size=1G", r#"{"memory": {"size": 1073741824}}"#),
+            ("", r#"{}"#),
+            (
+                "size=2G,shared=on,thp=off,prefault=on,hotplug_size=1G",
+                r#"{"memory": {"size": 2147483648, "shared": true, "thp": false,
+                    "prefault": true, "hotplug_size": 1073741824}}"#,
+            ),
+            (
+                "size=1G,hugepages=on,hugepage_size=2M,hotplug_method=virtio-mem,\
+                 hotplug_size=2G,hotplugged_size=512M,mergeable=on",
+                r#"{"memory": {"size": 1073741824, "hugepages": true, "hugepage_size": 2097152,
+                    "hotplug_method": "VirtioMem", "hotplug_size": 2147483648,
+                    "hotplugged_size": 536870912, "mergeable": true}}"#,
+            ),
+            (
+                "--memory size=0,hotplug_method=virtio-mem --memory-zone \
+                 id=a,size=1G,host_numa_node=1 id=b,size=2G,hotplug_size=1G,host_numa_node=0 \
+                 --numa guest_numa_id=0,memory_zones=a,cpus=[0-1],distances=[1@20] \
+                 guest_numa_id=1,memory_zones=b,cpus=2",
+                r#"{"memory": {"size": 0, "hotplug_method": "VirtioMem", "zones": [
+                    {"id": "a", "size": 1073741824, "host_numa_node": 1},
+                    {"id": "b", "size": 2147483648, "hotplug_size": 1073741824,
+                     "host_numa_node": 0}]},
+                   "numa": [{"guest_numa_id": 0, "memory_zones": ["a"], "cpus": [0, 1],
+                             "distances": [{"destination": 1, "distance": 20}]},
+                            {"guest_numa_id": 1, "memory_zones": ["b"], "cpus": [2]}]}"#,
+            ),
+        ] {
+            let from_line = cloud_hypervisor_spec(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let from_json = cloud_hypervisor_json_spec("vm.json", json)
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(from_line, from_json, "{line}");
+            // JSON text given where the options go is read as JSON.
+            assert_eq!(
+                cloud_hypervisor_spec(&format!("\n {json}")).unwrap(),
+                from_json
+            );
+        }
+        // The same refusal, from one check.
+        let line = cloud_hypervisor_spec("size=1G,hotplug_size=0")
+            .unwrap_err()
+            .to_string();
+        let (field, _, json) = refusal(r#"{"memory": {"size": 1073741824, "hotplug_size": 0}}"#);
+        assert_eq!(field, "memory.hotplug_size");
+        assert!(line.contains(&json), "{line} / {json}");
+    }
+
+    #[test]
+    fn cloud_hypervisor_json_mistakes_name_field_and_position() {
+        for (json, field, at, expected) in [
+            // Not JSON, or not an object.
+            ("{", "", (1, 1), "not JSON"),
+            (r#"{"memory": {"size": 1}} x"#, "", (1, 25), "not JSON"),
+            (
+                r#"{"memory": [1073741824]}"#,
+                "memory",
+                (1, 12),
+                "expected a memory object",
+            ),
+            (
+                r#"{"memory": null}"#,
+                "memory",
+                (1, 12),
+                "expected a memory object",
+            ),
+            // Types, as Cloud Hypervisor's serde reads them.
+            (
+                r#"{"memory": {"size": "1G"}}"#,
+                "memory.size",
+                (1, 21),
+                "expected a whole number",
+            ),
+            (
+                r#"{"memory": {"size": -1}}"#,
+                "memory.size",
+                (1, 21),
+                "expected a whole number",
+            ),
+            (
+                r#"{"memory": {"size": 1.5}}"#,
+                "memory.size",
+                (1, 21),
+                "expected a whole number",
+            ),
+            (
+                r#"{"memory": {"size": 18446744073709551616}}"#,
+                "memory.size",
+                (1, 21),
+                "",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "shared": null}}"#,
+                "memory.shared",
+                (1, 43),
+                "expected a boolean",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "thp": "on"}}"#,
+                "memory.thp",
+                (1, 40),
+                "expected a boolean",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "hotplug_method": "virtio-mem"}}"#,
+                "memory.hotplug_method",
+                (1, 51),
+                "unknown variant `virtio-mem`, expected `Acpi` or `VirtioMem`",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "reserve": 1}}"#,
+                "memory.reserve",
+                (1, 44),
+                "expected a boolean",
+            ),
+            (
+                r#"{"memory": {}}"#,
+                "memory",
+                (1, 13),
+                "missing field `size`",
+            ),
+            (
+                r#"{"memory": {"size": 1, "size": 2}}"#,
+                "memory",
+                (1, 24),
+                "duplicate field `size`",
+            ),
+            (
+                r#"{"memory": {"size": 0}, "memory": {"size": 0}}"#,
+                "",
+                (1, 25),
+                "duplicate field `memory`",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": {}}}"#,
+                "memory.zones",
+                (1, 33),
+                "expected a sequence",
+            ),
+            // Zones.
+            (
+                r#"{"memory": {"size": 0, "zones": [{"size": 1073741824}]}}"#,
+                "memory.zones[0]",
+                (1, 53),
+                "missing field `id`",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a"}]}}"#,
+                "memory.zones[0]",
+                (1, 44),
+                "missing field `size`",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": 7, "size": 0}]}}"#,
+                "memory.zones[0].id",
+                (1, 41),
+                "expected a string",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 1073741824, "host_numa_node": 4294967296}]}}"#,
+                "memory.zones[0].host_numa_node",
+                (1, 84),
+                "a whole number from 0 to 4294967295",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 1073741824, "file": 1}]}}"#,
+                "memory.zones[0].file",
+                (1, 74),
+                "expected a string",
+            ),
+            // NUMA nodes.
+            (
+                r#"{"numa": [{"cpus": [0]}]}"#,
+                "numa[0]",
+                (1, 23),
+                "missing field `guest_numa_id`",
+            ),
+            (
+                r#"{"numa": [{"guest_numa_id": 0, "cpus": [-1]}]}"#,
+                "numa[0].cpus[0]",
+                (1, 41),
+                "a whole number from 0 to 4294967295",
+            ),
+            (
+                r#"{"numa": [{"guest_numa_id": 0, "pci_segments": [65536]}]}"#,
+                "numa[0].pci_segments[0]",
+                (1, 49),
+                "a whole number from 0 to 65535",
+            ),
+            (
+                r#"{"numa": [{"guest_numa_id": 0, "distances": [{"destination": 0, "distance": 256}]}]}"#,
+                "numa[0].distances[0].distance",
+                (1, 77),
+                "a whole number from 0 to 255",
+            ),
+            (
+                r#"{"numa": [{"guest_numa_id": 0, "distances": [[0, 10]]}]}"#,
+                "numa[0].distances[0]",
+                (1, 46),
+                "expected a NUMA distance object",
+            ),
+            (
+                r#"{"numa": [{"guest_numa_id": 0, "memory_zones": "a"}]}"#,
+                "numa[0].memory_zones",
+                (1, 48),
+                "expected a sequence",
+            ),
+        ] {
+            let (f, position, message) = refusal(json);
+            assert_eq!(f, field, "{json}: {message}");
+            assert_eq!(position, Some(at), "{json}: {message}");
+            assert!(message.contains(expected), "{json}: {message}");
+        }
+    }
+
+    /// What Cloud Hypervisor refuses and what a spec cannot express, refused by the checks the
+    /// command line shares, shown at the field they are about.
+    #[test]
+    fn cloud_hypervisor_json_refusals_are_the_shared_checks() {
+        let zone = |z: &str| format!(r#"{{"memory": {{"size": 0, "zones": [{z}]}}}}"#);
+        for (json, field, expected) in [
+            (
+                r#"{"memory": {"size": 0}}"#.to_owned(),
+                "memory.size",
+                "0 B without memory zones",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": []}}"#.to_owned(),
+                "memory.size",
+                "0 B without memory zones",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "zones": [{"id": "a", "size": 1073741824}]}}"#
+                    .to_owned(),
+                "memory.size",
+                "1 GiB with memory zones",
+            ),
+            // Cloud Hypervisor refuses a zone list, even an empty one, with a memory size.
+            (
+                r#"{"memory": {"size": 1073741824, "zones": []}}"#.to_owned(),
+                "memory.zones",
+                "given with a memory size other than 0",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "hugepage_size": 2097152}}"#.to_owned(),
+                "memory.hugepage_size",
+                "given without hugepages=on",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "hugepages": true, "hugepage_size": 3145728}}"#
+                    .to_owned(),
+                "memory.hugepage_size",
+                "not a power of two",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "shared": true, "mergeable": true}}"#.to_owned(),
+                "memory.mergeable",
+                "on with shared on",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "hotplug_size": 0}}"#.to_owned(),
+                "memory.hotplug_size",
+                "0 B is not a hotplug size",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "hotplug_size": 1073741824, "hotplugged_size": 1073741824}}"#.to_owned(),
+                "memory.hotplugged_size",
+                "given with hotplug_method=acpi",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824, "hotplug_method": "VirtioMem", "hotplug_size": 67108864}}"#.to_owned(),
+                "memory.hotplug_size",
+                "not a multiple of 128 MiB",
+            ),
+            (
+                r#"{"memory": {"size": 9223372036854775808}}"#.to_owned(),
+                "memory.size",
+                "more than 2^63 - 1",
+            ),
+            (zone(r#"{"id": "", "size": 1073741824}"#), "memory.zones[0].id", "missing"),
+            (zone(r#"{"id": "__a", "size": 1073741824}"#), "memory.zones[0].id", "`__`"),
+            (
+                zone(r#"{"id": "a", "size": 1073741824, "file": "/dev/shm/m"}"#),
+                "memory.zones[0].file",
+                "not modelled",
+            ),
+            (zone(r#"{"id": "a", "size": 0}"#), "memory.zones[0].size", "0 B is not"),
+            (
+                zone(r#"{"id": "a", "size": 1000}"#),
+                "memory.zones[0].size",
+                "not a multiple of the 4 KiB page",
+            ),
+            (
+                zone(r#"{"id": "a", "size": 1073741824, "shared": true, "mergeable": true}"#),
+                "memory.zones[0].mergeable",
+                "on with shared on",
+            ),
+            (
+                zone(r#"{"id": "a", "size": 1073741824, "hotplug_size": 1073741824}"#),
+                "memory.zones[0].hotplug_size",
+                "needs --memory hotplug_method=virtio-mem",
+            ),
+            (
+                zone(r#"{"id": "a", "size": 1073741824, "host_numa_node": 1024}"#),
+                "memory.zones[0].host_numa_node",
+                "host node 1024",
+            ),
+            (
+                zone(r#"{"id": "a", "size": 4096}, {"id": "a", "size": 4096}"#),
+                "memory.zones[1].id",
+                "is the id of memory.zones[0] too",
+            ),
+            (
+                zone(r#"{"id": "a", "size": 4096}, {"id": "b", "size": 4096, "shared": true}"#),
+                "memory.zones[1]",
+                "its backing (memfd, transparent pages) differs from memory.zones[0]'s",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0}]}"#
+                    .to_owned(),
+                "numa[0]",
+                "neither cpus, memory_zones nor device_id",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "cpus": []}]}"#
+                    .to_owned(),
+                "numa[0].cpus",
+                "an empty list",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "memory_zones": []}]}"#
+                    .to_owned(),
+                "numa[0].memory_zones",
+                "an empty list",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "device_id": ""}]}"#
+                    .to_owned(),
+                "numa[0].device_id",
+                "empty",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "memory_zones": ["a"], "device_id": "d"}]}"#
+                    .to_owned(),
+                "numa[0].device_id",
+                "given with cpus or memory_zones",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "memory_zones": ["b"]}]}"#
+                    .to_owned(),
+                "numa[0].memory_zones",
+                "unknown memory zone `b`",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "memory_zones": ["a"], "pci_segments": [1]}]}"#
+                    .to_owned(),
+                "numa[0].pci_segments",
+                "there is no PCI segment 1",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "memory_zones": ["a"],
+                              "distances": [{"destination": 3, "distance": 20}]}]}"#
+                    .to_owned(),
+                "numa[0].distances",
+                "unknown destination node 3",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}, {"id": "b", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 0, "memory_zones": ["a"]}]}"#
+                    .to_owned(),
+                "memory.zones[1]",
+                "in no NUMA node's memory_zones",
+            ),
+            (
+                r#"{"memory": {"size": 0, "zones": [{"id": "a", "size": 4096}]},
+                    "numa": [{"guest_numa_id": 1, "memory_zones": ["a"]}]}"#
+                    .to_owned(),
+                "numa[0].guest_numa_id",
+                "the guest NUMA ids are not 0 to 0",
+            ),
+            (
+                r#"{"memory": {"size": 1073741824}, "numa": [{"guest_numa_id": 0, "cpus": [0]}]}"#
+                    .to_owned(),
+                "numa[0]",
+                "a guest NUMA node without memory_zones",
+            ),
+        ] {
+            let (f, position, message) = refusal(&json);
+            assert_eq!(f, field, "{json}: {message}");
+            assert!(position.is_some(), "{json}: {message}");
+            assert!(message.contains(expected), "{json}: {message}");
+        }
+    }
+
+    #[test]
+    fn cloud_hypervisor_json_is_bounded() {
+        let zones = vec![r#"{"id": "a", "size": 4096}"#; MAX_MEMORY_ZONES + 1].join(",");
+        let (field, _, message) = refusal(&format!(
+            r#"{{"memory": {{"size": 0, "zones": [{zones}]}}}}"#
+        ));
+        assert_eq!(field, "memory.zones");
+        assert!(message.contains("more than 1024 memory zones"), "{message}");
+        let nodes = vec![r#"{"guest_numa_id": 0}"#; MAX_GUEST_NODES + 1].join(",");
+        let (field, _, message) = refusal(&format!(r#"{{"numa": [{nodes}]}}"#));
+        assert_eq!(field, "numa");
+        assert!(message.contains("more than 64 NUMA nodes"), "{message}");
+        let long = format!(r#"{{"x": "{}"}}"#, "a".repeat(MAX_SPEC_BYTES));
+        let e = cloud_hypervisor_json_spec("vm.json", &long).unwrap_err();
+        assert!(e.to_string().contains("at most 1048576"), "{e}");
+        // Deep nesting is skipped without recursion in a section that is not read, and
+        // refused at its first wrong value in one that is.
+        let depth = MAX_SPEC_BYTES / 2 - 16;
+        let deep = format!(r#"{{"cpus": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(spec_of(&deep).ram(), 512 << 20);
+        let deep = format!(
+            r#"{{"numa": [{{"guest_numa_id": 0, "cpus": {}{}}}]}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let (field, _, message) = refusal(&deep);
+        assert_eq!(field, "numa[0].cpus[0]");
+        assert!(message.contains("expected a whole number"), "{message}");
+    }
+}
