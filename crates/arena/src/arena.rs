@@ -419,16 +419,17 @@ impl Arena {
         let refused = || Error::TablesUnavailable { bytes };
         Ok(Self {
             stack: ChunkSet::new(count).ok_or_else(refused)?,
-            // Zeroed tables cost no memory until written (the system hands out untouched
-            // pages), so a large reservation's tables take memory as its chunks are used.
-            owner: table::zeroed(nchunks).ok_or_else(refused)?,
-            mail: table::zeroed(nchunks).ok_or_else(refused)?,
+            owner: table::filled(nchunks, |_| AtomicU32::new(0)).ok_or_else(refused)?,
+            mail: table::filled(nchunks, |_| AtomicPtr::new(core::ptr::null_mut()))
+                .ok_or_else(refused)?,
             marks: table::zeroed(nmarks).ok_or_else(refused)?,
             remote: RemoteBits::new(nchunks, chunk_shift).ok_or_else(refused)?,
             free_bits: table::zeroed(nfree).ok_or_else(refused)?,
             info: cells(nchunks, info).ok_or_else(refused)?,
             // A record is written whole when its slab is made, and read only while the page
-            // metadata says a slab starts there: zero bytes stand for "no slab".
+            // metadata says a slab starts there: zero bytes stand for "no slab". Zeroed tables
+            // cost no memory until written (the system hands out untouched pages), so this
+            // one, the largest written at creation before, takes memory as slabs are made.
             slabs: table::zeroed(nslabs).ok_or_else(refused)?,
             next_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),

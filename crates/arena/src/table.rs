@@ -47,10 +47,6 @@ pub(crate) unsafe trait Zeroable: Sized {}
 unsafe impl Zeroable for core::sync::atomic::AtomicU64 {}
 // SAFETY: an `UnsafeCell<u64>` has the layout of a `u64`; zero is the value 0.
 unsafe impl Zeroable for UnsafeCell<u64> {}
-// SAFETY: an `AtomicU32` has the layout of a `u32`; zero is the value 0.
-unsafe impl Zeroable for core::sync::atomic::AtomicU32 {}
-// SAFETY: an `AtomicPtr` has the layout of a `*mut T`; zero is the null pointer.
-unsafe impl<T> Zeroable for core::sync::atomic::AtomicPtr<T> {}
 // SAFETY: a `Slab` (in an `UnsafeCell`, which has its layout) holds integers only, so zero
 // bytes are a valid record (one no slab uses).
 unsafe impl Zeroable for UnsafeCell<crate::client::Slab> {}
