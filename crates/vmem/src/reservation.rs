@@ -1524,7 +1524,7 @@ impl Drop for Reservation {
             return;
         }
         // Lost pages may hold a mapping of someone else now: only the runs around them are
-        // the reservation's to unmap (which only Unix systems lose pages to, see `refill`).
+        // the reservation's to unmap (which only Unix systems lose pages to, see `fill_hole`).
         let all = Pages {
             first: 0,
             count: self.len / self.page,
@@ -1988,6 +1988,34 @@ pub(crate) mod tests {
             let bytes = unsafe { core::slice::from_raw_parts(r.at(2 * page()), 4 * page()) };
             assert!(bytes.iter().all(|&b| b == 0), "{mode:?}");
             r.decommit(0, r.len()).unwrap();
+        }
+    }
+
+    #[test]
+    #[cfg(all(unix, not(miri)))]
+    fn the_mapped_probe_sees_a_hole_in_any_part_of_the_range() {
+        let r = reservation(6);
+        r.commit(0, 6 * page()).unwrap();
+        // SAFETY: inside the reservation.
+        assert!(unsafe { sys::is_mapped(r.at(0), 6 * page()) });
+        // SAFETY: page 3, which nothing refers to: a hole in the middle of the range.
+        unsafe { sys::unmap(NonNull::new(r.at(3 * page())).unwrap(), page(), page()) }.unwrap();
+        for (first, count) in [(0, 6), (3, 1), (2, 2), (3, 3), (0, 4)] {
+            // SAFETY: inside the reservation.
+            let mapped = unsafe { sys::is_mapped(r.at(first * page()), count * page()) };
+            assert!(!mapped, "pages {first}..{}", first + count);
+        }
+        for (first, count) in [(0, 3), (4, 2)] {
+            // SAFETY: inside the reservation.
+            let mapped = unsafe { sys::is_mapped(r.at(first * page()), count * page()) };
+            assert!(mapped, "pages {first}..{}", first + count);
+        }
+        // Filled again, unless another test's thread placed a mapping in the hole meanwhile
+        // (the page is then lost, and the drop leaves that mapping alone).
+        // SAFETY: the hole, which nothing refers to.
+        if unsafe { r.fill_hole(Pages { first: 3, count: 1 }) }.is_ok() {
+            // SAFETY: inside the reservation.
+            assert!(unsafe { sys::is_mapped(r.at(0), 6 * page()) });
         }
     }
 

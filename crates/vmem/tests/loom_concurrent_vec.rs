@@ -324,3 +324,154 @@ fn prefix_moved_by_a_pusher_hands_elements_to_get() {
         assert!((0..2).all(|i| v.get(i).is_some()));
     });
 }
+
+/// A vector of page-sized slots handing out blocks of 2 to threads that see other claims.
+fn small_blocks(capacity: usize) -> ConcurrentVec<PageSlot> {
+    Builder::new(capacity)
+        .growth(Growth::Fixed(1))
+        .thread_block(2)
+        .build_concurrent()
+        .unwrap()
+}
+
+#[test]
+fn block_whose_commit_was_refused_is_committed_at_the_next_push_and_shared_with_no_one() {
+    model(|| {
+        spawn(|| {
+            let v = Arc::new(small_blocks(8));
+            // Into block mode: another thread's claim between two of this thread's.
+            assert_eq!(v.push(PageSlot(10)), 0);
+            {
+                let v = Arc::clone(&v);
+                assert_eq!(spawn(move || v.push(PageSlot(20))).join().unwrap(), 1);
+            }
+            assert_eq!(v.push(PageSlot(11)), 2);
+            // The block 3..5 is claimed and its commit refused: it stays this thread's.
+            memvisor_vmem::vec::refuse_commits(1);
+            let refused = v.try_push(PageSlot(12)).unwrap_err().into_parts();
+            memvisor_vmem::vec::refuse_commits(0);
+            assert_eq!(refused.0, PageSlot(12));
+            assert!(matches!(
+                refused.1,
+                memvisor_vmem::vec::Error::Commit { .. }
+            ));
+            assert_eq!(v.len(), 5);
+            // Another thread pushes and reads while this one commits the block and fills it.
+            let other = {
+                let v = Arc::clone(&v);
+                spawn(move || {
+                    let index = v.push(PageSlot(21));
+                    assert!(
+                        index >= 5,
+                        "slot {index} of the refused block handed out again"
+                    );
+                    for i in 3..5 {
+                        if let Some(x) = value(&v, i) {
+                            assert_eq!(x, 10 + i as u64);
+                        }
+                    }
+                    let seen = v.iter().count();
+                    assert!((4..=6).contains(&seen), "{seen} elements");
+                    index
+                })
+            };
+            assert_eq!(v.push(PageSlot(13)), 3);
+            assert_eq!(v.push(PageSlot(14)), 4);
+            let index = other.join().unwrap();
+            assert_eq!(value(&v, index), Some(21));
+            assert_eq!(v.len(), 6);
+            let all: Vec<(usize, u64)> = v.entries().map(|(i, x)| (i, x.0)).collect();
+            assert_eq!(all, [(0, 10), (1, 20), (2, 11), (3, 13), (4, 14), (5, 21)]);
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+#[test]
+fn block_whose_commit_was_refused_is_left_empty_when_the_thread_exits() {
+    model(|| {
+        spawn(|| {
+            let v = Arc::new(small_blocks(8));
+            assert_eq!(v.push(PageSlot(10)), 0);
+            let holder = {
+                let v = Arc::clone(&v);
+                spawn(move || {
+                    let first = v.push(PageSlot(20));
+                    let second = v.push(PageSlot(21));
+                    // Blocks only once another claim came between this thread's two.
+                    memvisor_vmem::vec::refuse_commits(1);
+                    let third = v.try_push(PageSlot(22)).map_err(|e| e.into_parts().0);
+                    memvisor_vmem::vec::refuse_commits(0);
+                    (first, second, third)
+                })
+            };
+            let mine = v.push(PageSlot(11));
+            let (first, second, third) = holder.join().unwrap();
+            let mut indices = vec![0, first, second, mine];
+            match third {
+                Ok(index) => indices.push(index),
+                Err(value) => assert_eq!(value, PageSlot(22)),
+            }
+            indices.sort_unstable();
+            indices.dedup();
+            let published = indices.len();
+            // The thread's exit gave up its block: pushes go on past it, and its slots stay
+            // empty.
+            let claimed = v.len();
+            let next = v.push(PageSlot(12));
+            assert_eq!(next, claimed);
+            assert_eq!(v.iter().count(), published + 1);
+            assert!(v.len() <= 8);
+            for i in 0..v.len() {
+                if let Some(x) = value(&v, i) {
+                    assert!([10, 11, 12, 20, 21, 22].contains(&x), "slot {i}: {x}");
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+#[test]
+fn pusher_whose_block_commit_was_refused_commits_it_at_the_next_push() {
+    model(|| {
+        let v: Arc<ConcurrentVec<u64>> = Arc::new(Builder::new(1024).build_concurrent().unwrap());
+        let pushers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let v = Arc::clone(&v);
+                thread::spawn(move || {
+                    let mut p = v.pusher();
+                    let mut pushed = Vec::new();
+                    if t == 0 {
+                        // Refused if the block's memory is not committed yet (the other
+                        // pusher may have committed it already).
+                        memvisor_vmem::vec::refuse_commits(1);
+                        let first = p.try_push(100);
+                        memvisor_vmem::vec::refuse_commits(0);
+                        match first {
+                            Ok(index) => pushed.push((index, 100)),
+                            Err(e) => assert_eq!(e.into_parts().0, 100),
+                        }
+                    }
+                    for i in 0..2 {
+                        pushed.push((p.push(t * 10 + i), t * 10 + i));
+                    }
+                    assert!(pushed.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+                    pushed
+                })
+            })
+            .collect();
+        let mut pushed: Vec<(usize, u64)> = pushers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        pushed.sort_unstable();
+        assert_ne!(pushed[0].0 / 512, pushed[pushed.len() - 1].0 / 512);
+        assert!(pushed.iter().all(|&(i, _)| i % 512 < 3));
+        assert_eq!(v.len(), 1024);
+        let values: Vec<(usize, u64)> = v.entries().map(|(i, &x)| (i, x)).collect();
+        assert_eq!(values, pushed);
+    });
+}

@@ -14,6 +14,10 @@ use std::thread;
 use memvisor_vmem::vec::{Builder, ConcurrentVec, Error};
 use memvisor_vmem::{Advice, CommitMode, page_size};
 
+#[path = "support/map_limit.rs"]
+mod map_limit;
+use map_limit::at_mapping_limit;
+
 /// One page per element, so that every block of 512 commits 512 pages.
 type Element = [u8; 4096];
 
@@ -23,41 +27,6 @@ static ALONE: Mutex<()> = Mutex::new(());
 
 fn alone() -> MutexGuard<'static, ()> {
     ALONE.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Calls `f` while the process has no mapping to spare, then gives the spare ones back.
-fn at_mapping_limit<R>(f: impl FnOnce() -> R) -> R {
-    let page = page_size();
-    let mut fillers = Vec::new();
-    loop {
-        // Alternate protections so that neighbouring fillers do not merge into one mapping.
-        let prot = if fillers.len() % 2 == 0 {
-            libc::PROT_READ
-        } else {
-            libc::PROT_NONE
-        };
-        // SAFETY: a fresh anonymous mapping the kernel places where it likes.
-        let m = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if m == libc::MAP_FAILED {
-            break;
-        }
-        fillers.push(m);
-    }
-    let result = f();
-    for m in fillers {
-        // SAFETY: each filler is a mapping made above, no longer used.
-        unsafe { libc::munmap(m, page) };
-    }
-    result
 }
 
 #[test]
@@ -179,4 +148,88 @@ fn clear_forgets_a_block_whose_commit_was_refused() {
     assert_eq!(v.push([4; 4096]), 0);
     assert_eq!(v.len(), 1);
     assert_eq!(v.get(0), Some(&[4; 4096]));
+}
+
+#[test]
+fn pushes_into_another_vector_keep_a_block_whose_commit_was_refused() {
+    let _alone = alone();
+    let v: ConcurrentVec<Element> = Builder::new(1 << 12)
+        .thread_block(512)
+        .mode(CommitMode::Protected)
+        .build_concurrent()
+        .unwrap();
+    let other: ConcurrentVec<u64> = Builder::new(1 << 12)
+        .thread_block(512)
+        .build_concurrent()
+        .unwrap();
+    assert_eq!(v.push([0; 4096]), 0);
+    assert_eq!(
+        thread::scope(|s| s.spawn(|| v.push([1; 4096])).join().unwrap()),
+        1
+    );
+    for i in 2..512 {
+        assert_eq!(v.push([2; 4096]), i);
+    }
+    v.reservation()
+        .advise(0, 512 * 4096, Advice::DontFork)
+        .unwrap();
+    let refused = at_mapping_limit(|| v.try_push([3; 4096]).map(|_| ()).map_err(|_| ()));
+    assert_eq!(refused, Err(()), "the kernel had a mapping to spare");
+    assert_eq!(v.len(), 1024);
+    // Pushes alternating with another vector keep the block, as they keep a block that
+    // still has slots, and so do fewer than 64 pushes in a row elsewhere.
+    for round in 0..3u64 {
+        other.push(round);
+        let refused = at_mapping_limit(|| v.try_push([3; 4096]).map(|_| ()).map_err(|_| ()));
+        assert_eq!(
+            refused,
+            Err(()),
+            "round {round}: the kernel had a mapping to spare"
+        );
+        assert_eq!(v.len(), 1024, "round {round}");
+    }
+    for i in 0..63 {
+        other.push(i);
+    }
+    assert_eq!(v.push([4; 4096]), 512);
+    assert_eq!(v.len(), 1024);
+    assert_eq!(v.get(512), Some(&[4; 4096]));
+    for i in 513..1024 {
+        assert_eq!(v.push([5; 4096]), i);
+    }
+    assert_eq!(v.count(), 1024);
+    assert_eq!(other.len(), 66);
+}
+
+#[test]
+fn sixty_four_pushes_in_a_row_elsewhere_give_up_a_block_whose_commit_was_refused() {
+    let _alone = alone();
+    let v: ConcurrentVec<Element> = Builder::new(1 << 12)
+        .thread_block(512)
+        .mode(CommitMode::Protected)
+        .build_concurrent()
+        .unwrap();
+    let other: ConcurrentVec<u64> = Builder::new(1 << 12)
+        .thread_block(512)
+        .build_concurrent()
+        .unwrap();
+    assert_eq!(v.push([0; 4096]), 0);
+    assert_eq!(
+        thread::scope(|s| s.spawn(|| v.push([1; 4096])).join().unwrap()),
+        1
+    );
+    for i in 2..512 {
+        assert_eq!(v.push([2; 4096]), i);
+    }
+    v.reservation()
+        .advise(0, 512 * 4096, Advice::DontFork)
+        .unwrap();
+    let refused = at_mapping_limit(|| v.try_push([3; 4096]).map(|_| ()).map_err(|_| ()));
+    assert_eq!(refused, Err(()), "the kernel had a mapping to spare");
+    for i in 0..64 {
+        other.push(i);
+    }
+    // The entry went to the other vector: a single slot after the block given up.
+    assert_eq!(v.push([4; 4096]), 1024);
+    assert_eq!(v.count(), 513);
 }

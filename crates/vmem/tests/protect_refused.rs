@@ -6,6 +6,10 @@
 
 use memvisor_vmem::{CommitMode, Error, MapSource, Protection, Reservation, page_size};
 
+#[path = "support/map_limit.rs"]
+mod map_limit;
+use map_limit::at_mapping_limit;
+
 /// The permissions (`rw-p`, ...) of the mapping holding `addr`.
 fn perms_at(addr: usize) -> String {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
@@ -19,41 +23,6 @@ fn perms_at(addr: usize) -> String {
         }
     }
     panic!("no mapping at {addr:#x}");
-}
-
-/// Calls `f` while the process has no mapping to spare, then gives the spare ones back.
-fn at_mapping_limit<R>(f: impl FnOnce() -> R) -> R {
-    let page = page_size();
-    let mut fillers = Vec::new();
-    loop {
-        // Alternate protections so that neighbouring fillers do not merge into one mapping.
-        let prot = if fillers.len() % 2 == 0 {
-            libc::PROT_READ
-        } else {
-            libc::PROT_NONE
-        };
-        // SAFETY: a fresh anonymous mapping the kernel places where it likes.
-        let m = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if m == libc::MAP_FAILED {
-            break;
-        }
-        fillers.push(m);
-    }
-    let result = f();
-    for m in fillers {
-        // SAFETY: mapped above, used by nothing.
-        unsafe { libc::munmap(m, page) };
-    }
-    result
 }
 
 #[test]

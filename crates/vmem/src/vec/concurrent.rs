@@ -73,6 +73,8 @@ mod local {
     }
 }
 
+#[cfg(loom)]
+pub use claim::loom_refusals::refuse_commits;
 pub(crate) use claim::{Block, MAX_BLOCK};
 pub use iter::{Entries, IntoIter, Iter, IterMut};
 pub use pusher::Pusher;
@@ -103,9 +105,10 @@ struct CachePadded<T>(T);
 ///   thread goes back to single slots after eight blocks in a row during which nobody else claimed.
 /// - Slots a thread holds and has not filled count in `len` and go to no other thread; they are
 ///   filled by that thread's next pushes into the vector. A thread holds slots of one vector at a
-///   time, at most `thread_block - 1`. It gives them up when it exits, or after 64 pushes in a row
-///   into other vectors (pushes that alternate between vectors keep the block), and the slots it
-///   gave up stay empty for good: up to `thread_block - 1` each time. These gaps add up over the
+///   time, at most `thread_block - 1` (or a whole block whose commit the system refused, which its
+///   next push into the vector commits). It gives them up when it exits, or after 64 pushes in a
+///   row into other vectors (pushes that alternate between vectors keep the block), and the slots
+///   it gave up stay empty for good: up to `thread_block - 1` each time. These gaps add up over the
 ///   blocks given up, but each such block comes after two single-slot pushes of its thread into the
 ///   vector (one when it took the vector up, one after another thread's claim) and the push that
 ///   claimed it filled its first slot. So at most `thread_block - 1` of every `thread_block + 2`
@@ -363,8 +366,9 @@ impl<T> ConcurrentVec<T> {
     /// by [`len`](Self::len)). A thread that claims blocks keeps a block whose commit was
     /// refused, and its next push into the vector tries that commit again instead of claiming
     /// another block: retried pushes under memory pressure leave at most one block empty.
-    /// The block becomes holes only if the thread gives it up (its entry moves to another
-    /// vector, or the thread exits).
+    /// Pushes into other vectors in between keep it, as they keep a block that still has
+    /// slots; the block becomes holes only if the thread gives it up (after 64 pushes in a row
+    /// into other vectors, or when the thread exits).
     ///
     /// # Examples
     /// ```

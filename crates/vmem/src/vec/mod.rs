@@ -58,6 +58,11 @@ mod layout;
 mod owned;
 
 pub use builder::{Builder, Growth};
+/// Loom models only: makes the next `count` commits of a `ConcurrentVec`'s slots on this
+/// thread fail with [`Error::Commit`].
+#[cfg(loom)]
+#[doc(hidden)]
+pub use concurrent::refuse_commits;
 pub use concurrent::{
     ConcurrentVec, Entries, IntoIter as ConcurrentIntoIter, Iter, IterMut, Pusher,
 };

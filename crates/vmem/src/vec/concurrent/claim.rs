@@ -99,6 +99,17 @@ impl<T> ConcurrentVec<T> {
     /// Commits the memory of slots `seen..target`, given that slots below `seen` have theirs.
     pub(super) fn commit_slots(&self, seen: usize, target: usize) -> Result<()> {
         let layout = &self.layout;
+        #[cfg(loom)]
+        if loom_refusals::take() {
+            return Err(Error::Commit {
+                offset: layout.data_end(seen),
+                len: layout.data_end(target) - layout.data_end(seen),
+                source: crate::Error::Os {
+                    operation: crate::Operation::Commit,
+                    source: crate::OsError::from_raw(12),
+                },
+            });
+        }
         let commit = |offset: usize, end: usize, data: bool| {
             if end <= offset {
                 return Ok(());
@@ -189,5 +200,32 @@ impl<T> ConcurrentVec<T> {
             self.commit_through(block.end - 1)?;
         }
         Ok(())
+    }
+}
+
+/// Commits refused on purpose in loom models, so that they reach the states a refusal leaves
+/// (a thread's block kept for the next push, holes): the system's refusals cannot be made to
+/// happen at a chosen step of a model.
+#[cfg(loom)]
+pub(crate) mod loom_refusals {
+    use core::cell::Cell;
+
+    loom::thread_local! {
+        static REFUSE: Cell<usize> = Cell::new(0);
+    }
+
+    /// Makes the next `count` commits of slots on this thread fail, before they change
+    /// anything, as a refusal of the system would.
+    pub fn refuse_commits(count: usize) {
+        REFUSE.with(|refuse| refuse.set(count));
+    }
+
+    /// Whether this commit is to be refused (and counts it).
+    pub(crate) fn take() -> bool {
+        REFUSE.with(|refuse| {
+            let left = refuse.get();
+            refuse.set(left.saturating_sub(1));
+            left > 0
+        })
     }
 }

@@ -135,9 +135,10 @@ impl LocalClaim {
         })
     }
 
-    /// Whether the block has slots left.
+    /// Whether the entry holds slots it has not filled: its block has slots left, or a block
+    /// whose commit was refused waits for the next push.
     pub(super) fn holds_slots(&self) -> bool {
-        self.next.get() < self.end.get()
+        self.next.get() < self.end.get() || self.pending_start.get() < self.pending_end.get()
     }
 
     /// Counts a push into another vector while the entry holds slots, and returns whether it
@@ -259,6 +260,28 @@ mod tests {
     }
 
     #[test]
+    fn a_block_whose_commit_was_refused_is_held_until_misses_in_a_row_evict_it() {
+        let entry = LocalClaim::new();
+        entry.reset(1, 0);
+        let block = Block {
+            start: 8,
+            end: 16,
+            owned_start: 16,
+            owned_end: 16,
+        };
+        entry.set_pending(Some(block));
+        assert!(entry.holds_slots());
+        assert_eq!(entry.pending(), Some(block));
+        for _ in 1..EVICT_AFTER {
+            assert!(!entry.miss());
+        }
+        assert!(entry.miss());
+        entry.reset(2, 0);
+        assert!(!entry.holds_slots());
+        assert_eq!(entry.pending(), None);
+    }
+
+    #[test]
     fn ids_are_distinct_and_not_zero() {
         let a = new_id();
         let b = new_id();
@@ -354,6 +377,9 @@ impl<T> ConcurrentVec<T> {
         };
         if let Err(e) = self.commit_block(&block) {
             entry.set_pending(Some(block));
+            // A push into the entry's vector: pushes elsewhere count from zero again (a refused
+            // push does not move `next`, which `miss` compares).
+            entry.misses.set(0);
             return Err(e);
         }
         entry.set_pending(None);
