@@ -82,20 +82,8 @@ impl ChObject for MemoryObject {
 
 struct ZoneObject;
 impl ChObject for ZoneObject {
-    const KEYS: &'static [&'static str] = &[
-        "id",
-        "size",
-        "file",
-        "shared",
-        "hugepages",
-        "hugepage_size",
-        "host_numa_node",
-        "hotplug_size",
-        "hotplugged_size",
-        "prefault",
-        "reserve",
-        "mergeable",
-    ];
+    /// The fields of Cloud Hypervisor's zone object are its `--memory-zone` option's keys.
+    const KEYS: &'static [&'static str] = super::ZONE_KEYS;
     const WHAT: &'static str = "a memory zone object";
 }
 
