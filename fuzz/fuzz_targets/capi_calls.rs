@@ -5,7 +5,8 @@
 //! forged handles. Compared with a model of each client's live blocks: every call returns the
 //! status the model allows (never `INTERNAL`), live blocks never overlap and keep the bytes
 //! written into them, `owns`/`size_of`/`owner` agree with the model, a failed call writes no
-//! output, and after a trim the client's statistics count exactly its live blocks.
+//! output, after a trim the client's statistics count exactly its live blocks, and a second
+//! context over memory sharing a byte with a live one's is refused (`BLOCK_IN_USE`).
 #![no_main]
 
 use std::alloc::{Layout, alloc, dealloc};
@@ -218,6 +219,34 @@ fuzz_target!(|data: &[u8]| {
         Memory::Heap(p, _) => p as usize,
         Memory::Reserved => 0,
     };
+    if let Memory::Heap(p, _) = memory {
+        // A second context over memory sharing a byte with the live one: refused, nothing
+        // made, the live one unchanged.
+        let offset = input.size() as usize % len;
+        let other_len = 1 + input.size() as usize % (2 * len);
+        let mut other = Context::default();
+        // SAFETY: refused before the memory is used (it is the live context's); `config`
+        // and `other` are valid locals.
+        let st = unsafe {
+            memvisor_context_create(
+                p.wrapping_add(offset).cast(),
+                other_len,
+                &config,
+                &mut other,
+            )
+        };
+        assert_eq!(
+            st,
+            Status::BlockInUse,
+            "offset {offset:#x} len {other_len:#x}"
+        );
+        assert_eq!(
+            other,
+            Context::default(),
+            "a refused create wrote its output"
+        );
+        assert_eq!(context_stats(ctx), (Status::Ok, stats));
+    }
     let mut m = Model {
         ctx,
         base,

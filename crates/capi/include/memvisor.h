@@ -95,6 +95,10 @@ enum memvisor_status
   // An internal error: a broken invariant was caught (a Rust panic) or an unexpected
   // failure occurred. The objects the call touched should not be used again.
   MEMVISOR_STATUS_INTERNAL = 17,
+  // The memory block given to `memvisor_context_create` overlaps the memory of a live
+  // context (a caller's block, or the reservation of `memvisor_context_create_reserved`),
+  // a block allocated from one included: contexts do not nest. Nothing is made.
+  MEMVISOR_STATUS_BLOCK_IN_USE = 18,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -250,11 +254,14 @@ memvisor_status memvisor_client_delete(struct memvisor_client client);
 //
 // Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 // `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
-// left alone, and nothing changes, with two exceptions: a call refused for lack of room
+// left alone, and nothing changes, with three exceptions: a call refused for lack of room
 // (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
 // `memvisor_free` and honoured a `memvisor_context_trim` (work every allocation that misses
-// the client's caches does), which the statistics show; and a run refused after its
-// client's empty chunk was given back for it (another thread took the chunks meanwhile, or
+// the client's caches does), which the statistics show; a call refused because no chunk
+// (or run of chunks) is free (`OUT_OF_MEMORY`) asks every client of the context to trim, as
+// `memvisor_context_trim` does, so each gives back its cached blocks and empty chunk at its
+// next free or allocation that misses its caches; and a run refused after its client's
+// empty chunk was given back for it (another thread took the chunks meanwhile, or
 // committing failed) leaves that chunk given back.
 //
 // Thread safety: one thread at a time per client.
@@ -270,7 +277,8 @@ memvisor_status memvisor_alloc_aligned(struct memvisor_client client,
 // Allocates `size` bytes aligned to 16 (`MEMVISOR_MIN_ALIGN`); as `memvisor_alloc_aligned`.
 //
 // Errors: `NULL_POINTER`, `INVALID_HANDLE`, `TOO_LARGE`, `QUOTA_EXCEEDED`,
-// `OUT_OF_MEMORY`, `OS`. On error `*out` is left alone.
+// `OUT_OF_MEMORY`, `OS`. On error `*out` is left alone; what else a refusal for lack of
+// room may do is as for `memvisor_alloc_aligned`.
 //
 // Thread safety: one thread at a time per client.
 //
@@ -357,16 +365,25 @@ memvisor_status memvisor_client_get_stats(struct memvisor_client client,
 // a chunk is left alone. Flags the block cannot honour are dropped (see
 // `memvisor_context_accepted_flags`).
 //
+// The whole block, from `memory` to `memory + len` (its head before chunk 0 and its tail
+// included), is the context's until it is deleted: a block sharing a byte with the memory of
+// a live context (another caller's block, a reservation of
+// `memvisor_context_create_reserved`, or a block allocated from either: contexts do not
+// nest) is refused with `BLOCK_IN_USE`, checked against every live context before the
+// block is used (a binary search over them, under a lock every create and delete takes).
+//
 // Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
 // `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block would run past the
 // end of the address space), `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side
-// tables, about 2% of `len`, was refused), `LIMIT_REACHED`.
+// tables, about 2% of `len`, was refused, or room for the block's entry among the live
+// contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made or written on error.
 //
 // Thread safety: any thread, any time.
 //
 // # Safety
 // `memory` is valid for reads and writes of `len` bytes and used by nothing else until the
-// context is deleted; `config` is null or a `memvisor_config` (of this header or another)
+// context is deleted (the library refuses a block of another live context's, but cannot see
+// other uses); `config` is null or a `memvisor_config` (of this header or another)
 // with its `size` set and at least that many readable bytes; `out` is null or writable.
 memvisor_status memvisor_context_create(void *memory,
                                         size_t len,
@@ -381,7 +398,9 @@ memvisor_status memvisor_context_create(void *memory,
 // Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
 // `TOO_LARGE` (`len` over `PTRDIFF_MAX`; nothing is reserved), `BLOCK_TOO_SMALL`, `OS` (the
 // reservation, or the memory for the context's side tables, about 2% of `len`, was
-// refused), `LIMIT_REACHED`.
+// refused), `LIMIT_REACHED`, `BLOCK_IN_USE` (the system reserved addresses a live context
+// over a caller's block claims, which only a block that was not the caller's memory can
+// make happen; the reservation is released). Nothing is made or written on error.
 //
 // Thread safety: any thread, any time.
 //

@@ -44,11 +44,14 @@ pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
 ///
 /// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 /// `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
-/// left alone, and nothing changes, with two exceptions: a call refused for lack of room
+/// left alone, and nothing changes, with three exceptions: a call refused for lack of room
 /// (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
 /// `memvisor_free` and honoured a `memvisor_context_trim` (work every allocation that misses
-/// the client's caches does), which the statistics show; and a run refused after its
-/// client's empty chunk was given back for it (another thread took the chunks meanwhile, or
+/// the client's caches does), which the statistics show; a call refused because no chunk
+/// (or run of chunks) is free (`OUT_OF_MEMORY`) asks every client of the context to trim, as
+/// `memvisor_context_trim` does, so each gives back its cached blocks and empty chunk at its
+/// next free or allocation that misses its caches; and a run refused after its client's
+/// empty chunk was given back for it (another thread took the chunks meanwhile, or
 /// committing failed) leaves that chunk given back.
 ///
 /// Thread safety: one thread at a time per client.
@@ -86,7 +89,8 @@ pub unsafe extern "C" fn memvisor_alloc_aligned(
 /// Allocates `size` bytes aligned to 16 (`MEMVISOR_MIN_ALIGN`); as `memvisor_alloc_aligned`.
 ///
 /// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `TOO_LARGE`, `QUOTA_EXCEEDED`,
-/// `OUT_OF_MEMORY`, `OS`. On error `*out` is left alone.
+/// `OUT_OF_MEMORY`, `OS`. On error `*out` is left alone; what else a refusal for lack of
+/// room may do is as for `memvisor_alloc_aligned`.
 ///
 /// Thread safety: one thread at a time per client.
 ///

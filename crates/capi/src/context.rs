@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use memvisor_arena::{Arena, Config as ArenaConfig, Quota};
 
 use crate::client::write_freed_size;
-use crate::registry;
+use crate::registry::{self, Claim};
 use crate::status::{Status, guard};
 use crate::types::{
     Client, Config, Context, ContextStats, MEMVISOR_UNLIMITED, Plain, served_len, write_sized,
@@ -49,16 +49,25 @@ fn check_out<T>(out: *mut T) -> Result<(), Status> {
 /// a chunk is left alone. Flags the block cannot honour are dropped (see
 /// `memvisor_context_accepted_flags`).
 ///
+/// The whole block, from `memory` to `memory + len` (its head before chunk 0 and its tail
+/// included), is the context's until it is deleted: a block sharing a byte with the memory of
+/// a live context (another caller's block, a reservation of
+/// `memvisor_context_create_reserved`, or a block allocated from either: contexts do not
+/// nest) is refused with `BLOCK_IN_USE`, checked against every live context before the
+/// block is used (a binary search over them, under a lock every create and delete takes).
+///
 /// Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
 /// `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block would run past the
 /// end of the address space), `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side
-/// tables, about 2% of `len`, was refused), `LIMIT_REACHED`.
+/// tables, about 2% of `len`, was refused, or room for the block's entry among the live
+/// contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made or written on error.
 ///
 /// Thread safety: any thread, any time.
 ///
 /// # Safety
 /// `memory` is valid for reads and writes of `len` bytes and used by nothing else until the
-/// context is deleted; `config` is null or a `memvisor_config` (of this header or another)
+/// context is deleted (the library refuses a block of another live context's, but cannot see
+/// other uses); `config` is null or a `memvisor_config` (of this header or another)
 /// with its `size` set and at least that many readable bytes; `out` is null or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_context_create(
@@ -76,9 +85,11 @@ pub unsafe extern "C" fn memvisor_context_create(
         if isize::try_from(len).is_err() || memory.addr().get().checked_add(len).is_none() {
             return Err(Status::TooLarge);
         }
+        // Claimed before an arena is made over it: a live context's memory is never touched.
+        let claim = Claim::new(memory.addr().get(), len)?;
         // SAFETY: the caller's promise on `memory`, which the context keeps until deleted.
         let arena = unsafe { Arena::from_raw(memory, len, config) }?;
-        let id = registry::create_context(arena)?;
+        let id = registry::create_context(arena, claim)?;
         // SAFETY: checked not null; the caller's promise.
         unsafe { out.write_unaligned(Context { id }) };
         Ok(())
@@ -93,7 +104,9 @@ pub unsafe extern "C" fn memvisor_context_create(
 /// Errors: `NULL_POINTER` (`out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`, `INVALID_CONFIG`,
 /// `TOO_LARGE` (`len` over `PTRDIFF_MAX`; nothing is reserved), `BLOCK_TOO_SMALL`, `OS` (the
 /// reservation, or the memory for the context's side tables, about 2% of `len`, was
-/// refused), `LIMIT_REACHED`.
+/// refused), `LIMIT_REACHED`, `BLOCK_IN_USE` (the system reserved addresses a live context
+/// over a caller's block claims, which only a block that was not the caller's memory can
+/// make happen; the reservation is released). Nothing is made or written on error.
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -116,7 +129,11 @@ pub unsafe extern "C" fn memvisor_context_create_reserved(
             return Err(Status::TooLarge);
         }
         let arena = Arena::with_reservation(len, config)?;
-        let id = registry::create_context(arena)?;
+        // The whole reservation (whole pages, maybe past `len`) is the context's.
+        let backing = arena.backing();
+        let reserved = backing.reservation().map_or(backing.len(), |r| r.len());
+        let claim = Claim::new(backing.as_ptr().addr(), reserved)?;
+        let id = registry::create_context(arena, claim)?;
         // SAFETY: checked not null; the caller's promise.
         unsafe { out.write_unaligned(Context { id }) };
         Ok(())

@@ -15,6 +15,9 @@
 //!   dropped, so the arena it borrows outlives it.
 //! - Slots are never freed and handles carry a generation (see [`crate::table`]), so a stale or
 //!   forged handle is refused without reading freed memory.
+//! - The memory of every live context (a caller's block, or a reservation) is claimed in
+//!   [`BLOCKS`], so that a block sharing a byte with it is refused (`MEMVISOR_STATUS_BLOCK_IN_USE`)
+//!   before anything is made over it.
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
@@ -49,6 +52,58 @@ pub(crate) struct Shared {
     /// Held for reading by frees through the context (which need the block's client alive
     /// until they return) and for writing while a client is dropped.
     pub(crate) deleting: RwLock<()>,
+    /// The context's memory, claimed in [`BLOCKS`] until the context is deleted.
+    pub(crate) claim: Claim,
+}
+
+/// The memory of the live contexts as `(start, end)` address ranges (end exclusive, never
+/// empty), sorted by start; no two share a byte. Each create or delete of a context takes
+/// the lock once: a binary search (O(log n) with n live contexts) and an insertion or
+/// removal that moves the entries after it (O(n) word copies).
+static BLOCKS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+/// A context's memory claimed in [`BLOCKS`]: released when dropped. An empty block claims
+/// nothing.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    /// The claimed range's start, `None` for an empty block.
+    start: Option<usize>,
+}
+
+impl Claim {
+    /// Claims the `len` bytes at `start` for a context.
+    ///
+    /// # Errors
+    /// [`Status::BlockInUse`] if they share a byte with a live context's memory,
+    /// [`Status::Os`] if the allocator refuses room for the entry; nothing is claimed then.
+    pub(crate) fn new(start: usize, len: usize) -> Result<Self, Status> {
+        if len == 0 {
+            return Ok(Self { start: None });
+        }
+        // A range past the end of the address space is refused before this; saturating keeps
+        // the comparisons sound anyway.
+        let end = start.saturating_add(len);
+        let mut blocks = BLOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+        // The first live range that ends past `start` is the only one that can share a byte
+        // with the new one (the ranges are disjoint and sorted, so their ends are sorted too).
+        let at = blocks.partition_point(|&(_, e)| e <= start);
+        if blocks.get(at).is_some_and(|&(s, _)| s < end) {
+            return Err(Status::BlockInUse);
+        }
+        blocks.try_reserve(1).map_err(|_| Status::Os)?;
+        blocks.insert(at, (start, end));
+        Ok(Self { start: Some(start) })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let Some(start) = self.start else { return };
+        let mut blocks = BLOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(at) = blocks.binary_search_by_key(&start, |&(s, _)| s) {
+            blocks.remove(at);
+        }
+    }
 }
 
 /// A context slot.
@@ -175,11 +230,12 @@ fn boxed<T>(value: T) -> Option<*mut T> {
 /// # Errors
 /// [`Status::LimitReached`] if no handle is left, [`Status::Os`] if the allocator refuses
 /// the context's record or a handle table.
-pub(crate) fn create_context(arena: Arena) -> Result<u64, Status> {
+pub(crate) fn create_context(arena: Arena, claim: Claim) -> Result<u64, Status> {
     let shared = boxed(Shared {
         arena,
         handles: Mutex::new(HashMap::new()),
         deleting: RwLock::new(()),
+        claim,
     })
     .ok_or(Status::Os)?;
     let result = CONTEXTS.take(
@@ -193,9 +249,23 @@ pub(crate) fn create_context(arena: Arena) -> Result<u64, Status> {
     );
     if result.is_err() {
         // SAFETY: made above and never published.
-        drop(unsafe { Box::from_raw(shared) });
+        free_shared(unsafe { Box::from_raw(shared) });
     }
     result
+}
+
+/// Frees a context's state. A caller's block stays claimed until the arena over it is gone;
+/// a reservation is unclaimed first, so that the address space it gives back, which the
+/// system may hand to another reservation at once, is never found claimed.
+fn free_shared(shared: Box<Shared>) {
+    let Shared { arena, claim, .. } = *shared;
+    if arena.backing().is_reserved() {
+        drop(claim);
+        drop(arena);
+    } else {
+        drop(arena);
+        drop(claim);
+    }
 }
 
 /// Deletes the context of `handle` if nothing uses it.
@@ -215,7 +285,7 @@ pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
     // SAFETY: made by `create_context` with `Box::into_raw`; the count was 0 (no client, no
     // call in flight) when locked, and the lock keeps new pins out, so nothing refers to it any
     // more.
-    drop(unsafe { Box::from_raw(shared) });
+    free_shared(unsafe { Box::from_raw(shared) });
     // The generation the slot now has, even: no handle names it.
     slot.state
         .store(unused(handle) + (1 << 32), Ordering::Release);
@@ -366,6 +436,13 @@ mod tests {
         Arena::new(Backing::heap(256 << 10, 4096).unwrap(), config).unwrap()
     }
 
+    /// A context over [`arena`], its memory claimed.
+    fn create_context(arena: Arena) -> Result<u64, Status> {
+        let backing = arena.backing();
+        let claim = Claim::new(backing.as_ptr().addr(), backing.len())?;
+        super::create_context(arena, claim)
+    }
+
     #[test]
     fn delete_context_with_client_busy_until_client_deleted() {
         let ctx = create_context(arena()).unwrap();
@@ -379,6 +456,38 @@ mod tests {
         delete_context(ctx).unwrap();
         assert!(pin(ctx).is_err());
         assert_eq!(delete_context(ctx), Err(Status::InvalidHandle));
+    }
+
+    #[test]
+    fn claim_sharing_a_byte_with_a_live_claim_refused_until_released() {
+        // Addresses no memory has (the top of the address space), so that contexts of tests
+        // running beside this one never meet them; nothing is read or written there.
+        let base = usize::MAX - (1 << 20);
+        let live = Claim::new(base + 0x1000, 0x1000).unwrap();
+        for (start, len) in [
+            (base + 0x1000, 0x1000),
+            (base + 0x1fff, 1),
+            (base, 0x1001),
+            (base + 0x1800, 0x10),
+            (base, 0x4000),
+            (base + 0x1fff, usize::MAX),
+        ] {
+            assert_eq!(
+                Claim::new(start, len).err(),
+                Some(Status::BlockInUse),
+                "{start:#x} + {len:#x}"
+            );
+        }
+        // Beside it, and empty, is no overlap.
+        let before = Claim::new(base, 0x1000).unwrap();
+        let after = Claim::new(base + 0x2000, 0x1000).unwrap();
+        let empty = Claim::new(base + 0x1800, 0).unwrap();
+        drop((before, after, empty));
+        // A refusal claimed nothing, and a released claim frees its range.
+        assert_eq!(Claim::new(base, 0x2000).err(), Some(Status::BlockInUse));
+        drop(live);
+        let again = Claim::new(base, 0x4000).unwrap();
+        drop(again);
     }
 
     #[test]

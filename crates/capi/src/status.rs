@@ -61,11 +61,15 @@ pub enum Status {
     /// An internal error: a broken invariant was caught (a Rust panic) or an unexpected
     /// failure occurred. The objects the call touched should not be used again.
     Internal = 17,
+    /// The memory block given to `memvisor_context_create` overlaps the memory of a live
+    /// context (a caller's block, or the reservation of `memvisor_context_create_reserved`),
+    /// a block allocated from one included: contexts do not nest. Nothing is made.
+    BlockInUse = 18,
 }
 
 impl Status {
     /// Every code, in order.
-    pub(crate) const ALL: [Self; 18] = [
+    pub(crate) const ALL: [Self; 19] = [
         Self::Ok,
         Self::NullPointer,
         Self::InvalidHandle,
@@ -84,6 +88,7 @@ impl Status {
         Self::LimitReached,
         Self::Os,
         Self::Internal,
+        Self::BlockInUse,
     ];
 
     /// The code as C sees it.
@@ -124,6 +129,7 @@ impl Status {
             Self::LimitReached => "a limit of the library is reached (client ids or handles)\0",
             Self::Os => "the operating system refused a memory operation\0",
             Self::Internal => "internal error (a broken invariant was caught)\0",
+            Self::BlockInUse => "the memory block overlaps the memory of a live context\0",
         }
     }
 
@@ -200,7 +206,7 @@ mod tests {
             assert_eq!(Status::from_code(s.code()), Some(*s));
         }
         assert_eq!(Status::from_code(-1), None);
-        assert_eq!(Status::from_code(18), None);
+        assert_eq!(Status::from_code(19), None);
     }
 
     #[test]

@@ -602,3 +602,110 @@ fn get_stats_older_structures_filled_up_to_their_size_only() {
     assert_eq!(memvisor_client_delete(cl), Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
+
+/// The context statistics of `ctx`.
+fn context_stats(ctx: Context) -> ContextStats {
+    let mut s = ContextStats {
+        size: size_of::<ContextStats>(),
+        ..ContextStats::default()
+    };
+    // SAFETY: `s` is writable with its size set.
+    let st = unsafe { memvisor_context_get_stats(ctx, &mut s) };
+    assert_eq!(st, Status::Ok);
+    s
+}
+
+#[test]
+fn context_create_over_a_live_contexts_memory_block_in_use_nothing_changed() {
+    // One block cut in three: a context over the middle third; every block that shares a
+    // byte with it is refused, the thirds beside it are not.
+    let memory = Memory::new(3 * LEN);
+    let c = config(0);
+    let middle = memory.ptr.wrapping_add(LEN);
+    let mut live = Context::default();
+    // SAFETY: the middle third is ours until `live` is deleted below.
+    let st = unsafe { memvisor_context_create(middle.cast(), LEN, &c, &mut live) };
+    assert_eq!(st, Status::Ok);
+    let cl = client(live);
+    let block = alloc_in(cl, 100);
+    let before = context_stats(live);
+    let overlapping = [
+        (middle, LEN),
+        (middle, 1),
+        (middle.wrapping_add(LEN - 1), LEN),
+        (middle.wrapping_add(LEN / 2), LEN / 4),
+        (memory.ptr, LEN + 1),
+        (memory.ptr, 3 * LEN),
+        (block.cast::<u8>(), CHUNK / 2),
+    ];
+    for (at, len) in overlapping {
+        let mut ctx = Context::default();
+        // SAFETY: refused before the block is used; `c` and `ctx` are valid locals.
+        let st = unsafe { memvisor_context_create(at.cast(), len, &c, &mut ctx) };
+        assert_eq!(st, Status::BlockInUse, "at {at:p} len {len:#x}");
+        assert_eq!(ctx, Context::default(), "a refused create wrote its output");
+    }
+    assert_eq!(context_stats(live), before);
+    // SAFETY: `block` is a live block of `cl`; no other thread uses the client.
+    let st = unsafe { memvisor_client_free(cl, block, ptr::null_mut()) };
+    assert_eq!(st, Status::Ok);
+    // The thirds beside it touch it without sharing a byte.
+    for at in [memory.ptr, middle.wrapping_add(LEN)] {
+        let mut ctx = Context::default();
+        // SAFETY: that third is ours and no context uses it; deleted below.
+        let st = unsafe { memvisor_context_create(at.cast(), LEN, &c, &mut ctx) };
+        assert_eq!(st, Status::Ok, "at {at:p}");
+        assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+    }
+    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(live), Status::Ok);
+    // Deleted, its memory is the caller's again: a new context may use it.
+    let mut again = Context::default();
+    // SAFETY: no context uses the block any more; deleted below.
+    let st = unsafe { memvisor_context_create(memory.ptr.cast(), 3 * LEN, &c, &mut again) };
+    assert_eq!(st, Status::Ok);
+    assert_eq!(memvisor_context_delete(again), Status::Ok);
+}
+
+#[test]
+fn context_create_inside_a_reserved_context_block_in_use() {
+    let c = config(0);
+    let mut reserved = Context::default();
+    // SAFETY: `c` and `reserved` are valid locals.
+    let st = unsafe { memvisor_context_create_reserved(LEN, &c, &mut reserved) };
+    assert_eq!(st, Status::Ok);
+    let cl = client(reserved);
+    // A block of the reservation (the whole chunk a block larger than a chunk's half takes).
+    let block = alloc_in(cl, 2 * CHUNK);
+    let before = context_stats(reserved);
+    let mut ctx = Context::default();
+    // SAFETY: refused before the block is used; `c` and `ctx` are valid locals.
+    let st = unsafe { memvisor_context_create(block, 2 * CHUNK, &c, &mut ctx) };
+    assert_eq!(st, Status::BlockInUse);
+    assert_eq!(ctx, Context::default());
+    assert_eq!(context_stats(reserved), before);
+    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    assert_eq!(memvisor_context_delete(reserved), Status::Ok);
+}
+
+#[test]
+fn reserved_contexts_made_and_deleted_on_threads_never_block_in_use() {
+    // A deleted context's reservation is unclaimed before it is released, so another thread's
+    // new reservation, which the system may place at the same addresses at once, is never
+    // refused.
+    let rounds = if cfg!(miri) { 3 } else { 300 };
+    let c = config(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..rounds {
+                    let mut ctx = Context::default();
+                    // SAFETY: `c` and `ctx` are valid locals.
+                    let st = unsafe { memvisor_context_create_reserved(LEN, &c, &mut ctx) };
+                    assert_eq!(st, Status::Ok);
+                    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+                }
+            });
+        }
+    });
+}

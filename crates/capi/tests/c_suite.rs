@@ -252,6 +252,94 @@ fn c_suite_under_address_and_undefined_sanitizers_clean() {
     });
 }
 
+/// Whether the static library was built with ThreadSanitizer (`-Zsanitizer=thread`, as the
+/// `sanitize` step of `.ci/run` builds it): its code then calls the sanitizer's hooks.
+fn library_under_thread_sanitizer() -> bool {
+    let lib = std::fs::read(lib_dir().join("libmemvisor.a")).expect("read libmemvisor.a");
+    lib.windows(b"__tsan_func_entry".len())
+        .any(|w| w == b"__tsan_func_entry")
+}
+
+/// The ThreadSanitizer runtime of the Rust toolchain that built this test: the library's
+/// instrumentation calls entry points (`__tsan_memcpy`, …) the C compiler's own runtime may
+/// lack, and one process holds one runtime.
+fn rust_tsan_runtime() -> PathBuf {
+    let rustc = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .map(|cargo| cargo.with_file_name("rustc"))
+        .filter(|rustc| rustc.exists())
+        .unwrap_or_else(|| PathBuf::from("rustc"));
+    let libdir = stdout_of(
+        Command::new(rustc).args(["--print", "target-libdir"]),
+        "rustc --print target-libdir",
+    );
+    let libdir = PathBuf::from(libdir.trim());
+    std::fs::read_dir(&libdir)
+        .expect("read the toolchain's library directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("librustc-") && name.ends_with("_rt.tsan.a"))
+        })
+        .unwrap_or_else(|| panic!("no ThreadSanitizer runtime in {}", libdir.display()))
+}
+
+/// The C programs whose threads share contexts and move clients between them.
+const THREADED: &[&str] = &["threads"];
+
+#[test]
+fn c_threads_suite_under_thread_sanitizer_clean() {
+    // The library's own synchronisation (atomics, its locks) is seen by ThreadSanitizer only
+    // if the library is instrumented too; over a plain build it would report the blocks a
+    // client hands between threads as races. Build it so with
+    // `RUSTFLAGS=-Zsanitizer=thread cargo +nightly test -Zbuild-std --target <host> -p
+    // memvisor-capi --test c_suite thread_sanitizer`.
+    if !library_under_thread_sanitizer() {
+        eprintln!(
+            "\n!!!!!! SKIPPED: the library is not built with -Zsanitizer=thread; the C \
+             threads suite did NOT run under ThreadSanitizer !!!!!!\n"
+        );
+        return;
+    }
+    let runtime = rust_tsan_runtime();
+    for name in THREADED {
+        // Compiled with the C compiler's instrumentation, linked statically with the Rust
+        // runtime (and without the C compiler's).
+        let object = out_dir().join(format!("{name}-tsan.o"));
+        let mut cc = c_compiler();
+        cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+            .args(["-fsanitize=thread", "-fno-omit-frame-pointer", "-c"])
+            .arg("-I")
+            .arg(crate_dir().join("include"))
+            .arg("-I")
+            .arg(crate_dir().join("tests/c"))
+            .arg(suite_source(name))
+            .arg("-o")
+            .arg(&object);
+        stdout_of(&mut cc, &format!("cc -fsanitize=thread for {name}.c"));
+        let exe = out_dir().join(format!("{name}-static-tsan"));
+        let mut link = c_compiler();
+        link.arg("-pthread")
+            .arg(&object)
+            .arg(lib_dir().join("libmemvisor.a"))
+            .arg("-Wl,--whole-archive")
+            .arg(&runtime)
+            .arg("-Wl,--no-whole-archive")
+            .args(NATIVE_LIBS)
+            .arg("-lstdc++")
+            .arg("-o")
+            .arg(&exe);
+        stdout_of(
+            &mut link,
+            &format!("linking {name} with the ThreadSanitizer runtime"),
+        );
+        let out = run(&[], &exe, &[("TSAN_OPTIONS", "halt_on_error=1")]);
+        assert!(out.contains("all checks passed"), "{name}: {out}");
+    }
+}
+
 /// The first C code block of the README, written to `name` (one file per test: tests may run
 /// at once).
 fn readme_example(name: &str) -> PathBuf {

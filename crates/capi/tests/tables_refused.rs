@@ -1,5 +1,6 @@
 //! Memory the host's allocator refuses (a context's side tables, a client's records, a handle
-//! table) is the status `OS`, not an abort of the caller's process. The global allocator here
+//! table, a chunk's remote-free bits) is the status `OS`, not an abort of the caller's
+//! process, and leaves nothing behind. The global allocator here
 //! refuses any request over 64 MiB, and on a thread whose `REFUSE_AFTER` is set, every request
 //! after that many more (`PAUSE_THEN_REFUSE`: after one slow request).
 
@@ -210,4 +211,61 @@ fn concurrent_client_creates_under_refusal_do_not_abort() {
         assert_eq!(memvisor_client_delete(client), Status::Ok);
     }
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "many contexts are slow under Miri")]
+fn free_through_context_whose_remote_bits_are_refused_is_os_status_block_kept() {
+    let mut ctx = Context { id: 0 };
+    // SAFETY: null config (the defaults), `out` writable.
+    let status = unsafe { memvisor_context_create_reserved(8 << 20, ptr::null(), &raw mut ctx) };
+    assert_eq!(status, Status::Ok);
+    let mut client = Client { id: 0 };
+    // SAFETY: `out` writable.
+    let status = unsafe { memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &raw mut client) };
+    assert_eq!(status, Status::Ok);
+    let mut block = ptr::null_mut();
+    // SAFETY: `out` writable.
+    let status = unsafe { memvisor_alloc(client, 100, &raw mut block) };
+    assert_eq!(status, Status::Ok);
+
+    // The first free through the context in a chunk makes the chunk's remote-free bits.
+    let mut size = 7;
+    REFUSE_AFTER.set(Some(0));
+    // SAFETY: `block` is a live block allocated on this thread; `size` is writable.
+    let status = unsafe { memvisor_free(ctx, block, &raw mut size) };
+    REFUSE_AFTER.set(None);
+    assert_eq!(status, Status::Os);
+    assert_eq!(size, 7, "no output on error");
+    // Nothing changed: the block is still live, and freed once memory is had.
+    let mut owns = false;
+    // SAFETY: `out` writable; no other thread uses the client.
+    let status = unsafe { memvisor_client_owns(client, block, &raw mut owns) };
+    assert_eq!((status, owns), (Status::Ok, true));
+    // SAFETY: as above.
+    let status = unsafe { memvisor_free(ctx, block, &raw mut size) };
+    assert_eq!(status, Status::Ok);
+    assert_eq!(size, 112);
+    assert_eq!(memvisor_client_delete(client), Status::Ok);
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "many contexts are slow under Miri")]
+fn every_refused_request_of_create_over_a_callers_block_is_os_status_nothing_claimed() {
+    let layout = Layout::from_size_align(2 << 20, 4096).unwrap();
+    // SAFETY: non-zero size.
+    let memory = unsafe { std::alloc::alloc(layout) };
+    assert!(!memory.is_null());
+    // Each refused attempt leaves nothing behind, the block's claim included: the next
+    // attempt over the same block is judged afresh, never `BLOCK_IN_USE`.
+    let (refusals, ctx) = refuse_each_request(Context { id: 0 }, |out| {
+        // SAFETY: the block is ours until the context is deleted below; null config (the
+        // defaults); `out` writable.
+        unsafe { memvisor_context_create(memory.cast(), layout.size(), ptr::null(), out) }
+    });
+    assert!(refusals > 0, "a context needs memory of the host");
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+    // SAFETY: allocated above with this layout; no context uses it any more.
+    unsafe { std::alloc::dealloc(memory, layout) };
 }

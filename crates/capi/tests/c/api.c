@@ -30,7 +30,7 @@ static memvisor_context context_over(size_t len, size_t chunk, uint32_t flags, v
 static void test_library(void) {
     const char *v = memvisor_version();
     CHECK(v != NULL && v[0] >= '0' && v[0] <= '9');
-    for (int code = MEMVISOR_STATUS_OK; code <= MEMVISOR_STATUS_INTERNAL; code++) {
+    for (int code = MEMVISOR_STATUS_OK; code <= MEMVISOR_STATUS_BLOCK_IN_USE; code++) {
         const char *m = memvisor_status_message(code);
         CHECK(m != NULL && m[0] != '\0');
         CHECK(strcmp(m, "unknown status code") != 0);
@@ -39,7 +39,7 @@ static void test_library(void) {
         }
     }
     CHECK(strcmp(memvisor_status_message(-1), "unknown status code") == 0);
-    CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_INTERNAL + 1), "unknown status code") == 0);
+    CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_BLOCK_IN_USE + 1), "unknown status code") == 0);
     CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_OK), "success") == 0);
 
     uint32_t all = MEMVISOR_FLAG_ZERO | MEMVISOR_FLAG_DECOMMIT | MEMVISOR_FLAG_GUARD |
@@ -280,6 +280,8 @@ static void test_client_errors(void) {
     /* Sizes and alignments. */
     CHECK_STATUS(memvisor_alloc(a, 2 * MIB + 1, &p), MEMVISOR_STATUS_TOO_LARGE);
     CHECK_STATUS(memvisor_alloc(a, SIZE_MAX, &p), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 2 * MIB + 1, 4096, &p), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc_aligned(a, SIZE_MAX, 16, &p), MEMVISOR_STATUS_TOO_LARGE);
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 0, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 48, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 8192, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
@@ -299,6 +301,7 @@ static void test_client_errors(void) {
     void *q = NULL;
     OK(memvisor_alloc(b, 4 * KIB, &q));
     CHECK_STATUS(memvisor_alloc(b, 16, &p), MEMVISOR_STATUS_QUOTA_EXCEEDED);
+    CHECK_STATUS(memvisor_alloc_aligned(b, 16, 4096, &p), MEMVISOR_STATUS_QUOTA_EXCEEDED);
     OK(memvisor_client_get_stats(b, &cs));
     CHECK(cs.quota == 4 * KIB && cs.used_bytes == 4 * KIB && cs.live_blocks == 1);
 
@@ -347,6 +350,7 @@ static void test_client_errors(void) {
     /* Out of memory: the other client holds a chunk, so no run of all 32 is left, and the
      * chunks run out one by one. */
     CHECK_STATUS(memvisor_alloc(a, 2 * MIB, &p), MEMVISOR_STATUS_OUT_OF_MEMORY);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 2 * MIB, 4096, &p), MEMVISOR_STATUS_OUT_OF_MEMORY);
     size_t n = 0;
     while (memvisor_alloc(a, CHUNK, &p) == MEMVISOR_STATUS_OK) {
         n++;

@@ -1,7 +1,8 @@
 /* The promises of memvisor.h a C caller leans on beyond single error codes: refused calls
  * change no statistic, blocks are aligned, disjoint and as large as `memvisor_size_of` says in
  * every configuration, `MEMVISOR_FLAG_ZERO` and `MEMVISOR_FLAG_POISON` hold over reused and
- * dirty memory, and the context's totals equal the sums of its clients' at every step. */
+ * dirty memory, the context's totals equal the sums of its clients' at every step, and no two
+ * live contexts share memory. */
 #define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS under -std=c11 */
 
 #include <stdint.h>
@@ -465,6 +466,108 @@ static void test_block_head_and_tail_are_foreign_and_never_read(void) {
     CHECK(munmap(map, span) == 0);
 }
 
+/* Two live contexts never share memory: a block that shares a byte with a live context's
+ * (a caller's block, a block allocated from it, or a reservation's) is refused with
+ * `BLOCK_IN_USE`, writing nothing and changing nothing; blocks beside it are accepted, and
+ * once the context is deleted its memory is the caller's to use again. */
+static void test_overlapping_blocks_refused(void) {
+    size_t len = 4 * CHUNK;
+    unsigned char *memory = aligned_alloc(CHUNK, 3 * len);
+    CHECK(memory != NULL);
+    if (memory == NULL) {
+        return;
+    }
+    unsigned char *middle = memory + len;
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_STATISTICS);
+    memvisor_context live;
+    OK(memvisor_context_create(middle, len, &c, &live));
+    memvisor_client cl;
+    OK(memvisor_client_create(live, MEMVISOR_UNLIMITED, &cl));
+    void *block = NULL;
+    OK(memvisor_alloc(cl, 2 * CHUNK, &block));
+    memvisor_context_stats before = context_stats(live);
+
+    struct {
+        void *at;
+        size_t len;
+    } overlapping[] = {
+        {middle, len},           {middle, 1},           {middle + len - 1, len},
+        {middle + CHUNK, CHUNK}, {memory, len + 1},     {memory, 3 * len},
+        {block, 2 * CHUNK},      {memory + 1, 3 * len - 2},
+    };
+    for (size_t i = 0; i < sizeof overlapping / sizeof overlapping[0]; i++) {
+        memvisor_context ctx = {0};
+        CHECK_STATUS(memvisor_context_create(overlapping[i].at, overlapping[i].len, &c, &ctx),
+                     MEMVISOR_STATUS_BLOCK_IN_USE);
+        CHECK(ctx.id == 0);
+    }
+    memvisor_context_stats after = context_stats(live);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+
+    /* The blocks beside it touch it without sharing a byte. */
+    unsigned char *beside[] = {memory, middle + len};
+    for (size_t i = 0; i < 2; i++) {
+        memvisor_context ctx;
+        OK(memvisor_context_create(beside[i], len, &c, &ctx));
+        OK(memvisor_context_delete(ctx));
+    }
+
+    /* A reservation-backed context's memory is refused too. */
+    memvisor_context reserved;
+    OK(memvisor_context_create_reserved(len, &c, &reserved));
+    memvisor_client rc;
+    OK(memvisor_client_create(reserved, MEMVISOR_UNLIMITED, &rc));
+    void *inside = NULL;
+    OK(memvisor_alloc(rc, 2 * CHUNK, &inside));
+    memvisor_context ctx = {0};
+    CHECK_STATUS(memvisor_context_create(inside, 2 * CHUNK, &c, &ctx), MEMVISOR_STATUS_BLOCK_IN_USE);
+    CHECK(ctx.id == 0);
+    OK(memvisor_client_delete(rc));
+    OK(memvisor_context_delete(reserved));
+
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(live));
+    OK(memvisor_context_create(memory, 3 * len, &c, &ctx));
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
+/* An allocation refused for want of a chunk asks every client of the context to trim, as
+ * `memvisor_context_trim` does: another client's cached blocks and empty chunk go back to the
+ * context at its next free or allocation that misses its caches. */
+static void test_out_of_memory_asks_every_client_to_trim(void) {
+    size_t len = 4 * CHUNK;
+    void *memory = aligned_alloc(CHUNK, len);
+    CHECK(memory != NULL);
+    if (memory == NULL) {
+        return;
+    }
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_STATISTICS);
+    memvisor_context ctx;
+    OK(memvisor_context_create(memory, len, &c, &ctx));
+    memvisor_client a, b;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &b));
+    void *x = NULL, *y = NULL, *p = NULL;
+    OK(memvisor_alloc(a, 100, &x));
+    OK(memvisor_alloc(a, 100, &y));
+    OK(memvisor_client_free(a, x, NULL));
+    memvisor_client_stats kept = client_stats(a);
+    CHECK(kept.chunks == 1 && kept.cached_bytes > 0);
+    while (memvisor_alloc(b, CHUNK, &p) == MEMVISOR_STATUS_OK) {
+    }
+    CHECK_STATUS(memvisor_alloc(b, CHUNK, &p), MEMVISOR_STATUS_OUT_OF_MEMORY);
+    /* `a` takes the request in at its next free: it gives back its cache and its chunk. */
+    OK(memvisor_client_free(a, y, NULL));
+    memvisor_client_stats after = client_stats(a);
+    CHECK(after.chunks == 0 && after.cached_bytes == 0);
+    CHECK(context_stats(ctx).free_chunks == 1);
+    OK(memvisor_client_delete(a));
+    OK(memvisor_client_delete(b));
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
 int main(void) {
     test_refused_calls_change_no_statistic();
     test_run_needs_chunks_no_client_holds();
@@ -473,5 +576,7 @@ int main(void) {
     test_poison_flag_fills_freed_blocks();
     test_context_totals_equal_client_sums();
     test_block_head_and_tail_are_foreign_and_never_read();
+    test_overlapping_blocks_refused();
+    test_out_of_memory_asks_every_client_to_trim();
     return finish("contracts");
 }

@@ -278,6 +278,134 @@ static void test_client_deleted_by_two_threads(void) {
     CHECK(s.clients == 0 && s.held_chunks == 0 && s.live_blocks == 0);
 }
 
+/* The functions the header lets any thread call at any time, called on one thread while a
+ * client of the same context allocates and frees on another: the owner of a block the worker
+ * published (its own client's while live; a freed one is `NOT_A_BLOCK`), trims, statistics,
+ * flags and clients of the observer's own. Meanwhile two threads race to make a context over
+ * one block: exactly one wins each round, the other gets `BLOCK_IN_USE`. */
+#define QUERY_ROUNDS 2000
+static memvisor_context query_ctx;
+static memvisor_client query_worker;
+static _Atomic(uintptr_t) published;
+static atomic_int query_done;
+
+static void *query_work(void *arg) {
+    (void)arg;
+    for (int i = 0; i < QUERY_ROUNDS; i++) {
+        void *p = NULL;
+        if (memvisor_alloc(query_worker, 16 + (size_t)(i % 64) * 16, &p) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+            break;
+        }
+        atomic_store(&published, (uintptr_t)p);
+        if (i % 3 != 0 && memvisor_client_free(query_worker, p, NULL) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+        if (i % 500 == 0 && memvisor_client_trim(query_worker) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+    }
+    atomic_store(&query_done, 1);
+    return NULL;
+}
+
+static void *query_observe(void *arg) {
+    (void)arg;
+    while (!atomic_load(&query_done)) {
+        void *p = (void *)atomic_load(&published);
+        if (p != NULL) {
+            memvisor_client who = {0};
+            memvisor_status st = memvisor_context_owner(query_ctx, p, &who);
+            if (!((st == MEMVISOR_STATUS_OK && who.id == query_worker.id) ||
+                  (st == MEMVISOR_STATUS_NOT_A_BLOCK && who.id == 0))) {
+                fail_locked();
+            }
+        }
+        memvisor_context_stats s = {.size = sizeof s};
+        uint32_t flags = 0;
+        memvisor_client mine;
+        if (memvisor_context_trim(query_ctx) != MEMVISOR_STATUS_OK ||
+            memvisor_context_get_stats(query_ctx, &s) != MEMVISOR_STATUS_OK ||
+            memvisor_context_accepted_flags(query_ctx, &flags) != MEMVISOR_STATUS_OK ||
+            memvisor_client_create(query_ctx, MEMVISOR_UNLIMITED, &mine) != MEMVISOR_STATUS_OK ||
+            memvisor_client_delete(mine) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+    }
+    return NULL;
+}
+
+#define CLAIM_ROUNDS 200
+static void *contested;
+static pthread_barrier_t claim_round;
+static memvisor_status claim_status[2];
+static memvisor_context claimed[2];
+
+static void *claimer(void *arg) {
+    int me = (int)(uintptr_t)arg;
+    memvisor_config c;
+    if (memvisor_config_init(&c) != MEMVISOR_STATUS_OK) {
+        fail_locked();
+    }
+    c.chunk_size = 64u << 10;
+    for (int round = 0; round < CLAIM_ROUNDS; round++) {
+        pthread_barrier_wait(&claim_round);
+        /* Overlapping halves of one block: at most one may be a context. */
+        char *at = (char *)contested + (size_t)me * (256u << 10);
+        claim_status[me] = memvisor_context_create(at, 512u << 10, &c, &claimed[me]);
+        pthread_barrier_wait(&claim_round);
+    }
+    return NULL;
+}
+
+static void test_context_calls_while_a_client_works(void) {
+    size_t len = 4u << 20;
+    void *memory = aligned_alloc(4096, len);
+    contested = aligned_alloc(4096, 1u << 20);
+    CHECK(memory != NULL && contested != NULL);
+    memvisor_config c;
+    OK(memvisor_config_init(&c));
+    c.chunk_size = 64u << 10;
+    c.flags = MEMVISOR_FLAG_STATISTICS;
+    OK(memvisor_context_create(memory, len, &c, &query_ctx));
+    OK(memvisor_client_create(query_ctx, MEMVISOR_UNLIMITED, &query_worker));
+    CHECK(pthread_barrier_init(&claim_round, NULL, 3) == 0);
+    pthread_t worker, observer_thread, claimers[2];
+    CHECK(pthread_create(&worker, NULL, query_work, NULL) == 0);
+    CHECK(pthread_create(&observer_thread, NULL, query_observe, NULL) == 0);
+    for (uintptr_t i = 0; i < 2; i++) {
+        CHECK(pthread_create(&claimers[i], NULL, claimer, (void *)i) == 0);
+    }
+    for (int round = 0; round < CLAIM_ROUNDS; round++) {
+        pthread_barrier_wait(&claim_round);
+        pthread_barrier_wait(&claim_round);
+        int won = -1, lost = 0;
+        for (int i = 0; i < 2; i++) {
+            if (claim_status[i] == MEMVISOR_STATUS_OK) {
+                won = won == -1 ? i : 2;
+            } else if (claim_status[i] == MEMVISOR_STATUS_BLOCK_IN_USE) {
+                lost++;
+            }
+        }
+        CHECK(won == 0 || won == 1);
+        CHECK(lost == 1);
+        if (won == 0 || won == 1) {
+            OK(memvisor_context_delete(claimed[won]));
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_join(claimers[i], NULL) == 0);
+    }
+    CHECK(pthread_join(worker, NULL) == 0);
+    CHECK(pthread_join(observer_thread, NULL) == 0);
+    CHECK(pthread_barrier_destroy(&claim_round) == 0);
+    CHECK(thread_failures == 0);
+    OK(memvisor_client_delete(query_worker));
+    OK(memvisor_context_delete(query_ctx));
+    free(contested);
+    free(memory);
+}
+
 int main(void) {
     size_t len = 16u << 20;
     void *memory = aligned_alloc(4096, len);
@@ -314,6 +442,7 @@ int main(void) {
     test_delete_during_remote_frees();
     test_double_delete_beside_other_contexts();
     test_client_deleted_by_two_threads();
+    test_context_calls_while_a_client_works();
 
     memvisor_context_stats s = {.size = sizeof s};
     OK(memvisor_context_get_stats(shared_ctx, &s));
