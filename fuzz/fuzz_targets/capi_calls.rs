@@ -155,7 +155,7 @@ fuzz_target!(|data: &[u8]| {
             // A size that ends inside a field (sizes of whole-field prefixes are served).
             0 => {
                 let size = usize::from(input.u8()) % size_of::<Config>();
-                config.size = if size % 8 == 0 { size + 1 } else { size };
+                config.size = if size.is_multiple_of(8) { size + 1 } else { size };
             }
             1 => config.chunk_size = input.size() as usize,
             2 => config.min_block = input.size() as usize,

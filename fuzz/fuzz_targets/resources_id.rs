@@ -83,7 +83,7 @@ fn ops<I: Width>(input: &mut Input<'_>, first: u64, last: u64) -> Vec<IdOp<I>> {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
-    let result = if input.u8() % 2 == 0 {
+    let result = if input.u8().is_multiple_of(2) {
         let first = u64::from(input.u16());
         let last = (first + u64::from(input.u16() % 4096)).min(u64::from(u32::MAX));
         let ops = ops::<u32>(&mut input, first, last);
