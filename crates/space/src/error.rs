@@ -249,6 +249,16 @@ pub enum Error {
         /// The largest free range left in the windows of that kind.
         largest_free: u64,
     },
+    /// A range to take ([`Placer::take`](crate::Placer::take)) lies wholly outside every
+    /// window of the layout: a placer could hold nothing of it, so taking it would protect
+    /// nothing.
+    #[error("{owner}'s range {range} lies in no window of the layout")]
+    OutsideWindows {
+        /// Who asked.
+        owner: String,
+        /// The range asked for.
+        range: GuestRange,
+    },
     /// A range overlaps one that another owner holds.
     #[error("{owner}'s range {range} overlaps {other}'s range {other_range}")]
     Taken {

@@ -169,7 +169,7 @@ impl Placer {
     ///
     /// # Errors
     /// [`Error::NotInWindow`] if no window of `kind` holds it all; [`Error::Taken`] naming
-    /// the owner of a range it overlaps.
+    /// the owner of a range it overlaps, and that range as it was placed or taken.
     pub fn take_in(&mut self, kind: WindowKind, range: GuestRange, owner: &str) -> Result<()> {
         let Some((_, alloc)) = self
             .windows
@@ -183,17 +183,47 @@ impl Placer {
                 largest_free: self.largest_free(kind),
             });
         };
-        reserve(alloc, range, owner)
+        reserve(alloc, range, owner).map_err(|e| match e {
+            Error::Taken {
+                owner,
+                range,
+                other,
+                other_range,
+            } => Error::Taken {
+                owner,
+                range,
+                other,
+                other_range: as_taken(&self.spans, other_range),
+            },
+            e => e,
+        })
     }
 
     /// Takes `range` for `owner` in every window it crosses (an existing region, a platform
-    /// reservation); parts outside every window are not tracked, but
-    /// [`release`](Self::release) gives its parts back only for `range` itself. All or
-    /// nothing: if one part is taken already, the parts before it are given back.
+    /// reservation); parts outside every window are not tracked (nothing is ever placed
+    /// there), but [`release`](Self::release) gives its parts back only for `range` itself.
+    /// All or nothing: if one part is taken already, the parts before it are given back.
     ///
     /// # Errors
-    /// [`Error::Taken`] naming the owner of a range it overlaps.
+    /// [`Error::OutsideWindows`] if `range` crosses no window at all (the placer would hold
+    /// nothing, and [`release`](Self::release) would have nothing to give back);
+    /// [`Error::Taken`] naming the owner of a range it overlaps, and that range as it was
+    /// placed or taken. Nothing is taken then.
     pub fn take(&mut self, range: GuestRange, owner: &str) -> Result<()> {
+        if self.take_parts(range, owner)? {
+            Ok(())
+        } else {
+            Err(Error::OutsideWindows {
+                owner: owner.to_owned(),
+                range,
+            })
+        }
+    }
+
+    /// [`take`](Self::take) for ranges that may lie outside every window (a platform
+    /// reservation or a reserved region outside a custom layout's windows, which nothing can
+    /// be placed over anyway): whether a part of `range` was taken.
+    pub(crate) fn take_parts(&mut self, range: GuestRange, owner: &str) -> Result<bool> {
         let mut done: Vec<(usize, GuestRange)> = Vec::new();
         for (i, (w, alloc)) in self.windows.iter_mut().enumerate() {
             let Some(part) = w.range().intersection(&range) else {
@@ -211,19 +241,20 @@ impl Placer {
                         owner: owner.to_owned(),
                         range,
                         other,
-                        other_range,
+                        other_range: as_taken(&self.spans, other_range),
                     },
                     e => e,
                 });
             }
             done.push((i, part));
         }
+        let held = !done.is_empty();
         if done.len() > 1 || done.iter().any(|&(_, part)| part != range) {
             for (_, part) in done {
                 self.spans.insert(part.start().0, range);
             }
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Gives a placed or taken range back (every part of a range taken across windows).
@@ -233,8 +264,7 @@ impl Placer {
     /// placed or taken: every part of it inside a window taken exactly, all by the one call
     /// that took `range` (so neither a part of a range taken across windows alone, nor ranges
     /// taken apart, nor a taken range widened into the gaps between windows, are given back;
-    /// a range taken wholly outside every window holds nothing to give back); nothing is
-    /// given back then.
+    /// a range wholly outside every window is never held); nothing is given back then.
     pub fn release(&mut self, range: GuestRange) -> Result<()> {
         let parts: Vec<(usize, GuestRange)> = self
             .windows
@@ -261,14 +291,16 @@ impl Placer {
         Ok(())
     }
 
-    /// The owner and range of what holds `addr`, if anything.
+    /// The owner and range of what holds `addr`, if anything: the range as it was placed or
+    /// taken (all of a range taken across windows or past a window's edge, not only its part
+    /// holding `addr`), so that [`release`](Self::release) gives it back.
     #[must_use]
     pub fn owner_of(&self, addr: vm_memory::GuestAddress) -> Option<(&str, GuestRange)> {
         self.windows
             .iter()
             .filter(|(w, _)| w.range().contains(addr))
             .find_map(|(_, a)| a.allocation_containing(addr.0))
-            .map(|a| (a.tag.as_str(), a.range.into()))
+            .map(|a| (a.tag.as_str(), as_taken(&self.spans, a.range.into())))
     }
 
     /// Every range taken, with its owner, by window and then by address (a range taken
@@ -377,6 +409,12 @@ impl Placer {
     }
 }
 
+/// The range as it was placed or taken that holds `part` (an allocation of one window): the
+/// whole of a range taken across windows or past a window's edge, else `part` itself.
+fn as_taken(spans: &BTreeMap<u64, GuestRange>, part: GuestRange) -> GuestRange {
+    spans.get(&part.start().0).copied().unwrap_or(part)
+}
+
 fn reserve(alloc: &mut AddressAllocator<String>, range: GuestRange, owner: &str) -> Result<()> {
     match alloc.reserve_with(range.as_range(), owner.to_owned()) {
         Ok(()) => Ok(()),
@@ -432,6 +470,90 @@ mod tests {
         );
         // The device part was given back: it can be taken on its own.
         p.take(range(hole_end - 0x1000, 0x1000), "net0").unwrap();
+    }
+
+    #[test]
+    fn take_outside_every_window_is_refused_and_holds_nothing() {
+        // x86-64 with 1 GiB of RAM: the windows end at 4 GiB (the firmware window).
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let end = l.windows().last().unwrap().last_addr().0 + 1;
+        assert_eq!(end, 4 * GIB);
+        let mut p = l.placer();
+        let before = p.allocations().count();
+        let outside = range(1 << 50, 0x1000);
+        let err = p.take(outside, "pmem0").unwrap_err();
+        assert!(
+            matches!(&err, Error::OutsideWindows { owner, range } if owner == "pmem0" && *range == outside),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "pmem0's range [0x4000000000000, 0x4000000000fff] lies in no window of the layout"
+        );
+        assert_eq!(p.allocations().count(), before);
+        assert!(matches!(p.release(outside), Err(Error::NotPlaced { .. })));
+        // The top page of the address space, past every window, too.
+        let top = range(u64::MAX - 0xfff, 0x1000);
+        assert!(matches!(
+            p.take(top, "x"),
+            Err(Error::OutsideWindows { .. })
+        ));
+        // A range that reaches into a window is still taken there, and given back as taken.
+        let across = range(end - 0x1000, 0x2000);
+        p.take(across, "blk0").unwrap();
+        assert_eq!(p.allocations().count(), before + 1);
+        p.release(across).unwrap();
+        assert_eq!(p.allocations().count(), before);
+    }
+
+    #[test]
+    fn placers_of_platforms_and_snapshots_skip_what_lies_outside_every_window() {
+        // A custom layout with one device window: the platform's reservations and a reserved
+        // region lie outside it, where nothing can be placed.
+        let device = Window::new(WindowKind::Device, GuestAddress(0x1000_0000), 0x10_0000).unwrap();
+        let l = Layout::new(GuestAddress(u64::MAX), [device]).unwrap();
+        for arch in crate::Arch::ALL {
+            let p = crate::Platform::new(arch).placer(&l).unwrap();
+            assert_eq!(p.allocations().count(), 0);
+        }
+        let reserved = crate::RegionSpec::new(
+            crate::RegionType::Reserved,
+            GuestAddress(0x2000_0000),
+            0x1000,
+        );
+        let space = crate::AddressSpace::plan(l, [reserved]).unwrap();
+        let mut p = space.snapshot().placer().unwrap();
+        assert_eq!(p.allocations().count(), 0);
+        p.place(WindowKind::Device, 0x1000, 0x1000, "net0").unwrap();
+    }
+
+    #[test]
+    fn owner_of_a_part_of_a_range_taken_across_windows_names_the_whole_range() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        // The last device page and the first reserved page: one take, two windows.
+        let both = range(0xfec0_0000 - 0x1000, 0x2000);
+        p.take(both, "net0").unwrap();
+        for addr in [0xfec0_0000 - 0x1000, 0xfec0_0000, 0xfec0_0fff] {
+            assert_eq!(p.owner_of(GuestAddress(addr)), Some(("net0", both)));
+        }
+        // A collision with a part names the range as taken too.
+        for err in [
+            p.take(range(0xfec0_0000, 0x1000), "IOAPIC").unwrap_err(),
+            p.take_in(WindowKind::Reserved, range(0xfec0_0000, 0x1000), "IOAPIC")
+                .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, Error::Taken { other, other_range, .. }
+                    if other == "net0" && *other_range == both),
+                "{err}"
+            );
+        }
+        // What `owner_of` names is what `release` gives back.
+        let (_, held) = p.owner_of(GuestAddress(0xfec0_0000)).unwrap();
+        p.release(held).unwrap();
+        assert_eq!(p.owner_of(GuestAddress(0xfec0_0000)), None);
+        assert_eq!(p.allocations().count(), 0);
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub struct NodeRequest {
     /// `memory` (the guest page, or its explicit huge page size: [`Error::Misaligned`]).
     pub size: u64,
     /// How its RAM regions are made: a RAM spec whose base and size are replaced by the
-    /// planned ones.
+    /// planned ones. Another region type, or a hot-pluggable spec, is refused
+    /// ([`Error::InvalidSpec`] at [`PlanItem::Node`]); so is a spec without memory (as
+    /// [`RegionSpec::validate`] refuses RAM without memory).
     pub memory: RegionSpec,
 }
 
@@ -555,6 +557,19 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
                 owner: format!("RAM node{i}"),
             }));
         }
+        let refused = |reason| {
+            at(PlanItem::Node(i))(Error::InvalidSpec {
+                ty: node.memory.ty,
+                base: node.memory.base,
+                reason,
+            })
+        };
+        if node.memory.ty != RegionType::Ram {
+            return Err(refused("boot RAM needs a RAM spec"));
+        }
+        if node.memory.hotplug {
+            return Err(refused("boot RAM is not hot-pluggable"));
+        }
     }
     if let Some(h) = &request.hotplug {
         if h.slots == 0 {
@@ -984,6 +999,48 @@ mod tests {
             devices: vec![device("net0"), device("blk0")],
             hotplug: None,
             low_ram_limit: None,
+        }
+    }
+
+    #[test]
+    fn plan_refuses_boot_ram_that_is_not_ram_or_is_hot_pluggable() {
+        for arch in Arch::ALL {
+            // A reserved spec has no memory and may sit anywhere: it would be planned as a
+            // node's "RAM" that the guest never gets.
+            let mut r = request(arch, 256 * MIB);
+            r.nodes[0].memory = RegionSpec::new(RegionType::Reserved, GuestAddress(0), 0);
+            let Err(e) = plan(&r) else {
+                panic!("a reserved spec planned as boot RAM")
+            };
+            assert_eq!(e.item, PlanItem::Node(0), "{e}");
+            assert!(
+                matches!(
+                    e.error,
+                    Error::InvalidSpec {
+                        ty: RegionType::Reserved,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert_eq!(
+                e.to_string(),
+                "node 0: invalid reserved region at 0x0: boot RAM needs a RAM spec"
+            );
+            for ty in [RegionType::Device, RegionType::Dax, RegionType::Firmware] {
+                r.nodes[0].memory = RegionSpec::new(ty, GuestAddress(0), 0)
+                    .with_backing(crate::Backing::AnonymousPrivate);
+                let e = plan(&r).unwrap_err();
+                assert_eq!(e.item, PlanItem::Node(0), "{e}");
+                assert!(matches!(e.error, Error::InvalidSpec { .. }), "{e}");
+            }
+            r.nodes[0].memory = RegionSpec::ram(GuestAddress(0), 0).with_hotplug(true);
+            let e = plan(&r).unwrap_err();
+            assert_eq!(e.item, PlanItem::Node(0), "{e}");
+            assert_eq!(
+                e.to_string(),
+                "node 0: invalid RAM region at 0x0: boot RAM is not hot-pluggable"
+            );
         }
     }
 

@@ -431,14 +431,16 @@ impl Snapshot {
     /// device window or hotplug slot can go. It knows the regions only: interrupts and I/O
     /// ports given out elsewhere (by a [`plan`](crate::plan::plan), whose
     /// [`Plan::placer`](crate::plan::Plan) has them all) are free in it, and so are hotplug
-    /// slots planned but not plugged.
+    /// slots planned but not plugged. A reserved region outside every window (where nothing
+    /// can be placed) holds nothing in it.
     ///
     /// # Errors
     /// [`Error::Taken`] cannot happen for a valid snapshot; it is passed on from the placer.
     pub fn placer(&self) -> Result<Placer> {
         let mut placer = self.layout.placer();
         for r in self.regions() {
-            placer.take(
+            // A reserved region may lie outside every window: nothing is placed there.
+            placer.take_parts(
                 GuestRange::new(r.base(), r.size())?,
                 &format!("region {:#x}", r.base().0),
             )?;

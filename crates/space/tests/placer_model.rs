@@ -67,7 +67,7 @@ fn state(p: &Placer) -> State {
 }
 
 /// Releases `r`, which must succeed exactly when it is a range held (placed or taken as
-/// one) with a part inside a window; then it is held no more.
+/// one; every range held has a part inside a window); then it is held no more.
 fn release(
     p: &mut Placer,
     held: &mut Vec<GuestRange>,
@@ -107,7 +107,18 @@ proptest! {
                     assert!(w.range().contains_range(&r));
                     held.push(r);
                 }),
-                Op::Take(b, s) => p.take(range(b, s), &owner).map(|()| held.push(range(b, s))),
+                Op::Take(b, s) => {
+                    let r = range(b, s);
+                    let result = p.take(r, &owner);
+                    // A range crossing no window holds nothing: refused.
+                    if !layout.windows().iter().any(|w| w.range().overlaps(&r)) {
+                        prop_assert!(
+                            matches!(&result, Err(Error::OutsideWindows { range, .. }) if *range == r),
+                            "take of {:?} outside every window: {:?}", r, result
+                        );
+                    }
+                    result.map(|()| held.push(r))
+                }
                 Op::TakeIn(k, b, s) => p.take_in(k, range(b, s), &owner).map(|()| {
                     let w = layout.window_containing(GuestAddress(b)).unwrap();
                     assert_eq!(w.kind(), k);

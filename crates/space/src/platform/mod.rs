@@ -266,10 +266,15 @@ impl Platform {
     }
 
     /// A [`Placer`] over `layout`'s windows with this platform's interrupts and I/O ports, and
-    /// every [`ReservationKind::Reserved`] range taken under its name.
+    /// every [`ReservationKind::Reserved`] range taken under its name in the windows it
+    /// crosses (a custom layout with no window under a reservation holds nothing of it; nothing
+    /// can be placed there either).
     ///
     /// # Errors
-    /// [`Error::Taken`] if two reservations overlap (they do not in the presets).
+    /// [`Error::InvalidLayout`] for a layout of another architecture's preset (its windows
+    /// are not where this platform's reservations and devices go: x86-64's IOAPIC page would
+    /// land in AArch64's RAM); [`Error::Taken`] if two reservations overlap (they do not in the
+    /// presets).
     ///
     /// ```
     /// use memvisor_space::{Error, GuestRange, Platform};
@@ -284,9 +289,18 @@ impl Platform {
     /// # Ok::<(), memvisor_space::Error>(())
     /// ```
     pub fn placer(&self, layout: &Layout) -> Result<Placer> {
+        if let Some(arch) = layout.arch()
+            && arch != self.arch
+        {
+            return Err(Error::InvalidLayout {
+                reason: format!("an {} platform cannot place in an {arch} layout", self.arch),
+            });
+        }
         let mut placer = layout.placer_with(Some(self))?;
         for r in self.reservations_of(ReservationKind::Reserved) {
-            placer.take(r.range, r.name)?;
+            // A custom layout may have no window there: nothing can be placed over the
+            // reservation then, and there is nothing to hold.
+            placer.take_parts(r.range, r.name)?;
         }
         Ok(placer)
     }
@@ -295,6 +309,27 @@ impl Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placer_refuses_a_layout_of_another_architecture() {
+        // x86-64's IOAPIC page would otherwise be taken inside AArch64's RAM window.
+        let arm = Layout::aarch64().ram(16 << 30).build().unwrap();
+        let err = Platform::x86_64().placer(&arm).unwrap_err();
+        assert!(matches!(err, Error::InvalidLayout { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "invalid layout: an x86_64 platform cannot place in an aarch64 layout"
+        );
+        let x86 = Layout::x86_64().build().unwrap();
+        assert!(matches!(
+            Platform::aarch64().placer(&x86),
+            Err(Error::InvalidLayout { .. })
+        ));
+        Platform::x86_64().placer(&x86).unwrap();
+        Platform::aarch64()
+            .placer(&Layout::aarch64().build().unwrap())
+            .unwrap();
+    }
 
     #[test]
     fn reservations_sit_in_their_windows() {
