@@ -37,7 +37,7 @@ impl fmt::Debug for PageBitmap {
 }
 
 /// Yields `(word index, mask)` for each word that bits `first..first + count` touch.
-fn word_masks(first: usize, count: usize) -> impl Iterator<Item = (usize, u64)> {
+fn word_masks(first: usize, count: usize) -> impl DoubleEndedIterator<Item = (usize, u64)> {
     let end = first + count;
     let first_word = first / BITS;
     let end_word = end.div_ceil(BITS);
@@ -145,6 +145,15 @@ impl PageBitmap {
         })
     }
 
+    /// The last bit in `first..first + count` that is set, if any.
+    pub(crate) fn last_set(&self, first: usize, count: usize) -> Option<usize> {
+        self.check(first, count);
+        word_masks(first, count).rev().find_map(|(w, mask)| {
+            let present = self.word(w).load(Ordering::Acquire) & mask;
+            (present != 0).then(|| w * BITS + (BITS - 1 - present.leading_zeros() as usize))
+        })
+    }
+
     /// The first bit in `first..first + count` that is set here and clear in `other`.
     pub(crate) fn first_set_where_clear_in(
         &self,
@@ -247,6 +256,10 @@ mod tests {
                 let want_clear = model[first_q..].iter().position(|&x| !x).map(|i| i + first_q);
                 prop_assert_eq!(b.first_set(first_q, count_q), want_set);
                 prop_assert_eq!(b.first_clear(first_q, count_q), want_clear);
+                let want_last = model[first_q..].iter().rposition(|&x| x).map(|i| i + first_q);
+                prop_assert_eq!(b.last_set(first_q, count_q), want_last);
+                let upto = model[..=first_q].iter().rposition(|&x| x);
+                prop_assert_eq!(b.last_set(0, first_q + 1), upto);
                 prop_assert_eq!(b.count_set(0, pages), model.iter().filter(|&&x| x).count());
                 let none = PageBitmap::new(pages).unwrap();
                 prop_assert_eq!(b.first_set_where_clear_in(&none, first_q, count_q), want_set);

@@ -119,16 +119,23 @@ impl fmt::Display for Operation {
 /// Everything that can go wrong in this crate. Every variant carries the values that caused
 /// it; a failed operation leaves the reservation as it was, except where an [`Error::Os`]
 /// failure of the operating system is documented otherwise.
+///
+/// A message never repeats its cause: the OS error of [`Error::Os`] and
+/// [`Error::ThreadSpawn`] is their [`source`](core::error::Error::source), not part of their
+/// `Display`, so a reporter that prints the chain of sources says it once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A length of zero was given where at least one page is needed.
     #[error("length is zero")]
     ZeroLength,
-    /// An offset or length is not a multiple of the page size.
+    /// An offset or length is not a multiple of the page size; or, where the range meets pages
+    /// mapped with explicit huge pages, an end of the range cuts one (`page_size` is then the
+    /// huge page size).
     #[error("{what} {value:#x} is not a multiple of the page size {page_size:#x}")]
     Misaligned {
-        /// `"offset"`, `"length"` or (for a file mapping) `"file offset"`.
+        /// `"offset"`, `"length"`, (for a file mapping) `"file offset"`, or `"end"` for the end
+        /// of a range (`offset + length`) that falls inside an explicit huge page.
         what: &'static str,
         /// The offending value.
         value: usize,
@@ -196,9 +203,10 @@ pub enum Error {
     /// The page at `offset` was taken by the system and not given back: a
     /// [`map`](crate::Reservation::map) (of explicit huge pages, say) or the fresh mapping of
     /// a [`decommit`](crate::Reservation::decommit) was refused after the system had unmapped
-    /// the old pages, and putting the reservation's own pages back was refused too. Another
-    /// mapping may lie there now, so no call touches the page again, and dropping the
-    /// reservation leaves it alone.
+    /// the old pages, and putting the reservation's own pages back was refused too (or the
+    /// page was still mapped next to pages the system had unmapped: it cannot be told from a
+    /// mapping another thread placed in the hole). Another mapping may lie there now, so no
+    /// call touches the page again, and dropping the reservation leaves it alone.
     #[error("page at offset {offset:#x} was lost to the system (a refused mapping took it)")]
     Lost {
         /// Offset of the first lost page in the range.
@@ -247,6 +255,17 @@ pub enum Error {
         /// Offset of the first such page in the range.
         offset: usize,
     },
+    /// The page at `offset` is an explicit huge page ([`map`](crate::Reservation::map) with a
+    /// [`HugeTlbSize`](crate::HugeTlbSize), or a hugetlbfs file), which the operation cannot
+    /// act on ([`Reservation::free`](crate::Reservation::free): Linux has no lazy freeing of
+    /// them).
+    #[error("page at offset {offset:#x} is an explicit huge page, which {operation} cannot act on")]
+    HugeTlb {
+        /// Offset of the first such page in the range.
+        offset: usize,
+        /// The operation.
+        operation: Operation,
+    },
     /// The host's allocator refused the memory for an operation's answer (for
     /// [`Reservation::residency`](crate::Reservation::residency), a byte per page of the
     /// range).
@@ -265,7 +284,7 @@ pub enum Error {
     },
     /// A worker thread of a parallel operation could not be started; the threads started
     /// before it finished their parts.
-    #[error("could not start worker thread {index} of a parallel prefault: {source}")]
+    #[error("could not start worker thread {index} of a parallel prefault")]
     ThreadSpawn {
         /// Index of the worker that could not be started (the caller's thread is worker 0).
         index: usize,
@@ -282,7 +301,7 @@ pub enum Error {
         len: usize,
     },
     /// The operating system refused the operation.
-    #[error("{operation} failed: {source}")]
+    #[error("{operation} failed")]
     Os {
         /// The operation.
         operation: Operation,
@@ -406,13 +425,21 @@ mod tests {
             .to_string(),
             "worker thread for offset 0x200000 length 0x1000 panicked"
         );
-        assert!(
+        assert_eq!(
             Error::ThreadSpawn {
                 index: 2,
                 source: OsError::from_raw(11)
             }
-            .to_string()
-            .starts_with("could not start worker thread 2 of a parallel prefault: ")
+            .to_string(),
+            "could not start worker thread 2 of a parallel prefault"
+        );
+        assert_eq!(
+            Error::HugeTlb {
+                offset: 0x20_0000,
+                operation: Operation::Free
+            }
+            .to_string(),
+            "page at offset 0x200000 is an explicit huge page, which free cannot act on"
         );
         assert_eq!(
             Error::Unsupported {
@@ -423,6 +450,38 @@ mod tests {
         );
     }
 
+    /// Every message joined with its sources, as error reporters print a chain.
+    fn chain(e: &dyn core::error::Error) -> alloc::string::String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn error_chain_says_the_os_error_once() {
+        let os = OsError::from_raw(12).to_string();
+        let errors = [
+            Error::Os {
+                operation: Operation::Decommit,
+                source: OsError::from_raw(12),
+            },
+            Error::ThreadSpawn {
+                index: 1,
+                source: OsError::from_raw(12),
+            },
+        ];
+        for e in &errors {
+            let text = chain(e);
+            assert_eq!(text.matches(os.as_str()).count(), 1, "{text}");
+            assert!(text.ends_with(os.as_str()), "{text}");
+        }
+    }
+
     #[cfg(feature = "std")]
     #[test]
     fn os_error_keeps_code_and_source() {
@@ -431,7 +490,7 @@ mod tests {
             operation: Operation::Commit,
             source: OsError::from_raw(12),
         };
-        assert!(e.to_string().starts_with("commit failed: "));
+        assert_eq!(e.to_string(), "commit failed");
         let source = e.source().expect("has a source");
         assert_eq!(
             source.to_string(),

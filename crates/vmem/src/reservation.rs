@@ -191,6 +191,8 @@ impl ReservationBuilder {
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
+                PageBitmap::new(pages)?,
             ))
         });
         let (
@@ -203,6 +205,8 @@ impl ReservationBuilder {
             dont_fork,
             dont_dump,
             lost,
+            hugetlb,
+            hugetlb_head,
         ) = match bitmaps {
             Ok(bitmaps) => bitmaps,
             Err(e) => {
@@ -234,10 +238,17 @@ impl ReservationBuilder {
             dont_dump,
             lost,
             any_lost: AtomicBool::new(false),
+            hugetlb,
+            hugetlb_head,
+            any_hugetlb: AtomicBool::new(false),
             lock_calls: Serial::default(),
         })
     }
 }
+
+/// The most halvings `Reservation::fill_hole` makes of a range whose fill the system refuses,
+/// bounding its system calls (two per halving) whatever the holes look like.
+const HOLE_SPLITS: usize = 1024;
 
 /// The most threads a parallel prefault uses, whatever it is asked for: each costs a stack and
 /// a system call, and the number asked for is the caller's input.
@@ -354,6 +365,14 @@ pub struct Reservation {
     /// Whether `lost` has a page (set after its bits, with `Release`), so that ranges are
     /// checked against it only once a page was lost.
     any_lost: AtomicBool,
+    /// Pages that `map` put explicit huge pages over (`MAP_HUGETLB`, or a hugetlbfs file),
+    /// and of those the first page of each huge page: the system acts on such a range only in
+    /// whole huge pages, so a call whose range cuts one is refused (see `check_whole`).
+    hugetlb: PageBitmap,
+    hugetlb_head: PageBitmap,
+    /// Whether `hugetlb` ever had a page (set after its bits, with `Release`), so that ranges
+    /// are checked against it only once explicit huge pages were mapped.
+    any_hugetlb: AtomicBool,
     /// Held by every call that changes which pages the system keeps locked, or `locked`
     /// (see `serial.rs`), so that `locked` tells what the system has locked; and by the
     /// advice calls, so that a decommit's re-advice sees each advice with its record.
@@ -492,6 +511,61 @@ impl Reservation {
         Ok(pages)
     }
 
+    /// [`check`](Self::check), and then that the range cuts no explicit huge page: the
+    /// system changes such pages only whole (it refuses, or rounds the range), so every call
+    /// that changes pages or their mapping is refused before it changes anything.
+    fn check_whole(&self, offset: usize, len: usize) -> Result<Pages> {
+        let pages = self.check(offset, len)?;
+        if !self.any_hugetlb.load(Ordering::Acquire) {
+            return Ok(pages);
+        }
+        let total = self.len / self.page;
+        for (what, page) in [("offset", pages.first), ("end", pages.first + pages.count)] {
+            if page < total && self.hugetlb.get(page) && !self.hugetlb_head.get(page) {
+                return Err(Error::Misaligned {
+                    what,
+                    value: page * self.page,
+                    page_size: self.hugetlb_size(page),
+                });
+            }
+        }
+        Ok(pages)
+    }
+
+    /// The size in bytes of the explicit huge page holding `page` (a page of `hugetlb`): from
+    /// its first page to the next huge page's first page or the end of the run. Bounded by
+    /// the huge page size: the first page lies at most one huge page before.
+    fn hugetlb_size(&self, page: usize) -> usize {
+        let total = self.len / self.page;
+        let head = self.hugetlb_head.last_set(0, page + 1).unwrap_or(page);
+        let after = head + 1;
+        let next_head = self
+            .hugetlb_head
+            .first_set(after, total - after)
+            .unwrap_or(total);
+        let run_end = self
+            .hugetlb
+            .first_clear(after, total - after)
+            .unwrap_or(total);
+        (next_head.min(run_end) - head) * self.page
+    }
+
+    /// Records `pages` as mapped with explicit huge pages of `size` bytes (a multiple of the
+    /// page size that `pages` is made of), or as not, with `None`.
+    fn record_hugetlb(&self, pages: Pages, size: Option<usize>) {
+        self.hugetlb_head.clear_range(pages.first, pages.count);
+        let Some(size) = size.filter(|&size| size > self.page) else {
+            self.hugetlb.clear_range(pages.first, pages.count);
+            return;
+        };
+        let step = size / self.page;
+        for head in (pages.first..pages.first + pages.count).step_by(step) {
+            self.hugetlb_head.set_range(head, 1);
+        }
+        self.hugetlb.set_range(pages.first, pages.count);
+        self.any_hugetlb.store(true, Ordering::Release);
+    }
+
     fn at(&self, offset: usize) -> *mut u8 {
         // SAFETY: callers pass offsets checked by `check`, so the result stays inside the
         // reservation (or one past its end).
@@ -531,7 +605,10 @@ impl Reservation {
     /// # Errors
     /// [`Error::ZeroLength`], [`Error::Misaligned`], [`Error::Overflow`] or
     /// [`Error::OutOfBounds`] for a bad range, [`Error::Lost`] for one holding a page the
-    /// system took (see [`map`](Self::map)); [`Error::Guarded`] if it holds a guard page;
+    /// system took (see [`map`](Self::map)); [`Error::Misaligned`] naming the huge page size
+    /// (`what` is `"offset"` or `"end"`) for a range that starts or ends inside an explicit
+    /// huge page ([`map`](Self::map) with a [`HugeTlbSize`], or a hugetlbfs file), which the
+    /// system changes only whole; [`Error::Guarded`] if it holds a guard page;
     /// [`Error::Os`] if the system refuses (for example the commit limit or, in
     /// [`CommitMode::Protected`], the mapping limit is reached). After an OS failure the
     /// bookkeeping is unchanged: no page of the range counts as newly committed. The system
@@ -551,7 +628,7 @@ impl Reservation {
     /// # Ok::<(), memvisor_vmem::Error>(())
     /// ```
     pub fn commit(&self, offset: usize, len: usize) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         self.no_guard(pages)?;
         // SAFETY: the range is inside the reservation; committing changes no contents.
         unsafe { sys::commit(self.at(offset), len, self.mode) }
@@ -602,11 +679,14 @@ impl Reservation {
     /// decommitted, every other advice is still given again, and the refused advice is no
     /// longer recorded for the pages it was refused for (a later decommit does not give it).
     /// The fresh mapping itself may be refused after the system unmapped the old pages; the
-    /// hole is then filled with the reservation's own fresh pages and the decommit goes on,
-    /// or, if that is refused too, the pages of the refused run are *lost*
-    /// ([`Error::Lost`] for every later call on a range with one; see [`map`](Self::map)), no
-    /// longer counted, and the error is returned. A refusal that took no page (the system
-    /// refused before it unmapped anything) leaves the pages committed, but unlocked.
+    /// hole is then filled with the reservation's own fresh pages and the decommit goes on.
+    /// If that is refused too, the pages of the hole are *lost* ([`Error::Lost`] for every
+    /// later call on a range with one; see [`map`](Self::map)), no longer counted, and the
+    /// error is returned. If only part of the run was unmapped, only that part is filled
+    /// (found with a bounded number of probes), and the pages still mapped next to it are
+    /// lost too: they cannot be told from a mapping another thread placed in the hole. A
+    /// refusal that took no page (the system refused before it unmapped anything) leaves the
+    /// pages committed, but unlocked.
     pub fn decommit(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self` means no other thread uses the reservation through this handle;
         // raw pointers made from `as_ptr` are the caller's to keep away from the range.
@@ -623,7 +703,7 @@ impl Reservation {
     /// range during or after the call until it is committed again: its contents are discarded
     /// (and in [`CommitMode::Protected`] any access faults).
     pub unsafe fn decommit_unchecked(&self, offset: usize, len: usize) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         self.no_guard(pages)?;
         // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
         // access back while the bitmaps still tell which they are. Runs with another source
@@ -666,6 +746,7 @@ impl Reservation {
             self.mapped.clear_range(pages.first, pages.count);
             self.shared.clear_range(pages.first, pages.count);
             self.no_hole_punch.clear_range(pages.first, pages.count);
+            self.record_hugetlb(pages, None);
         } else {
             // The reservation's own pages keep their mapping, and with it their NUMA policy;
             // only the runs another source is mapped over get the reservation's own pages
@@ -689,6 +770,7 @@ impl Reservation {
                 self.mapped.clear_range(run.first, run.count);
                 self.shared.clear_range(run.first, run.count);
                 self.no_hole_punch.clear_range(run.first, run.count);
+                self.record_hugetlb(run, None);
                 Ok(())
             })?;
         }
@@ -725,13 +807,28 @@ impl Reservation {
 
     /// After a mapping of fresh pages over `pages` was refused: `Ok` if the range holds the
     /// reservation's own fresh pages now, `Err` if it holds what it held before (the system
-    /// refused before it changed anything) or if its pages are lost.
+    /// refused before it changed anything), or if only part of it does.
     ///
-    /// A `MAP_FIXED` mapping the system refuses may have unmapped the old pages first. Then
-    /// the hole is filled with fresh pages (see `sys::refill`: never over a mapping another
-    /// thread placed there meanwhile), and the range is as a successful decommit leaves it.
-    /// If that is refused too, the pages are marked lost: every later call on a range with
-    /// one is refused ([`Error::Lost`]), their bits are cleared, and `Drop` leaves them alone.
+    /// A `MAP_FIXED` mapping the system refuses may have unmapped the old pages first. If the
+    /// range is still wholly mapped, nothing was taken (a mapping that filled the whole hole
+    /// before this probe looks cannot be told from the reservation's own pages). Otherwise the
+    /// unmapped pages are found and filled with fresh pages (see `sys::refill`: never over a
+    /// mapping another thread placed there meanwhile): the range is filled in one call if it
+    /// is wholly unmapped, and else split in halves, each probed (`msync`) and filled alike,
+    /// so a hole costs a few calls per level of halving (`O(boundaries × log pages)` calls in
+    /// all). Filled runs count as the reservation's own uncommitted pages (their recorded
+    /// advice given again; a refusal clears its record). Pages of the range that are mapped
+    /// while others are not cannot be told from a mapping another thread placed in the hole
+    /// (the system unmaps the whole range of a refused `MAP_FIXED`, or nothing), and a range
+    /// whose fill is refused for another reason than a mapping in it (the mapping limit, say)
+    /// may receive one at any time: both are *lost*. Every later call
+    /// on a range with a lost page is refused ([`Error::Lost`]), its bits are cleared, and
+    /// `Drop` leaves it alone. The halving is bounded (`HOLE_SPLITS` per call): a range still
+    /// undecided when they run out is lost as a whole.
+    ///
+    /// (The probe and the fill tell a mapped page from a hole, not whose the mapping is: a
+    /// hole another thread filled wholly before the first probe looks like the reservation's
+    /// own pages.)
     ///
     /// # Safety
     /// `pages` lie inside the reservation and nothing refers to their contents.
@@ -741,14 +838,103 @@ impl Reservation {
         if unsafe { sys::is_mapped(ptr, len) } {
             return Err(());
         }
+        let mut splits = HOLE_SPLITS;
         // SAFETY: the caller's promise.
-        if unsafe { self.sys_refill(ptr, len) }.is_ok() {
-            return Ok(());
+        if unsafe { self.fill_part(pages, &mut splits) } {
+            Ok(())
+        } else {
+            Err(())
         }
+    }
+
+    /// Fills the unmapped pages of `pages`, which is not wholly mapped, for `fill_hole`, and
+    /// loses the rest: `true` if all of them were unmapped and are filled now.
+    ///
+    /// # Safety
+    /// As `fill_hole`.
+    unsafe fn fill_part(&self, pages: Pages, splits: &mut usize) -> bool {
+        let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
+        // SAFETY: the caller's promise.
+        let refused = match unsafe { self.sys_refill(ptr, len) } {
+            Ok(()) => {
+                self.refilled(pages);
+                return true;
+            }
+            Err(e) => e,
+        };
+        // Only a range that is partly mapped is worth halving: any other refusal (the
+        // mapping limit, say) would meet its unmapped pages again.
+        if !refused.partly_mapped() || pages.count == 1 || *splits == 0 {
+            self.lose(pages);
+            return false;
+        }
+        *splits -= 1;
+        let low = Pages {
+            first: pages.first,
+            count: pages.count / 2,
+        };
+        let high = Pages {
+            first: low.first + low.count,
+            count: pages.count - low.count,
+        };
+        let mut all = true;
+        for half in [low, high] {
+            let (ptr, len) = (self.at(half.first * self.page), half.count * self.page);
+            // SAFETY: the half is inside the reservation.
+            if unsafe { sys::is_mapped(ptr, len) } {
+                // Mapped next to a hole: perhaps another's mapping, never claimed as ours.
+                self.lose(half);
+                all = false;
+            // SAFETY: the caller's promise.
+            } else if !unsafe { self.fill_part(half, splits) } {
+                all = false;
+            }
+        }
+        all
+    }
+
+    /// Marks `pages` lost (see [`Error::Lost`]) and clears their other bits.
+    fn lose(&self, pages: Pages) {
         self.lost.set_range(pages.first, pages.count);
         self.any_lost.store(true, Ordering::Release);
         self.forget(pages);
-        Err(())
+    }
+
+    /// Records that `pages` hold fresh pages of the reservation's own kind, put in a hole:
+    /// uncommitted, of no source, unlocked, and with the advice recorded for them given again
+    /// (a refusal clears its record).
+    fn refilled(&self, pages: Pages) {
+        let removed = self.committed.clear_range(pages.first, pages.count);
+        self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
+        for bitmap in [
+            &self.writable,
+            &self.inaccessible,
+            &self.executable,
+            &self.mapped,
+            &self.shared,
+            &self.no_hole_punch,
+            &self.locked,
+        ] {
+            bitmap.clear_range(pages.first, pages.count);
+        }
+        self.record_hugetlb(pages, None);
+        let advise = |advice| {
+            move |ptr, len| {
+                // SAFETY: `readvise` passes runs inside the reservation; advice keeps contents.
+                unsafe { sys::advise(ptr, len, advice) }
+            }
+        };
+        let advise_huge = |advice| {
+            move |ptr, len| {
+                // SAFETY: as above.
+                unsafe { sys::advise_huge(ptr, len, advice) }
+            }
+        };
+        // A refusal clears the advice's record for the run; the fill stands either way.
+        let _ = self.readvise(&self.dont_fork, pages, advise(sys::SysAdvice::DontFork));
+        let _ = self.readvise(&self.dont_dump, pages, advise(sys::SysAdvice::DontDump));
+        let _ = self.readvise(&self.huge, pages, advise_huge(HugePageAdvice::Huge));
+        let _ = self.readvise(&self.no_huge, pages, advise_huge(HugePageAdvice::NoHuge));
     }
 
     /// Clears every bit of `pages` (their memory is gone, or they are lost): committed, with
@@ -768,6 +954,8 @@ impl Reservation {
             &self.no_huge,
             &self.dont_fork,
             &self.dont_dump,
+            &self.hugetlb,
+            &self.hugetlb_head,
         ] {
             bitmap.clear_range(pages.first, pages.count);
         }
@@ -778,6 +966,8 @@ impl Reservation {
     /// # Safety
     /// The range lies inside the reservation and nothing refers to its contents.
     unsafe fn sys_refill(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(test)]
+        tests::REFILLS.with(|f| f.set(f.get() + 1));
         #[cfg(all(test, unix, not(miri)))]
         if tests::replace_takes_pages_and_fails() {
             return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
@@ -793,6 +983,10 @@ impl Reservation {
     /// # Safety
     /// The range lies inside the reservation and nothing refers to its contents.
     unsafe fn sys_replace(&self, ptr: *mut u8, len: usize) -> Result<(), sys::SysError> {
+        #[cfg(all(test, unix, not(miri)))]
+        if tests::replace_refused() {
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
         #[cfg(all(test, unix, not(miri)))]
         if tests::replace_takes_pages_and_fails() {
             // SAFETY: the caller's promise; the kernel's failed `MAP_FIXED` leaves the same
@@ -913,7 +1107,7 @@ impl Reservation {
         len: usize,
         protection: Protection,
     ) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation and committed; references are the
         // caller's promise.
@@ -1117,7 +1311,7 @@ impl Reservation {
     /// at the process's mapping limit) do such pages stay locked, and they are then counted
     /// as locked (an [`unlock`](Self::unlock) or decommit unlocks them).
     pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         let _serial = self.lock_calls.hold();
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; locking changes no contents.
@@ -1179,7 +1373,7 @@ impl Reservation {
     /// # Errors
     /// As [`protect`](Self::protect); [`Error::Os`] if the system refuses.
     pub fn unlock(&self, offset: usize, len: usize) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         let _serial = self.lock_calls.hold();
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; unlocking changes no contents.
@@ -1206,7 +1400,7 @@ impl Reservation {
         len: usize,
         advice: HugePageAdvice,
     ) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         // A decommit gives the recorded advice again to the fresh pages it maps: the advice
         // and its record must not fall on either side of one.
         let _serial = self.lock_calls.hold();
@@ -1312,7 +1506,7 @@ impl Reservation {
     /// # Safety
     /// As [`decommit_unchecked`](Self::decommit_unchecked).
     pub unsafe fn guard_unchecked(&self, offset: usize, len: usize) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         let ptr = self.at(offset);
         // SAFETY: the range is unreferenced (caller's promise).
         unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Guard))?;
@@ -1374,7 +1568,7 @@ impl Reservation {
     /// where the system refuses that too may some of its pages, still counted as guard pages,
     /// be accessible.
     pub fn unguard(&mut self, offset: usize, len: usize) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         if let Some(page) = self.guarded.first_clear(pages.first, pages.count) {
             return Err(Error::NotGuarded {
                 offset: page * self.page,
@@ -1567,6 +1761,103 @@ pub(crate) mod tests {
         assert_eq!(Protection::default(), Protection::ReadWrite);
     }
 
+    /// Pages recorded as explicit huge pages (here of four and of two pages, so that no huge
+    /// page of the system is needed): every call that changes pages refuses a range cutting
+    /// one, naming the huge page size, and changes nothing; queries and whole huge pages are
+    /// accepted, and a decommit gives the pages back to the reservation's own.
+    #[test]
+    fn ranges_cutting_recorded_huge_pages_are_refused_before_any_change() {
+        let p = page();
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder().mode(mode).reserve(16 * p).unwrap();
+            r.commit(0, 16 * p).unwrap();
+            // Pages 4..12 in huge pages of four pages, 12..16 in huge pages of two, as a
+            // `map` of explicit huge pages records them.
+            for (first, count, size) in [(4, 8, 4 * p), (12, 4, 2 * p)] {
+                let pages = Pages { first, count };
+                r.mapped.set_range(first, count);
+                r.record_hugetlb(pages, Some(size));
+            }
+            let cut = |what, value, page_size| Error::Misaligned {
+                what,
+                value,
+                page_size,
+            };
+            let cases = [
+                (5 * p, p, cut("offset", 5 * p, 4 * p)),
+                (0, 5 * p, cut("end", 5 * p, 4 * p)),
+                (4 * p, 7 * p, cut("end", 11 * p, 4 * p)),
+                (10 * p, 2 * p, cut("offset", 10 * p, 4 * p)),
+                (8 * p, 5 * p, cut("end", 13 * p, 2 * p)),
+                (13 * p, 3 * p, cut("offset", 13 * p, 2 * p)),
+            ];
+            for (offset, len, expected) in cases {
+                let expected = Err(expected);
+                let what = alloc::format!("{mode:?} {offset:#x}+{len:#x}");
+                assert_eq!(r.commit(offset, len), expected, "commit {what}");
+                assert_eq!(r.decommit(offset, len), expected, "decommit {what}");
+                assert_eq!(
+                    r.protect(offset, len, Protection::Read),
+                    expected,
+                    "protect {what}"
+                );
+                assert_eq!(r.lock(offset, len), expected, "lock {what}");
+                assert_eq!(r.unlock(offset, len), expected, "unlock {what}");
+                assert_eq!(r.guard(offset, len), expected, "guard {what}");
+                assert_eq!(r.unguard(offset, len), expected, "unguard {what}");
+                assert_eq!(
+                    r.advise_huge_pages(offset, len, HugePageAdvice::NoHuge),
+                    expected,
+                    "advise_huge_pages {what}"
+                );
+                assert_eq!(
+                    r.advise(offset, len, crate::Advice::DontDump),
+                    expected,
+                    "advise {what}"
+                );
+                assert_eq!(
+                    r.bind_numa(offset, len, crate::NumaPolicy::Default, &[]),
+                    expected,
+                    "bind_numa {what}"
+                );
+                assert_eq!(r.free(offset, len), expected, "free {what}");
+                assert_eq!(r.discard(offset, len), expected, "discard {what}");
+                assert_eq!(r.purge(offset, len), expected, "purge {what}");
+                #[cfg(unix)]
+                assert_eq!(
+                    r.map(
+                        offset,
+                        len,
+                        crate::MapSource::AnonymousShared,
+                        Protection::ReadWrite,
+                        None
+                    ),
+                    expected,
+                    "map {what}"
+                );
+                assert_eq!(r.committed_bytes(), 16 * p, "{what}");
+                assert!(r.is_committed(offset, len).unwrap(), "{what}");
+                assert_eq!(r.writable.count_set(0, 16), 16, "{what}");
+            }
+            assert_eq!(
+                r.free(0, 8 * p),
+                Err(Error::HugeTlb {
+                    offset: 4 * p,
+                    operation: Operation::Free
+                })
+            );
+            // Whole huge pages are accepted; their decommit puts the reservation's own pages
+            // back, which any range may cut again.
+            r.protect(4 * p, 4 * p, Protection::Read).unwrap();
+            r.commit(12 * p, 2 * p).unwrap();
+            r.decommit(4 * p, 12 * p).unwrap();
+            assert_eq!(r.hugetlb.count_set(0, 16), 0);
+            assert_eq!(r.hugetlb_head.count_set(0, 16), 0);
+            r.commit(5 * p, p).unwrap();
+            r.decommit(13 * p, p).unwrap();
+        }
+    }
+
     std::thread_local! {
         /// When set, the next lock of this thread locks this many bytes and then fails with
         /// `ENOMEM`, as the kernel may when it cannot populate the rest.
@@ -1600,6 +1891,13 @@ pub(crate) mod tests {
         /// unmapped the old pages does.
         pub(super) static REPLACE_TAKES_PAGES_AND_FAILS: core::cell::Cell<usize> =
             const { core::cell::Cell::new(0) };
+        /// The number of fills of holes this thread tried.
+        pub(super) static REFILLS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+        #[cfg(all(unix, not(miri)))]
+        /// The number of this thread's next mappings of fresh pages over a range that fail
+        /// with `ENOMEM` without changing anything (a test makes the hole it wants itself).
+        pub(super) static REPLACE_REFUSED: core::cell::Cell<usize> =
+            const { core::cell::Cell::new(0) };
         /// When set, the next `advise` of this thread gives its advice to this many bytes and
         /// then fails with `ENOMEM`, as `madvise` may when splitting mappings at the limit.
         pub(super) static ADVISE_FAILS_AFTER: core::cell::Cell<Option<usize>> =
@@ -1615,6 +1913,17 @@ pub(crate) mod tests {
     #[cfg(all(unix, not(miri)))]
     pub(super) fn replace_takes_pages_and_fails() -> bool {
         REPLACE_TAKES_PAGES_AND_FAILS.with(|f| {
+            let left = f.get();
+            f.set(left.saturating_sub(1));
+            left > 0
+        })
+    }
+
+    /// Whether the next fresh-pages mapping is to be refused without a change (see
+    /// `REPLACE_REFUSED`).
+    #[cfg(all(unix, not(miri)))]
+    pub(super) fn replace_refused() -> bool {
+        REPLACE_REFUSED.with(|f| {
             let left = f.get();
             f.set(left.saturating_sub(1));
             left > 0
@@ -2019,10 +2328,169 @@ pub(crate) mod tests {
         }
     }
 
+    /// A reservation of 16 committed pages, each holding its index + 1, with the pages of
+    /// `holes` unmapped: a refused mapping that took only part of its range.
+    #[cfg(all(unix, not(miri)))]
+    fn with_holes(mode: CommitMode, holes: &[(usize, usize)]) -> Reservation {
+        let r = Reservation::builder()
+            .mode(mode)
+            .reserve(16 * page())
+            .unwrap();
+        r.commit(0, 16 * page()).unwrap();
+        for i in 0..16 {
+            // SAFETY: committed read-write; nothing else uses the reservation.
+            unsafe { r.at(i * page()).write(u8::try_from(i + 1).unwrap()) };
+        }
+        for &(first, count) in holes {
+            let at = NonNull::new(r.at(first * page())).unwrap();
+            // SAFETY: pages of the reservation that nothing refers to.
+            unsafe { sys::unmap(at, count * page(), page()) }.unwrap();
+        }
+        r
+    }
+
+    /// Whether page `i` of `r` is in one of `holes`.
+    #[cfg(all(unix, not(miri)))]
+    fn in_holes(i: usize, holes: &[(usize, usize)]) -> bool {
+        holes
+            .iter()
+            .any(|&(first, count)| (first..first + count).contains(&i))
+    }
+
+    /// A decommit refused over `mode`'s reservation with a partial hole: whether every page
+    /// of the hole was filled (another test's thread may map into a hole meanwhile; such a
+    /// page is lost instead). The pages mapped next to the hole are lost, never claimed.
+    #[cfg(all(unix, not(miri)))]
+    fn refused_decommit_over_a_partial_hole(mode: CommitMode) -> bool {
+        let holes = [(2, 2), (5, 1), (9, 3)];
+        let mut r = with_holes(mode, &holes);
+        if mode == CommitMode::Sparse {
+            // A sparse decommit replaces only runs another source was mapped over.
+            r.mapped.set_range(0, 16);
+        }
+        REPLACE_REFUSED.with(|f| f.set(1));
+        let err = r.decommit(0, 16 * page()).unwrap_err();
+        REPLACE_REFUSED.with(|f| f.set(0));
+        assert_eq!(
+            err,
+            Error::Os {
+                operation: Operation::Decommit,
+                source: crate::OsError::from_raw(12)
+            },
+            "{mode:?}"
+        );
+        // SAFETY: inside the reservation.
+        assert!(unsafe { sys::is_mapped(r.at(0), r.len()) }, "{mode:?}");
+        assert_eq!(r.committed_bytes(), 0, "{mode:?}");
+        let mut all_filled = true;
+        for i in 0..16 {
+            let got = r.commit(i * page(), page());
+            if in_holes(i, &holes) && got.is_ok() {
+                // SAFETY: committed just now: a filled hole reads as zero.
+                assert_eq!(unsafe { r.at(i * page()).read() }, 0, "{mode:?} {i}");
+                r.decommit(i * page(), page()).unwrap();
+            } else {
+                all_filled &= !in_holes(i, &holes);
+                assert_eq!(got, Err(Error::Lost { offset: i * page() }), "{mode:?} {i}");
+            }
+        }
+        assert_eq!(r.committed_bytes(), 0, "{mode:?}");
+        // The drop unmaps the filled holes and leaves the lost pages alone.
+        drop(r);
+        all_filled
+    }
+
+    #[test]
+    #[cfg(all(unix, not(miri)))]
+    fn decommit_refused_over_a_partial_hole_refills_exactly_the_hole() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            assert!(
+                (0..8).any(|_| refused_decommit_over_a_partial_hole(mode)),
+                "{mode:?}: the hole was never filled"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(all(unix, not(miri)))]
+    fn a_refused_refill_loses_only_the_range_it_was_refused_for() {
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let r = with_holes(mode, &[(4, 4)]);
+            REPLACE_TAKES_PAGES_AND_FAILS.with(|f| f.set(usize::MAX));
+            // SAFETY: inside the reservation; nothing refers to the pages.
+            let filled = unsafe { r.fill_hole(Pages { first: 4, count: 4 }) };
+            let refills = usize::MAX - REPLACE_TAKES_PAGES_AND_FAILS.with(core::cell::Cell::get);
+            REPLACE_TAKES_PAGES_AND_FAILS.with(|f| f.set(0));
+            assert_eq!(filled, Err(()), "{mode:?}");
+            // Refused for want of room, not for a mapping in the hole: not tried in halves.
+            assert_eq!(refills, 1, "{mode:?}");
+            assert_eq!(r.lost.count_set(0, 16), 4, "{mode:?}");
+            assert_eq!(r.committed_bytes(), 12 * page(), "{mode:?}");
+            assert_eq!(
+                r.commit(0, 5 * page()),
+                Err(Error::Lost { offset: 4 * page() })
+            );
+            r.commit(0, 4 * page()).unwrap();
+            r.commit(8 * page(), 8 * page()).unwrap();
+            for i in (0..4).chain(8..16) {
+                // SAFETY: committed read-write; the system kept the page.
+                let read = unsafe { r.at(i * page()).read() };
+                assert_eq!(read, u8::try_from(i + 1).unwrap(), "{mode:?} {i}");
+            }
+            drop(r);
+        }
+    }
+
+    #[test]
+    #[cfg(all(unix, not(miri)))]
+    fn finding_the_holes_costs_calls_per_boundary_not_per_page() {
+        // A hole of 2^16 pages around one page still mapped: a few refills per level of
+        // halving fill it all; a refill refused for want of room is not tried in halves.
+        let pages = 1 << 16;
+        let attempt = |refused: bool| {
+            let r = Reservation::builder().reserve(pages * page()).unwrap();
+            for (first, count) in [(0, pages / 2), (pages / 2 + 1, pages / 2 - 1)] {
+                let at = NonNull::new(r.at(first * page())).unwrap();
+                // SAFETY: pages of the reservation that nothing refers to.
+                unsafe { sys::unmap(at, count * page(), page()) }.unwrap();
+            }
+            REFILLS.with(|f| f.set(0));
+            REPLACE_TAKES_PAGES_AND_FAILS.with(|f| f.set(if refused { usize::MAX } else { 0 }));
+            // SAFETY: inside the reservation; nothing refers to the pages.
+            let filled = unsafe {
+                r.fill_hole(Pages {
+                    first: 0,
+                    count: pages,
+                })
+            };
+            REPLACE_TAKES_PAGES_AND_FAILS.with(|f| f.set(0));
+            let refills = REFILLS.with(core::cell::Cell::get);
+            assert_eq!(filled, Err(()));
+            // SAFETY: inside the reservation.
+            assert!(refused || unsafe { sys::is_mapped(r.at(0), r.len()) });
+            assert!(r.lost.get(pages / 2));
+            let lost = r.lost.count_set(0, pages);
+            if refused {
+                assert_eq!(refills, 1);
+                assert_eq!(lost, pages);
+                true
+            } else {
+                // Only the page mapped next to the hole is lost (unless another test's thread
+                // mapped into the hole meanwhile: then its pages are lost too).
+                refills <= 2 * 17 + 1 && lost == 1
+            }
+        };
+        assert!(attempt(true));
+        assert!(
+            (0..8).any(|_| attempt(false)),
+            "more than a few refills per level"
+        );
+    }
+
     #[test]
     #[cfg(all(target_os = "linux", not(miri)))]
     fn filling_a_hole_never_replaces_a_mapping_placed_in_it() {
-        let r = reservation(4);
+        let mut r = reservation(4);
         r.commit(0, 4 * page()).unwrap();
         let hole = r.at(page());
         // SAFETY: the middle pages of the reservation, which nothing refers to: the hole a
@@ -2051,8 +2519,19 @@ pub(crate) mod tests {
         let pages = Pages { first: 1, count: 2 };
         // SAFETY: the pages are inside the reservation; nothing of ours refers to them.
         assert_eq!(unsafe { r.fill_hole(pages) }, Err(()));
-        assert_eq!(r.commit(0, 2 * page()), Err(Error::Lost { offset: page() }));
+        // The other mapping's page is lost; the rest of the hole is the reservation's again
+        // (or lost, had another test's thread mapped there meanwhile).
         assert_eq!(r.committed_bytes(), 2 * page());
+        if ours {
+            assert_eq!(
+                r.commit(2 * page(), page()),
+                Err(Error::Lost { offset: 2 * page() })
+            );
+        }
+        if !r.lost.get(1) {
+            r.commit(page(), page()).unwrap();
+            r.decommit(page(), page()).unwrap();
+        }
         drop(r);
         if ours {
             // SAFETY: the other mapping, still there and read-write.

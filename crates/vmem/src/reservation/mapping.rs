@@ -197,7 +197,13 @@ impl Reservation {
     /// must be long enough for the range when it is mapped (afterwards it is the caller's to
     /// keep it so: where it is shortened later, accesses past its end fault with `SIGBUS`).
     /// [`decommit`](Self::decommit) later puts the reservation's own uncommitted pages back, in
-    /// both modes.
+    /// both modes. The huge page size of such a range is recorded: until its pages are
+    /// decommitted or mapped over whole, every call that changes pages or their mapping
+    /// (commit, decommit, protect, lock, unlock, advice, NUMA policy, guard, unguard, free,
+    /// discard, purge, map) refuses a range that starts or ends inside one of its huge pages
+    /// with [`Error::Misaligned`] naming the huge page size, before changing anything (the
+    /// system would refuse such a range part-way, or round it and act on more or less than
+    /// asked); queries and prefaults accept any range.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
@@ -210,7 +216,9 @@ impl Reservation {
     /// its file cannot be examined). After an error the range is as it was, except
     /// where the system took its pages before refusing (explicit huge pages that cannot be
     /// had): then the range holds the reservation's own uncommitted pages again, as the
-    /// bookkeeping says, and its old contents are gone (they were to be replaced anyway). If
+    /// bookkeeping says, and its old contents are gone (they were to be replaced anyway; where
+    /// only part of the range was unmapped, only that part is filled, and the pages mapped
+    /// next to it are lost, as for [`decommit`](Self::decommit)). If
     /// the system refuses that too, the range's pages are *lost*: another mapping may be
     /// placed there, so every later call on a range with a lost page fails with
     /// [`Error::Lost`] (queries too), and dropping the reservation unmaps only the pages
@@ -259,15 +267,20 @@ impl Reservation {
         protection: Protection,
         huge: Option<HugeTlbSize>,
     ) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         let unit = huge.map_or(self.page, |h| h.bytes().max(self.page));
         check_units(offset, len, source, unit)?;
         #[cfg_attr(not(unix), allow(unused_mut, reason = "only Unix maps files"))]
         let mut no_hole_punch = false;
+        // The size of the explicit huge pages the range is mapped in, if any: for a file, its
+        // own (the system ignores `huge` there), else the one named.
+        #[cfg_attr(not(unix), allow(unused_mut, reason = "only Unix maps files"))]
+        let mut hugetlb_size = huge.map(HugeTlbSize::bytes);
         #[cfg(unix)]
         if let MapSource::File(file) = source {
             let facts = sys::file_facts(file.raw_fd()).map_err(|e| e.during(Operation::Map))?;
             no_hole_punch = facts.no_hole_punch;
+            hugetlb_size = facts.page_size;
             // The system maps a hugetlbfs file in whole huge pages, rounding the length up:
             // a shorter range would replace memory past its end.
             if let Some(file_page) = facts.page_size
@@ -328,6 +341,7 @@ impl Reservation {
         } else {
             self.no_hole_punch.clear_range(pages.first, pages.count);
         }
+        self.record_hugetlb(pages, hugetlb_size);
         // A fresh mapping is neither locked nor advised.
         self.locked.clear_range(pages.first, pages.count);
         self.huge.clear_range(pages.first, pages.count);
@@ -372,7 +386,7 @@ impl Reservation {
         policy: NumaPolicy,
         nodes: &[u32],
     ) -> Result<()> {
-        self.check(offset, len)?;
+        self.check_whole(offset, len)?;
         const WORDS: usize = NUMA_NODES as usize / 64;
         let mut mask = [0u64; WORDS];
         for &node in nodes {
@@ -419,7 +433,7 @@ impl Reservation {
     /// # Ok::<(), memvisor_vmem::Error>(())
     /// ```
     pub fn advise(&self, offset: usize, len: usize, advice: Advice) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         // A decommit gives the recorded advice again to the fresh pages it maps: the advice
         // and its record must not fall on either side of one.
         let _serial = self.lock_calls.hold();
@@ -504,7 +518,8 @@ impl Reservation {
     /// [`MapSource::AnonymousPrivate`]).
     ///
     /// # Errors
-    /// As [`discard`](Self::discard); [`Error::Shared`] for a page of a shared source (nothing
+    /// As [`discard`](Self::discard); [`Error::Shared`] for a page of a shared source, and
+    /// [`Error::HugeTlb`] for an explicit huge page, which Linux does not free lazily (nothing
     /// is freed then).
     pub fn free(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
@@ -620,7 +635,7 @@ impl Reservation {
         operation: Operation,
         pick: impl Fn(bool) -> SysAdvice,
     ) -> Result<()> {
-        let pages = self.check(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         self.all_committed(pages)?;
         // No page may be locked between the check and the advice.
         let _serial = self.lock_calls.hold();
@@ -638,6 +653,17 @@ impl Reservation {
         {
             return Err(Error::Shared {
                 offset: page * self.page,
+            });
+        }
+        // `MADV_FREE` is refused for explicit huge pages, after the pages before them were
+        // given it: refuse up front too.
+        if operation == Operation::Free
+            && self.any_hugetlb.load(core::sync::atomic::Ordering::Acquire)
+            && let Some(page) = self.hugetlb.first_set(pages.first, pages.count)
+        {
+            return Err(Error::HugeTlb {
+                offset: page * self.page,
+                operation,
             });
         }
         // `MADV_REMOVE` is refused for a file the system will not punch holes in, after the

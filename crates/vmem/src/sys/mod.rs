@@ -137,6 +137,19 @@ pub(crate) enum SysError {
 }
 
 impl SysError {
+    /// Whether a fill of a hole was refused because part of its range is mapped
+    /// (`EEXIST` of `MAP_FIXED_NOREPLACE`).
+    pub(crate) fn partly_mapped(self) -> bool {
+        #[cfg(unix)]
+        {
+            matches!(self, SysError::Os(e) if e.raw() == libc::EEXIST)
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+
     /// The public error for this failure during `operation`.
     pub(crate) fn during(self, operation: Operation) -> Error {
         match self {

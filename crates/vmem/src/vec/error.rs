@@ -4,8 +4,11 @@
 use core::fmt;
 
 /// Everything that can go wrong creating or growing a vector. Each variant carries the values
-/// that caused it. A failed operation leaves the vector as it was (for a
-/// [`ConcurrentVec`](super::ConcurrentVec), see its `try_push` for the one exception).
+/// that caused it; the reservation's error of [`Error::Reserve`], [`Error::Commit`] and
+/// [`Error::Decommit`] is their [`source`](core::error::Error::source), not part of their
+/// `Display`, so a reporter that prints the chain of sources says it once. A failed operation
+/// leaves the vector as it was (for a [`ConcurrentVec`](super::ConcurrentVec), see its `try_push`
+/// for the one exception).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -48,7 +51,7 @@ pub enum Error {
         slots: usize,
     },
     /// Reserving the address space failed (bad alignment, or the system refused).
-    #[error("reserving {len:#x} bytes failed: {source}")]
+    #[error("reserving {len:#x} bytes failed")]
     Reserve {
         /// The number of bytes asked for.
         len: usize,
@@ -57,7 +60,7 @@ pub enum Error {
         source: crate::Error,
     },
     /// Committing memory for more elements failed (typically the system's commit limit).
-    #[error("committing {len:#x} bytes at offset {offset:#x} failed: {source}")]
+    #[error("committing {len:#x} bytes at offset {offset:#x} failed")]
     Commit {
         /// Offset of the range in the reservation.
         offset: usize,
@@ -69,7 +72,7 @@ pub enum Error {
     },
     /// Decommitting memory failed; the elements are unchanged (for the memory see
     /// [`Vec::shrink_to`](super::Vec::shrink_to)).
-    #[error("decommitting {len:#x} bytes at offset {offset:#x} failed: {source}")]
+    #[error("decommitting {len:#x} bytes at offset {offset:#x} failed")]
     Decommit {
         /// Offset of the range in the reservation.
         offset: usize,
@@ -92,7 +95,8 @@ pub enum Error {
 /// The result type of the vectors.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
-/// A value that could not be pushed, handed back with the reason.
+/// A value that could not be pushed, handed back with the reason. It displays as
+/// "value not pushed"; the reason is its [`source`](core::error::Error::source).
 ///
 /// # Examples
 /// ```
@@ -144,7 +148,7 @@ impl<T> fmt::Debug for PushError<T> {
 
 impl<T> fmt::Display for PushError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "value not pushed: {}", self.error)
+        f.write_str("value not pushed")
     }
 }
 
@@ -213,7 +217,7 @@ mod tests {
                 source: crate::Error::InvalidAlignment { align: 3 }
             }
             .to_string(),
-            "reserving 0x1000 bytes failed: alignment 0x3 is not a power of two"
+            "reserving 0x1000 bytes failed"
         );
         assert_eq!(
             Error::Commit {
@@ -222,7 +226,7 @@ mod tests {
                 source: crate::Error::ZeroLength
             }
             .to_string(),
-            "committing 0x2000 bytes at offset 0x1000 failed: length is zero"
+            "committing 0x2000 bytes at offset 0x1000 failed"
         );
         assert_eq!(
             Error::Decommit {
@@ -231,8 +235,61 @@ mod tests {
                 source: crate::Error::ZeroLength
             }
             .to_string(),
-            "decommitting 0x1000 bytes at offset 0x0 failed: length is zero"
+            "decommitting 0x1000 bytes at offset 0x0 failed"
         );
+    }
+
+    /// Every message joined with its sources, as error reporters print a chain.
+    fn chain(e: &dyn core::error::Error) -> alloc::string::String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let os = crate::Error::Os {
+            operation: crate::Operation::Commit,
+            source: crate::OsError::from_raw(12),
+        };
+        let os_text = crate::OsError::from_raw(12).to_string();
+        let errors = [
+            Error::Reserve {
+                len: 0x1000,
+                source: os.clone(),
+            },
+            Error::Commit {
+                offset: 0,
+                len: 0x1000,
+                source: os.clone(),
+            },
+            Error::Decommit {
+                offset: 0,
+                len: 0x1000,
+                source: os,
+            },
+        ];
+        for e in &errors {
+            let text = chain(e);
+            assert_eq!(text.matches("commit failed").count(), 1, "{text}");
+            assert_eq!(text.matches(os_text.as_str()).count(), 1, "{text}");
+        }
+        let pushed = PushError::new(
+            (),
+            Error::Commit {
+                offset: 0,
+                len: 0x1000,
+                source: crate::Error::ZeroLength,
+            },
+        );
+        let text = chain(&pushed);
+        assert_eq!(text.matches("length is zero").count(), 1, "{text}");
+        assert_eq!(text.matches("committing").count(), 1, "{text}");
     }
 
     #[test]
@@ -245,10 +302,7 @@ mod tests {
                 requested: 2,
             },
         );
-        assert_eq!(
-            e.to_string(),
-            "value not pushed: vector is full: 2 elements needed, capacity is 1"
-        );
+        assert_eq!(e.to_string(), "value not pushed");
         assert!(e.source().is_some());
         assert!(alloc::format!("{e:?}").contains("CapacityExceeded"));
         assert_eq!(e.into_parts().0, 7);
