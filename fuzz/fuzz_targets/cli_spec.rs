@@ -34,7 +34,8 @@ const SPECS: [&str; 4] = [
 const FIRECRACKER: &str = include_str!("../../examples/firecracker.json");
 /// A Cloud Hypervisor VmConfig with memory zones and NUMA nodes, the starting point of its JSON
 /// variant.
-const CH_VM_CONFIG: &str = r#"{"cpus": {"boot_vcpus": 2}, "memory": {"size": 0,
+const CH_VM_CONFIG: &str = r#"{"cpus": {"boot_vcpus": 2, "max_vcpus": 2},
+"payload": {"kernel": "/k"}, "platform": {"num_pci_segments": 1}, "memory": {"size": 0,
 "hotplug_method": "VirtioMem", "shared": false, "thp": true, "zones": [
 {"id": "a", "size": 1073741824, "host_numa_node": 0, "prefault": false},
 {"id": "b", "size": 2147483648, "hotplug_size": 1073741824, "hotplugged_size": 2097152}]},

@@ -19,6 +19,29 @@ use crate::spec::{self, DEFAULT_ORIGIN, DEFAULT_SPEC, Source};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// With `--from cloud-hypervisor`: the host's default huge page size, which Cloud
+    /// Hypervisor's `hugepages=on` without `hugepage_size` takes (default: this host's,
+    /// `Hugepagesize` in /proc/meminfo).
+    #[arg(long, global = true, value_enum, value_name = "SIZE")]
+    host_hugepage_size: Option<HugePageArg>,
+}
+
+/// A huge page size a spec has.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum HugePageArg {
+    #[value(name = "2M")]
+    TwoMiB,
+    #[value(name = "1G")]
+    OneGiB,
+}
+
+/// The default huge page size of Cloud Hypervisor's settings: `pinned`, else this host's.
+fn default_huge_page(pinned: Option<HugePageArg>) -> crate::vmm::DefaultHugePage<'static> {
+    match pinned {
+        Some(HugePageArg::TwoMiB) => crate::vmm::DefaultHugePage::Pinned(2 << 20),
+        Some(HugePageArg::OneGiB) => crate::vmm::DefaultHugePage::Pinned(1 << 30),
+        None => crate::vmm::DefaultHugePage::host(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,8 +169,19 @@ enum ArchArg {
     Aarch64,
 }
 
-fn load(path: Option<&OsStr>, from: From, arch: Option<ArchArg>, scale: u64) -> Result<Plan> {
-    Ok(load_spec(path, from, arch, scale)?.1)
+/// What [`load_spec`] reads a spec with: its format, the architecture that overrides the
+/// spec's, the scale, Cloud Hypervisor's default huge page size; and where notes about a
+/// conversion go.
+struct Load<'w> {
+    from: From,
+    arch: Option<ArchArg>,
+    scale: u64,
+    huge: crate::vmm::DefaultHugePage<'static>,
+    notes: &'w mut dyn Write,
+}
+
+fn load(path: Option<&OsStr>, how: Load<'_>) -> Result<Plan> {
+    Ok(load_spec(path, how)?.1)
 }
 
 /// The usage error of `--from firecracker` or `--from cloud-hypervisor` without SPEC.
@@ -162,12 +196,14 @@ fn from_needs_spec() -> Error {
 
 /// Reads, checks and plans the spec at `path` (the default one without), scaled down by
 /// `scale`.
-fn load_spec(
-    path: Option<&OsStr>,
-    from: From,
-    arch: Option<ArchArg>,
-    scale: u64,
-) -> Result<(spec::VmSpec, Plan)> {
+fn load_spec(path: Option<&OsStr>, how: Load<'_>) -> Result<(spec::VmSpec, Plan)> {
+    let Load {
+        from,
+        arch,
+        scale,
+        huge,
+        notes,
+    } = how;
     let (origin, text) = match (path, from) {
         (None, From::Memvisor) => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
         (None, _) => return Err(from_needs_spec()),
@@ -178,7 +214,11 @@ fn load_spec(
         ),
         (Some(p), From::CloudHypervisorJson) => (
             format!("{} (as a memvisor spec)", shown(p)),
-            crate::vmm::cloud_hypervisor_json_spec(&shown(p), &crate::input::read_spec(p)?)?,
+            crate::vmm::cloud_hypervisor_json_spec_for(
+                &shown(p),
+                &crate::input::read_spec(p)?,
+                huge,
+            )?,
         ),
         (Some(option), From::CloudHypervisor) => {
             let option = utf8_option(option)?;
@@ -187,10 +227,17 @@ fn load_spec(
                     "{} (as a memvisor spec)",
                     crate::vmm::cloud_hypervisor_origin(option)
                 ),
-                crate::vmm::cloud_hypervisor_spec(option)?,
+                crate::vmm::cloud_hypervisor_spec_for(option, huge)?,
             )
         }
     };
+    // A converted spec's notes, shown before its plan; a note that cannot be written is lost,
+    // as the plan is what was asked for.
+    if from != From::Memvisor {
+        for note in text.lines().map_while(|l| l.strip_prefix(crate::vmm::NOTE)) {
+            let _ = writeln!(notes, "note: {}", crate::render::escape(note));
+        }
+    }
     let src = Source {
         origin: &origin,
         text: &text,
@@ -232,7 +279,14 @@ fn json(value: &impl serde::Serialize) -> String {
     text
 }
 
-fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> {
+fn execute(
+    command: Command,
+    huge: Option<HugePageArg>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    progress: bool,
+) -> Result<()> {
+    let huge = default_huge_page(huge);
     let write =
         |out: &mut dyn Write, text: String| out.write_all(text.as_bytes()).map_err(Error::Output);
     match command {
@@ -243,7 +297,16 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             from,
             kernel_cmdline,
         } => {
-            let plan = load(spec.as_deref(), from, arch, 1)?;
+            let plan = load(
+                spec.as_deref(),
+                Load {
+                    from,
+                    arch,
+                    scale: 1,
+                    huge,
+                    notes: err,
+                },
+            )?;
             let text = if kernel_cmdline {
                 crate::render::kernel_cmdline(&plan).map_err(Error::Usage)?
             } else if as_json {
@@ -260,7 +323,16 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             arch,
             from,
         } => {
-            let plan = load(spec.as_deref(), from, arch, scale)?;
+            let plan = load(
+                spec.as_deref(),
+                Load {
+                    from,
+                    arch,
+                    scale,
+                    huge,
+                    notes: err,
+                },
+            )?;
             let mut report = back(&plan, scale, progress && !as_json);
             write(
                 out,
@@ -280,7 +352,16 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
             json: as_json,
             from,
         } => {
-            let (vm, plan) = load_spec(spec.as_deref(), from, None, 1)?;
+            let (vm, plan) = load_spec(
+                spec.as_deref(),
+                Load {
+                    from,
+                    arch: None,
+                    scale: 1,
+                    huge,
+                    notes: err,
+                },
+            )?;
             let mut host = crate::check::host_facts();
             if let crate::spec::BackingKind::Hugetlbfs(path) = &vm.memory.backing {
                 host.paths
@@ -320,11 +401,13 @@ fn execute(command: Command, out: &mut dyn Write, progress: bool) -> Result<()> 
                     crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?
                 }
                 (From::CloudHypervisor, Some(option)) => {
-                    crate::vmm::cloud_hypervisor_spec(utf8_option(option)?)?
+                    crate::vmm::cloud_hypervisor_spec_for(utf8_option(option)?, huge)?
                 }
-                (From::CloudHypervisorJson, Some(p)) => {
-                    crate::vmm::cloud_hypervisor_json_spec(&shown(p), &crate::input::read_spec(p)?)?
-                }
+                (From::CloudHypervisorJson, Some(p)) => crate::vmm::cloud_hypervisor_json_spec_for(
+                    &shown(p),
+                    &crate::input::read_spec(p)?,
+                    huge,
+                )?,
                 (From::Memvisor, Some(_)) => {
                     return Err(Error::Usage(
                         "init prints the default spec; SPEC is only for --from firecracker, \
@@ -431,8 +514,8 @@ where
         _ => false,
     };
     // What was written must reach its reader: a failed flush is a failed write.
-    let result =
-        execute(cli.command, out, progress).and_then(|()| out.flush().map_err(Error::Output));
+    let result = execute(cli.command, cli.host_hugepage_size, out, err, progress)
+        .and_then(|()| out.flush().map_err(Error::Output));
     match result {
         Ok(()) => 0,
         // Standard output cannot take the report: say so where it can be seen.

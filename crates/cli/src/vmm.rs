@@ -10,6 +10,8 @@ mod cloud_hypervisor;
 mod firecracker;
 
 pub use cloud_hypervisor::{
-    cloud_hypervisor_json_spec, cloud_hypervisor_origin, cloud_hypervisor_spec,
+    DefaultHugePage, HOST_MEMINFO, NOTE, cloud_hypervisor_json_spec,
+    cloud_hypervisor_json_spec_for, cloud_hypervisor_origin, cloud_hypervisor_spec,
+    cloud_hypervisor_spec_for,
 };
 pub use firecracker::firecracker_spec;

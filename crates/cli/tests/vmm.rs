@@ -3,7 +3,20 @@
 
 use std::path::PathBuf;
 
+/// Runs `memvisor ARGS`, with Cloud Hypervisor's default huge page size pinned to 2 MiB (so
+/// that plans do not depend on the host) unless ARGS give it.
 fn run(args: &[&str]) -> (u8, String, String) {
+    let mut argv = args.to_vec();
+    if matches!(args.first(), Some(&("plan" | "back" | "check" | "init")))
+        && !args.contains(&"--host-hugepage-size")
+    {
+        argv.splice(1..1, ["--host-hugepage-size", "2M"]);
+    }
+    run_on_host(&argv)
+}
+
+/// Runs `memvisor ARGS` as given.
+fn run_on_host(args: &[&str]) -> (u8, String, String) {
     let mut out = Vec::new();
     let mut err = Vec::new();
     let mut argv = vec!["memvisor"];
@@ -1045,4 +1058,73 @@ fn plan_from_cloud_hypervisor_json_vm_config() {
     ]);
     assert_ne!(code, 0, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `hugepages=on` without `hugepage_size` is the planning host's default huge page size, as
+/// Cloud Hypervisor takes it; a note says so and `--host-hugepage-size` pins it.
+#[test]
+fn cloud_hypervisor_default_huge_page_size_is_the_hosts_or_pinned() {
+    for (pin, expect) in [("1G", "memfd, 1 GiB pages"), ("2M", "memfd, 2 MiB pages")] {
+        for options in [
+            "size=2G,hugepages=on",
+            "--memory size=0 --memory-zone id=a,size=2G,hugepages=on",
+        ] {
+            let (code, out, err) = run(&[
+                "plan",
+                "--host-hugepage-size",
+                pin,
+                "--from",
+                "cloud-hypervisor",
+                "--",
+                options,
+            ]);
+            assert_eq!(code, 0, "{options}: {err}");
+            assert!(out.contains(expect), "{options}: {out}");
+            assert!(err.is_empty(), "{options}: {err}");
+        }
+        let (code, toml, err) = run(&[
+            "init",
+            "--from",
+            "cloud-hypervisor",
+            "--host-hugepage-size",
+            pin,
+            r#"{"payload": {"kernel": "/k"}, "memory": {"size": 2147483648, "hugepages": true}}"#,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let pages = if pin == "1G" { "1GiB" } else { "2MiB" };
+        assert!(
+            toml.contains(&format!("huge_pages = \"{pages}\"")),
+            "{toml}"
+        );
+    }
+    // An explicit hugepage_size is not the host's: no note.
+    let (code, _, err) = run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "size=2G,hugepages=on,hugepage_size=2M",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "{err}");
+    // Without the pin, this host's default, with a note that says where it comes from; or,
+    // where this host has no huge pages, a refusal that says how to pin it.
+    let (code, out, err) =
+        run_on_host(&["plan", "--from", "cloud-hypervisor", "size=2G,hugepages=on"]);
+    match std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("Hugepagesize:"))
+            .map(str::to_owned)
+    }) {
+        Some(line) if line.ends_with(" 2048 kB") || line.ends_with(" 1048576 kB") => {
+            assert_eq!(code, 0, "{err}");
+            assert!(out.contains("memfd, "), "{out}");
+            assert!(err.starts_with("note: "), "{err}");
+            assert!(err.contains("Hugepagesize in /proc/meminfo"), "{err}");
+            assert!(err.contains("--host-hugepage-size"), "{err}");
+        }
+        _ => {
+            assert_eq!(code, 2, "{out}");
+            assert!(err.contains("--host-hugepage-size"), "{err}");
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //! what Cloud Hypervisor refuses is refused; what a spec cannot express is refused by name.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
 
 use toml::{Table, Value};
 
@@ -13,12 +15,121 @@ use crate::size::{Size, SizeError};
 use crate::spec::{MAX_GUEST_NODES, MAX_HOST_NODES, MAX_SPEC_BYTES};
 
 mod json;
-pub use json::cloud_hypervisor_json_spec;
 use json::{JSON_ORIGIN, is_json};
+pub use json::{cloud_hypervisor_json_spec, cloud_hypervisor_json_spec_for};
 
 /// Cloud Hypervisor's boot RAM when `size` is not given (`DEFAULT_MEMORY_MB`, 512 MiB), for
 /// `--memory` and for a memory zone alike.
 const CH_DEFAULT_MEMORY: u64 = 512 << 20;
+
+/// Where the planning host's default huge page size is read: its `Hugepagesize` line.
+pub const HOST_MEMINFO: &str = "/proc/meminfo";
+
+/// The most of a meminfo file read (the kernel's is some 1.5 KiB).
+const MEMINFO_MAX: u64 = 64 << 10;
+
+/// The huge page size Cloud Hypervisor takes for `hugepages=on` without `hugepage_size`: the
+/// default huge page size of the host it runs on (its memfd is made with `MFD_HUGETLB` and
+/// no size, and its alignment is the page size of `/dev/hugepages`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultHugePage<'a> {
+    /// The planning host's: `Hugepagesize` in this meminfo file ([`HOST_MEMINFO`]), read
+    /// only when a setting needs it. The converted spec then starts with a `# note: ` comment
+    /// that says so.
+    Meminfo(&'a Path),
+    /// This size in bytes, whatever the host (planning for another host, or a plan that does
+    /// not depend on the host).
+    Pinned(u64),
+}
+
+impl DefaultHugePage<'static> {
+    /// The planning host's default huge page size, from [`HOST_MEMINFO`].
+    #[must_use]
+    pub fn host() -> Self {
+        DefaultHugePage::Meminfo(Path::new(HOST_MEMINFO))
+    }
+}
+
+/// The default huge page size once it is needed, and the note of where it came from.
+struct HugeDefault<'a> {
+    how: DefaultHugePage<'a>,
+    found: Option<u64>,
+    note: Option<String>,
+}
+
+impl<'a> HugeDefault<'a> {
+    fn new(how: DefaultHugePage<'a>) -> Self {
+        Self {
+            how,
+            found: None,
+            note: None,
+        }
+    }
+
+    /// The default huge page size, read once; a mistake is shown at `place`'s `hugepages`.
+    fn size(&mut self, place: &Place<'_>) -> Result<u64> {
+        if let Some(size) = self.found {
+            return Ok(size);
+        }
+        let size = match self.how {
+            DefaultHugePage::Pinned(size) => size,
+            DefaultHugePage::Meminfo(path) => {
+                let size = meminfo_huge_page(path).map_err(|why| {
+                    place.err(format_args!(
+                        "hugepages: on without hugepage_size is the host's default huge page \
+                         size (as Cloud Hypervisor takes it), and {why}; give hugepage_size \
+                         (2M or 1G), or plan with --host-hugepage-size"
+                    ))
+                })?;
+                self.note = Some(format!(
+                    "hugepage_size is not given: Cloud Hypervisor takes the host's default huge \
+                     page size, on this host {} (Hugepagesize in {}); give hugepage_size, or \
+                     plan with --host-hugepage-size, for another host",
+                    Size(size),
+                    escape(&path.to_string_lossy())
+                ));
+                size
+            }
+        };
+        self.found = Some(size);
+        Ok(size)
+    }
+}
+
+/// `Hugepagesize` of the meminfo file at `path`, in bytes; why not, in words.
+fn meminfo_huge_page(path: &Path) -> std::result::Result<u64, String> {
+    let lossy = path.to_string_lossy();
+    let shown = escape(&lossy);
+    let mut text = String::new();
+    // Only a file is read: opening a FIFO would wait for a writer.
+    let file = std::fs::metadata(path)
+        .and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a file"))
+            }
+        })
+        .and_then(|()| std::fs::File::open(path));
+    file.and_then(|f| f.take(MEMINFO_MAX).read_to_string(&mut text))
+        .map_err(|e| format!("{shown} cannot be read ({e})"))?;
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("Hugepagesize:")) else {
+        return Err(format!(
+            "{shown} has no Hugepagesize (a kernel without huge pages)"
+        ));
+    };
+    line.trim()
+        .strip_suffix(" kB")
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .and_then(|kib| kib.checked_mul(1024))
+        .filter(|&b| b > 0)
+        .ok_or_else(|| {
+            format!(
+                "{shown}'s Hugepagesize `{}` is not a number of kB",
+                escape(line.trim())
+            )
+        })
+}
 
 /// Cloud Hypervisor's default `max_phys_bits`, the most address bits it gives a guest.
 const CH_PHYS_BITS: i64 = 46;
@@ -301,15 +412,32 @@ fn huge_page_size_given(hugepages: bool, size: Option<u64>, place: &Place<'_>) -
 }
 
 /// The spec's `huge_pages` of memory with these options: explicit huge pages of
-/// `hugepage_size` (2 MiB when not given, where Cloud Hypervisor takes the host's default),
-/// else transparent ones unless `thp=off`; and the page its sizes must be a multiple of.
+/// `hugepage_size` (when not given, the host's default, as Cloud Hypervisor takes it:
+/// `default`), else transparent ones unless `thp=off`; and the page its sizes must be a
+/// multiple of.
 fn pages(
     hugepages: bool,
     size: Option<u64>,
     thp: bool,
     place: &Place<'_>,
+    default: &mut HugeDefault<'_>,
 ) -> Result<(&'static str, u64)> {
-    Ok(match (hugepages, size.unwrap_or(2 << 20), thp) {
+    let size = match (hugepages, size) {
+        (true, None) => {
+            let size = default.size(place)?;
+            if size != 2 << 20 && size != 1 << 30 {
+                return Err(place.err(format_args!(
+                    "hugepages: on without hugepage_size is the host's default huge page size, \
+                     {}, and a spec has 2 MiB or 1 GiB huge pages; give hugepage_size (2M or \
+                     1G), or plan with --host-hugepage-size",
+                    Size(size)
+                )));
+            }
+            size
+        }
+        (_, size) => size.unwrap_or(2 << 20),
+    };
+    Ok(match (hugepages, size, thp) {
         (true, 0x20_0000, _) => ("2MiB", 2 << 20),
         (true, 0x4000_0000, _) => ("1GiB", 1 << 30),
         (true, other, _) => {
@@ -380,7 +508,11 @@ struct ChZone<'s> {
     hotplug: Option<u64>,
 }
 
-fn ch_zone<'s>(zone: ChZoneInput<'s>, memory: &ChMemory<'_>) -> Result<ChZone<'s>> {
+fn ch_zone<'s>(
+    zone: ChZoneInput<'s>,
+    memory: &ChMemory<'_>,
+    default: &mut HugeDefault<'_>,
+) -> Result<ChZone<'s>> {
     let ChZoneInput {
         place,
         id,
@@ -443,7 +575,7 @@ fn ch_zone<'s>(zone: ChZoneInput<'s>, memory: &ChMemory<'_>) -> Result<ChZone<'s
             "size: 0 B is not a memory zone's size (Cloud Hypervisor cannot map an empty zone)",
         ));
     }
-    let (pages, page) = pages(hugepages, hugepage_size, memory.thp, &place)?;
+    let (pages, page) = pages(hugepages, hugepage_size, memory.thp, &place, default)?;
     if !size.is_multiple_of(page) {
         return Err(place.err(format_args!(
             "size: {} is not a multiple of the {} page (Cloud Hypervisor refuses it)",
@@ -800,7 +932,10 @@ fn is_command_line(options: &str) -> bool {
 /// `--memory`: `size` is the boot RAM (Cloud Hypervisor's default, 512 MiB, when it is not
 /// given; an option string of white space alone gives every default); `hotplug_size` one
 /// hotplug slot of that size; `shared=on` or `hugepages=on` memfd memory (else private
-/// anonymous); `hugepages=on` explicit huge pages of `hugepage_size` (default 2M), else
+/// anonymous); `hugepages=on` explicit huge pages of `hugepage_size` (when not given, this
+/// host's default huge page size, `Hugepagesize` in [`HOST_MEMINFO`], as Cloud Hypervisor
+/// takes its host's: [`cloud_hypervisor_spec_for`] pins it; the spec then starts with a
+/// [`NOTE`] comment that says so), else
 /// transparent ones unless `thp=off`; `prefault=on` one prefault thread. `hotplug_method`,
 /// `hotplugged_size`, `mergeable` and `reserve` are checked and left out. Sizes take Cloud
 /// Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one not
@@ -816,6 +951,13 @@ fn is_command_line(options: &str) -> bool {
 /// not given in the order of their nodes (Cloud Hypervisor lays zones out in the order given,
 /// a spec node after node).
 ///
+/// Hot-pluggable memory (`hotplug_size` of `--memory` or of a zone, ACPI or virtio-mem) is
+/// where Cloud Hypervisor's x86_64 layout puts it: at the 128 MiB boundary after boot RAM
+/// (boot RAM is laid over `[0, 3 GiB)` then from 4 GiB), or at 4 GiB when RAM ends below 3
+/// GiB. A spec's hotplug window starts at a whole GiB, so hotplug after boot RAM above 3 GiB
+/// that does not end in the last 128 MiB of a GiB is refused by name rather than planned
+/// elsewhere.
+///
 /// # Errors
 /// [`Error::Import`] for an unknown option, a bad size, number or `on`/`off` value, a `file`
 /// (not modelled), what a spec cannot express (above), or what Cloud Hypervisor refuses:
@@ -826,7 +968,10 @@ fn is_command_line(options: &str) -> bool {
 /// without an id, with an id used twice or starting with `__`, of size 0 or not a multiple of
 /// its page, with `hotplug_size` and `hotplug_method=acpi`; a node without `guest_numa_id`, with
 /// one used twice, naming an unknown zone or one another node names, a distance to an unknown
-/// node or two to one node, a PCI segment other than 0 (or 0 on a node other than 0).
+/// node or two to one node, a PCI segment other than 0 (or 0 on a node other than 0);
+/// `hugepages=on` without `hugepage_size` where the host's default huge page size cannot be
+/// read (the meminfo file cannot be read or has no `Hugepagesize`) or is neither 2 MiB nor 1
+/// GiB, refused at `hugepages`.
 ///
 /// ```
 /// use memvisor_cli::vmm::cloud_hypervisor_spec;
@@ -844,6 +989,15 @@ fn is_command_line(options: &str) -> bool {
 /// # Ok::<(), memvisor_cli::Error>(())
 /// ```
 pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
+    cloud_hypervisor_spec_for(option, DefaultHugePage::host())
+}
+
+/// [`cloud_hypervisor_spec`] with `default` as the huge page size of `hugepages=on` without
+/// `hugepage_size` (where Cloud Hypervisor takes its host's default).
+///
+/// # Errors
+/// As [`cloud_hypervisor_spec`].
+pub fn cloud_hypervisor_spec_for(option: &str, default: DefaultHugePage<'_>) -> Result<String> {
     if option.len() > MAX_SPEC_BYTES {
         return Err(spec_error(
             "cloud-hypervisor",
@@ -854,7 +1008,7 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
         ));
     }
     if is_json(option) {
-        return cloud_hypervisor_json_spec(JSON_ORIGIN, option);
+        return cloud_hypervisor_json_spec_for(JSON_ORIGIN, option, default);
     }
     let line = if is_command_line(option) {
         command_line(option)?
@@ -877,12 +1031,16 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
         .enumerate()
         .map(|(i, o)| ch_node_options(o, i))
         .collect::<Result<Vec<_>>>()?;
-    config_spec(ChConfig {
-        memory,
-        zones_given: !zones.is_empty(),
-        zones,
-        nodes,
-    })
+    config_spec(
+        ChConfig {
+            memory,
+            zones_given: !zones.is_empty(),
+            zones,
+            nodes,
+            phys_bits: None,
+        },
+        default,
+    )
 }
 
 /// Cloud Hypervisor's memory settings, from its command line or a JSON `VmConfig`, read but
@@ -894,17 +1052,22 @@ struct ChConfig<'s> {
     zones_given: bool,
     zones: Vec<ChZoneInput<'s>>,
     nodes: Vec<ChNodeInput<'s>>,
+    /// The guest's most address bits, where the configuration gives them (JSON's
+    /// `cpus.max_phys_bits`, 32 to 64); else Cloud Hypervisor's default, 46.
+    phys_bits: Option<i64>,
 }
 
 /// The spec TOML of Cloud Hypervisor's memory settings, checked as Cloud Hypervisor checks
 /// them; what a spec cannot express is refused by name.
-fn config_spec(config: ChConfig<'_>) -> Result<String> {
+fn config_spec(config: ChConfig<'_>, default: DefaultHugePage<'_>) -> Result<String> {
     let ChConfig {
         memory,
         zones_given,
         zones,
         nodes,
+        phys_bits,
     } = config;
+    let mut default = HugeDefault::new(default);
     check_memory(&memory)?;
     if zones_given && zones.is_empty() && memory.size != Some(0) {
         return Err(memory.place.err(
@@ -914,9 +1077,13 @@ fn config_spec(config: ChConfig<'_>) -> Result<String> {
     }
     let mut spec = Table::new();
     spec.insert("name".into(), Value::String("cloud-hypervisor".into()));
-    // Cloud Hypervisor gives its guests the host CPU's address bits, at most 46 (its default
-    // `max_phys_bits`): the plan takes the 46 (`memvisor check` says when the host has fewer).
-    spec.insert("phys_bits".into(), Value::Integer(CH_PHYS_BITS));
+    // Cloud Hypervisor gives its guests the host CPU's address bits, at most `max_phys_bits`
+    // (46 by default): the plan takes that most (`memvisor check` says when the host has
+    // fewer).
+    spec.insert(
+        "phys_bits".into(),
+        Value::Integer(phys_bits.unwrap_or(CH_PHYS_BITS)),
+    );
     if zones.is_empty() {
         let place = &memory.place;
         if memory.size == Some(0) {
@@ -925,7 +1092,7 @@ fn config_spec(config: ChConfig<'_>) -> Result<String> {
                  memory zones give the memory, and refuses it without any)",
             ));
         }
-        let (table, hotplug) = memory_table(&memory, place)?;
+        let (table, hotplug) = memory_table(&memory, place, &mut default)?;
         spec.insert("memory".into(), Value::Table(table));
         if let Some(h) = hotplug {
             spec.insert("hotplug".into(), Value::Table(h));
@@ -950,11 +1117,19 @@ fn config_spec(config: ChConfig<'_>) -> Result<String> {
                 Size(size)
             )));
         }
-        zones_spec(zones, nodes, &memory, &mut spec)?;
+        zones_spec(zones, nodes, &memory, &mut spec, &mut default)?;
     }
     spec.insert("serial".into(), Value::Table(Table::new()));
-    Ok(crate::render::escape_toml(&spec.to_string()))
+    let toml = crate::render::escape_toml(&spec.to_string());
+    Ok(match default.note {
+        Some(note) => format!("{NOTE}{note}\n{toml}"),
+        None => toml,
+    })
 }
+
+/// How a converted spec's first lines start when they say something about the conversion
+/// (one line each), to be shown where the spec is planned.
+pub const NOTE: &str = "# note: ";
 
 fn no_zones(place: &Place<'_>) -> Error {
     place
@@ -962,7 +1137,11 @@ fn no_zones(place: &Place<'_>) -> Error {
 }
 
 /// The `[memory]` and `[hotplug]` tables of `--memory` without memory zones.
-fn memory_table(memory: &ChMemory<'_>, place: &Place<'_>) -> Result<(Table, Option<Table>)> {
+fn memory_table(
+    memory: &ChMemory<'_>,
+    place: &Place<'_>,
+    default: &mut HugeDefault<'_>,
+) -> Result<(Table, Option<Table>)> {
     // Cloud Hypervisor's memory manager refuses these when it starts, in this order.
     if let Some(plugged) = memory.hotplugged {
         let Some(window) = memory.hotplug else {
@@ -1021,19 +1200,77 @@ fn memory_table(memory: &ChMemory<'_>, place: &Place<'_>) -> Result<(Table, Opti
         "anonymous"
     };
     table.insert("backing".into(), Value::String(backing.into()));
-    let (pages, _) = pages(memory.hugepages, memory.hugepage_size, memory.thp, place)?;
+    let (pages, _) = pages(
+        memory.hugepages,
+        memory.hugepage_size,
+        memory.thp,
+        place,
+        default,
+    )?;
     table.insert("huge_pages".into(), Value::String(pages.into()));
     if memory.prefault {
         table.insert("prefault".into(), Value::Integer(1));
     }
     let hotplug = memory
         .hotplug
-        .map(|h| hotplug_table(h, 0, "hotplug_size", place))
+        .map(|h| hotplug_table(h, 0, memory.size, place))
         .transpose()?;
     Ok((table, hotplug))
 }
 
-fn hotplug_table(size: u64, node: usize, field: &str, place: &Place<'_>) -> Result<Table> {
+/// Where Cloud Hypervisor's x86_64 layout (`arch_memory_regions`) ends `ram` bytes of boot RAM
+/// laid over `[0, 3 GiB)` and then from 4 GiB: its last address.
+fn ch_ram_last(ram: u64) -> Option<u64> {
+    const LOW_END: u64 = 3 << 30;
+    const HIGH_START: u64 = 4 << 30;
+    if ram <= LOW_END {
+        ram.checked_sub(1)
+    } else {
+        (ram - LOW_END).checked_add(HIGH_START - 1)
+    }
+}
+
+/// Where Cloud Hypervisor starts hot-pluggable memory after `ram` bytes of boot RAM
+/// (`MemoryManager::start_addr` with hotplug allowed): the 128 MiB boundary after the last
+/// RAM address, or 4 GiB (`RAM_64BIT_START`) when RAM ends below 3 GiB. ACPI hotplug plugs
+/// its DIMMs from there, and a virtio-mem region, aligned to 128 MiB
+/// (`VIRTIO_MEM_ALIGN_SIZE`), starts there too.
+fn ch_hotplug_start(ram: u64) -> Option<u64> {
+    let last = ch_ram_last(ram)?;
+    if last < 3 << 30 {
+        return Some(4 << 30);
+    }
+    (last | (VIRTIO_MEM_ALIGN - 1)).checked_add(1)
+}
+
+/// Where a spec's hotplug window starts after `ram` bytes of boot RAM on x86_64: at the whole
+/// GiB after the RAM window, which is whole GiB from 4 GiB (from 4 GiB when RAM fits below 3
+/// GiB).
+fn spec_hotplug_start(ram: u64) -> Option<u64> {
+    let high = ram.saturating_sub(3 << 30);
+    high.checked_next_multiple_of(1 << 30)?.checked_add(4 << 30)
+}
+
+/// The `[hotplug]` table of a hotplug area of `size` bytes on guest node `node`, after `ram`
+/// bytes of boot RAM (`None`: more than 2^64 bytes, refused by the spec's reader).
+/// Hot-pluggable memory that Cloud Hypervisor puts elsewhere than a spec's hotplug window
+/// starts is refused by name, so that a plan's hotplug addresses are Cloud Hypervisor's.
+fn hotplug_table(size: u64, node: usize, ram: Option<u64>, place: &Place<'_>) -> Result<Table> {
+    let field = "hotplug_size";
+    if let Some(ram) = ram
+        && let (Some(ch), Some(spec)) = (ch_hotplug_start(ram), spec_hotplug_start(ram))
+        && ch != spec
+    {
+        return Err(place.err(format_args!(
+            "{field}: Cloud Hypervisor puts hot-pluggable memory at {ch:#x}, the 128 MiB \
+             boundary after {} of boot RAM (last address {:#x}), and a spec's hotplug window \
+             starts at the next whole GiB, {spec:#x}: hotplug there is not modelled (boot RAM \
+             above 3 GiB must end in the last 128 MiB of a GiB; or leave {field} out to plan \
+             the rest)",
+            Size(ram),
+            ch_ram_last(ram).unwrap_or_default()
+        )));
+    }
     let mut t = Table::new();
     t.insert("slots".into(), Value::Integer(1));
     t.insert("slot_size".into(), integer(size, field, place)?);
@@ -1058,11 +1295,12 @@ fn zones_spec(
     nodes: Vec<ChNodeInput<'_>>,
     memory: &ChMemory<'_>,
     spec: &mut Table,
+    default: &mut HugeDefault<'_>,
 ) -> Result<()> {
     let mut zones: Vec<ChZone<'_>> = Vec::with_capacity(inputs.len());
     let mut ids: HashMap<String, usize> = HashMap::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
-        let zone = ch_zone(input, memory)?;
+        let zone = ch_zone(input, memory, default)?;
         if let Some(first) = ids.insert(zone.id.clone(), i) {
             return Err(zone.place.err(format_args!(
                 "id: `{}` is the id of {} too (Cloud Hypervisor refuses it)",
@@ -1201,7 +1439,7 @@ fn zones_spec(
             Value::Table(hotplug_table(
                 size,
                 node_of[z],
-                "hotplug_size",
+                sizes.iter().try_fold(0u64, |sum, s| sum.checked_add(*s)),
                 &zone.place,
             )?),
         );
@@ -1231,15 +1469,17 @@ fn numa_checks<'a>(
                 ));
             }
         }
-        // Without `--platform`, Cloud Hypervisor has one PCI segment, 0, on guest node 0.
+        // With one PCI segment (more are refused as not modelled: `--platform` is not
+        // imported, a JSON `platform.num_pci_segments` above 1 refused), there is segment 0, on
+        // guest node 0.
         for &(first, last) in &node.segments {
             if first != 0 || last != 0 {
                 let bad = if first != 0 { first } else { last };
                 return Err(err(
                     i,
                     format!(
-                        "pci_segments: there is no PCI segment {bad} (there is one, 0, without \
-                         Cloud Hypervisor's platform num_pci_segments, which is not imported)"
+                        "pci_segments: there is no PCI segment {bad} (there is one, 0: more, \
+                         Cloud Hypervisor's platform num_pci_segments, are not modelled)"
                     ),
                 ));
             }
@@ -1399,8 +1639,12 @@ mod tests {
     use super::*;
     use crate::spec::{BackingKind, PageKind, VmSpec};
 
+    /// The huge page size tests take as the host's default, whatever the host.
+    const PINNED: DefaultHugePage<'static> = DefaultHugePage::Pinned(2 << 20);
+
     fn spec_of(options: &str) -> VmSpec {
-        let toml = cloud_hypervisor_spec(options).unwrap_or_else(|e| panic!("{options}: {e}"));
+        let toml =
+            cloud_hypervisor_spec_for(options, PINNED).unwrap_or_else(|e| panic!("{options}: {e}"));
         crate::spec::parse(crate::spec::Source {
             origin: "ch.toml",
             text: &toml,
@@ -1409,7 +1653,7 @@ mod tests {
     }
 
     fn error_of(options: &str) -> String {
-        match cloud_hypervisor_spec(options) {
+        match cloud_hypervisor_spec_for(options, PINNED) {
             Ok(toml) => panic!("{options}: taken as\n{toml}"),
             Err(e) => {
                 assert_eq!(e.exit_code(), 2, "{options}: {e}");
@@ -1819,12 +2063,12 @@ mod tests {
         assert_eq!(spec.memory.pages, PageKind::Base);
         assert_eq!(spec.memory.prefault_threads, 1);
         assert!(
-            cloud_hypervisor_spec("size=1G,shared=")
+            cloud_hypervisor_spec_for("size=1G,shared=", PINNED)
                 .unwrap()
                 .contains("anonymous")
         );
         assert!(
-            cloud_hypervisor_spec("size=1G,shared=TRUE")
+            cloud_hypervisor_spec_for("size=1G,shared=TRUE", PINNED)
                 .unwrap()
                 .contains("memfd")
         );
@@ -1863,7 +2107,9 @@ mod tests {
                 "hotplugged_size: 1 MiB is not a multiple of 2 MiB",
             ),
         ] {
-            let e = cloud_hypervisor_spec(option).unwrap_err().to_string();
+            let e = cloud_hypervisor_spec_for(option, PINNED)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(expected), "{option}: {e}");
         }
         // What Cloud Hypervisor takes: an empty value is none given, the last value counts.
@@ -1878,7 +2124,7 @@ mod tests {
             "size=1G,hotplug_method=acpi,hotplug_size=1G,hotplug_method=virtio-mem,\
              hotplugged_size=512M",
         ] {
-            cloud_hypervisor_spec(option).unwrap_or_else(|e| panic!("{option}: {e}"));
+            cloud_hypervisor_spec_for(option, PINNED).unwrap_or_else(|e| panic!("{option}: {e}"));
         }
     }
 
@@ -1925,7 +2171,9 @@ mod tests {
                 "mergeable: on with shared on",
             ),
         ] {
-            let e = cloud_hypervisor_spec(option).unwrap_err().to_string();
+            let e = cloud_hypervisor_spec_for(option, PINNED)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(expected), "{option}: {e}");
         }
     }
@@ -1945,16 +2193,202 @@ mod tests {
         ] {
             assert_eq!(spec_of(option).ram(), ram, "{option:?}");
         }
-        let e = cloud_hypervisor_spec("size=1G,reserve=maybe").unwrap_err();
+        let e = cloud_hypervisor_spec_for("size=1G,reserve=maybe", PINNED).unwrap_err();
         assert!(
             e.to_string().contains("reserve: `maybe` is not on or off"),
             "{e}"
         );
-        let e = cloud_hypervisor_spec("size=1G,file=/srv/mem").unwrap_err();
+        let e = cloud_hypervisor_spec_for("size=1G,file=/srv/mem", PINNED).unwrap_err();
         assert!(
             e.to_string()
                 .contains("file: memory backed by a file is not modelled"),
             "{e}"
         );
+    }
+
+    /// The hotplug slot's `(start, size)` in the plan of `options`.
+    fn hotplug_at(options: &str) -> (u64, u64) {
+        let toml =
+            cloud_hypervisor_spec_for(options, PINNED).unwrap_or_else(|e| panic!("{options}: {e}"));
+        let src = crate::spec::Source {
+            origin: "ch.toml",
+            text: &toml,
+        };
+        let spec = crate::spec::parse(src).unwrap_or_else(|e| panic!("{options}: {e}\n{toml}"));
+        let plan = crate::plan::plan(&spec, src).unwrap_or_else(|e| panic!("{options}: {e}"));
+        let [slot] = plan.hotplug.as_slice() else {
+            panic!("{options}: {:?}", plan.hotplug);
+        };
+        (slot.span.start, slot.span.size)
+    }
+
+    /// Where Cloud Hypervisor puts hot-pluggable memory (vmm/src/memory_manager.rs): boot RAM
+    /// is laid over `[0, 3 GiB)` then from 4 GiB (`arch_memory_regions`); the hotplug area
+    /// starts at `MemoryManager::start_addr(last RAM address, true)`, the last address with
+    /// its low 27 bits set plus one (the next 128 MiB boundary), or 4 GiB
+    /// (`RAM_64BIT_START`) when RAM ends below 3 GiB. ACPI hotplug (`--memory hotplug_size`)
+    /// plugs its DIMMs from there; a virtio-mem region (`hotplug_method=virtio-mem`, of
+    /// `--memory` or of a zone) starts there rounded up to `VIRTIO_MEM_ALIGN_SIZE`, 128 MiB,
+    /// which it already is.
+    #[test]
+    fn cloud_hypervisor_hotplug_is_where_cloud_hypervisor_puts_it() {
+        const G: u64 = 1 << 30;
+        for (options, start) in [
+            // ACPI, RAM below 3 GiB: RAM_64BIT_START.
+            ("size=1G,hotplug_size=1G", 4 * G),
+            ("size=3G,hotplug_size=1G", 4 * G),
+            // ACPI, RAM past 3 GiB: 1 GiB of it from 4 GiB, last address 0x1_3fff_ffff.
+            ("size=4G,hotplug_size=1G", 0x1_4000_0000),
+            // 3.875 GiB: last address 0x1_37ff_ffff, next 128 MiB boundary 0x1_3800_0000 is
+            // not a whole GiB, which a spec's hotplug window starts at: refused below.
+            // virtio-mem of --memory: the same start, already 128 MiB aligned.
+            ("size=2G,hotplug_method=virtio-mem,hotplug_size=1G", 4 * G),
+            ("size=6G,hotplug_method=virtio-mem,hotplug_size=2G", 7 * G),
+            // virtio-mem of a zone: zones' RAM laid out as --memory's.
+            (
+                "--memory size=0,hotplug_method=virtio-mem \
+                 --memory-zone id=a,size=1G id=b,size=4G,hotplug_size=1G",
+                6 * G,
+            ),
+            (
+                "--memory size=0,hotplug_method=virtio-mem \
+                 --memory-zone id=a,size=512M,hotplug_size=128M",
+                4 * G,
+            ),
+        ] {
+            let (at, _) = hotplug_at(options);
+            assert_eq!(at, start, "{options}: {at:#x}");
+        }
+        // Where Cloud Hypervisor's start is not a whole GiB, a spec's window cannot be there:
+        // refused, naming Cloud Hypervisor's address.
+        for (options, ch) in [
+            ("size=3968M,hotplug_size=1G", "0x138000000"),
+            (
+                "size=4608M,hotplug_method=virtio-mem,hotplug_size=1G",
+                "0x160000000",
+            ),
+            (
+                "--memory size=0,hotplug_method=virtio-mem \
+                 --memory-zone id=a,size=3G id=b,size=640M,hotplug_size=1G",
+                "0x128000000",
+            ),
+        ] {
+            let e = error_of(options);
+            assert!(e.contains("hotplug_size"), "{options}: {e}");
+            assert!(e.contains(ch), "{options}: {e}");
+            assert!(e.contains("not modelled"), "{options}: {e}");
+            assert!(!e.contains("  "), "{options}: {e}");
+        }
+    }
+
+    /// A meminfo file of `text` in a folder of its own.
+    fn meminfo(name: &str, text: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("memvisor-ch-meminfo-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meminfo");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `hugepages=on` without `hugepage_size` is the host's default huge page size
+    /// (`Hugepagesize` in meminfo), read only when needed, with a note; a host without one, a
+    /// file that cannot be read or a size a spec does not have is refused at `hugepages`.
+    #[test]
+    fn cloud_hypervisor_default_huge_page_size_is_read_from_meminfo() {
+        let one_g = meminfo(
+            "1g",
+            "MemTotal:       16384000 kB\nHugePages_Total:       0\nHugepagesize:    1048576 kB\n",
+        );
+        for options in [
+            "size=2G,hugepages=on",
+            "--memory size=0 --memory-zone id=a,size=1G,hugepages=on id=b,size=1G,hugepages=on",
+            r#"{"payload": {"kernel": "/k"}, "memory": {"size": 2147483648, "hugepages": true}}"#,
+        ] {
+            let toml = cloud_hypervisor_spec_for(options, DefaultHugePage::Meminfo(&one_g))
+                .unwrap_or_else(|e| panic!("{options}: {e}"));
+            assert!(toml.contains("huge_pages = \"1GiB\""), "{options}: {toml}");
+            let note = toml.lines().next().unwrap_or_default();
+            assert!(note.starts_with(NOTE), "{options}: {toml}");
+            assert!(note.contains("1 GiB (Hugepagesize in "), "{note}");
+            assert!(!note.contains("  "), "{note}");
+            // The note is a comment: the spec reads as without it.
+            let src = crate::spec::Source {
+                origin: "ch.toml",
+                text: &toml,
+            };
+            assert_eq!(
+                crate::spec::parse(src).unwrap().memory.pages,
+                PageKind::Huge1G
+            );
+        }
+        // A zone of 2 MiB pages and one of the default (1 GiB here) differ.
+        let e = cloud_hypervisor_spec_for(
+            "--memory size=0 --memory-zone id=a,size=1G,hugepages=on \
+             id=b,size=1G,hugepages=on,hugepage_size=2M",
+            DefaultHugePage::Meminfo(&one_g),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("differs"), "{e}");
+        // Not read when not needed: no note, and a missing file does no harm.
+        let missing = std::path::Path::new("/nonexistent/memvisor/meminfo");
+        for options in [
+            "size=2G,hugepages=on,hugepage_size=1G",
+            "size=2G",
+            "size=2G,shared=on",
+        ] {
+            let toml = cloud_hypervisor_spec_for(options, DefaultHugePage::Meminfo(missing))
+                .unwrap_or_else(|e| panic!("{options}: {e}"));
+            assert!(!toml.contains(NOTE), "{options}: {toml}");
+        }
+        // Pinned: no note.
+        let toml = cloud_hypervisor_spec_for("size=2G,hugepages=on", PINNED).unwrap();
+        assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
+        assert!(!toml.contains(NOTE), "{toml}");
+        // Refused, at `hugepages`, with the way to pin it.
+        let folder = std::env::temp_dir();
+        let none = meminfo("none", "MemTotal:       16384000 kB\n");
+        let bad = meminfo("bad", "Hugepagesize:    2 MB\n");
+        let arm = meminfo("arm", "Hugepagesize:     524288 kB\n");
+        for (file, expected) in [
+            (missing, "cannot be read"),
+            (folder.as_path(), "cannot be read (not a file)"),
+            (none.as_path(), "has no Hugepagesize"),
+            (bad.as_path(), "is not a number of kB"),
+            (
+                arm.as_path(),
+                "512 MiB, and a spec has 2 MiB or 1 GiB huge pages",
+            ),
+        ] {
+            for (options, at) in [
+                ("size=2G,hugepages=on", "--memory: hugepages: "),
+                (
+                    "--memory size=0 --memory-zone id=a,size=2G,hugepages=on",
+                    "zone 1 (`a`): hugepages: ",
+                ),
+            ] {
+                let e =
+                    cloud_hypervisor_spec_for(options, DefaultHugePage::Meminfo(file)).unwrap_err();
+                assert_eq!(e.exit_code(), 2, "{e}");
+                let e = e.to_string();
+                assert!(e.contains(at), "{options}: {e}");
+                assert!(e.contains(expected), "{options}: {e}");
+                assert!(e.contains("--host-hugepage-size"), "{options}: {e}");
+                assert!(!e.contains("  "), "{options}: {e}");
+            }
+            let json = r#"{"payload": {"kernel": "/k"},
+                "memory": {"size": 2147483648, "hugepages": true}}"#;
+            match cloud_hypervisor_json_spec_for("vm.json", json, DefaultHugePage::Meminfo(file)) {
+                Err(Error::Spec(e)) => {
+                    assert_eq!(e.field, "memory.hugepages", "{e}");
+                    assert_eq!(e.position, Some((2, 61)), "{e}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        for f in [one_g, none, bad, arm] {
+            let _ = std::fs::remove_dir_all(f.parent().unwrap());
+        }
     }
 }

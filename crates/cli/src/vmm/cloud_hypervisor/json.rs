@@ -17,8 +17,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{
-    CH_DEFAULT_MEMORY, ChConfig, ChMemory, ChNodeInput, ChZoneInput, MAX_MEMORY_ZONES, Place,
-    config_spec, spec_error,
+    CH_DEFAULT_MEMORY, ChConfig, ChMemory, ChNodeInput, ChZoneInput, DefaultHugePage,
+    MAX_MEMORY_ZONES, Place, config_spec, spec_error,
 };
 use crate::error::{Error, Problem, Result};
 use crate::spec::{MAX_GUEST_NODES, MAX_SPEC_BYTES, Source};
@@ -56,10 +56,39 @@ trait ChObject {
 
 struct VmObject;
 impl ChObject for VmObject {
-    // The sections that lay out guest memory; the others are not read.
-    const KEYS: &'static [&'static str] = &["memory", "numa"];
+    // The sections that lay out guest memory, and those that decide whether Cloud Hypervisor
+    // boots the configuration at all; the others are not read.
+    const KEYS: &'static [&'static str] = &["memory", "numa", "payload", "cpus", "platform"];
     const WHAT: &'static str = "a VmConfig object";
 }
+
+/// Cloud Hypervisor's `PayloadConfig` (`igvm`, `host_data` and `fw_cfg_config` are fields of
+/// optional features, ignored like unknown ones).
+struct PayloadObject;
+impl ChObject for PayloadObject {
+    const KEYS: &'static [&'static str] = &["firmware", "kernel", "cmdline", "initramfs"];
+    const WHAT: &'static str = "a payload object";
+}
+
+/// The fields of Cloud Hypervisor's `CpusConfig` that decide whether it boots.
+struct CpusObject;
+impl ChObject for CpusObject {
+    const KEYS: &'static [&'static str] = &["boot_vcpus", "max_vcpus", "max_phys_bits"];
+    const WHAT: &'static str = "a cpus object";
+}
+
+/// The fields of Cloud Hypervisor's `PlatformConfig` about PCI segments.
+struct PlatformObject;
+impl ChObject for PlatformObject {
+    const KEYS: &'static [&'static str] = &["num_pci_segments", "iommu_segments"];
+    const WHAT: &'static str = "a platform object";
+}
+
+/// Cloud Hypervisor's most PCI segments (`MAX_NUM_PCI_SEGMENTS`).
+const CH_MAX_PCI_SEGMENTS: u64 = 96;
+
+/// Cloud Hypervisor's most vCPUs on x86_64 (`MAX_SUPPORTED_CPUS`).
+const CH_MAX_VCPUS: u64 = 8192;
 
 struct MemoryObject;
 impl ChObject for MemoryObject {
@@ -431,20 +460,166 @@ fn node<'a>(src: Source<'a>, raw: &'a RawValue, index: usize) -> Result<ChNodeIn
     })
 }
 
+/// What of a `VmConfig`'s `payload` and `cpus` Cloud Hypervisor checks when it boots it, read
+/// (types and required fields); [`Boot::check`] checks the values.
+struct Boot<'a> {
+    payload: Option<(Object<'a>, bool, bool)>,
+    cpus: Option<(Object<'a>, u64, u64)>,
+    /// `cpus.max_phys_bits`, at most 64.
+    phys_bits: Option<i64>,
+    vm_span: Range<usize>,
+    src: Source<'a>,
+}
+
+impl<'a> Boot<'a> {
+    fn read(vm: &Object<'a>) -> Result<Self> {
+        let payload = match vm.option::<&'a RawValue>("payload")? {
+            Some(raw) => {
+                let o = Object::read::<PayloadObject>(vm.src, raw, "payload".to_owned())?;
+                let firmware = o.option::<String>("firmware")?.is_some();
+                let kernel = o.option::<String>("kernel")?.is_some();
+                o.option::<String>("cmdline")?;
+                o.option::<String>("initramfs")?;
+                Some((o, firmware, kernel))
+            }
+            None => None,
+        };
+        // `cpus` is no `Option` (`null` refused); left out, one vCPU.
+        let mut phys_bits = None;
+        let cpus = match vm.raw("cpus") {
+            Some(raw) => {
+                let o = Object::read::<CpusObject>(vm.src, raw, "cpus".to_owned())?;
+                let boot = o.required::<Whole32>("boot_vcpus")?.0;
+                let max = o.required::<Whole32>("max_vcpus")?.0;
+                if let Some(bits) = o.get::<Whole8>("max_phys_bits")?.map(|w| w.0) {
+                    if bits < 32 {
+                        return Err(o.place().err(format_args!(
+                            "max_phys_bits: {bits} address bits are not modelled (a spec's \
+                             guest has 32 to 64)"
+                        )));
+                    }
+                    // More than 64 is the host's bits, which are no more than 64.
+                    phys_bits = Some(i64::try_from(bits.min(64)).unwrap_or(64));
+                }
+                Some((o, boot, max))
+            }
+            None => None,
+        };
+        Ok(Self {
+            payload,
+            cpus,
+            phys_bits,
+            vm_span: vm.span.clone(),
+            src: vm.src,
+        })
+    }
+
+    /// What Cloud Hypervisor's `VmConfig::validate` refuses of them, in its order.
+    fn check(&self) -> Result<()> {
+        let Some((payload, firmware, kernel)) = &self.payload else {
+            // At the end of the file's object, as a missing field.
+            let end = self.vm_span.end.saturating_sub(1).max(self.vm_span.start);
+            return Err(Error::Spec(
+                self.src.error(
+                    "payload".to_owned(),
+                    Some(end..self.vm_span.end),
+                    Problem::Invalid(
+                        "missing (Cloud Hypervisor boots a VmConfig only with a payload: a kernel \
+                     or a firmware)"
+                            .to_owned(),
+                    ),
+                ),
+            ));
+        };
+        let place = payload.place();
+        match (firmware, kernel) {
+            (true, true) => {
+                return Err(place.err(
+                    "firmware: given with a kernel: a payload is one or the other (Cloud \
+                     Hypervisor refuses both)",
+                ));
+            }
+            (false, false) => {
+                return Err(place.err(
+                    "neither kernel nor firmware (Cloud Hypervisor has nothing to boot and \
+                     refuses it)",
+                ));
+            }
+            _ => {}
+        }
+        if let Some((cpus, boot, max)) = &self.cpus {
+            let place = cpus.place();
+            if max < boot {
+                return Err(place.err(format_args!(
+                    "max_vcpus: {max} is fewer than boot_vcpus ({boot}; Cloud Hypervisor \
+                     refuses it)"
+                )));
+            }
+            if *max > CH_MAX_VCPUS {
+                return Err(place.err(format_args!(
+                    "max_vcpus: {max} vCPUs (Cloud Hypervisor takes at most {CH_MAX_VCPUS})"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `platform`, read and checked: Cloud Hypervisor takes 1 to 96 PCI segments, and an IOMMU
+/// segment must be one of them; a spec describes no PCI segment but the first, so more are
+/// refused by name.
+fn platform(vm: &Object<'_>) -> Result<()> {
+    let Some(raw) = vm.option::<&RawValue>("platform")? else {
+        return Ok(());
+    };
+    let o = Object::read::<PlatformObject>(vm.src, raw, "platform".to_owned())?;
+    let segments = o.get::<Whole16>("num_pci_segments")?.map_or(1, |w| w.0);
+    let iommu = o.option::<Vec<Whole16>>("iommu_segments")?;
+    let place = o.place();
+    if segments == 0 || segments > CH_MAX_PCI_SEGMENTS {
+        return Err(place.err(format_args!(
+            "num_pci_segments: {segments} is not 1 to {CH_MAX_PCI_SEGMENTS} (Cloud Hypervisor \
+             refuses it)"
+        )));
+    }
+    if let Some(bad) = iommu.iter().flatten().find(|s| s.0 >= segments) {
+        return Err(place.err(format_args!(
+            "iommu_segments: there is no PCI segment {} ({segments} PCI segments; Cloud \
+             Hypervisor refuses it)",
+            bad.0
+        )));
+    }
+    if segments > 1 {
+        return Err(place.err(format_args!(
+            "num_pci_segments: {segments} PCI segments are not modelled (Cloud Hypervisor gives \
+             each segment past the first its own configuration space and 32-bit and 64-bit \
+             MMIO windows, which a spec cannot describe); remove it to plan with one segment"
+        )));
+    }
+    Ok(())
+}
+
 /// The spec of Cloud Hypervisor's JSON `VmConfig` `text` (the file `origin`): its `memory`
 /// section (with `zones`) and its `numa` nodes, read with Cloud Hypervisor's field names,
 /// types, defaults and required fields (`memory.size`, a zone's `id` and `size`, a node's
 /// `guest_numa_id`; `memory` not given is 512 MiB), then checked and converted as the
 /// command-line options are ([`super::cloud_hypervisor_spec`]): what Cloud Hypervisor refuses
 /// and what a spec cannot express are refused the same way. Sizes are bytes, as JSON numbers;
-/// `hotplug_method` is `"Acpi"` or `"VirtioMem"`. Unknown fields and the other sections
-/// (`cpus`, `payload`, `disks`, `net`, ...) are not read, as Cloud Hypervisor ignores unknown
-/// fields; a field given twice is refused.
+/// `hotplug_method` is `"Acpi"` or `"VirtioMem"`. What decides whether Cloud Hypervisor boots
+/// the configuration at all is checked too: a `payload` with a `kernel` or a `firmware` (not
+/// both) is required, `cpus` (when given) needs `boot_vcpus` and `max_vcpus`, no fewer than
+/// `boot_vcpus` and at most 8192 (its `max_phys_bits`, 32 or more, is the spec's
+/// `phys_bits`, at most 64), and `platform.num_pci_segments` is 1 to 96 (more than one
+/// is refused as not modelled) with `iommu_segments` among them. Unknown fields and the other
+/// sections (`disks`, `net`, ...) are not read, as Cloud Hypervisor ignores unknown fields; a
+/// field given twice is refused.
 ///
 /// # Errors
 /// [`Error::Spec`], with the field path (`memory.zones[1].size`) and its line and column, for
 /// text that is not JSON, a field of the wrong type, a required field missing, more than 1024
-/// zones or 64 NUMA nodes, and every refusal of the command-line import;
+/// zones or 64 NUMA nodes, every refusal of the command-line import, and the `platform`
+/// refusals above (before the memory's) and the payload and `cpus` ones (after them, as Cloud
+/// Hypervisor lays out memory before it checks those);
 /// [`Error::Import`] for text longer than a spec may be.
 ///
 /// ```
@@ -452,7 +627,8 @@ fn node<'a>(src: Source<'a>, raw: &'a RawValue, index: usize) -> Result<ChNodeIn
 ///
 /// let toml = cloud_hypervisor_json_spec(
 ///     "vm.json",
-///     r#"{"memory": {"size": 1073741824, "hotplug_size": 4294967296, "shared": true}}"#,
+///     r#"{"payload": {"kernel": "/vmlinux"},
+///         "memory": {"size": 1073741824, "hotplug_size": 4294967296, "shared": true}}"#,
 /// )?;
 /// assert!(toml.contains("size = 1073741824"), "{toml}");
 /// assert!(toml.contains("slot_size = 4294967296"), "{toml}");
@@ -461,6 +637,19 @@ fn node<'a>(src: Source<'a>, raw: &'a RawValue, index: usize) -> Result<ChNodeIn
 /// # Ok::<(), memvisor_cli::Error>(())
 /// ```
 pub fn cloud_hypervisor_json_spec(origin: &str, text: &str) -> Result<String> {
+    cloud_hypervisor_json_spec_for(origin, text, DefaultHugePage::host())
+}
+
+/// [`cloud_hypervisor_json_spec`] with `default` as the huge page size of `"hugepages": true`
+/// without `hugepage_size` (where Cloud Hypervisor takes its host's default).
+///
+/// # Errors
+/// As [`cloud_hypervisor_json_spec`].
+pub fn cloud_hypervisor_json_spec_for(
+    origin: &str,
+    text: &str,
+    default: DefaultHugePage<'_>,
+) -> Result<String> {
     if text.len() > MAX_SPEC_BYTES {
         return Err(spec_error(
             origin,
@@ -473,6 +662,8 @@ pub fn cloud_hypervisor_json_spec(origin: &str, text: &str) -> Result<String> {
     let src = Source { origin, text };
     let top: &RawValue = from_json_as(WHAT, src, 0, text, "")?;
     let vm = Object::read::<VmObject>(src, top, String::new())?;
+    platform(&vm)?;
+    let boot = Boot::read(&vm)?;
     let (memory, zone_list) = memory(&vm)?;
     let zones_given = zone_list.is_some();
     let zones = zone_list
@@ -492,23 +683,49 @@ pub fn cloud_hypervisor_json_spec(origin: &str, text: &str) -> Result<String> {
         .enumerate()
         .map(|(i, raw)| node(src, raw, i))
         .collect::<Result<Vec<_>>>()?;
-    config_spec(ChConfig {
-        memory,
-        zones_given,
-        zones,
-        nodes,
-    })
+    let spec = config_spec(
+        ChConfig {
+            memory,
+            zones_given,
+            zones,
+            nodes,
+            phys_bits: boot.phys_bits,
+        },
+        default,
+    )?;
+    // Cloud Hypervisor checks the rest of the configuration once the memory is laid out.
+    boot.check()?;
+    Ok(spec)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::cloud_hypervisor_spec;
+    use super::super::cloud_hypervisor_spec_for;
     use super::*;
     use crate::spec::{BackingKind, PageKind, VmSpec};
 
+    /// `json` with a payload Cloud Hypervisor boots (a kernel) when it has none, put first so
+    /// that the positions of what follows do not matter.
+    /// The huge page size tests take as the host's default, whatever the host.
+    const PINNED: DefaultHugePage<'static> = DefaultHugePage::Pinned(2 << 20);
+
+    fn bootable(json: &str) -> String {
+        if json.contains("\"payload\"") {
+            return json.to_owned();
+        }
+        let rest = json.trim_start().strip_prefix('{').unwrap_or(json);
+        let comma = if rest.trim_start().starts_with('}') {
+            ""
+        } else {
+            ", "
+        };
+        format!(r#"{{"payload": {{"kernel": "/k"}}{comma}{rest}"#)
+    }
+
     fn spec_of(json: &str) -> VmSpec {
-        let toml =
-            cloud_hypervisor_json_spec("vm.json", json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let json = &bootable(json);
+        let toml = cloud_hypervisor_json_spec_for("vm.json", json, PINNED)
+            .unwrap_or_else(|e| panic!("{json}: {e}"));
         crate::spec::parse(Source {
             origin: "ch.toml",
             text: &toml,
@@ -518,7 +735,7 @@ mod tests {
 
     /// The refusal of `json`: its field path, line and column, and message.
     fn refusal(json: &str) -> (String, Option<(usize, usize)>, String) {
-        match cloud_hypervisor_json_spec("vm.json", json) {
+        match cloud_hypervisor_json_spec_for("vm.json", json, PINNED) {
             Ok(toml) => panic!("{json}: taken as\n{toml}"),
             Err(Error::Spec(e)) => (e.field.clone(), e.position, e.problem.to_string()),
             Err(e) => panic!("{json}: not a spec error: {e}"),
@@ -534,8 +751,11 @@ mod tests {
 
     #[test]
     fn cloud_hypervisor_json_memory_fields_map_to_spec() {
-        // No memory section: Cloud Hypervisor's default, 512 MiB; other sections not read.
-        let spec = spec_of(r#"{"cpus": {"boot_vcpus": 2}, "payload": {"kernel": "/k"}}"#);
+        // No memory section: Cloud Hypervisor's default, 512 MiB.
+        let spec = spec_of(
+            r#"{"cpus": {"boot_vcpus": 2, "max_vcpus": 2}, "payload": {"kernel": "/k"},
+                "disks": [{"path": "/d"}]}"#,
+        );
         assert_eq!(spec.ram(), 512 << 20);
         assert_eq!(spec.memory.pages, PageKind::Transparent);
         let spec = spec_of(r#"{"memory": {"size": 1073741824}}"#);
@@ -621,18 +841,20 @@ mod tests {
                             {"guest_numa_id": 1, "memory_zones": ["b"], "cpus": [2]}]}"#,
             ),
         ] {
-            let from_line = cloud_hypervisor_spec(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-            let from_json = cloud_hypervisor_json_spec("vm.json", json)
+            let from_line =
+                cloud_hypervisor_spec_for(line, PINNED).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let json = &bootable(json);
+            let from_json = cloud_hypervisor_json_spec_for("vm.json", json, PINNED)
                 .unwrap_or_else(|e| panic!("{json}: {e}"));
             assert_eq!(from_line, from_json, "{line}");
             // JSON text given where the options go is read as JSON.
             assert_eq!(
-                cloud_hypervisor_spec(&format!("\n {json}")).unwrap(),
+                cloud_hypervisor_spec_for(&format!("\n {json}"), PINNED).unwrap(),
                 from_json
             );
         }
         // The same refusal, from one check.
-        let line = cloud_hypervisor_spec("size=1G,hotplug_size=0")
+        let line = cloud_hypervisor_spec_for("size=1G,hotplug_size=0", PINNED)
             .unwrap_err()
             .to_string();
         let (field, _, json) = refusal(r#"{"memory": {"size": 1073741824, "hotplug_size": 0}}"#);
@@ -1007,12 +1229,12 @@ mod tests {
         assert_eq!(field, "numa");
         assert!(message.contains("more than 64 NUMA nodes"), "{message}");
         let long = format!(r#"{{"x": "{}"}}"#, "a".repeat(MAX_SPEC_BYTES));
-        let e = cloud_hypervisor_json_spec("vm.json", &long).unwrap_err();
+        let e = cloud_hypervisor_json_spec_for("vm.json", &long, PINNED).unwrap_err();
         assert!(e.to_string().contains("at most 1048576"), "{e}");
         // Deep nesting is skipped without recursion in a section that is not read, and
         // refused at its first wrong value in one that is.
-        let depth = MAX_SPEC_BYTES / 2 - 16;
-        let deep = format!(r#"{{"cpus": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        let depth = MAX_SPEC_BYTES / 2 - 48;
+        let deep = format!(r#"{{"disks": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
         assert_eq!(spec_of(&deep).ram(), 512 << 20);
         let deep = format!(
             r#"{{"numa": [{{"guest_numa_id": 0, "cpus": {}{}}}]}}"#,
@@ -1022,5 +1244,240 @@ mod tests {
         let (field, _, message) = refusal(&deep);
         assert_eq!(field, "numa[0].cpus[0]");
         assert!(message.contains("expected a whole number"), "{message}");
+    }
+
+    /// Cloud Hypervisor boots a `VmConfig` only with a payload of a kernel or a firmware (not
+    /// both): it refuses the rest when the VM is booted, after laying out its memory.
+    #[test]
+    fn cloud_hypervisor_json_needs_a_bootable_payload() {
+        for (json, field, expected) in [
+            (r#"{"memory": {"size": 1073741824}}"#, "payload", "missing"),
+            (r#"{}"#, "payload", "missing"),
+            (r#"{"payload": null}"#, "payload", "missing"),
+            (
+                r#"{"payload": {}}"#,
+                "payload",
+                "neither kernel nor firmware",
+            ),
+            (
+                r#"{"payload": {"cmdline": "console=ttyS0", "initramfs": "/i"}}"#,
+                "payload",
+                "neither kernel nor firmware",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k", "firmware": "/f"}}"#,
+                "payload.firmware",
+                "both",
+            ),
+            (
+                r#"{"payload": {"kernel": 1}}"#,
+                "payload.kernel",
+                "invalid type",
+            ),
+            (
+                r#"{"payload": [1]}"#,
+                "payload",
+                "expected a payload object",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k", "kernel": "/k2"}}"#,
+                "payload",
+                "duplicate field `kernel`",
+            ),
+        ] {
+            let (f, position, message) = refusal(json);
+            assert_eq!(f, field, "{json}: {message}");
+            assert!(position.is_some(), "{json}: {message}");
+            assert!(message.contains(expected), "{json}: {message}");
+            assert!(!message.contains("  "), "{json}: {message}");
+        }
+        // A mistake of the memory layout is found first, as Cloud Hypervisor lays out the
+        // memory before it checks the payload.
+        let (f, _, _) = refusal(r#"{"memory": {"size": 1073741824, "hotplug_size": 0}}"#);
+        assert_eq!(f, "memory.hotplug_size");
+        for json in [
+            r#"{"payload": {"firmware": "/f", "cmdline": null}}"#,
+            r#"{"payload": {"kernel": "/k", "cmdline": "x", "initramfs": "/i", "firmware": null}}"#,
+        ] {
+            assert_eq!(spec_of(json).ram(), 512 << 20, "{json}");
+        }
+    }
+
+    /// `cpus` needs `boot_vcpus` and `max_vcpus` (Cloud Hypervisor's `CpusConfig` has no
+    /// default for them), at most 8192 and no fewer than `boot_vcpus`.
+    #[test]
+    fn cloud_hypervisor_json_cpus_are_checked() {
+        for (json, field, expected) in [
+            (
+                r#"{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": 2}}"#,
+                "cpus",
+                "missing field `max_vcpus`",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k"}, "cpus": {"max_vcpus": 2}}"#,
+                "cpus",
+                "missing field `boot_vcpus`",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k"}, "cpus": null}"#,
+                "cpus",
+                "expected a cpus object",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k"}, "cpus": [1, 1]}"#,
+                "cpus",
+                "expected a cpus object",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": -1, "max_vcpus": 1}}"#,
+                "cpus.boot_vcpus",
+                "expected a whole number",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": 4, "max_vcpus": 2}}"#,
+                "cpus.max_vcpus",
+                "fewer than boot_vcpus",
+            ),
+            (
+                r#"{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": 1, "max_vcpus": 8193}}"#,
+                "cpus.max_vcpus",
+                "at most 8192",
+            ),
+        ] {
+            let (f, position, message) = refusal(json);
+            assert_eq!(f, field, "{json}: {message}");
+            assert!(position.is_some(), "{json}: {message}");
+            assert!(message.contains(expected), "{json}: {message}");
+            assert!(!message.contains("  "), "{json}: {message}");
+        }
+        let spec = spec_of(r#"{"cpus": {"boot_vcpus": 2, "max_vcpus": 8192, "nested": false}}"#);
+        assert_eq!(spec.ram(), 512 << 20);
+    }
+
+    /// `platform.num_pci_segments` is 1 to 96 for Cloud Hypervisor; more than one segment
+    /// adds PCI windows a spec cannot describe, so it is refused by name.
+    #[test]
+    fn cloud_hypervisor_json_pci_segments_are_checked() {
+        for (json, field, expected) in [
+            (
+                r#"{"platform": {"num_pci_segments": 2}}"#,
+                "platform.num_pci_segments",
+                "not modelled",
+            ),
+            (
+                r#"{"platform": {"num_pci_segments": 0}}"#,
+                "platform.num_pci_segments",
+                "1 to 96",
+            ),
+            (
+                r#"{"platform": {"num_pci_segments": 97}}"#,
+                "platform.num_pci_segments",
+                "1 to 96",
+            ),
+            (
+                r#"{"platform": {"num_pci_segments": 65536}}"#,
+                "platform.num_pci_segments",
+                "expected a whole number",
+            ),
+            (
+                r#"{"platform": {"iommu_segments": [1]}}"#,
+                "platform.iommu_segments",
+                "PCI segment 1",
+            ),
+            (
+                r#"{"platform": 1}"#,
+                "platform",
+                "expected a platform object",
+            ),
+        ] {
+            let json = &bootable(json);
+            let (f, position, message) = refusal(json);
+            assert_eq!(f, field, "{json}: {message}");
+            assert!(position.is_some(), "{json}: {message}");
+            assert!(message.contains(expected), "{json}: {message}");
+            assert!(!message.contains("  "), "{json}: {message}");
+        }
+        // Two segments are refused before a node's segment is looked at.
+        let (f, _, _) = refusal(&bootable(
+            r#"{"platform": {"num_pci_segments": 2}, "numa": [{"guest_numa_id": 0,
+                "pci_segments": [1]}]}"#,
+        ));
+        assert_eq!(f, "platform.num_pci_segments");
+        for json in [
+            r#"{"platform": null}"#,
+            r#"{"platform": {}}"#,
+            r#"{"platform": {"num_pci_segments": 1, "iommu_segments": [0]}}"#,
+        ] {
+            assert_eq!(spec_of(json).ram(), 512 << 20, "{json}");
+        }
+    }
+
+    /// The sections read for the checks are read with their types' depth, so deep nesting is
+    /// refused at its first wrong value, without recursion past it.
+    #[test]
+    fn cloud_hypervisor_json_checked_sections_are_bounded() {
+        let depth = MAX_SPEC_BYTES / 2 - 64;
+        for key in ["payload", "cpus", "platform"] {
+            let deep = format!(r#"{{"{key}": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            let (f, _, message) = refusal(&deep);
+            assert_eq!(f, key, "{message}");
+            assert!(message.contains("expected a"), "{message}");
+            let deep = format!(
+                r#"{{"payload": {{"kernel": "/k"}}, "{key}": {{"x": {}{}}}}}"#,
+                "[".repeat(depth / 2),
+                "]".repeat(depth / 2)
+            );
+            let _ = cloud_hypervisor_json_spec_for("vm.json", &deep, PINNED);
+        }
+    }
+
+    /// Cloud Hypervisor gives a guest at most `cpus.max_phys_bits` address bits (default 46;
+    /// fewer where the host has fewer, which `check` reports): the spec's `phys_bits`.
+    #[test]
+    fn cloud_hypervisor_json_max_phys_bits_is_the_address_limit() {
+        for (json, bits) in [
+            (r#"{}"#, 46),
+            (r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1}}"#, 46),
+            (
+                r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 40}}"#,
+                40,
+            ),
+            (
+                r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 32}}"#,
+                32,
+            ),
+            // More than 64 is the host's, which has no more than 64.
+            (
+                r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 255}}"#,
+                64,
+            ),
+        ] {
+            assert_eq!(spec_of(json).phys_bits, bits, "{json}");
+        }
+        for (json, expected) in [
+            (
+                r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 31}}"#,
+                "not modelled",
+            ),
+            (
+                r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 256}}"#,
+                "expected a whole number",
+            ),
+        ] {
+            let (f, position, message) = refusal(&bootable(json));
+            assert_eq!(f, "cpus.max_phys_bits", "{json}: {message}");
+            assert!(position.is_some(), "{json}: {message}");
+            assert!(message.contains(expected), "{json}: {message}");
+        }
+        // A hotplug window past the address bits is refused.
+        let json = r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 33},
+            "memory": {"size": 1073741824, "hotplug_size": 8589934592}}"#;
+        let toml = cloud_hypervisor_json_spec_for("vm.json", &bootable(json), PINNED).unwrap();
+        let src = Source {
+            origin: "ch.toml",
+            text: &toml,
+        };
+        let spec = crate::spec::parse(src).unwrap();
+        assert!(crate::plan::plan(&spec, src).is_err(), "{toml}");
     }
 }
