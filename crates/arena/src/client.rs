@@ -10,7 +10,7 @@ use allocator_api2::alloc::{AllocError, Allocator};
 
 use crate::arena::{Arena, ChunkInfo, Geometry, ORDER_SLOTS, meta_slot, start_word};
 use crate::chunks::NIL;
-use crate::classes::{CLASSES, NCLASSES, SMALL_MAX, class_of, class_size};
+use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES, SMALL_MAX, class_of, class_size};
 use crate::config::{Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
 use crate::remote_bits::RemoteBits;
@@ -50,6 +50,8 @@ const LIVE: u16 = 2 << 14;
 /// Any page of a slab; value: the slab's size class (its order is the class's slab order).
 const SLAB: u16 = 3 << 14;
 const VALUE: u16 = !KIND;
+// A slab page's metadata masked with `CLASS_SLOTS - 1` is its class (the quick free).
+const _: () = assert!(CLASS_SLOTS - 1 <= VALUE as usize && CLASS_SLOTS.is_power_of_two());
 
 /// Page metadata of `kind` with `value` (at most 14 bits: orders up to 14, page counts up to
 /// 2^14 - 1, which the geometry guarantees).
@@ -209,7 +211,8 @@ struct State {
     room: usize,
     /// The least `room` has been: `limit` minus the peak of the used bytes.
     low_room: usize,
-    allocs: u64,
+    /// Successful frees so far (successful allocations are these plus the live blocks, which
+    /// the chunk records count, so the allocation path keeps no count of its own).
     frees: u64,
     chunk_head: u32,
     chunks: usize,
@@ -223,9 +226,10 @@ struct State {
     mailbox: *mut Mailbox,
     /// The arena's trim request count when this client last trimmed.
     seen_trims: usize,
-    /// Bytes of cached blocks.
-    cached: usize,
-    /// `cached` as last added to the arena's statistics ([`Flags::STATISTICS`]).
+    /// Bytes of cached buddy blocks (those of small blocks are counted from the bins when
+    /// asked: see [`State::cached_bytes`]).
+    cached_large: usize,
+    /// The cached bytes as last added to the arena's statistics ([`Flags::STATISTICS`]).
     cached_reported: usize,
     free_bits: *mut u64,
     heads: [u32; ORDER_SLOTS],
@@ -244,6 +248,9 @@ struct State {
     class_bytes: [u16; SMALL_MAX / 16 + 1],
     /// Whether an allocation has more to do: [`Flags::ZERO`] or [`Flags::STATISTICS`].
     alloc_flags: bool,
+    /// `low_room`, or `usize::MAX` with `alloc_flags`: an allocation that leaves `room` below
+    /// it has more to do ([`State::after_alloc`]), so the common one makes one test for both.
+    alloc_watch: usize,
     /// Whether a free has more to do: [`Flags::POISON`] or [`Flags::STATISTICS`].
     free_flags: bool,
     /// The arena's length in [`MIN_BLOCK`]s once the cache bins exist, 0 before and with
@@ -267,6 +274,7 @@ impl<'a> Client<'a> {
     pub(crate) fn new(arena: &'a Arena, id: u32, quota: Quota, mailbox: *mut Mailbox) -> Self {
         let geo = arena.geometry();
         let free_flags = geo.flags.contains(Flags::POISON) || geo.flags.contains(Flags::STATISTICS);
+        let alloc_flags = geo.flags.contains(Flags::ZERO) || geo.flags.contains(Flags::STATISTICS);
         Self {
             arena,
             owners: arena.owners(),
@@ -281,7 +289,6 @@ impl<'a> Client<'a> {
                 limit: quota.limit().unwrap_or(usize::MAX),
                 room: quota.limit().unwrap_or(usize::MAX),
                 low_room: quota.limit().unwrap_or(usize::MAX),
-                allocs: 0,
                 frees: 0,
                 chunk_head: NIL,
                 chunks: 0,
@@ -290,7 +297,7 @@ impl<'a> Client<'a> {
                 id,
                 mailbox,
                 seen_trims: arena.trim_requests(),
-                cached: 0,
+                cached_large: 0,
                 cached_reported: 0,
                 free_bits: arena.free_bits_ptr(),
                 heads: [NIL; ORDER_SLOTS],
@@ -306,8 +313,12 @@ impl<'a> Client<'a> {
                     let class = class_of((step * 16).max(1)).max(geo.min_class);
                     CLASSES[class]
                 }),
-                alloc_flags: geo.flags.contains(Flags::ZERO)
-                    || geo.flags.contains(Flags::STATISTICS),
+                alloc_flags,
+                alloc_watch: if alloc_flags {
+                    usize::MAX
+                } else {
+                    quota.limit().unwrap_or(usize::MAX)
+                },
                 free_flags,
                 quick_units: 0,
             }),
@@ -474,7 +485,10 @@ impl<'a> Client<'a> {
         })
     }
 
-    /// The client's statistics.
+    /// The client's statistics. Takes time in proportion to the chunks it holds: the live
+    /// blocks (and so the allocations, frees plus live blocks) are counted from the chunks'
+    /// records, and the cached bytes of small blocks from the bins, so that the allocation
+    /// and free paths need not keep those counts.
     #[must_use]
     pub fn stats(&self) -> ClientStats {
         self.with(|s| s.stats())
@@ -778,18 +792,26 @@ impl State {
             self.busy(arena);
         }
         self.room -= bytes;
-        if self.room < self.low_room {
-            // A branch, not a select: past the first growth a new peak is rare, and the store
-            // is skipped.
-            self.low_room = self.room;
-        }
-        self.allocs += 1;
         let p = self.at(off);
-        if self.alloc_flags {
-            self.on_alloc(arena, p, bytes);
+        if self.room < self.alloc_watch {
+            // A branch, not a select: past the first growth a new peak is rare, and without
+            // flags nothing else is to do.
+            self.after_alloc(arena, p, bytes);
         }
         // SAFETY: `p` is inside the arena, whose base is not null and does not wrap.
         Ok((unsafe { NonNull::new_unchecked(p) }, bytes))
+    }
+
+    /// An allocation of the block of `bytes` at `p` that left `room` below `alloc_watch`: a new
+    /// peak of the used bytes, or flags ([`on_alloc`](Self::on_alloc)).
+    #[cold]
+    fn after_alloc(&mut self, arena: &Arena, p: *mut u8, bytes: usize) {
+        self.low_room = self.low_room.min(self.room);
+        if self.alloc_flags {
+            self.on_alloc(arena, p, bytes);
+        } else {
+            self.alloc_watch = self.low_room;
+        }
     }
 
     /// Takes a block of `class`, of `bytes` (its size), from its cache or its slabs; returns
@@ -804,16 +826,22 @@ impl State {
     ) -> Result<(usize, usize)> {
         debug_assert_eq!(bytes, class_size(class));
         self.check_quota(bytes)?;
-        let off = match self.uncache_small(class, bytes) {
+        let off = match self.uncache_small(class) {
             Some(off) => off,
-            None => {
-                if self.has_mail(arena) {
-                    self.poll(arena);
-                }
-                self.alloc_small(arena, id, class)?
-            }
+            None => self.small_missed(arena, id, class)?,
         };
         Ok((off, bytes))
+    }
+
+    /// [`small`](Self::small) when the cache of `class` is empty: takes in the mail, then a
+    /// block from the class's slabs. Out of line, so that the cache hit it is not taken on is
+    /// short and keeps few values live.
+    #[inline(never)]
+    fn small_missed(&mut self, arena: &Arena, id: u32, class: usize) -> Result<usize> {
+        if self.has_mail(arena) {
+            self.poll(arena);
+        }
+        self.alloc_small(arena, id, class)
     }
 
     /// The smallest class of at least `size` bytes (at most [`SMALL_MAX`]) whose blocks are
@@ -847,8 +875,9 @@ impl State {
     /// Brings the arena's count of cached bytes up to date ([`Flags::STATISTICS`]).
     #[cold]
     fn report_cached(&mut self, arena: &Arena) {
-        arena.count_cached(self.cached, self.cached_reported);
-        self.cached_reported = self.cached;
+        let cached = self.cached_bytes();
+        arena.count_cached(cached, self.cached_reported);
+        self.cached_reported = cached;
     }
 
     /// Asks the other clients to trim at their next free or cache miss (this one need not: it is
@@ -990,43 +1019,55 @@ impl State {
         };
         // SAFETY: the owner table says this client holds `chunk`.
         let held = unsafe { HeldChunk::new_unchecked(chunk) };
-        // Slab blocks first: one comparison for the common case.
-        let small = meta >= SLAB;
-        if !(small || (meta >= LIVE && !run::is_run(meta)))
-            || self.info(held).live <= 1
-            || self.has_mail(arena)
-        {
+        if self.info(held).live <= 1 || self.has_mail(arena) {
             return None;
         }
-        word.store(bits & !bit, core::sync::atomic::Ordering::Relaxed);
-        self.info(held).live -= 1;
-        let value = usize::from(meta & VALUE);
-        let bytes = if small {
-            let bytes = class_size(value);
+        // Slab blocks first, on one comparison, all the way to the end: the common case is
+        // straight-line code, and every call it may make is its last step (nothing is kept
+        // across it).
+        if meta >= SLAB {
+            word.store(bits & !bit, core::sync::atomic::Ordering::Relaxed);
+            self.info(held).live -= 1;
+            // A slab page's value is its class, below `CLASS_SLOTS`: the mask that keeps the
+            // class's arrays in bounds is all it takes.
+            let class = usize::from(meta) & (CLASS_SLOTS - 1);
+            let bytes = class_size(class);
+            self.room += bytes;
+            self.frees += 1;
             // SAFETY: the range test passed, so `quick_units` is not 0: the bins exist.
-            if unsafe { self.cache_small_quick(value, off) } {
-                self.cached += bytes;
-            } else {
-                self.spill_small(arena, value, bytes, off);
+            if unsafe { self.cache_small_quick(class, off) } {
+                return Some(bytes);
             }
-            bytes
-        } else {
-            self.free_pages_quick(arena, off, value + 1)
-        };
-        self.room += bytes;
-        self.frees += 1;
-        Some(bytes)
+            return Some(self.spill_small_quick(arena, class, off));
+        }
+        if meta >= LIVE && !run::is_run(meta) {
+            word.store(bits & !bit, core::sync::atomic::Ordering::Relaxed);
+            self.info(held).live -= 1;
+            return Some(self.free_pages_quick(arena, off, usize::from(meta & VALUE) + 1));
+        }
+        None
     }
 
-    /// The quick free of the live buddy block of `pages` pages at `off`: into the cache of its
-    /// order, or back to the free bitmaps if that is full; returns its size.
+    /// The quick free's [`spill_small`](Self::spill_small); returns the block's size.
+    #[inline(never)]
+    fn spill_small_quick(&mut self, arena: &Arena, class: usize, off: usize) -> usize {
+        self.spill_small(arena, class, off);
+        class_size(class)
+    }
+
+    /// The quick free of the live buddy block of `pages` pages at `off`, its start bit already
+    /// cleared and its chunk's count of live blocks lowered: into the cache of its order, or
+    /// back to the free bitmaps if that is full; returns its size.
     #[inline(never)]
     fn free_pages_quick(&mut self, arena: &Arena, off: usize, pages: usize) -> usize {
         if !self.cache_large(off, meta_slot(&self.geo, off), pages) {
             self.set_page(off >> self.geo.page_shift, 0);
             self.free_pages(arena, off, pages);
         }
-        pages << self.geo.page_shift
+        let bytes = pages << self.geo.page_shift;
+        self.room += bytes;
+        self.frees += 1;
+        bytes
     }
 
     /// Frees the live block at `off`, in held chunk `chunk`, with page metadata `meta`
@@ -1040,7 +1081,7 @@ impl State {
             info.live -= 1;
             let class = usize::from(meta & VALUE);
             let bytes = class_size(class);
-            self.keep_small(arena, class, bytes, off);
+            self.keep_small(arena, class, off);
             self.room += bytes;
             self.frees += 1;
             return bytes;
@@ -1071,7 +1112,7 @@ impl State {
             if purge {
                 self.free_small(arena, off, value, true);
             } else {
-                self.keep_small(arena, value, bytes, off);
+                self.keep_small(arena, value, off);
             }
             bytes
         } else {
@@ -1116,9 +1157,19 @@ impl State {
         self.limit - self.room
     }
 
-    /// Live blocks: every successful allocation not yet freed.
+    /// Live blocks: every successful allocation not yet freed, counted from the records of
+    /// the held chunks (a walk of the chunk list).
     fn live(&self) -> usize {
-        usize::try_from(self.allocs - self.frees).expect("live blocks fit in memory")
+        let mut live = 0;
+        let mut chunk = self.chunk_head;
+        while chunk != NIL {
+            // SAFETY: the chunk list links only chunks this client holds, whose records only
+            // it touches; the table has one per chunk.
+            let info = unsafe { &*self.info.add(chunk as usize) };
+            live += info.live as usize;
+            chunk = info.next;
+        }
+        live
     }
 
     fn stats(&self) -> ClientStats {
@@ -1134,19 +1185,20 @@ impl State {
             }
         }
         largest = largest.max(self.largest_cached());
+        let live = self.live();
         ClientStats {
             total_bytes: total,
             used_bytes: self.used(),
             free_bytes: total - self.used(),
             peak_used_bytes: self.limit - self.low_room,
-            live_blocks: self.live(),
+            live_blocks: live,
             chunks: self.chunks,
             cached_chunks: self.empty_chunks,
-            cached_bytes: self.cached,
+            cached_bytes: self.cached_bytes(),
             pinned_chunks: self.idle_chunks,
             pinned_bytes: self.idle_chunks << self.geo.chunk_shift,
             largest_free_block: largest,
-            allocations: self.allocs,
+            allocations: self.frees + u64::try_from(live).unwrap_or(u64::MAX),
             frees: self.frees,
         }
     }
@@ -1719,5 +1771,141 @@ mod tests {
         }
         client.check();
         assert_eq!(client.stats().used_bytes, 0);
+    }
+
+    /// The figures the allocation and free paths do not count themselves (allocations, cached
+    /// bytes of small blocks), against a model, over random small, buddy and whole-chunk blocks,
+    /// some freed through the arena (counted live until taken in), with and without flags.
+    #[test]
+    fn stats_match_a_model_with_and_without_flags() {
+        for flags in [
+            Flags::empty(),
+            Flags::STATISTICS,
+            Flags::ZERO,
+            Flags::POISON | Flags::STATISTICS,
+        ] {
+            let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
+            let arena = Arena::new(Backing::heap(16 * CHUNK, 4096).unwrap(), config).unwrap();
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            let (mut allocs, mut frees) = (0u64, 0u64);
+            let mut mailed = 0usize;
+            let mut live: Vec<(NonNull<u8>, usize)> = Vec::new();
+            let mut x = 0x2545_F491_4F6C_DD1Du64;
+            let steps = if cfg!(miri) { 60 } else { 4000 };
+            for step in 0..steps {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if !x.is_multiple_of(3) || live.is_empty() {
+                    let size = 1
+                        + (x >> 8) as usize
+                            % match x % 16 {
+                                0 => 2 * CHUNK,
+                                1..=3 => 8 << 10,
+                                _ => 1024,
+                            };
+                    if let Ok((p, bytes)) = client.alloc_sized(layout(size)) {
+                        live.push((p, bytes));
+                        allocs += 1;
+                    }
+                } else {
+                    let (p, bytes) = live.swap_remove((x >> 8) as usize % live.len());
+                    if x.is_multiple_of(7) {
+                        // SAFETY: a live block of the client, never used again.
+                        unsafe { arena.free(p) }.unwrap();
+                        mailed += 1;
+                    } else {
+                        // SAFETY: as above.
+                        assert_eq!(unsafe { client.free(p) }.unwrap(), bytes);
+                        frees += 1;
+                    }
+                }
+                if step % 64 == 0 || step + 1 == steps {
+                    let stats = client.stats();
+                    // Blocks in the mailbox count as live and used until taken in (at the next
+                    // free or cache miss), which the model cannot tell apart: compare the sums.
+                    let taken = usize::try_from(stats.frees - frees).unwrap();
+                    assert!(taken <= mailed, "{flags:?} step {step}");
+                    assert_eq!(stats.live_blocks, live.len() + (mailed - taken));
+                    assert_eq!(stats.allocations, allocs, "{flags:?} step {step}");
+                    assert_eq!(
+                        stats.allocations,
+                        stats.frees + stats.live_blocks as u64,
+                        "{flags:?}"
+                    );
+                    assert!(stats.peak_used_bytes >= stats.used_bytes, "{flags:?}");
+                    let cached = client.with(|s| {
+                        let bins: usize = (0..NCLASSES)
+                            .map(|class| s.cache_entries(class).len() * class_size(class))
+                            .sum();
+                        bins + s.cached_large
+                    });
+                    assert_eq!(stats.cached_bytes, cached, "{flags:?} step {step}");
+                    if flags.contains(Flags::STATISTICS) {
+                        assert_eq!(arena.stats().cached_bytes, Some(stats.cached_bytes));
+                        assert_eq!(arena.stats().live_blocks, Some(stats.live_blocks));
+                    }
+                }
+            }
+            // Taking in the mail makes the model exact again.
+            client.trim();
+            let stats = client.stats();
+            assert_eq!(
+                stats.frees,
+                frees + u64::try_from(mailed).unwrap(),
+                "{flags:?}"
+            );
+            assert_eq!(stats.live_blocks, live.len(), "{flags:?}");
+            assert_eq!(stats.cached_bytes, 0, "{flags:?}");
+            let used_now: usize = live.iter().map(|&(_, bytes)| bytes).sum();
+            assert_eq!(stats.used_bytes, used_now, "{flags:?}");
+            for (p, _) in live {
+                // SAFETY: never used again.
+                unsafe { client.free(p) }.unwrap();
+            }
+            let stats = client.stats();
+            assert_eq!((stats.live_blocks, stats.used_bytes), (0, 0), "{flags:?}");
+            assert_eq!(stats.allocations, stats.frees, "{flags:?}");
+        }
+    }
+
+    /// The peak of the used bytes is exact when every free is the client's own, with and
+    /// without flags (the allocation path tests a new peak and the flags in one comparison).
+    #[test]
+    fn peak_used_bytes_is_exact_with_and_without_flags() {
+        for flags in [Flags::empty(), Flags::ZERO, Flags::STATISTICS] {
+            let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
+            let arena = Arena::new(Backing::heap(8 * CHUNK, 4096).unwrap(), config).unwrap();
+            let client = arena.create_client(Quota::bytes(4 * CHUNK)).unwrap();
+            let (mut used, mut peak) = (0usize, 0usize);
+            let mut live = Vec::new();
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            for _ in 0..if cfg!(miri) { 40 } else { 2000 } {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if !x.is_multiple_of(3) || live.is_empty() {
+                    let size = 1 + (x >> 8) as usize % if x.is_multiple_of(4) { 9000 } else { 600 };
+                    if let Ok((p, bytes)) = client.alloc_sized(layout(size)) {
+                        live.push((p, bytes));
+                        used += bytes;
+                        peak = peak.max(used);
+                    }
+                } else {
+                    let (p, bytes) = live.swap_remove((x >> 8) as usize % live.len());
+                    // SAFETY: never used again.
+                    unsafe { client.free(p) }.unwrap();
+                    used -= bytes;
+                }
+                let stats = client.stats();
+                assert_eq!(stats.used_bytes, used, "{flags:?}");
+                assert_eq!(stats.peak_used_bytes, peak, "{flags:?}");
+            }
+            for (p, _) in live {
+                // SAFETY: never used again.
+                unsafe { client.free(p) }.unwrap();
+            }
+            assert_eq!(client.stats().peak_used_bytes, peak, "{flags:?}");
+        }
     }
 }

@@ -12,7 +12,7 @@
 use super::held::HeldChunk;
 use super::{CACHED, State, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
-use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES, class_size};
+use crate::classes::{CLASS_SLOTS, CLASSES, NCLASSES};
 use crate::config::Flags;
 
 /// Most cached blocks of one size class. A class's bin fills and empties as a random walk
@@ -215,16 +215,20 @@ impl State {
             .map_or_else(alloc::vec::Vec::new, |c| c.small(class).to_vec())
     }
 
-    /// Bytes of all cached blocks, counted from the bins (`cached` keeps the same figure).
+    /// Bytes of all cached blocks: the small ones counted from the bins (the paths that
+    /// cache and take them do not keep a total), the buddy blocks kept in `cached_large`.
     pub(super) fn cached_bytes(&self) -> usize {
         let Some(c) = self.cache.as_deref() else {
             return 0;
         };
         let small: usize = (0..NCLASSES)
-            .map(|class| c.small(class).len() * usize::from(CLASSES[class]))
+            .map(|class| usize::from(c.len[class]) * usize::from(CLASSES[class]))
             .sum();
-        let large: usize = c.all_large().map(|(_, n)| n).sum();
-        small + (large << self.geo.page_shift)
+        debug_assert_eq!(
+            self.cached_large,
+            c.all_large().map(|(_, n)| n).sum::<usize>() << self.geo.page_shift
+        );
+        small + self.cached_large
     }
 
     /// The largest cached block.
@@ -240,26 +244,21 @@ impl State {
         small.max(large << self.geo.page_shift)
     }
 
-    /// Keeps the freed small block at `off` of `class` (of `bytes`, its size) for reuse; false
-    /// (nothing changed) if the class's cache is full.
+    /// Keeps the freed small block at `off` of `class` for reuse; false (nothing changed) if
+    /// the class's cache is full.
     #[inline]
-    pub(super) fn cache_small(&mut self, class: usize, bytes: usize, off: usize) -> bool {
-        debug_assert_eq!(bytes, class_size(class));
+    pub(super) fn cache_small(&mut self, class: usize, off: usize) -> bool {
         let (bin, base) = small_bin(class);
-        let cached = self.bins().is_some_and(|c| c.push_small(bin, base, off));
-        if cached {
-            self.cached += bytes;
-        }
-        cached
+        self.bins().is_some_and(|c| c.push_small(bin, base, off))
     }
 
     /// Keeps the freed small block at `off` of `class` (of `bytes`, its size) for reuse; if
     /// the class's bin is full, first gives the older half of it back to the slabs
     /// ([`spill_small`](Self::spill_small)). Without bins the block goes straight to its slab.
     #[inline(always)]
-    pub(super) fn keep_small(&mut self, arena: &Arena, class: usize, bytes: usize, off: usize) {
-        if !self.cache_small(class, bytes, off) {
-            self.spill_small(arena, class, bytes, off);
+    pub(super) fn keep_small(&mut self, arena: &Arena, class: usize, off: usize) {
+        if !self.cache_small(class, off) {
+            self.spill_small(arena, class, off);
         }
     }
 
@@ -270,7 +269,7 @@ impl State {
     /// (their class is the bin's, their offsets are in the bin), so their cache misses
     /// overlap, and the bin starts again half full, as far from full as from empty.
     #[inline(never)]
-    pub(super) fn spill_small(&mut self, arena: &Arena, class: usize, bytes: usize, off: usize) {
+    pub(super) fn spill_small(&mut self, arena: &Arena, class: usize, off: usize) {
         let (bin, base) = small_bin(class);
         let Some(c) = self.cache.as_deref_mut() else {
             self.free_small(arena, off, class, false);
@@ -284,7 +283,6 @@ impl State {
         c.offs[base + len - half] = off;
         // At most `SMALL_ENTRIES` (64) entries.
         c.len[bin] = u8::try_from(len - half + 1).unwrap_or(u8::MAX);
-        self.cached = self.cached + bytes - half * bytes;
         let at = self.slab_class(class);
         for &o in &spilled[..half] {
             // SAFETY: `o` was a cached block of `class`: a block of this client in a slab of
@@ -294,7 +292,7 @@ impl State {
     }
 
     /// Keeps the freed small block at `off` of `class` in its bin if it has room; false
-    /// (nothing changed) otherwise. The caller counts its bytes as cached.
+    /// (nothing changed) otherwise.
     ///
     /// # Safety
     /// The bins exist (the quick free, which runs only once they do: `quick_units` is 0
@@ -324,19 +322,17 @@ impl State {
         // SAFETY: `slot` is the metadata slot of the block's page, in the marks table, in a
         // chunk this client holds.
         unsafe { *self.marks.cast::<u16>().add(slot) = meta(CACHED, pages - 1) };
-        self.cached += pages << self.geo.page_shift;
+        self.cached_large += pages << self.geo.page_shift;
         true
     }
 
-    /// Takes the most recently cached block of `class` (of `bytes`, its size), if any.
+    /// Takes the most recently cached block of `class`, if any.
     #[inline]
-    pub(super) fn uncache_small(&mut self, class: usize, bytes: usize) -> Option<usize> {
-        debug_assert_eq!(bytes, class_size(class));
+    pub(super) fn uncache_small(&mut self, class: usize) -> Option<usize> {
         let (bin, base) = small_bin(class);
         let c = self.cache.as_deref_mut()?;
         let len = c.len[bin].checked_sub(1)?;
         c.len[bin] = len;
-        self.cached -= bytes;
         // SAFETY: `len` is below the bin's length, at most its number of entries.
         Some(unsafe { *c.offs.get_unchecked(base + usize::from(len)) })
     }
@@ -389,7 +385,7 @@ impl State {
             c.pages[base - LARGE_BASE + best] = c.pages[base - LARGE_BASE + last];
             c.len[bin] -= 1;
         }
-        self.cached -= had << self.geo.page_shift;
+        self.cached_large -= had << self.geo.page_shift;
         Uncached::Hit(off)
     }
 
@@ -409,7 +405,7 @@ impl State {
         c.offs[base + i] = c.offs[base + len - 1];
         c.pages[base - LARGE_BASE + i] = c.pages[base - LARGE_BASE + len - 1];
         c.len[bin] -= 1;
-        self.cached -= pages << self.geo.page_shift;
+        self.cached_large -= pages << self.geo.page_shift;
         self.set_page(off >> self.geo.page_shift, 0);
         self.free_pages(arena, off, pages);
     }
@@ -464,7 +460,7 @@ impl State {
     #[cold]
     pub(super) fn flush(&mut self, arena: &Arena, reclaim: bool) {
         for class in 0..NCLASSES {
-            while let Some(off) = self.uncache_small(class, class_size(class)) {
+            while let Some(off) = self.uncache_small(class) {
                 self.free_small(arena, off, class, reclaim);
             }
             if reclaim && self.empty_slabs[class] != 0 {
@@ -491,7 +487,7 @@ impl State {
                 c.len[bin] = len;
                 let at = LARGE_BASE + (bin - CLASS_SLOTS) * LARGE_ENTRIES + usize::from(len);
                 let (off, pages) = (c.offs[at], usize::from(c.pages[at - LARGE_BASE]));
-                self.cached -= pages << shift;
+                self.cached_large -= pages << shift;
                 self.set_page(off >> shift, 0);
                 self.free_pages(arena, off, pages);
             }
@@ -526,7 +522,6 @@ impl State {
                 let last = usize::from(c.len[bin]) - 1;
                 c.offs[base + i] = c.offs[base + last];
                 c.len[bin] -= 1;
-                self.cached -= class_size(class);
                 self.free_small(arena, off, class, true);
             }
         }
@@ -545,7 +540,7 @@ impl State {
                 c.offs[base + i] = c.offs[base + last];
                 c.pages[base - LARGE_BASE + i] = c.pages[base - LARGE_BASE + last];
                 c.len[bin] -= 1;
-                self.cached -= pages << self.geo.page_shift;
+                self.cached_large -= pages << self.geo.page_shift;
                 self.set_page(off >> self.geo.page_shift, 0);
                 self.free_pages(arena, off, pages);
             }
