@@ -105,6 +105,11 @@ pub(crate) struct Geometry {
 }
 
 /// What the arena knows of one chunk; only the chunk's holder touches it.
+///
+/// The all-zero record is that of a chunk never handed out: not committed, side tables clean,
+/// no guard page. The table of records starts as zeroed memory, untouched until a chunk is
+/// first taken, when `Arena::take` writes its counts and links (the `NIL` list ends
+/// included); they mean something only while the chunk is held.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ChunkInfo {
     /// Bytes of the chunk in live and cached buddy blocks (slabs count whole).
@@ -121,9 +126,10 @@ pub(crate) struct ChunkInfo {
     pub(crate) order_prev: [u32; ORDER_SLOTS],
     /// Whether its memory is committed (always, once handed out, for a caller's block).
     committed: bool,
-    /// Whether its parts of the side tables (start bits, page metadata, free bitmaps) are all
-    /// zero, as when its holder gave it back empty; taking it then need not clear them.
-    clean: bool,
+    /// Whether its parts of the side tables (start bits, page metadata, free bitmaps,
+    /// remote-free bits) may be non-zero; false (they are all zero) for a chunk never handed
+    /// out or given back empty by its holder, which taking it then need not clear.
+    dirty: bool,
     /// Whether its guard page is set (reservation-backed arenas, `std` only).
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     guarded: bool,
@@ -266,10 +272,6 @@ fn fixed_table_bytes(nchunks: usize, nmarks: usize, nfree: usize, nslabs: usize)
         + nslabs * core::mem::size_of::<Slab>()
 }
 
-fn cells<T: Copy>(len: usize, value: T) -> Option<Box<[UnsafeCell<T>]>> {
-    table::filled(len, |_| UnsafeCell::new(value))
-}
-
 impl Arena {
     /// Flags this build supports. [`Flags::DECOMMIT`] and [`Flags::GUARD`] need the `std`
     /// feature (and, on an arena, reservation backing memory).
@@ -396,17 +398,6 @@ impl Arena {
             free_words,
             order_word,
         };
-        let info = ChunkInfo {
-            used: 0,
-            live: 0,
-            next: NIL,
-            prev: NIL,
-            order_next: [NIL; ORDER_SLOTS],
-            order_prev: [NIL; ORDER_SLOTS],
-            committed: false,
-            clean: true,
-            guarded: false,
-        };
         let (nmarks, nfree, nslabs) = (
             geo.marks_per_chunk * nchunks,
             nchunks * free_words,
@@ -417,19 +408,25 @@ impl Arena {
         let bytes = fixed_table_bytes(nchunks, nmarks, nfree, nslabs)
             + nchunks * core::mem::size_of::<usize>();
         let refused = || Error::TablesUnavailable { bytes };
+        // Every table starts as zero bytes meaning "free, nobody, nothing": zeroed memory, which
+        // the system hands out untouched, so making an arena writes a few words whatever its
+        // size, and a table takes memory as its chunks are first used. (Under loom, whose
+        // atomics have no all-zero form, the atomic tables are filled with the same values.)
         Ok(Self {
+            // Free chunks are clear bits.
             stack: ChunkSet::new(count).ok_or_else(refused)?,
-            owner: table::filled(nchunks, |_| AtomicU32::new(0)).ok_or_else(refused)?,
-            mail: table::filled(nchunks, |_| AtomicPtr::new(core::ptr::null_mut()))
-                .ok_or_else(refused)?,
+            // 0: no owner.
+            owner: table::empty(nchunks).ok_or_else(refused)?,
+            // Null: no mailbox.
+            mail: table::empty(nchunks).ok_or_else(refused)?,
             marks: table::zeroed(nmarks).ok_or_else(refused)?,
+            // Null table pointers: no remote-free bits made.
             remote: RemoteBits::new(nchunks, chunk_shift).ok_or_else(refused)?,
             free_bits: table::zeroed(nfree).ok_or_else(refused)?,
-            info: cells(nchunks, info).ok_or_else(refused)?,
+            // The record of a chunk never handed out (see `ChunkInfo`).
+            info: table::zeroed(nchunks).ok_or_else(refused)?,
             // A record is written whole when its slab is made, and read only while the page
-            // metadata says a slab starts there: zero bytes stand for "no slab". Zeroed tables
-            // cost no memory until written (the system hands out untouched pages), so this
-            // one, the largest written at creation before, takes memory as slabs are made.
+            // metadata says a slab starts there: zero bytes stand for "no slab".
             slabs: table::zeroed(nslabs).ok_or_else(refused)?,
             next_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
@@ -461,6 +458,14 @@ impl Arena {
     /// An arena over a fresh reservation of `len` bytes of address space: chunks are committed
     /// when a client first takes them, and with [`Flags::DECOMMIT`] decommitted when given
     /// back. The chunks that fit in `len` are used.
+    ///
+    /// Making it costs time and memory independent of `len` beyond the reservation itself:
+    /// the side tables (see [`bookkeeping_bytes`](Self::bookkeeping_bytes)) start as zeroed
+    /// memory that nothing writes until the chunks they describe are first taken, so a large
+    /// reservation makes them resident as it is used. This holds as far as the global
+    /// allocator hands out fresh pages for zeroed requests: glibc's does for requests above its
+    /// mmap threshold (128 KiB, rising to at most 32 MiB after frees of such blocks), and may
+    /// serve a smaller table from memory freed before, clearing it.
     ///
     /// # Errors
     /// As [`new`](Self::new) (so [`Error::BackingTooSmall`] for `len` under one chunk, before
@@ -554,13 +559,14 @@ impl Arena {
         (ptr as usize).wrapping_sub(self.geo.base_addr) < self.geo.len
     }
 
-    /// Bytes of the side tables: chunk owners and free-chunk links (8 bytes per chunk), the
+    /// Bytes of the side tables: chunk owners and the free-chunk bitmap (8 bytes per chunk), the
     /// remote-free mailbox pointers (one pointer per chunk), chunk records, the block-start bitmap
     /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page), the buddy free
     /// bitmaps (two bits per buddy page), the slab records (16 bytes per 8 KiB, or per page
     /// if pages are larger) and the remote-free bits (a pointer per chunk, and one bit per 16
     /// bytes of each chunk a free through [`free`](Self::free) has landed in so far). Nothing
-    /// is kept inside the block.
+    /// is kept inside the block. This is address space: every table starts as zeroed memory
+    /// and a chunk's parts of the tables are first written when the chunk is first taken.
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
         fixed_table_bytes(
@@ -1029,7 +1035,7 @@ impl Arena {
         // SAFETY: the range is chunk `c`'s part of the free bitmaps, inside them, and ours (see
         // above); only a chunk's holder reads its free bitmaps.
         let bits = unsafe { self.free_bits_ptr().add(c * free) };
-        if info.clean {
+        if !info.dirty {
             debug_assert!(
                 marks.iter().all(|w| w.load(Ordering::Relaxed) == 0)
                     // SAFETY: as above.
@@ -1047,7 +1053,7 @@ impl Arena {
             // SAFETY: as above.
             unsafe { bits.write_bytes(0, free) };
         }
-        if info.clean {
+        if !info.dirty {
             debug_assert!(
                 self.remote.chunk_is_clear(c),
                 "chunk {c} marked clean has remote-free bits set"
@@ -1055,7 +1061,7 @@ impl Arena {
         } else {
             self.remote.clear_chunk(c);
         }
-        info.clean = false;
+        info.dirty = true;
         self.owner[c].store(id, Ordering::Release);
         Ok(())
     }
@@ -1095,7 +1101,7 @@ impl Arena {
             // SAFETY: the caller holds every chunk of the list, so their records are its own.
             let info = unsafe { &mut *self.info[c].get() };
             let next = info.next;
-            info.clean = clean;
+            info.dirty = !clean;
             self.owner[c].store(0, Ordering::Relaxed);
             self.mail[c].store(core::ptr::null_mut(), Ordering::Relaxed);
             self.decommit(c, info);

@@ -1,5 +1,9 @@
-//! The arena's free chunks: a bitmap of atomic words (bit set = free), from which clients take
-//! single chunks or runs of contiguous chunks and to which they give them back, lock-free.
+//! The arena's free chunks: a bitmap of atomic words (bit clear = free), from which clients
+//! take single chunks or runs of contiguous chunks and to which they give them back, lock-free.
+//!
+//! A clear bit is a free chunk so that the bitmap of a new arena is zero words: from zeroed
+//! memory, untouched until chunks are taken, whatever the number of chunks. Only the bits past
+//! the last chunk, in the last word, are set when the set is made.
 
 use alloc::boxed::Box;
 
@@ -25,25 +29,41 @@ fn span(w: usize, first: usize, count: usize) -> u64 {
     ones << (lo - w * 64)
 }
 
-/// The free chunks. A chunk is taken by clearing its bit (an `Acquire` read-modify-write) and
-/// given back by setting it (`Release`), so everything its last holder did is visible to the
+/// The free chunks. A chunk is taken by setting its bit (an `Acquire` read-modify-write) and
+/// given back by clearing it (`Release`), so everything its last holder did is visible to the
 /// next.
 #[derive(Debug)]
 pub(crate) struct ChunkSet {
+    /// Bit `c % 64` of word `c / 64` is set while chunk `c` is taken, and always for `c` past
+    /// the last chunk.
     words: Box<[AtomicU64]>,
     count: usize,
     len: AtomicUsize,
 }
 
 impl ChunkSet {
-    /// A set holding chunks `0..count`; `None` if the allocator refuses its words.
+    /// A set holding chunks `0..count`; `None` if the allocator refuses its words. Writes one
+    /// word at most: the bits past the last chunk.
     pub(crate) fn new(count: u32) -> Option<Self> {
         let count = count as usize;
+        let words: Box<[AtomicU64]> = table::empty(count.div_ceil(64))?;
+        if let Some(last) = words.last() {
+            let w = words.len() - 1;
+            let past = !span(w, 0, count);
+            if past != 0 {
+                last.store(past, Ordering::Relaxed);
+            }
+        }
         Some(Self {
-            words: table::filled(count.div_ceil(64), |w| AtomicU64::new(span(w, 0, count)))?,
+            words,
             count,
             len: AtomicUsize::new(count),
         })
+    }
+
+    /// Whether chunk `c` (below `count`) is free, in a snapshot.
+    fn is_free(&self, c: usize) -> bool {
+        self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) == 0
     }
 
     /// Takes the lowest free chunk. A scan that finds none while the count says some are
@@ -52,11 +72,12 @@ impl ChunkSet {
         loop {
             for (w, word) in self.words.iter().enumerate() {
                 let mut v = word.load(Ordering::Relaxed);
-                while v != 0 {
-                    let bit = v & v.wrapping_neg();
+                while v != u64::MAX {
+                    // The lowest clear bit.
+                    let bit = !v & v.wrapping_add(1);
                     match word.compare_exchange_weak(
                         v,
-                        v & !bit,
+                        v | bit,
                         Ordering::Acquire,
                         Ordering::Relaxed,
                     ) {
@@ -87,8 +108,7 @@ impl ChunkSet {
         let mut first = 0;
         while first + n <= self.count {
             // Where the run starting at `first` breaks (its first taken chunk), if it does.
-            let broken = (first..first + n)
-                .find(|&c| self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) == 0);
+            let broken = (first..first + n).find(|&c| !self.is_free(c));
             if let Some(c) = broken {
                 first = c + 1;
                 continue;
@@ -110,9 +130,7 @@ impl ChunkSet {
         if n == 0 || n > self.count || held >= self.count {
             return None;
         }
-        let free = |c: usize| {
-            c == held || self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) != 0
-        };
+        let free = |c: usize| c == held || self.is_free(c);
         // Runs through `held` start at most `n - 1` chunks before it and end inside the set.
         let mut first = (held + 1).saturating_sub(n);
         let last = held.min(self.count - n);
@@ -137,7 +155,7 @@ impl ChunkSet {
         false
     }
 
-    /// Clears the bits of chunks `first..first + n`, all or none: false if one was not set.
+    /// Sets the bits of chunks `first..first + n`, all or none: false if one was set.
     fn claim(&self, first: usize, n: usize) -> bool {
         let (lo, hi) = (first / 64, (first + n - 1) / 64);
         for w in lo..=hi {
@@ -145,13 +163,13 @@ impl ChunkSet {
             let word = &self.words[w];
             let mut v = word.load(Ordering::Relaxed);
             loop {
-                if v & mask != mask {
+                if v & mask != 0 {
                     for back in lo..w {
-                        self.words[back].fetch_or(span(back, first, n), Ordering::Release);
+                        self.words[back].fetch_and(!span(back, first, n), Ordering::Release);
                     }
                     return false;
                 }
-                match word.compare_exchange_weak(v, v & !mask, Ordering::Acquire, Ordering::Relaxed)
+                match word.compare_exchange_weak(v, v | mask, Ordering::Acquire, Ordering::Relaxed)
                 {
                     Ok(_) => break,
                     Err(now) => v = now,
@@ -165,17 +183,17 @@ impl ChunkSet {
     /// caller did to it.
     pub(crate) fn push(&self, chunk: u32) {
         let c = chunk as usize;
-        self.words[c / 64].fetch_or(1 << (c % 64), Ordering::Release);
+        self.words[c / 64].fetch_and(!(1 << (c % 64)), Ordering::Release);
         self.len.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many chunks are free (exact when no hand-out is in flight).
     /// The length of the longest run of free chunks (a snapshot: chunks taken or given back
     /// meanwhile may or may not count).
     pub(crate) fn longest_run(&self) -> usize {
         let (mut best, mut run) = (0, 0);
         for (w, word) in self.words.iter().enumerate() {
-            let bits = word.load(Ordering::Relaxed);
+            // Set bits: free chunks (and bits past the last chunk, which `valid` leaves out).
+            let bits = !word.load(Ordering::Relaxed);
             let valid = (self.count - w * 64).min(64);
             let mut i = 0;
             while i < valid {
@@ -193,6 +211,7 @@ impl ChunkSet {
         best
     }
 
+    /// How many chunks are free (exact when no hand-out is in flight).
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -213,6 +232,42 @@ mod tests {
         assert_eq!(set.pop(), Some(2));
         assert_eq!(set.pop(), None);
         assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn new_set_is_zero_words_but_the_bits_past_the_last_chunk() {
+        let set = ChunkSet::new(200).unwrap();
+        let words: Vec<u64> = set
+            .words
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(words, [0, 0, 0, !0xFF]);
+        let set = ChunkSet::new(128).unwrap();
+        assert!(set.words.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        assert_eq!(set.len(), 128);
+        assert_eq!(set.longest_run(), 128);
+        assert_eq!(set.pop_run(128), Some(0));
+        assert!(
+            set.words
+                .iter()
+                .all(|w| w.load(Ordering::Relaxed) == u64::MAX)
+        );
+        assert_eq!(set.pop(), None);
+        assert_eq!(set.longest_run(), 0);
+    }
+
+    #[test]
+    fn chunks_past_the_last_are_never_handed_out() {
+        let set = ChunkSet::new(70).unwrap();
+        let taken: Vec<u32> = core::iter::from_fn(|| set.pop()).collect();
+        assert_eq!(taken, (0..70).collect::<Vec<u32>>());
+        assert_eq!(set.len(), 0);
+        assert_eq!(set.pop_run(1), None);
+        set.push(69);
+        assert_eq!(set.longest_run(), 1);
+        assert_eq!(set.pop_run(2), None, "no chunk 70");
+        assert_eq!(set.pop_run(1), Some(69));
     }
 
     #[test]

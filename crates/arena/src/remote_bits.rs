@@ -51,7 +51,7 @@ impl RemoteBits {
     /// refuses the table pointers.
     pub(crate) fn new(nchunks: usize, chunk_shift: u32) -> Option<Self> {
         Some(Self {
-            tables: table::filled(nchunks, |_| AtomicPtr::new(ptr::null_mut()))?,
+            tables: table::empty(nchunks)?,
             words: (1usize << chunk_shift) >> MARK_SHIFT,
             chunk_shift,
             made: AtomicUsize::new(0),

@@ -50,6 +50,59 @@ unsafe impl Zeroable for UnsafeCell<u64> {}
 // SAFETY: a `Slab` (in an `UnsafeCell`, which has its layout) holds integers only, so zero
 // bytes are a valid record (one no slab uses).
 unsafe impl Zeroable for UnsafeCell<crate::client::Slab> {}
+// SAFETY: a `ChunkInfo` (in an `UnsafeCell`, which has its layout) holds integers and `bool`s
+// only, so zero bytes are a valid record: that of a chunk never handed out (see
+// `ChunkInfo`).
+unsafe impl Zeroable for UnsafeCell<crate::arena::ChunkInfo> {}
+// SAFETY: an `AtomicU32` has the layout of a `u32`; zero is the value 0. (Loom's atomics are
+// not plain words: tables of them are filled, see `empty`.)
+#[cfg(not(loom))]
+unsafe impl Zeroable for core::sync::atomic::AtomicU32 {}
+// SAFETY: an `AtomicPtr` has the layout of a `*mut T`; zero is the null pointer.
+#[cfg(not(loom))]
+unsafe impl<T> Zeroable for core::sync::atomic::AtomicPtr<T> {}
+
+/// The arena's atomics (see [`crate::sync`]) whose empty value (0, null) is what a table of
+/// them starts as.
+pub(crate) trait Empty: Sized {
+    /// The empty value: 0 or null. Outside loom builds its bytes are all zero, and tables of
+    /// it come from zeroed memory instead of calling this.
+    #[cfg_attr(not(loom), allow(dead_code, reason = "zeroed memory stands in for it"))]
+    fn empty() -> Self;
+}
+
+impl Empty for crate::sync::AtomicU32 {
+    fn empty() -> Self {
+        Self::new(0)
+    }
+}
+
+impl Empty for crate::sync::AtomicU64 {
+    fn empty() -> Self {
+        Self::new(0)
+    }
+}
+
+impl<T> Empty for crate::sync::AtomicPtr<T> {
+    fn empty() -> Self {
+        Self::new(ptr::null_mut())
+    }
+}
+
+/// `len` empty atomics (0, null), from zeroed memory: a large table costs no memory until
+/// written; `None` if the allocator refuses the memory.
+#[cfg(not(loom))]
+pub(crate) fn empty<T: Empty + Zeroable>(len: usize) -> Option<Box<[T]>> {
+    zeroed(len)
+}
+
+/// `len` empty atomics (0, null), each made by [`Empty::empty`]: loom's atomics have no
+/// all-zero form, so the table is written (loom's models use small arenas); `None` if the
+/// allocator refuses the memory.
+#[cfg(loom)]
+pub(crate) fn empty<T: Empty>(len: usize) -> Option<Box<[T]>> {
+    filled(len, |_| T::empty())
+}
 
 /// `len` zero values, from zeroed memory (which the system gives untouched: a large table
 /// costs no memory until it is written); `None` if the allocator refuses the memory.
@@ -69,9 +122,9 @@ pub(crate) fn zeroed<T: Zeroable>(len: usize) -> Option<Box<[T]>> {
     Some(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, len)) })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
-    use core::sync::atomic::{AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
     use super::*;
 
@@ -95,5 +148,27 @@ mod tests {
     fn tables_past_the_address_space_are_refused() {
         assert!(zeroed::<AtomicU64>(usize::MAX / 4).is_none());
         assert!(filled(usize::MAX / 4, |_| 0u64).is_none());
+        assert!(empty::<AtomicU32>(usize::MAX / 2).is_none());
+        assert!(empty::<AtomicPtr<u8>>(usize::MAX / 4).is_none());
+    }
+
+    #[test]
+    fn empty_tables_hold_the_empty_values() {
+        let owners: Box<[AtomicU32]> = empty(3000).unwrap();
+        assert!(owners.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        assert!(
+            owners
+                .iter()
+                .all(|w| w.load(Ordering::Relaxed) == AtomicU32::empty().into_inner())
+        );
+        owners[2999].store(5, Ordering::Relaxed);
+        assert_eq!(owners[2999].load(Ordering::Relaxed), 5);
+        let ptrs: Box<[AtomicPtr<u8>]> = empty(3000).unwrap();
+        assert!(ptrs.iter().all(|p| p.load(Ordering::Relaxed).is_null()));
+        assert!(AtomicPtr::<u8>::empty().into_inner().is_null());
+        let words: Box<[AtomicU64]> = empty(70).unwrap();
+        assert!(words.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        assert_eq!(AtomicU64::empty().into_inner(), 0);
+        assert!(empty::<AtomicU32>(0).unwrap().is_empty());
     }
 }
