@@ -297,6 +297,13 @@ fn c_threads_suite_under_thread_sanitizer_clean() {
     // `RUSTFLAGS=-Zsanitizer=thread cargo +nightly test -Zbuild-std --target <host> -p
     // memvisor-capi --test c_suite thread_sanitizer`.
     if !library_under_thread_sanitizer() {
+        // Where the run is meant to be the sanitized one (the CI gate sets this), a library
+        // built without the sanitizer is a failure, not a skip.
+        assert!(
+            std::env::var_os("MEMVISOR_REQUIRE_THREAD_SANITIZER").is_none(),
+            "MEMVISOR_REQUIRE_THREAD_SANITIZER is set but the library is not built with \
+             -Zsanitizer=thread"
+        );
         eprintln!(
             "\n!!!!!! SKIPPED: the library is not built with -Zsanitizer=thread; the C \
              threads suite did NOT run under ThreadSanitizer !!!!!!\n"
