@@ -158,9 +158,12 @@ pub enum Error {
         /// The limit it was loaded with.
         limit: u64,
     },
-    /// The heap refused memory an [`IdAllocator`](crate::IdAllocator) needed: the ID list of
-    /// [`allocate_many`](crate::IdAllocator::allocate_many), or its bitmap growing to cover a
-    /// newly allocated ID (or a loaded snapshot's). Nothing was allocated.
+    /// The heap refused memory an allocator needed: for an [`IdAllocator`](crate::IdAllocator),
+    /// the ID list of [`allocate_many`](crate::IdAllocator::allocate_many), its bitmap growing
+    /// to cover a newly allocated ID (or a loaded snapshot's) or its index of never-allocated
+    /// runs; for an [`AddressAllocator`](crate::AddressAllocator) or an
+    /// [`AllocatorSet`](crate::AllocatorSet), the index of live ranges, the tags, the keys or
+    /// the parts of a spanning reservation. Nothing was allocated and nothing changed.
     #[error("the heap refused {bytes} bytes")]
     HeapRefused {
         /// Bytes requested from the heap (also when the request is too large to make at all,

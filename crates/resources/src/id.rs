@@ -1,10 +1,10 @@
 //! [`IdAllocator`]: integer IDs (GSIs, memory slots, device IDs) from an inclusive range of
 //! `u16`, `u32` (the default) or `u64` values.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::ops::RangeInclusive as IdRange;
 
+use crate::address::RunSet;
 use crate::error::{Error, Result};
 use crate::id_width::Id;
 
@@ -75,9 +75,10 @@ pub struct IdAllocator<I: Id = u32> {
     parked: Option<u32>,
     /// Number of allocated IDs.
     used: u64,
-    /// Runs `start -> end` (inclusive, offsets from `first`) of IDs never allocated; sorted,
-    /// disjoint and not adjacent.
-    never: BTreeMap<u32, u32>,
+    /// Runs `start..=end` (inclusive, offsets from `first`) of IDs never allocated; sorted,
+    /// disjoint and not adjacent. Kept in a tree whose memory is reserved before it changes,
+    /// so that a heap refusal is an error, not an abort.
+    never: RunSet,
 }
 
 impl IdAllocator {
@@ -98,7 +99,8 @@ impl<I: Id> IdAllocator<I> {
     /// # Errors
     ///
     /// [`Error::InvalidIdRange`] if `first > last`, [`Error::IdRangeTooLarge`] if the range
-    /// holds more than [`MAX_ID_RANGE`] IDs.
+    /// holds more than [`MAX_ID_RANGE`] IDs, [`Error::HeapRefused`] if the heap refuses the
+    /// node of the never-allocated run (a few dozen bytes).
     ///
     /// ```
     /// use memvisor_resources::{Error, IdAllocator, MAX_ID_RANGE};
@@ -126,8 +128,7 @@ impl<I: Id> IdAllocator<I> {
                 max: MAX_ID_RANGE,
             });
         };
-        let mut never = BTreeMap::new();
-        never.insert(0, span);
+        let never = RunSet::one(0, u64::from(span))?;
         Ok(Self {
             first,
             last,
@@ -182,7 +183,8 @@ impl<I: Id> IdAllocator<I> {
     /// # Errors
     ///
     /// [`Error::OutOfIds`] (count 1, alignment 1) if every ID is allocated,
-    /// [`Error::HeapRefused`] if the bitmap must grow to cover the ID and the heap refuses it.
+    /// [`Error::HeapRefused`] if the bitmap must grow to cover the ID (or the index of
+    /// never-allocated runs must grow) and the heap refuses it; nothing changes then.
     pub fn allocate_id(&mut self) -> Result<I> {
         let found = self.smallest_clear();
         if let Some(p) = self.parked
@@ -208,7 +210,8 @@ impl<I: Id> IdAllocator<I> {
     /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
     /// [`Error::IdAlreadyAllocated`] if it is allocated, [`Error::HeapRefused`] if the bitmap
     /// must grow to cover it and the heap refuses that (512 MiB for `u32::MAX` in the whole
-    /// `u32` range).
+    /// `u32` range), or refuses the index of never-allocated runs room for the run the ID
+    /// splits in two; nothing changes then.
     pub fn allocate_id_at(&mut self, id: I) -> Result<I> {
         let off = self.offset(id)?;
         if self.parked == Some(off) {
@@ -236,7 +239,8 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::InvalidAlignment`] if `alignment` is
     /// not a power of two, [`Error::OutOfIds`] if no such run of free IDs exists,
-    /// [`Error::HeapRefused`] if the bitmap must grow to cover the run and the heap refuses it.
+    /// [`Error::HeapRefused`] if the bitmap must grow to cover the run (or the index of
+    /// never-allocated runs must grow) and the heap refuses it; nothing changes then.
     ///
     /// ```
     /// use memvisor_resources::IdAllocator;
@@ -277,7 +281,8 @@ impl<I: Id> IdAllocator<I> {
     /// [`Error::ZeroIdCount`] if `count` is 0, [`Error::NotEnoughIds`] if fewer than `count`
     /// IDs are free, [`Error::HeapRefused`] if the heap refuses the list of `count` IDs (or it
     /// is past `isize::MAX` bytes, as `u32::MAX` IDs of `u64` are on a 32-bit target) or the
-    /// bitmap growing to the highest of them (grown before any ID is taken).
+    /// bitmap growing to the highest of them (grown, and the index of never-allocated runs
+    /// given its room, before any ID is taken).
     ///
     /// ```
     /// use memvisor_resources::IdAllocator;
@@ -342,7 +347,8 @@ impl<I: Id> IdAllocator<I> {
     /// ID of the run is outside the managed range, [`Error::Overflow`] (`start` = `first`,
     /// `size` = `count`) if `first` is in range but the run's last ID would be past `u64::MAX`,
     /// [`Error::IdAlreadyAllocated`] naming the lowest allocated ID of the run,
-    /// [`Error::HeapRefused`] if the bitmap must grow to cover the run and the heap refuses it.
+    /// [`Error::HeapRefused`] if the bitmap must grow to cover the run (or the index of
+    /// never-allocated runs must grow) and the heap refuses it; nothing changes then.
     ///
     /// ```
     /// use memvisor_resources::{Error, IdAllocator};
@@ -473,16 +479,15 @@ impl<I: Id> IdAllocator<I> {
     pub fn never_allocated_runs(&self) -> impl Iterator<Item = IdRange<I>> + '_ {
         self.never
             .iter()
-            .map(|(&lo, &hi)| self.id(lo)..=self.id(hi))
+            .map(|(lo, hi)| self.id(to_off32(lo))..=self.id(to_off32(hi)))
     }
 
-    /// Heap bytes held by the allocator, for capacity planning: the bitmap exactly (capacity
-    /// included), the never-allocated runs estimated at 24 bytes each (B-tree nodes).
+    /// Heap bytes held by the allocator, for capacity planning: the bitmap and the
+    /// never-allocated runs (28 bytes each), capacity included.
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        // A B-tree node holds up to 11 entries plus links: count about 24 bytes per run.
         (self.leaves.capacity() + self.summary.capacity() + self.top.capacity()) * 8
-            + self.never.len() * 24
+            + self.never.heap_bytes()
     }
 
     #[cfg(feature = "serde")]
@@ -497,8 +502,8 @@ impl<I: Id> IdAllocator<I> {
         max_bitmap_bytes: u64,
     ) -> Result<Self> {
         let mut this = Self::with_range(first, last).map_err(|e| match e {
-            Error::IdRangeTooLarge { .. } => e,
-            _ => Error::Inconsistent("first > last"),
+            Error::InvalidIdRange { .. } => Error::Inconsistent("first > last"),
+            _ => e,
         })?;
         check_runs(first, last, allocated)?;
         check_runs(first, last, never)?;
@@ -550,11 +555,13 @@ impl<I: Id> IdAllocator<I> {
             // (were it not to, the bitmap would just grow as it is filled).
             reserve_words(vec, usize::try_from(n).unwrap_or(0))?;
         }
-        this.never.clear();
         // Every run lies inside `first..=last` (checked above), so its offsets fit.
-        for &(lo, hi) in never {
-            this.never.insert(this.offset(lo)?, this.offset(hi)?);
-        }
+        let base = this.base();
+        this.never = RunSet::from_sorted(
+            never
+                .iter()
+                .map(|&(lo, hi)| (lo.to_u64() - base, hi.to_u64() - base)),
+        )?;
         // A word of bits at a time: loading costs O(runs + bitmap words), however many IDs a
         // short run names.
         for &(lo, hi) in allocated {
@@ -633,10 +640,7 @@ impl<I: Id> IdAllocator<I> {
     }
 
     fn is_never(&self, off: u32) -> bool {
-        self.never
-            .range(..=off)
-            .next_back()
-            .is_some_and(|(_, &hi)| off <= hi)
+        self.never.contains(u64::from(off))
     }
 
     /// Offset of the smallest ID whose bit is clear, if any (the parked ID is not seen).
@@ -793,13 +797,15 @@ impl<I: Id> IdAllocator<I> {
         None
     }
 
-    /// Grows the bitmap so that it covers `off`.
+    /// Grows the bitmap so that it covers `off`, and makes room for the never-allocated run
+    /// that marking IDs allocated may split in two.
     ///
     /// # Errors
     ///
-    /// [`Error::HeapRefused`] if the heap refuses the memory; the bitmap is unchanged then
-    /// (only its spare capacity may have grown).
+    /// [`Error::HeapRefused`] if the heap refuses the memory; the bitmap and the runs are
+    /// unchanged then (only their spare capacity may have grown).
     fn ensure(&mut self, off: u32) -> Result<()> {
+        self.never.reserve_one()?;
         let need = off as usize / BITS + 1;
         if need <= self.leaves.len() {
             return Ok(());
@@ -860,7 +866,8 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// # Errors
     ///
-    /// [`Error::HeapRefused`] if the bitmap cannot grow to `hi`; nothing is marked then.
+    /// [`Error::HeapRefused`] if the bitmap cannot grow to `hi` (or the runs' index cannot
+    /// get its room); nothing is marked then.
     fn set_allocated_range(&mut self, lo: u32, hi: u32) -> Result<()> {
         debug_assert!(lo <= hi);
         self.ensure(hi)?;
@@ -881,7 +888,8 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// # Errors
     ///
-    /// [`Error::HeapRefused`] if the bitmap cannot grow to `off`; nothing is marked then.
+    /// [`Error::HeapRefused`] if the bitmap cannot grow to `off` (or the runs' index cannot
+    /// get its room); nothing is marked then.
     fn set_allocated(&mut self, off: u32) -> Result<()> {
         self.ensure(off)?;
         self.set_bit(off);
@@ -921,22 +929,10 @@ impl<I: Id> IdAllocator<I> {
     }
 
     /// Removes `lo..=hi` from the never-allocated runs: each run it overlaps loses that part.
-    /// Runs are disjoint and sorted, so the last one starting at or before `hi` overlaps the
-    /// range exactly when it ends at or after `lo`, and when it does not, no run does. (Once
-    /// every ID has been handed out there are no runs, and nothing is looked up twice.)
+    /// A run split in two takes the room [`ensure`](Self::ensure) reserved, so this allocates
+    /// nothing. (Once every ID has been handed out there are no runs.)
     fn mark_ever(&mut self, lo: u32, hi: u32) {
-        while let Some((&start, &end)) = self.never.range(..=hi).next_back() {
-            if end < lo {
-                break;
-            }
-            self.never.remove(&start);
-            if start < lo {
-                self.never.insert(start, lo - 1);
-            }
-            if end > hi {
-                self.never.insert(hi + 1, end);
-            }
-        }
+        self.never.cut(u64::from(lo), u64::from(hi));
     }
 }
 
@@ -1150,7 +1146,7 @@ mod tests {
         );
         let mut built = IdAllocator::new(0, u32::MAX).unwrap();
         built.allocate_ids(n, 1).unwrap();
-        built.never.clear();
+        built.never = RunSet::new();
         assert_eq!(loaded, built);
         // Runs that start and end inside words, and the IDs around them, stay exact.
         let runs = [(3, 70), (130, 130), (200, 4200)];

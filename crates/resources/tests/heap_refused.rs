@@ -5,9 +5,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::fmt::Debug;
 use std::ptr;
 
-use memvisor_resources::{Error, IdAllocator, IdLoadLimits, IdSnapshot};
+use memvisor_resources::{
+    AddressAllocator, AddressRange, AllocPolicy, AllocatorSet, Error, IdAllocator, IdLoadLimits,
+    IdSnapshot, Request,
+};
 
 struct Refusing;
 
@@ -175,4 +179,145 @@ fn snapshot_bitmap_the_heap_refuses_fails() {
         IdAllocator::from_snapshot(&snapshot, &roomy),
         Err(Error::HeapRefused { bytes: 1 << 29 })
     );
+}
+
+/// Runs `op` on `state` with every heap request refused: it must either succeed without
+/// asking the heap, or fail with `HeapRefused` and leave `state` equal to what it was; then it
+/// runs again with the heap granting. Returns the result and whether the heap was refused.
+fn refused_then_granted<S, R>(state: &mut S, op: impl Fn(&mut S) -> Result<R, Error>) -> (R, bool)
+where
+    S: Clone + PartialEq + Debug,
+    R: Debug,
+{
+    let before = state.clone();
+    match refusing_after(0, || op(state)) {
+        Ok(r) => (r, false),
+        Err(Error::HeapRefused { bytes }) => {
+            assert!(bytes > 0);
+            assert_eq!(*state, before, "a refused operation changed the state");
+            (op(state).expect("the same operation, granted"), true)
+        }
+        Err(e) => panic!("unexpected error {e:?}"),
+    }
+}
+
+#[test]
+fn address_allocate_index_growth_the_heap_refuses_fails_and_changes_nothing() {
+    for policy in [AllocPolicy::FirstMatch, AllocPolicy::LastMatch] {
+        let mut a = AddressAllocator::<u32>::new(AddressRange::new(0, 0xfff_ffff).unwrap());
+        let mut refusals = 0;
+        for i in 0..200u32 {
+            let req = Request::new(0x1000, 0x1000, policy).unwrap();
+            let (r, refused) = refused_then_granted(&mut a, |a| a.allocate_with(&req, i));
+            refusals += usize::from(refused);
+            assert_eq!(a.allocation_containing(r.start()).map(|x| *x.tag), Some(i));
+            a.check_invariants().unwrap();
+        }
+        // The index grows at 0, 16, then by an eighth.
+        assert!(refusals >= 5, "{refusals} refusals");
+        assert_eq!(a.len(), 200);
+    }
+    // An exact placement into an empty allocator needs the index's first nodes.
+    let mut a = AddressAllocator::<u32>::new(AddressRange::new(0, 0xffff).unwrap());
+    let exact = Request::new(0x10, 1, AllocPolicy::ExactMatch(0x800)).unwrap();
+    assert_eq!(
+        refusing_after(0, || a.allocate_with(&exact, 1)),
+        Err(Error::HeapRefused { bytes: 16 * 28 })
+    );
+    assert!(a.is_empty());
+    assert_eq!(
+        a.allocate_with(&exact, 1),
+        Ok(AddressRange::new(0x800, 0x80f).unwrap())
+    );
+}
+
+#[test]
+fn address_reserve_and_relocate_the_heap_refuses_fail_and_change_nothing() {
+    let mut a = AddressAllocator::<u32>::new(AddressRange::FULL);
+    let mut refusals = 0;
+    for i in 0..100u64 {
+        let r = AddressRange::from_start_and_size(i << 40, 1 << 20).unwrap();
+        let ((), refused) = refused_then_granted(&mut a, |a| a.reserve_with(r, 7));
+        refusals += usize::from(refused);
+    }
+    assert!(refusals >= 3, "{refusals} refusals");
+    // Moving a range frees its node first: a relocation never asks the heap.
+    let old = AddressRange::from_start_and_size(5 << 40, 1 << 20).unwrap();
+    let req = Request::new(1 << 30, 1 << 30, AllocPolicy::LastMatch).unwrap();
+    let moved = refusing_after(0, || a.relocate(&old, &req)).unwrap();
+    assert_eq!(moved.end(), u64::MAX);
+    a.check_invariants().unwrap();
+}
+
+#[test]
+fn id_never_allocated_split_the_heap_refuses_fails_and_changes_nothing() {
+    // IDs taken from the middle of never-allocated runs split them: every split is one more
+    // run, and some must grow the runs' index.
+    let mut a = IdAllocator::new(0, 100_000).unwrap();
+    // The bitmap covers every ID from here on; only the runs grow.
+    a.allocate_id_at(100_000).unwrap();
+    let mut refusals = 0;
+    for k in 1..300u32 {
+        let (id, refused) = refused_then_granted(&mut a, |a| a.allocate_id_at(k * 300));
+        assert_eq!(id, k * 300);
+        refusals += usize::from(refused);
+    }
+    assert!(refusals >= 5, "{refusals} refusals");
+    assert_eq!(a.never_allocated_runs().count(), 300);
+    // Aligned runs and exact runs split runs too.
+    for k in 1..100u32 {
+        refused_then_granted(&mut a, |a| a.allocate_ids(4, 64));
+        refused_then_granted(&mut a, |a| a.allocate_ids_at(k * 300 + 100, 3));
+    }
+    assert_eq!(a.used(), 300 + 99 * 7);
+    assert!(a.never_allocated_runs().count() > 300 + 99);
+    // Nothing was lost: a free ID of a refused step is still told from a never-allocated one.
+    assert_eq!(a.free_id(300), Ok(()));
+    assert_eq!(a.free_id(300), Err(Error::IdAlreadyFree(300)));
+    assert_eq!(a.free_id(301), Err(Error::IdNeverAllocated(301)));
+}
+
+#[test]
+fn id_allocator_made_under_a_refusing_heap_is_an_error() {
+    assert_eq!(
+        refusing_after(0, || IdAllocator::new(0, 99)),
+        Err(Error::HeapRefused { bytes: 16 * 28 })
+    );
+    assert!(IdAllocator::new(0, 99).is_ok());
+}
+
+#[test]
+fn allocator_set_the_heap_refuses_fails_and_changes_nothing() {
+    let spaces = [
+        AddressRange::new(0x1000_0000, 0x1fff_ffff).unwrap(),
+        AddressRange::new(0x4000_0000, 0x4fff_ffff).unwrap(),
+    ];
+    assert!(matches!(
+        refusing_after(0, || AllocatorSet::<u32>::new(&spaces)),
+        Err(Error::HeapRefused { .. })
+    ));
+    let mut set = AllocatorSet::<u32>::new(&spaces).unwrap();
+    let mut refusals = 0;
+    for key in 0..100u64 {
+        let req = Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch).unwrap();
+        let (_, refused) = refused_then_granted(&mut set, |s| s.allocate_keyed(key, &req, 1));
+        refusals += usize::from(refused);
+        // A reservation spanning both spaces: parts in each, a hull for each part, a key.
+        let span = AddressRange::new(0x1fff_f000 - key * 0x1000, 0x4000_0fff + key * 0x1000);
+        let span = span.unwrap();
+        let taken = set.clone();
+        let ((), refused) =
+            refused_then_granted(&mut set, |s| s.reserve_keyed(1000 + key, span, 2));
+        refusals += usize::from(refused);
+        assert_eq!(set.release(1000 + key), Ok((span, 2)));
+        assert_eq!(set, taken);
+        set.check_invariants().unwrap();
+    }
+    assert!(refusals >= 3, "{refusals} refusals");
+    assert_eq!(set.len(), 100);
+    // Freeing never asks the heap for more than its own list, which a granted heap holds.
+    for key in 0..100u64 {
+        assert!(set.release(key).is_ok());
+    }
+    assert!(set.is_empty());
 }

@@ -584,6 +584,55 @@ static void test_filled_structures_compare_equal(void) {
     free(memory);
 }
 
+/* A handle of one kind is refused where the other kind is expected (their values carry
+ * their kind), and a client's blocks are foreign to another context and not owned by
+ * another client of its own. */
+static void test_handles_and_blocks_of_the_other_kind_or_context(void) {
+    memvisor_config c = config_with(CHUNK, 0);
+    memvisor_context x, y;
+    OK(memvisor_context_create_reserved(16 * CHUNK, &c, &x));
+    OK(memvisor_context_create_reserved(16 * CHUNK, &c, &y));
+    memvisor_client a, b, d;
+    OK(memvisor_client_create(x, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(x, MEMVISOR_UNLIMITED, &b));
+    OK(memvisor_client_create(y, MEMVISOR_UNLIMITED, &d));
+    void *p = NULL, *q = NULL, *out = &out;
+    OK(memvisor_alloc(a, 100, &p));
+    OK(memvisor_alloc(d, 100, &q));
+    memvisor_context client_as_context = {a.id};
+    memvisor_client context_as_client = {x.id};
+    memvisor_context_stats cs;
+    memset(&cs, 0, sizeof cs);
+    cs.size = sizeof cs;
+    CHECK_STATUS(memvisor_context_get_stats(client_as_context, &cs),
+                 MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_trim(client_as_context), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_delete(client_as_context), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_alloc(context_as_client, 16, &out), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK(out == &out);
+    CHECK_STATUS(memvisor_client_delete(context_as_client), MEMVISOR_STATUS_INVALID_HANDLE);
+    size_t size = 0;
+    CHECK_STATUS(memvisor_free(x, q, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_client_free(a, q, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_client_free(b, p, &size), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_size_of(b, p, &size), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK(size == 0);
+    bool owns = true;
+    OK(memvisor_client_owns(b, p, &owns));
+    CHECK(!owns);
+    CHECK_STATUS(memvisor_size_of(a, (void *)UINTPTR_MAX, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    /* Every block is still where it was. */
+    OK(memvisor_client_free(a, p, NULL));
+    OK(memvisor_client_free(d, q, NULL));
+    OK(memvisor_client_delete(a));
+    OK(memvisor_client_delete(b));
+    OK(memvisor_client_delete(d));
+    OK(memvisor_context_delete(x));
+    OK(memvisor_context_delete(y));
+    CHECK(strcmp(memvisor_status_message(INT32_MIN), "unknown status code") == 0);
+    CHECK(strcmp(memvisor_status_message(INT32_MAX), "unknown status code") == 0);
+}
+
 int main(void) {
     test_library();
     test_context_create_errors();
@@ -594,5 +643,6 @@ int main(void) {
     test_context_free_owner_trim();
     test_size_pointing_into_the_freed_block();
     test_filled_structures_compare_equal();
+    test_handles_and_blocks_of_the_other_kind_or_context();
     return finish("api");
 }

@@ -2,12 +2,14 @@
  * change no statistic, blocks are aligned, disjoint and as large as `memvisor_size_of` says in
  * every configuration, `MEMVISOR_FLAG_ZERO` and `MEMVISOR_FLAG_POISON` hold over reused and
  * dirty memory, the context's totals equal the sums of its clients' at every step, and no two
- * live contexts share memory. */
+ * live contexts share memory; a chunk commit the system refuses is `OS` and changes nothing the
+ * header does not allow. */
 #define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS under -std=c11 */
 
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "memvisor.h"
@@ -568,6 +570,123 @@ static void test_out_of_memory_asks_every_client_to_trim(void) {
     free(memory);
 }
 
+/* Bytes of private writable memory the process maps (`VmData`), 0 if unknown. */
+static size_t data_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "VmData: %zu kB", &kib) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kib * KIB;
+}
+
+/* Linux counts private writable memory against `RLIMIT_DATA`, and `mprotect` making pages
+ * writable past it fails with `ENOMEM`: with the limit lowered to what the process maps, the
+ * commit of the chunk a client takes for its first block is refused by the system. The
+ * allocation is `OS`, the client and the context are as before, and once the limit is lifted
+ * the same request succeeds. With `MEMVISOR_FLAG_GUARD` the chunk's guard page is set first;
+ * with `MEMVISOR_FLAG_DECOMMIT` the chunk was committed, given back and decommitted before.
+ * With `run` over 1 the block is a run of `run` chunks and the limit leaves room for all but
+ * the last one's commit: the chunks committed before the refusal go back committed, counted in
+ * the context's `cached_chunks` (the one change the header allows), unless the context
+ * decommits what is given back. (Where the limit does not bind, as under valgrind, there is
+ * nothing to test.) */
+static void test_commit_refused_by_the_system_is_os(uint32_t flags, size_t run) {
+    size_t size = run > 1 ? run * CHUNK : 100;
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_STATISTICS | flags);
+    memvisor_context ctx;
+    OK(memvisor_context_create_reserved(16 * CHUNK, &c, &ctx));
+    memvisor_client a, b;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &b));
+    void *small = NULL, *p = NULL;
+    OK(memvisor_alloc(a, 100, &small));
+    touch_pages(small, 100);
+    if (flags & MEMVISOR_FLAG_DECOMMIT) {
+        /* `b`'s chunk is committed, given back and decommitted. */
+        OK(memvisor_alloc(b, size, &p));
+        OK(memvisor_client_free(b, p, NULL));
+        OK(memvisor_client_trim(b));
+        CHECK(client_stats(b).chunks == 0);
+        CHECK(context_stats(ctx).cached_chunks == 0);
+        p = NULL;
+    }
+    memvisor_client_stats before = client_stats(b);
+    memvisor_client_stats a_before = client_stats(a);
+    memvisor_context_stats ctx_before = context_stats(ctx);
+    struct rlimit old;
+    size_t data = data_bytes();
+    if (data == 0 || getrlimit(RLIMIT_DATA, &old) != 0) {
+        OK(memvisor_client_free(a, small, NULL));
+        OK(memvisor_client_delete(a));
+        OK(memvisor_client_delete(b));
+        OK(memvisor_context_delete(ctx));
+        return;
+    }
+    struct rlimit tight = old;
+    tight.rlim_cur = data + (run - 1) * CHUNK;
+    CHECK(setrlimit(RLIMIT_DATA, &tight) == 0);
+    /* Does the limit bind? Writable memory past the room it leaves must be refused. */
+    size_t over = (run - 1) * CHUNK + 4096;
+    void *probe = mmap(NULL, over, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int binds = probe == MAP_FAILED;
+    if (!binds) {
+        munmap(probe, over);
+    }
+    memvisor_status refused = MEMVISOR_STATUS_OK;
+    memvisor_status again = MEMVISOR_STATUS_OK;
+    memvisor_client_stats during;
+    memset(&during, 0, sizeof during);
+    if (binds) {
+        /* `b` holds no chunk: its first block needs one. */
+        refused = memvisor_alloc(b, size, &p);
+        during = client_stats(b);
+        /* Still refused while the limit stands: nothing was half taken. */
+        again = memvisor_alloc(b, size, &p);
+    }
+    CHECK(setrlimit(RLIMIT_DATA, &old) == 0);
+    if (binds) {
+        CHECK_STATUS(refused, MEMVISOR_STATUS_OS);
+        CHECK_STATUS(again, MEMVISOR_STATUS_OS);
+        CHECK(p == NULL);
+        CHECK(memcmp(&before, &during, sizeof during) == 0);
+        memvisor_client_stats b_after = client_stats(b);
+        CHECK(memcmp(&before, &b_after, sizeof b_after) == 0);
+        memvisor_context_stats ctx_after = context_stats(ctx);
+        size_t kept = ctx_after.cached_chunks - ctx_before.cached_chunks;
+        CHECK(kept == ((flags & MEMVISOR_FLAG_DECOMMIT) ? 0 : run - 1));
+        ctx_after.cached_chunks = ctx_before.cached_chunks;
+        CHECK(memcmp(&ctx_before, &ctx_after, sizeof ctx_after) == 0);
+        memvisor_client_stats a_after = client_stats(a);
+        CHECK(memcmp(&a_before, &a_after, sizeof a_after) == 0);
+        /* The refusal is over: the same request succeeds, in memory that can be written. */
+        OK(memvisor_alloc(b, size, &p));
+        CHECK(p != NULL);
+        if (p != NULL) {
+            touch_pages(p, size);
+        }
+        memvisor_client_stats after = client_stats(b);
+        CHECK(after.chunks == before.chunks + run);
+        CHECK(after.live_blocks == before.live_blocks + 1);
+        CHECK(after.allocations == before.allocations + 1);
+        CHECK(context_stats(ctx).held_chunks == ctx_before.held_chunks + run);
+        OK(memvisor_client_free(b, p, NULL));
+    } else if (flags == 0 && run == 1) {
+        printf("contracts: RLIMIT_DATA does not bind here; commit refusal not tested\n");
+    }
+    OK(memvisor_client_free(a, small, NULL));
+    OK(memvisor_client_delete(a));
+    OK(memvisor_client_delete(b));
+    OK(memvisor_context_delete(ctx));
+}
+
 int main(void) {
     test_refused_calls_change_no_statistic();
     test_run_needs_chunks_no_client_holds();
@@ -578,5 +697,11 @@ int main(void) {
     test_block_head_and_tail_are_foreign_and_never_read();
     test_overlapping_blocks_refused();
     test_out_of_memory_asks_every_client_to_trim();
+    test_commit_refused_by_the_system_is_os(0, 1);
+    test_commit_refused_by_the_system_is_os(MEMVISOR_FLAG_GUARD, 1);
+    test_commit_refused_by_the_system_is_os(MEMVISOR_FLAG_DECOMMIT, 1);
+    test_commit_refused_by_the_system_is_os(MEMVISOR_FLAG_GUARD | MEMVISOR_FLAG_DECOMMIT, 1);
+    test_commit_refused_by_the_system_is_os(0, 3);
+    test_commit_refused_by_the_system_is_os(MEMVISOR_FLAG_DECOMMIT, 3);
     return finish("contracts");
 }

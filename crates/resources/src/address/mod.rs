@@ -1,12 +1,15 @@
 //! [`AddressAllocator`]: address ranges (MMIO, PIO, hotplug slots) inside one address space.
 
+mod keymap;
 mod room;
+mod runs;
 mod set;
 mod tree;
 
 use alloc::vec::Vec;
 
 use self::room::{RoomBounds, Where};
+pub(crate) use self::runs::RunSet;
 pub use self::set::AllocatorSet;
 use self::tree::{MAX_NODES, NIL, Search, Tree};
 use crate::error::{Error, Result};
@@ -278,11 +281,13 @@ impl<T> AddressAllocator<T> {
     /// [`Error::OutsideSpace`] if the window (or the exact range) is not inside the space (or
     /// the window), [`Error::Overlap`] if an exact range overlaps a live allocation,
     /// [`Error::OutOfSpace`] if no free range fits, [`Error::TooManyAllocations`] at 2^32 - 1
-    /// live ranges. The allocator is unchanged on error.
+    /// live ranges, [`Error::HeapRefused`] if the index must grow and the heap refuses it. The
+    /// allocator is unchanged on error.
     pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
         self.check_room()?;
         let (addr, host) = self.place(request)?;
         let range = AddressRange::from_start_and_size(addr, request.size)?;
+        self.make_room()?;
         Ok(self.commit(range, host, tag))
     }
 
@@ -291,7 +296,9 @@ impl<T> AddressAllocator<T> {
     /// # Errors
     ///
     /// [`Error::OutsideSpace`] if `range` is not inside the space, [`Error::Overlap`] if it
-    /// overlaps a live allocation, [`Error::TooManyAllocations`] at 2^32 - 1 live ranges.
+    /// overlaps a live allocation, [`Error::TooManyAllocations`] at 2^32 - 1 live ranges,
+    /// [`Error::HeapRefused`] if the index must grow and the heap refuses it. The allocator is
+    /// unchanged on error.
     pub fn reserve_with(&mut self, range: AddressRange, tag: T) -> Result<()> {
         self.check_room()?;
         if !self.space.contains_range(&range) {
@@ -301,6 +308,7 @@ impl<T> AddressAllocator<T> {
             });
         }
         let host = self.free_host(range)?;
+        self.make_room()?;
         self.commit(range, host, tag);
         Ok(())
     }
@@ -359,7 +367,7 @@ impl<T> AddressAllocator<T> {
             }
             Err(e) => {
                 // The old range is free again (it was just released), so this puts everything
-                // back as it was.
+                // back as it was; the removal left a free slot, so nothing is allocated.
                 let host = self.tree.around(old.start()).succ;
                 self.commit(*old, host, tag);
                 Err(e)
@@ -490,7 +498,8 @@ impl<T> AddressAllocator<T> {
     ///
     /// [`Error::OutsideSpace`] for a range outside `space`, [`Error::Inconsistent`] if the
     /// ranges are not sorted or overlap, [`Error::TooManyAllocations`] past 2^32 - 1 ranges
-    /// (as many as allocating can reach).
+    /// (as many as allocating can reach), [`Error::HeapRefused`] if the heap refuses the index
+    /// or the tags.
     #[cfg(feature = "serde")]
     pub(crate) fn from_sorted(
         space: AddressRange,
@@ -521,7 +530,7 @@ impl<T> AddressAllocator<T> {
             next_free = range.end().checked_add(1);
             (range.start(), gap)
         });
-        this.tree.build(items);
+        this.tree.build(items)?;
         this.tail = match prev {
             Some(last) => space.end() - last.end(),
             None => 0,
@@ -529,7 +538,10 @@ impl<T> AddressAllocator<T> {
         this.used = used;
         // Into a vector of exactly `n` tags: `collect` would reuse the buffer of `allocations`
         // (grown by doubling while the list was decoded), holding up to twice the list's bytes.
-        this.tags = Vec::with_capacity(allocations.len());
+        this.tags = Vec::new();
+        this.tags
+            .try_reserve_exact(allocations.len())
+            .map_err(|_| tree::heap_refused::<T>(allocations.len()))?;
         this.tags
             .extend(allocations.into_iter().map(|(_, tag)| tag));
         Ok(this)
@@ -538,6 +550,26 @@ impl<T> AddressAllocator<T> {
     /// Whether one more range fits.
     fn check_room(&self) -> Result<()> {
         check_count(self.tree.len().saturating_add(1))
+    }
+
+    /// Makes room for one more range in the index and the tags, so that
+    /// [`commit`](Self::commit) allocates nothing. Both grow by an eighth (at least 16
+    /// entries) at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the heap refuses; the allocator is unchanged then (only its
+    /// spare capacity may have grown).
+    fn make_room(&mut self) -> Result<()> {
+        self.tree.try_reserve(1)?;
+        let (len, cap) = (self.tags.len(), self.tags.capacity());
+        if len == cap {
+            let extra = (len / 8).max(16);
+            self.tags
+                .try_reserve_exact(extra)
+                .map_err(|_| tree::heap_refused::<T>(extra))?;
+        }
+        Ok(())
     }
 
     /// The end of the allocation whose successor is `succ` (`NIL`: the last allocation).
@@ -757,7 +789,8 @@ impl<T> AddressAllocator<T> {
         Err(most.max(skipped))
     }
 
-    /// Records `range` (free, inside the gap in front of `host`) as allocated with `tag`.
+    /// Records `range` (free, inside the gap in front of `host`) as allocated with `tag`. The
+    /// caller has made room for it ([`make_room`](Self::make_room)), so nothing is allocated.
     fn commit(&mut self, range: AddressRange, host: u32, tag: T) -> AddressRange {
         let region_start = match self.gap_before(host) {
             Some(g) => g.start(),
@@ -770,9 +803,7 @@ impl<T> AddressAllocator<T> {
             let h = self.tree.node(host);
             self.tree.set_gap(host, h.start - range.end() - 1);
         }
-        if self.tags.len() == self.tags.capacity() {
-            self.tags.reserve_exact((self.tags.len() / 8).max(16));
-        }
+        debug_assert!(self.tags.len() < self.tags.capacity(), "room not reserved");
         self.tree.insert(range.start(), gap);
         self.tags.push(tag);
         self.used += range.size_u128();

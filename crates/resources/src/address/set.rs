@@ -1,12 +1,9 @@
 //! [`AllocatorSet`]: several disjoint address spaces behind one allocator.
 
-use alloc::collections::BTreeMap;
-#[cfg(not(feature = "std"))]
-use alloc::collections::BTreeMap as Map;
 use alloc::vec::Vec;
-#[cfg(feature = "std")]
-use std::collections::HashMap as Map;
 
+use super::keymap::KeyMap as Map;
+use super::tree::{NIL, Tree, heap_refused};
 use super::{AddressAllocator, AllocPolicy, Allocation, Request};
 use crate::error::{Error, Result};
 use crate::range::AddressRange;
@@ -43,13 +40,13 @@ pub struct AllocatorSet<T = ()> {
     min_align: u64,
     preferred_align: u64,
     /// Range of each keyed allocation, as it was given.
-    keys: Map<u64, AddressRange>,
+    keys: Map<AddressRange>,
     /// Key of each keyed allocation, by the start of its lowest part.
-    key_at: Map<u64, u64>,
+    key_at: Map<u64>,
     /// For each part of a reservation that spans spaces, by the part's start: the reservation's
     /// hull (its lowest part's start to its highest part's end). Parts of one reservation are
     /// freed together, and only together.
-    spans: Map<u64, AddressRange>,
+    spans: Map<AddressRange>,
 }
 
 impl<T> AllocatorSet<T> {
@@ -60,33 +57,46 @@ impl<T> AllocatorSet<T> {
     ///
     /// [`Error::EmptySet`] if `spaces` is empty, [`Error::Overlap`] if two spaces overlap: the
     /// first space that overlaps an earlier one as `requested`, the first earlier one it
-    /// overlaps as `existing` (in the order given). O(s log s).
+    /// overlaps as `existing` (in the order given), [`Error::HeapRefused`] if the heap refuses
+    /// the list of spaces or the index that checks them. O(s log s).
     pub fn new(spaces: &[AddressRange]) -> Result<Self> {
         if spaces.is_empty() {
             return Err(Error::EmptySet);
         }
-        // The spaces checked so far, by start: `start -> (end, index)`. They are disjoint, so
-        // their ends rise with their starts: of those starting at or before a new space's end,
-        // the ones overlapping it come last, and the walk back stops at the first that ends
-        // before the new space begins. O(s log s) in all.
-        let mut seen: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
+        // The spaces checked so far, by start, each node's `gap` field holding the space's
+        // index. They are disjoint, so their ends rise with their starts: of those starting at
+        // or before a new space's end, the ones overlapping it come last, and the walk back
+        // stops at the first that ends before the new space begins. O(s log s) in all.
+        let mut seen = Tree::without_bounds();
+        seen.try_reserve(spaces.len())?;
         for (i, s) in spaces.iter().enumerate() {
-            let first_hit = seen
-                .range(..=s.end())
-                .rev()
-                .take_while(|&(_, &(end, _))| end >= s.start())
-                .map(|(_, &(_, j))| j)
-                .min();
+            let mut first_hit: Option<usize> = None;
+            let mut at = seen.around(s.end()).pred;
+            while at != NIL {
+                let n = seen.node(at);
+                let j = usize::try_from(n.gap).unwrap_or(usize::MAX);
+                if spaces[j].end() < s.start() {
+                    break;
+                }
+                first_hit = Some(first_hit.map_or(j, |f| f.min(j)));
+                at = n.start.checked_sub(1).map_or(NIL, |b| seen.around(b).pred);
+            }
             if let Some(j) = first_hit {
                 return Err(Error::Overlap {
                     requested: *s,
                     existing: spaces[j],
                 });
             }
-            seen.insert(s.start(), (s.end(), i));
+            // No space checked so far starts at `s.start()` (it would overlap `s`).
+            seen.insert(s.start(), i as u64);
         }
+        let mut pools = Vec::new();
+        pools
+            .try_reserve_exact(spaces.len())
+            .map_err(|_| heap_refused::<AddressAllocator<T>>(spaces.len()))?;
+        pools.extend(spaces.iter().map(|&s| AddressAllocator::new(s)));
         Ok(Self {
-            pools: spaces.iter().map(|&s| AddressAllocator::new(s)).collect(),
+            pools,
             min_align: 1,
             preferred_align: 1,
             keys: Map::new(),
@@ -145,8 +155,9 @@ impl<T> AllocatorSet<T> {
     /// [`Error::OutsideSpace`] if an exact range lies in no single space (the first space is
     /// named) or outside the window (the window is named), or if the window touches no space,
     /// those of [`AddressAllocator::allocate_with`] for an exact
-    /// placement, [`Error::OutOfSpace`] (with the required alignment) if no space fits. The set
-    /// is unchanged on error.
+    /// placement, [`Error::OutOfSpace`] (with the required alignment) if no space fits,
+    /// [`Error::HeapRefused`] if the space that fits must grow its index and the heap refuses
+    /// it. The set is unchanged on error.
     pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
         let size = request.size();
         let align = request.alignment().max(self.min_align);
@@ -208,6 +219,7 @@ impl<T> AllocatorSet<T> {
                 }
                 if let Ok((addr, host)) = pool.place(&req) {
                     let range = AddressRange::from_start_and_size(addr, size)?;
+                    pool.make_room()?;
                     return Ok(pool.commit(range, host, tag));
                 }
             }
@@ -226,7 +238,8 @@ impl<T> AllocatorSet<T> {
     /// [`Error::OutsideSpace`] if `range` touches no space (the first space is named),
     /// [`Error::Overlap`] with the whole `range` as `requested` and the lowest live allocation
     /// it overlaps as `existing` (its owner's tag: `allocation_containing(existing.start())`),
-    /// [`Error::TooManyAllocations`] if a space is full. The set is unchanged on error.
+    /// [`Error::TooManyAllocations`] if a space is full, [`Error::HeapRefused`] if the heap
+    /// refuses memory the reservation needs. The set is unchanged on error.
     pub fn reserve_with(&mut self, range: AddressRange, tag: T) -> Result<()>
     where
         T: Clone,
@@ -240,6 +253,11 @@ impl<T> AllocatorSet<T> {
         T: Clone,
     {
         let mut parts = Vec::new();
+        // At most one part per space, a list as long as the set (validated before `new` took
+        // the spaces), reserved so that a refusal is an error.
+        parts
+            .try_reserve_exact(self.pools.len())
+            .map_err(|_| heap_refused::<(usize, AddressRange, u32)>(self.pools.len()))?;
         let mut lowest: Option<AddressRange> = None;
         for (i, pool) in self.pools.iter().enumerate() {
             let Some(part) = range.intersection(&pool.space()) else {
@@ -275,6 +293,14 @@ impl<T> AllocatorSet<T> {
         }
         let hull = AddressRange::new(low, high)?;
         let spanning = parts.len() > 1;
+        // Every piece of memory the commit below takes is reserved first: the index and tags
+        // of each space, and the spanning parts' entries.
+        for &(i, _, _) in &parts {
+            self.pools[i].make_room()?;
+        }
+        if spanning {
+            self.spans.reserve(parts.len())?;
+        }
         for (i, part, host) in parts {
             self.pools[i].commit(part, host, tag.clone());
             if spanning {
@@ -298,9 +324,13 @@ impl<T> AllocatorSet<T> {
     /// overlaps as `existing` (for a reservation spanning spaces, the hull of its parts) if it
     /// overlaps an allocation without being exactly one: its part in some space is not exactly
     /// an allocation, or its parts are not all of one allocation (some parts of a spanning
-    /// reservation, or allocations made apart). The set is unchanged on error.
+    /// reservation, or allocations made apart); [`Error::HeapRefused`] if the heap refuses the
+    /// list of its parts (one entry per space). The set is unchanged on error.
     pub fn free(&mut self, range: &AddressRange) -> Result<T> {
         let mut parts = Vec::new();
+        parts
+            .try_reserve_exact(self.pools.len())
+            .map_err(|_| heap_refused::<(usize, AddressRange)>(self.pools.len()))?;
         // The lowest allocation `range` overlaps (for a part of a spanning reservation, its
         // hull), and whether some part is not exactly an allocation.
         let mut lowest: Option<AddressRange> = None;
@@ -321,11 +351,7 @@ impl<T> AllocatorSet<T> {
                 }
                 Err(other) => return Err(other),
             };
-            let whole = self
-                .spans
-                .get(&overlapped.start())
-                .copied()
-                .unwrap_or(overlapped);
+            let whole = self.spans.get(overlapped.start()).unwrap_or(overlapped);
             if lowest.is_none_or(|l| whole.start() < l.start()) {
                 lowest = Some(whole);
             }
@@ -348,7 +374,7 @@ impl<T> AllocatorSet<T> {
         // Each part must belong to the one allocation `hull` is: a part of a spanning
         // reservation names its whole, any other allocation itself.
         for &(_, part) in &parts {
-            let whole = self.spans.get(&part.start()).copied().unwrap_or(part);
+            let whole = self.spans.get(part.start()).unwrap_or(part);
             if whole != hull {
                 return Err(Error::NotExactAllocation {
                     requested: *range,
@@ -362,10 +388,10 @@ impl<T> AllocatorSet<T> {
             let (node, succ) = pool.exact(&part)?;
             let tag = pool.remove(node, succ);
             first.get_or_insert(tag);
-            self.spans.remove(&part.start());
+            self.spans.remove(part.start());
         }
-        if let Some(key) = self.key_at.remove(&hull.start()) {
-            self.keys.remove(&key);
+        if let Some(key) = self.key_at.remove(hull.start()) {
+            self.keys.remove(key);
         }
         first.ok_or(Error::NotAllocated(*range))
     }
@@ -391,9 +417,11 @@ impl<T> AllocatorSet<T> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn allocate_keyed(&mut self, key: u64, request: &Request, tag: T) -> Result<AddressRange> {
-        if self.keys.contains_key(&key) {
+        if self.keys.get(key).is_some() {
             return Err(Error::KeyInUse(key));
         }
+        self.keys.reserve(1)?;
+        self.key_at.reserve(1)?;
         let range = self.allocate_with(request, tag)?;
         self.keys.insert(key, range);
         self.key_at.insert(range.start(), key);
@@ -410,9 +438,11 @@ impl<T> AllocatorSet<T> {
     where
         T: Clone,
     {
-        if self.keys.contains_key(&key) {
+        if self.keys.get(key).is_some() {
             return Err(Error::KeyInUse(key));
         }
+        self.keys.reserve(1)?;
+        self.key_at.reserve(1)?;
         let hull = self.reserve_parts(range, tag)?;
         self.keys.insert(key, range);
         self.key_at.insert(hull.start(), key);
@@ -422,7 +452,7 @@ impl<T> AllocatorSet<T> {
     /// The range allocated under `key`, if any.
     #[must_use]
     pub fn get(&self, key: u64) -> Option<AddressRange> {
-        self.keys.get(&key).copied()
+        self.keys.get(key)
     }
 
     /// Frees the allocation recorded under `key` and returns its range and tag.
@@ -467,7 +497,7 @@ impl<T> AllocatorSet<T> {
         if !self
             .spans
             .iter()
-            .all(|(&start, hull)| hull.contains(start) && is_part(start))
+            .all(|(start, hull)| hull.contains(start) && is_part(start))
         {
             return Err(Error::Inconsistent(
                 "a spanning part is not a live allocation",
@@ -478,14 +508,14 @@ impl<T> AllocatorSet<T> {
                 "keys and their starts differ in number",
             ));
         }
-        for (&key, range) in &self.keys {
+        for (key, range) in self.keys.iter() {
             let low = self
                 .pools
                 .iter()
                 .filter_map(|p| range.intersection(&p.space()))
                 .map(|part| part.start())
                 .min();
-            if low.is_none_or(|low| !is_part(low) || self.key_at.get(&low) != Some(&key)) {
+            if low.is_none_or(|low| !is_part(low) || self.key_at.get(low) != Some(key)) {
                 return Err(Error::Inconsistent("a key names no live allocation"));
             }
         }

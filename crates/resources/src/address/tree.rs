@@ -18,6 +18,8 @@
 
 use alloc::vec::Vec;
 
+use crate::error::{Error, Result};
+
 /// Index of "no node".
 pub(super) const NIL: u32 = u32::MAX;
 
@@ -125,6 +127,9 @@ impl Path {
 pub(super) struct Tree {
     nodes: Vec<Node>,
     root: u32,
+    /// Whether the largest-gap bounds are kept. Trees used as ordered maps (runs of IDs, keys)
+    /// never read them, and skipping them saves reading both children of every node on a path.
+    bounds: bool,
     /// Nodes visited by inserts and removes so far (path lengths), for tests that bound the work.
     work: u64,
     /// Nodes probed by placement searches so far, for tests that bound the work.
@@ -145,6 +150,7 @@ impl Tree {
         Self {
             nodes: Vec::new(),
             root: NIL,
+            bounds: true,
             work: 0,
             #[cfg(test)]
             probes: core::cell::Cell::new(0),
@@ -229,13 +235,32 @@ impl Tree {
         self.around(self.node(i).start).succ
     }
 
+    /// Makes room for `more` nodes beyond those present, so that as many inserts need no
+    /// memory. The arena grows by an eighth (at least 16 nodes) at a time, so that spare
+    /// capacity stays small.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the heap refuses the memory; the tree is unchanged.
+    pub(super) fn try_reserve(&mut self, more: usize) -> Result<()> {
+        let (len, cap) = (self.nodes.len(), self.nodes.capacity());
+        if cap - len >= more {
+            return Ok(());
+        }
+        let extra = more.max(len / 8).max(16);
+        self.nodes
+            .try_reserve_exact(extra)
+            .map_err(|_| heap_refused::<Node>(extra))
+    }
+
+    /// Appends a node to the arena. Every caller has reserved its room first
+    /// ([`try_reserve`](Self::try_reserve)), so this never allocates.
     fn push_node(&mut self, start: u64, gap: u64) -> u32 {
         let i = u32::try_from(self.nodes.len()).unwrap_or(NIL);
-        if self.nodes.len() == self.nodes.capacity() {
-            // Grow by an eighth so that spare capacity stays small.
-            let extra = (self.nodes.len() / 8).max(16);
-            self.nodes.reserve_exact(extra);
-        }
+        debug_assert!(
+            self.nodes.len() < self.nodes.capacity(),
+            "room not reserved"
+        );
         self.nodes.push(Node {
             start,
             gap,
@@ -247,8 +272,9 @@ impl Tree {
     }
 
     /// Inserts a node. The caller has checked that the tree holds fewer than [`MAX_NODES`] and
-    /// that `start` is not present, and has already set the gap of the node that follows it:
-    /// that node lies on the search path for `start`, whose every node is pulled here.
+    /// that `start` is not present, has reserved room for it ([`try_reserve`](Self::try_reserve)),
+    /// and has already set the gap of the node that follows it: that node lies on the search
+    /// path for `start`, whose every node is pulled here.
     pub(super) fn insert(&mut self, start: u64, gap: u64) -> u32 {
         let i = self.push_node(start, gap);
         let mut path = Path::new();
@@ -360,6 +386,26 @@ impl Tree {
         }
         self.nodes.pop();
         m
+    }
+
+    /// A tree that keeps no largest-gap bounds, for use as an ordered map from `start` to
+    /// `gap` ([`RunSet`](super::RunSet), the key maps): placement searches and
+    /// [`check`](Self::check) need the bounds and are not for it.
+    pub(super) fn without_bounds() -> Self {
+        Self {
+            bounds: false,
+            ..Self::new()
+        }
+    }
+
+    /// Sets node `i`'s start and gap in a tree [`without_bounds`](Self::without_bounds): O(1).
+    /// `start` must lie strictly between the starts of the node's neighbours, so the order of
+    /// the tree is kept.
+    pub(super) fn set_unbounded(&mut self, i: u32, start: u64, gap: u64) {
+        debug_assert!(!self.bounds, "the bounds on the path would go stale");
+        let node = &mut self.nodes[i as usize];
+        node.start = start;
+        node.gap = gap;
     }
 
     /// Sets the gap of the node that starts at `start` (it must be present) and refreshes the
@@ -493,6 +539,9 @@ impl Tree {
     }
 
     fn pull(&mut self, t: u32) {
+        if !self.bounds {
+            return;
+        }
         let n = self.node(t);
         let m = n.gap.max(self.max_of(n.left)).max(self.max_of(n.right));
         self.nodes[t as usize].meta = (n.meta & !GAP_MASK) | encode_bound(m);
@@ -500,26 +549,40 @@ impl Tree {
 
     /// Builds the tree from `(start, gap)` pairs in increasing start order, replacing what was
     /// there: O(n), perfectly balanced (each node the middle of its range).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the heap refuses the arena (exactly one node per item) or the
+    /// visiting order (4 bytes per item, freed before returning); the tree is empty then.
     #[cfg(any(test, feature = "serde"))]
-    pub(super) fn build(&mut self, items: impl IntoIterator<Item = (u64, u64)>) {
+    pub(super) fn build(&mut self, items: impl ExactSizeIterator<Item = (u64, u64)>) -> Result<()> {
         self.nodes.clear();
         self.root = NIL;
-        let items = items.into_iter();
-        self.nodes.reserve_exact(items.size_hint().0);
-        for (start, gap) in items {
+        let count = items.len();
+        let mut order: Vec<u32> = Vec::new();
+        self.nodes
+            .try_reserve_exact(count)
+            .map_err(|_| heap_refused::<Node>(count))?;
+        order
+            .try_reserve_exact(count)
+            .map_err(|_| heap_refused::<u32>(count))?;
+        for (start, gap) in items.take(count) {
             self.push_node(start, gap);
         }
         let n = u32::try_from(self.nodes.len()).unwrap_or(NIL);
         self.work += u64::from(n);
         if n == 0 {
-            return;
+            return Ok(());
         }
         // Pre-order over index ranges `[lo, hi)`; `order` lists the nodes in that order, so
-        // reading it backwards visits every child before its parent.
-        let mut order: Vec<u32> = Vec::with_capacity(n as usize);
-        let mut stack: Vec<(u32, u32, u32, bool)> = Vec::new();
-        stack.push((0, n, NIL, false));
-        while let Some((lo, hi, parent, right)) = stack.pop() {
+        // reading it backwards visits every child before its parent. The stack holds at most
+        // one pending right half per level (33 levels for 2^32 nodes): a fixed array.
+        let mut stack = [(0u32, 0u32, NIL, false); MAX_HEIGHT];
+        stack[0] = (0, n, NIL, false);
+        let mut depth = 1;
+        while depth > 0 {
+            depth -= 1;
+            let (lo, hi, parent, right) = stack[depth];
             let mid = lo + (hi - lo) / 2;
             let (ls, rs) = (mid - lo, hi - mid - 1);
             // A midpoint split of s nodes is bit_length(s) levels deep.
@@ -535,15 +598,18 @@ impl Tree {
             }
             order.push(mid);
             if ls > 0 {
-                stack.push((lo, mid, mid, false));
+                stack[depth] = (lo, mid, mid, false);
+                depth += 1;
             }
             if rs > 0 {
-                stack.push((mid + 1, hi, mid, true));
+                stack[depth] = (mid + 1, hi, mid, true);
+                depth += 1;
             }
         }
         for &t in order.iter().rev() {
             self.pull(t);
         }
+        Ok(())
     }
 
     /// Depth-first search in address order (`rev` for descending) for the first node whose gap
@@ -609,7 +675,8 @@ impl Tree {
     pub(super) fn iter(&self) -> InOrder<'_> {
         let mut it = InOrder {
             tree: self,
-            stack: Vec::new(),
+            stack: [NIL; MAX_HEIGHT],
+            len: 0,
         };
         it.push_left(self.root);
         it
@@ -701,17 +768,21 @@ impl Search {
     };
 }
 
-/// In-order iterator over node indices.
-#[derive(Debug)]
+/// In-order iterator over node indices. Its stack holds one node per level, so it lives in a
+/// fixed array: iterating never allocates.
+#[derive(Clone, Debug)]
 pub(super) struct InOrder<'a> {
     tree: &'a Tree,
-    stack: Vec<u32>,
+    stack: [u32; MAX_HEIGHT],
+    len: usize,
 }
 
 impl InOrder<'_> {
     fn push_left(&mut self, mut t: u32) {
         while t != NIL {
-            self.stack.push(t);
+            // A balanced tree of fewer than 2^32 nodes never fills the array; indexing checks it.
+            self.stack[self.len] = t;
+            self.len += 1;
             t = self.tree.node(t).left;
         }
     }
@@ -721,9 +792,18 @@ impl Iterator for InOrder<'_> {
     type Item = u32;
 
     fn next(&mut self) -> Option<u32> {
-        let t = self.stack.pop()?;
+        self.len = self.len.checked_sub(1)?;
+        let t = self.stack[self.len];
         self.push_left(self.tree.node(t).right);
         Some(t)
+    }
+}
+
+/// [`Error::HeapRefused`] for `count` items of `E`.
+pub(super) fn heap_refused<E>(count: usize) -> Error {
+    let bytes = (count as u128).saturating_mul(core::mem::size_of::<E>() as u128);
+    Error::HeapRefused {
+        bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
     }
 }
 
@@ -784,6 +864,7 @@ mod tests {
     fn insert_remove_keeps_structure_valid() {
         let mut t = Tree::new();
         for k in 0..200u64 {
+            t.try_reserve(1).unwrap();
             t.insert(k * 10, 5);
             t.check().unwrap();
         }
@@ -806,6 +887,7 @@ mod tests {
     fn insert_ascending_keeps_height_logarithmic() {
         let mut t = Tree::new();
         for k in 0..4096u64 {
+            t.try_reserve(1).unwrap();
             t.insert(k, 0);
         }
         t.check().unwrap();
@@ -816,6 +898,7 @@ mod tests {
     fn insert_descending_keeps_height_logarithmic() {
         let mut t = Tree::new();
         for k in (0..4096u64).rev() {
+            t.try_reserve(1).unwrap();
             t.insert(k * 2, 1);
         }
         t.check().unwrap();
@@ -828,6 +911,7 @@ mod tests {
             let mut t = Tree::new();
             let n = 300u64;
             for k in 0..n {
+                t.try_reserve(1).unwrap();
                 t.insert(k * 4, k);
             }
             for j in 0..n {
@@ -845,7 +929,8 @@ mod tests {
     fn build_sorted_is_balanced_and_valid() {
         for n in [0u64, 1, 2, 3, 7, 8, 100, 1000] {
             let mut t = Tree::new();
-            t.build((0..n).map(|k| (k * 10, k)));
+            t.build((0..n as usize).map(|k| (k as u64 * 10, k as u64)))
+                .unwrap();
             t.check().unwrap();
             assert_eq!(t.len() as u64, n);
             assert!(t.height() <= avl_limit(t.len()));
@@ -857,7 +942,8 @@ mod tests {
     #[test]
     fn find_first_fit_skips_small_gaps() {
         let mut t = Tree::new();
-        t.build((0..1000u64).map(|k| (k * 100, if k == 700 { 50 } else { 1 })));
+        t.build((0..1000usize).map(|k| (k as u64 * 100, if k == 700 { 50 } else { 1 })))
+            .unwrap();
         let mut probe = |n: &Node| Search {
             here: (n.gap >= 10).then_some(n.start - n.gap),
             left: true,
