@@ -11,6 +11,11 @@ use crate::classes::{self, CLASS_SLOTS, NCLASSES};
 use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Result};
+
+/// A chunk record's `prev` while a run is being taken: this call committed the chunk (so a
+/// refusal further on decommits it again). Never a chunk index: an arena has fewer than
+/// `2^29` chunks (its slab units, at least 8 per chunk, are indexed by `u32`).
+const COMMITTED_BY_RUN: u32 = NIL - 1;
 use crate::remote_bits::RemoteBits;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use crate::table;
@@ -968,7 +973,8 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] if no run of `n` free chunks is left, [`Error::Vmem`] if
-    /// committing fails (the chunks go back).
+    /// committing fails (the chunks go back as they were: those this call committed are
+    /// decommitted again, unless the system refuses that too).
     pub(crate) fn acquire_run(
         &self,
         id: u32,
@@ -981,38 +987,59 @@ impl Arena {
             _ => self.stack.pop_run(n),
         }
         .ok_or(Error::OutOfMemory { requested })?;
-        for (done, chunk) in (first..).take(n).enumerate() {
-            if let Err(e) = self.take(chunk, id) {
-                for back in first..first + u32::try_from(done).unwrap_or(0) {
+        let end = first + u32::try_from(n).unwrap_or(0);
+        for chunk in first..end {
+            match self.take(chunk, id) {
+                // Marks the chunks this call committed (their `prev`, written again below), so
+                // that a refusal further on decommits them again.
+                Ok(true) => {
                     // SAFETY: taken above by this call and not handed to anyone.
-                    let info = unsafe { &mut *self.info[back as usize].get() };
-                    info.next = if back + 1 < chunk { back + 1 } else { NIL };
+                    unsafe { &mut *self.info[chunk as usize].get() }.prev = COMMITTED_BY_RUN;
                 }
-                if done > 0 {
-                    self.release_list(first, false);
+                Ok(false) => {}
+                Err(e) => {
+                    for back in first..chunk {
+                        // SAFETY: taken above by this call and not handed to anyone.
+                        let info = unsafe { &mut *self.info[back as usize].get() };
+                        if info.prev == COMMITTED_BY_RUN && self.undo_commit(back as usize) {
+                            info.committed = false;
+                        }
+                        info.prev = NIL;
+                        info.next = if back + 1 < chunk { back + 1 } else { NIL };
+                    }
+                    if chunk > first {
+                        self.release_list(first, false);
+                    }
+                    for rest in chunk..end {
+                        self.stack.push(rest);
+                    }
+                    return Err(e);
                 }
-                for rest in chunk..first + u32::try_from(n).unwrap_or(0) {
-                    self.stack.push(rest);
-                }
-                return Err(e);
             }
+        }
+        for chunk in first..end {
+            // SAFETY: as above.
+            unsafe { &mut *self.info[chunk as usize].get() }.prev = NIL;
         }
         Ok(first)
     }
 
     /// Prepares chunk `chunk`, just taken from the free set, for client `id`: clears its side
     /// tables, commits it (and sets its guard page) if the block is a reservation, and records
-    /// `id` as its owner.
-    fn take(&self, chunk: u32, id: u32) -> Result<()> {
+    /// `id` as its owner. Returns whether this call committed it.
+    fn take(&self, chunk: u32, id: u32) -> Result<bool> {
         let c = chunk as usize;
         // SAFETY: the chunk was just taken from the free set, so no client holds it and this
         // thread is the only one touching its cells (ordered after its last holder by the
         // `Acquire` of the take).
         let info = unsafe { &mut *self.info[c].get() };
         #[cfg(feature = "std")]
-        if let Some(r) = self.backing.reservation() {
-            self.prepare(r, c, info)?;
-        }
+        let committed_now = match self.backing.reservation() {
+            Some(r) => self.prepare(r, c, info)?,
+            None => false,
+        };
+        #[cfg(not(feature = "std"))]
+        let committed_now = false;
         if info.committed {
             self.cached.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1063,17 +1090,17 @@ impl Arena {
         }
         info.dirty = true;
         self.owner[c].store(id, Ordering::Release);
-        Ok(())
+        Ok(committed_now)
     }
 
-    /// Commits chunk `c` and sets its guard page, once.
+    /// Commits chunk `c` and sets its guard page, once; returns whether it committed it now.
     #[cfg(feature = "std")]
     fn prepare(
         &self,
         r: &memvisor_vmem::Reservation,
         c: usize,
         info: &mut ChunkInfo,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let off = self.pad + (c << self.geo.chunk_shift);
         let usable = self.geo.usable_pages << self.geo.page_shift;
         let guard = self.chunk_size() - usable;
@@ -1082,10 +1109,26 @@ impl Arena {
             unsafe { r.guard_unchecked(off + usable, guard) }?;
             info.guarded = true;
         }
-        if !info.committed {
-            r.commit(off, usable)?;
+        if info.committed {
+            return Ok(false);
         }
-        Ok(())
+        r.commit(off, usable)?;
+        Ok(true)
+    }
+
+    /// Decommits chunk `c`, which a run being refused committed and nobody else holds or has
+    /// held since; whether the system did.
+    fn undo_commit(&self, c: usize) -> bool {
+        #[cfg(feature = "std")]
+        if let Some(r) = self.backing.reservation() {
+            let off = self.pad + (c << self.geo.chunk_shift);
+            let usable = self.geo.usable_pages << self.geo.page_shift;
+            // SAFETY: the chunk was committed by the refused call, which handed out nothing in
+            // it, and no other client holds it until it is back in the free set.
+            return unsafe { r.decommit_unchecked(off, usable) }.is_ok();
+        }
+        let _ = c;
+        false
     }
 
     /// Gives back the list of chunks starting at `head` (linked through their records), all

@@ -369,7 +369,9 @@ impl<'a> Client<'a> {
     /// a chunk first gives back the client's kept chunk (the one without a live block, see
     /// [`ClientStats::pinned_chunks`]) when the chunks around it make a free run with it,
     /// and takes that run; if the run is then refused (another thread took its chunks
-    /// meanwhile, or committing failed), the kept chunk stays given back.
+    /// meanwhile, or committing failed), the kept chunk stays given back. A run whose commit
+    /// is refused part-way decommits again the chunks it committed (if the system refuses
+    /// that too, they stay committed, counted in [`ArenaStats::cached_chunks`](crate::ArenaStats::cached_chunks)).
     #[inline]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         self.alloc_sized(layout).map(|(p, _)| p)

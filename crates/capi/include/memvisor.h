@@ -254,7 +254,7 @@ memvisor_status memvisor_client_delete(struct memvisor_client client);
 //
 // Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 // `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
-// left alone, and nothing changes, with four exceptions: a call refused for lack of room
+// left alone, and nothing changes, with three exceptions: a call refused for lack of room
 // (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
 // `memvisor_free` and honoured a `memvisor_context_trim` (work every allocation that misses
 // the client's caches does), which the statistics show; a call refused because no chunk
@@ -262,10 +262,9 @@ memvisor_status memvisor_client_delete(struct memvisor_client client);
 // `memvisor_context_trim` does, so each gives back its cached blocks and empty chunk at its
 // next free or allocation that misses its caches; and a run refused after its client's
 // empty chunk was given back for it (another thread took the chunks meanwhile, or
-// committing failed) leaves that chunk given back; and a run whose commit the system
-// refuses part-way (`OS`) leaves the chunks committed before the refusal committed, counted
-// in the context's `cached_chunks` (the next taker does not commit them again), unless the
-// context has `MEMVISOR_FLAG_DECOMMIT`.
+// committing failed) leaves that chunk given back. A run whose commit the system refuses
+// part-way (`OS`) decommits again the chunks it committed before the refusal (if the system
+// refuses that too, they stay committed, counted in the context's `cached_chunks`).
 //
 // Thread safety: one thread at a time per client.
 //
