@@ -295,6 +295,16 @@ pub enum Error {
         /// The last one.
         last: u32,
     },
+    /// An interrupt number to give back ([`Placer::release_irq`](crate::Placer::release_irq))
+    /// that is not handed out: never given, given back already, or a legacy interrupt nobody
+    /// asked for by number.
+    #[error("{name} {irq} is not taken")]
+    IrqNotTaken {
+        /// The number.
+        irq: u32,
+        /// What the platform calls it.
+        name: &'static str,
+    },
     /// Every interrupt number is taken.
     #[error("no free {name} is left for {owner} ({first}..={last} are all taken)")]
     NoFreeIrq {
@@ -505,7 +515,9 @@ pub enum Error {
         source: memvisor_vmem::Error,
     },
     /// A range to give back to a [`Placer`](crate::Placer) is not exactly one range it placed
-    /// or took (every part of a range taken across windows, all of them taken by one call).
+    /// or took (every part of a range taken across windows, all of them taken by one call), or
+    /// I/O ports to give back ([`Placer::release_ports`](crate::Placer::release_ports)) are not
+    /// exactly ports taken by one [`Placer::ports_at`](crate::Placer::ports_at).
     #[error("{range} is not a range placed or taken as one")]
     NotPlaced {
         /// The range given.
@@ -724,6 +736,13 @@ mod tests {
                     last: 33,
                 },
                 "no free SPI is left for blk0 (32..=33 are all taken)",
+            ),
+            (
+                Error::IrqNotTaken {
+                    irq: 7,
+                    name: "GSI",
+                },
+                "GSI 7 is not taken",
             ),
             (
                 Error::NoIrqs,

@@ -25,9 +25,12 @@ struct Irqs {
 
 /// Places ranges in a layout's windows (device MMIO windows, hotplug slots, DAX windows) and
 /// hands out interrupts and I/O ports, one `memvisor-resources` allocator per window, every
-/// range and number tagged with its owner so that a collision names both parties. Every
-/// operation is all or nothing, and [`transaction`](Self::transaction) makes a sequence of
-/// them all or nothing too.
+/// range and number tagged with its owner so that a collision names both parties. What it
+/// hands out it takes back: [`release`](Self::release) for ranges,
+/// [`release_irq`](Self::release_irq) for interrupts, [`release_ports`](Self::release_ports)
+/// for I/O ports, each only for exactly what was handed out. Every operation is all or
+/// nothing, and [`transaction`](Self::transaction) makes a sequence of them (releases
+/// included) all or nothing too.
 ///
 /// Made by [`Layout::placer`](crate::Layout::placer) (windows, and the preset's interrupts),
 /// [`Platform::placer`](crate::Platform::placer) (also I/O ports and the platform's reserved
@@ -311,6 +314,14 @@ impl Placer {
             .flat_map(|(_, a)| a.allocated().map(|x| (x.tag.as_str(), x.range.into())))
     }
 
+    /// Every range of I/O ports taken, with its owner, by port (none if the platform has no
+    /// I/O ports).
+    pub fn port_allocations(&self) -> impl Iterator<Item = (&str, GuestRange)> + '_ {
+        self.ports
+            .iter()
+            .flat_map(|a| a.allocated().map(|x| (x.tag.as_str(), x.range.into())))
+    }
+
     /// The windows of `kind` this placer works in, by address.
     pub fn windows_of(&self, kind: WindowKind) -> impl Iterator<Item = &Window> + '_ {
         self.windows
@@ -335,7 +346,8 @@ impl Placer {
 
     /// The lowest free interrupt number for `owner`, never one of the platform's legacy
     /// interrupts ([`Platform::legacy_irqs`](crate::Platform::legacy_irqs): x86-64 GSIs 0–4,
-    /// which only [`irq_at`](Self::irq_at) gives).
+    /// which only [`irq_at`](Self::irq_at) gives). Given back with
+    /// [`release_irq`](Self::release_irq).
     ///
     /// # Errors
     /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::NoFreeIrq`] if every
@@ -352,7 +364,7 @@ impl Placer {
         Ok(irq)
     }
 
-    /// Interrupt `irq` for `owner`.
+    /// Interrupt `irq` for `owner` (given back with [`release_irq`](Self::release_irq)).
     ///
     /// # Errors
     /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::IrqOutOfRange`];
@@ -386,13 +398,62 @@ impl Placer {
         }
     }
 
+    /// Gives interrupt `irq` back, so that [`irq`](Self::irq) and [`irq_at`](Self::irq_at)
+    /// may hand it out again (a device unplugged, or plugged again at the same number). A
+    /// legacy interrupt ([`Platform::legacy_irqs`](crate::Platform::legacy_irqs)) goes back
+    /// to being unclaimed: given again only by number.
+    ///
+    /// # Errors
+    /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::IrqOutOfRange`];
+    /// [`Error::IrqNotTaken`] if `irq` is not handed out (never given, given back already, or
+    /// an unclaimed legacy interrupt). Nothing changes then.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, Layout};
+    ///
+    /// let mut placer = Layout::x86_64().ram(1 << 30).build()?.placer();
+    /// let gsi = placer.irq("net0")?;
+    /// placer.release_irq(gsi)?;
+    /// assert!(matches!(placer.release_irq(gsi), Err(Error::IrqNotTaken { .. })));
+    /// assert_eq!(placer.irq_at(gsi, "net0")?, gsi);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn release_irq(&mut self, irq: u32) -> Result<()> {
+        let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
+        let (first, last) = (irqs.ids.first(), irqs.ids.last());
+        if !(first..=last).contains(&irq) {
+            return Err(Error::IrqOutOfRange {
+                irq,
+                name: irqs.name,
+                first,
+                last,
+            });
+        }
+        let not_taken = Error::IrqNotTaken {
+            irq,
+            name: irqs.name,
+        };
+        if !irqs.owners.contains_key(&irq) {
+            return Err(not_taken);
+        }
+        // A legacy number stays allocated for no owner, as before it was claimed; any other
+        // owned number was allocated by `irq` or `irq_at`. `free_id` changes nothing when it
+        // fails, so the owner is dropped only after it succeeded.
+        if !irqs.legacy.contains(&irq) {
+            irqs.ids.free_id(irq).map_err(|_| not_taken)?;
+        }
+        irqs.owners.remove(&irq);
+        Ok(())
+    }
+
     /// The owner of interrupt `irq`, if it is taken.
     #[must_use]
     pub fn irq_owner(&self, irq: u32) -> Option<&str> {
         self.irqs.as_ref()?.owners.get(&irq).map(String::as_str)
     }
 
-    /// Takes the I/O ports `ports` for `owner`.
+    /// Takes the I/O ports `ports` for `owner` (given back with
+    /// [`release_ports`](Self::release_ports)).
     ///
     /// # Errors
     /// [`Error::NoIoPorts`] if the platform has none or `ports` passes the last one;
@@ -406,6 +467,41 @@ impl Placer {
             return Err(Error::NoIoPorts { ports: Some(ports) });
         }
         reserve(alloc, ports, owner)
+    }
+
+    /// Gives back the I/O ports `ports`, exactly as one [`ports_at`](Self::ports_at) took
+    /// them, so that they may be taken again.
+    ///
+    /// # Errors
+    /// [`Error::NoIoPorts`] (`ports: None`) if the platform has no I/O ports;
+    /// [`Error::NotPlaced`] unless `ports` is exactly ports taken by one call (not a part of
+    /// them, not a wider range, not ports taken by two calls, not free ports or ports past the
+    /// port space). Nothing is given back then.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, GuestRange, Platform};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let platform = Platform::x86_64();
+    /// let mut placer = platform.placer(&platform.layout().build()?)?;
+    /// let com1 = GuestRange::new(GuestAddress(0x3f8), 8)?;
+    /// placer.ports_at(com1, "serial")?;
+    /// let half = GuestRange::new(GuestAddress(0x3f8), 4)?;
+    /// assert!(matches!(placer.release_ports(half), Err(Error::NotPlaced { .. })));
+    /// placer.release_ports(com1)?;
+    /// placer.ports_at(com1, "serial")?;
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn release_ports(&mut self, ports: GuestRange) -> Result<()> {
+        let alloc = self
+            .ports
+            .as_mut()
+            .ok_or(Error::NoIoPorts { ports: None })?;
+        // `free` frees only an exact allocation and changes nothing otherwise.
+        alloc
+            .free(&ports.as_range())
+            .map(drop)
+            .map_err(|_| Error::NotPlaced { range: ports })
     }
 }
 
@@ -822,6 +918,216 @@ mod tests {
         assert!(matches!(r, Err(Error::IrqTaken { irq: 9, .. })));
         assert_eq!(p.irq_owner(9), None);
         assert_eq!(p.owner_of(GuestAddress(0xc000_0000)), None);
+    }
+
+    #[test]
+    fn release_irq_gives_back_a_number_for_the_next_device() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        assert_eq!(p.irq("net0").unwrap(), 5);
+        assert_eq!(p.irq("blk0").unwrap(), 6);
+        p.release_irq(5).unwrap();
+        assert_eq!(p.irq_owner(5), None);
+        // The lowest free number again, and by number too.
+        assert_eq!(p.irq("rng0").unwrap(), 5);
+        p.release_irq(6).unwrap();
+        assert_eq!(p.irq_at(6, "blk0").unwrap(), 6);
+        assert_eq!(p.irq_owner(6), Some("blk0"));
+    }
+
+    #[test]
+    fn release_irq_of_a_legacy_number_keeps_it_from_irq() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        assert_eq!(p.irq_at(4, "serial").unwrap(), 4);
+        p.release_irq(4).unwrap();
+        assert_eq!(p.irq_owner(4), None);
+        // Still legacy: never picked by `irq`, given again by number.
+        assert_eq!(p.irq("net0").unwrap(), 5);
+        assert_eq!(p.irq_at(4, "serial").unwrap(), 4);
+        assert_eq!(p.irq_owner(4), Some("serial"));
+        // An unclaimed legacy number was never handed out: nothing to give back.
+        let before = p.clone();
+        let err = p.release_irq(3).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::IrqNotTaken {
+                    irq: 3,
+                    name: "GSI"
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "GSI 3 is not taken");
+        assert_eq!(p.irq("blk0").unwrap(), before.clone().irq("blk0").unwrap());
+        assert!(p.irq_at(3, "rtc").is_ok());
+    }
+
+    #[test]
+    fn release_irq_errors_change_nothing() {
+        let l = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut p = l.placer();
+        p.irq_at(9, "net0").unwrap();
+        let owners = |p: &Placer| {
+            (0..24)
+                .map(|i| p.irq_owner(i).map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        let before = owners(&p);
+        // Never handed out.
+        assert!(matches!(
+            p.release_irq(10),
+            Err(Error::IrqNotTaken { irq: 10, .. })
+        ));
+        // Outside the range.
+        let err = p.release_irq(24).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::IrqOutOfRange {
+                    irq: 24,
+                    first: 0,
+                    last: 23,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            p.release_irq(u32::MAX),
+            Err(Error::IrqOutOfRange { .. })
+        ));
+        assert_eq!(owners(&p), before);
+        // Given back once only.
+        p.release_irq(9).unwrap();
+        assert!(matches!(
+            p.release_irq(9),
+            Err(Error::IrqNotTaken { irq: 9, .. })
+        ));
+        assert_eq!(p.irq_owner(9), None);
+        // Nothing is handed out twice after the failed releases.
+        assert_eq!(p.irq("a").unwrap(), 5);
+        assert_eq!(p.irq_at(9, "b").unwrap(), 9);
+        assert!(matches!(p.irq_at(9, "c"), Err(Error::IrqTaken { .. })));
+        let custom = Layout::new(GuestAddress(u64::MAX), []).unwrap();
+        assert!(matches!(custom.placer().release_irq(5), Err(Error::NoIrqs)));
+    }
+
+    #[test]
+    fn release_irq_of_every_number_empties_the_range() {
+        let l = Layout::aarch64().build().unwrap();
+        let mut p = l.placer();
+        let all: Vec<u32> = std::iter::from_fn(|| p.irq("d").ok()).collect();
+        assert_eq!(all, (32..=127).collect::<Vec<_>>());
+        for &i in all.iter().rev() {
+            p.release_irq(i).unwrap();
+        }
+        assert!(matches!(
+            p.release_irq(31),
+            Err(Error::IrqOutOfRange {
+                irq: 31,
+                name: "SPI",
+                ..
+            })
+        ));
+        let again: Vec<u32> = std::iter::from_fn(|| p.irq("d").ok()).collect();
+        assert_eq!(again, all);
+    }
+
+    #[test]
+    fn release_ports_gives_back_exactly_what_was_taken() {
+        let platform = crate::Platform::x86_64();
+        let l = platform.layout().build().unwrap();
+        let mut p = platform.placer(&l).unwrap();
+        p.ports_at(range(0x3f8, 8), "serial").unwrap();
+        p.ports_at(range(0x2f8, 8), "com2").unwrap();
+        // Re-plugged at the same ports after it is given back.
+        p.release_ports(range(0x3f8, 8)).unwrap();
+        p.ports_at(range(0x3f8, 8), "serial").unwrap();
+        // Only exactly a range taken: not a part, not a wider range, not two ranges at once,
+        // not free ports, not ports past the port space.
+        for wrong in [
+            range(0x3f8, 4),
+            range(0x3fc, 4),
+            range(0x3f0, 0x10),
+            range(0x2f8, 0x108),
+            range(0x500, 8),
+            range(0xfffc, 8),
+            range(0x1_0000, 8),
+        ] {
+            let err = p.release_ports(wrong).unwrap_err();
+            assert!(
+                matches!(err, Error::NotPlaced { range } if range == wrong),
+                "{wrong}: {err}"
+            );
+            assert!(matches!(
+                p.ports_at(range(0x3f8, 8), "x"),
+                Err(Error::Taken { ref other, .. }) if other == "serial"
+            ));
+            assert!(matches!(
+                p.ports_at(range(0x2f8, 8), "x"),
+                Err(Error::Taken { ref other, .. }) if other == "com2"
+            ));
+        }
+        p.release_ports(range(0x2f8, 8)).unwrap();
+        assert!(matches!(
+            p.release_ports(range(0x2f8, 8)),
+            Err(Error::NotPlaced { .. })
+        ));
+        p.ports_at(range(0x2f8, 8), "com2").unwrap();
+        assert_eq!(
+            p.port_allocations().collect::<Vec<_>>(),
+            [("com2", range(0x2f8, 8)), ("serial", range(0x3f8, 8))]
+        );
+        // Ports are not guest addresses: `release` does not give them back, nor the other way.
+        assert!(matches!(
+            p.release(range(0x3f8, 8)),
+            Err(Error::NotPlaced { .. })
+        ));
+        let mut arm = crate::Platform::aarch64()
+            .placer(&crate::Layout::aarch64().build().unwrap())
+            .unwrap();
+        assert!(matches!(
+            arm.release_ports(range(0x3f8, 8)),
+            Err(Error::NoIoPorts { ports: None })
+        ));
+    }
+
+    #[test]
+    fn transaction_rolls_back_released_irqs_and_ports() {
+        let platform = crate::Platform::x86_64();
+        let l = platform.layout().build().unwrap();
+        let mut p = platform.placer(&l).unwrap();
+        p.ports_at(range(0x3f8, 8), "serial").unwrap();
+        p.irq_at(4, "serial").unwrap();
+        let net = p.irq("net0").unwrap();
+        let r: Result<()> = p.transaction(|p| {
+            p.release_ports(range(0x3f8, 8))?;
+            p.release_irq(4)?;
+            p.release_irq(net)?;
+            p.ports_at(range(0x60, 1), "i8042")?;
+            // The number given back is handed out again, inside the transaction.
+            assert_eq!(p.irq("blk0")?, net);
+            p.release_irq(net + 1) // never handed out: refused
+        });
+        assert!(matches!(r, Err(Error::IrqNotTaken { .. })), "{r:?}");
+        assert_eq!(p.irq_owner(4), Some("serial"));
+        assert_eq!(p.irq_owner(net), Some("net0"));
+        assert_eq!(p.irq_owner(net + 1), None);
+        assert!(matches!(
+            p.ports_at(range(0x3f8, 8), "x"),
+            Err(Error::Taken { ref other, .. }) if other == "serial"
+        ));
+        p.ports_at(range(0x60, 1), "i8042").unwrap();
+        // A transaction that succeeds keeps its releases.
+        p.transaction(|p| {
+            p.release_ports(range(0x3f8, 8))?;
+            p.release_irq(4)
+        })
+        .unwrap();
+        assert_eq!(p.irq_owner(4), None);
+        p.ports_at(range(0x3f8, 8), "serial").unwrap();
     }
 
     #[test]
