@@ -553,8 +553,8 @@ mod tests {
 
     #[test]
     fn error_chain_source_shown_by_its_error_is_said_once() {
-        // The reservation's error shows its OS error in its own message, and gives it as its
-        // source too.
+        // Each error of the chain says its own part: the reservation's the window, vmem's the
+        // operation, and the OS error, vmem's source, its text; every part once.
         let e = memvisor_space::Error::Reservation {
             window: memvisor_space::GuestRange::new(vm_memory::GuestAddress(1 << 32), 1 << 30)
                 .unwrap(),

@@ -168,16 +168,15 @@ fn check_populate() -> Check {
             works: true,
             detail: "prefaulted one page".to_owned(),
         },
-        Err(e) => {
-            let mut detail = e.to_string();
-            if let Some(source) = std::error::Error::source(&e) {
-                let _ = write!(detail, ": {source}");
-            }
-            Check {
-                works: false,
-                detail,
-            }
-        }
+        Err(e) => failure(&e),
+    }
+}
+
+/// A check that could not be done, with why: the error and every cause of it.
+fn failure(e: &dyn std::error::Error) -> Check {
+    Check {
+        works: false,
+        detail: crate::back::error_chain(e),
     }
 }
 
@@ -196,6 +195,12 @@ fn check_guard() -> Check {
         r.unguard(page, page)?;
         Ok(guarded && refused)
     })();
+    guard_check(result)
+}
+
+/// The guard page check's line of `result`: whether the guard held, or why it could not be
+/// tried.
+fn guard_check(result: Result<bool, memvisor_vmem::Error>) -> Check {
     match result {
         Ok(true) => Check {
             works: true,
@@ -205,10 +210,7 @@ fn check_guard() -> Check {
             works: false,
             detail: "the guard page could be committed".to_owned(),
         },
-        Err(e) => Check {
-            works: false,
-            detail: e.to_string(),
-        },
+        Err(e) => failure(&e),
     }
 }
 
@@ -355,6 +357,50 @@ pub fn probe_text(p: &Probe) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vmem error's OS error is its source, not in its message: the check's detail says the
+    /// whole chain, the OS error once.
+    #[test]
+    fn guard_check_failure_says_the_os_error_once() {
+        let os = std::io::Error::from_raw_os_error(12).to_string();
+        let check = guard_check(Err(memvisor_vmem::Error::Os {
+            operation: memvisor_vmem::Operation::Reserve,
+            source: memvisor_vmem::OsError::from_raw(12),
+        }));
+        assert!(!check.works);
+        assert_eq!(check.detail.matches(&os).count(), 1, "{}", check.detail);
+        assert!(
+            check.detail.starts_with("reserve failed: "),
+            "{}",
+            check.detail
+        );
+        assert!(guard_check(Ok(true)).works);
+        assert!(!guard_check(Ok(false)).works);
+    }
+
+    /// A region that could not be prefaulted for want of a worker thread: the detail says the
+    /// space error, the vmem error and the OS error, each once.
+    #[test]
+    fn failure_says_every_cause_once() {
+        let os = std::io::Error::from_raw_os_error(11).to_string();
+        let e = memvisor_space::Error::Os {
+            op: "prefault",
+            base: 0,
+            source: std::io::Error::other(memvisor_vmem::Error::ThreadSpawn {
+                index: 1,
+                source: memvisor_vmem::OsError::from_raw(11),
+            }),
+        };
+        let check = failure(&e);
+        assert!(!check.works);
+        assert_eq!(
+            check.detail,
+            format!(
+                "prefault failed for the region at 0x0: could not start worker thread 1 of a \
+                 parallel prefault: {os}"
+            )
+        );
+    }
 
     #[test]
     #[cfg_attr(miri, ignore)]

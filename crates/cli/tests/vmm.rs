@@ -1128,3 +1128,50 @@ fn cloud_hypervisor_default_huge_page_size_is_the_hosts_or_pinned() {
         }
     }
 }
+
+/// Hot-pluggable memory is planned where Cloud Hypervisor puts it, at the 128 MiB boundary
+/// after boot RAM (its `MemoryManager::start_addr`): 4.5 GiB of RAM ends at 0x1_5fff_ffff, so
+/// hotplug starts at 0x1_6000_0000; the converted spec says its window alignment, so planning
+/// it gives the same plan.
+#[test]
+fn cloud_hypervisor_hotplug_plans_where_cloud_hypervisor_puts_it_also_from_the_spec() {
+    let dir = std::env::temp_dir().join(format!("memvisor-ch-hotplug-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (options, slot) in [
+        (
+            "size=4608M,hotplug_size=1G",
+            "0x000160000000  0x00019fffffff  1 GiB",
+        ),
+        (
+            r#"{"payload": {"kernel": "/k"},
+                "memory": {"size": 4831838208, "hotplug_method": "VirtioMem",
+                           "hotplug_size": 1073741824}}"#,
+            "0x000160000000  0x00019fffffff  1 GiB",
+        ),
+        // 3 GiB and 640 MiB of zones: RAM ends at 0x1_27ff_ffff.
+        (
+            "--memory size=0,hotplug_method=virtio-mem \
+             --memory-zone id=a,size=3G id=b,size=640M,hotplug_size=1G",
+            "0x000128000000  0x000167ffffff  1 GiB",
+        ),
+    ] {
+        let (code, planned, err) = run(&["plan", "--from", "cloud-hypervisor", "--", options]);
+        assert_eq!(code, 0, "{options}: {err}");
+        assert!(planned.contains(slot), "{options}: {planned}");
+        let (code, toml, err) = run(&["init", "--from", "cloud-hypervisor", "--", options]);
+        assert_eq!(code, 0, "{options}: {err}");
+        assert!(toml.contains("window_align = \"128MiB\""), "{toml}");
+        let file = dir.join("vm.toml");
+        std::fs::write(&file, &toml).unwrap();
+        let (code, again, err) = run(&["plan", &file.to_string_lossy()]);
+        assert_eq!(code, 0, "{options}: {err}");
+        assert_eq!(again, planned, "{options}");
+        // Without the key, the windows are whole GiB: another plan.
+        let whole = toml.replace("window_align = \"128MiB\"\n", "");
+        std::fs::write(&file, &whole).unwrap();
+        let (code, other, err) = run(&["plan", &file.to_string_lossy()]);
+        assert_eq!(code, 0, "{options}: {err}");
+        assert!(!other.contains(slot), "{options}: {other}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -238,7 +238,8 @@ impl Layout {
     /// The x86-64 preset: RAM `[0, 3 GiB)`, device MMIO `[3 GiB, 0xfec0_0000)` (the 32-bit
     /// hole), reserved `[0xfec0_0000, 0xffc0_0000)` (IOAPIC, local APIC), firmware
     /// `[0xffc0_0000, 4 GiB)`, then from 4 GiB: RAM above the hole, hotplug, DAX and the
-    /// 64-bit device window, each starting on a 1 GiB boundary.
+    /// 64-bit device window, each starting on a 1 GiB boundary (the default
+    /// [window alignment](LayoutBuilder::window_align)).
     #[must_use]
     pub fn x86_64() -> LayoutBuilder {
         LayoutBuilder::new(Arch::X86_64)
@@ -246,7 +247,8 @@ impl Layout {
 
     /// The AArch64 preset: firmware `[0, 64 MiB)`, reserved `[64 MiB, 144 MiB)` (interrupt
     /// controller), device MMIO `[144 MiB, 1 GiB)`, RAM from 1 GiB, then hotplug, DAX and the
-    /// 64-bit device window, each starting on a 1 GiB boundary.
+    /// 64-bit device window, each starting on a 1 GiB boundary (the default
+    /// [window alignment](LayoutBuilder::window_align)).
     #[must_use]
     pub fn aarch64() -> LayoutBuilder {
         LayoutBuilder::new(Arch::Aarch64)
@@ -392,9 +394,14 @@ pub struct LayoutBuilder {
     device_high: u64,
     phys_bits: u32,
     low_ram_limit: Option<u64>,
+    window_align: u64,
 }
 
 impl LayoutBuilder {
+    /// The window alignment of the presets: [`window_align`](Self::window_align)'s default,
+    /// and the most it may be (1 GiB).
+    pub const DEFAULT_WINDOW_ALIGN: u64 = GIB;
+
     fn new(arch: Arch) -> Self {
         Self {
             arch,
@@ -404,32 +411,35 @@ impl LayoutBuilder {
             device_high: 0,
             phys_bits: 40,
             low_ram_limit: None,
+            window_align: Self::DEFAULT_WINDOW_ALIGN,
         }
     }
 
     /// Boot RAM in bytes (default 1 GiB); sizes the RAM window above the hole (x86-64) or the
-    /// RAM window (AArch64), rounded up to 1 GiB.
+    /// RAM window (AArch64), rounded up to the window alignment
+    /// ([`window_align`](Self::window_align), 1 GiB by default).
     #[must_use]
     pub fn ram(mut self, bytes: u64) -> Self {
         self.ram = bytes;
         self
     }
 
-    /// Size of the hotplug window (default 0: none).
+    /// Size of the hotplug window (default 0: none), rounded up to the window alignment.
     #[must_use]
     pub fn hotplug(mut self, bytes: u64) -> Self {
         self.hotplug = bytes;
         self
     }
 
-    /// Size of the DAX window (default 0: none).
+    /// Size of the DAX window (default 0: none), rounded up to the window alignment.
     #[must_use]
     pub fn dax(mut self, bytes: u64) -> Self {
         self.dax = bytes;
         self
     }
 
-    /// Size of the 64-bit device window above RAM (default 0: none).
+    /// Size of the 64-bit device window above RAM (default 0: none), rounded up to the window
+    /// alignment.
     #[must_use]
     pub fn device_high(mut self, bytes: u64) -> Self {
         self.device_high = bytes;
@@ -462,14 +472,53 @@ impl LayoutBuilder {
         self
     }
 
+    /// The alignment of the windows after the fixed ones: the RAM window above the 32-bit hole
+    /// (x86-64) or from 1 GiB (AArch64) is boot RAM rounded up to it, and the hotplug, DAX and
+    /// 64-bit device windows each start at the next multiple of it after the window before
+    /// and have their sizes rounded up to it. A power of two from the 4 KiB guest page
+    /// ([`GUEST_PAGE_SIZE`](crate::GUEST_PAGE_SIZE)) to 1 GiB; the default, 1 GiB
+    /// ([`DEFAULT_WINDOW_ALIGN`](Self::DEFAULT_WINDOW_ALIGN)), gives the preset layouts. A smaller
+    /// one puts the windows where a VMM that aligns less puts them: Cloud Hypervisor starts
+    /// hot-pluggable memory at the 128 MiB boundary after boot RAM. Checked by
+    /// [`build`](Self::build).
+    ///
+    /// ```
+    /// use memvisor_space::{Layout, WindowKind};
+    ///
+    /// let ram = 4608 << 20; // 3 GiB below the hole, 1.5 GiB from 4 GiB
+    /// let gib = Layout::x86_64().ram(ram).hotplug(1 << 30).build()?;
+    /// let mib128 = Layout::x86_64().ram(ram).hotplug(1 << 30).window_align(128 << 20).build()?;
+    /// let start = |l: &Layout| l.windows_of(WindowKind::Hotplug).next().unwrap().start().0;
+    /// assert_eq!(start(&gib), 0x1_8000_0000);
+    /// assert_eq!(start(&mib128), 0x1_6000_0000);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn window_align(mut self, bytes: u64) -> Self {
+        self.window_align = bytes;
+        self
+    }
+
     /// Lays the windows out.
     ///
     /// # Errors
-    /// [`Error::InvalidLayout`] for no RAM, address bits outside 32..=64, a low-RAM limit
-    /// on AArch64 or not a multiple of the guest page, or a size that rounds up to whole GiB
-    /// past `u64::MAX`;
+    /// [`Error::InvalidAlignment`] for a window alignment that is not a power of two;
+    /// [`Error::InvalidLayout`] for one below the 4 KiB guest page or above 1 GiB, no RAM, address
+    /// bits outside 32..=64, a low-RAM limit on AArch64 or not a multiple of the guest page, or
+    /// a size that rounds up to the window alignment past `u64::MAX`;
     /// [`Error::AddressLimit`] or [`Error::Overflow`] if the windows do not fit.
     pub fn build(self) -> Result<Layout> {
+        let align = self.window_align;
+        if !align.is_power_of_two() {
+            return Err(Error::InvalidAlignment { align });
+        }
+        if !(GUEST_PAGE_SIZE..=Self::DEFAULT_WINDOW_ALIGN).contains(&align) {
+            return Err(Error::InvalidLayout {
+                reason: format!(
+                    "window alignment {align:#x} is outside the 4 KiB guest page to 1 GiB"
+                ),
+            });
+        }
         if self.ram == 0 {
             return Err(Error::InvalidLayout {
                 reason: "boot RAM size is zero".into(),
@@ -516,9 +565,11 @@ impl LayoutBuilder {
                 push(WindowKind::Reserved, 0xfec0_0000, 0xffc0_0000 - 0xfec0_0000)?;
                 push(WindowKind::Firmware, 0xffc0_0000, 4 * GIB - 0xffc0_0000)?;
                 match self.ram.checked_sub(low) {
-                    Some(high) if high > 0 => {
-                        push(WindowKind::Ram, 4 * GIB, gib_size(WindowKind::Ram, high)?)?
-                    }
+                    Some(high) if high > 0 => push(
+                        WindowKind::Ram,
+                        4 * GIB,
+                        aligned_size(WindowKind::Ram, high, align)?,
+                    )?,
                     _ => Some(4 * GIB),
                 }
             }
@@ -526,7 +577,11 @@ impl LayoutBuilder {
                 push(WindowKind::Firmware, 0, 64 << 20)?;
                 push(WindowKind::Reserved, 64 << 20, 80 << 20)?;
                 push(WindowKind::Device, 144 << 20, GIB - (144 << 20))?;
-                push(WindowKind::Ram, GIB, gib_size(WindowKind::Ram, self.ram)?)?
+                push(
+                    WindowKind::Ram,
+                    GIB,
+                    aligned_size(WindowKind::Ram, self.ram, align)?,
+                )?
             }
         };
         for (kind, size) in [
@@ -535,13 +590,13 @@ impl LayoutBuilder {
             (WindowKind::Device, self.device_high),
         ] {
             if size > 0 {
-                let size = gib_size(kind, size)?;
+                let size = aligned_size(kind, size, align)?;
                 let after = next.ok_or(Error::Overflow {
                     base: u64::MAX,
                     size,
                 })?;
                 let start = after
-                    .checked_next_multiple_of(GIB)
+                    .checked_next_multiple_of(align)
                     .ok_or(Error::Overflow { base: after, size })?;
                 next = push(kind, start, size)?;
             }
@@ -552,11 +607,11 @@ impl LayoutBuilder {
     }
 }
 
-/// A `kind` window's size of `bytes` rounded up to whole GiB; past `u64::MAX` it is no size a
-/// window can have (the error names the size asked for, not an address).
-fn gib_size(kind: WindowKind, bytes: u64) -> Result<u64> {
+/// A `kind` window's size of `bytes` rounded up to a multiple of `align`; past `u64::MAX` it
+/// is no size a window can have (the error names the size asked for, not an address).
+fn aligned_size(kind: WindowKind, bytes: u64, align: u64) -> Result<u64> {
     bytes
-        .checked_next_multiple_of(GIB)
+        .checked_next_multiple_of(align)
         .ok_or_else(|| Error::InvalidLayout {
             reason: format!("a {kind} window of {bytes:#x} bytes is past the 64-bit address space"),
         })
@@ -817,5 +872,246 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// The preset layouts as they are with whole-GiB windows, written out independently of
+    /// `build`: `(kind, start, size)` of each window, or `None` where they do not fit.
+    fn whole_gib_windows(
+        arch: Arch,
+        ram: u64,
+        low: Option<u64>,
+        later: [u64; 3],
+    ) -> Option<Vec<(WindowKind, u64, u64)>> {
+        let round = |b: u64| b.checked_next_multiple_of(GIB);
+        let mut out = Vec::new();
+        let mut next = match arch {
+            Arch::X86_64 => {
+                let below = low.map_or(3 * GIB, |l| l.min(3 * GIB));
+                if below > 0 {
+                    out.push((WindowKind::Ram, 0, below));
+                }
+                out.push((WindowKind::Device, 3 * GIB, 0xfec0_0000 - 3 * GIB));
+                out.push((WindowKind::Reserved, 0xfec0_0000, 0x80_0000 * 2));
+                out.push((WindowKind::Firmware, 0xffc0_0000, 0x40_0000));
+                if ram > below {
+                    let size = round(ram - below)?;
+                    out.push((WindowKind::Ram, 4 * GIB, size));
+                    (4 * GIB).checked_add(size)?
+                } else {
+                    4 * GIB
+                }
+            }
+            Arch::Aarch64 => {
+                out.push((WindowKind::Firmware, 0, 64 << 20));
+                out.push((WindowKind::Reserved, 64 << 20, 80 << 20));
+                out.push((WindowKind::Device, 144 << 20, GIB - (144 << 20)));
+                let size = round(ram)?;
+                out.push((WindowKind::Ram, GIB, size));
+                GIB.checked_add(size)?
+            }
+        };
+        for (kind, size) in [WindowKind::Hotplug, WindowKind::Dax, WindowKind::Device]
+            .into_iter()
+            .zip(later)
+        {
+            if size > 0 {
+                let size = round(size)?;
+                let start = round(next)?;
+                out.push((kind, start, size));
+                next = start.checked_add(size)?;
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn default_window_alignment_lays_out_whole_gib_windows_as_before() {
+        let sizes = [
+            1,
+            0x1000,
+            GIB - 1,
+            GIB,
+            GIB + 0x1000,
+            3 * GIB,
+            3 * GIB + 1,
+            4608 << 20,
+            5 * GIB,
+            (1 << 39) + 7,
+        ];
+        let mut laid = 0;
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            for &ram in &sizes {
+                for later in [
+                    [0, 0, 0],
+                    [GIB, 0, 0],
+                    [1, 3 << 29, GIB + 1],
+                    [0, 0x1000, 0],
+                ] {
+                    let lows: &[Option<u64>] = match arch {
+                        Arch::X86_64 => &[None, Some(0), Some(GIB + 0x1000)],
+                        Arch::Aarch64 => &[None],
+                    };
+                    for &low in lows {
+                        let mut b = LayoutBuilder::new(arch)
+                            .ram(ram)
+                            .hotplug(later[0])
+                            .dax(later[1])
+                            .device_high(later[2]);
+                        if let Some(low) = low {
+                            b = b.low_ram_limit(low);
+                        }
+                        let default = b.build().ok();
+                        let explicit = b.window_align(GIB).build().ok();
+                        assert_eq!(default, explicit, "{arch} {ram:#x} {later:?} {low:?}");
+                        let expected = whole_gib_windows(arch, ram, low, later)
+                            .filter(|w| w.iter().all(|&(_, s, n)| s + (n - 1) < 1 << 40));
+                        let got = default.map(|l| {
+                            l.windows()
+                                .iter()
+                                .map(|w| (w.kind(), w.start().0, w.size()))
+                                .collect::<Vec<_>>()
+                        });
+                        assert_eq!(got, expected, "{arch} {ram:#x} {later:?} {low:?}");
+                        laid += usize::from(got.is_some());
+                    }
+                }
+            }
+        }
+        assert!(laid > 50, "{laid}");
+    }
+
+    #[test]
+    fn window_alignment_moves_ram_rounding_and_later_windows() {
+        const MIB: u64 = 1 << 20;
+        // x86-64, 4.5 GiB of RAM: 1.5 GiB of it from 4 GiB, to 0x1_6000_0000.
+        let l = Layout::x86_64()
+            .ram(4608 * MIB)
+            .hotplug(GIB)
+            .dax(64 * MIB)
+            .device_high(130 * MIB)
+            .window_align(128 * MIB)
+            .build()
+            .unwrap();
+        let high: Vec<_> = l
+            .windows()
+            .iter()
+            .filter(|w| w.start().0 >= 4 * GIB)
+            .map(|w| (w.kind(), w.start().0, w.size()))
+            .collect();
+        assert_eq!(
+            high,
+            [
+                (WindowKind::Ram, 0x1_0000_0000, 1536 * MIB),
+                (WindowKind::Hotplug, 0x1_6000_0000, GIB),
+                (WindowKind::Dax, 0x1_a000_0000, 128 * MIB),
+                (WindowKind::Device, 0x1_a800_0000, 256 * MIB),
+            ]
+        );
+        // RAM that is not a multiple of the alignment: the RAM window is rounded up to it.
+        let l = Layout::x86_64()
+            .ram(3 * GIB + 100 * MIB)
+            .hotplug(GIB)
+            .window_align(128 * MIB)
+            .build()
+            .unwrap();
+        let hot = l.windows_of(WindowKind::Hotplug).next().unwrap();
+        assert_eq!(hot.start().0, 4 * GIB + 128 * MIB);
+        assert_eq!(l.ram_ranges(3 * GIB + 100 * MIB).unwrap().len(), 2);
+        // RAM below the hole: the later windows still start at 4 GiB.
+        let l = Layout::x86_64()
+            .ram(GIB)
+            .hotplug(128 * MIB)
+            .window_align(0x1000)
+            .build()
+            .unwrap();
+        let hot = l.windows_of(WindowKind::Hotplug).next().unwrap();
+        assert_eq!((hot.start().0, hot.size()), (4 * GIB, 128 * MIB));
+        // AArch64: RAM from 1 GiB, rounded to the alignment.
+        let l = Layout::aarch64()
+            .ram(GIB + 0x1000)
+            .hotplug(0x3000)
+            .window_align(0x2000)
+            .build()
+            .unwrap();
+        let ram = l.windows_of(WindowKind::Ram).next().unwrap();
+        assert_eq!((ram.start().0, ram.size()), (GIB, GIB + 0x2000));
+        let hot = l.windows_of(WindowKind::Hotplug).next().unwrap();
+        assert_eq!((hot.start().0, hot.size()), (2 * GIB + 0x2000, 0x4000));
+        // The alignment is no window's size: nothing is added where nothing is asked for.
+        let l = Layout::x86_64()
+            .ram(GIB)
+            .window_align(128 * MIB)
+            .build()
+            .unwrap();
+        assert_eq!(l, Layout::x86_64().ram(GIB).build().unwrap());
+    }
+
+    #[test]
+    fn bad_window_alignments_are_refused() {
+        for align in [3, 0x1800, (1 << 30) + 1, u64::MAX] {
+            for b in [Layout::x86_64(), Layout::aarch64()] {
+                let e = b.window_align(align).build().unwrap_err();
+                assert!(
+                    matches!(e, Error::InvalidAlignment { align: a } if a == align),
+                    "{align:#x}: {e}"
+                );
+            }
+        }
+        for align in [0, 1, 0x800, 2 << 30, 1 << 63] {
+            match Layout::x86_64().ram(GIB).window_align(align).build() {
+                Err(Error::InvalidLayout { reason }) => {
+                    assert!(reason.contains("window alignment"), "{reason}");
+                    assert!(reason.contains("4 KiB guest page to 1 GiB"), "{reason}");
+                }
+                Err(Error::InvalidAlignment { align: 0 }) if align == 0 => {}
+                other => panic!("{align:#x}: {other:?}"),
+            }
+        }
+        // The bounds themselves are taken.
+        for align in [0x1000, 128 << 20, GIB] {
+            Layout::x86_64().window_align(align).build().unwrap();
+        }
+    }
+
+    #[test]
+    fn small_window_alignment_fits_to_the_top_or_is_refused() {
+        // Windows end exactly at the top of a 64-bit space with a 4 KiB alignment.
+        let l = Layout::aarch64()
+            .phys_bits(64)
+            .ram(GIB)
+            .device_high(u64::MAX - 2 * GIB + 1)
+            .window_align(0x1000)
+            .build()
+            .unwrap();
+        assert_eq!(
+            l.windows().last().unwrap().range().last(),
+            GuestAddress(u64::MAX)
+        );
+        // One page more is past the address space, one window more has nowhere to start.
+        let e = Layout::aarch64()
+            .phys_bits(64)
+            .ram(GIB)
+            .device_high(u64::MAX - 2 * GIB + 0x1001)
+            .window_align(0x1000)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, Error::Overflow { .. }), "{e}");
+        let e = Layout::aarch64()
+            .phys_bits(64)
+            .ram(GIB)
+            .dax(u64::MAX - 2 * GIB + 1)
+            .device_high(1)
+            .window_align(0x1000)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, Error::Overflow { .. }), "{e}");
+        let e = Layout::x86_64()
+            .phys_bits(64)
+            .ram(GIB)
+            .hotplug(u64::MAX - 0xfff)
+            .window_align(0x2000)
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidLayout { .. }), "{e}");
     }
 }

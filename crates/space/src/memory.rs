@@ -649,11 +649,13 @@ fn is_anon_or_memfd(backing: &Backing) -> bool {
     )
 }
 
-/// The `io::Error` of a `memvisor-vmem` error: the OS error code where there is one.
+/// The `io::Error` of a `memvisor-vmem` error: the OS error code where there is one, else
+/// the vmem error itself (its message, and its cause as its `source()`, such as the OS error
+/// of a worker thread that could not be started).
 pub(crate) fn vmem_io(e: &memvisor_vmem::Error) -> io::Error {
     match e {
         memvisor_vmem::Error::Os { source, .. } => io::Error::from_raw_os_error(source.raw()),
-        other => io::Error::other(other.to_string()),
+        other => io::Error::other(other.clone()),
     }
 }
 
@@ -962,6 +964,45 @@ fn prefault(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vmem error other than `Os` keeps its cause: the `io::Error` holds the vmem error
+    /// itself, and walking its sources reaches the OS error once.
+    #[test]
+    fn vmem_io_keeps_the_cause_of_a_vmem_error() {
+        let code = libc::EAGAIN;
+        let os_text = io::Error::from_raw_os_error(code).to_string();
+        let vmem = memvisor_vmem::Error::ThreadSpawn {
+            index: 1,
+            source: memvisor_vmem::OsError::from_raw(code),
+        };
+        let e = Error::Os {
+            op: "prefault",
+            base: 0x1000,
+            source: vmem_io(&vmem),
+        };
+        let mut chain = Vec::new();
+        let mut next: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(cause) = next {
+            chain.push(cause.to_string());
+            next = cause.source();
+        }
+        let said = chain.join(": ");
+        assert_eq!(said.matches(&os_text).count(), 1, "{said}");
+        assert!(said.contains("worker thread 1"), "{said}");
+        let Error::Os { source, .. } = &e else {
+            unreachable!()
+        };
+        let inner = source
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<memvisor_vmem::Error>());
+        assert_eq!(inner, Some(&vmem), "{source:?}");
+        // The OS error of `Os` is still the io::Error's own code.
+        let os = memvisor_vmem::Error::Os {
+            operation: memvisor_vmem::Operation::Reserve,
+            source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
+        };
+        assert_eq!(vmem_io(&os).raw_os_error(), Some(libc::ENOMEM));
+    }
 
     #[test]
     fn huge_pages_a_host_lacks_fall_back_or_are_refused() {

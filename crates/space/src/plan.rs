@@ -49,6 +49,13 @@ pub struct PlanRequest {
     /// x86-64: at most this much boot RAM below the 32-bit hole
     /// ([`LayoutBuilder::low_ram_limit`](crate::LayoutBuilder::low_ram_limit)).
     pub low_ram_limit: Option<u64>,
+    /// The alignment of the RAM window above the fixed ones and of the hotplug and DAX
+    /// windows ([`LayoutBuilder::window_align`](crate::LayoutBuilder::window_align)); `None`
+    /// is the presets' 1 GiB. A plan takes a power of two from [`DAX_ALIGN`], 2 MiB (DAX
+    /// windows and hotplug slots are placed up to 2 MiB aligned, so that windows of their
+    /// sizes hold them), to 1 GiB; others are refused ([`Error::InvalidLayout`] at
+    /// [`PlanItem::Memory`]).
+    pub window_align: Option<u64>,
 }
 
 /// A guest NUMA node's boot RAM.
@@ -298,6 +305,7 @@ fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
 ///     }],
 ///     hotplug: None,
 ///     low_ram_limit: None,
+///     window_align: None,
 /// };
 /// let plan = plan(&request)?;
 /// assert_eq!(plan.devices[0].irq, 4); // COM1
@@ -789,6 +797,17 @@ fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
     if let Some(low) = request.low_ram_limit {
         builder = builder.low_ram_limit(low);
     }
+    if let Some(align) = request.window_align {
+        if !align.is_power_of_two() || !(DAX_ALIGN..=1 << 30).contains(&align) {
+            return Err(at(PlanItem::Memory)(Error::InvalidLayout {
+                reason: format!(
+                    "window alignment {align:#x} is not a power of two from 2 MiB (the \
+                     alignment of DAX windows and hotplug slots) to 1 GiB"
+                ),
+            }));
+        }
+        builder = builder.window_align(align);
+    }
     let steps = [
         (builder, PlanItem::Memory),
         (builder.hotplug(hotplug), PlanItem::Hotplug),
@@ -999,6 +1018,7 @@ mod tests {
             devices: vec![device("net0"), device("blk0")],
             hotplug: None,
             low_ram_limit: None,
+            window_align: None,
         }
     }
 
@@ -1551,5 +1571,49 @@ mod tests {
             .map(|r| (r.spec.base, r.spec.size))
             .collect();
         assert_eq!(ram, [(0, MIB), (4 * GIB, 511 * MIB)]);
+    }
+
+    #[test]
+    fn plan_window_align_puts_hotplug_after_ram_at_that_alignment() {
+        let hotplug = |r: &mut PlanRequest| {
+            r.hotplug = Some(HotplugRequest {
+                slots: 2,
+                slot_size: 512 * MIB,
+                node: 0,
+                memory: RegionSpec::ram(GuestAddress(0), 0).with_hotplug(true),
+            });
+        };
+        let mut r = request(Arch::X86_64, 4608 * MIB);
+        hotplug(&mut r);
+        let whole_gib = plan(&r).unwrap();
+        let slots = |p: &Plan| -> Vec<u64> { p.slots.iter().map(|r| r.spec.base).collect() };
+        assert_eq!(slots(&whole_gib), [6 * GIB, 6 * GIB + 512 * MIB]);
+        r.window_align = Some(GIB);
+        assert_eq!(plan(&r).unwrap().layout, whole_gib.layout);
+        r.window_align = Some(128 * MIB);
+        let p = plan(&r).unwrap();
+        assert_eq!(slots(&p), [0x1_6000_0000, 0x1_8000_0000]);
+        for bad in [0, 3, 0x1000, MIB, 3 * MIB, 2 * GIB, u64::MAX] {
+            r.window_align = Some(bad);
+            let e = plan(&r).unwrap_err();
+            assert_eq!(e.item, PlanItem::Memory, "{bad:#x}: {e}");
+            assert!(
+                matches!(e.error, Error::InvalidLayout { ref reason }
+                    if reason.contains("from 2 MiB")),
+                "{bad:#x}: {e}"
+            );
+        }
+        // From 2 MiB, DAX windows and slots of 2 MiB fit windows of their sizes, however
+        // RAM ends.
+        r.window_align = Some(2 * MIB);
+        r.nodes[0].size = 3 * GIB + MIB;
+        r.hotplug.as_mut().unwrap().slot_size = 2 * MIB;
+        r.devices[0].dax_size = Some(2 * MIB);
+        r.devices[1].dax_size = Some(6 * MIB);
+        let p = plan(&r).unwrap();
+        assert_eq!(slots(&p), [4 * GIB + 2 * MIB, 4 * GIB + 4 * MIB]);
+        let dax: Vec<_> = p.devices.iter().filter_map(|d| d.dax).collect();
+        assert_eq!(dax.len(), 2);
+        assert_eq!(dax[0].start(), GuestAddress(4 * GIB + 6 * MIB));
     }
 }

@@ -369,6 +369,9 @@ pub struct VmSpec {
     pub arch: Arch,
     /// Guest physical address bits.
     pub phys_bits: u32,
+    /// The alignment of the RAM window above the fixed ones and of the hotplug and DAX
+    /// windows (`window_align`): a power of two from 2 MiB to 1 GiB; `None`, 1 GiB.
+    pub window_align: Option<u64>,
     /// Host memory options of guest RAM.
     pub memory: MemoryOptions,
     /// Guest NUMA nodes (at least one), in order; their sizes sum to the boot RAM.
@@ -478,6 +481,12 @@ pub const DEFAULT_MMIO_SIZE: u64 = 0x1000;
 
 /// Default guest physical address bits.
 pub const DEFAULT_PHYS_BITS: u32 = 40;
+
+/// The least `window_align`: 2 MiB, the alignment of DAX windows and hotplug slots.
+pub const MIN_WINDOW_ALIGN: u64 = 2 << 20;
+
+/// The most `window_align`, and what a spec without it has: 1 GiB.
+pub const MAX_WINDOW_ALIGN: u64 = 1 << 30;
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,8 @@ use super::values::{Exceeded as ValuesExceeded, MAX_DEPTH, MAX_KEYS, MAX_TABLES,
 use super::{
     Arch, BackingKind, DEFAULT_MMIO_SIZE, DEFAULT_ORIGIN, DEFAULT_PHYS_BITS, DeviceSpec,
     DeviceType, HotplugSpec, Loc, MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_HOTPLUG_SLOTS,
-    MAX_NAME_CHARS, MAX_PREFAULT_THREADS, MemoryOptions, NodeSpec, PageKind, Policy, SerialSpec,
-    Source, VmSpec,
+    MAX_NAME_CHARS, MAX_PREFAULT_THREADS, MAX_WINDOW_ALIGN, MIN_WINDOW_ALIGN, MemoryOptions,
+    NodeSpec, PageKind, Policy, SerialSpec, Source, VmSpec,
 };
 use crate::error::{Problem, SpecError};
 use crate::render::{escape, needs_escape};
@@ -129,6 +129,7 @@ struct RawSpec {
     name: Option<Spanned<String>>,
     arch: Option<Spanned<String>>,
     phys_bits: Option<Spanned<Whole>>,
+    window_align: Option<Spanned<RawSize>>,
     memory: Option<Spanned<RawMemory>>,
     #[serde(default)]
     numa: Vec<Spanned<RawNode>>,
@@ -563,6 +564,25 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         Some(b) => b.get_ref().0,
         None => DEFAULT_PHYS_BITS,
     };
+    let window_align = raw
+        .window_align
+        .as_ref()
+        .map(|raw| {
+            let align = size_of(src, "window_align", raw)?;
+            if align.is_power_of_two() && (MIN_WINDOW_ALIGN..=MAX_WINDOW_ALIGN).contains(&align) {
+                Ok(align)
+            } else {
+                Err(src.error(
+                    "window_align",
+                    Some(raw.span()),
+                    Problem::Invalid(format!(
+                        "{} is not a power of two from 2 MiB to 1 GiB",
+                        crate::size::Size(align)
+                    )),
+                ))
+            }
+        })
+        .transpose()?;
     let Some(mem) = &raw.memory else {
         return Err(src.error(
             "memory",
@@ -1016,6 +1036,7 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
         name,
         arch,
         phys_bits,
+        window_align,
         memory,
         nodes,
         hotplug,
@@ -1171,6 +1192,53 @@ mod tests {
         Source {
             origin: "t.toml",
             text,
+        }
+    }
+
+    #[test]
+    fn parse_window_align_is_a_power_of_two_from_2m_to_1g() {
+        for (value, align) in [
+            ("\"2MiB\"", 2 << 20),
+            ("\"128MiB\"", 128 << 20),
+            ("134217728", 128 << 20),
+            ("\"1GiB\"", 1 << 30),
+        ] {
+            let text = format!("window_align = {value}\n[memory]\nsize = 4096\n");
+            let spec = parse(src(&text)).unwrap();
+            assert_eq!(spec.window_align, Some(align), "{text}");
+        }
+        let spec = parse(src("[memory]\nsize = 4096\n")).unwrap();
+        assert_eq!(spec.window_align, None);
+        for (value, expected) in [
+            ("0", "0 B is not a power of two from 2 MiB to 1 GiB"),
+            ("\"3KiB\"", "is not a power of two from 2 MiB to 1 GiB"),
+            (
+                "\"4KiB\"",
+                "4 KiB is not a power of two from 2 MiB to 1 GiB",
+            ),
+            (
+                "\"1MiB\"",
+                "1 MiB is not a power of two from 2 MiB to 1 GiB",
+            ),
+            (
+                "\"2GiB\"",
+                "2 GiB is not a power of two from 2 MiB to 1 GiB",
+            ),
+            (
+                "\"96MiB\"",
+                "96 MiB is not a power of two from 2 MiB to 1 GiB",
+            ),
+            ("\"16EiB\"", ""),
+            ("-1", ""),
+            ("\"lots\"", ""),
+            ("true", ""),
+            ("1.5", ""),
+        ] {
+            let text = format!("window_align = {value}\n[memory]\nsize = 4096\n");
+            let err = parse(src(&text)).unwrap_err();
+            assert_eq!(err.field, "window_align", "{text}: {err}");
+            assert!(err.position.is_some(), "{text}: {err}");
+            assert!(err.problem.to_string().contains(expected), "{text}: {err}");
         }
     }
 

@@ -138,6 +138,12 @@ const CH_PHYS_BITS: i64 = 46;
 /// than [`MAX_GUEST_NODES`]); more are refused before any is read.
 pub const MAX_MEMORY_ZONES: usize = 1024;
 
+/// The spec's `window_align` of an import, 128 MiB: Cloud Hypervisor starts the area after
+/// boot RAM (hot-pluggable memory, then its device area) at the next 128 MiB boundary
+/// (`MemoryManager::start_addr`), or at 4 GiB (`RAM_64BIT_START`) when RAM ends below 3 GiB;
+/// a spec's RAM window above the hole is rounded to it and the windows after it start there.
+const CH_WINDOW_ALIGN: &str = "128MiB";
+
 /// Its virtio-mem device takes a region of whole 128 MiB blocks...
 const VIRTIO_MEM_ALIGN: u64 = 128 << 20;
 /// ...plugged 2 MiB at a time.
@@ -952,11 +958,13 @@ fn is_command_line(options: &str) -> bool {
 /// a spec node after node).
 ///
 /// Hot-pluggable memory (`hotplug_size` of `--memory` or of a zone, ACPI or virtio-mem) is
-/// where Cloud Hypervisor's x86_64 layout puts it: at the 128 MiB boundary after boot RAM
-/// (boot RAM is laid over `[0, 3 GiB)` then from 4 GiB), or at 4 GiB when RAM ends below 3
-/// GiB. A spec's hotplug window starts at a whole GiB, so hotplug after boot RAM above 3 GiB
-/// that does not end in the last 128 MiB of a GiB is refused by name rather than planned
-/// elsewhere.
+/// planned where Cloud Hypervisor's x86_64 layout puts it: at the 128 MiB boundary after boot
+/// RAM (boot RAM is laid over `[0, 3 GiB)` then from 4 GiB), or at 4 GiB when RAM ends below
+/// 3 GiB. The spec says `window_align = "128MiB"` for that (its RAM window above 4 GiB is
+/// rounded up to 128 MiB and its hotplug window starts at the next 128 MiB), so planning the
+/// converted spec gives the same plan. The hotplug slot is `hotplug_size` long, as Cloud
+/// Hypervisor's area: an ACPI `hotplug_size` off 128 MiB is taken as it is, as Cloud
+/// Hypervisor takes it (only each DIMM it plugs must be a multiple of 128 MiB).
 ///
 /// # Errors
 /// [`Error::Import`] for an unknown option, a bad size, number or `on`/`off` value, a `file`
@@ -1084,6 +1092,9 @@ fn config_spec(config: ChConfig<'_>, default: DefaultHugePage<'_>) -> Result<Str
         "phys_bits".into(),
         Value::Integer(phys_bits.unwrap_or(CH_PHYS_BITS)),
     );
+    // Cloud Hypervisor starts hot-pluggable memory (and, after it, its device area) at the
+    // 128 MiB boundary after boot RAM, or at 4 GiB: the spec's windows are aligned alike.
+    spec.insert("window_align".into(), Value::String(CH_WINDOW_ALIGN.into()));
     if zones.is_empty() {
         let place = &memory.place;
         if memory.size == Some(0) {
@@ -1213,64 +1224,17 @@ fn memory_table(
     }
     let hotplug = memory
         .hotplug
-        .map(|h| hotplug_table(h, 0, memory.size, place))
+        .map(|h| hotplug_table(h, 0, place))
         .transpose()?;
     Ok((table, hotplug))
 }
 
-/// Where Cloud Hypervisor's x86_64 layout (`arch_memory_regions`) ends `ram` bytes of boot RAM
-/// laid over `[0, 3 GiB)` and then from 4 GiB: its last address.
-fn ch_ram_last(ram: u64) -> Option<u64> {
-    const LOW_END: u64 = 3 << 30;
-    const HIGH_START: u64 = 4 << 30;
-    if ram <= LOW_END {
-        ram.checked_sub(1)
-    } else {
-        (ram - LOW_END).checked_add(HIGH_START - 1)
-    }
-}
-
-/// Where Cloud Hypervisor starts hot-pluggable memory after `ram` bytes of boot RAM
-/// (`MemoryManager::start_addr` with hotplug allowed): the 128 MiB boundary after the last
-/// RAM address, or 4 GiB (`RAM_64BIT_START`) when RAM ends below 3 GiB. ACPI hotplug plugs
-/// its DIMMs from there, and a virtio-mem region, aligned to 128 MiB
-/// (`VIRTIO_MEM_ALIGN_SIZE`), starts there too.
-fn ch_hotplug_start(ram: u64) -> Option<u64> {
-    let last = ch_ram_last(ram)?;
-    if last < 3 << 30 {
-        return Some(4 << 30);
-    }
-    (last | (VIRTIO_MEM_ALIGN - 1)).checked_add(1)
-}
-
-/// Where a spec's hotplug window starts after `ram` bytes of boot RAM on x86_64: at the whole
-/// GiB after the RAM window, which is whole GiB from 4 GiB (from 4 GiB when RAM fits below 3
-/// GiB).
-fn spec_hotplug_start(ram: u64) -> Option<u64> {
-    let high = ram.saturating_sub(3 << 30);
-    high.checked_next_multiple_of(1 << 30)?.checked_add(4 << 30)
-}
-
-/// The `[hotplug]` table of a hotplug area of `size` bytes on guest node `node`, after `ram`
-/// bytes of boot RAM (`None`: more than 2^64 bytes, refused by the spec's reader).
-/// Hot-pluggable memory that Cloud Hypervisor puts elsewhere than a spec's hotplug window
-/// starts is refused by name, so that a plan's hotplug addresses are Cloud Hypervisor's.
-fn hotplug_table(size: u64, node: usize, ram: Option<u64>, place: &Place<'_>) -> Result<Table> {
+/// The `[hotplug]` table of a hotplug area of `size` bytes on guest node `node`: one slot of
+/// that size, as long as Cloud Hypervisor's area (not rounded; its ACPI DIMMs are multiples
+/// of 128 MiB, its virtio-mem regions are checked to be). With the spec's `window_align` of
+/// `CH_WINDOW_ALIGN` it starts where Cloud Hypervisor starts it.
+fn hotplug_table(size: u64, node: usize, place: &Place<'_>) -> Result<Table> {
     let field = "hotplug_size";
-    if let Some(ram) = ram
-        && let (Some(ch), Some(spec)) = (ch_hotplug_start(ram), spec_hotplug_start(ram))
-        && ch != spec
-    {
-        return Err(place.err(format_args!(
-            "{field}: Cloud Hypervisor puts hot-pluggable memory at {ch:#x}, the 128 MiB \
-             boundary after {} of boot RAM (last address {:#x}), and a spec's hotplug window \
-             starts at the next whole GiB, {spec:#x}: hotplug there is not modelled (boot RAM \
-             above 3 GiB must end in the last 128 MiB of a GiB; or leave {field} out to plan \
-             the rest)",
-            Size(ram),
-            ch_ram_last(ram).unwrap_or_default()
-        )));
-    }
     let mut t = Table::new();
     t.insert("slots".into(), Value::Integer(1));
     t.insert("slot_size".into(), integer(size, field, place)?);
@@ -1436,12 +1400,7 @@ fn zones_spec(
         let size = zone.hotplug.unwrap_or_default();
         spec.insert(
             "hotplug".into(),
-            Value::Table(hotplug_table(
-                size,
-                node_of[z],
-                sizes.iter().try_fold(0u64, |sum, s| sum.checked_add(*s)),
-                &zone.place,
-            )?),
+            Value::Table(hotplug_table(size, node_of[z], &zone.place)?),
         );
     }
     Ok(())
@@ -2222,62 +2181,130 @@ mod tests {
         (slot.span.start, slot.span.size)
     }
 
-    /// Where Cloud Hypervisor puts hot-pluggable memory (vmm/src/memory_manager.rs): boot RAM
-    /// is laid over `[0, 3 GiB)` then from 4 GiB (`arch_memory_regions`); the hotplug area
-    /// starts at `MemoryManager::start_addr(last RAM address, true)`, the last address with
-    /// its low 27 bits set plus one (the next 128 MiB boundary), or 4 GiB
-    /// (`RAM_64BIT_START`) when RAM ends below 3 GiB. ACPI hotplug (`--memory hotplug_size`)
-    /// plugs its DIMMs from there; a virtio-mem region (`hotplug_method=virtio-mem`, of
-    /// `--memory` or of a zone) starts there rounded up to `VIRTIO_MEM_ALIGN_SIZE`, 128 MiB,
-    /// which it already is.
+    /// Cloud Hypervisor's x86_64 placement of hot-pluggable memory, written out from its
+    /// code (vmm/src/memory_manager.rs, arch/src/x86_64): boot RAM is laid over `[0, 3 GiB)`
+    /// (`MEM_32BIT_RESERVED_START`) then from 4 GiB (`RAM_64BIT_START`,
+    /// `arch_memory_regions`); the hotplug area starts at `MemoryManager::start_addr(last RAM
+    /// address, true)`: the last address with its low 27 bits set, plus one (the next 128 MiB
+    /// boundary), or 4 GiB when the last address is below 3 GiB.
+    fn ch_hotplug_start(ram: u64) -> u64 {
+        let last = if ram <= 3 << 30 {
+            ram - 1
+        } else {
+            (4 << 30) + (ram - (3 << 30)) - 1
+        };
+        if last < 3 << 30 {
+            4 << 30
+        } else {
+            (last | ((128 << 20) - 1)) + 1
+        }
+    }
+
+    /// Where Cloud Hypervisor puts hot-pluggable memory: at `ch_hotplug_start` of the boot
+    /// RAM. ACPI hotplug (`--memory hotplug_size`) plugs its DIMMs from there, and its area is
+    /// `hotplug_size` long, not rounded (`start_of_device_area` grows by it); a virtio-mem
+    /// region (`hotplug_method=virtio-mem`, of `--memory` or of a zone) starts there rounded up
+    /// to `VIRTIO_MEM_ALIGN_SIZE`, 128 MiB, which it already is, and is `hotplug_size` long
+    /// (a multiple of 128 MiB, or its virtio-mem device refuses it). The numbers below are
+    /// worked out by hand from those rules.
     #[test]
     fn cloud_hypervisor_hotplug_is_where_cloud_hypervisor_puts_it() {
         const G: u64 = 1 << 30;
-        for (options, start) in [
+        const M: u64 = 1 << 20;
+        for (options, start, size) in [
             // ACPI, RAM below 3 GiB: RAM_64BIT_START.
-            ("size=1G,hotplug_size=1G", 4 * G),
-            ("size=3G,hotplug_size=1G", 4 * G),
+            ("size=1G,hotplug_size=1G", 4 * G, G),
+            ("size=3G,hotplug_size=1G", 4 * G, G),
             // ACPI, RAM past 3 GiB: 1 GiB of it from 4 GiB, last address 0x1_3fff_ffff.
-            ("size=4G,hotplug_size=1G", 0x1_4000_0000),
-            // 3.875 GiB: last address 0x1_37ff_ffff, next 128 MiB boundary 0x1_3800_0000 is
-            // not a whole GiB, which a spec's hotplug window starts at: refused below.
+            ("size=4G,hotplug_size=1G", 0x1_4000_0000, G),
+            // 3.875 GiB: 896 MiB from 4 GiB, last address 0x1_37ff_ffff.
+            ("size=3968M,hotplug_size=1G", 0x1_3800_0000, G),
+            // 4.5 GiB: 1.5 GiB from 4 GiB, last address 0x1_5fff_ffff.
+            ("size=4608M,hotplug_size=1G", 0x1_6000_0000, G),
+            // 3100 MiB: 28 MiB from 4 GiB, last address 0x1_01bf_ffff, rounded up to 128 MiB.
+            ("size=3100M,hotplug_size=1G", 0x1_0800_0000, G),
+            // An ACPI hotplug_size off 128 MiB: Cloud Hypervisor takes it as it is (only each
+            // DIMM plugged must be a multiple of 128 MiB), and so does the plan.
+            ("size=4608M,hotplug_size=100M", 0x1_6000_0000, 100 * M),
+            ("size=1G,hotplug_size=1000M", 4 * G, 1000 * M),
             // virtio-mem of --memory: the same start, already 128 MiB aligned.
-            ("size=2G,hotplug_method=virtio-mem,hotplug_size=1G", 4 * G),
-            ("size=6G,hotplug_method=virtio-mem,hotplug_size=2G", 7 * G),
-            // virtio-mem of a zone: zones' RAM laid out as --memory's.
+            (
+                "size=2G,hotplug_method=virtio-mem,hotplug_size=1G",
+                4 * G,
+                G,
+            ),
+            (
+                "size=6G,hotplug_method=virtio-mem,hotplug_size=2G",
+                7 * G,
+                2 * G,
+            ),
+            (
+                "size=4608M,hotplug_method=virtio-mem,hotplug_size=1G",
+                0x1_6000_0000,
+                G,
+            ),
+            // virtio-mem of a zone: zones' RAM laid out as --memory's, in the order given.
             (
                 "--memory size=0,hotplug_method=virtio-mem \
                  --memory-zone id=a,size=1G id=b,size=4G,hotplug_size=1G",
                 6 * G,
+                G,
             ),
             (
                 "--memory size=0,hotplug_method=virtio-mem \
                  --memory-zone id=a,size=512M,hotplug_size=128M",
                 4 * G,
+                128 * M,
             ),
-        ] {
-            let (at, _) = hotplug_at(options);
-            assert_eq!(at, start, "{options}: {at:#x}");
-        }
-        // Where Cloud Hypervisor's start is not a whole GiB, a spec's window cannot be there:
-        // refused, naming Cloud Hypervisor's address.
-        for (options, ch) in [
-            ("size=3968M,hotplug_size=1G", "0x138000000"),
-            (
-                "size=4608M,hotplug_method=virtio-mem,hotplug_size=1G",
-                "0x160000000",
-            ),
+            // 3.625 GiB of zones: 640 MiB from 4 GiB, last address 0x1_27ff_ffff.
             (
                 "--memory size=0,hotplug_method=virtio-mem \
                  --memory-zone id=a,size=3G id=b,size=640M,hotplug_size=1G",
-                "0x128000000",
+                0x1_2800_0000,
+                G,
+            ),
+            // 2 MiB huge pages, 4610 MiB: 1538 MiB from 4 GiB, last address 0x1_6020_0000 - 1.
+            (
+                "--memory size=0,hotplug_method=virtio-mem \
+                 --memory-zone id=a,size=4610M,hugepages=on,hugepage_size=2M,\
+                 hotplug_size=256M",
+                0x1_6800_0000,
+                256 * M,
             ),
         ] {
-            let e = error_of(options);
-            assert!(e.contains("hotplug_size"), "{options}: {e}");
-            assert!(e.contains(ch), "{options}: {e}");
-            assert!(e.contains("not modelled"), "{options}: {e}");
-            assert!(!e.contains("  "), "{options}: {e}");
+            let (at, len) = hotplug_at(options);
+            assert_eq!((at, len), (start, size), "{options}: {at:#x}");
+        }
+    }
+
+    /// Every converted spec says its windows' alignment, 128 MiB, so that planning it again
+    /// gives the same plan.
+    #[test]
+    fn cloud_hypervisor_spec_says_its_window_alignment() {
+        assert_eq!(crate::size::parse_size(CH_WINDOW_ALIGN), Ok(128 << 20));
+        for options in [
+            "size=1G",
+            "size=4608M,hotplug_size=1G",
+            "--memory size=0 --memory-zone id=a,size=1G",
+        ] {
+            assert_eq!(spec_of(options).window_align, Some(128 << 20), "{options}");
+        }
+    }
+
+    /// Over boot RAM sizes of every 2 MiB step below 3 GiB and past it, the plan's hotplug
+    /// slot starts where Cloud Hypervisor's `start_addr` puts it.
+    #[test]
+    fn cloud_hypervisor_hotplug_start_matches_over_boot_ram_sizes() {
+        let mut sizes: Vec<u64> = (1..=64).map(|i| i * (2 << 20)).collect();
+        sizes.extend((0..600).map(|i| (3 << 30) - (64 << 20) + i * (2 << 20)));
+        sizes.extend((0..40).map(|i| (5 << 30) + i * (50 << 20)));
+        for ram in sizes {
+            let options = format!("size={ram},hotplug_method=virtio-mem,hotplug_size=128M");
+            let (at, _) = hotplug_at(&options);
+            assert_eq!(at, ch_hotplug_start(ram), "{options}: {at:#x}");
+            let options = format!("size={ram},hotplug_size=1000M");
+            let (at, _) = hotplug_at(&options);
+            assert_eq!(at, ch_hotplug_start(ram), "{options}: {at:#x}");
         }
     }
 
