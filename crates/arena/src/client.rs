@@ -371,7 +371,8 @@ impl<'a> Client<'a> {
     /// and takes that run; if the run is then refused (another thread took its chunks
     /// meanwhile, or committing failed), the kept chunk stays given back. A run whose commit
     /// is refused part-way decommits again the chunks it committed (if the system refuses
-    /// that too, they stay committed, counted in [`ArenaStats::cached_chunks`](crate::ArenaStats::cached_chunks)).
+    /// that too, they stay committed, counted in
+    /// [`ArenaStats::cached_chunks`](crate::ArenaStats::cached_chunks)).
     #[inline]
     pub fn alloc(&self, layout: Layout) -> Result<NonNull<u8>> {
         self.alloc_sized(layout).map(|(p, _)| p)
