@@ -781,26 +781,7 @@ impl Reservation {
         self.executable.clear_range(pages.first, pages.count);
         if replaced {
             // The fresh mapping has none of the range's advice: give it again.
-            let advise = |advice| {
-                move |ptr, len| {
-                    // SAFETY: `readvise` passes runs inside the reservation; advice keeps
-                    // contents.
-                    unsafe { sys::advise(ptr, len, advice) }
-                }
-            };
-            let advise_huge = |advice| {
-                move |ptr, len| {
-                    // SAFETY: as above.
-                    unsafe { sys::advise_huge(ptr, len, advice) }
-                }
-            };
-            // Every advice and run is tried, whatever the system refuses: a refused run loses
-            // its bits, the others keep advice and bits alike.
-            let fork = self.readvise(&self.dont_fork, pages, advise(sys::SysAdvice::DontFork));
-            let dump = self.readvise(&self.dont_dump, pages, advise(sys::SysAdvice::DontDump));
-            let huge = self.readvise(&self.huge, pages, advise_huge(HugePageAdvice::Huge));
-            let no_huge = self.readvise(&self.no_huge, pages, advise_huge(HugePageAdvice::NoHuge));
-            fork.and(dump).and(huge).and(no_huge)?;
+            self.readvise_all(pages)?;
         }
         Ok(())
     }
@@ -918,6 +899,14 @@ impl Reservation {
             bitmap.clear_range(pages.first, pages.count);
         }
         self.record_hugetlb(pages, None);
+        // A refusal clears the advice's record for the run; the fill stands either way.
+        let _ = self.readvise_all(pages);
+    }
+
+    /// Gives the recorded advice of `pages` again to fresh pages mapped over them (which have
+    /// none of it). Every advice and run is tried, whatever the system refuses: a refused run
+    /// loses its bits, the others keep advice and bits alike; the first refusal is returned.
+    fn readvise_all(&self, pages: Pages) -> Result<(), sys::SysError> {
         let advise = |advice| {
             move |ptr, len| {
                 // SAFETY: `readvise` passes runs inside the reservation; advice keeps contents.
@@ -930,11 +919,11 @@ impl Reservation {
                 unsafe { sys::advise_huge(ptr, len, advice) }
             }
         };
-        // A refusal clears the advice's record for the run; the fill stands either way.
-        let _ = self.readvise(&self.dont_fork, pages, advise(sys::SysAdvice::DontFork));
-        let _ = self.readvise(&self.dont_dump, pages, advise(sys::SysAdvice::DontDump));
-        let _ = self.readvise(&self.huge, pages, advise_huge(HugePageAdvice::Huge));
-        let _ = self.readvise(&self.no_huge, pages, advise_huge(HugePageAdvice::NoHuge));
+        let fork = self.readvise(&self.dont_fork, pages, advise(sys::SysAdvice::DontFork));
+        let dump = self.readvise(&self.dont_dump, pages, advise(sys::SysAdvice::DontDump));
+        let huge = self.readvise(&self.huge, pages, advise_huge(HugePageAdvice::Huge));
+        let no_huge = self.readvise(&self.no_huge, pages, advise_huge(HugePageAdvice::NoHuge));
+        fork.and(dump).and(huge).and(no_huge)
     }
 
     /// Clears every bit of `pages` (their memory is gone, or they are lost): committed, with
