@@ -79,8 +79,8 @@ impl State {
 
     /// Sets the start bit of the block just handed out at `off`. Only the holder writes its
     /// start-bit words, so a relaxed load and store (no locked read-modify-write) lose no
-    /// other bit; they are atomic because other threads read the word ([`Arena::free`],
-    /// [`Arena::owner_of`]).
+    /// other bit; they are atomic because other threads read the word
+    /// ([`Arena::free`](crate::Arena::free), [`Arena::owner_of`](crate::Arena::owner_of)).
     #[inline]
     pub(super) fn set_start(&mut self, off: usize) {
         let word = self.start_bits(off);
