@@ -885,20 +885,7 @@ impl Reservation {
     /// uncommitted, of no source, unlocked, and with the advice recorded for them given again
     /// (a refusal clears its record).
     fn refilled(&self, pages: Pages) {
-        let removed = self.committed.clear_range(pages.first, pages.count);
-        self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
-        for bitmap in [
-            &self.writable,
-            &self.inaccessible,
-            &self.executable,
-            &self.mapped,
-            &self.shared,
-            &self.no_hole_punch,
-            &self.locked,
-        ] {
-            bitmap.clear_range(pages.first, pages.count);
-        }
-        self.record_hugetlb(pages, None);
+        self.clear_mapping(pages);
         // A refusal clears the advice's record for the run; the fill stands either way.
         let _ = self.readvise_all(pages);
     }
@@ -929,6 +916,15 @@ impl Reservation {
     /// Clears every bit of `pages` (their memory is gone, or they are lost): committed, with
     /// the count, protection, sources, locks and advice.
     fn forget(&self, pages: Pages) {
+        self.clear_mapping(pages);
+        for bitmap in [&self.huge, &self.no_huge, &self.dont_fork, &self.dont_dump] {
+            bitmap.clear_range(pages.first, pages.count);
+        }
+    }
+
+    /// Clears what `pages`' mapping records (committed, with the count, protection, sources,
+    /// locks and huge page sizes), not their advice.
+    fn clear_mapping(&self, pages: Pages) {
         let removed = self.committed.clear_range(pages.first, pages.count);
         self.committed_pages.fetch_sub(removed, Ordering::Relaxed);
         for bitmap in [
@@ -939,15 +935,10 @@ impl Reservation {
             &self.shared,
             &self.no_hole_punch,
             &self.locked,
-            &self.huge,
-            &self.no_huge,
-            &self.dont_fork,
-            &self.dont_dump,
-            &self.hugetlb,
-            &self.hugetlb_head,
         ] {
             bitmap.clear_range(pages.first, pages.count);
         }
+        self.record_hugetlb(pages, None);
     }
 
     /// `sys::refill`, with the failure of `sys_replace` injected in unit tests.
