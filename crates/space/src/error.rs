@@ -523,6 +523,23 @@ pub enum Error {
         /// The range given.
         range: GuestRange,
     },
+    /// One of the crate's `memvisor-resources` allocators (a [`Placer`](crate::Placer)'s
+    /// window, interrupt or I/O-port allocator, the address space's memory-slot numbers, a
+    /// hotplug window's slots) failed for a reason that is not in the request: the heap
+    /// refused its bookkeeping ([`memvisor_resources::Error::HeapRefused`]), or it holds as
+    /// many ranges as it can count ([`memvisor_resources::Error::TooManyAllocations`]). The
+    /// allocator's error is the source. Nothing was taken.
+    #[error("allocating {what} for {owner} failed")]
+    Allocator {
+        /// What was being allocated: `"guest addresses"`, `"I/O ports"`, the interrupts' name
+        /// (`"GSI"`, `"SPI"`), `"a memory-slot number"` or `"a hotplug slot"`.
+        what: &'static str,
+        /// Who it was for (the placer's owner name, or the region).
+        owner: String,
+        /// The allocator's error.
+        #[source]
+        source: memvisor_resources::Error,
+    },
 }
 
 /// The result type of this crate.
@@ -849,5 +866,15 @@ mod tests {
             "reserving host address space for the hotplug window [0x100000000, 0x13fffffff]"
         );
         assert!(std::error::Error::source(&e).is_some());
+        let e = Error::Allocator {
+            what: "guest addresses",
+            owner: "net0".to_owned(),
+            source: memvisor_resources::Error::HeapRefused { bytes: 384 },
+        };
+        assert_eq!(e.to_string(), "allocating guest addresses for net0 failed");
+        assert_eq!(
+            std::error::Error::source(&e).map(ToString::to_string),
+            Some("the heap refused 384 bytes".to_owned())
+        );
     }
 }

@@ -368,11 +368,28 @@ impl Layout {
     /// A [`Placer`] over every window, all free, with the preset's interrupt numbers (none
     /// for a custom layout; its legacy ones given only by number). [`Platform::placer`] also takes
     /// the platform's reserved ranges.
+    ///
+    /// Like the placer's owner names and the window list, the few dozen bytes of its interrupt
+    /// allocator are allocated infallibly: if the heap refuses them, the global allocator's
+    /// failure handler runs ([`handle_alloc_error`](std::alloc::handle_alloc_error), an abort
+    /// by default). [`Platform::placer`] and
+    /// [`Snapshot::placer`](crate::Snapshot::placer) return that refusal as
+    /// [`Error::Allocator`] instead.
     #[must_use]
     pub fn placer(&self) -> Placer {
         let platform = self.arch.map(Platform::new);
-        self.placer_with(platform.as_ref())
-            .unwrap_or_else(|_| unreachable!("preset interrupt ranges are not empty"))
+        match self.placer_with(platform.as_ref()) {
+            Ok(placer) => placer,
+            // A preset's interrupt range is not empty: only the heap can refuse it.
+            Err(Error::Allocator {
+                source: memvisor_resources::Error::HeapRefused { bytes },
+                ..
+            }) => std::alloc::handle_alloc_error(
+                std::alloc::Layout::array::<u8>(usize::try_from(bytes).unwrap_or(usize::MAX))
+                    .unwrap_or(std::alloc::Layout::new::<u64>()),
+            ),
+            Err(e) => unreachable!("preset interrupt ranges are not empty: {e}"),
+        }
     }
 
     pub(crate) fn placer_with(&self, platform: Option<&Platform>) -> Result<Placer> {

@@ -240,9 +240,15 @@ impl HotplugWindow {
         if range.end() > slots.space().end() {
             return Err(Error::NoHotplugWindow { base });
         }
-        slots
-            .reserve(range)
-            .map_err(|_| Error::SlotBusy { base, size })?;
+        slots.reserve(range).map_err(|e| match e {
+            memvisor_resources::Error::Overlap { .. } => Error::SlotBusy { base, size },
+            // The heap refused the bookkeeping (the range is inside the space, checked above).
+            source => Error::Allocator {
+                what: "a hotplug slot",
+                owner: format!("the region at {base:#x}"),
+                source,
+            },
+        })?;
         // The window's offsets are below its size, which with `lead` fits a `usize`.
         Ok(self.lead + host_offset)
     }

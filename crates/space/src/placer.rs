@@ -32,6 +32,11 @@ struct Irqs {
 /// nothing, and [`transaction`](Self::transaction) makes a sequence of them (releases
 /// included) all or nothing too.
 ///
+/// What the allocators refuse for want of heap is [`Error::Allocator`], never taken for a
+/// range or number that is not free. Owner names are copied, infallibly, once per range,
+/// interrupt or port range held (and into the errors that name them); their length and number
+/// are the caller's to bound.
+///
 /// Made by [`Layout::placer`](crate::Layout::placer) (windows, and the preset's interrupts),
 /// [`Platform::placer`](crate::Platform::placer) (also I/O ports and the platform's reserved
 /// ranges) or [`Snapshot::placer`](crate::Snapshot::placer) (the snapshot's regions taken).
@@ -75,14 +80,34 @@ impl Placer {
     ) -> Result<Self> {
         let irqs = match irqs {
             Some((range, name, legacy)) => {
-                let mut ids = IdAllocator::new(*range.start(), *range.end()).map_err(|_| {
-                    Error::InvalidLayout {
-                        reason: format!("empty {name} range {range:?}"),
-                    }
-                })?;
+                let mut ids =
+                    IdAllocator::new(*range.start(), *range.end()).map_err(|e| match e {
+                        memvisor_resources::Error::HeapRefused { .. } => Error::Allocator {
+                            what: name,
+                            owner: format!("the {name} range {range:?}"),
+                            source: e,
+                        },
+                        _ => Error::InvalidLayout {
+                            reason: format!("empty {name} range {range:?}"),
+                        },
+                    })?;
                 for &pin in legacy {
-                    // A pin outside the range is never given out anyway.
-                    let _ = ids.allocate_id_at(pin);
+                    match ids.allocate_id_at(pin) {
+                        // A pin outside the range is never given out anyway.
+                        Ok(_)
+                        | Err(
+                            memvisor_resources::Error::IdOutOfRange { .. }
+                            | memvisor_resources::Error::IdAlreadyAllocated(_),
+                        ) => {}
+                        // Not kept from `irq`, it could be handed out: no placer then.
+                        Err(source) => {
+                            return Err(Error::Allocator {
+                                what: name,
+                                owner: format!("legacy {name} {pin}"),
+                                source,
+                            });
+                        }
+                    }
                 }
                 Some(Irqs {
                     ids,
@@ -136,7 +161,8 @@ impl Placer {
     /// # Errors
     /// [`Error::NothingToPlace`] for 0, [`Error::InvalidAlignment`] for an alignment that is
     /// not a power of two, [`Error::NoRoom`] (with the largest free range) if no window of that
-    /// kind has room.
+    /// kind has room; [`Error::Allocator`] if a window's allocator that has room fails (the
+    /// heap refused its bookkeeping). Nothing is placed then.
     pub fn place(
         &mut self,
         kind: WindowKind,
@@ -155,8 +181,17 @@ impl Placer {
             if w.kind() != kind {
                 continue;
             }
-            if let Ok(range) = alloc.allocate_with(&request, owner.to_owned()) {
-                return Ok(range.into());
+            match alloc.allocate_with(&request, owner.to_owned()) {
+                Ok(range) => return Ok(range.into()),
+                // No room in this window: the next one of the kind may have some.
+                Err(memvisor_resources::Error::OutOfSpace { .. }) => {}
+                Err(source) => {
+                    return Err(Error::Allocator {
+                        what: ADDRESSES,
+                        owner: owner.to_owned(),
+                        source,
+                    });
+                }
             }
         }
         Err(Error::NoRoom {
@@ -172,7 +207,9 @@ impl Placer {
     ///
     /// # Errors
     /// [`Error::NotInWindow`] if no window of `kind` holds it all; [`Error::Taken`] naming
-    /// the owner of a range it overlaps, and that range as it was placed or taken.
+    /// the owner of a range it overlaps, and that range as it was placed or taken;
+    /// [`Error::Allocator`] if the window's allocator fails (the heap refused its
+    /// bookkeeping). Nothing is taken then.
     pub fn take_in(&mut self, kind: WindowKind, range: GuestRange, owner: &str) -> Result<()> {
         let Some((_, alloc)) = self
             .windows
@@ -186,7 +223,7 @@ impl Placer {
                 largest_free: self.largest_free(kind),
             });
         };
-        reserve(alloc, range, owner).map_err(|e| match e {
+        reserve(alloc, range, owner, ADDRESSES).map_err(|e| match e {
             Error::Taken {
                 owner,
                 range,
@@ -211,7 +248,8 @@ impl Placer {
     /// [`Error::OutsideWindows`] if `range` crosses no window at all (the placer would hold
     /// nothing, and [`release`](Self::release) would have nothing to give back);
     /// [`Error::Taken`] naming the owner of a range it overlaps, and that range as it was
-    /// placed or taken. Nothing is taken then.
+    /// placed or taken; [`Error::Allocator`] if a window's allocator fails (the heap refused
+    /// its bookkeeping). Nothing is taken then.
     pub fn take(&mut self, range: GuestRange, owner: &str) -> Result<()> {
         if self.take_parts(range, owner)? {
             Ok(())
@@ -227,15 +265,20 @@ impl Placer {
     /// reservation or a reserved region outside a custom layout's windows, which nothing can
     /// be placed over anyway): whether a part of `range` was taken.
     pub(crate) fn take_parts(&mut self, range: GuestRange, owner: &str) -> Result<bool> {
-        let mut done: Vec<(usize, GuestRange)> = Vec::new();
-        for (i, (w, alloc)) in self.windows.iter_mut().enumerate() {
+        // The parts taken are counted, not listed: a refusal then needs no heap to undo them.
+        let (mut parts, mut whole) = (0usize, false);
+        for i in 0..self.windows.len() {
+            let (w, alloc) = &mut self.windows[i];
             let Some(part) = w.range().intersection(&range) else {
                 continue;
             };
-            if let Err(e) = reserve(alloc, part, owner) {
-                for (j, taken) in done {
-                    // Reserved just above, so freeing it cannot fail.
-                    let _ = self.windows[j].1.free(&taken.as_range());
+            if let Err(e) = reserve(alloc, part, owner, ADDRESSES) {
+                // Every part of `range` in a window before this one was reserved just above,
+                // so freeing it cannot fail (and `free` needs no heap).
+                for (w, alloc) in &mut self.windows[..i] {
+                    if let Some(taken) = w.range().intersection(&range) {
+                        let _ = alloc.free(&taken.as_range());
+                    }
                 }
                 return Err(match e {
                     Error::Taken {
@@ -249,12 +292,15 @@ impl Placer {
                     e => e,
                 });
             }
-            done.push((i, part));
+            parts += 1;
+            whole = part == range;
         }
-        let held = !done.is_empty();
-        if done.len() > 1 || done.iter().any(|&(_, part)| part != range) {
-            for (_, part) in done {
-                self.spans.insert(part.start().0, range);
+        let held = parts > 0;
+        if parts > 1 || (held && !whole) {
+            for (w, _) in &self.windows {
+                if let Some(part) = w.range().intersection(&range) {
+                    self.spans.insert(part.start().0, range);
+                }
             }
         }
         Ok(held)
@@ -351,14 +397,22 @@ impl Placer {
     ///
     /// # Errors
     /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::NoFreeIrq`] if every
-    /// number it may give is taken.
+    /// number it may give is taken; [`Error::Allocator`] if the interrupt allocator fails
+    /// (the heap refused the growth of its bitmap). Nothing is taken then.
     pub fn irq(&mut self, owner: &str) -> Result<u32> {
         let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
-        let irq = irqs.ids.allocate_id().map_err(|_| Error::NoFreeIrq {
-            owner: owner.to_owned(),
-            name: irqs.name,
-            first: irqs.ids.first(),
-            last: irqs.ids.last(),
+        let irq = irqs.ids.allocate_id().map_err(|e| match e {
+            memvisor_resources::Error::OutOfIds { .. } => Error::NoFreeIrq {
+                owner: owner.to_owned(),
+                name: irqs.name,
+                first: irqs.ids.first(),
+                last: irqs.ids.last(),
+            },
+            source => Error::Allocator {
+                what: irqs.name,
+                owner: owner.to_owned(),
+                source,
+            },
         })?;
         irqs.owners.insert(irq, owner.to_owned());
         Ok(irq)
@@ -368,7 +422,8 @@ impl Placer {
     ///
     /// # Errors
     /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::IrqOutOfRange`];
-    /// [`Error::IrqTaken`] naming its owner.
+    /// [`Error::IrqTaken`] naming its owner; [`Error::Allocator`] if the interrupt allocator
+    /// fails (the heap refused the growth of its bitmap). Nothing is taken then.
     pub fn irq_at(&mut self, irq: u32, owner: &str) -> Result<u32> {
         let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
         // An unclaimed legacy interrupt is taken already, for no owner: it is free by number.
@@ -389,11 +444,16 @@ impl Placer {
                 owner: owner.to_owned(),
                 other: irqs.owners.get(&irq).cloned().unwrap_or_default(),
             }),
-            Err(_) => Err(Error::IrqOutOfRange {
+            Err(memvisor_resources::Error::IdOutOfRange { .. }) => Err(Error::IrqOutOfRange {
                 irq,
                 name: irqs.name,
                 first: irqs.ids.first(),
                 last: irqs.ids.last(),
+            }),
+            Err(source) => Err(Error::Allocator {
+                what: irqs.name,
+                owner: owner.to_owned(),
+                source,
             }),
         }
     }
@@ -457,7 +517,8 @@ impl Placer {
     ///
     /// # Errors
     /// [`Error::NoIoPorts`] if the platform has none or `ports` passes the last one;
-    /// [`Error::Taken`] naming the owner of ports it overlaps.
+    /// [`Error::Taken`] naming the owner of ports it overlaps; [`Error::Allocator`] if the
+    /// port allocator fails (the heap refused its bookkeeping). Nothing is taken then.
     pub fn ports_at(&mut self, ports: GuestRange, owner: &str) -> Result<()> {
         let alloc = self
             .ports
@@ -466,7 +527,7 @@ impl Placer {
         if !alloc.space().contains_range(&ports.as_range()) {
             return Err(Error::NoIoPorts { ports: Some(ports) });
         }
-        reserve(alloc, ports, owner)
+        reserve(alloc, ports, owner, PORTS)
     }
 
     /// Gives back the I/O ports `ports`, exactly as one [`ports_at`](Self::ports_at) took
@@ -511,7 +572,20 @@ fn as_taken(spans: &BTreeMap<u64, GuestRange>, part: GuestRange) -> GuestRange {
     spans.get(&part.start().0).copied().unwrap_or(part)
 }
 
-fn reserve(alloc: &mut AddressAllocator<String>, range: GuestRange, owner: &str) -> Result<()> {
+/// What [`Error::Allocator`] says the window allocators allocate.
+const ADDRESSES: &str = "guest addresses";
+/// What [`Error::Allocator`] says the port allocator allocates.
+const PORTS: &str = "I/O ports";
+
+/// Takes exactly `range` in `alloc` for `owner`: [`Error::Taken`] if it overlaps a range taken,
+/// [`Error::Allocator`] (allocating `what`) for any other refusal of the allocator. Callers
+/// check first that `range` lies in the allocator's space.
+fn reserve(
+    alloc: &mut AddressAllocator<String>,
+    range: GuestRange,
+    owner: &str,
+    what: &'static str,
+) -> Result<()> {
     match alloc.reserve_with(range.as_range(), owner.to_owned()) {
         Ok(()) => Ok(()),
         Err(memvisor_resources::Error::Overlap { existing, .. }) => {
@@ -526,12 +600,12 @@ fn reserve(alloc: &mut AddressAllocator<String>, range: GuestRange, owner: &str)
                 other_range: existing.into(),
             })
         }
-        // The range lies inside the allocator's space (checked by callers).
-        Err(_) => Err(Error::NotInWindow {
+        // The heap refused the allocator's bookkeeping, or (the range lies inside the
+        // allocator's space, checked by callers) it holds all the ranges it can count.
+        Err(source) => Err(Error::Allocator {
+            what,
             owner: owner.to_owned(),
-            range,
-            window: WindowKind::Reserved,
-            largest_free: 0,
+            source,
         }),
     }
 }

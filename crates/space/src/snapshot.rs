@@ -436,8 +436,11 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`Error::Taken`] cannot happen for a valid snapshot; it is passed on from the placer.
+    /// [`Error::Allocator`] if an allocator of the placer fails (the heap refused its
+    /// bookkeeping).
     pub fn placer(&self) -> Result<Placer> {
-        let mut placer = self.layout.placer();
+        let platform = self.layout.arch().map(crate::Platform::new);
+        let mut placer = self.layout.placer_with(platform.as_ref())?;
         for r in self.regions() {
             // A reserved region may lie outside every window: nothing is placed there.
             placer.take_parts(

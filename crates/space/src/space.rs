@@ -276,7 +276,8 @@ impl SpaceBuilder {
     /// # Errors
     /// As [`RegionSpec::validate`] and [`Layout::check`] for each region; [`Error::Overlap`]
     /// for overlapping regions; [`Error::NoSlotNumber`] for 0 slot numbers, or when more regions
-    /// need a slot number than there are.
+    /// need a slot number than there are; [`Error::Allocator`] if the heap refuses the
+    /// memory-slot allocator's bookkeeping.
     pub fn plan(self) -> Result<AddressSpace> {
         self.check()?;
         let regions = self
@@ -335,15 +336,21 @@ impl SpaceBuilder {
             count: u64::from(self.slots),
         };
         let last = self.slots.checked_sub(1).ok_or(no_slot)?;
-        let mut slots = IdAllocator::new(0, last).map_err(|_| Error::NoSlotNumber {
-            count: u64::from(self.slots),
+        let count = u64::from(self.slots);
+        // A range of at most 2^32 numbers is never refused but by the heap.
+        let mut slots = IdAllocator::new(0, last).map_err(|source| Error::Allocator {
+            what: SLOT_NUMBER,
+            owner: "the address space".to_owned(),
+            source,
         })?;
         let mut with_slots = Vec::with_capacity(regions.len());
         for r in regions {
             let slot = if r.spec().backing.has_memory() {
-                Some(slots.allocate_id().map_err(|_| Error::NoSlotNumber {
-                    count: u64::from(self.slots),
-                })?)
+                Some(
+                    slots
+                        .allocate_id()
+                        .map_err(|e| slot_error(e, count, r.spec().base))?,
+                )
             } else {
                 None
             };
@@ -578,8 +585,10 @@ impl AddressSpace {
     ///
     /// # Errors
     /// As [`Layout::check`]; [`Error::Overlap`] with a region already there;
-    /// [`Error::NoSlotNumber`]; [`Error::Listener`]; [`Error::ListenerReentry`] when called by
-    /// a listener of this address space. The address space is unchanged after an error.
+    /// [`Error::NoSlotNumber`] when every memory-slot number is in use; [`Error::Allocator`]
+    /// if the heap refuses the growth of the memory-slot allocator's bitmap;
+    /// [`Error::Listener`]; [`Error::ListenerReentry`] when called by a listener of this
+    /// address space. The address space is unchanged after an error.
     ///
     /// # Panics
     /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
@@ -607,7 +616,7 @@ impl AddressSpace {
             slot.slot = Some(
                 slot.slots
                     .allocate_id()
-                    .map_err(|_| Error::NoSlotNumber { count })?,
+                    .map_err(|e| slot_error(e, count, region.spec().base))?,
             );
         }
         let next_generation = *generation + 1;
@@ -670,7 +679,8 @@ impl AddressSpace {
     /// listener was asked to [`settle`](RegionListener::settle) (so a listener that lets go
     /// of such a region then frees the place for this plug) and before any listener hears of
     /// the plug (or for good once the place could not be restored to reserved space,
-    /// [`Error::SlotNotRestored`]); then as [`Region::back`] (a backing file that is not a
+    /// [`Error::SlotNotRestored`]); [`Error::Allocator`] if the heap refuses the window's
+    /// bookkeeping of the slot; then as [`Region::back`] (a backing file that is not a
     /// regular file is refused at once, without waiting under the writer lock) and
     /// [`insert_region`](Self::insert_region).
     ///
@@ -719,6 +729,23 @@ impl AddressSpace {
     #[must_use]
     pub fn layout(&self) -> Arc<Layout> {
         Arc::clone(self.current.load().layout_arc())
+    }
+}
+
+/// What [`Error::Allocator`] says the memory-slot allocator allocates.
+const SLOT_NUMBER: &str = "a memory-slot number";
+
+/// The error for a memory-slot number (of `count`) refused for the region at `base`:
+/// [`Error::NoSlotNumber`] when every number is in use, [`Error::Allocator`] otherwise (the
+/// heap refused the growth of its bitmap).
+fn slot_error(e: memvisor_resources::Error, count: u64, base: u64) -> Error {
+    match e {
+        memvisor_resources::Error::OutOfIds { .. } => Error::NoSlotNumber { count },
+        source => Error::Allocator {
+            what: SLOT_NUMBER,
+            owner: format!("the region at {base:#x}"),
+            source,
+        },
     }
 }
 

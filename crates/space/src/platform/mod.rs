@@ -274,7 +274,8 @@ impl Platform {
     /// [`Error::InvalidLayout`] for a layout of another architecture's preset (its windows
     /// are not where this platform's reservations and devices go: x86-64's IOAPIC page would
     /// land in AArch64's RAM); [`Error::Taken`] if two reservations overlap (they do not in the
-    /// presets).
+    /// presets); [`Error::Allocator`] if an allocator of the placer fails (the heap refused
+    /// its bookkeeping).
     ///
     /// ```
     /// use memvisor_space::{Error, GuestRange, Platform};

@@ -1,0 +1,264 @@
+//! A request the heap refuses inside one of the crate's allocators (the bookkeeping of
+//! `memvisor-resources`' allocators, which reports it as a typed error) is reported as that,
+//! never as an input error (a taken range, an interrupt out of range, a full window, a busy
+//! slot), and changes nothing.
+//!
+//! The global allocator here can refuse one heap request on the calling thread: the one after
+//! the first `granted` of those aligned to 8 bytes or more (the allocators' indexes and tag
+//! lists), as a process near its memory limit would. Every other request (the owner names,
+//! byte strings the crate allocates infallibly, and every request on other threads) is granted,
+//! so the error itself can be made. The placers are made with an owner already in each of
+//! their maps, so that the maps' own nodes (also infallible) need no new request.
+
+use std::alloc::{GlobalAlloc, Layout as HeapLayout, System};
+use std::cell::Cell;
+use std::error::Error as _;
+use std::ptr;
+use std::sync::Arc;
+
+use memvisor_space::{
+    AddressSpace, Error, GuestRange, Layout, Placer, Platform, Region, RegionSpec, WindowKind,
+};
+use vm_memory::GuestAddress;
+
+struct RefusingOne;
+
+thread_local! {
+    /// Requests left to grant before the one refused; `None`: grant all.
+    static GRANT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn refuse_now(align: usize) -> bool {
+    align >= 8
+        && GRANT
+            .try_with(|left| match left.get() {
+                Some(0) => {
+                    left.set(None);
+                    true
+                }
+                Some(n) => {
+                    left.set(Some(n - 1));
+                    false
+                }
+                None => false,
+            })
+            .unwrap_or(false)
+}
+
+// SAFETY: requests that are not refused go to `System` unchanged; a refused one gets null,
+// which `GlobalAlloc` allows.
+unsafe impl GlobalAlloc for RefusingOne {
+    unsafe fn alloc(&self, layout: HeapLayout) -> *mut u8 {
+        if refuse_now(layout.align()) {
+            return ptr::null_mut();
+        }
+        // SAFETY: the caller's contract for `alloc` is passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: HeapLayout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: HeapLayout, new_size: usize) -> *mut u8 {
+        if refuse_now(layout.align()) {
+            return ptr::null_mut();
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: RefusingOne = RefusingOne;
+
+/// `f`'s result with the heap request after the first `granted` refused, and whether that
+/// request was made.
+fn refusing_one<T>(granted: usize, f: impl FnOnce() -> T) -> (T, bool) {
+    GRANT.with(|left| left.set(Some(granted)));
+    let out = f();
+    let refused = GRANT.with(|left| left.replace(None)).is_none();
+    (out, refused)
+}
+
+fn range(base: u64, size: u64) -> GuestRange {
+    GuestRange::new(GuestAddress(base), size).unwrap()
+}
+
+/// Ranges with their owners.
+type Owned = Vec<(String, GuestRange)>;
+
+/// What a placer holds, as its callers see it: ranges, ports and interrupt owners.
+fn held(p: &Placer) -> (Owned, Owned, Vec<String>) {
+    (
+        p.allocations().map(|(o, r)| (o.to_owned(), r)).collect(),
+        p.port_allocations()
+            .map(|(o, r)| (o.to_owned(), r))
+            .collect(),
+        (0..128)
+            .map(|i| p.irq_owner(i).unwrap_or("-").to_owned())
+            .collect(),
+    )
+}
+
+fn is_heap_refusal(e: &Error) -> bool {
+    matches!(e, Error::Allocator { .. })
+        && e.source()
+            .and_then(|s| s.downcast_ref::<memvisor_resources::Error>())
+            .is_some_and(|s| matches!(s, memvisor_resources::Error::HeapRefused { .. }))
+}
+
+/// Runs `op` on a copy of `placer` with each heap request in turn refused, until one run makes
+/// no request that is refused, which must succeed. Each run before must fail with the
+/// allocator's heap refusal and leave the copy as it was; returns how many runs failed so.
+fn each_refusal<T: std::fmt::Debug>(
+    placer: &Placer,
+    mut op: impl FnMut(&mut Placer) -> memvisor_space::Result<T>,
+) -> usize {
+    let before = held(placer);
+    for granted in 0.. {
+        let mut p = placer.clone();
+        let (out, refused) = refusing_one(granted, || op(&mut p));
+        if !refused {
+            // Nothing was refused: the operation as it runs with a heap that grants all.
+            out.unwrap();
+            return granted;
+        }
+        let e = out.unwrap_err();
+        assert!(
+            is_heap_refusal(&e),
+            "request {granted} refused: {e} ({e:?})"
+        );
+        assert_eq!(held(&p), before, "request {granted} refused: {e}");
+    }
+    unreachable!()
+}
+
+/// An x86-64 placer with I/O ports, an interrupt owner and a range taken past a window's edge
+/// (so that its maps have nodes) and nothing in its RAM, device window or port space.
+fn x86_64() -> Placer {
+    let platform = Platform::x86_64();
+    let mut p = platform
+        .placer(&platform.layout().build().unwrap())
+        .unwrap();
+    p.irq_at(20, "keep").unwrap();
+    // The firmware window's last page and the page after it.
+    p.take(range(0xffff_f000, 0x2000), "keep").unwrap();
+    p
+}
+
+/// An AArch64 placer whose SPIs 32-95 are taken: its interrupt bitmap covers them only, and
+/// must grow for SPI 96 and above.
+fn aarch64() -> Placer {
+    let mut p = Layout::aarch64().build().unwrap().placer();
+    for spi in 32..96 {
+        assert_eq!(p.irq("keep").unwrap(), spi);
+    }
+    p
+}
+
+#[test]
+fn irq_at_refused_by_the_heap_is_not_out_of_range() {
+    assert!(each_refusal(&aarch64(), |p| p.irq_at(120, "net0")) > 0);
+}
+
+#[test]
+fn irq_refused_by_the_heap_is_not_a_full_range() {
+    assert!(each_refusal(&aarch64(), |p| p.irq("net0")) > 0);
+}
+
+#[test]
+fn take_refused_by_the_heap_is_not_outside_a_window() {
+    let placer = x86_64();
+    assert!(each_refusal(&placer, |p| p.take(range(0xc000_0000, 0x1000), "net0")) > 0);
+    // Across the RAM and the device window: a refusal in the second gives the first part back.
+    assert!(each_refusal(&placer, |p| p.take(range(0xbfff_f000, 0x2000), "net0")) > 1);
+    assert!(
+        each_refusal(&placer, |p| p.take_in(
+            WindowKind::Device,
+            range(0xd000_0000, 0x1000),
+            "net0"
+        )) > 0
+    );
+}
+
+#[test]
+fn place_refused_by_the_heap_is_not_a_full_window() {
+    assert!(
+        each_refusal(&x86_64(), |p| p.place(
+            WindowKind::Device,
+            0x1000,
+            0x1000,
+            "net0"
+        )) > 0
+    );
+}
+
+#[test]
+fn ports_at_refused_by_the_heap_is_not_outside_the_port_space() {
+    assert!(each_refusal(&x86_64(), |p| p.ports_at(range(0x3f8, 8), "serial")) > 0);
+}
+
+#[test]
+fn slot_number_refused_by_the_heap_is_not_every_number_in_use() {
+    // 64 regions of a page: slot numbers 0-63, the first word of the slot bitmap; the next
+    // region's number needs a second word.
+    let page = |i: u64| RegionSpec::ram(GuestAddress(i * 0x1000), 0x1000);
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let space = AddressSpace::plan(layout, (0..63).map(page)).unwrap();
+    // The first insert on this thread also makes room in the writer lock's record.
+    space
+        .insert_region(Arc::new(Region::plan(page(63)).unwrap()))
+        .unwrap();
+    let region = Arc::new(Region::plan(page(64)).unwrap());
+    let before = space.snapshot();
+    let (out, refused) = refusing_one(0, || space.insert_region(Arc::clone(&region)));
+    assert!(refused);
+    let e = out.unwrap_err();
+    assert!(is_heap_refusal(&e), "{e} ({e:?})");
+    assert_eq!(
+        e.to_string(),
+        "allocating a memory-slot number for the region at 0x40000 failed"
+    );
+    // Nothing changed, and the number is handed out once the heap grants it.
+    let after = space.snapshot();
+    assert_eq!(after.generation(), before.generation());
+    assert_eq!(after.len(), 64);
+    space.insert_region(region).unwrap();
+    assert_eq!(space.snapshot().slot(GuestAddress(0x40000)), Some(64));
+}
+
+#[test]
+fn legacy_irqs_refused_by_the_heap_refuse_the_placer() {
+    let platform = Platform::x86_64();
+    let layout = platform.layout().build().unwrap();
+    // The interrupt allocator's first requests: its index, then its bitmap, as the legacy
+    // GSIs 0-4 are taken. A placer that could not keep them from `irq` is not made.
+    for granted in 0..2 {
+        let (out, refused) = refusing_one(granted, || platform.placer(&layout));
+        assert!(refused);
+        let e = out.map(|mut p| p.irq("net0")).unwrap_err();
+        assert!(
+            is_heap_refusal(&e),
+            "request {granted} refused: {e} ({e:?})"
+        );
+    }
+    let mut p = platform.placer(&layout).unwrap();
+    assert_eq!(p.irq("net0").unwrap(), 5);
+}
+
+#[test]
+fn snapshot_placer_refused_by_the_heap_is_an_error() {
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 1 << 30)]).unwrap();
+    let snapshot = space.snapshot();
+    // The platform's description first, then the interrupt allocator's index.
+    let (out, refused) = refusing_one(1, || snapshot.placer());
+    assert!(refused);
+    let e = out.unwrap_err();
+    assert!(is_heap_refusal(&e), "{e} ({e:?})");
+    assert!(e.to_string().starts_with("allocating GSI for "), "{e}");
+    let placer = snapshot.placer().unwrap();
+    assert_eq!(placer.allocations().count(), 1);
+}
