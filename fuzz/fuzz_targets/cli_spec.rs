@@ -1,7 +1,8 @@
 //! The command's spec path through its library: text (arbitrary bytes, or one of the shipped
 //! specs with random values put in its fields, lines dropped or repeated; or a Firecracker
 //! file or Cloud Hypervisor's `--memory` option or its command line with `--memory-zone` and
-//! `--numa`, or its JSON VmConfig, converted) is parsed, planned, checked against
+//! `--numa`, or its JSON VmConfig, converted) is parsed, scaled (by up to `u64::MAX`),
+//! planned, checked against
 //! a fixed host and rendered as text, JSON and a kernel command line; `memvisor plan` and
 //! `init` also run through `memvisor_cli::run` on options that need no file. Checked: nothing
 //! panics; a spec is refused only with a `SpecError` whose report and JSON render; a plan's
@@ -17,7 +18,9 @@ use memvisor_cli::check::{HostFacts, check_spec, check_text, host_facts};
 use memvisor_cli::json::{ErrorDoc, PlanDoc, SCHEMA_VERSION};
 use memvisor_cli::plan::{Plan, plan};
 use memvisor_cli::render::{kernel_cmdline, plan_text};
-use memvisor_cli::spec::{Arch, DEFAULT_SPEC, Source, parse_for};
+use memvisor_cli::spec::{
+    Arch, DEFAULT_SPEC, MAX_WINDOW_ALIGN, MIN_WINDOW_ALIGN, Source, parse_for,
+};
 use memvisor_cli::{Error, SpecError};
 use memvisor_fuzz::Input;
 
@@ -199,6 +202,12 @@ fn spec_text(origin: &str, text: &str, arch: Option<Arch>, scale: u64) {
         Ok(vm) => vm.scaled(scale),
         Err(err) => return refused(err),
     };
+    if let Some(align) = vm.window_align {
+        assert!(
+            align.is_power_of_two() && (MIN_WINDOW_ALIGN..=MAX_WINDOW_ALIGN).contains(&align),
+            "window_align {align:#x} after scaling by {scale}"
+        );
+    }
     let plan = match plan(&vm, src) {
         Ok(plan) => plan,
         Err(err) => return refused(err),
@@ -232,6 +241,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let scale = match input.u8() % 4 {
         0 => 1 + u64::from(input.u8()),
+        // Up to u64::MAX, past what `--scale` takes: a scaled spec still plans.
+        1 => u64::MAX >> (input.u8() % 64),
         _ => 1,
     };
     let rest = &data[data.len().min(3)..];

@@ -305,12 +305,28 @@ fn contains(point: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The mounts of a `/proc/mounts` text, in its order: (mount point, page size in bytes for
+/// hugetlbfs, `None` for any other file system); a hugetlbfs mount without `pagesize=` has
+/// `default_huge`.
+pub(crate) fn parse_mounts(text: &str, default_huge: u64) -> Vec<(String, Option<u64>)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let point = unescape_mount_field(f.nth(1)?);
+            let kind = f.next();
+            let size = (kind == Some("hugetlbfs"))
+                .then(|| mount_page_size(f.next().unwrap_or(""), default_huge));
+            Some((point, size))
+        })
+        .collect()
+}
+
 /// The mount in use at `path` (normalized): of the mounts at or above it other than the root,
 /// the last one in `/proc/mounts` order, as a later mount hides what it is mounted over; the
 /// root (the last one listed) if there is none. The root lies under every other mount wherever
 /// it is listed: in a container, whose root is set up after `/proc` and the like are mounted,
 /// it often comes after them.
-fn mount_of<'a>(
+pub(crate) fn mount_of<'a>(
     mounts: &'a [(String, Option<u64>)],
     path: &str,
 ) -> Option<&'a (String, Option<u64>)> {
@@ -338,17 +354,10 @@ pub fn host_facts() -> HostFacts {
         )
     };
     let default_huge = default_huge_page_size(&meminfo);
-    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let mounts = mounts
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let point = unescape_mount_field(f.get(1)?);
-            let size = (f.get(2) == Some(&"hugetlbfs"))
-                .then(|| mount_page_size(f.get(3).copied().unwrap_or(""), default_huge));
-            Some((point, size))
-        })
-        .collect();
+    let mounts = parse_mounts(
+        &fs::read_to_string("/proc/mounts").unwrap_or_default(),
+        default_huge,
+    );
     let numa_nodes = fs::read_dir("/sys/devices/system/node")
         .into_iter()
         .flatten()

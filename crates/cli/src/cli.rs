@@ -20,8 +20,9 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// With `--from cloud-hypervisor`: the host's default huge page size, which Cloud
-    /// Hypervisor's `hugepages=on` without `hugepage_size` takes (default: this host's,
-    /// `Hugepagesize` in /proc/meminfo).
+    /// Hypervisor's `hugepages=on` without `hugepage_size` takes, and the page size of its
+    /// /dev/hugepages mount, which it aligns that memory to (default: this host's,
+    /// `Hugepagesize` in /proc/meminfo and the mount at /dev/hugepages).
     #[arg(long, global = true, value_enum, value_name = "SIZE")]
     host_hugepage_size: Option<HugePageArg>,
 }

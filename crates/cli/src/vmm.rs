@@ -10,7 +10,7 @@ mod cloud_hypervisor;
 mod firecracker;
 
 pub use cloud_hypervisor::{
-    DefaultHugePage, HOST_MEMINFO, NOTE, cloud_hypervisor_json_spec,
+    DefaultHugePage, HOST_HUGETLBFS, HOST_MEMINFO, HOST_MOUNTS, NOTE, cloud_hypervisor_json_spec,
     cloud_hypervisor_json_spec_for, cloud_hypervisor_origin, cloud_hypervisor_spec,
     cloud_hypervisor_spec_for,
 };

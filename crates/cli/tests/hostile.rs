@@ -557,3 +557,58 @@ fn unreadable_spec_paths_with_control_characters_are_escaped() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs the binary with `args` and standard input closed; `None` when it is still running
+/// after `limit` (it is then killed).
+fn binary_within(args: &[&str], limit: std::time::Duration) -> Option<(i32, String, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Some((
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    ))
+}
+
+/// A FIFO named as a spec (or another VMM's file) that no one writes does not make the
+/// command wait for a writer: it is read as what is there, nothing, and refused.
+#[test]
+fn fifo_without_a_writer_does_not_hang() {
+    let dir = std::env::temp_dir().join(format!("memvisor-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("spec.toml");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("no mkfifo here: skipped");
+        return;
+    }
+    let path = fifo.to_str().unwrap();
+    for args in [
+        &["plan", path][..],
+        &["plan", "--from", "firecracker", path],
+        &["init", "--from", "cloud-hypervisor-json", path],
+        &["check", path],
+    ] {
+        let (code, out, err) = binary_within(args, std::time::Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{args:?} waited for a writer"));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains("spec.toml"), "{args:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

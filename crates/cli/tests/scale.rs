@@ -50,3 +50,51 @@ fn every_shipped_example_plans_scaled() {
     }
     assert!(seen >= 3, "no examples in {}", dir.display());
 }
+
+/// The size of the plan's hotplug window.
+fn hotplug_window(plan: &memvisor_cli::plan::Plan) -> u64 {
+    plan.windows
+        .iter()
+        .find(|w| w.kind == "hotplug")
+        .map(|w| w.span.size)
+        .expect("a hotplug window")
+}
+
+/// `window_align` rounds the windows that hold memory (the RAM window above the fixed ones, the
+/// hotplug and DAX windows), so it is divided with the memory: a power of two, at least 2 MiB
+/// and the RAM page, at most what the spec has.
+#[test]
+fn scaled_window_align_shrinks_with_the_memory() {
+    let cases: [(&str, u64, u64); 7] = [
+        // (spec, factor, window_align after)
+        ("", 64, 16 << 20),
+        ("", 3, 256 << 20),
+        ("", 1 << 20, 2 << 20),
+        ("", u64::MAX, 2 << 20),
+        ("window_align = \"128MiB\"\n", 3, 32 << 20),
+        ("window_align = \"2MiB\"\n", 1024, 2 << 20),
+        ("[memory]\nhuge_pages = \"1GiB\"\n", 64, 1 << 30),
+    ];
+    for (head, factor, want) in cases {
+        let text = if head.starts_with("[memory]") {
+            format!("{head}size = \"4GiB\"\n[hotplug]\nslots = 4\nslot_size = \"1GiB\"\n")
+        } else {
+            format!("{head}[memory]\nsize = \"4GiB\"\n[hotplug]\nslots = 4\nslot_size = \"1GiB\"\n")
+        };
+        let src = Source {
+            origin: "vm.toml",
+            text: &text,
+        };
+        let spec = parse(src).unwrap();
+        let small = spec.scaled(factor);
+        assert_eq!(small.window_align, Some(want), "{text} / {factor}");
+        let plan = plan(&small, src).unwrap_or_else(|e| panic!("{text} / {factor}: {e}"));
+        let slots = small.hotplug.as_ref().unwrap();
+        let slots_bytes = u64::from(slots.slots) * slots.slot_size;
+        assert_eq!(
+            hotplug_window(&plan),
+            slots_bytes.next_multiple_of(want),
+            "{text} / {factor}: the hotplug window is the slots rounded up to the scaled alignment"
+        );
+    }
+}

@@ -1107,14 +1107,22 @@ fn cloud_hypervisor_default_huge_page_size_is_the_hosts_or_pinned() {
     assert_eq!(code, 0, "{err}");
     assert!(err.is_empty(), "{err}");
     // Without the pin, this host's default, with a note that says where it comes from; or,
-    // where this host has no huge pages, a refusal that says how to pin it.
+    // where this host has no huge pages, or no /dev/hugepages for Cloud Hypervisor to take the
+    // alignment from, a refusal that says how to pin it.
     let (code, out, err) =
         run_on_host(&["plan", "--from", "cloud-hypervisor", "size=2G,hugepages=on"]);
-    match std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+    let default = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
         m.lines()
             .find(|l| l.starts_with("Hugepagesize:"))
             .map(str::to_owned)
-    }) {
+    });
+    let mount = std::fs::metadata("/dev/hugepages").is_ok();
+    match default {
+        Some(line) if !mount && (line.ends_with(" 2048 kB") || line.ends_with(" 1048576 kB")) => {
+            assert_eq!(code, 2, "{out}");
+            assert!(err.contains("/dev/hugepages"), "{err}");
+            assert!(err.contains("--host-hugepage-size"), "{err}");
+        }
         Some(line) if line.ends_with(" 2048 kB") || line.ends_with(" 1048576 kB") => {
             assert_eq!(code, 0, "{err}");
             assert!(out.contains("memfd, "), "{out}");

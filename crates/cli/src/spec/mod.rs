@@ -408,8 +408,11 @@ impl VmSpec {
 
     /// The spec with every memory size divided by `factor` (RAM of each node, hotplug slots, DAX
     /// windows), rounded down to the alignment it needs and at least that: the RAM page size
-    /// for RAM and slots, 2 MiB for DAX windows; MMIO windows keep their size. `factor` 0 or 1
-    /// changes nothing.
+    /// for RAM and slots, 2 MiB for DAX windows; MMIO windows keep their size. The
+    /// `window_align` that rounds the windows holding that memory (1 GiB when the spec has
+    /// none) is divided too, rounded down to a power of two, at least 2 MiB and the RAM page
+    /// size and at most the spec's own, so the hotplug window shrinks with its slots. `factor`
+    /// 0 or 1 changes nothing.
     ///
     /// ```
     /// use memvisor_cli::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};
@@ -439,6 +442,16 @@ impl VmSpec {
                 *dax = scale(*dax, memvisor_space::plan::DAX_ALIGN);
             }
         }
+        // The alignment the windows that hold memory are rounded to shrinks with the memory:
+        // a power of two, at least the least allowed and the RAM page, at most the spec's own.
+        let align = self.window_align.unwrap_or(MAX_WINDOW_ALIGN);
+        let divided = align / factor;
+        let divided = if divided == 0 {
+            0
+        } else {
+            1 << divided.ilog2()
+        };
+        out.window_align = Some(divided.max(MIN_WINDOW_ALIGN).max(ram_page).min(align));
         out
     }
 }

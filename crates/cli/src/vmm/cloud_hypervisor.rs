@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use toml::{Table, Value};
@@ -25,35 +26,64 @@ const CH_DEFAULT_MEMORY: u64 = 512 << 20;
 /// Where the planning host's default huge page size is read: its `Hugepagesize` line.
 pub const HOST_MEMINFO: &str = "/proc/meminfo";
 
+/// Where the planning host's mounts are read, to find the page size of [`HOST_HUGETLBFS`].
+pub const HOST_MOUNTS: &str = "/proc/mounts";
+
+/// The folder whose file system's block size (`statfs`'s `f_bsize`, the page size of a
+/// hugetlbfs mount) Cloud Hypervisor aligns memory of `hugepages=on` without `hugepage_size`
+/// to.
+pub const HOST_HUGETLBFS: &str = "/dev/hugepages";
+
 /// The most of a meminfo file read (the kernel's is some 1.5 KiB).
 const MEMINFO_MAX: u64 = 64 << 10;
 
+/// The most of a mounts file read: some 100,000 mounts; a longer one is refused rather than
+/// judged by its start.
+const MOUNTS_MAX: u64 = 16 << 20;
+
 /// The huge page size Cloud Hypervisor takes for `hugepages=on` without `hugepage_size`: the
 /// default huge page size of the host it runs on (its memfd is made with `MFD_HUGETLB` and
-/// no size, and its alignment is the page size of `/dev/hugepages`).
+/// no size), and the size it aligns that memory to: the block size of the file system at
+/// `/dev/hugepages` (`statfs`), the page size of a hugetlbfs mount there, the base page for
+/// any other file system; with nothing at `/dev/hugepages` it refuses to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefaultHugePage<'a> {
-    /// The planning host's: `Hugepagesize` in this meminfo file ([`HOST_MEMINFO`]), read
-    /// only when a setting needs it. The converted spec then starts with a `# note: ` comment
-    /// that says so.
-    Meminfo(&'a Path),
+    /// The planning host's, read from these files only when a setting needs it. The
+    /// converted spec then starts with a `# note: ` comment that says so.
+    Host {
+        /// `Hugepagesize` of this meminfo file ([`HOST_MEMINFO`]) is the default huge page
+        /// size.
+        meminfo: &'a Path,
+        /// The mount in use at `hugetlbfs`, in this mounts file ([`HOST_MOUNTS`]), gives the
+        /// alignment: its `pagesize=` for a hugetlbfs mount.
+        mounts: &'a Path,
+        /// Cloud Hypervisor's `/dev/hugepages` ([`HOST_HUGETLBFS`]), resolved on this host.
+        hugetlbfs: &'a str,
+    },
     /// This size in bytes, whatever the host (planning for another host, or a plan that does
-    /// not depend on the host).
+    /// not depend on the host): the default huge page size and, as on a host whose
+    /// `/dev/hugepages` is a hugetlbfs mount of that default size, the alignment.
     Pinned(u64),
 }
 
 impl DefaultHugePage<'static> {
-    /// The planning host's default huge page size, from [`HOST_MEMINFO`].
+    /// The planning host's: [`HOST_MEMINFO`], [`HOST_MOUNTS`] and [`HOST_HUGETLBFS`].
     #[must_use]
     pub fn host() -> Self {
-        DefaultHugePage::Meminfo(Path::new(HOST_MEMINFO))
+        DefaultHugePage::Host {
+            meminfo: Path::new(HOST_MEMINFO),
+            mounts: Path::new(HOST_MOUNTS),
+            hugetlbfs: HOST_HUGETLBFS,
+        }
     }
 }
 
-/// The default huge page size once it is needed, and the note of where it came from.
+/// The default huge page size once it is needed, the alignment, and the note of where they
+/// came from.
 struct HugeDefault<'a> {
     how: DefaultHugePage<'a>,
     found: Option<u64>,
+    align: Option<u64>,
     note: Option<String>,
 }
 
@@ -62,6 +92,7 @@ impl<'a> HugeDefault<'a> {
         Self {
             how,
             found: None,
+            align: None,
             note: None,
         }
     }
@@ -73,8 +104,8 @@ impl<'a> HugeDefault<'a> {
         }
         let size = match self.how {
             DefaultHugePage::Pinned(size) => size,
-            DefaultHugePage::Meminfo(path) => {
-                let size = meminfo_huge_page(path).map_err(|why| {
+            DefaultHugePage::Host { meminfo, .. } => {
+                let size = meminfo_huge_page(meminfo).map_err(|why| {
                     place.err(format_args!(
                         "hugepages: on without hugepage_size is the host's default huge page \
                          size (as Cloud Hypervisor takes it), and {why}; give hugepage_size \
@@ -86,7 +117,7 @@ impl<'a> HugeDefault<'a> {
                      page size, on this host {} (Hugepagesize in {}); give hugepage_size, or \
                      plan with --host-hugepage-size, for another host",
                     Size(size),
-                    escape(&path.to_string_lossy())
+                    escape(&meminfo.to_string_lossy())
                 ));
                 size
             }
@@ -94,25 +125,152 @@ impl<'a> HugeDefault<'a> {
         self.found = Some(size);
         Ok(size)
     }
+
+    /// The size Cloud Hypervisor aligns memory of `hugepages=on` without `hugepage_size` to,
+    /// read once (after [`HugeDefault::size`]), and a mistake shown at `place`'s `hugepages`.
+    fn align(&mut self, place: &Place<'_>) -> Result<u64> {
+        let default = self.size(place)?;
+        if let Some(align) = self.align {
+            return Ok(align);
+        }
+        let align = match self.how {
+            DefaultHugePage::Pinned(size) => size,
+            DefaultHugePage::Host {
+                mounts, hugetlbfs, ..
+            } => {
+                let (align, mount) = mount_page(mounts, hugetlbfs, default).map_err(|why| {
+                    place.err(format_args!(
+                        "hugepages: on without hugepage_size: Cloud Hypervisor aligns the \
+                         memory to the page size of the file system at {HOST_HUGETLBFS} \
+                         (statfs), and {why}; mount hugetlbfs there, give hugepage_size (2M or \
+                         1G), or plan with --host-hugepage-size"
+                    ))
+                })?;
+                // Said only where it asks more than the pages themselves do.
+                if align > default
+                    && let Some(note) = &mut self.note
+                {
+                    *note = note.replacen(
+                        "; give hugepage_size",
+                        &format!(
+                            ", and aligns it to {} ({mount}); give hugepage_size",
+                            Size(align)
+                        ),
+                        1,
+                    );
+                }
+                align
+            }
+        };
+        self.align = Some(align);
+        Ok(align)
+    }
+}
+
+/// Checks `size` of memory with `hugepages=on` without `hugepage_size` against the alignment
+/// Cloud Hypervisor takes for it ([`HugeDefault::align`]) where that is larger than its pages
+/// (which the caller or the spec checks); other memory has nothing to check.
+fn mount_aligned(
+    size: u64,
+    hugepages: bool,
+    hugepage_size: Option<u64>,
+    place: &Place<'_>,
+    default: &mut HugeDefault<'_>,
+) -> Result<()> {
+    if !hugepages || hugepage_size.is_some() {
+        return Ok(());
+    }
+    let align = default.align(place)?;
+    // Both are powers of two: an alignment no larger than the pages is checked with them.
+    if align <= default.size(place)? || size.is_multiple_of(align) {
+        return Ok(());
+    }
+    Err(place.err(format_args!(
+        "size: {} is not a multiple of {}, the page size of {HOST_HUGETLBFS}, which Cloud \
+         Hypervisor aligns memory of hugepages=on without hugepage_size to (it refuses it)",
+        Size(size),
+        Size(align)
+    )))
+}
+
+/// The text of the file at `path`, at most `max` bytes; why not, in words.
+fn read_host_file(path: &Path, max: u64) -> std::result::Result<String, String> {
+    let lossy = path.to_string_lossy();
+    let shown = escape(&lossy);
+    let mut text = String::new();
+    // Only a file is read, opened without waiting (a FIFO would wait for a writer), and
+    // judged by what was opened.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(crate::input::O_NONBLOCK)
+        .open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(std::io::Error::other("not a file"))
+            }
+        });
+    file.and_then(|f| f.take(max + 1).read_to_string(&mut text))
+        .map_err(|e| format!("{shown} cannot be read ({e})"))?;
+    if text.len() as u64 > max {
+        return Err(format!("{shown} is longer than {}", Size(max)));
+    }
+    Ok(text)
+}
+
+/// The alignment Cloud Hypervisor takes from the file system at `hugetlbfs` (resolved on this
+/// host, its mount found in the mounts file at `mounts`): a hugetlbfs mount's page size (its
+/// `pagesize=`, else `default`), the base page for any other file system; and that mount in
+/// words. Why not, in words: nothing at `hugetlbfs`, or a mounts file that cannot be read.
+fn mount_page(
+    mounts: &Path,
+    hugetlbfs: &str,
+    default: u64,
+) -> std::result::Result<(u64, String), String> {
+    let shown = escape(hugetlbfs);
+    let at = match crate::check::resolve(hugetlbfs) {
+        crate::check::Resolved::To(at) if std::fs::metadata(&at).is_ok() => at,
+        crate::check::Resolved::Blocked { at, why } => {
+            return Err(format!(
+                "{shown} does not resolve ({} {why}), so it refuses to start",
+                escape(&at)
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{shown} does not exist here, so it refuses to start"
+            ));
+        }
+    };
+    let text = read_host_file(mounts, MOUNTS_MAX)?;
+    let table = crate::check::parse_mounts(&text, default);
+    Ok(match crate::check::mount_of(&table, &at) {
+        Some((point, Some(page))) if page.is_power_of_two() && *page <= 1 << 30 => (
+            (*page).max(BASE_PAGE),
+            format!(
+                "{shown} is in a hugetlbfs mount of {} pages at {}",
+                Size(*page),
+                escape(point)
+            ),
+        ),
+        Some((point, Some(page))) => {
+            return Err(format!(
+                "{shown} is in a hugetlbfs mount of {} pages at {}, which is not modelled \
+                 (a power of two up to 1 GiB)",
+                Size(*page),
+                escape(point)
+            ));
+        }
+        _ => (BASE_PAGE, format!("{shown} is not in a hugetlbfs mount")),
+    })
 }
 
 /// `Hugepagesize` of the meminfo file at `path`, in bytes; why not, in words.
 fn meminfo_huge_page(path: &Path) -> std::result::Result<u64, String> {
     let lossy = path.to_string_lossy();
     let shown = escape(&lossy);
-    let mut text = String::new();
-    // Only a file is read: opening a FIFO would wait for a writer.
-    let file = std::fs::metadata(path)
-        .and_then(|m| {
-            if m.is_file() {
-                Ok(())
-            } else {
-                Err(std::io::Error::other("not a file"))
-            }
-        })
-        .and_then(|()| std::fs::File::open(path));
-    file.and_then(|f| f.take(MEMINFO_MAX).read_to_string(&mut text))
-        .map_err(|e| format!("{shown} cannot be read ({e})"))?;
+    let text = read_host_file(path, MEMINFO_MAX)?;
     let Some(line) = text.lines().find_map(|l| l.strip_prefix("Hugepagesize:")) else {
         return Err(format!(
             "{shown} has no Hugepagesize (a kernel without huge pages)"
@@ -582,6 +740,7 @@ fn ch_zone<'s>(
         ));
     }
     let (pages, page) = pages(hugepages, hugepage_size, memory.thp, &place, default)?;
+    mount_aligned(size, hugepages, hugepage_size, &place, default)?;
     if !size.is_multiple_of(page) {
         return Err(place.err(format_args!(
             "size: {} is not a multiple of the {} page (Cloud Hypervisor refuses it)",
@@ -940,8 +1099,9 @@ fn is_command_line(options: &str) -> bool {
 /// hotplug slot of that size; `shared=on` or `hugepages=on` memfd memory (else private
 /// anonymous); `hugepages=on` explicit huge pages of `hugepage_size` (when not given, this
 /// host's default huge page size, `Hugepagesize` in [`HOST_MEMINFO`], as Cloud Hypervisor
-/// takes its host's: [`cloud_hypervisor_spec_for`] pins it; the spec then starts with a
-/// [`NOTE`] comment that says so), else
+/// takes its host's, and the size a multiple of the page size of the mount at
+/// [`HOST_HUGETLBFS`], which Cloud Hypervisor aligns it to: [`cloud_hypervisor_spec_for`]
+/// pins them; the spec then starts with a [`NOTE`] comment that says so), else
 /// transparent ones unless `thp=off`; `prefault=on` one prefault thread. `hotplug_method`,
 /// `hotplugged_size`, `mergeable` and `reserve` are checked and left out. Sizes take Cloud
 /// Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one not
@@ -979,7 +1139,9 @@ fn is_command_line(options: &str) -> bool {
 /// node or two to one node, a PCI segment other than 0 (or 0 on a node other than 0);
 /// `hugepages=on` without `hugepage_size` where the host's default huge page size cannot be
 /// read (the meminfo file cannot be read or has no `Hugepagesize`) or is neither 2 MiB nor 1
-/// GiB, refused at `hugepages`.
+/// GiB, or where nothing is at [`HOST_HUGETLBFS`] (Cloud Hypervisor refuses to start), refused
+/// at `hugepages`; a size of such memory that is not a multiple of the page size of the mount
+/// there, refused at `size`.
 ///
 /// ```
 /// use memvisor_cli::vmm::cloud_hypervisor_spec;
@@ -1219,6 +1381,7 @@ fn memory_table(
         default,
     )?;
     table.insert("huge_pages".into(), Value::String(pages.into()));
+    mount_aligned(size, memory.hugepages, memory.hugepage_size, place, default)?;
     if memory.prefault {
         table.insert("prefault".into(), Value::Integer(1));
     }
@@ -2308,6 +2471,38 @@ mod tests {
         }
     }
 
+    /// A folder of its own with a folder `huge` in it, and a mounts file (in the folder) that
+    /// has `huge` mounted as `kind` with `options`: (the mounts file, `huge`).
+    fn mount(name: &str, kind: &str, options: &str) -> (std::path::PathBuf, String) {
+        let dir =
+            std::env::temp_dir().join(format!("memvisor-ch-mount-{}-{name}", std::process::id()));
+        let point = dir.join("huge");
+        std::fs::create_dir_all(&point).unwrap();
+        let point = std::fs::canonicalize(&point).unwrap();
+        let mounts = dir.join("mounts");
+        std::fs::write(
+            &mounts,
+            format!(
+                "/dev/root / ext4 rw 0 0\n{kind} {} {kind} {options} 0 0\n",
+                point.display()
+            ),
+        )
+        .unwrap();
+        (mounts, point.to_str().unwrap().to_owned())
+    }
+
+    /// A host of the meminfo file at `meminfo` whose `/dev/hugepages` is `mount`'s folder.
+    fn on_host<'a>(
+        meminfo: &'a std::path::Path,
+        mount: &'a (std::path::PathBuf, String),
+    ) -> DefaultHugePage<'a> {
+        DefaultHugePage::Host {
+            meminfo,
+            mounts: &mount.0,
+            hugetlbfs: &mount.1,
+        }
+    }
+
     /// A meminfo file of `text` in a folder of its own.
     fn meminfo(name: &str, text: &str) -> std::path::PathBuf {
         let dir =
@@ -2318,11 +2513,142 @@ mod tests {
         path
     }
 
+    /// Cloud Hypervisor aligns memory of `hugepages=on` without `hugepage_size` to the page size
+    /// of the file system at `/dev/hugepages` (`statfs`), which can differ from the default
+    /// huge page size its memfd gets: a size must be a multiple of both, and a host without
+    /// `/dev/hugepages` is refused, as Cloud Hypervisor refuses to start there.
+    #[test]
+    fn cloud_hypervisor_default_huge_pages_align_to_the_dev_hugepages_mount() {
+        let two_m = meminfo("mount-2m", "Hugepagesize:       2048 kB\n");
+        let one_g_mount = mount("1g", "hugetlbfs", "rw,relatime,pagesize=1024M");
+        let two_m_mount = mount("2m", "hugetlbfs", "rw,relatime,pagesize=2M");
+        let plain = mount("tmpfs", "tmpfs", "rw,nosuid");
+        let json = |size: u64| {
+            format!(
+                r#"{{"payload": {{"kernel": "/k"}}, "memory": {{"size": {size}, "hugepages": true}}}}"#
+            )
+        };
+        // Multiples of 1 GiB pass under the 1 GiB mount, with 2 MiB pages, and a note of both.
+        for options in [
+            "size=3G,hugepages=on".to_owned(),
+            "--memory size=0 --memory-zone id=a,size=1G,hugepages=on id=b,size=2G,hugepages=on"
+                .to_owned(),
+            json(3 << 30),
+        ] {
+            let toml = cloud_hypervisor_spec_for(&options, on_host(&two_m, &one_g_mount))
+                .unwrap_or_else(|e| panic!("{options}: {e}"));
+            assert!(toml.contains("huge_pages = \"2MiB\""), "{options}: {toml}");
+            let note = toml.lines().next().unwrap_or_default();
+            assert!(note.contains("and aligns it to 1 GiB"), "{note}");
+            assert!(note.contains("hugetlbfs mount of 1 GiB pages"), "{note}");
+        }
+        // 1026 MiB is a multiple of the 2 MiB page, not of the mount's 1 GiB.
+        for (options, at) in [
+            ("size=1026M,hugepages=on".to_owned(), "--memory: size: "),
+            (
+                "--memory size=0 --memory-zone id=a,size=1026M,hugepages=on".to_owned(),
+                "zone 1 (`a`): size: ",
+            ),
+            (json(1026 << 20), "memory.size"),
+        ] {
+            let e = cloud_hypervisor_spec_for(&options, on_host(&two_m, &one_g_mount)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            let e = e.to_string();
+            assert!(e.contains(at), "{options}: {e}");
+            assert!(
+                e.contains("1026 MiB is not a multiple of 1 GiB, the page size of /dev/hugepages"),
+                "{options}: {e}"
+            );
+            // A mount of the default size, or a folder in another file system, takes it.
+            for mount in [&two_m_mount, &plain] {
+                let toml = cloud_hypervisor_spec_for(&options, on_host(&two_m, mount))
+                    .unwrap_or_else(|e| panic!("{options}: {e}"));
+                assert!(toml.contains("huge_pages = \"2MiB\""), "{options}: {toml}");
+                assert!(!toml.contains("aligns it"), "{options}: {toml}");
+            }
+            // An explicit hugepage_size needs no mount.
+            let given = options
+                .replace("hugepages=on", "hugepages=on,hugepage_size=2M")
+                .replace(
+                    r#""hugepages": true"#,
+                    r#""hugepages": true, "hugepage_size": 2097152"#,
+                );
+            let gone = (
+                plain.0.clone(),
+                "/nonexistent/memvisor/hugepages".to_owned(),
+            );
+            cloud_hypervisor_spec_for(&given, on_host(&two_m, &gone))
+                .unwrap_or_else(|e| panic!("{given}: {e}"));
+        }
+        // 3 MiB is a multiple of the 4 KiB page of a plain folder but not of the 2 MiB pages.
+        let e = cloud_hypervisor_spec_for(
+            "--memory size=0 --memory-zone id=a,size=3M,hugepages=on",
+            on_host(&two_m, &plain),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a multiple of"), "{e}");
+        // Nothing at /dev/hugepages: Cloud Hypervisor's statfs fails and it refuses to start.
+        let gone = (
+            plain.0.clone(),
+            "/nonexistent/memvisor/hugepages".to_owned(),
+        );
+        let file = (plain.0.clone(), plain.0.to_str().unwrap().to_owned() + "/x");
+        for mount in [&gone, &file] {
+            for options in [
+                "size=2G,hugepages=on".to_owned(),
+                "--memory size=0 --memory-zone id=a,size=2G,hugepages=on".to_owned(),
+                json(2 << 30),
+            ] {
+                let e = cloud_hypervisor_spec_for(&options, on_host(&two_m, mount)).unwrap_err();
+                assert_eq!(e.exit_code(), 2, "{e}");
+                let e = e.to_string();
+                assert!(e.contains("hugepages: on without hugepage_size"), "{e}");
+                assert!(e.contains("refuses to start"), "{e}");
+                assert!(e.contains("--host-hugepage-size"), "{e}");
+            }
+        }
+        // A mounts file that is a folder, or too long, is refused, not read without end.
+        let folder = (plain.0.parent().unwrap().to_owned(), plain.1.clone());
+        let e = cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&two_m, &folder))
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot be read (not a file)"), "{e}");
+        let long = plain.0.with_file_name("long-mounts");
+        std::fs::write(&long, vec![b'#'; usize::try_from(MOUNTS_MAX + 1).unwrap()]).unwrap();
+        let long = (long, plain.1.clone());
+        let e =
+            cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&two_m, &long)).unwrap_err();
+        assert!(e.to_string().contains("is longer than 16 MiB"), "{e}");
+        // A mounts or meminfo file that is a FIFO no one writes is refused at once.
+        let fifo = plain.0.with_file_name("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let at_fifo = (fifo.clone(), plain.1.clone());
+            let e = cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&two_m, &at_fifo))
+                .unwrap_err();
+            assert!(e.to_string().contains("cannot be read (not a file)"), "{e}");
+            let e = cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&fifo, &plain))
+                .unwrap_err();
+            assert!(e.to_string().contains("cannot be read (not a file)"), "{e}");
+        }
+        // Pinned: the mount is taken to have the pinned size; nothing is read.
+        let toml = cloud_hypervisor_spec_for("size=1026M,hugepages=on", PINNED).unwrap();
+        assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
+        for m in [one_g_mount.0, two_m_mount.0, plain.0, two_m] {
+            let _ = std::fs::remove_dir_all(m.parent().unwrap());
+        }
+    }
+
     /// `hugepages=on` without `hugepage_size` is the host's default huge page size
     /// (`Hugepagesize` in meminfo), read only when needed, with a note; a host without one, a
     /// file that cannot be read or a size a spec does not have is refused at `hugepages`.
     #[test]
     fn cloud_hypervisor_default_huge_page_size_is_read_from_meminfo() {
+        // `/dev/hugepages` in a file system that is not hugetlbfs: the base page aligns.
+        let plain = mount("plain", "tmpfs", "rw");
         let one_g = meminfo(
             "1g",
             "MemTotal:       16384000 kB\nHugePages_Total:       0\nHugepagesize:    1048576 kB\n",
@@ -2332,7 +2658,7 @@ mod tests {
             "--memory size=0 --memory-zone id=a,size=1G,hugepages=on id=b,size=1G,hugepages=on",
             r#"{"payload": {"kernel": "/k"}, "memory": {"size": 2147483648, "hugepages": true}}"#,
         ] {
-            let toml = cloud_hypervisor_spec_for(options, DefaultHugePage::Meminfo(&one_g))
+            let toml = cloud_hypervisor_spec_for(options, on_host(&one_g, &plain))
                 .unwrap_or_else(|e| panic!("{options}: {e}"));
             assert!(toml.contains("huge_pages = \"1GiB\""), "{options}: {toml}");
             let note = toml.lines().next().unwrap_or_default();
@@ -2353,7 +2679,7 @@ mod tests {
         let e = cloud_hypervisor_spec_for(
             "--memory size=0 --memory-zone id=a,size=1G,hugepages=on \
              id=b,size=1G,hugepages=on,hugepage_size=2M",
-            DefaultHugePage::Meminfo(&one_g),
+            on_host(&one_g, &plain),
         )
         .unwrap_err()
         .to_string();
@@ -2365,7 +2691,7 @@ mod tests {
             "size=2G",
             "size=2G,shared=on",
         ] {
-            let toml = cloud_hypervisor_spec_for(options, DefaultHugePage::Meminfo(missing))
+            let toml = cloud_hypervisor_spec_for(options, on_host(missing, &plain))
                 .unwrap_or_else(|e| panic!("{options}: {e}"));
             assert!(!toml.contains(NOTE), "{options}: {toml}");
         }
@@ -2395,8 +2721,7 @@ mod tests {
                     "zone 1 (`a`): hugepages: ",
                 ),
             ] {
-                let e =
-                    cloud_hypervisor_spec_for(options, DefaultHugePage::Meminfo(file)).unwrap_err();
+                let e = cloud_hypervisor_spec_for(options, on_host(file, &plain)).unwrap_err();
                 assert_eq!(e.exit_code(), 2, "{e}");
                 let e = e.to_string();
                 assert!(e.contains(at), "{options}: {e}");
@@ -2406,7 +2731,7 @@ mod tests {
             }
             let json = r#"{"payload": {"kernel": "/k"},
                 "memory": {"size": 2147483648, "hugepages": true}}"#;
-            match cloud_hypervisor_json_spec_for("vm.json", json, DefaultHugePage::Meminfo(file)) {
+            match cloud_hypervisor_json_spec_for("vm.json", json, on_host(file, &plain)) {
                 Err(Error::Spec(e)) => {
                     assert_eq!(e.field, "memory.hugepages", "{e}");
                     assert_eq!(e.position, Some((2, 61)), "{e}");
@@ -2414,7 +2739,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        for f in [one_g, none, bad, arm] {
+        for f in [one_g, none, bad, arm, plain.0] {
             let _ = std::fs::remove_dir_all(f.parent().unwrap());
         }
     }
