@@ -275,6 +275,42 @@ fn part_size(len: usize, threads: usize, min_part: usize, page: usize) -> usize 
         .max(min_part)
 }
 
+/// How a parallel prefault of `len` bytes at address `addr` is split: the length of the first
+/// part and of each later part (the last may be shorter), from [`part_size`]. A first part of
+/// `len` or more means one part.
+///
+/// The parts meet at addresses that are multiples of the part unit (2 MiB for ranges of at
+/// least two huge pages), whatever `addr` is: the first part runs to the first such address at
+/// least `part` bytes in, and every later part is `part` bytes, a multiple of the unit. So no
+/// huge page is populated by two threads. The first part is shorter than `part` plus one
+/// unit, so there are never more parts than `len.div_ceil(part)`.
+#[cfg(feature = "std")]
+fn prefault_split(
+    addr: usize,
+    len: usize,
+    threads: usize,
+    min_part: usize,
+    page: usize,
+) -> (usize, usize) {
+    let part = part_size(len, threads, min_part, page);
+    if part >= len {
+        return (len, part);
+    }
+    let unit = if len >= 2 * HUGE_PAGE {
+        HUGE_PAGE.max(page)
+    } else {
+        page
+    };
+    // `addr + part` is inside the range (`part < len`), and the range is mapped memory, so
+    // neither this sum nor the rounding (to at most one unit past it) reaches `usize::MAX`;
+    // the checked forms keep a wrapped value out all the same.
+    let first = addr
+        .checked_add(part)
+        .and_then(|end| end.checked_next_multiple_of(unit))
+        .map_or(len, |end| end - addr);
+    (first, part)
+}
+
 /// A worker's result: a panic is an error naming its part, not a success.
 #[cfg(feature = "std")]
 fn worker_result(joined: std::thread::Result<Result<()>>, offset: usize, len: usize) -> Result<()> {
@@ -1129,11 +1165,12 @@ impl Reservation {
 
     /// [`prefault`](Self::prefault) split over `threads` threads (at most 256, however many
     /// are asked for: each costs a stack), each populating its own part of the range, so the
-    /// kernel zeroes pages on several cores at once. Parts are multiples of
-    /// 2 MiB (or of the page size, for smaller ranges), so huge pages are not split between
-    /// threads. The calling thread works on the first part; with one thread, or a range of one
-    /// part, no thread is spawned. Shorthand for [`prefault_parallel_with`] without a minimum
-    /// part size.
+    /// kernel zeroes pages on several cores at once. Parts meet at addresses that are
+    /// multiples of 2 MiB (of the page size, for ranges under 4 MiB), whatever the range's
+    /// start, so huge pages are not split between threads (only the first and the last part
+    /// may start or end inside one, where the range itself does). The calling thread works on the
+    /// first part; with one thread, or a range of one part, no thread is spawned. Shorthand for
+    /// [`prefault_parallel_with`] without a minimum part size.
     ///
     /// [`prefault_parallel_with`]: Self::prefault_parallel_with
     ///
@@ -1202,8 +1239,14 @@ impl Reservation {
                 offset: page * self.page,
             });
         }
-        let part = part_size(len, threads.get(), min_part, self.page);
-        if part >= len {
+        let (first, part) = prefault_split(
+            self.at(offset) as usize,
+            len,
+            threads.get(),
+            min_part,
+            self.page,
+        );
+        if first >= len {
             return self.prefault(offset, len);
         }
         let this = &*self;
@@ -1211,7 +1254,7 @@ impl Reservation {
             let mut workers = std::vec::Vec::new();
             let mut spawn_error = None;
             // `offset + len` does not overflow: `check` passed.
-            let mut start = offset + part;
+            let mut start = offset + first;
             while start < offset + len {
                 let size = part.min(offset + len - start);
                 let work = move || {
@@ -1234,7 +1277,7 @@ impl Reservation {
             let mut result = match spawn_error {
                 Some(e) => Err(e),
                 // SAFETY: as for the workers: the first part is this thread's alone.
-                None => unsafe { this.prefault_unchecked(offset, part) },
+                None => unsafe { this.prefault_unchecked(offset, first) },
             };
             for (start, size, handle) in workers {
                 let joined = worker_result(handle.join(), start, size);
@@ -3020,6 +3063,33 @@ pub(crate) mod tests {
 
     #[cfg(feature = "std")]
     #[test]
+    fn prefault_parallel_from_an_unaligned_offset_populates_every_part_and_keeps_contents() {
+        let huge = HUGE_PAGE.max(page());
+        let mut r = Reservation::builder()
+            .alignment(huge)
+            .reserve(5 * huge)
+            .unwrap();
+        // From one page in: every part boundary but the range's own ends is a huge page.
+        let (offset, len) = (page(), 5 * huge - 2 * page());
+        r.commit(offset, len).unwrap();
+        let mark = |at: usize| u8::try_from(at / page() % 255).unwrap() + 1;
+        for at in (offset..offset + len).step_by(huge / 2) {
+            // SAFETY: committed read-write, and nothing else refers to it.
+            unsafe { r.as_ptr().add(at).write(mark(at)) };
+        }
+        r.prefault_parallel(offset, len, core::num::NonZeroUsize::new(3).unwrap())
+            .unwrap();
+        for at in (offset..offset + len).step_by(huge / 2) {
+            // SAFETY: as above.
+            assert_eq!(unsafe { r.as_ptr().add(at).read() }, mark(at));
+        }
+        if !cfg!(miri) {
+            assert_eq!(r.resident_pages(offset, len).unwrap(), len / page());
+        }
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
     fn prefault_parallel_checks_like_prefault() {
         let mut r = reservation(8);
         let two = core::num::NonZeroUsize::new(2).unwrap();
@@ -3074,6 +3144,61 @@ pub(crate) mod tests {
         assert!(part_size(10 * huge, 4, 64 * huge, p) >= 10 * huge);
         // Huge minimums do not overflow.
         assert_eq!(part_size(10 * huge, 4, usize::MAX, p), usize::MAX);
+    }
+
+    /// The parts `prefault_split` makes of `len` bytes at `addr`, as `(start, len)` pairs.
+    #[cfg(feature = "std")]
+    fn prefault_parts(
+        addr: usize,
+        len: usize,
+        threads: usize,
+        min_part: usize,
+    ) -> std::vec::Vec<(usize, usize)> {
+        let (first, part) = prefault_split(addr, len, threads, min_part, page());
+        let mut parts = std::vec![(addr, first.min(len))];
+        let mut start = addr + first;
+        while start < addr + len {
+            parts.push((start, part.min(addr + len - start)));
+            start += part;
+        }
+        parts
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn prefault_parts_meet_at_huge_page_boundaries_of_the_address_space() {
+        let p = page();
+        let huge = HUGE_PAGE.max(p);
+        // Ranges that start a page (or most of a huge page) past a huge-page boundary, as a
+        // page-aligned reservation or an offset into one does.
+        for skew in [p, huge - p, huge / 2] {
+            let addr = 64 * huge + skew;
+            for (len, threads, min_part) in [
+                (10 * huge, 4, 0),
+                (10 * huge - skew, 3, 0),
+                (64 * huge, 256, 0),
+                (64 * huge + p, 7, 3 * huge),
+            ] {
+                let parts = prefault_parts(addr, len, threads, min_part);
+                assert!(parts.len() > 1, "{len:#x} over {threads} threads: one part");
+                assert!(
+                    parts.len() <= threads,
+                    "{} parts for {threads} threads",
+                    parts.len()
+                );
+                assert_eq!(parts.iter().map(|&(_, l)| l).sum::<usize>(), len);
+                for pair in parts.windows(2) {
+                    let ((start, size), (next, _)) = (pair[0], pair[1]);
+                    assert_eq!(start + size, next, "parts are contiguous");
+                    assert_eq!(
+                        next % huge,
+                        0,
+                        "a part boundary at {next:#x} cuts a huge page"
+                    );
+                    assert!(size >= min_part.max(1));
+                }
+            }
+        }
     }
 
     #[cfg(feature = "std")]
