@@ -244,7 +244,10 @@ fn get_log(shared: &Shared, slot: u32, region: &memvisor_space::Region) -> Resul
 impl MemorySlots {
     /// Turns KVM's dirty logging (`KVM_MEM_LOG_DIRTY_PAGES`) on or off for the region starting
     /// at `base`. Turning it on starts with a clean log (when it is on already, the log is
-    /// fetched and dropped).
+    /// fetched and dropped), unless the VMM turned on `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` for
+    /// the VM: a fetch does not clear KVM's log then, so turning it on while on keeps the log
+    /// (off and on again still starts clean; see
+    /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
     ///
     /// # Errors
     /// [`Error::NotRegistered`] if no region registered with KVM starts at `base`;
@@ -259,7 +262,7 @@ impl MemorySlots {
             // On already: KVM keeps its log when the flags do not change, so clear it by
             // fetching it.
             get_log(shared, slot, region)?;
-            state.take_pending(slot);
+            state.take_all_dirty(slot);
             return Ok(());
         }
         let flags = if on {
@@ -276,7 +279,18 @@ impl MemorySlots {
     ///
     /// This is the merge point with the VMM's own record of its writes: pass the bitmap those
     /// writes were [`mark`](DirtyBitmap::mark)ed in, and it comes back holding every page
-    /// written by the guest or the VMM since the last fetch.
+    /// written by the guest or the VMM since the last fetch. After a removal of the region
+    /// that a region listener after this one refused (the slot left KVM and came back, and
+    /// KVM dropped its log meanwhile), the next fetch gives every page of the region: a
+    /// vCPU may have written any of them right up to the deletion.
+    ///
+    /// That holds in KVM's default mode. If the VMM turned on
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` for the VM (before or after attaching: KVM offers
+    /// no way to ask), `KVM_GET_DIRTY_LOG` neither clears the log nor write-protects the
+    /// pages again: no written page is lost, but every fetch also gives the pages of the
+    /// fetches before, until the VMM clears them with `KVM_CLEAR_DIRTY_LOG` (and with
+    /// `KVM_DIRTY_LOG_INITIALLY_SET`, logging starts with every page dirty). With KVM's dirty
+    /// ring on, KVM gives no log: [`Error::DirtyLog`].
     ///
     /// # Errors
     /// [`Error::NotRegistered`]; [`Error::BitmapMismatch`] if `bitmap` is not of that region
@@ -289,7 +303,8 @@ impl MemorySlots {
     }
 
     /// Fetches and clears KVM's dirty log of the region starting at `base` as a new bitmap of
-    /// that region, one bit per host page.
+    /// that region, one bit per host page (not cleared where the VMM turned on manual
+    /// dirty-log protection: see [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
     ///
     /// # Errors
     /// [`Error::NotRegistered`]; [`Error::DirtyLog`] if KVM refuses (dirty logging off);
@@ -323,10 +338,9 @@ fn fetch_locked(shared: &Shared, state: &mut State, bitmap: &mut DirtyBitmap) ->
         });
     }
     let words = get_log(shared, slot, region)?;
-    let saved = state.take_pending(slot);
     bitmap.or_words(&words);
-    if let Some(saved) = saved {
-        bitmap.or_words(&saved);
+    if state.take_all_dirty(slot) {
+        bitmap.mark(bitmap.base, bitmap.size);
     }
     Ok(())
 }

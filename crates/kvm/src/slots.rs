@@ -50,9 +50,10 @@ struct Registered {
 
 /// The last region deleted from KVM, kept until the next change: if a listener after this
 /// one refuses the removal, the address space undoes it by inserting the same region again,
-/// and the slot comes back as it was — its flags, and the dirty log KVM dropped with it. (A
-/// deletion that undoes a refused insertion is not kept: inserting the region again after
-/// that, with the same generation, is a fresh insertion.)
+/// and the slot comes back as it was: its flags, and (for a slot that logged dirty pages) every
+/// page dirty in the next fetch, since KVM dropped the log with the slot. (A deletion that
+/// undoes a refused insertion is not kept: inserting the region again after that, with the
+/// same generation, is a fresh insertion.)
 struct Removed {
     slot: u32,
     /// The generation of the removal's event. The undo carries the same one; a removal that
@@ -62,8 +63,6 @@ struct Removed {
     /// Weak: a removal that goes through must not keep the region (and its mapping) alive.
     region: Weak<Region>,
     flags: u32,
-    /// KVM's dirty log of the slot, fetched just before the slot was deleted.
-    dirty: Option<Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -80,8 +79,10 @@ pub(crate) struct State {
     /// undoing. A removal that went through carries a later generation than the insertion
     /// of the region it removes, which was published.
     inserted: Option<(u32, u64)>,
-    /// Dirty logs saved across a removal that was undone, by slot: merged into the next fetch.
-    pending: BTreeMap<u32, Vec<u64>>,
+    /// Slots whose next fetch reports every page dirty: a removal of theirs was undone, and
+    /// KVM dropped their log with the deleted slot (including pages a vCPU wrote right up to
+    /// the deletion, which no fetch can give).
+    all_dirty: BTreeSet<u32>,
     /// Regions the space holds but KVM does not, by slot: a listener after this one refused
     /// their removal, and KVM refused to take the slot back (the space ignores errors of an
     /// undo). Dropped once KVM takes a region under that slot number, or when found out of
@@ -102,9 +103,10 @@ struct Lost {
 }
 
 impl State {
-    /// Takes the dirty log saved for `slot` across an undone removal, if any.
-    pub(crate) fn take_pending(&mut self, slot: u32) -> Option<Vec<u64>> {
-        self.pending.remove(&slot)
+    /// Whether the next fetch of `slot` reports every page dirty (a removal of it was undone);
+    /// cleared.
+    pub(crate) fn take_all_dirty(&mut self, slot: u32) -> bool {
+        self.all_dirty.remove(&slot)
     }
 }
 
@@ -117,6 +119,10 @@ pub(crate) struct Shared {
     /// deletion only when the kernel is out of memory, which a test cannot arrange.
     #[cfg(test)]
     refuse_deletions: std::sync::atomic::AtomicBool,
+    /// Run once by the next removal of a slot, right before its deletion: where a running vCPU
+    /// may write.
+    #[cfg(test)]
+    before_deletion: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// What a change does to KVM.
@@ -225,6 +231,8 @@ impl MemorySlots {
             state: Mutex::new(State::default()),
             #[cfg(test)]
             refuse_deletions: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            before_deletion: Mutex::new(None),
         });
         let mut state = shared.lock();
         let weak = Arc::downgrade(&shared);
@@ -375,7 +383,7 @@ impl Shared {
             if state.by_base.get(&base) == Some(&slot) {
                 state.by_base.remove(&base);
             }
-            state.pending.remove(&slot);
+            state.all_dirty.remove(&slot);
         }
     }
 
@@ -461,8 +469,10 @@ impl Shared {
                 state.by_base.insert(base, slot);
                 match undo {
                     Some(undo) => {
-                        if let Some(dirty) = undo.dirty {
-                            state.pending.insert(slot, dirty);
+                        // KVM dropped the log with the slot, and a vCPU may have written up to
+                        // the deletion: report every page in the next fetch.
+                        if undo.flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
+                            state.all_dirty.insert(slot);
                         }
                     }
                     // The undo of a removal ends its change; a fresh insertion may be undone.
@@ -481,38 +491,31 @@ impl Shared {
                     return Ok(());
                 }
                 let flags = registered.flags;
-                // KVM drops a slot's dirty log with the slot: keep it in case the removal is
-                // undone (a failed fetch only loses what it would have kept).
-                let dirty = if flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
-                    None
-                } else {
-                    let mut words = usize::try_from(region.size())
-                        .ok()
-                        .and_then(|size| self.vm.get_dirty_log(slot, size).ok());
-                    if let (Some(words), Some(old)) = (&mut words, state.pending.get(&slot)) {
-                        for (w, o) in words.iter_mut().zip(old) {
-                            *w |= o;
-                        }
-                    }
-                    words
-                };
+                // KVM's log is not fetched first: a refused deletion leaves it in KVM, and
+                // after one that goes through, no fetch could give what a vCPU writes between
+                // that fetch and the deletion. An undo reports every page instead.
+                #[cfg(test)]
+                if let Some(hook) = self
+                    .before_deletion
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                {
+                    hook();
+                }
                 if let Err(e) = self.set(slot, region, flags, Op::Delete) {
                     if inserted == Some((slot, generation)) {
                         // The undo of the insertion just made: the space ignores the error
                         // and gives the number back, but KVM keeps the slot. Delete it again
                         // later.
                         state.stale.insert(slot);
-                    } else if let Some(words) = dirty {
-                        // KVM keeps the slot, but the fetch above cleared its log: what it gave
-                        // (with any log saved before, merged in above) goes into the next
-                        // fetch.
-                        state.pending.insert(slot, words);
                     }
+                    // Otherwise KVM keeps the slot with its log: the change is refused.
                     return Err(e);
                 }
                 state.slots.remove(&slot);
                 state.by_base.remove(&base);
-                state.pending.remove(&slot);
+                state.all_dirty.remove(&slot);
                 if inserted == Some((slot, generation)) {
                     // The undo of the insertion just made: the region goes as if it had never
                     // come, and inserting it again is a fresh insertion.
@@ -523,7 +526,6 @@ impl Shared {
                     generation,
                     region: Arc::downgrade(region),
                     flags,
-                    dirty,
                 });
             }
         }
@@ -538,7 +540,7 @@ impl Shared {
         self.set(slot, &registered.region, flags, Op::Add)?;
         registered.flags = flags;
         if flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
-            state.pending.remove(&slot);
+            state.all_dirty.remove(&slot);
         }
         Ok(())
     }
@@ -1133,6 +1135,40 @@ mod tests {
     }
 
     #[test]
+    fn undone_removal_reports_guest_write_made_just_before_deletion() {
+        let Some((vm, space, slots)) = attached(
+            "undone_removal_reports_guest_write_made_just_before_deletion",
+            0,
+            &[RegionSpec::ram(GuestAddress(0), 1 << 20)],
+        ) else {
+            return;
+        };
+        vm.set_tss_address(0xfffb_d000).unwrap();
+        slots.set_dirty_logging(GuestAddress(0), true).unwrap();
+        let before = slots.registered();
+        // The guest writes a page right before KVM deletes the slot (as a running vCPU may),
+        // so no fetch before the deletion could give it; then a later listener refuses the
+        // removal.
+        let (hook_vm, hook_space) = (Arc::clone(&vm), space.clone());
+        *slots.shared.before_deletion.lock().unwrap() = Some(Box::new(move || {
+            guest_writes_byte(&hook_vm, &hook_space, 0x3000)
+        }));
+        let refuse = refusing();
+        space.add_listener(Arc::clone(&refuse));
+        assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
+        space.remove_listener(&refuse);
+        assert!(slots.shared.before_deletion.lock().unwrap().is_none());
+        assert_eq!(slots.registered(), before);
+        // The slot came back with a fresh log, but the write is in the next fetch: every page
+        // is, since KVM dropped its log with the slot.
+        let dirty = slots.fetch_dirty_log(GuestAddress(0)).unwrap();
+        assert!(dirty.is_dirty(GuestAddress(0x3000)), "{:?}", dirty.words());
+        assert_eq!(dirty.count(), dirty.pages());
+        // Fetched once: the next fetch is clean.
+        assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
+    }
+
+    #[test]
     fn remove_region_kvm_refuses_deletion_keeps_slot_and_dirty_log() {
         let Some((vm, space, slots)) = attached(
             "remove_region_kvm_refuses_deletion",
@@ -1146,7 +1182,7 @@ mod tests {
         let before = slots.registered();
         guest_writes_byte(&vm, &space, 0x3000);
 
-        // Refused twice before a fetch: the log fetched the first time is kept the second.
+        // Refused twice before a fetch: KVM keeps the slot, and its log, each time.
         refuse_deletions(&slots, true);
         for _ in 0..2 {
             let err = space.remove_region(GuestAddress(0), 1 << 20).unwrap_err();
@@ -1158,8 +1194,8 @@ mod tests {
             assert_eq!(space.snapshot().len(), 1);
         }
         refuse_deletions(&slots, false);
-        // KVM's log was fetched (and so cleared) before each refused deletion: the guest's
-        // write is still in the next fetch.
+        // No refused deletion touched KVM's log: the guest's write, and only it, is in the
+        // next fetch.
         let dirty = slots.fetch_dirty_log(GuestAddress(0)).unwrap();
         assert_eq!(
             dirty.dirty_pages().collect::<Vec<_>>(),
