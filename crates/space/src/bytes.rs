@@ -4,8 +4,10 @@
 //! vm-memory's `GuestMemoryBackend` asks regions for slices without saying whether they will be
 //! read or written, and its slices allow both; so through the snapshot itself a region whose
 //! mapping is not read-write gives no slice at all. This view knows the access of each call: it
-//! reads every readable region and writes only writable ones, and no slice leaves it. Its reads
-//! from a stream into guest memory stop at the first short read rather than leave a gap.
+//! reads every readable region and writes only writable ones, and no slice of memory that is
+//! not read-write leaves it (a `WriteVolatile` sink is handed a copy of such memory, never the
+//! memory). Its reads from a stream into guest memory stop at the first short read rather than
+//! leave a gap.
 
 use std::sync::atomic::Ordering;
 
@@ -23,7 +25,10 @@ type GuestResult<T> = std::result::Result<T, GuestMemoryError>;
 /// vm-memory's `Bytes<GuestAddress>` over a [`Snapshot`]'s regions with host memory, reading
 /// read-only regions (firmware, ROM images) as well; made by [`Snapshot::bytes`]. Writes go to
 /// read-write regions only, exactly as through the snapshot itself (a write to a read-only
-/// region is an error, never a fault).
+/// region is an error, never a fault). No slice of memory that is not read-write leaves it:
+/// `write_volatile_to` and `write_all_volatile_to` hand the sink such memory through a copy (at
+/// most 64 KiB at a time), since the `VolatileSlice` a `WriteVolatile` sink gets allows writes,
+/// and a sink writing to it would fault on the read-only mapping.
 ///
 /// Reads from a stream into guest memory keep the bytes together: `read_volatile_from` stops
 /// at the first read that comes back short, so the count it returns is what
@@ -63,17 +68,18 @@ impl Snapshot {
 }
 
 impl<'a> GuestBytes<'a> {
-    /// Calls `f` on consecutive readable slices covering `addr..addr + count`, as vm-memory
-    /// does: an error for the first part is returned, a later gap ends the access early.
+    /// Calls `f` on consecutive readable slices covering `addr..addr + count` (with whether
+    /// their memory is writable too), as vm-memory does: an error for the first part is
+    /// returned, a later gap ends the access early.
     fn each_readable(
         &self,
         addr: GuestAddress,
         count: usize,
-        mut f: impl FnMut(usize, Slice<'a>) -> GuestResult<usize>,
+        mut f: impl FnMut(usize, Slice<'a>, bool) -> GuestResult<usize>,
     ) -> GuestResult<usize> {
         let mut done = 0;
         while done < count {
-            let step = || -> GuestResult<Slice<'a>> {
+            let step = || -> GuestResult<(Slice<'a>, bool)> {
                 let at = u64::try_from(done)
                     .ok()
                     .and_then(|d| addr.0.checked_add(d))
@@ -93,12 +99,13 @@ impl<'a> GuestBytes<'a> {
                 let left = usize::try_from(region.size())
                     .map_err(|_| GuestMemoryError::InvalidBackendAddress)?
                     - offset;
-                region.volatile_slice(offset, left.min(count - done))
+                let slice = region.volatile_slice(offset, left.min(count - done))?;
+                Ok((slice, region.protection().writable()))
             };
             match step() {
-                Ok(slice) => {
+                Ok((slice, writable)) => {
                     let len = slice.len();
-                    let n = f(done, slice)?;
+                    let n = f(done, slice, writable)?;
                     done += n;
                     if n < len {
                         break;
@@ -131,7 +138,7 @@ impl Bytes<GuestAddress> for GuestBytes<'_> {
     }
 
     fn read(&self, buf: &mut [u8], addr: GuestAddress) -> GuestResult<usize> {
-        self.each_readable(addr, buf.len(), |at, slice| {
+        self.each_readable(addr, buf.len(), |at, slice, _| {
             Ok(slice.read(&mut buf[at..], 0)?)
         })
     }
@@ -206,8 +213,12 @@ impl Bytes<GuestAddress> for GuestBytes<'_> {
     where
         F: WriteVolatile,
     {
-        self.each_readable(addr, count, |_, slice| {
-            slice.write_all_volatile_to(0, dst, slice.len())?;
+        self.each_readable(addr, count, |_, slice, writable| {
+            if writable {
+                slice.write_all_volatile_to(0, dst, slice.len())?;
+            } else {
+                copy_out(&slice, dst)?;
+            }
             Ok(slice.len())
         })
     }
@@ -236,10 +247,29 @@ impl Bytes<GuestAddress> for GuestBytes<'_> {
 
     fn load<T: AtomicAccess>(&self, addr: GuestAddress, order: Ordering) -> GuestResult<T> {
         let mut value = None;
-        self.each_readable(addr, size_of::<T>(), |_, slice| {
+        self.each_readable(addr, size_of::<T>(), |_, slice, _| {
             value = Some(slice.load(0, order)?);
             Ok(slice.len())
         })?;
         value.ok_or(GuestMemoryError::InvalidGuestAddress(addr))
     }
+}
+
+/// The most bytes of memory that is not read-write [`copy_out`] copies at a time.
+const COPY_OUT_MAX: usize = 64 << 10;
+
+/// Writes all of `slice` (memory that must not be written) to `dst` through a copy, at most
+/// [`COPY_OUT_MAX`] bytes at a time: the `VolatileSlice` a `WriteVolatile` sink is handed
+/// allows writes, so the sink never gets one of such memory.
+fn copy_out<F: WriteVolatile>(slice: &Slice<'_>, dst: &mut F) -> GuestResult<()> {
+    let mut buf = vec![0u8; slice.len().min(COPY_OUT_MAX)];
+    let mut done = 0;
+    while done < slice.len() {
+        let n = (slice.len() - done).min(buf.len());
+        let part = &mut buf[..n];
+        slice.subslice(done, n)?.copy_to(&mut *part);
+        dst.write_all_volatile(&VolatileSlice::from(part))?;
+        done += n;
+    }
+    Ok(())
 }

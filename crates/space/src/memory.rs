@@ -296,9 +296,13 @@ pub struct RegionReport {
     pub backing: &'static str,
     /// The host address of the mapping.
     pub host_addr: usize,
-    /// The page size in use: the explicit huge page size or the base page size.
+    /// The page size in use: the explicit huge page size (a hugetlbfs mount's, for a
+    /// [`Backing::File`] on one) or the base page size.
     pub page_size: u64,
-    /// The pages obtained (after any fallback). [`HugePages::Transparent`] means the memory is
+    /// The pages obtained (after any fallback): [`HugePages::Explicit`] also for a
+    /// [`Backing::File`] on a hugetlbfs mount of 2 MiB or 1 GiB pages, whatever the spec asked
+    /// (a mount of another huge page size leaves what the spec asked, and `page_size` says
+    /// the size). [`HugePages::Transparent`] means the memory is
     /// advised `MADV_HUGEPAGE` and the host's setting gives transparent huge pages to this
     /// backing (the kernel may still use base pages where it finds no free huge page).
     pub huge_pages: HugePages,
@@ -420,13 +424,14 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
         }
         other => (other, false),
     };
-    let (memory, huge_pages) = match map(spec, wanted, &target) {
-        Ok(memory) => (memory, wanted),
-        Err(MapError::NoHugePages(source)) => {
-            let HugePages::Explicit(size) = spec.huge_pages else {
-                return Err(os("mmap", spec, source));
-            };
-            if spec.fallback != HugePageFallback::Fail && is_anon_or_memfd(&spec.backing) {
+    let (memory, huge_pages, file_page) = match map(spec, wanted, &target) {
+        Ok((memory, file_page)) => (memory, wanted, file_page),
+        Err(MapError::NoHugePages(size, source)) => {
+            // Only explicit huge pages asked for fall back: a file on hugetlbfs has no others.
+            if matches!(spec.huge_pages, HugePages::Explicit(_))
+                && spec.fallback != HugePageFallback::Fail
+                && is_anon_or_memfd(&spec.backing)
+            {
                 warnings.push(format!(
                     "no {size} huge pages to be had ({source}); fell back"
                 ));
@@ -435,9 +440,9 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
                 } else {
                     HugePages::None
                 };
-                let memory = map(spec, got, &target).map_err(|e| e.into_error(spec))?;
+                let (memory, _) = map(spec, got, &target).map_err(|e| e.into_error(spec))?;
                 fell_back = true;
-                (memory, got)
+                (memory, got, None)
             } else {
                 return Err(Error::HugePagesUnavailable {
                     base: spec.base,
@@ -449,6 +454,15 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
             }
         }
         Err(e) => return Err(e.into_error(spec)),
+    };
+    // A file on hugetlbfs is mapped in the mount's huge pages, whatever the spec says.
+    let (huge_pages, page_size) = match (file_page, huge_pages) {
+        (Some(page), _) => (
+            HugePageSize::from_bytes(page).map_or(huge_pages, HugePages::Explicit),
+            page,
+        ),
+        (None, HugePages::Explicit(size)) => (huge_pages, size.bytes()),
+        (None, _) => (huge_pages, host_page_size()),
     };
     let ptr = memory.ptr;
     let len = memory.len;
@@ -474,13 +488,9 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
             .map_err(|e| vmem_os("mbind", spec, e))?;
     }
     let prefault_threads = if spec.prefault_threads > 0 && spec.protection.readable() {
-        prefault(reservation, at, len, spec, spec.prefault_threads)?
+        prefault(reservation, at, len, spec, page_size, spec.prefault_threads)?
     } else {
         0
-    };
-    let page_size = match huge_pages {
-        HugePages::Explicit(size) => size.bytes(),
-        _ => host_page_size(),
     };
     let report = RegionReport {
         ty: spec.ty,
@@ -678,14 +688,16 @@ fn os(op: &'static str, spec: &RegionSpec, source: io::Error) -> Error {
 }
 
 enum MapError {
-    NoHugePages(io::Error),
+    /// The kernel had no huge pages of this size for the mapping (`ENOMEM` where hugetlb
+    /// reserves them).
+    NoHugePages(HugePageSize, io::Error),
     Other(Error),
 }
 
 impl MapError {
     fn into_error(self, spec: &RegionSpec) -> Error {
         match self {
-            MapError::NoHugePages(e) => os("mmap", spec, e),
+            MapError::NoHugePages(_, e) => os("mmap", spec, e),
             MapError::Other(e) => e,
         }
     }
@@ -697,8 +709,13 @@ impl From<Error> for MapError {
     }
 }
 
-/// Opens the source and maps it at the target, with `huge` pages.
-fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMemory, MapError> {
+/// Opens the source and maps it at the target, with `huge` pages; returns the memory and, for
+/// a file on hugetlbfs, the mount's huge page size (the size its memory is made of).
+fn map(
+    spec: &RegionSpec,
+    huge: HugePages,
+    target: &Target<'_>,
+) -> Result<(HostMemory, Option<u64>), MapError> {
     let explicit = match huge {
         HugePages::Explicit(size) => Some(size),
         _ => None,
@@ -707,7 +724,10 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
         base: spec.base,
         size: spec.size,
     })?;
-    let file = open_source(spec, explicit)?;
+    let (file, file_page) = match open_source(spec, explicit)? {
+        Some((file, page)) => (Some(file), page),
+        None => (None, None),
+    };
     let protection = spec.protection;
     let source = match (&spec.backing, &file) {
         (Backing::AnonymousShared, _) => Source::AnonymousShared,
@@ -718,12 +738,13 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
         HugePageSize::Size2M => HugeTlbSize::Size2M,
         HugePageSize::Size1G => HugeTlbSize::Size1G,
     });
+    // The huge pages the mapping is made of: those asked for, or a hugetlbfs file's.
+    let huge_size = explicit.or_else(|| file_page.and_then(HugePageSize::from_bytes));
     let failed = |e: memvisor_vmem::Error| {
         let e = vmem_io(&e);
-        if explicit.is_some() && e.raw_os_error() == Some(libc::ENOMEM) {
-            MapError::NoHugePages(e)
-        } else {
-            MapError::Other(os("mmap", spec, e))
+        match huge_size {
+            Some(size) if e.raw_os_error() == Some(libc::ENOMEM) => MapError::NoHugePages(size, e),
+            _ => MapError::Other(os("mmap", spec, e)),
         }
     };
     let (ptr, owner) = match target {
@@ -733,7 +754,8 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
                 HugePages::Transparent => HugePageSize::Size2M.bytes(),
                 HugePages::None => host_page_size(),
             };
-            let align = usize::try_from(align).unwrap_or(usize::MAX);
+            // A hugetlbfs file is mapped at addresses aligned to its huge page.
+            let align = usize::try_from(align.max(file_page.unwrap_or(0))).unwrap_or(usize::MAX);
             let reservation = Reservation::builder()
                 .alignment(align)
                 .mode(CommitMode::Protected)
@@ -783,13 +805,16 @@ fn map(spec: &RegionSpec, huge: HugePages, target: &Target<'_>) -> Result<HostMe
             )
         }
     };
-    Ok(HostMemory {
-        ptr,
-        len,
-        file,
-        hugetlb: Some(explicit.is_some()),
-        owner,
-    })
+    Ok((
+        HostMemory {
+            ptr,
+            len,
+            file,
+            hugetlb: Some(explicit.is_some() || file_page.is_some()),
+            owner,
+        },
+        file_page,
+    ))
 }
 
 /// A name unique within the process for memfds and hugetlbfs files.
@@ -843,10 +868,13 @@ fn open_hugetlbfs(
     Ok(file)
 }
 
+/// Opens the source of a spec's memory, if it has one: the file and offset to map and, for an
+/// existing file on hugetlbfs, the mount's huge page size, which the region's base and size and
+/// the offset are checked to be multiples of.
 fn open_source(
     spec: &RegionSpec,
     explicit: Option<HugePageSize>,
-) -> Result<Option<FileOffset>, MapError> {
+) -> Result<Option<(FileOffset, Option<u64>)>, MapError> {
     let file_err = |path: &Path, source| Error::File {
         path: path.to_owned(),
         base: spec.base,
@@ -860,18 +888,41 @@ fn open_source(
             file.set_len(spec.size)
                 .map_err(|e| os("ftruncate", spec, e))?;
             sys::seal_size(&file).map_err(|e| os("fcntl(F_ADD_SEALS)", spec, e))?;
-            FileOffset::new(file, 0)
+            (FileOffset::new(file, 0), None)
         }
         Backing::Hugetlbfs(dir) => {
             let file = open_hugetlbfs(spec, dir, explicit)?;
             file.set_len(spec.size)
                 .map_err(|e| os("ftruncate", spec, e))?;
-            FileOffset::new(file, 0)
+            (FileOffset::new(file, 0), None)
         }
         Backing::File { path, offset } => {
             let file = sys::open_backing_file(path, spec.protection.writable())
                 .map_err(|e| file_err(path, e))?;
             let len = file.metadata().map_err(|e| file_err(path, e))?.len();
+            // A file on hugetlbfs is mapped in whole huge pages of its mount: a region or an
+            // offset off them would be refused by the kernel part-way, after other regions
+            // were made.
+            let page = sys::hugetlbfs_page(&file).map_err(|e| file_err(path, e))?;
+            if let Some(page_size) = page {
+                let (base, size) = (spec.base, spec.size);
+                if !base.is_multiple_of(page_size) || !size.is_multiple_of(page_size) {
+                    return Err(Error::Misaligned {
+                        base,
+                        size,
+                        page_size,
+                    }
+                    .into());
+                }
+                if !offset.is_multiple_of(page_size) {
+                    return Err(Error::Misaligned {
+                        base: *offset,
+                        size,
+                        page_size,
+                    }
+                    .into());
+                }
+            }
             let needed = offset.checked_add(spec.size).ok_or(Error::Overflow {
                 base: *offset,
                 size: spec.size,
@@ -886,7 +937,7 @@ fn open_source(
                 )
                 .into());
             }
-            FileOffset::new(file, *offset)
+            (FileOffset::new(file, *offset), page)
         }
     };
     Ok(Some(file))
@@ -905,10 +956,11 @@ fn prefault(
     at: usize,
     len: usize,
     spec: &RegionSpec,
+    page_size: u64,
     threads: usize,
 ) -> Result<usize> {
     let write = spec.protection.writable();
-    let page = usize::try_from(spec.page_size()).unwrap_or(len).max(1);
+    let page = usize::try_from(page_size).unwrap_or(len).max(1);
     let pages = len / page;
     let parts = threads.min(len / PREFAULT_CHUNK_MIN).min(pages).max(1);
     let per = pages.div_ceil(parts) * page;

@@ -217,7 +217,14 @@ pub enum Backing {
     /// mount whose page size is the region's explicit huge page size.
     Hugetlbfs(PathBuf),
     /// An existing file, mapped shared from this byte offset (a multiple of the page size);
-    /// the file must be at least `offset + size` long. It must be a regular file: a FIFO, a
+    /// the file must be at least `offset + size` long. A file on a hugetlbfs mount is mapped
+    /// in the mount's huge pages whatever the spec's [`HugePages`] say: the region's base and
+    /// size and the offset must then be multiples of that huge page size
+    /// ([`Error::Misaligned`](crate::Error::Misaligned) naming it, checked with the file
+    /// before anything is mapped), the kernel reserves the pages when the file is mapped
+    /// ([`Error::HugePagesUnavailable`](crate::Error::HugePagesUnavailable) if the pool has too
+    /// few; there is no fallback), and the [`RegionReport`](crate::RegionReport) and vm-memory's
+    /// `is_hugetlbfs` say huge pages. It must be a regular file: a FIFO, a
     /// socket, a block or character device or a directory is refused with
     /// [`Error::File`](crate::Error::File) ("not a regular file (a FIFO)"), checked on the
     /// opened file before anything is mapped. The open never waits (`O_NONBLOCK`), so a FIFO
@@ -476,7 +483,9 @@ impl RegionSpec {
 
     /// The page size the host memory is made of: the explicit huge page size, or the host's
     /// base page size (read at run time). Base, size and file offset must be multiples of it
-    /// to back the region ([`check_host_pages`](Self::check_host_pages)).
+    /// to back the region ([`check_host_pages`](Self::check_host_pages)). (A
+    /// [`Backing::File`] on hugetlbfs is made of the mount's huge pages, which only the file
+    /// tells: backing checks them and the report gives them.)
     #[must_use]
     pub fn page_size(&self) -> u64 {
         match self.huge_pages {

@@ -306,3 +306,77 @@ fn read_exact_volatile_from_chunked_source_fills_across_regions() {
         .unwrap();
     assert_eq!(back[..10], data[..10]);
 }
+
+/// A sink that scribbles over the buffer it is handed before it takes the bytes, as a
+/// `WriteVolatile` written in safe code may: the slice it gets allows writes.
+#[cfg(unix)]
+struct Scribbler(Vec<u8>);
+
+#[cfg(unix)]
+impl vm_memory::WriteVolatile for Scribbler {
+    fn write_volatile<B: BitmapSlice>(
+        &mut self,
+        buf: &VolatileSlice<B>,
+    ) -> Result<usize, VolatileMemoryError> {
+        let mut got = vec![0u8; buf.len()];
+        buf.copy_to(&mut got[..]);
+        buf.write_slice(&vec![0xee; buf.len()], 0)?;
+        self.0.extend_from_slice(&got);
+        Ok(got.len())
+    }
+}
+
+/// Copying read-only memory out hands the sink no slice of it: a sink that writes to what it
+/// is handed neither faults on the read-only mapping nor changes it, and gets its bytes.
+#[cfg(unix)]
+#[test]
+#[cfg_attr(miri, ignore = "maps a file: Miri has no file mappings")]
+fn write_volatile_to_from_read_only_memory_hands_out_no_slice_of_it() {
+    use memvisor_space::{Backing, RegionType};
+
+    // More than the 64 KiB copied at a time.
+    let rom_len = 20 * PAGE_LEN;
+    let image = pattern(rom_len);
+    let path = std::env::temp_dir().join(format!("memvisor-rom-{}.img", std::process::id()));
+    std::fs::write(&path, &image).unwrap();
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let rom_base = 0xffc0_0000;
+    let rom = RegionSpec::new(RegionType::Firmware, GuestAddress(rom_base), 20 * PAGE)
+        .with_protection(Protection::Read)
+        .with_backing(Backing::File {
+            path: path.clone(),
+            offset: 0,
+        });
+    let (space, _) =
+        AddressSpace::back(layout, [RegionSpec::ram(GuestAddress(0), PAGE), rom]).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let snap = space.snapshot();
+    let bytes = snap.bytes();
+
+    let mut sink = Scribbler(Vec::new());
+    let at = GuestAddress(rom_base + 0x10);
+    let count = rom_len - 0x10;
+    assert_eq!(
+        bytes.write_volatile_to(at, &mut sink, count).unwrap(),
+        count
+    );
+    assert_eq!(sink.0[..], image[0x10..]);
+    let mut sink = Scribbler(Vec::new());
+    bytes
+        .write_all_volatile_to(GuestAddress(rom_base), &mut sink, rom_len)
+        .unwrap();
+    assert_eq!(sink.0, image);
+    // The read-only memory is as it was.
+    let mut back = vec![0u8; rom_len];
+    bytes.read_slice(&mut back, GuestAddress(rom_base)).unwrap();
+    assert_eq!(back, image);
+
+    // Writable memory is handed out as vm-memory hands it out: the sink's writes land there.
+    bytes.write_slice(&[1; 16], GuestAddress(0)).unwrap();
+    let mut sink = Scribbler(Vec::new());
+    bytes
+        .write_all_volatile_to(GuestAddress(0), &mut sink, 16)
+        .unwrap();
+    assert_eq!(sink.0, [1; 16]);
+    assert_eq!(snap.read_obj::<u8>(GuestAddress(0)).unwrap(), 0xee);
+}

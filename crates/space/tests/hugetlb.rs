@@ -440,3 +440,114 @@ fn is_hugetlbfs_says_what_was_obtained() {
         assert_eq!(got, Some(explicit));
     }
 }
+
+/// An existing file on a hugetlbfs mount (`Backing::File`, as Cloud Hypervisor's memory zones
+/// `file=/dev/hugepages/...` are) is mapped in the mount's huge pages: the report and
+/// `is_hugetlbfs` say so, a region, size or offset that is not a multiple of the huge page is
+/// `Error::Misaligned` naming it (before any region of the space is made), and a file the pool
+/// cannot fill is `Error::HugePagesUnavailable`.
+#[test]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
+fn file_on_hugetlbfs_is_huge_pages_and_checked_before_mapping() {
+    use memvisor_space::{AddressSpace, Layout, Window, WindowKind};
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+    let _serial = serial();
+    let size = HugePageSize::Size2M;
+    let Some(_pool) = PoolGuard::grow(size, 2) else {
+        return;
+    };
+    let Some(mount) = Mount::new("2M") else {
+        return;
+    };
+    let path = mount.0.join("guest-ram");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    let (free_before, reserved_before) = (free(size), reserved(size));
+    file.set_len((free_before + 1) * size.bytes()).unwrap();
+    let file_spec = |base: u64, len: u64, offset: u64| {
+        RegionSpec::ram(GuestAddress(base), len).with_backing(Backing::File {
+            path: path.clone(),
+            offset,
+        })
+    };
+
+    let (region, report) = Region::back(file_spec(0, 4 * MIB, 0)).unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.page_size, size.bytes(), "{report:?}");
+    assert_eq!(report.huge_pages, HugePages::Explicit(size), "{report:?}");
+    assert!(!report.fell_back);
+    assert_eq!(region.is_hugetlbfs(), Some(true));
+    assert_eq!(
+        reserved(size) - reserved_before,
+        2,
+        "the mapping reserves two huge pages"
+    );
+    region.write_obj(9u8, MemoryRegionAddress(3 * MIB)).unwrap();
+    drop(region);
+
+    // A size or an offset off the huge page: refused naming the huge page size.
+    for (len, offset) in [(4096, 0), (2 * MIB + 4096, 0), (2 * MIB, 4096)] {
+        let err = Region::back(file_spec(0, len, offset)).unwrap_err();
+        assert!(
+            matches!(err, Error::Misaligned { page_size, .. } if page_size == size.bytes()),
+            "{len:#x} at {offset:#x}: {err:?}"
+        );
+    }
+    // So is a base off the huge page (the guest's huge page would straddle two host ones).
+    let err = Region::back(file_spec(4096, 2 * MIB, 0)).unwrap_err();
+    assert!(
+        matches!(err, Error::Misaligned { page_size, .. } if page_size == size.bytes()),
+        "{err:?}"
+    );
+
+    // Checked before any region of the space is made: the first region, which could only fail
+    // in the making (more huge pages than free), is not even tried.
+    let layout = Layout::new(
+        GuestAddress((1 << 40) - 1),
+        [Window::new(WindowKind::Ram, GuestAddress(0), 1 << 30).unwrap()],
+    )
+    .unwrap();
+    let too_many = RegionSpec::ram(GuestAddress(0), (free_before + 1) * size.bytes())
+        .with_huge_pages(HugePages::Explicit(size));
+    let misaligned = file_spec(512 * MIB, 4096, 0);
+    let err = AddressSpace::back(layout.clone(), [too_many, misaligned]).unwrap_err();
+    assert!(
+        matches!(err, Error::Misaligned { page_size, .. } if page_size == size.bytes()),
+        "{err:?}"
+    );
+
+    // More than the pool holds: the huge pages are what is missing. (The file keeps the page
+    // written above, and the reservation of the other one, until it is removed.)
+    let (free_now, reserved_now) = (free(size), reserved(size));
+    assert_eq!(free_now, free_before - 1);
+    let err = Region::back(file_spec(0, (free_before + 1) * size.bytes(), 0)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::HugePagesUnavailable { size: s, needed, free: f, .. }
+                if s == size && needed == free_before + 1 && f == free_now
+        ),
+        "{err:?}"
+    );
+    assert_eq!(free(size), free_now, "nothing kept after the errors");
+    assert_eq!(reserved(size), reserved_now);
+
+    // vm-memory's view of a space says it too.
+    let (space, _) = AddressSpace::back(layout, [file_spec(0, 2 * MIB, 0)]).unwrap();
+    let snap = space.snapshot();
+    assert_eq!(
+        GuestMemoryBackend::find_region(&*snap, GuestAddress(0)).and_then(|r| r.is_hugetlbfs()),
+        Some(true)
+    );
+    // SAFETY: the snapshot outlives the copy, which is dropped first.
+    let mm = unsafe { snap.to_guest_memory_mmap() }.unwrap();
+    assert_eq!(mm.iter().next().unwrap().is_hugetlbfs(), Some(true));
+    drop(mm);
+    drop((snap, space, file));
+    std::fs::remove_file(&path).unwrap();
+}

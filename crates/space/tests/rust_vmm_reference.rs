@@ -306,6 +306,32 @@ fn bytes_battery<B: Bytes<GuestAddress, E = GuestMemoryError>>(
             format!("{file_len:#x} {r:?}"),
         ));
     }
+    // Zero lengths, at every address (inside memory, in a gap, past the top).
+    let mut empty = [0u8; 0];
+    log.push(at(
+        "zero length",
+        format!(
+            "{:?} {:?} {:?} {:?}",
+            m.write(&[], addr),
+            m.read(&mut empty, addr),
+            m.write_slice(&[], addr),
+            m.read_slice(&mut empty, addr)
+        ),
+    ));
+    let mut src = TempFile::new(&pattern(next(), 16));
+    let r = m.read_volatile_from(addr, &mut src.file, 0);
+    let exact = m.read_exact_volatile_from(addr, &mut src.file, 0);
+    let pos = src.file.stream_position().unwrap();
+    let mut dst = TempFile::new(&[]);
+    let out = m.write_volatile_to(addr, &mut dst.file, 0);
+    let all = m.write_all_volatile_to(addr, &mut dst.file, 0);
+    log.push(at(
+        "zero length volatile",
+        format!(
+            "{r:?} {exact:?} at {pos:#x} {out:?} {all:?} {}",
+            dst.contents().len()
+        ),
+    ));
     let mut dst = TempFile::new(&[]);
     let r = m.write_volatile_to(addr, &mut dst.file, 2 * p);
     let written = dst.contents();

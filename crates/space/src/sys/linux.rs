@@ -86,6 +86,13 @@ pub(crate) fn fs_info(file: &File) -> io::Result<(i64, u64)> {
     Ok((magic, u64::try_from(st.f_bsize).unwrap_or(0)))
 }
 
+/// The huge page size of the hugetlbfs mount holding `file`, or `None` when the file is on
+/// another file system.
+pub(crate) fn hugetlbfs_page(file: &File) -> io::Result<Option<u64>> {
+    let (magic, page) = fs_info(file)?;
+    Ok((magic == HUGETLBFS_MAGIC).then_some(page))
+}
+
 /// Whether NUMA node `node` exists on this host.
 pub(crate) fn node_exists(node: u32) -> bool {
     Path::new(&format!("/sys/devices/system/node/node{node}")).exists()

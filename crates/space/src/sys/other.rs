@@ -52,6 +52,11 @@ pub(crate) fn fs_info(_: &File) -> io::Result<(i64, u64)> {
     Err(only_on_linux("fstatfs for hugetlbfs"))
 }
 
+/// Hugetlbfs is Linux's: no file here is on it.
+pub(crate) fn hugetlbfs_page(_: &File) -> io::Result<Option<u64>> {
+    Ok(None)
+}
+
 /// NUMA nodes are read from Linux's sysfs: none here.
 pub(crate) fn node_exists(_: u32) -> bool {
     false
