@@ -113,6 +113,15 @@ pub enum Error {
         /// Its page size in bytes (for KVM's log, the host page size).
         other_page_size: u64,
     },
+    /// [`MemorySlots::attach`](crate::MemorySlots::attach) was called by a listener of the
+    /// address space during a change of it: the space cannot take a listener then
+    /// ([`memvisor_space::Error::ListenerReentry`], the source). Nothing was registered.
+    #[error("memory slots cannot be attached by a listener of the address space during a change")]
+    AttachDuringChange {
+        /// The address space's refusal.
+        #[source]
+        source: memvisor_space::Error,
+    },
 }
 
 /// The result type of this crate.

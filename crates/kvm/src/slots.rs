@@ -158,8 +158,10 @@ enum Op {
 /// allow it, or make it fail with an error, rather than kill the process.
 ///
 /// Its methods may be called from a region listener of the space (one added after it sees a
-/// new region registered already). Attaching or dropping it there panics instead: that adds
-/// or removes a listener of the space during a change (see `memvisor_space::RegionListener`).
+/// new region registered already). Attaching one there is refused with
+/// [`Error::AttachDuringChange`] (the space takes no listener during a change, see
+/// `memvisor_space::RegionListener`); one dropped there deletes its slots, and its listener,
+/// which cannot leave the space during the change, stays with nothing to act on.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -213,6 +215,8 @@ impl MemorySlots {
     /// listener would refuse a region: [`Error::SlotLimit`], [`Error::TooBig`],
     /// [`Error::ReadOnlyUnsupported`], [`Error::SetMemoryRegion`]. The slots registered before
     /// the failure are deleted again and the listener is taken out of `space`.
+    /// [`Error::AttachDuringChange`] if called by a listener of `space` during a change of it
+    /// (nothing is done then).
     pub fn attach(vm: Arc<VmFd>, space: &AddressSpace) -> Result<Self> {
         let limit = slot_limit(&vm);
         Self::attach_with_limit(vm, space, limit)
@@ -237,7 +241,9 @@ impl MemorySlots {
         let mut state = shared.lock();
         let weak = Arc::downgrade(&shared);
         let listener: Arc<dyn RegionListener> = Arc::new(Listener(weak));
-        space.add_listener(Arc::clone(&listener));
+        space
+            .try_add_listener(Arc::clone(&listener))
+            .map_err(|source| Error::AttachDuringChange { source })?;
         // Any change from here on waits in the listener for `state`, and a change is published
         // only after the listeners accept it: this snapshot is exactly what the listener's
         // first event applies to.
@@ -720,8 +726,10 @@ struct Listener(Weak<Shared>);
 impl Drop for MemorySlots {
     fn drop(&mut self) {
         // The listener leaves the space first (waiting for a change in progress), then the
-        // last strong reference to `shared` goes with this value and deletes every slot.
-        self.space.remove_listener(&self.listener);
+        // last strong reference to `shared` goes with this value and deletes every slot. Dropped
+        // by a listener of the space during a change, it cannot leave: it stays, holding only a
+        // weak reference, and finds the slots gone at every later change.
+        let _ = self.space.try_remove_listener(&self.listener);
     }
 }
 
@@ -822,6 +830,64 @@ mod tests {
     /// Makes KVM refuse (or no longer refuse) every slot deletion of `slots`.
     pub(super) fn refuse_deletions(slots: &MemorySlots, on: bool) {
         slots.shared.refuse_deletions.store(on, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn attach_and_drop_by_a_listener_during_a_change_refuse_or_leave_nothing_behind() {
+        use std::sync::Mutex;
+
+        let Some(vm) = vm_or_skip("attach_and_drop_by_a_listener") else {
+            return;
+        };
+        let space = space(0, Some(slot_limit(&vm)), &[]);
+        // A listener that attaches the VM to the space it listens to, during a change.
+        let result: Arc<Mutex<Option<Result<()>>>> = Arc::new(Mutex::new(None));
+        let (v, s, r) = (Arc::clone(&vm), space.clone(), Arc::clone(&result));
+        let attaching: Arc<dyn RegionListener> = Arc::new(move |_: &RegionEvent<'_>| {
+            let attached = MemorySlots::attach(Arc::clone(&v), &s).map(drop);
+            *r.lock().unwrap() = Some(attached);
+            Ok::<(), ListenerError>(())
+        });
+        space.add_listener(Arc::clone(&attaching));
+        let first = RegionSpec::ram(GuestAddress(0), 1 << 20);
+        space
+            .insert_region(Arc::new(Region::back(first).unwrap().0))
+            .unwrap();
+        assert!(space.remove_listener(&attaching));
+        let err = result.lock().unwrap().take().unwrap().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::AttachDuringChange {
+                    source: memvisor_space::Error::ListenerReentry { .. }
+                }
+            ),
+            "{err:?}"
+        );
+        // Nothing was claimed: the VM attaches now.
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        assert_eq!(slots.registered().len(), 1);
+
+        // Dropped by a listener during a change: the slots go, the change goes on.
+        let held = Arc::new(Mutex::new(Some(slots)));
+        let h = Arc::clone(&held);
+        let dropping: Arc<dyn RegionListener> = Arc::new(move |_: &RegionEvent<'_>| {
+            drop(h.lock().unwrap().take());
+            Ok::<(), ListenerError>(())
+        });
+        space.add_listener(Arc::clone(&dropping));
+        let second = RegionSpec::ram(GuestAddress(4 << 20), 1 << 20);
+        space
+            .insert_region(Arc::new(Region::back(second).unwrap().0))
+            .unwrap();
+        assert!(held.lock().unwrap().is_none());
+        assert!(space.remove_listener(&dropping));
+        assert_eq!(space.snapshot().len(), 2);
+        // The VM is free again, and a later change reaches only the new slots.
+        let again = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        assert_eq!(again.registered().len(), 2);
+        space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+        assert_eq!(again.registered().len(), 1);
     }
 
     #[test]

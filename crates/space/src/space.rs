@@ -67,11 +67,13 @@ pub struct RegionEvent<'a> {
 /// lock until its listeners return, so [`insert_region`](AddressSpace::insert_region),
 /// [`remove_region`](AddressSpace::remove_region) and [`plug`](AddressSpace::plug) called from
 /// a listener of the same space return [`Error::ListenerReentry`] at once (pass it on to refuse
-/// the change), and [`add_listener`](AddressSpace::add_listener) and
-/// [`remove_listener`](AddressSpace::remove_listener) panic, rather than wait for that lock
-/// forever. A listener may change another address space, unless a listener of that one changes
-/// this one from another thread at the same time: each change would wait for the other's lock.
-/// The same holds for [`settle`](Self::settle).
+/// the change), as do [`try_add_listener`](AddressSpace::try_add_listener) and
+/// [`try_remove_listener`](AddressSpace::try_remove_listener), while
+/// [`add_listener`](AddressSpace::add_listener) and
+/// [`remove_listener`](AddressSpace::remove_listener), which return no error, panic, rather
+/// than wait for that lock forever. A listener may change another address space, unless a listener
+/// of that one changes this one from another thread at the same time: each change would wait for
+/// the other's lock. The same holds for [`settle`](Self::settle).
 pub trait RegionListener: Send + Sync {
     /// Handles one change.
     ///
@@ -521,11 +523,24 @@ impl AddressSpace {
     ///
     /// # Panics
     /// If called by a listener of this address space during a change (see
-    /// [`RegionListener`]).
+    /// [`RegionListener`]); [`try_add_listener`](Self::try_add_listener) returns that as an
+    /// error instead.
     pub fn add_listener(&self, listener: Arc<dyn RegionListener>) {
         self.lock_or_panic("AddressSpace::add_listener")
             .listeners
             .push(listener);
+    }
+
+    /// [`add_listener`](Self::add_listener), refusing instead of panicking when called by a
+    /// listener of this address space during a change.
+    ///
+    /// # Errors
+    /// [`Error::ListenerReentry`] then; the listener is not added.
+    pub fn try_add_listener(&self, listener: Arc<dyn RegionListener>) -> Result<()> {
+        self.lock("AddressSpace::try_add_listener")?
+            .listeners
+            .push(listener);
+        Ok(())
     }
 
     /// Removes a listener added with [`add_listener`](Self::add_listener) (the same `Arc`), so
@@ -534,7 +549,8 @@ impl AddressSpace {
     ///
     /// # Panics
     /// If called by a listener of this address space during a change (see
-    /// [`RegionListener`]).
+    /// [`RegionListener`]); [`try_remove_listener`](Self::try_remove_listener) returns that as
+    /// an error instead.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -551,6 +567,21 @@ impl AddressSpace {
     /// ```
     pub fn remove_listener(&self, listener: &Arc<dyn RegionListener>) -> bool {
         let mut writer = self.lock_or_panic("AddressSpace::remove_listener");
+        Self::take_listener(&mut writer, listener)
+    }
+
+    /// [`remove_listener`](Self::remove_listener), refusing instead of panicking when called
+    /// by a listener of this address space during a change.
+    ///
+    /// # Errors
+    /// [`Error::ListenerReentry`] then; the listener stays.
+    pub fn try_remove_listener(&self, listener: &Arc<dyn RegionListener>) -> Result<bool> {
+        let mut writer = self.lock("AddressSpace::try_remove_listener")?;
+        Ok(Self::take_listener(&mut writer, listener))
+    }
+
+    /// Takes `listener` out of the writer's list: whether it was there.
+    fn take_listener(writer: &mut WriterLock<'_>, listener: &Arc<dyn RegionListener>) -> bool {
         let before = writer.listeners.len();
         writer.listeners.retain(|l| !Arc::ptr_eq(l, listener));
         writer.listeners.len() != before

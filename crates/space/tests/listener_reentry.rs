@@ -184,3 +184,56 @@ fn listener_of_one_space_changes_another() {
     assert_eq!(inner.snapshot().len(), 1);
     assert_eq!(outer.snapshot().len(), 1);
 }
+
+#[test]
+fn listener_trying_to_add_or_remove_listeners_of_its_space_gets_an_error_and_nothing_changes() {
+    let space = space();
+    let me: Arc<Mutex<Option<Arc<dyn RegionListener>>>> = Arc::new(Mutex::new(None));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (s, who, results) = (space.clone(), Arc::clone(&me), Arc::clone(&seen));
+    let listener: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
+        if e.kind == ChangeKind::Inserted {
+            let mine = who.lock().unwrap().clone().unwrap();
+            let other: Arc<dyn RegionListener> =
+                Arc::new(|_: &RegionEvent<'_>| -> Result<(), ListenerError> { Ok(()) });
+            let added = s.try_add_listener(other).map_err(|e| e.to_string());
+            let removed = s.try_remove_listener(&mine).map_err(|e| e.to_string());
+            results.lock().unwrap().push((added, removed));
+        }
+        Ok::<(), ListenerError>(())
+    });
+    *me.lock().unwrap() = Some(Arc::clone(&listener));
+    space.add_listener(Arc::clone(&listener));
+    let s = space.clone();
+    within_time("insert_region", move || s.insert_region(planned(0))).unwrap();
+    let first = seen.lock().unwrap().clone();
+    assert_eq!(
+        first,
+        [(
+            Err(
+                "AddressSpace::try_add_listener was called by a listener of the same address \
+                 space during a change"
+                    .to_owned()
+            ),
+            Err(
+                "AddressSpace::try_remove_listener was called by a listener of the same \
+                 address space during a change"
+                    .to_owned()
+            )
+        )]
+    );
+    // The change went on, and the listener stayed: it hears the next change too.
+    assert_eq!(space.snapshot().len(), 1);
+    space.snapshot().check_invariants();
+    let s = space.clone();
+    within_time("insert_region", move || s.insert_region(planned(page()))).unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    me.lock().unwrap().take();
+    // Outside a change both work.
+    assert!(space.try_remove_listener(&listener).unwrap());
+    assert!(!space.try_remove_listener(&listener).unwrap());
+    let other: Arc<dyn RegionListener> =
+        Arc::new(|_: &RegionEvent<'_>| -> Result<(), ListenerError> { Ok(()) });
+    space.try_add_listener(Arc::clone(&other)).unwrap();
+    assert!(space.remove_listener(&other));
+}
