@@ -1132,13 +1132,15 @@ impl Arena {
     }
 
     /// Gives back the list of chunks starting at `head` (linked through their records), all
-    /// held by the caller, in one exchange; decommits them first with [`Flags::DECOMMIT`].
+    /// held by the caller, as one batch (the free-chunk search hint is lowered once, after the
+    /// last); decommits them first with [`Flags::DECOMMIT`].
     /// `clean`: the chunks' parts of the side tables are all zero (see [`ChunkInfo`]).
     pub(crate) fn release_list(&self, head: u32, clean: bool) {
         if head == NIL {
             return;
         }
         let mut chunk = head;
+        let mut batch = self.stack.batch();
         while chunk != NIL {
             let c = chunk as usize;
             // SAFETY: the caller holds every chunk of the list, so their records are its own.
@@ -1151,7 +1153,7 @@ impl Arena {
             if info.committed {
                 self.cached.fetch_add(1, Ordering::Relaxed);
             }
-            self.stack.push(chunk);
+            batch.push(chunk);
             chunk = next;
         }
     }

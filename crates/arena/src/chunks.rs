@@ -29,6 +29,13 @@ fn span(w: usize, first: usize, count: usize) -> u64 {
     ones << (lo - w * 64)
 }
 
+/// The bits of [`ChunkSet::hint`] that hold the word index; the bits above count the
+/// lowerings.
+const HINT_WORD: u64 = (1 << 32) - 1;
+
+/// The generation step of [`ChunkSet::hint`].
+const HINT_STEP: u64 = 1 << 32;
+
 /// The free chunks. A chunk is taken by setting its bit (an `Acquire` read-modify-write) and
 /// given back by clearing it (`Release`), so everything its last holder did is visible to the
 /// next.
@@ -39,6 +46,14 @@ pub(crate) struct ChunkSet {
     words: Box<[AtomicU64]>,
     count: usize,
     len: AtomicUsize,
+    /// Where searches start: the low 32 bits are the index of a word such that every word
+    /// below it was seen full (all bits set) and has not been given a bit back since; the high
+    /// 32 bits count the lowerings. [`pop`](Self::pop) raises it past the full words it
+    /// passes with a `compare_exchange` from the value it started from, so a chunk given back
+    /// (its bit cleared, then the hint lowered to its word and the count bumped) while a scan
+    /// was past its word makes that raise fail instead of hiding the chunk. Raises never
+    /// change which chunk is taken: the lowest free chunk is never below the hint.
+    hint: AtomicU64,
 }
 
 impl ChunkSet {
@@ -58,7 +73,44 @@ impl ChunkSet {
             words,
             count,
             len: AtomicUsize::new(count),
+            hint: AtomicU64::new(0),
         })
+    }
+
+    /// The word index in hint value `h`.
+    fn hint_word(h: u64) -> usize {
+        // At most the word count, which fits: a set has at most 2^32 chunks.
+        usize::try_from(h & HINT_WORD).unwrap_or(usize::MAX)
+    }
+
+    /// Raises the hint from `seen` (a value loaded before the words below `word` were seen
+    /// full) to `word`; does nothing if the hint changed meanwhile (a chunk given back, or
+    /// another raise), which leaves it a lower bound.
+    fn raise_hint(&self, seen: u64, word: usize) {
+        if word > Self::hint_word(seen) {
+            let raised = (seen & !HINT_WORD) | word as u64;
+            let _ = self
+                .hint
+                .compare_exchange(seen, raised, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// Lowers the hint to word `word` at most, after a bit of it was cleared, and counts the
+    /// lowering so that a raise from an older value fails. The `Release` makes the cleared
+    /// bit visible to a search that starts from the new value.
+    fn lower_hint(&self, word: usize) {
+        let mut h = self.hint.load(Ordering::Relaxed);
+        loop {
+            let lowered =
+                (h & !HINT_WORD).wrapping_add(HINT_STEP) | (Self::hint_word(h).min(word) as u64);
+            match self
+                .hint
+                .compare_exchange_weak(h, lowered, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => h = now,
+            }
+        }
     }
 
     /// Whether chunk `c` (below `count`) is free, in a snapshot.
@@ -66,11 +118,16 @@ impl ChunkSet {
         self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) == 0
     }
 
-    /// Takes the lowest free chunk. A scan that finds none while the count says some are
-    /// free (given back behind the scan) looks again.
+    /// Takes the lowest free chunk. The scan starts at the hint's word (every word below it
+    /// is full) and raises the hint past the full words it passes. A scan that finds none
+    /// while the count says some are free (given back behind the scan) looks again, from the
+    /// first word.
     pub(crate) fn pop(&self) -> Option<u32> {
+        let mut from_start = false;
         loop {
-            for (w, word) in self.words.iter().enumerate() {
+            let seen = self.hint.load(Ordering::Acquire);
+            let start = if from_start { 0 } else { Self::hint_word(seen) };
+            for (w, word) in self.words.iter().enumerate().skip(start) {
                 let mut v = word.load(Ordering::Relaxed);
                 while v != u64::MAX {
                     // The lowest clear bit.
@@ -83,6 +140,7 @@ impl ChunkSet {
                     ) {
                         Ok(_) => {
                             self.len.fetch_sub(1, Ordering::Relaxed);
+                            self.raise_hint(seen, w);
                             let chunk = w * 64 + bit.trailing_zeros() as usize;
                             return u32::try_from(chunk).ok();
                         }
@@ -90,9 +148,12 @@ impl ChunkSet {
                     }
                 }
             }
+            // Every word from `start` (at most the hint's) on was seen full.
+            self.raise_hint(seen, self.words.len());
             if self.len.load(Ordering::Relaxed) == 0 {
                 return None;
             }
+            from_start = true;
             #[cfg(loom)]
             loom::thread::yield_now();
         }
@@ -105,7 +166,8 @@ impl ChunkSet {
         if n == 0 || n > self.count {
             return None;
         }
-        let mut first = 0;
+        // No run starts in the full words below the hint.
+        let mut first = Self::hint_word(self.hint.load(Ordering::Acquire)) * 64;
         while first + n <= self.count {
             // Where the run starting at `first` breaks (its first taken chunk), if it does.
             let broken = (first..first + n).find(|&c| !self.is_free(c));
@@ -167,6 +229,9 @@ impl ChunkSet {
                     for back in lo..w {
                         self.words[back].fetch_and(!span(back, first, n), Ordering::Release);
                     }
+                    if w > lo {
+                        self.lower_hint(lo);
+                    }
                     return false;
                 }
                 match word.compare_exchange_weak(v, v | mask, Ordering::Acquire, Ordering::Relaxed)
@@ -182,11 +247,51 @@ impl ChunkSet {
     /// Gives chunk `chunk`, held by the caller, back. The `Release` publishes everything the
     /// caller did to it.
     pub(crate) fn push(&self, chunk: u32) {
-        let c = chunk as usize;
-        self.words[c / 64].fetch_and(!(1 << (c % 64)), Ordering::Release);
-        self.len.fetch_add(1, Ordering::Relaxed);
+        let mut batch = self.batch();
+        batch.push(chunk);
     }
 
+    /// A batch of chunks to give back, which lowers the hint once, when it is dropped: a
+    /// client's whole chunk list goes back with one update of it.
+    pub(crate) fn batch(&self) -> PushBatch<'_> {
+        PushBatch {
+            set: self,
+            lowest: None,
+        }
+    }
+}
+
+/// Chunks given back to a [`ChunkSet`]: each is free (and counted) at
+/// [`push`](Self::push); the hint is lowered to the lowest of their words when the batch is
+/// dropped (until then a search that started above them may not see them).
+#[derive(Debug)]
+pub(crate) struct PushBatch<'a> {
+    set: &'a ChunkSet,
+    /// The lowest word of a chunk given back.
+    lowest: Option<usize>,
+}
+
+impl PushBatch<'_> {
+    /// Gives chunk `chunk`, held by the caller, back. The `Release` publishes everything the
+    /// caller did to it.
+    pub(crate) fn push(&mut self, chunk: u32) {
+        let c = chunk as usize;
+        self.set.words[c / 64].fetch_and(!(1 << (c % 64)), Ordering::Release);
+        self.lowest = Some(self.lowest.map_or(c / 64, |w| w.min(c / 64)));
+        self.set.len.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for PushBatch<'_> {
+    /// Lowers the hint after every bit of the batch was cleared.
+    fn drop(&mut self) {
+        if let Some(w) = self.lowest {
+            self.set.lower_hint(w);
+        }
+    }
+}
+
+impl ChunkSet {
     /// The length of the longest run of free chunks (a snapshot: chunks taken or given back
     /// meanwhile may or may not count).
     pub(crate) fn longest_run(&self) -> usize {
@@ -356,6 +461,140 @@ mod tests {
         assert_eq!(set.len(), 65);
         assert_eq!(set.pop_run(5), Some(0));
         assert_eq!(set.pop_run(60), None, "chunks 60..65 are taken");
+    }
+
+    /// Whether every word below the hint's is full: what lets a search start there.
+    fn hint_holds(set: &ChunkSet) -> bool {
+        let h = ChunkSet::hint_word(set.hint.load(Ordering::Relaxed));
+        h <= set.words.len()
+            && set.words[..h]
+                .iter()
+                .all(|w| w.load(Ordering::Relaxed) == u64::MAX)
+    }
+
+    #[test]
+    fn pop_takes_the_lowest_free_chunk_after_pushes_below_and_above_the_hint() {
+        let set = ChunkSet::new(300).unwrap();
+        assert_eq!(set.pop_run(200), Some(0));
+        assert!(set.pop_run_at(280, 1));
+        assert_eq!(set.pop(), Some(200));
+        assert_eq!(ChunkSet::hint_word(set.hint.load(Ordering::Relaxed)), 3);
+        // Above the hint's word: chunk 280 is given back, but 201 is lower.
+        set.push(280);
+        assert!(hint_holds(&set));
+        assert_eq!(set.pop(), Some(201));
+        // Below the hint's word: the lowest free chunk is now 7.
+        set.push(130);
+        set.push(7);
+        assert!(hint_holds(&set));
+        assert_eq!(set.pop(), Some(7));
+        assert_eq!(set.pop(), Some(130));
+        assert_eq!(set.pop(), Some(202));
+        // Runs start no lower than the hint, and still at the lowest run.
+        set.push(64);
+        set.push(65);
+        assert_eq!(set.pop_run(2), Some(64));
+        // A claim that fails part-way (chunk 270 is taken) gives back the part of word 3 it
+        // claimed and lowers the hint, counting the lowering.
+        assert!(set.pop_run_at(270, 1));
+        let before = set.hint.load(Ordering::Relaxed);
+        assert!(!set.pop_run_at(250, 40));
+        assert_ne!(set.hint.load(Ordering::Relaxed), before);
+        assert!(hint_holds(&set));
+        assert!(set.is_free(250));
+        set.push(270);
+        set.push(3);
+        assert_eq!(set.pop_run(1), Some(3));
+        // The whole set taken: the hint passes the last word, and a push brings it back.
+        while set.pop().is_some() {}
+        assert_eq!(
+            ChunkSet::hint_word(set.hint.load(Ordering::Relaxed)),
+            set.words.len()
+        );
+        assert_eq!(set.pop(), None);
+        set.push(299);
+        assert_eq!(ChunkSet::hint_word(set.hint.load(Ordering::Relaxed)), 4);
+        // A batch lowers the hint once, to the lowest of its words.
+        let mut batch = set.batch();
+        for c in [150, 1, 70] {
+            batch.push(c);
+        }
+        drop(batch);
+        assert!(hint_holds(&set));
+        assert_eq!(ChunkSet::hint_word(set.hint.load(Ordering::Relaxed)), 0);
+        assert_eq!(set.len(), 4);
+        let taken: Vec<u32> = core::iter::from_fn(|| set.pop()).collect();
+        assert_eq!(taken, [1, 70, 150, 299]);
+    }
+
+    #[test]
+    fn pops_and_runs_match_a_model_of_the_lowest_free_chunks() {
+        // Which chunks are free, against random pops, pushes, runs and claims at a place;
+        // after each step the hint must leave only full words below it.
+        let steps = if cfg!(miri) { 100 } else { 20_000 };
+        let count = 200;
+        let set = ChunkSet::new(u32::try_from(count).unwrap()).unwrap();
+        let mut free = alloc::vec![true; count];
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // The first chunk of the lowest run of `n` free chunks.
+        let lowest_run = |free: &[bool], n: usize| {
+            let mut run = 0;
+            for (c, &f) in free.iter().enumerate() {
+                run = if f { run + 1 } else { 0 };
+                if run == n {
+                    return Some(c + 1 - n);
+                }
+            }
+            None
+        };
+        for _ in 0..steps {
+            let r = next();
+            let n = 1 + usize::try_from(r >> 8).unwrap() % 70;
+            match r % 5 {
+                0 | 1 => {
+                    let want = free.iter().position(|&f| f);
+                    let got = set.pop().map(|c| c as usize);
+                    assert_eq!(got, want);
+                    if let Some(c) = got {
+                        free[c] = false;
+                    }
+                }
+                2 => {
+                    // Give back a held chunk, if it is one.
+                    let c = usize::try_from(r >> 8).unwrap() % count;
+                    if !free[c] {
+                        set.push(u32::try_from(c).unwrap());
+                        free[c] = true;
+                    }
+                }
+                3 => {
+                    let want = lowest_run(&free, n);
+                    assert_eq!(set.pop_run(n).map(|c| c as usize), want);
+                    if let Some(f) = want {
+                        free[f..f + n].fill(false);
+                    }
+                }
+                _ => {
+                    let f = usize::try_from(r >> 20).unwrap() % count;
+                    let want = f + n <= count && free[f..f + n].iter().all(|&f| f);
+                    assert_eq!(set.pop_run_at(f, n), want);
+                    if want {
+                        free[f..f + n].fill(false);
+                    }
+                }
+            }
+            assert_eq!(set.len(), free.iter().filter(|&&f| f).count());
+            assert!(hint_holds(&set));
+            for (c, &f) in free.iter().enumerate() {
+                assert_eq!(set.is_free(c), f, "chunk {c}");
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::alloc::Layout;
 
 use loom::sync::Arc;
 use loom::thread;
-use memvisor_arena::{Arena, Backing, Config, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Quota};
 
 const CHUNK: usize = 64 << 10;
 
@@ -103,5 +103,41 @@ fn chain_return_races_with_take() {
         assert!(other.join().unwrap().is_some());
         let stats = arena.stats();
         assert_eq!((stats.free_chunks, stats.held_chunks), (2, 1));
+    });
+}
+
+#[test]
+fn chunk_given_back_below_a_scan_is_the_next_one_taken() {
+    // Making an arena of 66 chunks under loom fills its tables one atomic at a time: more
+    // steps than loom allows by default, though all on one thread.
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 100_000;
+    model.check(|| {
+        // 66 chunks: the first bitmap word full but for chunk 5; chunks 64 and 65 free in the
+        // second.
+        let arena = arena(66);
+        let layout = |chunks: usize| Layout::from_size_align(chunks * CHUNK, 8).unwrap();
+        let runs = arena.create_client(Quota::UNLIMITED).unwrap();
+        let base = runs.alloc(layout(5)).unwrap().as_ptr() as usize;
+        let chunk_of = |addr: usize| (addr - base) / CHUNK;
+        let leaving = arena.create_client(Quota::UNLIMITED).unwrap();
+        let five = leaving.alloc(layout(1)).unwrap().as_ptr() as usize;
+        assert_eq!(chunk_of(five), 5);
+        runs.alloc(layout(58)).unwrap();
+        assert_eq!(arena.stats().free_chunks, 2);
+        // SAFETY: the thread that gets the client is joined below, before `arena` is dropped,
+        // so the arena outlives the client.
+        let leaving = unsafe { std::mem::transmute::<Client<'_>, Client<'static>>(leaving) };
+        // Chunk 5 goes back while this thread takes a chunk, scanning past the first word.
+        let other = thread::spawn(move || drop(leaving));
+        let taken = chunk_of(take_chunk(&arena, 4, true).expect("chunks 64 and 65 are free"));
+        other.join().unwrap();
+        // Whichever chunk the take got, the next take gets the lowest free one: 5 or 64.
+        let next = chunk_of(take_chunk(&arena, 5, true).expect("two chunks left"));
+        assert!(
+            (taken, next) == (5, 64) || (taken, next) == (64, 5),
+            "took {taken} then {next}"
+        );
+        drop(runs);
     });
 }
