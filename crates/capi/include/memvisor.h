@@ -9,6 +9,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Threads. A function whose documentation says "any thread, any time" may run on several
+// threads at once. A client's functions run on one thread at a time: two calls on one client
+// at once (a delete among them, except two deletes) are undefined behaviour, which the
+// library does not detect.
+//
+// Signals. No function is async-signal-safe: do not call one from a signal handler (it may
+// wait for ever for a lock the interrupted code holds, or allocate).
+//
+// fork(). The child has copies of every context and client, under the same handles, over its
+// copy of their memory. If no call of the library was running on another thread when the
+// process forked (a single-threaded process, or one that keeps its threads out of the library
+// around the fork), the child may use them, delete them and make new ones, and nothing it does
+// changes the parent's (unless their memory is shared, below). Otherwise the child must not call the library at all: a lock taken by
+// a thread the child does not have is never released (a call would wait for ever), and what
+// that thread was changing stays half-changed. A caller's block mapped shared (`MAP_SHARED`)
+// is the same memory in both processes, which then hand it out twice: use such a context in
+// one of them only.
+//
+// Strings. The strings the library returns are static and never change: any thread may read
+// them, for as long as the library is loaded.
+
 // A quota of no limit, and a statistic the context does not keep.
 #define MEMVISOR_UNLIMITED SIZE_MAX
 

@@ -24,7 +24,7 @@ const NATIVE_LIBS: &[&str] = &[
 ];
 
 /// The C sources of the suite.
-const SUITE: &[&str] = &["api", "threads", "contracts", "sizes"];
+const SUITE: &[&str] = &["api", "threads", "contracts", "sizes", "fork"];
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -373,6 +373,120 @@ fn readme_example_runs_clean_everywhere() {
         let exe = compile(&source, &format!("readme-{tag}-san"), link, SANITIZE);
         run(&[], &exe, SANITIZER_ENV);
     });
+}
+
+/// A translation unit that includes the header twice and uses every type, macro and
+/// function of it, as C (any standard from C99) and as C++ (from C++11).
+const HEADER_USER: &str = "#include \"memvisor.h\"\n\
+#include \"memvisor.h\"\n\
+int use_header(void);\n\
+int use_header(void) {\n\
+    memvisor_config config;\n\
+    memvisor_context ctx = {0};\n\
+    memvisor_client client = {0};\n\
+    memvisor_context_stats cs;\n\
+    memvisor_client_stats ks;\n\
+    void *p = NULL;\n\
+    size_t size = MEMVISOR_UNLIMITED;\n\
+    bool owns = false;\n\
+    uint32_t flags = MEMVISOR_FLAG_ZERO | MEMVISOR_FLAG_DECOMMIT | MEMVISOR_FLAG_GUARD |\n\
+        MEMVISOR_FLAG_POISON | MEMVISOR_FLAG_STATISTICS;\n\
+    memvisor_status st = memvisor_config_init(&config);\n\
+    cs.size = sizeof cs;\n\
+    ks.size = sizeof ks;\n\
+    if (st != MEMVISOR_STATUS_OK || memvisor_supported_flags() != flags) return 1;\n\
+    if (memvisor_status_message(MEMVISOR_STATUS_BLOCK_IN_USE)[0] == 0) return 2;\n\
+    if (memvisor_version()[0] == 0 || MEMVISOR_POISON_BYTE != 165) return 3;\n\
+    st = memvisor_context_create(p, size, &config, &ctx);\n\
+    st = memvisor_context_create_reserved(size, &config, &ctx);\n\
+    st = memvisor_context_accepted_flags(ctx, &flags);\n\
+    st = memvisor_context_get_stats(ctx, &cs);\n\
+    st = memvisor_context_owner(ctx, p, &client);\n\
+    st = memvisor_context_trim(ctx);\n\
+    st = memvisor_client_create(ctx, size, &client);\n\
+    st = memvisor_alloc(client, size, &p);\n\
+    st = memvisor_alloc_aligned(client, size, MEMVISOR_MIN_ALIGN, &p);\n\
+    st = memvisor_size_of(client, p, &size);\n\
+    st = memvisor_client_owns(client, p, &owns);\n\
+    st = memvisor_client_get_stats(client, &ks);\n\
+    st = memvisor_client_trim(client);\n\
+    st = memvisor_client_free(client, p, &size);\n\
+    st = memvisor_free(ctx, p, &size);\n\
+    st = memvisor_client_delete(client);\n\
+    st = memvisor_config_init_sized(&config, sizeof config);\n\
+    st = (memvisor_config_init)(&config);\n\
+    return memvisor_context_delete(ctx) == st;\n\
+}\n";
+
+/// Warnings a demanding C or C++ project builds with, all errors.
+const STRICT: &[&str] = &[
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Werror",
+    "-Wundef",
+    "-Wshadow",
+    "-Wconversion",
+    "-Wsign-conversion",
+    "-Wcast-qual",
+    "-Wredundant-decls",
+];
+
+/// Compiles `source` (C or C++ as `compiler` and `flags` say) to an object, or fails with the
+/// compiler's messages.
+fn compile_object(mut compiler: Command, flags: &[&str], source: &Path, what: &str) {
+    let object = source.with_extension("o");
+    compiler
+        .args(flags)
+        .args(STRICT)
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg("-c")
+        .arg(source)
+        .arg("-o")
+        .arg(&object);
+    stdout_of(&mut compiler, what);
+}
+
+#[test]
+fn header_compiles_in_every_c_standard_with_strict_warnings() {
+    let src = out_dir().join("header-strict.c");
+    std::fs::write(&src, HEADER_USER).expect("write");
+    for std in ["c99", "gnu99", "c11", "gnu11", "c17"] {
+        compile_object(
+            c_compiler(),
+            &[
+                &format!("-std={std}"),
+                "-Wstrict-prototypes",
+                "-Wmissing-prototypes",
+            ],
+            &src,
+            &format!("cc -std={std} over the header"),
+        );
+    }
+}
+
+#[test]
+fn header_compiles_as_cpp_in_every_standard_with_strict_warnings() {
+    if !have("c++") {
+        eprintln!("\n!!!!!! SKIPPED: no c++ compiler; the header was not checked as C++ !!!!!!\n");
+        return;
+    }
+    let src = out_dir().join("header-strict.cpp");
+    std::fs::write(&src, HEADER_USER).expect("write");
+    for std in ["c++11", "c++14", "c++17", "c++20"] {
+        compile_object(
+            Command::new("c++"),
+            &[
+                &format!("-std={std}"),
+                "-Wold-style-cast",
+                "-Wzero-as-null-pointer-constant",
+                "-Wuseless-cast",
+            ],
+            &src,
+            &format!("c++ -std={std} over the header"),
+        );
+    }
 }
 
 #[test]
