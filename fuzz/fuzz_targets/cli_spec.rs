@@ -262,7 +262,9 @@ fuzz_target!(|data: &[u8]| {
                 }
                 String::from_utf8_lossy(&bytes).into_owned()
             };
-            match memvisor_cli::vmm::firecracker_spec("fuzz.json", &text) {
+            // Converted for the architecture it is planned for, as the command does.
+            let fc_arch = arch.unwrap_or(Arch::X86_64);
+            match memvisor_cli::vmm::firecracker_spec_for("fuzz.json", &text, fc_arch) {
                 Ok(spec) => spec_text("fuzz.json (as a memvisor spec)", &spec, arch, scale),
                 Err(e) => no_control("firecracker", &e.to_string()),
             }

@@ -132,6 +132,10 @@ enum Command {
         /// The format of SPEC (see `plan --from`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
+        /// With `--from firecracker`: the guest architecture the configuration is for
+        /// (default x86_64; on x86_64 the spec has Firecracker's device windows).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
     },
     /// Print a shell completion script.
     Completions {
@@ -211,7 +215,11 @@ fn load_spec(path: Option<&OsStr>, how: Load<'_>) -> Result<(spec::VmSpec, Plan)
         (Some(p), From::Memvisor) => (shown(p), crate::input::read_spec(p)?),
         (Some(p), From::Firecracker) => (
             format!("{} (as a memvisor spec)", shown(p)),
-            crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?,
+            crate::vmm::firecracker_spec_for(
+                &shown(p),
+                &crate::input::read_spec(p)?,
+                arch.map_or(spec::Arch::X86_64, spec_arch),
+            )?,
         ),
         (Some(p), From::CloudHypervisorJson) => (
             format!("{} (as a memvisor spec)", shown(p)),
@@ -243,13 +251,18 @@ fn load_spec(path: Option<&OsStr>, how: Load<'_>) -> Result<(spec::VmSpec, Plan)
         origin: &origin,
         text: &text,
     };
-    let arch = arch.map(|a| match a {
-        ArchArg::X86_64 => spec::Arch::X86_64,
-        ArchArg::Aarch64 => spec::Arch::Aarch64,
-    });
+    let arch = arch.map(spec_arch);
     let vm = spec::parse_for(src, arch)?.scaled(scale);
     let plan = plan(&vm, src)?;
     Ok((vm, plan))
+}
+
+/// The architecture `--arch` names.
+fn spec_arch(arch: ArchArg) -> spec::Arch {
+    match arch {
+        ArchArg::X86_64 => spec::Arch::X86_64,
+        ArchArg::Aarch64 => spec::Arch::Aarch64,
+    }
 }
 
 /// How errors name the spec at `path`: `<stdin>` for `-`, else the path, lossily as UTF-8 (a
@@ -395,12 +408,14 @@ fn execute(
                 problems => Err(Error::HostCannotBack { problems }),
             }
         }
-        Command::Init { spec, from } => write(
+        Command::Init { spec, from, arch } => write(
             out,
             match (from, spec.as_deref()) {
-                (From::Firecracker, Some(p)) => {
-                    crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?)?
-                }
+                (From::Firecracker, Some(p)) => crate::vmm::firecracker_spec_for(
+                    &shown(p),
+                    &crate::input::read_spec(p)?,
+                    arch.map_or(spec::Arch::X86_64, spec_arch),
+                )?,
                 (From::CloudHypervisor, Some(option)) => {
                     crate::vmm::cloud_hypervisor_spec_for(utf8_option(option)?, huge)?
                 }

@@ -14,4 +14,4 @@ pub use cloud_hypervisor::{
     cloud_hypervisor_json_spec_for, cloud_hypervisor_origin, cloud_hypervisor_spec,
     cloud_hypervisor_spec_for,
 };
-pub use firecracker::firecracker_spec;
+pub use firecracker::{firecracker_spec, firecracker_spec_for};

@@ -60,8 +60,8 @@ fn kernel_cmdline_of_firecracker_config_lists_virtio_devices() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "virtio_mmio.device=4K@0xc0000000:5 virtio_mmio.device=4K@0xc0001000:6 \
-         virtio_mmio.device=4K@0xc0002000:7\n"
+        "virtio_mmio.device=4K@0xc0001000:5 virtio_mmio.device=4K@0xc0002000:6 \
+         virtio_mmio.device=4K@0xc0003000:7\n"
     );
 }
 
@@ -509,7 +509,7 @@ fn firecracker_repeated_drive_id_is_one_device() {
         &["plan", "--from", "firecracker", "--kernel-cmdline", "FILE"],
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "virtio_mmio.device=4K@0xc0000000:5\n");
+    assert_eq!(out, "virtio_mmio.device=4K@0xc0001000:5\n");
     let (code, out, err) = run_on_json(
         "fc-dup.json",
         json,

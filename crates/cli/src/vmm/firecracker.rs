@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use toml::{Table, Value};
 
 use crate::error::{Error, Problem, Result};
-use crate::spec::{MAX_DEVICES, MAX_NAME_CHARS, MAX_SPEC_BYTES, Source};
+use crate::spec::{Arch, MAX_DEVICES, MAX_NAME_CHARS, MAX_SPEC_BYTES, Source};
 
 pub(super) mod json_position;
 use json_position::from_json;
@@ -541,6 +541,27 @@ const FC_SECTIONS: [&str; 13] = [
     "memory-hotplug",
 ];
 
+/// Where Firecracker 1.16's x86_64 MMIO devices go (`MEM_32BIT_DEVICES_START` in
+/// `arch/x86_64/layout.rs`): one page (`MMIO_LEN`) past the start of the 32-bit MMIO window at
+/// 3 GiB (`MMIO32_MEM_START`), whose first page is kept for the boot timer
+/// (`BOOT_DEVICE_MEM_START`). Each virtio device takes the next page, in the order they are
+/// attached.
+const FC_X86_DEVICES_START: u64 = 0xc000_0000 + FC_MMIO_LEN;
+
+/// The MMIO window of each of Firecracker's virtio devices (`MMIO_LEN`).
+const FC_MMIO_LEN: u64 = 0x1000;
+
+/// The most virtio devices Firecracker 1.16 boots on x86_64: its legacy GSIs are 5 to 23
+/// (`GSI_LEGACY_START`, `GSI_LEGACY_END`), handed out in attach order, and after the virtio
+/// devices its VMGenID and VMClock devices take one each.
+const FC_X86_MAX_VIRTIO_DEVICES: usize = 17;
+
+/// The most memory Firecracker 1.16 lays out on x86_64 without crossing its 64-bit MMIO gap
+/// `[256 GiB, 512 GiB)` (`MMIO64_MEM_START`, `MMIO64_MEM_SIZE`): 3 GiB below the 32-bit MMIO
+/// window and 252 GiB from 4 GiB. More goes on at 512 GiB, which a spec's single RAM window
+/// above 4 GiB cannot hold.
+const FC_X86_MAX_MEM_MIB: u64 = 255 << 10;
+
 /// Firecracker's memory size when a configuration has no `machine-config` (or `null`).
 const FC_DEFAULT_MEM_SIZE_MIB: u64 = 128;
 
@@ -779,15 +800,25 @@ fn fc_entries<'a>(
         .collect()
 }
 
-/// Checks `machine`'s `vcpu_count` (at field path prefix `path`) as Firecracker does: 1 to
+/// Checks `machine`'s `vcpu_count` and `smt` (at field path prefix `path`) as Firecracker
+/// does for `arch`: no `smt` on aarch64 (first, as Firecracker), a count of 1 to
 /// [`FC_MAX_VCPUS`], and 1 or an even number with `smt`. The count is required.
 ///
 /// # Errors
-/// [`SpecError`] at the count for one Firecracker refuses, or for one that is not a whole
-/// number.
+/// [`SpecError`] at `smt` on aarch64, at the count for one Firecracker refuses, or for one
+/// that is not a whole number.
 ///
 /// [`SpecError`]: crate::error::SpecError
-fn fc_vcpus(src: Source<'_>, machine: &FcMachine<'_>, path: &str) -> Result<()> {
+fn fc_vcpus(src: Source<'_>, machine: &FcMachine<'_>, path: &str, arch: Arch) -> Result<()> {
+    if arch == Arch::Aarch64 && machine.smt {
+        return Err(src
+            .error(
+                format!("{path}smt"),
+                fc_machine_span(src, |m| m.smt),
+                Problem::Invalid("SMT on aarch64 (Firecracker refuses it)".to_owned()),
+            )
+            .into());
+    }
     let raw = machine.vcpu_count;
     let field = format!("{path}vcpu_count");
     let at = fc_offset(src, raw);
@@ -878,24 +909,35 @@ fn fc_memory(
 /// Where the `mem_size_mib` of the file `src` (a whole configuration or a `machine-config`
 /// object, read without a mistake already) is written.
 fn fc_mem_size_span(src: Source<'_>) -> Option<std::ops::Range<usize>> {
+    fc_machine_span(src, |m| m.mem_size_mib)
+}
+
+/// Where the `machine-config` field that `field` picks is written in the file `src` (a whole
+/// configuration or a `machine-config` object, read without a mistake already).
+fn fc_machine_span(
+    src: Source<'_>,
+    field: impl for<'a> Fn(FcMachineSpans<'a>) -> Option<&'a RawValue>,
+) -> Option<std::ops::Range<usize>> {
     #[derive(Deserialize)]
-    struct Whole<'a> {
+    struct Top<'a> {
         #[serde(default, borrow, rename = "machine-config")]
         machine: Option<&'a RawValue>,
-        #[serde(default, borrow)]
-        mem_size_mib: Option<&'a RawValue>,
     }
-    let top: Whole<'_> = serde_json::from_str(src.text).ok()?;
-    let raw = match top.machine {
-        Some(machine) => {
-            serde_json::from_str::<Whole<'_>>(machine.get())
-                .ok()?
-                .mem_size_mib?
-        }
-        None => top.mem_size_mib?,
-    };
+    let top: Top<'_> = serde_json::from_str(src.text).ok()?;
+    let machine: FcMachineSpans<'_> =
+        serde_json::from_str(top.machine.map_or(src.text, RawValue::get)).ok()?;
+    let raw = field(machine)?;
     let at = fc_offset(src, raw);
     Some(at..at + raw.get().len())
+}
+
+/// The fields of a `machine-config` object whose place [`fc_machine_span`] finds.
+#[derive(Deserialize)]
+struct FcMachineSpans<'a> {
+    #[serde(default, borrow)]
+    mem_size_mib: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    smt: Option<&'a RawValue>,
 }
 
 /// Where `raw`, a part of the file `src`, starts in it.
@@ -1074,7 +1116,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
     Value::Table(t)
 }
 
-/// The spec of a Firecracker configuration: a whole `--config-file` JSON (memory from
+/// The x86_64 spec of a Firecracker configuration ([`firecracker_spec_for`] with
+/// [`Arch::X86_64`]): a whole `--config-file` JSON (memory from
 /// `machine-config`, 128 MiB without one; the balloon device, a virtio-blk per drive, a
 /// virtio-net per network interface (as Firecracker builds them: a repeated id updates or
 /// replaces a device, the root drive first), then vsock and entropy devices, in that order (the
@@ -1123,6 +1166,39 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// # Ok::<(), memvisor_cli::Error>(())
 /// ```
 pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
+    firecracker_spec_for(origin, json, Arch::X86_64)
+}
+
+/// [`firecracker_spec`] for the guest architecture `arch`, written into the spec (`arch`).
+///
+/// On x86_64 the spec has Firecracker 1.16's device windows: each virtio device's `address`
+/// is the next 4 KiB page from `0xc0001000`, in the order Firecracker attaches the devices
+/// (the page at 3 GiB is kept for its boot timer), and their interrupts are the legacy GSIs from 5
+/// in that order, as the plan hands them out. What Firecracker 1.16 cannot boot on x86_64 is
+/// refused: more than 17 virtio devices (GSIs 22 and 23 go to its VMGenID and VMClock
+/// devices) and more than 255 GiB of memory (Firecracker puts memory past 255 GiB above its
+/// 64-bit MMIO gap `[256 GiB, 512 GiB)`, which a spec's one RAM window above 4 GiB cannot
+/// hold).
+///
+/// On aarch64 the plan is memvisor's aarch64 layout, not Firecracker's (which puts RAM at
+/// 2 GiB and devices from `0x40003000`): see SPEC.md.
+///
+/// # Errors
+/// As [`firecracker_spec`], and the x86_64 limits above at the value that breaks them.
+///
+/// ```
+/// use memvisor_cli::spec::Arch;
+/// use memvisor_cli::vmm::firecracker_spec_for;
+///
+/// let json = r#"{"boot-source": {"kernel_image_path": "vmlinux"},
+///     "drives": [{"drive_id": "rootfs", "is_root_device": true}]}"#;
+/// let toml = firecracker_spec_for("vm.json", json, Arch::X86_64)?;
+/// assert!(toml.contains("address = \"0xc0001000\""), "{toml}");
+/// let toml = firecracker_spec_for("vm.json", json, Arch::Aarch64)?;
+/// assert!(!toml.contains("address"), "{toml}");
+/// # Ok::<(), memvisor_cli::Error>(())
+/// ```
+pub fn firecracker_spec_for(origin: &str, json: &str, arch: Arch) -> Result<String> {
     let src = Source { origin, text: json };
     // Where an entry's text starts in the file.
     let offset =
@@ -1176,7 +1252,7 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     }
     let machine = config.machine.map(|m| m.0);
     if let Some(m) = &machine {
-        fc_vcpus(src, m, machine_path)?;
+        fc_vcpus(src, m, machine_path, arch)?;
     }
     let (mem_size_mib, machine_huge_pages) = machine
         .as_ref()
@@ -1318,6 +1394,23 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         huge,
         balloon.as_ref(),
     )?;
+    if arch == Arch::X86_64
+        && let Some(m) = &machine
+        && m.mem_size_mib.0 > FC_X86_MAX_MEM_MIB
+    {
+        return Err(src
+            .error(
+                mem_field,
+                fc_mem_size_span(src),
+                Problem::Invalid(format!(
+                    "{} MiB is more than the {FC_X86_MAX_MEM_MIB} MiB (255 GiB) Firecracker \
+                     lays out on x86_64 below its 64-bit MMIO gap [256 GiB, 512 GiB); the \
+                     memory it puts above the gap is not modelled",
+                    m.mem_size_mib.0
+                )),
+            )
+            .into());
+    }
     let mut ided: Vec<(&str, &str, Option<&str>)> = Vec::new();
     ided.extend(
         drives
@@ -1347,8 +1440,16 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
     if config.entropy.is_some() {
         devices.push(device("virtio-rng", None));
     }
+    if arch == Arch::X86_64 {
+        fc_x86_devices(
+            src,
+            [config.balloon, config.vsock, config.entropy],
+            &mut devices,
+        )?;
+    }
     let mut spec = Table::new();
     spec.insert("name".into(), Value::String(stem(origin)));
+    spec.insert("arch".into(), Value::String(arch.name().into()));
     spec.insert("memory".into(), Value::Table(memory));
     spec.insert("serial".into(), Value::Table(Table::new()));
     if !devices.is_empty() {
@@ -1365,6 +1466,60 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
         });
     }
     Ok(text)
+}
+
+/// Gives Firecracker's x86_64 virtio `devices` (in attach order) the MMIO windows Firecracker
+/// 1.16 gives them, once their number is checked against the legacy GSIs it has for them.
+///
+/// # Errors
+/// [`SpecError`] for more than [`FC_X86_MAX_VIRTIO_DEVICES`] devices, at the section of the
+/// first device past the limit (its value when it is one of `[balloon, vsock, entropy]`, the
+/// raw sections given).
+///
+/// [`SpecError`]: crate::error::SpecError
+fn fc_x86_devices(
+    src: Source<'_>,
+    [balloon, vsock, entropy]: [Option<&RawValue>; 3],
+    devices: &mut [Value],
+) -> Result<()> {
+    if devices.len() > FC_X86_MAX_VIRTIO_DEVICES {
+        // The section of the first device past the limit, the devices in attach order.
+        let past = &devices[FC_X86_MAX_VIRTIO_DEVICES];
+        let ty = past.get("type").and_then(Value::as_str).unwrap_or_default();
+        let (field, raw) = match ty {
+            "virtio-balloon" => ("balloon", balloon),
+            "virtio-blk" => ("drives", None),
+            "virtio-net" => ("network-interfaces", None),
+            "virtio-vsock" => ("vsock", vsock),
+            _ => ("entropy", entropy),
+        };
+        let at = |r: &RawValue| fc_offset(src, r)..fc_offset(src, r) + r.get().len();
+        let name = past.get("name").and_then(Value::as_str).map_or_else(
+            || format!("the {}", ty.strip_prefix("virtio-").unwrap_or(ty)),
+            |n| format!("`{}`", crate::render::escape(n)),
+        );
+        return Err(src
+            .error(
+                field.to_owned(),
+                raw.map(at),
+                Problem::Invalid(format!(
+                    "{} virtio devices ({name} is number {}): Firecracker boots at most \
+                     {FC_X86_MAX_VIRTIO_DEVICES} on x86_64 (its legacy GSIs 5 to 23 go to them \
+                     in order, then one each to its VMGenID and VMClock devices)",
+                    devices.len(),
+                    FC_X86_MAX_VIRTIO_DEVICES + 1
+                )),
+            )
+            .into());
+    }
+    let mut address = FC_X86_DEVICES_START;
+    for device in devices {
+        if let Value::Table(t) = device {
+            t.insert("address".into(), Value::String(format!("{address:#x}")));
+        }
+        address += FC_MMIO_LEN;
+    }
+    Ok(())
 }
 
 fn stem(origin: &str) -> String {
