@@ -276,6 +276,15 @@ pub enum Error {
         /// The bytes it asked for.
         bytes: usize,
     },
+    /// The reservation holds a vector ([`vec::Vec`](crate::vec::Vec) or
+    /// [`vec::ConcurrentVec`](crate::vec::ConcurrentVec), reached through its `reservation()`),
+    /// and the operation would discard, replace or protect memory the vector keeps its
+    /// elements in: only the vector changes that memory. Nothing was changed.
+    #[error("{operation} refused: the reservation holds a vector's elements")]
+    HeldByVector {
+        /// The operation.
+        operation: Operation,
+    },
     /// The platform cannot do this operation at all.
     #[error("{operation} is not supported on this platform")]
     Unsupported {
@@ -377,6 +386,13 @@ mod tests {
         assert_eq!(
             Error::Guarded { offset: 0 }.to_string(),
             "page at offset 0x0 is a guard page"
+        );
+        assert_eq!(
+            Error::HeldByVector {
+                operation: Operation::Decommit
+            }
+            .to_string(),
+            "decommit refused: the reservation holds a vector's elements"
         );
         assert_eq!(
             Error::NotGuarded { offset: 0x1000 }.to_string(),

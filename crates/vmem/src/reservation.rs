@@ -238,6 +238,7 @@ impl ReservationBuilder {
             dont_dump,
             lost,
             any_lost: AtomicBool::new(false),
+            held_by_vector: false,
             hugetlb,
             hugetlb_head,
             any_hugetlb: AtomicBool::new(false),
@@ -409,6 +410,11 @@ pub struct Reservation {
     /// Whether `hugetlb` ever had a page (set after its bits, with `Release`), so that ranges
     /// are checked against it only once explicit huge pages were mapped.
     any_hugetlb: AtomicBool,
+    /// Whether a vector keeps its elements here (set once by the vector that reserved it):
+    /// the unsafe `&self` calls that discard, replace or protect memory are then refused with
+    /// [`Error::HeldByVector`], since the vector reads, writes and drops its elements there
+    /// whatever their contracts' callers vouch for (see `not_held_by_vector`).
+    held_by_vector: bool,
     /// Held by every call that changes which pages the system keeps locked, or `locked`
     /// (see `serial.rs`), so that `locked` tells what the system has locked; and by the
     /// advice calls, so that a decommit's re-advice sees each advice with its record.
@@ -453,6 +459,22 @@ impl Reservation {
     #[must_use]
     pub fn builder() -> ReservationBuilder {
         ReservationBuilder::default()
+    }
+
+    /// Marks the reservation as a vector's (see the `held_by_vector` field): done once by
+    /// the vector that reserved it, before anyone else can reach it.
+    pub(crate) fn hold_for_vector(&mut self) {
+        self.held_by_vector = true;
+    }
+
+    /// Refuses an unsafe `&self` call that would discard, replace or protect memory of a
+    /// vector's reservation. Vectors hand out `&Reservation` only, so their own calls go
+    /// through the `&mut self` methods, which skip this check.
+    pub(crate) fn not_held_by_vector(&self, operation: Operation) -> Result<()> {
+        if self.held_by_vector {
+            return Err(Error::HeldByVector { operation });
+        }
+        Ok(())
     }
 
     /// The start of the reservation.
@@ -726,19 +748,34 @@ impl Reservation {
     pub fn decommit(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self` means no other thread uses the reservation through this handle;
         // raw pointers made from `as_ptr` are the caller's to keep away from the range.
-        unsafe { self.decommit_unchecked(offset, len) }
+        unsafe { self.decommit_inner(offset, len) }
     }
 
     /// [`decommit`](Self::decommit) through a shared reference.
     ///
     /// # Errors
-    /// As [`decommit`](Self::decommit).
+    /// As [`decommit`](Self::decommit); first of all [`Error::HeldByVector`] for the reservation of
+    /// a [`vec::Vec`](crate::vec::Vec) or [`vec::ConcurrentVec`](crate::vec::ConcurrentVec)
+    /// (reached through its `reservation()`), whose elements live in its memory whatever the
+    /// caller vouches for: nothing changes then.
     ///
     /// # Safety
     /// No reference to any byte of the range may be live, and no other thread may access the
     /// range during or after the call until it is committed again: its contents are discarded
     /// (and in [`CommitMode::Protected`] any access faults).
     pub unsafe fn decommit_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        self.not_held_by_vector(Operation::Decommit)?;
+        // SAFETY: the caller's promise.
+        unsafe { self.decommit_inner(offset, len) }
+    }
+
+    /// The body of [`decommit`](Self::decommit) and
+    /// [`decommit_unchecked`](Self::decommit_unchecked).
+    ///
+    /// # Safety
+    /// As [`decommit_unchecked`](Self::decommit_unchecked), and the reservation's owner (a
+    /// vector, for one) no longer counts the range's contents as its own.
+    unsafe fn decommit_inner(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
         self.no_guard(pages)?;
         // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
@@ -1105,19 +1142,39 @@ impl Reservation {
     /// [`commit`](Self::commit) over it gives it read-write access again).
     pub fn protect(&mut self, offset: usize, len: usize, protection: Protection) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
-        unsafe { self.protect_unchecked(offset, len, protection) }
+        unsafe { self.protect_inner(offset, len, protection) }
     }
 
     /// [`protect`](Self::protect) through a shared reference.
     ///
     /// # Errors
-    /// As [`protect`](Self::protect).
+    /// As [`protect`](Self::protect); first of all [`Error::HeldByVector`] for the reservation of a
+    /// [`vec::Vec`](crate::vec::Vec) or [`vec::ConcurrentVec`](crate::vec::ConcurrentVec)
+    /// (reached through its `reservation()`), whose elements live in its memory whatever the
+    /// caller vouches for: nothing changes then.
     ///
     /// # Safety
     /// When lowering protection, no reference to the range may be live that the new protection
     /// forbids (no `&mut` into read-only pages, nothing at all into [`Protection::None`]
     /// pages), and no other thread may make such an access during or after the call.
     pub unsafe fn protect_unchecked(
+        &self,
+        offset: usize,
+        len: usize,
+        protection: Protection,
+    ) -> Result<()> {
+        self.not_held_by_vector(Operation::Protect)?;
+        // SAFETY: the caller's promise.
+        unsafe { self.protect_inner(offset, len, protection) }
+    }
+
+    /// The body of [`protect`](Self::protect) and
+    /// [`protect_unchecked`](Self::protect_unchecked).
+    ///
+    /// # Safety
+    /// As [`protect_unchecked`](Self::protect_unchecked), and nothing that owns the range's
+    /// contents (a vector, for one) accesses them as the new protection forbids.
+    unsafe fn protect_inner(
         &self,
         offset: usize,
         len: usize,
@@ -1518,17 +1575,30 @@ impl Reservation {
     /// pages, for [`unguard`](Self::unguard) to restore.
     pub fn guard(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
-        unsafe { self.guard_unchecked(offset, len) }
+        unsafe { self.guard_inner(offset, len) }
     }
 
     /// [`guard`](Self::guard) through a shared reference.
     ///
     /// # Errors
-    /// As [`guard`](Self::guard).
+    /// As [`guard`](Self::guard); first of all [`Error::HeldByVector`] for the reservation of a
+    /// [`vec::Vec`](crate::vec::Vec) or [`vec::ConcurrentVec`](crate::vec::ConcurrentVec)
+    /// (reached through its `reservation()`), whose elements live in its memory whatever the
+    /// caller vouches for: nothing changes then.
     ///
     /// # Safety
     /// As [`decommit_unchecked`](Self::decommit_unchecked).
     pub unsafe fn guard_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        self.not_held_by_vector(Operation::Guard)?;
+        // SAFETY: the caller's promise.
+        unsafe { self.guard_inner(offset, len) }
+    }
+
+    /// The body of [`guard`](Self::guard) and [`guard_unchecked`](Self::guard_unchecked).
+    ///
+    /// # Safety
+    /// As [`decommit_inner`](Self::decommit_inner).
+    unsafe fn guard_inner(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
         let ptr = self.at(offset);
         // SAFETY: the range is unreferenced (caller's promise).

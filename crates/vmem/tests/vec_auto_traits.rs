@@ -1,12 +1,15 @@
-//! The vectors, their iterators, drains and handles are `Send` / `Sync` only when their
-//! elements allow it. Each check below compiles only if the type does *not* have the trait.
+//! The vectors, their iterators, drains, handles and push errors are `Send` / `Sync` only when
+//! their elements allow it: each `NotSend` / `NotSync` check below compiles only if the type
+//! does *not* have the trait. The last test checks the other way: each type has the traits
+//! when its elements do.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::MutexGuard;
 
 use memvisor_vmem::vec::{
-    ConcurrentIntoIter, ConcurrentVec, Drain, Entries, IntoIter, Iter, IterMut, Pusher, Vec,
+    Builder, ConcurrentIntoIter, ConcurrentVec, Drain, Entries, Error, Growth, IntoIter, Iter,
+    IterMut, PushError, Pusher, Vec,
 };
 
 /// `<X as NotSend<_>>::check()` is ambiguous, and fails to compile, when `X: Send`.
@@ -67,4 +70,40 @@ fn concurrent_vector_types_follow_their_elements() {
     <Pusher<'static, Unsent> as NotSend<_>>::check();
     <Pusher<'static, Unshared> as NotSync<_>>::check();
     <Pusher<'static, Unsent> as NotSync<_>>::check();
+}
+
+#[test]
+fn push_errors_follow_the_value_they_hand_back() {
+    <PushError<Rc<u8>> as NotSend<_>>::check();
+    <PushError<Rc<u8>> as NotSync<_>>::check();
+    <PushError<Unsent> as NotSend<_>>::check();
+    <PushError<Unshared> as NotSync<_>>::check();
+}
+
+fn send_and_sync<X: Send + Sync>() {}
+
+fn send<X: Send>() {}
+
+#[test]
+fn every_type_is_send_and_sync_when_its_elements_are() {
+    send_and_sync::<Vec<u8>>();
+    send_and_sync::<Drain<'static, u8>>();
+    send_and_sync::<IntoIter<u8>>();
+    send_and_sync::<ConcurrentVec<u8>>();
+    send_and_sync::<Iter<'static, u8>>();
+    send_and_sync::<Entries<'static, u8>>();
+    send_and_sync::<IterMut<'static, u8>>();
+    send_and_sync::<ConcurrentIntoIter<u8>>();
+    send_and_sync::<Pusher<'static, u8>>();
+    send_and_sync::<PushError<u8>>();
+    send_and_sync::<Builder>();
+    send_and_sync::<Growth>();
+    send_and_sync::<Error>();
+    // Owning types only need their elements to be sendable to be sent, as std's do.
+    send::<Vec<Unshared>>();
+    send::<IntoIter<Unshared>>();
+    send::<Drain<'static, Unshared>>();
+    send::<ConcurrentVec<Unshared>>();
+    send::<ConcurrentIntoIter<Unshared>>();
+    send::<IterMut<'static, Unshared>>();
 }

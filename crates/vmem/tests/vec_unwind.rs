@@ -707,3 +707,80 @@ fn extreme_growth_steps_stay_inside_the_reservation() {
         assert_eq!(c.published_prefix(), cap);
     }
 }
+
+#[test]
+fn clone_with_panicking_clone_drops_partial_copy_and_keeps_the_original() {
+    for bomb in 1..=n() as usize {
+        let lab = Lab::new();
+        let v = probes(&lab, 0..n());
+        lab.clone_bomb.set(bomb);
+        assert!(catch_unwind(AssertUnwindSafe(|| drop(v.clone()))).is_err());
+        lab.clone_bomb.set(0);
+        assert_eq!(lab.live.get(), n() as isize, "bomb {bomb}");
+        assert_eq!(values(&v), (0..n()).collect::<std::vec::Vec<_>>());
+        drop(v);
+        assert_eq!(lab.live.get(), 0, "bomb {bomb}");
+    }
+}
+
+#[test]
+fn drain_from_both_ends_with_panicking_drop_of_the_rest_moves_tail_back() {
+    for_each_bomb(
+        |lab, b| lab.drop_bomb.set(b),
+        |v, _| {
+            let mut d = v.drain(1..n() as usize - 1);
+            // Taken from the back first, so the rest lies before the taken ones.
+            drop(d.next_back());
+            drop(d.next_back());
+            drop(d.next());
+            drop(d);
+        },
+    );
+}
+
+#[test]
+fn dedup_by_key_with_panicking_key_drops_each_once() {
+    for bomb in 1..=n() as usize {
+        let lab = Lab::new();
+        let mut v = probes(&lab, (0..n()).map(|x| x / 2));
+        let calls = Cell::new(0);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            v.dedup_by_key(|p| {
+                calls.set(calls.get() + 1);
+                assert!(calls.get() != bomb, "key {bomb} panics");
+                p.value
+            });
+        }));
+        assert!(r.is_err() || bomb > 2 * (n() as usize - 1));
+        // Kept elements stay in order, each value once before the panic and every element
+        // not yet visited after it.
+        let kept = values(&v);
+        assert!(
+            kept.windows(2).all(|w| w[0] <= w[1]),
+            "bomb {bomb}: {kept:?}"
+        );
+        assert_eq!(lab.live.get(), v.len() as isize, "bomb {bomb}");
+        drop(v);
+        assert_eq!(lab.live.get(), 0, "bomb {bomb}");
+    }
+}
+
+#[test]
+fn concurrent_extend_from_panicking_iterator_keeps_what_was_pushed() {
+    for bomb in 1..=n() as usize {
+        let lab = Lab::new();
+        let mut c = ConcurrentVec::with_capacity(64).unwrap();
+        let src: std::vec::Vec<Probe> = (0..n()).map(|x| lab.make(x)).collect();
+        lab.clone_bomb.set(bomb);
+        assert!(catch_unwind(AssertUnwindSafe(|| c.extend(src.iter().cloned()))).is_err());
+        lab.clone_bomb.set(0);
+        // The clones made before the panic were pushed, in order, with no hole.
+        assert!((0..bomb as u32 - 1).eq(c.iter().map(|p| p.value)));
+        assert_eq!(c.len(), bomb - 1);
+        assert_eq!(c.push(lab.make(99)), bomb - 1);
+        drop(src);
+        assert_eq!(lab.live.get(), bomb as isize, "bomb {bomb}");
+        drop(c);
+        assert_eq!(lab.live.get(), 0, "bomb {bomb}");
+    }
+}

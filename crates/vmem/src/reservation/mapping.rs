@@ -248,18 +248,39 @@ impl Reservation {
         huge: Option<HugeTlbSize>,
     ) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
-        unsafe { self.map_unchecked(offset, len, source, protection, huge) }
+        unsafe { self.map_inner(offset, len, source, protection, huge) }
     }
 
     /// [`map`](Self::map) through a shared reference.
     ///
     /// # Errors
-    /// As [`map`](Self::map).
+    /// As [`map`](Self::map); first of all [`Error::HeldByVector`] for the reservation of a
+    /// [`vec::Vec`](crate::vec::Vec) or [`vec::ConcurrentVec`](crate::vec::ConcurrentVec)
+    /// (reached through its `reservation()`), whose elements live in its memory whatever the
+    /// caller vouches for: nothing changes then.
     ///
     /// # Safety
     /// As [`decommit_unchecked`](Self::decommit_unchecked): the range's contents are
     /// replaced.
     pub unsafe fn map_unchecked(
+        &self,
+        offset: usize,
+        len: usize,
+        source: MapSource<'_>,
+        protection: Protection,
+        huge: Option<HugeTlbSize>,
+    ) -> Result<()> {
+        self.not_held_by_vector(Operation::Map)?;
+        // SAFETY: the caller's promise.
+        unsafe { self.map_inner(offset, len, source, protection, huge) }
+    }
+
+    /// The body of [`map`](Self::map) and [`map_unchecked`](Self::map_unchecked).
+    ///
+    /// # Safety
+    /// As [`decommit_unchecked`](Self::decommit_unchecked), and the reservation's owner (a
+    /// vector, for one) no longer counts the range's contents as its own.
+    unsafe fn map_inner(
         &self,
         offset: usize,
         len: usize,
@@ -523,18 +544,32 @@ impl Reservation {
     /// is freed then).
     pub fn free(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
-        unsafe { self.free_unchecked(offset, len) }
+        unsafe { self.free_inner(offset, len) }
     }
 
     /// [`free`](Self::free) through a shared reference.
     ///
     /// # Errors
-    /// As [`free`](Self::free).
+    /// As [`free`](Self::free); first of all [`Error::HeldByVector`] for the reservation of a
+    /// [`vec::Vec`](crate::vec::Vec) or [`vec::ConcurrentVec`](crate::vec::ConcurrentVec)
+    /// (reached through its `reservation()`), whose elements live in its memory whatever the
+    /// caller vouches for: nothing changes then.
     ///
     /// # Safety
     /// No reference to the range may be live and no other thread may access it during the
     /// call: its contents may change to zero.
     pub unsafe fn free_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        self.not_held_by_vector(Operation::Free)?;
+        // SAFETY: the caller's promise.
+        unsafe { self.free_inner(offset, len) }
+    }
+
+    /// The body of [`free`](Self::free) and [`free_unchecked`](Self::free_unchecked).
+    ///
+    /// # Safety
+    /// As [`free_unchecked`](Self::free_unchecked), and the reservation's owner (a vector,
+    /// for one) does not rely on the range's contents.
+    unsafe fn free_inner(&self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: the caller's promise.
         unsafe { self.advise_contents(offset, len, Operation::Free, |_| SysAdvice::Free) }
     }
@@ -568,17 +603,31 @@ impl Reservation {
     /// ```
     pub fn discard(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
-        unsafe { self.discard_unchecked(offset, len) }
+        unsafe { self.discard_inner(offset, len) }
     }
 
     /// [`discard`](Self::discard) through a shared reference.
     ///
     /// # Errors
-    /// As [`discard`](Self::discard).
+    /// As [`discard`](Self::discard); first of all [`Error::HeldByVector`] for the reservation of a
+    /// [`vec::Vec`](crate::vec::Vec) or [`vec::ConcurrentVec`](crate::vec::ConcurrentVec)
+    /// (reached through its `reservation()`), whose elements live in its memory whatever the
+    /// caller vouches for: nothing changes then.
     ///
     /// # Safety
     /// As [`free_unchecked`](Self::free_unchecked).
     pub unsafe fn discard_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        self.not_held_by_vector(Operation::Discard)?;
+        // SAFETY: the caller's promise.
+        unsafe { self.discard_inner(offset, len) }
+    }
+
+    /// The body of [`discard`](Self::discard) and
+    /// [`discard_unchecked`](Self::discard_unchecked).
+    ///
+    /// # Safety
+    /// As [`free_inner`](Self::free_inner).
+    unsafe fn discard_inner(&self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: the caller's promise.
         unsafe { self.advise_contents(offset, len, Operation::Discard, |_| SysAdvice::DontNeed) }
     }
@@ -600,17 +649,30 @@ impl Reservation {
     /// cannot tell which file refuses until it tries.
     pub fn purge(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
-        unsafe { self.purge_unchecked(offset, len) }
+        unsafe { self.purge_inner(offset, len) }
     }
 
     /// [`purge`](Self::purge) through a shared reference.
     ///
     /// # Errors
-    /// As [`purge`](Self::purge).
+    /// As [`purge`](Self::purge); first of all [`Error::HeldByVector`] for the reservation of a
+    /// [`vec::Vec`](crate::vec::Vec) or [`vec::ConcurrentVec`](crate::vec::ConcurrentVec)
+    /// (reached through its `reservation()`), whose elements live in its memory whatever the
+    /// caller vouches for: nothing changes then.
     ///
     /// # Safety
     /// As [`free_unchecked`](Self::free_unchecked).
     pub unsafe fn purge_unchecked(&self, offset: usize, len: usize) -> Result<()> {
+        self.not_held_by_vector(Operation::Purge)?;
+        // SAFETY: the caller's promise.
+        unsafe { self.purge_inner(offset, len) }
+    }
+
+    /// The body of [`purge`](Self::purge) and [`purge_unchecked`](Self::purge_unchecked).
+    ///
+    /// # Safety
+    /// As [`free_inner`](Self::free_inner).
+    unsafe fn purge_inner(&self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: the caller's promise.
         unsafe {
             self.advise_contents(offset, len, Operation::Purge, |shared| {

@@ -129,7 +129,32 @@ struct CachePadded<T>(T);
 ///
 /// It is invariant in `T` (unlike `std::vec::Vec`, which is covariant): pushes write through
 /// `&self`, so a vector of `&'static U` must not be usable as a vector of shorter-lived
-/// references (see the `compile_fail` examples on [`push`](Self::push)).
+/// references (see the `compile_fail` examples on [`push`](Self::push)). Its elements must
+/// outlive it, since dropping it drops them, and its iterators and [`Pusher`]s cannot
+/// outlive it:
+/// ```compile_fail
+/// use memvisor_vmem::vec::ConcurrentVec;
+///
+/// struct Reads<'a>(&'a String);
+/// impl Drop for Reads<'_> {
+///     fn drop(&mut self) {
+///         println!("{}", self.0);
+///     }
+/// }
+///
+/// let v = ConcurrentVec::with_capacity(1).unwrap();
+/// let s = String::from("dropped before the vector");
+/// v.push(Reads(&s));
+/// ```
+/// ```compile_fail
+/// use memvisor_vmem::vec::ConcurrentVec;
+///
+/// let pusher = {
+///     let v = ConcurrentVec::<u8>::with_capacity(1).unwrap();
+///     v.pusher()
+/// };
+/// drop(pusher);
+/// ```
 ///
 /// # Examples
 /// ```
@@ -304,8 +329,11 @@ impl<T> ConcurrentVec<T> {
         self.reservation.committed_bytes()
     }
 
-    /// The reservation holding the elements, for queries and hints. Its safe `&self` methods
-    /// cannot change what the vector reads.
+    /// The reservation holding the elements and their ready bits, for queries and hints. Its
+    /// safe `&self` methods cannot change what the vector reads, and its unsafe ones that
+    /// would discard, replace or protect memory refuse with
+    /// [`Error::HeldByVector`](crate::Error::HeldByVector) (see
+    /// [`Vec::reservation`](super::Vec::reservation)).
     #[must_use]
     pub fn reservation(&self) -> &Reservation {
         &self.reservation

@@ -162,7 +162,7 @@ impl<T> IntoIter<T> {
         unsafe { slice::from_raw_parts(self.base.as_ptr().add(self.next), self.end - self.next) }
     }
 
-    /// The reservation that still holds the elements.
+    /// The reservation that still holds the elements (as [`Vec::reservation`]).
     #[must_use]
     pub fn reservation(&self) -> &crate::Reservation {
         self.vec.reservation()

@@ -134,14 +134,19 @@ impl VecLayout {
 
     /// Reserves the layout's bytes.
     pub(crate) fn reserve(&self, mode: crate::CommitMode) -> Result<Reservation> {
-        Reservation::builder()
+        let mut reservation = Reservation::builder()
             .alignment(self.align)
             .mode(mode)
             .reserve(self.total)
             .map_err(|source| Error::Reserve {
                 len: self.total,
                 source,
-            })
+            })?;
+        // The vector reads, writes and drops its elements here: the unsafe calls that would
+        // discard, replace or protect this memory are refused to whoever reaches the
+        // reservation through the vector.
+        reservation.hold_for_vector();
+        Ok(reservation)
     }
 
     /// The end of the slot bytes for the first `slots` slots, rounded up to a page

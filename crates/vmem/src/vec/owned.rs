@@ -31,6 +31,24 @@ mod edit;
 ///   system;
 /// - creating one can fail (the address space is reserved then), so constructors return [`Result`].
 ///
+/// Dropping it drops its elements, so they must outlive it. Its drop is checked as if it used
+/// them: unlike std's, even elements without a destructor, such as plain references, must
+/// outlive the vector.
+/// ```compile_fail
+/// use memvisor_vmem::vec::Vec;
+///
+/// struct Reads<'a>(&'a String);
+/// impl Drop for Reads<'_> {
+///     fn drop(&mut self) {
+///         println!("{}", self.0);
+///     }
+/// }
+///
+/// let mut v = Vec::with_capacity(1).unwrap();
+/// let s = String::from("dropped before the vector");
+/// v.push(Reads(&s));
+/// ```
+///
 /// # Examples
 /// ```
 /// use memvisor_vmem::vec::Vec;
@@ -143,7 +161,12 @@ impl<T> Vec<T> {
     }
 
     /// The reservation holding the elements, for queries and hints (residency, huge-page
-    /// advice, locking). Its safe `&self` methods cannot change what the vector reads.
+    /// advice, locking). Its safe `&self` methods cannot change what the vector reads, and
+    /// its unsafe ones that would discard, replace or protect memory (`decommit_unchecked`,
+    /// `guard_unchecked`, `protect_unchecked`, `map_unchecked`, `free_unchecked`,
+    /// `discard_unchecked`, `purge_unchecked`) refuse with
+    /// [`Error::HeldByVector`](crate::Error::HeldByVector): the vector keeps its elements
+    /// there whatever their callers vouch for.
     #[must_use]
     pub fn reservation(&self) -> &Reservation {
         &self.reservation
