@@ -128,6 +128,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Explicit huge pages of a size this host has no pool of (sysfs lists its pools and not
+    /// this one, `pool`), and no fallback was allowed. The kernel refuses such a mapping with
+    /// `EINVAL`; this is checked first, before anything is mapped.
+    #[error(
+        "this host has no {size} huge page pool ({pool} is missing) for the region at {base:#x}; allow a fallback or use another huge page size"
+    )]
+    HugePageSizeUnavailable {
+        /// The region's base address.
+        base: u64,
+        /// The huge page size asked for.
+        size: HugePageSize,
+        /// The sysfs directory the pool would have.
+        pool: PathBuf,
+    },
     /// Transparent huge pages were asked for, but the host's setting does not give them to
     /// this backing, and no fallback was allowed.
     #[error(
@@ -670,6 +684,16 @@ mod tests {
                     wanted: HugePageSize::Size1G,
                 },
                 "/dev/hugepages has 0x200000-byte huge pages, but 1 GiB pages were asked for",
+            ),
+            (
+                Error::HugePageSizeUnavailable {
+                    base: 0x4000_0000,
+                    size: HugePageSize::Size1G,
+                    pool: "/sys/kernel/mm/hugepages/hugepages-1048576kB".into(),
+                },
+                "this host has no 1 GiB huge page pool \
+                 (/sys/kernel/mm/hugepages/hugepages-1048576kB is missing) for the region at \
+                 0x40000000; allow a fallback or use another huge page size",
             ),
             (
                 Error::TransparentHugePagesUnavailable {

@@ -301,13 +301,15 @@ pub struct RegionReport {
     pub page_size: u64,
     /// The pages obtained (after any fallback): [`HugePages::Explicit`] also for a
     /// [`Backing::File`] on a hugetlbfs mount of 2 MiB or 1 GiB pages, whatever the spec asked
-    /// (a mount of another huge page size leaves what the spec asked, and `page_size` says
-    /// the size). [`HugePages::Transparent`] means the memory is
+    /// (on a mount of another huge page size it is [`HugePages::None`], and `page_size` says
+    /// the mount's size). [`HugePages::Transparent`] means the memory is
     /// advised `MADV_HUGEPAGE` and the host's setting gives transparent huge pages to this
     /// backing (the kernel may still use base pages where it finds no free huge page).
     pub huge_pages: HugePages,
-    /// Whether the huge pages asked for (explicit, or transparent ones the host's setting
-    /// does not give to this backing) could not be had, and the fallback was taken.
+    /// Whether the huge pages asked for (explicit ones the host has no free pages or no pool
+    /// of, or transparent ones the host's setting does not give to this backing) could not be
+    /// had, and the fallback was taken. A [`Backing::File`] on hugetlbfs that asked for
+    /// transparent huge pages got the mount's explicit ones: no fallback.
     pub fell_back: bool,
     /// The NUMA binding applied.
     pub numa: Option<NumaBinding>,
@@ -320,7 +322,8 @@ pub struct RegionReport {
     pub in_hotplug_window: bool,
     /// Time taken.
     pub elapsed: Duration,
-    /// What the caller should know: a fallback taken and why.
+    /// What the caller should know: a fallback taken and why (each warning says what this
+    /// region's memory got).
     pub warnings: Vec<String>,
 }
 
@@ -366,9 +369,13 @@ impl fmt::Display for RegionReport {
 pub struct BackingReport {
     /// The regions given memory, by address.
     pub regions: Vec<RegionReport>,
-    /// The host address and length of the hotplug window (its part of the window's host
-    /// reservation), if there is one.
+    /// The host address and length of the first hotplug window (its part of the window's
+    /// host reservation), if there is one: the first of
+    /// [`hotplug_windows`](Self::hotplug_windows).
     pub hotplug_window: Option<(usize, usize)>,
+    /// The host address and length of every hotplug window (its part of the window's host
+    /// reservation), in layout order (by guest address); empty without one.
+    pub hotplug_windows: Vec<(usize, usize)>,
 }
 
 impl BackingReport {
@@ -384,7 +391,7 @@ impl fmt::Display for BackingReport {
         for r in &self.regions {
             writeln!(f, "{r}")?;
         }
-        if let Some((addr, len)) = self.hotplug_window {
+        for (addr, len) in &self.hotplug_windows {
             writeln!(
                 f,
                 "hotplug window reserved at host {addr:#x}, {len:#x} bytes"
@@ -408,7 +415,13 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
     require_features(spec)?;
     require_nodes(spec)?;
     let mut warnings = Vec::new();
+    // Transparent huge pages asked of an existing file: the kernel gives none to a file outside
+    // its own shared memory, but a file on hugetlbfs is made of the mount's explicit huge
+    // pages, which only the opened file tells. Decided once it is mapped.
+    let thp_of_file =
+        spec.huge_pages == HugePages::Transparent && matches!(spec.backing, Backing::File { .. });
     let (wanted, mut fell_back) = match spec.huge_pages {
+        HugePages::Transparent if thp_of_file => (HugePages::None, false),
         HugePages::Transparent => {
             let got = transparent_or_fallback(spec, spec.fallback, &mut warnings)?;
             (got, got != HugePages::Transparent)
@@ -424,17 +437,16 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
         }
         other => (other, false),
     };
-    let (memory, huge_pages, file_page) = match map(spec, wanted, &target) {
+    let (memory, mut huge_pages, file_page) = match map(spec, wanted, &target) {
         Ok((memory, file_page)) => (memory, wanted, file_page),
-        Err(MapError::NoHugePages(size, source)) => {
+        Err(e) => match e.shortage() {
             // Only explicit huge pages asked for fall back: a file on hugetlbfs has no others.
-            if matches!(spec.huge_pages, HugePages::Explicit(_))
-                && spec.fallback != HugePageFallback::Fail
-                && is_anon_or_memfd(&spec.backing)
+            Some(reason)
+                if matches!(spec.huge_pages, HugePages::Explicit(_))
+                    && spec.fallback != HugePageFallback::Fail
+                    && is_anon_or_memfd(&spec.backing) =>
             {
-                warnings.push(format!(
-                    "no {size} huge pages to be had ({source}); fell back"
-                ));
+                warnings.push(format!("{reason}; fell back"));
                 let got = if spec.fallback == HugePageFallback::Transparent {
                     transparent_or_fallback(spec, HugePageFallback::BasePages, &mut warnings)?
                 } else {
@@ -443,18 +455,16 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
                 let (memory, _) = map(spec, got, &target).map_err(|e| e.into_error(spec))?;
                 fell_back = true;
                 (memory, got, None)
-            } else {
-                return Err(Error::HugePagesUnavailable {
-                    base: spec.base,
-                    size,
-                    needed: spec.size / size.bytes(),
-                    free: sys::free_huge_pages(size),
-                    source,
-                });
             }
-        }
-        Err(e) => return Err(e.into_error(spec)),
+            _ => return Err(e.into_error(spec)),
+        },
     };
+    if thp_of_file && file_page.is_none() {
+        // Not on hugetlbfs: no transparent huge pages for this file (an error without a
+        // fallback, base pages and a warning with one). The mapping is dropped on an error.
+        huge_pages = transparent_or_fallback(spec, spec.fallback, &mut warnings)?;
+        fell_back = huge_pages != HugePages::Transparent;
+    }
     // A file on hugetlbfs is mapped in the mount's huge pages, whatever the spec says.
     let (huge_pages, page_size) = match (file_page, huge_pages) {
         (Some(page), _) => (
@@ -528,8 +538,22 @@ pub(crate) fn precheck(spec: &RegionSpec) -> Result<()> {
         HugePages::Explicit(size) if sys::has(Feature::ExplicitHugePages) => Some(size),
         _ => None,
     };
+    if spec.fallback == HugePageFallback::Fail {
+        require_pool(explicit).map_err(|e| e.into_error(spec))?;
+    }
     match &spec.backing {
-        Backing::File { .. } => drop(open_source(spec, explicit).map_err(|e| e.into_error(spec))?),
+        Backing::File { .. } => {
+            let opened = open_source(spec, explicit).map_err(|e| e.into_error(spec))?;
+            // Transparent huge pages without a fallback: a file on hugetlbfs is made of the
+            // mount's huge pages, any other file gets none, which is refused here.
+            let on_hugetlbfs = matches!(opened, Some((_, Some(_))));
+            if spec.huge_pages == HugePages::Transparent
+                && spec.fallback == HugePageFallback::Fail
+                && !on_hugetlbfs
+            {
+                transparent_or_fallback(spec, HugePageFallback::Fail, &mut Vec::new())?;
+            }
+        }
         Backing::Hugetlbfs(dir) => {
             drop(open_hugetlbfs(spec, dir, explicit).map_err(|e| e.into_error(spec))?);
         }
@@ -691,15 +715,54 @@ enum MapError {
     /// The kernel had no huge pages of this size for the mapping (`ENOMEM` where hugetlb
     /// reserves them).
     NoHugePages(HugePageSize, io::Error),
+    /// The host has no pool of huge pages of this size (its sysfs directory is missing), so
+    /// the kernel would refuse the mapping with `EINVAL`; nothing was opened or mapped.
+    NoPool(HugePageSize, PathBuf),
     Other(Error),
 }
 
 impl MapError {
+    /// Why the huge pages asked for could not be had, if that is the failure (the
+    /// fallback's warning).
+    fn shortage(&self) -> Option<String> {
+        match self {
+            MapError::NoHugePages(size, source) => {
+                Some(format!("no {size} huge pages to be had ({source})"))
+            }
+            MapError::NoPool(size, pool) => Some(format!(
+                "no {size} huge page pool on this host ({} is missing)",
+                pool.display()
+            )),
+            MapError::Other(_) => None,
+        }
+    }
+
     fn into_error(self, spec: &RegionSpec) -> Error {
         match self {
-            MapError::NoHugePages(_, e) => os("mmap", spec, e),
+            MapError::NoHugePages(size, source) => Error::HugePagesUnavailable {
+                base: spec.base,
+                size,
+                needed: spec.size / size.bytes(),
+                free: sys::free_huge_pages(size),
+                source,
+            },
+            MapError::NoPool(size, pool) => Error::HugePageSizeUnavailable {
+                base: spec.base,
+                size,
+                pool,
+            },
             MapError::Other(e) => e,
         }
+    }
+}
+
+/// [`MapError::NoPool`] if explicit huge pages of `size` are asked for and the host's sysfs
+/// lists its huge page pools without one of that size. When sysfs cannot tell, the kernel
+/// decides (and its `EINVAL` stays an [`Error::Os`]).
+fn require_pool(explicit: Option<HugePageSize>) -> Result<(), MapError> {
+    match explicit.map(|size| (size, sys::huge_pool(size))) {
+        Some((size, (Some(false), pool))) => Err(MapError::NoPool(size, pool)),
+        _ => Ok(()),
     }
 }
 
@@ -724,6 +787,7 @@ fn map(
         base: spec.base,
         size: spec.size,
     })?;
+    require_pool(explicit)?;
     let (file, file_page) = match open_source(spec, explicit)? {
         Some((file, page)) => (Some(file), page),
         None => (None, None),
@@ -1091,6 +1155,98 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Explicit huge pages of a size the host has no pool for (the kernel answers `EINVAL`):
+    /// refused as such before anything is mapped without a fallback, the fallback taken with
+    /// one. The host's sysfs is stood in for by a directory listing 2 MiB pages only.
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[cfg_attr(miri, ignore = "reads a directory standing for sysfs")]
+    fn huge_pages_of_a_size_without_a_pool_fall_back_or_are_refused() {
+        let root =
+            std::env::temp_dir().join(format!("memvisor-space-no-pool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("hugepages/hugepages-2048kB")).unwrap();
+        sys::FAKE_SYSFS_MM.with(|f| *f.borrow_mut() = Some(root.clone()));
+        let missing = root.join("hugepages/hugepages-1048576kB");
+        let size = HugePageSize::Size1G;
+        for backing in [
+            Backing::AnonymousPrivate,
+            Backing::AnonymousShared,
+            Backing::Memfd,
+        ] {
+            let spec = RegionSpec::ram(GuestAddress(0x4000_0000), size.bytes())
+                .with_backing(backing.clone())
+                .with_huge_pages(HugePages::Explicit(size));
+            for err in [
+                precheck(&spec).unwrap_err(),
+                back(&spec, Target::Own).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(
+                        &err,
+                        Error::HugePageSizeUnavailable { base: 0x4000_0000, size: s, pool }
+                            if *s == size && *pool == missing
+                    ),
+                    "{backing:?}: {err:?}"
+                );
+                assert!(err.to_string().contains("no 1 GiB huge page pool"), "{err}");
+            }
+            for fallback in [HugePageFallback::BasePages, HugePageFallback::Transparent] {
+                let spec = spec.clone().with_fallback(fallback);
+                precheck(&spec).unwrap();
+                let (memory, report) = back(&spec, Target::Own).unwrap();
+                assert!(report.fell_back, "{report}");
+                assert!(
+                    matches!(report.huge_pages, HugePages::None | HugePages::Transparent),
+                    "{report}"
+                );
+                assert_eq!(report.page_size, host_page_size(), "{report}");
+                assert_eq!(memory.hugetlb(), Some(false));
+                assert!(
+                    report.warnings[0].contains("no 1 GiB huge page pool"),
+                    "{report}"
+                );
+            }
+        }
+        // The size the host has a pool of is not refused for want of one.
+        let spec = RegionSpec::ram(GuestAddress(0), 2 << 20)
+            .with_huge_pages(HugePages::Explicit(HugePageSize::Size2M));
+        precheck(&spec).unwrap();
+        sys::FAKE_SYSFS_MM.with(|f| *f.borrow_mut() = None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Transparent huge pages asked of a file that is not on hugetlbfs, without a fallback,
+    /// are refused by the checks made before any region of a space gets memory.
+    #[cfg(unix)]
+    #[test]
+    #[cfg_attr(miri, ignore = "opens a file")]
+    fn precheck_refuses_transparent_huge_pages_of_a_plain_file() {
+        let path = std::env::temp_dir().join(format!(
+            "memvisor-space-precheck-thp-{}",
+            std::process::id()
+        ));
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(2 << 20)
+            .unwrap();
+        let spec = RegionSpec::ram(GuestAddress(0), 2 << 20)
+            .with_backing(Backing::File {
+                path: path.clone(),
+                offset: 0,
+            })
+            .with_huge_pages(HugePages::Transparent);
+        let err = precheck(&spec).unwrap_err();
+        let expected = if sys::has(Feature::TransparentHugePages) {
+            matches!(err, Error::TransparentHugePagesUnavailable { base: 0, .. })
+        } else {
+            matches!(err, Error::Unsupported { base: 0, .. })
+        };
+        assert!(expected, "{err:?}");
+        precheck(&spec.with_fallback(HugePageFallback::BasePages)).unwrap();
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

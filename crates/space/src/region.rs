@@ -71,7 +71,9 @@ impl Region {
     /// As [`RegionSpec::validate`]; [`Error::Unsupported`] for a feature this host does not
     /// have (see the crate's "Platforms"); [`Error::NumaNodeMissing`], [`Error::NotHugetlbfs`],
     /// [`Error::HugePageSizeMismatch`], [`Error::HugePagesUnavailable`] (also for a backing
-    /// file on hugetlbfs whose pages the pool cannot reserve), [`Error::Misaligned`] (base,
+    /// file on hugetlbfs whose pages the pool cannot reserve),
+    /// [`Error::HugePageSizeUnavailable`] (explicit huge pages of a size the host has no pool
+    /// of, with the [`Fail`](crate::HugePageFallback::Fail) fallback), [`Error::Misaligned`] (base,
     /// size or offset of a backing file on hugetlbfs off its huge page size),
     /// [`Error::TransparentHugePagesUnavailable`] (transparent huge pages asked for with the
     /// [`Fail`](crate::HugePageFallback::Fail) fallback where the host gives none to this kind of

@@ -299,7 +299,9 @@ impl SpaceBuilder {
     /// host does not have; [`Error::WindowMisaligned`] for a hotplug window whose host range
     /// would not start or end on a host page boundary; [`Error::Reservation`] if the host
     /// refuses a window's reservation; then as [`Region::back`] for each region. The specs, slot
-    /// numbers, host features, NUMA nodes and files are checked before any memory is made; what
+    /// numbers, host features, NUMA nodes, huge page pools (without a fallback), files and
+    /// transparent huge pages asked of a file (without a fallback) are checked before any
+    /// memory is made; what
     /// can only fail in the making (the host's refusal of a mapping or of huge pages, a
     /// prefault) may fail after earlier regions got memory, which is then unmapped: nothing
     /// stays mapped after an error.
@@ -313,9 +315,11 @@ impl SpaceBuilder {
             .windows_of(WindowKind::Hotplug)
             .map(|w| HotplugWindow::new(w).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let hotplug_windows: Vec<_> = windows.iter().map(|w| w.host_range()).collect();
         let mut report = BackingReport {
             regions: Vec::new(),
-            hotplug_window: windows.first().map(|w| w.host_range()),
+            hotplug_window: hotplug_windows.first().copied(),
+            hotplug_windows,
         };
         let mut regions = Vec::with_capacity(self.specs.len());
         for spec in &self.specs {

@@ -102,7 +102,9 @@ pub enum HugePages {
 }
 
 /// What to do when the huge pages asked for cannot be had: explicit huge pages the kernel has
-/// no free pages for, or transparent huge pages the host's setting does not give to this
+/// no free pages for, or of a size the host has no pool of (no
+/// `/sys/kernel/mm/hugepages/hugepages-<N>kB` where sysfs lists the pools), or transparent huge
+/// pages the host's setting does not give to this
 /// backing (`/sys/kernel/mm/transparent_hugepage/enabled` for private anonymous memory,
 /// `shmem_enabled` for memfds and shared anonymous memory).
 ///
@@ -111,8 +113,8 @@ pub enum HugePages {
 /// fallback.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum HugePageFallback {
-    /// Fail with [`Error::HugePagesUnavailable`] or [`Error::TransparentHugePagesUnavailable`]
-    /// (the default: no silent downgrade).
+    /// Fail with [`Error::HugePagesUnavailable`], [`Error::HugePageSizeUnavailable`] or
+    /// [`Error::TransparentHugePagesUnavailable`] (the default: no silent downgrade).
     #[default]
     Fail,
     /// Explicit huge pages fall back to base pages with transparent-huge-page advice, when the
@@ -224,7 +226,11 @@ pub enum Backing {
     /// before anything is mapped), the kernel reserves the pages when the file is mapped
     /// ([`Error::HugePagesUnavailable`](crate::Error::HugePagesUnavailable) if the pool has too
     /// few; there is no fallback), and the [`RegionReport`](crate::RegionReport) and vm-memory's
-    /// `is_hugetlbfs` say huge pages. It must be a regular file: a FIFO, a
+    /// `is_hugetlbfs` say huge pages (also when the spec asked for
+    /// [`HugePages::Transparent`], whatever its fallback: neither a fallback nor a warning).
+    /// A file elsewhere gets no transparent huge pages: asked for, they are
+    /// [`Error::TransparentHugePagesUnavailable`](crate::Error::TransparentHugePagesUnavailable)
+    /// without a fallback, base pages and a warning with one. It must be a regular file: a FIFO, a
     /// socket, a block or character device or a directory is refused with
     /// [`Error::File`](crate::Error::File) ("not a regular file (a FIFO)"), checked on the
     /// opened file before anything is mapped. The open never waits (`O_NONBLOCK`), so a FIFO

@@ -1131,3 +1131,42 @@ fn back_hotplug_window_host_refuses_names_window() {
          [0x1000000000000000, 0x1fffffffffffffff]"
     );
 }
+
+/// A layout with two hotplug windows: the report gives the host range of each, in layout
+/// order, and the first of them as `hotplug_window`; each window's slots are mapped inside
+/// its own range.
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "1 GiB hotplug windows are too large for Miri's allocator-backed reservations"
+)]
+fn back_reports_every_hotplug_window() {
+    let (first, second) = (2 * GIB, 4 * GIB + page());
+    let layout = Layout::new(
+        GuestAddress((1 << 40) - 1),
+        [
+            Window::new(WindowKind::Ram, GuestAddress(0), GIB).unwrap(),
+            Window::new(WindowKind::Hotplug, GuestAddress(first), GIB).unwrap(),
+            Window::new(WindowKind::Hotplug, GuestAddress(second), 512 * MIB).unwrap(),
+        ],
+    )
+    .unwrap();
+    let (space, report) = AddressSpace::back(layout, []).unwrap();
+    let windows = report.hotplug_windows.clone();
+    assert_eq!(windows.len(), 2, "{report:?}");
+    assert_eq!(report.hotplug_window, Some(windows[0]));
+    assert_eq!(windows[0].1 as u64, GIB);
+    assert_eq!(windows[1].1 as u64, 512 * MIB);
+    assert_eq!(windows[1].0 as u64 % GIB, second % GIB);
+    let text = report.to_string();
+    for (addr, len) in &windows {
+        assert!(
+            text.contains(&format!("host {addr:#x}, {len:#x} bytes")),
+            "{text}"
+        );
+    }
+    let (_, plugged) = space
+        .plug(RegionSpec::ram(GuestAddress(second + 2 * MIB), 2 * MIB).with_hotplug(true))
+        .unwrap();
+    assert_eq!(plugged.host_addr, windows[1].0 + 2 * MIB as usize);
+}

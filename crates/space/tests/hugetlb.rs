@@ -551,3 +551,103 @@ fn file_on_hugetlbfs_is_huge_pages_and_checked_before_mapping() {
     drop((snap, space, file));
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A `Backing::File` on a hugetlbfs mount that asks for transparent huge pages gets the mount's
+/// explicit huge pages whatever its fallback: the report says so, takes no fallback and warns
+/// of none, and `is_hugetlbfs` agrees. A file elsewhere still falls back to base pages, or is
+/// refused without a fallback.
+#[test]
+#[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
+fn file_on_hugetlbfs_asking_transparent_reports_the_mounts_pages() {
+    use vm_memory::GuestMemoryRegion;
+
+    let _serial = serial();
+    let size = HugePageSize::Size2M;
+    let Some(_pool) = PoolGuard::grow(size, 2) else {
+        return;
+    };
+    let Some(mount) = Mount::new("2M") else {
+        return;
+    };
+    let path = mount.0.join("guest-ram-thp");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(2 * MIB).unwrap();
+    for fallback in [
+        HugePageFallback::Fail,
+        HugePageFallback::BasePages,
+        HugePageFallback::Transparent,
+    ] {
+        let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB)
+            .with_backing(Backing::File {
+                path: path.clone(),
+                offset: 0,
+            })
+            .with_huge_pages(HugePages::Transparent)
+            .with_fallback(fallback);
+        let (region, report) = Region::back(spec).unwrap();
+        let report = report.unwrap();
+        assert_eq!(report.huge_pages, HugePages::Explicit(size), "{report}");
+        assert_eq!(report.page_size, size.bytes(), "{report}");
+        assert!(!report.fell_back, "{fallback:?}: {report}");
+        assert!(
+            report.warnings.iter().all(|w| !w.contains("base pages")),
+            "{fallback:?}: {report}"
+        );
+        assert!(!report.to_string().contains("(fallback)"), "{report}");
+        assert_eq!(region.is_hugetlbfs(), Some(true));
+    }
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+
+    // A file on another file system has no transparent huge pages to give.
+    let plain = tempfile_in_tmp();
+    plain.1.set_len(2 * MIB).unwrap();
+    let spec = RegionSpec::ram(GuestAddress(0), 2 * MIB)
+        .with_backing(Backing::File {
+            path: plain.0.clone(),
+            offset: 0,
+        })
+        .with_huge_pages(HugePages::Transparent);
+    let err = Region::back(spec.clone()).unwrap_err();
+    assert!(
+        matches!(err, Error::TransparentHugePagesUnavailable { .. }),
+        "{err:?}"
+    );
+    let (region, report) = Region::back(spec.with_fallback(HugePageFallback::BasePages)).unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.huge_pages, HugePages::None, "{report}");
+    assert!(report.fell_back, "{report}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("base pages used")),
+        "{report}"
+    );
+    assert_eq!(region.is_hugetlbfs(), Some(false));
+    drop(region);
+    std::fs::remove_file(&plain.0).unwrap();
+}
+
+/// A new empty file in the temporary directory.
+fn tempfile_in_tmp() -> (PathBuf, std::fs::File) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "memvisor-space-thp-file-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    (path, file)
+}

@@ -105,6 +105,46 @@ pub(crate) fn online_nodes() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// Where sysfs lists the kernel's memory management settings; its `hugepages` directory holds
+/// one `hugepages-<N>kB` directory per huge page size the host has a pool for.
+const SYSFS_MM: &str = "/sys/kernel/mm";
+
+#[cfg(test)]
+thread_local! {
+    /// A directory that stands for [`SYSFS_MM`] in this thread's unit tests.
+    pub(crate) static FAKE_SYSFS_MM: std::cell::RefCell<Option<std::path::PathBuf>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn sysfs_mm() -> std::path::PathBuf {
+    #[cfg(test)]
+    if let Some(fake) = FAKE_SYSFS_MM.with(|f| f.borrow().clone()) {
+        return fake;
+    }
+    std::path::PathBuf::from(SYSFS_MM)
+}
+
+/// Whether this host has a pool of `size` huge pages: `Some(false)` with the pool's sysfs
+/// directory when the kernel lists its pools (`/sys/kernel/mm/hugepages`, absent altogether on
+/// a kernel without hugetlb) and this size is not among them, `Some(true)` when it is, `None`
+/// when sysfs cannot tell (not mounted). Without a pool the kernel refuses `MAP_HUGETLB` and
+/// `MFD_HUGETLB` of that size with `EINVAL`, which says nothing of the cause; this is asked
+/// first instead.
+pub(crate) fn huge_pool(size: HugePageSize) -> (Option<bool>, std::path::PathBuf) {
+    huge_pool_in(&sysfs_mm(), size)
+}
+
+/// [`huge_pool`] with `mm` standing for `/sys/kernel/mm`.
+fn huge_pool_in(mm: &Path, size: HugePageSize) -> (Option<bool>, std::path::PathBuf) {
+    let pool = mm
+        .join("hugepages")
+        .join(format!("hugepages-{}kB", size.bytes() >> 10));
+    if !mm.is_dir() {
+        return (None, pool);
+    }
+    (Some(pool.is_dir()), pool)
+}
+
 /// Free huge pages of `size` on this host (0 if unknown).
 pub(crate) fn free_huge_pages(size: HugePageSize) -> u64 {
     let kib = size.bytes() >> 10;
@@ -141,5 +181,34 @@ mod tests {
         );
         assert_eq!(selected_choice("always [madvise] never"), Some("madvise"));
         assert_eq!(selected_choice("always madvise never"), None);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads directories standing for sysfs")]
+    fn huge_pool_is_missing_only_when_sysfs_lists_pools_without_it() {
+        let root = std::env::temp_dir().join(format!("memvisor-space-mm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mm = root.join("mm");
+        // No sysfs at all: nothing can be said.
+        let (known, path) = huge_pool_in(&mm, HugePageSize::Size1G);
+        assert_eq!(known, None);
+        assert_eq!(path, mm.join("hugepages/hugepages-1048576kB"));
+        // A kernel without hugetlb: no pool of any size.
+        std::fs::create_dir_all(&mm).unwrap();
+        for size in [HugePageSize::Size2M, HugePageSize::Size1G] {
+            assert_eq!(huge_pool_in(&mm, size).0, Some(false), "{size}");
+        }
+        // A host with 2 MiB pages only.
+        std::fs::create_dir_all(mm.join("hugepages/hugepages-2048kB")).unwrap();
+        assert_eq!(huge_pool_in(&mm, HugePageSize::Size2M).0, Some(true));
+        assert_eq!(huge_pool_in(&mm, HugePageSize::Size1G).0, Some(false));
+        std::fs::remove_dir_all(&root).unwrap();
+        // This host's own answer agrees with its sysfs.
+        for size in [HugePageSize::Size2M, HugePageSize::Size1G] {
+            let (known, path) = huge_pool(size);
+            if Path::new(SYSFS_MM).is_dir() {
+                assert_eq!(known, Some(path.is_dir()), "{size}");
+            }
+        }
     }
 }

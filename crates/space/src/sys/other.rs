@@ -67,6 +67,12 @@ pub(crate) fn online_nodes() -> String {
     "none (NUMA binding is only on Linux)".to_owned()
 }
 
+/// Whether this host has a pool of `size` huge pages: explicit huge pages are Linux's, so this
+/// cannot be told here ([`has`] refuses them first).
+pub(crate) fn huge_pool(_: HugePageSize) -> (Option<bool>, std::path::PathBuf) {
+    (None, std::path::PathBuf::new())
+}
+
 /// Free explicit huge pages: none here.
 pub(crate) fn free_huge_pages(_: HugePageSize) -> u64 {
     0
