@@ -40,8 +40,23 @@ fn fetched(slots: &MemorySlots, base: u64) -> Vec<GuestAddress> {
         .collect()
 }
 
+/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
+/// (the test runner starts each test in its own process, several at once), so tests that count
+/// the pool's pages see only their own.
+fn huge_page_lock() -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
+
 #[test]
 fn odd_sized_and_hugetlbfs_regions_log_exactly_the_guest_pages_across_remove_and_insert() {
+    let _huge_pages = huge_page_lock();
     let test =
         "odd_sized_and_hugetlbfs_regions_log_exactly_the_guest_pages_across_remove_and_insert";
     let Some(kvm) = kvm_or_skip(test) else {

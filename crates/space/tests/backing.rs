@@ -395,12 +395,27 @@ fn hugetlbfs_backing_on_other_fs_errors() {
     assert!(err.to_string().contains("is not on hugetlbfs"), "{err}");
 }
 
+/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
+/// (the test runner starts each test in its own process, several at once), so tests that count
+/// the pool's pages see only their own.
+fn huge_page_lock() -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
+
 #[test]
 #[cfg_attr(
     miri,
     ignore = "a 1 GiB hotplug window is too large for Miri's allocator-backed reservations"
 )]
 fn plug_in_a_window_off_huge_page_alignment_keeps_guest_alignment_on_the_host() {
+    let _huge_pages = huge_page_lock();
     // A window that starts one page past a 1 GiB boundary: a slot 2 MiB aligned in the guest
     // is 2 MiB aligned on the host, and explicit huge pages map there.
     let start = GIB + page();

@@ -20,9 +20,10 @@ use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
 
 const MIB: u64 = 1 << 20;
 
-/// Holds an exclusive `flock` on a file shared by every process running these tests: they change
-/// machine-wide huge page settings and count free pages, so they run one at a time even when a
-/// test runner starts each test in its own process.
+/// Holds an exclusive `flock` on a file shared by every process running a test of the workspace
+/// that takes huge pages from the host's pool: these tests change machine-wide huge page
+/// settings and count free pages, so they run one at a time, and alone among those tests, even
+/// when a test runner starts each test in its own process.
 struct Serial(std::fs::File);
 
 impl Drop for Serial {
@@ -37,7 +38,7 @@ fn serial() -> Serial {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(std::env::temp_dir().join("memvisor-space-hugetlb-tests.lock"))
+        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
         .unwrap();
     // SAFETY: a valid open descriptor; `flock` blocks until the lock is ours.
     let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };

@@ -212,6 +212,20 @@ fn lost_pages_scenario() -> usize {
     lost_in
 }
 
+/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
+/// (the test runner starts each test in its own process, several at once), so tests that count
+/// the pool's pages see only their own.
+fn huge_page_lock() -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
+        .unwrap();
+    file.lock().unwrap();
+    file
+}
+
 #[test]
 fn pages_lost_to_a_refused_map_are_never_touched_again() {
     if std::env::var_os(CHILD).is_some() {
@@ -219,6 +233,8 @@ fn pages_lost_to_a_refused_map_are_never_touched_again() {
         println!("lost pages checked in {lost_in} modes");
         return;
     }
+    // Held by this process while the child runs the scenario.
+    let _huge_pages = huge_page_lock();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
