@@ -65,6 +65,10 @@ fn reserve(mode: CommitMode, pages: usize) -> Reservation {
 /// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
 /// (the test runner starts each test in its own process, several at once), so tests that count
 /// the pool's pages see only their own.
+#[allow(
+    clippy::incompatible_msrv,
+    reason = "tests are built with the current toolchain; the minimum version is the libraries'"
+)]
 fn huge_page_lock() -> std::fs::File {
     let file = std::fs::OpenOptions::new()
         .create(true)
