@@ -13,6 +13,9 @@ use memvisor_vmem::{
     Protection, Reservation, page_size,
 };
 
+#[path = "support/huge_page_lock.rs"]
+mod huge_page_lock;
+
 fn page() -> usize {
     page_size()
 }
@@ -226,33 +229,15 @@ fn refuses_every_cut(file: Option<&File>) {
     }
 }
 
-/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
-/// (the test runner starts each test in its own process, several at once), so tests that count
-/// the pool's pages see only their own.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "tests are built with the current toolchain; the minimum version is the libraries'"
-)]
-fn huge_page_lock() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
-}
-
 #[test]
 fn hugetlb_anonymous_ranges_refuse_every_call_cutting_a_huge_page() {
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     refuses_every_cut(None);
 }
 
 #[test]
 fn hugetlbfs_file_ranges_refuse_every_call_cutting_a_huge_page() {
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     let Some(file) = hugetlb_memfd(2 * HUGE) else {
         eprintln!("SKIPPED: this kernel has no hugetlbfs memfds");
         return;
@@ -264,7 +249,7 @@ fn hugetlbfs_file_ranges_refuse_every_call_cutting_a_huge_page() {
 /// like any other call: a range cutting the earlier huge pages is refused.
 #[test]
 fn map_over_part_of_earlier_huge_pages_is_refused() {
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     let Some(mut r) = mapped(CommitMode::Protected, None) else {
         return;
     };

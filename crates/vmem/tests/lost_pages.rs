@@ -10,6 +10,9 @@ use std::process::Command;
 
 use memvisor_vmem::{CommitMode, Error, HugeTlbSize, MapSource, Protection, Reservation};
 
+#[path = "support/huge_page_lock.rs"]
+mod huge_page_lock;
+
 /// Set in the child process that runs the scenario.
 const CHILD: &str = "MEMVISOR_VMEM_LOST_PAGES_CHILD";
 const HUGE: usize = 2 << 20;
@@ -212,24 +215,6 @@ fn lost_pages_scenario() -> usize {
     lost_in
 }
 
-/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
-/// (the test runner starts each test in its own process, several at once), so tests that count
-/// the pool's pages see only their own.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "tests are built with the current toolchain; the minimum version is the libraries'"
-)]
-fn huge_page_lock() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
-}
-
 #[test]
 fn pages_lost_to_a_refused_map_are_never_touched_again() {
     if std::env::var_os(CHILD).is_some() {
@@ -238,7 +223,7 @@ fn pages_lost_to_a_refused_map_are_never_touched_again() {
         return;
     }
     // Held by this process while the child runs the scenario.
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

@@ -11,6 +11,9 @@ use memvisor_vmem::{
     Reservation, page_size,
 };
 
+#[path = "support/huge_page_lock.rs"]
+mod huge_page_lock;
+
 fn page() -> usize {
     page_size()
 }
@@ -60,24 +63,6 @@ fn reserve(mode: CommitMode, pages: usize) -> Reservation {
         .mode(mode)
         .reserve(pages * page())
         .unwrap()
-}
-
-/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
-/// (the test runner starts each test in its own process, several at once), so tests that count
-/// the pool's pages see only their own.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "tests are built with the current toolchain; the minimum version is the libraries'"
-)]
-fn huge_page_lock() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
 }
 
 #[test]
@@ -213,7 +198,7 @@ fn map_bad_input_is_error_and_changes_nothing() {
 
 #[test]
 fn map_hugetlb_maps_or_reports_no_huge_pages() {
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     let huge = HugeTlbSize::Size2M.bytes();
     let mut r = Reservation::builder()
         .alignment(huge)
@@ -245,7 +230,7 @@ fn map_hugetlb_maps_or_reports_no_huge_pages() {
 
 #[test]
 fn map_hugetlb_refused_leaves_no_hole_in_the_reservation() {
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     // A refused explicit-huge-page mapping over committed pages: the system may take the old
     // pages before it refuses. The range must stay the reservation's own (mapped, so nothing
     // else can be placed there) and the bookkeeping must say what is there.
@@ -675,7 +660,7 @@ fn hugetlb_memfd(len: usize) -> Option<File> {
 /// before any system call, whatever `huge` says, and the reservation keeps all its pages.
 #[test]
 fn map_hugetlbfs_file_range_not_a_multiple_of_its_page_size_is_refused() {
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     let huge = HugeTlbSize::Size2M.bytes();
     let Some(file) = hugetlb_memfd(huge) else {
         return;
@@ -847,7 +832,7 @@ fn assert_counts_true(r: &Reservation, after: &str) {
 
 #[test]
 fn counts_stay_true_after_every_refused_call() {
-    let _huge_pages = huge_page_lock();
+    let _huge_pages = huge_page_lock::huge_page_lock();
     let file = memfd(2 * page());
     for mode in both_modes() {
         let mut r = reserve(mode, 16);
