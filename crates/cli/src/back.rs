@@ -330,15 +330,22 @@ fn run_steps(
         let (space, report) = AddressSpace::builder(plan.layout.clone())
             .regions(unbacked)
             .back()?;
-        let detail = report.hotplug_window.map_or_else(
-            || "no hotplug window".to_owned(),
-            |(_, len)| {
-                format!(
-                    "hotplug window: {} of host address space reserved",
-                    Size(len as u64)
-                )
-            },
-        );
+        let reserved: u64 = report
+            .hotplug_windows
+            .iter()
+            .map(|&(_, len)| len as u64)
+            .sum();
+        let detail = match report.hotplug_windows.len() {
+            0 => "no hotplug window".to_owned(),
+            1 => format!(
+                "hotplug window: {} of host address space reserved",
+                Size(reserved)
+            ),
+            n => format!(
+                "{n} hotplug windows: {} of host address space reserved",
+                Size(reserved)
+            ),
+        };
         Ok((space, detail))
     })?;
     for r in plan
