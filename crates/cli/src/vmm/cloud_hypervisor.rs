@@ -84,7 +84,10 @@ struct HugeDefault<'a> {
     how: DefaultHugePage<'a>,
     found: Option<u64>,
     align: Option<u64>,
+    /// Where the default came from, when it is the host's.
     note: Option<String>,
+    /// The alignment and the mount that asks it, when it is more than the default.
+    note_align: Option<String>,
 }
 
 impl<'a> HugeDefault<'a> {
@@ -94,7 +97,19 @@ impl<'a> HugeDefault<'a> {
             found: None,
             align: None,
             note: None,
+            note_align: None,
         }
+    }
+
+    /// The note the converted spec starts with, when the host's files were read.
+    fn note(&self) -> Option<String> {
+        self.note.as_ref().map(|note| {
+            format!(
+                "{note}{}; give hugepage_size, or plan with --host-hugepage-size, for another \
+                 host",
+                self.note_align.as_deref().unwrap_or_default()
+            )
+        })
     }
 
     /// The default huge page size, read once; a mistake is shown at `place`'s `hugepages`.
@@ -114,8 +129,7 @@ impl<'a> HugeDefault<'a> {
                 })?;
                 self.note = Some(format!(
                     "hugepage_size is not given: Cloud Hypervisor takes the host's default huge \
-                     page size, on this host {} (Hugepagesize in {}); give hugepage_size, or \
-                     plan with --host-hugepage-size, for another host",
+                     page size, on this host {} (Hugepagesize in {})",
                     Size(size),
                     escape(&meminfo.to_string_lossy())
                 ));
@@ -147,17 +161,8 @@ impl<'a> HugeDefault<'a> {
                     ))
                 })?;
                 // Said only where it asks more than the pages themselves do.
-                if align > default
-                    && let Some(note) = &mut self.note
-                {
-                    *note = note.replacen(
-                        "; give hugepage_size",
-                        &format!(
-                            ", and aligns it to {} ({mount}); give hugepage_size",
-                            Size(align)
-                        ),
-                        1,
-                    );
+                if align > default {
+                    self.note_align = Some(format!(", and aligns it to {} ({mount})", Size(align)));
                 }
                 align
             }
@@ -1294,7 +1299,7 @@ fn config_spec(config: ChConfig<'_>, default: DefaultHugePage<'_>) -> Result<Str
     }
     spec.insert("serial".into(), Value::Table(Table::new()));
     let toml = crate::render::escape_toml(&spec.to_string());
-    Ok(match default.note {
+    Ok(match default.note() {
         Some(note) => format!("{NOTE}{note}\n{toml}"),
         None => toml,
     })

@@ -134,11 +134,16 @@ pub(crate) fn huge_pool(size: HugePageSize) -> (Option<bool>, std::path::PathBuf
     huge_pool_in(&sysfs_mm(), size)
 }
 
+/// The sysfs directory of the pool of `size` huge pages, with `mm` standing for
+/// `/sys/kernel/mm`.
+fn pool_dir(mm: &Path, size: HugePageSize) -> std::path::PathBuf {
+    mm.join("hugepages")
+        .join(format!("hugepages-{}kB", size.bytes() >> 10))
+}
+
 /// [`huge_pool`] with `mm` standing for `/sys/kernel/mm`.
 fn huge_pool_in(mm: &Path, size: HugePageSize) -> (Option<bool>, std::path::PathBuf) {
-    let pool = mm
-        .join("hugepages")
-        .join(format!("hugepages-{}kB", size.bytes() >> 10));
+    let pool = pool_dir(mm, size);
     if !mm.is_dir() {
         return (None, pool);
     }
@@ -147,13 +152,10 @@ fn huge_pool_in(mm: &Path, size: HugePageSize) -> (Option<bool>, std::path::Path
 
 /// Free huge pages of `size` on this host (0 if unknown).
 pub(crate) fn free_huge_pages(size: HugePageSize) -> u64 {
-    let kib = size.bytes() >> 10;
-    std::fs::read_to_string(format!(
-        "/sys/kernel/mm/hugepages/hugepages-{kib}kB/free_hugepages"
-    ))
-    .ok()
-    .and_then(|s| s.trim().parse().ok())
-    .unwrap_or(0)
+    std::fs::read_to_string(pool_dir(&sysfs_mm(), size).join("free_hugepages"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The selected value of a sysfs choice file (`always [madvise] never` gives `madvise`), or
