@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use memvisor_space::{AddressSpace, HugePages, Region, RegionReport};
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::hostmem::{MemorySample, sample};
 use crate::plan::Plan;
 use crate::render::Table;
@@ -127,6 +128,8 @@ fn detail(r: &RegionReport, asked: HugePages) -> String {
 
 struct Recorder {
     steps: Vec<Step>,
+    /// The first sample that could not be taken (a `/proc` or `/sys` file past its limit).
+    sample_error: Option<Error>,
 }
 
 impl Recorder {
@@ -146,7 +149,10 @@ impl Recorder {
         self.steps.push(Step {
             step,
             elapsed_ms: elapsed.as_secs_f64() * 1e3,
-            memory: sample(),
+            memory: sample().unwrap_or_else(|e| {
+                self.sample_error.get_or_insert(e);
+                MemorySample::default()
+            }),
             detail,
         });
     }
@@ -162,10 +168,16 @@ impl Recorder {
 ///
 /// `scale` is only reported (`plan` is already scaled); the command keeps it at most
 /// [`MAX_SCALE`].
-#[must_use]
-pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
-    let before = sample();
-    let mut rec = Recorder { steps: Vec::new() };
+///
+/// # Errors
+/// [`Error::HostFileTooLarge`] if a memory sample's `/proc` or `/sys` file is longer than
+/// the most read of it: before anything is made, or after everything made is released.
+pub fn back(plan: &Plan, scale: u64, progress: bool) -> Result<BackReport, Error> {
+    let before = sample()?;
+    let mut rec = Recorder {
+        steps: Vec::new(),
+        sample_error: None,
+    };
     // Every byte of memory made, boot and plugged: the bar covers each backing and plugging
     // step, not only prefaulting.
     let made: u64 = plan
@@ -220,7 +232,14 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
             Some((step, e))
         }
     };
-    let after = rec.steps.last().map_or_else(sample, |s| s.memory);
+    // Everything is released: a sample that could not be taken ends the command now.
+    if let Some(e) = rec.sample_error {
+        return Err(e);
+    }
+    let after = match rec.steps.last() {
+        Some(s) => s.memory,
+        None => sample()?,
+    };
     let peak =
         |f: fn(&MemorySample) -> u64| rec.steps.iter().map(|s| f(&s.memory)).max().unwrap_or(0);
     let (peak_thp_kib, peak_hugetlb_kib) = (peak(|m| m.thp_kib), peak(|m| m.hugetlb_kib));
@@ -235,7 +254,7 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
     let hugetlb_requested = memory
         .clone()
         .any(|b| b.pages == "2MiB" || b.pages == "1GiB");
-    BackReport {
+    Ok(BackReport {
         name: plan.name.clone(),
         scale,
         boot_bytes,
@@ -252,7 +271,7 @@ pub fn back(plan: &Plan, scale: u64, progress: bool) -> BackReport {
             message: error_chain(e),
         }),
         error: failure,
-    }
+    })
 }
 
 /// An error and its sources, joined by `: `. A source whose message the text already ends with
@@ -273,8 +292,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// This process's resident memory including explicit huge pages, KiB.
 fn resident_kib() -> u64 {
-    let m = sample();
-    m.rss_kib + m.hugetlb_kib
+    // A sample that cannot be taken leaves the bar where it is; the step's own sample says why.
+    sample().map_or(0, |m| m.rss_kib + m.hugetlb_kib)
 }
 
 /// Sets the flag and wakes the thread when dropped.

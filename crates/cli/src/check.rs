@@ -338,42 +338,57 @@ pub(crate) fn mount_of<'a>(
         .or_else(|| mounts.iter().rev().find(|m| is_root(m)))
 }
 
-/// Reads the host's facts from `/proc`, `/sys` and `/dev/kvm`.
-#[must_use]
-pub fn host_facts() -> HostFacts {
-    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+/// Reads the host's facts from `/proc`, `/sys` and `/dev/kvm`. Each file is read at most
+/// [`MAX_HOST_FILE_BYTES`](crate::input::MAX_HOST_FILE_BYTES) long
+/// ([`MAX_HOST_LIST_BYTES`](crate::input::MAX_HOST_LIST_BYTES) for `/proc/mounts`,
+/// `/proc/cpuinfo` and `/proc/self/maps`); one that is absent or cannot be read is a fact the
+/// host does not give.
+///
+/// # Errors
+/// [`Error::HostFileTooLarge`](crate::Error::HostFileTooLarge) naming a file longer than
+/// its limit.
+pub fn host_facts() -> crate::Result<HostFacts> {
+    use crate::hostmem::host_text;
+    let list = |path: &str| -> crate::Result<Option<String>> {
+        Ok(crate::input::read_host_file(path.as_ref(), crate::input::MAX_HOST_LIST_BYTES)?.ok())
+    };
+    let meminfo = host_text("/proc/meminfo".as_ref())?;
     let bytes = |key| field_kib(&meminfo, key).map(|k| k.saturating_mul(1024));
-    let mode = |path: &str| {
-        fs::read_to_string(path).map_or_else(
-            |_| "unavailable".to_owned(),
-            |text| {
-                text.split_whitespace()
+    let mode = |path: &str| -> crate::Result<String> {
+        Ok(
+            match crate::input::read_host_file(path.as_ref(), crate::input::MAX_HOST_FILE_BYTES)? {
+                Err(_) => "unavailable".to_owned(),
+                Ok(text) => text
+                    .split_whitespace()
                     .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_owned))
-                    .unwrap_or_else(|| text.trim().to_owned())
+                    .unwrap_or_else(|| text.trim().to_owned()),
             },
         )
     };
     let default_huge = default_huge_page_size(&meminfo);
-    let mounts = parse_mounts(
-        &fs::read_to_string("/proc/mounts").unwrap_or_default(),
-        default_huge,
-    );
-    let numa_nodes = fs::read_dir("/sys/devices/system/node")
+    let mounts = parse_mounts(&list("/proc/mounts")?.unwrap_or_default(), default_huge);
+    let mut numa_nodes = Vec::new();
+    for e in fs::read_dir("/sys/devices/system/node")
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            let node: u32 = e.file_name().to_str()?.strip_prefix("node")?.parse().ok()?;
-            let text = fs::read_to_string(e.path().join("meminfo")).unwrap_or_default();
-            let free = text
-                .lines()
-                .find(|l| l.contains("MemFree:"))
-                .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
-                .unwrap_or(0);
-            Some((node, free.saturating_mul(1024)))
-        })
-        .collect();
-    let phys_bits = fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+    {
+        let Some(node) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("node")?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let text = host_text(&e.path().join("meminfo"))?;
+        let free = text
+            .lines()
+            .find(|l| l.contains("MemFree:"))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        numa_nodes.push((node, free.saturating_mul(1024)));
+    }
+    let phys_bits = list("/proc/cpuinfo")?.and_then(|t| {
         t.lines()
             .find_map(|l| l.strip_prefix("address sizes")?.split(':').nth(1))?
             .split_whitespace()
@@ -387,54 +402,54 @@ pub fn host_facts() -> HostFacts {
         .open("/dev/kvm")
         .err()
         .map(|e| e.to_string());
-    let thp_pmd_knobs =
-        read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size").and_then(|size| {
+    let thp_pmd_knobs = match read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")? {
+        None => None,
+        Some(size) => {
             let dir = format!(
                 "/sys/kernel/mm/transparent_hugepage/hugepages-{}kB",
                 size / 1024
             );
-            let knob = |name: &str| {
-                let m = mode(&format!("{dir}/{name}"));
-                if m == "unavailable" {
+            let knob = |name: &str| -> crate::Result<String> {
+                let m = mode(&format!("{dir}/{name}"))?;
+                Ok(if m == "unavailable" {
                     "inherit".to_owned()
                 } else {
                     m
-                }
+                })
             };
-            std::path::Path::new(&dir)
-                .is_dir()
-                .then(|| (size, knob("enabled"), knob("shmem_enabled")))
-        });
+            if std::path::Path::new(&dir).is_dir() {
+                Some((size, knob("enabled")?, knob("shmem_enabled")?))
+            } else {
+                None
+            }
+        }
+    };
+    let mut huge_page_pools = Vec::new();
+    let mut huge_page_reserved = Vec::new();
+    for (kib, dir) in huge_page_dirs() {
+        huge_page_pools.push((
+            kib * 1024,
+            read_number(dir.join("free_hugepages"))?.unwrap_or(0),
+            read_number(dir.join("nr_hugepages"))?.unwrap_or(0),
+        ));
+        huge_page_reserved.push((
+            kib * 1024,
+            read_number(dir.join("resv_hugepages"))?.unwrap_or(0),
+        ));
+    }
     let mut facts = HostFacts {
-        thp_enabled: mode("/sys/kernel/mm/transparent_hugepage/enabled"),
-        thp_shmem_enabled: mode("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+        thp_enabled: mode("/sys/kernel/mm/transparent_hugepage/enabled")?,
+        thp_shmem_enabled: mode("/sys/kernel/mm/transparent_hugepage/shmem_enabled")?,
         thp_pmd_knobs,
-        huge_page_pools: huge_page_dirs()
-            .into_iter()
-            .map(|(kib, dir)| {
-                (
-                    kib * 1024,
-                    read_number(dir.join("free_hugepages")).unwrap_or(0),
-                    read_number(dir.join("nr_hugepages")).unwrap_or(0),
-                )
-            })
-            .collect(),
-        huge_page_reserved: huge_page_dirs()
-            .into_iter()
-            .map(|(kib, dir)| {
-                (
-                    kib * 1024,
-                    read_number(dir.join("resv_hugepages")).unwrap_or(0),
-                )
-            })
-            .collect(),
+        huge_page_pools,
+        huge_page_reserved,
         mounts,
         numa_nodes,
         phys_bits,
         kvm_error,
-        max_map_count: read_number("/proc/sys/vm/max_map_count"),
-        map_count: fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64),
-        overcommit_mode: read_number("/proc/sys/vm/overcommit_memory").unwrap_or(0),
+        max_map_count: read_number("/proc/sys/vm/max_map_count")?,
+        map_count: list("/proc/self/maps")?.map_or(0, |m| m.lines().count() as u64),
+        overcommit_mode: read_number("/proc/sys/vm/overcommit_memory")?.unwrap_or(0),
         commit: bytes("CommitLimit").zip(bytes("Committed_AS")),
         memory_and_swap: bytes("MemTotal")
             .map(|m| m.saturating_add(bytes("SwapTotal").unwrap_or(0))),
@@ -443,7 +458,7 @@ pub fn host_facts() -> HostFacts {
         resolved: Vec::new(),
     };
     facts.numa_nodes.sort_unstable();
-    facts
+    Ok(facts)
 }
 
 /// How a check came out.

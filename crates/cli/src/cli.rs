@@ -50,8 +50,8 @@ enum Command {
     /// Print the guest physical memory map of a VM spec: RAM per NUMA node, device MMIO
     /// windows and interrupts, hotplug slots.
     Plan {
-        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
-        /// microVM.
+        /// The VM spec (TOML; `-` reads standard input: typed on a terminal, up to Ctrl-D;
+        /// from a pipe or file, whole within 10 s); without it, the built-in default microVM.
         spec: Option<OsString>,
         /// Print JSON instead of tables.
         #[arg(long)]
@@ -77,8 +77,8 @@ enum Command {
     /// Create the spec's host memory, plug and unplug each hotplug slot, and report time and
     /// memory use per step.
     Back {
-        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
-        /// microVM.
+        /// The VM spec (TOML; `-` reads standard input: typed on a terminal, up to Ctrl-D;
+        /// from a pipe or file, whole within 10 s); without it, the built-in default microVM.
         spec: Option<OsString>,
         /// Divide every memory size by N (at least one page), to try a big spec on a small
         /// machine; N is 1 to 2^53.
@@ -105,8 +105,8 @@ enum Command {
     /// address bits, /dev/kvm, max_map_count, overcommit), with the fix for each problem;
     /// nothing is mapped. Exits with 1 when something would fail.
     Check {
-        /// The VM spec (TOML; `-` reads standard input); without it, the built-in default
-        /// microVM.
+        /// The VM spec (TOML; `-` reads standard input: typed on a terminal, up to Ctrl-D;
+        /// from a pipe or file, whole within 10 s); without it, the built-in default microVM.
         spec: Option<OsString>,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -132,8 +132,10 @@ enum Command {
         /// The format of SPEC (see `plan --from`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
-        /// With `--from firecracker`: the guest architecture the configuration is for
-        /// (default x86_64; on x86_64 the spec has Firecracker's device windows).
+        /// The guest architecture the configuration is for, written into the spec as
+        /// `arch` (default x86_64; from Firecracker on x86_64 the spec has Firecracker's device
+        /// windows). The printed spec plans as `plan --from` with the same flags does: `init`
+        /// reads and plans it before printing it, and refuses what `plan --from` refuses.
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
     },
@@ -199,17 +201,15 @@ fn from_needs_spec() -> Error {
     )
 }
 
-/// Reads, checks and plans the spec at `path` (the default one without), scaled down by
-/// `scale`.
-fn load_spec(path: Option<&OsStr>, how: Load<'_>) -> Result<(spec::VmSpec, Plan)> {
-    let Load {
-        from,
-        arch,
-        scale,
-        huge,
-        notes,
-    } = how;
-    let (origin, text) = match (path, from) {
+/// The spec text at `path` (the default one without) in the format `from`, converted to a
+/// memvisor spec for another VMM's format: its origin (how errors name it) and its text.
+fn spec_text(
+    path: Option<&OsStr>,
+    from: From,
+    arch: Option<ArchArg>,
+    huge: crate::vmm::DefaultHugePage<'static>,
+) -> Result<(String, String)> {
+    Ok(match (path, from) {
         (None, From::Memvisor) => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
         (None, _) => return Err(from_needs_spec()),
         (Some(p), From::Memvisor) => (shown(p), crate::input::read_spec(p)?),
@@ -239,7 +239,20 @@ fn load_spec(path: Option<&OsStr>, how: Load<'_>) -> Result<(spec::VmSpec, Plan)
                 crate::vmm::cloud_hypervisor_spec_for(option, huge)?,
             )
         }
-    };
+    })
+}
+
+/// Reads, checks and plans the spec at `path` (the default one without), scaled down by
+/// `scale`.
+fn load_spec(path: Option<&OsStr>, how: Load<'_>) -> Result<(spec::VmSpec, Plan)> {
+    let Load {
+        from,
+        arch,
+        scale,
+        huge,
+        notes,
+    } = how;
+    let (origin, text) = spec_text(path, from, arch, huge)?;
     // A converted spec's notes, shown before its plan; a note that cannot be written is lost,
     // as the plan is what was asked for.
     if from != From::Memvisor {
@@ -255,6 +268,81 @@ fn load_spec(path: Option<&OsStr>, how: Load<'_>) -> Result<(spec::VmSpec, Plan)
     let vm = spec::parse_for(src, arch)?.scaled(scale);
     let plan = plan(&vm, src)?;
     Ok((vm, plan))
+}
+
+/// How `init` names the spec it prints when it checks it.
+const INIT_ORIGIN: &str = "<the spec init prints>";
+
+/// The spec `init --from FROM SPEC` prints: the converted text, with `arch` written into it
+/// when `--arch` is given and the conversion does not write it (Cloud Hypervisor's), so that
+/// the printed spec plans as `plan --from FROM --arch ARCH SPEC` does.
+///
+/// The input is refused exactly when `plan --from` refuses it: the converted text is read and
+/// planned as `plan` would. Then the printed text is read and planned as a memvisor spec
+/// with no flag; a spec that does not plan, or plans differently, is never printed
+/// ([`Error::Internal`]).
+fn init_text(
+    path: Option<&OsStr>,
+    from: From,
+    arch: Option<ArchArg>,
+    huge: crate::vmm::DefaultHugePage<'static>,
+) -> Result<String> {
+    let (origin, text) = spec_text(path, from, arch, huge)?;
+    let src = Source {
+        origin: &origin,
+        text: &text,
+    };
+    let wanted = plan(&spec::parse_for(src, arch.map(spec_arch))?, src)?;
+    let text = match (from, arch) {
+        (From::CloudHypervisor | From::CloudHypervisorJson, Some(arch)) => {
+            with_arch(&text, arch_name(arch))
+        }
+        _ => text,
+    };
+    let printed = Source {
+        origin: INIT_ORIGIN,
+        text: &text,
+    };
+    let again = spec::parse(printed)
+        .map_err(Error::from)
+        .and_then(|vm| Ok(plan(&vm, printed)?))
+        .map_err(|e| {
+            Error::Internal(format!(
+                "the converted spec does not plan again: {}",
+                error_chain(&e)
+            ))
+        })?;
+    // The plan's serialized form holds every value `plan` shows (regions, windows, devices,
+    // addresses, backing).
+    let same = match (serde_json::to_value(&again), serde_json::to_value(&wanted)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same {
+        return Err(Error::Internal(
+            "the converted spec plans differently from its source".to_owned(),
+        ));
+    }
+    Ok(text)
+}
+
+/// `text` (a spec whose top-level table has no `arch`) with `arch = "ARCH"` as its first key,
+/// after the comments at its top.
+fn with_arch(text: &str, arch: &str) -> String {
+    let at = text
+        .split_inclusive('\n')
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .map(str::len)
+        .sum();
+    format!("{}arch = \"{arch}\"\n{}", &text[..at], &text[at..])
+}
+
+/// The spec's name of the architecture `--arch` names.
+fn arch_name(arch: ArchArg) -> &'static str {
+    match arch {
+        ArchArg::X86_64 => "x86_64",
+        ArchArg::Aarch64 => "aarch64",
+    }
 }
 
 /// The architecture `--arch` names.
@@ -347,7 +435,7 @@ fn execute(
                     notes: err,
                 },
             )?;
-            let mut report = back(&plan, scale, progress && !as_json);
+            let mut report = back(&plan, scale, progress && !as_json)?;
             write(
                 out,
                 if as_json {
@@ -376,7 +464,7 @@ fn execute(
                     notes: err,
                 },
             )?;
-            let mut host = crate::check::host_facts();
+            let mut host = crate::check::host_facts()?;
             if let crate::spec::BackingKind::Hugetlbfs(path) = &vm.memory.backing {
                 host.paths
                     .push((path.clone(), crate::check::path_state(path)));
@@ -408,22 +496,8 @@ fn execute(
                 problems => Err(Error::HostCannotBack { problems }),
             }
         }
-        Command::Init { spec, from, arch } => write(
-            out,
-            match (from, spec.as_deref()) {
-                (From::Firecracker, Some(p)) => crate::vmm::firecracker_spec_for(
-                    &shown(p),
-                    &crate::input::read_spec(p)?,
-                    arch.map_or(spec::Arch::X86_64, spec_arch),
-                )?,
-                (From::CloudHypervisor, Some(option)) => {
-                    crate::vmm::cloud_hypervisor_spec_for(utf8_option(option)?, huge)?
-                }
-                (From::CloudHypervisorJson, Some(p)) => crate::vmm::cloud_hypervisor_json_spec_for(
-                    &shown(p),
-                    &crate::input::read_spec(p)?,
-                    huge,
-                )?,
+        Command::Init { spec, from, arch } => {
+            let text = match (from, spec.as_deref()) {
                 (From::Memvisor, Some(_)) => {
                     return Err(Error::Usage(
                         "init prints the default spec; SPEC is only for --from firecracker, \
@@ -432,11 +506,10 @@ fn execute(
                     ));
                 }
                 (From::Memvisor, None) => DEFAULT_SPEC.to_owned(),
-                (From::Firecracker | From::CloudHypervisor | From::CloudHypervisorJson, None) => {
-                    return Err(from_needs_spec());
-                }
-            },
-        ),
+                (_, path) => init_text(path, from, arch, huge)?,
+            };
+            write(out, text)
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(
@@ -448,7 +521,7 @@ fn execute(
             out.write_all(&script).map_err(Error::Output)
         }
         Command::Probe { json: as_json } => {
-            let p = probe();
+            let p = probe()?;
             write(
                 out,
                 if as_json {
@@ -626,5 +699,35 @@ impl Write for Unwritable {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Err(self.error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_arch_puts_the_key_in_the_top_level_table_after_the_notes() {
+        let text = "# note: a\n# note: b\n\nname = \"x\"\n\n[memory]\nsize = 4096\n";
+        let out = with_arch(text, "aarch64");
+        assert_eq!(
+            out,
+            "# note: a\n# note: b\n\narch = \"aarch64\"\nname = \"x\"\n\n[memory]\nsize = 4096\n"
+        );
+        // A spec that starts with a table still gets the key in the top-level table.
+        let out = with_arch("[memory]\nsize = 4096\n", "x86_64");
+        let vm = spec::parse(Source {
+            origin: "t",
+            text: &out,
+        })
+        .unwrap();
+        assert_eq!(vm.arch, spec::Arch::X86_64);
+        let out = with_arch("[memory]\nsize = 4096\n", "aarch64");
+        let vm = spec::parse(Source {
+            origin: "t",
+            text: &out,
+        })
+        .unwrap();
+        assert_eq!(vm.arch, spec::Arch::Aarch64);
     }
 }

@@ -178,6 +178,21 @@ pub enum Error {
         /// How many checks failed.
         problems: usize,
     },
+    /// A `/proc` or `/sys` file holds more than the command reads of it (exit code 1).
+    #[error(
+        "{} is larger than {limit} bytes, the most read of it",
+        crate::render::escape(&crate::render::clip_path(.path))
+    )]
+    HostFileTooLarge {
+        /// The file.
+        path: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The command found a mistake of its own, such as a converted spec that would not plan
+    /// as its source does (exit code 1); nothing was written.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Writing the output failed (exit code 1).
     #[error("writing the output")]
     Output(#[source] io::Error),
@@ -194,7 +209,11 @@ impl Error {
             | Error::SpecNotUtf8 { .. }
             | Error::Import { .. }
             | Error::Usage(_) => 2,
-            Error::Back { .. } | Error::HostCannotBack { .. } | Error::Output(_) => 1,
+            Error::Back { .. }
+            | Error::HostCannotBack { .. }
+            | Error::HostFileTooLarge { .. }
+            | Error::Internal(_)
+            | Error::Output(_) => 1,
         }
     }
 }

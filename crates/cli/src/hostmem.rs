@@ -67,28 +67,43 @@ fn huge_page_dirs_in(root: &std::path::Path) -> Vec<(u64, std::path::PathBuf)> {
     out
 }
 
-/// A number read from a one-value file (`/proc/sys/...`, `/sys/...`).
-#[must_use]
-pub fn read_number(path: impl AsRef<std::path::Path>) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+/// A number read from a one-value file (`/proc/sys/...`, `/sys/...`): `None` if the file
+/// is absent, cannot be read or holds no number.
+///
+/// # Errors
+/// [`Error::HostFileTooLarge`](crate::Error::HostFileTooLarge) if the file holds more than
+/// [`MAX_HOST_FILE_BYTES`](crate::input::MAX_HOST_FILE_BYTES).
+pub fn read_number(path: impl AsRef<std::path::Path>) -> crate::Result<Option<u64>> {
+    Ok(host_text(path.as_ref())?.trim().parse().ok())
+}
+
+/// The text of a `/proc` or `/sys` file of at most
+/// [`MAX_HOST_FILE_BYTES`](crate::input::MAX_HOST_FILE_BYTES), empty if it is absent or
+/// cannot be read.
+pub(crate) fn host_text(path: &std::path::Path) -> crate::Result<String> {
+    Ok(crate::input::read_host_file(path, crate::input::MAX_HOST_FILE_BYTES)?.unwrap_or_default())
 }
 
 /// Samples this process's and the host's memory use now.
-#[must_use]
-pub fn sample() -> MemorySample {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+///
+/// # Errors
+/// [`Error::HostFileTooLarge`](crate::Error::HostFileTooLarge) if a file read holds more
+/// than [`MAX_HOST_FILE_BYTES`](crate::input::MAX_HOST_FILE_BYTES).
+pub fn sample() -> crate::Result<MemorySample> {
+    let status = host_text("/proc/self/status".as_ref())?;
+    let meminfo = host_text("/proc/meminfo".as_ref())?;
     let get = |key| field_kib(&status, key).unwrap_or(0);
-    let rollup = fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let rollup = host_text("/proc/self/smaps_rollup".as_ref())?;
     let thp_kib = ["AnonHugePages", "ShmemPmdMapped", "FilePmdMapped"]
         .iter()
         .map(|key| field_kib(&rollup, key).unwrap_or(0))
         .fold(0u64, u64::saturating_add);
-    let huge_pages_free_kib = huge_page_dirs()
-        .iter()
-        .map(|(kib, dir)| kib.saturating_mul(read_number(dir.join("free_hugepages")).unwrap_or(0)))
-        .fold(0u64, u64::saturating_add);
-    MemorySample {
+    let mut huge_pages_free_kib = 0u64;
+    for (kib, dir) in huge_page_dirs() {
+        let free = read_number(dir.join("free_hugepages"))?.unwrap_or(0);
+        huge_pages_free_kib = huge_pages_free_kib.saturating_add(kib.saturating_mul(free));
+    }
+    Ok(MemorySample {
         rss_kib: get("VmRSS"),
         rss_anon_kib: get("RssAnon"),
         rss_shmem_kib: get("RssShmem"),
@@ -97,7 +112,7 @@ pub fn sample() -> MemorySample {
         vm_size_kib: get("VmSize"),
         committed_kib: field_kib(&meminfo, "Committed_AS").unwrap_or(0),
         huge_pages_free_kib,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -135,6 +150,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
+    fn read_number_of_an_oversized_file_is_refused_by_name() {
+        let dir = scratch_dir("oversized-number");
+        let big = dir.join("nr_hugepages");
+        let limit = usize::try_from(crate::input::MAX_HOST_FILE_BYTES).unwrap();
+        // A number padded with white space to one byte past the limit.
+        fs::write(&big, format!("7{}", " ".repeat(limit))).unwrap();
+        let err = read_number(&big).unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::HostFileTooLarge { path, limit: l }
+                if path == &big.to_string_lossy() && *l == crate::input::MAX_HOST_FILE_BYTES),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("nr_hugepages"), "{err}");
+        assert_eq!(err.exit_code(), 1);
+        // At the limit it is read; absent or a folder, it has no number, as before.
+        fs::write(&big, format!("7{}", " ".repeat(limit - 1))).unwrap();
+        assert_eq!(read_number(&big).unwrap(), Some(7));
+        assert_eq!(read_number(dir.join("missing")).unwrap(), None);
+        assert_eq!(read_number(&dir).unwrap(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn field_kib_reads_value() {
         let text = "VmSize:\t  1234 kB\nVmRSS:\t 56 kB\n";
         assert_eq!(field_kib(text, "VmRSS"), Some(56));
@@ -145,7 +184,7 @@ pub(crate) mod tests {
     #[test]
     #[cfg_attr(miri, ignore)]
     fn sample_reports_own_rss() {
-        let s = sample();
+        let s = sample().unwrap();
         assert!(s.rss_kib > 0);
         assert!(s.vm_size_kib >= s.rss_kib);
     }

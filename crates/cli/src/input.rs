@@ -9,8 +9,9 @@ use crate::spec::MAX_SPEC_BYTES;
 /// The path that names standard input.
 pub const STDIN: &str = "-";
 
-/// How long a spec that is not a regular file (a FIFO, a pipe, a device) may keep the
-/// command waiting for its data: 10 seconds from the start of the reading.
+/// How long a spec that is not a regular file (a FIFO, a pipe, a device), or standard input
+/// that is not a terminal, may keep the command waiting for its data and its end: 10 seconds
+/// from the start of the reading.
 pub const MAX_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// `O_NONBLOCK` of the target, the kernel's value (`std` has no constant for it): a FIFO opened
@@ -71,6 +72,46 @@ pub fn read_bounded(path: &str, reader: impl Read) -> Result<String> {
     read_within(path, reader, MAX_READ_WAIT)
 }
 
+/// [`read_bounded`] of a reader that waits for its data (standard input from a pipe, which
+/// cannot be made non-blocking without unsafe code): it is read on a thread of its own, and
+/// what it has not given in full `wait` after the start is refused. The thread is left
+/// blocked in its read until the data comes or the process ends; it holds at most
+/// [`MAX_SPEC_BYTES`] + 1 bytes.
+fn read_waiting(path: &str, reader: impl Read + Send + 'static, wait: Duration) -> Result<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let name = path.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("memvisor-read".to_owned())
+        .spawn(move || {
+            // The receiver is gone once the wait is over: nothing to tell then.
+            let _ = tx.send(read_within(&name, reader, wait));
+        });
+    if let Err(source) = spawned {
+        return Err(Error::ReadSpec {
+            path: path.to_owned(),
+            source,
+        });
+    }
+    rx.recv_timeout(wait).unwrap_or_else(|_| {
+        Err(Error::ReadSpec {
+            path: path.to_owned(),
+            source: no_end(wait),
+        })
+    })
+}
+
+/// Why data that did not come in `wait` is refused.
+fn no_end(wait: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "no end of its data after {} s (a FIFO, pipe or device whose writer neither writes \
+             nor closes it)",
+            wait.as_secs()
+        ),
+    )
+}
+
 /// [`read_bounded`], waiting at most `wait` for data that is not there yet.
 fn read_within(path: &str, mut reader: impl Read, wait: Duration) -> Result<String> {
     let failed = |source| Error::ReadSpec {
@@ -89,14 +130,7 @@ fn read_within(path: &str, mut reader: impl Read, wait: Duration) -> Result<Stri
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if start.elapsed() >= wait {
-                    return Err(failed(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no end of its data after {} s (a FIFO or device whose writer \
-                             neither writes nor closes it)",
-                            wait.as_secs()
-                        ),
-                    )));
+                    return Err(failed(no_end(wait)));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -121,7 +155,9 @@ fn read_within(path: &str, mut reader: impl Read, wait: Duration) -> Result<Stri
 /// The file is opened without waiting (`O_NONBLOCK`): a FIFO that no one has open for
 /// writing reads as empty at once, and a FIFO, pipe or device whose data does not come is
 /// refused after [`MAX_READ_WAIT`], so no path makes the command wait without end. Standard
-/// input is read as it is given (a terminal waits for what is typed).
+/// input that is a terminal is read as it is typed, without a time limit (up to end of file,
+/// Ctrl-D); any other standard input (a pipe, a FIFO, a file, a socket) must give all its
+/// data and its end within [`MAX_READ_WAIT`] from the start, else it is refused.
 ///
 /// # Errors
 /// As [`read_bounded`]; opening the file fails with [`Error::ReadSpec`].
@@ -130,7 +166,11 @@ pub fn read_spec(path: impl AsRef<std::path::Path>) -> Result<String> {
 
     let path = path.as_ref();
     if path.as_os_str() == STDIN {
-        return read_bounded("<stdin>", std::io::stdin().lock());
+        let stdin = std::io::stdin();
+        if std::io::IsTerminal::is_terminal(&stdin) {
+            return read_bounded("<stdin>", stdin.lock());
+        }
+        return read_waiting("<stdin>", stdin, MAX_READ_WAIT);
     }
     let shown = path.to_string_lossy();
     let file = std::fs::OpenOptions::new()
@@ -142,6 +182,53 @@ pub fn read_spec(path: impl AsRef<std::path::Path>) -> Result<String> {
             source,
         })?;
     read_bounded(&shown, file)
+}
+
+/// The most bytes read of a `/proc` or `/sys` file that holds one value or a short table
+/// (`meminfo`, a THP mode, a huge page pool's counter, a node's `cpulist`, `status`): 64 KiB,
+/// some 40 times the longest the kernel writes.
+pub const MAX_HOST_FILE_BYTES: u64 = 64 << 10;
+
+/// The most bytes read of a `/proc` file that lists what the host has (`/proc/mounts`,
+/// `/proc/cpuinfo`, `/proc/self/maps`): 16 MiB, some 100,000 mounts or 4,000 CPUs.
+pub const MAX_HOST_LIST_BYTES: u64 = 16 << 20;
+
+/// Reads the host file at `path` (a `/proc` or `/sys` file), at most `max` bytes: the outer
+/// result refuses a file longer than `max`, the inner one says why a file cannot be read
+/// (absent, not a regular file, not UTF-8, a read error), which each caller handles as a
+/// file the host does not have.
+///
+/// Only a regular file is read, opened without waiting (`O_NONBLOCK`) and judged by what was
+/// opened, so a FIFO or device put at the path cannot make the command wait or read without
+/// end; at most `max` + 1 bytes are read.
+///
+/// # Errors
+/// [`Error::HostFileTooLarge`] if the file holds more than `max` bytes.
+pub fn read_host_file(path: &std::path::Path, max: u64) -> Result<io::Result<String>> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+        .and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(io::Error::other("not a file"))
+            }
+        });
+    let mut bytes = Vec::new();
+    if let Err(e) = file.and_then(|f| f.take(max.saturating_add(1)).read_to_end(&mut bytes)) {
+        return Ok(Err(e));
+    }
+    if bytes.len() as u64 > max {
+        return Err(Error::HostFileTooLarge {
+            path: path.to_string_lossy().into_owned(),
+            limit: max,
+        });
+    }
+    Ok(String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
 #[cfg(test)]
@@ -227,5 +314,74 @@ mod tests {
             "x is not UTF-8 text (bad byte at offset 2)"
         );
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn host_file_is_read_whole_up_to_its_limit() {
+        let dir = std::env::temp_dir().join(format!("memvisor-host-file-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("meminfo");
+        std::fs::write(&file, "MemTotal: 1 kB\n").unwrap();
+        assert_eq!(
+            read_host_file(&file, 15).unwrap().unwrap(),
+            "MemTotal: 1 kB\n"
+        );
+        let err = read_host_file(&file, 14).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is larger than 14 bytes, the most read of it",
+                file.display()
+            )
+        );
+        assert_eq!(err.exit_code(), 1);
+        // What cannot be read (absent, a folder, not UTF-8) is said as before, not refused.
+        let absent = read_host_file(&dir.join("absent"), 15)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(absent.kind(), io::ErrorKind::NotFound);
+        assert!(read_host_file(&dir, 15).unwrap().is_err());
+        std::fs::write(&file, b"\xff").unwrap();
+        assert!(read_host_file(&file, 15).unwrap().is_err());
+        // A FIFO no one writes is not waited for.
+        let fifo = dir.join("fifo");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let start = Instant::now();
+            assert!(read_host_file(&fifo, 15).unwrap().is_err());
+            assert!(start.elapsed() < Duration::from_secs(5));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn pipe_whose_writer_stays_silent_is_refused_in_time() {
+        use std::io::Write;
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"[memory]\n").unwrap();
+        let start = Instant::now();
+        let err = read_waiting("<stdin>", reader, Duration::from_millis(200)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(matches!(err, Error::ReadSpec { .. }), "{err}");
+        let why = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            why.is_some_and(|w| w.contains("no end of its data")),
+            "{err:?}"
+        );
+        drop(writer);
+        // A pipe closed after its data is read whole.
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"[memory]\n").unwrap();
+        drop(writer);
+        assert_eq!(
+            read_waiting("<stdin>", reader, MAX_READ_WAIT).unwrap(),
+            "[memory]\n"
+        );
     }
 }

@@ -9,7 +9,7 @@ use memvisor_vmem::{CommitMode, Reservation};
 use serde::Serialize;
 use vm_memory::GuestAddress;
 
-use crate::hostmem::{field_kib, huge_page_dirs, read_number};
+use crate::hostmem::{field_kib, host_text, huge_page_dirs, read_number};
 use crate::size::{Size, approx};
 
 /// Transparent huge page settings (`/sys/kernel/mm/transparent_hugepage`).
@@ -105,53 +105,55 @@ pub struct Probe {
 }
 
 /// The selected mode of a `/sys` file such as `always [madvise] never`.
-fn selected(path: &str) -> String {
-    let Ok(text) = fs::read_to_string(path) else {
-        return "unavailable".to_owned();
+fn selected(path: &str) -> crate::Result<String> {
+    let Ok(text) = crate::input::read_host_file(path.as_ref(), crate::input::MAX_HOST_FILE_BYTES)?
+    else {
+        return Ok("unavailable".to_owned());
     };
-    text.split_whitespace()
+    Ok(text
+        .split_whitespace()
         .find_map(|w| w.strip_prefix('[')?.strip_suffix(']').map(str::to_owned))
-        .unwrap_or_else(|| text.trim().to_owned())
+        .unwrap_or_else(|| text.trim().to_owned()))
 }
 
-fn numa_nodes() -> Vec<NumaNode> {
+fn numa_nodes() -> crate::Result<Vec<NumaNode>> {
     numa_nodes_in(std::path::Path::new("/sys/devices/system/node"))
 }
 
 /// The NUMA nodes of a directory laid out as `/sys/devices/system/node`.
-fn numa_nodes_in(root: &std::path::Path) -> Vec<NumaNode> {
-    let mut out: Vec<NumaNode> = fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let digits = name.strip_prefix("node")?;
-            // Digits only: `parse` takes a sign.
-            if !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let node: u32 = digits.parse().ok()?;
-            let meminfo = fs::read_to_string(e.path().join("meminfo")).unwrap_or_default();
-            // Lines read "Node 0 MemTotal:  16318124 kB".
-            let prefix = format!("Node {node} ");
-            let stripped: String = meminfo
-                .lines()
-                .filter_map(|l| l.strip_prefix(&prefix))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            Some(NumaNode {
-                node,
-                total: field_kib(&stripped, "MemTotal").map_or(0, kib_bytes),
-                free: field_kib(&stripped, "MemFree").map_or(0, kib_bytes),
-                cpus: fs::read_to_string(e.path().join("cpulist"))
-                    .map(|s| s.trim().to_owned())
-                    .unwrap_or_default(),
-            })
-        })
-        .collect();
+fn numa_nodes_in(root: &std::path::Path) -> crate::Result<Vec<NumaNode>> {
+    let mut out: Vec<NumaNode> = Vec::new();
+    for e in fs::read_dir(root).into_iter().flatten().flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let Some(digits) = name.strip_prefix("node") else {
+            continue;
+        };
+        // Digits only: `parse` takes a sign.
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(node) = digits.parse::<u32>() else {
+            continue;
+        };
+        let meminfo = host_text(&e.path().join("meminfo"))?;
+        // Lines read "Node 0 MemTotal:  16318124 kB".
+        let prefix = format!("Node {node} ");
+        let stripped: String = meminfo
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push(NumaNode {
+            node,
+            total: field_kib(&stripped, "MemTotal").map_or(0, kib_bytes),
+            free: field_kib(&stripped, "MemFree").map_or(0, kib_bytes),
+            cpus: host_text(&e.path().join("cpulist"))?.trim().to_owned(),
+        });
+    }
     out.sort_by_key(|n| n.node);
-    out
+    Ok(out)
 }
 
 /// KiB as bytes, at most `u64::MAX` (a value a `/proc` or `/sys` file gives).
@@ -214,39 +216,48 @@ fn guard_check(result: Result<bool, memvisor_vmem::Error>) -> Check {
     }
 }
 
-/// Looks at this host.
-#[must_use]
-pub fn probe() -> Probe {
-    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+/// Looks at this host. Each `/proc` and `/sys` file is read at most
+/// [`MAX_HOST_FILE_BYTES`](crate::input::MAX_HOST_FILE_BYTES) long; one that is absent or
+/// cannot be read is a fact the host does not give.
+///
+/// # Errors
+/// [`Error::HostFileTooLarge`](crate::Error::HostFileTooLarge) naming a file longer than
+/// that.
+pub fn probe() -> crate::Result<Probe> {
+    let meminfo = host_text("/proc/meminfo".as_ref())?;
     let bytes = |key| field_kib(&meminfo, key).map(kib_bytes);
-    let mode = read_number("/proc/sys/vm/overcommit_memory").unwrap_or(0);
-    Probe {
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned()),
+    let mode = read_number("/proc/sys/vm/overcommit_memory")?.unwrap_or(0);
+    let mut huge_page_pools = Vec::new();
+    for (kib, dir) in huge_page_dirs() {
+        huge_page_pools.push(HugePagePool {
+            page_size: kib * 1024,
+            total: read_number(dir.join("nr_hugepages"))?.unwrap_or(0),
+            free: read_number(dir.join("free_hugepages"))?.unwrap_or(0),
+            reserved: read_number(dir.join("resv_hugepages"))?.unwrap_or(0),
+            surplus: read_number(dir.join("surplus_hugepages"))?.unwrap_or(0),
+        });
+    }
+    let kernel = crate::input::read_host_file(
+        "/proc/sys/kernel/osrelease".as_ref(),
+        crate::input::MAX_HOST_FILE_BYTES,
+    )?
+    .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
+    Ok(Probe {
+        kernel,
         page_size: memvisor_vmem::page_size() as u64,
         memory_total: bytes("MemTotal"),
         memory_available: bytes("MemAvailable"),
         thp: Thp {
-            enabled: selected("/sys/kernel/mm/transparent_hugepage/enabled"),
-            defrag: selected("/sys/kernel/mm/transparent_hugepage/defrag"),
-            shmem_enabled: selected("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
-            pmd_size: read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"),
+            enabled: selected("/sys/kernel/mm/transparent_hugepage/enabled")?,
+            defrag: selected("/sys/kernel/mm/transparent_hugepage/defrag")?,
+            shmem_enabled: selected("/sys/kernel/mm/transparent_hugepage/shmem_enabled")?,
+            pmd_size: read_number("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")?,
         },
-        huge_page_pools: huge_page_dirs()
-            .into_iter()
-            .map(|(kib, dir)| HugePagePool {
-                page_size: kib * 1024,
-                total: read_number(dir.join("nr_hugepages")).unwrap_or(0),
-                free: read_number(dir.join("free_hugepages")).unwrap_or(0),
-                reserved: read_number(dir.join("resv_hugepages")).unwrap_or(0),
-                surplus: read_number(dir.join("surplus_hugepages")).unwrap_or(0),
-            })
-            .collect(),
-        numa_nodes: numa_nodes(),
+        huge_page_pools,
+        numa_nodes: numa_nodes()?,
         madv_populate_write: check_populate(),
         guard_pages: check_guard(),
-        max_map_count: read_number("/proc/sys/vm/max_map_count"),
+        max_map_count: read_number("/proc/sys/vm/max_map_count")?,
         overcommit: Overcommit {
             mode,
             name: match mode {
@@ -254,11 +265,11 @@ pub fn probe() -> Probe {
                 1 => "always",
                 _ => "never",
             },
-            ratio: read_number("/proc/sys/vm/overcommit_ratio"),
+            ratio: read_number("/proc/sys/vm/overcommit_ratio")?,
             commit_limit: bytes("CommitLimit"),
             committed: bytes("Committed_AS"),
         },
-    }
+    })
 }
 
 fn opt_size(v: Option<u64>) -> String {
@@ -405,7 +416,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore)]
     fn probe_page_size_matches_vmem() {
-        let p = probe();
+        let p = probe().unwrap();
         assert_eq!(p.page_size, memvisor_vmem::page_size() as u64);
         assert!(p.guard_pages.works, "{}", p.guard_pages.detail);
     }
@@ -423,12 +434,32 @@ mod tests {
             "Node 2 MemTotal: 18014398509481984 kB\nNode 2 MemFree: 99999999999999999999 kB\n",
         )
         .unwrap();
-        let nodes = numa_nodes_in(&root);
+        let nodes = numa_nodes_in(&root).unwrap();
         let ids: Vec<u32> = nodes.iter().map(|n| n.node).collect();
         assert_eq!(ids, [0, 2]);
         assert_eq!((nodes[0].total, nodes[0].free), (0, 0));
         assert_eq!((nodes[1].total, nodes[1].free), (u64::MAX, 0));
-        assert!(numa_nodes_in(&root.join("missing")).is_empty());
+        assert!(numa_nodes_in(&root.join("missing")).unwrap().is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn numa_node_file_past_the_limit_is_refused_by_name() {
+        let root = crate::hostmem::tests::scratch_dir("nodes-oversized");
+        fs::create_dir(root.join("node0")).unwrap();
+        let limit = usize::try_from(crate::input::MAX_HOST_FILE_BYTES).unwrap();
+        fs::write(root.join("node0/cpulist"), "0-3\n".repeat(limit / 4 + 1)).unwrap();
+        let err = numa_nodes_in(&root).unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::HostFileTooLarge { path, .. } if path.ends_with("node0/cpulist")),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("node0/cpulist is larger than 65536 bytes"),
+            "{err}"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -612,3 +612,55 @@ fn fifo_without_a_writer_does_not_hang() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A spec on standard input from a pipe whose writer neither closes it nor (after what it
+/// wrote) writes more is refused once `MAX_READ_WAIT` (10 s) has passed, as a FIFO is: the
+/// command does not wait without end. Every command that reads SPEC is tried at once.
+#[test]
+fn stdin_pipe_held_open_does_not_hang() {
+    use std::io::Write;
+    let cases: [(&[&str], &[u8]); 4] = [
+        (&["plan", "-"], b""),
+        (&["check", "-"], MEM.as_bytes()),
+        (&["plan", "--from", "firecracker", "-"], b"{"),
+        (&["init", "--from", "cloud-hypervisor-json", "-"], b""),
+    ];
+    let start = std::time::Instant::now();
+    let children: Vec<_> = cases
+        .iter()
+        .map(|(args, data)| {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_memvisor"))
+                .args(*args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The writing end stays open (held here) until the command has answered.
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(data).unwrap();
+            input.flush().unwrap();
+            (child, input)
+        })
+        .collect();
+    for ((mut child, input), (args, _)) in children.into_iter().zip(cases) {
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(40) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} waited without end for standard input");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        drop(input);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            err.contains("cannot read <stdin>") && err.contains("no end of its data after 10 s"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(start.elapsed() >= std::time::Duration::from_secs(10));
+}

@@ -4,8 +4,6 @@
 //! what Cloud Hypervisor refuses is refused; what a spec cannot express is refused by name.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use toml::{Table, Value};
@@ -35,11 +33,11 @@ pub const HOST_MOUNTS: &str = "/proc/mounts";
 pub const HOST_HUGETLBFS: &str = "/dev/hugepages";
 
 /// The most of a meminfo file read (the kernel's is some 1.5 KiB).
-const MEMINFO_MAX: u64 = 64 << 10;
+const MEMINFO_MAX: u64 = crate::input::MAX_HOST_FILE_BYTES;
 
 /// The most of a mounts file read: some 100,000 mounts; a longer one is refused rather than
 /// judged by its start.
-const MOUNTS_MAX: u64 = 16 << 20;
+const MOUNTS_MAX: u64 = crate::input::MAX_HOST_LIST_BYTES;
 
 /// The huge page size Cloud Hypervisor takes for `hugepages=on` without `hugepage_size`: the
 /// default huge page size of the host it runs on (its memfd is made with `MFD_HUGETLB` and
@@ -198,30 +196,16 @@ fn mount_aligned(
     )))
 }
 
-/// The text of the file at `path`, at most `max` bytes; why not, in words.
+/// The text of the file at `path`, at most `max` bytes ([`crate::input::read_host_file`]);
+/// why not, in words.
 fn read_host_file(path: &Path, max: u64) -> std::result::Result<String, String> {
     let lossy = path.to_string_lossy();
     let shown = escape(&lossy);
-    let mut text = String::new();
-    // Only a file is read, opened without waiting (a FIFO would wait for a writer), and
-    // judged by what was opened.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(crate::input::O_NONBLOCK)
-        .open(path)
-        .and_then(|f| {
-            if f.metadata()?.is_file() {
-                Ok(f)
-            } else {
-                Err(std::io::Error::other("not a file"))
-            }
-        });
-    file.and_then(|f| f.take(max + 1).read_to_string(&mut text))
-        .map_err(|e| format!("{shown} cannot be read ({e})"))?;
-    if text.len() as u64 > max {
-        return Err(format!("{shown} is longer than {}", Size(max)));
+    match crate::input::read_host_file(path, max) {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(e)) => Err(format!("{shown} cannot be read ({e})")),
+        Err(_) => Err(format!("{shown} is longer than {}", Size(max))),
     }
-    Ok(text)
 }
 
 /// The alignment Cloud Hypervisor takes from the file system at `hugetlbfs` (resolved on this
