@@ -4,7 +4,9 @@
 //! alignment past the arena's is refused), are owned by exactly their client and keep the bytes
 //! written into them (so no block was handed to anyone else while live), every bad free is
 //! refused and changes nothing, and a deleted client's blocks are owned by no one; nothing may
-//! panic.
+//! panic. `Allocator::grow`, `grow_zeroed` and `shrink` move a client's own blocks, keeping
+//! their bytes, and refuse, changing nothing, another client's block, an interior or foreign
+//! pointer, an old size past the block and a new size on the wrong side of the old one.
 #![no_main]
 
 use std::alloc::Layout;
@@ -12,6 +14,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use libfuzzer_sys::fuzz_target;
+use memvisor_arena::allocator_api2::alloc::Allocator;
 use memvisor_arena::{Arena, Backing, Client, Config, Error, Quota};
 use memvisor_fuzz::{Input, all_bytes};
 
@@ -145,6 +148,109 @@ fuzz_target!(|data: &[u8]| {
                 assert!(
                     unsafe { client.free(ptr) }.is_err(),
                     "a bad free was accepted"
+                );
+            }
+            5 => {
+                // Grow, grow zeroed or shrink a live block (through its own client or a wrong
+                // one), an interior or foreign address, or with sizes that break the contract.
+                let Some(client) = &clients[c] else { continue };
+                let how = input.u8();
+                let picked = live
+                    .iter()
+                    .nth(usize::from(input.u16()) % live.len().max(1))
+                    .map(|(&addr, block)| (addr, block.len, block.client, block.fill));
+                let (addr, len, owner, fill) = match (picked, how % 4) {
+                    (Some(picked), 0..=2) => picked,
+                    // An interior pointer of a live block, or an address outside the arena.
+                    (Some((addr, len, ..)), _) if len > 1 => (
+                        addr + 1 + usize::from(input.u8()) % (len - 1),
+                        len,
+                        CLIENTS,
+                        0,
+                    ),
+                    _ => (8, 16, CLIENTS, 0),
+                };
+                if owner == CLIENTS && live.contains_key(&addr) {
+                    continue;
+                }
+                // The caller's old size: the block's, or (for a few) past its real size.
+                let real = client.size_of(addr as *const u8).unwrap_or(0);
+                let old_len = if how & 0x10 != 0 { real + 16 } else { len };
+                let new_len = 1 + (input.size() % (2 * chunk as u64)) as usize;
+                let (Ok(old), Ok(new)) = (
+                    Layout::from_size_align(old_len, 1),
+                    Layout::from_size_align(new_len, 1),
+                ) else {
+                    continue;
+                };
+                let kind = (how >> 2) % 3;
+                let growing = kind < 2;
+                // A sound call: this client's live block, an old size within it, and a new size
+                // on the right side of the old one.
+                let sound = owner == c
+                    && old_len <= real
+                    && if growing {
+                        new_len >= old_len
+                    } else {
+                        new_len <= old_len
+                    };
+                let before: Vec<_> = clients.iter().flatten().map(Client::stats).collect();
+                let ptr = NonNull::new(addr as *mut u8).expect("non-null");
+                // SAFETY: a sound call passes this client's live block of at least `old_len`
+                // bytes, not used afterwards; any other is refused before anything is read,
+                // written, allocated or freed, which is what is checked.
+                let result = unsafe {
+                    match kind {
+                        0 => client.grow(ptr, old, new),
+                        1 => client.grow_zeroed(ptr, old, new),
+                        _ => client.shrink(ptr, old, new),
+                    }
+                };
+                if !sound {
+                    assert!(result.is_err(), "a bad grow or shrink was accepted");
+                    let after: Vec<_> = clients.iter().flatten().map(Client::stats).collect();
+                    assert!(
+                        after == before,
+                        "a refused grow or shrink changed something"
+                    );
+                    continue;
+                }
+                let Ok(moved) = result else {
+                    // Out of memory or quota: the block stays as it was (checked below).
+                    assert!(client.owns(ptr.as_ptr()), "a failed move freed the block");
+                    continue;
+                };
+                let to = moved.cast::<u8>();
+                let kept = len.min(new_len);
+                // SAFETY: the block returned holds at least `new_len >= kept` bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(to.as_ptr(), kept) };
+                assert!(all_bytes(bytes, fill), "a move lost bytes");
+                if kind == 1 {
+                    // SAFETY: as above; `len..new_len` was zeroed.
+                    let zeroed =
+                        unsafe { std::slice::from_raw_parts(to.as_ptr().add(len), new_len - len) };
+                    assert!(all_bytes(zeroed, 0), "grow_zeroed left bytes");
+                }
+                if to != ptr {
+                    assert!(!client.owns(ptr.as_ptr()), "the old block was not freed");
+                }
+                let to = to.as_ptr() as usize;
+                live.remove(&addr);
+                // SAFETY: the new block holds at least `new_len` bytes.
+                unsafe { (to as *mut u8).write_bytes(fill, new_len) };
+                if let Some((&below, prev)) = live.range(..=to).next_back() {
+                    assert!(below + prev.len <= to, "overlaps the block below");
+                }
+                if let Some((&above, _)) = live.range(to..).next() {
+                    assert!(to + new_len <= above, "overlaps the block above");
+                }
+                live.insert(
+                    to,
+                    Live {
+                        client: c,
+                        len: new_len,
+                        fill,
+                    },
                 );
             }
             4 if input.u8().is_multiple_of(8) => {

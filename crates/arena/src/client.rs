@@ -566,14 +566,16 @@ unsafe impl Allocator for Client<'_> {
     }
 
     /// Frees the block; a zero-sized layout's pointer was never allocated and is left alone.
+    /// A pointer that is not a live block of this client (another client's or arena's, an
+    /// interior or already freed address) is refused as [`Client::free`] refuses it and left
+    /// alone: the trait has no way to report it, and the call does not panic.
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() == 0 {
             return;
         }
         // SAFETY: the `Allocator` contract: `ptr` is a live block of this client and the caller
         // no longer uses it. (A pointer that is not is refused and left alone.)
-        let result = unsafe { self.free(ptr) };
-        debug_assert!(result.is_ok(), "deallocate of a block not from this client");
+        let _refused_or_freed = unsafe { self.free(ptr) };
     }
 
     /// Keeps the block where it is when `new_layout` fits it (its size class or buddy pages
@@ -581,6 +583,12 @@ unsafe impl Allocator for Client<'_> {
     /// succeeds at the quota or in a full arena. Otherwise moves it into a new block, as the
     /// default does. With [`Flags::ZERO`] the bytes past `old_layout.size()` read as zero, as
     /// in a new block.
+    ///
+    /// Before anything else, a pointer that is not the start of a live block of this client
+    /// (another client's or arena's block, an interior, freed or made-up address), an
+    /// `old_layout` larger than the block, or a `new_layout` smaller than `old_layout` is
+    /// refused with [`AllocError`]: nothing is allocated, read, written or freed. (A zero-sized
+    /// `old_layout` names no block: its pointer is neither read nor freed.)
     unsafe fn grow(
         &self,
         ptr: NonNull<u8>,
@@ -608,30 +616,37 @@ unsafe impl Allocator for Client<'_> {
     /// block stays where it is, whole, if it is aligned as `new_layout` asks: shrinking never
     /// needs more memory than the block, so it does not fail for want of it (a collection
     /// shrunk at its quota would otherwise end in `handle_alloc_error`).
+    ///
+    /// Refuses with [`AllocError`], before anything else, what [`grow`](Self::grow) refuses:
+    /// a pointer that is not a live block of this client, an `old_layout` larger than the
+    /// block, and a `new_layout` larger than `old_layout`.
     unsafe fn shrink(
         &self,
         ptr: NonNull<u8>,
         old_layout: Layout,
         new_layout: Layout,
     ) -> core::result::Result<NonNull<[u8]>, AllocError> {
-        debug_assert!(new_layout.size() <= old_layout.size());
+        if new_layout.size() > old_layout.size() {
+            return Err(AllocError);
+        }
+        if old_layout.size() == 0 {
+            // No block (the dangling pointer of a zero-sized layout): nothing to copy or free,
+            // and `new_layout` is zero-sized too.
+            return self.allocate(new_layout);
+        }
+        // The caller's promise, checked before anything is allocated or read: `ptr` is a live
+        // block of this client holding `old_layout.size()` bytes.
+        let size = self.block_of(ptr, old_layout)?;
         let new = match self.allocate(new_layout) {
             Ok(new) => new,
             Err(e) => {
-                if old_layout.size() == 0 || !ptr.as_ptr().addr().is_multiple_of(new_layout.align())
-                {
-                    return Err(e);
-                }
-                // The caller's promise: `ptr` is a live block of this client, so this is its
-                // size; a refusal (a broken promise) is an error, not a guess.
-                let size = self.size_of(ptr.as_ptr()).map_err(|_| e)?;
-                if new_layout.size() > size {
+                if !ptr.as_ptr().addr().is_multiple_of(new_layout.align()) {
                     return Err(e);
                 }
                 if self.arena.geometry().flags.contains(Flags::ZERO) {
                     // As a new block would: past the bytes kept, the block reads as zero.
                     // SAFETY: the live block `ptr..ptr + size` is the caller's, and
-                    // `new_layout.size() <= size` (tested above).
+                    // `new_layout.size() <= old_layout.size() <= size` (tested above).
                     unsafe {
                         ptr.as_ptr()
                             .add(new_layout.size())
@@ -641,14 +656,13 @@ unsafe impl Allocator for Client<'_> {
                 return Ok(NonNull::slice_from_raw_parts(ptr, size));
             }
         };
-        // SAFETY: `ptr` is valid for `old_layout.size() >= new_layout.size()` bytes (the
-        // caller's promise) and `new` for at least `new_layout.size()`; two live blocks do not
-        // overlap. The old block is then freed: the caller's promise makes it ours to free.
+        // SAFETY: `ptr` is a live block of this client of `size >= old_layout.size() >=
+        // new_layout.size()` bytes (tested above) and `new` holds at least
+        // `new_layout.size()`; two live blocks do not overlap.
         unsafe {
             ptr::copy_nonoverlapping(ptr.as_ptr(), new.cast::<u8>().as_ptr(), new_layout.size());
-            self.deallocate(ptr, old_layout);
+            self.release_moved(ptr, new, new_layout)
         }
-        Ok(new)
     }
 }
 
@@ -665,23 +679,31 @@ impl Client<'_> {
         new_layout: Layout,
         zero: bool,
     ) -> core::result::Result<NonNull<[u8]>, AllocError> {
-        debug_assert!(new_layout.size() >= old_layout.size());
-        if old_layout.size() != 0 && ptr.as_ptr().addr().is_multiple_of(new_layout.align()) {
-            // The caller's promise: `ptr` is a live block of this client, so this is its size;
-            // a refusal (a broken promise) is an error that changes nothing, not a guess.
-            let size = self.size_of(ptr.as_ptr()).map_err(|_| AllocError)?;
-            if new_layout.size() <= size {
-                if zero {
-                    // SAFETY: the live block `ptr..ptr + size` is the caller's, and
-                    // `old_layout.size() <= new_layout.size() <= size`.
-                    unsafe {
-                        ptr.as_ptr()
-                            .add(old_layout.size())
-                            .write_bytes(0, size - old_layout.size());
-                    }
+        if new_layout.size() < old_layout.size() {
+            return Err(AllocError);
+        }
+        if old_layout.size() == 0 {
+            // No block (the dangling pointer of a zero-sized layout): nothing to copy or free.
+            return if zero && !self.arena.geometry().flags.contains(Flags::ZERO) {
+                self.allocate_zeroed(new_layout)
+            } else {
+                self.allocate(new_layout)
+            };
+        }
+        // The caller's promise, checked before anything is allocated or read: `ptr` is a live
+        // block of this client holding `old_layout.size()` bytes.
+        let size = self.block_of(ptr, old_layout)?;
+        if new_layout.size() <= size && ptr.as_ptr().addr().is_multiple_of(new_layout.align()) {
+            if zero {
+                // SAFETY: the live block `ptr..ptr + size` is the caller's, and
+                // `old_layout.size() <= new_layout.size() <= size`.
+                unsafe {
+                    ptr.as_ptr()
+                        .add(old_layout.size())
+                        .write_bytes(0, size - old_layout.size());
                 }
-                return Ok(NonNull::slice_from_raw_parts(ptr, size));
             }
+            return Ok(NonNull::slice_from_raw_parts(ptr, size));
         }
         // With `Flags::ZERO` a new block reads as zero already.
         let new = if zero && !self.arena.geometry().flags.contains(Flags::ZERO) {
@@ -689,14 +711,52 @@ impl Client<'_> {
         } else {
             self.allocate(new_layout)?
         };
-        // SAFETY: `ptr` is valid for `old_layout.size()` bytes (the caller's promise) and `new`
-        // for at least `new_layout.size() >= old_layout.size()`; two live blocks do not
-        // overlap. The old block is then freed: the caller's promise makes it ours to free.
+        // SAFETY: `ptr` is a live block of this client of `size >= old_layout.size()` bytes
+        // (tested above) and `new` holds at least `new_layout.size() >= old_layout.size()`;
+        // two live blocks do not overlap.
         unsafe {
             ptr::copy_nonoverlapping(ptr.as_ptr(), new.cast::<u8>().as_ptr(), old_layout.size());
-            self.deallocate(ptr, old_layout);
+            self.release_moved(ptr, new, new_layout)
         }
-        Ok(new)
+    }
+
+    /// The size of the live block of this client at `ptr` if it holds `layout.size()` bytes,
+    /// else [`AllocError`]: the test [`Allocator::grow`] and [`Allocator::shrink`] make
+    /// before they allocate, read or free anything (one ownership lookup, as
+    /// [`size_of`](Self::size_of)).
+    fn block_of(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+    ) -> core::result::Result<usize, AllocError> {
+        match self.size_of(ptr.as_ptr()) {
+            Ok(size) if layout.size() <= size => Ok(size),
+            _ => Err(AllocError),
+        }
+    }
+
+    /// Frees `old`, whose bytes were just copied into the new block `new` (of `layout`), and
+    /// returns `new`. Should the free be refused, `new` is given back instead and the move is
+    /// refused, so that the caller never holds both blocks nor believes `old` freed.
+    ///
+    /// # Safety
+    /// `old` was checked to be a live block of this client ([`block_of`](Self::block_of)) in
+    /// this call, and the caller no longer uses it; `new` was just allocated with `layout`.
+    unsafe fn release_moved(
+        &self,
+        old: NonNull<u8>,
+        new: NonNull<[u8]>,
+        layout: Layout,
+    ) -> core::result::Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: the caller's promise.
+        match unsafe { self.free(old) } {
+            Ok(_) => Ok(new),
+            Err(_) => {
+                // SAFETY: `new` was allocated with `layout` in this call and never handed out.
+                unsafe { self.deallocate(new.cast(), layout) };
+                Err(AllocError)
+            }
+        }
     }
 }
 

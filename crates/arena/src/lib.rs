@@ -98,6 +98,9 @@ mod remote_bits;
 mod sync;
 mod table;
 
+/// The `allocator-api2` crate whose [`Allocator`](allocator_api2::alloc::Allocator) `&Client`
+/// implements, so that users name the same version of the trait.
+pub use allocator_api2;
 pub use arena::{Arena, ArenaStats};
 pub use backing::Backing;
 pub use client::{Client, ClientStats, POISON_BYTE};

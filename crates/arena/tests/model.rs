@@ -50,6 +50,16 @@ enum Op {
         client: usize,
         pick: usize,
     },
+    /// `Allocator::grow`, `grow_zeroed` or `shrink` (`how` picks) of a pointer that is not a
+    /// live block of the client, or of a live block with an old size past the block: refused,
+    /// nothing changes.
+    BadRealloc {
+        client: usize,
+        pick: usize,
+        bad: Option<Bad>,
+        size: usize,
+        how: u8,
+    },
     /// `Allocator::grow` or `Allocator::shrink` of a live block to `size` bytes.
     Realloc {
         client: usize,
@@ -106,6 +116,20 @@ fn op() -> impl Strategy<Value = Op> {
             ],
         )
             .prop_map(|(client, pick, size)| Op::Realloc { client, pick, size }),
+        2 => (
+            client.clone(),
+            any::<usize>(),
+            prop_oneof![
+                Just(None),
+                Just(Some(Bad::Interior)),
+                Just(Some(Bad::Freed)),
+                Just(Some(Bad::OtherClient)),
+                Just(Some(Bad::Outside)),
+            ],
+            prop_oneof![1usize..=2048, 2049usize..=3 * CHUNK],
+            0u8..3,
+        )
+            .prop_map(|(client, pick, bad, size, how)| Op::BadRealloc { client, pick, bad, size, how }),
         1 => client.clone().prop_map(|client| Op::Largest { client }),
         1 => client.prop_map(|client| Op::Trim { client }),
         1 => Just(Op::ArenaTrim),
@@ -152,6 +176,63 @@ fn readable(arena: &Arena, addr: usize) -> bool {
         return r.is_committed(off / page * page, page).unwrap();
     }
     arena.contains(addr as *const u8)
+}
+
+/// Whether an error is the one a free of a bad pointer must give.
+type ErrorTest = fn(&Error) -> bool;
+
+/// A pointer that is not a live block of client `client` (`bad` says which kind, `pick` which
+/// one) and the error a free of it must give, or `None` if there is none of that kind now.
+fn bad_pointer(
+    arena: &Arena,
+    slots: &[Option<Slot<'_>>],
+    client: usize,
+    pick: usize,
+    bad: &Bad,
+) -> Option<(usize, ErrorTest)> {
+    let slot = slots[client].as_ref()?;
+    Some(match bad {
+        Bad::Interior => {
+            let (addr, live) = nth_live(slot, pick)?;
+            if live.size < 32 {
+                return None;
+            }
+            (addr + 16, |e| matches!(e, Error::NotABlock { .. }))
+        }
+        Bad::Freed => {
+            if slot.freed.is_empty() {
+                return None;
+            }
+            let addr = slot.freed[pick % slot.freed.len()];
+            (addr, |e| {
+                matches!(e, Error::NotABlock { .. } | Error::NotOwned { .. })
+            })
+        }
+        Bad::OtherClient => {
+            let others: Vec<(usize, Live)> = slots
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != client)
+                .filter_map(|(_, s)| s.as_ref())
+                .flat_map(|s| s.live.iter().map(|(&a, &l)| (a, l)))
+                .collect();
+            if others.is_empty() {
+                return None;
+            }
+            (others[pick % others.len()].0, |e| {
+                matches!(e, Error::NotOwned { .. })
+            })
+        }
+        Bad::Outside => {
+            let base = arena.backing().as_ptr() as usize;
+            let addr = if pick.is_multiple_of(2) {
+                base.wrapping_sub(64)
+            } else {
+                base + (CHUNKS + 1) * CHUNK
+            };
+            (addr, |e| matches!(e, Error::Foreign { .. }))
+        }
+    })
 }
 
 /// A live block as the model knows it.
@@ -416,49 +497,8 @@ fn run(flags: Flags, min_block: usize, align: usize, ops: &[Op]) -> Result<(), T
                 let Some(slot) = slots[*client].as_ref() else {
                     continue;
                 };
-                let (ptr, expect): (usize, fn(&Error) -> bool) = match bad {
-                    Bad::Interior => {
-                        let Some((addr, live)) = nth_live(slot, *pick) else {
-                            continue;
-                        };
-                        if live.size < 32 {
-                            continue;
-                        }
-                        (addr + 16, |e| matches!(e, Error::NotABlock { .. }))
-                    }
-                    Bad::Freed => {
-                        if slot.freed.is_empty() {
-                            continue;
-                        }
-                        let addr = slot.freed[*pick % slot.freed.len()];
-                        (addr, |e| {
-                            matches!(e, Error::NotABlock { .. } | Error::NotOwned { .. })
-                        })
-                    }
-                    Bad::OtherClient => {
-                        let others: Vec<(usize, Live)> = slots
-                            .iter()
-                            .enumerate()
-                            .filter(|(j, _)| j != client)
-                            .filter_map(|(_, s)| s.as_ref())
-                            .flat_map(|s| s.live.iter().map(|(&a, &l)| (a, l)))
-                            .collect();
-                        if others.is_empty() {
-                            continue;
-                        }
-                        (others[*pick % others.len()].0, |e| {
-                            matches!(e, Error::NotOwned { .. })
-                        })
-                    }
-                    Bad::Outside => {
-                        let base = arena.backing().as_ptr() as usize;
-                        let addr = if *pick % 2 == 0 {
-                            base.wrapping_sub(64)
-                        } else {
-                            base + (CHUNKS + 1) * CHUNK
-                        };
-                        (addr, |e| matches!(e, Error::Foreign { .. }))
-                    }
+                let Some((ptr, expect)) = bad_pointer(&arena, &slots, *client, *pick, bad) else {
+                    continue;
                 };
                 let before = slot.client.stats();
                 let arena_before = arena.stats();
@@ -491,6 +531,62 @@ fn run(flags: Flags, min_block: usize, align: usize, ops: &[Op]) -> Result<(), T
                 slot.freed.push(addr);
                 slot.pending.push((addr, live.size));
                 slot.used -= live.size;
+            }
+            Op::BadRealloc {
+                client,
+                pick,
+                bad,
+                size,
+                how,
+            } => {
+                let Some(slot) = slots[*client].as_ref() else {
+                    continue;
+                };
+                // A bad pointer with an old size of 16 bytes, or a live block of this client
+                // with an old size one granule past its block.
+                let (ptr, old) = match bad {
+                    Some(bad) => {
+                        let Some((ptr, _)) = bad_pointer(&arena, &slots, *client, *pick, bad)
+                        else {
+                            continue;
+                        };
+                        (ptr, 16)
+                    }
+                    None => {
+                        let Some((addr, live)) = nth_live(slot, *pick) else {
+                            continue;
+                        };
+                        (addr, live.size + 16)
+                    }
+                };
+                let old = Layout::from_size_align(old, 16).unwrap();
+                let p = NonNull::new(ptr as *mut u8).unwrap();
+                let stats_before: Vec<_> =
+                    slots.iter().flatten().map(|s| s.client.stats()).collect();
+                let arena_before = arena.stats();
+                // SAFETY: not a live block of this client of `old.size()` bytes: refused before
+                // anything is read, written, allocated or freed.
+                let result = unsafe {
+                    match how {
+                        0 => {
+                            let new = Layout::from_size_align(old.size().max(*size), 16).unwrap();
+                            slot.client.grow(p, old, new)
+                        }
+                        1 => {
+                            let new = Layout::from_size_align(old.size().max(*size), 16).unwrap();
+                            slot.client.grow_zeroed(p, old, new)
+                        }
+                        _ => {
+                            let new = Layout::from_size_align(old.size().min(*size), 16).unwrap();
+                            slot.client.shrink(p, old, new)
+                        }
+                    }
+                };
+                prop_assert!(result.is_err(), "bad realloc {bad:?} ({how}) accepted");
+                let stats_after: Vec<_> =
+                    slots.iter().flatten().map(|s| s.client.stats()).collect();
+                prop_assert_eq!(stats_after, stats_before);
+                prop_assert_eq!(arena.stats(), arena_before);
             }
             Op::Realloc { client, pick, size } => {
                 let Some(slot) = slots[*client].as_mut() else {
