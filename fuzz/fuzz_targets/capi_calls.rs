@@ -1,11 +1,13 @@
 //! The C library through its Rust `extern "C"` entry points: contexts (over a caller's block or
 //! a reservation, with random configurations and flags) and their clients under random
-//! allocations, frees (by the client, by the context, valid, foreign, interior, stale, null),
+//! allocations, frees (by the client, by the context, valid, foreign, interior, one past a
+//! block, stale, null),
 //! ownership, size and owner queries, statistics and trims, with null outputs and stale or
 //! forged handles. Compared with a model of each client's live blocks: every call returns the
 //! status the model allows (never `INTERNAL`), live blocks never overlap and keep the bytes
 //! written into them, `owns`/`size_of`/`owner` agree with the model, a failed call writes no
-//! output, after a trim the client's statistics count exactly its live blocks, and a second
+//! output, a refused free changes no statistic of the client or the context, after a trim the
+//! client's statistics count exactly its live blocks, and a second
 //! context over memory sharing a byte with a live one's is refused (`BLOCK_IN_USE`).
 #![no_main]
 
@@ -155,7 +157,11 @@ fuzz_target!(|data: &[u8]| {
             // A size that ends inside a field (sizes of whole-field prefixes are served).
             0 => {
                 let size = usize::from(input.u8()) % size_of::<Config>();
-                config.size = if size.is_multiple_of(8) { size + 1 } else { size };
+                config.size = if size.is_multiple_of(8) {
+                    size + 1
+                } else {
+                    size
+                };
             }
             1 => config.chunk_size = input.size() as usize,
             2 => config.min_block = input.size() as usize,
@@ -554,11 +560,11 @@ fn alloc_step(m: &mut Model, input: &mut Input<'_>) {
 
 fn bad_free(m: &mut Model, input: &mut Input<'_>) {
     let (cl, index) = m.pick_handle(input);
-    // An address that is not a live block of `cl`: interior, another client's, stale, foreign
-    // or null.
+    // An address that is not a live block of `cl`: interior, another client's, stale, one
+    // past a block, foreign or null.
     let local = 0u64;
     let mut by_context = input.u8().is_multiple_of(2);
-    let (addr, expected): (usize, &[Status]) = match input.u8() % 5 {
+    let (addr, expected): (usize, &[Status]) = match input.u8() % 6 {
         0 => {
             let Some(b) = m
                 .blocks
@@ -599,7 +605,25 @@ fn bad_free(m: &mut Model, input: &mut Input<'_>) {
             }
             (addr, &[Status::NotABlock, Status::NotOwned])
         }
-        3 => (
+        3 => {
+            let Some(b) = m
+                .blocks
+                .get(usize::from(input.u16()) % m.blocks.len().max(1))
+            else {
+                return;
+            };
+            // One past the block: another block may start there, which is then not a bad
+            // pointer.
+            let addr = b.addr + b.size;
+            if m.block_at(addr).is_some() {
+                return;
+            }
+            (
+                addr,
+                &[Status::NotABlock, Status::NotOwned, Status::ForeignPointer],
+            )
+        }
+        4 => (
             &raw const local as usize,
             &[Status::ForeignPointer, Status::NotOwned],
         ),
@@ -607,6 +631,8 @@ fn bad_free(m: &mut Model, input: &mut Input<'_>) {
     };
     let mut size = 7usize;
     let p = addr as *mut c_void;
+    let client_before = client_stats(cl);
+    let context_before = context_stats(m.ctx);
     let st = if by_context {
         // SAFETY: refused (not a live block start); the address is only looked up.
         unsafe { memvisor_free(m.ctx, p, &mut size) }
@@ -624,6 +650,16 @@ fn bad_free(m: &mut Model, input: &mut Input<'_>) {
         "bad free of {addr:#x} (context: {by_context}) returned {st:?}"
     );
     assert_ne!(st, Status::Ok, "a bad free was accepted");
+    assert_eq!(
+        client_stats(cl),
+        client_before,
+        "a refused free changed the client"
+    );
+    assert_eq!(
+        context_stats(m.ctx),
+        context_before,
+        "a refused free changed the context"
+    );
 }
 
 fn query(m: &mut Model, input: &mut Input<'_>) {

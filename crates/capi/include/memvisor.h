@@ -574,7 +574,10 @@ memvisor_status memvisor_config_init_sized(struct memvisor_config *config, size_
 // Fills `*config` with the defaults as `memvisor_config_init_sized` does for the structure
 // of the first header (40 bytes on 64-bit targets, 20 on 32-bit ones), whatever size the
 // structure has now. In C the header's `memvisor_config_init(config)` macro calls
-// `memvisor_config_init_sized(config, sizeof *(config))` instead; this function serves
+// `memvisor_config_init_sized(config, sizeof *(config))` instead (through a conditional
+// expression that gives a null pointer constant such as `NULL` the structure's type, so
+// `memvisor_config_init(NULL)` compiles in C and C++ and returns `NULL_POINTER`); this
+// function serves
 // programs built before that macro existed.
 //
 // Errors: `NULL_POINTER` if `config` is null.
@@ -596,6 +599,20 @@ memvisor_status memvisor_config_init(struct memvisor_config *config);
 // `sizeof *config`, so that a program built against this header is never written past its
 // structure by a library whose structure is larger. `(memvisor_config_init)(config)` calls
 // the function of that name, which fills the structure of the first header.
+//
+// The size is taken through a conditional expression whose other operand is a null
+// `memvisor_config *`: for a `memvisor_config *` argument it is `sizeof *(config)`, and a null
+// pointer constant (`NULL`, `0`, `nullptr`) takes the structure's type, so that
+// `memvisor_config_init(NULL)` compiles in C and C++ and returns `NULL_POINTER`. An argument
+// that is neither (a pointer to another structure) is a compile-time diagnostic. `config`
+// is evaluated once.
 #ifndef memvisor_config_init
-#define memvisor_config_init(config) memvisor_config_init_sized((config), sizeof *(config))
+#ifdef __cplusplus
+#define memvisor_config_init(config) \
+  memvisor_config_init_sized((config), \
+                             sizeof *(true ? (config) : static_cast<memvisor_config *>(nullptr)))
+#else
+#define memvisor_config_init(config) \
+  memvisor_config_init_sized((config), sizeof *(1 ? (config) : (struct memvisor_config *)0))
+#endif
 #endif

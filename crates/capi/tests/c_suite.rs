@@ -415,6 +415,7 @@ int use_header(void) {\n\
     st = memvisor_client_delete(client);\n\
     st = memvisor_config_init_sized(&config, sizeof config);\n\
     st = (memvisor_config_init)(&config);\n\
+    if (memvisor_config_init(NULL) != MEMVISOR_STATUS_NULL_POINTER) return 4;\n\
     return memvisor_context_delete(ctx) == st;\n\
 }\n";
 
@@ -507,6 +508,9 @@ fn header_compiles_as_cpp() {
          if (config.size != sizeof config) return 3;\n\
          if (memvisor_config_init_sized(nullptr, sizeof config) != MEMVISOR_STATUS_NULL_POINTER) \
          return 4;\n\
+         if (memvisor_config_init(NULL) != MEMVISOR_STATUS_NULL_POINTER) return 5;\n\
+         if (memvisor_config_init(nullptr) != MEMVISOR_STATUS_NULL_POINTER) return 6;\n\
+         if (memvisor_config_init(0) != MEMVISOR_STATUS_NULL_POINTER) return 7;\n\
          return 0;\n\
          }\n",
     )

@@ -7,6 +7,7 @@
 #define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS under -std=c11 */
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -683,8 +684,103 @@ static void test_commit_refused_by_the_system_is_os(uint32_t flags, size_t run) 
     OK(memvisor_context_delete(ctx));
 }
 
+/* Every pointer a careless caller may pass to the calls that take one: misaligned, one past
+ * a block or a run, from malloc, a block of a deleted client, a double free, and a deleted
+ * client's handle. Each is refused with its status, writes no output and changes no
+ * statistic of the context or of the client asked. */
+static void test_pointers_of_every_shape_refused_and_change_nothing(void) {
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_STATISTICS);
+    memvisor_context ctx;
+    OK(memvisor_context_create_reserved(8 * CHUNK, &c, &ctx));
+    memvisor_client a, gone;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &a));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &gone));
+    void *small, *pages, *run, *lost, *twice;
+    OK(memvisor_alloc(a, 100, &small));
+    OK(memvisor_alloc(a, 5000, &pages));
+    OK(memvisor_alloc(a, 2 * CHUNK, &run));
+    OK(memvisor_alloc(a, 48, &twice));
+    OK(memvisor_client_free(a, twice, NULL));
+    OK(memvisor_alloc(gone, 100, &lost));
+    size_t small_size = 0, pages_size = 0, run_size = 0;
+    OK(memvisor_size_of(a, small, &small_size));
+    OK(memvisor_size_of(a, pages, &pages_size));
+    OK(memvisor_size_of(a, run, &run_size));
+    memvisor_client gone_handle = gone;
+    OK(memvisor_client_delete(gone));
+    void *heap = malloc(256);
+    CHECK(heap != NULL);
+
+    memvisor_client_stats before = client_stats(a);
+    memvisor_context_stats ctx_before = context_stats(ctx);
+    size_t size = 3;
+    bool owns = true;
+    memvisor_client who = {0};
+    /* Misaligned and interior: inside a live block, never the start of one. */
+    void *inside[] = {(char *)small + 1, (char *)small + 8, (char *)pages + 16,
+                      (char *)pages + 256, (char *)run + CHUNK, (char *)run + 8};
+    for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++) {
+        CHECK_STATUS(memvisor_client_free(a, inside[i], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+        CHECK_STATUS(memvisor_free(ctx, inside[i], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+        CHECK_STATUS(memvisor_size_of(a, inside[i], &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+        CHECK_STATUS(memvisor_context_owner(ctx, inside[i], &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+        OK(memvisor_client_owns(a, inside[i], &owns));
+        CHECK(!owns);
+        owns = true;
+    }
+    /* One past a block: no block starts there (the slab's next block was never handed out,
+     * the pages' and the run's ends are free or no client's). */
+    void *past[] = {(char *)small + small_size, (char *)pages + pages_size,
+                    (char *)run + run_size};
+    for (size_t i = 0; i < sizeof past / sizeof past[0]; i++) {
+        memvisor_status st = memvisor_client_free(a, past[i], &size);
+        CHECK(st == MEMVISOR_STATUS_NOT_A_BLOCK || st == MEMVISOR_STATUS_NOT_OWNED ||
+              st == MEMVISOR_STATUS_FOREIGN_POINTER);
+        st = memvisor_free(ctx, past[i], &size);
+        CHECK(st == MEMVISOR_STATUS_NOT_A_BLOCK || st == MEMVISOR_STATUS_NOT_OWNED ||
+              st == MEMVISOR_STATUS_FOREIGN_POINTER);
+        st = memvisor_context_owner(ctx, past[i], &who);
+        CHECK(st == MEMVISOR_STATUS_NOT_A_BLOCK || st == MEMVISOR_STATUS_FOREIGN_POINTER);
+    }
+    /* From malloc: outside the context. */
+    CHECK_STATUS(memvisor_client_free(a, heap, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_free(ctx, heap, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_size_of(a, heap, &size), MEMVISOR_STATUS_FOREIGN_POINTER);
+    CHECK_STATUS(memvisor_context_owner(ctx, heap, &who), MEMVISOR_STATUS_FOREIGN_POINTER);
+    /* A block of a deleted client: its chunk went back to the context. */
+    CHECK_STATUS(memvisor_client_free(a, lost, &size), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_free(ctx, lost, &size), MEMVISOR_STATUS_NOT_OWNED);
+    CHECK_STATUS(memvisor_context_owner(ctx, lost, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+    /* A double free, by the client and through the context. */
+    CHECK_STATUS(memvisor_client_free(a, twice, &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    CHECK_STATUS(memvisor_free(ctx, twice, &size), MEMVISOR_STATUS_NOT_A_BLOCK);
+    /* A deleted client's handle, and the null handle, with a live block of another client. */
+    memvisor_client null_handle = {0};
+    memvisor_client handles[] = {gone_handle, null_handle};
+    for (size_t i = 0; i < 2; i++) {
+        CHECK_STATUS(memvisor_client_free(handles[i], small, &size),
+                     MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_size_of(handles[i], small, &size), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK_STATUS(memvisor_client_owns(handles[i], small, &owns),
+                     MEMVISOR_STATUS_INVALID_HANDLE);
+        void *out = NULL;
+        CHECK_STATUS(memvisor_alloc(handles[i], 16, &out), MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK(out == NULL);
+    }
+    CHECK(size == 3 && owns && who.id == 0);
+    UNCHANGED(a, ctx, before, ctx_before);
+    /* The blocks asked about are untouched and still the client's. */
+    OK(memvisor_client_free(a, small, NULL));
+    OK(memvisor_client_free(a, pages, NULL));
+    OK(memvisor_client_free(a, run, NULL));
+    free(heap);
+    OK(memvisor_client_delete(a));
+    OK(memvisor_context_delete(ctx));
+}
+
 int main(void) {
     test_refused_calls_change_no_statistic();
+    test_pointers_of_every_shape_refused_and_change_nothing();
     test_run_needs_chunks_no_client_holds();
     test_blocks_fit_every_configuration();
     test_zero_flag_over_dirty_and_reused_memory();
