@@ -23,10 +23,11 @@ pub struct DirtyBitmap {
 
 impl DirtyBitmap {
     /// A clean bitmap of the `size` bytes at `base`, one bit per `page_size` bytes (the last
-    /// page may be partial). It takes `size / page_size / 8` bytes: `page_size` is a power of
-    /// two of at least the host page size (the unit of KVM's dirty log; a larger one, such as
-    /// a huge page, for a coarser record of the VMM's own), so a bitmap never takes more than
-    /// 1/32768 of the range it covers with 4 KiB host pages. A large clean bitmap is fresh
+    /// page may be partial). It takes one 64-bit word per 64 pages, the last word partly used
+    /// ([`pages`](Self::pages)` / 64` rounded up): `page_size` is a power of two of at least
+    /// the host page size (the unit of KVM's dirty log; a larger one, such as a huge page, for
+    /// a coarser record of the VMM's own), so with 4 KiB host pages a bitmap never takes more
+    /// than 1/32768 of the range it covers plus 8 bytes. A large clean bitmap is fresh
     /// zero pages from the allocator: it takes memory as its words are written (by marks and
     /// fetches, or by [`clear`](Self::clear) and `clone`, which write every word).
     ///
@@ -273,9 +274,9 @@ impl MemorySlots {
         shared.set_flags(&mut state, slot, flags)
     }
 
-    /// Fetches and clears KVM's dirty log of the region starting at `base` (one
-    /// `KVM_GET_DIRTY_LOG`, which write-protects the pages again) and merges it into
-    /// `bitmap`.
+    /// Fetches and clears KVM's dirty log of the region starting at `bitmap`'s
+    /// [`base`](DirtyBitmap::base) (one `KVM_GET_DIRTY_LOG`, which write-protects the pages
+    /// again) and merges it into `bitmap`.
     ///
     /// This is the merge point with the VMM's own record of its writes: pass the bitmap those
     /// writes were [`mark`](DirtyBitmap::mark)ed in, and it comes back holding every page
@@ -522,6 +523,29 @@ mod tests {
                     "{start:#x}+{len:#x}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn new_takes_a_word_per_64_pages_at_most_a_32768th_of_the_range_plus_a_word() {
+        let host = host_page_size();
+        for size in [
+            1,
+            host - 1,
+            host,
+            64 * host - 1,
+            64 * host,
+            64 * host + 1,
+            65 * host,
+            1000 * host + 17,
+            1 << 30,
+        ] {
+            let b = DirtyBitmap::new(GuestAddress(0), size, host).unwrap();
+            let words = size.div_ceil(host).div_ceil(64);
+            assert_eq!(b.words().len() as u64, words, "{size:#x}");
+            assert_eq!(b.pages(), size.div_ceil(host), "{size:#x}");
+            // 8 bytes a word: at most size / (8 * host) + 8 bytes (1/32768 with 4 KiB pages).
+            assert!(8 * words <= size / (8 * host) + 8, "{size:#x}");
         }
     }
 

@@ -163,4 +163,90 @@ mod tests {
     fn libc_einval() -> i32 {
         22
     }
+
+    #[test]
+    fn display_of_every_variant_names_its_values() {
+        let space_err = memvisor_space::Error::ListenerReentry {
+            op: "AddressSpace::add_listener",
+        };
+        let cases = [
+            (
+                Error::SlotBusy {
+                    slot: 7,
+                    base: 0x20_0000,
+                },
+                "memory slot 7 asked for the region at 0x200000 is still held by another region",
+            ),
+            (
+                Error::AlreadyAttached { vm_fd: 13 },
+                "the VM (file descriptor 13) has memory slots attached already",
+            ),
+            (
+                Error::ReadOnlyUnsupported { base: 0xd_0000 },
+                "the region at 0xd0000 is read-only, which this KVM cannot map",
+            ),
+            (
+                Error::TooBig {
+                    base: 0x1_0000_0000,
+                    size: 1 << 40,
+                },
+                "the region at 0x100000000 of 0x10000000000 bytes does not fit this host's \
+                 address space",
+            ),
+            (
+                Error::NotRegistered { base: 0x3000 },
+                "no region starting at 0x3000 is registered with KVM",
+            ),
+            (
+                Error::DirtyLog {
+                    slot: 4,
+                    base: 0x40_0000,
+                    source: KvmError::new(6),
+                },
+                "fetching the dirty log of memory slot 4 at 0x400000 failed",
+            ),
+            (
+                Error::InvalidBitmap {
+                    base: 0x5000,
+                    size: 0x6000,
+                    page_size: 0x3000,
+                },
+                "no dirty bitmap for 0x6000 bytes at 0x5000 in pages of 0x3000 bytes",
+            ),
+            (
+                Error::BitmapMismatch {
+                    base: 0x1000,
+                    size: 0x2000,
+                    page_size: 0x1000,
+                    other_base: 0x3000,
+                    other_size: 0x4000,
+                    other_page_size: 0x20_0000,
+                },
+                "cannot merge the dirty bitmap of 0x4000 bytes at 0x3000 in pages of 0x200000 \
+                 bytes into the one of 0x2000 bytes at 0x1000 in pages of 0x1000 bytes",
+            ),
+            (
+                Error::AttachDuringChange { source: space_err },
+                "memory slots cannot be attached by a listener of the address space during a \
+                 change",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+        // The OS error and the space's refusal stay reachable as sources.
+        let e = Error::DirtyLog {
+            slot: 4,
+            base: 0,
+            source: KvmError::new(6),
+        };
+        let source = std::error::Error::source(&e).unwrap();
+        assert_eq!(source.downcast_ref::<KvmError>().unwrap().errno(), 6);
+        let e = Error::AttachDuringChange {
+            source: memvisor_space::Error::ListenerReentry {
+                op: "AddressSpace::add_listener",
+            },
+        };
+        assert!(std::error::Error::source(&e).is_some());
+    }
 }

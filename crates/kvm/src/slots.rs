@@ -163,6 +163,13 @@ enum Op {
 /// `memvisor_space::RegionListener`); one dropped there deletes its slots, and its listener,
 /// which cannot leave the space during the change, stays with nothing to act on.
 ///
+/// KVM serves a VM only in the process that created it: in another one (a forked child, or
+/// a process the descriptor was passed to) every call fails with `EIO`, so attaching a space
+/// with a slot fails with [`Error::SetMemoryRegion`], every change of the space that reaches
+/// KVM is refused (a removal too, which keeps the region and its slot), the dirty-log methods
+/// fail and change nothing, and dropping the slots keeps their regions mapped for the life of
+/// the process.
+///
 /// ```
 /// use std::sync::Arc;
 ///
@@ -228,6 +235,8 @@ impl MemorySlots {
         // when this attach fails below).
         claim_vm(&vm)?;
         let readonly = vm.check_extension(Cap::ReadonlyMem);
+        #[cfg(test)]
+        let readonly = readonly && !NO_READONLY_MEM.with(std::cell::Cell::get);
         let shared = Arc::new(Shared {
             vm,
             limit,
@@ -407,6 +416,9 @@ impl Shared {
         slot: Option<u32>,
         generation: u64,
     ) -> Result<()> {
+        // Before every change, also one that gives KVM nothing to do: a kept slot goes (and
+        // releases its region) as soon as KVM agrees.
+        self.delete_stale(state);
         let (Some(slot), Some(_)) = (slot, region.host_ptr()) else {
             return Ok(());
         };
@@ -414,7 +426,6 @@ impl Shared {
             return Ok(());
         }
         let base = region.base().0;
-        self.delete_stale(state);
         // Only the change right after a removal (an insertion) can be its undo.
         let removed = state.removed.take();
         let inserted = state.inserted.take();
@@ -690,6 +701,13 @@ thread_local! {
     static NO_KCMP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Makes [`MemorySlots::attach`] on this thread answer as for a KVM without
+    /// `KVM_CAP_READONLY_MEM` (every x86 KVM has it).
+    static NO_READONLY_MEM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// `kcmp`'s system call number on this architecture, if known.
 #[cfg(target_arch = "x86_64")]
 const KCMP: Option<std::ffi::c_long> = Some(312);
@@ -940,6 +958,86 @@ mod tests {
         NO_KCMP.with(|no| no.set(false));
     }
 
+    /// Whether KVM holds guest memory at `addr`: a one-page slot (number 9) of our own there is
+    /// refused exactly over a slot KVM has; made and deleted again.
+    fn kvm_holds(vm: &VmFd, addr: u64) -> bool {
+        let probe = Region::back(RegionSpec::ram(GuestAddress(0), 0x1000))
+            .unwrap()
+            .0;
+        let mut mem = kvm_userspace_memory_region {
+            slot: 9,
+            flags: 0,
+            guest_phys_addr: addr,
+            memory_size: probe.size(),
+            userspace_addr: probe.host_ptr().unwrap() as u64,
+        };
+        // SAFETY: `probe` is mapped until the slot is deleted again right below (or was never
+        // made).
+        if unsafe { vm.set_user_memory_region(mem) }.is_err() {
+            return true;
+        }
+        mem.memory_size = 0;
+        // SAFETY: deleting a slot refers to no memory.
+        unsafe { vm.set_user_memory_region(mem) }.unwrap();
+        false
+    }
+
+    #[test]
+    fn read_only_region_without_readonly_mem_is_refused_at_attach_and_insert() {
+        let Some(vm) = vm_or_skip("read_only_region_without_readonly_mem") else {
+            return;
+        };
+        NO_READONLY_MEM.with(|no| no.set(true));
+        let rom = RegionSpec::ram(GuestAddress(4 << 20), 1 << 20)
+            .with_protection(memvisor_space::Protection::Read);
+        let ram = RegionSpec::ram(GuestAddress(0), 1 << 20);
+
+        // At attach: refused with the region's base; slot 0, registered first, leaves KVM
+        // again, and so does the listener.
+        let boot = space(0, Some(slot_limit(&vm)), &[ram.clone(), rom.clone()]);
+        let err = MemorySlots::attach(Arc::clone(&vm), &boot).unwrap_err();
+        assert!(
+            matches!(err, Error::ReadOnlyUnsupported { base: 0x40_0000 }),
+            "{err}"
+        );
+        assert!(!kvm_holds(&vm, 0));
+        assert!(!kvm_holds(&vm, 4 << 20));
+        boot.remove_region(GuestAddress(4 << 20), 1 << 20).unwrap();
+
+        // Inserted later: the space refuses the change and KVM and the slots stay as they were.
+        let space = space(0, Some(slot_limit(&vm)), &[ram]);
+        let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+        let before = slots.registered();
+        let generation = space.snapshot().generation();
+        let err = space
+            .insert_region(Arc::new(Region::back(rom).unwrap().0))
+            .unwrap_err();
+        let memvisor_space::Error::Listener { source, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            matches!(
+                source.downcast_ref::<Error>(),
+                Some(Error::ReadOnlyUnsupported { base: 0x40_0000 })
+            ),
+            "{err}"
+        );
+        assert_eq!(space.snapshot().generation(), generation);
+        assert_eq!(space.snapshot().len(), 1);
+        assert_eq!(slots.registered(), before);
+        assert!(!kvm_holds(&vm, 4 << 20));
+        // The number was given back: the next region takes it.
+        let next = Region::back(RegionSpec::ram(GuestAddress(8 << 20), 1 << 20))
+            .unwrap()
+            .0;
+        space.insert_region(Arc::new(next)).unwrap();
+        assert_eq!(
+            slots.registered(),
+            [(0, 0, 1 << 20, 0), (1, 8 << 20, 1 << 20, 0)]
+        );
+        NO_READONLY_MEM.with(|no| no.set(false));
+    }
+
     #[test]
     fn attach_past_slot_limit_errors_and_deletes_registered() {
         let Some(vm) = vm_or_skip("attach_past_slot_limit") else {
@@ -1112,6 +1210,41 @@ mod tests {
     }
 
     #[test]
+    fn change_of_region_without_slot_retries_deletion_of_kept_slot() {
+        let Some((vm, space, slots)) = attached("change_of_region_without_slot", 0, &[]) else {
+            return;
+        };
+        let kept = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+                .unwrap()
+                .0,
+        );
+        // KVM keeps the slot of a refused insertion, then agrees to let it go.
+        insert_refused_with_refused_undo(&space, &slots, &kept);
+        assert!(kvm_holds(&vm, 0));
+        // A change of the space that gives KVM nothing to do (a region without host memory,
+        // then one the guest cannot read) still tries the deletion again first: KVM lets go
+        // and the region is released, with no query of the slots.
+        let planned = Region::plan(RegionSpec::ram(GuestAddress(8 << 20), 1 << 20)).unwrap();
+        space.insert_region(Arc::new(planned)).unwrap();
+        assert!(!kvm_holds(&vm, 0));
+        assert_eq!(Arc::strong_count(&kept), 1);
+
+        insert_refused_with_refused_undo(&space, &slots, &kept);
+        assert!(kvm_holds(&vm, 0));
+        let hidden = Region::back(
+            RegionSpec::ram(GuestAddress(16 << 20), 1 << 20)
+                .with_protection(memvisor_space::Protection::None),
+        )
+        .unwrap()
+        .0;
+        space.insert_region(Arc::new(hidden)).unwrap();
+        assert!(!kvm_holds(&vm, 0));
+        assert_eq!(Arc::strong_count(&kept), 1);
+        assert_eq!(slots.registered(), []);
+    }
+
+    #[test]
     fn registered_after_refused_undo_reports_slot_only_while_kvm_keeps_it() {
         let Some((vm, space, slots)) = attached("registered_after_refused_undo", 0, &[]) else {
             return;
@@ -1231,6 +1364,38 @@ mod tests {
         assert!(dirty.is_dirty(GuestAddress(0x3000)), "{:?}", dirty.words());
         assert_eq!(dirty.count(), dirty.pages());
         // Fetched once: the next fetch is clean.
+        assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn undone_removal_of_65_page_region_reports_exactly_its_pages() {
+        let page = memvisor_vmem::page_size() as u64;
+        let Some((_vm, space, slots)) = attached(
+            "undone_removal_of_65_page_region",
+            0,
+            &[RegionSpec::ram(GuestAddress(0), 65 * page)],
+        ) else {
+            return;
+        };
+        slots.set_dirty_logging(GuestAddress(0), true).unwrap();
+        let refuse = refusing();
+        space.add_listener(Arc::clone(&refuse));
+        assert!(space.remove_region(GuestAddress(0), 65 * page).is_err());
+        space.remove_listener(&refuse);
+        // Every page of the region, and no bit past its last page: two words, the second
+        // holding page 64 only.
+        let dirty = slots.fetch_dirty_log(GuestAddress(0)).unwrap();
+        assert_eq!(dirty.words(), [u64::MAX, 1]);
+        assert_eq!(dirty.count(), 65);
+        assert_eq!(dirty.dirty_pages().last(), Some(GuestAddress(64 * page)));
+        // Into a bitmap of the VMM's own marks: the same pages, the marks kept.
+        space.add_listener(Arc::clone(&refuse));
+        assert!(space.remove_region(GuestAddress(0), 65 * page).is_err());
+        space.remove_listener(&refuse);
+        let mut own = crate::DirtyBitmap::new(GuestAddress(0), 65 * page, page).unwrap();
+        own.mark(GuestAddress(64 * page), 1);
+        slots.fetch_dirty_log_into(&mut own).unwrap();
+        assert_eq!(own.words(), [u64::MAX, 1]);
         assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
     }
 
