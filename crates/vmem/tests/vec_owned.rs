@@ -166,6 +166,37 @@ fn build_huge_capacity_is_too_large() {
     );
 }
 
+/// No slice may span more than `isize::MAX` bytes, so neither may a vector's reservation,
+/// whatever the system would map: such capacities are refused as too large, with the
+/// same error on every system, before anything is reserved.
+#[test]
+fn build_capacity_whose_bytes_exceed_isize_max_is_too_large() {
+    let above = isize::MAX as usize + 1;
+    for (capacity, element_size, e) in [
+        (above, 1, Vec::<u8>::with_capacity(above).map(drop)),
+        (above / 2, 2, Vec::<u16>::with_capacity(above / 2).map(drop)),
+        (
+            above,
+            1,
+            memvisor_vmem::vec::ConcurrentVec::<u8>::with_capacity(above).map(drop),
+        ),
+        // The slots fit below `isize::MAX` bytes, the ready bits after them do not.
+        (
+            isize::MAX as usize,
+            1,
+            memvisor_vmem::vec::ConcurrentVec::<u8>::with_capacity(isize::MAX as usize).map(drop),
+        ),
+    ] {
+        assert_eq!(
+            e,
+            Err(Error::TooLarge {
+                capacity,
+                element_size
+            })
+        );
+    }
+}
+
 #[test]
 fn truncate_and_shrink_to_fit_decommit() {
     let page = page_size();

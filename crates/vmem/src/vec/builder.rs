@@ -237,7 +237,8 @@ impl Builder {
     /// [`Error::InvalidGrowth`] for a growth policy whose minimum exceeds its maximum,
     /// [`Error::InvalidAlignment`] for an alignment that is not a power of two,
     /// [`Error::InvalidThreadBlock`] for a thread block outside 1 to 512,
-    /// [`Error::TooLarge`] if the capacity's bytes do not fit in the address space,
+    /// [`Error::TooLarge`] if the capacity's bytes (with the ready bits of a `ConcurrentVec`),
+    /// rounded up to whole pages, exceed `isize::MAX`, the most a slice may span,
     /// [`Error::Reserve`] if the system has no room.
     pub fn build<T>(&self) -> Result<Vec<T>> {
         Vec::from_builder(self)

@@ -184,6 +184,26 @@ struct CachePadded<T>(T);
 /// assert!(all.iter().copied().eq(0..1000));
 /// # Ok::<(), memvisor_vmem::vec::Error>(())
 /// ```
+///
+/// # Threads
+/// `Send` when `T: Send`. `Sync` only when `T: Send + Sync`: threads sharing it both push
+/// (moving their values into it, to be dropped by whichever thread drops the vector) and read
+/// (sharing `&T`).
+/// Not `Sync` with elements that must stay on their thread, though they could be shared:
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::ConcurrentVec<std::sync::MutexGuard<'static, u8>>>();
+/// ```
+/// nor with elements that cannot be shared:
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::ConcurrentVec<std::cell::Cell<u8>>>();
+/// ```
+/// Not `Send` with elements that must stay on their thread:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::ConcurrentVec<std::sync::MutexGuard<'static, u8>>>();
+/// ```
 pub struct ConcurrentVec<T> {
     /// The next slot to hand out.
     next: CachePadded<AtomicUsize>,
@@ -209,10 +229,14 @@ pub struct ConcurrentVec<T> {
 }
 
 // SAFETY: the vector owns its elements and its reservation; sending it sends the elements,
-// which needs `T: Send`.
+// which needs `T: Send`, as for `std::vec::Vec`. The threads' claim caches name the vector by
+// an id, not by address, and a slot a thread holds in its cache stays that thread's to fill
+// wherever the vector goes, so moving it leaves every index claimed once.
 unsafe impl<T: Send> Send for ConcurrentVec<T> {}
-// SAFETY: through `&self`, threads move values into the vector (`push`, so `T: Send`) and share
-// `&T` with each other (`get`, `iter`, so `T: Sync`); all shared bookkeeping is atomic.
+// SAFETY: through `&self`, threads move values into the vector (`push`: a value made on one
+// thread is then read and dropped by others, so `T: Send`) and share `&T` with each other
+// (`get`, `iter`, so `T: Sync`); both are needed, as for a `Mutex<Vec<T>>` that is read as
+// well as pushed into without the lock. All shared bookkeeping is atomic.
 unsafe impl<T: Send + Sync> Sync for ConcurrentVec<T> {}
 
 impl<T> ConcurrentVec<T> {
@@ -220,8 +244,9 @@ impl<T> ConcurrentVec<T> {
     /// [`Builder`]). Nothing is committed until the first push.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] if `capacity` elements do not fit in the address space (or exceed
-    /// `isize::MAX`); [`Error::Reserve`] if the system has no room for them.
+    /// [`Error::TooLarge`] if `capacity` elements and their ready bits, each rounded up to
+    /// whole pages, take more than `isize::MAX` bytes, or `capacity` exceeds `isize::MAX`;
+    /// [`Error::Reserve`] if the system has no room for them.
     ///
     /// # Examples
     /// ```

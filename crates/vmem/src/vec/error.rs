@@ -21,7 +21,8 @@ pub enum Error {
         requested: usize,
     },
     /// The memory for `capacity` elements of `element_size` bytes (with the bookkeeping next to
-    /// them) does not fit in the address space.
+    /// them) does not fit in the address space: it exceeds `isize::MAX` bytes, the most a slice
+    /// may span.
     #[error("{capacity} elements of {element_size} bytes do not fit in the address space")]
     TooLarge {
         /// The requested maximum number of elements.

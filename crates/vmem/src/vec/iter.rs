@@ -10,6 +10,20 @@ use super::owned::Vec;
 ///
 /// When dropped it drops the elements it did not yield and moves the elements after the range
 /// left, also if one of those destructors panics.
+///
+/// # Threads
+/// As `std::vec::Drain`: `Send` when `T: Send` (it moves elements out), `Sync` when `T: Sync`
+/// (through `&Drain` only [`as_slice`](Self::as_slice) reads them).
+/// Not `Send` with elements that must stay on their thread:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::Drain<'static, std::sync::MutexGuard<'static, u8>>>();
+/// ```
+/// Not `Sync` with elements that cannot be shared:
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::Drain<'static, std::cell::Cell<u8>>>();
+/// ```
 pub struct Drain<'a, T> {
     vec: &'a mut Vec<T>,
     base: *mut T,
@@ -22,10 +36,13 @@ pub struct Drain<'a, T> {
     tail_len: usize,
 }
 
-// SAFETY: the drain holds `&mut Vec<T>` and moves elements out of it; sending it sends the
-// elements (`T: Send`), as for `&mut Vec<T>`.
+// SAFETY: the drain holds `&mut Vec<T>` and moves elements out of it (and drops the rest where
+// it is dropped); sending it sends the elements (`T: Send`), as for `&mut Vec<T>` and
+// `std::vec::Drain`. The raw `base` points into that same vector, so it shares nothing more.
 unsafe impl<T: Send> Send for Drain<'_, T> {}
-// SAFETY: `&Drain` only gives out `&[T]`, so sharing it shares the elements (`T: Sync`).
+// SAFETY: `&Drain` only gives out `&[T]` (`as_slice`, `Debug`): the `&mut Vec` is never handed
+// out and nothing is moved or written through `&self`, so sharing it shares the elements
+// (`T: Sync`, not `T: Send`), the bound of `std::vec::Drain`.
 unsafe impl<T: Sync> Sync for Drain<'_, T> {}
 
 impl<'a, T> Drain<'a, T> {
@@ -128,6 +145,20 @@ impl<T> Drop for Drain<'_, T> {
 }
 
 /// The elements of a [`Vec`], moved out in order; made by its `into_iter`.
+///
+/// # Threads
+/// As `std::vec::IntoIter`: `Send` when `T: Send`, `Sync` when `T: Sync` (through `&IntoIter`
+/// only [`as_slice`](Self::as_slice) reads the elements).
+/// Not `Send` with elements that must stay on their thread:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::IntoIter<std::sync::MutexGuard<'static, u8>>>();
+/// ```
+/// Not `Sync` with elements that cannot be shared:
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::IntoIter<std::cell::Cell<u8>>>();
+/// ```
 pub struct IntoIter<T> {
     /// The vector, whose length is zero: the iterator owns the elements `next..end`.
     vec: Vec<T>,
@@ -137,9 +168,12 @@ pub struct IntoIter<T> {
     end: usize,
 }
 
-// SAFETY: the iterator owns the elements and the reservation, like the `Vec` it came from.
+// SAFETY: the iterator owns the elements and the reservation, like the `Vec` it came from;
+// sending it sends the elements (`T: Send`), the bound of `std::vec::IntoIter`.
 unsafe impl<T: Send> Send for IntoIter<T> {}
-// SAFETY: `&IntoIter` only gives out `&[T]`.
+// SAFETY: `&IntoIter` only gives out `&[T]` (`as_slice`, `Debug`) and `&Reservation` (`Sync`,
+// refusing the calls that would change a vector's memory); nothing is moved or written through
+// `&self`. So sharing it needs `T: Sync` only, the bound of `std::vec::IntoIter`.
 unsafe impl<T: Sync> Sync for IntoIter<T> {}
 
 impl<T> IntoIter<T> {

@@ -11,8 +11,9 @@
 //! then aligned to a huge page, and slot memory past the first huge page is committed in whole
 //! huge pages, each advised to the system as a huge-page candidate.
 //!
-//! Every size below is checked: a capacity whose bytes do not fit in `usize` is
-//! [`Error::TooLarge`], never a wrapped product.
+//! Every size below is checked: a capacity whose bytes (slots and ready bits together) exceed
+//! `isize::MAX` is [`Error::TooLarge`], never a wrapped product nor a region larger than a
+//! slice may be.
 
 use core::mem::{align_of, size_of};
 
@@ -76,7 +77,15 @@ impl VecLayout {
         } else {
             0
         };
-        let total = data_len.checked_add(bits_len).ok_or(too_large)?.max(page);
+        // No slice (and no allocation under Miri) may span more than `isize::MAX` bytes: a
+        // system that would map more (a 32-bit process may reserve above 2 GiB) must not get a
+        // vector whose `as_slice` breaks that rule, so the bound is checked here, the same on
+        // every system, rather than left to the system's refusal.
+        let total = data_len
+            .checked_add(bits_len)
+            .filter(|&total| isize::try_from(total).is_ok())
+            .ok_or(too_large)?
+            .max(page);
         let huge_page = HUGE_PAGE.max(page);
         let huge = if huge_pages && cfg!(target_os = "linux") && data_len >= 2 * huge_page {
             huge_page
@@ -214,6 +223,19 @@ mod tests {
             }
         );
         let e = VecLayout::new::<u8>(usize::MAX - 10, 4096, 1, false, true).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }));
+    }
+
+    #[test]
+    fn new_above_isize_max_bytes_is_too_large() {
+        let max = isize::MAX as usize;
+        let e = VecLayout::new::<u8>(max + 1, 4096, 1, false, false).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }));
+        // The slots alone fit; with the ready bits after them they do not.
+        let slots = max - max % 4096;
+        let l = VecLayout::new::<u8>(slots, 4096, 1, false, false).unwrap();
+        assert_eq!(l.total, slots);
+        let e = VecLayout::new::<u8>(slots, 4096, 1, true, false).unwrap_err();
         assert!(matches!(e, Error::TooLarge { .. }));
     }
 

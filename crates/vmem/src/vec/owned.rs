@@ -64,6 +64,19 @@ mod edit;
 /// assert!(v.committed_bytes() < 10_000 * 8);
 /// # Ok::<(), memvisor_vmem::vec::Error>(())
 /// ```
+///
+/// # Threads
+/// As `std::vec::Vec`: `Send` when `T: Send`, `Sync` when `T: Sync`.
+/// Not `Send` with elements that must stay on their thread:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::Vec<std::sync::MutexGuard<'static, u8>>>();
+/// ```
+/// Not `Sync` with elements that cannot be shared:
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::Vec<std::cell::Cell<u8>>>();
+/// ```
 pub struct Vec<T> {
     ptr: NonNull<T>,
     len: usize,
@@ -79,10 +92,13 @@ pub struct Vec<T> {
 }
 
 // SAFETY: the vector owns its elements and its reservation exclusively, as `std::vec::Vec`
-// does; sending it sends the elements, which needs `T: Send`.
+// does; sending it sends the elements, which needs `T: Send` (and no more: no other thread
+// keeps a reference to them). The bound of `std::vec::Vec`.
 unsafe impl<T: Send> Send for Vec<T> {}
-// SAFETY: `&Vec<T>` only gives out `&T` (and `&Reservation`, which is `Sync`), so sharing it
-// shares the elements, which needs `T: Sync`.
+// SAFETY: `&Vec<T>` only gives out `&T` (and `&Reservation`, which is `Sync` and whose `&self`
+// calls that would change the elements' memory are refused for a vector's reservation), so
+// sharing it shares the elements, which needs `T: Sync` and not `T: Send`: nothing moves an
+// element or writes one through `&self`. The bound of `std::vec::Vec`.
 unsafe impl<T: Sync> Sync for Vec<T> {}
 
 impl<T> Vec<T> {
@@ -90,8 +106,9 @@ impl<T> Vec<T> {
     /// [`Builder`]). Nothing is committed until the first element.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] if `capacity` elements do not fit in the address space;
-    /// [`Error::Reserve`] if the system has no room for them.
+    /// [`Error::TooLarge`] if `capacity` elements, rounded up to whole pages, take more than
+    /// `isize::MAX` bytes (the most a slice may span); [`Error::Reserve`] if the system has no
+    /// room for them.
     ///
     /// # Examples
     /// ```

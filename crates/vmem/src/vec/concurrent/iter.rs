@@ -113,11 +113,37 @@ impl Cursor {
 
 /// The published elements of a [`ConcurrentVec`] with their indices; made by
 /// [`ConcurrentVec::entries`].
+///
+/// # Threads
+/// As `std::slice::Iter`: `Send` and `Sync` when `T: Sync`, since it only hands out `&T`
+/// (the elements need not be `Send`). Neither with elements that cannot be shared:
+///
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::Entries<'static, std::cell::Cell<u8>>>();
+/// ```
+///
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::Entries<'static, std::cell::Cell<u8>>>();
+/// ```
 #[derive(Debug)]
 pub struct Entries<'a, T> {
     vec: &'a ConcurrentVec<T>,
     cursor: Cursor,
 }
+
+// SAFETY: an `Entries` reads the vector's atomic ready bits and hands out `&'a T` of published
+// elements, nothing else: it never exposes the `&ConcurrentVec` it holds (which would allow
+// pushes, hence need `T: Send`), never moves, writes or drops an element. So moving it to
+// another thread, or sharing it, only shares `&T` with that thread: `T: Sync`, the bound of
+// `std::slice::Iter`. Its `Debug` shows elements through `&T` too. A thread that pushes into the
+// vector meanwhile does so through its own `&ConcurrentVec`, which needs `ConcurrentVec<T>:
+// Sync` (and so `T: Send`) to be there; the reads synchronize with the pushes through the
+// acquire loads of the ready bits, as they do on one thread.
+unsafe impl<T: Sync> Send for Entries<'_, T> {}
+// SAFETY: `&Entries` gives only `&T` (through `Clone`, `Debug` and `size_hint`), see above.
+unsafe impl<T: Sync> Sync for Entries<'_, T> {}
 
 impl<T> Clone for Entries<'_, T> {
     fn clone(&self) -> Self {
@@ -149,6 +175,20 @@ impl<T> FusedIterator for Entries<'_, T> {}
 
 /// The published elements of a [`ConcurrentVec`] in index order; made by
 /// [`ConcurrentVec::iter`].
+///
+/// # Threads
+/// As `std::slice::Iter`: `Send` and `Sync` when `T: Sync`, since it only hands out `&T`
+/// (the elements need not be `Send`). Neither with elements that cannot be shared:
+///
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::Iter<'static, std::cell::Cell<u8>>>();
+/// ```
+///
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::Iter<'static, std::cell::Cell<u8>>>();
+/// ```
 #[derive(Debug)]
 pub struct Iter<'a, T> {
     entries: Entries<'a, T>,
@@ -182,10 +222,31 @@ impl<T> FusedIterator for Iter<'_, T> {}
 ///
 /// Its `Debug` shows the elements it has not yielded yet, as `IterMut([..])`: the ones it
 /// has yielded are borrowed mutably by the caller, so they are never read.
+///
+/// # Threads
+/// As `std::slice::IterMut`: `Send` when `T: Send` (it hands out `&mut T`), `Sync` when
+/// `T: Sync` (through `&IterMut` only its `Debug` reads the elements).
+/// Not `Send` with elements that must stay on their thread:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::IterMut<'static, std::sync::MutexGuard<'static, u8>>>();
+/// ```
+/// Not `Sync` with elements that cannot be shared:
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::IterMut<'static, std::cell::Cell<u8>>>();
+/// ```
 pub struct IterMut<'a, T> {
     vec: &'a mut ConcurrentVec<T>,
     cursor: Cursor,
 }
+
+// `Send` is derived: `&mut ConcurrentVec<T>` is `Send` exactly when `T: Send`, the bound of
+// `std::slice::IterMut` (it hands out `&mut T`, which can swap elements out).
+// SAFETY: through `&IterMut` only its `Debug` (elements not yet yielded, as `&T`) and
+// `size_hint` can be reached: the `&mut ConcurrentVec` is never handed out, so sharing it shares
+// only `&T`: `T: Sync`, as for `std::slice::IterMut`.
+unsafe impl<T: Sync> Sync for IterMut<'_, T> {}
 
 impl<T: fmt::Debug> fmt::Debug for IterMut<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -228,11 +289,33 @@ impl<T> FusedIterator for IterMut<'_, T> {}
 
 /// The published elements of a [`ConcurrentVec`] in index order, moved out; made by its
 /// `into_iter`. Elements not yielded are dropped with it.
+///
+/// # Threads
+/// As `std::vec::IntoIter`: `Send` when `T: Send`, `Sync` when `T: Sync` (through `&IntoIter`
+/// only its `Debug` reads the elements; nothing can push into the vector it owns).
+/// Not `Send` with elements that must stay on their thread:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::ConcurrentIntoIter<std::sync::MutexGuard<'static, u8>>>();
+/// ```
+/// Not `Sync` with elements that cannot be shared:
+/// ```compile_fail
+/// fn sync<X: Sync>() {}
+/// sync::<memvisor_vmem::vec::ConcurrentIntoIter<std::cell::Cell<u8>>>();
+/// ```
 #[derive(Debug)]
 pub struct IntoIter<T> {
     vec: ConcurrentVec<T>,
     cursor: Cursor,
 }
+
+// `Send` is derived: `ConcurrentVec<T>` is `Send` exactly when `T: Send`, the bound of
+// `std::vec::IntoIter` (the elements and the reservation move with it).
+// SAFETY: through `&IntoIter` only its `Debug` (the elements not yet yielded, as `&T`) and
+// `size_hint` can be reached; the vector it owns is never handed out, so nothing can push
+// into it (which would need `T: Send`). Sharing it shares `&T`: `T: Sync`, as for
+// `std::vec::IntoIter`.
+unsafe impl<T: Sync> Sync for IntoIter<T> {}
 
 impl<T> Iterator for IntoIter<T> {
     type Item = T;

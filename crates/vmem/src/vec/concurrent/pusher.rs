@@ -36,6 +36,20 @@ use crate::vec::error::{Error, PushError, Result};
 /// assert_eq!(v.len(), 513);
 /// # Ok::<(), memvisor_vmem::vec::Error>(())
 /// ```
+///
+/// # Threads
+/// `Send` and `Sync` only when `T: Send + Sync`, as `&ConcurrentVec<T>` is: a pusher on another
+/// thread pushes from there, and [`vec`](Self::vec) hands that thread the vector to read.
+/// Not with elements that must stay on their thread:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::Pusher<'static, std::sync::MutexGuard<'static, u8>>>();
+/// ```
+/// nor with elements that cannot be shared:
+/// ```compile_fail
+/// fn send<X: Send>() {}
+/// send::<memvisor_vmem::vec::Pusher<'static, std::cell::Cell<u8>>>();
+/// ```
 pub struct Pusher<'a, T> {
     vec: &'a ConcurrentVec<T>,
     /// The next slot of the current block.
@@ -45,6 +59,10 @@ pub struct Pusher<'a, T> {
     /// A block claimed whose commit the system refused, committed at the next push.
     pending: Option<Block>,
 }
+
+// `Send` and `Sync` are derived from `&ConcurrentVec<T>`: both need `ConcurrentVec<T>: Sync`,
+// that is `T: Send + Sync`, and no less would do, since `vec()` hands the holder of a pusher
+// (or of `&Pusher`) the shared vector, to push into and read from.
 
 impl<T> fmt::Debug for Pusher<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
