@@ -37,7 +37,8 @@ pub enum Error {
         base: u64,
         /// The size.
         size: u64,
-        /// The page size it must be a multiple of (the host's, or the explicit huge page size).
+        /// The page size it must be a multiple of: the guest page ([`crate::GUEST_PAGE_SIZE`]
+        /// or the layout's), the host's when memory is made, or the explicit huge page size.
         page_size: u64,
     },
     /// Two regions (or two layout windows) share addresses.
@@ -212,8 +213,9 @@ pub enum Error {
         /// Its size.
         size: u64,
     },
-    /// A region needs a hotplug window that is not there (no hotplug window in the layout,
-    /// or the address space was planned without backing memory).
+    /// A hot-pluggable region needs the host reservation of its hotplug window, and the
+    /// address space has none: it was planned without backing memory. (A region outside every
+    /// hotplug window of the layout is [`Error::OutsideWindow`].)
     #[error("the address space has no backed hotplug window for the region at {base:#x}")]
     NoHotplugWindow {
         /// The region's base.

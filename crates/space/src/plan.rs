@@ -15,7 +15,7 @@ use crate::placer::Placer;
 use crate::platform::{Platform, ReservationKind, SerialPreset};
 use crate::range::GuestRange;
 use crate::space::{AddressSpace, DEFAULT_SLOTS};
-use crate::spec::{HugePages, RegionSpec, RegionType};
+use crate::spec::{Backing, HugePages, RegionSpec, RegionType};
 
 /// Alignment of DAX windows.
 pub const DAX_ALIGN: u64 = 2 << 20;
@@ -66,9 +66,13 @@ pub struct NodeRequest {
     /// `memory` (the guest page, or its explicit huge page size: [`Error::Misaligned`]).
     pub size: u64,
     /// How its RAM regions are made: a RAM spec whose base and size are replaced by the
-    /// planned ones. Another region type, or a hot-pluggable spec, is refused
-    /// ([`Error::InvalidSpec`] at [`PlanItem::Node`]); so is a spec without memory (as
-    /// [`RegionSpec::validate`] refuses RAM without memory).
+    /// planned ones. A [`Backing::File`]'s offset is where the node's RAM starts in the file:
+    /// each region of the node maps the part of the file after the regions before it (no two
+    /// map the same bytes; an offset that would pass `u64::MAX` is [`Error::Overflow`] at
+    /// [`PlanItem::Node`]). Two nodes given one file are the caller's to lay apart. Another region
+    /// type, or a hot-pluggable spec, is refused ([`Error::InvalidSpec`] at
+    /// [`PlanItem::Node`]); so is a spec without memory (as [`RegionSpec::validate`] refuses
+    /// RAM without memory).
     pub memory: RegionSpec,
 }
 
@@ -81,8 +85,10 @@ pub struct SerialRequest {
     pub irq: Option<u32>,
     /// A fixed I/O port base, on platforms with port I/O (x86-64; default: the platform's).
     /// Refused on a platform whose serial port is MMIO (AArch64: [`Error::NoIoPorts`] with no
-    /// ports), and when the ports pass the platform's port space ([`Error::NoIoPorts`]) or
-    /// overlap others ([`Error::Taken`]), at [`PlanItem::SerialPort`].
+    /// ports), and when the ports pass the platform's port space ([`Error::NoIoPorts`]
+    /// naming them; [`Error::Overflow`] naming the base and the number of ports when they
+    /// would pass the 64-bit range too, which no range can name) or overlap others
+    /// ([`Error::Taken`]), at [`PlanItem::SerialPort`].
     pub port: Option<u64>,
     /// A fixed MMIO address, on platforms with an MMIO serial port (AArch64; default: first
     /// fit). Refused on a platform whose serial port is on I/O ports (x86-64:
@@ -133,7 +139,12 @@ pub struct HotplugRequest {
     /// [`PlanRequest::nodes`]); others are refused ([`Error::NoGuestNode`] at
     /// [`PlanItem::HotplugNode`]).
     pub node: u32,
-    /// How their memory is made once plugged: a RAM spec whose base and size are replaced.
+    /// How their memory is made once plugged: a RAM spec with memory whose base and size are
+    /// replaced. A [`Backing::File`]'s offset is slot 0's, and slot `i` maps the file from
+    /// `offset + i * slot_size` (an offset that would pass `u64::MAX` is [`Error::Overflow`] at
+    /// [`PlanItem::Hotplug`]). Another region type, a spec without memory or with options that
+    /// contradict each other is refused ([`Error::InvalidSpec`] at [`PlanItem::Hotplug`], or
+    /// at the node when boot RAM's spec is refused for the same reason).
     pub memory: RegionSpec,
 }
 
@@ -146,9 +157,11 @@ pub enum PlanItem {
     Memory,
     /// A node's boot RAM.
     Node(usize),
-    /// The hotplug slots as a whole (their window did not fit).
+    /// The hotplug slots as a whole (their number, their window did not fit, or their memory
+    /// spec is not valid).
     Hotplug,
-    /// The hotplug slot size (a slot did not fit or is not valid).
+    /// The hotplug slot size (a slot did not fit, or a slot of that size does not lie on its
+    /// page size).
     HotplugSlotSize,
     /// The guest NUMA node of the hotplug slots (it is not one of the request's nodes).
     HotplugNode,
@@ -274,6 +287,22 @@ fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
     Ok(spec)
 }
 
+/// Moves a [`Backing::File`]'s offset `by` bytes on, so that the regions made from one spec
+/// (a node's RAM split over windows, the hotplug slots) map consecutive parts of the file
+/// rather than the same bytes: the file's part at `offset` is the first region's.
+///
+/// # Errors
+/// [`Error::Overflow`] (the spec's offset and `by`) when the offset passes `u64::MAX`.
+fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
+    if let Backing::File { offset, .. } = &mut spec.backing {
+        *offset = offset.checked_add(by).ok_or(Error::Overflow {
+            base: *offset,
+            size: by,
+        })?;
+    }
+    Ok(())
+}
+
 /// Lays out `request`.
 ///
 /// # Errors
@@ -343,7 +372,9 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
             };
             let take = left.min(avail);
             let range = GuestRange::new(GuestAddress(base), take).map_err(at(PlanItem::Node(i)))?;
-            let spec = with_range(node.memory.clone(), range).map_err(at(PlanItem::Node(i)))?;
+            let mut spec = with_range(node.memory.clone(), range).map_err(at(PlanItem::Node(i)))?;
+            // The node's bytes laid before this region (at most its size, so no overflow).
+            shift_file_offset(&mut spec, node.size - left).map_err(at(PlanItem::Node(i)))?;
             regions.push((
                 PlannedRegion {
                     spec,
@@ -476,6 +507,14 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
         });
     }
 
+    // Boot RAM's own specs first, as the address space's check below would see them: a
+    // memory spec that boot RAM and the hotplug slots share is then refused at the node.
+    for (r, item) in &regions {
+        if let PlanItem::Node(_) = item {
+            r.spec.validate().map_err(at(*item))?;
+        }
+    }
+
     // Hotplug slots.
     let mut slots = Vec::new();
     if let Some(h) = &request.hotplug {
@@ -500,17 +539,26 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
         }
         .max(SLOT_ALIGN);
         let align = (1u64 << h.slot_size.trailing_zeros().min(63)).min(cap);
-        let slot_err = at(PlanItem::HotplugSlotSize);
         for index in 0..h.slots {
             let owner = format!("hotplug slot {index}");
             let range = placer
                 .place(WindowKind::Hotplug, h.slot_size, align, &owner)
                 .map_err(at(PlanItem::HotplugSlotSize))?;
-            let spec = with_range(h.memory.clone(), range)
+            let mut spec = with_range(h.memory.clone(), range)
                 .map_err(at(PlanItem::HotplugSlotSize))?
                 .with_hotplug(true);
+            // `index * slot_size` fits: the slots' total was checked with the layout.
+            shift_file_offset(&mut spec, u64::from(index) * h.slot_size)
+                .map_err(at(PlanItem::Hotplug))?;
             if let Err(e) = spec.validate().and_then(|()| layout.check(&spec)) {
-                return Err(slot_err(e));
+                // Options that contradict each other or the type are the memory spec's, the
+                // same for every slot; the rest is about where a slot of this size lies.
+                let item = if matches!(e, Error::InvalidSpec { .. }) {
+                    PlanItem::Hotplug
+                } else {
+                    PlanItem::HotplugSlotSize
+                };
+                return Err(at(item)(e));
             }
             slots.push(PlannedRegion {
                 spec,

@@ -707,17 +707,18 @@ impl AddressSpace {
     /// it as its spec says, and inserts it.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] for a spec not marked [`with_hotplug`](RegionSpec::with_hotplug);
-    /// [`Error::NoHotplugWindow`] if the address space was planned without memory or has no
-    /// hotplug window there; [`Error::SlotBusy`] while an older snapshot (or any other holder
-    /// of a region plugged there) still holds memory at that place, checked after every
-    /// listener was asked to [`settle`](RegionListener::settle) (so a listener that lets go
-    /// of such a region then frees the place for this plug) and before any listener hears of
-    /// the plug (or for good once the place could not be restored to reserved space,
-    /// [`Error::SlotNotRestored`]); [`Error::Allocator`] if the heap refuses the window's
-    /// bookkeeping of the slot; then as [`Region::back`] (a backing file that is not a
-    /// regular file is refused at once, without waiting under the writer lock) and
-    /// [`insert_region`](Self::insert_region).
+    /// As [`RegionSpec::validate`]; [`Error::InvalidSpec`] for a spec not marked
+    /// [`with_hotplug`](RegionSpec::with_hotplug); as [`Layout::check`] ([`Error::OutsideWindow`]
+    /// for a region outside every hotplug window of the layout, or with none in it);
+    /// [`Error::NoHotplugWindow`] if the address space was planned without memory;
+    /// [`Error::SlotBusy`] while an older snapshot (or any other holder of a region plugged
+    /// there) still holds memory at that place, checked after every listener was asked to
+    /// [`settle`](RegionListener::settle) (so a listener that lets go of such a region then
+    /// frees the place for this plug) and before any listener hears of the plug (or for good
+    /// once the place could not be restored to reserved space, [`Error::SlotNotRestored`]);
+    /// [`Error::Allocator`] if the heap refuses the window's bookkeeping of the slot; then as
+    /// [`Region::back`] (a backing file that is not a regular file is refused at once, without
+    /// waiting under the writer lock) and [`insert_region`](Self::insert_region).
     ///
     /// # Panics
     /// Resumes a listener's panic in [`settle`](RegionListener::settle) (nothing changed
