@@ -2,9 +2,11 @@
 //! `u16`, `u32` (the default) or `u64` values.
 
 use alloc::vec::Vec;
+use core::fmt;
 use core::ops::RangeInclusive as IdRange;
 
 use crate::address::RunSet;
+use crate::debug::List;
 use crate::error::{Error, Result};
 use crate::id_width::Id;
 
@@ -54,7 +56,7 @@ pub const MAX_ID_RANGE: u64 = 1 << 32;
 /// assert_eq!(wide.allocate_id()?, 1 << 40);
 /// # Ok::<(), Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IdAllocator<I: Id = u32> {
     first: I,
     last: I,
@@ -1069,6 +1071,21 @@ impl<I: Id> PartialEq for IdAllocator<I> {
 }
 
 impl<I: Id> Eq for IdAllocator<I> {}
+
+impl<I: Id> fmt::Debug for IdAllocator<I> {
+    /// The range, the count and the runs of allocated and never-allocated IDs: what the
+    /// snapshot holds, so equal allocators print the same, whatever their bitmap's capacity,
+    /// search hint or recently freed ID.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdAllocator")
+            .field("first", &self.first)
+            .field("last", &self.last)
+            .field("used", &self.used)
+            .field("allocated", &List(|| self.allocated_runs()))
+            .field("never_allocated", &List(|| self.never_allocated_runs()))
+            .finish_non_exhaustive()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -19,9 +19,10 @@
 //! - [`AddressRange`]: a checked inclusive range that can reach `u64::MAX`.
 //!
 //! Every failure is an [`Error`] that carries the offending values, and a failed call leaves
-//! the allocator exactly as it was. With the `serde` feature both allocators serialize to one
-//! canonical form and loading checks it completely, so a crafted snapshot cannot make an
-//! allocator hand out anything twice.
+//! the allocator exactly as it was: equal to what it was before, and printed the same by
+//! `Debug`, which shows what an allocator holds rather than its index. With the `serde` feature
+//! both allocators serialize to one canonical form and loading checks it completely, so a
+//! crafted snapshot cannot make an allocator hand out anything twice.
 //!
 //! # Example
 //!
@@ -118,6 +119,7 @@
 extern crate alloc;
 
 mod address;
+mod debug;
 mod error;
 mod id;
 mod id_width;

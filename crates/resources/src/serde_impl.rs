@@ -84,8 +84,9 @@ pub struct IdSnapshot<I: Id = u32> {
 ///
 /// The allocator's bitmap covers every ID up to the highest allocated one, so a short snapshot
 /// that names one high ID would otherwise cost up to 512 MiB. Besides the bitmap, loading holds
-/// the decoded run lists (8 bytes per run, proportional to the input) and one map entry per
-/// never-allocated run.
+/// the decoded run lists (two IDs per run: 4, 8 or 16 bytes for `u16`, `u32` or `u64`,
+/// proportional to the input) and one 28-byte index node per never-allocated run, with room for
+/// an eighth more (at least 16) once the snapshot has an allocated ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IdLoadLimits {
     /// Largest bitmap, in bytes, that loading may allocate: leaves (one bit per ID up to the

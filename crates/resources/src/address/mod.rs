@@ -7,11 +7,13 @@ mod set;
 mod tree;
 
 use alloc::vec::Vec;
+use core::fmt;
 
 use self::room::{RoomBounds, Where};
 pub(crate) use self::runs::RunSet;
 pub use self::set::AllocatorSet;
 use self::tree::{MAX_NODES, NIL, Search, Tree};
+use crate::debug::List;
 use crate::error::{Error, Result};
 use crate::range::AddressRange;
 
@@ -140,7 +142,7 @@ pub struct Allocation<'a, T> {
 /// assert_eq!(mmio.free(&a)?, 7);
 /// # Ok::<(), memvisor_resources::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AddressAllocator<T = ()> {
     space: AddressRange,
     tree: Tree,
@@ -1000,6 +1002,19 @@ impl<T: PartialEq> PartialEq for AddressAllocator<T> {
 }
 
 impl<T: Eq> Eq for AddressAllocator<T> {}
+
+impl<T: fmt::Debug> fmt::Debug for AddressAllocator<T> {
+    /// The space, the units used and the allocations with their tags, in address order: equal
+    /// allocators print the same, whatever the layout of their index or what failed searches
+    /// taught them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddressAllocator")
+            .field("space", &self.space)
+            .field("used", &self.used)
+            .field("allocations", &List(|| self.allocated()))
+            .finish_non_exhaustive()
+    }
+}
 
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)]

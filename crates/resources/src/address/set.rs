@@ -1,10 +1,12 @@
 //! [`AllocatorSet`]: several disjoint address spaces behind one allocator.
 
 use alloc::vec::Vec;
+use core::fmt;
 
 use super::keymap::KeyMap as Map;
 use super::tree::{NIL, Tree, heap_refused};
 use super::{AddressAllocator, AllocPolicy, Allocation, Request};
+use crate::debug::List;
 use crate::error::{Error, Result};
 use crate::range::AddressRange;
 
@@ -14,7 +16,9 @@ use crate::range::AddressRange;
 /// alignment in every space, then with the required one (the larger of the request's alignment
 /// and the set's minimum) in every space. A reservation may span spaces: it reserves its part in
 /// each space it touches, all or nothing. Each space is an [`AddressAllocator`], so every
-/// operation costs O(s + log n) for s spaces.
+/// operation costs O(s + log n) for s spaces, plus O(log n) for each further space a spanning
+/// reservation (or its [`free`](Self::free)) touches; a placement pays for gaps misaligned for
+/// it in each space it tries, as [`AddressAllocator`] does.
 ///
 /// Allocations may also carry a unique `u64` key ([`allocate_keyed`](Self::allocate_keyed),
 /// [`reserve_keyed`](Self::reserve_keyed)), found and released by key in O(1) expected time
@@ -34,7 +38,7 @@ use crate::range::AddressRange;
 /// assert_eq!(b.size(), Some(0x10));
 /// # Ok::<(), Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AllocatorSet<T = ()> {
     pools: Vec<AddressAllocator<T>>,
     min_align: u64,
@@ -105,12 +109,42 @@ impl<T> AllocatorSet<T> {
         })
     }
 
-    /// Sets the minimum alignment of every placement and the alignment tried first.
+    /// Sets the minimum alignment of every placement and the alignment tried first (raised to
+    /// the minimum if below it), for a set fresh from [`new`](Self::new). On a set that already
+    /// holds allocations, prefer [`set_alignment`](Self::set_alignment): this one consumes the
+    /// set, so an error drops it.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidAlignment`] if either is not a power of two.
+    /// [`Error::InvalidAlignment`] if either is not a power of two (the minimum is checked
+    /// first).
     pub fn with_alignment(mut self, min_align: u64, preferred_align: u64) -> Result<Self> {
+        self.set_alignment(min_align, preferred_align)?;
+        Ok(self)
+    }
+
+    /// Sets the minimum alignment of every placement and the alignment tried first (raised to
+    /// the minimum if below it), for the placements to come: live allocations stay where they
+    /// are.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidAlignment`] if either is not a power of two (the minimum is checked
+    /// first). The set is unchanged on error.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
+    ///
+    /// let mut pio = AllocatorSet::<()>::new(&[AddressRange::new(0x1000, 0xffff)?])?;
+    /// let req = Request::new(0x8, 1, AllocPolicy::FirstMatch)?;
+    /// assert_eq!(pio.allocate_with(&req, ())?.start(), 0x1000);
+    /// assert_eq!(pio.set_alignment(0x100, 3), Err(Error::InvalidAlignment(3)));
+    /// pio.set_alignment(0x100, 0x100)?;
+    /// assert_eq!(pio.allocate_with(&req, ())?.start(), 0x1100);
+    /// assert_eq!(pio.len(), 2);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn set_alignment(&mut self, min_align: u64, preferred_align: u64) -> Result<()> {
         for a in [min_align, preferred_align] {
             if !a.is_power_of_two() {
                 return Err(Error::InvalidAlignment(a));
@@ -118,7 +152,7 @@ impl<T> AllocatorSet<T> {
         }
         self.min_align = min_align;
         self.preferred_align = preferred_align.max(min_align);
-        Ok(self)
+        Ok(())
     }
 
     /// The spaces' allocators, in the set's order.
@@ -520,5 +554,31 @@ impl<T> AllocatorSet<T> {
             }
         }
         Ok(())
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for AllocatorSet<T> {
+    /// The spaces (each as [`AddressAllocator`] prints it), the alignments, the keys with the
+    /// ranges they were given, and the hull of each part of a spanning reservation, all in the
+    /// order of the allocations (space by space, each in address order): equal sets print the
+    /// same, whatever the layout of their maps.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = List(|| {
+            self.allocated().filter_map(|a| {
+                let key = self.key_at.get(a.range.start())?;
+                Some((key, self.keys.get(key)?))
+            })
+        });
+        let spans = List(|| {
+            self.allocated()
+                .filter_map(|a| Some((a.range, self.spans.get(a.range.start())?)))
+        });
+        f.debug_struct("AllocatorSet")
+            .field("pools", &self.pools)
+            .field("min_align", &self.min_align)
+            .field("preferred_align", &self.preferred_align)
+            .field("keys", &keys)
+            .field("spans", &spans)
+            .finish()
     }
 }
