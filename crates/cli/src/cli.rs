@@ -111,6 +111,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The guest architecture (overrides the spec's `arch`).
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
         /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
         /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
         /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
@@ -452,13 +455,14 @@ fn execute(
         Command::Check {
             spec,
             json: as_json,
+            arch,
             from,
         } => {
             let (vm, plan) = load_spec(
                 spec.as_deref(),
                 Load {
                     from,
-                    arch: None,
+                    arch,
                     scale: 1,
                     huge,
                     notes: err,

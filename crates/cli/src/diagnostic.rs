@@ -23,7 +23,9 @@ pub struct Excerpt {
     /// characters, with [`CUT`] at each end where the line goes on), with every control or
     /// formatting character replaced by `�` so that it cannot act on the terminal.
     pub text: String,
-    /// The underlined bytes of `text` (never empty unless `text` is).
+    /// The underlined bytes of `text`, on character boundaries: never empty, except at the
+    /// end of `text` (`text.len()..text.len()`), where it marks the end of the line (a span
+    /// at or past it, such as the end of an object that misses a field).
     pub span: Range<usize>,
 }
 

@@ -279,7 +279,8 @@ fn rows() -> Vec<(&'static str, Vec<u8>, String)> {
             "hugetlbfs_path_with_escape",
             b"[memory]\nsize = \"2MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \"2MiB\"\nhugetlbfs = \"/x\\u001b[2J\"\n"
                 .to_vec(),
-            "memory.hugetlbfs: a hugetlbfs mount is an absolute path".into(),
+            "memory.hugetlbfs: the path contains the control or formatting character \\u{1b}"
+                .into(),
         ),
     ]
 }

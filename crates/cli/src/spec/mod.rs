@@ -411,8 +411,9 @@ impl VmSpec {
     /// for RAM and slots, 2 MiB for DAX windows; MMIO windows keep their size. The
     /// `window_align` that rounds the windows holding that memory (1 GiB when the spec has
     /// none) is divided too, rounded down to a power of two, at least 2 MiB and the RAM page
-    /// size and at most the spec's own, so the hotplug window shrinks with its slots. `factor`
-    /// 0 or 1 changes nothing.
+    /// size and at most the spec's own (which wins where it is below the RAM page, as 2 MiB
+    /// with 1 GiB pages may be), so the hotplug window shrinks with its slots. `factor` 0 or
+    /// 1 changes nothing.
     ///
     /// ```
     /// use memvisor_cli::spec::{DEFAULT_ORIGIN, DEFAULT_SPEC, Source, parse};

@@ -452,6 +452,9 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
     Ok(v)
 }
 
+/// The longest `memory.hugetlbfs` path, in bytes: Linux's `PATH_MAX`.
+const MAX_HUGETLBFS_PATH_BYTES: usize = 4096;
+
 /// The x86_64 I/O ports KVM's in-kernel devices answer (`KVM_CREATE_IRQCHIP`'s PICs and
 /// ELCR, `KVM_CREATE_PIT2`'s PIT and its speaker port), with the device's name.
 const KVM_IN_KERNEL_PORTS: [(u64, u64, &str); 5] = [
@@ -1090,15 +1093,30 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
     let backing = match (backing, &mem.hugetlbfs) {
         (BackingKind::Hugetlbfs(_), Some(path)) => {
             let text = path.get_ref();
-            if !text.starts_with('/') || text.len() > 4096 || text.chars().any(needs_escape) {
+            let problem = if !text.starts_with('/') {
+                Some(format!(
+                    "`{}` is not an absolute path (a hugetlbfs mount's path starts with `/`)",
+                    escape(text)
+                ))
+            } else if text.len() > MAX_HUGETLBFS_PATH_BYTES {
+                Some(format!(
+                    "a path of {} bytes (a hugetlbfs mount's path is at most \
+                     {MAX_HUGETLBFS_PATH_BYTES})",
+                    text.len()
+                ))
+            } else {
+                text.chars().find(|&c| needs_escape(c)).map(|c| {
+                    format!(
+                        "the path contains the control or formatting character {}",
+                        escape(c.encode_utf8(&mut [0; 4]))
+                    )
+                })
+            };
+            if let Some(problem) = problem {
                 return Err(src.error(
                     "memory.hugetlbfs",
                     Some(path.span()),
-                    Problem::Invalid(
-                        "a hugetlbfs mount is an absolute path of at most 4096 bytes without \
-                         control characters"
-                            .into(),
-                    ),
+                    Problem::Invalid(problem),
                 ));
             }
             BackingKind::Hugetlbfs(text.clone())
