@@ -131,11 +131,13 @@ pub enum Error {
     ZeroLength,
     /// An offset or length is not a multiple of the page size; or, where the range meets pages
     /// mapped with explicit huge pages, an end of the range cuts one (`page_size` is then the
-    /// huge page size).
+    /// huge page size); or a mapping of explicit huge pages is not aligned to their size.
     #[error("{what} {value:#x} is not a multiple of the page size {page_size:#x}")]
     Misaligned {
-        /// `"offset"`, `"length"`, (for a file mapping) `"file offset"`, or `"end"` for the end
-        /// of a range (`offset + length`) that falls inside an explicit huge page.
+        /// `"offset"`, `"length"`, (for a file mapping) `"file offset"`, `"end"` for the end
+        /// of a range (`offset + length`) that falls inside an explicit huge page, or
+        /// `"address"` for the start address of a mapping of explicit huge pages (`value` is
+        /// the address).
         what: &'static str,
         /// The offending value.
         value: usize,
@@ -154,13 +156,23 @@ pub enum Error {
         /// Size of the reservation.
         size: usize,
     },
-    /// Adding a length to an offset, or rounding a size up, overflows `usize`.
+    /// Adding a length to an offset overflows `usize`.
     #[error("{value:#x} + {add:#x} overflows the address space")]
     Overflow {
         /// The base value.
         value: usize,
         /// What was added to it.
         add: usize,
+    },
+    /// A reservation of `len` bytes was asked for, more than the largest a reservation may
+    /// span: `isize::MAX` bytes rounded down to whole pages (`limit`), the most a slice or a
+    /// pointer range may cover. Refused before the system is asked, on every system.
+    #[error("a reservation of {len:#x} bytes exceeds the largest of {limit:#x} bytes")]
+    TooLarge {
+        /// The length asked for.
+        len: usize,
+        /// The largest length a reservation may have.
+        limit: usize,
     },
     /// An alignment is not a power of two.
     #[error("alignment {align:#x} is not a power of two")]
@@ -180,7 +192,10 @@ pub enum Error {
         /// Offset of the first page that is not read-write.
         offset: usize,
     },
-    /// The operation needs readable pages and the page at `offset` is inaccessible.
+    /// The operation needs readable pages
+    /// ([`Reservation::prefault_read`](crate::Reservation::prefault_read),
+    /// [`Reservation::lock`](crate::Reservation::lock)) and the page at `offset` is
+    /// inaccessible.
     #[error("page at offset {offset:#x} is not readable")]
     NotReadable {
         /// Offset of the first page that is not readable.
@@ -368,6 +383,14 @@ mod tests {
             format!("{:#x} + 0x1 overflows the address space", usize::MAX)
         );
         assert_eq!(
+            Error::TooLarge {
+                len: 0x8000_0000,
+                limit: 0x7fff_f000
+            }
+            .to_string(),
+            "a reservation of 0x80000000 bytes exceeds the largest of 0x7ffff000 bytes"
+        );
+        assert_eq!(
             Error::InvalidAlignment { align: 3 }.to_string(),
             "alignment 0x3 is not a power of two"
         );
@@ -382,6 +405,31 @@ mod tests {
             }
             .to_string(),
             "residency query needs 0x40000000 bytes of heap memory, which the allocator refused"
+        );
+        assert_eq!(
+            Error::Lost { offset: 0x5000 }.to_string(),
+            "page at offset 0x5000 was lost to the system (a refused mapping took it)"
+        );
+        assert_eq!(
+            Error::Locked { offset: 0x6000 }.to_string(),
+            "page at offset 0x6000 is locked"
+        );
+        assert_eq!(
+            Error::Misaligned {
+                what: "address",
+                value: 0x7f00_0000_1000,
+                page_size: 0x20_0000
+            }
+            .to_string(),
+            "address 0x7f0000001000 is not a multiple of the page size 0x200000"
+        );
+        assert_eq!(
+            Error::Os {
+                operation: Operation::Map,
+                source: OsError::from_raw(22)
+            }
+            .to_string(),
+            "map failed"
         );
         assert_eq!(
             Error::Guarded { offset: 0 }.to_string(),
@@ -464,6 +512,35 @@ mod tests {
             .to_string(),
             "huge page advice is not supported on this platform"
         );
+    }
+
+    #[test]
+    fn every_operation_has_its_own_name() {
+        let names = [
+            (Operation::Reserve, "reserve"),
+            (Operation::Commit, "commit"),
+            (Operation::Decommit, "decommit"),
+            (Operation::Protect, "protect"),
+            (Operation::Prefault, "prefault"),
+            (Operation::Lock, "lock"),
+            (Operation::Unlock, "unlock"),
+            (Operation::HugePageAdvice, "huge page advice"),
+            (Operation::Guard, "guard"),
+            (Operation::Unguard, "unguard"),
+            (Operation::Residency, "residency query"),
+            (Operation::Map, "map"),
+            (Operation::BindNuma, "NUMA policy"),
+            (Operation::Advise, "advice"),
+            (Operation::Free, "free"),
+            (Operation::Discard, "discard"),
+            (Operation::Purge, "purge"),
+            (Operation::PrefaultRead, "read prefault"),
+        ];
+        for (operation, name) in names {
+            assert_eq!(operation.to_string(), name);
+            let others = names.iter().filter(|(_, other)| *other == name).count();
+            assert_eq!(others, 1, "{name}");
+        }
     }
 
     /// Every message joined with its sources, as error reporters print a chain.

@@ -139,10 +139,17 @@ impl ReservationBuilder {
 
     /// Reserves `len` bytes, rounded up to a whole number of pages. Nothing is committed.
     ///
+    /// A reservation spans at most `isize::MAX` bytes, the most a slice or pointer range may
+    /// cover (a 32-bit process could otherwise be given more): a longer one is refused before
+    /// the system is asked, so every pointer range over a reservation is valid for
+    /// `ptr::add`.
+    ///
     /// # Errors
     /// [`Error::ZeroLength`] for `len == 0`, [`Error::InvalidAlignment`] for an alignment that
-    /// is not a power of two, [`Error::Overflow`] where rounding up overflows, and
-    /// [`Error::Os`] when the operating system refuses (for example, no address space left).
+    /// is not a power of two, [`Error::TooLarge`] for a `len` that rounded up to whole pages
+    /// exceeds `isize::MAX` (`usize::MAX` included; checked before the alignment), and
+    /// [`Error::Os`] when the operating system refuses (for example, no address space left,
+    /// or an alignment whose over-reservation does not fit in the address space: `ENOMEM`).
     ///
     /// # Examples
     /// ```
@@ -157,6 +164,11 @@ impl ReservationBuilder {
         if len == 0 {
             return Err(Error::ZeroLength);
         }
+        let page = page_size();
+        let limit = max_len(page);
+        if len > limit {
+            return Err(Error::TooLarge { len, limit });
+        }
         let alignment = if self.alignment == 0 {
             1
         } else {
@@ -165,9 +177,9 @@ impl ReservationBuilder {
         if !alignment.is_power_of_two() {
             return Err(Error::InvalidAlignment { align: alignment });
         }
-        let page = page_size();
         let align = alignment.max(page);
-        let len = round_up(len, page)?;
+        // `len <= limit`, a page multiple below `usize::MAX`, so rounding up cannot overflow.
+        let len = len.next_multiple_of(page);
         let ptr = sys::reserve(len, align, self.mode).map_err(|e| e.during(Operation::Reserve))?;
         let pages = len / page;
         let bitmaps = PageBitmap::new(pages).and_then(|committed| {
@@ -318,15 +330,11 @@ fn worker_result(joined: std::thread::Result<Result<()>>, offset: usize, len: us
     joined.unwrap_or(Err(Error::WorkerPanicked { offset, len }))
 }
 
-fn round_up(value: usize, page: usize) -> Result<usize> {
-    let rem = value % page;
-    if rem == 0 {
-        return Ok(value);
-    }
-    value.checked_add(page - rem).ok_or(Error::Overflow {
-        value,
-        add: page - rem,
-    })
+/// The longest reservation: `isize::MAX` bytes rounded down to whole pages of `page` bytes (a
+/// power of two), so that no slice or pointer range over a reservation breaks the limit of
+/// `ptr::add` and `slice::from_raw_parts`.
+fn max_len(page: usize) -> usize {
+    isize::MAX as usize & !(page - 1)
 }
 
 /// A range of the process's address space, reserved so that nothing else is placed there, of
@@ -1383,17 +1391,26 @@ impl Reservation {
     /// waiting for each other.
     ///
     /// # Errors
-    /// As [`protect`](Self::protect); [`Error::Os`] where the lock limit is reached or the
-    /// system cannot make the pages resident. A failed lock changes nothing: the system may
-    /// lock part of the range before failing, and those of its pages that were not locked
-    /// before the call are unlocked again (never pages another thread's lock locked, since the
-    /// calls take turns). Only where the system refuses that unlock too (splitting mappings
-    /// at the process's mapping limit) do such pages stay locked, and they are then counted
-    /// as locked (an [`unlock`](Self::unlock) or decommit unlocks them).
+    /// As [`protect`](Self::protect); [`Error::NotReadable`] for a page protected with
+    /// [`Protection::None`] (or counted so after a refused [`protect`](Self::protect)), which
+    /// cannot be made resident, before the system is asked; [`Error::Os`] where the lock
+    /// limit is reached or the system cannot make the pages resident. A failed lock changes
+    /// nothing: the system may lock part of the range before failing, and those of its pages
+    /// that were not locked before the call are unlocked again (never pages another thread's
+    /// lock locked, since the calls take turns). Only where the system refuses that unlock
+    /// too (splitting mappings at the process's mapping limit) do such pages stay locked, and
+    /// they are then counted as locked (an [`unlock`](Self::unlock) or decommit unlocks them).
     pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
         let _serial = self.lock_calls.hold();
         self.all_committed(pages)?;
+        // An inaccessible page cannot be made resident: Linux marks the range locked and
+        // then refuses with `ENOMEM`, Windows refuses too. Refused up front, on every system.
+        if let Some(page) = self.inaccessible.first_set(pages.first, pages.count) {
+            return Err(Error::NotReadable {
+                offset: page * self.page,
+            });
+        }
         // SAFETY: the range is inside the reservation; locking changes no contents.
         if let Err(e) = unsafe { self.sys_lock(self.at(offset), len) } {
             // The system may have locked part of the range before failing: unlock the pages
@@ -2902,24 +2919,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn reserve_overflowing_length_is_error() {
+    fn reserve_overflowing_length_is_too_large() {
         let err = Reservation::new(usize::MAX).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Overflow {
-                    value: usize::MAX,
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            err,
+            Error::TooLarge {
+                len: usize::MAX,
+                limit: max_len(page())
+            }
         );
     }
 
+    // Miri would be asked for the allocation itself, which it cannot refuse gracefully.
+    #[cfg(all(target_pointer_width = "64", not(miri)))]
     #[test]
     fn reserve_huge_length_is_os_error() {
-        // Larger than any address space, but page-aligned: the OS refuses.
-        let len = usize::MAX - page() + 1;
+        // Within `isize::MAX` and page-aligned, but larger than any address space of a 64-bit
+        // process: the OS refuses.
+        let len = max_len(page());
         let err = Reservation::new(len).unwrap_err();
         assert!(
             matches!(

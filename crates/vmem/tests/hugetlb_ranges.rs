@@ -270,3 +270,56 @@ fn map_over_part_of_earlier_huge_pages_is_refused() {
     );
     assert_unchanged(&r, "map over half a huge page");
 }
+
+/// A hugetlbfs file is mapped in its own huge pages, which the system places only at addresses
+/// aligned to them: a range whose offset and length are multiples of the huge page size, in a
+/// reservation whose start is not, is `Misaligned` naming the address before the system is
+/// asked (it would refuse with `EINVAL`), also without `huge`, and the range keeps its pages.
+#[test]
+fn hugetlbfs_file_at_an_unaligned_address_is_misaligned_and_changes_nothing() {
+    let _huge_pages = huge_page_lock::huge_page_lock();
+    let Some(file) = hugetlb_memfd(HUGE) else {
+        eprintln!("SKIPPED: this kernel has no hugetlbfs memfds");
+        return;
+    };
+    // Reservations are kept until one starts off a huge page boundary, so each try lands
+    // elsewhere.
+    let mut tries = Vec::new();
+    let mut r = loop {
+        let r = Reservation::new(2 * HUGE + page()).unwrap();
+        if !(r.as_ptr() as usize).is_multiple_of(HUGE) {
+            break r;
+        }
+        assert!(
+            tries.len() < 64,
+            "every reservation starts at a huge page boundary"
+        );
+        tries.push(r);
+    };
+    r.commit(0, HUGE).unwrap();
+    // SAFETY: committed read-write, nothing else uses it.
+    unsafe { r.as_ptr().write(7) };
+    for huge in [None, Some(HugeTlbSize::Size2M)] {
+        let err = r
+            .map(
+                0,
+                HUGE,
+                MapSource::file(file.as_fd(), 0),
+                Protection::ReadWrite,
+                huge,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::Misaligned {
+                what: "address",
+                value: r.as_ptr() as usize,
+                page_size: HUGE
+            },
+            "{huge:?}"
+        );
+    }
+    assert_eq!(r.committed_bytes(), HUGE);
+    // SAFETY: still committed read-write.
+    assert_eq!(unsafe { r.as_ptr().read() }, 7);
+}

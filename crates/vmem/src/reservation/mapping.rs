@@ -193,33 +193,36 @@ impl Reservation {
     /// fork and dump behaviour. With `huge`, anonymous sources use explicit huge pages of that
     /// size (`MAP_HUGETLB`), and the range must be aligned to it. A hugetlbfs file (a memfd
     /// made with `MFD_HUGETLB` included) is mapped in its own huge pages whatever `huge` says,
-    /// so its range and file offset must be multiples of its huge page size. A regular file
-    /// must be long enough for the range when it is mapped (afterwards it is the caller's to
-    /// keep it so: where it is shortened later, accesses past its end fault with `SIGBUS`).
-    /// [`decommit`](Self::decommit) later puts the reservation's own uncommitted pages back, in
-    /// both modes. The huge page size of such a range is recorded: until its pages are
-    /// decommitted or mapped over whole, every call that changes pages or their mapping
-    /// (commit, decommit, protect, lock, unlock, advice, NUMA policy, guard, unguard, free,
-    /// discard, purge, map) refuses a range that starts or ends inside one of its huge pages
-    /// with [`Error::Misaligned`] naming the huge page size, before changing anything (the
-    /// system would refuse such a range part-way, or round it and act on more or less than
+    /// so its range and file offset must be multiples of its huge page size. Explicit huge
+    /// pages also need an aligned address: reserve with an
+    /// [`alignment`](crate::ReservationBuilder::alignment) of at least the huge page size. A
+    /// regular file must be long enough for the range when it is mapped (afterwards it is the
+    /// caller's to keep it so: where it is shortened later, accesses past its end fault with
+    /// `SIGBUS`). [`decommit`](Self::decommit) later puts the reservation's own uncommitted
+    /// pages back, in both modes. The huge page size of such a range is recorded: until its
+    /// pages are decommitted or mapped over whole, every call that changes pages or their
+    /// mapping (commit, decommit, protect, lock, unlock, advice, NUMA policy, guard, unguard,
+    /// free, discard, purge, map) refuses a range that starts or ends inside one of its huge
+    /// pages with [`Error::Misaligned`] naming the huge page size, before changing anything
+    /// (the system would refuse such a range part-way, or round it and act on more or less than
     /// asked); queries and prefaults accept any range.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
     /// offset) that is not a multiple of the page size, of the huge page size named, or of a
-    /// hugetlbfs file's huge page size; [`Error::PastEndOfFile`] for a range reaching past the
-    /// end of a regular file; [`Error::Guarded`] if it holds a guard page;
-    /// [`Error::Unsupported`] where the platform cannot map into a reservation (Windows, and
-    /// explicit huge pages outside Linux); [`Error::Os`] if the system refuses (for example
-    /// `ENOMEM` when no huge pages are free, `EBADF`/`EACCES` for the descriptor, also when
-    /// its file cannot be examined). After an error the range is as it was, except
-    /// where the system took its pages before refusing (explicit huge pages that cannot be
-    /// had): then the range holds the reservation's own uncommitted pages again, as the
-    /// bookkeeping says, and its old contents are gone (they were to be replaced anyway; where
-    /// only part of the range was unmapped, only that part is filled, and the pages mapped
-    /// next to it are lost, as for [`decommit`](Self::decommit)). If
-    /// the system refuses that too, the range's pages are *lost*: another mapping may be
+    /// hugetlbfs file's huge page size, and (`what` `"address"`) for explicit huge pages whose
+    /// start address is not a multiple of their size (the system would refuse it);
+    /// [`Error::PastEndOfFile`] for a range reaching past the end of a regular file;
+    /// [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`] where the platform
+    /// cannot map into a reservation (Windows, and explicit huge pages outside Linux);
+    /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
+    /// `EBADF`/`EACCES` for the descriptor, also when its file cannot be examined). After an
+    /// error the range is as it was, except where the system took its pages before refusing
+    /// (explicit huge pages that cannot be had): then the range holds the reservation's own
+    /// uncommitted pages again, as the bookkeeping says, and its old contents are gone (they
+    /// were to be replaced anyway; where only part of the range was unmapped, only that part is
+    /// filled, and the pages mapped next to it are lost, as for [`decommit`](Self::decommit)).
+    /// If the system refuses that too, the range's pages are *lost*: another mapping may be
     /// placed there, so every later call on a range with a lost page fails with
     /// [`Error::Lost`] (queries too), and dropping the reservation unmaps only the pages
     /// around them.
@@ -322,6 +325,19 @@ impl Reservation {
                     file_len,
                 });
             }
+        }
+        // Explicit huge pages are mapped only at an address aligned to their size (the
+        // system refuses others with `EINVAL`); the reservation's start is a multiple of the
+        // page size only, unless it was reserved with a larger alignment.
+        let addr = self.at(offset) as usize;
+        if let Some(size) = hugetlb_size
+            && !addr.is_multiple_of(size)
+        {
+            return Err(Error::Misaligned {
+                what: "address",
+                value: addr,
+                page_size: size,
+            });
         }
         self.no_guard(pages)?;
         // The new mapping drops the system's locks of the range: one lock call at a time.
