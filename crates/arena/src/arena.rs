@@ -109,6 +109,16 @@ pub(crate) struct Geometry {
     pub(crate) order_word: [usize; ORDER_SLOTS],
 }
 
+impl Geometry {
+    /// The largest block over a chunk: the whole arena, but at most the
+    /// [`MAX_RUN`](crate::client::MAX_RUN) chunks a run can record (fewer than the chunks of
+    /// an arena only with 64 KiB chunks past 16 TiB).
+    pub(crate) fn max_run_bytes(&self) -> usize {
+        self.len
+            .min(crate::client::MAX_RUN.saturating_mul(1 << self.chunk_shift))
+    }
+}
+
 /// What the arena knows of one chunk; only the chunk's holder touches it.
 ///
 /// The all-zero record is that of a chunk never handed out: not committed, side tables clean,
@@ -163,8 +173,9 @@ pub struct ArenaStats {
     pub used_bytes: Option<usize>,
     /// Live blocks of all clients ([`Flags::STATISTICS`] only).
     pub live_blocks: Option<usize>,
-    /// The largest block a new client could get now: the longest run of free chunks (with
-    /// [`Flags::GUARD`], a chunk's largest block if a chunk is free), 0 if no chunk is free.
+    /// The largest block a new client could get now: the longest run of free chunks, at most
+    /// [`Arena::max_block_size`] (with [`Flags::GUARD`], a chunk's largest block if a chunk
+    /// is free), 0 if no chunk is free.
     /// Finding it scans the free-chunk bitmap (a bit per chunk).
     pub largest_free_block: usize,
     /// Live clients.
@@ -539,14 +550,15 @@ impl Arena {
     }
 
     /// The largest block a client can allocate: all the arena's chunks (a block larger than a
-    /// chunk is a run of contiguous whole chunks), or half a chunk with [`Flags::GUARD`] (its
-    /// chunks are not contiguous memory).
+    /// chunk is a run of contiguous whole chunks), but at most `2^28 - 1` chunks (a run
+    /// records its length in 28 bits; only an arena of 64 KiB chunks past 16 TiB has more),
+    /// or half a chunk with [`Flags::GUARD`] (its chunks are not contiguous memory).
     #[must_use]
     pub fn max_block_size(&self) -> usize {
         if self.geo.max_block < self.chunk_size() {
             self.geo.max_block
         } else {
-            self.geo.len
+            self.geo.max_run_bytes()
         }
     }
 
@@ -840,7 +852,7 @@ impl Arena {
                     0
                 }
             } else {
-                self.stack.longest_run() << self.geo.chunk_shift
+                (self.stack.longest_run() << self.geo.chunk_shift).min(self.max_block_size())
             },
             clients: self.clients.load(Ordering::Relaxed),
             bookkeeping_bytes: self.bookkeeping_bytes(),
@@ -1220,6 +1232,57 @@ mod tests {
         assert_eq!(arena.stats().free_chunks, 2);
         assert_eq!(arena.stats().cached_chunks, 2);
         assert_eq!(arena.owners()[b as usize].load(Ordering::Relaxed), 0);
+    }
+
+    /// Identifiers run out after `u32::MAX - 1` clients (made here by moving the counter to
+    /// its last values): the error names the count and nothing changes, also on a retry.
+    #[test]
+    fn client_ids_exhausted_after_the_last_changes_nothing() {
+        let arena = arena(2, CHUNK);
+        let first = arena.create_client(Quota::UNLIMITED).unwrap();
+        arena.next_id.store(u32::MAX - 1, Ordering::Relaxed);
+        let last = arena.create_client(Quota::UNLIMITED).unwrap();
+        assert_eq!(last.id(), u32::MAX - 1);
+        let before = arena.stats();
+        for _ in 0..2 {
+            assert_eq!(
+                arena.create_client(Quota::UNLIMITED).map(|c| c.id()),
+                Err(Error::ClientIdsExhausted { max: u32::MAX - 1 })
+            );
+            assert_eq!(arena.stats(), before);
+            assert_eq!(arena.next_id.load(Ordering::Relaxed), u32::MAX);
+        }
+        // The clients made before still work, and deleting one gives no identifier back.
+        let p = last.alloc(core::alloc::Layout::new::<u64>()).unwrap();
+        assert_eq!(arena.owner_of(p.as_ptr()), Some(u32::MAX - 1));
+        arena.delete_client(last);
+        assert!(matches!(
+            arena.create_client(Quota::UNLIMITED),
+            Err(Error::ClientIdsExhausted { .. })
+        ));
+        assert_eq!(first.id(), 1);
+    }
+
+    /// A run holds at most `2^28 - 1` chunks (its length is two 14-bit metadata slots), so
+    /// an arena of more chunks than that (64 KiB chunks past 16 TiB) cannot hand out all of
+    /// them as one block: `max_block_size` and `TooLarge` say so, and the request past it is
+    /// refused before anything is touched. Made here by giving a small arena's geometry the
+    /// length of such an arena: only the refusal, which reads no table, runs over it.
+    #[test]
+    fn max_block_size_is_the_longest_run_a_block_can_be() {
+        let mut arena = arena(2, CHUNK);
+        let max_run = ((1usize << 28) - 1) * CHUNK;
+        arena.geo.len = (1usize << 29) * CHUNK;
+        assert_eq!(arena.max_block_size(), max_run);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        for size in [max_run + 1, max_run + CHUNK, arena.geo.len] {
+            assert_eq!(
+                client.alloc(core::alloc::Layout::from_size_align(size, 16).unwrap()),
+                Err(Error::TooLarge { size, max: max_run })
+            );
+        }
+        assert_eq!(client.stats().chunks, 0);
+        assert_eq!(arena.stats().held_chunks, 0);
     }
 
     #[test]

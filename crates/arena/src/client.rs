@@ -27,6 +27,7 @@ mod slab;
 use cache::{Caches, Uncached};
 use held::HeldChunk;
 pub(crate) use remote::Mailbox;
+pub(crate) use run::MAX_RUN;
 use slab::FreeObj;
 pub(crate) use slab::{NO_SLAB, Slab};
 

@@ -184,8 +184,9 @@ impl Config {
 
     /// Sets the chunk size: a power of two from 64 KiB to 64 MiB. A client takes memory from
     /// the arena a chunk at a time; a block larger than a chunk is a run of whole contiguous
-    /// chunks, up to the whole arena, except with [`Flags::GUARD`], where the largest block is
-    /// half a chunk ([`Arena::max_block_size`](crate::Arena::max_block_size) says what holds).
+    /// chunks, up to the whole arena (at most `2^28 - 1` chunks), except with [`Flags::GUARD`],
+    /// where the largest block is half a chunk
+    /// ([`Arena::max_block_size`](crate::Arena::max_block_size) says what holds).
     #[must_use]
     pub const fn with_chunk_size(mut self, size: usize) -> Self {
         self.chunk_size = size;

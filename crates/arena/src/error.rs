@@ -74,8 +74,8 @@ pub enum Error {
         align: usize,
     },
     /// A block of this size is larger than the arena's largest block
-    /// ([`Arena::max_block_size`](crate::Arena::max_block_size): the whole arena, or half a
-    /// chunk with [`Flags::GUARD`](crate::Flags::GUARD)).
+    /// ([`Arena::max_block_size`](crate::Arena::max_block_size): the whole arena, but at most
+    /// `2^28 - 1` chunks, or half a chunk with [`Flags::GUARD`](crate::Flags::GUARD)).
     #[error("allocation of {size:#x} bytes exceeds the largest block of {max:#x} bytes")]
     TooLarge {
         /// The requested size.

@@ -49,7 +49,8 @@
 // caches), not at once; blocks still live when their client is deleted are not filled.
 #define MEMVISOR_FLAG_POISON (1 << 3)
 
-// Context-wide block totals (`used_bytes`, `live_blocks` of the context statistics).
+// Context-wide block totals (`used_bytes`, `live_blocks`, `cached_bytes` and `pinned_chunks`
+// of the context statistics).
 #define MEMVISOR_FLAG_STATISTICS (1 << 4)
 
 // The byte freed blocks are filled with under `MEMVISOR_FLAG_POISON`.
@@ -227,8 +228,9 @@ typedef struct memvisor_context_stats {
   size_t used_bytes;
   // Live blocks of all clients; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
   size_t live_blocks;
-  // The largest block a new client could get now: the longest run of free chunks (with
-  // `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is free), 0 if none is free.
+  // The largest block a new client could get now: the longest run of free chunks, at most
+  // `max_block_size` (with `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is
+  // free), 0 if none is free.
   size_t largest_free_block;
   // The largest block any client can allocate.
   size_t max_block_size;
@@ -365,10 +367,10 @@ memvisor_status memvisor_size_of(struct memvisor_client client, const void *ptr,
 // another thread.
 memvisor_status memvisor_client_trim(struct memvisor_client client);
 
-// Statistics of the client, computed on demand (in time proportional to its size classes
-// and cache bins). Set `out->size` first: the structure is filled up to it (an older
-// header's) or up to this library's fields (a newer header's), and `size` comes back as the
-// bytes filled.
+// Statistics of the client, computed on demand (in time proportional to the chunks it
+// holds, its size classes and cache bins). Set `out->size` first: the structure is filled
+// up to it (an older header's) or up to this library's fields (a newer header's), and `size`
+// comes back as the bytes filled.
 //
 // Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
 // written), `INVALID_HANDLE`.
@@ -456,9 +458,11 @@ memvisor_status memvisor_context_delete(struct memvisor_context context);
 memvisor_status memvisor_context_accepted_flags(struct memvisor_context context, uint32_t *out);
 
 // Statistics of the context. Totals are kept as blocks come and go (read in constant
-// time); `used_bytes` and `live_blocks` need `MEMVISOR_FLAG_STATISTICS`. Set `out->size`
-// first: the structure is filled up to it (an older header's) or up to this library's
-// fields (a newer header's), and `size` comes back as the bytes filled.
+// time), except `largest_free_block`, found by a scan of the context's free-chunk bitmap
+// (a bit per chunk); `used_bytes`, `live_blocks`, `cached_bytes` and `pinned_chunks` need
+// `MEMVISOR_FLAG_STATISTICS`. Set `out->size` first: the structure is filled up to it (an
+// older header's) or up to this library's fields (a newer header's), and `size` comes back
+// as the bytes filled.
 //
 // Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
 // written), `INVALID_HANDLE`.

@@ -239,10 +239,10 @@ pub unsafe extern "C" fn memvisor_client_trim(client: Client) -> Status {
     })
 }
 
-/// Statistics of the client, computed on demand (in time proportional to its size classes
-/// and cache bins). Set `out->size` first: the structure is filled up to it (an older
-/// header's) or up to this library's fields (a newer header's), and `size` comes back as the
-/// bytes filled.
+/// Statistics of the client, computed on demand (in time proportional to the chunks it
+/// holds, its size classes and cache bins). Set `out->size` first: the structure is filled
+/// up to it (an older header's) or up to this library's fields (a newer header's), and `size`
+/// comes back as the bytes filled.
 ///
 /// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
 /// written), `INVALID_HANDLE`.

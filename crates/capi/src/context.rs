@@ -177,9 +177,11 @@ pub unsafe extern "C" fn memvisor_context_accepted_flags(
 }
 
 /// Statistics of the context. Totals are kept as blocks come and go (read in constant
-/// time); `used_bytes` and `live_blocks` need `MEMVISOR_FLAG_STATISTICS`. Set `out->size`
-/// first: the structure is filled up to it (an older header's) or up to this library's
-/// fields (a newer header's), and `size` comes back as the bytes filled.
+/// time), except `largest_free_block`, found by a scan of the context's free-chunk bitmap
+/// (a bit per chunk); `used_bytes`, `live_blocks`, `cached_bytes` and `pinned_chunks` need
+/// `MEMVISOR_FLAG_STATISTICS`. Set `out->size` first: the structure is filled up to it (an
+/// older header's) or up to this library's fields (a newer header's), and `size` comes back
+/// as the bytes filled.
 ///
 /// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
 /// written), `INVALID_HANDLE`.

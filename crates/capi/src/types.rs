@@ -16,7 +16,8 @@ pub const MEMVISOR_FLAG_GUARD: u32 = 1 << 2;
 /// is filled when its client takes it in (its next free, trim or allocation that misses its
 /// caches), not at once; blocks still live when their client is deleted are not filled.
 pub const MEMVISOR_FLAG_POISON: u32 = 1 << 3;
-/// Context-wide block totals (`used_bytes`, `live_blocks` of the context statistics).
+/// Context-wide block totals (`used_bytes`, `live_blocks`, `cached_bytes` and `pinned_chunks`
+/// of the context statistics).
 pub const MEMVISOR_FLAG_STATISTICS: u32 = 1 << 4;
 /// The byte freed blocks are filled with under `MEMVISOR_FLAG_POISON`.
 pub const MEMVISOR_POISON_BYTE: u8 = 0xA5;
@@ -149,8 +150,9 @@ pub struct ContextStats {
     pub used_bytes: usize,
     /// Live blocks of all clients; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
     pub live_blocks: usize,
-    /// The largest block a new client could get now: the longest run of free chunks (with
-    /// `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is free), 0 if none is free.
+    /// The largest block a new client could get now: the longest run of free chunks, at most
+    /// `max_block_size` (with `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is
+    /// free), 0 if none is free.
     pub largest_free_block: usize,
     /// The largest block any client can allocate.
     pub max_block_size: usize,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub(super) const RUN: u16 = LIVE | VALUE;
 
 /// Most chunks a run may have: two 14-bit metadata slots.
-const MAX_RUN: usize = (1 << 28) - 1;
+pub(crate) const MAX_RUN: usize = (1 << 28) - 1;
 
 /// The length in chunks of the run starting at `off`, read from the marks table `marks` (as
 /// `u16`s).
@@ -52,13 +52,12 @@ impl State {
         size: usize,
     ) -> Result<(usize, usize)> {
         let shift = self.geo.chunk_shift;
-        let n = size.div_ceil(1 << shift);
-        if size > self.geo.len || n > MAX_RUN {
-            return Err(Error::TooLarge {
-                size,
-                max: self.geo.len,
-            });
+        let max = self.geo.max_run_bytes();
+        if size > max {
+            return Err(Error::TooLarge { size, max });
         }
+        // At most `MAX_RUN`: `size` is at most that many chunks.
+        let n = size.div_ceil(1 << shift);
         // Past the check of the request's size, which changes nothing: blocks freed through
         // the arena and trim requests are taken in before the run is sought.
         if self.has_mail(arena) {
