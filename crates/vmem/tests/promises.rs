@@ -490,8 +490,11 @@ fn lock_of_an_inaccessible_page_is_not_readable_and_changes_nothing() {
             "{mode:?}"
         );
         assert_eq!(snapshot_without(&r, 2), before, "{mode:?}");
-        // Nothing was locked: every page of the range can be discarded (`Locked` otherwise).
-        r.discard(0, 2 * page).unwrap();
+        // Nothing was locked: every page of the range can be discarded (`Locked` otherwise),
+        // where the system discards (Windows does not).
+        if !cfg!(windows) {
+            r.discard(0, 2 * page).unwrap();
+        }
         r.lock(4 * page, page).unwrap();
     }
 }
