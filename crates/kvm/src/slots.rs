@@ -958,28 +958,13 @@ mod tests {
         NO_KCMP.with(|no| no.set(false));
     }
 
-    /// Whether KVM holds guest memory at `addr`: a one-page slot (number 9) of our own there is
-    /// refused exactly over a slot KVM has; made and deleted again.
+    /// Whether KVM holds guest memory at `addr` (the model test's probe, with a page of its
+    /// own).
     fn kvm_holds(vm: &VmFd, addr: u64) -> bool {
         let probe = Region::back(RegionSpec::ram(GuestAddress(0), 0x1000))
             .unwrap()
             .0;
-        let mut mem = kvm_userspace_memory_region {
-            slot: 9,
-            flags: 0,
-            guest_phys_addr: addr,
-            memory_size: probe.size(),
-            userspace_addr: probe.host_ptr().unwrap() as u64,
-        };
-        // SAFETY: `probe` is mapped until the slot is deleted again right below (or was never
-        // made).
-        if unsafe { vm.set_user_memory_region(mem) }.is_err() {
-            return true;
-        }
-        mem.memory_size = 0;
-        // SAFETY: deleting a slot refers to no memory.
-        unsafe { vm.set_user_memory_region(mem) }.unwrap();
-        false
+        super::model::kvm_has(vm, &probe, addr)
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl Model {
 
 /// Whether KVM holds guest memory at `addr`: a one-page slot of our own there is refused
 /// exactly when it overlaps a slot KVM has.
-fn kvm_has(vm: &VmFd, probe: &Region, addr: u64) -> bool {
+pub(super) fn kvm_has(vm: &VmFd, probe: &Region, addr: u64) -> bool {
     let mut mem = kvm_userspace_memory_region {
         slot: PROBE_SLOT,
         flags: 0,
