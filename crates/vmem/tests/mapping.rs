@@ -196,6 +196,52 @@ fn map_bad_input_is_error_and_changes_nothing() {
     assert_eq!(r.committed_bytes(), 0);
 }
 
+/// The system maps a regular file or a plain memfd in base pages whatever huge page size is
+/// named (only anonymous memory and hugetlbfs files have explicit huge pages): a range of
+/// whole base pages is mapped as asked, at any page-aligned address, and records no huge page
+/// (a later call may cut it anywhere).
+#[test]
+fn map_file_ignores_a_named_huge_page_size() {
+    let path = std::env::temp_dir().join(format!("memvisor-map-huge-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; 4 * page()]).unwrap();
+    let regular = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let shmem = memfd(4 * page());
+    shmem.write_all_at(&[7], page() as u64).unwrap();
+    for mode in both_modes() {
+        for (kind, file) in [("regular", &regular), ("memfd", &shmem)] {
+            for named in [HugeTlbSize::Size2M, HugeTlbSize::Size1G] {
+                // Page-aligned only: the reservation has no huge page alignment.
+                let mut r = reserve(mode, 8);
+                let source = MapSource::file(file.as_fd(), page() as u64);
+                r.map(
+                    page(),
+                    3 * page(),
+                    source,
+                    Protection::ReadWrite,
+                    Some(named),
+                )
+                .unwrap_or_else(|e| panic!("{mode:?} {kind} {named:?}: {e}"));
+                let addr = r.as_ptr() as usize + page();
+                assert_eq!(mapping_at(addr).0, "rw-s", "{mode:?} {kind} {named:?}");
+                assert!(!mapping_at(addr).1.contains("ht"), "{kind}");
+                // SAFETY: mapped read-write from the file, whose byte there is 7.
+                assert_eq!(unsafe { (addr as *const u8).read() }, 7);
+                assert_eq!(r.committed_bytes(), 3 * page());
+                // No huge page recorded: one base page of the range can be changed alone.
+                r.protect(2 * page(), page(), Protection::Read).unwrap();
+                r.decommit(2 * page(), page()).unwrap();
+                r.decommit(page(), 3 * page()).unwrap();
+                assert_eq!(r.committed_bytes(), 0);
+            }
+        }
+    }
+}
+
 #[test]
 fn map_hugetlb_maps_or_reports_no_huge_pages() {
     let _huge_pages = huge_page_lock::huge_page_lock();
@@ -551,39 +597,55 @@ fn protect_execute_reaches_the_kernel() {
     r.prefault(0, page()).unwrap();
 }
 
-/// Commit makes pages read-write and decommit puts them back in the mode's base state, also
-/// after they were executable (a sparse reservation's pages are read-write without being
-/// committed, so only the bookkeeping tells which need their protection back).
+/// Commit never takes execute away: code another thread may be running would fault, through
+/// a shared reference. A range holding an executable page is refused and nothing changes;
+/// `protect` (through `&mut`) takes execute away, and decommit puts pages back in the mode's
+/// base state also after they were executable (a sparse reservation's pages are read-write
+/// without being committed, so only the bookkeeping tells which need their protection back).
 #[test]
-fn commit_and_decommit_take_execute_away_in_both_modes() {
+fn commit_over_executable_pages_is_refused_and_decommit_takes_execute_away() {
     for mode in both_modes() {
         for (how, executable) in [
             ("protect", Protection::ReadWriteExecute),
             ("protect", Protection::ReadExecute),
             ("map", Protection::ReadWriteExecute),
         ] {
-            let mut r = reserve(mode, 2);
-            let at = r.as_ptr() as usize;
+            let mut r = reserve(mode, 3);
+            let at = r.as_ptr() as usize + page();
             if how == "map" {
-                r.map(0, page(), MapSource::AnonymousShared, executable, None)
+                r.map(page(), page(), MapSource::AnonymousShared, executable, None)
                     .unwrap();
             } else {
-                r.commit(0, page()).unwrap();
-                r.protect(0, page(), executable).unwrap();
+                r.commit(page(), page()).unwrap();
+                r.protect(page(), page(), executable).unwrap();
             }
             assert_eq!(
                 mapping_at(at).0[..3],
                 executable.to_string(),
                 "{mode:?} {how}"
             );
+            for (offset, len) in [(page(), page()), (0, 3 * page()), (0, 2 * page())] {
+                assert_eq!(
+                    r.commit(offset, len),
+                    Err(Error::Executable { offset: page() }),
+                    "{mode:?} {how} {executable}: commit {offset:#x}+{len:#x}"
+                );
+                assert_eq!(
+                    mapping_at(at).0[..3],
+                    executable.to_string(),
+                    "{mode:?} {how} {executable}: refused commit"
+                );
+                assert_eq!(r.committed_bytes(), page(), "{mode:?} {how}");
+                assert!(!r.is_committed(0, page()).unwrap());
+            }
+            // The pages around it commit as before.
             r.commit(0, page()).unwrap();
-            assert_eq!(
-                mapping_at(at).0[..3],
-                *"rw-",
-                "{mode:?} {how} {executable}: commit"
-            );
-            r.protect(0, page(), executable).unwrap();
-            r.decommit(0, page()).unwrap();
+            r.commit(2 * page(), page()).unwrap();
+            r.protect(page(), page(), Protection::ReadWrite).unwrap();
+            r.commit(0, 3 * page()).unwrap();
+            assert_eq!(mapping_at(at).0[..3], *"rw-", "{mode:?} {how}: protect");
+            r.protect(page(), page(), executable).unwrap();
+            r.decommit(page(), page()).unwrap();
             let base = if mode == CommitMode::Sparse {
                 "rw-"
             } else {
@@ -594,7 +656,7 @@ fn commit_and_decommit_take_execute_away_in_both_modes() {
                 *base,
                 "{mode:?} {how} {executable}: decommit"
             );
-            r.commit(0, page()).unwrap();
+            r.commit(page(), page()).unwrap();
             assert_eq!(
                 mapping_at(at).0[..3],
                 *"rw-",
@@ -700,6 +762,49 @@ fn map_hugetlbfs_file_range_not_a_multiple_of_its_page_size_is_refused() {
         assert_eq!(r.committed_bytes(), 2 * huge);
         // SAFETY: committed read-write, untouched.
         assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 42);
+    }
+}
+
+/// A hugetlbfs file is mapped in its own huge pages: a larger huge page size named for it asks
+/// nothing more of the range (a 2 MiB file's range need not be a multiple of 1 GiB).
+#[test]
+fn map_hugetlbfs_file_takes_its_own_page_size_over_the_named_one() {
+    let _huge_pages = huge_page_lock::huge_page_lock();
+    let huge = HugeTlbSize::Size2M.bytes();
+    let Some(file) = hugetlb_memfd(huge) else {
+        return;
+    };
+    let mut r = Reservation::builder()
+        .alignment(huge)
+        .reserve(2 * huge)
+        .unwrap();
+    let source = MapSource::file(file.as_fd(), 0);
+    match r.map(
+        0,
+        huge,
+        source,
+        Protection::ReadWrite,
+        Some(HugeTlbSize::Size1G),
+    ) {
+        Ok(()) => {
+            assert!(mapping_at(r.as_ptr() as usize).1.contains("ht"));
+            assert_eq!(r.committed_bytes(), huge);
+            // Its own huge page is recorded: cutting it is refused.
+            assert_eq!(
+                r.decommit(0, page()).unwrap_err(),
+                Error::Misaligned {
+                    what: "end",
+                    value: page(),
+                    page_size: huge
+                }
+            );
+            r.decommit(0, huge).unwrap();
+        }
+        Err(Error::Os {
+            operation: Operation::Map,
+            source,
+        }) => assert_eq!(source.raw(), libc::ENOMEM),
+        Err(e) => panic!("unexpected {e}"),
     }
 }
 

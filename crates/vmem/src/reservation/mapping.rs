@@ -191,9 +191,11 @@ impl Reservation {
     /// (`MAP_FIXED` over the reservation's own pages): the range becomes committed, with that
     /// protection, and unlocked, without huge-page advice or [`advise`](Self::advise)d
     /// fork and dump behaviour. With `huge`, anonymous sources use explicit huge pages of that
-    /// size (`MAP_HUGETLB`), and the range must be aligned to it. A hugetlbfs file (a memfd
-    /// made with `MFD_HUGETLB` included) is mapped in its own huge pages whatever `huge` says,
-    /// so its range and file offset must be multiples of its huge page size. Explicit huge
+    /// size (`MAP_HUGETLB`), and the range must be aligned to it. File sources take their
+    /// pages from the file and ignore `huge`: a regular file or a plain memfd is mapped in base
+    /// pages (any page-aligned range), and a hugetlbfs file (a memfd made with `MFD_HUGETLB`
+    /// included) in its own huge pages, so its range and file offset must be multiples of its
+    /// huge page size, whichever size `huge` names. Explicit huge
     /// pages also need an aligned address: reserve with an
     /// [`alignment`](crate::ReservationBuilder::alignment) of at least the huge page size. A
     /// regular file must be long enough for the range when it is mapped (afterwards it is the
@@ -209,12 +211,13 @@ impl Reservation {
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
-    /// offset) that is not a multiple of the page size, of the huge page size named, or of a
-    /// hugetlbfs file's huge page size, and (`what` `"address"`) for explicit huge pages whose
-    /// start address is not a multiple of their size (the system would refuse it);
-    /// [`Error::PastEndOfFile`] for a range reaching past the end of a regular file;
-    /// [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`] where the platform
-    /// cannot map into a reservation (Windows, and explicit huge pages outside Linux);
+    /// offset) that is not a multiple of the page size, of the huge page size named (for an
+    /// anonymous source), or of a hugetlbfs file's huge page size, and (`what` `"address"`)
+    /// for explicit huge pages whose start address is not a multiple of their size (the
+    /// system would refuse it); [`Error::PastEndOfFile`] for a range reaching past the end of
+    /// a regular file; [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`]
+    /// where the platform cannot map into a reservation (Windows, and anonymous explicit huge
+    /// pages outside Linux);
     /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
     /// `EBADF`/`EACCES` for the descriptor, also when its file cannot be examined). After an
     /// error the range is as it was, except where the system took its pages before refusing
@@ -292,12 +295,21 @@ impl Reservation {
         huge: Option<HugeTlbSize>,
     ) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
+        // A file is mapped in its own pages: base pages for a regular file or memfd, its huge
+        // pages for a hugetlbfs file (checked below). The system takes `huge` (`MAP_HUGETLB`)
+        // for anonymous memory only, so it asks nothing of a file's range.
+        #[cfg_attr(not(unix), allow(unused_mut, reason = "only Unix maps files"))]
+        let mut huge = huge;
+        #[cfg(unix)]
+        if let MapSource::File(_) = source {
+            huge = None;
+        }
         let unit = huge.map_or(self.page, |h| h.bytes().max(self.page));
         check_units(offset, len, source, unit)?;
         #[cfg_attr(not(unix), allow(unused_mut, reason = "only Unix maps files"))]
         let mut no_hole_punch = false;
         // The size of the explicit huge pages the range is mapped in, if any: for a file, its
-        // own (the system ignores `huge` there), else the one named.
+        // own, else the one named.
         #[cfg_attr(not(unix), allow(unused_mut, reason = "only Unix maps files"))]
         let mut hugetlb_size = huge.map(HugeTlbSize::bytes);
         #[cfg(unix)]
