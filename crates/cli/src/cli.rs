@@ -19,11 +19,17 @@ use crate::spec::{self, DEFAULT_ORIGIN, DEFAULT_SPEC, Source};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The option of the commands that convert Cloud Hypervisor's settings (`plan`, `back`,
+/// `check`, `init`).
+#[derive(Debug, clap::Args)]
+struct HostHugePage {
     /// With `--from cloud-hypervisor`: the host's default huge page size, which Cloud
     /// Hypervisor's `hugepages=on` without `hugepage_size` takes, and the page size of its
     /// /dev/hugepages mount, which it aligns that memory to (default: this host's,
     /// `Hugepagesize` in /proc/meminfo and the mount at /dev/hugepages).
-    #[arg(long, global = true, value_enum, value_name = "SIZE")]
+    #[arg(long, value_enum, value_name = "SIZE")]
     host_hugepage_size: Option<HugePageArg>,
 }
 
@@ -69,6 +75,8 @@ enum Command {
         /// standard input).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
+        #[command(flatten)]
+        host: HostHugePage,
         /// Print the guest kernel's command line arguments for the virtio-mmio devices
         /// (`virtio_mmio.device=4K@0xc0000000:5`, x86_64) instead of the plan.
         #[arg(long, conflicts_with = "json")]
@@ -100,6 +108,8 @@ enum Command {
         /// standard input).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
+        #[command(flatten)]
+        host: HostHugePage,
     },
     /// Say whether this host can back the spec as written (huge pages, THP modes, NUMA nodes,
     /// address bits, /dev/kvm, max_map_count, overcommit), with the fix for each problem;
@@ -124,6 +134,8 @@ enum Command {
         /// standard input).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
+        #[command(flatten)]
+        host: HostHugePage,
     },
     /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`), or,
     /// with `--from`, another VMM's configuration converted to a memvisor spec.
@@ -135,6 +147,8 @@ enum Command {
         /// The format of SPEC (see `plan --from`).
         #[arg(long, value_enum, default_value_t = From::Memvisor)]
         from: From,
+        #[command(flatten)]
+        host: HostHugePage,
         /// The guest architecture the configuration is for, written into the spec as
         /// `arch` (default x86_64; from Firecracker on x86_64 the spec has Firecracker's device
         /// windows). The printed spec plans as `plan --from` with the same flags does: `init`
@@ -386,12 +400,17 @@ fn json(value: &impl serde::Serialize) -> String {
 
 fn execute(
     command: Command,
-    huge: Option<HugePageArg>,
     out: &mut dyn Write,
     err: &mut dyn Write,
     progress: bool,
 ) -> Result<()> {
-    let huge = default_huge_page(huge);
+    let huge = default_huge_page(match &command {
+        Command::Plan { host, .. }
+        | Command::Back { host, .. }
+        | Command::Check { host, .. }
+        | Command::Init { host, .. } => host.host_hugepage_size,
+        Command::Completions { .. } | Command::Probe { .. } => None,
+    });
     let write =
         |out: &mut dyn Write, text: String| out.write_all(text.as_bytes()).map_err(Error::Output);
     match command {
@@ -401,6 +420,7 @@ fn execute(
             arch,
             from,
             kernel_cmdline,
+            ..
         } => {
             let plan = load(
                 spec.as_deref(),
@@ -427,6 +447,7 @@ fn execute(
             json: as_json,
             arch,
             from,
+            ..
         } => {
             let plan = load(
                 spec.as_deref(),
@@ -457,6 +478,7 @@ fn execute(
             json: as_json,
             arch,
             from,
+            ..
         } => {
             let (vm, plan) = load_spec(
                 spec.as_deref(),
@@ -500,7 +522,9 @@ fn execute(
                 problems => Err(Error::HostCannotBack { problems }),
             }
         }
-        Command::Init { spec, from, arch } => {
+        Command::Init {
+            spec, from, arch, ..
+        } => {
             let text = match (from, spec.as_deref()) {
                 (From::Memvisor, Some(_)) => {
                     return Err(Error::Usage(
@@ -607,8 +631,8 @@ where
         _ => false,
     };
     // What was written must reach its reader: a failed flush is a failed write.
-    let result = execute(cli.command, cli.host_hugepage_size, out, err, progress)
-        .and_then(|()| out.flush().map_err(Error::Output));
+    let result =
+        execute(cli.command, out, err, progress).and_then(|()| out.flush().map_err(Error::Output));
     match result {
         Ok(()) => 0,
         // Standard output cannot take the report: say so where it can be seen.
@@ -733,5 +757,55 @@ mod tests {
         })
         .unwrap();
         assert_eq!(vm.arch, spec::Arch::Aarch64);
+    }
+
+    fn run_args(args: &[&str]) -> (u8, String, String) {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = run(args, &mut out, &mut err, false);
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn host_hugepage_size_is_an_option_of_the_commands_that_convert() {
+        for command in ["plan", "back", "check", "init"] {
+            let (code, help, _) = run_args(&["memvisor", command, "--help"]);
+            assert_eq!(code, 0);
+            assert!(help.contains("--host-hugepage-size"), "{command}: {help}");
+        }
+        for command in ["probe", "completions"] {
+            let (code, help, _) = run_args(&["memvisor", command, "--help"]);
+            assert_eq!(code, 0);
+            assert!(!help.contains("--host-hugepage-size"), "{command}: {help}");
+        }
+        let (code, _, err) = run_args(&["memvisor", "probe", "--host-hugepage-size", "2M"]);
+        assert_eq!(code, 2, "{err}");
+        // Where SPEC.md says it is accepted, it still is.
+        let (code, out, err) = run_args(&[
+            "memvisor",
+            "plan",
+            "--host-hugepage-size",
+            "1G",
+            "--from",
+            "cloud-hypervisor",
+            "size=2G,hugepages=on",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("1 GiB"), "{out}");
+        let (code, out, err) = run_args(&[
+            "memvisor",
+            "init",
+            "--from",
+            "cloud-hypervisor",
+            "size=2G,hugepages=on",
+            "--host-hugepage-size",
+            "2M",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("huge_pages = \"2MiB\""), "{out}");
     }
 }

@@ -73,10 +73,35 @@ pub fn read_bounded(path: &str, reader: impl Read) -> Result<String> {
 }
 
 /// [`read_bounded`] of a reader that waits for its data (standard input from a pipe, which
-/// cannot be made non-blocking without unsafe code): it is read on a thread of its own, and
-/// what it has not given in full `wait` after the start is refused. The thread is left
-/// blocked in its read until the data comes or the process ends; it holds at most
-/// [`MAX_SPEC_BYTES`] + 1 bytes.
+/// cannot be made non-blocking without unsafe code): before each read, `poll(2)` waits for
+/// its descriptor to have data or its end, at most until `wait` after the start, so a read
+/// never waits and no thread is needed; what has not come whole by then is refused.
+#[cfg(unix)]
+fn read_waiting(
+    path: &str,
+    reader: impl Read + std::os::fd::AsFd,
+    wait: Duration,
+) -> Result<String> {
+    read_until(path, reader, wait, |reader, left| {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+
+        if left.is_zero() {
+            return Ok(false);
+        }
+        // `left` is at most `wait`, a few seconds: it fits a `timespec`.
+        let timeout = Timespec::try_from(left).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let mut fds = [PollFd::new(reader, PollFlags::IN)];
+        // Ready also when the writer is gone (`POLLHUP`) or the descriptor is bad: the read
+        // then says which (end of file, an error).
+        Ok(poll(&mut fds, Some(&timeout)).map_err(io::Error::from)? > 0)
+    })
+}
+
+/// [`read_bounded`] of a reader that waits for its data, where `poll(2)` is not available: it
+/// is read on a thread of its own, and what it has not given in full `wait` after the start is
+/// refused. The thread is left blocked in its read until the data comes or the process ends;
+/// it holds at most [`MAX_SPEC_BYTES`] + 1 bytes.
+#[cfg(not(unix))]
 fn read_waiting(path: &str, reader: impl Read + Send + 'static, wait: Duration) -> Result<String> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let name = path.to_owned();
@@ -113,7 +138,18 @@ fn no_end(wait: Duration) -> io::Error {
 }
 
 /// [`read_bounded`], waiting at most `wait` for data that is not there yet.
-fn read_within(path: &str, mut reader: impl Read, wait: Duration) -> Result<String> {
+fn read_within(path: &str, reader: impl Read, wait: Duration) -> Result<String> {
+    read_until(path, reader, wait, |_, _| Ok(true))
+}
+
+/// [`read_within`], asking `ready` before each read whether the reader has something to give
+/// (its data or its end) within the time left (`Ok(false)`: it has not, the wait is over).
+fn read_until<R: Read>(
+    path: &str,
+    mut reader: R,
+    wait: Duration,
+    mut ready: impl FnMut(&R, Duration) -> io::Result<bool>,
+) -> Result<String> {
     let failed = |source| Error::ReadSpec {
         path: path.to_owned(),
         source,
@@ -123,6 +159,13 @@ fn read_within(path: &str, mut reader: impl Read, wait: Duration) -> Result<Stri
     let mut bytes = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     while bytes.len() < limit {
+        match ready(&reader, wait.saturating_sub(start.elapsed())) {
+            Ok(true) => {}
+            Ok(false) => return Err(failed(no_end(wait))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(failed(source)),
+        }
+        // `bytes.len() < limit` (the loop's condition).
         let want = (limit - bytes.len()).min(buf.len());
         match reader.read(&mut buf[..want]) {
             Ok(0) => break,
@@ -170,6 +213,9 @@ pub fn read_spec(path: impl AsRef<std::path::Path>) -> Result<String> {
         if std::io::IsTerminal::is_terminal(&stdin) {
             return read_bounded("<stdin>", stdin.lock());
         }
+        #[cfg(unix)]
+        return read_waiting("<stdin>", stdin.lock(), MAX_READ_WAIT);
+        #[cfg(not(unix))]
         return read_waiting("<stdin>", stdin, MAX_READ_WAIT);
     }
     let shown = path.to_string_lossy();
@@ -383,5 +429,47 @@ mod tests {
             read_waiting("<stdin>", reader, MAX_READ_WAIT).unwrap(),
             "[memory]\n"
         );
+    }
+
+    /// The threads of this process (`/proc/self/task`).
+    #[cfg(target_os = "linux")]
+    fn threads() -> usize {
+        std::fs::read_dir("/proc/self/task").unwrap().count()
+    }
+
+    /// A pipe whose writer never writes, read as standard input is, leaves no thread behind
+    /// once it is refused. Run in a process of its own (one test at a time), so that no other
+    /// test's threads change the count.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore)]
+    fn silent_pipe_leaves_no_thread_behind() {
+        const CHILD: &str = "MEMVISOR_SILENT_PIPE_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "input::tests::silent_pipe_leaves_no_thread_behind",
+                    "--exact",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env(CHILD, "1")
+                .status()
+                .unwrap();
+            assert!(status.success(), "{status}");
+            return;
+        }
+        let (reader, writer) = std::io::pipe().unwrap();
+        let before = threads();
+        let start = Instant::now();
+        let err = read_waiting("<stdin>", reader, Duration::from_millis(200)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5), "{err}");
+        let why = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            why.is_some_and(|w| w.contains("no end of its data")),
+            "{err:?}"
+        );
+        assert_eq!(threads(), before, "a thread is left behind");
+        drop(writer);
     }
 }

@@ -518,8 +518,8 @@ pub struct ErrorBody {
     /// The spec's file name, for spec mistakes and for a spec that cannot be read (`<stdin>`
     /// for standard input, `<default>` for the built-in spec, `--memory` for Cloud
     /// Hypervisor's option, `NAME (as a memvisor spec)` for a mistake found after another
-    /// VMM's configuration was converted; a path longer than 4096 bytes, which names no file,
-    /// shown in part).
+    /// VMM's configuration was converted; a path of 4096 bytes or more, which names no file,
+    /// shown in part); for a runtime error, the host file that is too long to read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// 1-based line, when known.
@@ -565,6 +565,9 @@ impl From<&Error> for ErrorDoc {
                 body.file = Some(crate::render::clip_path(path).into_owned());
             }
             Error::Import { origin, .. } => body.file = Some(origin.clone()),
+            Error::HostFileTooLarge { path, .. } => {
+                body.file = Some(crate::render::clip_path(path).into_owned());
+            }
             _ => {}
         }
         Self {
@@ -641,5 +644,28 @@ mod tests {
         assert_eq!(snake("RAM"), "ram");
         assert_eq!(snake("anonymous-shared"), "anonymous_shared");
         assert_eq!(snake("virtio-net"), "virtio_net");
+    }
+
+    #[test]
+    fn host_file_too_large_names_its_file() {
+        let err = Error::HostFileTooLarge {
+            path: "/proc/mounts".into(),
+            limit: 16 << 20,
+        };
+        let doc = ErrorDoc::from(&err);
+        assert_eq!(doc.error.kind, "runtime");
+        assert_eq!(doc.error.exit_code, 1);
+        assert_eq!(doc.error.file.as_deref(), Some("/proc/mounts"));
+        // A path no file can have is shown in part, as for a spec's file.
+        let long = format!("/{}", "p".repeat(5000));
+        let doc = ErrorDoc::from(&Error::HostFileTooLarge {
+            path: long.clone(),
+            limit: 1,
+        });
+        assert_eq!(
+            doc.error.file.as_deref(),
+            Some(crate::render::clip_path(&long).as_ref())
+        );
+        assert_ne!(doc.error.file.as_deref(), Some(long.as_str()));
     }
 }

@@ -40,6 +40,8 @@ impl Span {
         }
     }
 
+    /// `start` and `size` are a layout window's or a planned region's, which
+    /// `memvisor-space` keeps non-empty and ending at most at `u64::MAX`.
     fn new(start: u64, size: u64) -> Self {
         Self {
             start,

@@ -94,8 +94,9 @@ pub const QUOTE_MAX: usize = 80;
 /// The characters of a longer quoted value a message keeps.
 pub const QUOTE_KEEP: usize = 60;
 
-/// The bytes of a path a message shows whole: a longer one (which no file can have, Linux's
-/// `PATH_MAX`) is cut as a long quoted value is.
+/// Linux's `PATH_MAX`, which counts a path's terminating NUL: a message shows a path of fewer
+/// bytes whole, and cuts one of this many or more (which no file can have) as a long quoted
+/// value is.
 pub const PATH_MAX: usize = 4096;
 
 /// `value` cut to its first [`QUOTE_KEEP`] characters (to be marked with `…`).
@@ -209,7 +210,7 @@ pub fn clip_field(field: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(format!("{}…", cut(field)))
 }
 
-/// A path longer than [`PATH_MAX`] bytes (it names no file) cut as [`clip_quoted`] cuts a
+/// A path of [`PATH_MAX`] bytes or more (it names no file) cut as [`clip_quoted`] cuts a
 /// value, with its length; any other path whole.
 ///
 /// ```
@@ -221,7 +222,7 @@ pub fn clip_field(field: &str) -> std::borrow::Cow<'_, str> {
 /// ```
 #[must_use]
 pub fn clip_path(path: &str) -> std::borrow::Cow<'_, str> {
-    if path.len() <= PATH_MAX {
+    if path.len() < PATH_MAX {
         return std::borrow::Cow::Borrowed(path);
     }
     std::borrow::Cow::Owned(shortened(path, ""))
@@ -758,5 +759,17 @@ mod tests {
         let mut t = Table::new(&["A", "B"]);
         t.row(vec!["x".into()]);
         assert_eq!(t.to_string(), "A  B\nx\n");
+    }
+
+    #[test]
+    fn path_of_path_max_bytes_is_cut() {
+        // PATH_MAX counts the terminating NUL: 4095 bytes is the longest path a file has.
+        let longest = format!("/{}", "p".repeat(PATH_MAX - 2));
+        assert_eq!(clip_path(&longest), longest.as_str());
+        let none = format!("{longest}p");
+        assert_eq!(
+            clip_path(&none),
+            format!("/{}… (4096 characters)", "p".repeat(59))
+        );
     }
 }

@@ -239,7 +239,7 @@ fn spec_irq_is_the_gsi_on_x86_64_and_the_intid_on_aarch64() {
     );
 }
 
-/// SPEC.md, Limits: `memory.hugetlbfs` is an absolute path of at most 4096 bytes with no
+/// SPEC.md, Limits: `memory.hugetlbfs` is an absolute path of at most 4095 bytes with no
 /// control or format characters; a path that breaks a rule is refused by a message that says
 /// which rule and names the value (its length, the character).
 #[test]
@@ -264,7 +264,7 @@ fn hugetlbfs_path_refusal_names_the_rule_and_the_value() {
             }
         }
     };
-    let longest = format!("/{}", "a".repeat(4095));
+    let longest = format!("/{}", "a".repeat(4094));
     assert!(error_of(&longest).is_ok());
     assert!(error_of("/dev/hugepages").is_ok());
     assert_eq!(
@@ -273,7 +273,7 @@ fn hugetlbfs_path_refusal_names_the_rule_and_the_value() {
     );
     assert_eq!(
         error_of(&format!("{longest}a")).unwrap_err(),
-        "a path of 4097 bytes (a hugetlbfs mount's path is at most 4096)"
+        "a path of 4096 bytes (a hugetlbfs mount's path is at most 4095)"
     );
     for (c, shown) in [
         ('\u{1b}', "\\u{1b}"),

@@ -452,8 +452,9 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
     Ok(v)
 }
 
-/// The longest `memory.hugetlbfs` path, in bytes: Linux's `PATH_MAX`.
-const MAX_HUGETLBFS_PATH_BYTES: usize = 4096;
+/// The longest `memory.hugetlbfs` path, in bytes: one less than Linux's `PATH_MAX`, which
+/// counts the terminating NUL.
+const MAX_HUGETLBFS_PATH_BYTES: usize = crate::render::PATH_MAX - 1;
 
 /// The x86_64 I/O ports KVM's in-kernel devices answer (`KVM_CREATE_IRQCHIP`'s PICs and
 /// ELCR, `KVM_CREATE_PIT2`'s PIT and its speaker port), with the device's name.
@@ -1620,6 +1621,28 @@ mod tests {
         for port in [0x22u64, 0x38, 0x44, 0x62, 0x2f8, 0x3f8, 0x4d2, 0xfff8] {
             let text = format!("[memory]\nsize = 4096\n[serial]\nport = {port:#x}\n");
             parse(src(&text)).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn hugetlbfs_path_of_path_max_bytes_is_refused() {
+        // Linux's PATH_MAX (4096) counts the terminating NUL: 4095 bytes is the longest path.
+        let spec_with = |path: &str| {
+            format!(
+                "[memory]\nsize = \"256MiB\"\nbacking = \"hugetlbfs\"\nhuge_pages = \
+                 \"2MiB\"\nhugetlbfs = \"{path}\"\n"
+            )
+        };
+        let longest = format!("/{}", "a".repeat(4094));
+        parse(src(&spec_with(&longest))).unwrap();
+        for len in [4096, 4097] {
+            let path = format!("/{}", "a".repeat(len - 1));
+            let err = parse(src(&spec_with(&path))).unwrap_err();
+            assert_eq!(err.field, "memory.hugetlbfs");
+            assert_eq!(
+                err.problem.to_string(),
+                format!("a path of {len} bytes (a hugetlbfs mount's path is at most 4095)")
+            );
         }
     }
 }

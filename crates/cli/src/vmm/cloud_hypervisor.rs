@@ -1475,6 +1475,7 @@ fn zones_spec(
             )));
         }
     }
+    // `config_spec` calls this only with zones (without, it makes `[memory]` itself).
     let first = &zones[0];
     let mut hotplug: Option<(usize, &ChZone<'_>)> = None;
     let mut sizes = vec![0u64; count];
