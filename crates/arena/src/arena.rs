@@ -10,7 +10,7 @@ use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, CLASS_SLOTS, NCLASSES};
 use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
-use crate::error::{Error, Result};
+use crate::error::{Error, HostTable, Result};
 
 /// A chunk record's `prev` while a run is being taken: this call committed the chunk (so a
 /// refusal further on decommits it again). Never a chunk index: an arena has fewer than
@@ -320,7 +320,8 @@ impl Arena {
     /// As [`Config::validate`]; [`Error::BackingTooLarge`] (with the configured alignment) if
     /// the backing is longer than `isize::MAX` bytes or runs past the end of the address space
     /// (which no memory does: a [`Backing::from_raw`] that breaks its promise);
-    /// [`Error::BackingTooSmall`] if not one chunk fits.
+    /// [`Error::BackingTooSmall`] if not one chunk fits; [`Error::TablesUnavailable`] (of
+    /// [`HostTable::SideTables`]) if the host's allocator refuses the side tables.
     pub fn new(backing: Backing, config: Config) -> Result<Self> {
         config.validate()?;
         let chunk = config.chunk_size();
@@ -423,7 +424,10 @@ impl Arena {
         // yet).
         let bytes = fixed_table_bytes(nchunks, nmarks, nfree, nslabs)
             + nchunks * core::mem::size_of::<usize>();
-        let refused = || Error::TablesUnavailable { bytes };
+        let refused = || Error::TablesUnavailable {
+            bytes,
+            what: HostTable::SideTables,
+        };
         // Every table starts as zero bytes meaning "free, nobody, nothing": zeroed memory, which
         // the system hands out untouched, so making an arena writes a few words whatever its
         // size, and a table takes memory as its chunks are first used. (Under loom, whose
@@ -598,8 +602,9 @@ impl Arena {
     ///
     /// # Errors
     /// [`Error::ClientIdsExhausted`] after `u32::MAX - 1` clients;
-    /// [`Error::TablesUnavailable`] if the host's allocator refuses the client's mailbox (one
-    /// word). Nothing changes on error.
+    /// [`Error::TablesUnavailable`] (of [`HostTable::Mailbox`]) if the host's allocator refuses
+    /// the client's mailbox (one word). Nothing changes on error: no client identifier is
+    /// used up.
     ///
     /// # Examples
     /// ```
@@ -616,6 +621,7 @@ impl Arena {
     pub fn create_client(&self, quota: Quota) -> Result<Client<'_>> {
         let mailbox = Mailbox::boxed().ok_or(Error::TablesUnavailable {
             bytes: core::mem::size_of::<Mailbox>(),
+            what: HostTable::Mailbox,
         })?;
         let mut id = self.next_id.load(Ordering::Relaxed);
         loop {
@@ -692,9 +698,9 @@ impl Arena {
     /// [`Error::Foreign`] if `ptr` is outside the arena, [`Error::NotOwned`] if no client holds
     /// its chunk (also a block freed before whose chunk has gone back to the arena),
     /// [`Error::NotABlock`] if it is not the start of a live block (interior, already freed
-    /// by its client or through the arena), [`Error::TablesUnavailable`] if the chunk's
-    /// remote-free bits (made at the first such free in a chunk, a 128th of the chunk) could
-    /// not be allocated. Nothing changes on error.
+    /// by its client or through the arena), [`Error::TablesUnavailable`] (of
+    /// [`HostTable::RemoteFreeBits`]) if the chunk's remote-free bits (made at the first such
+    /// free in a chunk, a 128th of the chunk) could not be allocated. Nothing changes on error.
     ///
     /// # Safety
     /// If `ptr` is a live block, nothing may use it after this call — a second free of it
@@ -766,6 +772,7 @@ impl Arena {
             None => {
                 return Err(Error::TablesUnavailable {
                     bytes: self.remote.table_bytes(),
+                    what: HostTable::RemoteFreeBits,
                 });
             }
         }

@@ -154,8 +154,9 @@ impl Backing {
     /// [`Arena::new`](crate::Arena::new); the advice outlives decommits.
     ///
     /// # Errors
-    /// [`Error::Vmem`] if the reservation fails, [`Error::TablesUnavailable`] if the host's
-    /// allocator refuses the backing's record.
+    /// [`Error::Vmem`] if the reservation fails, [`Error::TablesUnavailable`] (of
+    /// [`HostTable::BackingRecord`](crate::HostTable::BackingRecord)) if the host's allocator
+    /// refuses the backing's record.
     ///
     /// # Examples
     /// ```
@@ -177,6 +178,7 @@ impl Backing {
         let (ptr, len) = (reservation.as_non_null(), len.min(reservation.len()));
         let record = crate::table::boxed(reservation).ok_or(Error::TablesUnavailable {
             bytes: core::mem::size_of::<Reservation>(),
+            what: crate::HostTable::BackingRecord,
         })?;
         Ok(Self {
             ptr,

@@ -118,11 +118,13 @@ pub enum Error {
     /// The host's allocator refused memory the arena keeps outside its backing: its side
     /// tables (about 2% of the backing; see
     /// [`Arena::bookkeeping_bytes`](crate::Arena::bookkeeping_bytes)), a chunk's remote-free
-    /// bits, a new client's mailbox or a reserved backing's record.
-    #[error("the arena's side tables need {bytes:#x} bytes of host memory, which were refused")]
+    /// bits, a new client's mailbox or a reserved backing's record; `what` says which.
+    #[error("the host refused {bytes:#x} bytes of memory for {what}")]
     TablesUnavailable {
-        /// Bytes the side tables need.
+        /// Bytes that were asked of the host's allocator.
         bytes: usize,
+        /// What the memory was for.
+        what: HostTable,
     },
     /// The address is not inside the arena's chunks.
     #[error("address {addr:#x} is not inside the arena")]
@@ -155,6 +157,35 @@ pub enum Error {
     #[cfg(feature = "std")]
     #[error("virtual memory operation failed")]
     Vmem(#[source] memvisor_vmem::Error),
+}
+
+/// What memory outside the backing the host's allocator refused
+/// ([`Error::TablesUnavailable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HostTable {
+    /// The side tables an arena is made with ([`Arena::new`](crate::Arena::new)).
+    SideTables,
+    /// The remote-free bits of a chunk, made by the first free through the arena that lands
+    /// in it ([`Arena::free`](crate::Arena::free)).
+    RemoteFreeBits,
+    /// A new client's mailbox of blocks freed through the arena
+    /// ([`Arena::create_client`](crate::Arena::create_client)).
+    Mailbox,
+    /// The record of a reserved backing
+    /// ([`Backing::reserve`](crate::Backing::reserve)).
+    BackingRecord,
+}
+
+impl core::fmt::Display for HostTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::SideTables => "the arena's side tables",
+            Self::RemoteFreeBits => "a chunk's remote-free bits",
+            Self::Mailbox => "a client's mailbox",
+            Self::BackingRecord => "a reserved backing's record",
+        })
+    }
 }
 
 #[cfg(feature = "std")]
@@ -258,6 +289,22 @@ mod tests {
         assert_eq!(
             Error::OutOfMemory { requested: 0x40 }.to_string(),
             "out of memory: no chunk left for a block of 0x40 bytes"
+        );
+        assert_eq!(
+            Error::TablesUnavailable {
+                bytes: 0x2000,
+                what: HostTable::RemoteFreeBits
+            }
+            .to_string(),
+            "the host refused 0x2000 bytes of memory for a chunk's remote-free bits"
+        );
+        assert_eq!(
+            Error::TablesUnavailable {
+                bytes: 0x8,
+                what: HostTable::Mailbox
+            }
+            .to_string(),
+            "the host refused 0x8 bytes of memory for a client's mailbox"
         );
         assert_eq!(
             Error::ClientIdsExhausted { max: 7 }.to_string(),

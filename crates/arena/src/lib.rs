@@ -105,4 +105,4 @@ pub use arena::{Arena, ArenaStats};
 pub use backing::Backing;
 pub use client::{Client, ClientStats, POISON_BYTE};
 pub use config::{Config, Flags, MAX_CHUNK_SIZE, MAX_MIN_BLOCK, MIN_BLOCK, MIN_CHUNK_SIZE, Quota};
-pub use error::{Error, Result};
+pub use error::{Error, HostTable, Result};

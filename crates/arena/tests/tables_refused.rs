@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use memvisor_arena::{Arena, Backing, Config, Error, Quota};
+use memvisor_arena::{Arena, Backing, Config, Error, HostTable, Quota};
 #[cfg(feature = "std")]
 use memvisor_vmem::CommitMode;
 
@@ -57,7 +57,10 @@ fn refused_side_tables_are_an_error() {
     // 8 GiB of 1 MiB chunks: the marks alone are 128 MiB.
     let backing = Backing::reserve(8 << 30, 1 << 20, CommitMode::Protected).unwrap();
     match Arena::new(backing, Config::new()) {
-        Err(Error::TablesUnavailable { bytes }) => {
+        Err(Error::TablesUnavailable {
+            bytes,
+            what: HostTable::SideTables,
+        }) => {
             // About 2% of the backing.
             assert!(bytes > (8 << 30) / 100 && bytes < (8 << 30) / 25, "{bytes}");
         }
@@ -95,7 +98,8 @@ fn refused_remote_bits_are_an_error_that_changes_nothing() {
     assert_eq!(
         refused,
         Err(Error::TablesUnavailable {
-            bytes: (1 << 20) / 128
+            bytes: (1 << 20) / 128,
+            what: HostTable::RemoteFreeBits,
         })
     );
     assert_eq!(arena.owner_of(p.as_ptr()), Some(client.id()));
@@ -117,10 +121,47 @@ fn refused_client_records_are_an_error_that_changes_nothing() {
     let refused = arena.create_client(Quota::UNLIMITED);
     REFUSE_ALL.set(false);
     match refused {
-        Err(Error::TablesUnavailable { bytes }) => assert!(bytes > 0 && bytes <= 64, "{bytes}"),
+        Err(Error::TablesUnavailable {
+            bytes,
+            what: HostTable::Mailbox,
+        }) => assert!(bytes > 0 && bytes <= 64, "{bytes}"),
         other => panic!("expected TablesUnavailable, got {other:?}"),
     }
     assert_eq!(arena.stats(), before);
     let second = arena.create_client(Quota::UNLIMITED).unwrap();
     assert_eq!(second.id(), first.id() + 1);
+}
+
+/// The error says what the host's allocator refused: a client's mailbox, a chunk's
+/// remote-free bits or the side tables, not "side tables" for all of them.
+#[test]
+fn refused_host_memory_error_names_what_was_refused() {
+    let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
+    REFUSE_ALL.set(true);
+    let mailbox = arena.create_client(Quota::UNLIMITED).err().unwrap();
+    REFUSE_ALL.set(false);
+    let message = mailbox.to_string();
+    assert!(message.contains("mailbox"), "{message}");
+    assert!(!message.contains("side tables"), "{message}");
+
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let p = client
+        .alloc(Layout::from_size_align(100, 8).unwrap())
+        .unwrap();
+    REFUSE_ALL.set(true);
+    // SAFETY: a live block of a client that outlives the call; not used after a free.
+    let remote = unsafe { arena.free(p) }.err().unwrap();
+    REFUSE_ALL.set(false);
+    let message = remote.to_string();
+    assert!(message.contains("remote-free bits"), "{message}");
+    assert!(!message.contains("side tables"), "{message}");
+    // SAFETY: as above.
+    assert_eq!(unsafe { client.free(p) }, Ok(112));
+
+    let backing = Backing::heap(4 << 20, 4096).unwrap();
+    REFUSE_ALL.set(true);
+    let tables = Arena::new(backing, Config::new());
+    REFUSE_ALL.set(false);
+    let message = tables.err().unwrap().to_string();
+    assert!(message.contains("side tables"), "{message}");
 }

@@ -316,6 +316,15 @@ fn lock_for_delete(slot: &ContextSlot, handle: u64) -> Result<(), Status> {
 /// # Errors
 /// The arena's error, or [`Status::LimitReached`] if no handle is left.
 pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Result<u64, Status> {
+    create_client_in(&CLIENTS, pinned, quota)
+}
+
+/// [`create_client`] with the client's slot taken from `clients`.
+fn create_client_in(
+    clients: &Table<ClientSlot>,
+    pinned: &Pinned,
+    quota: memvisor_arena::Quota,
+) -> Result<u64, Status> {
     let shared = pinned.shared();
     if pinned.slot.state.load(Ordering::Relaxed) & COUNT_BITS >= MAX_USERS {
         return Err(Status::LimitReached);
@@ -327,34 +336,27 @@ pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Re
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     handles.try_reserve(1).map_err(|_| Status::Os)?;
-    let client = shared.arena.create_client(quota)?;
-    let id = client.id();
-    // The client's own user count, taken before it is published.
-    pinned.slot.state.fetch_add(1, Ordering::Relaxed);
-    let mut client = Some(client);
-    let result = CLIENTS.take(Status::LimitReached, Status::Os, |slot, _| {
+    // The client is made last, once its slot is had: a client made and then dropped because
+    // no slot could be had would have spent an identifier of the arena.
+    let mut id = 0;
+    let handle = clients.take(Status::LimitReached, Status::Os, |slot, _| {
+        let client = shared.arena.create_client(quota)?;
+        id = client.id();
+        // The client's own user count, taken before it is published.
+        pinned.slot.state.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the slot is not live (its generation is even), so no call reads its cell, and
         // the table's lock keeps other takers out.
         unsafe {
-            *slot.value().live.get() = client.take().map(|client| Live {
+            *slot.value().live.get() = Some(Live {
                 client,
                 home: pinned.slot,
                 shared,
             });
         }
         Ok(())
-    });
-    match result {
-        Ok(handle) => {
-            handles.insert(id, handle);
-            Ok(handle)
-        }
-        Err(e) => {
-            drop(client);
-            pinned.slot.state.fetch_sub(1, Ordering::Release);
-            Err(e)
-        }
-    }
+    })?;
+    handles.insert(id, handle);
+    Ok(handle)
 }
 
 /// The handle of the client whose arena id is `id`, if it is live.
@@ -495,6 +497,34 @@ mod tests {
         let ctx = create_context(arena()).unwrap();
         let pinned = pin(ctx).unwrap();
         assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        drop(pinned);
+        delete_context(ctx).unwrap();
+    }
+
+    /// A client that cannot be made because no slot is left for it spends no identifier of
+    /// the arena and no user count of its context: the next client gets the next identifier.
+    #[test]
+    fn failed_client_create_spends_no_client_id() {
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        let first = create_client(&pinned, Quota::UNLIMITED).unwrap();
+        // SAFETY: no other thread uses the client.
+        let first_id = unsafe { client(first) }.unwrap().client.id();
+        let users = pinned.slot.state.load(Ordering::Relaxed);
+        let full = Table::<ClientSlot>::exhausted(Kind::Client);
+        assert_eq!(
+            create_client_in(&full, &pinned, Quota::UNLIMITED),
+            Err(Status::LimitReached)
+        );
+        assert_eq!(pinned.slot.state.load(Ordering::Relaxed), users);
+        assert_eq!(pinned.shared().arena.stats().clients, 1);
+        let second = create_client(&pinned, Quota::UNLIMITED).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { client(second) }.unwrap().client.id(), first_id + 1);
+        // SAFETY: as above.
+        unsafe { delete_client(first) }.unwrap();
+        // SAFETY: as above.
+        unsafe { delete_client(second) }.unwrap();
         drop(pinned);
         delete_context(ctx).unwrap();
     }

@@ -113,6 +113,19 @@ impl<T: Default + 'static> Table<T> {
         }
     }
 
+    /// A table every index of which is handed out: [`take`](Self::take) fails with `full`
+    /// at once.
+    #[cfg(test)]
+    pub(crate) fn exhausted(kind: Kind) -> Self {
+        let table = Self::new(kind);
+        table
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next = KIND_BIT.into();
+        table
+    }
+
     /// The slot of `handle` if it is live with that generation.
     ///
     /// The answer is only as current as the caller's knowledge: a slot may be given back on
