@@ -188,10 +188,18 @@ impl DirtyBitmap {
         Ok(())
     }
 
-    /// ORs words of the same form in (equal lengths, checked by the callers).
+    /// ORs words of the same form in: words past the bitmap's, and bits past its last page
+    /// (which KVM's reply should leave clear), are dropped, so every set bit is a page of the
+    /// range.
     fn or_words(&mut self, words: &[u64]) {
         for (w, o) in self.words.iter_mut().zip(words) {
             *w |= o;
+        }
+        let used = self.pages() % 64;
+        if let Some(last) = self.words.last_mut()
+            && used != 0
+        {
+            *last &= !(u64::MAX << used);
         }
     }
 }
@@ -276,7 +284,8 @@ impl MemorySlots {
 
     /// Fetches and clears KVM's dirty log of the region starting at `bitmap`'s
     /// [`base`](DirtyBitmap::base) (one `KVM_GET_DIRTY_LOG`, which write-protects the pages
-    /// again) and merges it into `bitmap`.
+    /// again) and merges it into `bitmap` (bits of KVM's reply past the region's last page,
+    /// which KVM leaves clear, are dropped).
     ///
     /// This is the merge point with the VMM's own record of its writes: pass the bitmap those
     /// writes were [`mark`](DirtyBitmap::mark)ed in, and it comes back holding every page
@@ -369,6 +378,21 @@ mod tests {
                 GuestAddress(0x1000 + 128 * 0x1000)
             ]
         );
+    }
+
+    #[test]
+    fn or_words_drops_bits_past_the_last_page() {
+        // A log of 65 pages ending at the top of the address space, as KVM's reply to
+        // `KVM_GET_DIRTY_LOG` comes in: whole words, of which only the pages' bits count.
+        let page = host_page_size();
+        let base = GuestAddress(u64::MAX - 65 * page + 1);
+        let mut b = DirtyBitmap::new(base, 65 * page, page).unwrap();
+        b.or_words(&[1, u64::MAX, u64::MAX]);
+        assert_eq!(b.words(), [1, 1]);
+        assert_eq!(b.count(), 2);
+        let last = GuestAddress(base.0 + 64 * page);
+        assert_eq!(b.dirty_pages().collect::<Vec<_>>(), [base, last]);
+        assert!(b.count() <= b.pages());
     }
 
     #[test]

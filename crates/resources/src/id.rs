@@ -162,6 +162,12 @@ impl<I: Id> IdAllocator<I> {
         u64::from(self.span()) + 1
     }
 
+    /// The number of ID positions the bitmap's leaves cover (up to 2^32, which a 32-bit
+    /// `usize` cannot hold, so counted in `u64`).
+    fn bitmap_ids(&self) -> u64 {
+        self.leaves.len() as u64 * BITS as u64
+    }
+
     /// The number of allocated IDs.
     #[must_use]
     pub fn used(&self) -> u64 {
@@ -319,12 +325,12 @@ impl<I: Id> IdAllocator<I> {
         // The bitmap grows first, to the highest ID the loop takes, so that a heap that refuses
         // it fails the call before any ID is taken. IDs past the bitmap are all free, and
         // the loop takes the free ones inside it before any past it.
-        let covered = (self.leaves.len() * BITS).min(self.span() as usize + 1);
-        let past = u64::from(self.span()) + 1 - covered as u64;
+        let covered = self.bitmap_ids().min(self.capacity());
+        let past = self.capacity() - covered;
         let inside = self.available() - past;
         if let Some(beyond) = u64::from(count).checked_sub(inside + 1) {
             // `count <= available`, so this is at most `span`.
-            self.ensure(to_off32(covered as u64 + beyond))?;
+            self.ensure(to_off32(covered + beyond))?;
         }
         for _ in 0..count {
             // Enough IDs are free (checked above), so the search always finds one, and the
@@ -657,8 +663,8 @@ impl<I: Id> IdAllocator<I> {
             return Some(to_off(w * BITS + b));
         }
         // Every tracked ID is allocated: the next one is the first past the bitmap.
-        let next = self.leaves.len() * BITS;
-        (next <= self.span() as usize).then(|| to_off(next))
+        let next = self.bitmap_ids();
+        (next <= u64::from(self.span())).then(|| to_off32(next))
     }
 
     /// The lowest offset `o` such that `first + o` is a multiple of `alignment` and the `count`
@@ -684,8 +690,7 @@ impl<I: Id> IdAllocator<I> {
             if free == 0 {
                 run = None;
                 // Skip fully allocated words through the summary.
-                let next = self
-                    .next_free_from(to_off(w * BITS + BITS).min(to_off(usize::MAX)), self.span());
+                let next = self.next_free_from(to_off32(base + BITS as u64), self.span());
                 w = next.map_or(words, |o| o as usize / BITS).max(w + 1);
                 continue;
             }
@@ -742,8 +747,8 @@ impl<I: Id> IdAllocator<I> {
 
     /// Offset of the first ID at or after `from` whose bit is clear, if any; the search stops
     /// past `until`, as for [`next_free_from`](Self::next_free_from).
-    fn next_clear_from(&self, from: u32, until: u32) -> Option<u32> {
-        let from = from as usize;
+    fn next_clear_from(&self, from_off: u32, until: u32) -> Option<u32> {
+        let from = from_off as usize;
         let mut w = from / BITS;
         if let Some(&word) = self.leaves.get(w) {
             let free = !word & (u64::MAX << (from % BITS));
@@ -773,8 +778,8 @@ impl<I: Id> IdAllocator<I> {
             }
             w = self.leaves.len();
         }
-        let pos = from.max(w * BITS);
-        (pos <= self.span() as usize).then(|| to_off(pos))
+        let pos = u64::from(from_off).max(w as u64 * BITS as u64);
+        (pos <= u64::from(self.span())).then(|| to_off32(pos))
     }
 
     /// Offset of the first allocated ID at or after `from`, if any (may lie past `last` in
@@ -824,12 +829,16 @@ impl<I: Id> IdAllocator<I> {
         let summary = need.div_ceil(BITS);
         reserve_more(&mut self.summary, summary)?;
         reserve_more(&mut self.top, summary.div_ceil(BITS))?;
-        let total = self.span() as usize + 1;
+        let total = self.capacity();
         while self.leaves.len() < need {
             let w = self.leaves.len();
-            // Padding bits past `last` are set.
-            let valid = (total - w * BITS).min(BITS);
-            let word = if valid == BITS { 0 } else { u64::MAX << valid };
+            // Padding bits past `last` are set. `w` is below `total / 64` rounded up.
+            let valid = (total - w as u64 * BITS as u64).min(BITS as u64);
+            let word = if valid == BITS as u64 {
+                0
+            } else {
+                u64::MAX << valid
+            };
             self.leaves.push(word);
             if w.is_multiple_of(BITS) {
                 if self.summary.len().is_multiple_of(BITS) {
@@ -1792,6 +1801,24 @@ mod tests {
         }
         assert_eq!(a.available(), (1u64 << 32) - 1000);
         assert!(a.heap_bytes() < 4096);
+    }
+
+    #[test]
+    fn full_u32_range_counts_its_ids_past_a_32_bit_usize() {
+        // 2^32 IDs, one more than a 32-bit `usize` holds: every count of them, and every bit
+        // position of a bitmap covering them, is taken in `u64`.
+        let mut a = IdAllocator::new(0, u32::MAX).unwrap();
+        assert_eq!(a.allocate_id(), Ok(0));
+        assert_eq!(a.allocate_id(), Ok(1));
+        assert!(!a.is_allocated(2));
+        assert_eq!(a.allocate_many(3), Ok(vec![2, 3, 4]));
+        assert_eq!(a.allocate_ids(2, 64), Ok(64..=65));
+        assert_eq!(a.free_ids(0..=4), Ok(()));
+        assert_eq!(a.allocate_ids(5, 1), Ok(0..=4));
+        assert_eq!(a.allocate_id_at(200), Ok(200));
+        assert_eq!(a.allocate_many(2), Ok(vec![5, 6]));
+        assert_eq!(a.used(), 10);
+        assert_eq!(a.available(), (1u64 << 32) - 10);
     }
 
     #[test]
