@@ -240,16 +240,6 @@ pub enum Error {
         /// Offset of the first locked page in the range.
         offset: usize,
     },
-    /// The page at `offset` is executable ([`protect`](crate::Reservation::protect)ed or
-    /// [`map`](crate::Reservation::map)ped with an executable
-    /// [`Protection`](crate::Protection)), and [`commit`](crate::Reservation::commit) would
-    /// make it read-write, taking execute away from code another thread may be running;
-    /// `protect` changes its protection.
-    #[error("page at offset {offset:#x} is executable")]
-    Executable {
-        /// Offset of the first executable page in the range.
-        offset: usize,
-    },
     /// A [`map`](crate::Reservation::map) of a regular file (a memfd included) would reach
     /// past the end of the file, where every access faults (`SIGBUS`) instead of reading.
     #[error(
@@ -486,10 +476,6 @@ mod tests {
         assert_eq!(
             Error::Shared { offset: 0x3000 }.to_string(),
             "page at offset 0x3000 is of a shared source"
-        );
-        assert_eq!(
-            Error::Executable { offset: 0x3000 }.to_string(),
-            "page at offset 0x3000 is executable"
         );
         assert_eq!(
             Error::ReadOnlySource { offset: 0x4000 }.to_string(),

@@ -254,7 +254,6 @@ impl ReservationBuilder {
             hugetlb,
             hugetlb_head,
             any_hugetlb: AtomicBool::new(false),
-            any_executable: AtomicBool::new(false),
             lock_calls: Serial::default(),
         })
     }
@@ -419,9 +418,6 @@ pub struct Reservation {
     /// Whether `hugetlb` ever had a page (set after its bits, with `Release`), so that ranges
     /// are checked against it only once explicit huge pages were mapped.
     any_hugetlb: AtomicBool,
-    /// Whether `executable` ever had a page (set after its bits, with `Release`), so that
-    /// commits look for executable pages only once a page was made executable.
-    any_executable: AtomicBool,
     /// Whether a vector keeps its elements here (set once by the vector that reserved it):
     /// the unsafe `&self` calls that discard, replace or protect memory are then refused with
     /// [`Error::HeldByVector`], since the vector reads, writes and drops its elements there
@@ -669,11 +665,9 @@ impl Reservation {
     }
 
     /// Commits the pages of `offset..offset + len`: they become readable and writable (also
-    /// those committed before whose protection was lowered). Pages committed for the first
+    /// those committed before whose protection was lowered, and those made executable, which
+    /// lose execute: do not commit over code a thread may run). Pages committed for the first
     /// time read as zero. Committing committed pages is allowed and keeps their contents.
-    /// Commit never takes execute away: a range holding a page made executable
-    /// ([`protect`](Self::protect) or [`map`](Self::map) with an executable [`Protection`])
-    /// is refused, since code another thread runs there would fault; `protect` changes it.
     ///
     /// # Errors
     /// [`Error::ZeroLength`], [`Error::Misaligned`], [`Error::Overflow`] or
@@ -682,8 +676,6 @@ impl Reservation {
     /// (`what` is `"offset"` or `"end"`) for a range that starts or ends inside an explicit
     /// huge page ([`map`](Self::map) with a [`HugeTlbSize`], or a hugetlbfs file), which the
     /// system changes only whole; [`Error::Guarded`] if it holds a guard page;
-    /// [`Error::Executable`] if it holds an executable page (also one a refused `protect`
-    /// may have made executable); nothing changes then;
     /// [`Error::Os`] if the system refuses (for example the commit limit or, in
     /// [`CommitMode::Protected`], the mapping limit is reached). After an OS failure the
     /// bookkeeping is unchanged: no page of the range counts as newly committed. The system
@@ -705,15 +697,6 @@ impl Reservation {
     pub fn commit(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
         self.no_guard(pages)?;
-        // Making an executable page read-write would take execute away from code another
-        // thread may be running: that is `protect`'s, through `&mut self`.
-        if self.any_executable.load(Ordering::Acquire)
-            && let Some(page) = self.executable.first_set(pages.first, pages.count)
-        {
-            return Err(Error::Executable {
-                offset: page * self.page,
-            });
-        }
         // SAFETY: the range is inside the reservation; committing changes no contents.
         unsafe { sys::commit(self.at(offset), len, self.mode) }
             .map_err(|e| e.during(Operation::Commit))?;
@@ -726,9 +709,9 @@ impl Reservation {
     }
 
     /// In [`CommitMode::Sparse`] committing is bookkeeping, so committed pages whose
-    /// protection was changed (lowered, or, before a decommit, made executable) get plain
-    /// read-write access back here, as commit and decommit promise. Pages of the mode's base state
-    /// are left alone, so the mapping is not split.
+    /// protection was changed (lowered, or made executable) get plain read-write access back
+    /// here, as commit and decommit promise. Pages of the mode's base state are left alone,
+    /// so the mapping is not split.
     fn restore_sparse_access(&self, pages: Pages) -> Result<(), sys::SysError> {
         if self.mode != CommitMode::Sparse
             || (self
@@ -1120,7 +1103,6 @@ impl Reservation {
         }
         if protection.executable() {
             self.executable.set_range(pages.first, pages.count);
-            self.any_executable.store(true, Ordering::Release);
         } else {
             self.executable.clear_range(pages.first, pages.count);
         }
@@ -1166,9 +1148,7 @@ impl Reservation {
     /// changing part of the range (`ENOMEM` when the mapping cannot be split further): the
     /// reservation then counts each page of the range at the lower of its old and new access
     /// ([`prefault`](Self::prefault) refuses a page that may have lost write access; a
-    /// [`commit`](Self::commit) over it gives it read-write access again), and as executable
-    /// if either is (so [`commit`](Self::commit) refuses it with [`Error::Executable`] until
-    /// a `protect` or a decommit of the range succeeds).
+    /// [`commit`](Self::commit) over it gives it read-write access again).
     pub fn protect(&mut self, offset: usize, len: usize, protection: Protection) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.protect_inner(offset, len, protection) }
@@ -1224,11 +1204,9 @@ impl Reservation {
             if !protection.readable() {
                 self.inaccessible.set_range(pages.first, pages.count);
             }
-            // And as possibly executable if either is, so that a commit refuses it and a
-            // decommit takes execute away.
+            // And as possibly executable if either is, so that a commit takes it away.
             if protection.executable() {
                 self.executable.set_range(pages.first, pages.count);
-                self.any_executable.store(true, Ordering::Release);
             }
             return Err(e.during(Operation::Protect));
         }
@@ -1892,46 +1870,6 @@ pub(crate) mod tests {
             assert_eq!(p.executable(), shown.ends_with('x'), "{p:?}");
         }
         assert_eq!(Protection::default(), Protection::ReadWrite);
-    }
-
-    /// Commit never takes execute away, on every platform and in both modes: a range with an
-    /// executable page is refused before any change, the pages around it commit, and once
-    /// `protect` made it read-write (or a decommit took it back) it commits too.
-    #[test]
-    fn commit_refuses_executable_pages_and_changes_nothing() {
-        let p = page();
-        for mode in [CommitMode::Protected, CommitMode::Sparse] {
-            for executable in [Protection::ReadExecute, Protection::ReadWriteExecute] {
-                let mut r = Reservation::builder().mode(mode).reserve(4 * p).unwrap();
-                r.commit(p, 2 * p).unwrap();
-                // SAFETY: committed read-write above; nothing else uses it.
-                unsafe { r.as_ptr().add(2 * p).write(5) };
-                r.protect(2 * p, p, executable).unwrap();
-                for (offset, len) in [(2 * p, p), (0, 4 * p), (p, 2 * p), (2 * p, 2 * p)] {
-                    assert_eq!(
-                        r.commit(offset, len),
-                        Err(Error::Executable { offset: 2 * p }),
-                        "{mode:?} {executable} {offset:#x}+{len:#x}"
-                    );
-                }
-                assert_eq!(r.committed_bytes(), 2 * p);
-                assert!(!r.is_committed(0, p).unwrap());
-                assert!(!r.is_committed(3 * p, p).unwrap());
-                assert!(r.executable.get(2));
-                assert_eq!(r.writable.get(2), executable.writable());
-                // SAFETY: committed and readable.
-                assert_eq!(unsafe { r.as_ptr().add(2 * p).read() }, 5);
-                r.commit(0, 2 * p).unwrap();
-                r.protect(2 * p, p, Protection::ReadWrite).unwrap();
-                r.commit(0, 4 * p).unwrap();
-                assert_eq!(r.committed_bytes(), 4 * p);
-                // SAFETY: committed read-write; its contents stayed.
-                assert_eq!(unsafe { r.as_ptr().add(2 * p).read() }, 5);
-                r.protect(p, p, executable).unwrap();
-                r.decommit(p, p).unwrap();
-                r.commit(0, 4 * p).unwrap();
-            }
-        }
     }
 
     /// Pages recorded as explicit huge pages (here of four and of two pages, so that no huge
