@@ -347,7 +347,8 @@ impl Arena {
         let page_shift = MIN_PAGE_SHIFT.max(chunk_shift.saturating_sub(MAX_ORDER));
         let slab_unit_shift = classes::MIN_SLAB.trailing_zeros().max(page_shift);
         // Slab records are indexed by `u32`: at most `u32::MAX - 1` slab units (32 TiB) are
-        // used, the rest is left alone like any tail.
+        // used, the rest is left alone like any tail. (A slab unit, 8 KiB or a page of at most
+        // a 16th of a chunk, is below the chunk: the shift is positive.)
         let max_chunks = (NO_SLAB as usize - 1) >> (chunk_shift - slab_unit_shift);
         let nchunks = (room / chunk).min(max_chunks);
         let count = match u32::try_from(nchunks) {
@@ -1006,6 +1007,8 @@ impl Arena {
             _ => self.stack.pop_run(n),
         }
         .ok_or(Error::OutOfMemory { requested })?;
+        // The set just claimed chunks `first..first + n`: `n` fits and the sum is at most the
+        // chunk count.
         let end = first + u32::try_from(n).unwrap_or(0);
         for chunk in first..end {
             match self.take(chunk, id) {

@@ -206,6 +206,7 @@ impl<T: Default + 'static> Table<T> {
         // SAFETY: `index` was handed out by this table, so its segment exists (made above or
         // when the index was first used) and `offset` is inside it; segments are never freed.
         let slot: &'static Slot<T> = unsafe { &*base.add(offset) };
+        // A free slot's generation is even and below `LAST_GENERATION` (see `recycle`).
         let generation = slot.generation.load(Ordering::Relaxed) + 1;
         let handle = u64::from(generation) << 32 | u64::from(index | self.kind.bits());
         if let Err(e) = init(slot, handle) {
@@ -222,6 +223,7 @@ impl<T: Default + 'static> Table<T> {
     pub(crate) fn retire(&self, handle: u64) -> Option<&'static Slot<T>> {
         let slot = self.get(handle)?;
         let (_, generation) = self.split(handle)?;
+        // `get` found it live: its generation is at most `LAST_GENERATION`, so `+ 1` fits.
         slot.generation
             .compare_exchange(
                 generation,

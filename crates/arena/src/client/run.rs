@@ -86,6 +86,8 @@ impl State {
             }
         };
         let usable = self.geo.usable_pages << self.geo.page_shift;
+        // The arena just claimed chunks `first..first + n`: `n` fits and the sum is at most the
+        // chunk count.
         for chunk in first..first + u32::try_from(n).unwrap_or(0) {
             let head = self.chunk_head;
             // SAFETY: the arena just handed the run's chunks to this client.
