@@ -4,12 +4,21 @@
 //! must mean no space has room; an overlap must name the lowest allocation overlapped; `free`
 //! must take exactly one whole allocation (every part of a spanning reservation) or refuse and
 //! change nothing; keys must follow their allocations. After each step the set's allocations,
-//! keys and invariants must match the shadow. Nothing may panic.
+//! keys and invariants must match the shadow. Steps with an odd tag call the `try_` methods,
+//! whose refusals must give that tag back. Nothing may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
-use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
+use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Refused, Request};
+
+/// The result of a `try_` call with the refusal's error, once the refusal gave `tag` back.
+fn given_back<R>(got: Result<R, Refused<u16>>, tag: u16) -> Result<R, Error> {
+    got.map_err(|refused| {
+        assert_eq!(*refused.tag(), tag, "a refusal gave back another tag");
+        refused.error()
+    })
+}
 
 /// Operations per input.
 const MAX_OPS: usize = 128;
@@ -125,7 +134,10 @@ fuzz_target!(|data: &[u8]| {
         let before = set.clone();
         let mut changed = false;
         let tag = u16::try_from(ops).unwrap();
-        let key = input.u8().is_multiple_of(3).then(|| u64::from(input.u8() % 8));
+        let key = input
+            .u8()
+            .is_multiple_of(3)
+            .then(|| u64::from(input.u8() % 8));
         match input.u8() % 7 {
             0 | 1 => {
                 let size = 1 + input.size() % 0x2000;
@@ -147,9 +159,11 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(w) = window {
                     req = req.within(w);
                 }
-                let got = match key {
-                    Some(k) => set.allocate_keyed(k, &req, tag),
-                    None => set.allocate_with(&req, tag),
+                let got = match (key, tag % 2 == 1) {
+                    (Some(k), false) => set.allocate_keyed(k, &req, tag),
+                    (None, false) => set.allocate_with(&req, tag),
+                    (Some(k), true) => given_back(set.try_allocate_keyed(k, &req, tag), tag),
+                    (None, true) => given_back(set.try_allocate_with(&req, tag), tag),
                 };
                 let need = align.max(shadow.min_align);
                 match got {
@@ -199,9 +213,11 @@ fuzz_target!(|data: &[u8]| {
             2 => {
                 let (a, b) = range_in(&mut input, lo, span);
                 let range = AddressRange::new(a, b).unwrap();
-                let got = match key {
-                    Some(k) => set.reserve_keyed(k, range, tag),
-                    None => set.reserve_with(range, tag),
+                let got = match (key, tag % 2 == 1) {
+                    (Some(k), false) => set.reserve_keyed(k, range, tag),
+                    (None, false) => set.reserve_with(range, tag),
+                    (Some(k), true) => given_back(set.try_reserve_keyed(k, range, tag), tag),
+                    (None, true) => given_back(set.try_reserve_with(range, tag), tag),
                 };
                 let parts: Vec<AddressRange> = shadow
                     .spaces

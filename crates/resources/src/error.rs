@@ -178,3 +178,104 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T> = core::result::Result<T, Error>;
+
+/// A refused tagged allocation or reservation: the [`Error`] and the tag it was given, handed
+/// back unchanged.
+///
+/// Returned by [`AddressAllocator::try_allocate_with`](crate::AddressAllocator::try_allocate_with),
+/// [`AddressAllocator::try_reserve_with`](crate::AddressAllocator::try_reserve_with) and the
+/// `try_` methods of [`AllocatorSet`](crate::AllocatorSet), so that a tag that is costly or
+/// impossible to make again (a device, a file, an `Arc`) is not lost when the allocator says
+/// no. As with every error of this crate, the allocator is unchanged.
+///
+/// It prints as its [`Error`] does, and `?` turns it into that [`Error`] (dropping the tag).
+/// `Debug` shows the error only, so it needs no `Debug` of the tag. Its
+/// [`source`](core::error::Error::source) is the error's own (none): the error's text is
+/// already this one's, and an error chain printed with its sources would repeat it.
+///
+/// ```
+/// use memvisor_resources::{AddressAllocator, AddressRange, Error};
+///
+/// struct Device(std::fs::File);
+///
+/// fn attach(mmio: &mut AddressAllocator<Device>, at: AddressRange, dev: Device) -> Option<Device> {
+///     match mmio.try_reserve_with(at, dev) {
+///         Ok(()) => None,
+///         // Refused: the device comes back, to be placed elsewhere or closed by its owner.
+///         Err(refused) => {
+///             assert!(matches!(refused.error(), Error::Overlap { .. }));
+///             Some(refused.into_tag())
+///         }
+///     }
+/// }
+/// # let mut mmio = AddressAllocator::new(AddressRange::new(0x1000, 0x1fff)?);
+/// # let at = AddressRange::new(0x1000, 0x10ff)?;
+/// # let file = || std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+/// # assert!(attach(&mut mmio, at, Device(file())).is_none());
+/// # assert!(attach(&mut mmio, at, Device(file())).is_some());
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Refused<T> {
+    error: Error,
+    tag: T,
+}
+
+impl<T> Refused<T> {
+    /// A refusal of `tag` for `error`.
+    #[must_use]
+    pub fn new(error: Error, tag: T) -> Self {
+        Self { error, tag }
+    }
+
+    /// Why the call was refused.
+    #[must_use]
+    pub fn error(&self) -> Error {
+        self.error
+    }
+
+    /// The tag the call was given.
+    #[must_use]
+    pub fn tag(&self) -> &T {
+        &self.tag
+    }
+
+    /// The tag the call was given, back to the caller.
+    #[must_use]
+    pub fn into_tag(self) -> T {
+        self.tag
+    }
+
+    /// The error and the tag.
+    #[must_use]
+    pub fn into_parts(self) -> (Error, T) {
+        (self.error, self.tag)
+    }
+}
+
+impl<T> From<Refused<T>> for Error {
+    /// The error of a refusal; the tag is dropped.
+    fn from(refused: Refused<T>) -> Self {
+        refused.error
+    }
+}
+
+impl<T> core::fmt::Debug for Refused<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Refused")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> core::fmt::Display for Refused<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> core::error::Error for Refused<T> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        core::error::Error::source(&self.error)
+    }
+}

@@ -24,6 +24,14 @@
 //! both allocators serialize to one canonical form and loading checks it completely, so a
 //! crafted snapshot cannot make an allocator hand out anything twice.
 //!
+//! Tags (the owner of each range: any `T`, for example a device handle, a file or an `Arc`)
+//! are moved in on success only. The `try_` methods
+//! ([`AddressAllocator::try_allocate_with`], [`AddressAllocator::try_reserve_with`], and on
+//! [`AllocatorSet`] `try_allocate_with`, `try_reserve_with`, `try_allocate_keyed` and
+//! `try_reserve_keyed`) hand the tag back on refusal in a [`Refused`], with the error; `?`
+//! still turns that into an [`Error`]. The plain forms (`allocate_with`, `reserve_with`, ...)
+//! drop the tag on refusal.
+//!
 //! # Example
 //!
 //! Lay out the devices of a small VM: GSIs for legacy interrupts, a run of MSI vectors, a
@@ -86,6 +94,7 @@
 //! | `AddressAllocator::new(base, size)` | `AddressAllocator::new(pool, min_align, preferred_align)` | [`AddressAllocator::with_base_and_size`] (untagged) or [`AddressAllocator::new`] with an [`AddressRange`] (tagged) |
 //! | `allocate(size, align, AllocPolicy)` | `allocate(size, Alloc, tag)` / `allocate_with_align` | [`AddressAllocator::allocate`] (default tag) or [`AddressAllocator::allocate_with`] with a [`Request`] and a tag |
 //! | `AllocPolicy::ExactMatch(addr)` | `allocate_at(range, alloc, tag)` | [`AllocPolicy::ExactMatch`] or [`AddressAllocator::reserve_with`] |
+//! | — | — | [`AddressAllocator::try_allocate_with`], [`AddressAllocator::try_reserve_with`]: the tag back on refusal ([`Refused`]) |
 //! | `free(&range)` | `release(alloc)` / `release_containing(addr)` | [`AddressAllocator::free`] (returns the tag) / [`AddressAllocator::release_containing`] |
 //! | — | `get(&alloc)` | [`AddressAllocator::allocation_containing`], [`AddressAllocator::find_tagged`] |
 //! | `IdAllocator::new(start, end)` | `SystemAllocator` GSI pools | [`IdAllocator::new`] |
@@ -132,7 +141,7 @@ mod serde_impl;
 pub use crate::address::{
     AddressAllocator, AllocPolicy, Allocation, Allocations, AllocatorSet, FreeRanges, Request,
 };
-pub use crate::error::{Error, Result};
+pub use crate::error::{Error, Refused, Result};
 pub use crate::id::{AllocatedIds, IdAllocator, MAX_ID_RANGE};
 pub use crate::id_width::Id;
 pub use crate::range::AddressRange;

@@ -31,7 +31,8 @@ use core::fmt;
 use core::ops::RangeInclusive as IdRange;
 
 use crate::{
-    AddressAllocator, AddressRange, AllocPolicy, Error, Id, IdAllocator, MAX_ID_RANGE, Request,
+    AddressAllocator, AddressRange, AllocPolicy, Error, Id, IdAllocator, MAX_ID_RANGE, Refused,
+    Request,
 };
 
 /// A difference between an allocator and its model, or a broken invariant.
@@ -426,7 +427,8 @@ pub fn run_id_ops_with<I: Id>(first: I, last: I, ops: &[IdOp<I>]) -> Result<(), 
 /// One operation on an [`AddressAllocator<u32>`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AddrOp {
-    /// [`AddressAllocator::allocate_with`].
+    /// [`AddressAllocator::allocate_with`], or with an odd tag
+    /// [`AddressAllocator::try_allocate_with`] (a refusal must give the tag back).
     Allocate {
         /// Requested size.
         size: u64,
@@ -439,7 +441,8 @@ pub enum AddrOp {
         /// Owner tag.
         tag: u32,
     },
-    /// [`AddressAllocator::reserve_with`] of `start..=end`.
+    /// [`AddressAllocator::reserve_with`] of `start..=end`, or with an odd tag
+    /// [`AddressAllocator::try_reserve_with`] (a refusal must give the tag back).
     Reserve {
         /// First unit.
         start: u64,
@@ -794,10 +797,23 @@ pub fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<Addr
             if let Some((start, end)) = window {
                 req = req.within(AddressRange::new(start, end)?);
             }
-            AddrAnswer::Placed(alloc.allocate_with(&req, tag)?)
+            AddrAnswer::Placed(if tag % 2 == 1 {
+                alloc
+                    .try_allocate_with(&req, tag)
+                    .map_err(|refused| given_back(&refused, tag))?
+            } else {
+                alloc.allocate_with(&req, tag)?
+            })
         }
         AddrOp::Reserve { start, end, tag } => {
-            alloc.reserve_with(AddressRange::new(start, end)?, tag)?;
+            let range = AddressRange::new(start, end)?;
+            if tag % 2 == 1 {
+                alloc
+                    .try_reserve_with(range, tag)
+                    .map_err(|refused| given_back(&refused, tag))?;
+            } else {
+                alloc.reserve_with(range, tag)?;
+            }
             AddrAnswer::Reserved
         }
         AddrOp::FreeNth(n) => match nth_range(alloc, n) {
@@ -831,6 +847,16 @@ pub fn apply_addr(alloc: &mut AddressAllocator<u32>, op: &AddrOp) -> Result<Addr
             AddrAnswer::Resized
         }
     })
+}
+
+/// The error of a refusal that gave `tag` back; [`Error::Inconsistent`] (which no model
+/// answers) if it gave back another tag.
+pub fn given_back(refused: &Refused<u32>, tag: u32) -> Error {
+    if *refused.tag() == tag {
+        refused.error()
+    } else {
+        Error::Inconsistent("a refusal gave back another tag")
+    }
 }
 
 /// Runs `ops` on a fresh `AddressAllocator::<u32>::new(space)` and its [`AddrModel`],

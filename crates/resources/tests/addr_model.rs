@@ -1,5 +1,6 @@
 //! Model-based property test: `AddressAllocator` against a sorted `Vec` of ranges with
-//! brute-force first and last fit (see `model::run_addr_ops`).
+//! brute-force first and last fit (see `model::run_addr_ops`). Allocations and reservations
+//! with an odd tag go through the `try_` methods, whose refusals must give the tag back.
 
 use memvisor_resources::model::{AddrOp, run_addr_ops};
 use memvisor_resources::{AddressRange, AllocPolicy};

@@ -7,10 +7,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Debug;
 use std::ptr;
+use std::rc::Rc;
 
 use memvisor_resources::{
     AddressAllocator, AddressRange, AllocPolicy, AllocatorSet, Error, IdAllocator, IdLoadLimits,
-    IdSnapshot, Request,
+    IdSnapshot, Refused, Request,
 };
 
 struct Refusing;
@@ -320,4 +321,62 @@ fn allocator_set_the_heap_refuses_fails_and_changes_nothing() {
         assert!(set.release(key).is_ok());
     }
     assert!(set.is_empty());
+}
+
+/// Runs `op` with every heap request refused; it must be refused with `HeapRefused` and give
+/// back the very tag it was given, which nobody else holds then.
+fn tag_back_when_refused<S: Debug>(
+    state: &mut S,
+    op: impl FnOnce(&mut S, Rc<u32>) -> Result<(), Refused<Rc<u32>>>,
+) {
+    let before = format!("{state:?}");
+    let probe = Rc::new(7);
+    let tag = Rc::clone(&probe);
+    let refused = refusing_after(0, || op(state, tag)).expect_err("refused");
+    assert!(
+        matches!(refused.error(), Error::HeapRefused { .. }),
+        "{refused:?}"
+    );
+    let tag = refused.into_tag();
+    assert!(Rc::ptr_eq(&tag, &probe));
+    assert_eq!(Rc::strong_count(&probe), 2);
+    assert_eq!(format!("{state:?}"), before);
+}
+
+#[test]
+fn tagged_calls_the_heap_refuses_give_the_tag_back() {
+    let page = Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch).unwrap();
+    let exact = Request::new(0x10, 1, AllocPolicy::ExactMatch(0x800)).unwrap();
+    let range = AddressRange::new(0x800, 0x8ff).unwrap();
+    // An empty allocator has no index yet: its first range needs the heap.
+    let mut a = AddressAllocator::<Rc<u32>>::new(AddressRange::new(0, 0xff_ffff).unwrap());
+    tag_back_when_refused(&mut a, |a, t| a.try_allocate_with(&page, t).map(|_| ()));
+    tag_back_when_refused(&mut a, |a, t| a.try_allocate_with(&exact, t).map(|_| ()));
+    tag_back_when_refused(&mut a, |a, t| a.try_reserve_with(range, t));
+    assert!(a.is_empty());
+
+    let spaces = [
+        AddressRange::new(0x1000_0000, 0x1fff_ffff).unwrap(),
+        AddressRange::new(0x2000_0000, 0x2fff_ffff).unwrap(),
+    ];
+    let span = AddressRange::new(0x1fff_f000, 0x2000_0fff).unwrap();
+    let mut s = AllocatorSet::<Rc<u32>>::new(&spaces).unwrap();
+    let mut exact = Request::new(0x10, 1, AllocPolicy::ExactMatch(0x2000_0000)).unwrap();
+    tag_back_when_refused(&mut s, |s, t| s.try_allocate_with(&page, t).map(|_| ()));
+    tag_back_when_refused(&mut s, |s, t| s.try_allocate_with(&exact, t).map(|_| ()));
+    tag_back_when_refused(&mut s, |s, t| s.try_reserve_with(span, t));
+    tag_back_when_refused(&mut s, |s, t| s.try_allocate_keyed(1, &page, t).map(|_| ()));
+    tag_back_when_refused(&mut s, |s, t| s.try_reserve_keyed(2, span, t));
+    // With the key maps grown, the pools' indexes are what the heap refuses.
+    let probe = Rc::new(1);
+    s.try_allocate_keyed(1, &page, Rc::clone(&probe))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.release(1).map(|(_, t)| Rc::ptr_eq(&t, &probe)), Ok(true));
+    exact = exact.within(spaces[1]);
+    tag_back_when_refused(&mut s, |s, t| {
+        s.try_allocate_keyed(3, &exact, t).map(|_| ())
+    });
+    tag_back_when_refused(&mut s, |s, t| s.try_reserve_keyed(3, span, t));
+    assert!(s.pools()[1].is_empty());
+    s.check_invariants().unwrap();
 }

@@ -1,8 +1,9 @@
 //! Model-based property test: `AllocatorSet` against one naive `AddrModel` per space, tried in
-//! the set's order (preferred alignment in every space, then the required one).
+//! the set's order (preferred alignment in every space, then the required one). Steps with an
+//! odd tag go through the `try_` methods, whose refusals must give the tag back.
 
 use memvisor_resources::model::{AddrModel, AddrOp};
-use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
+use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Refused, Request};
 use proptest::prelude::*;
 
 const CASES: u32 = if cfg!(miri) { 16 } else { 2_000 };
@@ -14,6 +15,24 @@ fn r(start: u64, end: u64) -> AddressRange {
 /// Three spaces, deliberately not in address order, with holes between them.
 fn spaces() -> Vec<AddressRange> {
     vec![r(0x2000, 0x2fff), r(0x0, 0x7ff), r(0x4000, 0x43ff)]
+}
+
+/// Runs a `try_` call with `tag`; a refusal must give that tag back and leave the set as it
+/// printed before. Returns the call's result with the refusal's error.
+fn tagged<R>(
+    set: &mut AllocatorSet<u32>,
+    tag: u32,
+    call: impl FnOnce(&mut AllocatorSet<u32>) -> Result<R, Refused<u32>>,
+) -> Result<Result<R, Error>, TestCaseError> {
+    let before = format!("{set:?}");
+    match call(set) {
+        Ok(r) => Ok(Ok(r)),
+        Err(refused) => {
+            prop_assert_eq!(*refused.tag(), tag, "another tag came back");
+            prop_assert_eq!(format!("{set:?}"), before, "a refusal changed the set");
+            Ok(Err(refused.error()))
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -209,13 +228,22 @@ proptest! {
                     if let Some((a, b)) = window {
                         req = req.within(r(a, b));
                     }
-                    let got = set.allocate_with(&req, tag);
+                    let got = if tag % 2 == 1 {
+                        tagged(&mut set, tag, |s| s.try_allocate_with(&req, tag))?
+                    } else {
+                        set.allocate_with(&req, tag)
+                    };
                     let want = model.allocate(size, align, last, window, tag);
                     prop_assert_eq!(got, want, "step {}: {:?}", step, op);
                 }
                 Op::Reserve { start, end } => {
                     let range = r(start, end);
-                    prop_assert_eq!(set.reserve_with(range, tag), model.reserve(range, tag), "step {}", step);
+                    let got = if tag % 2 == 1 {
+                        tagged(&mut set, tag, |s| s.try_reserve_with(range, tag))?
+                    } else {
+                        set.reserve_with(range, tag)
+                    };
+                    prop_assert_eq!(got, model.reserve(range, tag), "step {}", step);
                 }
                 Op::FreeNth(n) => {
                     let all: Vec<(usize, AddressRange)> = model.models.iter().enumerate()
@@ -259,7 +287,11 @@ proptest! {
                 }
                 Op::AllocateKeyed { key, size } => {
                     let req = Request::new(size, 1, AllocPolicy::FirstMatch).unwrap();
-                    let got = set.allocate_keyed(key, &req, tag);
+                    let got = if tag % 2 == 1 {
+                        tagged(&mut set, tag, |s| s.try_allocate_keyed(key, &req, tag))?
+                    } else {
+                        set.allocate_keyed(key, &req, tag)
+                    };
                     let want = if model.keys.contains_key(&key) {
                         Err(Error::KeyInUse(key))
                     } else {

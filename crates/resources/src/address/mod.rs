@@ -14,7 +14,7 @@ pub(crate) use self::runs::RunSet;
 pub use self::set::AllocatorSet;
 use self::tree::{MAX_NODES, NIL, Search, Tree};
 use crate::debug::List;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refused, Result};
 use crate::range::AddressRange;
 
 /// Where [`AddressAllocator::allocate`] places a range.
@@ -278,30 +278,103 @@ impl<T> AddressAllocator<T> {
     /// [`LastMatch`](AllocPolicy::LastMatch) the highest, and
     /// [`ExactMatch`](AllocPolicy::ExactMatch) exactly the given address.
     ///
+    /// On refusal `tag` is dropped; [`try_allocate_with`](Self::try_allocate_with) places the
+    /// same way and gives it back.
+    ///
     /// # Errors
     ///
-    /// [`Error::OutsideSpace`] if the window (or the exact range) is not inside the space (or
-    /// the window), [`Error::Overlap`] if an exact range overlaps a live allocation,
-    /// [`Error::OutOfSpace`] if no free range fits, [`Error::TooManyAllocations`] at 2^32 - 1
-    /// live ranges, [`Error::HeapRefused`] if the index must grow and the heap refuses it. The
-    /// allocator is unchanged on error.
+    /// Those of [`try_allocate_with`](Self::try_allocate_with). The allocator is unchanged on
+    /// error.
     pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
+        self.try_allocate_with(request, tag).map_err(Error::from)
+    }
+
+    /// Allocates a range as [`allocate_with`](Self::allocate_with) does; on refusal, gives
+    /// `tag` back with the error.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refused`] holding `tag` and the error: [`Error::OutsideSpace`] if the window (or the
+    /// exact range) is not inside the space (or the window), [`Error::Overlap`] if an exact
+    /// range overlaps a live allocation, [`Error::OutOfSpace`] if no free range fits,
+    /// [`Error::TooManyAllocations`] at 2^32 - 1 live ranges, [`Error::HeapRefused`] if the
+    /// index must grow and the heap refuses it. The allocator is unchanged on error.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, Error, Request};
+    /// use std::sync::Arc;
+    ///
+    /// let mut mmio = AddressAllocator::<Arc<str>>::new(AddressRange::new(0x1000, 0x1fff)?);
+    /// let dev: Arc<str> = Arc::from("virtio-blk");
+    /// let big = Request::new(0x2000, 0x1000, AllocPolicy::FirstMatch)?;
+    /// let refused = mmio.try_allocate_with(&big, Arc::clone(&dev)).unwrap_err();
+    /// assert_eq!(refused.error(), Error::OutOfSpace { size: 0x2000, alignment: 0x1000 });
+    /// // The tag comes back: the same `Arc`, not a copy.
+    /// let dev = refused.into_tag();
+    /// assert_eq!(Arc::strong_count(&dev), 2);
+    /// let page = Request::new(0x1000, 0x1000, AllocPolicy::FirstMatch)?;
+    /// assert_eq!(mmio.try_allocate_with(&page, dev)?.start(), 0x1000);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn try_allocate_with(
+        &mut self,
+        request: &Request,
+        tag: T,
+    ) -> core::result::Result<AddressRange, Refused<T>> {
+        match self.prepare_allocate(request) {
+            Ok((range, host)) => Ok(self.commit(range, host, tag)),
+            Err(error) => Err(Refused::new(error, tag)),
+        }
+    }
+
+    /// Everything [`allocate_with`](Self::allocate_with) does but the commit: the range, the
+    /// node whose gap holds it, and room made for one more range.
+    fn prepare_allocate(&mut self, request: &Request) -> Result<(AddressRange, u32)> {
         self.check_room()?;
         let (addr, host) = self.place(request)?;
         let range = AddressRange::from_start_and_size(addr, request.size)?;
         self.make_room()?;
-        Ok(self.commit(range, host, tag))
+        Ok((range, host))
     }
 
     /// Reserves exactly `range` (for example a hole the guest must not see) with `tag`.
     ///
+    /// On refusal `tag` is dropped; [`try_reserve_with`](Self::try_reserve_with) gives it back.
+    ///
     /// # Errors
     ///
-    /// [`Error::OutsideSpace`] if `range` is not inside the space, [`Error::Overlap`] if it
-    /// overlaps a live allocation, [`Error::TooManyAllocations`] at 2^32 - 1 live ranges,
-    /// [`Error::HeapRefused`] if the index must grow and the heap refuses it. The allocator is
-    /// unchanged on error.
+    /// Those of [`try_reserve_with`](Self::try_reserve_with). The allocator is unchanged on
+    /// error.
     pub fn reserve_with(&mut self, range: AddressRange, tag: T) -> Result<()> {
+        self.try_reserve_with(range, tag).map_err(Error::from)
+    }
+
+    /// Reserves exactly `range` with `tag`, as [`reserve_with`](Self::reserve_with) does; on
+    /// refusal, gives `tag` back with the error.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refused`] holding `tag` and the error: [`Error::OutsideSpace`] if `range` is not
+    /// inside the space, [`Error::Overlap`] if it overlaps a live allocation,
+    /// [`Error::TooManyAllocations`] at 2^32 - 1 live ranges, [`Error::HeapRefused`] if the
+    /// index must grow and the heap refuses it. The allocator is unchanged on error.
+    pub fn try_reserve_with(
+        &mut self,
+        range: AddressRange,
+        tag: T,
+    ) -> core::result::Result<(), Refused<T>> {
+        match self.prepare_reserve(range) {
+            Ok(host) => {
+                self.commit(range, host, tag);
+                Ok(())
+            }
+            Err(error) => Err(Refused::new(error, tag)),
+        }
+    }
+
+    /// Everything [`reserve_with`](Self::reserve_with) does but the commit: the node whose gap
+    /// holds `range`, and room made for one more range.
+    fn prepare_reserve(&mut self, range: AddressRange) -> Result<u32> {
         self.check_room()?;
         if !self.space.contains_range(&range) {
             return Err(Error::OutsideSpace {
@@ -311,8 +384,7 @@ impl<T> AddressAllocator<T> {
         }
         let host = self.free_host(range)?;
         self.make_room()?;
-        self.commit(range, host, tag);
-        Ok(())
+        Ok(host)
     }
 
     /// Frees the allocation that is exactly `range` and returns its tag.

@@ -7,7 +7,7 @@ use super::keymap::KeyMap as Map;
 use super::tree::{NIL, Tree, heap_refused};
 use super::{AddressAllocator, AllocPolicy, Allocation, Request};
 use crate::debug::List;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refused, Result};
 use crate::range::AddressRange;
 
 /// Several disjoint address spaces (say MMIO below 4 GiB, then above) behind one allocator.
@@ -52,6 +52,9 @@ pub struct AllocatorSet<T = ()> {
     /// freed together, and only together.
     spans: Map<AddressRange>,
 }
+
+/// The parts of a reservation: space index, part, node whose gap holds it.
+type Parts = Vec<(usize, AddressRange, u32)>;
 
 impl<T> AllocatorSet<T> {
     /// Creates a set of the given spaces, tried in this order, with no alignment constraints of
@@ -179,20 +182,44 @@ impl<T> AllocatorSet<T> {
         self.pools.iter().map(AddressAllocator::used).sum()
     }
 
-    /// Allocates a range as `request` says (its alignment raised to the set's minimum) and tags
-    /// it with `tag`. An exact placement goes to the space that holds it; a window is clipped to
-    /// each space in turn (for an exact placement, to the space that holds it).
+    /// Allocates a range as [`try_allocate_with`](Self::try_allocate_with) does, but drops
+    /// `tag` on refusal (`try_allocate_with` gives it back).
     ///
     /// # Errors
     ///
-    /// [`Error::UnalignedAddress`] if an exact address lacks the set's minimum alignment,
-    /// [`Error::OutsideSpace`] if an exact range lies in no single space (the first space is
-    /// named) or outside the window (the window is named), or if the window touches no space,
-    /// those of [`AddressAllocator::allocate_with`] for an exact
-    /// placement, [`Error::OutOfSpace`] (with the required alignment) if no space fits,
-    /// [`Error::HeapRefused`] if the space that fits must grow its index and the heap refuses
-    /// it. The set is unchanged on error.
+    /// Those of [`try_allocate_with`](Self::try_allocate_with). The set is unchanged on error.
     pub fn allocate_with(&mut self, request: &Request, tag: T) -> Result<AddressRange> {
+        self.try_allocate_with(request, tag).map_err(Error::from)
+    }
+
+    /// Allocates a range as `request` says (its alignment raised to the set's minimum) and tags
+    /// it with `tag`; on refusal, gives `tag` back with the error. An exact placement goes to
+    /// the space that holds it; a window is clipped to each space in turn (for an exact
+    /// placement, to the space that holds it).
+    ///
+    /// # Errors
+    ///
+    /// A [`Refused`] holding `tag` and the error: [`Error::UnalignedAddress`] if an exact
+    /// address lacks the set's minimum alignment, [`Error::OutsideSpace`] if an exact range
+    /// lies in no single space (the first space is named) or outside the window (the window is
+    /// named), or if the window touches no space, those of
+    /// [`AddressAllocator::try_allocate_with`] for an exact placement, [`Error::OutOfSpace`] (with
+    /// the required alignment) if no space fits, [`Error::HeapRefused`] if the space that fits
+    /// must grow its index and the heap refuses it. The set is unchanged on error.
+    pub fn try_allocate_with(
+        &mut self,
+        request: &Request,
+        tag: T,
+    ) -> core::result::Result<AddressRange, Refused<T>> {
+        match self.prepare_allocate(request) {
+            Ok((i, range, host)) => Ok(self.pools[i].commit(range, host, tag)),
+            Err(error) => Err(Refused::new(error, tag)),
+        }
+    }
+
+    /// Everything [`allocate_with`](Self::allocate_with) does but the commit: the space, the
+    /// range, the node whose gap holds it, and room made for one more range there.
+    fn prepare_allocate(&mut self, request: &Request) -> Result<(usize, AddressRange, u32)> {
         let size = request.size();
         let align = request.alignment().max(self.min_align);
         let first_space = self.pools[0].space();
@@ -204,10 +231,10 @@ impl<T> AllocatorSet<T> {
                 });
             }
             let range = AddressRange::from_start_and_size(address, size)?;
-            let Some(pool) = self
+            let Some(i) = self
                 .pools
-                .iter_mut()
-                .find(|p| p.space().contains_range(&range))
+                .iter()
+                .position(|p| p.space().contains_range(&range))
             else {
                 return Err(Error::OutsideSpace {
                     range,
@@ -219,12 +246,13 @@ impl<T> AllocatorSet<T> {
                 if !w.contains_range(&range) {
                     return Err(Error::OutsideSpace { range, space: w });
                 }
-                match w.intersection(&pool.space()) {
+                match w.intersection(&self.pools[i].space()) {
                     Some(clipped) => req = req.within(clipped),
                     None => return Err(Error::OutsideSpace { range, space: w }),
                 }
             }
-            return pool.allocate_with(&req, tag);
+            let (range, host) = self.pools[i].prepare_allocate(&req)?;
+            return Ok((i, range, host));
         }
         if let Some(w) = request.window()
             && !self.pools.iter().any(|p| p.space().overlaps(&w))
@@ -240,7 +268,7 @@ impl<T> AllocatorSet<T> {
             [Some(align), None]
         };
         for a in passes.into_iter().flatten() {
-            for pool in &mut self.pools {
+            for (i, pool) in self.pools.iter_mut().enumerate() {
                 let mut req = Request::new(size, a, request.policy())?;
                 if let Some(w) = request.window() {
                     let Some(clipped) = w.intersection(&pool.space()) else {
@@ -254,7 +282,7 @@ impl<T> AllocatorSet<T> {
                 if let Ok((addr, host)) = pool.place(&req) {
                     let range = AddressRange::from_start_and_size(addr, size)?;
                     pool.make_room()?;
-                    return Ok(pool.commit(range, host, tag));
+                    return Ok((i, range, host));
                 }
             }
         }
@@ -264,28 +292,51 @@ impl<T> AllocatorSet<T> {
         })
     }
 
-    /// Reserves `range`, which may span several spaces: its part in each space it touches is
-    /// reserved with a copy of `tag`, all or nothing. Parts outside every space are ignored.
+    /// Reserves `range` as [`try_reserve_with`](Self::try_reserve_with) does, but drops `tag`
+    /// on refusal (`try_reserve_with` gives it back).
     ///
     /// # Errors
     ///
-    /// [`Error::OutsideSpace`] if `range` touches no space (the first space is named),
-    /// [`Error::Overlap`] with the whole `range` as `requested` and the lowest live allocation
-    /// it overlaps as `existing` (its owner's tag: `allocation_containing(existing.start())`),
-    /// [`Error::TooManyAllocations`] if a space is full, [`Error::HeapRefused`] if the heap
-    /// refuses memory the reservation needs. The set is unchanged on error.
+    /// Those of [`try_reserve_with`](Self::try_reserve_with). The set is unchanged on error.
     pub fn reserve_with(&mut self, range: AddressRange, tag: T) -> Result<()>
     where
         T: Clone,
     {
-        self.reserve_parts(range, tag).map(|_| ())
+        self.try_reserve_with(range, tag).map_err(Error::from)
     }
 
-    /// [`reserve_with`](Self::reserve_with), returning the hull of the parts reserved.
-    fn reserve_parts(&mut self, range: AddressRange, tag: T) -> Result<AddressRange>
+    /// Reserves `range`, which may span several spaces: its part in each space it touches is
+    /// reserved with a copy of `tag` (the last part gets `tag` itself), all or nothing. Parts
+    /// outside every space are ignored. On refusal, gives `tag` back with the error.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refused`] holding `tag` and the error: [`Error::OutsideSpace`] if `range` touches
+    /// no space (the first space is named), [`Error::Overlap`] with the whole `range` as
+    /// `requested` and the lowest live allocation it overlaps as `existing` (its owner's tag:
+    /// `allocation_containing(existing.start())`), [`Error::TooManyAllocations`] if a space is
+    /// full, [`Error::HeapRefused`] if the heap refuses memory the reservation needs. The set
+    /// is unchanged on error, and `tag` was not cloned.
+    pub fn try_reserve_with(
+        &mut self,
+        range: AddressRange,
+        tag: T,
+    ) -> core::result::Result<(), Refused<T>>
     where
         T: Clone,
     {
+        match self.prepare_parts(range) {
+            Ok((parts, hull)) => {
+                self.commit_parts(parts, hull, tag);
+                Ok(())
+            }
+            Err(error) => Err(Refused::new(error, tag)),
+        }
+    }
+
+    /// Everything a reservation of `range` does but the commit: its parts (space, part, node
+    /// whose gap holds it), their hull, and room made for each part and its spanning entry.
+    fn prepare_parts(&mut self, range: AddressRange) -> Result<(Parts, AddressRange)> {
         let mut parts = Vec::new();
         // At most one part per space, a list as long as the set (validated before `new` took
         // the spaces), reserved so that a refusal is an error.
@@ -326,22 +377,35 @@ impl<T> AllocatorSet<T> {
             self.pools[i].check_room()?;
         }
         let hull = AddressRange::new(low, high)?;
-        let spanning = parts.len() > 1;
-        // Every piece of memory the commit below takes is reserved first: the index and tags
-        // of each space, and the spanning parts' entries.
+        // Every piece of memory the commit takes is reserved first: the index and tags of each
+        // space, and the spanning parts' entries.
         for &(i, _, _) in &parts {
             self.pools[i].make_room()?;
         }
-        if spanning {
+        if parts.len() > 1 {
             self.spans.reserve(parts.len())?;
         }
-        for (i, part, host) in parts {
-            self.pools[i].commit(part, host, tag.clone());
+        Ok((parts, hull))
+    }
+
+    /// Commits the parts [`prepare_parts`](Self::prepare_parts) found, a copy of `tag` in each
+    /// but the last, which takes `tag`. Allocates nothing.
+    fn commit_parts(&mut self, parts: Parts, hull: AddressRange, tag: T)
+    where
+        T: Clone,
+    {
+        let spanning = parts.len() > 1;
+        let mut tag = Some(tag);
+        let last = parts.len().saturating_sub(1);
+        for (n, (i, part, host)) in parts.into_iter().enumerate() {
+            let this = if n == last { tag.take() } else { tag.clone() };
+            if let Some(this) = this {
+                self.pools[i].commit(part, host, this);
+            }
             if spanning {
                 self.spans.insert(part.start(), hull);
             }
         }
-        Ok(hull)
     }
 
     /// Frees `range`: exactly one allocation, or, for a reservation that spans spaces, exactly
@@ -431,12 +495,13 @@ impl<T> AllocatorSet<T> {
     }
 
     /// Allocates as [`allocate_with`](Self::allocate_with) does and records the range under
-    /// `key`.
+    /// `key`. On refusal `tag` is dropped; [`try_allocate_keyed`](Self::try_allocate_keyed)
+    /// gives it back.
     ///
     /// # Errors
     ///
-    /// [`Error::KeyInUse`] if `key` names a live allocation, then those of
-    /// [`allocate_with`](Self::allocate_with). The set is unchanged on error.
+    /// Those of [`try_allocate_keyed`](Self::try_allocate_keyed). The set is unchanged on
+    /// error.
     ///
     /// ```
     /// use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Request};
@@ -451,36 +516,92 @@ impl<T> AllocatorSet<T> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn allocate_keyed(&mut self, key: u64, request: &Request, tag: T) -> Result<AddressRange> {
-        if self.keys.get(key).is_some() {
-            return Err(Error::KeyInUse(key));
-        }
-        self.keys.reserve(1)?;
-        self.key_at.reserve(1)?;
-        let range = self.allocate_with(request, tag)?;
-        self.keys.insert(key, range);
-        self.key_at.insert(range.start(), key);
-        Ok(range)
+        self.try_allocate_keyed(key, request, tag)
+            .map_err(Error::from)
     }
 
-    /// Reserves as [`reserve_with`](Self::reserve_with) does and records the range under `key`.
+    /// Allocates as [`try_allocate_with`](Self::try_allocate_with) does and records the range
+    /// under `key`; on refusal, gives `tag` back with the error.
     ///
     /// # Errors
     ///
-    /// [`Error::KeyInUse`] if `key` names a live allocation, then those of
-    /// [`reserve_with`](Self::reserve_with). The set is unchanged on error.
+    /// A [`Refused`] holding `tag` and the error: [`Error::KeyInUse`] if `key` names a live
+    /// allocation, [`Error::HeapRefused`] if the key maps must grow and the heap refuses it,
+    /// then those of [`try_allocate_with`](Self::try_allocate_with). The set is unchanged on
+    /// error.
+    pub fn try_allocate_keyed(
+        &mut self,
+        key: u64,
+        request: &Request,
+        tag: T,
+    ) -> core::result::Result<AddressRange, Refused<T>> {
+        match self
+            .prepare_key(key)
+            .and_then(|()| self.prepare_allocate(request))
+        {
+            Ok((i, range, host)) => {
+                let range = self.pools[i].commit(range, host, tag);
+                self.keys.insert(key, range);
+                self.key_at.insert(range.start(), key);
+                Ok(range)
+            }
+            Err(error) => Err(Refused::new(error, tag)),
+        }
+    }
+
+    /// Reserves as [`reserve_with`](Self::reserve_with) does and records the range under `key`.
+    /// On refusal `tag` is dropped; [`try_reserve_keyed`](Self::try_reserve_keyed) gives it
+    /// back.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`try_reserve_keyed`](Self::try_reserve_keyed). The set is unchanged on error.
     pub fn reserve_keyed(&mut self, key: u64, range: AddressRange, tag: T) -> Result<()>
     where
         T: Clone,
     {
+        self.try_reserve_keyed(key, range, tag).map_err(Error::from)
+    }
+
+    /// Reserves as [`try_reserve_with`](Self::try_reserve_with) does and records the range
+    /// under `key`; on refusal, gives `tag` back with the error.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refused`] holding `tag` and the error: [`Error::KeyInUse`] if `key` names a live
+    /// allocation, [`Error::HeapRefused`] if the key maps must grow and the heap refuses it,
+    /// then those of [`try_reserve_with`](Self::try_reserve_with). The set is unchanged on
+    /// error.
+    pub fn try_reserve_keyed(
+        &mut self,
+        key: u64,
+        range: AddressRange,
+        tag: T,
+    ) -> core::result::Result<(), Refused<T>>
+    where
+        T: Clone,
+    {
+        match self
+            .prepare_key(key)
+            .and_then(|()| self.prepare_parts(range))
+        {
+            Ok((parts, hull)) => {
+                self.commit_parts(parts, hull, tag);
+                self.keys.insert(key, range);
+                self.key_at.insert(hull.start(), key);
+                Ok(())
+            }
+            Err(error) => Err(Refused::new(error, tag)),
+        }
+    }
+
+    /// Checks that `key` is free and makes room for it in the key maps.
+    fn prepare_key(&mut self, key: u64) -> Result<()> {
         if self.keys.get(key).is_some() {
             return Err(Error::KeyInUse(key));
         }
         self.keys.reserve(1)?;
-        self.key_at.reserve(1)?;
-        let hull = self.reserve_parts(range, tag)?;
-        self.keys.insert(key, range);
-        self.key_at.insert(hull.start(), key);
-        Ok(())
+        self.key_at.reserve(1)
     }
 
     /// The range allocated under `key`, if any.
