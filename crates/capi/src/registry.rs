@@ -529,6 +529,39 @@ mod tests {
         delete_context(ctx).unwrap();
     }
 
+    /// A context with [`MAX_USERS`] users takes no more clients: the refusal spends no
+    /// identifier of the arena and no user count, and a client made once a user is gone gets
+    /// the next identifier.
+    #[test]
+    fn client_create_at_user_limit_is_refused_and_spends_nothing() {
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        let first = create_client(&pinned, Quota::UNLIMITED).unwrap();
+        // SAFETY: no other thread uses the client.
+        let first_id = unsafe { client(first) }.unwrap().client.id();
+        let users = pinned.slot.state.load(Ordering::Relaxed) & COUNT_BITS;
+        // Users that are not there, raised to the limit by hand.
+        let filler = MAX_USERS - users;
+        pinned.slot.state.fetch_add(filler, Ordering::Relaxed);
+        let at_limit = pinned.slot.state.load(Ordering::Relaxed);
+        assert_eq!(
+            create_client(&pinned, Quota::UNLIMITED),
+            Err(Status::LimitReached)
+        );
+        assert_eq!(pinned.slot.state.load(Ordering::Relaxed), at_limit);
+        assert_eq!(pinned.shared().arena.stats().clients, 1);
+        pinned.slot.state.fetch_sub(filler, Ordering::Relaxed);
+        let second = create_client(&pinned, Quota::UNLIMITED).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { client(second) }.unwrap().client.id(), first_id + 1);
+        // SAFETY: as above.
+        unsafe { delete_client(first) }.unwrap();
+        // SAFETY: as above.
+        unsafe { delete_client(second) }.unwrap();
+        drop(pinned);
+        delete_context(ctx).unwrap();
+    }
+
     #[test]
     fn client_stale_handle_refused_after_slot_reuse() {
         let ctx = create_context(arena()).unwrap();

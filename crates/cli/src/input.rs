@@ -74,10 +74,56 @@ pub fn read_bounded(path: &str, reader: impl Read) -> Result<String> {
 
 /// [`read_bounded`] of a reader that waits for its data (standard input from a pipe, which
 /// cannot be made non-blocking without unsafe code): before each read, `poll(2)` waits for
-/// its descriptor to have data or its end, at most until `wait` after the start, so a read
-/// never waits and no thread is needed; what has not come whole by then is refused.
+/// its descriptor to have data or its end, at most until `wait` after the start, and no
+/// thread is needed; what has not come whole by then is refused.
+///
+/// A pipe or FIFO may have other readers, which can take the data `poll(2)` saw before this
+/// read does: it is read through a description of its own opened without waiting
+/// (`/proc/self/fd`, Linux), so that such a read finds nothing instead of waiting for the
+/// writer. Where that cannot be opened (no `/proc`), it is read as it is, and a read that
+/// loses data to another reader waits for the writer's next data or its end.
 #[cfg(unix)]
 fn read_waiting(
+    path: &str,
+    reader: impl Read + std::os::fd::AsFd,
+    wait: Duration,
+) -> Result<String> {
+    #[cfg(target_os = "linux")]
+    if let Some(pipe) = reopen_pipe(reader.as_fd()) {
+        return read_polled(path, pipe, wait);
+    }
+    read_polled(path, reader, wait)
+}
+
+/// The pipe or FIFO `fd` reads from, opened again for reading without waiting
+/// (`O_NONBLOCK`) through `/proc/self/fd`, a description of its own whose flag no one else
+/// sees; `None` if `fd` is no pipe or FIFO or cannot be opened so. Other files are not opened
+/// again: a regular file would start over at its first byte, and opening a device may do
+/// something.
+#[cfg(target_os = "linux")]
+fn reopen_pipe(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+    let given = std::fs::File::from(fd.try_clone_to_owned().ok()?)
+        .metadata()
+        .ok()?;
+    if !given.file_type().is_fifo() {
+        return None;
+    }
+    let pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()?;
+    let opened = pipe.metadata().ok()?;
+    (opened.file_type().is_fifo() && (opened.dev(), opened.ino()) == (given.dev(), given.ino()))
+        .then_some(pipe)
+}
+
+/// [`read_waiting`] of `reader` as it is given: `poll(2)` before each read.
+#[cfg(unix)]
+fn read_polled(
     path: &str,
     reader: impl Read + std::os::fd::AsFd,
     wait: Duration,
@@ -471,5 +517,90 @@ mod tests {
         );
         assert_eq!(threads(), before, "a thread is left behind");
         drop(writer);
+    }
+
+    /// A wait cut short by a signal (`EINTR`) is waited again, and the data read whole.
+    #[test]
+    fn interrupted_wait_is_retried() {
+        let mut interruptions = 3;
+        let text = read_until("x", &b"[memory]\n"[..], MAX_READ_WAIT, |_, _| {
+            if interruptions == 0 {
+                return Ok(true);
+            }
+            interruptions -= 1;
+            Err(io::ErrorKind::Interrupted.into())
+        })
+        .unwrap();
+        assert_eq!((text.as_str(), interruptions), ("[memory]\n", 0));
+    }
+
+    /// A writer that writes more than a pipe holds, a little at a time, then closes: every
+    /// byte is read, in order.
+    #[test]
+    #[cfg(unix)]
+    #[cfg_attr(miri, ignore)]
+    fn slow_writer_past_one_pipe_buffer_is_read_whole() {
+        use std::io::Write;
+        let line = |i: usize| format!("# line {i:06} {}\n", "x".repeat(80));
+        let text: String = (0..3000).map(line).collect();
+        assert!(text.len() > 4 * (64 << 10) && text.len() <= MAX_SPEC_BYTES);
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let sent = text.clone();
+        let writing = std::thread::spawn(move || {
+            for chunk in sent.as_bytes().chunks(50_000) {
+                writer.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let got = read_waiting("<stdin>", reader, MAX_READ_WAIT).unwrap();
+        writing.join().unwrap();
+        assert!(got == text, "{} bytes of {}", got.len(), text.len());
+    }
+
+    /// A regular file and `/dev/null` given as standard input are read at once, as a pipe
+    /// that is closed.
+    #[test]
+    #[cfg(unix)]
+    #[cfg_attr(miri, ignore)]
+    fn regular_file_and_dev_null_are_read_at_once() {
+        let start = Instant::now();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(read_waiting("<stdin>", null, MAX_READ_WAIT).unwrap(), "");
+        let path = std::env::temp_dir().join(format!("memvisor-stdin-{}", std::process::id()));
+        let text = "[memory]\nsize = \"1GiB\"\n".repeat(4000);
+        std::fs::write(&path, &text).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let got = read_waiting("<stdin>", file, MAX_READ_WAIT);
+        std::fs::remove_file(&path).unwrap();
+        assert!(got.unwrap() == text);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Two readers of one pipe whose writer writes a byte and then keeps it open: one of them
+    /// takes the byte, and neither waits past its time.
+    #[test]
+    #[cfg(unix)]
+    #[cfg_attr(miri, ignore)]
+    fn pipe_shared_with_another_reader_is_refused_in_time() {
+        use std::io::Write;
+        for _ in 0..20 {
+            let (reader, mut writer) = std::io::pipe().unwrap();
+            let other = reader.try_clone().unwrap();
+            let wait = Duration::from_millis(300);
+            let (tx, rx) = std::sync::mpsc::channel();
+            for r in [reader, other] {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(read_waiting("<stdin>", r, wait).is_err());
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            writer.write_all(b"x").unwrap();
+            for _ in 0..2 {
+                let refused = rx.recv_timeout(Duration::from_secs(3));
+                assert_eq!(refused, Ok(true), "a reader waits past its time");
+            }
+            drop(writer);
+        }
     }
 }

@@ -395,3 +395,58 @@ fn set_try_keyed_gives_the_tag_back_on_every_refusal() {
     assert_eq!(s.get(5), Some(got));
     assert!(Rc::ptr_eq(&s.release(5).unwrap().1, &probe));
 }
+
+/// A tag whose `clone` panics once `budget` copies have been made.
+struct Brittle {
+    budget: Rc<std::cell::Cell<u32>>,
+}
+
+impl Clone for Brittle {
+    fn clone(&self) -> Self {
+        let left = self.budget.get();
+        assert!(left > 0, "no copy of this tag can be made");
+        self.budget.set(left - 1);
+        Self {
+            budget: Rc::clone(&self.budget),
+        }
+    }
+}
+
+#[test]
+fn set_spanning_reservation_whose_tag_copy_panics_changes_nothing() {
+    // Three spaces: a reservation over all of them needs two copies of its tag.
+    let spaces = [r(0x0, 0xfff), r(0x1000, 0x1fff), r(0x2000, 0x2fff)];
+    for copies in 0..2 {
+        let mut s = AllocatorSet::<Brittle>::new(&spaces).unwrap();
+        let budget = Rc::new(std::cell::Cell::new(copies));
+        let tag = Brittle {
+            budget: Rc::clone(&budget),
+        };
+        let keyed = copies == 1;
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if keyed {
+                s.reserve_keyed(9, r(0x800, 0x27ff), tag)
+            } else {
+                s.reserve_with(r(0x800, 0x27ff), tag)
+            }
+        }));
+        assert!(panicked.is_err(), "the copy did not panic");
+        // Nothing of the reservation is in the set, and it holds no tag.
+        assert_eq!(s.used(), 0, "{copies} copies");
+        assert_eq!(s.allocated().count(), 0, "{copies} copies");
+        assert_eq!(s.get(9), None);
+        s.check_invariants().unwrap();
+        assert_eq!(Rc::strong_count(&budget), 1, "a copy of the tag is kept");
+        // The set still takes the same reservation whole.
+        budget.set(2);
+        let tag = Brittle {
+            budget: Rc::clone(&budget),
+        };
+        s.reserve_with(r(0x800, 0x27ff), tag)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.used(), 0x2000);
+        s.free(&r(0x800, 0x27ff)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.used(), 0);
+        s.check_invariants().unwrap();
+    }
+}

@@ -56,6 +56,23 @@ pub struct AllocatorSet<T = ()> {
 /// The parts of a reservation: space index, part, node whose gap holds it.
 type Parts = Vec<(usize, AddressRange, u32)>;
 
+/// The copies of `tag` a reservation of `parts` parts needs (one for each part but the last,
+/// which takes `tag` itself), all made before the reservation changes the set: a `clone` that
+/// panics leaves the set as it was.
+///
+/// # Errors
+///
+/// [`Error::HeapRefused`] if the heap refuses room for them.
+fn copies<T: Clone>(tag: &T, parts: usize) -> Result<Vec<T>> {
+    let n = parts.saturating_sub(1);
+    let mut copies = Vec::new();
+    copies
+        .try_reserve_exact(n)
+        .map_err(|_| heap_refused::<T>(n))?;
+    copies.extend((0..n).map(|_| tag.clone()));
+    Ok(copies)
+}
+
 impl<T> AllocatorSet<T> {
     /// Creates a set of the given spaces, tried in this order, with no alignment constraints of
     /// its own.
@@ -316,7 +333,8 @@ impl<T> AllocatorSet<T> {
     /// `requested` and the lowest live allocation it overlaps as `existing` (its owner's tag:
     /// `allocation_containing(existing.start())`), [`Error::TooManyAllocations`] if a space is
     /// full, [`Error::HeapRefused`] if the heap refuses memory the reservation needs. The set
-    /// is unchanged on error, and `tag` was not cloned.
+    /// is unchanged on error, and `tag` was not cloned. The copies are all made before the set
+    /// changes, so a `clone` of `tag` that panics leaves the set unchanged too.
     pub fn try_reserve_with(
         &mut self,
         range: AddressRange,
@@ -326,10 +344,13 @@ impl<T> AllocatorSet<T> {
         T: Clone,
     {
         match self.prepare_parts(range) {
-            Ok((parts, hull)) => {
-                self.commit_parts(parts, hull, tag);
-                Ok(())
-            }
+            Ok((parts, hull)) => match copies(&tag, parts.len()) {
+                Ok(copies) => {
+                    self.commit_parts(parts, hull, copies, tag);
+                    Ok(())
+                }
+                Err(error) => Err(Refused::new(error, tag)),
+            },
             Err(error) => Err(Refused::new(error, tag)),
         }
     }
@@ -388,18 +409,14 @@ impl<T> AllocatorSet<T> {
         Ok((parts, hull))
     }
 
-    /// Commits the parts [`prepare_parts`](Self::prepare_parts) found, a copy of `tag` in each
-    /// but the last, which takes `tag`. Allocates nothing.
-    fn commit_parts(&mut self, parts: Parts, hull: AddressRange, tag: T)
-    where
-        T: Clone,
-    {
+    /// Commits the parts [`prepare_parts`](Self::prepare_parts) found, one of `copies` (made
+    /// by [`copies`] for them) in each but the last, which takes `tag`. Allocates nothing and
+    /// calls no code of `T`, so nothing can stop it half-way.
+    fn commit_parts(&mut self, parts: Parts, hull: AddressRange, mut copies: Vec<T>, tag: T) {
         let spanning = parts.len() > 1;
         let mut tag = Some(tag);
-        let last = parts.len().saturating_sub(1);
-        for (n, (i, part, host)) in parts.into_iter().enumerate() {
-            let this = if n == last { tag.take() } else { tag.clone() };
-            if let Some(this) = this {
+        for (i, part, host) in parts {
+            if let Some(this) = copies.pop().or_else(|| tag.take()) {
                 self.pools[i].commit(part, host, this);
             }
             if spanning {
@@ -584,9 +601,10 @@ impl<T> AllocatorSet<T> {
         match self
             .prepare_key(key)
             .and_then(|()| self.prepare_parts(range))
+            .and_then(|(parts, hull)| Ok((copies(&tag, parts.len())?, parts, hull)))
         {
-            Ok((parts, hull)) => {
-                self.commit_parts(parts, hull, tag);
+            Ok((copies, parts, hull)) => {
+                self.commit_parts(parts, hull, copies, tag);
                 self.keys.insert(key, range);
                 self.key_at.insert(hull.start(), key);
                 Ok(())
