@@ -709,3 +709,53 @@ fn reserved_contexts_made_and_deleted_on_threads_never_block_in_use() {
         }
     });
 }
+
+/// Clients made on one thread while another deletes their context: the context is deleted
+/// only once no client of it is live, every client made works until it is deleted, and once
+/// the context is gone no client is made of it.
+#[test]
+fn client_create_racing_context_delete_never_outlives_its_context() {
+    let rounds = if cfg!(miri) { 2 } else { 200 };
+    let creates = if cfg!(miri) { 3 } else { 50 };
+    let memory = Memory::new(LEN);
+    for _ in 0..rounds {
+        let ctx = context(&memory, 0);
+        let (made, deleted) = std::thread::scope(|scope| {
+            let maker = scope.spawn(move || {
+                let mut made = 0;
+                for _ in 0..creates {
+                    let mut cl = Client::default();
+                    // SAFETY: `cl` is writable.
+                    match unsafe { memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &mut cl) } {
+                        Status::Ok => {
+                            made += 1;
+                            let p = alloc_in(cl, 100);
+                            // SAFETY: `p` holds 100 writable bytes while the client lives.
+                            unsafe { p.cast::<u8>().write_bytes(0xa5, 100) };
+                            assert_eq!(memvisor_client_delete(cl), Status::Ok);
+                        }
+                        Status::InvalidHandle => break,
+                        other => panic!("create: {other:?}"),
+                    }
+                }
+                made
+            });
+            let deleter = scope.spawn(move || {
+                loop {
+                    match memvisor_context_delete(ctx) {
+                        Status::Ok => return true,
+                        Status::ContextBusy => std::thread::yield_now(),
+                        other => panic!("delete: {other:?}"),
+                    }
+                }
+            });
+            (maker.join().unwrap(), deleter.join().unwrap())
+        });
+        assert!(deleted && made <= creates);
+        let mut cl = Client::default();
+        // SAFETY: `cl` is writable.
+        let st = unsafe { memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &mut cl) };
+        assert_eq!(st, Status::InvalidHandle);
+        assert_eq!(memvisor_context_delete(ctx), Status::InvalidHandle);
+    }
+}
