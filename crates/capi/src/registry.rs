@@ -501,21 +501,17 @@ mod tests {
         delete_context(ctx).unwrap();
     }
 
-    /// A client that cannot be made because no slot is left for it spends no identifier of
-    /// the arena and no user count of its context: the next client gets the next identifier.
-    #[test]
-    fn failed_client_create_spends_no_client_id() {
+    /// Makes a client, then one that `refuse` says cannot be made, then another: the refusal
+    /// is `LimitReached` and spends no identifier of the arena and no user count of the
+    /// context, so the next client gets the next identifier.
+    fn refused_create_spends_nothing(refuse: impl FnOnce(&Pinned) -> Result<u64, Status>) {
         let ctx = create_context(arena()).unwrap();
         let pinned = pin(ctx).unwrap();
         let first = create_client(&pinned, Quota::UNLIMITED).unwrap();
         // SAFETY: no other thread uses the client.
         let first_id = unsafe { client(first) }.unwrap().client.id();
         let users = pinned.slot.state.load(Ordering::Relaxed);
-        let full = Table::<ClientSlot>::exhausted(Kind::Client);
-        assert_eq!(
-            create_client_in(&full, &pinned, Quota::UNLIMITED),
-            Err(Status::LimitReached)
-        );
+        assert_eq!(refuse(&pinned), Err(Status::LimitReached));
         assert_eq!(pinned.slot.state.load(Ordering::Relaxed), users);
         assert_eq!(pinned.shared().arena.stats().clients, 1);
         let second = create_client(&pinned, Quota::UNLIMITED).unwrap();
@@ -529,37 +525,29 @@ mod tests {
         delete_context(ctx).unwrap();
     }
 
-    /// A context with [`MAX_USERS`] users takes no more clients: the refusal spends no
-    /// identifier of the arena and no user count, and a client made once a user is gone gets
-    /// the next identifier.
+    /// A client that cannot be made because no slot is left for it spends nothing.
+    #[test]
+    fn failed_client_create_spends_no_client_id() {
+        refused_create_spends_nothing(|pinned| {
+            let full = Table::<ClientSlot>::exhausted(Kind::Client);
+            create_client_in(&full, pinned, Quota::UNLIMITED)
+        });
+    }
+
+    /// A context with [`MAX_USERS`] users takes no more clients, and the refusal spends
+    /// nothing.
     #[test]
     fn client_create_at_user_limit_is_refused_and_spends_nothing() {
-        let ctx = create_context(arena()).unwrap();
-        let pinned = pin(ctx).unwrap();
-        let first = create_client(&pinned, Quota::UNLIMITED).unwrap();
-        // SAFETY: no other thread uses the client.
-        let first_id = unsafe { client(first) }.unwrap().client.id();
-        let users = pinned.slot.state.load(Ordering::Relaxed) & COUNT_BITS;
-        // Users that are not there, raised to the limit by hand.
-        let filler = MAX_USERS - users;
-        pinned.slot.state.fetch_add(filler, Ordering::Relaxed);
-        let at_limit = pinned.slot.state.load(Ordering::Relaxed);
-        assert_eq!(
-            create_client(&pinned, Quota::UNLIMITED),
-            Err(Status::LimitReached)
-        );
-        assert_eq!(pinned.slot.state.load(Ordering::Relaxed), at_limit);
-        assert_eq!(pinned.shared().arena.stats().clients, 1);
-        pinned.slot.state.fetch_sub(filler, Ordering::Relaxed);
-        let second = create_client(&pinned, Quota::UNLIMITED).unwrap();
-        // SAFETY: as above.
-        assert_eq!(unsafe { client(second) }.unwrap().client.id(), first_id + 1);
-        // SAFETY: as above.
-        unsafe { delete_client(first) }.unwrap();
-        // SAFETY: as above.
-        unsafe { delete_client(second) }.unwrap();
-        drop(pinned);
-        delete_context(ctx).unwrap();
+        refused_create_spends_nothing(|pinned| {
+            // Users that are not there, raised to the limit by hand.
+            let filler = MAX_USERS - (pinned.slot.state.load(Ordering::Relaxed) & COUNT_BITS);
+            pinned.slot.state.fetch_add(filler, Ordering::Relaxed);
+            let at_limit = pinned.slot.state.load(Ordering::Relaxed);
+            let refused = create_client(pinned, Quota::UNLIMITED);
+            assert_eq!(pinned.slot.state.load(Ordering::Relaxed), at_limit);
+            pinned.slot.state.fetch_sub(filler, Ordering::Relaxed);
+            refused
+        });
     }
 
     #[test]

@@ -143,34 +143,6 @@ fn read_polled(
     })
 }
 
-/// [`read_bounded`] of a reader that waits for its data, where `poll(2)` is not available: it
-/// is read on a thread of its own, and what it has not given in full `wait` after the start is
-/// refused. The thread is left blocked in its read until the data comes or the process ends;
-/// it holds at most [`MAX_SPEC_BYTES`] + 1 bytes.
-#[cfg(not(unix))]
-fn read_waiting(path: &str, reader: impl Read + Send + 'static, wait: Duration) -> Result<String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let name = path.to_owned();
-    let spawned = std::thread::Builder::new()
-        .name("memvisor-read".to_owned())
-        .spawn(move || {
-            // The receiver is gone once the wait is over: nothing to tell then.
-            let _ = tx.send(read_within(&name, reader, wait));
-        });
-    if let Err(source) = spawned {
-        return Err(Error::ReadSpec {
-            path: path.to_owned(),
-            source,
-        });
-    }
-    rx.recv_timeout(wait).unwrap_or_else(|_| {
-        Err(Error::ReadSpec {
-            path: path.to_owned(),
-            source: no_end(wait),
-        })
-    })
-}
-
 /// Why data that did not come in `wait` is refused.
 fn no_end(wait: Duration) -> io::Error {
     io::Error::new(
@@ -259,10 +231,7 @@ pub fn read_spec(path: impl AsRef<std::path::Path>) -> Result<String> {
         if std::io::IsTerminal::is_terminal(&stdin) {
             return read_bounded("<stdin>", stdin.lock());
         }
-        #[cfg(unix)]
         return read_waiting("<stdin>", stdin.lock(), MAX_READ_WAIT);
-        #[cfg(not(unix))]
-        return read_waiting("<stdin>", stdin, MAX_READ_WAIT);
     }
     let shown = path.to_string_lossy();
     let file = std::fs::OpenOptions::new()

@@ -561,13 +561,11 @@ impl From<&Error> for ErrorDoc {
             }
             Error::ReadSpec { path, .. }
             | Error::SpecTooLarge { path, .. }
-            | Error::SpecNotUtf8 { path, .. } => {
+            | Error::SpecNotUtf8 { path, .. }
+            | Error::HostFileTooLarge { path, .. } => {
                 body.file = Some(crate::render::clip_path(path).into_owned());
             }
             Error::Import { origin, .. } => body.file = Some(origin.clone()),
-            Error::HostFileTooLarge { path, .. } => {
-                body.file = Some(crate::render::clip_path(path).into_owned());
-            }
             _ => {}
         }
         Self {

@@ -343,21 +343,26 @@ impl<T> AllocatorSet<T> {
     where
         T: Clone,
     {
-        match self.prepare_parts(range) {
-            Ok((parts, hull)) => match copies(&tag, parts.len()) {
-                Ok(copies) => {
-                    self.commit_parts(parts, hull, copies, tag);
-                    Ok(())
-                }
-                Err(error) => Err(Refused::new(error, tag)),
-            },
+        match self.prepare_parts(range, &tag) {
+            Ok((parts, hull, copies)) => {
+                self.commit_parts(parts, hull, copies, tag);
+                Ok(())
+            }
             Err(error) => Err(Refused::new(error, tag)),
         }
     }
 
     /// Everything a reservation of `range` does but the commit: its parts (space, part, node
-    /// whose gap holds it), their hull, and room made for each part and its spanning entry.
-    fn prepare_parts(&mut self, range: AddressRange) -> Result<(Parts, AddressRange)> {
+    /// whose gap holds it), their hull, room made for each part and its spanning entry, and
+    /// the copies of `tag` the parts but the last take.
+    fn prepare_parts(
+        &mut self,
+        range: AddressRange,
+        tag: &T,
+    ) -> Result<(Parts, AddressRange, Vec<T>)>
+    where
+        T: Clone,
+    {
         let mut parts = Vec::new();
         // At most one part per space, a list as long as the set (validated before `new` took
         // the spaces), reserved so that a refusal is an error.
@@ -406,11 +411,12 @@ impl<T> AllocatorSet<T> {
         if parts.len() > 1 {
             self.spans.reserve(parts.len())?;
         }
-        Ok((parts, hull))
+        let copies = copies(tag, parts.len())?;
+        Ok((parts, hull, copies))
     }
 
-    /// Commits the parts [`prepare_parts`](Self::prepare_parts) found, one of `copies` (made
-    /// by [`copies`] for them) in each but the last, which takes `tag`. Allocates nothing and
+    /// Commits the parts [`prepare_parts`](Self::prepare_parts) found, one of its `copies` in
+    /// each but the last, which takes `tag`. Allocates nothing and
     /// calls no code of `T`, so nothing can stop it half-way.
     fn commit_parts(&mut self, parts: Parts, hull: AddressRange, mut copies: Vec<T>, tag: T) {
         let spanning = parts.len() > 1;
@@ -600,10 +606,9 @@ impl<T> AllocatorSet<T> {
     {
         match self
             .prepare_key(key)
-            .and_then(|()| self.prepare_parts(range))
-            .and_then(|(parts, hull)| Ok((copies(&tag, parts.len())?, parts, hull)))
+            .and_then(|()| self.prepare_parts(range, &tag))
         {
-            Ok((copies, parts, hull)) => {
+            Ok((parts, hull, copies)) => {
                 self.commit_parts(parts, hull, copies, tag);
                 self.keys.insert(key, range);
                 self.key_at.insert(hull.start(), key);
