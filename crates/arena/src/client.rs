@@ -220,6 +220,10 @@ struct State {
     empty_chunks: usize,
     /// Held chunks without a live block (see [`ClientStats::pinned_chunks`]).
     idle_chunks: usize,
+    /// The chunk that last became the only one without a live block (`idle_chunks` going
+    /// from 0 to 1), so that a run finds the kept chunk without walking the chunk list. A
+    /// hint: checked against the owner table and the chunk's record before it is used.
+    kept_hint: u32,
     /// The client's identifier.
     id: u32,
     /// Where other threads put the blocks they free ([`Arena::free`]); made with `Box`, freed
@@ -295,6 +299,7 @@ impl<'a> Client<'a> {
                 chunks: 0,
                 empty_chunks: 0,
                 idle_chunks: 0,
+                kept_hint: NIL,
                 id,
                 mailbox,
                 seen_trims: arena.trim_requests(),
@@ -963,9 +968,12 @@ impl State {
         }
     }
 
-    /// A held chunk lost its last live block, or was taken.
+    /// Held chunk `chunk` lost its last live block, or was taken.
     #[inline]
-    fn idle(&mut self, arena: &Arena) {
+    fn idle(&mut self, arena: &Arena, chunk: u32) {
+        if self.idle_chunks == 0 {
+            self.kept_hint = chunk;
+        }
         self.idle_chunks += 1;
         if self.geo.flags.contains(Flags::STATISTICS) {
             arena.count_pinned(1, 0);
@@ -1164,7 +1172,7 @@ impl State {
         info.live -= 1;
         // A chunk left without a live block while another is kept already: it is not kept.
         let purge = info.live == 0 && {
-            self.idle(arena);
+            self.idle(arena, chunk_index(chunk.index()));
             self.idle_chunks > 1
         };
         let value = usize::from(meta & VALUE);

@@ -1789,14 +1789,19 @@ impl Reservation {
         Ok(out)
     }
 
-    /// The number of resident pages in the range (see [`residency`](Self::residency)).
+    /// The number of resident pages in the range (see [`residency`](Self::residency)). Only
+    /// the committed runs of the range are asked about (uncommitted pages never count), so the
+    /// time is in proportion to the range's committed pages plus one bitmap word per 64 pages:
+    /// a 1 TiB range with a few committed pages takes milliseconds.
     ///
     /// # Errors
     /// As [`residency`](Self::residency).
     pub fn resident_pages(&self, offset: usize, len: usize) -> Result<usize> {
         let pages = self.check(offset, len)?;
         let mut count = 0;
-        self.for_each_residency(pages, |resident| count += usize::from(resident))?;
+        self.for_each_run(&self.committed, true, pages, |run| {
+            self.for_each_residency(run, |resident| count += usize::from(resident))
+        })?;
         Ok(count)
     }
 

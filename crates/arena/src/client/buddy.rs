@@ -283,7 +283,7 @@ impl State {
         self.chunk_head = chunk;
         self.chunks += 1;
         self.empty_chunks += 1;
-        self.idle(arena);
+        self.idle(arena, chunk);
         arena.set_mailbox(chunk as usize, self.mailbox);
         for (at, order) in self.pieces() {
             self.set_free(held, order, at >> order);

@@ -69,7 +69,7 @@ impl State {
         // is free, and the run is taken there: the client then holds the run alone.
         let mut at = None;
         if self.idle_chunks != 0
-            && let Some(kept) = self.kept_chunk()
+            && let Some(kept) = self.kept_chunk(arena, id)
             && let Some(first) = arena.run_around(n, kept.index())
         {
             self.purge(arena, kept.index());
@@ -103,7 +103,7 @@ impl State {
         }
         self.chunks += n;
         // Counted as a chunk without a live block until `alloc` counts the block in it.
-        self.idle(arena);
+        self.idle(arena, first);
         let off = (first as usize) << shift;
         let page = off >> self.geo.page_shift;
         self.set_page(page, RUN);
@@ -113,24 +113,37 @@ impl State {
     }
 
     /// The held chunk without a live block, if there is one (a run's chunks after its first
-    /// have none, and are not it). Walks the chunk list: for a run, which takes whole chunks.
-    fn kept_chunk(&mut self) -> Option<HeldChunk> {
-        let usable = self.geo.usable_pages << self.geo.page_shift;
+    /// have none, and are not it): for a run, which takes whole chunks. In constant time from
+    /// `kept_hint`, the chunk that last became the only idle one, which every path keeps
+    /// (a second idle chunk is given back at once); the chunk list is walked only if the hint
+    /// does not hold such a chunk of this client.
+    fn kept_chunk(&mut self, arena: &Arena, id: u32) -> Option<HeldChunk> {
+        if let Some(held) = HeldChunk::checked(arena.owners(), id, self.kept_hint as usize)
+            && self.is_kept(held)
+        {
+            return Some(held);
+        }
         let mut chunk = self.chunk_head;
         while chunk != NIL {
             let held = Self::listed(chunk);
-            let info = self.info(held);
-            let (live, used, next) = (info.live, info.used, info.next);
-            // A run's later chunks count as wholly used and have no page metadata; a chunk
-            // wholly used by cached blocks and slabs has that of its first one.
-            let run_part =
-                used == usable && self.page_at(held.index() << self.geo.chunk_shift) == 0;
-            if live == 0 && !run_part {
+            if self.is_kept(held) {
                 return Some(held);
             }
-            chunk = next;
+            chunk = self.info(held).next;
         }
         None
+    }
+
+    /// Whether held chunk `held` has no live block and is not part of a run after its first
+    /// chunk.
+    fn is_kept(&mut self, held: HeldChunk) -> bool {
+        let usable = self.geo.usable_pages << self.geo.page_shift;
+        let info = self.info(held);
+        let (live, used) = (info.live, info.used);
+        // A run's later chunks count as wholly used and have no page metadata; a chunk
+        // wholly used by cached blocks and slabs has that of its first one.
+        let run_part = used == usable && self.page_at(held.index() << self.geo.chunk_shift) == 0;
+        live == 0 && !run_part
     }
 
     /// Gives the run at `off` (its block just freed, its start bit clear) back to the arena;
