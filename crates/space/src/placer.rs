@@ -37,6 +37,21 @@ struct Irqs {
 /// interrupt or port range held (and into the errors that name them); their length and number
 /// are the caller's to bound.
 ///
+/// Cost, for w windows and n ranges held in a window: the windows are sorted by address and
+/// each kind's windows have a max tree of their largest free ranges, so
+/// [`take`](Self::take), [`take_in`](Self::take_in), [`release`](Self::release) and
+/// [`owner_of`](Self::owner_of) find their windows in O(log w) (plus O(log n) for each window
+/// a range crosses), and [`place`](Self::place) goes straight to the first window of its kind
+/// whose largest free range may hold the size, O(log w + log n), passing over windows too
+/// full for it without trying them (a window with room for the size but not at the alignment
+/// asked is still tried). A refused `place` or `take_in` names the largest free range of the
+/// kind, found as [`largest_free`](Self::largest_free) finds it: down the kind's max tree to
+/// the window with the largest bound, then through that window's index
+/// ([`AddressAllocator::largest_free`](memvisor_resources::AddressAllocator::largest_free)),
+/// O(log w + log n) when ranges are below 16 MiB (larger ones whose sizes round to the same
+/// 24-bit bound may each add a path). [`transaction`](Self::transaction) copies the whole
+/// placer.
+///
 /// Made by [`Layout::placer`](crate::Layout::placer) (windows, and the preset's interrupts),
 /// [`Platform::placer`](crate::Platform::placer) (also I/O ports and the platform's reserved
 /// ranges) or [`Snapshot::placer`](crate::Snapshot::placer) (the snapshot's regions taken).
@@ -66,8 +81,70 @@ pub struct Placer {
     /// start: the range as taken. The parts are given back together, and only for that range.
     /// (A part missing here was placed or taken exactly as it is.)
     spans: BTreeMap<u64, GuestRange>,
+    /// The windows of each kind that has some, with a bound on each one's largest free range
+    /// (see [`Kind`]).
+    kinds: Vec<Kind>,
+    /// For each window (in `windows`' order): the index of its kind in `kinds` and its position
+    /// among the windows of that kind.
+    kind_of: Vec<(usize, usize)>,
     irqs: Option<Irqs>,
     ports: Option<AddressAllocator<String>>,
+}
+
+/// The windows of one kind, in layout order, and a max tree over them: leaf `j` (at
+/// `room.len() / 2 + j`) is an upper bound on the largest free range of the kind's `j`-th
+/// window (0 past the last one), every inner node `n` the larger of `2n` and `2n + 1`. A
+/// placement finds the first window of its kind that may hold it in O(log w) steps instead of
+/// trying every full window before it.
+#[derive(Clone, Debug)]
+struct Kind {
+    kind: WindowKind,
+    /// Indices into [`Placer::windows`].
+    windows: Vec<usize>,
+    room: Vec<u64>,
+}
+
+impl Kind {
+    /// Sets the bound of the kind's `j`-th window. O(log w).
+    fn set(&mut self, j: usize, bound: u64) {
+        let mut at = self.room.len() / 2 + j;
+        self.room[at] = bound;
+        while at > 1 {
+            at /= 2;
+            self.room[at] = self.room[2 * at].max(self.room[2 * at + 1]);
+        }
+    }
+
+    /// The position of the first window from position `from` on whose largest free range may
+    /// hold `size` bytes (`size` > 0). O(log w).
+    fn next_with_room(&self, from: usize, size: u64) -> Option<usize> {
+        let width = self.room.len() / 2;
+        if from >= width {
+            return None;
+        }
+        let mut at = width + from;
+        // Up and right until a subtree that may hold it; the root is node 1, so running off
+        // the right edge ends at node 0.
+        while self.room[at] < size {
+            look();
+            while at % 2 == 1 {
+                at /= 2;
+            }
+            if at == 0 {
+                return None;
+            }
+            at += 1;
+        }
+        while at < width {
+            look();
+            at = if self.room[2 * at] >= size {
+                2 * at
+            } else {
+                2 * at + 1
+            };
+        }
+        Some(at - width)
+    }
 }
 
 impl Placer {
@@ -118,15 +195,63 @@ impl Placer {
             }
             None => None,
         };
+        // Windows come from a layout: sorted by address and disjoint, which the lookups by
+        // address rely on.
+        debug_assert!(windows.windows(2).all(|p| p[0].last_addr() < p[1].start()));
+        let mut kinds: Vec<Kind> = Vec::new();
+        let mut kind_of = Vec::with_capacity(windows.len());
+        for (i, w) in windows.iter().enumerate() {
+            let k = match kinds.iter().position(|k| k.kind == w.kind()) {
+                Some(k) => k,
+                None => {
+                    kinds.push(Kind {
+                        kind: w.kind(),
+                        windows: Vec::new(),
+                        room: Vec::new(),
+                    });
+                    kinds.len() - 1
+                }
+            };
+            kind_of.push((k, kinds[k].windows.len()));
+            kinds[k].windows.push(i);
+        }
+        for k in &mut kinds {
+            k.room = vec![0; 2 * k.windows.len().next_power_of_two()];
+            for j in 0..k.windows.len() {
+                k.set(j, windows[k.windows[j]].size());
+            }
+        }
         Ok(Self {
             windows: windows
                 .iter()
                 .map(|w| (*w, AddressAllocator::new(w.range().as_range())))
                 .collect(),
             spans: BTreeMap::new(),
+            kinds,
+            kind_of,
             irqs,
             ports: ports.map(|p| AddressAllocator::new(p.as_range())),
         })
+    }
+
+    /// Records the largest free range of window `i` (after a change of it). O(log w).
+    fn refresh(&mut self, i: usize) {
+        let (k, j) = self.kind_of[i];
+        self.kinds[k].set(j, self.windows[i].1.largest_free_bound());
+    }
+
+    /// The indices of the windows `range` touches, in address order: O(log w), the windows
+    /// being sorted and disjoint.
+    fn touching(&self, range: &GuestRange) -> std::ops::Range<usize> {
+        let lo = self.windows.partition_point(|(w, _)| {
+            look();
+            w.last_addr() < range.start()
+        });
+        let hi = self.windows.partition_point(|(w, _)| {
+            look();
+            w.start() <= range.last()
+        });
+        lo..hi.max(lo)
     }
 
     /// Runs `f` on this placer and keeps what it did only if it succeeds: on an error, the
@@ -177,12 +302,20 @@ impl Placer {
         }
         let request = Request::new(size, align, AllocPolicy::FirstMatch)
             .map_err(|_| Error::InvalidAlignment { align })?;
-        for (w, alloc) in &mut self.windows {
-            if w.kind() != kind {
-                continue;
-            }
-            match alloc.allocate_with(&request, owner.to_owned()) {
-                Ok(range) => return Ok(range.into()),
+        // Only the windows whose largest free range may hold `size` are tried, in layout order.
+        let k = self.kinds.iter().position(|k| k.kind == kind);
+        let mut from = 0;
+        while let Some(k) = k
+            && let Some(j) = self.kinds[k].next_with_room(from, size)
+        {
+            from = j + 1;
+            let i = self.kinds[k].windows[j];
+            look();
+            match self.windows[i].1.allocate_with(&request, owner.to_owned()) {
+                Ok(range) => {
+                    self.refresh(i);
+                    return Ok(range.into());
+                }
                 // No room in this window: the next one of the kind may have some.
                 Err(memvisor_resources::Error::OutOfSpace { .. }) => {}
                 Err(source) => {
@@ -211,11 +344,12 @@ impl Placer {
     /// [`Error::Allocator`] if the window's allocator fails (the heap refused its
     /// bookkeeping). Nothing is taken then.
     pub fn take_in(&mut self, kind: WindowKind, range: GuestRange, owner: &str) -> Result<()> {
-        let Some((_, alloc)) = self
-            .windows
-            .iter_mut()
-            .find(|(w, _)| w.kind() == kind && w.range().contains_range(&range))
-        else {
+        // The windows are disjoint: one that holds `range` is the only one it touches.
+        let touched = self.touching(&range);
+        let Some(i) = touched.clone().next().filter(|&i| {
+            let w = &self.windows[i].0;
+            touched.len() == 1 && w.kind() == kind && w.range().contains_range(&range)
+        }) else {
             return Err(Error::NotInWindow {
                 owner: owner.to_owned(),
                 range,
@@ -223,7 +357,7 @@ impl Placer {
                 largest_free: self.largest_free(kind),
             });
         };
-        reserve(alloc, range, owner, ADDRESSES).map_err(|e| match e {
+        reserve(&mut self.windows[i].1, range, owner, ADDRESSES).map_err(|e| match e {
             Error::Taken {
                 owner,
                 range,
@@ -236,7 +370,9 @@ impl Placer {
                 other_range: as_taken(&self.spans, other_range),
             },
             e => e,
-        })
+        })?;
+        self.refresh(i);
+        Ok(())
     }
 
     /// Takes `range` for `owner` in every window it crosses (an existing region, a platform
@@ -267,7 +403,9 @@ impl Placer {
     pub(crate) fn take_parts(&mut self, range: GuestRange, owner: &str) -> Result<bool> {
         // The parts taken are counted, not listed: a refusal then needs no heap to undo them.
         let (mut parts, mut whole) = (0usize, false);
-        for i in 0..self.windows.len() {
+        let touched = self.touching(&range);
+        for i in touched.clone() {
+            look();
             let (w, alloc) = &mut self.windows[i];
             let Some(part) = w.range().intersection(&range) else {
                 continue;
@@ -275,10 +413,12 @@ impl Placer {
             if let Err(e) = reserve(alloc, part, owner, ADDRESSES) {
                 // Every part of `range` in a window before this one was reserved just above,
                 // so freeing it cannot fail (and `free` needs no heap).
-                for (w, alloc) in &mut self.windows[..i] {
+                for j in touched.start..i {
+                    let (w, alloc) = &mut self.windows[j];
                     if let Some(taken) = w.range().intersection(&range) {
                         let _ = alloc.free(&taken.as_range());
                     }
+                    self.refresh(j);
                 }
                 return Err(match e {
                     Error::Taken {
@@ -294,10 +434,11 @@ impl Placer {
             }
             parts += 1;
             whole = part == range;
+            self.refresh(i);
         }
         let held = parts > 0;
         if parts > 1 || (held && !whole) {
-            for (w, _) in &self.windows {
+            for (w, _) in &self.windows[touched] {
                 if let Some(part) = w.range().intersection(&range) {
                     self.spans.insert(part.start().0, range);
                 }
@@ -316,10 +457,15 @@ impl Placer {
     /// a range wholly outside every window is never held); nothing is given back then.
     pub fn release(&mut self, range: GuestRange) -> Result<()> {
         let parts: Vec<(usize, GuestRange)> = self
-            .windows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (w, _))| w.range().intersection(&range).map(|p| (i, p)))
+            .touching(&range)
+            .filter_map(|i| {
+                look();
+                self.windows[i]
+                    .0
+                    .range()
+                    .intersection(&range)
+                    .map(|p| (i, p))
+            })
             .collect();
         let exact = !parts.is_empty()
             && parts.iter().all(|&(i, p)| {
@@ -335,6 +481,7 @@ impl Placer {
         for (i, p) in parts {
             // Checked just above to be an exact allocation.
             let _ = self.windows[i].1.free(&p.as_range());
+            self.refresh(i);
             self.spans.remove(&p.start().0);
         }
         Ok(())
@@ -345,9 +492,9 @@ impl Placer {
     /// holding `addr`), so that [`release`](Self::release) gives it back.
     #[must_use]
     pub fn owner_of(&self, addr: vm_memory::GuestAddress) -> Option<(&str, GuestRange)> {
-        self.windows
+        let here = GuestRange::new(addr, 1).ok()?;
+        self.windows[self.touching(&here)]
             .iter()
-            .filter(|(w, _)| w.range().contains(addr))
             .find_map(|(_, a)| a.allocation_containing(addr.0))
             .map(|a| (a.tag.as_str(), as_taken(&self.spans, a.range.into())))
     }
@@ -379,15 +526,34 @@ impl Placer {
     /// The largest free range in the windows of `kind` (0 if none).
     #[must_use]
     pub fn largest_free(&self, kind: WindowKind) -> u64 {
-        let largest = self
-            .windows
-            .iter()
-            .filter(|(w, _)| w.kind() == kind)
-            .flat_map(|(_, a)| a.free_ranges())
-            .map(|r| r.size_u128())
-            .max()
-            .unwrap_or(0);
-        u64::try_from(largest).unwrap_or(u64::MAX)
+        let Some(k) = self.kinds.iter().find(|k| k.kind == kind) else {
+            return 0;
+        };
+        // Down the kind's max tree, entering a subtree only if its bound is above the largest
+        // free range found so far, the child with the larger bound first: with exact bounds,
+        // one path to the window holding the largest, O(log w + log n).
+        let width = k.room.len() / 2;
+        let mut best = 0u128;
+        let mut stack = vec![1usize];
+        while let Some(at) = stack.pop() {
+            look();
+            if u128::from(k.room[at]) <= best {
+                continue;
+            }
+            if at >= width {
+                if let Some(&i) = k.windows.get(at - width) {
+                    best = best.max(self.windows[i].1.largest_free());
+                }
+                continue;
+            }
+            let (l, r) = (2 * at, 2 * at + 1);
+            if k.room[l] >= k.room[r] {
+                stack.extend([r, l]);
+            } else {
+                stack.extend([l, r]);
+            }
+        }
+        u64::try_from(best).unwrap_or(u64::MAX)
     }
 
     /// The lowest free interrupt number for `owner`, never one of the platform's legacy
@@ -566,6 +732,19 @@ impl Placer {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Windows looked at by this thread's placers, for tests that bound the work.
+    static LOOKED_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one window looked at (a test hook; nothing outside tests).
+#[inline]
+fn look() {
+    #[cfg(test)]
+    LOOKED_AT.with(|c| c.set(c.get() + 1));
+}
+
 /// The range as it was placed or taken that holds `part` (an allocation of one window): the
 /// whole of a range taken across windows or past a window's edge, else `part` itself.
 fn as_taken(spans: &BTreeMap<u64, GuestRange>, part: GuestRange) -> GuestRange {
@@ -621,6 +800,143 @@ mod tests {
 
     fn range(base: u64, size: u64) -> GuestRange {
         GuestRange::new(GuestAddress(base), size).unwrap()
+    }
+
+    /// Windows looked at while `f` runs.
+    fn looked_at<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let before = LOOKED_AT.with(std::cell::Cell::get);
+        let r = f();
+        (r, LOOKED_AT.with(std::cell::Cell::get) - before)
+    }
+
+    /// A custom layout of `n` windows of 2 MiB, 4 MiB apart, RAM and device in turn.
+    fn many_windows(n: u64) -> Layout {
+        let windows = (0..n).map(|i| {
+            let kind = if i % 2 == 0 {
+                WindowKind::Ram
+            } else {
+                WindowKind::Device
+            };
+            crate::Window::new(kind, GuestAddress(i << 22), 2 << 20).unwrap()
+        });
+        Layout::new(GuestAddress(u64::MAX >> 1), windows).unwrap()
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of windows and calls, safe code only: slow under Miri"
+    )]
+    fn filling_many_windows_looks_at_each_window_a_bounded_number_of_times() {
+        const N: u64 = 4096;
+        let mut p = many_windows(N).placer();
+        let ((), work) = looked_at(|| {
+            for i in 0..N / 2 {
+                let r = p.place(WindowKind::Device, 2 << 20, 0x1000, "dev").unwrap();
+                assert_eq!(r.start().0, ((2 * i + 1) << 22));
+            }
+        });
+        // Each placement goes to the first device window with room in O(log n) steps, not by
+        // trying every full window before it (n * n / 4, 4 million here).
+        assert!(work <= 64 * N, "{work} windows looked at");
+        assert!(matches!(
+            p.place(WindowKind::Device, 0x1000, 0x1000, "more"),
+            Err(Error::NoRoom {
+                largest_free: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of windows and calls, safe code only: slow under Miri"
+    )]
+    fn refused_placements_in_many_fragmented_windows_do_not_walk_every_free_range() {
+        const N: u64 = 2048;
+        let mut p = many_windows(N).placer();
+        // Each device window: every other 4 KiB page taken, so 256 free pages of 4 KiB
+        // (262,144 free ranges in all), and one free range of 12 KiB in the last window.
+        for i in (1..N).step_by(2) {
+            for k in (0..512).step_by(2) {
+                p.take_in(
+                    WindowKind::Device,
+                    range((i << 22) + k * 0x1000, 0x1000),
+                    "x",
+                )
+                .unwrap();
+            }
+        }
+        p.release(range(((N - 1) << 22) + 2 * 0x1000, 0x1000))
+            .unwrap();
+        let (err, work) = looked_at(|| {
+            for _ in 0..99 {
+                p.place(WindowKind::Device, 0x4000, 0x1000, "big")
+                    .unwrap_err();
+            }
+            p.place(WindowKind::Device, 0x4000, 0x1000, "big")
+                .unwrap_err()
+        });
+        assert!(
+            matches!(
+                err,
+                Error::NoRoom {
+                    largest_free: 0x3000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A refusal finds the largest free range through the windows' bounds, not by walking
+        // all 262,144 free ranges (26 million for 100 refusals).
+        assert!(
+            work <= 100 * 64 * 64,
+            "{work} windows and free ranges looked at"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of windows and calls, safe code only: slow under Miri"
+    )]
+    fn taking_and_finding_in_many_windows_looks_at_the_windows_touched() {
+        const N: u64 = 4096;
+        let layout = many_windows(N);
+        let specs = (0..N)
+            .step_by(2)
+            .map(|i| crate::RegionSpec::ram(GuestAddress(i << 22), 2 << 20));
+        let space = crate::AddressSpace::builder(layout.clone())
+            .slots(u32::MAX)
+            .regions(specs)
+            .plan()
+            .unwrap();
+        let snapshot = space.snapshot();
+        let (placer, work) = looked_at(|| snapshot.placer().unwrap());
+        let mut placer = placer;
+        let ((), more) = looked_at(|| {
+            for i in (0..N).step_by(2) {
+                let at = GuestAddress((i << 22) + 0x1000);
+                assert!(placer.owner_of(at).is_some());
+                let r = range(i << 22, 2 << 20);
+                placer.release(r).unwrap();
+                placer.take_in(WindowKind::Ram, r, "again").unwrap();
+            }
+        });
+        // Four calls per region (one to build), each finding its window by address in
+        // O(log n) steps (two binary searches of 12 steps here), not by a walk over all
+        // windows (8 million).
+        assert!(
+            work + more <= 4 * 32 * N,
+            "{} windows looked at",
+            work + more
+        );
+        // A range over every window is still taken part by part, and given back.
+        let all = range(0, N << 22);
+        let mut fresh = layout.placer();
+        fresh.take(all, "all").unwrap();
+        fresh.release(all).unwrap();
     }
 
     #[test]

@@ -546,6 +546,15 @@ impl<T> AddressAllocator<T> {
                 ));
             }
         }
+        let largest = self.free_ranges().map(|f| f.size_u128()).max().unwrap_or(0);
+        if self.largest_free() != largest {
+            return Err(Error::Inconsistent("the largest free range is misreported"));
+        }
+        if u128::from(self.largest_free_bound()) < largest.min(u128::from(u64::MAX)) {
+            return Err(Error::Inconsistent(
+                "the largest free range is above its bound",
+            ));
+        }
         Ok(())
     }
 
@@ -619,6 +628,52 @@ impl<T> AddressAllocator<T> {
         this.tags
             .extend(allocations.into_iter().map(|(_, tag)| tag));
         Ok(this)
+    }
+
+    /// An upper bound on the size of the largest free range, in O(1): no request larger than
+    /// it fits (one no larger may still find no room at its alignment). Exact below 2^24 units
+    /// and above that rounded up by less than one part in 2^23 (the index keeps its bounds in
+    /// 24 bits); `u64::MAX` for a whole 64-bit space that is all free (2^64 units). A caller
+    /// that keeps many allocators can skip, with it, the ones too full for a request.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AddressRange};
+    ///
+    /// let mut a = AddressAllocator::<()>::new(AddressRange::new(0, 0xfff)?);
+    /// assert_eq!(a.largest_free_bound(), 0x1000);
+    /// a.reserve(AddressRange::new(0x100, 0x1ff)?)?;
+    /// assert_eq!(a.largest_free_bound(), 0xe00);
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    #[must_use]
+    pub fn largest_free_bound(&self) -> u64 {
+        if self.tree.is_empty() {
+            return self.space.size().unwrap_or(u64::MAX);
+        }
+        self.tree.largest_gap_bound().max(self.tail)
+    }
+
+    /// The size of the largest free range (0 when all is allocated; 2^64 for a whole 64-bit
+    /// space that is all free): the largest of [`free_ranges`](Self::free_ranges), found
+    /// through the index's largest-gap bounds instead of by walking them. O(log n) when free
+    /// ranges are below 2^24 units; above that, each free range whose size rounds to the same
+    /// 24-bit bound as the largest's may add a path of the index.
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AddressRange};
+    ///
+    /// let mut a = AddressAllocator::<()>::new(AddressRange::new(0, 0xffff)?);
+    /// a.reserve(AddressRange::new(0x1000, 0x1fff)?)?;
+    /// a.reserve(AddressRange::new(0x8000, 0x8fff)?)?;
+    /// assert_eq!(a.largest_free(), 0x7000);
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    #[must_use]
+    pub fn largest_free(&self) -> u128 {
+        if self.tree.is_empty() {
+            return self.space.size_u128();
+        }
+        u128::from(self.tree.largest_gap().max(self.tail))
     }
 
     /// Whether one more range fits.
@@ -1115,6 +1170,30 @@ mod tests {
             a.reserve_with(r(base + 0x1800, base + 0x1fff), 0).unwrap();
         }
         a
+    }
+
+    #[test]
+    fn largest_free_is_exact_when_gaps_round_to_one_bound() {
+        // Gaps of 2^40 + k units, k distinct and small: their 24-bit bounds are all equal, so
+        // the walk must look past the bounds to find the exact largest, wherever it lies.
+        for top in [0u64, 37, 99] {
+            let mut a = AddressAllocator::<u32>::new(AddressRange::FULL);
+            let mut at = 0u64;
+            for k in 0..100u64 {
+                let gap = (1 << 40) + if k == top { 1000 } else { k };
+                at += gap;
+                a.reserve_with(r(at, at), 0).unwrap();
+                at += 1;
+            }
+            a.reserve_with(r(at, u64::MAX), 0).unwrap();
+            assert_eq!(a.largest_free(), (1 << 40) + 1000);
+            a.check_invariants().unwrap();
+        }
+        let mut whole = AddressAllocator::<u32>::new(AddressRange::FULL);
+        assert_eq!(whole.largest_free(), 1 << 64);
+        assert_eq!(whole.largest_free_bound(), u64::MAX);
+        whole.reserve_with(AddressRange::FULL, 0).unwrap();
+        assert_eq!(whole.largest_free(), 0);
     }
 
     #[test]

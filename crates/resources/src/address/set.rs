@@ -15,10 +15,19 @@ use crate::range::AddressRange;
 /// Placement tries the spaces in the order they were given, first with the set's preferred
 /// alignment in every space, then with the required one (the larger of the request's alignment
 /// and the set's minimum) in every space. A reservation may span spaces: it reserves its part in
-/// each space it touches, all or nothing. Each space is an [`AddressAllocator`], so every
-/// operation costs O(s + log n) for s spaces, plus O(log n) for each further space a spanning
-/// reservation (or its [`free`](Self::free)) touches; a placement pays for gaps misaligned for
-/// it in each space it tries, as [`AddressAllocator`] does.
+/// each space it touches, all or nothing. Each space is an [`AddressAllocator`]. The set keeps
+/// its spaces in address order and, for each, a bound on its largest free range in a max tree,
+/// so an exact placement, a reservation, [`free`](Self::free) and
+/// [`allocation_containing`](Self::allocation_containing) find their space in O(log s) for s
+/// spaces, and a placement skips the spaces too full for its size in O(log s): every operation
+/// costs O(log s + log n), plus O(log n) for each further space a spanning reservation (or its
+/// `free`) touches. A placement restricted to a window looks at each space the window touches
+/// (O(m log m) for m of them). What stays linear in s: a placement pays for gaps misaligned
+/// for it in each space it tries, as [`AddressAllocator`] does, and a space whose largest free
+/// range is large enough but has no room at the alignment asked is still tried (a request no
+/// space can align costs O(s) then); [`len`](Self::len), [`is_empty`](Self::is_empty) and
+/// [`used`](Self::used) add up every space. Memory: about 40 bytes per space for the two
+/// indexes, besides the spaces themselves.
 ///
 /// Allocations may also carry a unique `u64` key ([`allocate_keyed`](Self::allocate_keyed),
 /// [`reserve_keyed`](Self::reserve_keyed)), found and released by key in O(1) expected time
@@ -38,9 +47,17 @@ use crate::range::AddressRange;
 /// assert_eq!(b.size(), Some(0x10));
 /// # Ok::<(), Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AllocatorSet<T = ()> {
     pools: Vec<AddressAllocator<T>>,
+    /// The indices of the spaces in address order. The spaces are disjoint, so their ends rise
+    /// with their starts, and the spaces a range touches are one run of this list.
+    by_start: Vec<usize>,
+    /// A max tree over the spaces in the set's order: leaf `i` (at `room.len() / 2 + i`) is an
+    /// upper bound on the largest free range of space `i`, 0 past the last space; every inner
+    /// node `j` is the larger of `2j` and `2j + 1`. A placement finds the first space that may
+    /// hold it in O(log s) steps instead of trying every full space before it.
+    room: Vec<u64>,
     min_align: u64,
     preferred_align: u64,
     /// Range of each keyed allocation, as it was given.
@@ -51,6 +68,19 @@ pub struct AllocatorSet<T = ()> {
     /// hull (its lowest part's start to its highest part's end). Parts of one reservation are
     /// freed together, and only together.
     spans: Map<AddressRange>,
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Spaces looked at by this thread's set operations, for tests that bound the work.
+    static LOOKED_AT: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+/// Counts one space looked at (a test hook; nothing outside tests).
+#[inline]
+fn look() {
+    #[cfg(test)]
+    LOOKED_AT.with(|c| c.set(c.get() + 1));
 }
 
 /// The parts of a reservation: space index, part, node whose gap holds it.
@@ -82,7 +112,8 @@ impl<T> AllocatorSet<T> {
     /// [`Error::EmptySet`] if `spaces` is empty, [`Error::Overlap`] if two spaces overlap: the
     /// first space that overlaps an earlier one as `requested`, the first earlier one it
     /// overlaps as `existing` (in the order given), [`Error::HeapRefused`] if the heap refuses
-    /// the list of spaces or the index that checks them. O(s log s).
+    /// the list of spaces, the index that checks them or the set's own indexes (the spaces in
+    /// address order, and a max tree of their free room). O(s log s).
     pub fn new(spaces: &[AddressRange]) -> Result<Self> {
         if spaces.is_empty() {
             return Err(Error::EmptySet);
@@ -118,15 +149,89 @@ impl<T> AllocatorSet<T> {
         pools
             .try_reserve_exact(spaces.len())
             .map_err(|_| heap_refused::<AddressAllocator<T>>(spaces.len()))?;
+        let mut by_start = Vec::new();
+        by_start
+            .try_reserve_exact(spaces.len())
+            .map_err(|_| heap_refused::<usize>(spaces.len()))?;
+        by_start.extend(0..spaces.len());
+        by_start.sort_unstable_by_key(|&i| spaces[i].start());
+        let width = spaces.len().next_power_of_two();
+        let mut room = Vec::new();
+        room.try_reserve_exact(2 * width)
+            .map_err(|_| heap_refused::<u64>(2 * width))?;
+        room.resize(2 * width, 0);
         pools.extend(spaces.iter().map(|&s| AddressAllocator::new(s)));
-        Ok(Self {
+        let mut this = Self {
             pools,
+            by_start,
+            room,
             min_align: 1,
             preferred_align: 1,
             keys: Map::new(),
             key_at: Map::new(),
             spans: Map::new(),
-        })
+        };
+        for i in 0..this.pools.len() {
+            this.refresh(i);
+        }
+        Ok(this)
+    }
+
+    /// Records the largest free range of space `i` (after a change of it) in the max tree.
+    /// O(log s).
+    fn refresh(&mut self, i: usize) {
+        let width = self.room.len() / 2;
+        let mut at = width + i;
+        self.room[at] = self.pools[i].largest_free_bound();
+        while at > 1 {
+            at /= 2;
+            self.room[at] = self.room[2 * at].max(self.room[2 * at + 1]);
+        }
+    }
+
+    /// The first space from index `from` on, in the set's order, whose largest free range may
+    /// hold `size` units (`size` > 0). O(log s).
+    fn next_with_room(&self, from: usize, size: u64) -> Option<usize> {
+        let width = self.room.len() / 2;
+        if from >= width {
+            return None;
+        }
+        let mut at = width + from;
+        // Up and right until a subtree that may hold it; the root is node 1, so running off the
+        // right edge ends at node 0.
+        while self.room[at] < size {
+            look();
+            while at % 2 == 1 {
+                at /= 2;
+            }
+            if at == 0 {
+                return None;
+            }
+            at += 1;
+        }
+        // Down to its leftmost leaf that may hold it.
+        while at < width {
+            look();
+            at = if self.room[2 * at] >= size {
+                2 * at
+            } else {
+                2 * at + 1
+            };
+        }
+        Some(at - width)
+    }
+
+    /// The indices of the spaces `range` touches, in address order. O(log s).
+    fn touching(&self, range: &AddressRange) -> &[usize] {
+        let lo = self.by_start.partition_point(|&i| {
+            look();
+            self.pools[i].space().end() < range.start()
+        });
+        let hi = self.by_start.partition_point(|&i| {
+            look();
+            self.pools[i].space().start() <= range.end()
+        });
+        &self.by_start[lo..hi.max(lo)]
     }
 
     /// Sets the minimum alignment of every placement and the alignment tried first (raised to
@@ -222,14 +327,19 @@ impl<T> AllocatorSet<T> {
     /// named), or if the window touches no space, those of
     /// [`AddressAllocator::try_allocate_with`] for an exact placement, [`Error::OutOfSpace`] (with
     /// the required alignment) if no space fits, [`Error::HeapRefused`] if the space that fits
-    /// must grow its index and the heap refuses it. The set is unchanged on error.
+    /// must grow its index (or, for a placement in a window, the list of the spaces the window
+    /// touches must be made) and the heap refuses it. The set is unchanged on error.
     pub fn try_allocate_with(
         &mut self,
         request: &Request,
         tag: T,
     ) -> core::result::Result<AddressRange, Refused<T>> {
         match self.prepare_allocate(request) {
-            Ok((i, range, host)) => Ok(self.pools[i].commit(range, host, tag)),
+            Ok((i, range, host)) => {
+                let range = self.pools[i].commit(range, host, tag);
+                self.refresh(i);
+                Ok(range)
+            }
             Err(error) => Err(Refused::new(error, tag)),
         }
     }
@@ -248,11 +358,11 @@ impl<T> AllocatorSet<T> {
                 });
             }
             let range = AddressRange::from_start_and_size(address, size)?;
-            let Some(i) = self
-                .pools
-                .iter()
-                .position(|p| p.space().contains_range(&range))
-            else {
+            // The spaces are disjoint: one that holds `range` is the only one it touches.
+            let Some(i) = (match self.touching(&range) {
+                &[i] if self.pools[i].space().contains_range(&range) => Some(i),
+                _ => None,
+            }) else {
                 return Err(Error::OutsideSpace {
                     range,
                     space: first_space,
@@ -272,7 +382,7 @@ impl<T> AllocatorSet<T> {
             return Ok((i, range, host));
         }
         if let Some(w) = request.window()
-            && !self.pools.iter().any(|p| p.space().overlaps(&w))
+            && self.touching(&w).is_empty()
         {
             return Err(Error::OutsideSpace {
                 range: w,
@@ -284,9 +394,41 @@ impl<T> AllocatorSet<T> {
         } else {
             [Some(align), None]
         };
+        // The spaces a window touches, in the set's order.
+        let mut in_window = Vec::new();
+        if let Some(w) = request.window() {
+            let touched = self.touching(&w);
+            in_window
+                .try_reserve_exact(touched.len())
+                .map_err(|_| heap_refused::<usize>(touched.len()))?;
+            in_window.extend_from_slice(touched);
+            in_window.sort_unstable();
+        }
         for a in passes.into_iter().flatten() {
-            for (i, pool) in self.pools.iter_mut().enumerate() {
-                let mut req = Request::new(size, a, request.policy())?;
+            let req = Request::new(size, a, request.policy())?;
+            // Only the spaces whose largest free range may hold `size` are tried: the first
+            // in the set's order from the max tree, or each space the window touches.
+            let mut next = 0;
+            loop {
+                let i = if request.window().is_some() {
+                    let Some(&i) = in_window.get(next) else {
+                        break;
+                    };
+                    next += 1;
+                    if self.room[self.room.len() / 2 + i] < size {
+                        continue;
+                    }
+                    i
+                } else {
+                    let Some(i) = self.next_with_room(next, size) else {
+                        break;
+                    };
+                    next = i + 1;
+                    i
+                };
+                look();
+                let pool = &mut self.pools[i];
+                let mut req = req;
                 if let Some(w) = request.window() {
                     let Some(clipped) = w.intersection(&pool.space()) else {
                         continue;
@@ -364,13 +506,15 @@ impl<T> AllocatorSet<T> {
         T: Clone,
     {
         let mut parts = Vec::new();
-        // At most one part per space, a list as long as the set (validated before `new` took
-        // the spaces), reserved so that a refusal is an error.
+        let touched = self.touching(&range);
+        // One part per space `range` touches, reserved so that a refusal is an error.
         parts
-            .try_reserve_exact(self.pools.len())
-            .map_err(|_| heap_refused::<(usize, AddressRange, u32)>(self.pools.len()))?;
+            .try_reserve_exact(touched.len())
+            .map_err(|_| heap_refused::<(usize, AddressRange, u32)>(touched.len()))?;
         let mut lowest: Option<AddressRange> = None;
-        for (i, pool) in self.pools.iter().enumerate() {
+        for &i in touched {
+            look();
+            let pool = &self.pools[i];
             let Some(part) = range.intersection(&pool.space()) else {
                 continue;
             };
@@ -390,6 +534,8 @@ impl<T> AllocatorSet<T> {
                 existing,
             });
         }
+        // Committed in the set's order, as the spaces are tried.
+        parts.sort_unstable_by_key(|&(i, _, _)| i);
         let (Some(low), Some(high)) = (
             parts.iter().map(|p| p.1.start()).min(),
             parts.iter().map(|p| p.1.end()).max(),
@@ -424,6 +570,7 @@ impl<T> AllocatorSet<T> {
         for (i, part, host) in parts {
             if let Some(this) = copies.pop().or_else(|| tag.take()) {
                 self.pools[i].commit(part, host, this);
+                self.refresh(i);
             }
             if spanning {
                 self.spans.insert(part.start(), hull);
@@ -446,17 +593,20 @@ impl<T> AllocatorSet<T> {
     /// overlaps an allocation without being exactly one: its part in some space is not exactly
     /// an allocation, or its parts are not all of one allocation (some parts of a spanning
     /// reservation, or allocations made apart); [`Error::HeapRefused`] if the heap refuses the
-    /// list of its parts (one entry per space). The set is unchanged on error.
+    /// list of its parts (one entry per space it touches). The set is unchanged on error.
     pub fn free(&mut self, range: &AddressRange) -> Result<T> {
         let mut parts = Vec::new();
+        let touched = self.touching(range);
         parts
-            .try_reserve_exact(self.pools.len())
-            .map_err(|_| heap_refused::<(usize, AddressRange)>(self.pools.len()))?;
+            .try_reserve_exact(touched.len())
+            .map_err(|_| heap_refused::<(usize, AddressRange)>(touched.len()))?;
         // The lowest allocation `range` overlaps (for a part of a spanning reservation, its
         // hull), and whether some part is not exactly an allocation.
         let mut lowest: Option<AddressRange> = None;
         let mut inexact = false;
-        for (i, pool) in self.pools.iter().enumerate() {
+        for &i in touched {
+            look();
+            let pool = &self.pools[i];
             let Some(part) = range.intersection(&pool.space()) else {
                 continue;
             };
@@ -508,6 +658,7 @@ impl<T> AllocatorSet<T> {
             let pool = &mut self.pools[i];
             let (node, succ) = pool.exact(&part)?;
             let tag = pool.remove(node, succ);
+            self.refresh(i);
             first.get_or_insert(tag);
             self.spans.remove(part.start());
         }
@@ -564,6 +715,7 @@ impl<T> AllocatorSet<T> {
         {
             Ok((i, range, host)) => {
                 let range = self.pools[i].commit(range, host, tag);
+                self.refresh(i);
                 self.keys.insert(key, range);
                 self.key_at.insert(range.start(), key);
                 Ok(range)
@@ -647,10 +799,10 @@ impl<T> AllocatorSet<T> {
     /// The allocation that contains `addr`, if any.
     #[must_use]
     pub fn allocation_containing(&self, addr: u64) -> Option<Allocation<'_, T>> {
-        self.pools
-            .iter()
-            .find(|p| p.space().contains(addr))
-            .and_then(|p| p.allocation_containing(addr))
+        let here = AddressRange::new(addr, addr).ok()?;
+        self.touching(&here)
+            .first()
+            .and_then(|&i| self.pools[i].allocation_containing(addr))
     }
 
     /// The live allocations, space by space in the set's order, each space in address order.
@@ -668,6 +820,28 @@ impl<T> AllocatorSet<T> {
         self.pools
             .iter()
             .try_for_each(AddressAllocator::check_invariants)?;
+        let width = self.room.len() / 2;
+        for (i, pool) in self.pools.iter().enumerate() {
+            // No fit is missed: each bound holds the space's largest free range.
+            let largest = pool.free_ranges().map(|f| f.size_u128()).max();
+            if largest
+                .is_some_and(|l| u128::from(self.room[width + i]) < l.min(u128::from(u64::MAX)))
+            {
+                return Err(Error::Inconsistent("a space's room bound is too small"));
+            }
+        }
+        if (1..width).any(|j| self.room[j] != self.room[2 * j].max(self.room[2 * j + 1])) {
+            return Err(Error::Inconsistent(
+                "the room tree is not the max of its leaves",
+            ));
+        }
+        if self
+            .by_start
+            .windows(2)
+            .any(|w| self.pools[w[0]].space().end() >= self.pools[w[1]].space().start())
+        {
+            return Err(Error::Inconsistent("the spaces are not in address order"));
+        }
         let is_part = |start: u64| {
             self.allocation_containing(start)
                 .is_some_and(|a| a.range.start() == start)
@@ -688,9 +862,9 @@ impl<T> AllocatorSet<T> {
         }
         for (key, range) in self.keys.iter() {
             let low = self
-                .pools
+                .touching(&range)
                 .iter()
-                .filter_map(|p| range.intersection(&p.space()))
+                .filter_map(|&i| range.intersection(&self.pools[i].space()))
                 .map(|part| part.start())
                 .min();
             if low.is_none_or(|low| !is_part(low) || self.key_at.get(low) != Some(key)) {
@@ -700,6 +874,21 @@ impl<T> AllocatorSet<T> {
         Ok(())
     }
 }
+
+impl<T: PartialEq> PartialEq for AllocatorSet<T> {
+    /// Equal when the spaces (in order), their allocations and tags, the alignments, the keys
+    /// and the spanning parts are equal; the indexes derived from them are not compared.
+    fn eq(&self, other: &Self) -> bool {
+        self.pools == other.pools
+            && self.min_align == other.min_align
+            && self.preferred_align == other.preferred_align
+            && self.keys == other.keys
+            && self.key_at == other.key_at
+            && self.spans == other.spans
+    }
+}
+
+impl<T: Eq> Eq for AllocatorSet<T> {}
 
 impl<T: fmt::Debug> fmt::Debug for AllocatorSet<T> {
     /// The spaces (each as [`AddressAllocator`] prints it), the alignments, the keys with the
@@ -724,5 +913,89 @@ impl<T: fmt::Debug> fmt::Debug for AllocatorSet<T> {
             .field("keys", &keys)
             .field("spans", &spans)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spaces looked at while `f` runs.
+    fn looked_at(f: impl FnOnce()) -> u64 {
+        let before = LOOKED_AT.with(core::cell::Cell::get);
+        f();
+        LOOKED_AT.with(core::cell::Cell::get) - before
+    }
+
+    /// `s` spaces of 16 units, 32 apart, given from the highest down.
+    fn spaces(s: u64) -> Vec<AddressRange> {
+        (0..s)
+            .rev()
+            .map(|i| AddressRange::new(i * 32, i * 32 + 15).unwrap())
+            .collect()
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of spaces and calls, safe code only: slow under Miri"
+    )]
+    fn filling_many_spaces_looks_at_each_space_a_bounded_number_of_times() {
+        const S: u64 = 4096;
+        let mut set = AllocatorSet::<u64>::new(&spaces(S)).unwrap();
+        let req = Request::new(16, 1, AllocPolicy::FirstMatch).unwrap();
+        let work = looked_at(|| {
+            for i in 0..S {
+                set.allocate_with(&req, i).unwrap();
+            }
+            assert!(matches!(
+                set.allocate_with(&req, S),
+                Err(Error::OutOfSpace { .. })
+            ));
+        });
+        // Each placement finds the first space with room in O(log s) steps, not by trying every
+        // full space before it (s * s / 2, 8 million here).
+        assert!(work <= 64 * S, "{work} spaces looked at");
+        set.check_invariants().unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of spaces and calls, safe code only: slow under Miri"
+    )]
+    fn exact_placement_free_and_lookup_look_at_a_bounded_number_of_spaces() {
+        const S: u64 = 4096;
+        let all = spaces(S);
+        let mut set = AllocatorSet::<u64>::new(&all).unwrap();
+        let work = looked_at(|| {
+            for (i, s) in all.iter().enumerate() {
+                let req = Request::new(4, 1, AllocPolicy::ExactMatch(s.start() + 4)).unwrap();
+                set.allocate_keyed(i as u64, &req, 0).unwrap();
+            }
+            for s in &all {
+                assert!(set.allocation_containing(s.start() + 5).is_some());
+                let part = AddressRange::new(s.start(), s.start() + 1).unwrap();
+                set.reserve_with(part, 1).unwrap();
+                set.free(&part).unwrap();
+            }
+            for i in 0..S {
+                set.release(i).unwrap();
+            }
+            // A window over the lowest space only, the spaces listed from the highest down.
+            let low = AddressRange::new(0, 15).unwrap();
+            let req = Request::new(16, 1, AllocPolicy::FirstMatch)
+                .unwrap()
+                .within(low);
+            assert_eq!(set.allocate_with(&req, 2).unwrap(), low);
+            // A reservation over the lowest two spaces and the hole between them.
+            let two = AddressRange::new(32, 95).unwrap();
+            set.reserve_with(two, 3).unwrap();
+            assert_eq!(set.free(&two), Ok(3));
+        });
+        // Five calls per space, each finding its space by address in O(log s) steps (two
+        // binary searches of 12 steps here), not by a walk over all spaces (67 million).
+        assert!(work <= 5 * 32 * S, "{work} spaces looked at");
+        set.check_invariants().unwrap();
     }
 }

@@ -530,6 +530,49 @@ impl Tree {
         }
     }
 
+    /// An upper bound on the largest gap in the tree (0 when empty): the root's bound.
+    pub(super) fn largest_gap_bound(&self) -> u64 {
+        self.max_of(self.root)
+    }
+
+    /// The largest gap in the tree (0 when empty), exactly: a walk that enters a subtree only
+    /// if its bound is above the largest gap seen so far, the child with the larger bound
+    /// first. The bounds are exact below 2^24, so then it walks down the path to the largest
+    /// gap, O(log n); gaps above that which round to the same bound as the largest may each
+    /// add a path.
+    pub(super) fn largest_gap(&self) -> u64 {
+        let mut best = 0;
+        // Each level leaves at most one sibling waiting, and a tree of fewer than 2^32 nodes
+        // has at most 46 levels.
+        let mut stack = [NIL; 2 * MAX_HEIGHT];
+        let mut len = 0;
+        if self.root != NIL {
+            stack[0] = self.root;
+            len = 1;
+        }
+        while len > 0 {
+            len -= 1;
+            let t = stack[len];
+            if self.max_of(t) <= best {
+                continue;
+            }
+            let n = self.node(t);
+            best = best.max(n.gap);
+            let (later, first) = if self.max_of(n.left) >= self.max_of(n.right) {
+                (n.right, n.left)
+            } else {
+                (n.left, n.right)
+            };
+            for c in [later, first] {
+                if c != NIL && self.max_of(c) > best {
+                    stack[len] = c;
+                    len += 1;
+                }
+            }
+        }
+        best
+    }
+
     fn max_of(&self, t: u32) -> u64 {
         if t == NIL {
             0
