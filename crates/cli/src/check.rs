@@ -1636,6 +1636,36 @@ mod tests {
     }
 
     #[test]
+    fn missing_host_nodes_runs_end_at_u32_max_and_count_each_node_once() {
+        // The run that ends at the largest number stops there, without wrapping to 0.
+        assert_eq!(runs(&[]), "");
+        assert_eq!(runs(&[u32::MAX]), "4294967295");
+        assert_eq!(
+            runs(&[0, 1, 2, u32::MAX - 1, u32::MAX]),
+            "0-2, 4294967294-4294967295"
+        );
+        assert_eq!(runs(&[0, u32::MAX]), "0, 4294967295");
+        // A host node named twice is one missing node, and a run is not broken by it.
+        let f = run(
+            "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [5, 5, 0, 6, 5]\n",
+            &good_host(),
+        );
+        assert_eq!(
+            get(&f, "numa").detail,
+            "numa[0]: host nodes 5-6 do not exist (this host has node 0)"
+        );
+        let f = run(
+            "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [7, 7]\n",
+            &good_host(),
+        );
+        assert_eq!(
+            get(&f, "numa").detail,
+            "numa[0]: host node 7 does not exist (this host has node 0)"
+        );
+        assert_eq!(f.iter().filter(|x| x.check == "numa").count(), 1);
+    }
+
+    #[test]
     fn check_address_bits_past_host_fail() {
         let host = HostFacts {
             phys_bits: Some(36),

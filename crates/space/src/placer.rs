@@ -49,7 +49,8 @@ struct Irqs {
 /// the window with the largest bound, then through that window's index
 /// ([`AddressAllocator::largest_free`](memvisor_resources::AddressAllocator::largest_free)),
 /// O(log w + log n) when ranges are below 16 MiB (larger ones whose sizes round to the same
-/// 24-bit bound may each add a path). [`transaction`](Self::transaction) copies the whole
+/// 24-bit bound may each add a path: at worst, every window of the kind and every free range
+/// in them). [`transaction`](Self::transaction) copies the whole
 /// placer.
 ///
 /// Made by [`Layout::placer`](crate::Layout::placer) (windows, and the preset's interrupts),

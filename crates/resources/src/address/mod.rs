@@ -657,7 +657,8 @@ impl<T> AddressAllocator<T> {
     /// space that is all free): the largest of [`free_ranges`](Self::free_ranges), found
     /// through the index's largest-gap bounds instead of by walking them. O(log n) when free
     /// ranges are below 2^24 units; above that, each free range whose size rounds to the same
-    /// 24-bit bound as the largest's may add a path of the index.
+    /// 24-bit bound as the largest's may add a path of the index (at worst, every free range is
+    /// looked at: O(n)).
     ///
     /// ```
     /// use memvisor_resources::{AddressAllocator, AddressRange};

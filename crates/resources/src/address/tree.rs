@@ -539,7 +539,7 @@ impl Tree {
     /// if its bound is above the largest gap seen so far, the child with the larger bound
     /// first. The bounds are exact below 2^24, so then it walks down the path to the largest
     /// gap, O(log n); gaps above that which round to the same bound as the largest may each
-    /// add a path.
+    /// add a path (at worst every node: O(n)).
     pub(super) fn largest_gap(&self) -> u64 {
         let mut best = 0;
         // Each level leaves at most one sibling waiting, and a tree of fewer than 2^32 nodes
