@@ -377,6 +377,69 @@ mod tests {
         }
     }
 
+    /// `find_run` against a chunk-by-chunk scan: set sizes a multiple of 64 and not, runs of
+    /// 1, 63, 64, 65 and many words' chunks, runs at bit 0 and ending at bit 63, every start
+    /// (in the middle of a word too), over random and regular patterns of taken chunks.
+    #[test]
+    fn find_run_matches_a_chunk_by_chunk_scan() {
+        let trials = if cfg!(miri) { 2 } else { 40 };
+        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let counts: &[usize] = if cfg!(miri) {
+            &[1, 64, 130]
+        } else {
+            &[1, 2, 63, 64, 65, 127, 128, 130, 200, 256, 259]
+        };
+        for &count in counts {
+            let set = ChunkSet::new(u32::try_from(count).unwrap()).unwrap();
+            let words = count.div_ceil(64);
+            for trial in 0..trials {
+                // Taken chunks: none, all, stripes of 1 to 70, or random at some density.
+                let taken = |c: usize, r: u64| match trial {
+                    0 => false,
+                    1 => true,
+                    2..=9 => (c / (1 + 9 * (trial - 2))) % 2 == 1,
+                    _ => r % 8 < (trial as u64 % 8),
+                };
+                for w in 0..words {
+                    let mut v = !span(w, 0, count);
+                    for bit in 0..64 {
+                        let c = w * 64 + bit;
+                        if c < count && taken(c, next()) {
+                            v |= 1 << bit;
+                        }
+                    }
+                    set.words[w].store(v, Ordering::Relaxed);
+                }
+                let free: Vec<bool> = (0..count).map(|c| set.is_free(c)).collect();
+                let scan = |from: usize, n: usize| {
+                    (from..count.saturating_sub(n - 1)).find(|&f| free[f..f + n].iter().all(|&x| x))
+                };
+                for n in [
+                    1, 2, 3, 7, 31, 32, 33, 63, 64, 65, 66, 127, 128, 129, 190, count,
+                ] {
+                    if n > count {
+                        continue;
+                    }
+                    // Under Miri, starts at and beside word edges and one inside each word.
+                    let near_edge = |f: usize| !cfg!(miri) || matches!(f % 64, 0 | 1 | 17 | 63);
+                    for from in (0..=count + 1).filter(|&f| near_edge(f)) {
+                        assert_eq!(
+                            set.find_run(from, n),
+                            scan(from, n),
+                            "count {count}, trial {trial}, n {n}, from {from}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn pop_all_then_none() {
         let set = ChunkSet::new(3).unwrap();

@@ -1795,7 +1795,7 @@ impl Reservation {
     /// a 1 TiB range with a few committed pages takes milliseconds.
     ///
     /// # Errors
-    /// As [`residency`](Self::residency).
+    /// As [`residency`](Self::residency), but never [`Error::NoMemory`]: it allocates nothing.
     pub fn resident_pages(&self, offset: usize, len: usize) -> Result<usize> {
         let pages = self.check(offset, len)?;
         let mut count = 0;

@@ -118,11 +118,20 @@ impl State {
     /// (a second idle chunk is given back at once); the chunk list is walked only if the hint
     /// does not hold such a chunk of this client.
     fn kept_chunk(&mut self, arena: &Arena, id: u32) -> Option<HeldChunk> {
-        if let Some(held) = HeldChunk::checked(arena.owners(), id, self.kept_hint as usize)
-            && self.is_kept(held)
-        {
-            return Some(held);
-        }
+        self.kept_from_hint(arena, id)
+            .or_else(|| self.kept_by_walk())
+    }
+
+    /// `kept_hint`, if it names a held chunk of client `id` without a live block that is not
+    /// part of a run after its first chunk.
+    fn kept_from_hint(&mut self, arena: &Arena, id: u32) -> Option<HeldChunk> {
+        let held = HeldChunk::checked(arena.owners(), id, self.kept_hint as usize)?;
+        self.is_kept(held).then_some(held)
+    }
+
+    /// The first chunk of the chunk list without a live block that is not part of a run after
+    /// its first chunk.
+    fn kept_by_walk(&mut self) -> Option<HeldChunk> {
         let mut chunk = self.chunk_head;
         while chunk != NIL {
             let held = Self::listed(chunk);
@@ -184,5 +193,126 @@ impl State {
         // cleared) and no free bit (a run has none) is left: the tables are clean.
         arena.release_list(u32::try_from(first).unwrap_or(NIL), true);
         bytes
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use alloc::vec::Vec;
+    use core::alloc::Layout;
+    use core::ptr::NonNull;
+
+    use crate::arena::Arena;
+    use crate::backing::Backing;
+    use crate::chunks::NIL;
+    use crate::client::{Client, State};
+    use crate::config::{Config, Flags, Quota};
+
+    const CHUNK: usize = 64 << 10;
+
+    /// The held chunks of `s` that [`State::is_kept`] accepts, in chunk-list order.
+    fn kept_chunks(s: &mut State) -> Vec<usize> {
+        let mut all = Vec::new();
+        let mut chunk = s.chunk_head;
+        while chunk != NIL {
+            let held = State::listed(chunk);
+            if s.is_kept(held) {
+                all.push(held.index());
+            }
+            chunk = s.info(held).next;
+        }
+        all
+    }
+
+    /// Checks that the client keeps at most one chunk without a live block, that its count of
+    /// them says so, and that the hint names it whenever there is one: the hint gives the
+    /// chunk the walk of the chunk list gives, without the walk.
+    fn check_hint(client: &Client<'_>) {
+        let arena = client.arena;
+        let id = client.id();
+        client.with(|s| {
+            let kept = kept_chunks(s);
+            assert!(kept.len() <= 1, "kept chunks {kept:?}");
+            assert_eq!(s.idle_chunks, kept.len(), "kept chunks {kept:?}");
+            let hint = s.kept_from_hint(arena, id).map(|h| h.index());
+            let walk = s.kept_by_walk().map(|h| h.index());
+            assert_eq!(walk, kept.first().copied());
+            assert_eq!(hint, walk, "hint {}", s.kept_hint);
+        });
+    }
+
+    /// Random allocations (small, buddy, whole-chunk and run sizes), frees by the client and
+    /// through the arena, trims, and deletions of clients, over several clients of a small
+    /// arena: after every step each client's hint names its kept chunk exactly as a walk of
+    /// its chunk list finds it, so runs are placed as the walk placed them.
+    #[test]
+    fn kept_hint_names_the_chunk_the_walk_finds() {
+        let steps = if cfg!(miri) { 40 } else { 20_000 };
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for flags in [Flags::empty(), Flags::STATISTICS | Flags::GUARD] {
+            let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
+            let arena = Arena::new(Backing::heap(24 * CHUNK, 4096).unwrap(), config).unwrap();
+            let mut clients: Vec<Option<(Client<'_>, Vec<NonNull<u8>>)>> =
+                (0..3).map(|_| None).collect();
+            for _ in 0..steps {
+                let r = next();
+                let c = usize::try_from(r % 3).unwrap();
+                let pick = usize::try_from(r >> 32).unwrap();
+                let slot = &mut clients[c];
+                let Some((client, live)) = slot else {
+                    // Some clients with a quota that refuses a request now and then.
+                    let quota = if pick % 2 == 0 {
+                        Quota::UNLIMITED
+                    } else {
+                        Quota::bytes(CHUNK * (1 + pick % 6))
+                    };
+                    *slot = Some((arena.create_client(quota).unwrap(), Vec::new()));
+                    continue;
+                };
+                match (r >> 8) % 16 {
+                    0..=5 => {
+                        let size = match (r >> 12) % 5 {
+                            0 => 1 + pick % 2048,
+                            1 => 2049 + pick % (CHUNK / 2),
+                            2 => CHUNK / 2 + pick % (CHUNK / 2),
+                            3 => CHUNK + 1 + pick % (3 * CHUNK),
+                            _ => 16,
+                        };
+                        // Alignments from 1 to twice a chunk (past what the arena supports).
+                        let align = 1 << ((r >> 40) % 18);
+                        let layout = Layout::from_size_align(size, align).unwrap();
+                        if let Ok(p) = client.alloc(layout) {
+                            live.push(p);
+                        }
+                    }
+                    6..=10 if !live.is_empty() => {
+                        let p = live.swap_remove(pick % live.len());
+                        // SAFETY: `p` is a live block of the client, not used again.
+                        unsafe { client.free(p) }.unwrap();
+                    }
+                    11..=12 if !live.is_empty() => {
+                        let p = live.swap_remove(pick % live.len());
+                        // SAFETY: as above; the client takes the free in at its next call.
+                        unsafe { arena.free(p) }.unwrap();
+                    }
+                    13 => client.trim(),
+                    14 if pick % 8 == 0 => {
+                        let (client, _) = slot.take().unwrap();
+                        arena.delete_client(client);
+                        continue;
+                    }
+                    _ => arena.trim(),
+                }
+                for (client, _) in clients.iter().flatten() {
+                    check_hint(client);
+                }
+            }
+        }
     }
 }
