@@ -16,6 +16,9 @@
 //!   request after a few frees searches only the freed ranges (see DESIGN.md).
 //! - [`AllocatorSet`]: several disjoint address spaces behind one allocator, tried in order, with a
 //!   minimum and a preferred alignment.
+//! - [`RoomTree`]: upper bounds on the largest free range of many allocators in a max tree, to find
+//!   the first one that may hold a size in O(log n) (what [`AllocatorSet`] keeps; the placer of
+//!   `memvisor-space` keeps one per window kind).
 //! - [`AddressRange`]: a checked inclusive range that can reach `u64::MAX`.
 //!
 //! Every failure is an [`Error`] that carries the offending values, and a failed call leaves
@@ -140,6 +143,7 @@ mod serde_impl;
 
 pub use crate::address::{
     AddressAllocator, AllocPolicy, Allocation, Allocations, AllocatorSet, FreeRanges, Request,
+    RoomTree,
 };
 pub use crate::error::{Error, Refused, Result};
 pub use crate::id::{AllocatedIds, IdAllocator, MAX_ID_RANGE};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, Request};
+use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, Request, RoomTree};
 
 use crate::error::{Error, Result};
 use crate::layout::{Window, WindowKind};
@@ -92,60 +92,15 @@ pub struct Placer {
     ports: Option<AddressAllocator<String>>,
 }
 
-/// The windows of one kind, in layout order, and a max tree over them: leaf `j` (at
-/// `room.len() / 2 + j`) is an upper bound on the largest free range of the kind's `j`-th
-/// window (0 past the last one), every inner node `n` the larger of `2n` and `2n + 1`. A
-/// placement finds the first window of its kind that may hold it in O(log w) steps instead of
-/// trying every full window before it.
+/// The windows of one kind, in layout order, and an upper bound on each one's largest free
+/// range: a placement finds the first window of its kind that may hold it in O(log w) steps
+/// instead of trying every full window before it.
 #[derive(Clone, Debug)]
 struct Kind {
     kind: WindowKind,
     /// Indices into [`Placer::windows`].
     windows: Vec<usize>,
-    room: Vec<u64>,
-}
-
-impl Kind {
-    /// Sets the bound of the kind's `j`-th window. O(log w).
-    fn set(&mut self, j: usize, bound: u64) {
-        let mut at = self.room.len() / 2 + j;
-        self.room[at] = bound;
-        while at > 1 {
-            at /= 2;
-            self.room[at] = self.room[2 * at].max(self.room[2 * at + 1]);
-        }
-    }
-
-    /// The position of the first window from position `from` on whose largest free range may
-    /// hold `size` bytes (`size` > 0). O(log w).
-    fn next_with_room(&self, from: usize, size: u64) -> Option<usize> {
-        let width = self.room.len() / 2;
-        if from >= width {
-            return None;
-        }
-        let mut at = width + from;
-        // Up and right until a subtree that may hold it; the root is node 1, so running off
-        // the right edge ends at node 0.
-        while self.room[at] < size {
-            look();
-            while at % 2 == 1 {
-                at /= 2;
-            }
-            if at == 0 {
-                return None;
-            }
-            at += 1;
-        }
-        while at < width {
-            look();
-            at = if self.room[2 * at] >= size {
-                2 * at
-            } else {
-                2 * at + 1
-            };
-        }
-        Some(at - width)
-    }
+    room: RoomTree,
 }
 
 impl Placer {
@@ -208,7 +163,7 @@ impl Placer {
                     kinds.push(Kind {
                         kind: w.kind(),
                         windows: Vec::new(),
-                        room: Vec::new(),
+                        room: RoomTree::default(),
                     });
                     kinds.len() - 1
                 }
@@ -217,9 +172,13 @@ impl Placer {
             kinds[k].windows.push(i);
         }
         for k in &mut kinds {
-            k.room = vec![0; 2 * k.windows.len().next_power_of_two()];
-            for j in 0..k.windows.len() {
-                k.set(j, windows[k.windows[j]].size());
+            k.room = RoomTree::new(k.windows.len()).map_err(|source| Error::Allocator {
+                what: "room index",
+                owner: format!("the {} windows", k.kind),
+                source,
+            })?;
+            for (j, &i) in k.windows.iter().enumerate() {
+                k.room.set(j, windows[i].size());
             }
         }
         Ok(Self {
@@ -238,7 +197,9 @@ impl Placer {
     /// Records the largest free range of window `i` (after a change of it). O(log w).
     fn refresh(&mut self, i: usize) {
         let (k, j) = self.kind_of[i];
-        self.kinds[k].set(j, self.windows[i].1.largest_free_bound());
+        self.kinds[k]
+            .room
+            .set(j, self.windows[i].1.largest_free_bound());
     }
 
     /// The indices of the windows `range` touches, in address order: O(log w), the windows
@@ -307,7 +268,7 @@ impl Placer {
         let k = self.kinds.iter().position(|k| k.kind == kind);
         let mut from = 0;
         while let Some(k) = k
-            && let Some(j) = self.kinds[k].next_with_room(from, size)
+            && let Some(j) = self.kinds[k].room.first_from(from, size)
         {
             from = j + 1;
             let i = self.kinds[k].windows[j];
@@ -530,30 +491,12 @@ impl Placer {
         let Some(k) = self.kinds.iter().find(|k| k.kind == kind) else {
             return 0;
         };
-        // Down the kind's max tree, entering a subtree only if its bound is above the largest
-        // free range found so far, the child with the larger bound first: with exact bounds,
-        // one path to the window holding the largest, O(log w + log n).
-        let width = k.room.len() / 2;
-        let mut best = 0u128;
-        let mut stack = vec![1usize];
-        while let Some(at) = stack.pop() {
+        // Down the kind's max tree, the window with the largest bound first: with exact
+        // bounds, one window's index is searched, O(log w + log n).
+        let best = k.room.largest(|j| {
             look();
-            if u128::from(k.room[at]) <= best {
-                continue;
-            }
-            if at >= width {
-                if let Some(&i) = k.windows.get(at - width) {
-                    best = best.max(self.windows[i].1.largest_free());
-                }
-                continue;
-            }
-            let (l, r) = (2 * at, 2 * at + 1);
-            if k.room[l] >= k.room[r] {
-                stack.extend([r, l]);
-            } else {
-                stack.extend([l, r]);
-            }
-        }
+            self.windows[k.windows[j]].1.largest_free()
+        });
         u64::try_from(best).unwrap_or(u64::MAX)
     }
 

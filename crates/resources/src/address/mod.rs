@@ -2,6 +2,7 @@
 
 mod keymap;
 mod room;
+mod room_tree;
 mod runs;
 mod set;
 mod tree;
@@ -10,6 +11,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use self::room::{RoomBounds, Where};
+pub use self::room_tree::RoomTree;
 pub(crate) use self::runs::RunSet;
 pub use self::set::AllocatorSet;
 use self::tree::{MAX_NODES, NIL, Search, Tree};

@@ -4,6 +4,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::keymap::KeyMap as Map;
+use super::room_tree::RoomTree;
 use super::tree::{NIL, Tree, heap_refused};
 use super::{AddressAllocator, AllocPolicy, Allocation, Request};
 use crate::debug::List;
@@ -53,11 +54,10 @@ pub struct AllocatorSet<T = ()> {
     /// The indices of the spaces in address order. The spaces are disjoint, so their ends rise
     /// with their starts, and the spaces a range touches are one run of this list.
     by_start: Vec<usize>,
-    /// A max tree over the spaces in the set's order: leaf `i` (at `room.len() / 2 + i`) is an
-    /// upper bound on the largest free range of space `i`, 0 past the last space; every inner
-    /// node `j` is the larger of `2j` and `2j + 1`. A placement finds the first space that may
-    /// hold it in O(log s) steps instead of trying every full space before it.
-    room: Vec<u64>,
+    /// An upper bound on each space's largest free range, in the set's order: a placement
+    /// finds the first space that may hold it in O(log s) steps instead of trying every full
+    /// space before it.
+    room: RoomTree,
     min_align: u64,
     preferred_align: u64,
     /// Range of each keyed allocation, as it was given.
@@ -155,11 +155,7 @@ impl<T> AllocatorSet<T> {
             .map_err(|_| heap_refused::<usize>(spaces.len()))?;
         by_start.extend(0..spaces.len());
         by_start.sort_unstable_by_key(|&i| spaces[i].start());
-        let width = spaces.len().next_power_of_two();
-        let mut room = Vec::new();
-        room.try_reserve_exact(2 * width)
-            .map_err(|_| heap_refused::<u64>(2 * width))?;
-        room.resize(2 * width, 0);
+        let room = RoomTree::new(spaces.len())?;
         pools.extend(spaces.iter().map(|&s| AddressAllocator::new(s)));
         let mut this = Self {
             pools,
@@ -180,45 +176,14 @@ impl<T> AllocatorSet<T> {
     /// Records the largest free range of space `i` (after a change of it) in the max tree.
     /// O(log s).
     fn refresh(&mut self, i: usize) {
-        let width = self.room.len() / 2;
-        let mut at = width + i;
-        self.room[at] = self.pools[i].largest_free_bound();
-        while at > 1 {
-            at /= 2;
-            self.room[at] = self.room[2 * at].max(self.room[2 * at + 1]);
-        }
+        self.room.set(i, self.pools[i].largest_free_bound());
     }
 
     /// The first space from index `from` on, in the set's order, whose largest free range may
     /// hold `size` units (`size` > 0). O(log s).
     fn next_with_room(&self, from: usize, size: u64) -> Option<usize> {
-        let width = self.room.len() / 2;
-        if from >= width {
-            return None;
-        }
-        let mut at = width + from;
-        // Up and right until a subtree that may hold it; the root is node 1, so running off the
-        // right edge ends at node 0.
-        while self.room[at] < size {
-            look();
-            while at % 2 == 1 {
-                at /= 2;
-            }
-            if at == 0 {
-                return None;
-            }
-            at += 1;
-        }
-        // Down to its leftmost leaf that may hold it.
-        while at < width {
-            look();
-            at = if self.room[2 * at] >= size {
-                2 * at
-            } else {
-                2 * at + 1
-            };
-        }
-        Some(at - width)
+        look();
+        self.room.first_from(from, size)
     }
 
     /// The indices of the spaces `range` touches, in address order. O(log s).
@@ -415,7 +380,7 @@ impl<T> AllocatorSet<T> {
                         break;
                     };
                     next += 1;
-                    if self.room[self.room.len() / 2 + i] < size {
+                    if self.room.get(i).is_some_and(|b| b < size) {
                         continue;
                     }
                     i
@@ -820,20 +785,14 @@ impl<T> AllocatorSet<T> {
         self.pools
             .iter()
             .try_for_each(AddressAllocator::check_invariants)?;
-        let width = self.room.len() / 2;
         for (i, pool) in self.pools.iter().enumerate() {
             // No fit is missed: each bound holds the space's largest free range.
             let largest = pool.free_ranges().map(|f| f.size_u128()).max();
-            if largest
-                .is_some_and(|l| u128::from(self.room[width + i]) < l.min(u128::from(u64::MAX)))
-            {
+            if largest.is_some_and(|l| {
+                u128::from(self.room.get(i).unwrap_or(0)) < l.min(u128::from(u64::MAX))
+            }) {
                 return Err(Error::Inconsistent("a space's room bound is too small"));
             }
-        }
-        if (1..width).any(|j| self.room[j] != self.room[2 * j].max(self.room[2 * j + 1])) {
-            return Err(Error::Inconsistent(
-                "the room tree is not the max of its leaves",
-            ));
         }
         if self
             .by_start
