@@ -279,6 +279,29 @@ fn try_insert_at_capacity_returns_value() {
 }
 
 #[test]
+fn try_insert_past_len_hands_the_value_back() {
+    let mut v = Vec::with_capacity(10).unwrap();
+    v.extend([1, 2]);
+    let e = v.try_insert(3, 9).unwrap_err();
+    assert_eq!(e.error(), &Error::OutOfRange { index: 3, len: 2 });
+    assert_eq!(e.into_value(), 9);
+    // Past the capacity too: the index is checked before any memory is asked for.
+    let e = v.try_insert(usize::MAX, 7).unwrap_err();
+    assert_eq!(
+        e.error(),
+        &Error::OutOfRange {
+            index: usize::MAX,
+            len: 2
+        }
+    );
+    assert_eq!(v, [1, 2]);
+    let mut full = Vec::with_capacity(2).unwrap();
+    full.extend([1, 2]);
+    let e = full.try_insert(5, 9).unwrap_err();
+    assert_eq!(e.error(), &Error::OutOfRange { index: 5, len: 2 });
+}
+
+#[test]
 fn retain_keeps_order_and_drops_removed_once() {
     let drops = Rc::new(Cell::new(0));
     let mut v = Vec::with_capacity(100).unwrap();

@@ -373,20 +373,16 @@ impl<T> Vec<T> {
     }
 
     /// Inserts `value` at `index`, shifting the elements after it right, or hands it back if
-    /// it does not fit.
+    /// `index` is past the end or the value does not fit. It never panics.
     ///
     /// # Errors
-    /// As [`try_push`](Self::try_push).
-    ///
-    /// # Panics
-    /// If `index > len()`.
-    #[track_caller]
+    /// [`Error::OutOfRange`] if `index > len()` (tested first); otherwise as
+    /// [`try_push`](Self::try_push). The vector is unchanged either way.
     pub fn try_insert(&mut self, index: usize, value: T) -> Result<(), PushError<T>> {
         let len = self.len;
-        assert!(
-            index <= len,
-            "insertion index (is {index}) should be <= len (is {len})"
-        );
+        if index > len {
+            return Err(PushError::new(value, Error::OutOfRange { index, len }));
+        }
         if let Err(e) = self.try_reserve(1) {
             return Err(PushError::new(value, e));
         }
@@ -416,6 +412,11 @@ impl<T> Vec<T> {
     /// ```
     #[track_caller]
     pub fn insert(&mut self, index: usize, value: T) {
+        let len = self.len;
+        assert!(
+            index <= len,
+            "insertion index (is {index}) should be <= len (is {len})"
+        );
         if let Err(e) = self.try_insert(index, value) {
             failed("insert", e.error());
         }
