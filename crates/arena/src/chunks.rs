@@ -383,13 +383,7 @@ mod tests {
     #[test]
     fn find_run_matches_a_chunk_by_chunk_scan() {
         let trials = if cfg!(miri) { 2 } else { 40 };
-        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_F491_4F6C_DD1D_u64);
         let counts: &[usize] = if cfg!(miri) {
             &[1, 64, 130]
         } else {
@@ -647,13 +641,7 @@ mod tests {
         let count = 200;
         let set = ChunkSet::new(u32::try_from(count).unwrap()).unwrap();
         let mut free = alloc::vec![true; count];
-        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15_u64);
         // The first chunk of the lowest run of `n` free chunks.
         let lowest_run = |free: &[bool], n: usize| {
             let mut run = 0;

@@ -97,6 +97,8 @@ mod error;
 mod remote_bits;
 mod sync;
 mod table;
+#[cfg(test)]
+mod test_rng;
 
 /// The `allocator-api2` crate whose [`Allocator`](allocator_api2::alloc::Allocator) `&Client`
 /// implements, so that users name the same version of the trait.

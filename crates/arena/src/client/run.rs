@@ -248,13 +248,7 @@ mod tests {
     #[test]
     fn kept_hint_names_the_chunk_the_walk_finds() {
         let steps = if cfg!(miri) { 40 } else { 20_000 };
-        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15_u64);
         for flags in [Flags::empty(), Flags::STATISTICS | Flags::GUARD] {
             let config = Config::new().with_chunk_size(CHUNK).with_flags(flags);
             let arena = Arena::new(Backing::heap(24 * CHUNK, 4096).unwrap(), config).unwrap();
