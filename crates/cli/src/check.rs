@@ -525,6 +525,52 @@ fn runs(sorted: &[u32]) -> String {
     out
 }
 
+/// Warns if the guest nodes of `group` (indices into `spec.nodes`), each bound to host node `h`
+/// alone, need more than its `free` bytes together.
+fn host_node_short(
+    out: &mut Vec<Finding>,
+    spec: &VmSpec,
+    group: &[usize],
+    h: u32,
+    free: u64,
+    host: &HostFacts,
+) {
+    let nodes = group.iter().map(|&i| &spec.nodes[i]);
+    let total = nodes.clone().fold(0u64, |t, n| t.saturating_add(n.size));
+    if free >= total {
+        return;
+    }
+    // Only another host node can make up the difference.
+    let others = host.numa_nodes.iter().any(|x| x.0 != h);
+    let preferred = nodes.clone().all(|n| n.policy == Policy::Preferred);
+    let (note, fix) = match (others, preferred) {
+        (false, _) => (" (the host has no other node)", None),
+        (true, true) => (
+            "; the rest will come from other host nodes (preferred)",
+            None,
+        ),
+        (true, false) => (
+            "",
+            Some(format!(
+                "use policy = \"preferred\" or spread the {} over more host nodes",
+                if group.len() == 1 { "node" } else { "nodes" }
+            )),
+        ),
+    };
+    let paths: Vec<&str> = nodes.map(|n| n.loc.path.as_str()).collect();
+    out.push(finding(
+        "numa",
+        Status::Warn,
+        format!(
+            "{}: {} bound to host node {h}, which has {} free{note}",
+            paths.join(", "),
+            Size(total),
+            approx(free)
+        ),
+        fix,
+    ));
+}
+
 fn finding(check: &'static str, status: Status, detail: String, fix: Option<String>) -> Finding {
     Finding {
         check,
@@ -846,7 +892,18 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     for &(node, free) in &host.numa_nodes {
         free_of.entry(node).or_insert(free);
     }
-    for n in &spec.nodes {
+    // The guest nodes bound to one host node alone, by host node: their memory all comes from
+    // it, so they are checked against its free memory together, in one finding (at the first
+    // of them). Explicit huge pages come from the pools, checked above.
+    let mut alone_on: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    if mem.pages.explicit_bytes().is_none() {
+        for (i, n) in spec.nodes.iter().enumerate() {
+            if let [h] = n.host_nodes[..] {
+                alone_on.entry(h).or_default().push(i);
+            }
+        }
+    }
+    for (i, n) in spec.nodes.iter().enumerate() {
         let mut missing: Vec<u32> = Vec::new();
         for &h in &n.host_nodes {
             bound = true;
@@ -854,34 +911,10 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                 missing.push(h);
                 continue;
             };
-            if n.host_nodes.len() == 1 && free < n.size && mem.pages.explicit_bytes().is_none() {
-                // Only another host node can make up the difference.
-                let others = host.numa_nodes.iter().any(|x| x.0 != h);
-                let (note, fix) = match (others, n.policy) {
-                    (false, _) => (" (the host has no other node)", None),
-                    (true, Policy::Preferred) => (
-                        "; the rest will come from other host nodes (preferred)",
-                        None,
-                    ),
-                    (true, _) => (
-                        "",
-                        Some(
-                            "use policy = \"preferred\" or spread the node over more host nodes"
-                                .to_owned(),
-                        ),
-                    ),
-                };
-                out.push(finding(
-                    "numa",
-                    Status::Warn,
-                    format!(
-                        "{}: {} bound to host node {h}, which has {} free{note}",
-                        n.loc.path,
-                        Size(n.size),
-                        approx(free)
-                    ),
-                    fix,
-                ));
+            if let Some(group) = alone_on.get(&h)
+                && group.first() == Some(&i)
+            {
+                host_node_short(&mut out, spec, group, h, free, host);
             }
         }
         if !missing.is_empty() {

@@ -181,6 +181,37 @@ fn check_host_node_with_too_little_free_memory_warns() {
 }
 
 #[test]
+fn guest_nodes_sharing_a_host_node_are_checked_against_its_memory_together() {
+    let host = HostFacts {
+        numa_nodes: vec![(0, 8 * GIB), (1, 100 * MIB)],
+        ..good_host()
+    };
+    // Each fits host node 1 alone; the two together (128 MiB) do not.
+    let two = "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [1]\n\
+               [[numa]]\nsize = \"64MiB\"\nhost_nodes = [1]\n";
+    let f = run(two, &host);
+    let warns: Vec<&Finding> = f
+        .iter()
+        .filter(|f| f.check == "numa" && f.status == Status::Warn)
+        .collect();
+    assert_eq!(warns.len(), 1, "{f:?}");
+    assert!(
+        warns[0]
+            .detail
+            .starts_with("numa[0], numa[1]: 128 MiB bound to host node 1, which has"),
+        "{}",
+        warns[0].detail
+    );
+    assert!(warns[0].fix.as_ref().unwrap().contains("preferred"));
+    // Bound to different host nodes, each fits its own.
+    let apart = "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [1]\n\
+                 [[numa]]\nsize = \"64MiB\"\nhost_nodes = [0]\n";
+    let f = run(apart, &host);
+    let n = get(&f, "numa");
+    assert_eq!(n.status, Status::Ok, "{}", n.detail);
+}
+
+#[test]
 fn check_host_node_on_host_without_numa_information_fails() {
     let host = HostFacts {
         numa_nodes: Vec::new(),
