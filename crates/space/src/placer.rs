@@ -178,7 +178,8 @@ impl Placer {
                 source,
             })?;
             for (j, &i) in k.windows.iter().enumerate() {
-                k.room.set(j, windows[i].size());
+                // Every window of the kind has its entry: the tree has one per window.
+                let _ = k.room.set(j, windows[i].size());
             }
         }
         Ok(Self {
@@ -197,9 +198,13 @@ impl Placer {
     /// Records the largest free range of window `i` (after a change of it). O(log w).
     fn refresh(&mut self, i: usize) {
         let (k, j) = self.kind_of[i];
-        self.kinds[k]
+        let old = self.kinds[k]
             .room
             .set(j, self.windows[i].1.largest_free_bound());
+        debug_assert!(
+            old.is_some(),
+            "window {i} has no entry in its kind's max tree"
+        );
     }
 
     /// The indices of the windows `range` touches, in address order: O(log w), the windows
@@ -881,6 +886,113 @@ mod tests {
         let mut fresh = layout.placer();
         fresh.take(all, "all").unwrap();
         fresh.release(all).unwrap();
+    }
+
+    /// Each kind's max tree and the map from windows to it, against a fresh look at every
+    /// window: every window has the entry of its kind holding its allocator's own bound.
+    fn assert_index_fresh(p: &Placer, what: &str) {
+        assert!(
+            p.windows
+                .windows(2)
+                .all(|w| w[0].0.last_addr() < w[1].0.start()),
+            "{what}: windows out of order"
+        );
+        assert_eq!(p.kind_of.len(), p.windows.len(), "{what}");
+        for (i, (w, alloc)) in p.windows.iter().enumerate() {
+            let (k, j) = p.kind_of[i];
+            let kind = &p.kinds[k];
+            assert_eq!(kind.kind, w.kind(), "{what}: window {i}");
+            assert_eq!(kind.windows.get(j), Some(&i), "{what}: window {i}");
+            assert_eq!(
+                kind.room.get(j),
+                Some(alloc.largest_free_bound()),
+                "{what}: window {i}'s bound"
+            );
+        }
+        for kind in &p.kinds {
+            assert_eq!(kind.room.len(), kind.windows.len(), "{what}");
+        }
+    }
+
+    #[test]
+    fn every_change_and_every_refusal_leaves_the_index_as_a_fresh_walk_gives() {
+        // Windows that touch, one at the top of the address space, and the x86-64 layout.
+        let w = |kind, start: u64, size: u64| Window::new(kind, GuestAddress(start), size).unwrap();
+        let custom = Layout::new(
+            GuestAddress(u64::MAX),
+            [
+                w(WindowKind::Device, 0x1_0000, 0x4000),
+                w(WindowKind::Device, 0x1_4000, 0x2000),
+                w(WindowKind::Ram, 0x1_6000, 0x1000),
+                w(WindowKind::Device, 0x2_0000, (1 << 24) + 0x3000),
+                w(WindowKind::Hotplug, 0x200_0000, 0x1_0000),
+                w(WindowKind::Device, u64::MAX - 0xffff, 0x1_0000),
+            ],
+        )
+        .unwrap();
+        let x86 = Layout::x86_64().ram(GIB).build().unwrap();
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let steps = if cfg!(miri) { 60 } else { 3000 };
+        for layout in [custom, x86] {
+            let mut p = layout.placer();
+            let edges: Vec<u64> = p
+                .windows
+                .iter()
+                .flat_map(|(w, _)| [w.start().0, w.last_addr().0])
+                .collect();
+            let kinds = [WindowKind::Device, WindowKind::Ram, WindowKind::Hotplug];
+            for step in 0..steps {
+                let kind = kinds[(next() % 3) as usize];
+                let edge = edges[usize::try_from(next() % edges.len() as u64).unwrap()];
+                let at = (edge.wrapping_add(next() % 0x6000).wrapping_sub(0x3000)) & !0xfff;
+                let size =
+                    [0x1000, 0x2000, 0x5000, 1 << 24, (1 << 24) + 0x1000][(next() % 5) as usize];
+                let owner = format!("o{step}");
+                let what = format!("step {step}");
+                match next() % 6 {
+                    0 | 1 => drop(p.place(kind, size, 1 << (next() % 14), &owner)),
+                    2 => {
+                        if let Ok(r) = GuestRange::new(GuestAddress(at), size) {
+                            drop(p.take_in(kind, r, &owner));
+                        }
+                    }
+                    3 => {
+                        // Often across windows, and often over something held: the parts
+                        // taken before the refusal are given back.
+                        if let Ok(r) = GuestRange::new(GuestAddress(at), size + 0x3000) {
+                            drop(p.take(r, &owner));
+                        }
+                    }
+                    4 => {
+                        let held: Vec<GuestRange> = p.allocations().map(|(_, r)| r).collect();
+                        if !held.is_empty() {
+                            let part = held[usize::try_from(next() % held.len() as u64).unwrap()];
+                            let whole = as_taken(&p.spans, part);
+                            // A part alone is refused when the range crossed windows.
+                            drop(p.release(part));
+                            drop(p.release(whole));
+                        }
+                    }
+                    _ => {
+                        let fail = next() % 2 == 0;
+                        drop(p.transaction(|p| {
+                            p.place(kind, size, 0x1000, &owner)?;
+                            if fail {
+                                return Err(Error::NoIrqs);
+                            }
+                            Ok(())
+                        }));
+                    }
+                }
+                assert_index_fresh(&p, &what);
+            }
+        }
     }
 
     #[test]

@@ -21,8 +21,10 @@ use crate::error::Result;
 ///
 /// let mut t = RoomTree::new(3)?;
 /// t.set(0, 0x10);
-/// t.set(1, 0x1000);
+/// assert_eq!(t.set(1, 0x1000), Some(0));
 /// t.set(2, 0x100);
+/// // Past the last entry: nothing to set, nothing changes.
+/// assert_eq!(t.set(3, 0x1000), None);
 /// assert_eq!(t.first_from(0, 0x100), Some(1));
 /// assert_eq!(t.first_from(2, 0x100), Some(2));
 /// assert_eq!(t.first_from(0, 0x2000), None);
@@ -31,18 +33,23 @@ use crate::error::Result;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoomTree {
     /// Leaf `i` (at `room.len() / 2 + i`) is the bound of entry `i`, 0 past the last entry;
-    /// every inner node `j` is the larger of `2j` and `2j + 1`; node 1 is the root.
+    /// every inner node `j` is the larger of `2j` and `2j + 1`; node 1 is the root. Empty for
+    /// a tree of no entries (every method checks `len` before it reads a node), so that the
+    /// nodes are a function of the bounds and derived equality compares bounds.
     room: Vec<u64>,
     len: usize,
 }
 
 impl RoomTree {
-    /// A tree of `len` entries, each with bound 0 (no room). (`RoomTree::default()` is a
-    /// tree of no entries.)
+    /// A tree of `len` entries, each with bound 0 (no room). A tree of no entries holds no
+    /// memory and equals `RoomTree::default()`.
     ///
     /// # Errors
     /// [`Error::HeapRefused`](crate::Error::HeapRefused) if the heap refuses its nodes.
     pub fn new(len: usize) -> Result<Self> {
+        if len == 0 {
+            return Ok(Self::default());
+        }
         let nodes = len
             .checked_next_power_of_two()
             .and_then(|w| w.checked_mul(2))
@@ -72,18 +79,19 @@ impl RoomTree {
         (i < self.len).then(|| self.room[self.width() + i])
     }
 
-    /// Sets the bound of entry `i`. O(log len).
-    ///
-    /// # Panics
-    /// If `i >= len()`.
-    pub fn set(&mut self, i: usize, bound: u64) {
-        assert!(i < self.len, "entry {i} of a tree of {}", self.len);
+    /// Sets the bound of entry `i` and returns the bound it had; `None`, and the tree
+    /// unchanged, past the last entry (as [`get`](Self::get) answers there). O(log len).
+    pub fn set(&mut self, i: usize, bound: u64) -> Option<u64> {
+        if i >= self.len {
+            return None;
+        }
         let mut at = self.width() + i;
-        self.room[at] = bound;
+        let old = core::mem::replace(&mut self.room[at], bound);
         while at > 1 {
             at /= 2;
             self.room[at] = self.room[2 * at].max(self.room[2 * at + 1]);
         }
+        Some(old)
     }
 
     /// The first entry from `from` on whose bound is at least `size`, if any. O(log len).
@@ -223,6 +231,39 @@ mod tests {
         });
         let max = (0..n as u64).map(|i| (i * 7919) % 1000).max().unwrap();
         assert_eq!((l, calls), (u128::from(max), 1));
+    }
+
+    #[test]
+    fn setting_past_the_last_entry_changes_nothing() {
+        for len in [0usize, 1, 3, 4] {
+            let mut t = RoomTree::new(len).unwrap();
+            for i in 0..len {
+                let _ = t.set(i, 7);
+            }
+            let before = t.clone();
+            for i in [len, len + 1, usize::MAX] {
+                assert_eq!(t.set(i, u64::MAX), None);
+                assert_eq!(t, before, "len {len}, entry {i}");
+            }
+            if len > 0 {
+                assert_eq!(t.set(len - 1, 9), Some(7));
+            }
+            assert_eq!(t.first_from(0, 10), None);
+        }
+        let mut empty = RoomTree::default();
+        assert_eq!(empty.set(0, 1), None);
+        assert_eq!(empty, RoomTree::default());
+    }
+
+    #[test]
+    fn trees_of_no_entries_are_equal_and_hold_no_memory() {
+        let made = RoomTree::new(0).unwrap();
+        assert_eq!(made, RoomTree::default());
+        assert_eq!(made.room.capacity(), 0);
+        let mut one = RoomTree::new(1).unwrap();
+        let _ = one.set(0, 5);
+        let _ = one.set(0, 0);
+        assert_eq!(one, RoomTree::new(1).unwrap());
     }
 
     #[test]

@@ -176,7 +176,8 @@ impl<T> AllocatorSet<T> {
     /// Records the largest free range of space `i` (after a change of it) in the max tree.
     /// O(log s).
     fn refresh(&mut self, i: usize) {
-        self.room.set(i, self.pools[i].largest_free_bound());
+        let old = self.room.set(i, self.pools[i].largest_free_bound());
+        debug_assert!(old.is_some(), "space {i} has no entry in the max tree");
     }
 
     /// The first space from index `from` on, in the set's order, whose largest free range may
@@ -775,8 +776,11 @@ impl<T> AllocatorSet<T> {
         self.pools.iter().flat_map(AddressAllocator::allocated)
     }
 
-    /// Checks every space's invariants, and that every key and every part of a spanning
-    /// reservation names a live allocation. O(n + k·s) for k keys.
+    /// Checks every space's invariants, that the set's indexes are what a fresh look at the
+    /// spaces gives (the spaces in address order, each once; each space's bound in the max
+    /// tree equal to its [`largest_free_bound`](AddressAllocator::largest_free_bound)), and
+    /// that every key and every part of a spanning reservation names a live allocation.
+    /// O(n + k·s) for k keys.
     ///
     /// # Errors
     ///
@@ -785,19 +789,29 @@ impl<T> AllocatorSet<T> {
         self.pools
             .iter()
             .try_for_each(AddressAllocator::check_invariants)?;
+        // The max tree holds, for each space, what a fresh look at the space gives: no fit is
+        // missed (each space's own bound holds its largest free range, which the space's
+        // checks above verify) and no full space is named as having room.
+        if self.room.len() != self.pools.len() {
+            return Err(Error::Inconsistent(
+                "the max tree and the spaces differ in number",
+            ));
+        }
         for (i, pool) in self.pools.iter().enumerate() {
-            // No fit is missed: each bound holds the space's largest free range.
-            let largest = pool.free_ranges().map(|f| f.size_u128()).max();
-            if largest.is_some_and(|l| {
-                u128::from(self.room.get(i).unwrap_or(0)) < l.min(u128::from(u64::MAX))
-            }) {
-                return Err(Error::Inconsistent("a space's room bound is too small"));
+            if self.room.get(i) != Some(pool.largest_free_bound()) {
+                return Err(Error::Inconsistent(
+                    "a space's bound in the max tree differs from its own",
+                ));
             }
         }
-        if self
-            .by_start
-            .windows(2)
-            .any(|w| self.pools[w[0]].space().end() >= self.pools[w[1]].space().start())
+        // The address order names every space once, in order of start (the spaces being
+        // disjoint, a strictly rising order names each at most once).
+        if self.by_start.len() != self.pools.len()
+            || self.by_start.iter().any(|&i| i >= self.pools.len())
+            || self
+                .by_start
+                .windows(2)
+                .any(|w| self.pools[w[0]].space().end() >= self.pools[w[1]].space().start())
         {
             return Err(Error::Inconsistent("the spaces are not in address order"));
         }
@@ -892,6 +906,29 @@ mod tests {
             .rev()
             .map(|i| AddressRange::new(i * 32, i * 32 + 15).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn check_invariants_finds_an_index_that_differs_from_a_fresh_walk() {
+        let mut set = AllocatorSet::<u64>::new(&spaces(4)).unwrap();
+        let req = Request::new(4, 1, AllocPolicy::FirstMatch).unwrap();
+        set.allocate_with(&req, 0).unwrap();
+        set.check_invariants().unwrap();
+        // A bound above the space's own (a full space still named as having room).
+        let mut stale = set.clone();
+        let _ = stale.room.set(0, 16);
+        assert!(stale.check_invariants().is_err());
+        // The address order with a space missing, or twice.
+        let mut order = set.clone();
+        order.by_start[1] = order.by_start[0];
+        assert!(order.check_invariants().is_err());
+        let mut short = set.clone();
+        short.by_start.pop();
+        assert!(short.check_invariants().is_err());
+        // A tree of another length than the list of spaces.
+        let mut tree = set.clone();
+        tree.room = RoomTree::new(3).unwrap();
+        assert!(tree.check_invariants().is_err());
     }
 
     #[test]
