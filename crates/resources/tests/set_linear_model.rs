@@ -434,7 +434,11 @@ fn check(set: &AllocatorSet<u32>, model: &Model) -> Result<(), TestCaseError> {
             prop_assert_eq!(set.get(k), None);
         }
     }
-    prop_assert_eq!(set.len(), model.allocated().len());
+    let allocated = model.allocated();
+    prop_assert_eq!(set.len(), allocated.len());
+    prop_assert_eq!(set.is_empty(), allocated.is_empty());
+    let used: u128 = allocated.iter().map(|(r, _)| r.size_u128()).sum();
+    prop_assert_eq!(set.used(), used);
     for (pool, m) in set.pools().iter().zip(&model.pools) {
         let largest = m
             .free_ranges()

@@ -26,9 +26,9 @@ use crate::range::AddressRange;
 /// (O(m log m) for m of them). What stays linear in s: a placement pays for gaps misaligned
 /// for it in each space it tries, as [`AddressAllocator`] does, and a space whose largest free
 /// range is large enough but has no room at the alignment asked is still tried (a request no
-/// space can align costs O(s) then); [`len`](Self::len), [`is_empty`](Self::is_empty) and
-/// [`used`](Self::used) add up every space. Memory: about 40 bytes per space for the two
-/// indexes, besides the spaces themselves.
+/// space can align costs O(s) then). [`len`](Self::len), [`is_empty`](Self::is_empty) and
+/// [`used`](Self::used) are totals kept as allocations come and go: O(1). Memory: about 40
+/// bytes per space for the two indexes, besides the spaces themselves.
 ///
 /// Allocations may also carry a unique `u64` key ([`allocate_keyed`](Self::allocate_keyed),
 /// [`reserve_keyed`](Self::reserve_keyed)), found and released by key in O(1) expected time
@@ -68,6 +68,10 @@ pub struct AllocatorSet<T = ()> {
     /// hull (its lowest part's start to its highest part's end). Parts of one reservation are
     /// freed together, and only together.
     spans: Map<AddressRange>,
+    /// The live allocations of all spaces (each part of a spanning reservation counts).
+    live: usize,
+    /// The allocated units of all spaces.
+    used: u128,
 }
 
 #[cfg(test)]
@@ -166,6 +170,8 @@ impl<T> AllocatorSet<T> {
             keys: Map::new(),
             key_at: Map::new(),
             spans: Map::new(),
+            live: 0,
+            used: 0,
         };
         for i in 0..this.pools.len() {
             this.refresh(i);
@@ -178,6 +184,20 @@ impl<T> AllocatorSet<T> {
     fn refresh(&mut self, i: usize) {
         let old = self.room.set(i, self.pools[i].largest_free_bound());
         debug_assert!(old.is_some(), "space {i} has no entry in the max tree");
+    }
+
+    /// Space `i` has just allocated `range`: its bound in the max tree and the totals.
+    fn took(&mut self, i: usize, range: AddressRange) {
+        self.refresh(i);
+        self.live += 1;
+        self.used += range.size_u128();
+    }
+
+    /// Space `i` has just freed `range`: its bound in the max tree and the totals.
+    fn gave(&mut self, i: usize, range: AddressRange) {
+        self.refresh(i);
+        self.live -= 1;
+        self.used -= range.size_u128();
     }
 
     /// The first space from index `from` on, in the set's order, whose largest free range may
@@ -255,19 +275,19 @@ impl<T> AllocatorSet<T> {
     /// The number of live allocations in all spaces.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.pools.iter().map(AddressAllocator::len).sum()
+        self.live
     }
 
     /// Whether nothing is allocated.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.pools.iter().all(AddressAllocator::is_empty)
+        self.live == 0
     }
 
     /// Allocated units in all spaces.
     #[must_use]
     pub fn used(&self) -> u128 {
-        self.pools.iter().map(AddressAllocator::used).sum()
+        self.used
     }
 
     /// Allocates a range as [`try_allocate_with`](Self::try_allocate_with) does, but drops
@@ -303,7 +323,7 @@ impl<T> AllocatorSet<T> {
         match self.prepare_allocate(request) {
             Ok((i, range, host)) => {
                 let range = self.pools[i].commit(range, host, tag);
-                self.refresh(i);
+                self.took(i, range);
                 Ok(range)
             }
             Err(error) => Err(Refused::new(error, tag)),
@@ -536,7 +556,7 @@ impl<T> AllocatorSet<T> {
         for (i, part, host) in parts {
             if let Some(this) = copies.pop().or_else(|| tag.take()) {
                 self.pools[i].commit(part, host, this);
-                self.refresh(i);
+                self.took(i, part);
             }
             if spanning {
                 self.spans.insert(part.start(), hull);
@@ -624,7 +644,7 @@ impl<T> AllocatorSet<T> {
             let pool = &mut self.pools[i];
             let (node, succ) = pool.exact(&part)?;
             let tag = pool.remove(node, succ);
-            self.refresh(i);
+            self.gave(i, part);
             first.get_or_insert(tag);
             self.spans.remove(part.start());
         }
@@ -681,7 +701,7 @@ impl<T> AllocatorSet<T> {
         {
             Ok((i, range, host)) => {
                 let range = self.pools[i].commit(range, host, tag);
-                self.refresh(i);
+                self.took(i, range);
                 self.keys.insert(key, range);
                 self.key_at.insert(range.start(), key);
                 Ok(range)
@@ -789,6 +809,13 @@ impl<T> AllocatorSet<T> {
         self.pools
             .iter()
             .try_for_each(AddressAllocator::check_invariants)?;
+        let live: usize = self.pools.iter().map(AddressAllocator::len).sum();
+        let used: u128 = self.pools.iter().map(AddressAllocator::used).sum();
+        if (live, used) != (self.live, self.used) {
+            return Err(Error::Inconsistent(
+                "the set's totals differ from its spaces'",
+            ));
+        }
         // The max tree holds, for each space, what a fresh look at the space gives: no fit is
         // missed (each space's own bound holds its largest free range, which the space's
         // checks above verify) and no full space is named as having room.
@@ -925,6 +952,13 @@ mod tests {
         let mut short = set.clone();
         short.by_start.pop();
         assert!(short.check_invariants().is_err());
+        // Totals that differ from the spaces'.
+        let mut totals = set.clone();
+        totals.used += 1;
+        assert!(totals.check_invariants().is_err());
+        let mut count = set.clone();
+        count.live = 0;
+        assert!(count.check_invariants().is_err());
         // A tree of another length than the list of spaces.
         let mut tree = set.clone();
         tree.room = RoomTree::new(3).unwrap();
