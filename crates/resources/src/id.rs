@@ -1263,13 +1263,7 @@ mod tests {
     /// up to two words, on random bitmaps with free runs of every length.
     #[test]
     fn allocate_ids_matches_brute_force_across_words() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1du64);
         let rounds = if cfg!(miri) { 3 } else { 60 };
         for _ in 0..rounds {
             let first = u32::try_from(next() % 200).unwrap();
@@ -1281,7 +1275,9 @@ mod tests {
                 if next() % 100 < density {
                     a.allocate_id_at(id).unwrap();
                 }
-                id += 1 + u32::try_from(next() % 3).unwrap() * u32::from(next() % 4 == 0) * 40;
+                id += 1 + u32::try_from(next() % 3).unwrap()
+                    * u32::from(next().is_multiple_of(4))
+                    * 40;
             }
             for count in [1u32, 3, 63, 64, 65, 130] {
                 for align in [1u64, 2, 8, 64, 128] {

@@ -140,6 +140,8 @@ pub mod model;
 mod range;
 #[cfg(feature = "serde")]
 mod serde_impl;
+#[cfg(test)]
+mod test_rng;
 
 pub use crate::address::{
     AddressAllocator, AllocPolicy, Allocation, Allocations, AllocatorSet, FreeRanges, Request,

@@ -178,13 +178,7 @@ mod tests {
 
     #[test]
     fn first_from_and_largest_match_a_walk() {
-        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_F491_4F6C_DD1D_u64);
         let lens: &[usize] = if cfg!(miri) {
             &[0, 1, 3, 9]
         } else {
