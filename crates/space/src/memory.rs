@@ -379,10 +379,15 @@ pub struct BackingReport {
 }
 
 impl BackingReport {
-    /// Bytes of host memory mapped.
+    /// Bytes of host memory mapped, at most `u64::MAX` (a report whose public sizes were
+    /// changed to add up to more gives `u64::MAX`, as [`Snapshot::total_size`] does).
+    ///
+    /// [`Snapshot::total_size`]: crate::Snapshot::total_size
     #[must_use]
     pub fn total_bytes(&self) -> u64 {
-        self.regions.iter().map(|r| r.size).sum()
+        self.regions
+            .iter()
+            .fold(0, |total: u64, r| total.saturating_add(r.size))
     }
 }
 
