@@ -209,20 +209,20 @@ fn pin_at(slot: &'static ContextSlot, handle: u64) -> Result<Pinned, Status> {
     Ok(Pinned { slot, shared })
 }
 
-/// `value` on the heap, as a raw pointer (freed with `Box::from_raw`), or `None` if the
-/// allocator refuses it.
-fn boxed<T>(value: T) -> Option<*mut T> {
+/// `value` on the heap, as a raw pointer (freed with `Box::from_raw`), or `value` back if the
+/// allocator refuses it (for the caller to dispose of in its own order).
+fn boxed<T>(value: T) -> Result<*mut T, T> {
     let layout = std::alloc::Layout::new::<T>();
     assert_ne!(layout.size(), 0, "only records with fields are boxed");
     // SAFETY: the layout is not zero-sized (checked above).
     let p = unsafe { std::alloc::alloc(layout) }.cast::<T>();
     if p.is_null() {
-        return None;
+        return Err(value);
     }
     // SAFETY: `p` was just allocated with `T`'s layout, so it is valid for a write of one, and
     // `Box::from_raw` frees it with that layout through the same allocator.
     unsafe { p.write(value) };
-    Some(p)
+    Ok(p)
 }
 
 /// Makes a context over `arena`; returns its handle.
@@ -231,13 +231,18 @@ fn boxed<T>(value: T) -> Option<*mut T> {
 /// [`Status::LimitReached`] if no handle is left, [`Status::Os`] if the allocator refuses
 /// the context's record or a handle table.
 pub(crate) fn create_context(arena: Arena, claim: Claim) -> Result<u64, Status> {
+    // A record refused is freed as a deleted context's is: dropped as it stands, its
+    // reservation would be released while still claimed.
     let shared = boxed(Shared {
         arena,
         handles: Mutex::new(HashMap::new()),
         deleting: RwLock::new(()),
         claim,
     })
-    .ok_or(Status::Os)?;
+    .map_err(|shared| {
+        free_shared(shared);
+        Status::Os
+    })?;
     let result = CONTEXTS.take(
         Status::LimitReached,
         Status::Os,
@@ -249,7 +254,7 @@ pub(crate) fn create_context(arena: Arena, claim: Claim) -> Result<u64, Status> 
     );
     if result.is_err() {
         // SAFETY: made above and never published.
-        free_shared(unsafe { Box::from_raw(shared) });
+        free_shared(*unsafe { Box::from_raw(shared) });
     }
     result
 }
@@ -257,8 +262,8 @@ pub(crate) fn create_context(arena: Arena, claim: Claim) -> Result<u64, Status> 
 /// Frees a context's state. A caller's block stays claimed until the arena over it is gone;
 /// a reservation is unclaimed first, so that the address space it gives back, which the
 /// system may hand to another reservation at once, is never found claimed.
-fn free_shared(shared: Box<Shared>) {
-    let Shared { arena, claim, .. } = *shared;
+fn free_shared(shared: Shared) {
+    let Shared { arena, claim, .. } = shared;
     if arena.backing().is_reserved() {
         drop(claim);
         drop(arena);
@@ -285,7 +290,7 @@ pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
     // SAFETY: made by `create_context` with `Box::into_raw`; the count was 0 (no client, no
     // call in flight) when locked, and the lock keeps new pins out, so nothing refers to it any
     // more.
-    free_shared(unsafe { Box::from_raw(shared) });
+    free_shared(*unsafe { Box::from_raw(shared) });
     // The generation the slot now has, even: no handle names it.
     slot.state
         .store(unused(handle) + (1 << 32), Ordering::Release);
