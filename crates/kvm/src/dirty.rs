@@ -1,7 +1,9 @@
 //! Dirty logging: `KVM_MEM_LOG_DIRTY_PAGES` per region, and [`DirtyBitmap`], one bit per host
 //! page of a region, into which KVM's log and the VMM's own writes are merged.
 
-use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
+use std::os::fd::AsRawFd;
+
+use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVMIO, kvm_dirty_log, kvm_dirty_log__bindgen_ty_1};
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
@@ -237,17 +239,80 @@ impl Iterator for BitIter {
     }
 }
 
+/// `KVM_GET_DIRTY_LOG`: `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`, in the ioctl encoding of
+/// the architectures `kvm-bindings` has (x86-64, Arm64, RISC-V 64: write direction in bit 30,
+/// argument size from bit 16, type from bit 8).
+const KVM_GET_DIRTY_LOG: u64 = (1 << 30)
+    | ((std::mem::size_of::<kvm_dirty_log>() as u64) << 16)
+    | ((KVMIO as u64) << 8)
+    | 0x42;
+
 /// One `KVM_GET_DIRTY_LOG` of `slot`, registered for `region`: KVM's log as words.
+///
+/// KVM writes the log of the slot it holds under that number, sized by that slot, which only
+/// KVM knows: the VMM's own code may have deleted ours and registered other memory under the
+/// number (through the `unsafe` `VmFd::set_user_memory_region`), or a second `MemorySlots` of
+/// the same VM where `kcmp` cannot tell its descriptors apart may have. So the log is not
+/// taken into a heap buffer sized for `region` (as `VmFd::get_dirty_log` does, which would let
+/// KVM write past it): it ends right before an inaccessible page, where KVM's copy of a
+/// larger log stops with `EFAULT` ([`Error::DirtyLog`]). A smaller slot's log leaves the rest
+/// of the words clear.
 fn get_log(shared: &Shared, slot: u32, region: &memvisor_space::Region) -> Result<Vec<u64>> {
     let base = region.base().0;
-    let size = usize::try_from(region.size()).map_err(|_| Error::TooBig {
+    let too_big = || Error::TooBig {
         base,
         size: region.size(),
-    })?;
-    shared
-        .vm()
-        .get_dirty_log(slot, size)
-        .map_err(|source| Error::DirtyLog { slot, base, source })
+    };
+    let size = usize::try_from(region.size()).map_err(|_| too_big())?;
+    let page = memvisor_vmem::page_size();
+    // One bit per host page, in whole 64-bit words, as KVM writes it.
+    let words = size.div_ceil(page).div_ceil(64);
+    let bytes = words.checked_mul(8).ok_or_else(too_big)?;
+    let accessible = bytes.checked_next_multiple_of(page).ok_or_else(too_big)?;
+    let no_memory = |_| Error::DirtyLog {
+        slot,
+        base,
+        source: crate::KvmError::new(libc::ENOMEM),
+    };
+    // The log's pages, then one page left inaccessible.
+    let buffer = accessible
+        .checked_add(page)
+        .ok_or_else(too_big)
+        .and_then(|len| memvisor_vmem::Reservation::new(len).map_err(no_memory))?;
+    buffer.commit(0, accessible).map_err(no_memory)?;
+    // `accessible - bytes` is a multiple of 8 (both are), so the words are aligned.
+    let start = buffer
+        .as_ptr()
+        .wrapping_add(accessible - bytes)
+        .cast::<u64>();
+    let log = kvm_dirty_log {
+        slot,
+        padding1: 0,
+        __bindgen_anon_1: kvm_dirty_log__bindgen_ty_1 {
+            dirty_bitmap: start.cast(),
+        },
+    };
+    // SAFETY: the descriptor is the VM's; KVM reads `log` and writes at most the log of the
+    // slot it holds to `start`: the `bytes` from there are committed read-write memory of
+    // `buffer`, which nothing else refers to, and the page after them is inaccessible, where
+    // KVM's copy of a longer log faults and the call fails (`EFAULT`).
+    let ret = unsafe {
+        libc::ioctl(
+            shared.vm().as_raw_fd(),
+            KVM_GET_DIRTY_LOG as _,
+            std::ptr::from_ref(&log),
+        )
+    };
+    if ret != 0 {
+        return Err(Error::DirtyLog {
+            slot,
+            base,
+            source: crate::KvmError::last(),
+        });
+    }
+    // SAFETY: `start..start + words` is committed memory of `buffer` (zeroed when committed,
+    // then written by KVM), aligned for `u64`, and no one writes it any more.
+    Ok(unsafe { std::slice::from_raw_parts(start, words) }.to_vec())
 }
 
 impl MemorySlots {
@@ -304,8 +369,10 @@ impl MemorySlots {
     ///
     /// # Errors
     /// [`Error::NotRegistered`]; [`Error::BitmapMismatch`] if `bitmap` is not of that region
-    /// and the host page size; [`Error::DirtyLog`] if KVM refuses (dirty logging off).
-    /// `bitmap` is unchanged after an error.
+    /// and the host page size; [`Error::DirtyLog`] if KVM refuses (dirty logging off), if the
+    /// slot KVM holds under the region's number is larger than the region (the VMM's own code
+    /// replaced it: `EFAULT`, and KVM wrote nothing past the log's memory), or if there is no
+    /// memory for the log (`ENOMEM`). `bitmap` is unchanged after an error.
     pub fn fetch_dirty_log_into(&self, bitmap: &mut DirtyBitmap) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.locked();
@@ -317,7 +384,8 @@ impl MemorySlots {
     /// dirty-log protection: see [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
     ///
     /// # Errors
-    /// [`Error::NotRegistered`]; [`Error::DirtyLog`] if KVM refuses (dirty logging off);
+    /// [`Error::NotRegistered`]; [`Error::DirtyLog`] as for
+    /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into) (dirty logging off, for example);
     /// [`Error::InvalidBitmap`] if the bitmap cannot be allocated. The region is looked up and
     /// its log fetched in one step, so a region replaced at `base` meanwhile by another thread
     /// gives the new region's log, never a mismatch.

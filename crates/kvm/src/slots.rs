@@ -164,7 +164,10 @@ enum Op {
 /// attached to several VMs. Duplicates are recognised with `kcmp(2)`; where the kernel has no
 /// `kcmp` or refuses it (built without `CONFIG_KCMP`, a seccomp filter denying it), only a
 /// second attach through the same `VmFd` is refused, so do not attach two `VmFd`s of one VM
-/// there. `kcmp` is called only while another VM of this process has a live `MemorySlots`
+/// there: they would manage the same KVM slot numbers, and one's changes would undo the
+/// other's (changes refused, slots missing, dirty-log fetches failing). Memory stays safe even
+/// then: KVM maps only memory one of them keeps, and a fetch never lets KVM write past the log
+/// it sized. `kcmp` is called only while another VM of this process has a live `MemorySlots`
 /// (one `kcmp` per such VM): a process under a seccomp filter that attaches several VMs must
 /// allow it, or make it fail with an error, rather than kill the process.
 ///
