@@ -27,6 +27,12 @@
 // is the same memory in both processes, which then hand it out twice: use such a context in
 // one of them only.
 //
+// The process's allocator. The library allocates its own records (contexts, clients, handle
+// tables) with the process's malloc, some of them while it holds a lock of the library. So
+// a malloc (or a hook called by one) must not call this library: a malloc built over memvisor
+// contexts, for example, may deadlock or fail when the library calls it back. Use the library
+// beside the process's malloc, not under it.
+//
 // Strings. The strings the library returns are static and never change: any thread may read
 // them, for as long as the library is loaded.
 
