@@ -149,10 +149,11 @@ enum Command {
         from: From,
         #[command(flatten)]
         host: HostHugePage,
-        /// The guest architecture the configuration is for, written into the spec as
-        /// `arch` (default x86_64; from Firecracker on x86_64 the spec has Firecracker's device
-        /// windows). The printed spec plans as `plan --from` with the same flags does: `init`
-        /// reads and plans it before printing it, and refuses what `plan --from` refuses.
+        /// The guest architecture the configuration (or, without `--from`, the default spec)
+        /// is for, written into the spec as `arch` (default x86_64; from Firecracker on x86_64
+        /// the spec has Firecracker's device windows). The printed spec plans as `plan --from`
+        /// with the same flags does: `init` reads and plans it before printing it, and
+        /// refuses what `plan --from` refuses.
         #[arg(long, value_enum)]
         arch: Option<ArchArg>,
     },
@@ -341,6 +342,18 @@ fn init_text(
         ));
     }
     Ok(text)
+}
+
+/// The default spec `init` prints: for `arch`, when given, with its `arch` written as that one,
+/// so that it plans as `plan --arch ARCH` plans the default spec.
+fn default_text(arch: Option<ArchArg>) -> String {
+    const WRITTEN: &str = "\narch = \"x86_64\"\n";
+    match arch {
+        Some(arch) => {
+            DEFAULT_SPEC.replacen(WRITTEN, &format!("\narch = \"{}\"\n", arch_name(arch)), 1)
+        }
+        None => DEFAULT_SPEC.to_owned(),
+    }
 }
 
 /// `text` (a spec whose top-level table has no `arch`) with `arch = "ARCH"` as its first key,
@@ -533,7 +546,7 @@ fn execute(
                             .to_owned(),
                     ));
                 }
-                (From::Memvisor, None) => DEFAULT_SPEC.to_owned(),
+                (From::Memvisor, None) => default_text(arch),
                 (_, path) => init_text(path, from, arch, huge)?,
             };
             write(out, text)

@@ -151,7 +151,9 @@ impl PageKind {
 pub enum Policy {
     /// Only the listed nodes.
     Bind,
-    /// The first listed node when it can.
+    /// The first listed node when it can: the lowest-numbered, as the kernel's
+    /// `MPOL_PREFERRED` takes the lowest node of its set (a spec that lists another first is
+    /// refused).
     Preferred,
     /// Round-robin over the listed nodes.
     Interleave,
@@ -189,7 +191,9 @@ pub struct MemoryOptions {
 pub struct NodeSpec {
     /// Its RAM.
     pub size: u64,
-    /// Host nodes its memory is bound to (empty: no binding).
+    /// Host nodes its memory is bound to (empty: no binding): sorted, each once, as the
+    /// binding (the kernel's node mask) takes them, whatever the order written; the first is
+    /// the one `Policy::Preferred` prefers.
     pub host_nodes: Vec<u32>,
     /// The binding policy.
     pub policy: Policy,

@@ -241,9 +241,27 @@ pub fn parse_for(src: Source<'_>, arch: Option<Arch>) -> Result<VmSpec, SpecErro
     let de = toml::Deserializer::from(root);
     let raw: RawSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = field_path(e.path());
-        toml_error(e.inner(), field)
+        let mut err = toml_error(e.inner(), field);
+        if let Some(problem) = date_time_named(src.text, e.inner()) {
+            err.problem = Box::new(problem);
+        }
+        err
     })?;
     check(src, raw, arch)
+}
+
+/// The TOML reader hands a date or time to serde as a map, so a wrong type that is one reads
+/// `invalid type: map`: the problem of `e` with the date or time named as written instead, or
+/// `None` when `e` is about something else (a table is a map).
+fn date_time_named(text: &str, e: &toml::de::Error) -> Option<Problem> {
+    let rest = e.message().trim().strip_prefix("invalid type: map")?;
+    let written = text.get(e.span()?)?.trim();
+    written.parse::<toml::value::Datetime>().ok()?;
+    Some(Problem::Toml(format!(
+        "invalid type: date-time `{}`{}",
+        escape(written),
+        escape(rest)
+    )))
 }
 
 /// Refuses a dotted key or table header of more than [`MAX_KEY_PARTS`] parts, or more than
@@ -658,9 +676,28 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 Problem::Invalid("a policy needs host_nodes".into()),
             ));
         }
+        // The binding is a set of host nodes (the kernel's node mask): each once, in order.
+        let mut set = host_nodes.to_vec();
+        set.sort_unstable();
+        set.dedup();
+        // MPOL_PREFERRED prefers the lowest node of the set, whatever the order written.
+        if let (Policy::Preferred, Some(&first), Some(&lowest)) =
+            (policy, host_nodes.first(), set.first())
+            && first != lowest
+        {
+            return Err(src.error(
+                loc.field("host_nodes"),
+                Some(host_span),
+                Problem::Invalid(format!(
+                    "policy = \"preferred\" prefers the lowest-numbered of host_nodes (host node \
+                     {lowest}), not host node {first}, written first: write host node {lowest} \
+                     first, or host_nodes = [{first}] to prefer host node {first}"
+                )),
+            ));
+        }
         nodes.push(NodeSpec {
             size,
-            host_nodes: host_nodes.to_vec(),
+            host_nodes: set,
             policy,
             loc,
         });
