@@ -129,8 +129,9 @@ pub enum HugePageFallback {
 /// How a NUMA binding treats the listed nodes (Linux `mbind` modes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NumaPolicy {
-    /// Allocate on the first listed node when it has memory, elsewhere otherwise
-    /// (`MPOL_PREFERRED`).
+    /// Allocate on the lowest listed node when it has memory, elsewhere otherwise
+    /// (`MPOL_PREFERRED`, which prefers the lowest node of its mask whatever the order the
+    /// nodes were given in).
     Preferred,
     /// Allocate only on the listed nodes; pages already elsewhere are moved
     /// (`MPOL_BIND` with `MPOL_MF_STRICT | MPOL_MF_MOVE`).
