@@ -5,7 +5,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use serial::Serial;
+use serial::{Serial, SerialGuard};
 
 use crate::bitmap::PageBitmap;
 use crate::error::{Error, Operation, Result};
@@ -376,9 +376,9 @@ pub struct Reservation {
     page: usize,
     mode: CommitMode,
     committed: PageBitmap,
-    /// The number of set bits of `committed`, kept by the calls that change them, as a
-    /// wrapping count: a decommit racing with a commit of the same page may subtract before
-    /// the commit adds (see `committed_bytes`).
+    /// The number of set bits of `committed`, kept by the calls that change them (which take
+    /// turns, `lock_calls`), as a wrapping count read as zero above the reservation's pages
+    /// (see `committed_bytes`).
     committed_pages: AtomicUsize,
     writable: PageBitmap,
     guarded: PageBitmap,
@@ -423,9 +423,10 @@ pub struct Reservation {
     /// [`Error::HeldByVector`], since the vector reads, writes and drops its elements there
     /// whatever their contracts' callers vouch for (see `not_held_by_vector`).
     held_by_vector: bool,
-    /// Held by every call that changes which pages the system keeps locked, or `locked`
-    /// (see `serial.rs`), so that `locked` tells what the system has locked; and by the
-    /// advice calls, so that a decommit's re-advice sees each advice with its record.
+    /// Held by every `&self` call that changes pages' mapping, protection, locks or advice,
+    /// from its checks to its records (see `serial.rs`), so that the bitmaps tell what the
+    /// system has: commit, protect, decommit, guard, map, lock, unlock, both advice calls and
+    /// the content advice that refuses locked pages.
     lock_calls: Serial,
 }
 
@@ -682,7 +683,12 @@ impl Reservation {
     /// may have applied part of the change (Linux `mprotect` can stop half-way); such pages are
     /// accessible but not counted, and their charge is returned by a later decommit of the range
     /// or when the reservation is dropped. They are deliberately not decommitted here, since
-    /// another thread may be committing and filling the same pages at the same time.
+    /// another thread may be filling the same pages, committed by an earlier call.
+    ///
+    /// Commits of one reservation run one at a time with its other calls that change pages or
+    /// their records (decommit, protect, guard, map, lock, unlock, advice), from the checks
+    /// to the record: a decommit or protect of the same pages between a commit's system call
+    /// and its record would leave pages counted read-write that the system made inaccessible.
     ///
     /// # Examples
     /// ```
@@ -696,6 +702,10 @@ impl Reservation {
     /// ```
     pub fn commit(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
+        // A decommit, guard, protect or map of the same pages must not fall between the
+        // system call and the record (it would leave pages counted read-write that the
+        // system made inaccessible): one call at a time.
+        let _serial = self.lock_calls.hold();
         self.no_guard(pages)?;
         // SAFETY: the range is inside the reservation; committing changes no contents.
         unsafe { sys::commit(self.at(offset), len, self.mode) }
@@ -786,6 +796,10 @@ impl Reservation {
     /// vector, for one) no longer counts the range's contents as its own.
     unsafe fn decommit_inner(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
+        // From the first look at the bitmaps to the last record: a protect between the
+        // access restored below and the decommit would leave an uncommitted page of a sparse
+        // reservation inaccessible, which its next commit (no system call) would not undo.
+        let serial = self.lock_calls.hold();
         self.no_guard(pages)?;
         // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
         // access back while the bitmaps still tell which they are. Runs with another source
@@ -796,7 +810,7 @@ impl Reservation {
         })
         .map_err(|e| e.during(Operation::Decommit))?;
         // SAFETY: the caller vouches that nothing refers to the range's contents.
-        unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Decommit))
+        unsafe { self.decommit_pages(pages, &serial) }.map_err(|e| e.during(Operation::Decommit))
     }
 
     /// Decommits `pages` for `decommit` and `guard`, alike in both modes: locked pages are
@@ -804,10 +818,15 @@ impl Reservation {
     /// replacing the mapping of a protected one drops the lock anyway), and huge-page advice
     /// is kept (a protected decommit maps fresh pages, which lose it, so it is given again).
     ///
+    /// The caller holds `lock_calls` (`_serial`) from its checks to its records.
+    ///
     /// # Safety
     /// Nothing refers to the contents of `pages`.
-    unsafe fn decommit_pages(&self, pages: Pages) -> Result<(), sys::SysError> {
-        let _serial = self.lock_calls.hold();
+    unsafe fn decommit_pages(
+        &self,
+        pages: Pages,
+        _serial: &SerialGuard<'_>,
+    ) -> Result<(), sys::SysError> {
         self.for_each_run(&self.locked, true, pages, |run| {
             // SAFETY: the run is inside the reservation and locked; unlocking changes no
             // contents.
@@ -1190,6 +1209,9 @@ impl Reservation {
         protection: Protection,
     ) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
+        // A commit, decommit or other protect of the same pages must not fall between the
+        // check, the system call and the record: one call at a time.
+        let _serial = self.lock_calls.hold();
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation and committed; references are the
         // caller's promise.
@@ -1388,8 +1410,8 @@ impl Reservation {
     /// resident. They stay locked until [`unlock`](Self::unlock)ed, decommitted or guarded.
     /// Locks do not nest: the system keeps one lock bit per page, not a count, so one
     /// `unlock` of a page undoes every `lock` of it. The lock and unlock calls of a reservation
-    /// (and its decommits, guards and maps, which unlock their range) run one at a time,
-    /// waiting for each other.
+    /// (and its commits, protects, decommits, guards and maps, which change what can be
+    /// locked) run one at a time, waiting for each other.
     ///
     /// # Errors
     /// As [`protect`](Self::protect); [`Error::NotReadable`] for a page protected with
@@ -1619,8 +1641,11 @@ impl Reservation {
     unsafe fn guard_inner(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
         let ptr = self.at(offset);
+        // Until the pages are recorded as guard pages: a commit in between would make them
+        // accessible and count them committed.
+        let serial = self.lock_calls.hold();
         // SAFETY: the range is unreferenced (caller's promise).
-        unsafe { self.decommit_pages(pages) }.map_err(|e| e.during(Operation::Guard))?;
+        unsafe { self.decommit_pages(pages, &serial) }.map_err(|e| e.during(Operation::Guard))?;
         // SAFETY: the range is inside the reservation, unreferenced and now decommitted.
         if let Err(e) = unsafe { self.sys_guard(ptr, len) } {
             self.guard_refused(pages);
@@ -1742,8 +1767,8 @@ impl Reservation {
 
     /// The number of committed bytes in the whole reservation, in constant time (a counter
     /// kept by commit, decommit and guard). While other threads commit or decommit it is one
-    /// of the values the count passes through; a decommit racing with a commit of the same
-    /// pages may briefly make it lag, never wrap (it reads as zero then).
+    /// of the values the count passes through (those calls take turns, so each adds or
+    /// subtracts after its system call and before the next call's).
     ///
     /// # Examples
     /// ```

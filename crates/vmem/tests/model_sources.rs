@@ -2,7 +2,7 @@
 //! (private and shared anonymous memory, a memfd), applied to a real reservation and to a model
 //! of it: each call's result, the committed state of every page, which pages can be read and
 //! written on the real system, and what they read must agree after each step.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(all(target_os = "linux", feature = "std", not(miri)))]
 
 mod common;
 

@@ -351,9 +351,10 @@ impl Reservation {
                 page_size: size,
             });
         }
-        self.no_guard(pages)?;
-        // The new mapping drops the system's locks of the range: one lock call at a time.
+        // The new mapping drops the system's locks of the range, and a commit or protect
+        // between the check and the record would be undone unseen: one call at a time.
         let _serial = self.lock_calls.hold();
+        self.no_guard(pages)?;
         // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
         // to its contents.
         let mapped = unsafe {
@@ -726,9 +727,9 @@ impl Reservation {
         pick: impl Fn(bool) -> SysAdvice,
     ) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
-        self.all_committed(pages)?;
-        // No page may be locked between the check and the advice.
+        // No page may be locked, or decommitted, between the check and the advice.
         let _serial = self.lock_calls.hold();
+        self.all_committed(pages)?;
         // Linux refuses to drop locked pages, but only after dropping those before them in the
         // range: refuse up front so that a refusal changes nothing.
         if let Some(page) = self.locked.first_set(pages.first, pages.count) {

@@ -1,4 +1,5 @@
-//! One call at a time: the calls that change which pages the system keeps locked in memory.
+//! One call at a time: the calls that change which pages the system keeps locked in memory,
+//! and every other `&self` call that changes pages' mapping, protection or advice.
 //!
 //! The system keeps one lock bit per page, not a count: `mlock` of a locked page changes
 //! nothing and one `munlock` undoes any number of locks. A lock that fails half-way unlocks the
@@ -13,6 +14,14 @@
 //! maps fresh pages gives them the advice its bitmaps record, and an advice whose system call
 //! came before the fresh mapping and whose record came after the decommit read the bitmaps
 //! would leave a record the pages do not have.
+//!
+//! Commit and protect take turns with them as well, from their checks to their records: a
+//! commit's `mprotect` followed by a decommit's fresh `PROT_NONE` mapping and only then the
+//! commit's record left pages counted committed and read-write that faulted; a protect
+//! between a sparse decommit's restored access and its `MADV_DONTNEED` left an uncommitted
+//! page inaccessible, which the next sparse commit (no system call) did not make
+//! accessible. `tests/concurrent_ops.rs` races them on one reservation and compares the
+//! bitmaps with `/proc/self/smaps`.
 
 #[cfg(not(feature = "std"))]
 use core::sync::atomic::{AtomicBool, Ordering};
