@@ -74,7 +74,7 @@ fn parse_hotplug_contradictions_refused() {
     assert_refused(
         &format!("{MEM}[hotplug]\nslots = 1\nslot_size = \"1GiB\"\nnode = 3\n"),
         "hotplug.node",
-        "guest NUMA node 3 does not exist (1 nodes)",
+        "guest NUMA node 3 does not exist (1 node)",
     );
 }
 

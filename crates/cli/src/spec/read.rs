@@ -812,8 +812,9 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                     "hotplug.node",
                     r.node.as_ref().map(Spanned::span),
                     Problem::Invalid(format!(
-                        "guest NUMA node {node} does not exist ({} nodes)",
-                        nodes.len()
+                        "guest NUMA node {node} does not exist ({} node{})",
+                        nodes.len(),
+                        if nodes.len() == 1 { "" } else { "s" }
                     )),
                 ));
             }
