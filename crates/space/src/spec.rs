@@ -396,7 +396,8 @@ impl RegionSpec {
 
     /// Makes the memory resident when it is created, split across `threads` threads
     /// (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` for read-only regions); `0` means no
-    /// prefault.
+    /// prefault. Memory without access (`Protection::None`) cannot be populated and is not
+    /// prefaulted: its [`RegionReport`](crate::RegionReport) gives 0 threads.
     #[must_use]
     pub fn with_prefault_threads(mut self, threads: usize) -> Self {
         self.prefault_threads = threads;
