@@ -1011,9 +1011,15 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
         ),
     });
 
-    // Mappings: each region and slot is one mapping, guard pages and splits (NUMA policy,
-    // huge page advice) can make it a few.
-    let mappings = (plan.regions.len() + plan.slots.len()) as u64 * 4;
+    // Mappings: each region and slot with memory is one mapping, guard pages and splits (NUMA
+    // policy, huge page advice) can make it a few; device and reserved regions map nothing.
+    let with_memory = plan
+        .regions
+        .iter()
+        .chain(&plan.slots)
+        .filter(|r| r.spec.backing().has_memory())
+        .count();
+    let mappings = with_memory as u64 * 4;
     if let Some(max) = host.max_map_count {
         let used = host.map_count.saturating_add(mappings);
         let status = if used > max { Status::Fail } else { Status::Ok };
@@ -1742,6 +1748,26 @@ mod tests {
             },
         );
         assert_eq!(get(&f, "overcommit").status, Status::Ok);
+    }
+
+    #[test]
+    fn map_count_counts_only_regions_with_memory() {
+        // One RAM region and eight devices: four mappings at most, not 36.
+        let spec = format!(
+            "[memory]\nsize = \"1GiB\"\n{}",
+            (0..8)
+                .map(|i| format!("[[device]]\nname = \"d{i}\"\ntype = \"virtio-blk\"\n"))
+                .collect::<String>()
+        );
+        let host = HostFacts {
+            max_map_count: Some(100),
+            map_count: 96,
+            ..good_host()
+        };
+        let f = run(&spec, &host);
+        let m = get(&f, "max_map_count");
+        assert_eq!(m.status, Status::Ok, "{}", m.detail);
+        assert!(m.detail.starts_with("up to 4 new mappings"), "{}", m.detail);
     }
 
     #[test]
