@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     limit: u32,
     readonly: bool,
     state: Mutex<State>,
+    /// Where dirty logs are fetched; taken only while `state` is held.
+    log_buffer: Mutex<crate::dirty::LogBuffer>,
     /// Makes every slot deletion fail as if KVM refused it: KVM refuses a well-formed
     /// deletion only when the kernel is out of memory, which a test cannot arrange.
     #[cfg(test)]
@@ -256,6 +258,7 @@ impl MemorySlots {
             limit,
             readonly,
             state: Mutex::new(State::default()),
+            log_buffer: Mutex::new(crate::dirty::LogBuffer::default()),
             #[cfg(test)]
             refuse_deletions: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -379,6 +382,14 @@ impl Shared {
         // Every mutation of `State` is one map insert or remove after its ioctl succeeded, so a
         // panic elsewhere cannot leave it half changed.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The memory dirty logs are fetched into (see `dirty::LogBuffer`). A panic while it was
+    /// held left at most a log in it, which the next fetch clears.
+    pub(crate) fn log_buffer(&self) -> MutexGuard<'_, crate::dirty::LogBuffer> {
+        self.log_buffer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// [`lock`](Self::lock), after trying again to delete the slots KVM kept when undoing a

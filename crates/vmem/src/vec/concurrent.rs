@@ -16,8 +16,9 @@
 //! - **Commit.** `committed` counts the slots whose memory (slot bytes and ready-bit word) is
 //!   committed; it only grows. A push whose index is at or past it commits everything from the
 //!   value it saw up to a target past its index (commits are idempotent and thread-safe, so racing
-//!   pushes may commit the same pages), then raises `committed` with `fetch_max` (release). Because
-//!   each committer commits from the value it saw, every slot below the maximum is committed.
+//!   pushes may commit the same pages; they take turns on the reservation's call lock, the only
+//!   place a push may wait), then raises `committed` with `fetch_max` (release). Because each
+//!   committer commits from the value it saw, every slot below the maximum is committed.
 //! - **Write and publish.** The element is written into its slot, then the slot's ready bit is set
 //!   with `fetch_or` (release).
 //! - **Read.** `get(i)` loads `committed` (acquire: the bit's page is committed) and, if `i` is
@@ -92,7 +93,11 @@ struct CachePadded<T>(T);
 /// reservation of its maximum capacity. Elements never move, so `&T` from [`get`](Self::get)
 /// stays valid while other threads push.
 ///
-/// - [`push`](Self::push) takes `&self`, is lock-free and returns the element's index.
+/// - [`push`](Self::push) takes `&self`, is lock-free and returns the element's index, except where
+///   it commits memory for the vector to grow: committing takes turns with the other calls that
+///   change the reservation's pages (see [`Reservation::commit`]), so a push that grows the vector
+///   may wait for one of them (another push's commit, or a `lock` or advice through
+///   [`reservation`](Self::reservation)).
 /// - [`get`](Self::get) returns an element only once it is completely written (*published*); a slot
 ///   being written, or left empty by a failed push, reads as `None`.
 /// - [`len`](Self::len) counts claimed slots: every index below it was handed to a push (or is held

@@ -5,9 +5,10 @@
 //! - [`Vec`] has one owner. It works like `std::vec::Vec` (push, pop, insert, remove, retain,
 //!   drain, … and a slice through `Deref`), and gives memory back: [`Vec::shrink_to_fit`] decommits
 //!   the pages past its last element.
-//! - [`ConcurrentVec`] is shared: [`ConcurrentVec::push`] takes `&self`, is lock-free and returns
-//!   the new element's index; [`ConcurrentVec::get`] never sees a half-written element. It costs
-//!   one bit per element beyond the element itself.
+//! - [`ConcurrentVec`] is shared: [`ConcurrentVec::push`] takes `&self`, is lock-free (but for the
+//!   pushes that commit memory to grow, which take turns with the reservation's other page changes)
+//!   and returns the new element's index; [`ConcurrentVec::get`] never sees a half-written element.
+//!   It costs one bit per element beyond the element itself.
 //!
 //! Both are made by [`Builder`] (or `with_capacity`), which fixes the capacity, the [`Growth`]
 //! policy (how much is committed at a time), the start's alignment and the
