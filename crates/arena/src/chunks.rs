@@ -54,6 +54,9 @@ pub(crate) struct ChunkSet {
     /// was past its word makes that raise fail instead of hiding the chunk. Raises never
     /// change which chunk is taken: the lowest free chunk is never below the hint.
     hint: AtomicU64,
+    /// Words read by [`run_around`](Self::run_around), for tests of its cost.
+    #[cfg(test)]
+    around_reads: AtomicUsize,
 }
 
 impl ChunkSet {
@@ -74,6 +77,8 @@ impl ChunkSet {
             count,
             len: AtomicUsize::new(count),
             hint: AtomicU64::new(0),
+            #[cfg(test)]
+            around_reads: AtomicUsize::new(0),
         })
     }
 
@@ -113,7 +118,8 @@ impl ChunkSet {
         }
     }
 
-    /// Whether chunk `c` (below `count`) is free, in a snapshot.
+    /// Whether chunk `c` (below `count`) is free, in a snapshot (for checks).
+    #[cfg(test)]
     fn is_free(&self, c: usize) -> bool {
         self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) == 0
     }
@@ -218,22 +224,61 @@ impl ChunkSet {
     /// The first chunk of the lowest run of `n` (at least 1) contiguous chunks that includes
     /// chunk `held` (held by the caller) and whose other chunks are free, in a snapshot: the
     /// run [`pop_run_at`](Self::pop_run_at) can take once `held` is given back. Changes
-    /// nothing.
+    /// nothing. Counts the free chunks right below `held` (at most `n - 1`), then those right
+    /// above it (as many as the run still needs), a word at a time: the cost is in words, as
+    /// for [`find_run`](Self::find_run), not in chunks.
     pub(crate) fn run_around(&self, n: usize, held: usize) -> Option<usize> {
         if n == 0 || n > self.count || held >= self.count {
             return None;
         }
-        let free = |c: usize| c == held || self.is_free(c);
-        // Runs through `held` start at most `n - 1` chunks before it and end inside the set.
-        let mut first = (held + 1).saturating_sub(n);
-        let last = held.min(self.count - n);
-        while first <= last {
-            match (first..first + n).find(|&c| !free(c)) {
-                Some(c) => first = c + 1,
-                None => return Some(first),
+        // The lowest start is as far below `held` as the free chunks there reach (a run
+        // through `held` starts at most `n - 1` chunks before it); the run then needs the
+        // rest above it, where the set bits past the last chunk end it.
+        let below = self.free_below(held, n - 1);
+        let need = n - 1 - below;
+        (self.free_above(held, need) == need).then(|| held - below)
+    }
+
+    /// Word `w`, as [`run_around`](Self::run_around) reads it (counted in tests).
+    fn around_word(&self, w: usize) -> u64 {
+        #[cfg(test)]
+        self.around_reads.fetch_add(1, Ordering::Relaxed);
+        self.words[w].load(Ordering::Relaxed)
+    }
+
+    /// How many chunks right below chunk `c` are free, counting at most `limit`.
+    fn free_below(&self, c: usize, limit: usize) -> usize {
+        let mut found = 0;
+        let mut at = c;
+        while found < limit && at > 0 {
+            // The free bits of chunks `at - 1` down to the start of its word, from the top.
+            let top = at - 1;
+            let free = !self.around_word(top / 64) << (63 - top % 64);
+            let run = (free.leading_ones() as usize).min(top % 64 + 1);
+            found += run;
+            if run <= top % 64 {
+                break;
             }
+            at -= run;
         }
-        None
+        found.min(limit)
+    }
+
+    /// How many chunks right above chunk `c` are free, counting at most `limit`.
+    fn free_above(&self, c: usize, limit: usize) -> usize {
+        let mut found = 0;
+        let mut at = c + 1;
+        // Bits past the last chunk are set, so a run never counts past it.
+        while found < limit && at / 64 < self.words.len() {
+            let free = !self.around_word(at / 64) >> (at % 64);
+            let run = (free.trailing_ones() as usize).min(64 - at % 64);
+            found += run;
+            if run < 64 - at % 64 {
+                break;
+            }
+            at += run;
+        }
+        found.min(limit)
     }
 
     /// Takes chunks `first..first + n` if all are free (all or none); whether it did.
@@ -553,6 +598,89 @@ mod tests {
         assert_eq!(set.run_around(1, 70), None, "past the set");
         assert_eq!(set.run_around(0, 0), None);
         assert_eq!(set.pop(), Some(1), "nothing taken");
+    }
+
+    /// `run_around` against a chunk-by-chunk scan of the runs through the held chunk: set
+    /// sizes a multiple of 64 and not, runs of 1 to many words' chunks, the held chunk at
+    /// every place (word edges included), over random and regular patterns of taken chunks.
+    #[test]
+    fn run_around_matches_a_chunk_by_chunk_scan() {
+        let trials = if cfg!(miri) { 2 } else { 24 };
+        let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15_u64);
+        let counts: &[usize] = if cfg!(miri) {
+            &[1, 65]
+        } else {
+            &[1, 2, 63, 64, 65, 128, 130, 259]
+        };
+        for &count in counts {
+            let set = ChunkSet::new(u32::try_from(count).unwrap()).unwrap();
+            for trial in 0..trials {
+                let taken = |c: usize, r: u64| match trial {
+                    0 => false,
+                    1 => true,
+                    2..=7 => (c / (1 + 13 * (trial - 2))) % 2 == 1,
+                    _ => r % 8 < (trial as u64 % 8),
+                };
+                for w in 0..count.div_ceil(64) {
+                    let mut v = !span(w, 0, count);
+                    for bit in 0..64 {
+                        let c = w * 64 + bit;
+                        if c < count && taken(c, next()) {
+                            v |= 1 << bit;
+                        }
+                    }
+                    set.words[w].store(v, Ordering::Relaxed);
+                }
+                let free: Vec<bool> = (0..count).map(|c| set.is_free(c)).collect();
+                let step = if cfg!(miri) { 31 } else { 1 };
+                for held in (0..count).step_by(step) {
+                    let scan = |n: usize| {
+                        (held.saturating_sub(n - 1)..=held)
+                            .filter(|&f| f + n <= count)
+                            .find(|&f| (f..f + n).all(|c| c == held || free[c]))
+                    };
+                    for n in [1, 2, 3, 63, 64, 65, 66, 129, count - 1, count] {
+                        if n == 0 || n > count {
+                            continue;
+                        }
+                        assert_eq!(
+                            set.run_around(n, held),
+                            scan(n),
+                            "count {count} trial {trial} held {held} n {n}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A run sought through the held chunk reads words, not chunks: with the held chunk in
+    /// the middle of 2^20 free chunks and the set's first and last chunks taken, a run of all
+    /// but one chunk is refused after reading the words on either side (2^14 and two more),
+    /// not after a test of each chunk (2^20; a debug build took about 5 s for 2^28).
+    #[test]
+    #[cfg_attr(miri, ignore = "a set of 2^20 chunks")]
+    fn run_around_past_free_chunks_reads_words_not_chunks() {
+        let count = (1usize << 20) + 2;
+        let set = ChunkSet::new(u32::try_from(count).unwrap()).unwrap();
+        let held = count / 2;
+        for c in [0, held, count - 1] {
+            assert!(set.claim(c, 1));
+        }
+        set.around_reads.store(0, Ordering::Relaxed);
+        assert_eq!(set.run_around(count - 1, held), None);
+        let reads = set.around_reads.load(Ordering::Relaxed);
+        assert!(
+            reads <= count.div_ceil(64) + 2,
+            "{reads} words read for {} words",
+            count.div_ceil(64)
+        );
+        assert_eq!(set.run_around(count - 2, held), Some(1));
+        // A run through the held chunk that fits between its neighbours reads a word or two.
+        set.around_reads.store(0, Ordering::Relaxed);
+        assert!(set.claim(held - 3, 1) && set.claim(held + 3, 1));
+        assert_eq!(set.run_around(5, held), Some(held - 2));
+        assert!(set.around_reads.load(Ordering::Relaxed) <= 4);
     }
 
     #[test]
