@@ -125,8 +125,11 @@ pub enum Error {
     /// A count of zero IDs was requested.
     #[error("invalid ID count: zero IDs were requested")]
     ZeroIdCount,
-    /// No run of free IDs is long enough for the request.
-    #[error("out of IDs: no run of {count} free IDs aligned to {alignment}")]
+    /// No run of free IDs is long enough for the request. For one ID (`count` 1, what
+    /// [`IdAllocator::allocate_id`](crate::IdAllocator::allocate_id) gives when every ID is
+    /// allocated) the text names no run: "out of IDs: no free ID", with " aligned to ..." when
+    /// the alignment is above 1.
+    #[error("out of IDs: {}", OutOfIdsText { count: *.count, alignment: *.alignment })]
     OutOfIds {
         /// The requested number of contiguous IDs.
         count: u32,
@@ -174,6 +177,22 @@ pub enum Error {
     /// which check failed.
     #[error("inconsistent state: {0}")]
     Inconsistent(&'static str),
+}
+
+/// The text of [`Error::OutOfIds`] after "out of IDs: ", in the singular for one ID.
+struct OutOfIdsText {
+    count: u32,
+    alignment: u64,
+}
+
+impl core::fmt::Display for OutOfIdsText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match (self.count, self.alignment) {
+            (1, 1) => f.write_str("no free ID"),
+            (1, alignment) => write!(f, "no free ID aligned to {alignment}"),
+            (count, alignment) => write!(f, "no run of {count} free IDs aligned to {alignment}"),
+        }
+    }
 }
 
 /// The result type of this crate.

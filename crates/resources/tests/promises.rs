@@ -153,6 +153,25 @@ fn error_display_names_every_value() {
     }
 }
 
+/// `OutOfIds` for one ID (what `allocate_id` gives when every ID is allocated) names no run.
+#[test]
+fn out_of_ids_for_one_id_reads_in_the_singular() {
+    let mut gsis = IdAllocator::new(5, 5).unwrap();
+    gsis.allocate_id().unwrap();
+    assert_eq!(
+        gsis.allocate_id().unwrap_err().to_string(),
+        "out of IDs: no free ID"
+    );
+    assert_eq!(
+        gsis.allocate_ids(1, 8).unwrap_err().to_string(),
+        "out of IDs: no free ID aligned to 8"
+    );
+    assert_eq!(
+        gsis.allocate_ids(2, 1).unwrap_err().to_string(),
+        "out of IDs: no run of 2 free IDs aligned to 1"
+    );
+}
+
 /// `IdAllocator::from_snapshot` of a snapshot written by hand.
 fn load_ids(text: &str) -> Result<IdAllocator, Error> {
     let snapshot: IdSnapshot = serde_json::from_str(text).unwrap();
