@@ -3,10 +3,17 @@
 //! The words live in pages of their own, mapped straight from the OS (not the heap), so they
 //! start zeroed and a large bitmap of which only a few words are touched costs address space but
 //! almost no memory: a 64 GiB reservation's 2 MiB bitmap is resident only where written.
+//!
+//! The bits are grouped in blocks of [`BLOCK_BITS`] (one 4 KiB page of words), each with a
+//! state byte: all clear, all set, or mixed. Only a mixed block's words hold its bits; a set or
+//! clear that covers a whole block writes its state byte alone, so recording a run over a whole
+//! terabyte-sized reservation writes one byte per 32,768 pages and leaves the words untouched.
+//! A run that cuts a block makes the block mixed (writing its 4 KiB of words once) and then
+//! sets or clears words as a flat bitmap would.
 
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crate::page::page_size;
 use crate::reservation::CommitMode;
@@ -14,16 +21,34 @@ use crate::sys::{self, SysError};
 
 const BITS: usize = 64;
 
+/// Words per block: 4 KiB of words.
+const BLOCK_WORDS: usize = 512;
+
+/// Bits (pages) per block.
+pub(crate) const BLOCK_BITS: usize = BLOCK_WORDS * BITS;
+
+/// Block states. A fresh (zeroed) state byte is `CLEAR`.
+const CLEAR: u8 = 0;
+const SET: u8 = 1;
+/// The block's words hold its bits.
+const MIXED: u8 = 2;
+
 /// One bit per page; bit set means the page has the property the bitmap tracks.
 pub(crate) struct PageBitmap {
     words: NonNull<AtomicU64>,
     len_words: usize,
-    /// Bytes mapped for the words: a whole number of pages.
+    /// One state byte per block of `BLOCK_WORDS` words, after the words in the same mapping.
+    blocks: NonNull<AtomicU8>,
+    len_blocks: usize,
+    /// Bytes mapped for the words and the states: a whole number of pages.
     mapped: usize,
     pages: usize,
+    /// Held by `set_range` and `clear_range` while they change states and words, so that a
+    /// block's change of state and the words written with it are one step for other writers.
+    writing: AtomicBool,
 }
 
-// SAFETY: the bitmap owns its words and only touches them through atomics.
+// SAFETY: the bitmap owns its words and states and only touches them through atomics.
 unsafe impl Send for PageBitmap {}
 // SAFETY: all access through `&self` is atomic.
 unsafe impl Sync for PageBitmap {}
@@ -57,13 +82,48 @@ fn word_masks(first: usize, count: usize) -> impl DoubleEndedIterator<Item = (us
     })
 }
 
+/// A part of a bit range inside one block.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    block: usize,
+    first: usize,
+    count: usize,
+}
+
+/// Yields the non-empty parts, block by block, of bits `first..first + count`.
+fn segments(first: usize, count: usize) -> impl DoubleEndedIterator<Item = Segment> {
+    let end = first + count;
+    let first_block = first / BLOCK_BITS;
+    let end_block = end.div_ceil(BLOCK_BITS);
+    (first_block..end_block).filter_map(move |block| {
+        let lo = first.max(block * BLOCK_BITS);
+        let hi = end.min((block + 1) * BLOCK_BITS);
+        (hi > lo).then_some(Segment {
+            block,
+            first: lo,
+            count: hi - lo,
+        })
+    })
+}
+
+/// Releases the writer's hold of a bitmap when dropped (also while unwinding).
+struct Writing<'a>(&'a AtomicBool);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 impl PageBitmap {
     /// A bitmap of `pages` clear bits.
     pub(crate) fn new(pages: usize) -> Result<Self, SysError> {
         let len_words = pages.div_ceil(BITS).max(1);
+        let len_blocks = len_words.div_ceil(BLOCK_WORDS);
         let page = page_size();
-        // `len_words * 8` cannot overflow: it is at most `usize::MAX / 8 + 8` bytes.
-        let mapped = (len_words * size_of::<AtomicU64>()).next_multiple_of(page);
+        // `len_words * 8` cannot overflow: it is at most `usize::MAX / 8 + 8` bytes, and the
+        // states add one byte per 512 words.
+        let mapped = (len_words * size_of::<AtomicU64>() + len_blocks).next_multiple_of(page);
         // A sparse reservation is read-write and zeroed on Unix; committing it is needed on
         // Windows and free elsewhere.
         let base = sys::reserve(mapped, page, CommitMode::Sparse)?;
@@ -73,11 +133,17 @@ impl PageBitmap {
             unsafe { sys::release(base, mapped, page) };
             return Err(e);
         }
+        // SAFETY: the states start right after the words, inside the mapping (`mapped` holds
+        // both).
+        let blocks = unsafe { base.add(len_words * size_of::<AtomicU64>()) };
         Ok(Self {
             words: base.cast(),
             len_words,
+            blocks: blocks.cast(),
+            len_blocks,
             mapped,
             pages,
+            writing: AtomicBool::new(false),
         })
     }
 
@@ -92,6 +158,27 @@ impl PageBitmap {
         unsafe { self.words.add(index).as_ref() }
     }
 
+    fn state(&self, block: usize) -> &AtomicU8 {
+        assert!(
+            block < self.len_blocks,
+            "bitmap block {block} out of {}",
+            self.len_blocks
+        );
+        // SAFETY: `block` is in bounds (checked above); the states are bytes of the zeroed
+        // mapping (any address is aligned for `AtomicU8`), and zero is a valid `AtomicU8`; the
+        // mapping lives as long as `self`.
+        unsafe { self.blocks.add(block).as_ref() }
+    }
+
+    /// The value of word `w` in a block whose state was read as `state`.
+    fn word_in(&self, state: u8, w: usize) -> u64 {
+        match state {
+            CLEAR => 0,
+            SET => u64::MAX,
+            _ => self.word(w).load(Ordering::Acquire),
+        }
+    }
+
     fn check(&self, first: usize, count: usize) {
         assert!(
             first
@@ -102,16 +189,81 @@ impl PageBitmap {
         );
     }
 
-    /// Sets bits `first..first + count`; returns how many of them were clear before. Each
-    /// bit's change is counted by the one atomic operation that made it, so concurrent calls
-    /// never count a bit twice.
+    /// Holds the bitmap for one writer until the result is dropped. Writers of a reservation's
+    /// bitmaps already take turns (its call lock), so this never waits there.
+    fn hold(&self) -> Writing<'_> {
+        while self
+            .writing
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        Writing(&self.writing)
+    }
+
+    /// Sets (`value`) or clears the bits of `segment`; returns how many of them changed. The
+    /// caller holds the bitmap (`hold`).
+    fn fill(&self, segment: Segment, value: bool) -> usize {
+        let (uniform, opposite) = if value { (SET, CLEAR) } else { (CLEAR, SET) };
+        let state = self.state(segment.block);
+        let before = state.load(Ordering::Acquire);
+        if before == uniform {
+            return 0;
+        }
+        let block_first = segment.block * BLOCK_BITS;
+        let block_end = (block_first + BLOCK_BITS).min(self.pages);
+        if segment.first == block_first && segment.first + segment.count == block_end {
+            // The whole block: its state says it, its words are left as they are (a mixed
+            // block's words are read for the count; no other writer changes them meanwhile).
+            let changed = if before == opposite {
+                segment.count
+            } else {
+                word_masks(segment.first, segment.count)
+                    .map(|(w, mask)| {
+                        let old = self.word(w).load(Ordering::Acquire);
+                        let differ = if value { mask & !old } else { mask & old };
+                        differ.count_ones() as usize
+                    })
+                    .sum()
+            };
+            // Release: a reader that sees the new state sees what the caller did before.
+            state.store(uniform, Ordering::Release);
+            return changed;
+        }
+        if before == opposite {
+            // The words of a uniform block may be stale: write them out first, then let
+            // readers look at them (Release: a reader that sees `MIXED` sees these words).
+            let fill = if opposite == SET { u64::MAX } else { 0 };
+            let first_word = segment.block * BLOCK_WORDS;
+            let end_word = (first_word + BLOCK_WORDS).min(self.len_words);
+            for w in first_word..end_word {
+                self.word(w).store(fill, Ordering::Relaxed);
+            }
+            state.store(MIXED, Ordering::Release);
+        }
+        word_masks(segment.first, segment.count)
+            .map(|(w, mask)| {
+                if value {
+                    let old = self.word(w).fetch_or(mask, Ordering::AcqRel);
+                    (mask & !old).count_ones() as usize
+                } else {
+                    let old = self.word(w).fetch_and(!mask, Ordering::AcqRel);
+                    (mask & old).count_ones() as usize
+                }
+            })
+            .sum()
+    }
+
+    /// Sets bits `first..first + count`; returns how many of them were clear before. Writers
+    /// take turns (each call holds the bitmap), so concurrent calls never count a bit twice.
+    /// Costs one state byte per whole block of the range, and words only in the (at most two)
+    /// blocks the range cuts and in blocks already mixed.
     pub(crate) fn set_range(&self, first: usize, count: usize) -> usize {
         self.check(first, count);
-        word_masks(first, count)
-            .map(|(w, mask)| {
-                let old = self.word(w).fetch_or(mask, Ordering::AcqRel);
-                (mask & !old).count_ones() as usize
-            })
+        let _writing = self.hold();
+        segments(first, count)
+            .map(|segment| self.fill(segment, true))
             .sum()
     }
 
@@ -119,38 +271,54 @@ impl PageBitmap {
     /// as in [`set_range`](Self::set_range)).
     pub(crate) fn clear_range(&self, first: usize, count: usize) -> usize {
         self.check(first, count);
-        word_masks(first, count)
-            .map(|(w, mask)| {
-                let old = self.word(w).fetch_and(!mask, Ordering::AcqRel);
-                (mask & old).count_ones() as usize
-            })
+        let _writing = self.hold();
+        segments(first, count)
+            .map(|segment| self.fill(segment, false))
             .sum()
+    }
+
+    /// The first bit of `segment` whose value is `value`, if any.
+    fn first_in(&self, segment: Segment, value: bool) -> Option<usize> {
+        let state = self.state(segment.block).load(Ordering::Acquire);
+        match (state, value) {
+            (CLEAR, false) | (SET, true) => Some(segment.first),
+            (CLEAR, true) | (SET, false) => None,
+            _ => word_masks(segment.first, segment.count).find_map(|(w, mask)| {
+                let word = self.word_in(state, w);
+                let bits = if value { word } else { !word } & mask;
+                (bits != 0).then(|| w * BITS + bits.trailing_zeros() as usize)
+            }),
+        }
     }
 
     /// The first bit in `first..first + count` that is clear, if any.
     pub(crate) fn first_clear(&self, first: usize, count: usize) -> Option<usize> {
         self.check(first, count);
-        word_masks(first, count).find_map(|(w, mask)| {
-            let missing = !self.word(w).load(Ordering::Acquire) & mask;
-            (missing != 0).then(|| w * BITS + missing.trailing_zeros() as usize)
-        })
+        segments(first, count).find_map(|segment| self.first_in(segment, false))
     }
 
     /// The first bit in `first..first + count` that is set, if any.
     pub(crate) fn first_set(&self, first: usize, count: usize) -> Option<usize> {
         self.check(first, count);
-        word_masks(first, count).find_map(|(w, mask)| {
-            let present = self.word(w).load(Ordering::Acquire) & mask;
-            (present != 0).then(|| w * BITS + present.trailing_zeros() as usize)
-        })
+        segments(first, count).find_map(|segment| self.first_in(segment, true))
     }
 
     /// The last bit in `first..first + count` that is set, if any.
     pub(crate) fn last_set(&self, first: usize, count: usize) -> Option<usize> {
         self.check(first, count);
-        word_masks(first, count).rev().find_map(|(w, mask)| {
-            let present = self.word(w).load(Ordering::Acquire) & mask;
-            (present != 0).then(|| w * BITS + (BITS - 1 - present.leading_zeros() as usize))
+        segments(first, count).rev().find_map(|segment| {
+            let state = self.state(segment.block).load(Ordering::Acquire);
+            match state {
+                CLEAR => None,
+                SET => Some(segment.first + segment.count - 1),
+                _ => word_masks(segment.first, segment.count)
+                    .rev()
+                    .find_map(|(w, mask)| {
+                        let present = self.word_in(state, w) & mask;
+                        (present != 0)
+                            .then(|| w * BITS + (BITS - 1 - present.leading_zeros() as usize))
+                    }),
+            }
         })
     }
 
@@ -163,26 +331,38 @@ impl PageBitmap {
     ) -> Option<usize> {
         self.check(first, count);
         other.check(first, count);
-        word_masks(first, count).find_map(|(w, mask)| {
-            let bits = self.word(w).load(Ordering::Acquire)
-                & !other.word(w).load(Ordering::Acquire)
-                & mask;
-            (bits != 0).then(|| w * BITS + bits.trailing_zeros() as usize)
+        segments(first, count).find_map(|segment| {
+            let here = self.state(segment.block).load(Ordering::Acquire);
+            let there = other.state(segment.block).load(Ordering::Acquire);
+            match (here, there) {
+                (CLEAR, _) | (_, SET) => None,
+                (SET, CLEAR) => Some(segment.first),
+                _ => word_masks(segment.first, segment.count).find_map(|(w, mask)| {
+                    let bits = self.word_in(here, w) & !other.word_in(there, w) & mask;
+                    (bits != 0).then(|| w * BITS + bits.trailing_zeros() as usize)
+                }),
+            }
         })
     }
 
     /// Whether bit `index` is set.
     pub(crate) fn get(&self, index: usize) -> bool {
         self.check(index, 1);
-        self.word(index / BITS).load(Ordering::Acquire) & (1 << (index % BITS)) != 0
+        let state = self.state(index / BLOCK_BITS).load(Ordering::Acquire);
+        self.word_in(state, index / BITS) & (1 << (index % BITS)) != 0
     }
 
     /// The number of set bits in `first..first + count`.
     #[cfg(test)]
     pub(crate) fn count_set(&self, first: usize, count: usize) -> usize {
         self.check(first, count);
-        word_masks(first, count)
-            .map(|(w, mask)| (self.word(w).load(Ordering::Acquire) & mask).count_ones() as usize)
+        segments(first, count)
+            .map(|segment| {
+                let state = self.state(segment.block).load(Ordering::Acquire);
+                word_masks(segment.first, segment.count)
+                    .map(|(w, mask)| (self.word_in(state, w) & mask).count_ones() as usize)
+                    .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -234,6 +414,79 @@ mod tests {
         PageBitmap::new(10).unwrap().set_range(5, 6);
     }
 
+    #[test]
+    fn whole_blocks_are_recorded_in_their_state_and_cut_blocks_in_words() {
+        let pages = 3 * BLOCK_BITS + 100;
+        let b = PageBitmap::new(pages).unwrap();
+        assert_eq!(b.set_range(0, pages), pages);
+        // No word was written: every block but the cut last one only changed state.
+        assert!((0..3 * BLOCK_WORDS).all(|w| b.word(w).load(Ordering::Relaxed) == 0));
+        assert_eq!(b.count_set(0, pages), pages);
+        assert_eq!(b.first_clear(0, pages), None);
+        assert_eq!(b.last_set(0, pages), Some(pages - 1));
+        // Cutting a set block writes its words out as set, then clears the cut part.
+        assert_eq!(b.clear_range(BLOCK_BITS - 3, 10), 10);
+        assert_eq!(b.count_set(0, pages), pages - 10);
+        assert_eq!(b.first_clear(0, pages), Some(BLOCK_BITS - 3));
+        assert_eq!(
+            b.first_set(BLOCK_BITS - 3, pages - BLOCK_BITS + 3),
+            Some(BLOCK_BITS + 7)
+        );
+        assert!(b.get(BLOCK_BITS - 4) && !b.get(BLOCK_BITS + 6) && b.get(BLOCK_BITS + 7));
+        // A whole-block clear over mixed blocks counts only the bits that were set.
+        assert_eq!(b.clear_range(0, 2 * BLOCK_BITS), 2 * BLOCK_BITS - 10);
+        assert_eq!(b.first_set(0, pages), Some(2 * BLOCK_BITS));
+        // Stale words of a block cleared whole are not read back when it is cut again.
+        assert_eq!(b.set_range(BLOCK_BITS + 1, 1), 1);
+        assert_eq!(b.count_set(0, 2 * BLOCK_BITS), 1);
+        assert_eq!(b.last_set(0, 2 * BLOCK_BITS), Some(BLOCK_BITS + 1));
+        let other = PageBitmap::new(pages).unwrap();
+        other.set_range(2 * BLOCK_BITS, BLOCK_BITS);
+        assert_eq!(
+            b.first_set_where_clear_in(&other, 0, pages),
+            Some(BLOCK_BITS + 1)
+        );
+        assert_eq!(
+            b.first_set_where_clear_in(&other, 2 * BLOCK_BITS, pages - 2 * BLOCK_BITS),
+            Some(3 * BLOCK_BITS)
+        );
+        assert_eq!(other.first_set_where_clear_in(&b, 0, pages), None);
+        // Empty ranges find nothing, also at a block's start.
+        assert_eq!(b.first_clear(BLOCK_BITS, 0), None);
+        assert_eq!(b.first_set(2 * BLOCK_BITS, 0), None);
+        assert_eq!(b.set_range(pages, 0), 0);
+    }
+
+    #[test]
+    fn concurrent_writers_never_count_a_bit_twice() {
+        let pages = 2 * BLOCK_BITS + 64;
+        let b = PageBitmap::new(pages).unwrap();
+        let rounds = if cfg!(miri) { 4 } else { 100_000 };
+        let start = std::sync::Barrier::new(2);
+        // Each thread's net change: bits it set minus bits it cleared.
+        let net = |set: usize, cleared: usize| set.cast_signed() - cleared.cast_signed();
+        let counts: [isize; 2] = std::thread::scope(|s| {
+            let whole = s.spawn(|| {
+                start.wait();
+                (0..rounds)
+                    .map(|_| net(b.set_range(0, pages), b.clear_range(0, pages)))
+                    .sum()
+            });
+            let cut = s.spawn(|| {
+                start.wait();
+                (0..rounds)
+                    .map(|i| {
+                        let at = (i * 997) % (pages - 70);
+                        net(b.set_range(at, 70), b.clear_range(at + 10, 30))
+                    })
+                    .sum()
+            });
+            [whole.join().unwrap(), cut.join().unwrap()]
+        });
+        // Every change of a bit was counted by exactly one call.
+        assert_eq!(counts[0] + counts[1], b.count_set(0, pages).cast_signed());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 1000 }))]
         #[test]
@@ -264,6 +517,46 @@ mod tests {
                 let none = PageBitmap::new(pages).unwrap();
                 prop_assert_eq!(b.first_set_where_clear_in(&none, first_q, count_q), want_set);
                 prop_assert_eq!(none.first_set_where_clear_in(&b, first_q, count_q), None);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        #[cfg_attr(miri, ignore = "models of several blocks are too slow under Miri")]
+        fn bitmap_of_several_blocks_matches_bool_model(
+            extra in 0usize..200,
+            ops in proptest::collection::vec(
+                (any::<bool>(), 0usize..4, 0usize..BLOCK_BITS, 0usize..4, 0usize..BLOCK_BITS),
+                0..12,
+            ),
+        ) {
+            // Ranges from and to block boundaries or anywhere near them, so that whole blocks,
+            // cut blocks and both together all occur.
+            let pages = 2 * BLOCK_BITS + extra;
+            let b = PageBitmap::new(pages).unwrap();
+            let mut model = vec![false; pages];
+            let at = |block: usize, offset: usize| {
+                let offset = if offset.is_multiple_of(3) { 0 } else { offset };
+                (block * BLOCK_BITS + offset).min(pages)
+            };
+            for (set, b1, o1, b2, o2) in ops {
+                let (lo, hi) = (at(b1, o1), at(b2, o2));
+                let (first, end) = (lo.min(hi), lo.max(hi));
+                let count = end - first;
+                let changed = if set { b.set_range(first, count) } else { b.clear_range(first, count) };
+                let want = model[first..end].iter().filter(|&&x| x != set).count();
+                prop_assert_eq!(changed, want);
+                for bit in &mut model[first..end] { *bit = set; }
+                let q = lo.min(pages - 1);
+                let want_set = model[q..].iter().position(|&x| x).map(|i| i + q);
+                let want_clear = model[q..].iter().position(|&x| !x).map(|i| i + q);
+                prop_assert_eq!(b.first_set(q, pages - q), want_set);
+                prop_assert_eq!(b.first_clear(q, pages - q), want_clear);
+                prop_assert_eq!(b.last_set(0, q + 1), model[..=q].iter().rposition(|&x| x));
+                prop_assert_eq!(b.count_set(0, pages), model.iter().filter(|&&x| x).count());
+                prop_assert_eq!(b.get(q), model[q]);
             }
         }
     }
