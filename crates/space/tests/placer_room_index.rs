@@ -5,6 +5,10 @@
 //! `owner_of` finds what is held. Many windows (some above 16 MiB, where the bounds round, one
 //! ending at the top of the address space, two that touch), random sequences of placements,
 //! takes (across windows too), releases, refusals and transactions that fail or succeed.
+//!
+//! The placer is safe code, so the file is left out of Miri runs (which look for undefined
+//! behaviour in unsafe code and take minutes over it).
+#![cfg(not(miri))]
 
 use memvisor_resources::{AddressAllocator, AllocPolicy, Request};
 use memvisor_space::{Error, GuestRange, Layout, Placer, Window, WindowKind};
