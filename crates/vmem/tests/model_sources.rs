@@ -290,27 +290,6 @@ impl Model {
     }
 }
 
-/// Reads the first byte of a page without risking a fault: `write(2)` into a pipe reports
-/// `EFAULT` for an address the process cannot read.
-fn probe_read(ptr: *const u8) -> Option<u8> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the kernel checks the address and fails with EFAULT rather than fault.
-    let wrote = unsafe { libc::write(fds[1], ptr.cast(), 1) };
-    let mut byte = 0u8;
-    if wrote == 1 {
-        // SAFETY: reading one byte into a local.
-        assert_eq!(unsafe { libc::read(fds[0], (&raw mut byte).cast(), 1) }, 1);
-    }
-    // SAFETY: closing our own descriptors.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-    }
-    (wrote == 1).then_some(byte)
-}
-
 /// Whether a byte of the page can be written, found by writing `byte` (what it holds) back
 /// through `read(2)` from a pipe, which reports `EFAULT` for an address it cannot write.
 fn probe_write(ptr: *mut u8, byte: u8) -> bool {
@@ -415,7 +394,7 @@ fn run(mode: CommitMode, ops: &[Op]) -> Result<(), TestCaseError> {
             );
             prop_assert_eq!(r.is_guarded(at(p), page).unwrap(), state == State::Guard);
             let ptr = r.as_ptr().wrapping_add(at(p));
-            let read = probe_read(ptr);
+            let read = common::probe_read(ptr);
             prop_assert_eq!(
                 read.is_some(),
                 model.readable(p),
