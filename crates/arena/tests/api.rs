@@ -2,9 +2,12 @@
 
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
+use common::all_bytes_are;
 use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, POISON_BYTE, Quota};
 
 const CHUNK: usize = 64 << 10;
@@ -447,7 +450,7 @@ fn delete_client_frees_everything_and_spares_others() {
     for (p, i) in kept {
         // SAFETY: still live.
         let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), 300) };
-        assert!(bytes.iter().all(|&b| b == i));
+        assert!(all_bytes_are(bytes, i));
     }
 }
 
@@ -481,7 +484,7 @@ fn zero_flag_zeroes_reused_memory() {
         assert_eq!(p, q);
         // SAFETY: a live block of `size` bytes.
         let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), size) };
-        assert!(bytes.iter().all(|&b| b == 0));
+        assert!(all_bytes_are(bytes, 0));
     }
 }
 
@@ -495,7 +498,7 @@ fn poison_flag_fills_freed_blocks() {
         free(&client, p).unwrap();
         // SAFETY: the memory stays inside the arena; only read to check the poison.
         let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr().add(kept), size - kept) };
-        assert!(bytes.iter().all(|&b| b == POISON_BYTE), "size {size}");
+        assert!(all_bytes_are(bytes, POISON_BYTE), "size {size}");
     }
 }
 
@@ -571,7 +574,7 @@ fn clients_on_threads_never_overlap() {
                     for &(p, got) in &blocks {
                         // SAFETY: still live; nothing else writes it.
                         let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, got) };
-                        assert!(bytes.iter().all(|&b| b == t));
+                        assert!(all_bytes_are(bytes, t));
                     }
                     // The client moves to the scope's thread, which keeps it (and its chunks)
                     // until the addresses are compared.

@@ -2,8 +2,11 @@
 
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec;
+use common::all_bytes_are;
 use hashbrown::{DefaultHashBuilder, HashMap};
 use memvisor_arena::{Arena, Backing, Config, Error, Quota};
 
@@ -200,7 +203,7 @@ fn shrink_at_quota_or_out_of_memory_keeps_the_block() {
     assert!(client.owns(q.as_ptr()));
     // SAFETY: the block returned, at least 100 bytes.
     let kept = unsafe { core::slice::from_raw_parts(q.as_ptr(), 100) };
-    assert!(kept.iter().all(|&b| b == 7));
+    assert!(all_bytes_are(kept, 7));
     assert_eq!(client.stats().live_blocks, 1);
     // SAFETY: a live block that fits `new`.
     unsafe { client.deallocate(q, new) };
@@ -265,12 +268,9 @@ fn grow_within_block_at_quota_keeps_the_block() {
             assert_eq!((q.cast::<u8>(), q.len()), (p, whole));
             // SAFETY: the block returned, `whole` bytes.
             let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), whole) };
-            assert!(bytes[..asked].iter().all(|&b| b == 7), "contents kept");
+            assert!(all_bytes_are(&bytes[..asked], 7), "contents kept");
             if flags.contains(Flags::ZERO) {
-                assert!(
-                    bytes[asked..].iter().all(|&b| b == 0),
-                    "zero past the old size"
-                );
+                assert!(all_bytes_are(&bytes[asked..], 0), "zero past the old size");
             }
             assert_eq!(client.stats(), before, "nothing allocated or freed");
             // SAFETY: as above; `new` fits the block.

@@ -11,9 +11,12 @@
 //! errors; pointers inside blocks are answered without a panic; resizes keep the promise of
 //! their layout; and deleting the client gives every chunk back.
 
+mod common;
+
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
+use common::all_bytes_are;
 use memvisor_arena::allocator_api2::alloc::Allocator;
 use memvisor_arena::{Arena, Backing, Config, Error, Flags, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Quota};
 
@@ -69,7 +72,7 @@ impl Live {
             let bytes =
                 unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(from), to - from) };
             assert!(
-                bytes.iter().all(|&b| b == self.tag),
+                all_bytes_are(bytes, self.tag),
                 "block at {:p} ({:?}) lost its bytes",
                 self.ptr,
                 self.layout
@@ -172,7 +175,7 @@ fn every_geometry_serves_random_requests_at_its_limits() {
                                             to - from,
                                         )
                                     };
-                                    assert!(bytes.iter().all(|&b| b == 0), "{what}");
+                                    assert!(all_bytes_are(bytes, 0), "{what}");
                                 }
                             }
                             block.write_tag();
@@ -248,7 +251,7 @@ fn every_geometry_serves_random_requests_at_its_limits() {
                         let first = unsafe {
                             std::slice::from_raw_parts(moved.ptr.as_ptr(), kept.min(TAG))
                         };
-                        assert!(first.iter().all(|&b| b == moved.tag), "{what}");
+                        assert!(all_bytes_are(first, moved.tag), "{what}");
                         if size == 0 {
                             live.swap_remove(i);
                         } else {

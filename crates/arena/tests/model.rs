@@ -6,11 +6,14 @@
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+mod common;
+
 use std::alloc::Layout;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
+use common::all_bytes_are;
 use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, Quota};
 use proptest::prelude::*;
 
@@ -415,7 +418,7 @@ fn run(flags: Flags, min_block: usize, align: usize, ops: &[Op]) -> Result<(), T
                         if flags.contains(Flags::ZERO) && *size > 0 {
                             // SAFETY: the block is live and holds `got` bytes.
                             let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), got) };
-                            prop_assert!(bytes.iter().all(|&b| b == 0), "not zeroed");
+                            prop_assert!(all_bytes_are(bytes, 0), "not zeroed");
                         }
                         next_tag = next_tag.wrapping_add(1).max(1);
                         tag_block(p.as_ptr(), *size, next_tag);
@@ -638,7 +641,7 @@ fn run(flags: Flags, min_block: usize, align: usize, ops: &[Op]) -> Result<(), T
                     // SAFETY: the new block is live and holds `got` bytes.
                     let bytes = unsafe { std::slice::from_raw_parts(q, got) };
                     prop_assert!(
-                        bytes[old.size().min(new.size())..].iter().all(|&b| b == 0),
+                        all_bytes_are(&bytes[old.size().min(new.size())..], 0),
                         "not zeroed past the copied bytes"
                     );
                 }

@@ -3,9 +3,12 @@
 
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
+use common::all_bytes_are;
 use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, Quota};
 
 fn arena(len: usize, chunk: usize, flags: Flags) -> Arena {
@@ -405,7 +408,7 @@ fn alloc_over_a_chunk_takes_a_run_and_free_gives_it_back() {
     );
     // SAFETY: a live block of `size` bytes, zeroed.
     let bytes = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), size) };
-    assert!(bytes.iter().all(|&b| b == 0));
+    assert!(all_bytes_are(bytes, 0));
     bytes.fill(7);
     assert_eq!(client.size_of(p.as_ptr()), Ok(size));
     assert!(client.owns(p.as_ptr()));
