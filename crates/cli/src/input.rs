@@ -72,27 +72,167 @@ pub fn read_bounded(path: &str, reader: impl Read) -> Result<String> {
     read_within(path, reader, MAX_READ_WAIT)
 }
 
-/// [`read_bounded`] of a reader that waits for its data (standard input from a pipe, which
-/// cannot be made non-blocking without unsafe code): before each read, `poll(2)` waits for
-/// its descriptor to have data or its end, at most until `wait` after the start, and no
-/// thread is needed; what has not come whole by then is refused.
+/// [`read_bounded`] of a reader that waits for its data (standard input from a pipe, FIFO or
+/// socket): before each read, `poll(2)` waits for its descriptor to have data or its end, at
+/// most until `wait` after the start, and no thread is needed; what has not come whole by
+/// then is refused.
 ///
-/// A pipe or FIFO may have other readers, which can take the data `poll(2)` saw before this
-/// read does: it is read through a description of its own opened without waiting
-/// (`/proc/self/fd`, Linux), so that such a read finds nothing instead of waiting for the
-/// writer. Where that cannot be opened (no `/proc`), it is read as it is, and a read that
-/// loses data to another reader waits for the writer's next data or its end.
+/// A pipe, FIFO or socket may have other readers, which can take the data `poll(2)` saw
+/// before this read does, and a read that then waited would wait for the writer past `wait`:
+/// each read of one is made not to wait ([`Unwaiting`]), so that it finds nothing instead.
+/// This needs no `/proc`.
 #[cfg(unix)]
 fn read_waiting(
     path: &str,
     reader: impl Read + std::os::fd::AsFd,
     wait: Duration,
 ) -> Result<String> {
+    read_waiting_via(path, reader, wait, std::path::Path::new("/proc/self/fd"))
+}
+
+/// [`read_waiting`], finding this process's descriptors in `fd_dir` (`/proc/self/fd`).
+#[cfg(unix)]
+fn read_waiting_via(
+    path: &str,
+    reader: impl Read + std::os::fd::AsFd,
+    wait: Duration,
+    fd_dir: &std::path::Path,
+) -> Result<String> {
+    read_polled(path, Unwaiting::new(reader, fd_dir), wait)
+}
+
+/// A reader of standard input whose reads do not wait: one with nothing to give yet fails
+/// with `WouldBlock`, even when the descriptor blocks and is shared with other readers.
+///
+/// - A pipe or socket is read as it is, each read with `preadv2(2)`'s `RWF_NOWAIT` (Linux 4.14),
+///   which asks that one read not to wait and changes nothing that others see.
+/// - Where the kernel does not take that flag for the file (a FIFO made with `mkfifo`, an older
+///   kernel), the pipe or FIFO is opened again through `fd_dir` (`/proc/self/fd`) with
+///   `O_NONBLOCK`: a file description of its own, whose flag no one else sees.
+/// - Where that cannot be opened either (no `/proc`, as in a container or chroot without it),
+///   `O_NONBLOCK` is set on the description given, for as long as this value lives, and it is given
+///   back its flags when this value is dropped. Another process reading the same description
+///   meanwhile (two commands given one `< fifo`) may then find nothing to read instead of waiting.
+///
+/// Anything else (a regular file, `/dev/null`, a device) is read as it is: a regular file
+/// never waits, and opening a device again may act.
+#[cfg(unix)]
+struct Unwaiting<'a, R: std::os::fd::AsFd> {
+    reader: R,
+    fd_dir: &'a std::path::Path,
+    mode: ReadMode,
+}
+
+/// How an [`Unwaiting`] reads.
+#[cfg(unix)]
+enum ReadMode {
+    /// Each read with `RWF_NOWAIT`.
     #[cfg(target_os = "linux")]
-    if let Some(pipe) = reopen_pipe(reader.as_fd()) {
-        return read_polled(path, pipe, wait);
+    NoWait,
+    /// Through a description of its own, opened with `O_NONBLOCK`.
+    #[cfg(target_os = "linux")]
+    Reopened(std::fs::File),
+    /// Through the description given, `O_NONBLOCK` set on it; the flags it had before.
+    Flagged(rustix::fs::OFlags),
+    /// As it is.
+    AsIs,
+}
+
+#[cfg(unix)]
+impl<'a, R: Read + std::os::fd::AsFd> Unwaiting<'a, R> {
+    fn new(reader: R, fd_dir: &'a std::path::Path) -> Self {
+        let kind = rustix::fs::fstat(&reader)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode))
+            .ok();
+        let shared = matches!(
+            kind,
+            Some(rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket)
+        );
+        let mut this = Self {
+            reader,
+            fd_dir,
+            mode: ReadMode::AsIs,
+        };
+        if shared {
+            #[cfg(target_os = "linux")]
+            {
+                this.mode = ReadMode::NoWait;
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                this.mode = this.fallback();
+            }
+        }
+        this
     }
-    read_polled(path, reader, wait)
+
+    /// How to read a pipe or FIFO whose reads cannot each be asked not to wait.
+    fn fallback(&self) -> ReadMode {
+        use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+
+        #[cfg(target_os = "linux")]
+        if let Some(pipe) = reopen_pipe(self.reader.as_fd(), self.fd_dir) {
+            return ReadMode::Reopened(pipe);
+        }
+        match fcntl_getfl(&self.reader) {
+            Ok(flags) if flags.contains(OFlags::NONBLOCK) => ReadMode::AsIs,
+            Ok(flags) if fcntl_setfl(&self.reader, flags | OFlags::NONBLOCK).is_ok() => {
+                ReadMode::Flagged(flags)
+            }
+            // Read as it is: a read that loses its data to another reader waits.
+            _ => ReadMode::AsIs,
+        }
+    }
+}
+
+#[cfg(unix)]
+impl<R: Read + std::os::fd::AsFd> Read for Unwaiting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match &mut self.mode {
+                #[cfg(target_os = "linux")]
+                ReadMode::NoWait => {
+                    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+                    // `u64::MAX`: at the current position, as a read is.
+                    match preadv2(
+                        &self.reader,
+                        &mut [io::IoSliceMut::new(buf)],
+                        u64::MAX,
+                        ReadWriteFlags::NOWAIT,
+                    ) {
+                        // The flag is not taken for this file (nothing was read).
+                        Err(Errno::OPNOTSUPP | Errno::NOSYS) => self.mode = self.fallback(),
+                        read => return read.map_err(io::Error::from),
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                ReadMode::Reopened(pipe) => return pipe.read(buf),
+                ReadMode::Flagged(_) | ReadMode::AsIs => return self.reader.read(buf),
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+impl<R: std::os::fd::AsFd> std::os::fd::AsFd for Unwaiting<'_, R> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match &self.mode {
+            #[cfg(target_os = "linux")]
+            ReadMode::Reopened(pipe) => pipe.as_fd(),
+            _ => self.reader.as_fd(),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl<R: std::os::fd::AsFd> Drop for Unwaiting<'_, R> {
+    fn drop(&mut self) {
+        if let ReadMode::Flagged(flags) = self.mode {
+            // The description's flags as they were; should that fail, nothing more can be
+            // done.
+            let _ = rustix::fs::fcntl_setfl(&self.reader, flags);
+        }
+    }
 }
 
 /// The pipe or FIFO `fd` reads from, opened again for reading without waiting
@@ -101,7 +241,7 @@ fn read_waiting(
 /// again: a regular file would start over at its first byte, and opening a device may do
 /// something.
 #[cfg(target_os = "linux")]
-fn reopen_pipe(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
+fn reopen_pipe(fd: std::os::fd::BorrowedFd<'_>, fd_dir: &std::path::Path) -> Option<std::fs::File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
@@ -114,7 +254,7 @@ fn reopen_pipe(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
     let pipe = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(O_NONBLOCK)
-        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .open(fd_dir.join(fd.as_raw_fd().to_string()))
         .ok()?;
     let opened = pipe.metadata().ok()?;
     (opened.file_type().is_fifo() && (opened.dev(), opened.ino()) == (given.dev(), given.ino()))
@@ -294,6 +434,8 @@ pub fn read_host_file(path: &std::path::Path, max: u64) -> Result<io::Result<Str
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -551,6 +693,22 @@ mod tests {
     #[cfg(unix)]
     #[cfg_attr(miri, ignore)]
     fn pipe_shared_with_another_reader_is_refused_in_time() {
+        shared_pipe_is_refused_in_time(Path::new("/proc/self/fd"));
+    }
+
+    /// Where this process's descriptors cannot be opened again (no `/proc`: a container or
+    /// chroot without it).
+    const NO_PROC: &str = "/nonexistent/proc/self/fd";
+
+    /// [`pipe_shared_with_another_reader_is_refused_in_time`] without `/proc`.
+    #[test]
+    #[cfg(unix)]
+    #[cfg_attr(miri, ignore)]
+    fn pipe_shared_with_another_reader_is_refused_in_time_without_proc() {
+        shared_pipe_is_refused_in_time(Path::new(NO_PROC));
+    }
+
+    fn shared_pipe_is_refused_in_time(fd_dir: &Path) {
         use std::io::Write;
         for _ in 0..20 {
             let (reader, mut writer) = std::io::pipe().unwrap();
@@ -559,8 +717,9 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             for r in [reader, other] {
                 let tx = tx.clone();
+                let fd_dir = fd_dir.to_owned();
                 std::thread::spawn(move || {
-                    let _ = tx.send(read_waiting("<stdin>", r, wait).is_err());
+                    let _ = tx.send(read_waiting_via("<stdin>", r, wait, &fd_dir).is_err());
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -571,5 +730,189 @@ mod tests {
             }
             drop(writer);
         }
+    }
+
+    /// A FIFO (made with `mkfifo`) that two readers read through one open file description,
+    /// as two commands given `< fifo` by one shell: one of them takes the writer's byte, and
+    /// neither waits past its time, with `/proc` and without. The description's flags are as
+    /// they were once both are done.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore)]
+    fn fifo_shared_with_another_reader_is_refused_in_time() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let dir = std::env::temp_dir().join(format!("memvisor-shared-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        if !std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            std::fs::remove_dir_all(&dir).unwrap();
+            return;
+        }
+        for fd_dir in [Path::new("/proc/self/fd"), Path::new(NO_PROC)] {
+            for _ in 0..5 {
+                // Opened as a shell opens `< fifo`: blocking, once the writer is there.
+                let reader = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(O_NONBLOCK)
+                    .open(&fifo)
+                    .unwrap();
+                let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                let flags =
+                    rustix::fs::fcntl_getfl(&reader).unwrap() - rustix::fs::OFlags::NONBLOCK;
+                rustix::fs::fcntl_setfl(&reader, flags).unwrap();
+                let other = reader.try_clone().unwrap();
+                let wait = Duration::from_millis(300);
+                let (tx, rx) = std::sync::mpsc::channel();
+                let readers: Vec<_> = [reader.try_clone().unwrap(), other]
+                    .into_iter()
+                    .map(|r| {
+                        let tx = tx.clone();
+                        let fd_dir = fd_dir.to_owned();
+                        std::thread::spawn(move || {
+                            let _ = tx.send(read_waiting_via("<stdin>", r, wait, &fd_dir).is_err());
+                        })
+                    })
+                    .collect();
+                std::thread::sleep(Duration::from_millis(50));
+                writer.write_all(b"x").unwrap();
+                for _ in 0..2 {
+                    let refused = rx.recv_timeout(Duration::from_secs(3));
+                    assert_eq!(
+                        refused,
+                        Ok(true),
+                        "a reader waits past its time ({fd_dir:?})"
+                    );
+                }
+                for r in readers {
+                    r.join().unwrap();
+                }
+                assert_eq!(
+                    rustix::fs::fcntl_getfl(&reader).unwrap(),
+                    flags,
+                    "the flags of the description are changed ({fd_dir:?})"
+                );
+                drop(writer);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Without `/proc`, a read of a blocking pipe, socket or FIFO that has nothing yet, whose
+    /// writer is there, says so (`WouldBlock`) instead of waiting; what the writer writes is
+    /// then read; the FIFO's description has its flags back once the reader is dropped.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore)]
+    fn empty_pipe_socket_and_fifo_are_not_waited_for_without_proc() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+
+        /// Reads `reader` twice on another thread: before and after `writer` writes.
+        fn reads_twice(
+            reader: impl Read + std::os::fd::AsFd + Send + 'static,
+            mut writer: impl Write,
+        ) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let reading = std::thread::spawn(move || {
+                let mut unwaiting = Unwaiting::new(reader, Path::new(NO_PROC));
+                let mut buf = [0u8; 16];
+                let _ = tx.send(unwaiting.read(&mut buf).map_err(|e| e.kind()));
+                go_rx.recv().unwrap();
+                let _ = tx.send(unwaiting.read(&mut buf).map_err(|e| e.kind()));
+            });
+            let first = rx.recv_timeout(Duration::from_secs(3));
+            assert_eq!(first, Ok(Err(io::ErrorKind::WouldBlock)), "the read waits");
+            writer.write_all(b"abc").unwrap();
+            go_tx.send(()).unwrap();
+            assert_eq!(rx.recv_timeout(Duration::from_secs(3)), Ok(Ok(3)));
+            reading.join().unwrap();
+        }
+
+        let (reader, writer) = std::io::pipe().unwrap();
+        reads_twice(reader, writer);
+        let (reader, writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        reads_twice(reader, writer);
+
+        let dir = std::env::temp_dir().join(format!("memvisor-empty-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let reader = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(O_NONBLOCK)
+                .open(&fifo)
+                .unwrap();
+            let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let flags = rustix::fs::fcntl_getfl(&reader).unwrap() - rustix::fs::OFlags::NONBLOCK;
+            rustix::fs::fcntl_setfl(&reader, flags).unwrap();
+            reads_twice(reader.try_clone().unwrap(), writer);
+            assert_eq!(rustix::fs::fcntl_getfl(&reader).unwrap(), flags);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Without `/proc`, a pipe and a FIFO are read whole, past one pipe buffer, from a writer
+    /// that writes a little at a time.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore)]
+    fn pipe_and_fifo_are_read_whole_without_proc() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let line = |i: usize| format!("# line {i:06} {}\n", "x".repeat(80));
+        let text: String = (0..3000).map(line).collect();
+        let send = |mut writer: std::fs::File| {
+            let sent = text.clone();
+            std::thread::spawn(move || {
+                for chunk in sent.as_bytes().chunks(50_000) {
+                    writer.write_all(chunk).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let (reader, writer) = std::io::pipe().unwrap();
+        let writing = send(std::os::fd::OwnedFd::from(writer).into());
+        let got = read_waiting_via("<stdin>", reader, MAX_READ_WAIT, Path::new(NO_PROC));
+        writing.join().unwrap();
+        assert!(got.as_ref().is_ok_and(|got| *got == text), "{got:?}");
+
+        let dir = std::env::temp_dir().join(format!("memvisor-fifo-whole-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let reader = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(O_NONBLOCK)
+                .open(&fifo)
+                .unwrap();
+            let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let flags = rustix::fs::fcntl_getfl(&reader).unwrap() - rustix::fs::OFlags::NONBLOCK;
+            rustix::fs::fcntl_setfl(&reader, flags).unwrap();
+            let writing = send(writer);
+            let got = read_waiting_via("<stdin>", &reader, MAX_READ_WAIT, Path::new(NO_PROC));
+            writing.join().unwrap();
+            assert!(got.as_ref().is_ok_and(|got| *got == text), "{got:?}");
+            assert_eq!(rustix::fs::fcntl_getfl(&reader).unwrap(), flags);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -528,7 +528,7 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
         PlanItem::DeviceDaxSize(i) => (device(i), Some("dax_size")),
         PlanItem::Platform => (&none, None),
     };
-    let problem = problem(e.layout.as_deref(), e.error);
+    let problem = problem(spec.arch, e.layout.as_deref(), e.error);
     if loc.path.is_empty() {
         return src.error("(spec)", loc.span.clone(), problem);
     }
@@ -592,8 +592,21 @@ fn memory_error(spec: &VmSpec, src: Source<'_>, problem: Problem) -> SpecError {
     }
 }
 
-/// The command's wording of a planner error.
-fn problem(layout: Option<&Layout>, e: SpaceError) -> Problem {
+/// An interrupt number as what it is on `arch`: a GSI on x86_64; on AArch64 the GIC INTID a
+/// spec's `irq` is, with its SPI number (the INTID minus 32) when it is an SPI's.
+fn irq_text(arch: Arch, irq: u32) -> String {
+    match arch {
+        Arch::X86_64 => format!("GSI {irq}"),
+        Arch::Aarch64 => match irq.checked_sub(crate::render::SPI_INTID_BASE) {
+            Some(spi) => format!("INTID {irq} (SPI {spi})"),
+            None => format!("INTID {irq}"),
+        },
+    }
+}
+
+/// The command's wording of a planner error. The planner names an AArch64 interrupt `SPI`
+/// with its INTID; the command says `INTID`, the number a spec's `irq` is.
+fn problem(arch: Arch, layout: Option<&Layout>, e: SpaceError) -> Problem {
     let windows = |kind: WindowKind, largest: u64| {
         let what = match kind {
             WindowKind::Device => "device windows",
@@ -647,20 +660,27 @@ fn problem(layout: Option<&Layout>, e: SpaceError) -> Problem {
             size: Size(range.size().unwrap_or(u64::MAX)),
             window: windows(window, largest_free),
         },
-        SpaceError::IrqTaken {
-            irq, name, other, ..
-        } => Problem::Overlap {
-            what: format!("{name} {irq}"),
+        SpaceError::IrqTaken { irq, other, .. } => Problem::Overlap {
+            what: irq_text(arch, irq),
             other: format!("the one of {other}"),
         },
         SpaceError::NoFreeIrq {
             name, first, last, ..
-        } => Problem::Invalid(format!(
-            "no free {name} is left ({first}..={last} are all taken)"
-        )),
-        e @ (SpaceError::IrqOutOfRange { .. } | SpaceError::NoIoPorts { .. }) => {
-            Problem::Invalid(e.to_string())
-        }
+        } => Problem::Invalid(match arch {
+            Arch::X86_64 => format!("no free {name} is left ({first}..={last} are all taken)"),
+            Arch::Aarch64 => {
+                format!("no free SPI is left (INTIDs {first}..={last} are all taken)")
+            }
+        }),
+        SpaceError::IrqOutOfRange {
+            irq, first, last, ..
+        } => Problem::Invalid(match arch {
+            Arch::X86_64 => format!("{} is outside {first}..={last}", irq_text(arch, irq)),
+            Arch::Aarch64 => {
+                format!("INTID {irq} is not an SPI (SPIs are INTIDs {first}..={last})")
+            }
+        }),
+        e @ SpaceError::NoIoPorts { .. } => Problem::Invalid(e.to_string()),
         e => Problem::Space(e),
     }
 }

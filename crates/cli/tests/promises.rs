@@ -233,7 +233,8 @@ fn spec_irq_is_the_gsi_on_x86_64_and_the_intid_on_aarch64() {
     let out = memvisor(&["plan", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).starts_with("error: device[0].irq: SPI 8 is outside 32..=127"),
+        stderr(&out)
+            .starts_with("error: device[0].irq: INTID 8 is not an SPI (SPIs are INTIDs 32..=127)"),
         "{}",
         stderr(&out)
     );
