@@ -535,7 +535,9 @@ fuzz_target!(|data: &[u8]| {
                     let l = Arc::new(Recorder::default());
                     *l.view.lock().expect("not poisoned") =
                         model.regions.iter().map(|(&b, r)| (b, r.size)).collect();
-                    space.add_listener(Arc::clone(&l) as Arc<dyn RegionListener>);
+                    space
+                        .add_listener(Arc::clone(&l) as Arc<dyn RegionListener>)
+                        .expect("not called by a listener");
                     listeners.push(l);
                 } else if !listeners.is_empty() {
                     let l = &listeners[usize::from(input.u8()) % listeners.len()];

@@ -268,7 +268,7 @@ impl MemorySlots {
         let weak = Arc::downgrade(&shared);
         let listener: Arc<dyn RegionListener> = Arc::new(Listener(weak));
         space
-            .try_add_listener(Arc::clone(&listener))
+            .add_listener(Arc::clone(&listener))
             .map_err(|source| Error::AttachDuringChange { source })?;
         // Any change from here on waits in the listener for `state`, and a change is published
         // only after the listeners accept it: this snapshot is exactly what the listener's
@@ -285,7 +285,7 @@ impl MemorySlots {
                 shared.apply(&mut state, ChangeKind::Inserted, &region, slot, generation)
             {
                 drop(state);
-                space.remove_listener(&listener);
+                let _ = space.remove_listener(&listener);
                 return Err(e);
             }
         }
@@ -772,7 +772,7 @@ impl Drop for MemorySlots {
         // last strong reference to `shared` goes with this value and deletes every slot. Dropped
         // by a listener of the space during a change, it cannot leave: it stays, holding only a
         // weak reference, and finds the slots gone at every later change.
-        let _ = self.space.try_remove_listener(&self.listener);
+        let _ = self.space.remove_listener(&self.listener);
     }
 }
 
@@ -904,12 +904,12 @@ mod tests {
             *r.lock().unwrap() = Some(attached);
             Ok::<(), ListenerError>(())
         });
-        space.add_listener(Arc::clone(&attaching));
+        space.add_listener(Arc::clone(&attaching)).unwrap();
         let first = RegionSpec::ram(GuestAddress(0), 1 << 20);
         space
             .insert_region(Arc::new(Region::back(first).unwrap().0))
             .unwrap();
-        assert!(space.remove_listener(&attaching));
+        assert!(space.remove_listener(&attaching).unwrap());
         let err = result.lock().unwrap().take().unwrap().unwrap_err();
         assert!(
             matches!(
@@ -931,13 +931,13 @@ mod tests {
             drop(h.lock().unwrap().take());
             Ok::<(), ListenerError>(())
         });
-        space.add_listener(Arc::clone(&dropping));
+        space.add_listener(Arc::clone(&dropping)).unwrap();
         let second = RegionSpec::ram(GuestAddress(4 << 20), 1 << 20);
         space
             .insert_region(Arc::new(Region::back(second).unwrap().0))
             .unwrap();
         assert!(held.lock().unwrap().is_none());
-        assert!(space.remove_listener(&dropping));
+        assert!(space.remove_listener(&dropping).unwrap());
         assert_eq!(space.snapshot().len(), 2);
         // The VM is free again, and a later change reaches only the new slots.
         let again = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
@@ -1179,7 +1179,7 @@ mod tests {
         };
         // A later listener refuses the insertion; KVM then refuses to delete the slot again.
         let refuse = refusing();
-        space.add_listener(Arc::clone(&refuse));
+        space.add_listener(Arc::clone(&refuse)).unwrap();
         let first = Arc::new(
             Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
                 .unwrap()
@@ -1188,7 +1188,7 @@ mod tests {
         refuse_deletions(&slots, true);
         assert!(space.insert_region(Arc::clone(&first)).is_err());
         refuse_deletions(&slots, false);
-        space.remove_listener(&refuse);
+        space.remove_listener(&refuse).unwrap();
         assert!(space.snapshot().is_empty());
 
         // The space gives slot 0 to the next region: the stale slot is deleted then, and the
@@ -1225,11 +1225,11 @@ mod tests {
         region: &Arc<Region>,
     ) {
         let refuse = refusing();
-        space.add_listener(Arc::clone(&refuse));
+        space.add_listener(Arc::clone(&refuse)).unwrap();
         refuse_deletions(slots, true);
         assert!(space.insert_region(Arc::clone(region)).is_err());
         refuse_deletions(slots, false);
-        space.remove_listener(&refuse);
+        space.remove_listener(&refuse).unwrap();
     }
 
     #[test]
@@ -1279,10 +1279,10 @@ mod tests {
         );
         // While KVM refuses, the slot is what KVM has.
         let refuse = refusing();
-        space.add_listener(Arc::clone(&refuse));
+        space.add_listener(Arc::clone(&refuse)).unwrap();
         refuse_deletions(&slots, true);
         assert!(space.insert_region(Arc::clone(&region)).is_err());
-        space.remove_listener(&refuse);
+        space.remove_listener(&refuse).unwrap();
         assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
         assert_eq!(slots.len(), 1);
         // Once KVM lets go, it is gone, with no change of the space needed.
@@ -1306,10 +1306,10 @@ mod tests {
         // A later listener refuses the plug; KVM then refuses to delete the slot again, which
         // keeps the plugged memory mapped at its place.
         let refuse = refusing();
-        space.add_listener(Arc::clone(&refuse));
+        space.add_listener(Arc::clone(&refuse)).unwrap();
         refuse_deletions(&slots, true);
         assert!(space.plug(spec.clone()).is_err());
-        space.remove_listener(&refuse);
+        space.remove_listener(&refuse).unwrap();
         // While KVM still refuses, the kept slot holds the place.
         let err = space.plug(spec.clone()).unwrap_err();
         assert!(
@@ -1376,9 +1376,9 @@ mod tests {
             guest_writes_byte(&hook_vm, &hook_space, 0x3000)
         }));
         let refuse = refusing();
-        space.add_listener(Arc::clone(&refuse));
+        space.add_listener(Arc::clone(&refuse)).unwrap();
         assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
-        space.remove_listener(&refuse);
+        space.remove_listener(&refuse).unwrap();
         assert!(slots.shared.before_deletion.lock().unwrap().is_none());
         assert_eq!(slots.registered(), before);
         // The slot came back with a fresh log, but the write is in the next fetch: every page
@@ -1402,9 +1402,9 @@ mod tests {
         };
         slots.set_dirty_logging(GuestAddress(0), true).unwrap();
         let refuse = refusing();
-        space.add_listener(Arc::clone(&refuse));
+        space.add_listener(Arc::clone(&refuse)).unwrap();
         assert!(space.remove_region(GuestAddress(0), 65 * page).is_err());
-        space.remove_listener(&refuse);
+        space.remove_listener(&refuse).unwrap();
         // Every page of the region, and no bit past its last page: two words, the second
         // holding page 64 only.
         let dirty = slots.fetch_dirty_log(GuestAddress(0)).unwrap();
@@ -1412,9 +1412,9 @@ mod tests {
         assert_eq!(dirty.count(), 65);
         assert_eq!(dirty.dirty_pages().last(), Some(GuestAddress(64 * page)));
         // Into a bitmap of the VMM's own marks: the same pages, the marks kept.
-        space.add_listener(Arc::clone(&refuse));
+        space.add_listener(Arc::clone(&refuse)).unwrap();
         assert!(space.remove_region(GuestAddress(0), 65 * page).is_err());
-        space.remove_listener(&refuse);
+        space.remove_listener(&refuse).unwrap();
         let mut own = crate::DirtyBitmap::new(GuestAddress(0), 65 * page, page).unwrap();
         own.mark(GuestAddress(64 * page), 1);
         slots.fetch_dirty_log_into(&mut own).unwrap();

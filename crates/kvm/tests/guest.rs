@@ -269,7 +269,7 @@ fn refused_removal_keeps_dirty_logging_and_the_log() {
                 Ok(())
             }
         });
-    space.add_listener(Arc::clone(&refuse));
+    space.add_listener(Arc::clone(&refuse)).unwrap();
     assert!(space.remove_region(GuestAddress(HIGH), MIB2).is_err());
     assert_eq!(slots.registered(), before, "the slot is back as it was");
     // Refused again before any fetch: the next fetch still reports the pages, once.
@@ -287,7 +287,7 @@ fn refused_removal_keeps_dirty_logging_and_the_log() {
         0
     );
     // Once the removal goes through, the slot and its log are gone.
-    space.remove_listener(&refuse);
+    space.remove_listener(&refuse).unwrap();
     space.remove_region(GuestAddress(HIGH), MIB2).unwrap();
     assert!(slots.slot_at(GuestAddress(HIGH)).is_none());
 }

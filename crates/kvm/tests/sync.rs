@@ -114,13 +114,15 @@ fn later_listener_refuses_slot_leaves_kvm_again() {
     let vm = Arc::new(kvm.create_vm().unwrap());
     let space = space_for(&vm);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
-    space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
-        if e.region.base().0 == 0 {
-            Err("no".into())
-        } else {
-            Ok(())
-        }
-    }));
+    space
+        .add_listener(Arc::new(|e: &RegionEvent<'_>| {
+            if e.region.base().0 == 0 {
+                Err("no".into())
+            } else {
+                Ok(())
+            }
+        }))
+        .unwrap();
     let region = backed(0, MIB);
     assert!(space.insert_region(Arc::clone(&region)).is_err());
     assert!(slots.is_empty());
@@ -286,7 +288,7 @@ fn region_inserted_again_after_its_insertion_was_refused_is_a_fresh_slot() {
         }
         Ok(())
     });
-    space.add_listener(Arc::clone(&listener));
+    space.add_listener(Arc::clone(&listener)).unwrap();
     let region = backed(MIB, MIB);
     assert!(space.insert_region(Arc::clone(&region)).is_err());
     assert!(slots.is_empty());
@@ -297,7 +299,7 @@ fn region_inserted_again_after_its_insertion_was_refused_is_a_fresh_slot() {
     assert_eq!(slots.registered()[0].3, 0);
     assert!(slots.fetch_dirty_log(GuestAddress(MIB)).is_err());
     // The listener holds `slots`: take it out, so that dropping `slots` deletes the slot.
-    space.remove_listener(&listener);
+    space.remove_listener(&listener).unwrap();
     drop(listener);
     drop(slots);
     drop(vm);
@@ -338,9 +340,9 @@ fn undo_of_refused_removal_refused_by_kvm_is_reported_until_the_region_goes() {
         }
         Ok(())
     });
-    space.add_listener(Arc::clone(&listener));
+    space.add_listener(Arc::clone(&listener)).unwrap();
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
-    space.remove_listener(&listener);
+    space.remove_listener(&listener).unwrap();
     drop(listener);
     // The space kept the region, KVM did not take it back: that is reported, and the region
     // is not registered.
@@ -357,9 +359,9 @@ fn undo_of_refused_removal_refused_by_kvm_is_reported_until_the_region_goes() {
     assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
     // A refused removal of it, while KVM still refuses the slot: still reported.
     let refuse: Arc<dyn RegionListener> = Arc::new(|_: &RegionEvent<'_>| Err("no".into()));
-    space.add_listener(Arc::clone(&refuse));
+    space.add_listener(Arc::clone(&refuse)).unwrap();
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
-    space.remove_listener(&refuse);
+    space.remove_listener(&refuse).unwrap();
     assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
     assert!(slots.is_empty());
 

@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             e.generation
         );
         Ok(())
-    }));
+    }))?;
 
     let slot = space
         .snapshot()

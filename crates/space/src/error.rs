@@ -189,6 +189,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Two regions would map the same bytes of one file (the same file, whatever the paths
+    /// that name it, at overlapping offsets), and at least one of them is writable: a guest
+    /// write through one would change the other's memory without marking its dirty log, and
+    /// vm-memory users take distinct guest ranges for distinct memory. Read-only regions may
+    /// share bytes.
+    #[error(
+        "region at {base:#x} would map bytes of a file that the region at {other_base:#x} maps too, and one of them is writable"
+    )]
+    FileAliased {
+        /// The base of the region being added.
+        base: u64,
+        /// The base of the region already there (or listed before it).
+        other_base: u64,
+    },
     /// No region with this base and size is in the address space.
     #[error("no region at {base:#x} of size {size:#x}")]
     RegionNotFound {
@@ -829,6 +843,14 @@ mod tests {
                     last: 0x1000,
                 },
                 "range 0x2000..=0x1000 is reversed",
+            ),
+            (
+                Error::FileAliased {
+                    base: 0x20_0000,
+                    other_base: 0,
+                },
+                "region at 0x200000 would map bytes of a file that the region at 0x0 maps too, \
+                 and one of them is writable",
             ),
             (
                 Error::ListenerReentry {

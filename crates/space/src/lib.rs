@@ -126,7 +126,7 @@
 //!         seen.fetch_add(1, Ordering::Relaxed);
 //!     }
 //!     Ok(())
-//! }));
+//! }))?;
 //!
 //! // Hot-plug 2 MiB at the first free slot of the hotplug window.
 //! let slot = space.snapshot().placer()?.place(WindowKind::Hotplug, 2 << 20, 2 << 20, "slot0")?;
@@ -142,6 +142,7 @@
 //! # Ok::<(), memvisor_space::Error>(())
 //! ```
 
+mod alias;
 mod bytes;
 mod error;
 mod firmware;

@@ -121,7 +121,7 @@ const HIT_STREAK: usize = 1;
 /// space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
 ///     *KEPT.lock().unwrap() = Some(e.region);
 ///     Ok(())
-/// }));
+/// })).unwrap();
 /// ```
 ///
 /// The same code holding what keeps the regions alive compiles:
@@ -148,7 +148,7 @@ const HIT_STREAK: usize = 1;
 /// space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
 ///     *KEPT.lock().unwrap() = Some(Arc::clone(e.region));
 ///     Ok(())
-/// }));
+/// }))?;
 /// # Ok::<(), memvisor_space::Error>(())
 /// ```
 pub struct Snapshot {

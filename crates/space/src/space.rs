@@ -67,11 +67,8 @@ pub struct RegionEvent<'a> {
 /// lock until its listeners return, so [`insert_region`](AddressSpace::insert_region),
 /// [`remove_region`](AddressSpace::remove_region) and [`plug`](AddressSpace::plug) called from
 /// a listener of the same space return [`Error::ListenerReentry`] at once (pass it on to refuse
-/// the change), as do [`try_add_listener`](AddressSpace::try_add_listener) and
-/// [`try_remove_listener`](AddressSpace::try_remove_listener), while
-/// [`add_listener`](AddressSpace::add_listener) and
-/// [`remove_listener`](AddressSpace::remove_listener), which return no error, panic, rather
-/// than wait for that lock forever. A listener may change another address space, unless a listener
+/// the change), as do [`add_listener`](AddressSpace::add_listener) and
+/// [`remove_listener`](AddressSpace::remove_listener), rather than wait for that lock forever. A listener may change another address space, unless a listener
 /// of that one changes this one from another thread at the same time: each change would wait for
 /// the other's lock. The same holds for [`settle`](Self::settle).
 pub trait RegionListener: Send + Sync {
@@ -264,6 +261,7 @@ impl SpaceBuilder {
                 });
             }
         }
+        crate::alias::check_paths(&self.specs)?;
         let need = self.specs.iter().filter(|s| s.backing.has_memory()).count();
         if self.slots == 0 || need > self.slots as usize {
             return Err(Error::NoSlotNumber {
@@ -277,7 +275,9 @@ impl SpaceBuilder {
     ///
     /// # Errors
     /// As [`RegionSpec::validate`] and [`Layout::check`] for each region; [`Error::Overlap`]
-    /// for overlapping regions; [`Error::NoSlotNumber`] for 0 slot numbers, or when more regions
+    /// for overlapping regions; [`Error::FileAliased`] for two regions backed by the same path
+    /// (as written: a plan reads nothing from the host) at overlapping offsets, one of them
+    /// writable; [`Error::NoSlotNumber`] for 0 slot numbers, or when more regions
     /// need a slot number than there are; [`Error::Allocator`] if the heap refuses the
     /// memory-slot allocator's bookkeeping.
     pub fn plan(self) -> Result<AddressSpace> {
@@ -299,9 +299,11 @@ impl SpaceBuilder {
     /// host does not have; [`Error::WindowMisaligned`] for a hotplug window whose host range
     /// would not start or end on a host page boundary; [`Error::Reservation`] if the host
     /// refuses a window's reservation; then as [`Region::back`] for each region. The specs, slot
-    /// numbers, host features, NUMA nodes, huge page pools (without a fallback), files and
-    /// transparent huge pages asked of a file (without a fallback) are checked before any
-    /// memory is made; what
+    /// numbers, host features, NUMA nodes, huge page pools (without a fallback), files,
+    /// transparent huge pages asked of a file (without a fallback) and two regions over the
+    /// same bytes of one file ([`Error::FileAliased`], by what the paths name, so a hard or
+    /// symbolic link is the same file; checked again on the files as opened, once they are
+    /// mapped) are checked before any memory is made; what
     /// can only fail in the making (the host's refusal of a mapping or of huge pages, a
     /// prefault) may fail after earlier regions got memory, which is then unmapped: nothing
     /// stays mapped after an error.
@@ -310,6 +312,7 @@ impl SpaceBuilder {
         for spec in self.specs.iter().filter(|s| s.backing.has_memory()) {
             memory::precheck(spec)?;
         }
+        crate::alias::check_files(&self.specs)?;
         let windows = self
             .layout
             .windows_of(WindowKind::Hotplug)
@@ -338,6 +341,8 @@ impl SpaceBuilder {
         regions: Vec<Arc<Region>>,
         windows: Vec<Arc<HotplugWindow>>,
     ) -> Result<AddressSpace> {
+        // The files as opened: what the paths named when they were checked may have changed.
+        crate::alias::check_regions(regions.iter().map(|r| &**r))?;
         let no_slot = Error::NoSlotNumber {
             count: u64::from(self.slots),
         };
@@ -485,7 +490,8 @@ impl AddressSpace {
     /// which stay alive as long as the regions do.
     ///
     /// # Errors
-    /// As [`SpaceBuilder::plan`] for the regions' ranges.
+    /// As [`SpaceBuilder::plan`] for the regions' ranges; [`Error::FileAliased`] for two
+    /// mappings of the same bytes of one file, one of them writable.
     pub fn from_guest_memory_mmap(layout: Layout, memory: &GuestMemoryMmap) -> Result<Self> {
         let builder = Self::builder(layout);
         let mut regions = Vec::new();
@@ -523,25 +529,14 @@ impl AddressSpace {
         self.current.load().find_arc(addr)
     }
 
-    /// Adds a listener, told of every later change.
-    ///
-    /// # Panics
-    /// If called by a listener of this address space during a change (see
-    /// [`RegionListener`]); [`try_add_listener`](Self::try_add_listener) returns that as an
-    /// error instead.
-    pub fn add_listener(&self, listener: Arc<dyn RegionListener>) {
-        self.lock_or_panic("AddressSpace::add_listener")
-            .listeners
-            .push(listener);
-    }
-
-    /// [`add_listener`](Self::add_listener), refusing instead of panicking when called by a
-    /// listener of this address space during a change.
+    /// Adds a listener, told of every later change. Waits for a change in progress to finish.
     ///
     /// # Errors
-    /// [`Error::ListenerReentry`] then; the listener is not added.
-    pub fn try_add_listener(&self, listener: Arc<dyn RegionListener>) -> Result<()> {
-        self.lock("AddressSpace::try_add_listener")?
+    /// [`Error::ListenerReentry`] if called by a listener of this address space during a
+    /// change (see [`RegionListener`]): that change holds the writer lock until its listeners
+    /// return, so waiting would never end. The listener is not added then.
+    pub fn add_listener(&self, listener: Arc<dyn RegionListener>) -> Result<()> {
+        self.lock("AddressSpace::add_listener")?
             .listeners
             .push(listener);
         Ok(())
@@ -551,10 +546,9 @@ impl AddressSpace {
     /// it is told of no later change. Waits for a change in progress to finish. Returns whether
     /// the listener was there.
     ///
-    /// # Panics
-    /// If called by a listener of this address space during a change (see
-    /// [`RegionListener`]); [`try_remove_listener`](Self::try_remove_listener) returns that as
-    /// an error instead.
+    /// # Errors
+    /// [`Error::ListenerReentry`] if called by a listener of this address space during a
+    /// change (see [`RegionListener`]); the listener stays then.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -564,23 +558,13 @@ impl AddressSpace {
     /// let space = AddressSpace::plan(Layout::x86_64().ram(1 << 30).build()?, [])?;
     /// let listener: Arc<dyn RegionListener> =
     ///     Arc::new(|_: &RegionEvent<'_>| -> Result<(), ListenerError> { Ok(()) });
-    /// space.add_listener(Arc::clone(&listener));
-    /// assert!(space.remove_listener(&listener));
-    /// assert!(!space.remove_listener(&listener));
+    /// space.add_listener(Arc::clone(&listener))?;
+    /// assert!(space.remove_listener(&listener)?);
+    /// assert!(!space.remove_listener(&listener)?);
     /// # Ok::<(), memvisor_space::Error>(())
     /// ```
-    pub fn remove_listener(&self, listener: &Arc<dyn RegionListener>) -> bool {
-        let mut writer = self.lock_or_panic("AddressSpace::remove_listener");
-        Self::take_listener(&mut writer, listener)
-    }
-
-    /// [`remove_listener`](Self::remove_listener), refusing instead of panicking when called
-    /// by a listener of this address space during a change.
-    ///
-    /// # Errors
-    /// [`Error::ListenerReentry`] then; the listener stays.
-    pub fn try_remove_listener(&self, listener: &Arc<dyn RegionListener>) -> Result<bool> {
-        let mut writer = self.lock("AddressSpace::try_remove_listener")?;
+    pub fn remove_listener(&self, listener: &Arc<dyn RegionListener>) -> Result<bool> {
+        let mut writer = self.lock("AddressSpace::remove_listener")?;
         Ok(Self::take_listener(&mut writer, listener))
     }
 
@@ -611,15 +595,18 @@ impl AddressSpace {
         Ok(WriterLock { guard, key })
     }
 
-    /// [`lock`](Self::lock) for a method that returns no error: panics with its error.
-    fn lock_or_panic(&self, op: &'static str) -> WriterLock<'_> {
-        self.lock(op).unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// Adds a prepared region ([`Region::plan`], [`Region::back`]).
+    ///
+    /// The region must sit in a window of the kind its type needs ([`Layout::check`]): a
+    /// hot-pluggable RAM region in a hotplug window, whatever memory it has. Its memory is
+    /// taken as it is: one made by [`Region::back`] keeps its own mapping inside the hotplug
+    /// window too (only [`plug`](Self::plug) maps memory through the window's host
+    /// reservation), and holds its place there against a plug until it is removed.
     ///
     /// # Errors
     /// As [`Layout::check`]; [`Error::Overlap`] with a region already there;
+    /// [`Error::FileAliased`] if it maps bytes of a file (whatever the path that named it) that
+    /// a region already there maps too, one of them writable;
     /// [`Error::NoSlotNumber`] when every memory-slot number is in use; [`Error::Allocator`]
     /// if the heap refuses the growth of the memory-slot allocator's bitmap;
     /// [`Error::Listener`]; [`Error::ListenerReentry`] when called by a listener of this
@@ -644,6 +631,7 @@ impl AddressSpace {
         let snapshot = current.get();
         snapshot.layout().check(region.spec())?;
         let at = snapshot.check_free(&region)?;
+        crate::alias::check_region(&region, snapshot.regions())?;
         // Gives the slot number back on an error or a panicking listener.
         let mut slot = SlotGuard { slots, slot: None };
         if region.spec().backing.has_memory() {
@@ -711,6 +699,8 @@ impl AddressSpace {
     /// [`with_hotplug`](RegionSpec::with_hotplug); as [`Layout::check`] ([`Error::OutsideWindow`]
     /// for a region outside every hotplug window of the layout, or with none in it);
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory;
+    /// [`Error::FileAliased`] for a backing file whose bytes a region already there maps, one
+    /// of them writable (checked before anything is mapped, and again on the file as opened);
     /// [`Error::SlotBusy`] while an older snapshot (or any other holder of a region plugged
     /// there) still holds memory at that place, checked after every listener was asked to
     /// [`settle`](RegionListener::settle) (so a listener that lets go of such a region then
@@ -736,6 +726,7 @@ impl AddressSpace {
         let current = writer.current.get();
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
+        crate::alias::check_spec(&spec, current.regions())?;
         let target = target_for(current.layout(), &writer.windows, &spec)?;
         // A listener may still keep a region plugged here before (and so its place claimed):
         // it lets go now if it can.
@@ -994,20 +985,24 @@ mod tests {
         let space = AddressSpace::plan(layout(), []).unwrap();
         let first = Arc::new(AtomicUsize::new(0));
         let f = Arc::clone(&first);
-        space.add_listener(Arc::new(move |e: &RegionEvent<'_>| {
-            match e.kind {
-                ChangeKind::Inserted => f.fetch_add(1, Ordering::SeqCst),
-                ChangeKind::Removed => f.fetch_sub(1, Ordering::SeqCst),
-            };
-            Ok(())
-        }));
-        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
-            if e.region.base().0 == 0 {
-                Err("slot table full".into())
-            } else {
+        space
+            .add_listener(Arc::new(move |e: &RegionEvent<'_>| {
+                match e.kind {
+                    ChangeKind::Inserted => f.fetch_add(1, Ordering::SeqCst),
+                    ChangeKind::Removed => f.fetch_sub(1, Ordering::SeqCst),
+                };
                 Ok(())
-            }
-        }));
+            }))
+            .unwrap();
+        space
+            .add_listener(Arc::new(|e: &RegionEvent<'_>| {
+                if e.region.base().0 == 0 {
+                    Err("slot table full".into())
+                } else {
+                    Ok(())
+                }
+            }))
+            .unwrap();
         let err = space.insert_region(planned(0, p)).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1024,10 +1019,12 @@ mod tests {
     fn listener_panic_leaves_space_usable() {
         let p = host_page_size();
         let space = AddressSpace::builder(layout()).slots(1).plan().unwrap();
-        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
-            assert!(e.region.base().0 != 0, "listener bug");
-            Ok(())
-        }));
+        space
+            .add_listener(Arc::new(|e: &RegionEvent<'_>| {
+                assert!(e.region.base().0 != 0, "listener bug");
+                Ok(())
+            }))
+            .unwrap();
         let s = space.clone();
         let result = std::panic::catch_unwind(move || s.insert_region(planned(0, p)));
         assert!(result.is_err());
@@ -1050,14 +1047,16 @@ mod tests {
             r.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
-        space.add_listener(Arc::clone(&listener));
-        space.add_listener(Arc::new(move |_: &RegionEvent<'_>| {
-            k.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }));
+        space.add_listener(Arc::clone(&listener)).unwrap();
+        space
+            .add_listener(Arc::new(move |_: &RegionEvent<'_>| {
+                k.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }))
+            .unwrap();
         space.insert_region(planned(0, p)).unwrap();
-        assert!(space.remove_listener(&listener));
-        assert!(!space.remove_listener(&listener), "removed twice");
+        assert!(space.remove_listener(&listener).unwrap());
+        assert!(!space.remove_listener(&listener).unwrap(), "removed twice");
         space.insert_region(planned(p, p)).unwrap();
         assert_eq!(removed.load(Ordering::SeqCst), 1);
         assert_eq!(kept.load(Ordering::SeqCst), 2);
@@ -1092,11 +1091,15 @@ mod tests {
         let p = host_page_size();
         let space = AddressSpace::plan(layout(), []).unwrap();
         let table = Arc::new(SlotTable::default());
-        space.add_listener(Arc::clone(&table) as Arc<dyn RegionListener>);
-        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
-            assert!(e.region.base().0 != 0, "listener bug");
-            Ok(())
-        }));
+        space
+            .add_listener(Arc::clone(&table) as Arc<dyn RegionListener>)
+            .unwrap();
+        space
+            .add_listener(Arc::new(|e: &RegionEvent<'_>| {
+                assert!(e.region.base().0 != 0, "listener bug");
+                Ok(())
+            }))
+            .unwrap();
         let s = space.clone();
         let result = std::panic::catch_unwind(move || s.insert_region(planned(0, p)));
         assert!(result.is_err(), "the panic is resumed");
@@ -1120,11 +1123,15 @@ mod tests {
         let p = host_page_size();
         let space = AddressSpace::plan(layout(), []).unwrap();
         let table = Arc::new(SlotTable::default());
-        space.add_listener(Arc::clone(&table) as Arc<dyn RegionListener>);
-        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
-            assert!(e.kind == ChangeKind::Inserted, "listener bug");
-            Ok(())
-        }));
+        space
+            .add_listener(Arc::clone(&table) as Arc<dyn RegionListener>)
+            .unwrap();
+        space
+            .add_listener(Arc::new(|e: &RegionEvent<'_>| {
+                assert!(e.kind == ChangeKind::Inserted, "listener bug");
+                Ok(())
+            }))
+            .unwrap();
         space.insert_region(planned(0, p)).unwrap();
         let s = space.clone();
         let result = std::panic::catch_unwind(move || s.remove_region(GuestAddress(0), p));
@@ -1141,11 +1148,15 @@ mod tests {
     fn undo_listener_panic_is_contained() {
         let p = host_page_size();
         let space = AddressSpace::plan(layout(), []).unwrap();
-        space.add_listener(Arc::new(|e: &RegionEvent<'_>| {
-            assert!(e.kind == ChangeKind::Inserted, "undo bug");
-            Ok(())
-        }));
-        space.add_listener(Arc::new(|_: &RegionEvent<'_>| Err("refused".into())));
+        space
+            .add_listener(Arc::new(|e: &RegionEvent<'_>| {
+                assert!(e.kind == ChangeKind::Inserted, "undo bug");
+                Ok(())
+            }))
+            .unwrap();
+        space
+            .add_listener(Arc::new(|_: &RegionEvent<'_>| Err("refused".into())))
+            .unwrap();
         let err = space.insert_region(planned(0, p)).unwrap_err();
         assert!(matches!(err, Error::Listener { base: 0, .. }), "{err}");
         assert!(space.snapshot().is_empty());
@@ -1237,10 +1248,12 @@ mod tests {
     fn remove_region_refused_by_listener_keeps_state() {
         let p = host_page_size();
         let space = AddressSpace::plan(layout(), [RegionSpec::ram(GuestAddress(0), p)]).unwrap();
-        space.add_listener(Arc::new(|e: &RegionEvent<'_>| match e.kind {
-            ChangeKind::Removed => Err("slot in use".into()),
-            ChangeKind::Inserted => Ok(()),
-        }));
+        space
+            .add_listener(Arc::new(|e: &RegionEvent<'_>| match e.kind {
+                ChangeKind::Removed => Err("slot in use".into()),
+                ChangeKind::Inserted => Ok(()),
+            }))
+            .unwrap();
         let before = space.snapshot();
         let err = space.remove_region(GuestAddress(0), p).unwrap_err();
         assert!(matches!(err, Error::Listener { base: 0, .. }), "{err}");

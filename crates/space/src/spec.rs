@@ -220,7 +220,9 @@ pub enum Backing {
     /// mount whose page size is the region's explicit huge page size.
     Hugetlbfs(PathBuf),
     /// An existing file, mapped shared from this byte offset (a multiple of the page size);
-    /// the file must be at least `offset + size` long. A file on a hugetlbfs mount is mapped
+    /// the file must be at least `offset + size` long. No two regions of an address space may
+    /// map the same bytes of one file unless both are read-only
+    /// ([`Error::FileAliased`](crate::Error::FileAliased)). A file on a hugetlbfs mount is mapped
     /// in the mount's huge pages whatever the spec's [`HugePages`] say: the region's base and
     /// size and the offset must then be multiples of that huge page size
     /// ([`Error::Misaligned`](crate::Error::Misaligned) naming it, checked with the file

@@ -1026,14 +1026,16 @@ fn plug_refused_or_panicked_by_a_listener_frees_the_slot() {
     let (space, _) = AddressSpace::back(layout, []).unwrap();
     let live = Arc::new(AtomicI64::new(0));
     let counted = Arc::clone(&live);
-    space.add_listener(Arc::new(move |e: &memvisor_space::RegionEvent<'_>| {
-        let step = match e.kind {
-            memvisor_space::ChangeKind::Inserted => 1,
-            memvisor_space::ChangeKind::Removed => -1,
-        };
-        counted.fetch_add(step, Ordering::SeqCst);
-        Ok(())
-    }));
+    space
+        .add_listener(Arc::new(move |e: &memvisor_space::RegionEvent<'_>| {
+            let step = match e.kind {
+                memvisor_space::ChangeKind::Inserted => 1,
+                memvisor_space::ChangeKind::Removed => -1,
+            };
+            counted.fetch_add(step, Ordering::SeqCst);
+            Ok(())
+        }))
+        .unwrap();
     // 0: refuse, 1: panic, then accept.
     let mode = Arc::new(AtomicU32::new(0));
     let m = Arc::clone(&mode);
@@ -1048,7 +1050,7 @@ fn plug_refused_or_panicked_by_a_listener_frees_the_slot() {
             }
             Ok(())
         },
-    ));
+    )).unwrap();
     let slot = GuestAddress(4 * GIB + 8 * p);
     let spec = RegionSpec::ram(slot, 4 * p).with_hotplug(true);
     let err = space.plug(spec.clone()).unwrap_err();
@@ -1108,7 +1110,9 @@ fn plug_at_place_kept_by_listener_succeeds_once_listener_settles() {
     let layout = layout_with_hotplug_at(4 * GIB, 64 * p);
     let (space, _) = AddressSpace::back(layout, []).unwrap();
     let keeper = Arc::new(Keeper::default());
-    space.add_listener(Arc::clone(&keeper) as Arc<dyn RegionListener>);
+    space
+        .add_listener(Arc::clone(&keeper) as Arc<dyn RegionListener>)
+        .unwrap();
     let slot = GuestAddress(4 * GIB + 8 * p);
     let spec = RegionSpec::ram(slot, 4 * p).with_hotplug(true);
     keeper.refuse.store(true, Ordering::SeqCst);

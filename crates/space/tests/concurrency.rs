@@ -215,7 +215,9 @@ fn listeners_churn_while_writers_reuse_slot_numbers() {
     // Each writer holds at most two regions at once.
     let space = AddressSpace::builder(layout).slots(4).plan().unwrap();
     let table = Arc::new(SlotTable::default());
-    space.add_listener(Arc::clone(&table) as Arc<dyn RegionListener>);
+    space
+        .add_listener(Arc::clone(&table) as Arc<dyn RegionListener>)
+        .unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let churn = {
         let (space, done) = (space.clone(), Arc::clone(&done));
@@ -233,10 +235,10 @@ fn listeners_churn_while_writers_reuse_slot_numbers() {
                         }
                         Ok(())
                     });
-                space.add_listener(Arc::clone(&listener));
+                space.add_listener(Arc::clone(&listener)).unwrap();
                 thread::yield_now();
-                assert!(space.remove_listener(&listener));
-                assert!(!space.remove_listener(&listener));
+                assert!(space.remove_listener(&listener).unwrap());
+                assert!(!space.remove_listener(&listener).unwrap());
                 n += 1;
             }
             n

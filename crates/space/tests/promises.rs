@@ -259,7 +259,7 @@ fn failed_inserts_and_removals_change_nothing() {
     }
     // A listener refusing: nothing published, the slot number given back.
     let (calls, listener) = refusing_after(0);
-    space.add_listener(Arc::clone(&listener));
+    space.add_listener(Arc::clone(&listener)).unwrap();
     let err = space
         .insert_region(region(RegionSpec::ram(GuestAddress(MIB), MIB)))
         .unwrap_err();
@@ -272,7 +272,7 @@ fn failed_inserts_and_removals_change_nothing() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(dump(&space), before);
     assert!(Arc::ptr_eq(&snap, &space.snapshot()));
-    assert!(space.remove_listener(&listener));
+    assert!(space.remove_listener(&listener).unwrap());
     // The slot number the refused insert took is given back: the next one gets it.
     space
         .insert_region(region(RegionSpec::ram(GuestAddress(MIB), MIB)))
@@ -335,14 +335,16 @@ fn events_carry_slot_numbers_and_the_next_generation() {
     let space = AddressSpace::plan(layout(), []).unwrap();
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
-    space.add_listener(Arc::new(
-        move |e: &RegionEvent<'_>| -> Result<(), ListenerError> {
-            seen.lock()
-                .unwrap()
-                .push((e.kind, e.region.base().0, e.slot, e.generation));
-            Ok(())
-        },
-    ));
+    space
+        .add_listener(Arc::new(
+            move |e: &RegionEvent<'_>| -> Result<(), ListenerError> {
+                seen.lock()
+                    .unwrap()
+                    .push((e.kind, e.region.base().0, e.slot, e.generation));
+                Ok(())
+            },
+        ))
+        .unwrap();
     let ram = Arc::new(Region::plan(RegionSpec::ram(GuestAddress(0), MIB)).unwrap());
     let dev = Arc::new(
         Region::plan(RegionSpec::new(

@@ -294,9 +294,9 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
             11 => {
                 model.refuse_later = !model.refuse_later;
                 if model.refuse_later {
-                    space.add_listener(Arc::clone(&refuse));
+                    space.add_listener(Arc::clone(&refuse)).unwrap();
                 } else {
-                    assert!(space.remove_listener(&refuse));
+                    assert!(space.remove_listener(&refuse).unwrap());
                 }
             }
             12..=13 => {

@@ -1,0 +1,231 @@
+//! Two regions over the same bytes of one file: guest writes through one would change the
+//! other's memory without marking its dirty log, and vm-memory users take distinct guest
+//! ranges for distinct memory; so writable aliases are refused, by the file's identity (not
+//! its path), on every way in. Read-only aliases (one firmware image at two addresses) change
+//! nothing and are taken.
+#![cfg(unix)]
+#![cfg(not(miri))]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memvisor_space::{
+    AddressSpace, Backing, Error, Layout, Protection, Region, RegionSpec, RegionType, WindowKind,
+};
+use vm_memory::GuestAddress;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// A file of `len` bytes in a directory of its own for this test.
+fn file(name: &str, len: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "memvisor-space-alias-{name}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("guest.img");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(b"image").unwrap();
+    f.set_len(len).unwrap();
+    path
+}
+
+fn on_file(spec: RegionSpec, path: &Path, offset: u64) -> RegionSpec {
+    spec.with_backing(Backing::File {
+        path: path.to_owned(),
+        offset,
+    })
+}
+
+fn ram(base: u64, size: u64, path: &Path, offset: u64) -> RegionSpec {
+    on_file(RegionSpec::ram(GuestAddress(base), size), path, offset)
+}
+
+fn layout() -> Layout {
+    Layout::x86_64().ram(GIB).hotplug(GIB).build().unwrap()
+}
+
+fn assert_aliased(err: &Error, base: u64, other_base: u64) {
+    assert!(
+        matches!(err, Error::FileAliased { base: b, other_base: o } if *b == base && *o == other_base),
+        "{err}"
+    );
+}
+
+#[test]
+fn back_and_plan_refuse_two_writable_regions_over_the_same_bytes_of_a_file() {
+    let path = file("back", 8 * MIB);
+    for (offset, aliased) in [
+        (0, true),
+        (MIB, true),
+        (2 * MIB - 4096, true),
+        (2 * MIB, false),
+        (4 * MIB, false),
+    ] {
+        let specs = [
+            ram(0, 2 * MIB, &path, 0),
+            ram(4 * MIB, 2 * MIB, &path, offset),
+        ];
+        let backed = AddressSpace::back(layout(), specs.clone());
+        let planned = AddressSpace::plan(layout(), specs);
+        if aliased {
+            assert_aliased(&backed.unwrap_err(), 4 * MIB, 0);
+            assert_aliased(&planned.unwrap_err(), 4 * MIB, 0);
+        } else {
+            assert_eq!(backed.unwrap().0.snapshot().len(), 2);
+            assert_eq!(planned.unwrap().snapshot().len(), 2);
+        }
+    }
+}
+
+/// The file is known by what it is, not by the path that names it: a hard link and a symbolic
+/// link to it are the same file, and so is a region's own file reached through `/proc`.
+#[test]
+fn another_path_to_the_same_file_is_the_same_file() {
+    let path = file("links", 4 * MIB);
+    let hard = path.with_file_name("hard.img");
+    let soft = path.with_file_name("soft.img");
+    let _ = std::fs::remove_file(&hard);
+    let _ = std::fs::remove_file(&soft);
+    std::fs::hard_link(&path, &hard).unwrap();
+    std::os::unix::fs::symlink(&path, &soft).unwrap();
+    for other in [&hard, &soft] {
+        let specs = [ram(0, 2 * MIB, &path, 0), ram(4 * MIB, 2 * MIB, other, MIB)];
+        let err = AddressSpace::back(layout(), specs).unwrap_err();
+        assert_aliased(&err, 4 * MIB, 0);
+    }
+}
+
+/// A region given to `insert_region`, or plugged, over bytes a region of the space maps is
+/// refused, and the space is as it was.
+#[test]
+fn insert_and_plug_refuse_a_region_over_bytes_already_mapped() {
+    let path = file("insert", 8 * MIB);
+    let layout = layout();
+    let hotplug = layout
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0;
+    let (space, _) = AddressSpace::back(layout, [ram(0, 2 * MIB, &path, 2 * MIB)]).unwrap();
+    let before = space.snapshot();
+
+    let (aliasing, _) = Region::back(ram(4 * MIB, 2 * MIB, &path, 3 * MIB)).unwrap();
+    let err = space.insert_region(Arc::new(aliasing)).unwrap_err();
+    assert_aliased(&err, 4 * MIB, 0);
+
+    let hard = path.with_file_name("hard.img");
+    let _ = std::fs::remove_file(&hard);
+    std::fs::hard_link(&path, &hard).unwrap();
+    let plugged = ram(hotplug, 2 * MIB, &hard, MIB).with_hotplug(true);
+    let err = space.plug(plugged).unwrap_err();
+    assert_aliased(&err, hotplug, 0);
+    assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+
+    // Next to the bytes taken, both are taken.
+    let (next, _) = Region::back(ram(4 * MIB, 2 * MIB, &path, 4 * MIB)).unwrap();
+    space.insert_region(Arc::new(next)).unwrap();
+    space
+        .plug(ram(hotplug, 2 * MIB, &hard, 0).with_hotplug(true))
+        .unwrap();
+    assert_eq!(space.snapshot().len(), 3);
+}
+
+/// A memfd the space made for one region, named through `/proc/self/fd` by another: the same
+/// memory, refused.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_region_over_another_regions_memfd_is_refused() {
+    use std::os::fd::AsRawFd;
+
+    use vm_memory::{Bytes, GuestMemoryRegion};
+
+    let (space, _) = AddressSpace::back(
+        layout(),
+        [RegionSpec::ram(GuestAddress(0), 2 * MIB).with_backing(Backing::Memfd)],
+    )
+    .unwrap();
+    let snapshot = space.snapshot();
+    let memfd = snapshot.find_region(GuestAddress(0)).unwrap();
+    let fd = GuestMemoryRegion::file_offset(memfd)
+        .unwrap()
+        .file()
+        .as_raw_fd();
+    let proc_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let (aliasing, _) = Region::back(ram(4 * MIB, 2 * MIB, &proc_path, 0)).unwrap();
+    // What the refusal prevents: one memory at two guest ranges, the second unseen by the
+    // first's accesses.
+    space.memory().write_obj(0x5au8, GuestAddress(0)).unwrap();
+    assert_eq!(
+        aliasing
+            .as_volatile_slice()
+            .unwrap()
+            .read_obj::<u8>(0)
+            .unwrap(),
+        0x5a
+    );
+    let err = space.insert_region(Arc::new(aliasing)).unwrap_err();
+    assert_aliased(&err, 4 * MIB, 0);
+    assert_eq!(space.snapshot().len(), 1);
+}
+
+/// Read-only regions may share bytes (one firmware image at two addresses), with each other
+/// only: a writable one over the same bytes is refused.
+#[test]
+fn read_only_regions_may_share_bytes_but_not_with_a_writable_one() {
+    let path = file("rom", 4 * MIB);
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let rom = |base: u64| {
+        on_file(
+            RegionSpec::new(RegionType::Firmware, GuestAddress(base), MIB)
+                .with_protection(Protection::Read),
+            &path,
+            0,
+        )
+    };
+    let firmware = layout.windows_of(WindowKind::Firmware).next().unwrap();
+    let (high, low) = (firmware.start().0, firmware.start().0 + MIB);
+    let (space, _) = AddressSpace::back(layout.clone(), [rom(high), rom(low)]).unwrap();
+    assert_eq!(space.snapshot().len(), 2);
+
+    let writable = ram(0, 2 * MIB, &path, 0);
+    let err = AddressSpace::back(layout.clone(), [rom(high), writable.clone()]).unwrap_err();
+    assert_aliased(&err, 0, high);
+    let (region, _) = Region::back(writable).unwrap();
+    let err = space.insert_region(Arc::new(region)).unwrap_err();
+    assert_aliased(&err, 0, high);
+    assert_eq!(space.snapshot().len(), 2);
+}
+
+/// Adopted vm-memory mappings of the same bytes of one file are refused too.
+#[test]
+fn adopted_mappings_of_the_same_bytes_are_refused() {
+    use vm_memory::{FileOffset, GuestMemoryMmap};
+
+    let path = file("adopt", 4 * MIB);
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap()
+    };
+    let mmap = |second: u64| {
+        GuestMemoryMmap::<()>::from_ranges_with_files([
+            (GuestAddress(0), 1 << 20, Some(FileOffset::new(open(), 0))),
+            (
+                GuestAddress(2 * MIB),
+                1 << 20,
+                Some(FileOffset::new(open(), second)),
+            ),
+        ])
+        .unwrap()
+    };
+    let err = AddressSpace::from_guest_memory_mmap(layout(), &mmap(MIB / 2)).unwrap_err();
+    assert_aliased(&err, 2 * MIB, 0);
+    let space = AddressSpace::from_guest_memory_mmap(layout(), &mmap(MIB)).unwrap();
+    assert_eq!(space.snapshot().len(), 2);
+}
