@@ -96,6 +96,8 @@
 //! | `RangeInclusive` | `AddressRange` | [`AddressRange`] (inclusive end, checked constructors) |
 //! | `AddressAllocator::new(base, size)` | `AddressAllocator::new(pool, min_align, preferred_align)` | [`AddressAllocator::with_base_and_size`] (untagged) or [`AddressAllocator::new`] with an [`AddressRange`] (tagged) |
 //! | `allocate(size, align, AllocPolicy)` | `allocate(size, Alloc, tag)` / `allocate_with_align` | [`AddressAllocator::allocate`] (default tag) or [`AddressAllocator::allocate_with`] with a [`Request`] and a tag |
+//! | `Constraint::new(size, align, policy)`, `size()`, `align()` | — | [`Request::new`] (the same checks: [`Error::ZeroSize`], [`Error::InvalidAlignment`], [`Error::UnalignedAddress`]), [`Request::size`], [`Request::alignment`], [`Request::policy`]; [`Request::within`] adds a window |
+//! | `DEFAULT_CONSTRAINT_ALIGN` (4) | — | no default: every [`Request`] names its alignment (pass 4 for the same requests); an [`AllocatorSet`] can impose a minimum and a preferred one ([`AllocatorSet::with_alignment`]) |
 //! | `AllocPolicy::ExactMatch(addr)` | `allocate_at(range, alloc, tag)` | [`AllocPolicy::ExactMatch`] or [`AddressAllocator::reserve_with`] |
 //! | — | — | [`AddressAllocator::try_allocate_with`], [`AddressAllocator::try_reserve_with`]: the tag back on refusal ([`Refused`]) |
 //! | `free(&range)` | `release(alloc)` / `release_containing(addr)` | [`AddressAllocator::free`] (returns the tag) / [`AddressAllocator::release_containing`] |
@@ -112,9 +114,38 @@
 //! 0.1.4 sometimes places a range elsewhere or refuses one that fits, so answers differ there.
 //! Snapshots (`serde`) have their own form: a state saved by vm-allocator's `serde` feature
 //! (fields `address_space` and `interval_tree`; `range_base`, `next_id`, `range_end` and
-//! `freed_ids`) is refused on load, with the unknown field named; only [`AddressRange`] keeps the
-//! `{start, end}` form of `RangeInclusive`. Rebuild the allocators from the saved ranges and IDs
-//! instead ([`AllocPolicy::ExactMatch`], [`IdAllocator::allocate_ids_at`]).
+//! `freed_ids`) is refused by `Deserialize for AddressAllocator` and `IdAllocator`, with the
+//! unknown field named; only [`AddressRange`] keeps the `{start, end}` form of `RangeInclusive`.
+//! To restore such a state, read it as a `VmAddressAllocatorSnapshot` or
+//! `VmIdAllocatorSnapshot` (they stand in for vm-allocator's types in a saved structure) and
+//! build the allocator with `AddressAllocator::from_vm_allocator_snapshot` or
+//! `IdAllocator::from_vm_allocator_snapshot` (feature `serde`), which check the state completely (a
+//! crafted one is refused with an [`Error`]) and give an allocator that answers as vm-allocator's
+//! would, except where vm-allocator 0.1.4 errs (above).
+//!
+//! ```
+//! # #[cfg(feature = "serde")] {
+//! use memvisor_resources::{
+//!     AddressAllocator, IdAllocator, IdLoadLimits, VmAddressAllocatorSnapshot,
+//!     VmIdAllocatorSnapshot,
+//! };
+//!
+//! // A VMM's saved devices, written when they were vm-allocator's allocators.
+//! #[derive(serde::Deserialize)]
+//! struct SavedResources {
+//!     gsi: VmIdAllocatorSnapshot,
+//!     mmio: VmAddressAllocatorSnapshot,
+//! }
+//! let text = r#"{"gsi":{"range_base":5,"next_id":7,"range_end":23,"freed_ids":[]},
+//!     "mmio":{"address_space":{"start":4096,"end":8191},"interval_tree":{"root":
+//!     {"key":{"start":4096,"end":8191},"node_state":"Free","left":null,"right":null,"height":1}}}}"#;
+//! let saved: SavedResources = serde_json::from_str(text).unwrap();
+//! let gsis = IdAllocator::from_vm_allocator_snapshot(&saved.gsi, &IdLoadLimits::default())?;
+//! let mmio = AddressAllocator::<()>::from_vm_allocator_snapshot(&saved.mmio)?;
+//! assert_eq!((gsis.used(), mmio.used()), (2, 0));
+//! # }
+//! # Ok::<(), memvisor_resources::Error>(())
+//! ```
 //!
 //! # Features
 //!
@@ -122,7 +153,9 @@
 //!   is `no_std` + `alloc`, and [`Error`] implements `core::error::Error` either way.
 //! - `serde`: `Serialize`/`Deserialize` for [`AddressRange`], [`IdAllocator`] and
 //!   [`AddressAllocator`], with full validation on load; an ID snapshot allocates at most
-//!   `IdLoadLimits::max_bitmap_bytes` of bitmap, an address snapshot loads in O(n).
+//!   `IdLoadLimits::max_bitmap_bytes` of bitmap, an address snapshot loads in O(n). Also the import
+//!   of vm-allocator 0.1's snapshots (`VmIdAllocatorSnapshot`, `VmAddressAllocatorSnapshot`),
+//!   checked as completely.
 //! - `model`: reference models and operation scripts (`model`) and index statistics, for property
 //!   tests, fuzzing and benchmarks. Not meant for production builds.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
@@ -142,6 +175,8 @@ mod range;
 mod serde_impl;
 #[cfg(test)]
 mod test_rng;
+#[cfg(feature = "serde")]
+mod vm_import;
 
 pub use crate::address::{
     AddressAllocator, AllocPolicy, Allocation, Allocations, AllocatorSet, FreeRanges, Request,
@@ -153,3 +188,5 @@ pub use crate::id_width::Id;
 pub use crate::range::AddressRange;
 #[cfg(feature = "serde")]
 pub use crate::serde_impl::{IdLoadLimits, IdSnapshot};
+#[cfg(feature = "serde")]
+pub use crate::vm_import::{VmAddressAllocatorSnapshot, VmIdAllocatorSnapshot};
