@@ -10,19 +10,36 @@
 //! terabyte-sized reservation writes one byte per 32,768 pages and leaves the words untouched.
 //! A run that cuts a block makes the block mixed (writing its 4 KiB of words once) and then
 //! sets or clears words as a flat bitmap would.
+//!
+//! Writers take turns; readers never wait for them. A reader answers as a scan of a flat bitmap
+//! would: each word as it was at some moment of the call, in the order read (see
+//! `read_block` for how a block whose words are rewritten under a reader is read again).
 
 use core::fmt;
 use core::ptr::NonNull;
+#[cfg(not(all(loom, test)))]
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
+#[cfg(all(loom, test))]
+use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+#[cfg(not(all(loom, test)))]
 use crate::page::page_size;
+#[cfg(not(all(loom, test)))]
 use crate::reservation::CommitMode;
-use crate::sys::{self, SysError};
+#[cfg(not(all(loom, test)))]
+use crate::sys;
+use crate::sys::SysError;
 
 const BITS: usize = 64;
 
 /// Words per block: 4 KiB of words.
+#[cfg(not(all(loom, test)))]
 const BLOCK_WORDS: usize = 512;
+/// Words per block in the loom models (`tests/loom_bitmap.rs`), where every access is a step
+/// of the model: two words, so that a block has words before and after any bit.
+#[cfg(all(loom, test))]
+const BLOCK_WORDS: usize = 2;
 
 /// Bits (pages) per block.
 pub(crate) const BLOCK_BITS: usize = BLOCK_WORDS * BITS;
@@ -41,11 +58,18 @@ pub(crate) struct PageBitmap {
     blocks: NonNull<AtomicU8>,
     len_blocks: usize,
     /// Bytes mapped for the words and the states: a whole number of pages.
+    #[cfg_attr(
+        all(loom, test),
+        allow(dead_code, reason = "the loom models map nothing")
+    )]
     mapped: usize,
     pages: usize,
     /// Held by `set_range` and `clear_range` while they change states and words, so that a
     /// block's change of state and the words written with it are one step for other writers.
     writing: AtomicBool,
+    /// How many times the words of a uniform block were rewritten to make it mixed: a reader
+    /// of a mixed block's words reads them again if this moved meanwhile (see `read_block`).
+    rewrites: AtomicU64,
 }
 
 // SAFETY: the bitmap owns its words and states and only touches them through atomics.
@@ -97,7 +121,8 @@ fn segments(first: usize, count: usize) -> impl DoubleEndedIterator<Item = Segme
     let end_block = end.div_ceil(BLOCK_BITS);
     (first_block..end_block).filter_map(move |block| {
         let lo = first.max(block * BLOCK_BITS);
-        let hi = end.min((block + 1) * BLOCK_BITS);
+        // The last block may end past `usize::MAX`; the range ends before that.
+        let hi = end.min((block + 1).saturating_mul(BLOCK_BITS));
         (hi > lo).then_some(Segment {
             block,
             first: lo,
@@ -116,7 +141,30 @@ impl Drop for Writing<'_> {
 }
 
 impl PageBitmap {
+    /// A bitmap of `pages` clear bits, its words and states on the heap (loom's atomics are
+    /// objects of the model, not bytes of a zeroed mapping).
+    #[cfg(all(loom, test))]
+    pub(crate) fn new(pages: usize) -> Result<Self, SysError> {
+        let len_words = pages.div_ceil(BITS).max(1);
+        let len_blocks = len_words.div_ceil(BLOCK_WORDS);
+        let words: alloc::boxed::Box<[AtomicU64]> =
+            (0..len_words).map(|_| AtomicU64::new(0)).collect();
+        let blocks: alloc::boxed::Box<[AtomicU8]> =
+            (0..len_blocks).map(|_| AtomicU8::new(CLEAR)).collect();
+        Ok(Self {
+            words: NonNull::from(alloc::boxed::Box::leak(words)).cast(),
+            len_words,
+            blocks: NonNull::from(alloc::boxed::Box::leak(blocks)).cast(),
+            len_blocks,
+            mapped: 0,
+            pages,
+            writing: AtomicBool::new(false),
+            rewrites: AtomicU64::new(0),
+        })
+    }
+
     /// A bitmap of `pages` clear bits.
+    #[cfg(not(all(loom, test)))]
     pub(crate) fn new(pages: usize) -> Result<Self, SysError> {
         let len_words = pages.div_ceil(BITS).max(1);
         let len_blocks = len_words.div_ceil(BLOCK_WORDS);
@@ -144,6 +192,7 @@ impl PageBitmap {
             mapped,
             pages,
             writing: AtomicBool::new(false),
+            rewrites: AtomicU64::new(0),
         })
     }
 
@@ -154,7 +203,8 @@ impl PageBitmap {
             self.len_words
         );
         // SAFETY: `index` is in bounds (checked above); the words are fresh zeroed pages, page
-        // aligned, and zero is a valid `AtomicU64`; the mapping lives as long as `self`.
+        // aligned, and zero is a valid `AtomicU64` (in the loom models, a box of initialised
+        // atomics); the mapping (box) lives as long as `self`.
         unsafe { self.words.add(index).as_ref() }
     }
 
@@ -165,8 +215,9 @@ impl PageBitmap {
             self.len_blocks
         );
         // SAFETY: `block` is in bounds (checked above); the states are bytes of the zeroed
-        // mapping (any address is aligned for `AtomicU8`), and zero is a valid `AtomicU8`; the
-        // mapping lives as long as `self`.
+        // mapping (any address is aligned for `AtomicU8`), and zero is a valid `AtomicU8` (in
+        // the loom models, a box of initialised atomics); the mapping (box) lives as long as
+        // `self`.
         unsafe { self.blocks.add(block).as_ref() }
     }
 
@@ -189,6 +240,32 @@ impl PageBitmap {
         );
     }
 
+    /// Reads block `block` with `read`, which is given the block's state and reads its words
+    /// only if that state is `MIXED`; returns its answer.
+    ///
+    /// A block's words are true while it is mixed and left as they were (stale) while it is
+    /// uniform, until a writer cuts it and rewrites them. So a reader that read the state as
+    /// mixed just before a writer made the block uniform and cut it again would otherwise join
+    /// words rewritten for the new state with stale words of the old one: an answer that no
+    /// order of the writes gives (a first clear bit that was never the first clear one). Every
+    /// rewrite moves `rewrites` before its words (and releases it with them), so a reader that
+    /// read any rewritten word sees the count moved and reads the block again; one that sees
+    /// it unchanged read each word as it was at some moment of its read, in the order it read
+    /// them, as from a flat bitmap. A retry means a writer rewrote a block meanwhile (at most
+    /// two per call), so readers never wait for a writer that does not progress.
+    fn read_block<R>(&self, block: usize, mut read: impl FnMut(u8) -> R) -> R {
+        loop {
+            let rewrites = self.rewrites.load(Ordering::Acquire);
+            let state = self.state(block).load(Ordering::Acquire);
+            let answer = read(state);
+            // Relaxed is enough: a rewritten word read with `Acquire` orders its rewrite's
+            // count before this load.
+            if state != MIXED || self.rewrites.load(Ordering::Relaxed) == rewrites {
+                return answer;
+            }
+        }
+    }
+
     /// Holds the bitmap for one writer until the result is dropped. Writers of a reservation's
     /// bitmaps already take turns (its call lock), so this never waits there.
     fn hold(&self) -> Writing<'_> {
@@ -197,7 +274,10 @@ impl PageBitmap {
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
+            #[cfg(not(all(loom, test)))]
             core::hint::spin_loop();
+            #[cfg(all(loom, test))]
+            loom::hint::spin_loop();
         }
         Writing(&self.writing)
     }
@@ -212,7 +292,7 @@ impl PageBitmap {
             return 0;
         }
         let block_first = segment.block * BLOCK_BITS;
-        let block_end = (block_first + BLOCK_BITS).min(self.pages);
+        let block_end = block_first.saturating_add(BLOCK_BITS).min(self.pages);
         if segment.first == block_first && segment.first + segment.count == block_end {
             // The whole block: its state says it, its words are left as they are (a mixed
             // block's words are read for the count; no other writer changes them meanwhile).
@@ -234,11 +314,16 @@ impl PageBitmap {
         if before == opposite {
             // The words of a uniform block may be stale: write them out first, then let
             // readers look at them (Release: a reader that sees `MIXED` sees these words).
+            // A reader that read the state as mixed before the block became uniform may be
+            // reading these words as they are rewritten: count the rewrite first, and release
+            // it with each word, so that such a reader, having read a rewritten word, sees the
+            // count moved and reads the block again (`read_block`).
+            self.rewrites.fetch_add(1, Ordering::Release);
             let fill = if opposite == SET { u64::MAX } else { 0 };
             let first_word = segment.block * BLOCK_WORDS;
             let end_word = (first_word + BLOCK_WORDS).min(self.len_words);
             for w in first_word..end_word {
-                self.word(w).store(fill, Ordering::Relaxed);
+                self.word(w).store(fill, Ordering::Release);
             }
             state.store(MIXED, Ordering::Release);
         }
@@ -279,8 +364,7 @@ impl PageBitmap {
 
     /// The first bit of `segment` whose value is `value`, if any.
     fn first_in(&self, segment: Segment, value: bool) -> Option<usize> {
-        let state = self.state(segment.block).load(Ordering::Acquire);
-        match (state, value) {
+        self.read_block(segment.block, |state| match (state, value) {
             (CLEAR, false) | (SET, true) => Some(segment.first),
             (CLEAR, true) | (SET, false) => None,
             _ => word_masks(segment.first, segment.count).find_map(|(w, mask)| {
@@ -288,7 +372,7 @@ impl PageBitmap {
                 let bits = if value { word } else { !word } & mask;
                 (bits != 0).then(|| w * BITS + bits.trailing_zeros() as usize)
             }),
-        }
+        })
     }
 
     /// The first bit in `first..first + count` that is clear, if any.
@@ -307,8 +391,7 @@ impl PageBitmap {
     pub(crate) fn last_set(&self, first: usize, count: usize) -> Option<usize> {
         self.check(first, count);
         segments(first, count).rev().find_map(|segment| {
-            let state = self.state(segment.block).load(Ordering::Acquire);
-            match state {
+            self.read_block(segment.block, |state| match state {
                 CLEAR => None,
                 SET => Some(segment.first + segment.count - 1),
                 _ => word_masks(segment.first, segment.count)
@@ -318,7 +401,7 @@ impl PageBitmap {
                         (present != 0)
                             .then(|| w * BITS + (BITS - 1 - present.leading_zeros() as usize))
                     }),
-            }
+            })
         })
     }
 
@@ -332,16 +415,18 @@ impl PageBitmap {
         self.check(first, count);
         other.check(first, count);
         segments(first, count).find_map(|segment| {
-            let here = self.state(segment.block).load(Ordering::Acquire);
-            let there = other.state(segment.block).load(Ordering::Acquire);
-            match (here, there) {
-                (CLEAR, _) | (_, SET) => None,
-                (SET, CLEAR) => Some(segment.first),
-                _ => word_masks(segment.first, segment.count).find_map(|(w, mask)| {
-                    let bits = self.word_in(here, w) & !other.word_in(there, w) & mask;
-                    (bits != 0).then(|| w * BITS + bits.trailing_zeros() as usize)
-                }),
-            }
+            // Both blocks as `read_block` reads one: again if either was read mixed and its
+            // bitmap rewrote a block meanwhile.
+            self.read_block(segment.block, |here| {
+                other.read_block(segment.block, |there| match (here, there) {
+                    (CLEAR, _) | (_, SET) => None,
+                    (SET, CLEAR) => Some(segment.first),
+                    _ => word_masks(segment.first, segment.count).find_map(|(w, mask)| {
+                        let bits = self.word_in(here, w) & !other.word_in(there, w) & mask;
+                        (bits != 0).then(|| w * BITS + bits.trailing_zeros() as usize)
+                    }),
+                })
+            })
         })
     }
 
@@ -358,15 +443,33 @@ impl PageBitmap {
         self.check(first, count);
         segments(first, count)
             .map(|segment| {
-                let state = self.state(segment.block).load(Ordering::Acquire);
-                word_masks(segment.first, segment.count)
-                    .map(|(w, mask)| (self.word_in(state, w) & mask).count_ones() as usize)
-                    .sum::<usize>()
+                self.read_block(segment.block, |state| {
+                    word_masks(segment.first, segment.count)
+                        .map(|(w, mask)| (self.word_in(state, w) & mask).count_ones() as usize)
+                        .sum::<usize>()
+                })
             })
             .sum()
     }
 }
 
+#[cfg(all(loom, test))]
+impl Drop for PageBitmap {
+    fn drop(&mut self) {
+        // SAFETY: `words` and `blocks` were leaked from boxes of these lengths in `new` and are
+        // freed once.
+        unsafe {
+            drop(alloc::boxed::Box::from_raw(
+                core::ptr::slice_from_raw_parts_mut(self.words.as_ptr(), self.len_words),
+            ));
+            drop(alloc::boxed::Box::from_raw(
+                core::ptr::slice_from_raw_parts_mut(self.blocks.as_ptr(), self.len_blocks),
+            ));
+        }
+    }
+}
+
+#[cfg(not(all(loom, test)))]
 impl Drop for PageBitmap {
     fn drop(&mut self) {
         // SAFETY: `words` was reserved in `new` with this length and the page alignment, and is
@@ -375,7 +478,7 @@ impl Drop for PageBitmap {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use alloc::vec;
 
@@ -406,6 +509,60 @@ mod tests {
         assert_eq!(b.first_clear(0, 256), Some(64));
         assert_eq!(b.clear_range(60, 10), 4);
         assert_eq!(b.first_set(64, 192), Some(192));
+    }
+
+    #[test]
+    fn segments_of_a_range_ending_at_the_top_of_usize_stay_in_it() {
+        // The last block of such a range ends past `usize::MAX`: its part ends at the range's
+        // end. (A bitmap that long cannot be mapped on 64-bit targets; on 32-bit ones it takes
+        // 512 MiB of address space.)
+        let first = usize::MAX - 10;
+        let parts: alloc::vec::Vec<Segment> = segments(first, 10).collect();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            (parts[0].block, parts[0].first, parts[0].count),
+            (first / BLOCK_BITS, first, 10)
+        );
+        let across = usize::MAX / BLOCK_BITS * BLOCK_BITS - 5;
+        let parts: alloc::vec::Vec<Segment> = segments(across, usize::MAX - across).collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].first, parts[0].count), (across, 5));
+        assert_eq!(
+            (parts[1].first, parts[1].count),
+            (across + 5, usize::MAX - across - 5)
+        );
+    }
+
+    #[test]
+    fn empty_and_one_page_bitmaps_answer_every_query() {
+        let empty = PageBitmap::new(0).unwrap();
+        assert_eq!(empty.set_range(0, 0), 0);
+        assert_eq!(empty.clear_range(0, 0), 0);
+        assert_eq!(empty.first_clear(0, 0), None);
+        assert_eq!(empty.first_set(0, 0), None);
+        assert_eq!(empty.last_set(0, 0), None);
+        assert_eq!(empty.first_set_where_clear_in(&empty, 0, 0), None);
+        assert_eq!(empty.count_set(0, 0), 0);
+        let one = PageBitmap::new(1).unwrap();
+        assert_eq!(one.first_clear(0, 1), Some(0));
+        assert_eq!(one.set_range(0, 1), 1);
+        assert!(one.get(0));
+        assert_eq!(one.last_set(0, 1), Some(0));
+        assert_eq!(one.first_set_where_clear_in(&empty_of(1), 0, 1), Some(0));
+        assert_eq!(one.clear_range(0, 1), 1);
+        assert_eq!(one.first_set(0, 1), None);
+    }
+
+    fn empty_of(pages: usize) -> PageBitmap {
+        PageBitmap::new(pages).unwrap()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri does not map memory from the system")]
+    fn lengths_past_the_address_space_are_refused() {
+        for pages in [usize::MAX, usize::MAX - BLOCK_BITS, 1 << 60] {
+            assert!(PageBitmap::new(pages).is_err(), "{pages} pages");
+        }
     }
 
     #[test]
@@ -559,5 +716,293 @@ mod tests {
                 prop_assert_eq!(b.get(q), model[q]);
             }
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        #[cfg_attr(miri, ignore = "models of several blocks are too slow under Miri")]
+        fn two_bitmaps_of_several_blocks_answer_every_query_as_bool_models(
+            extra in 0usize..130,
+            ops in proptest::collection::vec(
+                (any::<bool>(), any::<bool>(), 0usize..3, -66isize..66, 0usize..3, -66isize..66),
+                0..10,
+            ),
+            queries in proptest::collection::vec((0usize..3, -66isize..66, 0usize..3, -66isize..66), 3),
+        ) {
+            // Ranges from and to points at or near block edges (a word or a bit either side),
+            // changing either bitmap, and every query over ranges of the same kind after each.
+            let pages = 2 * BLOCK_BITS + extra;
+            let bitmaps = [PageBitmap::new(pages).unwrap(), PageBitmap::new(pages).unwrap()];
+            let mut models = [vec![false; pages], vec![false; pages]];
+            let at = |block: usize, offset: isize| {
+                (block * BLOCK_BITS).saturating_add_signed(offset).min(pages)
+            };
+            let range = |b1, o1, b2, o2| {
+                let (lo, hi) = (at(b1, o1), at(b2, o2));
+                (lo.min(hi), lo.max(hi))
+            };
+            for (which, set, b1, o1, b2, o2) in ops {
+                let (first, end) = range(b1, o1, b2, o2);
+                let (b, model) = (&bitmaps[usize::from(which)], &mut models[usize::from(which)]);
+                let changed = if set {
+                    b.set_range(first, end - first)
+                } else {
+                    b.clear_range(first, end - first)
+                };
+                prop_assert_eq!(changed, model[first..end].iter().filter(|&&x| x != set).count());
+                model[first..end].fill(set);
+                for &(q1, p1, q2, p2) in &queries {
+                    let (first, end) = range(q1, p1, q2, p2);
+                    let count = end - first;
+                    for (b, model) in bitmaps.iter().zip(&models) {
+                        let part = &model[first..end];
+                        let at = |i: Option<usize>| i.map(|i| i + first);
+                        prop_assert_eq!(b.first_set(first, count), at(part.iter().position(|&x| x)));
+                        prop_assert_eq!(b.first_clear(first, count), at(part.iter().position(|&x| !x)));
+                        prop_assert_eq!(b.last_set(first, count), at(part.iter().rposition(|&x| x)));
+                        prop_assert_eq!(b.count_set(first, count), part.iter().filter(|&&x| x).count());
+                        if first < pages {
+                            prop_assert_eq!(b.get(first), model[first]);
+                        }
+                        if end > 0 {
+                            prop_assert_eq!(b.get(end - 1), model[end - 1]);
+                        }
+                    }
+                    for (here, there) in [(0, 1), (1, 0), (0, 0)] {
+                        let want = (first..end).find(|&i| models[here][i] && !models[there][i]);
+                        prop_assert_eq!(
+                            bitmaps[here].first_set_where_clear_in(&bitmaps[there], first, count),
+                            want
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The masks of the words that bits `first..end` touch, worked out bit by bit.
+    fn chunks(first: usize, end: usize) -> impl DoubleEndedIterator<Item = (usize, u64)> {
+        let words = if end > first {
+            first / BITS..(end - 1) / BITS + 1
+        } else {
+            0..0
+        };
+        words.map(move |w| {
+            let bits = first.max(w * BITS)..end.min((w + 1) * BITS);
+            (w, bits.fold(0, |mask, i| mask | 1 << (i % BITS)))
+        })
+    }
+
+    /// The states a flat bitmap passes through while calls `calls` of a cycle run, each call
+    /// writing the words it changes in increasing order. A time `(c, k)` is the state once
+    /// call `c` wrote the first `k` of its changed words.
+    struct Timeline<'a> {
+        /// The words before each call of the cycle (and, last, after the cycle).
+        states: &'a [alloc::vec::Vec<u64>],
+        /// The words each call of the cycle changes, in increasing order.
+        changed: &'a [alloc::vec::Vec<usize>],
+        calls: core::ops::Range<usize>,
+    }
+
+    impl Timeline<'_> {
+        /// The earliest time no earlier than `from` at which word `w` satisfies `ok`.
+        fn earliest(
+            &self,
+            w: usize,
+            from: (usize, usize),
+            ok: impl Fn(u64) -> bool,
+        ) -> Option<(usize, usize)> {
+            let cycle = self.changed.len();
+            (from.0..self.calls.end).find_map(|c| {
+                let start = if c == from.0 { from.1 } else { 0 };
+                let old = self.states[c % cycle][w];
+                let new = self.states[c % cycle + 1][w];
+                match self.changed[c % cycle].binary_search(&w) {
+                    Ok(p) if start > p => ok(new).then_some((c, start)),
+                    Ok(p) => {
+                        if ok(old) {
+                            Some((c, start))
+                        } else {
+                            ok(new).then_some((c, p + 1))
+                        }
+                    }
+                    Err(_) => ok(old).then_some((c, start)),
+                }
+            })
+        }
+
+        /// Whether a reader that reads the words of `chunks` in that order, each at a time of
+        /// the timeline no earlier than the word before it, can find `answer` as the first
+        /// (`last`: the last) bit equal to `value`.
+        fn scan_allows(
+            &self,
+            chunks: impl Iterator<Item = (usize, u64)>,
+            value: bool,
+            last: bool,
+            answer: Option<usize>,
+        ) -> bool {
+            let mut at = (self.calls.start, 0);
+            for (w, mask) in chunks {
+                let hits = |word: u64| if value { word } else { !word } & mask;
+                if answer.is_some_and(|a| a / BITS == w) {
+                    let found = |bits: u64| {
+                        if last {
+                            w * BITS + BITS - 1 - bits.leading_zeros() as usize
+                        } else {
+                            w * BITS + bits.trailing_zeros() as usize
+                        }
+                    };
+                    return self
+                        .earliest(w, at, |word| {
+                            hits(word) != 0 && Some(found(hits(word))) == answer
+                        })
+                        .is_some();
+                }
+                match self.earliest(w, at, |word| hits(word) == 0) {
+                    Some(time) => at = time,
+                    None => return false,
+                }
+            }
+            answer.is_none()
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a stress run of real threads; the loom models cover the orders"
+    )]
+    fn concurrent_readers_racing_a_writer_answer_as_an_ordered_scan_would() {
+        // One writer runs a fixed cycle of whole-block, cut and block-crossing calls; readers
+        // ask about ranges in and across the blocks meanwhile. Each answer must be one that a
+        // scan of a flat bitmap gives: its words read in order, each in a state the writer
+        // passed through during the query, never an earlier state than the word before.
+        let pages = 2 * BLOCK_BITS + 100;
+        let b = PageBitmap::new(pages).unwrap();
+        let ops = [
+            (true, 0, pages),
+            (false, BLOCK_BITS - 1, 2),
+            (false, 70, 1),
+            (false, 3, 1),
+            (true, 0, BLOCK_BITS),
+            (false, 100, 1),
+            (true, BLOCK_BITS - 1, 2),
+            (false, 0, 2 * BLOCK_BITS),
+            (true, 5, 1),
+            (true, BLOCK_BITS + 3 * BITS, BITS),
+            (true, 2 * BLOCK_BITS + 1, 99),
+            (false, 0, pages),
+        ];
+        // `states[v]`: the words after the first `v` calls of the cycle, which ends where it
+        // began; `changes[v]`: how many bits call `v` changes, `changed[v]` in which words.
+        let mut states = vec![vec![0u64; pages.div_ceil(BITS)]];
+        let mut changes = vec![];
+        let mut changed_words = vec![];
+        for &(set, first, count) in &ops {
+            let before = states.last().unwrap().clone();
+            let mut next = before.clone();
+            let mut changed = 0;
+            for i in first..first + count {
+                let (w, bit) = (i / BITS, 1u64 << (i % BITS));
+                changed += usize::from((next[w] & bit != 0) != set);
+                next[w] = if set { next[w] | bit } else { next[w] & !bit };
+            }
+            changes.push(changed);
+            changed_words.push((0..next.len()).filter(|&w| next[w] != before[w]).collect());
+            states.push(next);
+        }
+        assert_eq!(states[0], states[ops.len()]);
+        let cycle = ops.len();
+        let calls = cycle * if cfg!(debug_assertions) { 1000 } else { 10_000 };
+        let done = core::sync::atomic::AtomicUsize::new(0);
+        let queries = [
+            (0, BLOCK_BITS),
+            (0, pages),
+            (BLOCK_BITS - 100, 300),
+            (60, 80),
+            (BLOCK_BITS + 3 * BITS - 1, 2 * BITS),
+            (2 * BLOCK_BITS - 1, 101),
+        ];
+        let checked = std::thread::scope(|s| {
+            s.spawn(|| {
+                for v in 0..calls {
+                    let (set, first, count) = ops[v % cycle];
+                    let changed = if set {
+                        b.set_range(first, count)
+                    } else {
+                        b.clear_range(first, count)
+                    };
+                    assert_eq!(changed, changes[v % cycle], "call {v}");
+                    done.store(v + 1, Ordering::Release);
+                }
+            });
+            let readers: alloc::vec::Vec<_> = (0..2)
+                .map(|r| {
+                    let (b, states, changed_words, done) = (&b, &states, &changed_words, &done);
+                    s.spawn(move || {
+                        let mut checked = 0usize;
+                        for i in r.. {
+                            let before = done.load(Ordering::Acquire);
+                            if before == calls {
+                                break;
+                            }
+                            let (first, count) = queries[i % queries.len()];
+                            let end = first + count;
+                            let kind = (i / queries.len()) % 4;
+                            let answer = match kind {
+                                0 => b.first_clear(first, count),
+                                1 => b.first_set(first, count),
+                                2 => b.last_set(first, count),
+                                _ => Some(usize::from(b.get(first + i % count))),
+                            };
+                            let after = done.load(Ordering::Acquire);
+                            // The words were read while calls `before` to `after` ran (the
+                            // last of them may have been under way).
+                            let timeline = Timeline {
+                                states,
+                                changed: changed_words,
+                                calls: before..(after + 1).min(calls),
+                            };
+                            if timeline.calls.len() > 2 * cycle {
+                                continue;
+                            }
+                            let allowed = match kind {
+                                0 => timeline.scan_allows(chunks(first, end), false, false, answer),
+                                1 => timeline.scan_allows(chunks(first, end), true, false, answer),
+                                2 => timeline.scan_allows(
+                                    chunks(first, end).rev(),
+                                    true,
+                                    true,
+                                    answer,
+                                ),
+                                _ => {
+                                    let bit = first + i % count;
+                                    let is = |word: u64| usize::from(word >> (bit % BITS) & 1 == 1);
+                                    timeline
+                                        .earliest(bit / BITS, (before, 0), |word| {
+                                            Some(is(word)) == answer
+                                        })
+                                        .is_some()
+                                }
+                            };
+                            assert!(
+                                allowed,
+                                "query {kind} of {first}+{count} answered {answer:?} between \
+                                 calls {before} and {after}"
+                            );
+                            checked += 1;
+                        }
+                        checked
+                    })
+                })
+                .collect();
+            readers
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .sum::<usize>()
+        });
+        assert!(checked > 0);
+        assert_eq!(b.first_set(0, pages), None);
     }
 }
