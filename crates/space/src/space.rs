@@ -68,9 +68,10 @@ pub struct RegionEvent<'a> {
 /// [`remove_region`](AddressSpace::remove_region) and [`plug`](AddressSpace::plug) called from
 /// a listener of the same space return [`Error::ListenerReentry`] at once (pass it on to refuse
 /// the change), as do [`add_listener`](AddressSpace::add_listener) and
-/// [`remove_listener`](AddressSpace::remove_listener), rather than wait for that lock forever. A listener may change another address space, unless a listener
-/// of that one changes this one from another thread at the same time: each change would wait for
-/// the other's lock. The same holds for [`settle`](Self::settle).
+/// [`remove_listener`](AddressSpace::remove_listener), rather than wait for that lock forever. A
+/// listener may change another address space, unless a listener of that one changes this one from
+/// another thread at the same time: each change would wait for the other's lock. The same holds for
+/// [`settle`](Self::settle).
 pub trait RegionListener: Send + Sync {
     /// Handles one change.
     ///
