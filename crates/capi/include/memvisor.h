@@ -94,8 +94,9 @@ enum memvisor_status
   // The memory block cannot hold one aligned chunk.
   MEMVISOR_STATUS_BLOCK_TOO_SMALL = 6,
   // The requested block is larger than the largest block of the context (or the memory
-  // block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or runs
-  // past the end of the address space).
+  // block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or reaches
+  // the end of the address space: `memory + len` over `UINTPTR_MAX`, a block whose last
+  // byte is at `UINTPTR_MAX` included).
   MEMVISOR_STATUS_TOO_LARGE = 7,
   // The requested alignment is not a power of two or exceeds the context's largest
   // alignment.
@@ -115,7 +116,8 @@ enum memvisor_status
   MEMVISOR_STATUS_NOT_A_BLOCK = 13,
   // The context still has live clients (or calls in flight on other threads).
   MEMVISOR_STATUS_CONTEXT_BUSY = 14,
-  // A limit of the library is reached: client identifiers of the context, or handles.
+  // A limit of the library is reached: client identifiers of the context, live clients of
+  // the context (2^30), or handles.
   MEMVISOR_STATUS_LIMIT_REACHED = 15,
   // The operating system refused a memory operation (reserve, commit, protect), or the
   // memory for a context's side tables (about 2% of its length) was refused.
@@ -401,13 +403,21 @@ memvisor_status memvisor_client_get_stats(struct memvisor_client client,
 // a live context (another caller's block, a reservation of
 // `memvisor_context_create_reserved`, or a block allocated from either: contexts do not
 // nest) is refused with `BLOCK_IN_USE`, checked against every live context before the
-// block is used (a binary search over them, under a lock every create and delete takes).
+// block is used (a search of a balanced tree of them, O(log n) with n live contexts, under
+// a lock every create and delete takes).
 //
 // Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
-// `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block would run past the
-// end of the address space), `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side
-// tables, about 2% of `len`, was refused, or room for the block's entry among the live
-// contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made or written on error.
+// `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block reaches the end of
+// the address space: `memory + len` over `UINTPTR_MAX`), `BLOCK_TOO_SMALL`, `OS` (the
+// memory for the context's side tables, about 2% of `len`, was refused, or room for the
+// block's entry among the live contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made
+// or written on error.
+//
+// A block ending exactly at the end of the address space (`memory + len` equal to
+// `UINTPTR_MAX + 1`, its last byte at `UINTPTR_MAX`) is refused with `TOO_LARGE` too: the
+// address just past a block must be one, as in C (and Rust, whose allocations end at or
+// below `usize::MAX`), and no system this library runs on maps that last page (Linux keeps
+// the top of the address space for the kernel, a 32-bit process's included).
 //
 // Thread safety: any thread, any time.
 //
@@ -534,8 +544,9 @@ memvisor_status memvisor_context_trim(struct memvisor_context context);
 // Makes a client of the context that may hold at most `quota` bytes of live blocks
 // (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 //
-// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED`, `OS` (the process's allocator
-// refused the client's records; nothing changes).
+// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED` (the context has 2^30 live
+// clients, however many threads make clients at once; or no client identifier or handle is
+// left), `OS` (the process's allocator refused the client's records; nothing changes).
 //
 // Thread safety: any thread, any time. The new client may be used on any one thread at a
 // time.

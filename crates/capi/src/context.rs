@@ -54,13 +54,21 @@ fn check_out<T>(out: *mut T) -> Result<(), Status> {
 /// a live context (another caller's block, a reservation of
 /// `memvisor_context_create_reserved`, or a block allocated from either: contexts do not
 /// nest) is refused with `BLOCK_IN_USE`, checked against every live context before the
-/// block is used (a binary search over them, under a lock every create and delete takes).
+/// block is used (a search of a balanced tree of them, O(log n) with n live contexts, under
+/// a lock every create and delete takes).
 ///
 /// Errors: `NULL_POINTER` (`memory` or `out`), `STRUCT_SIZE`, `UNKNOWN_FLAGS`,
-/// `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block would run past the
-/// end of the address space), `BLOCK_TOO_SMALL`, `OS` (the memory for the context's side
-/// tables, about 2% of `len`, was refused, or room for the block's entry among the live
-/// contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made or written on error.
+/// `INVALID_CONFIG`, `TOO_LARGE` (`len` over `PTRDIFF_MAX`, or the block reaches the end of
+/// the address space: `memory + len` over `UINTPTR_MAX`), `BLOCK_TOO_SMALL`, `OS` (the
+/// memory for the context's side tables, about 2% of `len`, was refused, or room for the
+/// block's entry among the live contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made
+/// or written on error.
+///
+/// A block ending exactly at the end of the address space (`memory + len` equal to
+/// `UINTPTR_MAX + 1`, its last byte at `UINTPTR_MAX`) is refused with `TOO_LARGE` too: the
+/// address just past a block must be one, as in C (and Rust, whose allocations end at or
+/// below `usize::MAX`), and no system this library runs on maps that last page (Linux keeps
+/// the top of the address space for the kernel, a 32-bit process's included).
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -312,8 +320,9 @@ pub extern "C" fn memvisor_context_trim(context: Context) -> Status {
 /// Makes a client of the context that may hold at most `quota` bytes of live blocks
 /// (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 ///
-/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED`, `OS` (the process's allocator
-/// refused the client's records; nothing changes).
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED` (the context has 2^30 live
+/// clients, however many threads make clients at once; or no client identifier or handle is
+/// left), `OS` (the process's allocator refused the client's records; nothing changes).
 ///
 /// Thread safety: any thread, any time. The new client may be used on any one thread at a
 /// time.

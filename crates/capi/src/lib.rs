@@ -76,6 +76,7 @@
 pub mod client;
 pub mod context;
 pub mod library;
+mod ranges;
 mod registry;
 pub mod status;
 mod table;

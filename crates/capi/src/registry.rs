@@ -26,13 +26,16 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use memvisor_arena::{Arena, Client as ArenaClient};
 
+use crate::ranges::Ranges;
 use crate::status::Status;
 use crate::table::{Kind, Slot, Table};
 
 /// The users count's bit that says the context is being deleted.
 const LOCKED: u64 = 1 << 31;
-/// The most users (clients and calls in flight) a context may have, far from [`LOCKED`].
-const MAX_USERS: u64 = LOCKED / 2;
+/// The most live clients a context may have. Its users count is those clients plus clients
+/// being deleted and calls in flight (at most one of each per thread), so it stays far below
+/// [`LOCKED`].
+const MAX_CLIENTS: u64 = LOCKED / 2;
 /// The bits of a slot's state that hold the users count and [`LOCKED`]; the generation of the
 /// context they count for is above them.
 const COUNT_BITS: u64 = (1 << 32) - 1;
@@ -56,11 +59,10 @@ pub(crate) struct Shared {
     pub(crate) claim: Claim,
 }
 
-/// The memory of the live contexts as `(start, end)` address ranges (end exclusive, never
-/// empty), sorted by start; no two share a byte. Each create or delete of a context takes
-/// the lock once: a binary search (O(log n) with n live contexts) and an insertion or
-/// removal that moves the entries after it (O(n) word copies).
-static BLOCKS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+/// The memory of the live contexts as `start..end` address ranges (never empty); no two
+/// share a byte. Each create or delete of a context takes the lock once, for a search of a
+/// balanced tree of them (O(log n) with n live contexts).
+static BLOCKS: Mutex<Ranges> = Mutex::new(Ranges::new());
 
 /// A context's memory claimed in [`BLOCKS`]: released when dropped. An empty block claims
 /// nothing.
@@ -75,23 +77,18 @@ impl Claim {
     ///
     /// # Errors
     /// [`Status::BlockInUse`] if they share a byte with a live context's memory,
-    /// [`Status::Os`] if the allocator refuses room for the entry; nothing is claimed then.
+    /// [`Status::Os`] if the allocator refuses room for the entry, [`Status::TooLarge`] if
+    /// they reach the end of the address space (which the callers refuse before this);
+    /// nothing is claimed then.
     pub(crate) fn new(start: usize, len: usize) -> Result<Self, Status> {
         if len == 0 {
             return Ok(Self { start: None });
         }
-        // A range past the end of the address space is refused before this; saturating keeps
-        // the comparisons sound anyway.
-        let end = start.saturating_add(len);
-        let mut blocks = BLOCKS.lock().unwrap_or_else(PoisonError::into_inner);
-        // The first live range that ends past `start` is the only one that can share a byte
-        // with the new one (the ranges are disjoint and sorted, so their ends are sorted too).
-        let at = blocks.partition_point(|&(_, e)| e <= start);
-        if blocks.get(at).is_some_and(|&(s, _)| s < end) {
-            return Err(Status::BlockInUse);
-        }
-        blocks.try_reserve(1).map_err(|_| Status::Os)?;
-        blocks.insert(at, (start, end));
+        let end = start.checked_add(len).ok_or(Status::TooLarge)?;
+        BLOCKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .claim(start, end)?;
         Ok(Self { start: Some(start) })
     }
 }
@@ -99,10 +96,10 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         let Some(start) = self.start else { return };
-        let mut blocks = BLOCKS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Ok(at) = blocks.binary_search_by_key(&start, |&(s, _)| s) {
-            blocks.remove(at);
-        }
+        BLOCKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(start);
     }
 }
 
@@ -319,27 +316,33 @@ fn lock_for_delete(slot: &ContextSlot, handle: u64) -> Result<(), Status> {
 /// Makes a client of the pinned context; returns its handle.
 ///
 /// # Errors
-/// The arena's error, or [`Status::LimitReached`] if no handle is left.
+/// The arena's error, or [`Status::LimitReached`] if no handle is left or the context has
+/// [`MAX_CLIENTS`] live clients.
 pub(crate) fn create_client(pinned: &Pinned, quota: memvisor_arena::Quota) -> Result<u64, Status> {
-    create_client_in(&CLIENTS, pinned, quota)
+    create_client_in(&CLIENTS, pinned, quota, MAX_CLIENTS)
 }
 
-/// [`create_client`] with the client's slot taken from `clients`.
+/// [`create_client`] with the client's slot taken from `clients`, and at most `max_clients`
+/// live clients in the context.
 fn create_client_in(
     clients: &Table<ClientSlot>,
     pinned: &Pinned,
     quota: memvisor_arena::Quota,
+    max_clients: u64,
 ) -> Result<u64, Status> {
     let shared = pinned.shared();
-    if pinned.slot.state.load(Ordering::Relaxed) & COUNT_BITS >= MAX_USERS {
-        return Err(Status::LimitReached);
-    }
-    // Room for the client's entry first, so that publishing it cannot fail; the lock is held
-    // until then, so that no other client of the context takes that room.
+    // The lock is held until the client's entry is published. Its entries are the context's
+    // live clients, so counting them and adding one under it is one step: no number of
+    // threads making clients at once passes the limit, and calls in flight do not count.
     let mut handles = shared
         .handles
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    if u64::try_from(handles.len()).map_or(true, |live| live >= max_clients) {
+        return Err(Status::LimitReached);
+    }
+    // Room for the client's entry first, so that publishing it cannot fail; the lock keeps
+    // any other client of the context from taking that room.
     handles.try_reserve(1).map_err(|_| Status::Os)?;
     // The client is made last, once its slot is had: a client made and then dropped because
     // no slot could be had would have spent an identifier of the arena.
@@ -432,6 +435,7 @@ pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Barrier;
     use std::sync::atomic::AtomicBool;
 
     use memvisor_arena::{Backing, Config, Quota};
@@ -477,7 +481,7 @@ mod tests {
             (base, 0x1001),
             (base + 0x1800, 0x10),
             (base, 0x4000),
-            (base + 0x1fff, usize::MAX),
+            (base + 0x1fff, usize::MAX - base - 0x1fff),
         ] {
             assert_eq!(
                 Claim::new(start, len).err(),
@@ -485,6 +489,10 @@ mod tests {
                 "{start:#x} + {len:#x}"
             );
         }
+        assert_eq!(
+            Claim::new(base + 0x1fff, usize::MAX).err(),
+            Some(Status::TooLarge)
+        );
         // Beside it, and empty, is no overlap.
         let before = Claim::new(base, 0x1000).unwrap();
         let after = Claim::new(base + 0x2000, 0x1000).unwrap();
@@ -535,24 +543,94 @@ mod tests {
     fn failed_client_create_spends_no_client_id() {
         refused_create_spends_nothing(|pinned| {
             let full = Table::<ClientSlot>::exhausted(Kind::Client);
-            create_client_in(&full, pinned, Quota::UNLIMITED)
+            create_client_in(&full, pinned, Quota::UNLIMITED, MAX_CLIENTS)
         });
     }
 
-    /// A context with [`MAX_USERS`] users takes no more clients, and the refusal spends
+    /// A context with as many live clients as its limit takes no more, and the refusal spends
     /// nothing.
     #[test]
-    fn client_create_at_user_limit_is_refused_and_spends_nothing() {
+    fn client_create_at_client_limit_is_refused_and_spends_nothing() {
         refused_create_spends_nothing(|pinned| {
-            // Users that are not there, raised to the limit by hand.
-            let filler = MAX_USERS - (pinned.slot.state.load(Ordering::Relaxed) & COUNT_BITS);
-            pinned.slot.state.fetch_add(filler, Ordering::Relaxed);
-            let at_limit = pinned.slot.state.load(Ordering::Relaxed);
-            let refused = create_client(pinned, Quota::UNLIMITED);
-            assert_eq!(pinned.slot.state.load(Ordering::Relaxed), at_limit);
-            pinned.slot.state.fetch_sub(filler, Ordering::Relaxed);
-            refused
+            create_client_in(&CLIENTS, pinned, Quota::UNLIMITED, 1)
         });
+    }
+
+    /// The limit counts live clients only: calls in flight on the context do not make a
+    /// client refused, and a deleted client makes room for another.
+    #[test]
+    fn client_create_refused_only_at_the_limit_whatever_calls_in_flight() {
+        const LIMIT: u64 = 2;
+        let ctx = create_context(arena()).unwrap();
+        let calls: Vec<Pinned> = (0..10).map(|_| pin(ctx).unwrap()).collect();
+        let pinned = &calls[0];
+        let first = create_client_in(&CLIENTS, pinned, Quota::UNLIMITED, LIMIT).unwrap();
+        let second = create_client_in(&CLIENTS, pinned, Quota::UNLIMITED, LIMIT).unwrap();
+        let refused = create_client_in(&CLIENTS, pinned, Quota::UNLIMITED, LIMIT);
+        assert_eq!(refused, Err(Status::LimitReached));
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(first) }.unwrap();
+        let third = create_client_in(&CLIENTS, pinned, Quota::UNLIMITED, LIMIT).unwrap();
+        for client in [second, third] {
+            // SAFETY: as above.
+            unsafe { delete_client(client) }.unwrap();
+        }
+        drop(calls);
+        delete_context(ctx).unwrap();
+    }
+
+    /// Threads making clients of one context at once against a limit of a few: never more
+    /// live clients than the limit, and every refusal is `LimitReached`.
+    #[test]
+    fn client_create_racing_never_passes_the_limit() {
+        const LIMIT: u64 = 3;
+        let threads = if cfg!(miri) { 4 } else { 16 };
+        let rounds = if cfg!(miri) { 3 } else { 3000 };
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        // Clients made and not yet deleted, and the most there were; lowered before the
+        // delete, so it never counts more than are live.
+        let live = AtomicU64::new(0);
+        let peak = AtomicU64::new(0);
+        let made = AtomicU64::new(0);
+        let other_refusals = Mutex::new(Vec::new());
+        let barrier = Barrier::new(threads);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..rounds {
+                        // Every thread makes its client at once; all that were made are live
+                        // together until the second wait.
+                        barrier.wait();
+                        let made_now = create_client_in(&CLIENTS, &pinned, Quota::UNLIMITED, LIMIT);
+                        if made_now.is_ok() {
+                            made.fetch_add(1, Ordering::Relaxed);
+                            let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            let clients = pinned.shared().arena.stats().clients;
+                            peak.fetch_max(clients as u64, Ordering::SeqCst);
+                        }
+                        barrier.wait();
+                        match made_now {
+                            Ok(client) => {
+                                live.fetch_sub(1, Ordering::SeqCst);
+                                // SAFETY: only this thread uses the client.
+                                unsafe { delete_client(client) }.unwrap();
+                            }
+                            Err(Status::LimitReached) => {}
+                            Err(e) => other_refusals.lock().unwrap().push(e),
+                        }
+                    }
+                });
+            }
+        });
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= LIMIT, "{peak} live clients, limit {LIMIT}");
+        assert_eq!(*other_refusals.lock().unwrap(), []);
+        // The limit was reached in every round, not merely never approached.
+        assert_eq!(made.load(Ordering::Relaxed), LIMIT * rounds);
+        drop(pinned);
+        delete_context(ctx).unwrap();
     }
 
     #[test]

@@ -32,8 +32,9 @@ pub enum Status {
     /// The memory block cannot hold one aligned chunk.
     BlockTooSmall = 6,
     /// The requested block is larger than the largest block of the context (or the memory
-    /// block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or runs
-    /// past the end of the address space).
+    /// block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or reaches
+    /// the end of the address space: `memory + len` over `UINTPTR_MAX`, a block whose last
+    /// byte is at `UINTPTR_MAX` included).
     TooLarge = 7,
     /// The requested alignment is not a power of two or exceeds the context's largest
     /// alignment.
@@ -53,7 +54,8 @@ pub enum Status {
     NotABlock = 13,
     /// The context still has live clients (or calls in flight on other threads).
     ContextBusy = 14,
-    /// A limit of the library is reached: client identifiers of the context, or handles.
+    /// A limit of the library is reached: client identifiers of the context, live clients of
+    /// the context (2^30), or handles.
     LimitReached = 15,
     /// The operating system refused a memory operation (reserve, commit, protect), or the
     /// memory for a context's side tables (about 2% of its length) was refused.

@@ -93,6 +93,13 @@ static void test_context_create_errors(void) {
                  MEMVISOR_STATUS_TOO_LARGE);
     CHECK_STATUS(memvisor_context_create((void *)(UINTPTR_MAX - 4095), 2 * CHUNK, &c, &ctx),
                  MEMVISOR_STATUS_TOO_LARGE);
+    /* A block whose last byte is the last of the address space (its end, one past it, is
+     * not an address) is refused the same way; one byte shorter it is judged as usual (too
+     * small for a chunk). Neither is read. */
+    CHECK_STATUS(memvisor_context_create((void *)(UINTPTR_MAX - 4095), 4096, &c, &ctx),
+                 MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_context_create((void *)(UINTPTR_MAX - 4095), 4095, &c, &ctx),
+                 MEMVISOR_STATUS_BLOCK_TOO_SMALL);
     /* Nothing was written on any error. */
     CHECK(ctx.id == 0);
 
@@ -285,6 +292,17 @@ static void test_client_errors(void) {
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 0, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 48, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
     CHECK_STATUS(memvisor_alloc_aligned(a, 16, 8192, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    /* Not a power of two, the largest power of two, and every bit set: an alignment error
+     * whatever the size, never a size computed from it. */
+    CHECK_STATUS(memvisor_alloc_aligned(a, 16, 3, &p), MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc_aligned(a, 0, (SIZE_MAX >> 1) + 1, &p),
+                 MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    CHECK_STATUS(memvisor_alloc_aligned(a, SIZE_MAX, SIZE_MAX, &p),
+                 MEMVISOR_STATUS_UNSUPPORTED_ALIGNMENT);
+    /* A size that rounds up past PTRDIFF_MAX at a supported alignment. */
+    CHECK_STATUS(memvisor_alloc_aligned(a, SIZE_MAX - 15, 16, &p), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc_aligned(a, (SIZE_MAX >> 1) - 100, 4096, &p),
+                 MEMVISOR_STATUS_TOO_LARGE);
     CHECK(p == NULL);
     for (size_t align = 16; align <= 4096; align *= 2) {
         OK(memvisor_alloc_aligned(a, 24, align, &p));
