@@ -17,8 +17,8 @@
 //! for vm-allocator's types in a VMM's saved structures);
 //! [`IdAllocator::from_vm_allocator_snapshot`] and [`AddressAllocator::from_vm_allocator_snapshot`]
 //! check them completely and build memvisor's allocators. Reading bounds the tree's depth, so no
-//! input can overflow the stack, and holds 40 bytes per tree node; everything else is checked
-//! after.
+//! input can overflow the stack, and holds 40 bytes per tree node (at most twice that while the
+//! list grows); everything else is checked after.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -245,11 +245,15 @@ impl<T: Default> AddressAllocator<T> {
     /// without overlap, every node's height right and the tree balanced. Adjacent free ranges
     /// (vm-allocator 0.1.4 leaves some unmerged) become one. O(n) for n nodes.
     ///
-    /// A range the tree does not cover at all is imported as an allocation. vm-allocator 0.1.4
-    /// leaves one when `free` removes a range's node and then fails (a range starting at 1 or
-    /// ending at `u64::MAX - 1`): vm-allocator no longer hands it out, and its owner was told
-    /// the free failed, so it is kept allocated here; freeing it then succeeds. A space whose
-    /// tree is empty is one such range.
+    /// Each stretch of the space that no node covers is imported as one allocation.
+    /// vm-allocator 0.1.4 leaves one when `free` removes a range's node and then fails (a range
+    /// starting at 1 or ending at `u64::MAX - 1`): vm-allocator no longer hands it out, and its
+    /// owner was told the free failed, so it is kept allocated here; freeing it then succeeds.
+    /// Two such ranges that touch (one starting at 1, the next ending at `u64::MAX - 1`) become
+    /// one allocation, freed as one: the tree no longer tells where the first ended. A space
+    /// whose tree is empty is one such stretch. vm-allocator 0.1.4's `free` puts any range into
+    /// an emptied tree; one inside the space is imported as its node says, the stretches around
+    /// it as allocations.
     ///
     /// vm-allocator's ranges cannot span the whole 64-bit space; memvisor's can, so a space of
     /// `0..=u64::MAX` is accepted.
@@ -257,7 +261,9 @@ impl<T: Default> AddressAllocator<T> {
     /// # Errors
     ///
     /// - [`Error::InvalidRange`] for the space or a node whose start is after its end;
-    /// - [`Error::OutsideSpace`] for a node's range not inside the space;
+    /// - [`Error::OutsideSpace`] for a node's range not inside the space (vm-allocator 0.1.4 saves
+    ///   one when a range outside its space is freed into a tree a failed free emptied; it would
+    ///   then hand out addresses outside its space);
     /// - [`Error::Inconsistent`] if the ranges are not in increasing order or overlap, if a node's
     ///   height is not its subtree's or the tree is not balanced;
     /// - [`Error::TooManyAllocations`] past the allocator's limit, [`Error::HeapRefused`] if the
