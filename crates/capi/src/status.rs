@@ -128,7 +128,9 @@ impl Status {
             Self::NotOwned => "the address lies in memory the client does not hold\0",
             Self::NotABlock => "the address is not the start of a live block\0",
             Self::ContextBusy => "the context still has live clients or calls in flight\0",
-            Self::LimitReached => "a limit of the library is reached (client ids or handles)\0",
+            Self::LimitReached => {
+                "a limit of the library is reached (client ids, live clients of a context, or handles)\0"
+            }
             Self::Os => "the operating system refused a memory operation\0",
             Self::Internal => "internal error (a broken invariant was caught)\0",
             Self::BlockInUse => "the memory block overlaps the memory of a live context\0",
