@@ -229,3 +229,171 @@ fn adopted_mappings_of_the_same_bytes_are_refused() {
     let space = AddressSpace::from_guest_memory_mmap(layout(), &mmap(MIB)).unwrap();
     assert_eq!(space.snapshot().len(), 2);
 }
+
+/// The path of a plugged region names another file once its check is done (a listener renames
+/// a file over it while it settles, as another process could at that moment): the file opened
+/// and mapped is the one judged, so the plug is refused, nothing stays mapped or claimed at its
+/// place, and a plug of a file of its own there is taken afterwards.
+#[test]
+fn plug_judges_the_file_it_opened_not_what_its_path_named_when_checked() {
+    use memvisor_space::{ListenerError, RegionEvent, RegionListener};
+
+    struct Replace {
+        from: PathBuf,
+        to: PathBuf,
+    }
+    impl RegionListener for Replace {
+        fn region_changed(&self, _: &RegionEvent<'_>) -> Result<(), ListenerError> {
+            Ok(())
+        }
+        fn settle(&self) {
+            if self.from.exists() {
+                std::fs::rename(&self.from, &self.to).unwrap();
+            }
+        }
+    }
+
+    let taken = file("toctou", 4 * MIB);
+    let dir = taken.parent().unwrap().to_owned();
+    let named = dir.join("named.img");
+    let fresh = dir.join("fresh.img");
+    std::fs::write(&named, b"").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&named)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    let swap = dir.join("swap.img");
+    let _ = std::fs::remove_file(&swap);
+    std::fs::hard_link(&taken, &swap).unwrap();
+
+    let layout = layout();
+    let hotplug = layout
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0;
+    let (space, _) = AddressSpace::back(layout, [ram(0, 2 * MIB, &taken, 0)]).unwrap();
+    space
+        .add_listener(Arc::new(Replace {
+            from: swap.clone(),
+            to: named.clone(),
+        }))
+        .unwrap();
+    let before = space.snapshot();
+    // When checked, `named` is a file of its own; when opened, it is the one region 0 maps.
+    let err = space
+        .plug(ram(hotplug, 2 * MIB, &named, 0).with_hotplug(true))
+        .unwrap_err();
+    assert_aliased(&err, hotplug, 0);
+    assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+    assert!(!swap.exists());
+
+    std::fs::File::create(&fresh)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    let (plugged, _) = space
+        .plug(ram(hotplug, 2 * MIB, &fresh, 0).with_hotplug(true))
+        .unwrap();
+    assert_eq!(plugged.base().0, hotplug);
+    assert_eq!(space.snapshot().len(), 2);
+}
+
+/// A region made before its path was pointed at another file is judged by the file it maps,
+/// in both directions: over the bytes a region of the space maps, it is refused though its
+/// path now names another file; over another file, it is taken though its path now names the
+/// space's.
+#[test]
+fn insert_judges_the_file_a_region_maps_not_what_its_path_names_now() {
+    let taken = file("renamed", 4 * MIB);
+    let dir = taken.parent().unwrap().to_owned();
+    let other = dir.join("other.img");
+    std::fs::File::create(&other)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    let alias = dir.join("alias.img");
+    let _ = std::fs::remove_file(&alias);
+    std::fs::hard_link(&taken, &alias).unwrap();
+
+    let (space, _) = AddressSpace::back(layout(), [ram(0, 2 * MIB, &taken, 0)]).unwrap();
+    let (over_taken, _) = Region::back(ram(4 * MIB, 2 * MIB, &alias, 0)).unwrap();
+    let (over_other, _) = Region::back(ram(8 * MIB, 2 * MIB, &other, 0)).unwrap();
+    // `alias` now names `other`'s file, `other` the space's file.
+    let swap = dir.join("swap.img");
+    std::fs::rename(&other, &swap).unwrap();
+    std::fs::remove_file(&alias).unwrap();
+    std::fs::hard_link(&taken, &other).unwrap();
+    std::fs::rename(&swap, &alias).unwrap();
+
+    let err = space.insert_region(Arc::new(over_taken)).unwrap_err();
+    assert_aliased(&err, 4 * MIB, 0);
+    space.insert_region(Arc::new(over_other)).unwrap();
+    assert_eq!(space.snapshot().len(), 2);
+}
+
+/// A refused region takes no memory-slot number: with one number left, the next region is
+/// taken.
+#[test]
+fn a_refused_region_gives_its_slot_number_back() {
+    let path = file("slots", 4 * MIB);
+    let (space, _) = AddressSpace::builder(layout())
+        .slots(2)
+        .regions([ram(0, 2 * MIB, &path, 0)])
+        .back()
+        .unwrap();
+    for _ in 0..3 {
+        let (aliasing, _) = Region::back(ram(4 * MIB, 2 * MIB, &path, 0)).unwrap();
+        let err = space.insert_region(Arc::new(aliasing)).unwrap_err();
+        assert_aliased(&err, 4 * MIB, 0);
+    }
+    let (next, _) = Region::back(ram(4 * MIB, 2 * MIB, &path, 2 * MIB)).unwrap();
+    space.insert_region(Arc::new(next)).unwrap();
+    let snapshot = space.snapshot();
+    let slots: Vec<_> = snapshot.regions_with_slots().map(|(_, s)| s).collect();
+    assert_eq!(slots, [Some(0), Some(1)]);
+}
+
+/// A region removed from the space no longer holds its bytes: another over them is taken (a
+/// memory device unplugged and plugged again over its file).
+#[test]
+fn bytes_of_a_removed_region_may_be_mapped_again() {
+    let path = file("replug", 4 * MIB);
+    let (space, _) = AddressSpace::back(layout(), [ram(0, 2 * MIB, &path, 0)]).unwrap();
+    let removed = space.remove_region(GuestAddress(0), 2 * MIB).unwrap();
+    let (again, _) = Region::back(ram(4 * MIB, 2 * MIB, &path, 0)).unwrap();
+    space.insert_region(Arc::new(again)).unwrap();
+    drop(removed);
+    let (third, _) = Region::back(ram(0, 2 * MIB, &path, MIB)).unwrap();
+    let err = space.insert_region(Arc::new(third)).unwrap_err();
+    assert_aliased(&err, 0, 4 * MIB);
+}
+
+/// Offsets at the top of a file's range: `offset + size` past `u64::MAX` neither wraps to a
+/// small range (missing a clash) nor panics.
+#[test]
+fn plan_compares_offsets_at_the_top_of_the_range() {
+    let path = PathBuf::from("/nonexistent/memvisor-top.img");
+    let top = u64::MAX - 0xfff;
+    for (first, second, aliased) in [
+        (top, top, true),
+        (top - 0x1000, top, true),
+        (top - 0x2000, top, true),
+        (top - 0x3000, top, false),
+        (0, top, false),
+    ] {
+        let specs = [
+            ram(0, 0x3000, &path, first),
+            ram(4 * MIB, 0x3000, &path, second),
+        ];
+        let planned = AddressSpace::plan(layout(), specs);
+        if aliased {
+            assert_aliased(&planned.unwrap_err(), 4 * MIB, 0);
+        } else {
+            assert_eq!(planned.unwrap().snapshot().len(), 2);
+        }
+    }
+}
