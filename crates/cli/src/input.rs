@@ -768,32 +768,13 @@ mod tests {
     #[cfg_attr(miri, ignore)]
     fn fifo_shared_with_another_reader_is_refused_in_time() {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
 
-        let dir = std::env::temp_dir().join(format!("memvisor-shared-fifo-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo");
-        if !std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            std::fs::remove_dir_all(&dir).unwrap();
-            return;
-        }
         for fd_dir in [Path::new("/proc/self/fd"), Path::new(NO_PROC)] {
             for _ in 0..5 {
-                // Opened as a shell opens `< fifo`: blocking, once the writer is there.
-                let reader = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(O_NONBLOCK)
-                    .open(&fifo)
-                    .unwrap();
-                let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-                let flags =
-                    rustix::fs::fcntl_getfl(&reader).unwrap() - rustix::fs::OFlags::NONBLOCK;
-                rustix::fs::fcntl_setfl(&reader, flags).unwrap();
+                let Some((dir, reader, mut writer)) = blocking_fifo("shared-fifo") else {
+                    return;
+                };
+                let flags = rustix::fs::fcntl_getfl(&reader).unwrap();
                 let other = reader.try_clone().unwrap();
                 let wait = Duration::from_millis(300);
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -826,9 +807,9 @@ mod tests {
                     "the flags of the description are changed ({fd_dir:?})"
                 );
                 drop(writer);
+                std::fs::remove_dir_all(&dir).unwrap();
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Without `/proc`, a read of a blocking pipe, socket or FIFO that has nothing yet, whose
@@ -839,7 +820,6 @@ mod tests {
     #[cfg_attr(miri, ignore)]
     fn empty_pipe_socket_and_fifo_are_not_waited_for_without_proc() {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
 
         /// Reads `reader` twice on another thread: before and after `writer` writes.
         fn reads_twice(
@@ -868,27 +848,12 @@ mod tests {
         let (reader, writer) = std::os::unix::net::UnixStream::pair().unwrap();
         reads_twice(reader, writer);
 
-        let dir = std::env::temp_dir().join(format!("memvisor-empty-fifo-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo");
-        if std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            let reader = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(O_NONBLOCK)
-                .open(&fifo)
-                .unwrap();
-            let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-            let flags = rustix::fs::fcntl_getfl(&reader).unwrap() - rustix::fs::OFlags::NONBLOCK;
-            rustix::fs::fcntl_setfl(&reader, flags).unwrap();
+        if let Some((dir, reader, writer)) = blocking_fifo("empty-fifo") {
+            let flags = rustix::fs::fcntl_getfl(&reader).unwrap();
             reads_twice(reader.try_clone().unwrap(), writer);
             assert_eq!(rustix::fs::fcntl_getfl(&reader).unwrap(), flags);
+            std::fs::remove_dir_all(&dir).unwrap();
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A terminal that another program left non-blocking (`O_NONBLOCK`) is read as it is
@@ -1039,7 +1004,6 @@ mod tests {
     #[cfg_attr(miri, ignore)]
     fn pipe_and_fifo_are_read_whole_without_proc() {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
 
         let line = |i: usize| format!("# line {i:06} {}\n", "x".repeat(80));
         let text: String = (0..3000).map(line).collect();
@@ -1058,29 +1022,14 @@ mod tests {
         writing.join().unwrap();
         assert!(got.as_ref().is_ok_and(|got| *got == text), "{got:?}");
 
-        let dir = std::env::temp_dir().join(format!("memvisor-fifo-whole-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("fifo");
-        if std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            let reader = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(O_NONBLOCK)
-                .open(&fifo)
-                .unwrap();
-            let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-            let flags = rustix::fs::fcntl_getfl(&reader).unwrap() - rustix::fs::OFlags::NONBLOCK;
-            rustix::fs::fcntl_setfl(&reader, flags).unwrap();
+        if let Some((dir, reader, writer)) = blocking_fifo("fifo-whole") {
+            let flags = rustix::fs::fcntl_getfl(&reader).unwrap();
             let writing = send(writer);
             let got = read_waiting_via("<stdin>", &reader, MAX_READ_WAIT, Path::new(NO_PROC));
             writing.join().unwrap();
             assert!(got.as_ref().is_ok_and(|got| *got == text), "{got:?}");
             assert_eq!(rustix::fs::fcntl_getfl(&reader).unwrap(), flags);
+            std::fs::remove_dir_all(&dir).unwrap();
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
