@@ -64,7 +64,9 @@ struct Registered {
 /// and the slot comes back as it was: its flags, and (for a slot that logged dirty pages) every
 /// page dirty in the next fetch, since KVM dropped the log with the slot. (A deletion that
 /// undoes a refused insertion is not kept: inserting the region again after that, with the
-/// same generation, is a fresh insertion.)
+/// same generation, is a fresh insertion.) The removal of a region KVM would not take back
+/// ([`Lost`]) is kept too, with fresh flags, although KVM had nothing to delete: its undo then
+/// ends the change rather than start one that a retry of the removal could seem to undo.
 struct Removed {
     slot: u32,
     /// The generation of the removal's event. The undo carries the same one; a removal that
@@ -475,14 +477,9 @@ impl Shared {
                         && r.slot == slot
                         && std::ptr::eq(r.region.as_ptr(), Arc::as_ptr(region))
                 });
-                let flags = if let Some(undo) = &undo {
-                    undo.flags
-                } else if region.protection().writable() {
-                    0
-                } else if self.readonly {
-                    KVM_MEM_READONLY
-                } else {
-                    return Err(Error::ReadOnlyUnsupported { base });
+                let flags = match &undo {
+                    Some(undo) => undo.flags,
+                    None => self.fresh_flags(region)?,
                 };
                 if let Err(e) = self.set(slot, region, flags, Op::Add) {
                     // (A lost region inserted again keeps its record.)
@@ -523,10 +520,25 @@ impl Shared {
             }
             ChangeKind::Removed => {
                 // Not registered (a lost region too): KVM has nothing to delete. A lost
-                // region's record goes once the space no longer holds it (see `out_of_sync`);
-                // should a later listener refuse its removal, the undo finds no `removed`
-                // record and inserts it as a fresh slot, which mends it if KVM agrees.
+                // region's record goes once the space no longer holds it (see `out_of_sync`).
                 let Some(registered) = state.slots.get(&slot) else {
+                    // Should a later listener refuse the removal of a lost region, its undo
+                    // inserts it with fresh flags, which mends it if KVM agrees. It is kept as
+                    // a removal so that the undo is known as one: taken for a fresh insertion,
+                    // it would make a retry of the removal (same generation) look like the
+                    // undo of that insertion.
+                    let lost = state
+                        .lost
+                        .get(&slot)
+                        .is_some_and(|l| std::ptr::eq(l.region.as_ptr(), Arc::as_ptr(region)));
+                    if lost && let Ok(flags) = self.fresh_flags(region) {
+                        state.removed = Some(Removed {
+                            slot,
+                            generation,
+                            region: Arc::downgrade(region),
+                            flags,
+                        });
+                    }
                     return Ok(());
                 };
                 if !Arc::ptr_eq(&registered.region, region) {
@@ -572,6 +584,20 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// The KVM flags of a newly registered slot of `region`: read-only if the guest may not
+    /// write it.
+    fn fresh_flags(&self, region: &Region) -> Result<u32> {
+        if region.protection().writable() {
+            Ok(0)
+        } else if self.readonly {
+            Ok(KVM_MEM_READONLY)
+        } else {
+            Err(Error::ReadOnlyUnsupported {
+                base: region.base().0,
+            })
+        }
     }
 
     /// Changes the flags of a registered slot (dirty logging).
@@ -1293,6 +1319,67 @@ mod tests {
         assert_eq!(Arc::strong_count(&region), 1);
         drop(slots);
         drop(vm);
+    }
+
+    #[test]
+    fn kvm_refusing_removal_of_mended_region_keeps_its_slot() {
+        let Some((vm, space, slots)) = attached("kvm_refusing_removal_of_mended_region", 0, &[])
+        else {
+            return;
+        };
+        let region = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+                .unwrap()
+                .0,
+        );
+        space.insert_region(Arc::clone(&region)).unwrap();
+        // A later listener puts other memory at the region's range once its slot left KVM,
+        // and refuses the removal: KVM does not take the slot back.
+        let foreign = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+            .unwrap()
+            .0;
+        let foreign_slot = |host: u64| kvm_userspace_memory_region {
+            slot: 9,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: if host == 0 { 0 } else { 1 << 20 },
+            userspace_addr: host,
+        };
+        let (v, host) = (Arc::clone(&vm), foreign.host_ptr().unwrap() as u64);
+        let taking: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
+            if e.kind == ChangeKind::Removed {
+                // SAFETY: the slot is deleted again below, before `foreign` is dropped.
+                unsafe { v.set_user_memory_region(foreign_slot(host)) }.unwrap();
+                return Err("not now".into());
+            }
+            Ok(())
+        });
+        space.add_listener(Arc::clone(&taking)).unwrap();
+        assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
+        space.remove_listener(&taking).unwrap();
+        assert_eq!(slots.out_of_sync(), [(0, 0, 1 << 20)]);
+        // SAFETY: deleting a slot refers to no memory.
+        unsafe { vm.set_user_memory_region(foreign_slot(0)) }.unwrap();
+        // A refused removal mends it: its undo inserts the region, which KVM takes now.
+        let refuse = refusing();
+        space.add_listener(Arc::clone(&refuse)).unwrap();
+        assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
+        space.remove_listener(&refuse).unwrap();
+        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        // The same removal again, refused by KVM: the space keeps the region, and KVM its slot,
+        // also once KVM would let it go.
+        refuse_deletions(&slots, true);
+        assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
+        refuse_deletions(&slots, false);
+        assert_eq!(space.snapshot().len(), 1);
+        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        assert!(kvm_holds(&vm, 0));
+        assert!(slots.out_of_sync().is_empty());
+        space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+        assert!(!kvm_holds(&vm, 0));
+        drop(slots);
+        drop(vm);
+        drop(foreign);
     }
 
     #[test]
