@@ -604,8 +604,8 @@ fn irq_text(arch: Arch, irq: u32) -> String {
     }
 }
 
-/// The command's wording of a planner error. The planner names an AArch64 interrupt `SPI`
-/// with its INTID; the command says `INTID`, the number a spec's `irq` is.
+/// The command's wording of a planner error. The planner names an AArch64 interrupt by its
+/// INTID; the command adds the SPI number and says what SPIs the platform has.
 fn problem(arch: Arch, layout: Option<&Layout>, e: SpaceError) -> Problem {
     let windows = |kind: WindowKind, largest: u64| {
         let what = match kind {

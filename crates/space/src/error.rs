@@ -306,7 +306,7 @@ pub enum Error {
     IrqTaken {
         /// The number.
         irq: u32,
-        /// What the platform calls it (`GSI`, `SPI`).
+        /// What the platform calls it (`GSI`, `INTID`).
         name: &'static str,
         /// Who asked.
         owner: String,
@@ -562,7 +562,7 @@ pub enum Error {
     #[error("allocating {what} for {owner} failed")]
     Allocator {
         /// What was being allocated: `"guest addresses"`, `"I/O ports"`, the interrupts' name
-        /// (`"GSI"`, `"SPI"`), `"a memory-slot number"` or `"a hotplug slot"`.
+        /// (`"GSI"`, `"INTID"`), `"a memory-slot number"` or `"a hotplug slot"`.
         what: &'static str,
         /// Who it was for (the placer's owner name, or the region).
         owner: String,
@@ -788,11 +788,11 @@ mod tests {
             (
                 Error::NoFreeIrq {
                     owner: "blk0".into(),
-                    name: "SPI",
+                    name: "INTID",
                     first: 32,
                     last: 33,
                 },
-                "no free SPI is left for blk0 (32..=33 are all taken)",
+                "no free INTID is left for blk0 (32..=33 are all taken)",
             ),
             (
                 Error::IrqNotTaken {

@@ -1473,7 +1473,7 @@ mod tests {
             p.release_irq(31),
             Err(Error::IrqOutOfRange {
                 irq: 31,
-                name: "SPI",
+                name: "INTID",
                 ..
             })
         ));

@@ -148,8 +148,8 @@ fn x86_64() -> Placer {
     p
 }
 
-/// An AArch64 placer whose SPIs 32-95 are taken: its interrupt bitmap covers them only, and
-/// must grow for SPI 96 and above.
+/// An AArch64 placer whose INTIDs 32-95 are taken: its interrupt bitmap covers them only, and
+/// must grow for INTID 96 and above.
 fn aarch64() -> Placer {
     let mut p = Layout::aarch64().build().unwrap().placer();
     for spi in 32..96 {

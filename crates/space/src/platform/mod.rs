@@ -136,7 +136,7 @@ pub enum SerialPreset {
 /// let tss = x86.reservations().iter().find(|r| r.name().starts_with("KVM")).unwrap();
 /// assert_eq!(tss.range().start().0, 0xfffb_c000);
 /// assert_eq!(tss.range().size(), Some(5 * 4096));
-/// assert_eq!(Platform::new(Arch::Aarch64).irq_name(), "SPI");
+/// assert_eq!(Platform::new(Arch::Aarch64).irq_name(), "INTID");
 /// # Ok::<(), memvisor_space::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -226,12 +226,13 @@ impl Platform {
         self.irqs.clone()
     }
 
-    /// What the interrupt numbers are called (`GSI`, `SPI`).
+    /// What the interrupt numbers are called: `GSI` on x86-64, `INTID` on AArch64, where the
+    /// numbers are the GIC's interrupt IDs (an SPI's INTID is its SPI number plus 32).
     #[must_use]
     pub fn irq_name(&self) -> &'static str {
         match self.arch {
             Arch::X86_64 => "GSI",
-            Arch::Aarch64 => "SPI",
+            Arch::Aarch64 => "INTID",
         }
     }
 
