@@ -50,7 +50,8 @@ impl Ranges {
     ///
     /// # Errors
     /// [`Status::BlockInUse`] if it shares an address with one, [`Status::Os`] if the
-    /// allocator refuses room for its node; nothing changes then.
+    /// allocator refuses room for its node (or `u32::MAX` nodes are made, more than the
+    /// contexts that can be live); nothing changes then.
     pub(crate) fn claim(&mut self, start: usize, end: usize) -> Result<(), Status> {
         // The range with the greatest start below `end` is the only one that can share an
         // address with the new one: any other that starts below `end` ends at or before its
@@ -268,6 +269,119 @@ mod tests {
             assert_eq!(out.len() + free, self.nodes.len());
             out
         }
+
+        /// The starts in preorder (each node before its left subtree, then its right), which
+        /// fixes the tree's shape.
+        fn preorder(&self) -> Vec<usize> {
+            fn walk(r: &Ranges, index: u32, out: &mut Vec<usize>) {
+                if index != NIL {
+                    let node = r.node(index);
+                    out.push(node.start);
+                    walk(r, node.left, out);
+                    walk(r, node.right, out);
+                }
+            }
+            let mut out = Vec::new();
+            walk(self, self.root, &mut out);
+            out
+        }
+    }
+
+    /// The ranges `s..s + 1`, claimed in the order given.
+    fn claimed(starts: &[usize]) -> Ranges {
+        let mut r = Ranges::new();
+        for &s in starts {
+            r.claim(s, s + 1).unwrap();
+        }
+        r.check();
+        r
+    }
+
+    /// Each kind of imbalance a claim makes is mended by its own rotation: one turn for a
+    /// subtree leaning outwards, two for one leaning inwards.
+    #[test]
+    fn claim_mends_each_imbalance_with_its_rotation() {
+        for order in [[10, 20, 30], [30, 20, 10], [30, 10, 20], [10, 30, 20]] {
+            assert_eq!(claimed(&order).preorder(), [20, 10, 30], "{order:?}");
+        }
+    }
+
+    /// Each kind of imbalance a release makes is mended: a child leaning outwards or not
+    /// leaning at all (which only a release makes) by one turn, one leaning inwards by two.
+    #[test]
+    fn release_mends_each_imbalance_with_its_rotation() {
+        for (order, gone, shape) in [
+            // The left side too high, its child leaning left, level, or right.
+            (&[20, 10, 30, 5][..], 30, &[10, 5, 20][..]),
+            (&[20, 10, 30, 5, 15], 30, &[10, 5, 20, 15]),
+            (&[20, 10, 30, 15], 30, &[15, 10, 20]),
+            // The right side too high, its child leaning right, level, or left.
+            (&[20, 10, 30, 40], 10, &[30, 20, 40]),
+            (&[20, 10, 30, 25, 35], 10, &[30, 20, 25, 35]),
+            (&[20, 10, 30, 25], 10, &[25, 20, 30]),
+        ] {
+            let mut r = claimed(order);
+            r.release(gone);
+            r.check();
+            assert_eq!(r.preorder(), shape, "{order:?} without {gone}");
+        }
+    }
+
+    /// A range with ranges on both sides gives its place to the next one, whose own removal
+    /// from below may need a rotation first.
+    #[test]
+    fn release_with_both_sides_takes_the_next_range() {
+        for (order, gone, shape) in [
+            // The next range is the right child itself.
+            (
+                &[40, 20, 60, 10, 30, 50, 70, 35][..],
+                20,
+                &[40, 30, 10, 35, 60, 50, 70][..],
+            ),
+            // The next range is further down; the root is replaced.
+            (
+                &[40, 20, 60, 10, 30, 50, 70, 35],
+                40,
+                &[50, 20, 10, 30, 35, 60, 70],
+            ),
+            // Taking the next range out leaves the right side leaning: it is turned first.
+            (&[20, 10, 40, 5, 30, 50, 60], 20, &[30, 10, 5, 50, 40, 60]),
+            // The next range in its new place has a left side two higher: it is turned then.
+            (&[20, 10, 30, 5, 15, 25, 3], 20, &[10, 5, 3, 25, 15, 30]),
+        ] {
+            let mut r = claimed(order);
+            r.release(gone);
+            r.check();
+            assert_eq!(r.preorder(), shape, "{order:?} without {gone}");
+        }
+    }
+
+    /// Ranges that reach up to the last address: one ending at `usize::MAX` (its last byte
+    /// just below) is refused by every claim sharing a byte with it, and leaves room below.
+    #[test]
+    fn claim_at_the_top_of_the_address_space() {
+        let mut r = Ranges::new();
+        r.claim(usize::MAX - 1, usize::MAX).unwrap();
+        for (s, e) in [
+            (usize::MAX - 1, usize::MAX),
+            (0, usize::MAX),
+            (usize::MAX - 2, usize::MAX),
+        ] {
+            assert_eq!(r.claim(s, e), Err(Status::BlockInUse), "{s}..{e}");
+        }
+        r.claim(usize::MAX - 2, usize::MAX - 1).unwrap();
+        r.claim(0, 1).unwrap();
+        assert_eq!(r.claim(0, usize::MAX - 2), Err(Status::BlockInUse));
+        r.claim(1, usize::MAX - 2).unwrap();
+        assert_eq!(
+            r.check(),
+            [
+                (0, 1),
+                (1, usize::MAX - 2),
+                (usize::MAX - 2, usize::MAX - 1),
+                (usize::MAX - 1, usize::MAX)
+            ]
+        );
     }
 
     #[test]
@@ -316,21 +430,24 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 5 } else { 256 }))]
 
         /// Claims and releases of small ranges over a small space (so that they meet often)
-        /// answer as a map of the live ranges does.
+        /// answer as a map of the live ranges does. Most releases name a live range (so that
+        /// the tree shrinks as well as grows, through every kind of rotation), the others any
+        /// start; a node is made only when none is free.
         #[test]
         fn claims_and_releases_match_a_model(
             ops in prop::collection::vec(
-                (any::<bool>(), 0usize..200, 1usize..20),
-                0..if cfg!(miri) { 40 } else { 300 },
+                (0u8..20, 0usize..200, 1usize..20),
+                0..if cfg!(miri) { 64 } else { 300 },
             )
         ) {
             let mut r = Ranges::new();
             let mut model = BTreeMap::new();
-            for (claim, start, len) in ops {
-                if claim {
+            let mut most = 0;
+            for (kind, start, len) in ops {
+                if kind < 10 {
                     let end = start + len;
                     let overlaps = model.iter().any(|(&s, &e)| s < end && start < e);
                     let expected = if overlaps { Err(Status::BlockInUse) } else { Ok(()) };
@@ -339,11 +456,17 @@ mod tests {
                         model.insert(start, end);
                     }
                 } else {
+                    let start = match model.keys().nth(start % model.len().max(1)) {
+                        Some(&live) if kind < 17 => live,
+                        _ => start,
+                    };
                     r.release(start);
                     model.remove(&start);
                 }
                 let live: Vec<_> = model.iter().map(|(&s, &e)| (s, e)).collect();
                 prop_assert_eq!(r.check(), live);
+                most = most.max(model.len());
+                prop_assert_eq!(r.nodes.len(), most);
             }
         }
     }

@@ -633,6 +633,50 @@ mod tests {
         delete_context(ctx).unwrap();
     }
 
+    /// Threads making and deleting clients of one context without waiting for each other,
+    /// against a limit of a few: the clients live at once never pass the limit, every refusal
+    /// is `LimitReached`, and once they are all deleted the context counts no client and no
+    /// call but the test's own, so it is deleted at once.
+    #[test]
+    fn client_create_and_delete_churning_keep_the_limit_and_leave_no_count() {
+        const LIMIT: u64 = 2;
+        let threads = if cfg!(miri) { 3 } else { 8 };
+        let rounds = if cfg!(miri) { 4 } else { 2000 };
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        let idle = pinned.slot.state.load(Ordering::Relaxed);
+        // Raised after a client is made and lowered before it is deleted: never above the
+        // clients live, so above the limit only if the library let too many be made.
+        let live = AtomicU64::new(0);
+        let other_refusals = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..rounds {
+                        match create_client_in(&CLIENTS, &pinned, Quota::UNLIMITED, LIMIT) {
+                            Ok(client) => {
+                                let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                                assert!(now <= LIMIT, "{now} live clients, limit {LIMIT}");
+                                std::thread::yield_now();
+                                live.fetch_sub(1, Ordering::SeqCst);
+                                // SAFETY: only this thread uses the client.
+                                unsafe { delete_client(client) }.unwrap();
+                            }
+                            Err(Status::LimitReached) => std::thread::yield_now(),
+                            Err(e) => other_refusals.lock().unwrap().push(e),
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(*other_refusals.lock().unwrap(), []);
+        assert_eq!(pinned.slot.state.load(Ordering::Relaxed), idle);
+        assert!(pinned.shared().handles.lock().unwrap().is_empty());
+        assert_eq!(pinned.shared().arena.stats().clients, 0);
+        drop(pinned);
+        delete_context(ctx).unwrap();
+    }
+
     #[test]
     fn client_stale_handle_refused_after_slot_reuse() {
         let ctx = create_context(arena()).unwrap();
