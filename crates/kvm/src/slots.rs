@@ -99,7 +99,7 @@ pub(crate) struct State {
     /// Regions the space holds but KVM does not, by slot: a listener after this one refused
     /// their removal, and KVM refused to take the slot back (the space ignores errors of an
     /// undo). Dropped once KVM takes a region under that slot number, or when found out of
-    /// the space.
+    /// the space (or in it under another number: removed and inserted again).
     lost: BTreeMap<u32, Lost>,
     /// Slots KVM would not delete when undoing a refused insertion: KVM still has them, but
     /// the space gave their numbers back. Each is deleted again before every change and every
@@ -342,12 +342,15 @@ impl MemorySlots {
         let mut state = self.shared.lock();
         // A record of a region the space no longer holds is done with. A change in progress
         // waits for `state` in the listener or has passed it; either way it has not published
-        // yet, so the snapshot is the state before it.
+        // yet, so the snapshot is the state before it. So is one of a region the space holds
+        // under another number: removed and inserted again (which mends it).
         let snapshot = self.space.snapshot();
-        state.lost.retain(|_, l| {
+        state.lost.retain(|&slot, l| {
+            let base = vm_memory::GuestAddress(l.base);
             snapshot
-                .find_arc(vm_memory::GuestAddress(l.base))
+                .find_arc(base)
                 .is_some_and(|r| std::ptr::eq(l.region.as_ptr(), Arc::as_ptr(&r)))
+                && snapshot.slot(base) == Some(slot)
         });
         state
             .lost
@@ -1377,6 +1380,64 @@ mod tests {
         assert!(slots.out_of_sync().is_empty());
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
         assert!(!kvm_holds(&vm, 0));
+        drop(slots);
+        drop(vm);
+        drop(foreign);
+    }
+
+    #[test]
+    fn lost_region_inserted_again_under_other_number_is_no_longer_out_of_sync() {
+        let Some((vm, space, slots)) = attached("lost_region_inserted_again", 0, &[]) else {
+            return;
+        };
+        let first = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+                .unwrap()
+                .0,
+        );
+        let region = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(4 << 20), 1 << 20))
+                .unwrap()
+                .0,
+        );
+        space.insert_region(Arc::clone(&first)).unwrap();
+        space.insert_region(Arc::clone(&region)).unwrap();
+        assert_eq!(space.snapshot().slot(GuestAddress(4 << 20)), Some(1));
+        // A later listener puts other memory at the region's range once its slot left KVM,
+        // and refuses the removal: KVM does not take slot 1 back.
+        let foreign = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+            .unwrap()
+            .0;
+        let foreign_slot = |host: u64| kvm_userspace_memory_region {
+            slot: 9,
+            flags: 0,
+            guest_phys_addr: 4 << 20,
+            memory_size: if host == 0 { 0 } else { 1 << 20 },
+            userspace_addr: host,
+        };
+        let (v, host) = (Arc::clone(&vm), foreign.host_ptr().unwrap() as u64);
+        let taking: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
+            if e.kind == ChangeKind::Removed {
+                // SAFETY: the slot is deleted again below, before `foreign` is dropped.
+                unsafe { v.set_user_memory_region(foreign_slot(host)) }.unwrap();
+                return Err("not now".into());
+            }
+            Ok(())
+        });
+        space.add_listener(Arc::clone(&taking)).unwrap();
+        assert!(space.remove_region(GuestAddress(4 << 20), 1 << 20).is_err());
+        space.remove_listener(&taking).unwrap();
+        // SAFETY: deleting a slot refers to no memory.
+        unsafe { vm.set_user_memory_region(foreign_slot(0)) }.unwrap();
+        assert_eq!(slots.out_of_sync(), [(1, 4 << 20, 1 << 20)]);
+        // Both go; the lost region comes back under number 0, which KVM takes.
+        space.remove_region(GuestAddress(0), 1 << 20).unwrap();
+        space.remove_region(GuestAddress(4 << 20), 1 << 20).unwrap();
+        space.insert_region(Arc::clone(&region)).unwrap();
+        assert_eq!(space.snapshot().slot(GuestAddress(4 << 20)), Some(0));
+        assert_eq!(slots.registered(), [(0, 4 << 20, 1 << 20, 0)]);
+        assert!(kvm_holds(&vm, 4 << 20));
+        assert_eq!(slots.out_of_sync(), []);
         drop(slots);
         drop(vm);
         drop(foreign);
