@@ -1324,6 +1324,46 @@ mod tests {
         drop(vm);
     }
 
+    /// Removes the 1 MiB region at `base` while a later listener puts memory of its own at that
+    /// range in KVM (slot 9) and refuses the removal: KVM does not take the region's slot back,
+    /// so the region is out of sync. Returns that memory, which must outlive slot 9
+    /// ([`give_back_foreign_slot`]).
+    fn lose_to_foreign_memory(vm: &Arc<VmFd>, space: &AddressSpace, base: u64) -> Region {
+        let foreign = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
+            .unwrap()
+            .0;
+        let mem = kvm_userspace_memory_region {
+            slot: 9,
+            flags: 0,
+            guest_phys_addr: base,
+            memory_size: 1 << 20,
+            userspace_addr: foreign.host_ptr().unwrap() as u64,
+        };
+        let v = Arc::clone(vm);
+        let taking: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
+            if e.kind == ChangeKind::Removed {
+                // SAFETY: the caller deletes the slot before it drops `foreign`.
+                unsafe { v.set_user_memory_region(mem) }.unwrap();
+                return Err("not now".into());
+            }
+            Ok(())
+        });
+        space.add_listener(Arc::clone(&taking)).unwrap();
+        assert!(space.remove_region(GuestAddress(base), 1 << 20).is_err());
+        space.remove_listener(&taking).unwrap();
+        foreign
+    }
+
+    /// Deletes the slot [`lose_to_foreign_memory`] put in KVM.
+    fn give_back_foreign_slot(vm: &VmFd) {
+        let none = kvm_userspace_memory_region {
+            slot: 9,
+            ..Default::default()
+        };
+        // SAFETY: deleting a slot refers to no memory.
+        unsafe { vm.set_user_memory_region(none) }.unwrap();
+    }
+
     #[test]
     fn kvm_refusing_removal_of_mended_region_keeps_its_slot() {
         let Some((vm, space, slots)) = attached("kvm_refusing_removal_of_mended_region", 0, &[])
@@ -1336,33 +1376,9 @@ mod tests {
                 .0,
         );
         space.insert_region(Arc::clone(&region)).unwrap();
-        // A later listener puts other memory at the region's range once its slot left KVM,
-        // and refuses the removal: KVM does not take the slot back.
-        let foreign = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
-            .unwrap()
-            .0;
-        let foreign_slot = |host: u64| kvm_userspace_memory_region {
-            slot: 9,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: if host == 0 { 0 } else { 1 << 20 },
-            userspace_addr: host,
-        };
-        let (v, host) = (Arc::clone(&vm), foreign.host_ptr().unwrap() as u64);
-        let taking: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
-            if e.kind == ChangeKind::Removed {
-                // SAFETY: the slot is deleted again below, before `foreign` is dropped.
-                unsafe { v.set_user_memory_region(foreign_slot(host)) }.unwrap();
-                return Err("not now".into());
-            }
-            Ok(())
-        });
-        space.add_listener(Arc::clone(&taking)).unwrap();
-        assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
-        space.remove_listener(&taking).unwrap();
+        let foreign = lose_to_foreign_memory(&vm, &space, 0);
         assert_eq!(slots.out_of_sync(), [(0, 0, 1 << 20)]);
-        // SAFETY: deleting a slot refers to no memory.
-        unsafe { vm.set_user_memory_region(foreign_slot(0)) }.unwrap();
+        give_back_foreign_slot(&vm);
         // A refused removal mends it: its undo inserts the region, which KVM takes now.
         let refuse = refusing();
         space.add_listener(Arc::clone(&refuse)).unwrap();
@@ -1403,32 +1419,9 @@ mod tests {
         space.insert_region(Arc::clone(&first)).unwrap();
         space.insert_region(Arc::clone(&region)).unwrap();
         assert_eq!(space.snapshot().slot(GuestAddress(4 << 20)), Some(1));
-        // A later listener puts other memory at the region's range once its slot left KVM,
-        // and refuses the removal: KVM does not take slot 1 back.
-        let foreign = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
-            .unwrap()
-            .0;
-        let foreign_slot = |host: u64| kvm_userspace_memory_region {
-            slot: 9,
-            flags: 0,
-            guest_phys_addr: 4 << 20,
-            memory_size: if host == 0 { 0 } else { 1 << 20 },
-            userspace_addr: host,
-        };
-        let (v, host) = (Arc::clone(&vm), foreign.host_ptr().unwrap() as u64);
-        let taking: Arc<dyn RegionListener> = Arc::new(move |e: &RegionEvent<'_>| {
-            if e.kind == ChangeKind::Removed {
-                // SAFETY: the slot is deleted again below, before `foreign` is dropped.
-                unsafe { v.set_user_memory_region(foreign_slot(host)) }.unwrap();
-                return Err("not now".into());
-            }
-            Ok(())
-        });
-        space.add_listener(Arc::clone(&taking)).unwrap();
-        assert!(space.remove_region(GuestAddress(4 << 20), 1 << 20).is_err());
-        space.remove_listener(&taking).unwrap();
-        // SAFETY: deleting a slot refers to no memory.
-        unsafe { vm.set_user_memory_region(foreign_slot(0)) }.unwrap();
+        // KVM does not take slot 1 back.
+        let foreign = lose_to_foreign_memory(&vm, &space, 4 << 20);
+        give_back_foreign_slot(&vm);
         assert_eq!(slots.out_of_sync(), [(1, 4 << 20, 1 << 20)]);
         // Both go; the lost region comes back under number 0, which KVM takes.
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
