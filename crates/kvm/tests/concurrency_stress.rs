@@ -12,11 +12,10 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots};
-use memvisor_space::{AddressSpace, Region, RegionSpec, WindowKind};
-use support::{MIB, backed, backed_space, kvm_or_skip};
+use memvisor_space::{AddressSpace, RegionSpec, WindowKind};
+use support::{MIB, backed, backed_space, kvm_or_skip, kvm_refuses_probe, page};
 use vm_memory::GuestAddress;
 
 /// Places of RAM regions, inserted and removed with `insert_region`/`remove_region`.
@@ -28,36 +27,6 @@ const NUMBERS: u32 = 16;
 /// Where the slot-number probes go: a guest address no region of the test uses (the 32-bit
 /// hole of the x86-64 layout).
 const PROBE_BASE: u64 = 0xc000_0000;
-
-/// The host's base page size.
-fn page() -> u64 {
-    memvisor_vmem::page_size() as u64
-}
-
-/// A page of our own, registered under `slot` at `addr` and deleted again: whether KVM refused
-/// it. KVM refuses it exactly when it has a slot of that number already (another slot's memory
-/// under a live number is refused, never replaced) or memory at `addr`.
-fn kvm_refuses_probe(vm: &VmFd, slot: u32, addr: u64) -> bool {
-    let probe = Region::back(RegionSpec::ram(GuestAddress(0), page()))
-        .unwrap()
-        .0;
-    let mut mem = kvm_userspace_memory_region {
-        slot,
-        flags: 0,
-        guest_phys_addr: addr,
-        memory_size: page(),
-        userspace_addr: probe.host_ptr().unwrap() as u64,
-    };
-    // SAFETY: `probe`'s mapping is live, and the slot is deleted again right below (or was
-    // never made).
-    if unsafe { vm.set_user_memory_region(mem) }.is_err() {
-        return true;
-    }
-    mem.memory_size = 0;
-    // SAFETY: deleting a slot refers to no memory.
-    unsafe { vm.set_user_memory_region(mem) }.unwrap();
-    false
-}
 
 /// The slot numbers below [`NUMBERS`] KVM has, asked of KVM itself.
 fn kvm_numbers(vm: &VmFd) -> Vec<u32> {

@@ -15,7 +15,7 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, Layout, Region, RegionSpec, RegionType, Window, WindowKind};
-use support::{MIB, backed, kvm_or_skip};
+use support::{MIB, backed, kvm_or_skip, kvm_refuses_probe, page};
 use vm_memory::{GuestAddress, GuestRegionMmap, MmapRegion};
 
 /// `KVM_MEM_MAX_NR_PAGES` (`include/linux/kvm_host.h`): the most pages one slot may have.
@@ -28,11 +28,6 @@ const X86_MAX_PHYS_BITS: u32 = 52;
 const GIB: u64 = 1 << 30;
 /// The slot number of the probe that asks KVM whether it maps a guest address.
 const PROBE_SLOT: u32 = 500;
-
-/// The host's base page size.
-fn page() -> u64 {
-    memvisor_vmem::page_size() as u64
-}
 
 /// An empty address space of RAM windows over `[0, 1 GiB)` and `extra`, as many slot numbers as
 /// `vm` takes, and no address limit of its own: KVM is the one to refuse.
@@ -50,25 +45,7 @@ fn space_for(vm: &VmFd, extra: &[(u64, u64)]) -> AddressSpace {
 /// Whether KVM maps guest memory at `addr`: a one-page slot of our own there is refused exactly
 /// when it overlaps a slot KVM has.
 fn kvm_holds(vm: &VmFd, addr: u64) -> bool {
-    let probe = Region::back(RegionSpec::ram(GuestAddress(0), page()))
-        .unwrap()
-        .0;
-    let mut mem = kvm_userspace_memory_region {
-        slot: PROBE_SLOT,
-        flags: 0,
-        guest_phys_addr: addr,
-        memory_size: page(),
-        userspace_addr: probe.host_ptr().unwrap() as u64,
-    };
-    // SAFETY: `probe`'s mapping is live, and the slot is deleted again right below (or was
-    // never made).
-    if unsafe { vm.set_user_memory_region(mem) }.is_err() {
-        return true;
-    }
-    mem.memory_size = 0;
-    // SAFETY: deleting a slot refers to no memory.
-    unsafe { vm.set_user_memory_region(mem) }.unwrap();
-    false
+    kvm_refuses_probe(vm, PROBE_SLOT, addr)
 }
 
 /// The guest's MAXPHYADDR KVM reports (`CPUID` leaf `0x8000_0008`, `EAX[7:0]`).

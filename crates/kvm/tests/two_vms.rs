@@ -12,38 +12,9 @@ use std::sync::Arc;
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
-use memvisor_space::{AddressSpace, Region, RegionEvent, RegionListener, RegionSpec};
-use support::{MIB, backed, kvm_or_skip, layout};
+use memvisor_space::{AddressSpace, RegionEvent, RegionListener, RegionSpec};
+use support::{MIB, backed, kvm_or_skip, kvm_refuses_probe, layout};
 use vm_memory::GuestAddress;
-
-/// The host's base page size.
-fn page() -> u64 {
-    memvisor_vmem::page_size() as u64
-}
-
-/// A page of our own, registered under `slot` at `addr` and deleted again: whether KVM refused
-/// it (it has a slot of that number, or memory at `addr`).
-fn kvm_refuses_probe(vm: &VmFd, slot: u32, addr: u64) -> bool {
-    let probe = Region::back(RegionSpec::ram(GuestAddress(0), page()))
-        .unwrap()
-        .0;
-    let mut mem = kvm_userspace_memory_region {
-        slot,
-        flags: 0,
-        guest_phys_addr: addr,
-        memory_size: page(),
-        userspace_addr: probe.host_ptr().unwrap() as u64,
-    };
-    // SAFETY: `probe`'s mapping is live, and the slot is deleted again right below (or was
-    // never made).
-    if unsafe { vm.set_user_memory_region(mem) }.is_err() {
-        return true;
-    }
-    mem.memory_size = 0;
-    // SAFETY: deleting a slot refers to no memory.
-    unsafe { vm.set_user_memory_region(mem) }.unwrap();
-    false
-}
 
 /// The slot numbers below 8 KVM has (probed in the 32-bit hole, where no region of the test
 /// is), and whether it maps guest memory at each of `addrs`.

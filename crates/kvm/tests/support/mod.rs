@@ -286,3 +286,33 @@ pub fn backed(base: u64, size: u64) -> Arc<Region> {
             .0,
     )
 }
+
+/// The host's base page size.
+pub fn page() -> u64 {
+    memvisor_vmem::page_size() as u64
+}
+
+/// A page of our own, registered under `slot` at `addr` and deleted again: whether KVM refused
+/// it. KVM refuses it exactly when it has a slot of that number already (another slot's memory
+/// under a live number is refused, never replaced) or memory at `addr`.
+pub fn kvm_refuses_probe(vm: &VmFd, slot: u32, addr: u64) -> bool {
+    let probe = Region::back(RegionSpec::ram(GuestAddress(0), page()))
+        .unwrap()
+        .0;
+    let mut mem = kvm_bindings::kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: addr,
+        memory_size: page(),
+        userspace_addr: probe.host_ptr().unwrap() as u64,
+    };
+    // SAFETY: `probe`'s mapping is live, and the slot is deleted again right below (or was
+    // never made).
+    if unsafe { vm.set_user_memory_region(mem) }.is_err() {
+        return true;
+    }
+    mem.memory_size = 0;
+    // SAFETY: deleting a slot refers to no memory.
+    unsafe { vm.set_user_memory_region(mem) }.unwrap();
+    false
+}
