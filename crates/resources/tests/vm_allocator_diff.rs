@@ -6,6 +6,9 @@
 //! allocated node there instead of refusing (memvisor's own answer, an overlap error, is checked
 //! by the model test).
 
+mod common;
+
+use common::page_workload::{Op, allocators, op, step};
 use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator};
 use proptest::prelude::*;
 use vm_allocator::{AddressAllocator as VmAddr, AllocPolicy as VmPolicy};
@@ -20,84 +23,12 @@ fn config() -> ProptestConfig {
     }
     config
 }
-const PAGE: u64 = 0x1000;
-const BASE: u64 = 0x1_0000_0000;
-const PAGES: u64 = 1024;
-
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    /// Size in pages, alignment as a power of two in pages, policy.
-    Alloc(u64, u32, u8, u64),
-    /// Free the live allocation at this index (modulo their number).
-    Free(usize),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (1u64..=16, 0u32..4, 0u8..3, 0u64..PAGES + 8)
-            .prop_map(|(size, align, kind, at)| Op::Alloc(size, align, kind, at)),
-        2 => any::<usize>().prop_map(Op::Free),
-    ]
-}
-
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut ours = AddressAllocator::<()>::with_base_and_size(BASE, PAGES * PAGE).unwrap();
-    let mut vm = VmAddr::new(BASE, PAGES * PAGE).unwrap();
+    let (mut ours, mut vm) = allocators();
     let mut live: Vec<AddressRange> = Vec::new();
-    for (step, op) in ops.iter().enumerate() {
-        match *op {
-            Op::Alloc(pages, align, kind, at) => {
-                let (size, align) = (pages * PAGE, PAGE << align);
-                let (policy, vm_policy) = match kind {
-                    0 => (AllocPolicy::FirstMatch, VmPolicy::FirstMatch),
-                    1 => (AllocPolicy::LastMatch, VmPolicy::LastMatch),
-                    _ => {
-                        let addr = (BASE + at * PAGE) & !(align - 1);
-                        (AllocPolicy::ExactMatch(addr), VmPolicy::ExactMatch(addr))
-                    }
-                };
-                let got = ours.allocate(size, align, policy);
-                if matches!(got, Err(Error::Overlap { .. })) {
-                    continue;
-                }
-                let want = vm.allocate(size, align, vm_policy);
-                match (&got, &want) {
-                    (Ok(g), Ok(w)) => {
-                        prop_assert_eq!(
-                            (g.start(), g.end()),
-                            (w.start(), w.end()),
-                            "step {} {:?}",
-                            step,
-                            op
-                        );
-                        live.push(*g);
-                    }
-                    (Err(_), Err(_)) => {}
-                    _ => prop_assert!(
-                        false,
-                        "step {} {:?}: ours {:?}, vm-allocator {:?}",
-                        step,
-                        op,
-                        got,
-                        want
-                    ),
-                }
-            }
-            Op::Free(n) => {
-                if live.is_empty() {
-                    continue;
-                }
-                let r = live.swap_remove(n % live.len());
-                prop_assert!(ours.free(&r).is_ok());
-                let key = vm_allocator::RangeInclusive::new(r.start(), r.end()).unwrap();
-                prop_assert!(
-                    vm.free(&key).is_ok(),
-                    "step {}: vm-allocator refused {:?}",
-                    step,
-                    r
-                );
-            }
-        }
+    for (i, &op) in ops.iter().enumerate() {
+        step(&mut ours, &mut vm, &mut live, op)
+            .map_err(|e| TestCaseError::fail(format!("step {i}: {e}")))?;
     }
     ours.check_invariants()
         .map_err(|e| TestCaseError::fail(e.to_string()))?;

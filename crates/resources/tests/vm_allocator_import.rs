@@ -3,6 +3,9 @@
 //! vm-allocator does afterwards (away from its known defects, `tests/vm_allocator_bugs.rs`), and
 //! crafted snapshots are refused with the error each check documents.
 
+mod common;
+
+use common::page_workload::{allocators, op, step};
 use memvisor_resources::{
     AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, IdLoadLimits,
     VmAddressAllocatorSnapshot, VmIdAllocatorSnapshot,
@@ -291,70 +294,6 @@ fn crafted_id_snapshots_are_refused() {
 // ---------------------------------------------------------------------------------------------
 // Addresses
 
-const PAGE: u64 = 0x1000;
-const BASE: u64 = 0x1_0000_0000;
-const PAGES: u64 = 1024;
-
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    /// Size in pages, alignment as a power of two in pages, policy, page for an exact match.
-    Alloc(u64, u32, u8, u64),
-    /// Free the live allocation at this index (modulo their number).
-    Free(usize),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (1u64..=16, 0u32..4, 0u8..3, 0u64..PAGES + 8)
-            .prop_map(|(size, align, kind, at)| Op::Alloc(size, align, kind, at)),
-        2 => any::<usize>().prop_map(Op::Free),
-    ]
-}
-
-/// One page-sized step on both allocators (as in `tests/vm_allocator_diff.rs`: an exact request
-/// that overlaps a live allocation is not sent to vm-allocator, which may split it).
-fn addr_step(
-    ours: &mut AddressAllocator<()>,
-    vm: &mut VmAddr,
-    live: &mut Vec<AddressRange>,
-    op: Op,
-) -> Result<(), TestCaseError> {
-    match op {
-        Op::Alloc(pages, align, kind, at) => {
-            let (size, align) = (pages * PAGE, PAGE << align);
-            let (policy, vm_policy) = match kind {
-                0 => (AllocPolicy::FirstMatch, VmPolicy::FirstMatch),
-                1 => (AllocPolicy::LastMatch, VmPolicy::LastMatch),
-                _ => {
-                    let addr = (BASE + at * PAGE) & !(align - 1);
-                    (AllocPolicy::ExactMatch(addr), VmPolicy::ExactMatch(addr))
-                }
-            };
-            let got = ours.allocate(size, align, policy);
-            if matches!(got, Err(Error::Overlap { .. })) {
-                return Ok(());
-            }
-            let want = vm.allocate(size, align, vm_policy);
-            match (&got, &want) {
-                (Ok(g), Ok(w)) => {
-                    prop_assert_eq!((g.start(), g.end()), (w.start(), w.end()), "{:?}", op);
-                    live.push(*g);
-                }
-                (Err(_), Err(_)) => {}
-                _ => prop_assert!(false, "{op:?}: ours {got:?}, vm-allocator {want:?}"),
-            }
-        }
-        Op::Free(n) => {
-            if !live.is_empty() {
-                let x = live.swap_remove(n % live.len());
-                prop_assert!(ours.free(&x).is_ok());
-                prop_assert!(vm.free(&VmRange::new(x.start(), x.end()).unwrap()).is_ok());
-            }
-        }
-    }
-    Ok(())
-}
-
 proptest! {
     #![proptest_config(config())]
 
@@ -366,11 +305,10 @@ proptest! {
         cut in any::<prop::sample::Index>(),
     ) {
         let cut = cut.index(ops.len() + 1);
-        let mut vm = VmAddr::new(BASE, PAGES * PAGE).unwrap();
-        let mut ours = AddressAllocator::<()>::with_base_and_size(BASE, PAGES * PAGE).unwrap();
+        let (mut ours, mut vm) = allocators();
         let mut live = Vec::new();
         for &op in &ops[..cut] {
-            addr_step(&mut ours, &mut vm, &mut live, op)?;
+            step(&mut ours, &mut vm, &mut live, op)?;
         }
         let value = serde_json::to_value(&vm).unwrap();
         let mut loaded = vm_import_addr(&vm);
@@ -380,7 +318,7 @@ proptest! {
             vm_allocated(&value)
         );
         for &op in &ops[cut..] {
-            addr_step(&mut loaded, &mut vm, &mut live, op)?;
+            step(&mut loaded, &mut vm, &mut live, op)?;
         }
         loaded.check_invariants().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(
