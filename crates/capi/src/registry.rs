@@ -403,34 +403,65 @@ pub(crate) unsafe fn client<'a>(handle: u64) -> Result<&'a Live, Status> {
 /// No other thread may use the same client during the call, except to delete it too: two
 /// deletes race only on the generation's compare-exchange, and the loser touches nothing.
 pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
+    // SAFETY: the caller's promise.
+    unsafe { delete_client_with(handle, drop) }
+}
+
+/// [`delete_client`], with `drop_client` dropping the arena's client.
+///
+/// However the drop ends, a panic included (which only a broken invariant of the arena can
+/// cause), the client is gone once it returns or unwinds: its user count of the context and
+/// its slot are given back then too, so a context is never left `CONTEXT_BUSY` by a client
+/// that no longer exists.
+///
+/// # Safety
+/// As [`delete_client`].
+unsafe fn delete_client_with(
+    handle: u64,
+    drop_client: impl FnOnce(ArenaClient<'static>),
+) -> Result<(), Status> {
     let slot = CLIENTS.retire(handle).ok_or(Status::InvalidHandle)?;
+    // The slot goes back to the free list last, also on an unwind: its cell is empty by then.
+    let _recycle = Recycle(handle);
     // SAFETY: `retire` won the generation, so new calls refuse the handle, and the caller's
     // promise keeps calls already holding it away.
-    let live = unsafe { (*slot.value().live.get()).take() };
-    let result = match live {
-        Some(live) => {
-            // SAFETY: the client holds a user count of its context, so `shared` is alive.
-            let shared = unsafe { &*live.shared };
-            shared
-                .handles
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&live.client.id());
-            let home = live.home;
-            // Frees through the context that may have found one of its blocks finish first.
-            let guard = shared
-                .deleting
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            drop(live.client);
-            drop(guard);
-            home.state.fetch_sub(1, Ordering::Release);
-            Ok(())
-        }
-        None => Err(Status::Internal),
-    };
-    CLIENTS.recycle(handle);
-    result
+    let live = unsafe { (*slot.value().live.get()).take() }.ok_or(Status::Internal)?;
+    // SAFETY: the client holds a user count of its context, so `shared` is alive.
+    let shared = unsafe { &*live.shared };
+    shared
+        .handles
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&live.client.id());
+    // The client's user count, given back once the client is dropped (after `guard`, which is
+    // declared after it); also on an unwind, since the client is gone then too.
+    let _count = UserCount(live.home);
+    // Frees through the context that may have found one of its blocks finish first.
+    let guard = shared
+        .deleting
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    drop_client(live.client);
+    drop(guard);
+    Ok(())
+}
+
+/// A client's user count of its context: given back when dropped.
+struct UserCount(&'static ContextSlot);
+
+impl Drop for UserCount {
+    fn drop(&mut self) {
+        self.0.state.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A retired client slot: put back on the free list when dropped.
+struct Recycle(u64);
+
+impl Drop for Recycle {
+    fn drop(&mut self) {
+        CLIENTS.recycle(self.0);
+    }
 }
 
 #[cfg(test)]
@@ -503,6 +534,31 @@ mod tests {
         drop(live);
         let again = Claim::new(base, 0x4000).unwrap();
         drop(again);
+    }
+
+    #[test]
+    fn client_whose_drop_panics_gives_its_context_back() {
+        let ctx = create_context(arena()).unwrap();
+        let client = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        // A drop that panics once the client is gone (a broken invariant of the arena).
+        let deleted = std::panic::catch_unwind(|| {
+            // SAFETY: no other thread uses the client.
+            unsafe {
+                delete_client_with(client, |c| {
+                    drop(c);
+                    panic!("broken invariant while dropping a client")
+                })
+            }
+        });
+        assert!(deleted.is_err());
+        // SAFETY: as above.
+        assert_eq!(unsafe { delete_client(client) }, Err(Status::InvalidHandle));
+        // The client is gone: its context is not left busy, and takes clients again.
+        let again = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        // SAFETY: as above.
+        unsafe { delete_client(again) }.unwrap();
+        assert_eq!(delete_context(ctx), Ok(()));
     }
 
     #[test]

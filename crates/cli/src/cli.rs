@@ -28,7 +28,8 @@ struct HostHugePage {
     /// With `--from cloud-hypervisor`: the host's default huge page size, which Cloud
     /// Hypervisor's `hugepages=on` without `hugepage_size` takes, and the page size of its
     /// /dev/hugepages mount, which it aligns that memory to (default: this host's,
-    /// `Hugepagesize` in /proc/meminfo and the mount at /dev/hugepages).
+    /// `Hugepagesize` in /proc/meminfo and the mount at /dev/hugepages). Refused with any
+    /// other `--from`, where it would change nothing.
     #[arg(long, value_enum, value_name = "SIZE")]
     host_hugepage_size: Option<HugePageArg>,
 }
@@ -417,13 +418,24 @@ fn execute(
     err: &mut dyn Write,
     progress: bool,
 ) -> Result<()> {
-    let huge = default_huge_page(match &command {
-        Command::Plan { host, .. }
-        | Command::Back { host, .. }
-        | Command::Check { host, .. }
-        | Command::Init { host, .. } => host.host_hugepage_size,
-        Command::Completions { .. } | Command::Probe { .. } => None,
-    });
+    let (pinned, from) = match &command {
+        Command::Plan { host, from, .. }
+        | Command::Back { host, from, .. }
+        | Command::Check { host, from, .. }
+        | Command::Init { host, from, .. } => (host.host_hugepage_size, *from),
+        Command::Completions { .. } | Command::Probe { .. } => (None, From::Memvisor),
+    };
+    // Only Cloud Hypervisor's settings take a default huge page size: elsewhere the option
+    // would change nothing, which its user should hear of rather than trust it.
+    if pinned.is_some() && !matches!(from, From::CloudHypervisor | From::CloudHypervisorJson) {
+        return Err(Error::Usage(
+            "--host-hugepage-size is only for --from cloud-hypervisor and --from \
+             cloud-hypervisor-json (Cloud Hypervisor's default huge page size); a memvisor \
+             spec or a Firecracker file names its page size itself"
+                .to_owned(),
+        ));
+    }
+    let huge = default_huge_page(pinned);
     let write =
         |out: &mut dyn Write, text: String| out.write_all(text.as_bytes()).map_err(Error::Output);
     match command {

@@ -398,13 +398,20 @@ fn read_until<R: Read>(
 /// data and its end within [`MAX_READ_WAIT`] from the start, else it is refused.
 ///
 /// # Errors
-/// As [`read_bounded`]; opening the file fails with [`Error::ReadSpec`].
+/// As [`read_bounded`]; opening the file fails with [`Error::ReadSpec`], and so does standard
+/// input that cannot be read (not open, or open for writing only), before anything is read.
 pub fn read_spec(path: impl AsRef<std::path::Path>) -> Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
 
     let path = path.as_ref();
     if path.as_os_str() == STDIN {
         let stdin = std::io::stdin();
+        if let Some(source) = unreadable_stdin(&stdin) {
+            return Err(Error::ReadSpec {
+                path: "<stdin>".to_owned(),
+                source,
+            });
+        }
         if std::io::IsTerminal::is_terminal(&stdin) {
             return read_typed("<stdin>", stdin.lock());
         }
@@ -420,6 +427,34 @@ pub fn read_spec(path: impl AsRef<std::path::Path>) -> Result<String> {
             source,
         })?;
     read_bounded(&shown, file)
+}
+
+/// Why standard input cannot be read, if it cannot: it is no open descriptor, or it is open
+/// for writing only (`0>file`) or as a path only (`O_PATH`). `std` takes the `EBADF` a read
+/// of such a descriptor fails with for end of file, which would read as an empty spec.
+#[cfg(unix)]
+fn unreadable_stdin(stdin: &std::io::Stdin) -> Option<io::Error> {
+    use rustix::fs::OFlags;
+
+    match rustix::fs::fcntl_getfl(stdin) {
+        Err(e) => Some(io::Error::new(
+            io::Error::from(e).kind(),
+            format!("standard input is not an open descriptor ({e})"),
+        )),
+        Ok(flags) => {
+            let mode = flags & OFlags::RWMODE;
+            #[cfg(target_os = "linux")]
+            let path_only = flags.contains(OFlags::PATH);
+            #[cfg(not(target_os = "linux"))]
+            let path_only = false;
+            (mode == OFlags::WRONLY || path_only).then(|| {
+                io::Error::other(
+                    "standard input is not open for reading (it is open for writing only, as \
+                     with `0>FILE`, or as a path only)",
+                )
+            })
+        }
+    }
 }
 
 /// The most bytes read of a `/proc` or `/sys` file that holds one value or a short table

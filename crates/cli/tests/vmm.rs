@@ -4,10 +4,14 @@
 use std::path::PathBuf;
 
 /// Runs `memvisor ARGS`, with Cloud Hypervisor's default huge page size pinned to 2 MiB (so
-/// that plans do not depend on the host) unless ARGS give it.
+/// that plans do not depend on the host) for Cloud Hypervisor's formats unless ARGS give it.
 fn run(args: &[&str]) -> (u8, String, String) {
     let mut argv = args.to_vec();
+    let cloud_hypervisor = args
+        .windows(2)
+        .any(|w| w[0] == "--from" && w[1].starts_with("cloud-hypervisor"));
     if matches!(args.first(), Some(&("plan" | "back" | "check" | "init")))
+        && cloud_hypervisor
         && !args.contains(&"--host-hugepage-size")
     {
         argv.splice(1..1, ["--host-hugepage-size", "2M"]);

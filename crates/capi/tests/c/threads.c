@@ -1,6 +1,7 @@
 /* Contexts are shared between threads; each client is used by one thread at a time. */
 #define _POSIX_C_SOURCE 200809L /* pthread barriers under -std=c11 */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -406,6 +407,125 @@ static void test_context_calls_while_a_client_works(void) {
     free(memory);
 }
 
+/* A context deleted while threads make clients of it, allocate, free through it (first, in
+ * vain, through another context, which calls their blocks foreign) and delete the clients, and
+ * call their deleted clients' stale handles: each delete is refused with `CONTEXT_BUSY` while a
+ * client lives and succeeds once none does; after it every call on the context is refused;
+ * and no user count is left behind, so a delete after the threads are done succeeds at once. */
+#define CHURN_THREADS 3
+#define CHURN_ROUNDS 300
+#define CHURN_BLOCKS 8
+static memvisor_context churn_ctx;
+static memvisor_context churn_other;
+static atomic_int churn_deleted;
+static atomic_int churn_done;
+static atomic_int churn_refused;
+
+static void *churner(void *arg) {
+    (void)arg;
+    for (int round = 0; round < CHURN_ROUNDS; round++) {
+        memvisor_client cl;
+        memvisor_status st = memvisor_client_create(churn_ctx, MEMVISOR_UNLIMITED, &cl);
+        if (st == MEMVISOR_STATUS_INVALID_HANDLE) {
+            /* Only a successful delete of the context refuses it: checked after the join. */
+            atomic_store(&churn_refused, 1);
+            break;
+        }
+        if (st != MEMVISOR_STATUS_OK) {
+            fail_locked();
+            break;
+        }
+        void *blocks[CHURN_BLOCKS];
+        for (int i = 0; i < CHURN_BLOCKS; i++) {
+            if (memvisor_alloc(cl, 16 + (size_t)(i * 100 + round), &blocks[i]) !=
+                MEMVISOR_STATUS_OK) {
+                fail_locked();
+                blocks[i] = NULL;
+            }
+        }
+        for (int i = 0; i < CHURN_BLOCKS; i += 2) {
+            size_t size = 0;
+            if (blocks[i] == NULL) {
+                continue;
+            }
+            if (memvisor_free(churn_other, blocks[i], &size) !=
+                    MEMVISOR_STATUS_FOREIGN_POINTER ||
+                size != 0) {
+                fail_locked();
+            }
+            if (memvisor_free(churn_ctx, blocks[i], &size) != MEMVISOR_STATUS_OK ||
+                size < 16) {
+                fail_locked();
+            }
+            /* Freed, and ordered after the free: refused, nothing changes. */
+            if (memvisor_free(churn_ctx, blocks[i], NULL) != MEMVISOR_STATUS_NOT_A_BLOCK) {
+                fail_locked();
+            }
+        }
+        if (memvisor_client_delete(cl) != MEMVISOR_STATUS_OK) {
+            fail_locked();
+        }
+        /* The deleted client's handle, while other threads make clients that may take its
+         * slot: refused, and it touches none of them. */
+        void *p = NULL;
+        if (memvisor_alloc(cl, 16, &p) != MEMVISOR_STATUS_INVALID_HANDLE || p != NULL ||
+            memvisor_client_delete(cl) != MEMVISOR_STATUS_INVALID_HANDLE) {
+            fail_locked();
+        }
+    }
+    atomic_fetch_add(&churn_done, 1);
+    return NULL;
+}
+
+static void test_context_deleted_while_clients_come_and_go(void) {
+    size_t len = 4u << 20;
+    void *memory = aligned_alloc(4096, len);
+    void *other_memory = aligned_alloc(4096, 1u << 20);
+    CHECK(memory != NULL && other_memory != NULL);
+    memvisor_config c;
+    OK(memvisor_config_init(&c));
+    c.chunk_size = 64u << 10;
+    OK(memvisor_context_create(memory, len, &c, &churn_ctx));
+    OK(memvisor_context_create(other_memory, 1u << 20, &c, &churn_other));
+    atomic_store(&churn_deleted, 0);
+    atomic_store(&churn_done, 0);
+    atomic_store(&churn_refused, 0);
+    pthread_t threads[CHURN_THREADS];
+    for (int t = 0; t < CHURN_THREADS; t++) {
+        CHECK(pthread_create(&threads[t], NULL, churner, NULL) == 0);
+    }
+    while (atomic_load(&churn_done) < CHURN_THREADS) {
+        memvisor_status st = memvisor_context_delete(churn_ctx);
+        if (st == MEMVISOR_STATUS_OK) {
+            atomic_store(&churn_deleted, 1);
+            break;
+        }
+        CHECK_STATUS(st, MEMVISOR_STATUS_CONTEXT_BUSY);
+        sched_yield();
+    }
+    for (int t = 0; t < CHURN_THREADS; t++) {
+        CHECK(pthread_join(threads[t], NULL) == 0);
+    }
+    CHECK(thread_failures == 0);
+    CHECK(!atomic_load(&churn_refused) || atomic_load(&churn_deleted));
+    if (!atomic_load(&churn_deleted)) {
+        /* Every client is gone: nothing holds the context any more. */
+        OK(memvisor_context_delete(churn_ctx));
+    }
+    memvisor_client late;
+    memvisor_context_stats s = {.size = sizeof s};
+    CHECK_STATUS(memvisor_client_create(churn_ctx, MEMVISOR_UNLIMITED, &late),
+                 MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_get_stats(churn_ctx, &s), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_delete(churn_ctx), MEMVISOR_STATUS_INVALID_HANDLE);
+    /* The other context was only refused: it is as it was made, and deleted at once. */
+    OK(memvisor_context_get_stats(churn_other, &s));
+    CHECK(s.clients == 0 && s.held_chunks == 0);
+    OK(memvisor_context_delete(churn_other));
+    free(other_memory);
+    free(memory);
+}
+
 int main(void) {
     size_t len = 16u << 20;
     void *memory = aligned_alloc(4096, len);
@@ -443,6 +563,7 @@ int main(void) {
     test_double_delete_beside_other_contexts();
     test_client_deleted_by_two_threads();
     test_context_calls_while_a_client_works();
+    test_context_deleted_while_clients_come_and_go();
 
     memvisor_context_stats s = {.size = sizeof s};
     OK(memvisor_context_get_stats(shared_ctx, &s));
