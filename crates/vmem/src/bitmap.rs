@@ -388,6 +388,13 @@ impl PageBitmap {
     }
 
     /// The last bit in `first..first + count` that is set, if any.
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "only the tests and the loom models read backwards"
+        )
+    )]
     pub(crate) fn last_set(&self, first: usize, count: usize) -> Option<usize> {
         self.check(first, count);
         segments(first, count).rev().find_map(|segment| {
@@ -435,6 +442,24 @@ impl PageBitmap {
         self.check(index, 1);
         let state = self.state(index / BLOCK_BITS).load(Ordering::Acquire);
         self.word_in(state, index / BITS) & (1 << (index % BITS)) != 0
+    }
+
+    /// Bytes of the bitmap's mapping (words and states) that are resident: what writing it
+    /// has cost in memory.
+    #[cfg(all(
+        test,
+        not(loom),
+        not(miri),
+        any(target_os = "linux", target_os = "android")
+    ))]
+    pub(crate) fn resident_bytes(&self) -> usize {
+        let page = page_size();
+        let mut resident = alloc::vec![0u8; self.mapped / page];
+        // SAFETY: `words..words + mapped` is the bitmap's own mapping; `resident` has a byte
+        // per page of it.
+        unsafe { sys::residency(self.words.as_ptr().cast(), self.mapped, &mut resident) }
+            .expect("mincore of a bitmap");
+        resident.iter().filter(|&&b| b & 1 != 0).count() * page
     }
 
     /// The number of set bits in `first..first + count`.

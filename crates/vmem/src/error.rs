@@ -209,6 +209,17 @@ pub enum Error {
         /// The first node number that is not accepted.
         limit: u32,
     },
+    /// [`Reservation::bind_numa`](crate::Reservation::bind_numa) was given a node set that
+    /// does not fit its policy: nodes for [`NumaPolicy::Default`](crate::NumaPolicy::Default),
+    /// which takes none, or none for [`NumaPolicy::Bind`](crate::NumaPolicy::Bind) or
+    /// [`NumaPolicy::Interleave`](crate::NumaPolicy::Interleave), which need at least one.
+    #[error("NUMA policy {policy:?} does not take a set of {nodes} nodes")]
+    NumaPolicyNodes {
+        /// The policy.
+        policy: crate::NumaPolicy,
+        /// How many node numbers were given.
+        nodes: usize,
+    },
     /// The operation needs guard pages and the page at `offset` is not one.
     #[error("page at offset {offset:#x} is not a guard page")]
     NotGuarded {
@@ -461,6 +472,14 @@ mod tests {
             }
             .to_string(),
             "NUMA node 5000 is out of range (nodes are below 1024)"
+        );
+        assert_eq!(
+            Error::NumaPolicyNodes {
+                policy: crate::NumaPolicy::Bind,
+                nodes: 0
+            }
+            .to_string(),
+            "NUMA policy Bind does not take a set of 0 nodes"
         );
         assert_eq!(Operation::PrefaultRead.to_string(), "read prefault");
         assert_eq!(

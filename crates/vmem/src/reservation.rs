@@ -203,8 +203,14 @@ impl ReservationBuilder {
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
                 PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
+                [
+                    PageBitmap::new(pages)?,
+                    PageBitmap::new(pages)?,
+                    PageBitmap::new(pages)?,
+                    PageBitmap::new(pages)?,
+                    PageBitmap::new(pages)?,
+                    PageBitmap::new(pages)?,
+                ],
             ))
         });
         let (
@@ -218,7 +224,6 @@ impl ReservationBuilder {
             dont_dump,
             lost,
             hugetlb,
-            hugetlb_head,
         ) = match bitmaps {
             Ok(bitmaps) => bitmaps,
             Err(e) => {
@@ -252,12 +257,15 @@ impl ReservationBuilder {
             any_lost: AtomicBool::new(false),
             held_by_vector: false,
             hugetlb,
-            hugetlb_head,
             any_hugetlb: AtomicBool::new(false),
             lock_calls: Serial::default(),
         })
     }
 }
+
+/// Bitmaps spelling the size of explicit huge pages (see `Reservation::hugetlb`): enough bits
+/// for the binary logarithm of any power of two that fits in `usize`.
+const HUGETLB_PLANES: usize = usize::BITS.ilog2() as usize;
 
 /// The most halvings `Reservation::fill_hole` makes of a range whose fill the system refuses,
 /// bounding its system calls (two per halving) whatever the holes look like.
@@ -411,10 +419,13 @@ pub struct Reservation {
     /// checked against it only once a page was lost.
     any_lost: AtomicBool,
     /// Pages that `map` put explicit huge pages over (`MAP_HUGETLB`, or a hugetlbfs file),
-    /// and of those the first page of each huge page: the system acts on such a range only in
-    /// whole huge pages, so a call whose range cuts one is refused (see `check_whole`).
-    hugetlb: PageBitmap,
-    hugetlb_head: PageBitmap,
+    /// with the size of their huge pages: bit `i` of `log2(huge page size / page size)` in
+    /// plane `i`, all clear for other pages. The system acts on such a range only in whole
+    /// huge pages, so a call whose range cuts one is refused (see `check_whole`). Huge pages
+    /// start at addresses that are multiples of their size (`map` checks it), so the size
+    /// tells where each one starts, and a range of them sets and clears whole runs of bits:
+    /// uniform blocks, whose words are never written.
+    hugetlb: [PageBitmap; HUGETLB_PLANES],
     /// Whether `hugetlb` ever had a page (set after its bits, with `Release`), so that ranges
     /// are checked against it only once explicit huge pages were mapped.
     any_hugetlb: AtomicBool,
@@ -588,49 +599,71 @@ impl Reservation {
         }
         let total = self.len / self.page;
         for (what, page) in [("offset", pages.first), ("end", pages.first + pages.count)] {
-            if page < total && self.hugetlb.get(page) && !self.hugetlb_head.get(page) {
+            if page >= total {
+                continue;
+            }
+            let shift = self.hugetlb_shift(page);
+            if shift == 0 {
+                continue;
+            }
+            // The huge page's size in bytes is `2^bits`; it starts where the address is a
+            // multiple of that. `bits` may exceed `usize::BITS` only if the planes were read
+            // while a racing `map` or decommit rewrote them; no page starts such a huge page.
+            let bits = self.page.trailing_zeros() + shift;
+            let addr = self.at(page * self.page) as usize;
+            if addr.trailing_zeros() < bits {
                 return Err(Error::Misaligned {
                     what,
                     value: page * self.page,
-                    page_size: self.hugetlb_size(page),
+                    page_size: 1 << bits.min(usize::BITS - 1),
                 });
             }
         }
         Ok(pages)
     }
 
-    /// The size in bytes of the explicit huge page holding `page` (a page of `hugetlb`): from
-    /// its first page to the next huge page's first page or the end of the run. Bounded by
-    /// the huge page size: the first page lies at most one huge page before.
-    fn hugetlb_size(&self, page: usize) -> usize {
-        let total = self.len / self.page;
-        let head = self.hugetlb_head.last_set(0, page + 1).unwrap_or(page);
-        let after = head + 1;
-        let next_head = self
-            .hugetlb_head
-            .first_set(after, total - after)
-            .unwrap_or(total);
-        let run_end = self
-            .hugetlb
-            .first_clear(after, total - after)
-            .unwrap_or(total);
-        (next_head.min(run_end) - head) * self.page
+    /// `log2(huge page size / page size)` of the explicit huge page holding `page`, or 0 if
+    /// the page is not in one: one bit read per plane.
+    fn hugetlb_shift(&self, page: usize) -> u32 {
+        self.hugetlb
+            .iter()
+            .enumerate()
+            .filter(|(_, plane)| plane.get(page))
+            .map(|(bit, _)| 1 << bit)
+            .sum()
     }
 
-    /// Records `pages` as mapped with explicit huge pages of `size` bytes (a multiple of the
-    /// page size that `pages` is made of), or as not, with `None`.
+    /// The first page of `pages` recorded as an explicit huge page, if any.
+    fn first_hugetlb(&self, pages: Pages) -> Option<usize> {
+        self.hugetlb
+            .iter()
+            .filter_map(|plane| plane.first_set(pages.first, pages.count))
+            .min()
+    }
+
+    /// Records `pages` as mapped with explicit huge pages of `size` bytes, or as not, with
+    /// `None`. `size` is a power of two and `pages` a run of whole huge pages of that size
+    /// that starts at an address that is a multiple of it (as `map` checks); a size no larger
+    /// than the page size records no huge pages.
     fn record_hugetlb(&self, pages: Pages, size: Option<usize>) {
-        self.hugetlb_head.clear_range(pages.first, pages.count);
-        let Some(size) = size.filter(|&size| size > self.page) else {
-            self.hugetlb.clear_range(pages.first, pages.count);
+        let shift = size
+            .filter(|&size| size > self.page)
+            .map_or(0, |size| (size / self.page).trailing_zeros());
+        debug_assert!(size.is_none_or(|size| size <= self.page || size.is_power_of_two()));
+        // The callers hold the call lock, so no other call records huge pages meanwhile.
+        if shift == 0 && !self.any_hugetlb.load(Ordering::Acquire) {
             return;
-        };
-        let step = size / self.page;
-        for head in (pages.first..pages.first + pages.count).step_by(step) {
-            self.hugetlb_head.set_range(head, 1);
         }
-        self.hugetlb.set_range(pages.first, pages.count);
-        self.any_hugetlb.store(true, Ordering::Release);
+        for (bit, plane) in self.hugetlb.iter().enumerate() {
+            if shift >> bit & 1 != 0 {
+                plane.set_range(pages.first, pages.count);
+            } else {
+                plane.clear_range(pages.first, pages.count);
+            }
+        }
+        if shift != 0 {
+            self.any_hugetlb.store(true, Ordering::Release);
+        }
     }
 
     fn at(&self, offset: usize) -> *mut u8 {
@@ -1381,8 +1414,13 @@ impl Reservation {
     /// As [`prefault`](Self::prefault).
     ///
     /// # Safety
-    /// Where the kernel cannot populate, each page is read and written back: no other thread
-    /// may write the range during the call, and no `&` or `&mut` reference into it may be live.
+    /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
+    /// read and written back with plain accesses: during the call no other thread may read or
+    /// write the range (a read racing that write back is a data race too), and no `&` or
+    /// `&mut` reference into it may be live. The call checks that the range is committed
+    /// read-write without waiting for other calls, so no other thread may decommit, protect,
+    /// guard or map any of its pages during the call either (through the `_unchecked` forms of
+    /// those calls): a page taken after the check would fault when it is touched.
     pub unsafe fn prefault_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
@@ -1910,7 +1948,12 @@ pub(crate) mod tests {
     fn ranges_cutting_recorded_huge_pages_are_refused_before_any_change() {
         let p = page();
         for mode in [CommitMode::Protected, CommitMode::Sparse] {
-            let mut r = Reservation::builder().mode(mode).reserve(16 * p).unwrap();
+            // Aligned as `map` aligns explicit huge pages.
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .alignment(16 * p)
+                .reserve(16 * p)
+                .unwrap();
             r.commit(0, 16 * p).unwrap();
             // Pages 4..12 in huge pages of four pages, 12..16 in huge pages of two, as a
             // `map` of explicit huge pages records them.
@@ -1992,8 +2035,13 @@ pub(crate) mod tests {
             r.protect(4 * p, 4 * p, Protection::Read).unwrap();
             r.commit(12 * p, 2 * p).unwrap();
             r.decommit(4 * p, 12 * p).unwrap();
-            assert_eq!(r.hugetlb.count_set(0, 16), 0);
-            assert_eq!(r.hugetlb_head.count_set(0, 16), 0);
+            assert_eq!(
+                r.first_hugetlb(Pages {
+                    first: 0,
+                    count: 16
+                }),
+                None
+            );
             r.commit(5 * p, p).unwrap();
             r.decommit(13 * p, p).unwrap();
         }
@@ -2926,6 +2974,73 @@ pub(crate) mod tests {
         r.unguard(0, 4 * page()).unwrap();
         r.commit(0, 4 * page()).unwrap();
         r.prefault(0, 4 * page()).unwrap();
+    }
+
+    /// Resident bytes of all the reservation's bitmaps.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn bitmaps_resident_bytes(r: &Reservation) -> usize {
+        [
+            &r.committed,
+            &r.writable,
+            &r.guarded,
+            &r.inaccessible,
+            &r.executable,
+            &r.mapped,
+            &r.shared,
+            &r.no_hole_punch,
+            &r.locked,
+            &r.huge,
+            &r.no_huge,
+            &r.dont_fork,
+            &r.dont_dump,
+            &r.lost,
+        ]
+        .iter()
+        .chain(&r.hugetlb.each_ref())
+        .map(|b| b.resident_bytes())
+        .sum()
+    }
+
+    /// A terabyte recorded as explicit 2 MiB huge pages (as a `map` of them records it, here
+    /// without the system's huge pages) costs bitmap memory only where its ranges cut a block
+    /// of pages, not a bit per huge page in every block; and ranges cutting one of its huge
+    /// pages are still refused, whole ones accepted.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64", not(miri)))]
+    #[test]
+    fn recording_a_tib_of_huge_pages_costs_bitmap_memory_in_proportion_to_the_cuts() {
+        const TIB: usize = 1 << 40;
+        const HUGE: usize = 2 << 20;
+        let p = page();
+        let r = Reservation::builder().alignment(HUGE).reserve(TIB).unwrap();
+        let before = bitmaps_resident_bytes(&r);
+        let pages = |offset: usize, len: usize| Pages {
+            first: offset / p,
+            count: len / p,
+        };
+        // The whole reservation, then a range that starts and ends inside blocks.
+        r.record_hugetlb(pages(0, TIB), Some(HUGE));
+        r.record_hugetlb(pages(HUGE, TIB - 3 * HUGE), Some(HUGE));
+        let grown = bitmaps_resident_bytes(&r) - before;
+        // A bit per huge page in every block would be 32 MiB; each recorded range may cut two
+        // blocks in each bitmap it writes (4 KiB of words each).
+        assert!(
+            grown <= 256 << 10,
+            "recording grew the bitmaps by {grown} bytes"
+        );
+        let cut = |what, value| {
+            Err(Error::Misaligned {
+                what,
+                value,
+                page_size: HUGE,
+            })
+        };
+        for base in [0, HUGE, TIB / 2, TIB - HUGE] {
+            assert_eq!(r.commit(base + p, p), cut("offset", base + p), "{base:#x}");
+            assert_eq!(r.commit(base, p), cut("end", base + p), "{base:#x}");
+            r.commit(base, HUGE).unwrap();
+        }
+        assert_eq!(r.commit(TIB - HUGE, HUGE), Ok(()));
+        assert_eq!(r.committed_bytes(), 4 * HUGE);
     }
 
     fn page() -> usize {

@@ -135,9 +135,9 @@ pub enum NumaPolicy {
     /// the allocating CPU.
     Preferred,
     /// Allocate only on the given nodes, moving pages already there (`MPOL_BIND` with
-    /// `MPOL_MF_STRICT | MPOL_MF_MOVE`).
+    /// `MPOL_MF_STRICT | MPOL_MF_MOVE`); takes at least one node.
     Bind,
-    /// Spread pages over the given nodes (`MPOL_INTERLEAVE`).
+    /// Spread pages over the given nodes (`MPOL_INTERLEAVE`); takes at least one node.
     Interleave,
 }
 
@@ -212,8 +212,8 @@ impl Reservation {
     /// The bookkeeping costs one byte per bitmap for each whole block of 32,768 pages in the
     /// range (128 MiB with 4 KiB pages) and 4 KiB per bitmap for each block the range only
     /// cuts, whatever the range's length: mapping a memfd over 8 TiB writes under 1 MiB and
-    /// takes milliseconds. Explicit huge pages add one bit per huge page, which can make each
-    /// block of the range cost its 4 KiB in one bitmap.
+    /// takes milliseconds. Explicit huge pages are recorded by their size, at the same cost
+    /// whatever their number.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
@@ -417,11 +417,14 @@ impl Reservation {
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NumaNode`] for a node number of
-    /// 1024 or more; [`Error::Unsupported`] outside Linux; [`Error::Os`] if the kernel refuses
-    /// (`EINVAL` for an empty node set where one is needed, or nodes for
-    /// [`NumaPolicy::Default`]; `EIO` if pages could not be moved). Nodes that do not exist, or
-    /// that the process may not use, are left out by the kernel without an error, as long as
-    /// one of the given nodes is left (`EINVAL` if none is).
+    /// 1024 or more; [`Error::NumaPolicyNodes`] for nodes given with [`NumaPolicy::Default`],
+    /// or none with [`NumaPolicy::Bind`] or [`NumaPolicy::Interleave`] (checked in this order,
+    /// before the system is asked, on every system); [`Error::Unsupported`] outside Linux;
+    /// [`Error::Os`] if the kernel refuses (`EIO` if pages could not be moved). Nodes that do
+    /// not exist, or that the process may not use, are left out by the kernel without an
+    /// error, as long as one of the given nodes is left (`EINVAL` if none is); but a node
+    /// number at or past the most the kernel was built for (it may support fewer than 1024
+    /// nodes, `CONFIG_NODES_SHIFT`) is `EINVAL` whatever the other nodes are.
     ///
     /// # Examples
     /// ```
@@ -454,6 +457,18 @@ impl Reservation {
             }
             // `node < 1024`, so the index and shift are in range.
             mask[node as usize / 64] |= 1 << (node % 64);
+        }
+        // The system refuses these with `EINVAL`, which would not say whose mistake it was.
+        let fits = match policy {
+            NumaPolicy::Default => nodes.is_empty(),
+            NumaPolicy::Preferred => true,
+            NumaPolicy::Bind | NumaPolicy::Interleave => !nodes.is_empty(),
+        };
+        if !fits {
+            return Err(Error::NumaPolicyNodes {
+                policy,
+                nodes: nodes.len(),
+            });
         }
         // MPOL_* and MPOL_MF_* values of `include/uapi/linux/mempolicy.h`.
         let (mode, flags) = match policy {
@@ -756,7 +771,7 @@ impl Reservation {
         // given it: refuse up front too.
         if operation == Operation::Free
             && self.any_hugetlb.load(core::sync::atomic::Ordering::Acquire)
-            && let Some(page) = self.hugetlb.first_set(pages.first, pages.count)
+            && let Some(page) = self.first_hugetlb(pages)
         {
             return Err(Error::HugeTlb {
                 offset: page * self.page,
@@ -824,8 +839,12 @@ impl Reservation {
     /// As [`prefault_read`](Self::prefault_read).
     ///
     /// # Safety
-    /// Where the kernel cannot populate, each page is read: no other thread may write the
-    /// range during the call.
+    /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
+    /// read with plain accesses: during the call no other thread may write the range and no
+    /// `&mut` reference into it may be live. The call checks that the range is committed and
+    /// readable without waiting for other calls, so no other thread may decommit, protect,
+    /// guard or map any of its pages during the call either (through the `_unchecked` forms of
+    /// those calls): a page taken after the check would fault when it is read.
     pub unsafe fn prefault_read_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         self.all_committed(pages)?;
@@ -1036,6 +1055,63 @@ mod tests {
     fn huge_tlb_sizes_are_powers_of_two() {
         assert_eq!(HugeTlbSize::Size2M.bytes(), 2 << 20);
         assert_eq!(HugeTlbSize::Size1G.bytes(), 1 << 30);
+    }
+
+    /// A node set that does not fit the policy is the caller's mistake, told by a typed error
+    /// before the system is asked, on every system, whatever the range's pages are.
+    #[test]
+    fn bind_numa_node_set_that_does_not_fit_the_policy_is_a_typed_error() {
+        let r = Reservation::new(2 * page()).unwrap();
+        r.commit(0, page()).unwrap();
+        let cases: [(NumaPolicy, &[u32]); 4] = [
+            (NumaPolicy::Default, &[0]),
+            (NumaPolicy::Default, &[0, 1, 1023]),
+            (NumaPolicy::Bind, &[]),
+            (NumaPolicy::Interleave, &[]),
+        ];
+        for (policy, nodes) in cases {
+            assert_eq!(
+                r.bind_numa(0, 2 * page(), policy, nodes),
+                Err(Error::NumaPolicyNodes {
+                    policy,
+                    nodes: nodes.len()
+                }),
+                "{policy:?} {nodes:?}"
+            );
+        }
+        // The range is checked first, then each node number.
+        assert_eq!(
+            r.bind_numa(page(), 2 * page(), NumaPolicy::Default, &[0]),
+            Err(Error::OutOfBounds {
+                offset: page(),
+                len: 2 * page(),
+                size: 2 * page()
+            })
+        );
+        assert_eq!(
+            r.bind_numa(0, page(), NumaPolicy::Default, &[NUMA_NODES]),
+            Err(Error::NumaNode {
+                node: NUMA_NODES,
+                limit: NUMA_NODES
+            })
+        );
+        assert!(r.is_committed(0, page()).unwrap());
+        assert!(!r.is_committed(page(), page()).unwrap());
+        // Node sets that fit are the system's to judge (it may lack NUMA support, or node 0).
+        let fitting: [(NumaPolicy, &[u32]); 5] = [
+            (NumaPolicy::Default, &[]),
+            (NumaPolicy::Preferred, &[]),
+            (NumaPolicy::Preferred, &[0]),
+            (NumaPolicy::Bind, &[0]),
+            (NumaPolicy::Interleave, &[0, 1]),
+        ];
+        for (policy, nodes) in fitting {
+            let result = r.bind_numa(0, 2 * page(), policy, nodes);
+            assert!(
+                !matches!(result, Err(Error::NumaPolicyNodes { .. })),
+                "{policy:?} {nodes:?}: {result:?}"
+            );
+        }
     }
 
     #[test]
