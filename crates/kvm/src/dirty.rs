@@ -250,8 +250,9 @@ const KVM_GET_DIRTY_LOG: u64 = (1 << 30)
 /// Memory that KVM's dirty logs are fetched into, kept from one fetch to the next (a fresh
 /// reservation per fetch cost ten times the fetch of a 1 GiB region): `accessible` bytes of
 /// committed read-write pages, then one inaccessible page. A log of `bytes` is placed to end
-/// where the inaccessible page starts. It only grows, to the largest log fetched (a 32768th
-/// of the largest region, with 4 KiB pages).
+/// where the inaccessible page starts. A fetch grows it to the log fetched; a slot's deletion
+/// shrinks it to the log of the largest region still registered ([`fit`](Self::fit)), so it
+/// holds at most a 32768th of that region (with 4 KiB pages), rounded up to a page.
 #[derive(Debug, Default)]
 pub(crate) struct LogBuffer(Option<(memvisor_vmem::Reservation, usize)>);
 
@@ -262,15 +263,7 @@ impl LogBuffer {
     fn place(&mut self, bytes: usize) -> Option<*mut u64> {
         let held = self.0.as_ref().map_or(0, |(_, accessible)| *accessible);
         if held < bytes {
-            let page = memvisor_vmem::page_size();
-            let accessible = bytes.checked_next_multiple_of(page)?;
-            // The log's pages, then one page left inaccessible (never committed).
-            let buffer = memvisor_vmem::Reservation::builder()
-                .mode(memvisor_vmem::CommitMode::Protected)
-                .reserve(accessible.checked_add(page)?)
-                .ok()?;
-            buffer.commit(0, accessible).ok()?;
-            self.0 = Some((buffer, accessible));
+            self.0 = Some(Self::reserve(bytes)?);
         }
         let (buffer, accessible) = self.0.as_ref()?;
         // `accessible - bytes` is a multiple of 8 (both are), so the words are aligned; they end
@@ -282,6 +275,56 @@ impl LogBuffer {
                 .cast::<u64>(),
         )
     }
+
+    /// Gives back what the buffer holds past the pages a log of `bytes` needs: a smaller
+    /// buffer replaces it (none for 0 bytes). If the system refuses the smaller one, the
+    /// buffer stays as it is (it still serves every fetch).
+    pub(crate) fn fit(&mut self, bytes: usize) {
+        let Some((_, accessible)) = &self.0 else {
+            return;
+        };
+        if bytes == 0 {
+            self.0 = None;
+            return;
+        }
+        let Some(needed) = bytes.checked_next_multiple_of(memvisor_vmem::page_size()) else {
+            return;
+        };
+        if *accessible > needed
+            && let Some(smaller) = Self::reserve(bytes)
+        {
+            self.0 = Some(smaller);
+        }
+    }
+
+    /// A new buffer for a log of `bytes`: the log's pages, committed, then one page left
+    /// inaccessible (never committed). `None` if the system refuses the memory or the size
+    /// overflows.
+    fn reserve(bytes: usize) -> Option<(memvisor_vmem::Reservation, usize)> {
+        let page = memvisor_vmem::page_size();
+        let accessible = bytes.checked_next_multiple_of(page)?;
+        let buffer = memvisor_vmem::Reservation::builder()
+            .mode(memvisor_vmem::CommitMode::Protected)
+            .reserve(accessible.checked_add(page)?)
+            .ok()?;
+        buffer.commit(0, accessible).ok()?;
+        Some((buffer, accessible))
+    }
+
+    /// The bytes of committed memory held for logs.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.0.as_ref().map_or(0, |(_, accessible)| *accessible)
+    }
+}
+
+/// The bytes of KVM's dirty log of a region of `size` bytes: one bit per host page, in whole
+/// 64-bit words. `None` if it does not fit `usize`.
+pub(crate) fn log_bytes(size: u64) -> Option<usize> {
+    let size = usize::try_from(size).ok()?;
+    size.div_ceil(memvisor_vmem::page_size())
+        .div_ceil(64)
+        .checked_mul(8)
 }
 
 /// One `KVM_GET_DIRTY_LOG` of `slot`, registered for `region`: KVM's log as words, handed to
@@ -306,11 +349,8 @@ fn get_log(
         base,
         size: region.size(),
     };
-    let size = usize::try_from(region.size()).map_err(|_| too_big())?;
-    let page = memvisor_vmem::page_size();
-    // One bit per host page, in whole 64-bit words, as KVM writes it.
-    let words = size.div_ceil(page).div_ceil(64);
-    let bytes = words.checked_mul(8).ok_or_else(too_big)?;
+    let bytes = log_bytes(region.size()).ok_or_else(too_big)?;
+    let words = bytes / 8;
     let mut buffer = shared.log_buffer();
     let start = buffer.place(bytes).ok_or(Error::DirtyLog {
         slot,
@@ -359,15 +399,36 @@ impl MemorySlots {
     /// (off and on again still starts clean; see
     /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
     ///
+    /// While another thread (or a region listener after this one) removes the region, from
+    /// KVM's deletion of the slot until the space publishes the removal or undoes it (a
+    /// listener after this one refused it), the space still holds the region: the call acts
+    /// as if made before the removal. It sets the flags the undo gives the slot back, and
+    /// either way logging starts clean (no guest writes the region while KVM has no slot
+    /// there). [`registered`](Self::registered) and [`slot_at`](Self::slot_at) meanwhile list
+    /// what KVM has, so not the region.
+    ///
     /// # Errors
-    /// [`Error::NotRegistered`] if no region registered with KVM starts at `base`;
+    /// [`Error::NotRegistered`] if no region registered with KVM (or being removed, as above)
+    /// starts at `base`;
     /// [`Error::SetMemoryRegion`] if KVM refuses (the slot keeps its flags);
     /// [`Error::DirtyLog`] if it is on already and KVM refuses to give its log.
     pub fn set_dirty_logging(&self, base: GuestAddress, on: bool) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.locked();
-        let (slot, region, flags) =
-            Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
+        let Some((slot, region, flags)) = Shared::slot_of(&state, base.0) else {
+            // A removal under way: the undo, if it comes, gives the slot these flags, and
+            // turning logging on or off starts clean (no guest writes it meanwhile).
+            let (_, removed) = self
+                .removing(&mut state, base.0)
+                .ok_or(Error::NotRegistered { base: base.0 })?;
+            if on {
+                removed.flags |= KVM_MEM_LOG_DIRTY_PAGES;
+            } else {
+                removed.flags &= !KVM_MEM_LOG_DIRTY_PAGES;
+            }
+            removed.owed = false;
+            return Ok(());
+        };
         if on && flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
             // On already: KVM keeps its log when the flags do not change, so clear it by
             // fetching it.
@@ -403,8 +464,15 @@ impl MemorySlots {
     /// `KVM_DIRTY_LOG_INITIALLY_SET`, logging starts with every page dirty). With KVM's dirty
     /// ring on, KVM gives no log: [`Error::DirtyLog`].
     ///
+    /// While a removal of the region is under way (see
+    /// [`set_dirty_logging`](Self::set_dirty_logging)), KVM has no slot and no log for it: a
+    /// fetch then gives every page if the slot logged at its deletion (once: the undo, if it
+    /// comes, then owes nothing), nothing more after that (no guest writes the region
+    /// meanwhile), and [`Error::DirtyLog`] (`ENOENT`, as KVM answers) if it did not log.
+    ///
     /// # Errors
-    /// [`Error::NotRegistered`]; [`Error::BitmapMismatch`] if `bitmap` is not of that region
+    /// [`Error::NotRegistered`] if no region registered with KVM (or being removed) starts
+    /// there; [`Error::BitmapMismatch`] if `bitmap` is not of that region
     /// and the host page size; [`Error::DirtyLog`] if KVM refuses (dirty logging off), if the
     /// slot KVM holds under the region's number is larger than the region (the VMM's own code
     /// replaced it: `EFAULT`, and KVM wrote nothing past the log's memory), or if there is no
@@ -412,7 +480,7 @@ impl MemorySlots {
     pub fn fetch_dirty_log_into(&self, bitmap: &mut DirtyBitmap) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.locked();
-        fetch_locked(shared, &mut state, bitmap)
+        self.fetch_locked(&mut state, bitmap)
     }
 
     /// Fetches and clears KVM's dirty log of the region starting at `base` as a new bitmap of
@@ -420,7 +488,7 @@ impl MemorySlots {
     /// dirty-log protection: see [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
     ///
     /// # Errors
-    /// [`Error::NotRegistered`]; [`Error::DirtyLog`] as for
+    /// [`Error::NotRegistered`] and [`Error::DirtyLog`] as for
     /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into) (dirty logging off, for example);
     /// [`Error::InvalidBitmap`] if the bitmap cannot be allocated. The region is looked up and
     /// its log fetched in one step, so a region replaced at `base` meanwhile by another thread
@@ -428,34 +496,68 @@ impl MemorySlots {
     pub fn fetch_dirty_log(&self, base: GuestAddress) -> Result<DirtyBitmap> {
         let shared = self.shared();
         let mut state = shared.locked();
-        let (_, region, _) =
-            Shared::slot_of(&state, base.0).ok_or(Error::NotRegistered { base: base.0 })?;
-        let mut bitmap = DirtyBitmap::new(base, region.size(), host_page_size())?;
-        fetch_locked(shared, &mut state, &mut bitmap)?;
+        let size = match Shared::slot_of(&state, base.0) {
+            Some((_, region, _)) => region.size(),
+            None => self
+                .removing(&mut state, base.0)
+                .ok_or(Error::NotRegistered { base: base.0 })?
+                .0
+                .size(),
+        };
+        let mut bitmap = DirtyBitmap::new(base, size, host_page_size())?;
+        self.fetch_locked(&mut state, &mut bitmap)?;
         Ok(bitmap)
     }
-}
 
-/// [`MemorySlots::fetch_dirty_log_into`] with the state locked.
-fn fetch_locked(shared: &Shared, state: &mut State, bitmap: &mut DirtyBitmap) -> Result<()> {
-    let base = bitmap.base.0;
-    let (slot, region, _) = Shared::slot_of(state, base).ok_or(Error::NotRegistered { base })?;
-    let page = host_page_size();
-    if region.size() != bitmap.size || bitmap.page_size != page {
-        return Err(Error::BitmapMismatch {
-            base,
-            size: bitmap.size,
-            page_size: bitmap.page_size,
-            other_base: region.base().0,
-            other_size: region.size(),
-            other_page_size: page,
-        });
+    /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into) with the state locked.
+    fn fetch_locked(&self, state: &mut State, bitmap: &mut DirtyBitmap) -> Result<()> {
+        let shared = self.shared();
+        let base = bitmap.base.0;
+        let page = host_page_size();
+        let mismatch = |region: &memvisor_space::Region| {
+            (region.size() != bitmap.size || bitmap.page_size != page).then(|| {
+                Error::BitmapMismatch {
+                    base,
+                    size: bitmap.size,
+                    page_size: bitmap.page_size,
+                    other_base: region.base().0,
+                    other_size: region.size(),
+                    other_page_size: page,
+                }
+            })
+        };
+        let Some((slot, region, _)) = Shared::slot_of(state, base) else {
+            // A removal under way: KVM dropped the log with the slot, and no guest writes the
+            // region meanwhile, so the log since the last fetch is every page if the slot
+            // logged at its deletion (owed once), else nothing.
+            let (region, removed) = self
+                .removing(state, base)
+                .ok_or(Error::NotRegistered { base })?;
+            if let Some(e) = mismatch(&region) {
+                return Err(e);
+            }
+            if removed.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
+                // What KVM answers for a slot that does not log.
+                return Err(Error::DirtyLog {
+                    slot: removed.slot(),
+                    base,
+                    source: crate::KvmError::new(libc::ENOENT),
+                });
+            }
+            if std::mem::take(&mut removed.owed) {
+                bitmap.mark(bitmap.base, bitmap.size);
+            }
+            return Ok(());
+        };
+        if let Some(e) = mismatch(region) {
+            return Err(e);
+        }
+        get_log(shared, slot, region, |words| bitmap.or_words(words))?;
+        if state.take_all_dirty(slot) {
+            bitmap.mark(bitmap.base, bitmap.size);
+        }
+        Ok(())
     }
-    get_log(shared, slot, region, |words| bitmap.or_words(words))?;
-    if state.take_all_dirty(slot) {
-        bitmap.mark(bitmap.base, bitmap.size);
-    }
-    Ok(())
 }
 
 /// The host page size: the unit of KVM's dirty log.
@@ -681,6 +783,58 @@ mod tests {
             assert_eq!(b.pages(), size.div_ceil(host), "{size:#x}");
             // 8 bytes a word: at most size / (8 * host) + 8 bytes (1/32768 with 4 KiB pages).
             assert!(8 * words <= size / (8 * host) + 8, "{size:#x}");
+        }
+    }
+
+    #[test]
+    fn new_bound_holds_for_ranges_ending_at_the_top_and_empty_ranges() {
+        let host = host_page_size();
+        // Empty ranges are refused, wherever they start.
+        for base in [0, 1, host, u64::MAX - host + 1, u64::MAX] {
+            let err = DirtyBitmap::new(GuestAddress(base), 0, host).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidBitmap { size: 0, .. }),
+                "{base:#x}: {err}"
+            );
+        }
+        // Ranges ending at `u64::MAX`, of whole and partial pages, unaligned bases included.
+        for page in [host, 2 * host, 2 << 20, 1 << 63] {
+            for size in [
+                1,
+                host - 1,
+                host,
+                64 * host + 1,
+                1000 * host + 17,
+                1 << 24,
+                (1 << 24) + 1,
+            ] {
+                let base = u64::MAX - (size - 1);
+                let mut b = DirtyBitmap::new(GuestAddress(base), size, page).unwrap();
+                let words = size.div_ceil(page).div_ceil(64);
+                assert_eq!(b.words().len() as u64, words, "{size:#x}/{page:#x}");
+                assert!(8 * words <= size / (8 * host) + 8, "{size:#x}/{page:#x}");
+                // The last byte's page is the last page, and its address does not wrap.
+                b.mark(GuestAddress(u64::MAX), 1);
+                let last = base + (b.pages() - 1) * page;
+                assert_eq!(b.dirty_pages().collect::<Vec<_>>(), [GuestAddress(last)]);
+                assert!(b.is_dirty(GuestAddress(u64::MAX)));
+                b.mark(GuestAddress(0), u64::MAX);
+                assert_eq!(b.count(), b.pages(), "{size:#x}/{page:#x}");
+                assert_eq!(b.dirty_pages().next(), Some(GuestAddress(base)));
+            }
+        }
+        // The largest range, ending at the top, is accepted or refused for memory, never
+        // more than its 32768th: with the largest page, one word.
+        let b =
+            DirtyBitmap::new(GuestAddress(u64::MAX - (MAX_SIZE - 1)), MAX_SIZE, 1 << 63).unwrap();
+        assert_eq!(b.words().len(), 1);
+        // One byte more is refused, as is a range one byte past the top.
+        for (base, size) in [
+            (u64::MAX - MAX_SIZE, MAX_SIZE + 1),
+            (u64::MAX - (host - 2), host),
+        ] {
+            let err = DirtyBitmap::new(GuestAddress(base), size, host).unwrap_err();
+            assert!(matches!(err, Error::InvalidBitmap { .. }), "{err}");
         }
     }
 

@@ -67,7 +67,7 @@ struct Registered {
 /// same generation, is a fresh insertion.) The removal of a region KVM would not take back
 /// ([`Lost`]) is kept too, with fresh flags, although KVM had nothing to delete: its undo then
 /// ends the change rather than start one that a retry of the removal could seem to undo.
-struct Removed {
+pub(crate) struct Removed {
     slot: u32,
     /// The generation of the removal's event. The undo carries the same one; a removal that
     /// went through is published, so any later insertion (of the same region too) carries a
@@ -75,7 +75,15 @@ struct Removed {
     generation: u64,
     /// Weak: a removal that goes through must not keep the region (and its mapping) alive.
     region: Weak<Region>,
-    flags: u32,
+    /// The flags the undo gives the slot. Until the space publishes the removal or undoes it,
+    /// `set_dirty_logging` changes them (see [`MemorySlots::removing`]).
+    pub(crate) flags: u32,
+    /// Whether KVM deleted the slot (not so for a region KVM would not take back, [`Lost`]).
+    deleted: bool,
+    /// Whether the log KVM dropped with the slot is still owed: every page of the region is
+    /// reported dirty by the next fetch, in the gap or after the undo. Set when the slot logged
+    /// at its deletion; cleared by such a fetch and by `set_dirty_logging` in the gap.
+    pub(crate) owed: bool,
 }
 
 #[derive(Default)]
@@ -113,6 +121,13 @@ struct Lost {
     region: Weak<Region>,
     base: u64,
     size: u64,
+}
+
+impl Removed {
+    /// The slot number the region had.
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
+    }
 }
 
 impl State {
@@ -180,6 +195,13 @@ enum Op {
 /// [`Error::AttachDuringChange`] (the space takes no listener during a change, see
 /// `memvisor_space::RegionListener`); one dropped there deletes its slots, and its listener,
 /// which cannot leave the space during the change, stays with nothing to act on.
+///
+/// The guest's physical address width is not checked here: it is the address space's limit
+/// (`memvisor_space::LayoutBuilder::phys_bits`), which the VMM sets to the width it gives the
+/// guest in `CPUID`, and the space refuses a region past it before any listener hears of it.
+/// KVM itself takes a slot anywhere below the largest guest physical address it maps (the
+/// host's MAXPHYADDR), which may be above the guest's, and refuses one past it
+/// ([`Error::SetMemoryRegion`]).
 ///
 /// KVM serves a VM only in the process that created it: in another one (a forked child, or
 /// a process the descriptor was passed to) every call fails with `EIO`, so attaching a space
@@ -380,6 +402,34 @@ impl MemorySlots {
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }
+
+    /// The region at `base` whose removal is under way, and its record: KVM deleted its slot
+    /// (so it is not registered), and the space still holds it under that slot number, since a
+    /// region listener after this one has not answered yet (or refused, and the undo bringing
+    /// the slot back is to come). A call on it then acts as if made before the removal: on the
+    /// record's flags, which the undo gives the slot back, and on the log KVM dropped with it.
+    /// `state` is this value's, locked.
+    pub(crate) fn removing<'s>(
+        &self,
+        state: &'s mut State,
+        base: u64,
+    ) -> Option<(Arc<Region>, &'s mut Removed)> {
+        let removed = state.removed.as_mut().filter(|r| r.deleted)?;
+        let region = removed.region.upgrade()?;
+        if region.base().0 != base {
+            return None;
+        }
+        // The change waits for `state` in our listener (the undo) or is past every listener,
+        // unpublished; a removal published is in no later snapshot (nor is the region under
+        // the number again: that insertion would have gone through our listener first).
+        let snapshot = self.space.snapshot();
+        let address = vm_memory::GuestAddress(base);
+        let held = snapshot
+            .find_arc(address)
+            .is_some_and(|r| Arc::ptr_eq(&r, &region))
+            && snapshot.slot(address) == Some(removed.slot);
+        held.then_some((region, removed))
+    }
 }
 
 impl Shared {
@@ -412,6 +462,7 @@ impl Shared {
             return;
         }
         let stale = std::mem::take(&mut state.stale);
+        let mut released = false;
         for slot in stale {
             let Some(registered) = state.slots.get(&slot) else {
                 continue;
@@ -429,6 +480,26 @@ impl Shared {
                 state.by_base.remove(&base);
             }
             state.all_dirty.remove(&slot);
+            released = true;
+        }
+        if released {
+            self.fit_log_buffer(state);
+        }
+    }
+
+    /// Shrinks the memory dirty logs are fetched into to the log of the largest region KVM
+    /// still has (none if it has none), after a slot left KVM. A shrink the system refuses
+    /// keeps the larger buffer.
+    fn fit_log_buffer(&self, state: &State) {
+        let largest = state
+            .slots
+            .values()
+            .map(|r| r.region.size())
+            .max()
+            .unwrap_or(0);
+        // A registered region's size fits `usize` (`set` checks it).
+        if let Some(bytes) = crate::dirty::log_bytes(largest) {
+            self.log_buffer().fit(bytes);
         }
     }
 
@@ -512,8 +583,9 @@ impl Shared {
                 match undo {
                     Some(undo) => {
                         // KVM dropped the log with the slot, and a vCPU may have written up to
-                        // the deletion: report every page in the next fetch.
-                        if undo.flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
+                        // the deletion: report every page in the next fetch (unless a fetch
+                        // or `set_dirty_logging` while the removal was under way settled it).
+                        if undo.owed {
                             state.all_dirty.insert(slot);
                         }
                     }
@@ -540,6 +612,8 @@ impl Shared {
                             generation,
                             region: Arc::downgrade(region),
                             flags,
+                            deleted: false,
+                            owed: false,
                         });
                     }
                     return Ok(());
@@ -573,6 +647,7 @@ impl Shared {
                 state.slots.remove(&slot);
                 state.by_base.remove(&base);
                 state.all_dirty.remove(&slot);
+                self.fit_log_buffer(state);
                 if inserted == Some((slot, generation)) {
                     // The undo of the insertion just made: the region goes as if it had never
                     // come, and inserting it again is a fresh insertion.
@@ -583,6 +658,8 @@ impl Shared {
                     generation,
                     region: Arc::downgrade(region),
                     flags,
+                    deleted: true,
+                    owed: flags & KVM_MEM_LOG_DIRTY_PAGES != 0,
                 });
             }
         }
@@ -1561,6 +1638,129 @@ mod tests {
         slots.fetch_dirty_log_into(&mut own).unwrap();
         assert_eq!(own.words(), [u64::MAX, 1]);
         assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn log_buffer_shrinks_to_the_largest_region_held() {
+        let page = memvisor_vmem::page_size();
+        // One bit per page, whole 64-bit words, whole host pages.
+        let log = |size: u64| {
+            (usize::try_from(size).unwrap().div_ceil(page).div_ceil(64) * 8).next_multiple_of(page)
+        };
+        let (small, large) = (1 << 20, 512 << 20);
+        let Some((_vm, space, slots)) = attached(
+            "log_buffer_shrinks_to_the_largest_region_held",
+            0,
+            &[
+                RegionSpec::ram(GuestAddress(0), small),
+                RegionSpec::ram(GuestAddress(64 << 20), large),
+            ],
+        ) else {
+            return;
+        };
+        let held = || slots.shared.log_buffer().held();
+        assert_eq!(held(), 0);
+        for base in [0, 64 << 20] {
+            slots.set_dirty_logging(GuestAddress(base), true).unwrap();
+        }
+        slots.fetch_dirty_log(GuestAddress(64 << 20)).unwrap();
+        assert_eq!(held(), log(large));
+        // The large region is still held: fetching the small one keeps the buffer.
+        slots.fetch_dirty_log(GuestAddress(0)).unwrap();
+        assert_eq!(held(), log(large));
+
+        // A removal that a later listener refuses comes back: the next fetch grows it again.
+        let refuse = refusing();
+        space.add_listener(Arc::clone(&refuse)).unwrap();
+        assert!(space.remove_region(GuestAddress(64 << 20), large).is_err());
+        space.remove_listener(&refuse).unwrap();
+        let dirty = slots.fetch_dirty_log(GuestAddress(64 << 20)).unwrap();
+        assert_eq!(dirty.count(), dirty.pages());
+        assert_eq!(held(), log(large));
+
+        // Removed: what is left is the log of the largest region held.
+        space.remove_region(GuestAddress(64 << 20), large).unwrap();
+        assert!(log(small) < log(large));
+        assert_eq!(held(), log(small));
+        assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
+        assert_eq!(held(), log(small));
+        // Nothing held: nothing kept.
+        space.remove_region(GuestAddress(0), small).unwrap();
+        assert_eq!(held(), 0);
+        // A region inserted again is fetched as before.
+        let again = Arc::new(
+            Region::back(RegionSpec::ram(GuestAddress(64 << 20), large))
+                .unwrap()
+                .0,
+        );
+        space.insert_region(again).unwrap();
+        slots
+            .set_dirty_logging(GuestAddress(64 << 20), true)
+            .unwrap();
+        assert_eq!(
+            slots
+                .fetch_dirty_log(GuestAddress(64 << 20))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(held(), log(large));
+        drop(slots);
+    }
+
+    #[test]
+    fn log_buffer_shrinks_while_other_threads_fetch() {
+        use std::sync::atomic::AtomicBool;
+
+        let page = memvisor_vmem::page_size();
+        let log = |size: u64| {
+            (usize::try_from(size).unwrap().div_ceil(page).div_ceil(64) * 8).next_multiple_of(page)
+        };
+        let (small, large) = (1 << 20, 512 << 20);
+        let Some((_vm, space, slots)) = attached(
+            "log_buffer_shrinks_while_other_threads_fetch",
+            0,
+            &[RegionSpec::ram(GuestAddress(0), small)],
+        ) else {
+            return;
+        };
+        slots.set_dirty_logging(GuestAddress(0), true).unwrap();
+        let big = GuestAddress(64 << 20);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let fetchers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        while !done.load(Ordering::Relaxed) {
+                            assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
+                            match slots.fetch_dirty_log(big) {
+                                // Every page in the middle of a removal (KVM dropped the
+                                // log with the slot), else none.
+                                Ok(dirty) => {
+                                    assert!(dirty.count() == 0 || dirty.count() == dirty.pages());
+                                }
+                                // Not inserted yet, or not logging yet.
+                                Err(Error::NotRegistered { .. } | Error::DirtyLog { .. }) => {}
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for _ in 0..50 {
+                let region = Region::back(RegionSpec::ram(big, large)).unwrap().0;
+                space.insert_region(Arc::new(region)).unwrap();
+                slots.set_dirty_logging(big, true).unwrap();
+                slots.fetch_dirty_log(big).unwrap();
+                space.remove_region(big, large).unwrap();
+                assert!(slots.shared.log_buffer().held() <= log(small));
+            }
+            done.store(true, Ordering::Relaxed);
+            for f in fetchers {
+                f.join().unwrap();
+            }
+        });
+        assert_eq!(slots.shared.log_buffer().held(), log(small));
     }
 
     #[test]

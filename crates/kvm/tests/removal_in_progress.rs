@@ -1,0 +1,194 @@
+//! The dirty-log methods called on another thread while a removal of the region is under way:
+//! KVM deleted the slot, and a region listener after ours has not answered yet. The space still
+//! holds the region, so the calls act on it as if made before the removal: a refused removal
+//! brings the slot back with the flags they set, and no page is lost or reported twice. (Skipped
+//! under Miri, which cannot `ioctl` `/dev/kvm`.)
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
+use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
+use memvisor_space::{
+    AddressSpace, ChangeKind, ListenerError, RegionEvent, RegionListener, RegionSpec,
+};
+use support::{MIB, backed_space, kvm_or_skip, page};
+use vm_memory::GuestAddress;
+
+/// Removes the `size` bytes at `base` on another thread, with a region listener after the
+/// slots' one that, once KVM deleted the slot, waits for `during` to run here, then accepts
+/// the removal (`accept`) or refuses it. Whether the removal went through.
+fn during_removal(
+    space: &AddressSpace,
+    base: GuestAddress,
+    size: u64,
+    accept: bool,
+    during: impl FnOnce(),
+) -> bool {
+    let (at_removal_tx, at_removal) = channel();
+    let (answer, answers) = channel::<bool>();
+    let (at_removal_tx, answers) = (Mutex::new(at_removal_tx), Mutex::new(answers));
+    let listener: Arc<dyn RegionListener> = Arc::new(
+        move |event: &RegionEvent<'_>| -> Result<(), ListenerError> {
+            if event.kind != ChangeKind::Removed || event.region.base() != base {
+                return Ok(());
+            }
+            at_removal_tx.lock().unwrap().send(()).unwrap();
+            // No answer (the test failed meanwhile): refuse.
+            if answers.lock().unwrap().recv().unwrap_or(false) {
+                Ok(())
+            } else {
+                Err("removal refused".into())
+            }
+        },
+    );
+    space.add_listener(Arc::clone(&listener)).unwrap();
+    let removed = std::thread::scope(|s| {
+        let removal = s.spawn(|| space.remove_region(base, size));
+        // Dropped when `during` fails: the listener then refuses, and the removal ends.
+        let answer = answer;
+        at_removal
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the removal reached the listener");
+        during();
+        answer.send(accept).unwrap();
+        removal.join().unwrap().is_ok()
+    });
+    space.remove_listener(&listener).unwrap();
+    removed
+}
+
+#[test]
+fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
+    let Some(kvm) = kvm_or_skip("dirty_logging_during_a_removal") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = backed_space(
+        &vm,
+        [
+            RegionSpec::ram(GuestAddress(0), MIB),
+            RegionSpec::ram(GuestAddress(4 * MIB), 2 * MIB),
+        ],
+    );
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    let base = GuestAddress(4 * MIB);
+    let pages = 2 * MIB / page();
+    slots.set_dirty_logging(base, true).unwrap();
+    // Refused: the slot comes back, with the flags set meanwhile.
+    let removed = during_removal(&space, base, 2 * MIB, false, || {
+        assert_eq!(slots.slot_at(base), None, "KVM deleted the slot");
+        // KVM dropped its log with the slot: every page, once.
+        let dirty = slots.fetch_dirty_log(base).unwrap();
+        assert_eq!(dirty.count(), pages);
+        let mut own = DirtyBitmap::new(base, 2 * MIB, page()).unwrap();
+        slots.fetch_dirty_log_into(&mut own).unwrap();
+        assert_eq!(own.count(), 0);
+        // Off: no log to fetch, as KVM answers for a slot that does not log.
+        slots.set_dirty_logging(base, false).unwrap();
+        let err = slots.fetch_dirty_log(base).unwrap_err();
+        assert!(matches!(err, Error::DirtyLog { .. }), "{err:?}");
+        // On again: a clean start.
+        slots.set_dirty_logging(base, true).unwrap();
+        slots.set_dirty_logging(base, true).unwrap();
+        // A bitmap of another size is still refused.
+        let mut other = DirtyBitmap::new(base, MIB, page()).unwrap();
+        let err = slots.fetch_dirty_log_into(&mut other).unwrap_err();
+        assert!(matches!(err, Error::BitmapMismatch { .. }), "{err:?}");
+    });
+    assert!(!removed);
+    assert_eq!(
+        slots.registered(),
+        [
+            (0, 0, MIB, 0),
+            (1, base.0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)
+        ]
+    );
+    assert_eq!(slots.fetch_dirty_log(base).unwrap().count(), 0);
+
+    // Refused again after logging went off meanwhile: back without logging.
+    let removed = during_removal(&space, base, 2 * MIB, false, || {
+        slots.set_dirty_logging(base, false).unwrap();
+    });
+    assert!(!removed);
+    assert_eq!(
+        slots.registered(),
+        [(0, 0, MIB, 0), (1, base.0, 2 * MIB, 0)]
+    );
+    assert!(matches!(
+        slots.fetch_dirty_log(base),
+        Err(Error::DirtyLog { .. })
+    ));
+
+    // Accepted: the calls meanwhile act on the region until the removal is published.
+    slots.set_dirty_logging(base, true).unwrap();
+    let removed = during_removal(&space, base, 2 * MIB, true, || {
+        assert_eq!(slots.fetch_dirty_log(base).unwrap().count(), pages);
+        slots.set_dirty_logging(base, false).unwrap();
+    });
+    assert!(removed);
+    assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
+    for result in [
+        slots.set_dirty_logging(base, true),
+        slots.fetch_dirty_log(base).map(drop),
+    ] {
+        assert!(
+            matches!(result, Err(Error::NotRegistered { base: b }) if b == base.0),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn a_region_whose_removals_are_all_refused_is_never_missing_to_the_dirty_log_methods() {
+    let Some(kvm) = kvm_or_skip("a_region_whose_removals_are_all_refused") else {
+        return;
+    };
+    let vm = Arc::new(kvm.create_vm().unwrap());
+    let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), 2 * MIB)]);
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    let base = GuestAddress(0);
+    slots.set_dirty_logging(base, true).unwrap();
+    let refusing: Arc<dyn RegionListener> =
+        Arc::new(|_: &RegionEvent<'_>| -> Result<(), ListenerError> { Err("no".into()) });
+    space.add_listener(Arc::clone(&refusing)).unwrap();
+    let done = AtomicBool::new(false);
+    let fetched = std::thread::scope(|s| {
+        // Every removal is refused and undone: the space holds the region throughout, and
+        // the calls on two other threads, some in the middle of a removal, all find it.
+        let fetcher = s.spawn(|| {
+            let mut fetched = 0;
+            while !done.load(Ordering::Relaxed) {
+                let dirty = slots.fetch_dirty_log(base).unwrap();
+                assert!(dirty.count() == 0 || dirty.count() == dirty.pages());
+                fetched += 1;
+            }
+            fetched
+        });
+        let toggler = s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                slots.set_dirty_logging(base, true).unwrap();
+            }
+        });
+        for _ in 0..200 {
+            assert!(space.remove_region(base, 2 * MIB).is_err());
+        }
+        done.store(true, Ordering::Relaxed);
+        toggler.join().unwrap();
+        fetcher.join().unwrap()
+    });
+    assert!(fetched > 0);
+    assert_eq!(
+        slots.registered(),
+        [(0, 0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)]
+    );
+    space.remove_listener(&refusing).unwrap();
+    space.remove_region(base, 2 * MIB).unwrap();
+    assert!(slots.is_empty());
+}
