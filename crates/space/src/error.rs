@@ -193,14 +193,17 @@ pub enum Error {
     /// that name it, at overlapping offsets), and at least one of them is writable: a guest
     /// write through one would change the other's memory without marking its dirty log, and
     /// vm-memory users take distinct guest ranges for distinct memory. Read-only regions may
-    /// share bytes.
+    /// share bytes. A writable region removed from the address space counts while anything (an
+    /// older snapshot) still holds it: a write through that holder would change the new
+    /// region's memory unlogged.
     #[error(
         "region at {base:#x} would map bytes of a file that the region at {other_base:#x} maps too, and one of them is writable"
     )]
     FileAliased {
         /// The base of the region being added.
         base: u64,
-        /// The base of the region already there (or listed before it).
+        /// The base of the region already there (or listed before it, or removed but still
+        /// held).
         other_base: u64,
     },
     /// No region with this base and size is in the address space.

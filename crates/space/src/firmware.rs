@@ -117,6 +117,15 @@ impl Snapshot {
     /// 64-bit space, whose size a `u64` cannot hold). The source of
     /// [`e820_table`](Self::e820_table) and [`pvh_memmap`](Self::pvh_memmap).
     ///
+    /// It lists boot RAM by type, whether a region has host memory or not: a planned region
+    /// ([`Region::plan`](crate::Region::plan)) inserted into a backed space is listed, though
+    /// vm-memory's view of the snapshot leaves it out and a memory-slot listener (memvisor-kvm)
+    /// gives it no slot, as is a region whose memory the guest cannot read
+    /// ([`Protection::None`](crate::Protection::None)). A VMM that inserts such a region maps
+    /// the guest's memory there itself (for example private memory that KVM takes from a
+    /// `guest_memfd`, which the VMM never maps) before the guest boots, or the guest is told
+    /// of RAM that is not there.
+    ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, MemoryMapEntry, MemoryType, RegionSpec};
     /// use vm_memory::GuestAddress;

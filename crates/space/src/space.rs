@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use arc_swap::cache::Cache;
 use arc_swap::{ArcSwap, Guard};
@@ -171,6 +171,27 @@ struct Writer {
     slots: IdAllocator,
     windows: Vec<Arc<HotplugWindow>>,
     generation: u64,
+    /// Writable regions over a file that were removed while something still held them (an
+    /// older snapshot, the caller of `remove_region`): a writer through that holder would
+    /// change the bytes of a new region over the same file without marking its dirty log, so
+    /// they are compared with a region added as those of the current snapshot are, until the
+    /// last holder lets go. Pruned at every removal and addition.
+    retired: Vec<Weak<Region>>,
+}
+
+impl Writer {
+    /// The removed regions in `retired` that something still holds, dropping the others.
+    fn held_retired(&mut self) -> Vec<Arc<Region>> {
+        let mut held = Vec::new();
+        self.retired.retain(|weak| match weak.upgrade() {
+            Some(region) => {
+                held.push(region);
+                true
+            }
+            None => false,
+        });
+        held
+    }
 }
 
 /// The guest physical address space: a cheap, cloneable handle shared by readers and writers.
@@ -378,6 +399,7 @@ impl SpaceBuilder {
                 slots,
                 windows,
                 generation: 0,
+                retired: Vec::new(),
             })),
         };
         Ok(space)
@@ -605,13 +627,14 @@ impl AddressSpace {
     /// reservation), and holds its place there against a plug until it is removed.
     ///
     /// # Errors
-    /// As [`Layout::check`]; [`Error::Overlap`] with a region already there;
-    /// [`Error::FileAliased`] if it maps bytes of a file (whatever the path that named it) that
-    /// a region already there maps too, one of them writable;
-    /// [`Error::NoSlotNumber`] when every memory-slot number is in use; [`Error::Allocator`]
-    /// if the heap refuses the growth of the memory-slot allocator's bitmap;
-    /// [`Error::Listener`]; [`Error::ListenerReentry`] when called by a listener of this
-    /// address space. The address space is unchanged after an error.
+    /// As [`Layout::check`]; [`Error::Overlap`] with a region already there; [`Error::FileAliased`]
+    /// if it maps bytes of a file (whatever the path that named it) that a region already there
+    /// maps too, one of them writable, or that a writable region removed from this space maps
+    /// while anything (an older snapshot, the `Arc` [`remove_region`](Self::remove_region)
+    /// returned) still holds it; [`Error::NoSlotNumber`] when every memory-slot number is in
+    /// use; [`Error::Allocator`] if the heap refuses the growth of the memory-slot allocator's
+    /// bitmap; [`Error::Listener`]; [`Error::ListenerReentry`] when called by a listener of
+    /// this address space. The address space is unchanged after an error.
     ///
     /// # Panics
     /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
@@ -622,6 +645,7 @@ impl AddressSpace {
     }
 
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
+        let retired = writer.held_retired();
         let Writer {
             current,
             listeners,
@@ -632,7 +656,10 @@ impl AddressSpace {
         let snapshot = current.get();
         snapshot.layout().check(region.spec())?;
         let at = snapshot.check_free(&region)?;
-        crate::alias::check_region(&region, snapshot.regions())?;
+        crate::alias::check_region(
+            &region,
+            snapshot.regions().chain(retired.iter().map(|r| &**r)),
+        )?;
         // Gives the slot number back on an error or a panicking listener.
         let mut slot = SlotGuard { slots, slot: None };
         if region.spec().backing.has_memory() {
@@ -660,7 +687,9 @@ impl AddressSpace {
     }
 
     /// Removes the region at exactly `base` of `size` bytes and returns it. Its host memory
-    /// stays mapped until the last snapshot holding it is dropped.
+    /// stays mapped until the last snapshot holding it is dropped; while anything holds a
+    /// writable region over a file, no region over the same bytes of that file is taken
+    /// ([`Error::FileAliased`]), since a write through the holder would change it unlogged.
     ///
     /// # Errors
     /// [`Error::RegionNotFound`]; [`Error::Listener`]; [`Error::ListenerReentry`] when called
@@ -688,7 +717,13 @@ impl AddressSpace {
         if let Some(slot) = removal.slot {
             let _ = writer.slots.free_id(slot);
         }
-        Ok(Snapshot::take_removed(old, &removal))
+        let removed = Snapshot::take_removed(old, &removal);
+        // Pruned first, so the list holds no more than the removed regions still held.
+        drop(writer.held_retired());
+        if removed.protection().writable() && GuestMemoryRegion::file_offset(&*removed).is_some() {
+            writer.retired.push(Arc::downgrade(&removed));
+        }
+        Ok(removed)
     }
 
     /// Hot-plugs a RAM region: checks it, maps its memory inside the hotplug window's host
@@ -701,7 +736,10 @@ impl AddressSpace {
     /// for a region outside every hotplug window of the layout, or with none in it);
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory;
     /// [`Error::FileAliased`] for a backing file whose bytes a region already there maps, one
-    /// of them writable (checked before anything is mapped, and again on the file as opened);
+    /// of them writable, or a writable region removed from this space maps while anything
+    /// still holds it (checked after every listener was asked to
+    /// [`settle`](RegionListener::settle) and before anything is mapped, and again on the file
+    /// as opened);
     /// [`Error::SlotBusy`] while an older snapshot (or any other holder of a region plugged
     /// there) still holds memory at that place, checked after every listener was asked to
     /// [`settle`](RegionListener::settle) (so a listener that lets go of such a region then
@@ -727,13 +765,17 @@ impl AddressSpace {
         let current = writer.current.get();
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
-        crate::alias::check_spec(&spec, current.regions())?;
-        let target = target_for(current.layout(), &writer.windows, &spec)?;
-        // A listener may still keep a region plugged here before (and so its place claimed):
-        // it lets go now if it can.
+        target_for(current.layout(), &writer.windows, &spec)?;
+        // A listener may still keep a region plugged here before (and so its place claimed),
+        // or a removed region over the same file: it lets go now if it can.
         for listener in &writer.listeners {
             listener.settle();
         }
+        let retired = writer.held_retired();
+        let current = writer.current.get();
+        crate::alias::check_spec(&spec, current.regions().chain(retired.iter().map(|r| &**r)))?;
+        drop(retired);
+        let target = target_for(current.layout(), &writer.windows, &spec)?;
         let (region, report) = Region::back_in(spec, target)?;
         let report = report.ok_or(Error::NoHotplugWindow {
             base: region.base().0,

@@ -357,19 +357,73 @@ fn a_refused_region_gives_its_slot_number_back() {
     assert_eq!(slots, [Some(0), Some(1)]);
 }
 
-/// A region removed from the space no longer holds its bytes: another over them is taken (a
-/// memory device unplugged and plugged again over its file).
+/// A region removed from the space gives its bytes up once nothing holds it any more: while an
+/// older snapshot (or the caller of `remove_region`) still holds it, a writer through that
+/// snapshot would change a new region over the same bytes without marking the new region's
+/// dirty log, so the new region is refused as an alias of the removed one; once the last
+/// holder lets go, it is taken (a memory device unplugged and plugged again over its file).
 #[test]
-fn bytes_of_a_removed_region_may_be_mapped_again() {
+fn bytes_of_a_removed_region_are_mapped_again_only_once_nothing_holds_it() {
     let path = file("replug", 4 * MIB);
     let (space, _) = AddressSpace::back(layout(), [ram(0, 2 * MIB, &path, 0)]).unwrap();
+    let old = space.snapshot();
     let removed = space.remove_region(GuestAddress(0), 2 * MIB).unwrap();
-    let (again, _) = Region::back(ram(4 * MIB, 2 * MIB, &path, 0)).unwrap();
-    space.insert_region(Arc::new(again)).unwrap();
     drop(removed);
+    let (again, _) = Region::back(ram(4 * MIB, 2 * MIB, &path, 0)).unwrap();
+    let again = Arc::new(again);
+    let err = space.insert_region(Arc::clone(&again)).unwrap_err();
+    assert_aliased(&err, 4 * MIB, 0);
+    assert_eq!(space.snapshot().len(), 0);
+    // The same for a plug into the hotplug window, by path before anything is mapped.
+    let hotplug = space
+        .layout()
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0;
+    let plugged = on_file(
+        RegionSpec::ram(GuestAddress(hotplug), 2 * MIB).with_hotplug(true),
+        &path,
+        MIB,
+    );
+    let err = space.plug(plugged.clone()).unwrap_err();
+    assert_aliased(&err, hotplug, 0);
+    // Bytes the removed region does not map are taken.
+    let (apart, _) = Region::back(ram(8 * MIB, 2 * MIB, &path, 2 * MIB)).unwrap();
+    space.insert_region(Arc::new(apart)).unwrap();
+    // The old snapshot still writes to the removed region's memory.
+    vm_memory::Bytes::write_obj(&*old, 7u8, GuestAddress(0)).unwrap();
+    drop(old);
+    space.insert_region(Arc::clone(&again)).unwrap();
+    let mut byte = [0u8];
+    vm_memory::Bytes::read_slice(&*space.snapshot(), &mut byte, GuestAddress(4 * MIB)).unwrap();
+    assert_eq!(byte, [7]);
+    // A region there now is compared as before.
     let (third, _) = Region::back(ram(0, 2 * MIB, &path, MIB)).unwrap();
     let err = space.insert_region(Arc::new(third)).unwrap_err();
     assert_aliased(&err, 0, 4 * MIB);
+    // A read-only region removed leaves no stale writer: a writable one over its bytes is
+    // taken while the old snapshot still holds it.
+    let rom_path = file("replug-rom", 4 * MIB);
+    let firmware = space
+        .layout()
+        .windows_of(WindowKind::Firmware)
+        .next()
+        .unwrap()
+        .start();
+    let rom = on_file(
+        RegionSpec::new(RegionType::Firmware, firmware, MIB).with_protection(Protection::Read),
+        &rom_path,
+        0,
+    );
+    let (rom, _) = Region::back(rom).unwrap();
+    space.insert_region(Arc::new(rom)).unwrap();
+    let held = space.snapshot();
+    drop(space.remove_region(firmware, MIB).unwrap());
+    let (over_rom, _) = Region::back(ram(16 * MIB, 2 * MIB, &rom_path, 0)).unwrap();
+    space.insert_region(Arc::new(over_rom)).unwrap();
+    drop(held);
 }
 
 /// Offsets at the top of a file's range: `offset + size` past `u64::MAX` neither wraps to a

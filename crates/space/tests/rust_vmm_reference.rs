@@ -787,6 +787,148 @@ mod kernel_loader {
         assert!(a.is_dirty(3 * p) && !a.is_dirty(2 * p));
         assert!(b.is_dirty(0) && b.is_dirty(p) && b.is_dirty(2 * p) && !b.is_dirty(3 * p));
     }
+
+    /// Kernel images as an attacker crafts them, against a space with a read-only firmware
+    /// region and against the same RAM as vm-memory's own memory (without the ROM): segments and
+    /// kernels aimed at the ROM, program headers past the end of the file, segments longer than
+    /// the file, sizes and addresses that wrap, bzImages without their magic, with a protocol
+    /// before 2.00, not loadable high, or with more setup sectors than the file has. Every load is
+    /// refused with an error on both, never a panic; the ROM keeps its zeros; RAM holds the
+    /// same bytes and the same pages are dirty on both (the part of a segment the file had is
+    /// written before the rest is found missing, on both).
+    #[test]
+    fn crafted_kernels_are_refused_and_read_only_memory_is_never_written() {
+        use memvisor_space::{Protection, RegionType};
+
+        const RAM: usize = 2 << 20;
+        let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+        let rom = layout
+            .windows_of(WindowKind::Firmware)
+            .next()
+            .unwrap()
+            .start();
+        let fresh = || {
+            let specs = [
+                RegionSpec::ram(GuestAddress(0), RAM as u64).with_dirty_tracking(true),
+                RegionSpec::new(RegionType::Firmware, rom, 0x1000)
+                    .with_protection(Protection::Read),
+            ];
+            let (space, _) = AddressSpace::back(layout.clone(), specs).unwrap();
+            let reference = Reference::from_ranges(&[(GuestAddress(0), RAM)]).unwrap();
+            (space.snapshot(), reference)
+        };
+        let ram = 0x10_0000u64;
+        // The loads aim at `ram` (or the ROM, or nowhere): the bytes around it are compared, and
+        // the dirty pages of the whole of RAM.
+        let around = GuestAddress(ram - 0x8000);
+        let same = |what: &str, snap: &Snapshot, reference: &Reference| {
+            let mut buf = vec![0u8; 0x1000];
+            snap.bytes().read_slice(&mut buf, rom).unwrap();
+            assert!(buf.iter().all(|&b| b == 0), "{what}: the ROM was written");
+            let (mut ours, mut theirs) = (vec![0u8; 0x10000], vec![0u8; 0x10000]);
+            snap.read_slice(&mut ours, around).unwrap();
+            reference.read_slice(&mut theirs, around).unwrap();
+            assert!(ours == theirs, "{what}: RAM differs");
+            assert_eq!(dirty_pages(snap), dirty_pages(reference), "{what}");
+        };
+        let patch = |mut image: Vec<u8>, at: usize, bytes: &[u8]| {
+            image[at..at + bytes.len()].copy_from_slice(bytes);
+            image
+        };
+        let good = elf(&[(ram, pattern(1, 64))], ram);
+        // Program header fields: 64 + p_offset at 8, p_paddr at 24, p_filesz at 32.
+        let elves = [
+            (
+                "a segment in the ROM",
+                elf(&[(rom.0 + 0x100, pattern(2, 64))], rom.0),
+            ),
+            (
+                "a segment from RAM into the ROM",
+                elf(&[(rom.0 - 32, pattern(3, 64))], rom.0 - 32),
+            ),
+            (
+                "program headers past the end",
+                patch(good.clone(), 32, &u64::MAX.to_le_bytes()),
+            ),
+            (
+                "65535 program headers",
+                patch(good.clone(), 56, &u16::MAX.to_le_bytes()),
+            ),
+            (
+                "a segment longer than the file",
+                patch(good.clone(), 64 + 32, &(1u64 << 40).to_le_bytes()),
+            ),
+            (
+                "a segment of u64::MAX bytes",
+                patch(good.clone(), 64 + 32, &u64::MAX.to_le_bytes()),
+            ),
+            (
+                "a segment past the end of the file",
+                patch(good.clone(), 64 + 8, &u64::MAX.to_le_bytes()),
+            ),
+            (
+                "a segment at the top of the space",
+                patch(good.clone(), 64 + 24, &(u64::MAX - 15).to_le_bytes()),
+            ),
+            ("no magic", patch(good.clone(), 0, b"\x7fELG")),
+            ("big endian", patch(good.clone(), 5, &[2])),
+            ("a truncated header", good[..40].to_vec()),
+        ];
+        // Under Miri, which builds two memories per case, every third case.
+        let every = if cfg!(miri) { 3 } else { 1 };
+        for (what, image) in elves.iter().step_by(every) {
+            let (snap, reference) = fresh();
+            let r = Elf::load(&*snap, None, &mut Cursor::new(image), None);
+            assert!(r.is_err(), "{what}: {:?}", r.map(|r| r.kernel_load));
+            assert!(Elf::load(&reference, None, &mut Cursor::new(image), None).is_err());
+            same(what, &snap, &reference);
+        }
+        // A kernel offset that moves a good segment into the ROM, or past the top.
+        for offset in [rom.0 + 0x100 - ram, u64::MAX - ram + 1] {
+            let (snap, reference) = fresh();
+            let offset = Some(GuestAddress(offset));
+            assert!(Elf::load(&*snap, offset, &mut Cursor::new(&good), None).is_err());
+            assert!(Elf::load(&reference, offset, &mut Cursor::new(&good), None).is_err());
+            same("an offset", &snap, &reference);
+        }
+        // The same image where it belongs loads, and marks the page it wrote.
+        let (snap, reference) = fresh();
+        Elf::load(&*snap, None, &mut Cursor::new(&good), None).unwrap();
+        Elf::load(&reference, None, &mut Cursor::new(&good), None).unwrap();
+        same("a good ELF", &snap, &reference);
+        assert_eq!(dirty_pages(&*snap), [(0, ram / page())]);
+
+        let payload = pattern(9, 256);
+        let good = bzimage(u32::try_from(ram).unwrap(), &payload);
+        let rom32 = u32::try_from(rom.0).unwrap();
+        let bzimages = [
+            ("code32_start in the ROM", bzimage(rom32 + 0x100, &payload)),
+            (
+                "code32_start running into the ROM",
+                bzimage(rom32 - 16, &payload),
+            ),
+            ("no HdrS", patch(good.clone(), 0x202, b"HdrT")),
+            (
+                "protocol 1.ff",
+                patch(good.clone(), 0x206, &0x01ffu16.to_le_bytes()),
+            ),
+            ("not loadable high", patch(good.clone(), 0x211, &[0])),
+            ("255 setup sectors", patch(good.clone(), 0x1f1, &[0xff])),
+            ("a truncated header", good[..0x200].to_vec()),
+        ];
+        for (what, image) in bzimages.iter().step_by(every) {
+            let (snap, reference) = fresh();
+            let r = BzImage::load(&*snap, None, &mut Cursor::new(image), None);
+            assert!(r.is_err(), "{what}: {:?}", r.map(|r| r.kernel_load));
+            assert!(BzImage::load(&reference, None, &mut Cursor::new(image), None).is_err());
+            same(what, &snap, &reference);
+        }
+        let (snap, reference) = fresh();
+        BzImage::load(&*snap, None, &mut Cursor::new(&good), None).unwrap();
+        BzImage::load(&reference, None, &mut Cursor::new(&good), None).unwrap();
+        same("a good bzImage", &snap, &reference);
+        assert_eq!(dirty_pages(&*snap), [(0, ram / page())]);
+    }
 }
 
 /// A source that gives at most `chunk` bytes a read, as a pipe or a socket may.

@@ -12,7 +12,9 @@ use std::io::{Read, Write};
 use std::ops::Deref;
 use std::sync::Arc;
 
-use memvisor_space::{AddressSpace, Layout, RegionSpec, RegionType, Snapshot, WindowKind};
+use memvisor_space::{
+    AddressSpace, Layout, Protection, RegionSpec, RegionType, Snapshot, WindowKind,
+};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError};
 
@@ -34,6 +36,8 @@ const RESP2: u64 = 0x5_0000;
 /// `VIRTQ_DESC_F_NEXT` and `VIRTQ_DESC_F_WRITE` (virtio 1.2, 2.7.5).
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
+/// `VIRTQ_DESC_F_INDIRECT`.
+const F_INDIRECT: u16 = 4;
 
 /// A descriptor, as the driver writes it into the table: `addr` (le64), `len` (le32), `flags`
 /// (le16), `next` (le16).
@@ -358,4 +362,186 @@ fn popped_chains_keep_their_snapshot_and_its_memory() {
     assert_eq!(used(second.memory(), 0), (2, 0, 7));
     assert_eq!(used(second.memory(), 1), (2, 2, 12));
     assert!(queue.add_used(&*space.memory(), 0, 1).is_err());
+}
+
+/// The dirty pages of every region, as (region base, page index).
+fn dirty_pages(mem: &Snapshot) -> Vec<(u64, u64)> {
+    let p = memvisor_vmem::page_size() as u64;
+    let mut out = Vec::new();
+    for r in mem.regions() {
+        for i in 0..r.size() / p {
+            if r.is_dirty(i * p) {
+                out.push((r.base().0, i));
+            }
+        }
+    }
+    out
+}
+
+/// Pops the chain at `head` (offered alone) from a fresh queue over the rings above.
+fn pop_alone(space: &AddressSpace, head: u16) -> DescriptorChain<Arc<Snapshot>> {
+    offer(&space.snapshot(), &[head]);
+    let mut queue = ready_queue();
+    queue.pop_descriptor_chain(space.snapshot()).unwrap()
+}
+
+/// Descriptor tables as a hostile driver writes them: chains that loop, indirect tables of bad
+/// lengths, in a hole, across two regions or nested, buffers in a hole, in read-only memory,
+/// across two regions, across a region and a hole, at the top of the address space, and a used
+/// ring in read-only memory. Every walk ends (within the queue's size), nothing panics, bad
+/// buffers are errors, read-only memory keeps its bytes, and the pages marked dirty are exactly
+/// the ones the device wrote.
+#[test]
+fn crafted_descriptor_tables_end_in_errors_and_write_only_where_allowed() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let rom = layout
+        .windows_of(WindowKind::Firmware)
+        .next()
+        .unwrap()
+        .start();
+    let specs = [
+        RegionSpec::ram(GuestAddress(0), 2 * MIB).with_dirty_tracking(true),
+        RegionSpec::ram(GuestAddress(2 * MIB), 2 * MIB).with_dirty_tracking(true),
+        RegionSpec::new(RegionType::Firmware, rom, 0x1000).with_protection(Protection::Read),
+    ];
+    let (space, _) = AddressSpace::back(layout, specs).unwrap();
+    let mem = space.snapshot();
+    let hole = 4 * MIB + 0x1000;
+    let p = memvisor_vmem::page_size() as u64;
+    let clear = || {
+        mem.regions()
+            .for_each(memvisor_space::Region::clear_dirty_log)
+    };
+    let rom_bytes = || {
+        let mut buf = [0u8; 0x1000];
+        mem.bytes().read_slice(&mut buf, rom).unwrap();
+        buf
+    };
+    assert_eq!(rom_bytes(), [0; 0x1000]);
+
+    // A chain that loops on itself, and one of two descriptors that point at each other: the
+    // walk ends after at most the queue's size of descriptors.
+    put_desc(&mem, 0, RESP, 16, F_WRITE | F_NEXT, 0);
+    put_desc(&mem, 1, RESP2, 16, F_WRITE | F_NEXT, 2);
+    put_desc(&mem, 2, RESP2 + 16, 16, F_WRITE | F_NEXT, 1);
+    for head in [0, 1] {
+        let chain = pop_alone(&space, head);
+        let walked = descriptors(&chain);
+        assert!(
+            !walked.is_empty() && walked.len() <= usize::from(QUEUE_SIZE),
+            "{walked:?}"
+        );
+        let mut writer = chain.clone().writer(chain.memory()).unwrap();
+        assert!(writer.available_bytes() <= 16 * usize::from(QUEUE_SIZE));
+        clear();
+        writer.write_all(&[0x5a; 16]).unwrap();
+        let page = if head == 0 { RESP } else { RESP2 };
+        assert_eq!(dirty_pages(&mem), [(0, page / p)]);
+    }
+
+    // Indirect tables: a length that is not a multiple of 16, a length of 0, a table in a hole,
+    // a table past the top of the address space, a table whose entry is itself indirect: the
+    // walk yields nothing (or stops), never panics.
+    const TABLE: u64 = 0x6_0000;
+    let put_indirect = |at: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16| {
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&addr.to_le_bytes());
+        raw[8..12].copy_from_slice(&len.to_le_bytes());
+        raw[12..14].copy_from_slice(&flags.to_le_bytes());
+        raw[14..].copy_from_slice(&next.to_le_bytes());
+        mem.write_slice(&raw, GuestAddress(at + 16 * i)).unwrap();
+    };
+    put_indirect(TABLE, 0, RESP, 8, F_WRITE | F_NEXT, 1);
+    put_indirect(TABLE, 1, TABLE, 32, F_INDIRECT, 0);
+    for (addr, len, yields) in [
+        (TABLE, 15, 0),
+        (TABLE, 0, 0),
+        (TABLE, 17, 0),
+        (hole, 32, 0),
+        (u64::MAX - 15, 32, 0),
+        (u64::MAX - 15, 16, 0),
+        (TABLE, 16 * u32::from(u16::MAX) + 16, 0),
+        // The nested table stops the walk after the first entry.
+        (TABLE, 32, 1),
+    ] {
+        put_desc(&mem, 3, addr, len, F_INDIRECT, 0);
+        let chain = pop_alone(&space, 3);
+        let walked = descriptors(&chain);
+        assert_eq!(walked.len(), yields, "{addr:#x}+{len:#x}: {walked:?}");
+    }
+    // An indirect table that runs across the two adjacent regions is read whole.
+    let across = 2 * MIB - 16;
+    put_indirect(across, 0, RESP, 8, F_WRITE | F_NEXT, 1);
+    put_indirect(across, 1, RESP + 8, 8, F_WRITE, 0);
+    put_desc(&mem, 3, across, 32, F_INDIRECT, 0);
+    let chain = pop_alone(&space, 3);
+    assert_eq!(descriptors(&chain), [(RESP, 8, true), (RESP + 8, 8, true)]);
+
+    // Buffers the device must not write: read-only memory, a hole, across a region and the
+    // hole, past the top of the address space, a length that runs past it. The writer refuses
+    // the chain, the memory refuses the write, the ROM keeps its zeros and no page is marked.
+    let top = 4 * MIB - 8;
+    for (addr, len) in [
+        (rom.0, 16),
+        (hole, 16),
+        (top, 16),
+        (u64::MAX - 7, 16),
+        (0, u32::MAX),
+    ] {
+        put_desc(&mem, 4, addr, len, F_WRITE, 0);
+        let chain = pop_alone(&space, 4);
+        assert_eq!(descriptors(&chain), [(addr, len, true)]);
+        clear();
+        assert!(
+            matches!(
+                chain.clone().writer(chain.memory()),
+                Err(virtio_queue::Error::InvalidChain)
+            ),
+            "{addr:#x}+{len:#x}"
+        );
+        let data = vec![0xa5; 16];
+        let written = chain.memory().write(&data, GuestAddress(addr));
+        // What the memory takes of 16 bytes there (the chain as a whole is refused): the part
+        // before the hole, or all of them at the start of RAM.
+        let expected: &[(u64, u64)] = match addr {
+            a if a == top => {
+                assert_eq!(written.unwrap(), 8);
+                &[(2 * MIB, (2 * MIB - p) / p)]
+            }
+            0 => {
+                assert_eq!(written.unwrap(), 16);
+                &[(0, 0)]
+            }
+            _ => {
+                assert!(written.is_err(), "{addr:#x}: {written:?}");
+                &[]
+            }
+        };
+        assert_eq!(dirty_pages(&mem), expected, "{addr:#x}+{len:#x}");
+        assert!(chain.memory().write_obj(1u64, GuestAddress(rom.0)).is_err());
+        assert_eq!(rom_bytes(), [0; 0x1000], "{addr:#x}+{len:#x}");
+    }
+    // A buffer across the two adjacent regions is written whole, and marks one page of each.
+    put_desc(&mem, 4, 2 * MIB - 8, 16, F_WRITE, 0);
+    let chain = pop_alone(&space, 4);
+    let mut writer = chain.clone().writer(chain.memory()).unwrap();
+    clear();
+    writer.write_all(&[0x3c; 16]).unwrap();
+    assert_eq!(dirty_pages(&mem), [(0, (2 * MIB - p) / p), (2 * MIB, 0)]);
+    let mut back = [0u8; 16];
+    mem.read_slice(&mut back, GuestAddress(2 * MIB - 8))
+        .unwrap();
+    assert_eq!(back, [0x3c; 16]);
+
+    // A used ring in read-only memory, in a hole or at the top: the queue is not valid, and a
+    // used entry put there anyway is an error that writes nothing.
+    for used_ring in [rom.0, hole, u64::MAX - 3] {
+        let mut queue = ready_queue();
+        set_rings(&mut queue, DESC_TABLE, AVAIL_RING, used_ring);
+        assert!(!queue.is_valid(&*mem), "{used_ring:#x}");
+        clear();
+        assert!(queue.add_used(&*mem, 0, 16).is_err(), "{used_ring:#x}");
+        assert_eq!(dirty_pages(&mem), [], "{used_ring:#x}");
+        assert_eq!(rom_bytes(), [0; 0x1000]);
+    }
 }
