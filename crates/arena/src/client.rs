@@ -262,6 +262,10 @@ struct State {
     /// `free_flags`: the bound of the quick free's one range test, which so also tells that
     /// the bins exist.
     quick_units: usize,
+    /// Entries, blocks and slab records [`State::flush_would_free`] has visited, for tests
+    /// of its cost.
+    #[cfg(test)]
+    flush_visits: core::cell::Cell<usize>,
 }
 
 impl fmt::Debug for Client<'_> {
@@ -327,6 +331,8 @@ impl<'a> Client<'a> {
                 },
                 free_flags,
                 quick_units: 0,
+                #[cfg(test)]
+                flush_visits: core::cell::Cell::new(0),
             }),
         }
     }
@@ -1817,6 +1823,93 @@ mod tests {
         if !cfg!(miri) {
             assert!(seen[0] > 0 && seen[1] > 0, "both answers seen: {seen:?}");
         }
+    }
+
+    /// The dry run before a flush visits the client's partial slabs at most once, not once
+    /// per block it would give back: with thousands of partly used slabs of the class whose
+    /// empty slab is kept, and a few dozen cached buddy blocks, it costs the slabs plus the
+    /// square of the blocks, where a walk of the partial list for each cached block cost
+    /// their product (a few hundred million slab records for a client of a GiB of small
+    /// blocks, at every allocation that ran out of chunks).
+    #[test]
+    fn flush_would_free_walks_partial_slabs_once() {
+        let partial = if cfg!(miri) { 16 } else { 2_000 };
+        let class = class_of(2048);
+        let arena = arena(partial / 2 + 16);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let arena_ref = client.arena;
+        // Full slabs of the class, then one block freed in each but the last, whose blocks
+        // are all freed: `partial` partly used slabs and the kept empty one.
+        let mut slabs: Vec<Vec<NonNull<u8>>> = Vec::new();
+        let mut last = ptr::null_mut();
+        while slabs.len() < partial + 1 || slabs.last().unwrap().len() < 2 {
+            let p = client.alloc(layout(2048)).unwrap();
+            let off = p.as_ptr().addr() - arena.backing().as_ptr().addr();
+            let slab = client.with(|s| s.slab_of(off, class).0);
+            if slab != last {
+                slabs.push(Vec::new());
+                last = slab;
+            }
+            slabs.last_mut().unwrap().push(p);
+        }
+        // The last slab may be partly used only: it is left alone.
+        let unfilled = slabs.pop().unwrap();
+        let empty = slabs.pop().unwrap();
+        for slab in &slabs {
+            // SAFETY: never used again.
+            unsafe { client.free(slab[0]) }.unwrap();
+        }
+        for &p in &empty {
+            // SAFETY: never used again.
+            unsafe { client.free(p) }.unwrap();
+        }
+        client.with(|s| s.flush(arena_ref, false));
+        assert_eq!(client.with(|s| s.empty_slabs[class]), 1);
+        // Cached buddy blocks of two orders, each beside a live block, so that no flush
+        // frees a whole chunk and the dry run looks at every one of them.
+        let pairs = if cfg!(miri) { 4 } else { 16 };
+        let mut live = Vec::new();
+        for size in [4096, 8192] {
+            let blocks: Vec<_> = (0..2 * pairs)
+                .map(|_| client.alloc(layout(size)).unwrap())
+                .collect();
+            for pair in blocks.chunks(2) {
+                live.push(pair[0]);
+                // SAFETY: never used again.
+                unsafe { client.free(pair[1]) }.unwrap();
+            }
+        }
+        if !cfg!(miri) {
+            client.check();
+        }
+        let cached = 2 * pairs;
+        assert_eq!(client.with(|s| s.cached_large), pairs * (4096 + 8192));
+        let order = arena.geometry().max_order;
+        let (would, visits) = client.with(|s| {
+            s.flush_visits.set(0);
+            (s.flush_would_free(order), s.flush_visits.get())
+        });
+        assert!(!would, "every chunk keeps a live block");
+        // Each block given back (the cached ones and the empty slab) at most once per block
+        // given back, and the partial list once.
+        let blocks = cached + 1;
+        let bound = partial + 1 + (blocks + 1) * (blocks + 1);
+        assert!(visits <= bound, "{visits} visits, more than {bound}");
+        client.with(|s| s.flush(arena_ref, true));
+        if !cfg!(miri) {
+            client.check();
+        }
+        assert_eq!(client.with(|s| s.empty_slabs[class]), 0);
+        for p in live {
+            // SAFETY: never used again.
+            unsafe { client.free(p) }.unwrap();
+        }
+        for p in slabs.iter().flat_map(|slab| &slab[1..]).chain(&unfilled) {
+            // SAFETY: never used again.
+            unsafe { client.free(*p) }.unwrap();
+        }
+        client.trim();
+        assert_eq!(client.stats().chunks, 0);
     }
 
     #[test]
