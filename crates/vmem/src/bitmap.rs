@@ -1,8 +1,9 @@
 //! A fixed-size bitmap of pages with atomic updates.
 //!
-//! The words live in pages of their own, mapped straight from the OS (not the heap), so they
-//! start zeroed and a large bitmap of which only a few words are touched costs address space but
-//! almost no memory: a 64 GiB reservation's 2 MiB bitmap is resident only where written.
+//! The words live in pages of their own, mapped straight from the OS (not the heap; the
+//! bitmaps made together by `PageBitmap::new_many` share one mapping, each in whole pages of
+//! it), so they start zeroed and a large bitmap of which only a few words are touched costs address
+//! space but almost no memory: a 64 GiB reservation's 2 MiB bitmap is resident only where written.
 //!
 //! The bits are grouped in blocks of [`BLOCK_BITS`] (one 4 KiB page of words), each with a
 //! state byte: all clear, all set, or mixed. Only a mixed block's words hold its bits; a set or
@@ -57,7 +58,8 @@ pub(crate) struct PageBitmap {
     /// One state byte per block of `BLOCK_WORDS` words, after the words in the same mapping.
     blocks: NonNull<AtomicU8>,
     len_blocks: usize,
-    /// Bytes mapped for the words and the states: a whole number of pages.
+    /// Bytes of the mapping this bitmap releases when dropped: its words and states, and
+    /// those of the bitmaps made with it by `new_many` (a whole number of pages); 0 for those.
     #[cfg_attr(
         all(loom, test),
         allow(dead_code, reason = "the loom models map nothing")
@@ -140,6 +142,18 @@ impl Drop for Writing<'_> {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+std::thread_local! {
+    /// How many bitmaps this thread asked the system for (`new_many` counts each).
+    static MADE: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// How many bitmaps this thread asked the system for so far.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn made() -> usize {
+    MADE.with(core::cell::Cell::get)
+}
+
 impl PageBitmap {
     /// A bitmap of `pages` clear bits, its words and states on the heap (loom's atomics are
     /// objects of the model, not bytes of a zeroed mapping).
@@ -163,15 +177,34 @@ impl PageBitmap {
         })
     }
 
-    /// A bitmap of `pages` clear bits.
-    #[cfg(not(all(loom, test)))]
+    /// A bitmap of `pages` clear bits, in a mapping of its own.
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn new(pages: usize) -> Result<Self, SysError> {
+        // SAFETY: a single bitmap owns its mapping.
+        let [bitmap] = unsafe { Self::new_many(pages) }?;
+        Ok(bitmap)
+    }
+
+    /// `N` bitmaps of `pages` clear bits each, their words and states in one mapping (one
+    /// system call to make it and one to release it, not `N`), which the first owns: it
+    /// releases the mapping when dropped, the others release nothing.
+    ///
+    /// # Safety
+    /// The bitmaps after the first are not used after the first is dropped (they may be
+    /// dropped after it: their drop touches nothing).
+    #[cfg(not(all(loom, test)))]
+    pub(crate) unsafe fn new_many<const N: usize>(pages: usize) -> Result<[Self; N], SysError> {
+        #[cfg(test)]
+        MADE.with(|made| made.set(made.get() + N));
         let len_words = pages.div_ceil(BITS).max(1);
         let len_blocks = len_words.div_ceil(BLOCK_WORDS);
         let page = page_size();
         // `len_words * 8` cannot overflow: it is at most `usize::MAX / 8 + 8` bytes, and the
         // states add one byte per 512 words.
-        let mapped = (len_words * size_of::<AtomicU64>() + len_blocks).next_multiple_of(page);
+        let each = (len_words * size_of::<AtomicU64>() + len_blocks).next_multiple_of(page);
+        // Far below `usize::MAX` for a reservation's pages (an eighth of a byte per page and
+        // bitmap); were it saturated, the system would refuse the length.
+        let mapped = each.saturating_mul(N);
         // A sparse reservation is read-write and zeroed on Unix; committing it is needed on
         // Windows and free elsewhere.
         let base = sys::reserve(mapped, page, CommitMode::Sparse)?;
@@ -181,19 +214,24 @@ impl PageBitmap {
             unsafe { sys::release(base, mapped, page) };
             return Err(e);
         }
-        // SAFETY: the states start right after the words, inside the mapping (`mapped` holds
-        // both).
-        let blocks = unsafe { base.add(len_words * size_of::<AtomicU64>()) };
-        Ok(Self {
-            words: base.cast(),
-            len_words,
-            blocks: blocks.cast(),
-            len_blocks,
-            mapped,
-            pages,
-            writing: AtomicBool::new(false),
-            rewrites: AtomicU64::new(0),
-        })
+        Ok(core::array::from_fn(|index| {
+            // SAFETY: bitmap `index < N` takes `each` bytes from `index * each`, inside the
+            // mapping (`N * each` bytes); its states start right after its words.
+            let (words, blocks) = unsafe {
+                let words = base.add(index * each);
+                (words, words.add(len_words * size_of::<AtomicU64>()))
+            };
+            Self {
+                words: words.cast(),
+                len_words,
+                blocks: blocks.cast(),
+                len_blocks,
+                mapped: if index == 0 { mapped } else { 0 },
+                pages,
+                writing: AtomicBool::new(false),
+                rewrites: AtomicU64::new(0),
+            }
+        }))
     }
 
     fn word(&self, index: usize) -> &AtomicU64 {
@@ -444,8 +482,9 @@ impl PageBitmap {
         self.word_in(state, index / BITS) & (1 << (index % BITS)) != 0
     }
 
-    /// Bytes of the bitmap's mapping (words and states) that are resident: what writing it
-    /// has cost in memory.
+    /// Bytes of the mapping the bitmap owns (words and states; those of all the bitmaps made
+    /// with it, for the first of `new_many`, and none for the others) that are resident: what
+    /// writing them has cost in memory.
     #[cfg(all(
         test,
         not(loom),
@@ -453,10 +492,13 @@ impl PageBitmap {
         any(target_os = "linux", target_os = "android")
     ))]
     pub(crate) fn resident_bytes(&self) -> usize {
+        if self.mapped == 0 {
+            return 0;
+        }
         let page = page_size();
         let mut resident = alloc::vec![0u8; self.mapped / page];
-        // SAFETY: `words..words + mapped` is the bitmap's own mapping; `resident` has a byte
-        // per page of it.
+        // SAFETY: `words..words + mapped` is the mapping the bitmap owns; `resident` has a
+        // byte per page of it.
         unsafe { sys::residency(self.words.as_ptr().cast(), self.mapped, &mut resident) }
             .expect("mincore of a bitmap");
         resident.iter().filter(|&&b| b & 1 != 0).count() * page
@@ -497,8 +539,12 @@ impl Drop for PageBitmap {
 #[cfg(not(all(loom, test)))]
 impl Drop for PageBitmap {
     fn drop(&mut self) {
-        // SAFETY: `words` was reserved in `new` with this length and the page alignment, and is
-        // released once.
+        // A bitmap after the first of `new_many` owns no mapping.
+        if self.mapped == 0 {
+            return;
+        }
+        // SAFETY: `words` was reserved in `new_many` with this length and the page alignment,
+        // and is released once; the bitmaps sharing it are no longer used (its contract).
         unsafe { sys::release(self.words.cast(), self.mapped, page_size()) };
     }
 }

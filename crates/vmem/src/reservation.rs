@@ -1,7 +1,9 @@
 //! [`Reservation`]: a range of address space, and the page operations on parts of it.
 
 use alloc::vec::Vec;
+use core::cell::UnsafeCell;
 use core::fmt;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -182,39 +184,16 @@ impl ReservationBuilder {
         let len = len.next_multiple_of(page);
         let ptr = sys::reserve(len, align, self.mode).map_err(|e| e.during(Operation::Reserve))?;
         let pages = len / page;
-        let bitmaps = PageBitmap::new(pages).and_then(|committed| {
-            Ok((
-                committed,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-            ))
-        });
-        let bitmaps = bitmaps.and_then(|all| {
-            Ok((
-                all,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                PageBitmap::new(pages)?,
-                [
-                    PageBitmap::new(pages)?,
-                    PageBitmap::new(pages)?,
-                    PageBitmap::new(pages)?,
-                    PageBitmap::new(pages)?,
-                    PageBitmap::new(pages)?,
-                    PageBitmap::new(pages)?,
-                ],
-            ))
-        });
-        let (
-            (committed, writable, guarded, locked, huge, no_huge),
+        // SAFETY: the bitmaps become fields of the reservation and are never moved out of it;
+        // `committed`, which owns their mapping, is dropped with the others, and only then.
+        let bitmaps = unsafe { PageBitmap::new_many::<14>(pages) };
+        let [
+            committed,
+            writable,
+            guarded,
+            locked,
+            huge,
+            no_huge,
             inaccessible,
             executable,
             mapped,
@@ -223,8 +202,7 @@ impl ReservationBuilder {
             dont_fork,
             dont_dump,
             lost,
-            hugetlb,
-        ) = match bitmaps {
+        ] = match bitmaps {
             Ok(bitmaps) => bitmaps,
             Err(e) => {
                 // SAFETY: the reservation was just made with this length and alignment and
@@ -256,8 +234,7 @@ impl ReservationBuilder {
             lost,
             any_lost: AtomicBool::new(false),
             held_by_vector: false,
-            hugetlb,
-            any_hugetlb: AtomicBool::new(false),
+            hugetlb: HugeTlbPlanes::new(),
             lock_calls: Serial::default(),
         })
     }
@@ -266,6 +243,84 @@ impl ReservationBuilder {
 /// Bitmaps spelling the size of explicit huge pages (see `Reservation::hugetlb`): enough bits
 /// for the binary logarithm of any power of two that fits in `usize`.
 const HUGETLB_PLANES: usize = usize::BITS.ilog2() as usize;
+
+/// The bitmaps recording explicit huge pages (see `Reservation::hugetlb`), made by the first
+/// `map` of explicit huge pages, so that a reservation that never maps any makes no mapping
+/// for them. They are made once, under the call lock, and published with `Release` when all
+/// are built; readers (the range checks run before the call lock) read the flag with `Acquire`
+/// and see either no planes or all of them. They live as long as the reservation.
+struct HugeTlbPlanes {
+    /// Whether `planes` holds built bitmaps: stored `true` once, with `Release`, after they
+    /// were written.
+    built: AtomicBool,
+    /// Uninitialized until `built`; written only once, under the call lock, before `built`.
+    planes: UnsafeCell<MaybeUninit<[PageBitmap; HUGETLB_PLANES]>>,
+}
+
+impl HugeTlbPlanes {
+    const fn new() -> Self {
+        Self {
+            built: AtomicBool::new(false),
+            planes: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// The planes, if they were made.
+    fn get(&self) -> Option<&[PageBitmap; HUGETLB_PLANES]> {
+        if self.built.load(Ordering::Acquire) {
+            // SAFETY: `built` is stored `true` (with `Release`) only after `planes` was
+            // written, which this `Acquire` load orders before the read; once built, the
+            // planes are never written as a whole again (their bits are atomics) and are
+            // dropped only with `&mut self`.
+            Some(unsafe { (*self.planes.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+
+    /// The planes, made now for a reservation of `pages` pages if they were not yet. The
+    /// caller holds the reservation's call lock (`_serial`), so no other call makes them
+    /// meanwhile; readers that run without it see them only once all are built. They share
+    /// one mapping, so a refusal of the system (or, in unit tests, an injected one) leaves
+    /// none made.
+    fn get_or_make(
+        &self,
+        pages: usize,
+        _serial: &SerialGuard<'_>,
+    ) -> Result<&[PageBitmap; HUGETLB_PLANES], sys::SysError> {
+        if let Some(planes) = self.get() {
+            return Ok(planes);
+        }
+        #[cfg(test)]
+        if tests::hugetlb_planes_refused() {
+            return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
+        }
+        // SAFETY: the planes stay in `self.planes` until they are dropped together.
+        let planes = unsafe { PageBitmap::new_many(pages) }?;
+        // SAFETY: no reader reads `planes` before `built`, and no other writer writes it
+        // (the call lock); nothing was written there before.
+        unsafe { (*self.planes.get()).write(planes) };
+        self.built.store(true, Ordering::Release);
+        // SAFETY: written above, and published.
+        Ok(unsafe { (*self.planes.get()).assume_init_ref() })
+    }
+}
+
+// The planes are written whole, before `built` publishes them, and never replaced: a panic
+// (on this thread or another) cannot leave a reader a half-made or half-changed set, and
+// their bits are atomics like every other bitmap's. So a reservation stays usable after an
+// unwind that crossed a `&` to it, as it was before the planes were made lazily.
+impl core::panic::RefUnwindSafe for HugeTlbPlanes {}
+
+impl Drop for HugeTlbPlanes {
+    fn drop(&mut self) {
+        if *self.built.get_mut() {
+            // SAFETY: built, so initialized; `&mut self`, so no reader is left, and they are
+            // dropped once.
+            unsafe { self.planes.get_mut().assume_init_drop() };
+        }
+    }
+}
 
 /// The most halvings `Reservation::fill_hole` makes of a range whose fill the system refuses,
 /// bounding its system calls (two per halving) whatever the holes look like.
@@ -343,6 +398,17 @@ fn worker_result(joined: std::thread::Result<Result<()>>, offset: usize, len: us
 /// `ptr::add` and `slice::from_raw_parts`.
 fn max_len(page: usize) -> usize {
     isize::MAX as usize & !(page - 1)
+}
+
+/// `log2(huge page size / page size)` of the explicit huge page holding `page` as `planes`
+/// record it, or 0 if the page is not in one: one bit read per plane.
+fn hugetlb_shift(planes: &[PageBitmap; HUGETLB_PLANES], page: usize) -> u32 {
+    planes
+        .iter()
+        .enumerate()
+        .filter(|(_, plane)| plane.get(page))
+        .map(|(bit, _)| 1 << bit)
+        .sum()
 }
 
 /// A range of the process's address space, reserved so that nothing else is placed there, of
@@ -424,11 +490,10 @@ pub struct Reservation {
     /// huge pages, so a call whose range cuts one is refused (see `check_whole`). Huge pages
     /// start at addresses that are multiples of their size (`map` checks it), so the size
     /// tells where each one starts, and a range of them sets and clears whole runs of bits:
-    /// uniform blocks, whose words are never written.
-    hugetlb: [PageBitmap; HUGETLB_PLANES],
-    /// Whether `hugetlb` ever had a page (set after its bits, with `Release`), so that ranges
-    /// are checked against it only once explicit huge pages were mapped.
-    any_hugetlb: AtomicBool,
+    /// uniform blocks, whose words are never written. The planes are made by the first `map`
+    /// of explicit huge pages: until then ranges are not checked against them, and a
+    /// reservation that never maps any makes no mapping for them.
+    hugetlb: HugeTlbPlanes,
     /// Whether a vector keeps its elements here (set once by the vector that reserved it):
     /// the unsafe `&self` calls that discard, replace or protect memory are then refused with
     /// [`Error::HeldByVector`], since the vector reads, writes and drops its elements there
@@ -594,15 +659,15 @@ impl Reservation {
     /// that changes pages or their mapping is refused before it changes anything.
     fn check_whole(&self, offset: usize, len: usize) -> Result<Pages> {
         let pages = self.check(offset, len)?;
-        if !self.any_hugetlb.load(Ordering::Acquire) {
+        let Some(planes) = self.hugetlb.get() else {
             return Ok(pages);
-        }
+        };
         let total = self.len / self.page;
         for (what, page) in [("offset", pages.first), ("end", pages.first + pages.count)] {
             if page >= total {
                 continue;
             }
-            let shift = self.hugetlb_shift(page);
+            let shift = hugetlb_shift(planes, page);
             if shift == 0 {
                 continue;
             }
@@ -622,47 +687,48 @@ impl Reservation {
         Ok(pages)
     }
 
-    /// `log2(huge page size / page size)` of the explicit huge page holding `page`, or 0 if
-    /// the page is not in one: one bit read per plane.
-    fn hugetlb_shift(&self, page: usize) -> u32 {
-        self.hugetlb
-            .iter()
-            .enumerate()
-            .filter(|(_, plane)| plane.get(page))
-            .map(|(bit, _)| 1 << bit)
-            .sum()
-    }
-
     /// The first page of `pages` recorded as an explicit huge page, if any.
     fn first_hugetlb(&self, pages: Pages) -> Option<usize> {
         self.hugetlb
+            .get()?
             .iter()
             .filter_map(|plane| plane.first_set(pages.first, pages.count))
             .min()
     }
 
-    /// Records `pages` as mapped with explicit huge pages of `size` bytes, or as not, with
-    /// `None`. `size` is a power of two and `pages` a run of whole huge pages of that size
-    /// that starts at an address that is a multiple of it (as `map` checks); a size no larger
-    /// than the page size records no huge pages.
-    fn record_hugetlb(&self, pages: Pages, size: Option<usize>) {
-        let shift = size
-            .filter(|&size| size > self.page)
-            .map_or(0, |size| (size / self.page).trailing_zeros());
-        debug_assert!(size.is_none_or(|size| size <= self.page || size.is_power_of_two()));
+    /// The planes recording explicit huge pages, made now if this is the first `map` of
+    /// them (see `HugeTlbPlanes`); the caller holds the call lock. A refusal changes nothing.
+    fn hugetlb_planes(
+        &self,
+        serial: &SerialGuard<'_>,
+    ) -> Result<&[PageBitmap; HUGETLB_PLANES], sys::SysError> {
+        self.hugetlb.get_or_make(self.len / self.page, serial)
+    }
+
+    /// Records `pages` as mapped with explicit huge pages of `size` bytes in `planes` (the
+    /// reservation's, from `hugetlb_planes`). `size` is a power of two larger than the page
+    /// size and `pages` a run of whole huge pages of that size that starts at an address that
+    /// is a multiple of it (as `map` checks).
+    fn record_hugetlb(&self, planes: &[PageBitmap; HUGETLB_PLANES], pages: Pages, size: usize) {
+        debug_assert!(size > self.page && size.is_power_of_two());
+        let shift = (size / self.page).trailing_zeros();
         // The callers hold the call lock, so no other call records huge pages meanwhile.
-        if shift == 0 && !self.any_hugetlb.load(Ordering::Acquire) {
-            return;
-        }
-        for (bit, plane) in self.hugetlb.iter().enumerate() {
+        for (bit, plane) in planes.iter().enumerate() {
             if shift >> bit & 1 != 0 {
                 plane.set_range(pages.first, pages.count);
             } else {
                 plane.clear_range(pages.first, pages.count);
             }
         }
-        if shift != 0 {
-            self.any_hugetlb.store(true, Ordering::Release);
+    }
+
+    /// Records `pages` as not mapped with explicit huge pages: nothing to do for a
+    /// reservation that never mapped any (it has no planes).
+    fn clear_hugetlb(&self, pages: Pages) {
+        if let Some(planes) = self.hugetlb.get() {
+            for plane in planes {
+                plane.clear_range(pages.first, pages.count);
+            }
         }
     }
 
@@ -880,7 +946,7 @@ impl Reservation {
             self.mapped.clear_range(pages.first, pages.count);
             self.shared.clear_range(pages.first, pages.count);
             self.no_hole_punch.clear_range(pages.first, pages.count);
-            self.record_hugetlb(pages, None);
+            self.clear_hugetlb(pages);
         } else {
             // The reservation's own pages keep their mapping, and with it their NUMA policy;
             // only the runs another source is mapped over get the reservation's own pages
@@ -904,7 +970,7 @@ impl Reservation {
                 self.mapped.clear_range(run.first, run.count);
                 self.shared.clear_range(run.first, run.count);
                 self.no_hole_punch.clear_range(run.first, run.count);
-                self.record_hugetlb(run, None);
+                self.clear_hugetlb(run);
                 Ok(())
             })?;
         }
@@ -1072,7 +1138,7 @@ impl Reservation {
         ] {
             bitmap.clear_range(pages.first, pages.count);
         }
-        self.record_hugetlb(pages, None);
+        self.clear_hugetlb(pages);
     }
 
     /// `sys::refill`, with the failure of `sys_replace` injected in unit tests.
@@ -1960,7 +2026,7 @@ pub(crate) mod tests {
             for (first, count, size) in [(4, 8, 4 * p), (12, 4, 2 * p)] {
                 let pages = Pages { first, count };
                 r.mapped.set_range(first, count);
-                r.record_hugetlb(pages, Some(size));
+                record_huge_pages(&r, pages, size);
             }
             let cut = |what, value, page_size| Error::Misaligned {
                 what,
@@ -2047,7 +2113,225 @@ pub(crate) mod tests {
         }
     }
 
+    /// Records `pages` as mapped with explicit huge pages of `size` bytes, as a `map` of them
+    /// records them (here without the system's huge pages).
+    fn record_huge_pages(r: &Reservation, pages: Pages, size: usize) {
+        let serial = r.lock_calls.hold();
+        let planes = r.hugetlb_planes(&serial).unwrap();
+        r.record_hugetlb(planes, pages, size);
+    }
+
+    /// A reservation makes no bitmaps for explicit huge pages until it maps some: reserving,
+    /// committing, protecting, decommitting and mapping base pages leave it without them (and
+    /// its ranges unchecked against them); the first map of explicit huge pages makes them,
+    /// whether or not the system then has the huge pages, and later ones keep them.
+    #[test]
+    fn planes_for_huge_pages_are_made_by_the_first_map_of_them() {
+        const HUGE: usize = 2 << 20;
+        let p = page();
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .alignment(HUGE)
+                .reserve(2 * HUGE)
+                .unwrap();
+            r.commit(0, 4 * p).unwrap();
+            r.protect(0, p, Protection::Read).unwrap();
+            r.decommit(0, 2 * p).unwrap();
+            let _ = r.map(
+                HUGE,
+                2 * p,
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                None,
+            );
+            r.decommit(HUGE, 2 * p).unwrap();
+            assert!(r.hugetlb.get().is_none(), "{mode:?}");
+            let first = r.map(
+                0,
+                HUGE,
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                Some(HugeTlbSize::Size2M),
+            );
+            let planes = r.hugetlb.get().expect("made by the map") as *const _;
+            if first.is_ok() {
+                assert_eq!(
+                    r.commit(p, p),
+                    Err(Error::Misaligned {
+                        what: "offset",
+                        value: p,
+                        page_size: HUGE
+                    })
+                );
+                r.decommit(0, HUGE).unwrap();
+            }
+            let _ = r.map(
+                0,
+                HUGE,
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                Some(HugeTlbSize::Size2M),
+            );
+            // Made once: the second map found them.
+            assert!(core::ptr::eq(r.hugetlb.get().unwrap(), planes), "{mode:?}");
+        }
+    }
+
+    /// Only a map of explicit huge pages asks the system for the bitmaps that record them,
+    /// once: reserving and every call on a reservation that never maps huge pages make no
+    /// mapping for them.
+    #[test]
+    fn only_the_first_map_of_huge_pages_makes_their_bitmaps() {
+        const HUGE: usize = 2 << 20;
+        let p = page();
+        let planes = usize::BITS.ilog2() as usize;
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let made = crate::bitmap::made();
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .alignment(HUGE)
+                .reserve(2 * HUGE)
+                .unwrap();
+            let by_reserve = crate::bitmap::made() - made;
+            r.commit(0, 4 * p).unwrap();
+            r.protect(0, p, Protection::Read).unwrap();
+            r.decommit(0, 2 * p).unwrap();
+            let _ = r.map(
+                HUGE,
+                2 * p,
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                None,
+            );
+            r.decommit(HUGE, 2 * p).unwrap();
+            assert_eq!(crate::bitmap::made() - made, by_reserve, "{mode:?}");
+            for _ in 0..2 {
+                let _ = r.map(
+                    0,
+                    HUGE,
+                    MapSource::AnonymousPrivate,
+                    Protection::ReadWrite,
+                    Some(HugeTlbSize::Size2M),
+                );
+                assert_eq!(
+                    crate::bitmap::made() - made,
+                    by_reserve + planes,
+                    "{mode:?}"
+                );
+            }
+        }
+    }
+
+    /// Calls whose range checks run while another thread's map of explicit huge pages makes
+    /// the bitmaps recording them see either none (the range is not checked against them)
+    /// or all of them built: each answer is one that some order of the two calls gives.
+    #[test]
+    fn range_checks_racing_the_first_map_of_huge_pages_see_no_planes_or_built_ones() {
+        const HUGE: usize = 2 << 20;
+        let p = page();
+        let r = Reservation::builder()
+            .alignment(HUGE)
+            .reserve(2 * HUGE)
+            .unwrap();
+        let cut = Err(Error::Misaligned {
+            what: "offset",
+            value: p,
+            page_size: HUGE,
+        });
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: nothing refers to the reservation's contents; the other thread only
+                // commits and asks.
+                let _ = unsafe {
+                    r.map_unchecked(
+                        0,
+                        HUGE,
+                        MapSource::AnonymousPrivate,
+                        Protection::ReadWrite,
+                        Some(HugeTlbSize::Size2M),
+                    )
+                };
+            });
+            for _ in 0..4 {
+                let committed = r.commit(p, p);
+                assert!(committed.is_ok() || committed == cut, "{committed:?}");
+                r.commit(HUGE + p, p).unwrap();
+                assert_eq!(
+                    r.first_hugetlb(Pages {
+                        first: HUGE / p,
+                        count: HUGE / p
+                    }),
+                    None
+                );
+            }
+        });
+        assert!(r.hugetlb.get().is_some());
+    }
+
+    /// A refusal to make the bitmaps for explicit huge pages makes the first map of huge
+    /// pages fail with the system's error before anything changes: the range keeps its pages,
+    /// contents and records, no bitmap stays made, and the next map makes them.
+    #[test]
+    fn a_refused_plane_fails_the_map_before_any_change() {
+        const HUGE: usize = 2 << 20;
+        let p = page();
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let mut r = Reservation::builder()
+                .mode(mode)
+                .alignment(HUGE)
+                .reserve(HUGE)
+                .unwrap();
+            r.commit(0, 2 * p).unwrap();
+            r.protect(p, p, Protection::Read).unwrap();
+            // SAFETY: the first page is committed read-write and nothing else uses it.
+            unsafe { r.as_ptr().write(7) };
+            let refills = REFILLS.with(core::cell::Cell::get);
+            let made = crate::bitmap::made();
+            HUGETLB_PLANES_REFUSED.with(|f| f.set(true));
+            assert_eq!(
+                r.map(
+                    0,
+                    HUGE,
+                    MapSource::AnonymousPrivate,
+                    Protection::ReadWrite,
+                    Some(HugeTlbSize::Size2M),
+                ),
+                Err(Error::Os {
+                    operation: Operation::Map,
+                    source: crate::OsError::from_raw(12)
+                }),
+                "{mode:?}"
+            );
+            assert!(!HUGETLB_PLANES_REFUSED.with(core::cell::Cell::get));
+            assert!(r.hugetlb.get().is_none(), "{mode:?}");
+            assert_eq!(crate::bitmap::made(), made);
+            // Nothing was mapped, nor any hole filled.
+            assert_eq!(REFILLS.with(core::cell::Cell::get), refills);
+            assert_eq!(r.committed_bytes(), 2 * p);
+            assert_eq!(r.mapped.first_set(0, HUGE / p), None);
+            assert!(r.writable.get(0) && !r.writable.get(1));
+            // SAFETY: still committed, and written above.
+            assert_eq!(unsafe { r.as_ptr().read() }, 7);
+            r.commit(p, p).unwrap();
+            r.decommit(0, 2 * p).unwrap();
+            // Refused no more: the next map makes them.
+            let _ = r.map(
+                0,
+                HUGE,
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                Some(HugeTlbSize::Size2M),
+            );
+            assert!(r.hugetlb.get().is_some(), "{mode:?}");
+        }
+    }
+
     std::thread_local! {
+        /// When set, the next making of the bitmaps for explicit huge pages (by the first map
+        /// of explicit huge pages) is refused, with `ENOMEM`.
+        pub(super) static HUGETLB_PLANES_REFUSED: core::cell::Cell<bool> =
+            const { core::cell::Cell::new(false) };
         /// When set, the next lock of this thread locks this many bytes and then fails with
         /// `ENOMEM`, as the kernel may when it cannot populate the rest.
         pub(super) static LOCK_FAILS_AFTER: core::cell::Cell<Option<usize>> =
@@ -2117,6 +2401,12 @@ pub(crate) mod tests {
             f.set(left.saturating_sub(1));
             left > 0
         })
+    }
+
+    /// Whether making the bitmaps for explicit huge pages is to be refused (see
+    /// `HUGETLB_PLANES_REFUSED`).
+    pub(super) fn hugetlb_planes_refused() -> bool {
+        HUGETLB_PLANES_REFUSED.with(|f| f.replace(false))
     }
 
     /// Whether the next re-advice call is to be refused (see `READVISE_FAILS`).
@@ -2995,9 +3285,9 @@ pub(crate) mod tests {
             &r.dont_dump,
             &r.lost,
         ]
-        .iter()
-        .chain(&r.hugetlb.each_ref())
-        .map(|b| b.resident_bytes())
+        .into_iter()
+        .chain(r.hugetlb.get().into_iter().flatten())
+        .map(PageBitmap::resident_bytes)
         .sum()
     }
 
@@ -3018,8 +3308,8 @@ pub(crate) mod tests {
             count: len / p,
         };
         // The whole reservation, then a range that starts and ends inside blocks.
-        r.record_hugetlb(pages(0, TIB), Some(HUGE));
-        r.record_hugetlb(pages(HUGE, TIB - 3 * HUGE), Some(HUGE));
+        record_huge_pages(&r, pages(0, TIB), HUGE);
+        record_huge_pages(&r, pages(HUGE, TIB - 3 * HUGE), HUGE);
         let grown = bitmaps_resident_bytes(&r) - before;
         // A bit per huge page in every block would be 32 MiB; each recorded range may cut two
         // blocks in each bitmap it writes (4 KiB of words each).
@@ -3627,6 +3917,14 @@ pub(crate) mod tests {
     fn reservation_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Reservation>();
+    }
+
+    /// Callers (an address space over reservations, say) pass references to one into
+    /// `catch_unwind`; the lazily made huge-page record must not take that away.
+    #[test]
+    fn reservation_is_unwind_safe() {
+        fn assert_unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+        assert_unwind_safe::<Reservation>();
     }
 
     #[test]

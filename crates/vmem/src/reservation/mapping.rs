@@ -213,7 +213,9 @@ impl Reservation {
     /// range (128 MiB with 4 KiB pages) and 4 KiB per bitmap for each block the range only
     /// cuts, whatever the range's length: mapping a memfd over 8 TiB writes under 1 MiB and
     /// takes milliseconds. Explicit huge pages are recorded by their size, at the same cost
-    /// whatever their number.
+    /// whatever their number, in bitmaps of their own that the first map of explicit huge
+    /// pages makes (one mapping, before the system is asked for the pages): a reservation
+    /// that never maps any does not pay for them.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
@@ -225,16 +227,17 @@ impl Reservation {
     /// where the platform cannot map into a reservation (Windows, and anonymous explicit huge
     /// pages outside Linux);
     /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
-    /// `EBADF`/`EACCES` for the descriptor, also when its file cannot be examined). After an
-    /// error the range is as it was, except where the system took its pages before refusing
-    /// (explicit huge pages that cannot be had): then the range holds the reservation's own
-    /// uncommitted pages again, as the bookkeeping says, and its old contents are gone (they
-    /// were to be replaced anyway; where only part of the range was unmapped, only that part is
-    /// filled, and the pages mapped next to it are lost, as for [`decommit`](Self::decommit)).
-    /// If the system refuses that too, the range's pages are *lost*: another mapping may be
-    /// placed there, so every later call on a range with a lost page fails with
-    /// [`Error::Lost`] (queries too), and dropping the reservation unmaps only the pages
-    /// around them.
+    /// `EBADF`/`EACCES` for the descriptor, also when its file cannot be examined, and when
+    /// the first map of explicit huge pages cannot make the bitmaps that record them, which
+    /// changes nothing). After an error the range is as it was, except where the system took its
+    /// pages before refusing (explicit huge pages that cannot be had): then the range holds the
+    /// reservation's own uncommitted pages again, as the bookkeeping says, and its old contents
+    /// are gone (they were to be replaced anyway; where only part of the range was unmapped,
+    /// only that part is filled, and the pages mapped next to it are lost, as for
+    /// [`decommit`](Self::decommit)). If the system refuses that too, the range's pages are
+    /// *lost*: another mapping may be placed there, so every later call on a range with a lost
+    /// page fails with [`Error::Lost`] (queries too), and dropping the reservation unmaps only
+    /// the pages around them.
     ///
     /// # Examples
     /// ```
@@ -359,8 +362,18 @@ impl Reservation {
         }
         // The new mapping drops the system's locks of the range, and a commit or protect
         // between the check and the record would be undone unseen: one call at a time.
-        let _serial = self.lock_calls.hold();
+        let serial = self.lock_calls.hold();
         self.no_guard(pages)?;
+        // The record of explicit huge pages is made by the first map of them, before the
+        // system is asked: a refusal to make it changes nothing.
+        let hugetlb = match hugetlb_size.filter(|&size| size > self.page) {
+            Some(size) => Some((
+                self.hugetlb_planes(&serial)
+                    .map_err(|e| e.during(Operation::Map))?,
+                size,
+            )),
+            None => None,
+        };
         // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
         // to its contents.
         let mapped = unsafe {
@@ -397,7 +410,10 @@ impl Reservation {
         } else {
             self.no_hole_punch.clear_range(pages.first, pages.count);
         }
-        self.record_hugetlb(pages, hugetlb_size);
+        match hugetlb {
+            Some((planes, size)) => self.record_hugetlb(planes, pages, size),
+            None => self.clear_hugetlb(pages),
+        }
         // A fresh mapping is neither locked nor advised.
         self.locked.clear_range(pages.first, pages.count);
         self.huge.clear_range(pages.first, pages.count);
@@ -770,7 +786,6 @@ impl Reservation {
         // `MADV_FREE` is refused for explicit huge pages, after the pages before them were
         // given it: refuse up front too.
         if operation == Operation::Free
-            && self.any_hugetlb.load(core::sync::atomic::Ordering::Acquire)
             && let Some(page) = self.first_hugetlb(pages)
         {
             return Err(Error::HugeTlb {
