@@ -465,10 +465,13 @@ impl MemorySlots {
     /// ring on, KVM gives no log: [`Error::DirtyLog`].
     ///
     /// While a removal of the region is under way (see
-    /// [`set_dirty_logging`](Self::set_dirty_logging)), KVM has no slot and no log for it: a
-    /// fetch then gives every page if the slot logged at its deletion (once: the undo, if it
-    /// comes, then owes nothing), nothing more after that (no guest writes the region
-    /// meanwhile), and [`Error::DirtyLog`] (`ENOENT`, as KVM answers) if it did not log.
+    /// [`set_dirty_logging`](Self::set_dirty_logging)), KVM has no slot and no log for it. A
+    /// fetch then answers by the logging the undo would give the slot back (the slot's at its
+    /// deletion, or as `set_dirty_logging` set it since): while it is off,
+    /// [`Error::DirtyLog`] (`ENOENT`, as KVM answers for a slot that does not log); while it
+    /// is on, every page if the slot logged at its deletion and logging was not set since
+    /// (once: the undo, if it comes, then owes nothing), else nothing (no guest writes the
+    /// region meanwhile).
     ///
     /// # Errors
     /// [`Error::NotRegistered`] if no region registered with KVM (or being removed) starts
@@ -836,6 +839,60 @@ mod tests {
             let err = DirtyBitmap::new(GuestAddress(base), size, host).unwrap_err();
             assert!(matches!(err, Error::InvalidBitmap { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn log_buffer_places_logs_against_its_end_and_fits_down_only() {
+        let page = memvisor_vmem::page_size();
+        // The start of a log of `bytes` in `buffer`, checked to end where its accessible pages
+        // end, its words writable and readable.
+        let placed = |buffer: &mut LogBuffer, bytes: usize| {
+            let start = buffer.place(bytes).unwrap();
+            let (reservation, accessible) = buffer.0.as_ref().unwrap();
+            assert_eq!(
+                start.addr() + bytes,
+                reservation.as_ptr().addr() + accessible,
+                "{bytes}"
+            );
+            assert_eq!(start.addr() % 8, 0);
+            // SAFETY: `place` gave `bytes` (a multiple of 8) of committed read-write memory,
+            // aligned, that nothing else refers to.
+            let words = unsafe { std::slice::from_raw_parts_mut(start, bytes / 8) };
+            words.fill(u64::MAX);
+            assert!(words.iter().all(|&w| w == u64::MAX));
+        };
+        let mut buffer = LogBuffer::default();
+        // Nothing held: nothing to fit.
+        buffer.fit(8);
+        assert_eq!(buffer.held(), 0);
+        placed(&mut buffer, 8);
+        assert_eq!(buffer.held(), page);
+        placed(&mut buffer, 3 * page + 8);
+        assert_eq!(buffer.held(), 4 * page);
+        // A smaller log is placed in the same memory.
+        placed(&mut buffer, 16);
+        assert_eq!(buffer.held(), 4 * page);
+        // Fitting to a larger log, or to one of the same pages, keeps it.
+        buffer.fit(16 * page);
+        assert_eq!(buffer.held(), 4 * page);
+        buffer.fit(3 * page + 16);
+        assert_eq!(buffer.held(), 4 * page);
+        // Fitting to a smaller one gives the rest back; a larger log grows it again.
+        buffer.fit(page + 8);
+        assert_eq!(buffer.held(), 2 * page);
+        placed(&mut buffer, 2 * page);
+        assert_eq!(buffer.held(), 2 * page);
+        placed(&mut buffer, 2 * page + 8);
+        assert_eq!(buffer.held(), 3 * page);
+        // A log whose pages overflow is refused, and the buffer kept.
+        assert!(buffer.place(usize::MAX - 7).is_none());
+        assert_eq!(buffer.held(), 3 * page);
+        buffer.fit(usize::MAX - 7);
+        assert_eq!(buffer.held(), 3 * page);
+        // No log: nothing held.
+        buffer.fit(0);
+        assert_eq!(buffer.held(), 0);
+        assert!(buffer.0.is_none());
     }
 
     #[test]

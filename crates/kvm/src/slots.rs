@@ -1709,6 +1709,54 @@ mod tests {
     }
 
     #[test]
+    fn log_buffer_shrinks_when_a_refused_insertion_or_a_kept_slot_leaves_kvm() {
+        let page = memvisor_vmem::page_size();
+        let log = move |size: u64| {
+            (usize::try_from(size).unwrap().div_ceil(page).div_ceil(64) * 8).next_multiple_of(page)
+        };
+        let (small, large) = (1 << 20, 512 << 20);
+        let Some((_vm, space, slots)) = attached(
+            "log_buffer_shrinks_when_a_refused_insertion_or_a_kept_slot_leaves_kvm",
+            0,
+            &[RegionSpec::ram(GuestAddress(0), small)],
+        ) else {
+            return;
+        };
+        let slots = Arc::new(slots);
+        let big = GuestAddress(64 << 20);
+        // A later listener fetches the log of the large region while its insertion is under
+        // way (KVM has its slot), then refuses the insertion.
+        let weak = Arc::downgrade(&slots);
+        let fetch_then_refuse: Arc<dyn RegionListener> = Arc::new(
+            move |event: &RegionEvent<'_>| -> std::result::Result<(), ListenerError> {
+                if event.kind == ChangeKind::Inserted
+                    && let Some(slots) = weak.upgrade()
+                {
+                    slots.set_dirty_logging(big, true).unwrap();
+                    assert_eq!(slots.fetch_dirty_log(big).unwrap().count(), 0);
+                    assert_eq!(slots.shared.log_buffer().held(), log(large));
+                }
+                Err("no".into())
+            },
+        );
+        space.add_listener(Arc::clone(&fetch_then_refuse)).unwrap();
+        let backed = || Arc::new(Region::back(RegionSpec::ram(big, large)).unwrap().0);
+        // Undone: the slot leaves KVM, and the buffer shrinks to the small region's log.
+        assert!(space.insert_region(backed()).is_err());
+        assert_eq!(slots.registered(), [(0, 0, small, 0)]);
+        assert_eq!(slots.shared.log_buffer().held(), log(small));
+        // Undone, but KVM keeps the slot: so does the buffer, until KVM lets it go.
+        refuse_deletions(&slots, true);
+        assert!(space.insert_region(backed()).is_err());
+        assert_eq!(slots.len(), 2);
+        assert_eq!(slots.shared.log_buffer().held(), log(large));
+        refuse_deletions(&slots, false);
+        assert_eq!(slots.len(), 1);
+        assert_eq!(slots.shared.log_buffer().held(), log(small));
+        space.remove_listener(&fetch_then_refuse).unwrap();
+    }
+
+    #[test]
     fn log_buffer_shrinks_while_other_threads_fetch() {
         use std::sync::atomic::AtomicBool;
 

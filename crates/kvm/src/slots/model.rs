@@ -6,7 +6,10 @@
 //! that memory leaves KVM again at a later step). After every step the space and the guest
 //! ranges KVM holds (probed with a slot of our own) must equal the model, and so must
 //! `registered()`, `slot_at` and `out_of_sync()` after every step for some seeds and after one
-//! in five for others (the steps in between see no query of the slots).
+//! in five for others (the steps in between see no query of the slots). The later listener also
+//! fetches the log of a region being removed, or turns its logging on or off, before it answers
+//! (KVM deleted the slot then, and the space still holds the region): the answer, and the
+//! flags and log the slot comes back with if the removal is refused, must be the model's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -45,6 +48,23 @@ enum Later {
 
 impl Later {
     const ALL: [Self; 3] = [Self::Accept, Self::Refuse, Self::Take];
+}
+
+/// What the later listener does with the slots while a removal is under way, before it
+/// answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gap {
+    Nothing,
+    /// Fetches the region's log.
+    Fetch,
+    /// Turns its dirty logging on.
+    On,
+    /// Turns its dirty logging off.
+    Off,
+}
+
+impl Gap {
+    const ALL: [Self; 4] = [Self::Nothing, Self::Fetch, Self::On, Self::Off];
 }
 
 /// SplitMix64: a seeded sequence, so a failing case can be replayed by its seed.
@@ -165,17 +185,48 @@ impl Model {
         true
     }
 
-    /// Removing the region at `base` of `size`: whether it goes through.
-    fn remove(&mut self, base: u64, size: u64) -> bool {
+    /// Removing the region at `base` of `size`, with the later listener doing `gap` while the
+    /// removal is under way: whether it goes through, and what `gap` answers: `None` if the
+    /// later listener is not asked, `Some(None)` for an error, else the pages a fetch reports
+    /// (0 for a change of logging).
+    fn remove(&mut self, base: u64, size: u64, gap: Gap) -> (bool, Option<Option<u64>>) {
         if self.regions.get(&base).is_none_or(|&(_, s, _)| s != size) {
-            return false;
+            return (false, None);
         }
         self.retry_stale();
         let lost = self.lost.contains(&base);
         // KVM refusing the deletion refuses the change (a lost region has no slot to delete).
         if self.refuse_kvm && !lost {
-            return false;
+            return (false, None);
         }
+        // The slot left KVM with its log: every page is owed if it logged.
+        let flags = &mut self.regions.get_mut(&base).unwrap().2;
+        let mut owed = *flags & KVM_MEM_LOG_DIRTY_PAGES != 0;
+        let answer = match gap {
+            Gap::Nothing => None,
+            // Not a slot: not found.
+            _ if lost => Some(None),
+            Gap::Fetch if *flags & KVM_MEM_LOG_DIRTY_PAGES == 0 => Some(None),
+            Gap::Fetch => {
+                let pages = size / memvisor_vmem::page_size() as u64;
+                Some(Some(if std::mem::take(&mut owed) { pages } else { 0 }))
+            }
+            Gap::On | Gap::Off => {
+                if gap == Gap::On {
+                    *flags |= KVM_MEM_LOG_DIRTY_PAGES;
+                } else {
+                    *flags &= !KVM_MEM_LOG_DIRTY_PAGES;
+                }
+                owed = false;
+                Some(Some(0))
+            }
+        };
+        (self.finish_removal(base, size, lost, owed), answer)
+    }
+
+    /// The rest of [`remove`](Self::remove), once the later listener heard of it: whether it
+    /// goes through.
+    fn finish_removal(&mut self, base: u64, size: u64, lost: bool, owed: bool) -> bool {
         if self.later == Later::Accept {
             self.regions.remove(&base);
             self.lost.remove(&base);
@@ -194,9 +245,12 @@ impl Model {
             // The undo inserts it with fresh flags, and KVM takes it now: mended.
             self.lost.remove(&base);
             self.regions.get_mut(&base).unwrap().2 = 0;
-        } else if self.regions[&base].2 & KVM_MEM_LOG_DIRTY_PAGES != 0 {
+        } else if owed {
             // Back as it was, every page dirty in the next fetch.
             self.all_dirty.insert(base);
+        } else {
+            // Back with the flags set meanwhile, nothing owed.
+            self.all_dirty.remove(&base);
         }
         false
     }
@@ -240,6 +294,11 @@ struct LaterListener {
     memory: Vec<Region>,
     /// Its memory in KVM: base -> size.
     taken: Mutex<BTreeMap<u64, u64>>,
+    /// What it does with `slots` at the next removal, before it answers ([`Gap`]).
+    gap: Mutex<Gap>,
+    slots: std::sync::OnceLock<Weak<MemorySlots>>,
+    /// What that did: the pages a fetch reported (0 for a change of logging), or the error.
+    gap_result: Mutex<Option<Result<u64>>>,
 }
 
 impl LaterListener {
@@ -294,6 +353,18 @@ impl Drop for LaterListener {
 
 impl RegionListener for LaterListener {
     fn region_changed(&self, event: &RegionEvent<'_>) -> std::result::Result<(), ListenerError> {
+        let gap = std::mem::replace(&mut *self.gap.lock().unwrap(), Gap::Nothing);
+        if event.kind == ChangeKind::Removed
+            && gap != Gap::Nothing
+            && let Some(slots) = self.slots.get().and_then(Weak::upgrade)
+        {
+            let base = event.region.base();
+            let result = match gap {
+                Gap::Fetch => slots.fetch_dirty_log(base).map(|log| log.count()),
+                _ => slots.set_dirty_logging(base, gap == Gap::On).map(|()| 0),
+            };
+            *self.gap_result.lock().unwrap() = Some(result);
+        }
         match self.mode() {
             Later::Accept => Ok(()),
             Later::Refuse => Err("refused".into()),
@@ -398,7 +469,7 @@ fn check_slots(ctx: &str, slots: &MemorySlots, model: &mut Model, places: &[u64]
 fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
     let space = space(1 << 30, Some(SPACE_SLOTS), &[]);
     let hotplug = hotplug_start(&space).0;
-    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    let slots = Arc::new(MemorySlots::attach(Arc::clone(&vm), &space).unwrap());
     let places: Vec<u64> = (0..PLACES)
         .map(|i| BOOT + i * GAP)
         .chain((0..PLACES).map(|i| hotplug + i * GAP))
@@ -416,7 +487,11 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
             })
             .collect(),
         taken: Mutex::new(BTreeMap::new()),
+        gap: Mutex::new(Gap::Nothing),
+        slots: std::sync::OnceLock::new(),
+        gap_result: Mutex::new(None),
     });
+    later.slots.set(Arc::downgrade(&slots)).unwrap();
     let listener: Arc<dyn RegionListener> = Arc::clone(&later) as _;
     space.add_listener(Arc::clone(&listener)).unwrap();
     let probe = Region::back(RegionSpec::ram(GuestAddress(0), 0x1000))
@@ -435,6 +510,18 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
             Some(&(_, held, _)) if exact => held,
             _ => size,
         };
+        // What the later listener does while a removal is under way, and checks of it.
+        let gap = rng.pick(&Gap::ALL);
+        *later.gap.lock().unwrap() = gap;
+        let check_gap = |ctx: &str, want: Option<Option<u64>>| {
+            let got = later.gap_result.lock().unwrap().take();
+            *later.gap.lock().unwrap() = Gap::Nothing;
+            assert_eq!(
+                got.as_ref().map(|r| r.as_ref().ok().copied()),
+                want,
+                "{ctx}: {gap:?} gave {got:?}"
+            );
+        };
         let op = rng.below(20);
         let ctx = format!("seed {seed} step {step} op {op} place {i} size {size:#x}");
         match op {
@@ -451,8 +538,9 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
             3..=5 => {
                 let base = BOOT + i * GAP;
                 let size = removal(&model, base);
-                let want = model.remove(base, size);
+                let (want, gap_want) = model.remove(base, size, gap);
                 let got = space.remove_region(GuestAddress(base), size);
+                check_gap(&ctx, gap_want);
                 assert_eq!(got.is_ok(), want, "{ctx}");
                 if let Ok(region) = got {
                     removed.insert(base, region);
@@ -486,12 +574,10 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
             11..=12 => {
                 let base = hotplug + i * GAP;
                 let size = removal(&model, base);
-                let want = model.remove(base, size);
-                assert_eq!(
-                    space.remove_region(GuestAddress(base), size).is_ok(),
-                    want,
-                    "{ctx}"
-                );
+                let (want, gap_want) = model.remove(base, size, gap);
+                let got = space.remove_region(GuestAddress(base), size);
+                check_gap(&ctx, gap_want);
+                assert_eq!(got.is_ok(), want, "{ctx}");
             }
             13 => {
                 model.refuse_kvm = !model.refuse_kvm;
