@@ -12,9 +12,18 @@ use crate::id_width::Id;
 
 const BITS: usize = 64;
 
+/// IDs the bitmap may always cover, however few are allocated: 8 KiB of leaves.
+const DENSE_FLOOR: u64 = 1 << 16;
+
+/// Bitmap bits allowed per allocated ID past [`DENSE_FLOOR`]: the bitmap grows to cover an ID
+/// only while it then holds at most this many bits per allocated ID (8 bytes each, less than
+/// the 28 of a run in the tree of IDs held past it).
+const DENSE_BITS_PER_ID: u64 = 64;
+
 /// Most IDs one allocator may manage: `last - first + 1` is at most 2^32, whatever the ID
-/// width. The bitmap grows only up to the highest ID allocated, so this bounds it at 512 MiB of
-/// leaves plus 8 MiB of summary for a range that is really used to its end.
+/// width. The bitmap covers only IDs up to the highest one allocated, and only while it holds at
+/// most 64 bits per allocated ID, so this bounds it at 512 MiB of leaves plus 8 MiB of summary
+/// for a range that is really used to its end.
 pub const MAX_ID_RANGE: u64 = 1 << 32;
 
 /// Hands out IDs of type `I` (`u16`, `u32` by default, or `u64`) from an inclusive range,
@@ -23,10 +32,13 @@ pub const MAX_ID_RANGE: u64 = 1 << 32;
 /// The state is a three-level bitmap: one bit per ID (set = allocated), one summary bit per
 /// 64-ID word that says whether the word still has a free ID, and one top bit per summary word
 /// that says whether it is non-zero. Finding the smallest free ID reads a handful of words;
-/// freeing is O(1). The bitmap only grows up to the highest ID ever
-/// allocated, so a huge range costs nothing until it is used, and a dense range costs about one
-/// bit per ID. A range holds at most [`MAX_ID_RANGE`] IDs, which bounds the bitmap whatever the
-/// width.
+/// freeing is O(1). The bitmap covers the IDs from the bottom of the range up, and grows to
+/// cover an ID only while it then holds at most 64 bits (8 bytes) per allocated ID, or covers
+/// at most 64 Ki IDs; IDs allocated above it are held as runs (28 bytes each) in a search tree.
+/// So memory follows the IDs allocated (the most at any one time), not the highest one: a dense
+/// range costs about one bit per ID, and one ID near the top of the whole `u32` range a few
+/// dozen bytes. A range holds at most [`MAX_ID_RANGE`] IDs, which bounds the bitmap whatever
+/// the width.
 ///
 /// The allocator also remembers which IDs were never handed out, so that freeing one is told
 /// apart from freeing one twice ([`Error::IdNeverAllocated`] vs [`Error::IdAlreadyFree`]).
@@ -77,6 +89,11 @@ pub struct IdAllocator<I: Id = u32> {
     parked: Option<u32>,
     /// Number of allocated IDs.
     used: u64,
+    /// Runs `start..=end` (inclusive, offsets from `first`) of allocated IDs past the bitmap,
+    /// which covers them only while it stays in proportion to the IDs allocated (see
+    /// `dense_ok`); sorted, disjoint and not adjacent, every one at or past `bitmap_ids()`.
+    /// Empty while IDs are handed out from the bottom.
+    far: RunSet,
     /// Runs `start..=end` (inclusive, offsets from `first`) of IDs never allocated; sorted,
     /// disjoint and not adjacent. Kept in a tree whose memory is reserved before it changes,
     /// so that a heap refusal is an error, not an abort.
@@ -140,6 +157,7 @@ impl<I: Id> IdAllocator<I> {
             hint: 0,
             parked: None,
             used: 0,
+            far: RunSet::new(),
             never,
         })
     }
@@ -217,8 +235,8 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
     /// [`Error::IdAlreadyAllocated`] if it is allocated, [`Error::HeapRefused`] if the bitmap
-    /// must grow to cover it and the heap refuses that (512 MiB for `u32::MAX` in the whole
-    /// `u32` range), or refuses the index of never-allocated runs room for the run the ID
+    /// must grow to cover it (or, above the bitmap, the runs held there need a node) and the
+    /// heap refuses that, or refuses the index of never-allocated runs room for the run the ID
     /// splits in two; nothing changes then.
     pub fn allocate_id_at(&mut self, id: I) -> Result<I> {
         let off = self.offset(id)?;
@@ -240,8 +258,9 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// Cost: the search reads each bitmap word once (O(log count) bit operations per word,
     /// fully allocated stretches skipped through the summary): O(range / 64) in the worst case,
-    /// whether it succeeds or fails; then O(count / 64) to mark the run, a word at a time, and
-    /// one update of the never-allocated runs per run it overlaps.
+    /// whether it succeeds or fails, plus O(1) per run of IDs held above the bitmap; then
+    /// O(count / 64) to mark the run, a word at a time, and one update of the never-allocated
+    /// runs per run it overlaps.
     ///
     /// # Errors
     ///
@@ -282,7 +301,7 @@ impl<I: Id> IdAllocator<I> {
     /// none. The IDs are returned in increasing order.
     ///
     /// Cost: O(count + words skipped), plus a map update per ID that had never been allocated
-    /// (O(log runs)).
+    /// (O(log runs)), plus O(1) per run of IDs held above the bitmap when any is.
     ///
     /// # Errors
     ///
@@ -323,14 +342,26 @@ impl<I: Id> IdAllocator<I> {
             })?;
         self.unpark();
         // The bitmap grows first, to the highest ID the loop takes, so that a heap that refuses
-        // it fails the call before any ID is taken. IDs past the bitmap are all free, and
-        // the loop takes the free ones inside it before any past it.
+        // it fails the call before any ID is taken. IDs past the bitmap are free but for the
+        // runs held there, and the loop takes the free ones inside it before any past it.
         let covered = self.bitmap_ids().min(self.capacity());
-        let past = self.capacity() - covered;
+        let held: u64 = self.far.iter().map(|(lo, hi)| hi - lo + 1).sum();
+        let past = self.capacity() - covered - held;
         let inside = self.available() - past;
-        if let Some(beyond) = u64::from(count).checked_sub(inside + 1) {
+        if let Some(mut skip) = u64::from(count).checked_sub(inside + 1) {
+            // The highest ID taken is the free one past the bitmap with `skip` free ones below
+            // it. Every ID up to it is allocated once the loop is done, so a bitmap covering
+            // them all stays in proportion to the IDs allocated.
+            let mut pos = covered;
+            for (lo, hi) in self.far.iter() {
+                if skip < lo - pos {
+                    break;
+                }
+                skip -= lo - pos;
+                pos = hi + 1;
+            }
             // `count <= available`, so this is at most `span`.
-            self.ensure(to_off32(covered + beyond))?;
+            self.ensure(to_off32(pos + skip))?;
         }
         for _ in 0..count {
             // Enough IDs are free (checked above), so the search always finds one, and the
@@ -402,14 +433,42 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// [`Error::IdOutOfRange`] if `id` is outside the managed range,
     /// [`Error::IdNeverAllocated`] if it was never handed out, [`Error::IdAlreadyFree`] if it
-    /// was handed out and freed since.
+    /// was handed out and freed since, [`Error::HeapRefused`] if the ID is held above the bitmap
+    /// strictly inside a run of allocated IDs, which freeing it splits in two, and the heap
+    /// refuses the node for the second part (28 bytes); nothing changes then.
     pub fn free_id(&mut self, id: I) -> Result<()> {
         let off = self.offset(id)?;
         self.check_allocated(off)?;
+        if !self.in_bitmap(off) {
+            return self.free_held(off);
+        }
         // Park it; the ID parked before goes back into the bitmap.
         if let Some(old) = self.parked.replace(off) {
             self.clear_bit(old);
         }
+        self.used -= 1;
+        Ok(())
+    }
+
+    /// [`free_id`](Self::free_id) of the allocated offset `off`, held in a run past the bitmap:
+    /// freeing an ID inside the run splits it. Kept out of line, away from the bitmap's path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the split needs a node and the heap refuses it; nothing
+    /// changes then.
+    #[cold]
+    #[inline(never)]
+    fn free_held(&mut self, off: u32) -> Result<()> {
+        let v = u64::from(off);
+        if self
+            .far
+            .run_from(v)
+            .is_some_and(|(lo, hi)| lo < v && v < hi)
+        {
+            self.far.reserve_insert()?;
+        }
+        self.far.cut(v, v);
         self.used -= 1;
         Ok(())
     }
@@ -420,7 +479,10 @@ impl<I: Id> IdAllocator<I> {
     /// # Errors
     ///
     /// [`Error::ZeroIdCount`] if `ids` is empty; otherwise the error [`free_id`](Self::free_id)
-    /// would give for the lowest ID of `ids` that is not allocated. On error nothing is freed.
+    /// would give for the lowest ID of `ids` that is not allocated; [`Error::HeapRefused`] if
+    /// every ID is allocated but those above the bitmap lie strictly inside a run held there,
+    /// which freeing them splits in two, and the heap refuses the node for the second part. On
+    /// error nothing is freed.
     pub fn free_ids(&mut self, ids: IdRange<I>) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::ZeroIdCount);
@@ -444,8 +506,25 @@ impl<I: Id> IdAllocator<I> {
                 last: self.last.to_u64(),
             });
         }
+        // Every ID of `lo..=hi` is allocated, so the part past the bitmap lies in one run,
+        // which it splits in two unless it reaches an end of it.
+        let covered = self.bitmap_ids();
+        let far_lo = u64::from(lo).max(covered);
+        if u64::from(hi) >= covered
+            && self
+                .far
+                .run_from(far_lo)
+                .is_some_and(|(rlo, rhi)| rlo < far_lo && u64::from(hi) < rhi)
+        {
+            self.far.reserve_insert()?;
+        }
         self.unpark();
-        self.clear_bit_range(lo, hi);
+        if u64::from(lo) < covered {
+            self.clear_bit_range(lo, hi.min(to_off32(covered - 1)));
+        }
+        if u64::from(hi) >= covered {
+            self.far.cut(far_lo, u64::from(hi));
+        }
         self.used -= u64::from(hi - lo) + 1;
         Ok(())
     }
@@ -457,6 +536,10 @@ impl<I: Id> IdAllocator<I> {
             alloc: self,
             word: 0,
             bits: self.allocated_word(0).unwrap_or(0),
+            span: self.span() as usize,
+            last: self.last,
+            past: false,
+            run: None,
         }
     }
 
@@ -496,6 +579,7 @@ impl<I: Id> IdAllocator<I> {
     pub fn heap_bytes(&self) -> usize {
         (self.leaves.capacity() + self.summary.capacity() + self.top.capacity()) * 8
             + self.never.heap_bytes()
+            + self.far.heap_bytes()
     }
 
     #[cfg(feature = "serde")]
@@ -515,11 +599,21 @@ impl<I: Id> IdAllocator<I> {
         })?;
         check_runs(first, last, allocated)?;
         check_runs(first, last, never)?;
-        // Leaves up to the highest allocated ID, one summary word per 64 leaf words, one top
-        // word per 64 summary words.
+        // Leaves up to the highest allocated ID the bitmap will cover (the runs are marked in
+        // order, each in the bitmap if it stays in proportion to the IDs allocated by then, as
+        // calls would), one summary word per 64 leaf words, one top word per 64 summary words.
         let mut words = [0u64; 3];
-        if let Some(&(_, hi)) = allocated.last() {
-            let leaves = (hi.to_u64() - first.to_u64()) / BITS as u64 + 1;
+        let mut dense = None;
+        let mut counted = 0u64;
+        for &(lo, hi) in allocated {
+            counted += hi.to_u64() - lo.to_u64() + 1;
+            let hi = to_off32(hi.to_u64() - first.to_u64());
+            if dense_ok(hi, counted) {
+                dense = Some(hi);
+            }
+        }
+        if let Some(hi) = dense {
+            let leaves = u64::from(hi) / BITS as u64 + 1;
             let summary = leaves.div_ceil(BITS as u64);
             words = [leaves, summary, summary.div_ceil(BITS as u64)];
             let needed = 8 * words.iter().sum::<u64>();
@@ -574,8 +668,7 @@ impl<I: Id> IdAllocator<I> {
         // short run names.
         for &(lo, hi) in allocated {
             let (lo, hi) = (this.offset(lo)?, this.offset(hi)?);
-            this.ensure(hi)?;
-            this.set_bit_range(lo, hi);
+            this.place(lo, hi)?;
             this.used += u64::from(hi - lo) + 1;
         }
         Ok(this)
@@ -629,12 +722,75 @@ impl<I: Id> IdAllocator<I> {
         }
     }
 
-    /// Whether the bit of ID offset `off` is set (the parked ID's bit is set too).
+    /// Whether the bit of ID offset `off` is set (the parked ID's bit is set too), or, past
+    /// the bitmap, whether a run held there holds it.
     fn bit(&self, off: u32) -> bool {
-        let off = off as usize;
-        self.leaves
-            .get(off / BITS)
-            .is_some_and(|w| w & (1 << (off % BITS)) != 0)
+        let i = off as usize;
+        match self.leaves.get(i / BITS) {
+            Some(w) => w & (1 << (i % BITS)) != 0,
+            None => self.held(off),
+        }
+    }
+
+    /// Whether a run held past the bitmap holds offset `off`. Kept out of line, away from the
+    /// bitmap's path.
+    #[cold]
+    #[inline(never)]
+    fn held(&self, off: u32) -> bool {
+        self.far.contains(u64::from(off))
+    }
+
+    /// `pos` if no run held past the bitmap holds it, else the offset after that run. Kept out
+    /// of line, away from the bitmap's path.
+    #[cold]
+    #[inline(never)]
+    fn past_held(&self, pos: u64) -> u64 {
+        match self.far.run_from(pos) {
+            Some((lo, hi)) if lo <= pos => hi + 1,
+            _ => pos,
+        }
+    }
+
+    /// The run held past the bitmap that holds `pos`, or else the first after it. The lookup is
+    /// kept out of line, away from the bitmap's path.
+    fn held_from(&self, pos: u64) -> Option<(u64, u64)> {
+        #[cold]
+        #[inline(never)]
+        fn lookup(far: &RunSet, pos: u64) -> Option<(u64, u64)> {
+            far.run_from(pos)
+        }
+        if self.far.is_empty() {
+            None
+        } else {
+            lookup(&self.far, pos)
+        }
+    }
+
+    /// For [`AllocatedIds`], once past the bitmap (`past` false the first time): the next ID
+    /// of the runs held there and the run left to list after it, `run` being the one left
+    /// before. Kept out of line, away from the bitmap's loop.
+    #[cold]
+    #[inline(never)]
+    fn next_held(&self, past: bool, run: Option<(u64, u64)>) -> (Option<(u64, u64)>, Option<I>) {
+        let run = if past {
+            run
+        } else {
+            self.held_from(self.bitmap_ids())
+        };
+        let Some((next, hi)) = run else {
+            return (None, None);
+        };
+        let rest = if next < hi {
+            Some((next + 1, hi))
+        } else {
+            self.held_from(hi + 1)
+        };
+        (rest, Some(self.id(to_off32(next))))
+    }
+
+    /// Whether ID offset `off` lies inside the bitmap.
+    fn in_bitmap(&self, off: u32) -> bool {
+        (off as usize / BITS) < self.leaves.len()
     }
 
     fn check_allocated(&self, off: u32) -> Result<()> {
@@ -662,8 +818,13 @@ impl<I: Id> IdAllocator<I> {
             let b = (!self.leaves[w]).trailing_zeros() as usize;
             return Some(to_off(w * BITS + b));
         }
-        // Every tracked ID is allocated: the next one is the first past the bitmap.
-        let next = self.bitmap_ids();
+        // Every tracked ID is allocated: the next one is the first past the bitmap, or past the
+        // run held there that starts right at its end (runs do not touch, so the ID after it
+        // is free).
+        let mut next = self.bitmap_ids();
+        if !self.far.is_empty() {
+            next = self.past_held(next);
+        }
         (next <= u64::from(self.span())).then(|| to_off32(next))
     }
 
@@ -724,13 +885,22 @@ impl<I: Id> IdAllocator<I> {
             run = (trail > 0).then(|| base + 64 - trail);
             w += 1;
         }
-        // Past the bitmap every ID in range is free.
+        // Past the bitmap every ID in range is free but those of the runs held there: the
+        // search goes on through the gaps between them.
         let past = words as u64 * BITS as u64;
-        let start = if past <= span_end {
+        let mut start = if past <= span_end {
             run.unwrap_or(past)
         } else {
             run?
         };
+        for (lo, hi) in self.far.iter() {
+            if lo > start
+                && let Some(a) = fits(start, lo - 1)
+            {
+                return u32::try_from(a).ok();
+            }
+            start = hi + 1;
+        }
         fits(start, span_end).and_then(|a| u32::try_from(a).ok())
     }
 
@@ -778,7 +948,12 @@ impl<I: Id> IdAllocator<I> {
             }
             w = self.leaves.len();
         }
-        let pos = u64::from(from_off).max(w as u64 * BITS as u64);
+        let mut pos = u64::from(from_off).max(w as u64 * BITS as u64);
+        // Past the bitmap, a run held there is allocated; the ID after it is free (runs do not
+        // touch).
+        if !self.far.is_empty() {
+            pos = self.past_held(pos);
+        }
         (pos <= u64::from(self.span())).then(|| to_off32(pos))
     }
 
@@ -801,7 +976,13 @@ impl<I: Id> IdAllocator<I> {
             w += 1;
             mask = u64::MAX;
         }
-        None
+        if w < self.leaves.len() {
+            // Stopped past `until`, inside the bitmap.
+            return None;
+        }
+        // Past the bitmap, the first run held there at or after `from`.
+        let pos = (from as u64).max(self.bitmap_ids());
+        self.far.run_from(pos).map(|(lo, _)| to_off32(lo.max(pos)))
     }
 
     /// Grows the bitmap so that it covers `off`, and makes room for the never-allocated run
@@ -813,6 +994,17 @@ impl<I: Id> IdAllocator<I> {
     /// unchanged then (only their spare capacity may have grown).
     fn ensure(&mut self, off: u32) -> Result<()> {
         self.never.reserve_one()?;
+        self.grow(off)
+    }
+
+    /// Grows the bitmap so that it covers `off`; the runs held past its old end that it now
+    /// covers (in part or whole) move into it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the heap refuses the memory; nothing changes then (only the
+    /// spare capacity may have grown).
+    fn grow(&mut self, off: u32) -> Result<()> {
         let need = off as usize / BITS + 1;
         if need <= self.leaves.len() {
             return Ok(());
@@ -850,6 +1042,13 @@ impl<I: Id> IdAllocator<I> {
                 self.mark_has_free(w);
             }
         }
+        // Cutting a run from its start adds no run, so this allocates nothing.
+        let covered = self.bitmap_ids();
+        while let Some((lo, hi)) = self.held_from(0).filter(|&(lo, _)| lo < covered) {
+            let top = hi.min(covered - 1);
+            self.set_bit_range(to_off32(lo), to_off32(top));
+            self.far.cut(lo, top);
+        }
         Ok(())
     }
 
@@ -881,10 +1080,37 @@ impl<I: Id> IdAllocator<I> {
     /// get its room); nothing is marked then.
     fn set_allocated_range(&mut self, lo: u32, hi: u32) -> Result<()> {
         debug_assert!(lo <= hi);
-        self.ensure(hi)?;
-        self.set_bit_range(lo, hi);
+        self.place(lo, hi)?;
         self.used += u64::from(hi - lo) + 1;
         self.mark_ever(lo, hi);
+        Ok(())
+    }
+
+    /// Marks the free offsets `lo..=hi` allocated (the caller counts them in `used` and takes
+    /// them from the never-allocated runs, whose room for a split this reserves): in the
+    /// bitmap, grown to cover `hi` if it then stays in proportion to the IDs allocated
+    /// ([`dense_ok`]); else the part past the bitmap goes into the runs held there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`] if the heap refuses the bitmap's growth or a node for the runs;
+    /// nothing is marked then.
+    fn place(&mut self, lo: u32, hi: u32) -> Result<()> {
+        self.never.reserve_one()?;
+        if !self.in_bitmap(hi) {
+            if dense_ok(hi, self.used + u64::from(hi - lo) + 1) {
+                self.grow(hi)?;
+            } else {
+                self.far.reserve_insert()?;
+                let covered = self.bitmap_ids();
+                if u64::from(lo) < covered {
+                    self.set_bit_range(lo, to_off32(covered - 1));
+                }
+                self.far.insert(u64::from(lo).max(covered), u64::from(hi));
+                return Ok(());
+            }
+        }
+        self.set_bit_range(lo, hi);
         Ok(())
     }
 
@@ -902,8 +1128,12 @@ impl<I: Id> IdAllocator<I> {
     /// [`Error::HeapRefused`] if the bitmap cannot grow to `off` (or the runs' index cannot
     /// get its room); nothing is marked then.
     fn set_allocated(&mut self, off: u32) -> Result<()> {
-        self.ensure(off)?;
-        self.set_bit(off);
+        if self.in_bitmap(off) {
+            self.never.reserve_one()?;
+            self.set_bit(off);
+        } else {
+            self.place(off, off)?;
+        }
         self.used += 1;
         self.mark_ever(off, off);
         Ok(())
@@ -945,6 +1175,12 @@ impl<I: Id> IdAllocator<I> {
     fn mark_ever(&mut self, lo: u32, hi: u32) {
         self.never.cut(u64::from(lo), u64::from(hi));
     }
+}
+
+/// Whether the bitmap may cover offset `hi` once `used` IDs are allocated: it then covers at
+/// most [`DENSE_FLOOR`] IDs or [`DENSE_BITS_PER_ID`] bits per allocated ID.
+fn dense_ok(hi: u32, used: u64) -> bool {
+    u64::from(hi) < DENSE_FLOOR.max(used.saturating_mul(DENSE_BITS_PER_ID))
 }
 
 /// The leaf words of the bit offsets `lo..=hi`, each with the mask of its bits in the range.
@@ -1037,6 +1273,14 @@ pub struct AllocatedIds<'a, I: Id = u32> {
     alloc: &'a IdAllocator<I>,
     word: usize,
     bits: u64,
+    /// `span()` and `last` of the allocator, kept here so that the loop over the bitmap reads
+    /// them from registers (the allocator is passed out of line past the bitmap).
+    span: usize,
+    last: I,
+    /// Past the bitmap: the runs held there are listed.
+    past: bool,
+    /// The next offset of the run held past the bitmap being listed, and the run's last.
+    run: Option<(u64, u64)>,
 }
 
 impl<I: Id> Iterator for AllocatedIds<'_, I> {
@@ -1047,13 +1291,24 @@ impl<I: Id> Iterator for AllocatedIds<'_, I> {
             if self.bits != 0 {
                 let off = self.word * BITS + self.bits.trailing_zeros() as usize;
                 self.bits &= self.bits - 1;
-                if off > self.alloc.span() as usize {
+                if off > self.span {
                     return None;
                 }
-                return Some(self.alloc.id(to_off(off)));
+                // `off` is at most `span`, so the ID is in range.
+                let first = self.last.to_u64() - self.span as u64;
+                return Some(I::from_u64(first + off as u64).unwrap_or(self.last));
             }
             self.word += 1;
-            self.bits = self.alloc.allocated_word(self.word)?;
+            match self.alloc.allocated_word(self.word) {
+                Some(bits) => self.bits = bits,
+                None => {
+                    // The iterator's state is passed by value, so that it can stay in
+                    // registers in the loop above.
+                    let (run, id) = self.alloc.next_held(self.past, self.run);
+                    (self.past, self.run) = (true, run);
+                    return id;
+                }
+            }
         }
     }
 }

@@ -189,4 +189,4 @@ pub use crate::range::AddressRange;
 #[cfg(feature = "serde")]
 pub use crate::serde_impl::{IdLoadLimits, IdSnapshot};
 #[cfg(feature = "serde")]
-pub use crate::vm_import::{VmAddressAllocatorSnapshot, VmIdAllocatorSnapshot};
+pub use crate::vm_import::{VmAddressAllocatorSnapshot, VmIdAllocatorSnapshot, VmImported};

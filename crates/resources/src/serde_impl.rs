@@ -9,7 +9,7 @@
 //!
 //! Loading rebuilds the allocator from the checked lists; nothing in the input is trusted. An ID
 //! snapshot allocates at most [`IdLoadLimits::max_bitmap_bytes`] of bitmap (1 MiB by default)
-//! besides its decoded lists.
+//! besides its decoded lists and a node per run.
 //! An address snapshot of n ranges loads in O(n) time and memory whatever the addresses.
 
 use alloc::vec::Vec;
@@ -53,9 +53,13 @@ impl<'de> Deserialize<'de> for AddressRange {
 /// ```
 /// use memvisor_resources::{Error, IdAllocator, IdLoadLimits, IdSnapshot};
 ///
-/// // 100 bytes asking for ID 4294967295 to be allocated: its bitmap would need 512 MiB.
+/// // One ID at the top of the range costs a few bytes: the bitmap does not cover those below.
 /// let text = r#"{"first":0,"last":4294967295,"used":1,"allocated":[[4294967295,4294967295]],
 ///     "never_allocated":[[0,4294967294]]}"#;
+/// assert_eq!(serde_json::from_str::<IdAllocator>(text).unwrap().used(), 1);
+/// // 100 bytes naming every ID but 0 as allocated: their bitmap would need 512 MiB.
+/// let text = r#"{"first":0,"last":4294967295,"used":4294967295,"allocated":[[1,4294967295]],
+///     "never_allocated":[[0,0]]}"#;
 /// assert!(serde_json::from_str::<IdAllocator>(text).is_err());
 /// let snapshot: IdSnapshot = serde_json::from_str(text).unwrap();
 /// let limits = IdLoadLimits::default();
@@ -66,7 +70,7 @@ impl<'de> Deserialize<'de> for AddressRange {
 /// // A caller that means it raises the limit.
 /// let roomy = IdLoadLimits { max_bitmap_bytes: 600 << 20 };
 /// # if cfg!(miri) { return Ok(()); }
-/// assert_eq!(IdAllocator::from_snapshot(&snapshot, &roomy)?.used(), 1);
+/// assert_eq!(IdAllocator::from_snapshot(&snapshot, &roomy)?.used(), 4_294_967_295);
 /// # Ok::<(), Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,21 +86,26 @@ pub struct IdSnapshot<I: Id = u32> {
 
 /// Bounds on what loading an [`IdSnapshot`] may allocate.
 ///
-/// The allocator's bitmap covers every ID up to the highest allocated one, so a short snapshot
-/// that names one high ID would otherwise cost up to 512 MiB. Besides the bitmap, loading holds
-/// the decoded run lists (two IDs per run: 4, 8 or 16 bytes for `u16`, `u32` or `u64`,
-/// proportional to the input) and one 28-byte index node per never-allocated run, with room for
-/// an eighth more (at least 16) once the snapshot has an allocated ID.
+/// The allocator's bitmap covers the allocated IDs from `first` up while it stays in proportion
+/// to them (at most 64 bits per allocated ID, or 64 Ki IDs); IDs above that are held as runs,
+/// 28 bytes each. A short snapshot whose runs name many IDs (`[[0, 4294967295]]`) would still
+/// cost up to 512 MiB of bitmap, which the limit bounds. Besides the bitmap, loading holds the
+/// decoded run lists (two IDs per run: 4, 8 or 16 bytes for `u16`, `u32` or `u64`, proportional
+/// to the input) and one 28-byte index node per never-allocated run and per allocated run past
+/// the bitmap, each with room for an eighth more (at least 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IdLoadLimits {
     /// Largest bitmap, in bytes, that loading may allocate: leaves (one bit per ID up to the
-    /// highest allocated ID, rounded up to 64), the summary (one bit per leaf word) and the top
-    /// level (one bit per summary word), each rounded up to whole 64-bit words.
+    /// highest allocated ID the bitmap covers, rounded up to 64), the summary (one bit per leaf
+    /// word) and the top level (one bit per summary word), each rounded up to whole 64-bit
+    /// words. The runs are taken in order and the bitmap grows to cover one only while it then
+    /// holds at most 64 bits per ID allocated so far (or covers at most 64 Ki IDs), as when the
+    /// IDs are allocated by calls; the runs past it need no bitmap.
     pub max_bitmap_bytes: u64,
 }
 
 impl Default for IdLoadLimits {
-    /// 1 MiB of bitmap: allocated IDs up to about 8.3 million above `first`.
+    /// 1 MiB of bitmap: allocated IDs up to about 8.3 million above `first` in the bitmap.
     fn default() -> Self {
         Self {
             max_bitmap_bytes: 1 << 20,

@@ -238,12 +238,28 @@ pub struct VmAddressAllocatorSnapshot {
     nodes: Vec<VmNode>,
 }
 
+/// What an allocation imported from a vm-allocator snapshot stands for: given to the tag
+/// function of [`AddressAllocator::from_vm_allocator_snapshot_with`], so that the ranges no
+/// node covers can get a tag of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmImported {
+    /// A range the saved tree marks allocated.
+    Allocated(AddressRange),
+    /// A stretch of the space that no node of the saved tree covers: vm-allocator 0.1.4 leaves
+    /// one when `free` removes a range's node and then fails, and hands it out no more. It is
+    /// imported allocated, so that its owner can free it; two such ranges that touch are one
+    /// stretch.
+    Uncovered(AddressRange),
+}
+
 impl<T: Default> AddressAllocator<T> {
     /// Builds the allocator a vm-allocator 0.1 `AddressAllocator` saved as `snapshot`: its
-    /// space, and each range its tree marks allocated, with the default tag. The tree is checked
-    /// completely: every range valid and inside the space, the ranges in increasing order
-    /// without overlap, every node's height right and the tree balanced. Adjacent free ranges
-    /// (vm-allocator 0.1.4 leaves some unmerged) become one. O(n) for n nodes.
+    /// space, and each range its tree marks allocated, with the default tag (the stretches no
+    /// node covers too: to tell them apart, see
+    /// [`from_vm_allocator_snapshot_with`](Self::from_vm_allocator_snapshot_with)). The tree is
+    /// checked completely: every range valid and inside the space, the ranges in increasing
+    /// order without overlap, every node's height right and the tree balanced. Adjacent free
+    /// ranges (vm-allocator 0.1.4 leaves some unmerged) become one. O(n) for n nodes.
     ///
     /// Each stretch of the space that no node covers is imported as one allocation.
     /// vm-allocator 0.1.4 leaves one when `free` removes a range's node and then fails (a range
@@ -269,6 +285,46 @@ impl<T: Default> AddressAllocator<T> {
     /// - [`Error::TooManyAllocations`] past the allocator's limit, [`Error::HeapRefused`] if the
     ///   heap refuses memory.
     pub fn from_vm_allocator_snapshot(snapshot: &VmAddressAllocatorSnapshot) -> Result<Self> {
+        Self::from_vm_allocator_snapshot_with(snapshot, |_| T::default())
+    }
+}
+
+impl<T> AddressAllocator<T> {
+    /// [`from_vm_allocator_snapshot`](Self::from_vm_allocator_snapshot) with each allocation's
+    /// tag made by `tag` from what it stands for: a range the saved tree marks allocated, or a
+    /// stretch no node covers ([`VmImported`]). vm-allocator saves no owners, so this is all a
+    /// snapshot tells; a VMM can give the uncovered stretches a tag its own devices never use,
+    /// and free or keep them. `tag` is called once per allocation, in address order, and only
+    /// once the tree has been checked; on error no tag is kept.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_vm_allocator_snapshot`](Self::from_vm_allocator_snapshot).
+    ///
+    /// ```
+    /// use memvisor_resources::{AddressAllocator, AddressRange, VmAddressAllocatorSnapshot, VmImported};
+    ///
+    /// // The tree covers 8192..=12287 only: the rest of the space was lost by failed frees.
+    /// let text = r#"{"address_space":{"start":4096,"end":16383},"interval_tree":{"root":
+    ///     {"key":{"start":8192,"end":12287},"node_state":"Allocated","left":null,"right":null,
+    ///     "height":1}}}"#;
+    /// let saved: VmAddressAllocatorSnapshot = serde_json::from_str(text).unwrap();
+    /// let a = AddressAllocator::from_vm_allocator_snapshot_with(&saved, |kind| kind)?;
+    /// let tags: Vec<VmImported> = a.allocated().map(|x| *x.tag).collect();
+    /// assert_eq!(
+    ///     tags,
+    ///     [
+    ///         VmImported::Uncovered(AddressRange::new(4096, 8191)?),
+    ///         VmImported::Allocated(AddressRange::new(8192, 12287)?),
+    ///         VmImported::Uncovered(AddressRange::new(12288, 16383)?),
+    ///     ]
+    /// );
+    /// # Ok::<(), memvisor_resources::Error>(())
+    /// ```
+    pub fn from_vm_allocator_snapshot_with(
+        snapshot: &VmAddressAllocatorSnapshot,
+        mut tag: impl FnMut(VmImported) -> T,
+    ) -> Result<Self> {
         let space = snapshot.space.checked()?;
         let nodes = &snapshot.nodes;
         // Children come before their parent, so each child's height is checked before its
@@ -295,11 +351,12 @@ impl<T: Default> AddressAllocator<T> {
         }
         // At most one hole before each node and one after the last: 2n + 1 ranges.
         let most = nodes.len().saturating_mul(2).saturating_add(1);
-        let mut ranges: Vec<(AddressRange, T)> = Vec::new();
+        // Each range, and whether a node covers it.
+        let mut ranges: Vec<(AddressRange, bool)> = Vec::new();
         ranges
             .try_reserve_exact(most)
             .map_err(|_| Error::HeapRefused {
-                bytes: heap_bytes::<(AddressRange, T)>(most),
+                bytes: heap_bytes::<(AddressRange, bool)>(most),
             })?;
         // In-order walk with an explicit stack: the heights checked above bound it by 50.
         let mut stack = [NIL; MAX_DEPTH as usize + 1];
@@ -331,17 +388,32 @@ impl<T: Default> AddressAllocator<T> {
             };
             if range.start() > from {
                 // Covered by no node: kept allocated (see above).
-                ranges.push((AddressRange::new(from, range.start() - 1)?, T::default()));
+                ranges.push((AddressRange::new(from, range.start() - 1)?, false));
             }
             if n.allocated {
-                ranges.push((range, T::default()));
+                ranges.push((range, true));
             }
             next = range.end().checked_add(1);
         }
         if let Some(from) = next.filter(|&f| f <= space.end()) {
-            ranges.push((AddressRange::new(from, space.end())?, T::default()));
+            ranges.push((AddressRange::new(from, space.end())?, false));
         }
-        Self::from_sorted(space, ranges)
+        // The tags, once everything is checked, in the list `from_sorted` takes.
+        let mut tagged: Vec<(AddressRange, T)> = Vec::new();
+        tagged
+            .try_reserve_exact(ranges.len())
+            .map_err(|_| Error::HeapRefused {
+                bytes: heap_bytes::<(AddressRange, T)>(ranges.len()),
+            })?;
+        tagged.extend(ranges.into_iter().map(|(range, covered)| {
+            let kind = if covered {
+                VmImported::Allocated(range)
+            } else {
+                VmImported::Uncovered(range)
+            };
+            (range, tag(kind))
+        }));
+        Self::from_sorted(space, tagged)
     }
 }
 

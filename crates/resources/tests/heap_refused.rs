@@ -127,18 +127,15 @@ fn allocate_many_bitmap_the_heap_refuses_fails_and_changes_nothing() {
 
 #[test]
 fn bitmap_growth_the_heap_refuses_fails_and_changes_nothing() {
-    // ID u32::MAX in the whole `u32` range needs a 512 MiB bitmap.
+    // 2^30 IDs ending at u32::MAX in the whole `u32` range: so many IDs allocated get a
+    // bitmap covering them, 512 MiB.
     let mut a = IdAllocator::new(0, u32::MAX).unwrap();
     a.allocate_id_at(3).unwrap();
     let before = a.clone();
     // The words past the one the bitmap has.
     let more = (1 << 29) - 8;
     assert_eq!(
-        a.allocate_id_at(u32::MAX),
-        Err(Error::HeapRefused { bytes: more })
-    );
-    assert_eq!(
-        a.allocate_ids_at(u32::MAX - 9, 10),
+        a.allocate_ids_at(u32::MAX - ((1 << 30) - 1), 1 << 30),
         Err(Error::HeapRefused { bytes: more })
     );
     // The only run of 2^31 aligned to 2^31 past ID 3 starts at 2^31.
@@ -149,7 +146,7 @@ fn bitmap_growth_the_heap_refuses_fails_and_changes_nothing() {
     assert_eq!(a, before);
     // The summary refused after the leaves were granted: nothing changes either.
     assert!(matches!(
-        refusing_after(1, || a.allocate_id_at(1 << 20)),
+        refusing_after(1, || a.allocate_ids(1 << 20, 1)),
         Err(Error::HeapRefused { .. })
     ));
     assert!(matches!(
@@ -168,10 +165,52 @@ fn bitmap_growth_the_heap_refuses_fails_and_changes_nothing() {
 }
 
 #[test]
+fn ids_held_past_the_bitmap_the_heap_refuses_fail_and_change_nothing() {
+    // IDs far above the others are held as runs past the bitmap: each new run needs a node,
+    // and freeing an ID inside a run splits it, which needs one too.
+    let mut a = IdAllocator::new(0, u32::MAX).unwrap();
+    a.allocate_id().unwrap();
+    let mut refusals = 0;
+    for k in 1..200u32 {
+        let at = u32::MAX - k * 1000;
+        let (run, refused) = refused_then_granted(&mut a, |a| a.allocate_ids_at(at, 3));
+        assert_eq!(run, at..=at + 2);
+        refusals += usize::from(refused);
+        let (id, refused) = refused_then_granted(&mut a, |a| a.allocate_id_at(k << 20));
+        assert_eq!(id, k << 20);
+        refusals += usize::from(refused);
+    }
+    assert!(refusals >= 5, "{refusals} refusals");
+    assert!(a.heap_bytes() < 64 << 10, "{} bytes", a.heap_bytes());
+    // Frees at a run's ends need no node; the middle one splits the run.
+    for k in 1..200u32 {
+        let at = u32::MAX - k * 1000;
+        let (_, refused) = refused_then_granted(&mut a, |a| a.free_id(at + 2));
+        assert!(!refused);
+        let (_, refused) = refused_then_granted(&mut a, |a| a.free_id(at));
+        assert!(!refused);
+        refused_then_granted(&mut a, |a| a.allocate_id_at(at));
+        refused_then_granted(&mut a, |a| a.allocate_id_at(at + 2));
+        refused_then_granted(&mut a, |a| a.free_id(at + 1));
+        refused_then_granted(&mut a, |a| a.free_ids(at + 2..=at + 2));
+        refused_then_granted(&mut a, |a| a.allocate_id_at(at + 1));
+    }
+    assert_eq!(a.used(), 1 + 199 * 3);
+    assert_eq!(
+        a.free_id(u32::MAX - 1000 + 2),
+        Err(Error::IdAlreadyFree(u64::from(u32::MAX) - 998))
+    );
+    assert_eq!(
+        a.free_id(u32::MAX - 1000 + 3),
+        Err(Error::IdNeverAllocated(u64::from(u32::MAX) - 997))
+    );
+}
+
+#[test]
 fn snapshot_bitmap_the_heap_refuses_fails() {
     // Loading under a limit that allows 512 MiB: the heap refuses it, and the load says so.
-    let text = r#"{"first":0,"last":4294967295,"used":1,"allocated":[[4294967295,4294967295]],
-        "never_allocated":[[0,4294967294]]}"#;
+    let text = r#"{"first":0,"last":4294967295,"used":4294967295,"allocated":[[1,4294967295]],
+        "never_allocated":[[0,0]]}"#;
     let snapshot: IdSnapshot = serde_json::from_str(text).unwrap();
     let roomy = IdLoadLimits {
         max_bitmap_bytes: 600 << 20,

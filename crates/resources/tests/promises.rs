@@ -222,9 +222,9 @@ fn id_snapshot_each_failed_check_is_named() {
             Error::Inconsistent("an ID is both allocated and never allocated"),
         ),
         (
-            r#"{"first":0,"last":4294967295,"used":1,"allocated":[[4000000000,4000000000]],"never_allocated":[]}"#,
+            r#"{"first":0,"last":4294967295,"used":4000000000,"allocated":[[0,3999999999]],"never_allocated":[]}"#,
             Error::SnapshotTooLarge {
-                needed: 8 * (62_500_001 + 976_563 + 15_259),
+                needed: 8 * (62_500_000 + 976_563 + 15_259),
                 limit: 1 << 20,
             },
         ),

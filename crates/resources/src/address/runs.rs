@@ -68,6 +68,71 @@ impl RunSet {
         self.tree.try_reserve(1)
     }
 
+    /// Whether there are no runs: O(1).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Makes room for one more run even when there are none, so that the next
+    /// [`insert`](Self::insert) allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HeapRefused`](crate::Error::HeapRefused) if the heap refuses; the runs are
+    /// unchanged.
+    pub(crate) fn reserve_insert(&mut self) -> Result<()> {
+        self.tree.try_reserve(1)
+    }
+
+    /// The run that holds `v`, or else the first run that starts after `v`: O(log r).
+    pub(crate) fn run_from(&self, v: u64) -> Option<(u64, u64)> {
+        let around = self.tree.around(v);
+        if around.pred != NIL {
+            let n = self.tree.node(around.pred);
+            if v <= n.gap {
+                return Some((n.start, n.gap));
+            }
+        }
+        (around.succ != NIL).then(|| {
+            let n = self.tree.node(around.succ);
+            (n.start, n.gap)
+        })
+    }
+
+    /// Adds `lo..=hi`, which overlaps no run, merging it with the runs it touches. A new run
+    /// needs the room [`reserve_insert`](Self::reserve_insert) made; merging needs none.
+    /// O(log r).
+    pub(crate) fn insert(&mut self, lo: u64, hi: u64) {
+        let below = self.tree.around(lo).pred;
+        let below = (below != NIL)
+            .then(|| self.tree.node(below))
+            .filter(|n| n.gap.checked_add(1) == Some(lo));
+        let above = hi.checked_add(1).and_then(|next| {
+            let t = self.tree.around(next).pred;
+            (t != NIL)
+                .then(|| (t, self.tree.node(t)))
+                .filter(|(_, n)| n.start == next)
+        });
+        match (below, above) {
+            (Some(b), Some((_, a))) => {
+                // Three runs become one: the one above goes, the one below takes its end.
+                self.tree.remove(a.start, None);
+                let t = self.tree.around(b.start).pred;
+                self.tree.set_unbounded(t, b.start, a.gap);
+            }
+            (Some(b), None) => {
+                let t = self.tree.around(b.start).pred;
+                self.tree.set_unbounded(t, b.start, hi);
+            }
+            // The run above now starts at `lo`, still after the run below it (which ends
+            // before `lo - 1`).
+            (None, Some((t, a))) => self.tree.set_unbounded(t, lo, a.gap),
+            (None, None) => {
+                self.tree.insert(lo, hi);
+            }
+        }
+    }
+
     /// Whether a run holds `v`.
     pub(crate) fn contains(&self, v: u64) -> bool {
         let pred = self.tree.around(v).pred;
