@@ -175,7 +175,8 @@ struct Writer {
     /// older snapshot, the caller of `remove_region`): a writer through that holder would
     /// change the bytes of a new region over the same file without marking its dirty log, so
     /// they are compared with a region added as those of the current snapshot are, until the
-    /// last holder lets go. Pruned at every removal and addition.
+    /// last holder lets go. Pruned at every removal and addition; a region inserted again
+    /// leaves it (it is in the snapshot then), so it never lists a region twice.
     retired: Vec<Weak<Region>>,
 }
 
@@ -631,10 +632,11 @@ impl AddressSpace {
     /// if it maps bytes of a file (whatever the path that named it) that a region already there
     /// maps too, one of them writable, or that a writable region removed from this space maps
     /// while anything (an older snapshot, the `Arc` [`remove_region`](Self::remove_region)
-    /// returned) still holds it; [`Error::NoSlotNumber`] when every memory-slot number is in
-    /// use; [`Error::Allocator`] if the heap refuses the growth of the memory-slot allocator's
-    /// bitmap; [`Error::Listener`]; [`Error::ListenerReentry`] when called by a listener of
-    /// this address space. The address space is unchanged after an error.
+    /// returned) still holds it (a removed region inserted again is no alias of itself);
+    /// [`Error::NoSlotNumber`] when every memory-slot number is in use; [`Error::Allocator`] if
+    /// the heap refuses the growth of the memory-slot allocator's bitmap; [`Error::Listener`];
+    /// [`Error::ListenerReentry`] when called by a listener of this address space. The address
+    /// space is unchanged after an error.
     ///
     /// # Panics
     /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
@@ -645,21 +647,30 @@ impl AddressSpace {
     }
 
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
-        let retired = writer.held_retired();
+        let held = writer.held_retired();
         let Writer {
             current,
             listeners,
             slots,
             generation,
+            retired,
             ..
         } = writer;
         let snapshot = current.get();
         snapshot.layout().check(region.spec())?;
         let at = snapshot.check_free(&region)?;
+        // A removed region inserted again is not an alias of itself: a write through an older
+        // holder is a write to this region, marked in its own dirty log.
         crate::alias::check_region(
             &region,
-            snapshot.regions().chain(retired.iter().map(|r| &**r)),
+            snapshot.regions().chain(
+                held.iter()
+                    .filter(|r| !Arc::ptr_eq(r, &region))
+                    .map(|r| &**r),
+            ),
         )?;
+        drop(held);
+        let inserted = Arc::as_ptr(&region);
         // Gives the slot number back on an error or a panicking listener.
         let mut slot = SlotGuard { slots, slot: None };
         if region.spec().backing.has_memory() {
@@ -683,13 +694,17 @@ impl AddressSpace {
         drop(self.publish(current, next));
         *generation = next_generation;
         slot.slot = None;
+        // Back in the space, it is compared as a region of the snapshot, and listed again
+        // (once) if it is removed again.
+        retired.retain(|weak| !std::ptr::eq(weak.as_ptr(), inserted));
         Ok(())
     }
 
     /// Removes the region at exactly `base` of `size` bytes and returns it. Its host memory
     /// stays mapped until the last snapshot holding it is dropped; while anything holds a
-    /// writable region over a file, no region over the same bytes of that file is taken
-    /// ([`Error::FileAliased`]), since a write through the holder would change it unlogged.
+    /// writable region over a file, no other region over the same bytes of that file is taken
+    /// ([`Error::FileAliased`]), since a write through the holder would change it unlogged (the
+    /// region itself may be inserted again).
     ///
     /// # Errors
     /// [`Error::RegionNotFound`]; [`Error::Listener`]; [`Error::ListenerReentry`] when called
@@ -719,7 +734,7 @@ impl AddressSpace {
         }
         let removed = Snapshot::take_removed(old, &removal);
         // Pruned first, so the list holds no more than the removed regions still held.
-        drop(writer.held_retired());
+        writer.retired.retain(|weak| weak.strong_count() > 0);
         if removed.protection().writable() && GuestMemoryRegion::file_offset(&*removed).is_some() {
             writer.retired.push(Arc::downgrade(&removed));
         }
@@ -737,9 +752,9 @@ impl AddressSpace {
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory;
     /// [`Error::FileAliased`] for a backing file whose bytes a region already there maps, one
     /// of them writable, or a writable region removed from this space maps while anything
-    /// still holds it (checked after every listener was asked to
-    /// [`settle`](RegionListener::settle) and before anything is mapped, and again on the file
-    /// as opened);
+    /// still holds it (checked before anything is mapped, the removed regions after every
+    /// listener was asked to [`settle`](RegionListener::settle), and again on the file as
+    /// opened);
     /// [`Error::SlotBusy`] while an older snapshot (or any other holder of a region plugged
     /// there) still holds memory at that place, checked after every listener was asked to
     /// [`settle`](RegionListener::settle) (so a listener that lets go of such a region then
@@ -766,15 +781,17 @@ impl AddressSpace {
         current.layout().check(&spec)?;
         current.check_free(&Region::plan(spec.clone())?)?;
         target_for(current.layout(), &writer.windows, &spec)?;
+        crate::alias::check_spec(&spec, current.regions())?;
         // A listener may still keep a region plugged here before (and so its place claimed),
-        // or a removed region over the same file: it lets go now if it can.
+        // or a removed region over the same file: it lets go now if it can. (Nothing changes
+        // the regions of the space meanwhile: the writer lock is held.)
         for listener in &writer.listeners {
             listener.settle();
         }
-        let retired = writer.held_retired();
+        let held = writer.held_retired();
+        crate::alias::check_spec(&spec, held.iter().map(|r| &**r))?;
+        drop(held);
         let current = writer.current.get();
-        crate::alias::check_spec(&spec, current.regions().chain(retired.iter().map(|r| &**r)))?;
-        drop(retired);
         let target = target_for(current.layout(), &writer.windows, &spec)?;
         let (region, report) = Region::back_in(spec, target)?;
         let report = report.ok_or(Error::NoHotplugWindow {
@@ -1285,6 +1302,57 @@ mod tests {
         // Snapshots outlive the handle.
         drop(space);
         assert_eq!(held.find_region(GuestAddress(0)).unwrap().size(), p);
+    }
+
+    /// A region removed and inserted again, over and over while something holds it, is listed
+    /// among the removed regions still held at most once: the list holds no more than the
+    /// removed regions still held, whatever the number of changes.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "makes memfds")]
+    fn a_region_inserted_again_leaves_the_removed_list() {
+        let p = host_page_size();
+        let spec = RegionSpec::ram(GuestAddress(0), p).with_backing(crate::spec::Backing::Memfd);
+        let (space, _) = AddressSpace::back(layout(), [spec]).unwrap();
+        let held = space.snapshot();
+        for _ in 0..8 {
+            let removed = space.remove_region(GuestAddress(0), p).unwrap();
+            assert_eq!(space.lock("test").unwrap().retired.len(), 1);
+            space.insert_region(removed).unwrap();
+            assert_eq!(space.lock("test").unwrap().retired.len(), 0);
+        }
+        drop(held);
+        assert_eq!(space.snapshot().len(), 1);
+    }
+
+    /// A removal a listener refuses, or panics in, lists nothing among the removed regions:
+    /// the region is still in the space.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "makes memfds")]
+    fn a_removal_undone_lists_nothing() {
+        let p = host_page_size();
+        let spec = RegionSpec::ram(GuestAddress(0), p).with_backing(crate::spec::Backing::Memfd);
+        let (space, _) = AddressSpace::back(layout(), [spec]).unwrap();
+        let held = space.snapshot();
+        let refuse: Arc<dyn RegionListener> =
+            Arc::new(|_: &RegionEvent<'_>| -> Result<(), ListenerError> { Err("busy".into()) });
+        space.add_listener(Arc::clone(&refuse)).unwrap();
+        let err = space.remove_region(GuestAddress(0), p).unwrap_err();
+        assert!(matches!(err, Error::Listener { base: 0, .. }), "{err}");
+        assert!(space.lock("test").unwrap().retired.is_empty());
+        assert!(space.remove_listener(&refuse).unwrap());
+        space
+            .add_listener(Arc::new(
+                |_: &RegionEvent<'_>| -> Result<(), ListenerError> { panic!("listener bug") },
+            ))
+            .unwrap();
+        let panicked =
+            panic::catch_unwind(AssertUnwindSafe(|| space.remove_region(GuestAddress(0), p)));
+        assert!(panicked.is_err());
+        assert!(space.lock("test").unwrap().retired.is_empty());
+        assert_eq!(space.snapshot().len(), 1);
+        drop(held);
     }
 
     #[test]
