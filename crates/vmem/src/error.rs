@@ -428,11 +428,11 @@ mod tests {
         assert_eq!(
             Error::Misaligned {
                 what: "address",
-                value: 0x7f00_0000_1000,
+                value: 0x7f00_1000,
                 page_size: 0x20_0000
             }
             .to_string(),
-            "address 0x7f0000001000 is not a multiple of the page size 0x200000"
+            "address 0x7f001000 is not a multiple of the page size 0x200000"
         );
         assert_eq!(
             Error::Os {

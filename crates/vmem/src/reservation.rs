@@ -502,7 +502,9 @@ pub struct Reservation {
     /// Held by every `&self` call that changes pages' mapping, protection, locks or advice,
     /// from its checks to its records (see `serial.rs`), so that the bitmaps tell what the
     /// system has: commit, protect, decommit, guard, map, lock, unlock, both advice calls and
-    /// the content advice that refuses locked pages.
+    /// the content advice that refuses locked pages; `bind_numa` too, which records nothing,
+    /// so that its range is checked against explicit huge pages with no `map` in between (see
+    /// `cuts_no_hugetlb`).
     lock_calls: Serial,
 }
 
@@ -657,10 +659,47 @@ impl Reservation {
     /// [`check`](Self::check), and then that the range cuts no explicit huge page: the
     /// system changes such pages only whole (it refuses, or rounds the range), so every call
     /// that changes pages or their mapping is refused before it changes anything.
+    ///
+    /// The record is read without the call lock, so it may be half rewritten by a `map` under
+    /// way (of huge pages of another size, or of base pages), and tell a size no huge page
+    /// there ever had. A cut found so is therefore read again under the call lock, which
+    /// every writer of the record holds: the refusal is the one the record gives once that
+    /// map is done. Nothing that holds the lock calls this.
     fn check_whole(&self, offset: usize, len: usize) -> Result<Pages> {
         let pages = self.check(offset, len)?;
+        if self.cuts_no_hugetlb(pages).is_err() {
+            let _serial = self.lock_calls.hold();
+            self.cuts_no_hugetlb(pages)?;
+        }
+        Ok(pages)
+    }
+
+    /// What `check_whole` found before the call lock, asked again by each call that takes the
+    /// lock once it holds it: no page of `pages` is lost, and they cut no explicit huge page.
+    /// Pages are lost, and huge pages recorded, only under the lock (by a decommit, guard or
+    /// map on another thread, through the `_unchecked` forms, whose contracts forbid touching
+    /// the range's memory, not calling on it), so what is found here holds until the caller
+    /// lets the lock go: the call never acts on a hole another mapping may fill, nor on part
+    /// of a huge page.
+    fn check_held(&self, pages: Pages) -> Result<()> {
+        if self.any_lost.load(Ordering::Acquire)
+            && let Some(page) = self.lost.first_set(pages.first, pages.count)
+        {
+            return Err(Error::Lost {
+                offset: page * self.page,
+            });
+        }
+        self.cuts_no_hugetlb(pages)
+    }
+
+    /// That `pages` cut no explicit huge page, as recorded now. `check_whole` asks before the
+    /// call lock, and each call that takes the lock asks again once it holds it
+    /// (`check_held`): a `map` of huge pages that another thread made meanwhile (through
+    /// `map_unchecked`) is then seen, so the range is refused as a cut instead of reaching the
+    /// system.
+    fn cuts_no_hugetlb(&self, pages: Pages) -> Result<()> {
         let Some(planes) = self.hugetlb.get() else {
-            return Ok(pages);
+            return Ok(());
         };
         let total = self.len / self.page;
         for (what, page) in [("offset", pages.first), ("end", pages.first + pages.count)] {
@@ -684,7 +723,7 @@ impl Reservation {
                 });
             }
         }
-        Ok(pages)
+        Ok(())
     }
 
     /// The first page of `pages` recorded as an explicit huge page, if any.
@@ -805,6 +844,7 @@ impl Reservation {
         // system call and the record (it would leave pages counted read-write that the
         // system made inaccessible): one call at a time.
         let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         self.no_guard(pages)?;
         // SAFETY: the range is inside the reservation; committing changes no contents.
         unsafe { sys::commit(self.at(offset), len, self.mode) }
@@ -899,6 +939,7 @@ impl Reservation {
         // access restored below and the decommit would leave an uncommitted page of a sparse
         // reservation inaccessible, which its next commit (no system call) would not undo.
         let serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         self.no_guard(pages)?;
         // Uncommitted pages of a sparse reservation are read-write: give lowered pages their
         // access back while the bitmaps still tell which they are. Runs with another source
@@ -1311,6 +1352,7 @@ impl Reservation {
         // A commit, decommit or other protect of the same pages must not fall between the
         // check, the system call and the record: one call at a time.
         let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation and committed; references are the
         // caller's promise.
@@ -1530,6 +1572,7 @@ impl Reservation {
     pub fn lock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
         let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         self.all_committed(pages)?;
         // An inaccessible page cannot be made resident: Linux marks the range locked and
         // then refuses with `ENOMEM`, Windows refuses too. Refused up front, on every system.
@@ -1599,6 +1642,7 @@ impl Reservation {
     pub fn unlock(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check_whole(offset, len)?;
         let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         self.all_committed(pages)?;
         // SAFETY: the range is inside the reservation; unlocking changes no contents.
         unsafe { sys::unlock(self.at(offset), len) }.map_err(|e| e.during(Operation::Unlock))?;
@@ -1628,6 +1672,7 @@ impl Reservation {
         // A decommit gives the recorded advice again to the fresh pages it maps: the advice
         // and its record must not fall on either side of one.
         let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         let (given, replaced) = match advice {
             HugePageAdvice::Huge => (&self.huge, &self.no_huge),
             HugePageAdvice::NoHuge => (&self.no_huge, &self.huge),
@@ -1748,6 +1793,7 @@ impl Reservation {
         // Until the pages are recorded as guard pages: a commit in between would make them
         // accessible and count them committed.
         let serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         // SAFETY: the range is unreferenced (caller's promise).
         unsafe { self.decommit_pages(pages, &serial) }.map_err(|e| e.during(Operation::Guard))?;
         // SAFETY: the range is inside the reservation, unreferenced and now decommitted.
@@ -2325,6 +2371,174 @@ pub(crate) mod tests {
             );
             assert!(r.hugetlb.get().is_some(), "{mode:?}");
         }
+    }
+
+    /// A call on a range through a shared reference.
+    type Call = fn(&Reservation, usize, usize) -> Result<()>;
+
+    /// Every call that takes the call lock, by name, over `offset..offset + len`.
+    fn calls_that_take_the_call_lock() -> [(&'static str, Call); 13] {
+        [
+            ("commit", |r, o, l| r.commit(o, l)),
+            ("lock", |r, o, l| r.lock(o, l)),
+            ("unlock", |r, o, l| r.unlock(o, l)),
+            ("advise_huge_pages", |r, o, l| {
+                r.advise_huge_pages(o, l, HugePageAdvice::Huge)
+            }),
+            ("advise", |r, o, l| r.advise(o, l, crate::Advice::DontDump)),
+            ("bind_numa", |r, o, l| {
+                r.bind_numa(o, l, crate::NumaPolicy::Default, &[])
+            }),
+            // SAFETY: nothing refers to the reservation's contents (nor for the calls below).
+            ("decommit", |r, o, l| unsafe { r.decommit_unchecked(o, l) }),
+            // SAFETY: as above.
+            ("protect", |r, o, l| unsafe {
+                r.protect_unchecked(o, l, Protection::Read)
+            }),
+            // SAFETY: as above.
+            ("guard", |r, o, l| unsafe { r.guard_unchecked(o, l) }),
+            // SAFETY: as above.
+            ("free", |r, o, l| unsafe { r.free_unchecked(o, l) }),
+            // SAFETY: as above.
+            ("discard", |r, o, l| unsafe { r.discard_unchecked(o, l) }),
+            // SAFETY: as above.
+            ("purge", |r, o, l| unsafe { r.purge_unchecked(o, l) }),
+            ("map", |r, o, l| {
+                let source = MapSource::AnonymousPrivate;
+                // SAFETY: as above.
+                unsafe { r.map_unchecked(o, l, source, Protection::ReadWrite, None) }
+            }),
+        ]
+    }
+
+    /// A call whose range checks ran before another thread recorded explicit huge pages over
+    /// its range, and that then waited for the call lock while they were mapped, checks its
+    /// range against them again once it holds the lock: it is refused as a cut, as if it came
+    /// after the map, and changes nothing (the system would refuse or round the range).
+    #[test]
+    fn calls_waiting_for_the_call_lock_check_huge_pages_recorded_meanwhile() {
+        const HUGE: usize = 2 << 20;
+        let p = page();
+        let calls = calls_that_take_the_call_lock();
+        let cut = Err(Error::Misaligned {
+            what: "offset",
+            value: p,
+            page_size: HUGE,
+        });
+        let mut wrong = Vec::new();
+        for (name, call) in calls {
+            for mode in [CommitMode::Protected, CommitMode::Sparse] {
+                let r = Reservation::builder()
+                    .mode(mode)
+                    .alignment(HUGE)
+                    .reserve(2 * HUGE)
+                    .unwrap();
+                r.commit(0, HUGE).unwrap();
+                let answer = std::thread::scope(|s| {
+                    let serial = r.lock_calls.hold();
+                    let waiting = s.spawn(|| call(&r, p, p));
+                    // Time for the call to pass its checks and wait for the lock.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    let planes = r.hugetlb_planes(&serial).unwrap();
+                    r.record_hugetlb(
+                        planes,
+                        Pages {
+                            first: 0,
+                            count: HUGE / p,
+                        },
+                        HUGE,
+                    );
+                    drop(serial);
+                    waiting.join().unwrap()
+                });
+                if answer != cut {
+                    wrong.push((name, mode, answer));
+                    continue;
+                }
+                assert_eq!(r.committed_bytes(), HUGE, "{name} {mode:?}");
+                for bitmap in [&r.locked, &r.mapped, &r.guarded, &r.dont_dump, &r.huge] {
+                    assert_eq!(bitmap.first_set(0, 2 * HUGE / p), None, "{name} {mode:?}");
+                }
+                assert!(
+                    r.writable.get(1) && !r.inaccessible.get(1),
+                    "{name} {mode:?}"
+                );
+            }
+        }
+        assert!(wrong.is_empty(), "answered other than a cut: {wrong:?}");
+    }
+
+    /// A call whose range checks ran before another thread's decommit or map lost pages of
+    /// its range (the system took them and refused to give them back), and that then waited
+    /// for the call lock, checks its range for lost pages again once it holds the lock: it is
+    /// refused with `Error::Lost` and never acts on the hole, where another mapping may be.
+    #[test]
+    // Lost pages happen on Unix only; the page marked lost here stays mapped, which Miri's
+    // release of the runs around it cannot take apart.
+    #[cfg(all(unix, not(miri)))]
+    fn calls_waiting_for_the_call_lock_check_pages_lost_meanwhile() {
+        let p = page();
+        let lost = Err(Error::Lost { offset: p });
+        let mut wrong = Vec::new();
+        for (name, call) in calls_that_take_the_call_lock() {
+            for mode in [CommitMode::Protected, CommitMode::Sparse] {
+                let r = Reservation::builder().mode(mode).reserve(4 * p).unwrap();
+                r.commit(0, 2 * p).unwrap();
+                let answer = std::thread::scope(|s| {
+                    let serial = r.lock_calls.hold();
+                    let waiting = s.spawn(|| call(&r, p, p));
+                    // Time for the call to pass its checks and wait for the lock.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    // As a decommit whose fill of the hole was refused records it (the page
+                    // stays mapped here, so that nothing else can be placed there).
+                    r.lose(Pages { first: 1, count: 1 });
+                    drop(serial);
+                    waiting.join().unwrap()
+                });
+                if answer != lost {
+                    wrong.push((name, mode, answer));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "answered other than lost: {wrong:?}");
+    }
+
+    /// A range check that reads the record of explicit huge pages while a map rewrites it
+    /// (2 MiB pages replaced by base pages here, half of its planes cleared so far) may see a
+    /// size no huge page there ever had: it gives its answer only as the record stands once
+    /// that map is done, as some order of the two calls allows.
+    #[test]
+    fn a_cut_read_while_the_record_is_rewritten_is_answered_from_the_finished_record() {
+        const HUGE: usize = 2 << 20;
+        let p = page();
+        let r = Reservation::builder()
+            .alignment(HUGE)
+            .reserve(2 * HUGE)
+            .unwrap();
+        let huge_pages = Pages {
+            first: 0,
+            count: HUGE / p,
+        };
+        record_huge_pages(&r, huge_pages, HUGE);
+        let shift = (HUGE / p).trailing_zeros() as usize;
+        let answer = std::thread::scope(|s| {
+            let serial = r.lock_calls.hold();
+            let planes = r.hugetlb_planes(&serial).unwrap();
+            // Half way through the map's record of base pages: the lowest plane set for
+            // 2 MiB pages is cleared, the others still say 2 MiB.
+            let lowest = (0..HUGETLB_PLANES)
+                .find(|bit| shift >> bit & 1 != 0)
+                .unwrap();
+            planes[lowest].clear_range(huge_pages.first, huge_pages.count);
+            let checking = s.spawn(|| r.commit(p, p));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // The map's record done.
+            r.clear_hugetlb(huge_pages);
+            drop(serial);
+            checking.join().unwrap()
+        });
+        assert_eq!(answer, Ok(()));
+        assert!(r.is_committed(p, p).unwrap());
     }
 
     std::thread_local! {

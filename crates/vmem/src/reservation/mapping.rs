@@ -363,6 +363,7 @@ impl Reservation {
         // The new mapping drops the system's locks of the range, and a commit or protect
         // between the check and the record would be undone unseen: one call at a time.
         let serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         self.no_guard(pages)?;
         // The record of explicit huge pages is made by the first map of them, before the
         // system is asked: a refusal to make it changes nothing.
@@ -461,7 +462,7 @@ impl Reservation {
         policy: NumaPolicy,
         nodes: &[u32],
     ) -> Result<()> {
-        self.check_whole(offset, len)?;
+        let pages = self.check_whole(offset, len)?;
         const WORDS: usize = NUMA_NODES as usize / 64;
         let mut mask = [0u64; WORDS];
         for &node in nodes {
@@ -493,6 +494,11 @@ impl Reservation {
             NumaPolicy::Bind => (2, 1 | 2),
             NumaPolicy::Interleave => (3, 0),
         };
+        // Pages another thread's decommit or map lost since the check, or explicit huge pages
+        // it mapped over the range, would have the policy set on a hole or refused (`EINVAL`
+        // for a range that cuts a huge page): check again, with no such call in between.
+        let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         // SAFETY: the range is inside the reservation; a policy keeps contents.
         unsafe { sys::bind_numa(self.at(offset), len, mode, &mask, flags) }
             .map_err(|e| e.during(Operation::BindNuma))
@@ -524,6 +530,7 @@ impl Reservation {
         // A decommit gives the recorded advice again to the fresh pages it maps: the advice
         // and its record must not fall on either side of one.
         let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         let advice = match advice {
             Advice::DontFork => SysAdvice::DontFork,
             Advice::DoFork => SysAdvice::DoFork,
@@ -766,6 +773,7 @@ impl Reservation {
         let pages = self.check_whole(offset, len)?;
         // No page may be locked, or decommitted, between the check and the advice.
         let _serial = self.lock_calls.hold();
+        self.check_held(pages)?;
         self.all_committed(pages)?;
         // Linux refuses to drop locked pages, but only after dropping those before them in the
         // range: refuse up front so that a refusal changes nothing.
