@@ -1,7 +1,11 @@
 //! Random operation sequences on an `IdAllocator` and its naive model: every answer, the set of
 //! allocated IDs, the counts and the runs must agree after each step; nothing may panic. The
-//! first byte picks the width: `u32` IDs from a 16-bit start, or `u64` IDs in a window that
-//! ends at `u64::MAX`, where runs asked for at the top go past the end of the type.
+//! first byte picks the width and the kind of range: `u32` IDs from a 16-bit start, or `u64` IDs
+//! in a window that ends at `u64::MAX`, where runs asked for at the top go past the end of the
+//! type; each either small (up to 4096 IDs) or large (up to 2^32 IDs, or the whole `u16` range),
+//! far past the 64 Ki IDs the bitmap always covers, with the IDs clustered at the bottom, around
+//! that floor, at a few points above it and at the top, so that IDs are held as runs above the
+//! bitmap, merged, split, stepped over and swallowed when it grows.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +20,10 @@ trait Width: Id + TryFrom<u64> + Into<u64> {
     fn saturate(v: u64) -> Self {
         Self::try_from(v).unwrap_or(Self::TOP)
     }
+}
+
+impl Width for u16 {
+    const TOP: Self = u16::MAX;
 }
 
 impl Width for u32 {
@@ -81,9 +89,109 @@ fn ops<I: Width>(input: &mut Input<'_>, first: u64, last: u64) -> Vec<IdOp<I>> {
     ops
 }
 
+/// Operations per input on a large range; a step's check walks every allocated ID, so the
+/// fill of the bitmap's floor (65,236 IDs, at most once) keeps each input to a few million.
+const MAX_LARGE_OPS: usize = 64;
+
+/// The bitmap's floor: it always covers this many IDs from the bottom.
+const FLOOR: u64 = 1 << 16;
+
+/// `MAX_LARGE_OPS` operations over the large range `first..=last`. IDs lie around a few
+/// centers (a byte's distance either side): the bottom, the bitmap's floor, three points above
+/// it picked by the input, the middle and the top, and now and then anywhere, or just outside
+/// the range. Counts stay small, so the naive model's work stays bounded, except that runs at
+/// the top may ask for any count (they end past the range or the type, and are refused), and
+/// one step may fill the bottom up to just below the floor.
+fn large_ops<I: Width>(input: &mut Input<'_>, first: u64, last: u64) -> Vec<IdOp<I>> {
+    let span = last - first;
+    let points = [
+        0,
+        FLOOR.min(span),
+        input.below(span / 64 + 1) + FLOOR.min(span),
+        input.below(span + 1),
+        input.below(span + 1),
+        span / 2,
+        span,
+    ];
+    // The offset of a clustered ID, and the ID (saturating into the type and past the top).
+    let id = |input: &mut Input<'_>| -> (u64, I) {
+        let off = match input.u8() % 16 {
+            0 => input.below(span + 1),
+            k => {
+                let c = points[usize::from(k) % points.len()];
+                (c + u64::from(input.u8())).saturating_sub(128)
+            }
+        };
+        let v = first
+            .saturating_add(off)
+            .min(last.saturating_add(u64::from(input.u8() % 2)));
+        (off, I::saturate(v))
+    };
+    let mut filled = false;
+    let mut ops = Vec::new();
+    while !input.is_empty() && ops.len() < MAX_LARGE_OPS {
+        let op = match input.u8() % 10 {
+            0 => IdOp::Allocate,
+            1 | 2 => IdOp::AllocateAt(id(input).1),
+            3 => IdOp::AllocateRun {
+                count: u32::from(input.u8() % 64) + 1,
+                alignment: 1 << (input.u8() % 64),
+            },
+            4 => IdOp::Free(id(input).1),
+            5 => {
+                let (_, a) = id(input);
+                let end = a.into().saturating_add(u64::from(input.u8()));
+                IdOp::FreeRun {
+                    first: a,
+                    last: I::saturate(end),
+                }
+            }
+            6 if !filled && input.u8() == 0 => {
+                filled = true;
+                IdOp::AllocateMany((FLOOR - 300).min(span / 2) as u32 + 1)
+            }
+            6 => IdOp::AllocateMany(u32::from(input.u8()) + 1),
+            7 => {
+                let (off, a) = id(input);
+                // Any count only near the top, where the run cannot fit: the model would
+                // otherwise take billions of IDs one at a time.
+                let count = if off + 1024 > span && input.u8().is_multiple_of(4) {
+                    u32::MAX - u32::from(input.u8())
+                } else {
+                    u32::from(input.u8() % 64) + 1
+                };
+                IdOp::AllocateRunAt { first: a, count }
+            }
+            8 => IdOp::AllocateRun {
+                count: u32::from(input.u8() % 3) + 1,
+                alignment: 1 << (16 + input.u8() % 48),
+            },
+            _ => IdOp::IsAllocated(id(input).1),
+        };
+        ops.push(op);
+    }
+    ops
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
-    let result = if input.u8().is_multiple_of(2) {
+    let mode = input.u8();
+    let result = if mode % 8 == 2 {
+        // The whole `u32` range or one that starts or ends a little inside it.
+        let first = u64::from(input.u16() % 256) * u64::from(input.u8() % 2);
+        let last = u64::from(u32::MAX) - u64::from(input.u16()) * u64::from(input.u8() % 2);
+        let ops = large_ops::<u32>(&mut input, first, last);
+        run_id_ops_with(first as u32, last as u32, &ops)
+    } else if mode % 8 == 3 {
+        // A window of up to 2^32 IDs that ends at `u64::MAX`.
+        let first = u64::MAX - u64::from(u32::MAX) + u64::from(input.u16());
+        let ops = large_ops::<u64>(&mut input, first, u64::MAX);
+        run_id_ops_with(first, u64::MAX, &ops)
+    } else if mode % 8 == 4 {
+        // The whole `u16` range: no ID lies above the bitmap's floor.
+        let ops = large_ops::<u16>(&mut input, 0, u64::from(u16::MAX));
+        run_id_ops_with(0, u16::MAX, &ops)
+    } else if mode.is_multiple_of(2) {
         let first = u64::from(input.u16());
         let last = (first + u64::from(input.u16() % 4096)).min(u64::from(u32::MAX));
         let ops = ops::<u32>(&mut input, first, last);
