@@ -8,61 +8,15 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
-use memvisor_space::{
-    AddressSpace, ChangeKind, ListenerError, RegionEvent, RegionListener, RegionSpec,
-};
+use memvisor_space::{ListenerError, RegionEvent, RegionListener, RegionSpec};
+use support::removal::{Answer, during_removal};
 use support::{MIB, backed_space, kvm_or_skip, page};
 use vm_memory::GuestAddress;
-
-/// Removes the `size` bytes at `base` on another thread, with a region listener after the
-/// slots' one that, once KVM deleted the slot, waits for `during` to run here, then accepts
-/// the removal (`accept`) or refuses it. Whether the removal went through.
-fn during_removal(
-    space: &AddressSpace,
-    base: GuestAddress,
-    size: u64,
-    accept: bool,
-    during: impl FnOnce(),
-) -> bool {
-    let (at_removal_tx, at_removal) = channel();
-    let (answer, answers) = channel::<bool>();
-    let (at_removal_tx, answers) = (Mutex::new(at_removal_tx), Mutex::new(answers));
-    let listener: Arc<dyn RegionListener> = Arc::new(
-        move |event: &RegionEvent<'_>| -> Result<(), ListenerError> {
-            if event.kind != ChangeKind::Removed || event.region.base() != base {
-                return Ok(());
-            }
-            at_removal_tx.lock().unwrap().send(()).unwrap();
-            // No answer (the test failed meanwhile): refuse.
-            if answers.lock().unwrap().recv().unwrap_or(false) {
-                Ok(())
-            } else {
-                Err("removal refused".into())
-            }
-        },
-    );
-    space.add_listener(Arc::clone(&listener)).unwrap();
-    let removed = std::thread::scope(|s| {
-        let removal = s.spawn(|| space.remove_region(base, size));
-        // Dropped when `during` fails: the listener then refuses, and the removal ends.
-        let answer = answer;
-        at_removal
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the removal reached the listener");
-        during();
-        answer.send(accept).unwrap();
-        removal.join().unwrap().is_ok()
-    });
-    space.remove_listener(&listener).unwrap();
-    removed
-}
 
 #[test]
 fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
@@ -82,7 +36,7 @@ fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
     let pages = 2 * MIB / page();
     slots.set_dirty_logging(base, true).unwrap();
     // Refused: the slot comes back, with the flags set meanwhile.
-    let removed = during_removal(&space, base, 2 * MIB, false, || {
+    let removed = during_removal(&space, base, 2 * MIB, Answer::Refuse, || {
         assert_eq!(slots.slot_at(base), None, "KVM deleted the slot");
         // KVM dropped its log with the slot: every page, once.
         let dirty = slots.fetch_dirty_log(base).unwrap();
@@ -113,7 +67,7 @@ fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
     assert_eq!(slots.fetch_dirty_log(base).unwrap().count(), 0);
 
     // Refused again after logging went off meanwhile: back without logging.
-    let removed = during_removal(&space, base, 2 * MIB, false, || {
+    let removed = during_removal(&space, base, 2 * MIB, Answer::Refuse, || {
         slots.set_dirty_logging(base, false).unwrap();
     });
     assert!(!removed);
@@ -128,7 +82,7 @@ fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
 
     // Accepted: the calls meanwhile act on the region until the removal is published.
     slots.set_dirty_logging(base, true).unwrap();
-    let removed = during_removal(&space, base, 2 * MIB, true, || {
+    let removed = during_removal(&space, base, 2 * MIB, Answer::Accept, || {
         assert_eq!(slots.fetch_dirty_log(base).unwrap().count(), pages);
         slots.set_dirty_logging(base, false).unwrap();
     });

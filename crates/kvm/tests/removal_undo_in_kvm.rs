@@ -8,70 +8,15 @@
 
 mod support;
 
-use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use memvisor_kvm::{Error, MemorySlots};
-use memvisor_space::{
-    AddressSpace, ChangeKind, ListenerError, RegionEvent, RegionListener, RegionSpec,
-};
+use memvisor_space::RegionSpec;
+use support::removal::{Answer, during_removal};
 use support::{MIB, backed, backed_space, kvm_or_skip, page};
 use vm_memory::{Bytes, GuestAddress};
-
-/// What the later listener does once the calls made during the removal are done.
-enum Answer {
-    Refuse,
-    /// Runs this (on the removing thread, inside the listener), then refuses.
-    RefuseAfter(Box<dyn FnOnce() + Send>),
-}
-
-/// Removes the `size` bytes at `base` on another thread, with a region listener after the
-/// slots' ones that, once KVM deleted the slot, waits for `during` to run here and then refuses
-/// as `answer` says. Whether the removal went through.
-fn during_removal(
-    space: &AddressSpace,
-    base: GuestAddress,
-    size: u64,
-    answer: Answer,
-    during: impl FnOnce(),
-) -> bool {
-    let (at_removal_tx, at_removal) = channel();
-    let (answer_tx, answers) = channel::<Answer>();
-    let (at_removal_tx, answers) = (Mutex::new(at_removal_tx), Mutex::new(answers));
-    let listener: Arc<dyn RegionListener> = Arc::new(
-        move |event: &RegionEvent<'_>| -> Result<(), ListenerError> {
-            if event.kind != ChangeKind::Removed || event.region.base() != base {
-                return Ok(());
-            }
-            at_removal_tx.lock().unwrap().send(()).unwrap();
-            // No answer (the test failed meanwhile): refuse.
-            match answers.lock().unwrap().recv().unwrap_or(Answer::Refuse) {
-                Answer::Refuse => Err("removal refused".into()),
-                Answer::RefuseAfter(before) => {
-                    before();
-                    Err("removal refused".into())
-                }
-            }
-        },
-    );
-    space.add_listener(Arc::clone(&listener)).unwrap();
-    let removed = std::thread::scope(|s| {
-        let removal = s.spawn(|| space.remove_region(base, size));
-        // Dropped when `during` fails: the listener then refuses, and the removal ends.
-        let answer_tx = answer_tx;
-        at_removal
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the removal reached the listener");
-        during();
-        answer_tx.send(answer).unwrap();
-        removal.join().unwrap().is_ok()
-    });
-    space.remove_listener(&listener).unwrap();
-    removed
-}
 
 /// KVM's answer to `KVM_GET_DIRTY_LOG` for `slot` (of `size` bytes, when KVM has it): `Ok` if
 /// KVM has the slot and it logs, else the errno (`ENOENT` for no slot, or one that does not
