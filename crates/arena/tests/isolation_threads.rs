@@ -18,21 +18,10 @@ const CHUNK: usize = 64 << 10;
 /// Clients each thread owns at a time.
 const SLOTS: usize = 2;
 
-/// A small xorshift generator.
-struct Rng(u64);
+#[path = "common/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use rng::Rng;
 
 /// A live block and the tag its words hold.
 #[derive(Clone, Copy)]

@@ -40,6 +40,13 @@ fn firecracker_file() -> String {
         .into_owned()
 }
 
+fn microvm_file() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/microvm.toml")
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[test]
 fn plan_from_firecracker_config_maps_memory_and_devices() {
     let (code, out, err) = run(&["plan", "--from", "firecracker", &firecracker_file()]);
@@ -1186,4 +1193,89 @@ fn cloud_hypervisor_hotplug_plans_where_cloud_hypervisor_puts_it_also_from_the_s
         assert!(!other.contains(slot), "{options}: {other}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--host-hugepage-size` only changes Cloud Hypervisor's formats: with any other it would have
+/// no effect, so it is refused as a usage mistake, never silently ignored.
+#[test]
+fn host_hugepage_size_without_a_cloud_hypervisor_format_is_a_usage_error() {
+    let firecracker = firecracker_file();
+    let microvm = microvm_file();
+    let mut cases: Vec<Vec<&str>> = Vec::new();
+    for command in ["plan", "back", "check"] {
+        // The built-in default spec, a memvisor spec file, a Firecracker file.
+        cases.push(vec![command, "--host-hugepage-size", "2M"]);
+        cases.push(vec![command, "--host-hugepage-size", "1G", &microvm]);
+        cases.push(vec![
+            command,
+            "--from",
+            "memvisor",
+            "--host-hugepage-size",
+            "2M",
+            &microvm,
+        ]);
+        cases.push(vec![
+            command,
+            "--from",
+            "firecracker",
+            "--host-hugepage-size",
+            "2M",
+            &firecracker,
+        ]);
+        cases.push(vec![
+            command,
+            "--json",
+            "--host-hugepage-size",
+            "2M",
+            &microvm,
+        ]);
+    }
+    cases.push(vec!["init", "--host-hugepage-size", "2M"]);
+    cases.push(vec![
+        "init",
+        "--from",
+        "firecracker",
+        "--host-hugepage-size",
+        "1G",
+        &firecracker,
+    ]);
+    for args in cases {
+        let (code, out, err) = run_on_host(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        if args.contains(&"--json") {
+            let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(doc["error"]["kind"], "usage", "{args:?}: {out}");
+            let message = doc["error"]["message"].as_str().unwrap();
+            assert!(message.contains("--host-hugepage-size"), "{message}");
+        } else {
+            assert!(out.is_empty(), "{args:?}: {out}");
+            assert!(
+                err.contains("--host-hugepage-size") && err.contains("cloud-hypervisor"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn host_hugepage_size_with_a_cloud_hypervisor_format_is_taken() {
+    let (code, out, err) = run_on_host(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "--host-hugepage-size",
+        "1G",
+        "size=2G,hugepages=on",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 GiB"), "{out}");
+    let (code, _, err) = run_on_host(&[
+        "check",
+        "--from",
+        "cloud-hypervisor",
+        "--host-hugepage-size",
+        "2M",
+        "size=64M",
+    ]);
+    assert!(code == 0 || code == 1, "{err}");
 }

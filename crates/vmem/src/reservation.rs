@@ -646,6 +646,12 @@ impl Reservation {
             first: offset / self.page,
             count: len / self.page,
         };
+        self.none_lost(pages)?;
+        Ok(pages)
+    }
+
+    /// That no page of `pages` was lost (`Error::Lost` names the first that was).
+    fn none_lost(&self, pages: Pages) -> Result<()> {
         if self.any_lost.load(Ordering::Acquire)
             && let Some(page) = self.lost.first_set(pages.first, pages.count)
         {
@@ -653,7 +659,7 @@ impl Reservation {
                 offset: page * self.page,
             });
         }
-        Ok(pages)
+        Ok(())
     }
 
     /// [`check`](Self::check), and then that the range cuts no explicit huge page: the
@@ -682,13 +688,7 @@ impl Reservation {
     /// lets the lock go: the call never acts on a hole another mapping may fill, nor on part
     /// of a huge page.
     fn check_held(&self, pages: Pages) -> Result<()> {
-        if self.any_lost.load(Ordering::Acquire)
-            && let Some(page) = self.lost.first_set(pages.first, pages.count)
-        {
-            return Err(Error::Lost {
-                offset: page * self.page,
-            });
-        }
+        self.none_lost(pages)?;
         self.cuts_no_hugetlb(pages)
     }
 
