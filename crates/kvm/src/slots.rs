@@ -636,9 +636,10 @@ impl Shared {
                 }
                 if let Err(e) = self.set(slot, region, flags, Op::Delete) {
                     if inserted == Some((slot, generation)) {
-                        // The undo of the insertion just made: the space ignores the error
-                        // and gives the number back, but KVM keeps the slot. Delete it again
-                        // later.
+                        // The undo of the insertion just made: the space gives the number
+                        // back, but KVM keeps the slot (and the space, told by the error,
+                        // keeps a writable file region's bytes from other regions until we
+                        // drop the `Arc`). Delete it again later.
                         state.stale.insert(slot);
                     }
                     // Otherwise KVM keeps the slot with its log: the change is refused.
@@ -900,8 +901,9 @@ impl memvisor_space::RegionListener for Listener {
     }
 
     /// Tries again to delete the slots KVM kept when undoing a refused insertion: a plugged
-    /// region's slot kept so holds its place in the hotplug window, which the space checks
-    /// right after this.
+    /// region's slot kept so holds its place in the hotplug window, and a writable region's
+    /// over a file its file bytes (the space lists the region, as one whose undo failed), which
+    /// the space checks right after this.
     fn settle(&self) {
         if let Some(shared) = self.0.upgrade() {
             drop(shared.locked());
@@ -1371,6 +1373,83 @@ mod tests {
         assert!(!kvm_holds(&vm, 0));
         assert_eq!(Arc::strong_count(&kept), 1);
         assert_eq!(slots.registered(), []);
+    }
+
+    /// The region of a refused insertion whose slot KVM would not delete again maps its file
+    /// bytes in the guest as long as KVM keeps the slot, though the space never held it: a
+    /// vCPU or device writing there would change a new region over the same bytes without its
+    /// dirty log. So a region inserted or plugged over those bytes is refused
+    /// (`FileAliased`) while KVM keeps the slot, and taken once KVM lets it go, which the
+    /// insertion (as the plug) asks for first.
+    #[test]
+    fn file_region_kvm_keeps_after_refused_undo_is_an_alias_until_kvm_lets_it_go() {
+        use memvisor_space::Backing;
+
+        let Some((vm, space, slots)) = attached("file_region_kvm_keeps", 1 << 30, &[]) else {
+            return;
+        };
+        // A planned region (no slot in KVM) holds number 0, so the refused one is given 1;
+        // once the planned one is removed, a new region gets 0, which KVM does not hold.
+        let planned = Region::plan(RegionSpec::ram(GuestAddress(16 << 20), 1 << 20)).unwrap();
+        space.insert_region(Arc::new(planned)).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("memvisor-kvm-kept-alias-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("guest.img");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        let on_file = |base: u64, offset: u64| {
+            RegionSpec::ram(GuestAddress(base), 2 << 20).with_backing(Backing::File {
+                path: path.clone(),
+                offset,
+            })
+        };
+        let first = Arc::new(Region::back(on_file(0, 0)).unwrap().0);
+        insert_refused_with_refused_undo(&space, &slots, &first);
+        refuse_deletions(&slots, true);
+        space
+            .remove_region(GuestAddress(16 << 20), 1 << 20)
+            .unwrap();
+        assert!(space.snapshot().is_empty());
+        assert!(kvm_holds(&vm, 0));
+        assert_eq!(slots.registered(), [(1, 0, 2 << 20, 0)]);
+        drop(first);
+
+        let hotplug = hotplug_start(&space);
+        let over = Arc::new(Region::back(on_file(4 << 20, 1 << 20)).unwrap().0);
+        let err = space.insert_region(Arc::clone(&over)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                memvisor_space::Error::FileAliased {
+                    base: 0x40_0000,
+                    other_base: 0
+                }
+            ),
+            "{err}"
+        );
+        let plugged = on_file(hotplug.0, 0).with_hotplug(true);
+        let err = space.plug(plugged).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                memvisor_space::Error::FileAliased { other_base: 0, .. }
+            ),
+            "{err}"
+        );
+        assert!(space.snapshot().is_empty());
+        assert!(kvm_holds(&vm, 0));
+
+        // KVM lets go: the insertion deletes the kept slot before it compares, and is taken.
+        refuse_deletions(&slots, false);
+        space.insert_region(Arc::clone(&over)).unwrap();
+        assert!(!kvm_holds(&vm, 0));
+        assert_eq!(slots.registered(), [(0, 4 << 20, 2 << 20, 0)]);
+        drop(slots);
+        drop(vm);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -561,11 +561,15 @@ pub enum Error {
     /// hotplug window's slots) failed for a reason that is not in the request: the heap
     /// refused its bookkeeping ([`memvisor_resources::Error::HeapRefused`]), or it holds as
     /// many ranges as it can count ([`memvisor_resources::Error::TooManyAllocations`]). The
-    /// allocator's error is the source. Nothing was taken.
+    /// allocator's error is the source. Nothing was taken. Also the heap refusing room in the
+    /// address space's list of writable file regions held outside it (a region being removed
+    /// or inserted, see [`AddressSpace::remove_region`](crate::AddressSpace::remove_region)),
+    /// with `HeapRefused` as the source; nothing changed then.
     #[error("allocating {what} for {owner} failed")]
     Allocator {
         /// What was being allocated: `"guest addresses"`, `"I/O ports"`, the interrupts' name
-        /// (`"GSI"`, `"INTID"`), `"a memory-slot number"` or `"a hotplug slot"`.
+        /// (`"GSI"`, `"INTID"`), `"a memory-slot number"`, `"a hotplug slot"` or `"a place in
+        /// the list of file regions held outside the space"`.
         what: &'static str,
         /// Who it was for (the placer's owner name, or the region).
         owner: String,

@@ -55,6 +55,13 @@ pub struct RegionEvent<'a> {
 /// error cancels the change: the listeners before it are told the opposite change (their
 /// errors and panics then ignored), and the operation returns [`Error::Listener`].
 ///
+/// A listener that refuses (or panics on) that opposite change of an insertion is taken to
+/// still map the region (a hypervisor slot it could not delete): a writable region over a file
+/// is then compared with every region inserted or plugged later as a removed region still held
+/// is ([`Error::FileAliased`]), until nothing holds it. Such a listener keeps the region's
+/// `Arc` for as long as it maps its memory, and lets go of it when it can, at the latest when
+/// asked to [`settle`](Self::settle).
+///
 /// A listener that panics is treated the same way: the change is cancelled, the listeners
 /// before it are told the opposite change, the memory-slot number taken for it is given back,
 /// and then the panic is resumed in the caller. (A panic is a bug in the listener, so it is not
@@ -82,14 +89,17 @@ pub trait RegionListener: Send + Sync {
     /// Lets go, if it can now, of regions the address space no longer holds but this listener
     /// still keeps (for example one whose insertion was refused, kept because an outside party
     /// still used its memory when the listener was told to undo it). A region plugged into
-    /// the hotplug window keeps its place there until its last holder drops it, so
-    /// [`AddressSpace::plug`] calls this on every listener, in order, under the writer lock,
-    /// before it claims the place; a place still kept afterwards is
-    /// [`Error::SlotBusy`]. Nothing is being changed, so there is nothing to refuse. Does
-    /// nothing unless overridden.
+    /// the hotplug window keeps its place there until its last holder drops it, and a
+    /// writable region over a file keeps its file bytes from other regions
+    /// ([`Error::FileAliased`]), so [`AddressSpace::insert_region`] and
+    /// [`AddressSpace::plug`] call this on every listener, in order, under the writer lock,
+    /// before they compare the region with those held outside the space (and a plug before it
+    /// claims the place; a place still kept afterwards is [`Error::SlotBusy`]). Nothing is
+    /// being changed, so there is nothing to refuse. Does nothing unless overridden.
     ///
     /// # Panics
-    /// A panic here leaves the plug before it changed anything, and is resumed in its caller.
+    /// A panic here leaves the insertion or the plug before it changed anything, and is
+    /// resumed in its caller.
     fn settle(&self) {}
 }
 
@@ -172,11 +182,14 @@ struct Writer {
     windows: Vec<Arc<HotplugWindow>>,
     generation: u64,
     /// Writable regions over a file that were removed while something still held them (an
-    /// older snapshot, the caller of `remove_region`): a writer through that holder would
-    /// change the bytes of a new region over the same file without marking its dirty log, so
-    /// they are compared with a region added as those of the current snapshot are, until the
-    /// last holder lets go. Pruned at every removal and addition; a region inserted again
-    /// leaves it (it is in the snapshot then), so it never lists a region twice.
+    /// older snapshot, the caller of `remove_region`), or whose insertion was refused while a
+    /// listener that could not undo it still holds them (a hypervisor slot it could not
+    /// delete): a writer through that holder would change the bytes of a new region over the
+    /// same file without marking its dirty log, so they are compared with a region added as
+    /// those of the current snapshot are, until the last holder lets go. Pruned at every
+    /// removal and addition; a region inserted again leaves it (it is in the snapshot then),
+    /// and one is never listed twice. Room for an entry is made before the change that may
+    /// add it ([`reserve_retired`]), so a heap refusal is an error before anything changed.
     retired: Vec<Weak<Region>>,
 }
 
@@ -193,6 +206,40 @@ impl Writer {
         });
         held
     }
+}
+
+/// Whether `region`, once out of the space while something still holds it, is listed in
+/// `Writer::retired`: a writable region over a file (nothing else can alias another region's
+/// bytes through its holder).
+fn retires(region: &Region) -> bool {
+    region.protection().writable() && GuestMemoryRegion::file_offset(region).is_some()
+}
+
+/// What [`Error::Allocator`] says `Writer::retired` allocates.
+const RETIRED_ENTRY: &str = "a place in the list of file regions held outside the space";
+
+/// Makes room in `retired` for `region`, if it is one the list takes ([`retires`]), before the
+/// change that may add it, so that adding it cannot fail (or abort) once the change is made.
+/// The list grows by doubling, as `Vec::push` would.
+///
+/// # Errors
+/// [`Error::Allocator`] (with [`memvisor_resources::Error::HeapRefused`]) if the heap refuses
+/// the room; the list is as it was.
+fn reserve_retired(retired: &mut Vec<Weak<Region>>, region: &Region) -> Result<()> {
+    if !retires(region) || retired.len() < retired.capacity() {
+        return Ok(());
+    }
+    let want = retired.capacity().saturating_mul(2).max(4);
+    retired
+        .try_reserve_exact(want - retired.len())
+        .map_err(|_| Error::Allocator {
+            what: RETIRED_ENTRY,
+            owner: format!("the region at {:#x}", region.base().0),
+            source: memvisor_resources::Error::HeapRefused {
+                bytes: u64::try_from(want.saturating_mul(size_of::<Weak<Region>>()))
+                    .unwrap_or(u64::MAX),
+            },
+        })
 }
 
 /// The guest physical address space: a cheap, cloneable handle shared by readers and writers.
@@ -627,22 +674,34 @@ impl AddressSpace {
     /// window too (only [`plug`](Self::plug) maps memory through the window's host
     /// reservation), and holds its place there against a plug until it is removed.
     ///
+    /// Every listener is first asked to [`settle`](RegionListener::settle), as by
+    /// [`plug`](Self::plug), so a region a listener could let go of does not refuse this one.
+    ///
     /// # Errors
     /// As [`Layout::check`]; [`Error::Overlap`] with a region already there; [`Error::FileAliased`]
     /// if it maps bytes of a file (whatever the path that named it) that a region already there
     /// maps too, one of them writable, or that a writable region removed from this space maps
     /// while anything (an older snapshot, the `Arc` [`remove_region`](Self::remove_region)
-    /// returned) still holds it (a removed region inserted again is no alias of itself);
-    /// [`Error::NoSlotNumber`] when every memory-slot number is in use; [`Error::Allocator`] if
-    /// the heap refuses the growth of the memory-slot allocator's bitmap; [`Error::Listener`];
+    /// returned) still holds it, or one whose insertion a listener could not undo while
+    /// anything still holds it (see [`RegionListener`]; a region inserted again is no alias of
+    /// itself); [`Error::NoSlotNumber`] when every memory-slot number is in use;
+    /// [`Error::Allocator`] if the heap refuses the growth of the memory-slot allocator's
+    /// bitmap, or (for a writable region over a file, with more than one listener) of the list
+    /// of such regions held outside the space; [`Error::Listener`];
     /// [`Error::ListenerReentry`] when called by a listener of this address space. The address
     /// space is unchanged after an error.
     ///
     /// # Panics
-    /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
+    /// Resumes a listener's panic in [`settle`](RegionListener::settle) (nothing changed
+    /// then) or in the change, after the change was cancelled as for a refusal (see
     /// [`RegionListener`]).
     pub fn insert_region(&self, region: Arc<Region>) -> Result<()> {
         let mut writer = self.lock("AddressSpace::insert_region")?;
+        // A listener may still keep a region over the same file bytes (one whose insertion it
+        // could not undo): it lets go now if it can, as before a plug.
+        for listener in &writer.listeners {
+            listener.settle();
+        }
         self.insert_locked(&mut writer, region)
     }
 
@@ -681,6 +740,12 @@ impl AddressSpace {
                     .map_err(|e| slot_error(e, count, region.spec().base))?,
             );
         }
+        // A listener that cannot undo this insertion, should a later one refuse it, may still
+        // map the region: it is listed then, in room made now (only a later listener can
+        // refuse it after an earlier one took it).
+        if listeners.len() > 1 {
+            reserve_retired(retired, &region)?;
+        }
         let next_generation = *generation + 1;
         notify(
             listeners,
@@ -688,6 +753,7 @@ impl AddressSpace {
             &region,
             slot.slot,
             next_generation,
+            Some(retired),
         )?;
         // Every check passed and every listener accepted: from here on nothing fails.
         let next = snapshot.with_inserted_at(at, region, slot.slot, next_generation);
@@ -707,8 +773,11 @@ impl AddressSpace {
     /// region itself may be inserted again).
     ///
     /// # Errors
-    /// [`Error::RegionNotFound`]; [`Error::Listener`]; [`Error::ListenerReentry`] when called
-    /// by a listener of this address space. The address space is unchanged after an error.
+    /// [`Error::RegionNotFound`]; [`Error::Allocator`] if the heap refuses room for a writable
+    /// region over a file in the list of such regions held outside the space (made before any
+    /// listener hears of the removal); [`Error::Listener`]; [`Error::ListenerReentry`] when
+    /// called by a listener of this address space. The address space is unchanged after an
+    /// error.
     ///
     /// # Panics
     /// Resumes a listener's panic, after the change was cancelled as for a refusal (see
@@ -716,15 +785,28 @@ impl AddressSpace {
     pub fn remove_region(&self, base: GuestAddress, size: u64) -> Result<Arc<Region>> {
         let mut writer = self.lock("AddressSpace::remove_region")?;
         let generation = writer.generation + 1;
-        let current = writer.current.get();
+        let Writer {
+            current,
+            listeners,
+            retired,
+            ..
+        } = &mut *writer;
+        let current = current.get();
         let removal = current.find_removal(base, size)?;
+        let region = current.removed_region(&removal);
+        // Pruned first, so the list holds no more than the regions still held, then room made
+        // for this one before anything changes.
+        retired.retain(|weak| weak.strong_count() > 0);
+        reserve_retired(retired, region)?;
         notify(
-            &writer.listeners,
+            listeners,
             ChangeKind::Removed,
-            current.removed_region(&removal),
+            region,
             removal.slot,
             generation,
+            None,
         )?;
+        let current = writer.current.get();
         // Every check passed and every listener accepted: from here on nothing fails.
         let next = current.with_removed_at(&removal, generation);
         let old = self.publish(&mut writer.current, next);
@@ -733,9 +815,9 @@ impl AddressSpace {
             let _ = writer.slots.free_id(slot);
         }
         let removed = Snapshot::take_removed(old, &removal);
-        // Pruned first, so the list holds no more than the removed regions still held.
-        writer.retired.retain(|weak| weak.strong_count() > 0);
-        if removed.protection().writable() && GuestMemoryRegion::file_offset(&*removed).is_some() {
+        if retires(&removed) {
+            // Room was made above: this does not allocate.
+            debug_assert!(writer.retired.len() < writer.retired.capacity());
             writer.retired.push(Arc::downgrade(&removed));
         }
         Ok(removed)
@@ -751,7 +833,8 @@ impl AddressSpace {
     /// for a region outside every hotplug window of the layout, or with none in it);
     /// [`Error::NoHotplugWindow`] if the address space was planned without memory;
     /// [`Error::FileAliased`] for a backing file whose bytes a region already there maps, one
-    /// of them writable, or a writable region removed from this space maps while anything
+    /// of them writable, or a writable region removed from this space (or whose insertion a
+    /// listener could not undo, see [`RegionListener`]) maps while anything
     /// still holds it (checked before anything is mapped, the removed regions after every
     /// listener was asked to [`settle`](RegionListener::settle), and again on the file as
     /// opened);
@@ -854,12 +937,18 @@ impl Drop for SlotGuard<'_> {
 /// the opposite change (their refusals and panics then ignored: the state they are being
 /// brought back to is one they accepted); then a refusal is returned as [`Error::Listener`]
 /// and a panic is resumed.
+///
+/// An earlier listener that refuses (or panics on) the undo of an insertion may still map the
+/// region: with `retired` given (room made for it, [`reserve_retired`]), a region the list
+/// takes ([`retires`]) is listed there then, so that it is compared with later regions until
+/// nothing holds it.
 fn notify(
     listeners: &[Arc<dyn RegionListener>],
     kind: ChangeKind,
     region: &Arc<Region>,
     slot: Option<u32>,
     generation: u64,
+    retired: Option<&mut Vec<Weak<Region>>>,
 ) -> Result<()> {
     let event = RegionEvent {
         kind,
@@ -883,8 +972,23 @@ fn notify(
             },
             ..event
         };
+        let mut undone = true;
         for earlier in listeners[..i].iter().rev() {
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| earlier.region_changed(&undo)));
+            undone &= matches!(
+                panic::catch_unwind(AssertUnwindSafe(|| earlier.region_changed(&undo))),
+                Ok(Ok(()))
+            );
+        }
+        if !undone
+            && let Some(retired) = retired
+            && retires(region)
+            && !retired
+                .iter()
+                .any(|weak| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(region)))
+        {
+            // Room was made before the change: this does not allocate.
+            debug_assert!(retired.len() < retired.capacity());
+            retired.push(Arc::downgrade(region));
         }
         match failure {
             Ok(source) => {

@@ -262,3 +262,60 @@ fn snapshot_placer_refused_by_the_heap_is_an_error() {
     let placer = snapshot.placer().unwrap();
     assert_eq!(placer.allocations().count(), 1);
 }
+
+/// A writable region over a file, removed while held, joins the list compared with later
+/// regions over the same bytes; the room for it is made before anything changes. The heap
+/// refusing that room refuses the removal, typed, with the region still in the space, and the
+/// removal goes through once the heap grants it.
+#[test]
+#[cfg(unix)]
+#[cfg_attr(miri, ignore = "maps a file")]
+fn recording_a_removed_file_region_refused_by_the_heap_changes_nothing() {
+    let path = std::env::temp_dir().join(format!(
+        "memvisor-space-heap-retired-{}.img",
+        std::process::id()
+    ));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let on_file = |base: u64, offset: u64| {
+        RegionSpec::ram(GuestAddress(base), 2 << 20).with_backing(memvisor_space::Backing::File {
+            path: path.clone(),
+            offset,
+        })
+    };
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let (space, _) = AddressSpace::back(layout, [on_file(0, 0)]).unwrap();
+    // The first call on this thread that takes the writer lock makes room in its record.
+    let none: Arc<dyn memvisor_space::RegionListener> = Arc::new(
+        |_: &memvisor_space::RegionEvent<'_>| -> Result<(), memvisor_space::ListenerError> {
+            Ok(())
+        },
+    );
+    assert!(!space.remove_listener(&none).unwrap());
+    let before = space.snapshot();
+    let (out, refused) = refusing_one(0, || space.remove_region(GuestAddress(0), 2 << 20));
+    assert!(refused);
+    let e = out.unwrap_err();
+    assert!(is_heap_refusal(&e), "{e} ({e:?})");
+    assert_eq!(
+        e.to_string(),
+        "allocating a place in the list of file regions held outside the space for the region \
+         at 0x0 failed"
+    );
+    let after = space.snapshot();
+    assert!(Arc::ptr_eq(&before, &after), "nothing changed");
+    assert_eq!(after.len(), 1);
+
+    // Granted, the removal goes through and the region, still held, is compared as before.
+    let removed = space.remove_region(GuestAddress(0), 2 << 20).unwrap();
+    let (over, _) = Region::back(on_file(8 << 20, 0)).unwrap();
+    let err = space.insert_region(Arc::new(over)).unwrap_err();
+    assert!(
+        matches!(err, Error::FileAliased { other_base: 0, .. }),
+        "{err}"
+    );
+    drop(removed);
+    let _ = std::fs::remove_file(&path);
+}

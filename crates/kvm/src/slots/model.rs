@@ -150,6 +150,11 @@ impl Model {
     /// Inserting (`plug`: plugging) a region of `size` at `base`: whether it goes through, and
     /// the model after.
     fn insert(&mut self, base: u64, size: u64, plug: bool) -> bool {
+        // `insert_region` asks the listeners to settle before anything else; `plug` after its
+        // checks of the place.
+        if !plug {
+            self.retry_stale();
+        }
         // Refused by the space before any listener hears of it: the place is taken, (plugging)
         // a kept slot still maps the hotplug place after the listeners settled, or no number
         // is left.
