@@ -224,10 +224,16 @@ impl Snapshot {
             .collect()
     }
 
-    /// Guest memory by NUMA node, for an ACPI SRAT: every RAM region (hot-pluggable ones
-    /// flagged), under the first node of its NUMA binding (node 0 without one), sorted,
+    /// Guest memory by the host NUMA node it is bound to: every RAM region (hot-pluggable
+    /// ones flagged), under the first node of its NUMA binding (node 0 without one), sorted,
     /// adjacent ranges of one node and flag merged (unless together they are the whole 64-bit
     /// space).
+    ///
+    /// A region knows its host binding, not the guest node it belongs to, so these are an
+    /// ACPI SRAT's proximity domains only for a VMM that numbers its guest nodes as the host
+    /// nodes they are bound to, each guest node bound: two guest nodes without a binding or on
+    /// one host node come out as one node here. A VMM that planned its memory takes the SRAT
+    /// from the plan's guest nodes ([`Plan::numa_ranges`](crate::plan::Plan::numa_ranges)).
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, NumaBinding, NumaRange, RegionSpec};
@@ -250,27 +256,31 @@ impl Snapshot {
         let mut out: Vec<NumaRange> = Vec::new();
         for r in self.regions().filter(|r| r.ty() == RegionType::Ram) {
             let node = r.numa().and_then(|n| n.first_node()).unwrap_or(0);
-            let hotplug = r.hotplug();
-            if let Some(prev) = out.last_mut()
-                && prev.node == node
-                && prev.hotplug == hotplug
-                && prev.addr.checked_add(prev.size) == Some(r.base().0)
-                // Two ranges covering the whole 64-bit space stay apart: a `u64` size cannot
-                // say 2^64.
-                && let Some(size) = prev.size.checked_add(r.size())
-            {
-                prev.size = size;
-                continue;
-            }
-            out.push(NumaRange {
-                node,
-                addr: r.base().0,
-                size: r.size(),
-                hotplug,
-            });
+            push_numa(&mut out, node, r.base().0, r.size(), r.hotplug());
         }
         out
     }
+}
+
+/// Appends a RAM range of `node`, merged with the previous one if adjacent and alike. Called
+/// in address order.
+pub(crate) fn push_numa(out: &mut Vec<NumaRange>, node: u32, addr: u64, size: u64, hotplug: bool) {
+    if let Some(prev) = out.last_mut()
+        && prev.node == node
+        && prev.hotplug == hotplug
+        && prev.addr.checked_add(prev.size) == Some(addr)
+        // Two ranges covering the whole 64-bit space stay apart: a `u64` size cannot say 2^64.
+        && let Some(merged) = prev.size.checked_add(size)
+    {
+        prev.size = merged;
+        return;
+    }
+    out.push(NumaRange {
+        node,
+        addr,
+        size,
+        hotplug,
+    });
 }
 
 fn is_boot_ram(r: &Region) -> bool {

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
+use crate::firmware::{NumaRange, push_numa};
 use crate::layout::{Layout, WindowKind};
 use crate::placer::Placer;
 use crate::platform::{Platform, ReservationKind, SerialPreset};
@@ -52,9 +53,11 @@ pub struct PlanRequest {
     /// The alignment of the RAM window above the fixed ones and of the hotplug and DAX
     /// windows ([`LayoutBuilder::window_align`](crate::LayoutBuilder::window_align)); `None`
     /// is the presets' 1 GiB. A plan takes a power of two from [`DAX_ALIGN`], 2 MiB (DAX
-    /// windows and hotplug slots are placed up to 2 MiB aligned, so that windows of their
-    /// sizes hold them), to 1 GiB; others are refused ([`Error::InvalidLayout`] at
-    /// [`PlanItem::Memory`]).
+    /// windows and hotplug slots without explicit huge pages are placed up to 2 MiB aligned,
+    /// so that windows of their sizes hold them), to 1 GiB; others are refused
+    /// ([`Error::InvalidLayout`] at [`PlanItem::Memory`]). Slots of explicit huge pages larger
+    /// than the alignment (1 GiB pages in a window aligned to 2 MiB) start at the first
+    /// multiple of their page in the hotplug window, which holds that lead as well.
     pub window_align: Option<u64>,
 }
 
@@ -81,14 +84,20 @@ pub struct NodeRequest {
 pub struct SerialRequest {
     /// A fixed interrupt (default: the platform's, if it has one, else the next free one).
     /// One outside the platform's range or already taken is refused
-    /// ([`Error::IrqOutOfRange`], [`Error::IrqTaken`] at [`PlanItem::SerialIrq`]).
+    /// ([`Error::IrqOutOfRange`], [`Error::IrqTaken`] at [`PlanItem::SerialIrq`]); so is, on
+    /// x86-64, one of the timer's (GSI 0, the PIT's, and GSI 2, where KVM routes it, also the
+    /// PICs' cascade: [`Error::IrqTaken`] by `legacy ISA`). The other legacy ISA interrupts
+    /// (1, 3, 4) may be asked for.
     pub irq: Option<u32>,
     /// A fixed I/O port base, on platforms with port I/O (x86-64; default: the platform's).
     /// Refused on a platform whose serial port is MMIO (AArch64: [`Error::NoIoPorts`] with no
     /// ports), and when the ports pass the platform's port space ([`Error::NoIoPorts`]
     /// naming them; [`Error::Overflow`] naming the base and the number of ports when they
     /// would pass the 64-bit range too, which no range can name) or overlap others
-    /// ([`Error::Taken`]), at [`PlanItem::SerialPort`].
+    /// ([`Error::Taken`]), at [`PlanItem::SerialPort`]. The ports KVM's in-kernel devices
+    /// answer on x86-64 are others' (`PIC` 0x20–0x21 and 0xa0–0xa1, `PIT` 0x40–0x43 and 0x61,
+    /// `ELCR` 0x4d0–0x4d1): the plan's [`Placer`] holds them, for the serial port and for
+    /// what is placed later.
     pub port: Option<u64>,
     /// A fixed MMIO address, on platforms with an MMIO serial port (AArch64; default: first
     /// fit). Refused on a platform whose serial port is on I/O ports (x86-64:
@@ -133,7 +142,10 @@ pub struct HotplugRequest {
     /// ask for no hotplug).
     pub slots: u32,
     /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
-    /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`].
+    /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`]. Each slot is aligned
+    /// to the largest power of two dividing this size, up to the explicit huge page size of
+    /// `memory` or, without one, 2 MiB; the slots lie one after the other from the first such
+    /// multiple in the hotplug window.
     pub slot_size: u64,
     /// The guest NUMA node of their memory: one of the request's nodes (an index into
     /// [`PlanRequest::nodes`]); others are refused ([`Error::NoGuestNode`] at
@@ -268,6 +280,53 @@ pub struct Plan {
     pub slots: Vec<PlannedRegion>,
     /// The placer with everything above taken, for more placements later.
     pub placer: Placer,
+}
+
+impl Plan {
+    /// Guest memory by guest NUMA node, for an ACPI SRAT memory affinity structure: boot RAM
+    /// under the node of the request it was laid out for, hotplug slots (flagged
+    /// hot-pluggable) under [`HotplugRequest::node`], sorted, adjacent ranges of one node and
+    /// flag merged. The nodes are the guest's (indexes into [`PlanRequest::nodes`]), whatever
+    /// host nodes their memory is bound to: two guest nodes on one host node are two
+    /// proximity domains. ([`Snapshot::numa_ranges`](crate::Snapshot::numa_ranges) knows only
+    /// the regions' host NUMA bindings.)
+    ///
+    /// ```
+    /// use memvisor_space::plan::{NodeRequest, PlanRequest, plan};
+    /// use memvisor_space::{NumaRange, Platform, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let node = NodeRequest { size: 1 << 30, memory: RegionSpec::ram(GuestAddress(0), 0) };
+    /// let request = PlanRequest {
+    ///     platform: Platform::aarch64(),
+    ///     phys_bits: 40,
+    ///     nodes: vec![node.clone(), node],
+    ///     serial: None,
+    ///     devices: vec![],
+    ///     hotplug: None,
+    ///     low_ram_limit: None,
+    ///     window_align: None,
+    /// };
+    /// let srat = plan(&request)?.numa_ranges();
+    /// assert_eq!(srat[1], NumaRange { node: 1, addr: 2 << 30, size: 1 << 30, hotplug: false });
+    /// # Ok::<(), memvisor_space::plan::PlanError>(())
+    /// ```
+    #[must_use]
+    pub fn numa_ranges(&self) -> Vec<NumaRange> {
+        let mut ram: Vec<(&RegionSpec, u32)> = self
+            .regions
+            .iter()
+            .chain(&self.slots)
+            .filter(|r| r.spec.ty == RegionType::Ram)
+            .filter_map(|r| Some((&r.spec, r.node?)))
+            .collect();
+        ram.sort_by_key(|(spec, _)| spec.base);
+        let mut out = Vec::new();
+        for (spec, node) in ram {
+            push_numa(&mut out, node, spec.base, spec.size, spec.hotplug);
+        }
+        out
+    }
 }
 
 fn at(item: PlanItem) -> impl FnOnce(Error) -> PlanError {
@@ -533,12 +592,7 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
                 ),
             }));
         }
-        let cap = match h.memory.huge_pages {
-            HugePages::Explicit(size) => size.bytes(),
-            _ => SLOT_ALIGN,
-        }
-        .max(SLOT_ALIGN);
-        let align = (1u64 << h.slot_size.trailing_zeros().min(63)).min(cap);
+        let align = slot_align(h);
         for index in 0..h.slots {
             let owner = format!("hotplug slot {index}");
             let range = placer
@@ -591,6 +645,35 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
         slots,
         placer,
     })
+}
+
+/// The alignment of the hotplug slots: the largest power of two that divides their size, up
+/// to their explicit huge page size or, without one, [`SLOT_ALIGN`] (2 MiB, a transparent
+/// huge page).
+fn slot_align(h: &HotplugRequest) -> u64 {
+    let cap = match h.memory.huge_pages {
+        HugePages::Explicit(size) => size.bytes(),
+        _ => SLOT_ALIGN,
+    }
+    .max(SLOT_ALIGN);
+    (1u64 << h.slot_size.trailing_zeros().min(63)).min(cap)
+}
+
+/// The bytes from the start of the hotplug window `builder` lays out to the first multiple of
+/// `align` (0 when it starts on one, or when the layout does not build: the steps of
+/// [`build_layout`] then name the part that does not fit). The window starts on the window
+/// alignment, so a slot aligned to more (a 1 GiB huge page in a window aligned to 2 MiB)
+/// starts that far into it.
+fn slot_lead(builder: crate::LayoutBuilder, align: u64) -> u64 {
+    builder
+        .build()
+        .ok()
+        .and_then(|l| {
+            l.windows_of(WindowKind::Hotplug)
+                .next()
+                .map(|w| w.start().0)
+        })
+        .map_or(0, |start| start.wrapping_neg() & (align - 1))
 }
 
 /// The checks of request items on their own, before anything is laid out: what no layout
@@ -856,6 +939,17 @@ fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
         }
         builder = builder.window_align(align);
     }
+    // Slots aligned to more than the window alignment start on the first multiple of it in
+    // the window: the window holds that lead too, so that all the slots fit.
+    let hotplug = match &request.hotplug {
+        Some(h) => hotplug
+            .checked_add(slot_lead(builder.hotplug(hotplug), slot_align(h)))
+            .ok_or(Error::InvalidLayout {
+                reason: "slots * slot_size and the lead to the slots' alignment overflow".into(),
+            })
+            .map_err(at(PlanItem::Hotplug))?,
+        None => 0,
+    };
     let steps = [
         (builder, PlanItem::Memory),
         (builder.hotplug(hotplug), PlanItem::Hotplug),
@@ -888,6 +982,12 @@ fn assign_irqs(
     placer: &mut Placer,
 ) -> Result<(Option<u32>, Vec<u32>), PlanError> {
     let platform = &request.platform;
+    // The timer's legacy interrupts first: not even a fixed serial interrupt gets them.
+    for &pin in platform.timer_irqs() {
+        placer
+            .irq_at(pin, "legacy ISA")
+            .map_err(at(PlanItem::Platform))?;
+    }
     let mut serial_irq = None;
     if let Some(s) = &request.serial {
         let fixed = s.irq.or(match platform.serial() {
@@ -937,6 +1037,15 @@ type Mmio = (Option<GuestRange>, Option<GuestRange>, Vec<GuestRange>);
 fn place_mmio(request: &PlanRequest, placer: &mut Placer) -> Result<Mmio, PlanError> {
     let mut serial_mmio = None;
     let mut serial_ports = None;
+    // The ports KVM answers in the kernel are held first: nothing placed over them would see
+    // its accesses.
+    for &(device, first, last) in request.platform.kernel_ports() {
+        let ports = GuestRange::inclusive(GuestAddress(first), GuestAddress(last))
+            .map_err(at(PlanItem::Platform))?;
+        placer
+            .ports_at(ports, device)
+            .map_err(at(PlanItem::Platform))?;
+    }
     let serial_size = match request.platform.serial() {
         SerialPreset::Port { base, len, .. } => {
             if let Some(s) = &request.serial {

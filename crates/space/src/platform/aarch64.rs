@@ -14,7 +14,9 @@ pub(super) fn platform() -> Platform {
         arch: Arch::Aarch64,
         irqs: SPIS.0..=SPIS.1,
         legacy_irqs: &[],
+        timer_irqs: &[],
         io_ports: None,
+        kernel_ports: &[],
         serial: SerialPreset::Mmio { size: UART_SIZE },
         reservations: vec![Reservation::new(
             "GIC",

@@ -144,7 +144,9 @@ pub struct Platform {
     arch: Arch,
     irqs: RangeInclusive<u32>,
     legacy_irqs: &'static [u32],
+    timer_irqs: &'static [u32],
     io_ports: Option<GuestRange>,
+    kernel_ports: &'static [(&'static str, u64, u64)],
     serial: SerialPreset,
     reservations: Vec<Reservation>,
 }
@@ -164,7 +166,9 @@ impl Platform {
     /// identity-map pages (5 pages at 0xfffb_c000: the TSS at 0xfffb_d000 for
     /// `KVM_SET_TSS_ADDR`, with the identity-map page where KVM puts it by default or right
     /// after the TSS), and the PC legacy hole
-    /// (0x9fc00–0xfffff) inside RAM.
+    /// (0x9fc00–0xfffff) inside RAM. A [`plan`](crate::plan::plan) also keeps GSIs 0 and 2 (the
+    /// timer's) from the serial port and holds the I/O ports KVM's in-kernel PICs, PIT and
+    /// ELCR answer (0x20–0x21, 0x40–0x43, 0x61, 0xa0–0xa1, 0x4d0–0x4d1) in its placer.
     #[must_use]
     pub fn x86_64() -> Self {
         Self::new(Arch::X86_64)
@@ -241,6 +245,19 @@ impl Platform {
     #[must_use]
     pub fn legacy_irqs(&self) -> &'static [u32] {
         self.legacy_irqs
+    }
+
+    /// The legacy interrupts of the timer, which not even the serial port gets (x86-64: GSI 0,
+    /// the PIT's, and GSI 2, the IOAPIC pin KVM routes it to, also the PICs' cascade).
+    pub(crate) fn timer_irqs(&self) -> &'static [u32] {
+        self.timer_irqs
+    }
+
+    /// The I/O ports that KVM's in-kernel devices answer in the kernel, by device, first and
+    /// last port (x86-64: the PICs, the PIT and its speaker port, the ELCR); a device placed
+    /// over them would never see its accesses.
+    pub(crate) fn kernel_ports(&self) -> &'static [(&'static str, u64, u64)] {
+        self.kernel_ports
     }
 
     /// The I/O port space, on architectures that have one.

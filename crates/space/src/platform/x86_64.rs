@@ -9,6 +9,17 @@ use crate::range::GuestRange;
 const GSIS: (u32, u32) = (0, 23);
 /// Legacy ISA interrupts (timer, keyboard, cascade, COM2, COM1).
 const LEGACY_GSIS: [u32; 5] = [0, 1, 2, 3, 4];
+/// The timer's GSIs: the PIT's, and the IOAPIC pin KVM routes it to (the PICs' cascade).
+const TIMER_GSIS: [u32; 2] = [0, 2];
+/// The I/O ports KVM's in-kernel devices answer (`KVM_CREATE_IRQCHIP`'s PICs and ELCR,
+/// `KVM_CREATE_PIT2`'s PIT and its speaker port): device, first and last port.
+const KVM_PORTS: [(&str, u64, u64); 5] = [
+    ("PIC", 0x20, 0x21),
+    ("PIT", 0x40, 0x43),
+    ("PIT", 0x61, 0x61),
+    ("PIC", 0xa0, 0xa1),
+    ("ELCR", 0x4d0, 0x4d1),
+];
 /// COM1: 8 ports at 0x3f8, IRQ 4.
 const COM1: SerialPreset = SerialPreset::Port {
     base: 0x3f8,
@@ -57,7 +68,9 @@ pub(super) fn platform() -> Platform {
         arch: Arch::X86_64,
         irqs: GSIS.0..=GSIS.1,
         legacy_irqs: &LEGACY_GSIS,
+        timer_irqs: &TIMER_GSIS,
         io_ports: GuestRange::inclusive(GuestAddress(0), GuestAddress(0xffff)).ok(),
+        kernel_ports: &KVM_PORTS,
         serial: COM1,
         reservations,
     }
