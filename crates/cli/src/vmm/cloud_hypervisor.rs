@@ -299,6 +299,56 @@ const VIRTIO_MEM_BLOCK: u64 = 2 << 20;
 /// The guest page: RAM that is not a multiple of it cannot be mapped.
 const BASE_PAGE: u64 = 4 << 10;
 
+/// The top of the guest address space Cloud Hypervisor keeps: the last 64 KiB unused, the
+/// 1 MiB below them its platform device area (`mmio_address_space_size`,
+/// `PLATFORM_DEVICE_AREA_SIZE`).
+const CH_TOP_KEPT: u128 = (64 << 10) + (1 << 20);
+
+/// Refuses guest memory that leaves Cloud Hypervisor no 64-bit device area: boot RAM of `ram`
+/// bytes, laid out as on x86_64 (`[0, 3 GiB)`, then from 4 GiB), then a hotplug area of
+/// `hotplug` bytes from the next 128 MiB boundary (or from 4 GiB), must end below its platform
+/// device area, the 1 MiB below the last 64 KiB of the `phys_bits`-bit address space; Cloud
+/// Hypervisor puts its PCI devices' 64-bit windows between the two and cannot start when
+/// nothing is left there. What crosses it first is named: `size` at `ram_place`, or
+/// `hotplug_size` at `hotplug_place`.
+fn device_area(
+    ram: u128,
+    hotplug: Option<u64>,
+    phys_bits: i64,
+    ram_place: &Place<'_>,
+    hotplug_place: &Place<'_>,
+) -> Result<()> {
+    const GIB: u128 = 1 << 30;
+    let bits = u32::try_from(phys_bits.clamp(0, 64)).unwrap_or(64);
+    let platform = (1u128 << bits).saturating_sub(CH_TOP_KEPT);
+    // Where RAM ends; Cloud Hypervisor starts what follows it at 4 GiB when that is below
+    // 3 GiB (below the 32-bit hole).
+    let ram_end = if ram <= 3 * GIB { 4 * GIB } else { ram + GIB };
+    let align = u128::from(VIRTIO_MEM_ALIGN);
+    let (end, field, place) = match hotplug {
+        Some(size) if ram_end < platform => (
+            ram_end.div_ceil(align) * align + u128::from(size),
+            "hotplug_size",
+            hotplug_place,
+        ),
+        _ => (ram_end, "size", ram_place),
+    };
+    if end < platform {
+        return Ok(());
+    }
+    let what = if field == "size" {
+        "boot RAM"
+    } else {
+        "the hotplug area"
+    };
+    Err(place.err(format_args!(
+        "{field}: Cloud Hypervisor's 64-bit PCI device area would start at {end:#x}, after \
+         {what} (at 4 GiB at the earliest), and its platform device area starts at \
+         {platform:#x} (1 MiB below the last 64 KiB of a {bits}-bit guest address space): \
+         nothing is left for the PCI device area, and Cloud Hypervisor cannot start without one"
+    )))
+}
+
 const MEMORY_KEYS: &[&str] = &[
     "size",
     "file",
@@ -1199,6 +1249,7 @@ pub fn cloud_hypervisor_spec_for(option: &str, default: DefaultHugePage<'_>) -> 
             phys_bits: None,
         },
         default,
+        || Ok(()),
     )
 }
 
@@ -1217,8 +1268,14 @@ struct ChConfig<'s> {
 }
 
 /// The spec TOML of Cloud Hypervisor's memory settings, checked as Cloud Hypervisor checks
-/// them; what a spec cannot express is refused by name.
-fn config_spec(config: ChConfig<'_>, default: DefaultHugePage<'_>) -> Result<String> {
+/// them; what a spec cannot express is refused by name. `validate` is what Cloud Hypervisor
+/// checks of the rest of the configuration once the memory is laid out and before it creates
+/// its devices, whose address space ([`device_area`]) is checked after it.
+fn config_spec(
+    config: ChConfig<'_>,
+    default: DefaultHugePage<'_>,
+    validate: impl FnOnce() -> Result<()>,
+) -> Result<String> {
     let ChConfig {
         memory,
         zones_given,
@@ -1239,13 +1296,12 @@ fn config_spec(config: ChConfig<'_>, default: DefaultHugePage<'_>) -> Result<Str
     // Cloud Hypervisor gives its guests the host CPU's address bits, at most `max_phys_bits`
     // (46 by default): the plan takes that most (`memvisor check` says when the host has
     // fewer).
-    spec.insert(
-        "phys_bits".into(),
-        Value::Integer(phys_bits.unwrap_or(CH_PHYS_BITS)),
-    );
+    let phys_bits = phys_bits.unwrap_or(CH_PHYS_BITS);
+    spec.insert("phys_bits".into(), Value::Integer(phys_bits));
     // Cloud Hypervisor starts hot-pluggable memory (and, after it, its device area) at the
     // 128 MiB boundary after boot RAM, or at 4 GiB: the spec's windows are aligned alike.
     spec.insert("window_align".into(), Value::String(CH_WINDOW_ALIGN.into()));
+    let devices;
     if zones.is_empty() {
         let place = &memory.place;
         if memory.size == Some(0) {
@@ -1255,6 +1311,13 @@ fn config_spec(config: ChConfig<'_>, default: DefaultHugePage<'_>) -> Result<Str
             ));
         }
         let (table, hotplug) = memory_table(&memory, place, &mut default)?;
+        devices = device_area(
+            u128::from(memory.size.unwrap_or(CH_DEFAULT_MEMORY)),
+            memory.hotplug,
+            phys_bits,
+            place,
+            place,
+        );
         spec.insert("memory".into(), Value::Table(table));
         if let Some(h) = hotplug {
             spec.insert("hotplug".into(), Value::Table(h));
@@ -1279,8 +1342,10 @@ fn config_spec(config: ChConfig<'_>, default: DefaultHugePage<'_>) -> Result<Str
                 Size(size)
             )));
         }
-        zones_spec(zones, nodes, &memory, &mut spec, &mut default)?;
+        devices = zones_spec(zones, nodes, &memory, &mut spec, &mut default, phys_bits)?;
     }
+    validate()?;
+    devices?;
     spec.insert("serial".into(), Value::Table(Table::new()));
     let toml = crate::render::escape_toml(&spec.to_string());
     Ok(match default.note() {
@@ -1405,14 +1470,16 @@ fn integer(v: u64, field: &str, place: &Place<'_>) -> Result<Value> {
         .map_err(|_| place.err(format_args!("{field}: {v} bytes is more than 2^63 - 1")))
 }
 
-/// The `[memory]`, `[[numa]]` and `[hotplug]` tables of memory zones and NUMA nodes.
+/// The `[memory]`, `[[numa]]` and `[hotplug]` tables of memory zones and NUMA nodes, and
+/// [`device_area`]'s verdict on them (checked later, in Cloud Hypervisor's order).
 fn zones_spec(
     inputs: Vec<ChZoneInput<'_>>,
     nodes: Vec<ChNodeInput<'_>>,
     memory: &ChMemory<'_>,
     spec: &mut Table,
     default: &mut HugeDefault<'_>,
-) -> Result<()> {
+    phys_bits: i64,
+) -> Result<Result<()>> {
     let mut zones: Vec<ChZone<'_>> = Vec::with_capacity(inputs.len());
     let mut ids: HashMap<String, usize> = HashMap::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
@@ -1556,7 +1623,15 @@ fn zones_spec(
             Value::Table(hotplug_table(size, node_of[z], &zone.place)?),
         );
     }
-    Ok(())
+    // Zones are laid out one after another, the last one's memory ending boot RAM.
+    let last = zones.last().unwrap_or(first);
+    Ok(device_area(
+        sizes.iter().map(|&s| u128::from(s)).sum(),
+        hotplug.and_then(|(_, zone)| zone.hotplug),
+        phys_bits,
+        &last.place,
+        hotplug.map_or(&last.place, |(_, zone)| &zone.place),
+    ))
 }
 
 /// What Cloud Hypervisor checks of its NUMA nodes, in its order; gives the node (its index in
@@ -1585,6 +1660,15 @@ fn numa_checks<'a>(
         // imported, a JSON `platform.num_pci_segments` above 1 refused), there is segment 0, on
         // guest node 0.
         for &(first, last) in &node.segments {
+            if let Some(cut) = [first, last].into_iter().find(|&s| s > u64::from(u16::MAX)) {
+                return Err(err(
+                    i,
+                    format!(
+                        "pci_segments: {cut} is more than 65535 (Cloud Hypervisor would keep \
+                         only its low 16 bits)"
+                    ),
+                ));
+            }
             if first != 0 || last != 0 {
                 let bad = if first != 0 { first } else { last };
                 return Err(err(

@@ -562,6 +562,10 @@ const FC_X86_MAX_VIRTIO_DEVICES: usize = 17;
 /// above 4 GiB cannot hold.
 const FC_X86_MAX_MEM_MIB: u64 = 255 << 10;
 
+/// The most memory Firecracker 1.16 gives a guest on aarch64 (`DRAM_MEM_MAX_SIZE`, 1022 GiB):
+/// it cuts a larger `mem_size_mib` to this, with only a warning in its log.
+const FC_AARCH64_MAX_MEM_MIB: u64 = 1022 << 10;
+
 /// Firecracker's memory size when a configuration has no `machine-config` (or `null`).
 const FC_DEFAULT_MEM_SIZE_MIB: u64 = 128;
 
@@ -1181,10 +1185,12 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
 /// hold).
 ///
 /// On aarch64 the plan is memvisor's aarch64 layout, not Firecracker's (which puts RAM at
-/// 2 GiB and devices from `0x40003000`): see SPEC.md.
+/// 2 GiB and devices from `0x40003000`): see SPEC.md. More than 1022 GiB of memory, which
+/// Firecracker cuts to 1022 GiB there, is refused.
 ///
 /// # Errors
-/// As [`firecracker_spec`], and the x86_64 limits above at the value that breaks them.
+/// As [`firecracker_spec`], and the x86_64 and aarch64 limits above at the value that breaks
+/// them.
 ///
 /// ```
 /// use memvisor_cli::spec::Arch;
@@ -1406,6 +1412,23 @@ pub fn firecracker_spec_for(origin: &str, json: &str, arch: Arch) -> Result<Stri
                     "{} MiB is more than the {FC_X86_MAX_MEM_MIB} MiB (255 GiB) Firecracker \
                      lays out on x86_64 below its 64-bit MMIO gap [256 GiB, 512 GiB); the \
                      memory it puts above the gap is not modelled",
+                    m.mem_size_mib.0
+                )),
+            )
+            .into());
+    }
+    if arch == Arch::Aarch64
+        && let Some(m) = &machine
+        && m.mem_size_mib.0 > FC_AARCH64_MAX_MEM_MIB
+    {
+        return Err(src
+            .error(
+                mem_field,
+                fc_mem_size_span(src),
+                Problem::Invalid(format!(
+                    "{} MiB is more than the {FC_AARCH64_MAX_MEM_MIB} MiB (1022 GiB) Firecracker \
+                     gives a guest on aarch64 (it cuts the memory to that, so the guest would \
+                     not have this size)",
                     m.mem_size_mib.0
                 )),
             )
