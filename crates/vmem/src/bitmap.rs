@@ -628,6 +628,60 @@ mod tests {
         PageBitmap::new(pages).unwrap()
     }
 
+    /// Bitmaps made together share one mapping, each in whole pages of it: for lengths of one
+    /// page, of words not filled, of blocks not filled, and where the words and states of each
+    /// fill whole pages exactly or just spill into one more, writing every word and state of
+    /// one (its first and last words through cut blocks, the others whole) changes no bit of
+    /// another, and the first may be dropped before the rest.
+    #[test]
+    fn bitmaps_made_together_share_no_word_or_state() {
+        let page = page_size();
+        // The most words whose bytes and state bytes fit in one page; one more spills.
+        let mut words = page / 8;
+        while words * 8 + words.div_ceil(BLOCK_WORDS) > page {
+            words -= 1;
+        }
+        let fills_page = words * BITS;
+        let mut lengths = alloc::vec![1, 65, fills_page + BITS];
+        if !cfg!(miri) {
+            lengths.extend([
+                63,
+                64,
+                BLOCK_BITS - 1,
+                BLOCK_BITS,
+                BLOCK_BITS + 1,
+                fills_page,
+                3 * BLOCK_BITS + 100,
+                8 * page * BITS + 1,
+            ]);
+        }
+        for pages in lengths {
+            // SAFETY: the bitmaps are used only while the first lives, and the first is
+            // dropped before the others below.
+            let [first, rest @ ..] = unsafe { PageBitmap::new_many::<14>(pages) }.unwrap();
+            let all: alloc::vec::Vec<&PageBitmap> =
+                core::iter::once(&first).chain(rest.iter()).collect();
+            for (i, written) in all.iter().enumerate() {
+                assert_eq!(written.set_range(0, pages), pages, "{pages} pages");
+                if pages > 2 {
+                    // Cuts the first and last blocks: their words are written.
+                    assert_eq!(written.clear_range(pages - 1, 1), 1);
+                    assert_eq!(written.clear_range(0, 1), 1);
+                    assert_eq!(written.count_set(0, pages), pages - 2);
+                }
+                for (j, other) in all.iter().enumerate() {
+                    if j != i {
+                        assert_eq!(other.first_set(0, pages), None, "{pages} pages: {i} in {j}");
+                    }
+                }
+                written.clear_range(0, pages);
+            }
+            drop(all);
+            drop(first);
+            drop(rest);
+        }
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "Miri does not map memory from the system")]
     // On 32-bit systems the bitmap of `usize::MAX` pages is 512 MiB, which may well be had.

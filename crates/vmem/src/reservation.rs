@@ -509,9 +509,12 @@ pub struct Reservation {
 }
 
 // SAFETY: the reservation owns its mapping; `&self` methods only make OS calls that are safe
-// from any thread and update the bitmaps atomically.
+// from any thread and update the bitmaps atomically. The one plain write through `&self`,
+// making the record of explicit huge pages (`HugeTlbPlanes`), is made once, under the call
+// lock, before the `Release` store of the flag that every reader loads with `Acquire` first.
 unsafe impl Send for Reservation {}
-// SAFETY: as for `Send`; no `&self` method changes what memory reads back.
+// SAFETY: as for `Send`; no safe `&self` method changes what memory reads back (the unsafe
+// `_unchecked` ones leave that to their callers' contracts).
 unsafe impl Sync for Reservation {}
 
 impl fmt::Debug for Reservation {
