@@ -506,16 +506,19 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 // made at the first such free in a chunk, could not be allocated).
 //
 // Thread safety: any thread, any time, also while the block's client works on another
-// thread; a client being deleted waits for frees in flight.
+// thread; a client being deleted waits for the frees already looking at its blocks, and a
+// free that comes after the delete is a free after it (see Safety).
 //
 // # Safety
 // `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
 // its allocation happened before this call (the pointer reached this thread without a data
 // race). No other free of the same block (`memvisor_client_free` or `memvisor_free`) may
 // run at the same time on another thread: once one wins, the client may hand the address out
-// again, and a late one would free the new block. A double free ordered after the first is
-// refused while the address has not been handed out again. Any other `ptr` value is refused
-// without being read.
+// again, and a late one would free the new block. The same holds for the delete of the
+// block's client, which frees it too: a free racing with that delete may run after it, and
+// then frees the block another client has at that address by then, if one does. A double
+// free ordered after the first is refused while the address has not been handed out again.
+// Any other `ptr` value is refused without being read.
 memvisor_status memvisor_free(struct memvisor_context context, void *ptr, size_t *size);
 
 // The client whose live block starts at `ptr`, written to `*out`. On another thread than
@@ -595,11 +598,10 @@ memvisor_status memvisor_config_init_sized(struct memvisor_config *config, size_
 // Fills `*config` with the defaults as `memvisor_config_init_sized` does for the structure
 // of the first header (40 bytes on 64-bit targets, 20 on 32-bit ones), whatever size the
 // structure has now. In C the header's `memvisor_config_init(config)` macro calls
-// `memvisor_config_init_sized(config, sizeof *(config))` instead (through a conditional
-// expression that gives a null pointer constant such as `NULL` the structure's type, so
-// `memvisor_config_init(NULL)` compiles in C and C++ and returns `NULL_POINTER`); this
-// function serves
-// programs built before that macro existed.
+// `memvisor_config_init_sized(config, sizeof(struct memvisor_config))` instead (`config` may
+// be anything a `memvisor_config *` parameter takes, `NULL` and, in C, a `void *` included;
+// `memvisor_config_init(NULL)` returns `NULL_POINTER`); this function serves programs built
+// before that macro existed.
 //
 // Errors: `NULL_POINTER` if `config` is null.
 //
@@ -617,23 +619,16 @@ memvisor_status memvisor_config_init(struct memvisor_config *config);
 #endif  /* MEMVISOR_H */
 
 // Fills `*config` with the defaults: `memvisor_config_init_sized` with the caller's
-// `sizeof *config`, so that a program built against this header is never written past its
-// structure by a library whose structure is larger. `(memvisor_config_init)(config)` calls
+// `sizeof(memvisor_config)`, so that a program built against this header is never written past
+// its structure by a library whose structure is larger. `(memvisor_config_init)(config)` calls
 // the function of that name, which fills the structure of the first header.
 //
-// The size is taken through a conditional expression whose other operand is a null
-// `memvisor_config *`: for a `memvisor_config *` argument it is `sizeof *(config)`, and a null
-// pointer constant (`NULL`, `0`, `nullptr`) takes the structure's type, so that
-// `memvisor_config_init(NULL)` compiles in C and C++ and returns `NULL_POINTER`. An argument
-// that is neither (a pointer to another structure) is a compile-time diagnostic. `config`
-// is evaluated once.
+// `config` is taken as a function taking a `memvisor_config *` takes it: a `memvisor_config *`,
+// in C a `void *`, or a null pointer constant (`NULL`, `0`, `nullptr`), so that
+// `memvisor_config_init(NULL)` compiles in C and C++ and returns `NULL_POINTER`. A pointer to
+// another structure is a compile-time diagnostic, as for such a function. `config` is
+// evaluated once.
 #ifndef memvisor_config_init
-#ifdef __cplusplus
 #define memvisor_config_init(config) \
-  memvisor_config_init_sized((config), \
-                             sizeof *(true ? (config) : static_cast<memvisor_config *>(nullptr)))
-#else
-#define memvisor_config_init(config) \
-  memvisor_config_init_sized((config), sizeof *(1 ? (config) : (struct memvisor_config *)0))
-#endif
+  memvisor_config_init_sized((config), sizeof(struct memvisor_config))
 #endif

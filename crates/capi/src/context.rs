@@ -229,16 +229,19 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
 /// made at the first such free in a chunk, could not be allocated).
 ///
 /// Thread safety: any thread, any time, also while the block's client works on another
-/// thread; a client being deleted waits for frees in flight.
+/// thread; a client being deleted waits for the frees already looking at its blocks, and a
+/// free that comes after the delete is a free after it (see Safety).
 ///
 /// # Safety
 /// `size` is null or writable. If `ptr` is a live block, nothing uses it after the call, and
 /// its allocation happened before this call (the pointer reached this thread without a data
 /// race). No other free of the same block (`memvisor_client_free` or `memvisor_free`) may
 /// run at the same time on another thread: once one wins, the client may hand the address out
-/// again, and a late one would free the new block. A double free ordered after the first is
-/// refused while the address has not been handed out again. Any other `ptr` value is refused
-/// without being read.
+/// again, and a late one would free the new block. The same holds for the delete of the
+/// block's client, which frees it too: a free racing with that delete may run after it, and
+/// then frees the block another client has at that address by then, if one does. A double
+/// free ordered after the first is refused while the address has not been handed out again.
+/// Any other `ptr` value is refused without being read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_free(
     context: Context,

@@ -65,11 +65,10 @@ pub unsafe extern "C" fn memvisor_config_init_sized(config: *mut Config, size: u
 /// Fills `*config` with the defaults as `memvisor_config_init_sized` does for the structure
 /// of the first header (40 bytes on 64-bit targets, 20 on 32-bit ones), whatever size the
 /// structure has now. In C the header's `memvisor_config_init(config)` macro calls
-/// `memvisor_config_init_sized(config, sizeof *(config))` instead (through a conditional
-/// expression that gives a null pointer constant such as `NULL` the structure's type, so
-/// `memvisor_config_init(NULL)` compiles in C and C++ and returns `NULL_POINTER`); this
-/// function serves
-/// programs built before that macro existed.
+/// `memvisor_config_init_sized(config, sizeof(struct memvisor_config))` instead (`config` may
+/// be anything a `memvisor_config *` parameter takes, `NULL` and, in C, a `void *` included;
+/// `memvisor_config_init(NULL)` returns `NULL_POINTER`); this function serves programs built
+/// before that macro existed.
 ///
 /// Errors: `NULL_POINTER` if `config` is null.
 ///

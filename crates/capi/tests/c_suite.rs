@@ -252,6 +252,48 @@ fn c_suite_under_address_and_undefined_sanitizers_clean() {
     });
 }
 
+/// The allocation functions whose calls from the static library `tests/c/heap_refused.c`
+/// takes first (`-Wl,--wrap=`), to refuse them.
+const WRAPPED_ALLOCATOR: &str = "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,\
+--wrap=posix_memalign,--wrap=aligned_alloc,--wrap=memalign";
+
+#[test]
+fn c_heap_refused_every_call_documented_status_nothing_half_done() {
+    // The static library only: a shared one's calls of malloc are not the program's to wrap.
+    let source = suite_source("heap_refused");
+    let exe = compile(
+        &source,
+        "heap_refused-static",
+        Link::Static,
+        &[WRAPPED_ALLOCATOR],
+    );
+    let out = run(&[], &exe, &[]);
+    assert!(out.contains("all checks passed"), "{out}");
+    let exe = compile(
+        &source,
+        "heap_refused-static-san",
+        Link::Static,
+        &[SANITIZE, &[WRAPPED_ALLOCATOR]].concat(),
+    );
+    let out = run(&[], &exe, SANITIZER_ENV);
+    assert!(out.contains("all checks passed"), "{out}");
+    if have("valgrind") {
+        let exe = compile(
+            &source,
+            "heap_refused-static-vg",
+            Link::Static,
+            &[WRAPPED_ALLOCATOR],
+        );
+        let out = run(VALGRIND, &exe, &[]);
+        assert!(out.contains("all checks passed"), "{out}");
+    } else {
+        eprintln!(
+            "\n!!!!!! SKIPPED: valgrind is not installed; heap_refused.c did NOT run under it \
+             !!!!!!\n"
+        );
+    }
+}
+
 /// Whether the static library was built with ThreadSanitizer (`-Zsanitizer=thread`, as the
 /// `sanitize` step of `.ci/run` builds it): its code then calls the sanitizer's hooks.
 fn library_under_thread_sanitizer() -> bool {
@@ -535,6 +577,70 @@ fn header_compiles_as_cpp() {
         "c++",
     );
     run(&[], &exe, &[]);
+}
+
+/// `memvisor_config_init` called as C calls a function: with a `void *` (C converts it to the
+/// parameter's type) it fills the caller's whole structure, and compiles with every warning an
+/// error, as C99, C11 and C17.
+const CONFIG_INIT_FROM_VOID_POINTER: &str = "#include <stdlib.h>\n\
+#include \"memvisor.h\"\n\
+int main(void) {\n\
+    void *memory = malloc(sizeof(memvisor_config));\n\
+    memvisor_config *config = memory;\n\
+    if (memory == NULL) return 1;\n\
+    if (memvisor_config_init(memory) != MEMVISOR_STATUS_OK) return 2;\n\
+    if (config->size != sizeof *config || config->chunk_size != 1u << 20) return 3;\n\
+    free(memory);\n\
+    return 0;\n\
+}\n";
+
+#[test]
+fn config_init_macro_fills_a_structure_given_as_void_pointer() {
+    let src = out_dir().join("config-init-void.c");
+    std::fs::write(&src, CONFIG_INIT_FROM_VOID_POINTER).expect("write");
+    for std in ["c99", "c11", "c17"] {
+        let exe = out_dir().join(format!("config-init-void-{std}"));
+        let mut cc = c_compiler();
+        cc.arg(format!("-std={std}"))
+            .args(["-Wall", "-Wextra", "-pedantic", "-Werror", "-I"])
+            .arg(crate_dir().join("include"))
+            .arg(&src)
+            .arg(lib_dir().join("libmemvisor.a"))
+            .args(NATIVE_LIBS)
+            .arg("-o")
+            .arg(&exe);
+        stdout_of(&mut cc, &format!("cc -std={std} for {}", src.display()));
+        run(&[], &exe, &[]);
+    }
+}
+
+/// A pointer to a structure of another type given to `memvisor_config_init` is an error at
+/// compile time (with warnings as errors in C), as for any function taking a
+/// `memvisor_config *`.
+#[test]
+fn config_init_macro_refuses_a_pointer_to_another_structure_at_compile_time() {
+    let body = "#include \"memvisor.h\"\n\
+                struct other { int x; };\n\
+                int use_other(struct other *o);\n\
+                int use_other(struct other *o) { return memvisor_config_init(o); }\n";
+    let mut compilers = vec![(c_compiler(), "config-init-other.c", "-std=c11")];
+    if have("c++") {
+        compilers.push((Command::new("c++"), "config-init-other.cpp", "-std=c++11"));
+    }
+    for (mut compiler, file, std) in compilers {
+        let src = out_dir().join(file);
+        std::fs::write(&src, body).expect("write");
+        let output = compiler
+            .args([std, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+            .arg(crate_dir().join("include"))
+            .arg(&src)
+            .output()
+            .expect("run the compiler");
+        assert!(
+            !output.status.success(),
+            "{file}: a pointer to another structure compiled"
+        );
+    }
 }
 
 /// Compiles the header alone with `compiler` and `flags`, as the oldest language standard it

@@ -1,5 +1,5 @@
 /* The promises of memvisor.h a C caller leans on beyond single error codes: refused calls
- * change no statistic, blocks are aligned, disjoint and as large as `memvisor_size_of` says in
+ * change no statistic, room freed through the context serves its client again, blocks are aligned, disjoint and as large as `memvisor_size_of` says in
  * every configuration, `MEMVISOR_FLAG_ZERO` and `MEMVISOR_FLAG_POISON` hold over reused and
  * dirty memory, the context's totals equal the sums of its clients' at every step, and no two
  * live contexts share memory; a chunk commit the system refuses is `OS` and changes nothing the
@@ -778,8 +778,58 @@ static void test_pointers_of_every_shape_refused_and_change_nothing(void) {
     OK(memvisor_context_delete(ctx));
 }
 
+/* Room given back with `memvisor_free` (libvmma's way of freeing: through the context) serves
+ * the block's client again at once: its next allocation takes the freed blocks in before it
+ * would refuse for its quota or for want of chunks, so it is not refused. */
+static void test_room_freed_through_the_context_serves_the_next_allocation(void) {
+    memvisor_config c = config_with(CHUNK, 16, 4096, MEMVISOR_FLAG_STATISTICS);
+    memvisor_context ctx;
+    OK(memvisor_context_create_reserved(4 * CHUNK, &c, &ctx));
+    memvisor_client quota, whole;
+    OK(memvisor_client_create(ctx, 4 * KIB, &quota));
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &whole));
+
+    /* At its quota: a block freed through the context makes room for blocks of any size. */
+    void *p = NULL, *q = NULL, *r = NULL;
+    OK(memvisor_alloc(quota, 4 * KIB, &p));
+    CHECK_STATUS(memvisor_alloc(quota, 16, &q), MEMVISOR_STATUS_QUOTA_EXCEEDED);
+    OK(memvisor_free(ctx, p, NULL));
+    OK(memvisor_alloc(quota, 2 * KIB, &q));
+    OK(memvisor_alloc(quota, 2 * KIB, &r));
+    CHECK_STATUS(memvisor_alloc(quota, 16, &p), MEMVISOR_STATUS_QUOTA_EXCEEDED);
+    OK(memvisor_free(ctx, q, NULL));
+    OK(memvisor_free(ctx, r, NULL));
+    OK(memvisor_alloc(quota, 4 * KIB, &p));
+    memvisor_client_stats s = client_stats(quota);
+    CHECK(s.used_bytes == 4 * KIB && s.live_blocks == 1);
+    OK(memvisor_client_free(quota, p, NULL));
+    OK(memvisor_client_trim(quota));
+
+    /* Every chunk of the context in one run: freed through the context, the same run again,
+     * then a small block. */
+    OK(memvisor_alloc(whole, 4 * CHUNK, &p));
+    CHECK_STATUS(memvisor_alloc(quota, 16, &q), MEMVISOR_STATUS_OUT_OF_MEMORY);
+    OK(memvisor_free(ctx, p, NULL));
+    OK(memvisor_alloc(whole, 4 * CHUNK, &p));
+    OK(memvisor_free(ctx, p, NULL));
+    OK(memvisor_alloc(whole, 100, &q));
+    s = client_stats(whole);
+    CHECK(s.live_blocks == 1 && s.chunks == 1);
+    /* A run of the three chunks left, freed through the context while the fourth is held:
+     * the run again. */
+    OK(memvisor_alloc(whole, 3 * CHUNK, &p));
+    OK(memvisor_free(ctx, p, NULL));
+    OK(memvisor_alloc(whole, 3 * CHUNK, &p));
+    memvisor_context_stats cs = context_stats(ctx);
+    CHECK(cs.held_chunks == 4 && cs.live_blocks == 2);
+    OK(memvisor_client_delete(whole));
+    OK(memvisor_client_delete(quota));
+    OK(memvisor_context_delete(ctx));
+}
+
 int main(void) {
     test_refused_calls_change_no_statistic();
+    test_room_freed_through_the_context_serves_the_next_allocation();
     test_pointers_of_every_shape_refused_and_change_nothing();
     test_run_needs_chunks_no_client_holds();
     test_blocks_fit_every_configuration();
