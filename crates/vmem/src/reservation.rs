@@ -245,16 +245,32 @@ impl ReservationBuilder {
 const HUGETLB_PLANES: usize = usize::BITS.ilog2() as usize;
 
 /// The bitmaps recording explicit huge pages (see `Reservation::hugetlb`), made by the first
-/// `map` of explicit huge pages, so that a reservation that never maps any makes no mapping
-/// for them. They are made once, under the call lock, and published with `Release` when all
-/// are built; readers (the range checks run before the call lock) read the flag with `Acquire`
-/// and see either no planes or all of them. They live as long as the reservation.
+/// `map` of explicit huge pages that the system grants, so that a reservation that never maps
+/// any makes no mapping for them. That `map` makes them before it asks the system (a refusal
+/// to make them changes nothing) and publishes them only once the system mapped the pages: a
+/// refusal of the system drops them before any reader saw them. They are published once, under
+/// the call lock, with `Release` when all are built; readers (the range checks run before the
+/// call lock) read the flag with `Acquire` and see either no planes or all of them. They live
+/// as long as the reservation.
 struct HugeTlbPlanes {
     /// Whether `planes` holds built bitmaps: stored `true` once, with `Release`, after they
     /// were written.
     built: AtomicBool,
     /// Uninitialized until `built`; written only once, under the call lock, before `built`.
     planes: UnsafeCell<MaybeUninit<[PageBitmap; HUGETLB_PLANES]>>,
+}
+
+/// The planes a `map` of explicit huge pages records them in (see `Reservation::hugetlb_record`).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a local of one map call, never stored; boxing would put the heap in its way"
+)]
+enum HugeTlbRecord<'a> {
+    /// The reservation's, published by an earlier map.
+    Published(&'a [PageBitmap; HUGETLB_PLANES]),
+    /// Made for this map, the first of explicit huge pages, and published by its record once
+    /// the system mapped the pages; dropped unseen if it refuses.
+    Unpublished([PageBitmap; HUGETLB_PLANES]),
 }
 
 impl HugeTlbPlanes {
@@ -265,7 +281,7 @@ impl HugeTlbPlanes {
         }
     }
 
-    /// The planes, if they were made.
+    /// The planes, if they were published.
     fn get(&self) -> Option<&[PageBitmap; HUGETLB_PLANES]> {
         if self.built.load(Ordering::Acquire) {
             // SAFETY: `built` is stored `true` (with `Release`) only after `planes` was
@@ -278,31 +294,36 @@ impl HugeTlbPlanes {
         }
     }
 
-    /// The planes, made now for a reservation of `pages` pages if they were not yet. The
-    /// caller holds the reservation's call lock (`_serial`), so no other call makes them
-    /// meanwhile; readers that run without it see them only once all are built. They share
-    /// one mapping, so a refusal of the system (or, in unit tests, an injected one) leaves
-    /// none made.
-    fn get_or_make(
-        &self,
-        pages: usize,
-        _serial: &SerialGuard<'_>,
-    ) -> Result<&[PageBitmap; HUGETLB_PLANES], sys::SysError> {
-        if let Some(planes) = self.get() {
-            return Ok(planes);
-        }
+    /// Fresh planes for a reservation of `pages` pages, not published. They share one
+    /// mapping, so a refusal of the system (or, in unit tests, an injected one) leaves none
+    /// made.
+    fn make(pages: usize) -> Result<[PageBitmap; HUGETLB_PLANES], sys::SysError> {
         #[cfg(test)]
         if tests::hugetlb_planes_refused() {
             return Err(sys::SysError::Os(crate::OsError::from_raw(12)));
         }
-        // SAFETY: the planes stay in `self.planes` until they are dropped together.
-        let planes = unsafe { PageBitmap::new_many(pages) }?;
+        // SAFETY: the planes are kept, moved and dropped together.
+        unsafe { PageBitmap::new_many(pages) }
+    }
+
+    /// Publishes `planes` (from [`make`](Self::make)) as the reservation's and returns them.
+    /// The caller holds the reservation's call lock (`_serial`), so no other call publishes
+    /// planes meanwhile; should some be published already, they are kept and returned, and
+    /// `planes` dropped.
+    fn publish(
+        &self,
+        planes: [PageBitmap; HUGETLB_PLANES],
+        _serial: &SerialGuard<'_>,
+    ) -> &[PageBitmap; HUGETLB_PLANES] {
+        if let Some(published) = self.get() {
+            return published;
+        }
         // SAFETY: no reader reads `planes` before `built`, and no other writer writes it
         // (the call lock); nothing was written there before.
         unsafe { (*self.planes.get()).write(planes) };
         self.built.store(true, Ordering::Release);
         // SAFETY: written above, and published.
-        Ok(unsafe { (*self.planes.get()).assume_init_ref() })
+        unsafe { (*self.planes.get()).assume_init_ref() }
     }
 }
 
@@ -491,8 +512,9 @@ pub struct Reservation {
     /// start at addresses that are multiples of their size (`map` checks it), so the size
     /// tells where each one starts, and a range of them sets and clears whole runs of bits:
     /// uniform blocks, whose words are never written. The planes are made by the first `map`
-    /// of explicit huge pages: until then ranges are not checked against them, and a
-    /// reservation that never maps any makes no mapping for them.
+    /// of explicit huge pages that the system grants: until then ranges are not checked
+    /// against them, and a reservation that never maps any (or whose maps of them are all
+    /// refused) keeps no mapping for them.
     hugetlb: HugeTlbPlanes,
     /// Whether a vector keeps its elements here (set once by the vector that reserved it):
     /// the unsafe `&self` calls that discard, replace or protect memory are then refused with
@@ -738,17 +760,54 @@ impl Reservation {
             .min()
     }
 
-    /// The planes recording explicit huge pages, made now if this is the first `map` of
-    /// them (see `HugeTlbPlanes`); the caller holds the call lock. A refusal changes nothing.
+    /// The planes a `map` of explicit huge pages records them in: the reservation's, or for
+    /// its first map of them fresh ones that [`record_hugetlb_map`](Self::record_hugetlb_map)
+    /// publishes (see `HugeTlbPlanes`). The caller holds the call lock. A refusal changes
+    /// nothing.
+    fn hugetlb_record(
+        &self,
+        _serial: &SerialGuard<'_>,
+    ) -> Result<HugeTlbRecord<'_>, sys::SysError> {
+        match self.hugetlb.get() {
+            Some(planes) => Ok(HugeTlbRecord::Published(planes)),
+            None => HugeTlbPlanes::make(self.len / self.page).map(HugeTlbRecord::Unpublished),
+        }
+    }
+
+    /// Records `pages`, which the system mapped with explicit huge pages of `size` bytes, in
+    /// `record` (from [`hugetlb_record`](Self::hugetlb_record), under the same hold of the
+    /// call lock), publishing it first if it is not yet the reservation's. `size` and `pages`
+    /// are as for [`record_hugetlb`](Self::record_hugetlb).
+    fn record_hugetlb_map(
+        &self,
+        record: HugeTlbRecord<'_>,
+        pages: Pages,
+        size: usize,
+        serial: &SerialGuard<'_>,
+    ) {
+        let planes = match record {
+            HugeTlbRecord::Published(planes) => planes,
+            HugeTlbRecord::Unpublished(planes) => self.hugetlb.publish(planes, serial),
+        };
+        self.record_hugetlb(planes, pages, size);
+    }
+
+    /// The reservation's planes recording explicit huge pages, made and published now if it
+    /// has none, as the first map of explicit huge pages that the system grants does; the
+    /// caller holds the call lock.
+    #[cfg(test)]
     fn hugetlb_planes(
         &self,
         serial: &SerialGuard<'_>,
     ) -> Result<&[PageBitmap; HUGETLB_PLANES], sys::SysError> {
-        self.hugetlb.get_or_make(self.len / self.page, serial)
+        match self.hugetlb_record(serial)? {
+            HugeTlbRecord::Published(planes) => Ok(planes),
+            HugeTlbRecord::Unpublished(planes) => Ok(self.hugetlb.publish(planes, serial)),
+        }
     }
 
     /// Records `pages` as mapped with explicit huge pages of `size` bytes in `planes` (the
-    /// reservation's, from `hugetlb_planes`). `size` is a power of two larger than the page
+    /// reservation's, published). `size` is a power of two larger than the page
     /// size and `pages` a run of whole huge pages of that size that starts at an address that
     /// is a multiple of it (as `map` checks).
     fn record_hugetlb(&self, planes: &[PageBitmap; HUGETLB_PLANES], pages: Pages, size: usize) {
@@ -2172,8 +2231,10 @@ pub(crate) mod tests {
 
     /// A reservation makes no bitmaps for explicit huge pages until it maps some: reserving,
     /// committing, protecting, decommitting and mapping base pages leave it without them (and
-    /// its ranges unchecked against them); the first map of explicit huge pages makes them,
-    /// whether or not the system then has the huge pages, and later ones keep them.
+    /// its ranges unchecked against them); the first map of explicit huge pages that the system
+    /// grants makes them (here base pages stand in for the huge pages), and later ones keep
+    /// them, granted or refused. (Where the platform cannot map, no map makes them.)
+    #[cfg(any(target_os = "linux", miri))]
     #[test]
     fn planes_for_huge_pages_are_made_by_the_first_map_of_them() {
         const HUGE: usize = 2 << 20;
@@ -2196,25 +2257,26 @@ pub(crate) mod tests {
             );
             r.decommit(HUGE, 2 * p).unwrap();
             assert!(r.hugetlb.get().is_none(), "{mode:?}");
-            let first = r.map(
+            HUGE_PAGES_GRANTED.with(|f| f.set(true));
+            r.map(
                 0,
                 HUGE,
                 MapSource::AnonymousPrivate,
                 Protection::ReadWrite,
                 Some(HugeTlbSize::Size2M),
-            );
+            )
+            .unwrap();
             let planes = r.hugetlb.get().expect("made by the map") as *const _;
-            if first.is_ok() {
-                assert_eq!(
-                    r.commit(p, p),
-                    Err(Error::Misaligned {
-                        what: "offset",
-                        value: p,
-                        page_size: HUGE
-                    })
-                );
-                r.decommit(0, HUGE).unwrap();
-            }
+            assert_eq!(
+                r.commit(p, p),
+                Err(Error::Misaligned {
+                    what: "offset",
+                    value: p,
+                    page_size: HUGE
+                })
+            );
+            r.decommit(0, HUGE).unwrap();
+            // The host's answer, whichever it is.
             let _ = r.map(
                 0,
                 HUGE,
@@ -2228,8 +2290,9 @@ pub(crate) mod tests {
     }
 
     /// Only a map of explicit huge pages asks the system for the bitmaps that record them,
-    /// once: reserving and every call on a reservation that never maps huge pages make no
-    /// mapping for them.
+    /// once it was granted (here base pages stand in for the huge pages): reserving and every
+    /// call on a reservation that never maps huge pages make no mapping for them.
+    #[cfg(any(target_os = "linux", miri))]
     #[test]
     fn only_the_first_map_of_huge_pages_makes_their_bitmaps() {
         const HUGE: usize = 2 << 20;
@@ -2256,13 +2319,15 @@ pub(crate) mod tests {
             r.decommit(HUGE, 2 * p).unwrap();
             assert_eq!(crate::bitmap::made() - made, by_reserve, "{mode:?}");
             for _ in 0..2 {
-                let _ = r.map(
+                HUGE_PAGES_GRANTED.with(|f| f.set(true));
+                r.map(
                     0,
                     HUGE,
                     MapSource::AnonymousPrivate,
                     Protection::ReadWrite,
                     Some(HugeTlbSize::Size2M),
-                );
+                )
+                .unwrap();
                 assert_eq!(
                     crate::bitmap::made() - made,
                     by_reserve + planes,
@@ -2274,7 +2339,9 @@ pub(crate) mod tests {
 
     /// Calls whose range checks run while another thread's map of explicit huge pages makes
     /// the bitmaps recording them see either none (the range is not checked against them)
-    /// or all of them built: each answer is one that some order of the two calls gives.
+    /// or all of them built: each answer is one that some order of the two calls gives. (Base
+    /// pages stand in for the huge pages, which the host may have none of.)
+    #[cfg(any(target_os = "linux", miri))]
     #[test]
     fn range_checks_racing_the_first_map_of_huge_pages_see_no_planes_or_built_ones() {
         const HUGE: usize = 2 << 20;
@@ -2290,9 +2357,10 @@ pub(crate) mod tests {
         });
         std::thread::scope(|s| {
             s.spawn(|| {
+                HUGE_PAGES_GRANTED.with(|f| f.set(true));
                 // SAFETY: nothing refers to the reservation's contents; the other thread only
                 // commits and asks.
-                let _ = unsafe {
+                unsafe {
                     r.map_unchecked(
                         0,
                         HUGE,
@@ -2300,7 +2368,8 @@ pub(crate) mod tests {
                         Protection::ReadWrite,
                         Some(HugeTlbSize::Size2M),
                     )
-                };
+                }
+                .unwrap();
             });
             for _ in 0..4 {
                 let committed = r.commit(p, p);
@@ -2320,7 +2389,10 @@ pub(crate) mod tests {
 
     /// A refusal to make the bitmaps for explicit huge pages makes the first map of huge
     /// pages fail with the system's error before anything changes: the range keeps its pages,
-    /// contents and records, no bitmap stays made, and the next map makes them.
+    /// contents and records, no bitmap stays made, and the next map the system grants makes
+    /// them. (Where the platform cannot map, the map is refused before the bitmaps are asked
+    /// for.)
+    #[cfg(any(target_os = "linux", miri))]
     #[test]
     fn a_refused_plane_fails_the_map_before_any_change() {
         const HUGE: usize = 2 << 20;
@@ -2364,14 +2436,16 @@ pub(crate) mod tests {
             assert_eq!(unsafe { r.as_ptr().read() }, 7);
             r.commit(p, p).unwrap();
             r.decommit(0, 2 * p).unwrap();
-            // Refused no more: the next map makes them.
-            let _ = r.map(
+            // Refused no more: the next map the system grants makes them.
+            HUGE_PAGES_GRANTED.with(|f| f.set(true));
+            r.map(
                 0,
                 HUGE,
                 MapSource::AnonymousPrivate,
                 Protection::ReadWrite,
                 Some(HugeTlbSize::Size2M),
-            );
+            )
+            .unwrap();
             assert!(r.hugetlb.get().is_some(), "{mode:?}");
         }
     }
@@ -2549,6 +2623,11 @@ pub(crate) mod tests {
         /// of explicit huge pages) is refused, with `ENOMEM`.
         pub(super) static HUGETLB_PLANES_REFUSED: core::cell::Cell<bool> =
             const { core::cell::Cell::new(false) };
+        /// When set, the next map of explicit huge pages of this thread that reaches the system
+        /// maps base pages in their place (the host's pool may have no huge pages) and records
+        /// them as the huge pages asked for, as a map the system grants does.
+        pub(super) static HUGE_PAGES_GRANTED: core::cell::Cell<bool> =
+            const { core::cell::Cell::new(false) };
         /// When set, the next lock of this thread locks this many bytes and then fails with
         /// `ENOMEM`, as the kernel may when it cannot populate the rest.
         pub(super) static LOCK_FAILS_AFTER: core::cell::Cell<Option<usize>> =
@@ -2624,6 +2703,12 @@ pub(crate) mod tests {
     /// `HUGETLB_PLANES_REFUSED`).
     pub(super) fn hugetlb_planes_refused() -> bool {
         HUGETLB_PLANES_REFUSED.with(|f| f.replace(false))
+    }
+
+    /// Whether the next map of explicit huge pages is to map base pages in their place (see
+    /// `HUGE_PAGES_GRANTED`).
+    pub(super) fn huge_pages_granted() -> bool {
+        HUGE_PAGES_GRANTED.with(|f| f.replace(false))
     }
 
     /// Whether the next re-advice call is to be refused (see `READVISE_FAILS`).

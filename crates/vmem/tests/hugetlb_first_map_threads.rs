@@ -1,10 +1,10 @@
-//! The record of explicit huge pages is made by the first `map` of them. Here many threads make
-//! that first map of one reservation at once, each over a huge page of its own, while other
-//! threads commit, ask about and advise ranges that cut those huge pages: the record is made
-//! once, every answer is one some order of the calls gives, and afterwards the record says
-//! exactly which maps succeeded. Without free huge pages every map is refused (`ENOMEM`), which
-//! still makes the record; under Miri every map succeeds, and Miri checks the making and the
-//! reads of the record for data races.
+//! The record of explicit huge pages is made by the first `map` of them that the system grants.
+//! Here many threads make that first map of one reservation at once, each over a huge page of
+//! its own, while other threads commit, ask about and advise ranges that cut those huge pages:
+//! the record is made once, every answer is one some order of the calls gives, and afterwards
+//! the record says exactly which maps succeeded. Without free huge pages every map is refused
+//! (`ENOMEM`) and none keeps a record; under Miri every map succeeds, and Miri checks the making
+//! and the reads of the record for data races.
 #![cfg(all(target_os = "linux", feature = "std"))]
 
 use std::sync::Barrier;

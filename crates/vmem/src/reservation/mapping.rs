@@ -214,8 +214,9 @@ impl Reservation {
     /// cuts, whatever the range's length: mapping a memfd over 8 TiB writes under 1 MiB and
     /// takes milliseconds. Explicit huge pages are recorded by their size, at the same cost
     /// whatever their number, in bitmaps of their own that the first map of explicit huge
-    /// pages makes (one mapping, before the system is asked for the pages): a reservation
-    /// that never maps any does not pay for them.
+    /// pages the system grants keeps (one mapping, made before the system is asked for the
+    /// pages and dropped if it refuses them): a reservation that never maps any, or whose
+    /// maps of them are all refused, does not pay for them.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
@@ -225,7 +226,7 @@ impl Reservation {
     /// system would refuse it); [`Error::PastEndOfFile`] for a range reaching past the end of
     /// a regular file; [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`]
     /// where the platform cannot map into a reservation (Windows, and anonymous explicit huge
-    /// pages outside Linux);
+    /// pages outside Linux), before anything is made or changed;
     /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
     /// `EBADF`/`EACCES` for the descriptor, also when its file cannot be examined, and when
     /// the first map of explicit huge pages cannot make the bitmaps that record them, which
@@ -365,28 +366,30 @@ impl Reservation {
         let serial = self.lock_calls.hold();
         self.check_held(pages)?;
         self.no_guard(pages)?;
-        // The record of explicit huge pages is made by the first map of them, before the
-        // system is asked: a refusal to make it changes nothing.
+        // A map the platform cannot make (any on Windows, explicit huge pages outside Linux)
+        // is refused before anything is made for it.
+        sys::can_map(huge.map(HugeTlbSize::shift)).map_err(|e| e.during(Operation::Map))?;
+        // The record of explicit huge pages is made for the first map of them before the
+        // system is asked, so that a refusal to make it changes nothing, and published only
+        // once the system mapped the pages: a refusal of the system drops it unseen.
         let hugetlb = match hugetlb_size.filter(|&size| size > self.page) {
             Some(size) => Some((
-                self.hugetlb_planes(&serial)
+                self.hugetlb_record(&serial)
                     .map_err(|e| e.during(Operation::Map))?,
                 size,
             )),
             None => None,
         };
+        let huge_shift = huge.map(HugeTlbSize::shift);
+        // Unit tests may have base pages stand in for huge pages the host has none of.
+        #[cfg(test)]
+        let huge_shift = huge_shift.filter(|_| !super::tests::huge_pages_granted());
         // SAFETY: the range is inside the reservation; the caller vouches that nothing refers
         // to its contents.
-        let mapped = unsafe {
-            sys::map(
-                self.at(offset),
-                len,
-                source,
-                protection,
-                huge.map(HugeTlbSize::shift),
-            )
-        };
+        let mapped = unsafe { sys::map(self.at(offset), len, source, protection, huge_shift) };
         if let Err(e) = mapped {
+            // A record made for this map is dropped, never published.
+            drop(hugetlb);
             // The system may have taken the old pages before it refused (explicit huge pages
             // that cannot be had): the reservation's own uncommitted pages go back, or the
             // pages are lost.
@@ -412,7 +415,7 @@ impl Reservation {
             self.no_hole_punch.clear_range(pages.first, pages.count);
         }
         match hugetlb {
-            Some((planes, size)) => self.record_hugetlb(planes, pages, size),
+            Some((record, size)) => self.record_hugetlb_map(record, pages, size, &serial),
             None => self.clear_hugetlb(pages),
         }
         // A fresh mapping is neither locked nor advised.
@@ -1072,6 +1075,96 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
         assert_eq!(r.committed_bytes(), 0);
+    }
+
+    /// A map of explicit huge pages that the platform refuses leaves the reservation without
+    /// the record of explicit huge pages (which every later call would check its range
+    /// against): where the platform cannot map them (Windows; anonymous huge pages outside
+    /// Linux) the answer is `Unsupported` before anything is made or touched; Linux refuses a
+    /// size it has no free huge pages of (`ENOMEM`) or no pool of (`EINVAL`) only when asked,
+    /// and the record made for that map is dropped unpublished. (A host with free huge pages
+    /// maps them: then the record is made and says so.)
+    #[cfg(not(miri))]
+    #[test]
+    fn a_refused_map_of_huge_pages_leaves_no_record() {
+        use crate::reservation::tests::REFILLS;
+
+        let p = page();
+        for size in [HugeTlbSize::Size2M, HugeTlbSize::Size1G] {
+            let huge = size.bytes();
+            for mode in [crate::CommitMode::Protected, crate::CommitMode::Sparse] {
+                for source in [MapSource::AnonymousPrivate, MapSource::AnonymousShared] {
+                    let case = std::format!("{size:?} {mode:?} {source:?}");
+                    let mut r = Reservation::builder()
+                        .mode(mode)
+                        .alignment(huge)
+                        .reserve(huge)
+                        .unwrap();
+                    r.commit(0, 2 * p).unwrap();
+                    r.protect(p, p, Protection::Read).unwrap();
+                    // SAFETY: the first page is committed read-write and nothing else uses it.
+                    unsafe { r.as_ptr().write(7) };
+                    let made = crate::bitmap::made();
+                    let refills = REFILLS.with(core::cell::Cell::get);
+                    let answer = r.map(0, huge, source, Protection::ReadWrite, Some(size));
+                    #[cfg(target_os = "linux")]
+                    {
+                        let _ = (made, refills);
+                        match answer {
+                            Ok(()) => {
+                                assert!(r.hugetlb.get().is_some(), "{case}");
+                                assert_eq!(
+                                    r.commit(p, p),
+                                    Err(Error::Misaligned {
+                                        what: "offset",
+                                        value: p,
+                                        page_size: huge
+                                    }),
+                                    "{case}"
+                                );
+                                r.decommit(0, huge).unwrap();
+                                continue;
+                            }
+                            Err(Error::Os {
+                                operation: Operation::Map,
+                                source: e,
+                            }) => assert!(
+                                [libc::ENOMEM, libc::EINVAL].contains(&e.raw()),
+                                "{case}: {e:?}"
+                            ),
+                            other => panic!("{case}: {other:?}"),
+                        }
+                        assert!(r.hugetlb.get().is_none(), "{case}");
+                    }
+                    #[cfg(not(target_os = "linux"))]
+                    {
+                        assert_eq!(
+                            answer,
+                            Err(Error::Unsupported {
+                                operation: Operation::Map
+                            }),
+                            "{case}"
+                        );
+                        assert!(r.hugetlb.get().is_none(), "{case}");
+                        // Nothing was made, mapped or filled; pages, records and contents
+                        // are as they were.
+                        assert_eq!(crate::bitmap::made(), made, "{case}");
+                        assert_eq!(REFILLS.with(core::cell::Cell::get), refills, "{case}");
+                        assert_eq!(r.committed_bytes(), 2 * p, "{case}");
+                        assert!(r.writable.get(0) && !r.writable.get(1), "{case}");
+                        assert_eq!(r.mapped.first_set(0, huge / p), None, "{case}");
+                        // SAFETY: still committed, and written above.
+                        assert_eq!(unsafe { r.as_ptr().read() }, 7, "{case}");
+                    }
+                    // No record: nothing is refused as cutting a huge page, and no later call
+                    // makes one.
+                    r.commit(p, p).unwrap();
+                    r.decommit(0, huge).unwrap();
+                    assert_eq!(r.committed_bytes(), 0, "{case}");
+                    assert!(r.hugetlb.get().is_none(), "{case}");
+                }
+            }
+        }
     }
 
     #[test]

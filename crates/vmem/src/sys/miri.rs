@@ -96,6 +96,11 @@ pub(crate) unsafe fn populate(_ptr: *mut u8, _len: usize) -> Result<Populated, S
     Ok(Populated::NeedsTouch)
 }
 
+/// Every source maps under Miri, explicit huge pages too (see [`map`]).
+pub(crate) fn can_map(_huge_shift: Option<u32>) -> Result<(), SysError> {
+    Ok(())
+}
+
 /// A mapped source reads as zero under Miri (no file is read).
 ///
 /// # Safety

@@ -228,8 +228,24 @@ fn prot_bits(protection: Protection) -> libc::c_int {
 #[cfg(target_os = "linux")]
 const MAP_HUGE_SHIFT: libc::c_int = 26;
 
+/// Whether [`map`] can map a source, with explicit huge pages of `1 << huge_shift` bytes if
+/// given (for anonymous sources), before anything is made for it: `MAP_HUGETLB` is Linux's,
+/// elsewhere they are [`SysError::Unsupported`].
+pub(crate) fn can_map(huge_shift: Option<u32>) -> Result<(), SysError> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = huge_shift;
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    match huge_shift {
+        Some(_) => Err(SysError::Unsupported),
+        None => Ok(()),
+    }
+}
+
 /// Maps `source` over the range (`MAP_FIXED`), with explicit huge pages of `1 << huge_shift`
-/// bytes for anonymous sources if given.
+/// bytes for anonymous sources if given (see [`can_map`]).
 ///
 /// # Safety
 /// The range lies inside a live reservation and nothing refers to its contents.
@@ -241,6 +257,7 @@ pub(crate) unsafe fn map(
     huge_shift: Option<u32>,
 ) -> Result<(), SysError> {
     use crate::MapSource;
+    can_map(huge_shift)?;
     let mut flags = libc::MAP_FIXED;
     let (fd, offset) = match source {
         MapSource::AnonymousPrivate => {
@@ -259,17 +276,12 @@ pub(crate) unsafe fn map(
             (fd, offset)
         }
     };
-    if let Some(shift) = huge_shift {
-        #[cfg(target_os = "linux")]
-        if fd == -1 {
-            // The shift is at most 63, so the value fits.
-            flags |= libc::MAP_HUGETLB | (shift.cast_signed() << MAP_HUGE_SHIFT);
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = shift;
-            return Err(SysError::Unsupported);
-        }
+    #[cfg(target_os = "linux")]
+    if let Some(shift) = huge_shift
+        && fd == -1
+    {
+        // The shift is at most 63, so the value fits.
+        flags |= libc::MAP_HUGETLB | (shift.cast_signed() << MAP_HUGE_SHIFT);
     }
     // SAFETY: MAP_FIXED replaces exactly the range, which is ours and unreferenced (the
     // caller's promise); a bad descriptor or offset only makes the call fail.

@@ -238,7 +238,14 @@ pub(crate) unsafe fn protect(
 }
 
 /// Mapping another source into part of a reservation needs placeholder reservations
-/// (`VirtualAlloc2`, `MapViewOfFile3`), which this backend does not use.
+/// (`VirtualAlloc2`, `MapViewOfFile3`), which this backend does not use: [`map`] can map
+/// nothing, with or without huge pages, and says so before anything is made for it.
+pub(crate) fn can_map(_huge_shift: Option<u32>) -> Result<(), SysError> {
+    Err(SysError::Unsupported)
+}
+
+/// Mapping another source into part of a reservation needs placeholder reservations
+/// (`VirtualAlloc2`, `MapViewOfFile3`), which this backend does not use (see [`can_map`]).
 ///
 /// # Safety
 /// The range lies inside a live reservation.
