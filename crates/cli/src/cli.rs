@@ -242,10 +242,11 @@ fn spec_text(
         ),
         (Some(p), From::CloudHypervisorJson) => (
             format!("{} (as a memvisor spec)", shown(p)),
-            crate::vmm::cloud_hypervisor_json_spec_for(
+            crate::vmm::cloud_hypervisor_json_spec_for_arch(
                 &shown(p),
                 &crate::input::read_spec(p)?,
                 huge,
+                arch.map_or(spec::Arch::X86_64, spec_arch),
             )?,
         ),
         (Some(option), From::CloudHypervisor) => {
@@ -255,7 +256,11 @@ fn spec_text(
                     "{} (as a memvisor spec)",
                     crate::vmm::cloud_hypervisor_origin(option)
                 ),
-                crate::vmm::cloud_hypervisor_spec_for(option, huge)?,
+                crate::vmm::cloud_hypervisor_spec_for_arch(
+                    option,
+                    huge,
+                    arch.map_or(spec::Arch::X86_64, spec_arch),
+                )?,
             )
         }
     })

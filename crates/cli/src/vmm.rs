@@ -11,7 +11,7 @@ mod firecracker;
 
 pub use cloud_hypervisor::{
     DefaultHugePage, HOST_HUGETLBFS, HOST_MEMINFO, HOST_MOUNTS, NOTE, cloud_hypervisor_json_spec,
-    cloud_hypervisor_json_spec_for, cloud_hypervisor_origin, cloud_hypervisor_spec,
-    cloud_hypervisor_spec_for,
+    cloud_hypervisor_json_spec_for, cloud_hypervisor_json_spec_for_arch, cloud_hypervisor_origin,
+    cloud_hypervisor_spec, cloud_hypervisor_spec_for, cloud_hypervisor_spec_for_arch,
 };
 pub use firecracker::{firecracker_spec, firecracker_spec_for};

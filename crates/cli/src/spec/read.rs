@@ -474,16 +474,6 @@ fn nonzero(src: Source<'_>, field: &str, raw: &Spanned<RawSize>) -> Result<u64, 
 /// counts the terminating NUL.
 const MAX_HUGETLBFS_PATH_BYTES: usize = crate::render::PATH_MAX - 1;
 
-/// The x86_64 I/O ports KVM's in-kernel devices answer (`KVM_CREATE_IRQCHIP`'s PICs and
-/// ELCR, `KVM_CREATE_PIT2`'s PIT and its speaker port), with the device's name.
-const KVM_IN_KERNEL_PORTS: [(u64, u64, &str); 5] = [
-    (0x20, 0x21, "the PIC"),
-    (0x40, 0x43, "the PIT"),
-    (0x61, 0x61, "the PIT"),
-    (0xa0, 0xa1, "the PIC"),
-    (0x4d0, 0x4d1, "the ELCR"),
-];
-
 /// Checks a name: not empty, no white space at either end (the name would look like the one
 /// without it) nor white space other than the space in it (it would look like the space), at
 /// most [`MAX_NAME_CHARS`] characters, no control or invisible formatting characters (they
@@ -892,15 +882,16 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
             // KVM's in-kernel PIC, PIT and ELCR answer these ports in the kernel: a serial port
             // over one of them would never see its accesses.
             if let (Some(p), Some(raw_port)) = (port, &r.port)
-                && let Some((first, last, device)) = KVM_IN_KERNEL_PORTS
+                && let Some((device, first, last)) = memvisor_space::Platform::new(arch)
+                    .kernel_ports()
                     .iter()
-                    .find(|&&(first, last, _)| p <= last && first <= p + 7)
+                    .find(|&&(_, first, last)| p <= last && first <= p + 7)
             {
                 return Err(src.error(
                     "serial.port",
                     Some(raw_port.span()),
                     Problem::Invalid(format!(
-                        "ports {p:#x}..={:#x} overlap {device} at {first:#x}..={last:#x}, \
+                        "ports {p:#x}..={:#x} overlap the {device} at {first:#x}..={last:#x}, \
                          which KVM handles in the kernel",
                         p + 7
                     )),

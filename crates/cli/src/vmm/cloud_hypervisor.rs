@@ -11,11 +11,13 @@ use toml::{Table, Value};
 use crate::error::{Error, Result};
 use crate::render::escape;
 use crate::size::{Size, SizeError};
-use crate::spec::{MAX_GUEST_NODES, MAX_HOST_NODES, MAX_SPEC_BYTES};
+use crate::spec::{Arch, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_SPEC_BYTES};
 
 mod json;
 use json::{JSON_ORIGIN, is_json};
-pub use json::{cloud_hypervisor_json_spec, cloud_hypervisor_json_spec_for};
+pub use json::{
+    cloud_hypervisor_json_spec, cloud_hypervisor_json_spec_for, cloud_hypervisor_json_spec_for_arch,
+};
 
 /// Cloud Hypervisor's boot RAM when `size` is not given (`DEFAULT_MEMORY_MB`, 512 MiB), for
 /// `--memory` and for a memory zone alike.
@@ -304,36 +306,93 @@ const BASE_PAGE: u64 = 4 << 10;
 /// `PLATFORM_DEVICE_AREA_SIZE`).
 const CH_TOP_KEPT: u128 = (64 << 10) + (1 << 20);
 
-/// Refuses guest memory that leaves Cloud Hypervisor no 64-bit device area: boot RAM of `ram`
-/// bytes, laid out as on x86_64 (`[0, 3 GiB)`, then from 4 GiB), then a hotplug area of
-/// `hotplug` bytes from the next 128 MiB boundary (or from 4 GiB), must end below its platform
-/// device area, the 1 MiB below the last 64 KiB of the `phys_bits`-bit address space; Cloud
-/// Hypervisor puts its PCI devices' 64-bit windows between the two and cannot start when
-/// nothing is left there. What crosses it first is named: `size` at `ram_place`, or
+/// Where Cloud Hypervisor places a virtio-pci device's 512 KiB BAR in its 64-bit PCI device
+/// area: at a multiple of 8 MiB (`VIRTIO_PCI_BAR_ALIGN`), from the top of that area down. Every
+/// guest has one such device, its virtio-rng (`rng` has no "off"), so the area must hold an
+/// 8 MiB-aligned BAR below the platform device area: it starts at `2^phys_bits - 8 MiB` at the
+/// latest.
+const CH_VIRTIO_BAR_ALIGN: u128 = 8 << 20;
+
+/// Where Cloud Hypervisor's RAM runs: the end of its RAM below the 32-bit hole (RAM from
+/// `start` up to `hole`), then from 4 GiB (`RAM_64BIT_START`).
+struct ChRam {
+    start: u128,
+    hole: u128,
+}
+
+impl ChRam {
+    fn of(arch: Arch) -> Self {
+        const MIB: u128 = 1 << 20;
+        match arch {
+            // `[0, 3 GiB)`, then from 4 GiB.
+            Arch::X86_64 => Self {
+                start: 0,
+                hole: 3072 * MIB,
+            },
+            // `[1 GiB, 4032 MiB)` (`RAM_START`, `MEM_32BIT_RESERVED_START`), then from 4 GiB.
+            Arch::Aarch64 => Self {
+                start: 1024 * MIB,
+                hole: 4032 * MIB,
+            },
+        }
+    }
+
+    /// Where what follows `ram` bytes of boot RAM starts (`MemoryManager::start_addr` without
+    /// hotplug): its end, or 4 GiB when it ends below the hole.
+    fn end(&self, ram: u128) -> u128 {
+        const GIB4: u128 = 4 << 30;
+        let low = self.hole - self.start;
+        if ram <= low { GIB4 } else { GIB4 + (ram - low) }
+    }
+}
+
+/// Where Cloud Hypervisor's aarch64 device tree starts the 64-bit PCI device area when it
+/// starts lower (`PCI_HIGH_BASE`, 8 GiB): it gives the area's size less the part below 8 GiB,
+/// so an area that ends below 8 GiB gets a size below zero.
+const CH_AARCH64_PCI_HIGH_BASE: u128 = 8 << 30;
+
+/// Refuses guest memory that leaves Cloud Hypervisor no usable 64-bit PCI device area. Boot RAM
+/// of `ram` bytes is laid out as Cloud Hypervisor lays it out on `arch` ([`ChRam`]), then a
+/// hotplug area of `hotplug` bytes from the next 128 MiB boundary (or from 4 GiB); the PCI
+/// device area runs from there up to the platform device area, the 1 MiB below the last
+/// 64 KiB of the `phys_bits`-bit address space. It must hold the virtio-rng device's BAR
+/// ([`CH_VIRTIO_BAR_ALIGN`]), so memory must end at `2^phys_bits - 8 MiB` at the latest; a
+/// virtio-mem hotplug area ends at a 128 MiB boundary, so its device's BAR, the next 8 MiB
+/// below, fits then too. On aarch64 the area must also reach past 8 GiB
+/// ([`CH_AARCH64_PCI_HIGH_BASE`]). What crosses first is named: `size` at `ram_place`, or
 /// `hotplug_size` at `hotplug_place`.
 fn device_area(
     ram: u128,
     hotplug: Option<u64>,
     phys_bits: i64,
+    arch: Arch,
     ram_place: &Place<'_>,
     hotplug_place: &Place<'_>,
 ) -> Result<()> {
-    const GIB: u128 = 1 << 30;
     let bits = u32::try_from(phys_bits.clamp(0, 64)).unwrap_or(64);
     let platform = (1u128 << bits).saturating_sub(CH_TOP_KEPT);
-    // Where RAM ends; Cloud Hypervisor starts what follows it at 4 GiB when that is below
-    // 3 GiB (below the 32-bit hole).
-    let ram_end = if ram <= 3 * GIB { 4 * GIB } else { ram + GIB };
+    if arch == Arch::Aarch64 && platform <= CH_AARCH64_PCI_HIGH_BASE {
+        return Err(ram_place.err(format_args!(
+            "size: with {bits} address bits Cloud Hypervisor's platform device area starts at \
+             {platform:#x}, so its 64-bit PCI device area ends below 8 GiB, where its aarch64 \
+             device tree starts that area (it would give the area a size below zero); give \
+             max_phys_bits of 34 or more"
+        )));
+    }
+    // The highest start of the PCI device area that still holds an 8 MiB-aligned BAR below
+    // the platform device area.
+    let last = (1u128 << bits).saturating_sub(CH_VIRTIO_BAR_ALIGN);
+    let ram_end = ChRam::of(arch).end(ram);
     let align = u128::from(VIRTIO_MEM_ALIGN);
     let (end, field, place) = match hotplug {
-        Some(size) if ram_end < platform => (
+        Some(size) if ram_end <= last => (
             ram_end.div_ceil(align) * align + u128::from(size),
             "hotplug_size",
             hotplug_place,
         ),
         _ => (ram_end, "size", ram_place),
     };
-    if end < platform {
+    if end <= last {
         return Ok(());
     }
     let what = if field == "size" {
@@ -344,8 +403,10 @@ fn device_area(
     Err(place.err(format_args!(
         "{field}: Cloud Hypervisor's 64-bit PCI device area would start at {end:#x}, after \
          {what} (at 4 GiB at the earliest), and its platform device area starts at \
-         {platform:#x} (1 MiB below the last 64 KiB of a {bits}-bit guest address space): \
-         nothing is left for the PCI device area, and Cloud Hypervisor cannot start without one"
+         {platform:#x} (1 MiB below the last 64 KiB of a {bits}-bit guest address space): the \
+         PCI device area has no 8 MiB-aligned place for the BAR of its virtio-rng device, which \
+         every guest has (memory must end at {last:#x} at the latest), and Cloud Hypervisor \
+         cannot start"
     )))
 }
 
@@ -1180,7 +1241,10 @@ fn is_command_line(options: &str) -> bool {
 /// read (the meminfo file cannot be read or has no `Hugepagesize`) or is neither 2 MiB nor 1
 /// GiB, or where nothing is at [`HOST_HUGETLBFS`] (Cloud Hypervisor refuses to start), refused
 /// at `hugepages`; a size of such memory that is not a multiple of the page size of the mount
-/// there, refused at `size`.
+/// there, refused at `size`; guest memory, laid out as Cloud Hypervisor lays it out on
+/// x86_64, that ends above `2^46 - 8 MiB`, where its 64-bit PCI device area has no place for
+/// the BAR of the virtio-rng device every guest has, refused at the `size` or `hotplug_size`
+/// that crosses it.
 ///
 /// ```
 /// use memvisor_cli::vmm::cloud_hypervisor_spec;
@@ -1207,6 +1271,32 @@ pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
 /// # Errors
 /// As [`cloud_hypervisor_spec`].
 pub fn cloud_hypervisor_spec_for(option: &str, default: DefaultHugePage<'_>) -> Result<String> {
+    cloud_hypervisor_spec_for_arch(option, default, Arch::X86_64)
+}
+
+/// [`cloud_hypervisor_spec_for`] of Cloud Hypervisor on `arch`: its memory is laid out as
+/// Cloud Hypervisor lays it out there (from 1 GiB, with its hole from 4032 MiB to 4 GiB, on
+/// aarch64) where it is checked against Cloud Hypervisor's device area; the spec itself is
+/// the same (it is planned on memvisor's layout of the architecture it is planned for).
+///
+/// # Errors
+/// As [`cloud_hypervisor_spec`], the device area checked on `arch`'s layout.
+///
+/// ```
+/// use memvisor_cli::spec::Arch;
+/// use memvisor_cli::vmm::{DefaultHugePage, cloud_hypervisor_spec_for_arch};
+///
+/// // 46 address bits: the RAM must end by 2^46 - 8 MiB; on aarch64 it ends 64 MiB later.
+/// let size = format!("size={}", (1u64 << 46) - (8 << 20) - (1 << 30));
+/// let pinned = DefaultHugePage::Pinned(2 << 20);
+/// assert!(cloud_hypervisor_spec_for_arch(&size, pinned, Arch::X86_64).is_ok());
+/// assert!(cloud_hypervisor_spec_for_arch(&size, pinned, Arch::Aarch64).is_err());
+/// ```
+pub fn cloud_hypervisor_spec_for_arch(
+    option: &str,
+    default: DefaultHugePage<'_>,
+    arch: Arch,
+) -> Result<String> {
     if option.len() > MAX_SPEC_BYTES {
         return Err(spec_error(
             "cloud-hypervisor",
@@ -1217,7 +1307,7 @@ pub fn cloud_hypervisor_spec_for(option: &str, default: DefaultHugePage<'_>) -> 
         ));
     }
     if is_json(option) {
-        return cloud_hypervisor_json_spec_for(JSON_ORIGIN, option, default);
+        return cloud_hypervisor_json_spec_for_arch(JSON_ORIGIN, option, default, arch);
     }
     let line = if is_command_line(option) {
         command_line(option)?
@@ -1247,6 +1337,7 @@ pub fn cloud_hypervisor_spec_for(option: &str, default: DefaultHugePage<'_>) -> 
             zones,
             nodes,
             phys_bits: None,
+            arch,
         },
         default,
         || Ok(()),
@@ -1265,6 +1356,8 @@ struct ChConfig<'s> {
     /// The guest's most address bits, where the configuration gives them (JSON's
     /// `cpus.max_phys_bits`, 32 to 64); else Cloud Hypervisor's default, 46.
     phys_bits: Option<i64>,
+    /// The architecture Cloud Hypervisor runs on, whose layout [`device_area`] checks.
+    arch: Arch,
 }
 
 /// The spec TOML of Cloud Hypervisor's memory settings, checked as Cloud Hypervisor checks
@@ -1282,6 +1375,7 @@ fn config_spec(
         zones,
         nodes,
         phys_bits,
+        arch,
     } = config;
     let mut default = HugeDefault::new(default);
     check_memory(&memory)?;
@@ -1315,6 +1409,7 @@ fn config_spec(
             u128::from(memory.size.unwrap_or(CH_DEFAULT_MEMORY)),
             memory.hotplug,
             phys_bits,
+            arch,
             place,
             place,
         );
@@ -1342,7 +1437,14 @@ fn config_spec(
                 Size(size)
             )));
         }
-        devices = zones_spec(zones, nodes, &memory, &mut spec, &mut default, phys_bits)?;
+        devices = zones_spec(
+            zones,
+            nodes,
+            &memory,
+            &mut spec,
+            &mut default,
+            (phys_bits, arch),
+        )?;
     }
     validate()?;
     devices?;
@@ -1478,7 +1580,7 @@ fn zones_spec(
     memory: &ChMemory<'_>,
     spec: &mut Table,
     default: &mut HugeDefault<'_>,
-    phys_bits: i64,
+    (phys_bits, arch): (i64, Arch),
 ) -> Result<Result<()>> {
     let mut zones: Vec<ChZone<'_>> = Vec::with_capacity(inputs.len());
     let mut ids: HashMap<String, usize> = HashMap::with_capacity(inputs.len());
@@ -1629,6 +1731,7 @@ fn zones_spec(
         sizes.iter().map(|&s| u128::from(s)).sum(),
         hotplug.and_then(|(_, zone)| zone.hotplug),
         phys_bits,
+        arch,
         &last.place,
         hotplug.map_or(&last.place, |(_, zone)| &zone.place),
     ))

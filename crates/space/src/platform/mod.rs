@@ -254,9 +254,19 @@ impl Platform {
     }
 
     /// The I/O ports that KVM's in-kernel devices answer in the kernel, by device, first and
-    /// last port (x86-64: the PICs, the PIT and its speaker port, the ELCR); a device placed
-    /// over them would never see its accesses.
-    pub(crate) fn kernel_ports(&self) -> &'static [(&'static str, u64, u64)] {
+    /// last port (x86-64: the PICs, the PIT and its speaker port, the ELCR; none on AArch64,
+    /// which has no I/O ports); a device placed over them would never see its accesses.
+    ///
+    /// ```
+    /// use memvisor_space::Platform;
+    ///
+    /// let ports = Platform::x86_64().kernel_ports();
+    /// assert!(ports.contains(&("PIT", 0x40, 0x43)));
+    /// assert!(ports.iter().all(|&(_, first, last)| first <= last));
+    /// assert!(Platform::aarch64().kernel_ports().is_empty());
+    /// ```
+    #[must_use]
+    pub fn kernel_ports(&self) -> &'static [(&'static str, u64, u64)] {
         self.kernel_ports
     }
 

@@ -21,7 +21,7 @@ use super::{
     MAX_MEMORY_ZONES, Place, config_spec, spec_error,
 };
 use crate::error::{Error, Problem, Result};
-use crate::spec::{MAX_GUEST_NODES, MAX_SPEC_BYTES, Source};
+use crate::spec::{Arch, MAX_GUEST_NODES, MAX_SPEC_BYTES, Source};
 use crate::vmm::firecracker::WholeTo;
 use crate::vmm::firecracker::json_position::from_json_as;
 
@@ -620,7 +620,8 @@ fn platform(vm: &Object<'_>) -> Result<()> {
 /// zones or 64 NUMA nodes, every refusal of the command-line import, and the `platform`
 /// refusals above (before the memory's) and the payload and `cpus` ones (after them, as Cloud
 /// Hypervisor lays out memory before it checks those), and memory that leaves Cloud
-/// Hypervisor no 64-bit device area (last, as it creates its devices after those checks);
+/// Hypervisor no place for a virtio BAR in its 64-bit PCI device area (ending above
+/// `2^max_phys_bits - 8 MiB`; last, as it creates its devices after those checks);
 /// [`Error::Import`] for text longer than a spec may be.
 ///
 /// ```
@@ -650,6 +651,21 @@ pub fn cloud_hypervisor_json_spec_for(
     origin: &str,
     text: &str,
     default: DefaultHugePage<'_>,
+) -> Result<String> {
+    cloud_hypervisor_json_spec_for_arch(origin, text, default, Arch::X86_64)
+}
+
+/// [`cloud_hypervisor_json_spec_for`] of Cloud Hypervisor on `arch`, whose memory layout the
+/// device area is checked on (as [`super::cloud_hypervisor_spec_for_arch`]).
+///
+/// # Errors
+/// As [`cloud_hypervisor_json_spec`], the device area checked on `arch`'s layout; on aarch64
+/// also `max_phys_bits` below 34, which leaves a 64-bit PCI device area ending below 8 GiB.
+pub fn cloud_hypervisor_json_spec_for_arch(
+    origin: &str,
+    text: &str,
+    default: DefaultHugePage<'_>,
+    arch: Arch,
 ) -> Result<String> {
     if text.len() > MAX_SPEC_BYTES {
         return Err(spec_error(
@@ -691,6 +707,7 @@ pub fn cloud_hypervisor_json_spec_for(
             zones,
             nodes,
             phys_bits: boot.phys_bits,
+            arch,
         },
         default,
         // Cloud Hypervisor checks the rest of the configuration once the memory is laid out.
