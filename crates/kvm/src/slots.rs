@@ -149,6 +149,11 @@ pub(crate) struct Shared {
     /// deletion only when the kernel is out of memory, which a test cannot arrange.
     #[cfg(test)]
     refuse_deletions: std::sync::atomic::AtomicBool,
+    /// Makes the deletion of every slot kept when undoing a refused insertion fail when tried
+    /// again (other deletions go through): the kept slot stays while other regions leave and
+    /// give their numbers back.
+    #[cfg(test)]
+    keep_stale: std::sync::atomic::AtomicBool,
     /// Run once by the next removal of a slot, right before its deletion: where a running vCPU
     /// may write.
     #[cfg(test)]
@@ -286,6 +291,8 @@ impl MemorySlots {
             #[cfg(test)]
             refuse_deletions: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
+            keep_stale: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
             before_deletion: Mutex::new(None),
         });
         let mut state = shared.lock();
@@ -385,7 +392,8 @@ impl MemorySlots {
     /// region of the address space, except a slot KVM refused to delete when undoing an
     /// insertion a listener after this one refused: KVM still has it, so it is listed (and
     /// its region kept mapped) until KVM lets it go. Its deletion is tried again before every
-    /// change of the space, before every plug checks its place, and on every call of this
+    /// change of the space, before every insertion is checked (also one the space then
+    /// refuses), before every plug checks its place, and on every call of this
     /// method, [`len`](Self::len), [`slot_at`](Self::slot_at) and the dirty-log methods. A plug
     /// of the address space at the place of such a slot's region answers
     /// `memvisor_space::Error::SlotBusy` only while KVM still refuses the deletion.
@@ -467,9 +475,14 @@ impl Shared {
             let Some(registered) = state.slots.get(&slot) else {
                 continue;
             };
-            if self
-                .set(slot, &registered.region, registered.flags, Op::Delete)
-                .is_err()
+            #[cfg(test)]
+            let kept = self.keep_stale.load(std::sync::atomic::Ordering::Relaxed);
+            #[cfg(not(test))]
+            let kept = false;
+            if kept
+                || self
+                    .set(slot, &registered.region, registered.flags, Op::Delete)
+                    .is_err()
             {
                 state.stale.insert(slot);
                 continue;
@@ -994,6 +1007,12 @@ mod tests {
     /// Makes KVM refuse (or no longer refuse) every slot deletion of `slots`.
     pub(super) fn refuse_deletions(slots: &MemorySlots, on: bool) {
         slots.shared.refuse_deletions.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes KVM refuse (or no longer refuse) the deletion of every slot `slots` kept when
+    /// undoing a refused insertion, tried again, while other deletions go through.
+    pub(super) fn keep_stale(slots: &MemorySlots, on: bool) {
+        slots.shared.keep_stale.store(on, Ordering::Relaxed);
     }
 
     #[test]

@@ -1429,6 +1429,49 @@ mod tests {
         assert_eq!(space.snapshot().len(), 1);
     }
 
+    /// A region whose insertion a later listener refuses again and again, with an earlier one
+    /// refusing every undo, is listed once among the regions held outside the space, also
+    /// when it was listed already as a removed region still held; taken at last, it leaves the
+    /// list, and a region nothing holds any more is pruned.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "makes memfds")]
+    fn a_region_whose_undo_fails_again_and_again_is_listed_once() {
+        let p = host_page_size();
+        let memfd = |base: u64| {
+            RegionSpec::ram(GuestAddress(base), p).with_backing(crate::spec::Backing::Memfd)
+        };
+        let (space, _) = AddressSpace::back(layout(), [memfd(0)]).unwrap();
+        let retired = || space.lock("test").unwrap().retired.len();
+        let removed = space.remove_region(GuestAddress(0), p).unwrap();
+        assert_eq!(retired(), 1);
+        space
+            .add_listener(Arc::new(|e: &RegionEvent<'_>| match e.kind {
+                ChangeKind::Inserted => Ok(()),
+                ChangeKind::Removed => Err("still mapped".into()),
+            }))
+            .unwrap();
+        let refuse: Arc<dyn RegionListener> =
+            Arc::new(|_: &RegionEvent<'_>| -> Result<(), ListenerError> { Err("no".into()) });
+        space.add_listener(Arc::clone(&refuse)).unwrap();
+        let fresh = Arc::new(Region::back(memfd(4 * p)).unwrap().0);
+        for _ in 0..8 {
+            let err = space.insert_region(Arc::clone(&removed)).unwrap_err();
+            assert!(matches!(err, Error::Listener { base: 0, .. }), "{err}");
+            assert_eq!(retired(), 1);
+        }
+        for _ in 0..8 {
+            assert!(space.insert_region(Arc::clone(&fresh)).is_err());
+            assert_eq!(retired(), 2);
+        }
+        assert!(space.snapshot().is_empty());
+        drop(fresh);
+        assert!(space.remove_listener(&refuse).unwrap());
+        space.insert_region(removed).unwrap();
+        assert_eq!(retired(), 0);
+        assert_eq!(space.snapshot().len(), 1);
+    }
+
     /// A removal a listener refuses, or panics in, lists nothing among the removed regions:
     /// the region is still in the space.
     #[test]

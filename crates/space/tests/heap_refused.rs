@@ -319,3 +319,69 @@ fn recording_a_removed_file_region_refused_by_the_heap_changes_nothing() {
     drop(removed);
     let _ = std::fs::remove_file(&path);
 }
+
+/// With two listeners, a writable region over a file whose insertion the later one refuses
+/// and whose undo the earlier one refuses joins the same list; the room for it is made before
+/// any listener hears of the insertion. The heap refusing that room (or the memory-slot
+/// number before it) refuses the insertion, typed, with no listener told and nothing
+/// changed; granted, the insertion goes through.
+#[test]
+#[cfg(unix)]
+#[cfg_attr(miri, ignore = "maps a file")]
+fn listing_a_file_region_whose_undo_may_fail_refused_by_the_heap_changes_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let path = std::env::temp_dir().join(format!(
+        "memvisor-space-heap-undo-{}.img",
+        std::process::id()
+    ));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let (space, _) = AddressSpace::back(layout, []).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let heard = Arc::clone(&heard);
+        space
+            .add_listener(Arc::new(
+                move |_: &memvisor_space::RegionEvent<'_>| -> Result<(), memvisor_space::ListenerError> {
+                    heard.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                },
+            ))
+            .unwrap();
+    }
+    let spec =
+        RegionSpec::ram(GuestAddress(0), 2 << 20).with_backing(memvisor_space::Backing::File {
+            path: path.clone(),
+            offset: 0,
+        });
+    let region = Arc::new(Region::back(spec).unwrap().0);
+    let before = space.snapshot();
+    let mut listed = false;
+    for granted in 0.. {
+        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&region)));
+        assert!(
+            refused,
+            "the list's room is asked for after {granted} requests"
+        );
+        let e = out.unwrap_err();
+        assert!(is_heap_refusal(&e), "{e} ({e:?})");
+        assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+        assert_eq!(heard.load(Ordering::SeqCst), 0, "no listener told");
+        if e.to_string()
+            == "allocating a place in the list of file regions held outside the space for the \
+                region at 0x0 failed"
+        {
+            listed = true;
+            break;
+        }
+    }
+    assert!(listed);
+    space.insert_region(region).unwrap();
+    assert_eq!(space.snapshot().len(), 1);
+    assert_eq!(heard.load(Ordering::SeqCst), 2);
+    let _ = std::fs::remove_file(&path);
+}

@@ -1,6 +1,9 @@
 //! [`MemorySlots`] against a model on the host's real KVM: seeded random sequences of region
 //! insertions (of fresh regions, and of removed ones again), removals, hotplug plugs and unplugs
-//! and dirty-logging changes, with KVM refusing deletions switched on and off, and a later
+//! and dirty-logging changes, with KVM refusing deletions switched on and off (every one, or
+//! only the deletions of slots it kept, tried again, while other regions leave), some regions
+//! over bytes of one shared file (so that a region KVM keeps a slot of, and a removed one the
+//! test still holds, refuses a new region over its bytes as `FileAliased`), and a later
 //! listener that accepts, refuses, or refuses a removal after putting memory of its own at the
 //! region's range (so that KVM refuses to take the slot back and the region is out of sync;
 //! that memory leaves KVM again at a later step). After every step the space and the guest
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use memvisor_space::RegionSpec;
 use vm_memory::GuestAddress;
 
-use super::tests::{hotplug_start, refuse_deletions, space, vm_or_skip};
+use super::tests::{hotplug_start, keep_stale, refuse_deletions, space, vm_or_skip};
 use super::*;
 
 const MIB: u64 = 1 << 20;
@@ -32,6 +35,30 @@ const PROBE_SLOT: u32 = 100;
 const FOREIGN_SLOT: u32 = 101;
 /// The largest region of the test: the size of the later listener's memory at each place.
 const LARGEST: u64 = 2 * MIB;
+/// Regions over the shared file start at a whole number of MiB below this, so that two of
+/// them often share bytes.
+const FILE_OFFSETS: u64 = 4;
+
+/// Which region a model entry is (regions are compared by identity, as the space compares a
+/// region inserted again with itself), and the bytes of the shared file it maps, if any:
+/// `(start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mapping {
+    id: u64,
+    file: Option<(u64, u64)>,
+}
+
+impl Mapping {
+    /// Whether both map some byte of the shared file (all regions here are writable), and are
+    /// not the same region.
+    fn aliases(&self, other: &Self) -> bool {
+        self.id != other.id
+            && match (self.file, other.file) {
+                (Some(a), Some(b)) => a.0 < b.1 && b.0 < a.1,
+                _ => false,
+            }
+    }
+}
 
 /// What the listener added after the slots' does with a change.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,8 +125,19 @@ struct Model {
     /// Slots KVM kept when it refused to undo a refused insertion: slot -> (base, size, KVM
     /// flags).
     stale: BTreeMap<u32, (u64, u64, u32)>,
+    /// Which region each of `regions` is: base -> mapping.
+    mappings: BTreeMap<u64, Mapping>,
+    /// Which region each of `stale` keeps (KVM holds it, and the space lists it as one whose
+    /// undo failed): slot -> mapping.
+    stale_mappings: BTreeMap<u32, Mapping>,
+    /// The removed boot regions the test still holds: base -> mapping.
+    held: BTreeMap<u64, Mapping>,
+    /// The region the last removal that went through took out.
+    last_removed: Option<Mapping>,
     /// KVM refuses every deletion (`refuse_deletions`).
     refuse_kvm: bool,
+    /// KVM refuses the deletion of kept slots, tried again (`keep_stale`).
+    keep_stale: bool,
     /// What a listener after ours does with every change.
     later: Later,
     /// Bases of regions of the space KVM has no slot for: the undo of their refused removal
@@ -121,9 +159,24 @@ impl Model {
     /// A change or query reached the slots: they try the kept slots' deletion again, which
     /// goes through once KVM agrees.
     fn retry_stale(&mut self) {
-        if !self.refuse_kvm {
+        if !self.refuse_kvm && !self.keep_stale {
             self.stale.clear();
+            self.stale_mappings.clear();
         }
+    }
+
+    /// Whether `region` maps file bytes of a region of the space.
+    fn aliases_space(&self, region: &Mapping) -> bool {
+        self.mappings.values().any(|m| region.aliases(m))
+    }
+
+    /// Whether `region` maps file bytes of a region held outside the space: one KVM keeps a
+    /// slot of, or a removed one the test holds.
+    fn aliases_held(&self, region: &Mapping) -> bool {
+        self.stale_mappings
+            .values()
+            .chain(self.held.values())
+            .any(|m| region.aliases(m))
     }
 
     /// The flags of the slot KVM has at `base`, a region's or a kept one's.
@@ -147,25 +200,29 @@ impl Model {
             || self.foreign.iter().any(|(&b, &s)| inside(b, s))
     }
 
-    /// Inserting (`plug`: plugging) a region of `size` at `base`: whether it goes through, and
+    /// Inserting (`plug`: plugging) `region`, of `size` at `base`: whether it goes through, and
     /// the model after.
-    fn insert(&mut self, base: u64, size: u64, plug: bool) -> bool {
+    fn insert(&mut self, base: u64, size: u64, region: Mapping, plug: bool) -> bool {
         // `insert_region` asks the listeners to settle before anything else; `plug` after its
-        // checks of the place.
+        // checks of the place and of the file bytes regions of the space map.
         if !plug {
             self.retry_stale();
         }
-        // Refused by the space before any listener hears of it: the place is taken, (plugging)
-        // a kept slot still maps the hotplug place after the listeners settled, or no number
-        // is left.
-        if self.regions.contains_key(&base) {
+        // Refused by the space before any listener hears of it: the place is taken, the file
+        // bytes are mapped by a region of the space or (after the listeners settled) one held
+        // outside it, (plugging) a kept slot still maps the hotplug place, or no number is
+        // left.
+        if self.regions.contains_key(&base) || self.aliases_space(&region) {
             return false;
         }
         if plug {
             self.retry_stale();
-            if self.stale.values().any(|&(b, ..)| b == base) {
-                return false;
-            }
+        }
+        if self.aliases_held(&region) {
+            return false;
+        }
+        if plug && self.stale.values().any(|&(b, ..)| b == base) {
+            return false;
         }
         let Some(slot) = self.next_slot() else {
             return false;
@@ -183,10 +240,12 @@ impl Model {
             // Our listener registered the slot; its undo deletes it again unless KVM refuses.
             if self.refuse_kvm {
                 self.stale.insert(slot, (base, size, 0));
+                self.stale_mappings.insert(slot, region);
             }
             return false;
         }
         self.regions.insert(base, (slot, size, 0));
+        self.mappings.insert(base, region);
         true
     }
 
@@ -234,6 +293,7 @@ impl Model {
     fn finish_removal(&mut self, base: u64, size: u64, lost: bool, owed: bool) -> bool {
         if self.later == Later::Accept {
             self.regions.remove(&base);
+            self.last_removed = self.mappings.remove(&base);
             self.lost.remove(&base);
             self.all_dirty.remove(&base);
             return true;
@@ -506,9 +566,36 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
     let mut removed: BTreeMap<u64, Arc<Region>> = BTreeMap::new();
     let mut model = Model::default();
     let mut rng = Rng(seed);
+    // Half the fresh regions map bytes of this file (which has every byte a region may map).
+    let file = std::env::temp_dir().join(format!(
+        "memvisor-kvm-model-{}-{seed}.img",
+        std::process::id()
+    ));
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(FILE_OFFSETS * MIB + LARGEST)
+        .unwrap();
+    let mut ids = 0..;
     for step in 0..steps {
         let i = rng.below(PLACES);
         let size = (1 + rng.below(2)) * MIB;
+        // A fresh region's spec at `base`, and which region it is.
+        let on_file = rng.below(2) == 0;
+        let offset = rng.below(FILE_OFFSETS) * MIB;
+        let mut fresh = |base: u64| {
+            let mut spec = RegionSpec::ram(GuestAddress(base), size);
+            if on_file {
+                spec = spec.with_backing(memvisor_space::Backing::File {
+                    path: file.clone(),
+                    offset,
+                });
+            }
+            let mapping = Mapping {
+                id: ids.next().unwrap(),
+                file: on_file.then_some((offset, offset + size)),
+            };
+            (spec, mapping)
+        };
         // Removals mostly name the region there as it is (or a size it does not have).
         let exact = rng.below(4) != 0;
         let removal = |model: &Model, base: u64| match model.regions.get(&base) {
@@ -527,17 +614,14 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                 "{ctx}: {gap:?} gave {got:?}"
             );
         };
-        let op = rng.below(20);
+        let op = rng.below(22);
         let ctx = format!("seed {seed} step {step} op {op} place {i} size {size:#x}");
         match op {
             0..=2 => {
                 let base = BOOT + i * GAP;
-                let region = Arc::new(
-                    Region::back(RegionSpec::ram(GuestAddress(base), size))
-                        .unwrap()
-                        .0,
-                );
-                let want = model.insert(base, size, false);
+                let (spec, mapping) = fresh(base);
+                let region = Arc::new(Region::back(spec).unwrap().0);
+                let want = model.insert(base, size, mapping, false);
                 assert_eq!(space.insert_region(region).is_ok(), want, "{ctx}");
             }
             3..=5 => {
@@ -548,7 +632,9 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                 check_gap(&ctx, gap_want);
                 assert_eq!(got.is_ok(), want, "{ctx}");
                 if let Ok(region) = got {
+                    // Held by the test from now on, in place of the one removed there before.
                     removed.insert(base, region);
+                    model.held.insert(base, model.last_removed.take().unwrap());
                 }
             }
             6..=7 => {
@@ -562,7 +648,7 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                 if !free.is_empty() {
                     let base = rng.pick(&free);
                     let region = Arc::clone(&removed[&base]);
-                    let want = model.insert(base, region.size(), false);
+                    let want = model.insert(base, region.size(), model.held[&base], false);
                     assert_eq!(
                         space.insert_region(region).is_ok(),
                         want,
@@ -572,8 +658,9 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
             }
             8..=10 => {
                 let base = hotplug + i * GAP;
-                let spec = RegionSpec::ram(GuestAddress(base), size).with_hotplug(true);
-                let want = model.insert(base, size, true);
+                let (spec, mapping) = fresh(base);
+                let spec = spec.with_hotplug(true);
+                let want = model.insert(base, size, mapping, true);
                 assert_eq!(space.plug(spec).is_ok(), want, "{ctx}");
             }
             11..=12 => {
@@ -584,11 +671,22 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                 check_gap(&ctx, gap_want);
                 assert_eq!(got.is_ok(), want, "{ctx}");
             }
-            13 => {
-                model.refuse_kvm = !model.refuse_kvm;
+            13..=15 => {
+                // KVM refuses every deletion, then (three times in four) still those of the slots
+                // it kept, tried again: other regions leave and give their numbers back, so a
+                // region under such a number reaches KVM while it keeps the slot.
+                if model.refuse_kvm {
+                    model.refuse_kvm = false;
+                    model.keep_stale = rng.below(4) != 0;
+                } else if model.keep_stale && rng.below(2) == 0 {
+                    model.keep_stale = false;
+                } else {
+                    model.refuse_kvm = true;
+                }
                 refuse_deletions(&slots, model.refuse_kvm);
+                keep_stale(&slots, model.keep_stale);
             }
-            14..=15 => {
+            16..=17 => {
                 model.later = rng.pick(&Later::ALL);
                 later.set_mode(model.later);
                 // Half the time all the later listener's memory leaves KVM too: the regions it
@@ -598,7 +696,7 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                     model.foreign.clear();
                 }
             }
-            16 => {
+            18 => {
                 // Mostly where the later listener has memory.
                 let taken: Vec<u64> = model.foreign.keys().copied().collect();
                 let base = if taken.is_empty() || rng.below(4) == 0 {
@@ -609,7 +707,7 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                 later.release(base);
                 model.foreign.remove(&base);
             }
-            17..=18 => {
+            19..=20 => {
                 let base = if rng.below(2) == 0 { BOOT } else { hotplug } + i * GAP;
                 let on = rng.below(2) == 0;
                 model.retry_stale();
@@ -655,6 +753,7 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
     }
     // Dropping the slots deletes every slot KVM has, and leaves the later listener's memory.
     refuse_deletions(&slots, false);
+    keep_stale(&slots, false);
     assert!(space.remove_listener(&listener).unwrap());
     drop(slots);
     for &place in &places {
@@ -671,11 +770,12 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
             "seed {seed}: {place:#x} left in KVM"
         );
     }
+    let _ = std::fs::remove_file(&file);
 }
 
 #[test]
 fn random_changes_with_refusals_keep_space_slots_and_kvm_equal_to_model() {
-    for seed in 0..16 {
+    for seed in 0..64 {
         let Some(vm) = vm_or_skip("random_changes_with_refusals") else {
             return;
         };
