@@ -177,6 +177,95 @@ pub enum Error {
     /// which check failed.
     #[error("inconsistent state: {0}")]
     Inconsistent(&'static str),
+    /// A vm-allocator `IdAllocator` snapshot's `next_id` is below `range_base` or past
+    /// `range_end + 1`
+    /// ([`IdAllocator::from_vm_allocator_snapshot`](crate::IdAllocator::from_vm_allocator_snapshot)).
+    #[error(
+        "vm-allocator snapshot: next_id {next_id} is outside range_base {range_base} to range_end + 1 ({range_end} + 1)"
+    )]
+    VmNextIdOutOfRange {
+        /// The saved `next_id`.
+        next_id: u32,
+        /// The saved `range_base`.
+        range_base: u32,
+        /// The saved `range_end`.
+        range_end: u32,
+    },
+    /// A vm-allocator `IdAllocator` snapshot's `next_id` is null, which stands for every ID up
+    /// to `u32::MAX` handed out, but its `range_end` is below `u32::MAX`.
+    #[error(
+        "vm-allocator snapshot: next_id is null (every ID up to u32::MAX handed out) but range_end is {range_end}"
+    )]
+    VmNextIdNull {
+        /// The saved `range_end`.
+        range_end: u32,
+    },
+    /// A vm-allocator `IdAllocator` snapshot's `freed_ids` do not strictly increase: `id` is
+    /// listed right after `previous`, which is not below it.
+    #[error("vm-allocator snapshot: freed ID {id} is listed after {previous}")]
+    VmFreedIdsUnsorted {
+        /// The freed ID out of order (or repeated).
+        id: u32,
+        /// The freed ID listed right before it.
+        previous: u32,
+    },
+    /// A vm-allocator `AddressAllocator` snapshot's tree node list names as a child of node
+    /// `node` (its index in the list) a node `child` not listed before it, so the list is not
+    /// a tree.
+    #[error("vm-allocator snapshot: tree node {node} names node {child} as a child")]
+    VmNotATree {
+        /// Index of the parent in the node list.
+        node: u32,
+        /// The child index it names.
+        child: u32,
+    },
+    /// A vm-allocator `AddressAllocator` snapshot's tree node for `start..=end` says it is
+    /// `stored` levels high, but its subtree is `actual` levels high.
+    #[error(
+        "vm-allocator snapshot: the tree node of [{start:#x}, {end:#x}] says height {stored}, its subtree has height {actual}"
+    )]
+    VmTreeHeight {
+        /// Start of the node's range, as saved.
+        start: u64,
+        /// End of the node's range, as saved.
+        end: u64,
+        /// The height the node holds.
+        stored: u64,
+        /// The height of its subtree.
+        actual: u64,
+    },
+    /// A vm-allocator `AddressAllocator` snapshot's tree is not balanced: the subtrees of the
+    /// node for `start..=end` are `left` and `right` levels high, more than one apart.
+    #[error(
+        "vm-allocator snapshot: the tree node of [{start:#x}, {end:#x}] is out of balance: subtrees of heights {left} and {right}"
+    )]
+    VmTreeUnbalanced {
+        /// Start of the node's range, as saved.
+        start: u64,
+        /// End of the node's range, as saved.
+        end: u64,
+        /// Height of its lower-address subtree.
+        left: u64,
+        /// Height of its higher-address subtree.
+        right: u64,
+    },
+    /// A vm-allocator `AddressAllocator` snapshot's tree is deeper than `limit` levels (deeper
+    /// than vm-allocator builds); it was refused while read, at that depth.
+    #[error("vm-allocator snapshot: the tree is deeper than {limit} levels")]
+    VmTreeTooDeep {
+        /// The deepest level read.
+        limit: u32,
+    },
+    /// A vm-allocator `AddressAllocator` snapshot's tree ranges are not in increasing order or
+    /// overlap: in address order, `range` comes after `previous` but does not start past its
+    /// end.
+    #[error("vm-allocator snapshot: tree range {range} does not start after {previous}")]
+    VmTreeRangesOverlap {
+        /// The range out of order.
+        range: AddressRange,
+        /// The range of the node before it in the tree's order.
+        previous: AddressRange,
+    },
 }
 
 /// The text of [`Error::OutOfIds`] after "out of IDs: ", in the singular for one ID.

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::RangeInclusive as IdRange;
 
-use crate::address::RunSet;
+use crate::address::{HeldRuns, RunSet};
 use crate::debug::List;
 use crate::error::{Error, Result};
 use crate::id_width::Id;
@@ -93,7 +93,7 @@ pub struct IdAllocator<I: Id = u32> {
     /// which covers them only while it stays in proportion to the IDs allocated (see
     /// `dense_ok`); sorted, disjoint and not adjacent, every one at or past `bitmap_ids()`.
     /// Empty while IDs are handed out from the bottom.
-    far: RunSet,
+    far: HeldRuns,
     /// Number of IDs in the runs of `far`, so that counting the free IDs inside the bitmap
     /// does not walk them.
     held_ids: u64,
@@ -160,7 +160,7 @@ impl<I: Id> IdAllocator<I> {
             hint: 0,
             parked: None,
             used: 0,
-            far: RunSet::new(),
+            far: HeldRuns::new(),
             held_ids: 0,
             never,
         })
@@ -262,9 +262,11 @@ impl<I: Id> IdAllocator<I> {
     ///
     /// Cost: the search reads each bitmap word once (O(log count) bit operations per word,
     /// fully allocated stretches skipped through the summary): O(range / 64) in the worst case,
-    /// whether it succeeds or fails, plus O(1) per run of IDs held above the bitmap; then
-    /// O(count / 64) to mark the run, a word at a time, and one update of the never-allocated
-    /// runs per run it overlaps.
+    /// whether it succeeds or fails; past the bitmap, the gaps between the runs of IDs held
+    /// there are searched through their index, which skips every subtree whose gaps are all
+    /// shorter than `count`: O(log h) for h held runs when no gap is long enough, plus O(log h)
+    /// for each gap long enough but without an aligned place; then O(count / 64) to mark the
+    /// run, a word at a time, and one update of the never-allocated runs per run it overlaps.
     ///
     /// # Errors
     ///
@@ -772,7 +774,7 @@ impl<I: Id> IdAllocator<I> {
     fn held_from(&self, pos: u64) -> Option<(u64, u64)> {
         #[cold]
         #[inline(never)]
-        fn lookup(far: &RunSet, pos: u64) -> Option<(u64, u64)> {
+        fn lookup(far: &HeldRuns, pos: u64) -> Option<(u64, u64)> {
             far.run_from(pos)
         }
         if self.far.is_empty() {
@@ -904,20 +906,35 @@ impl<I: Id> IdAllocator<I> {
         // Past the bitmap every ID in range is free but those of the runs held there: the
         // search goes on through the gaps between them.
         let past = words as u64 * BITS as u64;
-        let mut start = if past <= span_end {
+        let start = if past <= span_end {
             run.unwrap_or(past)
         } else {
             run?
         };
-        for (lo, hi) in self.far.iter() {
-            if lo > start
-                && let Some(a) = fits(start, lo - 1)
-            {
-                return u32::try_from(a).ok();
-            }
-            start = hi + 1;
-        }
-        fits(start, span_end).and_then(|a| u32::try_from(a).ok())
+        let found = if self.far.is_empty() {
+            fits(start, span_end)
+        } else {
+            self.find_held_gap(start, count, &fits)
+        };
+        found.and_then(|a| u32::try_from(a).ok())
+    }
+
+    /// The first gap between the runs held past the bitmap, from `start` on (up to the end of
+    /// the range), that `fits` takes. The index skips every subtree whose gaps are all shorter
+    /// than `count`: O(log h) when none is long enough. Kept out of line, away from the
+    /// bitmap's path.
+    #[cold]
+    #[inline(never)]
+    fn find_held_gap(
+        &self,
+        start: u64,
+        count: u64,
+        fits: &impl Fn(u64, u64) -> Option<u64>,
+    ) -> Option<u64> {
+        self.far
+            .first_fit(start, u64::from(self.span()), count, |lo, hi| {
+                (hi - lo >= count - 1).then(|| fits(lo, hi)).flatten()
+            })
     }
 
     /// Offset of the first free ID at or after `from`, if any (the parked ID included). The
@@ -1399,6 +1416,57 @@ mod tests {
 
     pub(super) fn count_visited_run() {
         VISITED.with(|c| c.set(c.get() + 1));
+    }
+
+    /// Nodes of the address arena (the held runs' index among them) read by `f`.
+    fn nodes_read_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        let before = crate::address::nodes_read();
+        let r = f();
+        (r, crate::address::nodes_read() - before)
+    }
+
+    /// A range of `runs` IDs 1000 apart, each allocated where it lies: all but the few the
+    /// bitmap's 64 Ki-ID floor covers are held above it, with 999 free IDs between each two.
+    fn held_every_thousand(runs: u32) -> IdAllocator {
+        let mut a = IdAllocator::new(0, (runs - 1) * 1000).unwrap();
+        for i in 0..runs {
+            a.allocate_id_at(i * 1000).unwrap();
+        }
+        a
+    }
+
+    #[test]
+    fn allocate_ids_failing_among_many_held_runs_reads_a_few_paths() {
+        let runs = if cfg!(miri) { 600 } else { 20_000 };
+        let mut a = held_every_thousand(runs);
+        let before = a.clone();
+        // No gap holds 1000 IDs.
+        let (r, read) = nodes_read_by(|| a.allocate_ids(1000, 1));
+        assert_eq!(
+            r,
+            Err(Error::OutOfIds {
+                count: 1000,
+                alignment: 1
+            })
+        );
+        assert_eq!(a, before);
+        assert_eq!(a.far.check(), Ok(()));
+        // A few root-to-leaf paths (each under 1.44 * log2(runs + 2) levels, so under 1.5 times
+        // the bit length of `runs + 2`), not one read per run held.
+        let bits = u32::BITS - (runs + 2).leading_zeros();
+        let levels = usize::try_from(3 * bits / 2 + 1).unwrap();
+        assert!(read <= 8 * levels, "{read} nodes read for {runs} runs");
+        // A gap made long enough is found, the lowest such one, with as few reads.
+        let (low, high) = (runs / 3 * 1000, runs / 3 * 2000);
+        a.free_id(high).unwrap();
+        a.free_id(low).unwrap();
+        let (r, read) = nodes_read_by(|| a.allocate_ids(1000, 1));
+        assert_eq!(r, Ok(low - 999..=low));
+        assert!(read <= 16 * levels, "{read} nodes read for {runs} runs");
+        // 1999 free IDs around `high`: 1000 aligned to 8 take its first multiple of 8.
+        let s = (high - 999).next_multiple_of(8);
+        assert_eq!(a.allocate_ids(1000, 8), Ok(s..=s + 999));
+        assert_eq!(a.far.check(), Ok(()));
     }
 
     #[test]

@@ -82,9 +82,11 @@ impl IdAllocator<u32> {
     /// # Errors
     ///
     /// - [`Error::InvalidIdRange`] if `range_base` is above `range_end`;
-    /// - [`Error::Inconsistent`] if `next_id` is below `range_base` or past `range_end + 1`, or
-    ///   null (every ID up to `u32::MAX` handed out) while `range_end` is not `u32::MAX`, or if
-    ///   `freed_ids` is not strictly increasing;
+    /// - [`Error::VmNextIdOutOfRange`] (with the three values) if `next_id` is below `range_base`
+    ///   or past `range_end + 1`; [`Error::VmNextIdNull`] (with `range_end`) if it is null (every
+    ///   ID up to `u32::MAX` handed out) while `range_end` is not `u32::MAX`;
+    /// - [`Error::VmFreedIdsUnsorted`] naming the first freed ID not above the one listed before it
+    ///   (and that one) if `freed_ids` is not strictly increasing;
     /// - [`Error::IdOutOfRange`] for a freed ID outside `range_base..=range_end`;
     /// - [`Error::IdNeverAllocated`] for a freed ID at or past `next_id` (never handed out);
     /// - [`Error::SnapshotTooLarge`] if the bitmap would exceed the limit, [`Error::HeapRefused`]
@@ -105,17 +107,15 @@ impl IdAllocator<u32> {
             Some(next) if next >= first && u64::from(next) <= u64::from(last) + 1 => {
                 u64::from(next)
             }
-            Some(_) => {
-                return Err(Error::Inconsistent(
-                    "vm-allocator next_id is below range_base or past range_end + 1",
-                ));
+            Some(next_id) => {
+                return Err(Error::VmNextIdOutOfRange {
+                    next_id,
+                    range_base: first,
+                    range_end: last,
+                });
             }
             None if last == u32::MAX => 1 << 32,
-            None => {
-                return Err(Error::Inconsistent(
-                    "vm-allocator next_id is null but range_end is not u32::MAX",
-                ));
-            }
+            None => return Err(Error::VmNextIdNull { range_end: last }),
         };
         let freed = &snapshot.freed_ids;
         let mut allocated: Vec<(u32, u32)> = Vec::new();
@@ -128,10 +128,8 @@ impl IdAllocator<u32> {
         let mut from = u64::from(first);
         let mut prev: Option<u32> = None;
         for &id in freed {
-            if prev.is_some_and(|p| id <= p) {
-                return Err(Error::Inconsistent(
-                    "vm-allocator freed_ids are not sorted or repeat",
-                ));
+            if let Some(previous) = prev.filter(|&p| id <= p) {
+                return Err(Error::VmFreedIdsUnsorted { id, previous });
             }
             prev = Some(id);
             if id < first || id > last {
@@ -280,8 +278,12 @@ impl<T: Default> AddressAllocator<T> {
     /// - [`Error::OutsideSpace`] for a node's range not inside the space (vm-allocator 0.1.4 saves
     ///   one when a range outside its space is freed into a tree a failed free emptied; it would
     ///   then hand out addresses outside its space);
-    /// - [`Error::Inconsistent`] if the ranges are not in increasing order or overlap, if a node's
-    ///   height is not its subtree's or the tree is not balanced;
+    /// - [`Error::VmTreeRangesOverlap`] naming the first range (in the tree's order) that does not
+    ///   start past the end of the one before it, and that one;
+    /// - [`Error::VmTreeHeight`] naming a node's range, the height it holds and its subtree's;
+    ///   [`Error::VmTreeUnbalanced`] naming a node's range and its subtrees' heights, if they
+    ///   differ by more than one (both checked children first, so the lowest such node);
+    ///   [`Error::VmTreeTooDeep`] for a tree deeper than 50 levels (refused while read);
     /// - [`Error::TooManyAllocations`] past the allocator's limit, [`Error::HeapRefused`] if the
     ///   heap refuses memory.
     pub fn from_vm_allocator_snapshot(snapshot: &VmAddressAllocatorSnapshot) -> Result<Self> {
@@ -331,22 +333,32 @@ impl<T> AddressAllocator<T> {
         // parent's: by induction every height checked is the true height (at most 50).
         let height = |i: u32| nodes.get(i as usize).map_or(0, |n| n.height);
         for (i, n) in nodes.iter().enumerate() {
-            if [n.left, n.right]
+            if let Some(&child) = [n.left, n.right]
                 .iter()
-                .any(|&c| c != NIL && c as usize >= i)
+                .find(|&&c| c != NIL && c as usize >= i)
             {
-                return Err(Error::Inconsistent(
-                    "vm-allocator tree node list is not a tree",
-                ));
+                return Err(Error::VmNotATree {
+                    node: narrow_index(i),
+                    child,
+                });
             }
             let (l, r) = (height(n.left), height(n.right));
+            let (start, end) = (n.key.start, n.key.end);
             if n.height != l.max(r) + 1 {
-                return Err(Error::Inconsistent(
-                    "vm-allocator tree node height is not its subtree's",
-                ));
+                return Err(Error::VmTreeHeight {
+                    start,
+                    end,
+                    stored: n.height,
+                    actual: l.max(r) + 1,
+                });
             }
             if l.abs_diff(r) > 1 {
-                return Err(Error::Inconsistent("vm-allocator tree is not balanced"));
+                return Err(Error::VmTreeUnbalanced {
+                    start,
+                    end,
+                    left: l,
+                    right: r,
+                });
             }
         }
         // At most one hole before each node and one after the last: 2n + 1 ranges.
@@ -364,11 +376,13 @@ impl<T> AddressAllocator<T> {
         let mut cur = nodes.len().checked_sub(1).map_or(NIL, narrow_index);
         // The first unit not yet covered by a node (`None` once past `u64::MAX`).
         let mut next = Some(space.start());
+        // The range of the node before, in address order.
+        let mut previous: Option<AddressRange> = None;
         loop {
             while cur != NIL {
-                let slot = stack.get_mut(depth).ok_or(Error::Inconsistent(
-                    "vm-allocator tree is deeper than 50 levels",
-                ))?;
+                let slot = stack
+                    .get_mut(depth)
+                    .ok_or(Error::VmTreeTooDeep { limit: MAX_DEPTH })?;
                 *slot = cur;
                 depth += 1;
                 cur = nodes[cur as usize].left;
@@ -382,10 +396,14 @@ impl<T> AddressAllocator<T> {
                 return Err(Error::OutsideSpace { range, space });
             }
             let Some(from) = next.filter(|&f| range.start() >= f) else {
-                return Err(Error::Inconsistent(
-                    "vm-allocator tree ranges are not sorted or overlap",
-                ));
+                // The space's start is checked above, so a node came before this one.
+                return Err(
+                    previous.map_or(Error::OutsideSpace { range, space }, |previous| {
+                        Error::VmTreeRangesOverlap { range, previous }
+                    }),
+                );
             };
+            previous = Some(range);
             if range.start() > from {
                 // Covered by no node: kept allocated (see above).
                 ranges.push((AddressRange::new(from, range.start() - 1)?, false));
@@ -589,9 +607,7 @@ impl<'de> Visitor<'de> for ChildSeed<'_> {
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> core::result::Result<u32, D::Error> {
         if self.depth > MAX_DEPTH {
-            return Err(de::Error::custom(Error::Inconsistent(
-                "vm-allocator tree is deeper than 50 levels",
-            )));
+            return Err(de::Error::custom(Error::VmTreeTooDeep { limit: MAX_DEPTH }));
         }
         d.deserialize_struct(
             "InnerNode",

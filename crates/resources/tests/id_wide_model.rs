@@ -400,6 +400,80 @@ fn run(first: u64, last: u64, ops: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
+fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+/// A script on `first..=first + 2^22 - 1` that first holds `runs` short runs spread over the
+/// range, all but the few under the bitmap's 64 Ki-ID floor above the bitmap, with stretches of
+/// every length around the spacing between them; then asks for batches of about that length
+/// (most of which no stretch holds, at alignments up to 2^9) while frees widen stretches and
+/// allocations at exact IDs narrow them, so that the search through the index of held runs
+/// runs both when it fails and when it finds a stretch (and large batches found make the
+/// bitmap grow over held runs).
+fn held_runs_script(seed: u64, first: u64, runs: u64) -> (u64, Vec<Op>) {
+    let mut next = xorshift(seed);
+    let size = 1u64 << 22;
+    let last = first + size - 1;
+    let spacing = size / runs;
+    let mut ops = Vec::new();
+    for i in 0..runs {
+        let at = first + i * spacing + next() % 40;
+        // The last run reaches the range's end, so the tail past it holds nothing.
+        let len = if i == runs - 1 {
+            last - at + 1
+        } else {
+            1 + next() % 60
+        };
+        ops.push(Op::AllocateRunAt {
+            first: at,
+            count: u32::try_from(len).unwrap(),
+        });
+    }
+    for _ in 0..200 {
+        let at = first + next() % size;
+        ops.push(match next() % 8 {
+            0..=3 => Op::AllocateRun {
+                count: u32::try_from(spacing - 120 + next() % 160).unwrap(),
+                alignment: 1 << (next() % 10),
+            },
+            4 => Op::Free(at),
+            5 => Op::FreeRun {
+                first: at,
+                last: (at + next() % 200).min(last),
+            },
+            6 => Op::AllocateAt(at),
+            _ => Op::AllocateRunAt {
+                first: at,
+                count: u32::try_from((1 + next() % 50).min(last - at + 1)).unwrap(),
+            },
+        });
+    }
+    (last, ops)
+}
+
+#[test]
+fn batches_among_many_held_runs_match_interval_model() {
+    let seeds: u64 = if cfg!(miri) { 1 } else { 4 };
+    for seed in 1..=seeds {
+        let first = [0, 77, u64::from(u32::MAX) - (1 << 22) + 1][(seed % 3) as usize];
+        let runs = if cfg!(miri) {
+            60
+        } else {
+            200 + 100 * (seed % 4)
+        };
+        let (last, ops) = held_runs_script(seed.wrapping_mul(0x2545_f491_4f6c_dd1d), first, runs);
+        if let Err(e) = run(first, last, &ops) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 

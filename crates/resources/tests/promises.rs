@@ -18,7 +18,7 @@ fn req(size: u64, alignment: u64, policy: AllocPolicy) -> Request {
 
 #[test]
 fn error_display_names_every_value() {
-    let cases: [(Error, &str); 27] = [
+    let cases: [(Error, &str); 35] = [
         (
             Error::InvalidRange { start: 9, end: 1 },
             "invalid range: start 0x9 is after end 0x1",
@@ -146,6 +146,58 @@ fn error_display_names_every_value() {
         (
             Error::Inconsistent("used count is wrong"),
             "inconsistent state: used count is wrong",
+        ),
+        (
+            Error::VmNextIdOutOfRange {
+                next_id: 12,
+                range_base: 5,
+                range_end: 10,
+            },
+            "vm-allocator snapshot: next_id 12 is outside range_base 5 to range_end + 1 (10 + 1)",
+        ),
+        (
+            Error::VmNextIdNull { range_end: 7 },
+            "vm-allocator snapshot: next_id is null (every ID up to u32::MAX handed out) but \
+             range_end is 7",
+        ),
+        (
+            Error::VmFreedIdsUnsorted { id: 1, previous: 5 },
+            "vm-allocator snapshot: freed ID 1 is listed after 5",
+        ),
+        (
+            Error::VmNotATree { node: 2, child: 3 },
+            "vm-allocator snapshot: tree node 2 names node 3 as a child",
+        ),
+        (
+            Error::VmTreeHeight {
+                start: 0x10,
+                end: 0x1f,
+                stored: 2,
+                actual: 1,
+            },
+            "vm-allocator snapshot: the tree node of [0x10, 0x1f] says height 2, its subtree has \
+             height 1",
+        ),
+        (
+            Error::VmTreeUnbalanced {
+                start: 0,
+                end: 0xf,
+                left: 0,
+                right: 2,
+            },
+            "vm-allocator snapshot: the tree node of [0x0, 0xf] is out of balance: subtrees of \
+             heights 0 and 2",
+        ),
+        (
+            Error::VmTreeTooDeep { limit: 50 },
+            "vm-allocator snapshot: the tree is deeper than 50 levels",
+        ),
+        (
+            Error::VmTreeRangesOverlap {
+                range: AddressRange::new(0x10, 0x1f).unwrap(),
+                previous: AddressRange::new(0, 0x10).unwrap(),
+            },
+            "vm-allocator snapshot: tree range [0x10, 0x1f] does not start after [0x0, 0x10]",
         ),
     ];
     for (err, text) in cases {

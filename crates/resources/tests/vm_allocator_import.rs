@@ -240,15 +240,17 @@ fn crafted_id_snapshots_are_refused() {
         ),
         (
             r#"{"range_base":0,"next_id":null,"range_end":4294967294,"freed_ids":[4294967295]}"#,
-            Error::Inconsistent("vm-allocator next_id is null but range_end is not u32::MAX"),
+            Error::VmNextIdNull {
+                range_end: 4_294_967_294,
+            },
         ),
         (
             r#"{"range_base":0,"next_id":null,"range_end":4294967295,"freed_ids":[2,2]}"#,
-            Error::Inconsistent("vm-allocator freed_ids are not sorted or repeat"),
+            Error::VmFreedIdsUnsorted { id: 2, previous: 2 },
         ),
         (
             r#"{"range_base":0,"next_id":9,"range_end":10,"freed_ids":[5,1]}"#,
-            Error::Inconsistent("vm-allocator freed_ids are not sorted or repeat"),
+            Error::VmFreedIdsUnsorted { id: 1, previous: 5 },
         ),
         (
             r#"{"range_base":9,"next_id":9,"range_end":1,"freed_ids":[]}"#,
@@ -256,11 +258,19 @@ fn crafted_id_snapshots_are_refused() {
         ),
         (
             r#"{"range_base":5,"next_id":4,"range_end":10,"freed_ids":[]}"#,
-            Error::Inconsistent("vm-allocator next_id is below range_base or past range_end + 1"),
+            Error::VmNextIdOutOfRange {
+                next_id: 4,
+                range_base: 5,
+                range_end: 10,
+            },
         ),
         (
             r#"{"range_base":5,"next_id":12,"range_end":10,"freed_ids":[]}"#,
-            Error::Inconsistent("vm-allocator next_id is below range_base or past range_end + 1"),
+            Error::VmNextIdOutOfRange {
+                next_id: 12,
+                range_base: 5,
+                range_end: 10,
+            },
         ),
     ];
     for (text, want) in cases {
@@ -502,7 +512,10 @@ fn crafted_address_snapshots_are_refused() {
                     leaf(0x20, 0xff, false),
                 ),
             ),
-            Error::Inconsistent("vm-allocator tree ranges are not sorted or overlap"),
+            Error::VmTreeRangesOverlap {
+                range: r(0x10, 0x1f),
+                previous: r(0, 0x10),
+            },
         ),
         (
             snapshot(
@@ -514,7 +527,10 @@ fn crafted_address_snapshots_are_refused() {
                     leaf(0x30, 0xff, false),
                 ),
             ),
-            Error::Inconsistent("vm-allocator tree ranges are not sorted or overlap"),
+            Error::VmTreeRangesOverlap {
+                range: r(0x10, 0x1f),
+                previous: r(0x20, 0x2f),
+            },
         ),
         (
             snapshot(
@@ -526,16 +542,29 @@ fn crafted_address_snapshots_are_refused() {
                     leaf(0x10, 0x1f, false),
                 ),
             ),
-            Error::Inconsistent("vm-allocator tree ranges are not sorted or overlap"),
+            Error::VmTreeRangesOverlap {
+                range: r(0x10, 0x1f),
+                previous: r(0x10, 0x1f),
+            },
         ),
         // Heights that are not the subtree's, a tree out of balance.
         (
             snapshot(0, 0xff, node(0, 0xff, true, Value::Null, Value::Null, 2)),
-            Error::Inconsistent("vm-allocator tree node height is not its subtree's"),
+            Error::VmTreeHeight {
+                start: 0,
+                end: 0xff,
+                stored: 2,
+                actual: 1,
+            },
         ),
         (
             snapshot(0, 0xff, node(0, 0xff, true, Value::Null, Value::Null, 0)),
-            Error::Inconsistent("vm-allocator tree node height is not its subtree's"),
+            Error::VmTreeHeight {
+                start: 0,
+                end: 0xff,
+                stored: 0,
+                actual: 1,
+            },
         ),
         (
             snapshot(
@@ -543,16 +572,31 @@ fn crafted_address_snapshots_are_refused() {
                 0xff,
                 node(0, 0xff, true, Value::Null, Value::Null, u64::MAX),
             ),
-            Error::Inconsistent("vm-allocator tree node height is not its subtree's"),
+            Error::VmTreeHeight {
+                start: 0,
+                end: 0xff,
+                stored: u64::MAX,
+                actual: 1,
+            },
         ),
         (
             snapshot(0, 0xfff, chain(3)),
-            Error::Inconsistent("vm-allocator tree is not balanced"),
+            Error::VmTreeUnbalanced {
+                start: 0,
+                end: 0xf,
+                left: 0,
+                right: 2,
+            },
         ),
         // As deep as reading allows: read, then refused as unbalanced.
         (
             snapshot(0, u64::MAX, chain(50)),
-            Error::Inconsistent("vm-allocator tree is not balanced"),
+            Error::VmTreeUnbalanced {
+                start: 47 * 0x10,
+                end: 47 * 0x10 + 0xf,
+                left: 0,
+                right: 2,
+            },
         ),
         // A node after one that ends at u64::MAX.
         (
@@ -565,7 +609,10 @@ fn crafted_address_snapshots_are_refused() {
                     leaf(0x20, 0x2f, true),
                 ),
             ),
-            Error::Inconsistent("vm-allocator tree ranges are not sorted or overlap"),
+            Error::VmTreeRangesOverlap {
+                range: r(0x20, 0x2f),
+                previous: r(0x10, u64::MAX),
+            },
         ),
     ];
     for (value, want) in cases {

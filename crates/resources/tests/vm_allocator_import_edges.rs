@@ -309,9 +309,12 @@ fn deep_trees_in_a_format_without_a_nesting_limit_are_refused_while_read() {
     });
     assert_eq!(
         ok,
-        Ok(Err(Error::Inconsistent(
-            "vm-allocator tree is not balanced"
-        )))
+        Ok(Err(Error::VmTreeUnbalanced {
+            start: 47,
+            end: 47,
+            left: 0,
+            right: 2,
+        }))
     );
     // Deeper: refused at level 51, however deep the input goes (a million levels would
     // overflow any stack if each were read by a recursive call).

@@ -1,5 +1,6 @@
 //! [`AddressAllocator`]: address ranges (MMIO, PIO, hotplug slots) inside one address space.
 
+mod held;
 mod keymap;
 mod room;
 mod room_tree;
@@ -10,11 +11,19 @@ mod tree;
 use alloc::vec::Vec;
 use core::fmt;
 
+pub(crate) use self::held::HeldRuns;
 use self::room::{RoomBounds, Where};
 pub use self::room_tree::RoomTree;
 pub(crate) use self::runs::RunSet;
 pub use self::set::AllocatorSet;
 use self::tree::{MAX_NODES, NIL, Search, Tree};
+
+/// Nodes of the AVL arenas (the address index, the ID runs) read on this thread so far, for
+/// tests that bound the work of a search.
+#[cfg(test)]
+pub(crate) fn nodes_read() -> usize {
+    Tree::nodes_read()
+}
 use crate::debug::List;
 use crate::error::{Error, Refused, Result};
 use crate::range::AddressRange;

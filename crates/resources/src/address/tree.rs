@@ -166,7 +166,16 @@ impl Tree {
     }
 
     pub(super) fn node(&self, i: u32) -> Node {
+        #[cfg(test)]
+        tests::count_node_read();
         self.nodes[i as usize]
+    }
+
+    /// Nodes read (through [`node`](Self::node)) on this thread so far, for tests that bound
+    /// the work of a search.
+    #[cfg(test)]
+    pub(crate) fn nodes_read() -> usize {
+        tests::NODES_READ.with(core::cell::Cell::get)
     }
 
     pub(super) fn capacity_bytes(&self) -> usize {
@@ -418,6 +427,29 @@ impl Tree {
             path.push(t, start > n.start);
             if n.start == start {
                 self.nodes[t as usize].gap = gap;
+                break;
+            }
+            t = n.child(start > n.start);
+        }
+        self.work += path.len as u64;
+        for k in (0..path.len).rev() {
+            self.pull(path.get(k).0);
+        }
+    }
+
+    /// Moves the node that starts at `start` (it must be present) to `new_start`, which lies
+    /// strictly between the starts of its neighbours (so the order is kept), sets its gap, and
+    /// refreshes the bounds on its path.
+    pub(super) fn update(&mut self, start: u64, new_start: u64, gap: u64) {
+        let mut path = Path::new();
+        let mut t = self.root;
+        while t != NIL {
+            let n = self.node(t);
+            path.push(t, start > n.start);
+            if n.start == start {
+                let node = &mut self.nodes[t as usize];
+                node.start = new_start;
+                node.gap = gap;
                 break;
             }
             t = n.child(start > n.start);
@@ -859,6 +891,15 @@ mod tests {
     )]
 
     use super::*;
+
+    std::thread_local! {
+        /// Nodes read on this thread.
+        pub(super) static NODES_READ: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
+
+    pub(super) fn count_node_read() {
+        NODES_READ.with(|c| c.set(c.get() + 1));
+    }
 
     #[test]
     fn node_size_is_28_bytes() {
