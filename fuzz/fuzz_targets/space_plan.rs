@@ -11,8 +11,11 @@
 //! exactly the boot RAM asked for on each node (its regions carrying the node's memory spec,
 //! a file's offset moved on by the bytes laid before), regions that do not overlap, sorted by
 //! address, the devices, interrupts, windows and slots asked for where they were fixed, its
-//! layout within the address bits and windows on the asked alignment; and an `AddressSpace`
-//! takes the plan's regions, and its hotplug slots with them.
+//! layout within the address bits and windows on the asked alignment, a hotplug window no
+//! larger than its slots and the lead to their alignment, on x86-64 the ports of KVM's
+//! in-kernel devices and the timer's interrupts held by its placer and given to no device, SRAT
+//! ranges of each guest node's memory; and an `AddressSpace` takes the plan's regions, and its
+//! hotplug slots with them.
 #![no_main]
 
 use std::path::PathBuf;
@@ -24,8 +27,8 @@ use memvisor_space::plan::{
     SerialRequest, names_other_map_part, plan,
 };
 use memvisor_space::{
-    AddressSpace, Arch, Backing, DEFAULT_SLOTS, HugePageSize, HugePages, NumaBinding, NumaPolicy,
-    Platform, Protection, Region, RegionSpec, RegionType, WindowKind,
+    AddressSpace, Arch, Backing, DEFAULT_SLOTS, GuestRange, HugePageSize, HugePages, NumaBinding,
+    NumaPolicy, Platform, Protection, Region, RegionSpec, RegionType, WindowKind,
 };
 use vm_memory::GuestAddress;
 
@@ -35,6 +38,22 @@ const GIB: u64 = 1 << 30;
 /// Devices per request, slots whose plugging is checked one by one.
 const MAX_DEVICES: u8 = 6;
 const MAX_PLUGGED: usize = 16;
+/// x86-64: the first and last I/O ports of KVM's in-kernel PICs, PIT (and its speaker port)
+/// and ELCR, and the timer's interrupts, which a plan gives to no device.
+const KVM_PORTS: [(u64, u64); 5] = [
+    (0x20, 0x21),
+    (0x40, 0x43),
+    (0x61, 0x61),
+    (0xa0, 0xa1),
+    (0x4d0, 0x4d1),
+];
+const TIMER_GSIS: [u32; 2] = [0, 2];
+/// The 8 ports of a serial port at `base` overlap those of a KVM in-kernel device.
+fn over_kvm_ports(base: u64) -> bool {
+    KVM_PORTS
+        .iter()
+        .any(|&(first, last)| base <= last && base.checked_add(7).is_none_or(|end| end >= first))
+}
 
 /// A size: 0, 1, near `u64::MAX`, any, page, MiB and GiB multiples, powers of two, or a page
 /// multiple and a little.
@@ -172,6 +191,11 @@ fn request(input: &mut Input<'_>) -> PlanRequest {
             0 => Some(0x2f8),
             1 => Some(u64::MAX - u64::from(input.u8() % 16)),
             2 => Some(u64::from(input.u16())),
+            // At and around the ports KVM answers in the kernel.
+            3 => {
+                let (first, _) = KVM_PORTS[usize::from(input.u8()) % KVM_PORTS.len()];
+                Some(first.saturating_sub(8) + u64::from(input.u8() % 12))
+            }
             _ => None,
         },
         address: if input.u8().is_multiple_of(4) {
@@ -359,6 +383,14 @@ fn broken_rules(r: &PlanRequest) -> Vec<&'static str> {
             arch == Arch::X86_64 && s.address.is_some(),
             "an MMIO serial on x86-64",
         );
+        rule(
+            arch == Arch::X86_64 && s.irq.is_some_and(|i| TIMER_GSIS.contains(&i)),
+            "a serial interrupt of the timer",
+        );
+        rule(
+            arch == Arch::X86_64 && over_kvm_ports(s.port.unwrap_or(0x3f8)),
+            "serial ports over KVM's in-kernel devices",
+        );
     }
     for (i, d) in r.devices.iter().enumerate() {
         rule(d.name.is_empty(), "an empty name");
@@ -373,6 +405,10 @@ fn broken_rules(r: &PlanRequest) -> Vec<&'static str> {
             "an MMIO size not a power of two",
         );
         rule(d.mmio_size < PAGE, "an MMIO window below a page");
+        rule(
+            arch == Arch::X86_64 && d.irq.is_some_and(|i| TIMER_GSIS.contains(&i)),
+            "a device interrupt of the timer",
+        );
         rule(
             d.address
                 .is_some_and(|a| d.mmio_size != 0 && !a.is_multiple_of(d.mmio_size)),
@@ -570,6 +606,20 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
             other => panic!("{}'s DAX window: {other:?}", d.name),
         }
     }
+    if r.platform.arch() == Arch::X86_64 {
+        // KVM's in-kernel ports and the timer's interrupts: nobody's in the plan, held by its
+        // placer for what comes later.
+        let mut placer = p.placer.clone();
+        for &(first, last) in &KVM_PORTS {
+            let ports = GuestRange::inclusive(GuestAddress(first), GuestAddress(last)).unwrap();
+            assert!(p.devices.iter().all(|d| d.ports.is_none_or(|x| !x.overlaps(&ports))));
+            assert!(placer.ports_at(ports, "later").is_err(), "{ports:?} free");
+        }
+        for gsi in TIMER_GSIS {
+            assert!(p.devices.iter().all(|d| d.irq != gsi), "GSI {gsi} given");
+            assert!(placer.irq_at(gsi, "later").is_err(), "GSI {gsi} free");
+        }
+    }
     let mut irqs: Vec<u32> = p.devices.iter().map(|d| d.irq).collect();
     irqs.sort_unstable();
     assert!(
@@ -607,8 +657,41 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
                     .with_hotplug(true);
                 assert_eq!(s.spec, want, "slot {i}");
             }
+            // The window holds the lead to the first slot (less than the slots' alignment,
+            // at most their page) and the slots, rounded up to the window alignment: no more.
+            let w = p.layout.windows_of(WindowKind::Hotplug).next().expect("a window");
+            let lead = p.slots[0].spec.base().0 - w.start().0;
+            let page = match h.memory.huge_pages() {
+                HugePages::Explicit(size) => size.bytes(),
+                _ => 2 * MIB,
+            };
+            assert!(lead < page.max(2 * MIB), "a lead of {lead:#x}");
+            let slots = u64::from(h.slots) * h.slot_size;
+            assert_eq!(w.size(), (lead + slots).next_multiple_of(align), "hotplug window");
         }
     }
+
+    // SRAT ranges by guest node: each node's boot RAM, the slots under their node.
+    let srat = p.numa_ranges();
+    for (i, node) in r.nodes.iter().enumerate() {
+        let total: u64 = srat
+            .iter()
+            .filter(|n| !n.hotplug && n.node as usize == i)
+            .map(|n| n.size)
+            .sum();
+        assert_eq!(total, node.size, "SRAT of node {i}");
+    }
+    let plugged: u64 = srat.iter().filter(|n| n.hotplug).map(|n| n.size).sum();
+    let want = r
+        .hotplug
+        .as_ref()
+        .map_or(0, |h| u64::from(h.slots) * h.slot_size);
+    assert_eq!(plugged, want, "SRAT of the slots");
+    assert!(
+        srat.windows(2)
+            .all(|w| w[0].addr.checked_add(w[0].size - 1).is_some_and(|l| l < w[1].addr)),
+        "SRAT ranges overlap or are out of order"
+    );
 
     // An address space takes the plan, then each slot, or all of them at once.
     let boot = p.regions.iter().map(|x| x.spec.clone());

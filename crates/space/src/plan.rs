@@ -797,7 +797,8 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
 /// device, on any platform preset: the serial port (`serial`), a reserved range (a platform
 /// reservation such as `GIC` or `KVM TSS, identity map`, several joined by `, `, or
 /// `reserved`), the legacy ISA interrupts (`legacy ISA`), RAM (`boot RAM`, `RAM node0`), a
-/// hotplug slot (`hotplug slot 0`) or a DAX window (`eth0 DAX`). [`plan`] refuses a device of
+/// hotplug slot (`hotplug slot 0`), a DAX window (`eth0 DAX`) or a device of KVM's whose I/O
+/// ports the plan's placer holds (x86-64: `PIC`, `PIT`, `ELCR`). [`plan`] refuses a device of
 /// such a name ([`Error::InvalidName`]): it would be told apart from that part nowhere in the
 /// plan.
 ///
@@ -807,6 +808,7 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
 /// assert!(names_other_map_part("serial"));
 /// assert!(names_other_map_part("IOAPIC, local APIC"));
 /// assert!(names_other_map_part("eth0 DAX"));
+/// assert!(names_other_map_part("PIT"));
 /// assert!(!names_other_map_part("eth0"));
 /// ```
 #[must_use]
@@ -818,12 +820,14 @@ pub fn names_other_map_part(name: &str) -> bool {
     {
         return true;
     }
-    joined(name, reservation_names())
+    let (reservations, kernel_devices) = preset_names();
+    kernel_devices.contains(&name) || joined(name, reservations)
 }
 
-/// The names of every platform preset's reservations, built once.
-fn reservation_names() -> &'static [&'static str] {
-    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+/// The names of every platform preset's reservations, and of the devices whose ports KVM
+/// answers in the kernel, built once.
+fn preset_names() -> &'static (Vec<&'static str>, Vec<&'static str>) {
+    static NAMES: OnceLock<(Vec<&'static str>, Vec<&'static str>)> = OnceLock::new();
     NAMES.get_or_init(|| {
         #[cfg(test)]
         PRESET_BUILDS.with(|c| c.set(c.get() + 1));
@@ -832,11 +836,17 @@ fn reservation_names() -> &'static [&'static str] {
             x86.clone().with_pci_mmconfig().unwrap_or(x86),
             Platform::aarch64(),
         ];
-        platforms
+        let reservations = platforms
             .iter()
             .flat_map(Platform::reservations)
             .map(crate::platform::Reservation::name)
-            .collect()
+            .collect();
+        let kernel_devices = platforms
+            .iter()
+            .flat_map(Platform::kernel_ports)
+            .map(|&(device, ..)| device)
+            .collect();
+        (reservations, kernel_devices)
     })
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use memvisor_space::plan::{
     DAX_ALIGN, DeviceRequest, HotplugRequest, NodeRequest, Plan, PlanItem, PlanRequest,
-    SerialRequest, plan,
+    SerialRequest, names_other_map_part, plan,
 };
 use memvisor_space::{
     AddressSpace, Arch, Backing, GuestRange, HugePageSize, HugePages, LEGACY_HOLE, MemoryType,
@@ -214,6 +214,38 @@ fn check(r: &PlanRequest, p: &Plan) {
                 s.spec.base().0
             );
         }
+        // The window is the lead to the first multiple of the slots' alignment and the
+        // slots, rounded up to the window alignment: no more. Every other window is where the
+        // preset lays it beside a hotplug window of that size, so the lead moves nothing when
+        // it is 0 (the window starts on the alignment) and the windows after it by no more
+        // than itself.
+        let lead = window.start().0.wrapping_neg() & (align - 1);
+        assert_eq!(p.slots[0].spec.base().0, window.start().0 + lead);
+        let slots = u64::from(h.slots) * h.slot_size;
+        let window_align = r.window_align.unwrap_or(GIB);
+        assert_eq!(
+            window.size(),
+            (lead + slots).next_multiple_of(window_align),
+            "the hotplug window of {} slots of {:#x}",
+            h.slots,
+            h.slot_size
+        );
+        let ram: u64 = r.nodes.iter().map(|n| n.size).sum();
+        let dax: u64 = r.devices.iter().filter_map(|d| d.dax_size).sum();
+        let mut preset = r
+            .platform
+            .layout()
+            .ram(ram)
+            .phys_bits(r.phys_bits)
+            .hotplug(lead + slots)
+            .dax(dax);
+        if let Some(low) = r.low_ram_limit {
+            preset = preset.low_ram_limit(low);
+        }
+        if let Some(a) = r.window_align {
+            preset = preset.window_align(a);
+        }
+        assert_eq!(&preset.build().unwrap(), layout, "a lead of {lead:#x}");
     }
     // Devices' windows and DAX windows are regions of the plan, inside the address bits.
     for d in &p.devices {
@@ -309,6 +341,32 @@ fn check(r: &PlanRequest, p: &Plan) {
             .sum();
         assert_eq!(total, n.size, "guest node {i}");
     }
+    // The same bytes as the snapshot's ranges, each range under the guest node of every region
+    // in it, and ranges of one node and flag that touch merged.
+    for hotplug in [false, true] {
+        let of = |v: &[NumaRange]| -> Vec<(u64, u64)> {
+            v.iter()
+                .filter(|n| n.hotplug == hotplug)
+                .map(|n| (n.addr, n.size))
+                .collect()
+        };
+        assert_eq!(uncovered(&of(&guest), &of(&srat)), 0);
+        assert_eq!(uncovered(&of(&srat), &of(&guest)), 0);
+    }
+    for g in &guest {
+        for x in all.iter().filter(|x| x.spec.ty() == RegionType::Ram) {
+            if uncovered(&[(x.spec.base().0, x.spec.size())], &[(g.addr, g.size)]) == 0 {
+                assert_eq!(x.node, Some(g.node), "{} in {g:?}", x.owner);
+                assert_eq!(x.spec.hotplug(), g.hotplug, "{} in {g:?}", x.owner);
+            }
+        }
+    }
+    assert!(
+        guest.windows(2).all(|w| w[0].node != w[1].node
+            || w[0].hotplug != w[1].hotplug
+            || w[0].addr + w[0].size != w[1].addr),
+        "{guest:x?}"
+    );
     let slots: u64 = guest.iter().filter(|g| g.hotplug).map(|g| g.size).sum();
     match &r.hotplug {
         Some(h) => {
@@ -797,5 +855,197 @@ fn serial_interrupts_of_the_timer_are_refused() {
         });
         let p = plan(&r).unwrap_or_else(|e| panic!("{irq}: {e}"));
         assert_eq!(p.devices[0].irq, irq);
+    }
+}
+
+/// Hotplug slots right after boot RAM of their own guest node (AArch64, windows aligned to
+/// 2 MiB: the hotplug window starts where RAM ends) are a range of their own, flagged
+/// hot-pluggable, and so are boot RAM ranges of two nodes that touch.
+#[test]
+fn plan_numa_ranges_keep_touching_ranges_of_other_nodes_or_flags_apart() {
+    let node = NodeRequest {
+        size: 64 * MIB,
+        memory: RegionSpec::ram(GuestAddress(0), 0),
+    };
+    for hotplug_node in [0, 1] {
+        let r = PlanRequest {
+            platform: Platform::aarch64(),
+            phys_bits: 40,
+            nodes: vec![node.clone(), node.clone()],
+            serial: None,
+            devices: vec![],
+            hotplug: Some(HotplugRequest {
+                slots: 3,
+                slot_size: 2 * MIB,
+                node: hotplug_node,
+                memory: RegionSpec::ram(GuestAddress(0), 0),
+            }),
+            low_ram_limit: None,
+            window_align: Some(2 * MIB),
+        };
+        let p = plan(&r).unwrap();
+        check(&r, &p);
+        let range = |node, addr, size, hotplug| NumaRange {
+            node,
+            addr,
+            size,
+            hotplug,
+        };
+        assert_eq!(
+            p.numa_ranges(),
+            [
+                range(0, GIB, 64 * MIB, false),
+                range(1, GIB + 64 * MIB, 64 * MIB, false),
+                range(hotplug_node, GIB + 128 * MIB, 6 * MIB, true),
+            ],
+            "slots on node {hotplug_node}"
+        );
+    }
+}
+
+/// A hotplug window that starts on the slots' page holds no lead: the layout is the one a
+/// window of the slots alone gives, and the windows after it (DAX) do not move.
+#[test]
+fn hotplug_windows_starting_on_the_slots_page_hold_the_slots_alone() {
+    // x86-64 RAM below the hole (hotplug from 4 GiB) and AArch64 RAM of whole GiBs.
+    for (platform, ram) in [
+        (Platform::x86_64(), 2 * GIB),
+        (Platform::aarch64(), 3 * GIB),
+    ] {
+        let aligns: &[Option<u64>] = if cfg!(miri) {
+            &[Some(2 * MIB)]
+        } else {
+            &[None, Some(2 * MIB), Some(128 * MIB)]
+        };
+        for &window_align in aligns {
+            let r = PlanRequest {
+                platform: platform.clone(),
+                phys_bits: 46,
+                nodes: vec![NodeRequest {
+                    size: ram,
+                    memory: RegionSpec::ram(GuestAddress(0), 0),
+                }],
+                serial: None,
+                devices: vec![DeviceRequest {
+                    name: "pmem0".into(),
+                    mmio_size: 4 * KIB,
+                    address: None,
+                    irq: None,
+                    dax_size: Some(2 * MIB),
+                }],
+                hotplug: Some(HotplugRequest {
+                    slots: 3,
+                    slot_size: GIB,
+                    node: 0,
+                    memory: RegionSpec::ram(GuestAddress(0), 0)
+                        .with_huge_pages(HugePages::Explicit(HugePageSize::Size1G)),
+                }),
+                low_ram_limit: None,
+                window_align,
+            };
+            let p = plan(&r).unwrap_or_else(|e| panic!("{window_align:?}: {e}"));
+            check(&r, &p);
+            let mut preset = platform.layout().ram(ram).phys_bits(46).hotplug(3 * GIB);
+            preset = preset.dax(2 * MIB);
+            if let Some(a) = window_align {
+                preset = preset.window_align(a);
+            }
+            assert_eq!(p.layout, preset.build().unwrap(), "{window_align:?}");
+            let window = p.layout.windows_of(WindowKind::Hotplug).next().unwrap();
+            assert_eq!(window.size(), 3 * GIB, "{window_align:?}");
+            assert_eq!(p.slots[0].spec.base(), window.start(), "{window_align:?}");
+        }
+    }
+}
+
+/// Every port KVM's in-kernel PICs, PIT and ELCR answer, and the timer's interrupts, stay
+/// held in an x86-64 plan's placer, whatever is asked of it later (a window of ports over any
+/// one of them, an interrupt by number or the next free one); an AArch64 plan holds neither.
+#[test]
+fn kvm_in_kernel_ports_and_timer_interrupts_stay_held_for_later_devices() {
+    let kernel = [
+        (0x20, 0x21, "PIC"),
+        (0x40, 0x43, "PIT"),
+        (0x61, 0x61, "PIT"),
+        (0xa0, 0xa1, "PIC"),
+        (0x4d0, 0x4d1, "ELCR"),
+    ];
+    for serial in [None, Some(SerialRequest::default())] {
+        let r = PlanRequest {
+            serial,
+            ..x86_serial(SerialRequest::default())
+        };
+        let mut placer = plan(&r).unwrap().placer;
+        for &(first, last, device) in &kernel {
+            for port in first..=last {
+                for len in [1, 2, 8] {
+                    let base = port + 1 - len.min(port + 1);
+                    let ports = GuestRange::new(GuestAddress(base), len).unwrap();
+                    let e = placer.ports_at(ports, "uart").unwrap_err();
+                    assert!(
+                        matches!(&e, memvisor_space::Error::Taken { other, .. } if other == device),
+                        "{ports:?}: {e}"
+                    );
+                }
+            }
+        }
+        for gsi in [0, 2] {
+            let e = placer.irq_at(gsi, "uart").unwrap_err();
+            assert!(
+                matches!(e, memvisor_space::Error::IrqTaken { irq, .. } if irq == gsi),
+                "GSI {gsi}: {e}"
+            );
+        }
+        for _ in 0..19 {
+            let gsi = placer.irq("virtio").unwrap();
+            assert!(gsi > 4, "GSI {gsi}");
+        }
+    }
+    // AArch64: no port space, and no interrupt held but the serial port's.
+    let r = PlanRequest {
+        platform: Platform::aarch64(),
+        serial: Some(SerialRequest::default()),
+        ..x86_serial(SerialRequest::default())
+    };
+    let p = plan(&r).unwrap();
+    assert_eq!(p.placer.port_allocations().count(), 0);
+    let owners: Vec<_> = (0..=1019)
+        .filter_map(|i| p.placer.irq_owner(i).map(|o| (i, o.to_owned())))
+        .collect();
+    assert_eq!(owners, [(p.devices[0].irq, "serial".to_owned())]);
+}
+
+/// An x86-64 plan's placer holds the ports of KVM's in-kernel devices under their names
+/// (`PIC`, `PIT`, `ELCR`): a device of one of those names would be told apart from them
+/// nowhere (its window and their ports under one owner, a later `Taken` naming either), so it
+/// is refused as the names of the map's other parts are, on every platform.
+#[test]
+fn devices_named_as_kvm_in_kernel_devices_are_refused() {
+    for name in ["PIC", "PIT", "ELCR"] {
+        assert!(names_other_map_part(name), "{name}");
+        for platform in [Platform::x86_64(), Platform::aarch64()] {
+            let r = PlanRequest {
+                platform,
+                devices: vec![DeviceRequest {
+                    name: name.into(),
+                    mmio_size: 4 * KIB,
+                    address: None,
+                    irq: None,
+                    dax_size: None,
+                }],
+                ..x86_serial(SerialRequest::default())
+            };
+            let r = PlanRequest { serial: None, ..r };
+            let e = plan(&r).map(|_| ()).unwrap_err();
+            assert_eq!(e.item, PlanItem::DeviceName(0), "{name}: {e}");
+            assert!(
+                matches!(&e.error, memvisor_space::Error::InvalidName { name: n, .. } if n == name),
+                "{name}: {e}"
+            );
+        }
+    }
+    // Names that only contain them are devices' own.
+    for name in ["PIT0", "pic", "ELCR, PIC", "my PIC"] {
+        assert!(!names_other_map_part(name), "{name}");
     }
 }
