@@ -21,6 +21,7 @@ use memvisor_cli::render::{kernel_cmdline, plan_text};
 use memvisor_cli::spec::{
     Arch, DEFAULT_SPEC, MAX_WINDOW_ALIGN, MIN_WINDOW_ALIGN, Source, parse_for,
 };
+use memvisor_cli::vmm::DefaultHugePage;
 use memvisor_cli::{Error, SpecError};
 use memvisor_fuzz::Input;
 
@@ -265,7 +266,7 @@ fuzz_target!(|data: &[u8]| {
             };
             // Converted for the architecture it is planned for, as the command does.
             let fc_arch = arch.unwrap_or(Arch::X86_64);
-            match memvisor_cli::vmm::firecracker_spec_for("fuzz.json", &text, fc_arch) {
+            match memvisor_cli::vmm::firecracker_spec("fuzz.json", &text, fc_arch) {
                 Ok(spec) => spec_text("fuzz.json (as a memvisor spec)", &spec, arch, scale),
                 Err(e) => no_control("firecracker", &e.to_string()),
             }
@@ -283,7 +284,12 @@ fuzz_target!(|data: &[u8]| {
                 }
                 String::from_utf8_lossy(&bytes).into_owned()
             };
-            match memvisor_cli::vmm::cloud_hypervisor_json_spec("fuzz.json", &text) {
+            match memvisor_cli::vmm::cloud_hypervisor_json_spec(
+                "fuzz.json",
+                &text,
+                DefaultHugePage::host(),
+                Arch::X86_64,
+            ) {
                 Ok(spec) => spec_text("fuzz.json (as a memvisor spec)", &spec, arch, scale),
                 Err(Error::Spec(err)) => refused(err),
                 Err(e) => no_control("cloud hypervisor json", &e.to_string()),
@@ -314,7 +320,11 @@ fuzz_target!(|data: &[u8]| {
                 }
                 _ => text,
             };
-            match memvisor_cli::vmm::cloud_hypervisor_spec(&option) {
+            match memvisor_cli::vmm::cloud_hypervisor_spec(
+                &option,
+                DefaultHugePage::host(),
+                Arch::X86_64,
+            ) {
                 Ok(spec) => spec_text("--memory", &spec, arch, scale),
                 Err(e) => no_control("cloud hypervisor", &e.to_string()),
             }

@@ -34,6 +34,48 @@ struct HostHugePage {
     host_hugepage_size: Option<HugePageArg>,
 }
 
+/// The VM spec `plan`, `back` and `check` read: SPEC, the architecture that overrides its
+/// own, and its format.
+#[derive(Debug, clap::Args)]
+struct SpecArgs {
+    /// The VM spec (TOML; `-` reads standard input: typed on a terminal, up to Ctrl-D;
+    /// from a pipe or file, whole within 10 s); without it, the built-in default microVM.
+    spec: Option<OsString>,
+    /// The guest architecture (overrides the spec's `arch`).
+    #[arg(long, value_enum)]
+    arch: Option<ArchArg>,
+    /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
+    /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
+    /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
+    /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
+    /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`), or its JSON VmConfig (the
+    /// body of `vm.create`, what `ch-remote create` sends) given as SPEC when SPEC starts
+    /// with `{`; or, with `cloud-hypervisor-json`, a file holding that VmConfig (`-` reads
+    /// standard input).
+    #[arg(long, value_enum, default_value_t = From::Memvisor)]
+    from: From,
+    #[command(flatten)]
+    host: HostHugePage,
+}
+
+impl SpecArgs {
+    /// How [`load_spec`] reads SPEC, scaled down by `scale`, notes going to `notes`.
+    fn load<'w>(
+        &self,
+        scale: u64,
+        huge: crate::vmm::DefaultHugePage<'static>,
+        notes: &'w mut dyn Write,
+    ) -> Load<'w> {
+        Load {
+            from: self.from,
+            arch: self.arch,
+            scale,
+            huge,
+            notes,
+        }
+    }
+}
+
 /// A huge page size a spec has.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum HugePageArg {
@@ -57,27 +99,11 @@ enum Command {
     /// Print the guest physical memory map of a VM spec: RAM per NUMA node, device MMIO
     /// windows and interrupts, hotplug slots.
     Plan {
-        /// The VM spec (TOML; `-` reads standard input: typed on a terminal, up to Ctrl-D;
-        /// from a pipe or file, whole within 10 s); without it, the built-in default microVM.
-        spec: Option<OsString>,
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
-        /// The guest architecture (overrides the spec's `arch`).
-        #[arg(long, value_enum)]
-        arch: Option<ArchArg>,
-        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
-        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
-        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
-        /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
-        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`), or its JSON VmConfig (the
-        /// body of `vm.create`, what `ch-remote create` sends) given as SPEC when SPEC starts
-        /// with `{`; or, with `cloud-hypervisor-json`, a file holding that VmConfig (`-` reads
-        /// standard input).
-        #[arg(long, value_enum, default_value_t = From::Memvisor)]
-        from: From,
         #[command(flatten)]
-        host: HostHugePage,
+        input: SpecArgs,
         /// Print the guest kernel's command line arguments for the virtio-mmio devices
         /// (`virtio_mmio.device=4K@0xc0000000:5`, x86_64) instead of the plan.
         #[arg(long, conflicts_with = "json")]
@@ -86,9 +112,6 @@ enum Command {
     /// Create the spec's host memory, plug and unplug each hotplug slot, and report time and
     /// memory use per step.
     Back {
-        /// The VM spec (TOML; `-` reads standard input: typed on a terminal, up to Ctrl-D;
-        /// from a pipe or file, whole within 10 s); without it, the built-in default microVM.
-        spec: Option<OsString>,
         /// Divide every memory size by N (at least one page), to try a big spec on a small
         /// machine; N is 1 to 2^53.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=crate::back::MAX_SCALE))]
@@ -96,47 +119,18 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// The guest architecture (overrides the spec's `arch`).
-        #[arg(long, value_enum)]
-        arch: Option<ArchArg>,
-        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
-        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
-        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
-        /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
-        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`), or its JSON VmConfig (the
-        /// body of `vm.create`, what `ch-remote create` sends) given as SPEC when SPEC starts
-        /// with `{`; or, with `cloud-hypervisor-json`, a file holding that VmConfig (`-` reads
-        /// standard input).
-        #[arg(long, value_enum, default_value_t = From::Memvisor)]
-        from: From,
         #[command(flatten)]
-        host: HostHugePage,
+        input: SpecArgs,
     },
     /// Say whether this host can back the spec as written (huge pages, THP modes, NUMA nodes,
     /// address bits, /dev/kvm, max_map_count, overcommit), with the fix for each problem;
     /// nothing is mapped. Exits with 1 when something would fail.
     Check {
-        /// The VM spec (TOML; `-` reads standard input: typed on a terminal, up to Ctrl-D;
-        /// from a pipe or file, whole within 10 s); without it, the built-in default microVM.
-        spec: Option<OsString>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// The guest architecture (overrides the spec's `arch`).
-        #[arg(long, value_enum)]
-        arch: Option<ArchArg>,
-        /// The format of SPEC: a memvisor spec (TOML), a Firecracker JSON configuration file
-        /// (a whole `--config-file` or its `machine-config`), or Cloud Hypervisor's
-        /// `--memory` option string (`size=1G,hotplug_size=4G`) given as SPEC, or its
-        /// `--memory`, `--memory-zone` and `--numa` options given as SPEC after `--`
-        /// (`-- '--memory size=0 --memory-zone id=m0,size=1G'`), or its JSON VmConfig (the
-        /// body of `vm.create`, what `ch-remote create` sends) given as SPEC when SPEC starts
-        /// with `{`; or, with `cloud-hypervisor-json`, a file holding that VmConfig (`-` reads
-        /// standard input).
-        #[arg(long, value_enum, default_value_t = From::Memvisor)]
-        from: From,
         #[command(flatten)]
-        host: HostHugePage,
+        input: SpecArgs,
     },
     /// Print the built-in default spec (a starting point: `memvisor init > vm.toml`), or,
     /// with `--from`, another VMM's configuration converted to a memvisor spec.
@@ -228,39 +222,31 @@ fn spec_text(
     arch: Option<ArchArg>,
     huge: crate::vmm::DefaultHugePage<'static>,
 ) -> Result<(String, String)> {
+    // Another VMM's configuration is converted for the architecture asked for, x86_64 when
+    // none is.
+    let arch = arch.map_or(spec::Arch::X86_64, spec_arch);
     Ok(match (path, from) {
         (None, From::Memvisor) => (DEFAULT_ORIGIN.to_owned(), DEFAULT_SPEC.to_owned()),
         (None, _) => return Err(from_needs_spec()),
         (Some(p), From::Memvisor) => (shown(p), crate::input::read_spec(p)?),
         (Some(p), From::Firecracker) => (
-            format!("{} (as a memvisor spec)", shown(p)),
-            crate::vmm::firecracker_spec_for(
-                &shown(p),
-                &crate::input::read_spec(p)?,
-                arch.map_or(spec::Arch::X86_64, spec_arch),
-            )?,
+            crate::vmm::converted_origin(&shown(p)),
+            crate::vmm::firecracker_spec(&shown(p), &crate::input::read_spec(p)?, arch)?,
         ),
         (Some(p), From::CloudHypervisorJson) => (
-            format!("{} (as a memvisor spec)", shown(p)),
-            crate::vmm::cloud_hypervisor_json_spec_for_arch(
+            crate::vmm::converted_origin(&shown(p)),
+            crate::vmm::cloud_hypervisor_json_spec(
                 &shown(p),
                 &crate::input::read_spec(p)?,
                 huge,
-                arch.map_or(spec::Arch::X86_64, spec_arch),
+                arch,
             )?,
         ),
         (Some(option), From::CloudHypervisor) => {
             let option = utf8_option(option)?;
             (
-                format!(
-                    "{} (as a memvisor spec)",
-                    crate::vmm::cloud_hypervisor_origin(option)
-                ),
-                crate::vmm::cloud_hypervisor_spec_for_arch(
-                    option,
-                    huge,
-                    arch.map_or(spec::Arch::X86_64, spec_arch),
-                )?,
+                crate::vmm::converted_origin(crate::vmm::cloud_hypervisor_origin(option)),
+                crate::vmm::cloud_hypervisor_spec(option, huge, arch)?,
             )
         }
     })
@@ -424,10 +410,10 @@ fn execute(
     progress: bool,
 ) -> Result<()> {
     let (pinned, from) = match &command {
-        Command::Plan { host, from, .. }
-        | Command::Back { host, from, .. }
-        | Command::Check { host, from, .. }
-        | Command::Init { host, from, .. } => (host.host_hugepage_size, *from),
+        Command::Plan { input, .. }
+        | Command::Back { input, .. }
+        | Command::Check { input, .. } => (input.host.host_hugepage_size, input.from),
+        Command::Init { host, from, .. } => (host.host_hugepage_size, *from),
         Command::Completions { .. } | Command::Probe { .. } => (None, From::Memvisor),
     };
     // Only Cloud Hypervisor's settings take a default huge page size: elsewhere the option
@@ -445,23 +431,11 @@ fn execute(
         |out: &mut dyn Write, text: String| out.write_all(text.as_bytes()).map_err(Error::Output);
     match command {
         Command::Plan {
-            spec,
+            input,
             json: as_json,
-            arch,
-            from,
             kernel_cmdline,
-            ..
         } => {
-            let plan = load(
-                spec.as_deref(),
-                Load {
-                    from,
-                    arch,
-                    scale: 1,
-                    huge,
-                    notes: err,
-                },
-            )?;
+            let plan = load(input.spec.as_deref(), input.load(1, huge, err))?;
             let text = if kernel_cmdline {
                 crate::render::kernel_cmdline(&plan).map_err(Error::Usage)?
             } else if as_json {
@@ -472,23 +446,11 @@ fn execute(
             write(out, text)
         }
         Command::Back {
-            spec,
+            input,
             scale,
             json: as_json,
-            arch,
-            from,
-            ..
         } => {
-            let plan = load(
-                spec.as_deref(),
-                Load {
-                    from,
-                    arch,
-                    scale,
-                    huge,
-                    notes: err,
-                },
-            )?;
+            let plan = load(input.spec.as_deref(), input.load(scale, huge, err))?;
             let mut report = back(&plan, scale, progress && !as_json)?;
             write(
                 out,
@@ -504,22 +466,10 @@ fn execute(
             }
         }
         Command::Check {
-            spec,
+            input,
             json: as_json,
-            arch,
-            from,
-            ..
         } => {
-            let (vm, plan) = load_spec(
-                spec.as_deref(),
-                Load {
-                    from,
-                    arch,
-                    scale: 1,
-                    huge,
-                    notes: err,
-                },
-            )?;
+            let (vm, plan) = load_spec(input.spec.as_deref(), input.load(1, huge, err))?;
             let mut host = crate::check::host_facts()?;
             if let crate::spec::BackingKind::Hugetlbfs(path) = &vm.memory.backing {
                 host.paths

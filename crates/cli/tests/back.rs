@@ -1,25 +1,11 @@
 //! `back` for real on small specs: the steps, the memory they make resident and give back, and
 //! the release of everything after a failed step.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
-fn memvisor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn example(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{Memvisor, binary as memvisor, example};
 
 fn steps(report: &Value) -> Vec<&str> {
     report["steps"]
@@ -173,7 +159,7 @@ fn back_failure_releases_and_exits_1() {
     let spec = "[memory]\nbacking = \"memfd\"\nprefault = 1\n\
                 [[numa]]\nsize = \"16MiB\"\n\
                 [[numa]]\nsize = \"16MiB\"\nhost_nodes = [1023]\n";
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("back-failure.toml");
+    let path = common::scratch("back-failure.toml");
     std::fs::write(&path, spec).unwrap();
     let out = memvisor(&["back", "--json", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -218,15 +204,10 @@ fn back_with_progress_bar_completes() {
     // In-process with the progress bar on (drawn only on a terminal, but its ticking thread
     // runs): the run must finish and report every step.
     let path = example("microvm.toml");
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(
-        ["memvisor", "back", "--scale", "32", "--json", &path],
-        &mut out,
-        &mut err,
-        true,
-    );
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
-    let report: Value = serde_json::from_slice(&out).unwrap();
+    let (code, out, err) = Memvisor::new()
+        .progress(true)
+        .run(&["back", "--scale", "32", "--json", &path]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(steps(&report).len(), 7);
 }

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 /// A folder of its own under the temporary folder, removed when dropped.
 struct Scratch(PathBuf);
 
@@ -41,15 +43,9 @@ fn spec(hugetlbfs: &str) -> String {
 fn hugetlbfs_finding(dir: &Scratch, hugetlbfs: &str) -> Value {
     let file = dir.path("vm.toml");
     std::fs::write(&file, spec(hugetlbfs)).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = memvisor_cli::run(
-        ["memvisor", "check", "--json", file.as_str()],
-        &mut out,
-        &mut err,
-        false,
-    );
-    assert!(code <= 1, "{}", String::from_utf8_lossy(&err));
-    finding_of(&out)
+    let (code, out, err) = common::run(&["check", "--json", file.as_str()]);
+    assert!(code <= 1, "{err}");
+    finding_of(out.as_bytes())
 }
 
 fn finding_of(json: &[u8]) -> Value {

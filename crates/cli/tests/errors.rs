@@ -7,6 +7,10 @@ use std::process::Command;
 use memvisor_cli::plan::plan;
 use memvisor_cli::spec::{Source, parse};
 
+mod common;
+
+use common::{binary, run, scratch};
+
 /// The error message of `text`, read and planned in-process.
 fn error_of(text: &str) -> String {
     let src = Source {
@@ -22,14 +26,9 @@ fn error_of(text: &str) -> String {
 
 /// Runs the binary on `text` written to a file; returns the exit code and standard error.
 fn run_binary(test: &str, text: &str) -> (i32, String) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let path = dir.join(format!("errors-{test}.toml"));
+    let path = scratch(&format!("errors-{test}.toml"));
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .arg("plan")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = binary(&["plan", path.to_str().unwrap()]);
     assert!(out.stdout.is_empty());
     (
         out.status.code().unwrap(),
@@ -71,7 +70,7 @@ fn bad_size_unit_is_refused() {
     let (code, stderr) = run_binary("unit", "[memory]\nsize = \"2GB\"\n");
     assert_eq!(code, 2);
     // Shown as rustc shows its errors: message, position, the line, the value underlined.
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-unit.toml");
+    let path = scratch("errors-unit.toml");
     assert_eq!(
         stderr,
         format!(
@@ -274,10 +273,7 @@ fn missing_field_names_its_table() {
 
 #[test]
 fn missing_spec_file_exits_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(["plan", "/nonexistent/vm.toml"])
-        .output()
-        .unwrap();
+    let out = binary(&["plan", "/nonexistent/vm.toml"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -293,10 +289,7 @@ fn usage_error_exits_2() {
         &["back", "--scale", "0"],
         &["frobnicate"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = binary(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
@@ -325,19 +318,12 @@ fn field_of_the_other_architecture_is_refused() {
 
 #[test]
 fn json_flag_gives_errors_as_json() {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-json.toml");
+    let path = scratch("errors-json.toml");
     std::fs::write(&path, "[memory]\nsize = \"2GB\"\n").unwrap();
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(
-        ["memvisor", "plan", "--json", path.to_str().unwrap()],
-        &mut out,
-        &mut err,
-        false,
-    );
+    let (code, out, err) = run(&["plan", "--json", path.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.is_empty());
-    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["schema_version"], 1);
     let e = &doc["error"];
     assert_eq!(e["kind"], "spec");
@@ -428,18 +414,11 @@ fn layout_too_big_with_numa_nodes_points_at_the_nodes() {
 
 #[test]
 fn layout_error_has_line_and_column_in_json() {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-layout-json.toml");
+    let path = scratch("errors-layout-json.toml");
     std::fs::write(&path, "[memory]\nsize = \"2TiB\"\n").unwrap();
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(
-        ["memvisor", "plan", "--json", path.to_str().unwrap()],
-        &mut out,
-        &mut err,
-        false,
-    );
+    let (code, out, _) = run(&["plan", "--json", path.to_str().unwrap()]);
     assert_eq!(code, 2);
-    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     let e = &doc["error"];
     assert_eq!(e["field"], "memory.size");
     assert_eq!(
@@ -582,10 +561,7 @@ fn standard_output_that_cannot_be_written_is_reported() {
 #[test]
 fn back_scale_is_bounded_to_what_a_double_holds() {
     // 2^53 + 1 cannot be written as a JSON number that a double reads back exactly.
-    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(["back", "--json", "--scale", "9007199254740993"])
-        .output()
-        .unwrap();
+    let out = binary(&["back", "--json", "--scale", "9007199254740993"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -604,7 +580,7 @@ fn back_scale_is_bounded_to_what_a_double_holds() {
 
 #[test]
 fn file_errors_name_the_file_in_json() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-file-json");
+    let dir = scratch("errors-file-json");
     std::fs::create_dir_all(&dir).unwrap();
     let big = dir.join("big.toml");
     std::fs::write(&big, "#".repeat((1 << 20) + 1)).unwrap();
@@ -626,13 +602,9 @@ fn file_errors_name_the_file_in_json() {
             "--memory".to_owned(),
         ),
     ] {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let mut argv = vec!["memvisor"];
-        argv.extend_from_slice(&args);
-        let code = memvisor_cli::run(argv, &mut out, &mut err, false);
+        let (code, out, _) = run(&args);
         assert_eq!(code, 2, "{args:?}");
-        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
         let e = &doc["error"];
         assert_eq!(e["kind"], "spec", "{args:?}: {e}");
         assert_eq!(e["file"].as_str(), Some(file.as_str()), "{args:?}: {e}");
@@ -706,22 +678,15 @@ fn json_errors_escape_what_must_not_reach_a_terminal() {
     // A spec file and a missing file whose names hold a right-to-left override, a C1 control
     // and a line separator: the JSON has them as \u escapes, and `file` still reads back as
     // the path.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("errors-bidi-json");
+    let dir = scratch("errors-bidi-json");
     std::fs::create_dir_all(&dir).unwrap();
     let spec = dir.join("ev\u{202e}il\u{85}\u{2028}.toml");
     std::fs::write(&spec, "[memory]\nsize = \"2GB\"\n").unwrap();
     let missing = dir.join("no\u{202e}.toml");
     for path in [&spec, &missing] {
         let path = path.to_str().unwrap();
-        let mut out = Vec::new();
-        let code = memvisor_cli::run(
-            ["memvisor", "plan", "--json", path],
-            &mut out,
-            &mut Vec::new(),
-            false,
-        );
+        let (code, text, _) = run(&["plan", "--json", path]);
         assert_eq!(code, 2, "{path:?}");
-        let text = String::from_utf8(out).unwrap();
         assert!(
             !text
                 .chars()

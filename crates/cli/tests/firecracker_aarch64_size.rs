@@ -4,32 +4,21 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn plan(json: &str, arch: &str) -> (u8, String, String) {
+mod common;
+
+use common::{Memvisor, Outcome};
+
+fn plan(json: &str, arch: &str) -> Outcome {
     static FILES: AtomicUsize = AtomicUsize::new(0);
     let file = std::env::temp_dir().join(format!(
         "memvisor-fc-aarch64-size-{}-{}.json",
         std::process::id(),
         FILES.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::write(&file, json).unwrap();
-    let path = file.to_string_lossy().into_owned();
-    let argv = vec![
-        "memvisor",
-        "plan",
-        "--arch",
-        arch,
-        "--from",
-        "firecracker",
-        path.as_str(),
-    ];
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
-    let _ = std::fs::remove_file(&file);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
+    Memvisor::new().run_on_file(
+        file,
+        json,
+        &["plan", "--arch", arch, "--from", "firecracker", "FILE"],
     )
 }
 

@@ -2,27 +2,13 @@
 //! (the facts of Firecracker 1.14, `src/vmm/src/arch/*/layout.rs`, `arch_memory_regions`
 //! and its MMIO device manager), and hostile Firecracker files, through the command.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{Memvisor, Outcome, scratch};
 
 /// Runs `memvisor ARGS` on the Firecracker file `json` (written where `FILE` is).
-fn run_on_json(name: &str, json: &str, args: &[&str]) -> (u8, String, String) {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::write(&path, json).unwrap();
-    let path = path.to_str().unwrap().to_owned();
-    let mut argv = vec!["memvisor"];
-    argv.extend(
-        args.iter()
-            .map(|&a| if a == "FILE" { path.as_str() } else { a }),
-    );
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
-    std::fs::remove_file(&path).unwrap();
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+fn run_on_json(name: &str, json: &str, args: &[&str]) -> Outcome {
+    Memvisor::new().run_on_file(scratch(name), json, args)
 }
 
 /// A whole configuration of `mem_mib` MiB with `drives` drives and `rest` added at the top.

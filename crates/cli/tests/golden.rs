@@ -4,27 +4,19 @@
 
 use std::path::PathBuf;
 
+mod common;
+
+use common::example;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn example(name: &str) -> String {
-    root()
-        .join("../../examples")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// Runs `memvisor` in-process and returns its standard output, checking it succeeded.
 fn run(args: &[&str]) -> String {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut argv = vec!["memvisor"];
-    argv.extend_from_slice(args);
-    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
-    assert_eq!(code, 0, "{args:?}: {}", String::from_utf8_lossy(&err));
-    String::from_utf8(out).unwrap()
+    let (code, out, err) = common::run(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
 }
 
 fn check(file: &str, actual: &str) {
@@ -92,10 +84,7 @@ fn plan_json_matches_golden() {
 
 #[test]
 fn plan_binary_prints_default_golden() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .arg("plan")
-        .output()
-        .unwrap();
+    let out = common::binary(&["plan"]);
     assert!(
         out.status.success(),
         "{}",
@@ -134,7 +123,7 @@ fn plan_json_map_is_sorted_and_disjoint() {
 fn init_prints_the_default_spec_which_plans_as_default() {
     let spec = run(&["init"]);
     assert_eq!(spec, memvisor_cli::spec::DEFAULT_SPEC);
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("init.toml");
+    let path = common::scratch("init.toml");
     std::fs::write(&path, &spec).unwrap();
     let from_file = run(&["plan", path.to_str().unwrap()]);
     assert_eq!(from_file, run(&["plan"]));

@@ -1,26 +1,18 @@
 //! Hostile and absurd specs, one row each: every one is refused with exit code 2 and a message
 //! naming the right field, quickly, without a panic, and without writing control characters.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+mod common;
+
+use common::{Memvisor, Outcome, binary_with_stdin, run, scratch, spawn};
+
 /// Runs `memvisor plan FILE` in-process on `text` written to a file named after `row`.
-fn plan_bytes(row: &str, text: &[u8]) -> (u8, String, String) {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("hostile-{row}.toml"));
-    std::fs::write(&path, text).unwrap();
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(
-        ["memvisor", "plan", path.to_str().unwrap()],
-        &mut out,
-        &mut err,
-        false,
-    );
-    std::fs::remove_file(&path).unwrap();
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
+fn plan_bytes(row: &str, text: &[u8]) -> Outcome {
+    Memvisor::new().run_on_file(
+        scratch(&format!("hostile-{row}.toml")),
+        text,
+        &["plan", "FILE"],
     )
 }
 
@@ -304,29 +296,14 @@ fn hostile_specs_are_refused_with_the_field() {
     }
 }
 
-/// Runs `memvisor ARGS` in-process: the exit code, standard output and standard error.
-fn run(args: &[&str]) -> (u8, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut all = vec!["memvisor"];
-    all.extend_from_slice(args);
-    let code = memvisor_cli::run(all, &mut out, &mut err, false);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
 /// However long a value, the error shows it in part, wherever it came from: a spec (text and
 /// JSON, the message and the field), a Firecracker file, Cloud Hypervisor's option, the
 /// command line, a path.
 #[test]
 fn long_values_are_shown_in_part_in_every_error() {
     let long = "x".repeat(100_000);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let file = |name: &str, text: String| {
-        let path = dir.join(name);
+        let path = scratch(name);
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_owned()
     };
@@ -449,19 +426,7 @@ arch = 'x86_64' # ]
 
 /// Runs the binary with `args`, standard input from `stdin`.
 fn binary(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // The command may stop reading early (it refuses long input): ignore a broken pipe.
-    let _ = input.write_all(stdin);
-    drop(input);
-    let out = child.wait_with_output().unwrap();
+    let out = binary_with_stdin(args, stdin);
     (
         out.status.code().unwrap(),
         String::from_utf8(out.stdout).unwrap(),
@@ -505,11 +470,8 @@ fn run_unknown_argument_with_control_characters_escaped() {
     // The usage error quotes the argument: its control and reordering characters are escaped,
     // its own line breaks kept.
     for arg in ["--x\u{1b}[2Jy", "--a\u{9a}b", "--a\u{202e}b", "--a\nb"] {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let code = memvisor_cli::run(["memvisor", "plan", arg], &mut out, &mut err, false);
+        let (code, _, err) = run(&["plan", arg]);
         assert_eq!(code, 2, "{arg:?}");
-        let err = String::from_utf8(err).unwrap();
         assert!(
             !err.chars()
                 .any(|c| memvisor_cli::render::needs_escape(c) && c != '\n'),
@@ -517,16 +479,8 @@ fn run_unknown_argument_with_control_characters_escaped() {
         );
         assert!(err.contains("unexpected argument"), "{err}");
     }
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(
-        ["memvisor", "plan", "--a\u{9a}b"],
-        &mut out,
-        &mut err,
-        false,
-    );
+    let (code, _, err) = run(&["plan", "--a\u{9a}b"]);
     assert_eq!(code, 2);
-    let err = String::from_utf8(err).unwrap();
     assert!(err.contains("'--a\\u{9a}b'"), "{err:?}");
 }
 
@@ -544,11 +498,8 @@ fn unreadable_spec_paths_with_control_characters_are_escaped() {
     std::fs::write(&binary_file, b"[memory]\nsize = \"\xff\"\n").unwrap();
     for path in [&missing, &directory, &binary_file] {
         let path = path.to_str().unwrap();
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let code = memvisor_cli::run(["memvisor", "plan", path], &mut out, &mut err, false);
+        let (code, _, err) = run(&["plan", path]);
         assert_eq!(code, 2, "{path:?}");
-        let err = String::from_utf8(err).unwrap();
         assert!(
             !err.chars()
                 .any(|c| memvisor_cli::render::needs_escape(c) && c != '\n'),
@@ -562,13 +513,7 @@ fn unreadable_spec_paths_with_control_characters_are_escaped() {
 /// Runs the binary with `args` and standard input closed; `None` when it is still running
 /// after `limit` (it is then killed).
 fn binary_within(args: &[&str], limit: std::time::Duration) -> Option<(i32, String, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(args, Stdio::null());
     let start = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
@@ -630,13 +575,7 @@ fn stdin_pipe_held_open_does_not_hang() {
     let children: Vec<_> = cases
         .iter()
         .map(|(args, data)| {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-                .args(*args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = spawn(args, Stdio::piped());
             // The writing end stays open (held here) until the command has answered.
             let mut input = child.stdin.take().unwrap();
             input.write_all(data).unwrap();

@@ -2,21 +2,9 @@
 //! `--arch` is written into the printed spec as `arch`, so that it plans as `plan --arch ARCH`
 //! plans the default spec.
 
-fn run(args: &[&str]) -> (u8, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(
-        std::iter::once("memvisor").chain(args.iter().copied()),
-        &mut out,
-        &mut err,
-        false,
-    );
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
+mod common;
+
+use common::run;
 
 #[test]
 fn init_without_from_writes_the_architecture_asked_for() {

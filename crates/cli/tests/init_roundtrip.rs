@@ -8,27 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 
-static CASE: AtomicUsize = AtomicUsize::new(0);
+mod common;
 
-/// Runs `memvisor ARGS` in-process: exit code, standard output, standard error.
-fn run(args: &[&str]) -> (u8, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut argv = vec!["memvisor"];
-    argv.extend_from_slice(args);
-    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
+use common::run;
+
+static CASE: AtomicUsize = AtomicUsize::new(0);
 
 /// A file under the test directory holding `text`, its path.
 fn temp_file(ext: &str, text: &str) -> PathBuf {
     let case = CASE.fetch_add(1, Ordering::Relaxed);
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("init-{}-{case}.{ext}", std::process::id()));
+    let path = common::scratch(&format!("init-{}-{case}.{ext}", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -311,9 +300,9 @@ proptest! {
 
 #[test]
 fn init_of_the_examples_plans_as_plan_from_does() {
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/firecracker.json");
+    let example = common::example("firecracker.json");
     for arch in [&[][..], &["--arch", "x86_64"], &["--arch", "aarch64"]] {
-        assert_round_trip("firecracker", example.to_str().unwrap(), arch);
+        assert_round_trip("firecracker", &example, arch);
         for huge in ["2M", "1G"] {
             let mut flags = vec!["--host-hugepage-size", huge];
             flags.extend_from_slice(arch);

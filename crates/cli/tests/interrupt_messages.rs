@@ -2,19 +2,14 @@
 //! x86_64, a GIC INTID on aarch64 (where a spec's `irq` is the INTID, and the SPI number is the
 //! INTID minus 32).
 
-use std::process::Command;
+mod common;
 
 /// The first line `memvisor plan --arch ARCH` writes on standard error for `spec`, and its
 /// exit code.
 fn plan_error(arch: &str, name: &str, spec: &str) -> (Option<i32>, String) {
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("interrupt-{arch}-{name}.toml"));
+    let path = common::scratch(&format!("interrupt-{arch}-{name}.toml"));
     std::fs::write(&path, spec).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(["plan", "--arch", arch])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = common::binary(&["plan", "--arch", arch, path.to_str().unwrap()]);
     std::fs::remove_file(&path).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     (

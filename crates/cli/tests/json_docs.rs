@@ -5,20 +5,15 @@
 //! `enum`, `const`, `minimum`).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
+use common::example;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn example(name: &str) -> String {
-    root()
-        .join("../../examples")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
 }
 
 fn schema(file: &str) -> Value {
@@ -143,10 +138,7 @@ fn assert_document(text: &str, file: &str) -> Value {
 }
 
 fn memvisor(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = common::binary(args);
     (out.status.code(), String::from_utf8(out.stdout).unwrap())
 }
 

@@ -3,6 +3,8 @@
 
 use memvisor_cli::spec::{MAX_DEVICES, MAX_GUEST_NODES, MAX_HOST_NODES};
 
+mod common;
+
 /// A spec at every limit that makes output: the most nodes, each bound to the most host
 /// nodes, the most hotplug slots (of node 0) and devices (with DAX windows), names of the
 /// most characters.
@@ -32,19 +34,15 @@ fn largest_spec() -> String {
 
 #[test]
 fn plan_output_at_every_limit_is_bounded() {
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("output-bound.toml");
+    let path = common::scratch("output-bound.toml");
     std::fs::write(&path, largest_spec()).unwrap();
     let path = path.to_str().unwrap();
     for (args, most) in [
         (&["plan", "--json", path][..], 35_000_000),
         (&["plan", path][..], 1_000_000),
     ] {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let mut all = vec!["memvisor"];
-        all.extend_from_slice(args);
-        let code = memvisor_cli::run(all, &mut out, &mut err, false);
-        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+        let (code, out, err) = common::run(args);
+        assert_eq!(code, 0, "{err}");
         assert!(
             out.len() <= most,
             "{args:?}: {} bytes, more than {most}",

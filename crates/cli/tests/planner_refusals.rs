@@ -3,25 +3,16 @@
 //! each reaches `memvisor plan` as a spec error, exit code 2, naming the field and its line;
 //! and specs at the edges the planner accepts are planned.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{Memvisor, Outcome, scratch};
 
 /// Runs `memvisor plan FILE` in-process on `text`, written to a file named after `row`.
-fn plan(row: &str, text: &str) -> (u8, String, String) {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("refusal-{row}.toml"));
-    std::fs::write(&path, text).unwrap();
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(
-        ["memvisor", "plan", path.to_str().unwrap()],
-        &mut out,
-        &mut err,
-        false,
-    );
-    std::fs::remove_file(&path).unwrap();
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
+fn plan(row: &str, text: &str) -> Outcome {
+    Memvisor::new().run_on_file(
+        scratch(&format!("refusal-{row}.toml")),
+        text,
+        &["plan", "FILE"],
     )
 }
 
@@ -69,6 +60,12 @@ fn planner_refusals_are_spec_errors_naming_the_field() {
              \"0x4000000\"\n",
             "serial.address",
             "does not fit in the device windows",
+        ),
+        (
+            "device-named-as-kvm-s-pit",
+            "[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \"virtio-net\"\nname = \"PIT\"\n",
+            "device[0].name",
+            "one of KVM's in-kernel devices",
         ),
         (
             "ram-past-the-top",

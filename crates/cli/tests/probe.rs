@@ -2,16 +2,15 @@
 //! plausible.
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
+use common::binary;
+
 fn probe(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .arg("probe")
-        .args(args)
-        .output()
-        .unwrap();
+    let out = binary(&[&["probe"], args].concat());
     assert!(
         out.status.success(),
         "{}",
@@ -132,10 +131,7 @@ fn probe_json_is_plausible() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn check_reports_every_host_check_and_exits_0_or_1() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(["check", "--json"])
-        .output()
-        .unwrap();
+    let out = binary(&["check", "--json"]);
     let code = out.status.code().unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["schema_version"], 1);

@@ -2,17 +2,14 @@
 //! fails when the promise it names is broken.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+
+use common::binary as memvisor;
 
 fn tmp(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("promises-{name}"))
-}
-
-fn memvisor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::scratch(&format!("promises-{name}"))
 }
 
 fn stderr(out: &Output) -> String {
@@ -165,13 +162,7 @@ fn default_name_is_the_file_name_without_its_extension() {
         let out = memvisor(&["plan", "--json", path.to_str().unwrap()]);
         assert_eq!(name_of(&out), name, "{file:?}");
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(["plan", "--json", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(&["plan", "--json", "-"], std::process::Stdio::piped());
     child
         .stdin
         .take()

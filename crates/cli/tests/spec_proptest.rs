@@ -2,16 +2,18 @@
 //! exit with 0 or 2 — never a panic (which fails the test case), never another code. Inputs are
 //! at most a few KiB, so each case takes milliseconds.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 
+mod common;
+
+use common::{Memvisor, example, scratch};
+
 fn examples() -> Vec<String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut texts = vec![memvisor_cli::spec::DEFAULT_SPEC.to_owned()];
     for name in ["microvm.toml", "large-vm.toml", "aarch64.toml"] {
-        texts.push(std::fs::read_to_string(root.join("../../examples").join(name)).unwrap());
+        texts.push(std::fs::read_to_string(example(name)).unwrap());
     }
     texts
 }
@@ -53,17 +55,16 @@ static CASE: AtomicUsize = AtomicUsize::new(0);
 /// Runs `memvisor plan` in-process on `bytes` with each extra argument list; returns the codes.
 fn plan_codes(bytes: &[u8]) -> Vec<u8> {
     let case = CASE.fetch_add(1, Ordering::Relaxed);
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("prop-{}-{case}.toml", std::process::id()));
+    let path = scratch(&format!("prop-{}-{case}.toml", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
     let file = path.to_str().unwrap();
     let codes = [
-        vec!["memvisor", "plan", file],
-        vec!["memvisor", "plan", "--json", file],
-        vec!["memvisor", "plan", "--arch", "aarch64", file],
+        &["plan", file][..],
+        &["plan", "--json", file],
+        &["plan", "--arch", "aarch64", file],
     ]
     .into_iter()
-    .map(|args| memvisor_cli::run(args, &mut Vec::new(), &mut Vec::new(), false))
+    .map(|args| Memvisor::new().run_bytes(args).0)
     .collect();
     std::fs::remove_file(&path).unwrap();
     codes

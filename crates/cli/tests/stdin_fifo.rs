@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod common;
+
 const SPEC: &str = "[memory]\nsize = \"1GiB\"\n";
 
 #[test]
@@ -33,11 +35,7 @@ fn spec_on_a_fifo_whose_writer_is_gone_is_read_to_its_end() {
     // before the command starts.
     let reader = std::fs::File::open(&fifo).unwrap();
     writing.join().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-        .args(["plan", "-"])
-        .stdin(Stdio::from(reader))
-        .output()
-        .unwrap();
+    let output = common::binary_from(&["plan", "-"], Stdio::from(reader));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);

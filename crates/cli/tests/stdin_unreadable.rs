@@ -3,12 +3,13 @@
 
 #![cfg(unix)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+mod common;
 
 #[test]
 fn spec_from_write_only_stdin_is_refused_as_unreadable() {
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("write-only-stdin-{}", std::process::id()));
+    let path = common::scratch(&format!("write-only-stdin-{}", std::process::id()));
     std::fs::write(&path, "[memory]\nsize = \"64MiB\"\n").unwrap();
     for command in ["plan", "check", "init"] {
         let mut args = vec![command];
@@ -17,11 +18,7 @@ fn spec_from_write_only_stdin_is_refused_as_unreadable() {
         }
         args.push("-");
         let stdin = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_memvisor"))
-            .args(&args)
-            .stdin(Stdio::from(stdin))
-            .output()
-            .unwrap();
+        let output = common::binary_from(&args, Stdio::from(stdin));
         let err = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
         assert!(output.stdout.is_empty(), "{args:?}");

@@ -1,12 +1,13 @@
 //! Other VMMs' formats (`plan --from firecracker|cloud-hypervisor`) and the guest kernel's
 //! command line (`plan --kernel-cmdline`), through the command.
 
-use std::path::PathBuf;
+mod common;
 
-/// Runs `memvisor ARGS`, with Cloud Hypervisor's default huge page size pinned to 2 MiB (so
-/// that plans do not depend on the host) for Cloud Hypervisor's formats unless ARGS give it.
-fn run(args: &[&str]) -> (u8, String, String) {
-    let mut argv = args.to_vec();
+use common::{HUGE_PAGES_2M, Memvisor, Outcome, example, run as run_on_host, scratch};
+
+/// `memvisor` with Cloud Hypervisor's default huge page size pinned to 2 MiB (so that plans do
+/// not depend on the host) when ARGS are for Cloud Hypervisor's formats and do not give it.
+fn memvisor_for(args: &[&str]) -> Memvisor<'static> {
     let cloud_hypervisor = args
         .windows(2)
         .any(|w| w[0] == "--from" && w[1].starts_with("cloud-hypervisor"));
@@ -14,42 +15,25 @@ fn run(args: &[&str]) -> (u8, String, String) {
         && cloud_hypervisor
         && !args.contains(&"--host-hugepage-size")
     {
-        argv.splice(1..1, ["--host-hugepage-size", "2M"]);
+        Memvisor::new().flags(&HUGE_PAGES_2M)
+    } else {
+        Memvisor::new()
     }
-    run_on_host(&argv)
 }
 
-/// Runs `memvisor ARGS` as given.
-fn run_on_host(args: &[&str]) -> (u8, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let mut argv = vec!["memvisor"];
-    argv.extend_from_slice(args);
-    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
-fn firecracker_file() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/firecracker.json")
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn microvm_file() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/microvm.toml")
-        .to_string_lossy()
-        .into_owned()
+/// Runs `memvisor ARGS`, pinned as [`memvisor_for`] says.
+fn run(args: &[&str]) -> Outcome {
+    memvisor_for(args).run(args)
 }
 
 #[test]
 fn plan_from_firecracker_config_maps_memory_and_devices() {
-    let (code, out, err) = run(&["plan", "--from", "firecracker", &firecracker_file()]);
+    let (code, out, err) = run(&[
+        "plan",
+        "--from",
+        "firecracker",
+        &example("firecracker.json"),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("firecracker: x86_64"), "{out}");
     assert!(out.contains("RAM 1 GiB in 1 NUMA node"), "{out}");
@@ -66,7 +50,7 @@ fn kernel_cmdline_of_firecracker_config_lists_virtio_devices() {
         "--from",
         "firecracker",
         "--kernel-cmdline",
-        &firecracker_file(),
+        &example("firecracker.json"),
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -120,13 +104,23 @@ fn aarch64_devices_show_gsi_and_intid_apart() {
 
 #[test]
 fn init_from_firecracker_prints_the_converted_spec_which_plans_the_same() {
-    let (code, spec, err) = run(&["init", "--from", "firecracker", &firecracker_file()]);
+    let (code, spec, err) = run(&[
+        "init",
+        "--from",
+        "firecracker",
+        &example("firecracker.json"),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(spec.contains("[memory]"), "{spec}");
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("firecracker.toml");
+    let path = scratch("firecracker.toml");
     std::fs::write(&path, &spec).unwrap();
     let (_, from_toml, _) = run(&["plan", path.to_str().unwrap()]);
-    let (_, from_json, _) = run(&["plan", "--from", "firecracker", &firecracker_file()]);
+    let (_, from_json, _) = run(&[
+        "plan",
+        "--from",
+        "firecracker",
+        &example("firecracker.json"),
+    ]);
     assert_eq!(from_toml, from_json);
     let (code, _, _) = run(&["init", "somefile.toml"]);
     assert_eq!(code, 2);
@@ -191,17 +185,8 @@ fn default_names_skip_names_given_to_any_device() {
 }
 
 /// Runs `args` with `json` written to a file named `name` in place of `FILE`.
-fn run_on_json(name: &str, json: &str, args: &[&str]) -> (u8, String, String) {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::write(&path, json).unwrap();
-    let path = path.to_str().unwrap().to_owned();
-    let args: Vec<&str> = args
-        .iter()
-        .map(|&a| if a == "FILE" { path.as_str() } else { a })
-        .collect();
-    let result = run(&args);
-    std::fs::remove_file(&path).unwrap();
-    result
+fn run_on_json(name: &str, json: &str, args: &[&str]) -> Outcome {
+    memvisor_for(args).run_on_file(scratch(name), json, args)
 }
 
 /// A Firecracker file of `drives` drives and `interfaces` interfaces, each an empty object
@@ -1199,8 +1184,8 @@ fn cloud_hypervisor_hotplug_plans_where_cloud_hypervisor_puts_it_also_from_the_s
 /// no effect, so it is refused as a usage mistake, never silently ignored.
 #[test]
 fn host_hugepage_size_without_a_cloud_hypervisor_format_is_a_usage_error() {
-    let firecracker = firecracker_file();
-    let microvm = microvm_file();
+    let firecracker = example("firecracker.json");
+    let microvm = example("microvm.toml");
     let mut cases: Vec<Vec<&str>> = Vec::new();
     for command in ["plan", "back", "check"] {
         // The built-in default spec, a memvisor spec file, a Firecracker file.

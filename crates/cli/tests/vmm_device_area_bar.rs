@@ -12,20 +12,16 @@ const M: u64 = 1 << 20;
 const G: u64 = 1 << 30;
 const K: u64 = 1 << 10;
 
-fn run(args: &[&str]) -> (u8, String, String) {
-    let mut argv = vec!["memvisor", args[0], "--host-hugepage-size", "2M"];
-    argv.extend_from_slice(&args[1..]);
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+mod common;
+
+use common::{HUGE_PAGES_2M, Memvisor, Outcome};
+
+/// Runs `memvisor ARGS` with Cloud Hypervisor's default huge page size pinned to 2 MiB.
+fn run(args: &[&str]) -> Outcome {
+    Memvisor::new().flags(&HUGE_PAGES_2M).run(args)
 }
 
-fn plan(arch: &str, options: &str) -> (u8, String, String) {
+fn plan(arch: &str, options: &str) -> Outcome {
     run(&[
         "plan",
         "--from",

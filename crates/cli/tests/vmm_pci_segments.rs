@@ -2,25 +2,18 @@
 //! number past 65535 is not the segment it names: it is refused as such (as a distance past
 //! 255 is), not as a segment that does not exist.
 
-fn plan(options: &str) -> (u8, String, String) {
-    let argv = vec![
-        "memvisor",
+mod common;
+
+use common::{HUGE_PAGES_2M, Memvisor, Outcome};
+
+fn plan(options: &str) -> Outcome {
+    Memvisor::new().flags(&HUGE_PAGES_2M).run(&[
         "plan",
-        "--host-hugepage-size",
-        "2M",
         "--from",
         "cloud-hypervisor",
         "--",
         options,
-    ];
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = memvisor_cli::run(argv, &mut out, &mut err, false);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+    ])
 }
 
 fn node(segments: &str) -> String {

@@ -510,7 +510,8 @@ pub const MAX_WINDOW_ALIGN: u64 = 1 << 30;
 mod tests {
     use super::*;
 
-    fn src(text: &str) -> Source<'_> {
+    /// `text` as the spec file `t.toml`.
+    pub(super) fn src(text: &str) -> Source<'_> {
         Source {
             origin: "t.toml",
             text,

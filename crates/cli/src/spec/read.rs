@@ -958,8 +958,8 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                         Some(name.span()),
                         Problem::Invalid(format!(
                             "`{}` is not a device's name: the plan gives it to another part of \
-                             the map (the serial port, a reserved range, RAM, a hotplug slot or \
-                             a DAX window); choose another",
+                             the map (the serial port, a reserved range, one of KVM's in-kernel \
+                             devices, RAM, a hotplug slot or a DAX window); choose another",
                             escape(&checked)
                         )),
                     ));
@@ -1235,13 +1235,7 @@ fn memory_options(src: Source<'_>, mem: &RawMemory) -> Result<MemoryOptions, Spe
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn src(text: &str) -> Source<'_> {
-        Source {
-            origin: "t.toml",
-            text,
-        }
-    }
+    use crate::spec::tests::src;
 
     #[test]
     fn parse_window_align_is_a_power_of_two_from_2m_to_1g() {

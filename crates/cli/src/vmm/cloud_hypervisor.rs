@@ -14,10 +14,8 @@ use crate::size::{Size, SizeError};
 use crate::spec::{Arch, MAX_GUEST_NODES, MAX_HOST_NODES, MAX_SPEC_BYTES};
 
 mod json;
+pub use json::cloud_hypervisor_json_spec;
 use json::{JSON_ORIGIN, is_json};
-pub use json::{
-    cloud_hypervisor_json_spec, cloud_hypervisor_json_spec_for, cloud_hypervisor_json_spec_for_arch,
-};
 
 /// Cloud Hypervisor's boot RAM when `size` is not given (`DEFAULT_MEMORY_MB`, 512 MiB), for
 /// `--memory` and for a memory zone alike.
@@ -821,19 +819,7 @@ fn ch_zone<'s>(
              (Cloud Hypervisor refuses ACPI hotplug for memory zones)",
         ));
     }
-    if let Some(plugged) = hotplugged {
-        let Some(window) = hotplug else {
-            return Err(place
-                .err("hotplugged_size: given without hotplug_size (Cloud Hypervisor refuses it)"));
-        };
-        if plugged > window {
-            return Err(place.err(format_args!(
-                "hotplugged_size: {} is more than hotplug_size ({}; Cloud Hypervisor refuses it)",
-                Size(plugged),
-                Size(window)
-            )));
-        }
-    }
+    hotplugged_within(hotplugged, hotplug, &place)?;
     if size == 0 {
         return Err(place.err(
             "size: 0 B is not a memory zone's size (Cloud Hypervisor cannot map an empty zone)",
@@ -1189,10 +1175,11 @@ fn is_command_line(options: &str) -> bool {
     options.trim_start().starts_with("--")
 }
 
-/// The spec of Cloud Hypervisor's memory options: its `--memory` option string
-/// (`size=1G,hotplug_size=4G,shared=on`), or, starting with `--`, the options of its command
-/// line that lay out guest memory: `--memory`, `--memory-zone` and `--numa`
-/// (`--memory size=0 --memory-zone id=mem0,size=1G --numa guest_numa_id=0,memory_zones=mem0`).
+/// The spec of Cloud Hypervisor's memory options on the guest architecture `arch`: its
+/// `--memory` option string (`size=1G,hotplug_size=4G,shared=on`), or, starting with `--`, the
+/// options of its command line that lay out guest memory: `--memory`, `--memory-zone` and
+/// `--numa` (`--memory size=0 --memory-zone id=mem0,size=1G --numa
+/// guest_numa_id=0,memory_zones=mem0`).
 ///
 /// `--memory`: `size` is the boot RAM (Cloud Hypervisor's default, 512 MiB, when it is not
 /// given; an option string of white space alone gives every default); `hotplug_size` one
@@ -1200,8 +1187,9 @@ fn is_command_line(options: &str) -> bool {
 /// anonymous); `hugepages=on` explicit huge pages of `hugepage_size` (when not given, this
 /// host's default huge page size, `Hugepagesize` in [`HOST_MEMINFO`], as Cloud Hypervisor
 /// takes its host's, and the size a multiple of the page size of the mount at
-/// [`HOST_HUGETLBFS`], which Cloud Hypervisor aligns it to: [`cloud_hypervisor_spec_for`]
-/// pins them; the spec then starts with a [`NOTE`] comment that says so), else
+/// [`HOST_HUGETLBFS`], which Cloud Hypervisor aligns it to, with `default`
+/// [`DefaultHugePage::host()`], the spec then starting with a [`NOTE`] comment that says so;
+/// [`DefaultHugePage::Pinned`] pins them), else
 /// transparent ones unless `thp=off`; `prefault=on` one prefault thread. `hotplug_method`,
 /// `hotplugged_size`, `mergeable` and `reserve` are checked and left out. Sizes take Cloud
 /// Hypervisor's `K`, `M`, `G` suffixes (binary) or none (bytes). An empty value is one not
@@ -1226,6 +1214,11 @@ fn is_command_line(options: &str) -> bool {
 /// Hypervisor's area: an ACPI `hotplug_size` off 128 MiB is taken as it is, as Cloud
 /// Hypervisor takes it (only each DIMM it plugs must be a multiple of 128 MiB).
 ///
+/// `arch` is where Cloud Hypervisor's device area is checked: its memory is laid out as Cloud
+/// Hypervisor lays it out on `arch` (on aarch64 from 1 GiB, with its hole from 4032 MiB to
+/// 4 GiB); the spec itself is the same for either (it is planned on memvisor's layout of the
+/// architecture it is planned for).
+///
 /// # Errors
 /// [`Error::Import`] for an unknown option, a bad size, number or `on`/`off` value, a `file`
 /// (not modelled), what a spec cannot express (above), or what Cloud Hypervisor refuses:
@@ -1242,57 +1235,36 @@ fn is_command_line(options: &str) -> bool {
 /// GiB, or where nothing is at [`HOST_HUGETLBFS`] (Cloud Hypervisor refuses to start), refused
 /// at `hugepages`; a size of such memory that is not a multiple of the page size of the mount
 /// there, refused at `size`; guest memory, laid out as Cloud Hypervisor lays it out on
-/// x86_64, that ends above `2^46 - 8 MiB`, where its 64-bit PCI device area has no place for
+/// `arch`, that ends above `2^46 - 8 MiB`, where its 64-bit PCI device area has no place for
 /// the BAR of the virtio-rng device every guest has, refused at the `size` or `hotplug_size`
 /// that crosses it.
 ///
 /// ```
-/// use memvisor_cli::vmm::cloud_hypervisor_spec;
+/// use memvisor_cli::spec::Arch;
+/// use memvisor_cli::vmm::{DefaultHugePage, cloud_hypervisor_spec};
 ///
-/// let toml = cloud_hypervisor_spec("size=1G,hotplug_size=4G,shared=on")?;
+/// let host = DefaultHugePage::host();
+/// let toml = cloud_hypervisor_spec("size=1G,hotplug_size=4G,shared=on", host, Arch::X86_64)?;
 /// assert!(toml.contains("size = 1073741824"), "{toml}");
 /// assert!(toml.contains("slot_size = 4294967296"), "{toml}");
-/// assert!(cloud_hypervisor_spec("size=1G,ballon=on").is_err());
+/// assert!(cloud_hypervisor_spec("size=1G,ballon=on", host, Arch::X86_64).is_err());
 ///
 /// let toml = cloud_hypervisor_spec(
 ///     "--memory size=0 --memory-zone id=mem0,size=1G id=mem1,size=2G,host_numa_node=1 \
 ///      --numa guest_numa_id=0,memory_zones=mem0 --numa guest_numa_id=1,memory_zones=mem1",
+///     host,
+///     Arch::X86_64,
 /// )?;
 /// assert!(toml.contains("[[numa]]\nhost_nodes = [1]\nsize = 2147483648"), "{toml}");
-/// # Ok::<(), memvisor_cli::Error>(())
-/// ```
-pub fn cloud_hypervisor_spec(option: &str) -> Result<String> {
-    cloud_hypervisor_spec_for(option, DefaultHugePage::host())
-}
-
-/// [`cloud_hypervisor_spec`] with `default` as the huge page size of `hugepages=on` without
-/// `hugepage_size` (where Cloud Hypervisor takes its host's default).
-///
-/// # Errors
-/// As [`cloud_hypervisor_spec`].
-pub fn cloud_hypervisor_spec_for(option: &str, default: DefaultHugePage<'_>) -> Result<String> {
-    cloud_hypervisor_spec_for_arch(option, default, Arch::X86_64)
-}
-
-/// [`cloud_hypervisor_spec_for`] of Cloud Hypervisor on `arch`: its memory is laid out as
-/// Cloud Hypervisor lays it out there (from 1 GiB, with its hole from 4032 MiB to 4 GiB, on
-/// aarch64) where it is checked against Cloud Hypervisor's device area; the spec itself is
-/// the same (it is planned on memvisor's layout of the architecture it is planned for).
-///
-/// # Errors
-/// As [`cloud_hypervisor_spec`], the device area checked on `arch`'s layout.
-///
-/// ```
-/// use memvisor_cli::spec::Arch;
-/// use memvisor_cli::vmm::{DefaultHugePage, cloud_hypervisor_spec_for_arch};
 ///
 /// // 46 address bits: the RAM must end by 2^46 - 8 MiB; on aarch64 it ends 64 MiB later.
 /// let size = format!("size={}", (1u64 << 46) - (8 << 20) - (1 << 30));
 /// let pinned = DefaultHugePage::Pinned(2 << 20);
-/// assert!(cloud_hypervisor_spec_for_arch(&size, pinned, Arch::X86_64).is_ok());
-/// assert!(cloud_hypervisor_spec_for_arch(&size, pinned, Arch::Aarch64).is_err());
+/// assert!(cloud_hypervisor_spec(&size, pinned, Arch::X86_64).is_ok());
+/// assert!(cloud_hypervisor_spec(&size, pinned, Arch::Aarch64).is_err());
+/// # Ok::<(), memvisor_cli::Error>(())
 /// ```
-pub fn cloud_hypervisor_spec_for_arch(
+pub fn cloud_hypervisor_spec(
     option: &str,
     default: DefaultHugePage<'_>,
     arch: Arch,
@@ -1307,7 +1279,7 @@ pub fn cloud_hypervisor_spec_for_arch(
         ));
     }
     if is_json(option) {
-        return cloud_hypervisor_json_spec_for_arch(JSON_ORIGIN, option, default, arch);
+        return cloud_hypervisor_json_spec(JSON_ORIGIN, option, default, arch);
     }
     let line = if is_command_line(option) {
         command_line(option)?
@@ -1465,6 +1437,31 @@ fn no_zones(place: &Place<'_>) -> Error {
         .err("a guest NUMA node without memory_zones is not modelled (a spec's guest node has RAM)")
 }
 
+/// Refuses a `hotplugged_size` (of `--memory` or of a memory zone) without a `hotplug_size`
+/// or larger than it, as Cloud Hypervisor does.
+fn hotplugged_within(
+    hotplugged: Option<u64>,
+    hotplug: Option<u64>,
+    place: &Place<'_>,
+) -> Result<()> {
+    let Some(plugged) = hotplugged else {
+        return Ok(());
+    };
+    let Some(window) = hotplug else {
+        return Err(
+            place.err("hotplugged_size: given without hotplug_size (Cloud Hypervisor refuses it)")
+        );
+    };
+    if plugged > window {
+        return Err(place.err(format_args!(
+            "hotplugged_size: {} is more than hotplug_size ({}; Cloud Hypervisor refuses it)",
+            Size(plugged),
+            Size(window)
+        )));
+    }
+    Ok(())
+}
+
 /// The `[memory]` and `[hotplug]` tables of `--memory` without memory zones.
 fn memory_table(
     memory: &ChMemory<'_>,
@@ -1472,24 +1469,12 @@ fn memory_table(
     default: &mut HugeDefault<'_>,
 ) -> Result<(Table, Option<Table>)> {
     // Cloud Hypervisor's memory manager refuses these when it starts, in this order.
-    if let Some(plugged) = memory.hotplugged {
-        let Some(window) = memory.hotplug else {
-            return Err(place
-                .err("hotplugged_size: given without hotplug_size (Cloud Hypervisor refuses it)"));
-        };
-        if plugged > window {
-            return Err(place.err(format_args!(
-                "hotplugged_size: {} is more than hotplug_size ({}; Cloud Hypervisor refuses it)",
-                Size(plugged),
-                Size(window)
-            )));
-        }
-        if !memory.virtio_mem {
-            return Err(place.err(
-                "hotplugged_size: given with hotplug_method=acpi, the default (Cloud \
-                 Hypervisor refuses it; hotplugged_size needs hotplug_method=virtio-mem)",
-            ));
-        }
+    hotplugged_within(memory.hotplugged, memory.hotplug, place)?;
+    if memory.hotplugged.is_some() && !memory.virtio_mem {
+        return Err(place.err(
+            "hotplugged_size: given with hotplug_method=acpi, the default (Cloud \
+             Hypervisor refuses it; hotplugged_size needs hotplug_method=virtio-mem)",
+        ));
     }
     if memory.hotplug == Some(0) {
         return Err(place.err(
@@ -1942,8 +1927,8 @@ mod tests {
     const PINNED: DefaultHugePage<'static> = DefaultHugePage::Pinned(2 << 20);
 
     fn spec_of(options: &str) -> VmSpec {
-        let toml =
-            cloud_hypervisor_spec_for(options, PINNED).unwrap_or_else(|e| panic!("{options}: {e}"));
+        let toml = cloud_hypervisor_spec(options, PINNED, Arch::X86_64)
+            .unwrap_or_else(|e| panic!("{options}: {e}"));
         crate::spec::parse(crate::spec::Source {
             origin: "ch.toml",
             text: &toml,
@@ -1952,7 +1937,7 @@ mod tests {
     }
 
     fn error_of(options: &str) -> String {
-        match cloud_hypervisor_spec_for(options, PINNED) {
+        match cloud_hypervisor_spec(options, PINNED, Arch::X86_64) {
             Ok(toml) => panic!("{options}: taken as\n{toml}"),
             Err(e) => {
                 assert_eq!(e.exit_code(), 2, "{options}: {e}");
@@ -2362,12 +2347,12 @@ mod tests {
         assert_eq!(spec.memory.pages, PageKind::Base);
         assert_eq!(spec.memory.prefault_threads, 1);
         assert!(
-            cloud_hypervisor_spec_for("size=1G,shared=", PINNED)
+            cloud_hypervisor_spec("size=1G,shared=", PINNED, Arch::X86_64)
                 .unwrap()
                 .contains("anonymous")
         );
         assert!(
-            cloud_hypervisor_spec_for("size=1G,shared=TRUE", PINNED)
+            cloud_hypervisor_spec("size=1G,shared=TRUE", PINNED, Arch::X86_64)
                 .unwrap()
                 .contains("memfd")
         );
@@ -2406,7 +2391,7 @@ mod tests {
                 "hotplugged_size: 1 MiB is not a multiple of 2 MiB",
             ),
         ] {
-            let e = cloud_hypervisor_spec_for(option, PINNED)
+            let e = cloud_hypervisor_spec(option, PINNED, Arch::X86_64)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(expected), "{option}: {e}");
@@ -2423,7 +2408,8 @@ mod tests {
             "size=1G,hotplug_method=acpi,hotplug_size=1G,hotplug_method=virtio-mem,\
              hotplugged_size=512M",
         ] {
-            cloud_hypervisor_spec_for(option, PINNED).unwrap_or_else(|e| panic!("{option}: {e}"));
+            cloud_hypervisor_spec(option, PINNED, Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{option}: {e}"));
         }
     }
 
@@ -2470,7 +2456,7 @@ mod tests {
                 "mergeable: on with shared on",
             ),
         ] {
-            let e = cloud_hypervisor_spec_for(option, PINNED)
+            let e = cloud_hypervisor_spec(option, PINNED, Arch::X86_64)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(expected), "{option}: {e}");
@@ -2492,12 +2478,12 @@ mod tests {
         ] {
             assert_eq!(spec_of(option).ram(), ram, "{option:?}");
         }
-        let e = cloud_hypervisor_spec_for("size=1G,reserve=maybe", PINNED).unwrap_err();
+        let e = cloud_hypervisor_spec("size=1G,reserve=maybe", PINNED, Arch::X86_64).unwrap_err();
         assert!(
             e.to_string().contains("reserve: `maybe` is not on or off"),
             "{e}"
         );
-        let e = cloud_hypervisor_spec_for("size=1G,file=/srv/mem", PINNED).unwrap_err();
+        let e = cloud_hypervisor_spec("size=1G,file=/srv/mem", PINNED, Arch::X86_64).unwrap_err();
         assert!(
             e.to_string()
                 .contains("file: memory backed by a file is not modelled"),
@@ -2507,8 +2493,8 @@ mod tests {
 
     /// The hotplug slot's `(start, size)` in the plan of `options`.
     fn hotplug_at(options: &str) -> (u64, u64) {
-        let toml =
-            cloud_hypervisor_spec_for(options, PINNED).unwrap_or_else(|e| panic!("{options}: {e}"));
+        let toml = cloud_hypervisor_spec(options, PINNED, Arch::X86_64)
+            .unwrap_or_else(|e| panic!("{options}: {e}"));
         let src = crate::spec::Source {
             origin: "ch.toml",
             text: &toml,
@@ -2712,7 +2698,7 @@ mod tests {
                 .to_owned(),
             json(3 << 30),
         ] {
-            let toml = cloud_hypervisor_spec_for(&options, on_host(&two_m, &one_g_mount))
+            let toml = cloud_hypervisor_spec(&options, on_host(&two_m, &one_g_mount), Arch::X86_64)
                 .unwrap_or_else(|e| panic!("{options}: {e}"));
             assert!(toml.contains("huge_pages = \"2MiB\""), "{options}: {toml}");
             let note = toml.lines().next().unwrap_or_default();
@@ -2728,7 +2714,8 @@ mod tests {
             ),
             (json(1026 << 20), "memory.size"),
         ] {
-            let e = cloud_hypervisor_spec_for(&options, on_host(&two_m, &one_g_mount)).unwrap_err();
+            let e = cloud_hypervisor_spec(&options, on_host(&two_m, &one_g_mount), Arch::X86_64)
+                .unwrap_err();
             assert_eq!(e.exit_code(), 2, "{e}");
             let e = e.to_string();
             assert!(e.contains(at), "{options}: {e}");
@@ -2738,7 +2725,7 @@ mod tests {
             );
             // A mount of the default size, or a folder in another file system, takes it.
             for mount in [&two_m_mount, &plain] {
-                let toml = cloud_hypervisor_spec_for(&options, on_host(&two_m, mount))
+                let toml = cloud_hypervisor_spec(&options, on_host(&two_m, mount), Arch::X86_64)
                     .unwrap_or_else(|e| panic!("{options}: {e}"));
                 assert!(toml.contains("huge_pages = \"2MiB\""), "{options}: {toml}");
                 assert!(!toml.contains("aligns it"), "{options}: {toml}");
@@ -2754,13 +2741,14 @@ mod tests {
                 plain.0.clone(),
                 "/nonexistent/memvisor/hugepages".to_owned(),
             );
-            cloud_hypervisor_spec_for(&given, on_host(&two_m, &gone))
+            cloud_hypervisor_spec(&given, on_host(&two_m, &gone), Arch::X86_64)
                 .unwrap_or_else(|e| panic!("{given}: {e}"));
         }
         // 3 MiB is a multiple of the 4 KiB page of a plain folder but not of the 2 MiB pages.
-        let e = cloud_hypervisor_spec_for(
+        let e = cloud_hypervisor_spec(
             "--memory size=0 --memory-zone id=a,size=3M,hugepages=on",
             on_host(&two_m, &plain),
+            Arch::X86_64,
         )
         .unwrap_err();
         assert!(e.to_string().contains("not a multiple of"), "{e}");
@@ -2776,7 +2764,8 @@ mod tests {
                 "--memory size=0 --memory-zone id=a,size=2G,hugepages=on".to_owned(),
                 json(2 << 30),
             ] {
-                let e = cloud_hypervisor_spec_for(&options, on_host(&two_m, mount)).unwrap_err();
+                let e = cloud_hypervisor_spec(&options, on_host(&two_m, mount), Arch::X86_64)
+                    .unwrap_err();
                 assert_eq!(e.exit_code(), 2, "{e}");
                 let e = e.to_string();
                 assert!(e.contains("hugepages: on without hugepage_size"), "{e}");
@@ -2786,14 +2775,18 @@ mod tests {
         }
         // A mounts file that is a folder, or too long, is refused, not read without end.
         let folder = (plain.0.parent().unwrap().to_owned(), plain.1.clone());
-        let e = cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&two_m, &folder))
-            .unwrap_err();
+        let e = cloud_hypervisor_spec(
+            "size=2G,hugepages=on",
+            on_host(&two_m, &folder),
+            Arch::X86_64,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("cannot be read (not a file)"), "{e}");
         let long = plain.0.with_file_name("long-mounts");
         std::fs::write(&long, vec![b'#'; usize::try_from(MOUNTS_MAX + 1).unwrap()]).unwrap();
         let long = (long, plain.1.clone());
-        let e =
-            cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&two_m, &long)).unwrap_err();
+        let e = cloud_hypervisor_spec("size=2G,hugepages=on", on_host(&two_m, &long), Arch::X86_64)
+            .unwrap_err();
         assert!(e.to_string().contains("is longer than 16 MiB"), "{e}");
         // A mounts or meminfo file that is a FIFO no one writes is refused at once.
         let fifo = plain.0.with_file_name("fifo");
@@ -2804,15 +2797,20 @@ mod tests {
             .is_ok_and(|s| s.success())
         {
             let at_fifo = (fifo.clone(), plain.1.clone());
-            let e = cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&two_m, &at_fifo))
-                .unwrap_err();
+            let e = cloud_hypervisor_spec(
+                "size=2G,hugepages=on",
+                on_host(&two_m, &at_fifo),
+                Arch::X86_64,
+            )
+            .unwrap_err();
             assert!(e.to_string().contains("cannot be read (not a file)"), "{e}");
-            let e = cloud_hypervisor_spec_for("size=2G,hugepages=on", on_host(&fifo, &plain))
-                .unwrap_err();
+            let e =
+                cloud_hypervisor_spec("size=2G,hugepages=on", on_host(&fifo, &plain), Arch::X86_64)
+                    .unwrap_err();
             assert!(e.to_string().contains("cannot be read (not a file)"), "{e}");
         }
         // Pinned: the mount is taken to have the pinned size; nothing is read.
-        let toml = cloud_hypervisor_spec_for("size=1026M,hugepages=on", PINNED).unwrap();
+        let toml = cloud_hypervisor_spec("size=1026M,hugepages=on", PINNED, Arch::X86_64).unwrap();
         assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
         for m in [one_g_mount.0, two_m_mount.0, plain.0, two_m] {
             let _ = std::fs::remove_dir_all(m.parent().unwrap());
@@ -2835,7 +2833,7 @@ mod tests {
             "--memory size=0 --memory-zone id=a,size=1G,hugepages=on id=b,size=1G,hugepages=on",
             r#"{"payload": {"kernel": "/k"}, "memory": {"size": 2147483648, "hugepages": true}}"#,
         ] {
-            let toml = cloud_hypervisor_spec_for(options, on_host(&one_g, &plain))
+            let toml = cloud_hypervisor_spec(options, on_host(&one_g, &plain), Arch::X86_64)
                 .unwrap_or_else(|e| panic!("{options}: {e}"));
             assert!(toml.contains("huge_pages = \"1GiB\""), "{options}: {toml}");
             let note = toml.lines().next().unwrap_or_default();
@@ -2853,10 +2851,11 @@ mod tests {
             );
         }
         // A zone of 2 MiB pages and one of the default (1 GiB here) differ.
-        let e = cloud_hypervisor_spec_for(
+        let e = cloud_hypervisor_spec(
             "--memory size=0 --memory-zone id=a,size=1G,hugepages=on \
              id=b,size=1G,hugepages=on,hugepage_size=2M",
             on_host(&one_g, &plain),
+            Arch::X86_64,
         )
         .unwrap_err()
         .to_string();
@@ -2868,12 +2867,12 @@ mod tests {
             "size=2G",
             "size=2G,shared=on",
         ] {
-            let toml = cloud_hypervisor_spec_for(options, on_host(missing, &plain))
+            let toml = cloud_hypervisor_spec(options, on_host(missing, &plain), Arch::X86_64)
                 .unwrap_or_else(|e| panic!("{options}: {e}"));
             assert!(!toml.contains(NOTE), "{options}: {toml}");
         }
         // Pinned: no note.
-        let toml = cloud_hypervisor_spec_for("size=2G,hugepages=on", PINNED).unwrap();
+        let toml = cloud_hypervisor_spec("size=2G,hugepages=on", PINNED, Arch::X86_64).unwrap();
         assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
         assert!(!toml.contains(NOTE), "{toml}");
         // Refused, at `hugepages`, with the way to pin it.
@@ -2898,7 +2897,8 @@ mod tests {
                     "zone 1 (`a`): hugepages: ",
                 ),
             ] {
-                let e = cloud_hypervisor_spec_for(options, on_host(file, &plain)).unwrap_err();
+                let e = cloud_hypervisor_spec(options, on_host(file, &plain), Arch::X86_64)
+                    .unwrap_err();
                 assert_eq!(e.exit_code(), 2, "{e}");
                 let e = e.to_string();
                 assert!(e.contains(at), "{options}: {e}");
@@ -2908,7 +2908,7 @@ mod tests {
             }
             let json = r#"{"payload": {"kernel": "/k"},
                 "memory": {"size": 2147483648, "hugepages": true}}"#;
-            match cloud_hypervisor_json_spec_for("vm.json", json, on_host(file, &plain)) {
+            match cloud_hypervisor_json_spec("vm.json", json, on_host(file, &plain), Arch::X86_64) {
                 Err(Error::Spec(e)) => {
                     assert_eq!(e.field, "memory.hugepages", "{e}");
                     assert_eq!(e.position, Some((2, 61)), "{e}");

@@ -1120,8 +1120,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
     Value::Table(t)
 }
 
-/// The x86_64 spec of a Firecracker configuration ([`firecracker_spec_for`] with
-/// [`Arch::X86_64`]): a whole `--config-file` JSON (memory from
+/// The spec of a Firecracker configuration for the guest architecture `arch` (written into the
+/// spec, `arch`): a whole `--config-file` JSON (memory from
 /// `machine-config`, 128 MiB without one; the balloon device, a virtio-blk per drive, a
 /// virtio-net per network interface (as Firecracker builds them: a repeated id updates or
 /// replaces a device, the root drive first), then vsock and entropy devices, in that order (the
@@ -1153,28 +1153,6 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// some, naming the first entry past the limit in the order of the devices (`drives[95]` after
 /// a balloon). The converted spec is held to [`MAX_SPEC_BYTES`] as a spec file is.
 ///
-/// # Errors
-/// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
-/// object belongs included, a required field missing or `null`, an unknown field), an unknown
-/// `huge_pages` value, a second root drive, too many devices, or a `vcpu_count`,
-/// `mem_size_mib` or balloon target that Firecracker refuses, with the field and its line
-/// and column in the file; [`Error::SpecTooLarge`] when the converted spec would be
-/// larger than a spec may be.
-///
-/// ```
-/// use memvisor_cli::vmm::firecracker_spec;
-///
-/// let toml = firecracker_spec("vm.json", r#"{"vcpu_count": 2, "mem_size_mib": 1024, "huge_pages": "2M"}"#)?;
-/// assert!(toml.contains("size = \"1024MiB\""), "{toml}");
-/// assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
-/// # Ok::<(), memvisor_cli::Error>(())
-/// ```
-pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
-    firecracker_spec_for(origin, json, Arch::X86_64)
-}
-
-/// [`firecracker_spec`] for the guest architecture `arch`, written into the spec (`arch`).
-///
 /// On x86_64 the spec has Firecracker 1.16's device windows: each virtio device's `address`
 /// is the next 4 KiB page from `0xc0001000`, in the order Firecracker attaches the devices
 /// (the page at 3 GiB is kept for its boot timer), and their interrupts are the legacy GSIs from 5
@@ -1189,22 +1167,32 @@ pub fn firecracker_spec(origin: &str, json: &str) -> Result<String> {
 /// Firecracker cuts to 1022 GiB there, is refused.
 ///
 /// # Errors
-/// As [`firecracker_spec`], and the x86_64 and aarch64 limits above at the value that breaks
-/// them.
+/// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
+/// object belongs included, a required field missing or `null`, an unknown field), an unknown
+/// `huge_pages` value, a second root drive, too many devices, a `vcpu_count`,
+/// `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and aarch64 limits
+/// above, with the field and its line and column in the file (the limits at the value that
+/// breaks them); [`Error::SpecTooLarge`] when the converted spec would be larger than a spec
+/// may be.
 ///
 /// ```
 /// use memvisor_cli::spec::Arch;
-/// use memvisor_cli::vmm::firecracker_spec_for;
+/// use memvisor_cli::vmm::firecracker_spec;
+///
+/// let machine = r#"{"vcpu_count": 2, "mem_size_mib": 1024, "huge_pages": "2M"}"#;
+/// let toml = firecracker_spec("vm.json", machine, Arch::X86_64)?;
+/// assert!(toml.contains("size = \"1024MiB\""), "{toml}");
+/// assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
 ///
 /// let json = r#"{"boot-source": {"kernel_image_path": "vmlinux"},
 ///     "drives": [{"drive_id": "rootfs", "is_root_device": true}]}"#;
-/// let toml = firecracker_spec_for("vm.json", json, Arch::X86_64)?;
+/// let toml = firecracker_spec("vm.json", json, Arch::X86_64)?;
 /// assert!(toml.contains("address = \"0xc0001000\""), "{toml}");
-/// let toml = firecracker_spec_for("vm.json", json, Arch::Aarch64)?;
+/// let toml = firecracker_spec("vm.json", json, Arch::Aarch64)?;
 /// assert!(!toml.contains("address"), "{toml}");
 /// # Ok::<(), memvisor_cli::Error>(())
 /// ```
-pub fn firecracker_spec_for(origin: &str, json: &str, arch: Arch) -> Result<String> {
+pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> {
     let src = Source { origin, text: json };
     // Where an entry's text starts in the file.
     let offset =
@@ -1484,7 +1472,7 @@ pub fn firecracker_spec_for(origin: &str, json: &str, arch: Arch) -> Result<Stri
     let text = crate::render::escape_toml(&spec.to_string());
     if text.len() > MAX_SPEC_BYTES {
         return Err(Error::SpecTooLarge {
-            path: format!("{origin} (as a memvisor spec)"),
+            path: super::converted_origin(origin),
             limit: MAX_SPEC_BYTES,
         });
     }
@@ -1587,7 +1575,7 @@ mod tests {
             "balloon": {"amount_mib": 0, "deflate_on_oom": false},
             "machine-config": {"vcpu_count": 2, "mem_size_mib": 1024, "smt": false, "track_dirty_pages": true}
         }"#;
-        let spec = spec_of(&firecracker_spec("fc.json", json).unwrap());
+        let spec = spec_of(&firecracker_spec("fc.json", json, Arch::X86_64).unwrap());
         assert_eq!(spec.name, "fc");
         assert_eq!(spec.ram(), 1 << 30);
         let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
@@ -1606,7 +1594,7 @@ mod tests {
             let json = format!(
                 r#"{{"machine-config": {{"mem_size_mib": 64, "vcpu_count": 1, "huge_pages": "{huge}"}}, "drives": {drives}, "boot-source": {{"kernel_image_path": "k"}}}}"#
             );
-            let memory = spec_of(&firecracker_spec("fc.json", &json).unwrap()).memory;
+            let memory = spec_of(&firecracker_spec("fc.json", &json, Arch::X86_64).unwrap()).memory;
             (memory.backing, memory.pages)
         };
         let plain = r#"[{"drive_id": "rootfs", "path_on_host": "r.ext4", "is_root_device": true}]"#;
@@ -1636,20 +1624,22 @@ mod tests {
         let e = firecracker_spec(
             "x",
             "{\"vcpu_count\": 1, \"mem_size_mib\": 64, \"huge_pages\": \"1G\"}",
+            Arch::X86_64,
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown value `1G`"), "{e}");
         let e = firecracker_spec(
             "x",
             "{\"vcpu_count\": 1, \"mem_size_mib\": 64, \"mem_size\": 1}",
+            Arch::X86_64,
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown field `mem_size`"), "{e}");
-        let e = firecracker_spec("x", "[1,").unwrap_err();
+        let e = firecracker_spec("x", "[1,", Arch::X86_64).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         // A drive id that would break TOML stays a string, its line break written out.
         let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "drives": [{"drive_id": "a\"\n[memory]", "is_root_device": false}], "boot-source": {"kernel_image_path": "k"}}"#;
-        let toml = firecracker_spec("x", json).unwrap();
+        let toml = firecracker_spec("x", json, Arch::X86_64).unwrap();
         let spec = spec_of(&toml);
         assert_eq!(spec.devices.len(), 1);
         assert_eq!(spec.devices[0].name, r#"a"\u{a}[memory]"#);
@@ -1657,7 +1647,7 @@ mod tests {
 
     /// The error of a Firecracker file `json`, as a spec error (field, position, problem).
     fn fc_error(json: &str) -> SpecError {
-        match firecracker_spec("fc.json", json) {
+        match firecracker_spec("fc.json", json, Arch::X86_64) {
             Err(Error::Spec(e)) => e,
             other => panic!("{json}: not a spec error: {other:?}"),
         }
@@ -1834,7 +1824,8 @@ mod tests {
                 r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 1, "other": 1}}}"#,
             ),
         ] {
-            firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            firecracker_spec("fc.json", &json, Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
         }
     }
 
@@ -1850,7 +1841,7 @@ mod tests {
             (r#""Transparent""#, PageKind::Transparent),
             (r#""2M""#, PageKind::Huge2M),
         ] {
-            let toml = firecracker_spec("fc.json", &config(value, 64)).unwrap();
+            let toml = firecracker_spec("fc.json", &config(value, 64), Arch::X86_64).unwrap();
             assert_eq!(spec_of(&toml).memory.pages, pages, "{value}");
         }
         assert_refused_at(&config("null", 64), "huge_pages", "invalid type: null");
@@ -1927,10 +1918,10 @@ mod tests {
     #[test]
     fn firecracker_null_devices_are_none() {
         let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "vsock": null, "balloon": null, "entropy": null, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#;
-        let spec = spec_of(&firecracker_spec("fc.json", json).unwrap());
+        let spec = spec_of(&firecracker_spec("fc.json", json, Arch::X86_64).unwrap());
         assert!(spec.devices.is_empty());
         let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "balloon": {"amount_mib": 0, "deflate_on_oom": false}, "entropy": {"rate_limiter": null}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#;
-        let spec = spec_of(&firecracker_spec("fc.json", json).unwrap());
+        let spec = spec_of(&firecracker_spec("fc.json", json, Arch::X86_64).unwrap());
         let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["balloon0", "rng0"]);
     }
@@ -2204,7 +2195,7 @@ mod tests {
             r#"{{"machine-config": {{"mem_size_mib": 64, "vcpu_count": 1}}, "drives": {drives},
                 "network-interfaces": {interfaces}, "boot-source": {{"kernel_image_path": "k"}}}}"#
         );
-        let spec = spec_of(&firecracker_spec("fc.json", &json).unwrap());
+        let spec = spec_of(&firecracker_spec("fc.json", &json, Arch::X86_64).unwrap());
         spec.devices.iter().map(|d| d.name.clone()).collect()
     }
 
@@ -2326,13 +2317,13 @@ mod tests {
             n("eth0", "AA:FC:00:00:00:01"),
             n("eth0", "AA:FC:00:00:00:01"),
         ]);
-        assert!(firecracker_spec("fc.json", &same).is_ok());
+        assert!(firecracker_spec("fc.json", &same, Arch::X86_64).is_ok());
         let moved = config(&[
             n("eth0", "AA:FC:00:00:00:01"),
             n("eth0", "AA:FC:00:00:00:02"),
             n("eth1", "AA:FC:00:00:00:01"),
         ]);
-        assert!(firecracker_spec("fc.json", &moved).is_ok());
+        assert!(firecracker_spec("fc.json", &moved, Arch::X86_64).is_ok());
         for bad in [
             "AA:FC:00:00:00",
             "AA:FC:00:00:00:0G",
@@ -2357,7 +2348,7 @@ mod tests {
         ] {
             assert_eq!(stem(origin), name, "{origin:?}");
             let toml =
-                firecracker_spec(origin, r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#).unwrap();
+                firecracker_spec(origin, r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "boot-source": {"kernel_image_path": "k"}, "drives": []}"#, Arch::X86_64).unwrap();
             assert_eq!(spec_of(&toml).name, name);
         }
     }
@@ -2485,7 +2476,8 @@ mod tests {
                 "boot_args": "console=ttyS0"}, "drives": []}"#
                 .to_owned(),
         ] {
-            let toml = firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            let toml = firecracker_spec("fc.json", &json, Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
             assert!(toml.contains("size = \"128MiB\""), "{toml}");
         }
     }
@@ -2531,7 +2523,8 @@ mod tests {
                 .to_owned(),
             r#"{"vcpu_count": 1, "mem_size_mib": 65, "huge_pages": "None"}"#.to_owned(),
         ] {
-            firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            firecracker_spec("fc.json", &json, Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
         }
     }
 
@@ -2673,7 +2666,8 @@ mod tests {
             ),
             with("entropy", r#"{"rate_limiter": null}"#),
         ] {
-            firecracker_spec("fc.json", &json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            firecracker_spec("fc.json", &json, Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
         }
     }
 
@@ -2686,7 +2680,8 @@ mod tests {
         for t in [
             "\"C3\"", "\"T2\"", "\"T2S\"", "\"T2CL\"", "\"T2A\"", "\"V1N1\"", "\"None\"", "null",
         ] {
-            firecracker_spec("fc.json", &config(t)).unwrap_or_else(|e| panic!("{t}: {e}"));
+            firecracker_spec("fc.json", &config(t), Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
         }
         for (t, expected) in [
             ("\"t2\"", "unknown variant `t2`"),

@@ -599,12 +599,14 @@ fn platform(vm: &Object<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The spec of Cloud Hypervisor's JSON `VmConfig` `text` (the file `origin`): its `memory`
-/// section (with `zones`) and its `numa` nodes, read with Cloud Hypervisor's field names,
-/// types, defaults and required fields (`memory.size`, a zone's `id` and `size`, a node's
-/// `guest_numa_id`; `memory` not given is 512 MiB), then checked and converted as the
-/// command-line options are ([`super::cloud_hypervisor_spec`]): what Cloud Hypervisor refuses
-/// and what a spec cannot express are refused the same way. Sizes are bytes, as JSON numbers;
+/// The spec of Cloud Hypervisor's JSON `VmConfig` `text` (the file `origin`) on the guest
+/// architecture `arch`: its `memory` section (with `zones`) and its `numa` nodes, read with
+/// Cloud Hypervisor's field names, types, defaults and required fields (`memory.size`, a
+/// zone's `id` and `size`, a node's `guest_numa_id`; `memory` not given is 512 MiB), then
+/// checked and converted as the command-line options are ([`super::cloud_hypervisor_spec`],
+/// with `default` as the huge page size of `"hugepages": true` without `hugepage_size`, and
+/// the device area checked on `arch`'s layout): what Cloud Hypervisor refuses and what a spec
+/// cannot express are refused the same way. Sizes are bytes, as JSON numbers;
 /// `hotplug_method` is `"Acpi"` or `"VirtioMem"`. What decides whether Cloud Hypervisor boots
 /// the configuration at all is checked too: a `payload` with a `kernel` or a `firmware` (not
 /// both) is required, `cpus` (when given) needs `boot_vcpus` and `max_vcpus`, no fewer than
@@ -621,47 +623,30 @@ fn platform(vm: &Object<'_>) -> Result<()> {
 /// refusals above (before the memory's) and the payload and `cpus` ones (after them, as Cloud
 /// Hypervisor lays out memory before it checks those), and memory that leaves Cloud
 /// Hypervisor no place for a virtio BAR in its 64-bit PCI device area (ending above
-/// `2^max_phys_bits - 8 MiB`; last, as it creates its devices after those checks);
-/// [`Error::Import`] for text longer than a spec may be.
+/// `2^max_phys_bits - 8 MiB`; last, as it creates its devices after those checks), and on
+/// aarch64 `max_phys_bits` below 34, which leaves a 64-bit PCI device area ending below
+/// 8 GiB; [`Error::Import`] for text longer than a spec may be.
 ///
 /// ```
-/// use memvisor_cli::vmm::cloud_hypervisor_json_spec;
+/// use memvisor_cli::spec::Arch;
+/// use memvisor_cli::vmm::{DefaultHugePage, cloud_hypervisor_json_spec};
 ///
+/// let host = DefaultHugePage::host();
 /// let toml = cloud_hypervisor_json_spec(
 ///     "vm.json",
 ///     r#"{"payload": {"kernel": "/vmlinux"},
 ///         "memory": {"size": 1073741824, "hotplug_size": 4294967296, "shared": true}}"#,
+///     host,
+///     Arch::X86_64,
 /// )?;
 /// assert!(toml.contains("size = 1073741824"), "{toml}");
 /// assert!(toml.contains("slot_size = 4294967296"), "{toml}");
-/// let e = cloud_hypervisor_json_spec("vm.json", r#"{"memory": {"size": "1G"}}"#).unwrap_err();
+/// let bad = r#"{"memory": {"size": "1G"}}"#;
+/// let e = cloud_hypervisor_json_spec("vm.json", bad, host, Arch::X86_64).unwrap_err();
 /// assert!(e.to_string().contains("memory.size"), "{e}");
 /// # Ok::<(), memvisor_cli::Error>(())
 /// ```
-pub fn cloud_hypervisor_json_spec(origin: &str, text: &str) -> Result<String> {
-    cloud_hypervisor_json_spec_for(origin, text, DefaultHugePage::host())
-}
-
-/// [`cloud_hypervisor_json_spec`] with `default` as the huge page size of `"hugepages": true`
-/// without `hugepage_size` (where Cloud Hypervisor takes its host's default).
-///
-/// # Errors
-/// As [`cloud_hypervisor_json_spec`].
-pub fn cloud_hypervisor_json_spec_for(
-    origin: &str,
-    text: &str,
-    default: DefaultHugePage<'_>,
-) -> Result<String> {
-    cloud_hypervisor_json_spec_for_arch(origin, text, default, Arch::X86_64)
-}
-
-/// [`cloud_hypervisor_json_spec_for`] of Cloud Hypervisor on `arch`, whose memory layout the
-/// device area is checked on (as [`super::cloud_hypervisor_spec_for_arch`]).
-///
-/// # Errors
-/// As [`cloud_hypervisor_json_spec`], the device area checked on `arch`'s layout; on aarch64
-/// also `max_phys_bits` below 34, which leaves a 64-bit PCI device area ending below 8 GiB.
-pub fn cloud_hypervisor_json_spec_for_arch(
+pub fn cloud_hypervisor_json_spec(
     origin: &str,
     text: &str,
     default: DefaultHugePage<'_>,
@@ -718,7 +703,7 @@ pub fn cloud_hypervisor_json_spec_for_arch(
 
 #[cfg(test)]
 mod tests {
-    use super::super::cloud_hypervisor_spec_for;
+    use super::super::cloud_hypervisor_spec;
     use super::*;
     use crate::spec::{BackingKind, PageKind, VmSpec};
 
@@ -742,7 +727,7 @@ mod tests {
 
     fn spec_of(json: &str) -> VmSpec {
         let json = &bootable(json);
-        let toml = cloud_hypervisor_json_spec_for("vm.json", json, PINNED)
+        let toml = cloud_hypervisor_json_spec("vm.json", json, PINNED, Arch::X86_64)
             .unwrap_or_else(|e| panic!("{json}: {e}"));
         crate::spec::parse(Source {
             origin: "ch.toml",
@@ -753,7 +738,7 @@ mod tests {
 
     /// The refusal of `json`: its field path, line and column, and message.
     fn refusal(json: &str) -> (String, Option<(usize, usize)>, String) {
-        match cloud_hypervisor_json_spec_for("vm.json", json, PINNED) {
+        match cloud_hypervisor_json_spec("vm.json", json, PINNED, Arch::X86_64) {
             Ok(toml) => panic!("{json}: taken as\n{toml}"),
             Err(Error::Spec(e)) => (e.field.clone(), e.position, e.problem.to_string()),
             Err(e) => panic!("{json}: not a spec error: {e}"),
@@ -859,20 +844,20 @@ mod tests {
                             {"guest_numa_id": 1, "memory_zones": ["b"], "cpus": [2]}]}"#,
             ),
         ] {
-            let from_line =
-                cloud_hypervisor_spec_for(line, PINNED).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let from_line = cloud_hypervisor_spec(line, PINNED, Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
             let json = &bootable(json);
-            let from_json = cloud_hypervisor_json_spec_for("vm.json", json, PINNED)
+            let from_json = cloud_hypervisor_json_spec("vm.json", json, PINNED, Arch::X86_64)
                 .unwrap_or_else(|e| panic!("{json}: {e}"));
             assert_eq!(from_line, from_json, "{line}");
             // JSON text given where the options go is read as JSON.
             assert_eq!(
-                cloud_hypervisor_spec_for(&format!("\n {json}"), PINNED).unwrap(),
+                cloud_hypervisor_spec(&format!("\n {json}"), PINNED, Arch::X86_64).unwrap(),
                 from_json
             );
         }
         // The same refusal, from one check.
-        let line = cloud_hypervisor_spec_for("size=1G,hotplug_size=0", PINNED)
+        let line = cloud_hypervisor_spec("size=1G,hotplug_size=0", PINNED, Arch::X86_64)
             .unwrap_err()
             .to_string();
         let (field, _, json) = refusal(r#"{"memory": {"size": 1073741824, "hotplug_size": 0}}"#);
@@ -1247,7 +1232,7 @@ mod tests {
         assert_eq!(field, "numa");
         assert!(message.contains("more than 64 NUMA nodes"), "{message}");
         let long = format!(r#"{{"x": "{}"}}"#, "a".repeat(MAX_SPEC_BYTES));
-        let e = cloud_hypervisor_json_spec_for("vm.json", &long, PINNED).unwrap_err();
+        let e = cloud_hypervisor_json_spec("vm.json", &long, PINNED, Arch::X86_64).unwrap_err();
         assert!(e.to_string().contains("at most 1048576"), "{e}");
         // Deep nesting is skipped without recursion in a section that is not read, and
         // refused at its first wrong value in one that is.
@@ -1445,7 +1430,7 @@ mod tests {
                 "[".repeat(depth / 2),
                 "]".repeat(depth / 2)
             );
-            let _ = cloud_hypervisor_json_spec_for("vm.json", &deep, PINNED);
+            let _ = cloud_hypervisor_json_spec("vm.json", &deep, PINNED, Arch::X86_64);
         }
     }
 
@@ -1505,7 +1490,8 @@ mod tests {
         // One that ends below the platform device area is planned.
         let json = r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 33},
             "memory": {"size": 1073741824, "hotplug_size": 3221225472}}"#;
-        let toml = cloud_hypervisor_json_spec_for("vm.json", &bootable(json), PINNED).unwrap();
+        let toml =
+            cloud_hypervisor_json_spec("vm.json", &bootable(json), PINNED, Arch::X86_64).unwrap();
         let src = Source {
             origin: "ch.toml",
             text: &toml,
