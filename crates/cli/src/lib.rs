@@ -13,7 +13,7 @@
 //! - [`probe`] reports page sizes, huge pages, NUMA nodes and memory features of this host.
 //! - [`render`] draws the tables.
 //!
-//! Linux only, like `memvisor-space`.
+//! Linux only (its libraries build elsewhere too; the command is built and tested on Linux).
 //!
 //! # Example
 //!

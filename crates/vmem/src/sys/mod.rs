@@ -50,7 +50,7 @@ const UNMAP_ATTEMPTS: usize = 8;
 ///
 /// An unmap that fails (Linux refuses with `ENOMEM` to split a mapping at the process's
 /// mapping limit, which unmapping a reservation merged with its neighbours needs) is tried
-/// again up to [`UNMAP_ATTEMPTS`] times, yielding in between so another thread may release a
+/// up to [`UNMAP_ATTEMPTS`] times in all, yielding in between so another thread may release a
 /// mapping. If it still fails the process is aborted with a message on standard error: the
 /// memory may hold guest data and must never stay mapped with nobody owning it, and a panic
 /// (which could unwind through a `Drop`) is not an option.
