@@ -253,7 +253,7 @@ pub enum Error {
     /// than vm-allocator builds); it was refused while read, at that depth.
     #[error("vm-allocator snapshot: the tree is deeper than {limit} levels")]
     VmTreeTooDeep {
-        /// The deepest level read.
+        /// The most levels accepted.
         limit: u32,
     },
     /// A vm-allocator `AddressAllocator` snapshot's tree ranges are not in increasing order or

@@ -1388,6 +1388,10 @@ impl<I: Id> fmt::Debug for IdAllocator<I> {
 }
 
 #[cfg(test)]
+#[path = "id_held_script.rs"]
+mod held_script;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
