@@ -612,7 +612,11 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
         let mut placer = p.placer.clone();
         for &(first, last) in &KVM_PORTS {
             let ports = GuestRange::inclusive(GuestAddress(first), GuestAddress(last)).unwrap();
-            assert!(p.devices.iter().all(|d| d.ports.is_none_or(|x| !x.overlaps(&ports))));
+            assert!(
+                p.devices
+                    .iter()
+                    .all(|d| d.ports.is_none_or(|x| !x.overlaps(&ports)))
+            );
             assert!(placer.ports_at(ports, "later").is_err(), "{ports:?} free");
         }
         for gsi in TIMER_GSIS {
@@ -659,7 +663,11 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
             }
             // The window holds the lead to the first slot (less than the slots' alignment,
             // at most their page) and the slots, rounded up to the window alignment: no more.
-            let w = p.layout.windows_of(WindowKind::Hotplug).next().expect("a window");
+            let w = p
+                .layout
+                .windows_of(WindowKind::Hotplug)
+                .next()
+                .expect("a window");
             let lead = p.slots[0].spec.base().0 - w.start().0;
             let page = match h.memory.huge_pages() {
                 HugePages::Explicit(size) => size.bytes(),
@@ -667,7 +675,11 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
             };
             assert!(lead < page.max(2 * MIB), "a lead of {lead:#x}");
             let slots = u64::from(h.slots) * h.slot_size;
-            assert_eq!(w.size(), (lead + slots).next_multiple_of(align), "hotplug window");
+            assert_eq!(
+                w.size(),
+                (lead + slots).next_multiple_of(align),
+                "hotplug window"
+            );
         }
     }
 
@@ -688,8 +700,10 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
         .map_or(0, |h| u64::from(h.slots) * h.slot_size);
     assert_eq!(plugged, want, "SRAT of the slots");
     assert!(
-        srat.windows(2)
-            .all(|w| w[0].addr.checked_add(w[0].size - 1).is_some_and(|l| l < w[1].addr)),
+        srat.windows(2).all(|w| w[0]
+            .addr
+            .checked_add(w[0].size - 1)
+            .is_some_and(|l| l < w[1].addr)),
         "SRAT ranges overlap or are out of order"
     );
 

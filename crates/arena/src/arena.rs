@@ -151,6 +151,11 @@ pub(crate) struct ChunkInfo {
 }
 
 /// Statistics of an arena.
+///
+/// While other threads take and give back chunks, the figures are read one after the other,
+/// not at one instant; each snapshot still keeps `held_chunks + free_chunks == chunks`,
+/// `free_bytes == free_chunks * chunk_size`, `cached_chunks <= free_chunks` and
+/// `largest_free_block <= free_bytes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArenaStats {
     /// Bytes covered by chunks.
@@ -860,7 +865,11 @@ impl Arena {
                     0
                 }
             } else {
-                (self.stack.longest_run() << self.geo.chunk_shift).min(self.max_block_size())
+                // The scan and the free count are read at different moments: while chunks
+                // move, the scan may see more free chunks than the count says; a snapshot
+                // never claims more in one block than is free.
+                (self.stack.longest_run().min(free_chunks) << self.geo.chunk_shift)
+                    .min(self.max_block_size())
             },
             clients: self.clients.load(Ordering::Relaxed),
             bookkeeping_bytes: self.bookkeeping_bytes(),

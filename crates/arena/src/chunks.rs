@@ -156,7 +156,7 @@ impl ChunkSet {
             }
             // Every word from `start` (at most the hint's) on was seen full.
             self.raise_hint(seen, self.words.len());
-            if self.len.load(Ordering::Relaxed) == 0 {
+            if self.len() == 0 {
                 return None;
             }
             from_start = true;
@@ -393,8 +393,16 @@ impl ChunkSet {
     }
 
     /// How many chunks are free (exact when no hand-out is in flight).
+    ///
+    /// A chunk given back is counted after its bit is cleared, and one taken after its bit
+    /// is set, so a taker may lower the count before the giver raised it: below zero, the
+    /// count wraps past `count` (it is at most `count` otherwise, the chunks claimed and not
+    /// yet subtracted having been counted free), and then reads as 0 — every chunk but those
+    /// in flight is taken. (Read as it is, it made a snapshot of an arena whose chunks were
+    /// all held report every chunk free.)
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        let n = self.len.load(Ordering::Relaxed);
+        if n > self.count { 0 } else { n }
     }
 }
 
