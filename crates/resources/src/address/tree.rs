@@ -420,21 +420,7 @@ impl Tree {
     /// Sets the gap of the node that starts at `start` (it must be present) and refreshes the
     /// bounds on its path.
     pub(super) fn update_gap(&mut self, start: u64, gap: u64) {
-        let mut path = Path::new();
-        let mut t = self.root;
-        while t != NIL {
-            let n = self.node(t);
-            path.push(t, start > n.start);
-            if n.start == start {
-                self.nodes[t as usize].gap = gap;
-                break;
-            }
-            t = n.child(start > n.start);
-        }
-        self.work += path.len as u64;
-        for k in (0..path.len).rev() {
-            self.pull(path.get(k).0);
-        }
+        self.update(start, start, gap);
     }
 
     /// Moves the node that starts at `start` (it must be present) to `new_start`, which lies
