@@ -277,6 +277,12 @@ fn c_heap_refused_every_call_documented_status_nothing_half_done() {
     );
     let out = run(&[], &exe, SANITIZER_ENV);
     assert!(out.contains("all checks passed"), "{out}");
+}
+
+/// `tests/c/heap_refused.c` under valgrind: no memory error, no leak, on every refusal.
+#[test]
+fn c_heap_refused_under_valgrind_no_errors_no_leaks() {
+    let source = suite_source("heap_refused");
     if have("valgrind") {
         let exe = compile(
             &source,
