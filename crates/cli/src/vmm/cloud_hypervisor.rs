@@ -382,22 +382,18 @@ fn device_area(
     let last = (1u128 << bits).saturating_sub(CH_VIRTIO_BAR_ALIGN);
     let ram_end = ChRam::of(arch).end(ram);
     let align = u128::from(VIRTIO_MEM_ALIGN);
-    let (end, field, place) = match hotplug {
+    let (end, field, what, place) = match hotplug {
         Some(size) if ram_end <= last => (
             ram_end.div_ceil(align) * align + u128::from(size),
             "hotplug_size",
+            "the hotplug area",
             hotplug_place,
         ),
-        _ => (ram_end, "size", ram_place),
+        _ => (ram_end, "size", "boot RAM", ram_place),
     };
     if end <= last {
         return Ok(());
     }
-    let what = if field == "size" {
-        "boot RAM"
-    } else {
-        "the hotplug area"
-    };
     Err(place.err(format_args!(
         "{field}: Cloud Hypervisor's 64-bit PCI device area would start at {end:#x}, after \
          {what} (at 4 GiB at the earliest), and its platform device area starts at \

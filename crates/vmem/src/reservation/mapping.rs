@@ -368,7 +368,8 @@ impl Reservation {
         self.no_guard(pages)?;
         // A map the platform cannot make (any on Windows, explicit huge pages outside Linux)
         // is refused before anything is made for it.
-        sys::can_map(huge.map(HugeTlbSize::shift)).map_err(|e| e.during(Operation::Map))?;
+        let huge_shift = huge.map(HugeTlbSize::shift);
+        sys::can_map(huge_shift).map_err(|e| e.during(Operation::Map))?;
         // The record of explicit huge pages is made for the first map of them before the
         // system is asked, so that a refusal to make it changes nothing, and published only
         // once the system mapped the pages: a refusal of the system drops it unseen.
@@ -380,7 +381,6 @@ impl Reservation {
             )),
             None => None,
         };
-        let huge_shift = huge.map(HugeTlbSize::shift);
         // Unit tests may have base pages stand in for huge pages the host has none of.
         #[cfg(test)]
         let huge_shift = huge_shift.filter(|_| !super::tests::huge_pages_granted());
