@@ -251,8 +251,10 @@ const KVM_GET_DIRTY_LOG: u64 = (1 << 30)
 /// reservation per fetch cost ten times the fetch of a 1 GiB region): `accessible` bytes of
 /// committed read-write pages, then one inaccessible page. A log of `bytes` is placed to end
 /// where the inaccessible page starts. A fetch grows it to the log fetched; a slot's deletion
-/// shrinks it to the log of the largest region still registered ([`fit`](Self::fit)), so it
-/// holds at most a 32768th of that region (with 4 KiB pages), rounded up to a page.
+/// shrinks it to the log of the largest region still registered when it holds more than twice
+/// that log's pages ([`fit`](Self::fit)), so it holds at most twice a 32768th of that region
+/// (with 4 KiB pages), rounded up to a page, and a region plugged and unplugged in turn
+/// (whose log is at most twice that one) does not make each fetch reserve anew.
 #[derive(Debug, Default)]
 pub(crate) struct LogBuffer(Option<(memvisor_vmem::Reservation, usize)>);
 
@@ -276,9 +278,10 @@ impl LogBuffer {
         )
     }
 
-    /// Gives back what the buffer holds past the pages a log of `bytes` needs: a smaller
-    /// buffer replaces it (none for 0 bytes). If the system refuses the smaller one, the
-    /// buffer stays as it is (it still serves every fetch).
+    /// Gives back what the buffer holds past the pages a log of `bytes` needs, if it holds
+    /// more than twice those pages: a buffer of those pages replaces it (none for 0 bytes).
+    /// If the system refuses the smaller one, the buffer stays as it is (it still serves every
+    /// fetch).
     pub(crate) fn fit(&mut self, bytes: usize) {
         let Some((_, accessible)) = &self.0 else {
             return;
@@ -290,7 +293,11 @@ impl LogBuffer {
         let Some(needed) = bytes.checked_next_multiple_of(memvisor_vmem::page_size()) else {
             return;
         };
-        if *accessible > needed
+        // Only a buffer of more than twice the pages needed: one that a region plugged and
+        // unplugged in turn grows a little past is kept for its next fetch.
+        if needed
+            .checked_mul(2)
+            .is_some_and(|twice| *accessible > twice)
             && let Some(smaller) = Self::reserve(bytes)
         {
             self.0 = Some(smaller);
@@ -399,13 +406,22 @@ impl MemorySlots {
     /// (off and on again still starts clean; see
     /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
     ///
+    /// Turning it on while on keeps one thing in either mode: the pages a removal of the
+    /// region owes, when a region listener after this one refused it (or while it is under
+    /// way, below). KVM dropped the slot's log with the slot, so the next fetch reports every
+    /// page of the region; KVM cannot say whether the VM keeps its log across fetches (manual
+    /// protection), where dropping those pages would lose writes of the guest. In the default
+    /// mode that next fetch is then a superset of the pages written since this call. Turning
+    /// logging off drops them, as KVM drops its log with the flag.
+    ///
     /// While another thread (or a region listener after this one) removes the region, from
     /// KVM's deletion of the slot until the space publishes the removal or undoes it (a
     /// listener after this one refused it), the space still holds the region: the call acts
-    /// as if made before the removal. It sets the flags the undo gives the slot back, and
-    /// either way logging starts clean (no guest writes the region while KVM has no slot
-    /// there). [`registered`](Self::registered) and [`slot_at`](Self::slot_at) meanwhile list
-    /// what KVM has, so not the region.
+    /// as if made before the removal. It sets the flags the undo gives the slot back; turned
+    /// off, or on from off, logging starts clean (no guest writes the region while KVM has no
+    /// slot there), and turned on while on, the pages the removal owes stay owed, as above.
+    /// [`registered`](Self::registered) and [`slot_at`](Self::slot_at) meanwhile list what KVM
+    /// has, so not the region.
     ///
     /// # Errors
     /// [`Error::NotRegistered`] if no region registered with KVM (or being removed, as above)
@@ -417,23 +433,27 @@ impl MemorySlots {
         let mut state = shared.locked();
         let Some((slot, region, flags)) = Shared::slot_of(&state, base.0) else {
             // A removal under way: the undo, if it comes, gives the slot these flags, and
-            // turning logging on or off starts clean (no guest writes it meanwhile).
+            // turning logging off, or on from off, starts clean (no guest writes it
+            // meanwhile).
             let (_, removed) = self
                 .removing(&mut state, base.0)
                 .ok_or(Error::NotRegistered { base: base.0 })?;
             if on {
+                // On while on: what the removal owes stays owed (see below). From off,
+                // nothing is owed.
                 removed.flags |= KVM_MEM_LOG_DIRTY_PAGES;
             } else {
                 removed.flags &= !KVM_MEM_LOG_DIRTY_PAGES;
+                removed.owed = false;
             }
-            removed.owed = false;
             return Ok(());
         };
         if on && flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
             // On already: KVM keeps its log when the flags do not change, so clear it by
-            // fetching it.
+            // fetching it. Every page an undone removal owes stays owed: KVM dropped those
+            // with the slot, and where the VMM turned on manual protection this call keeps
+            // KVM's log, so dropping them would lose pages the guest wrote.
             get_log(shared, slot, region, |_| {})?;
-            state.take_all_dirty(slot);
             return Ok(());
         }
         let flags = if on {
@@ -469,9 +489,14 @@ impl MemorySlots {
     /// fetch then answers by the logging the undo would give the slot back (the slot's at its
     /// deletion, or as `set_dirty_logging` set it since): while it is off,
     /// [`Error::DirtyLog`] (`ENOENT`, as KVM answers for a slot that does not log); while it
-    /// is on, every page if the slot logged at its deletion and logging was not set since
-    /// (once: the undo, if it comes, then owes nothing), else nothing (no guest writes the
-    /// region meanwhile).
+    /// is on, every page if the slot logged at its deletion and logging was not turned off
+    /// since (once: the undo, if it comes, then owes nothing), else nothing. That answer
+    /// misses no write: from the deletion on, a vCPU write there exits to the VMM as MMIO and
+    /// reaches no memory of the region, and KVM's own writes to guest memory go through its
+    /// slots too, so the region's pages change meanwhile only by the VMM's own writes, which
+    /// KVM's log never holds. With manual protection, where KVM would give a page again at
+    /// every fetch until the VMM clears it, the pages owed are still given once: none is lost,
+    /// and the slot taken back logs afresh.
     ///
     /// # Errors
     /// [`Error::NotRegistered`] if no region registered with KVM (or being removed) starts
@@ -877,13 +902,24 @@ mod tests {
         assert_eq!(buffer.held(), 4 * page);
         buffer.fit(3 * page + 16);
         assert_eq!(buffer.held(), 4 * page);
-        // Fitting to a smaller one gives the rest back; a larger log grows it again.
+        // So does fitting to a log of half its pages or more (a region plugged and unplugged
+        // in turn does not make it reserve anew each time).
         buffer.fit(page + 8);
-        assert_eq!(buffer.held(), 2 * page);
-        placed(&mut buffer, 2 * page);
-        assert_eq!(buffer.held(), 2 * page);
+        assert_eq!(buffer.held(), 4 * page);
+        buffer.fit(2 * page);
+        assert_eq!(buffer.held(), 4 * page);
+        // Fitting to fewer pages than that gives the rest back; a larger log grows it again.
+        buffer.fit(page);
+        assert_eq!(buffer.held(), page);
+        placed(&mut buffer, page);
+        assert_eq!(buffer.held(), page);
         placed(&mut buffer, 2 * page + 8);
         assert_eq!(buffer.held(), 3 * page);
+        buffer.fit(page + 8);
+        assert_eq!(buffer.held(), 3 * page);
+        buffer.fit(8);
+        assert_eq!(buffer.held(), page);
+        placed(&mut buffer, 2 * page + 8);
         // A log whose pages overflow is refused, and the buffer kept.
         assert!(buffer.place(usize::MAX - 7).is_none());
         assert_eq!(buffer.held(), 3 * page);

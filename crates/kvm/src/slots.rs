@@ -82,7 +82,8 @@ pub(crate) struct Removed {
     deleted: bool,
     /// Whether the log KVM dropped with the slot is still owed: every page of the region is
     /// reported dirty by the next fetch, in the gap or after the undo. Set when the slot logged
-    /// at its deletion; cleared by such a fetch and by `set_dirty_logging` in the gap.
+    /// at its deletion; cleared by such a fetch and by turning logging off in the gap (not by
+    /// turning it on while on: see `MemorySlots::set_dirty_logging`).
     pub(crate) owed: bool,
 }
 
@@ -501,8 +502,8 @@ impl Shared {
     }
 
     /// Shrinks the memory dirty logs are fetched into to the log of the largest region KVM
-    /// still has (none if it has none), after a slot left KVM. A shrink the system refuses
-    /// keeps the larger buffer.
+    /// still has (none if it has none), after a slot left KVM, when it holds more than twice
+    /// that log's pages. A shrink the system refuses keeps the larger buffer.
     fn fit_log_buffer(&self, state: &State) {
         let largest = state
             .slots
@@ -597,7 +598,7 @@ impl Shared {
                     Some(undo) => {
                         // KVM dropped the log with the slot, and a vCPU may have written up to
                         // the deletion: report every page in the next fetch (unless a fetch
-                        // or `set_dirty_logging` while the removal was under way settled it).
+                        // or logging turned off while the removal was under way settled it).
                         if undo.owed {
                             state.all_dirty.insert(slot);
                         }
@@ -1804,6 +1805,46 @@ mod tests {
         );
         assert_eq!(held(), log(large));
         drop(slots);
+    }
+
+    #[test]
+    fn log_buffer_is_kept_through_plug_and_unplug_of_a_region_up_to_twice_the_largest_left() {
+        let page = memvisor_vmem::page_size();
+        let log = |size: u64| {
+            (usize::try_from(size).unwrap().div_ceil(page).div_ceil(64) * 8).next_multiple_of(page)
+        };
+        // With 4 KiB pages: logs of 2, 4 and 6 pages.
+        let (boot, dimm, larger) = (256 << 20, 512 << 20, 768 << 20);
+        assert!(log(dimm) <= 2 * log(boot) && log(larger) > 2 * log(boot));
+        let Some((_vm, space, slots)) = attached(
+            "log_buffer_is_kept_through_plug_and_unplug",
+            0,
+            &[RegionSpec::ram(GuestAddress(0), boot)],
+        ) else {
+            return;
+        };
+        let held = || slots.shared.log_buffer().held();
+        let at = GuestAddress(512 << 20);
+        let plug_fetch_unplug = |size: u64| {
+            let region = Region::back(RegionSpec::ram(at, size)).unwrap().0;
+            space.insert_region(Arc::new(region)).unwrap();
+            slots.set_dirty_logging(at, true).unwrap();
+            assert_eq!(slots.fetch_dirty_log(at).unwrap().count(), 0);
+            assert_eq!(held(), log(size));
+            space.remove_region(at, size).unwrap();
+        };
+        // A region whose log is at most twice the largest one left: the buffer that served it
+        // stays for the next plug, which fetches into it without reserving anew.
+        for _ in 0..20 {
+            plug_fetch_unplug(dimm);
+            assert_eq!(held(), log(dimm));
+        }
+        // Larger than that: given back down to the largest region left.
+        plug_fetch_unplug(larger);
+        assert_eq!(held(), log(boot));
+        // Nothing left: nothing kept.
+        space.remove_region(GuestAddress(0), boot).unwrap();
+        assert_eq!(held(), 0);
     }
 
     #[test]

@@ -277,11 +277,12 @@ impl Model {
             }
             Gap::On | Gap::Off => {
                 if gap == Gap::On {
+                    // Turned on again, the pages owed stay owed.
                     *flags |= KVM_MEM_LOG_DIRTY_PAGES;
                 } else {
                     *flags &= !KVM_MEM_LOG_DIRTY_PAGES;
+                    owed = false;
                 }
-                owed = false;
                 Some(Some(0))
             }
         };
@@ -711,7 +712,10 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                 let base = if rng.below(2) == 0 { BOOT } else { hotplug } + i * GAP;
                 let on = rng.below(2) == 0;
                 model.retry_stale();
-                model.all_dirty.remove(&base);
+                // Off drops what an undone removal owes; on (again) keeps it.
+                if !on {
+                    model.all_dirty.remove(&base);
+                }
                 let want = model.flags_at(base).map(|flags| {
                     if on {
                         *flags |= KVM_MEM_LOG_DIRTY_PAGES;
