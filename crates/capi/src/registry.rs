@@ -276,6 +276,11 @@ fn free_shared(shared: Shared) {
 /// [`Status::InvalidHandle`] if it is not live, [`Status::ContextBusy`] if it has live clients
 /// or calls in flight.
 pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
+    delete_context_with(handle, free_shared)
+}
+
+/// [`delete_context`], with `free` freeing the context's state.
+fn delete_context_with(handle: u64, free: impl FnOnce(Shared)) -> Result<(), Status> {
     let slot = CONTEXTS.get(handle).ok_or(Status::InvalidHandle)?.value();
     lock_for_delete(slot, handle)?;
     // Only the delete that locked the handle's generation retires it.
@@ -284,15 +289,31 @@ pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
         return Err(Status::Internal);
     }
     let shared = slot.shared.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    // The slot is given back once the state is freed, also on an unwind: the state is gone
+    // then too (its record was freed when it was moved out, and an unwind drops what `free`
+    // had not dropped yet), so nothing refers to it.
+    let _release = ReleaseContextSlot { slot, handle };
     // SAFETY: made by `create_context` with `Box::into_raw`; the count was 0 (no client, no
     // call in flight) when locked, and the lock keeps new pins out, so nothing refers to it any
     // more.
-    free_shared(*unsafe { Box::from_raw(shared) });
-    // The generation the slot now has, even: no handle names it.
-    slot.state
-        .store(unused(handle) + (1 << 32), Ordering::Release);
-    CONTEXTS.recycle(handle);
+    free(*unsafe { Box::from_raw(shared) });
     Ok(())
+}
+
+/// A deleted context's slot, its state freed: unlocked to the even generation no handle
+/// names, and put back on the free list, when dropped.
+struct ReleaseContextSlot {
+    slot: &'static ContextSlot,
+    handle: u64,
+}
+
+impl Drop for ReleaseContextSlot {
+    fn drop(&mut self) {
+        self.slot
+            .state
+            .store(unused(self.handle) + (1 << 32), Ordering::Release);
+        CONTEXTS.recycle(self.handle);
+    }
 }
 
 /// Locks `slot`, as a look-up found it for `handle` (maybe just before the context was
@@ -561,6 +582,38 @@ mod tests {
         assert_eq!(delete_context(ctx), Ok(()));
     }
 
+    /// A context whose state panics while it is freed (a broken invariant of the arena) is
+    /// gone all the same: its handle is refused with `INVALID_HANDLE`, its memory is no
+    /// longer claimed, and its slot serves the next context.
+    #[test]
+    fn context_whose_free_panics_gives_its_slot_and_memory_back() {
+        // Addresses no memory has (the top of the address space), as in the claim test.
+        let start = usize::MAX - (4 << 20);
+        let ctx = super::create_context(arena(), Claim::new(start, 0x1000).unwrap()).unwrap();
+        let slot = CONTEXTS.get(ctx).unwrap().value();
+        let client = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(client) }.unwrap();
+        let deleted = std::panic::catch_unwind(|| {
+            delete_context_with(ctx, |shared| {
+                drop(shared);
+                panic!("broken invariant while freeing a context")
+            })
+        });
+        assert!(deleted.is_err());
+        for refused in [pin(ctx).err(), delete_context(ctx).err()] {
+            assert_eq!(refused, Some(Status::InvalidHandle));
+        }
+        // The memory is free for another context, and the slot is taken again (by this
+        // test's contexts or by those of tests running beside it).
+        let again = Claim::new(start, 0x1000).unwrap();
+        drop(again);
+        let successor = context_in(slot);
+        assert!(pin(successor).is_ok());
+        assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
+        delete_context(successor).unwrap();
+    }
+
     #[test]
     fn delete_context_while_pinned_busy() {
         let ctx = create_context(arena()).unwrap();
@@ -591,6 +644,49 @@ mod tests {
         // SAFETY: as above.
         unsafe { delete_client(second) }.unwrap();
         drop(pinned);
+        delete_context(ctx).unwrap();
+    }
+
+    /// A context at its client limit keeps counting: with [`MAX_CLIENTS`] clients' user
+    /// counts and calls in flight on many threads, a pin still raises and lowers the count
+    /// without reaching [`LOCKED`] or the generation above it, a delete is `CONTEXT_BUSY`,
+    /// and once the counts are given back the context is deleted. (The limit itself is
+    /// refused at [`MAX_CLIENTS`] live clients by `create_client_in`, tested above with a
+    /// limit of a few: 2^30 real clients take about 2 TiB of the process's heap.)
+    #[test]
+    fn context_counting_its_most_users_never_reaches_the_lock_bit() {
+        // Every user a thread may add beside the live clients (a call in flight and a
+        // client being deleted), for as many threads as Linux allows (`PID_MAX_LIMIT`,
+        // 2^22), fits below the lock bit.
+        const { assert!(MAX_CLIENTS == 1 << 30) };
+        const { assert!(MAX_CLIENTS + 2 * (1 << 22) < LOCKED) };
+        let ctx = create_context(arena()).unwrap();
+        let slot = CONTEXTS.get(ctx).unwrap().value();
+        let idle = slot.state.load(Ordering::Relaxed);
+        // The user counts of 2^30 live clients, as `create_client_in` takes them.
+        slot.state.fetch_add(MAX_CLIENTS, Ordering::Relaxed);
+        let threads = if cfg!(miri) { 3 } else { 16 };
+        let barrier = Barrier::new(threads + 1);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let pinned = pin(ctx).unwrap();
+                    barrier.wait();
+                    barrier.wait();
+                    drop(pinned);
+                });
+            }
+            barrier.wait();
+            let state = slot.state.load(Ordering::Relaxed);
+            assert_eq!(state, idle + MAX_CLIENTS + threads as u64);
+            assert_eq!(state & LOCKED, 0);
+            assert_eq!(unused(state), unused(ctx));
+            assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+            barrier.wait();
+        });
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        assert_eq!(slot.state.load(Ordering::Relaxed), idle + MAX_CLIENTS);
+        slot.state.fetch_sub(MAX_CLIENTS, Ordering::Relaxed);
         delete_context(ctx).unwrap();
     }
 

@@ -334,6 +334,48 @@ mod tests {
         assert_eq!(h & u64::from(u32::MAX), 0);
     }
 
+    /// A slot driven to the last generations: it is reused up to [`LAST_GENERATION`] and then
+    /// retired for good, so its generation never wraps and no stale handle of it (of the
+    /// first generations, or of the last) ever addresses a newer value.
+    #[test]
+    fn slot_at_the_last_generation_is_retired_never_wrapped() {
+        static TABLE: Table<AtomicUsize> = Table::new(Kind::Client);
+        let first = TABLE.take((), (), |_, _| Ok(())).unwrap();
+        let slot = TABLE.retire(first).unwrap();
+        // As if the slot had been used 2^31 - 3 times: free, at the even generation before
+        // the last two uses.
+        slot.generation
+            .store(LAST_GENERATION - 3, Ordering::Relaxed);
+        TABLE.recycle(first);
+        let index = |h: u64| h & u64::from(u32::MAX);
+        let mut stale = vec![first];
+        for expected in [LAST_GENERATION - 2, LAST_GENERATION] {
+            let h = TABLE.take((), (), |_, _| Ok(())).unwrap();
+            assert_eq!(index(h), index(first));
+            assert_eq!(h >> 32, u64::from(expected));
+            assert!(TABLE.get(h).is_some());
+            for &old in &stale {
+                assert!(TABLE.get(old).is_none(), "{old:#x} addresses {h:#x}");
+                assert!(TABLE.retire(old).is_none());
+            }
+            assert!(TABLE.retire(h).is_some());
+            TABLE.recycle(h);
+            stale.push(h);
+        }
+        // The slot is out of use for good: every later take gets another index, and no
+        // handle of it matches, whatever its generation (the ones past the last included).
+        assert_eq!(slot.generation.load(Ordering::Relaxed), LAST_GENERATION + 1);
+        for _ in 0..200 {
+            let h = TABLE.take((), (), |_, _| Ok(())).unwrap();
+            assert_ne!(index(h), index(first));
+        }
+        for generation in [1, 3, LAST_GENERATION, LAST_GENERATION + 1, u32::MAX] {
+            let forged = u64::from(generation) << 32 | index(first);
+            assert!(TABLE.get(forged).is_none(), "generation {generation}");
+            assert!(TABLE.retire(forged).is_none());
+        }
+    }
+
     #[test]
     fn take_many_crosses_segments() {
         static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);

@@ -651,6 +651,102 @@ static void test_handles_and_blocks_of_the_other_kind_or_context(void) {
     CHECK(strcmp(memvisor_status_message(INT32_MAX), "unknown status code") == 0);
 }
 
+/* A reservation of `len` bytes, if the system grants one: a block of every chunk at once is
+ * served, sized and freed with sizes near `len` (on a 32-bit target, a quarter or half of
+ * the address space), and one byte more is too large. Returns whether it was granted. */
+static int check_reservation_in_one_block(size_t len) {
+    memvisor_context ctx = {0};
+    memvisor_status status = memvisor_context_create_reserved(len, NULL, &ctx);
+    if (status == MEMVISOR_STATUS_OS) {
+        CHECK(ctx.id == 0);
+        return 0;
+    }
+    OK(status);
+    memvisor_context_stats s = {.size = sizeof s};
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.chunk_size == MIB && s.total_bytes == s.chunks * MIB);
+    CHECK(s.total_bytes <= len && len - s.total_bytes < 2 * MIB);
+    CHECK(s.max_block_size == s.total_bytes && s.largest_free_block == s.total_bytes);
+    memvisor_client cl;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    void *p = NULL;
+    CHECK_STATUS(memvisor_alloc(cl, s.max_block_size + 1, &p), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK_STATUS(memvisor_alloc_aligned(cl, SIZE_MAX - 4095, 4096, &p), MEMVISOR_STATUS_TOO_LARGE);
+    CHECK(p == NULL);
+    OK(memvisor_alloc_aligned(cl, s.max_block_size, 4096, &p));
+    CHECK(p != NULL && ((uintptr_t)p & 4095) == 0);
+    /* Its first and last bytes are the caller's; the end is an address. */
+    unsigned char *bytes = p;
+    bytes[0] = 1;
+    bytes[s.max_block_size - 1] = 2;
+    CHECK((uintptr_t)p + (s.max_block_size - 1) > (uintptr_t)p);
+    size_t size = 0;
+    OK(memvisor_size_of(cl, p, &size));
+    CHECK(size == s.max_block_size);
+    void *q = NULL;
+    CHECK_STATUS(memvisor_alloc(cl, 1, &q), MEMVISOR_STATUS_OUT_OF_MEMORY);
+    CHECK_STATUS(memvisor_size_of(cl, bytes + s.max_block_size - 1, &size),
+                 MEMVISOR_STATUS_NOT_A_BLOCK);
+    size = 0;
+    OK(memvisor_free(ctx, p, &size));
+    CHECK(size == s.max_block_size);
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_get_stats(ctx, &s));
+    CHECK(s.held_chunks == 0 && s.clients == 0);
+    OK(memvisor_context_delete(ctx));
+    return 1;
+}
+
+/* Sizes near the top of `size_t`: a reservation of 1 GiB (a quarter of a 32-bit address
+ * space, which a 32-bit process whose address space is taken up otherwise may be refused),
+ * and on a 32-bit target one of PTRDIFF_MAX bytes (half of it, which such a process may
+ * be granted). */
+static void test_reservations_near_the_size_limits(void) {
+    int quarter = check_reservation_in_one_block((size_t)1 << 30);
+#if SIZE_MAX > UINT32_MAX
+    CHECK(quarter);
+#else
+    (void)quarter;
+    (void)check_reservation_in_one_block(PTRDIFF_MAX);
+#endif
+}
+
+/* A deleted context's handle is refused by every function that takes a context, also once
+ * its slot serves another context, and the refusal leaves that context alone. */
+static void test_deleted_context_refused_everywhere(void) {
+    void *memory;
+    memvisor_context old = context_over(2 * MIB, CHUNK, 0, &memory);
+    OK(memvisor_context_delete(old));
+    memvisor_context now;
+    OK(memvisor_context_create(memory, 2 * MIB, NULL, &now));
+    memvisor_client cl, who = {0};
+    OK(memvisor_client_create(now, MEMVISOR_UNLIMITED, &cl));
+    void *p = NULL;
+    OK(memvisor_alloc(cl, 64, &p));
+    uint32_t flags = 7;
+    memvisor_context_stats s = {.size = sizeof s};
+    memvisor_client other = {0};
+    size_t size = 0;
+    CHECK_STATUS(memvisor_context_delete(old), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_accepted_flags(old, &flags), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_get_stats(old, &s), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_trim(old), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_client_create(old, MEMVISOR_UNLIMITED, &other),
+                 MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_context_owner(old, p, &who), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK_STATUS(memvisor_free(old, p, &size), MEMVISOR_STATUS_INVALID_HANDLE);
+    CHECK(flags == 7 && s.size == sizeof s && other.id == 0 && who.id == 0 && size == 0);
+    /* The live context is as it was: its client, and the block, still live. */
+    OK(memvisor_context_get_stats(now, &s));
+    CHECK(s.clients == 1 && s.held_chunks == 1);
+    OK(memvisor_context_owner(now, p, &who));
+    CHECK(who.id == cl.id);
+    OK(memvisor_client_free(cl, p, NULL));
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(now));
+    free(memory);
+}
+
 int main(void) {
     test_library();
     test_context_create_errors();
@@ -662,5 +758,7 @@ int main(void) {
     test_size_pointing_into_the_freed_block();
     test_filled_structures_compare_equal();
     test_handles_and_blocks_of_the_other_kind_or_context();
+    test_reservations_near_the_size_limits();
+    test_deleted_context_refused_everywhere();
     return finish("api");
 }

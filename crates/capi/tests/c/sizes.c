@@ -4,6 +4,7 @@
  * refused with nothing written. The older structures live in heap blocks of their exact size,
  * so that AddressSanitizer and valgrind see any byte written past them; a canary after a copy
  * on the stack shows it in a plain run too. */
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -194,11 +195,89 @@ static void test_stats_older_headers(void) {
     free(memory);
 }
 
+/* The layouts this header gives on this target are the library's: the sizes the header's
+ * comments promise for 64-bit targets and for 32-bit x86 (where `uint64_t` is aligned to 4
+ * in a structure), the size the library writes back for each structure, and the size of
+ * the first header that the `memvisor_config_init` function fills. A caller's `size` of
+ * `SIZE_MAX` (a structure of some far newer header) is filled up to this library's fields
+ * only. */
+static void test_layouts_of_this_target(void) {
+    CHECK(sizeof(memvisor_context) == 8 && sizeof(memvisor_client) == 8);
+#if SIZE_MAX > UINT32_MAX
+    size_t first_config = 40;
+    CHECK(sizeof(memvisor_config) == 40 && offsetof(memvisor_config, flags) == 32);
+    CHECK(sizeof(memvisor_context_stats) == 144);
+    CHECK(offsetof(memvisor_context_stats, accepted_flags) == 136);
+    CHECK(sizeof(memvisor_client_stats) == 120);
+    CHECK(offsetof(memvisor_client_stats, allocations) == 104);
+#else
+    size_t first_config = 20;
+    CHECK(sizeof(memvisor_config) == 20 && offsetof(memvisor_config, flags) == 16);
+    CHECK(sizeof(memvisor_context_stats) == 72);
+    CHECK(offsetof(memvisor_context_stats, accepted_flags) == 68);
+#if defined(__i386__)
+    CHECK(sizeof(memvisor_client_stats) == 68);
+    CHECK(offsetof(memvisor_client_stats, allocations) == 52);
+#endif
+#endif
+    CHECK(offsetof(memvisor_client_stats, frees) ==
+          offsetof(memvisor_client_stats, allocations) + sizeof(uint64_t));
+
+    struct {
+        memvisor_config c;
+        unsigned char after[64];
+    } guarded;
+    memset(&guarded, CANARY, sizeof guarded);
+    OK((memvisor_config_init)(&guarded.c));
+    CHECK(guarded.c.size == first_config && guarded.c.chunk_size == MIB);
+    CHECK(all_bytes(guarded.after, sizeof guarded.after, CANARY));
+    memset(&guarded, CANARY, sizeof guarded);
+    OK(memvisor_config_init_sized(&guarded.c, SIZE_MAX));
+    CHECK(guarded.c.size == sizeof guarded.c && guarded.c.flags == 0);
+    CHECK(all_bytes(guarded.after, sizeof guarded.after, CANARY));
+
+    void *memory = aligned_alloc(4096, 2 * MIB);
+    CHECK(memory != NULL);
+    memvisor_context ctx;
+    OK(memvisor_context_create(memory, 2 * MIB, NULL, &ctx));
+    memvisor_client cl;
+    OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &cl));
+    struct {
+        memvisor_context_stats s;
+        unsigned char after[64];
+    } context_stats;
+    memset(&context_stats, CANARY, sizeof context_stats);
+    context_stats.s.size = SIZE_MAX;
+    OK(memvisor_context_get_stats(ctx, &context_stats.s));
+    CHECK(context_stats.s.size == sizeof context_stats.s && context_stats.s.clients == 1);
+    CHECK(context_stats.s.accepted_flags == 0 && context_stats.s.chunks == 2);
+    CHECK(all_bytes(context_stats.after, sizeof context_stats.after, CANARY));
+    void *p;
+    OK(memvisor_alloc(cl, 100, &p));
+    OK(memvisor_client_free(cl, p, NULL));
+    OK(memvisor_alloc(cl, 100, &p));
+    struct {
+        memvisor_client_stats s;
+        unsigned char after[64];
+    } client_stats;
+    memset(&client_stats, CANARY, sizeof client_stats);
+    client_stats.s.size = SIZE_MAX;
+    OK(memvisor_client_get_stats(cl, &client_stats.s));
+    CHECK(client_stats.s.size == sizeof client_stats.s && client_stats.s.quota == MEMVISOR_UNLIMITED);
+    CHECK(client_stats.s.allocations == 2 && client_stats.s.frees == 1);
+    CHECK(client_stats.s.live_blocks == 1 && client_stats.s.used_bytes == 112);
+    CHECK(all_bytes(client_stats.after, sizeof client_stats.after, CANARY));
+    OK(memvisor_client_delete(cl));
+    OK(memvisor_context_delete(ctx));
+    free(memory);
+}
+
 int main(void) {
     test_config_init_older_header();
     test_config_init_refused_sizes();
     test_config_init_newer_header();
     test_context_from_older_config();
     test_stats_older_headers();
+    test_layouts_of_this_target();
     return finish("sizes");
 }
