@@ -268,8 +268,8 @@ struct HugeTlbPlanes {
 enum HugeTlbRecord<'a> {
     /// The reservation's, published by an earlier map.
     Published(&'a [PageBitmap; HUGETLB_PLANES]),
-    /// Made for this map, the first of explicit huge pages, and published by its record once
-    /// the system mapped the pages; dropped unseen if it refuses.
+    /// Made for this map, the first of explicit huge pages, once the system mapped the pages,
+    /// and published by its record.
     Unpublished([PageBitmap; HUGETLB_PLANES]),
 }
 
@@ -526,7 +526,8 @@ pub struct Reservation {
     /// system has: commit, protect, decommit, guard, map, lock, unlock, both advice calls and
     /// the content advice that refuses locked pages; `bind_numa` too, which records nothing,
     /// so that its range is checked against explicit huge pages with no `map` in between (see
-    /// `cuts_no_hugetlb`).
+    /// `cuts_no_hugetlb`). The prefaults through `&self` hold it shared, from their checks to
+    /// the end of their population, so that no such call takes their pages meanwhile.
     lock_calls: Serial,
 }
 
@@ -1549,9 +1550,15 @@ impl Reservation {
             while start < offset + len {
                 let size = part.min(offset + len - start);
                 let work = move || {
+                    let pages = Pages {
+                        first: start / this.page,
+                        count: size / this.page,
+                    };
                     // SAFETY: `&mut self` is held for the whole scope, so only these threads
-                    // use the reservation, each on its own disjoint part of the range.
-                    unsafe { this.prefault_unchecked(start, size) }
+                    // use the reservation, each on its own disjoint part of the checked range,
+                    // and no call changes its pages meanwhile (the parts run at once, not
+                    // taking turns for the call lock).
+                    unsafe { this.prefault_held(start, size, pages) }
                 };
                 match std::thread::Builder::new().spawn_scoped(scope, work) {
                     Ok(handle) => workers.push((start, size, handle)),
@@ -1567,8 +1574,14 @@ impl Reservation {
             }
             let mut result = match spawn_error {
                 Some(e) => Err(e),
-                // SAFETY: as for the workers: the first part is this thread's alone.
-                None => unsafe { this.prefault_unchecked(offset, first) },
+                None => {
+                    let pages = Pages {
+                        first: offset / this.page,
+                        count: first / this.page,
+                    };
+                    // SAFETY: as for the workers: the first part is this thread's alone.
+                    unsafe { this.prefault_held(offset, first, pages) }
+                }
             };
             for (start, size, handle) in workers {
                 let joined = worker_result(handle.join(), start, size);
@@ -1580,6 +1593,14 @@ impl Reservation {
 
     /// [`prefault`](Self::prefault) through a shared reference.
     ///
+    /// Other calls on the reservation may run on other threads meanwhile: the check that the
+    /// range is committed read-write and the population run under the call lock, so a
+    /// decommit, protect, guard or map of the range (through the `_unchecked` forms) waits
+    /// for the prefault, or the prefault for it, and the answer is that of one of the two
+    /// orders (a typed error for a page such a call took before the prefault, never a fault
+    /// or the system's refusal). Those calls wait while the kernel populates the range;
+    /// prefaults share the lock and do not wait for each other.
+    ///
     /// # Errors
     /// As [`prefault`](Self::prefault).
     ///
@@ -1587,27 +1608,41 @@ impl Reservation {
     /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
     /// read and written back with plain accesses: during the call no other thread may read or
     /// write the range (a read racing that write back is a data race too), and no `&` or
-    /// `&mut` reference into it may be live. The call checks that the range is committed
-    /// read-write without waiting for other calls, so no other thread may decommit, protect,
-    /// guard or map any of its pages during the call either (through the `_unchecked` forms of
-    /// those calls): a page taken after the check would fault when it is touched.
+    /// `&mut` reference into it may be live.
     pub unsafe fn prefault_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
+        // A decommit, protect, guard or map taking pages between the check and the
+        // population would make the touching fallback fault: they hold the lock from their
+        // checks to their records, so the check below holds until it is let go.
+        let _serial = self.lock_calls.share();
+        self.none_lost(pages)?;
+        // SAFETY: the call lock is held; the caller's promise.
+        unsafe { self.prefault_held(offset, len, pages) }
+    }
+
+    /// The body of [`prefault_unchecked`](Self::prefault_unchecked), after the range checks.
+    ///
+    /// # Safety
+    /// As [`prefault_unchecked`](Self::prefault_unchecked); `pages` is `offset..offset + len`,
+    /// checked, and no call can change the pages' state until this returns: the caller holds
+    /// the call lock, or `&mut self` for the whole call.
+    unsafe fn prefault_held(&self, offset: usize, len: usize, pages: Pages) -> Result<()> {
         self.all_committed(pages)?;
         if let Some(page) = self.writable.first_clear(pages.first, pages.count) {
             return Err(Error::NotWritable {
                 offset: page * self.page,
             });
         }
-        // SAFETY: the range is inside the reservation, committed and read-write.
+        // SAFETY: the range is inside the reservation, committed and read-write, and stays so
+        // for the call (the caller's promise).
         let populated = unsafe { sys::populate(self.at(offset), len) }
             .map_err(|e| e.during(Operation::Prefault))?;
         if populated == Populated::NeedsTouch {
             for page in 0..pages.count {
                 let p = self.at(offset + page * self.page);
-                // SAFETY: `p` is in a committed read-write page; the caller promises no
-                // concurrent writer and no live reference, so reading a byte and writing the
-                // same value back changes nothing anyone can observe.
+                // SAFETY: `p` is in a committed read-write page that stays so; the caller
+                // promises no concurrent reader or writer and no live reference, so reading a
+                // byte and writing the same value back changes nothing anyone can observe.
                 unsafe { p.write_volatile(p.read_volatile()) };
             }
         }
@@ -2387,14 +2422,15 @@ pub(crate) mod tests {
         assert!(r.hugetlb.get().is_some());
     }
 
-    /// A refusal to make the bitmaps for explicit huge pages makes the first map of huge
-    /// pages fail with the system's error before anything changes: the range keeps its pages,
-    /// contents and records, no bitmap stays made, and the next map the system grants makes
-    /// them. (Where the platform cannot map, the map is refused before the bitmaps are asked
-    /// for.)
+    /// The bitmaps for explicit huge pages are made only once the system granted the first
+    /// map of them. A refusal to make them then fails that map with the system's error, and
+    /// the pages they cannot record are replaced by the reservation's own uncommitted ones, as
+    /// after a map the system refused once it took the old pages: no bitmap stays made, nothing
+    /// counts as mapped or committed, the range reads zero once committed, and the next map
+    /// the system grants makes them.
     #[cfg(any(target_os = "linux", miri))]
     #[test]
-    fn a_refused_plane_fails_the_map_before_any_change() {
+    fn a_refused_plane_after_a_granted_map_puts_the_own_pages_back() {
         const HUGE: usize = 2 << 20;
         let p = page();
         for mode in [CommitMode::Protected, CommitMode::Sparse] {
@@ -2407,8 +2443,8 @@ pub(crate) mod tests {
             r.protect(p, p, Protection::Read).unwrap();
             // SAFETY: the first page is committed read-write and nothing else uses it.
             unsafe { r.as_ptr().write(7) };
-            let refills = REFILLS.with(core::cell::Cell::get);
             let made = crate::bitmap::made();
+            HUGE_PAGES_GRANTED.with(|f| f.set(true));
             HUGETLB_PLANES_REFUSED.with(|f| f.set(true));
             assert_eq!(
                 r.map(
@@ -2427,15 +2463,13 @@ pub(crate) mod tests {
             assert!(!HUGETLB_PLANES_REFUSED.with(core::cell::Cell::get));
             assert!(r.hugetlb.get().is_none(), "{mode:?}");
             assert_eq!(crate::bitmap::made(), made);
-            // Nothing was mapped, nor any hole filled.
-            assert_eq!(REFILLS.with(core::cell::Cell::get), refills);
-            assert_eq!(r.committed_bytes(), 2 * p);
+            assert_eq!(r.committed_bytes(), 0, "{mode:?}");
             assert_eq!(r.mapped.first_set(0, HUGE / p), None);
-            assert!(r.writable.get(0) && !r.writable.get(1));
-            // SAFETY: still committed, and written above.
-            assert_eq!(unsafe { r.as_ptr().read() }, 7);
-            r.commit(p, p).unwrap();
-            r.decommit(0, 2 * p).unwrap();
+            assert!(!r.writable.get(0) && !r.inaccessible.get(1));
+            r.commit(0, HUGE).unwrap();
+            // SAFETY: committed read-write now; fresh pages.
+            assert_eq!(unsafe { r.as_ptr().read() }, 0, "{mode:?}");
+            r.decommit(0, HUGE).unwrap();
             // Refused no more: the next map the system grants makes them.
             HUGE_PAGES_GRANTED.with(|f| f.set(true));
             r.map(
@@ -2448,6 +2482,37 @@ pub(crate) mod tests {
             .unwrap();
             assert!(r.hugetlb.get().is_some(), "{mode:?}");
         }
+    }
+
+    /// Where the system refuses to put the reservation's own pages back over huge pages whose
+    /// record could not be made, and they are still mapped, they are lost: unrecorded, later
+    /// calls would change them part-way.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn a_refused_plane_and_refused_own_pages_lose_the_range() {
+        const HUGE: usize = 2 << 20;
+        let r = Reservation::builder()
+            .alignment(HUGE)
+            .reserve(2 * HUGE)
+            .unwrap();
+        HUGE_PAGES_GRANTED.with(|f| f.set(true));
+        HUGETLB_PLANES_REFUSED.with(|f| f.set(true));
+        REPLACE_REFUSED.with(|f| f.set(1));
+        // SAFETY: nothing refers to the reservation's contents.
+        let answer = unsafe {
+            r.map_unchecked(
+                0,
+                HUGE,
+                MapSource::AnonymousPrivate,
+                Protection::ReadWrite,
+                Some(HugeTlbSize::Size2M),
+            )
+        };
+        assert_eq!(REPLACE_REFUSED.with(core::cell::Cell::get), 0);
+        assert!(matches!(answer, Err(Error::Os { .. })), "{answer:?}");
+        assert_eq!(r.commit(0, page()), Err(Error::Lost { offset: 0 }));
+        assert_eq!(r.committed_bytes(), 0);
+        r.commit(HUGE, HUGE).unwrap();
     }
 
     /// A call on a range through a shared reference.
@@ -2578,6 +2643,40 @@ pub(crate) mod tests {
             }
         }
         assert!(wrong.is_empty(), "answered other than lost: {wrong:?}");
+    }
+
+    /// The prefaults through `&self` check their range once they share the call lock: a page
+    /// lost by a call that held the lock meanwhile (a decommit whose fill of the hole was
+    /// refused, on another thread) is refused, never populated or touched.
+    #[test]
+    // As above: lost pages happen on Unix only, and Miri cannot release around them.
+    #[cfg(all(unix, not(miri)))]
+    fn prefaults_waiting_for_the_call_lock_see_pages_lost_meanwhile() {
+        let p = page();
+        let prefaults: [(&str, Call); 2] = [
+            // SAFETY: nothing reads or writes the reservation's contents.
+            ("prefault", |r, o, l| unsafe { r.prefault_unchecked(o, l) }),
+            // SAFETY: as above.
+            ("prefault_read", |r, o, l| unsafe {
+                r.prefault_read_unchecked(o, l)
+            }),
+        ];
+        for (name, call) in prefaults {
+            for mode in [CommitMode::Protected, CommitMode::Sparse] {
+                let r = Reservation::builder().mode(mode).reserve(4 * p).unwrap();
+                r.commit(0, 2 * p).unwrap();
+                let answer = std::thread::scope(|s| {
+                    let serial = r.lock_calls.hold();
+                    let waiting = s.spawn(|| call(&r, p, p));
+                    // Time for the call to pass its checks and wait for the lock.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    r.lose(Pages { first: 1, count: 1 });
+                    drop(serial);
+                    waiting.join().unwrap()
+                });
+                assert_eq!(answer, Err(Error::Lost { offset: p }), "{name} {mode:?}");
+            }
+        }
     }
 
     /// A range check that reads the record of explicit huge pages while a map rewrites it

@@ -214,9 +214,9 @@ impl Reservation {
     /// cuts, whatever the range's length: mapping a memfd over 8 TiB writes under 1 MiB and
     /// takes milliseconds. Explicit huge pages are recorded by their size, at the same cost
     /// whatever their number, in bitmaps of their own that the first map of explicit huge
-    /// pages the system grants keeps (one mapping, made before the system is asked for the
-    /// pages and dropped if it refuses them): a reservation that never maps any, or whose
-    /// maps of them are all refused, does not pay for them.
+    /// pages the system grants makes (one mapping, made once the system mapped the pages): a
+    /// reservation that never maps any, or whose maps of them are all refused, does not pay
+    /// for them, and a refused map makes nothing at all.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
@@ -229,16 +229,18 @@ impl Reservation {
     /// pages outside Linux), before anything is made or changed;
     /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
     /// `EBADF`/`EACCES` for the descriptor, also when its file cannot be examined, and when
-    /// the first map of explicit huge pages cannot make the bitmaps that record them, which
-    /// changes nothing). After an error the range is as it was, except where the system took its
-    /// pages before refusing (explicit huge pages that cannot be had): then the range holds the
-    /// reservation's own uncommitted pages again, as the bookkeeping says, and its old contents
-    /// are gone (they were to be replaced anyway; where only part of the range was unmapped,
-    /// only that part is filled, and the pages mapped next to it are lost, as for
-    /// [`decommit`](Self::decommit)). If the system refuses that too, the range's pages are
-    /// *lost*: another mapping may be placed there, so every later call on a range with a lost
-    /// page fails with [`Error::Lost`] (queries too), and dropping the reservation unmaps only
-    /// the pages around them.
+    /// the first map of explicit huge pages cannot make the bitmaps that record them once the
+    /// system mapped the pages: the reservation's own uncommitted pages are then put back
+    /// over them, as below, and where the system refuses that and the huge pages stay, the
+    /// range is *lost*, as below). After an error the range is as it was, except where the
+    /// system took its pages before refusing (explicit huge pages that cannot be had) or
+    /// mapped them (the bitmaps refused): then the range holds the reservation's own
+    /// uncommitted pages again, as the bookkeeping says, and its old contents are gone (they were
+    /// to be replaced anyway; where only part of the range was unmapped, only that part is
+    /// filled, and the pages mapped next to it are lost, as for [`decommit`](Self::decommit)).
+    /// If the system refuses that too, the range's pages are *lost*: another mapping may be
+    /// placed there, so every later call on a range with a lost page fails with [`Error::Lost`]
+    /// (queries too), and dropping the reservation unmaps only the pages around them.
     ///
     /// # Examples
     /// ```
@@ -370,17 +372,6 @@ impl Reservation {
         // is refused before anything is made for it.
         let huge_shift = huge.map(HugeTlbSize::shift);
         sys::can_map(huge_shift).map_err(|e| e.during(Operation::Map))?;
-        // The record of explicit huge pages is made for the first map of them before the
-        // system is asked, so that a refusal to make it changes nothing, and published only
-        // once the system mapped the pages: a refusal of the system drops it unseen.
-        let hugetlb = match hugetlb_size.filter(|&size| size > self.page) {
-            Some(size) => Some((
-                self.hugetlb_record(&serial)
-                    .map_err(|e| e.during(Operation::Map))?,
-                size,
-            )),
-            None => None,
-        };
         // Unit tests may have base pages stand in for huge pages the host has none of.
         #[cfg(test)]
         let huge_shift = huge_shift.filter(|_| !super::tests::huge_pages_granted());
@@ -388,8 +379,6 @@ impl Reservation {
         // to its contents.
         let mapped = unsafe { sys::map(self.at(offset), len, source, protection, huge_shift) };
         if let Err(e) = mapped {
-            // A record made for this map is dropped, never published.
-            drop(hugetlb);
             // The system may have taken the old pages before it refused (explicit huge pages
             // that cannot be had): the reservation's own uncommitted pages go back, or the
             // pages are lost.
@@ -399,6 +388,22 @@ impl Reservation {
             }
             return Err(e.during(Operation::Map));
         }
+        // The record of explicit huge pages is made for the first map of them only once the
+        // system granted the pages, so that a map it refuses (no huge pages free, the common
+        // refusal) makes nothing at all. Should the record be refused then, the pages it
+        // cannot hold are replaced by the reservation's own uncommitted ones.
+        let hugetlb = match hugetlb_size.filter(|&size| size > self.page) {
+            Some(size) => match self.hugetlb_record(&serial) {
+                Ok(record) => Some((record, size)),
+                Err(e) => {
+                    // SAFETY: the range is inside the reservation; the caller gave up its
+                    // contents.
+                    unsafe { self.unmake_map(pages) };
+                    return Err(e.during(Operation::Map));
+                }
+            },
+            None => None,
+        };
         let added = self.committed.set_range(pages.first, pages.count);
         self.committed_pages
             .fetch_add(added, core::sync::atomic::Ordering::Relaxed);
@@ -427,6 +432,35 @@ impl Reservation {
         Ok(())
     }
 
+    /// After the system mapped explicit huge pages over `pages` whose record could not be
+    /// made: puts the reservation's own fresh pages back over them and counts them
+    /// uncommitted, as after a map the system refused once it took the old pages. Where the
+    /// system refuses that and the huge pages are still there, they are lost (left mapped
+    /// until the process ends): unrecorded, they would be changed part-way by later calls (a
+    /// huge page rounds what `MADV_DONTNEED` frees) and read back stale where the record
+    /// promises zero. Where the refusal left a hole, it is filled as after a refused map
+    /// (see `fill_hole`). The caller holds the call lock.
+    ///
+    /// # Safety
+    /// `pages` lie inside the reservation and nothing refers to their contents.
+    unsafe fn unmake_map(&self, pages: Pages) {
+        let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
+        // SAFETY: the caller's promise.
+        if unsafe { self.sys_replace(ptr, len) }.is_ok() {
+            self.forget(pages);
+            return;
+        }
+        // SAFETY: the range is inside the reservation.
+        if unsafe { sys::is_mapped(ptr, len) } {
+            self.lose(pages);
+            return;
+        }
+        // SAFETY: the caller's promise.
+        if unsafe { self.fill_hole(pages) }.is_ok() {
+            self.forget(pages);
+        }
+    }
+
     /// Sets the NUMA memory policy of the range (Linux `mbind`) for the given node numbers;
     /// with [`NumaPolicy::Bind`] pages already present move to those nodes. Contents are kept.
     /// The range need not be committed; the policy applies to pages committed later too, until
@@ -434,6 +468,15 @@ impl Reservation {
     /// [`map`](Self::map) replaces the pages (a later decommit of pages a `map` replaced keeps
     /// them without it; the other pages of its range keep theirs in
     /// [`CommitMode::Sparse`](crate::CommitMode::Sparse)).
+    ///
+    /// The system call runs under the reservation's call lock (so that no page of the range
+    /// is lost, and no explicit huge page mapped over part of it, between the range checks
+    /// and the policy): every call on the reservation that changes pages or their records
+    /// (commit, decommit, protect, lock, map, advice, the prefaults through `&self`) waits for
+    /// it, on every range. With [`NumaPolicy::Bind`] that includes the kernel moving the
+    /// range's resident pages, which takes as long as copying them: set the policy before the
+    /// pages are made resident (nothing moves then), or give ranges that are bound while in
+    /// use a reservation of their own.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NumaNode`] for a node number of
@@ -861,18 +904,28 @@ impl Reservation {
 
     /// [`prefault_read`](Self::prefault_read) through a shared reference.
     ///
+    /// Other calls on the reservation may run on other threads meanwhile: the check that the
+    /// range is committed and readable and the population run under the call lock, so a
+    /// decommit, protect, guard or map of the range (through the `_unchecked` forms) waits
+    /// for the prefault, or the prefault for it, and the answer is that of one of the two
+    /// orders (a typed error for a page such a call took before the prefault, never a fault
+    /// or the system's refusal). Those calls wait while the kernel populates the range;
+    /// prefaults share the lock and do not wait for each other.
+    ///
     /// # Errors
     /// As [`prefault_read`](Self::prefault_read).
     ///
     /// # Safety
     /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
     /// read with plain accesses: during the call no other thread may write the range and no
-    /// `&mut` reference into it may be live. The call checks that the range is committed and
-    /// readable without waiting for other calls, so no other thread may decommit, protect,
-    /// guard or map any of its pages during the call either (through the `_unchecked` forms of
-    /// those calls): a page taken after the check would fault when it is read.
+    /// `&mut` reference into it may be live.
     pub unsafe fn prefault_read_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
+        // A decommit, protect, guard or map taking pages between the check and the
+        // population would make the reading fallback fault: they hold the lock from their
+        // checks to their records, so the check below holds until it is let go.
+        let _serial = self.lock_calls.share();
+        self.none_lost(pages)?;
         self.all_committed(pages)?;
         if let Some(page) = self.inaccessible.first_set(pages.first, pages.count) {
             return Err(Error::NotReadable {
@@ -884,8 +937,8 @@ impl Reservation {
             .map_err(|e| e.during(Operation::PrefaultRead))?;
         if populated == Populated::NeedsTouch {
             for page in 0..pages.count {
-                // SAFETY: the page is committed and readable; the caller promises no
-                // concurrent writer.
+                // SAFETY: the page is committed and readable, and stays so while the call lock
+                // is held; the caller promises no concurrent writer.
                 unsafe { self.at(offset + page * self.page).read_volatile() };
             }
         }
@@ -1082,8 +1135,8 @@ mod tests {
     /// against): where the platform cannot map them (Windows; anonymous huge pages outside
     /// Linux) the answer is `Unsupported` before anything is made or touched; Linux refuses a
     /// size it has no free huge pages of (`ENOMEM`) or no pool of (`EINVAL`) only when asked,
-    /// and the record made for that map is dropped unpublished. (A host with free huge pages
-    /// maps them: then the record is made and says so.)
+    /// and the record is made only once it granted them: a refused map makes no bitmap at all.
+    /// (A host with free huge pages maps them: then the record is made and says so.)
     #[cfg(not(miri))]
     #[test]
     fn a_refused_map_of_huge_pages_leaves_no_record() {
@@ -1109,7 +1162,7 @@ mod tests {
                     let answer = r.map(0, huge, source, Protection::ReadWrite, Some(size));
                     #[cfg(target_os = "linux")]
                     {
-                        let _ = (made, refills);
+                        let _ = refills;
                         match answer {
                             Ok(()) => {
                                 assert!(r.hugetlb.get().is_some(), "{case}");
@@ -1135,6 +1188,7 @@ mod tests {
                             other => panic!("{case}: {other:?}"),
                         }
                         assert!(r.hugetlb.get().is_none(), "{case}");
+                        assert_eq!(crate::bitmap::made(), made, "{case}");
                     }
                     #[cfg(not(target_os = "linux"))]
                     {

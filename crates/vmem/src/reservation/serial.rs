@@ -22,25 +22,46 @@
 //! page inaccessible, which the next sparse commit (no system call) did not make
 //! accessible. `tests/concurrent_ops.rs` races them on one reservation and compares the
 //! bitmaps with `/proc/self/smaps`.
+//!
+//! The prefaults through `&self` (`prefault_unchecked`, `prefault_read_unchecked`) hold it
+//! shared, from their check that the range is committed to the end of their population: a
+//! decommit, protect, guard or map between the two would make the touching fallback fault.
+//! They change no page's state, so they need not wait for each other, and several threads
+//! populating parts of one reservation at once still run at once.
 
 #[cfg(not(feature = "std"))]
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// A lock without data, held only for the system calls of one operation: a `std` mutex, or
-/// without `std` a flag taken by spinning.
+/// A lock without data, held only for the system calls of one operation: a `std` reader-writer
+/// lock, or without `std` a count taken by spinning. [`hold`](Self::hold) holds it alone,
+/// [`share`](Self::share) together with other sharers.
 #[derive(Debug, Default)]
 pub(super) struct Serial {
     #[cfg(feature = "std")]
-    held: std::sync::Mutex<()>,
+    held: std::sync::RwLock<()>,
+    /// `EXCLUSIVE` while held alone, else the number of sharers.
     #[cfg(not(feature = "std"))]
-    held: AtomicBool,
+    held: AtomicUsize,
 }
 
-/// Proof that [`Serial`] is held; releases it when dropped (also while unwinding).
+/// The value of `Serial::held` without `std` while one call holds it alone.
+#[cfg(not(feature = "std"))]
+const EXCLUSIVE: usize = usize::MAX;
+
+/// Proof that [`Serial`] is held alone; releases it when dropped (also while unwinding).
 #[derive(Debug)]
 pub(super) struct SerialGuard<'a> {
     #[cfg(feature = "std")]
-    _held: std::sync::MutexGuard<'a, ()>,
+    _held: std::sync::RwLockWriteGuard<'a, ()>,
+    #[cfg(not(feature = "std"))]
+    serial: &'a Serial,
+}
+
+/// Proof that [`Serial`] is held shared; releases its share when dropped.
+#[derive(Debug)]
+pub(super) struct SharedGuard<'a> {
+    #[cfg(feature = "std")]
+    _held: std::sync::RwLockReadGuard<'a, ()>,
     #[cfg(not(feature = "std"))]
     serial: &'a Serial,
 }
@@ -50,12 +71,12 @@ impl Serial {
     pub(super) fn hold(&self) -> SerialGuard<'_> {
         #[cfg(feature = "std")]
         {
-            // The mutex guards no data: a panic while it was held left nothing half-changed
-            // that it protects, so a poisoned mutex is taken as it is.
+            // The lock guards no data: a panic while it was held left nothing half-changed
+            // that it protects, so a poisoned lock is taken as it is.
             SerialGuard {
                 _held: self
                     .held
-                    .lock()
+                    .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             }
         }
@@ -63,7 +84,7 @@ impl Serial {
         {
             while self
                 .held
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange_weak(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
                 core::hint::spin_loop();
@@ -71,12 +92,56 @@ impl Serial {
             SerialGuard { serial: self }
         }
     }
+
+    /// Waits until no call holds it alone, then shares it with other sharers until the guard
+    /// is dropped.
+    pub(super) fn share(&self) -> SharedGuard<'_> {
+        #[cfg(feature = "std")]
+        {
+            // As in `hold`: a poisoned lock is taken as it is.
+            SharedGuard {
+                _held: self
+                    .held
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            let mut now = self.held.load(Ordering::Relaxed);
+            loop {
+                // One sharer less than `EXCLUSIVE`: a count that high cannot be reached by
+                // threads that each hold a share, but is kept off all the same.
+                if now >= EXCLUSIVE - 1 {
+                    core::hint::spin_loop();
+                    now = self.held.load(Ordering::Relaxed);
+                    continue;
+                }
+                match self.held.compare_exchange_weak(
+                    now,
+                    now + 1,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return SharedGuard { serial: self },
+                    Err(seen) => now = seen,
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(feature = "std"))]
 impl Drop for SerialGuard<'_> {
     fn drop(&mut self) {
-        self.serial.held.store(false, Ordering::Release);
+        self.serial.held.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(not(feature = "std"))]
+impl Drop for SharedGuard<'_> {
+    fn drop(&mut self) {
+        self.serial.held.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -90,9 +155,22 @@ mod tests {
     fn hold_until_guard_dropped_excludes_others() {
         let serial = Serial::default();
         let held = serial.hold();
-        assert!(serial.held.try_lock().is_err());
+        assert!(serial.held.try_read().is_err());
         drop(held);
-        assert!(serial.held.try_lock().is_ok());
+        assert!(serial.held.try_write().is_ok());
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn shares_exclude_a_hold_not_each_other() {
+        let serial = Serial::default();
+        let one = serial.share();
+        let two = serial.share();
+        assert!(serial.held.try_write().is_err());
+        drop(one);
+        assert!(serial.held.try_write().is_err());
+        drop(two);
+        assert!(serial.held.try_write().is_ok());
     }
 
     #[cfg(feature = "std")]

@@ -23,7 +23,16 @@ pub(crate) fn allocation_granularity() -> usize {
     page_size()
 }
 
+/// The largest alignment Miri can allocate with (rustc's limit, 2^29); the Rust allocator's
+/// own limit is higher, and Miri stops with "unsupported operation" past this one.
+const MAX_ALIGN: usize = 1 << 29;
+
+/// The layout of a reservation, or `ENOMEM` where the allocator (or Miri) cannot make one, as
+/// a system without room for such an alignment refuses it.
 fn layout(len: usize, align: usize) -> Result<Layout, SysError> {
+    if align > MAX_ALIGN {
+        return Err(SysError::Os(OsError::from_raw(ENOMEM)));
+    }
     Layout::from_size_align(len, align).map_err(|_| SysError::Os(OsError::from_raw(ENOMEM)))
 }
 

@@ -1,0 +1,355 @@
+//! The vectors at the edges of their input: capacity 0 and `usize::MAX`, zero-sized elements
+//! at the largest capacity, requests past the capacity and past the address space, and
+//! elements whose `Drop` panics while the vector truncates, clears, shrinks or drops. Each call
+//! must answer with its documented result or typed error, leave the vector as it was on an
+//! error, and drop every element exactly once.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use memvisor_vmem::vec::{ConcurrentVec, Error, Vec};
+
+thread_local! {
+    static DROPS: Cell<usize> = const { Cell::new(0) };
+    static PANIC_AT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Counts its drops on this thread; the drop numbered `PANIC_AT` panics (after counting).
+#[derive(Debug)]
+struct Counted(u64);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let n = DROPS.with(|d| {
+            d.set(d.get() + 1);
+            d.get()
+        });
+        if PANIC_AT.with(Cell::get) == Some(n) {
+            panic!("drop {n} panics");
+        }
+    }
+}
+
+fn reset(panic_at: Option<usize>) {
+    DROPS.with(|d| d.set(0));
+    PANIC_AT.with(|p| p.set(panic_at));
+}
+
+fn drops() -> usize {
+    DROPS.with(Cell::get)
+}
+
+#[test]
+fn capacity_zero_refuses_every_push_and_stays_usable() {
+    let mut v = Vec::<u64>::with_capacity(0).unwrap();
+    assert_eq!(v.capacity(), 0);
+    assert!(v.is_empty());
+    assert!(v.as_slice().is_empty());
+    assert!(matches!(
+        v.try_push(1).unwrap_err().error(),
+        Error::CapacityExceeded { .. }
+    ));
+    assert!(v.try_reserve(0).is_ok());
+    assert!(matches!(
+        v.try_reserve(1),
+        Err(Error::CapacityExceeded { .. })
+    ));
+    assert!(v.try_insert(0, 1).is_err());
+    v.truncate(0);
+    v.clear();
+    v.shrink_to_fit().unwrap();
+    v.shrink_to(usize::MAX).unwrap();
+    assert_eq!(v.drain(..).count(), 0);
+    assert!(v.try_extend_from_slice(&[]).is_ok());
+    assert!(v.try_extend_from_within(..).is_ok());
+    assert!(v.try_split_off(0).unwrap().is_empty());
+    assert!(v.spare_capacity_mut().is_empty());
+    assert_eq!(v.try_clone().unwrap().capacity(), 0);
+
+    let c = ConcurrentVec::<u64>::with_capacity(0).unwrap();
+    assert!(c.try_push(1).is_err());
+    assert!(c.try_push_with(|_| 1).is_err());
+    assert_eq!(c.len(), 0);
+    assert!(c.get(0).is_none());
+    assert_eq!(c.iter().count(), 0);
+    let mut pusher = c.pusher();
+    assert!(pusher.try_push(1).is_err());
+}
+
+#[test]
+fn capacity_past_the_address_space_is_a_typed_error() {
+    for capacity in [
+        usize::MAX,
+        usize::MAX / 2,
+        usize::MAX / 8 + 1,
+        isize::MAX as usize,
+    ] {
+        assert!(
+            matches!(
+                Vec::<u64>::with_capacity(capacity),
+                Err(Error::TooLarge { .. })
+            ),
+            "{capacity}"
+        );
+        assert!(
+            matches!(
+                ConcurrentVec::<u64>::with_capacity(capacity),
+                Err(Error::TooLarge { .. })
+            ),
+            "{capacity}"
+        );
+    }
+    // Within `isize::MAX` bytes but past what any address space holds on 64-bit systems.
+    #[cfg(all(target_pointer_width = "64", not(miri)))]
+    {
+        let capacity = (isize::MAX as usize) / 16;
+        assert!(matches!(
+            Vec::<u64>::with_capacity(capacity),
+            Err(Error::Reserve { .. })
+        ));
+        assert!(matches!(
+            ConcurrentVec::<u64>::with_capacity(capacity),
+            Err(Error::Reserve { .. })
+        ));
+    }
+}
+
+#[test]
+fn zero_sized_elements_at_the_largest_capacity() {
+    let mut v = Vec::<()>::with_capacity(usize::MAX).unwrap();
+    assert_eq!(v.capacity(), usize::MAX);
+    assert_eq!(v.committed_bytes(), 0);
+    v.try_reserve(usize::MAX).unwrap();
+    for _ in 0..1000 {
+        v.push(());
+    }
+    assert!(matches!(
+        v.try_reserve(usize::MAX),
+        Err(Error::CapacityExceeded { .. })
+    ));
+    assert_eq!(v.len(), 1000);
+    v.resize(2000, ());
+    assert_eq!(v.len(), 2000);
+    assert_eq!(v.split_off(1500).len(), 500);
+    v.extend_from_within(..);
+    assert_eq!(v.len(), 3000);
+    v.truncate(usize::MAX);
+    assert_eq!(v.len(), 3000);
+    v.shrink_to_fit().unwrap();
+    assert_eq!(v.capacity(), usize::MAX);
+    v.clear();
+    assert!(v.is_empty());
+
+    // A concurrent vector keeps a ready bit per slot, zero-sized or not, and refuses a
+    // capacity past `isize::MAX` (documented).
+    assert!(matches!(
+        ConcurrentVec::<()>::with_capacity(usize::MAX),
+        Err(Error::TooLarge { .. })
+    ));
+    let capacity = 1 << 20;
+    let c = ConcurrentVec::<()>::with_capacity(capacity).unwrap();
+    for i in 0..1000 {
+        assert_eq!(c.push(()), i);
+    }
+    assert_eq!(c.len(), 1000);
+    assert_eq!(c.iter().count(), 1000);
+    assert!(c.reserve(usize::MAX).is_err());
+    assert!(c.reserve(capacity - 1000 + 1).is_err());
+    assert!(c.reserve(capacity - 1000).is_ok());
+    assert_eq!(c.len(), 1000);
+}
+
+#[test]
+fn requests_past_the_capacity_change_nothing() {
+    let mut v = Vec::<u32>::with_capacity(10).unwrap();
+    v.extend_from_slice(&[1, 2, 3]);
+    let committed = v.committed_bytes();
+    for additional in [8, usize::MAX - 2, usize::MAX] {
+        assert!(matches!(
+            v.try_reserve(additional),
+            Err(Error::CapacityExceeded { .. })
+        ));
+    }
+    assert!(v.try_extend_from_slice(&[0; 8]).is_err());
+    assert!(v.try_extend_from_within(..).is_ok());
+    assert!(v.try_extend_from_within(..).is_err());
+    assert_eq!(v, [1, 2, 3, 1, 2, 3]);
+    assert!(v.try_insert(7, 9).is_err());
+    assert!(v.committed_bytes() >= committed);
+    let mut other = Vec::<u32>::with_capacity(10).unwrap();
+    other.extend_from_slice(&[7; 5]);
+    assert!(v.try_append(&mut other).is_err());
+    assert_eq!(other.len(), 5);
+    assert_eq!(v, [1, 2, 3, 1, 2, 3]);
+    assert_eq!(v.len(), 6);
+}
+
+#[test]
+fn panicking_drop_during_truncate_drops_every_element_once() {
+    for panic_at in 1..=5 {
+        reset(Some(panic_at));
+        let mut v = Vec::with_capacity(8).unwrap();
+        for i in 0..8 {
+            v.push(Counted(i));
+        }
+        let truncated = catch_unwind(AssertUnwindSafe(|| v.truncate(3)));
+        assert!(truncated.is_err(), "{panic_at}");
+        // The elements past the new length are gone, whether their drop ran or panicked.
+        assert_eq!(v.len(), 3, "{panic_at}");
+        assert_eq!(drops(), 5, "{panic_at}");
+        drop(v);
+        assert_eq!(drops(), 8, "{panic_at}");
+    }
+}
+
+#[test]
+fn panicking_drop_during_clear_and_drop_drops_every_element_once() {
+    for panic_at in 1..=4 {
+        reset(Some(panic_at));
+        let mut v = Vec::with_capacity(4).unwrap();
+        for i in 0..4 {
+            v.push(Counted(i));
+        }
+        assert!(catch_unwind(AssertUnwindSafe(|| v.clear())).is_err());
+        assert!(v.is_empty());
+        assert_eq!(drops(), 4, "{panic_at}");
+        v.push(Counted(9));
+        drop(v);
+        assert_eq!(drops(), 5, "{panic_at}");
+    }
+    for panic_at in 1..=4 {
+        reset(Some(panic_at));
+        let mut v = Vec::with_capacity(4).unwrap();
+        for i in 0..4 {
+            v.push(Counted(i));
+        }
+        assert!(catch_unwind(AssertUnwindSafe(|| drop(v))).is_err());
+        assert_eq!(drops(), 4, "{panic_at}");
+    }
+}
+
+#[test]
+fn panicking_drop_during_resize_down_and_concurrent_clear() {
+    for panic_at in 1..=3 {
+        reset(Some(panic_at));
+        let mut v = Vec::with_capacity(6).unwrap();
+        for i in 0..6 {
+            v.push(Counted(i));
+        }
+        let resized = catch_unwind(AssertUnwindSafe(|| v.resize_with(3, || Counted(0))));
+        assert!(resized.is_err());
+        assert_eq!(v.len(), 3);
+        assert_eq!(drops(), 3);
+        drop(v);
+        assert_eq!(drops(), 6);
+    }
+    for panic_at in 1..=4 {
+        reset(Some(panic_at));
+        let mut c = ConcurrentVec::with_capacity(4).unwrap();
+        for i in 0..4 {
+            c.push(Counted(i));
+        }
+        assert!(catch_unwind(AssertUnwindSafe(|| c.clear())).is_err());
+        assert_eq!(c.len(), 0);
+        assert_eq!(drops(), 4, "{panic_at}");
+        c.push(Counted(5));
+        drop(c);
+        assert_eq!(drops(), 5, "{panic_at}");
+    }
+}
+
+#[test]
+fn shrink_to_any_value_keeps_elements() {
+    let mut v = Vec::<u64>::with_capacity(1 << 16).unwrap();
+    v.extend(0..5000_u64);
+    for min in [usize::MAX, 1 << 20, 5000, 4999, 1, 0] {
+        v.shrink_to(min).unwrap();
+        assert!(v.committed_capacity() >= 5000, "{min}");
+        assert_eq!(v.len(), 5000);
+        assert_eq!(v[4999], 4999);
+    }
+    v.truncate(0);
+    v.shrink_to(0).unwrap();
+    v.push(7);
+    assert_eq!(v, [7]);
+}
+
+thread_local! {
+    static CLONES_LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Counts its drops like [`Counted`]; its clone panics once `CLONES_LEFT` runs out.
+#[derive(Debug)]
+struct CloneBomb(Counted);
+
+impl Clone for CloneBomb {
+    fn clone(&self) -> Self {
+        let left = CLONES_LEFT.with(Cell::get);
+        assert!(left > 0, "clone panics");
+        CLONES_LEFT.with(|c| c.set(left - 1));
+        Self(Counted(self.0.0))
+    }
+}
+
+#[test]
+fn panicking_clone_during_try_clone_drops_the_clones_made_once() {
+    for clones in 0..4 {
+        reset(None);
+        let mut v = Vec::with_capacity(4).unwrap();
+        let c = ConcurrentVec::with_capacity(4).unwrap();
+        for i in 0..4 {
+            v.push(CloneBomb(Counted(i)));
+            c.push(CloneBomb(Counted(i)));
+        }
+        CLONES_LEFT.with(|l| l.set(clones));
+        assert!(catch_unwind(AssertUnwindSafe(|| v.try_clone())).is_err());
+        assert_eq!(drops(), clones, "{clones}");
+        CLONES_LEFT.with(|l| l.set(clones));
+        assert!(catch_unwind(AssertUnwindSafe(|| c.try_clone())).is_err());
+        assert_eq!(drops(), 2 * clones, "{clones}");
+        assert_eq!(v.len(), 4);
+        assert_eq!(c.len(), 4);
+        CLONES_LEFT.with(|l| l.set(usize::MAX));
+        drop((v, c));
+        assert_eq!(drops(), 2 * clones + 8, "{clones}");
+    }
+}
+
+#[test]
+fn extreme_alignments_and_thread_blocks_are_typed_errors_or_honoured() {
+    use memvisor_vmem::vec::Builder;
+
+    for align in [1usize << 63, 1 << 62, 1 << 47, 1 << 40] {
+        let built = Builder::new(10).alignment(align).build::<u8>();
+        match built {
+            Ok(v) => assert_eq!(v.as_ptr() as usize % align, 0, "{align}"),
+            Err(e) => assert!(
+                matches!(e, Error::Reserve { .. } | Error::TooLarge { .. }),
+                "{align}: {e:?}"
+            ),
+        }
+        let built = Builder::new(10).alignment(align).build_concurrent::<u8>();
+        if let Err(e) = built {
+            assert!(
+                matches!(e, Error::Reserve { .. } | Error::TooLarge { .. }),
+                "{align}: {e:?}"
+            );
+        }
+    }
+    for align in [3usize, usize::MAX, (1 << 63) + 1] {
+        assert!(matches!(
+            Builder::new(10).alignment(align).build::<u8>(),
+            Err(Error::InvalidAlignment { .. })
+        ));
+    }
+    for slots in [0usize, 513, usize::MAX] {
+        assert!(matches!(
+            Builder::new(10)
+                .thread_block(slots)
+                .build_concurrent::<u8>(),
+            Err(Error::InvalidThreadBlock { .. })
+        ));
+    }
+    // The default block of the largest capacity stays within bounds.
+    assert_eq!(Builder::new(usize::MAX).thread_block_slots().unwrap(), 512);
+}
