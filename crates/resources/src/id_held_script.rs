@@ -124,9 +124,16 @@ fn script<I: Id>(seed: u64, first: u64, last: u64, steps: usize) {
                 }
             }
             4 | 5 => {
-                // Free an allocated ID (the first at or after `at`), or a free one.
+                // Free an allocated ID (the first at or after `at`, or the last of its run, so
+                // that runs shrink from either end), or a free one.
                 what = "free_id";
-                let target = m.set.range(at..).next().copied().unwrap_or(at);
+                let mut target = m.set.range(at..).next().copied().unwrap_or(at);
+                if next().is_multiple_of(2) {
+                    while target < last && m.set.contains(&target) && m.set.contains(&(target + 1))
+                    {
+                        target += 1;
+                    }
+                }
                 let got = a.free_id(id(target));
                 if m.set.remove(&target) {
                     assert_eq!(got, Ok(()), "step {step}: {what}({target})");

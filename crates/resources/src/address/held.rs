@@ -86,7 +86,8 @@ impl HeldRuns {
     /// needs the room [`reserve_insert`](Self::reserve_insert) made; merging needs none.
     /// O(log r).
     pub(crate) fn insert(&mut self, lo: u64, hi: u64) {
-        let around = self.tree.around(lo);
+        let at = self.tree.locate(lo);
+        let around = at.around;
         // No run holds `lo`, so the run before it (if any) ends below `lo`.
         let below_end = (around.pred != NIL).then(|| self.end_before(around.succ));
         let above = (around.succ != NIL).then(|| self.tree.node(around.succ));
@@ -99,13 +100,13 @@ impl HeldRuns {
             }
             // The run below now ends at `hi`: the gap after it shrinks.
             (Some(e), a) if joins_below => match a {
-                Some(a) => self.tree.update_gap(a.start, a.gap - (hi - e)),
+                Some(a) => self.tree.set_at(&at, false, a.start, a.gap - (hi - e)),
                 None => self.last_end = hi,
             },
             // The run above now starts at `lo`, still after the run below it (which ends
             // before `lo - 1`): its gap shrinks by what it gained.
             (_, Some(a)) if joins_above => {
-                self.tree.update(a.start, lo, a.gap - (a.start - lo));
+                self.tree.set_at(&at, false, lo, a.gap - (a.start - lo));
             }
             (below_end, above) => {
                 let gap = below_end.map_or(lo, |e| lo - e - 1);
@@ -137,7 +138,8 @@ impl HeldRuns {
         // Runs are disjoint and sorted, so the last one starting at or before `hi` overlaps the
         // range exactly when it ends at or after `lo`, and when it does not, no run does.
         loop {
-            let around = self.tree.around(hi);
+            let at = self.tree.locate(hi);
+            let around = at.around;
             if around.pred == NIL {
                 return;
             }
@@ -157,15 +159,18 @@ impl HeldRuns {
                 (true, false) => {
                     // The run now ends at `lo - 1`; runs below end before its start.
                     match next {
-                        Some(s) => self.tree.update_gap(s.start, s.gap + (end - lo + 1)),
+                        Some(s) => self
+                            .tree
+                            .set_at(&at, false, s.start, s.gap + (end - lo + 1)),
                         None => self.last_end = lo - 1,
                     }
                     return;
                 }
                 // The run now starts past `hi`, between its old start and its successor's.
-                (false, true) => self
-                    .tree
-                    .update(n.start, hi + 1, n.gap + (hi + 1 - n.start)),
+                (false, true) => {
+                    self.tree
+                        .set_at(&at, true, hi + 1, n.gap + (hi + 1 - n.start));
+                }
                 (false, false) => match next {
                     // The run goes: its values and the gap before it join the next gap.
                     Some(s) => {
@@ -219,6 +224,12 @@ impl HeldRuns {
             (self.last_end + 1).max(from)
         };
         (tail <= until).then(|| fits(tail, until)).flatten()
+    }
+
+    /// The number of levels of the index (0 with no runs). O(r).
+    #[cfg(test)]
+    pub(crate) fn height(&self) -> usize {
+        self.tree.height()
     }
 
     /// Checks the index (order, balance, bounds) and that the runs neither overlap nor touch.

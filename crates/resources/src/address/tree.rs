@@ -122,6 +122,15 @@ impl Path {
     }
 }
 
+/// What [`Tree::locate`] found: the nodes around an address and the path to them.
+pub(super) struct Located {
+    pub(super) around: Around,
+    path: Path,
+    /// Positions of `around.pred` and `around.succ` on `path` (when they are not `NIL`).
+    pred_at: usize,
+    succ_at: usize,
+}
+
 /// The AVL tree. Node indices are dense: `0..len`.
 #[derive(Clone, Debug)]
 pub(super) struct Tree {
@@ -433,16 +442,99 @@ impl Tree {
             let n = self.node(t);
             path.push(t, start > n.start);
             if n.start == start {
-                let node = &mut self.nodes[t as usize];
-                node.start = new_start;
-                node.gap = gap;
                 break;
             }
             t = n.child(start > n.start);
         }
         self.work += path.len as u64;
-        for k in (0..path.len).rev() {
-            self.pull(path.get(k).0);
+        self.set_on_path(&path, path.len - 1, new_start, gap);
+    }
+
+    /// Finds the nodes around `addr`, as [`around`](Self::around) does, and keeps the path
+    /// taken, so that [`set_at`](Self::set_at) can change either of them without a second
+    /// descent.
+    pub(super) fn locate(&self, addr: u64) -> Located {
+        let mut out = Located {
+            around: Around {
+                pred: NIL,
+                succ: NIL,
+            },
+            path: Path::new(),
+            pred_at: 0,
+            succ_at: 0,
+        };
+        let mut t = self.root;
+        while t != NIL {
+            let n = self.node(t);
+            let right = n.start <= addr;
+            if right {
+                out.around.pred = t;
+                out.pred_at = out.path.len;
+            } else {
+                out.around.succ = t;
+                out.succ_at = out.path.len;
+            }
+            out.path.push(t, right);
+            t = n.child(right);
+        }
+        out
+    }
+
+    /// Moves the predecessor (`pred`) or the successor found by `at` to `new_start`, which
+    /// lies strictly between the starts of its neighbours, sets its gap, and refreshes the
+    /// bounds on the path `at` took: no second descent. `at` must be the tree's last
+    /// [`locate`](Self::locate), with no change since.
+    pub(super) fn set_at(&mut self, at: &Located, pred: bool, new_start: u64, gap: u64) {
+        let k = if pred { at.pred_at } else { at.succ_at };
+        debug_assert_eq!(
+            at.path.get(k).0,
+            if pred { at.around.pred } else { at.around.succ }
+        );
+        self.work += k as u64 + 1;
+        self.set_on_path(&at.path, k, new_start, gap);
+    }
+
+    /// Sets the start and gap of `path[k]` and brings the bounds of `path[..=k]` up to date,
+    /// bottom up: a node's bound is read again from its other child only where the largest
+    /// gap below it shrank and was its bound; it stops at the first node whose bound does not
+    /// change.
+    fn set_on_path(&mut self, path: &Path, k: usize, new_start: u64, gap: u64) {
+        let t = path.get(k).0;
+        let node = &mut self.nodes[t as usize];
+        let old_gap = node.gap;
+        node.start = new_start;
+        node.gap = gap;
+        if !self.bounds {
+            return;
+        }
+        // What changed below each node on the way up: the encoded bound of one of its parts
+        // (its own gap first, then the child on the path), from `old` to `new`.
+        let (mut old, mut new) = (encode_bound(old_gap), encode_bound(gap));
+        for j in (0..=k).rev() {
+            if old == new {
+                return;
+            }
+            let p = path.get(j).0;
+            let meta = self.nodes[p as usize].meta;
+            let bound = meta & GAP_MASK;
+            // Codes order as the values they encode, so the bound is the largest code of the
+            // node's gap and its children's bounds.
+            let fresh = if new >= bound {
+                new
+            } else if old < bound {
+                // The part that changed was below the bound before and still is.
+                return;
+            } else if j == k {
+                let n = self.node(p);
+                encode_bound(gap.max(self.max_of(n.left)).max(self.max_of(n.right)))
+            } else {
+                // The child on the path now has bound `new`: only the other one is read.
+                let n = self.node(p);
+                let other = n.child(!path.get(j).1);
+                encode_bound(n.gap.max(self.max_of(other))).max(new)
+            };
+            self.nodes[p as usize].meta = (meta & !GAP_MASK) | fresh;
+            (old, new) = (bound, fresh);
         }
     }
 
@@ -1006,6 +1098,48 @@ mod tests {
             assert!(t.height() <= avl_limit(t.len()));
             let starts: Vec<u64> = t.iter().map(|i| t.node(i).start).collect();
             assert_eq!(starts, (0..n).map(|k| k * 10).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn set_at_keeps_every_bound_exact() {
+        // Gaps of every size class, those past 2^24 rounded in their bounds, changed at the
+        // predecessor or the successor a descent found; the bounds must equal a fresh look.
+        let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15);
+        let gap = |next: &mut dyn FnMut() -> u64| match next() % 4 {
+            0 => next() % 4,
+            1 => next() % 1000,
+            2 => (1 << 24) + next() % (1 << 30),
+            _ => next() >> 2,
+        };
+        let n = if cfg!(miri) { 40 } else { 400 };
+        let mut t = Tree::new();
+        t.build((0..n).map(|k| (k as u64 * 16, gap(&mut next))))
+            .unwrap();
+        t.check().unwrap();
+        for _ in 0..if cfg!(miri) { 200 } else { 20_000 } {
+            let addr = next() % (n as u64 * 16 + 8);
+            let at = t.locate(addr);
+            let pred = next().is_multiple_of(2);
+            let i = if pred { at.around.pred } else { at.around.succ };
+            if i == NIL {
+                continue;
+            }
+            let start = t.node(i).start;
+            // Sometimes moved within its slot of 16 (neighbours start 16 apart).
+            let base = start - start % 16;
+            let new_start = if next().is_multiple_of(4) {
+                base + next() % 16
+            } else {
+                start
+            };
+            let g = gap(&mut next);
+            t.set_at(&at, pred, new_start, g);
+            t.check().unwrap();
+            let (s, got) = (t.node(i).start, t.node(i).gap);
+            assert_eq!((s, got), (new_start, g));
+            let largest = t.iter().map(|j| t.node(j).gap).max().unwrap();
+            assert_eq!(t.largest_gap(), largest);
         }
     }
 
