@@ -601,7 +601,9 @@ fn setup(input: &mut Input<'_>) -> (Placer, Model) {
         Some(pl) => pl.placer(&layout).expect("a preset's own layout"),
         None => layout.placer(),
     };
-    // The irqs and ports of the placer: a layout's placer has its preset's interrupts.
+    // The irqs and ports of the placer: a layout's placer has its preset's interrupts, and
+    // holds from the start what KVM's in-kernel devices use (x86-64: the timer's GSIs, the
+    // PICs', PIT's and ELCR's ports), as held.
     let irq_platform = platform
         .clone()
         .or_else(|| layout.arch().map(Platform::new));
@@ -609,12 +611,18 @@ fn setup(input: &mut Input<'_>) -> (Placer, Model) {
         first: *pl.irq_range().start(),
         last: *pl.irq_range().end(),
         legacy: pl.legacy_irqs(),
-        owners: BTreeMap::new(),
+        owners: pl
+            .irq_range()
+            .filter_map(|n| placer.irq_owner(n).map(|o| (n, o.to_owned())))
+            .collect(),
     });
-    let ports = irq_platform
-        .as_ref()
-        .and_then(Platform::io_ports)
-        .map(|s| (s, Vec::new()));
+    let ports = irq_platform.as_ref().and_then(Platform::io_ports).map(|s| {
+        let held: Vec<(GuestRange, String)> = placer
+            .port_allocations()
+            .map(|(o, r)| (r, o.to_owned()))
+            .collect();
+        (s, held)
+    });
     // What the platform took is held from the start, as taken.
     let mut held: Vec<(GuestRange, String)> = placer
         .allocations()

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
 use memvisor_space::plan::{
-    DAX_ALIGN, DeviceRequest, HotplugRequest, NodeRequest, Plan, PlanError, PlanItem, PlanRequest,
-    SerialRequest, names_other_map_part, plan,
+    DAX_ALIGN, DeviceRequest, HotplugRequest, MAX_PHYS_BITS, NodeRequest, Plan, PlanError,
+    PlanItem, PlanRequest, SerialRequest, names_other_map_part, plan,
 };
 use memvisor_space::{
     AddressSpace, Arch, Backing, DEFAULT_SLOTS, GuestRange, HugePageSize, HugePages, NumaBinding,
@@ -326,7 +326,7 @@ fn broken_rules(r: &PlanRequest) -> Vec<&'static str> {
         }
     };
     let arch = r.platform.arch();
-    rule(!(32..=64).contains(&r.phys_bits), "address bits");
+    rule(!(32..=MAX_PHYS_BITS).contains(&r.phys_bits), "address bits");
     rule(r.nodes.is_empty(), "no nodes");
     rule(
         r.nodes.len() > DEFAULT_SLOTS as usize,
@@ -683,7 +683,8 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
         }
     }
 
-    // SRAT ranges by guest node: each node's boot RAM, the slots under their node.
+    // SRAT ranges by guest node: each node's boot RAM, the whole hotplug window under the
+    // slots' node.
     let srat = p.numa_ranges();
     for (i, node) in r.nodes.iter().enumerate() {
         let total: u64 = srat
@@ -693,12 +694,18 @@ fn check_plan(r: &PlanRequest, p: &Plan) {
             .sum();
         assert_eq!(total, node.size, "SRAT of node {i}");
     }
-    let plugged: u64 = srat.iter().filter(|n| n.hotplug).map(|n| n.size).sum();
-    let want = r
-        .hotplug
-        .as_ref()
-        .map_or(0, |h| u64::from(h.slots) * h.slot_size);
-    assert_eq!(plugged, want, "SRAT of the slots");
+    let plugged: u64 = srat
+        .iter()
+        .filter(|n| n.hotplug)
+        .inspect(|n| assert_eq!(r.hotplug.as_ref().map(|h| h.node), Some(n.node)))
+        .map(|n| n.size)
+        .sum();
+    let want: u64 = p
+        .layout
+        .windows_of(WindowKind::Hotplug)
+        .map(memvisor_space::Window::size)
+        .sum();
+    assert_eq!(plugged, want, "SRAT of the hotplug window");
     assert!(
         srat.windows(2).all(|w| w[0]
             .addr

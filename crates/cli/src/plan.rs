@@ -490,7 +490,7 @@ fn locate(spec: &VmSpec, src: Source<'_>, e: PlanError) -> SpecError {
     let device = |i: usize| spec.devices.get(i).map_or(&none, |d| &d.loc);
     let hot = spec.hotplug.as_ref().map_or(&none, |h| &h.loc);
     let (loc, field): (&Loc, Option<&str>) = match e.item {
-        PlanItem::PhysBits => return layout_error(spec, src, e),
+        PlanItem::PhysBits => return src.error("phys_bits", None, Problem::Space(e.error)),
         PlanItem::Memory | PlanItem::Hotplug
             if matches!(
                 e.error,
@@ -768,7 +768,7 @@ mod tests {
     #[test]
     fn plan_more_slots_than_allowed_names_slots() {
         let e = plan_of(
-            "phys_bits = 64\n[memory]\nsize = \"64MiB\"\n[hotplug]\nslots = 4000000000\n\
+            "phys_bits = 52\n[memory]\nsize = \"64MiB\"\n[hotplug]\nslots = 4000000000\n\
              slot_size = 4096\n",
         )
         .unwrap_err();

@@ -12,7 +12,7 @@ fn largest_spec() -> String {
     let hosts: Vec<String> = (0..MAX_HOST_NODES).map(|h| h.to_string()).collect();
     let hosts = hosts.join(", ");
     let mut text = format!(
-        "name = \"{}\"\narch = \"aarch64\"\nphys_bits = 64\n[memory]\nbacking = \"memfd\"\n",
+        "name = \"{}\"\narch = \"aarch64\"\nphys_bits = 52\n[memory]\nbacking = \"memfd\"\n",
         "v".repeat(64)
     );
     for _ in 0..MAX_GUEST_NODES {

@@ -42,8 +42,8 @@ fn planner_refusals_are_spec_errors_naming_the_field() {
         ),
         (
             "device-at-the-top",
-            "phys_bits = 64\n[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \
-             \"virtio-net\"\naddress = \"0xfffffffffffff000\"\n",
+            "phys_bits = 52\n[memory]\nsize = \"1GiB\"\n[[device]]\ntype = \
+             \"virtio-net\"\naddress = \"0xffffffffff000\"\n",
             "device[0].address",
             "does not fit in the device windows",
         ),
@@ -69,9 +69,9 @@ fn planner_refusals_are_spec_errors_naming_the_field() {
         ),
         (
             "ram-past-the-top",
-            "phys_bits = 64\n[memory]\nsize = \"18446744073709547520\"\n",
+            "phys_bits = 52\n[memory]\nsize = \"4503599627366400\"\n",
             "memory.size",
-            "64-bit",
+            "52-bit",
         ),
     ];
     for (row, text, field, problem) in rows {
@@ -95,10 +95,11 @@ fn planner_refusals_are_spec_errors_naming_the_field() {
 #[test]
 fn specs_at_the_planner_edges_are_planned() {
     for (row, text) in [
-        // RAM up to the last address of a 64-bit space (planned; `back` refuses it).
+        // RAM up to the last address of a 52-bit space, the most a host has (planned; `back`
+        // refuses it).
         (
             "ram-to-the-top",
-            "arch = \"aarch64\"\nphys_bits = 64\n[memory]\nsize = \"17179869183GiB\"\n",
+            "arch = \"aarch64\"\nphys_bits = 52\n[memory]\nsize = \"4194303GiB\"\n",
         ),
         // The fewest address bits, with everything under 4 GiB.
         ("fewest-bits", "phys_bits = 32\n[memory]\nsize = \"3GiB\"\n"),

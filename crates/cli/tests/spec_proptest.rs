@@ -34,7 +34,7 @@ const PIECES: &[&str] = &[
     "4294967295",
     "\"1.5GiB\"",
     "\"16383TiB\"",
-    "phys_bits = 64\n",
+    "phys_bits = 52\n",
     "phys_bits = 32\n",
     "irq = 4294967295\n",
     "irq = 127\n",

@@ -27,12 +27,12 @@ fn parse_phys_bits_out_of_range_refused() {
     assert_refused(
         &format!("phys_bits = 20\n{MEM}"),
         "phys_bits",
-        "20 address bits; use 32 to 64",
+        "20 address bits; use 32 to 52",
     );
     assert_refused(
-        &format!("phys_bits = 65\n{MEM}"),
+        &format!("phys_bits = 53\n{MEM}"),
         "phys_bits",
-        "65 address bits; use 32 to 64",
+        "53 address bits; use 32 to 52",
     );
 }
 
@@ -157,7 +157,7 @@ fn parse_accepts_each_valid_neighbour() {
     // The values next to each refusal above are accepted, so the rules are not too wide.
     for text in [
         format!("phys_bits = 32\n{MEM}"),
-        format!("phys_bits = 64\n{MEM}"),
+        format!("phys_bits = 52\n{MEM}"),
         "[memory]\n[[numa]]\nsize = \"64MiB\"\nhost_nodes = [0]\npolicy = \"interleave\"\n".into(),
         format!("{MEM}[serial]\nport = 0xfff8\n"),
         format!("arch = \"aarch64\"\n{MEM}[serial]\naddress = \"0x9000000\"\n"),

@@ -115,7 +115,10 @@ impl Snapshot {
     /// The guest memory map: boot RAM, with the [`LEGACY_HOLE`] carved out and reserved on
     /// x86-64, sorted, adjacent entries of one type merged (unless together they are the whole
     /// 64-bit space, whose size a `u64` cannot hold). The source of
-    /// [`e820_table`](Self::e820_table) and [`pvh_memmap`](Self::pvh_memmap).
+    /// [`e820_table`](Self::e820_table) and [`pvh_memmap`](Self::pvh_memmap). A snapshot
+    /// cannot tell which of its reserved regions is PCI MMCONFIG, which Linux needs reserved
+    /// in e820 (or ACPI) to use it: a planned VM takes its map from
+    /// [`Plan::memory_map`](crate::plan::Plan::memory_map), which lists it.
     ///
     /// It lists boot RAM by type, whether a region has host memory or not: a planned region
     /// ([`Region::plan`](crate::Region::plan)) inserted into a backed space is listed, though
@@ -150,20 +153,7 @@ impl Snapshot {
         let carve = self.layout().arch() == Some(Arch::X86_64);
         let mut out: Vec<MemoryMapEntry> = Vec::new();
         for r in self.regions().filter(|r| is_boot_ram(r)) {
-            let (first, last) = (r.base().0, r.last().0);
-            if !carve || last < *LEGACY_HOLE.start() || first > *LEGACY_HOLE.end() {
-                push_merged(&mut out, first, last, MemoryType::Ram);
-                continue;
-            }
-            if first < *LEGACY_HOLE.start() {
-                push_merged(&mut out, first, LEGACY_HOLE.start() - 1, MemoryType::Ram);
-            }
-            let hole_first = first.max(*LEGACY_HOLE.start());
-            let hole_last = last.min(*LEGACY_HOLE.end());
-            push_merged(&mut out, hole_first, hole_last, MemoryType::Reserved);
-            if last > *LEGACY_HOLE.end() {
-                push_merged(&mut out, LEGACY_HOLE.end() + 1, last, MemoryType::Ram);
-            }
+            push_ram(&mut out, r.base().0, r.last().0, carve);
         }
         out
     }
@@ -191,14 +181,7 @@ impl Snapshot {
     /// shorter table would hide RAM from the guest. (The PVH map, [`pvh_memmap`](Self::pvh_memmap),
     /// has no such limit.)
     pub fn e820_table(&self) -> Result<Vec<MemoryMapEntry>> {
-        let map = self.memory_map();
-        if map.len() > E820_MAX_ENTRIES {
-            return Err(Error::TooManyMapEntries {
-                entries: map.len(),
-                max: E820_MAX_ENTRIES,
-            });
-        }
-        Ok(map)
+        e820_of(self.memory_map())
     }
 
     /// The PVH memory map as bytes: one 24-byte `hvm_memmap_table_entry` per entry of
@@ -283,13 +266,42 @@ pub(crate) fn push_numa(out: &mut Vec<NumaRange>, node: u32, addr: u64, size: u6
     });
 }
 
+/// Appends boot RAM `first..=last` (in address order), with the [`LEGACY_HOLE`] carved out
+/// and reserved if `carve` (x86-64).
+pub(crate) fn push_ram(out: &mut Vec<MemoryMapEntry>, first: u64, last: u64, carve: bool) {
+    if !carve || last < *LEGACY_HOLE.start() || first > *LEGACY_HOLE.end() {
+        push_merged(out, first, last, MemoryType::Ram);
+        return;
+    }
+    if first < *LEGACY_HOLE.start() {
+        push_merged(out, first, LEGACY_HOLE.start() - 1, MemoryType::Ram);
+    }
+    let hole_first = first.max(*LEGACY_HOLE.start());
+    let hole_last = last.min(*LEGACY_HOLE.end());
+    push_merged(out, hole_first, hole_last, MemoryType::Reserved);
+    if last > *LEGACY_HOLE.end() {
+        push_merged(out, LEGACY_HOLE.end() + 1, last, MemoryType::Ram);
+    }
+}
+
+/// The e820 table of `map`: [`Error::TooManyMapEntries`] past [`E820_MAX_ENTRIES`].
+pub(crate) fn e820_of(map: Vec<MemoryMapEntry>) -> Result<Vec<MemoryMapEntry>> {
+    if map.len() > E820_MAX_ENTRIES {
+        return Err(Error::TooManyMapEntries {
+            entries: map.len(),
+            max: E820_MAX_ENTRIES,
+        });
+    }
+    Ok(map)
+}
+
 fn is_boot_ram(r: &Region) -> bool {
     r.ty() == RegionType::Ram && !r.hotplug()
 }
 
 /// Appends `first..=last` of type `ty`, merged with the previous entry if adjacent and alike.
 /// Called in address order.
-fn push_merged(out: &mut Vec<MemoryMapEntry>, first: u64, last: u64, ty: MemoryType) {
+pub(crate) fn push_merged(out: &mut Vec<MemoryMapEntry>, first: u64, last: u64, ty: MemoryType) {
     // `first <= last`, both inside one valid region, whose size is a `u64`: no overflow.
     let size = last - first + 1;
     if let Some(prev) = out.last_mut()

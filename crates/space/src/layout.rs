@@ -366,19 +366,29 @@ impl Layout {
     }
 
     /// A [`Placer`] over every window, all free, with the preset's interrupt numbers (none
-    /// for a custom layout; its legacy ones given only by number). [`Platform::placer`] also takes
-    /// the platform's reserved ranges.
+    /// for a custom layout; its legacy ones given only by number) and I/O ports (none for a
+    /// custom layout either). An x86-64 preset layout's placer holds what KVM's in-kernel
+    /// devices use, as a [`plan`](crate::plan::plan)'s placer does: the timer's GSIs 0 and 2 (owned
+    /// by `legacy ISA`) and the ports of the PICs, the PIT and the ELCR
+    /// ([`Platform::kernel_ports`], each under its device's name). [`Platform::placer`] takes
+    /// the platform's reserved ranges, and holds none of these.
     ///
     /// Like the placer's owner names and the window list, the few dozen bytes of its interrupt
-    /// allocator are allocated infallibly: if the heap refuses them, the global allocator's
-    /// failure handler runs ([`handle_alloc_error`](std::alloc::handle_alloc_error), an abort
-    /// by default). [`Platform::placer`] and
-    /// [`Snapshot::placer`](crate::Snapshot::placer) return that refusal as
-    /// [`Error::Allocator`] instead.
+    /// and port allocators are allocated infallibly: if the heap refuses them, the global
+    /// allocator's failure handler runs
+    /// ([`handle_alloc_error`](std::alloc::handle_alloc_error), an abort by default).
+    /// [`Platform::placer`] and [`Snapshot::placer`](crate::Snapshot::placer) return that
+    /// refusal as [`Error::Allocator`] instead.
     #[must_use]
     pub fn placer(&self) -> Placer {
         let platform = self.arch.map(Platform::new);
-        match self.placer_with(platform.as_ref()) {
+        let placer = self.placer_with(platform.as_ref()).and_then(|mut placer| {
+            if let Some(p) = &platform {
+                p.hold_kernel_devices(&mut placer)?;
+            }
+            Ok(placer)
+        });
+        match placer {
             Ok(placer) => placer,
             // A preset's interrupt range is not empty: only the heap can refuse it.
             Err(Error::Allocator {
@@ -388,7 +398,9 @@ impl Layout {
                 std::alloc::Layout::array::<u8>(usize::try_from(bytes).unwrap_or(usize::MAX))
                     .unwrap_or(std::alloc::Layout::new::<u64>()),
             ),
-            Err(e) => unreachable!("preset interrupt ranges are not empty: {e}"),
+            Err(e) => unreachable!(
+                "preset interrupt ranges are not empty, and a new placer holds no port: {e}"
+            ),
         }
     }
 

@@ -10,8 +10,10 @@ use std::sync::OnceLock;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
-use crate::firmware::{NumaRange, push_numa};
-use crate::layout::{Layout, WindowKind};
+use crate::firmware::{
+    MemoryMapEntry, MemoryType, NumaRange, e820_of, push_merged, push_numa, push_ram,
+};
+use crate::layout::{Arch, Layout, WindowKind};
 use crate::placer::Placer;
 use crate::platform::{Platform, ReservationKind, SerialPreset};
 use crate::range::GuestRange;
@@ -20,6 +22,10 @@ use crate::spec::{Backing, HugePages, RegionSpec, RegionType};
 
 /// Alignment of DAX windows.
 pub const DAX_ALIGN: u64 = 2 << 20;
+/// The most guest physical address bits a plan takes: the most an x86-64 (5-level paging's
+/// 52-bit physical addresses) or AArch64 (`FEAT_LPA`) host has, so the most a guest of KVM
+/// can be given.
+pub const MAX_PHYS_BITS: u32 = 52;
 /// The largest alignment a hotplug slot gets without explicit huge pages.
 const SLOT_ALIGN: u64 = 2 << 20;
 
@@ -30,9 +36,11 @@ const SLOT_ALIGN: u64 = 2 << 20;
 pub struct PlanRequest {
     /// The platform (and so the layout preset).
     pub platform: Platform,
-    /// Guest physical address bits: 32 to 64, others are refused
-    /// ([`Error::InvalidLayout`] at [`PlanItem::PhysBits`]), and so is a layout that does not
-    /// fit them ([`Error::AddressLimit`], naming the part that did not fit).
+    /// Guest physical address bits: 32 to [`MAX_PHYS_BITS`] (52, the most an x86-64 or
+    /// AArch64 host has), others are refused ([`Error::InvalidLayout`] at
+    /// [`PlanItem::PhysBits`]), and so is a layout that does not fit them
+    /// ([`Error::AddressLimit`], naming the part that did not fit). A
+    /// [`LayoutBuilder`](crate::LayoutBuilder) of its own takes up to 64.
     pub phys_bits: u32,
     /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
     /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
@@ -283,10 +291,91 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The guest memory map of the plan: its boot RAM as
+    /// [`Snapshot::memory_map`](crate::Snapshot::memory_map) lists it for the address space
+    /// the plan's regions make (the [`LEGACY_HOLE`](crate::LEGACY_HOLE) carved out and
+    /// reserved on x86-64), and the PCI MMCONFIG (ECAM) range reserved when the platform
+    /// reserves it ([`Platform::with_pci_mmconfig`]): Linux uses MMCONFIG only where the e820
+    /// map or ACPI reserves it. The platform's other reservations (IOAPIC, local APIC, KVM's
+    /// TSS, the GIC) are not listed: the guest finds its interrupt controllers in its ACPI
+    /// tables or device tree, and the map lists no RAM in any of them. Sorted, adjacent
+    /// entries of one type merged. (A
+    /// [`Snapshot`](crate::Snapshot) cannot tell which reserved region is MMCONFIG, so its
+    /// map lists boot RAM only.)
+    ///
+    /// ```
+    /// use memvisor_space::plan::{NodeRequest, PlanRequest, plan};
+    /// use memvisor_space::{MemoryMapEntry, MemoryType, Platform, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let request = PlanRequest {
+    ///     platform: Platform::x86_64().with_pci_mmconfig()?,
+    ///     phys_bits: 40,
+    ///     nodes: vec![NodeRequest { size: 256 << 20, memory: RegionSpec::ram(GuestAddress(0), 0) }],
+    ///     serial: None,
+    ///     devices: vec![],
+    ///     hotplug: None,
+    ///     low_ram_limit: None,
+    ///     window_align: None,
+    /// };
+    /// let map = plan(&request)?.memory_map();
+    /// assert_eq!(
+    ///     map[3],
+    ///     MemoryMapEntry { addr: 0xe000_0000, size: 256 << 20, ty: MemoryType::Reserved }
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn memory_map(&self) -> Vec<MemoryMapEntry> {
+        let carve = self.platform.arch() == Arch::X86_64;
+        // (first, last, RAM?): the boot RAM regions (a plan's are never hot-pluggable; one
+        // changed by hand to size 0 is skipped) and MMCONFIG, by address.
+        let mut ranges: Vec<(u64, u64, bool)> = self
+            .regions
+            .iter()
+            .filter(|r| r.spec.ty == RegionType::Ram && !r.spec.hotplug)
+            .filter_map(|r| {
+                let last = r.spec.base.checked_add(r.spec.size.checked_sub(1)?)?;
+                Some((r.spec.base, last, true))
+            })
+            .chain(
+                self.platform
+                    .pci_mmconfig()
+                    .map(|m| (m.range().start().0, m.range().last().0, false)),
+            )
+            .collect();
+        ranges.sort_unstable();
+        let mut out = Vec::new();
+        for (first, last, ram) in ranges {
+            if ram {
+                push_ram(&mut out, first, last, carve);
+            } else {
+                push_merged(&mut out, first, last, MemoryType::Reserved);
+            }
+        }
+        out
+    }
+
+    /// The e820 table of the plan: its [`memory_map`](Self::memory_map), to write into
+    /// `boot_params.e820_table` as [`Snapshot::e820_table`](crate::Snapshot::e820_table)
+    /// says.
+    ///
+    /// # Errors
+    /// [`Error::TooManyMapEntries`] if the map has more than
+    /// [`E820_MAX_ENTRIES`](crate::E820_MAX_ENTRIES) entries.
+    pub fn e820_table(&self) -> Result<Vec<MemoryMapEntry>> {
+        e820_of(self.memory_map())
+    }
+
     /// Guest memory by guest NUMA node, for an ACPI SRAT memory affinity structure: boot RAM
-    /// under the node of the request it was laid out for, hotplug slots (flagged
-    /// hot-pluggable) under [`HotplugRequest::node`], sorted, adjacent ranges of one node and
-    /// flag merged. The nodes are the guest's (indexes into [`PlanRequest::nodes`]), whatever
+    /// under the node of the request it was laid out for, and the whole hotplug window
+    /// (flagged hot-pluggable) under [`HotplugRequest::node`], sorted, adjacent ranges of one
+    /// node and flag merged. The window is listed whole, as QEMU lists its device memory
+    /// region: the slots, the lead before the first slot's page boundary and the rest up to
+    /// the window alignment, so that memory hot-added anywhere in it (a slot, or a range
+    /// [`Plan::placer`](Plan) places there later) lies in a hot-pluggable range of its node,
+    /// where Linux looks for its node and which bounds the memory it makes room for. The
+    /// nodes are the guest's (indexes into [`PlanRequest::nodes`]), whatever
     /// host nodes their memory is bound to: two guest nodes on one host node are two
     /// proximity domains. ([`Snapshot::numa_ranges`](crate::Snapshot::numa_ranges) knows only
     /// the regions' host NUMA bindings.)
@@ -313,17 +402,36 @@ impl Plan {
     /// ```
     #[must_use]
     pub fn numa_ranges(&self) -> Vec<NumaRange> {
-        let mut ram: Vec<(&RegionSpec, u32)> = self
+        // (base, size, node, hot-pluggable): boot RAM, and each hotplug window under the node
+        // of the first slot in it.
+        let mut ram: Vec<(u64, u64, u32, bool)> = self
             .regions
             .iter()
-            .chain(&self.slots)
-            .filter(|r| r.spec.ty == RegionType::Ram)
-            .filter_map(|r| Some((&r.spec, r.node?)))
+            .filter(|r| r.spec.ty == RegionType::Ram && !r.spec.hotplug)
+            .filter_map(|r| Some((r.spec.base, r.spec.size, r.node?, false)))
             .collect();
-        ram.sort_by_key(|(spec, _)| spec.base);
+        // By window start: the node of the first slot (with one) inside that hotplug window.
+        // One look-up per slot, so a plan edited to hold many windows and slots costs
+        // O(s log w), not O(s * w).
+        let mut hot: HashMap<u64, u32> = HashMap::new();
+        for s in &self.slots {
+            let Some(node) = s.node else { continue };
+            if let Some(w) = self.layout.window_containing(GuestAddress(s.spec.base))
+                && w.kind() == WindowKind::Hotplug
+                && w.contains_range(s.spec.base, s.spec.size)
+            {
+                hot.entry(w.start().0).or_insert(node);
+            }
+        }
+        for w in self.layout.windows_of(WindowKind::Hotplug) {
+            if let Some(&node) = hot.get(&w.start().0) {
+                ram.push((w.start().0, w.size(), node, true));
+            }
+        }
+        ram.sort_unstable();
         let mut out = Vec::new();
-        for (spec, node) in ram {
-            push_numa(&mut out, node, spec.base, spec.size, spec.hotplug);
+        for (base, size, node, hotplug) in ram {
+            push_numa(&mut out, node, base, size, hotplug);
         }
         out
     }
@@ -413,6 +521,11 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
 fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, PlanError> {
     let platform = &request.platform;
     let mut placer = platform.placer(&layout).map_err(at(PlanItem::Platform))?;
+    // The timer's interrupts (not even a fixed serial interrupt gets them) and the ports KVM
+    // answers in the kernel (nothing placed over them would see its accesses), first.
+    platform
+        .hold_kernel_devices(&mut placer)
+        .map_err(at(PlanItem::Platform))?;
     let mut regions: Vec<(PlannedRegion, PlanItem)> = Vec::new();
 
     // Boot RAM, node by node, over the RAM windows.
@@ -679,6 +792,15 @@ fn slot_lead(builder: crate::LayoutBuilder, align: u64) -> u64 {
 /// The checks of request items on their own, before anything is laid out: what no layout
 /// could honour.
 fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
+    if !(32..=MAX_PHYS_BITS).contains(&request.phys_bits) {
+        return Err(at(PlanItem::PhysBits)(Error::InvalidLayout {
+            reason: format!(
+                "{} guest physical address bits (need 32 to {MAX_PHYS_BITS}, the most an x86-64 \
+                 or AArch64 host has)",
+                request.phys_bits
+            ),
+        }));
+    }
     // Each node's boot RAM is at least one region with memory, which takes a memory-slot
     // number: more nodes than numbers can never be laid out (and this bounds the work below).
     if request.nodes.len() > DEFAULT_SLOTS as usize {
@@ -992,12 +1114,6 @@ fn assign_irqs(
     placer: &mut Placer,
 ) -> Result<(Option<u32>, Vec<u32>), PlanError> {
     let platform = &request.platform;
-    // The timer's legacy interrupts first: not even a fixed serial interrupt gets them.
-    for &pin in platform.timer_irqs() {
-        placer
-            .irq_at(pin, "legacy ISA")
-            .map_err(at(PlanItem::Platform))?;
-    }
     let mut serial_irq = None;
     if let Some(s) = &request.serial {
         let fixed = s.irq.or(match platform.serial() {
@@ -1047,15 +1163,6 @@ type Mmio = (Option<GuestRange>, Option<GuestRange>, Vec<GuestRange>);
 fn place_mmio(request: &PlanRequest, placer: &mut Placer) -> Result<Mmio, PlanError> {
     let mut serial_mmio = None;
     let mut serial_ports = None;
-    // The ports KVM answers in the kernel are held first: nothing placed over them would see
-    // its accesses.
-    for &(device, first, last) in request.platform.kernel_ports() {
-        let ports = GuestRange::inclusive(GuestAddress(first), GuestAddress(last))
-            .map_err(at(PlanItem::Platform))?;
-        placer
-            .ports_at(ports, device)
-            .map_err(at(PlanItem::Platform))?;
-    }
     let serial_size = match request.platform.serial() {
         SerialPreset::Port { base, len, .. } => {
             if let Some(s) = &request.serial {
@@ -1395,7 +1502,7 @@ mod tests {
     #[test]
     fn plan_more_slots_than_slot_numbers_errors_at_once() {
         let mut r = request(Arch::X86_64, 256 * MIB);
-        r.phys_bits = 64;
+        r.phys_bits = MAX_PHYS_BITS;
         r.hotplug = Some(HotplugRequest {
             slots: u32::MAX,
             slot_size: 0x1000,

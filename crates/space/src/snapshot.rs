@@ -428,8 +428,11 @@ impl Snapshot {
     }
 
     /// A [`Placer`] over the layout with every region of this snapshot taken: where a new
-    /// device window or hotplug slot can go. It knows the regions only: interrupts and I/O
-    /// ports given out elsewhere (by a [`plan`](crate::plan::plan), whose
+    /// device window or hotplug slot can go. Besides the regions it holds only what KVM's
+    /// in-kernel devices use on x86-64, as [`Layout::placer`](crate::Layout::placer) does (the
+    /// timer's GSIs 0 and 2, the ports of
+    /// [`Platform::kernel_ports`](crate::Platform::kernel_ports)): interrupts and I/O ports
+    /// given out elsewhere (by a [`plan`](crate::plan::plan), whose
     /// [`Plan::placer`](crate::plan::Plan) has them all) are free in it, and so are hotplug
     /// slots planned but not plugged. A reserved region outside every window (where nothing
     /// can be placed) holds nothing in it.
@@ -441,6 +444,9 @@ impl Snapshot {
     pub fn placer(&self) -> Result<Placer> {
         let platform = self.layout.arch().map(crate::Platform::new);
         let mut placer = self.layout.placer_with(platform.as_ref())?;
+        if let Some(p) = &platform {
+            p.hold_kernel_devices(&mut placer)?;
+        }
         for r in self.regions() {
             // A reserved region may lie outside every window: nothing is placed there.
             placer.take_parts(
@@ -479,21 +485,25 @@ impl Snapshot {
         generation: u64,
     ) -> Result<Self> {
         let at = self.check_free(&region)?;
-        Ok(self.with_inserted_at(at, region, slot, generation))
+        self.with_inserted_at(at, region, slot, generation)
     }
 
     /// A new snapshot with `region` added at index `at`, which [`check_free`](Self::check_free)
     /// returned for it.
+    ///
+    /// # Errors
+    /// [`Error::Allocator`] if the heap refuses the new table.
     pub(crate) fn with_inserted_at(
         &self,
         at: usize,
         region: Arc<Region>,
         slot: Option<u32>,
         generation: u64,
-    ) -> Self {
+    ) -> Result<Self> {
         let table = self
             .table
-            .inserted(at, region.base().0, entry(&region, slot));
+            .inserted(at, region.base().0, entry(&region, slot))
+            .map_err(|layout| table_refused(layout, region.base().0))?;
         // Growing the last chunk copies its references, a chunk of its own shares every
         // chunk: take the cheaper while the chunk list stays short.
         let chunks = self.owners.len();
@@ -508,7 +518,7 @@ impl Snapshot {
             }
             _ => self.owners.pushed(Chunk::One(region)),
         };
-        self.successor(table, owners, generation)
+        Ok(self.successor(table, owners, generation))
     }
 
     /// A snapshot over the same layout with these contents.
@@ -531,7 +541,7 @@ impl Snapshot {
         generation: u64,
     ) -> Result<(Self, Removal)> {
         let removal = self.find_removal(base, size)?;
-        Ok((self.with_removed_at(&removal, generation), removal))
+        Ok((self.with_removed_at(&removal, generation)?, removal))
     }
 
     /// Where the region at exactly `base` of `size` bytes is, to take it out with
@@ -568,11 +578,19 @@ impl Snapshot {
 
     /// A new snapshot without the region that `removal` (which
     /// [`find_removal`](Self::find_removal) returned for this snapshot) names.
+    ///
+    /// # Errors
+    /// [`Error::Allocator`] if the heap refuses the new table.
     #[inline]
-    pub(crate) fn with_removed_at(&self, removal: &Removal, generation: u64) -> Self {
+    pub(crate) fn with_removed_at(&self, removal: &Removal, generation: u64) -> Result<Self> {
         let Removal {
             at, chunk: c, pos, ..
         } = *removal;
+        // The table first: refused, nothing else was made.
+        let table = self
+            .table
+            .removed(at)
+            .map_err(|layout| table_refused(layout, self.table.starts()[at]))?;
         let chunk = self.owners.chunk(c);
         // Exact-size iterators: the new chunk is allocated once (not at all when empty).
         let shrunk = (chunk.len() > 1).then(|| {
@@ -588,7 +606,7 @@ impl Snapshot {
             // Many half-empty chunks after removals: repack.
             owners = Owners::chunked(owners.chunks().flat_map(|c| c.iter().cloned()));
         }
-        self.successor(self.table.removed(at), owners, generation)
+        Ok(self.successor(table, owners, generation))
     }
 
     /// The region that `removal` (from this snapshot's [`find_removal`](Self::find_removal))
@@ -681,6 +699,17 @@ impl GuestMemoryBackend for Snapshot {
     }
 }
 
+/// The error for a snapshot table of `layout` that the heap refused, for a change of the
+/// region at `base`.
+fn table_refused(layout: std::alloc::Layout, base: u64) -> Error {
+    Error::Allocator {
+        what: "the snapshot table",
+        owner: format!("the region at {base:#x}"),
+        source: memvisor_resources::Error::HeapRefused {
+            bytes: u64::try_from(layout.size()).unwrap_or(u64::MAX),
+        },
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::table::HIT_MIN_REGIONS;

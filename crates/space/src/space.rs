@@ -194,9 +194,27 @@ struct Writer {
 }
 
 impl Writer {
-    /// The removed regions in `retired` that something still holds, dropping the others.
-    fn held_retired(&mut self) -> Vec<Arc<Region>> {
+    /// The removed regions in `retired` that something still holds, dropping the others,
+    /// for a region to be added at `base`.
+    ///
+    /// # Errors
+    /// [`Error::Allocator`] (with [`memvisor_resources::Error::HeapRefused`]) if the heap
+    /// refuses the copy; `retired` is only pruned then.
+    fn held_retired(&mut self, base: u64) -> Result<Vec<Arc<Region>>> {
+        self.retired.retain(|weak| weak.strong_count() > 0);
         let mut held = Vec::new();
+        held.try_reserve_exact(self.retired.len())
+            .map_err(|_| Error::Allocator {
+                what: HELD_COPY,
+                owner: format!("the region at {base:#x}"),
+                source: memvisor_resources::Error::HeapRefused {
+                    bytes: u64::try_from(
+                        self.retired.len().saturating_mul(size_of::<Arc<Region>>()),
+                    )
+                    .unwrap_or(u64::MAX),
+                },
+            })?;
+        // Room was made for every entry: the pushes below do not allocate.
         self.retired.retain(|weak| match weak.upgrade() {
             Some(region) => {
                 held.push(region);
@@ -204,7 +222,7 @@ impl Writer {
             }
             None => false,
         });
-        held
+        Ok(held)
     }
 }
 
@@ -217,6 +235,8 @@ fn retires(region: &Region) -> bool {
 
 /// What [`Error::Allocator`] says `Writer::retired` allocates.
 const RETIRED_ENTRY: &str = "a place in the list of file regions held outside the space";
+/// What [`Error::Allocator`] says `Writer::held_retired` allocates.
+const HELD_COPY: &str = "a copy of the list of file regions held outside the space";
 
 /// Makes room in `retired` for `region`, if it is one the list takes ([`retires`]), before the
 /// change that may add it, so that adding it cannot fail (or abort) once the change is made.
@@ -686,8 +706,10 @@ impl AddressSpace {
     /// anything still holds it (see [`RegionListener`]; a region inserted again is no alias of
     /// itself); [`Error::NoSlotNumber`] when every memory-slot number is in use;
     /// [`Error::Allocator`] if the heap refuses the growth of the memory-slot allocator's
-    /// bitmap, or (for a writable region over a file, with more than one listener) of the list
-    /// of such regions held outside the space; [`Error::Listener`];
+    /// bitmap, the copy of the list of file regions held outside the space that the region is
+    /// compared with, (for a writable region over a file, with more than one listener) the
+    /// growth of that list, or the next snapshot's table (made before any listener hears of
+    /// the insertion); [`Error::Listener`];
     /// [`Error::ListenerReentry`] when called by a listener of this address space. The address
     /// space is unchanged after an error.
     ///
@@ -706,7 +728,7 @@ impl AddressSpace {
     }
 
     fn insert_locked(&self, writer: &mut Writer, region: Arc<Region>) -> Result<()> {
-        let held = writer.held_retired();
+        let held = writer.held_retired(region.base().0)?;
         let Writer {
             current,
             listeners,
@@ -747,6 +769,10 @@ impl AddressSpace {
             reserve_retired(retired, &region)?;
         }
         let next_generation = *generation + 1;
+        // The next snapshot is made before any listener hears of the change, so that the heap
+        // refusing its table refuses the change with nothing to undo.
+        let next =
+            snapshot.with_inserted_at(at, Arc::clone(&region), slot.slot, next_generation)?;
         notify(
             listeners,
             ChangeKind::Inserted,
@@ -756,7 +782,7 @@ impl AddressSpace {
             Some(retired),
         )?;
         // Every check passed and every listener accepted: from here on nothing fails.
-        let next = snapshot.with_inserted_at(at, region, slot.slot, next_generation);
+        drop(region);
         drop(self.publish(current, next));
         *generation = next_generation;
         slot.slot = None;
@@ -774,8 +800,9 @@ impl AddressSpace {
     ///
     /// # Errors
     /// [`Error::RegionNotFound`]; [`Error::Allocator`] if the heap refuses room for a writable
-    /// region over a file in the list of such regions held outside the space (made before any
-    /// listener hears of the removal); [`Error::Listener`]; [`Error::ListenerReentry`] when
+    /// region over a file in the list of such regions held outside the space, or the next
+    /// snapshot's table (both made before any listener hears of the removal);
+    /// [`Error::Listener`]; [`Error::ListenerReentry`] when
     /// called by a listener of this address space. The address space is unchanged after an
     /// error.
     ///
@@ -798,6 +825,9 @@ impl AddressSpace {
         // for this one before anything changes.
         retired.retain(|weak| weak.strong_count() > 0);
         reserve_retired(retired, region)?;
+        // The next snapshot is made before any listener hears of the change, so that the heap
+        // refusing its table refuses the change with nothing to undo.
+        let next = current.with_removed_at(&removal, generation)?;
         notify(
             listeners,
             ChangeKind::Removed,
@@ -806,9 +836,7 @@ impl AddressSpace {
             generation,
             None,
         )?;
-        let current = writer.current.get();
         // Every check passed and every listener accepted: from here on nothing fails.
-        let next = current.with_removed_at(&removal, generation);
         let old = self.publish(&mut writer.current, next);
         writer.generation = generation;
         if let Some(slot) = removal.slot {
@@ -843,7 +871,8 @@ impl AddressSpace {
     /// [`settle`](RegionListener::settle) (so a listener that lets go of such a region then
     /// frees the place for this plug) and before any listener hears of the plug (or for good
     /// once the place could not be restored to reserved space, [`Error::SlotNotRestored`]);
-    /// [`Error::Allocator`] if the heap refuses the window's bookkeeping of the slot; then as
+    /// [`Error::Allocator`] if the heap refuses the window's bookkeeping of the slot or the
+    /// copy of the list of file regions held outside the space; then as
     /// [`Region::back`] (a backing file that is not a regular file is refused at once, without
     /// waiting under the writer lock) and [`insert_region`](Self::insert_region).
     ///
@@ -871,7 +900,7 @@ impl AddressSpace {
         for listener in &writer.listeners {
             listener.settle();
         }
-        let held = writer.held_retired();
+        let held = writer.held_retired(spec.base)?;
         crate::alias::check_spec(&spec, held.iter().map(|r| &**r))?;
         drop(held);
         let current = writer.current.get();

@@ -385,3 +385,120 @@ fn listing_a_file_region_whose_undo_may_fail_refused_by_the_heap_changes_nothing
     assert_eq!(heard.load(Ordering::SeqCst), 2);
     let _ = std::fs::remove_file(&path);
 }
+
+/// An insertion or plug compares the region with the removed file regions still held, on a
+/// copy of that list. The heap refusing the copy refuses the insertion, typed, with nothing
+/// changed (it aborted the process before); granted, the insertion goes through.
+#[test]
+#[cfg(unix)]
+#[cfg_attr(miri, ignore = "maps a file")]
+fn copying_the_removed_file_regions_refused_by_the_heap_changes_nothing() {
+    let path = std::env::temp_dir().join(format!(
+        "memvisor-space-heap-held-{}.img",
+        std::process::id()
+    ));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let spec =
+        RegionSpec::ram(GuestAddress(0), 2 << 20).with_backing(memvisor_space::Backing::File {
+            path: path.clone(),
+            offset: 0,
+        });
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let (space, _) = AddressSpace::back(layout, [spec]).unwrap();
+    // Removed and still held: listed among the regions compared with later ones.
+    let removed = space.remove_region(GuestAddress(0), 2 << 20).unwrap();
+    let region = Arc::new(Region::plan(RegionSpec::ram(GuestAddress(8 << 20), 2 << 20)).unwrap());
+    let before = space.snapshot();
+    let mut copy_refused = false;
+    for granted in 0.. {
+        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&region)));
+        assert!(refused, "the copy is asked for after {granted} requests");
+        let e = out.unwrap_err();
+        assert!(is_heap_refusal(&e), "request {granted}: {e} ({e:?})");
+        assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+        if e.to_string()
+            == "allocating a copy of the list of file regions held outside the space for the \
+                region at 0x800000 failed"
+        {
+            copy_refused = true;
+            break;
+        }
+    }
+    assert!(copy_refused);
+    space.insert_region(region).unwrap();
+    assert_eq!(space.snapshot().len(), 1);
+    drop(removed);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Inserting and removing a region builds the next snapshot's table (its sorted starts,
+/// entries and hit index). The heap refusing that table refuses the change, typed, before any
+/// listener hears of it and with nothing changed (it aborted the process before); granted, the
+/// change goes through.
+#[test]
+fn snapshot_table_refused_by_the_heap_changes_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    let ram = |i: u64| RegionSpec::ram(GuestAddress(i << 21), 1 << 21);
+    let space = AddressSpace::plan(layout, (0..12).map(ram)).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&heard);
+    space
+        .add_listener(Arc::new(
+            move |_: &memvisor_space::RegionEvent<'_>| -> Result<(), memvisor_space::ListenerError> {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+        ))
+        .unwrap();
+    let table_refused = |e: &Error| {
+        e.to_string() == "allocating the snapshot table for the region at 0x1800000 failed"
+    };
+
+    let region = Arc::new(Region::plan(ram(12)).unwrap());
+    let before = space.snapshot();
+    let mut refused_table = false;
+    for granted in 0.. {
+        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&region)));
+        assert!(refused, "the table is asked for after {granted} requests");
+        let e = out.unwrap_err();
+        assert!(is_heap_refusal(&e), "request {granted}: {e} ({e:?})");
+        assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+        assert_eq!(heard.load(Ordering::SeqCst), 0, "no listener told");
+        if table_refused(&e) {
+            refused_table = true;
+            break;
+        }
+    }
+    assert!(refused_table);
+    space.insert_region(region).unwrap();
+    assert_eq!(space.snapshot().len(), 13);
+    assert_eq!(heard.load(Ordering::SeqCst), 1);
+
+    let before = space.snapshot();
+    let mut refused_table = false;
+    for granted in 0.. {
+        let (out, refused) = refusing_one(granted, || {
+            space.remove_region(GuestAddress(12 << 21), 1 << 21)
+        });
+        assert!(refused, "the table is asked for after {granted} requests");
+        let e = out.unwrap_err();
+        assert!(is_heap_refusal(&e), "request {granted}: {e} ({e:?})");
+        assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+        assert_eq!(heard.load(Ordering::SeqCst), 1, "no listener told");
+        if table_refused(&e) {
+            refused_table = true;
+            break;
+        }
+    }
+    assert!(refused_table);
+    space
+        .remove_region(GuestAddress(12 << 21), 1 << 21)
+        .unwrap();
+    assert_eq!(space.snapshot().len(), 12);
+    assert_eq!(heard.load(Ordering::SeqCst), 2);
+}

@@ -570,8 +570,8 @@ mod plans {
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::Memory, "{e}");
         assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
-        // Address bits outside 32..=64, and a window alignment outside 2 MiB..=1 GiB.
-        for bits in [31, 65] {
+        // Address bits outside 32..=52, and a window alignment outside 2 MiB..=1 GiB.
+        for bits in [31, 53, 65] {
             let mut r = request();
             r.phys_bits = bits;
             let e = plan(&r).unwrap_err();

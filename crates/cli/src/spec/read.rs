@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::Range;
 
+use memvisor_space::plan::MAX_PHYS_BITS;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
@@ -566,11 +567,14 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
     };
     let arch = arch.unwrap_or(written);
     let phys_bits = match &raw.phys_bits {
-        Some(b) if !(32..=64).contains(&b.get_ref().0) => {
+        Some(b) if !(32..=MAX_PHYS_BITS).contains(&b.get_ref().0) => {
             return Err(src.error(
                 "phys_bits",
                 Some(b.span()),
-                Problem::Invalid(format!("{} address bits; use 32 to 64", b.get_ref().0)),
+                Problem::Invalid(format!(
+                    "{} address bits; use 32 to {MAX_PHYS_BITS}",
+                    b.get_ref().0
+                )),
             ));
         }
         Some(b) => b.get_ref().0,

@@ -288,6 +288,40 @@ impl Platform {
         &self.reservations
     }
 
+    /// The PCI MMCONFIG range, if this platform reserves it
+    /// ([`with_pci_mmconfig`](Self::with_pci_mmconfig)).
+    pub(crate) fn pci_mmconfig(&self) -> Option<&Reservation> {
+        match self.arch {
+            Arch::X86_64 => {
+                let mmconfig = x86_64::pci_mmconfig();
+                self.reservations.iter().find(|r| **r == mmconfig)
+            }
+            Arch::Aarch64 => None,
+        }
+    }
+
+    /// Holds in `placer` what KVM's in-kernel devices use (x86-64): the timer's interrupts
+    /// ([`timer_irqs`](Self::timer_irqs), claimed as `legacy ISA`) and the I/O ports of
+    /// [`kernel_ports`](Self::kernel_ports), each under its device's name; nothing on AArch64.
+    /// A plan's placer, [`Layout::placer`] and [`Snapshot::placer`](crate::Snapshot::placer)
+    /// hold them, so that nothing placed through them lands on a port or interrupt the kernel
+    /// answers.
+    ///
+    /// # Errors
+    /// What [`Placer::irq_at`] and [`Placer::ports_at`] return: for a placer that already
+    /// gave them out, [`Error::IrqTaken`] or [`Error::Taken`]; on a placer just made, only
+    /// [`Error::Allocator`] (the heap refused the port allocator's bookkeeping).
+    pub(crate) fn hold_kernel_devices(&self, placer: &mut Placer) -> Result<()> {
+        for &pin in self.timer_irqs() {
+            placer.irq_at(pin, "legacy ISA")?;
+        }
+        for &(device, first, last) in self.kernel_ports {
+            let ports = GuestRange::inclusive(GuestAddress(first), GuestAddress(last))?;
+            placer.ports_at(ports, device)?;
+        }
+        Ok(())
+    }
+
     /// The reserved ranges of one kind, by address.
     pub fn reservations_of(&self, kind: ReservationKind) -> impl Iterator<Item = &Reservation> {
         self.reservations.iter().filter(move |r| r.kind == kind)
@@ -296,7 +330,10 @@ impl Platform {
     /// A [`Placer`] over `layout`'s windows with this platform's interrupts and I/O ports, and
     /// every [`ReservationKind::Reserved`] range taken under its name in the windows it
     /// crosses (a custom layout with no window under a reservation holds nothing of it; nothing
-    /// can be placed there either).
+    /// can be placed there either). It holds no interrupt and no port: what KVM's in-kernel
+    /// devices use (the timer's GSIs, [`kernel_ports`](Self::kernel_ports)) is held by a
+    /// plan's placer, [`Layout::placer`] and [`Snapshot::placer`](crate::Snapshot::placer),
+    /// not by this one, which a VMM without KVM's in-kernel devices may use.
     ///
     /// # Errors
     /// [`Error::InvalidLayout`] for a layout of another architecture's preset (its windows

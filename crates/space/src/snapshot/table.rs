@@ -117,8 +117,17 @@ impl Table {
         len: usize,
         fill: impl FnOnce(&mut [MaybeUninit<u64>], &mut [MaybeUninit<Entry>]),
     ) -> Self {
+        Self::try_build(len, fill).unwrap_or_else(|layout| alloc::handle_alloc_error(layout))
+    }
+
+    /// A table of `len` elements, filled by `fill` (which must write every element), or the
+    /// layout of the block the heap refused (`fill` is not called then).
+    fn try_build(
+        len: usize,
+        fill: impl FnOnce(&mut [MaybeUninit<u64>], &mut [MaybeUninit<Entry>]),
+    ) -> Result<Self, Layout> {
         if len == 0 {
-            return Self::empty();
+            return Ok(Self::empty());
         }
         let (layout, offset, hit) = block(len);
         debug_assert_eq!(offset, entries_offset(len));
@@ -126,7 +135,7 @@ impl Table {
         // SAFETY: `layout` has a non-zero size (`len > 0` and `u64` is not zero-sized).
         let raw = unsafe { alloc::alloc(layout) };
         let Some(base) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
+            return Err(layout);
         };
         // SAFETY: the block is `layout.size()` bytes, with `len` `u64`s at offset 0 and `len`
         // entries at `offset` (both aligned: `Layout::extend` aligned them), not overlapping;
@@ -154,7 +163,7 @@ impl Table {
         // elements need no drop, and nothing reads them).
         let table = Self { base, len };
         fill(starts, entries);
-        table
+        Ok(table)
     }
 
     /// A table of `starts` and `entries`, which must be as long.
@@ -166,10 +175,11 @@ impl Table {
         })
     }
 
-    /// A copy with `start` and `entry` inserted at index `at` (at most `len`).
-    pub(super) fn inserted(&self, at: usize, start: u64, entry: Entry) -> Self {
+    /// A copy with `start` and `entry` inserted at index `at` (at most `len`), or the layout
+    /// of the block the heap refused.
+    pub(super) fn inserted(&self, at: usize, start: u64, entry: Entry) -> Result<Self, Layout> {
         let (starts, entries) = (self.starts(), self.entries());
-        Self::build(self.len + 1, |s, e| {
+        Self::try_build(self.len + 1, |s, e| {
             copy(&mut s[..at], &starts[..at]);
             s[at].write(start);
             copy(&mut s[at + 1..], &starts[at..]);
@@ -179,10 +189,11 @@ impl Table {
         })
     }
 
-    /// A copy without the element at index `at` (below `len`).
-    pub(super) fn removed(&self, at: usize) -> Self {
+    /// A copy without the element at index `at` (below `len`), or the layout of the block the
+    /// heap refused.
+    pub(super) fn removed(&self, at: usize) -> Result<Self, Layout> {
         let (starts, entries) = (self.starts(), self.entries());
-        Self::build(self.len - 1, |s, e| {
+        Self::try_build(self.len - 1, |s, e| {
             copy(&mut s[..at], &starts[..at]);
             copy(&mut s[at..], &starts[at + 1..]);
             copy(&mut e[..at], &entries[..at]);
@@ -281,16 +292,26 @@ mod tests {
     #[test]
     fn inserted_and_removed_keep_starts_and_entries_paired() {
         let t = Table::from_parts(&[10, 30], &[entry(1), entry(3)]);
-        let t = t.inserted(1, 20, entry(2));
+        let t = t.inserted(1, 20, entry(2)).unwrap();
         assert_eq!(t.starts(), [10, 20, 30]);
         assert_eq!(spans(&t), [1, 2, 3]);
-        let t = t.inserted(3, 40, entry(4)).inserted(0, 0, entry(0));
+        let t = t
+            .inserted(3, 40, entry(4))
+            .unwrap()
+            .inserted(0, 0, entry(0))
+            .unwrap();
         assert_eq!(t.starts(), [0, 10, 20, 30, 40]);
         assert_eq!(spans(&t), [0, 1, 2, 3, 4]);
-        let t = t.removed(0).removed(3).removed(1);
+        let t = t
+            .removed(0)
+            .unwrap()
+            .removed(3)
+            .unwrap()
+            .removed(1)
+            .unwrap();
         assert_eq!(t.starts(), [10, 30]);
         assert_eq!(spans(&t), [1, 3]);
-        let t = t.removed(0).removed(0);
+        let t = t.removed(0).unwrap().removed(0).unwrap();
         assert_eq!(t.len(), 0);
         assert!(t.starts().is_empty() && t.entries().is_empty());
     }
@@ -301,21 +322,21 @@ mod tests {
         let entries: Vec<Entry> = small.iter().map(|&s| entry(s)).collect();
         let t = Table::from_parts(&small, &entries);
         assert!(t.hit_index().is_none());
-        let t = t.inserted(HIT_MIN_REGIONS, 99, entry(99));
+        let t = t.inserted(HIT_MIN_REGIONS, 99, entry(99)).unwrap();
         let index = t.hit_index().expect("a big table has a hit index");
         assert_eq!(
             index.hit.load(std::sync::atomic::Ordering::Relaxed),
             HIT_OFF
         );
         assert_eq!(spans(&t).last(), Some(&99));
-        let t = t.removed(0);
+        let t = t.removed(0).unwrap();
         assert!(t.hit_index().is_none());
         assert_eq!(t.starts()[0], 1);
     }
 
     #[test]
     fn empty_inserted_has_one_element() {
-        let t = Table::empty().inserted(0, 7, entry(9));
+        let t = Table::empty().inserted(0, 7, entry(9)).unwrap();
         assert_eq!(t.starts(), [7]);
         assert_eq!(spans(&t), [9]);
     }

@@ -1,0 +1,245 @@
+//! What a plan hands the guest's firmware and what its placers hold, at the platform's edges:
+//! the PCI MMCONFIG range in the plan's e820 map, address bits no host has, the ports and
+//! interrupts of KVM's in-kernel devices in every placer of an x86-64 layout, and the SRAT's
+//! hot-pluggable ranges over the whole hotplug window.
+
+use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanItem, PlanRequest, plan};
+use memvisor_space::{
+    AddressSpace, Arch, E820_MAX_ENTRIES, Error, GuestRange, HugePageSize, HugePages, Layout,
+    MemoryMapEntry, MemoryType, NumaRange, Platform, RegionSpec, WindowKind,
+};
+use vm_memory::GuestAddress;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn request(platform: Platform, ram: u64) -> PlanRequest {
+    PlanRequest {
+        platform,
+        phys_bits: 40,
+        nodes: vec![NodeRequest {
+            size: ram,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        }],
+        serial: None,
+        devices: vec![],
+        hotplug: None,
+        low_ram_limit: None,
+        window_align: None,
+    }
+}
+
+/// The e820 map of a plan whose platform reserves PCI MMCONFIG lists that range as reserved
+/// (Linux uses MMCONFIG only where e820 or ACPI reserves it), and is otherwise the boot RAM map
+/// of the address space the plan makes.
+#[test]
+fn plan_e820_lists_pci_mmconfig_as_reserved() {
+    for ram in [256 * MIB, 4 * GIB] {
+        let platform = Platform::x86_64().with_pci_mmconfig().unwrap();
+        let p = plan(&request(platform, ram)).unwrap();
+        let map = p.memory_map();
+        let mmconfig = MemoryMapEntry {
+            addr: 0xe000_0000,
+            size: 256 * MIB,
+            ty: MemoryType::Reserved,
+        };
+        assert!(map.contains(&mmconfig), "{map:x?}");
+        assert!(map.windows(2).all(|w| w[0].last() < w[1].addr), "{map:x?}");
+        let space =
+            AddressSpace::plan(p.layout.clone(), p.regions.iter().map(|r| r.spec.clone())).unwrap();
+        let boot: Vec<MemoryMapEntry> = map.iter().copied().filter(|e| *e != mmconfig).collect();
+        assert_eq!(boot, space.snapshot().memory_map());
+        assert_eq!(p.e820_table().unwrap(), map);
+        // Without MMCONFIG, the map is the address space's.
+        let p = plan(&request(Platform::x86_64(), ram)).unwrap();
+        let space =
+            AddressSpace::plan(p.layout.clone(), p.regions.iter().map(|r| r.spec.clone())).unwrap();
+        assert_eq!(p.memory_map(), space.snapshot().memory_map());
+    }
+    // AArch64 has no e820, but its map is its boot RAM as well.
+    let p = plan(&request(Platform::aarch64(), 256 * MIB)).unwrap();
+    assert_eq!(
+        p.memory_map(),
+        [MemoryMapEntry {
+            addr: GIB,
+            size: 256 * MIB,
+            ty: MemoryType::Ram
+        }]
+    );
+}
+
+/// The e820 table of a plan refuses a map longer than the table, MMCONFIG counted.
+#[test]
+fn plan_e820_counts_mmconfig_against_the_table() {
+    // RAM below the legacy hole, the hole, RAM above it, and MMCONFIG.
+    let platform = Platform::x86_64().with_pci_mmconfig().unwrap();
+    let p = plan(&request(platform, 512 * MIB)).unwrap();
+    let table = p.e820_table().unwrap();
+    assert_eq!(table.len(), 4, "{table:x?}");
+    assert!(table.len() <= E820_MAX_ENTRIES);
+}
+
+/// Address bits past 52, the most any x86-64 or AArch64 host has, are refused at the bits.
+#[test]
+fn plan_refuses_address_bits_no_host_has() {
+    for arch in Arch::ALL {
+        for bits in [53, 57, 63, 64, 65, u32::MAX] {
+            let mut r = request(Platform::new(arch), 256 * MIB);
+            r.phys_bits = bits;
+            let e = plan(&r).unwrap_err();
+            assert_eq!(e.item, PlanItem::PhysBits, "{arch} {bits}: {e}");
+            assert!(
+                matches!(e.error, Error::InvalidLayout { ref reason } if reason.contains("52")),
+                "{arch} {bits}: {e}"
+            );
+        }
+        for bits in [32, 46, 52] {
+            let mut r = request(Platform::new(arch), 256 * MIB);
+            r.phys_bits = bits;
+            let p = plan(&r).unwrap_or_else(|e| panic!("{arch} {bits}: {e}"));
+            assert_eq!(p.layout.limit().0, (1 << bits) - 1);
+        }
+    }
+}
+
+/// Every placer of an x86-64 preset layout holds the ports KVM's in-kernel PICs, PIT and ELCR
+/// answer, and the timer's GSIs 0 and 2, as the plan's placer does: nothing placed through
+/// them lands there.
+#[test]
+fn layout_and_snapshot_placers_hold_kvm_in_kernel_devices() {
+    let layout = Layout::x86_64().ram(GIB).build().unwrap();
+    let space =
+        AddressSpace::plan(layout.clone(), [RegionSpec::ram(GuestAddress(0), GIB)]).unwrap();
+    let planned = plan(&request(Platform::x86_64(), GIB)).unwrap().placer;
+    let from_layout = layout.placer();
+    let from_snapshot = space.snapshot().placer().unwrap();
+    for (what, mut p) in [
+        ("plan", planned),
+        ("layout", from_layout),
+        ("snapshot", from_snapshot),
+    ] {
+        for &(device, first, last) in Platform::x86_64().kernel_ports() {
+            let ports = GuestRange::inclusive(GuestAddress(first), GuestAddress(last)).unwrap();
+            let e = p.ports_at(ports, "uart").unwrap_err();
+            assert!(
+                matches!(e, Error::Taken { ref other, .. } if other == device),
+                "{what}: {first:#x}: {e}"
+            );
+            assert!(
+                p.port_allocations()
+                    .any(|(owner, r)| owner == device && r == ports),
+                "{what}: {first:#x}"
+            );
+        }
+        for gsi in [0, 2] {
+            assert!(
+                matches!(p.irq_at(gsi, "uart"), Err(Error::IrqTaken { .. })),
+                "{what}: GSI {gsi}"
+            );
+            assert_eq!(p.irq_owner(gsi), Some("legacy ISA"), "{what}: GSI {gsi}");
+        }
+        // The other legacy interrupts are still given by number where no plan claimed them.
+        if what != "plan" {
+            assert_eq!(p.irq_at(4, "uart").unwrap(), 4, "{what}");
+            assert!(p.irq("virtio").unwrap() > 4, "{what}");
+        }
+    }
+    // AArch64 has neither.
+    let layout = Layout::aarch64().ram(GIB).build().unwrap();
+    let mut p = layout.placer();
+    assert_eq!(p.port_allocations().count(), 0);
+    assert_eq!(p.irq_at(32, "uart").unwrap(), 32);
+}
+
+/// A plan's SRAT ranges cover the whole hotplug window as hot-pluggable memory of the slots'
+/// node, the lead before the first slot's huge-page boundary and what follows the last slot
+/// included: memory hot-added anywhere in the window (a slot, or a range the plan's placer
+/// places there) lies in a hot-pluggable range of that node.
+#[test]
+fn plan_srat_covers_the_whole_hotplug_window() {
+    for (ram, window_align, slot_size, pages) in [
+        // 1 GiB pages in a window aligned to 2 MiB after 64 MiB of RAM: a lead of nearly 1 GiB.
+        (
+            64 * MIB,
+            Some(2 * MIB),
+            GIB,
+            HugePages::Explicit(HugePageSize::Size1G),
+        ),
+        // Slots filling a part of a window rounded up to 1 GiB.
+        (GIB, None, 512 * MIB, HugePages::None),
+    ] {
+        for arch in Arch::ALL {
+            let mut r = request(Platform::new(arch), ram);
+            r.nodes.push(NodeRequest {
+                size: ram,
+                memory: RegionSpec::ram(GuestAddress(0), 0),
+            });
+            if arch == Arch::X86_64 {
+                r.low_ram_limit = Some(0);
+            }
+            r.window_align = window_align;
+            r.hotplug = Some(HotplugRequest {
+                slots: 1,
+                slot_size,
+                node: 1,
+                memory: RegionSpec::ram(GuestAddress(0), 0).with_huge_pages(pages),
+            });
+            let p = plan(&r).unwrap_or_else(|e| panic!("{arch}: {e}"));
+            let window = p.layout.windows_of(WindowKind::Hotplug).next().unwrap();
+            assert!(
+                window.size() > slot_size,
+                "{arch}: the window has room besides the slot"
+            );
+            let hotplug: Vec<NumaRange> =
+                p.numa_ranges().into_iter().filter(|n| n.hotplug).collect();
+            assert_eq!(
+                hotplug,
+                [NumaRange {
+                    node: 1,
+                    addr: window.start().0,
+                    size: window.size(),
+                    hotplug: true,
+                }],
+                "{arch}"
+            );
+        }
+    }
+}
+
+/// A plan's fields are public: maps of a plan edited by hand into ranges no plan makes (a
+/// size of 0, a range past the top, a slot outside every window) skip or keep them apart
+/// rather than overflow.
+#[test]
+fn maps_of_a_plan_edited_by_hand_do_not_overflow() {
+    let mut r = request(Platform::x86_64().with_pci_mmconfig().unwrap(), 256 * MIB);
+    r.hotplug = Some(HotplugRequest {
+        slots: 1,
+        slot_size: GIB,
+        node: 0,
+        memory: RegionSpec::ram(GuestAddress(0), 0),
+    });
+    let mut p = plan(&r).unwrap();
+    let mut odd = p.regions[0].clone();
+    for (base, size) in [
+        (0, 0),
+        (u64::MAX, 2),
+        (u64::MAX - 0xfff, 0x1000),
+        (1 << 63, 1 << 63),
+    ] {
+        odd.spec = RegionSpec::ram(GuestAddress(base), size);
+        p.regions.push(odd.clone());
+    }
+    let mut slot = p.slots[0].clone();
+    slot.spec = RegionSpec::ram(GuestAddress(u64::MAX - 0xfff), 0x1000).with_hotplug(true);
+    p.slots.push(slot);
+    let map = p.memory_map();
+    assert!(
+        map.iter()
+            .all(|e| e.size > 0 && e.addr.checked_add(e.size - 1).is_some())
+    );
+    assert!(p.e820_table().is_ok());
+    let srat = p.numa_ranges();
+    let window = p.layout.windows_of(WindowKind::Hotplug).next().unwrap();
+    assert!(srat.iter().any(|n| n.hotplug && n.addr == window.start().0));
+    assert!(srat.iter().filter(|n| n.hotplug).count() == 1);
+}
