@@ -964,6 +964,9 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
             } else {
                 (1u64 << bits) - 1
             };
+            // What Cloud Hypervisor adds about a converted spec, when it runs the guest with
+            // fewer bits than the spec says.
+            let mut device_area = String::new();
             let (status, fix) = if highest > host_limit {
                 (
                     Status::Fail,
@@ -971,6 +974,27 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                         "the map must end below 2^{bits}: shrink RAM, hotplug or DAX windows"
                     )),
                 )
+            } else if spec.phys_bits > bits && spec.name == crate::vmm::CH_SPEC_NAME {
+                // Cloud Hypervisor gives the guest min(host bits, max_phys_bits): its 64-bit PCI
+                // device area ends below 2^bits, and must hold the virtio-rng device's BAR.
+                let bound = crate::vmm::ch_memory_end_bound(bits);
+                let redo = format!(
+                    "set max_phys_bits = {bits} (cpus in Cloud Hypervisor's VmConfig) and convert \
+                     again, which checks that its PCI devices fit at {bits} bits"
+                );
+                if u128::from(highest) + 1 > bound {
+                    device_area = format!(
+                        ": Cloud Hypervisor gives the guest {bits} bits, and its 64-bit PCI device \
+                         area then has no place for the virtio-rng device's BAR (memory must end \
+                         at {bound:#x} at the latest)"
+                    );
+                    (
+                        Status::Fail,
+                        Some(format!("shrink RAM or hotplug below {bound:#x}; {redo}")),
+                    )
+                } else {
+                    (Status::Warn, Some(redo))
+                }
             } else if spec.phys_bits > bits {
                 (
                     Status::Warn,
@@ -985,7 +1009,8 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                 "address_bits",
                 status,
                 format!(
-                    "the map ends at {highest:#x}; guest phys_bits {}, host CPU {bits} bits",
+                    "the map ends at {highest:#x}; guest phys_bits {}, host CPU {bits} \
+                     bits{device_area}",
                     spec.phys_bits
                 ),
                 fix,

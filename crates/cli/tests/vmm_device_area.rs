@@ -3,8 +3,9 @@
 //! device area runs from the end of guest memory (boot RAM, then the hotplug area) up to the
 //! platform device area. Guest memory that leaves that device area empty is a configuration
 //! Cloud Hypervisor cannot start, so the conversion refuses it; as the area must hold the
-//! 8 MiB-aligned BAR of the virtio-rng device every guest has, memory must end 8 MiB below
-//! `2^phys_bits` at the latest (`vmm_device_area_bar.rs`), and what ends there is accepted.
+//! 8 MiB-aligned BARs of the virtio-rng and (by default) virtio-console devices, memory must
+//! end 16 MiB below `2^phys_bits` at the latest (`vmm_device_area_bar.rs`), and what ends
+//! there is accepted.
 
 const K: u64 = 1 << 10;
 const M: u64 = 1 << 20;
@@ -62,7 +63,7 @@ fn boot_ram_up_to_the_platform_device_area_is_refused() {
     assert_refused(&format!("size={}", top - G), "size");
     assert_refused(&format!("size={}", top - G - 4 * K), "size");
     assert_refused("size=65535G", "size");
-    assert_planned(&format!("size={}", (1u64 << 46) - 8 * M - G));
+    assert_planned(&format!("size={}", (1u64 << 46) - 16 * M - G));
     assert_planned("size=65534G");
 }
 
@@ -103,7 +104,7 @@ fn zones_up_to_the_platform_device_area_are_refused() {
     };
     assert_refused(&zones(top - G - 2 * G), "size");
     assert_refused(&zones(top - G - 2 * G - 4 * K), "size");
-    assert_planned(&zones((1u64 << 46) - 8 * M - G - 2 * G));
+    assert_planned(&zones((1u64 << 46) - 16 * M - G - 2 * G));
     let hotplug = |window: u64| {
         format!(
             "--memory size=0,hotplug_method=virtio-mem --memory-zone id=a,size=4G,\

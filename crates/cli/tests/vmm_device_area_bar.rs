@@ -1,12 +1,14 @@
-//! Every Cloud Hypervisor guest has a virtio-rng device (its `rng` has no "off"), and a
-//! virtio device on PCI segment 0 other than a boot-time block device takes its 512 KiB BAR
-//! from the 64-bit PCI device area, at an 8 MiB-aligned address (`VIRTIO_PCI_BAR_ALIGN`),
-//! allocated from the top. The platform device area starts 1 MiB and 64 KiB below
-//! `2^phys_bits`, so the highest such address is `2^phys_bits - 8 MiB`: guest memory ending
-//! above it leaves Cloud Hypervisor no place for that BAR, and it cannot start. On aarch64
-//! Cloud Hypervisor's RAM starts at 1 GiB and its hole runs from 4032 MiB to 4 GiB, so memory
-//! ends 64 MiB higher than on x86_64, and its device tree takes the 64-bit PCI device area
-//! from 8 GiB, so that area must reach past 8 GiB.
+//! Every Cloud Hypervisor guest has a virtio-rng device (its `rng` has no "off") and, with
+//! the default `--console tty`, a virtio-console device, and a virtio device on PCI segment 0
+//! other than a boot-time block device takes its 512 KiB BAR from the 64-bit PCI device area,
+//! at an 8 MiB-aligned address (`VIRTIO_PCI_BAR_ALIGN`), allocated from the top, one 8 MiB
+//! slot each. The platform device area starts 1 MiB and 64 KiB below `2^phys_bits`, so the
+//! highest slot is at `2^phys_bits - 8 MiB` and the two default devices need guest memory to
+//! end at `2^phys_bits - 16 MiB` at the latest: memory ending above it leaves Cloud Hypervisor
+//! no place for their BARs, and it cannot start (`vmm_device_area_pci.rs` counts the devices of
+//! a `VmConfig`). On aarch64 Cloud Hypervisor's RAM starts at 1 GiB and its hole runs from
+//! 4032 MiB to 4 GiB, so memory ends 64 MiB higher than on x86_64, and its device tree takes
+//! the 64-bit PCI device area from 8 GiB, so that area must reach past 8 GiB.
 
 const M: u64 = 1 << 20;
 const G: u64 = 1 << 30;
@@ -53,9 +55,10 @@ fn assert_planned(arch: &str, options: &str) {
     assert!(out.contains("RAM "), "{arch} {options}: {out}");
 }
 
-/// The highest start of the 64-bit PCI device area that still holds one virtio BAR.
+/// The highest start of the 64-bit PCI device area that still holds the BARs of the
+/// virtio-rng and virtio-console devices.
 fn last_bar(bits: u32) -> u64 {
-    (1u64 << bits) - 8 * M
+    (1u64 << bits) - 16 * M
 }
 
 #[test]
@@ -63,7 +66,7 @@ fn boot_ram_must_leave_room_for_the_virtio_rng_bar() {
     // On x86_64 RAM from 4 GiB on ends at `size + 1 GiB`.
     let last = last_bar(46);
     assert_planned("x86_64", &format!("size={}", last - G));
-    // A page more: the 64-bit area is just under 7 MiB, and holds no 8 MiB-aligned BAR.
+    // A page more: the 64-bit area is just under 15 MiB, and holds one 8 MiB-aligned BAR only.
     assert_refused("x86_64", &format!("size={}", last - G + 4 * K), "size");
     assert_refused("x86_64", &format!("size={}", last - G + 4 * M), "size");
 }
@@ -141,7 +144,7 @@ fn aarch64_device_area_must_reach_past_8_gib() {
     );
     let (code, _, err) = plan("aarch64", &json(34));
     assert_eq!(code, 0, "{err}");
-    // On x86_64, 33 bits leave room for the virtio-rng BAR below 8 GiB.
+    // On x86_64, 33 bits leave room for the default devices' BARs below 8 GiB.
     let (code, _, err) = plan("x86_64", &json(33));
     assert_eq!(code, 0, "{err}");
 }

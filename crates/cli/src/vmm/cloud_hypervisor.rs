@@ -305,11 +305,58 @@ const BASE_PAGE: u64 = 4 << 10;
 const CH_TOP_KEPT: u128 = (64 << 10) + (1 << 20);
 
 /// Where Cloud Hypervisor places a virtio-pci device's 512 KiB BAR in its 64-bit PCI device
-/// area: at a multiple of 8 MiB (`VIRTIO_PCI_BAR_ALIGN`), from the top of that area down. Every
-/// guest has one such device, its virtio-rng (`rng` has no "off"), so the area must hold an
-/// 8 MiB-aligned BAR below the platform device area: it starts at `2^phys_bits - 8 MiB` at the
-/// latest.
+/// area: at a multiple of 8 MiB (`VIRTIO_PCI_BAR_ALIGN`), from the top of that area down, one
+/// 8 MiB slot per device. With one PCI segment the area is segment 0's whole 64-bit window.
+/// The highest slot is at `2^phys_bits - 8 MiB` (the area ends 1 MiB and 64 KiB below
+/// `2^phys_bits`), so `n` such devices need guest memory to end at `2^phys_bits - n * 8 MiB`
+/// at the latest ([`PciDevices`]).
 const CH_VIRTIO_BAR_ALIGN: u128 = 8 << 20;
+
+/// The name of a spec converted from Cloud Hypervisor's configuration.
+pub(crate) const CH_SPEC_NAME: &str = "cloud-hypervisor";
+
+/// The latest end of guest memory (exclusive) that leaves Cloud Hypervisor, with a guest of
+/// `bits` address bits, a place in its 64-bit PCI device area for the BAR of the virtio-rng
+/// device every guest has: `2^bits - 8 MiB` (0 below 23 bits).
+pub(crate) fn ch_memory_end_bound(bits: u32) -> u128 {
+    (1u128 << bits.min(64)).saturating_sub(CH_VIRTIO_BAR_ALIGN)
+}
+
+/// The virtio PCI devices of a configuration that take a slot of the 64-bit PCI device area
+/// ([`CH_VIRTIO_BAR_ALIGN`]) besides a virtio-mem device, by kind: how many of each. Every
+/// guest has a virtio-rng device, and a virtio-console device unless its console is off
+/// (`--console tty` by default); a JSON `VmConfig` adds those of its device sections. A
+/// virtio-blk device given at boot on PCI segment 0 has a 32-bit BAR and takes no slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PciDevices(pub(super) Vec<(&'static str, u64)>);
+
+impl PciDevices {
+    /// Cloud Hypervisor's defaults: its virtio-rng and virtio-console devices.
+    fn defaults() -> Self {
+        Self(vec![("virtio-rng", 1), ("virtio-console", 1)])
+    }
+
+    /// `3 virtio PCI devices (virtio-rng, virtio-console, virtio-mem)` and how many there are.
+    fn describe(&self, virtio_mem: bool) -> (u64, String) {
+        let mut count = 0u64;
+        let mut names = Vec::new();
+        let mem = [("virtio-mem", 1)];
+        let extra: &[(&str, u64)] = if virtio_mem { &mem } else { &[] };
+        for &(name, n) in self.0.iter().chain(extra).filter(|(_, n)| *n > 0) {
+            count = count.saturating_add(n);
+            names.push(if n == 1 {
+                name.to_owned()
+            } else {
+                format!("{n} {name}")
+            });
+        }
+        let noun = if count == 1 { "device" } else { "devices" };
+        (
+            count,
+            format!("{count} virtio PCI {noun} ({})", names.join(", ")),
+        )
+    }
+}
 
 /// Where Cloud Hypervisor's RAM runs: the end of its RAM below the 32-bit hole (RAM from
 /// `start` up to `hole`), then from 4 GiB (`RAM_64BIT_START`).
@@ -353,15 +400,16 @@ const CH_AARCH64_PCI_HIGH_BASE: u128 = 8 << 30;
 /// of `ram` bytes is laid out as Cloud Hypervisor lays it out on `arch` ([`ChRam`]), then a
 /// hotplug area of `hotplug` bytes from the next 128 MiB boundary (or from 4 GiB); the PCI
 /// device area runs from there up to the platform device area, the 1 MiB below the last
-/// 64 KiB of the `phys_bits`-bit address space. It must hold the virtio-rng device's BAR
-/// ([`CH_VIRTIO_BAR_ALIGN`]), so memory must end at `2^phys_bits - 8 MiB` at the latest; a
-/// virtio-mem hotplug area ends at a 128 MiB boundary, so its device's BAR, the next 8 MiB
-/// below, fits then too. On aarch64 the area must also reach past 8 GiB
+/// 64 KiB of the `phys_bits`-bit address space. It must hold a BAR slot
+/// ([`CH_VIRTIO_BAR_ALIGN`]) for each of `devices` and, when the hotplug area is virtio-mem
+/// (`virtio_mem`), for its virtio-mem device, so memory must end at
+/// `2^phys_bits - n * 8 MiB` at the latest. On aarch64 the area must also reach past 8 GiB
 /// ([`CH_AARCH64_PCI_HIGH_BASE`]). What crosses first is named: `size` at `ram_place`, or
 /// `hotplug_size` at `hotplug_place`.
 fn device_area(
     ram: u128,
-    hotplug: Option<u64>,
+    (hotplug, virtio_mem): (Option<u64>, bool),
+    devices: &PciDevices,
     phys_bits: i64,
     arch: Arch,
     ram_place: &Place<'_>,
@@ -377,9 +425,10 @@ fn device_area(
              max_phys_bits of 34 or more"
         )));
     }
-    // The highest start of the PCI device area that still holds an 8 MiB-aligned BAR below
-    // the platform device area.
-    let last = (1u128 << bits).saturating_sub(CH_VIRTIO_BAR_ALIGN);
+    let (slots, what_devices) = devices.describe(hotplug.is_some() && virtio_mem);
+    // The highest start of the PCI device area that still holds a slot for each device below
+    // the platform device area (one at least: an empty area makes Cloud Hypervisor fail).
+    let last = (1u128 << bits).saturating_sub(CH_VIRTIO_BAR_ALIGN * u128::from(slots.max(1)));
     let ram_end = ChRam::of(arch).end(ram);
     let align = u128::from(VIRTIO_MEM_ALIGN);
     let (end, field, what, place) = match hotplug {
@@ -398,9 +447,8 @@ fn device_area(
         "{field}: Cloud Hypervisor's 64-bit PCI device area would start at {end:#x}, after \
          {what} (at 4 GiB at the earliest), and its platform device area starts at \
          {platform:#x} (1 MiB below the last 64 KiB of a {bits}-bit guest address space): the \
-         PCI device area has no 8 MiB-aligned place for the BAR of its virtio-rng device, which \
-         every guest has (memory must end at {last:#x} at the latest), and Cloud Hypervisor \
-         cannot start"
+         PCI device area has no room for the 8 MiB-aligned BARs of the guest's {what_devices} \
+         (memory must end at {last:#x} at the latest), and Cloud Hypervisor cannot start"
     )))
 }
 
@@ -1231,9 +1279,10 @@ fn is_command_line(options: &str) -> bool {
 /// GiB, or where nothing is at [`HOST_HUGETLBFS`] (Cloud Hypervisor refuses to start), refused
 /// at `hugepages`; a size of such memory that is not a multiple of the page size of the mount
 /// there, refused at `size`; guest memory, laid out as Cloud Hypervisor lays it out on
-/// `arch`, that ends above `2^46 - 8 MiB`, where its 64-bit PCI device area has no place for
-/// the BAR of the virtio-rng device every guest has, refused at the `size` or `hotplug_size`
-/// that crosses it.
+/// `arch`, that leaves its 64-bit PCI device area no 8 MiB slot for the BAR of each of its
+/// virtio PCI devices, the virtio-rng and virtio-console devices a guest has by default and a
+/// virtio-mem device (memory must end at `2^46 - 16 MiB` at the latest, `2^46 - 24 MiB` with a
+/// virtio-mem hotplug area), refused at the `size` or `hotplug_size` that crosses it.
 ///
 /// ```
 /// use memvisor_cli::spec::Arch;
@@ -1253,8 +1302,8 @@ fn is_command_line(options: &str) -> bool {
 /// )?;
 /// assert!(toml.contains("[[numa]]\nhost_nodes = [1]\nsize = 2147483648"), "{toml}");
 ///
-/// // 46 address bits: the RAM must end by 2^46 - 8 MiB; on aarch64 it ends 64 MiB later.
-/// let size = format!("size={}", (1u64 << 46) - (8 << 20) - (1 << 30));
+/// // 46 address bits: the RAM must end by 2^46 - 16 MiB; on aarch64 it ends 64 MiB later.
+/// let size = format!("size={}", (1u64 << 46) - (16 << 20) - (1 << 30));
 /// let pinned = DefaultHugePage::Pinned(2 << 20);
 /// assert!(cloud_hypervisor_spec(&size, pinned, Arch::X86_64).is_ok());
 /// assert!(cloud_hypervisor_spec(&size, pinned, Arch::Aarch64).is_err());
@@ -1306,6 +1355,8 @@ pub fn cloud_hypervisor_spec(
             nodes,
             phys_bits: None,
             arch,
+            // The command line imports no device option: Cloud Hypervisor's defaults.
+            devices: PciDevices::defaults(),
         },
         default,
         || Ok(()),
@@ -1322,10 +1373,12 @@ struct ChConfig<'s> {
     zones: Vec<ChZoneInput<'s>>,
     nodes: Vec<ChNodeInput<'s>>,
     /// The guest's most address bits, where the configuration gives them (JSON's
-    /// `cpus.max_phys_bits`, 32 to 64); else Cloud Hypervisor's default, 46.
+    /// `cpus.max_phys_bits`, 32 to 52); else Cloud Hypervisor's default, 46.
     phys_bits: Option<i64>,
     /// The architecture Cloud Hypervisor runs on, whose layout [`device_area`] checks.
     arch: Arch,
+    /// Its virtio PCI devices with a 64-bit BAR, besides a virtio-mem one.
+    devices: PciDevices,
 }
 
 /// The spec TOML of Cloud Hypervisor's memory settings, checked as Cloud Hypervisor checks
@@ -1344,6 +1397,7 @@ fn config_spec(
         nodes,
         phys_bits,
         arch,
+        devices: pci,
     } = config;
     let mut default = HugeDefault::new(default);
     check_memory(&memory)?;
@@ -1354,7 +1408,7 @@ fn config_spec(
         ));
     }
     let mut spec = Table::new();
-    spec.insert("name".into(), Value::String("cloud-hypervisor".into()));
+    spec.insert("name".into(), Value::String(CH_SPEC_NAME.into()));
     // Cloud Hypervisor gives its guests the host CPU's address bits, at most `max_phys_bits`
     // (46 by default): the plan takes that most (`memvisor check` says when the host has
     // fewer).
@@ -1375,7 +1429,8 @@ fn config_spec(
         let (table, hotplug) = memory_table(&memory, place, &mut default)?;
         devices = device_area(
             u128::from(memory.size.unwrap_or(CH_DEFAULT_MEMORY)),
-            memory.hotplug,
+            (memory.hotplug, memory.virtio_mem),
+            &pci,
             phys_bits,
             arch,
             place,
@@ -1411,7 +1466,7 @@ fn config_spec(
             &memory,
             &mut spec,
             &mut default,
-            (phys_bits, arch),
+            (phys_bits, arch, &pci),
         )?;
     }
     validate()?;
@@ -1561,7 +1616,7 @@ fn zones_spec(
     memory: &ChMemory<'_>,
     spec: &mut Table,
     default: &mut HugeDefault<'_>,
-    (phys_bits, arch): (i64, Arch),
+    (phys_bits, arch, pci): (i64, Arch, &PciDevices),
 ) -> Result<Result<()>> {
     let mut zones: Vec<ChZone<'_>> = Vec::with_capacity(inputs.len());
     let mut ids: HashMap<String, usize> = HashMap::with_capacity(inputs.len());
@@ -1710,7 +1765,9 @@ fn zones_spec(
     let last = zones.last().unwrap_or(first);
     Ok(device_area(
         sizes.iter().map(|&s| u128::from(s)).sum(),
-        hotplug.and_then(|(_, zone)| zone.hotplug),
+        // A zone's hotplug area is always virtio-mem.
+        (hotplug.and_then(|(_, zone)| zone.hotplug), true),
+        pci,
         phys_bits,
         arch,
         &last.place,

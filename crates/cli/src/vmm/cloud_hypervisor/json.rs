@@ -3,6 +3,7 @@
 //! types, defaults and required fields of Cloud Hypervisor's `MemoryConfig`,
 //! `MemoryZoneConfig`, `NumaConfig` and `NumaDistance`, into the same [`ChConfig`] the command
 //! line gives, so both are checked and turned into a spec by one code path ([`config_spec`]).
+//! Its device sections are read for their ids and the PCI devices they add ([`devices`]).
 //!
 //! Every object is read as a map of its fields' raw JSON text (unknown fields ignored, as
 //! Cloud Hypervisor's serde ignores them; a field given twice refused, as it refuses it), then
@@ -18,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::{
     CH_DEFAULT_MEMORY, ChConfig, ChMemory, ChNodeInput, ChZoneInput, DefaultHugePage,
-    MAX_MEMORY_ZONES, Place, config_spec, spec_error,
+    MAX_MEMORY_ZONES, PciDevices, Place, config_spec, spec_error,
 };
 use crate::error::{Error, Problem, Result};
 use crate::spec::{Arch, MAX_GUEST_NODES, MAX_SPEC_BYTES, Source};
@@ -56,9 +57,33 @@ trait ChObject {
 
 struct VmObject;
 impl ChObject for VmObject {
-    // The sections that lay out guest memory, and those that decide whether Cloud Hypervisor
-    // boots the configuration at all; the others are not read.
-    const KEYS: &'static [&'static str] = &["memory", "numa", "payload", "cpus", "platform"];
+    // The sections that lay out guest memory, those that decide whether Cloud Hypervisor
+    // boots the configuration at all, and those with ids or PCI devices ([`DEVICE_SECTIONS`]);
+    // the others are not read.
+    const KEYS: &'static [&'static str] = &[
+        "memory",
+        "numa",
+        "payload",
+        "cpus",
+        "platform",
+        "watchdog",
+        "rng",
+        "console",
+        "disks",
+        "net",
+        "fs",
+        "generic_vhost_user",
+        "pmem",
+        "vdpa",
+        "devices",
+        "user_devices",
+        "rate_limit_groups",
+        "balloon",
+        "vsock",
+        "rtc",
+        "iommu",
+        "pvpanic",
+    ];
     const WHAT: &'static str = "a VmConfig object";
 }
 
@@ -82,6 +107,214 @@ struct PlatformObject;
 impl ChObject for PlatformObject {
     const KEYS: &'static [&'static str] = &["num_pci_segments", "iommu_segments"];
     const WHAT: &'static str = "a platform object";
+}
+
+/// An object of a device section: its `id` and `iommu` are read (its other fields are not).
+struct DeviceObject;
+impl ChObject for DeviceObject {
+    const KEYS: &'static [&'static str] = &["id", "iommu"];
+    const WHAT: &'static str = "a device object";
+}
+
+/// The `console` object: its `id`, `iommu` and `mode`.
+struct ConsoleObject;
+impl ChObject for ConsoleObject {
+    const KEYS: &'static [&'static str] = &["id", "iommu", "mode"];
+    const WHAT: &'static str = "a console object";
+}
+
+/// The sections whose devices' `iommu: true` gives the guest a virtio-iommu device (Cloud
+/// Hypervisor's `VmConfig::validate` sets its `iommu` from theirs).
+const IOMMU_SECTIONS: &[&str] = &[
+    "disks", "net", "pmem", "rng", "rtc", "console", "vdpa", "balloon", "devices", "vsock",
+];
+
+/// The sections of a `VmConfig` with ids Cloud Hypervisor keeps in one namespace with zone ids
+/// (besides `rng` and `console`), whether each is a list, the virtio PCI device each entry
+/// adds to the 64-bit PCI device area (`None`: no slot of 8 MiB there: boot-time virtio-blk
+/// devices have 32-bit BARs, and the BARs of VFIO and vfio-user devices are not counted), and
+/// whether each entry is a PCI device of segment 0 (rate limit groups are not). `ivshmem` and
+/// `pvmemcontrol` are fields of optional features of Cloud Hypervisor, which ignores them
+/// without those: they are not read.
+const DEVICE_SECTIONS: &[(&str, bool, Option<&str>, bool)] = &[
+    ("rate_limit_groups", true, None, false),
+    ("disks", true, None, true),
+    ("net", true, Some("virtio-net"), true),
+    ("fs", true, Some("virtio-fs"), true),
+    ("generic_vhost_user", true, Some("vhost-user"), true),
+    ("pmem", true, Some("virtio-pmem"), true),
+    ("rtc", false, Some("virtio-rtc"), true),
+    ("user_devices", true, None, true),
+    ("vdpa", true, Some("vdpa"), true),
+    ("balloon", false, Some("virtio-balloon"), true),
+    ("devices", true, None, true),
+    ("vsock", false, Some("virtio-vsock"), true),
+];
+
+/// The flags of a `VmConfig` that add a PCI device of segment 0 when `true`, and the virtio
+/// PCI device with a 64-bit BAR each is (the pvpanic device's BAR is 32-bit).
+const DEVICE_FLAGS: &[(&str, Option<&str>)] = &[
+    ("watchdog", Some("virtio-watchdog")),
+    ("iommu", Some("virtio-iommu")),
+    ("pvpanic", None),
+];
+
+/// The device ids of the bus of a PCI segment (`NUM_DEVICE_IDS`), the first its host
+/// bridge's.
+const CH_PCI_DEVICE_IDS: u64 = 32;
+
+/// The `mode` of a console, as Cloud Hypervisor's `ConsoleOutputMode` names it: `true` for
+/// `Off`, which gives no virtio-console device.
+struct ConsoleMode(bool);
+
+impl<'de> Deserialize<'de> for ConsoleMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        const MODES: &[&str] = &["Off", "Pty", "Tty", "File", "Socket", "Null"];
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ConsoleMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a console mode, `Off`, `Pty`, `Tty`, `File`, `Socket` or `Null`")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                if MODES.contains(&v) {
+                    Ok(ConsoleMode(v == "Off"))
+                } else {
+                    Err(E::unknown_variant(v, MODES))
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The devices of a `VmConfig`: its virtio PCI devices with a 64-bit BAR (besides a
+/// virtio-mem one), how many PCI devices of segment 0 it has in all (besides virtio-mem ones),
+/// and the ids of its device sections with their paths (`net[0].id`).
+struct Devices {
+    pci: PciDevices,
+    on_bus: u64,
+    ids: Vec<(String, String)>,
+}
+
+impl Devices {
+    /// Refuses more PCI devices than segment 0's bus has device ids for (the host bridge
+    /// takes the first), `virtio_mem` of them virtio-mem devices: Cloud Hypervisor fails to
+    /// add the one past them. Shown at the `VmConfig`'s object, `vm`.
+    fn check_bus(&self, virtio_mem: u64, vm: &Place<'_>) -> Result<()> {
+        let count = self.on_bus.saturating_add(virtio_mem);
+        if count < CH_PCI_DEVICE_IDS {
+            return Ok(());
+        }
+        Err(vm.err(format_args!(
+            "{count} PCI devices on PCI segment 0 (virtio-rng, the console unless it is off, \
+             and those of the device sections and virtio-mem), and its bus has {} device ids \
+             for them (the host bridge takes the first of {CH_PCI_DEVICE_IDS}): Cloud \
+             Hypervisor cannot add them all",
+            CH_PCI_DEVICE_IDS - 1
+        )))
+    }
+}
+
+/// Reads the device sections of `vm`: `rng` (always a device), `console` (a device unless its
+/// `mode` is `Off`; `mode` required), [`DEVICE_SECTIONS`], each entry an object whose `id`,
+/// when given, is kept, and [`DEVICE_FLAGS`]. The `iommu` flag's virtio-iommu device is
+/// there too when the platform's `iommu_segments` are given (`iommu_segments`) or a device of
+/// [`IOMMU_SECTIONS`] says `iommu: true`.
+fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
+    let mut pci = vec![("virtio-rng", 1)];
+    let mut ids = Vec::new();
+    let mut iommu = iommu_segments;
+    let mut keep_id = |o: &Object<'_>, section: &str| -> Result<()> {
+        if let Some(id) = o.option::<String>("id")? {
+            ids.push((id, join(&o.path, "id")));
+        }
+        // Read in every section, as Cloud Hypervisor's types have it in every one.
+        let on = o.flag("iommu", false)?;
+        iommu |= on && IOMMU_SECTIONS.contains(&section);
+        Ok(())
+    };
+    if let Some(raw) = vm.raw("rng") {
+        let o = Object::read::<DeviceObject>(vm.src, raw, "rng".to_owned())?;
+        keep_id(&o, "rng")?;
+    }
+    let console = match vm.raw("console") {
+        Some(raw) => {
+            let o = Object::read::<ConsoleObject>(vm.src, raw, "console".to_owned())?;
+            keep_id(&o, "console")?;
+            !o.required::<ConsoleMode>("mode")?.0
+        }
+        // `--console tty`.
+        None => true,
+    };
+    pci.push(("virtio-console", u64::from(console)));
+    let mut on_bus = 1 + u64::from(console);
+    for &(key, list, device, bus) in DEVICE_SECTIONS {
+        let entries = if list {
+            vm.option::<Vec<&RawValue>>(key)?
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| (raw, format!("{key}[{i}]")))
+                .collect()
+        } else {
+            vm.option::<&RawValue>(key)?
+                .map(|raw| (raw, key.to_owned()))
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        for (raw, path) in &entries {
+            let o = Object::read::<DeviceObject>(vm.src, raw, path.clone())?;
+            keep_id(&o, key)?;
+        }
+        let count = entries.len() as u64;
+        if let Some(name) = device {
+            pci.push((name, count));
+        }
+        if bus {
+            on_bus += count;
+        }
+    }
+    for &(key, device) in DEVICE_FLAGS {
+        let mut on = vm.flag(key, false)?;
+        if key == "iommu" {
+            on |= iommu;
+        }
+        let on = u64::from(on);
+        if let Some(name) = device {
+            pci.push((name, on));
+        }
+        on_bus += on;
+    }
+    Ok(Devices {
+        pci: PciDevices(pci),
+        on_bus,
+        ids,
+    })
+}
+
+/// Refuses a zone whose id is a device's too: Cloud Hypervisor keeps zone and device ids in
+/// one namespace and refuses an id given twice.
+fn zone_id_clash(zones: &[ChZoneInput<'_>], ids: &[(String, String)]) -> Option<Error> {
+    if ids.is_empty() {
+        return None;
+    }
+    let by_id: std::collections::HashMap<&str, &str> = ids
+        .iter()
+        .rev()
+        .map(|(id, path)| (id.as_str(), path.as_str()))
+        .collect();
+    zones.iter().find_map(|zone| {
+        let id = zone.id.as_deref()?;
+        let other = by_id.get(id)?;
+        Some(zone.place.err(format_args!(
+            "id: `{}` is the id of {other} too (Cloud Hypervisor refuses an id given twice)",
+            crate::render::escape(id)
+        )))
+    })
 }
 
 /// Cloud Hypervisor's most PCI segments (`MAX_NUM_PCI_SEGMENTS`).
@@ -465,7 +698,7 @@ fn node<'a>(src: Source<'a>, raw: &'a RawValue, index: usize) -> Result<ChNodeIn
 struct Boot<'a> {
     payload: Option<(Object<'a>, bool, bool)>,
     cpus: Option<(Object<'a>, u64, u64)>,
-    /// `cpus.max_phys_bits`, at most 64.
+    /// `cpus.max_phys_bits`, at most 52.
     phys_bits: Option<i64>,
     vm_span: Range<usize>,
     src: Source<'a>,
@@ -495,11 +728,13 @@ impl<'a> Boot<'a> {
                     if bits < 32 {
                         return Err(o.place().err(format_args!(
                             "max_phys_bits: {bits} address bits are not modelled (a spec's \
-                             guest has 32 to 64)"
+                             guest has 32 to 52)"
                         )));
                     }
-                    // More than 64 is the host's bits, which are no more than 64.
-                    phys_bits = Some(i64::try_from(bits.min(64)).unwrap_or(64));
+                    // More than 52 is the host's bits, which are no more than 52.
+                    let most = memvisor_space::plan::MAX_PHYS_BITS;
+                    phys_bits =
+                        Some(i64::try_from(bits.min(u64::from(most))).unwrap_or(i64::from(most)));
                 }
                 Some((o, boot, max))
             }
@@ -567,10 +802,11 @@ impl<'a> Boot<'a> {
 
 /// `platform`, read and checked: Cloud Hypervisor takes 1 to 96 PCI segments, and an IOMMU
 /// segment must be one of them; a spec describes no PCI segment but the first, so more are
-/// refused by name.
-fn platform(vm: &Object<'_>) -> Result<()> {
+/// refused by name. Gives whether `iommu_segments` is given (even empty), which gives the
+/// guest a virtio-iommu device.
+fn platform(vm: &Object<'_>) -> Result<bool> {
     let Some(raw) = vm.option::<&RawValue>("platform")? else {
-        return Ok(());
+        return Ok(false);
     };
     let o = Object::read::<PlatformObject>(vm.src, raw, "platform".to_owned())?;
     let segments = o.get::<Whole16>("num_pci_segments")?.map_or(1, |w| w.0);
@@ -596,7 +832,7 @@ fn platform(vm: &Object<'_>) -> Result<()> {
              MMIO windows, which a spec cannot describe); remove it to plan with one segment"
         )));
     }
-    Ok(())
+    Ok(iommu.is_some())
 }
 
 /// The spec of Cloud Hypervisor's JSON `VmConfig` `text` (the file `origin`) on the guest
@@ -611,10 +847,22 @@ fn platform(vm: &Object<'_>) -> Result<()> {
 /// the configuration at all is checked too: a `payload` with a `kernel` or a `firmware` (not
 /// both) is required, `cpus` (when given) needs `boot_vcpus` and `max_vcpus`, no fewer than
 /// `boot_vcpus` and at most 8192 (its `max_phys_bits`, 32 or more, is the spec's
-/// `phys_bits`, at most 64), and `platform.num_pci_segments` is 1 to 96 (more than one
-/// is refused as not modelled) with `iommu_segments` among them. Unknown fields and the other
-/// sections (`disks`, `net`, ...) are not read, as Cloud Hypervisor ignores unknown fields; a
-/// field given twice is refused.
+/// `phys_bits`, at most 52), and `platform.num_pci_segments` is 1 to 96 (more than one
+/// is refused as not modelled) with `iommu_segments` among them. The device sections are
+/// read for their ids and their PCI devices: each entry of `net`, `fs`, `vdpa`,
+/// `generic_vhost_user` and `pmem`, and `rtc`, `balloon`, `vsock`, `watchdog: true`, a
+/// virtio-iommu (`iommu: true` at the top or in a device, or `platform.iommu_segments`),
+/// `rng` (always) and `console` (unless its `mode` is `Off`; none given is
+/// `Tty`) takes an 8 MiB slot of the 64-bit PCI device area for its BAR, as does a
+/// virtio-mem hotplug area's device; `disks` and `pvpanic: true` (32-bit BARs) take none, and
+/// the BARs of `devices` (VFIO) and `user_devices`, and the regions of `pmem` files and of
+/// vhost-user shared memory, are not counted, so with those the bound is a lower one than
+/// Cloud Hypervisor's. All of them are PCI devices of segment 0, whose bus holds 31: more are
+/// refused. A zone id that a device section uses too (`id` of
+/// `disks`, `net`, `rng`, `console`, `rate_limit_groups`, ...) is refused, as Cloud Hypervisor
+/// refuses an id given twice; the entries' other fields are not read. Unknown fields and the
+/// other sections are not read, as Cloud Hypervisor ignores unknown fields; a field given
+/// twice is refused.
 ///
 /// # Errors
 /// [`Error::Spec`], with the field path (`memory.zones[1].size`) and its line and column, for
@@ -622,8 +870,10 @@ fn platform(vm: &Object<'_>) -> Result<()> {
 /// zones or 64 NUMA nodes, every refusal of the command-line import, and the `platform`
 /// refusals above (before the memory's) and the payload and `cpus` ones (after them, as Cloud
 /// Hypervisor lays out memory before it checks those), and memory that leaves Cloud
-/// Hypervisor no place for a virtio BAR in its 64-bit PCI device area (ending above
-/// `2^max_phys_bits - 8 MiB`; last, as it creates its devices after those checks), and on
+/// Hypervisor no 8 MiB slot for the BAR of each of its virtio PCI devices in its 64-bit PCI
+/// device area (ending above `2^max_phys_bits - n * 8 MiB` with `n` devices; last, as it
+/// creates its devices after those checks), a zone id a device section uses too and more
+/// than 31 PCI devices (after the payload and `cpus` checks), and on
 /// aarch64 `max_phys_bits` below 34, which leaves a 64-bit PCI device area ending below
 /// 8 GiB; [`Error::Import`] for text longer than a spec may be.
 ///
@@ -664,8 +914,9 @@ pub fn cloud_hypervisor_json_spec(
     let src = Source { origin, text };
     let top: &RawValue = from_json_as(WHAT, src, 0, text, "")?;
     let vm = Object::read::<VmObject>(src, top, String::new())?;
-    platform(&vm)?;
+    let iommu_segments = platform(&vm)?;
     let boot = Boot::read(&vm)?;
+    let devices = devices(&vm, iommu_segments)?;
     let (memory, zone_list) = memory(&vm)?;
     let zones_given = zone_list.is_some();
     let zones = zone_list
@@ -685,6 +936,14 @@ pub fn cloud_hypervisor_json_spec(
         .enumerate()
         .map(|(i, raw)| node(src, raw, i))
         .collect::<Result<Vec<_>>>()?;
+    let clash = zone_id_clash(&zones, &devices.ids);
+    // A virtio-mem device for each zone with hot-pluggable memory, or for `memory`'s.
+    let virtio_mem = if zones_given {
+        zones.iter().filter(|z| z.hotplug.is_some()).count() as u64
+    } else {
+        u64::from(memory.virtio_mem && memory.hotplug.is_some())
+    };
+    let bus = devices.check_bus(virtio_mem, &vm.place());
     let spec = config_spec(
         ChConfig {
             memory,
@@ -693,10 +952,16 @@ pub fn cloud_hypervisor_json_spec(
             nodes,
             phys_bits: boot.phys_bits,
             arch,
+            devices: devices.pci,
         },
         default,
         // Cloud Hypervisor checks the rest of the configuration once the memory is laid out.
-        || boot.check(),
+        || {
+            boot.check()?;
+            clash.map_or(Ok(()), Err)?;
+            // Cloud Hypervisor creates its devices once the configuration is checked.
+            bus
+        },
     )?;
     Ok(spec)
 }
@@ -1237,8 +1502,23 @@ mod tests {
         // Deep nesting is skipped without recursion in a section that is not read, and
         // refused at its first wrong value in one that is.
         let depth = MAX_SPEC_BYTES / 2 - 48;
-        let deep = format!(r#"{{"disks": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        let deep = format!(
+            r#"{{"landlock_rules": {}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
         assert_eq!(spec_of(&deep).ram(), 512 << 20);
+        // So is a field of a device entry that is not read.
+        let deep = format!(
+            r#"{{"net": [{{"tap": {}{}}}]}}"#,
+            "[".repeat(depth - 8),
+            "]".repeat(depth - 8)
+        );
+        assert_eq!(spec_of(&deep).ram(), 512 << 20);
+        let deep = format!(r#"{{"disks": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        let (field, _, message) = refusal(&bootable(&deep));
+        assert_eq!(field, "disks[0]");
+        assert!(message.contains("expected a device object"), "{message}");
         let deep = format!(
             r#"{{"numa": [{{"guest_numa_id": 0, "cpus": {}{}}}]}}"#,
             "[".repeat(200),
@@ -1449,10 +1729,10 @@ mod tests {
                 r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 33}}"#,
                 33,
             ),
-            // More than 64 is the host's, which has no more than 64.
+            // More than 52 is the host's, which has no more than 52.
             (
                 r#"{"cpus": {"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 255}}"#,
-                64,
+                52,
             ),
         ] {
             assert_eq!(spec_of(json).phys_bits, bits, "{json}");

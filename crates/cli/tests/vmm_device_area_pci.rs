@@ -1,0 +1,318 @@
+//! Cloud Hypervisor's 64-bit PCI device area holds the BAR of every virtio PCI device of PCI
+//! segment 0 other than a boot-time block device: 512 KiB each, at a multiple of 8 MiB
+//! (`VIRTIO_PCI_BAR_ALIGN`), allocated from the top of the area down, one 8 MiB slot each.
+//! The area ends at the platform device area, 1 MiB and 64 KiB below `2^phys_bits`, so the
+//! highest slot is at `2^phys_bits - 8 MiB` and `n` devices need guest memory to end at
+//! `2^phys_bits - n * 8 MiB` at the latest. Every guest has a virtio-rng device and, unless its
+//! console is `Off`, a virtio-console device (`--console tty` by default); the JSON
+//! `VmConfig`'s `net`, `fs`, `vdpa`, `generic_vhost_user`, `pmem`, `balloon`, `vsock` and
+//! `watchdog` add theirs, and a virtio-mem hotplug area its virtio-mem device. Zone ids share
+//! one namespace with the ids of devices, which Cloud Hypervisor refuses twice.
+
+const M: u64 = 1 << 20;
+const G: u64 = 1 << 30;
+const K: u64 = 1 << 10;
+
+mod common;
+
+use common::{HUGE_PAGES_2M, Memvisor, Outcome};
+use memvisor_cli::check::{HostFacts, Status, check_spec};
+use memvisor_cli::plan::plan as plan_spec;
+use memvisor_cli::spec::{Arch, Source, parse};
+use memvisor_cli::vmm::{DefaultHugePage, cloud_hypervisor_json_spec};
+
+fn plan(options: &str) -> Outcome {
+    Memvisor::new().flags(&HUGE_PAGES_2M).run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "--",
+        options,
+    ])
+}
+
+fn assert_refused(options: &str, field: &str) -> String {
+    let (code, out, err) = plan(options);
+    assert_eq!(code, 2, "{options}: {out}{err}");
+    assert!(out.is_empty(), "{options}: {out}");
+    assert!(err.contains(&format!("{field}: ")), "{options}: {err}");
+    assert!(err.contains("device area"), "{options}: {err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(!first.contains("  "), "{options}: {err}");
+    err
+}
+
+fn assert_planned(options: &str) {
+    let (code, out, err) = plan(options);
+    assert_eq!(code, 0, "{options}: {err}");
+    assert!(out.contains("RAM "), "{options}: {out}");
+}
+
+/// The latest end of guest memory that leaves `slots` 8 MiB BAR slots below the platform area.
+fn last(bits: u32, slots: u64) -> u64 {
+    (1u64 << bits) - slots * 8 * M
+}
+
+/// A `VmConfig` with boot RAM of `size` bytes (on x86_64 from 4 GiB it ends at `size + 1 GiB`),
+/// 46 address bits, and `rest` (further top-level fields, each followed by a comma).
+fn json(size: u64, rest: &str) -> String {
+    format!(
+        r#"{{{rest} "payload": {{"kernel": "vmlinux"}},
+ "cpus": {{"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 46}},
+ "memory": {{"size": {size}}}}}"#
+    )
+}
+
+#[test]
+fn the_default_console_takes_a_second_slot() {
+    // virtio-rng and the default virtio-console: two slots.
+    assert_planned(&format!("size={}", last(46, 2) - G));
+    let err = assert_refused(&format!("size={}", last(46, 2) - G + 4 * K), "size");
+    assert!(err.contains("virtio-console"), "{err}");
+    assert_refused(&format!("size={}", last(46, 1) - G), "size");
+    assert_refused(&format!("--memory size={}", last(46, 1) - G), "size");
+    assert_planned(&json(last(46, 2) - G, ""));
+    assert_refused(&json(last(46, 1) - G, ""), "size");
+}
+
+#[test]
+fn a_console_turned_off_takes_no_slot() {
+    let off = r#""console": {"mode": "Off"},"#;
+    assert_planned(&json(last(46, 1) - G, off));
+    assert_refused(&json(last(46, 1) - G + 4 * K, off), "size");
+    let tty = r#""console": {"mode": "Tty"},"#;
+    assert_refused(&json(last(46, 1) - G, tty), "size");
+}
+
+#[test]
+fn each_virtio_device_of_the_config_takes_a_slot() {
+    // rng, console, 3 net, 1 fs, 1 vdpa, 1 generic vhost-user, 1 pmem, rtc, balloon, vsock,
+    // watchdog: 13 slots.
+    let devices = r#""net": [{}, {"id": "n1"}, {}], "fs": [{"tag": "t", "socket": "/s"}],
+ "vdpa": [{"path": "/dev/vhost-vdpa-0"}], "generic_vhost_user": [{"socket": "/g"}],
+ "pmem": [{"file": "/p", "size": 2097152}], "balloon": {"size": 0},
+ "rtc": {}, "vsock": {"cid": 3, "socket": "/v"}, "watchdog": true,"#;
+    assert_planned(&json(last(46, 13) - G, devices));
+    let err = assert_refused(&json(last(46, 13) - G + 4 * K, devices), "size");
+    assert!(err.contains("13 virtio PCI devices"), "{err}");
+    // A watchdog that is off adds nothing.
+    let quiet = devices.replace(r#""watchdog": true"#, r#""watchdog": false"#);
+    assert_planned(&json(last(46, 12) - G, &quiet));
+    // A virtio-iommu device adds one; a pvpanic device has a 32-bit BAR.
+    let iommu = format!(r#"{devices} "iommu": true, "pvpanic": true,"#);
+    assert_refused(&json(last(46, 13) - G, &iommu), "size");
+    assert_planned(&json(last(46, 14) - G, &iommu));
+}
+
+#[test]
+fn boot_time_disks_take_no_slot() {
+    // A virtio-blk device of segment 0 given at boot has a 32-bit BAR.
+    let disks = r#""console": {"mode": "Off"}, "disks": [{"path": "/a"}, {"path": "/b"}],"#;
+    assert_planned(&json(last(46, 1) - G, disks));
+}
+
+#[test]
+fn a_virtio_mem_device_takes_a_slot() {
+    // rng, console and 14 net: 16 slots, 128 MiB. Boot RAM of 4 GiB ends at 5 GiB and the
+    // hotplug area ends 128 MiB below 2^46: ACPI hotplug adds no device and fits, virtio-mem
+    // adds one and does not.
+    let net = format!(r#""net": [{}],"#, vec!["{}"; 14].join(", "));
+    let hotplug = last(46, 16) - 5 * G;
+    let memory = |method: &str| {
+        format!(
+            r#"{{{net} "payload": {{"kernel": "vmlinux"}},
+ "memory": {{"size": {}, "hotplug_size": {hotplug}, "hotplug_method": "{method}"}}}}"#,
+            4 * G
+        )
+    };
+    assert_planned(&memory("Acpi"));
+    assert_refused(&memory("VirtioMem"), "hotplug_size");
+}
+
+#[test]
+fn a_zone_id_used_by_a_device_is_refused() {
+    let zones = |id: &str| {
+        format!(
+            r#"{{"payload": {{"kernel": "vmlinux"}}, "net": [{{"id": "{id}"}}],
+ "memory": {{"size": 0, "zones": [{{"id": "mem0", "size": 1073741824}}]}}}}"#
+        )
+    };
+    assert_planned(&zones("net0"));
+    let (code, out, err) = plan(&zones("mem0"));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("memory.zones[0].id"), "{err}");
+    assert!(err.contains("net[0].id"), "{err}");
+    for section in [
+        r#""disks": [{"path": "/a", "id": "mem0"}]"#,
+        r#""rng": {"src": "/dev/urandom", "id": "mem0"}"#,
+        r#""console": {"mode": "Tty", "id": "mem0"}"#,
+        r#""vsock": {"cid": 3, "socket": "/v", "id": "mem0"}"#,
+        r#""devices": [{"path": "/sys/x", "id": "mem0"}]"#,
+        r#""rate_limit_groups": [{"id": "mem0", "rate_limiter_config": {}}]"#,
+    ] {
+        let text = format!(
+            r#"{{{section}, "payload": {{"kernel": "vmlinux"}},
+ "memory": {{"size": 0, "zones": [{{"id": "mem0", "size": 1073741824}}]}}}}"#
+        );
+        let (code, out, err) = plan(&text);
+        assert_eq!(code, 2, "{section}: {out}{err}");
+        assert!(err.contains("memory.zones[0].id"), "{section}: {err}");
+    }
+}
+
+#[test]
+fn device_sections_of_the_wrong_shape_are_refused() {
+    for section in [
+        r#""net": {}"#,
+        r#""net": [1]"#,
+        r#""console": {"mode": 1}"#,
+        r#""console": {"mode": "Loud"}"#,
+        r#""watchdog": 1"#,
+        r#""net": [{"id": 5}]"#,
+    ] {
+        let text = json(G, &format!("{section},"));
+        let (code, out, err) = plan(&text);
+        assert_eq!(code, 2, "{section}: {out}{err}");
+        assert!(!err.contains("panicked"), "{section}: {err}");
+    }
+}
+
+fn host(bits: u32) -> HostFacts {
+    HostFacts {
+        thp_enabled: "madvise".into(),
+        thp_shmem_enabled: "advise".into(),
+        thp_pmd_knobs: None,
+        huge_page_pools: vec![(2 * M, 0, 0)],
+        huge_page_reserved: vec![],
+        mounts: vec![("/".into(), None)],
+        numa_nodes: vec![(0, 8 * G)],
+        phys_bits: Some(bits),
+        kvm_error: None,
+        max_map_count: Some(65530),
+        map_count: 100,
+        overcommit_mode: 0,
+        commit: Some((16 * G, G)),
+        memory_and_swap: Some(16 * G),
+        memory_available: Some(8 * G),
+        paths: Vec::new(),
+        resolved: Vec::new(),
+    }
+}
+
+/// `memvisor check`'s `address_bits` finding for the plan of the `VmConfig` `text`, on a host
+/// CPU of `bits` address bits.
+fn address_bits(text: &str, bits: u32) -> (Status, String, Option<String>) {
+    let toml = cloud_hypervisor_json_spec(
+        "vm.json",
+        text,
+        DefaultHugePage::Pinned(2 * M),
+        Arch::X86_64,
+    )
+    .unwrap();
+    let src = Source {
+        origin: "vm.toml",
+        text: &toml,
+    };
+    let spec = parse(src).unwrap();
+    let findings = check_spec(&spec, &plan_spec(&spec, src).unwrap(), &host(bits));
+    let f = findings
+        .into_iter()
+        .find(|f| f.check == "address_bits")
+        .unwrap();
+    (f.status, f.detail, f.fix)
+}
+
+#[test]
+fn check_applies_the_device_area_bound_at_the_hosts_narrower_width() {
+    // Planned with 46 bits; Cloud Hypervisor gives the guest min(host, max_phys_bits) bits.
+    // Memory ending a page above 2^40 - 8 MiB fits a 40-bit host CPU, but leaves Cloud
+    // Hypervisor no place there even for the BAR of the virtio-rng device every guest has.
+    let tight = json(last(40, 1) - G + 4 * K, "");
+    let (status, detail, fix) = address_bits(&tight, 40);
+    assert_eq!(status, Status::Fail, "{detail}");
+    assert!(detail.contains("device area"), "{detail}");
+    assert!(
+        fix.unwrap_or_default().contains("max_phys_bits = 40"),
+        "{detail}"
+    );
+    // Room for the virtio-rng BAR: whether the other devices fit at 40 bits is for the
+    // conversion with `max_phys_bits` 40 to say, which the warning's fix asks for.
+    for slots in [1, 2] {
+        let text = json(last(40, slots) - G, "");
+        let (status, detail, fix) = address_bits(&text, 40);
+        assert_eq!(status, Status::Warn, "{detail}");
+        assert!(
+            fix.unwrap_or_default().contains("max_phys_bits = 40"),
+            "{detail}"
+        );
+    }
+    // A host with as many bits as the spec: nothing to say.
+    let (status, detail, _) = address_bits(&tight, 46);
+    assert_eq!(status, Status::Ok, "{detail}");
+}
+
+#[test]
+fn pci_segment_0_has_31_device_slots() {
+    // Its bus has 32 device ids, the first the host bridge's: rng, console and 29 net fill it.
+    let config = |net: usize, disks: usize, memory: &str| {
+        format!(
+            r#"{{"payload": {{"kernel": "vmlinux"}}, "net": [{}], "disks": [{}],
+ "memory": {memory}}}"#,
+            vec!["{}"; net].join(", "),
+            vec![r#"{"path": "/d"}"#; disks].join(", ")
+        )
+    };
+    let small = r#"{"size": 1073741824}"#;
+    assert_planned(&config(29, 0, small));
+    assert_planned(&config(28, 1, small));
+    for (net, disks, memory) in [
+        (30, 0, small),
+        (28, 2, small),
+        (
+            29,
+            0,
+            r#"{"size": 1073741824, "hotplug_size": 1073741824, "hotplug_method": "VirtioMem"}"#,
+        ),
+    ] {
+        let text = config(net, disks, memory);
+        let (code, out, err) = plan(&text);
+        assert_eq!(code, 2, "{net} {disks} {memory}: {out}{err}");
+        assert!(
+            err.contains("32 PCI devices"),
+            "{net} {disks} {memory}: {err}"
+        );
+        assert!(err.contains("31"), "{err}");
+    }
+    // A pvpanic device takes a device id too.
+    let pvpanic = config(29, 0, small).replacen('{', r#"{"pvpanic": true, "#, 1);
+    let (code, out, err) = plan(&pvpanic);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("32 PCI devices"), "{err}");
+    // ACPI hotplug adds no device.
+    assert_planned(&config(
+        29,
+        0,
+        r#"{"size": 1073741824, "hotplug_size": 1073741824}"#,
+    ));
+}
+
+#[test]
+fn a_device_behind_the_iommu_adds_the_virtio_iommu_device() {
+    // rng and console, and a virtio-iommu device when a device says `iommu` or the platform
+    // has IOMMU segments.
+    assert_planned(&json(last(46, 2) - G, r#""net": [],"#));
+    for rest in [
+        r#""net": [{"iommu": true}],"#,
+        r#""rng": {"src": "/dev/urandom", "iommu": true},"#,
+        r#""console": {"mode": "Tty", "iommu": true},"#,
+        r#""disks": [{"path": "/d", "iommu": true}],"#,
+        r#""platform": {"iommu_segments": []},"#,
+    ] {
+        // A net device with `iommu` has a slot of its own too.
+        let slots = if rest.contains("net") { 4 } else { 3 };
+        assert_planned(&json(last(46, slots) - G, rest));
+        assert_refused(&json(last(46, slots - 1) - G, rest), "size");
+    }
+    // `iommu` off adds nothing.
+    assert_planned(&json(last(46, 3) - G, r#""net": [{"iommu": false}],"#));
+}
