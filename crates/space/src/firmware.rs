@@ -162,6 +162,8 @@ impl Snapshot {
     /// [`MemoryMapEntry::to_e820_bytes`] into `boot_params.e820_table`, which holds
     /// [`E820_MAX_ENTRIES`] entries (with `boot_params.e820_entries` = the entry count). The
     /// map has one entry per boot RAM range (adjacent ones merged) plus one for the legacy hole.
+    /// e820 is x86's: on AArch64, which has none, this is the same list of boot RAM, with no
+    /// hole carved out.
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, E820_MAX_ENTRIES, Error, Layout, RegionSpec};

@@ -475,7 +475,12 @@ impl LayoutBuilder {
         self
     }
 
-    /// Guest physical address bits (default 40: 1 TiB); the limit is `2^bits - 1`.
+    /// Guest physical address bits (default 40: 1 TiB); the limit is `2^bits - 1`. Any of 32
+    /// to 64 is taken ([`build`](Self::build) refuses others): a layout describes an address
+    /// space, which need not be a KVM guest's. A [`plan`](crate::plan::plan), which lays out a
+    /// guest for KVM, takes at most [`MAX_PHYS_BITS`](crate::plan::MAX_PHYS_BITS) (52, the
+    /// most an x86-64 or AArch64 host has); a VMM building a layout for such a guest gives it
+    /// no more bits than its host has.
     #[must_use]
     pub fn phys_bits(mut self, bits: u32) -> Self {
         self.phys_bits = bits;

@@ -121,7 +121,9 @@ pub struct DeviceRequest {
     /// ([`Error::InvalidName`] at [`PlanItem::DeviceName`]) when empty, when another device
     /// has it, or when the plan gives it to another part of the map on some platform
     /// (`serial`, `reserved`, `legacy ISA`, `boot RAM`, a platform reservation such as `GIC`
-    /// or several joined by `, `, `RAM node…`, `hotplug slot…`, or ending in ` DAX`).
+    /// or several joined by `, `, `RAM node…`, `hotplug slot…`, ending in ` DAX`, or a device
+    /// of KVM's whose I/O ports the plan's placer holds: `PIC`, `PIT`, `ELCR`;
+    /// [`names_other_map_part`]).
     pub name: String,
     /// Its MMIO window size: not zero ([`Error::NothingToPlace`]), a power of two (it is also
     /// the alignment; [`Error::InvalidAlignment`]) and at least a guest page
@@ -358,7 +360,8 @@ impl Plan {
 
     /// The e820 table of the plan: its [`memory_map`](Self::memory_map), to write into
     /// `boot_params.e820_table` as [`Snapshot::e820_table`](crate::Snapshot::e820_table)
-    /// says.
+    /// says. e820 is x86's: on AArch64, which has none, this is the same list of boot RAM,
+    /// no legacy hole and no MMCONFIG in it (what a device tree's memory nodes list).
     ///
     /// # Errors
     /// [`Error::TooManyMapEntries`] if the map has more than
@@ -374,7 +377,9 @@ impl Plan {
     /// region: the slots, the lead before the first slot's page boundary and the rest up to
     /// the window alignment, so that memory hot-added anywhere in it (a slot, or a range
     /// [`Plan::placer`](Plan) places there later) lies in a hot-pluggable range of its node,
-    /// where Linux looks for its node and which bounds the memory it makes room for. The
+    /// where Linux looks for its node and which bounds the memory it makes room for. (A
+    /// window whose slots a plan edited by hand gives to different nodes belongs to no one
+    /// node: each of its slots is listed under its own node, and the rest of it not at all.) The
     /// nodes are the guest's (indexes into [`PlanRequest::nodes`]), whatever
     /// host nodes their memory is bound to: two guest nodes on one host node are two
     /// proximity domains. ([`Snapshot::numa_ranges`](crate::Snapshot::numa_ranges) knows only
@@ -403,29 +408,41 @@ impl Plan {
     #[must_use]
     pub fn numa_ranges(&self) -> Vec<NumaRange> {
         // (base, size, node, hot-pluggable): boot RAM, and each hotplug window under the node
-        // of the first slot in it.
+        // of its slots.
         let mut ram: Vec<(u64, u64, u32, bool)> = self
             .regions
             .iter()
             .filter(|r| r.spec.ty == RegionType::Ram && !r.spec.hotplug)
             .filter_map(|r| Some((r.spec.base, r.spec.size, r.node?, false)))
             .collect();
-        // By window start: the node of the first slot (with one) inside that hotplug window.
-        // One look-up per slot, so a plan edited to hold many windows and slots costs
-        // O(s log w), not O(s * w).
-        let mut hot: HashMap<u64, u32> = HashMap::new();
+        // By window start: the node of every slot (with one) inside that hotplug window, or
+        // `None` if they belong to different nodes. One look-up per slot, so a plan edited to
+        // hold many windows and slots costs O(s log w), not O(s * w).
+        let mut hot: HashMap<u64, Option<u32>> = HashMap::new();
+        let mut in_window = Vec::new();
         for s in &self.slots {
             let Some(node) = s.node else { continue };
             if let Some(w) = self.layout.window_containing(GuestAddress(s.spec.base))
                 && w.kind() == WindowKind::Hotplug
                 && w.contains_range(s.spec.base, s.spec.size)
             {
-                hot.entry(w.start().0).or_insert(node);
+                let one = hot.entry(w.start().0).or_insert(Some(node));
+                if *one != Some(node) {
+                    *one = None;
+                }
+                in_window.push((w.start().0, s.spec.base, s.spec.size, node));
             }
         }
         for w in self.layout.windows_of(WindowKind::Hotplug) {
-            if let Some(&node) = hot.get(&w.start().0) {
+            if let Some(&Some(node)) = hot.get(&w.start().0) {
                 ram.push((w.start().0, w.size(), node, true));
+            }
+        }
+        // A window whose slots belong to different nodes is no one node's: each slot under
+        // its own.
+        for (window, base, size, node) in in_window {
+            if hot.get(&window) == Some(&None) {
+                ram.push((base, size, node, true));
             }
         }
         ram.sort_unstable();

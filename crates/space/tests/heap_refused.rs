@@ -28,7 +28,21 @@ thread_local! {
     static GRANT: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-fn refuse_now(align: usize) -> bool {
+fn refuse_now(layout: HeapLayout) -> bool {
+    let align = layout.align();
+    if align >= 8
+        && REFUSE_SIZE
+            .try_with(|s| {
+                let hit = s.get() == Some(layout.size());
+                if hit {
+                    s.set(None);
+                }
+                hit
+            })
+            .unwrap_or(false)
+    {
+        return true;
+    }
     align >= 8
         && GRANT
             .try_with(|left| match left.get() {
@@ -49,7 +63,7 @@ fn refuse_now(align: usize) -> bool {
 // which `GlobalAlloc` allows.
 unsafe impl GlobalAlloc for RefusingOne {
     unsafe fn alloc(&self, layout: HeapLayout) -> *mut u8 {
-        if refuse_now(layout.align()) {
+        if refuse_now(layout) {
             return ptr::null_mut();
         }
         // SAFETY: the caller's contract for `alloc` is passed on.
@@ -62,7 +76,8 @@ unsafe impl GlobalAlloc for RefusingOne {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: HeapLayout, new_size: usize) -> *mut u8 {
-        if refuse_now(layout.align()) {
+        let new = HeapLayout::from_size_align(new_size, layout.align()).unwrap_or(layout);
+        if refuse_now(new) {
             return ptr::null_mut();
         }
         // SAFETY: as above.
@@ -501,4 +516,86 @@ fn snapshot_table_refused_by_the_heap_changes_nothing() {
         .unwrap();
     assert_eq!(space.snapshot().len(), 12);
     assert_eq!(heard.load(Ordering::SeqCst), 2);
+}
+
+thread_local! {
+    /// The size of the one heap request to refuse (the first of it, aligned to 8 bytes or
+    /// more); `None`: refuse none by size.
+    static REFUSE_SIZE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the first request of exactly `size` bytes refused; whether it was made.
+fn refusing_size<T>(size: usize, f: impl FnOnce() -> T) -> (T, bool) {
+    REFUSE_SIZE.with(|s| s.set(Some(size)));
+    let out = f();
+    let refused = REFUSE_SIZE.with(|s| s.replace(None)).is_none();
+    (out, refused)
+}
+
+/// Plugging a slot builds the next snapshot's table after the slot is mapped. The heap
+/// refusing that table refuses the plug, typed, before any listener hears of it, with the
+/// space unchanged and the slot given back: the same slot is plugged at once after.
+#[test]
+fn plug_whose_snapshot_table_the_heap_refuses_changes_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let layout = Layout::x86_64()
+        .ram(1 << 30)
+        .hotplug(1 << 30)
+        .build()
+        .unwrap();
+    let window = layout
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0;
+    let ram = |i: u64| RegionSpec::ram(GuestAddress(i << 21), 1 << 21);
+    let (space, _) = AddressSpace::back(layout, (0..12).map(ram)).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&heard);
+    space
+        .add_listener(Arc::new(
+            move |_: &memvisor_space::RegionEvent<'_>| -> Result<(), memvisor_space::ListenerError> {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+        ))
+        .unwrap();
+    // The size of the table of 13 regions: the one an insertion asks for.
+    let planned = Arc::new(Region::plan(ram(12)).unwrap());
+    let mut table_bytes = None;
+    for granted in 0.. {
+        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&planned)));
+        assert!(refused, "the table is asked for after {granted} requests");
+        let e = out.unwrap_err();
+        if e.to_string().starts_with("allocating the snapshot table") {
+            let source = e
+                .source()
+                .unwrap()
+                .downcast_ref::<memvisor_resources::Error>();
+            let Some(memvisor_resources::Error::HeapRefused { bytes }) = source else {
+                panic!("{e:?}")
+            };
+            table_bytes = Some(usize::try_from(*bytes).unwrap());
+            break;
+        }
+    }
+    let table_bytes = table_bytes.unwrap();
+    let before = space.snapshot();
+    let slot = RegionSpec::ram(GuestAddress(window), 2 << 20).with_hotplug(true);
+    let (out, refused) = refusing_size(table_bytes, || space.plug(slot.clone()));
+    assert!(refused, "the plug asks for the table");
+    let e = out.map(|_| ()).unwrap_err();
+    assert!(is_heap_refusal(&e), "{e} ({e:?})");
+    assert_eq!(
+        e.to_string(),
+        format!("allocating the snapshot table for the region at {window:#x} failed")
+    );
+    assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+    assert_eq!(heard.load(Ordering::SeqCst), 0, "no listener told");
+    let (region, _) = space.plug(slot).unwrap();
+    assert_eq!(space.snapshot().len(), 13);
+    assert_eq!(heard.load(Ordering::SeqCst), 1);
+    drop(region);
 }

@@ -243,3 +243,105 @@ fn maps_of_a_plan_edited_by_hand_do_not_overflow() {
     assert!(srat.iter().any(|n| n.hotplug && n.addr == window.start().0));
     assert!(srat.iter().filter(|n| n.hotplug).count() == 1);
 }
+
+/// A hotplug window whose slots (in a plan edited by hand) belong to different guest nodes is
+/// no one node's: each slot is listed under its own node, never the other slots' memory under
+/// the first slot's node.
+#[test]
+fn plan_srat_of_a_window_with_slots_of_several_nodes_lists_each_slot_under_its_node() {
+    for arch in Arch::ALL {
+        let mut r = request(Platform::new(arch), GIB);
+        r.nodes.push(NodeRequest {
+            size: GIB,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        r.hotplug = Some(HotplugRequest {
+            slots: 3,
+            slot_size: 256 * MIB,
+            node: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        });
+        let mut p = plan(&r).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(p.layout.windows_of(WindowKind::Hotplug).count(), 1);
+        p.slots[1].node = Some(1);
+        let hotplug: Vec<NumaRange> = p.numa_ranges().into_iter().filter(|n| n.hotplug).collect();
+        let want: Vec<NumaRange> = p
+            .slots
+            .iter()
+            .map(|s| NumaRange {
+                node: s.node.unwrap(),
+                addr: s.spec.base().0,
+                size: s.spec.size(),
+                hotplug: true,
+            })
+            .collect();
+        assert_eq!(hotplug, want, "{arch}");
+        // Every slot of one node again: the whole window under it.
+        p.slots[1].node = Some(0);
+        let window = p.layout.windows_of(WindowKind::Hotplug).next().unwrap();
+        let hotplug: Vec<NumaRange> = p.numa_ranges().into_iter().filter(|n| n.hotplug).collect();
+        assert_eq!(
+            hotplug,
+            [NumaRange {
+                node: 0,
+                addr: window.start().0,
+                size: window.size(),
+                hotplug: true
+            }],
+            "{arch}"
+        );
+    }
+}
+
+/// On x86-64 a device named as one of KVM's in-kernel devices, a device or serial port fixed
+/// on the timer's GSIs, and a serial port fixed on their ports are refused, typed, at the item.
+#[test]
+fn plan_refuses_devices_on_kvm_in_kernel_devices() {
+    use memvisor_space::plan::{DeviceRequest, SerialRequest};
+
+    let device = |name: &str, irq: Option<u32>| DeviceRequest {
+        name: name.into(),
+        mmio_size: 0x1000,
+        address: None,
+        irq,
+        dax_size: None,
+    };
+    for name in ["PIC", "PIT", "ELCR"] {
+        let mut r = request(Platform::x86_64(), GIB);
+        r.devices = vec![device(name, None)];
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::DeviceName(0), "{name}: {e}");
+        assert!(matches!(e.error, Error::InvalidName { .. }), "{name}: {e}");
+    }
+    for gsi in [0, 2] {
+        let mut r = request(Platform::x86_64(), GIB);
+        r.devices = vec![device("net0", Some(gsi))];
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::DeviceIrq(0), "GSI {gsi}: {e}");
+        assert!(matches!(e.error, Error::IrqTaken { .. }), "GSI {gsi}: {e}");
+        let mut r = request(Platform::x86_64(), GIB);
+        r.serial = Some(SerialRequest {
+            irq: Some(gsi),
+            ..SerialRequest::default()
+        });
+        let e = plan(&r).unwrap_err();
+        assert_eq!(e.item, PlanItem::SerialIrq, "GSI {gsi}: {e}");
+        assert!(matches!(e.error, Error::IrqTaken { .. }), "GSI {gsi}: {e}");
+    }
+    for &(device, first, last) in Platform::x86_64().kernel_ports() {
+        // The serial port's 8 ports over the first and over the last of the device's.
+        for base in [first, last.saturating_sub(7)] {
+            let mut r = request(Platform::x86_64(), GIB);
+            r.serial = Some(SerialRequest {
+                port: Some(base),
+                ..SerialRequest::default()
+            });
+            let e = plan(&r).unwrap_err();
+            assert_eq!(e.item, PlanItem::SerialPort, "{device} {base:#x}: {e}");
+            assert!(
+                matches!(e.error, Error::Taken { ref other, .. } if other == device),
+                "{device} {base:#x}: {e}"
+            );
+        }
+    }
+}

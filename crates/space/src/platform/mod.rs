@@ -168,7 +168,9 @@ impl Platform {
     /// after the TSS), and the PC legacy hole
     /// (0x9fc00–0xfffff) inside RAM. A [`plan`](crate::plan::plan) also keeps GSIs 0 and 2 (the
     /// timer's) from the serial port and holds the I/O ports KVM's in-kernel PICs, PIT and
-    /// ELCR answer (0x20–0x21, 0x40–0x43, 0x61, 0xa0–0xa1, 0x4d0–0x4d1) in its placer.
+    /// ELCR answer (0x20–0x21, 0x40–0x43, 0x61, 0xa0–0xa1, 0x4d0–0x4d1) in its placer, as
+    /// [`Layout::placer`] and [`Snapshot::placer`](crate::Snapshot::placer) do;
+    /// [`placer`](Self::placer) holds neither.
     #[must_use]
     pub fn x86_64() -> Self {
         Self::new(Arch::X86_64)
