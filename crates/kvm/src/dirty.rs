@@ -252,9 +252,10 @@ const KVM_GET_DIRTY_LOG: u64 = (1 << 30)
 /// committed read-write pages, then one inaccessible page. A log of `bytes` is placed to end
 /// where the inaccessible page starts. A fetch grows it to the log fetched; a slot's deletion
 /// shrinks it to the log of the largest region still registered when it holds more than twice
-/// that log's pages ([`fit`](Self::fit)), so it holds at most twice a 32768th of that region
-/// (with 4 KiB pages), rounded up to a page, and a region plugged and unplugged in turn
-/// (whose log is at most twice that one) does not make each fetch reserve anew.
+/// that log's pages ([`fit`](Self::fit)), so it holds at most twice the pages of that log (a
+/// 32768th of the region with 4 KiB pages, rounded up to a page), unless the system refused
+/// the smaller buffer, and a region plugged and unplugged in turn (whose log is at most twice
+/// that one) does not make each fetch reserve anew.
 #[derive(Debug, Default)]
 pub(crate) struct LogBuffer(Option<(memvisor_vmem::Reservation, usize)>);
 
@@ -411,8 +412,9 @@ impl MemorySlots {
     /// way, below). KVM dropped the slot's log with the slot, so the next fetch reports every
     /// page of the region; KVM cannot say whether the VM keeps its log across fetches (manual
     /// protection), where dropping those pages would lose writes of the guest. In the default
-    /// mode that next fetch is then a superset of the pages written since this call. Turning
-    /// logging off drops them, as KVM drops its log with the flag.
+    /// mode that next fetch is then a superset of the pages written since this call: every page
+    /// of the region, once, so a migration copies the whole region once more. Turning logging
+    /// off drops them, as KVM drops its log with the flag.
     ///
     /// While another thread (or a region listener after this one) removes the region, from
     /// KVM's deletion of the slot until the space publishes the removal or undoes it (a
@@ -474,7 +476,9 @@ impl MemorySlots {
     /// written by the guest or the VMM since the last fetch. After a removal of the region
     /// that a region listener after this one refused (the slot left KVM and came back, and
     /// KVM dropped its log meanwhile), the next fetch gives every page of the region: a
-    /// vCPU may have written any of them right up to the deletion.
+    /// vCPU may have written any of them right up to the deletion. (Not when a fetch while the
+    /// removal was under way gave them already, nor once logging was turned off since:
+    /// turned off, the log is dropped, as KVM drops its own with the flag.)
     ///
     /// That holds in KVM's default mode. If the VMM turned on
     /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` for the VM (before or after attaching: KVM offers
@@ -929,6 +933,53 @@ mod tests {
         buffer.fit(0);
         assert_eq!(buffer.held(), 0);
         assert!(buffer.0.is_none());
+    }
+
+    #[test]
+    fn log_buffer_stays_within_twice_the_largest_registered_log_for_any_sequence() {
+        // Logs of regions registered, fetched and removed in a seeded random order, as the
+        // slots use the buffer: a fetch places the log of a registered region, a removal fits
+        // the buffer to the largest log left. After every step the buffer holds at most twice
+        // the pages of the largest log registered (nothing when none is), and every log placed
+        // ends where its accessible pages end.
+        let page = memvisor_vmem::page_size();
+        let pages = |bytes: usize| bytes.next_multiple_of(page);
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap() % n
+        };
+        let mut buffer = LogBuffer::default();
+        let mut registered: Vec<usize> = Vec::new();
+        let steps = if cfg!(miri) { 200 } else { 5000 };
+        for step in 0..steps {
+            match next(3) {
+                0 if registered.len() < 6 => registered.push(8 * (1 + next(5 * page / 8))),
+                1 if !registered.is_empty() => {
+                    let bytes = registered[next(registered.len())];
+                    let start = buffer.place(bytes).unwrap();
+                    let (reservation, accessible) = buffer.0.as_ref().unwrap();
+                    assert_eq!(
+                        start.addr() + bytes,
+                        reservation.as_ptr().addr() + accessible,
+                        "step {step}"
+                    );
+                }
+                _ if !registered.is_empty() => {
+                    registered.swap_remove(next(registered.len()));
+                    buffer.fit(registered.iter().copied().max().unwrap_or(0));
+                }
+                _ => {}
+            }
+            let largest = registered.iter().copied().max().unwrap_or(0);
+            assert!(
+                buffer.held() <= 2 * pages(largest),
+                "step {step}: {} held for {registered:?}",
+                buffer.held()
+            );
+        }
     }
 
     #[test]

@@ -5,16 +5,23 @@
 //! plugged and unplugged. Then, with the other threads stopped, the guest writes every page once
 //! more and one last removal is refused with logging turned on again meanwhile, before the last
 //! fetch. If no write the guest makes escapes every log, the shadow ends equal to the memory.
-//! (Skipped under Miri, which cannot `ioctl` `/dev/kvm`.)
+//! In KVM's default mode, and with manual dirty-log protection, where each fetch is followed
+//! by `KVM_CLEAR_DIRTY_LOG` of the pages it gave before they are copied (as a VMM in that mode
+//! does). (Skipped under Miri, which cannot `ioctl` `/dev/kvm`.)
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kvm_ioctls::VcpuExit;
+use kvm_bindings::{
+    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVMIO, kvm_clear_dirty_log,
+    kvm_clear_dirty_log__bindgen_ty_1, kvm_enable_cap,
+};
+use kvm_ioctls::{VcpuExit, VmFd};
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{ChangeKind, ListenerError, RegionEvent, RegionListener, RegionSpec};
 use support::{MIB, backed, backed_space, kvm_or_skip};
@@ -48,15 +55,55 @@ const PROGRAM: [u8; 25] = [
 /// How many times the guest halts (1024 writes each) before the test ends.
 const HALTS: u64 = 40;
 
+/// The slot number of [`DATA`] (the code region has 0).
+const DATA_SLOT: u32 = 1;
+
+/// `KVM_CLEAR_DIRTY_LOG`: `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`.
+const KVM_CLEAR_DIRTY_LOG: u64 = (3 << 30)
+    | ((std::mem::size_of::<kvm_clear_dirty_log>() as u64) << 16)
+    | ((KVMIO as u64) << 8)
+    | 0xc0;
+
 /// Fetches the log of [`DATA`] and copies the pages it names from the memory into `shadow`
 /// (each page read and stored under the lock, so a later read is never overwritten by an
-/// earlier one).
+/// earlier one). With `manual` (the VM protects pages only when told), the pages fetched are
+/// first cleared in KVM's log of [`DATA_SLOT`] and write-protected again; while a removal of
+/// the region is under way, KVM has no slot to clear, and says so.
 fn fetch_and_copy(
     slots: &MemorySlots,
     memory: &memvisor_space::AddressSpace,
     shadow: &Mutex<Vec<u8>>,
+    manual: Option<&VmFd>,
 ) {
     let dirty = slots.fetch_dirty_log(GuestAddress(DATA)).unwrap();
+    if let Some(vm) = manual {
+        let mut words = dirty.words().to_vec();
+        let clear = kvm_clear_dirty_log {
+            slot: DATA_SLOT,
+            num_pages: u32::try_from(dirty.pages()).unwrap(),
+            first_page: 0,
+            __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
+                dirty_bitmap: words.as_mut_ptr().cast(),
+            },
+        };
+        // SAFETY: KVM reads `clear` and the `words` it points to, which cover `num_pages`
+        // bits.
+        let ret = unsafe {
+            libc::ioctl(
+                vm.as_raw_fd(),
+                KVM_CLEAR_DIRTY_LOG as _,
+                std::ptr::from_ref(&clear),
+            )
+        };
+        if ret != 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENOENT),
+                "KVM_CLEAR_DIRTY_LOG: {e}"
+            );
+        }
+    }
     for page in dirty.dirty_pages() {
         let offset = usize::try_from(page.0 - DATA).unwrap();
         let mut shadow = shadow.lock().unwrap();
@@ -73,15 +120,39 @@ fn pages_copied_by_the_logs_equal_the_memory_after_refused_removals_and_plugs() 
     let Some(kvm) = kvm_or_skip("pages_copied_by_the_logs_equal_the_memory") else {
         return;
     };
+    copy_by_logs(&support::vm(&kvm), false);
+}
+
+#[test]
+fn pages_copied_by_the_logs_and_cleared_equal_the_memory_with_manual_protection() {
+    let test = "pages_copied_by_the_logs_and_cleared_equal_the_memory";
+    let Some(kvm) = kvm_or_skip(test) else {
+        return;
+    };
     let vm = support::vm(&kvm);
+    let cap = kvm_enable_cap {
+        cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+        args: [1, 0, 0, 0],
+        ..Default::default()
+    };
+    if let Err(e) = vm.enable_cap(&cap) {
+        eprintln!("\n*** SKIPPED {test}: no manual dirty-log protection ({e}) ***\n");
+        return;
+    }
+    copy_by_logs(&vm, true);
+}
+
+/// The test, on `vm`, with manual protection (and clearing after each fetch) or without.
+fn copy_by_logs(vm: &Arc<VmFd>, manual: bool) {
+    let clearing = manual.then_some(&**vm);
     let space = backed_space(
-        &vm,
+        vm,
         [
             RegionSpec::ram(GuestAddress(CODE), CODE_SIZE),
             RegionSpec::ram(GuestAddress(DATA), DATA_SIZE),
         ],
     );
-    let slots = Arc::new(MemorySlots::attach(Arc::clone(&vm), &space).unwrap());
+    let slots = Arc::new(MemorySlots::attach(Arc::clone(vm), &space).unwrap());
     space
         .memory()
         .write_slice(&PROGRAM, GuestAddress(CODE))
@@ -95,12 +166,13 @@ fn pages_copied_by_the_logs_equal_the_memory_after_refused_removals_and_plugs() 
     let refused = Arc::new(AtomicU64::new(0));
     let copy_in_gap = Arc::new(AtomicBool::new(true));
     let listener: Arc<dyn RegionListener> = {
-        let (slots, space, shadow, refused, copy_in_gap) = (
+        let (slots, space, shadow, refused, copy_in_gap, clearing) = (
             Arc::downgrade(&slots),
             space.clone(),
             Arc::clone(&shadow),
             Arc::clone(&refused),
             Arc::clone(&copy_in_gap),
+            manual.then(|| Arc::clone(vm)),
         );
         Arc::new(
             move |event: &RegionEvent<'_>| -> Result<(), ListenerError> {
@@ -112,7 +184,7 @@ fn pages_copied_by_the_logs_equal_the_memory_after_refused_removals_and_plugs() 
                     if refused.fetch_add(1, Ordering::Relaxed) % 2 == 0
                         && copy_in_gap.load(Ordering::Relaxed)
                     {
-                        fetch_and_copy(&slots, &space, &shadow);
+                        fetch_and_copy(&slots, &space, &shadow, clearing.as_deref());
                     }
                 }
                 Err("refused".into())
@@ -154,7 +226,7 @@ fn pages_copied_by_the_logs_equal_the_memory_after_refused_removals_and_plugs() 
         for _ in 0..2 {
             s.spawn(|| {
                 while !done.load(Ordering::Relaxed) {
-                    fetch_and_copy(&slots, &space, &shadow);
+                    fetch_and_copy(&slots, &space, &shadow, clearing);
                     // The plugged region's log, when it is there and logs: nothing (no
                     // guest writes it), or every page while its removal is under way.
                     match slots.fetch_dirty_log(GuestAddress(OTHER)) {
@@ -194,7 +266,7 @@ fn pages_copied_by_the_logs_equal_the_memory_after_refused_removals_and_plugs() 
     );
     assert!(refused.load(Ordering::Relaxed) > 0);
     // The last fetch and copy: the shadow now equals the memory, page for page.
-    fetch_and_copy(&slots, &space, &shadow);
+    fetch_and_copy(&slots, &space, &shadow, clearing);
     let mut memory = vec![0u8; usize::try_from(DATA_SIZE).unwrap()];
     space
         .memory()

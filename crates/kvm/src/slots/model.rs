@@ -12,7 +12,9 @@
 //! in five for others (the steps in between see no query of the slots). The later listener also
 //! fetches the log of a region being removed, or turns its logging on or off, before it answers
 //! (KVM deleted the slot then, and the space still holds the region): the answer, and the
-//! flags and log the slot comes back with if the removal is refused, must be the model's.
+//! flags and log the slot comes back with if the removal is refused, must be the model's. A
+//! step that turns logging on fetches the log right after, every other step (turned on again,
+//! logging keeps the pages an undone removal owes).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -728,6 +730,19 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
                     want.is_some(),
                     "{ctx} on {on}"
                 );
+                // Every other step, the log right after: turned on (again), it still gives
+                // every page an undone removal owes (without drawing from `rng`, so that the
+                // sequences stay those of the seeds).
+                if on && want.is_some() && step % 2 == 0 {
+                    let log = slots.fetch_dirty_log(GuestAddress(base)).unwrap();
+                    let all = model.all_dirty.remove(&base);
+                    let pages = log.size() / memvisor_vmem::page_size() as u64;
+                    assert_eq!(
+                        log.count(),
+                        if all { pages } else { 0 },
+                        "{ctx} fetch after on"
+                    );
+                }
             }
             _ => {
                 let base = if rng.below(2) == 0 { BOOT } else { hotplug } + i * GAP;
