@@ -978,11 +978,15 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                 // Cloud Hypervisor gives the guest min(host bits, max_phys_bits): its 64-bit PCI
                 // device area ends below 2^bits, and must hold the virtio-rng device's BAR.
                 let bound = crate::vmm::ch_memory_end_bound(bits);
+                // Where its guest memory ends: on aarch64 above the plan's.
+                let hotplug = plan.hotplug.iter().map(|s| s.span.size).sum::<u64>();
+                let end = crate::vmm::ch_memory_end(plan.ram, hotplug, spec.arch)
+                    .max(u128::from(highest) + 1);
                 let redo = format!(
                     "set max_phys_bits = {bits} (cpus in Cloud Hypervisor's VmConfig) and convert \
                      again, which checks that its PCI devices fit at {bits} bits"
                 );
-                if u128::from(highest) + 1 > bound {
+                if end > bound {
                     device_area = format!(
                         ": Cloud Hypervisor gives the guest {bits} bits, and its 64-bit PCI device \
                          area then has no place for the virtio-rng device's BAR (memory must end \

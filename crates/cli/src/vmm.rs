@@ -10,7 +10,7 @@
 mod cloud_hypervisor;
 mod firecracker;
 
-pub(crate) use cloud_hypervisor::{CH_SPEC_NAME, ch_memory_end_bound};
+pub(crate) use cloud_hypervisor::{CH_SPEC_NAME, ch_memory_end, ch_memory_end_bound};
 pub use cloud_hypervisor::{
     DefaultHugePage, HOST_HUGETLBFS, HOST_MEMINFO, HOST_MOUNTS, NOTE, cloud_hypervisor_json_spec,
     cloud_hypervisor_origin, cloud_hypervisor_spec,

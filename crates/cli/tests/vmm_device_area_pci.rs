@@ -86,22 +86,23 @@ fn a_console_turned_off_takes_no_slot() {
 
 #[test]
 fn each_virtio_device_of_the_config_takes_a_slot() {
-    // rng, console, 3 net, 1 fs, 1 vdpa, 1 generic vhost-user, 1 pmem, rtc, balloon, vsock,
-    // watchdog: 13 slots.
+    // rng, console, 3 net, 1 fs, 1 generic vhost-user (a virtio-fs one), 1 pmem, rtc,
+    // balloon, vsock, watchdog: 12 slots (a vDPA device is not counted).
     let devices = r#""net": [{}, {"id": "n1"}, {}], "fs": [{"tag": "t", "socket": "/s"}],
- "vdpa": [{"path": "/dev/vhost-vdpa-0"}], "generic_vhost_user": [{"socket": "/g"}],
+ "vdpa": [{"path": "/dev/vhost-vdpa-0"}],
+ "generic_vhost_user": [{"socket": "/g", "queue_sizes": [128], "device_type": 26}],
  "pmem": [{"file": "/p", "size": 2097152}], "balloon": {"size": 0},
  "rtc": {}, "vsock": {"cid": 3, "socket": "/v"}, "watchdog": true,"#;
-    assert_planned(&json(last(46, 13) - G, devices));
-    let err = assert_refused(&json(last(46, 13) - G + 4 * K, devices), "size");
-    assert!(err.contains("13 virtio PCI devices"), "{err}");
+    assert_planned(&json(last(46, 12) - G, devices));
+    let err = assert_refused(&json(last(46, 12) - G + 4 * K, devices), "size");
+    assert!(err.contains("12 virtio PCI devices"), "{err}");
     // A watchdog that is off adds nothing.
     let quiet = devices.replace(r#""watchdog": true"#, r#""watchdog": false"#);
-    assert_planned(&json(last(46, 12) - G, &quiet));
+    assert_planned(&json(last(46, 11) - G, &quiet));
     // A virtio-iommu device adds one; a pvpanic device has a 32-bit BAR.
     let iommu = format!(r#"{devices} "iommu": true, "pvpanic": true,"#);
-    assert_refused(&json(last(46, 13) - G, &iommu), "size");
-    assert_planned(&json(last(46, 14) - G, &iommu));
+    assert_refused(&json(last(46, 12) - G, &iommu), "size");
+    assert_planned(&json(last(46, 13) - G, &iommu));
 }
 
 #[test]
@@ -202,13 +203,17 @@ fn host(bits: u32) -> HostFacts {
 /// `memvisor check`'s `address_bits` finding for the plan of the `VmConfig` `text`, on a host
 /// CPU of `bits` address bits.
 fn address_bits(text: &str, bits: u32) -> (Status, String, Option<String>) {
-    let toml = cloud_hypervisor_json_spec(
-        "vm.json",
-        text,
-        DefaultHugePage::Pinned(2 * M),
-        Arch::X86_64,
-    )
-    .unwrap();
+    address_bits_on(text, bits, Arch::X86_64)
+}
+
+/// [`address_bits`] of a guest converted for `arch`.
+fn address_bits_on(text: &str, bits: u32, arch: Arch) -> (Status, String, Option<String>) {
+    let mut toml =
+        cloud_hypervisor_json_spec("vm.json", text, DefaultHugePage::Pinned(2 * M), arch).unwrap();
+    // As `init --from cloud-hypervisor --arch aarch64` writes it.
+    if arch == Arch::Aarch64 {
+        toml.insert_str(0, "arch = \"aarch64\"\n");
+    }
     let src = Source {
         origin: "vm.toml",
         text: &toml,
@@ -315,4 +320,168 @@ fn a_device_behind_the_iommu_adds_the_virtio_iommu_device() {
     }
     // `iommu` off adds nothing.
     assert_planned(&json(last(46, 3) - G, r#""net": [{"iommu": false}],"#));
+}
+
+#[test]
+fn a_generic_vhost_user_block_device_takes_no_slot() {
+    // Its `device_type` is the virtio device id it presents; a block device (2) given at boot
+    // on segment 0 has a 32-bit BAR, as a virtio-blk one has.
+    let user = |kind: u32| {
+        format!(
+            r#""generic_vhost_user": [{{"socket": "/g", "queue_sizes": [128], "device_type": {kind}}}],"#
+        )
+    };
+    assert_planned(&json(last(46, 2) - G, &user(2)));
+    assert_refused(&json(last(46, 2) - G + 4 * K, &user(2)), "size");
+    assert_refused(&json(last(46, 2) - G, &user(26)), "size");
+    assert_planned(&json(last(46, 3) - G, &user(26)));
+    // Cloud Hypervisor requires the field.
+    let (code, out, err) = plan(&json(G, r#""generic_vhost_user": [{"socket": "/g"}],"#));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("generic_vhost_user[0]"), "{err}");
+    assert!(err.contains("device_type"), "{err}");
+}
+
+#[test]
+fn a_vdpa_device_takes_no_counted_slot() {
+    // The virtio device type of a vDPA device is the host device's: a block one has a 32-bit
+    // BAR, so a vDPA device is not counted (as VFIO devices are not).
+    let vdpa = r#""vdpa": [{"path": "/dev/vhost-vdpa-0"}, {"path": "/dev/vhost-vdpa-1"}],"#;
+    assert_planned(&json(last(46, 2) - G, vdpa));
+    // It still takes a device id of segment 0's bus.
+    let net = format!(
+        r#""net": [{}], "vdpa": [{{"path": "/v"}}],"#,
+        vec!["{}"; 29].join(", ")
+    );
+    let (code, out, err) = plan(&json(G, &net));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("32 PCI devices"), "{err}");
+}
+
+#[test]
+fn a_device_id_given_twice_or_starting_with_two_underscores_is_refused() {
+    // Cloud Hypervisor keeps the ids of all device sections in one namespace, refuses an id
+    // given twice there and keeps ids starting with `__` for its own devices.
+    for (sections, field, other) in [
+        (
+            r#""net": [{"id": "a"}, {"id": "a"}],"#,
+            "net[1].id",
+            "net[0].id",
+        ),
+        (
+            r#""disks": [{"path": "/d", "id": "a"}], "vsock": {"cid": 3, "socket": "/v", "id": "a"},"#,
+            "vsock.id",
+            "disks[0].id",
+        ),
+        (
+            r#""rng": {"src": "/dev/urandom", "id": "a"}, "console": {"mode": "Tty", "id": "a"},"#,
+            "console.id",
+            "rng.id",
+        ),
+        (
+            r#""rate_limit_groups": [{}, {}],"#,
+            "rate_limit_groups[1]",
+            "rate_limit_groups[0]",
+        ),
+        (r#""net": [{"id": "__net"}],"#, "net[0].id", "__"),
+    ] {
+        let text = json(G, sections);
+        let (code, out, err) = plan(&text);
+        assert_eq!(code, 2, "{sections}: {out}{err}");
+        assert!(out.is_empty(), "{sections}: {out}");
+        assert!(err.contains(&format!("{field}: ")), "{sections}: {err}");
+        assert!(err.contains(other), "{sections}: {err}");
+    }
+    // Ids that differ, in case too, are planned.
+    assert_planned(&json(
+        G,
+        r#""net": [{"id": "a"}, {"id": "A"}], "rate_limit_groups": [{}],"#,
+    ));
+}
+
+#[test]
+fn check_applies_the_device_area_bound_to_cloud_hypervisors_aarch64_layout() {
+    // On AArch64 Cloud Hypervisor's RAM runs from 1 GiB to 4032 MiB, then from 4 GiB: past
+    // that hole it ends 64 MiB above the plan's RAM, which runs on from 1 GiB. Memory the plan
+    // ends 32 MiB below 2^40 - 8 MiB ends 32 MiB above it in Cloud Hypervisor.
+    let ram = last(40, 1) - G - 32 * M;
+    let (status, detail, _) = address_bits_on(&json(ram, ""), 40, Arch::Aarch64);
+    assert_eq!(status, Status::Fail, "{detail}");
+    assert!(detail.contains("device area"), "{detail}");
+    let (status, detail, _) = address_bits_on(&json(ram - 64 * M, ""), 40, Arch::Aarch64);
+    assert_eq!(status, Status::Warn, "{detail}");
+    // Its hotplug area starts at the next 128 MiB boundary after that RAM.
+    let hotplug = |ram: u64, size: u64| {
+        format!(
+            r#"{{"payload": {{"kernel": "vmlinux"}},
+ "cpus": {{"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 46}},
+ "memory": {{"size": {ram}, "hotplug_size": {size}, "hotplug_method": "VirtioMem"}}}}"#
+        )
+    };
+    // 4 GiB of RAM ends at 5 GiB + 64 MiB, so hotplug from 5 GiB + 128 MiB.
+    let size = (1 << 40) - 5 * G - 256 * M;
+    let (status, detail, _) = address_bits_on(&hotplug(4 * G, size), 40, Arch::Aarch64);
+    assert_eq!(status, Status::Warn, "{detail}");
+    let (status, detail, _) = address_bits_on(&hotplug(4 * G, size + 128 * M), 40, Arch::Aarch64);
+    assert_eq!(status, Status::Fail, "{detail}");
+    // On x86_64 the plan's memory ends where Cloud Hypervisor's does.
+    let (status, detail, _) = address_bits_on(&hotplug(4 * G, size + 128 * M), 40, Arch::X86_64);
+    assert_eq!(status, Status::Warn, "{detail}");
+}
+
+#[test]
+fn a_rate_limit_group_is_read_as_cloud_hypervisor_reads_it() {
+    // `RateLimiterGroupConfig` has no `iommu` (an unknown field, ignored) and a `String` id
+    // (`null` refused).
+    assert_planned(&json(
+        G,
+        r#""rate_limit_groups": [{"id": "r", "iommu": 5, "rate_limiter_config": {}}],"#,
+    ));
+    let (code, out, err) = plan(&json(G, r#""rate_limit_groups": [{"id": null}],"#));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("rate_limit_groups[0].id: "), "{err}");
+}
+
+#[test]
+fn a_console_in_socket_mode_is_refused() {
+    // Cloud Hypervisor's virtio-console has no socket back end: it refuses to create the VM.
+    let (code, out, err) = plan(&json(
+        G,
+        r#""console": {"mode": "Socket", "socket": "/s"},"#,
+    ));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("console.mode: "), "{err}");
+    assert!(err.contains("Socket"), "{err}");
+    for mode in ["Off", "Pty", "Tty", "File", "Null"] {
+        assert_planned(&json(G, &format!(r#""console": {{"mode": "{mode}"}},"#)));
+    }
+}
+
+#[test]
+fn a_device_id_of_the_default_zones_virtio_mem_device_is_refused() {
+    // Without zones, Cloud Hypervisor's memory is one zone, `mem0`, and its virtio-mem device
+    // takes that id: a device with it too makes Cloud Hypervisor fail to add both.
+    let config = |section: &str, method: &str| {
+        format!(
+            r#"{{{section}, "payload": {{"kernel": "vmlinux"}},
+ "memory": {{"size": 1073741824, "hotplug_size": 1073741824, "hotplug_method": "{method}"}}}}"#
+        )
+    };
+    for section in [
+        r#""net": [{"id": "mem0"}]"#,
+        r#""devices": [{"path": "/sys/x", "id": "mem0"}]"#,
+    ] {
+        let (code, out, err) = plan(&config(section, "VirtioMem"));
+        assert_eq!(code, 2, "{section}: {out}{err}");
+        assert!(err.contains(".id: "), "{section}: {err}");
+        assert!(err.contains("virtio-mem"), "{section}: {err}");
+        // ACPI hotplug has no virtio-mem device.
+        assert_planned(&config(section, "Acpi"));
+    }
+    // A rate limit group is no device; another id is planned.
+    assert_planned(&config(
+        r#""rate_limit_groups": [{"id": "mem0"}]"#,
+        "VirtioMem",
+    ));
+    assert_planned(&config(r#""net": [{"id": "mem1"}]"#, "VirtioMem"));
 }

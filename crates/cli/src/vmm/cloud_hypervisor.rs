@@ -322,6 +322,20 @@ pub(crate) fn ch_memory_end_bound(bits: u32) -> u128 {
     (1u128 << bits.min(64)).saturating_sub(CH_VIRTIO_BAR_ALIGN)
 }
 
+/// Where Cloud Hypervisor's 64-bit PCI device area starts (the end of guest memory, 4 GiB at
+/// the earliest) with `ram` bytes of boot RAM laid out as it lays them out on `arch`
+/// ([`ChRam`]), then a hotplug area of `hotplug` bytes (0 for none) from the next 128 MiB
+/// boundary, as [`device_area`] lays them out. On aarch64 past its 32-bit hole that is up to
+/// 128 MiB above the end of a memvisor plan of the same memory, whose RAM runs on from 1 GiB.
+pub(crate) fn ch_memory_end(ram: u64, hotplug: u64, arch: Arch) -> u128 {
+    let ram_end = ChRam::of(arch).end(u128::from(ram));
+    if hotplug == 0 {
+        return ram_end;
+    }
+    let align = u128::from(VIRTIO_MEM_ALIGN);
+    ram_end.div_ceil(align) * align + u128::from(hotplug)
+}
+
 /// The virtio PCI devices of a configuration that take a slot of the 64-bit PCI device area
 /// ([`CH_VIRTIO_BAR_ALIGN`]) besides a virtio-mem device, by kind: how many of each. Every
 /// guest has a virtio-rng device, and a virtio-console device unless its console is off

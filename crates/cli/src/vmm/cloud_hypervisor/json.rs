@@ -116,6 +116,18 @@ impl ChObject for DeviceObject {
     const WHAT: &'static str = "a device object";
 }
 
+/// An entry of `generic_vhost_user`: its `id`, `iommu` and `device_type`, the virtio device id
+/// it presents (required).
+struct VhostUserObject;
+impl ChObject for VhostUserObject {
+    const KEYS: &'static [&'static str] = &["id", "iommu", "device_type"];
+    const WHAT: &'static str = "a generic vhost-user device object";
+}
+
+/// The virtio device id of a block device (`VirtioDeviceType::Block`): given at boot on PCI
+/// segment 0, its BAR is a 32-bit one.
+const VIRTIO_ID_BLOCK: u64 = 2;
+
 /// The `console` object: its `id`, `iommu` and `mode`.
 struct ConsoleObject;
 impl ChObject for ConsoleObject {
@@ -132,10 +144,12 @@ const IOMMU_SECTIONS: &[&str] = &[
 /// The sections of a `VmConfig` with ids Cloud Hypervisor keeps in one namespace with zone ids
 /// (besides `rng` and `console`), whether each is a list, the virtio PCI device each entry
 /// adds to the 64-bit PCI device area (`None`: no slot of 8 MiB there: boot-time virtio-blk
-/// devices have 32-bit BARs, and the BARs of VFIO and vfio-user devices are not counted), and
-/// whether each entry is a PCI device of segment 0 (rate limit groups are not). `ivshmem` and
-/// `pvmemcontrol` are fields of optional features of Cloud Hypervisor, which ignores them
-/// without those: they are not read.
+/// devices have 32-bit BARs, and the BARs of VFIO and vfio-user devices are not counted, nor
+/// those of vDPA devices, whose virtio device type is the host device's: a block one has a
+/// 32-bit BAR; a generic vhost-user entry takes one unless its `device_type` is a block
+/// device's), and whether each entry is a PCI device of segment 0 (rate limit groups are not).
+/// `ivshmem` and `pvmemcontrol` are fields of optional features of Cloud Hypervisor, which ignores
+/// them without those: they are not read.
 const DEVICE_SECTIONS: &[(&str, bool, Option<&str>, bool)] = &[
     ("rate_limit_groups", true, None, false),
     ("disks", true, None, true),
@@ -145,7 +159,7 @@ const DEVICE_SECTIONS: &[(&str, bool, Option<&str>, bool)] = &[
     ("pmem", true, Some("virtio-pmem"), true),
     ("rtc", false, Some("virtio-rtc"), true),
     ("user_devices", true, None, true),
-    ("vdpa", true, Some("vdpa"), true),
+    ("vdpa", true, None, true),
     ("balloon", false, Some("virtio-balloon"), true),
     ("devices", true, None, true),
     ("vsock", false, Some("virtio-vsock"), true),
@@ -163,9 +177,8 @@ const DEVICE_FLAGS: &[(&str, Option<&str>)] = &[
 /// bridge's.
 const CH_PCI_DEVICE_IDS: u64 = 32;
 
-/// The `mode` of a console, as Cloud Hypervisor's `ConsoleOutputMode` names it: `true` for
-/// `Off`, which gives no virtio-console device.
-struct ConsoleMode(bool);
+/// The `mode` of a console, as Cloud Hypervisor's `ConsoleOutputMode` names it.
+struct ConsoleMode(&'static str);
 
 impl<'de> Deserialize<'de> for ConsoleMode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -180,8 +193,8 @@ impl<'de> Deserialize<'de> for ConsoleMode {
                 self,
                 v: &str,
             ) -> std::result::Result<Self::Value, E> {
-                if MODES.contains(&v) {
-                    Ok(ConsoleMode(v == "Off"))
+                if let Some(mode) = MODES.iter().find(|m| **m == v) {
+                    Ok(ConsoleMode(mode))
                 } else {
                     Err(E::unknown_variant(v, MODES))
                 }
@@ -198,6 +211,11 @@ struct Devices {
     pci: PciDevices,
     on_bus: u64,
     ids: Vec<(String, String)>,
+    /// The first device id Cloud Hypervisor refuses: one given twice, or starting with `__`.
+    refused: Option<Error>,
+    /// The first device (not rate limit group) with the id [`DEFAULT_ZONE`], refused when
+    /// the virtio-mem device of a configuration without zones takes it.
+    default_zone: Option<Error>,
 }
 
 impl Devices {
@@ -228,13 +246,67 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
     let mut pci = vec![("virtio-rng", 1)];
     let mut ids = Vec::new();
     let mut iommu = iommu_segments;
+    // The first id Cloud Hypervisor refuses, and where each id is first given.
+    let mut refused: Option<Error> = None;
+    let mut default_zone: Option<Error> = None;
+    let mut first: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut keep_id = |o: &Object<'_>, section: &str| -> Result<()> {
-        if let Some(id) = o.option::<String>("id")? {
-            ids.push((id, join(&o.path, "id")));
+        // A rate limit group's id is a `String` (`null` refused) that defaults to the empty
+        // one; a device's an `Option<String>`.
+        let group = section == "rate_limit_groups";
+        let id = match if group {
+            o.get::<String>("id")?
+        } else {
+            o.option::<String>("id")?
+        } {
+            Some(id) => Some((id, join(&o.path, "id"), o.raw("id"))),
+            None if group => Some((String::new(), o.path.clone(), None)),
+            None => None,
+        };
+        if let Some((id, path, raw)) = id {
+            let problem = if id.starts_with("__") {
+                Some(
+                    "an id starting with `__` is Cloud Hypervisor's own (it refuses it)".to_owned(),
+                )
+            } else {
+                first.get(&id).map(|other| {
+                    format!(
+                        "`{}` is the id of {other} too (Cloud Hypervisor refuses an id given twice)",
+                        crate::render::escape(&id)
+                    )
+                })
+            };
+            if let Some(problem) = problem
+                && refused.is_none()
+            {
+                let span = raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
+                refused = Some(Error::Spec(o.src.error(
+                    path.clone(),
+                    Some(span),
+                    Problem::Invalid(problem),
+                )));
+            }
+            if !group && id == DEFAULT_ZONE && default_zone.is_none() {
+                let span = raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
+                default_zone = Some(Error::Spec(o.src.error(
+                    path.clone(),
+                    Some(span),
+                    Problem::Invalid(format!(
+                        "`{DEFAULT_ZONE}` is the id of the virtio-mem device of the hotplug area \
+                         too (Cloud Hypervisor names it after the memory's one zone, \
+                         `{DEFAULT_ZONE}` without zones, and fails to add both devices)"
+                    )),
+                )));
+            }
+            first.entry(id.clone()).or_insert_with(|| path.clone());
+            ids.push((id, path));
         }
-        // Read in every section, as Cloud Hypervisor's types have it in every one.
-        let on = o.flag("iommu", false)?;
-        iommu |= on && IOMMU_SECTIONS.contains(&section);
+        // Read in every device section, as Cloud Hypervisor's types have it in every one (a
+        // rate limit group has none: there it is an unknown field, ignored).
+        if !group {
+            let on = o.flag("iommu", false)?;
+            iommu |= on && IOMMU_SECTIONS.contains(&section);
+        }
         Ok(())
     };
     if let Some(raw) = vm.raw("rng") {
@@ -245,7 +317,21 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
         Some(raw) => {
             let o = Object::read::<ConsoleObject>(vm.src, raw, "console".to_owned())?;
             keep_id(&o, "console")?;
-            !o.required::<ConsoleMode>("mode")?.0
+            let mode = o.required::<ConsoleMode>("mode")?.0;
+            if mode == "Socket" {
+                // Its virtio-console has no socket back end: it refuses to create the VM.
+                let raw = o.raw("mode").unwrap_or(raw);
+                return Err(Error::Spec(vm.src.error(
+                    join(&o.path, "mode"),
+                    Some(span_of(vm.src, raw)),
+                    Problem::Invalid(
+                        "Cloud Hypervisor's virtio-console has no `Socket` mode (it refuses it; \
+                         `Socket` is the serial port's)"
+                            .to_owned(),
+                    ),
+                )));
+            }
+            mode != "Off"
         }
         // `--console tty`.
         None => true,
@@ -266,16 +352,23 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
                 .into_iter()
                 .collect::<Vec<_>>()
         };
+        let mut count = 0u64;
         for (raw, path) in &entries {
+            if key == "generic_vhost_user" {
+                let o = Object::read::<VhostUserObject>(vm.src, raw, path.clone())?;
+                keep_id(&o, key)?;
+                let kind = o.required::<Whole32>("device_type")?.0;
+                count += u64::from(kind != VIRTIO_ID_BLOCK);
+                on_bus += 1;
+                continue;
+            }
             let o = Object::read::<DeviceObject>(vm.src, raw, path.clone())?;
             keep_id(&o, key)?;
+            count += 1;
+            on_bus += u64::from(bus);
         }
-        let count = entries.len() as u64;
         if let Some(name) = device {
             pci.push((name, count));
-        }
-        if bus {
-            on_bus += count;
         }
     }
     for &(key, device) in DEVICE_FLAGS {
@@ -293,8 +386,14 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
         pci: PciDevices(pci),
         on_bus,
         ids,
+        refused,
+        default_zone,
     })
 }
+
+/// The id of Cloud Hypervisor's memory zone when none is given (`DEFAULT_MEMORY_ZONE`), which
+/// names the virtio-mem device of its hotplug area.
+const DEFAULT_ZONE: &str = "mem0";
 
 /// Refuses a zone whose id is a device's too: Cloud Hypervisor keeps zone and device ids in
 /// one namespace and refuses an id given twice.
@@ -849,18 +948,22 @@ fn platform(vm: &Object<'_>) -> Result<bool> {
 /// `boot_vcpus` and at most 8192 (its `max_phys_bits`, 32 or more, is the spec's
 /// `phys_bits`, at most 52), and `platform.num_pci_segments` is 1 to 96 (more than one
 /// is refused as not modelled) with `iommu_segments` among them. The device sections are
-/// read for their ids and their PCI devices: each entry of `net`, `fs`, `vdpa`,
-/// `generic_vhost_user` and `pmem`, and `rtc`, `balloon`, `vsock`, `watchdog: true`, a
+/// read for their ids and their PCI devices: each entry of `net`, `fs`, `generic_vhost_user`
+/// (but a block device, `device_type` 2) and `pmem`, and `rtc`, `balloon`, `vsock`,
+/// `watchdog: true`, a
 /// virtio-iommu (`iommu: true` at the top or in a device, or `platform.iommu_segments`),
-/// `rng` (always) and `console` (unless its `mode` is `Off`; none given is
+/// `rng` (always) and `console` (unless its `mode` is `Off`; `Socket` refused; none given is
 /// `Tty`) takes an 8 MiB slot of the 64-bit PCI device area for its BAR, as does a
 /// virtio-mem hotplug area's device; `disks` and `pvpanic: true` (32-bit BARs) take none, and
-/// the BARs of `devices` (VFIO) and `user_devices`, and the regions of `pmem` files and of
-/// vhost-user shared memory, are not counted, so with those the bound is a lower one than
-/// Cloud Hypervisor's. All of them are PCI devices of segment 0, whose bus holds 31: more are
+/// the BARs of `devices` (VFIO), `user_devices` and `vdpa` (the host device's type: a block
+/// one's BAR is 32-bit), and the regions of `pmem` files and of
+/// vhost-user shared memory, are not counted, so with those Cloud Hypervisor's bound is lower
+/// than this one. All of them are PCI devices of segment 0, whose bus holds 31: more are
 /// refused. A zone id that a device section uses too (`id` of
 /// `disks`, `net`, `rng`, `console`, `rate_limit_groups`, ...) is refused, as Cloud Hypervisor
-/// refuses an id given twice; the entries' other fields are not read. Unknown fields and the
+/// refuses an id given twice, and so is a device id given twice or starting with `__`, and,
+/// without zones, a device id `mem0` with a virtio-mem hotplug area, whose device takes that
+/// id; the entries' other fields are not read. Unknown fields and the
 /// other sections are not read, as Cloud Hypervisor ignores unknown fields; a field given
 /// twice is refused.
 ///
@@ -868,11 +971,13 @@ fn platform(vm: &Object<'_>) -> Result<bool> {
 /// [`Error::Spec`], with the field path (`memory.zones[1].size`) and its line and column, for
 /// text that is not JSON, a field of the wrong type, a required field missing, more than 1024
 /// zones or 64 NUMA nodes, every refusal of the command-line import, and the `platform`
-/// refusals above (before the memory's) and the payload and `cpus` ones (after them, as Cloud
-/// Hypervisor lays out memory before it checks those), and memory that leaves Cloud
-/// Hypervisor no 8 MiB slot for the BAR of each of its virtio PCI devices in its 64-bit PCI
-/// device area (ending above `2^max_phys_bits - n * 8 MiB` with `n` devices; last, as it
-/// creates its devices after those checks), a zone id a device section uses too and more
+/// refusals above and a `console.mode` of `Socket` (before the memory's) and the payload and `cpus`
+/// ones (after them, as Cloud Hypervisor lays out memory before it checks those), and memory that
+/// leaves Cloud Hypervisor no 8 MiB slot for the BAR of each of its virtio PCI devices in its
+/// 64-bit PCI device area (ending above `2^max_phys_bits - n * 8 MiB` with `n` devices; last, as it
+/// creates its devices after those checks), a device id given twice, starting with `__` or
+/// taken by the virtio-mem device (`mem0` without zones), a
+/// zone id a device section uses too and more
 /// than 31 PCI devices (after the payload and `cpus` checks), and on
 /// aarch64 `max_phys_bits` below 34, which leaves a 64-bit PCI device area ending below
 /// 8 GiB; [`Error::Import`] for text longer than a spec may be.
@@ -916,7 +1021,7 @@ pub fn cloud_hypervisor_json_spec(
     let vm = Object::read::<VmObject>(src, top, String::new())?;
     let iommu_segments = platform(&vm)?;
     let boot = Boot::read(&vm)?;
-    let devices = devices(&vm, iommu_segments)?;
+    let mut devices = devices(&vm, iommu_segments)?;
     let (memory, zone_list) = memory(&vm)?;
     let zones_given = zone_list.is_some();
     let zones = zone_list
@@ -936,7 +1041,12 @@ pub fn cloud_hypervisor_json_spec(
         .enumerate()
         .map(|(i, raw)| node(src, raw, i))
         .collect::<Result<Vec<_>>>()?;
-    let clash = zone_id_clash(&zones, &devices.ids);
+    let default_zone = !zones_given && memory.virtio_mem && memory.hotplug.is_some();
+    let clash = match devices.refused.take() {
+        Some(refused) => Some(refused),
+        None if default_zone => devices.default_zone.take(),
+        None => zone_id_clash(&zones, &devices.ids),
+    };
     // A virtio-mem device for each zone with hot-pluggable memory, or for `memory`'s.
     let virtio_mem = if zones_given {
         zones.iter().filter(|z| z.hotplug.is_some()).count() as u64
