@@ -267,8 +267,12 @@ impl<I: Id> IdAllocator<I> {
     /// shorter than `count`: O(log h) for h held runs when no gap is long enough, plus O(log h)
     /// for each gap long enough but without an aligned place (a gap of `count + alignment - 1`
     /// IDs or more always has one, so a failed search pays this only for gaps of `count` to
-    /// `count + alignment - 2` IDs, none when `alignment` is 1); then O(count / 64) to mark the
-    /// run, a word at a time, and one update of the never-allocated runs per run it overlaps.
+    /// `count + alignment - 2` IDs, none when `alignment` is 1). The index knows gap lengths
+    /// exactly below 2^24 IDs and rounded up by less than one part in 2^23 above, so a `count`
+    /// above 2^24 also pays O(log h) for each gap shorter than `count` by less than
+    /// `count / 2^23`: fewer than 2^32 / (`count` - `count` / 2^23), at most 256, fit in a
+    /// range. Then O(count / 64) to mark the run, a word at a time, and one update of the
+    /// never-allocated runs per run it overlaps.
     ///
     /// # Errors
     ///
@@ -924,9 +928,9 @@ impl<I: Id> IdAllocator<I> {
     /// The first gap between the runs held past the bitmap, from `start` on (up to the end of
     /// the range), that `fits` takes. The index skips every subtree whose gaps are all shorter
     /// than `count`: O(log h) when none is long enough, plus a path per gap long enough that
-    /// `fits` refuses (only gaps shorter than `count + alignment - 1`). Kept out of line, away
-    /// from the
-    /// bitmap's path.
+    /// `fits` refuses (only gaps shorter than `count + alignment - 1`) and, for a `count` above
+    /// 2^24, per gap whose rounded bound reaches `count` (at most 256, see
+    /// [`allocate_ids`](Self::allocate_ids)). Kept out of line, away from the bitmap's path.
     #[cold]
     #[inline(never)]
     fn find_held_gap(
@@ -1529,6 +1533,42 @@ mod tests {
         }
         // The work grows with the number of long stretches, not with the runs held.
         assert!(reads[0] < 200 && reads[4] > reads[1], "{reads:?}");
+    }
+
+    #[test]
+    fn a_failed_allocate_ids_past_2_24_reads_a_path_per_gap_its_rounded_bounds_let_in() {
+        // One ID every 2^25 + 2, the last at the range's end: 127 gaps of 2^25 + 1 IDs held
+        // above the bitmap. Bounds past 2^24 are rounded up (here to a multiple of 4), so a
+        // request for 2^25 + 2 IDs, which no gap holds, finds every bound long enough.
+        let step = (1u32 << 25) + 2;
+        let mut a = IdAllocator::new(0, 127 * step).unwrap();
+        for j in 0..=127 {
+            a.allocate_id_at(j * step).unwrap();
+        }
+        let levels = a.far.height();
+        let before = a.clone();
+        let (r, read) = nodes_read_by(|| a.allocate_ids(step, 1));
+        assert_eq!(
+            r,
+            Err(Error::OutOfIds {
+                count: step,
+                alignment: 1
+            })
+        );
+        assert_eq!(a, before);
+        // Exact bounds would let the search read one path; the rounded ones let in every gap
+        // shorter than `count` by less than `count / 2^23`, and a range holds fewer than
+        // 2^32 / (count - count / 2^23) of those, here 128: at most four reads per node of
+        // those paths.
+        assert!(read > 4 * levels, "{read} nodes read, {levels} levels");
+        assert!(
+            read <= 4 * 128 * levels,
+            "{read} nodes read, {levels} levels"
+        );
+        // One more ID and the gap after the first held run holds the request.
+        a.free_id(step).unwrap();
+        assert_eq!(a.allocate_ids(step, 1), Ok(1..=step));
+        assert_eq!(a.far.check(), Ok(()));
     }
 
     #[test]

@@ -17,8 +17,8 @@ fn config() -> ProptestConfig {
     config
 }
 
-/// Spaces to test: small ones touching 0 and `u64::MAX`, one in the middle, and the whole
-/// 64-bit space.
+/// Spaces to test: small ones touching 0 and `u64::MAX`, one in the middle, one of 2^26 units
+/// and more, and the whole 64-bit space.
 fn space() -> impl Strategy<Value = AddressRange> {
     prop_oneof![
         Just(AddressRange::new(0, 0xfff).unwrap()),
@@ -26,6 +26,8 @@ fn space() -> impl Strategy<Value = AddressRange> {
         Just(AddressRange::new(0x1_0000, 0x1_07ff).unwrap()),
         Just(AddressRange::FULL),
         Just(AddressRange::new(7, 7).unwrap()),
+        // Gaps between the two ends past 2^24 units, whose bounds are rounded up.
+        Just(AddressRange::new(0x1000, 0x1000 + (1 << 26) + 0x7ff).unwrap()),
     ]
 }
 
@@ -47,6 +49,8 @@ fn size() -> impl Strategy<Value = u64> {
         1 => Just(0u64),
         1 => Just(u64::MAX),
         1 => Just(1u64 << 63),
+        // Near the gaps of the space above 2^24 units, on either side of their rounded bounds.
+        1 => ((1u64 << 26) - 0x3000)..=((1u64 << 26) + 0x800),
     ]
 }
 

@@ -196,7 +196,9 @@ impl HeldRuns {
     /// `from` or later, and the first answer wins. Only stretches of at least `len` values
     /// are offered (`fits` must answer `None` for shorter ones): a subtree whose largest-gap
     /// bound is below `len` is skipped whole, so with no stretch of `len` values the search is
-    /// one path, O(log r); each stretch long enough that `fits` refuses adds at most a path.
+    /// one path, O(log r); each stretch long enough that `fits` refuses adds at most a path,
+    /// and so does, for a `len` above 2^24, each shorter stretch whose bound, rounded up by
+    /// less than one part in 2^23, reaches `len`.
     pub(crate) fn first_fit(
         &self,
         from: u64,

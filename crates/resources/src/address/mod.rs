@@ -139,7 +139,9 @@ pub struct Allocation<'a, T> {
 ///
 /// Each allocation carries an owner tag of type `T` (`()` by default), found again by address
 /// or by tag. Allocation, free and lookup take O(log n) for n live ranges, whatever the
-/// fragmentation (see the crate's DESIGN.md for the one case where alignment can add steps).
+/// fragmentation (see the crate's DESIGN.md for the two cases that can add steps: free ranges
+/// long enough but unusable at the alignment or in the window asked, and, for requests above
+/// 2^24 units, free ranges shorter than the request by less than one part in 2^23).
 /// The space may be the whole 64-bit space and ranges may end at `u64::MAX`.
 ///
 /// ```
@@ -1233,6 +1235,33 @@ mod tests {
         assert_eq!(a.tree.probes.get(), 0);
         assert_eq!(a, before);
         a.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_failed_allocate_past_2_24_units_probes_every_gap_its_rounded_bounds_let_in() {
+        // Free ranges of 2^25 + 1 units between one-unit reservations, and the space ends at
+        // the last one: bounds past 2^24 are rounded up (here to a multiple of 4), so every
+        // subtree looks long enough for 2^25 + 2 units, which no gap holds.
+        let n = if cfg!(miri) { 32 } else { 2048 };
+        let step = (1u64 << 25) + 2;
+        let mut a = AddressAllocator::<u32>::new(r(0, n * step));
+        for i in 0..=n {
+            a.reserve_with(r(i * step, i * step), 0).unwrap();
+        }
+        let before = a.clone();
+        a.tree.probes.set(0);
+        for policy in [AllocPolicy::FirstMatch, AllocPolicy::LastMatch] {
+            let got = a.allocate_with(&req(step, 1, policy), 1);
+            assert!(matches!(got, Err(Error::OutOfSpace { .. })), "{got:?}");
+        }
+        assert_eq!(a, before);
+        // Every gap is probed (a search with exact bounds would probe none); one unit less and
+        // the request fits.
+        assert!(a.tree.probes.get() >= n, "{}", a.tree.probes.get());
+        assert_eq!(
+            a.allocate_with(&req(step - 1, 1, AllocPolicy::FirstMatch), 1),
+            Ok(r(1, step - 1))
+        );
     }
 
     #[test]

@@ -1144,6 +1144,80 @@ mod tests {
     }
 
     #[test]
+    fn bound_refreshes_stay_exact_with_tied_and_rounded_gaps_between_rotations() {
+        // Few gap values, so that both children and the node itself often hold the same
+        // largest gap, and values past 2^24 that share a rounded bound (2^24 + 1 and
+        // 2^24 + 2, 2^64 - 2 and 2^64 - 1) or sit next to it; small trees reshaped by
+        // inserts and removals (rotations pull every bound on their path) between changes
+        // made through a kept path and through a descent by start.
+        const GAPS: [u64; 12] = [
+            0,
+            1,
+            7,
+            (1 << 24) - 1,
+            1 << 24,
+            (1 << 24) + 1,
+            (1 << 24) + 2,
+            (1 << 24) + 3,
+            (1 << 40) + 1,
+            u64::MAX - 2,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let mut next = crate::test_rng::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut gap = || GAPS[(next() % GAPS.len() as u64) as usize];
+        let mut pick = crate::test_rng::xorshift(0x1234_5678_9ABC_DEF1);
+        let rounds = if cfg!(miri) { 20 } else { 2_000 };
+        for _ in 0..rounds {
+            let mut t = Tree::new();
+            let mut starts: Vec<u64> = Vec::new();
+            for _ in 0..if cfg!(miri) { 20 } else { 60 } {
+                // One node at most per slot of 4 starts.
+                let slot = pick() % 24;
+                let held = starts.iter().copied().find(|&s| s / 4 == slot);
+                let present = held.is_some();
+                let start = held.unwrap_or(slot * 4);
+                match pick() % 4 {
+                    0 | 1 if !present && starts.len() < 16 => {
+                        t.try_reserve(1).unwrap();
+                        t.insert(start, gap());
+                        starts.push(start);
+                    }
+                    0 if present => {
+                        // Sometimes with the gap of the node after it changed too.
+                        let after = starts.iter().copied().filter(|&s| s > start).min();
+                        let succ = after
+                            .filter(|_| pick().is_multiple_of(2))
+                            .map(|s| (s, gap()));
+                        t.remove(start, succ);
+                        starts.retain(|&s| s != start);
+                    }
+                    2 if present => t.update_gap(start, gap()),
+                    _ => {
+                        let at = t.locate(start);
+                        let pred = pick().is_multiple_of(2);
+                        let i = if pred { at.around.pred } else { at.around.succ };
+                        if i != NIL {
+                            let (s, g) = (t.node(i).start, gap());
+                            // Neighbours start at least 4 apart: moving within the slot keeps
+                            // the order.
+                            let new_start = s - s % 4 + pick() % 4;
+                            t.set_at(&at, pred, new_start, g);
+                            assert_eq!((t.node(i).start, t.node(i).gap), (new_start, g));
+                            starts.retain(|&x| x != s);
+                            starts.push(new_start);
+                        }
+                    }
+                }
+                t.check().unwrap();
+                let largest = t.iter().map(|j| t.node(j).gap).max().unwrap_or(0);
+                assert_eq!(t.largest_gap(), largest);
+                assert_eq!(t.largest_gap_bound(), decode_bound(encode_bound(largest)));
+            }
+        }
+    }
+
+    #[test]
     fn find_first_fit_skips_small_gaps() {
         let mut t = Tree::new();
         t.build((0..1000usize).map(|k| (k as u64 * 100, if k == 700 { 50 } else { 1 })))
