@@ -1599,7 +1599,8 @@ impl Reservation {
     /// for the prefault, or the prefault for it, and the answer is that of one of the two
     /// orders (a typed error for a page such a call took before the prefault, never a fault
     /// or the system's refusal). Those calls wait while the kernel populates the range;
-    /// prefaults share the lock and do not wait for each other.
+    /// prefaults share the lock and do not wait for each other, but for one asked for while
+    /// such a call waits for the lock, which goes after that call.
     ///
     /// # Errors
     /// As [`prefault`](Self::prefault).
@@ -1607,8 +1608,10 @@ impl Reservation {
     /// # Safety
     /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
     /// read and written back with plain accesses: during the call no other thread may read or
-    /// write the range (a read racing that write back is a data race too), and no `&` or
-    /// `&mut` reference into it may be live.
+    /// write the range (a read racing that write back is a data race too; so is another
+    /// prefault of an overlapping range, whose fallback reads and writes it as well, while
+    /// prefaults of disjoint ranges may run at once), and no `&` or `&mut` reference into it
+    /// may be live.
     pub unsafe fn prefault_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         // A decommit, protect, guard or map taking pages between the check and the
@@ -2484,6 +2487,43 @@ pub(crate) mod tests {
         }
     }
 
+    /// The reservation's own pages put back over huge pages whose record could not be made
+    /// get the range's recorded advice again, as after a map the system refused once it took
+    /// the old pages: the range is as it was but for its contents (pages left out of core
+    /// dumps stay out).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn a_refused_plane_after_a_granted_map_keeps_the_range_advice() {
+        const HUGE: usize = 2 << 20;
+        for mode in [CommitMode::Protected, CommitMode::Sparse] {
+            let r = Reservation::builder()
+                .mode(mode)
+                .alignment(HUGE)
+                .reserve(HUGE)
+                .unwrap();
+            r.advise(0, HUGE, Advice::DontDump).unwrap();
+            r.advise(0, HUGE, Advice::DontFork).unwrap();
+            HUGE_PAGES_GRANTED.with(|f| f.set(true));
+            HUGETLB_PLANES_REFUSED.with(|f| f.set(true));
+            // SAFETY: nothing refers to the reservation's contents.
+            let answer = unsafe {
+                r.map_unchecked(
+                    0,
+                    HUGE,
+                    MapSource::AnonymousPrivate,
+                    Protection::ReadWrite,
+                    Some(HugeTlbSize::Size2M),
+                )
+            };
+            assert!(matches!(answer, Err(Error::Os { .. })), "{answer:?}");
+            assert_eq!(r.lost.first_set(0, HUGE / page()), None, "{mode:?}");
+            assert_eq!(r.dont_dump.first_clear(0, HUGE / page()), None, "{mode:?}");
+            assert_eq!(r.dont_fork.first_clear(0, HUGE / page()), None, "{mode:?}");
+            assert_eq!(all_have(&r, 0, HUGE, "dd"), Some(true), "{mode:?}");
+            assert_eq!(all_have(&r, 0, HUGE, "dc"), Some(true), "{mode:?}");
+        }
+    }
+
     /// Where the system refuses to put the reservation's own pages back over huge pages whose
     /// record could not be made, and they are still mapped, they are lost: unrecorded, later
     /// calls would change them part-way.
@@ -2643,6 +2683,31 @@ pub(crate) mod tests {
             }
         }
         assert!(wrong.is_empty(), "answered other than lost: {wrong:?}");
+    }
+
+    /// The prefaults through `&self` share the call lock: they run while another call shares
+    /// it (so the parts `memvisor-space` populates from several threads run at once), and
+    /// only a call that holds it alone waits for them.
+    #[test]
+    fn prefaults_through_shared_references_do_not_wait_for_each_other() {
+        let p = page();
+        let r = Reservation::new(4 * p).unwrap();
+        r.commit(0, 4 * p).unwrap();
+        let (done, answer) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            // Dropped before the scope joins, also if the wait below fails.
+            let shared = r.lock_calls.share();
+            s.spawn(|| {
+                // SAFETY: nothing reads or writes the reservation's contents.
+                let write = unsafe { r.prefault_unchecked(0, 2 * p) };
+                // SAFETY: as above.
+                let read = unsafe { r.prefault_read_unchecked(2 * p, 2 * p) };
+                done.send((write, read)).unwrap();
+            });
+            let got = answer.recv_timeout(std::time::Duration::from_secs(120));
+            drop(shared);
+            assert_eq!(got, Ok((Ok(()), Ok(()))), "a prefault waited for a share");
+        });
     }
 
     /// The prefaults through `&self` check their range once they share the call lock: a page

@@ -434,7 +434,8 @@ impl Reservation {
 
     /// After the system mapped explicit huge pages over `pages` whose record could not be
     /// made: puts the reservation's own fresh pages back over them and counts them
-    /// uncommitted, as after a map the system refused once it took the old pages. Where the
+    /// uncommitted, with the range's recorded advice given again, as after a map the system
+    /// refused once it took the old pages. Where the
     /// system refuses that and the huge pages are still there, they are lost (left mapped
     /// until the process ends): unrecorded, they would be changed part-way by later calls (a
     /// huge page rounds what `MADV_DONTNEED` frees) and read back stale where the record
@@ -447,7 +448,8 @@ impl Reservation {
         let (ptr, len) = (self.at(pages.first * self.page), pages.count * self.page);
         // SAFETY: the caller's promise.
         if unsafe { self.sys_replace(ptr, len) }.is_ok() {
-            self.forget(pages);
+            // Fresh pages, as a filled hole: the range's recorded advice is given again.
+            self.refilled(pages);
             return;
         }
         // SAFETY: the range is inside the reservation.
@@ -910,15 +912,17 @@ impl Reservation {
     /// for the prefault, or the prefault for it, and the answer is that of one of the two
     /// orders (a typed error for a page such a call took before the prefault, never a fault
     /// or the system's refusal). Those calls wait while the kernel populates the range;
-    /// prefaults share the lock and do not wait for each other.
+    /// prefaults share the lock and do not wait for each other, but for one asked for while
+    /// such a call waits for the lock, which goes after that call.
     ///
     /// # Errors
     /// As [`prefault_read`](Self::prefault_read).
     ///
     /// # Safety
     /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
-    /// read with plain accesses: during the call no other thread may write the range and no
-    /// `&mut` reference into it may be live.
+    /// read with plain accesses: during the call no other thread may write the range (a
+    /// [`prefault_unchecked`](Self::prefault_unchecked) of an overlapping range included, whose
+    /// fallback writes each page back) and no `&mut` reference into it may be live.
     pub unsafe fn prefault_read_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         // A decommit, protect, guard or map taking pages between the check and the
