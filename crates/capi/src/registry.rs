@@ -601,7 +601,14 @@ mod tests {
             })
         });
         assert!(deleted.is_err());
-        for refused in [pin(ctx).err(), delete_context(ctx).err()] {
+        // So is a call or delete that looked the slot up before the delete: the slot is
+        // unlocked to a generation no live handle has.
+        for refused in [
+            pin(ctx).err(),
+            delete_context(ctx).err(),
+            pin_at(slot, ctx).err(),
+            lock_for_delete(slot, ctx).err(),
+        ] {
             assert_eq!(refused, Some(Status::InvalidHandle));
         }
         // The memory is free for another context, and the slot is taken again (by this
@@ -612,6 +619,131 @@ mod tests {
         assert!(pin(successor).is_ok());
         assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
         delete_context(successor).unwrap();
+    }
+
+    /// A context whose free panics before any of its state is dropped (the unwind drops it
+    /// all) gives its memory back exactly once: one claim of it is had again, a second is
+    /// refused, and the slot is free.
+    #[test]
+    fn context_whose_free_panics_first_releases_its_claim_once() {
+        // Addresses no memory has, apart from the other claim tests'.
+        let start = usize::MAX - (8 << 20);
+        let ctx = super::create_context(arena(), Claim::new(start, 0x3000).unwrap()).unwrap();
+        let slot = CONTEXTS.get(ctx).unwrap().value();
+        let deleted = std::panic::catch_unwind(|| {
+            delete_context_with(ctx, |shared| {
+                let _unwound = shared;
+                panic!("broken invariant before a context's state is freed")
+            })
+        });
+        assert!(deleted.is_err());
+        assert_eq!(pin_at(slot, ctx).err(), Some(Status::InvalidHandle));
+        let again = Claim::new(start, 0x3000).unwrap();
+        assert_eq!(
+            Claim::new(start + 0x1000, 0x1000).err(),
+            Some(Status::BlockInUse)
+        );
+        drop(again);
+        let successor = context_in(slot);
+        delete_context(successor).unwrap();
+    }
+
+    /// Calls racing a delete whose free panics either run before it (the delete is then
+    /// `CONTEXT_BUSY`, and is tried again) or are refused: none reaches the freed state, also
+    /// once the slot is given back (and maybe taken by another test's context).
+    #[test]
+    fn calls_racing_a_delete_whose_free_panics_never_reach_its_state() {
+        let ctx = create_context(arena()).unwrap();
+        let slot = CONTEXTS.get(ctx).unwrap().value();
+        let deleted = AtomicBool::new(false);
+        let threads = if cfg!(miri) { 2 } else { 4 };
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        // A call that looked the slot up before the delete.
+                        match pin_at(slot, ctx) {
+                            Ok(pinned) => {
+                                let _ = pinned.shared().arena.accepted_flags();
+                            }
+                            Err(refused) => {
+                                assert_eq!(refused, Status::InvalidHandle);
+                                if deleted.load(Ordering::Acquire) {
+                                    break;
+                                }
+                            }
+                        }
+                        std::thread::yield_now();
+                    }
+                });
+            }
+            let mut busy = 0_u32;
+            loop {
+                let attempt = std::panic::catch_unwind(|| {
+                    delete_context_with(ctx, |shared| {
+                        drop(shared);
+                        panic!("broken invariant while freeing a context")
+                    })
+                });
+                match attempt {
+                    Ok(Err(Status::ContextBusy)) => busy += 1,
+                    Ok(other) => panic!("{other:?} after {busy} busy deletes"),
+                    Err(_) => break,
+                }
+                std::thread::yield_now();
+            }
+            deleted.store(true, Ordering::Release);
+        });
+        assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
+        let successor = context_in(slot);
+        assert_eq!(pin_at(slot, ctx).err(), Some(Status::InvalidHandle));
+        delete_context(successor).unwrap();
+    }
+
+    /// A context in a slot at its last generation whose free panics retires the slot for
+    /// good, as a delete that returns does: no handle of it matches again, whatever its
+    /// generation, and no later context is given the slot.
+    #[test]
+    fn context_at_the_last_generation_whose_free_panics_retires_its_slot() {
+        use crate::table::LAST_GENERATION;
+        let ctx = create_context(arena()).unwrap();
+        let slot = CONTEXTS.get(ctx).unwrap();
+        let index = ctx & u64::from(u32::MAX);
+        // The context as the slot's last: its handle and its count name that generation.
+        let last = u64::from(LAST_GENERATION) << 32 | index;
+        slot.value().state.store(unused(last), Ordering::Release);
+        slot.set_generation(LAST_GENERATION);
+        assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
+        drop(pin(last).unwrap());
+        let deleted = std::panic::catch_unwind(|| {
+            delete_context_with(last, |shared| {
+                drop(shared);
+                panic!("broken invariant while freeing a context")
+            })
+        });
+        assert!(deleted.is_err());
+        for generation in [1, LAST_GENERATION, LAST_GENERATION + 1, u32::MAX] {
+            let forged = u64::from(generation) << 32 | index;
+            assert_eq!(pin(forged).err(), Some(Status::InvalidHandle));
+            assert_eq!(delete_context(forged), Err(Status::InvalidHandle));
+        }
+        // Nor does a late call or delete of the last context (a look-up only ever finds a
+        // slot for a handle of a live, odd, generation).
+        assert_eq!(
+            pin_at(slot.value(), last).err(),
+            Some(Status::InvalidHandle)
+        );
+        assert_eq!(
+            lock_for_delete(slot.value(), last),
+            Err(Status::InvalidHandle)
+        );
+        let made: Vec<u64> = (0..200).map(|_| create_context(arena()).unwrap()).collect();
+        for &other in &made {
+            assert_ne!(other & u64::from(u32::MAX), index);
+        }
+        for other in made {
+            delete_context(other).unwrap();
+        }
     }
 
     #[test]
@@ -667,23 +799,31 @@ mod tests {
         slot.state.fetch_add(MAX_CLIENTS, Ordering::Relaxed);
         let threads = if cfg!(miri) { 3 } else { 16 };
         let barrier = Barrier::new(threads + 1);
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    let pinned = pin(ctx).unwrap();
-                    barrier.wait();
-                    barrier.wait();
-                    drop(pinned);
-                });
-            }
+        // Every thread passes both barriers whatever it and the checks find, so that a wrong
+        // answer fails the test instead of leaving the others waiting.
+        let (state, busy, pinned) = std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let pinned = pin(ctx);
+                        barrier.wait();
+                        barrier.wait();
+                        pinned.map(drop)
+                    })
+                })
+                .collect();
             barrier.wait();
             let state = slot.state.load(Ordering::Relaxed);
-            assert_eq!(state, idle + MAX_CLIENTS + threads as u64);
-            assert_eq!(state & LOCKED, 0);
-            assert_eq!(unused(state), unused(ctx));
-            assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+            let busy = delete_context(ctx);
             barrier.wait();
+            let pinned: Vec<_> = calls.into_iter().map(|call| call.join().unwrap()).collect();
+            (state, busy, pinned)
         });
+        assert!(pinned.iter().all(Result::is_ok), "{pinned:?}");
+        assert_eq!(state, idle + MAX_CLIENTS + threads as u64);
+        assert_eq!(state & LOCKED, 0);
+        assert_eq!(unused(state), unused(ctx));
+        assert_eq!(busy, Err(Status::ContextBusy));
         assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
         assert_eq!(slot.state.load(Ordering::Relaxed), idle + MAX_CLIENTS);
         slot.state.fetch_sub(MAX_CLIENTS, Ordering::Relaxed);

@@ -18,7 +18,7 @@ const BASE_SHIFT: u32 = 6;
 /// its length fits a 32-bit `usize`).
 const SEGMENTS: usize = 31 - BASE_SHIFT as usize + 1;
 /// The last generation a slot may be given; one more use would wrap.
-const LAST_GENERATION: u32 = u32::MAX - 2;
+pub(crate) const LAST_GENERATION: u32 = u32::MAX - 2;
 
 /// One slot: its generation and a value of type `T`.
 #[derive(Debug)]
@@ -31,6 +31,14 @@ impl<T> Slot<T> {
     /// The slot's value.
     pub(crate) fn value(&self) -> &T {
         &self.value
+    }
+
+    /// Gives a live slot the live generation `generation`, as if it had been used that many
+    /// times (tests only: the slot's value must then be made to agree).
+    #[cfg(test)]
+    pub(crate) fn set_generation(&self, generation: u32) {
+        assert_eq!(generation & 1, 1, "a live generation is odd");
+        self.generation.store(generation, Ordering::Release);
     }
 }
 

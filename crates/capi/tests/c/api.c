@@ -719,6 +719,8 @@ static void test_deleted_context_refused_everywhere(void) {
     OK(memvisor_context_delete(old));
     memvisor_context now;
     OK(memvisor_context_create(memory, 2 * MIB, NULL, &now));
+    /* The slot the deleted context had (the low half of a handle) serves the new one. */
+    CHECK((uint32_t)now.id == (uint32_t)old.id && now.id != old.id);
     memvisor_client cl, who = {0};
     OK(memvisor_client_create(now, MEMVISOR_UNLIMITED, &cl));
     void *p = NULL;
