@@ -12,85 +12,16 @@ mod support;
 
 use std::sync::Arc;
 
-use kvm_bindings::{KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_MEM_LOG_DIRTY_PAGES, kvm_enable_cap};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{Error, MemorySlots};
-use memvisor_space::{AddressSpace, ListenerError, RegionEvent, RegionListener, RegionSpec};
+use memvisor_space::{AddressSpace, ListenerError, RegionEvent, RegionListener};
+use support::real_mode::{DATA, DATA_SIZE, guest, run_to_hlt, vm};
 use support::removal::{Answer, during_removal};
-use support::{backed, backed_space, kvm_or_skip};
-use vm_memory::{Bytes, GuestAddress};
+use support::{backed, kvm_or_skip};
+use vm_memory::GuestAddress;
 
-/// The guest's code, in a region of its own (slot 0).
-const CODE: u64 = 0;
-const CODE_SIZE: u64 = 0x8000;
-/// The region the guest writes (slot 1).
-const DATA: u64 = 0x8000;
-const DATA_SIZE: u64 = 0x8000;
 /// Another region, given slot 1 once [`DATA`] has left.
 const OTHER: u64 = 0x2_0000;
-
-/// `mov byte [page], 1; hlt` for the pages `0x9000`, `0xa000`, `0xb000` and `0xc000` of
-/// [`DATA`], in turn: one page written per run.
-const PROGRAM: [u8; 24] = [
-    0xc6, 0x06, 0x00, 0x90, 0x01, 0xf4, 0xc6, 0x06, 0x00, 0xa0, 0x01, 0xf4, 0xc6, 0x06, 0x00, 0xb0,
-    0x01, 0xf4, 0xc6, 0x06, 0x00, 0xc0, 0x01, 0xf4,
-];
-
-/// A VM of the host's KVM, in the default mode or with manual dirty-log protection turned on
-/// (`None` where KVM does not offer it, said loudly).
-fn vm(kvm: &Kvm, manual: bool, test: &str) -> Option<Arc<VmFd>> {
-    let vm = support::vm(kvm);
-    if manual {
-        let cap = kvm_enable_cap {
-            cap: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-            args: [1, 0, 0, 0],
-            ..Default::default()
-        };
-        if let Err(e) = vm.enable_cap(&cap) {
-            eprintln!("\n*** SKIPPED {test} (manual): no manual dirty-log protection ({e}) ***\n");
-            return None;
-        }
-    }
-    Some(vm)
-}
-
-/// The space of the two regions, the slots attached, logging on for [`DATA`], the program
-/// loaded, and a real-mode vCPU at its start.
-fn guest(vm: &Arc<VmFd>) -> (AddressSpace, MemorySlots, VcpuFd) {
-    let space = backed_space(
-        vm,
-        [
-            RegionSpec::ram(GuestAddress(CODE), CODE_SIZE),
-            RegionSpec::ram(GuestAddress(DATA), DATA_SIZE),
-        ],
-    );
-    let slots = MemorySlots::attach(Arc::clone(vm), &space).unwrap();
-    space
-        .memory()
-        .write_slice(&PROGRAM, GuestAddress(CODE))
-        .unwrap();
-    slots.set_dirty_logging(GuestAddress(DATA), true).unwrap();
-    let vcpu = vm.create_vcpu(0).unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    sregs.ds.base = 0;
-    sregs.ds.selector = 0;
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = CODE;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
-    (space, slots, vcpu)
-}
-
-/// Runs `vcpu` to its next `hlt`.
-fn run_to_hlt(vcpu: &mut VcpuFd) {
-    match vcpu.run().unwrap() {
-        VcpuExit::Hlt => {}
-        exit => panic!("unexpected exit {exit:?}"),
-    }
-}
 
 /// The pages in the next fetch of the region at `base`.
 fn fetched(slots: &MemorySlots, base: u64) -> Vec<u64> {

@@ -10,6 +10,7 @@
 #![allow(dead_code, clippy::cast_possible_truncation)]
 
 pub mod linux;
+pub mod real_mode;
 pub mod removal;
 
 use std::sync::Arc;
