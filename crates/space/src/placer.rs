@@ -738,7 +738,9 @@ fn reserve(
     }
 }
 
-#[cfg(test)]
+// Safe code only: Miri would take minutes over these tests and check nothing the native run
+// does not.
+#[cfg(all(test, not(miri)))]
 mod tests {
     use vm_memory::GuestAddress;
 
