@@ -1550,15 +1550,11 @@ impl Reservation {
             while start < offset + len {
                 let size = part.min(offset + len - start);
                 let work = move || {
-                    let pages = Pages {
-                        first: start / this.page,
-                        count: size / this.page,
-                    };
                     // SAFETY: `&mut self` is held for the whole scope, so only these threads
                     // use the reservation, each on its own disjoint part of the checked range,
                     // and no call changes its pages meanwhile (the parts run at once, not
                     // taking turns for the call lock).
-                    unsafe { this.prefault_held(start, size, pages) }
+                    unsafe { this.prefault_held(start, size) }
                 };
                 match std::thread::Builder::new().spawn_scoped(scope, work) {
                     Ok(handle) => workers.push((start, size, handle)),
@@ -1574,14 +1570,8 @@ impl Reservation {
             }
             let mut result = match spawn_error {
                 Some(e) => Err(e),
-                None => {
-                    let pages = Pages {
-                        first: offset / this.page,
-                        count: first / this.page,
-                    };
-                    // SAFETY: as for the workers: the first part is this thread's alone.
-                    unsafe { this.prefault_held(offset, first, pages) }
-                }
+                // SAFETY: as for the workers: the first part is this thread's alone.
+                None => unsafe { this.prefault_held(offset, first) },
             };
             for (start, size, handle) in workers {
                 let joined = worker_result(handle.join(), start, size);
@@ -1620,16 +1610,20 @@ impl Reservation {
         let _serial = self.lock_calls.share();
         self.none_lost(pages)?;
         // SAFETY: the call lock is held; the caller's promise.
-        unsafe { self.prefault_held(offset, len, pages) }
+        unsafe { self.prefault_held(offset, len) }
     }
 
     /// The body of [`prefault_unchecked`](Self::prefault_unchecked), after the range checks.
     ///
     /// # Safety
-    /// As [`prefault_unchecked`](Self::prefault_unchecked); `pages` is `offset..offset + len`,
-    /// checked, and no call can change the pages' state until this returns: the caller holds
-    /// the call lock, or `&mut self` for the whole call.
-    unsafe fn prefault_held(&self, offset: usize, len: usize, pages: Pages) -> Result<()> {
+    /// As [`prefault_unchecked`](Self::prefault_unchecked); `offset..offset + len` is a
+    /// checked range of whole pages, and no call can change the pages' state until this
+    /// returns: the caller holds the call lock, or `&mut self` for the whole call.
+    unsafe fn prefault_held(&self, offset: usize, len: usize) -> Result<()> {
+        let pages = Pages {
+            first: offset / self.page,
+            count: len / self.page,
+        };
         self.all_committed(pages)?;
         if let Some(page) = self.writable.first_clear(pages.first, pages.count) {
             return Err(Error::NotWritable {

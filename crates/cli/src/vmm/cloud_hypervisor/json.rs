@@ -206,11 +206,11 @@ impl<'de> Deserialize<'de> for ConsoleMode {
 
 /// The devices of a `VmConfig`: its virtio PCI devices with a 64-bit BAR (besides a
 /// virtio-mem one), how many PCI devices of segment 0 it has in all (besides virtio-mem ones),
-/// and the ids of its device sections with their paths (`net[0].id`).
+/// and the ids of its device sections with the path where each is first given (`net[0].id`).
 struct Devices {
     pci: PciDevices,
     on_bus: u64,
-    ids: Vec<(String, String)>,
+    ids: std::collections::HashMap<String, String>,
     /// The first device id Cloud Hypervisor refuses: one given twice, or starting with `__`.
     refused: Option<Error>,
     /// The first device (not rate limit group) with the id [`DEFAULT_ZONE`], refused when
@@ -244,12 +244,11 @@ impl Devices {
 /// [`IOMMU_SECTIONS`] says `iommu: true`.
 fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
     let mut pci = vec![("virtio-rng", 1)];
-    let mut ids = Vec::new();
     let mut iommu = iommu_segments;
     // The first id Cloud Hypervisor refuses, and where each id is first given.
     let mut refused: Option<Error> = None;
     let mut default_zone: Option<Error> = None;
-    let mut first: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut keep_id = |o: &Object<'_>, section: &str| -> Result<()> {
         // A rate limit group's id is a `String` (`null` refused) that defaults to the empty
         // one; a device's an `Option<String>`.
@@ -269,28 +268,27 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
                     "an id starting with `__` is Cloud Hypervisor's own (it refuses it)".to_owned(),
                 )
             } else {
-                first.get(&id).map(|other| {
+                ids.get(&id).map(|other| {
                     format!(
                         "`{}` is the id of {other} too (Cloud Hypervisor refuses an id given twice)",
                         crate::render::escape(&id)
                     )
                 })
             };
+            let span = || raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
             if let Some(problem) = problem
                 && refused.is_none()
             {
-                let span = raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
                 refused = Some(Error::Spec(o.src.error(
                     path.clone(),
-                    Some(span),
+                    Some(span()),
                     Problem::Invalid(problem),
                 )));
             }
             if !group && id == DEFAULT_ZONE && default_zone.is_none() {
-                let span = raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
                 default_zone = Some(Error::Spec(o.src.error(
                     path.clone(),
-                    Some(span),
+                    Some(span()),
                     Problem::Invalid(format!(
                         "`{DEFAULT_ZONE}` is the id of the virtio-mem device of the hotplug area \
                          too (Cloud Hypervisor names it after the memory's one zone, \
@@ -298,8 +296,7 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
                     )),
                 )));
             }
-            first.entry(id.clone()).or_insert_with(|| path.clone());
-            ids.push((id, path));
+            ids.entry(id).or_insert(path);
         }
         // Read in every device section, as Cloud Hypervisor's types have it in every one (a
         // rate limit group has none: there it is an unknown field, ignored).
@@ -397,18 +394,13 @@ const DEFAULT_ZONE: &str = "mem0";
 
 /// Refuses a zone whose id is a device's too: Cloud Hypervisor keeps zone and device ids in
 /// one namespace and refuses an id given twice.
-fn zone_id_clash(zones: &[ChZoneInput<'_>], ids: &[(String, String)]) -> Option<Error> {
-    if ids.is_empty() {
-        return None;
-    }
-    let by_id: std::collections::HashMap<&str, &str> = ids
-        .iter()
-        .rev()
-        .map(|(id, path)| (id.as_str(), path.as_str()))
-        .collect();
+fn zone_id_clash(
+    zones: &[ChZoneInput<'_>],
+    ids: &std::collections::HashMap<String, String>,
+) -> Option<Error> {
     zones.iter().find_map(|zone| {
         let id = zone.id.as_deref()?;
-        let other = by_id.get(id)?;
+        let other = ids.get(id)?;
         Some(zone.place.err(format_args!(
             "id: `{}` is the id of {other} too (Cloud Hypervisor refuses an id given twice)",
             crate::render::escape(id)
