@@ -58,13 +58,13 @@ impl Rng {
 /// client B takes whole chunks. B must get at least 95% of what it gets from an empty arena.
 #[test]
 fn alloc_after_other_client_peak_and_free_gets_nearly_all_chunks() {
-    // 64 MiB in 1 MiB chunks, A up to 56 MiB (Miri: 1 MiB in 64 KiB chunks).
+    // 64 MiB in 1 MiB chunks, A up to 56 MiB (Miri: 512 KiB in 64 KiB chunks, blocks up to 2 KiB).
     let (len, chunk) = if cfg!(miri) {
-        (1 << 20, 64 << 10)
+        (512 << 10, 64 << 10)
     } else {
         (64 << 20, 1 << 20)
     };
-    let max = if cfg!(miri) { 4096 } else { 64 << 10 };
+    let max = if cfg!(miri) { 2048 } else { 64 << 10 };
     let arena = arena(len, chunk, Flags::STATISTICS);
     let empty = {
         let b = arena.create_client(Quota::UNLIMITED).unwrap();
@@ -82,7 +82,9 @@ fn alloc_after_other_client_peak_and_free_gets_nearly_all_chunks() {
             Err(e) => panic!("A failed below its peak: {e}"),
         }
     }
-    assert!(a.stats().peak_used_bytes >= len / 4 * 3);
+    // Eight chunks under Miri lose more to each chunk's last partly used pages.
+    let least_peak = if cfg!(miri) { len / 3 * 2 } else { len / 4 * 3 };
+    assert!(a.stats().peak_used_bytes >= least_peak, "{:?}", a.stats());
     for i in (1..live.len()).rev() {
         live.swap(i, rng.next() as usize % (i + 1));
     }
