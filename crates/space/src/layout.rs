@@ -370,8 +370,8 @@ impl Layout {
     /// custom layout either). An x86-64 preset layout's placer holds what KVM's in-kernel
     /// devices use, as a [`plan`](crate::plan::plan)'s placer does: the timer's GSIs 0 and 2 (owned
     /// by `legacy ISA`) and the ports of the PICs, the PIT and the ELCR
-    /// ([`Platform::kernel_ports`], each under its device's name). [`Platform::placer`] takes
-    /// the platform's reserved ranges, and holds none of these.
+    /// ([`Platform::kernel_ports`], each under its device's name). [`Platform::placer`] holds
+    /// them too, and takes the platform's reserved ranges as well.
     ///
     /// Like the placer's owner names and the window list, the few dozen bytes of its interrupt
     /// and port allocators are allocated infallibly: if the heap refuses them, the global

@@ -56,7 +56,12 @@ pub struct PlanRequest {
     /// Hotplug slots, if any.
     pub hotplug: Option<HotplugRequest>,
     /// x86-64: at most this much boot RAM below the 32-bit hole
-    /// ([`LayoutBuilder::low_ram_limit`](crate::LayoutBuilder::low_ram_limit)).
+    /// ([`LayoutBuilder::low_ram_limit`](crate::LayoutBuilder::low_ram_limit)). The plan
+    /// takes any limit, 0 included (then its memory map lists no RAM below 4 GiB at all), but
+    /// a Linux guest needs usable RAM below 1 MiB (its real-mode trampoline, which starts the
+    /// other CPUs, is allocated there) and its boot parameters in RAM below 4 GiB: a VMM that
+    /// boots Linux keeps the limit at least at the start of the
+    /// [`LEGACY_HOLE`](crate::LEGACY_HOLE).
     pub low_ram_limit: Option<u64>,
     /// The alignment of the RAM window above the fixed ones and of the hotplug and DAX
     /// windows ([`LayoutBuilder::window_align`](crate::LayoutBuilder::window_align)); `None`
@@ -296,14 +301,17 @@ impl Plan {
     /// The guest memory map of the plan: its boot RAM as
     /// [`Snapshot::memory_map`](crate::Snapshot::memory_map) lists it for the address space
     /// the plan's regions make (the [`LEGACY_HOLE`](crate::LEGACY_HOLE) carved out and
-    /// reserved on x86-64), and the PCI MMCONFIG (ECAM) range reserved when the platform
+    /// reserved on x86-64), the PCI MMCONFIG (ECAM) range reserved when the platform
     /// reserves it ([`Platform::with_pci_mmconfig`]): Linux uses MMCONFIG only where the e820
-    /// map or ACPI reserves it. The platform's other reservations (IOAPIC, local APIC, KVM's
-    /// TSS, the GIC) are not listed: the guest finds its interrupt controllers in its ACPI
+    /// map or ACPI reserves it; and on x86-64 KVM's TSS and identity-map pages reserved
+    /// ([`Platform::kvm_tss_addr`], [`Platform::kvm_identity_map_addr`]; 5 pages at
+    /// 0xfffb_c000), as QEMU reserves its own: nothing else tells the guest that KVM's
+    /// private memory slots lie there, and Linux keeps e820's reserved ranges out of the
+    /// addresses it assigns to PCI devices. The platform's other reservations (IOAPIC, local
+    /// APIC, the GIC) are not listed: the guest finds its interrupt controllers in its ACPI
     /// tables or device tree, and the map lists no RAM in any of them. Sorted, adjacent
-    /// entries of one type merged. (A
-    /// [`Snapshot`](crate::Snapshot) cannot tell which reserved region is MMCONFIG, so its
-    /// map lists boot RAM only.)
+    /// entries of one type merged. (A [`Snapshot`](crate::Snapshot) cannot tell which
+    /// reserved region is MMCONFIG or KVM's, so its map lists boot RAM only.)
     ///
     /// ```
     /// use memvisor_space::plan::{NodeRequest, PlanRequest, plan};
@@ -331,7 +339,7 @@ impl Plan {
     pub fn memory_map(&self) -> Vec<MemoryMapEntry> {
         let carve = self.platform.arch() == Arch::X86_64;
         // (first, last, RAM?): the boot RAM regions (a plan's are never hot-pluggable; one
-        // changed by hand to size 0 is skipped) and MMCONFIG, by address.
+        // changed by hand to size 0 is skipped), MMCONFIG and KVM's pages, by address.
         let mut ranges: Vec<(u64, u64, bool)> = self
             .regions
             .iter()
@@ -343,6 +351,8 @@ impl Plan {
             .chain(
                 self.platform
                     .pci_mmconfig()
+                    .into_iter()
+                    .chain(self.platform.kvm_pages())
                     .map(|m| (m.range().start().0, m.range().last().0, false)),
             )
             .collect();
@@ -361,7 +371,8 @@ impl Plan {
     /// The e820 table of the plan: its [`memory_map`](Self::memory_map), to write into
     /// `boot_params.e820_table` as [`Snapshot::e820_table`](crate::Snapshot::e820_table)
     /// says. e820 is x86's: on AArch64, which has none, this is the same list of boot RAM,
-    /// no legacy hole and no MMCONFIG in it (what a device tree's memory nodes list).
+    /// no legacy hole, no MMCONFIG and no KVM pages in it (what a device tree's memory nodes
+    /// list).
     ///
     /// # Errors
     /// [`Error::TooManyMapEntries`] if the map has more than
@@ -537,12 +548,10 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
 
 fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, PlanError> {
     let platform = &request.platform;
+    // The platform's placer holds the timer's interrupts (not even a fixed serial interrupt
+    // gets them) and the ports KVM answers in the kernel (nothing placed over them would see
+    // its accesses) before anything is placed.
     let mut placer = platform.placer(&layout).map_err(at(PlanItem::Platform))?;
-    // The timer's interrupts (not even a fixed serial interrupt gets them) and the ports KVM
-    // answers in the kernel (nothing placed over them would see its accesses), first.
-    platform
-        .hold_kernel_devices(&mut placer)
-        .map_err(at(PlanItem::Platform))?;
     let mut regions: Vec<(PlannedRegion, PlanItem)> = Vec::new();
 
     // Boot RAM, node by node, over the RAM windows.
@@ -1026,7 +1035,8 @@ fn joined(name: &str, parts: &[&str]) -> bool {
 }
 
 /// The layout, built window by window so that an error names the part that did not fit, and
-/// the boot RAM size.
+/// the boot RAM size. Called after [`check_request`], so the address bits are 32 to
+/// [`MAX_PHYS_BITS`], which every layout builder takes: an error here is the part's.
 fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
     let ram = request
         .nodes
@@ -1110,9 +1120,6 @@ fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
             Ok(l) => {
                 layout = Some(l);
                 continue;
-            }
-            Err(e @ Error::InvalidLayout { .. }) if !(32..=64).contains(&request.phys_bits) => {
-                return Err(at(PlanItem::PhysBits)(e));
             }
             Err(e) => at(item)(e),
         };

@@ -219,8 +219,9 @@ fn listeners_churn_while_writers_reuse_slot_numbers() {
         .add_listener(Arc::clone(&table) as Arc<dyn RegionListener>)
         .unwrap();
     let done = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let churn = {
-        let (space, done) = (space.clone(), Arc::clone(&done));
+        let (space, done, rounds) = (space.clone(), Arc::clone(&done), Arc::clone(&rounds));
         thread::spawn(move || {
             let mut n = 0u64;
             while !done.load(Ordering::Acquire) {
@@ -240,10 +241,16 @@ fn listeners_churn_while_writers_reuse_slot_numbers() {
                 assert!(space.remove_listener(&listener).unwrap());
                 assert!(!space.remove_listener(&listener).unwrap());
                 n += 1;
+                rounds.store(n, Ordering::Release);
             }
             n
         })
     };
+    // The writers start once the listeners churn: on a loaded host the writers could
+    // otherwise finish before that thread ran at all.
+    while rounds.load(Ordering::Acquire) == 0 && !churn.is_finished() {
+        thread::yield_now();
+    }
     let reader = {
         let (space, done) = (space.clone(), Arc::clone(&done));
         thread::spawn(move || {

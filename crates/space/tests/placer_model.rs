@@ -328,7 +328,15 @@ proptest! {
             .collect();
         held.sort();
         held.dedup();
-        let mut model = Model { layout, held, irqs: BTreeMap::new(), ports: Vec::new() };
+        // So are what KVM's in-kernel devices use: the timer's GSIs and their ports.
+        let irqs: BTreeMap<u32, String> = (0..=LAST_GSI)
+            .filter_map(|i| p.irq_owner(i).map(|o| (i, o.to_owned())))
+            .collect();
+        let ports: Vec<(GuestRange, String)> =
+            p.port_allocations().map(|(o, r)| (r, o.to_owned())).collect();
+        prop_assert_eq!(irqs.keys().copied().collect::<Vec<_>>(), [0, 2]);
+        prop_assert_eq!(ports.len(), Platform::x86_64().kernel_ports().len());
+        let mut model = Model { layout, held, irqs, ports };
         for (n, op) in ops.iter().enumerate() {
             let before = state(&p);
             let result = model.step(&mut p, op, &format!("o{n}"));

@@ -31,9 +31,14 @@ fn request(platform: Platform, ram: u64) -> PlanRequest {
 
 /// The e820 map of a plan whose platform reserves PCI MMCONFIG lists that range as reserved
 /// (Linux uses MMCONFIG only where e820 or ACPI reserves it), and is otherwise the boot RAM map
-/// of the address space the plan makes.
+/// of the address space the plan makes, with KVM's pages reserved.
 #[test]
 fn plan_e820_lists_pci_mmconfig_as_reserved() {
+    let kvm = MemoryMapEntry {
+        addr: 0xfffb_c000,
+        size: 5 * 0x1000,
+        ty: MemoryType::Reserved,
+    };
     for ram in [256 * MIB, 4 * GIB] {
         let platform = Platform::x86_64().with_pci_mmconfig().unwrap();
         let p = plan(&request(platform, ram)).unwrap();
@@ -47,14 +52,20 @@ fn plan_e820_lists_pci_mmconfig_as_reserved() {
         assert!(map.windows(2).all(|w| w[0].last() < w[1].addr), "{map:x?}");
         let space =
             AddressSpace::plan(p.layout.clone(), p.regions.iter().map(|r| r.spec.clone())).unwrap();
-        let boot: Vec<MemoryMapEntry> = map.iter().copied().filter(|e| *e != mmconfig).collect();
+        let boot: Vec<MemoryMapEntry> = map
+            .iter()
+            .copied()
+            .filter(|e| *e != mmconfig && *e != kvm)
+            .collect();
         assert_eq!(boot, space.snapshot().memory_map());
         assert_eq!(p.e820_table().unwrap(), map);
-        // Without MMCONFIG, the map is the address space's.
+        // Without MMCONFIG, the map is the address space's and KVM's pages.
         let p = plan(&request(Platform::x86_64(), ram)).unwrap();
         let space =
             AddressSpace::plan(p.layout.clone(), p.regions.iter().map(|r| r.spec.clone())).unwrap();
-        assert_eq!(p.memory_map(), space.snapshot().memory_map());
+        let boot: Vec<MemoryMapEntry> = p.memory_map().into_iter().filter(|e| *e != kvm).collect();
+        assert_eq!(boot, space.snapshot().memory_map());
+        assert_eq!(p.memory_map().len(), boot.len() + 1);
     }
     // AArch64 has no e820, but its map is its boot RAM as well.
     let p = plan(&request(Platform::aarch64(), 256 * MIB)).unwrap();
@@ -68,14 +79,83 @@ fn plan_e820_lists_pci_mmconfig_as_reserved() {
     );
 }
 
-/// The e820 table of a plan refuses a map longer than the table, MMCONFIG counted.
+/// On x86-64 the platform says where KVM's TSS (`KVM_SET_TSS_ADDR`, 3 pages) and identity-map
+/// page (`KVM_SET_IDENTITY_MAP_ADDR`, 1 page) go: inside its reservation, in the firmware
+/// window below 4 GiB, over no RAM and no device of a plan; and the plan's memory map lists them as
+/// reserved, so that the guest never takes those addresses for its own (a PCI BAR there would
+/// be shadowed by KVM's private memory slot). AArch64 has neither.
+#[test]
+fn plan_memory_map_reserves_kvm_tss_and_identity_map() {
+    use memvisor_space::plan::DeviceRequest;
+    const PAGE: u64 = 0x1000;
+    let x86 = Platform::x86_64();
+    let tss = x86.kvm_tss_addr().unwrap();
+    let identity = x86.kvm_identity_map_addr().unwrap();
+    assert_eq!(tss, 0xfffb_d000);
+    assert_eq!(identity, 0xfffb_c000);
+    let kvm = x86
+        .reservations()
+        .iter()
+        .find(|r| r.name() == "KVM TSS, identity map")
+        .unwrap()
+        .range();
+    for (first, len) in [(tss, 3 * PAGE), (identity, PAGE)] {
+        let pages = GuestRange::new(GuestAddress(first), len).unwrap();
+        assert!(kvm.contains_range(&pages), "{pages} outside {kvm}");
+    }
+    let listed = MemoryMapEntry {
+        addr: kvm.start().0,
+        size: kvm.size().unwrap(),
+        ty: MemoryType::Reserved,
+    };
+    for platform in [x86.clone(), x86.clone().with_pci_mmconfig().unwrap()] {
+        for (ram, bits) in [(256 * MIB, 32), (3 * GIB, 40), (8 * GIB, 52)] {
+            let mut r = request(platform.clone(), ram);
+            r.phys_bits = bits;
+            r.devices = (0..16)
+                .map(|i| DeviceRequest {
+                    name: format!("dev{i}"),
+                    mmio_size: 0x1000 << (i % 8),
+                    address: None,
+                    irq: None,
+                    dax_size: None,
+                })
+                .collect();
+            let p = plan(&r).unwrap_or_else(|e| panic!("{ram:#x} {bits}: {e}"));
+            let map = p.memory_map();
+            assert!(map.contains(&listed), "{ram:#x} {bits}: {map:x?}");
+            assert_eq!(p.e820_table().unwrap(), map);
+            for e in map.iter().filter(|e| e.ty == MemoryType::Ram) {
+                let e = GuestRange::new(GuestAddress(e.addr), e.size).unwrap();
+                assert!(!e.overlaps(&kvm), "RAM {e} over {kvm}");
+            }
+            for d in &p.devices {
+                assert!(!d.mmio.unwrap().overlaps(&kvm), "{} over {kvm}", d.name);
+            }
+            // In the firmware window below 4 GiB, held there by the plan's placer.
+            let w = p.layout.window_containing(kvm.start()).unwrap();
+            assert_eq!(w.kind(), WindowKind::Firmware);
+            assert!(w.range().contains_range(&kvm));
+            assert_eq!(
+                p.placer.owner_of(GuestAddress(tss)).unwrap(),
+                ("KVM TSS, identity map", kvm)
+            );
+        }
+    }
+    let arm = Platform::aarch64();
+    assert_eq!(arm.kvm_tss_addr(), None);
+    assert_eq!(arm.kvm_identity_map_addr(), None);
+}
+
+/// The e820 table of a plan refuses a map longer than the table, MMCONFIG and KVM's pages
+/// counted.
 #[test]
 fn plan_e820_counts_mmconfig_against_the_table() {
-    // RAM below the legacy hole, the hole, RAM above it, and MMCONFIG.
+    // RAM below the legacy hole, the hole, RAM above it, MMCONFIG and KVM's pages.
     let platform = Platform::x86_64().with_pci_mmconfig().unwrap();
     let p = plan(&request(platform, 512 * MIB)).unwrap();
     let table = p.e820_table().unwrap();
-    assert_eq!(table.len(), 4, "{table:x?}");
+    assert_eq!(table.len(), 5, "{table:x?}");
     assert!(table.len() <= E820_MAX_ENTRIES);
 }
 
@@ -147,6 +227,52 @@ fn layout_and_snapshot_placers_hold_kvm_in_kernel_devices() {
     // AArch64 has neither.
     let layout = Layout::aarch64().ram(GIB).build().unwrap();
     let mut p = layout.placer();
+    assert_eq!(p.port_allocations().count(), 0);
+    assert_eq!(p.irq_at(32, "uart").unwrap(), 32);
+}
+
+/// `Platform::placer` of x86-64 holds what KVM's in-kernel devices use, as the plan's,
+/// the layout's and the snapshot's placers do, over its preset layout and over a custom one
+/// (the platform gives it the port space and the GSIs either way); a VMM that emulates them
+/// itself can give them back.
+#[test]
+fn platform_placer_holds_kvm_in_kernel_devices() {
+    let platform = Platform::x86_64();
+    let custom = Layout::new(
+        GuestAddress((1 << 40) - 1),
+        [memvisor_space::Window::new(WindowKind::Device, GuestAddress(GIB), GIB).unwrap()],
+    )
+    .unwrap();
+    for layout in [platform.layout().ram(GIB).build().unwrap(), custom] {
+        let mut p = platform.placer(&layout).unwrap();
+        for &(device, first, last) in platform.kernel_ports() {
+            let ports = GuestRange::inclusive(GuestAddress(first), GuestAddress(last)).unwrap();
+            let e = p.ports_at(ports, "uart").unwrap_err();
+            assert!(
+                matches!(e, Error::Taken { ref other, .. } if other == device),
+                "{first:#x}: {e}"
+            );
+        }
+        for gsi in [0, 2] {
+            assert!(
+                matches!(p.irq_at(gsi, "uart"), Err(Error::IrqTaken { .. })),
+                "GSI {gsi}"
+            );
+            assert_eq!(p.irq_owner(gsi), Some("legacy ISA"), "GSI {gsi}");
+        }
+        // The other legacy interrupts are still given by number, the rest first come.
+        assert_eq!(p.irq_at(4, "uart").unwrap(), 4);
+        assert_eq!(p.irq("virtio").unwrap(), 5);
+        // Given back, the PIT's ports are free for a device model of the VMM's own.
+        let pit = GuestRange::inclusive(GuestAddress(0x40), GuestAddress(0x43)).unwrap();
+        p.release_ports(pit).unwrap();
+        p.ports_at(pit, "pit").unwrap();
+    }
+    // AArch64 has neither.
+    let platform = Platform::aarch64();
+    let mut p = platform
+        .placer(&platform.layout().build().unwrap())
+        .unwrap();
     assert_eq!(p.port_allocations().count(), 0);
     assert_eq!(p.irq_at(32, "uart").unwrap(), 32);
 }

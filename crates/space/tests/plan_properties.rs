@@ -304,6 +304,64 @@ fn check(r: &PlanRequest, p: &Plan) {
         Ok(table) => assert_eq!(table, map),
         Err(e) => assert!(map.len() > memvisor_space::E820_MAX_ENTRIES, "{e}"),
     }
+    // The plan's own map, as the guest reads it: the snapshot's, with PCI MMCONFIG (when the
+    // platform has it) and KVM's pages (x86-64) reserved; sorted, apart, each RAM byte once,
+    // nothing reserved over RAM or over any planned region but a reserved one.
+    let plan_map = p.memory_map();
+    assert!(
+        plan_map
+            .windows(2)
+            .all(|w| w[0].last() < w[1].addr && w[0].size > 0),
+        "{plan_map:x?}"
+    );
+    let ram_of = |m: &[memvisor_space::MemoryMapEntry]| -> Vec<(u64, u64)> {
+        m.iter()
+            .filter(|e| e.ty == MemoryType::Ram)
+            .map(|e| (e.addr, e.size))
+            .collect()
+    };
+    assert_eq!(ram_of(&plan_map), ram_of(&map), "{plan_map:x?}");
+    let mut extra: Vec<(u64, u64)> = r
+        .platform
+        .reservations()
+        .iter()
+        .filter(|x| {
+            r.platform.arch() == Arch::X86_64
+                && matches!(x.name(), "PCI MMCONFIG" | "KVM TSS, identity map")
+        })
+        .map(|x| (x.range().start().0, x.range().size().unwrap()))
+        .collect();
+    extra.extend(
+        map.iter()
+            .filter(|e| e.ty == MemoryType::Reserved)
+            .map(|e| (e.addr, e.size)),
+    );
+    let reserved: Vec<(u64, u64)> = plan_map
+        .iter()
+        .filter(|e| e.ty == MemoryType::Reserved)
+        .map(|e| (e.addr, e.size))
+        .collect();
+    assert_eq!(uncovered(&extra, &reserved), 0, "{plan_map:x?}");
+    assert_eq!(uncovered(&reserved, &extra), 0, "{plan_map:x?}");
+    assert_eq!(
+        r.platform.arch() == Arch::X86_64,
+        reserved.iter().any(|&(a, _)| a == 0xfffb_c000),
+        "{plan_map:x?}"
+    );
+    for e in plan_map.iter().filter(|e| e.ty == MemoryType::Reserved) {
+        if uncovered(&[(e.addr, e.size)], &[hole]) == 0 {
+            continue;
+        }
+        let e = GuestRange::new(GuestAddress(e.addr), e.size).unwrap();
+        for x in all.iter().filter(|x| x.spec.ty() != RegionType::Reserved) {
+            let x_range = GuestRange::new(x.spec.base(), x.spec.size()).unwrap();
+            assert!(!x_range.overlaps(&e), "{} over reserved {e}", x.owner);
+        }
+    }
+    match p.e820_table() {
+        Ok(table) => assert_eq!(table, plan_map),
+        Err(e) => assert!(plan_map.len() > memvisor_space::E820_MAX_ENTRIES, "{e}"),
+    }
     assert_eq!(snap.pvh_memmap().len(), 24 * map.len());
     // SRAT ranges: all RAM, boot and hot-pluggable, each flagged as it is.
     let srat = snap.numa_ranges();
@@ -1059,4 +1117,102 @@ fn devices_named_as_kvm_in_kernel_devices_are_refused() {
     for name in ["PIT0", "pic", "ELCR, PIC", "my PIC"] {
         assert!(!names_other_map_part(name), "{name}");
     }
+}
+
+/// Plans at the edges of what the planner takes, checked as the guest reads their maps: 32
+/// address bits (x86-64 boot RAM below the hole only, AArch64 RAM below 4 GiB) and 52, every
+/// interrupt given to a device (some with DAX windows), several nodes with the hotplug slots on
+/// the last, with and without PCI MMCONFIG. A request that cannot fit 32 bits is refused,
+/// typed, at the part that did not fit; every plan made passes [`check`].
+#[test]
+fn plans_at_the_address_bit_limits_are_valid_maps() {
+    let mut made = 0;
+    for arch in Arch::ALL {
+        let free_irqs = match arch {
+            Arch::X86_64 => 19,
+            Arch::Aarch64 => 96,
+        };
+        for (bits, mmconfig, nodes, devices, hotplug) in itertools_product() {
+            if mmconfig && arch != Arch::X86_64 {
+                continue;
+            }
+            let mut platform = Platform::new(arch);
+            if mmconfig {
+                platform = platform.with_pci_mmconfig().unwrap();
+            }
+            let node = |i: usize| NodeRequest {
+                size: 256 * MIB,
+                memory: memory(HugePages::None, 0, None, &format!("node{i}")),
+            };
+            // Every interrupt a device can get: on AArch64 the serial port takes one of them.
+            let count = match (devices, arch) {
+                (false, _) => 0,
+                (true, Arch::X86_64) => free_irqs,
+                (true, Arch::Aarch64) => free_irqs - 1,
+            };
+            let r = PlanRequest {
+                platform,
+                phys_bits: bits,
+                nodes: (0..nodes).map(node).collect(),
+                serial: (arch == Arch::Aarch64 || !devices).then(SerialRequest::default),
+                devices: (0..count)
+                    .map(|i| DeviceRequest {
+                        name: format!("dev{i}"),
+                        mmio_size: (4 * KIB) << (i % 4),
+                        address: None,
+                        irq: None,
+                        dax_size: (i % 7 == 0).then_some(DAX_ALIGN),
+                    })
+                    .collect(),
+                hotplug: hotplug.then(|| HotplugRequest {
+                    slots: 4,
+                    slot_size: 128 * MIB,
+                    node: u32::try_from(nodes - 1).unwrap(),
+                    memory: memory(HugePages::None, 0, None, "slots"),
+                }),
+                low_ram_limit: None,
+                window_align: Some(2 * MIB),
+            };
+            match plan(&r) {
+                Ok(p) => {
+                    check(&r, &p);
+                    made += 1;
+                }
+                Err(e) => {
+                    assert_eq!(bits, 32, "{arch} {bits}: {e}");
+                    assert!(
+                        matches!(
+                            e.error,
+                            memvisor_space::Error::AddressLimit { .. }
+                                | memvisor_space::Error::NoRoom { .. }
+                        ),
+                        "{arch} {bits} {nodes} {devices} {hotplug}: {e}"
+                    );
+                    assert!(
+                        matches!(
+                            e.item,
+                            PlanItem::Hotplug | PlanItem::DeviceDaxSize(_) | PlanItem::Memory
+                        ),
+                        "{arch}: {e}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(made >= 16, "{made} plans made");
+}
+
+/// Address bits, MMCONFIG, node count, every interrupt used, hotplug slots.
+fn itertools_product() -> impl Iterator<Item = (u32, bool, usize, bool, bool)> {
+    [32u32, 52].into_iter().flat_map(|bits| {
+        [false, true].into_iter().flat_map(move |mmconfig| {
+            [1usize, 3].into_iter().flat_map(move |nodes| {
+                [false, true].into_iter().flat_map(move |devices| {
+                    [false, true]
+                        .into_iter()
+                        .map(move |hotplug| (bits, mmconfig, nodes, devices, hotplug))
+                })
+            })
+        })
+    })
 }

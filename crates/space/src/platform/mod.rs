@@ -169,8 +169,8 @@ impl Platform {
     /// (0x9fc00–0xfffff) inside RAM. A [`plan`](crate::plan::plan) also keeps GSIs 0 and 2 (the
     /// timer's) from the serial port and holds the I/O ports KVM's in-kernel PICs, PIT and
     /// ELCR answer (0x20–0x21, 0x40–0x43, 0x61, 0xa0–0xa1, 0x4d0–0x4d1) in its placer, as
-    /// [`Layout::placer`] and [`Snapshot::placer`](crate::Snapshot::placer) do;
-    /// [`placer`](Self::placer) holds neither.
+    /// [`placer`](Self::placer), [`Layout::placer`] and
+    /// [`Snapshot::placer`](crate::Snapshot::placer) do.
     #[must_use]
     pub fn x86_64() -> Self {
         Self::new(Arch::X86_64)
@@ -290,6 +290,46 @@ impl Platform {
         &self.reservations
     }
 
+    /// Where a VMM gives KVM its TSS (`KVM_SET_TSS_ADDR`, which takes 3 pages from it) on
+    /// x86-64: 0xfffb_d000, as Firecracker does, inside the platform's `KVM TSS, identity map`
+    /// reservation (in the preset layout's firmware window below 4 GiB, over no RAM and no
+    /// device, held by [`placer`](Self::placer) so that no firmware image is placed over it:
+    /// one that ends at 4 GiB has at most the 252 KiB from 0xfffc_1000), which a plan's
+    /// [`memory_map`](crate::plan::Plan::memory_map) lists as reserved. `None` on AArch64.
+    ///
+    /// ```
+    /// use memvisor_space::Platform;
+    ///
+    /// assert_eq!(Platform::x86_64().kvm_tss_addr(), Some(0xfffb_d000));
+    /// assert_eq!(Platform::aarch64().kvm_tss_addr(), None);
+    /// ```
+    #[must_use]
+    pub fn kvm_tss_addr(&self) -> Option<u64> {
+        self.kvm_pages().map(|_| x86_64::KVM_TSS_ADDR)
+    }
+
+    /// Where a VMM gives KVM its identity-map page (`KVM_SET_IDENTITY_MAP_ADDR`, one page;
+    /// KVM's page table for guest code running without paging, on Intel hosts with EPT but
+    /// without unrestricted guests) on x86-64:
+    /// 0xfffb_c000, right below the TSS, which is also where KVM puts it when the call is not
+    /// made. Inside the same reservation as [`kvm_tss_addr`](Self::kvm_tss_addr); `None` on
+    /// AArch64.
+    #[must_use]
+    pub fn kvm_identity_map_addr(&self) -> Option<u64> {
+        self.kvm_pages().map(|_| x86_64::KVM_IDENTITY_MAP_ADDR)
+    }
+
+    /// The reservation of KVM's TSS and identity-map pages (x86-64).
+    pub(crate) fn kvm_pages(&self) -> Option<&Reservation> {
+        match self.arch {
+            Arch::X86_64 => self
+                .reservations
+                .iter()
+                .find(|r| r.name == x86_64::KVM_TSS_NAME),
+            Arch::Aarch64 => None,
+        }
+    }
+
     /// The PCI MMCONFIG range, if this platform reserves it
     /// ([`with_pci_mmconfig`](Self::with_pci_mmconfig)).
     pub(crate) fn pci_mmconfig(&self) -> Option<&Reservation> {
@@ -305,9 +345,9 @@ impl Platform {
     /// Holds in `placer` what KVM's in-kernel devices use (x86-64): the timer's interrupts
     /// ([`timer_irqs`](Self::timer_irqs), claimed as `legacy ISA`) and the I/O ports of
     /// [`kernel_ports`](Self::kernel_ports), each under its device's name; nothing on AArch64.
-    /// A plan's placer, [`Layout::placer`] and [`Snapshot::placer`](crate::Snapshot::placer)
-    /// hold them, so that nothing placed through them lands on a port or interrupt the kernel
-    /// answers.
+    /// [`placer`](Self::placer) (so a plan's placer) holds them, and so do [`Layout::placer`]
+    /// and [`Snapshot::placer`](crate::Snapshot::placer) of an x86-64 preset layout, so that
+    /// nothing placed through them lands on a port or interrupt the kernel answers.
     ///
     /// # Errors
     /// What [`Placer::irq_at`] and [`Placer::ports_at`] return: for a placer that already
@@ -332,10 +372,15 @@ impl Platform {
     /// A [`Placer`] over `layout`'s windows with this platform's interrupts and I/O ports, and
     /// every [`ReservationKind::Reserved`] range taken under its name in the windows it
     /// crosses (a custom layout with no window under a reservation holds nothing of it; nothing
-    /// can be placed there either). It holds no interrupt and no port: what KVM's in-kernel
-    /// devices use (the timer's GSIs, [`kernel_ports`](Self::kernel_ports)) is held by a
-    /// plan's placer, [`Layout::placer`] and [`Snapshot::placer`](crate::Snapshot::placer),
-    /// not by this one, which a VMM without KVM's in-kernel devices may use.
+    /// can be placed there either). On x86-64 it also holds what KVM's in-kernel devices use,
+    /// as a plan's placer, [`Layout::placer`] and [`Snapshot::placer`](crate::Snapshot::placer)
+    /// do: the timer's GSIs 0 and 2 (owned by `legacy ISA`) and the ports of
+    /// [`kernel_ports`](Self::kernel_ports), each under its device's name, so that nothing
+    /// placed through it lands where the kernel answers. The PICs, the PIT and the ELCR sit at
+    /// those ports on every PC, in the kernel or not: a VMM that emulates them itself gives
+    /// their ports back with [`Placer::release_ports`] to place its own models there, and
+    /// the timer's GSIs with [`Placer::release_irq`] (only [`Placer::irq_at`] gives them
+    /// again).
     ///
     /// # Errors
     /// [`Error::InvalidLayout`] for a layout of another architecture's preset (its windows
@@ -370,6 +415,7 @@ impl Platform {
             // reservation then, and there is nothing to hold.
             placer.take_parts(r.range, r.name)?;
         }
+        self.hold_kernel_devices(&mut placer)?;
         Ok(placer)
     }
 }

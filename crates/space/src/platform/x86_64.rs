@@ -36,6 +36,13 @@ const LAPIC: u64 = 0xfee0_0000;
 /// after the TSS.
 const KVM_TSS: u64 = 0xfffb_c000;
 const KVM_TSS_LEN: u64 = 5 * 0x1000;
+/// The address to give `KVM_SET_TSS_ADDR` (its 3 pages lie inside the reservation).
+pub(super) const KVM_TSS_ADDR: u64 = KVM_TSS + 0x1000;
+/// The address to give `KVM_SET_IDENTITY_MAP_ADDR` (KVM's own default, so the same page as
+/// when it is not called).
+pub(super) const KVM_IDENTITY_MAP_ADDR: u64 = KVM_TSS;
+/// The reservation's name.
+pub(super) const KVM_TSS_NAME: &str = "KVM TSS, identity map";
 /// The PC legacy hole: the EBDA, VGA memory and option/BIOS ROMs.
 const LEGACY_HOLE: (u64, u64) = (0x9_fc00, 0xf_ffff);
 /// PCI MMCONFIG (ECAM): 256 buses.
@@ -58,7 +65,7 @@ pub(super) fn platform() -> Platform {
             ReservationKind::Reserved,
         ),
         Reservation::new(
-            "KVM TSS, identity map",
+            KVM_TSS_NAME,
             KVM_TSS,
             KVM_TSS + (KVM_TSS_LEN - 1),
             ReservationKind::Reserved,
