@@ -358,6 +358,14 @@ fn get_log(
         size: region.size(),
     };
     let bytes = log_bytes(region.size()).ok_or_else(too_big)?;
+    #[cfg(test)]
+    if shared.refuses_next_call() {
+        return Err(Error::DirtyLog {
+            slot,
+            base,
+            source: crate::KvmError::new(libc::EIO),
+        });
+    }
     let words = bytes / 8;
     let mut buffer = shared.log_buffer();
     let start = buffer.place(bytes).ok_or(Error::DirtyLog {
@@ -423,30 +431,36 @@ impl MemorySlots {
     /// off, or on from off, logging starts clean (no guest writes the region while KVM has no
     /// slot there), and turned on while on, the pages the removal owes stay owed, as above.
     /// [`registered`](Self::registered) and [`slot_at`](Self::slot_at) meanwhile list what KVM
-    /// has, so not the region.
+    /// has, so not the region. The same holds for a region out of sync (KVM refused to take
+    /// its slot back after a listener after this one refused its removal, see
+    /// [`out_of_sync`](Self::out_of_sync)), until KVM takes it back or the space removes it:
+    /// the flags set are the ones KVM gets when it takes the slot back.
+    ///
+    /// A slot KVM keeps after refusing to delete it when undoing a refused insertion is no
+    /// region of the space: this call leaves it as it is ([`Error::NotRegistered`]).
     ///
     /// # Errors
-    /// [`Error::NotRegistered`] if no region registered with KVM (or being removed, as above)
-    /// starts at `base`;
+    /// [`Error::NotRegistered`] if no region of the space starts at `base` that is registered
+    /// with KVM, being removed or out of sync (as above);
     /// [`Error::SetMemoryRegion`] if KVM refuses (the slot keeps its flags);
     /// [`Error::DirtyLog`] if it is on already and KVM refuses to give its log.
     pub fn set_dirty_logging(&self, base: GuestAddress, on: bool) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.locked();
         let Some((slot, region, flags)) = Shared::slot_of(&state, base.0) else {
-            // A removal under way: the undo, if it comes, gives the slot these flags, and
-            // turning logging off, or on from off, starts clean (no guest writes it
-            // meanwhile).
-            let (_, removed) = self
-                .removing(&mut state, base.0)
+            // A removal under way, or a region out of sync: the undo, if it comes (KVM taking
+            // the slot back), gives the slot these flags, and turning logging off, or on from
+            // off, starts clean (no guest writes it meanwhile).
+            let gap = self
+                .unslotted(&mut state, base.0)
                 .ok_or(Error::NotRegistered { base: base.0 })?;
             if on {
                 // On while on: what the removal owes stays owed (see below). From off,
                 // nothing is owed.
-                removed.flags |= KVM_MEM_LOG_DIRTY_PAGES;
+                *gap.flags |= KVM_MEM_LOG_DIRTY_PAGES;
             } else {
-                removed.flags &= !KVM_MEM_LOG_DIRTY_PAGES;
-                removed.owed = false;
+                *gap.flags &= !KVM_MEM_LOG_DIRTY_PAGES;
+                *gap.owed = false;
             }
             return Ok(());
         };
@@ -502,13 +516,22 @@ impl MemorySlots {
     /// every fetch until the VMM clears it, the pages owed are still given once: none is lost,
     /// and the slot taken back logs afresh.
     ///
+    /// A region out of sync (KVM refused to take its slot back after a listener after this one
+    /// refused its removal, see [`out_of_sync`](Self::out_of_sync)) is answered the same way,
+    /// for as long as it is out of sync: the pages its removal owes (every page, once, unless
+    /// a fetch gave them or logging was turned off since), and nothing after them. What is
+    /// still owed when KVM takes the slot back is given by the first fetch after that. A
+    /// migration is therefore never told a page is clean that the guest wrote since the fetch
+    /// before. A slot KVM keeps after refusing to delete it when undoing a refused insertion
+    /// is no region of the space, and gives no log ([`Error::NotRegistered`]).
+    ///
     /// # Errors
-    /// [`Error::NotRegistered`] if no region registered with KVM (or being removed) starts
-    /// there; [`Error::BitmapMismatch`] if `bitmap` is not of that region
-    /// and the host page size; [`Error::DirtyLog`] if KVM refuses (dirty logging off), if the
-    /// slot KVM holds under the region's number is larger than the region (the VMM's own code
-    /// replaced it: `EFAULT`, and KVM wrote nothing past the log's memory), or if there is no
-    /// memory for the log (`ENOMEM`). `bitmap` is unchanged after an error.
+    /// [`Error::NotRegistered`] if no region of the space starts there that is registered with
+    /// KVM, being removed or out of sync; [`Error::BitmapMismatch`] if `bitmap` is not of that
+    /// region and the host page size; [`Error::DirtyLog`] if KVM refuses (dirty logging off),
+    /// if the slot KVM holds under the region's number is larger than the region (the VMM's own
+    /// code replaced it: `EFAULT`, and KVM wrote nothing past the log's memory), or if there is
+    /// no memory for the log (`ENOMEM`). `bitmap` is unchanged after an error.
     pub fn fetch_dirty_log_into(&self, bitmap: &mut DirtyBitmap) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.locked();
@@ -531,9 +554,9 @@ impl MemorySlots {
         let size = match Shared::slot_of(&state, base.0) {
             Some((_, region, _)) => region.size(),
             None => self
-                .removing(&mut state, base.0)
+                .unslotted(&mut state, base.0)
                 .ok_or(Error::NotRegistered { base: base.0 })?
-                .0
+                .region
                 .size(),
         };
         let mut bitmap = DirtyBitmap::new(base, size, host_page_size())?;
@@ -559,24 +582,24 @@ impl MemorySlots {
             })
         };
         let Some((slot, region, _)) = Shared::slot_of(state, base) else {
-            // A removal under way: KVM dropped the log with the slot, and no guest writes the
-            // region meanwhile, so the log since the last fetch is every page if the slot
-            // logged at its deletion (owed once), else nothing.
-            let (region, removed) = self
-                .removing(state, base)
+            // A removal under way, or a region out of sync: KVM dropped the log with the
+            // slot, and no guest writes the region meanwhile, so the log since the last fetch
+            // is every page if the slot logged at its deletion (owed once), else nothing.
+            let gap = self
+                .unslotted(state, base)
                 .ok_or(Error::NotRegistered { base })?;
-            if let Some(e) = mismatch(&region) {
+            if let Some(e) = mismatch(&gap.region) {
                 return Err(e);
             }
-            if removed.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
+            if *gap.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
                 // What KVM answers for a slot that does not log.
                 return Err(Error::DirtyLog {
-                    slot: removed.slot(),
+                    slot: gap.slot,
                     base,
                     source: crate::KvmError::new(libc::ENOENT),
                 });
             }
-            if std::mem::take(&mut removed.owed) {
+            if std::mem::take(gap.owed) {
                 bitmap.mark(bitmap.base, bitmap.size);
             }
             return Ok(());

@@ -72,8 +72,8 @@ pub enum Error {
         base: u64,
     },
     /// `KVM_GET_DIRTY_LOG` failed (for example dirty logging is off for the slot), or, for a
-    /// region whose removal is under way (KVM has no slot for it then), the answer KVM gives a
-    /// slot that does not log (`ENOENT`), made without asking KVM.
+    /// region whose removal is under way or that is out of sync (KVM has no slot for it then),
+    /// the answer KVM gives a slot that does not log (`ENOENT`), made without asking KVM.
     #[error("fetching the dirty log of memory slot {slot} at {base:#x} failed")]
     DirtyLog {
         /// The memory-slot number.

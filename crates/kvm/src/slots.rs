@@ -65,8 +65,9 @@ struct Registered {
 /// page dirty in the next fetch, since KVM dropped the log with the slot. (A deletion that
 /// undoes a refused insertion is not kept: inserting the region again after that, with the
 /// same generation, is a fresh insertion.) The removal of a region KVM would not take back
-/// ([`Lost`]) is kept too, with fresh flags, although KVM had nothing to delete: its undo then
-/// ends the change rather than start one that a retry of the removal could seem to undo.
+/// ([`Lost`]) is kept too, although KVM had nothing to delete: its undo then ends the change
+/// rather than start one that a retry of the removal could seem to undo, and gives the slot
+/// the flags and owed log of the region's [`Lost`] record.
 pub(crate) struct Removed {
     slot: u32,
     /// The generation of the removal's event. The undo carries the same one; a removal that
@@ -107,8 +108,9 @@ pub(crate) struct State {
     all_dirty: BTreeSet<u32>,
     /// Regions the space holds but KVM does not, by slot: a listener after this one refused
     /// their removal, and KVM refused to take the slot back (the space ignores errors of an
-    /// undo). Dropped once KVM takes a region under that slot number, or when found out of
-    /// the space (or in it under another number: removed and inserted again).
+    /// undo). Each keeps the flags and the owed log of its slot (see [`Lost`]). Dropped once
+    /// KVM takes a region under that slot number, or when found out of the space (or in it
+    /// under another number: removed and inserted again).
     lost: BTreeMap<u32, Lost>,
     /// Slots KVM would not delete when undoing a refused insertion: KVM still has them, but
     /// the space gave their numbers back. Each is deleted again before every change and every
@@ -122,13 +124,24 @@ struct Lost {
     region: Weak<Region>,
     base: u64,
     size: u64,
+    /// The flags the slot gets when KVM takes the region back (the undo of a later refused
+    /// removal); `set_dirty_logging` changes them meanwhile, as for a removal under way.
+    flags: u32,
+    /// Whether the log KVM dropped with the slot is still owed, as [`Removed::owed`]: the
+    /// next fetch (while the region is out of sync, or once KVM takes it back) reports every
+    /// page.
+    owed: bool,
 }
 
-impl Removed {
-    /// The slot number the region had.
-    pub(crate) fn slot(&self) -> u32 {
-        self.slot
-    }
+/// A region the space holds under a slot number that KVM has no slot for, as the dirty-log
+/// methods see it: one whose removal is under way ([`Removed`]) or one out of sync ([`Lost`]).
+/// No guest write reaches its memory meanwhile (KVM has no slot for it there), so its log is
+/// what it owes, and its flags are those KVM gets when it takes the slot back.
+pub(crate) struct Unslotted<'s> {
+    pub(crate) region: Arc<Region>,
+    pub(crate) slot: u32,
+    pub(crate) flags: &'s mut u32,
+    pub(crate) owed: &'s mut bool,
 }
 
 impl State {
@@ -159,6 +172,14 @@ pub(crate) struct Shared {
     /// may write.
     #[cfg(test)]
     before_deletion: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The `KVM_SET_USER_MEMORY_REGION` and `KVM_GET_DIRTY_LOG` calls made (or refused here)
+    /// since the count was last reset.
+    #[cfg(test)]
+    calls: std::sync::atomic::AtomicU64,
+    /// The call (counted as `calls` counts them, from 0) that fails as if KVM refused it
+    /// (`EIO`); `u64::MAX` for none.
+    #[cfg(test)]
+    refuse_call: std::sync::atomic::AtomicU64,
 }
 
 /// What a change does to KVM.
@@ -295,6 +316,10 @@ impl MemorySlots {
             keep_stale: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             before_deletion: Mutex::new(None),
+            #[cfg(test)]
+            calls: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            refuse_call: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
         let mut state = shared.lock();
         let weak = Arc::downgrade(&shared);
@@ -364,9 +389,17 @@ impl MemorySlots {
     /// listener after this one refuses a removal, the slot already left KVM and goes back
     /// (see [`attach`](Self::attach)); if KVM refuses that, the address space ignores the
     /// error and keeps the region. Such a region is not registered (guest accesses to it exit
-    /// as MMIO, [`fetch_dirty_log`](Self::fetch_dirty_log) gives [`Error::NotRegistered`], and
-    /// the pages logged for it before the removal are lost: count them all as dirty). It stays
-    /// here until the address space removes it; inserting it again then makes it a slot again.
+    /// as MMIO, and [`registered`](Self::registered) and [`slot_at`](Self::slot_at) leave it
+    /// out). The dirty-log methods act on it as while its removal was under way (see
+    /// [`set_dirty_logging`](Self::set_dirty_logging)): on the flags the slot gets when KVM
+    /// takes it back, and on the log KVM dropped with the slot, which is owed: the next fetch
+    /// (now, or once KVM took the slot back) gives every page of the region if the slot logged
+    /// at its deletion and logging was not turned off since, and later fetches while it is
+    /// out of sync give nothing (no guest write reaches its memory while KVM has no slot for
+    /// it). It stays here until the address space removes it (inserting it again then makes
+    /// it a slot again, with fresh flags and nothing owed) or a removal of it that a listener
+    /// after this one refuses is undone by inserting it again, which KVM takes (with the flags
+    /// set meanwhile, and what is still owed).
     #[must_use]
     pub fn out_of_sync(&self) -> Vec<(u32, u64, u64)> {
         let mut state = self.shared.lock();
@@ -418,7 +451,7 @@ impl MemorySlots {
     /// the slot back is to come). A call on it then acts as if made before the removal: on the
     /// record's flags, which the undo gives the slot back, and on the log KVM dropped with it.
     /// `state` is this value's, locked.
-    pub(crate) fn removing<'s>(
+    fn removing<'s>(
         &self,
         state: &'s mut State,
         base: u64,
@@ -431,13 +464,50 @@ impl MemorySlots {
         // The change waits for `state` in our listener (the undo) or is past every listener,
         // unpublished; a removal published is in no later snapshot (nor is the region under
         // the number again: that insertion would have gone through our listener first).
+        self.holds(&region, removed.slot)
+            .then_some((region, removed))
+    }
+
+    /// Whether the space holds `region` under `slot` (its snapshot, which a change under way
+    /// has not replaced yet).
+    fn holds(&self, region: &Arc<Region>, slot: u32) -> bool {
         let snapshot = self.space.snapshot();
-        let address = vm_memory::GuestAddress(base);
-        let held = snapshot
+        let address = region.base();
+        snapshot
             .find_arc(address)
-            .is_some_and(|r| Arc::ptr_eq(&r, &region))
-            && snapshot.slot(address) == Some(removed.slot);
-        held.then_some((region, removed))
+            .is_some_and(|r| Arc::ptr_eq(&r, region))
+            && snapshot.slot(address) == Some(slot)
+    }
+
+    /// The region at `base` that the space holds but KVM has no slot for: one whose removal
+    /// is under way ([`removing`](Self::removing)), or one out of sync (KVM refused to take its
+    /// slot back after a later listener refused its removal, see
+    /// [`out_of_sync`](Self::out_of_sync)). The dirty-log methods act on it as if its slot
+    /// were there: on the flags KVM gets when it takes the slot back, and on the log KVM
+    /// dropped with the slot. `state` is this value's, locked.
+    pub(crate) fn unslotted<'s>(&self, state: &'s mut State, base: u64) -> Option<Unslotted<'s>> {
+        if self.removing(state, base).is_some() {
+            let (region, removed) = self.removing(state, base)?;
+            return Some(Unslotted {
+                region,
+                slot: removed.slot,
+                flags: &mut removed.flags,
+                owed: &mut removed.owed,
+            });
+        }
+        // A record of a region the space no longer holds under that number is done with (see
+        // `out_of_sync`), and may still be there, also at the same base: the one held counts.
+        let (slot, region) = state.lost.iter().find_map(|(&slot, l)| {
+            let region = l.region.upgrade().filter(|r| r.base().0 == base)?;
+            self.holds(&region, slot).then_some((slot, region))
+        })?;
+        let lost = state.lost.get_mut(&slot)?;
+        Some(Unslotted {
+            region,
+            slot,
+            flags: &mut lost.flags,
+            owed: &mut lost.owed,
+        })
     }
 }
 
@@ -521,6 +591,13 @@ impl Shared {
         &self.vm
     }
 
+    /// Counts a call to KVM about to be made: whether it is the one to refuse (`refuse_call`).
+    #[cfg(test)]
+    pub(crate) fn refuses_next_call(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.calls.fetch_add(1, Relaxed) == self.refuse_call.load(Relaxed)
+    }
+
     /// Applies one change to KVM: the one code path for the first registration and for the
     /// listener.
     fn apply(
@@ -565,21 +642,32 @@ impl Shared {
                         && r.slot == slot
                         && std::ptr::eq(r.region.as_ptr(), Arc::as_ptr(region))
                 });
-                let flags = match &undo {
-                    Some(undo) => undo.flags,
-                    None => self.fresh_flags(region)?,
+                // The flags and owed log of the slot as it was: the removal's record, or, for
+                // a region out of sync (which KVM had no slot for), its record, which
+                // `set_dirty_logging` and fetches changed meanwhile.
+                let (flags, owed) = match &undo {
+                    Some(undo) if !undo.deleted => state
+                        .lost
+                        .get(&slot)
+                        .filter(|l| std::ptr::eq(l.region.as_ptr(), Arc::as_ptr(region)))
+                        .map_or((undo.flags, undo.owed), |l| (l.flags, l.owed)),
+                    Some(undo) => (undo.flags, undo.owed),
+                    None => (self.fresh_flags(region)?, false),
                 };
                 if let Err(e) = self.set(slot, region, flags, Op::Add) {
                     // (A lost region inserted again keeps its record.)
                     if undo.is_some() {
                         // The space keeps the region although KVM no longer has it: say so
-                        // until the region goes (its dirty log up to the removal is lost).
+                        // until the region goes, and keep what its log owes (every page) and
+                        // its flags for the fetches meanwhile and for when KVM takes it back.
                         state.lost.insert(
                             slot,
                             Lost {
                                 region: Arc::downgrade(region),
                                 base,
                                 size: region.size(),
+                                flags,
+                                owed,
                             },
                         );
                     }
@@ -595,11 +683,12 @@ impl Shared {
                 );
                 state.by_base.insert(base, slot);
                 match undo {
-                    Some(undo) => {
+                    Some(_) => {
                         // KVM dropped the log with the slot, and a vCPU may have written up to
                         // the deletion: report every page in the next fetch (unless a fetch
-                        // or logging turned off while the removal was under way settled it).
-                        if undo.owed {
+                        // or logging turned off while the removal was under way, or while the
+                        // region was out of sync, settled it).
+                        if owed {
                             state.all_dirty.insert(slot);
                         }
                     }
@@ -612,22 +701,22 @@ impl Shared {
                 // region's record goes once the space no longer holds it (see `out_of_sync`).
                 let Some(registered) = state.slots.get(&slot) else {
                     // Should a later listener refuse the removal of a lost region, its undo
-                    // inserts it with fresh flags, which mends it if KVM agrees. It is kept as
-                    // a removal so that the undo is known as one: taken for a fresh insertion,
-                    // it would make a retry of the removal (same generation) look like the
-                    // undo of that insertion.
+                    // inserts it with the flags of its record (and what its log owes), which
+                    // mends it if KVM agrees. It is kept as a removal so that the undo is known
+                    // as one: taken for a fresh insertion, it would make a retry of the
+                    // removal (same generation) look like the undo of that insertion.
                     let lost = state
                         .lost
                         .get(&slot)
-                        .is_some_and(|l| std::ptr::eq(l.region.as_ptr(), Arc::as_ptr(region)));
-                    if lost && let Ok(flags) = self.fresh_flags(region) {
+                        .filter(|l| std::ptr::eq(l.region.as_ptr(), Arc::as_ptr(region)));
+                    if let Some(lost) = lost {
                         state.removed = Some(Removed {
                             slot,
                             generation,
                             region: Arc::downgrade(region),
-                            flags,
+                            flags: lost.flags,
                             deleted: false,
-                            owed: false,
+                            owed: lost.owed,
                         });
                     }
                     return Ok(());
@@ -720,6 +809,16 @@ impl Shared {
         }
         let memory_size = if op == Op::Add { size } else { 0 };
         #[cfg(test)]
+        if self.refuses_next_call() {
+            return Err(Error::SetMemoryRegion {
+                slot,
+                base,
+                size: memory_size,
+                flags,
+                source: kvm_ioctls::Error::new(libc::EIO),
+            });
+        }
+        #[cfg(test)]
         if op == Op::Delete
             && self
                 .refuse_deletions
@@ -754,8 +853,13 @@ impl Shared {
         })
     }
 
+    /// The slot KVM has for the region at `base`: not one kept after the undo of a refused
+    /// insertion (stale), whose region the space does not hold.
     pub(crate) fn slot_of(state: &State, base: u64) -> Option<(u32, &Arc<Region>, u32)> {
         let slot = *state.by_base.get(&base)?;
+        if state.stale.contains(&slot) {
+            return None;
+        }
         let r = state.slots.get(&slot)?;
         Some((slot, &r.region, r.flags))
     }
@@ -927,6 +1031,9 @@ impl memvisor_space::RegionListener for Listener {
 
 #[cfg(all(test, target_arch = "x86_64", not(miri)))]
 mod model;
+
+#[cfg(all(test, target_arch = "x86_64", not(miri)))]
+mod refused_calls;
 
 #[cfg(all(test, target_arch = "x86_64", not(miri)))]
 mod tests {
@@ -1504,7 +1611,11 @@ mod tests {
     /// range in KVM (slot 9) and refuses the removal: KVM does not take the region's slot back,
     /// so the region is out of sync. Returns that memory, which must outlive slot 9
     /// ([`give_back_foreign_slot`]).
-    fn lose_to_foreign_memory(vm: &Arc<VmFd>, space: &AddressSpace, base: u64) -> Region {
+    pub(super) fn lose_to_foreign_memory(
+        vm: &Arc<VmFd>,
+        space: &AddressSpace,
+        base: u64,
+    ) -> Region {
         let foreign = Region::back(RegionSpec::ram(GuestAddress(0), 1 << 20))
             .unwrap()
             .0;
@@ -1531,7 +1642,7 @@ mod tests {
     }
 
     /// Deletes the slot [`lose_to_foreign_memory`] put in KVM.
-    fn give_back_foreign_slot(vm: &VmFd) {
+    pub(super) fn give_back_foreign_slot(vm: &VmFd) {
         let none = kvm_userspace_memory_region {
             slot: 9,
             ..Default::default()
@@ -1987,5 +2098,86 @@ mod tests {
         assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
         assert!(slots.is_empty());
+    }
+
+    #[test]
+    fn dirty_log_methods_at_the_base_of_a_kept_slot_answer_not_registered() {
+        let Some((vm, space, slots)) = attached(
+            "dirty_log_methods_at_the_base_of_a_kept_slot",
+            0,
+            &[RegionSpec::ram(GuestAddress(0), 1 << 20)],
+        ) else {
+            return;
+        };
+        let at = GuestAddress(8 << 20);
+        let kept = Arc::new(Region::back(RegionSpec::ram(at, 1 << 20)).unwrap().0);
+        // The insertion is refused by a later listener and KVM keeps its slot (number 1),
+        // which the space gave back.
+        keep_stale(&slots, true);
+        insert_refused_with_refused_undo(&space, &slots, &kept);
+        assert_eq!(slots.registered()[1], (1, at.0, 1 << 20, 0));
+        // The space holds a region without host memory there now: no slot of it.
+        let planned = Region::plan(RegionSpec::ram(at, 1 << 20)).unwrap();
+        space.insert_region(Arc::new(planned)).unwrap();
+        // Neither the region the space holds there nor any other it holds is the kept slot's:
+        // logging is not turned on for the kept slot, and no log of it is given.
+        for result in [
+            slots.set_dirty_logging(at, true),
+            slots.fetch_dirty_log(at).map(drop),
+            crate::DirtyBitmap::new(at, 1 << 20, memvisor_vmem::page_size() as u64)
+                .and_then(|mut b| slots.fetch_dirty_log_into(&mut b)),
+            slots.set_dirty_logging(at, false),
+        ] {
+            assert!(
+                matches!(result, Err(Error::NotRegistered { base }) if base == at.0),
+                "{result:?}"
+            );
+        }
+        // KVM's slot is as it was: not logging (KVM answers `ENOENT`).
+        assert_eq!(slots.registered()[1], (1, at.0, 1 << 20, 0));
+        let err = vm.get_dirty_log(1, 1 << 20).unwrap_err();
+        assert_eq!(err.errno(), libc::ENOENT);
+        // Once KVM lets it go, the same answer.
+        keep_stale(&slots, false);
+        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        assert!(matches!(
+            slots.fetch_dirty_log(at),
+            Err(Error::NotRegistered { .. })
+        ));
+    }
+
+    #[test]
+    fn region_out_of_sync_is_found_past_the_record_of_one_the_space_no_longer_holds() {
+        let Some((vm, space, slots)) = attached("region_out_of_sync_is_found_past", 0, &[]) else {
+            return;
+        };
+        let at = GuestAddress(4 << 20);
+        let region = || Arc::new(Region::back(RegionSpec::ram(at, 1 << 20)).unwrap().0);
+        // A region out of sync under number 0, removed for good; its record is not looked at
+        // (no `out_of_sync` call) before the next one comes.
+        space.insert_region(region()).unwrap();
+        let first = lose_to_foreign_memory(&vm, &space, at.0);
+        give_back_foreign_slot(&vm);
+        space.remove_region(at, 1 << 20).unwrap();
+        // Number 0 goes to a region the guest may not access (no slot), so the next region
+        // at the same place gets number 1, logs, and is out of sync too.
+        let hidden = RegionSpec::ram(GuestAddress(16 << 20), 1 << 20)
+            .with_protection(memvisor_space::Protection::None);
+        space
+            .insert_region(Arc::new(Region::back(hidden).unwrap().0))
+            .unwrap();
+        space.insert_region(region()).unwrap();
+        assert_eq!(slots.slot_at(at), Some(1));
+        slots.set_dirty_logging(at, true).unwrap();
+        let second = lose_to_foreign_memory(&vm, &space, at.0);
+        // Its removal owes every page, once.
+        let dirty = slots.fetch_dirty_log(at).unwrap();
+        assert_eq!(dirty.count(), dirty.pages());
+        assert_eq!(slots.fetch_dirty_log(at).unwrap().count(), 0);
+        assert_eq!(slots.out_of_sync(), [(1, at.0, 1 << 20)]);
+        give_back_foreign_slot(&vm);
+        drop(slots);
+        drop(vm);
+        drop((first, second));
     }
 }

@@ -74,18 +74,22 @@ fn refused_removal_of_mended_region_brings_its_slot_back_with_its_flags() {
     assert!(slots.is_empty());
 
     // The foreign memory goes; a removal refused again is undone by inserting the region,
-    // which KVM now takes: the region is a slot again, with fresh flags.
+    // which KVM now takes: the region is a slot again, with the flags it had (logging on),
+    // and its next fetch reports every page (KVM dropped the log with the slot, and no fetch
+    // gave it while the region was out of sync).
     // SAFETY: deleting a slot refers to no memory.
     unsafe { foreign_slot(&vm, MIB, MIB, 0) };
     let refuse = refusing();
     space.add_listener(Arc::clone(&refuse)).unwrap();
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
     assert!(slots.out_of_sync().is_empty());
-    assert_eq!(slots.registered(), [(0, MIB, MIB, 0)]);
+    assert_eq!(slots.registered(), [(0, MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]);
+    let dirty = slots.fetch_dirty_log(GuestAddress(MIB)).unwrap();
+    assert_eq!(dirty.count(), dirty.pages());
+    assert_eq!(slots.fetch_dirty_log(GuestAddress(MIB)).unwrap().count(), 0);
 
-    // Logging on, then the same removal refused once more: the slot comes back with logging
-    // on, and its next fetch reports every page (KVM dropped the log with the slot).
-    slots.set_dirty_logging(GuestAddress(MIB), true).unwrap();
+    // The same removal refused once more: the slot comes back with logging on, and its next
+    // fetch reports every page again.
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
     space.remove_listener(&refuse).unwrap();
     assert_eq!(slots.registered(), [(0, MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]);

@@ -12,7 +12,8 @@
 //! in five for others (the steps in between see no query of the slots). The later listener also
 //! fetches the log of a region being removed, or turns its logging on or off, before it answers
 //! (KVM deleted the slot then, and the space still holds the region): the answer, and the
-//! flags and log the slot comes back with if the removal is refused, must be the model's. A
+//! flags and log the slot comes back with if the removal is refused, must be the model's (a
+//! region out of sync answers as one whose removal is under way, and keeps what it owes). A
 //! step that turns logging on fetches the log right after, every other step (turned on again,
 //! logging keeps the pages an undone removal owes).
 
@@ -181,15 +182,12 @@ impl Model {
             .any(|m| region.aliases(m))
     }
 
-    /// The flags of the slot KVM has at `base`, a region's or a kept one's.
+    /// The flags the dirty-log methods act on at `base`: those of the region of the space
+    /// there (of its slot, or, for a region out of sync, those KVM gets when it takes the slot
+    /// back). A slot KVM kept after the undo of a refused insertion is no region of the space:
+    /// none.
     fn flags_at(&mut self, base: u64) -> Option<&mut u32> {
-        if let Some((_, _, flags)) = self.regions.get_mut(&base) {
-            return (!self.lost.contains(&base)).then_some(flags);
-        }
-        self.stale
-            .values_mut()
-            .find(|(b, ..)| *b == base)
-            .map(|(_, _, flags)| flags)
+        self.regions.get_mut(&base).map(|(_, _, flags)| flags)
     }
 
     /// Whether KVM holds guest memory at `addr`.
@@ -265,13 +263,18 @@ impl Model {
         if self.refuse_kvm && !lost {
             return (false, None);
         }
-        // The slot left KVM with its log: every page is owed if it logged.
+        // The slot left KVM with its log: every page is owed if it logged. A region out of sync
+        // owes what it owed when KVM refused to take it back, unless a fetch gave it since or
+        // logging was turned off.
+        let owed_before = self.all_dirty.contains(&base);
         let flags = &mut self.regions.get_mut(&base).unwrap().2;
-        let mut owed = *flags & KVM_MEM_LOG_DIRTY_PAGES != 0;
+        let mut owed = if lost {
+            owed_before
+        } else {
+            *flags & KVM_MEM_LOG_DIRTY_PAGES != 0
+        };
         let answer = match gap {
             Gap::Nothing => None,
-            // Not a slot: not found.
-            _ if lost => Some(None),
             Gap::Fetch if *flags & KVM_MEM_LOG_DIRTY_PAGES == 0 => Some(None),
             Gap::Fetch => {
                 let pages = size / memvisor_vmem::page_size() as u64;
@@ -288,12 +291,12 @@ impl Model {
                 Some(Some(0))
             }
         };
-        (self.finish_removal(base, size, lost, owed), answer)
+        (self.finish_removal(base, size, owed), answer)
     }
 
     /// The rest of [`remove`](Self::remove), once the later listener heard of it: whether it
     /// goes through.
-    fn finish_removal(&mut self, base: u64, size: u64, lost: bool, owed: bool) -> bool {
+    fn finish_removal(&mut self, base: u64, size: u64, owed: bool) -> bool {
         if self.later == Later::Accept {
             self.regions.remove(&base);
             self.last_removed = self.mappings.remove(&base);
@@ -307,17 +310,18 @@ impl Model {
             self.foreign.entry(base).or_insert(size);
         }
         if self.foreign.contains_key(&base) {
+            // Out of sync, with its flags and what it owes kept for the fetches meanwhile and
+            // for when KVM takes it back.
             self.lost.insert(base);
-            self.all_dirty.remove(&base);
-        } else if lost {
-            // The undo inserts it with fresh flags, and KVM takes it now: mended.
+        } else {
+            // Back as it was (also a region out of sync, which KVM takes now: mended), with
+            // the flags set meanwhile.
             self.lost.remove(&base);
-            self.regions.get_mut(&base).unwrap().2 = 0;
-        } else if owed {
-            // Back as it was, every page dirty in the next fetch.
+        }
+        if owed {
+            // Every page dirty in the next fetch.
             self.all_dirty.insert(base);
         } else {
-            // Back with the flags set meanwhile, nothing owed.
             self.all_dirty.remove(&base);
         }
         false
