@@ -524,10 +524,11 @@ pub struct Reservation {
     /// Held by every `&self` call that changes pages' mapping, protection, locks or advice,
     /// from its checks to its records (see `serial.rs`), so that the bitmaps tell what the
     /// system has: commit, protect, decommit, guard, map, lock, unlock, both advice calls and
-    /// the content advice that refuses locked pages; `bind_numa` too, which records nothing,
-    /// so that its range is checked against explicit huge pages with no `map` in between (see
-    /// `cuts_no_hugetlb`). The prefaults through `&self` hold it shared, from their checks to
-    /// the end of their population, so that no such call takes their pages meanwhile.
+    /// the content advice that refuses locked pages. The prefaults through `&self` hold it
+    /// shared, from their checks to the end of their population, so that no such call takes
+    /// their pages meanwhile; `bind_numa` too, which records nothing, so that its range is
+    /// checked against lost pages and explicit huge pages with no decommit or `map` in between
+    /// (see `cuts_no_hugetlb`).
     lock_calls: Serial,
 }
 
@@ -2701,6 +2702,40 @@ pub(crate) mod tests {
             let got = answer.recv_timeout(std::time::Duration::from_secs(120));
             drop(shared);
             assert_eq!(got, Ok((Ok(()), Ok(()))), "a prefault waited for a share");
+        });
+    }
+
+    /// `bind_numa` shares the call lock: it runs while a prefault through `&self` shares it
+    /// (here the test's share stands for one populating another range), so prefaults and
+    /// binds go on while the kernel moves a bound range's pages; only a call that holds the
+    /// lock alone waits for it.
+    #[test]
+    fn bind_numa_does_not_wait_for_a_prefault_in_progress() {
+        let p = page();
+        let r = Reservation::new(4 * p).unwrap();
+        r.commit(0, 4 * p).unwrap();
+        let (done, answer) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            // Dropped before the scope joins, also if the wait below fails.
+            let shared = r.lock_calls.share();
+            s.spawn(|| {
+                let bind = r.bind_numa(0, 2 * p, crate::NumaPolicy::Default, &[]);
+                let move_pages = r.bind_numa(2 * p, 2 * p, crate::NumaPolicy::Bind, &[0]);
+                done.send((bind, move_pages)).unwrap();
+            });
+            let got = answer.recv_timeout(std::time::Duration::from_secs(60));
+            drop(shared);
+            let (bind, move_pages) = got.expect("bind_numa waited for a share of the lock");
+            if cfg!(any(target_os = "linux", miri)) {
+                assert_eq!(bind, Ok(()));
+                // The system's to judge (it may lack NUMA support), but never a lock refusal.
+                assert!(
+                    !matches!(move_pages, Err(Error::NumaPolicyNodes { .. })),
+                    "{move_pages:?}"
+                );
+            } else {
+                assert!(matches!(bind, Err(Error::Unsupported { .. })), "{bind:?}");
+            }
         });
     }
 

@@ -471,14 +471,16 @@ impl Reservation {
     /// them without it; the other pages of its range keep theirs in
     /// [`CommitMode::Sparse`](crate::CommitMode::Sparse)).
     ///
-    /// The system call runs under the reservation's call lock (so that no page of the range
-    /// is lost, and no explicit huge page mapped over part of it, between the range checks
-    /// and the policy): every call on the reservation that changes pages or their records
-    /// (commit, decommit, protect, lock, map, advice, the prefaults through `&self`) waits for
-    /// it, on every range. With [`NumaPolicy::Bind`] that includes the kernel moving the
-    /// range's resident pages, which takes as long as copying them: set the policy before the
-    /// pages are made resident (nothing moves then), or give ranges that are bound while in
-    /// use a reservation of their own.
+    /// The system call runs under the reservation's call lock, shared (so that no page of the
+    /// range is lost, and no explicit huge page mapped over part of it, between the range
+    /// checks and the policy): other binds and the prefaults through `&self`, which share it
+    /// too, run meanwhile, but every call on the reservation that holds it alone (commit,
+    /// lock, unlock, both advice calls, and decommit, protect, guard, map, free, discard and
+    /// purge through their `_unchecked` forms) waits for it, on every range, and so does
+    /// every share asked for once such a call waits. With [`NumaPolicy::Bind`] that includes
+    /// the kernel moving the range's resident pages, which takes as long as copying them: set
+    /// the policy before the pages are made resident (nothing moves then), or give ranges
+    /// that are bound while in use a reservation of their own.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NumaNode`] for a node number of
@@ -544,8 +546,11 @@ impl Reservation {
         };
         // Pages another thread's decommit or map lost since the check, or explicit huge pages
         // it mapped over the range, would have the policy set on a hole or refused (`EINVAL`
-        // for a range that cuts a huge page): check again, with no such call in between.
-        let _serial = self.lock_calls.hold();
+        // for a range that cuts a huge page): check again, with no such call in between. Those
+        // calls hold the lock alone, so a share keeps them out until the policy is set; what
+        // may run meanwhile (the prefaults through `&self`, other binds) changes no mapping
+        // and no record, and the kernel orders their page tables against the move.
+        let _serial = self.lock_calls.share();
         self.check_held(pages)?;
         // SAFETY: the range is inside the reservation; a policy keeps contents.
         unsafe { sys::bind_numa(self.at(offset), len, mode, &mask, flags) }

@@ -27,97 +27,177 @@
 //! shared, from their check that the range is committed to the end of their population: a
 //! decommit, protect, guard or map between the two would make the touching fallback fault.
 //! They change no page's state, so they need not wait for each other, and several threads
-//! populating parts of one reservation at once still run at once.
+//! populating parts of one reservation at once still run at once. `bind_numa` holds it shared
+//! too, from its check of the range to the end of its `mbind` (also while the kernel moves the
+//! range's pages): the calls that lose pages or map explicit huge pages hold it alone, and
+//! what runs beside it (prefaults, other binds) changes no mapping and no record.
 
 #[cfg(any(not(feature = "std"), test))]
 use crate::sync::{AtomicUsize, Ordering};
 
-/// A lock without data, held only for the system calls of one operation: a `std` reader-writer
-/// lock, or without `std` a `Spin`. [`hold`](Self::hold) holds it alone,
-/// [`share`](Self::share) together with other sharers.
+/// The lock of [`Serial`]: with `std` a `Gate`, which blocks its waiters; without `std` a
+/// `Spin`.
+#[cfg(feature = "std")]
+type Raw = Gate;
+#[cfg(not(feature = "std"))]
+type Raw = Spin;
+
+/// A lock without data, held only for the system calls of one operation: a `Gate` with
+/// `std`, a `Spin` without. [`hold`](Self::hold) holds it alone, [`share`](Self::share)
+/// together with other sharers. Both forms let a waiting hold go before every share asked
+/// for after it began to wait, so shares that overlap one another without end cannot keep a
+/// hold waiting for ever (the `std` reader-writer lock promises no such order, on any
+/// system).
 ///
 /// Neither form lets a thread take it again while it holds it (a call that holds it calls no
 /// other that takes it): a second `hold` waits for itself, and so may a second `share` while
 /// another thread waits to hold it.
 #[derive(Debug, Default)]
 pub(super) struct Serial {
-    #[cfg(feature = "std")]
-    held: std::sync::RwLock<()>,
-    #[cfg(not(feature = "std"))]
-    held: Spin,
+    held: Raw,
 }
 
 /// Proof that [`Serial`] is held alone; releases it when dropped (also while unwinding).
 #[derive(Debug)]
 pub(super) struct SerialGuard<'a> {
-    #[cfg(feature = "std")]
-    _held: std::sync::RwLockWriteGuard<'a, ()>,
-    #[cfg(not(feature = "std"))]
-    spin: &'a Spin,
+    held: &'a Raw,
 }
 
 /// Proof that [`Serial`] is held shared; releases its share when dropped.
 #[derive(Debug)]
 pub(super) struct SharedGuard<'a> {
-    #[cfg(feature = "std")]
-    _held: std::sync::RwLockReadGuard<'a, ()>,
-    #[cfg(not(feature = "std"))]
-    spin: &'a Spin,
+    held: &'a Raw,
 }
 
 impl Serial {
     /// Waits until no other call holds it, then holds it until the guard is dropped.
     pub(super) fn hold(&self) -> SerialGuard<'_> {
-        #[cfg(feature = "std")]
-        {
-            // The lock guards no data: a panic while it was held left nothing half-changed
-            // that it protects, so a poisoned lock is taken as it is.
-            SerialGuard {
-                _held: self
-                    .held
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            self.held.hold();
-            SerialGuard { spin: &self.held }
-        }
+        self.held.hold();
+        SerialGuard { held: &self.held }
     }
 
-    /// Waits until no call holds it alone, then shares it with other sharers until the guard
-    /// is dropped.
+    /// Waits until no call holds it alone or waits to, then shares it with other sharers
+    /// until the guard is dropped.
     pub(super) fn share(&self) -> SharedGuard<'_> {
-        #[cfg(feature = "std")]
-        {
-            // As in `hold`: a poisoned lock is taken as it is.
-            SharedGuard {
-                _held: self
-                    .held
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            self.held.share();
-            SharedGuard { spin: &self.held }
-        }
+        self.held.share();
+        SharedGuard { held: &self.held }
     }
 }
 
-#[cfg(not(feature = "std"))]
 impl Drop for SerialGuard<'_> {
     fn drop(&mut self) {
-        self.spin.release_hold();
+        self.held.release_hold();
     }
 }
 
-#[cfg(not(feature = "std"))]
 impl Drop for SharedGuard<'_> {
     fn drop(&mut self) {
-        self.spin.release_share();
+        self.held.release_share();
+    }
+}
+
+/// The reader-writer lock of [`Serial`] with `std`: its state under a mutex, and a condition
+/// variable its waiters sleep on, so a call waiting behind a long one (a `lock` of gigabytes)
+/// costs no processor time. A waiting hold goes before shares asked for after it began to
+/// wait: they wait while `holds_waiting` counts one, so a hold waits at most for the shares
+/// already held.
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+pub(super) struct Gate {
+    state: std::sync::Mutex<GateState>,
+    turn: std::sync::Condvar,
+}
+
+/// What [`Gate`] keeps under its mutex.
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+struct GateState {
+    /// Whether a call holds it alone.
+    held: bool,
+    /// The number of sharers.
+    sharers: usize,
+    /// The number of holds waiting: while there is one, no new share is taken.
+    holds_waiting: usize,
+    /// The number of threads asleep on `turn`: a release wakes them only if there is one,
+    /// so a call that waited for nobody makes no system call to wake nobody.
+    sleepers: usize,
+}
+
+#[cfg(feature = "std")]
+impl Gate {
+    /// The state, locked. Nothing panics while it is locked, but a poisoned mutex is taken
+    /// as it is all the same: the counts are whole whenever the mutex is let go.
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sleeps until a release wakes it (or spuriously), counted in `sleepers` meanwhile.
+    fn sleep<'a>(
+        &self,
+        mut state: std::sync::MutexGuard<'a, GateState>,
+    ) -> std::sync::MutexGuard<'a, GateState> {
+        // Each sleeper is a thread, on its own stack: the count cannot overflow.
+        state.sleepers += 1;
+        let mut state = self
+            .turn
+            .wait(state)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.sleepers -= 1;
+        state
+    }
+
+    /// Wakes every sleeper, if there is one, once `state` is let go; each checks again
+    /// whether its turn came.
+    fn wake(&self, state: std::sync::MutexGuard<'_, GateState>) {
+        let anyone = state.sleepers != 0;
+        drop(state);
+        if anyone {
+            self.turn.notify_all();
+        }
+    }
+
+    /// Waits until nothing holds it, then holds it alone until [`release_hold`].
+    ///
+    /// [`release_hold`]: Self::release_hold
+    pub(super) fn hold(&self) {
+        let mut state = self.state();
+        state.holds_waiting += 1;
+        while state.held || state.sharers != 0 {
+            state = self.sleep(state);
+        }
+        state.holds_waiting -= 1;
+        state.held = true;
+    }
+
+    /// Waits until it is not held alone and no hold waits, then holds a share until
+    /// [`release_share`].
+    ///
+    /// [`release_share`]: Self::release_share
+    pub(super) fn share(&self) {
+        let mut state = self.state();
+        while state.held || state.holds_waiting != 0 {
+            state = self.sleep(state);
+        }
+        // Each sharer is a thread holding a guard: the count cannot overflow.
+        state.sharers += 1;
+    }
+
+    /// Lets go of a [`hold`](Self::hold).
+    pub(super) fn release_hold(&self) {
+        let mut state = self.state();
+        state.held = false;
+        self.wake(state);
+    }
+
+    /// Lets go of a [`share`](Self::share).
+    pub(super) fn release_share(&self) {
+        let mut state = self.state();
+        state.sharers -= 1;
+        if state.sharers == 0 {
+            self.wake(state);
+        }
     }
 }
 
@@ -126,8 +206,8 @@ impl Drop for SharedGuard<'_> {
 const EXCLUSIVE: usize = usize::MAX;
 
 /// The reader-writer lock of [`Serial`] without `std`: a count taken by spinning. A waiting
-/// hold goes before shares asked for after it began to wait (as the `std` lock does on Linux),
-/// so a hold waits at most for the shares already held. Built for the unit tests (and
+/// hold goes before shares asked for after it began to wait (as with `Gate`), so a hold
+/// waits at most for the shares already held. Built for the unit tests (and
 /// `tests/loom_serial.rs`) whatever the features, so that it is tested too.
 #[derive(Debug, Default)]
 #[cfg(any(not(feature = "std"), test))]
@@ -204,19 +284,67 @@ fn spin() {
     loom::thread::yield_now();
 }
 
-// Threads of `std` over the lock; `tests/loom_serial.rs` models it under loom.
+// Threads of `std` over the lock; `tests/loom_serial.rs` models `Spin` under loom.
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// Both forms of the lock, for tests that run on each.
+    trait Form: Default + Sync {
+        fn hold(&self);
+        fn share(&self);
+        fn release_hold(&self);
+        fn release_share(&self);
+        /// The number of holds waiting.
+        fn holds_waiting(&self) -> usize;
+    }
+
+    impl Form for Spin {
+        fn hold(&self) {
+            Spin::hold(self);
+        }
+        fn share(&self) {
+            Spin::share(self);
+        }
+        fn release_hold(&self) {
+            Spin::release_hold(self);
+        }
+        fn release_share(&self) {
+            Spin::release_share(self);
+        }
+        fn holds_waiting(&self) -> usize {
+            self.holds_waiting.load(Ordering::Relaxed)
+        }
+    }
+
+    #[cfg(feature = "std")]
+    impl Form for Gate {
+        fn hold(&self) {
+            Gate::hold(self);
+        }
+        fn share(&self) {
+            Gate::share(self);
+        }
+        fn release_hold(&self) {
+            Gate::release_hold(self);
+        }
+        fn release_share(&self) {
+            Gate::release_share(self);
+        }
+        fn holds_waiting(&self) -> usize {
+            self.state().holds_waiting
+        }
+    }
 
     #[cfg(feature = "std")]
     #[test]
     fn hold_until_guard_dropped_excludes_others() {
         let serial = Serial::default();
         let held = serial.hold();
-        assert!(serial.held.try_read().is_err());
+        assert!(serial.held.state().held);
         drop(held);
-        assert!(serial.held.try_write().is_ok());
+        let state = serial.held.state();
+        assert!(!state.held && state.sharers == 0);
     }
 
     #[cfg(feature = "std")]
@@ -224,12 +352,14 @@ mod tests {
     fn shares_exclude_a_hold_not_each_other() {
         let serial = Serial::default();
         let one = serial.share();
+        // Taken on this very thread while the first share is held: no wait.
         let two = serial.share();
-        assert!(serial.held.try_write().is_err());
+        assert_eq!(serial.held.state().sharers, 2);
         drop(one);
-        assert!(serial.held.try_write().is_err());
+        assert_eq!(serial.held.state().sharers, 1);
         drop(two);
-        assert!(serial.held.try_write().is_ok());
+        let state = serial.held.state();
+        assert!(!state.held && state.sharers == 0 && state.sleepers == 0);
     }
 
     #[cfg(feature = "std")]
@@ -254,49 +384,61 @@ mod tests {
         assert_eq!(inside.load(Ordering::Relaxed), 0);
     }
 
-    /// Runs `body` on `threads` threads of which each takes `Spin` `rounds` times, alone or
+    /// Runs `body` on `threads` threads of which each takes the lock `rounds` times, alone or
     /// shared as `alone(thread, round)` says, and checks that no hold overlaps another hold
-    /// or a share, and that shares overlap (the count of sharers inside reaches two).
-    fn spin_race(threads: usize, rounds: usize, alone: fn(usize, usize) -> bool) {
-        let spin = Spin::default();
+    /// or a share.
+    fn race<L: Form>(threads: usize, rounds: usize, alone: fn(usize, usize) -> bool) -> L {
+        let lock = L::default();
         // Holders inside count `HOLDER`, sharers one each.
         const HOLDER: usize = 1 << 20;
         let inside = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for t in 0..threads {
-                let (spin, inside) = (&spin, &inside);
+                let (lock, inside) = (&lock, &inside);
                 s.spawn(move || {
                     for round in 0..rounds {
                         if alone(t, round) {
-                            spin.hold();
+                            lock.hold();
                             assert_eq!(inside.fetch_add(HOLDER, Ordering::Relaxed), 0);
                             inside.fetch_sub(HOLDER, Ordering::Relaxed);
-                            spin.release_hold();
+                            lock.release_hold();
                         } else {
-                            spin.share();
+                            lock.share();
                             let before = inside.fetch_add(1, Ordering::Relaxed);
                             assert!(before < HOLDER, "a share inside a hold");
                             inside.fetch_sub(1, Ordering::Relaxed);
-                            spin.release_share();
+                            lock.release_share();
                         }
                     }
                 });
             }
         });
         assert_eq!(inside.load(Ordering::Relaxed), 0);
-        assert_eq!(spin.held.load(Ordering::Relaxed), 0);
+        assert_eq!(lock.holds_waiting(), 0);
+        lock
     }
 
     #[test]
     fn spin_hold_from_threads_never_overlaps() {
         let rounds = if cfg!(miri) { 20 } else { 2_000 };
-        spin_race(3, rounds, |_, _| true);
+        let spin: Spin = race(3, rounds, |_, _| true);
+        assert_eq!(spin.held.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn spin_hold_and_share_from_threads_never_overlap() {
         let rounds = if cfg!(miri) { 20 } else { 2_000 };
-        spin_race(4, rounds, |t, round| (t + round) % 3 == 0);
+        let spin: Spin = race(4, rounds, |t, round| (t + round) % 3 == 0);
+        assert_eq!(spin.held.load(Ordering::Relaxed), 0);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn gate_hold_and_share_from_threads_never_overlap() {
+        let rounds = if cfg!(miri) { 20 } else { 2_000 };
+        let gate: Gate = race(4, rounds, |t, round| (t + round) % 3 == 0);
+        let state = gate.state();
+        assert!(!state.held && state.sharers == 0 && state.sleepers == 0);
     }
 
     #[test]
@@ -337,31 +479,68 @@ mod tests {
     /// A hold waiting for shares to end is not passed by shares taken after it began to wait:
     /// prefaults that overlap one another without end would otherwise keep every commit,
     /// decommit and map of the reservation waiting for ever.
-    #[test]
-    fn spin_hold_is_not_starved_by_later_shares() {
+    fn hold_is_not_starved_by_later_shares<L: Form>() {
         use std::sync::Mutex;
 
-        let spin = Spin::default();
+        let lock = L::default();
         let order = Mutex::new(std::vec::Vec::new());
-        spin.share();
+        lock.share();
         std::thread::scope(|s| {
             s.spawn(|| {
-                spin.hold();
+                lock.hold();
                 order.lock().unwrap().push("hold");
-                spin.release_hold();
+                lock.release_hold();
             });
-            while spin.holds_waiting.load(Ordering::Relaxed) == 0 {
+            while lock.holds_waiting() == 0 {
                 std::thread::yield_now();
             }
             s.spawn(|| {
-                spin.share();
+                lock.share();
                 order.lock().unwrap().push("share");
-                spin.release_share();
+                lock.release_share();
             });
             // Time for the later share to get in, were it let in.
             std::thread::sleep(std::time::Duration::from_millis(100));
-            spin.release_share();
+            lock.release_share();
         });
         assert_eq!(*order.lock().unwrap(), ["hold", "share"]);
+    }
+
+    #[test]
+    fn spin_hold_is_not_starved_by_later_shares() {
+        hold_is_not_starved_by_later_shares::<Spin>();
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn gate_hold_is_not_starved_by_later_shares() {
+        hold_is_not_starved_by_later_shares::<Gate>();
+    }
+
+    /// A share that waits for a hold sleeps until the hold is let go, then gets in; and so
+    /// does a hold that waits for shares.
+    #[cfg(feature = "std")]
+    #[test]
+    fn gate_waiters_are_woken_by_releases() {
+        let serial = Serial::default();
+        std::thread::scope(|s| {
+            let held = serial.hold();
+            let sharer = s.spawn(|| drop(serial.share()));
+            while serial.held.state().sleepers == 0 {
+                std::thread::yield_now();
+            }
+            drop(held);
+            sharer.join().unwrap();
+            let shared = serial.share();
+            let holder = s.spawn(|| drop(serial.hold()));
+            while serial.held.state().sleepers == 0 {
+                std::thread::yield_now();
+            }
+            drop(shared);
+            holder.join().unwrap();
+        });
+        let state = serial.held.state();
+        assert!(!state.held && state.sharers == 0 && state.holds_waiting == 0);
+        assert_eq!(state.sleepers, 0);
     }
 }
