@@ -38,7 +38,8 @@ pub struct HostFacts {
     pub mounts: Vec<(String, Option<u64>)>,
     /// Host NUMA nodes: (node, free bytes).
     pub numa_nodes: Vec<(u32, u64)>,
-    /// The CPU's physical address bits (`address sizes` in `/proc/cpuinfo`).
+    /// The CPU's physical address bits, as Cloud Hypervisor takes them ([`cpu_phys_bits`]);
+    /// `None` where they are not read (on a host other than x86_64).
     pub phys_bits: Option<u32>,
     /// Why `/dev/kvm` cannot be opened for reading and writing; `None` when it can.
     pub kvm_error: Option<String>,
@@ -339,11 +340,52 @@ pub(crate) fn mount_of<'a>(
         .or_else(|| mounts.iter().rev().find(|m| is_root(m)))
 }
 
+/// The physical address bits of an x86_64 CPU from CPUID, as Cloud Hypervisor takes them:
+/// the low byte of `EAX` of leaf `0x8000_0008` (`leaf_8000_0008_eax`), or 36 when the CPU has
+/// no such leaf (`None`: its largest extended leaf, `EAX` of leaf `0x8000_0000`, is lower).
+/// Cloud Hypervisor 53 and later take that value as it is; up to 52 it took away the address
+/// bits AMD's memory encryption (SME) reserves on a CPU that has SME. Linux's `address sizes`
+/// in `/proc/cpuinfo` is not the same: it takes those bits away only where memory encryption
+/// is on, and a host that is not x86_64 (AArch64) has no such line.
+#[must_use]
+pub fn phys_bits_of_cpuid(leaf_8000_0008_eax: Option<u32>) -> u32 {
+    leaf_8000_0008_eax.map_or(36, |eax| eax & 0xff)
+}
+
+/// The host CPU's physical address bits, where Cloud Hypervisor reads them: on x86_64 CPUID
+/// ([`phys_bits_of_cpuid`]); elsewhere `None`, not read. On AArch64 Cloud Hypervisor takes
+/// the largest guest physical address size KVM offers (`KVM_CAP_ARM_VM_IPA_SIZE` on
+/// `/dev/kvm`, 40 bits when KVM gives none), which this command does not ask KVM for.
+#[must_use]
+pub fn cpu_phys_bits() -> Option<u32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        // `__cpuid` is an unsafe function on the oldest Rust this crate supports (1.88) and a
+        // safe one on later ones.
+        #[allow(unsafe_code, unused_unsafe)]
+        let eax = |leaf: u32| {
+            // SAFETY: every x86_64 CPU has the CPUID instruction, which only reads the CPU's
+            // identification registers and writes no memory; the leaves asked are the largest
+            // extended leaf's and, when the CPU has it, leaf 0x8000_0008.
+            unsafe { __cpuid(leaf) }.eax
+        };
+        let top = eax(0x8000_0000);
+        Some(phys_bits_of_cpuid(
+            (top >= 0x8000_0008).then(|| eax(0x8000_0008)),
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// Reads the host's facts from `/proc`, `/sys` and `/dev/kvm`. Each file is read at most
 /// [`MAX_HOST_FILE_BYTES`](crate::input::MAX_HOST_FILE_BYTES) long
-/// ([`MAX_HOST_LIST_BYTES`](crate::input::MAX_HOST_LIST_BYTES) for `/proc/mounts`,
-/// `/proc/cpuinfo` and `/proc/self/maps`); one that is absent or cannot be read is a fact the
-/// host does not give.
+/// ([`MAX_HOST_LIST_BYTES`](crate::input::MAX_HOST_LIST_BYTES) for `/proc/mounts` and
+/// `/proc/self/maps`); one that is absent or cannot be read is a fact the host does not give.
+/// The CPU's physical address bits are CPUID's ([`cpu_phys_bits`]).
 ///
 /// # Errors
 /// [`Error::HostFileTooLarge`](crate::Error::HostFileTooLarge) naming a file longer than
@@ -389,14 +431,7 @@ pub fn host_facts() -> crate::Result<HostFacts> {
             .unwrap_or(0);
         numa_nodes.push((node, free.saturating_mul(1024)));
     }
-    let phys_bits = list("/proc/cpuinfo")?.and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("address sizes")?.split(':').nth(1))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    });
+    let phys_bits = cpu_phys_bits();
     let kvm_error = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -1023,7 +1058,9 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
         None => out.push(finding(
             "address_bits",
             Status::Warn,
-            "the CPU's physical address bits are unknown (no `address sizes` in /proc/cpuinfo)"
+            "the CPU's physical address bits are unknown, not read on this host (on x86_64 \
+             they are CPUID's; on AArch64 Cloud Hypervisor takes KVM's largest guest address \
+             size, KVM_CAP_ARM_VM_IPA_SIZE, 40 bits when KVM gives none)"
                 .to_owned(),
             None,
         )),

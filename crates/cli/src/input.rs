@@ -463,7 +463,7 @@ fn unreadable_stdin(stdin: &std::io::Stdin) -> Option<io::Error> {
 pub const MAX_HOST_FILE_BYTES: u64 = 64 << 10;
 
 /// The most bytes read of a `/proc` file that lists what the host has (`/proc/mounts`,
-/// `/proc/cpuinfo`, `/proc/self/maps`): 16 MiB, some 100,000 mounts or 4,000 CPUs.
+/// `/proc/self/maps`): 16 MiB, some 100,000 mounts or mappings.
 pub const MAX_HOST_LIST_BYTES: u64 = 16 << 20;
 
 /// Reads the host file at `path` (a `/proc` or `/sys` file), at most `max` bytes: the outer

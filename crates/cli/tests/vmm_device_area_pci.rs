@@ -54,12 +54,13 @@ fn last(bits: u32, slots: u64) -> u64 {
 }
 
 /// A `VmConfig` with boot RAM of `size` bytes (on x86_64 from 4 GiB it ends at `size + 1 GiB`),
-/// 46 address bits, and `rest` (further top-level fields, each followed by a comma).
+/// shared (as vhost-user devices need), 46 address bits, and `rest` (further top-level fields,
+/// each followed by a comma).
 fn json(size: u64, rest: &str) -> String {
     format!(
         r#"{{{rest} "payload": {{"kernel": "vmlinux"}},
  "cpus": {{"boot_vcpus": 1, "max_vcpus": 1, "max_phys_bits": 46}},
- "memory": {{"size": {size}}}}}"#
+ "memory": {{"size": {size}, "shared": true}}}}"#
     )
 }
 

@@ -83,6 +83,7 @@ impl ChObject for VmObject {
         "rtc",
         "iommu",
         "pvpanic",
+        "pci_segments",
     ];
     const WHAT: &'static str = "a VmConfig object";
 }
@@ -109,29 +110,52 @@ impl ChObject for PlatformObject {
     const WHAT: &'static str = "a platform object";
 }
 
-/// An object of a device section: its `id` and `iommu` are read (its other fields are not).
-struct DeviceObject;
-impl ChObject for DeviceObject {
+/// An entry of `rate_limit_groups`: its `id` is read (`iommu` is read as in the device
+/// sections, and no other field).
+struct GroupObject;
+impl ChObject for GroupObject {
     const KEYS: &'static [&'static str] = &["id", "iommu"];
     const WHAT: &'static str = "a device object";
 }
 
-/// An entry of `generic_vhost_user`: its `id`, `iommu` and `device_type`, the virtio device id
-/// it presents (required).
+/// An object of a device section: the fields of Cloud Hypervisor's `PciDeviceCommonConfig`
+/// (`id`, `iommu`, `pci_segment`, `pci_device_id`) are read, and `vhost_user` in `disks` and
+/// `net` (its other fields are not).
+struct DeviceObject;
+impl ChObject for DeviceObject {
+    const KEYS: &'static [&'static str] =
+        &["id", "iommu", "pci_segment", "pci_device_id", "vhost_user"];
+    const WHAT: &'static str = "a device object";
+}
+
+/// An entry of `generic_vhost_user`: the fields of `PciDeviceCommonConfig` and `device_type`,
+/// the virtio device id it presents (required).
 struct VhostUserObject;
 impl ChObject for VhostUserObject {
-    const KEYS: &'static [&'static str] = &["id", "iommu", "device_type"];
+    const KEYS: &'static [&'static str] =
+        &["id", "iommu", "pci_segment", "pci_device_id", "device_type"];
     const WHAT: &'static str = "a generic vhost-user device object";
+}
+
+/// An entry of the top-level `pci_segments` (Cloud Hypervisor's `PciSegmentConfig`).
+struct PciSegmentObject;
+impl ChObject for PciSegmentObject {
+    const KEYS: &'static [&'static str] = &[
+        "pci_segment",
+        "mmio32_aperture_weight",
+        "mmio64_aperture_weight",
+    ];
+    const WHAT: &'static str = "a PCI segment object";
 }
 
 /// The virtio device id of a block device (`VirtioDeviceType::Block`): given at boot on PCI
 /// segment 0, its BAR is a 32-bit one.
 const VIRTIO_ID_BLOCK: u64 = 2;
 
-/// The `console` object: its `id`, `iommu` and `mode`.
+/// The `console` object: the fields of `PciDeviceCommonConfig` and `mode`.
 struct ConsoleObject;
 impl ChObject for ConsoleObject {
-    const KEYS: &'static [&'static str] = &["id", "iommu", "mode"];
+    const KEYS: &'static [&'static str] = &["id", "iommu", "pci_segment", "pci_device_id", "mode"];
     const WHAT: &'static str = "a console object";
 }
 
@@ -216,6 +240,9 @@ struct Devices {
     /// The first device (not rate limit group) with the id [`DEFAULT_ZONE`], refused when
     /// the virtio-mem device of a configuration without zones takes it.
     default_zone: Option<Error>,
+    /// The first vhost-user or vfio-user device, which Cloud Hypervisor refuses without shared
+    /// guest memory: its field path, where it is in the file, and what it is.
+    needs_shared: Option<(String, Range<usize>, &'static str)>,
 }
 
 impl Devices {
@@ -237,19 +264,32 @@ impl Devices {
     }
 }
 
+/// The sections whose devices Cloud Hypervisor does not put behind its virtio-iommu: it
+/// refuses `iommu: true` in them.
+const NO_IOMMU_SECTIONS: &[&str] = &["fs", "generic_vhost_user", "user_devices"];
+
 /// Reads the device sections of `vm`: `rng` (always a device), `console` (a device unless its
 /// `mode` is `Off`; `mode` required), [`DEVICE_SECTIONS`], each entry an object whose `id`,
 /// when given, is kept, and [`DEVICE_FLAGS`]. The `iommu` flag's virtio-iommu device is
 /// there too when the platform's `iommu_segments` are given (`iommu_segments`) or a device of
-/// [`IOMMU_SECTIONS`] says `iommu: true`.
-fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
+/// [`IOMMU_SECTIONS`] says `iommu: true`. Each device's `pci_segment` (0, the only segment),
+/// `pci_device_id` (1 to 31, each given once) and `iommu` ([`NO_IOMMU_SECTIONS`] none, and
+/// every device when segment 0 is an IOMMU segment, `iommu_segment0`) are checked as Cloud
+/// Hypervisor checks them; the first refusal is kept, with those of the ids.
+fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Result<Devices> {
     let mut pci = vec![("virtio-rng", 1)];
     let mut iommu = iommu_segments;
     // The first id Cloud Hypervisor refuses, and where each id is first given.
     let mut refused: Option<Error> = None;
     let mut default_zone: Option<Error> = None;
+    let mut needs_shared: Option<(String, Range<usize>, &'static str)> = None;
     let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    let mut keep_id = |o: &Object<'_>, section: &str| -> Result<()> {
+    // Where each `pci_device_id` is first given.
+    let mut device_ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    // Cloud Hypervisor's default devices refused on an IOMMU segment.
+    let mut absent: Option<Error> = None;
+    // `exists`: the device is created (a console whose mode is `Off` is only checked).
+    let mut keep_id = |o: &Object<'_>, section: &str, exists: bool| -> Result<()> {
         // A rate limit group's id is a `String` (`null` refused) that defaults to the empty
         // one; a device's an `Option<String>`.
         let group = section == "rate_limit_groups";
@@ -300,20 +340,105 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
         }
         // Read in every device section, as Cloud Hypervisor's types have it in every one (a
         // rate limit group has none: there it is an unknown field, ignored).
-        if !group {
-            let on = o.flag("iommu", false)?;
-            iommu |= on && IOMMU_SECTIONS.contains(&section);
+        if group {
+            return Ok(());
+        }
+        let on = o.flag("iommu", false)?;
+        iommu |= on && IOMMU_SECTIONS.contains(&section);
+        let segment = o.get::<Whole16>("pci_segment")?.map_or(0, |w| w.0);
+        let device_id = o.option::<Whole8>("pci_device_id")?.map(|w| w.0);
+        // Cloud Hypervisor's `PciDeviceCommonConfig::validate`, in its order.
+        let problem = if on && NO_IOMMU_SECTIONS.contains(&section) {
+            Some((
+                "iommu",
+                format!(
+                    "Cloud Hypervisor puts no `{section}` device behind its IOMMU (it refuses \
+                     `iommu: true` here)"
+                ),
+            ))
+        } else if segment > 0 {
+            Some((
+                "pci_segment",
+                format!(
+                    "there is no PCI segment {segment} (there is one, 0: more, Cloud \
+                     Hypervisor's platform num_pci_segments, are not modelled; Cloud \
+                     Hypervisor refuses a device on a segment it does not have)"
+                ),
+            ))
+        } else if iommu_segment0 && !on {
+            Some((
+                "",
+                "the device is on PCI segment 0, one of platform.iommu_segments, and not \
+                 behind the IOMMU (`iommu: true`): Cloud Hypervisor refuses it"
+                    .to_owned(),
+            ))
+        } else if let Some(id) = device_id {
+            if id >= CH_PCI_DEVICE_IDS {
+                Some((
+                    "pci_device_id",
+                    format!(
+                        "{id} is no device id of the PCI bus (0 to {}; Cloud Hypervisor \
+                         refuses it)",
+                        CH_PCI_DEVICE_IDS - 1
+                    ),
+                ))
+            } else if id == 0 {
+                Some((
+                    "pci_device_id",
+                    "0 is the host bridge's device id on PCI segment 0 (Cloud Hypervisor \
+                     refuses it)"
+                        .to_owned(),
+                ))
+            } else if !exists {
+                None
+            } else if let Some(other) = device_ids.get(&id) {
+                Some((
+                    "pci_device_id",
+                    format!(
+                        "{id} is the pci_device_id of {other} too (Cloud Hypervisor refuses a \
+                         device id given twice)"
+                    ),
+                ))
+            } else {
+                device_ids.insert(id, o.path.clone());
+                None
+            }
+        } else {
+            None
+        };
+        if let Some((field, problem)) = problem
+            && refused.is_none()
+        {
+            let (path, raw) = if field.is_empty() {
+                (o.path.clone(), None)
+            } else {
+                (join(&o.path, field), o.raw(field))
+            };
+            let span = raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
+            refused = Some(Error::Spec(o.src.error(
+                path,
+                Some(span),
+                Problem::Invalid(problem),
+            )));
         }
         Ok(())
     };
-    if let Some(raw) = vm.raw("rng") {
-        let o = Object::read::<DeviceObject>(vm.src, raw, "rng".to_owned())?;
-        keep_id(&o, "rng")?;
+    match vm.raw("rng") {
+        Some(raw) => {
+            let o = Object::read::<DeviceObject>(vm.src, raw, "rng".to_owned())?;
+            keep_id(&o, "rng", true)?;
+        }
+        // Cloud Hypervisor's default virtio-rng device, not behind the IOMMU.
+        None if iommu_segment0 => {
+            absent = Some(absent_off_iommu(vm, "rng", "virtio-rng device"));
+        }
+        None => {}
     }
     let console = match vm.raw("console") {
         Some(raw) => {
             let o = Object::read::<ConsoleObject>(vm.src, raw, "console".to_owned())?;
-            keep_id(&o, "console")?;
+            let mode = o.get::<ConsoleMode>("mode")?.map(|m| m.0);
+            keep_id(&o, "console", mode != Some("Off"))?;
             let mode = o.required::<ConsoleMode>("mode")?.0;
             if mode == "Socket" {
                 // Its virtio-console has no socket back end: it refuses to create the VM.
@@ -330,8 +455,13 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
             }
             mode != "Off"
         }
-        // `--console tty`.
-        None => true,
+        // `--console tty`, not behind the IOMMU.
+        None => {
+            if iommu_segment0 && absent.is_none() {
+                absent = Some(absent_off_iommu(vm, "console", "virtio-console device"));
+            }
+            true
+        }
     };
     pci.push(("virtio-console", u64::from(console)));
     let mut on_bus = 1 + u64::from(console);
@@ -351,16 +481,40 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
         };
         let mut count = 0u64;
         for (raw, path) in &entries {
+            if matches!(key, "fs" | "generic_vhost_user" | "user_devices") {
+                // Cloud Hypervisor refuses a non-empty list of them without shared memory.
+                needs_shared.get_or_insert_with(|| {
+                    let raw = vm.raw(key).unwrap_or(raw);
+                    let what = if key == "user_devices" {
+                        "a vfio-user device"
+                    } else {
+                        "a vhost-user device"
+                    };
+                    (key.to_owned(), span_of(vm.src, raw), what)
+                });
+            }
             if key == "generic_vhost_user" {
                 let o = Object::read::<VhostUserObject>(vm.src, raw, path.clone())?;
-                keep_id(&o, key)?;
+                keep_id(&o, key, true)?;
                 let kind = o.required::<Whole32>("device_type")?.0;
                 count += u64::from(kind != VIRTIO_ID_BLOCK);
                 on_bus += 1;
                 continue;
             }
+            if key == "rate_limit_groups" {
+                let o = Object::read::<GroupObject>(vm.src, raw, path.clone())?;
+                keep_id(&o, key, false)?;
+                continue;
+            }
             let o = Object::read::<DeviceObject>(vm.src, raw, path.clone())?;
-            keep_id(&o, key)?;
+            keep_id(&o, key, true)?;
+            if matches!(key, "disks" | "net") && o.flag("vhost_user", false)? {
+                needs_shared.get_or_insert_with(|| {
+                    let raw = o.raw("vhost_user");
+                    let span = raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
+                    (join(&o.path, "vhost_user"), span, "a vhost-user device")
+                });
+            }
             count += 1;
             on_bus += u64::from(bus);
         }
@@ -383,9 +537,32 @@ fn devices(vm: &Object<'_>, iommu_segments: bool) -> Result<Devices> {
         pci: PciDevices(pci),
         on_bus,
         ids,
-        refused,
+        refused: refused.or(absent),
         default_zone,
+        needs_shared,
     })
+}
+
+/// Refuses Cloud Hypervisor's default `device` (`section` not given), which is not behind the
+/// IOMMU, on PCI segment 0 made an IOMMU segment: shown at `platform.iommu_segments`.
+fn absent_off_iommu(vm: &Object<'_>, section: &str, device: &str) -> Error {
+    let platform = vm.raw("platform");
+    let list = platform.and_then(|raw| {
+        let o = Object::read::<PlatformObject>(vm.src, raw, "platform".to_owned()).ok()?;
+        o.raw("iommu_segments")
+    });
+    let span = list
+        .or(platform)
+        .map_or_else(|| vm.span.clone(), |raw| span_of(vm.src, raw));
+    Error::Spec(vm.src.error(
+        "platform.iommu_segments".to_owned(),
+        Some(span),
+        Problem::Invalid(format!(
+            "the default {device} (`{section}` is not given) is on PCI segment 0, one of \
+             platform.iommu_segments, and not behind the IOMMU: Cloud Hypervisor refuses it \
+             (give `{section}` with `iommu: true`)"
+        )),
+    ))
 }
 
 /// The id of Cloud Hypervisor's memory zone when none is given (`DEFAULT_MEMORY_ZONE`), which
@@ -894,10 +1071,11 @@ impl<'a> Boot<'a> {
 /// `platform`, read and checked: Cloud Hypervisor takes 1 to 96 PCI segments, and an IOMMU
 /// segment must be one of them; a spec describes no PCI segment but the first, so more are
 /// refused by name. Gives whether `iommu_segments` is given (even empty), which gives the
-/// guest a virtio-iommu device.
-fn platform(vm: &Object<'_>) -> Result<bool> {
+/// guest a virtio-iommu device, and whether segment 0 is one of them, which puts every device
+/// behind it.
+fn platform(vm: &Object<'_>) -> Result<(bool, bool)> {
     let Some(raw) = vm.option::<&RawValue>("platform")? else {
-        return Ok(false);
+        return Ok((false, false));
     };
     let o = Object::read::<PlatformObject>(vm.src, raw, "platform".to_owned())?;
     let segments = o.get::<Whole16>("num_pci_segments")?.map_or(1, |w| w.0);
@@ -923,7 +1101,51 @@ fn platform(vm: &Object<'_>) -> Result<bool> {
              MMIO windows, which a spec cannot describe); remove it to plan with one segment"
         )));
     }
-    Ok(iommu.is_some())
+    let segment0 = iommu.iter().flatten().any(|s| s.0 == 0);
+    Ok((iommu.is_some(), segment0))
+}
+
+/// The top-level `pci_segments` (`null` for none), read and checked as Cloud Hypervisor's
+/// `PciSegmentConfig::validate` checks each entry: its `pci_segment` (default 0) is a segment
+/// there is (0 alone: more are refused by the platform) and its aperture weights (default 1)
+/// are not 0. A segment's weights share the PCI device areas among the segments, so with one
+/// segment they change nothing.
+fn pci_segments(vm: &Object<'_>) -> Result<()> {
+    for (i, raw) in vm
+        .option::<Vec<&RawValue>>("pci_segments")?
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let o = Object::read::<PciSegmentObject>(vm.src, raw, format!("pci_segments[{i}]"))?;
+        let segment = o.get::<Whole16>("pci_segment")?.map_or(0, |w| w.0);
+        let mmio32 = o
+            .get::<Whole32>("mmio32_aperture_weight")?
+            .map_or(1, |w| w.0);
+        let mmio64 = o
+            .get::<Whole32>("mmio64_aperture_weight")?
+            .map_or(1, |w| w.0);
+        let place = o.place();
+        if segment > 0 {
+            return Err(place.err(format_args!(
+                "pci_segment: there is no PCI segment {segment} (there is one, 0: more, Cloud \
+                 Hypervisor's platform num_pci_segments, are not modelled; Cloud Hypervisor \
+                 refuses it)"
+            )));
+        }
+        for (key, weight) in [
+            ("mmio32_aperture_weight", mmio32),
+            ("mmio64_aperture_weight", mmio64),
+        ] {
+            if weight == 0 {
+                return Err(place.err(format_args!(
+                    "{key}: 0 gives the segment no share of its PCI device area (Cloud \
+                     Hypervisor refuses it)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The spec of Cloud Hypervisor's JSON `VmConfig` `text` (the file `origin`) on the guest
@@ -955,7 +1177,14 @@ fn platform(vm: &Object<'_>) -> Result<bool> {
 /// `disks`, `net`, `rng`, `console`, `rate_limit_groups`, ...) is refused, as Cloud Hypervisor
 /// refuses an id given twice, and so is a device id given twice or starting with `__`, and,
 /// without zones, a device id `mem0` with a virtio-mem hotplug area, whose device takes that
-/// id; the entries' other fields are not read. Unknown fields and the
+/// id. Each device's `pci_segment` must be 0 and its `pci_device_id` 1 to 31, given to one
+/// device only; `fs`, `generic_vhost_user` and `user_devices` take no `iommu: true`; with
+/// segment 0 in `platform.iommu_segments` every device (the default `rng` and `console` too)
+/// needs `iommu: true`; vhost-user devices (`fs`, `generic_vhost_user`, a `disks` or `net`
+/// entry with `vhost_user: true`) and vfio-user ones (`user_devices`) need shared memory
+/// (`shared` or `hugepages`, of `memory` or of every zone); the top-level `pci_segments`
+/// entries are for segment 0 with aperture weights other than 0. The entries' other fields
+/// are not read. Unknown fields and the
 /// other sections are not read, as Cloud Hypervisor ignores unknown fields; a field given
 /// twice is refused.
 ///
@@ -969,8 +1198,10 @@ fn platform(vm: &Object<'_>) -> Result<bool> {
 /// 64-bit PCI device area (ending above `2^max_phys_bits - n * 8 MiB` with `n` devices; last, as it
 /// creates its devices after those checks), a device id given twice, starting with `__` or
 /// taken by the virtio-mem device (`mem0` without zones), a
-/// zone id a device section uses too and more
-/// than 31 PCI devices (after the payload and `cpus` checks), and on
+/// zone id a device section uses too, a device's PCI placement or back end Cloud Hypervisor
+/// refuses (above) and more
+/// than 31 PCI devices (after the payload and `cpus` checks), a `pci_segments` entry Cloud
+/// Hypervisor refuses (with the `platform` ones), and on
 /// aarch64 `max_phys_bits` below 34, which leaves a 64-bit PCI device area ending below
 /// 8 GiB; [`Error::Import`] for text longer than a spec may be.
 ///
@@ -1011,9 +1242,10 @@ pub fn cloud_hypervisor_json_spec(
     let src = Source { origin, text };
     let top: &RawValue = from_json_as(WHAT, src, 0, text, "")?;
     let vm = Object::read::<VmObject>(src, top, String::new())?;
-    let iommu_segments = platform(&vm)?;
+    let (iommu_segments, iommu_segment0) = platform(&vm)?;
+    pci_segments(&vm)?;
     let boot = Boot::read(&vm)?;
-    let mut devices = devices(&vm, iommu_segments)?;
+    let mut devices = devices(&vm, iommu_segments, iommu_segment0)?;
     let (memory, zone_list) = memory(&vm)?;
     let zones_given = zone_list.is_some();
     let zones = zone_list
@@ -1034,7 +1266,26 @@ pub fn cloud_hypervisor_json_spec(
         .map(|(i, raw)| node(src, raw, i))
         .collect::<Result<Vec<_>>>()?;
     let default_zone = !zones_given && memory.virtio_mem && memory.hotplug.is_some();
-    let clash = match devices.refused.take() {
+    // Cloud Hypervisor's `backed_by_shared_memory`: vhost-user and vfio-user devices need it.
+    let shared = memory.shared
+        || memory.hugepages
+        || (memory.size == Some(0) && zones_given && zones.iter().all(|z| z.shared || z.hugepages));
+    let unshared = devices
+        .needs_shared
+        .take()
+        .filter(|_| !shared)
+        .map(|(path, span, what)| {
+            Error::Spec(src.error(
+                path,
+                Some(span),
+                Problem::Invalid(format!(
+                    "{what} needs guest memory Cloud Hypervisor shares: memory.shared or \
+                 memory.hugepages (or every zone's shared or hugepages); it refuses it \
+                 without"
+                )),
+            ))
+        });
+    let clash = match devices.refused.take().or(unshared) {
         Some(refused) => Some(refused),
         None if default_zone => devices.default_zone.take(),
         None => zone_id_clash(&zones, &devices.ids),
@@ -1791,10 +2042,16 @@ mod tests {
         for json in [
             r#"{"platform": null}"#,
             r#"{"platform": {}}"#,
-            r#"{"platform": {"num_pci_segments": 1, "iommu_segments": [0]}}"#,
+            // Segment 0 an IOMMU segment: every device on it behind the IOMMU.
+            r#"{"platform": {"num_pci_segments": 1, "iommu_segments": [0]},
+                "rng": {"iommu": true}, "console": {"mode": "Tty", "iommu": true}}"#,
         ] {
             assert_eq!(spec_of(json).ram(), 512 << 20, "{json}");
         }
+        let (f, _, _) = refusal(&bootable(
+            r#"{"platform": {"num_pci_segments": 1, "iommu_segments": [0]}}"#,
+        ));
+        assert_eq!(f, "platform.iommu_segments");
     }
 
     /// The sections read for the checks are read with their types' depth, so deep nesting is
