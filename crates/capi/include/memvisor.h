@@ -123,12 +123,19 @@ enum memvisor_status
   // memory for a context's side tables (about 2% of its length) was refused.
   MEMVISOR_STATUS_OS = 16,
   // An internal error: a broken invariant was caught (a Rust panic) or an unexpected
-  // failure occurred. The objects the call touched should not be used again.
+  // failure occurred. A panic during a call on a context or one of its clients poisons
+  // that context: later calls on it and on its clients answer `POISONED`.
   MEMVISOR_STATUS_INTERNAL = 17,
   // The memory block given to `memvisor_context_create` overlaps the memory of a live
   // context (a caller's block, or the reservation of `memvisor_context_create_reserved`),
   // a block allocated from one included: contexts do not nest. Nothing is made.
   MEMVISOR_STATUS_BLOCK_IN_USE = 18,
+  // The context (of this client) is poisoned: an earlier call on it or on one of its
+  // clients was cut short by an internal error (`INTERNAL`) and may have left its state
+  // half-changed, so nothing reaches that state again. Only deleting works: delete its
+  // clients, then the context. Its memory is given back when the context is deleted; the
+  // records of its clients are not.
+  MEMVISOR_STATUS_POISONED = 19,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -267,6 +274,12 @@ extern "C" {
 //
 // Errors: `INVALID_HANDLE` (null, deleted or forged handle).
 //
+// A client of a poisoned context (whose calls answer `POISONED`) is deleted without being
+// taken apart, since that would walk the state the panic interrupted: its handle is refused
+// afterwards and it no longer keeps its context from being deleted, but the records it
+// keeps on the process's heap stay allocated for good, and its blocks and chunks are given
+// back only with the context's memory, when the context is deleted.
+//
 // Thread safety: one thread at a time per client: no other call on the same client may run
 // during the delete, except another delete of it (one wins, the other gets
 // `INVALID_HANDLE`).
@@ -283,7 +296,7 @@ memvisor_status memvisor_client_delete(struct memvisor_client client);
 // reuse (its `pinned_chunks`) is given back to the context first when the run would then
 // take it.
 //
-// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
+// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 // `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
 // left alone, and nothing changes, with three exceptions: a call refused for lack of room
 // (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
@@ -309,7 +322,7 @@ memvisor_status memvisor_alloc_aligned(struct memvisor_client client,
 
 // Allocates `size` bytes aligned to 16 (`MEMVISOR_MIN_ALIGN`); as `memvisor_alloc_aligned`.
 //
-// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `TOO_LARGE`, `QUOTA_EXCEEDED`,
+// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `TOO_LARGE`, `QUOTA_EXCEEDED`,
 // `OUT_OF_MEMORY`, `OS`. On error `*out` is left alone; what else a refusal for lack of
 // room may do is as for `memvisor_alloc_aligned`.
 //
@@ -324,7 +337,7 @@ memvisor_status memvisor_alloc(struct memvisor_client client, size_t size, void 
 // the caller's to read). A foreign, interior or already freed address is refused and nothing
 // changes.
 //
-// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER` (outside the
 // context), `NOT_OWNED` (in memory this client does not hold: another client's, or no
 // client's), `NOT_A_BLOCK` (not the start of a live block of this client).
 //
@@ -340,7 +353,7 @@ memvisor_status memvisor_client_free(struct memvisor_client client, void *ptr, s
 // Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0
 // (any address may be asked about; none is read).
 //
-// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`.
+// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `POISONED`.
 //
 // Thread safety: one thread at a time per client.
 //
@@ -351,7 +364,7 @@ memvisor_status memvisor_client_owns(struct memvisor_client client, const void *
 
 // The size of the live block of this client at `ptr` (its requested size rounded up).
 //
-// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER`,
+// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER`,
 // `NOT_OWNED`, `NOT_A_BLOCK`.
 //
 // Thread safety: one thread at a time per client.
@@ -366,7 +379,7 @@ memvisor_status memvisor_size_of(struct memvisor_client client, const void *ptr,
 // allocator and every chunk left without a live block to the context. Live blocks are not
 // touched.
 //
-// Errors: `INVALID_HANDLE`.
+// Errors: `INVALID_HANDLE`, `POISONED`.
 //
 // Thread safety: one thread at a time per client.
 //
@@ -381,7 +394,7 @@ memvisor_status memvisor_client_trim(struct memvisor_client client);
 // comes back as the bytes filled.
 //
 // Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
-// written), `INVALID_HANDLE`.
+// written), `INVALID_HANDLE`, `POISONED`.
 //
 // Thread safety: one thread at a time per client.
 //
@@ -459,13 +472,17 @@ memvisor_status memvisor_context_create_reserved(size_t len,
 // Errors: `INVALID_HANDLE`, `CONTEXT_BUSY` (live clients, or a call on the context running
 // on another thread; nothing changes).
 //
+// A poisoned context (one whose calls answer `POISONED`) is deleted like any other once its
+// clients are deleted: a caller's block is the caller's again, a reservation is released
+// and the side tables are freed, none of it by reading the state the panic interrupted.
+//
 // Thread safety: any thread; calls on the context racing with its deletion are refused with
 // `INVALID_HANDLE` or make the deletion fail with `CONTEXT_BUSY`.
 memvisor_status memvisor_context_delete(struct memvisor_context context);
 
 // The `MEMVISOR_FLAG_*` bits the context took on.
 //
-// Errors: `NULL_POINTER`, `INVALID_HANDLE`.
+// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`.
 //
 // Thread safety: any thread, any time.
 //
@@ -481,7 +498,7 @@ memvisor_status memvisor_context_accepted_flags(struct memvisor_context context,
 // as the bytes filled.
 //
 // Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
-// written), `INVALID_HANDLE`.
+// written), `INVALID_HANDLE`, `POISONED`.
 //
 // Thread safety: any thread, any time; with clients working on other threads the figures
 // are a moment's snapshot, not a consistent set.
@@ -500,7 +517,7 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 // counts its bytes as used.
 // A foreign, interior or already freed address is refused and nothing changes.
 //
-// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER` (outside the
 // context), `NOT_OWNED` (in memory no client holds), `NOT_A_BLOCK` (not the start of a live
 // block: interior or already freed), `OS` (the chunk's remote-free bits,
 // made at the first such free in a chunk, could not be allocated).
@@ -524,8 +541,8 @@ memvisor_status memvisor_free(struct memvisor_context context, void *ptr, size_t
 // The client whose live block starts at `ptr`, written to `*out`. On another thread than
 // that client's, the answer is a snapshot the client may change at once.
 //
-// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside
-// the context), `NOT_A_BLOCK` (no client has a live block starting there).
+// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER`
+// (outside the context), `NOT_A_BLOCK` (no client has a live block starting there).
 //
 // Thread safety: any thread, any time.
 //
@@ -539,7 +556,7 @@ memvisor_status memvisor_context_owner(struct memvisor_context context,
 // empty slabs, its empty chunk) at its next free or allocation that misses its caches;
 // `memvisor_client_trim` does it at once for one client.
 //
-// Errors: `INVALID_HANDLE`.
+// Errors: `INVALID_HANDLE`, `POISONED`.
 //
 // Thread safety: any thread, any time.
 memvisor_status memvisor_context_trim(struct memvisor_context context);
@@ -547,7 +564,7 @@ memvisor_status memvisor_context_trim(struct memvisor_context context);
 // Makes a client of the context that may hold at most `quota` bytes of live blocks
 // (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 //
-// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED` (the context has 2^30 live
+// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `LIMIT_REACHED` (the context has 2^30 live
 // clients, however many threads make clients at once, until one is deleted; or no client
 // identifier or handle is left: a context gives out 2^32 - 2 client identifiers over its
 // life, never the same twice, so once they are spent it makes no more clients, whatever is

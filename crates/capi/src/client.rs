@@ -20,6 +20,12 @@ use crate::types::{Client, ClientStats, MEMVISOR_MIN_ALIGN, write_sized};
 ///
 /// Errors: `INVALID_HANDLE` (null, deleted or forged handle).
 ///
+/// A client of a poisoned context (whose calls answer `POISONED`) is deleted without being
+/// taken apart, since that would walk the state the panic interrupted: its handle is refused
+/// afterwards and it no longer keeps its context from being deleted, but the records it
+/// keeps on the process's heap stay allocated for good, and its blocks and chunks are given
+/// back only with the context's memory, when the context is deleted.
+///
 /// Thread safety: one thread at a time per client: no other call on the same client may run
 /// during the delete, except another delete of it (one wins, the other gets
 /// `INVALID_HANDLE`).
@@ -42,7 +48,7 @@ pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
 /// reuse (its `pinned_chunks`) is given back to the context first when the run would then
 /// take it.
 ///
-/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`,
 /// `QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS` (committing a chunk failed). On error `*out` is
 /// left alone, and nothing changes, with three exceptions: a call refused for lack of room
 /// (`QUOTA_EXCEEDED`, `OUT_OF_MEMORY`, `OS`) may first have taken in the blocks freed with
@@ -81,7 +87,7 @@ pub unsafe extern "C" fn memvisor_alloc_aligned(
         let layout = Layout::from_size_align(size, align).map_err(|_| Status::TooLarge)?;
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;
-        let p = live.client.alloc(layout)?;
+        let p = live.run(|c| c.alloc(layout))?;
         // SAFETY: checked not null; the caller's promise.
         unsafe { out.write_unaligned(p.as_ptr().cast()) };
         Ok(())
@@ -90,7 +96,7 @@ pub unsafe extern "C" fn memvisor_alloc_aligned(
 
 /// Allocates `size` bytes aligned to 16 (`MEMVISOR_MIN_ALIGN`); as `memvisor_alloc_aligned`.
 ///
-/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `TOO_LARGE`, `QUOTA_EXCEEDED`,
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `TOO_LARGE`, `QUOTA_EXCEEDED`,
 /// `OUT_OF_MEMORY`, `OS`. On error `*out` is left alone; what else a refusal for lack of
 /// room may do is as for `memvisor_alloc_aligned`.
 ///
@@ -113,7 +119,7 @@ pub unsafe extern "C" fn memvisor_alloc(
 /// the caller's to read). A foreign, interior or already freed address is refused and nothing
 /// changes.
 ///
-/// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+/// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER` (outside the
 /// context), `NOT_OWNED` (in memory this client does not hold: another client's, or no
 /// client's), `NOT_A_BLOCK` (not the start of a live block of this client).
 ///
@@ -134,9 +140,11 @@ pub unsafe extern "C" fn memvisor_client_free(
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Status::NullPointer)?;
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;
-        // SAFETY: the caller's promise: a freed block is not used again; other addresses are
-        // only looked up in the side tables.
-        let bytes = unsafe { live.client.free(ptr) }?;
+        let bytes = live.run(|c| {
+            // SAFETY: the caller's promise: a freed block is not used again; other addresses
+            // are only looked up in the side tables.
+            unsafe { c.free(ptr) }
+        })?;
         // SAFETY: the caller's promise.
         unsafe { write_freed_size(size, ptr, bytes) };
         Ok(())
@@ -162,7 +170,7 @@ pub(crate) unsafe fn write_freed_size(size: *mut usize, block: NonNull<u8>, byte
 /// Whether `ptr` is the start of a live block of this client: `*out` is 1 if so, else 0
 /// (any address may be asked about; none is read).
 ///
-/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`.
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `POISONED`.
 ///
 /// Thread safety: one thread at a time per client.
 ///
@@ -181,7 +189,7 @@ pub unsafe extern "C" fn memvisor_client_owns(
         }
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;
-        let owns = live.client.owns(ptr.cast());
+        let owns = live.run(|c| c.owns(ptr.cast()));
         // SAFETY: checked not null; the caller's promise.
         unsafe { out.write_unaligned(owns) };
         Ok(())
@@ -190,7 +198,7 @@ pub unsafe extern "C" fn memvisor_client_owns(
 
 /// The size of the live block of this client at `ptr` (its requested size rounded up).
 ///
-/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER`,
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER`,
 /// `NOT_OWNED`, `NOT_A_BLOCK`.
 ///
 /// Thread safety: one thread at a time per client.
@@ -210,7 +218,7 @@ pub unsafe extern "C" fn memvisor_size_of(
         }
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;
-        let size = live.client.size_of(ptr.cast())?;
+        let size = live.run(|c| c.size_of(ptr.cast()))?;
         // SAFETY: checked not null; the caller's promise.
         unsafe { out.write_unaligned(size) };
         Ok(())
@@ -222,7 +230,7 @@ pub unsafe extern "C" fn memvisor_size_of(
 /// allocator and every chunk left without a live block to the context. Live blocks are not
 /// touched.
 ///
-/// Errors: `INVALID_HANDLE`.
+/// Errors: `INVALID_HANDLE`, `POISONED`.
 ///
 /// Thread safety: one thread at a time per client.
 ///
@@ -234,7 +242,7 @@ pub unsafe extern "C" fn memvisor_client_trim(client: Client) -> Status {
     guard(|| {
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;
-        live.client.trim();
+        live.run(memvisor_arena::Client::trim);
         Ok(())
     })
 }
@@ -245,7 +253,7 @@ pub unsafe extern "C" fn memvisor_client_trim(client: Client) -> Status {
 /// comes back as the bytes filled.
 ///
 /// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
-/// written), `INVALID_HANDLE`.
+/// written), `INVALID_HANDLE`, `POISONED`.
 ///
 /// Thread safety: one thread at a time per client.
 ///
@@ -264,7 +272,7 @@ pub unsafe extern "C" fn memvisor_client_get_stats(
         }
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;
-        let stats = ClientStats::from_client(&live.client.stats(), live.client.quota().limit());
+        let stats = live.run(|c| ClientStats::from_client(&c.stats(), c.quota().limit()));
         // SAFETY: the caller's promise.
         unsafe { write_sized(out, stats) }
     })

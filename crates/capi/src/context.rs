@@ -155,6 +155,10 @@ pub unsafe extern "C" fn memvisor_context_create_reserved(
 /// Errors: `INVALID_HANDLE`, `CONTEXT_BUSY` (live clients, or a call on the context running
 /// on another thread; nothing changes).
 ///
+/// A poisoned context (one whose calls answer `POISONED`) is deleted like any other once its
+/// clients are deleted: a caller's block is the caller's again, a reservation is released
+/// and the side tables are freed, none of it by reading the state the panic interrupted.
+///
 /// Thread safety: any thread; calls on the context racing with its deletion are refused with
 /// `INVALID_HANDLE` or make the deletion fail with `CONTEXT_BUSY`.
 #[unsafe(no_mangle)]
@@ -164,7 +168,7 @@ pub extern "C" fn memvisor_context_delete(context: Context) -> Status {
 
 /// The `MEMVISOR_FLAG_*` bits the context took on.
 ///
-/// Errors: `NULL_POINTER`, `INVALID_HANDLE`.
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`.
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -192,7 +196,7 @@ pub unsafe extern "C" fn memvisor_context_accepted_flags(
 /// as the bytes filled.
 ///
 /// Errors: `NULL_POINTER`, `STRUCT_SIZE` (a size no version of the structure has; nothing is
-/// written), `INVALID_HANDLE`.
+/// written), `INVALID_HANDLE`, `POISONED`.
 ///
 /// Thread safety: any thread, any time; with clients working on other threads the figures
 /// are a moment's snapshot, not a consistent set.
@@ -223,7 +227,7 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
 /// counts its bytes as used.
 /// A foreign, interior or already freed address is refused and nothing changes.
 ///
-/// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside the
+/// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER` (outside the
 /// context), `NOT_OWNED` (in memory no client holds), `NOT_A_BLOCK` (not the start of a live
 /// block: interior or already freed), `OS` (the chunk's remote-free bits,
 /// made at the first such free in a chunk, could not be allocated).
@@ -271,8 +275,8 @@ pub unsafe extern "C" fn memvisor_free(
 /// The client whose live block starts at `ptr`, written to `*out`. On another thread than
 /// that client's, the answer is a snapshot the client may change at once.
 ///
-/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `FOREIGN_POINTER` (outside
-/// the context), `NOT_A_BLOCK` (no client has a live block starting there).
+/// Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER`
+/// (outside the context), `NOT_A_BLOCK` (no client has a live block starting there).
 ///
 /// Thread safety: any thread, any time.
 ///
@@ -309,7 +313,7 @@ pub unsafe extern "C" fn memvisor_context_owner(
 /// empty slabs, its empty chunk) at its next free or allocation that misses its caches;
 /// `memvisor_client_trim` does it at once for one client.
 ///
-/// Errors: `INVALID_HANDLE`.
+/// Errors: `INVALID_HANDLE`, `POISONED`.
 ///
 /// Thread safety: any thread, any time.
 #[unsafe(no_mangle)]
@@ -323,7 +327,7 @@ pub extern "C" fn memvisor_context_trim(context: Context) -> Status {
 /// Makes a client of the context that may hold at most `quota` bytes of live blocks
 /// (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 ///
-/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `LIMIT_REACHED` (the context has 2^30 live
+/// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `LIMIT_REACHED` (the context has 2^30 live
 /// clients, however many threads make clients at once, until one is deleted; or no client
 /// identifier or handle is left: a context gives out 2^32 - 2 client identifiers over its
 /// life, never the same twice, so once they are spent it makes no more clients, whatever is

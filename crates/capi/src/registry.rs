@@ -21,7 +21,7 @@
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use memvisor_arena::{Arena, Client as ArenaClient};
@@ -30,8 +30,12 @@ use crate::ranges::Ranges;
 use crate::status::Status;
 use crate::table::{Kind, Slot, Table};
 
-/// The users count's bit that says the context is being deleted.
+/// The users count's bit that says the context is being deleted (with no user counted
+/// beside it) or is poisoned (with one more than its users counted beside it).
 const LOCKED: u64 = 1 << 31;
+/// The bits of a slot's state below [`LOCKED`]: the users count (plus one while the context
+/// is poisoned).
+const USERS: u64 = LOCKED - 1;
 /// The most live clients a context may have. Its users count is those clients plus clients
 /// being deleted and calls in flight (at most one of each per thread), so it stays far below
 /// [`LOCKED`].
@@ -126,11 +130,33 @@ pub(crate) struct Live {
     pub(crate) shared: *const Shared,
 }
 
+impl Live {
+    /// Runs `f` on the arena's client; if it unwinds, its context is poisoned first. Costs
+    /// nothing unless it unwinds.
+    #[inline(always)]
+    pub(crate) fn run<R>(&self, f: impl FnOnce(&ArenaClient<'static>) -> R) -> R {
+        // Holds the client only: its context is found from it on the unwind path alone.
+        struct Armed<'a>(&'a Live);
+        impl Drop for Armed<'_> {
+            fn drop(&mut self) {
+                // SAFETY: the client holds a user count of its context, so `shared` is alive.
+                poison(self.0.home, unsafe { &*self.0.shared });
+            }
+        }
+        let armed = Armed(self);
+        let result = f(&self.client);
+        std::mem::forget(armed);
+        result
+    }
+}
+
 /// A client slot.
 #[derive(Debug, Default)]
 pub(crate) struct ClientSlot {
     /// The client while the slot is live.
     live: UnsafeCell<Option<Live>>,
+    /// Whether its context is poisoned (set by [`poison`], cleared when the slot is taken).
+    poisoned: AtomicBool,
 }
 
 // SAFETY: a client slot's cell is written only by `take` (before the slot's generation is
@@ -162,14 +188,73 @@ impl Pinned {
 
 impl Drop for Pinned {
     fn drop(&mut self) {
+        // A call that unwinds may have left the arena half-changed: nothing reaches it again.
+        if std::thread::panicking() {
+            poison(self.slot, self.shared);
+        }
         self.slot.state.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Marks the context of `slot` poisoned, and every live client of it, so that no later call
+/// reaches its arena: a call on it or on one of its clients panicked, maybe half-way
+/// through a change of the arena's state.
+///
+/// The caller holds a user count of the context (a pin or a live client), so the slot counts
+/// for it and is not locked for deleting: [`LOCKED`] set there means poisoned. Must not be
+/// called with `shared.handles` held.
+fn poison(slot: &ContextSlot, shared: &Shared) {
+    let mut state = slot.state.load(Ordering::Relaxed);
+    // The extra count keeps the users bits non-zero while poisoned, so that a poisoned
+    // context is told from one being deleted (`LOCKED` with no user).
+    while state & LOCKED == 0 {
+        match slot.state.compare_exchange_weak(
+            state,
+            state + LOCKED + 1,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => break,
+            Err(now) => state = now,
+        }
+    }
+    // Under the lock that `create_client_in` holds from its check of the state to publishing
+    // its client: a client made before is marked here, one made after sees the state.
+    let handles = shared
+        .handles
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for &handle in handles.values() {
+        // A client being deleted (retired, its entry not yet removed) is passed over.
+        if let Some(client) = CLIENTS.get(handle) {
+            client.value().poisoned.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether the context of `slot`, of which the caller holds a user count, is poisoned.
+fn poisoned(slot: &ContextSlot) -> bool {
+    slot.state.load(Ordering::Acquire) & LOCKED != 0
+}
+
+/// Poisons a context when dropped: armed around arena calls, and forgotten when they return,
+/// so that only an unwind drops it.
+struct PoisonOnUnwind<'a> {
+    slot: &'a ContextSlot,
+    shared: &'a Shared,
+}
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        poison(self.slot, self.shared);
     }
 }
 
 /// Pins the context of `handle`.
 ///
 /// # Errors
-/// [`Status::InvalidHandle`] if it is not live (or being deleted).
+/// [`Status::InvalidHandle`] if it is not live (or being deleted), [`Status::Poisoned`] if
+/// it is poisoned.
 pub(crate) fn pin(handle: u64) -> Result<Pinned, Status> {
     let slot = CONTEXTS.get(handle).ok_or(Status::InvalidHandle)?.value();
     pin_at(slot, handle)
@@ -179,14 +264,16 @@ pub(crate) fn pin(handle: u64) -> Result<Pinned, Status> {
 /// before the context was deleted and the slot given to another).
 ///
 /// # Errors
-/// [`Status::InvalidHandle`] if the slot's context is not the handle's (or is being deleted).
+/// [`Status::InvalidHandle`] if the slot's context is not the handle's (or is being deleted),
+/// [`Status::Poisoned`] if it is poisoned.
 fn pin_at(slot: &'static ContextSlot, handle: u64) -> Result<Pinned, Status> {
     let mut state = slot.state.load(Ordering::Relaxed);
     loop {
-        // Only the handle's own context is counted: once it is deleted, or locked for
-        // deleting, the count is left alone (the slot may already count for another context).
+        // Only the handle's own context is counted: once it is deleted, locked for deleting
+        // or poisoned, the count is left alone (the slot may already count for another
+        // context). The poison is read from the word the pin reads anyway.
         if unused(state) != unused(handle) || state & LOCKED != 0 {
-            return Err(Status::InvalidHandle);
+            return Err(refusal(state, handle));
         }
         match slot.state.compare_exchange_weak(
             state,
@@ -204,6 +291,16 @@ fn pin_at(slot: &'static ContextSlot, handle: u64) -> Result<Pinned, Status> {
     // before the state that names its generation (`Release`, read above with `Acquire`).
     let shared: &'static Shared = unsafe { &*shared };
     Ok(Pinned { slot, shared })
+}
+
+/// Why a slot in state `state` is refused to a call with `handle`.
+#[cold]
+fn refusal(state: u64, handle: u64) -> Status {
+    if unused(state) == unused(handle) && state & LOCKED != 0 && state & USERS != 0 {
+        Status::Poisoned
+    } else {
+        Status::InvalidHandle
+    }
 }
 
 /// `value` on the heap, as a raw pointer (freed with `Box::from_raw`), or `value` back if the
@@ -270,7 +367,9 @@ fn free_shared(shared: Shared) {
     }
 }
 
-/// Deletes the context of `handle` if nothing uses it.
+/// Deletes the context of `handle` if nothing uses it. A poisoned context is freed all the
+/// same: dropping an `Arena` runs none of its logic (it frees its tables and releases its
+/// reservation), so nothing reads the state a panic interrupted.
 ///
 /// # Errors
 /// [`Status::InvalidHandle`] if it is not live, [`Status::ContextBusy`] if it has live clients
@@ -282,10 +381,11 @@ pub(crate) fn delete_context(handle: u64) -> Result<(), Status> {
 /// [`delete_context`], with `free` freeing the context's state.
 fn delete_context_with(handle: u64, free: impl FnOnce(Shared)) -> Result<(), Status> {
     let slot = CONTEXTS.get(handle).ok_or(Status::InvalidHandle)?.value();
-    lock_for_delete(slot, handle)?;
+    let before = lock_for_delete(slot, handle)?;
     // Only the delete that locked the handle's generation retires it.
     if CONTEXTS.retire(handle).is_none() {
-        slot.state.store(unused(handle), Ordering::Release);
+        // Unlocked as it was found (a poisoned context stays poisoned).
+        slot.state.store(before, Ordering::Release);
         return Err(Status::Internal);
     }
     let shared = slot.shared.swap(std::ptr::null_mut(), Ordering::AcqRel);
@@ -319,18 +419,33 @@ impl Drop for ReleaseContextSlot {
 /// Locks `slot`, as a look-up found it for `handle` (maybe just before the context was
 /// deleted and the slot given to another), for deleting the handle's context.
 ///
+/// A poisoned context is locked from its poisoned state with no user (the extra count
+/// alone) to the same locked state, with no user, as any other. Returns the state it was
+/// locked from.
+///
 /// # Errors
 /// [`Status::ContextBusy`] if that context has users, [`Status::InvalidHandle`] if the slot
 /// counts for another context (or this one is being deleted).
-fn lock_for_delete(slot: &ContextSlot, handle: u64) -> Result<(), Status> {
+fn lock_for_delete(slot: &ContextSlot, handle: u64) -> Result<u64, Status> {
     let idle = unused(handle);
-    match slot
-        .state
-        .compare_exchange(idle, idle | LOCKED, Ordering::Acquire, Ordering::Relaxed)
-    {
-        Ok(_) => Ok(()),
-        Err(now) if unused(now) == idle && now & LOCKED == 0 => Err(Status::ContextBusy),
-        Err(_) => Err(Status::InvalidHandle),
+    let mut expected = idle;
+    loop {
+        match slot.state.compare_exchange(
+            expected,
+            idle | LOCKED,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(before) => return Ok(before),
+            Err(now) if unused(now) != idle => return Err(Status::InvalidHandle),
+            Err(now) if now & LOCKED == 0 => return Err(Status::ContextBusy),
+            // Being deleted by another call.
+            Err(now) if now & USERS == 0 => return Err(Status::InvalidHandle),
+            // Poisoned, with no user but the extra count: tried again from there (users
+            // only leave a poisoned context).
+            Err(now) if now & USERS == 1 => expected = now,
+            Err(_) => return Err(Status::ContextBusy),
+        }
     }
 }
 
@@ -362,6 +477,11 @@ fn create_client_in(
     if u64::try_from(handles.len()).map_or(true, |live| live >= max_clients) {
         return Err(Status::LimitReached);
     }
+    // A context poisoned since it was pinned makes no client; one poisoned from here on
+    // waits for the lock, and marks this client with the others.
+    if poisoned(pinned.slot) {
+        return Err(Status::Poisoned);
+    }
     // Room for the client's entry first, so that publishing it cannot fail; the lock keeps
     // any other client of the context from taking that room.
     handles.try_reserve(1).map_err(|_| Status::Os)?;
@@ -373,6 +493,8 @@ fn create_client_in(
         id = client.id();
         // The client's own user count, taken before it is published.
         pinned.slot.state.fetch_add(1, Ordering::Relaxed);
+        // The slot's mark from a client of a poisoned context before it.
+        slot.value().poisoned.store(false, Ordering::Relaxed);
         // SAFETY: the slot is not live (its generation is even), so no call reads its cell, and
         // the table's lock keeps other takers out.
         unsafe {
@@ -401,7 +523,8 @@ pub(crate) fn handle_of(shared: &Shared, id: u32) -> Option<u64> {
 /// The live client of `handle`.
 ///
 /// # Errors
-/// [`Status::InvalidHandle`] if it is not live.
+/// [`Status::InvalidHandle`] if it is not live, [`Status::Poisoned`] if its context is
+/// poisoned.
 ///
 /// # Safety
 /// No other thread may use the same client (delete it, or call any client function on it)
@@ -409,6 +532,10 @@ pub(crate) fn handle_of(shared: &Shared, id: u32) -> Option<u64> {
 #[inline]
 pub(crate) unsafe fn client<'a>(handle: u64) -> Result<&'a Live, Status> {
     let slot = CLIENTS.get(handle).ok_or(Status::InvalidHandle)?;
+    // The one load the poison costs a client's call, of the slot the look-up reads.
+    if slot.value().poisoned.load(Ordering::Relaxed) {
+        return Err(Status::Poisoned);
+    }
     // SAFETY: live slot; the caller's promise keeps writers away while the reference lives.
     unsafe { &*slot.value().live.get() }
         .as_ref()
@@ -433,7 +560,9 @@ pub(crate) unsafe fn delete_client(handle: u64) -> Result<(), Status> {
 /// However the drop ends, a panic included (which only a broken invariant of the arena can
 /// cause), the client is gone once it returns or unwinds: its user count of the context and
 /// its slot are given back then too, so a context is never left `CONTEXT_BUSY` by a client
-/// that no longer exists.
+/// that no longer exists. A drop that panics poisons the context (it may have left the
+/// arena half-changed). The client of a poisoned context is forgotten, not dropped: its
+/// drop would walk the arena's state a panic interrupted; its records stay allocated.
 ///
 /// # Safety
 /// As [`delete_client`].
@@ -457,6 +586,16 @@ unsafe fn delete_client_with(
     // The client's user count, given back once the client is dropped (after `guard`, which is
     // declared after it); also on an unwind, since the client is gone then too.
     let _count = UserCount(live.home);
+    if poisoned(live.home) {
+        std::mem::forget(live.client);
+        return Ok(());
+    }
+    // Poisons the context if the drop unwinds, before the count is given back (and after
+    // `guard`, so that `handles` can be locked).
+    let armed = PoisonOnUnwind {
+        slot: live.home,
+        shared,
+    };
     // Frees through the context that may have found one of its blocks finish first.
     let guard = shared
         .deleting
@@ -464,6 +603,7 @@ unsafe fn delete_client_with(
         .unwrap_or_else(PoisonError::into_inner);
     drop_client(live.client);
     drop(guard);
+    std::mem::forget(armed);
     Ok(())
 }
 
@@ -557,6 +697,8 @@ mod tests {
         drop(again);
     }
 
+    /// A client whose drop panics (a broken invariant of the arena) is gone all the same, and
+    /// poisons its context.
     #[test]
     fn client_whose_drop_panics_gives_its_context_back() {
         let ctx = create_context(arena()).unwrap();
@@ -574,12 +716,11 @@ mod tests {
         assert!(deleted.is_err());
         // SAFETY: as above.
         assert_eq!(unsafe { delete_client(client) }, Err(Status::InvalidHandle));
-        // The client is gone: its context is not left busy, and takes clients again.
-        let again = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
-        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
-        // SAFETY: as above.
-        unsafe { delete_client(again) }.unwrap();
+        // The drop may have left the arena half-changed: the context is poisoned, but the
+        // client is gone, so its context is not left busy.
+        assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
         assert_eq!(delete_context(ctx), Ok(()));
+        assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
     }
 
     /// A context whose state panics while it is freed (a broken invariant of the arena) is
@@ -747,6 +888,339 @@ mod tests {
         }
         for other in made {
             delete_context(other).unwrap();
+        }
+    }
+
+    /// A context call that panics while the context is pinned (a broken invariant of the
+    /// arena) leaves its context poisoned: every later call on it or on its clients answers
+    /// `POISONED` without reaching the arena, deleting a client forgets its arena client
+    /// instead of running its drop over the interrupted state, and the context, once its
+    /// clients are deleted, is deleted and its handle refused as any deleted one.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a poisoned context's clients are forgotten on purpose, which Miri reports as a leak"
+    )]
+    fn context_whose_call_panics_refuses_later_calls_until_deleted() {
+        let ctx = create_context(arena()).unwrap();
+        let cl = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        let panicked = std::panic::catch_unwind(|| {
+            let _pinned = pin(ctx).unwrap();
+            panic!("broken invariant in a context call")
+        });
+        assert!(panicked.is_err());
+        assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
+        // SAFETY: no other thread uses the client.
+        assert_eq!(unsafe { client(cl) }.err(), Some(Status::Poisoned));
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        // The client's drop is not run over the interrupted state: the arena still counts it.
+        let shared = CONTEXTS
+            .get(ctx)
+            .unwrap()
+            .value()
+            .shared
+            .load(Ordering::Acquire);
+        // SAFETY: as above.
+        let deleted =
+            unsafe { delete_client_with(cl, |_| panic!("a poisoned context's client is dropped")) };
+        assert_eq!(deleted, Ok(()));
+        // SAFETY: the context is not deleted yet; its arena is only read.
+        assert_eq!(unsafe { &*shared }.arena.stats().clients, 1);
+        // SAFETY: as above.
+        assert_eq!(unsafe { client(cl) }.err(), Some(Status::InvalidHandle));
+        assert_eq!(delete_context(ctx), Ok(()));
+        assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
+        assert_eq!(delete_context(ctx), Err(Status::InvalidHandle));
+    }
+
+    /// A panic in a client's call poisons its context and every client of it, whichever
+    /// thread uses them; the functions a C caller calls answer `POISONED`, except the
+    /// deletes, which succeed in order (clients, then the context).
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a poisoned context's clients are forgotten on purpose, which Miri reports as a leak"
+    )]
+    fn client_whose_call_panics_poisons_its_context_and_its_other_clients() {
+        use crate::types::{Client, ClientStats, Context, ContextStats};
+        let ctx = create_context(arena()).unwrap();
+        let a = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        let b = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        let (context, ca, cb) = (Context { id: ctx }, Client { id: a }, Client { id: b });
+        let mut p = std::ptr::null_mut();
+        // SAFETY: `p` is writable; no other thread uses the client.
+        assert_eq!(unsafe { crate::memvisor_alloc(cb, 64, &mut p) }, Status::Ok);
+        let panicked = std::panic::catch_unwind(|| {
+            // SAFETY: no other thread uses the client.
+            let live = unsafe { client(a) }.unwrap();
+            live.run(|c| {
+                let _ = c.quota();
+                panic!("broken invariant in an allocation")
+            })
+        });
+        assert!(panicked.is_err());
+        let mut q = std::ptr::null_mut();
+        let mut size = 0_usize;
+        let mut owns = false;
+        let mut flags = 0_u32;
+        let mut owner = Client { id: 0 };
+        let mut made = Client { id: 0 };
+        let mut cstats = ClientStats {
+            size: size_of::<ClientStats>(),
+            ..ClientStats::default()
+        };
+        let mut xstats = ContextStats {
+            size: size_of::<ContextStats>(),
+            ..ContextStats::default()
+        };
+        // SAFETY: every output is writable; no other thread uses the clients; `p` is only
+        // looked up.
+        let answers = unsafe {
+            [
+                crate::memvisor_alloc(ca, 64, &mut q),
+                crate::memvisor_alloc(cb, 64, &mut q),
+                crate::memvisor_alloc_aligned(cb, 64, 64, &mut q),
+                crate::memvisor_client_free(cb, p, &mut size),
+                crate::memvisor_client_owns(cb, p, &mut owns),
+                crate::memvisor_size_of(cb, p, &mut size),
+                crate::memvisor_client_trim(cb),
+                crate::memvisor_client_get_stats(cb, &mut cstats),
+                crate::memvisor_free(context, p, &mut size),
+                crate::memvisor_context_owner(context, p, &mut owner),
+                crate::memvisor_context_trim(context),
+                crate::memvisor_context_accepted_flags(context, &mut flags),
+                crate::memvisor_context_get_stats(context, &mut xstats),
+                crate::memvisor_client_create(context, 0, &mut made),
+            ]
+        };
+        assert_eq!(answers, [Status::Poisoned; 14]);
+        // Nothing was written.
+        assert!(q.is_null());
+        assert_eq!((size, owns, flags, owner.id, made.id), (0, false, 0, 0, 0));
+        assert_eq!(crate::memvisor_context_delete(context), Status::ContextBusy);
+        assert_eq!(crate::memvisor_client_delete(ca), Status::Ok);
+        assert_eq!(crate::memvisor_client_delete(cb), Status::Ok);
+        assert_eq!(crate::memvisor_client_delete(cb), Status::InvalidHandle);
+        // SAFETY: as above.
+        let trimmed = unsafe { crate::memvisor_client_trim(cb) };
+        assert_eq!(trimmed, Status::InvalidHandle);
+        assert_eq!(crate::memvisor_context_delete(context), Status::Ok);
+        assert_eq!(crate::memvisor_context_trim(context), Status::InvalidHandle);
+        assert_eq!(
+            crate::memvisor_context_delete(context),
+            Status::InvalidHandle
+        );
+    }
+
+    /// A call in flight on a context when another call on it panics holds it: the delete is
+    /// `CONTEXT_BUSY` until that call is out, then succeeds; the slot the context had serves
+    /// the next context unpoisoned, and a client slot a poisoned client had serves the next
+    /// client unpoisoned.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a poisoned context's clients are forgotten on purpose, which Miri reports as a leak"
+    )]
+    fn poisoned_context_deleted_once_calls_in_flight_are_out_and_its_slots_serve_again() {
+        let ctx = create_context(arena()).unwrap();
+        let slot = CONTEXTS.get(ctx).unwrap().value();
+        let cl = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        let in_flight = pin(ctx).unwrap();
+        let panicked = std::panic::catch_unwind(|| {
+            let _pinned = pin(ctx).unwrap();
+            panic!("broken invariant in a context call")
+        });
+        assert!(panicked.is_err());
+        assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
+        // SAFETY: no other thread uses the client.
+        unsafe { delete_client(cl) }.unwrap();
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
+        drop(in_flight);
+        assert_eq!(delete_context(ctx), Ok(()));
+        assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
+        assert_eq!(pin_at(slot, ctx).err(), Some(Status::InvalidHandle));
+        let successor = context_in(slot);
+        let pinned = pin(successor).unwrap();
+        // Clients made until one lands in the poisoned client's slot (tests running beside
+        // this one may take it first).
+        let index = |handle: u64| handle & u64::from(u32::MAX);
+        let mut others = Vec::new();
+        let reused = loop {
+            let made = create_client(&pinned, Quota::UNLIMITED).unwrap();
+            if index(made) == index(cl) {
+                break made;
+            }
+            others.push(made);
+            assert!(others.len() < 1000, "the client slot is never reused");
+        };
+        // SAFETY: no other thread uses the client.
+        let live = unsafe { client(reused) }.unwrap();
+        let block = live
+            .run(|c| c.alloc(std::alloc::Layout::new::<u64>()))
+            .unwrap();
+        // SAFETY: as above; the block is this client's and not used again.
+        assert!(live.run(|c| unsafe { c.free(block) }).is_ok());
+        for made in others.into_iter().chain([reused]) {
+            // SAFETY: as above.
+            unsafe { delete_client(made) }.unwrap();
+        }
+        drop(pinned);
+        delete_context(successor).unwrap();
+    }
+
+    /// Pins racing a context call that panics and a delete of the context, with no client
+    /// (so that nothing is forgotten, and Miri checks it too): a pin succeeds only before the
+    /// panicking call has returned, and reads a live context then; afterwards it is refused
+    /// with `POISONED` until the delete succeeds, and with `INVALID_HANDLE` after.
+    #[test]
+    fn pins_racing_a_panicking_call_and_a_delete_never_reach_a_freed_context() {
+        let threads = if cfg!(miri) { 2 } else { 4 };
+        let ctx = create_context(arena()).unwrap();
+        let panicked = AtomicBool::new(false);
+        let deleted = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        let (after, gone) = (
+                            panicked.load(Ordering::Acquire),
+                            deleted.load(Ordering::Acquire),
+                        );
+                        match pin(ctx) {
+                            Ok(pinned) => {
+                                assert!(!after, "pinned after the panic");
+                                assert_eq!(pinned.shared().arena.chunk_count(), 4);
+                            }
+                            Err(Status::Poisoned) => assert!(!gone, "poisoned after the delete"),
+                            Err(Status::InvalidHandle) => {
+                                let after = panicked.load(Ordering::Acquire);
+                                assert!(after, "refused before the panic");
+                                break;
+                            }
+                            Err(other) => panic!("{other:?}"),
+                        }
+                        std::thread::yield_now();
+                    }
+                });
+            }
+            scope.spawn(|| {
+                std::thread::yield_now();
+                let hit = std::panic::catch_unwind(|| {
+                    let _pinned = pin(ctx).unwrap();
+                    panic!("broken invariant in a context call")
+                });
+                assert!(hit.is_err());
+                panicked.store(true, Ordering::Release);
+                loop {
+                    match delete_context(ctx) {
+                        Ok(()) => break,
+                        Err(Status::ContextBusy) => std::thread::yield_now(),
+                        Err(other) => panic!("{other:?}"),
+                    }
+                }
+                deleted.store(true, Ordering::Release);
+            });
+        });
+        assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
+    }
+
+    /// Calls racing a call that panics, on the same context and on other clients of it,
+    /// from other threads: each answers as if before the panic (`OK`) or `POISONED`, and
+    /// every call that starts after the panicking call has returned is `POISONED`. A delete
+    /// of the context racing them is `CONTEXT_BUSY` until the last client is deleted and the
+    /// last call is out, then succeeds; later calls are `INVALID_HANDLE`.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a poisoned context's clients are forgotten on purpose, which Miri reports as a leak"
+    )]
+    fn calls_racing_a_panicking_call_answer_ok_or_poisoned() {
+        let threads = if cfg!(miri) { 2 } else { 4 };
+        let rounds = if cfg!(miri) { 2 } else { 50 };
+        for _ in 0..rounds {
+            let ctx = create_context(arena()).unwrap();
+            let clients: Vec<u64> = (0..threads)
+                .map(|_| create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap())
+                .collect();
+            let panicker = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+            let panicked = AtomicBool::new(false);
+            let wrong = Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for &cl in &clients {
+                    let (panicked, wrong) = (&panicked, &wrong);
+                    scope.spawn(move || {
+                        loop {
+                            let after = panicked.load(Ordering::Acquire);
+                            let context = crate::types::Context { id: ctx };
+                            let mut flags = 0;
+                            // SAFETY: `flags` is writable.
+                            let on_context = unsafe {
+                                crate::memvisor_context_accepted_flags(context, &mut flags)
+                            };
+                            let mut p = std::ptr::null_mut();
+                            let client = crate::types::Client { id: cl };
+                            // SAFETY: only this thread uses the client.
+                            let on_client = unsafe { crate::memvisor_alloc(client, 32, &mut p) };
+                            // What was allocated is freed, so that the context never fills.
+                            let freed = if on_client == Status::Ok {
+                                // SAFETY: as above; `p` is the client's live block.
+                                unsafe {
+                                    crate::memvisor_client_free(client, p, std::ptr::null_mut())
+                                }
+                            } else {
+                                Status::Poisoned
+                            };
+                            for answer in [on_context, on_client, freed] {
+                                let fits =
+                                    answer == Status::Poisoned || (!after && answer == Status::Ok);
+                                let mut wrong = wrong.lock().unwrap();
+                                if !fits && wrong.len() < 10 {
+                                    wrong.push((after, answer));
+                                }
+                            }
+                            if after {
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                        assert_eq!(
+                            crate::memvisor_client_delete(crate::types::Client { id: cl }),
+                            Status::Ok
+                        );
+                    });
+                }
+                scope.spawn(|| {
+                    std::thread::yield_now();
+                    let hit = std::panic::catch_unwind(|| {
+                        // SAFETY: only this thread uses the client.
+                        unsafe { client(panicker) }
+                            .unwrap()
+                            .run(|_| panic!("broken invariant in an allocation"))
+                    });
+                    assert!(hit.is_err());
+                    panicked.store(true, Ordering::Release);
+                    assert_eq!(
+                        crate::memvisor_client_delete(crate::types::Client { id: panicker }),
+                        Status::Ok
+                    );
+                });
+                scope.spawn(|| {
+                    loop {
+                        match delete_context(ctx) {
+                            Ok(()) => break,
+                            Err(Status::ContextBusy) => std::thread::yield_now(),
+                            Err(other) => panic!("{other:?}"),
+                        }
+                    }
+                });
+            });
+            assert_eq!(*wrong.lock().unwrap(), []);
+            assert_eq!(pin(ctx).err(), Some(Status::InvalidHandle));
+            for cl in clients {
+                // SAFETY: no other thread uses the client.
+                assert_eq!(unsafe { client(cl) }.err(), Some(Status::InvalidHandle));
+            }
         }
     }
 

@@ -61,17 +61,24 @@ pub enum Status {
     /// memory for a context's side tables (about 2% of its length) was refused.
     Os = 16,
     /// An internal error: a broken invariant was caught (a Rust panic) or an unexpected
-    /// failure occurred. The objects the call touched should not be used again.
+    /// failure occurred. A panic during a call on a context or one of its clients poisons
+    /// that context: later calls on it and on its clients answer `POISONED`.
     Internal = 17,
     /// The memory block given to `memvisor_context_create` overlaps the memory of a live
     /// context (a caller's block, or the reservation of `memvisor_context_create_reserved`),
     /// a block allocated from one included: contexts do not nest. Nothing is made.
     BlockInUse = 18,
+    /// The context (of this client) is poisoned: an earlier call on it or on one of its
+    /// clients was cut short by an internal error (`INTERNAL`) and may have left its state
+    /// half-changed, so nothing reaches that state again. Only deleting works: delete its
+    /// clients, then the context. Its memory is given back when the context is deleted; the
+    /// records of its clients are not.
+    Poisoned = 19,
 }
 
 impl Status {
     /// Every code, in order.
-    pub(crate) const ALL: [Self; 19] = [
+    pub(crate) const ALL: [Self; 20] = [
         Self::Ok,
         Self::NullPointer,
         Self::InvalidHandle,
@@ -91,6 +98,7 @@ impl Status {
         Self::Os,
         Self::Internal,
         Self::BlockInUse,
+        Self::Poisoned,
     ];
 
     /// The code as C sees it.
@@ -134,6 +142,9 @@ impl Status {
             Self::Os => "the operating system refused a memory operation\0",
             Self::Internal => "internal error (a broken invariant was caught)\0",
             Self::BlockInUse => "the memory block overlaps the memory of a live context\0",
+            Self::Poisoned => {
+                "the context is poisoned by an earlier internal error; only deleting works\0"
+            }
         }
     }
 
@@ -210,7 +221,7 @@ mod tests {
             assert_eq!(Status::from_code(s.code()), Some(*s));
         }
         assert_eq!(Status::from_code(-1), None);
-        assert_eq!(Status::from_code(19), None);
+        assert_eq!(Status::from_code(20), None);
     }
 
     #[test]

@@ -30,7 +30,7 @@ static memvisor_context context_over(size_t len, size_t chunk, uint32_t flags, v
 static void test_library(void) {
     const char *v = memvisor_version();
     CHECK(v != NULL && v[0] >= '0' && v[0] <= '9');
-    for (int code = MEMVISOR_STATUS_OK; code <= MEMVISOR_STATUS_BLOCK_IN_USE; code++) {
+    for (int code = MEMVISOR_STATUS_OK; code <= MEMVISOR_STATUS_POISONED; code++) {
         const char *m = memvisor_status_message(code);
         CHECK(m != NULL && m[0] != '\0');
         CHECK(strcmp(m, "unknown status code") != 0);
@@ -39,7 +39,7 @@ static void test_library(void) {
         }
     }
     CHECK(strcmp(memvisor_status_message(-1), "unknown status code") == 0);
-    CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_BLOCK_IN_USE + 1), "unknown status code") == 0);
+    CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_POISONED + 1), "unknown status code") == 0);
     CHECK(strcmp(memvisor_status_message(MEMVISOR_STATUS_OK), "success") == 0);
 
     uint32_t all = MEMVISOR_FLAG_ZERO | MEMVISOR_FLAG_DECOMMIT | MEMVISOR_FLAG_GUARD |
