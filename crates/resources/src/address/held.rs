@@ -8,7 +8,7 @@
 //! every value below `start`). A run's last value is therefore read from the next node
 //! (`next.start - next.gap - 1`), or, for the last run, from [`HeldRuns::last_end`].
 
-use super::tree::{NIL, Search, Tree};
+use super::tree::{Located, NIL, Search, Tree};
 use crate::error::Result;
 
 /// Sorted runs `lo..=hi` that neither overlap nor touch: O(log r) lookup, insertion (with
@@ -19,6 +19,20 @@ pub(crate) struct HeldRuns {
     tree: Tree,
     /// Last value of the last run (0 when there is none).
     last_end: u64,
+}
+
+/// What [`HeldRuns::find`] found for a value: the run that holds it, if any, and the path the
+/// lookup took, so that [`HeldRuns::cut_found`] changes the index without a second descent.
+pub(crate) struct Found {
+    at: Located,
+    run: Option<(u64, u64)>,
+}
+
+impl Found {
+    /// The run `lo..=hi` that holds the value looked up, if any.
+    pub(crate) fn run(&self) -> Option<(u64, u64)> {
+        self.run
+    }
 }
 
 impl HeldRuns {
@@ -74,6 +88,32 @@ impl HeldRuns {
             let start = self.tree.node(around.succ).start;
             (start, self.end_before(self.tree.around(start).succ))
         })
+    }
+
+    /// The run that holds `v`, if any, with the path to it: one descent, O(log r).
+    pub(crate) fn find(&self, v: u64) -> Found {
+        let at = self.tree.locate(v);
+        let run = (at.around.pred != NIL)
+            .then(|| {
+                (
+                    self.tree.node(at.around.pred).start,
+                    self.end_before(at.around.succ),
+                )
+            })
+            .filter(|&(_, end)| v <= end);
+        Found { at, run }
+    }
+
+    /// Removes the value `v` from the run that holds it, which `found` found: `found` must be
+    /// the last [`find`](Self::find) of `v`, with no change to the runs since (making room
+    /// with [`reserve_insert`](Self::reserve_insert) moves no node), and have found a run.
+    /// Shrinking the run from either end or removing it costs no descent beyond the one
+    /// [`find`](Self::find) made, but removing a node's own; splitting it adds a run, which
+    /// needs the room [`reserve_insert`](Self::reserve_insert) made. O(log r).
+    pub(crate) fn cut_found(&mut self, found: &Found, v: u64) {
+        debug_assert!(found.run.is_some_and(|(lo, hi)| lo <= v && v <= hi));
+        // One value inside one run: whatever the case, no other run is touched.
+        self.cut_located(&found.at, v, v);
     }
 
     /// Whether a run holds `v`: O(log r).
@@ -137,41 +177,46 @@ impl HeldRuns {
     pub(crate) fn cut(&mut self, lo: u64, hi: u64) {
         // Runs are disjoint and sorted, so the last one starting at or before `hi` overlaps the
         // range exactly when it ends at or after `lo`, and when it does not, no run does.
-        loop {
-            let at = self.tree.locate(hi);
-            let around = at.around;
-            if around.pred == NIL {
-                return;
+        while self.cut_located(&self.tree.locate(hi), lo, hi) {}
+    }
+
+    /// One step of [`cut`](Self::cut): `at` is a [`locate`](Tree::locate) of `hi` with no
+    /// change since; the run it finds starting at or before `hi` loses its part in `lo..=hi`.
+    /// Returns whether a run starting below that one may still overlap `lo..=hi`.
+    fn cut_located(&mut self, at: &Located, lo: u64, hi: u64) -> bool {
+        let around = at.around;
+        if around.pred == NIL {
+            return false;
+        }
+        let n = self.tree.node(around.pred);
+        let end = self.end_before(around.succ);
+        if end < lo {
+            return false;
+        }
+        let next = (around.succ != NIL).then(|| self.tree.node(around.succ));
+        match (n.start < lo, end > hi) {
+            (true, true) => {
+                // Split: the high part is a new node after the `hi - lo + 1` values cut;
+                // the gap after the run is unchanged.
+                self.tree.insert(hi + 1, hi - lo + 1);
+                false
             }
-            let n = self.tree.node(around.pred);
-            let end = self.end_before(around.succ);
-            if end < lo {
-                return;
+            (true, false) => {
+                // The run now ends at `lo - 1`; runs below end before its start.
+                match next {
+                    Some(s) => self.tree.set_at(at, false, s.start, s.gap + (end - lo + 1)),
+                    None => self.last_end = lo - 1,
+                }
+                false
             }
-            let next = (around.succ != NIL).then(|| self.tree.node(around.succ));
-            match (n.start < lo, end > hi) {
-                (true, true) => {
-                    // Split: the high part is a new node after the `hi - lo + 1` values cut;
-                    // the gap after the run is unchanged.
-                    self.tree.insert(hi + 1, hi - lo + 1);
-                    return;
-                }
-                (true, false) => {
-                    // The run now ends at `lo - 1`; runs below end before its start.
-                    match next {
-                        Some(s) => self
-                            .tree
-                            .set_at(&at, false, s.start, s.gap + (end - lo + 1)),
-                        None => self.last_end = lo - 1,
-                    }
-                    return;
-                }
-                // The run now starts past `hi`, between its old start and its successor's.
-                (false, true) => {
-                    self.tree
-                        .set_at(&at, true, hi + 1, n.gap + (hi + 1 - n.start));
-                }
-                (false, false) => match next {
+            // The run now starts past `hi`, between its old start and its successor's.
+            (false, true) => {
+                self.tree
+                    .set_at(at, true, hi + 1, n.gap + (hi + 1 - n.start));
+                n.start > lo
+            }
+            (false, false) => {
+                match next {
                     // The run goes: its values and the gap before it join the next gap.
                     Some(s) => {
                         let gap = s.gap + n.gap + (end - n.start + 1);
@@ -186,7 +231,8 @@ impl HeldRuns {
                         };
                         self.tree.remove(n.start, None);
                     }
-                },
+                }
+                n.start > lo
             }
         }
     }
@@ -267,3 +313,69 @@ impl PartialEq for HeldRuns {
 }
 
 impl Eq for HeldRuns {}
+
+#[cfg(test)]
+mod tests {
+    use super::HeldRuns;
+    use crate::test_rng::xorshift;
+
+    /// The values set in `set`, as sorted runs that neither overlap nor touch.
+    fn runs_of(set: &[bool]) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (v, _) in set.iter().enumerate().filter(|&(_, &b)| b) {
+            let v = v as u64;
+            match out.last_mut() {
+                Some((_, hi)) if *hi + 1 == v => *hi = v,
+                _ => out.push((v, v)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn cut_and_cut_found_match_a_set_of_values() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        let size = 300usize;
+        let mut pick = |below: usize| usize::try_from(next() % below as u64).unwrap();
+        for _ in 0..if cfg!(miri) { 2 } else { 40 } {
+            let (mut held, mut set) = (HeldRuns::new(), vec![false; size]);
+            for _ in 0..400 {
+                let lo = pick(size);
+                let len = pick(12);
+                let hi = (lo + len).min(size - 1);
+                match pick(3) {
+                    // Insert `lo..=hi` where it overlaps nothing: its free part up to the first
+                    // held value.
+                    0 => {
+                        if let Some(hi) = (lo..=hi).take_while(|&v| !set[v]).last() {
+                            held.reserve_insert().unwrap();
+                            held.insert(lo as u64, hi as u64);
+                            set[lo..=hi].fill(true);
+                        }
+                    }
+                    // Cut any range: across several runs and the gaps between them.
+                    1 => {
+                        held.reserve_insert().unwrap();
+                        held.cut(lo as u64, hi as u64);
+                        set[lo..=hi].fill(false);
+                    }
+                    // Cut one value through `find`.
+                    _ => {
+                        let found = held.find(lo as u64);
+                        let expect = runs_of(&set)
+                            .into_iter()
+                            .find(|&(a, b)| a <= lo as u64 && lo as u64 <= b);
+                        assert_eq!(found.run(), expect);
+                        if expect.is_some() {
+                            held.reserve_insert().unwrap();
+                            held.cut_found(&found, lo as u64);
+                            set[lo] = false;
+                        }
+                    }
+                }
+                assert_eq!(held.check(), Ok(()));
+                assert_eq!(held.iter().collect::<Vec<_>>(), runs_of(&set));
+            }
+        }
+    }
+}
