@@ -271,3 +271,52 @@ fn vhost_user_devices_need_shared_memory() {
         assert_planned(&config("", device));
     }
 }
+
+#[test]
+fn vhost_user_disk_or_net_behind_the_iommu_is_refused() {
+    for key in ["disks", "net"] {
+        let device = |iommu: bool| {
+            format!(r#""{key}": [{{"vhost_user": true, "vhost_socket": "/s", "iommu": {iommu}}}],"#)
+        };
+        assert_planned(&config(SHARED, &device(false)));
+        assert_refused(
+            &config(SHARED, &device(true)),
+            &format!("{key}[0].iommu"),
+            &["vhost-user", "IOMMU"],
+        );
+        // One that is no vhost-user device may be behind it.
+        assert_planned(&config(
+            "",
+            &format!(r#""{key}": [{{"vhost_user": false, "iommu": true}}],"#),
+        ));
+    }
+}
+
+#[test]
+fn fields_a_section_does_not_have_are_ignored_even_twice() {
+    // `vhost_user` is a field of `disks` and `net` entries alone, and a rate limit group has
+    // no `iommu`: elsewhere they are unknown fields, which Cloud Hypervisor ignores.
+    for json in [
+        config(
+            "",
+            r#""pmem": [{"file": "/f", "vhost_user": true, "vhost_user": 1}],"#,
+        ),
+        config("", r#""rng": {"vhost_user": 1, "vhost_user": null},"#),
+        config(
+            "",
+            r#""rate_limit_groups": [{"id": "g", "iommu": true, "iommu": 7,
+                "rate_limiter_config": {"ops": {"size": 1, "refill_time": 1}}}],"#,
+        ),
+    ] {
+        assert_planned(&json);
+    }
+    // In a `disks` entry it is read, and given twice it is refused.
+    assert_refused(
+        &config(
+            SHARED,
+            r#""disks": [{"vhost_user": true, "vhost_user": true}],"#,
+        ),
+        "disks[0]",
+        &["vhost_user"],
+    );
+}

@@ -110,19 +110,26 @@ impl ChObject for PlatformObject {
     const WHAT: &'static str = "a platform object";
 }
 
-/// An entry of `rate_limit_groups`: its `id` is read (`iommu` is read as in the device
-/// sections, and no other field).
+/// An entry of `rate_limit_groups`: its `id` is read, and no other field (Cloud Hypervisor's
+/// `RateLimiterGroupConfig` has no `iommu`: there it is an unknown field, ignored).
 struct GroupObject;
 impl ChObject for GroupObject {
-    const KEYS: &'static [&'static str] = &["id", "iommu"];
+    const KEYS: &'static [&'static str] = &["id"];
     const WHAT: &'static str = "a device object";
 }
 
 /// An object of a device section: the fields of Cloud Hypervisor's `PciDeviceCommonConfig`
-/// (`id`, `iommu`, `pci_segment`, `pci_device_id`) are read, and `vhost_user` in `disks` and
-/// `net` (its other fields are not).
+/// (`id`, `iommu`, `pci_segment`, `pci_device_id`) are read (its other fields are not).
 struct DeviceObject;
 impl ChObject for DeviceObject {
+    const KEYS: &'static [&'static str] = &["id", "iommu", "pci_segment", "pci_device_id"];
+    const WHAT: &'static str = "a device object";
+}
+
+/// An entry of `disks` or `net`: the fields of [`DeviceObject`] and `vhost_user`, which only
+/// their types have (elsewhere it is an unknown field, ignored).
+struct VhostDeviceObject;
+impl ChObject for VhostDeviceObject {
     const KEYS: &'static [&'static str] =
         &["id", "iommu", "pci_segment", "pci_device_id", "vhost_user"];
     const WHAT: &'static str = "a device object";
@@ -273,8 +280,9 @@ const NO_IOMMU_SECTIONS: &[&str] = &["fs", "generic_vhost_user", "user_devices"]
 /// when given, is kept, and [`DEVICE_FLAGS`]. The `iommu` flag's virtio-iommu device is
 /// there too when the platform's `iommu_segments` are given (`iommu_segments`) or a device of
 /// [`IOMMU_SECTIONS`] says `iommu: true`. Each device's `pci_segment` (0, the only segment),
-/// `pci_device_id` (1 to 31, each given once) and `iommu` ([`NO_IOMMU_SECTIONS`] none, and
-/// every device when segment 0 is an IOMMU segment, `iommu_segment0`) are checked as Cloud
+/// `pci_device_id` (1 to 31, each given once) and `iommu` ([`NO_IOMMU_SECTIONS`] none, nor a
+/// `disks` or `net` entry with `vhost_user: true`, and every device when segment 0 is an IOMMU
+/// segment, `iommu_segment0`) are checked as Cloud
 /// Hypervisor checks them; the first refusal is kept, with those of the ids.
 fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Result<Devices> {
     let mut pci = vec![("virtio-rng", 1)];
@@ -406,6 +414,20 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
         } else {
             None
         };
+        // `DiskConfig::validate` and `NetConfig::validate`, after the common checks: a
+        // vhost-user device cannot be behind the IOMMU (`vhost_user` is read in `disks` and
+        // `net` alone, and is `false` elsewhere).
+        let vhost_user = o.flag("vhost_user", false)?;
+        let problem = problem.or_else(|| {
+            (on && vhost_user).then(|| {
+                (
+                    "iommu",
+                    "Cloud Hypervisor puts no vhost-user device behind its IOMMU (it refuses \
+                     `iommu: true` with `vhost_user: true`)"
+                        .to_owned(),
+                )
+            })
+        });
         if let Some((field, problem)) = problem
             && refused.is_none()
         {
@@ -506,9 +528,13 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
                 keep_id(&o, key, false)?;
                 continue;
             }
-            let o = Object::read::<DeviceObject>(vm.src, raw, path.clone())?;
+            let o = if matches!(key, "disks" | "net") {
+                Object::read::<VhostDeviceObject>(vm.src, raw, path.clone())?
+            } else {
+                Object::read::<DeviceObject>(vm.src, raw, path.clone())?
+            };
             keep_id(&o, key, true)?;
-            if matches!(key, "disks" | "net") && o.flag("vhost_user", false)? {
+            if o.flag("vhost_user", false)? {
                 needs_shared.get_or_insert_with(|| {
                     let raw = o.raw("vhost_user");
                     let span = raw.map_or_else(|| o.span.clone(), |raw| span_of(o.src, raw));
@@ -1178,7 +1204,8 @@ fn pci_segments(vm: &Object<'_>) -> Result<()> {
 /// refuses an id given twice, and so is a device id given twice or starting with `__`, and,
 /// without zones, a device id `mem0` with a virtio-mem hotplug area, whose device takes that
 /// id. Each device's `pci_segment` must be 0 and its `pci_device_id` 1 to 31, given to one
-/// device only; `fs`, `generic_vhost_user` and `user_devices` take no `iommu: true`; with
+/// device only; `fs`, `generic_vhost_user` and `user_devices` take no `iommu: true`, nor does
+/// a `disks` or `net` entry with `vhost_user: true`; with
 /// segment 0 in `platform.iommu_segments` every device (the default `rng` and `console` too)
 /// needs `iommu: true`; vhost-user devices (`fs`, `generic_vhost_user`, a `disks` or `net`
 /// entry with `vhost_user: true`) and vfio-user ones (`user_devices`) need shared memory
