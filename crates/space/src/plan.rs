@@ -57,11 +57,12 @@ pub struct PlanRequest {
     pub hotplug: Option<HotplugRequest>,
     /// x86-64: at most this much boot RAM below the 32-bit hole
     /// ([`LayoutBuilder::low_ram_limit`](crate::LayoutBuilder::low_ram_limit)). The plan
-    /// takes any limit, 0 included (then its memory map lists no RAM below 4 GiB at all), but
-    /// a Linux guest needs usable RAM below 1 MiB (its real-mode trampoline, which starts the
-    /// other CPUs, is allocated there) and its boot parameters in RAM below 4 GiB: a VMM that
-    /// boots Linux keeps the limit at least at the start of the
-    /// [`LEGACY_HOLE`](crate::LEGACY_HOLE).
+    /// takes any multiple of the guest page, 0 included (then its memory map lists no RAM below
+    /// 4 GiB at all); another limit, and any limit on AArch64, is refused
+    /// ([`Error::InvalidLayout`] at [`PlanItem::Memory`]). But a Linux guest needs usable RAM
+    /// below 1 MiB (its real-mode trampoline, which starts the other CPUs, is allocated there)
+    /// and its boot parameters in RAM below 4 GiB: a VMM that boots Linux keeps the limit at
+    /// least at the start of the [`LEGACY_HOLE`](crate::LEGACY_HOLE).
     pub low_ram_limit: Option<u64>,
     /// The alignment of the RAM window above the fixed ones and of the hotplug and DAX
     /// windows ([`LayoutBuilder::window_align`](crate::LayoutBuilder::window_align)); `None`

@@ -65,8 +65,15 @@ fn simple_op() -> impl Strategy<Value = Op> {
         Just(4 * GIB),
         Just(5 * GIB - 0x1000),
     ];
-    // Ports near the legacy devices and the end of the port space.
-    let port = prop_oneof![Just(0x2f8u64), Just(0x3f8), Just(0xfff0)];
+    // Ports near the legacy devices, around the PIT's and the ELCR's (which KVM answers in the
+    // kernel, held from the start) and the end of the port space.
+    let port = prop_oneof![
+        Just(0x2f8u64),
+        Just(0x3f8),
+        Just(0x38),
+        Just(0x4c8),
+        Just(0xfff0)
+    ];
     prop_oneof![
         (kind(), 1u64..64, 0u32..6).prop_map(|(k, pages, a)| Op::Place(k, pages << 12, a)),
         (edge.clone(), 0u64..8, 1u64..64).prop_map(|(e, o, p)| Op::Take(e + (o << 12), p << 12)),
