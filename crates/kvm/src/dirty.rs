@@ -522,8 +522,11 @@ impl MemorySlots {
     /// a fetch gave them or logging was turned off since), and nothing after them. What is
     /// still owed when KVM takes the slot back is given by the first fetch after that. A
     /// migration is therefore never told a page is clean that the guest wrote since the fetch
-    /// before. A slot KVM keeps after refusing to delete it when undoing a refused insertion
-    /// is no region of the space, and gives no log ([`Error::NotRegistered`]).
+    /// before; what the VMM writes there meanwhile (through the address space: a device
+    /// model's DMA, or the VMM completing a vCPU's MMIO exit at the region by writing it) is
+    /// the VMM's to mark in `bitmap`, as for any region. A slot KVM keeps after refusing to delete
+    /// it when undoing a refused insertion is no region of the space, and gives no log
+    /// ([`Error::NotRegistered`]).
     ///
     /// # Errors
     /// [`Error::NotRegistered`] if no region of the space starts there that is registered with

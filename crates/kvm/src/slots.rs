@@ -234,8 +234,10 @@ enum Op {
 /// a process the descriptor was passed to) every call fails with `EIO`, so attaching a space
 /// with a slot fails with [`Error::SetMemoryRegion`], every change of the space that reaches
 /// KVM is refused (a removal too, which keeps the region and its slot), the dirty-log methods
-/// fail and change nothing, and dropping the slots keeps their regions mapped for the life of
-/// the process.
+/// fail and change nothing (except on a region out of sync, see
+/// [`out_of_sync`](Self::out_of_sync), for which KVM has a slot in no process: they answer
+/// from its record there too, which only that process's copy of the slots holds), and
+/// dropping the slots keeps their regions mapped for the life of the process.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -395,11 +397,18 @@ impl MemorySlots {
     /// takes it back, and on the log KVM dropped with the slot, which is owed: the next fetch
     /// (now, or once KVM took the slot back) gives every page of the region if the slot logged
     /// at its deletion and logging was not turned off since, and later fetches while it is
-    /// out of sync give nothing (no guest write reaches its memory while KVM has no slot for
-    /// it). It stays here until the address space removes it (inserting it again then makes
-    /// it a slot again, with fresh flags and nothing owed) or a removal of it that a listener
-    /// after this one refuses is undone by inserting it again, which KVM takes (with the flags
-    /// set meanwhile, and what is still owed).
+    /// out of sync give nothing (no vCPU of this VM writes its memory while KVM has no slot
+    /// for it). The VMM's own writes to it through the address space (a device model's DMA,
+    /// or the VMM completing a vCPU's MMIO exit there by writing the region) are never in
+    /// KVM's log, here as for any region: the VMM marks them in the bitmap it passes to
+    /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into) (or tracks them in the region).
+    /// A guest of another VM the address space is attached to writes it through that VM's
+    /// slot, whose log (that VM's [`MemorySlots`]) holds those writes. It stays here until the
+    /// address space removes it (inserting it again then makes it a slot again, with fresh
+    /// flags and nothing owed: the removal that goes through drops what it owed, as KVM drops a
+    /// slot's log with the slot, so fetch its log first when removing it to mend it) or a
+    /// removal of it that a listener after this one refuses is undone by inserting it again,
+    /// which KVM takes (with the flags set meanwhile, and what is still owed).
     #[must_use]
     pub fn out_of_sync(&self) -> Vec<(u32, u64, u64)> {
         let mut state = self.shared.lock();

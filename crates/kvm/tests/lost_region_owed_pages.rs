@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
-use memvisor_kvm::{Error, MemorySlots};
+use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::{AddressSpace, Region};
 use support::real_mode::{DATA, DATA_SIZE, guest, run_to_hlt, vm};
 use support::removal::{Answer, during_removal};
@@ -198,5 +198,116 @@ fn logging_turned_off_while_out_of_sync_drops_what_is_owed_and_is_off_when_mende
     assert_eq!(fetched(&slots), []);
     drop(slots);
     drop(vm);
+    drop(memory);
+}
+
+#[test]
+fn vmm_writes_to_a_region_out_of_sync_come_back_only_through_the_bitmap_marking_them() {
+    let test = "vmm_writes_to_a_region_out_of_sync";
+    let Some(kvm) = kvm_or_skip(test) else {
+        return;
+    };
+    let Some(vm) = vm(&kvm, false, test) else {
+        return;
+    };
+    let (space, slots, mut vcpu) = guest(&vm);
+    let memory = backed(0, DATA_SIZE);
+    run_to_hlt(&mut vcpu);
+    lose(&vm, &space, &slots, &memory);
+    // The VMM writes the region through the space's mapping (as a device model's DMA does, or
+    // the VMM completing a vCPU's MMIO exit there) and marks what it wrote.
+    let vmm_write = |page_index: u64| {
+        let addr = GuestAddress(DATA + page_index * page());
+        space.memory().write_obj(0x5a5a_u64, addr).unwrap();
+        let mut bitmap = DirtyBitmap::new(GuestAddress(DATA), DATA_SIZE, page()).unwrap();
+        bitmap.mark(addr, 8);
+        (addr, bitmap)
+    };
+    // The first fetch gives what the removal owes (every page) on top of the VMM's marks.
+    let (_, mut first) = vmm_write(3);
+    slots.fetch_dirty_log_into(&mut first).unwrap();
+    assert_eq!(first.dirty_pages().collect::<Vec<_>>(), every_page());
+    // After it, exactly the VMM's page: KVM's log never holds the VMM's writes, and the
+    // marks are kept.
+    let (addr, mut second) = vmm_write(5);
+    slots.fetch_dirty_log_into(&mut second).unwrap();
+    assert_eq!(second.dirty_pages().collect::<Vec<_>>(), [addr]);
+    assert_eq!(fetched(&slots), []);
+    // Not logging: refused as KVM refuses, and the VMM's marks are as they were.
+    slots.set_dirty_logging(GuestAddress(DATA), false).unwrap();
+    let (addr, mut third) = vmm_write(6);
+    let err = slots.fetch_dirty_log_into(&mut third).unwrap_err();
+    assert!(matches!(err, Error::DirtyLog { slot: 1, .. }), "{err:?}");
+    assert_eq!(third.dirty_pages().collect::<Vec<_>>(), [addr]);
+    // SAFETY: deleting a slot refers to no memory.
+    unsafe { foreign(&vm, None) };
+    drop(slots);
+    drop(vm);
+    drop(memory);
+}
+
+/// A real-mode vCPU of `vm` at the start of the program [`guest`] loaded.
+fn second_vcpu(vm: &VmFd) -> kvm_ioctls::VcpuFd {
+    let vcpu = vm.create_vcpu(0).unwrap();
+    let mut sregs = vcpu.get_sregs().unwrap();
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    sregs.ds.base = 0;
+    sregs.ds.selector = 0;
+    vcpu.set_sregs(&sregs).unwrap();
+    let mut regs = vcpu.get_regs().unwrap();
+    regs.rip = support::real_mode::CODE;
+    regs.rflags = 2;
+    vcpu.set_regs(&regs).unwrap();
+    vcpu
+}
+
+#[test]
+fn region_out_of_sync_in_one_vm_is_logged_by_the_other_vm_of_its_space() {
+    let test = "region_out_of_sync_in_one_vm_is_logged_by_the_other";
+    let Some(kvm) = kvm_or_skip(test) else {
+        return;
+    };
+    let (Some(vm), Some(other)) = (vm(&kvm, false, test), vm(&kvm, false, test)) else {
+        return;
+    };
+    let (space, slots, _) = guest(&vm);
+    let other_slots = MemorySlots::attach(Arc::clone(&other), &space).unwrap();
+    other_slots
+        .set_dirty_logging(GuestAddress(DATA), true)
+        .unwrap();
+    let mut vcpu = second_vcpu(&other);
+    let memory = backed(0, DATA_SIZE);
+    // The removal is refused after memory of the later listener went over the range in the
+    // first VM only: the second VM takes its slot back, the first does not.
+    lose(&vm, &space, &slots, &memory);
+    assert_eq!(other_slots.out_of_sync(), []);
+    let other_fetch = || -> Vec<GuestAddress> {
+        other_slots
+            .fetch_dirty_log(GuestAddress(DATA))
+            .unwrap()
+            .dirty_pages()
+            .collect()
+    };
+    // Each VM owes every page once (KVM dropped both logs with the slots).
+    assert_eq!(fetched(&slots), every_page());
+    assert_eq!(other_fetch(), every_page());
+    // The second VM's guest writes the region's memory (0x9000, then 0xa000): its own slots
+    // log it; the first VM's guest wrote nothing there, and its log says so.
+    for at in [0x9000, 0xa000] {
+        run_to_hlt(&mut vcpu);
+        let mut byte = [0u8];
+        space
+            .memory()
+            .read_slice(&mut byte, GuestAddress(at))
+            .unwrap();
+        assert_eq!(byte, [1]);
+        assert_eq!(other_fetch(), [GuestAddress(at)]);
+        assert_eq!(fetched(&slots), []);
+    }
+    // SAFETY: deleting a slot refers to no memory.
+    unsafe { foreign(&vm, None) };
+    drop((slots, other_slots));
+    drop((vm, other));
     drop(memory);
 }
