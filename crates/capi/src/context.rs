@@ -181,9 +181,9 @@ pub unsafe extern "C" fn memvisor_context_accepted_flags(
 ) -> Status {
     guard(|| {
         check_out(out)?;
-        let pinned = registry::pin(context.id)?;
+        let flags = registry::pin(context.id)?.run(|shared| shared.arena.accepted_flags());
         // SAFETY: checked not null; the caller's promise.
-        unsafe { out.write_unaligned(pinned.shared().arena.accepted_flags().bits()) };
+        unsafe { out.write_unaligned(flags.bits()) };
         Ok(())
     })
 }
@@ -211,9 +211,10 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
 ) -> Status {
     guard(|| {
         check_out(out)?;
-        let pinned = registry::pin(context.id)?;
-        let arena = &pinned.shared().arena;
-        let stats = ContextStats::from_arena(&arena.stats(), arena);
+        let stats = registry::pin(context.id)?.run(|shared| {
+            let arena = &shared.arena;
+            ContextStats::from_arena(&arena.stats(), arena)
+        });
         // SAFETY: the caller's promise.
         unsafe { write_sized(out, stats) }
     })
@@ -254,9 +255,7 @@ pub unsafe extern "C" fn memvisor_free(
 ) -> Status {
     guard(|| {
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Status::NullPointer)?;
-        let pinned = registry::pin(context.id)?;
-        let shared = pinned.shared();
-        let bytes = {
+        let bytes = registry::pin(context.id)?.run(|shared| {
             let _alive = shared
                 .deleting
                 .read()
@@ -264,8 +263,8 @@ pub unsafe extern "C" fn memvisor_free(
             // SAFETY: the caller's promise (the block is not used again, its allocation is
             // ordered before this call and no free of it by its client races with it); no
             // client is dropped while `_alive` is held, so the block's client outlives the call.
-            unsafe { shared.arena.free(ptr) }?
-        };
+            unsafe { shared.arena.free(ptr) }
+        })?;
         // SAFETY: the caller's promise.
         unsafe { write_freed_size(size, ptr, bytes) };
         Ok(())
@@ -293,16 +292,16 @@ pub unsafe extern "C" fn memvisor_context_owner(
         if ptr.is_null() {
             return Err(Status::NullPointer);
         }
-        let pinned = registry::pin(context.id)?;
-        let shared = pinned.shared();
-        if !shared.arena.contains(ptr.cast()) {
-            return Err(Status::ForeignPointer);
-        }
-        let id = shared
-            .arena
-            .owner_of(ptr.cast())
-            .and_then(|id| registry::handle_of(shared, id))
-            .ok_or(Status::NotABlock)?;
+        let id = registry::pin(context.id)?.run(|shared| {
+            if !shared.arena.contains(ptr.cast()) {
+                return Err(Status::ForeignPointer);
+            }
+            shared
+                .arena
+                .owner_of(ptr.cast())
+                .and_then(|id| registry::handle_of(shared, id))
+                .ok_or(Status::NotABlock)
+        })?;
         // SAFETY: checked not null; the caller's promise.
         unsafe { out.write_unaligned(Client { id }) };
         Ok(())
@@ -319,7 +318,7 @@ pub unsafe extern "C" fn memvisor_context_owner(
 #[unsafe(no_mangle)]
 pub extern "C" fn memvisor_context_trim(context: Context) -> Status {
     guard(|| {
-        registry::pin(context.id)?.shared().arena.trim();
+        registry::pin(context.id)?.run(|shared| shared.arena.trim());
         Ok(())
     })
 }
@@ -352,7 +351,7 @@ pub unsafe extern "C" fn memvisor_client_create(
         } else {
             Quota::bytes(quota)
         };
-        let id = registry::create_client(&pinned, quota)?;
+        let id = pinned.run(|_| registry::create_client(&pinned, quota))?;
         // SAFETY: checked not null; the caller's promise.
         unsafe { out.write_unaligned(Client { id }) };
         Ok(())
