@@ -272,7 +272,9 @@ extern "C" {
 // Deletes a client and frees every block it holds, whatever it leaked, in time proportional
 // to its chunks. Its blocks must not be used afterwards.
 //
-// Errors: `INVALID_HANDLE` (null, deleted or forged handle).
+// Errors: `INVALID_HANDLE` (null, deleted or forged handle); `INTERNAL` (an internal error
+// cut taking the client apart short: the client is gone all the same, its handle refused
+// afterwards, and its context poisoned).
 //
 // A client of a poisoned context (whose calls answer `POISONED`) is deleted without being
 // taken apart, since that would walk the state the panic interrupted: its handle is refused
@@ -470,7 +472,9 @@ memvisor_status memvisor_context_create_reserved(size_t len,
 // is released.
 //
 // Errors: `INVALID_HANDLE`, `CONTEXT_BUSY` (live clients, or a call on the context running
-// on another thread; nothing changes).
+// on another thread; nothing changes); `INTERNAL` (an internal error: found before the
+// context's memory is touched, it changes nothing; cutting the freeing of that memory short,
+// it leaves the context gone all the same and its handle refused afterwards).
 //
 // A poisoned context (one whose calls answer `POISONED`) is deleted like any other once its
 // clients are deleted: a caller's block is the caller's again, a reservation is released

@@ -18,7 +18,9 @@ use crate::types::{Client, ClientStats, MEMVISOR_MIN_ALIGN, write_sized};
 /// Deletes a client and frees every block it holds, whatever it leaked, in time proportional
 /// to its chunks. Its blocks must not be used afterwards.
 ///
-/// Errors: `INVALID_HANDLE` (null, deleted or forged handle).
+/// Errors: `INVALID_HANDLE` (null, deleted or forged handle); `INTERNAL` (an internal error
+/// cut taking the client apart short: the client is gone all the same, its handle refused
+/// afterwards, and its context poisoned).
 ///
 /// A client of a poisoned context (whose calls answer `POISONED`) is deleted without being
 /// taken apart, since that would walk the state the panic interrupted: its handle is refused

@@ -153,7 +153,9 @@ pub unsafe extern "C" fn memvisor_context_create_reserved(
 /// is released.
 ///
 /// Errors: `INVALID_HANDLE`, `CONTEXT_BUSY` (live clients, or a call on the context running
-/// on another thread; nothing changes).
+/// on another thread; nothing changes); `INTERNAL` (an internal error: found before the
+/// context's memory is touched, it changes nothing; cutting the freeing of that memory short,
+/// it leaves the context gone all the same and its handle refused afterwards).
 ///
 /// A poisoned context (one whose calls answer `POISONED`) is deleted like any other once its
 /// clients are deleted: a caller's block is the caller's again, a reservation is released
