@@ -9,6 +9,11 @@
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
+/// The mutex and condition variable of the call lock's `std` form (`Gate` in
+/// `reservation/serial.rs`): `std`'s, under loom too. `tests/loom_serial.rs` builds that file
+/// with loom's instead, to model the lock on its own.
+#[cfg(feature = "std")]
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};

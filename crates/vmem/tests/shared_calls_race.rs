@@ -218,7 +218,8 @@ fn bind_numa_beside_every_exclusive_call_sparse() {
 }
 
 /// Binds and prefaults share the lock with one another: a bind moving the pages that a
-/// prefault populates answers as either order does.
+/// prefault populates answers as either order does, and the pages read back what was
+/// written before (the touching fallback writes back what it read, moved or not).
 #[test]
 fn bind_numa_beside_prefaults() {
     let page = page_size();
@@ -228,6 +229,11 @@ fn bind_numa_beside_prefaults() {
     if r.bind_numa(0, len, NumaPolicy::Bind, &[0]).is_err() {
         eprintln!("the system refuses node 0 (no NUMA support), nothing to race");
         return;
+    }
+    let byte = |i: usize| u8::try_from(i % 251).unwrap();
+    for i in (0..len).step_by(page / 4) {
+        // SAFETY: committed read-write; no other thread runs yet.
+        unsafe { r.as_ptr().add(i).write(byte(i)) };
     }
     let rounds = if cfg!(miri) { 4 } else { 2_000 };
     std::thread::scope(|s| {
@@ -246,4 +252,8 @@ fn bind_numa_beside_prefaults() {
         assert_eq!(binder.join().unwrap(), None);
     });
     assert!(r.is_committed(0, len).unwrap());
+    for i in (0..len).step_by(page / 4) {
+        // SAFETY: committed read-write; the threads are done.
+        assert_eq!(unsafe { r.as_ptr().add(i).read() }, byte(i), "byte {i}");
+    }
 }
