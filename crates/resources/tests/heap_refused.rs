@@ -3,10 +3,7 @@
 //! 32-bit one, for a request past `isize::MAX`) would, and on a thread whose `REFUSE_AFTER` is
 //! set, every request after that many more.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fmt::Debug;
-use std::ptr;
 use std::rc::Rc;
 
 use memvisor_resources::{
@@ -14,64 +11,16 @@ use memvisor_resources::{
     IdSnapshot, Refused, Request,
 };
 
-struct Refusing;
+#[path = "common/refusing_heap.rs"]
+mod refusing_heap;
 
+use refusing_heap::{Refusing, refusing_after};
+
+/// Requests over this many bytes are always refused.
 const MAX_REQUEST: usize = 64 << 20;
 
-thread_local! {
-    /// Per thread, so that tests running beside each other are not refused.
-    static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-fn refused(size: usize) -> bool {
-    size > MAX_REQUEST
-        || REFUSE_AFTER
-            .try_with(|left| match left.get() {
-                Some(0) => true,
-                Some(n) => {
-                    left.set(Some(n - 1));
-                    false
-                }
-                None => false,
-            })
-            .unwrap_or(false)
-}
-
-/// `f`'s result with every heap request after the first `granted` refused.
-fn refusing_after<T>(granted: usize, f: impl FnOnce() -> T) -> T {
-    REFUSE_AFTER.with(|left| left.set(Some(granted)));
-    let out = f();
-    REFUSE_AFTER.with(|left| left.set(None));
-    out
-}
-
-// SAFETY: requests that are not refused are passed to `System` unchanged; refused ones get
-// null, which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for Refusing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if refused(layout.size()) {
-            return ptr::null_mut();
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if refused(new_size) {
-            return ptr::null_mut();
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Refusing = Refusing;
+static ALLOCATOR: Refusing = Refusing::up_to(MAX_REQUEST);
 
 #[test]
 fn allocate_many_result_the_heap_refuses_fails_and_changes_nothing() {

@@ -6,66 +6,16 @@
 //! `HeapRefused` and leaves the allocator as it was. Failed calls change nothing, and
 //! snapshots, clones and allocators that reach the same state by other calls are equal.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::ptr;
-
 use memvisor_resources::model::{IdModel, IdOp, apply_id};
 use memvisor_resources::{Error, Id, IdAllocator, IdLoadLimits, IdSnapshot};
 
-struct Refusing;
+#[path = "common/refusing_heap.rs"]
+mod refusing_heap;
 
-thread_local! {
-    static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-fn refused() -> bool {
-    REFUSE_AFTER
-        .try_with(|left| match left.get() {
-            Some(0) => true,
-            Some(n) => {
-                left.set(Some(n - 1));
-                false
-            }
-            None => false,
-        })
-        .unwrap_or(false)
-}
-
-// SAFETY: requests that are not refused are passed to `System` unchanged; refused ones get
-// null, which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for Refusing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if refused() {
-            return ptr::null_mut();
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if refused() {
-            return ptr::null_mut();
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use refusing_heap::{Refusing, refusing_after};
 
 #[global_allocator]
-static ALLOCATOR: Refusing = Refusing;
-
-fn refusing_after<T>(granted: usize, f: impl FnOnce() -> T) -> T {
-    REFUSE_AFTER.with(|left| left.set(Some(granted)));
-    let out = f();
-    REFUSE_AFTER.with(|left| left.set(None));
-    out
-}
+static ALLOCATOR: Refusing = Refusing::ON_DEMAND;
 
 fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
     s |= 1;

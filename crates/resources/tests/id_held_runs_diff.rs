@@ -6,57 +6,17 @@
 //! refused and leaves the clone as it was. Searches for a run as long as a gap, or one ID
 //! longer, check that the largest-gap bounds of the held runs stay right after each free.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::ptr;
 
 use memvisor_resources::{Error, IdAllocator};
 
-struct Refusing;
+#[path = "common/refusing_heap.rs"]
+mod refusing_heap;
 
-thread_local! {
-    static REFUSE: Cell<bool> = const { Cell::new(false) };
-}
-
-fn refused() -> bool {
-    REFUSE.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: requests that are not refused are passed to `System` unchanged; refused ones get
-// null, which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for Refusing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if refused() {
-            return ptr::null_mut();
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if refused() {
-            return ptr::null_mut();
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use refusing_heap::{Refusing, refusing};
 
 #[global_allocator]
-static ALLOCATOR: Refusing = Refusing;
-
-fn refusing<T>(f: impl FnOnce() -> T) -> T {
-    REFUSE.with(|r| r.set(true));
-    let out = f();
-    REFUSE.with(|r| r.set(false));
-    out
-}
+static ALLOCATOR: Refusing = Refusing::ON_DEMAND;
 
 fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
     s |= 1;
