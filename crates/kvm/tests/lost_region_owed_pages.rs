@@ -15,7 +15,7 @@ use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::{AddressSpace, Region};
-use support::real_mode::{DATA, DATA_SIZE, guest, run_to_hlt, vm};
+use support::real_mode::{DATA, DATA_SIZE, guest, in_both_modes, run_to_hlt, vm};
 use support::removal::{Answer, during_removal};
 use support::{backed, kvm_or_skip, page};
 use vm_memory::{Bytes, GuestAddress};
@@ -89,13 +89,7 @@ fn mend(vm: &VmFd, space: &AddressSpace, slots: &MemorySlots) {
 #[test]
 fn fetch_of_a_region_out_of_sync_gives_every_page_once_and_then_nothing() {
     let test = "fetch_of_a_region_out_of_sync_gives_every_page_once";
-    let Some(kvm) = kvm_or_skip(test) else {
-        return;
-    };
-    for manual in [false, true] {
-        let Some(vm) = vm(&kvm, manual, test) else {
-            continue;
-        };
+    in_both_modes(test, |vm, manual| {
         let (space, slots, mut vcpu) = guest(&vm);
         let memory = backed(0, DATA_SIZE);
         // The guest writes 0x9000, and no fetch follows before KVM deletes the slot.
@@ -132,19 +126,13 @@ fn fetch_of_a_region_out_of_sync_gives_every_page_once_and_then_nothing() {
         drop(slots);
         drop(vm);
         drop(memory);
-    }
+    });
 }
 
 #[test]
 fn region_mended_without_a_fetch_meanwhile_gives_every_page_in_its_next_fetch() {
     let test = "region_mended_without_a_fetch_meanwhile";
-    let Some(kvm) = kvm_or_skip(test) else {
-        return;
-    };
-    for manual in [false, true] {
-        let Some(vm) = vm(&kvm, manual, test) else {
-            continue;
-        };
+    in_both_modes(test, |vm, manual| {
         let (space, slots, mut vcpu) = guest(&vm);
         let memory = backed(0, DATA_SIZE);
         run_to_hlt(&mut vcpu);
@@ -168,7 +156,7 @@ fn region_mended_without_a_fetch_meanwhile_gives_every_page_in_its_next_fetch() 
         drop(slots);
         drop(vm);
         drop(memory);
-    }
+    });
 }
 
 #[test]

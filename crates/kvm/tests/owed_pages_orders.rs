@@ -15,9 +15,9 @@ use std::sync::Arc;
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{AddressSpace, ListenerError, RegionEvent, RegionListener};
-use support::real_mode::{DATA, DATA_SIZE, guest, run_to_hlt, vm};
+use support::backed;
+use support::real_mode::{DATA, DATA_SIZE, guest, in_both_modes, run_to_hlt};
 use support::removal::{Answer, during_removal};
-use support::{backed, kvm_or_skip};
 use vm_memory::GuestAddress;
 
 /// Another region, given slot 1 once [`DATA`] has left.
@@ -50,13 +50,7 @@ fn refused_removal(space: &AddressSpace) {
 #[test]
 fn a_removal_refused_twice_before_a_fetch_still_owes_every_page() {
     let test = "a_removal_refused_twice_before_a_fetch";
-    let Some(kvm) = kvm_or_skip(test) else {
-        return;
-    };
-    for manual in [false, true] {
-        let Some(vm) = vm(&kvm, manual, test) else {
-            continue;
-        };
+    in_both_modes(test, |vm, manual| {
         let (space, slots, mut vcpu) = guest(&vm);
         // A write, a removal refused with logging turned on again meanwhile, another write
         // into the slot that came back, and the same again: no fetch in between.
@@ -102,19 +96,13 @@ fn a_removal_refused_twice_before_a_fetch_still_owes_every_page() {
         if !manual {
             assert_eq!(fetched(&slots, DATA), [] as [u64; 0]);
         }
-    }
+    });
 }
 
 #[test]
 fn logging_turned_off_during_a_removal_and_on_again_logs_the_next_writes() {
     let test = "logging_turned_off_during_a_removal_and_on_again";
-    let Some(kvm) = kvm_or_skip(test) else {
-        return;
-    };
-    for manual in [false, true] {
-        let Some(vm) = vm(&kvm, manual, test) else {
-            continue;
-        };
+    in_both_modes(test, |vm, manual| {
         let (space, slots, mut vcpu) = guest(&vm);
         run_to_hlt(&mut vcpu);
         // Off drops the log (as KVM drops it with the flag), on again starts clean: the slot
@@ -146,19 +134,13 @@ fn logging_turned_off_during_a_removal_and_on_again_logs_the_next_writes() {
         run_to_hlt(&mut vcpu);
         let want: &[u64] = if manual { &[0xa000, 0xb000] } else { &[0xb000] };
         assert_eq!(fetched(&slots, DATA), want, "manual {manual}");
-    }
+    });
 }
 
 #[test]
 fn pages_owed_stay_with_their_region_not_its_slot_number() {
     let test = "pages_owed_stay_with_their_region";
-    let Some(kvm) = kvm_or_skip(test) else {
-        return;
-    };
-    for manual in [false, true] {
-        let Some(vm) = vm(&kvm, manual, test) else {
-            continue;
-        };
+    in_both_modes(test, |vm, manual| {
         let (space, slots, mut vcpu) = guest(&vm);
         run_to_hlt(&mut vcpu);
         // An undone removal owes every page; then the region leaves for good, unfetched.
@@ -200,5 +182,5 @@ fn pages_owed_stay_with_their_region_not_its_slot_number() {
         space.insert_region(data).unwrap();
         slots.set_dirty_logging(GuestAddress(DATA), true).unwrap();
         assert_eq!(fetched(&slots, DATA), [] as [u64; 0], "manual {manual}");
-    }
+    });
 }

@@ -16,7 +16,7 @@ use kvm_ioctls::VcpuExit;
 use memvisor_kvm::MemorySlots;
 use memvisor_space::{ListenerError, RegionEvent, RegionListener};
 use support::kvm_or_skip;
-use support::real_mode::{DATA, DATA_SIZE, guest, run_to_hlt, vm};
+use support::real_mode::{DATA, DATA_SIZE, guest, in_both_modes, run_to_hlt, vm};
 use support::removal::{Answer, during_removal};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -37,13 +37,7 @@ fn has(pages: &[GuestAddress], page: u64) -> bool {
 #[test]
 fn logging_turned_on_again_during_a_refused_removal_keeps_the_pages_it_owes() {
     let test = "logging_turned_on_again_during_a_refused_removal";
-    let Some(kvm) = kvm_or_skip(test) else {
-        return;
-    };
-    for manual in [false, true] {
-        let Some(vm) = vm(&kvm, manual, test) else {
-            continue;
-        };
+    in_both_modes(test, |vm, manual| {
         let (space, slots, mut vcpu) = guest(&vm);
         // The guest writes a page, and no fetch follows before KVM deletes the slot.
         run_to_hlt(&mut vcpu);
@@ -83,19 +77,13 @@ fn logging_turned_on_again_during_a_refused_removal_keeps_the_pages_it_owes() {
         );
         assert!(!removed);
         assert_eq!(fetched(&slots), [], "manual {manual}");
-    }
+    });
 }
 
 #[test]
 fn logging_turned_on_again_after_an_undone_removal_keeps_the_pages_it_owes() {
     let test = "logging_turned_on_again_after_an_undone_removal";
-    let Some(kvm) = kvm_or_skip(test) else {
-        return;
-    };
-    for manual in [false, true] {
-        let Some(vm) = vm(&kvm, manual, test) else {
-            continue;
-        };
+    in_both_modes(test, |vm, manual| {
         let (space, slots, mut vcpu) = guest(&vm);
         run_to_hlt(&mut vcpu);
         let refusing: Arc<dyn RegionListener> =
@@ -111,7 +99,7 @@ fn logging_turned_on_again_after_an_undone_removal_keeps_the_pages_it_owes() {
         if !manual {
             assert_eq!(fetched(&slots), []);
         }
-    }
+    });
 }
 
 #[test]

@@ -43,6 +43,20 @@ pub fn vm(kvm: &Kvm, manual: bool, test: &str) -> Option<Arc<VmFd>> {
     Some(vm)
 }
 
+/// Runs `body` on a VM in KVM's default mode, then on one with manual dirty-log protection
+/// turned on (`manual`), each skipped, said loudly, where the host does not offer it. The body
+/// owns its VM, so that it can drop it before memory a slot of it refers to.
+pub fn in_both_modes(test: &str, mut body: impl FnMut(Arc<VmFd>, bool)) {
+    let Some(kvm) = super::kvm_or_skip(test) else {
+        return;
+    };
+    for manual in [false, true] {
+        if let Some(vm) = vm(&kvm, manual, test) {
+            body(vm, manual);
+        }
+    }
+}
+
 /// The space of the two regions, the slots attached, logging on for [`DATA`], the program
 /// loaded, and a real-mode vCPU at its start.
 pub fn guest(vm: &Arc<VmFd>) -> (AddressSpace, MemorySlots, VcpuFd) {
