@@ -282,8 +282,12 @@ fn bad_ranges_are_refused_in_order_and_change_nothing() {
             for (offset, len, expected) in &cases {
                 let err = call(&mut r, *offset, *len).unwrap_err();
                 assert_eq!(&err, expected, "{name} {mode:?} {offset:#x} {len:#x}");
-                assert_eq!(snapshot(&r), before, "{name} {mode:?} {offset:#x} {len:#x}");
+                // Under Miri, which interprets every query of the snapshot, once per call.
+                if !cfg!(miri) {
+                    assert_eq!(snapshot(&r), before, "{name} {mode:?} {offset:#x} {len:#x}");
+                }
             }
+            assert_eq!(snapshot(&r), before, "{name} {mode:?}");
         }
     }
 }
