@@ -2,6 +2,11 @@
 //! the PCI MMCONFIG range in the plan's e820 map, address bits no host has, the ports and
 //! interrupts of KVM's in-kernel devices in every placer of an x86-64 layout, and the SRAT's
 //! hot-pluggable ranges over the whole hotplug window.
+//!
+//! Not run under Miri: the planner has no unsafe code, and Miri would spend a minute on these
+//! plans while checking nothing the native run does not.
+
+#![cfg(not(miri))]
 
 use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanItem, PlanRequest, plan};
 use memvisor_space::{
