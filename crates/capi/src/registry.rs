@@ -658,6 +658,17 @@ mod tests {
 
     use super::*;
 
+    /// Makes a call on the context of `ctx` panic in its work on the arena, as a broken
+    /// invariant would.
+    fn panic_in_a_call(ctx: u64) {
+        let panicked = std::panic::catch_unwind(|| {
+            pin(ctx)
+                .unwrap()
+                .run(|_| panic!("broken invariant in a context call"))
+        });
+        assert!(panicked.is_err());
+    }
+
     fn arena() -> Arena {
         let config = Config::new().with_chunk_size(64 << 10);
         Arena::new(Backing::heap(256 << 10, 4096).unwrap(), config).unwrap()
@@ -928,12 +939,7 @@ mod tests {
     fn context_whose_call_panics_refuses_later_calls_until_deleted() {
         let ctx = create_context(arena()).unwrap();
         let cl = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
-        let panicked = std::panic::catch_unwind(|| {
-            pin(ctx)
-                .unwrap()
-                .run(|_| panic!("broken invariant in a context call"))
-        });
-        assert!(panicked.is_err());
+        panic_in_a_call(ctx);
         assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
         // SAFETY: no other thread uses the client.
         assert_eq!(unsafe { client(cl) }.err(), Some(Status::Poisoned));
@@ -1051,12 +1057,7 @@ mod tests {
         let slot = CONTEXTS.get(ctx).unwrap().value();
         let cl = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
         let in_flight = pin(ctx).unwrap();
-        let panicked = std::panic::catch_unwind(|| {
-            pin(ctx)
-                .unwrap()
-                .run(|_| panic!("broken invariant in a context call"))
-        });
-        assert!(panicked.is_err());
+        panic_in_a_call(ctx);
         assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
         // SAFETY: no other thread uses the client.
         unsafe { delete_client(cl) }.unwrap();
@@ -1121,12 +1122,7 @@ mod tests {
             }
             scope.spawn(|| {
                 std::thread::yield_now();
-                let hit = std::panic::catch_unwind(|| {
-                    pin(ctx)
-                        .unwrap()
-                        .run(|_| panic!("broken invariant in a context call"))
-                });
-                assert!(hit.is_err());
+                panic_in_a_call(ctx);
                 panicked.store(true, Ordering::Release);
                 loop {
                     match delete_context(ctx) {
@@ -1226,12 +1222,7 @@ mod tests {
                 }
                 scope.spawn(|| {
                     std::thread::yield_now();
-                    let hit = std::panic::catch_unwind(|| {
-                        pin(ctx)
-                            .unwrap()
-                            .run(|_| panic!("broken invariant in a context call"))
-                    });
-                    assert!(hit.is_err());
+                    panic_in_a_call(ctx);
                     panicked.store(true, Ordering::Release);
                 });
             });
