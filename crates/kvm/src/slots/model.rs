@@ -458,8 +458,15 @@ impl RegionListener for LaterListener {
 /// Whether KVM holds guest memory at `addr`: a one-page slot of our own there is refused
 /// exactly when it overlaps a slot KVM has.
 pub(super) fn kvm_has(vm: &VmFd, probe: &Region, addr: u64) -> bool {
+    probe_refused(vm, probe, PROBE_SLOT, addr)
+}
+
+/// Whether KVM refuses `probe`'s memory as slot `slot` at `addr` (the slot is deleted again
+/// when KVM takes it): refused exactly when KVM has a slot of that number, or one overlapping
+/// `addr`.
+pub(super) fn probe_refused(vm: &VmFd, probe: &Region, slot: u32, addr: u64) -> bool {
     let mut mem = kvm_userspace_memory_region {
-        slot: PROBE_SLOT,
+        slot,
         flags: 0,
         guest_phys_addr: addr,
         memory_size: probe.size(),

@@ -124,22 +124,7 @@ fn kvm_has_slot(vm: &VmFd, slot: u32) -> bool {
     let probe = Region::back(RegionSpec::ram(GuestAddress(0), 0x1000))
         .unwrap()
         .0;
-    let mut mem = kvm_userspace_memory_region {
-        slot,
-        flags: 0,
-        guest_phys_addr: FAR,
-        memory_size: probe.size(),
-        userspace_addr: probe.host_ptr().unwrap() as u64,
-    };
-    // SAFETY: `probe`'s mapping is live, and the slot is deleted again right below (or was
-    // never made).
-    if unsafe { vm.set_user_memory_region(mem) }.is_err() {
-        return true;
-    }
-    mem.memory_size = 0;
-    // SAFETY: deleting a slot refers to no memory.
-    unsafe { vm.set_user_memory_region(mem) }.unwrap();
-    false
+    super::model::probe_refused(vm, &probe, slot, FAR)
 }
 
 /// Checks that KVM, `registered()`, `out_of_sync()` and the space agree: every region of the
