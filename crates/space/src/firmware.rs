@@ -163,7 +163,9 @@ impl Snapshot {
     /// [`E820_MAX_ENTRIES`] entries (with `boot_params.e820_entries` = the entry count). The
     /// map has one entry per boot RAM range (adjacent ones merged) plus one for the legacy hole.
     /// e820 is x86's: on AArch64, which has none, this is the same list of boot RAM, with no
-    /// hole carved out.
+    /// hole carved out. Linux ignores an e820 table of fewer than 2 entries (and guesses the
+    /// memory from other `boot_params` fields): boot RAM that is one range above the legacy
+    /// hole, with nothing reserved, gives such a table.
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, E820_MAX_ENTRIES, Error, Layout, RegionSpec};
@@ -180,8 +182,8 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`Error::TooManyMapEntries`] if the map has more than [`E820_MAX_ENTRIES`] entries: a
-    /// shorter table would hide RAM from the guest. (The PVH map, [`pvh_memmap`](Self::pvh_memmap),
-    /// has no such limit.)
+    /// shorter table would hide RAM from the guest. ([`pvh_memmap`](Self::pvh_memmap) does not
+    /// check the count, though Linux reads a PVH map into the same table.)
     pub fn e820_table(&self) -> Result<Vec<MemoryMapEntry>> {
         e820_of(self.memory_map())
     }
@@ -189,6 +191,13 @@ impl Snapshot {
     /// The PVH memory map as bytes: one 24-byte `hvm_memmap_table_entry` per entry of
     /// [`memory_map`](Self::memory_map), ready to write into guest memory and point
     /// `hvm_start_info.memmap_paddr` at (with `memmap_entries` = the entry count).
+    ///
+    /// The count is not checked: the PVH boot protocol sets no limit, but Linux's PVH entry
+    /// point copies every entry into `boot_params.e820_table`, which holds
+    /// [`E820_MAX_ENTRIES`] entries, without checking the count, so a longer map overwrites
+    /// what follows that table in the guest kernel. A VMM booting Linux through PVH checks the
+    /// length first (at most `E820_MAX_ENTRIES * 24` bytes), or takes the entries from
+    /// [`e820_table`](Self::e820_table), which refuses a longer map.
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
