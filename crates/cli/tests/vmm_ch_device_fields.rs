@@ -58,7 +58,7 @@ const SECTIONS: &[(&str, bool, &str)] = &[
     ("rng", false, ""),
     ("console", false, r#""mode": "Tty""#),
     ("rtc", false, ""),
-    ("balloon", false, ""),
+    ("balloon", false, r#""size": 0"#),
     ("vsock", false, ""),
 ];
 

@@ -22,6 +22,7 @@ use super::{
     MAX_MEMORY_ZONES, PciDevices, Place, config_spec, spec_error,
 };
 use crate::error::{Error, Problem, Result};
+use crate::size::Size;
 use crate::spec::{Arch, MAX_GUEST_NODES, MAX_SPEC_BYTES, Source};
 use crate::vmm::firecracker::WholeTo;
 use crate::vmm::firecracker::json_position::from_json_as;
@@ -124,6 +125,14 @@ struct DeviceObject;
 impl ChObject for DeviceObject {
     const KEYS: &'static [&'static str] = &["id", "iommu", "pci_segment", "pci_device_id"];
     const WHAT: &'static str = "a device object";
+}
+
+/// The `balloon` object: the fields of [`DeviceObject`] and `size`, the most memory the
+/// balloon takes from the guest (required: Cloud Hypervisor's `BalloonConfig` has no default).
+struct BalloonObject;
+impl ChObject for BalloonObject {
+    const KEYS: &'static [&'static str] = &["id", "iommu", "pci_segment", "pci_device_id", "size"];
+    const WHAT: &'static str = "a balloon object";
 }
 
 /// An entry of `disks` or `net`: the fields of [`DeviceObject`] and `vhost_user`, which only
@@ -250,6 +259,8 @@ struct Devices {
     /// The first vhost-user or vfio-user device, which Cloud Hypervisor refuses without shared
     /// guest memory: its field path, where it is in the file, and what it is.
     needs_shared: Option<(String, Range<usize>, &'static str)>,
+    /// The `balloon`'s `size` and where it is in the file.
+    balloon: Option<(u64, Range<usize>)>,
 }
 
 impl Devices {
@@ -291,6 +302,7 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
     let mut refused: Option<Error> = None;
     let mut default_zone: Option<Error> = None;
     let mut needs_shared: Option<(String, Range<usize>, &'static str)> = None;
+    let mut balloon: Option<(u64, Range<usize>)> = None;
     let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     // Where each `pci_device_id` is first given.
     let mut device_ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
@@ -530,10 +542,19 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
             }
             let o = if matches!(key, "disks" | "net") {
                 Object::read::<VhostDeviceObject>(vm.src, raw, path.clone())?
+            } else if key == "balloon" {
+                Object::read::<BalloonObject>(vm.src, raw, path.clone())?
             } else {
                 Object::read::<DeviceObject>(vm.src, raw, path.clone())?
             };
             keep_id(&o, key, true)?;
+            if key == "balloon" {
+                let size = o.required::<Whole64>("size")?.0;
+                let span = o
+                    .raw("size")
+                    .map_or_else(|| o.span.clone(), |r| span_of(o.src, r));
+                balloon = Some((size, span));
+            }
             if o.flag("vhost_user", false)? {
                 needs_shared.get_or_insert_with(|| {
                     let raw = o.raw("vhost_user");
@@ -566,7 +587,41 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
         refused: refused.or(absent),
         default_zone,
         needs_shared,
+        balloon,
     })
+}
+
+/// Refuses a balloon as large as the guest's memory or larger: Cloud Hypervisor's
+/// `VmConfig::validate` compares its `size` with all of the memory (`memory.size`, the zones'
+/// sizes and every `hotplugged_size`) and refuses it unless it is smaller.
+fn balloon_too_large(
+    src: Source<'_>,
+    balloon: Option<(u64, Range<usize>)>,
+    memory: &ChMemory<'_>,
+    zones: &[ChZoneInput<'_>],
+) -> Option<Error> {
+    let (size, span) = balloon?;
+    let total: u128 = [memory.size, memory.hotplugged]
+        .into_iter()
+        .chain(zones.iter().flat_map(|z| [z.size, z.hotplugged]))
+        .map(|s| u128::from(s.unwrap_or(0)))
+        .sum();
+    if u128::from(size) < total {
+        return None;
+    }
+    let shown = |bytes: u128| {
+        u64::try_from(bytes).map_or_else(|_| format!("{bytes} B"), |b| Size(b).to_string())
+    };
+    Some(Error::Spec(src.error(
+        "balloon.size".to_owned(),
+        Some(span),
+        Problem::Invalid(format!(
+            "a balloon of {} is not smaller than the guest's memory, {} (memory.size, the \
+             zones' sizes and hotplugged_size together): Cloud Hypervisor refuses it",
+            Size(size),
+            shown(total)
+        )),
+    )))
 }
 
 /// Refuses Cloud Hypervisor's default `device` (`section` not given), which is not behind the
@@ -1209,7 +1264,9 @@ fn pci_segments(vm: &Object<'_>) -> Result<()> {
 /// segment 0 in `platform.iommu_segments` every device (the default `rng` and `console` too)
 /// needs `iommu: true`; vhost-user devices (`fs`, `generic_vhost_user`, a `disks` or `net`
 /// entry with `vhost_user: true`) and vfio-user ones (`user_devices`) need shared memory
-/// (`shared` or `hugepages`, of `memory` or of every zone); the top-level `pci_segments`
+/// (`shared` or `hugepages`, of `memory` or of every zone); the `balloon` needs its `size`,
+/// smaller than all of the guest's memory (`memory.size`, the zones' sizes and every
+/// `hotplugged_size`); the top-level `pci_segments`
 /// entries are for segment 0 with aperture weights other than 0. The entries' other fields
 /// are not read. Unknown fields and the
 /// other sections are not read, as Cloud Hypervisor ignores unknown fields; a field given
@@ -1226,7 +1283,7 @@ fn pci_segments(vm: &Object<'_>) -> Result<()> {
 /// creates its devices after those checks), a device id given twice, starting with `__` or
 /// taken by the virtio-mem device (`mem0` without zones), a
 /// zone id a device section uses too, a device's PCI placement or back end Cloud Hypervisor
-/// refuses (above) and more
+/// refuses (above), a balloon as large as the guest's memory, and more
 /// than 31 PCI devices (after the payload and `cpus` checks), a `pci_segments` entry Cloud
 /// Hypervisor refuses (with the `platform` ones), and on
 /// aarch64 `max_phys_bits` below 34, which leaves a 64-bit PCI device area ending below
@@ -1312,7 +1369,8 @@ pub fn cloud_hypervisor_json_spec(
                 )),
             ))
         });
-    let clash = match devices.refused.take().or(unshared) {
+    let balloon = balloon_too_large(src, devices.balloon.take(), &memory, &zones);
+    let clash = match devices.refused.take().or(unshared).or(balloon) {
         Some(refused) => Some(refused),
         None if default_zone => devices.default_zone.take(),
         None => zone_id_clash(&zones, &devices.ids),
