@@ -6,7 +6,11 @@
 //! whose count of instructions divided by the pairs is what *Speed against mimalloc* in
 //! DESIGN.md quotes as instructions a pair (the driver's loop included).
 //!
-//! Usage: `pairs [wide|small] [pairs]` (default: `wide 200000`).
+//! `pairs frees [blocks]` runs the bench's `free_one_by_one` workload instead: `blocks`
+//! (default 100,000) blocks of 16 B to 1 KiB, then each freed, in a random order, in
+//! `pairs::free_all` (`--toggle-collect='pairs::free_all'`), and prints the time per free.
+//!
+//! Usage: `pairs [wide|small|frees] [n]` (default: `wide 200000`).
 
 use std::alloc::Layout;
 use std::hint::black_box;
@@ -66,11 +70,53 @@ fn run(
     Ok(())
 }
 
+/// The timed frees of `frees`, out of line so that a profiler can count them alone
+/// (`--toggle-collect='pairs::free_all'`).
+#[inline(never)]
+fn free_all(
+    client: &memvisor_arena::Client<'_>,
+    live: &[NonNull<u8>],
+    order: &[usize],
+) -> Result<(), Box<dyn std::error::Error>> {
+    for &i in order {
+        // SAFETY: a live block of the client, freed once (`order` is a permutation).
+        unsafe { client.free(black_box(live[i])) }?;
+    }
+    Ok(())
+}
+
+/// The `frees` workload: `blocks` blocks of 16 B to 1 KiB, each freed in a random order.
+fn frees(blocks: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut rng = Rng(15);
+    let arena = Arena::new(Backing::heap(256 << 20, 1 << 20)?, Config::new())?;
+    let client = arena.create_client(Quota::UNLIMITED)?;
+    let live: Vec<NonNull<u8>> = (0..blocks)
+        .map(|_| {
+            let layout = Layout::from_size_align(rng.size(1_024), 8)?;
+            client.alloc(layout).map_err(Into::into)
+        })
+        .collect::<Result<_, Box<dyn std::error::Error>>>()?;
+    let mut order: Vec<usize> = (0..blocks).collect();
+    for i in (1..blocks).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let start = Instant::now();
+    free_all(&client, &live, &order)?;
+    let elapsed = start.elapsed();
+    if blocks > 0 {
+        #[allow(clippy::cast_precision_loss, reason = "a figure to print")]
+        let ns = elapsed.as_nanos() as f64 / blocks as f64;
+        println!("{ns:.1} ns a free");
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let hi = match args.next().as_deref() {
         None | Some("wide") => 65_536,
         Some("small") => 1_024,
+        Some("frees") => return frees(args.next().map_or(Ok(100_000), |n| n.parse())?),
         Some(other) => return Err(format!("unknown workload {other}").into()),
     };
     let pairs: usize = args.next().map_or(Ok(200_000), |n| n.parse())?;
