@@ -164,8 +164,8 @@ impl Snapshot {
     /// map has one entry per boot RAM range (adjacent ones merged) plus one for the legacy hole.
     /// e820 is x86's: on AArch64, which has none, this is the same list of boot RAM, with no
     /// hole carved out. Linux ignores an e820 table of fewer than 2 entries (and guesses the
-    /// memory from other `boot_params` fields): boot RAM that is one range above the legacy
-    /// hole, with nothing reserved, gives such a table.
+    /// memory from other `boot_params` fields): boot RAM that is one range clear of the legacy
+    /// hole (or none at all) gives such a table.
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, E820_MAX_ENTRIES, Error, Layout, RegionSpec};
