@@ -870,6 +870,47 @@ fn reserve_through_shared_reference_commits_ahead() {
     assert_eq!(v.count(), 1000);
 }
 
+/// `reserve` covers single-slot pushes into the reserved slots; a block claimed at one of them
+/// (a `Pusher`'s 512 slots) may reach past them, as its docs say, and reserving a block more
+/// covers it. 24-byte elements with one-page growth: a page holds 170 of them, so the blocks
+/// end past what `reserve(100)` commits.
+#[test]
+fn reserve_covers_single_slots_and_blocks_only_with_a_block_more() {
+    let build = |thread_block| {
+        Builder::new(100_000)
+            .growth(Growth::Fixed(page_size()))
+            .thread_block(thread_block)
+            .build_concurrent::<[u8; 24]>()
+            .unwrap()
+    };
+    let committed = |v: &ConcurrentVec<[u8; 24]>| (v.committed_capacity(), v.committed_bytes());
+
+    let single = build(1);
+    single.reserve(100).unwrap();
+    let before = committed(&single);
+    for _ in 0..100 {
+        single.push([1; 24]);
+    }
+    assert_eq!(committed(&single), before);
+
+    let blocks = build(512);
+    blocks.reserve(100).unwrap();
+    let before = committed(&blocks);
+    let mut pusher = blocks.pusher();
+    pusher.push([2; 24]);
+    // The block of 512 slots reaches past the 100 reserved: the push committed it.
+    assert!(committed(&blocks).0 >= 512 && committed(&blocks) != before);
+
+    let covered = build(512);
+    covered.reserve(100 + 512).unwrap();
+    let before = committed(&covered);
+    let mut pusher = covered.pusher();
+    for _ in 0..100 {
+        pusher.push([3; 24]);
+    }
+    assert_eq!(committed(&covered), before);
+}
+
 #[test]
 fn extend_compare_and_hash_use_published_elements() {
     use std::hash::{BuildHasher, RandomState};

@@ -37,8 +37,16 @@ impl<T> ConcurrentVec<T> {
     }
 
     /// Commits memory now for `additional` more slots past [`len`](Self::len), so that
-    /// pushes into them do not commit. Through `&self`: safe while other threads push (memory
-    /// is only ever added).
+    /// pushes that claim single slots among them do not commit (nor fail with
+    /// [`Error::Commit`]). Through `&self`: safe while other threads push (memory is only ever
+    /// added).
+    ///
+    /// Pushes that claim blocks (every [`Pusher`](super::Pusher), with blocks of 512 slots,
+    /// and plain pushes once their thread moved to blocks of
+    /// [`thread_block`](Self::thread_block) slots) commit a whole block when they claim it,
+    /// and a block claimed at one of these slots may end up to a block's length past them: it
+    /// commits then, and may be refused. Reserving a block's length more (at most up to the
+    /// capacity, where blocks end) covers those pushes too.
     ///
     /// # Errors
     /// [`Error::CapacityExceeded`] if `len() + additional` exceeds the capacity;
