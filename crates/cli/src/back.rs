@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use memvisor_space::{AddressSpace, HugePages, Region, RegionReport};
+use memvisor_space::{AddressSpace, Backing, HugePageFallback, HugePages, Region, RegionReport};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -166,13 +166,21 @@ impl Recorder {
 /// A failing step ends the run: everything made before it is released, and the report's
 /// [`failure`](BackReport::failure) names the step.
 ///
+/// Prefaulted memory is made resident at once, and more of it than the host has available
+/// would have the kernel kill a process (this one or another) for memory rather than fail a
+/// call: so before anything is made, the prefaulted memory of every region and hotplug slot
+/// (all slots are plugged at once) is held to `MemAvailable` ([`prefault_fits`]).
+///
 /// `scale` is only reported (`plan` is already scaled); the command keeps it at most
 /// [`MAX_SCALE`].
 ///
 /// # Errors
-/// [`Error::HostFileTooLarge`] if a memory sample's `/proc` or `/sys` file is longer than
-/// the most read of it: before anything is made, or after everything made is released.
+/// [`Error::PrefaultTooLarge`] before anything is made, for prefaulted memory larger than
+/// `MemAvailable`; [`Error::HostFileTooLarge`] if a memory sample's `/proc` or `/sys` file is
+/// longer than the most read of it: before anything is made, or after everything made is
+/// released.
 pub fn back(plan: &Plan, scale: u64, progress: bool) -> Result<BackReport, Error> {
+    prefault_fits(plan)?;
     let before = sample()?;
     let mut rec = Recorder {
         steps: Vec::new(),
@@ -337,6 +345,83 @@ fn watch<T>(bar: &ProgressBar, bytes: u64, f: impl FnOnce() -> T) -> T {
     });
     bar.set_position(start + bytes);
     result
+}
+
+/// The bytes `back` makes resident by prefaulting them: every region and hotplug slot with
+/// memory and prefault threads, except explicit huge pages, which the kernel reserves when they
+/// are mapped (a short pool fails the mapping, it takes no other memory), unless they may fall
+/// back to other pages and the pool's free pages (less those reserved by other mappings) are
+/// fewer than all of them.
+fn prefaulted_bytes(plan: &Plan) -> Result<u128, Error> {
+    let prefaulted = || {
+        plan.regions
+            .iter()
+            .chain(&plan.slots)
+            .map(|r| &r.spec)
+            .filter(|s| s.backing().has_memory() && s.prefault_threads() > 0)
+    };
+    let mut resident: u128 = 0;
+    // Explicit huge page memory that may fall back, by page size.
+    let mut may_fall_back: Vec<(u64, u128)> = Vec::new();
+    for s in prefaulted() {
+        let size = u128::from(s.size());
+        match s.huge_pages() {
+            HugePages::Explicit(page) => {
+                if s.fallback() != HugePageFallback::Fail {
+                    let page = page.bytes();
+                    match may_fall_back.iter_mut().find(|(p, _)| *p == page) {
+                        Some((_, bytes)) => *bytes += size,
+                        None => may_fall_back.push((page, size)),
+                    }
+                }
+            }
+            _ if matches!(s.backing(), Backing::Hugetlbfs(_)) => {}
+            _ => resident += size,
+        }
+    }
+    for (page, bytes) in may_fall_back {
+        let dir = crate::hostmem::huge_page_dirs()
+            .into_iter()
+            .find(|(kib, _)| u128::from(*kib) * 1024 == u128::from(page));
+        let free = match dir {
+            Some((_, dir)) => {
+                let free = crate::hostmem::read_number(dir.join("free_hugepages"))?.unwrap_or(0);
+                let held = crate::hostmem::read_number(dir.join("resv_hugepages"))?.unwrap_or(0);
+                u128::from(free.saturating_sub(held)) * u128::from(page)
+            }
+            None => 0,
+        };
+        if free < bytes {
+            resident += bytes;
+        }
+    }
+    Ok(resident)
+}
+
+/// Refuses, before anything is made, a plan whose prefaulted memory ([`prefaulted_bytes`]) is
+/// more than the host's `MemAvailable`: prefaulting it would have the kernel's OOM killer end
+/// this process or another one. A host without `MemAvailable` is not held to it.
+///
+/// # Errors
+/// [`Error::PrefaultTooLarge`], or [`Error::HostFileTooLarge`] if `/proc/meminfo` or a pool's
+/// counter is longer than the most read of it.
+pub fn prefault_fits(plan: &Plan) -> Result<(), Error> {
+    let resident = prefaulted_bytes(plan)?;
+    if resident == 0 {
+        return Ok(());
+    }
+    let meminfo = crate::hostmem::host_text("/proc/meminfo".as_ref())?;
+    let Some(available) = crate::hostmem::field_kib(&meminfo, "MemAvailable") else {
+        return Ok(());
+    };
+    let available = u128::from(available) * 1024;
+    if resident > available {
+        return Err(Error::PrefaultTooLarge {
+            resident: u64::try_from(resident).unwrap_or(u64::MAX),
+            available: u64::try_from(available).unwrap_or(u64::MAX),
+        });
+    }
+    Ok(())
 }
 
 fn run_steps(
