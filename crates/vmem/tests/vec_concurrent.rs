@@ -911,6 +911,36 @@ fn reserve_covers_single_slots_and_blocks_only_with_a_block_more() {
     assert_eq!(committed(&covered), before);
 }
 
+/// A single-slot push keeps to the growth step (a page at most, more only for an element that
+/// needs more), while a `Pusher` commits its block of 512 slots at its first push, as the docs
+/// of `Growth` and `Pusher` say.
+#[test]
+#[cfg_attr(miri, ignore = "commits 2 MiB of 4 KiB elements")]
+fn a_pushers_block_is_committed_whole_past_the_growth_step() {
+    let page = page_size();
+    let build = || {
+        Builder::new(4096)
+            .growth(Growth::Doubling {
+                min: page,
+                max: page,
+            })
+            .thread_block(1)
+            .build_concurrent::<[u8; 4096]>()
+            .unwrap()
+    };
+    // The slot region's commit and the ready bits' page.
+    let one_step = 4096usize.next_multiple_of(page) + page;
+
+    let single = build();
+    single.push([1; 4096]);
+    assert!(single.committed_bytes() <= one_step);
+
+    let blocks = build();
+    blocks.pusher().push([2; 4096]);
+    assert!(blocks.committed_capacity() >= 512);
+    assert!(blocks.committed_bytes() >= 512 * 4096);
+}
+
 #[test]
 fn extend_compare_and_hash_use_published_elements() {
     use std::hash::{BuildHasher, RandomState};

@@ -13,6 +13,11 @@ use crate::reservation::CommitMode;
 ///
 /// Larger steps mean fewer commit calls (each a system call in
 /// [`CommitMode::Protected`]) and more memory committed ahead of use.
+///
+/// Blocks of a [`ConcurrentVec`] are committed whole when they are claimed, whatever the
+/// policy: a [`Pusher`](super::Pusher) commits 512 elements at a time, and a thread pushing
+/// in blocks [`thread_block`](Builder::thread_block) elements, so with large elements they
+/// commit more at a time than the step (512 elements of 64 KiB are 32 MiB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Growth {
     /// Each commit adds at least this many bytes.
@@ -22,14 +27,15 @@ pub enum Growth {
     Doubling {
         /// The least number of bytes committed at a time.
         min: usize,
-        /// The greatest number of bytes committed at a time (more if one element needs more).
+        /// The greatest number of bytes committed at a time (more if one element needs more,
+        /// or a block of a [`ConcurrentVec`], see above).
         max: usize,
     },
 }
 
 impl Default for Growth {
     /// `Doubling` from 64 KiB up to 2 MiB at a time: few system calls, and at most 2 MiB
-    /// committed ahead of use.
+    /// committed ahead of use (but for the blocks of a [`ConcurrentVec`], see above).
     fn default() -> Self {
         Growth::Doubling {
             min: 64 << 10,

@@ -20,6 +20,11 @@ use crate::vec::error::{Error, PushError, Result};
 /// for good. Like the slots of failed pushes, they are counted by
 /// [`len`](ConcurrentVec::len), read as `None` and skipped by iteration.
 ///
+/// And in memory: a block's slots are committed when it is claimed, 512 elements at a time
+/// whatever the vector's [`Growth`](crate::vec::Growth) (512 elements of 64 KiB are 32 MiB).
+/// For large elements, plain pushes (whose blocks are
+/// [`thread_block`](ConcurrentVec::thread_block) slots) commit less at a time.
+///
 /// # Examples
 /// ```
 /// use memvisor_vmem::vec::ConcurrentVec;
