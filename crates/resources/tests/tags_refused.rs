@@ -450,3 +450,60 @@ fn set_spanning_reservation_whose_tag_copy_panics_changes_nothing() {
         s.check_invariants().unwrap();
     }
 }
+
+/// A tag whose drop panics while `armed` is set, as a handle whose release asserts would.
+#[derive(Clone)]
+struct Fragile {
+    armed: Rc<std::cell::Cell<bool>>,
+}
+
+impl Drop for Fragile {
+    fn drop(&mut self) {
+        // Disarmed first, so that one drop panics and the unwinding drops of the others do not
+        // (a second panic would abort the test).
+        assert!(!self.armed.replace(false), "the tag's release failed");
+    }
+}
+
+#[test]
+fn set_free_of_a_spanning_reservation_whose_tag_copy_drop_panics_frees_it_whole() {
+    // Three spaces: a reservation over all of them holds two copies of its tag and the tag.
+    let spaces = [r(0x0, 0xfff), r(0x1000, 0x1fff), r(0x2000, 0x2fff)];
+    for keyed in [false, true] {
+        let mut s = AllocatorSet::<Fragile>::new(&spaces).unwrap();
+        let armed = Rc::new(std::cell::Cell::new(false));
+        let tag = Fragile {
+            armed: Rc::clone(&armed),
+        };
+        let whole = r(0x800, 0x27ff);
+        if keyed {
+            s.reserve_keyed(9, whole, tag)
+        } else {
+            s.reserve_with(whole, tag)
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
+        armed.set(true);
+        let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if keyed {
+                s.release(9).map(|(_, tag)| tag)
+            } else {
+                s.free(&whole)
+            }
+        }));
+        assert!(freed.is_err(), "no copy's drop panicked");
+        // The reservation is gone whole: no part, no key, no copy of the tag left inside.
+        assert_eq!(s.used(), 0, "keyed: {keyed}");
+        assert_eq!(s.allocated().count(), 0, "keyed: {keyed}");
+        assert_eq!(s.get(9), None);
+        assert_eq!(Rc::strong_count(&armed), 1, "a copy of the tag is kept");
+        s.check_invariants().unwrap();
+        // The same range can be reserved again, under the same key.
+        let tag = Fragile {
+            armed: Rc::clone(&armed),
+        };
+        s.reserve_keyed(9, whole, tag)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.release(9).map(|(range, _)| range), Ok(whole));
+        assert_eq!(s.used(), 0);
+    }
+}

@@ -569,7 +569,9 @@ impl<T> AllocatorSet<T> {
     /// Parts of `range` outside every space are ignored, as [`reserve_with`](Self::reserve_with)
     /// ignores them, so the range a reservation was given frees it; so does any range whose
     /// parts inside the spaces are exactly the allocation's (unlike
-    /// [`AddressAllocator::free`], which wants the allocation's range itself).
+    /// [`AddressAllocator::free`], which wants the allocation's range itself). The copies of
+    /// the tag that the other parts of a spanning reservation held are dropped once every part
+    /// and its key are gone, so a copy whose drop panics leaves the reservation freed whole.
     ///
     /// # Errors
     ///
@@ -581,11 +583,12 @@ impl<T> AllocatorSet<T> {
     /// reservation, or allocations made apart); [`Error::HeapRefused`] if the heap refuses the
     /// list of its parts (one entry per space it touches). The set is unchanged on error.
     pub fn free(&mut self, range: &AddressRange) -> Result<T> {
-        let mut parts = Vec::new();
+        // Each part with the tag its space gives back, kept until the set is consistent again.
+        let mut parts: Vec<(usize, AddressRange, Option<T>)> = Vec::new();
         let touched = self.touching(range);
         parts
             .try_reserve_exact(touched.len())
-            .map_err(|_| heap_refused::<(usize, AddressRange)>(touched.len()))?;
+            .map_err(|_| heap_refused::<(usize, AddressRange, Option<T>)>(touched.len()))?;
         // The lowest allocation `range` overlaps (for a part of a spanning reservation, its
         // hull), and whether some part is not exactly an allocation.
         let mut lowest: Option<AddressRange> = None;
@@ -612,7 +615,7 @@ impl<T> AllocatorSet<T> {
             if lowest.is_none_or(|l| whole.start() < l.start()) {
                 lowest = Some(whole);
             }
-            parts.push((i, part));
+            parts.push((i, part, None));
         }
         if inexact {
             return Err(match lowest {
@@ -623,14 +626,14 @@ impl<T> AllocatorSet<T> {
                 None => Error::NotAllocated(*range),
             });
         }
-        parts.sort_by_key(|&(_, part)| part.start());
-        let (Some(&(_, low)), Some(&(_, high))) = (parts.first(), parts.last()) else {
+        parts.sort_by_key(|&(_, part, _)| part.start());
+        let (Some(&(_, low, _)), Some(&(_, high, _))) = (parts.first(), parts.last()) else {
             return Err(Error::NotAllocated(*range));
         };
         let hull = AddressRange::new(low.start(), high.end())?;
         // Each part must belong to the one allocation `hull` is: a part of a spanning
         // reservation names its whole, any other allocation itself.
-        for &(_, part) in &parts {
+        for &(_, part, _) in &parts {
             let whole = self.spans.get(part.start()).unwrap_or(part);
             if whole != hull {
                 return Err(Error::NotExactAllocation {
@@ -639,18 +642,21 @@ impl<T> AllocatorSet<T> {
                 });
             }
         }
-        let mut first = None;
-        for (i, part) in parts {
-            let pool = &mut self.pools[i];
-            let (node, succ) = pool.exact(&part)?;
-            let tag = pool.remove(node, succ);
-            self.gave(i, part);
-            first.get_or_insert(tag);
+        for (i, part, tag) in &mut parts {
+            let pool = &mut self.pools[*i];
+            let (node, succ) = pool.exact(part)?;
+            *tag = Some(pool.remove(node, succ));
+            self.gave(*i, *part);
             self.spans.remove(part.start());
         }
         if let Some(key) = self.key_at.remove(hull.start()) {
             self.keys.remove(key);
         }
+        // The set is consistent again: the copies of the tag held by the other parts of a
+        // spanning reservation are dropped only now, so a drop that panics leaves it freed
+        // whole (the other copies, and the tag, are still dropped while it unwinds).
+        let first = parts.first_mut().and_then(|(_, _, tag)| tag.take());
+        drop(parts);
         first.ok_or(Error::NotAllocated(*range))
     }
 
