@@ -432,26 +432,30 @@ impl State {
         let end = 1usize << order;
         let (t_had, t_pages) = (end - had, end - pages);
         let below = (2usize << (usize::BITS - 1 - (t_had ^ t_pages).leading_zeros())) - 1;
-        let index = |t: usize, i: u32| ((rel + end) >> i) - (t >> i);
-        let mut bits = t_had & below;
-        while bits != 0 {
-            let i = bits.trailing_zeros();
-            if !self.is_free(chunk, i, index(t_had, i)) {
+        // The piece of order `i` starts at page `top - rest`, `rest` being the tail with its
+        // bits below `i` cleared (the pieces are walked from the lowest bit up, each clearing
+        // its bit); `top` is a multiple of `2^order`, so the piece's index is
+        // `(top - rest) >> i`: one shift where `(top >> i) - (t >> i)` takes two.
+        let top = rel + end;
+        let mut rest = t_had;
+        while rest & below != 0 {
+            let i = rest.trailing_zeros();
+            if !self.is_free(chunk, i, (top - rest) >> i) {
                 return false;
             }
-            bits &= bits - 1;
+            rest &= rest - 1;
         }
-        let mut bits = t_had & below;
-        while bits != 0 {
-            let i = bits.trailing_zeros();
-            self.clear_free(chunk, i, index(t_had, i));
-            bits &= bits - 1;
+        let mut rest = t_had;
+        while rest & below != 0 {
+            let i = rest.trailing_zeros();
+            self.clear_free(chunk, i, (top - rest) >> i);
+            rest &= rest - 1;
         }
-        let mut bits = t_pages & below;
-        while bits != 0 {
-            let i = bits.trailing_zeros();
-            self.set_free(chunk, i, index(t_pages, i));
-            bits &= bits - 1;
+        let mut rest = t_pages;
+        while rest & below != 0 {
+            let i = rest.trailing_zeros();
+            self.set_free(chunk, i, (top - rest) >> i);
+            rest &= rest - 1;
         }
         true
     }
