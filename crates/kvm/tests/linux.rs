@@ -84,7 +84,7 @@ fn boot(test: &str, layout: Layout, specs: Vec<RegionSpec>) {
     for s in &segments {
         mem.write_slice(s.bytes, GuestAddress(s.paddr)).unwrap();
     }
-    let memmap = snapshot.pvh_memmap();
+    let memmap = snapshot.pvh_memmap().unwrap();
     mem.write_slice(&memmap, GuestAddress(MEMMAP)).unwrap();
     let cmdline = b"earlyprintk=serial,ttyS0,115200 console=ttyS0 nokaslr\0";
     mem.write_slice(cmdline, GuestAddress(CMDLINE)).unwrap();

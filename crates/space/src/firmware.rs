@@ -182,22 +182,20 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`Error::TooManyMapEntries`] if the map has more than [`E820_MAX_ENTRIES`] entries: a
-    /// shorter table would hide RAM from the guest. ([`pvh_memmap`](Self::pvh_memmap) does not
-    /// check the count, though Linux reads a PVH map into the same table.)
+    /// shorter table would hide RAM from the guest. ([`pvh_memmap`](Self::pvh_memmap) has the
+    /// same limit.)
     pub fn e820_table(&self) -> Result<Vec<MemoryMapEntry>> {
         e820_of(self.memory_map())
     }
 
     /// The PVH memory map as bytes: one 24-byte `hvm_memmap_table_entry` per entry of
-    /// [`memory_map`](Self::memory_map), ready to write into guest memory and point
+    /// [`e820_table`](Self::e820_table), ready to write into guest memory and point
     /// `hvm_start_info.memmap_paddr` at (with `memmap_entries` = the entry count).
     ///
-    /// The count is not checked: the PVH boot protocol sets no limit, but Linux's PVH entry
-    /// point copies every entry into `boot_params.e820_table`, which holds
-    /// [`E820_MAX_ENTRIES`] entries, without checking the count, so a longer map overwrites
-    /// what follows that table in the guest kernel. A VMM booting Linux through PVH checks the
-    /// length first (at most `E820_MAX_ENTRIES * 24` bytes), or takes the entries from
-    /// [`e820_table`](Self::e820_table), which refuses a longer map.
+    /// The PVH boot protocol sets no limit on the count, but Linux's PVH entry point copies
+    /// every entry into `boot_params.e820_table`, which holds [`E820_MAX_ENTRIES`] entries,
+    /// without checking the count: a longer map would overwrite what follows that table in
+    /// the guest kernel. So the map has the e820 table's limit, and a longer one is refused.
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
@@ -205,17 +203,20 @@ impl Snapshot {
     ///
     /// let layout = Layout::x86_64().ram(64 << 20).build()?;
     /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 64 << 20)])?;
-    /// let memmap = space.snapshot().pvh_memmap();
+    /// let memmap = space.snapshot().pvh_memmap()?;
     /// assert_eq!(memmap.len(), 3 * 24);
     /// assert_eq!(&memmap[24..32], &0x9_fc00u64.to_le_bytes());
     /// # Ok::<(), memvisor_space::Error>(())
     /// ```
-    #[must_use]
-    pub fn pvh_memmap(&self) -> Vec<u8> {
-        self.memory_map()
+    ///
+    /// # Errors
+    /// [`Error::TooManyMapEntries`] if the map has more than [`E820_MAX_ENTRIES`] entries.
+    pub fn pvh_memmap(&self) -> Result<Vec<u8>> {
+        Ok(self
+            .e820_table()?
             .iter()
             .flat_map(MemoryMapEntry::to_pvh_bytes)
-            .collect()
+            .collect())
     }
 
     /// Guest memory by the host NUMA node it is bound to: every RAM region (hot-pluggable
@@ -463,7 +464,7 @@ mod tests {
         let space =
             AddressSpace::plan(x86(GIB), [RegionSpec::ram(GuestAddress(0), 64 * MIB)]).unwrap();
         let snapshot = space.snapshot();
-        let bytes = snapshot.pvh_memmap();
+        let bytes = snapshot.pvh_memmap().unwrap();
         let want: Vec<u8> = snapshot
             .e820_table()
             .unwrap()
