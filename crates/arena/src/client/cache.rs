@@ -87,6 +87,111 @@ fn large_bin(order: u32) -> (usize, usize) {
     (CLASS_SLOTS + o, LARGE_BASE + o * LARGE_ENTRIES)
 }
 
+/// The entry of `lens[..=last]` (lengths in pages, each at least 1) whose length shares the
+/// most leading bits with `want + 1`: the smallest `(n - 1) ^ want`, so that the fewest tail
+/// pieces change when it is cut to `want + 1` pages (the tails of two lengths differ in the
+/// pieces below the highest bit where their lengths minus one differ). Of equals, `last`,
+/// then the first.
+#[inline(always)]
+fn nearest_length(lens: &[u16; LARGE_ENTRIES], last: usize, want: usize) -> usize {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        // SAFETY: the target has SSE2 (the `cfg` above), which is all the function needs.
+        unsafe { nearest_length_sse2(lens, last, want) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    {
+        nearest_length_scalar(lens, last, want)
+    }
+}
+
+/// [`nearest_length`] entry by entry.
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse2", not(test)),
+    expect(
+        dead_code,
+        reason = "the reference of the SSE2 form, and the form of other targets"
+    )
+)]
+#[inline(always)]
+fn nearest_length_scalar(lens: &[u16; LARGE_ENTRIES], last: usize, want: usize) -> usize {
+    let mut best = last;
+    let mut best_diff = usize::from(lens[last]).wrapping_sub(1) ^ want;
+    // Selects rather than branches: which entry wins is unpredictable.
+    for (i, &n) in lens.iter().enumerate().take(last) {
+        let diff = usize::from(n).wrapping_sub(1) ^ want;
+        let better = diff < best_diff;
+        best = if better { i } else { best };
+        best_diff = best_diff.min(diff);
+    }
+    best
+}
+
+/// [`nearest_length`] over all 16 entries at once, without a branch: the scan's loop ended
+/// at the bin's length, a branch mispredicted about once per call (the lengths of the bins
+/// are random).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn nearest_length_sse2(lens: &[u16; LARGE_ENTRIES], last: usize, want: usize) -> usize {
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi16, _mm_cmplt_epi16, _mm_loadu_si128, _mm_min_epi16,
+        _mm_movemask_epi8, _mm_or_si128, _mm_packs_epi16, _mm_set_epi16, _mm_set1_epi16,
+        _mm_shuffle_epi32, _mm_slli_epi32, _mm_srli_epi32, _mm_sub_epi16, _mm_xor_si128,
+    };
+    const _: () = assert!(LARGE_ENTRIES == 16, "two vectors of eight lanes");
+    // A cached block's length is at most 64 KiB of pages of at least 256 bytes, 256 pages: the
+    // differences fit 16-bit lanes, and no valid entry's is 0xFFFF, the value of the
+    // entries past `last`.
+    debug_assert!(want < 1 << 16 && lens[..=last].iter().all(|&n| n >= 1));
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "`want` is below 2^16 (above)"
+    )]
+    #[allow(clippy::cast_possible_wrap, reason = "lanes of 16 bits")]
+    let want = _mm_set1_epi16(want as u16 as i16);
+    #[allow(clippy::cast_possible_truncation, reason = "`last` is below 16")]
+    #[allow(clippy::cast_possible_wrap, reason = "below 16")]
+    let last_lane = _mm_set1_epi16(last as i16);
+    let one = _mm_set1_epi16(1);
+    // `x ^ 0x8000` turns an unsigned comparison of 16-bit lanes into the signed one SSE2 has.
+    #[allow(clippy::cast_possible_wrap, reason = "the sign bit of a lane")]
+    let flip = _mm_set1_epi16(0x8000u16 as i16);
+    let lane = |at: usize, first: i16| -> __m128i {
+        // SAFETY: `lens` has 16 entries, so its entries `at..at + 8` (at is 0 or 8) are 16
+        // readable bytes; `loadu` needs no alignment.
+        let n = unsafe { _mm_loadu_si128(lens.as_ptr().add(at).cast()) };
+        let diff = _mm_xor_si128(_mm_sub_epi16(n, one), want);
+        let index = _mm_set_epi16(
+            first + 7,
+            first + 6,
+            first + 5,
+            first + 4,
+            first + 3,
+            first + 2,
+            first + 1,
+            first,
+        );
+        // Entries past `last` get 0xFFFF, which no valid entry has.
+        let past = _mm_cmplt_epi16(last_lane, index);
+        _mm_xor_si128(_mm_or_si128(diff, past), flip)
+    };
+    let (low, high) = (lane(0, 0), lane(8, 8));
+    let mut min = _mm_min_epi16(low, high);
+    min = _mm_min_epi16(min, _mm_shuffle_epi32::<0b01_00_11_10>(min));
+    min = _mm_min_epi16(min, _mm_shuffle_epi32::<0b10_11_00_01>(min));
+    min = _mm_min_epi16(
+        min,
+        _mm_or_si128(_mm_slli_epi32::<16>(min), _mm_srli_epi32::<16>(min)),
+    );
+    // One bit per entry that has the least difference.
+    let equal = _mm_packs_epi16(_mm_cmpeq_epi16(low, min), _mm_cmpeq_epi16(high, min));
+    #[allow(clippy::cast_sign_loss, reason = "16 bits of a byte mask")]
+    let mask = _mm_movemask_epi8(equal) as u32;
+    let first = mask.trailing_zeros() as usize;
+    if mask >> last & 1 != 0 { last } else { first }
+}
+
 /// What [`State::uncache_large`] found.
 pub(super) enum Uncached {
     /// A cached block, at this offset, now cut to the requested length.
@@ -356,19 +461,10 @@ impl State {
             return Uncached::Miss;
         };
         let last = usize::from(last) % LARGE_ENTRIES;
-        let lens = &c.pages[base - LARGE_BASE..base - LARGE_BASE + LARGE_ENTRIES];
-        // The tails of `had` and `pages` pages differ in the pieces below the highest bit
-        // where `had - 1` and `pages - 1` differ.
-        let want = pages - 1;
-        let mut best = last;
-        let mut best_diff = (usize::from(lens[last]) - 1) ^ want;
-        // Selects rather than branches: which entry wins is unpredictable.
-        for (i, &n) in lens.iter().enumerate().take(last) {
-            let diff = usize::from(n).wrapping_sub(1) ^ want;
-            let better = diff < best_diff;
-            best = if better { i } else { best };
-            best_diff = best_diff.min(diff);
-        }
+        let lens: &[u16; LARGE_ENTRIES] = c.pages[base - LARGE_BASE..][..LARGE_ENTRIES]
+            .try_into()
+            .unwrap_or(&[1; LARGE_ENTRIES]);
+        let best = nearest_length(lens, last, pages - 1);
         let had = usize::from(lens[best]);
         let off = c.offs[base + best];
         if had != pages {
@@ -756,5 +852,36 @@ impl State {
             pages += (bits as usize) << o;
         }
         pages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LARGE_ENTRIES, nearest_length, nearest_length_scalar};
+
+    #[test]
+    fn nearest_length_matches_the_entry_by_entry_scan() {
+        let mut next = crate::test_rng::xorshift(0x2545_F491_4F6C_DD1D_u64);
+        let rounds = if cfg!(miri) { 200 } else { 20_000 };
+        for round in 0..rounds {
+            // Lengths of up to 256 pages; a narrow range in every other round, so that ties
+            // (several entries as near as the nearest) are common.
+            let top: u64 = if round % 2 == 0 { 256 } else { 4 };
+            let mut lens = [0u16; LARGE_ENTRIES];
+            for n in &mut lens {
+                // Entries past `last` hold what was there before, anything.
+                *n = u16::try_from(next() % 300).unwrap();
+            }
+            let last = usize::try_from(next() % 16).unwrap();
+            for n in &mut lens[..=last] {
+                *n = u16::try_from(1 + next() % top).unwrap();
+            }
+            let want = usize::try_from(next() % top).unwrap();
+            assert_eq!(
+                nearest_length(&lens, last, want),
+                nearest_length_scalar(&lens, last, want),
+                "{lens:?}, last {last}, want {want}"
+            );
+        }
     }
 }
