@@ -341,13 +341,16 @@ pub(crate) fn ch_memory_end(ram: u64, hotplug: u64, arch: Arch) -> u128 {
 /// guest has a virtio-rng device, and a virtio-console device unless its console is off
 /// (`--console tty` by default); a JSON `VmConfig` adds those of its device sections. A
 /// virtio-blk device given at boot on PCI segment 0 has a 32-bit BAR and takes no slot.
+/// The second field holds the sizes of the virtio-pmem devices' regions that are given (a
+/// region whose size is not given is its file's, which is not read), which Cloud Hypervisor
+/// takes from the same area before any BAR ([`pmem_low`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PciDevices(pub(super) Vec<(&'static str, u64)>);
+pub(super) struct PciDevices(pub(super) Vec<(&'static str, u64)>, pub(super) Vec<u64>);
 
 impl PciDevices {
     /// Cloud Hypervisor's defaults: its virtio-rng and virtio-console devices.
     fn defaults() -> Self {
-        Self(vec![("virtio-rng", 1), ("virtio-console", 1)])
+        Self(vec![("virtio-rng", 1), ("virtio-console", 1)], Vec::new())
     }
 
     /// `3 virtio PCI devices (virtio-rng, virtio-console, virtio-mem)` and how many there are.
@@ -410,6 +413,27 @@ impl ChRam {
 /// so an area that ends below 8 GiB gets a size below zero.
 const CH_AARCH64_PCI_HIGH_BASE: u128 = 8 << 30;
 
+/// The alignment and size granule of a virtio-pmem device's region in the 64-bit PCI device
+/// area (Cloud Hypervisor refuses a size off it, `PmemSizeNotAligned`).
+pub(super) const CH_PMEM_ALIGN: u64 = 2 << 20;
+
+/// The size of a virtio-pci device's BAR (`CAPABILITY_BAR_SIZE`).
+const CH_VIRTIO_BAR_SIZE: u128 = 512 << 10;
+
+/// Where the lowest of the virtio-pmem regions of `sizes` starts in a PCI device area that ends
+/// at `top`: Cloud Hypervisor makes its virtio devices, and takes each pmem region from the area,
+/// before it gives any device its BAR; its allocator takes each range from the top down,
+/// aligned (2 MiB), so the regions lie one under the other from `top` rounded down to 2 MiB.
+/// `top` itself when there are none.
+fn pmem_low(top: u128, sizes: &[u64]) -> u128 {
+    let total: u128 = sizes.iter().map(|&s| u128::from(s)).sum();
+    if total == 0 {
+        return top;
+    }
+    let align = u128::from(CH_PMEM_ALIGN);
+    (top / align * align).saturating_sub(total)
+}
+
 /// Refuses guest memory that leaves Cloud Hypervisor no usable 64-bit PCI device area. Boot RAM
 /// of `ram` bytes is laid out as Cloud Hypervisor lays it out on `arch` ([`ChRam`]), then a
 /// hotplug area of `hotplug` bytes from the next 128 MiB boundary (or from 4 GiB); the PCI
@@ -439,10 +463,21 @@ fn device_area(
              max_phys_bits of 34 or more"
         )));
     }
-    let (slots, what_devices) = devices.describe(hotplug.is_some() && virtio_mem);
+    let (slots, mut what_devices) = devices.describe(hotplug.is_some() && virtio_mem);
     // The highest start of the PCI device area that still holds a slot for each device below
-    // the platform device area (one at least: an empty area makes Cloud Hypervisor fail).
-    let last = (1u128 << bits).saturating_sub(CH_VIRTIO_BAR_ALIGN * u128::from(slots.max(1)));
+    // the platform device area and the virtio-pmem regions, which are taken first (one slot at
+    // least: an empty area makes Cloud Hypervisor fail).
+    let below = pmem_low(platform, &devices.1);
+    let first =
+        below.saturating_sub(CH_VIRTIO_BAR_SIZE) / CH_VIRTIO_BAR_ALIGN * CH_VIRTIO_BAR_ALIGN;
+    let last = first.saturating_sub(CH_VIRTIO_BAR_ALIGN * u128::from(slots.max(1) - 1));
+    if below < platform {
+        let pmem: u64 = devices.1.iter().fold(0, |a, &s| a.saturating_add(s));
+        what_devices = format!(
+            "{what_devices}, under {} of virtio-pmem regions, which it takes first",
+            Size(pmem)
+        );
+    }
     let ram_end = ChRam::of(arch).end(ram);
     let align = u128::from(VIRTIO_MEM_ALIGN);
     let (end, field, what, place) = match hotplug {

@@ -18,8 +18,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{
-    CH_DEFAULT_MEMORY, ChConfig, ChMemory, ChNodeInput, ChZoneInput, DefaultHugePage,
-    MAX_MEMORY_ZONES, PciDevices, Place, config_spec, spec_error,
+    CH_DEFAULT_MEMORY, CH_PMEM_ALIGN, ChConfig, ChMemory, ChNodeInput, ChZoneInput,
+    DefaultHugePage, MAX_MEMORY_ZONES, PciDevices, Place, config_spec, spec_error,
 };
 use crate::error::{Error, Problem, Result};
 use crate::size::Size;
@@ -133,6 +133,14 @@ struct BalloonObject;
 impl ChObject for BalloonObject {
     const KEYS: &'static [&'static str] = &["id", "iommu", "pci_segment", "pci_device_id", "size"];
     const WHAT: &'static str = "a balloon object";
+}
+
+/// An entry of `pmem`: the fields of [`DeviceObject`] and `size`, its region's size (`null` or
+/// not given: the file's size, which is not read).
+struct PmemObject;
+impl ChObject for PmemObject {
+    const KEYS: &'static [&'static str] = &["id", "iommu", "pci_segment", "pci_device_id", "size"];
+    const WHAT: &'static str = "a device object";
 }
 
 /// An entry of `disks` or `net`: the fields of [`DeviceObject`] and `vhost_user`, which only
@@ -303,6 +311,9 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
     let mut default_zone: Option<Error> = None;
     let mut needs_shared: Option<(String, Range<usize>, &'static str)> = None;
     let mut balloon: Option<(u64, Range<usize>)> = None;
+    // The sizes of the pmem regions given, and the first one Cloud Hypervisor refuses.
+    let mut pmem: Vec<u64> = Vec::new();
+    let mut pmem_refused: Option<Error> = None;
     let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     // Where each `pci_device_id` is first given.
     let mut device_ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
@@ -544,10 +555,33 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
                 Object::read::<VhostDeviceObject>(vm.src, raw, path.clone())?
             } else if key == "balloon" {
                 Object::read::<BalloonObject>(vm.src, raw, path.clone())?
+            } else if key == "pmem" {
+                Object::read::<PmemObject>(vm.src, raw, path.clone())?
             } else {
                 Object::read::<DeviceObject>(vm.src, raw, path.clone())?
             };
             keep_id(&o, key, true)?;
+            if key == "pmem"
+                && let Some(size) = o.option::<Whole64>("size")?.map(|w| w.0)
+            {
+                if size == 0 || !size.is_multiple_of(CH_PMEM_ALIGN) {
+                    let span = o
+                        .raw("size")
+                        .map_or_else(|| o.span.clone(), |r| span_of(o.src, r));
+                    pmem_refused.get_or_insert_with(|| {
+                        Error::Spec(o.src.error(
+                            join(&o.path, "size"),
+                            Some(span),
+                            Problem::Invalid(format!(
+                                "{size} bytes is not a whole number of {} above 0 (Cloud \
+                                 Hypervisor refuses such a virtio-pmem region)",
+                                Size(CH_PMEM_ALIGN)
+                            )),
+                        ))
+                    });
+                }
+                pmem.push(size);
+            }
             if key == "balloon" {
                 let size = o.required::<Whole64>("size")?.0;
                 let span = o
@@ -581,10 +615,10 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
         on_bus += on;
     }
     Ok(Devices {
-        pci: PciDevices(pci),
+        pci: PciDevices(pci, pmem),
         on_bus,
         ids,
-        refused: refused.or(absent),
+        refused: refused.or(pmem_refused).or(absent),
         default_zone,
         needs_shared,
         balloon,
@@ -1249,9 +1283,11 @@ fn pci_segments(vm: &Object<'_>) -> Result<()> {
 /// virtio-iommu (`iommu: true` at the top or in a device, or `platform.iommu_segments`),
 /// `rng` (always) and `console` (unless its `mode` is `Off`; `Socket` refused; none given is
 /// `Tty`) takes an 8 MiB slot of the 64-bit PCI device area for its BAR, as does a
-/// virtio-mem hotplug area's device; `disks` and `pvpanic: true` (32-bit BARs) take none, and
-/// the BARs of `devices` (VFIO), `user_devices` and `vdpa` (the host device's type: a block
-/// one's BAR is 32-bit), and the regions of `pmem` files and of
+/// virtio-mem hotplug area's device; `disks` and `pvpanic: true` (32-bit BARs) take none. A
+/// `pmem` entry's region of the `size` given (a multiple of 2 MiB above 0) is taken from the
+/// top of that area before any BAR, which go below it. The BARs of `devices` (VFIO),
+/// `user_devices` and `vdpa` (the host device's type: a block one's BAR is 32-bit), the region
+/// of a `pmem` entry without `size` (its file's) and the regions of
 /// vhost-user shared memory, are not counted, so with those Cloud Hypervisor's bound is lower
 /// than this one. All of them are PCI devices of segment 0, whose bus holds 31: more are
 /// refused. A zone id that a device section uses too (`id` of
