@@ -1015,7 +1015,8 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                 let bound = crate::vmm::ch_memory_end_bound(bits);
                 // Where its guest memory ends: on aarch64 above the plan's.
                 let hotplug = plan.hotplug.iter().map(|s| s.span.size).sum::<u64>();
-                let end = crate::vmm::ch_memory_end(plan.ram, hotplug, spec.arch)
+                let page = spec.memory.pages.explicit_bytes().unwrap_or(4096);
+                let end = crate::vmm::ch_memory_end(plan.ram, hotplug, spec.arch, page)
                     .max(u128::from(highest) + 1);
                 let redo = format!(
                     "set max_phys_bits = {bits} (cpus in Cloud Hypervisor's VmConfig) and convert \

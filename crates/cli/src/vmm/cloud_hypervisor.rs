@@ -196,6 +196,22 @@ fn mount_aligned(
     )))
 }
 
+/// What Cloud Hypervisor aligns guest RAM to (`memory_zone_get_align_size`): the huge page
+/// size given, or without one the page size of the file system at `/dev/hugepages`
+/// ([`HugeDefault::align`]), for `hugepages`; else the base page.
+fn ram_align(
+    hugepages: bool,
+    hugepage_size: Option<u64>,
+    place: &Place<'_>,
+    default: &mut HugeDefault<'_>,
+) -> Result<u64> {
+    match (hugepages, hugepage_size) {
+        (false, _) => Ok(BASE_PAGE),
+        (true, Some(size)) => Ok(size),
+        (true, None) => default.align(place),
+    }
+}
+
 /// The text of the file at `path`, at most `max` bytes ([`crate::input::read_host_file`]);
 /// why not, in words.
 fn read_host_file(path: &Path, max: u64) -> std::result::Result<String, String> {
@@ -323,12 +339,13 @@ pub(crate) fn ch_memory_end_bound(bits: u32) -> u128 {
 }
 
 /// Where Cloud Hypervisor's 64-bit PCI device area starts (the end of guest memory, 4 GiB at
-/// the earliest) with `ram` bytes of boot RAM laid out as it lays them out on `arch`
-/// ([`ChRam`]), then a hotplug area of `hotplug` bytes (0 for none) from the next 128 MiB
-/// boundary, as [`device_area`] lays them out. On aarch64 past its 32-bit hole that is up to
-/// 128 MiB above the end of a memvisor plan of the same memory, whose RAM runs on from 1 GiB.
-pub(crate) fn ch_memory_end(ram: u64, hotplug: u64, arch: Arch) -> u128 {
-    let ram_end = ChRam::of(arch).end(u128::from(ram));
+/// the earliest) with `ram` bytes of boot RAM aligned to `align` (its page size) laid out as it
+/// lays them out on `arch` ([`ChRam::end`]), then a hotplug area of `hotplug` bytes (0 for none)
+/// from the next 128 MiB boundary, as [`device_area`] lays them out. On aarch64 past its 32-bit
+/// hole that is up to 128 MiB above the end of a memvisor plan of the same memory, whose RAM runs
+/// on from 1 GiB (up to 1088 MiB with 1 GiB pages, of which only 2 GiB go below that hole).
+pub(crate) fn ch_memory_end(ram: u64, hotplug: u64, arch: Arch, align: u64) -> u128 {
+    let ram_end = ChRam::of(arch).end(u128::from(ram), align);
     if hotplug == 0 {
         return ram_end;
     }
@@ -400,11 +417,38 @@ impl ChRam {
     }
 
     /// Where what follows `ram` bytes of boot RAM starts (`MemoryManager::start_addr` without
-    /// hotplug): its end, or 4 GiB when it ends below the hole.
-    fn end(&self, ram: u128) -> u128 {
+    /// hotplug): its end, or 4 GiB when it ends below the hole. Cloud Hypervisor lays memory
+    /// aligned to `align` (its huge page size, `memory_zone_get_align_size`) out in whole
+    /// multiples of it, so below the hole it takes only what is a multiple of `align` (on
+    /// aarch64, 2 GiB of the 3008 MiB for 1 GiB pages), and the rest runs on from 4 GiB.
+    fn end(&self, ram: u128, align: u64) -> u128 {
+        self.end_of(&[(ram, align)])
+    }
+
+    /// [`ChRam::end`] of memory zones laid out in order, each `(size, align)`, as Cloud
+    /// Hypervisor lays them out (`create_memory_regions_from_zones`): each zone takes what is
+    /// left below the hole rounded down to its own alignment, and once a zone runs past it,
+    /// that zone's rest and every later zone run on from 4 GiB.
+    fn end_of(&self, zones: &[(u128, u64)]) -> u128 {
         const GIB4: u128 = 4 << 30;
-        let low = self.hole - self.start;
-        if ram <= low { GIB4 } else { GIB4 + (ram - low) }
+        let mut left = self.hole - self.start;
+        let mut high: u128 = 0;
+        let mut spilled = false;
+        for &(size, align) in zones {
+            if spilled {
+                high = high.saturating_add(size);
+                continue;
+            }
+            let align = u128::from(align.max(1));
+            let room = left / align * align;
+            if size <= room {
+                left -= size;
+            } else {
+                high = size - room;
+                spilled = true;
+            }
+        }
+        GIB4.saturating_add(high)
     }
 }
 
@@ -434,8 +478,9 @@ fn pmem_low(top: u128, sizes: &[u64]) -> u128 {
     (top / align * align).saturating_sub(total)
 }
 
-/// Refuses guest memory that leaves Cloud Hypervisor no usable 64-bit PCI device area. Boot RAM
-/// of `ram` bytes is laid out as Cloud Hypervisor lays it out on `arch` ([`ChRam`]), then a
+/// Refuses guest memory that leaves Cloud Hypervisor no usable 64-bit PCI device area. Boot RAM,
+/// `zones` of `(size, alignment)` in order, is laid out as Cloud Hypervisor lays it out on
+/// `arch` ([`ChRam::end_of`]), then a
 /// hotplug area of `hotplug` bytes from the next 128 MiB boundary (or from 4 GiB); the PCI
 /// device area runs from there up to the platform device area, the 1 MiB below the last
 /// 64 KiB of the `phys_bits`-bit address space. It must hold a BAR slot
@@ -445,7 +490,7 @@ fn pmem_low(top: u128, sizes: &[u64]) -> u128 {
 /// ([`CH_AARCH64_PCI_HIGH_BASE`]). What crosses first is named: `size` at `ram_place`, or
 /// `hotplug_size` at `hotplug_place`.
 fn device_area(
-    ram: u128,
+    zones: &[(u128, u64)],
     (hotplug, virtio_mem): (Option<u64>, bool),
     devices: &PciDevices,
     phys_bits: i64,
@@ -478,7 +523,7 @@ fn device_area(
             Size(pmem)
         );
     }
-    let ram_end = ChRam::of(arch).end(ram);
+    let ram_end = ChRam::of(arch).end_of(zones);
     let align = u128::from(VIRTIO_MEM_ALIGN);
     let (end, field, what, place) = match hotplug {
         Some(size) if ram_end <= last => (
@@ -861,6 +906,8 @@ struct ChZone<'s> {
     backing: (&'static str, &'static str, bool),
     host_node: Option<u32>,
     hotplug: Option<u64>,
+    /// What Cloud Hypervisor aligns the zone's RAM to ([`ram_align`]).
+    align: u64,
 }
 
 fn ch_zone<'s>(
@@ -953,10 +1000,12 @@ fn ch_zone<'s>(
             "host_numa_node: host node {node} (host nodes are numbered below {MAX_HOST_NODES})"
         )));
     }
+    let align = ram_align(hugepages, hugepage_size, &place, default)?;
     Ok(ChZone {
         place,
         id,
         size,
+        align,
         backing: (
             if shared || hugepages {
                 "memfd"
@@ -1476,8 +1525,9 @@ fn config_spec(
             ));
         }
         let (table, hotplug) = memory_table(&memory, place, &mut default)?;
+        let align = ram_align(memory.hugepages, memory.hugepage_size, place, &mut default)?;
         devices = device_area(
-            u128::from(memory.size.unwrap_or(CH_DEFAULT_MEMORY)),
+            &[(u128::from(memory.size.unwrap_or(CH_DEFAULT_MEMORY)), align)],
             (memory.hotplug, memory.virtio_mem),
             &pci,
             phys_bits,
@@ -1812,8 +1862,12 @@ fn zones_spec(
     }
     // Zones are laid out one after another, the last one's memory ending boot RAM.
     let last = zones.last().unwrap_or(first);
+    let laid: Vec<(u128, u64)> = zones
+        .iter()
+        .map(|z| (u128::from(z.size), z.align))
+        .collect();
     Ok(device_area(
-        sizes.iter().map(|&s| u128::from(s)).sum(),
+        &laid,
         // A zone's hotplug area is always virtio-mem.
         (hotplug.and_then(|(_, zone)| zone.hotplug), true),
         pci,
