@@ -170,7 +170,8 @@ pub struct ArenaStats {
     pub free_chunks: usize,
     /// Free chunks that clients held before and whose memory is still committed (cached for
     /// the next taker). Chunks never handed out do not count, even over a caller's or heap
-    /// memory, which is committed throughout.
+    /// memory, which is committed throughout. A chunk a caller decommitted through the
+    /// reservation (`Backing::reservation`) still counts until a client takes it.
     pub cached_chunks: usize,
     /// Bytes in chunks no client holds.
     pub free_bytes: usize,
@@ -1140,7 +1141,11 @@ impl Arena {
             unsafe { r.guard_unchecked(off + usable, guard) }?;
             info.guarded = true;
         }
-        if info.committed {
+        // The record says what the arena committed; the reservation, what is committed now:
+        // a caller may have decommitted a chunk no client held through the reservation
+        // (`Backing::reservation`), which the arena does not see. A lookup of its bitmap, no
+        // system call.
+        if info.committed && r.is_committed(off, usable)? {
             return Ok(false);
         }
         r.commit(off, usable)?;

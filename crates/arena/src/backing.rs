@@ -212,6 +212,15 @@ impl Backing {
     }
 
     /// The reservation behind the backing memory, if any.
+    ///
+    /// Its safe calls change no contents (advice, locking, committing, queries). Of the
+    /// unsafe ones that do (`decommit_unchecked` and the like), only a decommit of chunks no
+    /// client holds is one an arena made from this backing allows: such a chunk is committed
+    /// again when a client takes it, and counts among
+    /// [`ArenaStats::cached_chunks`](crate::ArenaStats::cached_chunks) until then. The
+    /// chunks clients hold keep the arena's own records in their free blocks (slab free
+    /// lists, blocks freed through [`Arena::free`](crate::Arena::free)), which no caller can
+    /// vouch for: changing their contents or access breaks the arena.
     #[cfg(feature = "std")]
     #[must_use]
     pub fn reservation(&self) -> Option<&Reservation> {

@@ -689,6 +689,41 @@ fn reservation_without_decommit_caches_chunks() {
     );
 }
 
+/// The memory of an arena without clients may be given back to the system through its
+/// reservation, whatever the arena committed before: a chunk is committed again when a client
+/// takes it, small blocks, buddy blocks and runs alike.
+#[test]
+fn chunks_decommitted_through_the_reservation_are_committed_again_when_taken() {
+    let arena = Arena::with_reservation(4 * CHUNK, Config::new().with_chunk_size(CHUNK)).unwrap();
+    let r = arena.backing().reservation().unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    client.alloc(layout(100, 8)).unwrap();
+    client.alloc(layout(2 * CHUNK, 8)).unwrap();
+    drop(client);
+    assert_eq!(arena.stats().cached_chunks, 3);
+    // SAFETY: no client lives, so no block does: nothing refers to the memory, and nothing
+    // touches it until it is committed again.
+    unsafe { r.decommit_unchecked(0, r.len()) }.unwrap();
+    assert_eq!(r.committed_bytes(), 0);
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let page = memvisor_vmem::page_size();
+    for size in [100, 5000, 2 * CHUNK] {
+        let p = client.alloc(layout(size, 8)).unwrap();
+        let off = p.as_ptr() as usize - r.as_ptr() as usize;
+        let start = off / page * page;
+        let len = (off + size).next_multiple_of(page) - start;
+        assert!(
+            r.is_committed(start, len).unwrap(),
+            "a block of {size} bytes"
+        );
+        // SAFETY: a live block of `size` bytes.
+        unsafe { p.as_ptr().write_bytes(0xA5, size) };
+    }
+    drop(client);
+    assert_eq!(arena.stats().cached_chunks, 3);
+    assert_eq!(r.committed_bytes(), 3 * CHUNK);
+}
+
 #[test]
 fn cached_block_is_not_live() {
     let arena = arena(1, Flags::empty());
