@@ -22,8 +22,10 @@ use crate::vec::error::{Error, PushError, Result};
 ///
 /// And in memory: a block's slots are committed when it is claimed, 512 elements at a time
 /// whatever the vector's [`Growth`](crate::vec::Growth) (512 elements of 64 KiB are 32 MiB).
-/// For large elements, plain pushes (whose blocks are
-/// [`thread_block`](ConcurrentVec::thread_block) slots) commit less at a time.
+/// For large elements, plain pushes can commit less at a time: a thread pushing alone claims
+/// single slots, and threads pushing at once claim blocks of
+/// [`thread_block`](ConcurrentVec::thread_block) slots, which
+/// [`Builder::thread_block`](crate::vec::Builder::thread_block) can set below 512.
 ///
 /// # Examples
 /// ```
