@@ -427,8 +427,9 @@ impl ChRam {
 
     /// [`ChRam::end`] of memory zones laid out in order, each `(size, align)`, as Cloud
     /// Hypervisor lays them out (`create_memory_regions_from_zones`): each zone takes what is
-    /// left below the hole rounded down to its own alignment, and once a zone runs past it,
-    /// that zone's rest and every later zone run on from 4 GiB.
+    /// left below the hole rounded down to its own alignment, and once a zone runs past it or
+    /// takes all of that (the RAM region is then used up, even with less than a page of the
+    /// zone's alignment left), that zone's rest and every later zone run on from 4 GiB.
     fn end_of(&self, zones: &[(u128, u64)]) -> u128 {
         const GIB4: u128 = 4 << 30;
         let mut left = self.hole - self.start;
@@ -441,7 +442,7 @@ impl ChRam {
             }
             let align = u128::from(align.max(1));
             let room = left / align * align;
-            if size <= room {
+            if size < room {
                 left -= size;
             } else {
                 high = size - room;
@@ -2090,6 +2091,30 @@ mod tests {
             text: &toml,
         })
         .unwrap_or_else(|e| panic!("{options}: {e}\n{toml}"))
+    }
+
+    #[test]
+    fn a_zone_taking_all_the_whole_pages_below_the_hole_sends_the_next_zones_past_it() {
+        const MIB: u128 = 1 << 20;
+        const GIB: u128 = 1 << 30;
+        let ram = ChRam::of(Arch::Aarch64);
+        // 2 GiB of 1 GiB pages takes all the whole 1 GiB pages of the 3008 MiB below the hole:
+        // Cloud Hypervisor counts that RAM region used up (`ram_region_consumed`), so a zone of
+        // 4 KiB pages after it runs from 4 GiB, not in the 960 MiB left below the hole.
+        assert_eq!(
+            ram.end_of(&[(2 * GIB, 1 << 30), (512 * MIB, 4096)]),
+            4 * GIB + 512 * MIB
+        );
+        // Short of them, the next zone takes the rest below the hole in its own pages.
+        assert_eq!(ram.end_of(&[(GIB, 1 << 30), (512 * MIB, 4096)]), 4 * GIB);
+        assert_eq!(
+            ram.end_of(&[(GIB, 1 << 30), (2 * GIB, 4096)]),
+            4 * GIB + 2 * GIB - 1984 * MIB
+        );
+        // On x86_64, 3 GiB of 4 KiB pages fills `[0, 3 GiB)` exactly.
+        let ram = ChRam::of(Arch::X86_64);
+        assert_eq!(ram.end_of(&[(3 * GIB, 4096), (GIB, 4096)]), 5 * GIB);
+        assert_eq!(ram.end_of(&[(3 * GIB, 4096)]), 4 * GIB);
     }
 
     fn error_of(options: &str) -> String {
