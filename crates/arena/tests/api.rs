@@ -692,6 +692,7 @@ fn reservation_without_decommit_caches_chunks() {
 /// The memory of an arena without clients may be given back to the system through its
 /// reservation, whatever the arena committed before: a chunk is committed again when a client
 /// takes it, small blocks, buddy blocks and runs alike.
+#[cfg(feature = "std")]
 #[test]
 fn chunks_decommitted_through_the_reservation_are_committed_again_when_taken() {
     let arena = Arena::with_reservation(4 * CHUNK, Config::new().with_chunk_size(CHUNK)).unwrap();

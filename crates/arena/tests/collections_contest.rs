@@ -270,6 +270,8 @@ fn every_entry_point_at_edge_sizes_and_alignments() {
         )
         .unwrap(),
     ];
+    // Reservations come with `std`.
+    #[cfg(feature = "std")]
     if !cfg!(miri) {
         let flags = Flags::STATISTICS | Flags::GUARD | Flags::DECOMMIT | Flags::POISON;
         let config = Config::new()

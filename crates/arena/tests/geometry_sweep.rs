@@ -110,12 +110,15 @@ fn random_arena(rng: &mut Rng) -> (Arena, usize) {
         .with_flags(flags);
     // Past 16 MiB chunks, a few chunks only.
     let chunks = 1 + rng.below(if chunk > 16 << 20 { 2 } else { 4 });
-    let arena = if !cfg!(miri) && rng.below(2) == 0 {
-        Arena::with_reservation(chunks * chunk + rng.below(3) * 4096, config).unwrap()
-    } else {
-        // Room for the start to be rounded up to the alignment.
-        Arena::new(Backing::heap(chunks * chunk + align, 16).unwrap(), config).unwrap()
-    };
+    // Reservations come with `std`.
+    #[cfg(feature = "std")]
+    if !cfg!(miri) && rng.below(2) == 0 {
+        let arena = Arena::with_reservation(chunks * chunk + rng.below(3) * 4096, config).unwrap();
+        assert_eq!(arena.chunk_count(), chunks);
+        return (arena, chunk);
+    }
+    // Room for the start to be rounded up to the alignment.
+    let arena = Arena::new(Backing::heap(chunks * chunk + align, 16).unwrap(), config).unwrap();
     assert_eq!(arena.chunk_count(), chunks);
     (arena, chunk)
 }

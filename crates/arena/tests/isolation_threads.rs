@@ -310,6 +310,7 @@ fn clients_on_threads_under_pressure_never_share_memory() {
 
 /// The same over a reservation with guard pages after each chunk and released chunks
 /// decommitted: a block reaching a guard page or a decommitted chunk faults.
+#[cfg(feature = "std")]
 #[test]
 #[cfg_attr(miri, ignore = "a reservation is mmap")]
 fn clients_on_threads_over_a_guarded_reservation_never_share_memory() {

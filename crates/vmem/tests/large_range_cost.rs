@@ -1,7 +1,12 @@
 //! What a whole-range call over a very large reservation costs in memory: the per-page bitmaps
 //! record a range that covers whole blocks of pages without writing its words, so mapping,
 //! committing, decommitting or advising terabytes that nobody touches stays cheap.
-#![cfg(all(target_os = "linux", target_pointer_width = "64", not(miri)))]
+#![cfg(all(
+    target_os = "linux",
+    target_pointer_width = "64",
+    feature = "std",
+    not(miri)
+))]
 
 use std::os::fd::{AsFd, FromRawFd};
 use std::sync::Mutex;
