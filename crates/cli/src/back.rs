@@ -169,16 +169,17 @@ impl Recorder {
 /// Prefaulted memory is made resident at once, and more of it than the host has available
 /// would have the kernel kill a process (this one or another) for memory rather than fail a
 /// call: so before anything is made, the prefaulted memory of every region and hotplug slot
-/// (all slots are plugged at once) is held to `MemAvailable` ([`prefault_fits`]).
+/// (all slots are plugged at once) is held to `MemAvailable` and `SwapFree` together
+/// ([`prefault_fits`]).
 ///
 /// `scale` is only reported (`plan` is already scaled); the command keeps it at most
 /// [`MAX_SCALE`].
 ///
 /// # Errors
 /// [`Error::PrefaultTooLarge`] before anything is made, for prefaulted memory larger than
-/// `MemAvailable`; [`Error::HostFileTooLarge`] if a memory sample's `/proc` or `/sys` file is
-/// longer than the most read of it: before anything is made, or after everything made is
-/// released.
+/// `MemAvailable` and `SwapFree` together; [`Error::HostFileTooLarge`] if a memory sample's `/proc`
+/// or `/sys` file is longer than the most read of it: before anything is made, or after everything
+/// made is released.
 pub fn back(plan: &Plan, scale: u64, progress: bool) -> Result<BackReport, Error> {
     prefault_fits(plan)?;
     let before = sample()?;
@@ -399,8 +400,11 @@ fn prefaulted_bytes(plan: &Plan) -> Result<u128, Error> {
 }
 
 /// Refuses, before anything is made, a plan whose prefaulted memory ([`prefaulted_bytes`]) is
-/// more than the host's `MemAvailable`: prefaulting it would have the kernel's OOM killer end
-/// this process or another one. A host without `MemAvailable` is not held to it.
+/// more than the host's `MemAvailable` and `SwapFree` together ([`available_bytes`]):
+/// prefaulting it would have the kernel's OOM killer end this process or another one. A host
+/// without `MemAvailable` is not held to it. Less can still meet the OOM killer: a memory
+/// cgroup's limit (a container's) and a NUMA binding to host nodes with less free memory are
+/// not read.
 ///
 /// # Errors
 /// [`Error::PrefaultTooLarge`], or [`Error::HostFileTooLarge`] if `/proc/meminfo` or a pool's
@@ -411,10 +415,9 @@ pub fn prefault_fits(plan: &Plan) -> Result<(), Error> {
         return Ok(());
     }
     let meminfo = crate::hostmem::host_text("/proc/meminfo".as_ref())?;
-    let Some(available) = crate::hostmem::field_kib(&meminfo, "MemAvailable") else {
+    let Some(available) = available_bytes(&meminfo) else {
         return Ok(());
     };
-    let available = u128::from(available) * 1024;
     if resident > available {
         return Err(Error::PrefaultTooLarge {
             resident: u64::try_from(resident).unwrap_or(u64::MAX),
@@ -422,6 +425,16 @@ pub fn prefault_fits(plan: &Plan) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// The bytes `/proc/meminfo` (`meminfo`) says can be made resident before the kernel runs out
+/// of memory: `MemAvailable` and `SwapFree` (prefaulted anonymous and memfd pages, or the
+/// pages they push out, can be swapped out; 0 without the line). `None` without
+/// `MemAvailable`.
+fn available_bytes(meminfo: &str) -> Option<u128> {
+    let available = crate::hostmem::field_kib(meminfo, "MemAvailable")?;
+    let swap = crate::hostmem::field_kib(meminfo, "SwapFree").unwrap_or(0);
+    Some((u128::from(available) + u128::from(swap)) * 1024)
 }
 
 fn run_steps(
@@ -591,6 +604,23 @@ pub fn back_text(r: &BackReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn available_bytes_count_free_swap() {
+        // A host with 4 GiB available and 8 GiB of free swap: prefaulting 6 GiB swaps out
+        // other pages (or its own), it does not run out of memory.
+        let meminfo = "MemTotal:       16777216 kB\nMemFree:         1048576 kB\n\
+                       MemAvailable:    4194304 kB\nSwapTotal:       8388608 kB\n\
+                       SwapFree:        8388608 kB\n";
+        assert_eq!(available_bytes(meminfo), Some(12 << 30));
+        // Without swap, or without its line, what is available is all there is.
+        let meminfo = "MemAvailable:    4194304 kB\nSwapTotal:             0 kB\n\
+                       SwapFree:              0 kB\n";
+        assert_eq!(available_bytes(meminfo), Some(4 << 30));
+        assert_eq!(available_bytes("MemAvailable: 4194304 kB\n"), Some(4 << 30));
+        // Without MemAvailable (kernels before 3.14) nothing is bounded.
+        assert_eq!(available_bytes("SwapFree: 8388608 kB\n"), None);
+    }
 
     fn report(thp_requested: bool, peak_thp_kib: u64) -> BackReport {
         BackReport {

@@ -179,18 +179,19 @@ pub enum Error {
         problems: usize,
     },
     /// `back` would make more memory resident by prefaulting it than the host has available
-    /// (`MemAvailable`), which would have the kernel kill a process for memory: nothing was
-    /// made (exit code 1).
+    /// (`MemAvailable` and `SwapFree` together), which would have the kernel kill a process
+    /// for memory: nothing was made (exit code 1).
     #[error(
         "back would make {} resident by prefaulting it, and this host has {} available \
-         (MemAvailable); nothing was made (prefault = 0, a smaller spec, or --scale N)",
+         (MemAvailable and SwapFree); nothing was made (prefault = 0, a smaller spec, or \
+         --scale N)",
         crate::size::Size(*.resident),
         crate::size::approx(*.available)
     )]
     PrefaultTooLarge {
         /// Bytes prefaulting would make resident.
         resident: u64,
-        /// `MemAvailable`, bytes.
+        /// `MemAvailable` and `SwapFree` together, bytes.
         available: u64,
     },
     /// A `/proc` or `/sys` file holds more than the command reads of it (exit code 1).

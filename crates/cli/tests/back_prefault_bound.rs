@@ -1,7 +1,7 @@
 //! `back` holds prefaulted memory to what the host has available: a spec whose prefaulted
 //! memory (boot RAM and every hotplug slot, all plugged at once) is larger than `MemAvailable`
-//! is refused before anything is made, with exit code 1, rather than made resident until the
-//! kernel kills a process for memory.
+//! and `SwapFree` together is refused before anything is made, with exit code 1, rather than made
+//! resident until the kernel kills a process for memory.
 
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ fn assert_refused(name: &str, spec: &str) {
     assert!(out.is_empty(), "{out}");
     assert!(
         err.starts_with("error: back would make ")
-            && err.contains("(MemAvailable); nothing was made"),
+            && err.contains("(MemAvailable and SwapFree); nothing was made"),
         "{err}"
     );
     let (code, out, err) = Memvisor::new().run_on_file(&file, spec, &["back", "--json", "FILE"]);
