@@ -77,7 +77,10 @@ impl MemoryMapEntry {
     }
 
     /// The entry as the PVH boot protocol's `struct hvm_memmap_table_entry`: address, size,
-    /// type and a zero reserved word, little-endian (24 bytes).
+    /// type and a zero reserved word, little-endian (24 bytes). A PVH map made of these takes
+    /// its entries from an e820 table ([`Snapshot::e820_table`],
+    /// [`Plan::e820_table`](crate::plan::Plan::e820_table)), whose limit Linux's PVH entry
+    /// needs too ([`Snapshot::pvh_memmap`] says why), not from a memory map, which has none.
     #[must_use]
     pub fn to_pvh_bytes(&self) -> [u8; 24] {
         let mut out = [0; 24];
@@ -161,11 +164,19 @@ impl Snapshot {
     /// The e820 table: [`memory_map`](Self::memory_map). Write each entry with
     /// [`MemoryMapEntry::to_e820_bytes`] into `boot_params.e820_table`, which holds
     /// [`E820_MAX_ENTRIES`] entries (with `boot_params.e820_entries` = the entry count). The
-    /// map has one entry per boot RAM range (adjacent ones merged) plus one for the legacy hole.
-    /// e820 is x86's: on AArch64, which has none, this is the same list of boot RAM, with no
-    /// hole carved out. Linux ignores an e820 table of fewer than 2 entries (and guesses the
-    /// memory from other `boot_params` fields): boot RAM that is one range clear of the legacy
-    /// hole (or none at all) gives such a table.
+    /// map has one entry per boot RAM range (adjacent ones merged), the part of it inside the
+    /// legacy hole cut out into an entry of its own. e820 is x86's: on AArch64, which has none,
+    /// this is the same list of boot RAM, with no hole carved out.
+    ///
+    /// Linux ignores an e820 table of fewer than 2 entries and takes its memory from other
+    /// `boot_params` fields (`alt_mem_k`, `screen_info.ext_mem_k`) instead. On x86-64 the table
+    /// is that short exactly when there is no boot RAM, or when boot RAM is one range (adjacent
+    /// regions merged) wholly below, inside or above the legacy hole. Such a table is returned
+    /// as it is, neither refused nor padded, since it is the memory as it is: a VMM that boots
+    /// Linux directly with it adds a reserved entry where there is no RAM, as Linux's PVH entry
+    /// adds the ISA range (see [`pvh_memmap`](Self::pvh_memmap)). A plan's table on x86-64
+    /// ([`Plan::e820_table`](crate::plan::Plan::e820_table)) lists KVM's pages too, and is never
+    /// that short when it has boot RAM.
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, E820_MAX_ENTRIES, Error, Layout, RegionSpec};
@@ -195,7 +206,14 @@ impl Snapshot {
     /// The PVH boot protocol sets no limit on the count, but Linux's PVH entry point copies
     /// every entry into `boot_params.e820_table`, which holds [`E820_MAX_ENTRIES`] entries,
     /// without checking the count: a longer map would overwrite what follows that table in
-    /// the guest kernel. So the map has the e820 table's limit, and a longer one is refused.
+    /// the guest kernel (and past 255 entries, more than `boot_params.e820_entries`, a byte,
+    /// counts, be cut short). So the map has the e820 table's limit, and a longer one is
+    /// refused.
+    ///
+    /// Linux's PVH entry then appends a reserved entry for the ISA range (0xa_0000 to
+    /// 0xf_ffff) to a map of fewer than 127 entries, so a map of one entry is not ignored as a
+    /// one-entry e820 table is. An empty map (no boot RAM), which this returns as it is, stops
+    /// it (`BUG`) unless it runs on Xen, which it then asks for the map.
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, RegionSpec};

@@ -373,7 +373,14 @@ impl Plan {
     /// `boot_params.e820_table` as [`Snapshot::e820_table`](crate::Snapshot::e820_table)
     /// says. e820 is x86's: on AArch64, which has none, this is the same list of boot RAM,
     /// no legacy hole, no MMCONFIG and no KVM pages in it (what a device tree's memory nodes
-    /// list).
+    /// list). On x86-64 it lists KVM's pages beside the boot RAM, so a plan with boot RAM never
+    /// has a table of fewer than the 2 entries Linux wants.
+    ///
+    /// The plan's PVH map is these entries, each as
+    /// [`MemoryMapEntry::to_pvh_bytes`](crate::MemoryMapEntry::to_pvh_bytes), with the same
+    /// limit, which Linux's PVH entry needs as well
+    /// ([`Snapshot::pvh_memmap`](crate::Snapshot::pvh_memmap) says why; the space's own map
+    /// lacks MMCONFIG and KVM's pages).
     ///
     /// # Errors
     /// [`Error::TooManyMapEntries`] if the map has more than

@@ -417,6 +417,32 @@ fn e820_table_holds_exactly_its_maximum() {
     );
 }
 
+/// Linux ignores an e820 table of fewer than 2 entries: on x86-64 the table is that short
+/// exactly when boot RAM is none, or one range wholly below, inside or above the legacy hole.
+#[test]
+fn e820_table_is_shorter_than_two_entries_only_for_ram_clear_of_the_hole_edges() {
+    // (boot RAM as (base, size), whether the table has fewer than 2 entries).
+    let cases: [(&[(u64, u64)], bool); 9] = [
+        (&[], true),
+        (&[(0, 0x9_f000)], true),
+        (&[(0xa_0000, 0x1_0000)], true),
+        (&[(0xa_0000, 0x6_0000)], true),
+        (&[(MIB, 64 * MIB)], true),
+        (&[(MIB, MIB), (2 * MIB, MIB)], true),
+        (&[(0, 0xa_0000)], false),
+        (&[(0xf_0000, MIB)], false),
+        (&[(MIB, MIB), (4 * MIB, MIB)], false),
+    ];
+    for (ram, short) in cases {
+        let specs = ram
+            .iter()
+            .map(|&(base, size)| RegionSpec::ram(GuestAddress(base), size));
+        let space = AddressSpace::plan(layout(), specs).unwrap();
+        let table = space.snapshot().e820_table().unwrap();
+        assert_eq!(table.len() < 2, short, "{ram:x?}: {table:x?}");
+    }
+}
+
 #[test]
 fn boot_maps_leave_out_hotplug_memory_and_srat_flags_it() {
     let space = AddressSpace::plan(
