@@ -214,13 +214,22 @@ impl Backing {
     /// The reservation behind the backing memory, if any.
     ///
     /// Its safe calls change no contents (advice, locking, committing, queries). Of the
-    /// unsafe ones that do (`decommit_unchecked` and the like), only a decommit of chunks no
-    /// client holds is one an arena made from this backing allows: such a chunk is committed
-    /// again when a client takes it, and counts among
-    /// [`ArenaStats::cached_chunks`](crate::ArenaStats::cached_chunks) until then. The
-    /// chunks clients hold keep the arena's own records in their free blocks (slab free
-    /// lists, blocks freed through [`Arena::free`](crate::Arena::free)), which no caller can
-    /// vouch for: changing their contents or access breaks the arena.
+    /// unsafe ones that do (`decommit_unchecked` and the like), an arena made from this
+    /// backing allows only a decommit, and only while the arena has no client: from before
+    /// the call until it returns, no client of the arena lives and none is made, on any
+    /// thread. Every chunk is then free; each is committed again when a client takes it, and
+    /// counts among [`ArenaStats::cached_chunks`](crate::ArenaStats::cached_chunks) until then.
+    /// With [`Flags::GUARD`](crate::Flags::GUARD), a chunk a client held ends in a guard page:
+    /// a range that holds one is refused with `memvisor_vmem::Error::Guarded`, and nothing
+    /// changes (decommit each chunk's pages before its guard page instead).
+    ///
+    /// While clients live, no caller can name a chunk that stays free through its decommit:
+    /// whichever client allocates next, on any thread, takes a free chunk without a lock the
+    /// caller could hold, and a decommit that meets the take hands the client memory whose
+    /// contents are then discarded (or that faults). The chunks clients hold keep the arena's
+    /// own records in their free blocks (slab free lists, blocks freed through
+    /// [`Arena::free`](crate::Arena::free)): changing their contents or access breaks the
+    /// arena.
     #[cfg(feature = "std")]
     #[must_use]
     pub fn reservation(&self) -> Option<&Reservation> {

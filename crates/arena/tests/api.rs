@@ -725,6 +725,66 @@ fn chunks_decommitted_through_the_reservation_are_committed_again_when_taken() {
     assert_eq!(r.committed_bytes(), 3 * CHUNK);
 }
 
+/// As above, over a sparse reservation too (where decommitting only discards), and with guard
+/// pages: a decommit over a chunk's guard page is refused and changes nothing, and one of each
+/// chunk's other pages is committed again when the chunk is taken.
+#[test]
+#[cfg(feature = "std")]
+fn chunks_decommitted_in_either_mode_and_around_guard_pages_are_committed_again() {
+    use memvisor_vmem::CommitMode;
+
+    let chunk = 1 << 20;
+    let page = memvisor_vmem::page_size();
+    for mode in [CommitMode::Protected, CommitMode::Sparse] {
+        for flags in [Flags::empty(), Flags::GUARD] {
+            let config = Config::new().with_chunk_size(chunk).with_flags(flags);
+            let backing = Backing::reserve(2 * chunk, chunk, mode).unwrap();
+            let arena = Arena::new(backing, config).unwrap();
+            assert_eq!(arena.accepted_flags(), flags, "page size {page}");
+            let r = arena.backing().reservation().unwrap();
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            client.alloc(layout(100, 8)).unwrap();
+            client.alloc(layout(chunk / 2, 8)).unwrap();
+            drop(client);
+            let committed = r.committed_bytes();
+            assert!(committed > 0);
+            let usable = if flags.contains(Flags::GUARD) {
+                // SAFETY: no client lives (nothing refers to the memory); refused anyway.
+                let whole = unsafe { r.decommit_unchecked(0, r.len()) };
+                assert!(
+                    matches!(whole, Err(memvisor_vmem::Error::Guarded { .. })),
+                    "{mode:?}: {whole:?}"
+                );
+                assert_eq!(r.committed_bytes(), committed, "{mode:?}");
+                chunk - page
+            } else {
+                chunk
+            };
+            for c in 0..2 {
+                // SAFETY: no client lives, so no block does, and none is taken until this
+                // returns.
+                unsafe { r.decommit_unchecked(c * chunk, usable) }.unwrap();
+            }
+            assert_eq!(r.committed_bytes(), 0, "{mode:?} {flags:?}");
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            for size in [100, chunk / 2] {
+                let p = client.alloc(layout(size, 8)).unwrap();
+                let off = p.as_ptr() as usize - r.as_ptr() as usize;
+                let start = off / page * page;
+                let len = (off + size).next_multiple_of(page) - start;
+                assert!(
+                    r.is_committed(start, len).unwrap(),
+                    "{mode:?} {flags:?}: a block of {size} bytes"
+                );
+                // SAFETY: a live block of `size` bytes.
+                unsafe { p.as_ptr().write_bytes(0xA5, size) };
+            }
+            drop(client);
+            assert_eq!(r.committed_bytes(), committed, "{mode:?} {flags:?}");
+        }
+    }
+}
+
 #[test]
 fn cached_block_is_not_live() {
     let arena = arena(1, Flags::empty());
