@@ -206,9 +206,9 @@ impl Snapshot {
     /// The PVH boot protocol sets no limit on the count, but Linux's PVH entry point copies
     /// every entry into `boot_params.e820_table`, which holds [`E820_MAX_ENTRIES`] entries,
     /// without checking the count: a longer map would overwrite what follows that table in
-    /// the guest kernel (and past 255 entries, more than `boot_params.e820_entries`, a byte,
-    /// counts, be cut short). So the map has the e820 table's limit, and a longer one is
-    /// refused.
+    /// the guest kernel (its count taken modulo 256, as `boot_params.e820_entries` is a byte,
+    /// so some longer maps are cut short instead). So the map has the e820 table's limit, and
+    /// a longer one is refused.
     ///
     /// Linux's PVH entry then appends a reserved entry for the ISA range (0xa_0000 to
     /// 0xf_ffff) to a map of fewer than 127 entries, so a map of one entry is not ignored as a
