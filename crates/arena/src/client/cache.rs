@@ -184,6 +184,9 @@ fn nearest_length_sse2(lens: &[u16; LARGE_ENTRIES], last: usize, want: usize) ->
         min,
         _mm_or_si128(_mm_slli_epi32::<16>(min), _mm_srli_epi32::<16>(min)),
     );
+    // Never an entry past `last`, whatever the lengths and `want` (the `debug_assert` above is
+    // off in release builds): such an entry can equal the least difference only if that is
+    // the greatest lane value, which entry `last` then has too, and `last` wins ties.
     // One bit per entry that has the least difference.
     let equal = _mm_packs_epi16(_mm_cmpeq_epi16(low, min), _mm_cmpeq_epi16(high, min));
     #[allow(clippy::cast_sign_loss, reason = "16 bits of a byte mask")]
@@ -859,8 +862,16 @@ impl State {
 mod tests {
     use super::{LARGE_ENTRIES, nearest_length, nearest_length_scalar};
 
+    /// [`nearest_length`] as its docs define it, for the check of both forms.
+    fn nearest_by_definition(lens: &[u16; LARGE_ENTRIES], last: usize, want: usize) -> usize {
+        let diff = |i: usize| (usize::from(lens[i]) - 1) ^ want;
+        (0..=last).min_by_key(|&i| (diff(i), i != last, i)).unwrap()
+    }
+
+    /// Both forms against the definition (on targets without SSE2 the two forms are one), over
+    /// stale entries past `last` of any value.
     #[test]
-    fn nearest_length_matches_the_entry_by_entry_scan() {
+    fn nearest_length_in_both_forms_is_the_nearest_by_definition() {
         let mut next = crate::test_rng::xorshift(0x2545_F491_4F6C_DD1D_u64);
         let rounds = if cfg!(miri) { 200 } else { 20_000 };
         for round in 0..rounds {
@@ -870,16 +881,22 @@ mod tests {
             let mut lens = [0u16; LARGE_ENTRIES];
             for n in &mut lens {
                 // Entries past `last` hold what was there before, anything.
-                *n = u16::try_from(next() % 300).unwrap();
+                *n = u16::try_from(next() & 0xFFFF).unwrap();
             }
             let last = usize::try_from(next() % 16).unwrap();
             for n in &mut lens[..=last] {
                 *n = u16::try_from(1 + next() % top).unwrap();
             }
             let want = usize::try_from(next() % top).unwrap();
+            let nearest = nearest_by_definition(&lens, last, want);
             assert_eq!(
                 nearest_length(&lens, last, want),
+                nearest,
+                "{lens:?}, last {last}, want {want}"
+            );
+            assert_eq!(
                 nearest_length_scalar(&lens, last, want),
+                nearest,
                 "{lens:?}, last {last}, want {want}"
             );
         }
