@@ -421,7 +421,10 @@ pub enum Error {
         count: u64,
     },
     /// A boot memory map has more entries than the boot protocol's table holds
-    /// ([`Snapshot::e820_table`](crate::Snapshot::e820_table)).
+    /// ([`Snapshot::e820_table`](crate::Snapshot::e820_table),
+    /// [`Plan::e820_table`](crate::plan::Plan::e820_table), and
+    /// [`Snapshot::pvh_memmap`](crate::Snapshot::pvh_memmap), which Linux copies into that
+    /// table).
     #[error("the boot memory map has {entries} entries, more than the {max} the e820 table holds")]
     TooManyMapEntries {
         /// The entries of the map.
