@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use memvisor_space::{AddressSpace, Backing, HugePageFallback, HugePages, Region, RegionReport};
+use memvisor_space::{
+    AddressSpace, Backing, HugePageFallback, HugePages, Region, RegionReport, RegionSpec,
+};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -348,52 +350,62 @@ fn watch<T>(bar: &ProgressBar, bytes: u64, f: impl FnOnce() -> T) -> T {
     result
 }
 
-/// The bytes `back` makes resident by prefaulting them: every region and hotplug slot with
-/// memory and prefault threads, except explicit huge pages, which the kernel reserves when they
-/// are mapped (a short pool fails the mapping, it takes no other memory), unless they may fall
-/// back to other pages and the pool's free pages (less those reserved by other mappings) are
-/// fewer than all of them.
+/// The bytes `back` makes resident by prefaulting them ([`prefaulted_of`] the plan's regions and
+/// hotplug slots), with the host's explicit huge page pools.
 fn prefaulted_bytes(plan: &Plan) -> Result<u128, Error> {
-    let prefaulted = || {
-        plan.regions
-            .iter()
-            .chain(&plan.slots)
-            .map(|r| &r.spec)
-            .filter(|s| s.backing().has_memory() && s.prefault_threads() > 0)
-    };
-    let mut resident: u128 = 0;
-    // Explicit huge page memory that may fall back, by page size.
-    let mut may_fall_back: Vec<(u64, u128)> = Vec::new();
-    for s in prefaulted() {
-        let size = u128::from(s.size());
-        match s.huge_pages() {
-            HugePages::Explicit(page) => {
-                if s.fallback() != HugePageFallback::Fail {
-                    let page = page.bytes();
-                    match may_fall_back.iter_mut().find(|(p, _)| *p == page) {
-                        Some((_, bytes)) => *bytes += size,
-                        None => may_fall_back.push((page, size)),
-                    }
-                }
-            }
-            _ if matches!(s.backing(), Backing::Hugetlbfs(_)) => {}
-            _ => resident += size,
-        }
-    }
-    for (page, bytes) in may_fall_back {
+    let specs = plan.regions.iter().chain(&plan.slots).map(|r| &r.spec);
+    prefaulted_of(specs, |page| {
         let dir = crate::hostmem::huge_page_dirs()
             .into_iter()
             .find(|(kib, _)| u128::from(*kib) * 1024 == u128::from(page));
-        let free = match dir {
+        Ok(match dir {
             Some((_, dir)) => {
                 let free = crate::hostmem::read_number(dir.join("free_hugepages"))?.unwrap_or(0);
                 let held = crate::hostmem::read_number(dir.join("resv_hugepages"))?.unwrap_or(0);
                 u128::from(free.saturating_sub(held)) * u128::from(page)
             }
             None => 0,
-        };
-        if free < bytes {
-            resident += bytes;
+        })
+    })
+}
+
+/// The bytes of `specs` with memory and prefault threads, except explicit huge pages that
+/// their pool holds. The kernel reserves a region's explicit huge pages when it is mapped
+/// (prefaulted or not), and a pool short for them fails the mapping, so `specs` are taken in
+/// the order `back` maps them, each from what is left of its pool (`pool_free` of its page
+/// size, bytes, read once): a region the pool holds takes that much of it and makes nothing
+/// else resident, and one it does not hold falls back whole to other pages (counted when
+/// prefaulted) if its fallback lets it (else its mapping fails and takes nothing).
+fn prefaulted_of<'a>(
+    specs: impl Iterator<Item = &'a RegionSpec>,
+    mut pool_free: impl FnMut(u64) -> Result<u128, Error>,
+) -> Result<u128, Error> {
+    let mut resident: u128 = 0;
+    // What is left of each explicit huge page pool read so far: (page size, bytes).
+    let mut pools: Vec<(u64, u128)> = Vec::new();
+    for s in specs.filter(|s| s.backing().has_memory()) {
+        let size = u128::from(s.size());
+        let prefaulted = s.prefault_threads() > 0;
+        match s.huge_pages() {
+            HugePages::Explicit(page) => {
+                let page = page.bytes();
+                let at = match pools.iter().position(|(p, _)| *p == page) {
+                    Some(at) => at,
+                    None => {
+                        pools.push((page, pool_free(page)?));
+                        pools.len() - 1
+                    }
+                };
+                let left = &mut pools[at].1;
+                if size <= *left {
+                    *left -= size;
+                } else if prefaulted && s.fallback() != HugePageFallback::Fail {
+                    resident += size;
+                }
+            }
+            _ if matches!(s.backing(), Backing::Hugetlbfs(_)) => {}
+            _ if prefaulted => resident += size,
+            _ => {}
         }
     }
     Ok(resident)
@@ -603,7 +615,59 @@ pub fn back_text(r: &BackReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    use memvisor_space::HugePageSize;
+    use vm_memory::GuestAddress;
+
     use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    /// RAM of `size` bytes at `base` GiB in 2 MiB pages with this fallback, prefaulted or not.
+    fn huge(base: u64, fallback: HugePageFallback, prefault: bool) -> RegionSpec {
+        RegionSpec::ram(GuestAddress(base * GIB), GIB)
+            .with_backing(Backing::Memfd)
+            .with_huge_pages(HugePages::Explicit(HugePageSize::Size2M))
+            .with_fallback(fallback)
+            .with_prefault_threads(usize::from(prefault))
+    }
+
+    /// [`prefaulted_of`] `specs` with 1 GiB free in the 2 MiB pool, none in others.
+    fn resident(specs: &[RegionSpec]) -> u128 {
+        prefaulted_of(specs.iter(), |page| {
+            Ok(if page == 2 << 20 { u128::from(GIB) } else { 0 })
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn prefaulted_of_takes_the_pool_region_by_region_in_the_order_they_are_mapped() {
+        use HugePageFallback::{BasePages, Fail};
+        // The first region of huge pages takes the whole pool; the second falls back whole.
+        assert_eq!(
+            resident(&[huge(0, BasePages, true), huge(1, BasePages, true)]),
+            u128::from(GIB)
+        );
+        // A region that may not fall back takes the pool too, as does one not prefaulted:
+        // the pages are reserved when it is mapped.
+        assert_eq!(
+            resident(&[huge(0, Fail, true), huge(1, BasePages, true)]),
+            u128::from(GIB)
+        );
+        assert_eq!(
+            resident(&[huge(0, BasePages, false), huge(1, BasePages, true)]),
+            u128::from(GIB)
+        );
+        // A pool large enough for it: nothing falls back.
+        assert_eq!(resident(&[huge(0, BasePages, true)]), 0);
+        // Base pages count when prefaulted only.
+        let anonymous = |base: u64, prefault: usize| {
+            RegionSpec::ram(GuestAddress(base * GIB), GIB).with_prefault_threads(prefault)
+        };
+        assert_eq!(
+            resident(&[anonymous(0, 1), anonymous(1, 0), huge(2, BasePages, true)]),
+            u128::from(GIB)
+        );
+    }
 
     #[test]
     fn available_bytes_count_free_swap() {
