@@ -941,6 +941,35 @@ fn a_pushers_block_is_committed_whole_past_the_growth_step() {
     assert!(blocks.committed_bytes() >= 512 * 4096);
 }
 
+/// A `Pusher`'s block ends at the next multiple of 512 (so after three single pushes it holds
+/// 509 slots), and its claim commits through the block's end or a growth step past what is
+/// committed, whichever reaches further: exactly the block with one-page steps, a whole step
+/// with steps longer than the block.
+#[test]
+#[cfg_attr(miri, ignore = "commits up to 8 MiB of 4 KiB elements")]
+fn a_pushers_claim_commits_through_its_block_or_a_step_whichever_is_further() {
+    let build = |growth| {
+        Builder::new(4096)
+            .growth(growth)
+            .thread_block(1)
+            .build_concurrent::<[u8; 4096]>()
+            .unwrap()
+    };
+    let page = page_size();
+    let short = build(Growth::Fixed(page));
+    for _ in 0..3 {
+        short.push([1; 4096]);
+    }
+    let mut pusher = short.pusher();
+    assert_eq!(pusher.push([2; 4096]), 3);
+    assert_eq!(pusher.remaining(), 508);
+    assert_eq!(short.committed_capacity(), 512);
+
+    let long = build(Growth::Fixed(8 << 20));
+    long.pusher().push([3; 4096]);
+    assert_eq!(long.committed_capacity(), 2048);
+}
+
 #[test]
 fn extend_compare_and_hash_use_published_elements() {
     use std::hash::{BuildHasher, RandomState};

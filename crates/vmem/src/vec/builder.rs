@@ -14,10 +14,12 @@ use crate::reservation::CommitMode;
 /// Larger steps mean fewer commit calls (each a system call in
 /// [`CommitMode::Protected`]) and more memory committed ahead of use.
 ///
-/// Blocks of a [`ConcurrentVec`] are committed whole when they are claimed, whatever the
-/// policy: a [`Pusher`](super::Pusher) commits 512 elements at a time, and a thread pushing
-/// in blocks [`thread_block`](Builder::thread_block) elements, so with large elements they
-/// commit more at a time than the step (512 elements of 64 KiB are 32 MiB).
+/// Blocks of a [`ConcurrentVec`] are committed whole when they are claimed: a
+/// [`Pusher`](super::Pusher) claims up to 512 elements at a time (its blocks end at multiples
+/// of 512, or at the capacity), and a thread pushing in blocks up to
+/// [`thread_block`](Builder::thread_block) elements, and a claim commits through the block's
+/// end or a step past what is committed, whichever reaches further. So with large elements
+/// they commit more at a time than the step (512 elements of 64 KiB are 32 MiB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Growth {
     /// Each commit adds at least this many bytes.

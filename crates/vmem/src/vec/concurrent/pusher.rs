@@ -20,8 +20,11 @@ use crate::vec::error::{Error, PushError, Result};
 /// for good. Like the slots of failed pushes, they are counted by
 /// [`len`](ConcurrentVec::len), read as `None` and skipped by iteration.
 ///
-/// And in memory: a block's slots are committed when it is claimed, 512 elements at a time
-/// whatever the vector's [`Growth`](crate::vec::Growth) (512 elements of 64 KiB are 32 MiB).
+/// And in memory: a block's slots are all committed when it is claimed, through the block's
+/// end (up to 512 elements: blocks end at multiples of 512, or at the capacity) or a step of
+/// the vector's [`Growth`](crate::vec::Growth) past what is committed, whichever reaches
+/// further, so with large elements more than a step at a time (512 elements of 64 KiB are
+/// 32 MiB).
 /// For large elements, plain pushes can commit less at a time: a thread pushing alone claims
 /// single slots, and threads pushing at once claim blocks of
 /// [`thread_block`](ConcurrentVec::thread_block) slots, which
