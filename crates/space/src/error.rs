@@ -422,8 +422,9 @@ pub enum Error {
     },
     /// A boot memory map has more entries than the boot protocol's table holds
     /// ([`Snapshot::e820_table`](crate::Snapshot::e820_table),
-    /// [`Plan::e820_table`](crate::plan::Plan::e820_table), and
-    /// [`Snapshot::pvh_memmap`](crate::Snapshot::pvh_memmap), which Linux copies into that
+    /// [`Plan::e820_table`](crate::plan::Plan::e820_table), and the PVH maps
+    /// [`Snapshot::pvh_memmap`](crate::Snapshot::pvh_memmap) and
+    /// [`Plan::pvh_memmap`](crate::plan::Plan::pvh_memmap), which Linux copies into that
     /// table).
     #[error("the boot memory map has {entries} entries, more than the {max} the e820 table holds")]
     TooManyMapEntries {

@@ -78,9 +78,9 @@ impl MemoryMapEntry {
 
     /// The entry as the PVH boot protocol's `struct hvm_memmap_table_entry`: address, size,
     /// type and a zero reserved word, little-endian (24 bytes). A PVH map made of these takes
-    /// its entries from an e820 table ([`Snapshot::e820_table`],
-    /// [`Plan::e820_table`](crate::plan::Plan::e820_table)), whose limit Linux's PVH entry
-    /// needs too ([`Snapshot::pvh_memmap`] says why), not from a memory map, which has none.
+    /// its entries from an e820 table, whose limit Linux's PVH entry needs too, not from a
+    /// memory map, which has none: [`Snapshot::pvh_memmap`] and
+    /// [`Plan::pvh_memmap`](crate::plan::Plan::pvh_memmap) do so.
     #[must_use]
     pub fn to_pvh_bytes(&self) -> [u8; 24] {
         let mut out = [0; 24];
@@ -230,11 +230,7 @@ impl Snapshot {
     /// # Errors
     /// [`Error::TooManyMapEntries`] if the map has more than [`E820_MAX_ENTRIES`] entries.
     pub fn pvh_memmap(&self) -> Result<Vec<u8>> {
-        Ok(self
-            .e820_table()?
-            .iter()
-            .flat_map(MemoryMapEntry::to_pvh_bytes)
-            .collect())
+        Ok(pvh_of(&self.e820_table()?))
     }
 
     /// Guest memory by the host NUMA node it is bound to: every RAM region (hot-pluggable
@@ -323,6 +319,14 @@ pub(crate) fn e820_of(map: Vec<MemoryMapEntry>) -> Result<Vec<MemoryMapEntry>> {
         });
     }
     Ok(map)
+}
+
+/// The PVH memory map of an e820 `table`: each entry as a 24-byte `hvm_memmap_table_entry`.
+pub(crate) fn pvh_of(table: &[MemoryMapEntry]) -> Vec<u8> {
+    table
+        .iter()
+        .flat_map(MemoryMapEntry::to_pvh_bytes)
+        .collect()
 }
 
 fn is_boot_ram(r: &Region) -> bool {

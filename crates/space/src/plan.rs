@@ -11,7 +11,7 @@ use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
 use crate::firmware::{
-    MemoryMapEntry, MemoryType, NumaRange, e820_of, push_merged, push_numa, push_ram,
+    MemoryMapEntry, MemoryType, NumaRange, e820_of, push_merged, push_numa, push_ram, pvh_of,
 };
 use crate::layout::{Arch, Layout, WindowKind};
 use crate::placer::Placer;
@@ -376,17 +376,24 @@ impl Plan {
     /// list). On x86-64 it lists KVM's pages beside the boot RAM, so a plan with boot RAM never
     /// has a table of fewer than the 2 entries Linux wants.
     ///
-    /// The plan's PVH map is these entries, each as
-    /// [`MemoryMapEntry::to_pvh_bytes`](crate::MemoryMapEntry::to_pvh_bytes), with the same
-    /// limit, which Linux's PVH entry needs as well
-    /// ([`Snapshot::pvh_memmap`](crate::Snapshot::pvh_memmap) says why; the space's own map
-    /// lacks MMCONFIG and KVM's pages).
-    ///
     /// # Errors
     /// [`Error::TooManyMapEntries`] if the map has more than
     /// [`E820_MAX_ENTRIES`](crate::E820_MAX_ENTRIES) entries.
     pub fn e820_table(&self) -> Result<Vec<MemoryMapEntry>> {
         e820_of(self.memory_map())
+    }
+
+    /// The PVH memory map of the plan as bytes: its [`e820_table`](Self::e820_table), each
+    /// entry as [`MemoryMapEntry::to_pvh_bytes`], to write into guest memory as
+    /// [`Snapshot::pvh_memmap`](crate::Snapshot::pvh_memmap) says. A planned VM booted
+    /// through PVH takes this one: the space's own map lacks PCI MMCONFIG and KVM's pages.
+    ///
+    /// # Errors
+    /// [`Error::TooManyMapEntries`] if the map has more than
+    /// [`E820_MAX_ENTRIES`](crate::E820_MAX_ENTRIES) entries, which Linux's PVH entry copies
+    /// into `boot_params.e820_table` without checking the count.
+    pub fn pvh_memmap(&self) -> Result<Vec<u8>> {
+        Ok(pvh_of(&self.e820_table()?))
     }
 
     /// Guest memory by guest NUMA node, for an ACPI SRAT memory affinity structure: boot RAM

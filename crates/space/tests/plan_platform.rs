@@ -164,6 +164,41 @@ fn plan_e820_counts_mmconfig_against_the_table() {
     assert!(table.len() <= E820_MAX_ENTRIES);
 }
 
+/// A plan's PVH map is its e820 table, MMCONFIG and KVM's pages in it (the space's own map has
+/// neither), with the table's limit: Linux copies a PVH map into that table unchecked.
+#[test]
+fn plan_pvh_memmap_is_its_e820_table_with_its_limit() {
+    let platform = Platform::x86_64().with_pci_mmconfig().unwrap();
+    let mut p = plan(&request(platform, 512 * MIB)).unwrap();
+    let table = p.e820_table().unwrap();
+    let want: Vec<u8> = table
+        .iter()
+        .flat_map(MemoryMapEntry::to_pvh_bytes)
+        .collect();
+    assert_eq!(p.pvh_memmap().unwrap(), want);
+    let space =
+        AddressSpace::plan(p.layout.clone(), p.regions.iter().map(|r| r.spec.clone())).unwrap();
+    assert_eq!(
+        space.snapshot().pvh_memmap().unwrap().len() + 2 * 24,
+        want.len(),
+        "MMCONFIG and KVM's pages"
+    );
+    // Pages of RAM apart from each other, added by hand, until the map is one entry too long.
+    let room = E820_MAX_ENTRIES + 1 - table.len();
+    for i in 0..room as u64 {
+        let mut edited = p.regions[0].clone();
+        edited.spec = RegionSpec::ram(GuestAddress(GIB + i * 0x2000), 0x1000);
+        p.regions.push(edited);
+    }
+    let err = p.pvh_memmap().unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyMapEntries { entries, max: E820_MAX_ENTRIES } if entries == E820_MAX_ENTRIES + 1),
+        "{err}"
+    );
+    p.regions.pop();
+    assert_eq!(p.pvh_memmap().unwrap().len(), E820_MAX_ENTRIES * 24);
+}
+
 /// Address bits past 52, the most any x86-64 or AArch64 host has, are refused at the bits.
 #[test]
 fn plan_refuses_address_bits_no_host_has() {

@@ -362,6 +362,17 @@ fn check(r: &PlanRequest, p: &Plan) {
         Ok(table) => assert_eq!(table, plan_map),
         Err(e) => assert!(plan_map.len() > memvisor_space::E820_MAX_ENTRIES, "{e}"),
     }
+    match p.pvh_memmap() {
+        Ok(memmap) => {
+            assert!(plan_map.len() <= memvisor_space::E820_MAX_ENTRIES);
+            let want: Vec<u8> = plan_map
+                .iter()
+                .flat_map(memvisor_space::MemoryMapEntry::to_pvh_bytes)
+                .collect();
+            assert_eq!(memmap, want);
+        }
+        Err(e) => assert!(plan_map.len() > memvisor_space::E820_MAX_ENTRIES, "{e}"),
+    }
     // Linux ignores an e820 table of fewer than 2 entries: an x86-64 plan's lists KVM's pages
     // beside its boot RAM, so it never is that short.
     if r.platform.arch() == Arch::X86_64 && !ram_of(&plan_map).is_empty() {
