@@ -730,6 +730,10 @@ fn chunks_decommitted_through_the_reservation_are_committed_again_when_taken() {
 /// chunk's other pages is committed again when the chunk is taken.
 #[test]
 #[cfg(feature = "std")]
+#[cfg_attr(
+    miri,
+    ignore = "6 s under Miri; the test above runs the same arena code there"
+)]
 fn chunks_decommitted_in_either_mode_and_around_guard_pages_are_committed_again() {
     use memvisor_vmem::CommitMode;
 
