@@ -1142,9 +1142,9 @@ impl Arena {
             info.guarded = true;
         }
         // The record says what the arena committed; the reservation, what is committed now:
-        // a caller may have decommitted a chunk no client held through the reservation
-        // (`Backing::reservation`), which the arena does not see. A lookup of its bitmap, no
-        // system call.
+        // a caller may have decommitted chunks through the reservation while the arena had no
+        // client (`Backing::reservation`), which the arena does not see. A lookup of its
+        // bitmap, no system call.
         if info.committed && r.is_committed(off, usable)? {
             return Ok(false);
         }
