@@ -1125,6 +1125,16 @@ impl Arena {
         Ok(committed_now)
     }
 
+    /// The offset of chunk `c` in the reservation and the length of its pages before its
+    /// guard page (all of it without [`Flags::GUARD`]): what the arena commits and decommits.
+    #[cfg(feature = "std")]
+    fn usable_range(&self, c: usize) -> (usize, usize) {
+        (
+            self.pad + (c << self.geo.chunk_shift),
+            self.geo.usable_pages << self.geo.page_shift,
+        )
+    }
+
     /// Commits chunk `c` and sets its guard page, once; returns whether it committed it now.
     #[cfg(feature = "std")]
     fn prepare(
@@ -1133,8 +1143,7 @@ impl Arena {
         c: usize,
         info: &mut ChunkInfo,
     ) -> Result<bool> {
-        let off = self.pad + (c << self.geo.chunk_shift);
-        let usable = self.geo.usable_pages << self.geo.page_shift;
+        let (off, usable) = self.usable_range(c);
         let guard = self.chunk_size() - usable;
         if guard > 0 && !info.guarded {
             // SAFETY: the guard page lies in a chunk nobody holds and no block ever covers it.
@@ -1157,8 +1166,7 @@ impl Arena {
     fn undo_commit(&self, c: usize) -> bool {
         #[cfg(feature = "std")]
         if let Some(r) = self.backing.reservation() {
-            let off = self.pad + (c << self.geo.chunk_shift);
-            let usable = self.geo.usable_pages << self.geo.page_shift;
+            let (off, usable) = self.usable_range(c);
             // SAFETY: the chunk was committed by the refused call, which handed out nothing in
             // it, and no other client holds it until it is back in the free set.
             return unsafe { r.decommit_unchecked(off, usable) }.is_ok();
@@ -1200,8 +1208,7 @@ impl Arena {
             return;
         }
         if let Some(r) = self.backing.reservation() {
-            let off = self.pad + (c << self.geo.chunk_shift);
-            let usable = self.geo.usable_pages << self.geo.page_shift;
+            let (off, usable) = self.usable_range(c);
             // SAFETY: the chunk is being given back: its holder's blocks are all dead (freed or
             // its client deleted, after which they must not be used), and no other client holds
             // it until it is taken from the stack again, which happens after this call.
