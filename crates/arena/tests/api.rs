@@ -689,6 +689,30 @@ fn reservation_without_decommit_caches_chunks() {
     );
 }
 
+/// Allocates a block of each of `sizes` bytes and writes all of it, after checking that its
+/// pages are committed in the reservation (`what` starts the message).
+#[cfg(feature = "std")]
+fn alloc_committed_and_write(
+    client: &Client<'_>,
+    r: &memvisor_vmem::Reservation,
+    sizes: &[usize],
+    what: &str,
+) {
+    let page = memvisor_vmem::page_size();
+    for &size in sizes {
+        let p = client.alloc(layout(size, 8)).unwrap();
+        let off = p.as_ptr() as usize - r.as_ptr() as usize;
+        let start = off / page * page;
+        let len = (off + size).next_multiple_of(page) - start;
+        assert!(
+            r.is_committed(start, len).unwrap(),
+            "{what}a block of {size} bytes"
+        );
+        // SAFETY: a live block of `size` bytes.
+        unsafe { p.as_ptr().write_bytes(0xA5, size) };
+    }
+}
+
 /// The memory of an arena without clients may be given back to the system through its
 /// reservation, whatever the arena committed before: a chunk is committed again when a client
 /// takes it, small blocks, buddy blocks and runs alike.
@@ -707,19 +731,7 @@ fn chunks_decommitted_through_the_reservation_are_committed_again_when_taken() {
     unsafe { r.decommit_unchecked(0, r.len()) }.unwrap();
     assert_eq!(r.committed_bytes(), 0);
     let client = arena.create_client(Quota::UNLIMITED).unwrap();
-    let page = memvisor_vmem::page_size();
-    for size in [100, 5000, 2 * CHUNK] {
-        let p = client.alloc(layout(size, 8)).unwrap();
-        let off = p.as_ptr() as usize - r.as_ptr() as usize;
-        let start = off / page * page;
-        let len = (off + size).next_multiple_of(page) - start;
-        assert!(
-            r.is_committed(start, len).unwrap(),
-            "a block of {size} bytes"
-        );
-        // SAFETY: a live block of `size` bytes.
-        unsafe { p.as_ptr().write_bytes(0xA5, size) };
-    }
+    alloc_committed_and_write(&client, r, &[100, 5000, 2 * CHUNK], "");
     drop(client);
     assert_eq!(arena.stats().cached_chunks, 3);
     assert_eq!(r.committed_bytes(), 3 * CHUNK);
@@ -771,18 +783,8 @@ fn chunks_decommitted_in_either_mode_and_around_guard_pages_are_committed_again(
             }
             assert_eq!(r.committed_bytes(), 0, "{mode:?} {flags:?}");
             let client = arena.create_client(Quota::UNLIMITED).unwrap();
-            for size in [100, chunk / 2] {
-                let p = client.alloc(layout(size, 8)).unwrap();
-                let off = p.as_ptr() as usize - r.as_ptr() as usize;
-                let start = off / page * page;
-                let len = (off + size).next_multiple_of(page) - start;
-                assert!(
-                    r.is_committed(start, len).unwrap(),
-                    "{mode:?} {flags:?}: a block of {size} bytes"
-                );
-                // SAFETY: a live block of `size` bytes.
-                unsafe { p.as_ptr().write_bytes(0xA5, size) };
-            }
+            let what = format!("{mode:?} {flags:?}: ");
+            alloc_committed_and_write(&client, r, &[100, chunk / 2], &what);
             drop(client);
             assert_eq!(r.committed_bytes(), committed, "{mode:?} {flags:?}");
         }
