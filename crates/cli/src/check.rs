@@ -55,6 +55,9 @@ pub struct HostFacts {
     pub memory_and_swap: Option<u64>,
     /// `MemAvailable`, bytes.
     pub memory_available: Option<u64>,
+    /// `SwapFree`, bytes: swap that prefaulted anonymous and memfd pages (or the pages they
+    /// push out) can go to.
+    pub swap_free: Option<u64>,
     /// What is at the paths the spec names (its hugetlbfs folder), from [`path_state`]; a path
     /// not listed is not judged.
     pub paths: Vec<(String, PathState)>,
@@ -490,6 +493,7 @@ pub fn host_facts() -> crate::Result<HostFacts> {
         memory_and_swap: bytes("MemTotal")
             .map(|m| m.saturating_add(bytes("SwapTotal").unwrap_or(0))),
         memory_available: bytes("MemAvailable"),
+        swap_free: bytes("SwapFree"),
         paths: Vec::new(),
         resolved: Vec::new(),
     };
@@ -1210,10 +1214,13 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     };
     out.push(finding("overcommit", status, detail, fix));
 
-    // Prefaulted memory must be there now: base or transparent pages, explicit ones too when
-    // the pool is short for boot RAM and they fall back.
+    // Prefaulted memory must be there now, or its pages (or those it pushes out) go to swap:
+    // base or transparent pages, explicit ones too when the pool is short for boot RAM and they
+    // fall back.
     if mem.prefault_threads > 0
-        && let Some(avail) = host.memory_available
+        && let Some(avail) = host
+            .memory_available
+            .map(|a| a.saturating_add(host.swap_free.unwrap_or(0)))
         && (mem.pages.explicit_bytes().is_none() || boot_falls_back)
         && ram > avail
     {
@@ -1221,7 +1228,7 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
             "memory",
             Status::Fail,
             format!(
-                "prefault makes {} resident; {} is available",
+                "prefault makes {} resident; {} is available (MemAvailable and SwapFree)",
                 Size(ram),
                 approx(avail)
             ),
@@ -1317,6 +1324,7 @@ mod tests {
             commit: Some((16 << 30, 1 << 30)),
             memory_and_swap: Some(16 << 30),
             memory_available: Some(8 << 30),
+            swap_free: None,
             paths: Vec::new(),
             resolved: Vec::new(),
         }

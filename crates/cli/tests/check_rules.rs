@@ -46,6 +46,7 @@ fn good_host() -> HostFacts {
         commit: Some((16 * GIB, GIB)),
         memory_and_swap: Some(16 * GIB),
         memory_available: Some(8 * GIB),
+        swap_free: None,
         paths: Vec::new(),
         resolved: Vec::new(),
     }
@@ -324,6 +325,29 @@ fn check_prefault_past_available_memory_fails() {
     // Without prefault nothing is made resident up front.
     let f = run("[memory]\nsize = \"64MiB\"\n", &host);
     assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+}
+
+#[test]
+fn check_prefault_counts_free_swap_as_available() {
+    // 32 MiB available and 64 MiB of free swap: prefaulting 64 MiB swaps pages out, it does
+    // not run out of memory, as `back` holds it to both.
+    let host = HostFacts {
+        memory_available: Some(32 * MIB),
+        swap_free: Some(64 * MIB),
+        ..good_host()
+    };
+    let f = run("[memory]\nsize = \"64MiB\"\nprefault = 2\n", &host);
+    assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+    let f = run("[memory]\nsize = \"128MiB\"\nprefault = 2\n", &host);
+    let m = get(&f, "memory");
+    assert_eq!(m.status, Status::Fail);
+    assert!(
+        m.detail.starts_with(
+            "prefault makes 128 MiB resident; 96.0 MiB is available (MemAvailable and SwapFree)"
+        ),
+        "{}",
+        m.detail
+    );
 }
 
 #[test]

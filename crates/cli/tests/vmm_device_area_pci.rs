@@ -196,6 +196,7 @@ fn host(bits: u32) -> HostFacts {
         commit: Some((16 * G, G)),
         memory_and_swap: Some(16 * G),
         memory_available: Some(8 * G),
+        swap_free: None,
         paths: Vec::new(),
         resolved: Vec::new(),
     }
