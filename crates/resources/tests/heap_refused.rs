@@ -14,7 +14,7 @@ use memvisor_resources::{
 #[path = "common/refusing_heap.rs"]
 mod refusing_heap;
 
-use refusing_heap::{Refusing, refusing_after};
+use refusing_heap::{Refusing, refusing, refusing_after};
 
 /// Requests over this many bytes are always refused.
 const MAX_REQUEST: usize = 64 << 20;
@@ -308,6 +308,28 @@ fn allocator_set_the_heap_refuses_fails_and_changes_nothing() {
     for key in 0..100u64 {
         assert!(set.release(key).is_ok());
     }
+    assert!(set.is_empty());
+}
+
+#[test]
+fn allocator_set_release_the_heap_refuses_fails_and_changes_nothing() {
+    let spaces = [
+        AddressRange::new(0x1000_0000, 0x1fff_ffff).unwrap(),
+        AddressRange::new(0x4000_0000, 0x4fff_ffff).unwrap(),
+    ];
+    let mut set = AllocatorSet::<u32>::new(&spaces).unwrap();
+    // A reservation spanning both spaces, under a key: `release` lists its parts first.
+    let span = AddressRange::new(0x1fff_f000, 0x4000_0fff).unwrap();
+    set.reserve_keyed(7, span, 2).unwrap();
+    let before = set.clone();
+    assert!(matches!(
+        refusing(|| set.release(7)),
+        Err(Error::HeapRefused { .. })
+    ));
+    assert_eq!(set, before);
+    assert_eq!(set.get(7), Some(span));
+    set.check_invariants().unwrap();
+    assert_eq!(set.release(7), Ok((span, 2)));
     assert!(set.is_empty());
 }
 

@@ -777,11 +777,15 @@ impl<T> AllocatorSet<T> {
         self.keys.get(key)
     }
 
-    /// Frees the allocation recorded under `key` and returns its range and tag.
+    /// Frees the allocation recorded under `key` and returns its range and tag, as
+    /// [`free`](Self::free) frees its range (the tag of its lowest part; the other copies of a
+    /// spanning reservation's tag dropped once it and its key are gone).
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownKey`] if no live allocation has that key.
+    /// [`Error::UnknownKey`] if no live allocation has that key; [`Error::HeapRefused`] if the
+    /// heap refuses the list of its parts, as [`free`](Self::free) gives it. The set is
+    /// unchanged on error.
     pub fn release(&mut self, key: u64) -> Result<(AddressRange, T)> {
         let range = self.get(key).ok_or(Error::UnknownKey(key))?;
         let tag = self.free(&range)?;
