@@ -1135,7 +1135,8 @@ impl Arena {
         )
     }
 
-    /// Commits chunk `c` and sets its guard page, once; returns whether it committed it now.
+    /// Commits chunk `c` unless the record and the reservation both say it is committed, and
+    /// sets its guard page once; returns whether it committed it now.
     #[cfg(feature = "std")]
     fn prepare(
         &self,

@@ -60,7 +60,9 @@
 //! # Features
 //! The crate is `no_std` with `alloc` (for its side tables). The default `std` feature adds
 //! arenas over a memvisor-vmem reservation ([`Arena::with_reservation`], [`Backing::reserve`]),
-//! which commit chunks when first taken, and can decommit chunks given back
+//! which commit a chunk when a client takes it uncommitted (never taken before, decommitted
+//! when given back, or by a caller through [`Backing::reservation`]), and can decommit chunks
+//! given back
 //! ([`Flags::DECOMMIT`]) and put a guard page after each chunk ([`Flags::GUARD`]).
 //!
 //! # Threads
