@@ -423,6 +423,24 @@ fn readme_example_runs_clean_everywhere() {
     });
 }
 
+/// The README says the header needs C99 or later: its example, as a C program would copy it,
+/// builds with each C standard from C99 under `-Wpedantic -Werror` and runs.
+#[test]
+fn readme_example_builds_as_c99_and_c11_pedantic() {
+    let source = readme_example("readme_example_std.c");
+    for std in ["c99", "c11"] {
+        let flag = format!("-std={std}");
+        let exe = compile(
+            &source,
+            &format!("readme-{std}"),
+            Link::Static,
+            &[&flag, "-Wpedantic"],
+        );
+        let out = run(&[], &exe, &[]);
+        assert!(out.contains("all memory back"), "{std}: {out}");
+    }
+}
+
 /// A translation unit that includes the header twice and uses every type, macro and
 /// function of it, as C (any standard from C99) and as C++ (from C++11).
 const HEADER_USER: &str = "#include \"memvisor.h\"\n\
