@@ -15,7 +15,13 @@
 // library does not detect.
 //
 // Signals. No function is async-signal-safe: do not call one from a signal handler (it may
-// wait for ever for a lock the interrupted code holds, or allocate).
+// wait for ever for a lock the interrupted code holds, or allocate). A handler may interrupt
+// a call if it calls no function of the library and returns (or calls `_exit`). Leaving a
+// call other than by its return is not supported: a handler that longjmps (or siglongjmps)
+// out of it, or the thread's cancellation or exit inside it, may leave a lock of the library
+// held (later calls wait for ever), a context's state half-changed, and a call counted in
+// flight (the context's delete answers `CONTEXT_BUSY` for ever). The library takes no
+// callbacks: the only code of the program it calls is the process's allocator (below).
 //
 // fork(). The child has copies of every context and client, under the same handles, over its
 // copy of their memory. If no call of the library was running on another thread when the

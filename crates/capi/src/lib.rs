@@ -55,10 +55,12 @@
 //! # Threads
 //! Context functions may be called from any thread at any time; a client is used by one thread
 //! at a time. Each function's documentation (and the header) says which applies. No function
-//! is async-signal-safe. After `fork()`, the child may use its copies of the contexts and
-//! clients only if no call of the library was running on another thread at the fork (a lock
-//! that thread held would never be released in the child); the header's opening comment says
-//! what the child gets.
+//! is async-signal-safe, and a call must be left by its return: a signal handler that
+//! `longjmp`s out of it, or the thread's cancellation inside it, may leave a lock held or a
+//! context half-changed (the header's opening comment says what a handler may do). After `fork()`,
+//! the child may use its copies of the contexts and clients only if no call of the library was
+//! running on another thread at the fork (a lock that thread held would never be released in the
+//! child); the header's opening comment says what the child gets.
 //!
 //! In Rust every function that works on a client is `unsafe`, with that rule in its `# Safety`
 //! section, since two calls on one client at once are a data race; the one exception is
