@@ -411,12 +411,13 @@ fn prefaulted_of<'a>(
     Ok(resident)
 }
 
-/// Refuses, before anything is made, a plan whose prefaulted memory ([`prefaulted_bytes`]) is
-/// more than the host's `MemAvailable` and `SwapFree` together ([`available_bytes`]):
-/// prefaulting it would have the kernel's OOM killer end this process or another one. A host
-/// without `MemAvailable` is not held to it. Less can still meet the OOM killer: a memory
-/// cgroup's limit (a container's) and a NUMA binding to host nodes with less free memory are
-/// not read.
+/// Refuses, before anything is made, a plan whose prefaulted memory is more than the host's
+/// `MemAvailable` and `SwapFree` together: prefaulting it would have the kernel's OOM killer
+/// end this process or another one. Prefaulted memory is boot RAM and every prefaulted hotplug
+/// slot (`back` plugs them all), explicit huge pages only where they fall back to ordinary
+/// pages for want of a pool. A host without `MemAvailable` is not held to it. Less can still
+/// meet the OOM killer: a memory cgroup's limit (a container's) and a NUMA binding to host
+/// nodes with less free memory are not read.
 ///
 /// # Errors
 /// [`Error::PrefaultTooLarge`], or [`Error::HostFileTooLarge`] if `/proc/meminfo` or a pool's
