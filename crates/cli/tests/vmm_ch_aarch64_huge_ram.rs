@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Memvisor, Outcome};
+use common::{Memvisor, Outcome, planned, refused};
 
 const M: u64 = 1 << 20;
 const G: u64 = 1 << 30;
@@ -35,9 +35,7 @@ fn json(memory: &str) -> String {
 
 #[track_caller]
 fn assert_refused(host_page: &str, json: &str) {
-    let (code, out, err) = plan(host_page, json);
-    assert_eq!(code, 2, "{json}: {out}{err}");
-    assert!(out.is_empty(), "{json}: {out}");
+    let err = refused(json, plan(host_page, json));
     assert!(
         err.contains("size: ") && err.contains("device area"),
         "{json}: {err}"
@@ -46,9 +44,7 @@ fn assert_refused(host_page: &str, json: &str) {
 
 #[track_caller]
 fn assert_planned(host_page: &str, json: &str) {
-    let (code, out, err) = plan(host_page, json);
-    assert_eq!(code, 0, "{json}: {err}");
-    assert!(out.contains("RAM "), "{json}: {out}");
+    planned(json, plan(host_page, json));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{HUGE_PAGES_2M, Memvisor, Outcome};
+use common::{HUGE_PAGES_2M, Memvisor, Outcome, planned, refused};
 
 const M: u64 = 1 << 20;
 const G: u64 = 1 << 30;
@@ -29,9 +29,7 @@ fn json(size: u64, pmem: &str) -> String {
 
 #[track_caller]
 fn assert_refused(json: &str, words: &[&str]) {
-    let (code, out, err) = plan(json);
-    assert_eq!(code, 2, "{json}: {out}{err}");
-    assert!(out.is_empty(), "{json}: {out}");
+    let err = refused(json, plan(json));
     for w in words {
         assert!(err.contains(w), "{json}: {w} not in {err}");
     }
@@ -39,9 +37,7 @@ fn assert_refused(json: &str, words: &[&str]) {
 
 #[track_caller]
 fn assert_planned(json: &str) {
-    let (code, out, err) = plan(json);
-    assert_eq!(code, 0, "{json}: {err}");
-    assert!(out.contains("RAM "), "{json}: {out}");
+    planned(json, plan(json));
 }
 
 #[test]

@@ -13,7 +13,7 @@ const G: u64 = 1 << 30;
 
 mod common;
 
-use common::{HUGE_PAGES_2M, Memvisor, Outcome};
+use common::{HUGE_PAGES_2M, Memvisor, Outcome, planned, refused};
 
 /// Runs `memvisor ARGS` with Cloud Hypervisor's default huge page size pinned to 2 MiB.
 fn run(args: &[&str]) -> Outcome {
@@ -34,9 +34,7 @@ fn json(memory: &str, phys_bits: u32) -> String {
 }
 
 fn assert_refused(options: &str, field: &str) {
-    let (code, out, err) = plan(options);
-    assert_eq!(code, 2, "{options}: {out}{err}");
-    assert!(out.is_empty(), "{options}: {out}");
+    let err = refused(options, plan(options));
     assert!(err.contains(&format!("{field}: ")), "{options}: {err}");
     assert!(
         err.contains("device area") && err.contains("Cloud Hypervisor"),
@@ -45,9 +43,7 @@ fn assert_refused(options: &str, field: &str) {
 }
 
 fn assert_planned(options: &str) {
-    let (code, out, err) = plan(options);
-    assert_eq!(code, 0, "{options}: {err}");
-    assert!(out.contains("RAM "), "{options}: {out}");
+    planned(options, plan(options));
 }
 
 /// Where Cloud Hypervisor's platform device area starts with `bits` address bits.

@@ -15,7 +15,7 @@ const K: u64 = 1 << 10;
 
 mod common;
 
-use common::{HUGE_PAGES_2M, Memvisor, Outcome};
+use common::{HUGE_PAGES_2M, Memvisor, Outcome, planned, refused};
 use memvisor_cli::check::{HostFacts, Status, check_spec};
 use memvisor_cli::plan::plan as plan_spec;
 use memvisor_cli::spec::{Arch, Source, parse};
@@ -32,9 +32,7 @@ fn plan(options: &str) -> Outcome {
 }
 
 fn assert_refused(options: &str, field: &str) -> String {
-    let (code, out, err) = plan(options);
-    assert_eq!(code, 2, "{options}: {out}{err}");
-    assert!(out.is_empty(), "{options}: {out}");
+    let err = refused(options, plan(options));
     assert!(err.contains(&format!("{field}: ")), "{options}: {err}");
     assert!(err.contains("device area"), "{options}: {err}");
     let first = err.lines().next().unwrap_or_default();
@@ -43,9 +41,7 @@ fn assert_refused(options: &str, field: &str) -> String {
 }
 
 fn assert_planned(options: &str) {
-    let (code, out, err) = plan(options);
-    assert_eq!(code, 0, "{options}: {err}");
-    assert!(out.contains("RAM "), "{options}: {out}");
+    planned(options, plan(options));
 }
 
 /// The latest end of guest memory that leaves `slots` 8 MiB BAR slots below the platform area.

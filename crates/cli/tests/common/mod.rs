@@ -15,6 +15,23 @@ pub type Outcome = (u8, String, String);
 /// on the host.
 pub const HUGE_PAGES_2M: [&str; 2] = ["--host-hugepage-size", "2M"];
 
+/// Checks that a run refused its input: exit code 2, nothing on standard output, no panic.
+/// Gives its standard error; `what` names the input in the failure messages.
+#[track_caller]
+pub fn refused(what: &str, (code, out, err): Outcome) -> String {
+    assert_eq!(code, 2, "{what}: {out}{err}");
+    assert!(out.is_empty(), "{what}: {out}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    err
+}
+
+/// Checks that a run planned its input: exit code 0 and a map with RAM in it.
+#[track_caller]
+pub fn planned(what: &str, (code, out, err): Outcome) {
+    assert_eq!(code, 0, "{what}: {err}");
+    assert!(out.contains("RAM "), "{what}: {out}");
+}
+
 /// Runs `memvisor ARGS` in-process, without a progress bar.
 pub fn run(args: &[&str]) -> Outcome {
     Memvisor::new().run(args)
