@@ -35,7 +35,7 @@ fn json(memory: &str) -> String {
 
 #[track_caller]
 fn assert_refused(host_page: &str, json: &str) {
-    let err = refused(json, plan(host_page, json));
+    let err = refused(json, plan(host_page, json), &[]);
     assert!(
         err.contains("size: ") && err.contains("device area"),
         "{json}: {err}"

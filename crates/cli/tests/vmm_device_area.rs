@@ -34,7 +34,7 @@ fn json(memory: &str, phys_bits: u32) -> String {
 }
 
 fn assert_refused(options: &str, field: &str) {
-    let err = refused(options, plan(options));
+    let err = refused(options, plan(options), &[]);
     assert!(err.contains(&format!("{field}: ")), "{options}: {err}");
     assert!(
         err.contains("device area") && err.contains("Cloud Hypervisor"),

@@ -36,7 +36,7 @@ fn plan(arch: &str, options: &str) -> Outcome {
 }
 
 fn assert_refused(arch: &str, options: &str, field: &str) {
-    let err = refused(&format!("{arch} {options}"), plan(arch, options));
+    let err = refused(&format!("{arch} {options}"), plan(arch, options), &[]);
     assert!(
         err.contains(&format!("{field}: ")),
         "{arch} {options}: {err}"

@@ -32,7 +32,7 @@ fn plan(options: &str) -> Outcome {
 }
 
 fn assert_refused(options: &str, field: &str) -> String {
-    let err = refused(options, plan(options));
+    let err = refused(options, plan(options), &[]);
     assert!(err.contains(&format!("{field}: ")), "{options}: {err}");
     assert!(err.contains("device area"), "{options}: {err}");
     let first = err.lines().next().unwrap_or_default();

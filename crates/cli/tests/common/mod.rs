@@ -15,13 +15,17 @@ pub type Outcome = (u8, String, String);
 /// on the host.
 pub const HUGE_PAGES_2M: [&str; 2] = ["--host-hugepage-size", "2M"];
 
-/// Checks that a run refused its input: exit code 2, nothing on standard output, no panic.
-/// Gives its standard error; `what` names the input in the failure messages.
+/// Checks that a run refused its input: exit code 2, nothing on standard output, each of
+/// `words` on standard error, no panic. Gives its standard error; `what` names the input in
+/// the failure messages.
 #[track_caller]
-pub fn refused(what: &str, (code, out, err): Outcome) -> String {
+pub fn refused(what: &str, (code, out, err): Outcome, words: &[&str]) -> String {
     assert_eq!(code, 2, "{what}: {out}{err}");
     assert!(out.is_empty(), "{what}: {out}");
     assert!(!err.contains("panicked"), "{what}: {err}");
+    for w in words {
+        assert!(err.contains(w), "{what}: {w} not in {err}");
+    }
     err
 }
 
