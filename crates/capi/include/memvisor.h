@@ -52,7 +52,8 @@
 #define MEMVISOR_FLAG_DECOMMIT (1 << 1)
 
 // A guard page after each chunk (reservation-backed contexts with chunks of four pages or
-// more); the largest block becomes half a chunk.
+// more); the largest block becomes half a chunk, and so does the largest alignment when
+// `alignment` is the chunk size.
 #define MEMVISOR_FLAG_GUARD (1 << 2)
 
 // Freed blocks are filled with `MEMVISOR_POISON_BYTE`, with three exceptions: blocks of up
@@ -212,8 +213,9 @@ typedef struct memvisor_config {
   size_t chunk_size;
   // The smallest block: a power of two from 16 to 256 bytes (default 16).
   size_t min_block;
-  // The alignment of chunk starts, which is the largest alignment a block may ask for: a
-  // power of two from 16 to `chunk_size` (default 4096).
+  // The alignment of chunk starts, which is the largest alignment a block may ask for
+  // (at most the largest block: half a chunk with `MEMVISOR_FLAG_GUARD`): a power of two
+  // from 16 to `chunk_size` (default 4096).
   size_t alignment;
   // `MEMVISOR_FLAG_*` bits requested (default none).
   uint32_t flags;

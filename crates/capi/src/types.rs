@@ -9,7 +9,8 @@ pub const MEMVISOR_FLAG_ZERO: u32 = 1;
 /// Chunks given back are decommitted (reservation-backed contexts only).
 pub const MEMVISOR_FLAG_DECOMMIT: u32 = 1 << 1;
 /// A guard page after each chunk (reservation-backed contexts with chunks of four pages or
-/// more); the largest block becomes half a chunk.
+/// more); the largest block becomes half a chunk, and so does the largest alignment when
+/// `alignment` is the chunk size.
 pub const MEMVISOR_FLAG_GUARD: u32 = 1 << 2;
 /// Freed blocks are filled with `MEMVISOR_POISON_BYTE`, with three exceptions: blocks of up
 /// to 2 KiB keep their first 2 bytes (a free-list link); a block freed with `memvisor_free`
@@ -70,8 +71,9 @@ pub struct Config {
     pub chunk_size: usize,
     /// The smallest block: a power of two from 16 to 256 bytes (default 16).
     pub min_block: usize,
-    /// The alignment of chunk starts, which is the largest alignment a block may ask for: a
-    /// power of two from 16 to `chunk_size` (default 4096).
+    /// The alignment of chunk starts, which is the largest alignment a block may ask for
+    /// (at most the largest block: half a chunk with `MEMVISOR_FLAG_GUARD`): a power of two
+    /// from 16 to `chunk_size` (default 4096).
     pub alignment: usize,
     /// `MEMVISOR_FLAG_*` bits requested (default none).
     pub flags: u32,
