@@ -461,7 +461,7 @@ impl<'a> Client<'a> {
     #[cold]
     fn make_bins(&self) {
         let geo = self.arena.geometry();
-        let bins = crate::table::boxed(cache::Caches::new(geo.page_shift, geo.max_order));
+        let bins = cache::Caches::boxed(geo.page_shift, geo.max_order);
         let spare = self.with(|s| {
             if s.cache.is_none() {
                 s.cache = bins;

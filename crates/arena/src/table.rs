@@ -37,6 +37,24 @@ pub(crate) fn boxed<T>(value: T) -> Option<Box<T>> {
     }
 }
 
+/// A zero value in a box, from zeroed memory: it never passes through the stack, so a large
+/// one can be made on a thread with a small stack; `None` if the allocator refuses the memory.
+pub(crate) fn zeroed_box<T: Zeroable>() -> Option<Box<T>> {
+    let layout = Layout::new::<T>();
+    if layout.size() == 0 {
+        // SAFETY: `T: Zeroable`.
+        return Some(Box::new(unsafe { core::mem::zeroed() }));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc_zeroed(layout) }.cast::<T>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` was allocated by the global allocator with `T`'s layout, its bytes are zero,
+    // which is a valid `T` (`T: Zeroable`), and `Box` frees it with that layout.
+    Some(unsafe { Box::from_raw(p) })
+}
+
 /// Types whose all-zero bytes are a valid value.
 ///
 /// # Safety

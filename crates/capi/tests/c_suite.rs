@@ -24,7 +24,14 @@ const NATIVE_LIBS: &[&str] = &[
 ];
 
 /// The C sources of the suite.
-const SUITE: &[&str] = &["api", "threads", "contracts", "sizes", "fork"];
+const SUITE: &[&str] = &[
+    "api",
+    "threads",
+    "contracts",
+    "sizes",
+    "fork",
+    "small_stack",
+];
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -208,12 +215,20 @@ fn each_link(f: impl Fn(Link, &str)) {
     f(Link::Shared, "shared");
 }
 
+/// `tests/c/small_stack.c` runs its client on the smallest stack against the library's
+/// release build; the debug build's frames need several times more.
+const STACK_ENV: &[(&str, &str)] = if cfg!(debug_assertions) {
+    &[]
+} else {
+    &[("MEMVISOR_TEST_STACK", "min")]
+};
+
 #[test]
 fn c_suite_static_and_shared_pass() {
     each_link(|link, tag| {
         for name in SUITE {
             let exe = compile(&suite_source(name), &format!("{name}-{tag}"), link, &[]);
-            let out = run(&[], &exe, &[]);
+            let out = run(&[], &exe, STACK_ENV);
             assert!(out.contains("all checks passed"), "{name}-{tag}: {out}");
         }
     });

@@ -9,6 +9,8 @@
 //! want of a chunk (only if that lets it succeed), and dropped with the client, whose chunks go
 //! back whole.
 
+use alloc::boxed::Box;
+
 use super::held::HeldChunk;
 use super::{CACHED, Slab, State, meta};
 use crate::arena::{Arena, ORDER_SLOTS, slot};
@@ -219,6 +221,10 @@ pub(super) struct Caches {
     cap: [u8; BINS],
 }
 
+// SAFETY: `Caches` holds arrays of integers only; zero bytes are bins with nothing in them and
+// no room, which `boxed` then gives their room.
+unsafe impl crate::table::Zeroable for Caches {}
+
 impl Caches {
     /// Bins with nothing in them and no room.
     const EMPTY: Self = Self {
@@ -228,14 +234,16 @@ impl Caches {
         cap: [0; BINS],
     };
 
-    /// Empty caches for buddy pages of `2^page_shift` bytes and orders up to `max_order`:
-    /// blocks of the largest order (whole chunks) and blocks over [`LARGE_MAX`] are never
-    /// cached, so a chunk freed whole still goes back to the arena, and the cached blocks of a
-    /// client add up to at most about 1.45 MiB (about 445 KiB small, 1 MiB buddy blocks).
-    pub(super) fn new(page_shift: u32, max_order: u32) -> Self {
-        let mut cap = [0u8; BINS];
-        cap[..CLASS_SLOTS].copy_from_slice(&SMALL_CAP);
-        for (order, cap) in cap[CLASS_SLOTS..]
+    /// Empty caches for buddy pages of `2^page_shift` bytes and orders up to `max_order`, on
+    /// the heap: blocks of the largest order (whole chunks) and blocks over [`LARGE_MAX`] are
+    /// never cached, so a chunk freed whole still goes back to the arena, and the cached blocks
+    /// of a client add up to at most about 1.45 MiB (about 445 KiB small, 1 MiB buddy blocks).
+    /// Made in zeroed memory and filled in place, never on the stack (they are about 19 KiB: a
+    /// thread with a 16 KiB stack frees blocks too); `None` if the allocator refuses them.
+    pub(super) fn boxed(page_shift: u32, max_order: u32) -> Option<Box<Self>> {
+        let mut caches = crate::table::zeroed_box::<Self>()?;
+        caches.cap[..CLASS_SLOTS].copy_from_slice(&SMALL_CAP);
+        for (order, cap) in caches.cap[CLASS_SLOTS..]
             .iter_mut()
             .enumerate()
             .take(max_order as usize)
@@ -245,12 +253,7 @@ impl Caches {
                 *cap = u8::try_from((LARGE_BYTES / block).min(LARGE_ENTRIES)).unwrap_or(0);
             }
         }
-        Self {
-            offs: [0; ENTRIES],
-            pages: [0; ENTRIES - LARGE_BASE],
-            len: [0; BINS],
-            cap,
-        }
+        Some(caches)
     }
 
     /// The cached small blocks of `class`.
@@ -267,7 +270,7 @@ impl Caches {
         if len >= usize::from(self.cap[bin]) {
             return false;
         }
-        // SAFETY: a bin's cap is at most its number of entries (`Caches::new`), so entry
+        // SAFETY: a bin's cap is at most its number of entries (`Caches::boxed`), so entry
         // `base + len` is one of the bin's, inside the array.
         unsafe { *self.offs.get_unchecked_mut(base + len) = off };
         self.len[bin] += 1;
@@ -283,7 +286,7 @@ impl Caches {
             return false;
         }
         let at = base + len;
-        // SAFETY: a bin's cap is at most its number of entries (`Caches::new`), so entry `at`
+        // SAFETY: a bin's cap is at most its number of entries (`Caches::boxed`), so entry `at`
         // is one of the bin's, inside `offs`, and an order bin's, so `at - LARGE_BASE` is
         // inside `pages`.
         unsafe {
