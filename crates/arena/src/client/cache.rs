@@ -197,6 +197,25 @@ fn nearest_length_sse2(lens: &[u16; LARGE_ENTRIES], last: usize, want: usize) ->
     if mask >> last & 1 != 0 { last } else { first }
 }
 
+/// The pieces of the tail `tail` (in pages) of a block whose `2^order`-page block ends at page
+/// `top` (a multiple of `2^order`), those of the orders in `below` only, as `(order, index)`
+/// from the lowest order up. The piece of order `i` starts at page `top - rest`, `rest` being
+/// the tail with its bits below `i` cleared, so its index is `(top - rest) >> i`: one shift
+/// where `(top >> i) - (tail >> i)` takes two.
+#[inline(always)]
+fn tail_pieces(top: usize, tail: usize, below: usize) -> impl Iterator<Item = (u32, usize)> {
+    let mut rest = tail;
+    core::iter::from_fn(move || {
+        if rest & below == 0 {
+            return None;
+        }
+        let i = rest.trailing_zeros();
+        let piece = (i, (top - rest) >> i);
+        rest &= rest - 1;
+        Some(piece)
+    })
+}
+
 /// What [`State::uncache_large`] found.
 pub(super) enum Uncached {
     /// A cached block, at this offset, now cut to the requested length.
@@ -534,30 +553,15 @@ impl State {
         let end = 1usize << order;
         let (t_had, t_pages) = (end - had, end - pages);
         let below = (2usize << (usize::BITS - 1 - (t_had ^ t_pages).leading_zeros())) - 1;
-        // The piece of order `i` starts at page `top - rest`, `rest` being the tail with its
-        // bits below `i` cleared (the pieces are walked from the lowest bit up, each clearing
-        // its bit); `top` is a multiple of `2^order`, so the piece's index is
-        // `(top - rest) >> i`: one shift where `(top >> i) - (t >> i)` takes two.
         let top = rel + end;
-        let mut rest = t_had;
-        while rest & below != 0 {
-            let i = rest.trailing_zeros();
-            if !self.is_free(chunk, i, (top - rest) >> i) {
-                return false;
-            }
-            rest &= rest - 1;
+        if !tail_pieces(top, t_had, below).all(|(i, at)| self.is_free(chunk, i, at)) {
+            return false;
         }
-        let mut rest = t_had;
-        while rest & below != 0 {
-            let i = rest.trailing_zeros();
-            self.clear_free(chunk, i, (top - rest) >> i);
-            rest &= rest - 1;
+        for (i, at) in tail_pieces(top, t_had, below) {
+            self.clear_free(chunk, i, at);
         }
-        let mut rest = t_pages;
-        while rest & below != 0 {
-            let i = rest.trailing_zeros();
-            self.set_free(chunk, i, (top - rest) >> i);
-            rest &= rest - 1;
+        for (i, at) in tail_pieces(top, t_pages, below) {
+            self.set_free(chunk, i, at);
         }
         true
     }
