@@ -938,6 +938,38 @@ where
     }
 }
 
+impl<T, U> PartialEq<&mut [U]> for Vec<T>
+where
+    T: PartialEq<U>,
+{
+    fn eq(&self, other: &&mut [U]) -> bool {
+        self.as_slice() == &**other
+    }
+}
+
+impl<T, U, const N: usize> PartialEq<&[U; N]> for Vec<T>
+where
+    T: PartialEq<U>,
+{
+    fn eq(&self, other: &&[U; N]) -> bool {
+        self.as_slice() == *other
+    }
+}
+
+/// Lexicographic order of the elements, as `std::vec::Vec`'s.
+impl<T: PartialOrd> PartialOrd for Vec<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        self.as_slice().partial_cmp(other.as_slice())
+    }
+}
+
+/// Lexicographic order of the elements, as `std::vec::Vec`'s.
+impl<T: Ord> Ord for Vec<T> {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
 impl<T, U> PartialEq<alloc::vec::Vec<U>> for Vec<T>
 where
     T: PartialEq<U>,
