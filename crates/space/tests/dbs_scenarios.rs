@@ -365,7 +365,7 @@ fn memory_sources_as_dbs_creates_them() {
 #[cfg(unix)]
 #[cfg_attr(miri, ignore)]
 #[test]
-fn guest_memory_atomic_from_the_space() {
+fn shared_guest_memory_mmap_from_the_space() {
     use std::sync::Arc;
 
     use vm_memory::{Bytes, GuestAddressSpace, GuestMemory, GuestMemoryMmap};
@@ -376,10 +376,10 @@ fn guest_memory_atomic_from_the_space() {
     )
     .unwrap();
     let snapshot = space.snapshot();
-    // SAFETY: `snapshot` outlives `atomic` and every guard taken from it.
+    // SAFETY: `snapshot` outlives `shared` and every guard taken from it.
     let mmap = unsafe { snapshot.to_guest_memory_mmap() }.unwrap();
-    let atomic: Arc<GuestMemoryMmap> = Arc::new(mmap);
-    atomic
+    let shared: Arc<GuestMemoryMmap> = Arc::new(mmap);
+    shared
         .memory()
         .write_obj(0x55aa_u16, GuestAddress(0x400))
         .unwrap();
@@ -388,7 +388,7 @@ fn guest_memory_atomic_from_the_space() {
         0x55aa
     );
     assert!(
-        atomic
+        shared
             .memory()
             .find_region(GuestAddress(0x10_0000))
             .is_none()
@@ -401,6 +401,6 @@ fn guest_memory_atomic_from_the_space() {
     }
     assert!(writable(&space, 0, 0x10_0000));
     assert!(!writable(&space, 0xf_ffff, 2));
-    drop(atomic);
+    drop(shared);
     drop(snapshot);
 }
