@@ -31,6 +31,7 @@ const SUITE: &[&str] = &[
     "sizes",
     "fork",
     "small_stack",
+    "vmma_port",
 ];
 
 fn crate_dir() -> PathBuf {
