@@ -175,9 +175,11 @@ pub struct ArenaStats {
     pub cached_chunks: usize,
     /// Bytes in chunks no client holds.
     pub free_bytes: usize,
-    /// Bytes in live blocks of all clients ([`Flags::STATISTICS`] only).
+    /// Bytes in live blocks of all clients ([`Flags::STATISTICS`] only), a block freed
+    /// through [`Arena::free`] counting until its client takes it in.
     pub used_bytes: Option<usize>,
-    /// Live blocks of all clients ([`Flags::STATISTICS`] only).
+    /// Live blocks of all clients ([`Flags::STATISTICS`] only), a block freed through
+    /// [`Arena::free`] counting until its client takes it in.
     pub live_blocks: Option<usize>,
     /// The largest block a new client could get now: the longest run of free chunks, at most
     /// [`Arena::max_block_size`] (with [`Flags::GUARD`], a chunk's largest block if a chunk

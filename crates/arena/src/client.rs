@@ -92,7 +92,8 @@ fn chunk_index(chunk: usize) -> u32 {
 pub struct ClientStats {
     /// Bytes of the chunks the client holds.
     pub total_bytes: usize,
-    /// Bytes in its live blocks (sizes as [`Client::size_of`] reports them).
+    /// Bytes in its live blocks (sizes as [`Client::size_of`] reports them), counting blocks
+    /// freed through the arena ([`Arena::free`]) that the client has not taken in yet.
     pub used_bytes: usize,
     /// `total_bytes - used_bytes`: free blocks, slab slack, guard pages.
     pub free_bytes: usize,
@@ -126,7 +127,8 @@ pub struct ClientStats {
     pub largest_free_block: usize,
     /// Successful allocations so far.
     pub allocations: u64,
-    /// Successful frees so far.
+    /// Successful frees so far: the client's own, and those through [`Arena::free`] once the
+    /// client has taken the block in.
     pub frees: u64,
 }
 

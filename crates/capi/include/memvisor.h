@@ -166,13 +166,15 @@ typedef struct memvisor_client_stats {
   size_t size;
   // Bytes of the chunks the client holds.
   size_t total_bytes;
-  // Bytes in its live blocks (sizes as `memvisor_size_of` reports them).
+  // Bytes in its live blocks (sizes as `memvisor_size_of` reports them), counting the
+  // blocks freed with `memvisor_free` that it has not taken in yet.
   size_t used_bytes;
   // `total_bytes - used_bytes`.
   size_t free_bytes;
   // The most `used_bytes` has been.
   size_t peak_used_bytes;
-  // Live blocks.
+  // Live blocks, counting the blocks freed with `memvisor_free` that it has not taken in
+  // yet (it takes them in at its next free, trim or allocation that misses its caches).
   size_t live_blocks;
   // Chunks held.
   size_t chunks;
@@ -181,7 +183,8 @@ typedef struct memvisor_client_stats {
   size_t cached_chunks;
   // Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
   size_t cached_bytes;
-  // Held chunks with no live block in them (at most one is kept).
+  // Held chunks with no live block in them (blocks freed with `memvisor_free` and not yet
+  // taken in count as live; at most one is kept).
   size_t pinned_chunks;
   // Bytes of those chunks.
   size_t pinned_bytes;
@@ -198,7 +201,8 @@ typedef struct memvisor_client_stats {
   size_t quota;
   // Successful allocations so far.
   uint64_t allocations;
-  // Successful frees so far.
+  // Successful frees so far: its own, and those made with `memvisor_free` once it has
+  // taken the block in.
   uint64_t frees;
 } memvisor_client_stats;
 
@@ -242,14 +246,17 @@ typedef struct memvisor_context_stats {
   size_t held_chunks;
   // Chunks no client holds.
   size_t free_chunks;
-  // Free chunks whose memory is still committed (cached for the next taker).
+  // Free chunks that clients held before and whose memory is still committed (cached for
+  // the next taker). Chunks never handed out do not count, even over a caller's block,
+  // which is committed throughout.
   size_t cached_chunks;
   // Bytes in chunks no client holds.
   size_t free_bytes;
-  // Bytes in live blocks of all clients; `MEMVISOR_UNLIMITED` without
-  // `MEMVISOR_FLAG_STATISTICS`.
+  // Bytes in live blocks of all clients, a block freed with `memvisor_free` counting until
+  // its client takes it in; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
   size_t used_bytes;
-  // Live blocks of all clients; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
+  // Live blocks of all clients, a block freed with `memvisor_free` counting until its
+  // client takes it in; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
   size_t live_blocks;
   // The largest block a new client could get now: the longest run of free chunks, at most
   // `max_block_size` (with `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is
@@ -525,8 +532,9 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 // if `size` is not null, the block's size is written there, unless `size` overlaps the
 // freed block (which is no longer the caller's to read). The block stops being live at
 // once (ownership tests, sizes and a second free refuse it); its client takes the memory
-// back at its next free, trim or allocation that misses its caches, and until then still
-// counts its bytes as used.
+// back at its next free, trim or allocation that misses its caches, and until then the
+// statistics still count it as live (its client's and the context's `used_bytes` and
+// `live_blocks`; the client's `frees` counts it once it is taken in).
 // A foreign, interior or already freed address is refused and nothing changes.
 //
 // Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER` (outside the

@@ -226,8 +226,9 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
 /// if `size` is not null, the block's size is written there, unless `size` overlaps the
 /// freed block (which is no longer the caller's to read). The block stops being live at
 /// once (ownership tests, sizes and a second free refuse it); its client takes the memory
-/// back at its next free, trim or allocation that misses its caches, and until then still
-/// counts its bytes as used.
+/// back at its next free, trim or allocation that misses its caches, and until then the
+/// statistics still count it as live (its client's and the context's `used_bytes` and
+/// `live_blocks`; the client's `frees` counts it once it is taken in).
 /// A foreign, interior or already freed address is refused and nothing changes.
 ///
 /// Errors: `NULL_POINTER` (`ptr`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER` (outside the

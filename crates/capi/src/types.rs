@@ -143,14 +143,17 @@ pub struct ContextStats {
     pub held_chunks: usize,
     /// Chunks no client holds.
     pub free_chunks: usize,
-    /// Free chunks whose memory is still committed (cached for the next taker).
+    /// Free chunks that clients held before and whose memory is still committed (cached for
+    /// the next taker). Chunks never handed out do not count, even over a caller's block,
+    /// which is committed throughout.
     pub cached_chunks: usize,
     /// Bytes in chunks no client holds.
     pub free_bytes: usize,
-    /// Bytes in live blocks of all clients; `MEMVISOR_UNLIMITED` without
-    /// `MEMVISOR_FLAG_STATISTICS`.
+    /// Bytes in live blocks of all clients, a block freed with `memvisor_free` counting until
+    /// its client takes it in; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
     pub used_bytes: usize,
-    /// Live blocks of all clients; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
+    /// Live blocks of all clients, a block freed with `memvisor_free` counting until its
+    /// client takes it in; `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
     pub live_blocks: usize,
     /// The largest block a new client could get now: the longest run of free chunks, at most
     /// `max_block_size` (with `MEMVISOR_FLAG_GUARD`, a chunk's largest block if a chunk is
@@ -208,13 +211,15 @@ pub struct ClientStats {
     pub size: usize,
     /// Bytes of the chunks the client holds.
     pub total_bytes: usize,
-    /// Bytes in its live blocks (sizes as `memvisor_size_of` reports them).
+    /// Bytes in its live blocks (sizes as `memvisor_size_of` reports them), counting the
+    /// blocks freed with `memvisor_free` that it has not taken in yet.
     pub used_bytes: usize,
     /// `total_bytes - used_bytes`.
     pub free_bytes: usize,
     /// The most `used_bytes` has been.
     pub peak_used_bytes: usize,
-    /// Live blocks.
+    /// Live blocks, counting the blocks freed with `memvisor_free` that it has not taken in
+    /// yet (it takes them in at its next free, trim or allocation that misses its caches).
     pub live_blocks: usize,
     /// Chunks held.
     pub chunks: usize,
@@ -223,7 +228,8 @@ pub struct ClientStats {
     pub cached_chunks: usize,
     /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
     pub cached_bytes: usize,
-    /// Held chunks with no live block in them (at most one is kept).
+    /// Held chunks with no live block in them (blocks freed with `memvisor_free` and not yet
+    /// taken in count as live; at most one is kept).
     pub pinned_chunks: usize,
     /// Bytes of those chunks.
     pub pinned_bytes: usize,
@@ -240,7 +246,8 @@ pub struct ClientStats {
     pub quota: usize,
     /// Successful allocations so far.
     pub allocations: u64,
-    /// Successful frees so far.
+    /// Successful frees so far: its own, and those made with `memvisor_free` once it has
+    /// taken the block in.
     pub frees: u64,
 }
 

@@ -125,6 +125,8 @@ static void alloc_in(client_model *m, size_t size) {
 static void free_through_context(memvisor_context ctx, client_model *m, size_t i) {
     void *p = m->blocks[i];
     size_t size = 0;
+    memvisor_context_stats before = {.size = sizeof before};
+    OK(memvisor_context_get_stats(ctx, &before));
     OK(memvisor_free(ctx, p, &size));
     CHECK(size == m->sizes[i]);
     /* Not live any more: every function refuses it, and nothing is written. */
@@ -142,6 +144,9 @@ static void free_through_context(memvisor_context ctx, client_model *m, size_t i
     /* Until the client takes it in, its statistics count it as a live block, its bytes as
      * used, and not as a free (as the header says). */
     check_client(m);
+    memvisor_context_stats after = {.size = sizeof after};
+    OK(memvisor_context_get_stats(ctx, &after));
+    CHECK(after.used_bytes == before.used_bytes && after.live_blocks == before.live_blocks);
     m->blocks[i] = m->blocks[m->live - 1];
     m->sizes[i] = m->sizes[m->live - 1];
     m->live--;
@@ -234,6 +239,10 @@ static void life(void *memory, size_t len, size_t align, char *first_chunk, size
     client_model clients[3];
     memset(clients, 0, sizeof clients);
     check_context(ctx, chunks, clients, 0, flags);
+    /* No chunk was handed out yet: none counts as cached, though the block is committed. */
+    memvisor_context_stats fresh = {.size = sizeof fresh};
+    OK(memvisor_context_get_stats(ctx, &fresh));
+    CHECK(fresh.cached_chunks == 0);
 
     /* Bytes before chunk 0 and after the last chunk are not the context's. */
     size_t size = 7;
