@@ -72,6 +72,8 @@ pub mod vmm {
         pub high_dirty: Vec<u64>,
         /// The hotplugged slot's base.
         pub plugged: u64,
+        /// The error number of a fetch of its log before its logging was turned on.
+        pub plugged_unlogged_errno: Option<i32>,
         /// Its dirty pages after the guest wrote into it.
         pub plugged_dirty: Vec<u64>,
         /// The word the guest wrote there, read back through the space.
@@ -112,7 +114,7 @@ pub mod vmm {
                 slots: 2,
                 slot_size: 2 << 20,
                 node: 0,
-                memory: RegionSpec::ram(GuestAddress(0), 0).with_hotplug(true),
+                memory: RegionSpec::ram(GuestAddress(0), 0),
             }),
             low_ram_limit: Some(LOW_RAM),
             window_align: Some(2 << 20),
@@ -333,6 +335,13 @@ pub mod vmm {
         let slot = plan.slots.first().ok_or("the plan has no hotplug slot")?;
         let (region, _) = space.plug(slot.spec.clone())?;
         summary.plugged = region.base().0;
+        // A plugged region does not log until told to, even while every other region logs: a
+        // migration turns its logging on, then copies it whole.
+        if let Err(memvisor_kvm::Error::DirtyLog { source, .. }) =
+            slots.fetch_dirty_log(region.base())
+        {
+            summary.plugged_unlogged_errno = Some(source.errno());
+        }
         slots.set_dirty_logging(region.base(), true)?;
         let target = region.base().0 + 0x3000;
         let stop = write_once(&mut vcpu, &space, target, 0xfeed)?;

@@ -415,6 +415,14 @@ impl MemorySlots {
     /// (off and on again still starts clean; see
     /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
     ///
+    /// Logging is per region, and every region starts without it: those registered by
+    /// [`attach`](Self::attach), and every region inserted or plugged later, also one at the
+    /// base of a region that logged (removed and inserted again, it is a new slot with new
+    /// flags). So a VMM that logs the whole VM (a migration) turns logging on for each region
+    /// it inserts or plugs meanwhile, then copies that region whole: what the guest wrote
+    /// there before this call is in no log, and fetching before it fails with
+    /// [`Error::DirtyLog`] (`ENOENT`).
+    ///
     /// Turning it on while on keeps one thing in either mode: the pages a removal of the
     /// region owes, when a region listener after this one refused it (or while it is under
     /// way, below). KVM dropped the slot's log with the slot, so the next fetch reports every

@@ -25,6 +25,7 @@ fn small_vmm_runs_its_guest_over_planned_and_plugged_memory() {
     assert_eq!(summary.high_dirty, [high + 0x1000]);
     // The plan's first hotplug slot lies right after high RAM (window alignment 2 MiB).
     assert_eq!(summary.plugged, high + (RAM - LOW_RAM));
+    assert_eq!(summary.plugged_unlogged_errno, Some(libc::ENOENT));
     assert_eq!(summary.plugged_dirty, [summary.plugged + 0x3000]);
     assert_eq!(summary.plugged_word, 0xfeed);
     assert_eq!(summary.after_unplug_mmio, Some(summary.plugged + 0x3000));
