@@ -17,7 +17,8 @@
 //! 5. **Dirty log**: logging on for both boot RAM regions; the guest's writes below and above the
 //!    hole are the only pages in the logs.
 //! 6. **Hotplug**: with the vCPU stopped, a planned slot is plugged (KVM gets its slot before the
-//!    space publishes it), the guest writes into it, the slot's log has that page. Then it is
+//!    space publishes it) without dirty logging (a fetch of its log fails with `ENOENT`), the VMM
+//!    turns logging on for it, the guest writes into it, the slot's log has that page. Then it is
 //!    unplugged: the same write exits to the VMM as MMIO.
 //!
 //! Run with `cargo run -p memvisor-kvm --example small_vmm` (needs `/dev/kvm` on x86-64).
