@@ -359,3 +359,18 @@ fn comparisons_take_the_forms_std_vec_takes() {
     assert!(a == two);
     assert!(a != three);
 }
+
+#[test]
+fn slices_arrays_and_std_vectors_compare_with_it_from_the_left() {
+    let mut v: Vec<i32> = Vec::with_capacity(4).unwrap();
+    v.extend([1, 2]);
+    let std_vec = vec![1, 2];
+    let mut plain = [1, 2];
+    let slice: &[i32] = &plain;
+    assert!(slice == v);
+    assert!(*slice == v);
+    assert!(std_vec == v);
+    let as_mut: &mut [i32] = &mut plain;
+    assert!(as_mut == v);
+    assert!(vec![1, 3] != v);
+}

@@ -956,6 +956,42 @@ where
     }
 }
 
+impl<T, U> PartialEq<Vec<U>> for [T]
+where
+    T: PartialEq<U>,
+{
+    fn eq(&self, other: &Vec<U>) -> bool {
+        self == other.as_slice()
+    }
+}
+
+impl<T, U> PartialEq<Vec<U>> for &[T]
+where
+    T: PartialEq<U>,
+{
+    fn eq(&self, other: &Vec<U>) -> bool {
+        *self == other.as_slice()
+    }
+}
+
+impl<T, U> PartialEq<Vec<U>> for &mut [T]
+where
+    T: PartialEq<U>,
+{
+    fn eq(&self, other: &Vec<U>) -> bool {
+        **self == *other.as_slice()
+    }
+}
+
+impl<T, U> PartialEq<Vec<U>> for alloc::vec::Vec<T>
+where
+    T: PartialEq<U>,
+{
+    fn eq(&self, other: &Vec<U>) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
 /// Lexicographic order of the elements, as `std::vec::Vec`'s.
 impl<T: PartialOrd> PartialOrd for Vec<T> {
     fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
