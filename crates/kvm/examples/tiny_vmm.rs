@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     use memvisor_cli::plan::plan;
     use memvisor_cli::spec::{Source, parse};
     use memvisor_kvm::{MemorySlots, slot_limit};
-    use memvisor_space::AddressSpace;
+    use memvisor_space::{AddressSpace, Platform};
     use vm_memory::{Bytes, GuestAddress};
 
     // 1. Plan from a spec.
@@ -33,7 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. Back it, with no more memory-slot numbers than KVM has.
     let kvm = Kvm::new()?;
     let vm = Arc::new(kvm.create_vm()?);
-    vm.set_tss_address(0xfffb_d000)?;
+    // KVM's TSS where the platform reserves it (and the plan's memory map lists it).
+    let tss = Platform::new(plan.arch)
+        .kvm_tss_addr()
+        .ok_or("the platform has no KVM TSS")?;
+    vm.set_tss_address(usize::try_from(tss)?)?;
     let (space, _) = AddressSpace::builder(plan.layout.clone())
         .slots(slot_limit(&vm))
         .regions(plan.regions.iter().map(|r| r.spec.clone()))
