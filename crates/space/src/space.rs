@@ -525,6 +525,11 @@ impl fmt::Debug for SnapshotGuard {
 
 /// A per-thread reader that keeps the current snapshot and notices a new one with a single
 /// atomic load per access: the fastest way to look addresses up through the handle.
+///
+/// It holds the snapshot it last loaded until its next access or its drop, as a kept
+/// [`Snapshot`] does: the memory of a region removed since stays mapped meanwhile, and a
+/// hotplug slot unplugged since cannot be plugged again ([`Error::SlotBusy`]). A thread that
+/// may stay idle across an unplug drops its reader, or looks up through it again, to let go.
 pub struct SpaceReader {
     cache: Cache<Arc<ArcSwap<Snapshot>>, Arc<Snapshot>>,
 }

@@ -1,7 +1,8 @@
 //! Hot-unplug while device threads hold snapshots: memory written through an old snapshot after
 //! the unplug stays that region's (never the memory of what is plugged next), the place cannot
 //! be plugged again until the last holder lets go, memory plugged there then reads zeros, and
-//! the dirty log of each region marks exactly the pages written through it.
+//! the dirty log of each region marks exactly the pages written through it; an idle reader
+//! holds its last snapshot until its next lookup.
 
 #![cfg(target_os = "linux")]
 
@@ -134,4 +135,32 @@ fn readers_hold_snapshots_while_a_place_is_plugged_and_unplugged() {
     assert_eq!(plugged + busy, rounds);
     assert!(plugged > 0);
     space.snapshot().check_invariants();
+}
+
+/// A `SpaceReader` holds the snapshot it last loaded until its next lookup: an idle thread's
+/// reader keeps an unplugged region's memory, and its place busy, until it looks again (or is
+/// dropped).
+#[test]
+#[cfg_attr(miri, ignore = "makes memfds: Miri cannot")]
+fn an_idle_reader_keeps_an_unplugged_place_until_its_next_lookup() {
+    let (space, at) = space();
+    space.plug(slot(at)).unwrap();
+    let mut reader = space.reader();
+    assert!(reader.find_region(at).is_some());
+    drop(space.remove_region(at, 2 * MIB).unwrap());
+    assert!(matches!(
+        space.plug(slot(at)).unwrap_err(),
+        Error::SlotBusy { .. }
+    ));
+    assert!(reader.find_region(at).is_none());
+    space.plug(slot(at)).unwrap();
+    assert!(reader.find_region(at).is_some());
+    drop(space.remove_region(at, 2 * MIB).unwrap());
+    assert!(matches!(
+        space.plug(slot(at)).unwrap_err(),
+        Error::SlotBusy { .. }
+    ));
+    // Dropped, it holds nothing either.
+    drop(reader);
+    space.plug(slot(at)).unwrap();
 }
