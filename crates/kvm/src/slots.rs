@@ -217,6 +217,15 @@ enum Op {
 /// (one `kcmp` per such VM): a process under a seccomp filter that attaches several VMs must
 /// allow it, or make it fail with an error, rather than kill the process.
 ///
+/// KVM slot numbers are the space's slot numbers, `0` up to the count the space was built
+/// with (`memvisor_space::SpaceBuilder::slots`). A VMM that registers memory of its own with
+/// KVM (`VmFd::set_user_memory_region`: a ROM, a device's shared memory) builds the space
+/// with fewer numbers than [`slot_limit`] and uses the numbers from that count up to the limit
+/// for its own. A number both use is refused by KVM (`EINVAL`: the memory of a live slot
+/// cannot change): [`attach`](Self::attach) fails with [`Error::SetMemoryRegion`], and an
+/// insertion or plug given that number is refused by the listener with it and rolled back;
+/// the VMM's slot is left as it was either way.
+///
 /// Its methods may be called from a region listener of the space (one added after it sees a
 /// new region registered already). Attaching one there is refused with
 /// [`Error::AttachDuringChange`] (the space takes no listener during a change, see
