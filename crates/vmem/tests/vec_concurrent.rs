@@ -988,3 +988,74 @@ fn extend_compare_and_hash_use_published_elements() {
     a.push(4);
     assert!(a > b);
 }
+
+#[test]
+fn published_slice_is_the_published_prefix_in_index_order() {
+    let v = Builder::new(200)
+        .thread_block(1)
+        .build_concurrent::<u64>()
+        .unwrap();
+    assert!(v.published_slice().is_empty());
+    for i in 0..150 {
+        v.push(i);
+    }
+    // Whole ready words only: two of them.
+    assert_eq!(
+        v.published_slice(),
+        (0..128).collect::<std::vec::Vec<u64>>()
+    );
+    for i in 150..192 {
+        v.push(i);
+    }
+    assert_eq!(
+        v.published_slice(),
+        (0..192).collect::<std::vec::Vec<u64>>()
+    );
+    // A hole ends it for good, whatever is published after it.
+    let hole = catch_unwind(AssertUnwindSafe(|| {
+        v.push_with(|_| -> u64 { panic!("hole") })
+    }));
+    assert!(hole.is_err());
+    while v.try_push(7).is_ok() {}
+    assert_eq!(v.published_slice().len(), 192);
+    assert_eq!(v.published_slice().len(), v.published_prefix());
+}
+
+#[test]
+fn published_slice_stays_valid_while_threads_push() {
+    let v = ConcurrentVec::<u64>::with_capacity(4096).unwrap();
+    for i in 0..64 {
+        v.push(i);
+    }
+    let first = v.published_slice();
+    let (pushes, looks) = if cfg!(miri) { (40, 3) } else { (600, 100) };
+    thread::scope(|s| {
+        for t in 0..3u64 {
+            let v = &v;
+            s.spawn(move || {
+                for i in 0..pushes {
+                    v.push(1000 * (t + 1) + i);
+                }
+            });
+        }
+        for _ in 0..looks {
+            let now = v.published_slice();
+            assert!(now.len() >= first.len());
+            assert_eq!(&now[..64], first);
+            for (i, x) in now.iter().enumerate() {
+                assert_eq!(v.get(i), Some(x));
+            }
+        }
+    });
+    assert_eq!(first, (0..64).collect::<std::vec::Vec<u64>>());
+}
+
+#[test]
+fn published_slice_of_zero_sized_elements() {
+    let v = ConcurrentVec::<()>::with_capacity(100).unwrap();
+    for _ in 0..100 {
+        v.push(());
+    }
+    // The last, partial word at the capacity counts whole.
+    assert_eq!(v.published_slice().len(), 100);
+}

@@ -35,7 +35,7 @@
 use core::marker::PhantomData;
 use core::ops::Index;
 use core::ptr::NonNull;
-use core::{fmt, mem};
+use core::{fmt, mem, slice};
 
 use super::builder::{Builder, Growth};
 use super::error::{Error, PushError, Result};
@@ -345,6 +345,36 @@ impl<T> ConcurrentVec<T> {
     #[must_use]
     pub fn published_prefix(&self) -> usize {
         self.advance_prefix()
+    }
+
+    /// The first [`published_prefix`](Self::published_prefix) elements as one slice, in index
+    /// order: every element in it is published, and it stays valid (its elements unchanged)
+    /// while other threads push. Like the prefix, it grows a ready-bit word (64 slots) at a
+    /// time and ends before the first hole for good; [`iter`](Self::iter) yields every
+    /// published element.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(100)?;
+    /// for i in 0..70 {
+    ///     v.push(i);
+    /// }
+    /// assert_eq!(v.published_slice(), (0..64).collect::<Vec<_>>());
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[must_use]
+    pub fn published_slice(&self) -> &[T] {
+        let len = self.advance_prefix();
+        #[cfg(loom)]
+        for index in 0..len {
+            self.log.read(index);
+        }
+        // SAFETY: every slot below the prefix is published, and `advance_prefix`'s acquire
+        // operations synchronize with the publications, so the elements' writes are visible;
+        // published elements are never written or dropped through `&self`, and `&mut self`
+        // (clear, iter_mut, drop) waits for this borrow. The slots lie in the slot region,
+        // which spans at most `isize::MAX` bytes.
+        unsafe { slice::from_raw_parts(self.base.as_ptr(), len) }
     }
 
     /// How many slots have committed memory now.
