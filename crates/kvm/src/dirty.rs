@@ -42,10 +42,12 @@ impl DirtyBitmap {
     /// use memvisor_kvm::DirtyBitmap;
     /// use vm_memory::GuestAddress;
     ///
-    /// let mut bitmap = DirtyBitmap::new(GuestAddress(0x10_0000), 16 * 4096, 4096)?;
-    /// bitmap.mark(GuestAddress(0x10_2000), 8);
-    /// assert!(bitmap.is_dirty(GuestAddress(0x10_2fff)));
-    /// assert_eq!(bitmap.dirty_pages().collect::<Vec<_>>(), [GuestAddress(0x10_2000)]);
+    /// // KVM logs host pages: 4, 16 or 64 KiB.
+    /// let page = memvisor_vmem::page_size() as u64;
+    /// let mut bitmap = DirtyBitmap::new(GuestAddress(0x100_0000), 16 * page, page)?;
+    /// bitmap.mark(GuestAddress(0x100_0000 + 2 * page), 8);
+    /// assert!(bitmap.is_dirty(GuestAddress(0x100_0000 + 3 * page - 1)));
+    /// assert_eq!(bitmap.dirty_pages().collect::<Vec<_>>(), [GuestAddress(0x100_0000 + 2 * page)]);
     /// # Ok::<(), memvisor_kvm::Error>(())
     /// ```
     pub fn new(base: GuestAddress, size: u64, page_size: u64) -> Result<Self> {
@@ -645,16 +647,17 @@ mod tests {
 
     #[test]
     fn mark_span_sets_each_page_once() {
-        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 130 * 0x1000, 0x1000).unwrap();
-        b.mark(GuestAddress(0x1fff), 2);
-        b.mark(GuestAddress(0x1000 + 128 * 0x1000), 0x1000);
+        let p = host_page_size();
+        let mut b = DirtyBitmap::new(GuestAddress(p), 130 * p, p).unwrap();
+        b.mark(GuestAddress(2 * p - 1), 2);
+        b.mark(GuestAddress(p + 128 * p), p);
         assert_eq!(b.count(), 3);
         assert_eq!(
             b.dirty_pages().collect::<Vec<_>>(),
             [
-                GuestAddress(0x1000),
-                GuestAddress(0x2000),
-                GuestAddress(0x1000 + 128 * 0x1000)
+                GuestAddress(p),
+                GuestAddress(2 * p),
+                GuestAddress(p + 128 * p)
             ]
         );
     }
@@ -676,35 +679,38 @@ mod tests {
 
     #[test]
     fn mark_outside_region_ignored() {
-        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 0x2000, 0x1000).unwrap();
-        b.mark(GuestAddress(0), 0x1000);
-        b.mark(GuestAddress(0x3000), 0x1000);
+        let p = host_page_size();
+        let mut b = DirtyBitmap::new(GuestAddress(p), 2 * p, p).unwrap();
+        b.mark(GuestAddress(0), p);
+        b.mark(GuestAddress(3 * p), p);
         b.mark(GuestAddress(u64::MAX), u64::MAX);
-        b.mark(GuestAddress(0x1000), 0);
+        b.mark(GuestAddress(p), 0);
         assert_eq!(b.count(), 0);
-        assert!(!b.is_dirty(GuestAddress(0x3000)));
+        assert!(!b.is_dirty(GuestAddress(3 * p)));
         assert!(!b.is_dirty(GuestAddress(0)));
     }
 
     #[test]
     fn merge_same_region_ors_bits() {
-        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000).unwrap();
+        let p = host_page_size();
+        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * p, p).unwrap();
         let mut b = a.clone();
         a.mark(GuestAddress(0), 1);
-        b.mark(GuestAddress(63 * 0x1000), 1);
+        b.mark(GuestAddress(63 * p), 1);
         a.merge(&b).unwrap();
         assert_eq!(a.count(), 2);
-        assert!(a.is_dirty(GuestAddress(63 * 0x1000)));
+        assert!(a.is_dirty(GuestAddress(63 * p)));
         a.clear();
         assert_eq!(a.count(), 0);
     }
 
     #[test]
     fn merge_other_region_errors_and_keeps_bits() {
-        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * 0x1000, 0x1000).unwrap();
+        let p = host_page_size();
+        let mut a = DirtyBitmap::new(GuestAddress(0), 64 * p, p).unwrap();
         a.mark(GuestAddress(0), 1);
-        let mut b = DirtyBitmap::new(GuestAddress(0x1000), 64 * 0x1000, 0x1000).unwrap();
-        b.mark(GuestAddress(0x2000), 1);
+        let mut b = DirtyBitmap::new(GuestAddress(p), 64 * p, p).unwrap();
+        b.mark(GuestAddress(2 * p), 1);
         let err = a.merge(&b).unwrap_err();
         assert!(matches!(err, Error::BitmapMismatch { .. }), "{err}");
         assert_eq!(a.dirty_pages().collect::<Vec<_>>(), [GuestAddress(0)]);
@@ -712,12 +718,13 @@ mod tests {
 
     #[test]
     fn new_bad_shape_errors() {
+        let host = host_page_size();
         for (base, size, page) in [
-            (0, 0x1000, 0),
-            (0, 0, 0x1000),
-            (u64::MAX, 2, 1),
-            (0, u64::MAX, 1),
-            (0, (1 << 57) + 1, 4096),
+            (0, host, 0),
+            (0, 0, host),
+            (u64::MAX, 2, host),
+            (0, u64::MAX, host),
+            (0, (1 << 57) + 1, host),
         ] {
             let err = DirtyBitmap::new(GuestAddress(base), size, page).unwrap_err();
             assert!(matches!(err, Error::InvalidBitmap { .. }), "{err}");
@@ -783,12 +790,13 @@ mod tests {
 
     #[test]
     fn mark_region_at_top_of_address_space() {
-        let base = u64::MAX - 0x1fff;
-        let mut b = DirtyBitmap::new(GuestAddress(base), 0x2000, 0x1000).unwrap();
+        let p = host_page_size();
+        let base = u64::MAX - (2 * p - 1);
+        let mut b = DirtyBitmap::new(GuestAddress(base), 2 * p, p).unwrap();
         b.mark(GuestAddress(u64::MAX), u64::MAX);
         assert_eq!(
             b.dirty_pages().collect::<Vec<_>>(),
-            [GuestAddress(base + 0x1000)]
+            [GuestAddress(base + p)]
         );
         assert!(b.is_dirty(GuestAddress(u64::MAX)));
     }
@@ -799,7 +807,7 @@ mod tests {
     fn mark_matches_a_page_by_page_model() {
         // Spans starting and ending at every position of a word, across zero to three word
         // boundaries, inside and over the edges of a region of 200 pages (the last partial).
-        let page = 0x1000;
+        let page = host_page_size();
         let base = 0x10_0000;
         let size = 199 * page + 10;
         for start in (0..205).map(|p| base + p * page - page / 2) {
@@ -1018,7 +1026,8 @@ mod tests {
 
     #[test]
     fn new_partial_last_page_counts() {
-        let b = DirtyBitmap::new(GuestAddress(0), 65 * 0x1000 + 1, 0x1000).unwrap();
+        let p = host_page_size();
+        let b = DirtyBitmap::new(GuestAddress(0), 65 * p + 1, p).unwrap();
         assert_eq!(b.pages(), 66);
         assert_eq!(b.words().len(), 2);
     }
