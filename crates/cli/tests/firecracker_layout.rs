@@ -14,7 +14,7 @@ fn run_on_json(name: &str, json: &str, args: &[&str]) -> Outcome {
 /// A whole configuration of `mem_mib` MiB with `drives` drives and `rest` added at the top.
 fn config(mem_mib: u64, drives: usize, rest: &str) -> String {
     let drives: Vec<String> = (0..drives)
-        .map(|i| format!(r#"{{"drive_id": "d{i}", "is_root_device": false}}"#))
+        .map(|i| format!(r#"{{"drive_id": "d{i}", "is_root_device": false, "path_on_host": "d"}}"#))
         .collect();
     format!(
         r#"{{"boot-source": {{"kernel_image_path": "k"}}, "drives": [{}],
@@ -127,7 +127,7 @@ fn firecracker_x86_64_eighteenth_virtio_device_is_refused() {
     let mut json = config(128, 17, "");
     json = json.replace(
         r#""drives": ["#,
-        r#""drives": [{"drive_id": "d3", "is_root_device": false},"#,
+        r#""drives": [{"drive_id": "d3", "is_root_device": false, "path_on_host": "d"},"#,
     );
     let (code, _, err) = run_on_json(
         "fc-17-merged.json",

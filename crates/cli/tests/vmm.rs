@@ -155,7 +155,7 @@ fn firecracker_devices_without_ids_take_names_no_drive_has() {
     std::fs::write(
         &path,
         r#"{"machine-config": {"mem_size_mib": 128, "vcpu_count": 1},
-            "drives": [{"drive_id": "rng0", "is_root_device": false}, {"drive_id": "balloon0", "is_root_device": false}],
+            "drives": [{"drive_id": "rng0", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "balloon0", "is_root_device": false, "path_on_host": "d"}],
             "entropy": {}, "balloon": {"amount_mib": 0, "deflate_on_oom": false}, "boot-source": {"kernel_image_path": "k"}}"#,
     )
     .unwrap();
@@ -255,7 +255,9 @@ fn firecracker_device_count_is_refused_before_conversion() {
     }
     // 95 devices and the serial port take all 96 aarch64 SPIs: a spec like any other.
     let drives: Vec<String> = (0..50)
-        .map(|i| format!(r#"{{"drive_id": "blk{i}", "is_root_device": false}}"#))
+        .map(|i| {
+            format!(r#"{{"drive_id": "blk{i}", "is_root_device": false, "path_on_host": "d"}}"#)
+        })
         .collect();
     let interfaces: Vec<String> = (0..45)
         .map(|i| format!(r#"{{"iface_id": "net{i}", "host_dev_name": "tap{i}"}}"#))
@@ -302,7 +304,7 @@ fn firecracker_converted_spec_is_no_larger_than_a_spec() {
     // control character written out as `\u{7f}`.
     let id = "\u{7f}".repeat(200_000);
     let json = format!(
-        r#"{{"machine-config": {{"mem_size_mib": 64, "vcpu_count": 1}}, "drives": [{{"drive_id": "{id}", "is_root_device": false}}], "boot-source": {{"kernel_image_path": "k"}}}}"#
+        r#"{{"machine-config": {{"mem_size_mib": 64, "vcpu_count": 1}}, "drives": [{{"drive_id": "{id}", "is_root_device": false, "path_on_host": "d"}}], "boot-source": {{"kernel_image_path": "k"}}}}"#
     );
     let (code, out, err) = run_on_json(
         "fc-big-id.json",
@@ -354,7 +356,7 @@ fn firecracker_json_mistakes_have_file_line_and_column() {
             "unknown field `mem_size`",
         ),
         (
-            "{\"machine-config\": {\"mem_size_mib\": 64, \"vcpu_count\": 1},\n  \"drives\": [{\"drive_id\": 7, \"is_root_device\": false}], \"boot-source\": {\"kernel_image_path\": \"k\"}}\n",
+            "{\"machine-config\": {\"mem_size_mib\": 64, \"vcpu_count\": 1},\n  \"drives\": [{\"drive_id\": 7, \"is_root_device\": false, \"path_on_host\": \"d\"}], \"boot-source\": {\"kernel_image_path\": \"k\"}}\n",
             2,
             27,
             Some("drives[0].drive_id"),
@@ -403,7 +405,7 @@ fn firecracker_json_mistakes_have_file_line_and_column() {
 fn firecracker_ids_of_names_the_plan_reserves_are_qualified_by_type() {
     // Firecracker's ids are its own: a drive may be `serial` or `GIC`.
     let json = r#"{"machine-config": {"mem_size_mib": 256, "vcpu_count": 1},
-        "drives": [{"drive_id": "serial", "is_root_device": false}, {"drive_id": "GIC", "is_root_device": false}, {"drive_id": "reserved", "is_root_device": false}],
+        "drives": [{"drive_id": "serial", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "GIC", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "reserved", "is_root_device": false, "path_on_host": "d"}],
         "network-interfaces": [{"iface_id": "boot RAM", "host_dev_name": "tap"}], "boot-source": {"kernel_image_path": "k"}}"#;
     let (code, out, err) = run_on_json(
         "fc-reserved.json",
@@ -429,7 +431,7 @@ fn firecracker_ids_shared_by_a_drive_and_an_interface_are_qualified_by_type() {
     // "1" alike): the first device keeps the id, a later one of another type is qualified,
     // and a qualified name that is taken gets a number.
     let json = r#"{"machine-config": {"mem_size_mib": 256, "vcpu_count": 1},
-        "drives": [{"drive_id": "1", "is_root_device": false}, {"drive_id": "net-1", "is_root_device": false}],
+        "drives": [{"drive_id": "1", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "net-1", "is_root_device": false, "path_on_host": "d"}],
         "network-interfaces": [{"iface_id": "1", "host_dev_name": "tap"}],
         "vsock": {"vsock_id": "1", "guest_cid": 3, "uds_path": "/v.sock"}, "boot-source": {"kernel_image_path": "k"}}"#;
     let (code, out, err) = run_on_json(
@@ -460,7 +462,7 @@ fn firecracker_long_ids_shared_by_a_drive_and_an_interface_are_not_refused() {
     let long = "b".repeat(80);
     let json = format!(
         r#"{{"machine-config": {{"mem_size_mib": 256, "vcpu_count": 1}},
-        "drives": [{{"drive_id": "{id}", "is_root_device": true}}, {{"drive_id": "{long}", "is_root_device": false}}],
+        "drives": [{{"drive_id": "{id}", "is_root_device": true, "path_on_host": "d"}}, {{"drive_id": "{long}", "is_root_device": false, "path_on_host": "d"}}],
         "network-interfaces": [{{"iface_id": "{id}", "host_dev_name": "tap0"}}, {{"iface_id": "{long}", "host_dev_name": "tap"}}],
         "boot-source": {{"kernel_image_path": "k"}}}}"#
     );
@@ -662,7 +664,7 @@ fn init_from_firecracker_escapes_what_must_not_reach_a_terminal() {
         .iter()
         .map(|id| {
             format!(
-                "{{\"drive_id\": {}, \"is_root_device\": false}}",
+                "{{\"drive_id\": {}, \"is_root_device\": false, \"path_on_host\": \"d\"}}",
                 serde_json::to_string(id).unwrap()
             )
         })

@@ -163,6 +163,37 @@ impl<'de, const MAX: u64> Deserialize<'de> for WholeTo<MAX> {
     }
 }
 
+/// The least MTU Firecracker's network device takes (`Net::new` refuses a smaller `mtu`).
+const FC_MIN_MTU: u64 = 68;
+
+/// A network interface's `mtu`: Firecracker's `u16`, from [`FC_MIN_MTU`] up (it refuses a
+/// smaller one when it builds the interface).
+#[derive(Debug)]
+struct FcMtu;
+
+impl<'de> Deserialize<'de> for FcMtu {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FcMtu;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a whole number from {FC_MIN_MTU} to 65535 (Firecracker refuses a smaller MTU)"
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<FcMtu, E> {
+                if (FC_MIN_MTU..=u64::from(u16::MAX)).contains(&v) {
+                    Ok(FcMtu)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+                }
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
 /// One of the names of a Firecracker enum (`CacheType`, `FileEngineType`), as serde's derive
 /// reads it: a string that is one of `names`.
 fn fc_variant<'de, D: Deserializer<'de>>(
@@ -261,6 +292,9 @@ struct FcId<'a> {
     vhost_user: bool,
     /// A network interface's `guest_mac`, read later where its position is known.
     guest_mac: Option<&'a RawValue>,
+    /// The whole object, as written in the file (for a drive, whose kind is checked later,
+    /// where its position is known).
+    object: Option<&'a RawValue>,
 }
 
 /// The kinds of Firecracker's devices that have ids, as its structs read them.
@@ -380,7 +414,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
                     map.next_value::<Option<Object<FcRateLimiter>>>()?;
                 }
                 "mtu" => {
-                    map.next_value::<Option<Whole16>>()?;
+                    map.next_value::<Option<FcMtu>>()?;
                 }
                 _ if field == kind.id_key() => {
                     id = Some(if kind == FcKind::Vsock {
@@ -405,6 +439,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
             root,
             vhost_user: socket.flatten().is_some(),
             guest_mac,
+            object: None,
         })
     }
 }
@@ -795,7 +830,10 @@ fn fc_entries<'a>(
             let field = format!("{name}[{i}]");
             let at = fc_offset(src, raw);
             let read = if drive {
-                from_json::<Object<FcDrive<'a>>>(src, at, raw.get(), &field).map(|d| d.0.0)
+                from_json::<Object<FcDrive<'a>>>(src, at, raw.get(), &field).map(|d| FcId {
+                    object: Some(raw),
+                    ..d.0.0
+                })
             } else {
                 from_json::<Object<FcId<'a>>>(src, at, raw.get(), &field).map(|d| d.0)
             };
@@ -986,6 +1024,9 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBloc
                 )
                 .into());
         }
+        if let Some(object) = drive.object {
+            fc_drive_kind(src, i, object)?;
+        }
         let block = FcBlock {
             id: drive.id,
             vhost_user: drive.vhost_user,
@@ -1003,6 +1044,62 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBloc
         }
     }
     Ok(list.into_iter().map(|(block, _, _)| block).collect())
+}
+
+/// The fields of a Firecracker drive of a file, which a vhost-user drive may not have.
+const FC_FILE_DRIVE_FIELDS: [&str; 4] =
+    ["path_on_host", "is_read_only", "rate_limiter", "io_engine"];
+
+/// Checks that `drives[i]` (its `object` as written in the file `src`) is a drive Firecracker
+/// builds: a drive of a file (`path_on_host` set, `socket` not) or a vhost-user drive
+/// (`socket` set, none of [`FC_FILE_DRIVE_FIELDS`]); `null` is a field not set. Firecracker
+/// refuses any other drive (`Block::new`), after its root drive checks.
+///
+/// # Errors
+/// [`SpecError`] at the end of the object for a drive of neither kind, or at the first field
+/// of a drive of a file in a vhost-user drive.
+///
+/// [`SpecError`]: crate::error::SpecError
+fn fc_drive_kind(src: Source<'_>, i: usize, object: &RawValue) -> Result<()> {
+    let at = fc_offset(src, object);
+    let fields: std::collections::BTreeMap<String, &RawValue> =
+        from_json(src, at, object.get(), &format!("drives[{i}]"))?;
+    let set = |name: &str| fields.get(name).copied().filter(|raw| raw.get() != "null");
+    let socket = set("socket").is_some();
+    let file = FC_FILE_DRIVE_FIELDS
+        .iter()
+        .filter_map(|&name| set(name).map(|raw| (name, raw)))
+        .min_by_key(|(_, raw)| fc_offset(src, raw));
+    match file {
+        Some((name, raw)) if socket => {
+            let start = fc_offset(src, raw);
+            Err(src
+                .error(
+                    format!("drives[{i}].{name}"),
+                    Some(start..start + raw.get().len()),
+                    Problem::Invalid(format!(
+                        "a vhost-user drive (its `socket` is set) has no `{name}`, a field of a \
+                         drive of a file: Firecracker builds no drive of both kinds"
+                    )),
+                )
+                .into())
+        }
+        _ if socket || set("path_on_host").is_some() => Ok(()),
+        _ => {
+            let end = at + object.get().len();
+            Err(src
+                .error(
+                    format!("drives[{i}]"),
+                    Some(end - 1..end),
+                    Problem::Invalid(
+                        "missing field `path_on_host` (a drive of a file) or `socket` (a \
+                         vhost-user drive): Firecracker builds no drive without one"
+                            .to_owned(),
+                    ),
+                )
+                .into())
+        }
+    }
 }
 
 /// A block device Firecracker builds from its drives.
@@ -1146,7 +1243,9 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// left out, once `vcpu_count` is checked as Firecracker checks it (1 to 32; 1 or even with `smt`).
 /// As Firecracker, the memory is at least 1 MiB and a whole number of huge pages with `"2M"`, and a
 /// balloon's `amount_mib` may not be more than `mem_size_mib`; a balloon and an initrd go with huge
-/// pages (Firecracker 1.14 on).
+/// pages (Firecracker 1.14 on). A drive is a drive of a file (`path_on_host`, no `socket`) or a
+/// vhost-user drive (`socket`, and none of `path_on_host`, `is_read_only`, `rate_limiter`,
+/// `io_engine`), and an interface's `mtu` is at least 68, as Firecracker builds no other.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
@@ -1169,7 +1268,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// # Errors
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
 /// object belongs included, a required field missing or `null`, an unknown field), an unknown
-/// `huge_pages` value, a second root drive, too many devices, a `vcpu_count`,
+/// `huge_pages` value, a second root drive, a drive of neither kind or of both, an `mtu` below
+/// 68, too many devices, a `vcpu_count`,
 /// `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and aarch64 limits
 /// above, with the field and its line and column in the file (the limits at the value that
 /// breaks them); [`Error::SpecTooLarge`] when the converted spec would be larger than a spec
@@ -1185,7 +1285,7 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// assert!(toml.contains("huge_pages = \"2MiB\""), "{toml}");
 ///
 /// let json = r#"{"boot-source": {"kernel_image_path": "vmlinux"},
-///     "drives": [{"drive_id": "rootfs", "is_root_device": true}]}"#;
+///     "drives": [{"drive_id": "rootfs", "is_root_device": true, "path_on_host": "d"}]}"#;
 /// let toml = firecracker_spec("vm.json", json, Arch::X86_64)?;
 /// assert!(toml.contains("address = \"0xc0001000\""), "{toml}");
 /// let toml = firecracker_spec("vm.json", json, Arch::Aarch64)?;
@@ -1600,7 +1700,7 @@ mod tests {
         let plain = r#"[{"drive_id": "rootfs", "path_on_host": "r.ext4", "is_root_device": true}]"#;
         let vhost = r#"[{"drive_id": "rootfs", "path_on_host": "r.ext4", "is_root_device": true},
                         {"drive_id": "data", "socket": "/run/blk.sock", "is_root_device": false}]"#;
-        let null_socket = r#"[{"drive_id": "rootfs", "socket": null, "is_root_device": true}]"#;
+        let null_socket = r#"[{"drive_id": "rootfs", "socket": null, "is_root_device": true, "path_on_host": "d"}]"#;
         let huge = PageKind::Huge2M;
         assert_eq!(config("2M", plain), (BackingKind::Anonymous, huge));
         assert_eq!(config("2M", null_socket), (BackingKind::Anonymous, huge));
@@ -1638,7 +1738,7 @@ mod tests {
         let e = firecracker_spec("x", "[1,", Arch::X86_64).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         // A drive id that would break TOML stays a string, its line break written out.
-        let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "drives": [{"drive_id": "a\"\n[memory]", "is_root_device": false}], "boot-source": {"kernel_image_path": "k"}}"#;
+        let json = r#"{"machine-config": {"mem_size_mib": 64, "vcpu_count": 1}, "drives": [{"drive_id": "a\"\n[memory]", "is_root_device": false, "path_on_host": "d"}], "boot-source": {"kernel_image_path": "k"}}"#;
         let toml = firecracker_spec("x", json, Arch::X86_64).unwrap();
         let spec = spec_of(&toml);
         assert_eq!(spec.devices.len(), 1);
@@ -1743,12 +1843,12 @@ mod tests {
             (
                 net(r#""mtu": "1500""#),
                 "network-interfaces[0].mtu",
-                "expected a whole number from 0 to 65535",
+                "expected a whole number from 68 to 65535",
             ),
             (
                 net(r#""mtu": 65536"#),
                 "network-interfaces[0].mtu",
-                "expected a whole number from 0 to 65535",
+                "expected a whole number from 68 to 65535",
             ),
             (
                 net(&format!(
@@ -2027,14 +2127,14 @@ mod tests {
             (
                 with_machine(
                     "drives",
-                    json!([{"drive_id": "@", "is_root_device": false}]),
+                    json!([{"drive_id": "@", "is_root_device": false, "path_on_host": "d"}]),
                 ),
                 "drives[0].drive_id",
             ),
             (
                 with_machine(
                     "drives",
-                    json!([{"drive_id": "a", "is_root_device": false}, "@"]),
+                    json!([{"drive_id": "a", "is_root_device": false, "path_on_host": "d"}, "@"]),
                 ),
                 "drives[1]",
             ),
@@ -2201,8 +2301,9 @@ mod tests {
 
     #[test]
     fn firecracker_repeated_drive_id_updates_the_drive_and_the_root_drive_comes_first() {
-        let d =
-            |id: &str, root: bool| format!(r#"{{"drive_id": "{id}", "is_root_device": {root}}}"#);
+        let d = |id: &str, root: bool| {
+            format!(r#"{{"drive_id": "{id}", "is_root_device": {root}, "path_on_host": "d"}}"#)
+        };
         for (drives, expected) in [
             // The same id twice is one drive, where the first was.
             (vec![d("rootfs", true), d("rootfs", true)], vec!["rootfs"]),
@@ -2255,8 +2356,8 @@ mod tests {
 
     #[test]
     fn firecracker_second_root_drive_is_refused_at_its_flag() {
-        let json = "{\"drives\": [{\"drive_id\": \"r1\", \"is_root_device\": true},\n  \
-                    {\"drive_id\": \"r2\", \"is_root_device\": true}], \"boot-source\": {\"kernel_image_path\": \"k\"}}";
+        let json = "{\"drives\": [{\"drive_id\": \"r1\", \"is_root_device\": true, \"path_on_host\": \"d\"},\n  \
+                    {\"drive_id\": \"r2\", \"is_root_device\": true, \"path_on_host\": \"d\"}], \"boot-source\": {\"kernel_image_path\": \"k\"}}";
         let e = fc_error(json);
         assert_eq!(e.field, "drives[1].is_root_device");
         assert_eq!(e.position, Some((2, 40)), "{e}");
@@ -2533,9 +2634,9 @@ mod tests {
     /// named by the id with those characters written as `\u{..}`, unique among the names.
     #[test]
     fn firecracker_ids_that_are_not_names_are_named_by_their_escaped_text() {
-        let drives = r#"[{"drive_id": "", "is_root_device": false}, {"drive_id": " a", "is_root_device": false}, {"drive_id": "a ", "is_root_device": false},
-            {"drive_id": "a\tb", "is_root_device": false}, {"drive_id": "a\u001bb", "is_root_device": false}, {"drive_id": "a\u200bb", "is_root_device": false},
-            {"drive_id": "a\u00a0b", "is_root_device": false}, {"drive_id": "\n", "is_root_device": false}]"#;
+        let drives = r#"[{"drive_id": "", "is_root_device": false, "path_on_host": "d"}, {"drive_id": " a", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "a ", "is_root_device": false, "path_on_host": "d"},
+            {"drive_id": "a\tb", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "a\u001bb", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "a\u200bb", "is_root_device": false, "path_on_host": "d"},
+            {"drive_id": "a\u00a0b", "is_root_device": false, "path_on_host": "d"}, {"drive_id": "\n", "is_root_device": false, "path_on_host": "d"}]"#;
         let interfaces = r#"[{"iface_id": "a\\u{9}b", "host_dev_name": "tap"}, {"iface_id": "a\tb", "host_dev_name": "tap"}]"#;
         let expected = [
             "blk-",
@@ -2566,12 +2667,18 @@ mod tests {
         };
         for (json, field, expected) in [
             (
-                with("drives", r#"[{"is_root_device": false}]"#),
+                with(
+                    "drives",
+                    r#"[{"is_root_device": false, "path_on_host": "d"}]"#,
+                ),
                 "drives[0]",
                 "missing field `drive_id`",
             ),
             (
-                with("drives", r#"[{"drive_id": null, "is_root_device": false}]"#),
+                with(
+                    "drives",
+                    r#"[{"drive_id": null, "is_root_device": false, "path_on_host": "d"}]"#,
+                ),
                 "drives[0].drive_id",
                 "invalid type: null, expected a string",
             ),
@@ -2594,7 +2701,10 @@ mod tests {
                 "unknown field `size`",
             ),
             (
-                with("drives", r#"[{"iface_id": "a", "is_root_device": false}]"#),
+                with(
+                    "drives",
+                    r#"[{"iface_id": "a", "is_root_device": false, "path_on_host": "d"}]"#,
+                ),
                 "drives[0]",
                 "unknown field `iface_id`",
             ),

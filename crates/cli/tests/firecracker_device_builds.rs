@@ -1,0 +1,139 @@
+//! Firecracker builds a drive of a file (`path_on_host`, no `socket`) or a vhost-user drive
+//! (`socket`, and none of `is_read_only`, `path_on_host`, `rate_limiter`, `io_engine`), and
+//! refuses any other drive; it refuses an interface whose `mtu` is below 68. The command
+//! refuses them too, at the field, through the real binary, and takes what Firecracker takes.
+
+use std::process::Output;
+
+mod common;
+
+use common::{binary, scratch};
+
+const BOOT: &str = r#""boot-source": {"kernel_image_path": "vmlinux"}"#;
+
+/// Runs `memvisor plan --from firecracker` (with `--json` when `json`) on a file of `body`.
+fn plan(name: &str, body: &str, json: bool) -> Output {
+    let path = scratch(name);
+    std::fs::write(&path, format!("{{{BOOT},\n{body}}}")).unwrap();
+    let path = path.to_str().unwrap();
+    let mut args = vec!["plan", "--from", "firecracker", path];
+    if json {
+        args.push("--json");
+    }
+    binary(&args)
+}
+
+/// Checks that `body` is refused with exit code 2 at `field`, line 2 and `column`, saying
+/// `words`, in text and in `--json`.
+#[track_caller]
+fn refused_at(name: &str, body: &str, field: &str, column: u64, words: &str) {
+    let out = plan(name, body, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{body}: {err}");
+    assert!(out.stdout.is_empty(), "{body}");
+    assert!(
+        err.starts_with(&format!("error: {field}: ")),
+        "{body}: {err}"
+    );
+    assert!(err.contains(&format!(":2:{column}\n")), "{body}: {err}");
+    assert!(err.contains(words), "{body}: {words} not in {err}");
+    let out = plan(name, body, true);
+    assert_eq!(out.status.code(), Some(2), "{body}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["field"], field, "{doc}");
+    assert_eq!(doc["error"]["line"], 2, "{doc}");
+    assert_eq!(doc["error"]["column"], column, "{doc}");
+}
+
+#[track_caller]
+fn planned(name: &str, body: &str) {
+    let out = plan(name, body, false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{body}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn firecracker_drive_of_neither_kind_is_refused() {
+    let drives = |d: &str| format!(r#""drives": [{d}]"#);
+    // Neither a file nor a socket (a `null` one is none): at the end of the drive's object, as
+    // a missing field is.
+    for d in [
+        r#"{"drive_id": "r", "is_root_device": true}"#,
+        r#"{"drive_id": "r", "is_root_device": true, "socket": null, "path_on_host": null}"#,
+    ] {
+        let end = 11 + d.len() as u64;
+        refused_at(
+            "fc-drive-none.json",
+            &drives(d),
+            "drives[0]",
+            end,
+            "`path_on_host`",
+        );
+    }
+    // A vhost-user drive with a field of a drive of a file: at that field's value.
+    for (field, value) in [
+        ("path_on_host", r#""rootfs.ext4""#),
+        ("is_read_only", "false"),
+        ("io_engine", r#""Sync""#),
+        ("rate_limiter", r#"{"bandwidth": null}"#),
+    ] {
+        let d = format!(
+            r#"{{"drive_id": "r", "is_root_device": true, "socket": "/b.sock", "{field}": {value}}}"#
+        );
+        let column = 12 + d.find(value).unwrap() as u64;
+        refused_at(
+            "fc-drive-both.json",
+            &drives(&d),
+            &format!("drives[0].{field}"),
+            column,
+            "vhost-user",
+        );
+    }
+    // The socket after the field: the same refusal, at the field.
+    let d =
+        r#"{"drive_id": "r", "is_read_only": true, "socket": "/b.sock", "is_root_device": false}"#;
+    refused_at(
+        "fc-drive-both-first.json",
+        &drives(d),
+        "drives[0].is_read_only",
+        12 + d.find("true").unwrap() as u64,
+        "vhost-user",
+    );
+    // What Firecracker builds: a file, with or without its optional fields (`null` ones too);
+    // a socket with a `partuuid`, `cache_type` or `null` file fields.
+    for d in [
+        r#"{"drive_id": "r", "is_root_device": true, "path_on_host": "r.ext4"}"#,
+        r#"{"drive_id": "r", "is_root_device": true, "path_on_host": "r.ext4", "socket": null, "is_read_only": true, "io_engine": "Sync"}"#,
+        r#"{"drive_id": "r", "is_root_device": true, "socket": "/b.sock", "partuuid": "1", "cache_type": "Writeback"}"#,
+        r#"{"drive_id": "r", "is_root_device": true, "socket": "/b.sock", "path_on_host": null, "is_read_only": null, "io_engine": null, "rate_limiter": null}"#,
+    ] {
+        planned("fc-drive-taken.json", &drives(d));
+    }
+}
+
+#[test]
+fn firecracker_interface_mtu_below_68_is_refused() {
+    let iface = |mtu: &str| {
+        format!(
+            r#""drives": [], "network-interfaces": [{{"iface_id": "eth0", "host_dev_name": "tap0", "mtu": {mtu}}}]"#
+        )
+    };
+    for mtu in ["0", "67"] {
+        let body = iface(mtu);
+        let column = 1 + body.rfind(mtu).unwrap() as u64;
+        refused_at(
+            "fc-mtu-low.json",
+            &body,
+            "network-interfaces[0].mtu",
+            column,
+            "68 to 65535",
+        );
+    }
+    for mtu in ["68", "1500", "65535", "null"] {
+        planned("fc-mtu-taken.json", &iface(mtu));
+    }
+}
