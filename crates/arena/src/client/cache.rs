@@ -46,13 +46,17 @@ pub(super) const fn small_cap(class: usize) -> usize {
     }
 }
 
-/// The small bins' blocks, each bin sorted by offset (a bin holds at most [`SMALL_ENTRIES`]),
-/// and the kept empty slab of each class (null if none).
+/// The order of the small bins' blocks by offset, and the kept empty slab of each class (null
+/// if none). Each bin's order is a permutation of its entries' indices (a bin holds at most
+/// [`SMALL_ENTRIES`]), a byte each: this lives on the stack of an allocation, which may be a
+/// thread's of 16 KiB, where a sorted copy of the offsets (12 KiB) overflowed it.
 struct SortedBins {
-    offs: [[usize; SMALL_ENTRIES]; NCLASSES],
+    order: [[u8; SMALL_ENTRIES]; NCLASSES],
     len: [usize; NCLASSES],
     empty: [*mut Slab; NCLASSES],
 }
+
+const _: () = assert!(SMALL_ENTRIES <= 1 << u8::BITS);
 
 /// [`small_cap`] of every class (0 past the last).
 const SMALL_CAP: [u8; CLASS_SLOTS] = {
@@ -737,12 +741,12 @@ impl State {
         found
     }
 
-    /// A sorted copy of each small bin, which puts the blocks of one slab side by side (the
-    /// bins themselves keep their order), and the kept empty slabs, found with one walk of
-    /// the partial list of each class that has one.
+    /// The order of each small bin by offset, which puts the blocks of one slab side by side
+    /// (the bins themselves keep their order), and the kept empty slabs, found with one walk
+    /// of the partial list of each class that has one.
     fn sorted_small_bins(&self) -> SortedBins {
         let mut sorted = SortedBins {
-            offs: [[0; SMALL_ENTRIES]; NCLASSES],
+            order: [[0; SMALL_ENTRIES]; NCLASSES],
             len: [0; NCLASSES],
             empty: [core::ptr::null_mut(); NCLASSES],
         };
@@ -768,9 +772,11 @@ impl State {
         if let Some(c) = self.cache.as_deref() {
             for class in 0..NCLASSES {
                 let blocks = c.small(class);
-                let copy = &mut sorted.offs[class][..blocks.len()];
-                copy.copy_from_slice(blocks);
-                copy.sort_unstable();
+                let order = &mut sorted.order[class][..blocks.len()];
+                for (i, at) in (0..=u8::MAX).zip(order.iter_mut()) {
+                    *at = i;
+                }
+                order.sort_unstable_by_key(|&i| blocks[usize::from(i)]);
                 sorted.len[class] = blocks.len();
             }
         }
@@ -800,13 +806,14 @@ impl State {
         }
         for class in 0..NCLASSES {
             let len = sorted.len[class];
-            let blocks = &sorted.offs[class][..len];
+            let (bin, order) = (c.small(class), &sorted.order[class][..len]);
+            let block = |k: usize| bin[usize::from(order[k])];
             let pages = 1usize << self.geo.slab_order[class];
             let mut i = 0;
             while i < len {
-                let (slab, _) = self.slab_of(blocks[i], class);
+                let (slab, _) = self.slab_of(block(i), class);
                 let start = i;
-                while i < len && self.slab_of(blocks[i], class).0 == slab {
+                while i < len && self.slab_of(block(i), class).0 == slab {
                     self.count_flush_visit();
                     i += 1;
                 }

@@ -2,7 +2,9 @@
  * (PTHREAD_STACK_MIN, 16 KiB on Linux), as a language VM's coroutines or green threads have,
  * over a context made on the main thread: no client call of the library's release build may
  * need more stack than that. The first free of a client makes its cache bins (about 19 KiB),
- * which must not pass through the stack. */
+ * which must not pass through the stack; an allocation that finds no chunk left while blocks
+ * are cached works out whether giving them back makes room, which must not copy the bins
+ * (12 KiB) onto the stack either. */
 #define _POSIX_C_SOURCE 200809L
 #include <limits.h>
 #include <pthread.h>
@@ -14,6 +16,9 @@
 #include "check.h"
 
 static memvisor_context ctx;
+/* Two chunks of 64 KiB over a caller's block. */
+static memvisor_context small_ctx;
+static char small_block[3 << 16];
 
 static void *life(void *arg) {
     (void)arg;
@@ -36,6 +41,25 @@ static void *life(void *arg) {
     memvisor_context_stats s = {.size = sizeof s};
     OK(memvisor_context_get_stats(ctx, &s));
     OK(memvisor_client_delete(client));
+
+    /* A context out of chunks while the client keeps cached blocks: the allocation that finds
+     * no chunk left looks whether giving the cached blocks back would make room. */
+    memvisor_client tight;
+    OK(memvisor_client_create(small_ctx, MEMVISOR_UNLIMITED, &tight));
+    void *blocks[64];
+    size_t n = 0;
+    for (size_t class = 16; class <= 2048 && n < 32; class += class / 2, n++) {
+        OK(memvisor_alloc(tight, class, &blocks[n]));
+    }
+    for (size_t i = 0; i < n; i += 2) {
+        OK(memvisor_client_free(tight, blocks[i], NULL));
+    }
+    memvisor_status st = MEMVISOR_STATUS_OK;
+    while (n < 64 && (st = memvisor_alloc(tight, 12u << 10, &blocks[n])) == MEMVISOR_STATUS_OK) {
+        n++;
+    }
+    CHECK_STATUS(st, MEMVISOR_STATUS_OUT_OF_MEMORY);
+    OK(memvisor_client_delete(tight));
     return NULL;
 }
 
@@ -43,6 +67,10 @@ int main(void) {
     pthread_attr_t attr;
     pthread_t thread;
     OK(memvisor_context_create_reserved((size_t)8 << 20, NULL, &ctx));
+    memvisor_config config;
+    OK(memvisor_config_init(&config));
+    config.chunk_size = (size_t)64 << 10;
+    OK(memvisor_context_create(small_block, sizeof small_block, &config, &small_ctx));
     CHECK(pthread_attr_init(&attr) == 0);
     /* MEMVISOR_TEST_STACK=min: the smallest stack; otherwise 128 KiB, as the library's debug
      * build needs (its frames are several times larger). */
@@ -53,5 +81,6 @@ int main(void) {
     CHECK(pthread_join(thread, NULL) == 0);
     CHECK(pthread_attr_destroy(&attr) == 0);
     OK(memvisor_context_delete(ctx));
+    OK(memvisor_context_delete(small_ctx));
     return finish("small_stack");
 }
