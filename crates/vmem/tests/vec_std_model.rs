@@ -146,8 +146,10 @@ fn panics<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config(64, 2))]
+    #![proptest_config(common::proptest_config(64, 1))]
     #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri (each case catches dozens of panics); the \
+        editing paths also run under Miri in vec_owned.rs")]
     fn vec_behaves_as_std_vec(ops in proptest::collection::vec(op(), 0..80)) {
         let token = Rc::new(());
         let c = |x: u8| Counted(x, Rc::clone(&token));
