@@ -24,11 +24,19 @@ mod edit;
 /// It behaves like `std::vec::Vec` (it dereferences to a slice, and most methods keep std's
 /// names and meanings), with these differences:
 /// - the capacity ([`capacity`](Self::capacity)) is a maximum fixed at creation;
-///   [`try_push`](Self::try_push) returns the value at capacity, [`push`](Self::push) panics;
+///   [`try_push`](Self::try_push) returns the value at capacity, [`push`](Self::push) panics; so do
+///   the other calls that add elements where std's would reallocate (`insert`, `extend`,
+///   `extend_from_slice`, `extend_from_within`, `resize`, `resize_with`, `append`, `reserve`), and
+///   `clone` and `split_off`, which reserve a new vector, panic if that fails. Each names its
+///   reason; `try_insert`, `try_extend_from_slice`, `try_extend_from_within`, `try_append`,
+///   `try_reserve`, `try_clone` and `try_split_off` return it as an [`Error`] instead, out-of-range
+///   indices included. Indices and ranges out of bounds panic where std's do (`insert`, `remove`,
+///   `swap_remove`, `drain`, `split_off`, `extend_from_within`, indexing);
 /// - memory is committed in steps set by [`Growth`]
 ///   ([`committed_capacity`](Self::committed_capacity) elements fit in what is committed now), and
 ///   [`shrink_to_fit`](Self::shrink_to_fit) gives the pages past the last element back to the
-///   system;
+///   system (it and [`shrink_to`](Self::shrink_to) return [`Error::Decommit`] if the system
+///   refuses);
 /// - creating one can fail (the address space is reserved then), so constructors return [`Result`].
 ///
 /// Dropping it drops its elements, so they must outlive it. Its drop is checked as if it used
