@@ -23,7 +23,7 @@ use vm_allocator::{
     RangeInclusive as VmRange,
 };
 
-const CASES: u32 = if cfg!(miri) { 4 } else { 128 };
+const CASES: u32 = if cfg!(miri) { 4 } else { 96 };
 
 /// `CASES` cases; under Miri, which cannot read the working directory, no failure files.
 fn config() -> ProptestConfig {
