@@ -527,7 +527,66 @@ struct FcBootSource {
     initrd_path: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
-    boot_args: Option<String>,
+    boot_args: Option<FcBootArgs>,
+}
+
+/// Firecracker's kernel command line, NUL included, at most (`CMDLINE_MAX_SIZE`, on x86_64 and
+/// aarch64 alike).
+const FC_CMDLINE_MAX_SIZE: usize = 2048;
+
+/// What separates the kernel's arguments from the init's on a command line.
+const FC_INIT_ARGS_SEPARATOR: &str = " -- ";
+
+/// `boot-source.boot_args`: a string whose kernel command line fits Firecracker's
+/// [`FC_CMDLINE_MAX_SIZE`] bytes, measured as Firecracker's linux-loader (`Cmdline::try_from`)
+/// measures it: the text split at the first [`FC_INIT_ARGS_SEPARATOR`] with an even number of
+/// `"` before it, each part trimmed, the parts joined by the separator again (when the init's
+/// part is not empty) and a NUL after. Firecracker refuses a longer one when it applies the
+/// file.
+#[derive(Debug)]
+struct FcBootArgs;
+
+/// The bytes of the kernel command line `raw` (`boot_args`) makes, its NUL included.
+fn fc_cmdline_size(raw: &str) -> usize {
+    let split = raw
+        .match_indices(FC_INIT_ARGS_SEPARATOR)
+        .find(|&(at, _)| raw[..at].matches('"').count().is_multiple_of(2));
+    let (boot, init) = match split {
+        None => (raw, ""),
+        Some((at, sep)) => (&raw[..at], &raw[at + sep.len()..]),
+    };
+    let (boot, init) = (boot.trim(), init.trim());
+    let init = if init.is_empty() {
+        0
+    } else {
+        FC_INIT_ARGS_SEPARATOR.len() + init.len()
+    };
+    boot.len() + 1 + init
+}
+
+impl<'de> Deserialize<'de> for FcBootArgs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FcBootArgs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcBootArgs, E> {
+                let size = fc_cmdline_size(v);
+                if size <= FC_CMDLINE_MAX_SIZE {
+                    Ok(FcBootArgs)
+                } else {
+                    Err(E::custom(format!(
+                        "a kernel command line of {size} bytes with its NUL, more than the \
+                         {FC_CMDLINE_MAX_SIZE} Firecracker takes (the arguments and the init's \
+                         after ` -- `, each trimmed)"
+                    )))
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 impl FcObject for FcBootSource {
@@ -1269,7 +1328,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
 /// object belongs included, a required field missing or `null`, an unknown field), an unknown
 /// `huge_pages` value, a second root drive, a drive of neither kind or of both, an `mtu` below
-/// 68, too many devices, a `vcpu_count`,
+/// 68, `boot_args` longer than Firecracker's 2048-byte kernel command line, too many devices,
+/// a `vcpu_count`,
 /// `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and aarch64 limits
 /// above, with the field and its line and column in the file (the limits at the value that
 /// breaks them); [`Error::SpecTooLarge`] when the converted spec would be larger than a spec
