@@ -376,3 +376,24 @@ fn slices_arrays_and_std_vectors_compare_with_it_from_the_left() {
     assert!(as_mut == v);
     assert!(vec![1, 3] != v);
 }
+
+#[test]
+fn moving_iterators_lend_their_rest_as_std_ones_do() {
+    fn rest<S: AsRef<[i32]>>(s: &S) -> std::vec::Vec<i32> {
+        s.as_ref().to_vec()
+    }
+    let mut v: Vec<i32> = Vec::with_capacity(8).unwrap();
+    v.extend([1, 2, 3, 4, 5]);
+    {
+        let mut drain = v.drain(1..4);
+        assert_eq!(drain.next(), Some(2));
+        assert_eq!(rest(&drain), [3, 4]);
+    }
+    assert_eq!(v, [1, 5]);
+    let mut it = v.into_iter();
+    assert_eq!(it.next(), Some(1));
+    it.as_mut_slice()[0] = 50;
+    assert_eq!(rest(&it), [50]);
+    assert_eq!(it.next(), Some(50));
+    assert!(it.as_mut_slice().is_empty());
+}

@@ -67,6 +67,12 @@ impl<'a, T> Drain<'a, T> {
     }
 }
 
+impl<T> AsRef<[T]> for Drain<'_, T> {
+    fn as_ref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
 impl<T: fmt::Debug> fmt::Debug for Drain<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Drain").field(&self.as_slice()).finish()
@@ -196,10 +202,26 @@ impl<T> IntoIter<T> {
         unsafe { slice::from_raw_parts(self.base.as_ptr().add(self.next), self.end - self.next) }
     }
 
+    /// The elements not yet yielded, mutably.
+    #[must_use]
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: slots `next..end` hold elements owned by the iterator, and `&mut self`
+        // excludes every other access to them.
+        unsafe {
+            slice::from_raw_parts_mut(self.base.as_ptr().add(self.next), self.end - self.next)
+        }
+    }
+
     /// The reservation that still holds the elements (as [`Vec::reservation`]).
     #[must_use]
     pub fn reservation(&self) -> &crate::Reservation {
         self.vec.reservation()
+    }
+}
+
+impl<T> AsRef<[T]> for IntoIter<T> {
+    fn as_ref(&self) -> &[T] {
+        self.as_slice()
     }
 }
 
