@@ -20,7 +20,8 @@
 //!   [`Snapshot::to_guest_memory_mmap`] (vm-memory's Windows mappings cannot be made over memory
 //!   they do not own).
 //!
-//! Adopting vm-memory mappings ([`AddressSpace::from_guest_memory_mmap`]) works everywhere.
+//! Adopting vm-memory mappings ([`SpaceBuilder::adopt`], within the builder's memory-slot numbers,
+//! or [`AddressSpace::from_guest_memory_mmap`] with the default ones) works everywhere.
 //!
 //! # The pieces
 //!

@@ -426,6 +426,50 @@ impl SpaceBuilder {
         Ok((space, report))
     }
 
+    /// Builds the address space over the mappings of a vm-memory `GuestMemoryMmap`: each
+    /// becomes a RAM region, kept alive as long as the region is, and takes one of the
+    /// builder's memory-slot numbers ([`slots`](Self::slots)), so a VMM bound by KVM's slot
+    /// limit adopts its memory in one call. The builder's own regions
+    /// ([`region`](Self::region), [`regions`](Self::regions)) are planned beside them as
+    /// [`plan`](Self::plan) plans them: bookkeeping only, no memory.
+    ///
+    /// ```
+    /// use memvisor_space::{AddressSpace, Error, Layout};
+    /// use vm_memory::{GuestAddress, GuestMemoryMmap};
+    ///
+    /// let memory: GuestMemoryMmap =
+    ///     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 1 << 20)])
+    ///         .expect("host memory");
+    /// let layout = Layout::x86_64().ram(1 << 30).build()?;
+    /// let space = AddressSpace::builder(layout.clone()).slots(2).adopt(&memory)?;
+    /// assert_eq!(space.snapshot().len(), 2);
+    /// let refused = AddressSpace::builder(layout).slots(1).adopt(&memory);
+    /// assert!(matches!(refused, Err(Error::NoSlotNumber { count: 1 })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`plan`](Self::plan) for the builder's own regions; then as [`Layout::check`] for
+    /// each mapping's range; [`Error::Overlap`] for a region over another;
+    /// [`Error::FileAliased`] for two mappings (or a mapping and a region of the builder) over
+    /// the same bytes of one file, one of them writable; [`Error::NoSlotNumber`] for 0 slot
+    /// numbers, or when the mappings and the builder's regions with memory need more than
+    /// there are. Nothing is kept after an error: the mappings stay the caller's alone.
+    pub fn adopt(self, memory: &GuestMemoryMmap) -> Result<AddressSpace> {
+        self.check()?;
+        let mut regions = self
+            .specs
+            .iter()
+            .map(|s| Region::plan(s.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        for r in memory.iter() {
+            let region = Region::from_guest_region_mmap(RegionType::Ram, r)?;
+            self.layout.check(region.spec())?;
+            regions.push(Arc::new(region));
+        }
+        self.finish(regions, Vec::new())
+    }
+
     fn finish(
         self,
         regions: Vec<Arc<Region>>,
@@ -582,21 +626,16 @@ impl AddressSpace {
         Self::builder(layout).regions(specs).back()
     }
 
-    /// An address space of RAM regions over the mappings of a vm-memory `GuestMemoryMmap`,
-    /// which stay alive as long as the regions do.
+    /// Shorthand for `builder(layout).adopt(memory)`: an address space of RAM regions over
+    /// the mappings of a vm-memory `GuestMemoryMmap`, which stay alive as long as the regions
+    /// do, with the default [`DEFAULT_SLOTS`] memory-slot numbers. A VMM that must keep
+    /// within fewer (KVM's slot limit) calls [`SpaceBuilder::adopt`] on a builder given
+    /// [`slots`](SpaceBuilder::slots).
     ///
     /// # Errors
-    /// As [`SpaceBuilder::plan`] for the regions' ranges; [`Error::FileAliased`] for two
-    /// mappings of the same bytes of one file, one of them writable.
+    /// As [`SpaceBuilder::adopt`].
     pub fn from_guest_memory_mmap(layout: Layout, memory: &GuestMemoryMmap) -> Result<Self> {
-        let builder = Self::builder(layout);
-        let mut regions = Vec::new();
-        for r in memory.iter() {
-            let region = Region::from_guest_region_mmap(RegionType::Ram, r)?;
-            builder.layout.check(region.spec())?;
-            regions.push(Arc::new(region));
-        }
-        builder.finish(regions, Vec::new())
+        Self::builder(layout).adopt(memory)
     }
 
     /// The current snapshot, to keep as long as wanted.
