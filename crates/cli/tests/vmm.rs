@@ -758,6 +758,29 @@ fn firecracker_pmem_and_memory_hotplug_are_refused_not_dropped() {
 }
 
 #[test]
+fn firecracker_pmem_null_is_refused_as_a_list_of_none_is() {
+    // Firecracker's `pmem` is a list that may be left out (`serde(default)`), as
+    // `network-interfaces` is: `null` is not a list, and Firecracker refuses it.
+    for (rest, field) in [
+        (r#", "pmem": null"#, "error: pmem: "),
+        (
+            r#", "network-interfaces": null"#,
+            "error: network-interfaces: ",
+        ),
+    ] {
+        let json = firecracker_with(0, 0, "").replace(r#", "network-interfaces": []"#, rest);
+        let (code, out, err) = run_on_json(
+            "fc-list-null.json",
+            &json,
+            &["plan", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 2, "{rest}: {out}{err}");
+        assert!(err.starts_with(field), "{rest}: {err}");
+        assert!(err.contains("invalid type: null"), "{rest}: {err}");
+    }
+}
+
+#[test]
 fn cloud_hypervisor_reads_its_values_as_it_does() {
     // Accepted by Cloud Hypervisor: an empty value is one not given (`thp` stays on), the
     // string is trimmed as a whole, a size may be quoted.

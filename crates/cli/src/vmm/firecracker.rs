@@ -749,8 +749,9 @@ struct FcConfig<'a> {
     /// Firecracker; `None` only for a `machine-config` object alone.
     #[serde(borrow, rename = "boot-source", deserialize_with = "required_raw")]
     boot_source: Option<&'a RawValue>,
-    /// Not modelled: refused unless an empty list.
-    #[serde(default, borrow)]
+    /// Not modelled: refused unless an empty list. May be left out, but is not `null` (read
+    /// as a list, which `null` is not), as Firecracker's `Vec` with a serde default.
+    #[serde(default, borrow, deserialize_with = "required_raw")]
     pmem: Option<&'a RawValue>,
     /// Not modelled: refused unless `null`.
     #[serde(default, borrow, rename = "memory-hotplug")]
