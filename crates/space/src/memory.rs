@@ -36,9 +36,10 @@ pub(crate) struct HostMemory {
 }
 
 enum Owner {
-    /// A reservation of its own, the whole of which is the mapping (boxed: a reservation is
+    /// A reservation of its own, holding the mapping from this offset to its end: 0, or for
+    /// private transparent huge pages the guest base modulo 2 MiB (boxed: a reservation is
     /// large, and the window variant is the common one for hotplug).
-    Mapping(Box<Reservation>),
+    Mapping(Box<Reservation>, usize),
     /// A vm-memory mapping, kept alive by this reference.
     Foreign { _mapping: Arc<MmapRegion<()>> },
     /// A slot of the hotplug window's reservation, at this offset.
@@ -88,7 +89,7 @@ impl HostMemory {
     /// adopted vm-memory mapping).
     fn place(&self) -> Option<(&Reservation, usize)> {
         match &self.owner {
-            Owner::Mapping(reservation) => Some((reservation, 0)),
+            Owner::Mapping(reservation, offset) => Some((reservation, *offset)),
             Owner::Window(window, offset) => Some((&window.reservation, *offset)),
             Owner::Foreign { .. } => None,
         }
@@ -127,7 +128,7 @@ impl Drop for HostMemory {
     fn drop(&mut self) {
         match &self.owner {
             // The reservation unmaps itself when dropped.
-            Owner::Mapping(_) | Owner::Foreign { .. } => {}
+            Owner::Mapping(..) | Owner::Foreign { .. } => {}
             Owner::Window(window, offset) => {
                 // SAFETY: our slot; as the region is being dropped, nothing refers to it. A
                 // failure leaves the slot claimed (it answers `SlotBusy`), never mapped over.
@@ -823,21 +824,36 @@ fn map(
                 HugePages::Transparent => HugePageSize::Size2M.bytes(),
                 HugePages::None => host_page_size(),
             };
+            // KVM maps a memory slot with huge pages only where its guest and host addresses
+            // agree modulo the huge page, so private transparent huge pages start in a 2 MiB
+            // aligned reservation at the guest base modulo 2 MiB (the lead, never mapped).
+            // Shared memory's huge pages follow its file offsets from the mapping's start,
+            // so it is mapped 2 MiB aligned.
+            let lead = match (huge, source) {
+                (HugePages::Transparent, Source::AnonymousPrivate) => {
+                    usize::try_from(spec.base % HugePageSize::Size2M.bytes()).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            let reserved = len.checked_add(lead).ok_or(Error::Overflow {
+                base: spec.base,
+                size: spec.size,
+            })?;
             // A hugetlbfs file is mapped at addresses aligned to its huge page.
             let align = usize::try_from(align.max(file_page.unwrap_or(0))).unwrap_or(usize::MAX);
             let reservation = Reservation::builder()
                 .alignment(align)
                 .mode(CommitMode::Protected)
-                .reserve(len)
+                .reserve(reserved)
                 .map_err(|e| vmem_os("mmap", spec, e))?;
             // A failure drops (unmaps) the fresh reservation.
-            // SAFETY: the fresh reservation, which nothing refers to.
-            unsafe { sys::map(&reservation, 0, len, source, protection, huge_tlb) }
+            // SAFETY: the fresh reservation, which nothing refers to; `lead + len` is its
+            // length.
+            unsafe { sys::map(&reservation, lead, len, source, protection, huge_tlb) }
                 .map_err(failed)?;
-            (
-                reservation.as_non_null(),
-                Owner::Mapping(Box::new(reservation)),
-            )
+            // SAFETY: `lead` is inside the reservation, which is `lead + len` bytes long.
+            let ptr = unsafe { reservation.as_non_null().add(lead) };
+            (ptr, Owner::Mapping(Box::new(reservation), lead))
         }
         Target::Window(window) => {
             let offset = window.claim(spec.base, spec.size)?;
