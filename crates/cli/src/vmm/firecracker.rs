@@ -65,9 +65,9 @@ struct FcMachine<'a> {
     /// `false` when left out; `null` is refused, as Firecracker refuses it.
     #[serde(default)]
     smt: bool,
-    // Not about memory layout: checked as Firecracker reads it and left out.
+    // Not about memory layout: checked as Firecracker reads it (for the conversion's
+    // architecture) and left out.
     #[serde(default)]
-    #[allow(dead_code)]
     cpu_template: Option<FcCpuTemplate>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -102,13 +102,21 @@ impl<'de> Deserialize<'de> for Whole {
     }
 }
 
-/// Firecracker's static CPU templates (`StaticCpuTemplate`: x86_64's and aarch64's; the plan's
-/// architecture is chosen later, so either is taken).
+/// One of Firecracker's static CPU templates (`StaticCpuTemplate`) of either architecture,
+/// by name; [`fc_vcpus`] then holds it to the conversion's architecture's templates.
 #[derive(Debug)]
-struct FcCpuTemplate;
+struct FcCpuTemplate(&'static str);
 
-/// The names of [`FcCpuTemplate`]s.
+/// The names of [`FcCpuTemplate`]s, x86_64's and aarch64's.
 const FC_CPU_TEMPLATES: &[&str] = &["C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"];
+
+/// The static CPU templates of Firecracker built for `arch`, in the order of its enum.
+fn fc_cpu_templates(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::X86_64 => &["C3", "T2", "T2S", "None", "T2CL", "T2A"],
+        Arch::Aarch64 => &["V1N1", "None"],
+    }
+}
 
 impl<'de> Deserialize<'de> for FcCpuTemplate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -122,8 +130,8 @@ impl<'de> Deserialize<'de> for FcCpuTemplate {
                 self,
                 v: &str,
             ) -> std::result::Result<Self::Value, E> {
-                if FC_CPU_TEMPLATES.contains(&v) {
-                    Ok(FcCpuTemplate)
+                if let Some(&name) = FC_CPU_TEMPLATES.iter().find(|&&t| t == v) {
+                    Ok(FcCpuTemplate(name))
                 } else {
                     Err(E::unknown_variant(v, FC_CPU_TEMPLATES))
                 }
@@ -921,6 +929,21 @@ fn fc_vcpus(src: Source<'_>, machine: &FcMachine<'_>, path: &str, arch: Arch) ->
             )
             .into());
     }
+    if let Some(FcCpuTemplate(name)) = machine.cpu_template
+        && !fc_cpu_templates(arch).contains(&name)
+    {
+        let known = fc_cpu_templates(arch).join("`, `");
+        return Err(src
+            .error(
+                format!("{path}cpu_template"),
+                fc_machine_span(src, |m| m.cpu_template),
+                Problem::Invalid(format!(
+                    "`{name}` is not a CPU template of Firecracker on {arch} (it knows `{known}` \
+                     there, and refuses another)"
+                )),
+            )
+            .into());
+    }
     let raw = machine.vcpu_count;
     let field = format!("{path}vcpu_count");
     let at = fc_offset(src, raw);
@@ -1040,6 +1063,8 @@ struct FcMachineSpans<'a> {
     mem_size_mib: Option<&'a RawValue>,
     #[serde(default, borrow)]
     smt: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    cpu_template: Option<&'a RawValue>,
 }
 
 /// Where `raw`, a part of the file `src`, starts in it.
@@ -1300,7 +1325,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// `"Transparent"` transparent huge pages, `"None"` base pages. The memory is private anonymous
 /// memory, or a memfd when a drive is vhost-user (has a `socket`), as Firecracker backs it.
 /// `vcpu_count`, `smt`, `cpu_template` and `track_dirty_pages` do not change the memory map and are
-/// left out, once `vcpu_count` is checked as Firecracker checks it (1 to 32; 1 or even with `smt`).
+/// left out, once `vcpu_count` is checked as Firecracker checks it (1 to 32; 1 or even with `smt`)
+/// and `cpu_template` is one of Firecracker's templates on `arch`.
 /// As Firecracker, the memory is at least 1 MiB and a whole number of huge pages with `"2M"`, and a
 /// balloon's `amount_mib` may not be more than `mem_size_mib`; a balloon and an initrd go with huge
 /// pages (Firecracker 1.14 on). A drive is a drive of a file (`path_on_host`, no `socket`) or a
@@ -2842,16 +2868,20 @@ mod tests {
         }
     }
 
-    /// As Firecracker: `cpu_template` is one of its static templates (x86_64's `C3`, `T2`,
-    /// `T2S`, `T2CL`, `T2A`, aarch64's `V1N1`, or `None`) or `null`.
+    /// As Firecracker: `cpu_template` is one of its static templates of the architecture
+    /// (x86_64's `C3`, `T2`, `T2S`, `T2CL`, `T2A`, aarch64's `V1N1`, or `None`) or `null`.
     #[test]
     fn firecracker_cpu_template_is_one_firecracker_knows() {
         let config =
             |t: &str| format!(r#"{{"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": {t}}}"#);
         for t in [
-            "\"C3\"", "\"T2\"", "\"T2S\"", "\"T2CL\"", "\"T2A\"", "\"V1N1\"", "\"None\"", "null",
+            "\"C3\"", "\"T2\"", "\"T2S\"", "\"T2CL\"", "\"T2A\"", "\"None\"", "null",
         ] {
             firecracker_spec("fc.json", &config(t), Arch::X86_64)
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+        for t in ["\"V1N1\"", "\"None\"", "null"] {
+            firecracker_spec("fc.json", &config(t), Arch::Aarch64)
                 .unwrap_or_else(|e| panic!("{t}: {e}"));
         }
         for (t, expected) in [
