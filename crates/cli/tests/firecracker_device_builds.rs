@@ -137,3 +137,28 @@ fn firecracker_interface_mtu_below_68_is_refused() {
         planned("fc-mtu-taken.json", &iface(mtu));
     }
 }
+
+#[test]
+fn firecracker_interface_host_dev_name_of_16_bytes_or_more_is_refused() {
+    // Firecracker opens the tap by a NUL-terminated name of at most 16 bytes (`IFNAMSIZ`):
+    // a longer one is refused whatever the host has.
+    let iface = |name: &str| {
+        format!(
+            r#""drives": [], "network-interfaces": [{{"iface_id": "eth0", "host_dev_name": "{name}"}}]"#
+        )
+    };
+    for name in ["abcdefghijklmnop", "tap-ééééééé", &"t".repeat(300)] {
+        let body = iface(name);
+        let column = 1 + body.find(&format!("\"{name}\"")).unwrap() as u64;
+        refused_at(
+            "fc-tap-long.json",
+            &body,
+            "network-interfaces[0].host_dev_name",
+            column,
+            "16 bytes",
+        );
+    }
+    for name in ["abcdefghijklmno", "tap0", "", "tap-ééééé"] {
+        planned("fc-tap-taken.json", &iface(name));
+    }
+}

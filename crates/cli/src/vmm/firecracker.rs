@@ -202,6 +202,40 @@ impl<'de> Deserialize<'de> for FcMtu {
     }
 }
 
+/// The bytes of a tap device's name with its terminating NUL, at most (`IFNAMSIZ`, Firecracker's
+/// `IFACE_NAME_MAX_LEN`).
+const FC_TAP_NAME_MAX_LEN: usize = 16;
+
+/// A network interface's `host_dev_name`: a string of fewer than [`FC_TAP_NAME_MAX_LEN`]
+/// bytes, as Firecracker refuses a longer one (`InvalidIfname`) whatever the host has.
+#[derive(Debug)]
+struct FcTapName;
+
+impl<'de> Deserialize<'de> for FcTapName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FcTapName;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcTapName, E> {
+                if v.len() < FC_TAP_NAME_MAX_LEN {
+                    Ok(FcTapName)
+                } else {
+                    Err(E::custom(format!(
+                        "a tap device name of {} bytes: Firecracker takes at most {} (a name \
+                         and its NUL in {FC_TAP_NAME_MAX_LEN} bytes) and refuses a longer one",
+                        v.len(),
+                        FC_TAP_NAME_MAX_LEN - 1
+                    )))
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// One of the names of a Firecracker enum (`CacheType`, `FileEngineType`), as serde's derive
 /// reads it: a string that is one of `names`.
 fn fc_variant<'de, D: Deserializer<'de>>(
@@ -398,7 +432,10 @@ impl<'de> Visitor<'de> for FcIdVisitor {
                 "is_root_device" => root = Some(map.next_value::<&'de RawValue>()?),
                 "socket" => socket = Some(map.next_value::<Option<String>>()?),
                 "guest_mac" => guest_mac = Some(map.next_value::<&'de RawValue>()?),
-                "host_dev_name" | "uds_path" => {
+                "host_dev_name" => {
+                    map.next_value::<FcTapName>()?;
+                }
+                "uds_path" => {
                     map.next_value::<String>()?;
                 }
                 "guest_cid" => {
@@ -1331,7 +1368,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// balloon's `amount_mib` may not be more than `mem_size_mib`; a balloon and an initrd go with huge
 /// pages (Firecracker 1.14 on). A drive is a drive of a file (`path_on_host`, no `socket`) or a
 /// vhost-user drive (`socket`, and none of `path_on_host`, `is_read_only`, `rate_limiter`,
-/// `io_engine`), and an interface's `mtu` is at least 68, as Firecracker builds no other.
+/// `io_engine`), and an interface's `mtu` is at least 68 and its `host_dev_name` under 16 bytes,
+/// as Firecracker builds no other.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
@@ -1355,8 +1393,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
 /// object belongs included, a required field missing or `null`, an unknown field), an unknown
 /// `huge_pages` value, a second root drive, a drive of neither kind or of both, an `mtu` below
-/// 68, `boot_args` longer than Firecracker's 2048-byte kernel command line, too many devices,
-/// a `vcpu_count`,
+/// 68, a `host_dev_name` of 16 bytes or more, `boot_args` longer than Firecracker's 2048-byte
+/// kernel command line, too many devices, a `vcpu_count`,
 /// `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and aarch64 limits
 /// above, with the field and its line and column in the file (the limits at the value that
 /// breaks them); [`Error::SpecTooLarge`] when the converted spec would be larger than a spec
