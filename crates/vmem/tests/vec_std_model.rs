@@ -363,7 +363,7 @@ fn comparisons_take_the_forms_std_vec_takes() {
 }
 
 #[test]
-fn slices_arrays_and_std_vectors_compare_with_it_from_the_left() {
+fn slices_and_std_vectors_compare_with_it_from_the_left() {
     let mut v: Vec<i32> = Vec::with_capacity(4).unwrap();
     v.extend([1, 2]);
     let std_vec = vec![1, 2];
