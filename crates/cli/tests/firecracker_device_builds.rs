@@ -162,3 +162,54 @@ fn firecracker_interface_host_dev_name_of_16_bytes_or_more_is_refused() {
         planned("fc-tap-taken.json", &iface(name));
     }
 }
+
+#[test]
+fn firecracker_guest_mac_is_read_as_firecracker_reads_it() {
+    // Firecracker's `MacAddr` takes six parts of two bytes each, each read by Rust's
+    // `u8::from_str_radix(part, 16)`, which takes a `+` before one digit: `+a` is 0x0a.
+    let ifaces = |macs: &[&str]| {
+        let list: Vec<String> = macs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                format!(
+                    r#"{{"iface_id": "eth{i}", "host_dev_name": "tap{i}", "guest_mac": "{m}"}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#""drives": [], "network-interfaces": [{}]"#,
+            list.join(", ")
+        )
+    };
+    for mac in ["+a:fc:00:00:00:01", "AA:fc:+0:+F:00:01"] {
+        planned("fc-mac-taken.json", &ifaces(&[mac]));
+    }
+    for mac in [
+        "a:fc:00:00:00:01",
+        "+:fc:00:00:00:01",
+        "-1:fc:00:00:00:01",
+        "+aa:fc:00:00:00:0",
+        "é:fc:00:00:00:01",
+    ] {
+        let body = ifaces(&[mac]);
+        let column = 1 + body.find(&format!("\"{mac}\"")).unwrap() as u64;
+        refused_at(
+            "fc-mac-refused.json",
+            &body,
+            "network-interfaces[0].guest_mac",
+            column,
+            "not a MAC address",
+        );
+    }
+    // The same address written two ways is in use by the first interface.
+    let body = ifaces(&["+a:fc:00:00:00:01", "0A:FC:00:00:00:01"]);
+    let column = 1 + body.find("\"0A:").unwrap() as u64;
+    refused_at(
+        "fc-mac-in-use.json",
+        &body,
+        "network-interfaces[1].guest_mac",
+        column,
+        "in use by `eth0`",
+    );
+}

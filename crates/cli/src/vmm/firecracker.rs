@@ -1307,14 +1307,16 @@ fn fc_shown_id(id: Option<&str>, none: &str, suffix: &str) -> String {
     )
 }
 
-/// A MAC address as Firecracker reads one: six bytes of two hex digits each (either case),
-/// joined by `:`.
+/// A MAC address as Firecracker reads one: six bytes of two hex digits each (either case, or
+/// `+` and one digit, which Rust's `from_str_radix` takes), joined by `:`.
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for byte in &mut mac {
         let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // As Firecracker's `MacAddr::from_str`: two bytes, read by `from_str_radix`, which
+        // also takes a `+` before one digit (`+a` is 0x0a).
+        if part.len() != 2 {
             return None;
         }
         *byte = u8::from_str_radix(part, 16).ok()?;
