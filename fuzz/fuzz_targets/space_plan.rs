@@ -268,6 +268,7 @@ fn request(input: &mut Input<'_>) -> PlanRequest {
         hotplug,
         low_ram_limit,
         window_align,
+        memory_slots: None,
     }
 }
 

@@ -480,6 +480,7 @@ fn request(spec: &VmSpec) -> PlanRequest {
         }),
         low_ram_limit: None,
         window_align: spec.window_align,
+        memory_slots: None,
     }
 }
 

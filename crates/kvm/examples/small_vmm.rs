@@ -119,6 +119,7 @@ pub mod vmm {
             }),
             low_ram_limit: Some(LOW_RAM),
             window_align: Some(2 << 20),
+            memory_slots: None,
         }
     }
 

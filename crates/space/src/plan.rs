@@ -17,7 +17,7 @@ use crate::layout::{Arch, Layout, WindowKind};
 use crate::placer::Placer;
 use crate::platform::{Platform, ReservationKind, SerialPreset};
 use crate::range::GuestRange;
-use crate::space::{AddressSpace, DEFAULT_SLOTS};
+use crate::space::{AddressSpace, DEFAULT_SLOTS, SpaceBuilder};
 use crate::spec::{Backing, HugePages, RegionSpec, RegionType};
 
 /// Alignment of DAX windows.
@@ -44,10 +44,9 @@ pub struct PlanRequest {
     pub phys_bits: u32,
     /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
     /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
-    /// are sizes that add up to 2^64 bytes or more and more nodes than the
-    /// [`DEFAULT_SLOTS`] memory-slot numbers of an address space (each node's boot RAM takes
-    /// at least one; boot RAM in more regions than numbers is [`Error::NoSlotNumber`] at
-    /// [`PlanItem::Memory`]).
+    /// are sizes that add up to 2^64 bytes or more. Each boot RAM region takes one of the
+    /// [`memory_slots`](Self::memory_slots): more nodes, or boot RAM in more regions, than
+    /// there are is [`Error::TooFewSlotNumbers`] at [`PlanItem::Memory`].
     pub nodes: Vec<NodeRequest>,
     /// The serial port, if any.
     pub serial: Option<SerialRequest>,
@@ -73,6 +72,15 @@ pub struct PlanRequest {
     /// than the alignment (1 GiB pages in a window aligned to 2 MiB) start at the first
     /// multiple of their page in the hotplug window, which holds that lead as well.
     pub window_align: Option<u64>,
+    /// How many memory-slot numbers the VM's address space has: KVM's slot limit
+    /// (`memvisor_kvm::slot_limit`: 509 on many hosts, 32 when KVM does not answer). `None`
+    /// is [`DEFAULT_SLOTS`]. 1 to [`DEFAULT_SLOTS`]; others are refused
+    /// ([`Error::InvalidLayout`] at [`PlanItem::Memory`]). Each boot RAM region and each
+    /// hotplug slot takes one, so that every slot can be plugged: a plan that needs more is
+    /// [`Error::TooFewSlotNumbers`] (at [`PlanItem::Hotplug`] when boot RAM alone fits). The
+    /// plan keeps the number ([`Plan::memory_slots`]) for the address space built from it
+    /// ([`Plan::space_builder`]).
+    pub memory_slots: Option<u32>,
 }
 
 /// A guest NUMA node's boot RAM.
@@ -151,11 +159,11 @@ pub struct DeviceRequest {
 /// Hotplug slots.
 #[derive(Clone, Debug)]
 pub struct HotplugRequest {
-    /// How many: 1 to [`DEFAULT_SLOTS`], the memory-slot numbers of an address space, less
-    /// one for each region of the plan with memory (each boot RAM region), so that every slot
-    /// can be plugged and a request cannot make the planner loop or allocate without bound;
-    /// others are refused ([`Error::InvalidLayout`] at [`PlanItem::Hotplug`]: for no slots,
-    /// ask for no hotplug).
+    /// How many: at least 1 (0 is refused, [`Error::InvalidLayout`] at [`PlanItem::Hotplug`]:
+    /// for no slots, ask for no hotplug), and at most the request's
+    /// [`memory_slots`](PlanRequest::memory_slots) less one for each boot RAM region, so that
+    /// every slot can be plugged and a request cannot make the planner loop or allocate
+    /// without bound; more is [`Error::TooFewSlotNumbers`] at [`PlanItem::Hotplug`].
     pub slots: u32,
     /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
     /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`]. Each slot is aligned
@@ -294,11 +302,53 @@ pub struct Plan {
     pub devices: Vec<PlannedDevice>,
     /// Hotplug slots, by address.
     pub slots: Vec<PlannedRegion>,
+    /// The memory-slot numbers the plan was checked against
+    /// ([`PlanRequest::memory_slots`], [`DEFAULT_SLOTS`] when it has none): boot RAM's
+    /// regions and all the hotplug slots fit in them.
+    pub memory_slots: u32,
     /// The placer with everything above taken, for more placements later.
     pub placer: Placer,
 }
 
 impl Plan {
+    /// A builder of the plan's address space: its layout, its boot regions and its
+    /// [`memory_slots`](Self::memory_slots), so that every hotplug slot can be plugged into
+    /// the space it builds ([`SpaceBuilder::plan`](crate::SpaceBuilder::plan) or
+    /// [`back`](crate::SpaceBuilder::back)).
+    ///
+    /// ```
+    /// use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanRequest, plan};
+    /// use memvisor_space::{Platform, RegionSpec};
+    /// use vm_memory::GuestAddress;
+    ///
+    /// let request = PlanRequest {
+    ///     platform: Platform::x86_64(),
+    ///     phys_bits: 40,
+    ///     nodes: vec![NodeRequest { size: 256 << 20, memory: RegionSpec::ram(GuestAddress(0), 0) }],
+    ///     serial: None,
+    ///     devices: vec![],
+    ///     hotplug: Some(HotplugRequest {
+    ///         slots: 31,
+    ///         slot_size: 2 << 20,
+    ///         node: 0,
+    ///         memory: RegionSpec::ram(GuestAddress(0), 0),
+    ///     }),
+    ///     low_ram_limit: None,
+    ///     window_align: None,
+    ///     memory_slots: Some(32), // KVM's slot limit
+    /// };
+    /// let plan = plan(&request)?;
+    /// let space = plan.space_builder().plan()?;
+    /// assert_eq!(space.snapshot().len(), plan.regions.len());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn space_builder(&self) -> SpaceBuilder {
+        AddressSpace::builder(self.layout.clone())
+            .slots(self.memory_slots)
+            .regions(self.regions.iter().map(|r| r.spec.clone()))
+    }
+
     /// The guest memory map of the plan: its boot RAM as
     /// [`Snapshot::memory_map`](crate::Snapshot::memory_map) lists it for the address space
     /// the plan's regions make (the [`LEGACY_HOLE`](crate::LEGACY_HOLE) carved out and
@@ -328,6 +378,7 @@ impl Plan {
     ///     hotplug: None,
     ///     low_ram_limit: None,
     ///     window_align: None,
+    ///     memory_slots: None,
     /// };
     /// let map = plan(&request)?.memory_map();
     /// assert_eq!(
@@ -426,6 +477,7 @@ impl Plan {
     ///     hotplug: None,
     ///     low_ram_limit: None,
     ///     window_align: None,
+    ///     memory_slots: None,
     /// };
     /// let srat = plan(&request)?.numa_ranges();
     /// assert_eq!(srat[1], NumaRange { node: 1, addr: 2 << 30, size: 1 << 30, hotplug: false });
@@ -545,6 +597,7 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 ///     hotplug: None,
 ///     low_ram_limit: None,
 ///     window_align: None,
+///     memory_slots: None,
 /// };
 /// let plan = plan(&request)?;
 /// assert_eq!(plan.devices[0].irq, 4); // COM1
@@ -728,24 +781,28 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
         }
     }
 
+    // Each region with memory (boot RAM) and each plugged slot takes a memory-slot number.
+    let count = memory_slots(request)?;
+    let with_memory = regions
+        .iter()
+        .filter(|(r, _)| r.spec.backing.has_memory())
+        .count() as u64;
+    let hotplug_slots = request.hotplug.as_ref().map_or(0, |h| u64::from(h.slots));
+    if with_memory + hotplug_slots > u64::from(count) {
+        let item = if with_memory > u64::from(count) {
+            PlanItem::Memory
+        } else {
+            PlanItem::Hotplug
+        };
+        return Err(at(item)(Error::TooFewSlotNumbers {
+            need: with_memory + hotplug_slots,
+            count: u64::from(count),
+        }));
+    }
+
     // Hotplug slots.
     let mut slots = Vec::new();
     if let Some(h) = &request.hotplug {
-        // Each region with memory and each plugged slot takes a memory-slot number.
-        let with_memory = regions
-            .iter()
-            .filter(|(r, _)| r.spec.backing.has_memory())
-            .count();
-        let with_memory = u32::try_from(with_memory).unwrap_or(u32::MAX);
-        if h.slots > DEFAULT_SLOTS.saturating_sub(with_memory) {
-            return Err(at(PlanItem::Hotplug)(Error::InvalidLayout {
-                reason: format!(
-                    "{} hotplug slots and {with_memory} regions with memory need more than the \
-                     {DEFAULT_SLOTS} memory-slot numbers of an address space",
-                    h.slots
-                ),
-            }));
-        }
         let align = slot_align(h);
         for index in 0..h.slots {
             let owner = format!("hotplug slot {index}");
@@ -777,7 +834,10 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
     }
 
     // The address space's own check of the whole map.
-    if let Err(e) = AddressSpace::plan(layout.clone(), regions.iter().map(|(r, _)| r.spec.clone()))
+    if let Err(e) = AddressSpace::builder(layout.clone())
+        .slots(count)
+        .regions(regions.iter().map(|(r, _)| r.spec.clone()))
+        .plan()
     {
         let item = if matches!(e, Error::NoSlotNumber { .. }) {
             // Only boot RAM takes memory-slot numbers here.
@@ -797,6 +857,7 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
         regions: regions.into_iter().map(|(r, _)| r).collect(),
         devices,
         slots,
+        memory_slots: count,
         placer,
     })
 }
@@ -830,6 +891,18 @@ fn slot_lead(builder: crate::LayoutBuilder, align: u64) -> u64 {
         .map_or(0, |start| start.wrapping_neg() & (align - 1))
 }
 
+/// The request's memory-slot numbers ([`DEFAULT_SLOTS`] for none), refused outside 1 to
+/// [`DEFAULT_SLOTS`] (KVM's most).
+fn memory_slots(request: &PlanRequest) -> Result<u32, PlanError> {
+    match request.memory_slots {
+        None => Ok(DEFAULT_SLOTS),
+        Some(count @ 1..=DEFAULT_SLOTS) => Ok(count),
+        Some(count) => Err(at(PlanItem::Memory)(Error::InvalidLayout {
+            reason: format!("{count} memory-slot numbers (need 1 to {DEFAULT_SLOTS})"),
+        })),
+    }
+}
+
 /// The checks of request items on their own, before anything is laid out: what no layout
 /// could honour.
 fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
@@ -842,15 +915,14 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
             ),
         }));
     }
+    let count = u64::from(memory_slots(request)?);
     // Each node's boot RAM is at least one region with memory, which takes a memory-slot
     // number: more nodes than numbers can never be laid out (and this bounds the work below).
-    if request.nodes.len() > DEFAULT_SLOTS as usize {
-        return Err(at(PlanItem::Memory)(Error::InvalidLayout {
-            reason: format!(
-                "{} nodes need more than the {DEFAULT_SLOTS} memory-slot numbers of an address \
-                 space",
-                request.nodes.len()
-            ),
+    let nodes = request.nodes.len() as u64;
+    if nodes > count {
+        return Err(at(PlanItem::Memory)(Error::TooFewSlotNumbers {
+            need: nodes.saturating_add(request.hotplug.as_ref().map_or(0, |h| u64::from(h.slots))),
+            count,
         }));
     }
     for (i, node) in request.nodes.iter().enumerate() {
@@ -883,6 +955,15 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
             return Err(at(PlanItem::HotplugNode)(Error::NoGuestNode {
                 node: h.node,
                 nodes: request.nodes.len(),
+            }));
+        }
+        // Every slot can be plugged beside boot RAM's regions, at least one per node (this
+        // bounds the work of placing the slots).
+        let need = nodes.saturating_add(u64::from(h.slots));
+        if need > count {
+            return Err(at(PlanItem::Hotplug)(Error::TooFewSlotNumbers {
+                need,
+                count,
             }));
         }
     }
@@ -1061,16 +1142,6 @@ fn build_layout(request: &PlanRequest) -> Result<(Layout, u64), PlanError> {
             reason: "the nodes' RAM sizes overflow".into(),
         })
         .map_err(at(PlanItem::Memory))?;
-    if let Some(h) = &request.hotplug
-        && h.slots > DEFAULT_SLOTS
-    {
-        return Err(at(PlanItem::Hotplug)(Error::InvalidLayout {
-            reason: format!(
-                "{} hotplug slots: an address space has {DEFAULT_SLOTS} memory-slot numbers",
-                h.slots
-            ),
-        }));
-    }
     let hotplug = match &request.hotplug {
         Some(h) => u64::from(h.slots)
             .checked_mul(h.slot_size)
@@ -1334,6 +1405,7 @@ mod tests {
             hotplug: None,
             low_ram_limit: None,
             window_align: None,
+            memory_slots: None,
         }
     }
 
@@ -1394,11 +1466,20 @@ mod tests {
                 panic!("too many nodes planned")
             };
             assert_eq!(e.item, PlanItem::Memory, "{e}");
-            assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+            assert!(
+                matches!(
+                    e.error,
+                    Error::TooFewSlotNumbers {
+                        need: 32_765,
+                        count: 32_764
+                    }
+                ),
+                "{e}"
+            );
             assert_eq!(
                 e.to_string(),
-                "memory: invalid layout: 32765 nodes need more than the 32764 memory-slot \
-                 numbers of an address space"
+                "memory: at least 32765 memory-slot numbers needed (boot RAM's regions and the \
+                 hotplug slots), the address space has 32764"
             );
         }
         // As many nodes as numbers, but the last node's boot RAM split by the x86-64 32-bit
@@ -1414,7 +1495,13 @@ mod tests {
         };
         assert_eq!(e.item, PlanItem::Memory, "{e}");
         assert!(
-            matches!(e.error, Error::NoSlotNumber { count: 32_764 }),
+            matches!(
+                e.error,
+                Error::TooFewSlotNumbers {
+                    need: 32_765,
+                    count: 32_764
+                }
+            ),
             "{e}"
         );
     }
@@ -1552,7 +1639,16 @@ mod tests {
         });
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::Hotplug);
-        assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
+        assert!(
+            matches!(
+                e.error,
+                Error::TooFewSlotNumbers {
+                    need: 4_294_967_296,
+                    count: 32_764
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1570,8 +1666,17 @@ mod tests {
         });
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::Hotplug);
-        assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
-        assert!(e.to_string().contains("2 regions with memory"), "{e}");
+        // Counted as laid out: boot RAM is two regions.
+        assert!(
+            matches!(
+                e.error,
+                Error::TooFewSlotNumbers {
+                    need: 32_765,
+                    count: 32_764
+                }
+            ),
+            "{e}"
+        );
         if let Some(h) = &mut r.hotplug {
             h.slots = DEFAULT_SLOTS - 2;
         }

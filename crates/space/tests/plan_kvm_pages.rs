@@ -46,6 +46,7 @@ fn request(platform: Platform, bits: u32, nodes: &[u64]) -> PlanRequest {
         hotplug: None,
         low_ram_limit: None,
         window_align: None,
+        memory_slots: None,
     }
 }
 

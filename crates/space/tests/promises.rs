@@ -518,6 +518,7 @@ mod plans {
             hotplug: None,
             low_ram_limit: None,
             window_align: None,
+            memory_slots: None,
         }
     }
 

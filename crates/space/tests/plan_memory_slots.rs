@@ -1,0 +1,110 @@
+//! A plan keeps within the memory-slot numbers its request says the VM has
+//! (`PlanRequest::memory_slots`, KVM's slot limit): boot RAM and every hotplug slot take one,
+//! so a plan that needs more is refused at once, naming both numbers, rather than a later plug
+//! failing. The space built from the plan has the same numbers.
+
+use std::sync::Arc;
+
+use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanItem, PlanRequest, plan};
+use memvisor_space::{DEFAULT_SLOTS, Error, Platform, Region, RegionSpec};
+use vm_memory::GuestAddress;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn request(ram: u64, hotplug_slots: Option<u32>, memory_slots: Option<u32>) -> PlanRequest {
+    PlanRequest {
+        platform: Platform::x86_64(),
+        phys_bits: 40,
+        nodes: vec![NodeRequest {
+            size: ram,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        }],
+        serial: None,
+        devices: vec![],
+        hotplug: hotplug_slots.map(|slots| HotplugRequest {
+            slots,
+            slot_size: 2 * MIB,
+            node: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        }),
+        low_ram_limit: None,
+        window_align: None,
+        memory_slots,
+    }
+}
+
+#[test]
+fn plan_more_hotplug_slots_than_the_vms_slot_numbers_names_both() {
+    // KVM's 32 slots when it does not answer: one boot RAM region and 32 hotplug slots need 33.
+    let e = plan(&request(256 * MIB, Some(32), Some(32))).unwrap_err();
+    assert_eq!(e.item, PlanItem::Hotplug, "{e}");
+    assert!(
+        matches!(
+            e.error,
+            Error::TooFewSlotNumbers {
+                need: 33,
+                count: 32
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "hotplug: at least 33 memory-slot numbers needed (boot RAM's regions and the hotplug slots), \
+         the address space has 32"
+    );
+    // Boot RAM split by the 32-bit hole is two regions.
+    let e = plan(&request(4 * GIB, None, Some(1))).unwrap_err();
+    assert_eq!(e.item, PlanItem::Memory, "{e}");
+    assert!(
+        matches!(e.error, Error::TooFewSlotNumbers { need: 2, count: 1 }),
+        "{e}"
+    );
+    let e = plan(&request(4 * GIB, Some(1), Some(2))).unwrap_err();
+    assert_eq!(e.item, PlanItem::Hotplug, "{e}");
+    assert!(
+        matches!(e.error, Error::TooFewSlotNumbers { need: 3, count: 2 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn plan_within_the_vms_slot_numbers_builds_a_space_with_them() {
+    let p = plan(&request(256 * MIB, Some(31), Some(32))).unwrap();
+    assert_eq!(p.memory_slots, 32);
+    assert_eq!(p.slots.len(), 31);
+    let space = p.space_builder().plan().unwrap();
+    for s in &p.slots {
+        let region = Arc::new(Region::plan(s.spec.clone()).unwrap());
+        space.insert_region(region).unwrap();
+    }
+    // Every number is taken: one more region with memory is refused.
+    let last = &p.slots[30].spec;
+    let extra =
+        RegionSpec::ram(GuestAddress(last.base().0 + last.size()), 2 * MIB).with_hotplug(true);
+    let err = space
+        .insert_region(Arc::new(Region::plan(extra).unwrap()))
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSlotNumber { count: 32 }), "{err}");
+}
+
+#[test]
+fn plan_without_memory_slots_keeps_the_default() {
+    let p = plan(&request(256 * MIB, Some(2), None)).unwrap();
+    assert_eq!(p.memory_slots, DEFAULT_SLOTS);
+    let p = plan(&request(256 * MIB, Some(2), Some(DEFAULT_SLOTS))).unwrap();
+    assert_eq!(p.memory_slots, DEFAULT_SLOTS);
+}
+
+#[test]
+fn plan_memory_slots_out_of_range_are_refused() {
+    for count in [0, DEFAULT_SLOTS + 1, u32::MAX] {
+        let e = plan(&request(256 * MIB, None, Some(count))).unwrap_err();
+        assert_eq!(e.item, PlanItem::Memory, "{count}: {e}");
+        assert!(
+            matches!(e.error, Error::InvalidLayout { .. }),
+            "{count}: {e}"
+        );
+    }
+}
