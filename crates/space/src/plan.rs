@@ -189,12 +189,15 @@ pub struct HotplugRequest {
 pub enum PlanItem {
     /// The address bits.
     PhysBits,
-    /// Boot RAM as a whole (its window did not fit).
+    /// Boot RAM as a whole (its window did not fit, or its regions need more memory-slot
+    /// numbers than the request's [`memory_slots`](PlanRequest::memory_slots), or those are
+    /// out of range).
     Memory,
     /// A node's boot RAM.
     Node(usize),
-    /// The hotplug slots as a whole (their number, their window did not fit, or their memory
-    /// spec is not valid).
+    /// The hotplug slots as a whole (their number, also beside boot RAM within the request's
+    /// [`memory_slots`](PlanRequest::memory_slots), their window did not fit, or their
+    /// memory spec is not valid).
     Hotplug,
     /// The hotplug slot size (a slot did not fit, or a slot of that size does not lie on its
     /// page size).
@@ -572,6 +575,8 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 /// the request types says what it refuses; a setting the platform cannot honour is refused,
 /// never dropped), the layout does not fit the address bits
 /// (naming boot RAM, the hotplug slots or the last DAX window, whichever window did not fit),
+/// more memory-slot numbers needed than the request's
+/// [`memory_slots`](PlanRequest::memory_slots) ([`Error::TooFewSlotNumbers`]),
 /// an interrupt taken or out of range ([`Error::IrqTaken`], [`Error::IrqOutOfRange`],
 /// [`Error::NoFreeIrq`]), a window that overlaps another ([`Error::Taken`]) or does not fit
 /// ([`Error::NoRoom`], [`Error::NotInWindow`]), or anything
