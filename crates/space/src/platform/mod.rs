@@ -297,11 +297,22 @@ impl Platform {
     /// one that ends at 4 GiB has at most the 252 KiB from 0xfffc_1000), which a plan's
     /// [`memory_map`](crate::plan::Plan::memory_map) lists as reserved. `None` on AArch64.
     ///
+    /// A `u64`, as every guest address of the crate is, on every host. kvm-ioctls'
+    /// `VmFd::set_tss_address` takes a `usize`: pass `usize::try_from(addr)?`, which never
+    /// fails (the address is below 4 GiB, so it fits even a 32-bit `usize`); its
+    /// `set_identity_map_address` takes the `u64` of
+    /// [`kvm_identity_map_addr`](Self::kvm_identity_map_addr) as it is.
+    ///
     /// ```
     /// use memvisor_space::Platform;
     ///
     /// assert_eq!(Platform::x86_64().kvm_tss_addr(), Some(0xfffb_d000));
     /// assert_eq!(Platform::aarch64().kvm_tss_addr(), None);
+    /// // What `VmFd::set_tss_address` takes:
+    /// let tss = Platform::x86_64().kvm_tss_addr().ok_or("x86-64 has KVM's TSS")?;
+    /// let offset = usize::try_from(tss)?;
+    /// # assert_eq!(offset, 0xfffb_d000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
     pub fn kvm_tss_addr(&self) -> Option<u64> {
