@@ -571,7 +571,6 @@ struct FcBootSource {
     #[allow(dead_code)]
     initrd_path: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     boot_args: Option<FcBootArgs>,
 }
 
@@ -589,7 +588,11 @@ const FC_INIT_ARGS_SEPARATOR: &str = " -- ";
 /// part is not empty) and a NUL after. Firecracker refuses a longer one when it applies the
 /// file.
 #[derive(Debug)]
-struct FcBootArgs;
+struct FcBootArgs {
+    /// The command line has `console=` (on aarch64 Firecracker then adds a serial port, which
+    /// takes one of its interrupts).
+    console: bool,
+}
 
 /// The bytes of the kernel command line `raw` (`boot_args`) makes, its NUL included.
 fn fc_cmdline_size(raw: &str) -> usize {
@@ -620,7 +623,9 @@ impl<'de> Deserialize<'de> for FcBootArgs {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcBootArgs, E> {
                 let size = fc_cmdline_size(v);
                 if size <= FC_CMDLINE_MAX_SIZE {
-                    Ok(FcBootArgs)
+                    Ok(FcBootArgs {
+                        console: v.contains("console="),
+                    })
                 } else {
                     Err(E::custom(format!(
                         "a kernel command line of {size} bytes with its NUL, more than the \
@@ -694,6 +699,11 @@ const FC_MMIO_LEN: u64 = 0x1000;
 /// (`GSI_LEGACY_START`, `GSI_LEGACY_END`), handed out in attach order, and after the virtio
 /// devices its VMGenID and VMClock devices take one each.
 const FC_X86_MAX_VIRTIO_DEVICES: usize = 17;
+
+/// The most virtio devices Firecracker boots on aarch64: its 96 legacy interrupts (SPIs 32 to
+/// 127) go to them in attach order, then to its RTC, VMGenID and VMClock devices (and before
+/// those to the serial port when the command line has `console=`, one fewer then).
+const FC_AARCH64_MAX_VIRTIO_DEVICES: usize = 93;
 
 /// The most memory Firecracker 1.16 lays out on x86_64 without crossing its 64-bit MMIO gap
 /// `[256 GiB, 512 GiB)` (`MMIO64_MEM_START`, `MMIO64_MEM_SIZE`): 3 GiB below the 32-bit MMIO
@@ -1389,7 +1399,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 ///
 /// On aarch64 the plan is memvisor's aarch64 layout, not Firecracker's (which puts RAM at
 /// 2 GiB and devices from `0x40003000`): see SPEC.md. More than 1022 GiB of memory, which
-/// Firecracker cuts to 1022 GiB there, is refused.
+/// Firecracker cuts to 1022 GiB there, is refused, and so are more than 93 virtio devices (92
+/// when `boot_args` has `console=`), past the interrupts Firecracker has for them there.
 ///
 /// # Errors
 /// [`Error::Spec`] for JSON that is not a Firecracker configuration (an array or scalar where an
@@ -1555,9 +1566,13 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
             from_json::<Object<FcBalloon>>(src, offset(raw), raw.get(), "balloon").map(|b| b.0)
         })
         .transpose()?;
-    if let Some(raw) = config.boot_source {
-        from_json::<Object<FcBootSource>>(src, offset(raw), raw.get(), "boot-source")?;
-    }
+    let console = match config.boot_source {
+        Some(raw) => from_json::<Object<FcBootSource>>(src, offset(raw), raw.get(), "boot-source")?
+            .0
+            .boot_args
+            .is_some_and(|a| a.console),
+        None => false,
+    };
     if let Some(raw) = config.entropy {
         from_json::<Object<FcEntropy>>(src, offset(raw), raw.get(), "entropy")?;
     }
@@ -1678,12 +1693,30 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
     if config.entropy.is_some() {
         devices.push(device("virtio-rng", None));
     }
-    if arch == Arch::X86_64 {
-        fc_x86_devices(
-            src,
-            [config.balloon, config.vsock, config.entropy],
-            &mut devices,
-        )?;
+    let sections = [config.balloon, config.vsock, config.entropy];
+    match arch {
+        Arch::X86_64 => fc_x86_devices(src, sections, &mut devices)?,
+        Arch::Aarch64 => {
+            let (most, why) = if console {
+                (
+                    FC_AARCH64_MAX_VIRTIO_DEVICES - 1,
+                    "then one each to the serial port (`console=` is in `boot_args`), its RTC, \
+                     VMGenID and VMClock devices",
+                )
+            } else {
+                (
+                    FC_AARCH64_MAX_VIRTIO_DEVICES,
+                    "then one each to its RTC, VMGenID and VMClock devices",
+                )
+            };
+            fc_device_limit(
+                src,
+                sections,
+                &devices,
+                most,
+                &format!("on aarch64 (its 96 SPIs go to them in order, {why})"),
+            )?;
+        }
     }
     let mut spec = Table::new();
     spec.insert("name".into(), Value::String(stem(origin)));
@@ -1720,9 +1753,42 @@ fn fc_x86_devices(
     [balloon, vsock, entropy]: [Option<&RawValue>; 3],
     devices: &mut [Value],
 ) -> Result<()> {
-    if devices.len() > FC_X86_MAX_VIRTIO_DEVICES {
+    fc_device_limit(
+        src,
+        [balloon, vsock, entropy],
+        devices,
+        FC_X86_MAX_VIRTIO_DEVICES,
+        "on x86_64 (its legacy GSIs 5 to 23 go to them in order, then one each to its VMGenID \
+         and VMClock devices)",
+    )?;
+    let mut address = FC_X86_DEVICES_START;
+    for device in devices {
+        if let Value::Table(t) = device {
+            t.insert("address".into(), Value::String(format!("{address:#x}")));
+        }
+        address += FC_MMIO_LEN;
+    }
+    Ok(())
+}
+
+/// Refuses more than `most` virtio `devices` (in attach order; the raw `balloon`, `vsock` and
+/// `entropy` sections of the file `src` where they are written), which Firecracker cannot
+/// boot for the reason `why`, at the section of the first device past them.
+///
+/// # Errors
+/// [`SpecError`] for more than `most` devices.
+///
+/// [`SpecError`]: crate::error::SpecError
+fn fc_device_limit(
+    src: Source<'_>,
+    [balloon, vsock, entropy]: [Option<&RawValue>; 3],
+    devices: &[Value],
+    most: usize,
+    why: &str,
+) -> Result<()> {
+    if devices.len() > most {
         // The section of the first device past the limit, the devices in attach order.
-        let past = &devices[FC_X86_MAX_VIRTIO_DEVICES];
+        let past = &devices[most];
         let ty = past.get("type").and_then(Value::as_str).unwrap_or_default();
         let (field, raw) = match ty {
             "virtio-balloon" => ("balloon", balloon),
@@ -1741,21 +1807,13 @@ fn fc_x86_devices(
                 field.to_owned(),
                 raw.map(at),
                 Problem::Invalid(format!(
-                    "{} virtio devices ({name} is number {}): Firecracker boots at most \
-                     {FC_X86_MAX_VIRTIO_DEVICES} on x86_64 (its legacy GSIs 5 to 23 go to them \
-                     in order, then one each to its VMGenID and VMClock devices)",
+                    "{} virtio devices ({name} is number {}): Firecracker boots at most {most} \
+                     {why}",
                     devices.len(),
-                    FC_X86_MAX_VIRTIO_DEVICES + 1
+                    most + 1
                 )),
             )
             .into());
-    }
-    let mut address = FC_X86_DEVICES_START;
-    for device in devices {
-        if let Value::Table(t) = device {
-            t.insert("address".into(), Value::String(format!("{address:#x}")));
-        }
-        address += FC_MMIO_LEN;
     }
     Ok(())
 }
