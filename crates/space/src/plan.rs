@@ -26,6 +26,10 @@ pub const DAX_ALIGN: u64 = 2 << 20;
 /// 52-bit physical addresses) or AArch64 (`FEAT_LPA`) host has, so the most a guest of KVM
 /// can be given.
 pub const MAX_PHYS_BITS: u32 = 52;
+/// The most memory-slot numbers a plan takes ([`PlanRequest::memory_slots`]): KVM's slot
+/// numbers of one address space are 16 bits (the bits above choose the address space, SMM on
+/// x86), so no KVM gives a VM more, and this bounds the slots a request can make a plan place.
+pub const MAX_MEMORY_SLOTS: u32 = 1 << 16;
 /// The largest alignment a hotplug slot gets without explicit huge pages.
 const SLOT_ALIGN: u64 = 2 << 20;
 
@@ -73,9 +77,10 @@ pub struct PlanRequest {
     /// multiple of their page in the hotplug window, which holds that lead as well.
     pub window_align: Option<u64>,
     /// How many memory-slot numbers the VM's address space has: KVM's slot limit
-    /// (`memvisor_kvm::slot_limit`: 509 on many hosts, 32 when KVM does not answer). `None`
-    /// is [`DEFAULT_SLOTS`]. 1 to [`DEFAULT_SLOTS`]; others are refused
-    /// ([`Error::InvalidLayout`] at [`PlanItem::Memory`]). Each boot RAM region and each
+    /// (`memvisor_kvm::slot_limit`: 509 on many hosts, 32,764 or 32,767 on recent ones, 32
+    /// when KVM does not answer). `None` is [`DEFAULT_SLOTS`]. 1 to [`MAX_MEMORY_SLOTS`]
+    /// (65,536, the most `slot_limit` answers); others are refused ([`Error::InvalidLayout`]
+    /// at [`PlanItem::Memory`]). Each boot RAM region and each
     /// hotplug slot takes one, so that every slot can be plugged: a plan that needs more is
     /// [`Error::TooFewSlotNumbers`] (at [`PlanItem::Hotplug`] when boot RAM alone fits). The
     /// plan keeps the number ([`Plan::memory_slots`]) for the address space built from it
@@ -897,13 +902,13 @@ fn slot_lead(builder: crate::LayoutBuilder, align: u64) -> u64 {
 }
 
 /// The request's memory-slot numbers ([`DEFAULT_SLOTS`] for none), refused outside 1 to
-/// [`DEFAULT_SLOTS`] (KVM's most).
+/// [`MAX_MEMORY_SLOTS`] (KVM's most).
 fn memory_slots(request: &PlanRequest) -> Result<u32, PlanError> {
     match request.memory_slots {
         None => Ok(DEFAULT_SLOTS),
-        Some(count @ 1..=DEFAULT_SLOTS) => Ok(count),
+        Some(count @ 1..=MAX_MEMORY_SLOTS) => Ok(count),
         Some(count) => Err(at(PlanItem::Memory)(Error::InvalidLayout {
-            reason: format!("{count} memory-slot numbers (need 1 to {DEFAULT_SLOTS})"),
+            reason: format!("{count} memory-slot numbers (need 1 to {MAX_MEMORY_SLOTS})"),
         })),
     }
 }

@@ -98,8 +98,18 @@ fn plan_without_memory_slots_keeps_the_default() {
 }
 
 #[test]
+fn plan_takes_every_slot_limit_kvm_answers() {
+    // KVM answers 32,767 on AArch64 (no slots of its own), and memvisor-kvm's `slot_limit`
+    // up to 65,536.
+    for count in [32_767, 65_536] {
+        let p = plan(&request(256 * MIB, None, Some(count))).unwrap();
+        assert_eq!(p.memory_slots, count);
+    }
+}
+
+#[test]
 fn plan_memory_slots_out_of_range_are_refused() {
-    for count in [0, DEFAULT_SLOTS + 1, u32::MAX] {
+    for count in [0, 65_537, u32::MAX] {
         let e = plan(&request(256 * MIB, None, Some(count))).unwrap_err();
         assert_eq!(e.item, PlanItem::Memory, "{count}: {e}");
         assert!(
