@@ -874,7 +874,161 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::{LARGE_ENTRIES, nearest_length, nearest_length_scalar};
+    use alloc::vec::Vec;
+    use core::alloc::Layout;
+
+    use super::{LARGE_ENTRIES, NCLASSES, State, nearest_length, nearest_length_scalar};
+    use crate::{Arena, Backing, Config, Quota};
+
+    /// What [`State::each_flushed`] calls its function with, each block in the order it comes.
+    type Flushed = Vec<(usize, usize, usize)>;
+
+    /// The blocks a flush gives back, found as before the small bins' orders were sorted in
+    /// place of their offsets: each bin copied and the copy sorted, its blocks then grouped
+    /// by slab.
+    fn flushed_by_sorted_copies(s: &State) -> Flushed {
+        let sorted = s.sorted_small_bins();
+        let shift = s.geo.page_shift;
+        let page_mask = (1usize << s.geo.max_order) - 1;
+        let mut out = Flushed::new();
+        let Some(c) = s.cache.as_deref() else {
+            return out;
+        };
+        for (off, pages) in c.all_large() {
+            // SAFETY: a cached buddy block of the client lies in a chunk it holds.
+            let chunk = unsafe { s.chunk_of(off) };
+            out.push((chunk.index(), (off >> shift) & page_mask, pages));
+        }
+        for class in 0..NCLASSES {
+            let mut copy = c.small(class).to_vec();
+            copy.sort_unstable();
+            let pages = 1usize << s.geo.slab_order[class];
+            let mut i = 0;
+            while i < copy.len() {
+                let (slab, _) = s.slab_of(copy[i], class);
+                let start = i;
+                while i < copy.len() && s.slab_of(copy[i], class).0 == slab {
+                    i += 1;
+                }
+                // SAFETY: a slab with a cached block is a live slab of the client.
+                if unsafe { (*slab).live() } == i - start {
+                    let off = s.slab_start(slab);
+                    // SAFETY: as above.
+                    let chunk = unsafe { s.chunk_of(off) };
+                    out.push((chunk.index(), (off >> shift) & page_mask, pages));
+                }
+            }
+            let slab = sorted.empty[class];
+            if !slab.is_null() {
+                let off = s.slab_start(slab);
+                // SAFETY: a kept empty slab of the client.
+                let chunk = unsafe { s.chunk_of(off) };
+                out.push((chunk.index(), (off >> shift) & page_mask, pages));
+            }
+        }
+        out
+    }
+
+    /// [`State::flush_would_free`] as it answered before, from the blocks the sorted copies
+    /// find.
+    fn would_free_by_sorted_copies(s: &State, flushed: &Flushed, order: u32) -> bool {
+        if s.cached_bytes() == 0 && s.empty_slabs.iter().all(|&n| n == 0) {
+            return false;
+        }
+        let size = 1usize << order;
+        flushed.iter().any(|&(chunk, rel, pages)| {
+            if pages >= size {
+                return true;
+            }
+            let region = rel & !(size - 1);
+            // SAFETY: `chunk` holds a block of the client.
+            let held = unsafe { super::HeldChunk::new_unchecked(chunk) };
+            let mut free = s.free_pages_in(held, region, order);
+            for &(c, r, n) in flushed {
+                if c == chunk && (region..region + size).contains(&r) {
+                    free += n;
+                }
+            }
+            free == size
+        })
+    }
+
+    /// Over random contents of the bins (blocks of every size class, some slabs with all
+    /// their blocks cached, buddy blocks beside them), the small bins' orders list each bin's
+    /// blocks as a sorted copy of it does, a flush gives back the same blocks in the same
+    /// order, and whether it frees a block of each order is answered as before.
+    #[test]
+    fn flush_would_free_answers_as_sorted_copies_of_the_bins() {
+        let mut next = crate::test_rng::xorshift(0x9E37_79B9_7F4A_7C15_u64);
+        let (seeds, chunks) = if cfg!(miri) { (2, 3) } else { (60, 12) };
+        let mut answers = [0usize; 2];
+        for _ in 0..seeds {
+            let config = Config::new().with_chunk_size(64 << 10);
+            let arena = Arena::new(Backing::heap(chunks << 16, 4096).unwrap(), config).unwrap();
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            let mut live = Vec::new();
+            // Small blocks mostly, of every class, and some buddy blocks, until no chunk is
+            // left.
+            let small_only = next().is_multiple_of(2);
+            loop {
+                let x = next();
+                let size = if small_only || !x.is_multiple_of(5) {
+                    1 + usize::try_from(x >> 8).unwrap() % 2048
+                } else {
+                    2049 + usize::try_from(x >> 8).unwrap() % 30_000
+                };
+                match client.alloc(Layout::from_size_align(size, 8).unwrap()) {
+                    Ok(p) => live.push(p),
+                    Err(_) => break,
+                }
+            }
+            // Freed in a random order, a random share of them: sparse frees cache blocks of
+            // many slabs, dense ones empty whole slabs.
+            let share = 1 + next() % 9;
+            while !live.is_empty() {
+                let at = usize::try_from(next()).unwrap() % live.len();
+                let p = live.swap_remove(at);
+                if next() % 10 < share {
+                    // SAFETY: never used again.
+                    unsafe { client.free(p) }.unwrap();
+                }
+            }
+            client.with(|s| {
+                let sorted = s.sorted_small_bins();
+                let bins = s.cache.as_deref().unwrap();
+                for class in 0..NCLASSES {
+                    let mut copy = bins.small(class).to_vec();
+                    copy.sort_unstable();
+                    let len = sorted.len[class];
+                    let by_order: Vec<usize> = sorted.order[class][..len]
+                        .iter()
+                        .map(|&i| bins.small(class)[usize::from(i)])
+                        .collect();
+                    assert_eq!(by_order, copy, "class {class}");
+                }
+                let mut flushed = Flushed::new();
+                s.each_flushed(&sorted, &mut |chunk, rel, pages| {
+                    flushed.push((chunk.index(), rel, pages));
+                    false
+                });
+                let reference = flushed_by_sorted_copies(s);
+                assert_eq!(flushed, reference);
+                for order in 0..=s.geo.max_order {
+                    let answer = s.flush_would_free(order);
+                    assert_eq!(
+                        answer,
+                        would_free_by_sorted_copies(s, &reference, order),
+                        "order {order}"
+                    );
+                    answers[usize::from(answer)] += 1;
+                }
+            });
+        }
+        assert!(
+            answers[0] > 0 && answers[1] > 0,
+            "both answers seen: {answers:?}"
+        );
+    }
 
     /// [`nearest_length`] as its docs define it, for the check of both forms.
     fn nearest_by_definition(lens: &[u16; LARGE_ENTRIES], last: usize, want: usize) -> usize {
