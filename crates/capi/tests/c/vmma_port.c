@@ -1,5 +1,6 @@
 /* A libvmma program moved to libmemvisor: every step of libvmma's description (a context over
- * a caller's block, its flags, clients made and deleted in every order, blocks allocated,
+ * a caller's block, its flags, clients made and deleted out of the order they were made in
+ * (another order in each context of three clients), blocks allocated,
  * tested for ownership, sized and freed through the context, statistics read after each step)
  * in libmemvisor's terms, over blocks of every kind a C program has: on the stack, static,
  * mmap'd, with an unaligned start, an odd length, too small, and of exactly one chunk. The
@@ -261,7 +262,7 @@ static void life(void *memory, size_t len, size_t align, char *first_chunk, size
         OK(memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &clients[i].handle));
         check_context(ctx, chunks, clients, i + 1, flags);
     }
-    /* A client beyond the chunks makes no block but may be made. */
+    /* Each client gets blocks of three sizes (a context of fewer chunks has fewer clients). */
     for (size_t i = 0; i < n; i++) {
         alloc_in(&clients[i], 1);
         check_client(&clients[i]);
@@ -294,14 +295,17 @@ static void life(void *memory, size_t len, size_t align, char *first_chunk, size
         }
     }
 
-    /* Clients deleted in the order `order` names, the context refused until the last. */
+    /* Clients deleted in the order `order` names (with three clients, another order in each
+     * such context; with fewer, the last made first), the context refused until the last. */
+    static const size_t orders[3][3] = {{1, 0, 2}, {2, 0, 1}, {0, 2, 1}};
+    static size_t lives_of_three = 0;
+    const size_t *order = orders[lives_of_three % 3];
+    if (n == 3) {
+        lives_of_three++;
+    }
     for (size_t k = 0; k < n; k++) {
         CHECK_STATUS(memvisor_context_delete(ctx), MEMVISOR_STATUS_CONTEXT_BUSY);
-        size_t i = n - 1 - k;
-        if (n == 3) {
-            static const size_t order[3] = {1, 0, 2};
-            i = order[k];
-        }
+        size_t i = n == 3 ? order[k] : n - 1 - k;
         void *gone = clients[i].blocks[0];
         OK(memvisor_client_delete(clients[i].handle));
         /* A deleted client's handle: refused, outputs left alone. */
@@ -311,15 +315,20 @@ static void life(void *memory, size_t len, size_t align, char *first_chunk, size
         CHECK_STATUS(memvisor_client_owns(clients[i].handle, gone, &owns),
                      MEMVISOR_STATUS_INVALID_HANDLE);
         CHECK(owns);
+        size = 7;
         CHECK_STATUS(memvisor_size_of(clients[i].handle, gone, &size),
                      MEMVISOR_STATUS_INVALID_HANDLE);
+        CHECK(size == 7);
         CHECK_STATUS(memvisor_client_get_stats(clients[i].handle, &cs),
                      MEMVISOR_STATUS_INVALID_HANDLE);
         CHECK(cs.size == sizeof cs && cs.live_blocks == 7);
         CHECK_STATUS(memvisor_alloc(clients[i].handle, 16, &out), MEMVISOR_STATUS_INVALID_HANDLE);
         CHECK(out == gone);
+        who.id = 7;
         CHECK_STATUS(memvisor_context_owner(ctx, gone, &who), MEMVISOR_STATUS_NOT_A_BLOCK);
+        CHECK(who.id == 7);
         CHECK_STATUS(memvisor_free(ctx, gone, &size), MEMVISOR_STATUS_NOT_OWNED);
+        CHECK(size == 7);
         CHECK_STATUS(memvisor_client_delete(clients[i].handle), MEMVISOR_STATUS_INVALID_HANDLE);
         /* The deleted one leaves the array; the statistics hold for the rest. */
         client_model rest[3];
@@ -327,7 +336,7 @@ static void life(void *memory, size_t len, size_t align, char *first_chunk, size
         for (size_t j = 0; j < n; j++) {
             int deleted = 0;
             for (size_t d = 0; d <= k; d++) {
-                size_t dj = n == 3 ? ((const size_t[3]){1, 0, 2})[d] : n - 1 - d;
+                size_t dj = n == 3 ? order[d] : n - 1 - d;
                 deleted |= dj == j;
             }
             if (!deleted) {
@@ -347,6 +356,11 @@ static void life(void *memory, size_t len, size_t align, char *first_chunk, size
     CHECK(size == chunks * CHUNK);
     OK(memvisor_client_delete(last.handle));
     check_context(ctx, chunks, NULL, 0, flags);
+    /* Every chunk was handed out and given back, and a caller's block stays committed: all
+     * count as cached now. */
+    memvisor_context_stats done = {.size = sizeof done};
+    OK(memvisor_context_get_stats(ctx, &done));
+    CHECK(done.cached_chunks == chunks);
     OK(memvisor_context_delete(ctx));
     CHECK_STATUS(memvisor_context_delete(ctx), MEMVISOR_STATUS_INVALID_HANDLE);
     /* A deleted context's handle: refused, outputs left alone. */
