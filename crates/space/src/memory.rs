@@ -504,7 +504,15 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
             .map_err(|e| vmem_os("mbind", spec, e))?;
     }
     let prefault_threads = if spec.prefault_threads > 0 && spec.protection.readable() {
-        prefault(reservation, at, len, spec, page_size, spec.prefault_threads)?
+        prefault(
+            reservation,
+            at,
+            len,
+            spec,
+            page_size,
+            huge_pages,
+            spec.prefault_threads,
+        )?
     } else {
         0
     };
@@ -1035,23 +1043,34 @@ const PREFAULT_CHUNK_MIN: usize = 64 << 20;
 /// to `threads` threads (for writing if the region is writable, else for reading).
 /// Populates `at..at + len` of the fresh mapping with up to `threads` threads (one per
 /// [`PREFAULT_CHUNK_MIN`] at least); returns how many threads populated it (a thread the system
-/// refuses to start leaves its part to the calling thread).
+/// refuses to start leaves its part to the calling thread). With transparent huge pages the
+/// parts meet at 2 MiB-aligned host addresses ([`prefault_part`]), so that no huge page is
+/// faulted by two threads.
 fn prefault(
     reservation: &Reservation,
     at: usize,
     len: usize,
     spec: &RegionSpec,
     page_size: u64,
+    huge_pages: HugePages,
     threads: usize,
 ) -> Result<usize> {
     let write = spec.protection.writable();
     let page = usize::try_from(page_size).unwrap_or(len).max(1);
-    let pages = len / page;
-    let parts = threads.min(len / PREFAULT_CHUNK_MIN).min(pages).max(1);
-    let per = pages.div_ceil(parts) * page;
+    let unit = if huge_pages == HugePages::Transparent {
+        usize::try_from(HugePageSize::Size2M.bytes()).map_or(page, |huge| huge.max(page))
+    } else {
+        page
+    };
+    let addr = (reservation.as_ptr() as usize).wrapping_add(at);
+    let parts = threads.min(len / PREFAULT_CHUNK_MIN).min(len / page).max(1);
+    // Rounding the parts up to whole units may leave the last ones empty: no thread for them.
+    let parts = (1..parts)
+        .take_while(|&i| prefault_part(i, addr, len, parts, unit).0 < len)
+        .count()
+        + 1;
     let run = |index: usize| -> memvisor_vmem::Result<()> {
-        let start = index.saturating_mul(per).min(len);
-        let end = start.saturating_add(per).min(len);
+        let (start, end) = prefault_part(index, addr, len, parts, unit);
         if start == end {
             return Ok(());
         }
@@ -1087,10 +1106,10 @@ fn prefault(
             }
             for (i, h) in handles {
                 let r = h.join().unwrap_or_else(|_| {
-                    let start = i.saturating_mul(per).min(len);
+                    let (start, end) = prefault_part(i, addr, len, parts, unit);
                     Err(memvisor_vmem::Error::WorkerPanicked {
                         offset: at + start,
-                        len: per.min(len - start),
+                        len: end - start,
                     })
                 });
                 if result.is_ok() {
@@ -1104,9 +1123,83 @@ fn prefault(
     Ok(used)
 }
 
+/// The offsets `start..end` of part `index` of a prefault of `len` bytes at host address
+/// `addr` split into up to `parts` parts that meet at host addresses that are multiples of
+/// `unit` (a power of two: the huge page for transparent huge pages, else the page), so that
+/// no huge page is faulted by two threads whatever the range's start: every part but the first
+/// and the last is `len / parts` rounded up to `unit`, and the first runs to the first multiple
+/// of `unit` at least that far in. Parts past the end are empty (`start == end == len`).
+fn prefault_part(
+    index: usize,
+    addr: usize,
+    len: usize,
+    parts: usize,
+    unit: usize,
+) -> (usize, usize) {
+    let per = len
+        .div_ceil(parts.max(1))
+        .checked_next_multiple_of(unit)
+        .unwrap_or(len);
+    // The range is mapped memory, so `addr + per` (at most one unit past it) and its rounding
+    // do not wrap; the checked forms keep a wrapped value out all the same.
+    let first = addr
+        .checked_add(per)
+        .and_then(|end| end.checked_next_multiple_of(unit))
+        .map_or(len, |end| end - addr)
+        .min(len);
+    if index == 0 {
+        return (0, first);
+    }
+    let start = first
+        .saturating_add((index - 1).saturating_mul(per))
+        .min(len);
+    (start, start.saturating_add(per).min(len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parts of a prefault cover the range once, in order, no more of them than asked,
+    /// and meet at multiples of the unit on the host whatever the range's start: a region
+    /// with transparent huge pages at a guest base off a 2 MiB boundary starts off one on the
+    /// host too, and two threads faulting one huge page would each zero it.
+    #[test]
+    fn prefault_parts_meet_at_huge_page_boundaries() {
+        const HUGE: usize = 2 << 20;
+        let page = 4096;
+        for lead in [0, page, HUGE / 2, HUGE - page] {
+            let addr = 64 * HUGE + lead;
+            for (len, parts) in [
+                (256 << 20, 2),
+                (130 << 20, 2),
+                (200 << 20, 3),
+                (4 * HUGE, 4),
+            ] {
+                let mut next = 0;
+                let mut used = 0;
+                for index in 0..parts {
+                    let (start, end) = prefault_part(index, addr, len, parts, HUGE);
+                    assert_eq!(start, next, "{lead:#x} {len:#x} {parts}: part {index}");
+                    assert!(end >= start);
+                    if end > start {
+                        used += 1;
+                    }
+                    if start > 0 && start < len {
+                        assert_eq!((addr + start) % HUGE, 0, "{lead:#x} {len:#x} {parts}");
+                    }
+                    next = end;
+                }
+                assert_eq!(next, len, "{lead:#x} {len:#x} {parts}");
+                assert!(used >= 1 && used <= parts);
+                assert_eq!(prefault_part(parts, addr, len, parts, HUGE), (len, len));
+            }
+        }
+        // Base pages: the range starts on a page, so parts of even length meet on pages.
+        let (start, end) = prefault_part(1, 0x1000, 128 << 20, 2, page);
+        assert_eq!((start, end), (64 << 20, 128 << 20));
+        assert_eq!(prefault_part(0, 0x1000, 128 << 20, 1, page), (0, 128 << 20));
+    }
 
     /// A vmem error other than `Os` keeps its cause: the `io::Error` holds the vmem error
     /// itself, and walking its sources reaches the OS error once.
