@@ -1063,14 +1063,14 @@ fn prefault(
         page
     };
     let addr = (reservation.as_ptr() as usize).wrapping_add(at);
-    let parts = threads.min(len / PREFAULT_CHUNK_MIN).min(len / page).max(1);
+    let split = threads.min(len / PREFAULT_CHUNK_MIN).min(len / page).max(1);
     // Rounding the parts up to whole units may leave the last ones empty: no thread for them.
-    let parts = (1..parts)
-        .take_while(|&i| prefault_part(i, addr, len, parts, unit).0 < len)
+    let parts = (1..split)
+        .take_while(|&i| prefault_part(i, addr, len, split, unit).0 < len)
         .count()
         + 1;
     let run = |index: usize| -> memvisor_vmem::Result<()> {
-        let (start, end) = prefault_part(index, addr, len, parts, unit);
+        let (start, end) = prefault_part(index, addr, len, split, unit);
         if start == end {
             return Ok(());
         }
@@ -1106,7 +1106,7 @@ fn prefault(
             }
             for (i, h) in handles {
                 let r = h.join().unwrap_or_else(|_| {
-                    let (start, end) = prefault_part(i, addr, len, parts, unit);
+                    let (start, end) = prefault_part(i, addr, len, split, unit);
                     Err(memvisor_vmem::Error::WorkerPanicked {
                         offset: at + start,
                         len: end - start,
