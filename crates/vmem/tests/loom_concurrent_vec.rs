@@ -1,6 +1,6 @@
 //! Loom models of `ConcurrentVec`: every interleaving of push against push, push against get,
-//! push against iteration, pushes racing for the last slot, and pushes moving to per-thread
-//! blocks.
+//! push against iteration, push against the published slice, pushes racing for the last slot, and
+//! pushes moving to per-thread blocks.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p memvisor-vmem --release --test
 //! loom_concurrent_vec`. Elements are page-aligned so that every push past the first needs a
@@ -322,6 +322,38 @@ fn prefix_moved_by_a_pusher_hands_elements_to_get() {
         assert_eq!(indices, [0, 1]);
         assert_eq!(v.published_prefix(), 2);
         assert!((0..2).all(|i| v.get(i).is_some()));
+    });
+}
+
+#[test]
+fn published_slice_hands_out_only_whole_elements_to_readers() {
+    model(|| {
+        // Capacity 2: the slice is empty until both pushes are published, then holds both; its
+        // elements are read on the reader's thread while the pushes may still be running.
+        let v = Arc::new(small(2));
+        let pushers: Vec<_> = (0..2)
+            .map(|t| {
+                let v = Arc::clone(&v);
+                spawn(move || v.push(PageSlot(20 + t)))
+            })
+            .collect();
+        let reader = {
+            let v = Arc::clone(&v);
+            thread::spawn(move || {
+                let slice = v.published_slice();
+                assert!(slice.is_empty() || slice.len() == 2);
+                let mut seen: Vec<u64> = slice.iter().map(|x| x.0).collect();
+                seen.sort_unstable();
+                assert!(seen.is_empty() || seen == [20, 21]);
+            })
+        };
+        for h in pushers {
+            h.join().unwrap();
+        }
+        reader.join().unwrap();
+        let mut all: Vec<u64> = v.published_slice().iter().map(|x| x.0).collect();
+        all.sort_unstable();
+        assert_eq!(all, [20, 21]);
     });
 }
 
