@@ -135,8 +135,8 @@ fn values(v: &[Counted]) -> std::vec::Vec<u8> {
     v.iter().map(|c| c.0).collect()
 }
 
-/// Runs `f`, telling whether it panicked; the expected panics are not printed (the only other
-/// test of this file never panics).
+/// Runs `f`, telling whether it panicked; the expected panics are not printed (the other tests
+/// of this file panic only when they fail, whose message may then be lost).
 fn panics<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -223,15 +223,23 @@ proptest! {
                         got.extend(d.rev().take(back).map(|c| c.0));
                         got
                     };
+                    // What it lends after yielding from both ends, through `as_slice` and
+                    // `AsRef`, and its `Debug` before and after.
                     let got = panics(|| {
                         let mut d = ours.drain((a, b));
                         let debug = format!("{d:?}");
-                        (take(&mut d), debug, d.len())
+                        let taken = take(&mut d);
+                        let rest: std::vec::Vec<u8> = d.as_slice().iter().map(|c| c.0).collect();
+                        let lent: std::vec::Vec<u8> = d.as_ref().iter().map(|c| c.0).collect();
+                        (taken, debug, d.len(), rest, lent, format!("{d:?}"))
                     });
                     let want = panics(|| {
                         let mut d = model.drain((a, b));
                         let debug = format!("{d:?}");
-                        (take(&mut d), debug, d.len())
+                        let taken = take(&mut d);
+                        let rest: std::vec::Vec<u8> = d.as_slice().iter().map(|c| c.0).collect();
+                        let lent: std::vec::Vec<u8> = d.as_ref().iter().map(|c| c.0).collect();
+                        (taken, debug, d.len(), rest, lent, format!("{d:?}"))
                     });
                     prop_assert_eq!(got.ok(), want.ok());
                 }
@@ -304,7 +312,26 @@ proptest! {
                     }
                     prop_assert_eq!(it.len(), want.len());
                     prop_assert_eq!(it.as_slice(), want.as_slice());
+                    prop_assert_eq!(AsRef::<[Counted]>::as_ref(&it), want.as_ref());
                     prop_assert_eq!(format!("{it:?}"), format!("{want:?}"));
+                    // A write through the lent slice is what the next yield from either end
+                    // gives.
+                    if let Some(x) = it.as_mut_slice().first_mut() {
+                        x.0 = x.0.wrapping_add(100);
+                    }
+                    if let Some(x) = it.as_mut_slice().last_mut() {
+                        x.0 = x.0.wrapping_add(1);
+                    }
+                    if let Some(x) = want.as_mut_slice().first_mut() {
+                        x.0 = x.0.wrapping_add(100);
+                    }
+                    if let Some(x) = want.as_mut_slice().last_mut() {
+                        x.0 = x.0.wrapping_add(1);
+                    }
+                    prop_assert_eq!(it.as_mut_slice(), want.as_mut_slice());
+                    prop_assert_eq!(it.next_back(), want.next_back());
+                    prop_assert_eq!(it.next(), want.next());
+                    prop_assert_eq!(it.as_slice(), want.as_slice());
                 }
                 Op::Compare(n, x) => {
                     let mut other: Vec<Counted> = Vec::with_capacity(CAP).unwrap();
@@ -396,4 +423,45 @@ fn moving_iterators_lend_their_rest_as_std_ones_do() {
     assert_eq!(rest(&it), [50]);
     assert_eq!(it.next(), Some(50));
     assert!(it.as_mut_slice().is_empty());
+}
+
+#[test]
+fn moving_iterators_lend_their_rest_after_yielding_from_both_ends() {
+    fn rest<S: AsRef<[String]>>(s: &S) -> std::vec::Vec<&str> {
+        s.as_ref().iter().map(String::as_str).collect()
+    }
+    let words = ["a", "b", "c", "d", "e", "f", "g"].map(String::from);
+    let mut v: Vec<String> = Vec::with_capacity(8).unwrap();
+    v.extend(words.iter().cloned());
+    let mut model = words.to_vec();
+    {
+        let mut drain = v.drain(1..6);
+        let mut want = model.drain(1..6);
+        assert_eq!(drain.next_back(), want.next_back());
+        assert_eq!(drain.next(), want.next());
+        assert_eq!(rest(&drain), rest(&want));
+        assert_eq!(rest(&drain), ["c", "d", "e"]);
+        assert_eq!(drain.next_back(), want.next_back());
+        assert_eq!(rest(&drain), rest(&want));
+    }
+    assert_eq!(v, model);
+    v.extend(["h", "i"].map(String::from));
+    model.extend(["h", "i"].map(String::from));
+    let mut it = v.into_iter();
+    let mut want = model.into_iter();
+    assert_eq!(it.next_back(), want.next_back());
+    assert_eq!(it.next(), want.next());
+    assert_eq!(rest(&it), rest(&want));
+    // Elements replaced through the lent slice are dropped in place of the old ones, and are
+    // what the next yields give.
+    for s in [it.as_mut_slice(), want.as_mut_slice()] {
+        s[0] = String::from("first");
+        *s.last_mut().unwrap() = String::from("last");
+    }
+    assert_eq!(rest(&it), ["first", "last"]);
+    assert_eq!(it.next_back().as_deref(), Some("last"));
+    assert_eq!(rest(&it), ["first"]);
+    assert_eq!(it.next(), want.next());
+    assert!(it.as_mut_slice().is_empty());
+    assert_eq!(it.next_back(), None);
 }
