@@ -96,11 +96,13 @@ pub enum HugePages {
     /// with huge pages only where guest and host addresses agree modulo the huge page (a
     /// memory slot where they do not gets none), so private anonymous memory of its own is
     /// placed at a host address congruent to the region's guest base modulo 2 MiB (2 MiB
-    /// aligned for a 2 MiB-aligned base); shared memory (memfd, shared anonymous), whose huge
-    /// pages the kernel lays out by file offset from the mapping's start, is mapped 2 MiB
-    /// aligned, so only a 2 MiB-aligned guest base gets them in the guest. In a hotplug window
-    /// a slot's host address is congruent to its guest address modulo 1 GiB, so a slot whose
-    /// guest base is 2 MiB aligned is 2 MiB aligned on the host.
+    /// aligned for a 2 MiB-aligned base; for another base the region reserves, never commits,
+    /// less than 2 MiB of inaccessible address space before its memory); shared memory (memfd,
+    /// shared anonymous), whose huge pages the kernel lays out by file offset from the
+    /// mapping's start, is mapped 2 MiB aligned, so only a 2 MiB-aligned guest base gets them
+    /// in the guest. In a hotplug window a slot's host address is congruent to its guest
+    /// address modulo 1 GiB, so a slot whose guest base is 2 MiB aligned is 2 MiB aligned on
+    /// the host.
     Transparent,
     /// Explicit huge pages of this size (`MAP_HUGETLB` / `MFD_HUGETLB` with the size flag, or
     /// a hugetlbfs mount of that page size). Base and size must be multiples of it.
