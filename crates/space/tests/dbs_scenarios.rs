@@ -1,8 +1,9 @@
 //! The scenarios of dbs-address-space's own unit tests, run against this crate's API: region
 //! checks at the top of the address space, a layout of a memory window below a device window,
 //! building, inserting and walking, `last_addr`, DAX, protection and NUMA lookups, the memory
-//! sources (`shmem`, `hugeshmem`, `mmap`, prealloc) and a `GuestMemoryAtomic` made from the
-//! address space. Where the answers differ, the test says which answer this crate gives.
+//! sources (`shmem`, `hugeshmem`, `mmap`, prealloc) and a shared vm-memory `GuestMemoryMmap`
+//! made from the address space. Where the answers differ, the test says which answer this crate
+//! gives.
 
 #![allow(clippy::cast_possible_truncation)]
 
@@ -234,7 +235,9 @@ fn walking_stops_at_the_first_error() {
     });
     assert_eq!(walked, Ok(()));
     assert_eq!(seen, 2);
+    let mut seen = 0;
     let walked: Result<(), u64> = s.regions().try_for_each(|r| {
+        seen += 1;
         if r.base().0 == 0x1000 {
             Err(r.base().0)
         } else {
@@ -242,6 +245,7 @@ fn walking_stops_at_the_first_error() {
         }
     });
     assert_eq!(walked, Err(0x1000));
+    assert_eq!(seen, 1, "the walk goes on past the error");
 }
 
 /// dbs's `last_addr` is the last address of the highest region that is not DAX (device regions
@@ -347,6 +351,14 @@ fn memory_sources_as_dbs_creates_them() {
             .with_prefault_threads(prefault);
         let (space, report) = AddressSpace::back(layout.clone(), [spec]).unwrap();
         assert_eq!(report.total_bytes(), 0x10_0000);
+        let got = &report.regions[0];
+        // Prealloc populates the region on the one thread asked for.
+        assert_eq!(got.prefault_threads, prefault, "{backing:?}");
+        // Transparent huge pages where the host gives them to memfds, else a fallback said.
+        assert!(
+            got.huge_pages == huge || (got.fell_back && got.huge_pages == HugePages::None),
+            "{backing:?}: {got}"
+        );
         let s = space.snapshot();
         let r = s.find_region(base).unwrap();
         assert_eq!(r.ty(), RegionType::Ram);
