@@ -420,20 +420,6 @@ pub enum Error {
         /// How many slot numbers there are.
         count: u64,
     },
-    /// A plan needs more memory-slot numbers than its request says the VM has
-    /// ([`PlanRequest::memory_slots`](crate::plan::PlanRequest::memory_slots)): each boot RAM
-    /// region and each hotplug slot takes one. A request refused before it is laid out counts
-    /// one region per node, so `need` is then the least the plan would need.
-    #[error(
-        "at least {need} memory-slot numbers needed (boot RAM's regions and the hotplug slots), \
-         the address space has {count}"
-    )]
-    TooFewSlotNumbers {
-        /// How many the plan needs (at least).
-        need: u64,
-        /// How many the VM has.
-        count: u64,
-    },
     /// A boot memory map has more entries than the boot protocol's table holds
     /// ([`Snapshot::e820_table`](crate::Snapshot::e820_table),
     /// [`Plan::e820_table`](crate::plan::Plan::e820_table), and the PVH maps

@@ -49,8 +49,9 @@ pub struct PlanRequest {
     /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
     /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
     /// are sizes that add up to 2^64 bytes or more. Each boot RAM region takes one of the
-    /// [`memory_slots`](Self::memory_slots): more nodes, or boot RAM in more regions, than
-    /// there are is [`Error::TooFewSlotNumbers`] at [`PlanItem::Memory`].
+    /// [`memory_slots`](Self::memory_slots): more nodes than there are is
+    /// [`Error::InvalidLayout`], boot RAM in more regions [`Error::NoSlotNumber`], both at
+    /// [`PlanItem::Memory`].
     pub nodes: Vec<NodeRequest>,
     /// The serial port, if any.
     pub serial: Option<SerialRequest>,
@@ -81,8 +82,9 @@ pub struct PlanRequest {
     /// when KVM does not answer). `None` is [`DEFAULT_SLOTS`]. 1 to [`MAX_MEMORY_SLOTS`]
     /// (65,536, the most `slot_limit` answers); others are refused ([`Error::InvalidLayout`]
     /// at [`PlanItem::Memory`]). Each boot RAM region and each
-    /// hotplug slot takes one, so that every slot can be plugged: a plan that needs more is
-    /// [`Error::TooFewSlotNumbers`] (at [`PlanItem::Hotplug`] when boot RAM alone fits). The
+    /// hotplug slot takes one, so that every slot can be plugged: a plan whose boot RAM needs
+    /// more is refused at [`PlanItem::Memory`] (see [`nodes`](Self::nodes)), one whose hotplug
+    /// slots need more [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming both numbers. The
     /// plan keeps the number ([`Plan::memory_slots`]) for the address space built from it
     /// ([`Plan::space_builder`]).
     pub memory_slots: Option<u32>,
@@ -168,7 +170,8 @@ pub struct HotplugRequest {
     /// for no slots, ask for no hotplug), and at most the request's
     /// [`memory_slots`](PlanRequest::memory_slots) less one for each boot RAM region, so that
     /// every slot can be plugged and a request cannot make the planner loop or allocate
-    /// without bound; more is [`Error::TooFewSlotNumbers`] at [`PlanItem::Hotplug`].
+    /// without bound; more is [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming both
+    /// numbers.
     pub slots: u32,
     /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
     /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`]. Each slot is aligned
@@ -581,7 +584,8 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 /// never dropped), the layout does not fit the address bits
 /// (naming boot RAM, the hotplug slots or the last DAX window, whichever window did not fit),
 /// more memory-slot numbers needed than the request's
-/// [`memory_slots`](PlanRequest::memory_slots) ([`Error::TooFewSlotNumbers`]),
+/// [`memory_slots`](PlanRequest::memory_slots) ([`Error::InvalidLayout`] or
+/// [`Error::NoSlotNumber`]),
 /// an interrupt taken or out of range ([`Error::IrqTaken`], [`Error::IrqOutOfRange`],
 /// [`Error::NoFreeIrq`]), a window that overlaps another ([`Error::Taken`]) or does not fit
 /// ([`Error::NoRoom`], [`Error::NotInWindow`]), or anything
@@ -799,15 +803,16 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
         .count() as u64;
     let hotplug_slots = request.hotplug.as_ref().map_or(0, |h| u64::from(h.slots));
     if with_memory + hotplug_slots > u64::from(count) {
-        let item = if with_memory > u64::from(count) {
-            PlanItem::Memory
-        } else {
-            PlanItem::Hotplug
-        };
-        return Err(at(item)(Error::TooFewSlotNumbers {
-            need: with_memory + hotplug_slots,
-            count: u64::from(count),
-        }));
+        if with_memory > u64::from(count) {
+            return Err(at(PlanItem::Memory)(Error::NoSlotNumber {
+                count: u64::from(count),
+            }));
+        }
+        return Err(at(PlanItem::Hotplug)(too_few_numbers(
+            hotplug_slots,
+            with_memory,
+            u64::from(count),
+        )));
     }
 
     // Hotplug slots.
@@ -901,6 +906,18 @@ fn slot_lead(builder: crate::LayoutBuilder, align: u64) -> u64 {
         .map_or(0, |start| start.wrapping_neg() & (align - 1))
 }
 
+/// The refusal of hotplug slots that do not fit the memory-slot numbers beside boot RAM's
+/// regions (at least `regions`: one per node before the layout).
+fn too_few_numbers(slots: u64, regions: u64, count: u64) -> Error {
+    Error::InvalidLayout {
+        reason: format!(
+            "{slots} hotplug slots and {regions} boot RAM regions need {} memory-slot numbers, \
+             more than the {count} of the address space",
+            slots.saturating_add(regions)
+        ),
+    }
+}
+
 /// The request's memory-slot numbers ([`DEFAULT_SLOTS`] for none), refused outside 1 to
 /// [`MAX_MEMORY_SLOTS`] (KVM's most).
 fn memory_slots(request: &PlanRequest) -> Result<u32, PlanError> {
@@ -930,9 +947,10 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
     // number: more nodes than numbers can never be laid out (and this bounds the work below).
     let nodes = request.nodes.len() as u64;
     if nodes > count {
-        return Err(at(PlanItem::Memory)(Error::TooFewSlotNumbers {
-            need: nodes.saturating_add(request.hotplug.as_ref().map_or(0, |h| u64::from(h.slots))),
-            count,
+        return Err(at(PlanItem::Memory)(Error::InvalidLayout {
+            reason: format!(
+                "{nodes} nodes need more than the {count} memory-slot numbers of the address space"
+            ),
         }));
     }
     for (i, node) in request.nodes.iter().enumerate() {
@@ -969,12 +987,12 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
         }
         // Every slot can be plugged beside boot RAM's regions, at least one per node (this
         // bounds the work of placing the slots).
-        let need = nodes.saturating_add(u64::from(h.slots));
-        if need > count {
-            return Err(at(PlanItem::Hotplug)(Error::TooFewSlotNumbers {
-                need,
+        if nodes.saturating_add(u64::from(h.slots)) > count {
+            return Err(at(PlanItem::Hotplug)(too_few_numbers(
+                u64::from(h.slots),
+                nodes,
                 count,
-            }));
+            )));
         }
     }
     if let Some(s) = &request.serial {
@@ -1476,20 +1494,11 @@ mod tests {
                 panic!("too many nodes planned")
             };
             assert_eq!(e.item, PlanItem::Memory, "{e}");
-            assert!(
-                matches!(
-                    e.error,
-                    Error::TooFewSlotNumbers {
-                        need: 32_765,
-                        count: 32_764
-                    }
-                ),
-                "{e}"
-            );
+            assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
             assert_eq!(
                 e.to_string(),
-                "memory: at least 32765 memory-slot numbers needed (boot RAM's regions and the \
-                 hotplug slots), the address space has 32764"
+                "memory: invalid layout: 32765 nodes need more than the 32764 memory-slot numbers \
+                 of the address space"
             );
         }
         // As many nodes as numbers, but the last node's boot RAM split by the x86-64 32-bit
@@ -1505,13 +1514,7 @@ mod tests {
         };
         assert_eq!(e.item, PlanItem::Memory, "{e}");
         assert!(
-            matches!(
-                e.error,
-                Error::TooFewSlotNumbers {
-                    need: 32_765,
-                    count: 32_764
-                }
-            ),
+            matches!(e.error, Error::NoSlotNumber { count: 32_764 }),
             "{e}"
         );
     }
@@ -1649,13 +1652,11 @@ mod tests {
         });
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::Hotplug);
+        assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
         assert!(
-            matches!(
-                e.error,
-                Error::TooFewSlotNumbers {
-                    need: 4_294_967_296,
-                    count: 32_764
-                }
+            e.to_string().contains(
+                "4294967295 hotplug slots and 1 boot RAM regions need \
+                 4294967296 memory-slot numbers, more than the 32764"
             ),
             "{e}"
         );
@@ -1678,13 +1679,8 @@ mod tests {
         assert_eq!(e.item, PlanItem::Hotplug);
         // Counted as laid out: boot RAM is two regions.
         assert!(
-            matches!(
-                e.error,
-                Error::TooFewSlotNumbers {
-                    need: 32_765,
-                    count: 32_764
-                }
-            ),
+            e.to_string()
+                .contains("32763 hotplug slots and 2 boot RAM regions need 32765"),
             "{e}"
         );
         if let Some(h) = &mut r.hotplug {
