@@ -13,7 +13,7 @@ use super::owned::Vec;
 ///
 /// # Threads
 /// As `std::vec::Drain`: `Send` when `T: Send` (it moves elements out), `Sync` when `T: Sync`
-/// (through `&Drain` only [`as_slice`](Self::as_slice) reads them).
+/// (through `&Drain` only [`as_slice`](Self::as_slice), `as_ref` and `Debug` read them).
 /// Not `Send` with elements that must stay on their thread:
 /// ```compile_fail
 /// fn send<X: Send>() {}
@@ -40,8 +40,8 @@ pub struct Drain<'a, T> {
 // it is dropped); sending it sends the elements (`T: Send`), as for `&mut Vec<T>` and
 // `std::vec::Drain`. The raw `base` points into that same vector, so it shares nothing more.
 unsafe impl<T: Send> Send for Drain<'_, T> {}
-// SAFETY: `&Drain` only gives out `&[T]` (`as_slice`, `Debug`): the `&mut Vec` is never handed
-// out and nothing is moved or written through `&self`, so sharing it shares the elements
+// SAFETY: `&Drain` only gives out `&[T]` (`as_slice`, `as_ref`, `Debug`): the `&mut Vec` is never
+// handed out and nothing is moved or written through `&self`, so sharing it shares the elements
 // (`T: Sync`, not `T: Send`), the bound of `std::vec::Drain`.
 unsafe impl<T: Sync> Sync for Drain<'_, T> {}
 
@@ -154,7 +154,7 @@ impl<T> Drop for Drain<'_, T> {
 ///
 /// # Threads
 /// As `std::vec::IntoIter`: `Send` when `T: Send`, `Sync` when `T: Sync` (through `&IntoIter`
-/// only [`as_slice`](Self::as_slice) reads the elements).
+/// only [`as_slice`](Self::as_slice), `as_ref` and `Debug` read the elements).
 /// Not `Send` with elements that must stay on their thread:
 /// ```compile_fail
 /// fn send<X: Send>() {}
@@ -177,9 +177,9 @@ pub struct IntoIter<T> {
 // SAFETY: the iterator owns the elements and the reservation, like the `Vec` it came from;
 // sending it sends the elements (`T: Send`), the bound of `std::vec::IntoIter`.
 unsafe impl<T: Send> Send for IntoIter<T> {}
-// SAFETY: `&IntoIter` only gives out `&[T]` (`as_slice`, `Debug`) and `&Reservation` (`Sync`,
-// refusing the calls that would change a vector's memory); nothing is moved or written through
-// `&self`. So sharing it needs `T: Sync` only, the bound of `std::vec::IntoIter`.
+// SAFETY: `&IntoIter` only gives out `&[T]` (`as_slice`, `as_ref`, `Debug`) and `&Reservation`
+// (`Sync`, refusing the calls that would change a vector's memory); nothing is moved or written
+// through `&self`. So sharing it needs `T: Sync` only, the bound of `std::vec::IntoIter`.
 unsafe impl<T: Sync> Sync for IntoIter<T> {}
 
 impl<T> IntoIter<T> {
