@@ -268,7 +268,6 @@ fn request(input: &mut Input<'_>) -> PlanRequest {
         hotplug,
         low_ram_limit,
         window_align,
-        memory_slots: None,
     }
 }
 

@@ -480,7 +480,6 @@ fn request(spec: &VmSpec) -> PlanRequest {
         }),
         low_ram_limit: None,
         window_align: spec.window_align,
-        memory_slots: None,
     }
 }
 

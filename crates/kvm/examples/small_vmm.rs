@@ -119,7 +119,6 @@ pub mod vmm {
             }),
             low_ram_limit: Some(LOW_RAM),
             window_align: Some(2 << 20),
-            memory_slots: None,
         }
     }
 

@@ -26,7 +26,7 @@ pub const DAX_ALIGN: u64 = 2 << 20;
 /// 52-bit physical addresses) or AArch64 (`FEAT_LPA`) host has, so the most a guest of KVM
 /// can be given.
 pub const MAX_PHYS_BITS: u32 = 52;
-/// The most memory-slot numbers a plan takes ([`PlanRequest::memory_slots`]): KVM's slot
+/// The most memory-slot numbers a plan takes ([`plan_with_memory_slots`]): KVM's slot
 /// numbers of one address space are 16 bits (the bits above choose the address space, SMM on
 /// x86), so no KVM gives a VM more, and this bounds the slots a request can make a plan place.
 pub const MAX_MEMORY_SLOTS: u32 = 1 << 16;
@@ -49,7 +49,7 @@ pub struct PlanRequest {
     /// Guest NUMA nodes, in order: boot RAM is laid over the RAM windows node after node. At
     /// least one: none is refused ([`Error::InvalidLayout`] at [`PlanItem::Memory`]), and so
     /// are sizes that add up to 2^64 bytes or more. Each boot RAM region takes one of the
-    /// [`memory_slots`](Self::memory_slots): more nodes than there are is
+    /// VM's memory-slot numbers ([`plan_with_memory_slots`]): more nodes than there are is
     /// [`Error::InvalidLayout`], boot RAM in more regions [`Error::NoSlotNumber`], both at
     /// [`PlanItem::Memory`].
     pub nodes: Vec<NodeRequest>,
@@ -77,17 +77,6 @@ pub struct PlanRequest {
     /// than the alignment (1 GiB pages in a window aligned to 2 MiB) start at the first
     /// multiple of their page in the hotplug window, which holds that lead as well.
     pub window_align: Option<u64>,
-    /// How many memory-slot numbers the VM's address space has: KVM's slot limit
-    /// (`memvisor_kvm::slot_limit`: 509 on many hosts, 32,764 or 32,767 on recent ones, 32
-    /// when KVM does not answer). `None` is [`DEFAULT_SLOTS`]. 1 to [`MAX_MEMORY_SLOTS`]
-    /// (65,536, the most `slot_limit` answers); others are refused ([`Error::InvalidLayout`]
-    /// at [`PlanItem::Memory`]). Each boot RAM region and each
-    /// hotplug slot takes one, so that every slot can be plugged: a plan whose boot RAM needs
-    /// more is refused at [`PlanItem::Memory`] (see [`nodes`](Self::nodes)), one whose hotplug
-    /// slots need more [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming both numbers. The
-    /// plan keeps the number ([`Plan::memory_slots`]) for the address space built from it
-    /// ([`Plan::space_builder`]).
-    pub memory_slots: Option<u32>,
 }
 
 /// A guest NUMA node's boot RAM.
@@ -168,7 +157,7 @@ pub struct DeviceRequest {
 pub struct HotplugRequest {
     /// How many: at least 1 (0 is refused, [`Error::InvalidLayout`] at [`PlanItem::Hotplug`]:
     /// for no slots, ask for no hotplug), and at most the request's
-    /// [`memory_slots`](PlanRequest::memory_slots) less one for each boot RAM region, so that
+    /// memory-slot numbers ([`plan_with_memory_slots`]) less one for each boot RAM region, so that
     /// every slot can be plugged and a request cannot make the planner loop or allocate
     /// without bound; more is [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming both
     /// numbers.
@@ -198,13 +187,12 @@ pub enum PlanItem {
     /// The address bits.
     PhysBits,
     /// Boot RAM as a whole (its window did not fit, or its regions need more memory-slot
-    /// numbers than the request's [`memory_slots`](PlanRequest::memory_slots), or those are
-    /// out of range).
+    /// numbers than the VM has ([`plan_with_memory_slots`]), or those are out of range).
     Memory,
     /// A node's boot RAM.
     Node(usize),
-    /// The hotplug slots as a whole (their number, also beside boot RAM within the request's
-    /// [`memory_slots`](PlanRequest::memory_slots), their window did not fit, or their
+    /// The hotplug slots as a whole (their number, also beside boot RAM within the VM's
+    /// memory-slot numbers ([`plan_with_memory_slots`]), their window did not fit, or their
     /// memory spec is not valid).
     Hotplug,
     /// The hotplug slot size (a slot did not fit, or a slot of that size does not lie on its
@@ -313,9 +301,9 @@ pub struct Plan {
     pub devices: Vec<PlannedDevice>,
     /// Hotplug slots, by address.
     pub slots: Vec<PlannedRegion>,
-    /// The memory-slot numbers the plan was checked against
-    /// ([`PlanRequest::memory_slots`], [`DEFAULT_SLOTS`] when it has none): boot RAM's
-    /// regions and all the hotplug slots fit in them.
+    /// The memory-slot numbers the plan was checked against ([`DEFAULT_SLOTS`] from [`plan`],
+    /// the VM's from [`plan_with_memory_slots`]): boot RAM's regions and all the hotplug slots
+    /// fit in them.
     pub memory_slots: u32,
     /// The placer with everything above taken, for more placements later.
     pub placer: Placer,
@@ -328,7 +316,7 @@ impl Plan {
     /// [`back`](crate::SpaceBuilder::back)).
     ///
     /// ```
-    /// use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanRequest, plan};
+    /// use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanRequest, plan_with_memory_slots};
     /// use memvisor_space::{Platform, RegionSpec};
     /// use vm_memory::GuestAddress;
     ///
@@ -346,9 +334,8 @@ impl Plan {
     ///     }),
     ///     low_ram_limit: None,
     ///     window_align: None,
-    ///     memory_slots: Some(32), // KVM's slot limit
     /// };
-    /// let plan = plan(&request)?;
+    /// let plan = plan_with_memory_slots(&request, 32)?; // KVM's slot limit
     /// let space = plan.space_builder().plan()?;
     /// assert_eq!(space.snapshot().len(), plan.regions.len());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -389,7 +376,6 @@ impl Plan {
     ///     hotplug: None,
     ///     low_ram_limit: None,
     ///     window_align: None,
-    ///     memory_slots: None,
     /// };
     /// let map = plan(&request)?.memory_map();
     /// assert_eq!(
@@ -488,7 +474,6 @@ impl Plan {
     ///     hotplug: None,
     ///     low_ram_limit: None,
     ///     window_align: None,
-    ///     memory_slots: None,
     /// };
     /// let srat = plan(&request)?.numa_ranges();
     /// assert_eq!(srat[1], NumaRange { node: 1, addr: 2 << 30, size: 1 << 30, hotplug: false });
@@ -584,8 +569,7 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 /// never dropped), the layout does not fit the address bits
 /// (naming boot RAM, the hotplug slots or the last DAX window, whichever window did not fit),
 /// more memory-slot numbers needed than the request's
-/// [`memory_slots`](PlanRequest::memory_slots) ([`Error::InvalidLayout`] or
-/// [`Error::NoSlotNumber`]),
+/// [`DEFAULT_SLOTS`] memory-slot numbers ([`Error::InvalidLayout`] or [`Error::NoSlotNumber`]),
 /// an interrupt taken or out of range ([`Error::IrqTaken`], [`Error::IrqOutOfRange`],
 /// [`Error::NoFreeIrq`]), a window that overlaps another ([`Error::Taken`]) or does not fit
 /// ([`Error::NoRoom`], [`Error::NotInWindow`]), or anything
@@ -611,7 +595,6 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 ///     hotplug: None,
 ///     low_ram_limit: None,
 ///     window_align: None,
-///     memory_slots: None,
 /// };
 /// let plan = plan(&request)?;
 /// assert_eq!(plan.devices[0].irq, 4); // COM1
@@ -620,15 +603,36 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 /// # Ok::<(), memvisor_space::plan::PlanError>(())
 /// ```
 pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
-    check_request(request)?;
+    plan_with_memory_slots(request, DEFAULT_SLOTS)
+}
+
+/// [`plan`] for a VM of `memory_slots` memory-slot numbers: KVM's slot limit
+/// (`memvisor_kvm::slot_limit`: 509 on many hosts, 32,764 or 32,767 on recent ones, 32 when
+/// KVM does not answer), 1 to [`MAX_MEMORY_SLOTS`] (others are refused,
+/// [`Error::InvalidLayout`] at [`PlanItem::Memory`]). Each boot RAM region and each hotplug
+/// slot takes one, so that every slot can be plugged: a plan whose boot RAM needs more is
+/// refused at [`PlanItem::Memory`] (see [`PlanRequest::nodes`]), one whose hotplug slots need
+/// more [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming both numbers. The plan keeps
+/// the number ([`Plan::memory_slots`]) for the address space built from it
+/// ([`Plan::space_builder`]). [`plan`] is this with [`DEFAULT_SLOTS`].
+///
+/// # Errors
+/// As [`plan`].
+pub fn plan_with_memory_slots(request: &PlanRequest, memory_slots: u32) -> Result<Plan, PlanError> {
+    if !(1..=MAX_MEMORY_SLOTS).contains(&memory_slots) {
+        return Err(at(PlanItem::Memory)(Error::InvalidLayout {
+            reason: format!("{memory_slots} memory-slot numbers (need 1 to {MAX_MEMORY_SLOTS})"),
+        }));
+    }
+    check_request(request, memory_slots)?;
     let (layout, ram) = build_layout(request)?;
-    plan_in(request, layout.clone(), ram).map_err(|mut e| {
+    plan_in(request, layout.clone(), ram, memory_slots).map_err(|mut e| {
         e.layout = Some(Box::new(layout));
         e
     })
 }
 
-fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, PlanError> {
+fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Result<Plan, PlanError> {
     let platform = &request.platform;
     // The platform's placer holds the timer's interrupts (not even a fixed serial interrupt
     // gets them) and the ports KVM answers in the kernel (nothing placed over them would see
@@ -796,7 +800,6 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64) -> Result<Plan, Plan
     }
 
     // Each region with memory (boot RAM) and each plugged slot takes a memory-slot number.
-    let count = memory_slots(request)?;
     let with_memory = regions
         .iter()
         .filter(|(r, _)| r.spec.backing.has_memory())
@@ -918,21 +921,9 @@ fn too_few_numbers(slots: u64, regions: u64, count: u64) -> Error {
     }
 }
 
-/// The request's memory-slot numbers ([`DEFAULT_SLOTS`] for none), refused outside 1 to
-/// [`MAX_MEMORY_SLOTS`] (KVM's most).
-fn memory_slots(request: &PlanRequest) -> Result<u32, PlanError> {
-    match request.memory_slots {
-        None => Ok(DEFAULT_SLOTS),
-        Some(count @ 1..=MAX_MEMORY_SLOTS) => Ok(count),
-        Some(count) => Err(at(PlanItem::Memory)(Error::InvalidLayout {
-            reason: format!("{count} memory-slot numbers (need 1 to {MAX_MEMORY_SLOTS})"),
-        })),
-    }
-}
-
 /// The checks of request items on their own, before anything is laid out: what no layout
 /// could honour.
-fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
+fn check_request(request: &PlanRequest, memory_slots: u32) -> Result<(), PlanError> {
     if !(32..=MAX_PHYS_BITS).contains(&request.phys_bits) {
         return Err(at(PlanItem::PhysBits)(Error::InvalidLayout {
             reason: format!(
@@ -942,7 +933,7 @@ fn check_request(request: &PlanRequest) -> Result<(), PlanError> {
             ),
         }));
     }
-    let count = u64::from(memory_slots(request)?);
+    let count = u64::from(memory_slots);
     // Each node's boot RAM is at least one region with memory, which takes a memory-slot
     // number: more nodes than numbers can never be laid out (and this bounds the work below).
     let nodes = request.nodes.len() as u64;
@@ -1433,7 +1424,6 @@ mod tests {
             hotplug: None,
             low_ram_limit: None,
             window_align: None,
-            memory_slots: None,
         }
     }
 

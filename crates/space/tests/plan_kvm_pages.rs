@@ -46,7 +46,6 @@ fn request(platform: Platform, bits: u32, nodes: &[u64]) -> PlanRequest {
         hotplug: None,
         low_ram_limit: None,
         window_align: None,
-        memory_slots: None,
     }
 }
 

@@ -1,19 +1,28 @@
-//! A plan keeps within the memory-slot numbers its request says the VM has
-//! (`PlanRequest::memory_slots`, KVM's slot limit): boot RAM and every hotplug slot take one,
+//! A plan keeps within the memory-slot numbers the VM has (`plan_with_memory_slots`, KVM's
+//! slot limit): boot RAM and every hotplug slot take one,
 //! so a plan that needs more is refused at once, naming both numbers, rather than a later plug
 //! failing. The space built from the plan has the same numbers.
 
 use std::sync::Arc;
 
-use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanItem, PlanRequest, plan};
+use memvisor_space::plan::{
+    HotplugRequest, NodeRequest, Plan, PlanError, PlanItem, PlanRequest, plan,
+    plan_with_memory_slots,
+};
 use memvisor_space::{DEFAULT_SLOTS, Error, Platform, Region, RegionSpec};
 use vm_memory::GuestAddress;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-fn request(ram: u64, hotplug_slots: Option<u32>, memory_slots: Option<u32>) -> PlanRequest {
-    PlanRequest {
+/// The plan of `ram` bytes of boot RAM and `hotplug_slots` 2 MiB slots for a VM of
+/// `memory_slots` numbers ([`plan`] for none).
+fn planned(
+    ram: u64,
+    hotplug_slots: Option<u32>,
+    memory_slots: Option<u32>,
+) -> Result<Plan, PlanError> {
+    let request = PlanRequest {
         platform: Platform::x86_64(),
         phys_bits: 40,
         nodes: vec![NodeRequest {
@@ -30,14 +39,17 @@ fn request(ram: u64, hotplug_slots: Option<u32>, memory_slots: Option<u32>) -> P
         }),
         low_ram_limit: None,
         window_align: None,
-        memory_slots,
+    };
+    match memory_slots {
+        Some(count) => plan_with_memory_slots(&request, count),
+        None => plan(&request),
     }
 }
 
 #[test]
 fn plan_more_hotplug_slots_than_the_vms_slot_numbers_names_both() {
     // KVM's 32 slots when it does not answer: one boot RAM region and 32 hotplug slots need 33.
-    let e = plan(&request(256 * MIB, Some(32), Some(32))).unwrap_err();
+    let e = planned(256 * MIB, Some(32), Some(32)).unwrap_err();
     assert_eq!(e.item, PlanItem::Hotplug, "{e}");
     assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
     assert_eq!(
@@ -46,10 +58,10 @@ fn plan_more_hotplug_slots_than_the_vms_slot_numbers_names_both() {
          numbers, more than the 32 of the address space"
     );
     // Boot RAM split by the 32-bit hole is two regions.
-    let e = plan(&request(4 * GIB, None, Some(1))).unwrap_err();
+    let e = planned(4 * GIB, None, Some(1)).unwrap_err();
     assert_eq!(e.item, PlanItem::Memory, "{e}");
     assert!(matches!(e.error, Error::NoSlotNumber { count: 1 }), "{e}");
-    let e = plan(&request(4 * GIB, Some(1), Some(2))).unwrap_err();
+    let e = planned(4 * GIB, Some(1), Some(2)).unwrap_err();
     assert_eq!(e.item, PlanItem::Hotplug, "{e}");
     assert!(matches!(e.error, Error::InvalidLayout { .. }), "{e}");
     assert!(e.to_string().contains("need 3 memory-slot numbers"), "{e}");
@@ -57,7 +69,7 @@ fn plan_more_hotplug_slots_than_the_vms_slot_numbers_names_both() {
 
 #[test]
 fn plan_within_the_vms_slot_numbers_builds_a_space_with_them() {
-    let p = plan(&request(256 * MIB, Some(7), Some(8))).unwrap();
+    let p = planned(256 * MIB, Some(7), Some(8)).unwrap();
     assert_eq!(p.memory_slots, 8);
     assert_eq!(p.slots.len(), 7);
     let space = p.space_builder().plan().unwrap();
@@ -77,9 +89,9 @@ fn plan_within_the_vms_slot_numbers_builds_a_space_with_them() {
 
 #[test]
 fn plan_without_memory_slots_keeps_the_default() {
-    let p = plan(&request(256 * MIB, None, None)).unwrap();
+    let p = planned(256 * MIB, None, None).unwrap();
     assert_eq!(p.memory_slots, DEFAULT_SLOTS);
-    let p = plan(&request(256 * MIB, None, Some(DEFAULT_SLOTS))).unwrap();
+    let p = planned(256 * MIB, None, Some(DEFAULT_SLOTS)).unwrap();
     assert_eq!(p.memory_slots, DEFAULT_SLOTS);
 }
 
@@ -88,7 +100,7 @@ fn plan_takes_every_slot_limit_kvm_answers() {
     // KVM answers 32,767 on AArch64 (no slots of its own), and memvisor-kvm's `slot_limit`
     // up to 65,536.
     for count in [32_767, 65_536] {
-        let p = plan(&request(256 * MIB, None, Some(count))).unwrap();
+        let p = planned(256 * MIB, None, Some(count)).unwrap();
         assert_eq!(p.memory_slots, count);
     }
 }
@@ -96,7 +108,7 @@ fn plan_takes_every_slot_limit_kvm_answers() {
 #[test]
 fn plan_memory_slots_out_of_range_are_refused() {
     for count in [0, 65_537, u32::MAX] {
-        let e = plan(&request(256 * MIB, None, Some(count))).unwrap_err();
+        let e = planned(256 * MIB, None, Some(count)).unwrap_err();
         assert_eq!(e.item, PlanItem::Memory, "{count}: {e}");
         assert!(
             matches!(e.error, Error::InvalidLayout { .. }),

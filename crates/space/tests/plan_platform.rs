@@ -31,7 +31,6 @@ fn request(platform: Platform, ram: u64) -> PlanRequest {
         hotplug: None,
         low_ram_limit: None,
         window_align: None,
-        memory_slots: None,
     }
 }
 

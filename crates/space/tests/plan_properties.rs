@@ -148,7 +148,6 @@ fn accepted() -> impl Strategy<Value = PlanRequest> {
                     hotplug,
                     low_ram_limit,
                     window_align,
-                    memory_slots: None,
                 }
             },
         )
@@ -677,7 +676,6 @@ fn one_gib_page_slots_fit_a_window_aligned_below_their_page() {
                 }),
                 low_ram_limit: (arch == Arch::X86_64).then_some(0),
                 window_align: Some(2 * MIB),
-                memory_slots: None,
             };
             let p = plan(&r).unwrap_or_else(|e| panic!("{arch}, {slots} slots: {e}"));
             check(&r, &p);
@@ -723,7 +721,6 @@ fn plan_numa_ranges_name_guest_nodes_not_host_nodes() {
             }),
             low_ram_limit: None,
             window_align: None,
-            memory_slots: None,
         };
         let p = plan(&r).unwrap();
         let hotplug = p
@@ -840,7 +837,6 @@ fn any_request() -> impl Strategy<Value = PlanRequest> {
                     }),
                     low_ram_limit: low,
                     window_align: align,
-                    memory_slots: None,
                 }
             },
         )
@@ -882,7 +878,6 @@ fn x86_serial(serial: SerialRequest) -> PlanRequest {
         hotplug: None,
         low_ram_limit: None,
         window_align: None,
-        memory_slots: None,
     }
 }
 
@@ -978,7 +973,6 @@ fn plan_numa_ranges_keep_touching_ranges_of_other_nodes_or_flags_apart() {
             }),
             low_ram_limit: None,
             window_align: Some(2 * MIB),
-            memory_slots: None,
         };
         let p = plan(&r).unwrap();
         check(&r, &p);
@@ -1039,7 +1033,6 @@ fn hotplug_windows_starting_on_the_slots_page_hold_the_slots_alone() {
                 }),
                 low_ram_limit: None,
                 window_align,
-                memory_slots: None,
             };
             let p = plan(&r).unwrap_or_else(|e| panic!("{window_align:?}: {e}"));
             check(&r, &p);
@@ -1201,7 +1194,6 @@ fn plans_at_the_address_bit_limits_are_valid_maps() {
                 }),
                 low_ram_limit: None,
                 window_align: Some(2 * MIB),
-                memory_slots: None,
             };
             match plan(&r) {
                 Ok(p) => {

@@ -518,7 +518,6 @@ mod plans {
             hotplug: None,
             low_ram_limit: None,
             window_align: None,
-            memory_slots: None,
         }
     }
 
