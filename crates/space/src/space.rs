@@ -449,10 +449,12 @@ impl SpaceBuilder {
     /// ```
     ///
     /// # Errors
-    /// As [`plan`](Self::plan) for the builder's own regions; then as [`Layout::check`] for
-    /// each mapping's range; [`Error::Overlap`] for a region over another;
-    /// [`Error::FileAliased`] for two mappings (or a mapping and a region of the builder) over
-    /// the same bytes of one file, one of them writable; [`Error::NoSlotNumber`] for 0 slot
+    /// As [`plan`](Self::plan) for the builder's own regions; then as
+    /// [`Region::from_guest_region_mmap`] and [`Layout::check`] for each mapping;
+    /// [`Error::Overlap`] for a region over another; [`Error::FileAliased`] for two mappings
+    /// (or a mapping and a region of the builder, whose file is the one its path names now)
+    /// over the same bytes of one file, one of them writable ([`Error::Os`] if a mapping's file
+    /// cannot be looked at); [`Error::NoSlotNumber`] for 0 slot
     /// numbers, or when the mappings and the builder's regions with memory need more than
     /// there are. Nothing is kept after an error: the mappings stay the caller's alone.
     pub fn adopt(self, memory: &GuestMemoryMmap) -> Result<AddressSpace> {
@@ -462,10 +464,16 @@ impl SpaceBuilder {
             .iter()
             .map(|s| Region::plan(s.clone()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let planned = regions.len();
         for r in memory.iter() {
             let region = Region::from_guest_region_mmap(RegionType::Ram, r)?;
             self.layout.check(region.spec())?;
             regions.push(Arc::new(region));
+        }
+        // A region of the builder on a file, against the mappings' files (by what its path
+        // names, as `plan` checks the builder's regions against each other).
+        for spec in &self.specs {
+            crate::alias::check_spec(spec, regions[planned..].iter().map(|r| &**r))?;
         }
         self.finish(regions, Vec::new())
     }

@@ -642,3 +642,40 @@ fn insert_region_asks_listeners_to_settle_before_it_compares_held_regions() {
     // Settled before the insertion, so it keeps only the region inserted.
     assert_eq!(keeper.kept.lock().unwrap().len(), 1);
 }
+
+/// A region of the builder on a file beside an adopted mapping of the same bytes of it is
+/// refused as two regions of the builder are (by what the path names), whichever is writable;
+/// other bytes of the file are taken.
+#[test]
+fn adopt_refuses_a_builder_region_over_the_bytes_of_an_adopted_mapping() {
+    use vm_memory::{FileOffset, GuestMemoryMmap};
+
+    let path = file("adopt-builder", 4 * MIB);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let memory = GuestMemoryMmap::<()>::from_ranges_with_files([(
+        GuestAddress(0),
+        1 << 20,
+        Some(FileOffset::new(file, MIB)),
+    )])
+    .unwrap();
+    let ram = |offset, protection| {
+        on_file(RegionSpec::ram(GuestAddress(8 * MIB), MIB), &path, offset)
+            .with_protection(protection)
+    };
+    for protection in [Protection::ReadWrite, Protection::Read] {
+        let err = AddressSpace::builder(layout())
+            .region(ram(MIB / 2, protection))
+            .adopt(&memory)
+            .unwrap_err();
+        assert!(matches!(err, Error::FileAliased { .. }), "{err}");
+    }
+    let space = AddressSpace::builder(layout())
+        .region(ram(2 * MIB, Protection::ReadWrite))
+        .adopt(&memory)
+        .unwrap();
+    assert_eq!(space.snapshot().len(), 2);
+}
