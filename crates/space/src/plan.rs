@@ -156,11 +156,11 @@ pub struct DeviceRequest {
 #[derive(Clone, Debug)]
 pub struct HotplugRequest {
     /// How many: at least 1 (0 is refused, [`Error::InvalidLayout`] at [`PlanItem::Hotplug`]:
-    /// for no slots, ask for no hotplug), and at most the request's
-    /// memory-slot numbers ([`plan_with_memory_slots`]) less one for each boot RAM region, so that
-    /// every slot can be plugged and a request cannot make the planner loop or allocate
-    /// without bound; more is [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming both
-    /// numbers.
+    /// for no slots, ask for no hotplug), and at most the VM's memory-slot numbers
+    /// ([`plan_with_memory_slots`]; [`DEFAULT_SLOTS`] for [`plan`]) less one for each boot RAM
+    /// region, so that every slot can be plugged and a request cannot make the planner loop or
+    /// allocate without bound; more is [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming
+    /// both numbers.
     pub slots: u32,
     /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
     /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`]. Each slot is aligned
@@ -568,8 +568,9 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 /// the request types says what it refuses; a setting the platform cannot honour is refused,
 /// never dropped), the layout does not fit the address bits
 /// (naming boot RAM, the hotplug slots or the last DAX window, whichever window did not fit),
-/// more memory-slot numbers needed than the request's
-/// [`DEFAULT_SLOTS`] memory-slot numbers ([`Error::InvalidLayout`] or [`Error::NoSlotNumber`]),
+/// more memory-slot numbers needed than the [`DEFAULT_SLOTS`] there are
+/// ([`plan_with_memory_slots`] says which refusal: [`Error::InvalidLayout`] or
+/// [`Error::NoSlotNumber`]),
 /// an interrupt taken or out of range ([`Error::IrqTaken`], [`Error::IrqOutOfRange`],
 /// [`Error::NoFreeIrq`]), a window that overlaps another ([`Error::Taken`]) or does not fit
 /// ([`Error::NoRoom`], [`Error::NotInWindow`]), or anything
