@@ -1,7 +1,8 @@
 //! Regions over the same bytes of one file ([`Error::FileAliased`]): a guest write through one
 //! would change the other's memory without marking its dirty log, and vm-memory users take
 //! distinct guest ranges for distinct memory. Read-only regions may share bytes (one firmware
-//! image at two addresses): nothing writes them.
+//! image at two addresses): nothing writes them. Adopted vm-memory mappings without a file are
+//! compared by their host addresses (vm-memory maps one `MmapRegion` at two guest addresses).
 //!
 //! A file is known by its device and inode, not its path, once it is open (a hard link, a
 //! symbolic link or `/proc/self/fd` names the same file); a plan, which reads nothing from the
@@ -81,7 +82,7 @@ fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
 #[cfg(unix)]
 fn of_region(region: &Region, order: usize) -> Result<Option<FileBytes>> {
     let Some(file) = GuestMemoryRegion::file_offset(region) else {
-        return Ok(None);
+        return Ok(adopted_memory(region, order));
     };
     let meta = file.file().metadata().map_err(|source| Error::Os {
         op: "fstat",
@@ -98,8 +99,20 @@ fn of_region(region: &Region, order: usize) -> Result<Option<FileBytes>> {
 
 /// No system but Unix maps files ([`Backing::File`] is refused there before it is checked).
 #[cfg(not(unix))]
-fn of_region(_region: &Region, _order: usize) -> Result<Option<FileBytes>> {
-    Ok(None)
+fn of_region(region: &Region, order: usize) -> Result<Option<FileBytes>> {
+    Ok(adopted_memory(region, order))
+}
+
+/// The "file" of adopted vm-memory mappings without one: the process's address space, whose
+/// bytes are host addresses. vm-memory maps one `MmapRegion` at two guest addresses
+/// (`GuestRegionMmap::with_arc` of `get_mmap`), which are then two regions over the same
+/// bytes; memory this crate mapped is never another region's.
+const HOST_MEMORY: (u64, u64) = (u64::MAX, u64::MAX);
+
+/// The host bytes of an adopted mapping without a file, as bytes of [`HOST_MEMORY`].
+fn adopted_memory(region: &Region, order: usize) -> Option<FileBytes> {
+    let (start, _) = region.adopted_host_range()?;
+    Some(FileBytes::new(HOST_MEMORY, start, region.spec(), order))
 }
 
 /// The first two of `list` that clash, found after sorting by file and first byte: each entry
@@ -219,15 +232,16 @@ pub(crate) fn check_region<'a>(
     region: &Region,
     others: impl IntoIterator<Item = &'a Region>,
 ) -> Result<()> {
-    if GuestMemoryRegion::file_offset(region).is_none() {
+    let has_bytes = |r: &Region| {
+        GuestMemoryRegion::file_offset(r).is_some() || r.adopted_host_range().is_some()
+    };
+    if !has_bytes(region) {
         return Ok(());
     }
     let mine_shareable = shareable(region.spec());
     let mut mine = None;
     for other in others {
-        if GuestMemoryRegion::file_offset(other).is_none()
-            || !(mine_shareable || shareable(other.spec()))
-        {
+        if !has_bytes(other) || !(mine_shareable || shareable(other.spec())) {
             continue;
         }
         let bytes = match mine {

@@ -190,7 +190,9 @@ pub enum Error {
         source: io::Error,
     },
     /// Two regions would map the same bytes of one file (the same file, whatever the paths
-    /// that name it, at overlapping offsets), and at least one of them is writable: a guest
+    /// that name it, at overlapping offsets; or adopted vm-memory mappings without a file over
+    /// the same host memory, one `MmapRegion` at two guest addresses), and at least one of them
+    /// is writable: a guest
     /// write through one would change the other's memory without marking its dirty log, and
     /// vm-memory users take distinct guest ranges for distinct memory. Read-only regions may
     /// share bytes. A writable region removed from the address space counts while anything (an

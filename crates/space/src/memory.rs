@@ -85,6 +85,12 @@ impl HostMemory {
 }
 
 impl HostMemory {
+    /// Whether this is an adopted vm-memory mapping: memory this crate did not map, which
+    /// another adopted region may map too (one `MmapRegion` at two guest addresses).
+    pub(crate) fn is_adopted(&self) -> bool {
+        matches!(self.owner, Owner::Foreign { .. })
+    }
+
     /// The reservation holding the mapping and the mapping's offset in it (`None` for an
     /// adopted vm-memory mapping).
     fn place(&self) -> Option<(&Reservation, usize)> {

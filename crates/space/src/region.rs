@@ -227,6 +227,15 @@ impl Region {
         self.memory.as_ref().map(HostMemory::as_ptr)
     }
 
+    /// The host addresses `start..end` of an adopted vm-memory mapping
+    /// ([`from_guest_region_mmap`](Self::from_guest_region_mmap)); `None` for memory this crate
+    /// mapped, whose host ranges never overlap another region's.
+    pub(crate) fn adopted_host_range(&self) -> Option<(u64, u64)> {
+        let memory = self.memory.as_ref().filter(|m| m.is_adopted())?;
+        let start = memory.as_ptr().addr() as u64;
+        Some((start, start.saturating_add(memory.len() as u64)))
+    }
+
     /// The dirty-page bitmap, if the region tracks writes
     /// ([`RegionSpec::with_dirty_tracking`]): one bit per host base page, set by every write
     /// through the region's or a snapshot's vm-memory `Bytes` and slices (and by

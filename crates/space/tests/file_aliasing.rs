@@ -679,3 +679,41 @@ fn adopt_refuses_a_builder_region_over_the_bytes_of_an_adopted_mapping() {
         .unwrap();
     assert_eq!(space.snapshot().len(), 2);
 }
+
+/// One vm-memory mapping at two guest addresses (vm-memory builds such a `GuestMemoryMmap`
+/// from `GuestRegionMmap::get_mmap`) is two regions over the same bytes: a guest write through
+/// one changes the other's memory unlogged, so it is refused as two mappings of one file's
+/// bytes are, and nothing is built.
+#[test]
+fn adopt_refuses_one_mapping_at_two_guest_addresses() {
+    use vm_memory::{GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+    let mapping = Arc::new(MmapRegion::<()>::new(usize::try_from(MIB).unwrap()).unwrap());
+    let at = |base| GuestRegionMmap::with_arc(Arc::clone(&mapping), GuestAddress(base)).unwrap();
+    let memory = GuestMemoryMmap::from_regions(vec![at(0), at(4 * MIB)]).unwrap();
+    let err = AddressSpace::builder(layout()).adopt(&memory).unwrap_err();
+    assert!(
+        matches!(err, Error::FileAliased { base, other_base } if base == 4 * MIB && other_base == 0),
+        "{err}"
+    );
+    // Nor is the mapping inserted at a second address into a space that has it at a first.
+    let space = AddressSpace::builder(layout())
+        .adopt(&GuestMemoryMmap::from_regions(vec![at(0)]).unwrap())
+        .unwrap();
+    let again = Region::from_guest_region_mmap(RegionType::Ram, &at(8 * MIB)).unwrap();
+    let err = space.insert_region(Arc::new(again)).unwrap_err();
+    assert!(
+        matches!(err, Error::FileAliased { base, other_base } if base == 8 * MIB && other_base == 0),
+        "{err}"
+    );
+    assert_eq!(space.snapshot().len(), 1);
+    drop((memory, space));
+    // Nothing of the refused spaces and region holds the mapping.
+    assert_eq!(Arc::strong_count(&mapping), 1);
+    // The mapping beside another of its own is taken.
+    let own = MmapRegion::<()>::new(usize::try_from(MIB).unwrap()).unwrap();
+    let own = GuestRegionMmap::new(own, GuestAddress(4 * MIB)).unwrap();
+    let memory = GuestMemoryMmap::from_regions(vec![at(0), own]).unwrap();
+    let space = AddressSpace::builder(layout()).adopt(&memory).unwrap();
+    assert_eq!(space.snapshot().len(), 2);
+}
