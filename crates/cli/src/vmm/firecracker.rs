@@ -133,7 +133,13 @@ impl<'de> Deserialize<'de> for FcCpuTemplate {
                 if let Some(&name) = FC_CPU_TEMPLATES.iter().find(|&&t| t == v) {
                     Ok(FcCpuTemplate(name))
                 } else {
-                    Err(E::unknown_variant(v, FC_CPU_TEMPLATES))
+                    // The architecture is held later; name each template with its own, so
+                    // that none the conversion's architecture refuses is offered bare.
+                    Err(E::custom(format_args!(
+                        "unknown variant `{v}`, expected a static CPU template of Firecracker: \
+                         x86_64's `C3`, `T2`, `T2S`, `T2CL`, `T2A`, aarch64's `V1N1`, or `None` \
+                         on both"
+                    )))
                 }
             }
         }
