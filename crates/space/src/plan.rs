@@ -148,7 +148,9 @@ pub struct DeviceRequest {
     /// [`Error::IrqTaken`] at [`PlanItem::DeviceIrq`]).
     pub irq: Option<u32>,
     /// A DAX window of this size: not zero ([`Error::NothingToPlace`]) and a multiple of
-    /// [`DAX_ALIGN`] ([`Error::NotMultiple`]), at [`PlanItem::DeviceDaxSize`].
+    /// [`DAX_ALIGN`] ([`Error::NotMultiple`]), at [`PlanItem::DeviceDaxSize`]. The window has
+    /// memory and takes one of the VM's memory-slot numbers after boot RAM's
+    /// ([`plan_with_memory_slots`]): none left is [`Error::NoSlotNumber`] there.
     pub dax_size: Option<u64>,
 }
 
@@ -158,9 +160,9 @@ pub struct HotplugRequest {
     /// How many: at least 1 (0 is refused, [`Error::InvalidLayout`] at [`PlanItem::Hotplug`]:
     /// for no slots, ask for no hotplug), and at most the VM's memory-slot numbers
     /// ([`plan_with_memory_slots`]; [`DEFAULT_SLOTS`] for [`plan`]) less one for each boot RAM
-    /// region, so that every slot can be plugged and a request cannot make the planner loop or
-    /// allocate without bound; more is [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming
-    /// both numbers.
+    /// region and DAX window, so that every slot can be plugged and a request cannot make the
+    /// planner loop or allocate without bound; more is [`Error::InvalidLayout`] at
+    /// [`PlanItem::Hotplug`], naming both numbers.
     pub slots: u32,
     /// Bytes each: not zero ([`Error::NothingToPlace`]) and a multiple of the page size of
     /// `memory` ([`Error::Misaligned`]), at [`PlanItem::HotplugSlotSize`]. Each slot is aligned
@@ -610,10 +612,12 @@ pub fn plan(request: &PlanRequest) -> Result<Plan, PlanError> {
 /// [`plan`] for a VM of `memory_slots` memory-slot numbers: KVM's slot limit
 /// (`memvisor_kvm::slot_limit`: 509 on many hosts, 32,764 or 32,767 on recent ones, 32 when
 /// KVM does not answer), 1 to [`MAX_MEMORY_SLOTS`] (others are refused,
-/// [`Error::InvalidLayout`] at [`PlanItem::Memory`]). Each boot RAM region and each hotplug
-/// slot takes one, so that every slot can be plugged: a plan whose boot RAM needs more is
-/// refused at [`PlanItem::Memory`] (see [`PlanRequest::nodes`]), one whose hotplug slots need
-/// more [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming both numbers. The plan keeps
+/// [`Error::InvalidLayout`] at [`PlanItem::Memory`]). Each boot RAM region, each device's DAX
+/// window and each hotplug slot takes one, so that every slot can be plugged: a plan whose
+/// boot RAM needs more is refused at [`PlanItem::Memory`] (see [`PlanRequest::nodes`]), one
+/// whose DAX windows need more [`Error::NoSlotNumber`] at the first
+/// [`PlanItem::DeviceDaxSize`] past them, one whose hotplug slots need more
+/// [`Error::InvalidLayout`] at [`PlanItem::Hotplug`], naming the numbers. The plan keeps
 /// the number ([`Plan::memory_slots`]) for the address space built from it
 /// ([`Plan::space_builder`]). [`plan`] is this with [`DEFAULT_SLOTS`].
 ///
@@ -800,22 +804,37 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
         }
     }
 
-    // Each region with memory (boot RAM) and each plugged slot takes a memory-slot number.
-    let with_memory = regions
-        .iter()
-        .filter(|(r, _)| r.spec.backing.has_memory())
-        .count() as u64;
-    let hotplug_slots = request.hotplug.as_ref().map_or(0, |h| u64::from(h.slots));
-    if with_memory + hotplug_slots > u64::from(count) {
-        if with_memory > u64::from(count) {
-            return Err(at(PlanItem::Memory)(Error::NoSlotNumber {
-                count: u64::from(count),
-            }));
+    // Each region with memory (boot RAM, then the devices' DAX windows) and each plugged slot
+    // takes a memory-slot number: the first of them past the numbers is refused.
+    let numbers = u64::from(count);
+    let no_number = || Error::NoSlotNumber { count: numbers };
+    let with_memory = |node: bool| {
+        regions.iter().filter(move |(r, item)| {
+            r.spec.backing.has_memory() && matches!(item, PlanItem::Node(_)) == node
+        })
+    };
+    let ram = with_memory(true).count() as u64;
+    if ram > numbers {
+        return Err(at(PlanItem::Memory)(no_number()));
+    }
+    let mut dax = 0;
+    for (_, item) in with_memory(false) {
+        dax += 1;
+        if ram + dax > numbers {
+            let item = match *item {
+                PlanItem::Device(i) => PlanItem::DeviceDaxSize(i),
+                other => other,
+            };
+            return Err(at(item)(no_number()));
         }
+    }
+    let hotplug_slots = request.hotplug.as_ref().map_or(0, |h| u64::from(h.slots));
+    if ram + dax + hotplug_slots > numbers {
         return Err(at(PlanItem::Hotplug)(too_few_numbers(
             hotplug_slots,
-            with_memory,
-            u64::from(count),
+            ram,
+            dax,
+            numbers,
         )));
     }
 
@@ -859,7 +878,7 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
         .plan()
     {
         let item = if matches!(e, Error::NoSlotNumber { .. }) {
-            // Only boot RAM takes memory-slot numbers here.
+            // Counted above, which refuses the first region past the numbers: not reached.
             PlanItem::Memory
         } else {
             error_base(&e)
@@ -911,13 +930,18 @@ fn slot_lead(builder: crate::LayoutBuilder, align: u64) -> u64 {
 }
 
 /// The refusal of hotplug slots that do not fit the memory-slot numbers beside boot RAM's
-/// regions (at least `regions`: one per node before the layout).
-fn too_few_numbers(slots: u64, regions: u64, count: u64) -> Error {
+/// regions (at least `regions`: one per node before the layout) and `dax` DAX windows.
+fn too_few_numbers(slots: u64, regions: u64, dax: u64, count: u64) -> Error {
+    let need = slots.saturating_add(regions).saturating_add(dax);
+    let dax = if dax > 0 {
+        format!(", {regions} boot RAM regions and {dax} DAX windows")
+    } else {
+        format!(" and {regions} boot RAM regions")
+    };
     Error::InvalidLayout {
         reason: format!(
-            "{slots} hotplug slots and {regions} boot RAM regions need {} memory-slot numbers, \
-             more than the {count} of the address space",
-            slots.saturating_add(regions)
+            "{slots} hotplug slots{dax} need {need} memory-slot numbers, more than the {count} of \
+             the address space"
         ),
     }
 }
@@ -983,6 +1007,7 @@ fn check_request(request: &PlanRequest, memory_slots: u32) -> Result<(), PlanErr
             return Err(at(PlanItem::Hotplug)(too_few_numbers(
                 u64::from(h.slots),
                 nodes,
+                0,
                 count,
             )));
         }

@@ -22,11 +22,21 @@ fn planned(
     hotplug_slots: Option<u32>,
     memory_slots: Option<u32>,
 ) -> Result<Plan, PlanError> {
-    let request = PlanRequest {
+    let mut request = base_request(hotplug_slots);
+    request.nodes[0].size = ram;
+    match memory_slots {
+        Some(count) => plan_with_memory_slots(&request, count),
+        None => plan(&request),
+    }
+}
+
+/// A request of 256 MiB of boot RAM on x86-64 and `hotplug_slots` 2 MiB slots.
+fn base_request(hotplug_slots: Option<u32>) -> PlanRequest {
+    PlanRequest {
         platform: Platform::x86_64(),
         phys_bits: 40,
         nodes: vec![NodeRequest {
-            size: ram,
+            size: 256 * MIB,
             memory: RegionSpec::ram(GuestAddress(0), 0),
         }],
         serial: None,
@@ -39,10 +49,6 @@ fn planned(
         }),
         low_ram_limit: None,
         window_align: None,
-    };
-    match memory_slots {
-        Some(count) => plan_with_memory_slots(&request, count),
-        None => plan(&request),
     }
 }
 
@@ -114,5 +120,44 @@ fn plan_memory_slots_out_of_range_are_refused() {
             matches!(e.error, Error::InvalidLayout { .. }),
             "{count}: {e}"
         );
+    }
+}
+
+/// A device's DAX window has memory and takes a memory-slot number too: a plan whose DAX
+/// windows leave too few numbers names the device (not boot RAM, which fits), and the
+/// hotplug slots' refusal counts the DAX windows as what they are.
+#[test]
+fn plan_counts_dax_windows_in_the_memory_slot_numbers_as_dax_windows() {
+    use memvisor_space::plan::DeviceRequest;
+
+    let request = |hotplug_slots: Option<u32>| {
+        let mut r = base_request(hotplug_slots);
+        r.devices = vec![DeviceRequest {
+            name: "fs0".into(),
+            mmio_size: 0x1000,
+            address: None,
+            irq: None,
+            dax_size: Some(2 * MIB),
+        }];
+        r
+    };
+    // One boot RAM region fits one number; the DAX window does not.
+    let e = plan_with_memory_slots(&request(None), 1).unwrap_err();
+    assert_eq!(e.item, PlanItem::DeviceDaxSize(0), "{e}");
+    assert!(matches!(e.error, Error::NoSlotNumber { count: 1 }), "{e}");
+    // One boot RAM region, one DAX window and 31 hotplug slots need 33 of 32.
+    let e = plan_with_memory_slots(&request(Some(31)), 32).unwrap_err();
+    assert_eq!(e.item, PlanItem::Hotplug, "{e}");
+    assert_eq!(
+        e.to_string(),
+        "hotplug: invalid layout: 31 hotplug slots, 1 boot RAM regions and 1 DAX windows need \
+         33 memory-slot numbers, more than the 32 of the address space"
+    );
+    let p = plan_with_memory_slots(&request(Some(30)), 32).unwrap();
+    let space = p.space_builder().plan().unwrap();
+    for s in &p.slots {
+        space
+            .insert_region(Arc::new(Region::plan(s.spec.clone()).unwrap()))
+            .unwrap();
     }
 }
