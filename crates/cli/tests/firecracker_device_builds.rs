@@ -213,3 +213,18 @@ fn firecracker_guest_mac_is_read_as_firecracker_reads_it() {
         "in use by `eth0`",
     );
 }
+
+/// The refusal of a `guest_mac` says what a MAC address is as Firecracker reads it, the
+/// `+` and one digit it takes included, not only the two hex digits it also takes.
+#[test]
+fn firecracker_guest_mac_refusal_says_what_firecracker_takes() {
+    let body = r#""drives": [], "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "a:fc:00:00:00:01"}]"#;
+    let column = 1 + body.find("\"a:fc").unwrap() as u64;
+    refused_at(
+        "fc-mac-refusal-words.json",
+        body,
+        "network-interfaces[0].guest_mac",
+        column,
+        "six bytes joined by `:`, each two hex digits or `+` and one",
+    );
+}

@@ -1276,7 +1276,8 @@ fn fc_net_devices(src: Source<'_>, interfaces: Vec<FcId<'_>>) -> Result<Vec<Opti
                             field.clone(),
                             span.clone(),
                             Problem::Invalid(format!(
-                                "`{}` is not a MAC address (six two-digit hex bytes joined by `:`)",
+                                "`{}` is not a MAC address (six bytes joined by `:`, each two \
+                                 hex digits or `+` and one)",
                                 crate::render::escape(&text)
                             )),
                         )
@@ -2629,7 +2630,10 @@ mod tests {
             assert_eq!(e.field, "network-interfaces[0].guest_mac", "{bad}");
             assert_eq!(
                 e.problem.to_string(),
-                format!("`{bad}` is not a MAC address (six two-digit hex bytes joined by `:`)")
+                format!(
+                    "`{bad}` is not a MAC address (six bytes joined by `:`, each two hex digits \
+                     or `+` and one)"
+                )
             );
         }
     }
