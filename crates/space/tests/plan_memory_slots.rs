@@ -145,15 +145,15 @@ fn plan_counts_dax_windows_in_the_memory_slot_numbers_as_dax_windows() {
     let e = plan_with_memory_slots(&request(None), 1).unwrap_err();
     assert_eq!(e.item, PlanItem::DeviceDaxSize(0), "{e}");
     assert!(matches!(e.error, Error::NoSlotNumber { count: 1 }), "{e}");
-    // One boot RAM region, one DAX window and 31 hotplug slots need 33 of 32.
-    let e = plan_with_memory_slots(&request(Some(31)), 32).unwrap_err();
+    // One boot RAM region, one DAX window and 7 hotplug slots need 9 of 8.
+    let e = plan_with_memory_slots(&request(Some(7)), 8).unwrap_err();
     assert_eq!(e.item, PlanItem::Hotplug, "{e}");
     assert_eq!(
         e.to_string(),
-        "hotplug: invalid layout: 31 hotplug slots, 1 boot RAM regions and 1 DAX windows need \
-         33 memory-slot numbers, more than the 32 of the address space"
+        "hotplug: invalid layout: 7 hotplug slots, 1 boot RAM regions and 1 DAX windows need 9 \
+         memory-slot numbers, more than the 8 of the address space"
     );
-    let p = plan_with_memory_slots(&request(Some(30)), 32).unwrap();
+    let p = plan_with_memory_slots(&request(Some(6)), 8).unwrap();
     let space = p.space_builder().plan().unwrap();
     for s in &p.slots {
         space
