@@ -62,3 +62,50 @@ fn firecracker_aarch64_virtio_devices_past_its_interrupts_are_refused() {
         assert!(err.contains(&format!("at most {most} on aarch64")), "{err}");
     }
 }
+
+/// Firecracker looks for `console=` in the whole command line when it adds the serial port,
+/// after it has put the root drive's `root=PARTUUID=` on it: a `partuuid` with `console=` in
+/// it takes an interrupt for the serial port as `boot_args` with it does, so 93 virtio devices
+/// are refused then; a `partuuid` without it, or on a drive that is not the root drive, leaves
+/// 93.
+#[test]
+fn firecracker_aarch64_root_partuuid_with_console_takes_the_serial_ports_interrupt() {
+    let file = |root: bool, partuuid: &str| {
+        let mut drives = vec![format!(
+            r#"{{"drive_id": "r", "is_root_device": {root}, "path_on_host": "d", "partuuid": "{partuuid}"}}"#
+        )];
+        drives.extend((1..93).map(|i| {
+            format!(r#"{{"drive_id": "d{i}", "is_root_device": false, "path_on_host": "d"}}"#)
+        }));
+        let path = scratch("fc-aarch64-partuuid.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"boot-source": {{"kernel_image_path": "vmlinux"}}, "drives": [{}]}}"#,
+                drives.join(", ")
+            ),
+        )
+        .unwrap();
+        binary(&[
+            "plan",
+            "--from",
+            "firecracker",
+            "--arch",
+            "aarch64",
+            path.to_str().unwrap(),
+        ])
+    };
+    let out = file(true, "console=1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("at most 92 on aarch64"), "{err}");
+    for (root, partuuid) in [(true, "0eaa91a0-01"), (false, "console=1")] {
+        let out = file(root, partuuid);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{root} {partuuid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

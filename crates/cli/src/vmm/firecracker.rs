@@ -340,6 +340,9 @@ struct FcId<'a> {
     vhost_user: bool,
     /// A network interface's `guest_mac`, read later where its position is known.
     guest_mac: Option<&'a RawValue>,
+    /// A drive's `partuuid` has `console=` in it (on the root drive it is put on the kernel
+    /// command line, where Firecracker on aarch64 looks for `console=`).
+    partuuid_console: bool,
     /// The whole object, as written in the file (for a drive, whose kind is checked later,
     /// where its position is known).
     object: Option<&'a RawValue>,
@@ -425,6 +428,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
         let mut root = None;
         let mut socket: Option<Option<String>> = None;
         let mut guest_mac = None;
+        let mut partuuid_console = false;
         let mut seen: Vec<&'static str> = Vec::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let Some(&field) = kind.fields().iter().find(|f| **f == key) else {
@@ -449,7 +453,12 @@ impl<'de> Visitor<'de> for FcIdVisitor {
                 }
                 // The other fields do not change the memory map: their types are checked as
                 // Firecracker's structs read them.
-                "partuuid" | "path_on_host" => {
+                "partuuid" => {
+                    partuuid_console = map
+                        .next_value::<Option<String>>()?
+                        .is_some_and(|p| p.contains(FC_CONSOLE_ARG));
+                }
+                "path_on_host" => {
                     map.next_value::<Option<String>>()?;
                 }
                 "is_read_only" => {
@@ -490,6 +499,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
             root,
             vhost_user: socket.flatten().is_some(),
             guest_mac,
+            partuuid_console,
             object: None,
         })
     }
@@ -584,6 +594,10 @@ struct FcBootSource {
 /// aarch64 alike).
 const FC_CMDLINE_MAX_SIZE: usize = 2048;
 
+/// What Firecracker on aarch64 looks for in the whole kernel command line (its `boot_args` and
+/// the root drive's `root=PARTUUID=`) to add a serial port, which takes one of its interrupts.
+const FC_CONSOLE_ARG: &str = "console=";
+
 /// What separates the kernel's arguments from the init's on a command line.
 const FC_INIT_ARGS_SEPARATOR: &str = " -- ";
 
@@ -630,7 +644,7 @@ impl<'de> Deserialize<'de> for FcBootArgs {
                 let size = fc_cmdline_size(v);
                 if size <= FC_CMDLINE_MAX_SIZE {
                     Ok(FcBootArgs {
-                        console: v.contains("console="),
+                        console: v.contains(FC_CONSOLE_ARG),
                     })
                 } else {
                     Err(E::custom(format!(
@@ -1168,6 +1182,7 @@ fn fc_block_devices(src: Source<'_>, drives: Vec<FcId<'_>>) -> Result<Vec<FcBloc
         let block = FcBlock {
             id: drive.id,
             vhost_user: drive.vhost_user,
+            root_console: root && drive.partuuid_console,
         };
         let new = (block, root, i);
         match position {
@@ -1247,6 +1262,9 @@ struct FcBlock {
     /// It is vhost-user (its drive has a `socket`): guest memory must be a memfd its back end
     /// can map.
     vhost_user: bool,
+    /// It is the root drive and its `partuuid` has `console=` in it: Firecracker puts
+    /// `root=PARTUUID=` on the kernel command line, and on aarch64 then adds a serial port.
+    root_console: bool,
 }
 
 /// The ids of the network interfaces Firecracker builds from `interfaces` (the entries in
@@ -1407,7 +1425,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// On aarch64 the plan is memvisor's aarch64 layout, not Firecracker's (which puts RAM at
 /// 2 GiB and devices from `0x40003000`): see SPEC.md. More than 1022 GiB of memory, which
 /// Firecracker cuts to 1022 GiB there, is refused, and so are more than 93 virtio devices (92
-/// when `boot_args` has `console=`), past the interrupts Firecracker has for them there.
+/// when `boot_args` or the root drive's `partuuid` has `console=`), past the interrupts
+/// Firecracker has for them there.
 /// The device limits and x86_64 windows are those of Firecracker's default MMIO transport:
 /// started with `--enable-pci` it boots up to 31 virtio devices on PCI on either
 /// architecture, and more than 17 of them on x86_64 are refused here all the same.
@@ -1707,11 +1726,12 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
     match arch {
         Arch::X86_64 => fc_x86_devices(src, sections, &mut devices)?,
         Arch::Aarch64 => {
-            let (most, why) = if console {
+            let (most, why) = if console || drives.iter().any(|d| d.root_console) {
                 (
                     FC_AARCH64_MAX_VIRTIO_DEVICES - 1,
-                    "then one each to the serial port (`console=` is in `boot_args`), its RTC, \
-                     VMGenID and VMClock devices",
+                    "then one each to the serial port (`console=` is on the command line, in \
+                     `boot_args` or the root drive's `partuuid`), its RTC, VMGenID and VMClock \
+                     devices",
                 )
             } else {
                 (
