@@ -1,15 +1,15 @@
 //! A small VMM on memvisor alone: plan a VM, give its devices their resources, map its memory
 //! into KVM, run a guest, read the dirty log, hot-plug memory, run the guest over it, unplug.
 //!
-//! 1. **Plan** (`memvisor_space::plan`): 96 MiB of boot RAM, 64 MiB below the 32-bit hole and 32
-//!    MiB from 4 GiB, a serial port, a virtio-mmio network device with a page of MMIO, and two 2
-//!    MiB hotplug slots.
+//! 1. **Plan** (`memvisor_space::plan`, for KVM's memory-slot numbers): 96 MiB of boot RAM, 64 MiB
+//!    below the 32-bit hole and 32 MiB from 4 GiB, a serial port, a virtio-mmio network device with
+//!    a page of MMIO, and two 2 MiB hotplug slots.
 //! 2. **Device resources** (`memvisor_resources`): the plan's interrupts, MMIO windows and the host
 //!    bridge's PCI device number taken in allocators of the VMM's own, which then hand a PCI block
 //!    device a device number, a GSI and an MMIO BAR that collide with nothing planned; the plan's
 //!    placer is told of the BAR too.
-//! 3. **Memory** (`memvisor_space`, `memvisor_kvm`): the plan's regions backed, in a space with no
-//!    more memory-slot numbers than the VM has, and registered as KVM memory slots.
+//! 3. **Memory** (`memvisor_space`, `memvisor_kvm`): the plan's regions backed, in a space of the
+//!    plan's memory-slot numbers (no more than the VM has), and registered as KVM memory slots.
 //! 4. **Guest**: 19 bytes of 64-bit code (`mov rax, [target]; mov rcx, [value]; mov [rax], rcx;
 //!    hlt`), over page tables that identity-map the guest's first, fourth and fifth GiB with 2 MiB
 //!    pages. Real mode cannot reach memory above 4 GiB, where the high boot RAM and the hotplug
@@ -37,7 +37,8 @@ pub mod vmm {
     use memvisor_kvm::{MemorySlots, slot_limit};
     use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy, IdAllocator, Request};
     use memvisor_space::plan::{
-        DeviceRequest, HotplugRequest, NodeRequest, Plan, PlanRequest, SerialRequest, plan,
+        DeviceRequest, HotplugRequest, NodeRequest, Plan, PlanRequest, SerialRequest,
+        plan_with_memory_slots,
     };
     use memvisor_space::{AddressSpace, Platform, RegionSpec, RegionType, WindowKind};
     use vm_memory::{Bytes, GuestAddress};
@@ -264,8 +265,10 @@ pub mod vmm {
 
     /// The whole VMM, on `kvm`.
     pub fn run(kvm: &Kvm) -> Result<Summary, Box<dyn Error>> {
-        // 1. Plan.
-        let mut plan = plan(&request())?;
+        // 1. Plan, for a VM of KVM's memory-slot numbers, so that every hotplug slot can be
+        //    plugged.
+        let vm = kvm.create_vm()?;
+        let mut plan = plan_with_memory_slots(&request(), slot_limit(&vm))?;
         for entry in plan.e820_table()? {
             println!("e820: {entry}");
         }
@@ -277,15 +280,11 @@ pub mod vmm {
             blk.pci_device, blk.gsi, blk.bar
         );
 
-        // 3. Memory, and KVM's slots for it.
-        let vm = kvm.create_vm()?;
+        // 3. Memory, and KVM's slots for it: the plan's space has the plan's slot numbers.
         let tss = plan.platform.kvm_tss_addr().ok_or("x86-64 has KVM's TSS")?;
         vm.set_tss_address(usize::try_from(tss)?)?;
         let vm = Arc::new(vm);
-        let (space, _) = AddressSpace::builder(plan.layout.clone())
-            .slots(slot_limit(&vm))
-            .regions(plan.regions.iter().map(|r| r.spec.clone()))
-            .back()?;
+        let (space, _) = plan.space_builder().back()?;
         let slots = MemorySlots::attach(Arc::clone(&vm), &space)?;
         let ram: Vec<u64> = space
             .snapshot()
