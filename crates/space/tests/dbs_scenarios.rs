@@ -10,7 +10,7 @@
 use memvisor_space::{
     AddressSpace, Error, Layout, Protection, Region, RegionSpec, RegionType, Window, WindowKind,
 };
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::GuestAddress;
 
 const PAGE: u64 = 0x1000;
 
@@ -335,6 +335,7 @@ fn protection_and_numa_lookups() {
 #[test]
 fn memory_sources_as_dbs_creates_them() {
     use memvisor_space::{Backing, HugePageFallback, HugePages};
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     let layout = Layout::x86_64().ram(16 << 20).build().unwrap();
     let base = GuestAddress(0x10_0000);
     let cases = [
@@ -380,7 +381,7 @@ fn memory_sources_as_dbs_creates_them() {
 fn shared_guest_memory_mmap_from_the_space() {
     use std::sync::Arc;
 
-    use vm_memory::{Bytes, GuestAddressSpace, GuestMemory, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddressSpace, GuestMemory, GuestMemoryBackend, GuestMemoryMmap};
     let layout = Layout::x86_64().ram(16 << 20).build().unwrap();
     let (space, _) = AddressSpace::back(
         layout.clone(),
