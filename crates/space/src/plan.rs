@@ -877,14 +877,10 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
         .regions(regions.iter().map(|(r, _)| r.spec.clone()))
         .plan()
     {
-        let item = if matches!(e, Error::NoSlotNumber { .. }) {
-            // Counted above, which refuses the first region past the numbers: not reached.
-            PlanItem::Memory
-        } else {
-            error_base(&e)
-                .and_then(|b| regions.iter().find(|(r, _)| r.spec.base == b))
-                .map_or(PlanItem::Platform, |(_, item)| field_behind(*item, &e))
-        };
+        // Slot numbers were counted above, so this is a region's own refusal.
+        let item = error_base(&e)
+            .and_then(|b| regions.iter().find(|(r, _)| r.spec.base == b))
+            .map_or(PlanItem::Platform, |(_, item)| field_behind(*item, &e));
         return Err(at(item)(e));
     }
 
