@@ -107,9 +107,6 @@ impl<'de> Deserialize<'de> for Whole {
 #[derive(Debug)]
 struct FcCpuTemplate(&'static str);
 
-/// The names of [`FcCpuTemplate`]s, x86_64's and aarch64's.
-const FC_CPU_TEMPLATES: &[&str] = &["C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"];
-
 /// The static CPU templates of Firecracker built for `arch`, in the order of its enum.
 fn fc_cpu_templates(arch: Arch) -> &'static [&'static str] {
     match arch {
@@ -130,7 +127,8 @@ impl<'de> Deserialize<'de> for FcCpuTemplate {
                 self,
                 v: &str,
             ) -> std::result::Result<Self::Value, E> {
-                if let Some(&name) = FC_CPU_TEMPLATES.iter().find(|&&t| t == v) {
+                let mut known = Arch::ALL.into_iter().flat_map(fc_cpu_templates);
+                if let Some(&name) = known.find(|&&t| t == v) {
                     Ok(FcCpuTemplate(name))
                 } else {
                     // The architecture is held later; name each template with its own, so
