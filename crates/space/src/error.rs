@@ -570,12 +570,16 @@ pub enum Error {
     /// allocator's error is the source. Nothing was taken. Also the heap refusing room in the
     /// address space's list of writable file regions held outside it (a region being removed
     /// or inserted, see [`AddressSpace::remove_region`](crate::AddressSpace::remove_region)),
-    /// with `HeapRefused` as the source; nothing changed then.
+    /// with `HeapRefused` as the source; nothing changed then. And the heap refusing the dirty
+    /// bitmap of a region that tracks writes
+    /// ([`RegionSpec::with_dirty_tracking`](crate::RegionSpec::with_dirty_tracking)) when its
+    /// memory is made, with `HeapRefused` as the source; the memory is unmapped again then.
     #[error("allocating {what} for {owner} failed")]
     Allocator {
         /// What was being allocated: `"guest addresses"`, `"I/O ports"`, the interrupts' name
-        /// (`"GSI"`, `"INTID"`), `"a memory-slot number"`, `"a hotplug slot"` or `"a place in
-        /// the list of file regions held outside the space"`.
+        /// (`"GSI"`, `"INTID"`), `"a memory-slot number"`, `"a hotplug slot"`, `"a place in
+        /// the list of file regions held outside the space"`, `"the snapshot table"` or
+        /// `"the dirty bitmap"`.
         what: &'static str,
         /// Who it was for (the placer's owner name, or the region).
         owner: String,

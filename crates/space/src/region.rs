@@ -78,14 +78,16 @@ impl Region {
     /// [`Error::TransparentHugePagesUnavailable`] (transparent huge pages asked for with the
     /// [`Fail`](crate::HugePageFallback::Fail) fallback where the host gives none to this kind of
     /// memory), [`Error::File`] (a backing file that cannot be opened, is not a regular file —
-    /// a FIFO is refused at once, never waited on — or is too small) and [`Error::Os`] from
-    /// making the memory. Nothing is left mapped after an error.
+    /// a FIFO is refused at once, never waited on — or is too small), [`Error::Os`] from
+    /// making the memory, and [`Error::Allocator`] if the heap refuses the dirty bitmap of a
+    /// region that tracks writes. Nothing is left mapped after an error.
     ///
     /// Memory that is not prefaulted costs nothing until touched, however large the region:
     /// the host mapping's per-page records take one byte per 32,768 host pages for each of
     /// about a dozen records (backing a 1 TiB memfd region adds well under 1 MiB of resident
     /// memory and takes about a millisecond; 8 TiB, under 1 MiB and 10 ms). Dirty tracking,
-    /// when asked for, adds vm-memory's bitmap of one bit per host page, allocated up front.
+    /// when asked for, adds vm-memory's bitmap of one bit per host page, allocated up front
+    /// (and written whole: 32 MiB for 1 TiB of 4 KiB pages).
     pub fn back(spec: RegionSpec) -> Result<(Self, Option<RegionReport>)> {
         Self::back_in(spec, Target::Own)
     }
@@ -107,7 +109,12 @@ impl Region {
         }
         spec.check_host_pages()?;
         let (memory, report) = memory::back(&spec, target)?;
-        let dirty = spec.dirty_tracking.then(|| new_dirty_bitmap(memory.len()));
+        // On an error the memory is dropped here: unmapped, or its hotplug slot given back.
+        let dirty = if spec.dirty_tracking {
+            Some(new_dirty_bitmap(memory.len(), spec.base)?)
+        } else {
+            None
+        };
         Ok((
             Self {
                 spec,
@@ -429,10 +436,32 @@ impl Region {
     }
 }
 
-/// A dirty bitmap over `len` bytes, one bit per host base page.
-fn new_dirty_bitmap(len: usize) -> AtomicBitmap {
+/// A dirty bitmap over `len` bytes, one bit per host base page, for the region at `base`.
+///
+/// vm-memory allocates the bitmap infallibly (a refusal aborts the process), so the heap is
+/// asked for the same block first: a refusal then is [`Error::Allocator`]. The block is given
+/// back before vm-memory asks for it again, so a heap that grants the first request but runs
+/// out before the second still aborts.
+///
+/// # Errors
+/// [`Error::Allocator`] with [`memvisor_resources::Error::HeapRefused`] if the heap refuses the
+/// bitmap's words.
+fn new_dirty_bitmap(len: usize, base: u64) -> Result<AtomicBitmap> {
     let page = NonZeroUsize::new(memvisor_vmem::page_size()).unwrap_or(NonZeroUsize::MIN);
-    AtomicBitmap::new(len, page)
+    // The words `AtomicBitmap::new` allocates: one bit per page, in whole 64-bit words.
+    let words = len.div_ceil(page.get()).div_ceil(64);
+    let mut probe = Vec::<std::sync::atomic::AtomicU64>::new();
+    probe
+        .try_reserve_exact(words)
+        .map_err(|_| Error::Allocator {
+            what: "the dirty bitmap",
+            owner: format!("the region at {base:#x}"),
+            source: memvisor_resources::Error::HeapRefused {
+                bytes: (words as u64).saturating_mul(8),
+            },
+        })?;
+    drop(probe);
+    Ok(AtomicBitmap::new(len, page))
 }
 
 impl GuestMemoryRegion for Region {

@@ -599,3 +599,60 @@ fn plug_whose_snapshot_table_the_heap_refuses_changes_nothing() {
     assert_eq!(heard.load(Ordering::SeqCst), 1);
     drop(region);
 }
+
+/// A region that tracks writes gets its dirty bitmap (one bit per host page) when its memory is
+/// made. The heap refusing the bitmap is a typed error for that region, with nothing left
+/// mapped: a slot of the hotplug window is free again and plugged at once after, and a space
+/// being backed is not made.
+#[test]
+#[cfg_attr(miri, ignore = "maps a gigabyte")]
+fn dirty_bitmap_refused_by_the_heap_is_an_error() {
+    let page = memvisor_vmem::page_size();
+    // 64 pages past 1 GiB: a bitmap of an odd number of words, a size nothing else asks for.
+    let size = (1u64 << 30) + 64 * page as u64;
+    let pages = usize::try_from(size).unwrap().div_ceil(page);
+    let bitmap_bytes = pages.div_ceil(64) * 8;
+    let refused_for = |base: u64, e: &Error| {
+        assert!(is_heap_refusal(e), "{e} ({e:?})");
+        assert_eq!(
+            e.to_string(),
+            format!("allocating the dirty bitmap for the region at {base:#x} failed")
+        );
+    };
+
+    let spec = RegionSpec::ram(GuestAddress(0), size).with_dirty_tracking(true);
+    let (out, refused) = refusing_size(bitmap_bytes, || Region::back(spec.clone()));
+    assert!(refused, "backing the region asks for the bitmap");
+    refused_for(0, &out.map(|_| ()).unwrap_err());
+    let (region, _) = Region::back(spec).unwrap();
+    assert_eq!(region.dirty_bitmap().map(|b| b.len()), Some(pages));
+
+    let layout = Layout::x86_64()
+        .ram(4 << 30)
+        .hotplug(4 << 30)
+        .build()
+        .unwrap();
+    let window = layout
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start()
+        .0;
+    let boot = RegionSpec::ram(GuestAddress(0), size).with_dirty_tracking(true);
+    let (out, refused) = refusing_size(bitmap_bytes, || {
+        AddressSpace::back(layout.clone(), [boot.clone()])
+    });
+    assert!(refused, "backing the space asks for the bitmap");
+    refused_for(0, &out.map(|_| ()).unwrap_err());
+    let (space, _) = AddressSpace::back(layout, [boot]).unwrap();
+    let slot = RegionSpec::ram(GuestAddress(window), size)
+        .with_hotplug(true)
+        .with_dirty_tracking(true);
+    let before = space.snapshot();
+    let (out, refused) = refusing_size(bitmap_bytes, || space.plug(slot.clone()));
+    assert!(refused, "the plug asks for the bitmap");
+    refused_for(window, &out.map(|_| ()).unwrap_err());
+    assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
+    space.plug(slot).unwrap();
+    assert_eq!(space.snapshot().len(), 2);
+}
