@@ -5,7 +5,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use serial::{Serial, SerialGuard};
 
@@ -1443,7 +1443,11 @@ impl Reservation {
 
     /// Makes committed read-write pages resident now, so that first accesses do not fault:
     /// Linux `MADV_POPULATE_WRITE` (5.14 and later), elsewhere (or on older kernels) by
-    /// touching each page, which keeps its contents.
+    /// touching each page, which keeps its contents: an atomic compare-exchange of the page's
+    /// first byte with its own value, so a store that another thread makes meanwhile through an
+    /// atomic (from [`as_ptr`](Self::as_ptr)), or another process to shared memory, is kept
+    /// and races nothing. A plain access of such a byte on another thread during the call
+    /// races the touch.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] for a page that is
@@ -1452,7 +1456,10 @@ impl Reservation {
     /// is not read-write (`EFAULT` or `EINVAL`), in which case some pages may be resident;
     /// [`Error::NotWritable`] for a page the reservation does not count as read-write.
     pub fn prefault(&mut self, offset: usize, len: usize) -> Result<()> {
-        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        // SAFETY: `&mut self`: no other call on the reservation runs meanwhile. The reservation
+        // hands out no references into its memory, and the touching fallback's accesses are
+        // atomic: other threads' accesses through `as_ptr` are theirs to make atomic while
+        // this runs, as the docs above say.
         unsafe { self.prefault_unchecked(offset, len) }
     }
 
@@ -1597,12 +1604,12 @@ impl Reservation {
     /// As [`prefault`](Self::prefault).
     ///
     /// # Safety
-    /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
-    /// read and written back with plain accesses: during the call no other thread may read or
-    /// write the range (a read racing that write back is a data race too; so is another
-    /// prefault of an overlapping range, whose fallback reads and writes it as well, while
-    /// prefaults of disjoint ranges may run at once), and no `&` or `&mut` reference into it
-    /// may be live.
+    /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), the first
+    /// byte of each page is written with its own value by an atomic compare-exchange (see
+    /// [`prefault`](Self::prefault)): during the call no other thread may access the range
+    /// with plain (non-atomic) accesses, and no `&` or `&mut` reference into it may be live.
+    /// Atomic accesses on other threads, and other prefaults of the same range, may run at
+    /// once.
     pub unsafe fn prefault_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         // A decommit, protect, guard or map taking pages between the check and the
@@ -1637,11 +1644,21 @@ impl Reservation {
             .map_err(|e| e.during(Operation::Prefault))?;
         if populated == Populated::NeedsTouch {
             for page in 0..pages.count {
-                let p = self.at(offset + page * self.page);
-                // SAFETY: `p` is in a committed read-write page that stays so; the caller
-                // promises no concurrent reader or writer and no live reference, so reading a
-                // byte and writing the same value back changes nothing anyone can observe.
-                unsafe { p.write_volatile(p.read_volatile()) };
+                // SAFETY: the byte is in a committed read-write page that stays so for the
+                // call; any address is aligned for `AtomicU8`, and the caller promises no
+                // live reference and no non-atomic access on another thread meanwhile.
+                let byte = unsafe { AtomicU8::from_ptr(self.at(offset + page * self.page)) };
+                // A write that changes nothing, made atomically: a store another thread or
+                // process makes meanwhile is never written over with the byte's old value, as a
+                // read and a separate write back could. A compare-exchange, since compilers
+                // drop an atomic `fetch_or(0)` or `fetch_add(0)` whose result is unused (on
+                // x86-64 it becomes a compiler fence, so no page would be touched).
+                let mut seen = byte.load(Ordering::Relaxed);
+                while let Err(now) =
+                    byte.compare_exchange_weak(seen, seen, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    seen = now;
+                }
             }
         }
         Ok(())

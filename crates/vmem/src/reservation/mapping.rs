@@ -5,6 +5,8 @@
 //! Each keeps the bitmaps true: a mapped range is committed, with the protection it was
 //! mapped with, and not locked; decommitting it puts the reservation's own pages back.
 
+use core::sync::atomic::{AtomicU8, Ordering};
+
 use super::{Pages, Reservation};
 use crate::error::{Error, Operation, Result};
 use crate::reservation::Protection;
@@ -886,7 +888,9 @@ impl Reservation {
     /// Makes committed readable pages resident for reading, for read-only ranges that
     /// [`prefault`](Self::prefault) (which populates for writing) refuses: Linux
     /// `MADV_POPULATE_READ` (5.14 and later), elsewhere (or on older kernels) by reading each
-    /// page. Contents are kept; private pages never written map the shared zero page.
+    /// page's first byte with a relaxed atomic load, which races no atomic store another
+    /// thread makes meanwhile (a plain write of that byte on another thread during the call
+    /// does race it). Contents are kept; private pages never written map the shared zero page.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] or
@@ -905,7 +909,10 @@ impl Reservation {
     /// # Ok::<(), memvisor_vmem::Error>(())
     /// ```
     pub fn prefault_read(&mut self, offset: usize, len: usize) -> Result<()> {
-        // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
+        // SAFETY: `&mut self`: no other call on the reservation runs meanwhile. The reservation
+        // hands out no references into its memory, and the reading fallback's loads are
+        // atomic: other threads' stores through `as_ptr` are theirs to make atomic while this
+        // runs, as the docs above say.
         unsafe { self.prefault_read_unchecked(offset, len) }
     }
 
@@ -924,10 +931,11 @@ impl Reservation {
     /// As [`prefault_read`](Self::prefault_read).
     ///
     /// # Safety
-    /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), each page is
-    /// read with plain accesses: during the call no other thread may write the range (a
-    /// [`prefault_unchecked`](Self::prefault_unchecked) of an overlapping range included, whose
-    /// fallback writes each page back) and no `&mut` reference into it may be live.
+    /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), the first
+    /// byte of each page is read with a relaxed atomic load: during the call no other thread
+    /// may write the range with plain (non-atomic) accesses, and no `&mut` reference into it
+    /// may be live. Atomic stores on other threads, and prefaults of the same range, may run
+    /// at once.
     pub unsafe fn prefault_read_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         // A decommit, protect, guard or map taking pages between the check and the
@@ -946,9 +954,14 @@ impl Reservation {
             .map_err(|e| e.during(Operation::PrefaultRead))?;
         if populated == Populated::NeedsTouch {
             for page in 0..pages.count {
-                // SAFETY: the page is committed and readable, and stays so while the call lock
-                // is held; the caller promises no concurrent writer.
-                unsafe { self.at(offset + page * self.page).read_volatile() };
+                // SAFETY: the byte is in a committed readable page that stays so while the call
+                // lock is held; any address is aligned for `AtomicU8`; the caller promises no
+                // live `&mut` reference and no non-atomic write on another thread meanwhile.
+                // The page may be read-only: a relaxed load of one byte is an atomic access
+                // that works on read-only memory on every architecture the crate builds for
+                // (the `core::sync::atomic` rules), and it races no atomic store.
+                let byte = unsafe { &*self.at(offset + page * self.page).cast::<AtomicU8>() };
+                byte.load(Ordering::Relaxed);
             }
         }
         Ok(())
