@@ -225,7 +225,12 @@ pub enum Backing {
     /// which cannot seal memfds of huge pages, those stay unsealed).
     Memfd,
     /// A file created (and unlinked at once) in this directory, which must be on a hugetlbfs
-    /// mount whose page size is the region's explicit huge page size.
+    /// mount whose page size is the region's explicit huge page size. Unlike a memfd, a file on
+    /// hugetlbfs cannot be sealed: if anything truncates it (through the region's
+    /// `file_offset`, or a process it is handed to), the kernel raises `SIGBUS` in every
+    /// process that maps it on the next access to a page past the new end, which no check here
+    /// can turn into an error. For memory shared with processes that are not trusted with it,
+    /// use [`Backing::Memfd`] with explicit huge pages, which is sealed.
     Hugetlbfs(PathBuf),
     /// An existing file, mapped shared from this byte offset (a multiple of the page size);
     /// the file must be at least `offset + size` long. No two regions of an address space may
