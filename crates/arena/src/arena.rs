@@ -671,7 +671,7 @@ impl Arena {
     /// and a collection in a client borrows the client, so the client cannot be deleted while
     /// the collection lives:
     /// ```compile_fail,E0505
-    /// use allocator_api2::vec::Vec;
+    /// use memvisor_arena::allocator_api2::vec::Vec;
     /// use memvisor_arena::{Arena, Backing, Config, Quota};
     ///
     /// let arena = Arena::new(Backing::heap(1 << 20, 4096).unwrap(), Config::new()).unwrap();

@@ -12,7 +12,7 @@
 //! ```
 //! use core::alloc::Layout;
 //!
-//! use allocator_api2::vec::Vec;
+//! use memvisor_arena::allocator_api2::vec::Vec;
 //! use memvisor_arena::{Arena, Backing, Config, Error, Flags, Quota};
 //!
 //! // 8 MiB of backing memory in 1 MiB chunks; new blocks read as zero.
@@ -68,7 +68,10 @@
 //! # Threads
 //! [`Arena`] is `Sync`: clients on different threads take and return chunks lock-free. A
 //! [`Client`] is `Send` but not `Sync`; `&Client` implements
-//! [`Allocator`](allocator_api2::alloc::Allocator). Any thread can free any client's block
+//! [`Allocator`](allocator_api2::alloc::Allocator) of `allocator-api2` 0.2, which the crate
+//! re-exports as [`allocator_api2`]: collections in a client are named through it
+//! (`memvisor_arena::allocator_api2::vec::Vec`, as above), with no dependency of the caller's own
+//! to keep at the same version. Any thread can free any client's block
 //! through the arena ([`Arena::free`]) and ask whose it is ([`Arena::owner_of`]), in constant
 //! time; the client takes such blocks back at its next free, trim, or allocation that misses
 //! its caches.
