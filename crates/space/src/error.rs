@@ -233,7 +233,9 @@ pub enum Error {
         size: u64,
     },
     /// A hot-pluggable region needs the host reservation of its hotplug window, and the
-    /// address space has none: it was planned without backing memory. (A region outside every
+    /// address space has none: it was planned without backing memory, or built over
+    /// vm-memory's mappings ([`SpaceBuilder::adopt`](crate::SpaceBuilder::adopt), which reserves
+    /// no window). (A region outside every
     /// hotplug window of the layout is [`Error::OutsideWindow`].)
     #[error("the address space has no backed hotplug window for the region at {base:#x}")]
     NoHotplugWindow {

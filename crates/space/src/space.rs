@@ -431,7 +431,10 @@ impl SpaceBuilder {
     /// builder's memory-slot numbers ([`slots`](Self::slots)), so a VMM bound by KVM's slot
     /// limit adopts its memory in one call. The builder's own regions
     /// ([`region`](Self::region), [`regions`](Self::regions)) are planned beside them as
-    /// [`plan`](Self::plan) plans them: bookkeeping only, no memory.
+    /// [`plan`](Self::plan) plans them: bookkeeping only, no memory. No host range is reserved
+    /// for the layout's hotplug windows either: [`AddressSpace::plug`] answers
+    /// [`Error::NoHotplugWindow`], and memory for the window is inserted as a region with
+    /// [`AddressSpace::insert_region`].
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Error, Layout};
@@ -445,6 +448,14 @@ impl SpaceBuilder {
     /// assert_eq!(space.snapshot().len(), 2);
     /// let refused = AddressSpace::builder(layout).slots(1).adopt(&memory);
     /// assert!(matches!(refused, Err(Error::NoSlotNumber { count: 1 })));
+    ///
+    /// use memvisor_space::{RegionSpec, WindowKind};
+    /// let layout = Layout::x86_64().ram(1 << 30).hotplug(1 << 30).build()?;
+    /// let window = layout.windows_of(WindowKind::Hotplug).next().unwrap().start();
+    /// let space = AddressSpace::builder(layout).adopt(&memory)?;
+    /// let slot = RegionSpec::ram(window, 2 << 20).with_hotplug(true);
+    /// assert!(matches!(space.plug(slot), Err(Error::NoHotplugWindow { .. })));
+    /// assert_eq!(space.snapshot().len(), 2);
     /// # Ok::<(), Error>(())
     /// ```
     ///
@@ -911,7 +922,8 @@ impl AddressSpace {
     /// As [`RegionSpec::validate`]; [`Error::InvalidSpec`] for a spec not marked
     /// [`with_hotplug`](RegionSpec::with_hotplug); as [`Layout::check`] ([`Error::OutsideWindow`]
     /// for a region outside every hotplug window of the layout, or with none in it);
-    /// [`Error::NoHotplugWindow`] if the address space was planned without memory;
+    /// [`Error::NoHotplugWindow`] if the address space was planned without memory or built by
+    /// [`adopt`](SpaceBuilder::adopt), which reserves no hotplug window;
     /// [`Error::FileAliased`] for a backing file whose bytes a region already there maps, one
     /// of them writable, or a writable region removed from this space (or whose insertion a
     /// listener could not undo, see [`RegionListener`]) maps while anything
