@@ -43,7 +43,11 @@
 //!   [`RegionListener`]s of each change.
 //! - A [`Snapshot`] implements vm-memory's `GuestMemoryBackend` (so `vm_memory::Bytes` works on
 //!   it), a [`Region`] implements `GuestMemoryRegion`, and [`AddressSpace`] implements
-//!   `GuestAddressSpace`, so rust-vmm device crates can use them directly.
+//!   `GuestAddressSpace`, so rust-vmm device crates can use them directly. Those traits are
+//!   vm-memory 0.18's: the crate re-exports that vm-memory as [`vm_memory`], so a program names its
+//!   traits and types (`memvisor_space::vm_memory::{Bytes, GuestAddress}`) without a dependency of
+//!   its own; one that has its own must ask for the same version (`vm-memory = "0.18"`), as another
+//!   version's traits are not implemented.
 //!
 //! # Coming from dbs-address-space
 //!
@@ -84,7 +88,8 @@
 //! };
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use vm_memory::{Bytes, GuestAddress};
+//!
+//! use memvisor_space::vm_memory::{Bytes, GuestAddress};
 //!
 //! # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
 //! # if !cfg!(target_os = "linux") { return Ok(()); } // Memfds are Linux's.
@@ -177,3 +182,6 @@ pub use spec::{
     Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy,
     Protection, RegionSpec, RegionType,
 };
+/// The vm-memory crate whose traits the space, its snapshots and regions implement, so that
+/// users name the same version of them.
+pub use vm_memory;
