@@ -7,6 +7,11 @@
 //!   removal (hotplug, unplug) through a region listener. A slot KVM refuses makes the listener
 //!   refuse, so the space rolls the change back.
 //! - [`slot_limit`] reads `KVM_CAP_NR_MEMSLOTS`, to give the space's slot allocator.
+//! - The VM is kvm-ioctls 0.24's `VmFd`: the crate re-exports that kvm-ioctls as [`kvm_ioctls`], so
+//!   a program opens `/dev/kvm` and makes the VM with the version [`MemorySlots::attach`] and
+//!   [`slot_limit`] take (`memvisor_kvm::kvm_ioctls::Kvm`), without a dependency of its own; one
+//!   that has its own must ask for the same version (`kvm-ioctls = "0.24"`). Guest addresses are
+//!   vm-memory's, re-exported by `memvisor-space` (`memvisor_space::vm_memory::GuestAddress`).
 //! - [`MemorySlots::set_dirty_logging`] and [`MemorySlots::fetch_dirty_log_into`] turn KVM's dirty
 //!   log on per region and merge it into a [`DirtyBitmap`].
 //!
@@ -15,12 +20,13 @@
 //! ```
 //! use std::sync::Arc;
 //!
+//! use memvisor_kvm::kvm_ioctls::Kvm;
 //! use memvisor_kvm::{MemorySlots, slot_limit};
+//! use memvisor_space::vm_memory::GuestAddress;
 //! use memvisor_space::{AddressSpace, Layout, RegionSpec, WindowKind};
-//! use vm_memory::GuestAddress;
 //!
 //! # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
-//! let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+//! let Ok(kvm) = Kvm::new() else {
 //!     eprintln!("no /dev/kvm: example skipped");
 //!     return Ok(());
 //! };
@@ -58,4 +64,7 @@ mod slots;
 
 pub use dirty::DirtyBitmap;
 pub use error::{Error, KvmError, Result};
+/// The kvm-ioctls crate whose `VmFd` [`MemorySlots`] and [`slot_limit`] take, so that users
+/// make their VM with the same version.
+pub use kvm_ioctls;
 pub use slots::{MemorySlots, slot_limit};
