@@ -1445,9 +1445,10 @@ impl Reservation {
     /// Linux `MADV_POPULATE_WRITE` (5.14 and later), elsewhere (or on older kernels) by
     /// touching each page, which keeps its contents: an atomic compare-exchange of the page's
     /// first byte with its own value, so a store that another thread makes meanwhile through an
-    /// atomic (from [`as_ptr`](Self::as_ptr)), or another process to shared memory, is kept
-    /// and races nothing. A plain access of such a byte on another thread during the call
-    /// races the touch.
+    /// [`AtomicU8`](core::sync::atomic::AtomicU8) (from [`as_ptr`](Self::as_ptr)), or another
+    /// process to shared memory, is kept and races nothing. Any other access to such a byte
+    /// on another thread during the call (a plain one, or an atomic of another size) races
+    /// the touch; the rest of each page is not accessed.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] for a page that is
@@ -1458,8 +1459,8 @@ impl Reservation {
     pub fn prefault(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other call on the reservation runs meanwhile. The reservation
         // hands out no references into its memory, and the touching fallback's accesses are
-        // atomic: other threads' accesses through `as_ptr` are theirs to make atomic while
-        // this runs, as the docs above say.
+        // one-byte atomics: other threads' accesses through `as_ptr` to those bytes are theirs
+        // to make one-byte atomics while this runs, as the docs above say.
         unsafe { self.prefault_unchecked(offset, len) }
     }
 
@@ -1605,11 +1606,11 @@ impl Reservation {
     ///
     /// # Safety
     /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), the first
-    /// byte of each page is written with its own value by an atomic compare-exchange (see
-    /// [`prefault`](Self::prefault)): during the call no other thread may access the range
-    /// with plain (non-atomic) accesses, and no `&` or `&mut` reference into it may be live.
-    /// Atomic accesses on other threads, and other prefaults of the same range, may run at
-    /// once.
+    /// byte of each page is written with its own value by a one-byte atomic compare-exchange
+    /// (see [`prefault`](Self::prefault)): during the call other threads may access the first
+    /// byte of a page of the range only through an `AtomicU8` (as other prefaults of the
+    /// range do), and no reference to such a byte may be live but a `&AtomicU8`. The rest of
+    /// each page is not accessed.
     pub unsafe fn prefault_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         // A decommit, protect, guard or map taking pages between the check and the

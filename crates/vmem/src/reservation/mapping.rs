@@ -888,9 +888,10 @@ impl Reservation {
     /// Makes committed readable pages resident for reading, for read-only ranges that
     /// [`prefault`](Self::prefault) (which populates for writing) refuses: Linux
     /// `MADV_POPULATE_READ` (5.14 and later), elsewhere (or on older kernels) by reading each
-    /// page's first byte with a relaxed atomic load, which races no atomic store another
-    /// thread makes meanwhile (a plain write of that byte on another thread during the call
-    /// does race it). Contents are kept; private pages never written map the shared zero page.
+    /// page's first byte with a relaxed one-byte atomic load, which races no store another
+    /// thread makes meanwhile through an [`AtomicU8`] (any other write of that byte on another
+    /// thread during the call, a plain one or an atomic of another size, does race it).
+    /// Contents are kept; private pages never written map the shared zero page.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] or
@@ -911,8 +912,8 @@ impl Reservation {
     pub fn prefault_read(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other call on the reservation runs meanwhile. The reservation
         // hands out no references into its memory, and the reading fallback's loads are
-        // atomic: other threads' stores through `as_ptr` are theirs to make atomic while this
-        // runs, as the docs above say.
+        // one-byte atomics: other threads' stores through `as_ptr` to those bytes are theirs to
+        // make one-byte atomics while this runs, as the docs above say.
         unsafe { self.prefault_read_unchecked(offset, len) }
     }
 
@@ -932,10 +933,10 @@ impl Reservation {
     ///
     /// # Safety
     /// Where the kernel cannot populate (Linux before 5.14, other systems, Miri), the first
-    /// byte of each page is read with a relaxed atomic load: during the call no other thread
-    /// may write the range with plain (non-atomic) accesses, and no `&mut` reference into it
-    /// may be live. Atomic stores on other threads, and prefaults of the same range, may run
-    /// at once.
+    /// byte of each page is read with a relaxed one-byte atomic load: during the call other
+    /// threads may write the first byte of a page of the range only through an `AtomicU8` (as
+    /// [`prefault_unchecked`](Self::prefault_unchecked) of the range does), and no `&mut`
+    /// reference to such a byte may be live. The rest of each page is not accessed.
     pub unsafe fn prefault_read_unchecked(&self, offset: usize, len: usize) -> Result<()> {
         let pages = self.check(offset, len)?;
         // A decommit, protect, guard or map taking pages between the check and the
