@@ -310,7 +310,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(memvisor_context_delete(m.ctx), Status::ContextBusy);
     }
     for cl in m.clients.iter().flatten() {
-        assert_eq!(memvisor_client_delete(*cl), Status::Ok);
+        // SAFETY: the model uses its clients on this thread alone, and no block after its
+        // client is deleted.
+        assert_eq!(unsafe { memvisor_client_delete(*cl) }, Status::Ok);
     }
     let (st, s) = context_stats(m.ctx);
     assert_eq!(st, Status::Ok);
@@ -364,7 +366,8 @@ fn step(m: &mut Model, input: &mut Input<'_>) {
         1 => {
             // Delete a client: a live one deletes, anything else is refused.
             let (cl, index) = m.pick_handle(input);
-            let st = memvisor_client_delete(cl);
+            // SAFETY: as above; a handle of no live client is refused.
+            let st = unsafe { memvisor_client_delete(cl) };
             match index {
                 Some(i) => {
                     assert_eq!(st, Status::Ok);

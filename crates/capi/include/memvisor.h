@@ -300,6 +300,10 @@ extern "C" {
 // Thread safety: one thread at a time per client: no other call on the same client may run
 // during the delete, except another delete of it (one wins, the other gets
 // `INVALID_HANDLE`).
+//
+// # Safety
+// No block of the client is used after the call, and no other call on this client (but
+// another delete) runs at the same time on another thread.
 memvisor_status memvisor_client_delete(struct memvisor_client client);
 
 // Allocates `size` bytes aligned to `align` (a power of two up to the context's largest

@@ -31,11 +31,15 @@ use crate::types::{Client, ClientStats, MEMVISOR_MIN_ALIGN, write_sized};
 /// Thread safety: one thread at a time per client: no other call on the same client may run
 /// during the delete, except another delete of it (one wins, the other gets
 /// `INVALID_HANDLE`).
+///
+/// # Safety
+/// No block of the client is used after the call, and no other call on this client (but
+/// another delete) runs at the same time on another thread.
 #[unsafe(no_mangle)]
-pub extern "C" fn memvisor_client_delete(client: Client) -> Status {
-    // SAFETY: every other function on a client is `unsafe` and makes its caller promise that
-    // no delete of that client runs at the same time; two deletes race only on the generation's
-    // compare-exchange, which one wins. A stale handle is refused by its generation.
+pub unsafe extern "C" fn memvisor_client_delete(client: Client) -> Status {
+    // SAFETY: the caller's promise: no other call on the client runs meanwhile; two deletes
+    // race only on the generation's compare-exchange, which one wins. A stale handle is
+    // refused by its generation.
     guard(|| unsafe { registry::delete_client(client.id) })
 }
 

@@ -63,16 +63,27 @@
 //! child); the header's opening comment says what the child gets.
 //!
 //! In Rust every function that works on a client is `unsafe`, with that rule in its `# Safety`
-//! section, since two calls on one client at once are a data race; the one exception is
-//! `memvisor_client_delete`, which two threads may race on (one wins, the other gets
-//! `InvalidHandle`) and which every other client function's contract keeps apart from them.
-//! So safe code cannot call, say, `memvisor_client_trim` from two threads:
+//! section, since two calls on one client at once are a data race. `memvisor_client_delete` is
+//! too: a handle is a number that any code can copy or make up, so a safe delete would let
+//! safe code end a client that another thread is in a call on, or whose blocks their owner
+//! still uses, and no other function's contract could rule that out. Two deletes of one client
+//! may still race (one wins, the other gets `InvalidHandle`). So safe code cannot call, say,
+//! `memvisor_client_trim` from two threads:
 //!
 //! ```compile_fail
 //! use memvisor::status::Status;
 //! use memvisor::types::Client;
 //!
 //! let trim: extern "C" fn(Client) -> Status = memvisor::memvisor_client_trim;
+//! ```
+//!
+//! nor delete a client, whose handle it may have copied or made up:
+//!
+//! ```compile_fail,E0133
+//! // Guards against a safe delete: it would end the client under another thread's call on it,
+//! // or under blocks their owner still uses.
+//! let client = memvisor::types::Client { id: 1 };
+//! memvisor::memvisor_client_delete(client);
 //! ```
 
 pub mod client;

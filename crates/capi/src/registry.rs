@@ -1029,9 +1029,15 @@ mod tests {
         assert!(q.is_null());
         assert_eq!((size, owns, flags, owner.id, made.id), (0, false, 0, 0, 0));
         assert_eq!(crate::memvisor_context_delete(context), Status::ContextBusy);
-        assert_eq!(crate::memvisor_client_delete(ca), Status::Ok);
-        assert_eq!(crate::memvisor_client_delete(cb), Status::Ok);
-        assert_eq!(crate::memvisor_client_delete(cb), Status::InvalidHandle);
+        // SAFETY: the client is used on this thread alone, and its blocks not after.
+        assert_eq!(unsafe { crate::memvisor_client_delete(ca) }, Status::Ok);
+        // SAFETY: the client is used on this thread alone, and its blocks not after.
+        assert_eq!(unsafe { crate::memvisor_client_delete(cb) }, Status::Ok);
+        let again = {
+            // SAFETY: as above; the handle no longer names a client.
+            unsafe { crate::memvisor_client_delete(cb) }
+        };
+        assert_eq!(again, Status::InvalidHandle);
         // SAFETY: as above.
         let trimmed = unsafe { crate::memvisor_client_trim(cb) };
         assert_eq!(trimmed, Status::InvalidHandle);
@@ -1237,7 +1243,8 @@ mod tests {
             }
             for cl in clients {
                 assert_eq!(
-                    crate::memvisor_client_delete(crate::types::Client { id: cl }),
+                    // SAFETY: the client is used on this thread alone, and its blocks not after.
+                    unsafe { crate::memvisor_client_delete(crate::types::Client { id: cl }) },
                     Status::Ok
                 );
             }
@@ -1305,7 +1312,11 @@ mod tests {
                             std::thread::yield_now();
                         }
                         assert_eq!(
-                            crate::memvisor_client_delete(crate::types::Client { id: cl }),
+                            // SAFETY: the client is used on this thread alone, and its blocks not
+                            // after.
+                            unsafe {
+                                crate::memvisor_client_delete(crate::types::Client { id: cl })
+                            },
                             Status::Ok
                         );
                     });
@@ -1321,7 +1332,11 @@ mod tests {
                     assert!(hit.is_err());
                     panicked.store(true, Ordering::Release);
                     assert_eq!(
-                        crate::memvisor_client_delete(crate::types::Client { id: panicker }),
+                        // SAFETY: the client is used on this thread alone, and its blocks not
+                        // after.
+                        unsafe {
+                            crate::memvisor_client_delete(crate::types::Client { id: panicker })
+                        },
                         Status::Ok
                     );
                 });

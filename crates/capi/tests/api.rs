@@ -307,7 +307,8 @@ fn free_through_context_from_other_thread_while_client_works() {
     let st = unsafe { memvisor_client_get_stats(cl, &mut cs) };
     assert_eq!(st, Status::Ok);
     assert_eq!((cs.live_blocks, cs.used_bytes, cs.chunks), (0, 0, 0));
-    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
 
@@ -339,7 +340,8 @@ fn alloc_aligned_alignment_past_largest_chunk_unsupported_not_too_large() {
         );
     }
     assert!(p.is_null());
-    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
 
@@ -373,7 +375,8 @@ fn alloc_aligned_past_a_low_context_alignment_unsupported() {
         assert_eq!(p as usize % 16, 0);
         assert_eq!(memvisor_client_free(cl, p, ptr::null_mut()), Status::Ok);
     }
-    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
 
@@ -435,7 +438,8 @@ fn filled_structures_every_byte_defined_on_every_target() {
         assert_eq!(c, Config::default());
         assert_eq!(memvisor_client_free(cl, p, ptr::null_mut()), Status::Ok);
     }
-    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
 
@@ -479,7 +483,9 @@ fn client_delete_racing_on_two_threads_one_wins() {
         alloc_in(cl, 100);
         let results: Vec<Status> = std::thread::scope(|scope| {
             let threads: Vec<_> = (0..2)
-                .map(|_| scope.spawn(move || memvisor_client_delete(cl)))
+                // SAFETY: the two deletes are the only calls on the client meanwhile, which
+                // the contract allows; its blocks are not used after.
+                .map(|_| scope.spawn(move || unsafe { memvisor_client_delete(cl) }))
                 .collect();
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
@@ -599,7 +605,8 @@ fn get_stats_older_structures_filled_up_to_their_size_only() {
     // SAFETY: a live block of the client.
     let st = unsafe { memvisor_client_free(cl, p, ptr::null_mut()) };
     assert_eq!(st, Status::Ok);
-    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
 
@@ -657,7 +664,8 @@ fn context_create_over_a_live_contexts_memory_block_in_use_nothing_changed() {
         assert_eq!(st, Status::Ok, "at {at:p}");
         assert_eq!(memvisor_context_delete(ctx), Status::Ok);
     }
-    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
     assert_eq!(memvisor_context_delete(live), Status::Ok);
     // Deleted, its memory is the caller's again: a new context may use it.
     let mut again = Context::default();
@@ -684,7 +692,8 @@ fn context_create_inside_a_reserved_context_block_in_use() {
     assert_eq!(st, Status::BlockInUse);
     assert_eq!(ctx, Context::default());
     assert_eq!(context_stats(reserved), before);
-    assert_eq!(memvisor_client_delete(cl), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
     assert_eq!(memvisor_context_delete(reserved), Status::Ok);
 }
 
@@ -732,7 +741,9 @@ fn client_create_racing_context_delete_never_outlives_its_context() {
                             let p = alloc_in(cl, 100);
                             // SAFETY: `p` holds 100 writable bytes while the client lives.
                             unsafe { p.cast::<u8>().write_bytes(0xa5, 100) };
-                            assert_eq!(memvisor_client_delete(cl), Status::Ok);
+                            // SAFETY: the client is used on this thread alone, and its blocks not
+                            // after.
+                            assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
                         }
                         Status::InvalidHandle => break,
                         other => panic!("create: {other:?}"),

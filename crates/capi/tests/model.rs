@@ -151,7 +151,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         Ok(())
     })();
     for cl in m.clients.iter().flatten() {
-        assert_eq!(memvisor_client_delete(*cl), Status::Ok);
+        // SAFETY: the client is used on this thread alone, and its blocks not after.
+        assert_eq!(unsafe { memvisor_client_delete(*cl) }, Status::Ok);
     }
     let mut s = ContextStats {
         size: size_of::<ContextStats>(),
@@ -183,7 +184,8 @@ fn step(m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         Op::DeleteClient(n) => {
             if let Some(i) = m.pick_client(n) {
                 let cl = m.clients[i].take().unwrap();
-                prop_assert_eq!(memvisor_client_delete(cl), Status::Ok);
+                // SAFETY: the client is used on this thread alone, and its blocks not after.
+                prop_assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::Ok);
                 m.blocks.retain(|b| b.client != i);
                 m.deleted.push(cl);
             }
@@ -330,7 +332,8 @@ fn step(m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
                 // SAFETY: writable.
                 let st = unsafe { memvisor_alloc(cl, size, &mut p) };
                 prop_assert_eq!(st, Status::InvalidHandle);
-                prop_assert_eq!(memvisor_client_delete(cl), Status::InvalidHandle);
+                // SAFETY: the client is used on this thread alone, and its blocks not after.
+                prop_assert_eq!(unsafe { memvisor_client_delete(cl) }, Status::InvalidHandle);
                 prop_assert!(p.is_null());
             }
         }

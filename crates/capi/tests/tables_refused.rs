@@ -95,7 +95,8 @@ fn context_whose_tables_are_refused_is_os_status() {
     // SAFETY: `out` writable.
     let status = unsafe { memvisor_client_create(ctx, MEMVISOR_UNLIMITED, &raw mut client) };
     assert_eq!(status, Status::Ok);
-    assert_eq!(memvisor_client_delete(client), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(client) }, Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
 
@@ -141,7 +142,11 @@ fn every_refused_request_of_create_and_delete_is_os_status() {
 
     // Deleting allocates nothing: with every request refused, both deletes succeed.
     REFUSE_AFTER.set(Some(0));
-    let deleted = (memvisor_client_delete(client), memvisor_context_delete(ctx));
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    let deleted = (
+        unsafe { memvisor_client_delete(client) },
+        memvisor_context_delete(ctx),
+    );
     REFUSE_AFTER.set(None);
     assert_eq!(deleted, (Status::Ok, Status::Ok));
 
@@ -185,7 +190,8 @@ fn concurrent_client_creates_under_refusal_do_not_abort() {
     let spare: Vec<_> = (0..4).map(|_| create(other)).collect();
     for (status, client) in spare {
         assert_eq!(status, Status::Ok);
-        assert_eq!(memvisor_client_delete(client), Status::Ok);
+        // SAFETY: the client is used on this thread alone, and its blocks not after.
+        assert_eq!(unsafe { memvisor_client_delete(client) }, Status::Ok);
     }
     assert_eq!(memvisor_context_delete(other), Status::Ok);
     let kept: Vec<_> = (0..2).map(|_| create(ctx).1).collect();
@@ -204,11 +210,13 @@ fn concurrent_client_creates_under_refusal_do_not_abort() {
     for (status, client) in [first, second] {
         assert!(matches!(status, Status::Ok | Status::Os), "{status:?}");
         if status == Status::Ok {
-            assert_eq!(memvisor_client_delete(client), Status::Ok);
+            // SAFETY: the client is used on this thread alone, and its blocks not after.
+            assert_eq!(unsafe { memvisor_client_delete(client) }, Status::Ok);
         }
     }
     for client in kept {
-        assert_eq!(memvisor_client_delete(client), Status::Ok);
+        // SAFETY: the client is used on this thread alone, and its blocks not after.
+        assert_eq!(unsafe { memvisor_client_delete(client) }, Status::Ok);
     }
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
@@ -246,7 +254,8 @@ fn free_through_context_whose_remote_bits_are_refused_is_os_status_block_kept() 
     let status = unsafe { memvisor_free(ctx, block, &raw mut size) };
     assert_eq!(status, Status::Ok);
     assert_eq!(size, 112);
-    assert_eq!(memvisor_client_delete(client), Status::Ok);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    assert_eq!(unsafe { memvisor_client_delete(client) }, Status::Ok);
     assert_eq!(memvisor_context_delete(ctx), Status::Ok);
 }
 

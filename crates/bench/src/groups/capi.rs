@@ -89,7 +89,9 @@ impl CContext {
 
 impl Drop for CContext {
     fn drop(&mut self) {
-        ::capi::memvisor_client_delete(self.client);
+        // SAFETY: the client is this context's alone, used on one thread, and its blocks are
+        // not used after.
+        unsafe { ::capi::memvisor_client_delete(self.client) };
         ::capi::memvisor_context_delete(self.context);
     }
 }
