@@ -614,9 +614,18 @@ struct FcBootArgs {
 
 /// The bytes of the kernel command line `raw` (`boot_args`) makes, its NUL included.
 fn fc_cmdline_size(raw: &str) -> usize {
-    let split = raw
-        .match_indices(FC_INIT_ARGS_SEPARATOR)
-        .find(|&(at, _)| raw[..at].matches('"').count().is_multiple_of(2));
+    // The quotes before each separator are counted once, from the previous one on: one pass
+    // over the text, whatever number of separators it has.
+    let mut quotes = 0usize;
+    let mut counted = 0;
+    let split = raw.match_indices(FC_INIT_ARGS_SEPARATOR).find(|&(at, _)| {
+        // `counted <= at`: the separators come in order and do not overlap.
+        quotes += raw
+            .get(counted..at)
+            .map_or(0, |part| part.matches('"').count());
+        counted = at;
+        quotes.is_multiple_of(2)
+    });
     let (boot, init) = match split {
         None => (raw, ""),
         Some((at, sep)) => (&raw[..at], &raw[at + sep.len()..]),
@@ -1876,6 +1885,30 @@ mod tests {
             text: toml,
         })
         .unwrap()
+    }
+
+    /// A ` -- ` is the init's separator only with an even number of `"` before it: after one
+    /// `"`, a spec's worth (1 MiB) of separators is measured in one pass over the text, not by
+    /// counting the quotes before each separator again (some 10^11 byte reads, seconds of work
+    /// for a file the command must check in milliseconds).
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn fc_cmdline_size_of_many_separators_after_a_quote_finishes() {
+        let raw = format!("\"{}", FC_INIT_ARGS_SEPARATOR.repeat(1 << 18));
+        let expected = raw.trim().len() + 1;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(fc_cmdline_size(&raw)));
+        let size = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("still measuring after 5 s");
+        assert_eq!(size, expected);
+        // The quotes before each separator decide: split at the first with an even count.
+        assert_eq!(
+            fc_cmdline_size("a \" -- \" -- b"),
+            "a \" -- \"".len() + 1 + 5
+        );
+        assert_eq!(fc_cmdline_size("\"\" -- b"), 3 + 5);
+        assert_eq!(fc_cmdline_size("\" -- b"), 7);
     }
 
     #[test]
