@@ -238,8 +238,9 @@ pub struct Arena {
     mail: Box<[AtomicPtr<Mailbox>]>,
     /// The marks table. Start-bit words are written only by the chunk's holder, with relaxed
     /// loads and stores (other threads read them in [`free`](Self::free) and
-    /// [`owner_of`](Self::owner_of)); metadata words are accessed only by the chunk's holder,
-    /// through [`marks_ptr`](Self::marks_ptr).
+    /// [`owner_of`](Self::owner_of)); metadata words are written only by the chunk's holder,
+    /// through [`marks_ptr`](Self::marks_ptr), and read by it and by a [`free`](Self::free)
+    /// on another thread, which reads the metadata of the block it claimed (see `Sync`).
     marks: Box<[core::sync::atomic::AtomicU64]>,
     /// Blocks claimed by frees from other threads, not yet taken back by their holders.
     remote: RemoteBits,
@@ -270,7 +271,12 @@ pub struct Arena {
 // SAFETY: the side tables in `UnsafeCell`s are partitioned by chunk, and the cells of a chunk
 // are only touched by the client holding it: a chunk is taken from the stack with `Acquire` and
 // given back with `Release`, so its holders' accesses are ordered, and a client is used by one
-// thread at a time (it is not `Sync`). Everything else is atomic or read-only.
+// thread at a time (it is not `Sync`). One exception: `free` on another thread reads (plain
+// loads, no write) the page metadata of the block it has just claimed; the block's allocation,
+// which wrote it, happened before that call (its caller's promise), and the holder does not
+// write that block's metadata while the claim stands (the block stays live until the holder
+// takes it from its mailbox), nor whole metadata words holding it (a slab's, written only while
+// the slab has no live block). Everything else is atomic or read-only.
 unsafe impl Sync for Arena {}
 // SAFETY: the arena owns its block and tables; nothing in it is tied to a thread.
 unsafe impl Send for Arena {}
