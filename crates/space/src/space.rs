@@ -436,6 +436,25 @@ impl SpaceBuilder {
     /// [`Error::NoHotplugWindow`], and memory for the window is inserted as a region with
     /// [`AddressSpace::insert_region`].
     ///
+    /// The mappings are vm-memory's without a dirty bitmap, `GuestMemoryMmap<()>` (the alias's
+    /// default). Memory that carries one, as Firecracker's
+    /// (`GuestMemoryMmap<Option<AtomicBitmap>>`) and Cloud Hypervisor's
+    /// (`GuestMemoryMmap<AtomicBitmap>`) do, is not taken, and vm-memory cannot take a region's
+    /// bitmap off: such a VMM maps its memory without one to adopt it, or makes it with this
+    /// crate ([`back`](Self::back), with
+    /// [`RegionSpec::with_dirty_tracking`](crate::RegionSpec::with_dirty_tracking) for the
+    /// regions whose writes it tracks).
+    /// ```compile_fail,E0308
+    /// use memvisor_space::vm_memory::bitmap::AtomicBitmap;
+    /// use memvisor_space::vm_memory::{GuestAddress, GuestMemoryMmap};
+    /// use memvisor_space::{AddressSpace, Layout};
+    ///
+    /// let memory = GuestMemoryMmap::<AtomicBitmap>::from_ranges(&[(GuestAddress(0), 1 << 20)])
+    ///     .expect("host memory");
+    /// let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
+    /// let space = AddressSpace::builder(layout).adopt(&memory); // a bitmap: not taken
+    /// ```
+    ///
     /// ```
     /// use memvisor_space::{AddressSpace, Error, Layout};
     /// use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -646,8 +665,9 @@ impl AddressSpace {
     }
 
     /// Shorthand for `builder(layout).adopt(memory)`: an address space of RAM regions over
-    /// the mappings of a vm-memory `GuestMemoryMmap`, which stay alive as long as the regions
-    /// do, with the default [`DEFAULT_SLOTS`] memory-slot numbers. A VMM that must keep
+    /// the mappings of a vm-memory `GuestMemoryMmap` without dirty bitmaps (as
+    /// [`SpaceBuilder::adopt`] says), which stay alive as long as the regions do, with the
+    /// default [`DEFAULT_SLOTS`] memory-slot numbers. A VMM that must keep
     /// within fewer (KVM's slot limit) calls [`SpaceBuilder::adopt`] on a builder given
     /// [`slots`](SpaceBuilder::slots).
     ///
