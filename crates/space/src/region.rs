@@ -128,6 +128,8 @@ impl Region {
     /// A region of type `ty` over an existing vm-memory region's mapping, which it keeps alive.
     /// The mapping's protection is recorded as the region's, so a read-only mapping stays
     /// read-only through this crate too (no slice that would allow a write is handed out).
+    /// The region is vm-memory's without a dirty bitmap, `GuestRegionMmap<()>`, as
+    /// [`SpaceBuilder::adopt`](crate::SpaceBuilder::adopt) says.
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] for a mapping with write or execute rights but not read (no
