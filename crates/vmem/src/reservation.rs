@@ -592,6 +592,14 @@ impl Reservation {
     }
 
     /// The start of the reservation.
+    ///
+    /// Accesses through it are the caller's to keep valid: only committed pages may be
+    /// accessed, as their protection allows, and the calls that discard pages or change their
+    /// access ([`decommit`](Self::decommit), [`protect`](Self::protect),
+    /// [`guard`](Self::guard), [`map`](Self::map), [`free`](Self::free),
+    /// [`discard`](Self::discard), [`purge`](Self::purge)) do not wait for accesses on other
+    /// threads: keep those away from the range while such a call runs. The prefaults touch only
+    /// the first byte of each page, through a one-byte atomic (see [`prefault`](Self::prefault)).
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
