@@ -161,7 +161,7 @@ impl Backing {
     /// # Examples
     /// ```
     /// use memvisor_arena::Backing;
-    /// use memvisor_vmem::CommitMode;
+    /// use memvisor_arena::memvisor_vmem::CommitMode;
     ///
     /// let backing = Backing::reserve(4 << 20, 1 << 20, CommitMode::Protected)?;
     /// assert!(backing.is_reserved());

@@ -59,7 +59,8 @@
 //!
 //! # Features
 //! The crate is `no_std` with `alloc` (for its side tables). The default `std` feature adds
-//! arenas over a memvisor-vmem reservation ([`Arena::with_reservation`], [`Backing::reserve`]),
+//! arenas over a memvisor-vmem reservation ([`Arena::with_reservation`], [`Backing::reserve`];
+//! memvisor-vmem is re-exported as [`memvisor_vmem`] for its `CommitMode` and `Reservation`),
 //! which commit a chunk when a client takes it uncommitted (never taken before, decommitted
 //! when given back, or by a caller through [`Backing::reservation`]), and can decommit chunks
 //! given back
@@ -116,3 +117,8 @@ pub use backing::Backing;
 pub use client::{Client, ClientStats, POISON_BYTE};
 pub use config::{Config, Flags, MAX_CHUNK_SIZE, MAX_MIN_BLOCK, MIN_BLOCK, MIN_CHUNK_SIZE, Quota};
 pub use error::{Error, HostTable, Result};
+/// The memvisor-vmem crate of the reservations an arena can own ([`Backing::reserve`] takes
+/// its `CommitMode`, [`Backing::reservation`] hands out its `Reservation`), so that users name
+/// them without a dependency of their own.
+#[cfg(feature = "std")]
+pub use memvisor_vmem;
