@@ -169,6 +169,11 @@ pub use error::{Error, ListenerError, Result};
 pub use firmware::{E820_MAX_ENTRIES, LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
 pub use layout::{Layout, LayoutBuilder, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
+/// memvisor-resources, whose `AddressRange` [`GuestRange::as_range`] returns and whose `Error`
+/// [`Error::Allocator`] carries.
+pub use memvisor_resources;
+/// memvisor-vmem, whose `Error` [`Error::Reservation`] and other host failures carry.
+pub use memvisor_vmem;
 pub use placer::Placer;
 pub use platform::{Arch, Platform, Reservation, ReservationKind, SerialPreset};
 pub use range::GuestRange;

@@ -107,7 +107,18 @@ impl GuestRange {
         self.0.intersection(&other.0).map(Self)
     }
 
-    /// The range as the workspace's range type.
+    /// The range as the workspace's range type, memvisor-resources' `AddressRange` (re-exported
+    /// with its crate as [`memvisor_resources`](crate::memvisor_resources)).
+    ///
+    /// ```
+    /// use memvisor_space::GuestRange;
+    /// use memvisor_space::memvisor_resources::AddressRange;
+    /// use memvisor_space::vm_memory::GuestAddress;
+    ///
+    /// let range = GuestRange::new(GuestAddress(0x1000), 0x1000)?;
+    /// assert_eq!(range.as_range(), AddressRange::new(0x1000, 0x1fff)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn as_range(&self) -> AddressRange {
         self.0
