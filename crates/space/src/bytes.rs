@@ -40,7 +40,7 @@ type GuestResult<T> = std::result::Result<T, GuestMemoryError>;
 ///
 /// ```
 /// use memvisor_space::{Protection, Region, RegionSpec, RegionType};
-/// use vm_memory::{Bytes, GuestAddress};
+/// use memvisor_space::vm_memory::{Bytes, GuestAddress};
 ///
 /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
 /// use memvisor_space::{AddressSpace, Layout};

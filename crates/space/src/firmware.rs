@@ -134,7 +134,7 @@ impl Snapshot {
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, MemoryMapEntry, MemoryType, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::x86_64().ram(512 << 20).build()?;
     /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 512 << 20)])?;
@@ -180,7 +180,7 @@ impl Snapshot {
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, E820_MAX_ENTRIES, Error, Layout, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::x86_64().ram(1 << 30).build()?;
     /// // 129 separate pages of RAM: one range more than the table holds.
@@ -217,7 +217,7 @@ impl Snapshot {
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::x86_64().ram(64 << 20).build()?;
     /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 64 << 20)])?;
@@ -246,7 +246,7 @@ impl Snapshot {
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, NumaBinding, NumaRange, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::x86_64().ram(1 << 30).build()?;
     /// let space = AddressSpace::plan(

@@ -76,7 +76,7 @@ impl Window {
     ///
     /// ```
     /// use memvisor_space::{Window, WindowKind};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let w = Window::new(WindowKind::Ram, GuestAddress(0), 1 << 30)?;
     /// assert_eq!(w.last_addr(), GuestAddress((1 << 30) - 1));
@@ -151,12 +151,13 @@ impl Window {
 /// limit.
 ///
 /// ```
+/// use memvisor_space::vm_memory::GuestAddress;
 /// use memvisor_space::{Layout, WindowKind};
 ///
 /// // 6 GiB of RAM, 8 GiB hotplug window, 1 GiB DAX window.
 /// let layout = Layout::x86_64().ram(6 << 30).hotplug(8 << 30).dax(1 << 30).build()?;
 /// let ram: Vec<_> = layout.ram_ranges(6 << 30)?;
-/// assert_eq!(ram, [(vm_memory::GuestAddress(0), 3 << 30), (vm_memory::GuestAddress(4 << 30), 3 << 30)]);
+/// assert_eq!(ram, [(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 3 << 30)]);
 /// assert_eq!(layout.windows_of(WindowKind::Hotplug).count(), 1);
 /// # Ok::<(), memvisor_space::Error>(())
 /// ```
@@ -213,7 +214,7 @@ impl Layout {
     ///
     /// ```
     /// use memvisor_space::{Error, Layout, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::aarch64().build()?.with_guest_page_size(0x1_0000)?;
     /// let r = RegionSpec::ram(GuestAddress(1 << 30), 0x1000);
@@ -295,7 +296,7 @@ impl Layout {
     ///
     /// ```
     /// use memvisor_space::{Error, Layout, RegionSpec, RegionType};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::x86_64().ram(1 << 30).build()?;
     /// layout.check(&RegionSpec::ram(GuestAddress(0), 1 << 30))?;
@@ -493,7 +494,7 @@ impl LayoutBuilder {
     ///
     /// ```
     /// use memvisor_space::Layout;
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::x86_64().ram(512 << 20).low_ram_limit(1 << 20).build()?;
     /// let ram = layout.ram_ranges(512 << 20)?;

@@ -60,7 +60,7 @@ struct Irqs {
 ///
 /// ```
 /// use memvisor_space::{Error, GuestRange, Layout, WindowKind};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let layout = Layout::x86_64().ram(1 << 30).build()?;
 /// let mut placer = layout.placer();
@@ -657,7 +657,7 @@ impl Placer {
     ///
     /// ```
     /// use memvisor_space::{Error, GuestRange, Platform};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let platform = Platform::x86_64();
     /// let mut placer = platform.placer(&platform.layout().build()?)?;

@@ -320,7 +320,7 @@ impl Plan {
     /// ```
     /// use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanRequest, plan_with_memory_slots};
     /// use memvisor_space::{Platform, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let request = PlanRequest {
     ///     platform: Platform::x86_64(),
@@ -367,7 +367,7 @@ impl Plan {
     /// ```
     /// use memvisor_space::plan::{NodeRequest, PlanRequest, plan};
     /// use memvisor_space::{MemoryMapEntry, MemoryType, Platform, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let request = PlanRequest {
     ///     platform: Platform::x86_64().with_pci_mmconfig()?,
@@ -464,7 +464,7 @@ impl Plan {
     /// ```
     /// use memvisor_space::plan::{NodeRequest, PlanRequest, plan};
     /// use memvisor_space::{NumaRange, Platform, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let node = NodeRequest { size: 1 << 30, memory: RegionSpec::ram(GuestAddress(0), 0) };
     /// let request = PlanRequest {
@@ -581,7 +581,7 @@ fn shift_file_offset(spec: &mut RegionSpec, by: u64) -> Result<()> {
 /// ```
 /// use memvisor_space::plan::{DeviceRequest, NodeRequest, PlanRequest, SerialRequest, plan};
 /// use memvisor_space::{Platform, RegionSpec};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let request = PlanRequest {
 ///     platform: Platform::x86_64(),

@@ -15,7 +15,7 @@ use crate::spec::RegionSpec;
 ///
 /// ```
 /// use memvisor_space::GuestRange;
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let r = GuestRange::new(GuestAddress(0x1000), 0x2000)?;
 /// assert_eq!(r.last(), GuestAddress(0x2fff));
@@ -134,7 +134,7 @@ impl RegionSpec {
     ///
     /// ```
     /// use memvisor_space::{Error, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let r = RegionSpec::ram(GuestAddress(0x1000), 0x1000).range()?;
     /// assert_eq!(r.last(), GuestAddress(0x1fff));

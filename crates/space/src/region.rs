@@ -29,7 +29,7 @@ use crate::{Error, RegionReport};
 ///
 /// ```
 /// use memvisor_space::{Region, RegionSpec};
-/// use vm_memory::{Bytes, GuestAddress, GuestMemoryRegion, MemoryRegionAddress};
+/// use memvisor_space::vm_memory::{Bytes, GuestAddress, GuestMemoryRegion, MemoryRegionAddress};
 ///
 /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
 /// let (region, report) = Region::back(RegionSpec::ram(GuestAddress(0x10_0000), 1 << 20))?;
@@ -272,7 +272,7 @@ impl Region {
     ///
     /// ```
     /// use memvisor_space::{Region, RegionSpec};
-    /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+    /// use memvisor_space::vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
     ///
     /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
     /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).with_dirty_tracking(true);
@@ -367,7 +367,7 @@ impl Region {
     ///
     /// ```
     /// use memvisor_space::{Region, RegionSpec};
-    /// use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+    /// use memvisor_space::vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
     ///
     /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
     /// # if !cfg!(target_os = "linux") { return Ok(()); } // Discarding is Linux's.

@@ -61,7 +61,7 @@ const HIT_STREAK: usize = 1;
 ///
 /// ```compile_fail,E0597
 /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
 /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)]).unwrap();
@@ -77,7 +77,7 @@ const HIT_STREAK: usize = 1;
 ///
 /// ```compile_fail,E0716
 /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
 /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)]).unwrap();
@@ -98,7 +98,7 @@ const HIT_STREAK: usize = 1;
 ///
 /// ```compile_fail,E0499
 /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let layout = Layout::x86_64().ram(1 << 30).build().unwrap();
 /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)]).unwrap();
@@ -130,7 +130,7 @@ const HIT_STREAK: usize = 1;
 /// use std::sync::{Arc, Mutex};
 ///
 /// use memvisor_space::{AddressSpace, Layout, Region, RegionEvent, RegionSpec};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let layout = Layout::x86_64().ram(1 << 30).build()?;
 /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 0x1000)])?;
@@ -268,7 +268,7 @@ impl Snapshot {
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let layout = Layout::x86_64().ram(1 << 30).build()?;
     /// let space = AddressSpace::builder(layout)

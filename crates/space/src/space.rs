@@ -273,7 +273,7 @@ fn reserve_retired(retired: &mut Vec<Weak<Region>>, region: &Region) -> Result<(
 ///
 /// ```
 /// use memvisor_space::{AddressSpace, Layout, Region, RegionSpec};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let layout = Layout::x86_64().ram(1 << 30).build()?;
 /// let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 1 << 20)])?;
@@ -457,7 +457,7 @@ impl SpaceBuilder {
     ///
     /// ```
     /// use memvisor_space::{AddressSpace, Error, Layout};
-    /// use vm_memory::{GuestAddress, GuestMemoryMmap};
+    /// use memvisor_space::vm_memory::{GuestAddress, GuestMemoryMmap};
     ///
     /// let memory: GuestMemoryMmap =
     ///     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20), (GuestAddress(4 << 20), 1 << 20)])

@@ -293,7 +293,7 @@ impl Backing {
 ///
 /// ```
 /// use memvisor_space::{Backing, HugePages, NumaBinding, RegionSpec, RegionType};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// let spec = RegionSpec::new(RegionType::Ram, GuestAddress(0), 256 << 20)
 ///     .with_backing(Backing::Memfd)
@@ -580,7 +580,7 @@ impl RegionSpec {
     ///
     /// ```
     /// use memvisor_space::{Error, RegionSpec};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let zero = RegionSpec::ram(GuestAddress(0), 0);
     /// assert!(matches!(zero.validate(), Err(Error::ZeroSize { base: 0 })));

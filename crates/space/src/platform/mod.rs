@@ -402,7 +402,7 @@ impl Platform {
     ///
     /// ```
     /// use memvisor_space::{Error, GuestRange, Platform};
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// let platform = Platform::x86_64();
     /// let layout = platform.layout().ram(1 << 30).build()?;
