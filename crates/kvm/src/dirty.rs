@@ -40,7 +40,7 @@ impl DirtyBitmap {
     ///
     /// ```
     /// use memvisor_kvm::DirtyBitmap;
-    /// use vm_memory::GuestAddress;
+    /// use memvisor_space::vm_memory::GuestAddress;
     ///
     /// // KVM logs host pages: 4, 16 or 64 KiB.
     /// let page = memvisor_vmem::page_size() as u64;

@@ -253,7 +253,7 @@ enum Op {
 ///
 /// use memvisor_kvm::{MemorySlots, slot_limit};
 /// use memvisor_space::{AddressSpace, Layout, RegionSpec};
-/// use vm_memory::GuestAddress;
+/// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
 /// let Ok(kvm) = kvm_ioctls::Kvm::new() else {
