@@ -24,7 +24,7 @@ const DEFAULT_KVM_SLOTS: u32 = 32;
 ///
 /// ```
 /// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
-/// let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+/// let Ok(kvm) = memvisor_kvm::kvm_ioctls::Kvm::new() else {
 ///     return Ok(()); // no /dev/kvm here
 /// };
 /// let vm = kvm.create_vm()?;
@@ -256,7 +256,7 @@ enum Op {
 /// use memvisor_space::vm_memory::GuestAddress;
 ///
 /// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
-/// let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+/// let Ok(kvm) = memvisor_kvm::kvm_ioctls::Kvm::new() else {
 ///     return Ok(()); // no /dev/kvm here
 /// };
 /// let vm = Arc::new(kvm.create_vm()?);
