@@ -4,8 +4,9 @@
 //! address ranges for the whole life of a VM. This crate keeps that bookkeeping, with no OS
 //! calls:
 //!
-//! - [`IdAllocator`]: `u32` (or `u16`, `u64`) IDs from an inclusive range, smallest free first, a
-//!   specific ID or run, any `n` free IDs, or a contiguous aligned run; about one bit per ID.
+//! - [`IdAllocator`]: `u32` IDs ([`IdAllocator::new`]; `u16` or `u64` ones with
+//!   [`IdAllocator::with_range`]) from an inclusive range, smallest free first, a specific ID or
+//!   run, any `n` free IDs, or a contiguous aligned run; about one bit per ID.
 //! - [`AddressAllocator`]: ranges of a `u64` space placed first-fit, last-fit or exactly, with any
 //!   power-of-two alignment, optionally inside a window; reservations, owner tags, lookup, and
 //!   relocation that cannot lose a range, growing or shrinking the space. O(log n) worst case per
