@@ -67,31 +67,29 @@ fn unclaim(claims: &[AtomicU8], at: usize, n: usize) {
 }
 
 const THREADS: usize = 8;
-const ROUNDS: usize = if cfg!(miri) { 20 } else { 150 };
+const ROUNDS: usize = if cfg!(miri) { 20 } else { 60 };
 
 #[test]
 #[cfg_attr(miri, ignore)]
 fn device_threads_share_an_irq_allocator_without_double_allocation() {
     within(Duration::from_secs(20), || {
-        // GSIs 5..=68: 64 numbers for 8 threads that each hold up to 6 (single and runs of 2
-        // or 4, aligned), so the allocator runs out now and then.
+        // GSIs 5..=28: 24 numbers for 8 threads that each hold one run of 1, 2 or 4 (aligned
+        // to its length) at a time, up to 32 at once, so the allocator runs out now and then.
         let first = 5u32;
-        let irqs = Arc::new(Mutex::new(IdAllocator::new(first, first + 63).unwrap()));
-        let claims: Arc<Vec<AtomicU8>> = Arc::new((0..64).map(|_| AtomicU8::new(0)).collect());
+        let irqs = Arc::new(Mutex::new(IdAllocator::new(first, first + 23).unwrap()));
+        let claims: Arc<Vec<AtomicU8>> = Arc::new((0..24).map(|_| AtomicU8::new(0)).collect());
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (irqs, claims) = (Arc::clone(&irqs), Arc::clone(&claims));
                 std::thread::spawn(move || {
-                    let (mut allocated, mut refused) = (0u64, 0u64);
+                    let mut allocated = 0u64;
                     for round in 0..ROUNDS {
                         let count = [1u32, 2, 4][(round + t) % 3];
                         let got = irqs.lock().unwrap().allocate_ids(count, u64::from(count));
                         let ids = match got {
                             Ok(ids) => ids,
-                            Err(Error::OutOfIds { .. }) => {
-                                refused += 1;
-                                continue;
-                            }
+                            // Every number held by other threads, or no aligned run left.
+                            Err(Error::OutOfIds { .. }) => continue,
                             Err(e) => panic!("allocate_ids({count}): {e}"),
                         };
                         let at = (*ids.start() - first) as usize;
@@ -103,18 +101,18 @@ fn device_threads_share_an_irq_allocator_without_double_allocation() {
                         unclaim(&claims, at, count as usize);
                         irqs.lock().unwrap().free_ids(ids).unwrap();
                     }
-                    (allocated, refused)
+                    allocated
                 })
             })
             .collect();
         let mut allocated = 0;
         for t in threads {
-            allocated += t.join().unwrap().0;
+            allocated += t.join().unwrap();
         }
         assert!(allocated > 0);
         let irqs = irqs.lock().unwrap();
         assert_eq!(irqs.used(), 0);
-        assert_eq!(irqs.available(), 64);
+        assert_eq!(irqs.available(), 24);
         assert_eq!(irqs.iter().count(), 0);
     });
 }
