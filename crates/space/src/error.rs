@@ -576,12 +576,15 @@ pub enum Error {
     /// bitmap of a region that tracks writes
     /// ([`RegionSpec::with_dirty_tracking`](crate::RegionSpec::with_dirty_tracking)) when its
     /// memory is made, with `HeapRefused` as the source; the memory is unmapped again then.
+    /// And the heap refusing the copy of a region's dirty log
+    /// ([`Region::try_take_dirty_log`](crate::Region::try_take_dirty_log)), with `HeapRefused`
+    /// as the source; the log is kept then.
     #[error("allocating {what} for {owner} failed")]
     Allocator {
         /// What was being allocated: `"guest addresses"`, `"I/O ports"`, the interrupts' name
         /// (`"GSI"`, `"INTID"`), `"a memory-slot number"`, `"a hotplug slot"`, `"a place in
-        /// the list of file regions held outside the space"`, `"the snapshot table"` or
-        /// `"the dirty bitmap"`.
+        /// the list of file regions held outside the space"`, `"the snapshot table"`,
+        /// `"the dirty bitmap"` or `"the dirty log"`.
         what: &'static str,
         /// Who it was for (the placer's owner name, or the region).
         owner: String,

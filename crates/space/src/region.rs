@@ -270,6 +270,11 @@ impl Region {
     /// `i / 64` is page `i` of the region (KVM's `KVM_GET_DIRTY_LOG` layout). `None` when the
     /// region does not track writes.
     ///
+    /// The log is a new vector of one word per 64 host pages (32 MiB for 1 TiB of 4 KiB
+    /// pages), allocated infallibly: if the heap refuses it, the process aborts, as for any
+    /// vector. [`try_take_dirty_log`](Self::try_take_dirty_log) returns [`Error::Allocator`]
+    /// instead.
+    ///
     /// ```
     /// use memvisor_space::{Region, RegionSpec};
     /// use memvisor_space::vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
@@ -286,6 +291,41 @@ impl Region {
     #[must_use]
     pub fn take_dirty_log(&self) -> Option<Vec<u64>> {
         self.dirty.as_ref().map(AtomicBitmap::get_and_reset)
+    }
+
+    /// [`take_dirty_log`](Self::take_dirty_log), with the heap asked for the log's words
+    /// first: `Ok(None)` when the region does not track writes.
+    ///
+    /// vm-memory copies the bitmap into a vector it allocates infallibly, so the heap is asked
+    /// for a block of that size and layout first, and given it back right before vm-memory asks
+    /// for it again: a heap that grants the first request but refuses the second (another
+    /// thread took the memory meanwhile) still aborts the process.
+    ///
+    /// # Errors
+    /// [`Error::Allocator`] with [`memvisor_resources::Error::HeapRefused`] (`"the dirty log"`)
+    /// if the heap refuses the log's words (one per 64 host pages); the log is left as it was,
+    /// nothing taken or cleared.
+    ///
+    /// ```
+    /// use memvisor_space::{Region, RegionSpec};
+    /// use memvisor_space::vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
+    ///
+    /// # if cfg!(miri) { return Ok(()); } // Miri cannot map memory.
+    /// let spec = RegionSpec::ram(GuestAddress(0), 1 << 20).with_dirty_tracking(true);
+    /// let (region, _) = Region::back(spec)?;
+    /// region.write_obj(7u8, MemoryRegionAddress(0)).unwrap();
+    /// let log = region.try_take_dirty_log()?.expect("the region tracks writes");
+    /// assert_eq!(log[0] & 1, 1);
+    /// assert!(!region.is_dirty(0));
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn try_take_dirty_log(&self) -> Result<Option<Vec<u64>>> {
+        let Some(bitmap) = &self.dirty else {
+            return Ok(None);
+        };
+        // The words `AtomicBitmap::get_and_reset` collects: one per 64 pages.
+        probe_words(bitmap.len().div_ceil(64), "the dirty log", self.spec.base)?;
+        Ok(Some(bitmap.get_and_reset()))
     }
 
     /// Clears the dirty log (no-op when the region does not track writes).
@@ -440,30 +480,39 @@ impl Region {
 
 /// A dirty bitmap over `len` bytes, one bit per host base page, for the region at `base`.
 ///
-/// vm-memory allocates the bitmap infallibly (a refusal aborts the process), so the heap is
-/// asked for the same block first: a refusal then is [`Error::Allocator`]. The block is given
-/// back before vm-memory asks for it again, so a heap that grants the first request but runs
-/// out before the second still aborts.
-///
 /// # Errors
-/// [`Error::Allocator`] with [`memvisor_resources::Error::HeapRefused`] if the heap refuses the
-/// bitmap's words.
+/// As [`probe_words`], for `"the dirty bitmap"`.
 fn new_dirty_bitmap(len: usize, base: u64) -> Result<AtomicBitmap> {
     let page = NonZeroUsize::new(memvisor_vmem::page_size()).unwrap_or(NonZeroUsize::MIN);
     // The words `AtomicBitmap::new` allocates: one bit per page, in whole 64-bit words.
-    let words = len.div_ceil(page.get()).div_ceil(64);
+    probe_words(
+        len.div_ceil(page.get()).div_ceil(64),
+        "the dirty bitmap",
+        base,
+    )?;
+    Ok(AtomicBitmap::new(len, page))
+}
+
+/// Asks the heap for `words` 64-bit words (the size and alignment of the vector vm-memory
+/// allocates next, infallibly, for `what` of the region at `base`) and gives them back, so that
+/// a heap that refuses them makes an error rather than an abort. The block is given back before
+/// vm-memory asks for it, so the two never both need to fit; a heap that grants this request
+/// but refuses vm-memory's right after still aborts.
+///
+/// # Errors
+/// [`Error::Allocator`] with [`memvisor_resources::Error::HeapRefused`] if the heap refuses the
+/// words.
+fn probe_words(words: usize, what: &'static str, base: u64) -> Result<()> {
     let mut probe = Vec::<std::sync::atomic::AtomicU64>::new();
     probe
         .try_reserve_exact(words)
         .map_err(|_| Error::Allocator {
-            what: "the dirty bitmap",
+            what,
             owner: format!("the region at {base:#x}"),
             source: memvisor_resources::Error::HeapRefused {
                 bytes: (words as u64).saturating_mul(8),
             },
-        })?;
-    drop(probe);
-    Ok(AtomicBitmap::new(len, page))
+        })
 }
 
 impl GuestMemoryRegion for Region {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use memvisor_space::{
     AddressSpace, Error, GuestRange, Layout, Placer, Platform, Region, RegionSpec, WindowKind,
 };
-use vm_memory::GuestAddress;
+use vm_memory::{Bytes, GuestAddress};
 
 struct RefusingOne;
 
@@ -655,4 +655,40 @@ fn dirty_bitmap_refused_by_the_heap_is_an_error() {
     assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
     space.plug(slot).unwrap();
     assert_eq!(space.snapshot().len(), 2);
+}
+
+/// Taking a region's dirty log copies its bitmap into a new vector of one word per 64 host
+/// pages. The heap refusing that vector is a typed error from `try_take_dirty_log`, and the log
+/// is left as it was: the page written before is still dirty, and the next take gives it.
+#[test]
+#[cfg_attr(miri, ignore = "maps memory: Miri cannot")]
+fn dirty_log_refused_by_the_heap_is_an_error_and_keeps_the_log() {
+    let page = memvisor_vmem::page_size();
+    // 65 words of log: a size nothing else asks for while the log is taken.
+    let pages = 65 * 64;
+    let base = 1u64 << 32;
+    let spec = RegionSpec::ram(GuestAddress(base), (pages * page) as u64).with_dirty_tracking(true);
+    let (region, _) = Region::back(spec).unwrap();
+    let last = (pages - 1) * page;
+    region
+        .write_obj(7u8, vm_memory::MemoryRegionAddress(last as u64))
+        .unwrap();
+
+    let (out, refused) = refusing_size(65 * 8, || region.try_take_dirty_log());
+    assert!(refused, "taking the log asks for its words");
+    let e = out.unwrap_err();
+    assert!(is_heap_refusal(&e), "{e} ({e:?})");
+    assert_eq!(
+        e.to_string(),
+        format!("allocating the dirty log for the region at {base:#x} failed")
+    );
+    assert!(region.is_dirty(last as u64), "the log is kept");
+
+    let log = region.try_take_dirty_log().unwrap().unwrap();
+    assert_eq!(log.len(), 65);
+    assert_eq!(log[64], 1 << 63);
+    assert_eq!(log[..64], [0; 64]);
+    assert!(!region.is_dirty(last as u64));
+    let planned = Region::plan(RegionSpec::ram(GuestAddress(0), page as u64)).unwrap();
+    assert_eq!(planned.try_take_dirty_log().unwrap(), None);
 }
