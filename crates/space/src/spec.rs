@@ -230,7 +230,8 @@ pub enum Backing {
     /// `file_offset`, or a process it is handed to), the kernel raises `SIGBUS` in every
     /// process that maps it on the next access to a page past the new end, which no check here
     /// can turn into an error. For memory shared with processes that are not trusted with it,
-    /// use [`Backing::Memfd`] with explicit huge pages, which is sealed.
+    /// use [`Backing::Memfd`] with explicit huge pages, which is sealed (from Linux 4.16: an
+    /// older kernel cannot seal a memfd of huge pages either).
     Hugetlbfs(PathBuf),
     /// An existing file, mapped shared from this byte offset (a multiple of the page size);
     /// the file must be at least `offset + size` long. No two regions of an address space may
