@@ -31,6 +31,15 @@ pub(crate) use run::MAX_RUN;
 use slab::FreeObj;
 pub(crate) use slab::{NO_SLAB, Slab};
 
+/// A buddy block's length is a multiple of `2^order / LENGTH_STEPS` pages, `2^order` being the
+/// power of two at or above its size in pages: a block of over 16 pages is at most an eighth
+/// longer than its size rounded to a page, and the tail cut off its power-of-two block is at
+/// most four pieces (one per set bit of `2^order` minus its length), as is what a cached
+/// block's re-cut to another length changes. With page-granular lengths those were up to
+/// `order` pieces, whose loops' exits were most of a wide pair's mispredicted branches.
+const LENGTH_STEPS: usize = 16;
+const _: () = assert!(LENGTH_STEPS.is_power_of_two());
+
 /// The largest alignment a slab block can have: blocks of a class whose size is a multiple of
 /// it are aligned to it (slabs start on a buddy page of at least 256 bytes, and their blocks
 /// follow each other from there).
@@ -367,8 +376,10 @@ impl<'a> Client<'a> {
     /// Allocates a block for `layout`. Sizes up to 2 KiB with alignment up to 64 are rounded up
     /// to a size class (with alignment 32 or 64, to a class that is a multiple of it); larger
     /// ones to a multiple of the buddy page (256 bytes for chunks up to 1 MiB, a 4096th of the
-    /// chunk above), and sizes over a chunk to whole chunks. A zero size gets the smallest
-    /// block. With [`Flags::ZERO`] the block reads as zero.
+    /// chunk above) and, over 16 pages, of a sixteenth of the power of two of pages at or above
+    /// that (at most an eighth over the size rounded to a page), and sizes over a chunk to whole
+    /// chunks. A zero size gets the smallest block. With [`Flags::ZERO`] the block reads as
+    /// zero.
     ///
     /// # Errors
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
@@ -1017,10 +1028,15 @@ impl State {
         }
         let shift = self.geo.page_shift;
         // `size <= max_block`, so this does not overflow.
-        let bytes = (size + (1 << shift) - 1) & !((1 << shift) - 1);
-        self.check_quota(bytes)?;
-        let pages = bytes >> shift;
+        let pages = (size + (1 << shift) - 1) >> shift;
         let order = pages.next_power_of_two().trailing_zeros();
+        // A multiple of a sixteenth of `2^order` (at most `2^order`, so the order stays): the
+        // tail cut off the power-of-two block, and the pieces a cached block's re-cut changes,
+        // are at most four pieces.
+        let step = (1 << order.saturating_sub(LENGTH_STEPS.trailing_zeros())) - 1;
+        let pages = (pages + step) & !step;
+        let bytes = pages << shift;
+        self.check_quota(bytes)?;
         let min_order = (align >> shift).max(1).trailing_zeros();
         let order = order.max(min_order);
         let mut found = self.uncache_large(pages, order);
@@ -1441,6 +1457,28 @@ mod tests {
     }
 
     #[test]
+    fn buddy_blocks_round_to_a_sixteenth_of_their_power_of_two() {
+        // A buddy block of `n` pages over 16 takes a multiple of a sixteenth of the power of
+        // two at or above `n`, so that the tails cut off and re-cut are at most four pieces:
+        // at most an eighth of the block above its size rounded to a page.
+        let arena = arena(4);
+        let page = 1usize << arena.geometry().page_shift;
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let stride = if cfg!(miri) { 509 } else { 7 };
+        for size in (2049..=CHUNK).step_by(stride).chain([CHUNK]) {
+            let pages = size.div_ceil(page);
+            let step = (pages.next_power_of_two() >> 4).max(1);
+            let want = pages.div_ceil(step) * step * page;
+            let (p, got) = client.alloc_sized(layout(size)).unwrap();
+            assert_eq!(got, want, "size {size}");
+            assert_eq!(client.size_of(p.as_ptr()), Ok(want), "size {size}");
+            assert!(got - pages * page < pages * page / 8, "size {size}");
+            assert_eq!(free_uncached(&client, p), want, "size {size}");
+        }
+        client.check();
+    }
+
+    #[test]
     fn alloc_free_large_pages_keep_marks_apart() {
         // 2 MiB and 4 MiB chunks have 512-byte and 1 KiB pages: two pages, then one page, per
         // KiB of page metadata. Under Miri, which interprets every metadata write, 2 MiB only:
@@ -1756,13 +1794,22 @@ mod tests {
                 .map(move |w| (had, w))
         });
         for (had, wanted) in same_order {
+            // Lengths are multiples of a sixteenth of their power of two.
+            let length = |pages: usize| {
+                let step = (pages.next_power_of_two() / LENGTH_STEPS).max(1);
+                pages.div_ceil(step) * step
+            };
             let p = client.alloc(paged(had)).unwrap();
             // SAFETY: never used again.
             unsafe { client.free(p) }.unwrap();
-            assert_eq!(client.stats().cached_bytes, had * 256);
+            assert_eq!(client.stats().cached_bytes, length(had) * 256);
             client.check();
             let (q, size) = client.alloc_sized(paged(wanted)).unwrap();
-            assert_eq!((q, size), (p, wanted * 256), "{had} -> {wanted} pages");
+            assert_eq!(
+                (q, size),
+                (p, length(wanted) * 256),
+                "{had} -> {wanted} pages"
+            );
             assert_eq!(client.stats().cached_bytes, 0);
             client.check();
             free_uncached(&client, q);

@@ -109,10 +109,10 @@ pub enum Error {
     /// ([`Backing::heap`](crate::Backing::heap)).
     #[error("out of memory: no chunk left for a block of {requested:#x} bytes")]
     OutOfMemory {
-        /// Bytes the allocation needed from the arena: the block's size rounded up to whole
-        /// buddy pages, the whole slab for a small block that needed a new one, the requested
-        /// size for a block larger than a chunk; the length asked of the global allocator for
-        /// heap backing memory.
+        /// Bytes the allocation needed from the arena: the block's length of buddy pages (the
+        /// size rounded up as [`Client::alloc`](crate::Client::alloc) says), the whole slab for a
+        /// small block that needed a new one, the requested size for a block larger than a
+        /// chunk; the length asked of the global allocator for heap backing memory.
         requested: usize,
     },
     /// The host's allocator refused memory the arena keeps outside its backing: its side

@@ -120,10 +120,11 @@ fn min_block_rounds_smaller_requests_up() {
 #[test]
 fn quota_exceeded_names_the_rounded_block_the_use_and_the_quota() {
     let arena = arena(8, Flags::STATISTICS);
-    let quota = CHUNK - 512 + 16;
+    // A length of buddy pages that needs no rounding: a multiple of a sixteenth of a chunk.
+    let quota = CHUNK - CHUNK / 16 + 16;
     let client = arena.create_client(Quota::bytes(quota)).unwrap();
-    let (held, used) = client.alloc_sized(layout(CHUNK - 512, 16)).unwrap();
-    assert_eq!(used, CHUNK - 512);
+    let (held, used) = client.alloc_sized(layout(CHUNK - CHUNK / 16, 16)).unwrap();
+    assert_eq!(used, CHUNK - CHUNK / 16);
     let before = snapshot(&arena, &client);
     for (l, block) in [
         (layout(1000, 8), 1024),
