@@ -575,7 +575,8 @@ pub enum Error {
     /// with `HeapRefused` as the source; nothing changed then. And the heap refusing the dirty
     /// bitmap of a region that tracks writes
     /// ([`RegionSpec::with_dirty_tracking`](crate::RegionSpec::with_dirty_tracking)) when its
-    /// memory is made, with `HeapRefused` as the source; the memory is unmapped again then.
+    /// memory would be made, with `HeapRefused` as the source; it is asked for first, so no
+    /// memory was made then.
     /// And the heap refusing the copy of a region's dirty log
     /// ([`Region::try_take_dirty_log`](crate::Region::try_take_dirty_log)), with `HeapRefused`
     /// as the source; the log is kept then.

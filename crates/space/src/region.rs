@@ -80,7 +80,8 @@ impl Region {
     /// memory), [`Error::File`] (a backing file that cannot be opened, is not a regular file —
     /// a FIFO is refused at once, never waited on — or is too small), [`Error::Os`] from
     /// making the memory, and [`Error::Allocator`] if the heap refuses the dirty bitmap of a
-    /// region that tracks writes. Nothing is left mapped after an error.
+    /// region that tracks writes (asked for before any memory is made). Nothing is left mapped
+    /// after an error.
     ///
     /// Memory that is not prefaulted costs nothing until touched, however large the region:
     /// the host mapping's per-page records take one byte per 32,768 host pages for each of
@@ -108,13 +109,15 @@ impl Region {
             ));
         }
         spec.check_host_pages()?;
-        let (memory, report) = memory::back(&spec, target)?;
-        // On an error the memory is dropped here: unmapped, or its hotplug slot given back.
-        let dirty = if spec.dirty_tracking {
-            Some(new_dirty_bitmap(memory.len(), spec.base)?)
-        } else {
-            None
+        // The bitmap first: a heap that refuses it then leaves nothing made (no mapping, no
+        // hotplug slot claimed, no page of a file written by a prefault). The memory is
+        // `spec.size` bytes; a size past `usize` is `memory::back`'s `Error::Overflow`.
+        let dirty = match usize::try_from(spec.size) {
+            Ok(len) if spec.dirty_tracking => Some(new_dirty_bitmap(len, spec.base)?),
+            _ => None,
         };
+        let (memory, report) = memory::back(&spec, target)?;
+        debug_assert!(dirty.as_ref().is_none_or(|d| d.byte_size() == memory.len()));
         Ok((
             Self {
                 spec,

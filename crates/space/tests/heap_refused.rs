@@ -692,3 +692,48 @@ fn dirty_log_refused_by_the_heap_is_an_error_and_keeps_the_log() {
     let planned = Region::plan(RegionSpec::ram(GuestAddress(0), page as u64)).unwrap();
     assert_eq!(planned.try_take_dirty_log().unwrap(), None);
 }
+
+/// The dirty bitmap is asked for before the memory is made, so a refusal leaves no trace of the
+/// region: the sparse file a prefaulted file region would map stays as it was, no page of it
+/// written (and so allocated) by the prefault.
+#[test]
+#[cfg(target_os = "linux")]
+#[cfg_attr(miri, ignore = "maps a file: Miri cannot")]
+fn dirty_bitmap_refused_by_the_heap_leaves_the_file_unwritten() {
+    use std::os::unix::fs::MetadataExt;
+
+    let page = memvisor_vmem::page_size();
+    // 67 words of bitmap: a size nothing else asks for while the region is backed.
+    let pages = 67 * 64;
+    let path = std::env::temp_dir().join(format!(
+        "memvisor-space-dirty-refused-{}",
+        std::process::id()
+    ));
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len((pages * page) as u64)
+        .unwrap();
+    let blocks = || std::fs::metadata(&path).unwrap().blocks();
+    assert_eq!(blocks(), 0, "a sparse file");
+    let spec = RegionSpec::ram(GuestAddress(0), (pages * page) as u64)
+        .with_backing(memvisor_space::Backing::File {
+            path: path.clone(),
+            offset: 0,
+        })
+        .with_prefault_threads(1)
+        .with_dirty_tracking(true);
+
+    let (out, refused) = refusing_size(67 * 8, || Region::back(spec.clone()));
+    assert!(refused, "backing the region asks for the bitmap");
+    let e = out.map(|_| ()).unwrap_err();
+    assert!(is_heap_refusal(&e), "{e} ({e:?})");
+    let untouched = blocks();
+
+    // Backed, the prefault writes every page of the file.
+    let (region, _) = Region::back(spec).unwrap();
+    let written = blocks();
+    drop(region);
+    std::fs::remove_file(&path).unwrap();
+    assert!(written > 0, "the prefault writes the file");
+    assert_eq!(untouched, 0, "the refused region wrote nothing");
+}
