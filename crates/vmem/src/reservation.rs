@@ -597,9 +597,10 @@ impl Reservation {
     /// accessed, as their protection allows, and the calls that discard pages or change their
     /// access ([`decommit`](Self::decommit), [`protect`](Self::protect),
     /// [`guard`](Self::guard), [`map`](Self::map), [`free`](Self::free),
-    /// [`discard`](Self::discard), [`purge`](Self::purge)) do not wait for accesses on other
-    /// threads: keep those away from the range while such a call runs. The prefaults touch only
-    /// the first byte of each page, through a one-byte atomic (see [`prefault`](Self::prefault)).
+    /// [`discard`](Self::discard), [`purge`](Self::purge), and [`commit`](Self::commit), which
+    /// takes execute away) do not wait for accesses on other threads: keep those away from the
+    /// range while such a call runs. The prefaults touch only the first byte of each page,
+    /// through a one-byte atomic (see [`prefault`](Self::prefault)).
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -1456,7 +1457,11 @@ impl Reservation {
     /// [`AtomicU8`](core::sync::atomic::AtomicU8) (from [`as_ptr`](Self::as_ptr)), or another
     /// process to shared memory, is kept and races nothing. Any other access to such a byte
     /// on another thread during the call (a plain one, or an atomic of another size) races
-    /// the touch; the rest of each page is not accessed.
+    /// the touch; the rest of each page is not accessed. A touch is a first access like any
+    /// other: a page the system cannot supply then (out of memory, or a page past the end of
+    /// a mapped file shortened since the [`map`](Self::map)) gets no error but what the system
+    /// does to such an access (its out-of-memory handling, `SIGBUS`), where the kernel's
+    /// populate answers [`Error::Os`].
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] for a page that is
@@ -1659,9 +1664,9 @@ impl Reservation {
                 let byte = unsafe { AtomicU8::from_ptr(self.at(offset + page * self.page)) };
                 // A write that changes nothing, made atomically: a store another thread or
                 // process makes meanwhile is never written over with the byte's old value, as a
-                // read and a separate write back could. A compare-exchange, since compilers
-                // drop an atomic `fetch_or(0)` or `fetch_add(0)` whose result is unused (on
-                // x86-64 it becomes a compiler fence, so no page would be touched).
+                // read and a separate write back could. A compare-exchange, since on x86-64 the
+                // compiler turns an atomic `fetch_or(0)` or `fetch_add(0)` whose result is
+                // unused into a compiler fence, which touches no page.
                 let mut seen = byte.load(Ordering::Relaxed);
                 while let Err(now) =
                     byte.compare_exchange_weak(seen, seen, Ordering::Relaxed, Ordering::Relaxed)

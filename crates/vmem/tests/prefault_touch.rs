@@ -3,9 +3,9 @@
 //! (other systems, Linux before 5.14, Miri) they touch each page: a plain read (and, for
 //! prefault, a write back) of its first byte raced such a store (undefined behaviour, which
 //! Miri reports as a data race), and the write back could put the old value over the new one.
-//! The touches are atomic (a relaxed load; a read-modify-write that adds nothing), so the
-//! stores stay and nothing races. Natively on Linux 5.14 and later the kernel populates and
-//! nothing is touched; the tests then check the stores are kept.
+//! The touches are atomic (a relaxed load; a compare-exchange of the byte with its own value),
+//! so the stores stay and nothing races. Natively on Linux 5.14 and later the kernel populates
+//! and nothing is touched; the tests then check the stores are kept.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -890,8 +890,10 @@ impl Reservation {
     /// `MADV_POPULATE_READ` (5.14 and later), elsewhere (or on older kernels) by reading each
     /// page's first byte with a relaxed one-byte atomic load, which races no store another
     /// thread makes meanwhile through an [`AtomicU8`] (any other write of that byte on another
-    /// thread during the call, a plain one or an atomic of another size, does race it).
-    /// Contents are kept; private pages never written map the shared zero page.
+    /// thread during the call, a plain one or an atomic of another size, does race it). A
+    /// page the system cannot supply to that read gets no error, as for
+    /// [`prefault`](Self::prefault)'s touches. Contents are kept; private pages never written
+    /// map the shared zero page.
     ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NotCommitted`] or
