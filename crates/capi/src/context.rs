@@ -249,7 +249,10 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
 /// block's client, which frees it too: a free racing with that delete may run after it, and
 /// then frees the block another client has at that address by then, if one does. A double
 /// free ordered after the first is refused while the address has not been handed out again.
-/// Any other `ptr` value is refused without being read.
+/// Any other `ptr` value (stale or made up) is refused without being read, as long as no
+/// client of the context hands out a block at that address while the call runs: a block
+/// handed out meanwhile looks like one handed over, so the call reads its page record
+/// unordered with the client's write of it (a data race) and frees it under its client.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memvisor_free(
     context: Context,
