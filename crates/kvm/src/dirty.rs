@@ -15,6 +15,9 @@ const MAX_SIZE: u64 = 1 << 57;
 
 /// One bit per page of one region: bit `i % 64` of word `i / 64` is page `i`, the page at
 /// `base + i * page_size`. The same form as KVM's dirty log, so merging is a word-wise OR.
+///
+/// `clone` copies the words into a vector allocated infallibly (the process aborts if the heap
+/// refuses it); [`try_clone`](Self::try_clone) returns an error instead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirtyBitmap {
     base: GuestAddress,
@@ -90,6 +93,44 @@ impl DirtyBitmap {
     #[must_use]
     pub fn page_size(&self) -> u64 {
         self.page_size
+    }
+
+    /// A copy of the bitmap, as [`clone`](Clone::clone) makes, with the heap asked for its
+    /// words (one per 64 pages) without aborting: `clone`, like every `Clone` of a vector,
+    /// aborts the process if the heap refuses them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBitmap`] (a bitmap this process cannot allocate) if the heap refuses the
+    /// copy's words; the bitmap is unchanged.
+    ///
+    /// ```
+    /// use memvisor_kvm::DirtyBitmap;
+    /// use memvisor_space::vm_memory::GuestAddress;
+    ///
+    /// let page = memvisor_vmem::page_size() as u64;
+    /// let mut bitmap = DirtyBitmap::new(GuestAddress(0), 128 * page, page)?;
+    /// bitmap.mark(GuestAddress(0), 1);
+    /// let copy = bitmap.try_clone()?;
+    /// bitmap.clear();
+    /// assert_eq!(copy.count(), 1);
+    /// # Ok::<(), memvisor_kvm::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Self> {
+        let mut words = Vec::new();
+        words
+            .try_reserve_exact(self.words.len())
+            .map_err(|_| Error::InvalidBitmap {
+                base: self.base.0,
+                size: self.size,
+                page_size: self.page_size,
+            })?;
+        words.extend_from_slice(&self.words);
+        Ok(Self {
+            base: self.base,
+            size: self.size,
+            page_size: self.page_size,
+            words,
+        })
     }
 
     /// The bits, 64 pages a word.
