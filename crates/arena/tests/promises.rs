@@ -130,6 +130,9 @@ fn quota_exceeded_names_the_rounded_block_the_use_and_the_quota() {
         (layout(1000, 8), 1024),
         (layout(48, 64), 64),
         (layout(5000, 16), 5120),
+        // 17 pages round to 18, and 129 pages aligned above a page to 144.
+        (layout(16 * 256 + 1, 16), 18 * 256),
+        (layout(CHUNK / 2 + 1, 4096), CHUNK / 2 + CHUNK / 16),
         (layout(2 * CHUNK + 1, 16), 3 * CHUNK),
     ] {
         assert_eq!(
@@ -144,6 +147,32 @@ fn quota_exceeded_names_the_rounded_block_the_use_and_the_quota() {
         assert_eq!(snapshot(&arena, &client), before, "{l:?}");
     }
     free(&client, held).unwrap();
+}
+
+/// A quota counts a buddy block at its rounded length: 17 pages take 18, so a quota of 17
+/// pages refuses them, naming 18 pages, with nothing changed, and a quota of 18 pages holds
+/// them exactly.
+#[test]
+fn quota_counts_a_buddy_block_at_its_rounded_length() {
+    let arena = arena(2, Flags::STATISTICS);
+    let size = 16 * 256 + 1;
+    let tight = arena.create_client(Quota::bytes(17 * 256)).unwrap();
+    let before = snapshot(&arena, &tight);
+    assert_eq!(
+        tight.alloc(layout(size, 16)),
+        Err(Error::QuotaExceeded {
+            requested: 18 * 256,
+            used: 0,
+            quota: 17 * 256
+        })
+    );
+    assert_eq!(snapshot(&arena, &tight), before);
+    let exact = arena.create_client(Quota::bytes(18 * 256)).unwrap();
+    let (p, got) = exact.alloc_sized(layout(size, 16)).unwrap();
+    assert_eq!(got, 18 * 256);
+    assert_eq!(exact.stats().used_bytes, 18 * 256);
+    assert_eq!(arena.stats().used_bytes, Some(18 * 256));
+    assert_eq!(free(&exact, p), Ok(18 * 256));
 }
 
 /// `OutOfMemory` names what the allocation needed from the arena: the whole slab for a small
@@ -167,6 +196,19 @@ fn out_of_memory_names_what_the_arena_was_asked_for() {
     assert_eq!(
         client.alloc(layout(5000, 16)),
         Err(Error::OutOfMemory { requested: 5120 })
+    );
+    // The length the block would have: 17 pages round to 18, 129 pages to 144.
+    assert_eq!(
+        client.alloc(layout(16 * 256 + 1, 16)),
+        Err(Error::OutOfMemory {
+            requested: 18 * 256
+        })
+    );
+    assert_eq!(
+        client.alloc(layout(CHUNK / 2 + 1, 4096)),
+        Err(Error::OutOfMemory {
+            requested: CHUNK / 2 + CHUNK / 16
+        })
     );
     assert_eq!(
         client.alloc(layout(CHUNK + 1, 16)),
