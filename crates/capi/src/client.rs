@@ -46,9 +46,12 @@ pub unsafe extern "C" fn memvisor_client_delete(client: Client) -> Status {
 /// Allocates `size` bytes aligned to `align` (a power of two up to the context's largest
 /// alignment). Sizes up to 2 KiB with alignment up to 64 are rounded up to a size class (with
 /// alignment 32 or 64, to a class that is a multiple of it); larger sizes, and smaller ones
-/// aligned above 64, to whole buddy pages; blocks larger than a chunk to a run of whole
-/// chunks (up to the context's `max_block_size`); a zero size gets the smallest block. With
-/// `MEMVISOR_FLAG_ZERO` the block reads as zero.
+/// aligned above 64, to whole buddy pages (256 bytes for chunks up to 1 MiB, a 4096th of the
+/// chunk above) and, over 16 pages, to a multiple of a sixteenth of the power of two of pages
+/// at or above that (less than an eighth over the size rounded to a page); blocks larger than
+/// a chunk to a run of whole chunks (up to the context's `max_block_size`); a zero size gets
+/// the smallest block. `memvisor_size_of` gives the length a block got, the length the quota
+/// and the statistics count. With `MEMVISOR_FLAG_ZERO` the block reads as zero.
 ///
 /// A run of chunks is made of chunks no client holds. The empty chunk this client keeps for
 /// reuse (its `pinned_chunks`) is given back to the context first when the run would then
