@@ -32,11 +32,14 @@ use slab::FreeObj;
 pub(crate) use slab::{NO_SLAB, Slab};
 
 /// A buddy block's length is a multiple of `2^order / LENGTH_STEPS` pages, `2^order` being the
-/// power of two at or above its size in pages: a block of over 16 pages is at most an eighth
-/// longer than its size rounded to a page, and the tail cut off its power-of-two block is at
-/// most four pieces (one per set bit of `2^order` minus its length), as is what a cached
-/// block's re-cut to another length changes. With page-granular lengths those were up to
-/// `order` pieces, whose loops' exits were most of a wide pair's mispredicted branches.
+/// power of two at or above its size in pages: a block of over 16 pages is less than an eighth
+/// longer than its size rounded to a page, the tail cut off its power-of-two block is at most
+/// three pieces (one per set bit of `2^order` minus its length, which is under `2^order / 2`),
+/// and a cached block's re-cut to another length of its order clears and sets at most five
+/// (`tails_and_recuts_of_sixteenth_lengths_stay_within_their_bound`). With page-granular
+/// lengths those were up to `order - 1` and `2 * order - 3` pieces, whose loops' exits were
+/// most of a wide pair's mispredicted branches. A block aligned above its power of two comes
+/// from a block of a higher order, whose tail has one more piece per order between the two.
 const LENGTH_STEPS: usize = 16;
 const _: () = assert!(LENGTH_STEPS.is_power_of_two());
 
@@ -1031,8 +1034,8 @@ impl State {
         let pages = (size + (1 << shift) - 1) >> shift;
         let order = pages.next_power_of_two().trailing_zeros();
         // A multiple of a sixteenth of `2^order` (at most `2^order`, so the order stays): the
-        // tail cut off the power-of-two block, and the pieces a cached block's re-cut changes,
-        // are at most four pieces.
+        // tail cut off the power-of-two block is at most three pieces, and a cached block's
+        // re-cut changes at most five (see `LENGTH_STEPS`).
         let step = (1 << order.saturating_sub(LENGTH_STEPS.trailing_zeros())) - 1;
         let pages = (pages + step) & !step;
         let bytes = pages << shift;

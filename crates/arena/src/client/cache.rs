@@ -1069,4 +1069,36 @@ mod tests {
             );
         }
     }
+
+    /// The bounds the docs give for lengths that are multiples of a sixteenth of their power
+    /// of two: the tail cut off the power-of-two block is at most three pieces, and the
+    /// re-cut of a cached block to another length of its order clears and sets at most five,
+    /// counted with the iterator `alloc_pages`' tail and `retrim` use, over every order.
+    #[test]
+    fn tails_and_recuts_of_sixteenth_lengths_stay_within_their_bound() {
+        use super::super::LENGTH_STEPS;
+        use super::tail_pieces;
+        for order in 0..=crate::arena::MAX_ORDER {
+            let end = 1usize << order;
+            let step = (end / LENGTH_STEPS).max(1);
+            let lengths: Vec<usize> = (end / 2 + 1..=end).filter(|n| n % step == 0).collect();
+            for &had in &lengths {
+                let tail = tail_pieces(end, end - had, usize::MAX).count();
+                assert!(tail <= 3, "order {order}, {had} pages: {tail} pieces");
+                for &pages in lengths.iter().filter(|&&p| p != had) {
+                    // As `retrim` counts them: the pieces below the highest bit where the
+                    // two tails differ, cleared for the one and set for the other.
+                    let (t_had, t_pages) = (end - had, end - pages);
+                    let below =
+                        (2usize << (usize::BITS - 1 - (t_had ^ t_pages).leading_zeros())) - 1;
+                    let changed = tail_pieces(end, t_had, below).count()
+                        + tail_pieces(end, t_pages, below).count();
+                    assert!(
+                        changed <= 5,
+                        "order {order}, {had} -> {pages} pages: {changed}"
+                    );
+                }
+            }
+        }
+    }
 }
