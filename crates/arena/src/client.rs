@@ -1462,8 +1462,9 @@ mod tests {
     #[test]
     fn buddy_blocks_round_to_a_sixteenth_of_their_power_of_two() {
         // A buddy block of `n` pages over 16 takes a multiple of a sixteenth of the power of
-        // two at or above `n`, so that the tails cut off and re-cut are at most four pieces:
-        // at most an eighth of the block above its size rounded to a page.
+        // two at or above `n` (so that a cut's tail is at most three pieces and a re-cut
+        // changes at most five): at most an eighth of the block above its size rounded to a
+        // page.
         let arena = arena(4);
         let page = 1usize << arena.geometry().page_shift;
         let client = arena.create_client(Quota::UNLIMITED).unwrap();

@@ -963,7 +963,7 @@ impl Reservation {
                 // The page may be read-only: a relaxed load of one byte is an atomic access
                 // that works on read-only memory on every architecture the crate builds for
                 // (the `core::sync::atomic` rules), and it races no atomic store.
-                let byte = unsafe { &*self.at(offset + page * self.page).cast::<AtomicU8>() };
+                let byte = unsafe { AtomicU8::from_ptr(self.at(offset + page * self.page)) };
                 byte.load(Ordering::Relaxed);
             }
         }
