@@ -180,12 +180,13 @@ fn attach_and_drop_beside_changes_and_queries_never_deadlock() {
                 attached
             })
         };
-        // Queries of the first VM's slots: state lock only, and the log buffer's after it.
+        // Queries of the first VM's slots: state lock only, and the log buffer's after it. At
+        // least one round runs, even when the changer ends before this thread is scheduled.
         let asked = Arc::new(AtomicUsize::new(0));
         let querier = {
             let (slots, done, asked) = (Arc::clone(&slots), Arc::clone(&done), Arc::clone(&asked));
             std::thread::spawn(move || {
-                while !done.load(Ordering::SeqCst) {
+                while !done.load(Ordering::SeqCst) || asked.load(Ordering::Relaxed) == 0 {
                     assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
                     for base in bases {
                         match slots.set_dirty_logging(GuestAddress(base), true) {
