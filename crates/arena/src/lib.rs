@@ -62,8 +62,10 @@
 //! arenas over a memvisor-vmem reservation ([`Arena::with_reservation`], [`Backing::reserve`];
 //! memvisor-vmem is re-exported as [`memvisor_vmem`] for its `CommitMode` and `Reservation`),
 //! which commit a chunk when a client takes it uncommitted (never taken before, decommitted
-//! when given back, or by a caller through [`Backing::reservation`]), and can decommit chunks
-//! given back
+//! when given back, or by a caller through
+#![cfg_attr(feature = "std", doc = "[`Backing::reservation`]),")]
+#![cfg_attr(not(feature = "std"), doc = "`Backing::reservation`),")]
+//! and can decommit chunks given back
 //! ([`Flags::DECOMMIT`]) and put a guard page after each chunk ([`Flags::GUARD`]).
 //!
 //! # Threads
