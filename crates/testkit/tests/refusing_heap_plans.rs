@@ -1,0 +1,87 @@
+//! Each plan of the refusing heap refuses exactly the requests it names, on the planning
+//! thread only, and the thread grants all again after the call.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use memvisor_testkit::refusing_heap::{
+    Refusing, pausing_then_refusing, refusing, refusing_after, refusing_one_after,
+    refusing_one_of_size,
+};
+
+#[global_allocator]
+static ALLOCATOR: Refusing = Refusing::up_to(1 << 30).aligned_from(8);
+
+/// Whether a fresh request of `n` words is granted.
+fn words(n: usize) -> bool {
+    Vec::<u64>::new().try_reserve_exact(n).is_ok()
+}
+
+/// Whether a fresh request of `n` bytes (aligned to 1) is granted.
+fn bytes(n: usize) -> bool {
+    Vec::<u8>::new().try_reserve_exact(n).is_ok()
+}
+
+#[test]
+fn refusing_after_grants_that_many_then_refuses_all() {
+    let got = refusing_after(2, || [words(1), words(1), words(1), words(1)]);
+    assert_eq!(got, [true, true, false, false]);
+    assert!(words(1), "granted after the call");
+    assert!(!refusing(|| words(1)));
+}
+
+#[test]
+fn refusing_one_after_refuses_only_that_one_and_says_so() {
+    let (got, refused) = refusing_one_after(1, || [words(1), words(1), words(1)]);
+    assert_eq!((got, refused), ([true, false, true], true));
+    let (got, refused) = refusing_one_after(5, || words(1));
+    assert_eq!((got, refused), (true, false));
+}
+
+#[test]
+fn refusing_one_of_size_refuses_the_first_of_that_size() {
+    let (got, refused) = refusing_one_of_size(24, || [words(2), words(3), words(3)]);
+    assert_eq!((got, refused), ([true, false, true], true));
+    let (got, refused) = refusing_one_of_size(24, || words(4));
+    assert_eq!((got, refused), (true, false));
+}
+
+#[test]
+fn requests_aligned_below_the_floor_are_not_planned() {
+    assert_eq!(refusing(|| [bytes(8), words(1)]), [true, false]);
+}
+
+#[test]
+fn requests_over_the_limit_are_refused_on_every_thread() {
+    assert!(!bytes((1 << 30) + 1));
+    assert!(!std::thread::spawn(|| bytes((1 << 30) + 1)).join().unwrap());
+    assert!(bytes(1 << 10));
+}
+
+#[test]
+fn plans_are_per_thread() {
+    let barrier = Arc::new(Barrier::new(2));
+    let other = std::thread::spawn({
+        let barrier = Arc::clone(&barrier);
+        move || {
+            barrier.wait();
+            let granted = words(1);
+            barrier.wait();
+            granted
+        }
+    });
+    // The other thread asks while this one refuses all.
+    refusing(|| {
+        barrier.wait();
+        barrier.wait();
+    });
+    assert!(other.join().unwrap());
+}
+
+#[test]
+fn pausing_then_refusing_waits_once_then_refuses() {
+    let start = Instant::now();
+    let got = pausing_then_refusing(Duration::from_millis(20), || [words(1), words(1)]);
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert_eq!(got, [true, false]);
+}
