@@ -993,7 +993,10 @@ impl Reservation {
     /// (found with a bounded number of probes), and the pages still mapped next to it are
     /// lost too: they cannot be told from a mapping another thread placed in the hole. A
     /// refusal that took no page (the system refused before it unmapped anything) leaves the
-    /// pages committed, but unlocked.
+    /// pages committed, but unlocked. Pages still counted committed after a refusal keep the
+    /// access they had (in [`CommitMode::Sparse`] the decommit first gives lowered pages
+    /// read-write access, which a refusal takes back; only where the system refuses that too
+    /// does a page keep more access than it is counted with, never less).
     pub fn decommit(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self` means no other thread uses the reservation through this handle;
         // raw pointers made from `as_ptr` are the caller's to keep away from the range.
@@ -1036,12 +1039,51 @@ impl Reservation {
         // access back while the bitmaps still tell which they are. Runs with another source
         // mapped over them are replaced by fresh read-write pages instead (raising a read-only
         // file mapping's access would be refused).
-        self.for_each_run(&self.mapped, false, pages, |own| {
+        let restored = self.for_each_run(&self.mapped, false, pages, |own| {
             self.restore_sparse_access(own)
-        })
-        .map_err(|e| e.during(Operation::Decommit))?;
+        });
         // SAFETY: the caller vouches that nothing refers to the range's contents.
-        unsafe { self.decommit_pages(pages, &serial) }.map_err(|e| e.during(Operation::Decommit))
+        let decommitted = restored.and_then(|()| unsafe { self.decommit_pages(pages, &serial) });
+        if decommitted.is_err() && self.mode == CommitMode::Sparse {
+            // Refused with pages still counted committed, some maybe raised to read-write
+            // above: they get their recorded access back, so a refusal raises no protection.
+            self.reprotect_committed(pages);
+        }
+        decommitted.map_err(|e| e.during(Operation::Decommit))
+    }
+
+    /// Gives the committed pages of `pages` that are not plain read-write the protection
+    /// their records say, after a refused sparse decommit that may have raised them to
+    /// read-write. Where the system refuses this too, a page keeps more access than it is
+    /// counted with (never less: nothing relies on access it lacks).
+    fn reprotect_committed(&self, pages: Pages) {
+        let reprotect = |run: Pages, protection: Protection| {
+            let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
+            // SAFETY: the run is inside the reservation and committed; lowering its access
+            // back to what it had before the refused decommit changes no contents.
+            let _ = unsafe { sys::protect(ptr, len, protection) };
+            Ok::<(), core::convert::Infallible>(())
+        };
+        let Ok(()) = self.for_each_run(&self.committed, true, pages, |committed| {
+            self.for_each_run(&self.inaccessible, true, committed, |run| {
+                reprotect(run, Protection::None)
+            })?;
+            self.for_each_run(&self.inaccessible, false, committed, |readable| {
+                self.for_each_run(&self.executable, true, readable, |code| {
+                    self.for_each_run(&self.writable, true, code, |run| {
+                        reprotect(run, Protection::ReadWriteExecute)
+                    })?;
+                    self.for_each_run(&self.writable, false, code, |run| {
+                        reprotect(run, Protection::ReadExecute)
+                    })
+                })?;
+                self.for_each_run(&self.executable, false, readable, |data| {
+                    self.for_each_run(&self.writable, false, data, |run| {
+                        reprotect(run, Protection::Read)
+                    })
+                })
+            })
+        });
     }
 
     /// Decommits `pages` for `decommit` and `guard`, alike in both modes: locked pages are
@@ -1895,7 +1937,9 @@ impl Reservation {
     /// refusal may come after the range was decommitted (its contents are then gone): its pages
     /// are then uncommitted and not guard pages, committable as any others; only where the
     /// system also refuses to take back what it changed of the range are they counted as guard
-    /// pages, for [`unguard`](Self::unguard) to restore.
+    /// pages, for [`unguard`](Self::unguard) to restore. A refusal while decommitting leaves
+    /// the range as a refused [`decommit`](Self::decommit) does: unlocked, and each page
+    /// still committed (its contents maybe discarded) or decommitted.
     pub fn guard(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self`: no other thread uses the reservation through this handle.
         unsafe { self.guard_inner(offset, len) }

@@ -1,0 +1,247 @@
+//! Every system call of a reservation's operations refused in turn: the first, then the
+//! second, ... call the operation makes inside the reservation fails with `ENOMEM`, for real
+//! (a seccomp filter whose supervisor counts the calls, see `support/refused_calls.rs`). Each
+//! refusal must give [`Error::Os`] with the errno, leave the pages as they were (their records,
+//! their access in `/proc/self/maps`, the process's locked memory), and the same call must
+//! succeed once the refusal is lifted. Run in a child process, as the filter cannot be removed;
+//! skipped under a sanitizer, whose runtime maps memory of its own. Linux on x86-64 only.
+#![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+
+use std::os::fd::AsFd;
+
+use memvisor_vmem::{CommitMode, Error, MapSource, OsError, Protection, Reservation, page_size};
+
+#[path = "support/refused_calls.rs"]
+mod refused_calls;
+use refused_calls::{Refuser, in_child, under_sanitizer};
+
+const CHILD: &str = "MEMVISOR_VMEM_REFUSED_EACH_CALL_CHILD";
+const PAGES: usize = 8;
+
+/// What can be seen of a reservation's pages: each page's records and its access as the
+/// kernel has it, and the process's locked bytes.
+#[derive(Debug, PartialEq, Eq)]
+struct State {
+    pages: Vec<(bool, bool, String)>,
+    committed: usize,
+    locked_kib: u64,
+}
+
+fn perms_at(maps: &str, addr: usize) -> String {
+    for line in maps.lines() {
+        let mut words = line.split_whitespace();
+        let (start, end) = words.next().unwrap().split_once('-').unwrap();
+        let start = usize::from_str_radix(start, 16).unwrap();
+        let end = usize::from_str_radix(end, 16).unwrap();
+        if (start..end).contains(&addr) {
+            let perms = words.next().unwrap();
+            // Shared or private, and whether the page is a file's, not the inode.
+            let offset_dev = words.nth(1).unwrap();
+            return format!("{perms} {offset_dev}");
+        }
+    }
+    "unmapped".to_owned()
+}
+
+fn locked_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+fn state(r: &Reservation) -> State {
+    let p = page_size();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    State {
+        pages: (0..PAGES)
+            .map(|i| {
+                (
+                    r.is_committed(i * p, p).unwrap(),
+                    r.is_guarded(i * p, p).unwrap(),
+                    perms_at(&maps, r.as_ptr() as usize + i * p),
+                )
+            })
+            .collect(),
+        committed: r.committed_bytes(),
+        locked_kib: locked_kib(),
+    }
+}
+
+/// A reservation of [`PAGES`] pages in `mode`, with pages of several kinds: pages 0..2
+/// committed and locked, 2..4 a shared mapping, 4..5 read-only, 6..7 a guard page.
+fn mixed(mode: CommitMode, memfd: &std::fs::File) -> Reservation {
+    let p = page_size();
+    let mut r = Reservation::builder()
+        .mode(mode)
+        .reserve(PAGES * p)
+        .unwrap();
+    r.commit(0, 6 * p).unwrap();
+    r.lock(0, 2 * p).unwrap();
+    r.map(
+        2 * p,
+        2 * p,
+        MapSource::file(memfd.as_fd(), 0),
+        Protection::ReadWrite,
+        None,
+    )
+    .unwrap();
+    r.protect(4 * p, p, Protection::Read).unwrap();
+    r.guard(6 * p, p).unwrap();
+    r
+}
+
+type Op = fn(&mut Reservation, &std::fs::File) -> memvisor_vmem::Result<()>;
+
+/// Pages 1..5, which [`decommit`](Reservation::decommit) and [`guard`](Reservation::guard)
+/// change in the operations below: as documented, a refusal of either may leave them
+/// decommitted (and not guard pages), and leaves them unlocked.
+const DISCARDED: core::ops::Range<usize> = 1..5;
+
+/// The operations whose refusal may discard the pages of [`DISCARDED`].
+const DISCARDING: [&str; 2] = ["decommit", "guard"];
+
+fn operations() -> Vec<(&'static str, Op)> {
+    vec![
+        ("commit", |r, _| r.commit(0, 6 * page_size())),
+        ("commit_read_only", |r, _| {
+            r.commit(4 * page_size(), 2 * page_size())
+        }),
+        ("commit_new", |r, _| r.commit(7 * page_size(), page_size())),
+        ("protect_read", |r, _| {
+            r.protect(0, 6 * page_size(), Protection::Read)
+        }),
+        ("protect_none", |r, _| {
+            r.protect(page_size(), 4 * page_size(), Protection::None)
+        }),
+        ("protect_read_execute", |r, _| {
+            r.protect(0, 4 * page_size(), Protection::ReadExecute)
+        }),
+        ("lock", |r, _| r.lock(0, 4 * page_size())),
+        ("unlock", |r, _| r.unlock(0, 4 * page_size())),
+        ("guard", |r, _| r.guard(page_size(), 4 * page_size())),
+        ("decommit", |r, _| r.decommit(page_size(), 4 * page_size())),
+        ("unguard", |r, _| r.unguard(6 * page_size(), page_size())),
+        ("map_over_pieces", |r, f| {
+            r.map(
+                page_size(),
+                4 * page_size(),
+                MapSource::file(f.as_fd(), 0),
+                Protection::ReadWrite,
+                None,
+            )
+        }),
+        ("map_private", |r, _| {
+            r.map(
+                0,
+                6 * page_size(),
+                MapSource::AnonymousPrivate,
+                Protection::Read,
+                None,
+            )
+        }),
+        ("advise_huge_pages", |r, _| {
+            r.advise_huge_pages(0, 6 * page_size(), memvisor_vmem::HugePageAdvice::Huge)
+        }),
+        ("advise_dontfork", |r, _| {
+            r.advise(0, 6 * page_size(), memvisor_vmem::Advice::DontFork)
+        }),
+    ]
+}
+
+/// Whether `after` differs from `before` only as a refused decommit or guard of
+/// [`DISCARDED`] may leave it: those pages unlocked, each committed as before or decommitted
+/// (and then neither committed nor a guard page).
+fn discarded_as_documented(before: &State, after: &State) -> bool {
+    (0..PAGES).all(|i| {
+        before.pages[i] == after.pages[i]
+            || (DISCARDED.contains(&i) && !after.pages[i].0 && !after.pages[i].1)
+    }) && after.locked_kib <= before.locked_kib
+        && after.committed <= before.committed
+}
+
+/// Refuses each call of each operation in turn; returns the number of refusals checked.
+fn scenario(refuser: &Refuser) -> usize {
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::memfd_create(c"memvisor-refused".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let memfd = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    memfd.set_len((8 * page_size()) as u64).unwrap();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for mode in [CommitMode::Protected, CommitMode::Sparse] {
+        for (name, op) in operations() {
+            for n in 0..32 {
+                let mut r = mixed(mode, &memfd);
+                let before = state(&r);
+                let range = r.as_ptr() as usize..r.as_ptr() as usize + r.len();
+                refuser.refuse_nth(range, n, libc::ENOMEM);
+                let result = op(&mut r, &memfd);
+                let refused = refuser.lift();
+                if refused.is_none() {
+                    assert!(result.is_ok(), "{mode:?} {name}: {result:?}");
+                    break;
+                }
+                checked += 1;
+                let after = state(&r);
+                let what = format!("{mode:?} {name}, call {n} (number {refused:?}) refused");
+                match &result {
+                    Err(Error::Os { source, .. }) if *source == OsError::from_raw(libc::ENOMEM) => {
+                    }
+                    other => failures.push(format!("{what}: got {other:?}")),
+                }
+                if DISCARDING.contains(&name) && discarded_as_documented(&before, &after) {
+                    // As documented: the range is unlocked, and decommitted or not.
+                } else if after != before {
+                    let pages: Vec<_> = (0..PAGES)
+                        .filter(|&i| before.pages[i] != after.pages[i])
+                        .map(|i| format!("page {i}: {:?} -> {:?}", before.pages[i], after.pages[i]))
+                        .collect();
+                    failures.push(format!(
+                        "{what}: state changed: {pages:?}, committed {} -> {}, locked KiB {} -> {}",
+                        before.committed, after.committed, before.locked_kib, after.locked_kib
+                    ));
+                }
+                let again = op(&mut r, &memfd);
+                if again.is_err() {
+                    failures.push(format!("{what}: retry gave {again:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    checked
+}
+
+#[test]
+fn each_refused_call_leaves_the_reservation_as_it_was() {
+    if std::env::var_os(CHILD).is_none() {
+        if under_sanitizer() {
+            eprintln!("SKIPPED: a sanitizer's runtime maps memory the filter would see");
+            return;
+        }
+        in_child(
+            "each_refused_call_leaves_the_reservation_as_it_was",
+            CHILD,
+            "refusals checked",
+        );
+        return;
+    }
+    let calls = [
+        libc::SYS_mmap,
+        libc::SYS_mprotect,
+        libc::SYS_madvise,
+        libc::SYS_mlock,
+        libc::SYS_mlock2,
+        libc::SYS_munlock,
+    ];
+    let Some(refuser) = Refuser::install(&calls) else {
+        return;
+    };
+    let checked = scenario(&refuser);
+    println!("{checked} refusals checked");
+}
