@@ -10,11 +10,7 @@ use memvisor_resources::{
     AddressAllocator, AddressRange, AllocPolicy, AllocatorSet, Error, IdAllocator, IdLoadLimits,
     IdSnapshot, Refused, Request,
 };
-
-#[path = "common/refusing_heap.rs"]
-mod refusing_heap;
-
-use refusing_heap::{Refusing, refusing, refusing_after};
+use memvisor_testkit::refusing_heap::{Refusing, refusing, refusing_after};
 
 /// Requests over this many bytes are always refused.
 const MAX_REQUEST: usize = 64 << 20;

@@ -8,11 +8,7 @@
 
 use memvisor_resources::model::{IdModel, IdOp, apply_id};
 use memvisor_resources::{Error, Id, IdAllocator, IdLoadLimits, IdSnapshot};
-
-#[path = "common/refusing_heap.rs"]
-mod refusing_heap;
-
-use refusing_heap::{Refusing, refusing_after};
+use memvisor_testkit::refusing_heap::{Refusing, refusing_after};
 
 #[global_allocator]
 static ALLOCATOR: Refusing = Refusing::ON_DEMAND;

@@ -9,11 +9,7 @@
 use std::collections::BTreeMap;
 
 use memvisor_resources::{Error, IdAllocator};
-
-#[path = "common/refusing_heap.rs"]
-mod refusing_heap;
-
-use refusing_heap::{Refusing, refusing};
+use memvisor_testkit::refusing_heap::{Refusing, refusing};
 
 #[global_allocator]
 static ALLOCATOR: Refusing = Refusing::ON_DEMAND;

@@ -3,11 +3,10 @@
 //! byte requested while a snapshot loads, per thread (tests run beside each other).
 
 use memvisor_resources::{Error, IdAllocator, IdLoadLimits, IdSnapshot};
+use memvisor_testkit::counting_heap::{Counting, requested_by};
 
-#[path = "common/counting_heap.rs"]
-mod counting_heap;
-
-use counting_heap::requested_by;
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 /// Everything but the bitmap: the input's decoded lists and the map, for inputs this short.
 const OVERHEAD: usize = 4096;

@@ -4,11 +4,10 @@
 //! other).
 
 use memvisor_resources::{Error, IdAllocator, IdLoadLimits, IdSnapshot, MAX_ID_RANGE};
+use memvisor_testkit::counting_heap::{Counting, requested_by};
 
-#[path = "common/counting_heap.rs"]
-mod counting_heap;
-
-use counting_heap::requested_by;
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 #[test]
 fn allocate_id_at_near_the_top_of_u32_requests_a_few_bytes() {
