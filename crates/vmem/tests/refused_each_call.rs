@@ -20,7 +20,7 @@ const PAGES: usize = 8;
 
 /// What can be seen of a reservation's pages: each page's records and its access as the
 /// kernel has it, and the process's locked bytes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct State {
     pages: Vec<(bool, bool, String)>,
     committed: usize,
@@ -152,6 +152,17 @@ fn operations() -> Vec<(&'static str, Op)> {
     ]
 }
 
+/// `state` without the access beneath guard pages, which no access reaches (a sparse guard
+/// marker keeps whatever protection the page had).
+fn beneath_guards_unseen(mut state: State) -> State {
+    for page in &mut state.pages {
+        if page.1 {
+            page.2.clear();
+        }
+    }
+    state
+}
+
 /// Whether `after` differs from `before` only as a refused decommit or guard of
 /// [`DISCARDED`] may leave it: those pages unlocked, each committed as before or decommitted
 /// (and then neither committed nor a guard page).
@@ -175,11 +186,21 @@ fn scenario(refuser: &Refuser) -> usize {
     let mut failures = Vec::new();
     for mode in [CommitMode::Protected, CommitMode::Sparse] {
         for (name, op) in operations() {
-            for n in 0..32 {
+            // What the operation makes of the pages when nothing is refused.
+            let clean = {
+                let mut r = mixed(mode, &memfd);
+                op(&mut r, &memfd).unwrap();
+                state(&r)
+            };
+            for (n, from_on) in (0..32).flat_map(|n| [(n, false), (n, true)]) {
                 let mut r = mixed(mode, &memfd);
                 let before = state(&r);
                 let range = r.as_ptr() as usize..r.as_ptr() as usize + r.len();
-                refuser.refuse_nth(range, n, libc::ENOMEM);
+                if from_on {
+                    refuser.refuse_from(range, n, libc::ENOMEM);
+                } else {
+                    refuser.refuse_nth(range, n, libc::ENOMEM);
+                }
                 let result = op(&mut r, &memfd);
                 let refused = refuser.lift();
                 if refused.is_none() {
@@ -188,13 +209,23 @@ fn scenario(refuser: &Refuser) -> usize {
                 }
                 checked += 1;
                 let after = state(&r);
-                let what = format!("{mode:?} {name}, call {n} (number {refused:?}) refused");
+                let what = format!(
+                    "{mode:?} {name}, call {n} (number {refused:?}){} refused",
+                    if from_on {
+                        " and every call after it"
+                    } else {
+                        ""
+                    }
+                );
                 match &result {
                     Err(Error::Os { source, .. }) if *source == OsError::from_raw(libc::ENOMEM) => {
                     }
                     other => failures.push(format!("{what}: got {other:?}")),
                 }
-                if DISCARDING.contains(&name) && discarded_as_documented(&before, &after) {
+                if from_on {
+                    // Undoing refused too: the documented outcomes differ by operation; the
+                    // retry below must still end where a clean call does.
+                } else if DISCARDING.contains(&name) && discarded_as_documented(&before, &after) {
                     // As documented: the range is unlocked, and decommitted or not.
                 } else if after != before {
                     let pages: Vec<_> = (0..PAGES)
@@ -209,6 +240,11 @@ fn scenario(refuser: &Refuser) -> usize {
                 let again = op(&mut r, &memfd);
                 if again.is_err() {
                     failures.push(format!("{what}: retry gave {again:?}"));
+                } else if beneath_guards_unseen(state(&r)) != beneath_guards_unseen(clean.clone()) {
+                    failures.push(format!(
+                        "{what}: the retry left\n{:?}\nwhere a clean call leaves\n{clean:?}",
+                        state(&r)
+                    ));
                 }
             }
         }

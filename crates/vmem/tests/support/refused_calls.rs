@@ -25,6 +25,8 @@ struct Plan {
     refuse: AtomicU64,
     /// Counted calls so far.
     seen: AtomicU64,
+    /// Whether every counted call from the `refuse`th on is refused, not only that one.
+    from_on: AtomicBool,
     /// The errno of the refusal.
     errno: AtomicI32,
     /// Whether the refusal was made.
@@ -83,6 +85,18 @@ impl Refuser {
     /// From now on, refuses with `errno` the `index`th call (from 0) whose first argument
     /// lies in `range`, counting from this call; the others go on.
     pub fn refuse_nth(&self, range: core::ops::Range<usize>, index: u64, errno: i32) {
+        self.plan.from_on.store(false, Ordering::SeqCst);
+        self.arm(range, index, errno);
+    }
+
+    /// As [`refuse_nth`](Self::refuse_nth), but refuses every counted call from the
+    /// `index`th on: a refusal whose undoing is refused too.
+    pub fn refuse_from(&self, range: core::ops::Range<usize>, index: u64, errno: i32) {
+        self.plan.from_on.store(true, Ordering::SeqCst);
+        self.arm(range, index, errno);
+    }
+
+    fn arm(&self, range: core::ops::Range<usize>, index: u64, errno: i32) {
         self.plan.refuse.store(u64::MAX, Ordering::SeqCst);
         self.plan.lo.store(range.start, Ordering::SeqCst);
         self.plan.hi.store(range.end, Ordering::SeqCst);
@@ -146,7 +160,8 @@ fn supervise(fd: i32, plan: &Plan) {
         let mut error = 0;
         if (plan.lo.load(Ordering::SeqCst)..plan.hi.load(Ordering::SeqCst)).contains(&addr) {
             let seen = plan.seen.fetch_add(1, Ordering::SeqCst);
-            if seen == plan.refuse.load(Ordering::SeqCst) {
+            let refuse = plan.refuse.load(Ordering::SeqCst);
+            if seen == refuse || (plan.from_on.load(Ordering::SeqCst) && seen > refuse) {
                 error = -plan.errno.load(Ordering::SeqCst);
                 plan.refused_nr.store(req.data.nr, Ordering::SeqCst);
                 plan.refused.store(true, Ordering::SeqCst);
