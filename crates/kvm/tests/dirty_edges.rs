@@ -13,6 +13,7 @@ use std::sync::Arc;
 use kvm_bindings::{KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, kvm_enable_cap};
 use memvisor_kvm::MemorySlots;
 use memvisor_space::{HugePageSize, HugePages, Region, RegionSpec};
+use memvisor_testkit::huge_page_lock::huge_page_lock;
 use support::*;
 use vm_memory::GuestAddress;
 
@@ -38,24 +39,6 @@ fn fetched(slots: &MemorySlots, base: u64) -> Vec<GuestAddress> {
         .unwrap()
         .dirty_pages()
         .collect()
-}
-
-/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
-/// (the test runner starts each test in its own process, several at once), so tests that count
-/// the pool's pages see only their own.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "tests are built with the current toolchain; the minimum version is the libraries'"
-)]
-fn huge_page_lock() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
 }
 
 #[test]

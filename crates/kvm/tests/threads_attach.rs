@@ -11,12 +11,13 @@ mod support;
 
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use kvm_ioctls::{Kvm, VmFd};
 use memvisor_kvm::{DirtyBitmap, Error, KvmError, MemorySlots};
 use memvisor_space::{AddressSpace, RegionSpec};
+use memvisor_testkit::watchdog::within;
 use support::{MIB, backed, backed_space, kvm_or_skip, page};
 use vm_memory::GuestAddress;
 
@@ -30,25 +31,6 @@ fn slots_errors_and_bitmaps_are_send_and_sync() {
     send_sync::<DirtyBitmap>();
     send_sync::<Error>();
     send_sync::<KvmError>();
-}
-
-/// Runs `f` on its own thread; fails the test if it does not end within `limit`, rather than
-/// hang the run on a deadlock.
-fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            worker.join().unwrap();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(worker.join().unwrap_err())
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("deadlock: not done within {limit:?}"),
-    }
 }
 
 /// Another `VmFd` of `vm`'s VM: a duplicate of its descriptor.
@@ -85,7 +67,7 @@ fn threads_attaching_one_vm_at_once_get_one_memory_slots() {
     let Some(kvm) = kvm_or_skip("threads_attaching_one_vm_at_once_get_one_memory_slots") else {
         return;
     };
-    within(Duration::from_secs(30), move || {
+    within("attaching threads", Duration::from_secs(30), move || {
         const THREADS: usize = 8;
         let vm = Arc::new(kvm.create_vm().unwrap());
         let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
@@ -141,7 +123,7 @@ fn attach_and_drop_beside_changes_and_queries_never_deadlock() {
     let Some(kvm) = kvm_or_skip("attach_and_drop_beside_changes_and_queries_never_deadlock") else {
         return;
     };
-    within(Duration::from_secs(30), move || {
+    within("attach and drop", Duration::from_secs(30), move || {
         let vm = Arc::new(kvm.create_vm().unwrap());
         let other_vm = Arc::new(kvm.create_vm().unwrap());
         let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
