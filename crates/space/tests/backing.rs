@@ -15,6 +15,7 @@ use memvisor_space::{
     AddressSpace, Backing, Error, HugePageFallback, HugePageSize, HugePages, Layout, NumaBinding,
     NumaPolicy, Protection, Region, RegionSpec, RegionType, Window, WindowKind,
 };
+use memvisor_testkit::huge_page_lock::huge_page_lock;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 const MIB: u64 = 1 << 20;
@@ -393,24 +394,6 @@ fn hugetlbfs_backing_on_other_fs_errors() {
     let err = Region::back(spec).unwrap_err();
     assert!(matches!(err, Error::NotHugetlbfs { .. }), "{err}");
     assert!(err.to_string().contains("is not on hugetlbfs"), "{err}");
-}
-
-/// Holds the lock every test of the workspace that takes huge pages from the host's pool takes
-/// (the test runner starts each test in its own process, several at once), so tests that count
-/// the pool's pages see only their own.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "tests are built with the current toolchain; the minimum version is the libraries'"
-)]
-fn huge_page_lock() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
 }
 
 #[test]

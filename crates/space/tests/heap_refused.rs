@@ -10,92 +10,17 @@
 //! so the error itself can be made. The placers are made with an owner already in each of
 //! their maps, so that the maps' own nodes (also infallible) need no new request.
 
-use std::alloc::{GlobalAlloc, Layout as HeapLayout, System};
-use std::cell::Cell;
 use std::error::Error as _;
-use std::ptr;
 use std::sync::Arc;
 
 use memvisor_space::{
     AddressSpace, Error, GuestRange, Layout, Placer, Platform, Region, RegionSpec, WindowKind,
 };
+use memvisor_testkit::refusing_heap::{Refusing, refusing_one_after, refusing_one_of_size};
 use vm_memory::{Bytes, GuestAddress};
 
-struct RefusingOne;
-
-thread_local! {
-    /// Requests left to grant before the one refused; `None`: grant all.
-    static GRANT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-fn refuse_now(layout: HeapLayout) -> bool {
-    let align = layout.align();
-    if align >= 8
-        && REFUSE_SIZE
-            .try_with(|s| {
-                let hit = s.get() == Some(layout.size());
-                if hit {
-                    s.set(None);
-                }
-                hit
-            })
-            .unwrap_or(false)
-    {
-        return true;
-    }
-    align >= 8
-        && GRANT
-            .try_with(|left| match left.get() {
-                Some(0) => {
-                    left.set(None);
-                    true
-                }
-                Some(n) => {
-                    left.set(Some(n - 1));
-                    false
-                }
-                None => false,
-            })
-            .unwrap_or(false)
-}
-
-// SAFETY: requests that are not refused go to `System` unchanged; a refused one gets null,
-// which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for RefusingOne {
-    unsafe fn alloc(&self, layout: HeapLayout) -> *mut u8 {
-        if refuse_now(layout) {
-            return ptr::null_mut();
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: HeapLayout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: HeapLayout, new_size: usize) -> *mut u8 {
-        let new = HeapLayout::from_size_align(new_size, layout.align()).unwrap_or(layout);
-        if refuse_now(new) {
-            return ptr::null_mut();
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: RefusingOne = RefusingOne;
-
-/// `f`'s result with the heap request after the first `granted` refused, and whether that
-/// request was made.
-fn refusing_one<T>(granted: usize, f: impl FnOnce() -> T) -> (T, bool) {
-    GRANT.with(|left| left.set(Some(granted)));
-    let out = f();
-    let refused = GRANT.with(|left| left.replace(None)).is_none();
-    (out, refused)
-}
+static ALLOCATOR: Refusing = Refusing::ON_DEMAND.aligned_from(8);
 
 fn range(base: u64, size: u64) -> GuestRange {
     GuestRange::new(GuestAddress(base), size).unwrap()
@@ -134,7 +59,7 @@ fn each_refusal<T: std::fmt::Debug>(
     let before = held(placer);
     for granted in 0.. {
         let mut p = placer.clone();
-        let (out, refused) = refusing_one(granted, || op(&mut p));
+        let (out, refused) = refusing_one_after(granted, || op(&mut p));
         if !refused {
             // Nothing was refused: the operation as it runs with a heap that grants all.
             out.unwrap();
@@ -228,7 +153,7 @@ fn slot_number_refused_by_the_heap_is_not_every_number_in_use() {
         .unwrap();
     let region = Arc::new(Region::plan(page(64)).unwrap());
     let before = space.snapshot();
-    let (out, refused) = refusing_one(0, || space.insert_region(Arc::clone(&region)));
+    let (out, refused) = refusing_one_after(0, || space.insert_region(Arc::clone(&region)));
     assert!(refused);
     let e = out.unwrap_err();
     assert!(is_heap_refusal(&e), "{e} ({e:?})");
@@ -251,7 +176,7 @@ fn legacy_irqs_refused_by_the_heap_refuse_the_placer() {
     // The interrupt allocator's first requests: its index, then its bitmap, as the legacy
     // GSIs 0-4 are taken. A placer that could not keep them from `irq` is not made.
     for granted in 0..2 {
-        let (out, refused) = refusing_one(granted, || platform.placer(&layout));
+        let (out, refused) = refusing_one_after(granted, || platform.placer(&layout));
         assert!(refused);
         let e = out.map(|mut p| p.irq("net0")).unwrap_err();
         assert!(
@@ -269,7 +194,7 @@ fn snapshot_placer_refused_by_the_heap_is_an_error() {
     let space = AddressSpace::plan(layout, [RegionSpec::ram(GuestAddress(0), 1 << 30)]).unwrap();
     let snapshot = space.snapshot();
     // The platform's description first, then the interrupt allocator's index.
-    let (out, refused) = refusing_one(1, || snapshot.placer());
+    let (out, refused) = refusing_one_after(1, || snapshot.placer());
     assert!(refused);
     let e = out.unwrap_err();
     assert!(is_heap_refusal(&e), "{e} ({e:?})");
@@ -310,7 +235,7 @@ fn recording_a_removed_file_region_refused_by_the_heap_changes_nothing() {
     );
     assert!(!space.remove_listener(&none).unwrap());
     let before = space.snapshot();
-    let (out, refused) = refusing_one(0, || space.remove_region(GuestAddress(0), 2 << 20));
+    let (out, refused) = refusing_one_after(0, || space.remove_region(GuestAddress(0), 2 << 20));
     assert!(refused);
     let e = out.unwrap_err();
     assert!(is_heap_refusal(&e), "{e} ({e:?})");
@@ -377,7 +302,8 @@ fn listing_a_file_region_whose_undo_may_fail_refused_by_the_heap_changes_nothing
     let before = space.snapshot();
     let mut listed = false;
     for granted in 0.. {
-        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&region)));
+        let (out, refused) =
+            refusing_one_after(granted, || space.insert_region(Arc::clone(&region)));
         assert!(
             refused,
             "the list's room is asked for after {granted} requests"
@@ -429,7 +355,8 @@ fn copying_the_removed_file_regions_refused_by_the_heap_changes_nothing() {
     let before = space.snapshot();
     let mut copy_refused = false;
     for granted in 0.. {
-        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&region)));
+        let (out, refused) =
+            refusing_one_after(granted, || space.insert_region(Arc::clone(&region)));
         assert!(refused, "the copy is asked for after {granted} requests");
         let e = out.unwrap_err();
         assert!(is_heap_refusal(&e), "request {granted}: {e} ({e:?})");
@@ -478,7 +405,8 @@ fn snapshot_table_refused_by_the_heap_changes_nothing() {
     let before = space.snapshot();
     let mut refused_table = false;
     for granted in 0.. {
-        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&region)));
+        let (out, refused) =
+            refusing_one_after(granted, || space.insert_region(Arc::clone(&region)));
         assert!(refused, "the table is asked for after {granted} requests");
         let e = out.unwrap_err();
         assert!(is_heap_refusal(&e), "request {granted}: {e} ({e:?})");
@@ -497,7 +425,7 @@ fn snapshot_table_refused_by_the_heap_changes_nothing() {
     let before = space.snapshot();
     let mut refused_table = false;
     for granted in 0.. {
-        let (out, refused) = refusing_one(granted, || {
+        let (out, refused) = refusing_one_after(granted, || {
             space.remove_region(GuestAddress(12 << 21), 1 << 21)
         });
         assert!(refused, "the table is asked for after {granted} requests");
@@ -516,20 +444,6 @@ fn snapshot_table_refused_by_the_heap_changes_nothing() {
         .unwrap();
     assert_eq!(space.snapshot().len(), 12);
     assert_eq!(heard.load(Ordering::SeqCst), 2);
-}
-
-thread_local! {
-    /// The size of the one heap request to refuse (the first of it, aligned to 8 bytes or
-    /// more); `None`: refuse none by size.
-    static REFUSE_SIZE: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// Runs `f` with the first request of exactly `size` bytes refused; whether it was made.
-fn refusing_size<T>(size: usize, f: impl FnOnce() -> T) -> (T, bool) {
-    REFUSE_SIZE.with(|s| s.set(Some(size)));
-    let out = f();
-    let refused = REFUSE_SIZE.with(|s| s.replace(None)).is_none();
-    (out, refused)
 }
 
 /// Plugging a slot builds the next snapshot's table after the slot is mapped. The heap
@@ -566,7 +480,8 @@ fn plug_whose_snapshot_table_the_heap_refuses_changes_nothing() {
     let planned = Arc::new(Region::plan(ram(12)).unwrap());
     let mut table_bytes = None;
     for granted in 0.. {
-        let (out, refused) = refusing_one(granted, || space.insert_region(Arc::clone(&planned)));
+        let (out, refused) =
+            refusing_one_after(granted, || space.insert_region(Arc::clone(&planned)));
         assert!(refused, "the table is asked for after {granted} requests");
         let e = out.unwrap_err();
         if e.to_string().starts_with("allocating the snapshot table") {
@@ -584,7 +499,7 @@ fn plug_whose_snapshot_table_the_heap_refuses_changes_nothing() {
     let table_bytes = table_bytes.unwrap();
     let before = space.snapshot();
     let slot = RegionSpec::ram(GuestAddress(window), 2 << 20).with_hotplug(true);
-    let (out, refused) = refusing_size(table_bytes, || space.plug(slot.clone()));
+    let (out, refused) = refusing_one_of_size(table_bytes, || space.plug(slot.clone()));
     assert!(refused, "the plug asks for the table");
     let e = out.map(|_| ()).unwrap_err();
     assert!(is_heap_refusal(&e), "{e} ({e:?})");
@@ -621,7 +536,7 @@ fn dirty_bitmap_refused_by_the_heap_is_an_error() {
     };
 
     let spec = RegionSpec::ram(GuestAddress(0), size).with_dirty_tracking(true);
-    let (out, refused) = refusing_size(bitmap_bytes, || Region::back(spec.clone()));
+    let (out, refused) = refusing_one_of_size(bitmap_bytes, || Region::back(spec.clone()));
     assert!(refused, "backing the region asks for the bitmap");
     refused_for(0, &out.map(|_| ()).unwrap_err());
     let (region, _) = Region::back(spec).unwrap();
@@ -639,7 +554,7 @@ fn dirty_bitmap_refused_by_the_heap_is_an_error() {
         .start()
         .0;
     let boot = RegionSpec::ram(GuestAddress(0), size).with_dirty_tracking(true);
-    let (out, refused) = refusing_size(bitmap_bytes, || {
+    let (out, refused) = refusing_one_of_size(bitmap_bytes, || {
         AddressSpace::back(layout.clone(), [boot.clone()])
     });
     assert!(refused, "backing the space asks for the bitmap");
@@ -649,7 +564,7 @@ fn dirty_bitmap_refused_by_the_heap_is_an_error() {
         .with_hotplug(true)
         .with_dirty_tracking(true);
     let before = space.snapshot();
-    let (out, refused) = refusing_size(bitmap_bytes, || space.plug(slot.clone()));
+    let (out, refused) = refusing_one_of_size(bitmap_bytes, || space.plug(slot.clone()));
     assert!(refused, "the plug asks for the bitmap");
     refused_for(window, &out.map(|_| ()).unwrap_err());
     assert!(Arc::ptr_eq(&before, &space.snapshot()), "nothing changed");
@@ -674,7 +589,7 @@ fn dirty_log_refused_by_the_heap_is_an_error_and_keeps_the_log() {
         .write_obj(7u8, vm_memory::MemoryRegionAddress(last as u64))
         .unwrap();
 
-    let (out, refused) = refusing_size(65 * 8, || region.try_take_dirty_log());
+    let (out, refused) = refusing_one_of_size(65 * 8, || region.try_take_dirty_log());
     assert!(refused, "taking the log asks for its words");
     let e = out.unwrap_err();
     assert!(is_heap_refusal(&e), "{e} ({e:?})");
@@ -723,7 +638,7 @@ fn dirty_bitmap_refused_by_the_heap_leaves_the_file_unwritten() {
         .with_prefault_threads(1)
         .with_dirty_tracking(true);
 
-    let (out, refused) = refusing_size(67 * 8, || Region::back(spec.clone()));
+    let (out, refused) = refusing_one_of_size(67 * 8, || Region::back(spec.clone()));
     assert!(refused, "backing the region asks for the bitmap");
     let e = out.map(|_| ()).unwrap_err();
     assert!(is_heap_refusal(&e), "{e} ({e:?})");

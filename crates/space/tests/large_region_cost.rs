@@ -6,6 +6,7 @@
 use std::sync::Mutex;
 
 use memvisor_space::{AddressSpace, Backing, Layout, Region, RegionSpec, WindowKind};
+use memvisor_testkit::resident::rss_bytes;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryRegion, MemoryRegionAddress};
 
 const TIB: u64 = 1 << 40;
@@ -16,16 +17,6 @@ const BOUND: usize = 16 << 20;
 
 /// The tests of this file measure the process's resident memory: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
 
 fn grew(before: usize, what: &str) {
     let grown = rss_bytes().saturating_sub(before);
