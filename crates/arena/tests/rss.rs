@@ -1,5 +1,5 @@
 //! A reservation-backed arena gives memory back to the operating system when a client with
-//! many chunks is deleted (Linux: the resident set size read from `/proc/self/statm`).
+//! many chunks is deleted (Linux: the resident set size read from `/proc/self/status`).
 
 #![cfg(all(target_os = "linux", feature = "std"))]
 
@@ -7,18 +7,12 @@ use std::alloc::Layout;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use memvisor_arena::{Arena, Config, Flags, Quota};
+use memvisor_testkit::resident::rss_bytes;
 
 /// The resident set is the process's: the tests measure it one at a time.
 fn measuring() -> MutexGuard<'static, ()> {
     static MEASURING: Mutex<()> = Mutex::new(());
     MEASURING.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Resident bytes of this process.
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * memvisor_vmem::page_size()
 }
 
 #[test]

@@ -1,54 +1,19 @@
 //! An arena whose side tables the host's allocator refuses is an error that the caller gets
 //! back, not an abort. The global allocator here refuses any request over 64 MiB, and every
-//! request of a thread while its `REFUSE_ALL` is set.
+//! request of a thread inside `refusing`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::Layout;
 
 use memvisor_arena::{Arena, Backing, Config, Error, HostTable, Quota};
+use memvisor_testkit::refusing_heap::{Refusing, refusing};
 #[cfg(feature = "std")]
 use memvisor_vmem::CommitMode;
 
-struct Refusing;
-
+/// Requests over this many bytes are always refused.
 const MAX_REQUEST: usize = 64 << 20;
 
-thread_local! {
-    /// Per thread, so that tests running beside each other are not refused.
-    static REFUSE_ALL: Cell<bool> = const { Cell::new(false) };
-}
-
-fn refused(layout: Layout) -> bool {
-    layout.size() > MAX_REQUEST || REFUSE_ALL.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: requests up to `MAX_REQUEST` are passed to `System` unchanged; larger ones get null,
-// which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for Refusing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if refused(layout) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if refused(layout) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was returned by `System` for this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Refusing = Refusing;
+static GLOBAL: Refusing = Refusing::up_to(MAX_REQUEST);
 
 #[cfg(feature = "std")]
 #[test]
@@ -91,10 +56,8 @@ fn refused_remote_bits_are_an_error_that_changes_nothing() {
         .alloc(Layout::from_size_align(100, 8).unwrap())
         .unwrap();
     let before = client.stats();
-    REFUSE_ALL.set(true);
     // SAFETY: a live block of a client that outlives the call; not used after a free.
-    let refused = unsafe { arena.free(p) };
-    REFUSE_ALL.set(false);
+    let refused = refusing(|| unsafe { arena.free(p) });
     assert_eq!(
         refused,
         Err(Error::TablesUnavailable {
@@ -117,9 +80,7 @@ fn refused_client_records_are_an_error_that_changes_nothing() {
     let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
     let first = arena.create_client(Quota::UNLIMITED).unwrap();
     let before = arena.stats();
-    REFUSE_ALL.set(true);
-    let refused = arena.create_client(Quota::UNLIMITED);
-    REFUSE_ALL.set(false);
+    let refused = refusing(|| arena.create_client(Quota::UNLIMITED));
     match refused {
         Err(Error::TablesUnavailable {
             bytes,
@@ -137,9 +98,9 @@ fn refused_client_records_are_an_error_that_changes_nothing() {
 #[test]
 fn refused_host_memory_error_names_what_was_refused() {
     let arena = Arena::new(Backing::heap(4 << 20, 4096).unwrap(), Config::new()).unwrap();
-    REFUSE_ALL.set(true);
-    let mailbox = arena.create_client(Quota::UNLIMITED).err().unwrap();
-    REFUSE_ALL.set(false);
+    let mailbox = refusing(|| arena.create_client(Quota::UNLIMITED))
+        .err()
+        .unwrap();
     let message = mailbox.to_string();
     assert!(message.contains("mailbox"), "{message}");
     assert!(!message.contains("side tables"), "{message}");
@@ -148,10 +109,8 @@ fn refused_host_memory_error_names_what_was_refused() {
     let p = client
         .alloc(Layout::from_size_align(100, 8).unwrap())
         .unwrap();
-    REFUSE_ALL.set(true);
     // SAFETY: a live block of a client that outlives the call; not used after a free.
-    let remote = unsafe { arena.free(p) }.err().unwrap();
-    REFUSE_ALL.set(false);
+    let remote = refusing(|| unsafe { arena.free(p) }).err().unwrap();
     let message = remote.to_string();
     assert!(message.contains("remote-free bits"), "{message}");
     assert!(!message.contains("side tables"), "{message}");
@@ -159,9 +118,7 @@ fn refused_host_memory_error_names_what_was_refused() {
     assert_eq!(unsafe { client.free(p) }, Ok(112));
 
     let backing = Backing::heap(4 << 20, 4096).unwrap();
-    REFUSE_ALL.set(true);
-    let tables = Arena::new(backing, Config::new());
-    REFUSE_ALL.set(false);
+    let tables = refusing(|| Arena::new(backing, Config::new()));
     let message = tables.err().unwrap().to_string();
     assert!(message.contains("side tables"), "{message}");
 }

@@ -1,6 +1,6 @@
 //! Making an arena over a large reservation writes a few pages of bookkeeping whatever the
 //! reservation's size: every side table starts as untouched zero pages and takes memory as its
-//! chunks are first used (Linux: the resident set size read from `/proc/self/statm`).
+//! chunks are first used (Linux: the resident set size read from `/proc/self/status`).
 
 #![cfg(all(target_os = "linux", feature = "std", target_pointer_width = "64"))]
 
@@ -8,13 +8,7 @@ use std::alloc::Layout;
 use std::time::{Duration, Instant};
 
 use memvisor_arena::{Arena, Config, Flags, Quota};
-
-/// Resident bytes of this process.
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * memvisor_vmem::page_size()
-}
+use memvisor_testkit::resident::rss_bytes;
 
 /// What making an arena over `len` bytes of address space with chunks of `chunk` bytes adds to
 /// the resident set, and how long it takes; the arena is then used (a client allocates,
