@@ -1,79 +1,23 @@
 //! Memory the host's allocator refuses (a context's side tables, a client's records, a handle
 //! table, a chunk's remote-free bits) is the status `OS`, not an abort of the caller's
 //! process, and leaves nothing behind. The global allocator here
-//! refuses any request over 64 MiB, and on a thread whose `REFUSE_AFTER` is set, every request
-//! after that many more (`PAUSE_THEN_REFUSE`: after one slow request).
+//! refuses any request over 64 MiB, and on a thread inside `refusing_after`, every request
+//! after that many more (`pausing_then_refusing`: after one slow request).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::Layout;
 use std::ptr;
+use std::time::Duration;
 
 use memvisor::status::Status;
 use memvisor::types::{Client, Context, MEMVISOR_UNLIMITED};
 use memvisor::*;
+use memvisor_testkit::refusing_heap::{Refusing, pausing_then_refusing, refusing, refusing_after};
 
-struct Refusing;
-
+/// Requests over this many bytes are always refused.
 const MAX_REQUEST: usize = 64 << 20;
 
-thread_local! {
-    /// Per thread, so that tests running beside each other are not refused.
-    static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
-    /// Whether the thread's next request waits a while, and all later ones are refused.
-    static PAUSE_THEN_REFUSE: Cell<bool> = const { Cell::new(false) };
-}
-
-fn refused(layout: Layout) -> bool {
-    if layout.size() > MAX_REQUEST {
-        return true;
-    }
-    if PAUSE_THEN_REFUSE
-        .try_with(|p| p.replace(false))
-        .unwrap_or(false)
-    {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = REFUSE_AFTER.try_with(|left| left.set(Some(0)));
-        return false;
-    }
-    REFUSE_AFTER
-        .try_with(|left| match left.get() {
-            Some(0) => true,
-            Some(n) => {
-                left.set(Some(n - 1));
-                false
-            }
-            None => false,
-        })
-        .unwrap_or(false)
-}
-
-// SAFETY: requests that are not refused are passed to `System` unchanged; refused ones get
-// null, which `GlobalAlloc` allows.
-unsafe impl GlobalAlloc for Refusing {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if refused(layout) {
-            return ptr::null_mut();
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if refused(layout) {
-            return ptr::null_mut();
-        }
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was returned by `System` for this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Refusing = Refusing;
+static GLOBAL: Refusing = Refusing::up_to(MAX_REQUEST);
 
 #[test]
 #[cfg_attr(miri, ignore = "reserves 8 GiB of address space")]
@@ -109,9 +53,7 @@ fn refuse_each_request<T: Copy + PartialEq + std::fmt::Debug>(
 ) -> (usize, T) {
     for n in 0..1000 {
         let mut out = untouched;
-        REFUSE_AFTER.set(Some(n));
-        let status = call(&mut out);
-        REFUSE_AFTER.set(None);
+        let status = refusing_after(n, || call(&mut out));
         if status == Status::Ok {
             return (n, out);
         }
@@ -141,13 +83,13 @@ fn every_refused_request_of_create_and_delete_is_os_status() {
     assert_eq!(status, Status::Ok);
 
     // Deleting allocates nothing: with every request refused, both deletes succeed.
-    REFUSE_AFTER.set(Some(0));
-    // SAFETY: the client is used on this thread alone, and its blocks not after.
-    let deleted = (
-        unsafe { memvisor_client_delete(client) },
-        memvisor_context_delete(ctx),
-    );
-    REFUSE_AFTER.set(None);
+    let deleted = refusing(|| {
+        (
+            // SAFETY: the client is used on this thread alone, and its blocks not after.
+            unsafe { memvisor_client_delete(client) },
+            memvisor_context_delete(ctx),
+        )
+    });
     assert_eq!(deleted, (Status::Ok, Status::Ok));
 
     // The handles given back are reused as usual.
@@ -198,11 +140,7 @@ fn concurrent_client_creates_under_refusal_do_not_abort() {
     let shared = SendContext(ctx);
     let first = std::thread::spawn(move || {
         let shared = shared;
-        PAUSE_THEN_REFUSE.set(true);
-        let result = create(shared.0);
-        PAUSE_THEN_REFUSE.set(false);
-        REFUSE_AFTER.set(None);
-        result
+        pausing_then_refusing(Duration::from_millis(300), || create(shared.0))
     });
     std::thread::sleep(std::time::Duration::from_millis(100));
     let second = create(ctx);
@@ -239,10 +177,8 @@ fn free_through_context_whose_remote_bits_are_refused_is_os_status_block_kept() 
 
     // The first free through the context in a chunk makes the chunk's remote-free bits.
     let mut size = 7;
-    REFUSE_AFTER.set(Some(0));
     // SAFETY: `block` is a live block allocated on this thread; `size` is writable.
-    let status = unsafe { memvisor_free(ctx, block, &raw mut size) };
-    REFUSE_AFTER.set(None);
+    let status = refusing(|| unsafe { memvisor_free(ctx, block, &raw mut size) });
     assert_eq!(status, Status::Os);
     assert_eq!(size, 7, "no output on error");
     // Nothing changed: the block is still live, and freed once memory is had.
