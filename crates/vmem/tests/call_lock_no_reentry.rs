@@ -6,9 +6,9 @@
 //! fails the test instead of hanging it.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use std::sync::mpsc;
 use std::time::Duration;
 
+use memvisor_testkit::watchdog::within;
 use memvisor_vmem::vec::Builder;
 use memvisor_vmem::{
     Advice, CommitMode, Error, HugePageAdvice, HugeTlbSize, MapSource, Protection, Reservation,
@@ -18,20 +18,6 @@ use memvisor_vmem::{
 /// Long enough for any of these calls on a loaded machine; a call waiting on a lock its own
 /// thread holds never returns.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Runs `f` on its own thread and returns its result, or fails the test if it has not
-/// returned within [`DEADLINE`] (the thread is left behind, blocked).
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still waiting after {DEADLINE:?}"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: the call panicked"),
-    }
-}
 
 fn reservation(mode: CommitMode, pages: usize) -> Reservation {
     Reservation::builder()
@@ -64,13 +50,13 @@ fn prepared(mode: CommitMode) -> Reservation {
 #[test]
 fn decommit_of_locked_mapped_advised_pages_returns() {
     for mode in [CommitMode::Protected, CommitMode::Sparse] {
-        let mut r = within("decommit", move || {
+        let mut r = within("decommit", DEADLINE, move || {
             let mut r = prepared(mode);
             r.decommit(0, 8 * page_size()).unwrap();
             r
         });
         // The lock was given back: every other call still runs.
-        within("calls after the decommit", move || {
+        within("calls after the decommit", DEADLINE, move || {
             r.commit(0, page_size()).unwrap();
             r.lock(0, page_size()).unwrap();
             r.unlock(0, page_size()).unwrap();
@@ -83,12 +69,12 @@ fn decommit_of_locked_mapped_advised_pages_returns() {
 #[test]
 fn guard_of_locked_mapped_advised_pages_returns() {
     for mode in [CommitMode::Protected, CommitMode::Sparse] {
-        let mut r = within("guard", move || {
+        let mut r = within("guard", DEADLINE, move || {
             let mut r = prepared(mode);
             r.guard(2 * page_size(), 4 * page_size()).unwrap();
             r
         });
-        within("calls after the guard", move || {
+        within("calls after the guard", DEADLINE, move || {
             assert!(matches!(
                 r.commit(2 * page_size(), page_size()),
                 Err(Error::Guarded { .. })
@@ -102,7 +88,7 @@ fn guard_of_locked_mapped_advised_pages_returns() {
 
 #[test]
 fn refused_calls_give_the_lock_back() {
-    within("refusals", || {
+    within("refusals", DEADLINE, || {
         let p = page_size();
         let mut r = reservation(CommitMode::Protected, 4);
         r.commit(0, 2 * p).unwrap();
@@ -149,7 +135,7 @@ fn map_refused_by_the_system_fills_the_hole_and_returns() {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .unwrap_or(0);
-    let mut r = within("refused map", move || {
+    let mut r = within("refused map", DEADLINE, move || {
         let mut r = Reservation::builder()
             .alignment(huge)
             .reserve(2 * huge)
@@ -171,7 +157,7 @@ fn map_refused_by_the_system_fills_the_hole_and_returns() {
         }
         r
     });
-    within("calls after the map", move || {
+    within("calls after the map", DEADLINE, move || {
         r.commit(0, 2 * huge).unwrap();
         // Past the range of the map: where the system has huge pages free, the map succeeded
         // and a page of its huge page cannot be locked alone.
@@ -182,7 +168,7 @@ fn map_refused_by_the_system_fills_the_hole_and_returns() {
 
 #[test]
 fn vector_growth_racing_with_locks_and_advice_returns() {
-    within("vector growth", || {
+    within("vector growth", DEADLINE, || {
         let v = Builder::new(1 << 20).build_concurrent::<u64>().unwrap();
         std::thread::scope(|s| {
             for t in 0..2u64 {

@@ -10,14 +10,12 @@
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(not(miri))]
+use memvisor_testkit::huge_page_lock;
 use memvisor_vmem::{
     Advice, CommitMode, Error, HugeTlbSize, MapSource, Operation, Protection, Reservation,
     page_size,
 };
-
-#[cfg(not(miri))]
-#[path = "support/huge_page_lock.rs"]
-mod huge_page_lock;
 
 const HUGE: usize = 2 << 20;
 

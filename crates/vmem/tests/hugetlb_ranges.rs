@@ -8,13 +8,11 @@
 use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd};
 
+use memvisor_testkit::huge_page_lock;
 use memvisor_vmem::{
     Advice, CommitMode, Error, HugePageAdvice, HugeTlbSize, MapSource, NumaPolicy, Operation,
     Protection, Reservation, page_size,
 };
-
-#[path = "support/huge_page_lock.rs"]
-mod huge_page_lock;
 
 fn page() -> usize {
     page_size()

@@ -3,6 +3,7 @@
 //! `/proc`).
 #![cfg(all(target_os = "linux", not(miri)))]
 
+use memvisor_testkit::resident::rss_bytes;
 use memvisor_vmem::{CommitMode, Reservation, page_size};
 
 const GIB: usize = 1 << 30;
@@ -13,16 +14,6 @@ fn meminfo_kib(field: &str) -> usize {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("{field} not in /proc/meminfo"))
-}
-
-fn rss_bytes() -> usize {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: usize = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
 }
 
 fn committed_as() -> usize {

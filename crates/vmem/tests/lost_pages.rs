@@ -8,10 +8,8 @@
 
 use std::process::Command;
 
+use memvisor_testkit::huge_page_lock;
 use memvisor_vmem::{CommitMode, Error, HugeTlbSize, MapSource, Protection, Reservation};
-
-#[path = "support/huge_page_lock.rs"]
-mod huge_page_lock;
 
 /// Set in the child process that runs the scenario.
 const CHILD: &str = "MEMVISOR_VMEM_LOST_PAGES_CHILD";
