@@ -4,16 +4,9 @@
 #![cfg(all(target_os = "linux", feature = "std"))]
 
 use std::alloc::Layout;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use memvisor_arena::{Arena, Config, Flags, Quota};
-use memvisor_testkit::resident::rss_bytes;
-
-/// The resident set is the process's: the tests measure it one at a time.
-fn measuring() -> MutexGuard<'static, ()> {
-    static MEASURING: Mutex<()> = Mutex::new(());
-    MEASURING.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use memvisor_testkit::resident::{measuring, rss_bytes};
 
 #[test]
 #[cfg_attr(miri, ignore = "reads /proc and needs real page residency")]
