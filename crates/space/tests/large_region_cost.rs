@@ -3,10 +3,8 @@
 //! plugging and unplugging terabytes add little resident memory.
 #![cfg(all(target_os = "linux", target_pointer_width = "64", not(miri)))]
 
-use std::sync::Mutex;
-
 use memvisor_space::{AddressSpace, Backing, Layout, Region, RegionSpec, WindowKind};
-use memvisor_testkit::resident::rss_bytes;
+use memvisor_testkit::resident::{measuring, rss_bytes};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryRegion, MemoryRegionAddress};
 
 const TIB: u64 = 1 << 40;
@@ -14,9 +12,6 @@ const TIB: u64 = 1 << 40;
 /// The most resident memory backing (or plugging and unplugging) 1 TiB may add. One bit per
 /// base page of one bitmap is 32 MiB; backing a region records a dozen of them.
 const BOUND: usize = 16 << 20;
-
-/// The tests of this file measure the process's resident memory: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn grew(before: usize, what: &str) {
     let grown = rss_bytes().saturating_sub(before);
@@ -28,7 +23,7 @@ fn grew(before: usize, what: &str) {
 
 #[test]
 fn backing_a_tib_memfd_region_adds_little_resident_memory() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = measuring();
     let before = rss_bytes();
     let spec = RegionSpec::ram(GuestAddress(1 << 32), TIB).with_backing(Backing::Memfd);
     let (region, report) = Region::back(spec).unwrap();
@@ -44,7 +39,7 @@ fn backing_a_tib_memfd_region_adds_little_resident_memory() {
 
 #[test]
 fn plugging_and_unplugging_a_tib_slot_adds_little_resident_memory() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = measuring();
     let layout = Layout::x86_64()
         .ram(1 << 30)
         .hotplug(TIB)
