@@ -9,8 +9,8 @@
 ))]
 
 use std::os::fd::{AsFd, FromRawFd};
-use std::sync::Mutex;
 
+use memvisor_testkit::resident::{measuring, rss_bytes};
 use memvisor_vmem::{Advice, CommitMode, MapSource, Protection, Reservation, page_size};
 
 const TIB: usize = 1 << 40;
@@ -18,19 +18,6 @@ const TIB: usize = 1 << 40;
 /// The most resident memory a whole-range call over 1 TiB may add. Writing one bit per page
 /// of one bitmap is 32 MiB; the calls below write at least four of them.
 const BOUND: usize = 16 << 20;
-
-/// The tests of this file measure the process's resident memory: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
 
 fn memfd(len: usize) -> std::fs::File {
     // SAFETY: a fresh memfd, owned below.
@@ -52,7 +39,7 @@ fn grew(before: usize, what: &str) {
 
 #[test]
 fn mapping_a_memfd_over_a_whole_tib_reservation_writes_no_bitmap_words() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = measuring();
     let file = memfd(TIB);
     let mut r = Reservation::new(TIB).unwrap();
     let before = rss_bytes();
@@ -89,7 +76,7 @@ fn mapping_a_memfd_over_a_whole_tib_reservation_writes_no_bitmap_words() {
 
 #[test]
 fn committing_a_whole_tib_sparse_reservation_writes_no_bitmap_words() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = measuring();
     let r = Reservation::builder()
         .mode(CommitMode::Sparse)
         .reserve(TIB)
