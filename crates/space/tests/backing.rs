@@ -10,12 +10,14 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use memvisor_space::{
     AddressSpace, Backing, Error, HugePageFallback, HugePageSize, HugePages, Layout, NumaBinding,
     NumaPolicy, Protection, Region, RegionSpec, RegionType, Window, WindowKind,
 };
 use memvisor_testkit::huge_page_lock::huge_page_lock;
+use memvisor_testkit::watchdog::within;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 const MIB: u64 = 1 << 20;
@@ -259,16 +261,6 @@ fn file_too_small_and_missing_error() {
     assert!(matches!(Region::back(spec), Err(Error::File { .. })));
 }
 
-/// Runs `f` on its own thread and gives its result, or panics if it takes more than 10 s (a
-/// call that waits forever fails the test instead of hanging it).
-#[cfg(unix)]
-fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(f()));
-    rx.recv_timeout(std::time::Duration::from_secs(10))
-        .expect("the call did not return within 10 s")
-}
-
 /// A new FIFO (named pipe) in a directory of its own; the directory is the first value.
 #[cfg(unix)]
 fn fifo(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -309,13 +301,15 @@ fn file_backing_fifo_is_refused_without_waiting() {
                 path: fifo.clone(),
                 offset: 0,
             });
-        let err = within_10s({
+        let err = within("Region::back", Duration::from_secs(10), {
             let spec = spec.clone();
             move || Region::back(spec).unwrap_err()
         });
         assert_not_regular(&err, &fifo, "a FIFO");
         let layout = Layout::x86_64().ram(GIB).build().unwrap();
-        let err = within_10s(move || AddressSpace::back(layout, [spec]).map(|_| ()).unwrap_err());
+        let err = within("AddressSpace::back", Duration::from_secs(10), move || {
+            AddressSpace::back(layout, [spec]).map(|_| ()).unwrap_err()
+        });
         assert_not_regular(&err, &fifo, "a FIFO");
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -334,7 +328,7 @@ fn plug_of_fifo_backing_is_refused_and_leaves_the_slot_pluggable() {
     let space = Arc::new(space);
     let generation = space.snapshot().generation();
     let slot = RegionSpec::ram(GuestAddress(hp), 2 * MIB).with_hotplug(true);
-    let err = within_10s({
+    let err = within("plug", Duration::from_secs(10), {
         let space = Arc::clone(&space);
         let spec = slot
             .clone()
@@ -348,7 +342,7 @@ fn plug_of_fifo_backing_is_refused_and_leaves_the_slot_pluggable() {
     assert_not_regular(&err, &fifo, "a FIFO");
     assert!(space.snapshot().find_region(GuestAddress(hp)).is_none());
     assert_eq!(space.snapshot().generation(), generation);
-    let (region, _) = within_10s({
+    let (region, _) = within("plug after", Duration::from_secs(10), {
         let space = Arc::clone(&space);
         move || space.plug(slot).unwrap()
     });

@@ -9,42 +9,16 @@
 #![allow(clippy::cast_possible_truncation)]
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use memvisor_space::{
     Backing, Error, HugePageFallback, HugePageSize, HugePages, Region, RegionSpec,
 };
+use memvisor_testkit::huge_page_lock::huge_page_lock;
 use vm_memory::{Bytes, GuestAddress, MemoryRegionAddress};
 
 const MIB: u64 = 1 << 20;
-
-/// Holds an exclusive `flock` on a file shared by every process running a test of the workspace
-/// that takes huge pages from the host's pool: these tests change machine-wide huge page
-/// settings and count free pages, so they run one at a time, and alone among those tests, even
-/// when a test runner starts each test in its own process.
-struct Serial(std::fs::File);
-
-impl Drop for Serial {
-    fn drop(&mut self) {
-        // SAFETY: the descriptor is open for as long as `self.0` lives.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
-
-fn serial() -> Serial {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("memvisor-hugetlb-tests.lock"))
-        .unwrap();
-    // SAFETY: a valid open descriptor; `flock` blocks until the lock is ours.
-    let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(ret, 0, "flock: {}", std::io::Error::last_os_error());
-    Serial(file)
-}
 
 fn pool_file(size: HugePageSize) -> PathBuf {
     PathBuf::from(format!(
@@ -118,7 +92,7 @@ impl Drop for PoolGuard {
 }
 
 fn check_explicit_2m(backing: Backing) {
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size2M;
     let Some(_pool) = PoolGuard::grow(size, 4) else {
         return;
@@ -178,7 +152,7 @@ fn explicit_2m_memfd_is_accounted() {
 #[test]
 #[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_prefault_takes_pages_at_once() {
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size2M;
     let Some(_pool) = PoolGuard::grow(size, 4) else {
         return;
@@ -203,7 +177,7 @@ fn explicit_2m_prefault_takes_pages_at_once() {
 #[test]
 #[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_more_than_free_errors_without_fallback() {
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size2M;
     let Some(_pool) = PoolGuard::grow(size, 2) else {
         return;
@@ -244,7 +218,7 @@ fn explicit_2m_more_than_free_errors_without_fallback() {
 #[test]
 #[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_1g_none_free_errors_or_is_accounted() {
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size1G;
     let spec =
         RegionSpec::ram(GuestAddress(0), size.bytes()).with_huge_pages(HugePages::Explicit(size));
@@ -322,7 +296,7 @@ impl Drop for Mount {
 #[test]
 #[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn hugetlbfs_path_is_checked_and_accounted() {
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size2M;
     let Some(_pool) = PoolGuard::grow(size, 2) else {
         return;
@@ -364,7 +338,7 @@ fn hugetlbfs_path_is_checked_and_accounted() {
 #[test]
 #[cfg_attr(miri, ignore = "needs the kernel's huge page pool and its accounting")]
 fn explicit_2m_discard_returns_whole_huge_pages() {
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size2M;
     let Some(_pool) = PoolGuard::grow(size, 4) else {
         return;
@@ -414,7 +388,7 @@ fn is_hugetlbfs_says_what_was_obtained() {
     use memvisor_space::{AddressSpace, Layout, Window, WindowKind};
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-    let _serial = serial();
+    let _serial = huge_page_lock();
     for fallback in [HugePageFallback::BasePages, HugePageFallback::Transparent] {
         // 1 GiB pages are rarely free: this mostly falls back; either way it must agree.
         let spec = RegionSpec::ram(GuestAddress(0), 1 << 30)
@@ -453,7 +427,7 @@ fn file_on_hugetlbfs_is_huge_pages_and_checked_before_mapping() {
     use memvisor_space::{AddressSpace, Layout, Window, WindowKind};
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size2M;
     let Some(_pool) = PoolGuard::grow(size, 2) else {
         return;
@@ -562,7 +536,7 @@ fn file_on_hugetlbfs_is_huge_pages_and_checked_before_mapping() {
 fn file_on_hugetlbfs_asking_transparent_reports_the_mounts_pages() {
     use vm_memory::GuestMemoryRegion;
 
-    let _serial = serial();
+    let _serial = huge_page_lock();
     let size = HugePageSize::Size2M;
     let Some(_pool) = PoolGuard::grow(size, 2) else {
         return;

@@ -4,13 +4,14 @@
 //! answer says, and the space stays usable.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memvisor_space::{
     AddressSpace, ChangeKind, Error, Layout, ListenerError, Region, RegionEvent, RegionListener,
     RegionSpec,
 };
+use memvisor_testkit::watchdog::within;
 use vm_memory::GuestAddress;
 
 fn page() -> u64 {
@@ -23,19 +24,6 @@ fn planned(base: u64) -> Arc<Region> {
 
 fn space() -> AddressSpace {
     AddressSpace::plan(Layout::x86_64().ram(1 << 30).build().unwrap(), []).unwrap()
-}
-
-/// Runs `f` on another thread and fails the test if it has not returned within 10 s.
-fn within_time<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => std::panic::resume_unwind(payload),
-        Err(_) => panic!("{what} did not return: the space waits for itself"),
-    }
 }
 
 #[test]
@@ -57,7 +45,10 @@ fn listener_changing_its_own_space_gets_an_error_and_the_change_goes_on() {
     });
     space.add_listener(Arc::clone(&listener)).unwrap();
     let s = space.clone();
-    within_time("insert_region", move || s.insert_region(planned(0))).unwrap();
+    within("insert_region", Duration::from_secs(10), move || {
+        s.insert_region(planned(0))
+    })
+    .unwrap();
     let results = inner.lock().unwrap().take().unwrap();
     for (result, op) in results
         .iter()
@@ -93,7 +84,7 @@ fn listener_passing_the_reentry_error_on_refuses_the_change() {
     space.add_listener(Arc::clone(&listener)).unwrap();
     space.insert_region(planned(0)).unwrap();
     let s = space.clone();
-    let err = within_time("remove_region", move || {
+    let err = within("remove_region", Duration::from_secs(10), move || {
         s.remove_region(GuestAddress(0), page())
     })
     .unwrap_err();
@@ -137,7 +128,10 @@ fn listener_adding_or_removing_listeners_of_its_space_gets_an_error_and_the_chan
     *me.lock().unwrap() = Some(Arc::clone(&listener));
     space.add_listener(Arc::clone(&listener)).unwrap();
     let s = space.clone();
-    within_time("insert_region", move || s.insert_region(planned(0))).unwrap();
+    within("insert_region", Duration::from_secs(10), move || {
+        s.insert_region(planned(0))
+    })
+    .unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
         [(
@@ -174,7 +168,10 @@ fn listener_of_one_space_changes_another() {
         }))
         .unwrap();
     let o = outer.clone();
-    within_time("insert_region", move || o.insert_region(planned(0))).unwrap();
+    within("insert_region", Duration::from_secs(10), move || {
+        o.insert_region(planned(0))
+    })
+    .unwrap();
     assert_eq!(inner.snapshot().len(), 1);
     assert_eq!(outer.snapshot().len(), 1);
 }
