@@ -575,13 +575,7 @@ mod tests {
     /// instead of hanging it (the thread is left behind).
     #[cfg(feature = "std")]
     fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (done, answer) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(f());
-        });
-        answer
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{what}: {e}"))
+        memvisor_testkit::watchdog::within(what, std::time::Duration::from_secs(60), f)
     }
 
     /// Waits until `gate` counts `sleepers` threads asleep.
