@@ -221,7 +221,7 @@ pub enum Error {
     /// whose plug was refused, say, and did not let go of it when the plug asked it to
     /// [`settle`](crate::RegionListener::settle)), still holds the memory of a region plugged
     /// there (the range is free again once the last holder drops it), or the range could not be
-    /// turned back into reserved space after a failed mapping ([`Error::SlotNotRestored`]) or
+    /// turned back into reserved space after a failed plug ([`Error::SlotNotRestored`]) or
     /// an unplug, which leaves it claimed for the address space's life.
     #[error(
         "hotplug slot at {base:#x} of size {size:#x} is still claimed: an older snapshot holds its memory, or it could not be restored to reserved space"
@@ -472,19 +472,23 @@ pub enum Error {
         /// The host page size.
         page_size: u64,
     },
-    /// Mapping a hotplug slot failed, and so did turning the slot back into reserved address
-    /// space. The slot stays claimed (plugging there answers [`Error::SlotBusy`]) until the
-    /// address space is dropped, so that no other mapping can take its addresses; nothing else
+    /// Making the memory of a hotplug slot failed (its mapping, or a step after it: advice,
+    /// NUMA binding, prefault), and so did turning the slot back into reserved address space
+    /// (or the refused mapping lost the slot's pages). The slot stays claimed (plugging there
+    /// answers [`Error::SlotBusy`]), and whatever is mapped there stays, until the address
+    /// space is dropped, so that no other mapping can take its addresses; nothing else
     /// changed.
     #[error(
-        "mapping the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
+        "making the memory of the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
     )]
     SlotNotRestored {
         /// The slot's base.
         base: u64,
         /// Its size.
         size: u64,
-        /// Why the mapping failed.
+        /// Why making the memory failed: the system's error, or for a step that failed
+        /// otherwise (a prefault thread that could not start, say) this crate's error as the
+        /// inner error of an [`io::ErrorKind::Other`] one.
         mmap: io::Error,
         /// Why restoring the slot failed.
         #[source]

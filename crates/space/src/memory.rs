@@ -44,6 +44,8 @@ enum Owner {
     Foreign { _mapping: Arc<MmapRegion<()>> },
     /// A slot of the hotplug window's reservation, at this offset.
     Window(Arc<HotplugWindow>, usize),
+    /// A slot given back (or kept claimed) by [`HostMemory::give_back`]: nothing left to do.
+    GivenBack,
 }
 
 // SAFETY: `HostMemory` owns its mapping (or its slot of the window); the pointer is only an
@@ -97,7 +99,33 @@ impl HostMemory {
         match &self.owner {
             Owner::Mapping(reservation, offset) => Some((reservation, *offset)),
             Owner::Window(window, offset) => Some((&window.reservation, *offset)),
-            Owner::Foreign { .. } => None,
+            Owner::Foreign { .. } | Owner::GivenBack => None,
+        }
+    }
+
+    /// After `cause` failed a step of making this memory: gives it back at once, and returns
+    /// the error to report: `cause`, or [`Error::SlotNotRestored`] for a hotplug slot that
+    /// cannot be turned back into reserved space (it then stays mapped and claimed, so that
+    /// nothing else is mapped over it, until the address space is dropped).
+    fn give_back(mut self, spec: &RegionSpec, cause: Error) -> Error {
+        let Owner::Window(window, offset) = &self.owner else {
+            return cause;
+        };
+        // SAFETY: the slot of this memory, which nothing refers to: the region it was made
+        // for was never made.
+        let released = unsafe { window.release(*offset, self.len) };
+        self.owner = Owner::GivenBack;
+        match released {
+            Ok(()) => cause,
+            Err(restore) => Error::SlotNotRestored {
+                base: spec.base,
+                size: spec.size,
+                mmap: match cause {
+                    Error::Os { source, .. } => source,
+                    other => io::Error::other(other),
+                },
+                restore,
+            },
         }
     }
 
@@ -134,7 +162,7 @@ impl Drop for HostMemory {
     fn drop(&mut self) {
         match &self.owner {
             // The reservation unmaps itself when dropped.
-            Owner::Mapping(..) | Owner::Foreign { .. } => {}
+            Owner::Mapping(..) | Owner::Foreign { .. } | Owner::GivenBack => {}
             Owner::Window(window, offset) => {
                 // SAFETY: our slot; as the region is being dropped, nothing refers to it. A
                 // failure leaves the slot claimed (it answers `SlotBusy`), never mapped over.
@@ -473,8 +501,11 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
     };
     if thp_of_file && file_page.is_none() {
         // Not on hugetlbfs: no transparent huge pages for this file (an error without a
-        // fallback, base pages and a warning with one). The mapping is dropped on an error.
-        huge_pages = transparent_or_fallback(spec, spec.fallback, &mut warnings)?;
+        // fallback, base pages and a warning with one). The mapping is given back on an error.
+        match transparent_or_fallback(spec, spec.fallback, &mut warnings) {
+            Ok(got) => huge_pages = got,
+            Err(e) => return Err(memory.give_back(spec, e)),
+        }
         fell_back = huge_pages != HugePages::Transparent;
     }
     // A file on hugetlbfs is mapped in the mount's huge pages, whatever the spec says.
@@ -487,6 +518,37 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
         (None, _) => (huge_pages, host_page_size()),
     };
     let ptr = memory.ptr;
+    let prefault_threads = match finish(&memory, spec, huge_pages, page_size) {
+        Ok(threads) => threads,
+        Err(e) => return Err(memory.give_back(spec, e)),
+    };
+    let report = RegionReport {
+        ty: spec.ty,
+        base: GuestAddress(spec.base),
+        size: spec.size,
+        backing: spec.backing.name(),
+        host_addr: ptr.as_ptr() as usize,
+        page_size,
+        huge_pages,
+        fell_back,
+        numa: spec.numa.clone(),
+        prefault_threads,
+        dontfork: spec.dontfork,
+        in_hotplug_window: matches!(target, Target::Window(_)),
+        elapsed: started.elapsed(),
+        warnings,
+    };
+    Ok((memory, report))
+}
+
+/// The steps after the mapping of `memory`: advice, NUMA binding and prefault, as the spec
+/// says; returns the number of prefault threads.
+fn finish(
+    memory: &HostMemory,
+    spec: &RegionSpec,
+    huge_pages: HugePages,
+    page_size: u64,
+) -> Result<usize> {
     let len = memory.len;
     let (reservation, at) = memory.place().ok_or(Error::ZeroSize { base: spec.base })?;
     if huge_pages == HugePages::Transparent {
@@ -522,23 +584,7 @@ pub(crate) fn back(spec: &RegionSpec, target: Target<'_>) -> Result<(HostMemory,
     } else {
         0
     };
-    let report = RegionReport {
-        ty: spec.ty,
-        base: GuestAddress(spec.base),
-        size: spec.size,
-        backing: spec.backing.name(),
-        host_addr: ptr.as_ptr() as usize,
-        page_size,
-        huge_pages,
-        fell_back,
-        numa: spec.numa.clone(),
-        prefault_threads,
-        dontfork: spec.dontfork,
-        in_hotplug_window: matches!(target, Target::Window(_)),
-        elapsed: started.elapsed(),
-        warnings,
-    };
-    Ok((memory, report))
+    Ok(prefault_threads)
 }
 
 /// Everything about a validated spec with a memory backing that can be checked without making
@@ -885,10 +931,12 @@ fn map(
                 )
             };
             if let Err(e) = mapped {
-                // The kernel may have removed the reserved mapping already: map it back and
-                // give the claim back, or report that the slot stays claimed.
-                // SAFETY: the slot claimed above; nothing refers to it.
-                if let Err(restore) = unsafe { window.release(offset, len) } {
+                // A refused map leaves the slot's reserved pages as they were (where the
+                // kernel took them before refusing, the reservation put its own back), unless
+                // they are lost, which every call on them then answers: only then does the
+                // slot stay claimed. No decommit here: at the mapping limit, which refuses the
+                // map, it would be refused too, and the slot lost for nothing.
+                if let Err(restore) = window.reservation.is_committed(offset, len) {
                     return Err(MapError::Other(Error::SlotNotRestored {
                         base: spec.base,
                         size: spec.size,
@@ -896,6 +944,7 @@ fn map(
                         restore,
                     }));
                 }
+                window.unclaim(offset, len);
                 return Err(failed(e));
             }
             (

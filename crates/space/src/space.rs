@@ -958,7 +958,11 @@ impl AddressSpace {
     /// [`Error::Allocator`] if the heap refuses the window's bookkeeping of the slot or the
     /// copy of the list of file regions held outside the space; then as
     /// [`Region::back`] (a backing file that is not a regular file is refused at once, without
-    /// waiting under the writer lock) and [`insert_region`](Self::insert_region).
+    /// waiting under the writer lock) and [`insert_region`](Self::insert_region). After an
+    /// error nothing of the plug is left, except after [`Error::SlotNotRestored`]: making the
+    /// slot's memory failed and turning the slot back into reserved space failed too (or the
+    /// refused mapping lost its pages), so the slot stays claimed, with whatever is mapped
+    /// there, until the address space is dropped.
     ///
     /// # Panics
     /// Resumes a listener's panic in [`settle`](RegionListener::settle) (nothing changed

@@ -25,13 +25,16 @@ struct Plan {
     refuse: AtomicU64,
     /// Counted calls so far.
     seen: AtomicU64,
+    /// Whether the calls the heap makes are left alone: an `mmap` counts only if it is fixed
+    /// or of a file, an `mprotect` never (the heap grows its arenas with it).
+    spare_heap: AtomicBool,
     /// Whether every counted call from the `refuse`th on is refused, not only that one.
     from_on: AtomicBool,
     /// The errno of the refusal.
     errno: AtomicI32,
     /// Whether the refusal was made.
     refused: AtomicBool,
-    /// The call number of the refused call.
+    /// The call number of the (first) refused call.
     refused_nr: AtomicI32,
 }
 
@@ -106,7 +109,16 @@ impl Refuser {
         self.plan.refuse.store(index, Ordering::SeqCst);
     }
 
-    /// Lets every call go on again; returns the number of the refused call, if one was.
+    /// Leaves alone the calls the heap makes (anonymous `mmap`s at an address of the
+    /// kernel's choice, `mprotect`), so that the counted calls are the code's under test
+    /// only; for calls whose first argument is not an address, with a range of everything.
+    #[allow(dead_code, reason = "not every test file sharing this module needs it")]
+    pub fn spare_heap(&self, spare: bool) {
+        self.plan.spare_heap.store(spare, Ordering::SeqCst);
+    }
+
+    /// Lets every call go on again; returns the number of the (first) refused call, if one
+    /// was.
     pub fn lift(&self) -> Option<libc::c_long> {
         self.plan.refuse.store(u64::MAX, Ordering::SeqCst);
         self.plan
@@ -157,14 +169,22 @@ fn supervise(fd: i32, plan: &Plan) {
             return;
         }
         let addr = usize::try_from(req.data.args[0]).unwrap_or(usize::MAX);
+        let nr = libc::c_long::from(req.data.nr);
+        let heap = plan.spare_heap.load(Ordering::SeqCst)
+            && (nr == libc::SYS_mprotect
+                || (nr == libc::SYS_mmap
+                    && req.data.args[3] & u64::try_from(libc::MAP_FIXED).unwrap() == 0
+                    && req.data.args[4] & 0xffff_ffff == 0xffff_ffff));
         let mut error = 0;
-        if (plan.lo.load(Ordering::SeqCst)..plan.hi.load(Ordering::SeqCst)).contains(&addr) {
+        if !heap && (plan.lo.load(Ordering::SeqCst)..plan.hi.load(Ordering::SeqCst)).contains(&addr)
+        {
             let seen = plan.seen.fetch_add(1, Ordering::SeqCst);
             let refuse = plan.refuse.load(Ordering::SeqCst);
             if seen == refuse || (plan.from_on.load(Ordering::SeqCst) && seen > refuse) {
                 error = -plan.errno.load(Ordering::SeqCst);
-                plan.refused_nr.store(req.data.nr, Ordering::SeqCst);
-                plan.refused.store(true, Ordering::SeqCst);
+                if !plan.refused.swap(true, Ordering::SeqCst) {
+                    plan.refused_nr.store(req.data.nr, Ordering::SeqCst);
+                }
             }
         }
         let mut resp = libc::seccomp_notif_resp {

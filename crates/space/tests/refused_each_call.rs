@@ -1,0 +1,219 @@
+//! Every system call of backing an address space and of plugging a region refused in turn:
+//! the first, then the second, ... `memfd_create`, `ftruncate`, `fcntl` (seals), fixed or file
+//! `mmap`, `madvise`, `mbind` and thread start fails with `ENOMEM`, for real (a seccomp filter
+//! whose supervisor counts the calls; vmem's `tests/support/refused_calls.rs`), alone or with
+//! every call after it. Each refusal must give an error that keeps the errno, leave nothing
+//! mapped and no descriptor open (a plug: the snapshot and the hotplug slot as they were),
+//! and the same call must succeed once the refusal is lifted. Run in a child process, as the
+//! filter cannot be removed; skipped under a sanitizer. Linux on x86-64 only.
+#![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+
+use std::sync::Arc;
+
+use memvisor_space::{AddressSpace, Backing, Error, Layout, RegionSpec, WindowKind};
+use vm_memory::GuestAddress;
+
+#[path = "../../vmem/tests/support/refused_calls.rs"]
+mod refused_calls;
+use refused_calls::{Refuser, in_child, under_sanitizer};
+
+const CHILD: &str = "MEMVISOR_SPACE_REFUSED_EACH_CALL_CHILD";
+const MIB: u64 = 1 << 20;
+
+/// The calls refused; `mmap` and `mprotect` only where the heap does not make them.
+const CALLS: [libc::c_long; 9] = [
+    libc::SYS_memfd_create,
+    libc::SYS_ftruncate,
+    libc::SYS_fcntl,
+    libc::SYS_mmap,
+    libc::SYS_madvise,
+    libc::SYS_mbind,
+    libc::SYS_clone3,
+    libc::SYS_clone,
+    libc::SYS_mlock,
+];
+
+/// The process's memfd mappings and open descriptors: what a refused backing must not leave.
+fn leftovers() -> (Vec<String>, usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let memfds = maps
+        .lines()
+        .filter(|l| l.contains("/memfd:"))
+        .map(str::to_owned)
+        .collect();
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    (memfds, fds)
+}
+
+/// Whether `e`, or an error it comes from, carries `errno`.
+fn keeps_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(errno)
+        {
+            return true;
+        }
+        if format!("{e:?}").contains(&format!("from_raw({errno})"))
+            || format!("{e:?}").contains(&format!("code: {errno}"))
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Whether a refusal of call `nr` alone may go unreported: the query of a file's seals when
+/// it is mapped, whose failure counts as no seals (a file that cannot be sealed answers so).
+fn tolerated(nr: libc::c_long, from_on: bool) -> bool {
+    nr == libc::SYS_fcntl && !from_on
+}
+
+fn specs() -> Vec<RegionSpec> {
+    vec![
+        RegionSpec::ram(GuestAddress(0), 4 * MIB)
+            .with_backing(Backing::Memfd)
+            .with_dontfork(true)
+            .with_prefault_threads(2),
+        RegionSpec::ram(GuestAddress(8 * MIB), 2 * MIB)
+            .with_backing(Backing::AnonymousShared)
+            .with_dirty_tracking(true),
+    ]
+}
+
+fn layout() -> Layout {
+    Layout::x86_64()
+        .ram(1 << 30)
+        .hotplug(1 << 30)
+        .build()
+        .unwrap()
+}
+
+fn scenario(refuser: &Refuser) -> usize {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    refuser.spare_heap(true);
+    // Once without refusals, so that thread stacks and heap arenas are made.
+    drop(AddressSpace::back(layout(), specs()).unwrap());
+    for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
+        let before = leftovers();
+        if from_on {
+            refuser.refuse_from(0..usize::MAX, n, libc::ENOMEM);
+        } else {
+            refuser.refuse_nth(0..usize::MAX, n, libc::ENOMEM);
+        }
+        let result = AddressSpace::back(layout(), specs());
+        let refused = refuser.lift();
+        let what = format!("back: call {n} (number {refused:?}, and on: {from_on}) refused");
+        let Some(nr) = refused else {
+            if let Err(e) = result {
+                failures.push(format!("{what}: {e}"));
+            }
+            break;
+        };
+        checked += 1;
+        match &result {
+            Err(e) if keeps_errno(e, libc::ENOMEM) => {}
+            Err(e) => failures.push(format!("{what}: the errno is lost: {e:?}")),
+            Ok(_) if tolerated(nr, from_on) => {}
+            Ok(_) => failures.push(format!("{what}: succeeded")),
+        }
+        drop(result);
+        let after = leftovers();
+        if after != before {
+            failures.push(format!("{what}: left {after:?}, had {before:?}"));
+        }
+        if let Err(e) = AddressSpace::back(layout(), specs()) {
+            failures.push(format!("{what}: retry gave {e}"));
+        }
+    }
+    let window = layout()
+        .windows_of(WindowKind::Hotplug)
+        .next()
+        .unwrap()
+        .start();
+    let plugged = || {
+        RegionSpec::ram(window, 4 * MIB)
+            .with_hotplug(true)
+            .with_backing(Backing::Memfd)
+            .with_dontfork(true)
+            .with_prefault_threads(2)
+    };
+    for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
+        let before_space = leftovers();
+        let (space, _) = AddressSpace::back(layout(), Vec::new()).unwrap();
+        let before = space.snapshot();
+        if from_on {
+            refuser.refuse_from(0..usize::MAX, n, libc::ENOMEM);
+        } else {
+            refuser.refuse_nth(0..usize::MAX, n, libc::ENOMEM);
+        }
+        let result = space.plug(plugged());
+        let refused = refuser.lift();
+        let what = format!("plug: call {n} (number {refused:?}, and on: {from_on}) refused");
+        let Some(nr) = refused else {
+            if let Err(e) = result {
+                failures.push(format!("{what}: {e}"));
+            }
+            break;
+        };
+        checked += 1;
+        // As documented, a slot whose memory could not be turned back into reserved space
+        // stays claimed (and mapped) until the address space is dropped.
+        let mut slot_kept = false;
+        match &result {
+            Err(Error::SlotNotRestored { mmap, .. })
+                if from_on && mmap.raw_os_error() == Some(libc::ENOMEM) =>
+            {
+                slot_kept = true;
+            }
+            Err(e) if keeps_errno(e, libc::ENOMEM) => {}
+            Err(e) => failures.push(format!("{what}: the errno is lost: {e:?}")),
+            Ok(_) if tolerated(nr, from_on) => {}
+            Ok(_) => failures.push(format!("{what}: succeeded")),
+        }
+        let plugged_anyway = result.is_ok();
+        drop(result);
+        if plugged_anyway {
+            drop(space.remove_region(window, 4 * MIB).unwrap());
+        } else if !Arc::ptr_eq(&before, &space.snapshot()) {
+            failures.push(format!("{what}: the snapshot changed"));
+        }
+        drop(before);
+        if !slot_kept {
+            match space.plug(plugged()) {
+                Ok(_) => drop(space.remove_region(window, 4 * MIB).unwrap()),
+                Err(e) => failures.push(format!("{what}: retry gave {e}")),
+            }
+        }
+        drop(space);
+        let after = leftovers();
+        if after != before_space {
+            failures.push(format!("{what}: left {after:?}, had {before_space:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    checked
+}
+
+#[test]
+fn each_refused_call_of_back_and_plug_leaves_nothing() {
+    if std::env::var_os(CHILD).is_none() {
+        if under_sanitizer() {
+            eprintln!("SKIPPED: a sanitizer's runtime maps memory the filter would see");
+            return;
+        }
+        in_child(
+            "each_refused_call_of_back_and_plug_leaves_nothing",
+            CHILD,
+            "refusals checked",
+        );
+        return;
+    }
+    let Some(refuser) = Refuser::install(&CALLS) else {
+        return;
+    };
+    let checked = scenario(&refuser);
+    println!("{checked} refusals checked");
+}
