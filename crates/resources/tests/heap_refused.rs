@@ -1,7 +1,7 @@
 //! Memory the heap refuses is an error, not an abort of the caller's process: the global
 //! allocator here refuses any request over 64 MiB, as a process under a memory limit (or a
-//! 32-bit one, for a request past `isize::MAX`) would, and on a thread whose `REFUSE_AFTER` is
-//! set, every request after that many more.
+//! 32-bit one, for a request past `isize::MAX`) would, and on a thread inside `refusing_after`,
+//! every request after that many more.
 
 use std::fmt::Debug;
 use std::rc::Rc;
