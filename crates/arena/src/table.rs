@@ -39,13 +39,16 @@ pub(crate) fn boxed<T>(value: T) -> Option<Box<T>> {
 
 /// A zero value in a box, from zeroed memory: it never passes through the stack, so a large
 /// one can be made on a thread with a small stack; `None` if the allocator refuses the memory.
+/// `T` takes memory (a zero-sized type does not build): every [`Zeroable`] type does.
 pub(crate) fn zeroed_box<T: Zeroable>() -> Option<Box<T>> {
+    const {
+        assert!(
+            size_of::<T>() != 0,
+            "a zero-sized type needs no zeroed memory"
+        )
+    };
     let layout = Layout::new::<T>();
-    if layout.size() == 0 {
-        // SAFETY: `T: Zeroable`.
-        return Some(Box::new(unsafe { core::mem::zeroed() }));
-    }
-    // SAFETY: the layout has a non-zero size.
+    // SAFETY: the layout has a non-zero size (asserted above when the function is built).
     let p = unsafe { alloc_zeroed(layout) }.cast::<T>();
     if p.is_null() {
         return None;
