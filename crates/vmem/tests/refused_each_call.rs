@@ -146,6 +146,21 @@ fn operations() -> Vec<(&'static str, Op)> {
         ("advise_huge_pages", |r, _| {
             r.advise_huge_pages(0, 6 * page_size(), memvisor_vmem::HugePageAdvice::Huge)
         }),
+        ("discard", |r, _| {
+            r.discard(2 * page_size(), 4 * page_size())
+        }),
+        ("purge", |r, _| r.purge(2 * page_size(), 2 * page_size())),
+        ("free", |r, _| r.free(4 * page_size(), 2 * page_size())),
+        ("prefault", |r, _| r.prefault(0, 4 * page_size())),
+        ("prefault_read", |r, _| r.prefault_read(0, 6 * page_size())),
+        ("bind_numa", |r, _| {
+            r.bind_numa(
+                0,
+                6 * page_size(),
+                memvisor_vmem::NumaPolicy::Preferred,
+                &[0],
+            )
+        }),
         ("advise_dontfork", |r, _| {
             r.advise(0, 6 * page_size(), memvisor_vmem::Advice::DontFork)
         }),
@@ -274,6 +289,7 @@ fn each_refused_call_leaves_the_reservation_as_it_was() {
         libc::SYS_mlock,
         libc::SYS_mlock2,
         libc::SYS_munlock,
+        libc::SYS_mbind,
     ];
     let Some(refuser) = Refuser::install(&calls) else {
         return;
