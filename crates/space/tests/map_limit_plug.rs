@@ -2,8 +2,9 @@
 //! needs a mapping of its own, which the kernel refuses with `ENOMEM` before touching the
 //! window) leaves the hotplug slot free: once mappings are free again, the same plug
 //! succeeds. The limit is real (vmem's `tests/support/map_limit.rs` fills it for a moment);
-//! alone in its file, as nothing else of the process may map meanwhile.
-#![cfg(all(target_os = "linux", not(miri)))]
+//! alone in its file, as nothing else of the process may map meanwhile. 64-bit hosts only (the
+//! layout's hotplug window is reserved whole).
+#![cfg(all(target_os = "linux", target_pointer_width = "64", not(miri)))]
 
 use std::sync::Arc;
 
