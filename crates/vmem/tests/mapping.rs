@@ -827,6 +827,51 @@ fn map_past_the_end_of_a_file_is_refused_and_changes_nothing() {
     }
 }
 
+/// File offsets are `u64` on every host: a file longer than 4 GiB is mapped at its start and
+/// past 4 GiB alike, in a 32-bit process too (whose `off_t` and `struct stat` are 32 bits).
+#[test]
+fn map_file_longer_than_4_gib_at_any_offset_reads_the_file() {
+    let far = (4u64 << 30) + page() as u64;
+    // Sparse: the memfd takes memory only for the pages written.
+    let file = memfd(0);
+    file.set_len(far + page() as u64).unwrap();
+    file.write_all_at(b"near", 0).unwrap();
+    file.write_all_at(b"mid", 2u64 << 30).unwrap();
+    file.write_all_at(b"far", far).unwrap();
+    let mut r = reserve(CommitMode::Sparse, 3);
+    for (offset, file_offset, text) in [
+        (0, 0, &b"near"[..]),
+        (page(), 2u64 << 30, b"mid"),
+        (2 * page(), far, b"far"),
+    ] {
+        r.map(
+            offset,
+            page(),
+            MapSource::file(file.as_fd(), file_offset),
+            Protection::Read,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{file_offset:#x}: {e}"));
+        // SAFETY: mapped readable; the mapping keeps the memfd alive.
+        let bytes = unsafe { core::slice::from_raw_parts(r.as_ptr().add(offset), text.len()) };
+        assert_eq!(bytes, text, "{file_offset:#x}");
+    }
+    assert_eq!(
+        r.map(
+            0,
+            2 * page(),
+            MapSource::file(file.as_fd(), far),
+            Protection::Read,
+            None
+        ),
+        Err(Error::PastEndOfFile {
+            file_offset: far,
+            len: 2 * page(),
+            file_len: far + page() as u64
+        })
+    );
+}
+
 /// `MADV_FREE` works on private memory only: a range with pages of a shared source is refused
 /// before its private pages are freed (the system would free them and then refuse).
 #[test]

@@ -24,6 +24,24 @@ const MADV_GUARD_INSTALL: libc::c_int = 102;
 #[cfg(target_os = "linux")]
 const MADV_GUARD_REMOVE: libc::c_int = 103;
 
+// Files: glibc gives a 32-bit process a 32-bit `off_t` under the plain names, so `fstat`
+// refuses a file of 2 GiB or more (`EOVERFLOW`), `fstatfs` a file system of 2^32 blocks or
+// more, and `mmap` cannot take a file offset of 2 GiB or more. Its `*64` calls take 64-bit
+// sizes and offsets, and are the plain ones in a 64-bit process. Other C libraries have a
+// 64-bit `off_t` on every architecture.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+use libc::{fstat, mmap as mmap_file, off_t, stat};
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+use libc::{
+    fstat64 as fstat, fstatfs64 as fstatfs, mmap64 as mmap_file, off64_t as off_t, stat64 as stat,
+    statfs64 as statfs,
+};
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(target_env = "gnu")
+))]
+use libc::{fstatfs, statfs};
+
 #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
 const MAP_NORESERVE: libc::c_int = libc::MAP_NORESERVE;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
@@ -271,7 +289,7 @@ pub(crate) unsafe fn map(
         MapSource::File(file) => {
             flags |= libc::MAP_SHARED;
             let (fd, offset) = (file.raw_fd(), file.offset());
-            let offset = libc::off_t::try_from(offset)
+            let offset = off_t::try_from(offset)
                 .map_err(|_| SysError::Os(OsError::from_raw(libc::EOVERFLOW)))?;
             (fd, offset)
         }
@@ -285,7 +303,7 @@ pub(crate) unsafe fn map(
     }
     // SAFETY: MAP_FIXED replaces exactly the range, which is ours and unreferenced (the
     // caller's promise); a bad descriptor or offset only makes the call fail.
-    let raw = unsafe { libc::mmap(ptr.cast(), len, prot_bits(protection), flags, fd, offset) };
+    let raw = unsafe { mmap_file(ptr.cast(), len, prot_bits(protection), flags, fd, offset) };
     if raw == libc::MAP_FAILED {
         Err(last_error())
     } else {
@@ -300,9 +318,9 @@ pub(crate) unsafe fn map(
 pub(crate) fn file_facts(fd: i32) -> Result<super::FileFacts, SysError> {
     let mut facts = super::FileFacts::default();
     // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let mut st: stat = unsafe { core::mem::zeroed() };
     // SAFETY: `st` is a writable `stat`; a bad descriptor only makes the call fail.
-    check(unsafe { libc::fstat(fd, &raw mut st) })?;
+    check(unsafe { fstat(fd, &raw mut st) })?;
     if st.st_mode & libc::S_IFMT == libc::S_IFREG {
         facts.len = u64::try_from(st.st_size).ok();
     }
@@ -324,9 +342,9 @@ pub(crate) fn file_facts(fd: i32) -> Result<super::FileFacts, SysError> {
             facts.no_hole_punch = true;
         }
         // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
-        let mut fs: libc::statfs = unsafe { core::mem::zeroed() };
+        let mut fs: statfs = unsafe { core::mem::zeroed() };
         // SAFETY: `fs` is a writable `statfs`; the descriptor was just accepted by `fstat`.
-        check(unsafe { libc::fstatfs(fd, &raw mut fs) })?;
+        check(unsafe { fstatfs(fd, &raw mut fs) })?;
         #[allow(
             clippy::useless_conversion,
             reason = "the fields are `i64` on some targets, narrower or unsigned on others"
