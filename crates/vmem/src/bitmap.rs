@@ -489,6 +489,7 @@ impl PageBitmap {
         test,
         not(loom),
         not(miri),
+        target_pointer_width = "64",
         any(target_os = "linux", target_os = "android")
     ))]
     pub(crate) fn resident_bytes(&self) -> usize {

@@ -3845,7 +3845,7 @@ pub(crate) mod tests {
     }
 
     /// Resident bytes of all the reservation's bitmaps.
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(all(target_os = "linux", target_pointer_width = "64", not(miri)))]
     fn bitmaps_resident_bytes(r: &Reservation) -> usize {
         [
             &r.committed,
@@ -4307,7 +4307,8 @@ pub(crate) mod tests {
     fn part_size_bounds_the_threads_whatever_is_asked() {
         let p = page();
         let huge = HUGE_PAGE.max(p);
-        let len = 4096 * huge;
+        // 8 GiB of 2 MiB pages; 2 GiB where `usize` has 32 bits.
+        let len = huge * if usize::BITS == 64 { 4096 } else { 1024 };
         for threads in [MAX_PREFAULT_THREADS + 1, 1 << 20, usize::MAX] {
             let part = part_size(len, threads, 0, p);
             assert!(

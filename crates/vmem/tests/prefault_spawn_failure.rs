@@ -33,7 +33,7 @@ fn child_prefaults_with_capped_address_space() {
     r.commit(0, len).unwrap();
     let cap = address_space() + (1 << 20);
     let limit = libc::rlimit {
-        rlim_cur: cap,
+        rlim_cur: libc::rlim_t::try_from(cap).unwrap(),
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: `limit` is a valid rlimit; lowering the soft limit affects only this process.

@@ -39,7 +39,7 @@ fn residency_answer_the_allocator_refuses_is_an_error() {
     // SAFETY: a valid out-pointer.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
     let low = libc::rlimit {
-        rlim_cur: address_space_bytes() + (256 << 20),
+        rlim_cur: libc::rlim_t::try_from(address_space_bytes() + (256 << 20)).unwrap(),
         rlim_max: old.rlim_max,
     };
     // SAFETY: a valid limit; lowering the soft limit is always allowed.

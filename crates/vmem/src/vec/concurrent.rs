@@ -801,7 +801,7 @@ mod tests {
 
     #[test]
     fn full_mask_last_word_covers_capacity_only() {
-        let v = vec_u64(70, Growth::default());
+        let v = vec_u64(WORD_BITS + 6, Growth::default());
         assert_eq!(v.full_mask(0), usize::MAX);
         assert_eq!(v.full_mask(1), 0b11_1111);
     }
@@ -827,7 +827,11 @@ mod tests {
 
     #[test]
     fn claim_block_aligns_to_its_length_and_owns_whole_words() {
-        let v = vec_u64(2000, Growth::default());
+        // In slots: a block's longest length (512 where `usize` has 64 bits, 256 where 32) and
+        // a bitmap word (64 or 32).
+        let (m, w) = (MAX_BLOCK, WORD_BITS);
+        let cap = 4 * m - 48;
+        let v = vec_u64(cap, Growth::default());
         for i in 0..3 {
             assert_eq!(v.claim_one().unwrap(), i);
         }
@@ -836,27 +840,31 @@ mod tests {
             v.commit_block(&block).unwrap();
             block
         };
-        // Up to the next multiple of 512; the partial first word is shared.
-        assert_eq!(claim(512), block(3, 512, 64, 512));
-        assert_eq!(claim(512), block(512, 1024, 512, 1024));
-        assert_eq!(claim(64), block(1024, 1088, 1024, 1088));
-        assert_eq!(claim(512), block(1088, 1536, 1088, 1536));
+        // Up to the next multiple of the longest length; the partial first word is shared.
+        assert_eq!(claim(m), block(3, m, w, m));
+        assert_eq!(claim(m), block(m, 2 * m, m, 2 * m));
+        assert_eq!(claim(w), block(2 * m, 2 * m + w, 2 * m, 2 * m + w));
+        assert_eq!(claim(m), block(2 * m + w, 3 * m, 2 * m + w, 3 * m));
         // At the capacity the last, partial word has no slot outside the block.
-        assert_eq!(claim(512), block(1536, 2000, 1536, 2000));
+        assert_eq!(claim(m), block(3 * m, cap, 3 * m, cap));
         assert!(matches!(
-            v.claim_block(512),
-            Err(Error::CapacityExceeded { capacity: 2000, .. })
+            v.claim_block(m),
+            Err(Error::CapacityExceeded { capacity, .. }) if capacity == cap
         ));
-        assert_eq!(v.next.0.load(Ordering::Relaxed), 2000);
-        assert!(v.committed_capacity() >= 2000);
+        assert_eq!(v.next.0.load(Ordering::Relaxed), cap);
+        assert!(v.committed_capacity() >= cap);
     }
 
     #[test]
     fn claim_block_of_odd_length_takes_that_many_and_owns_no_shared_word() {
-        let v = vec_u64(200, Growth::default());
+        // 200 slots, blocks of 100 where a word has 64 bits; 104 and 52 where it has 32.
+        let w = WORD_BITS;
+        let (cap, len) = (3 * w + 8, w + w / 2 + 4);
+        let v = vec_u64(cap, Growth::default());
         assert_eq!(v.claim_block(3).unwrap(), block(0, 3, 3, 3));
-        assert_eq!(v.claim_block(100).unwrap(), block(3, 103, 103, 103));
-        assert_eq!(v.claim_block(100).unwrap(), block(103, 200, 128, 200));
+        let end = 3 + len;
+        assert_eq!(v.claim_block(len).unwrap(), block(3, end, end, end));
+        assert_eq!(v.claim_block(len).unwrap(), block(end, cap, 2 * w, cap));
     }
 
     #[test]
