@@ -6,13 +6,11 @@ use std::fs::File;
 use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 
+use memvisor_testkit::huge_page_lock;
 use memvisor_vmem::{
     Advice, CommitMode, Error, HugeTlbSize, MapSource, NumaPolicy, Operation, Protection,
     Reservation, page_size,
 };
-
-#[path = "support/huge_page_lock.rs"]
-mod huge_page_lock;
 
 fn page() -> usize {
     page_size()
