@@ -232,11 +232,13 @@ pub fn in_child(name: &str, env: &str, marker: &str) {
     );
 }
 
-/// Whether a sanitizer's runtime is in this process (its own mappings would meet the filter).
+/// Whether this looks like a sanitizer's run (its runtime's own mappings would meet the
+/// filter): the gate sets the sanitizers' options for those runs, and a runtime linked as a
+/// shared library shows in the process's mappings.
 pub fn under_sanitizer() -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let env = ["ASAN_OPTIONS", "TSAN_OPTIONS"]
+    let env = ["ASAN_OPTIONS", "TSAN_OPTIONS", "MSAN_OPTIONS"]
         .iter()
         .any(|v| std::env::var_os(v).is_some());
-    env || maps.contains("libclang_rt") || maps.contains("asan") || maps.contains("tsan")
+    env || maps.contains("libclang_rt.") || maps.contains("libasan") || maps.contains("libtsan")
 }
