@@ -1307,8 +1307,10 @@ mod tests {
     /// an arena of more chunks than that (64 KiB chunks past 16 TiB) cannot hand out all of
     /// them as one block: `max_block_size` and `TooLarge` say so, and the request past it is
     /// refused before anything is touched. Made here by giving a small arena's geometry the
-    /// length of such an arena: only the refusal, which reads no table, runs over it.
+    /// length of such an arena: only the refusal, which reads no table, runs over it. A
+    /// 32-bit process has no arena that long (its `usize` cannot hold 16 TiB).
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn max_block_size_is_the_longest_run_a_block_can_be() {
         let mut arena = arena(2, CHUNK);
         let max_run = ((1usize << 28) - 1) * CHUNK;

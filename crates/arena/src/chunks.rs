@@ -791,7 +791,7 @@ mod tests {
         };
         for _ in 0..steps {
             let r = next();
-            let n = 1 + usize::try_from(r >> 8).unwrap() % 70;
+            let n = 1 + usize::try_from((r >> 8) % 70).unwrap();
             match r % 5 {
                 0 | 1 => {
                     let want = free.iter().position(|&f| f);
@@ -803,7 +803,7 @@ mod tests {
                 }
                 2 => {
                     // Give back a held chunk, if it is one.
-                    let c = usize::try_from(r >> 8).unwrap() % count;
+                    let c = usize::try_from((r >> 8) % count as u64).unwrap();
                     if !free[c] {
                         set.push(u32::try_from(c).unwrap());
                         free[c] = true;
@@ -817,7 +817,7 @@ mod tests {
                     }
                 }
                 _ => {
-                    let f = usize::try_from(r >> 20).unwrap() % count;
+                    let f = usize::try_from((r >> 20) % count as u64).unwrap();
                     let want = f + n <= count && free[f..f + n].iter().all(|&f| f);
                     assert_eq!(set.pop_run_at(f, n), want);
                     if want {

@@ -303,7 +303,10 @@ fn every_entry_point_at_edge_sizes_and_alignments() {
                     &[0, 4, 6, 7, 12, 13, 15, 16, 17, 19, 20, 21, 40, 63]
                 };
                 for &shift in shifts {
-                    let align = 1usize << shift;
+                    // 2^40 and 2^63 are not `usize` values where it has 32 bits.
+                    let Some(align) = 1usize.checked_shl(shift) else {
+                        continue;
+                    };
                     let Ok(layout) = Layout::from_size_align(size, align) else {
                         continue;
                     };
@@ -844,7 +847,7 @@ fn collections_on_threads_against_trims_and_owner_probes() {
         }
         let base = arena.backing().as_ptr();
         let len = arena.stats().total_bytes;
-        let mut x = 12345usize;
+        let mut x = 12345u64;
         while done.load(std::sync::atomic::Ordering::Acquire) < 3 {
             arena.trim();
             let st = arena.stats();
@@ -852,7 +855,9 @@ fn collections_on_threads_against_trims_and_owner_probes() {
             assert!(st.largest_free_block <= st.free_bytes);
             for _ in 0..if cfg!(miri) { 1 } else { 64 } {
                 x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                let _ = arena.owner_of(base.wrapping_add(((x >> 16) % len) & !15));
+                // Truncated to the low bits of `usize` where it has 32.
+                let at = (x >> 16) as usize;
+                let _ = arena.owner_of(base.wrapping_add((at % len) & !15));
             }
             std::thread::yield_now();
         }

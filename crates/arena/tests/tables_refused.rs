@@ -6,7 +6,7 @@ use std::alloc::Layout;
 
 use memvisor_arena::{Arena, Backing, Config, Error, HostTable, Quota};
 use memvisor_testkit::refusing_heap::{Refusing, refusing};
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", target_pointer_width = "64"))]
 use memvisor_vmem::CommitMode;
 
 /// Requests over this many bytes are always refused.
@@ -15,7 +15,8 @@ const MAX_REQUEST: usize = 64 << 20;
 #[global_allocator]
 static GLOBAL: Refusing = Refusing::up_to(MAX_REQUEST);
 
-#[cfg(feature = "std")]
+/// A 32-bit process cannot reserve 8 GiB.
+#[cfg(all(feature = "std", target_pointer_width = "64"))]
 #[test]
 #[cfg_attr(miri, ignore = "reserves 8 GiB of address space")]
 fn refused_side_tables_are_an_error() {

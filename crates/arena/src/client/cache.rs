@@ -973,9 +973,9 @@ mod tests {
             loop {
                 let x = next();
                 let size = if small_only || !x.is_multiple_of(5) {
-                    1 + usize::try_from(x >> 8).unwrap() % 2048
+                    1 + usize::try_from((x >> 8) % 2048).unwrap()
                 } else {
-                    2049 + usize::try_from(x >> 8).unwrap() % 30_000
+                    2049 + usize::try_from((x >> 8) % 30_000).unwrap()
                 };
                 match client.alloc(Layout::from_size_align(size, 8).unwrap()) {
                     Ok(p) => live.push(p),
@@ -986,7 +986,7 @@ mod tests {
             // many slabs, dense ones empty whole slabs.
             let share = 1 + next() % 9;
             while !live.is_empty() {
-                let at = usize::try_from(next()).unwrap() % live.len();
+                let at = usize::try_from(next() % live.len() as u64).unwrap();
                 let p = live.swap_remove(at);
                 if next() % 10 < share {
                     // SAFETY: never used again.
