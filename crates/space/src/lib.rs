@@ -23,6 +23,10 @@
 //! Adopting vm-memory mappings ([`SpaceBuilder::adopt`], within the builder's memory-slot numbers,
 //! or [`AddressSpace::from_guest_memory_mmap`] with the default ones) works everywhere.
 //!
+//! 64-bit hosts only: vm-memory, whose `GuestAddress` and memory traits this crate speaks,
+//! refuses to build for a 32-bit target such as i686 (its `compile_error!`, "vm-memory only
+//! supports 64-bit targets!"), so this crate does not build there either.
+//!
 //! # The pieces
 //!
 //! - [`RegionSpec`] describes a region: [`RegionType`] (RAM, device, DAX, firmware, reserved), base
