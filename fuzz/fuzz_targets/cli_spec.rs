@@ -8,9 +8,14 @@
 //! panics; a spec is refused only with a `SpecError` whose report and JSON render; a plan's
 //! regions and device windows never overlap and lie under its address limit, its JSON parses
 //! back with the schema version; no control character but a newline reaches the terminal;
-//! `run` exits with 0 or 2 only, and its JSON output parses.
+//! `run` exits with 0 or 2 only, and its JSON output parses. Each input is also held to a
+//! budget of heap requests and bytes requested (see [`Budget`]): an input that makes the
+//! command allocate or work far past what its size allows fails the target, as a panic does,
+//! where a slow input would otherwise pass unseen.
 #![no_main]
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -74,6 +79,71 @@ const VALUES: [&str; 24] = [
     "\"hugetlbfs\"",
     "\"\\u202e\"",
 ];
+
+/// Counts each heap request and the bytes it asks for, on this thread: the count stands for
+/// the work an input makes (parsing, planning and rendering allocate as they go), the bytes for
+/// the memory. Not time, which a busy machine makes noisy.
+struct Budget;
+
+thread_local! {
+    static REQUESTS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+    /// What the plans made for the input hold: an entry per map entry and hotplug slot, one per
+    /// host node each lists, one per device and window.
+    static PLANNED: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    let _ = REQUESTS.try_with(|n| n.set(n.get() + 1));
+    let _ = BYTES.try_with(|n| n.set(n.get().saturating_add(bytes as u64)));
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counters only observe sizes.
+unsafe impl GlobalAlloc for Budget {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract for `alloc_zeroed` is passed on as is.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was returned by `System` for this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: the caller's contract for `realloc` is passed on as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Budget = Budget;
+
+/// The heap requests and bytes one input may take, given its length and what its plans hold.
+/// SPEC.md promises that reading and checking a spec takes milliseconds and bounded memory,
+/// and that a plan's output is linear in what it holds (1024 slots of a node bound to 1024
+/// host nodes list two million numbers). So the work is held to a fixed part, a part per input
+/// byte and a part per entry planned: an input whose work grows faster than what it holds
+/// (a search, a quadratic check, a copy per entry of something as large as the input) fails,
+/// whatever the speed of the machine. The seeds take under a third of the fixed part; the
+/// largest plan a 16 KiB input makes (1024 slots of a node bound to 1024 host nodes, 2.1
+/// million entries) took 2.4 million requests and 317 MB, some 1.2 requests and 150 bytes an
+/// entry.
+fn budget(input: usize, planned: u64) -> (u64, u64) {
+    let input = input as u64;
+    (
+        20_000 + 16 * input + 2 * planned,
+        (4 << 20) + (4 << 10) * input + 256 * planned,
+    )
+}
 
 fn host() -> &'static HostFacts {
     static HOST: OnceLock<HostFacts> = OnceLock::new();
@@ -156,6 +226,10 @@ fn refused(err: SpecError) {
 }
 
 fn planned(plan: &Plan) {
+    let entries = plan.map.iter().map(|m| 1 + m.backing.host_nodes.len());
+    let slots = plan.hotplug.iter().map(|s| 1 + s.backing.host_nodes.len());
+    let held = entries.chain(slots).sum::<usize>() + plan.devices.len() + plan.windows.len();
+    PLANNED.with(|n| n.set(n.get() + held as u64));
     // Regions (and hotplug slots) never overlap and stay under the address limit.
     let mut spans: Vec<(u64, u64)> = plan
         .regions
@@ -234,6 +308,38 @@ fn run(args: &[&str], json: bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The host's facts are read once, outside any input's budget.
+    host();
+    PLANNED.with(|n| n.set(0));
+    let requests = REQUESTS.with(Cell::get);
+    let bytes = BYTES.with(Cell::get);
+    one(data);
+    let requests = REQUESTS.with(Cell::get) - requests;
+    let bytes = BYTES.with(Cell::get) - bytes;
+    let planned = PLANNED.with(Cell::get);
+    let (max_requests, max_bytes) = budget(data.len(), planned);
+    if std::env::var_os("CLI_SPEC_BUDGET").is_some() {
+        eprintln!(
+            "budget: {requests} requests of {max_requests}, {bytes} bytes of {max_bytes} \
+             ({} input bytes, {planned} planned)",
+            data.len()
+        );
+    }
+    assert!(
+        requests <= max_requests,
+        "{requests} heap requests for an input of {} bytes and {planned} entries planned \
+         (budget {max_requests})",
+        data.len()
+    );
+    assert!(
+        bytes <= max_bytes,
+        "{bytes} bytes asked of the heap for an input of {} bytes and {planned} entries \
+         planned (budget {max_bytes})",
+        data.len()
+    );
+});
+
+fn one(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.u8();
     let arch = match input.u8() % 3 {
@@ -357,4 +463,4 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-});
+}
