@@ -1,10 +1,80 @@
 //! Arbitrary bytes as allocator snapshots (JSON): loading never panics, never hangs and, when it
 //! succeeds, gives an allocator that saves to a snapshot which loads back to the same state, and
-//! that answers calls as the same state built by calls does.
+//! that answers calls as the same state built by calls does. A load is also held to what the
+//! crate promises it asks of the heap (see [`load_budget`]): a snapshot small on disk that
+//! loads into much more fails the target.
 #![no_main]
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
 use libfuzzer_sys::fuzz_target;
-use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, Request};
+use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, IdLoadLimits, Request};
+
+/// Counts the bytes each heap request asks for, on this thread.
+struct Counting;
+
+thread_local! {
+    static REQUESTED: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    let _ = REQUESTED.try_with(|n| n.set(n.get().saturating_add(bytes as u64)));
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract for `alloc_zeroed` is passed on as is.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was returned by `System` for this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: the caller's contract for `realloc` is passed on as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The heap bytes loading a snapshot of `input` bytes may ask for. The crate promises (DESIGN.md,
+/// Snapshots) that an ID snapshot allocates at most `IdLoadLimits::max_bitmap_bytes` of bitmap
+/// (1 MiB by default, and its summary words, under 1/64 more) besides its decoded lists and a
+/// node per run, and that an address snapshot loads in O(n) memory: so a fixed part, the
+/// bitmap, and a part per input byte (a run or range takes at least 5 bytes of JSON and costs
+/// its decoded entry, grown by doubling, and its node with its tag: under 64 bytes a byte).
+fn load_budget(input: usize) -> u64 {
+    let bitmap = IdLoadLimits::default().max_bitmap_bytes;
+    (64 << 10) + bitmap + bitmap / 32 + 64 * input as u64
+}
+
+/// `load` of `data`, failing the target if it asks the heap for more than [`load_budget`].
+fn load_within_budget<T>(data: &[u8], load: impl FnOnce() -> T, what: &str) -> T {
+    let before = REQUESTED.with(Cell::get);
+    let out = load();
+    let bytes = REQUESTED.with(Cell::get) - before;
+    let budget = load_budget(data.len());
+    assert!(
+        bytes <= budget,
+        "loading {} bytes as {what} asked the heap for {bytes} bytes (budget {budget})",
+        data.len()
+    );
+    out
+}
 
 /// Ranges up to this many IDs are rebuilt by calls and compared.
 const REBUILD_IDS: u64 = 1 << 12;
@@ -123,7 +193,12 @@ fn check_addresses(data: &[u8], loaded: &AddressAllocator<u32>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(ids) = serde_json::from_slice::<IdAllocator>(data) {
+    let ids = load_within_budget(
+        data,
+        || serde_json::from_slice::<IdAllocator>(data),
+        "an IdAllocator",
+    );
+    if let Ok(ids) = ids {
         let saved = serde_json::to_vec(&ids).expect("a loaded IdAllocator saves");
         let again: IdAllocator = serde_json::from_slice(&saved).expect("a saved snapshot loads");
         assert!(
@@ -132,7 +207,12 @@ fuzz_target!(|data: &[u8]| {
         );
         check_ids(data, ids);
     }
-    if let Ok(ranges) = serde_json::from_slice::<AddressAllocator<u32>>(data) {
+    let ranges = load_within_budget(
+        data,
+        || serde_json::from_slice::<AddressAllocator<u32>>(data),
+        "an AddressAllocator",
+    );
+    if let Ok(ranges) = ranges {
         ranges
             .check_invariants()
             .expect("a loaded AddressAllocator keeps its invariants");
