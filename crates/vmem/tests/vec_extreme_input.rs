@@ -354,5 +354,35 @@ fn extreme_alignments_and_thread_blocks_are_typed_errors_or_honoured() {
         ));
     }
     // The default block of the largest capacity stays within bounds.
-    assert_eq!(Builder::new(usize::MAX).thread_block_slots().unwrap(), 512);
+    assert_eq!(
+        Builder::new(usize::MAX).thread_block_slots().unwrap(),
+        8 * usize::BITS as usize
+    );
+}
+
+/// The longest thread block is eight words of ready bits: 512 slots where `usize` has 64 bits,
+/// 256 where it has 32. It is the default for a large capacity and accepted when asked for; one
+/// more is refused with an error that names the bound.
+#[test]
+fn thread_block_bound_is_eight_words_and_its_error_names_it() {
+    use memvisor_vmem::vec::Builder;
+
+    let max = 8 * usize::BITS as usize;
+    assert_eq!(Builder::new(max * 4096).thread_block_slots(), Ok(max));
+    assert_eq!(
+        Builder::new(10).thread_block(max).thread_block_slots(),
+        Ok(max)
+    );
+    let e = Builder::new(10)
+        .thread_block(max + 1)
+        .thread_block_slots()
+        .unwrap_err();
+    assert_eq!(e, Error::InvalidThreadBlock { slots: max + 1 });
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "a thread block of {} slots is not between 1 and {max}",
+            max + 1
+        )
+    );
 }

@@ -16,7 +16,7 @@ use crate::reservation::CommitMode;
 ///
 /// Blocks of a [`ConcurrentVec`] are committed whole when they are claimed: a
 /// [`Pusher`](super::Pusher) claims up to 512 elements at a time (its blocks end at multiples
-/// of 512, or at the capacity), and a thread pushing in blocks up to
+/// of 512, or at the capacity; 256 where `usize` has 32 bits), and a thread pushing in blocks up to
 /// [`thread_block`](Builder::thread_block) elements, and a claim commits through the block's
 /// end or a step past what is committed, whichever reaches further. So with large elements
 /// they commit more at a time than the step (512 elements of 64 KiB are 32 MiB).
@@ -174,7 +174,8 @@ impl Builder {
     }
 
     /// How many slots a thread pushing into a [`ConcurrentVec`] claims at a time once it finds
-    /// other threads pushing too (1 to 512; see [`ConcurrentVec::push`]). Blocks spare each push
+    /// other threads pushing too (1 to 512, or to 256 where `usize` has 32 bits: eight words of
+    /// ready bits; see [`ConcurrentVec::push`]). Blocks spare each push
     /// the cache lines other threads write, but slots a thread has claimed and not filled yet
     /// count in [`len`](ConcurrentVec::len) and are taken by nobody else, and a block the
     /// thread gives up (after 64 pushes in a row into other vectors, or at the thread's exit)
@@ -182,9 +183,9 @@ impl Builder {
     /// `slots - 1` of every `slots + 2` slots of the vector (see [`ConcurrentVec`]'s
     /// description). 1 makes every push claim exactly one slot. A multiple of 64 keeps blocks
     /// aligned, so each owns whole words of ready bits and publishes with plain stores; 512
-    /// (the default for a capacity of 2 Mi or more) also keeps those words on a cache line of
-    /// their own. Default below that: `capacity / 4096` (at least 1), so that a thread holds at
-    /// most 1/4096 of the capacity.
+    /// (the default for a capacity of 2 Mi or more; 256 from 1 Mi where `usize` has 32 bits)
+    /// also keeps those words on a cache line of their own. Default below that: `capacity / 4096`
+    /// (at least 1), so that a thread holds at most 1/4096 of the capacity.
     ///
     /// # Examples
     /// ```
@@ -206,7 +207,8 @@ impl Builder {
     /// [`thread_block`](Self::thread_block)).
     ///
     /// # Errors
-    /// [`Error::InvalidThreadBlock`] if a block outside 1 to 512 was asked for.
+    /// [`Error::InvalidThreadBlock`] if a block outside 1 to 512 (256 where `usize` has 32 bits)
+    /// was asked for.
     pub fn thread_block_slots(&self) -> Result<usize> {
         match self.thread_block {
             None => Ok((self.capacity / 4096).clamp(1, MAX_BLOCK)),
@@ -244,7 +246,8 @@ impl Builder {
     /// # Errors
     /// [`Error::InvalidGrowth`] for a growth policy whose minimum exceeds its maximum,
     /// [`Error::InvalidAlignment`] for an alignment that is not a power of two,
-    /// [`Error::InvalidThreadBlock`] for a thread block outside 1 to 512,
+    /// [`Error::InvalidThreadBlock`] for a thread block outside 1 to 512 (256 where `usize` has
+    /// 32 bits),
     /// [`Error::TooLarge`] if the capacity's bytes (with the ready bits of a `ConcurrentVec`),
     /// rounded up to whole pages, exceed `isize::MAX`, the most a slice may span,
     /// [`Error::Reserve`] if the system has no room.

@@ -45,8 +45,12 @@ pub enum Error {
         align: usize,
     },
     /// The slots a thread claims at a time
-    /// ([`Builder::thread_block`](super::Builder::thread_block)) are not between 1 and 512.
-    #[error("a thread block of {slots} slots is not between 1 and 512")]
+    /// ([`Builder::thread_block`](super::Builder::thread_block)) are not between 1 and 512
+    /// (256 where `usize` has 32 bits: eight words of ready bits).
+    #[error(
+        "a thread block of {slots} slots is not between 1 and {}",
+        super::concurrent::MAX_BLOCK
+    )]
     InvalidThreadBlock {
         /// The offending number of slots.
         slots: usize,

@@ -6,7 +6,8 @@ use super::{Block, ConcurrentVec, MAX_BLOCK};
 use crate::vec::error::{Error, PushError, Result};
 
 /// Pushes into a [`ConcurrentVec`] from one thread, claiming its slots a block at a time
-/// (512 slots: a cache line of ready-bit words), made by [`ConcurrentVec::pusher`].
+/// (512 slots: a cache line of ready-bit words; 256 where `usize` has 32 bits), made by
+/// [`ConcurrentVec::pusher`].
 ///
 /// A plain [`ConcurrentVec::push`] claims single slots from the shared counter while a thread
 /// pushes alone, and moves to blocks of its own once it sees other threads pushing (see
@@ -34,16 +35,18 @@ use crate::vec::error::{Error, PushError, Result};
 /// ```
 /// use memvisor_vmem::vec::ConcurrentVec;
 ///
+/// // 512 slots a block (256 where `usize` has 32 bits).
+/// let block = 8 * usize::BITS as usize;
 /// let v = ConcurrentVec::with_capacity(1000)?;
 /// let mut pusher = v.pusher();
 /// assert_eq!(pusher.push('a'), 0);
 /// assert_eq!(pusher.push('b'), 1);
-/// assert_eq!(pusher.remaining(), 510);
+/// assert_eq!(pusher.remaining(), block - 2);
 /// drop(pusher);
 /// // A plain push after the block takes the next free slot.
-/// assert_eq!(v.push('c'), 512);
+/// assert_eq!(v.push('c'), block);
 /// assert_eq!(v.iter().collect::<String>(), "abc");
-/// assert_eq!(v.len(), 513);
+/// assert_eq!(v.len(), block + 1);
 /// # Ok::<(), memvisor_vmem::vec::Error>(())
 /// ```
 ///
