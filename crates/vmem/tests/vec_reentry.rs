@@ -45,7 +45,8 @@ fn check(v: &ConcurrentVec<u64>, pushed: &[(usize, u64)]) {
 
 #[test]
 fn push_with_whose_constructor_pushes_into_the_same_vector_keeps_every_element() {
-    for block in [1, 64, 512] {
+    // Up to the longest thread block: 512 slots, 256 where `usize` has 32 bits.
+    for block in [1, 64, 8 * usize::BITS as usize] {
         let v = vector(1 << 13, block);
         let other = vector(1 << 13, block);
         let mut pushed = std::vec::Vec::new();

@@ -481,8 +481,9 @@ fn capacity_limits_are_typed_errors() {
     assert!(c.try_push_with(|_| 1).is_err());
     assert!(c.pusher().try_push(1).is_err());
     assert_eq!(c.iter().count(), 0);
+    // The longest thread block: 512 slots, 256 where `usize` has 32 bits.
     let c = Builder::new(0)
-        .thread_block(512)
+        .thread_block(8 * usize::BITS as usize)
         .build_concurrent::<u8>()
         .unwrap();
     assert!(c.try_push(1).is_err());
