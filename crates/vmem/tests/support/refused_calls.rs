@@ -52,7 +52,11 @@ impl Refuser {
             refuse: AtomicU64::new(u64::MAX),
             ..Plan::default()
         });
-        let (fd_tx, fd_rx) = mpsc::channel::<i32>();
+        // A channel of one preallocated slot: sending on it allocates nothing, as the sending
+        // thread is filtered by then and its heap's `mmap` would wait for a supervisor that
+        // waits for the descriptor (an unbounded channel allocates its first block on the
+        // first send).
+        let (fd_tx, fd_rx) = mpsc::sync_channel::<i32>(1);
         let served = Arc::clone(&plan);
         // Started before the filter, so its own calls are not filtered.
         std::thread::spawn(move || {
@@ -163,10 +167,11 @@ fn supervise(fd: i32, plan: &Plan) {
         let mut req: libc::seccomp_notif = unsafe { core::mem::zeroed() };
         // SAFETY: `req` is a valid out-pointer of the size the request names.
         if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &raw mut req) } != 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
+            // `ENOENT`: the calling thread was killed before the notification was read.
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR | libc::ENOENT) => continue,
+                _ => return,
             }
-            return;
         }
         let addr = usize::try_from(req.data.args[0]).unwrap_or(usize::MAX);
         let nr = libc::c_long::from(req.data.nr);
