@@ -34,6 +34,10 @@ const SHAPES: [(&str, usize); 3] = [
     ("run of three chunks", 2 * CHUNK + CHUNK / 2),
 ];
 
+/// The most calls one allocation is refused in turn: more would be a loop the test stops
+/// short of.
+const MAX_CALLS: u64 = 16;
+
 fn scenario(refuser: &Refuser) -> usize {
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -51,7 +55,10 @@ fn scenario(refuser: &Refuser) -> usize {
             }
             // Fresh chunks, and chunks given back before (cached or decommitted).
             for (reused, sticky) in [(false, false), (true, false), (false, true), (true, true)] {
-                for n in 0..16 {
+                // Calls of the allocation refused in turn, and whether a run refused none (so
+                // every call was reached).
+                let (mut calls, mut all_reached) = (0, false);
+                for n in 0..MAX_CALLS {
                     let arena = Arena::with_reservation(
                         16 * CHUNK,
                         Config::new().with_chunk_size(CHUNK).with_flags(flags),
@@ -81,9 +88,11 @@ fn scenario(refuser: &Refuser) -> usize {
                         let p = result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
                         // SAFETY: a live block of this client, not used again.
                         unsafe { client.free(p) }.unwrap();
+                        all_reached = true;
                         break;
                     };
                     checked += 1;
+                    calls = n + 1;
                     let what = format!("{what} (number {nr}) refused");
                     match &result {
                         Err(Error::Vmem(memvisor_vmem::Error::Os { source, .. }))
@@ -114,6 +123,20 @@ fn scenario(refuser: &Refuser) -> usize {
                     }
                     arena.delete_client(client);
                 }
+                let what = format!("{flags:?} {shape} (reused {reused}, and on: {sticky})");
+                assert!(
+                    all_reached,
+                    "{what}: more than {MAX_CALLS} calls, not all refused"
+                );
+                // A chunk given back and kept committed (no `DECOMMIT`) is reused without a
+                // system call; every other allocation makes at least one, or its refusals
+                // would check nothing.
+                let expected_none = reused && !flags.contains(Flags::DECOMMIT);
+                assert_eq!(
+                    calls == 0,
+                    expected_none,
+                    "{what}: {calls} calls refused in turn"
+                );
             }
         }
     }

@@ -167,6 +167,20 @@ fn operations() -> Vec<(&'static str, Op)> {
     ]
 }
 
+/// The operations that make no system call inside the reservation from [`mixed`]'s state, in
+/// the mode named: a sparse commit of uncommitted pages (they are read-write already) and an
+/// unguard of a protected reservation (its guard and uncommitted pages are both
+/// inaccessible). Every other operation must make at least one, or its refusals would check
+/// nothing.
+const NO_CALL: [(CommitMode, &str); 2] = [
+    (CommitMode::Sparse, "commit_new"),
+    (CommitMode::Protected, "unguard"),
+];
+
+/// The most calls one operation is refused in turn: more would be a loop the test stops
+/// short of.
+const MAX_CALLS: u64 = 32;
+
 /// `state` without the access beneath guard pages, which no access reaches (a sparse guard
 /// marker keeps whatever protection the page had).
 fn beneath_guards_unseen(mut state: State) -> State {
@@ -207,7 +221,10 @@ fn scenario(refuser: &Refuser) -> usize {
                 op(&mut r, &memfd).unwrap();
                 state(&r)
             };
-            for (n, from_on) in (0..32).flat_map(|n| [(n, false), (n, true)]) {
+            // Calls of the operation refused in turn, and whether a run refused none (so every
+            // call was reached).
+            let (mut calls, mut all_reached) = (0, false);
+            for (n, from_on) in (0..MAX_CALLS).flat_map(|n| [(n, false), (n, true)]) {
                 let mut r = mixed(mode, &memfd);
                 let before = state(&r);
                 let range = r.as_ptr() as usize..r.as_ptr() as usize + r.len();
@@ -220,9 +237,11 @@ fn scenario(refuser: &Refuser) -> usize {
                 let refused = refuser.lift();
                 if refused.is_none() {
                     assert!(result.is_ok(), "{mode:?} {name}: {result:?}");
+                    all_reached = true;
                     break;
                 }
                 checked += 1;
+                calls = n + 1;
                 let after = state(&r);
                 let what = format!(
                     "{mode:?} {name}, call {n} (number {refused:?}){} refused",
@@ -262,6 +281,16 @@ fn scenario(refuser: &Refuser) -> usize {
                     ));
                 }
             }
+            assert!(
+                all_reached,
+                "{mode:?} {name}: more than {MAX_CALLS} calls, not all refused"
+            );
+            let expected_none = NO_CALL.contains(&(mode, name));
+            assert_eq!(
+                calls == 0,
+                expected_none,
+                "{mode:?} {name}: {calls} calls refused in turn"
+            );
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
