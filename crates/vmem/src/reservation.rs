@@ -994,9 +994,11 @@ impl Reservation {
     /// lost too: they cannot be told from a mapping another thread placed in the hole. A
     /// refusal that took no page (the system refused before it unmapped anything) leaves the
     /// pages committed, but unlocked. Pages still counted committed after a refusal keep the
-    /// access they had (in [`CommitMode::Sparse`] the decommit first gives lowered pages
-    /// read-write access, which a refusal takes back; only where the system refuses that too
-    /// does a page keep more access than it is counted with, never less).
+    /// access they had: in [`CommitMode::Sparse`] the decommit first gives read-write access
+    /// to the pages of a run with read-only, inaccessible or executable pages, which a
+    /// refusal takes back. Only where the system refuses that too is such a page left
+    /// read-write whatever access it is counted with: writable where it is counted read-only
+    /// or inaccessible, and *not executable* where it is counted executable.
     pub fn decommit(&mut self, offset: usize, len: usize) -> Result<()> {
         // SAFETY: `&mut self` means no other thread uses the reservation through this handle;
         // raw pointers made from `as_ptr` are the caller's to keep away from the range.
@@ -1054,8 +1056,8 @@ impl Reservation {
 
     /// Gives the committed pages of `pages` that are not plain read-write the protection
     /// their records say, after a refused sparse decommit that may have raised them to
-    /// read-write. Where the system refuses this too, a page keeps more access than it is
-    /// counted with (never less: nothing relies on access it lacks).
+    /// read-write. Where the system refuses this too, a page is left read-write whatever
+    /// its records say (see [`decommit`](Self::decommit)).
     fn reprotect_committed(&self, pages: Pages) {
         let reprotect = |run: Pages, protection: Protection| {
             let (ptr, len) = (self.at(run.first * self.page), run.count * self.page);
