@@ -184,7 +184,8 @@ impl Builder {
     /// description). 1 makes every push claim exactly one slot. A multiple of 64 keeps blocks
     /// aligned, so each owns whole words of ready bits and publishes with plain stores; 512
     /// (the default for a capacity of 2 Mi or more; 256 from 1 Mi where `usize` has 32 bits)
-    /// also keeps those words on a cache line of their own. Default below that: `capacity / 4096`
+    /// also keeps those words on a cache line of their own where `usize` has 64 bits (where it
+    /// has 32, the 256 slots' words fill half a line). Default below that: `capacity / 4096`
     /// (at least 1), so that a thread holds at most 1/4096 of the capacity.
     ///
     /// # Examples

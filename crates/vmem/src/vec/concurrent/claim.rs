@@ -6,8 +6,9 @@ use crate::sync::Ordering;
 use crate::vec::error::{Error, Result};
 use crate::vec::layout::{WORD_BITS, WORD_BYTES};
 
-/// The most slots a thread claims at a time: a cache line of ready words (8 words of 64 bits),
-/// so that blocks of different threads share neither element nor ready-bit cache lines.
+/// The most slots a thread claims at a time: eight ready words, a cache line of them where
+/// `usize` has 64 bits, so that blocks of different threads share neither element nor
+/// ready-bit cache lines there (where it has 32 bits, two blocks' words share a line).
 pub(crate) const MAX_BLOCK: usize = 8 * WORD_BITS;
 
 /// Slots `start..end` claimed at once for one thread. The slots in `owned_start..owned_end` lie

@@ -6,15 +6,16 @@ use super::{Block, ConcurrentVec, MAX_BLOCK};
 use crate::vec::error::{Error, PushError, Result};
 
 /// Pushes into a [`ConcurrentVec`] from one thread, claiming its slots a block at a time
-/// (512 slots: a cache line of ready-bit words; 256 where `usize` has 32 bits), made by
-/// [`ConcurrentVec::pusher`].
+/// (512 slots: a cache line of ready-bit words; 256 where `usize` has 32 bits, half a line),
+/// made by [`ConcurrentVec::pusher`].
 ///
 /// A plain [`ConcurrentVec::push`] claims single slots from the shared counter while a thread
 /// pushes alone, and moves to blocks of its own once it sees other threads pushing (see
 /// [`Builder::thread_block`](crate::vec::Builder::thread_block)). A `Pusher` claims blocks from the
 /// start, and without the per-push look-up of the thread's cache: for bulk pushes from one
 /// thread. After one atomic update per block, a push is two plain stores (the element and its
-/// ready bit), to cache lines no other thread writes. Use one per thread.
+/// ready bit), to cache lines no other thread writes (where `usize` has 32 bits, a block's
+/// ready bits may share a line with the next block's). Use one per thread.
 ///
 /// The price is in the indices: elements from one `Pusher` get increasing indices, but blocks of
 /// different pushers interleave, and slots of its last block that it does not fill stay empty
