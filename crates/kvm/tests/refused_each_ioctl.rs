@@ -35,6 +35,8 @@ fn scenario(refuser: &Refuser) -> usize {
     let kvm = kvm_or_skip("each_refused_ioctl_of_attach_leaves_kvm_as_it_was").unwrap();
     let mut checked = 0;
     let mut failures = Vec::new();
+    // A run in which nothing was refused: the attach made fewer ioctls than the loop tried.
+    let mut reached_end = false;
     for (n, from_on) in (0..16).flat_map(|n| [(n, false), (n, true)]) {
         let vm = support::vm(&kvm);
         let space = backed_space(
@@ -54,6 +56,7 @@ fn scenario(refuser: &Refuser) -> usize {
             if let Err(e) = result {
                 failures.push(format!("{what}: {e}"));
             }
+            reached_end = true;
             break;
         }
         checked += 1;
@@ -92,6 +95,14 @@ fn scenario(refuser: &Refuser) -> usize {
         }
         drop(slots);
     }
+    // Each call alone and each with every call after it, up to a run with none refused: an
+    // attach that made no ioctl on the VM's descriptor, or more than the loop tried, is not
+    // checked and must fail here.
+    assert!(checked >= 2, "attach: no ioctl was refused");
+    assert!(
+        reached_end,
+        "attach: every run had a refusal, later ioctls untried"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     checked
 }
