@@ -91,11 +91,13 @@ fn layout() -> Layout {
 }
 
 fn scenario(refuser: &Refuser) -> usize {
-    let mut checked = 0;
     let mut failures = Vec::new();
     refuser.spare_heap(true);
     // Once without refusals, so that thread stacks and heap arenas are made.
     drop(AddressSpace::back(layout(), specs()).unwrap());
+    // Per operation: the runs with a refusal, and whether a run had none (the operation made
+    // fewer calls than the loop tried).
+    let (mut back_checked, mut back_ended) = (0, false);
     for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
         let before = leftovers();
         if from_on {
@@ -110,9 +112,10 @@ fn scenario(refuser: &Refuser) -> usize {
             if let Err(e) = result {
                 failures.push(format!("{what}: {e}"));
             }
+            back_ended = true;
             break;
         };
-        checked += 1;
+        back_checked += 1;
         match &result {
             Err(e) if keeps_errno(e, libc::ENOMEM) => {}
             Err(e) => failures.push(format!("{what}: the errno is lost: {e:?}")),
@@ -140,6 +143,7 @@ fn scenario(refuser: &Refuser) -> usize {
             .with_dontfork(true)
             .with_prefault_threads(2)
     };
+    let (mut plug_checked, mut plug_ended) = (0, false);
     for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
         let before_space = leftovers();
         let (space, _) = AddressSpace::back(layout(), Vec::new()).unwrap();
@@ -156,9 +160,10 @@ fn scenario(refuser: &Refuser) -> usize {
             if let Err(e) = result {
                 failures.push(format!("{what}: {e}"));
             }
+            plug_ended = true;
             break;
         };
-        checked += 1;
+        plug_checked += 1;
         // As documented, a slot whose memory could not be turned back into reserved space
         // stays claimed (and mapped) until the address space is dropped.
         let mut slot_kept = false;
@@ -193,8 +198,18 @@ fn scenario(refuser: &Refuser) -> usize {
             failures.push(format!("{what}: left {after:?}, had {before_space:?}"));
         }
     }
+    // Each operation had a call refused alone and with every call after it, and reached a run
+    // with none refused: one that made no call, or more than the loop tried, is not checked
+    // and must fail here.
+    for (op, checked, ended) in [
+        ("back", back_checked, back_ended),
+        ("plug", plug_checked, plug_ended),
+    ] {
+        assert!(checked >= 2, "{op}: no call was refused");
+        assert!(ended, "{op}: every run had a refusal, later calls untried");
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    checked
+    back_checked + plug_checked
 }
 
 #[test]
