@@ -484,7 +484,8 @@ proptest! {
 
     #[test]
     fn phased_pushes_from_three_threads_match_the_model(
-        block in prop::sample::select(vec![1usize, 2, 7, 64, 100, 512]),
+        // Up to the longest thread block: 512 slots, 256 where `usize` has 32 bits.
+        block in prop::sample::select(vec![1usize, 2, 7, 64, 100, 8 * usize::BITS as usize]),
         capacity in 1..MAX_CAPACITY,
         phases in prop::collection::vec(phase(), 1..12),
     ) {
