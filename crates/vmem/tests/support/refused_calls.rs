@@ -11,9 +11,11 @@
 //! The supervisor allocates nothing while it serves: a filtered thread may be inside the heap's
 //! own `mmap`, holding its lock.
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 /// What the supervisor is told; shared with it.
 #[derive(Default)]
@@ -208,15 +210,46 @@ fn supervise(fd: i32, plan: &Plan) {
     }
 }
 
+/// How long a child may take: far more than any of these tests needs, so that a child that
+/// hangs (a call the supervisor never answers) fails the test instead of stopping the run.
+const CHILD_DEADLINE: Duration = Duration::from_secs(120);
+
 /// Runs test `name` of this test binary again in a child process with `env` set, and asserts
-/// that it passed there (and ran: it prints `marker`). The parent's part of the test returns
-/// after this; the child's part runs when `env` is set.
+/// that it passed there (and ran: it prints `marker`) within [`CHILD_DEADLINE`], killing it
+/// otherwise. The parent's part of the test returns after this; the child's part runs when
+/// `env` is set.
 pub fn in_child(name: &str, env: &str, marker: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(env, "1")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Read on threads of their own, so that a child writing more than a pipe holds goes on.
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > CHILD_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap();
+            panic!(
+                "the child ran past {CHILD_DEADLINE:?} and was killed: {}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
@@ -235,6 +268,15 @@ pub fn in_child(name: &str, env: &str, marker: &str) {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
 }
 
 /// Whether this looks like a sanitizer's run (its runtime's own mappings would meet the
