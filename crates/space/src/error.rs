@@ -472,23 +472,25 @@ pub enum Error {
         /// The host page size.
         page_size: u64,
     },
-    /// Making the memory of a hotplug slot failed (its mapping, or a step after it: advice,
-    /// NUMA binding, prefault), and so did turning the slot back into reserved address space
-    /// (or the refused mapping lost the slot's pages). The slot stays claimed (plugging there
-    /// answers [`Error::SlotBusy`]), and whatever is mapped there stays, until the address
-    /// space is dropped, so that no other mapping can take its addresses; nothing else
-    /// changed.
+    /// A plug failed (making the slot's memory: its mapping, or a step after it, advice, NUMA
+    /// binding, prefault; or inserting the region: a listener refused it, say), and so did
+    /// turning the slot back into reserved address space (or the refused mapping lost the
+    /// slot's pages). The slot stays claimed (plugging there answers [`Error::SlotBusy`]), and
+    /// whatever is mapped there stays, until the address space is dropped, so that no other
+    /// mapping can take its addresses; nothing else changed.
     #[error(
-        "making the memory of the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
+        "plugging the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
     )]
     SlotNotRestored {
         /// The slot's base.
         base: u64,
         /// Its size.
         size: u64,
-        /// Why making the memory failed: the system's error, or for a step that failed
-        /// otherwise (a prefault thread that could not start, say) this crate's error as the
-        /// inner error of an [`io::ErrorKind::Other`] one.
+        /// Why the plug failed (named for its first cause, the mapping, but any step's): the
+        /// system's error (its `raw_os_error` the errno; which call it was, `mmap`, `madvise`,
+        /// `mbind`, is not kept), or for a failure of another kind (transparent huge pages
+        /// refused for a file, a listener's refusal, a slot number or bookkeeping refused)
+        /// this crate's error as the inner error of an [`io::ErrorKind::Other`] one.
         mmap: io::Error,
         /// Why restoring the slot failed.
         #[source]

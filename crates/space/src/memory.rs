@@ -103,16 +103,17 @@ impl HostMemory {
         }
     }
 
-    /// After `cause` failed a step of making this memory: gives it back at once, and returns
-    /// the error to report: `cause`, or [`Error::SlotNotRestored`] for a hotplug slot that
-    /// cannot be turned back into reserved space (it then stays mapped and claimed, so that
-    /// nothing else is mapped over it, until the address space is dropped).
-    fn give_back(mut self, spec: &RegionSpec, cause: Error) -> Error {
+    /// After `cause` failed a step of making this memory, or kept its region out of the
+    /// address space: gives it back at once, and returns the error to report: `cause`, or
+    /// [`Error::SlotNotRestored`] for a hotplug slot that cannot be turned back into reserved
+    /// space (it then stays mapped and claimed, so that nothing else is mapped over it, until
+    /// the address space is dropped).
+    pub(crate) fn give_back(mut self, spec: &RegionSpec, cause: Error) -> Error {
         let Owner::Window(window, offset) = &self.owner else {
             return cause;
         };
         // SAFETY: the slot of this memory, which nothing refers to: the region it was made
-        // for was never made.
+        // for was never made, or never inserted and held by nothing else.
         let released = unsafe { window.release(*offset, self.len) };
         self.owner = Owner::GivenBack;
         match released {

@@ -93,6 +93,17 @@ impl Region {
         Self::back_in(spec, Target::Own)
     }
 
+    /// After `cause` kept this region out of the address space, nothing else holding it:
+    /// gives its memory back at once and returns the error to report, `cause` or
+    /// [`Error::SlotNotRestored`] for a hotplug slot that cannot be turned back into reserved
+    /// space (see `HostMemory::give_back`).
+    pub(crate) fn give_back(mut self, cause: Error) -> Error {
+        match self.memory.take() {
+            Some(memory) => memory.give_back(&self.spec, cause),
+            None => cause,
+        }
+    }
+
     pub(crate) fn back_in(
         spec: RegionSpec,
         target: Target<'_>,

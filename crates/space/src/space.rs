@@ -960,9 +960,11 @@ impl AddressSpace {
     /// [`Region::back`] (a backing file that is not a regular file is refused at once, without
     /// waiting under the writer lock) and [`insert_region`](Self::insert_region). After an
     /// error nothing of the plug is left, except after [`Error::SlotNotRestored`]: making the
-    /// slot's memory failed and turning the slot back into reserved space failed too (or the
-    /// refused mapping lost its pages), so the slot stays claimed, with whatever is mapped
-    /// there, until the address space is dropped.
+    /// slot's memory or inserting the region failed and turning the slot back into reserved
+    /// space failed too (or the refused mapping lost its pages), so the slot stays claimed,
+    /// with whatever is mapped there, until the address space is dropped; and where a
+    /// listener refused the insertion and could not let go of the region when told to undo
+    /// it, the slot stays claimed until it does ([`Error::SlotBusy`]).
     ///
     /// # Panics
     /// Resumes a listener's panic in [`settle`](RegionListener::settle) (nothing changed
@@ -998,7 +1000,15 @@ impl AddressSpace {
             base: region.base().0,
         })?;
         let region = Arc::new(region);
-        self.insert_locked(&mut writer, Arc::clone(&region))?;
+        if let Err(e) = self.insert_locked(&mut writer, Arc::clone(&region)) {
+            // Nothing else holds the region (unless a listener kept it, which gives the slot
+            // back when it lets go): its slot is given back now, so that one that cannot be
+            // turned back into reserved space is reported, not kept claimed unseen.
+            return Err(match Arc::into_inner(region) {
+                Some(region) => region.give_back(e),
+                None => e,
+            });
+        }
         Ok((region, report))
     }
 

@@ -769,8 +769,8 @@ fn slot_not_restored_names_the_slot_and_both_failures() {
     };
     assert_eq!(
         err.to_string(),
-        "making the memory of the hotplug slot at 0x100000000 of size 0x200000 failed (no room) \
-         and so did restoring it to reserved space; the slot stays claimed and unusable"
+        "plugging the hotplug slot at 0x100000000 of size 0x200000 failed (no room) and so did \
+         restoring it to reserved space; the slot stays claimed and unusable"
     );
     assert!(std::error::Error::source(&err).is_some());
 }

@@ -10,7 +10,10 @@
 
 use std::sync::Arc;
 
-use memvisor_space::{AddressSpace, Backing, Error, Layout, RegionSpec, WindowKind};
+use memvisor_space::{
+    AddressSpace, Backing, ChangeKind, Error, Layout, ListenerError, RegionEvent, RegionListener,
+    RegionSpec, WindowKind,
+};
 use vm_memory::GuestAddress;
 
 #[path = "../../vmem/tests/support/refused_calls.rs"]
@@ -198,18 +201,87 @@ fn scenario(refuser: &Refuser) -> usize {
             failures.push(format!("{what}: left {after:?}, had {before_space:?}"));
         }
     }
+    // A plug whose insertion a listener refuses gives its slot back as it gives back one
+    // whose memory could not be made: a call of that giving back refused (with every call
+    // after it, or alone) must answer `SlotNotRestored`, and any other error leave the slot
+    // free for the next plug.
+    let (mut refused_plug_checked, mut refused_plug_ended) = (0, false);
+    for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
+        let before_space = leftovers();
+        let (space, _) = AddressSpace::back(layout(), Vec::new()).unwrap();
+        let listener: Arc<dyn RegionListener> = Arc::new(RefusesInsertion);
+        space.add_listener(Arc::clone(&listener)).unwrap();
+        let before = space.snapshot();
+        if from_on {
+            refuser.refuse_from(0..usize::MAX, n, libc::ENOMEM);
+        } else {
+            refuser.refuse_nth(0..usize::MAX, n, libc::ENOMEM);
+        }
+        let result = space.plug(plugged());
+        let refused = refuser.lift();
+        let what = format!(
+            "plug refused by a listener: call {n} (number {refused:?}, and on: {from_on}) \
+             refused"
+        );
+        let slot_kept = matches!(result, Err(Error::SlotNotRestored { .. }));
+        match &result {
+            Err(Error::Listener { .. } | Error::SlotNotRestored { .. }) => {}
+            Err(e) if refused.is_some() && keeps_errno(e, libc::ENOMEM) => {}
+            Err(e) => failures.push(format!("{what}: got {e:?}")),
+            Ok(_) => failures.push(format!("{what}: succeeded")),
+        }
+        drop(result);
+        if !Arc::ptr_eq(&before, &space.snapshot()) {
+            failures.push(format!("{what}: the snapshot changed"));
+        }
+        drop(before);
+        assert!(space.remove_listener(&listener).unwrap());
+        if !slot_kept {
+            match space.plug(plugged()) {
+                Ok(_) => drop(space.remove_region(window, 4 * MIB).unwrap()),
+                Err(e) => failures.push(format!("{what}: retry gave {e}")),
+            }
+        }
+        drop(space);
+        let after = leftovers();
+        if after != before_space {
+            failures.push(format!("{what}: left {after:?}, had {before_space:?}"));
+        }
+        if refused.is_none() {
+            refused_plug_ended = true;
+            break;
+        }
+        refused_plug_checked += 1;
+    }
     // Each operation had a call refused alone and with every call after it, and reached a run
     // with none refused: one that made no call, or more than the loop tried, is not checked
     // and must fail here.
     for (op, checked, ended) in [
         ("back", back_checked, back_ended),
         ("plug", plug_checked, plug_ended),
+        (
+            "plug refused by a listener",
+            refused_plug_checked,
+            refused_plug_ended,
+        ),
     ] {
         assert!(checked >= 2, "{op}: no call was refused");
         assert!(ended, "{op}: every run had a refusal, later calls untried");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    back_checked + plug_checked
+    back_checked + plug_checked + refused_plug_checked
+}
+
+/// Refuses every insertion.
+struct RefusesInsertion;
+
+impl RegionListener for RefusesInsertion {
+    fn region_changed(&self, event: &RegionEvent<'_>) -> Result<(), ListenerError> {
+        match event.kind {
+            ChangeKind::Inserted => Err("refused".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[test]
