@@ -1,8 +1,8 @@
 //! KVM memory slots and dirty logging kept in sync with a memvisor address space.
 //!
 //! **Linux only**: on other systems the crate is empty. **64-bit hosts only**: vm-memory, under
-//! `memvisor-space`, refuses to build for a 32-bit target such as i686 (and kvm-bindings has no
-//! KVM structures for 32-bit x86).
+//! `memvisor-space`, refuses to build for a 32-bit target such as i686, and kvm-ioctls does not
+//! compile for 32-bit x86 (kvm-bindings has no KVM structures for it).
 //!
 //! - [`MemorySlots::attach`] registers every backed region of a [`memvisor_space::AddressSpace`] as
 //!   a KVM user memory slot under its memvisor slot number and then follows every insertion and
