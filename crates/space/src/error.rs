@@ -477,7 +477,9 @@ pub enum Error {
     /// turning the slot back into reserved address space (or the refused mapping lost the
     /// slot's pages). The slot stays claimed (plugging there answers [`Error::SlotBusy`]), and
     /// whatever is mapped there stays, until the address space is dropped, so that no other
-    /// mapping can take its addresses; nothing else changed.
+    /// mapping can take its addresses; nothing else changed. From
+    /// [`SpaceBuilder::back`](crate::SpaceBuilder::back), for a hot-pluggable region, there is
+    /// no address space to keep the slot: the window's reservation is unmapped with the error.
     #[error(
         "plugging the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
     )]

@@ -396,7 +396,11 @@ impl SpaceBuilder {
     /// mapped) are checked before any memory is made; what
     /// can only fail in the making (the host's refusal of a mapping or of huge pages, a
     /// prefault) may fail after earlier regions got memory, which is then unmapped: nothing
-    /// stays mapped after an error.
+    /// stays mapped after an error. A hot-pluggable region is made in its slot of the window
+    /// as [`AddressSpace::plug`] makes it, so where its making fails and its slot cannot be
+    /// turned back into reserved space the error is [`Error::SlotNotRestored`] here too; the
+    /// window's reservation is unmapped with the error all the same (but for pages the
+    /// reservation lost, which it leaves alone), so no slot stays claimed.
     pub fn back(self) -> Result<(AddressSpace, BackingReport)> {
         self.check()?;
         for spec in self.specs.iter().filter(|s| s.backing.has_memory()) {

@@ -82,6 +82,11 @@ fn specs() -> Vec<RegionSpec> {
         RegionSpec::ram(GuestAddress(8 * MIB), 2 * MIB)
             .with_backing(Backing::AnonymousShared)
             .with_dirty_tracking(true),
+        // In the hotplug window: its slot is given back as a plug's is.
+        RegionSpec::ram(GuestAddress(1 << 32), 2 * MIB)
+            .with_hotplug(true)
+            .with_backing(Backing::Memfd)
+            .with_dontfork(true),
     ]
 }
 
