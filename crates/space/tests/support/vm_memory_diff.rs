@@ -341,35 +341,43 @@ fn bytes_call<B: Bytes<GuestAddress, E = GuestMemoryError>>(
     }
 }
 
-/// The region-level methods of the region that `addr` picks (by its rank), at offsets at its
-/// edges.
+/// The region-level methods of the region that `addr` picks (by its rank): the checks at every
+/// edge offset (0, the last byte, the end, one past it, `u64::MAX`) and one more, the accesses
+/// at the offset `seed` picks.
 fn region_call<M: GuestMemoryBackend>(m: &M, addr: u64, len: usize, seed: u8) -> String {
     let n = m.num_regions();
     let Some(r) = m.iter().nth(addr as usize % n.max(1)) else {
         return "no region".into();
     };
     let size = r.len();
-    let offset = match seed % 6 {
-        0 => 0,
-        1 => size - 1,
-        2 => size,
-        3 => size + 1,
-        4 => u64::MAX,
-        _ => addr % (size + 8),
-    };
-    let at = MemoryRegionAddress(offset);
+    let offsets = [0, size - 1, size, size + 1, u64::MAX, addr % (size + 8)];
+    let first = r.get_host_address(MemoryRegionAddress(0));
+    let checks: Vec<String> = offsets
+        .iter()
+        .map(|&offset| {
+            let at = MemoryRegionAddress(offset);
+            // A host address as its distance from the region's first byte.
+            let host = r.get_host_address(at).map(|host| {
+                let first = *first.as_ref().expect("its first byte has one");
+                host as usize - first as usize
+            });
+            format!(
+                "{:?} {} {:?} {:?} {host:?}",
+                r.check_address(at),
+                r.address_in_range(at),
+                r.checked_offset(at, len),
+                r.get_slice(at, len).map(|s| s.len()),
+            )
+        })
+        .collect();
+    let at = MemoryRegionAddress(offsets[usize::from(seed) % offsets.len()]);
     let mut buf = vec![0u8; len.min(MAX_BUF)];
     let read = r.read(&mut buf, at);
     format!(
-        "region {:?} {size:#x} {:?} {:?} {} {:?} {:?} {:?} {:?} {read:?} {:?} {:?}",
+        "region {:?} {size:#x} {:?} {:?} {checks:?} {read:?} {:?} {:?}",
         r.start_addr(),
         r.last_addr(),
-        r.check_address(at),
-        r.address_in_range(at),
-        r.checked_offset(at, len),
         r.to_region_addr(GuestAddress(addr)),
-        r.get_slice(at, len).map(|s| s.len()),
-        r.get_host_address(at).map(|_| ()),
         r.write(&pattern(seed, len.min(MAX_BUF)), at),
         r.store(seed, at, Ordering::Relaxed),
     )
