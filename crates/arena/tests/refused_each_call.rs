@@ -2,8 +2,8 @@
 //! first, then the second, ... call inside the arena's reservation (guard page, commit of
 //! each chunk of a run, and the decommit that undoes a run's commits) fails with `ENOMEM`
 //! (alone, or with every call after it, so that undoing is refused too),
-//! for real (a seccomp filter whose supervisor counts the calls; vmem's
-//! `tests/support/refused_calls.rs`). Each refusal must give [`Error::Vmem`] with the errno,
+//! for real (a seccomp filter whose supervisor counts the calls; memvisor-testkit's
+//! `refused_calls`). Each refusal must give [`Error::Vmem`] with the errno,
 //! leave the arena's and the client's statistics as they were (but for the documented
 //! cached chunks of a run whose undoing was refused), and the same allocation must
 //! succeed once the refusal is lifted. Run in a child process, as the filter cannot be
@@ -19,10 +19,7 @@ use std::alloc::Layout;
 
 use memvisor_arena::memvisor_vmem::{self, OsError};
 use memvisor_arena::{Arena, Config, Error, Flags, Quota};
-
-#[path = "../../vmem/tests/support/refused_calls.rs"]
-mod refused_calls;
-use refused_calls::{Refuser, in_child, under_sanitizer};
+use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
 
 const CHILD: &str = "MEMVISOR_ARENA_REFUSED_EACH_CALL_CHILD";
 const CHUNK: usize = 64 << 10;

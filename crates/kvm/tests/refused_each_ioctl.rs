@@ -2,7 +2,7 @@
 //! first, then the second, ... call `attach` makes on it (the capability checks, then one
 //! `KVM_SET_USER_MEMORY_REGION` per region, and the deletions that undo them) fails with
 //! `ENOMEM`, alone or with every call after it (a seccomp filter whose supervisor counts the
-//! calls; vmem's `tests/support/refused_calls.rs`). Each refusal must give a typed error (or
+//! calls; memvisor-testkit's `refused_calls`). Each refusal must give a typed error (or
 //! an attach that copes, for a refused capability check), no panic, and leave KVM as it was
 //! (no slot of the space's numbers, no memory at its regions) wherever the undoing was not
 //! refused too; the same attach must succeed once the refusal is lifted. Run in a child
@@ -17,12 +17,9 @@ use std::os::fd::AsRawFd;
 
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::RegionSpec;
+use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
 use support::{MIB, backed_space, kvm_or_skip, kvm_refuses_probe};
 use vm_memory::GuestAddress;
-
-#[path = "../../vmem/tests/support/refused_calls.rs"]
-mod refused_calls;
-use refused_calls::{Refuser, in_child, under_sanitizer};
 
 const CHILD: &str = "MEMVISOR_KVM_REFUSED_EACH_IOCTL_CHILD";
 /// The regions' bases: three slots.

@@ -1,7 +1,7 @@
 //! Every system call of backing an address space and of plugging a region refused in turn:
 //! the first, then the second, ... `memfd_create`, `ftruncate`, `fcntl` (seals), fixed or file
 //! `mmap`, `madvise`, `mbind` and thread start fails with `ENOMEM`, for real (a seccomp filter
-//! whose supervisor counts the calls; vmem's `tests/support/refused_calls.rs`), alone or with
+//! whose supervisor counts the calls; memvisor-testkit's `refused_calls`), alone or with
 //! every call after it. Each refusal must give an error that keeps the errno, leave nothing
 //! mapped and no descriptor open (a plug: the snapshot and the hotplug slot as they were),
 //! and the same call must succeed once the refusal is lifted. Run in a child process, as the
@@ -14,11 +14,8 @@ use memvisor_space::{
     AddressSpace, Backing, ChangeKind, Error, Layout, ListenerError, RegionEvent, RegionListener,
     RegionSpec, WindowKind,
 };
+use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
 use vm_memory::GuestAddress;
-
-#[path = "../../vmem/tests/support/refused_calls.rs"]
-mod refused_calls;
-use refused_calls::{Refuser, in_child, under_sanitizer};
 
 const CHILD: &str = "MEMVISOR_SPACE_REFUSED_EACH_CALL_CHILD";
 const MIB: u64 = 1 << 20;

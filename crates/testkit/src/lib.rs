@@ -1,7 +1,8 @@
 //! Test support for the memvisor crates' tests, one module per helper, so that each is written
 //! once: heaps that refuse or count requests ([`refusing_heap`], [`counting_heap`]), a deadlock
 //! watchdog ([`watchdog`]), the lock the tests that take the host's huge pages share
-//! ([`huge_page_lock`]) and the process's resident memory ([`resident`]).
+//! ([`huge_page_lock`]), the process's resident memory ([`resident`]) and system calls the
+//! kernel refuses on demand, one at a time (`refused_calls`, Linux on x86-64).
 //!
 //! It is a dev-dependency only and depends on no memvisor crate, so every crate of the
 //! workspace can use it without a cycle. A global allocator is the test binary's own: this
@@ -18,6 +19,8 @@
 
 pub mod counting_heap;
 pub mod huge_page_lock;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod refused_calls;
 pub mod refusing_heap;
 #[cfg(target_os = "linux")]
 pub mod resident;

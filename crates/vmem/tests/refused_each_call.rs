@@ -1,8 +1,8 @@
 //! Every system call of a reservation's operations refused in turn: the first, then the
 //! second, ... call the operation makes inside the reservation fails with `ENOMEM`, for real
-//! (a seccomp filter whose supervisor counts the calls, see `support/refused_calls.rs`). Each
-//! refusal must give [`Error::Os`] with the errno, leave the pages as they were (their records,
-//! their access in `/proc/self/maps`, the process's locked memory), and the same call must
+//! (a seccomp filter whose supervisor counts the calls, see memvisor-testkit's `refused_calls`).
+//! Each refusal must give [`Error::Os`] with the errno, leave the pages as they were (their
+//! records, their access in `/proc/self/maps`, the process's locked memory), and the same call must
 //! succeed once the refusal is lifted. With every call after it refused too, a decommit or
 //! guard must leave the pages as its docs say. Run in a child process, as the filter cannot be
 //! removed; skipped under a sanitizer, whose runtime maps memory of its own. Linux on x86-64 only.
@@ -10,11 +10,8 @@
 
 use std::os::fd::AsFd;
 
+use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
 use memvisor_vmem::{CommitMode, Error, MapSource, OsError, Protection, Reservation, page_size};
-
-#[path = "support/refused_calls.rs"]
-mod refused_calls;
-use refused_calls::{Refuser, in_child, under_sanitizer};
 
 const CHILD: &str = "MEMVISOR_VMEM_REFUSED_EACH_CALL_CHILD";
 const PAGES: usize = 8;

@@ -6,7 +6,9 @@
 //! lift the refusal afterwards, which a plain filter (it cannot count, and stays for good)
 //! cannot do. The filter is the installing thread's and its children's, and is never removed:
 //! install it in a process of its own (see [`in_child`]). Linux on x86-64, kernel 5.5 or later;
-//! [`Refuser::install`] answers `None` where the kernel has no such filter.
+//! [`Refuser::install`] answers `None` where the kernel has no such filter. Each test file that
+//! uses it runs its one test in a child process ([`in_child`]) and skips it under a sanitizer
+//! ([`under_sanitizer`]).
 //!
 //! The supervisor allocates nothing while it serves: a filtered thread may be inside the heap's
 //! own `mmap`, holding its lock.
@@ -18,7 +20,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// What the supervisor is told; shared with it.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Plan {
     /// Calls whose first argument lies in `lo..hi` count; the others always go on.
     lo: AtomicUsize,
@@ -41,6 +43,7 @@ struct Plan {
 }
 
 /// The supervisor of a filter installed on the calling thread.
+#[derive(Debug)]
 pub struct Refuser {
     plan: Arc<Plan>,
 }
@@ -118,7 +121,6 @@ impl Refuser {
     /// Leaves alone the calls the heap makes (anonymous `mmap`s at an address of the
     /// kernel's choice, `mprotect`), so that the counted calls are the code's under test
     /// only; for calls whose first argument is not an address, with a range of everything.
-    #[allow(dead_code, reason = "not every test file sharing this module needs it")]
     pub fn spare_heap(&self, spare: bool) {
         self.plan.spare_heap.store(spare, Ordering::SeqCst);
     }
