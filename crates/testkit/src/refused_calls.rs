@@ -214,7 +214,7 @@ fn supervise(fd: i32, plan: &Plan) {
 
 /// How long a child may take: far more than any of these tests needs, so that a child that
 /// hangs (a call the supervisor never answers) fails the test instead of stopping the run.
-const CHILD_DEADLINE: Duration = Duration::from_secs(120);
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs test `name` of this test binary again in a child process with `env` set, and asserts
 /// that it passed there (and ran: it prints `marker`) within [`CHILD_DEADLINE`], killing it
