@@ -14,7 +14,6 @@
 //! where a slow input would otherwise pass unseen.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::OnceLock;
 
@@ -29,6 +28,7 @@ use memvisor_cli::spec::{
 use memvisor_cli::vmm::DefaultHugePage;
 use memvisor_cli::{Error, SpecError};
 use memvisor_fuzz::Input;
+use memvisor_testkit::counting_heap::{Counting, used_by};
 
 /// Inputs longer than this are cut: the parser's own bound is 1 MiB, far past what finds bugs.
 const MAX_TEXT: usize = 16 << 10;
@@ -83,49 +83,14 @@ const VALUES: [&str; 24] = [
 /// Counts each heap request and the bytes it asks for, on this thread: the count stands for
 /// the work an input makes (parsing, planning and rendering allocate as they go), the bytes for
 /// the memory. Not time, which a busy machine makes noisy.
-struct Budget;
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 thread_local! {
-    static REQUESTS: Cell<u64> = const { Cell::new(0) };
-    static BYTES: Cell<u64> = const { Cell::new(0) };
     /// What the plans made for the input hold: an entry per map entry and hotplug slot, one per
     /// host node each lists, one per device and window.
     static PLANNED: Cell<u64> = const { Cell::new(0) };
 }
-
-fn count(bytes: usize) {
-    let _ = REQUESTS.try_with(|n| n.set(n.get() + 1));
-    let _ = BYTES.try_with(|n| n.set(n.get().saturating_add(bytes as u64)));
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters only observe sizes.
-unsafe impl GlobalAlloc for Budget {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: the caller's contract for `alloc_zeroed` is passed on as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was returned by `System` for this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: the caller's contract for `realloc` is passed on as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Budget = Budget;
 
 /// The heap requests and bytes one input may take, given its length and what its plans hold.
 /// SPEC.md promises that reading and checking a spec takes milliseconds and bounded memory,
@@ -311,11 +276,8 @@ fuzz_target!(|data: &[u8]| {
     // The host's facts are read once, outside any input's budget.
     host();
     PLANNED.with(|n| n.set(0));
-    let requests = REQUESTS.with(Cell::get);
-    let bytes = BYTES.with(Cell::get);
-    one(data);
-    let requests = REQUESTS.with(Cell::get) - requests;
-    let bytes = BYTES.with(Cell::get) - bytes;
+    let ((), usage) = used_by(|| one(data));
+    let (requests, bytes) = (usage.requests as u64, usage.bytes as u64);
     let planned = PLANNED.with(Cell::get);
     let (max_requests, max_bytes) = budget(data.len(), planned);
     if std::env::var_os("CLI_SPEC_BUDGET").is_some() {

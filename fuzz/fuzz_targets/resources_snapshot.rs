@@ -5,49 +5,11 @@
 //! loads into much more fails the target.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use libfuzzer_sys::fuzz_target;
 use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, IdLoadLimits, Request};
+use memvisor_testkit::counting_heap::{Counting, requested_by};
 
 /// Counts the bytes each heap request asks for, on this thread.
-struct Counting;
-
-thread_local! {
-    static REQUESTED: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count(bytes: usize) {
-    let _ = REQUESTED.try_with(|n| n.set(n.get().saturating_add(bytes as u64)));
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counter only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: the caller's contract for `alloc_zeroed` is passed on as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was returned by `System` for this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: the caller's contract for `realloc` is passed on as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
@@ -64,9 +26,8 @@ fn load_budget(input: usize) -> u64 {
 
 /// `load` of `data`, failing the target if it asks the heap for more than [`load_budget`].
 fn load_within_budget<T>(data: &[u8], load: impl FnOnce() -> T, what: &str) -> T {
-    let before = REQUESTED.with(Cell::get);
-    let out = load();
-    let bytes = REQUESTED.with(Cell::get) - before;
+    let (out, bytes) = requested_by(load);
+    let bytes = bytes as u64;
     let budget = load_budget(data.len());
     assert!(
         bytes <= budget,

@@ -1,38 +1,73 @@
-//! A global allocator that counts the bytes each thread asks of the heap (tests run beside
-//! each other), for tests that bound what a call allocates.
+//! A global allocator that counts the requests each thread makes of the heap and the bytes
+//! they ask for (tests run beside each other), for tests and fuzz targets that bound what a
+//! call allocates: the requests stand for the work a call does, the bytes for its memory, and
+//! neither depends on how busy the machine is.
 //!
 //! ```
-//! use memvisor_testkit::counting_heap::{Counting, requested_by};
+//! use memvisor_testkit::counting_heap::{Counting, Usage, requested_by, used_by};
 //!
 //! #[global_allocator]
 //! static ALLOCATOR: Counting = Counting;
 //!
 //! let (v, bytes) = requested_by(|| Vec::<u64>::with_capacity(100));
 //! assert_eq!((v.capacity(), bytes), (100, 800));
+//! let (_, usage) = used_by(|| (Box::new(1u32), Box::new(2u64)));
+//! assert_eq!(usage, Usage { requests: 2, bytes: 12 });
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-/// A global allocator over [`System`] that adds the size of every request (and the new size
-/// of every reallocation) to its thread's count.
+/// A global allocator over [`System`] that counts every request (allocation or
+/// reallocation) on its thread and adds its size (a reallocation's new size) to the thread's
+/// bytes.
 #[derive(Debug)]
 pub struct Counting;
 
 thread_local! {
+    static REQUESTS: Cell<usize> = const { Cell::new(0) };
     static REQUESTED: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count(bytes: usize) {
+    let _ = REQUESTS.try_with(|n| n.set(n.get().wrapping_add(1)));
     let _ = REQUESTED.try_with(|n| n.set(n.get().wrapping_add(bytes)));
+}
+
+/// What a call asked of the heap on its thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Allocations and reallocations.
+    pub requests: usize,
+    /// Bytes they asked for (a reallocation's new size).
+    pub bytes: usize,
+}
+
+fn usage_now() -> Usage {
+    Usage {
+        requests: REQUESTS.with(Cell::get),
+        bytes: REQUESTED.with(Cell::get),
+    }
+}
+
+/// `f`'s result and what this thread asked of the heap while it ran (nothing in a binary
+/// whose allocator is not [`Counting`]).
+pub fn used_by<R>(f: impl FnOnce() -> R) -> (R, Usage) {
+    let before = usage_now();
+    let out = f();
+    let after = usage_now();
+    let usage = Usage {
+        requests: after.requests.wrapping_sub(before.requests),
+        bytes: after.bytes.wrapping_sub(before.bytes),
+    };
+    (out, usage)
 }
 
 /// `f`'s result and the bytes this thread requested while it ran (0 in a binary whose
 /// allocator is not [`Counting`]).
 pub fn requested_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = REQUESTED.with(Cell::get);
-    let out = f();
-    (out, REQUESTED.with(Cell::get).wrapping_sub(before))
+    let (out, usage) = used_by(f);
+    (out, usage.bytes)
 }
 
 // SAFETY: every call is passed to `System` unchanged; the count only observes sizes and
