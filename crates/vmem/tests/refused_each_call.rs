@@ -5,8 +5,14 @@
 //! records, their access in `/proc/self/maps`, the process's locked memory), and the same call must
 //! succeed once the refusal is lifted. With every call after it refused too, a decommit or
 //! guard must leave the pages as its docs say. Run in a child process, as the filter cannot be
-//! removed; skipped under a sanitizer, whose runtime maps memory of its own. Linux on x86-64 only.
-#![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+//! removed; skipped under a sanitizer, whose runtime maps memory of its own. Linux on x86-64
+//! only, with the `std` feature (file mappings).
+#![cfg(all(
+    target_os = "linux",
+    target_arch = "x86_64",
+    feature = "std",
+    not(miri)
+))]
 
 use std::os::fd::AsFd;
 
