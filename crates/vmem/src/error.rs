@@ -134,13 +134,24 @@ pub enum Error {
     /// huge page size); or a mapping of explicit huge pages is not aligned to their size.
     #[error("{what} {value:#x} is not a multiple of the page size {page_size:#x}")]
     Misaligned {
-        /// `"offset"`, `"length"`, (for a file mapping) `"file offset"`, `"end"` for the end
+        /// `"offset"`, `"length"`, `"end"` for the end
         /// of a range (`offset + length`) that falls inside an explicit huge page, or
         /// `"address"` for the start address of a mapping of explicit huge pages (`value` is
         /// the address).
         what: &'static str,
         /// The offending value.
         value: usize,
+        /// The page size it must be a multiple of.
+        page_size: usize,
+    },
+    /// The file offset of a file mapping is not a multiple of the page size the file is
+    /// mapped in (the host's page size, or a hugetlbfs file's huge page size). A variant of
+    /// its own, as a file offset is a `u64` whatever the width of `usize`: a 32-bit host
+    /// names an offset past 4 GiB whole.
+    #[error("file offset {file_offset:#x} is not a multiple of the page size {page_size:#x}")]
+    FileOffsetMisaligned {
+        /// The offending offset into the file.
+        file_offset: u64,
         /// The page size it must be a multiple of.
         page_size: usize,
     },
@@ -433,6 +444,14 @@ mod tests {
             }
             .to_string(),
             "address 0x7f001000 is not a multiple of the page size 0x200000"
+        );
+        assert_eq!(
+            Error::FileOffsetMisaligned {
+                file_offset: 0x1_0000_0001,
+                page_size: 0x1000
+            }
+            .to_string(),
+            "file offset 0x100000001 is not a multiple of the page size 0x1000"
         );
         assert_eq!(
             Error::Os {

@@ -157,9 +157,8 @@ fn map_bad_input_is_error_and_changes_nothing() {
             None
         )
         .unwrap_err(),
-        Error::Misaligned {
-            what: "file offset",
-            value: 1,
+        Error::FileOffsetMisaligned {
+            file_offset: 1,
             page_size: page()
         }
     );
@@ -722,7 +721,6 @@ fn map_hugetlbfs_file_range_not_a_multiple_of_its_page_size_is_refused() {
             (0, page(), 0, "length", page()),
             (0, huge + page(), 0, "length", huge + page()),
             (page(), huge, 0, "offset", page()),
-            (0, huge, page() as u64, "file offset", page()),
         ] {
             for named in [None, Some(HugeTlbSize::Size2M)] {
                 let source = MapSource::file(file.as_fd(), file_offset);
@@ -736,6 +734,17 @@ fn map_hugetlbfs_file_range_not_a_multiple_of_its_page_size_is_refused() {
                 };
                 assert_eq!(err, expected, "{mode:?} {offset:#x}+{len:#x} {named:?}");
             }
+        }
+        for named in [None, Some(HugeTlbSize::Size2M)] {
+            let source = MapSource::file(file.as_fd(), page() as u64);
+            assert_eq!(
+                r.map(0, huge, source, Protection::ReadWrite, named),
+                Err(Error::FileOffsetMisaligned {
+                    file_offset: page() as u64,
+                    page_size: huge
+                }),
+                "{mode:?} {named:?}"
+            );
         }
         for at in [0, page(), huge - page(), huge, 2 * huge - page()] {
             let (perms, _) = mapping_at(r.as_ptr() as usize + at);
@@ -868,6 +877,40 @@ fn map_file_longer_than_4_gib_at_any_offset_reads_the_file() {
             file_len: far + page() as u64
         })
     );
+}
+
+/// A misaligned file offset is named whole, past 4 GiB too, in a 32-bit process as well (whose
+/// `usize` cannot hold it).
+#[test]
+fn map_misaligned_file_offset_past_4_gib_names_the_whole_offset() {
+    let file = memfd(page());
+    let mut r = reserve(CommitMode::Sparse, 1);
+    for file_offset in [1, (4u64 << 30) + 1, u64::MAX] {
+        let err = r
+            .map(
+                0,
+                page(),
+                MapSource::file(file.as_fd(), file_offset),
+                Protection::Read,
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::FileOffsetMisaligned {
+                file_offset,
+                page_size: page()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "file offset {file_offset:#x} is not a multiple of the page size {:#x}",
+                page()
+            )
+        );
+    }
+    assert_eq!(r.committed_bytes(), 0);
 }
 
 /// `MADV_FREE` works on private memory only: a range with pages of a shared source is refused

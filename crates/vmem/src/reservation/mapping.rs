@@ -172,10 +172,8 @@ fn check_units(offset: usize, len: usize, source: MapSource<'_>, unit: usize) ->
     if let MapSource::File(file) = source
         && !file.offset().is_multiple_of(unit as u64)
     {
-        let file_offset = file.offset();
-        return Err(Error::Misaligned {
-            what: "file offset",
-            value: usize::try_from(file_offset).unwrap_or(usize::MAX),
+        return Err(Error::FileOffsetMisaligned {
+            file_offset: file.offset(),
             page_size: unit,
         });
     }
@@ -221,12 +219,14 @@ impl Reservation {
     /// for them, and a refused map makes nothing at all.
     ///
     /// # Errors
-    /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range (or file
-    /// offset) that is not a multiple of the page size, of the huge page size named (for an
-    /// anonymous source), or of a hugetlbfs file's huge page size, and (`what` `"address"`)
-    /// for explicit huge pages whose start address is not a multiple of their size (the
-    /// system would refuse it); [`Error::PastEndOfFile`] for a range reaching past the end of
-    /// a regular file; [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`]
+    /// As [`commit`](Self::commit) for the range; [`Error::Misaligned`] for a range that is
+    /// not a multiple of the page size, of the huge page size named (for an anonymous
+    /// source), or of a hugetlbfs file's huge page size, [`Error::FileOffsetMisaligned`] for a
+    /// file offset that is not a multiple of the page size the file is mapped in (its whole
+    /// `u64` value, past 4 GiB on a 32-bit host too), and [`Error::Misaligned`] (`what`
+    /// `"address"`) for explicit huge pages whose start address is not a multiple of their size
+    /// (the system would refuse it); [`Error::PastEndOfFile`] for a range reaching past the end
+    /// of a regular file; [`Error::Guarded`] if it holds a guard page; [`Error::Unsupported`]
     /// where the platform cannot map into a reservation (Windows, and anonymous explicit huge
     /// pages outside Linux), before anything is made or changed;
     /// [`Error::Os`] if the system refuses (for example `ENOMEM` when no huge pages are free,
