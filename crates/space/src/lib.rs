@@ -188,8 +188,8 @@ pub use space::{
     SpaceBuilder, SpaceReader,
 };
 pub use spec::{
-    Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy,
-    Protection, RegionSpec, RegionType,
+    Backing, GUEST_PAGE_SIZE, HugePageFallback, HugePageSize, HugePages, MAX_PREFAULT_THREADS,
+    NumaBinding, NumaPolicy, Protection, RegionSpec, RegionType,
 };
 /// The vm-memory crate whose traits the space, its snapshots and regions implement, so that
 /// users name the same version of them.

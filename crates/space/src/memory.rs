@@ -18,8 +18,8 @@ use vm_memory::{FileOffset, GuestAddress, MmapRegion};
 use crate::error::{Error, Result};
 use crate::layout::Window;
 use crate::spec::{
-    Backing, HugePageFallback, HugePageSize, HugePages, NumaBinding, RegionSpec, RegionType,
-    host_page_size,
+    Backing, HugePageFallback, HugePageSize, HugePages, MAX_PREFAULT_THREADS, NumaBinding,
+    RegionSpec, RegionType, host_page_size,
 };
 use crate::sys::{self, Feature, Source};
 
@@ -349,8 +349,8 @@ pub struct RegionReport {
     pub fell_back: bool,
     /// The NUMA binding applied.
     pub numa: Option<NumaBinding>,
-    /// Threads that prefaulted the memory (0: not prefaulted): at most the spec's count, one
-    /// per 64 MiB at least.
+    /// Threads that prefaulted the memory (0: not prefaulted): at most the spec's count and
+    /// [`MAX_PREFAULT_THREADS`](crate::MAX_PREFAULT_THREADS), one per 64 MiB at least.
     pub prefault_threads: usize,
     /// Whether `MADV_DONTFORK` was applied.
     pub dontfork: bool,
@@ -1097,11 +1097,11 @@ const PREFAULT_CHUNK_MIN: usize = 64 << 20;
 
 /// Makes `at..at + len` of the reservation resident, split into page-aligned parts across up
 /// to `threads` threads (for writing if the region is writable, else for reading).
-/// Populates `at..at + len` of the fresh mapping with up to `threads` threads (one per
-/// [`PREFAULT_CHUNK_MIN`] at least); returns how many threads populated it (a thread the system
-/// refuses to start leaves its part to the calling thread). With transparent huge pages the
-/// parts meet at 2 MiB-aligned host addresses ([`prefault_part`]), so that no huge page is
-/// faulted by two threads.
+/// Populates `at..at + len` of the fresh mapping with up to `threads` threads, at most
+/// [`MAX_PREFAULT_THREADS`] (one per [`PREFAULT_CHUNK_MIN`] at least); returns how many threads
+/// populated it (a thread the system refuses to start leaves its part to the calling thread). With
+/// transparent huge pages the parts meet at 2 MiB-aligned host addresses ([`prefault_part`]), so
+/// that no huge page is faulted by two threads.
 fn prefault(
     reservation: &Reservation,
     at: usize,
@@ -1119,7 +1119,7 @@ fn prefault(
         page
     };
     let addr = (reservation.as_ptr() as usize).wrapping_add(at);
-    let split = threads.min(len / PREFAULT_CHUNK_MIN).min(len / page).max(1);
+    let split = prefault_split(threads, len, page);
     // Rounding the parts up to whole units may leave the last ones empty: no thread for them.
     let parts = (1..split)
         .take_while(|&i| prefault_part(i, addr, len, split, unit).0 < len)
@@ -1177,6 +1177,17 @@ fn prefault(
     };
     result.map_err(|e| vmem_os("madvise(MADV_POPULATE)", spec, e))?;
     Ok(used)
+}
+
+/// How many parts a prefault of `len` bytes in pages of `page` bytes asked of `threads`
+/// threads is split into: at least one, and at most `threads` and [`MAX_PREFAULT_THREADS`],
+/// one per [`PREFAULT_CHUNK_MIN`] bytes and one per page.
+fn prefault_split(threads: usize, len: usize, page: usize) -> usize {
+    threads
+        .min(MAX_PREFAULT_THREADS)
+        .min(len / PREFAULT_CHUNK_MIN)
+        .min(len / page.max(1))
+        .max(1)
 }
 
 /// The offsets `start..end` of part `index` of a prefault of `len` bytes at host address
@@ -1255,6 +1266,23 @@ mod tests {
         let (start, end) = prefault_part(1, 0x1000, 128 << 20, 2, page);
         assert_eq!((start, end), (64 << 20, 128 << 20));
         assert_eq!(prefault_part(0, 0x1000, 128 << 20, 1, page), (0, 128 << 20));
+    }
+
+    /// However many threads a spec asks for and however large its region, a prefault starts
+    /// at most `MAX_PREFAULT_THREADS` (the calling thread among them): a region of 1 TiB asked
+    /// for `usize::MAX` threads would otherwise start 16,383 of them at once.
+    #[test]
+    fn prefault_split_bounded_by_max_threads() {
+        let page = 4096;
+        for len in [1 << 30, 1 << 40, usize::MAX / 2] {
+            for threads in [MAX_PREFAULT_THREADS + 1, 1 << 20, usize::MAX] {
+                assert_eq!(prefault_split(threads, len, page), MAX_PREFAULT_THREADS);
+            }
+        }
+        assert_eq!(prefault_split(3, 1 << 40, page), 3);
+        assert_eq!(prefault_split(usize::MAX, 128 << 20, page), 2);
+        assert_eq!(prefault_split(usize::MAX, 4096, page), 1);
+        assert_eq!(prefault_split(0, 1 << 30, page), 1);
     }
 
     /// A vmem error other than `Os` keeps its cause: the `io::Error` holds the vmem error

@@ -412,8 +412,12 @@ impl RegionSpec {
 
     /// Makes the memory resident when it is created, split across `threads` threads
     /// (`MADV_POPULATE_WRITE`, or `MADV_POPULATE_READ` for read-only regions); `0` means no
-    /// prefault. Memory without access (`Protection::None`) cannot be populated and is not
-    /// prefaulted: its [`RegionReport`](crate::RegionReport) gives 0 threads.
+    /// prefault. At most [`MAX_PREFAULT_THREADS`] threads run, the calling thread among them,
+    /// and one per 64 MiB of the region at least, whatever the count; the threads of one
+    /// region end before the next region is made, so no call starts more than that many at
+    /// once. A thread the system refuses to start leaves its part to the calling thread. Memory
+    /// without access (`Protection::None`) cannot be populated and is not prefaulted: its
+    /// [`RegionReport`](crate::RegionReport) gives 0 threads.
     #[must_use]
     pub fn with_prefault_threads(mut self, threads: usize) -> Self {
         self.prefault_threads = threads;
@@ -663,6 +667,13 @@ impl RegionSpec {
 /// The smallest guest page of every supported architecture (x86-64 and AArch64's 4 KiB
 /// granule): what [`RegionSpec::validate`] aligns regions to, whatever the host's page size.
 pub const GUEST_PAGE_SIZE: u64 = 0x1000;
+
+/// The most threads that prefault one region, the calling thread among them, whatever
+/// [`RegionSpec::with_prefault_threads`] asks: populating memory is bound by the memory's
+/// bandwidth and the kernel's page allocator long before this many threads, and a larger count
+/// taken from a configuration would start a thread per 64 MiB of the region (16,384 for 1 TiB).
+/// Cloud Hypervisor and QEMU bound their preallocation threads at the same 16.
+pub const MAX_PREFAULT_THREADS: usize = 16;
 
 #[cfg(test)]
 thread_local! {
