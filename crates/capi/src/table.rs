@@ -99,6 +99,20 @@ struct Free {
     next: u64,
 }
 
+/// An index taken from the free list, put back when dropped: [`Table::take`] forgets it once
+/// the slot is live, so only a failed or unwinding `init` drops it. Never allocates: `take`
+/// made room on the list for every index handed out.
+struct GiveBack<'a> {
+    free: &'a mut Free,
+    index: u32,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        self.free.reuse.push(self.index);
+    }
+}
+
 /// Slots of `T` addressed by generation-checked handles of one [`Kind`]. Taking and giving back
 /// a slot take a lock; looking a handle up does not.
 #[derive(Debug)]
@@ -162,7 +176,9 @@ impl<T: Default + 'static> Table<T> {
     }
 
     /// Takes a free slot, lets `init` fill its value (given the handle it will have), and makes
-    /// it live; returns the handle. Nothing is taken if `init` fails.
+    /// it live; returns the handle. Nothing is taken if `init` fails or panics (the slot goes
+    /// back to the free list, its generation still even; the next `init` of it overwrites
+    /// whatever the failed one wrote).
     ///
     /// # Errors
     /// `full` if every index (2^31 of them) is in use; `refused` if the allocator refuses the
@@ -217,10 +233,13 @@ impl<T: Default + 'static> Table<T> {
         // A free slot's generation is even and below `LAST_GENERATION` (see `recycle`).
         let generation = slot.generation.load(Ordering::Relaxed) + 1;
         let handle = u64::from(generation) << 32 | u64::from(index | self.kind.bits());
-        if let Err(e) = init(slot, handle) {
-            free.reuse.push(index);
-            return Err(e);
-        }
+        // Gives the index back if `init` fails or unwinds, so a panic in it loses no slot.
+        let back = GiveBack {
+            free: &mut free,
+            index,
+        };
+        init(slot, handle)?;
+        std::mem::forget(back);
         slot.generation.store(generation, Ordering::Release);
         Ok(handle)
     }
@@ -340,6 +359,35 @@ mod tests {
         assert_eq!(TABLE.take(1, 3, |_, _| Err(2)), Err(2));
         let h = TABLE.take((), (), |_, _| Ok(())).unwrap();
         assert_eq!(h & u64::from(u32::MAX), 0);
+    }
+
+    /// A panic inside `init` gives the slot back, as a failed `init` does: the next take gets
+    /// the same index (a fresh one and a reused one alike), and no slot is lost for the
+    /// process's life.
+    #[test]
+    fn take_whose_init_panics_gives_the_slot_back() {
+        static TABLE: Table<AtomicUsize> = Table::new(Kind::Context);
+        let index = |h: u64| h & u64::from(u32::MAX);
+        let panics = || {
+            std::panic::catch_unwind(|| {
+                TABLE.take((), (), |_, _| -> Result<(), ()> { panic!("init panics") })
+            })
+            .is_err()
+        };
+        // A never-used index.
+        assert!(panics());
+        let first = TABLE.take((), (), |_, _| Ok(())).unwrap();
+        assert_eq!(index(first), 0);
+        assert!(TABLE.retire(first).is_some());
+        TABLE.recycle(first);
+        // A reused one, whose generation is left as the retire made it.
+        assert!(panics());
+        let again = TABLE.take((), (), |_, _| Ok(())).unwrap();
+        assert_eq!(index(again), 0);
+        assert_eq!(again >> 32, 3);
+        assert!(TABLE.get(first).is_none());
+        // Nothing else was taken: the next index is 1.
+        assert_eq!(index(TABLE.take((), (), |_, _| Ok(())).unwrap()), 1);
     }
 
     /// A slot driven to the last generations: it is reused up to [`LAST_GENERATION`] and then
