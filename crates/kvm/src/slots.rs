@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::{Cap, VmFd};
+use memvisor_space::plan::MAX_MEMORY_SLOTS;
 use memvisor_space::{
     AddressSpace, ChangeKind, ListenerError, Region, RegionEvent, RegionListener,
 };
@@ -18,9 +19,9 @@ use crate::error::{Error, Result};
 const DEFAULT_KVM_SLOTS: u32 = 32;
 
 /// The number of user memory slots `vm` accepts (`KVM_CAP_NR_MEMSLOTS`; 32 if the kernel does
-/// not say, at most 65536: the slot numbers of one KVM address space). Build the address space
-/// with `SpaceBuilder::slots(slot_limit(&vm))` so that its slot allocator never hands out a
-/// number KVM refuses.
+/// not say, at most `memvisor_space::plan::MAX_MEMORY_SLOTS`, 65536: the slot numbers of one KVM
+/// address space). Build the address space with `SpaceBuilder::slots(slot_limit(&vm))` so that
+/// its slot allocator never hands out a number KVM refuses.
 ///
 /// ```
 /// # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
@@ -39,17 +40,14 @@ pub fn slot_limit(vm: &VmFd) -> u32 {
     limit_of_reply(vm.check_extension_int(Cap::NrMemslots))
 }
 
-/// The slot numbers of one KVM address space: bits 16 and up of a slot number choose the
-/// address space (SMM on x86), not a slot.
-const MAX_KVM_SLOTS: u32 = 1 << 16;
-
 /// The slot limit KVM's answer to `KVM_CAP_NR_MEMSLOTS` gives: the default for no answer, at
-/// most [`MAX_KVM_SLOTS`] whatever the answer.
+/// most [`MAX_MEMORY_SLOTS`] (the slot numbers of one KVM address space: bits 16 and up of a
+/// slot number choose the address space, SMM on x86, not a slot) whatever the answer.
 fn limit_of_reply(reply: i32) -> u32 {
     u32::try_from(reply)
         .ok()
         .filter(|&n| n > 0)
-        .map_or(DEFAULT_KVM_SLOTS, |n| n.min(MAX_KVM_SLOTS))
+        .map_or(DEFAULT_KVM_SLOTS, |n| n.min(MAX_MEMORY_SLOTS))
 }
 
 /// One region registered with KVM. Holding the `Arc` keeps the region's host memory mapped for
@@ -1070,9 +1068,10 @@ mod tests {
         assert_eq!(limit_of_reply(32764), 32764);
         // Bits 16 and up of a slot number choose KVM's address space (SMM on x86): a number
         // there is no slot of the VM's ordinary memory, whatever the kernel answers.
-        assert_eq!(limit_of_reply(1 << 16), 1 << 16);
-        assert_eq!(limit_of_reply((1 << 16) + 1), 1 << 16);
-        assert_eq!(limit_of_reply(i32::MAX), 1 << 16);
+        assert_eq!(MAX_MEMORY_SLOTS, 1 << 16);
+        assert_eq!(limit_of_reply(1 << 16), MAX_MEMORY_SLOTS);
+        assert_eq!(limit_of_reply((1 << 16) + 1), MAX_MEMORY_SLOTS);
+        assert_eq!(limit_of_reply(i32::MAX), MAX_MEMORY_SLOTS);
     }
 
     /// A VM of the host's KVM, or `None` after saying loudly that `test` is skipped because

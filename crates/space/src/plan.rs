@@ -29,6 +29,7 @@ pub const MAX_PHYS_BITS: u32 = 52;
 /// The most memory-slot numbers a plan takes ([`plan_with_memory_slots`]): KVM's slot
 /// numbers of one address space are 16 bits (the bits above choose the address space, SMM on
 /// x86), so no KVM gives a VM more, and this bounds the slots a request can make a plan place.
+/// memvisor-kvm's `slot_limit` caps KVM's answer to `KVM_CAP_NR_MEMSLOTS` with it too.
 pub const MAX_MEMORY_SLOTS: u32 = 1 << 16;
 /// The largest alignment a hotplug slot gets without explicit huge pages.
 const SLOT_ALIGN: u64 = 2 << 20;
