@@ -1,9 +1,12 @@
 //! [`Placer`]: finds room for ranges and interrupts in a layout, each tagged with its owner,
 //! all or nothing.
 
+mod allocators;
+
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
+pub use allocators::PlacerAllocators;
 use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, Request, RoomTree};
 
 use crate::error::{Error, Result};
