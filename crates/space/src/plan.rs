@@ -308,7 +308,9 @@ pub struct Plan {
     /// the VM's from [`plan_with_memory_slots`]): boot RAM's regions and all the hotplug slots
     /// fit in them.
     pub memory_slots: u32,
-    /// The placer with everything above taken, for more placements later.
+    /// The placer with everything above taken, for more placements later; a VMM whose device
+    /// manager allocates through memvisor-resources takes its allocators, each holding what
+    /// the plan placed, with [`Placer::into_allocators`].
     pub placer: Placer,
 }
 
