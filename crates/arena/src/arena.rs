@@ -10,7 +10,7 @@ use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, CLASS_SLOTS, NCLASSES};
 use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
-use crate::error::{Error, HostTable, Result};
+use crate::error::{Error, Exhausted, HostTable, Result};
 
 /// A chunk record's `prev` while a run is being taken: this call committed the chunk (so a
 /// refusal further on decommits it again). Never a chunk index: an arena has fewer than
@@ -991,12 +991,43 @@ impl Arena {
     /// [`Error::OutOfMemory`] if no chunk is free, [`Error::Vmem`] if committing fails (the
     /// chunk goes back).
     pub(crate) fn acquire(&self, id: u32, requested: usize) -> Result<u32> {
-        let chunk = self.stack.pop().ok_or(Error::OutOfMemory { requested })?;
+        let Some(chunk) = self.stack.pop() else {
+            return Err(self.no_chunk(requested));
+        };
         if let Err(e) = self.take(chunk, id) {
             self.stack.push(chunk);
             return Err(e);
         }
         Ok(chunk)
+    }
+
+    /// [`Error::OutOfMemory`] for `requested` bytes when no chunk is free.
+    #[cold]
+    fn no_chunk(&self, requested: usize) -> Error {
+        Error::OutOfMemory {
+            size: requested,
+            requested,
+            exhausted: Exhausted::Chunks {
+                chunks: self.geo.nchunks,
+                chunk_size: self.chunk_size(),
+            },
+        }
+    }
+
+    /// [`Error::OutOfMemory`] for a run of `n` chunks when none is free.
+    #[cold]
+    fn no_run(&self, n: usize) -> Error {
+        let requested = n << self.geo.chunk_shift;
+        Error::OutOfMemory {
+            size: requested,
+            requested,
+            exhausted: Exhausted::Run {
+                run: n,
+                free: self.stack.len().min(self.geo.nchunks),
+                chunks: self.geo.nchunks,
+                chunk_size: self.chunk_size(),
+            },
+        }
     }
 
     /// The first chunk of the lowest run of `n` chunks through chunk `held` (held by the
@@ -1007,24 +1038,20 @@ impl Arena {
 
     /// Takes `n` contiguous free chunks for client `id`, prepared as by
     /// [`acquire`](Self::acquire): those from chunk `at` if they are all free, else the lowest
-    /// free run; returns the first. `requested` is only for the error.
+    /// free run; returns the first.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] if no run of `n` free chunks is left, [`Error::Vmem`] if
     /// committing fails (the chunks go back as they were: those this call committed are
     /// decommitted again, unless the system refuses that too).
-    pub(crate) fn acquire_run(
-        &self,
-        id: u32,
-        n: usize,
-        at: Option<usize>,
-        requested: usize,
-    ) -> Result<u32> {
+    pub(crate) fn acquire_run(&self, id: u32, n: usize, at: Option<usize>) -> Result<u32> {
         let first = match at {
             Some(first) if self.stack.pop_run_at(first, n) => u32::try_from(first).ok(),
             _ => self.stack.pop_run(n),
-        }
-        .ok_or(Error::OutOfMemory { requested })?;
+        };
+        let Some(first) = first else {
+            return Err(self.no_run(n));
+        };
         // The set just claimed chunks `first..first + n`: `n` fits and the sum is at most the
         // chunk count.
         let end = first + u32::try_from(n).unwrap_or(0);
@@ -1264,7 +1291,14 @@ mod tests {
         assert_eq!(arena.owners()[a as usize].load(Ordering::Relaxed), 7);
         assert_eq!(
             arena.acquire(8, 99),
-            Err(Error::OutOfMemory { requested: 99 })
+            Err(Error::OutOfMemory {
+                size: 99,
+                requested: 99,
+                exhausted: Exhausted::Chunks {
+                    chunks: 2,
+                    chunk_size: CHUNK
+                }
+            })
         );
         // SAFETY: both chunks are held by this test, which links them as a holder would.
         unsafe { (*arena.info[a as usize].get()).next = b };

@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use memvisor_vmem::{CommitMode, Reservation};
 
 use crate::config::MIN_BLOCK;
-use crate::error::{Error, Result};
+use crate::error::{Error, Exhausted, Result};
 
 /// The backing memory an [`Arena`](crate::Arena) is made from (not to be confused with the
 /// blocks clients allocate in it).
@@ -120,8 +120,11 @@ impl Backing {
         let layout = Layout::from_size_align(len, align)
             .map_err(|_| Error::BackingTooLarge { len, align })?;
         // SAFETY: the layout has a non-zero size.
-        let ptr =
-            NonNull::new(unsafe { alloc(layout) }).ok_or(Error::OutOfMemory { requested: len })?;
+        let ptr = NonNull::new(unsafe { alloc(layout) }).ok_or(Error::OutOfMemory {
+            size: len,
+            requested: len,
+            exhausted: Exhausted::HostMemory,
+        })?;
         Ok(Self {
             ptr,
             len,

@@ -422,6 +422,8 @@ impl<'a> Client<'a> {
             }
             result => result,
         })
+        // The paths below know what they needed of the arena; the error names what was asked.
+        .map_err(|e| e.asked(layout.size()))
     }
 
     /// Frees the block at `ptr` and returns its size.

@@ -93,7 +93,7 @@ pub enum Error {
     },
     /// The allocation would take the client's live bytes over its quota.
     #[error(
-        "allocating {requested:#x} bytes with {used:#x} in use exceeds the quota of {quota:#x} bytes"
+        "allocating {requested:#x} bytes with {used:#x} in use exceeds the client's quota of {quota:#x} bytes (a larger Quota given to Arena::create_client makes room)"
     )]
     QuotaExceeded {
         /// Bytes the allocation needs (its size rounded up to the block size).
@@ -106,14 +106,21 @@ pub enum Error {
     /// The client's own chunks cannot fit the block and the arena has no free chunk left (for
     /// a block larger than a chunk: no run of that many contiguous free chunks, although
     /// other chunks may be free); or the global allocator refused heap backing memory
-    /// ([`Backing::heap`](crate::Backing::heap)).
-    #[error("out of memory: no chunk left for a block of {requested:#x} bytes")]
+    /// ([`Backing::heap`](crate::Backing::heap)). `exhausted` says which ran out, and its
+    /// message names the settings that would make room.
+    #[error("out of memory: {size:#x} bytes asked for needed {requested:#x} bytes of {exhausted}")]
     OutOfMemory {
+        /// The size the caller asked for: the layout's size given to
+        /// [`Client::alloc`](crate::Client::alloc), the length given to
+        /// [`Backing::heap`](crate::Backing::heap).
+        size: usize,
         /// Bytes the allocation needed from the arena: the block's length of buddy pages (the
         /// size rounded up as [`Client::alloc`](crate::Client::alloc) says), the whole slab for a
-        /// small block that needed a new one, the requested size for a block larger than a
+        /// small block that needed a new one, the run's whole chunks for a block larger than a
         /// chunk; the length asked of the global allocator for heap backing memory.
         requested: usize,
+        /// What ran out.
+        exhausted: Exhausted,
     },
     /// The host's allocator refused memory the arena keeps outside its backing: its side
     /// tables (about 2% of the backing; see
@@ -157,6 +164,89 @@ pub enum Error {
     #[cfg(feature = "std")]
     #[error("virtual memory operation failed")]
     Vmem(#[source] memvisor_vmem::Error),
+}
+
+/// What ran out when an allocation was refused with [`Error::OutOfMemory`]. Its message ends
+/// with the settings that would make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Exhausted {
+    /// Every chunk of the arena is held by a client (the asking client included: its own
+    /// chunks had no room for the block). A larger backing, a smaller
+    /// [`Config::chunk_size`](crate::Config::chunk_size) (each allocating client holds at least
+    /// one chunk), or clients trimming ([`Arena::trim`](crate::Arena::trim)) or deleted make
+    /// room.
+    Chunks {
+        /// How many chunks the arena has.
+        chunks: usize,
+        /// The size of a chunk.
+        chunk_size: usize,
+    },
+    /// A block larger than a chunk found no run of `run` contiguous free chunks. `free`, the
+    /// arena's free chunks when the run was refused, may be `run` or more, not side by side.
+    Run {
+        /// How many contiguous chunks the block needed.
+        run: usize,
+        /// How many chunks were free (a snapshot: other threads may take and give chunks).
+        free: usize,
+        /// How many chunks the arena has.
+        chunks: usize,
+        /// The size of a chunk.
+        chunk_size: usize,
+    },
+    /// The global allocator refused heap backing memory
+    /// ([`Backing::heap`](crate::Backing::heap)).
+    HostMemory,
+}
+
+impl core::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Chunks { chunks, chunk_size } => write!(
+                f,
+                "a new chunk, but all {chunks} chunks of {chunk_size:#x} bytes are held by \
+                 clients (a larger backing, a smaller Config::chunk_size, or trimming or \
+                 deleting clients makes room)"
+            ),
+            Self::Run {
+                run,
+                free,
+                chunks,
+                chunk_size,
+            } => write!(
+                f,
+                "{run} contiguous chunks, but no run of {run} free chunks of {chunk_size:#x} \
+                 bytes is left, {free} of the {chunks} being free (a larger backing, or \
+                 trimming or deleting clients makes room)"
+            ),
+            Self::HostMemory => f.write_str(
+                "the global allocator, but it refused them (a shorter Backing::heap, or \
+                 Backing::reserve makes room)",
+            ),
+        }
+    }
+}
+
+impl Error {
+    /// This error with `size`, the size the caller asked for, in place of an
+    /// [`OutOfMemory`](Self::OutOfMemory)'s own (the paths below the call know only what they
+    /// needed of the arena).
+    #[cold]
+    #[must_use]
+    pub(crate) fn asked(self, size: usize) -> Self {
+        match self {
+            Self::OutOfMemory {
+                requested,
+                exhausted,
+                ..
+            } => Self::OutOfMemory {
+                size,
+                requested,
+                exhausted,
+            },
+            e => e,
+        }
+    }
 }
 
 /// What memory outside the backing the host's allocator refused
@@ -268,7 +358,8 @@ mod tests {
                 quota: 0x400
             }
             .to_string(),
-            "allocating 0x20 bytes with 0x3f0 in use exceeds the quota of 0x400 bytes"
+            "allocating 0x20 bytes with 0x3f0 in use exceeds the client's quota of 0x400 bytes (a \
+             larger Quota given to Arena::create_client makes room)"
         );
         assert_eq!(
             Error::InvalidBackingAlignment { align: 8, min: 16 }.to_string(),
@@ -287,8 +378,44 @@ mod tests {
             )
         );
         assert_eq!(
-            Error::OutOfMemory { requested: 0x40 }.to_string(),
-            "out of memory: no chunk left for a block of 0x40 bytes"
+            Error::OutOfMemory {
+                size: 0x30,
+                requested: 0x40,
+                exhausted: Exhausted::Chunks {
+                    chunks: 2,
+                    chunk_size: 0x10000
+                }
+            }
+            .to_string(),
+            "out of memory: 0x30 bytes asked for needed 0x40 bytes of a new chunk, but all 2 \
+             chunks of 0x10000 bytes are held by clients (a larger backing, a smaller \
+             Config::chunk_size, or trimming or deleting clients makes room)"
+        );
+        assert_eq!(
+            Error::OutOfMemory {
+                size: 0x20001,
+                requested: 0x30000,
+                exhausted: Exhausted::Run {
+                    run: 3,
+                    free: 5,
+                    chunks: 8,
+                    chunk_size: 0x10000
+                }
+            }
+            .to_string(),
+            "out of memory: 0x20001 bytes asked for needed 0x30000 bytes of 3 contiguous chunks, \
+             but no run of 3 free chunks of 0x10000 bytes is left, 5 of the 8 being free (a \
+             larger backing, or trimming or deleting clients makes room)"
+        );
+        assert_eq!(
+            Error::OutOfMemory {
+                size: 0x1000,
+                requested: 0x1000,
+                exhausted: Exhausted::HostMemory
+            }
+            .to_string(),
+            "out of memory: 0x1000 bytes asked for needed 0x1000 bytes of the global allocator, \
+             but it refused them (a shorter Backing::heap, or Backing::reserve makes room)"
         );
         assert_eq!(
             Error::TablesUnavailable {

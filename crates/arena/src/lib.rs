@@ -118,7 +118,7 @@ pub use arena::{Arena, ArenaStats};
 pub use backing::Backing;
 pub use client::{Client, ClientStats, POISON_BYTE};
 pub use config::{Config, Flags, MAX_CHUNK_SIZE, MAX_MIN_BLOCK, MIN_BLOCK, MIN_CHUNK_SIZE, Quota};
-pub use error::{Error, HostTable, Result};
+pub use error::{Error, Exhausted, HostTable, Result};
 /// The memvisor-vmem crate of the reservations an arena can own ([`Backing::reserve`] takes
 /// its `CommitMode`, [`Backing::reservation`] hands out its `Reservation`), so that users name
 /// them without a dependency of their own.

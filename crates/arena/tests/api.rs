@@ -8,7 +8,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use common::all_bytes_are;
-use memvisor_arena::{Arena, Backing, Client, Config, Error, Flags, POISON_BYTE, Quota};
+use memvisor_arena::{Arena, Backing, Client, Config, Error, Exhausted, Flags, POISON_BYTE, Quota};
 
 const CHUNK: usize = 64 << 10;
 
@@ -248,7 +248,14 @@ fn alloc_whole_chunk_fills_it() {
     assert_eq!(client.stats().largest_free_block, 0);
     assert_eq!(
         client.alloc(layout(16, 8)),
-        Err(Error::OutOfMemory { requested: 8192 })
+        Err(Error::OutOfMemory {
+            size: 16,
+            requested: 8192,
+            exhausted: Exhausted::Chunks {
+                chunks: 1,
+                chunk_size: CHUNK
+            }
+        })
     );
     assert_eq!(free(&client, p), Ok(CHUNK));
     assert_eq!(client.stats().largest_free_block, CHUNK);
@@ -282,12 +289,17 @@ fn alloc_out_of_memory_errors_and_recovers() {
             Err(e) => break e,
         }
     };
-    assert_eq!(err, Error::OutOfMemory { requested: 3072 });
+    let out_of_chunks = Error::OutOfMemory {
+        size: 3000,
+        requested: 3072,
+        exhausted: Exhausted::Chunks {
+            chunks: 2,
+            chunk_size: CHUNK,
+        },
+    };
+    assert_eq!(err, out_of_chunks);
     let before = client.stats();
-    assert_eq!(
-        client.alloc(layout(3000, 8)),
-        Err(Error::OutOfMemory { requested: 3072 })
-    );
+    assert_eq!(client.alloc(layout(3000, 8)), Err(out_of_chunks));
     assert_eq!(client.stats(), before);
     // Each 3 KiB block takes a 4 KiB buddy block and gives back its last 1 KiB, which no
     // 3 KiB block fits.

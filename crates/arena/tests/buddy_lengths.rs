@@ -183,10 +183,15 @@ fn run(flags: Flags, seed: u64) -> Seen {
                     assert!(used + requested > quota, "step {step}");
                     seen.quota_exceeded += 1;
                 }
-                Err(Error::OutOfMemory { requested }) => {
-                    // A block of a chunk or less names its length; a run its size.
-                    let named = if size > CHUNK { size } else { want };
-                    assert_eq!(requested, named, "step {step}: {layout:?}");
+                Err(Error::OutOfMemory {
+                    size: asked,
+                    requested,
+                    ..
+                }) => {
+                    // The error names the size asked for and the block's length (a run's
+                    // whole chunks).
+                    assert_eq!(asked, size, "step {step}: {layout:?}");
+                    assert_eq!(requested, want, "step {step}: {layout:?}");
                     assert!(m.quota.is_none_or(|q| m.used() + want <= q), "step {step}");
                     seen.out_of_memory += 1;
                 }

@@ -6,7 +6,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use memvisor_arena::{
-    Arena, ArenaStats, Backing, Client, ClientStats, Config, Error, Flags, Quota,
+    Arena, ArenaStats, Backing, Client, ClientStats, Config, Error, Exhausted, Flags, Quota,
 };
 
 const CHUNK: usize = 64 << 10;
@@ -44,7 +44,11 @@ fn heap_backing_the_allocator_refuses_is_out_of_memory_of_its_length() {
     let len = (isize::MAX as usize / 2) & !4095;
     assert_eq!(
         Backing::heap(len, 4096).unwrap_err(),
-        Error::OutOfMemory { requested: len }
+        Error::OutOfMemory {
+            size: len,
+            requested: len,
+            exhausted: Exhausted::HostMemory
+        }
     );
 }
 
@@ -177,9 +181,9 @@ fn quota_counts_a_buddy_block_at_its_rounded_length() {
     assert_eq!(free(&exact, p), Ok(18 * 256));
 }
 
-/// `OutOfMemory` names what the allocation needed from the arena: the whole slab for a small
-/// block that needed a new one, the size rounded to pages for a page block, the requested
-/// size for a block over a chunk.
+/// `OutOfMemory` names the size asked for and what the allocation needed from the arena: the
+/// whole slab for a small block that needed a new one, the size rounded to pages for a page
+/// block, the run's whole chunks for a block over a chunk.
 #[test]
 fn out_of_memory_names_what_the_arena_was_asked_for() {
     let arena = arena(2, Flags::empty());
@@ -187,35 +191,50 @@ fn out_of_memory_names_what_the_arena_was_asked_for() {
     let a = client.alloc(layout(CHUNK, 16)).unwrap();
     let b = client.alloc(layout(CHUNK, 16)).unwrap();
     let before = snapshot(&arena, &client);
+    let chunks = Exhausted::Chunks {
+        chunks: 2,
+        chunk_size: CHUNK,
+    };
+    let out = |size, requested| Error::OutOfMemory {
+        size,
+        requested,
+        exhausted: chunks,
+    };
     let err = client.alloc(layout(100, 8)).unwrap_err();
-    let Error::OutOfMemory { requested } = err else {
+    let Error::OutOfMemory {
+        size: 100,
+        requested,
+        exhausted,
+    } = err
+    else {
         panic!("{err:?}");
     };
+    assert_eq!(exhausted, chunks);
     assert!(
         requested >= 8192 && requested.is_power_of_two(),
         "{requested}"
     );
-    assert_eq!(
-        client.alloc(layout(5000, 16)),
-        Err(Error::OutOfMemory { requested: 5120 })
-    );
+    assert_eq!(client.alloc(layout(5000, 16)), Err(out(5000, 5120)));
     // The length the block would have: 17 pages round to 18, 129 pages to 144.
     assert_eq!(
         client.alloc(layout(16 * 256 + 1, 16)),
-        Err(Error::OutOfMemory {
-            requested: 18 * 256
-        })
+        Err(out(16 * 256 + 1, 18 * 256))
     );
     assert_eq!(
         client.alloc(layout(CHUNK / 2 + 1, 4096)),
-        Err(Error::OutOfMemory {
-            requested: CHUNK / 2 + CHUNK / 16
-        })
+        Err(out(CHUNK / 2 + 1, CHUNK / 2 + CHUNK / 16))
     );
     assert_eq!(
         client.alloc(layout(CHUNK + 1, 16)),
         Err(Error::OutOfMemory {
-            requested: CHUNK + 1
+            size: CHUNK + 1,
+            requested: 2 * CHUNK,
+            exhausted: Exhausted::Run {
+                run: 2,
+                free: 0,
+                chunks: 2,
+                chunk_size: CHUNK
+            }
         })
     );
     assert_eq!(snapshot(&arena, &client), before);

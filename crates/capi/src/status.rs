@@ -247,7 +247,11 @@ mod tests {
     #[test]
     fn from_error_maps_each_kind() {
         assert_eq!(
-            Status::from(Error::OutOfMemory { requested: 1 }),
+            Status::from(Error::OutOfMemory {
+                size: 1,
+                requested: 1,
+                exhausted: memvisor_arena::Exhausted::HostMemory
+            }),
             Status::OutOfMemory
         );
         assert_eq!(

@@ -76,7 +76,7 @@ impl State {
             debug_assert!(HeldChunk::checked(arena.owners(), id, kept.index()).is_none());
             at = Some(first);
         }
-        let first = match arena.acquire_run(id, n, at, size) {
+        let first = match arena.acquire_run(id, n, at) {
             Ok(first) => first,
             Err(e) => {
                 if matches!(e, Error::OutOfMemory { .. }) {
