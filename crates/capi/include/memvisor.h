@@ -598,7 +598,8 @@ memvisor_status memvisor_context_trim(struct memvisor_context context);
 // clients, however many threads make clients at once, until one is deleted; or no client
 // identifier or handle is left: a context gives out 2^32 - 2 client identifiers over its
 // life, never the same twice, so once they are spent it makes no more clients, whatever is
-// deleted), `OS` (the process's allocator refused the client's records; nothing changes).
+// deleted, while its live clients and every other call on it work as before; a refusal
+// changes nothing), `OS` (the process's allocator refused the client's records; nothing changes).
 //
 // Thread safety: any thread, any time. The new client may be used on any one thread at a
 // time.

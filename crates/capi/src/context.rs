@@ -336,7 +336,8 @@ pub extern "C" fn memvisor_context_trim(context: Context) -> Status {
 /// clients, however many threads make clients at once, until one is deleted; or no client
 /// identifier or handle is left: a context gives out 2^32 - 2 client identifiers over its
 /// life, never the same twice, so once they are spent it makes no more clients, whatever is
-/// deleted), `OS` (the process's allocator refused the client's records; nothing changes).
+/// deleted, while its live clients and every other call on it work as before; a refusal
+/// changes nothing), `OS` (the process's allocator refused the client's records; nothing changes).
 ///
 /// Thread safety: any thread, any time. The new client may be used on any one thread at a
 /// time.

@@ -511,6 +511,10 @@ fn create_client_in(
     // no slot could be had would have spent an identifier of the arena.
     let mut id = 0;
     let handle = clients.take(Status::LimitReached, Status::Os, |slot, _| {
+        #[cfg(test)]
+        if let Some(error) = hooks::ARENA_REFUSES_CLIENT.take() {
+            return Err(error.into());
+        }
         let client = shared.arena.create_client(quota)?;
         id = client.id();
         // The client's own user count, taken before it is published.
@@ -528,8 +532,28 @@ fn create_client_in(
         }
         Ok(())
     })?;
+    #[cfg(test)]
+    if let Some(hook) = hooks::BEFORE_INSERT.take() {
+        hook();
+    }
     handles.insert(id, handle);
     Ok(handle)
+}
+
+/// Points where a test steps into [`create_client_in`] on its own thread.
+#[cfg(test)]
+mod hooks {
+    use std::cell::{Cell, RefCell};
+
+    thread_local! {
+        /// The arena's answer to the next client made on this thread, in place of asking it.
+        pub(super) static ARENA_REFUSES_CLIENT: Cell<Option<memvisor_arena::Error>> =
+            const { Cell::new(None) };
+        /// Runs once, on this thread, after a client's slot is taken and before its entry
+        /// goes into the room reserved for it in the context's `handles`.
+        pub(super) static BEFORE_INSERT: RefCell<Option<Box<dyn FnOnce()>>> =
+            const { RefCell::new(None) };
+    }
 }
 
 /// The handle of the client whose arena id is `id`, if it is live.
@@ -1389,6 +1413,61 @@ mod tests {
         // SAFETY: as above.
         unsafe { delete_client(second) }.unwrap();
         drop(pinned);
+        delete_context(ctx).unwrap();
+    }
+
+    /// A context whose arena has given out every client identifier (2^32 - 2 over its life)
+    /// refuses the next client with `LimitReached`, spends nothing (no slot, no user count,
+    /// no entry), and its clients and later calls work as before.
+    #[test]
+    fn client_create_with_identifiers_used_up_is_limit_reached_and_spends_nothing() {
+        refused_create_spends_nothing(|pinned| {
+            hooks::ARENA_REFUSES_CLIENT.set(Some(memvisor_arena::Error::ClientIdsExhausted {
+                max: u32::MAX - 1,
+            }));
+            let entries = pinned.shared().handles.lock().unwrap().len();
+            let refused = create_client(pinned, Quota::UNLIMITED);
+            assert_eq!(pinned.shared().handles.lock().unwrap().len(), entries);
+            refused
+        });
+    }
+
+    /// A client's entry goes into the room reserved for it under the same hold of the
+    /// context's `handles` lock: another thread's create, started between the reservation
+    /// and the insertion, cannot take that room (its insertion would then allocate, and abort
+    /// the process where the allocator refuses). It waits until the first is published.
+    #[test]
+    #[cfg_attr(miri, ignore = "waits 100 ms for a create that must not finish")]
+    fn client_create_between_reserve_and_insert_holds_the_room() {
+        let ctx = create_context(arena()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let other = std::sync::Arc::new(Mutex::new(None));
+        let spawned = std::sync::Arc::clone(&other);
+        hooks::BEFORE_INSERT.set(Some(Box::new(move || {
+            let thread = std::thread::spawn(move || {
+                let made = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED);
+                // The receiver is gone once the hook has waited.
+                let _ = done.send(());
+                made
+            });
+            let ran_between = finished
+                .recv_timeout(std::time::Duration::from_millis(100))
+                .is_ok();
+            *spawned.lock().unwrap() = Some((thread, ran_between));
+        })));
+        let first = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        let (thread, ran_between) = other.lock().unwrap().take().unwrap();
+        let second = thread.join().unwrap().unwrap();
+        assert!(
+            !ran_between,
+            "a create finished between another's reservation and its insertion"
+        );
+        let shared = pin(ctx).unwrap().shared();
+        assert_eq!(shared.handles.lock().unwrap().len(), 2);
+        for handle in [first, second] {
+            // SAFETY: no other thread uses the client.
+            unsafe { delete_client(handle) }.unwrap();
+        }
         delete_context(ctx).unwrap();
     }
 

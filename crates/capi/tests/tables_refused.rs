@@ -108,7 +108,10 @@ unsafe impl Send for SendContext {}
 /// A client made on one thread while another thread's client of the same context is being
 /// made under a refusing allocator: each gets its status, none aborts. The slow request of the
 /// first lets the second run in between, where a reservation of room made under one lock and
-/// used under another would be taken by the second.
+/// used under another would be taken by the second. (Where the pause falls depends on
+/// which request comes first, so this does not force the interleaving; the unit test
+/// `client_create_between_reserve_and_insert_holds_the_room` does, with a step between the
+/// reservation and the insertion.)
 #[test]
 #[cfg_attr(miri, ignore = "sleeps")]
 fn concurrent_client_creates_under_refusal_do_not_abort() {
