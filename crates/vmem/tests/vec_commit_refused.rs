@@ -5,33 +5,95 @@
 //! The refusal is real: in [`CommitMode::Protected`] committing makes private pages writable,
 //! which Linux charges against its commit limit, and under the default heuristic overcommit
 //! (`vm.overcommit_memory` 0) or strict accounting (2) a single commit larger than the
-//! machine's memory and swap is refused. With overcommit always allowed (1) nothing is refused,
-//! so the tests say so and return.
+//! machine's memory and swap is refused. Where no such commit fits the address space (a 32-bit
+//! process on a machine of more than 512 MiB) or the system overcommits without limit (1), the
+//! process's data limit (`RLIMIT_DATA`, which counts private writable mappings) is lowered to
+//! what it uses plus 32 MiB instead, and a commit of 64 MiB is refused; where the kernel ignores
+//! that limit too, the tests say so and return.
 #![cfg(all(target_os = "linux", not(miri)))]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 
 use memvisor_vmem::vec::{Builder, ConcurrentVec, Error, Growth, Vec};
 use memvisor_vmem::{CommitMode, Operation};
 
-/// A byte count no single commit can get: twice the machine's memory and swap, rounded up to
-/// a power of two; `None` when the system overcommits without limit.
+/// What the data limit leaves the process above what it used when it was lowered.
+const DATA_MARGIN: u64 = 32 << 20;
+
+/// A byte count no single commit can get, once: twice the machine's memory and swap, rounded up
+/// to a power of two, where that fits a quarter of the address space and the system refuses
+/// what it cannot give; else 64 MiB, over a data limit lowered for it. `None` when neither can
+/// be refused.
 fn refused_bytes() -> Option<usize> {
-    let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").ok()?;
-    if mode.trim() == "1" {
-        eprintln!("SKIPPED: vm.overcommit_memory is 1, the system refuses no commit");
-        return None;
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-    let kib = |key: &str| -> usize {
-        let line = meminfo
-            .lines()
-            .find(|l| l.starts_with(key))
-            .unwrap_or_else(|| panic!("a {key} line"));
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    static REFUSED: OnceLock<Option<usize>> = OnceLock::new();
+    *REFUSED.get_or_init(|| {
+        let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").ok()?;
+        let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+        let kib = |key: &str| -> u64 {
+            let line = meminfo
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("a {key} line"));
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let total = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
+        match usize::try_from((2 * total).next_power_of_two()) {
+            Ok(bytes) if mode.trim() != "1" && bytes <= usize::MAX / 4 => Some(bytes),
+            _ => lower_data_limit(),
+        }
+    })
+}
+
+/// Lowers the process's data limit to its data size plus [`DATA_MARGIN`] and returns twice the
+/// margin, a commit the limit refuses; `None` (said) where the kernel does not enforce it.
+fn lower_data_limit() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let data_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a VmData line")
+        .parse()
+        .unwrap();
+    let limit = data_kib * 1024 + DATA_MARGIN;
+    let rlimit = libc::rlimit {
+        rlim_cur: libc::rlim_t::try_from(limit).unwrap(),
+        rlim_max: libc::RLIM_INFINITY,
     };
-    let total = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
-    Some((2 * total).next_power_of_two())
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid `rlimit` to write.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_DATA, &raw mut old) };
+    assert_eq!(got, 0);
+    let rlimit = libc::rlimit {
+        rlim_cur: rlimit.rlim_cur.min(old.rlim_cur),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: a valid `rlimit` for the calling process.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_DATA, &raw const rlimit) };
+    assert_eq!(set, 0);
+    let bytes = usize::try_from(2 * DATA_MARGIN).unwrap();
+    // SAFETY: a fresh private anonymous mapping, unmapped at once if made.
+    let probe = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if probe == libc::MAP_FAILED {
+        return Some(bytes);
+    }
+    // SAFETY: the mapping just made, used by nothing.
+    unsafe { libc::munmap(probe, bytes) };
+    eprintln!("SKIPPED: the system overcommits without limit and does not enforce RLIMIT_DATA");
+    None
 }
 
 /// Asserts that `e` is the system's refusal of a commit.

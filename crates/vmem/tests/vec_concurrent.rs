@@ -15,6 +15,13 @@ use memvisor_vmem::vec::{Builder, ConcurrentVec, Error, Growth};
 use memvisor_vmem::{CommitMode, page_size};
 use proptest::prelude::*;
 
+/// The longest thread block, and a `Pusher`'s: eight words of ready bits, 512 slots where
+/// `usize` has 64 bits, 256 where it has 32.
+const BLOCK: usize = 8 * usize::BITS as usize;
+
+/// A ready-bit word's slots: 64, or 32 where `usize` has 32 bits.
+const WORD: usize = usize::BITS as usize;
+
 /// Counts drops through a shared counter; panics on drop if `bomb`, on clone if `value == 13`.
 #[derive(Debug)]
 struct Counted {
@@ -551,7 +558,7 @@ fn stress_threads_race_past_capacity_in_blocks_leave_at_most_a_block_each() {
     let (threads, cap, block) = if cfg!(miri) {
         (3, 40, 4)
     } else {
-        (4, 100_000, 512)
+        (4, 100_000, BLOCK)
     };
     let drops = Arc::new(AtomicUsize::new(0));
     let builder = Builder::new(cap).thread_block(block);
@@ -579,15 +586,17 @@ fn concurrent_vec_is_send_and_sync_for_send_sync_elements() {
 fn pusher_fills_word_blocks_in_order() {
     let v = ConcurrentVec::with_capacity(1000).unwrap();
     let mut p = v.pusher();
-    for i in 0..512 {
+    for i in 0..BLOCK {
         assert_eq!(p.push(i), i);
     }
     assert_eq!(p.remaining(), 0);
-    assert_eq!(p.push(512), 512);
-    assert_eq!(p.remaining(), 487);
-    assert_eq!(v.len(), 1000);
-    assert!(v.iter().copied().eq(0..513));
-    assert_eq!(v.get(513), None);
+    assert_eq!(p.push(BLOCK), BLOCK);
+    // The second block runs to the next multiple of `BLOCK` or to the capacity.
+    let second_end = (2 * BLOCK).min(1000);
+    assert_eq!(p.remaining(), second_end - BLOCK - 1);
+    assert_eq!(v.len(), second_end);
+    assert!(v.iter().copied().eq(0..=BLOCK));
+    assert_eq!(v.get(BLOCK + 1), None);
     assert!(std::ptr::eq(p.vec(), &raw const v));
 }
 
@@ -596,12 +605,12 @@ fn pusher_after_plain_push_fills_up_to_the_block_boundary() {
     let v = ConcurrentVec::with_capacity(2000).unwrap();
     assert_eq!(v.push(1u8), 0);
     let mut p = v.pusher();
-    // The first block runs to the next multiple of 512, so that later blocks are aligned.
+    // The first block runs to the next multiple of `BLOCK`, so that later blocks are aligned.
     assert_eq!(p.push(2), 1);
-    assert_eq!(p.remaining(), 510);
-    assert_eq!(v.push(3), 512);
+    assert_eq!(p.remaining(), BLOCK - 2);
+    assert_eq!(v.push(3), BLOCK);
     let entries: Vec<(usize, u8)> = v.entries().map(|(i, &x)| (i, x)).collect();
-    assert_eq!(entries, [(0, 1), (1, 2), (512, 3)]);
+    assert_eq!(entries, [(0, 1), (1, 2), (BLOCK, 3)]);
 }
 
 #[test]
@@ -655,7 +664,7 @@ fn stress_threads_push_through_pushers() {
     let drops = Arc::new(AtomicUsize::new(0));
     // Room for the plain pushes and, per thread, the unfilled rest of a pusher block and of a
     // thread block.
-    let cap = threads * per_thread + threads * (per_thread / 1000 + 1) + threads * 2 * 512;
+    let cap = threads * per_thread + threads * (per_thread / 1000 + 1) + threads * 2 * BLOCK;
     let v = Arc::new(ConcurrentVec::with_capacity(cap).unwrap());
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -698,7 +707,8 @@ fn published_prefix_moves_by_whole_words_and_stops_at_holes() {
     for i in 0..127 {
         v.push(i);
     }
-    assert_eq!(v.published_prefix(), 64);
+    // Every whole word below 127: 64 slots, or 96 where a word has 32.
+    assert_eq!(v.published_prefix(), 127 / WORD * WORD);
     v.push(127);
     assert_eq!(v.published_prefix(), 128);
     v.push(128);
@@ -723,17 +733,17 @@ fn published_prefix_moves_by_whole_words_and_stops_at_holes() {
 fn published_prefix_catches_up_over_words_completed_out_of_order() {
     let v = ConcurrentVec::with_capacity(2048).unwrap();
     let mut late = v.pusher();
-    late.push(0u32); // claims slots 0..512 and leaves them open
+    late.push(0u32); // claims slots 0..BLOCK and leaves them open
     let mut early = v.pusher();
-    for i in 0..512 {
-        early.push(i); // fills 512..1024
+    for i in 0..BLOCK as u32 {
+        early.push(i); // fills BLOCK..2 * BLOCK
     }
     assert_eq!(v.published_prefix(), 0);
-    for i in 1..512 {
+    for i in 1..BLOCK as u32 {
         late.push(i);
     }
     // Completing word 7 carries the prefix over the already complete words 8 to 15.
-    assert_eq!(v.published_prefix(), 1024);
+    assert_eq!(v.published_prefix(), 2 * BLOCK);
 }
 
 #[test]
@@ -821,7 +831,7 @@ proptest! {
             }
             prop_assert_eq!(ours.len(), model.len());
             let prefix = model.iter().take_while(|x| x.is_some()).count();
-            let words = if prefix == CAP { CAP } else { prefix - prefix % 64 };
+            let words = if prefix == CAP { CAP } else { prefix - prefix % WORD };
             prop_assert_eq!(ours.published_prefix(), words);
             let got: Vec<(usize, u32)> = ours.entries().map(|(i, &x)| (i, x)).collect();
             let want: Vec<(usize, u32)> = model
@@ -871,7 +881,7 @@ fn reserve_through_shared_reference_commits_ahead() {
 }
 
 /// `reserve` covers single-slot pushes into the reserved slots; a block claimed at one of them
-/// (a `Pusher`'s 512 slots) may reach past them, as its docs say, and reserving a block more
+/// (a `Pusher`'s `BLOCK` slots) may reach past them, as its docs say, and reserving a block more
 /// covers it. 24-byte elements with one-page growth: a page holds 170 of them, so the blocks
 /// end past what `reserve(100)` commits.
 #[test]
@@ -893,16 +903,16 @@ fn reserve_covers_single_slots_and_blocks_only_with_a_block_more() {
     }
     assert_eq!(committed(&single), before);
 
-    let blocks = build(512);
+    let blocks = build(BLOCK);
     blocks.reserve(100).unwrap();
     let before = committed(&blocks);
     let mut pusher = blocks.pusher();
     pusher.push([2; 24]);
-    // The block of 512 slots reaches past the 100 reserved: the push committed it.
-    assert!(committed(&blocks).0 >= 512 && committed(&blocks) != before);
+    // The block of `BLOCK` slots reaches past the 100 reserved: the push committed it.
+    assert!(committed(&blocks).0 >= BLOCK && committed(&blocks) != before);
 
-    let covered = build(512);
-    covered.reserve(100 + 512).unwrap();
+    let covered = build(BLOCK);
+    covered.reserve(100 + BLOCK).unwrap();
     let before = committed(&covered);
     let mut pusher = covered.pusher();
     for _ in 0..100 {
@@ -912,7 +922,7 @@ fn reserve_covers_single_slots_and_blocks_only_with_a_block_more() {
 }
 
 /// A single-slot push keeps to the growth step (a page at most, more only for an element that
-/// needs more), while a `Pusher` commits its block of 512 slots at its first push, as the docs
+/// needs more), while a `Pusher` commits its block of `BLOCK` slots at its first push, as the docs
 /// of `Growth` and `Pusher` say.
 #[test]
 #[cfg_attr(miri, ignore = "commits 2 MiB of 4 KiB elements")]
@@ -937,14 +947,14 @@ fn a_pushers_block_is_committed_whole_past_the_growth_step() {
 
     let blocks = build();
     blocks.pusher().push([2; 4096]);
-    assert!(blocks.committed_capacity() >= 512);
-    assert!(blocks.committed_bytes() >= 512 * 4096);
+    assert!(blocks.committed_capacity() >= BLOCK);
+    assert!(blocks.committed_bytes() >= BLOCK * 4096);
 }
 
-/// A `Pusher`'s block ends at the next multiple of 512 (so after three single pushes it holds
-/// 509 slots), and its claim commits through the block's end or a growth step past what is
-/// committed, whichever reaches further: exactly the block with one-page steps, a whole step
-/// with steps longer than the block.
+/// A `Pusher`'s block ends at the next multiple of `BLOCK` (so after three single pushes it
+/// holds `BLOCK - 3` slots), and its claim commits through the block's end or a growth step past
+/// what is committed, whichever reaches further: exactly the block with one-page steps, a whole
+/// step with steps longer than the block.
 #[test]
 #[cfg_attr(miri, ignore = "commits up to 8 MiB of 4 KiB elements")]
 fn a_pushers_claim_commits_through_its_block_or_a_step_whichever_is_further() {
@@ -962,8 +972,8 @@ fn a_pushers_claim_commits_through_its_block_or_a_step_whichever_is_further() {
     }
     let mut pusher = short.pusher();
     assert_eq!(pusher.push([2; 4096]), 3);
-    assert_eq!(pusher.remaining(), 508);
-    assert_eq!(short.committed_capacity(), 512);
+    assert_eq!(pusher.remaining(), BLOCK - 4);
+    assert_eq!(short.committed_capacity(), BLOCK);
 
     let long = build(Growth::Fixed(8 << 20));
     long.pusher().push([3; 4096]);

@@ -12,10 +12,21 @@ use std::thread;
 use memvisor_vmem::vec::{Builder, ConcurrentVec, Error};
 use proptest::prelude::*;
 
-/// A vector with 512-slot thread blocks (the default from a capacity of 2 Mi slots up).
+/// The longest thread block: eight words of ready bits, 512 slots where `usize` has 64 bits,
+/// 256 where it has 32.
+const BLOCK: usize = 8 * usize::BITS as usize;
+
+/// A ready-bit word's slots: 64, or 32 where `usize` has 32 bits.
+const WORD: usize = usize::BITS as usize;
+
+/// `BLOCK` as an element value.
+const BLOCK_VALUE: u64 = BLOCK as u64;
+
+/// A vector with thread blocks of `BLOCK` slots (the default from a capacity of 2 Mi slots up,
+/// 1 Mi where `usize` has 32 bits).
 fn large() -> ConcurrentVec<u64> {
     Builder::new(1 << 13)
-        .thread_block(512)
+        .thread_block(BLOCK)
         .build_concurrent()
         .unwrap()
 }
@@ -26,7 +37,7 @@ fn push_elsewhere(v: &ConcurrentVec<u64>, value: u64) -> usize {
 }
 
 /// Puts this thread into block mode on `v`: its claims are interleaved with another thread's.
-/// Returns the index of this thread's first block slot; the block runs to 512.
+/// Returns the index of this thread's first block slot; the block runs to `BLOCK`.
 fn enter_blocks(v: &ConcurrentVec<u64>) -> usize {
     assert_eq!(v.push(0), 0);
     assert_eq!(push_elsewhere(v, 1), 1);
@@ -35,7 +46,11 @@ fn enter_blocks(v: &ConcurrentVec<u64>) -> usize {
     assert_eq!(v.len(), 3);
     let first = v.push(3);
     assert_eq!(first, 3);
-    assert_eq!(v.len(), 512, "the block runs to the next multiple of 512");
+    assert_eq!(
+        v.len(),
+        BLOCK,
+        "the block runs to the next multiple of BLOCK"
+    );
     first
 }
 
@@ -45,15 +60,15 @@ fn thread_block_defaults_follow_the_capacity() {
     assert_eq!(block(0), 1);
     assert_eq!(block(1000), 1);
     assert_eq!(block(1 << 20), 256);
-    assert_eq!(block(1 << 22), 512);
-    assert_eq!(block(usize::MAX), 512);
-    let v = ConcurrentVec::<u8>::with_capacity(1 << 21).unwrap();
-    assert_eq!(v.thread_block(), 512);
+    assert_eq!(block(1 << 22), BLOCK);
+    assert_eq!(block(usize::MAX), BLOCK);
+    let v = ConcurrentVec::<u8>::with_capacity(4096 * BLOCK).unwrap();
+    assert_eq!(v.thread_block(), BLOCK);
 }
 
 #[test]
-fn thread_block_outside_1_to_512_is_refused() {
-    for slots in [0, 513, usize::MAX] {
+fn thread_block_outside_1_to_block_is_refused() {
+    for slots in [0, BLOCK + 1, 513, usize::MAX] {
         let builder = Builder::new(100).thread_block(slots);
         assert_eq!(
             builder.thread_block_slots(),
@@ -64,7 +79,7 @@ fn thread_block_outside_1_to_512_is_refused() {
             Error::InvalidThreadBlock { slots }
         );
     }
-    for slots in [1, 3, 64, 512] {
+    for slots in [1, 3, 64, BLOCK] {
         let v = Builder::new(100)
             .thread_block(slots)
             .build_concurrent::<u8>()
@@ -80,7 +95,7 @@ fn a_thread_pushing_alone_gets_consecutive_indices_and_exact_len() {
         assert_eq!(v.push(i), usize::try_from(i).unwrap());
         assert_eq!(v.len(), usize::try_from(i).unwrap() + 1);
     }
-    assert_eq!(v.published_prefix(), 4992);
+    assert_eq!(v.published_prefix(), 5000 / WORD * WORD);
 }
 
 #[test]
@@ -105,30 +120,30 @@ fn interleaved_claims_move_a_thread_to_blocks_and_back() {
     let v = large();
     enter_blocks(&v);
     // Another thread's single claim lands after the block.
-    assert_eq!(push_elsewhere(&v, 512), 512);
-    for i in 4..512 {
+    assert_eq!(push_elsewhere(&v, BLOCK_VALUE), BLOCK);
+    for i in 4..BLOCK_VALUE {
         assert_eq!(v.push(i), usize::try_from(i).unwrap());
     }
-    // The next block skips slot 512: this thread stays in block mode.
-    assert_eq!(v.push(513), 513);
-    assert_eq!(v.len(), 1024);
-    for i in 514..1024 {
+    // The next block skips slot `BLOCK`: this thread stays in block mode.
+    assert_eq!(v.push(BLOCK_VALUE + 1), BLOCK + 1);
+    assert_eq!(v.len(), 2 * BLOCK);
+    for i in BLOCK_VALUE + 2..2 * BLOCK_VALUE {
         assert_eq!(v.push(i), usize::try_from(i).unwrap());
     }
     // Nobody claims while it fills the next blocks: each follows the previous one directly, and
     // after eight of those in a row the thread goes back to single slots.
     for block in 2..10u64 {
-        let start = block * 512;
+        let start = block * BLOCK_VALUE;
         assert_eq!(v.push(start), usize::try_from(start).unwrap());
-        assert_eq!(v.len(), usize::try_from(start + 512).unwrap());
-        for i in start + 1..start + 512 {
+        assert_eq!(v.len(), usize::try_from(start + BLOCK_VALUE).unwrap());
+        for i in start + 1..start + BLOCK_VALUE {
             v.push(i);
         }
     }
-    assert_eq!(v.push(5120), 5120);
-    assert_eq!(v.len(), 5121);
-    assert!(v.iter().copied().eq(0..5121));
-    assert_eq!(v.published_prefix(), 5120);
+    assert_eq!(v.push(10 * BLOCK_VALUE), 10 * BLOCK);
+    assert_eq!(v.len(), 10 * BLOCK + 1);
+    assert!(v.iter().copied().eq(0..=10 * BLOCK_VALUE));
+    assert_eq!(v.published_prefix(), 10 * BLOCK);
 }
 
 #[test]
@@ -158,8 +173,8 @@ fn pushes_into_another_vector_keep_the_block_until_they_evict_it() {
     for i in 10..74u64 {
         assert_eq!(b.push(i), usize::try_from(i).unwrap());
     }
-    assert_eq!(a.push(99), 512);
-    assert_eq!(a.len(), 513);
+    assert_eq!(a.push(99), BLOCK);
+    assert_eq!(a.len(), BLOCK + 1);
     assert_eq!(a.iter().count(), 15);
     assert_eq!(a.get(14), None);
     assert!(b.iter().copied().eq(0..74));
@@ -182,16 +197,16 @@ fn alternating_pushes_keep_the_block_and_only_64_in_a_row_evict_it() {
         assert_eq!(a.push(next_a), usize::try_from(next_a).unwrap());
         next_a += 1;
     }
-    assert_eq!(a.len(), 512, "the block is still held");
+    assert_eq!(a.len(), BLOCK, "the block is still held");
     for i in 0..64 {
         b.push(189 + i);
     }
     assert_eq!(
         a.push(99),
-        512,
+        BLOCK,
         "64 pushes in a row elsewhere gave the block up"
     );
-    assert_eq!(a.len(), 513);
+    assert_eq!(a.len(), BLOCK + 1);
     assert!(a.iter().copied().eq((0..next_a).chain([99])));
     assert!(b.iter().copied().eq(0..253));
 }
@@ -209,7 +224,7 @@ fn empty_slots(v: &ConcurrentVec<u64>) -> usize {
 }
 
 /// Every block a thread gives up unfilled leaves its rest empty for good, so a thread that
-/// keeps moving between vectors can leave most of one empty: here 4 elements per 512 slots,
+/// keeps moving between vectors can leave most of one empty: here 4 elements per `BLOCK` slots,
 /// with one other thread pushing single slots.
 #[test]
 fn each_evicted_block_leaves_its_rest_empty() {
@@ -217,19 +232,23 @@ fn each_evicted_block_leaves_its_rest_empty() {
     let b = large();
     let cycles = 8;
     for cycle in 0..cycles {
-        let base = cycle * 512;
+        let base = cycle * BLOCK;
         assert_eq!(a.push(0), base);
         assert_eq!(push_elsewhere(&a, 1), base + 1);
         assert_eq!(a.push(2), base + 2);
         assert_eq!(a.push(3), base + 3);
-        assert_eq!(a.len(), base + 512, "a block to the next multiple of 512");
+        assert_eq!(
+            a.len(),
+            base + BLOCK,
+            "a block to the next multiple of BLOCK"
+        );
         for i in 0..64 {
             b.push(i);
         }
     }
-    assert_eq!(a.len(), cycles * 512);
-    assert_eq!(empty_slots(&a), cycles * 508);
-    assert!(empty_slots(&a) <= most_left_empty(a.len(), 512));
+    assert_eq!(a.len(), cycles * BLOCK);
+    assert_eq!(empty_slots(&a), cycles * (BLOCK - 4));
+    assert!(empty_slots(&a) <= most_left_empty(a.len(), BLOCK));
 }
 
 /// A thread that runs the closures it is sent, one at a time, so that a test decides how its
@@ -305,11 +324,12 @@ fn blocks_given_up_leave_at_most_block_minus_one_of_every_block_plus_two_slots_e
     assert_eq!(empty_slots(&a), most_left_empty(a.len(), 7));
 }
 
-/// The same with aligned blocks of 512: this thread's block runs to the end of the 512 slots
-/// its single slots began, the other thread's fills the next 512 alone, so each round leaves
-/// 1018 of 1024 slots empty (509 of every 512, within the bound of 511 of every 514).
+/// The same with aligned blocks of `BLOCK` slots (512; 256 where `usize` has 32 bits): this
+/// thread's block runs to the end of the `BLOCK` slots its single slots began, the other
+/// thread's fills the next `BLOCK` alone, so each round leaves `2 * BLOCK - 6` of `2 * BLOCK`
+/// slots empty (509 of every 512, within the bound of 511 of every 514).
 #[test]
-fn two_threads_taking_turns_with_aligned_blocks_leave_509_of_every_512_empty() {
+fn two_threads_taking_turns_with_aligned_blocks_leave_all_but_3_of_every_block_empty() {
     let a = large();
     let b = large();
     let cycles = 4;
@@ -318,11 +338,11 @@ fn two_threads_taking_turns_with_aligned_blocks_leave_509_of_every_512_empty() {
         blocks
             .iter()
             .copied()
-            .eq((0..cycles).map(|c| c * 1024 + 512))
+            .eq((0..cycles).map(|c| c * 2 * BLOCK + BLOCK))
     );
-    assert_eq!(a.len(), cycles * 1024);
-    assert_eq!(empty_slots(&a), cycles * 1018);
-    assert!(empty_slots(&a) <= most_left_empty(a.len(), 512));
+    assert_eq!(a.len(), cycles * 2 * BLOCK);
+    assert_eq!(empty_slots(&a), cycles * (2 * BLOCK - 6));
+    assert!(empty_slots(&a) <= most_left_empty(a.len(), BLOCK));
 }
 
 /// With blocks of a multiple of 64, a block runs to the next multiple of its length; the bound
@@ -485,7 +505,7 @@ proptest! {
     #[test]
     fn phased_pushes_from_three_threads_match_the_model(
         // Up to the longest thread block: 512 slots, 256 where `usize` has 32 bits.
-        block in prop::sample::select(vec![1usize, 2, 7, 64, 100, 8 * usize::BITS as usize]),
+        block in prop::sample::select(vec![1usize, 2, 7, 64, 100, BLOCK]),
         capacity in 1..MAX_CAPACITY,
         phases in prop::collection::vec(phase(), 1..12),
     ) {
