@@ -477,23 +477,44 @@ pub enum Error {
     /// turning the slot back into reserved address space (or the refused mapping lost the
     /// slot's pages). The slot stays claimed (plugging there answers [`Error::SlotBusy`]), and
     /// whatever is mapped there stays, until the address space is dropped, so that no other
-    /// mapping can take its addresses; nothing else changed. From
-    /// [`SpaceBuilder::back`](crate::SpaceBuilder::back), for a hot-pluggable region, there is
-    /// no address space to keep the slot: the window's reservation is unmapped with the error.
+    /// mapping can take its addresses; nothing else changed. Only from
+    /// [`AddressSpace::plug`](crate::AddressSpace::plug);
+    /// [`SpaceBuilder::back`](crate::SpaceBuilder::back) answers
+    /// [`Error::SlotNotRestoredWhileBacking`] instead, as it has no space to keep the slot.
     #[error(
-        "plugging the hotplug slot at {base:#x} of size {size:#x} failed ({mmap}) and so did restoring it to reserved space; the slot stays claimed and unusable"
+        "plugging the hotplug slot at {base:#x} of size {size:#x} failed ({cause}) and so did restoring it to reserved space; the slot stays claimed and unusable until the address space is dropped"
     )]
     SlotNotRestored {
         /// The slot's base.
         base: u64,
         /// Its size.
         size: u64,
-        /// Why the plug failed (named for its first cause, the mapping, but any step's): the
-        /// system's error (its `raw_os_error` the errno; which call it was, `mmap`, `madvise`,
-        /// `mbind`, is not kept), or for a failure of another kind (transparent huge pages
-        /// refused for a file, a listener's refusal, a slot number or bookkeeping refused)
-        /// this crate's error as the inner error of an [`io::ErrorKind::Other`] one.
-        mmap: io::Error,
+        /// Why the plug failed: the failed step's own error (an [`Error::Os`] naming the
+        /// system call, `mmap`, `madvise`, `mbind`, with the kernel's error; the huge pages
+        /// refused; a listener's refusal; a slot number or bookkeeping refused).
+        cause: Box<Error>,
+        /// Why restoring the slot failed.
+        #[source]
+        restore: memvisor_vmem::Error,
+    },
+    /// Backing a hot-pluggable region in its slot of a hotplug window failed, and so did
+    /// turning the slot back into reserved address space (or the refused mapping lost the
+    /// slot's pages), while [`SpaceBuilder::back`](crate::SpaceBuilder::back) built the
+    /// space. No space was made, so no slot stays claimed: the window's reservation is
+    /// unmapped with the error, but for pages the reservation reported lost (the `restore`
+    /// error), which it leaves alone, mapped or not, until the process ends; every other
+    /// region's memory is unmapped too.
+    #[error(
+        "backing the hot-pluggable region at {base:#x} of size {size:#x} failed ({cause}) and so did restoring its slot to reserved space; no address space was made and the hotplug window's reservation is unmapped"
+    )]
+    SlotNotRestoredWhileBacking {
+        /// The region's base.
+        base: u64,
+        /// Its size.
+        size: u64,
+        /// Why its backing failed: the failed step's own error, as for
+        /// [`Error::SlotNotRestored`].
+        cause: Box<Error>,
         /// Why restoring the slot failed.
         #[source]
         restore: memvisor_vmem::Error,

@@ -121,10 +121,7 @@ impl HostMemory {
             Err(restore) => Error::SlotNotRestored {
                 base: spec.base,
                 size: spec.size,
-                mmap: match cause {
-                    Error::Os { source, .. } => source,
-                    other => io::Error::other(other),
-                },
+                cause: Box::new(cause),
                 restore,
             },
         }
@@ -941,7 +938,7 @@ fn map(
                     return Err(MapError::Other(Error::SlotNotRestored {
                         base: spec.base,
                         size: spec.size,
-                        mmap: vmem_io(&e),
+                        cause: Box::new(failed(e).into_error(spec)),
                         restore,
                     }));
                 }

@@ -397,10 +397,10 @@ impl SpaceBuilder {
     /// can only fail in the making (the host's refusal of a mapping or of huge pages, a
     /// prefault) may fail after earlier regions got memory, which is then unmapped: nothing
     /// stays mapped after an error. A hot-pluggable region is made in its slot of the window
-    /// as [`AddressSpace::plug`] makes it, so where its making fails and its slot cannot be
-    /// turned back into reserved space the error is [`Error::SlotNotRestored`] here too; the
-    /// window's reservation is unmapped with the error all the same (but for pages the
-    /// reservation lost, which it leaves alone), so no slot stays claimed.
+    /// as [`AddressSpace::plug`] makes it, but where its making fails and its slot cannot be
+    /// turned back into reserved space the error is [`Error::SlotNotRestoredWhileBacking`]:
+    /// the window's reservation is unmapped with the error (but for pages the reservation
+    /// lost, which it leaves alone), so no slot stays claimed.
     pub fn back(self) -> Result<(AddressSpace, BackingReport)> {
         self.check()?;
         for spec in self.specs.iter().filter(|s| s.backing.has_memory()) {
@@ -421,7 +421,21 @@ impl SpaceBuilder {
         let mut regions = Vec::with_capacity(self.specs.len());
         for spec in &self.specs {
             let target = target_for(&self.layout, &windows, spec)?;
-            let (region, r) = Region::back_in(spec.clone(), target)?;
+            let (region, r) = Region::back_in(spec.clone(), target).map_err(|e| match e {
+                // No space keeps the slot: the windows are unmapped with the error.
+                Error::SlotNotRestored {
+                    base,
+                    size,
+                    cause,
+                    restore,
+                } => Error::SlotNotRestoredWhileBacking {
+                    base,
+                    size,
+                    cause,
+                    restore,
+                },
+                other => other,
+            })?;
             regions.push(Arc::new(region));
             report.regions.extend(r);
         }

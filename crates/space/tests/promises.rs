@@ -758,19 +758,41 @@ fn adopted_mappings_are_checked_as_a_plan_checks_regions() {
 
 #[test]
 fn slot_not_restored_names_the_slot_and_both_failures() {
+    let cause = || {
+        Box::new(Error::Os {
+            op: "mmap",
+            base: 0x1_0000_0000,
+            source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+        })
+    };
+    let restore = || memvisor_vmem::Error::Os {
+        operation: memvisor_vmem::Operation::Reserve,
+        source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
+    };
     let err = Error::SlotNotRestored {
         base: 0x1_0000_0000,
         size: 0x20_0000,
-        mmap: std::io::Error::other("no room"),
-        restore: memvisor_vmem::Error::Os {
-            operation: memvisor_vmem::Operation::Reserve,
-            source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
-        },
+        cause: cause(),
+        restore: restore(),
     };
     assert_eq!(
         err.to_string(),
-        "plugging the hotplug slot at 0x100000000 of size 0x200000 failed (no room) and so did \
-         restoring it to reserved space; the slot stays claimed and unusable"
+        "plugging the hotplug slot at 0x100000000 of size 0x200000 failed (mmap failed for the \
+         region at 0x100000000) and so did restoring it to reserved space; the slot stays \
+         claimed and unusable until the address space is dropped"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+    let err = Error::SlotNotRestoredWhileBacking {
+        base: 0x1_0000_0000,
+        size: 0x20_0000,
+        cause: cause(),
+        restore: restore(),
+    };
+    assert_eq!(
+        err.to_string(),
+        "backing the hot-pluggable region at 0x100000000 of size 0x200000 failed (mmap failed \
+         for the region at 0x100000000) and so did restoring its slot to reserved space; no \
+         address space was made and the hotplug window's reservation is unmapped"
     );
     assert!(std::error::Error::source(&err).is_some());
 }

@@ -173,8 +173,8 @@ fn scenario(refuser: &Refuser) -> usize {
         // stays claimed (and mapped) until the address space is dropped.
         let mut slot_kept = false;
         match &result {
-            Err(Error::SlotNotRestored { mmap, .. })
-                if from_on && mmap.raw_os_error() == Some(libc::ENOMEM) =>
+            Err(Error::SlotNotRestored { cause, .. })
+                if from_on && keeps_errno(&**cause, libc::ENOMEM) =>
             {
                 slot_kept = true;
             }
