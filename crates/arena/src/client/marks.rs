@@ -37,30 +37,27 @@ impl State {
     /// it from any block of the slab).
     pub(super) fn set_slab_pages(&mut self, off: usize, bytes: usize, value: u16) {
         const KIB: usize = 1 << MARK_SHIFT;
-        if (off | bytes) & (KIB - 1) == 0 {
-            // Whole KiBs: each metadata word is written at once, `value` in the slot of every
-            // page starting in its KiB (the first `meta_mask + 1` slots; the others are unused
-            // and stay zero).
-            const _: () = assert!(
-                MARK_SHIFT - crate::arena::MIN_PAGE_SHIFT <= 2,
-                "4 slots a word"
-            );
-            let slots = (self.geo.meta_mask + 1) * 16;
-            let word = (u64::MAX >> (64 - slots)) / 0xffff * u64::from(value);
-            let mut at = off;
-            while at < off + bytes {
-                // SAFETY: `at` lies in the slab, in a chunk this client holds; the word after
-                // its start-bit word is the metadata word of its KiB, the holder's plain
-                // memory.
-                unsafe { *self.marks.add(start_word(at) + 1) = word };
-                at += KIB;
-            }
-            return;
-        }
-        let step = 1usize << self.geo.page_shift.min(MARK_SHIFT);
-        for at in (off..off + bytes).step_by(step) {
-            // SAFETY: as in `page_at`; `at` lies in the slab, in a chunk this client holds.
-            unsafe { *self.marks.cast::<u16>().add(meta_slot(&self.geo, at)) = value }
+        // A slab is whole KiBs: its length is a power of two of at least `MIN_SLAB` bytes, and
+        // it starts at a multiple of the slab unit (`slab_start`), `MIN_SLAB` or a larger page.
+        // So each metadata word is written at once, `value` in the slot of every page starting
+        // in its KiB (the first `meta_mask + 1` slots; the others are unused and stay zero).
+        const _: () = assert!(
+            crate::classes::MIN_SLAB.is_multiple_of(KIB),
+            "a slab is whole KiBs"
+        );
+        const _: () = assert!(
+            MARK_SHIFT - crate::arena::MIN_PAGE_SHIFT <= 2,
+            "4 slots a word"
+        );
+        debug_assert_eq!((off | bytes) & (KIB - 1), 0, "a slab is whole KiBs");
+        let slots = (self.geo.meta_mask + 1) * 16;
+        let word = (u64::MAX >> (64 - slots)) / 0xffff * u64::from(value);
+        let mut at = off;
+        while at < off + bytes {
+            // SAFETY: `at` lies in the slab, in a chunk this client holds; the word after its
+            // start-bit word is the metadata word of its KiB, the holder's plain memory.
+            unsafe { *self.marks.add(start_word(at) + 1) = word };
+            at += KIB;
         }
     }
 
