@@ -58,6 +58,17 @@ struct SortedBins {
 
 const _: () = assert!(SMALL_ENTRIES <= 1 << u8::BITS);
 
+impl SortedBins {
+    /// No bin sorted, no empty slab.
+    fn new() -> Self {
+        Self {
+            order: [[0; SMALL_ENTRIES]; NCLASSES],
+            len: [0; NCLASSES],
+            empty: [core::ptr::null_mut(); NCLASSES],
+        }
+    }
+}
+
 /// [`small_cap`] of every class (0 past the last).
 const SMALL_CAP: [u8; CLASS_SLOTS] = {
     let mut caps = [0u8; CLASS_SLOTS];
@@ -717,7 +728,8 @@ impl State {
             return false;
         }
         let size = 1usize << order;
-        let sorted = self.sorted_small_bins();
+        let mut sorted = SortedBins::new();
+        self.sort_small_bins(&mut sorted);
         let mut found = false;
         self.each_flushed(&sorted, &mut |chunk, rel, pages| {
             // A block of `pages` pages lies at a multiple of `pages.next_power_of_two()`:
@@ -743,13 +755,9 @@ impl State {
 
     /// The order of each small bin by offset, which puts the blocks of one slab side by side
     /// (the bins themselves keep their order), and the kept empty slabs, found with one walk
-    /// of the partial list of each class that has one.
-    fn sorted_small_bins(&self) -> SortedBins {
-        let mut sorted = SortedBins {
-            order: [[0; SMALL_ENTRIES]; NCLASSES],
-            len: [0; NCLASSES],
-            empty: [core::ptr::null_mut(); NCLASSES],
-        };
+    /// of the partial list of each class that has one, written into `sorted` (made by the
+    /// caller, [`SortedBins::new`]: returned by value, its 1.9 KiB were copied once a call).
+    fn sort_small_bins(&self, sorted: &mut SortedBins) {
         for class in 0..NCLASSES {
             // A class keeps at most one empty slab: a second one emptied goes back at once,
             // and a new slab is made only when the class has none with room.
@@ -780,12 +788,11 @@ impl State {
                 sorted.len[class] = blocks.len();
             }
         }
-        sorted
     }
 
     /// Calls `f(chunk, first page, pages)` for each buddy block a flush with `reclaim` gives
     /// back (cached buddy blocks, the slabs it empties and the empty slabs kept) until `f`
-    /// returns true; `sorted` is [`sorted_small_bins`](Self::sorted_small_bins). Walks no
+    /// returns true; `sorted` is [`sort_small_bins`](Self::sort_small_bins)'s. Walks no
     /// list: its cost is the cached blocks'.
     fn each_flushed(
         &self,
@@ -877,7 +884,9 @@ mod tests {
     use alloc::vec::Vec;
     use core::alloc::Layout;
 
-    use super::{LARGE_ENTRIES, NCLASSES, State, nearest_length, nearest_length_scalar};
+    use super::{
+        LARGE_ENTRIES, NCLASSES, SortedBins, State, nearest_length, nearest_length_scalar,
+    };
     use crate::{Arena, Backing, Config, Quota};
 
     /// What [`State::each_flushed`] calls its function with, each block in the order it comes.
@@ -887,7 +896,8 @@ mod tests {
     /// place of their offsets: each bin copied and the copy sorted, its blocks then grouped
     /// by slab.
     fn flushed_by_sorted_copies(s: &State) -> Flushed {
-        let sorted = s.sorted_small_bins();
+        let mut sorted = SortedBins::new();
+        s.sort_small_bins(&mut sorted);
         let shift = s.geo.page_shift;
         let page_mask = (1usize << s.geo.max_order) - 1;
         let mut out = Flushed::new();
@@ -994,7 +1004,8 @@ mod tests {
                 }
             }
             client.with(|s| {
-                let sorted = s.sorted_small_bins();
+                let mut sorted = SortedBins::new();
+                s.sort_small_bins(&mut sorted);
                 let bins = s.cache.as_deref().unwrap();
                 for class in 0..NCLASSES {
                     let mut copy = bins.small(class).to_vec();
