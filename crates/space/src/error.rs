@@ -437,6 +437,30 @@ pub enum Error {
         /// The entries the table holds.
         max: usize,
     },
+    /// A plan's SRAT has more guest NUMA nodes (proximity domains) than the guest kernel maps
+    /// to nodes (its `MAX_NUMNODES`), which Linux answers by rejecting the whole SRAT
+    /// ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest)).
+    #[error(
+        "the SRAT has {nodes} guest NUMA nodes, more than the {max} the guest kernel maps (it would boot without NUMA)"
+    )]
+    TooManyGuestNodes {
+        /// The guest nodes of the SRAT's memory ranges.
+        nodes: usize,
+        /// The nodes the guest kernel maps.
+        max: u32,
+    },
+    /// A plan's SRAT has more memory ranges than the guest kernel keeps (its
+    /// `NR_NODE_MEMBLKS`, twice its `MAX_NUMNODES`), which Linux answers by rejecting the
+    /// whole SRAT ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest)).
+    #[error(
+        "the SRAT has {ranges} memory ranges, more than the {max} the guest kernel keeps (it would boot without NUMA)"
+    )]
+    TooManyNumaRanges {
+        /// The SRAT's memory ranges.
+        ranges: usize,
+        /// The ranges the guest kernel keeps.
+        max: u64,
+    },
     /// A listener refused a change; the change was not made.
     #[error("a listener refused the change of the region at {base:#x}")]
     Listener {

@@ -101,6 +101,16 @@ impl fmt::Display for MemoryMapEntry {
     }
 }
 
+/// The most NUMA nodes a Linux guest built from the x86-64 defconfig maps (`MAX_NUMNODES`,
+/// `1 << CONFIG_NODES_SHIFT` with the shift's x86-64 default of 6); it keeps at most twice as
+/// many memory ranges (`NR_NODE_MEMBLKS`). Past either, Linux rejects the whole SRAT
+/// ("SRAT: Too many proximity domains", "too many memblk ranges") and boots without NUMA.
+/// Kernels built with `MAXSMP`, as most distributions' x86-64 kernels are, map 1,024
+/// (`NODES_SHIFT` 10); the AArch64 default is 16 (`NODES_SHIFT` 4). The limit to check a plan
+/// against ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest)) is the
+/// guest kernel's, which only the VMM knows.
+pub const LINUX_MAX_NUMNODES: u32 = 64;
+
 /// Guest memory of one guest NUMA node, for an ACPI SRAT memory affinity structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NumaRange {

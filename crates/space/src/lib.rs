@@ -170,7 +170,9 @@ mod sys;
 
 pub use bytes::GuestBytes;
 pub use error::{Error, ListenerError, Result};
-pub use firmware::{E820_MAX_ENTRIES, LEGACY_HOLE, MemoryMapEntry, MemoryType, NumaRange};
+pub use firmware::{
+    E820_MAX_ENTRIES, LEGACY_HOLE, LINUX_MAX_NUMNODES, MemoryMapEntry, MemoryType, NumaRange,
+};
 pub use layout::{Layout, LayoutBuilder, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};
 /// memvisor-resources, whose `AddressRange` [`GuestRange::as_range`] returns and whose `Error`

@@ -484,6 +484,13 @@ impl Plan {
     /// assert_eq!(srat[1], NumaRange { node: 1, addr: 2 << 30, size: 1 << 30, hotplug: false });
     /// # Ok::<(), memvisor_space::plan::PlanError>(())
     /// ```
+    ///
+    /// Linux takes at most `MAX_NUMNODES` proximity domains and `NR_NODE_MEMBLKS` (twice as
+    /// many) memory ranges from an SRAT and rejects the whole table past either, so the guest
+    /// boots without NUMA: [`numa_ranges_for_guest`](Self::numa_ranges_for_guest) checks the
+    /// ranges against the guest kernel's limit. This list is not checked, as the plan cannot
+    /// know the guest's kernel ([`LINUX_MAX_NUMNODES`](crate::LINUX_MAX_NUMNODES) for one
+    /// built from the x86-64 defconfig, 1,024 for most distributions').
     #[must_use]
     pub fn numa_ranges(&self) -> Vec<NumaRange> {
         // (base, size, node, hot-pluggable): boot RAM, and each hotplug window under the node
@@ -530,6 +537,66 @@ impl Plan {
             push_numa(&mut out, node, base, size, hotplug);
         }
         out
+    }
+
+    /// [`numa_ranges`](Self::numa_ranges), checked against a guest kernel that maps at most
+    /// `max_nodes` NUMA nodes (its `MAX_NUMNODES`:
+    /// [`LINUX_MAX_NUMNODES`](crate::LINUX_MAX_NUMNODES) for the x86-64 defconfig, 1,024 for a
+    /// `MAXSMP` build) and so keeps at most `2 * max_nodes` memory ranges (`NR_NODE_MEMBLKS`).
+    /// Past either limit Linux rejects the whole SRAT and boots without NUMA, which the VMM
+    /// would learn only from the guest's log. The plan's nodes are numbered from 0 with none
+    /// left out, so their proximity domains are below Linux's `MAX_PXM_DOMAINS` (at least 256)
+    /// whenever their count is within `max_nodes`. Processor affinity structures naming nodes
+    /// without memory are the VMM's and count toward the same limit in the guest; they are not
+    /// seen here.
+    ///
+    /// # Errors
+    /// [`Error::TooManyGuestNodes`] if the ranges name more than `max_nodes` nodes;
+    /// [`Error::TooManyNumaRanges`] if there are more than `2 * max_nodes` ranges.
+    ///
+    /// ```
+    /// use memvisor_space::plan::{NodeRequest, PlanRequest, plan};
+    /// use memvisor_space::{Error, LINUX_MAX_NUMNODES, Platform, RegionSpec};
+    /// use memvisor_space::vm_memory::GuestAddress;
+    ///
+    /// let node = NodeRequest { size: 2 << 20, memory: RegionSpec::ram(GuestAddress(0), 0) };
+    /// let request = PlanRequest {
+    ///     platform: Platform::x86_64(),
+    ///     phys_bits: 40,
+    ///     nodes: vec![node; 65],
+    ///     serial: None,
+    ///     devices: vec![],
+    ///     hotplug: None,
+    ///     low_ram_limit: None,
+    ///     window_align: None,
+    /// };
+    /// let plan = plan(&request).expect("a plan");
+    /// let err = plan.numa_ranges_for_guest(LINUX_MAX_NUMNODES).unwrap_err();
+    /// assert!(matches!(err, Error::TooManyGuestNodes { nodes: 65, max: 64 }));
+    /// assert_eq!(plan.numa_ranges_for_guest(1024)?.len(), 65);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn numa_ranges_for_guest(&self, max_nodes: u32) -> Result<Vec<NumaRange>> {
+        let ranges = self.numa_ranges();
+        let nodes = ranges
+            .iter()
+            .map(|r| r.node)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if nodes > usize::try_from(max_nodes).unwrap_or(usize::MAX) {
+            return Err(Error::TooManyGuestNodes {
+                nodes,
+                max: max_nodes,
+            });
+        }
+        let max = 2 * u64::from(max_nodes);
+        if u64::try_from(ranges.len()).unwrap_or(u64::MAX) > max {
+            return Err(Error::TooManyNumaRanges {
+                ranges: ranges.len(),
+                max,
+            });
+        }
+        Ok(ranges)
     }
 }
 

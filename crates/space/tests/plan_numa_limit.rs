@@ -1,0 +1,90 @@
+//! A plan's SRAT against the guest kernel's NUMA limits: Linux maps at most `MAX_NUMNODES`
+//! proximity domains to nodes and keeps at most `NR_NODE_MEMBLKS` (twice that) memory ranges,
+//! and past either rejects the whole SRAT (`bad_srat`: the guest boots without NUMA). A plan
+//! Linux would reject that way is refused with a typed error naming the count and the limit.
+//!
+//! Not run under Miri: the planner has no unsafe code.
+
+#![cfg(not(miri))]
+
+use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanRequest, plan};
+use memvisor_space::{Error, LINUX_MAX_NUMNODES, Platform, RegionSpec};
+use vm_memory::GuestAddress;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn request(nodes: usize, size: u64, hotplug: bool) -> PlanRequest {
+    PlanRequest {
+        platform: Platform::x86_64(),
+        phys_bits: 40,
+        nodes: vec![
+            NodeRequest {
+                size,
+                memory: RegionSpec::ram(GuestAddress(0), 0),
+            };
+            nodes
+        ],
+        serial: None,
+        devices: vec![],
+        hotplug: hotplug.then(|| HotplugRequest {
+            slots: 1,
+            slot_size: 128 * MIB,
+            node: 0,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        }),
+        low_ram_limit: None,
+        window_align: None,
+    }
+}
+
+#[test]
+fn numa_ranges_for_guest_refuses_more_nodes_than_linux_maps() {
+    assert_eq!(LINUX_MAX_NUMNODES, 64);
+    let at_limit = plan(&request(64, 2 * MIB, false)).unwrap();
+    assert_eq!(
+        at_limit.numa_ranges_for_guest(LINUX_MAX_NUMNODES).unwrap(),
+        at_limit.numa_ranges()
+    );
+    let past = plan(&request(65, 2 * MIB, false)).unwrap();
+    let err = past.numa_ranges_for_guest(LINUX_MAX_NUMNODES).unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyGuestNodes { nodes: 65, max: 64 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the SRAT has 65 guest NUMA nodes, more than the 64 the guest kernel maps (it would \
+         boot without NUMA)"
+    );
+    // A kernel built with more nodes (MAXSMP: 1,024) takes it.
+    assert_eq!(
+        past.numa_ranges_for_guest(1024).unwrap(),
+        past.numa_ranges()
+    );
+}
+
+#[test]
+fn numa_ranges_for_guest_refuses_more_ranges_than_linux_keeps() {
+    // One node over the 32-bit hole (two ranges) and the hotplug window: three ranges, more
+    // than the two a kernel of one node keeps.
+    let split = plan(&request(1, 4 * GIB, true)).unwrap();
+    let ranges = split.numa_ranges();
+    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    let err = split.numa_ranges_for_guest(1).unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyNumaRanges { ranges: 3, max: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the SRAT has 3 memory ranges, more than the 2 the guest kernel keeps (it would boot \
+         without NUMA)"
+    );
+    assert_eq!(split.numa_ranges_for_guest(2).unwrap(), ranges);
+    // No limit of zero nodes: every kernel has one.
+    assert!(matches!(
+        split.numa_ranges_for_guest(0),
+        Err(Error::TooManyGuestNodes { nodes: 1, max: 0 })
+    ));
+}
