@@ -276,13 +276,13 @@ pub unsafe extern "C" fn memvisor_client_get_stats(
     out: *mut ClientStats,
 ) -> Status {
     guard(|| {
-        if out.is_null() {
-            return Err(Status::NullPointer);
-        }
-        // SAFETY: the per-client thread contract.
-        let live = unsafe { registry::client(client.id) }?;
-        let stats = live.run(|c| ClientStats::from_client(&c.stats(), c.quota().limit()));
         // SAFETY: the caller's promise.
-        unsafe { write_sized(out, stats) }
+        unsafe {
+            write_sized(out, || {
+                // SAFETY: the per-client thread contract.
+                let live = registry::client(client.id)?;
+                Ok(live.run(|c| ClientStats::from_client(&c.stats(), c.quota().limit())))
+            })
+        }
     })
 }

@@ -212,13 +212,15 @@ pub unsafe extern "C" fn memvisor_context_get_stats(
     out: *mut ContextStats,
 ) -> Status {
     guard(|| {
-        check_out(out)?;
-        let stats = registry::pin(context.id)?.run(|shared| {
-            let arena = &shared.arena;
-            ContextStats::from_arena(&arena.stats(), arena)
-        });
         // SAFETY: the caller's promise.
-        unsafe { write_sized(out, stats) }
+        unsafe {
+            write_sized(out, || {
+                Ok(registry::pin(context.id)?.run(|shared| {
+                    let arena = &shared.arena;
+                    ContextStats::from_arena(&arena.stats(), arena)
+                }))
+            })
+        }
     })
 }
 

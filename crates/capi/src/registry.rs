@@ -1073,6 +1073,103 @@ mod tests {
         );
     }
 
+    /// What each function answers for a poisoned context and its clients is fixed by one
+    /// order, the same as for a live one: the arguments checked alone first (`NULL_POINTER`,
+    /// `STRUCT_SIZE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE`), then the handle (`POISONED`), and
+    /// nothing written; the functions that take no handle work as usual, and the deletes
+    /// succeed (a client, then the context).
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "a poisoned context's clients are forgotten on purpose, which Miri reports as a leak"
+    )]
+    fn poisoned_context_answers_argument_errors_first_then_poisoned() {
+        use crate::types::{Client, ClientStats, Config, Context, ContextStats};
+        let ctx = create_context(arena()).unwrap();
+        let cl = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+        let (context, client) = (Context { id: ctx }, Client { id: cl });
+        let mut p = std::ptr::null_mut();
+        // SAFETY: `p` is writable; no other thread uses the client.
+        let made = unsafe { crate::memvisor_alloc(client, 64, &mut p) };
+        assert_eq!(made, Status::Ok);
+        panic_in_a_call(ctx);
+        let null = std::ptr::null_mut::<std::ffi::c_void>();
+        let mut q = std::ptr::null_mut();
+        // A size under the `size` field: no version of the structures has it.
+        let mut cstats = ClientStats {
+            size: 1,
+            ..ClientStats::default()
+        };
+        let mut xstats = ContextStats {
+            size: 1,
+            ..ContextStats::default()
+        };
+        // SAFETY: every output is null or writable; no other thread uses the client; `p` is
+        // only looked up.
+        let answers = unsafe {
+            [
+                crate::memvisor_alloc(client, 64, null.cast()),
+                crate::memvisor_alloc(client, usize::MAX, &mut q),
+                crate::memvisor_alloc_aligned(client, 64, 64, null.cast()),
+                crate::memvisor_alloc_aligned(client, 64, 3, &mut q),
+                crate::memvisor_alloc_aligned(client, usize::MAX, 64, &mut q),
+                crate::memvisor_client_free(client, null, null.cast()),
+                crate::memvisor_client_owns(client, p, null.cast()),
+                crate::memvisor_client_owns(client, null, &mut false),
+                crate::memvisor_size_of(client, p, null.cast()),
+                crate::memvisor_size_of(client, null, &mut 0),
+                crate::memvisor_client_get_stats(client, null.cast()),
+                crate::memvisor_client_get_stats(client, &mut cstats),
+                crate::memvisor_free(context, null, null.cast()),
+                crate::memvisor_context_owner(context, p, null.cast()),
+                crate::memvisor_context_owner(context, null, &mut Client { id: 0 }),
+                crate::memvisor_context_accepted_flags(context, null.cast()),
+                crate::memvisor_context_get_stats(context, null.cast()),
+                crate::memvisor_context_get_stats(context, &mut xstats),
+                crate::memvisor_client_create(context, 0, null.cast()),
+            ]
+        };
+        use Status::{NullPointer, StructSize, TooLarge, UnsupportedAlignment};
+        assert_eq!(
+            answers,
+            [
+                NullPointer,
+                TooLarge,
+                NullPointer,
+                UnsupportedAlignment,
+                TooLarge,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                StructSize,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                StructSize,
+                NullPointer,
+            ]
+        );
+        assert!(q.is_null());
+        assert_eq!((cstats.size, xstats.size), (1, 1));
+        // The functions that take no handle do not see the poison.
+        let mut config = Config::default();
+        // SAFETY: `config` is writable for its size.
+        let status = unsafe { crate::memvisor_config_init_sized(&mut config, size_of::<Config>()) };
+        assert_eq!(status, Status::Ok);
+        assert_eq!(
+            crate::memvisor_supported_flags(),
+            Arena::supported_flags().bits()
+        );
+        // SAFETY: the client is used on this thread alone, and its blocks not after.
+        assert_eq!(unsafe { crate::memvisor_client_delete(client) }, Status::Ok);
+        assert_eq!(crate::memvisor_context_delete(context), Status::Ok);
+    }
+
     /// A call in flight on a context when another call on it panics holds it: the delete is
     /// `CONTEXT_BUSY` until that call is out, then succeeds; the slot the context had serves
     /// the next context unpoisoned, and a client slot a poisoned client had serves the next

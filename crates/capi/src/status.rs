@@ -73,6 +73,17 @@ pub enum Status {
     /// half-changed, so nothing reaches that state again. Only deleting works: delete its
     /// clients, then the context. Its memory is given back when the context is deleted; the
     /// records of its clients are not.
+    ///
+    /// Exactly what a poisoned context's calls answer: every function given the context or
+    /// one of its clients checks its other arguments first, as for a live context
+    /// (`NULL_POINTER`, `STRUCT_SIZE`, `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE` for a size no
+    /// block can have), then answers `POISONED` and writes nothing;
+    /// `memvisor_client_delete` answers `OK`, `memvisor_context_delete` `CONTEXT_BUSY` while
+    /// a client of it lives or a call that started before the poison is still running, then
+    /// `OK`; once deleted, their handles are `INVALID_HANDLE`. The functions given no handle
+    /// (making contexts, `memvisor_config_init`, the version, messages and supported flags)
+    /// do not see it. Calls on other threads that had passed their handle's check when the
+    /// poison was set run to their end on the context as if it had not been.
     Poisoned = 19,
 }
 

@@ -292,23 +292,29 @@ pub(crate) fn served_len<T: Plain>(size: usize) -> Result<usize, Status> {
     }
 }
 
-/// Writes `value` (whose first field is its `size`) to `out` up to the caller's `size`, which
-/// then says how many bytes were filled.
+/// Writes the value `make` gives (whose first field is its `size`) to `out` up to the
+/// caller's `size`, which then says how many bytes were filled. `out` and its `size` are
+/// checked before `make` runs, so a caller's structure is refused alike whatever `make` would
+/// answer (a handle refused, say).
 ///
 /// # Errors
 /// [`Status::NullPointer`] if `out` is null, [`Status::StructSize`] if its `size` is not one
-/// this library serves (see [`served_len`]); nothing is written then.
+/// this library serves (see [`served_len`]), or `make`'s error; nothing is written then.
 ///
 /// # Safety
 /// `out`, if not null, points to a writable structure whose first field is a `size_t` that
 /// says how many bytes it has.
-pub(crate) unsafe fn write_sized<T: Plain>(out: *mut T, value: T) -> Result<(), Status> {
+pub(crate) unsafe fn write_sized<T: Plain>(
+    out: *mut T,
+    make: impl FnOnce() -> Result<T, Status>,
+) -> Result<(), Status> {
     if out.is_null() {
         return Err(Status::NullPointer);
     }
     // SAFETY: the caller's promise: a readable `size_t` first field.
     let size = unsafe { out.cast::<usize>().read_unaligned() };
     let len = served_len::<T>(size)?;
+    let value = make()?;
     // SAFETY: the caller said the structure has `size >= len` writable bytes.
     unsafe { write_plain(out, value, len) };
     Ok(())
@@ -565,7 +571,7 @@ mod tests {
             ..ClientStats::default()
         };
         // SAFETY: `bytes` is writable and as large as the structure.
-        let status = unsafe { write_sized(bytes.as_mut_ptr().cast::<ClientStats>(), value) };
+        let status = unsafe { write_sized(bytes.as_mut_ptr().cast::<ClientStats>(), || Ok(value)) };
         assert_eq!(status, Ok(()));
         let word = |i: usize| usize::from_ne_bytes(bytes[i * W..(i + 1) * W].try_into().unwrap());
         assert_eq!((word(0), word(1), word(2)), (3 * W, 1, 2));
@@ -579,7 +585,8 @@ mod tests {
         let before = bytes;
         let value = ContextStats::default();
         // SAFETY: `bytes` is writable and as large as the structure.
-        let status = unsafe { write_sized(bytes.as_mut_ptr().cast::<ContextStats>(), value) };
+        let status =
+            unsafe { write_sized(bytes.as_mut_ptr().cast::<ContextStats>(), || Ok(value)) };
         assert_eq!(status, Err(Status::StructSize));
         assert_eq!(bytes, before);
     }

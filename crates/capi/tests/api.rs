@@ -248,7 +248,11 @@ fn handle_of_the_other_kind_refused() {
         clients.push(client(ctx));
     }
     let mut p: *mut c_void = ptr::null_mut();
-    let mut s = ContextStats::default();
+    // A size the library serves: a bad one is refused before the handle is looked up.
+    let mut s = ContextStats {
+        size: size_of::<ContextStats>(),
+        ..ContextStats::default()
+    };
     // SAFETY: outputs are writable locals.
     unsafe {
         let as_client = Client { id: ctx.id };
