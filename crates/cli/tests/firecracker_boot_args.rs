@@ -66,3 +66,33 @@ fn firecracker_boot_args_longer_than_its_command_line_are_refused() {
         );
     }
 }
+
+#[test]
+fn firecracker_boot_args_with_a_nul_are_refused() {
+    // linux-loader's `Cmdline::try_from` takes a NUL, but Firecracker makes a C string of the
+    // command line when it boots (`as_cstring`) and stops there with a panic: refused at the
+    // field, wherever the NUL is.
+    for args in ["\0", "console=ttyS0\0", "a\0b", "reboot=k -- init\0"] {
+        let out = plan("fc-boot-args-nul.json", args, false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+        assert!(err.starts_with("error: boot-source.boot_args: "), "{err}");
+        assert!(err.contains("NUL"), "{err}");
+        let out = plan("fc-boot-args-nul.json", args, true);
+        assert_eq!(out.status.code(), Some(2));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["error"]["field"], "boot-source.boot_args", "{doc}");
+        assert_eq!(doc["error"]["line"], 1, "{doc}");
+    }
+    // Any other character is the kernel's to read: taken, as Firecracker takes it.
+    for args in ["console=ttyS0 \u{1} é", "\u{7f}"] {
+        let out = plan("fc-boot-args-odd.json", args, false);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -228,3 +228,66 @@ fn firecracker_guest_mac_refusal_says_what_firecracker_takes() {
         "six bytes joined by `:`, each two hex digits or `+` and one",
     );
 }
+
+#[test]
+fn firecracker_paths_it_cannot_open_on_any_host_are_refused() {
+    // Firecracker opens a drive's `path_on_host`, connects to a vhost-user drive's `socket`,
+    // opens `kernel_image_path` and `initrd_path` and binds the vsock's `uds_path` when it
+    // applies the file: an empty path, or one with a NUL, fails there on every host.
+    let cases = |path: &str| {
+        [
+            (
+                format!(
+                    r#""drives": [{{"drive_id": "r", "is_root_device": true, "path_on_host": {path}}}]"#
+                ),
+                "drives[0].path_on_host",
+            ),
+            (
+                format!(
+                    r#""drives": [{{"drive_id": "r", "is_root_device": false, "socket": {path}}}]"#
+                ),
+                "drives[0].socket",
+            ),
+            (
+                format!(r#""drives": [], "vsock": {{"guest_cid": 3, "uds_path": {path}}}"#),
+                "vsock.uds_path",
+            ),
+        ]
+    };
+    for path in [r#""""#, r#""a\u0000b""#, r#""\u0000""#] {
+        for (body, field) in cases(path) {
+            let column = 1 + body.find(path).unwrap() as u64;
+            refused_at("fc-path-empty.json", &body, field, column, "Firecracker");
+        }
+    }
+    for path in [r#""d""#, r#"" ""#, r#""/run/é.sock""#] {
+        for (body, _) in cases(path) {
+            planned("fc-path-taken.json", &body);
+        }
+    }
+    // The boot source's paths, on the file's first line.
+    for (boot, field) in [
+        (
+            r#"{"kernel_image_path": ""}"#,
+            "boot-source.kernel_image_path",
+        ),
+        (
+            r#"{"kernel_image_path": "k\u0000"}"#,
+            "boot-source.kernel_image_path",
+        ),
+        (
+            r#"{"kernel_image_path": "k", "initrd_path": ""}"#,
+            "boot-source.initrd_path",
+        ),
+    ] {
+        let path = scratch("fc-boot-path-empty.json");
+        std::fs::write(&path, format!(r#"{{"boot-source": {boot}, "drives": []}}"#)).unwrap();
+        let out = binary(&["plan", "--from", "firecracker", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{boot}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {field}: ")),
+            "{boot}: {err}"
+        );
+    }
+}

@@ -240,6 +240,41 @@ impl<'de> Deserialize<'de> for FcTapName {
     }
 }
 
+/// A path Firecracker opens, connects to or binds on the host when it applies the file (a
+/// drive's `path_on_host` and `socket`, `kernel_image_path`, `initrd_path`, the vsock's
+/// `uds_path`): a string that is not empty and holds no NUL, as the system refuses both on
+/// every host (an empty path names nothing; a NUL cannot be in a C string).
+#[derive(Debug)]
+struct FcHostPath;
+
+impl<'de> Deserialize<'de> for FcHostPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FcHostPath;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcHostPath, E> {
+                if v.is_empty() {
+                    Err(E::custom(
+                        "an empty path, which names no file: Firecracker fails to open it on \
+                         every host",
+                    ))
+                } else if let Some(at) = v.find('\0') {
+                    Err(E::custom(format!(
+                        "a path with a NUL (at byte {at}), which the system takes in no path: \
+                         Firecracker fails to open it on every host"
+                    )))
+                } else {
+                    Ok(FcHostPath)
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// One of the names of a Firecracker enum (`CacheType`, `FileEngineType`), as serde's derive
 /// reads it: a string that is one of `names`.
 fn fc_variant<'de, D: Deserializer<'de>>(
@@ -424,7 +459,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
         let kind = self.kind;
         let mut id: Option<Option<String>> = None;
         let mut root = None;
-        let mut socket: Option<Option<String>> = None;
+        let mut socket: Option<Option<FcHostPath>> = None;
         let mut guest_mac = None;
         let mut partuuid_console = false;
         let mut seen: Vec<&'static str> = Vec::new();
@@ -438,13 +473,13 @@ impl<'de> Visitor<'de> for FcIdVisitor {
             seen.push(field);
             match field {
                 "is_root_device" => root = Some(map.next_value::<&'de RawValue>()?),
-                "socket" => socket = Some(map.next_value::<Option<String>>()?),
+                "socket" => socket = Some(map.next_value::<Option<FcHostPath>>()?),
                 "guest_mac" => guest_mac = Some(map.next_value::<&'de RawValue>()?),
                 "host_dev_name" => {
                     map.next_value::<FcTapName>()?;
                 }
                 "uds_path" => {
-                    map.next_value::<String>()?;
+                    map.next_value::<FcHostPath>()?;
                 }
                 "guest_cid" => {
                     map.next_value::<Whole32>()?;
@@ -457,7 +492,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
                         .is_some_and(|p| p.contains(FC_CONSOLE_ARG));
                 }
                 "path_on_host" => {
-                    map.next_value::<Option<String>>()?;
+                    map.next_value::<Option<FcHostPath>>()?;
                 }
                 "is_read_only" => {
                     map.next_value::<Option<bool>>()?;
@@ -580,10 +615,10 @@ impl FcObject for FcBalloon<'_> {
 struct FcBootSource {
     /// Required.
     #[allow(dead_code)]
-    kernel_image_path: String,
+    kernel_image_path: FcHostPath,
     #[serde(default)]
     #[allow(dead_code)]
-    initrd_path: Option<String>,
+    initrd_path: Option<FcHostPath>,
     #[serde(default)]
     boot_args: Option<FcBootArgs>,
 }
@@ -604,7 +639,8 @@ const FC_INIT_ARGS_SEPARATOR: &str = " -- ";
 /// measures it: the text split at the first [`FC_INIT_ARGS_SEPARATOR`] with an even number of
 /// `"` before it, each part trimmed, the parts joined by the separator again (when the init's
 /// part is not empty) and a NUL after. Firecracker refuses a longer one when it applies the
-/// file.
+/// file; it takes one with a NUL then, but fails to boot with it (it makes a C string of the
+/// command line, `Cmdline::as_cstring`, and stops when that fails), so a NUL is refused too.
 #[derive(Debug)]
 struct FcBootArgs {
     /// The command line has `console=` (on aarch64 Firecracker then adds a serial port, which
@@ -648,6 +684,12 @@ impl<'de> Deserialize<'de> for FcBootArgs {
                 f.write_str("a string")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcBootArgs, E> {
+                if let Some(at) = v.find('\0') {
+                    return Err(E::custom(format!(
+                        "a NUL at byte {at}: Firecracker takes the text but cannot make the C \
+                         string of the kernel command line when it boots, and stops there"
+                    )));
+                }
                 let size = fc_cmdline_size(v);
                 if size <= FC_CMDLINE_MAX_SIZE {
                     Ok(FcBootArgs {
@@ -1413,7 +1455,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// pages (Firecracker 1.14 on). A drive is a drive of a file (`path_on_host`, no `socket`) or a
 /// vhost-user drive (`socket`, and none of `path_on_host`, `is_read_only`, `rate_limiter`,
 /// `io_engine`), and an interface's `mtu` is at least 68 and its `host_dev_name` under 16 bytes,
-/// as Firecracker builds no other.
+/// as Firecracker builds no other. The paths Firecracker opens when it applies the file
+/// (`kernel_image_path`, `initrd_path`, a drive's `path_on_host` and `socket`, the vsock's
+/// `uds_path`) are not empty and hold no NUL, and `boot_args` holds no NUL, as Firecracker
+/// cannot open or boot with such a value on any host.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
@@ -1443,11 +1488,11 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// object belongs included, a required field missing or `null`, an unknown field), an unknown
 /// `huge_pages` value, a second root drive, a drive of neither kind or of both, an `mtu` below
 /// 68, a `host_dev_name` of 16 bytes or more, `boot_args` longer than Firecracker's 2048-byte
-/// kernel command line, too many devices, a `vcpu_count`,
-/// `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and aarch64 limits
-/// above, with the field and its line and column in the file (the limits at the value that
-/// breaks them); [`Error::SpecTooLarge`] when the converted spec would be larger than a spec
-/// may be.
+/// kernel command line or with a NUL, an empty path or one with a NUL, too many devices, a
+/// `vcpu_count`, `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and
+/// aarch64 limits above, with the field and its line and column in the file (the limits at the
+/// value that breaks them); [`Error::SpecTooLarge`] when the converted spec would be larger than a
+/// spec may be.
 ///
 /// ```
 /// use memvisor_cli::spec::Arch;
