@@ -359,13 +359,13 @@ impl Plan {
     /// reserves it ([`Platform::with_pci_mmconfig`]): Linux uses MMCONFIG only where the e820
     /// map or ACPI reserves it; and on x86-64 KVM's TSS and identity-map pages reserved
     /// ([`Platform::kvm_tss_addr`], [`Platform::kvm_identity_map_addr`]; 5 pages at
-    /// 0xfffb_c000), as QEMU reserves its own: nothing else tells the guest that KVM's
-    /// private memory slots lie there, and Linux keeps e820's reserved ranges out of the
-    /// addresses it assigns to PCI devices. The platform's other reservations (IOAPIC, local
-    /// APIC, the GIC) are not listed: the guest finds its interrupt controllers in its ACPI
-    /// tables or device tree, and the map lists no RAM in any of them. Sorted, adjacent
-    /// entries of one type merged. (A [`Snapshot`](crate::Snapshot) cannot tell which
-    /// reserved region is MMCONFIG or KVM's, so its map lists boot RAM only.)
+    /// 0xfffb_c000, or the 4 of [`Platform::with_kvm_pages_at`]), as QEMU reserves its own: nothing
+    /// else tells the guest that KVM's private memory slots lie there, and Linux keeps e820's
+    /// reserved ranges out of the addresses it assigns to PCI devices. The platform's other
+    /// reservations (IOAPIC, local APIC, the GIC) are not listed: the guest finds its interrupt
+    /// controllers in its ACPI tables or device tree, and the map lists no RAM in any of them.
+    /// Sorted, adjacent entries of one type merged. (A [`Snapshot`](crate::Snapshot) cannot
+    /// tell which reserved region is MMCONFIG or KVM's, so its map lists boot RAM only.)
     ///
     /// ```
     /// use memvisor_space::plan::{NodeRequest, PlanRequest, plan};

@@ -511,3 +511,74 @@ fn plan_refuses_devices_on_kvm_in_kernel_devices() {
         }
     }
 }
+
+/// KVM's pages moved to QEMU's place, 4 pages at 0xfeff_c000 in the reserved window (the
+/// identity map, then the TSS), leave the whole 4 MiB firmware window below 4 GiB to firmware,
+/// where the default place leaves 252 KiB; a plan lists the moved pages as reserved and its
+/// placer holds them. A place off a page, past 4 GiB, outside the reserved and firmware
+/// windows or over another reservation is refused, and AArch64 has none to move.
+#[test]
+fn kvm_pages_moved_leave_the_firmware_window_whole() {
+    const PAGE: u64 = 0x1000;
+    let x86 = Platform::x86_64();
+    let fw = GuestRange::new(GuestAddress(0xffc0_0000), 4 * MIB).unwrap();
+    let default_plan = plan(&request(x86.clone(), 256 * MIB)).unwrap();
+    let mut placer = default_plan.placer.clone();
+    assert!(placer.take(fw, "firmware").is_err());
+    let moved = x86.clone().with_kvm_pages_at(0xfeff_c000).unwrap();
+    assert_eq!(moved.kvm_identity_map_addr(), Some(0xfeff_c000));
+    assert_eq!(moved.kvm_tss_addr(), Some(0xfeff_d000));
+    let kvm = GuestRange::new(GuestAddress(0xfeff_c000), 4 * PAGE).unwrap();
+    for with_mmconfig in [false, true] {
+        let platform = if with_mmconfig {
+            moved.clone().with_pci_mmconfig().unwrap()
+        } else {
+            moved.clone()
+        };
+        let p = plan(&request(platform, 256 * MIB)).unwrap();
+        let mut placer = p.placer.clone();
+        placer.take(fw, "firmware").unwrap();
+        assert_eq!(
+            p.placer.owner_of(GuestAddress(0xfeff_d000)).unwrap(),
+            ("KVM TSS, identity map", kvm)
+        );
+        let listed = MemoryMapEntry {
+            addr: 0xfeff_c000,
+            size: 4 * PAGE,
+            ty: MemoryType::Reserved,
+        };
+        assert!(p.memory_map().contains(&listed), "{:x?}", p.memory_map());
+        assert!(
+            p.memory_map().iter().all(|e| e.addr != 0xfffb_c000),
+            "the default place is still listed"
+        );
+    }
+    // Moving twice keeps one reservation.
+    let twice = moved.clone().with_kvm_pages_at(0xfef0_0000).unwrap();
+    assert_eq!(
+        twice
+            .reservations()
+            .iter()
+            .filter(|r| r.name() == "KVM TSS, identity map")
+            .count(),
+        1
+    );
+    for bad in [
+        0xfeff_c800, // off a page
+        0xffff_e000, // past 4 GiB
+        0xc000_0000, // in the device window
+        0xfec0_0000, // over the IOAPIC
+        0xfedf_e000, // over the local APIC's page
+        !0xfff_u64,  // wraps
+    ] {
+        let err = x86.clone().with_kvm_pages_at(bad).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidLayout { .. }),
+            "{bad:#x}: {err:?}"
+        );
+    }
+    assert!(matches!(
+        Platform::aarch64().with_kvm_pages_at(0xfeff_c000),
+        Err(Error::InvalidLayout { .. })
+    ));
+}

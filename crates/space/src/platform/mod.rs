@@ -165,7 +165,8 @@ impl Platform {
     /// devices), COM1 at port 0x3f8 with IRQ 4, the IOAPIC and local APIC pages, KVM's TSS and
     /// identity-map pages (5 pages at 0xfffb_c000: the TSS at 0xfffb_d000 for
     /// `KVM_SET_TSS_ADDR`, with the identity-map page where KVM puts it by default or right
-    /// after the TSS), and the PC legacy hole
+    /// after the TSS; [`with_kvm_pages_at`](Self::with_kvm_pages_at) moves them), and the PC
+    /// legacy hole
     /// (0x9fc00–0xfffff) inside RAM. A [`plan`](crate::plan::plan) also keeps GSIs 0 and 2 (the
     /// timer's) from the serial port and holds the I/O ports KVM's in-kernel PICs, PIT and
     /// ELCR answer (0x20–0x21, 0x40–0x43, 0x61, 0xa0–0xa1, 0x4d0–0x4d1) in its placer, as
@@ -203,6 +204,63 @@ impl Platform {
                 reason: "the aarch64 preset has no PCI MMCONFIG range".into(),
             }),
         }
+    }
+
+    /// The platform with KVM's pages moved to `identity_map`: the identity-map page there and
+    /// the TSS's 3 pages right after it (QEMU's order; 4 pages in all), in place of the
+    /// preset's 5 pages at 0xfffb_c000, which leave firmware ending at 4 GiB at most 252 KiB.
+    /// QEMU's place, 0xfeff_c000, in the reserved window below the firmware window, leaves
+    /// firmware the whole firmware window, `[0xffc0_0000, 4 GiB)` (4 MiB: OVMF's 2 or 4 MiB
+    /// fit; SeaBIOS's 256 KiB image does not fit the preset's place). Then
+    /// [`kvm_identity_map_addr`](Self::kvm_identity_map_addr) is `identity_map` and
+    /// [`kvm_tss_addr`](Self::kvm_tss_addr) the page after it; a plan's memory map and
+    /// placer hold the moved pages. The VMM must then call `KVM_SET_IDENTITY_MAP_ADDR` with
+    /// the identity-map address before it creates a vCPU: without the call KVM puts the page
+    /// at 0xfffb_c000, which is no longer reserved. Moving again replaces the place.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLayout`] on AArch64 (no KVM TSS), or when the 4 pages are not on a
+    /// 4 KiB page, not inside the x86-64 preset's reserved and firmware windows
+    /// (`[0xfec0_0000, 4 GiB)`, over no RAM and no device; KVM takes a TSS below 4 GiB) or
+    /// overlap another of the platform's reservations (the IOAPIC's or the local APIC's page).
+    ///
+    /// ```
+    /// use memvisor_space::{Error, GuestRange, Platform};
+    /// use memvisor_space::vm_memory::GuestAddress;
+    ///
+    /// let platform = Platform::x86_64().with_kvm_pages_at(0xfeff_c000)?;
+    /// assert_eq!(platform.kvm_identity_map_addr(), Some(0xfeff_c000));
+    /// assert_eq!(platform.kvm_tss_addr(), Some(0xfeff_d000));
+    /// let layout = platform.layout().ram(1 << 30).build()?;
+    /// let mut placer = platform.placer(&layout)?;
+    /// // A 4 MiB firmware image ending at 4 GiB.
+    /// placer.take(GuestRange::new(GuestAddress(0xffc0_0000), 4 << 20)?, "OVMF")?;
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn with_kvm_pages_at(mut self, identity_map: u64) -> Result<Self> {
+        if self.arch != Arch::X86_64 {
+            return Err(Error::InvalidLayout {
+                reason: format!("the {} preset has no KVM TSS", self.arch),
+            });
+        }
+        let pages =
+            x86_64::kvm_pages_at(identity_map).map_err(|reason| Error::InvalidLayout { reason })?;
+        if let Some(other) = self
+            .reservations
+            .iter()
+            .find(|r| r.name != x86_64::KVM_TSS_NAME && r.range.overlaps(&pages.range))
+        {
+            return Err(Error::InvalidLayout {
+                reason: format!(
+                    "KVM's pages {} overlap the {} reservation {}",
+                    pages.range, other.name, other.range
+                ),
+            });
+        }
+        self.reservations.retain(|r| r.name != x86_64::KVM_TSS_NAME);
+        self.reservations.push(pages);
+        self.reservations.sort_by_key(|r| r.range);
+        Ok(self)
     }
 
     /// The architecture.
@@ -295,7 +353,18 @@ impl Platform {
     /// reservation (in the preset layout's firmware window below 4 GiB, over no RAM and no
     /// device, held by [`placer`](Self::placer) so that no firmware image is placed over it:
     /// one that ends at 4 GiB has at most the 252 KiB from 0xfffc_1000), which a plan's
-    /// [`memory_map`](crate::plan::Plan::memory_map) lists as reserved. `None` on AArch64.
+    /// [`memory_map`](crate::plan::Plan::memory_map) lists as reserved; the page after
+    /// [`kvm_identity_map_addr`](Self::kvm_identity_map_addr) where
+    /// [`with_kvm_pages_at`](Self::with_kvm_pages_at) moved them. `None` on AArch64.
+    ///
+    /// The preset keeps Firecracker's place because the identity-map page below it is where
+    /// KVM puts that page when `KVM_SET_IDENTITY_MAP_ADDR` is never called, as Firecracker
+    /// and this workspace's example VMMs never call it: any other place is right only for a
+    /// VMM that makes the call on every VM, and wrong silently for one that does not (KVM's
+    /// page would land in firmware room nothing reserves). 252 KiB holds qboot and a 128 KiB
+    /// SeaBIOS, or no firmware at all (a kernel loaded directly, as Firecracker and Cloud
+    /// Hypervisor boot); a VMM that maps a larger image at 4 GiB (OVMF, a 256 KiB SeaBIOS)
+    /// moves the pages out of its way with [`with_kvm_pages_at`](Self::with_kvm_pages_at).
     ///
     /// A `u64`, as every guest address of the crate is, on every host. kvm-ioctls'
     /// `VmFd::set_tss_address` takes a `usize`: pass `usize::try_from(addr)?`, which never
@@ -316,18 +385,21 @@ impl Platform {
     /// ```
     #[must_use]
     pub fn kvm_tss_addr(&self) -> Option<u64> {
-        self.kvm_pages().map(|_| x86_64::KVM_TSS_ADDR)
+        // The TSS follows the identity-map page, at the preset's place and a moved one alike.
+        self.kvm_pages()
+            .map(|r| r.range.start().0 + (x86_64::KVM_TSS_ADDR - x86_64::KVM_IDENTITY_MAP_ADDR))
     }
 
     /// Where a VMM gives KVM its identity-map page (`KVM_SET_IDENTITY_MAP_ADDR`, one page;
     /// KVM's page table for guest code running without paging, on Intel hosts with EPT but
     /// without unrestricted guests) on x86-64:
     /// 0xfffb_c000, right below the TSS, which is also where KVM puts it when the call is not
-    /// made. Inside the same reservation as [`kvm_tss_addr`](Self::kvm_tss_addr); `None` on
-    /// AArch64.
+    /// made; where [`with_kvm_pages_at`](Self::with_kvm_pages_at) moved the pages, the address
+    /// given there, which the VMM must pass to `KVM_SET_IDENTITY_MAP_ADDR`. Inside the same
+    /// reservation as [`kvm_tss_addr`](Self::kvm_tss_addr); `None` on AArch64.
     #[must_use]
     pub fn kvm_identity_map_addr(&self) -> Option<u64> {
-        self.kvm_pages().map(|_| x86_64::KVM_IDENTITY_MAP_ADDR)
+        self.kvm_pages().map(|r| r.range.start().0)
     }
 
     /// The reservation of KVM's TSS and identity-map pages (x86-64).

@@ -43,6 +43,38 @@ pub(super) const KVM_TSS_ADDR: u64 = KVM_TSS + 0x1000;
 pub(super) const KVM_IDENTITY_MAP_ADDR: u64 = KVM_TSS;
 /// The reservation's name.
 pub(super) const KVM_TSS_NAME: &str = "KVM TSS, identity map";
+/// The pages KVM's pages moved by `Platform::with_kvm_pages_at` take: the identity-map page,
+/// then the TSS's 3.
+pub(super) const KVM_PAGES_MOVED_LEN: u64 = 4 * 0x1000;
+/// Where moved KVM pages may go: the preset's reserved and firmware windows,
+/// `[0xfec0_0000, 4 GiB)`, over no RAM and no device.
+pub(super) const KVM_PAGES_ROOM: (u64, u64) = (0xfec0_0000, 0xffff_ffff);
+
+/// KVM's pages moved to `identity_map` (the identity-map page there, the TSS's 3 pages after
+/// it), or why not.
+pub(super) fn kvm_pages_at(identity_map: u64) -> Result<Reservation, String> {
+    if !identity_map.is_multiple_of(0x1000) {
+        return Err(format!(
+            "KVM's pages at {identity_map:#x}: not on a 4 KiB page"
+        ));
+    }
+    let last = identity_map
+        .checked_add(KVM_PAGES_MOVED_LEN - 1)
+        .filter(|&last| identity_map >= KVM_PAGES_ROOM.0 && last <= KVM_PAGES_ROOM.1)
+        .ok_or_else(|| {
+            format!(
+                "KVM's pages at {identity_map:#x} ({KVM_PAGES_MOVED_LEN:#x} bytes) are not inside \
+                 the reserved and firmware windows [{:#x}, {:#x}]",
+                KVM_PAGES_ROOM.0, KVM_PAGES_ROOM.1
+            )
+        })?;
+    Ok(Reservation::new(
+        KVM_TSS_NAME,
+        identity_map,
+        last,
+        ReservationKind::Reserved,
+    ))
+}
 /// The PC legacy hole: the EBDA, VGA memory and option/BIOS ROMs.
 const LEGACY_HOLE: (u64, u64) = (0x9_fc00, 0xf_ffff);
 /// PCI MMCONFIG (ECAM): 256 buses.
