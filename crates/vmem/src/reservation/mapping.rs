@@ -888,7 +888,8 @@ impl Reservation {
     /// Makes committed readable pages resident for reading, for read-only ranges that
     /// [`prefault`](Self::prefault) (which populates for writing) refuses: Linux
     /// `MADV_POPULATE_READ` (5.14 and later), elsewhere (or on older kernels) by reading each
-    /// page's first byte with a relaxed one-byte atomic load, which races no store another
+    /// page's first byte with a relaxed one-byte atomic load (one the compiler must make: its
+    /// value goes to a volatile write), which races no store another
     /// thread makes meanwhile through an [`AtomicU8`] (any other write of that byte on another
     /// thread during the call, a plain one or an atomic of another size, does race it). A
     /// page the system cannot supply to that read gets no error, as for
@@ -956,6 +957,10 @@ impl Reservation {
         let populated = unsafe { sys::populate_read(self.at(offset), len) }
             .map_err(|e| e.during(Operation::PrefaultRead))?;
         if populated == Populated::NeedsTouch {
+            // Each value read goes to a volatile write: an effect the compiler must keep, with
+            // the value only the load gives, so the load is made (a load whose value nothing
+            // uses, atomic or not, is one the language lets the compiler leave out).
+            let mut sink = 0u8;
             for page in 0..pages.count {
                 // SAFETY: the byte is in a committed readable page that stays so while the call
                 // lock is held; any address is aligned for `AtomicU8`; the caller promises no
@@ -964,7 +969,8 @@ impl Reservation {
                 // that works on read-only memory on every architecture the crate builds for
                 // (the `core::sync::atomic` rules), and it races no atomic store.
                 let byte = unsafe { AtomicU8::from_ptr(self.at(offset + page * self.page)) };
-                byte.load(Ordering::Relaxed);
+                // SAFETY: `sink` is a live local `u8`, written by nothing else.
+                unsafe { core::ptr::write_volatile(&raw mut sink, byte.load(Ordering::Relaxed)) };
             }
         }
         Ok(())
