@@ -50,7 +50,9 @@ pub enum SizeError {
 
 /// Reads a size: a decimal number with an optional binary unit (`B`, `KiB`, `MiB`, `GiB`,
 /// `TiB`; one space before the unit and `_` between two digits are allowed, white space
-/// around the whole is ignored), or a hexadecimal number `0x...` without a unit. A decimal number
+/// around the whole is ignored), or a hexadecimal number without a unit: `0x` (lowercase, as
+/// in TOML; `0X` is refused), then hexadecimal digits of either case, `_` allowed between two
+/// of them (`0xdead_BEEF`). A decimal number
 /// may have a fraction when it comes out as a whole number of bytes (`1.5GiB`, `0.25KiB`, with
 /// any number of decimals, read exactly).
 ///
@@ -66,6 +68,7 @@ pub enum SizeError {
 /// assert_eq!(parse_size("1_000"), Ok(1000));
 /// assert!(matches!(parse_size("_10MiB"), Err(SizeError::BadNumber(_))));
 /// assert!(matches!(parse_size("1__0"), Err(SizeError::BadNumber(_))));
+/// assert!(matches!(parse_size("0X1000"), Err(SizeError::BadNumber(_))));
 /// assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
 /// assert!(matches!(parse_size("2GB"), Err(SizeError::BadUnit { .. })));
 /// assert!(matches!(parse_size("1.3B"), Err(SizeError::Inexact(_))));
@@ -75,7 +78,11 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     if text.is_empty() {
         return Err(SizeError::Empty);
     }
-    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+    // `0X` is no prefix, as in TOML and Rust: read on, it would be a `0` with a unit `X...`.
+    if text.starts_with("0X") {
+        return Err(SizeError::BadNumber(text.to_owned()));
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
         let digits: String = hex.chars().filter(|&c| c != '_').collect();
         if digits.is_empty()
             || !digits.chars().all(|c| c.is_ascii_hexdigit())
@@ -241,7 +248,22 @@ mod tests {
         assert_eq!(parse_size("1B"), Ok(1));
         assert_eq!(parse_size("4KiB"), Ok(4096));
         assert_eq!(parse_size("3 TiB"), Ok(3 << 40));
-        assert_eq!(parse_size("0X1F"), Ok(31));
+        assert_eq!(parse_size("0x1F"), Ok(31));
+    }
+
+    #[test]
+    fn hexadecimal_is_written_with_a_lowercase_prefix_as_in_toml() {
+        // TOML's and Rust's hexadecimal integers start with `0x`, never `0X`; `_` goes
+        // between two hexadecimal digits as between two decimal ones.
+        for bad in ["0X1F", "0X1000", " 0X_1 "] {
+            assert_eq!(
+                parse_size(bad),
+                Err(SizeError::BadNumber(bad.trim().into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_size("0xdead_BEEF"), Ok(0xdead_beef));
+        assert_eq!(parse_size(" 0x1_0 "), Ok(16));
     }
 
     #[test]
