@@ -229,6 +229,10 @@ static void test_context_handles(void) {
     /* The deleted handle is refused everywhere, also after its slot is reused. */
     CHECK_STATUS(memvisor_context_delete(ctx), MEMVISOR_STATUS_INVALID_HANDLE);
     CHECK_STATUS(memvisor_context_get_stats(ctx, &s), MEMVISOR_STATUS_INVALID_HANDLE);
+    /* Arguments are judged before the handle: a bad size is that, whatever the handle. */
+    memvisor_context_stats odd = {.size = 1};
+    CHECK_STATUS(memvisor_context_get_stats(ctx, &odd), MEMVISOR_STATUS_STRUCT_SIZE);
+    CHECK(odd.size == 1);
     memvisor_context again;
     OK(memvisor_context_create(memory, 2 * MIB, NULL, &again));
     CHECK(again.id != ctx.id);
@@ -380,6 +384,9 @@ static void test_client_errors(void) {
     OK(memvisor_client_delete(a));
     CHECK_STATUS(memvisor_client_delete(a), MEMVISOR_STATUS_INVALID_HANDLE);
     CHECK_STATUS(memvisor_alloc(a, 16, &p), MEMVISOR_STATUS_INVALID_HANDLE);
+    memvisor_client_stats odd = {.size = 1};
+    CHECK_STATUS(memvisor_client_get_stats(a, &odd), MEMVISOR_STATUS_STRUCT_SIZE);
+    CHECK(odd.size == 1);
     memvisor_context_stats s = {.size = sizeof s};
     OK(memvisor_context_get_stats(ctx, &s));
     CHECK(s.held_chunks == 1 && s.clients == 1);
