@@ -4,7 +4,9 @@
 //! What is refused is planned per thread (tests run beside each other, and other threads of
 //! the test binary must be served): a test runs the call under one of [`refusing_after`],
 //! [`refusing`], [`refusing_one_after`], [`refusing_one_of_size`] or [`pausing_then_refusing`],
-//! and every request of other threads, and of this thread outside the call, is granted. The
+//! and every request of other threads, and of this thread outside the call, is granted. So is
+//! every request of a panicking thread (the panic's message and backtrace are heap requests),
+//! and a call that panics leaves its thread granting all again. The
 //! allocator can also refuse, on every thread and at all times, any request over a size, as a
 //! process under a memory limit would.
 //!
@@ -65,7 +67,11 @@ impl Refusing {
         if layout.size() > self.max_request {
             return true;
         }
+        // A panicking thread's requests (its message, payload, backtrace) are granted and not
+        // counted: refused, they would abort the process, or hang it, as the failure's hook
+        // waits for the backtrace lock the panic holds. `panicking` allocates nothing.
         layout.align() >= self.min_align
+            && !std::thread::panicking()
             && PLAN
                 .try_with(|plan| plan_refuses(plan, layout.size()))
                 .unwrap_or(false)

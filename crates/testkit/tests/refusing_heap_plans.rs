@@ -85,3 +85,66 @@ fn pausing_then_refusing_waits_once_then_refuses() {
     assert!(start.elapsed() >= Duration::from_millis(20));
     assert_eq!(got, [true, false]);
 }
+
+/// Set in the child process of [`plans_whose_call_panics_give_the_thread_back_to_granting_all`].
+const PANICKING_CHILD: &str = "MEMVISOR_TESTKIT_PANICKING_PLANS_CHILD";
+
+/// Far more than the child needs; a child still running then has hung.
+const CHILD_DEADLINE: Duration = Duration::from_secs(60);
+
+#[test]
+#[cfg_attr(miri, ignore = "starts a process")]
+fn plans_whose_call_panics_give_the_thread_back_to_granting_all() {
+    if std::env::var_os(PANICKING_CHILD).is_some() {
+        // The panic's message, payload and backtrace are heap requests made while the plan
+        // still holds: each must be granted, or the refused one aborts the process, or hangs
+        // it (the allocation-failure hook waits for the backtrace lock the panic holds).
+        let boom = || -> bool { panic!("a panic of {} words", words(1)) };
+        assert!(std::panic::catch_unwind(|| refusing(boom)).is_err());
+        assert!(words(1), "granted after refusing");
+        assert!(std::panic::catch_unwind(|| refusing_after(1, boom)).is_err());
+        assert!(words(1), "granted after refusing_after");
+        assert!(std::panic::catch_unwind(|| refusing_one_after(0, || [words(1), boom()])).is_err());
+        assert!(words(1), "granted after refusing_one_after");
+        assert!(std::panic::catch_unwind(|| refusing_one_of_size(8, boom)).is_err());
+        assert!(words(1), "granted after refusing_one_of_size");
+        let pause = Duration::from_millis(1);
+        assert!(std::panic::catch_unwind(|| pausing_then_refusing(pause, boom)).is_err());
+        assert!(words(1), "granted after pausing_then_refusing");
+        return;
+    }
+    // In a child process, so that one that aborts or hangs fails this test (killed at the
+    // deadline) instead of the test binary; with and without backtraces, under the harness's
+    // capture of the output as a test run has it.
+    for backtrace in ["0", "full"] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "plans_whose_call_panics_give_the_thread_back_to_granting_all",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .env(PANICKING_CHILD, "1")
+            .env("RUST_BACKTRACE", backtrace)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > CHILD_DEADLINE {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("RUST_BACKTRACE={backtrace}: the child hung past {CHILD_DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "RUST_BACKTRACE={backtrace}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
