@@ -8,6 +8,8 @@
 //!   a KVM user memory slot under its memvisor slot number and then follows every insertion and
 //!   removal (hotplug, unplug) through a region listener. A slot KVM refuses makes the listener
 //!   refuse, so the space rolls the change back.
+//! - [`MemorySlots::registered`] lists the slots KVM has ([`RegisteredSlot`]), and
+//!   [`MemorySlots::out_of_sync`] the regions it could not take back ([`OutOfSyncRegion`]).
 //! - [`slot_limit`] reads `KVM_CAP_NR_MEMSLOTS`, to give the space's slot allocator.
 //! - The VM is kvm-ioctls 0.24's `VmFd`: the crate re-exports that kvm-ioctls as [`kvm_ioctls`], so
 //!   a program opens `/dev/kvm` and makes the VM with the version [`MemorySlots::attach`] and
@@ -25,7 +27,7 @@
 //! use memvisor_kvm::kvm_ioctls::Kvm;
 //! use memvisor_kvm::{MemorySlots, slot_limit};
 //! use memvisor_space::vm_memory::GuestAddress;
-//! use memvisor_space::{AddressSpace, Layout, RegionSpec, WindowKind};
+//! use memvisor_space::{AddressSpace, GuestRange, Layout, RegionSpec, WindowKind};
 //!
 //! # if cfg!(miri) { return Ok(()); } // Miri cannot open /dev/kvm.
 //! let Ok(kvm) = Kvm::new() else {
@@ -50,6 +52,10 @@
 //! space.plug(RegionSpec::ram(base, 2 << 20).with_hotplug(true))?;
 //! assert_eq!(slots.slot_at(base), Some(1));
 //! assert_eq!(slots.len(), 2);
+//! // What KVM has, slot by slot: number, guest range, host address, flags.
+//! let plugged = slots.registered()[1];
+//! assert_eq!((plugged.slot, plugged.guest), (1, GuestRange::new(base, 2 << 20)?));
+//! assert!(slots.out_of_sync().is_empty());
 //!
 //! // Dirty logging of the boot RAM.
 //! slots.set_dirty_logging(GuestAddress(0), true)?;
@@ -62,6 +68,7 @@
 
 mod dirty;
 mod error;
+mod slot_entry;
 mod slots;
 
 pub use dirty::DirtyBitmap;
@@ -69,4 +76,5 @@ pub use error::{Error, KvmError, Result};
 /// The kvm-ioctls crate whose `VmFd` [`MemorySlots`] and [`slot_limit`] take, so that users
 /// make their VM with the same version.
 pub use kvm_ioctls;
+pub use slot_entry::{OutOfSyncRegion, RegisteredSlot};
 pub use slots::{MemorySlots, slot_limit};

@@ -9,10 +9,11 @@ use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memo
 use kvm_ioctls::{Cap, VmFd};
 use memvisor_space::plan::MAX_MEMORY_SLOTS;
 use memvisor_space::{
-    AddressSpace, ChangeKind, ListenerError, Region, RegionEvent, RegionListener,
+    AddressSpace, ChangeKind, GuestRange, ListenerError, Region, RegionEvent, RegionListener,
 };
 
 use crate::error::{Error, Result};
+use crate::slot_entry::{OutOfSyncRegion, RegisteredSlot};
 
 /// The number of memory slots KVM documents for a kernel that does not answer
 /// `KVM_CAP_NR_MEMSLOTS`.
@@ -54,6 +55,10 @@ fn limit_of_reply(reply: i32) -> u32 {
 /// as long as KVM may touch it.
 struct Registered {
     region: Arc<Region>,
+    /// The region's range, which KVM's slot maps.
+    guest: GuestRange,
+    /// The region's host memory, KVM's `userspace_addr`.
+    host_address: u64,
     flags: u32,
 }
 
@@ -120,8 +125,8 @@ pub(crate) struct State {
 struct Lost {
     /// Weak: only the space keeps it.
     region: Weak<Region>,
-    base: u64,
-    size: u64,
+    /// The region's range.
+    guest: GuestRange,
     /// The flags the slot gets when KVM takes the region back (the undo of a later refused
     /// removal); `set_dirty_logging` changes them meanwhile, as for a removal under way.
     flags: u32,
@@ -394,9 +399,9 @@ impl MemorySlots {
     }
 
     /// The regions the address space holds with a memory slot but KVM does not, in slot
-    /// order: `(slot, guest base, size)`. Empty unless KVM refused an undo: when a region
-    /// listener after this one refuses a removal, the slot already left KVM and goes back
-    /// (see [`attach`](Self::attach)); if KVM refuses that, the address space ignores the
+    /// order: each one's slot number and guest range. Empty unless KVM refused an undo: when a
+    /// region listener after this one refuses a removal, the slot already left KVM and goes
+    /// back (see [`attach`](Self::attach)); if KVM refuses that, the address space ignores the
     /// error and keeps the region. Such a region is not registered (guest accesses to it exit
     /// as MMIO, and [`registered`](Self::registered) and [`slot_at`](Self::slot_at) leave it
     /// out). The dirty-log methods act on it as while its removal was under way (see
@@ -417,7 +422,7 @@ impl MemorySlots {
     /// removal of it that a listener after this one refuses is undone by inserting it again,
     /// which KVM takes (with the flags set meanwhile, and what is still owed).
     #[must_use]
-    pub fn out_of_sync(&self) -> Vec<(u32, u64, u64)> {
+    pub fn out_of_sync(&self) -> Vec<OutOfSyncRegion> {
         let mut state = self.shared.lock();
         // A record of a region the space no longer holds is done with. A change in progress
         // waits for `state` in the listener or has passed it; either way it has not published
@@ -425,7 +430,7 @@ impl MemorySlots {
         // under another number: removed and inserted again (which mends it).
         let snapshot = self.space.snapshot();
         state.lost.retain(|&slot, l| {
-            let base = vm_memory::GuestAddress(l.base);
+            let base = l.guest.start();
             snapshot
                 .find_arc(base)
                 .is_some_and(|r| std::ptr::eq(l.region.as_ptr(), Arc::as_ptr(&r)))
@@ -434,11 +439,15 @@ impl MemorySlots {
         state
             .lost
             .iter()
-            .map(|(&slot, l)| (slot, l.base, l.size))
+            .map(|(&slot, l)| OutOfSyncRegion {
+                slot,
+                guest: l.guest,
+            })
             .collect()
     }
 
-    /// The slots KVM has, in slot order: `(slot, guest base, size, KVM flags)`. Each is a
+    /// The slots KVM has, in slot order: each one's number, guest range, host address and KVM
+    /// flags, as KVM was given them. Each is a
     /// region of the address space, except a slot KVM refused to delete when undoing an
     /// insertion a listener after this one refused: KVM still has it, so it is listed (and
     /// its region kept mapped) until KVM lets it go. Its deletion is tried again before every
@@ -448,12 +457,17 @@ impl MemorySlots {
     /// of the address space at the place of such a slot's region answers
     /// `memvisor_space::Error::SlotBusy` only while KVM still refuses the deletion.
     #[must_use]
-    pub fn registered(&self) -> Vec<(u32, u64, u64, u32)> {
+    pub fn registered(&self) -> Vec<RegisteredSlot> {
         self.shared
             .locked()
             .slots
             .iter()
-            .map(|(&slot, r)| (slot, r.region.base().0, r.region.size(), r.flags))
+            .map(|(&slot, r)| RegisteredSlot {
+                slot,
+                guest: r.guest,
+                host_address: r.host_address,
+                flags: r.flags,
+            })
             .collect()
     }
 
@@ -627,7 +641,7 @@ impl Shared {
         // Before every change, also one that gives KVM nothing to do: a kept slot goes (and
         // releases its region) as soon as KVM agrees.
         self.delete_stale(state);
-        let (Some(slot), Some(_)) = (slot, region.host_ptr()) else {
+        let (Some(slot), Some(host)) = (slot, region.host_ptr()) else {
             return Ok(());
         };
         if !region.protection().readable() {
@@ -652,6 +666,13 @@ impl Shared {
                     // still refused to delete it just above. The number stays busy meanwhile.
                     return Err(Error::SlotBusy { slot, base });
                 }
+                // Every region's range is valid (the space checked its spec); this keeps a
+                // bad one from reaching KVM all the same.
+                let guest =
+                    GuestRange::new(region.base(), region.size()).map_err(|_| Error::TooBig {
+                        base,
+                        size: region.size(),
+                    })?;
                 // The undo of the removal just made: the slot as it was.
                 let undo = removed.filter(|r| {
                     r.generation == generation
@@ -680,8 +701,7 @@ impl Shared {
                             slot,
                             Lost {
                                 region: Arc::downgrade(region),
-                                base,
-                                size: region.size(),
+                                guest,
                                 flags,
                                 owed,
                             },
@@ -694,6 +714,9 @@ impl Shared {
                     slot,
                     Registered {
                         region: Arc::clone(region),
+                        guest,
+                        // As `set` gave it to KVM.
+                        host_address: host as u64,
                         flags,
                     },
                 );
@@ -1074,6 +1097,59 @@ mod tests {
         assert_eq!(limit_of_reply(i32::MAX), MAX_MEMORY_SLOTS);
     }
 
+    /// The entry `registered` lists for KVM's slot `slot` over the region of `space` at
+    /// `base` (its host address is that region's mapping).
+    pub(super) fn entry(
+        space: &AddressSpace,
+        slot: u32,
+        base: u64,
+        size: u64,
+        flags: u32,
+    ) -> RegisteredSlot {
+        let region = space
+            .snapshot()
+            .find_arc(GuestAddress(base))
+            .unwrap_or_else(|| panic!("no region at {base:#x}"));
+        RegisteredSlot {
+            slot,
+            guest: GuestRange::new(GuestAddress(base), size).unwrap(),
+            host_address: region.host_ptr().unwrap() as u64,
+            flags,
+        }
+    }
+
+    /// The entry `registered` lists for KVM's slot `slot` over `region`, which the space need
+    /// not hold (a slot KVM kept).
+    pub(super) fn region_entry(region: &Region, slot: u32, flags: u32) -> RegisteredSlot {
+        RegisteredSlot {
+            slot,
+            guest: GuestRange::new(region.base(), region.size()).unwrap(),
+            host_address: region.host_ptr().unwrap() as u64,
+            flags,
+        }
+    }
+
+    /// `entry`'s slot, guest base, size and flags, for the models, which do not hold host
+    /// addresses (each caller checks those against the space's regions).
+    pub(super) fn fields(entry: &RegisteredSlot) -> (u32, u64, u64, u32) {
+        let size = entry.guest.size().unwrap();
+        (entry.slot, entry.guest.start().0, size, entry.flags)
+    }
+
+    /// `region`'s slot, guest base and size.
+    pub(super) fn lost_fields(region: &OutOfSyncRegion) -> (u32, u64, u64) {
+        let size = region.guest.size().unwrap();
+        (region.slot, region.guest.start().0, size)
+    }
+
+    /// The entry `out_of_sync` lists for the region at `base`, of memory slot `slot`.
+    pub(super) fn lost(slot: u32, base: u64, size: u64) -> OutOfSyncRegion {
+        OutOfSyncRegion {
+            slot,
+            guest: GuestRange::new(GuestAddress(base), size).unwrap(),
+        }
+    }
+
     /// A VM of the host's KVM, or `None` after saying loudly that `test` is skipped because
     /// `/dev/kvm` cannot be opened.
     pub(super) fn vm_or_skip(test: &str) -> Option<Arc<VmFd>> {
@@ -1244,7 +1320,7 @@ mod tests {
         let empty = space(0, None, &[]);
         let second = MemorySlots::attach(twin, &empty).unwrap();
         assert!(second.is_empty());
-        assert_eq!(first.registered(), [(0, 0, 1 << 20, 0)]);
+        assert_eq!(first.registered(), [entry(&space_a, 0, 0, 1 << 20, 0)]);
         NO_KCMP.with(|no| no.set(false));
     }
 
@@ -1308,7 +1384,10 @@ mod tests {
         space.insert_region(Arc::new(next)).unwrap();
         assert_eq!(
             slots.registered(),
-            [(0, 0, 1 << 20, 0), (1, 8 << 20, 1 << 20, 0)]
+            [
+                entry(&space, 0, 0, 1 << 20, 0),
+                entry(&space, 1, 8 << 20, 1 << 20, 0)
+            ]
         );
         NO_READONLY_MEM.with(|no| no.set(false));
     }
@@ -1396,7 +1475,10 @@ mod tests {
         space.insert_region(third).unwrap();
         assert_eq!(
             slots.registered(),
-            [(0, 4 << 20, 1 << 20, 0), (1, 2 << 20, 1 << 20, 0)]
+            [
+                entry(&space, 0, 4 << 20, 1 << 20, 0),
+                entry(&space, 1, 2 << 20, 1 << 20, 0)
+            ]
         );
     }
 
@@ -1451,7 +1533,7 @@ mod tests {
                 .0,
         );
         space.insert_region(Arc::clone(&second)).unwrap();
-        assert_eq!(slots.registered(), [(0, 4 << 20, 1 << 20, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 4 << 20, 1 << 20, 0)]);
         assert_eq!(slots.slot_at(GuestAddress(0)), None);
         // KVM let go of the first region: its range takes another slot, and no one else
         // holds it.
@@ -1558,7 +1640,7 @@ mod tests {
             .unwrap();
         assert!(space.snapshot().is_empty());
         assert!(kvm_holds(&vm, 0));
-        assert_eq!(slots.registered(), [(1, 0, 2 << 20, 0)]);
+        assert_eq!(slots.registered(), [region_entry(&first, 1, 0)]);
         drop(first);
 
         let hotplug = hotplug_start(&space);
@@ -1590,7 +1672,7 @@ mod tests {
         refuse_deletions(&slots, false);
         space.insert_region(Arc::clone(&over)).unwrap();
         assert!(!kvm_holds(&vm, 0));
-        assert_eq!(slots.registered(), [(0, 4 << 20, 2 << 20, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 4 << 20, 2 << 20, 0)]);
         drop(slots);
         drop(vm);
         let _ = std::fs::remove_dir_all(&dir);
@@ -1612,7 +1694,7 @@ mod tests {
         refuse_deletions(&slots, true);
         assert!(space.insert_region(Arc::clone(&region)).is_err());
         space.remove_listener(&refuse).unwrap();
-        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        assert_eq!(slots.registered(), [region_entry(&region, 0, 0)]);
         assert_eq!(slots.len(), 1);
         // Once KVM lets go, it is gone, with no change of the space needed.
         refuse_deletions(&slots, false);
@@ -1681,21 +1763,21 @@ mod tests {
         );
         space.insert_region(Arc::clone(&region)).unwrap();
         let foreign = lose_to_foreign_memory(&vm, &space, 0);
-        assert_eq!(slots.out_of_sync(), [(0, 0, 1 << 20)]);
+        assert_eq!(slots.out_of_sync(), [lost(0, 0, 1 << 20)]);
         give_back_foreign_slot(&vm);
         // A refused removal mends it: its undo inserts the region, which KVM takes now.
         let refuse = refusing();
         space.add_listener(Arc::clone(&refuse)).unwrap();
         assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
         space.remove_listener(&refuse).unwrap();
-        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 0, 1 << 20, 0)]);
         // The same removal again, refused by KVM: the space keeps the region, and KVM its slot,
         // also once KVM would let it go.
         refuse_deletions(&slots, true);
         assert!(space.remove_region(GuestAddress(0), 1 << 20).is_err());
         refuse_deletions(&slots, false);
         assert_eq!(space.snapshot().len(), 1);
-        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 0, 1 << 20, 0)]);
         assert!(kvm_holds(&vm, 0));
         assert!(slots.out_of_sync().is_empty());
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
@@ -1726,13 +1808,13 @@ mod tests {
         // KVM does not take slot 1 back.
         let foreign = lose_to_foreign_memory(&vm, &space, 4 << 20);
         give_back_foreign_slot(&vm);
-        assert_eq!(slots.out_of_sync(), [(1, 4 << 20, 1 << 20)]);
+        assert_eq!(slots.out_of_sync(), [lost(1, 4 << 20, 1 << 20)]);
         // Both go; the lost region comes back under number 0, which KVM takes.
         space.remove_region(GuestAddress(0), 1 << 20).unwrap();
         space.remove_region(GuestAddress(4 << 20), 1 << 20).unwrap();
         space.insert_region(Arc::clone(&region)).unwrap();
         assert_eq!(space.snapshot().slot(GuestAddress(4 << 20)), Some(0));
-        assert_eq!(slots.registered(), [(0, 4 << 20, 1 << 20, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 4 << 20, 1 << 20, 0)]);
         assert!(kvm_holds(&vm, 4 << 20));
         assert_eq!(slots.out_of_sync(), []);
         drop(slots);
@@ -1769,7 +1851,7 @@ mod tests {
         assert!(state.stale.is_empty());
         assert!(Arc::ptr_eq(&state.slots[&0].region, &region));
         drop(state);
-        assert_eq!(slots.registered(), [(0, base.0, 2 << 20, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, base.0, 2 << 20, 0)]);
     }
 
     #[test]
@@ -1796,7 +1878,10 @@ mod tests {
         space.insert_region(backed(8 << 20)).unwrap();
         assert_eq!(
             slots.registered(),
-            [(0, 8 << 20, 1 << 20, 0), (1, 1 << 20, 1 << 20, 0)]
+            [
+                entry(&space, 0, 8 << 20, 1 << 20, 0),
+                entry(&space, 1, 1 << 20, 1 << 20, 0)
+            ]
         );
         assert_eq!(slots.slot_at(GuestAddress(8 << 20)), Some(0));
     }
@@ -2010,7 +2095,7 @@ mod tests {
         let backed = || Arc::new(Region::back(RegionSpec::ram(big, large)).unwrap().0);
         // Undone: the slot leaves KVM, and the buffer shrinks to the small region's log.
         assert!(space.insert_region(backed()).is_err());
-        assert_eq!(slots.registered(), [(0, 0, small, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 0, small, 0)]);
         assert_eq!(slots.shared.log_buffer().held(), log(small));
         // Undone, but KVM keeps the slot: so does the buffer, until KVM lets it go.
         refuse_deletions(&slots, true);
@@ -2132,7 +2217,7 @@ mod tests {
         // which the space gave back.
         keep_stale(&slots, true);
         insert_refused_with_refused_undo(&space, &slots, &kept);
-        assert_eq!(slots.registered()[1], (1, at.0, 1 << 20, 0));
+        assert_eq!(slots.registered()[1], region_entry(&kept, 1, 0));
         // The space holds a region without host memory there now: no slot of it.
         let planned = Region::plan(RegionSpec::ram(at, 1 << 20)).unwrap();
         space.insert_region(Arc::new(planned)).unwrap();
@@ -2151,12 +2236,12 @@ mod tests {
             );
         }
         // KVM's slot is as it was: not logging (KVM answers `ENOENT`).
-        assert_eq!(slots.registered()[1], (1, at.0, 1 << 20, 0));
+        assert_eq!(slots.registered()[1], region_entry(&kept, 1, 0));
         let err = vm.get_dirty_log(1, 1 << 20).unwrap_err();
         assert_eq!(err.errno(), libc::ENOENT);
         // Once KVM lets it go, the same answer.
         keep_stale(&slots, false);
-        assert_eq!(slots.registered(), [(0, 0, 1 << 20, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 0, 1 << 20, 0)]);
         assert!(matches!(
             slots.fetch_dirty_log(at),
             Err(Error::NotRegistered { .. })
@@ -2191,7 +2276,7 @@ mod tests {
         let dirty = slots.fetch_dirty_log(at).unwrap();
         assert_eq!(dirty.count(), dirty.pages());
         assert_eq!(slots.fetch_dirty_log(at).unwrap().count(), 0);
-        assert_eq!(slots.out_of_sync(), [(1, at.0, 1 << 20)]);
+        assert_eq!(slots.out_of_sync(), [lost(1, at.0, 1 << 20)]);
         give_back_foreign_slot(&vm);
         drop(slots);
         drop(vm);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::RegionSpec;
-use support::{MIB, backed_space, kvm_or_skip, page};
+use support::{MIB, backed_space, entry, kvm_or_skip, page};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -27,7 +27,10 @@ fn addresses_no_region_starts_at_are_not_registered_and_change_nothing() {
     let base = GuestAddress(4 * MIB);
     slots.set_dirty_logging(base, true).unwrap();
     let before = slots.registered();
-    assert_eq!(before, [(0, 4 * MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]);
+    assert_eq!(
+        before,
+        [entry(&space, 0, 4 * MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]
+    );
     for addr in [
         0,
         1,

@@ -82,7 +82,7 @@ fn hotplug_while_another_thread_fetches_and_toggles_ends_in_agreement() {
     let registered: Vec<(u32, u64, u64)> = slots
         .registered()
         .into_iter()
-        .map(|(slot, base, size, _)| (slot, base, size))
+        .map(|e| (e.slot, e.guest.start().0, e.guest.size().unwrap()))
         .collect();
     assert_eq!(registered, expected);
 }

@@ -145,7 +145,7 @@ fn use_slots(slots: &MemorySlots, places: &[u64], done: &AtomicBool, seed: u64) 
         }
         assert!(slots.out_of_sync().is_empty());
         let registered = slots.registered();
-        assert!(registered.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(registered.windows(2).all(|w| w[0].slot < w[1].slot));
         assert!(registered.len() <= places.len());
     }
     fetched
@@ -185,7 +185,7 @@ fn changes_fetches_and_toggles_on_several_threads_end_with_kvm_holding_the_space
     let registered: Vec<_> = slots
         .registered()
         .into_iter()
-        .map(|(slot, base, size, _)| (slot, base, size))
+        .map(|e| (e.slot, e.guest.start().0, e.guest.size().unwrap()))
         .collect();
     assert_eq!(registered, expected);
     assert_eq!(
@@ -194,9 +194,9 @@ fn changes_fetches_and_toggles_on_several_threads_end_with_kvm_holding_the_space
     );
     assert_eq!(kvm_places(&vm, &places), places);
     // A fetch of each logging region works, and gives no page past it.
-    for (_, base, _, flags) in slots.registered() {
-        if flags & kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES != 0 {
-            let log = slots.fetch_dirty_log(GuestAddress(base)).unwrap();
+    for entry in slots.registered() {
+        if entry.flags & kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES != 0 {
+            let log = slots.fetch_dirty_log(entry.guest.start()).unwrap();
             assert!(log.count() <= log.pages());
         }
     }
@@ -245,7 +245,7 @@ fn slots_dropped_while_other_threads_change_the_space_leave_kvm_empty() {
         let registered: Vec<_> = again
             .registered()
             .into_iter()
-            .map(|(slot, base, size, _)| (slot, base, size))
+            .map(|e| (e.slot, e.guest.start().0, e.guest.size().unwrap()))
             .collect();
         assert_eq!(registered, space_slots(&space));
         assert_eq!(kvm_places(&vm, &places), places);

@@ -5,14 +5,13 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, HugePageFallback, HugePages, Protection, RegionSpec};
-use support::{MIB, TSS, backed_space, kvm_or_skip, layout};
+use support::{MIB, TSS, backed_space, entry, kvm_or_skip, layout};
 use vm_memory::{Bytes, GuestAddress};
 
 /// The page the guests write.
@@ -123,7 +122,7 @@ fn read_only_region_dirty_log_stays_clean_and_guest_write_exits() {
     // Logging a read-only slot is accepted, and the slot stays read-only.
     slots.set_dirty_logging(GuestAddress(rom), true).unwrap();
     assert_eq!(
-        slots.registered()[1].3,
+        slots.registered()[1].flags,
         kvm_bindings::KVM_MEM_READONLY | kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
     );
     // mov ax, 0xffff; mov ds, ax; mov byte [0x30], 1; hlt: a write to 0xffff0 + 0x30, the
@@ -151,7 +150,7 @@ fn read_only_region_dirty_log_stays_clean_and_guest_write_exits() {
     assert_eq!(byte, [0]);
     // Off again: the slot keeps its read-only flag.
     slots.set_dirty_logging(GuestAddress(rom), false).unwrap();
-    assert_eq!(slots.registered()[1].3, kvm_bindings::KVM_MEM_READONLY);
+    assert_eq!(slots.registered()[1].flags, kvm_bindings::KVM_MEM_READONLY);
 }
 
 #[test]
@@ -257,7 +256,13 @@ fn dirty_logging_toggled_while_guest_writes_ends_with_the_write_logged() {
     assert!(guest.join().unwrap() > 0);
     assert_eq!(
         slots.registered(),
-        [(0, 0, MIB, kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES)]
+        [entry(
+            &space,
+            0,
+            0,
+            MIB,
+            kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+        )]
     );
 }
 

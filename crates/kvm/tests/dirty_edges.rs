@@ -71,9 +71,9 @@ fn odd_sized_and_hugetlbfs_regions_log_exactly_the_guest_pages_across_remove_and
     assert_eq!(
         slots.registered(),
         [
-            (0, 0, 2 * MIB, 0),
-            (1, ODD, ODD_SIZE, 0),
-            (2, HUGE, HUGE_SIZE, 0)
+            entry(&space, 0, 0, 2 * MIB, 0),
+            entry(&space, 1, ODD, ODD_SIZE, 0),
+            entry(&space, 2, HUGE, HUGE_SIZE, 0)
         ]
     );
     load_program(&space);
@@ -111,7 +111,11 @@ fn odd_sized_and_hugetlbfs_regions_log_exactly_the_guest_pages_across_remove_and
         assert_eq!(slots.slot_at(GuestAddress(base)), None);
         space.insert_region(region).unwrap();
         assert_eq!(
-            slots.registered().iter().find(|r| r.1 == base).map(|r| r.3),
+            slots
+                .registered()
+                .iter()
+                .find(|r| r.guest.start().0 == base)
+                .map(|r| r.flags),
             Some(0)
         );
         slots.set_dirty_logging(GuestAddress(base), true).unwrap();

@@ -9,7 +9,6 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::{AddressSpace, RegionSpec};
-use support::{MIB, backed, backed_space, kvm_or_skip};
+use support::{MIB, backed, backed_space, entry, kvm_or_skip};
 use vm_memory::GuestAddress;
 
 /// `EIO`: KVM's answer to a process whose memory is not the VM's.
@@ -49,7 +48,7 @@ fn listener_error(err: &memvisor_space::Error) -> &Error {
 fn foreign(vm: &Arc<VmFd>, space: &AddressSpace, slots: MemorySlots) {
     let page = memvisor_vmem::page_size() as u64;
     let before = slots.registered();
-    assert_eq!(before, [(0, 0, MIB, KVM_MEM_LOG_DIRTY_PAGES)]);
+    assert_eq!(before, [entry(space, 0, 0, MIB, KVM_MEM_LOG_DIRTY_PAGES)]);
     let generation = space.snapshot().generation();
     // KVM does not say how many slots the VM has: the documented default.
     assert_eq!(memvisor_kvm::slot_limit(vm), 32);
@@ -221,5 +220,5 @@ fn vm_of_another_process_refuses_every_operation_and_changes_nothing() {
     assert_eq!(slots.fetch_dirty_log(GuestAddress(0)).unwrap().count(), 0);
     space.insert_region(backed(4 * MIB, MIB)).unwrap();
     space.remove_region(GuestAddress(0), MIB).unwrap();
-    assert_eq!(slots.registered(), [(1, 4 * MIB, MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 1, 4 * MIB, MIB, 0)]);
 }

@@ -10,7 +10,6 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use kvm_bindings::kvm_userspace_memory_region;
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{ChangeKind, ListenerError, RegionEvent, RegionListener, RegionSpec};
-use support::{MIB, backed, backed_space, kvm_or_skip};
+use support::{MIB, backed, backed_space, kvm_or_skip, lost};
 use vm_memory::GuestAddress;
 
 unsafe extern "C" {
@@ -65,7 +64,7 @@ fn region_out_of_sync_answers_from_its_record_in_another_process_and_changes_not
     assert!(space.remove_region(GuestAddress(0), MIB).is_err());
     space.remove_listener(&listener).unwrap();
     drop(listener);
-    assert_eq!(slots.out_of_sync(), [(0, 0, MIB)]);
+    assert_eq!(slots.out_of_sync(), [lost(0, 0, MIB)]);
 
     // SAFETY: this process runs one thread (the test harness's main thread waits for this
     // one in a system call, holding no lock of ours or the allocator's), and the child ends
@@ -103,7 +102,7 @@ fn region_out_of_sync_answers_from_its_record_in_another_process_and_changes_not
     );
 
     // The creating process's record is as it was: logging on, every page still owed.
-    assert_eq!(slots.out_of_sync(), [(0, 0, MIB)]);
+    assert_eq!(slots.out_of_sync(), [lost(0, 0, MIB)]);
     let dirty = slots.fetch_dirty_log(GuestAddress(0)).unwrap();
     assert_eq!(dirty.count(), dirty.pages());
     let none = kvm_userspace_memory_region {

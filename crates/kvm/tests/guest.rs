@@ -110,7 +110,10 @@ fn guest_writes_every_page_of_every_region_including_hotplugged_one() {
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
     assert_eq!(
         slots.registered(),
-        [(0, LOW, MIB2, 0), (1, HIGH, MIB2, 0)],
+        [
+            entry(&space, 0, LOW, MIB2, 0),
+            entry(&space, 1, HIGH, MIB2, 0)
+        ],
         "one KVM slot per backed region, under its memvisor slot number"
     );
     let guest = Running::start(vcpu(&kvm, &vm), &space);

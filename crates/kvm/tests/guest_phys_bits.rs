@@ -10,14 +10,13 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::Kvm;
 use memvisor_kvm::{MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, Layout, Window, WindowKind};
-use support::{MIB, backed, kvm_or_skip, kvm_refuses_probe};
+use support::{MIB, backed, entry, kvm_or_skip, kvm_refuses_probe};
 use vm_memory::GuestAddress;
 
 const GIB: u64 = 1 << 30;
@@ -71,7 +70,11 @@ fn regions_up_to_the_guest_width_are_slots_and_past_it_refused_before_kvm() {
                 "{bits} bits: {err:?}"
             );
             assert_eq!(space.snapshot().generation(), generation, "{bits} bits");
-            assert_eq!(slots.registered(), [(0, 0, MIB, 0)], "{bits} bits");
+            assert_eq!(
+                slots.registered(),
+                [entry(&space, 0, 0, MIB, 0)],
+                "{bits} bits"
+            );
         }
         assert!(
             !kvm_refuses_probe(&vm, PROBE_SLOT, top - MIB),
@@ -87,14 +90,21 @@ fn regions_up_to_the_guest_width_are_slots_and_past_it_refused_before_kvm() {
         space.insert_region(Arc::clone(&last)).unwrap();
         assert_eq!(
             slots.registered(),
-            [(0, 0, MIB, 0), (1, top - 2 * MIB, 2 * MIB, 0)],
+            [
+                entry(&space, 0, 0, MIB, 0),
+                entry(&space, 1, top - 2 * MIB, 2 * MIB, 0)
+            ],
             "{bits} bits"
         );
         assert!(kvm_refuses_probe(&vm, PROBE_SLOT, top - MIB), "{bits} bits");
         slots.set_dirty_logging(last.base(), true).unwrap();
         assert_eq!(slots.fetch_dirty_log(last.base()).unwrap().count(), 0);
         space.remove_region(last.base(), last.size()).unwrap();
-        assert_eq!(slots.registered(), [(0, 0, MIB, 0)], "{bits} bits");
+        assert_eq!(
+            slots.registered(),
+            [entry(&space, 0, 0, MIB, 0)],
+            "{bits} bits"
+        );
         assert!(
             !kvm_refuses_probe(&vm, PROBE_SLOT, top - MIB),
             "{bits} bits"

@@ -8,14 +8,13 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, Layout, Region, RegionSpec, RegionType, Window, WindowKind};
-use support::{MIB, backed, kvm_or_skip, kvm_refuses_probe, page};
+use support::{MIB, backed, entry, kvm_or_skip, kvm_refuses_probe, page};
 use vm_memory::{GuestAddress, GuestRegionMmap, MmapRegion};
 
 /// `KVM_MEM_MAX_NR_PAGES` (`include/linux/kvm_host.h`): the most pages one slot may have.
@@ -126,7 +125,7 @@ fn refused_at_attach_and_insertion(test: &str, vm: &Arc<VmFd>, bad: &Arc<Region>
 
     // At insertion: the space rolls the change back.
     let slots = MemorySlots::attach(Arc::clone(vm), &space).unwrap();
-    assert_eq!(slots.registered(), [(0, 0, MIB, 0)], "{test}");
+    assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)], "{test}");
     for _ in 0..2 {
         let generation = space.snapshot().generation();
         let err = space.insert_region(Arc::clone(bad)).unwrap_err();
@@ -140,7 +139,7 @@ fn refused_at_attach_and_insertion(test: &str, vm: &Arc<VmFd>, bad: &Arc<Region>
         assert_refused(kvm_err, 1, bad);
         assert_eq!(space.snapshot().generation(), generation, "{test}");
         assert_eq!(regions(&space), [(0, MIB, Some(0))], "{test}");
-        assert_eq!(slots.registered(), [(0, 0, MIB, 0)], "{test}");
+        assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)], "{test}");
         assert_eq!(slots.slot_at(bad.base()), None, "{test}");
         assert_eq!(slots.out_of_sync(), [], "{test}");
         assert_eq!(
@@ -155,7 +154,10 @@ fn refused_at_attach_and_insertion(test: &str, vm: &Arc<VmFd>, bad: &Arc<Region>
         space.insert_region(Arc::clone(&next)).unwrap();
         assert_eq!(
             slots.registered(),
-            [(0, 0, MIB, 0), (1, 4 * MIB, MIB, 0)],
+            [
+                entry(&space, 0, 0, MIB, 0),
+                entry(&space, 1, 4 * MIB, MIB, 0)
+            ],
             "{test}"
         );
         assert!(kvm_holds(vm, 4 * MIB), "{test}");
@@ -224,7 +226,7 @@ fn region_ending_past_the_largest_guest_address_is_refused_and_changes_nothing()
     space.insert_region(Arc::clone(&below)).unwrap();
     assert_eq!(
         slots.registered(),
-        [(0, end - 2 * MIB, 2 * MIB, 0)],
+        [entry(&space, 0, end - 2 * MIB, 2 * MIB, 0)],
         "{bits} bits"
     );
     space.remove_region(below.base(), below.size()).unwrap();
@@ -305,10 +307,16 @@ fn region_off_the_host_page_is_refused_before_kvm_and_changes_nothing() {
 
     assert_eq!(space.snapshot().generation(), generation);
     assert_eq!(regions(&space), [(0, MIB, Some(0))]);
-    assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)]);
     // Slot 1 is still the next one, and KVM takes it.
     space.insert_region(backed(4 * MIB, MIB)).unwrap();
-    assert_eq!(slots.registered(), [(0, 0, MIB, 0), (1, 4 * MIB, MIB, 0)]);
+    assert_eq!(
+        slots.registered(),
+        [
+            entry(&space, 0, 0, MIB, 0),
+            entry(&space, 1, 4 * MIB, MIB, 0)
+        ]
+    );
     assert!(kvm_holds(&vm, 4 * MIB));
     drop(slots);
     drop(vm);
@@ -359,14 +367,17 @@ fn plug_ending_past_the_largest_guest_address_is_refused_and_frees_its_place() {
         assert_eq!(source.errno(), libc::EINVAL, "{kvm_err}");
         assert_eq!(space.snapshot().generation(), generation);
         assert_eq!(regions(&space), [(0, MIB, Some(0))]);
-        assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
+        assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)]);
     }
     // The place below `2^52` next to it plugs, under slot 1.
     let below = RegionSpec::ram(GuestAddress(top - 4 * MIB), 2 * MIB).with_hotplug(true);
     space.plug(below).unwrap();
     assert_eq!(
         slots.registered(),
-        [(0, 0, MIB, 0), (1, top - 4 * MIB, 2 * MIB, 0)]
+        [
+            entry(&space, 0, 0, MIB, 0),
+            entry(&space, 1, top - 4 * MIB, 2 * MIB, 0)
+        ]
     );
     space
         .remove_region(GuestAddress(top - 4 * MIB), 2 * MIB)
@@ -376,6 +387,9 @@ fn plug_ending_past_the_largest_guest_address_is_refused_and_frees_its_place() {
     space.plug(last).unwrap();
     assert_eq!(
         slots.registered(),
-        [(0, 0, MIB, 0), (1, top - 2 * MIB, 2 * MIB, 0)]
+        [
+            entry(&space, 0, 0, MIB, 0),
+            entry(&space, 1, top - 2 * MIB, 2 * MIB, 0)
+        ]
     );
 }

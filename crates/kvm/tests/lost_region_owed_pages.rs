@@ -8,7 +8,6 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
@@ -17,7 +16,7 @@ use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::{AddressSpace, Region};
 use support::real_mode::{DATA, DATA_SIZE, guest, in_both_modes, run_to_hlt, vm};
 use support::removal::{Answer, during_removal};
-use support::{backed, kvm_or_skip, page};
+use support::{backed, entry, kvm_or_skip, lost, page};
 use vm_memory::{Bytes, GuestAddress};
 
 /// The slot number of the memory a later listener registers over [`DATA`].
@@ -72,7 +71,7 @@ fn lose(vm: &Arc<VmFd>, space: &AddressSpace, slots: &MemorySlots, memory: &Arc<
         || {},
     );
     assert!(!removed);
-    assert_eq!(slots.out_of_sync(), [(1, DATA, DATA_SIZE)]);
+    assert_eq!(slots.out_of_sync(), [lost(1, DATA, DATA_SIZE)]);
     assert_eq!(slots.slot_at(GuestAddress(DATA)), None);
 }
 
@@ -113,7 +112,7 @@ fn fetch_of_a_region_out_of_sync_gives_every_page_once_and_then_nothing() {
         mend(&vm, &space, &slots);
         assert_eq!(
             slots.registered()[1],
-            (1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES),
+            entry(&space, 1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES),
             "manual {manual}"
         );
         assert_eq!(fetched(&slots), [], "manual {manual}");
@@ -142,11 +141,11 @@ fn region_mended_without_a_fetch_meanwhile_gives_every_page_in_its_next_fetch() 
         // A removal refused while KVM still refuses the slot: still owed.
         let removed = during_removal(&space, GuestAddress(DATA), DATA_SIZE, Answer::Refuse, || {});
         assert!(!removed);
-        assert_eq!(slots.out_of_sync(), [(1, DATA, DATA_SIZE)]);
+        assert_eq!(slots.out_of_sync(), [lost(1, DATA, DATA_SIZE)]);
         mend(&vm, &space, &slots);
         assert_eq!(
             slots.registered()[1],
-            (1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES),
+            entry(&space, 1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES),
             "manual {manual}"
         );
         let after = fetched(&slots);
@@ -180,7 +179,7 @@ fn logging_turned_off_while_out_of_sync_drops_what_is_owed_and_is_off_when_mende
         "{err:?}"
     );
     mend(&vm, &space, &slots);
-    assert_eq!(slots.registered()[1], (1, DATA, DATA_SIZE, 0));
+    assert_eq!(slots.registered()[1], entry(&space, 1, DATA, DATA_SIZE, 0));
     // Turned on again, logging starts clean.
     slots.set_dirty_logging(GuestAddress(DATA), true).unwrap();
     assert_eq!(fetched(&slots), []);

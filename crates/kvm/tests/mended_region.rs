@@ -6,14 +6,13 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, ChangeKind, RegionEvent, RegionListener};
-use support::{MIB, backed, kvm_or_skip, layout};
+use support::{MIB, backed, entry, kvm_or_skip, layout, lost};
 use vm_memory::GuestAddress;
 
 /// The slot number of memory the VMM's own code registers, past the space's numbers.
@@ -70,7 +69,7 @@ fn refused_removal_of_mended_region_brings_its_slot_back_with_its_flags() {
     space.add_listener(Arc::clone(&taking)).unwrap();
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
     space.remove_listener(&taking).unwrap();
-    assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
+    assert_eq!(slots.out_of_sync(), [lost(0, MIB, MIB)]);
     assert!(slots.is_empty());
 
     // The foreign memory goes; a removal refused again is undone by inserting the region,
@@ -83,7 +82,10 @@ fn refused_removal_of_mended_region_brings_its_slot_back_with_its_flags() {
     space.add_listener(Arc::clone(&refuse)).unwrap();
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
     assert!(slots.out_of_sync().is_empty());
-    assert_eq!(slots.registered(), [(0, MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]);
+    assert_eq!(
+        slots.registered(),
+        [entry(&space, 0, MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]
+    );
     let dirty = slots.fetch_dirty_log(GuestAddress(MIB)).unwrap();
     assert_eq!(dirty.count(), dirty.pages());
     assert_eq!(slots.fetch_dirty_log(GuestAddress(MIB)).unwrap().count(), 0);
@@ -92,7 +94,10 @@ fn refused_removal_of_mended_region_brings_its_slot_back_with_its_flags() {
     // fetch reports every page again.
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
     space.remove_listener(&refuse).unwrap();
-    assert_eq!(slots.registered(), [(0, MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]);
+    assert_eq!(
+        slots.registered(),
+        [entry(&space, 0, MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]
+    );
     let dirty = slots.fetch_dirty_log(GuestAddress(MIB)).unwrap();
     assert_eq!(dirty.count(), dirty.pages());
     assert_eq!(slots.fetch_dirty_log(GuestAddress(MIB)).unwrap().count(), 0);

@@ -9,15 +9,14 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{AddressSpace, ListenerError, RegionEvent, RegionListener};
-use support::backed;
 use support::real_mode::{DATA, DATA_SIZE, guest, in_both_modes, run_to_hlt};
 use support::removal::{Answer, during_removal};
+use support::{backed, entry};
 use vm_memory::GuestAddress;
 
 /// Another region, given slot 1 once [`DATA`] has left.
@@ -125,7 +124,7 @@ fn logging_turned_off_during_a_removal_and_on_again_logs_the_next_writes() {
         ));
         assert_eq!(
             slots.registered()[1],
-            (1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES)
+            entry(&space, 1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES)
         );
         assert_eq!(fetched(&slots, DATA), [] as [u64; 0], "manual {manual}");
         // The guest's writes into the slot that came back are logged.
@@ -149,15 +148,15 @@ fn pages_owed_stay_with_their_region_not_its_slot_number() {
         let data = space.remove_region(GuestAddress(DATA), DATA_SIZE).unwrap();
         // Another region under its number: logging starts clean there.
         space.insert_region(backed(OTHER, DATA_SIZE)).unwrap();
-        assert_eq!(slots.registered()[1].0, 1);
-        assert_eq!(slots.registered()[1].1, OTHER);
+        assert_eq!(slots.registered()[1].slot, 1);
+        assert_eq!(slots.registered()[1].guest.start().0, OTHER);
         slots.set_dirty_logging(GuestAddress(OTHER), true).unwrap();
         assert_eq!(fetched(&slots, OTHER), [] as [u64; 0], "manual {manual}");
         space.remove_region(GuestAddress(OTHER), DATA_SIZE).unwrap();
         // The same region inserted again under the number is a fresh slot: not logging, and
         // clean once logging is on.
         space.insert_region(Arc::clone(&data)).unwrap();
-        assert_eq!(slots.registered()[1], (1, DATA, DATA_SIZE, 0));
+        assert_eq!(slots.registered()[1], entry(&space, 1, DATA, DATA_SIZE, 0));
         assert!(matches!(
             slots.fetch_dirty_log(GuestAddress(DATA)),
             Err(Error::DirtyLog { .. })
@@ -174,7 +173,7 @@ fn pages_owed_stay_with_their_region_not_its_slot_number() {
             || slots.set_dirty_logging(GuestAddress(DATA), true).unwrap(),
         ));
         space.insert_region(backed(OTHER, DATA_SIZE)).unwrap();
-        assert_eq!(slots.registered()[1].1, OTHER);
+        assert_eq!(slots.registered()[1].guest.start().0, OTHER);
         slots.set_dirty_logging(GuestAddress(OTHER), true).unwrap();
         assert_eq!(fetched(&slots, OTHER), [] as [u64; 0], "manual {manual}");
         space.remove_region(GuestAddress(OTHER), DATA_SIZE).unwrap();

@@ -7,14 +7,13 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, Region, RegionSpec, WindowKind};
-use support::{MIB, backed, backed_space, kvm_or_skip, kvm_refuses_probe, layout, vm};
+use support::{MIB, backed, backed_space, entry, kvm_or_skip, kvm_refuses_probe, layout, vm};
 use vm_memory::GuestAddress;
 
 /// Where the VMM's own memory goes: in the 32-bit device window, where no region of the
@@ -92,7 +91,7 @@ fn own_slot_under_a_space_number_is_refused_and_kept() {
     let source = std::error::Error::source(&err).unwrap();
     assert!(is_einval_at(source.downcast_ref().unwrap(), 1), "{err:?}");
     assert_eq!(space.snapshot().regions().len(), 1);
-    assert_eq!(slots.registered(), [(0, 0, 2 * MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, 0, 2 * MIB, 0)]);
     assert!(own_slot_held(&vm, 1));
     drop(slots);
     assert!(own_slot_held(&vm, 1));

@@ -7,7 +7,6 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +14,7 @@ use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::{ListenerError, RegionEvent, RegionListener, RegionSpec};
 use support::removal::{Answer, during_removal};
-use support::{MIB, backed_space, kvm_or_skip, page};
+use support::{MIB, backed_space, entry, kvm_or_skip, page};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -60,8 +59,8 @@ fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
     assert_eq!(
         slots.registered(),
         [
-            (0, 0, MIB, 0),
-            (1, base.0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)
+            entry(&space, 0, 0, MIB, 0),
+            entry(&space, 1, base.0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)
         ]
     );
     assert_eq!(slots.fetch_dirty_log(base).unwrap().count(), 0);
@@ -73,7 +72,10 @@ fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
     assert!(!removed);
     assert_eq!(
         slots.registered(),
-        [(0, 0, MIB, 0), (1, base.0, 2 * MIB, 0)]
+        [
+            entry(&space, 0, 0, MIB, 0),
+            entry(&space, 1, base.0, 2 * MIB, 0)
+        ]
     );
     assert!(matches!(
         slots.fetch_dirty_log(base),
@@ -87,7 +89,7 @@ fn dirty_logging_during_a_removal_acts_on_the_region_the_space_still_holds() {
         slots.set_dirty_logging(base, false).unwrap();
     });
     assert!(removed);
-    assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)]);
     for result in [
         slots.set_dirty_logging(base, true),
         slots.fetch_dirty_log(base).map(drop),
@@ -140,7 +142,7 @@ fn a_region_whose_removals_are_all_refused_is_never_missing_to_the_dirty_log_met
     assert!(fetched > 0);
     assert_eq!(
         slots.registered(),
-        [(0, 0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)]
+        [entry(&space, 0, 0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)]
     );
     space.remove_listener(&refusing).unwrap();
     space.remove_region(base, 2 * MIB).unwrap();

@@ -8,16 +8,15 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use kvm_ioctls::VcpuExit;
 use memvisor_kvm::MemorySlots;
 use memvisor_space::{ListenerError, RegionEvent, RegionListener};
-use support::kvm_or_skip;
 use support::real_mode::{DATA, DATA_SIZE, guest, in_both_modes, run_to_hlt, vm};
 use support::removal::{Answer, during_removal};
+use support::{entry, kvm_or_skip};
 use vm_memory::{Bytes, GuestAddress};
 
 /// The pages of [`DATA`] in the next fetch.
@@ -55,7 +54,7 @@ fn logging_turned_on_again_during_a_refused_removal_keeps_the_pages_it_owes() {
         assert!(!removed);
         assert_eq!(
             slots.registered()[1],
-            (1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES)
+            entry(&space, 1, DATA, DATA_SIZE, KVM_MEM_LOG_DIRTY_PAGES)
         );
         let after = fetched(&slots);
         assert!(has(&after, 0x9000), "manual {manual}: {after:?}");

@@ -7,7 +7,6 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
@@ -15,7 +14,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::RegionSpec;
 use support::removal::{Answer, during_removal};
-use support::{MIB, backed, backed_space, kvm_or_skip, page};
+use support::{MIB, backed, backed_space, entry, kvm_or_skip, lost, page};
 use vm_memory::{Bytes, GuestAddress};
 
 /// KVM's answer to `KVM_GET_DIRTY_LOG` for `slot` (of `size` bytes, when KVM has it): `Ok` if
@@ -57,8 +56,8 @@ fn logging_turned_on_during_a_refused_removal_is_on_in_kvm_after_the_undo() {
     assert_eq!(
         slots.registered(),
         [
-            (0, 0, MIB, 0),
-            (1, base.0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)
+            entry(&space, 0, 0, MIB, 0),
+            entry(&space, 1, base.0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)
         ]
     );
     // KVM took the slot back with logging on.
@@ -111,7 +110,7 @@ fn kvm_refusing_the_undo_after_calls_during_the_removal_leaves_the_region_out_of
     assert!(!removed);
     // The space holds the region, KVM does not.
     assert!(slots.is_empty());
-    assert_eq!(slots.out_of_sync(), [(0, base.0, 2 * MIB)]);
+    assert_eq!(slots.out_of_sync(), [lost(0, base.0, 2 * MIB)]);
     assert_eq!(kvm_log(&vm, 0, 2 * MIB), Err(libc::ENOENT));
     assert!(!support::kvm_refuses_probe(&vm, 0, 64 * MIB));
     // The dirty-log methods act on the region as while its removal was under way: logging on
@@ -126,7 +125,7 @@ fn kvm_refusing_the_undo_after_calls_during_the_removal_leaves_the_region_out_of
     let region = space.remove_region(base, 2 * MIB).unwrap();
     assert!(slots.out_of_sync().is_empty());
     space.insert_region(region).unwrap();
-    assert_eq!(slots.registered(), [(0, base.0, 2 * MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, base.0, 2 * MIB, 0)]);
     assert_eq!(kvm_log(&vm, 0, 2 * MIB), Err(libc::ENOENT));
     drop(own);
 }
@@ -232,10 +231,13 @@ fn two_slots_of_one_space_each_keep_what_was_set_during_a_refused_removal() {
         assert_eq!(slots[1].fetch_dirty_log(base).unwrap().count(), pages);
     });
     assert!(!removed);
-    assert_eq!(slots[0].registered(), [(0, base.0, 2 * MIB, 0)]);
+    assert_eq!(
+        slots[0].registered(),
+        [entry(&space, 0, base.0, 2 * MIB, 0)]
+    );
     assert_eq!(
         slots[1].registered(),
-        [(0, base.0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)]
+        [entry(&space, 0, base.0, 2 * MIB, KVM_MEM_LOG_DIRTY_PAGES)]
     );
     assert_eq!(kvm_log(&vms[0], 0, 2 * MIB), Err(libc::ENOENT));
     assert_eq!(kvm_log(&vms[1], 0, 2 * MIB), Ok(()));

@@ -5,12 +5,11 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::{Protection, Region, RegionSpec};
-use support::{MIB, backed_space, kvm_or_skip};
+use support::{MIB, backed_space, entry, kvm_or_skip};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -27,7 +26,7 @@ fn attach_region_without_read_access_is_not_registered() {
         ],
     );
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
-    assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)]);
     assert_eq!(slots.slot_at(GuestAddress(4 * MIB)), None);
 
     // Removing it, or inserting another such region, leaves the slots as they were.
@@ -37,7 +36,7 @@ fn attach_region_without_read_access_is_not_registered() {
             .unwrap()
             .0;
     space.insert_region(Arc::new(hidden)).unwrap();
-    assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)]);
     assert_eq!(slots.slot_at(GuestAddress(8 * MIB)), None);
 }
 

@@ -7,7 +7,6 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::{
@@ -17,7 +16,7 @@ use kvm_bindings::{
 };
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::RegionSpec;
-use support::{MIB, PAGE, backed, backed_space, kvm_or_skip, vm};
+use support::{MIB, PAGE, backed, backed_space, entry, kvm_or_skip, vm};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -44,7 +43,7 @@ fn fetch_of_slot_replaced_by_a_larger_one_fails_and_writes_nothing_past_the_log(
     }
     let space = backed_space(&vm, [RegionSpec::ram(GuestAddress(0), MIB)]);
     let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
-    assert_eq!(slots.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, 0, MIB, 0)]);
 
     // 64 MiB of the VMM's own, logging, under slot 0: its log is 2 KiB, ours 32 bytes.
     let other = backed(64 * MIB, 64 * MIB);

@@ -4,14 +4,13 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
-use memvisor_kvm::{Error, MemorySlots, slot_limit};
+use memvisor_kvm::{Error, MemorySlots, RegisteredSlot, slot_limit};
 use memvisor_space::{AddressSpace, RegionEvent, RegionListener, RegionSpec, RegionType};
-use support::{MIB, backed, backed_space, kvm_or_skip, layout};
+use support::{MIB, backed, backed_space, entry, kvm_or_skip, layout, lost};
 use vm_memory::GuestAddress;
 
 /// An address space of the test layout with as many slot numbers as `vm` accepts.
@@ -47,7 +46,10 @@ fn attach_registers_backed_regions_with_flags_and_skips_unbacked() {
     assert!(slots.limit() >= 32);
     assert_eq!(
         slots.registered(),
-        [(0, 0, 4 * MIB, 0), (1, 0xffc0_0000, MIB, KVM_MEM_READONLY)]
+        [
+            entry(&space, 0, 0, 4 * MIB, 0),
+            entry(&space, 1, 0xffc0_0000, MIB, KVM_MEM_READONLY)
+        ]
     );
     assert_eq!(slots.slot_at(GuestAddress(0xd000_0000)), None);
 
@@ -100,7 +102,7 @@ fn insert_kvm_refuses_rolls_space_back() {
     assert!(slots.is_empty());
     // Space and KVM still agree: the next region takes the same slot number.
     space.insert_region(backed(32 * MIB, MIB)).unwrap();
-    assert_eq!(slots.registered(), [(0, 32 * MIB, MIB, 0)]);
+    assert_eq!(slots.registered(), [entry(&space, 0, 32 * MIB, MIB, 0)]);
     drop(slots);
     drop(vm);
     drop(foreign);
@@ -199,28 +201,28 @@ fn region_inserted_again_after_its_removal_went_through_is_a_fresh_slot() {
     let region = backed(MIB, MIB);
     space.insert_region(Arc::clone(&region)).unwrap();
     slots.set_dirty_logging(GuestAddress(MIB), true).unwrap();
-    assert_eq!(slots.registered()[0].3, KVM_MEM_LOG_DIRTY_PAGES);
+    assert_eq!(slots.registered()[0].flags, KVM_MEM_LOG_DIRTY_PAGES);
     // The removal goes through; inserting the same region again is not its undo: the slot
     // starts as any inserted slot does, without dirty logging.
     let removed = space.remove_region(GuestAddress(MIB), MIB).unwrap();
     assert!(slots.is_empty());
     space.insert_region(removed).unwrap();
     assert_eq!(slots.registered(), expected(&space));
-    assert_eq!(slots.registered()[0].3, 0);
+    assert_eq!(slots.registered()[0].flags, 0);
     drop(slots);
     drop(vm);
     drop(region);
 }
 
 /// The backed regions of the space's current snapshot, as KVM slots should be.
-fn expected(space: &AddressSpace) -> Vec<(u32, u64, u64, u32)> {
+fn expected(space: &AddressSpace) -> Vec<RegisteredSlot> {
     let snapshot = space.snapshot();
-    let mut out: Vec<(u32, u64, u64, u32)> = snapshot
+    let mut out: Vec<RegisteredSlot> = snapshot
         .regions_with_slots()
         .filter(|(r, _)| r.is_backed())
-        .map(|(r, slot)| (slot.unwrap(), r.base().0, r.size(), 0))
+        .map(|(r, slot)| entry(space, slot.unwrap(), r.base().0, r.size(), 0))
         .collect();
-    out.sort_unstable();
+    out.sort_unstable_by_key(|e| e.slot);
     out
 }
 
@@ -296,7 +298,7 @@ fn region_inserted_again_after_its_insertion_was_refused_is_a_fresh_slot() {
     // slot starts as any inserted slot does, without dirty logging.
     space.insert_region(Arc::clone(&region)).unwrap();
     assert_eq!(slots.registered(), expected(&space));
-    assert_eq!(slots.registered()[0].3, 0);
+    assert_eq!(slots.registered()[0].flags, 0);
     assert!(slots.fetch_dirty_log(GuestAddress(MIB)).is_err());
     // The listener holds `slots`: take it out, so that dropping `slots` deletes the slot.
     space.remove_listener(&listener).unwrap();
@@ -349,20 +351,20 @@ fn undo_of_refused_removal_refused_by_kvm_is_reported_until_the_region_goes() {
     // once: no guest write reaches the region while KVM has no slot for it.
     assert_eq!(space.snapshot().len(), 1);
     assert!(slots.is_empty());
-    assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
+    assert_eq!(slots.out_of_sync(), [lost(0, MIB, MIB)]);
     let dirty = slots.fetch_dirty_log(GuestAddress(MIB)).unwrap();
     assert_eq!(dirty.count(), dirty.pages());
     assert_eq!(slots.fetch_dirty_log(GuestAddress(MIB)).unwrap().count(), 0);
     // Other changes go on and do not clear the report.
     space.insert_region(backed(4 * MIB, MIB)).unwrap();
     space.remove_region(GuestAddress(4 * MIB), MIB).unwrap();
-    assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
+    assert_eq!(slots.out_of_sync(), [lost(0, MIB, MIB)]);
     // A refused removal of it, while KVM still refuses the slot: still reported.
     let refuse: Arc<dyn RegionListener> = Arc::new(|_: &RegionEvent<'_>| Err("no".into()));
     space.add_listener(Arc::clone(&refuse)).unwrap();
     assert!(space.remove_region(GuestAddress(MIB), MIB).is_err());
     space.remove_listener(&refuse).unwrap();
-    assert_eq!(slots.out_of_sync(), [(0, MIB, MIB)]);
+    assert_eq!(slots.out_of_sync(), [lost(0, MIB, MIB)]);
     assert!(slots.is_empty());
 
     // Once the foreign slot is gone, removing the region and inserting it again mends it.

@@ -58,7 +58,7 @@ fn registered(slots: &MemorySlots) -> Vec<(u32, u64, u64)> {
     slots
         .registered()
         .into_iter()
-        .map(|(slot, base, size, _)| (slot, base, size))
+        .map(|e| (e.slot, e.guest.start().0, e.guest.size().unwrap()))
         .collect()
 }
 

@@ -9,7 +9,6 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VmFd};
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, Region, RegionSpec};
-use support::{MIB, backed, kvm_or_skip, layout};
+use support::{MIB, backed, entry, kvm_or_skip, layout};
 use vm_memory::GuestAddress;
 
 /// `kcmp`'s system call number on x86-64.
@@ -161,7 +160,7 @@ fn kvm_maps_only_held(vm: &VmFd, live: &[&MemorySlots]) -> Vec<u64> {
             live.iter().any(|slots| slots
                 .registered()
                 .iter()
-                .any(|&(_, base, size, _)| (base..base + size).contains(&place))),
+                .any(|e| e.guest.contains(GuestAddress(place)))),
             "KVM maps {place:#x}, which no live MemorySlots holds"
         );
     }
@@ -205,7 +204,10 @@ fn one_space_through_two_vm_fds_refuses_removals_and_keeps_memory_safe() {
         Err(Error::AlreadyAttached { .. })
     ));
     let b = MemorySlots::attach(Arc::clone(&twin), &space).unwrap();
-    let both = [(0, 0, MIB, 0), (1, 4 * MIB, MIB, 0)];
+    let both = [
+        entry(&space, 0, 0, MIB, 0),
+        entry(&space, 1, 4 * MIB, MIB, 0),
+    ];
     assert_eq!(a.registered(), both);
     assert_eq!(b.registered(), both);
     assert_eq!(kvm_maps_only_held(&vm, &[&a, &b]), [0, 4 * MIB]);
@@ -263,9 +265,9 @@ fn one_space_through_two_vm_fds_refuses_removals_and_keeps_memory_safe() {
     assert_eq!(
         a.registered(),
         [
-            (0, 0, MIB, KVM_MEM_LOG_DIRTY_PAGES),
-            (1, 4 * MIB, MIB, 0),
-            (2, 16 * MIB, MIB, 0)
+            entry(&space, 0, 0, MIB, KVM_MEM_LOG_DIRTY_PAGES),
+            entry(&space, 1, 4 * MIB, MIB, 0),
+            entry(&space, 2, 16 * MIB, MIB, 0)
         ]
     );
 
@@ -292,14 +294,14 @@ fn two_spaces_through_two_vm_fds_undo_each_others_slots_and_keep_memory_safe() {
     space_b.insert_region(Arc::clone(&shared)).unwrap();
     let a = MemorySlots::attach(Arc::clone(&vm), &space_a).unwrap();
     let b = MemorySlots::attach(Arc::clone(&twin), &space_b).unwrap();
-    assert_eq!(a.registered(), [(0, 0, MIB, 0)]);
-    assert_eq!(b.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(a.registered(), [entry(&space_a, 0, 0, MIB, 0)]);
+    assert_eq!(b.registered(), [entry(&space_b, 0, 0, MIB, 0)]);
     assert_eq!(kvm_maps_only_held(&vm, &[&a, &b]), [0]);
 
     // `a` deletes slot 0: `b` still lists it, KVM has none.
     space_a.remove_region(shared.base(), MIB).unwrap();
     assert_eq!(kvm_maps_only_held(&vm, &[&a, &b]), [0u64; 0]);
-    assert_eq!(b.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(b.registered(), [entry(&space_b, 0, 0, MIB, 0)]);
     let err = b.fetch_dirty_log(shared.base()).unwrap_err();
     assert!(matches!(err, Error::DirtyLog { slot: 0, .. }), "{err}");
 
@@ -307,14 +309,14 @@ fn two_spaces_through_two_vm_fds_undo_each_others_slots_and_keep_memory_safe() {
     // that slot, and releases the shared region, which KVM no longer maps.
     let own = backed(16 * MIB, MIB);
     space_a.insert_region(Arc::clone(&own)).unwrap();
-    assert_eq!(a.registered(), [(0, 16 * MIB, MIB, 0)]);
+    assert_eq!(a.registered(), [entry(&space_a, 0, 16 * MIB, MIB, 0)]);
     assert_eq!(kvm_maps_only_held(&vm, &[&a, &b]), [16 * MIB]);
     space_b.remove_region(shared.base(), MIB).unwrap();
     assert_eq!(b.registered(), []);
     assert_eq!(Arc::strong_count(&shared), 1);
     drop(shared);
     assert_eq!(kvm_maps_only_held(&vm, &[&a, &b]), [0u64; 0]);
-    assert_eq!(a.registered(), [(0, 16 * MIB, MIB, 0)]);
+    assert_eq!(a.registered(), [entry(&space_a, 0, 16 * MIB, MIB, 0)]);
     let err = a.fetch_dirty_log(own.base()).unwrap_err();
     assert!(matches!(err, Error::DirtyLog { slot: 0, .. }), "{err}");
     let err = space_a.remove_region(own.base(), MIB).unwrap_err();
@@ -351,7 +353,7 @@ fn two_spaces_through_two_vm_fds_undo_each_others_slots_and_keep_memory_safe() {
         matches!(err, Error::SetMemoryRegion { slot: 0, .. }),
         "{err}"
     );
-    assert_eq!(a.registered(), [(0, 16 * MIB, MIB, 0)]);
+    assert_eq!(a.registered(), [entry(&space_a, 0, 16 * MIB, MIB, 0)]);
     assert_eq!(b.fetch_dirty_log(big.base()).unwrap().count(), 0);
     heap_is_whole();
 

@@ -6,14 +6,13 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 
 mod support;
-
 use std::sync::Arc;
 
 use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, RegionEvent, RegionListener, RegionSpec};
-use support::{MIB, backed, kvm_or_skip, kvm_refuses_probe, layout};
+use support::{MIB, backed, entry, kvm_or_skip, kvm_refuses_probe, layout};
 use vm_memory::GuestAddress;
 
 /// The slot numbers below 8 KVM has (probed in the 32-bit hole, where no region of the test
@@ -76,8 +75,8 @@ fn change_refused_by_one_vm_or_a_later_listener_is_undone_in_both() {
         "{err}"
     );
     assert_eq!(space.snapshot().len(), 1);
-    assert_eq!(a.registered(), [(0, 0, MIB, 0)]);
-    assert_eq!(b.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(a.registered(), [entry(&space, 0, 0, MIB, 0)]);
+    assert_eq!(b.registered(), [entry(&space, 0, 0, MIB, 0)]);
     assert_eq!(kvm_view(&vm_a, &addrs), (vec![0], vec![true, false]));
     // B's KVM holds its own memory at 16 MiB, under number 100.
     assert_eq!(kvm_view(&vm_b, &addrs), (vec![0], vec![true, true]));
@@ -90,7 +89,13 @@ fn change_refused_by_one_vm_or_a_later_listener_is_undone_in_both() {
 
     // The number given back goes to the next region, in both.
     space.insert_region(backed(16 * MIB, MIB)).unwrap();
-    assert_eq!(a.registered(), [(0, 0, MIB, 0), (1, 16 * MIB, MIB, 0)]);
+    assert_eq!(
+        a.registered(),
+        [
+            entry(&space, 0, 0, MIB, 0),
+            entry(&space, 1, 16 * MIB, MIB, 0)
+        ]
+    );
     assert_eq!(b.registered(), a.registered());
     assert_eq!(kvm_view(&vm_a, &addrs), (vec![0, 1], vec![true, true]));
     assert_eq!(kvm_view(&vm_b, &addrs), (vec![0, 1], vec![true, true]));
@@ -111,7 +116,10 @@ fn change_refused_by_one_vm_or_a_later_listener_is_undone_in_both() {
     for (slots, vm) in [(&a, &vm_a), (&b, &vm_b)] {
         assert_eq!(
             slots.registered(),
-            [(0, 0, MIB, 0), (1, 16 * MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)]
+            [
+                entry(&space, 0, 0, MIB, 0),
+                entry(&space, 1, 16 * MIB, MIB, KVM_MEM_LOG_DIRTY_PAGES)
+            ]
         );
         assert_eq!(
             kvm_view(vm, &[0, 16 * MIB, 32 * MIB]),
@@ -134,7 +142,7 @@ fn change_refused_by_one_vm_or_a_later_listener_is_undone_in_both() {
     drop(a);
     assert_eq!(kvm_view(&vm_a, &addrs), (vec![], vec![false, false]));
     assert_eq!(kvm_view(&vm_b, &addrs), (vec![0], vec![true, false]));
-    assert_eq!(b.registered(), [(0, 0, MIB, 0)]);
+    assert_eq!(b.registered(), [entry(&space, 0, 0, MIB, 0)]);
     drop(b);
     drop(vm_b);
     drop(foreign);

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use memvisor_space::RegionSpec;
 use vm_memory::GuestAddress;
 
-use super::tests::{hotplug_start, keep_stale, refuse_deletions, space, vm_or_skip};
+use super::tests::{
+    fields, hotplug_start, keep_stale, lost_fields, refuse_deletions, space, vm_or_skip,
+};
 use super::*;
 
 const MIB: u64 = 1 << 20;
@@ -521,9 +523,23 @@ fn check_kvm(
 /// `model`. (Each query tries the kept slots' deletion again.)
 fn check_slots(ctx: &str, slots: &MemorySlots, model: &mut Model, places: &[u64]) {
     model.retry_stale();
-    assert_eq!(slots.registered(), model.registered(), "{ctx}");
+    let registered = slots.registered();
+    let listed: Vec<_> = registered.iter().map(fields).collect();
+    assert_eq!(listed, model.registered(), "{ctx}");
+    // KVM's slot of a region the model holds maps the region's memory.
+    for e in &registered {
+        let held = model.regions.get(&e.guest.start().0);
+        if let Some(region) = held.and_then(|_| slots.space.snapshot().find_arc(e.guest.start())) {
+            assert_eq!(
+                e.host_address,
+                region.host_ptr().unwrap() as u64,
+                "{ctx}: {e:?}"
+            );
+        }
+    }
     assert_eq!(slots.len(), model.registered().len(), "{ctx}");
-    assert_eq!(slots.out_of_sync(), model.out_of_sync(), "{ctx}");
+    let out_of_sync: Vec<_> = slots.out_of_sync().iter().map(lost_fields).collect();
+    assert_eq!(out_of_sync, model.out_of_sync(), "{ctx}");
     for &place in places {
         let at = model
             .regions

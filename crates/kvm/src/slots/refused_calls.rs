@@ -16,7 +16,10 @@ use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_space::RegionSpec;
 use vm_memory::GuestAddress;
 
-use super::tests::{give_back_foreign_slot, keep_stale, lose_to_foreign_memory, space, vm_or_skip};
+use super::tests::{
+    entry, fields, give_back_foreign_slot, keep_stale, lose_to_foreign_memory, lost, space,
+    vm_or_skip,
+};
 use super::*;
 
 const MIB: u64 = 1 << 20;
@@ -139,8 +142,22 @@ fn agree(ctx: &str, f: &Fixture, foreign: Option<u64>) -> Vec<(u32, u64, u64, u3
         .filter(|(r, _)| r.host_ptr().is_some())
         .map(|(r, slot)| (slot.unwrap(), r.base().0, r.size()))
         .collect();
-    let registered = f.slots.registered();
-    let out_of_sync = f.slots.out_of_sync();
+    let listed = f.slots.registered();
+    // KVM's slot of a region the space holds maps the region's memory.
+    for e in &listed {
+        if let Some(r) = snapshot.find_arc(e.guest.start())
+            && snapshot.slot(e.guest.start()) == Some(e.slot)
+        {
+            assert_eq!(e.host_address, r.host_ptr().unwrap() as u64, "{ctx}: {e:?}");
+        }
+    }
+    let registered: Vec<_> = listed.iter().map(fields).collect();
+    let out_of_sync: Vec<_> = f
+        .slots
+        .out_of_sync()
+        .iter()
+        .map(super::tests::lost_fields)
+        .collect();
     for &(slot, base, size) in &held {
         let is_registered = registered
             .iter()
@@ -293,7 +310,7 @@ fn remove_with_each_call_refused() {
                 Some(0) => {
                     assert_eq!(
                         f.slots.registered()[1],
-                        (1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
+                        entry(&f.space, 1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
                     );
                     assert_eq!(f.fetch(B).unwrap(), 0);
                 }
@@ -325,7 +342,7 @@ fn remove_refused_later_with_each_call_refused() {
                 // The undo refused: out of sync, and KVM dropped the log with the slot: every
                 // page once, then nothing.
                 Some(1) => {
-                    assert_eq!(f.slots.out_of_sync(), [(1, B, MIB)]);
+                    assert_eq!(f.slots.out_of_sync(), [lost(1, B, MIB)]);
                     assert_eq!(f.fetch(B).unwrap(), pages(MIB));
                     assert_eq!(f.fetch(B).unwrap(), 0);
                 }
@@ -333,7 +350,7 @@ fn remove_refused_later_with_each_call_refused() {
                 None => {
                     assert_eq!(
                         f.slots.registered()[1],
-                        (1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
+                        entry(&f.space, 1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
                     );
                     assert_eq!(f.fetch(B).unwrap(), pages(MIB));
                     assert_eq!(f.fetch(B).unwrap(), 0);
@@ -360,7 +377,7 @@ fn replace_with_each_call_refused() {
                 Some(0) => {
                     assert_eq!(
                         f.slots.registered()[1],
-                        (1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
+                        entry(&f.space, 1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
                     );
                     assert_eq!(f.fetch(B).unwrap(), 0);
                 }
@@ -371,7 +388,7 @@ fn replace_with_each_call_refused() {
                 }
                 // The new region, which does not log (and owes nothing of the old one).
                 None => {
-                    assert_eq!(f.slots.registered()[1], (1, B, 2 * MIB, 0));
+                    assert_eq!(f.slots.registered()[1], entry(&f.space, 1, B, 2 * MIB, 0));
                     assert!(matches!(f.fetch(B), Err(Error::DirtyLog { slot: 1, .. })));
                     f.slots.set_dirty_logging(GuestAddress(B), true).unwrap();
                     assert_eq!(f.fetch(B).unwrap(), 0);
@@ -421,7 +438,7 @@ fn replace_refused_later_with_each_call_refused() {
 /// at B's range, which leaves KVM again when `give_back` says so.
 fn lose_b(f: &mut Fixture, give_back: bool) {
     f.foreign = Some(lose_to_foreign_memory(&f.vm, &f.space, B));
-    assert_eq!(f.slots.out_of_sync(), [(1, B, MIB)]);
+    assert_eq!(f.slots.out_of_sync(), [lost(1, B, MIB)]);
     if give_back {
         give_back_foreign_slot(&f.vm);
         f.foreign = None;
@@ -441,12 +458,12 @@ fn undo_of_removal_of_region_out_of_sync_with_each_call_refused() {
             assert_eq!(kept, []);
             match k {
                 // Still out of sync, still owing every page.
-                Some(0) => assert_eq!(f.slots.out_of_sync(), [(1, B, MIB)]),
+                Some(0) => assert_eq!(f.slots.out_of_sync(), [lost(1, B, MIB)]),
                 // Mended, with its logging, still owing every page.
                 None => {
                     assert_eq!(
                         f.slots.registered()[1],
-                        (1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
+                        entry(&f.space, 1, B, MIB, KVM_MEM_LOG_DIRTY_PAGES)
                     );
                 }
                 _ => unreachable!(),
@@ -469,7 +486,7 @@ fn logging_changes_and_fetches_with_each_call_refused() {
                 let _ = f.slots.set_dirty_logging(GuestAddress(base), on);
             },
             |f, k, _| {
-                let logs = f.slots.registered()[usize::from(base == B)].3 != 0;
+                let logs = f.slots.registered()[usize::from(base == B)].flags != 0;
                 assert_eq!(logs, if k.is_some() { base == B } else { on });
             },
         );

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use memvisor_kvm::slot_limit;
-use memvisor_space::{AddressSpace, Layout, Region, RegionSpec};
+use memvisor_kvm::{OutOfSyncRegion, RegisteredSlot, slot_limit};
+use memvisor_space::{AddressSpace, GuestRange, Layout, Region, RegionSpec};
 use vm_memory::{Bytes, GuestAddress};
 
 pub const PAGE: u64 = 0x1000;
@@ -69,6 +69,29 @@ pub const PROGRAM: &[u8] = &[
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
+
+/// The entry `MemorySlots::registered` lists for KVM's slot `slot` over the region of `space`
+/// at `base` (its host address is that region's mapping).
+pub fn entry(space: &AddressSpace, slot: u32, base: u64, size: u64, flags: u32) -> RegisteredSlot {
+    let region = space
+        .snapshot()
+        .find_arc(GuestAddress(base))
+        .unwrap_or_else(|| panic!("no region at {base:#x}"));
+    RegisteredSlot {
+        slot,
+        guest: GuestRange::new(GuestAddress(base), size).unwrap(),
+        host_address: region.host_ptr().unwrap() as u64,
+        flags,
+    }
+}
+
+/// The entry `MemorySlots::out_of_sync` lists for the region at `base`, of memory slot `slot`.
+pub fn lost(slot: u32, base: u64, size: u64) -> OutOfSyncRegion {
+    OutOfSyncRegion {
+        slot,
+        guest: GuestRange::new(GuestAddress(base), size).unwrap(),
+    }
+}
 
 /// The x86-64 layout the slot tests use: 1 GiB of boot RAM and a 1 GiB hotplug window.
 pub fn layout() -> Layout {
