@@ -600,6 +600,57 @@ impl<T> ConcurrentVec<T> {
         Some(unsafe { &*self.slot(index) })
     }
 
+    /// The element at `index`, without the check that it is published (the call
+    /// virtual-buffer's concurrent vector names alike). Debug builds check it all the same
+    /// and panic where it is not.
+    ///
+    /// # Safety
+    /// `index` is below the capacity and its element is published, and its publication
+    /// happened before this call: `index` came from a push (or a [`Pusher`]'s) that returned
+    /// on this thread, or from one on another thread that this thread synchronized with
+    /// since (joined it, received the index through a channel or a mutex), or [`get`](Self::get)
+    /// of it returned `Some` on this thread.
+    ///
+    /// # Examples
+    /// ```
+    /// let v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// let index = v.push('x');
+    /// // SAFETY: `index` came from a push on this thread, which published it.
+    /// assert_eq!(unsafe { v.get_unchecked(index) }, &'x');
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    #[inline]
+    #[must_use]
+    pub unsafe fn get_unchecked(&self, index: usize) -> &T {
+        debug_assert!(
+            self.get(index).is_some(),
+            "ConcurrentVec::get_unchecked of slot {index}, which is not published"
+        );
+        self.log.read(index);
+        // SAFETY: the caller promises `index < capacity` and that the element's publication
+        // (its write, then its ready bit's release) happened before this call, so its write is
+        // visible; published elements are never written again through `&self` and live until
+        // `&mut self` or drop.
+        unsafe { &*self.slot(index) }
+    }
+
+    /// The element at `index`, mutably, without the check that it is published.
+    ///
+    /// # Safety
+    /// `index` is below the capacity and its element is published (`&mut self` orders every
+    /// publication before this call).
+    #[inline]
+    #[must_use]
+    pub unsafe fn get_unchecked_mut(&mut self, index: usize) -> &mut T {
+        debug_assert!(
+            self.get(index).is_some(),
+            "ConcurrentVec::get_unchecked_mut of slot {index}, which is not published"
+        );
+        // SAFETY: the caller promises the element is published; `&mut self` excludes every
+        // other access.
+        unsafe { &mut *self.slot(index) }
+    }
+
     /// The element at `index`, if it is published, mutably.
     #[must_use]
     pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {

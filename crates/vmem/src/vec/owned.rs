@@ -244,14 +244,18 @@ impl<T> Vec<T> {
         unsafe { self.ptr.as_ptr().add(index) }
     }
 
-    /// Commits memory so that `slots` elements fit (`committed < slots <= capacity`).
+    /// Commits memory so that `slots` elements fit (`committed < slots <= capacity`): at least
+    /// a growth step, or with `exact` only the pages they need.
     #[cold]
-    fn commit_for(&mut self, slots: usize) -> Result<()> {
+    fn commit_for(&mut self, slots: usize, exact: bool) -> Result<()> {
         let needed = self.layout.data_end(slots);
-        let step = self.growth.step(self.committed_bytes, self.layout.page);
-        let target =
+        let target = if exact {
+            self.layout.data_target(needed, 0, 0)
+        } else {
+            let step = self.growth.step(self.committed_bytes, self.layout.page);
             self.layout
-                .data_target(needed, self.committed_bytes.saturating_add(step), step);
+                .data_target(needed, self.committed_bytes.saturating_add(step), step)
+        };
         let offset = self.committed_bytes;
         self.layout
             .commit_data(&self.reservation, offset, target)
@@ -281,6 +285,41 @@ impl<T> Vec<T> {
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
     /// ```
     pub fn try_reserve(&mut self, additional: usize) -> Result<()> {
+        self.try_reserve_by(additional, false)
+    }
+
+    /// Makes room for `additional` more elements, committing only the pages they need (no
+    /// [`Growth`] step past them), as `std::vec::Vec::try_reserve_exact`.
+    ///
+    /// # Errors
+    /// As [`try_reserve`](Self::try_reserve). The vector is unchanged then.
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::page_size;
+    /// use memvisor_vmem::vec::{Builder, Growth};
+    ///
+    /// let mut v = Builder::new(1 << 20).growth(Growth::Fixed(1 << 20)).build::<u8>()?;
+    /// v.try_reserve_exact(1)?;
+    /// assert_eq!(v.committed_bytes(), page_size());
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn try_reserve_exact(&mut self, additional: usize) -> Result<()> {
+        self.try_reserve_by(additional, true)
+    }
+
+    /// As [`try_reserve_exact`](Self::try_reserve_exact), panicking on failure.
+    ///
+    /// # Panics
+    /// Where `try_reserve_exact` returns an error.
+    #[track_caller]
+    pub fn reserve_exact(&mut self, additional: usize) {
+        if let Err(e) = self.try_reserve_exact(additional) {
+            failed("reserve_exact", &e);
+        }
+    }
+
+    fn try_reserve_by(&mut self, additional: usize, exact: bool) -> Result<()> {
         let capacity = self.layout.capacity;
         let requested = self
             .len
@@ -291,7 +330,7 @@ impl<T> Vec<T> {
                 requested: self.len.saturating_add(additional),
             })?;
         if requested > self.committed {
-            self.commit_for(requested)?;
+            self.commit_for(requested, exact)?;
         }
         Ok(())
     }
@@ -1001,6 +1040,25 @@ where
 }
 
 /// Lexicographic order of the elements, as `std::vec::Vec`'s.
+impl<T, U> PartialEq<Vec<U>> for alloc::borrow::Cow<'_, [T]>
+where
+    T: PartialEq<U> + Clone,
+{
+    fn eq(&self, other: &Vec<U>) -> bool {
+        **self == other[..]
+    }
+}
+
+impl<T, U> PartialEq<alloc::borrow::Cow<'_, [U]>> for Vec<T>
+where
+    T: PartialEq<U>,
+    U: Clone,
+{
+    fn eq(&self, other: &alloc::borrow::Cow<'_, [U]>) -> bool {
+        self[..] == **other
+    }
+}
+
 impl<T: PartialOrd> PartialOrd for Vec<T> {
     fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
         self.as_slice().partial_cmp(other.as_slice())

@@ -66,11 +66,21 @@ impl<T> ConcurrentVec<T> {
         self.commit_through(index)
     }
 
-    /// Makes `committed` exceed `index` (`index < capacity`).
+    /// Makes `committed` exceed `index` (`index < capacity`), a growth step at a time.
     pub(super) fn commit_through(&self, index: usize) -> Result<()> {
+        self.commit_through_by(index, false)
+    }
+
+    /// Makes `committed` exceed `index` (`index < capacity`): with `exact`, by the pages slot
+    /// `index` needs and no growth step.
+    pub(super) fn commit_through_by(&self, index: usize, exact: bool) -> Result<()> {
         let mut seen = self.committed.0.load(Ordering::Acquire);
         while index >= seen {
-            let target = self.target(seen, index);
+            let target = if exact {
+                self.exact_target(index)
+            } else {
+                self.target(seen, index)
+            };
             self.commit_slots(seen, target)?;
             let before = self.committed.0.fetch_max(target, Ordering::AcqRel);
             seen = before.max(target);
@@ -92,6 +102,16 @@ impl<T> ConcurrentVec<T> {
         if layout.huge != 0 {
             want = want.max(layout.slots_in(layout.data_target(layout.data_end(want), 0, step)));
         }
+        let data_fit = layout.slots_in(layout.data_end(want));
+        let bits_fit = (layout.bits_end(want) / WORD_BYTES).saturating_mul(WORD_BITS);
+        want.max(data_fit.min(bits_fit).min(layout.capacity))
+    }
+
+    /// How many slots to have committed when slot `index` is needed and nothing more:
+    /// `index + 1`, widened to what the whole pages hold.
+    fn exact_target(&self, index: usize) -> usize {
+        let layout = &self.layout;
+        let want = index + 1;
         let data_fit = layout.slots_in(layout.data_end(want));
         let bits_fit = (layout.bits_end(want) / WORD_BYTES).saturating_mul(WORD_BITS);
         want.max(data_fit.min(bits_fit).min(layout.capacity))

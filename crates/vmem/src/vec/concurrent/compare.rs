@@ -61,6 +61,34 @@ impl<T> ConcurrentVec<T> {
     /// # Ok::<(), memvisor_vmem::vec::Error>(())
     /// ```
     pub fn reserve(&self, additional: usize) -> Result<()> {
+        self.reserve_by(additional, false)
+    }
+
+    /// As [`reserve`](Self::reserve), but commits only the pages the `additional` slots need,
+    /// without a [`Growth`](super::Growth) step past them (the call virtual-buffer's vectors
+    /// and `std::vec::Vec` name `reserve_exact`; it returns the error where they panic).
+    ///
+    /// # Errors
+    /// As [`reserve`](Self::reserve).
+    ///
+    /// # Examples
+    /// ```
+    /// use memvisor_vmem::page_size;
+    /// use memvisor_vmem::vec::{Builder, Growth};
+    ///
+    /// let v = Builder::new(1 << 20)
+    ///     .growth(Growth::Fixed(1 << 20))
+    ///     .build_concurrent::<u8>()?;
+    /// v.reserve_exact(1)?;
+    /// // A page of slots and a page of ready bits, not the 1 MiB step.
+    /// assert_eq!(v.committed_bytes(), 2 * page_size());
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
+    pub fn reserve_exact(&self, additional: usize) -> Result<()> {
+        self.reserve_by(additional, true)
+    }
+
+    fn reserve_by(&self, additional: usize, exact: bool) -> Result<()> {
         let len = self.len();
         let capacity = self.capacity();
         let end = len
@@ -73,7 +101,7 @@ impl<T> ConcurrentVec<T> {
         if end == 0 || end <= self.committed.0.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.commit_through(end - 1)
+        self.commit_through_by(end - 1, exact)
     }
 }
 
@@ -110,6 +138,91 @@ impl<T: PartialEq<U>, U> PartialEq<ConcurrentVec<U>> for ConcurrentVec<T> {
 }
 
 impl<T: Eq> Eq for ConcurrentVec<T> {}
+
+/// Equal when the published elements, in index order, equal the slice's (holes are skipped, as
+/// between two vectors).
+impl<T: PartialEq<U>, U> PartialEq<[U]> for ConcurrentVec<T> {
+    fn eq(&self, other: &[U]) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+/// As the comparison with a slice.
+impl<T: PartialEq<U>, U> PartialEq<&[U]> for ConcurrentVec<T> {
+    fn eq(&self, other: &&[U]) -> bool {
+        *self == **other
+    }
+}
+
+/// As the comparison with a slice.
+impl<T: PartialEq<U>, U> PartialEq<&mut [U]> for ConcurrentVec<T> {
+    fn eq(&self, other: &&mut [U]) -> bool {
+        *self == **other
+    }
+}
+
+/// As the comparison with a slice.
+impl<T: PartialEq<U>, U, const N: usize> PartialEq<[U; N]> for ConcurrentVec<T> {
+    fn eq(&self, other: &[U; N]) -> bool {
+        *self == other[..]
+    }
+}
+
+/// As the comparison with a slice.
+impl<T: PartialEq<U>, U, const N: usize> PartialEq<&[U; N]> for ConcurrentVec<T> {
+    fn eq(&self, other: &&[U; N]) -> bool {
+        *self == other[..]
+    }
+}
+
+/// As the comparison with a slice.
+impl<T: PartialEq<U>, U> PartialEq<alloc::vec::Vec<U>> for ConcurrentVec<T> {
+    fn eq(&self, other: &alloc::vec::Vec<U>) -> bool {
+        *self == other[..]
+    }
+}
+
+/// As the comparison with a slice.
+impl<T: PartialEq<U>, U: Clone> PartialEq<alloc::borrow::Cow<'_, [U]>> for ConcurrentVec<T> {
+    fn eq(&self, other: &alloc::borrow::Cow<'_, [U]>) -> bool {
+        *self == **other
+    }
+}
+
+/// As the vector's comparison with a slice.
+impl<T: PartialEq<U>, U> PartialEq<ConcurrentVec<U>> for [T] {
+    fn eq(&self, other: &ConcurrentVec<U>) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+/// As the vector's comparison with a slice.
+impl<T: PartialEq<U>, U> PartialEq<ConcurrentVec<U>> for &[T] {
+    fn eq(&self, other: &ConcurrentVec<U>) -> bool {
+        **self == *other
+    }
+}
+
+/// As the vector's comparison with a slice.
+impl<T: PartialEq<U>, U> PartialEq<ConcurrentVec<U>> for &mut [T] {
+    fn eq(&self, other: &ConcurrentVec<U>) -> bool {
+        **self == *other
+    }
+}
+
+/// As the vector's comparison with a slice.
+impl<T: PartialEq<U>, U> PartialEq<ConcurrentVec<U>> for alloc::vec::Vec<T> {
+    fn eq(&self, other: &ConcurrentVec<U>) -> bool {
+        self[..] == *other
+    }
+}
+
+/// As the vector's comparison with a slice.
+impl<T: PartialEq<U> + Clone, U> PartialEq<ConcurrentVec<U>> for alloc::borrow::Cow<'_, [T]> {
+    fn eq(&self, other: &ConcurrentVec<U>) -> bool {
+        **self == *other
+    }
+}
 
 /// Lexicographic order of the published elements in index order.
 impl<T: PartialOrd> PartialOrd for ConcurrentVec<T> {
