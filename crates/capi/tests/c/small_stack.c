@@ -1,7 +1,7 @@
-/* A client's whole life on a thread whose stack is the smallest the system allows
- * (PTHREAD_STACK_MIN, 16 KiB on Linux), as a language VM's coroutines or green threads have,
- * over a context made on the main thread: no client call of the library's release build may
- * need more stack than that. The first free of a client makes its cache bins (about 19 KiB),
+/* A context's and its clients' whole life on a thread whose stack is the smallest the system
+ * allows (PTHREAD_STACK_MIN, 16 KiB on Linux), as a language VM's coroutines or green threads
+ * have: no call of the library's release build may need more stack than that, making the
+ * process's first contexts (over a caller's block and reserved) and deleting them included. The first free of a client makes its cache bins (about 19 KiB),
  * which must not pass through the stack; an allocation that finds no chunk left while blocks
  * are cached works out whether giving them back makes room, which must not copy the bins
  * (12 KiB) onto the stack either. */
@@ -22,6 +22,11 @@ static char small_block[3 << 16];
 
 static void *life(void *arg) {
     (void)arg;
+    OK(memvisor_context_create_reserved((size_t)8 << 20, NULL, &ctx));
+    memvisor_config config;
+    OK(memvisor_config_init(&config));
+    config.chunk_size = (size_t)64 << 10;
+    OK(memvisor_context_create(small_block, sizeof small_block, &config, &small_ctx));
     memvisor_client client;
     void *small = NULL, *page = NULL, *run = NULL;
     size_t size = 0;
@@ -60,17 +65,14 @@ static void *life(void *arg) {
     }
     CHECK_STATUS(st, MEMVISOR_STATUS_OUT_OF_MEMORY);
     OK(memvisor_client_delete(tight));
+    OK(memvisor_context_delete(ctx));
+    OK(memvisor_context_delete(small_ctx));
     return NULL;
 }
 
 int main(void) {
     pthread_attr_t attr;
     pthread_t thread;
-    OK(memvisor_context_create_reserved((size_t)8 << 20, NULL, &ctx));
-    memvisor_config config;
-    OK(memvisor_config_init(&config));
-    config.chunk_size = (size_t)64 << 10;
-    OK(memvisor_context_create(small_block, sizeof small_block, &config, &small_ctx));
     CHECK(pthread_attr_init(&attr) == 0);
     /* MEMVISOR_TEST_STACK=min: the smallest stack; otherwise 128 KiB, as the library's debug
      * build needs (its frames are several times larger). */
@@ -80,7 +82,5 @@ int main(void) {
     CHECK(pthread_create(&thread, &attr, life, NULL) == 0);
     CHECK(pthread_join(thread, NULL) == 0);
     CHECK(pthread_attr_destroy(&attr) == 0);
-    OK(memvisor_context_delete(ctx));
-    OK(memvisor_context_delete(small_ctx));
     return finish("small_stack");
 }
