@@ -127,7 +127,11 @@ struct CachePadded<T>(T);
 /// - Each published element is dropped exactly once, when the vector is dropped or cleared.
 ///
 /// Memory per element is the element itself plus one bit (a ready bit in a bitmap next to the
-/// slots), both committed in page steps as the vector grows.
+/// slots), both committed in whole pages as the vector grows: a [`Growth`](super::Growth) step
+/// at a time, or, for a claimed block, through the block's end where that reaches further (at
+/// most 512 elements for a [`Pusher`], 256 where `usize` has 32 bits, and
+/// [`thread_block`](Self::thread_block) for a thread's block: so with large elements a claim
+/// may commit up to that many elements' bytes at once).
 ///
 /// It is `Send` when `T: Send` and `Sync` when `T: Send + Sync` (a shared vector moves values
 /// in from any thread and shares them with all).
@@ -448,7 +452,14 @@ impl<T> ConcurrentVec<T> {
     /// Pushes `value` and returns its index, or hands it back.
     ///
     /// # Errors
-    /// [`Error::CapacityExceeded`] if every slot was claimed (nothing changes then);
+    /// [`Error::CapacityExceeded`] if every slot was claimed (nothing changes then). Slots
+    /// that other threads hold in their blocks count as claimed and are not taken from them
+    /// (each thread fills its own block with plain stores, so taking slots from it would cost
+    /// every push an atomic update): at capacity, up to `thread_block - 1` slots per other
+    /// thread pushing into the vector, and up to 511 per live [`Pusher`] (255 where `usize`
+    /// has 32 bits), may still be empty while this push is refused; their holders fill them
+    /// with their next pushes, or leave them empty when they give the blocks up.
+    /// [`Builder::thread_block`]`(1)` makes pushes fill the capacity exactly.
     /// [`Error::Commit`] if the system refuses memory, in which case the slot this push
     /// claimed stays empty for good (a *hole*: never published, skipped by iteration, counted
     /// by [`len`](Self::len)). A thread that claims blocks keeps a block whose commit was
