@@ -93,8 +93,16 @@ pub(crate) struct Removed {
 
 #[derive(Default)]
 pub(crate) struct State {
-    /// Registered regions by memory-slot number.
+    /// Registered regions by memory-slot number. Changed only through
+    /// [`register`](Self::register) and [`unregister`](Self::unregister).
     slots: BTreeMap<u32, Registered>,
+    /// How many registered regions there are of each size (none of 0), to find the largest
+    /// after a deletion in O(log n) rather than by a walk over every slot.
+    sizes: BTreeMap<u64, usize>,
+    /// How many sizes [`largest_size`](Self::largest_size) examined: the work a deletion's
+    /// look-up does, which a test counts.
+    #[cfg(test)]
+    examined: std::cell::Cell<usize>,
     /// Memory-slot number by guest base.
     by_base: BTreeMap<u64, u32>,
     /// See [`Removed`].
@@ -119,6 +127,44 @@ pub(crate) struct State {
     /// the space gave their numbers back. Each is deleted again before every change and every
     /// query of what is registered, and leaves `slots` once KVM lets it go.
     stale: BTreeSet<u32>,
+}
+
+impl State {
+    /// Records `registered` as KVM's slot `slot`, which KVM took.
+    /// `slot` is free in `slots` (the callers check it), so no record is replaced.
+    fn register(&mut self, slot: u32, registered: Registered) {
+        *self.sizes.entry(registered.region.size()).or_insert(0) += 1;
+        if let Some(replaced) = self.slots.insert(slot, registered) {
+            self.forget_size(replaced.region.size());
+        }
+    }
+
+    /// Forgets KVM's slot `slot`, which KVM deleted, and returns its record.
+    fn unregister(&mut self, slot: u32) -> Option<Registered> {
+        let registered = self.slots.remove(&slot)?;
+        self.forget_size(registered.region.size());
+        Some(registered)
+    }
+
+    /// Counts one region of `size` fewer in `sizes`.
+    fn forget_size(&mut self, size: u64) {
+        if let Some(count) = self.sizes.get_mut(&size) {
+            *count -= 1;
+            if *count == 0 {
+                self.sizes.remove(&size);
+            }
+        }
+    }
+
+    /// The size of the largest region KVM has, 0 if it has none: the last key of `sizes`,
+    /// O(log n) in the slots registered.
+    fn largest_size(&self) -> u64 {
+        let largest = self.sizes.last_key_value();
+        #[cfg(test)]
+        self.examined
+            .set(self.examined.get() + usize::from(largest.is_some()));
+        largest.map_or(0, |(&size, _)| size)
+    }
 }
 
 /// A region of the space whose slot KVM would not take back after an undone removal.
@@ -589,7 +635,7 @@ impl Shared {
                 continue;
             }
             let base = registered.region.base().0;
-            state.slots.remove(&slot);
+            state.unregister(slot);
             if state.by_base.get(&base) == Some(&slot) {
                 state.by_base.remove(&base);
             }
@@ -605,12 +651,7 @@ impl Shared {
     /// still has (none if it has none), after a slot left KVM, when it holds more than twice
     /// that log's pages. A shrink the system refuses keeps the larger buffer.
     fn fit_log_buffer(&self, state: &State) {
-        let largest = state
-            .slots
-            .values()
-            .map(|r| r.region.size())
-            .max()
-            .unwrap_or(0);
+        let largest = state.largest_size();
         // A registered region's size fits `usize` (`set` checks it).
         if let Some(bytes) = crate::dirty::log_bytes(largest) {
             self.log_buffer().fit(bytes);
@@ -710,7 +751,7 @@ impl Shared {
                     return Err(e);
                 }
                 state.lost.remove(&slot);
-                state.slots.insert(
+                state.register(
                     slot,
                     Registered {
                         region: Arc::clone(region),
@@ -787,7 +828,7 @@ impl Shared {
                     // Otherwise KVM keeps the slot with its log: the change is refused.
                     return Err(e);
                 }
-                state.slots.remove(&slot);
+                state.unregister(slot);
                 state.by_base.remove(&base);
                 state.all_dirty.remove(&slot);
                 self.fit_log_buffer(state);
@@ -1082,6 +1123,55 @@ mod tests {
     use vm_memory::GuestAddress;
 
     use super::*;
+
+    #[test]
+    fn deletion_at_the_slot_limit_finds_the_largest_region_left_without_a_walk() {
+        // KVM's usual slot limit (the space's default), each slot a region of 1 to 5 pages
+        // but one of 64 pages, which is deleted.
+        let count = if cfg!(miri) {
+            64
+        } else {
+            memvisor_space::DEFAULT_SLOTS
+        };
+        let page = 0x1000;
+        let big = count / 2;
+        let mut state = State::default();
+        for slot in 0..count {
+            let pages = if slot == big {
+                64
+            } else {
+                1 + u64::from(slot % 5)
+            };
+            let spec = RegionSpec::ram(GuestAddress(u64::from(slot) << 20), pages * page);
+            let region = Arc::new(Region::plan(spec).unwrap());
+            let registered = Registered {
+                guest: GuestRange::new(region.base(), region.size()).unwrap(),
+                host_address: 0,
+                region,
+                flags: 0,
+            };
+            state.register(slot, registered);
+        }
+        assert_eq!(state.largest_size(), 64 * page);
+        state.examined.set(0);
+        assert_eq!(state.unregister(big).unwrap().region.size(), 64 * page);
+        assert_eq!(state.largest_size(), 5 * page);
+        // A lookup of the ordered sizes, where a walk examined every slot left.
+        let examined = state.examined.get();
+        assert!(
+            examined <= 1,
+            "{examined} slots examined for one deletion of {count}"
+        );
+        // Down to one size, then none.
+        for slot in (0..count).filter(|s| s % 5 == 4) {
+            state.unregister(slot);
+        }
+        assert_eq!(state.largest_size(), 4 * page);
+        for slot in 0..count {
+            state.unregister(slot);
+        }
+        assert_eq!(state.largest_size(), 0);
+    }
 
     #[test]
     fn slot_limit_stays_inside_the_slot_id_field() {
