@@ -608,6 +608,130 @@ impl FcObject for FcBalloon<'_> {
     const WHAT: &'static str = "a balloon object";
 }
 
+/// Firecracker's `mmds-config` (its `MmdsConfig`): the metadata service its network devices
+/// answer, which adds no device and no guest memory. Read as Firecracker reads it, then checked
+/// as it checks it when it applies the file ([`fc_mmds`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an mmds-config object")]
+struct FcMmds<'a> {
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: FcMmdsVersion,
+    /// Required: the ids of the interfaces that answer metadata requests.
+    #[serde(borrow)]
+    network_interfaces: &'a RawValue,
+    #[serde(default, borrow)]
+    ipv4_address: Option<&'a RawValue>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    imds_compat: bool,
+}
+
+impl FcObject for FcMmds<'_> {
+    const WHAT: &'static str = "an mmds-config object";
+}
+
+/// `mmds-config.version` (Firecracker's `MmdsVersion`; `V1` when left out, `null` is not one).
+#[derive(Debug, Default)]
+struct FcMmdsVersion;
+
+impl<'de> Deserialize<'de> for FcMmdsVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        fc_variant(d, "an MMDS version name", &["V1", "V2"]).map(|()| FcMmdsVersion)
+    }
+}
+
+/// Whether Firecracker takes `address` for its metadata service (`is_link_local_valid`): in
+/// `169.254.0.0/16`, but not in its first or last `/24`, which RFC 3927 reserves.
+fn fc_mmds_address_taken(address: std::net::Ipv4Addr) -> bool {
+    matches!(address.octets(), [169, 254, third, _] if third != 0 && third != 255)
+}
+
+/// Checks `mmds-config` (`raw`, in the file `src`) as Firecracker checks it when it applies the
+/// file (`set_mmds_network_stack_config`), after the network interfaces, whose ids are
+/// `interfaces`: an `ipv4_address` it takes ([`fc_mmds_address_taken`]), then
+/// `network_interfaces` not empty and naming only ids of `interfaces` (compared as written).
+///
+/// # Errors
+/// [`SpecError`] at the field (the whole list when it is empty, the entry no interface has).
+///
+/// [`SpecError`]: crate::error::SpecError
+fn fc_mmds(src: Source<'_>, raw: &RawValue, interfaces: &[Option<String>]) -> Result<()> {
+    let span = |raw: &RawValue| {
+        let at = fc_offset(src, raw);
+        at..at + raw.get().len()
+    };
+    let mmds =
+        from_json::<Object<FcMmds<'_>>>(src, fc_offset(src, raw), raw.get(), "mmds-config")?.0;
+    let list = mmds.network_interfaces;
+    let entries: Vec<&RawValue> = from_json(
+        src,
+        fc_offset(src, list),
+        list.get(),
+        "mmds-config.network_interfaces",
+    )?;
+    let mut ids = Vec::with_capacity(entries.len());
+    for (i, raw) in entries.iter().enumerate() {
+        let field = format!("mmds-config.network_interfaces[{i}]");
+        ids.push(from_json::<std::borrow::Cow<'_, str>>(
+            src,
+            fc_offset(src, raw),
+            raw.get(),
+            &field,
+        )?);
+    }
+    if let Some(raw) = mmds.ipv4_address {
+        let field = "mmds-config.ipv4_address";
+        let address: std::net::Ipv4Addr = from_json(src, fc_offset(src, raw), raw.get(), field)?;
+        if !fc_mmds_address_taken(address) {
+            return Err(src
+                .error(
+                    field.to_owned(),
+                    Some(span(raw)),
+                    Problem::Invalid(format!(
+                        "{address} is not a link-local address Firecracker takes for its \
+                         metadata service (169.254.1.0 to 169.254.254.255)"
+                    )),
+                )
+                .into());
+        }
+    }
+    if ids.is_empty() {
+        return Err(src
+            .error(
+                "mmds-config.network_interfaces".to_owned(),
+                Some(span(list)),
+                Problem::Invalid(
+                    "an empty list: Firecracker refuses a metadata service that no network \
+                     interface answers"
+                        .to_owned(),
+                ),
+            )
+            .into());
+    }
+    // One look-up per entry, however long the list (the file allows some 200,000 entries).
+    let known: std::collections::HashSet<&str> =
+        interfaces.iter().filter_map(Option::as_deref).collect();
+    if let Some((i, id)) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, id)| !known.contains(id.as_ref()))
+    {
+        return Err(src
+            .error(
+                format!("mmds-config.network_interfaces[{i}]"),
+                Some(span(entries[i])),
+                Problem::Invalid(format!(
+                    "no network interface has the id `{}`: Firecracker refuses a metadata \
+                     service on an interface it does not have",
+                    crate::render::escape(id)
+                )),
+            )
+            .into());
+    }
+    Ok(())
+}
+
 /// Firecracker's `boot-source` object, checked as Firecracker reads it; its fields do not
 /// change the memory map.
 #[derive(Debug, Deserialize)]
@@ -877,6 +1001,9 @@ struct FcConfig<'a> {
     /// as a list, which `null` is not), as Firecracker's `Vec` with a serde default.
     #[serde(default, borrow, deserialize_with = "required_raw")]
     pmem: Option<&'a RawValue>,
+    /// Checked as Firecracker checks it ([`fc_mmds`]); adds nothing to the plan.
+    #[serde(default, borrow, rename = "mmds-config")]
+    mmds: Option<&'a RawValue>,
     /// Not modelled: refused unless `null`.
     #[serde(default, borrow, rename = "memory-hotplug")]
     memory_hotplug: Option<&'a RawValue>,
@@ -1458,7 +1585,10 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// as Firecracker builds no other. The paths Firecracker opens when it applies the file
 /// (`kernel_image_path`, `initrd_path`, a drive's `path_on_host` and `socket`, the vsock's
 /// `uds_path`) are not empty and hold no NUL, and `boot_args` holds no NUL, as Firecracker
-/// cannot open or boot with such a value on any host.
+/// cannot open or boot with such a value on any host. `mmds-config` adds nothing to the plan
+/// and is checked as Firecracker checks it (SPEC.md): its fields'
+/// types, a link-local `ipv4_address` it takes, a `network_interfaces` list that is not empty
+/// and names only the interfaces' ids.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
@@ -1488,7 +1618,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// object belongs included, a required field missing or `null`, an unknown field), an unknown
 /// `huge_pages` value, a second root drive, a drive of neither kind or of both, an `mtu` below
 /// 68, a `host_dev_name` of 16 bytes or more, `boot_args` longer than Firecracker's 2048-byte
-/// kernel command line or with a NUL, an empty path or one with a NUL, too many devices, a
+/// kernel command line or with a NUL, an empty path or one with a NUL, an `mmds-config`
+/// Firecracker refuses, too many devices, a
 /// `vcpu_count`, `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and
 /// aarch64 limits above, with the field and its line and column in the file (the limits at the
 /// value that breaks them); [`Error::SpecTooLarge`] when the converted spec would be larger than a
@@ -1531,6 +1662,7 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
             entropy: None,
             boot_source: None,
             pmem: None,
+            mmds: None,
             memory_hotplug: None,
         }
     };
@@ -1654,6 +1786,9 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
             .is_some_and(|a| a.console),
         None => false,
     };
+    if let Some(raw) = config.mmds {
+        fc_mmds(src, raw, &network)?;
+    }
     if let Some(raw) = config.entropy {
         from_json::<Object<FcEntropy>>(src, offset(raw), raw.get(), "entropy")?;
     }
