@@ -12,12 +12,19 @@ use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Exhausted, HostTable, Result};
 
+/// How many times a taker that found no chunk free pauses while
+/// [`Arena::decommit_free_chunks`] has one out of the free set before it gives up (a yield
+/// of the thread each, well over the time of a decommit's system call however many; a
+/// bound, so that a decommitting thread stopped for good, by a debugger or a
+/// stop-the-world collector, does not stop the taker with it).
+const DECOMMIT_WAITS: u32 = 1 << 20;
+
 /// A chunk record's `prev` while a run is being taken: this call committed the chunk (so a
 /// refusal further on decommits it again). Never a chunk index: an arena has fewer than
 /// `2^29` chunks (its slab units, at least 8 per chunk, are indexed by `u32`).
 const COMMITTED_BY_RUN: u32 = NIL - 1;
 use crate::remote_bits::RemoteBits;
-use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence, pause};
 use crate::table;
 
 /// Smallest buddy page: large blocks are whole numbers of pages.
@@ -171,7 +178,9 @@ pub struct ArenaStats {
     /// Free chunks that clients held before and whose memory is still committed (cached for
     /// the next taker). Chunks never handed out do not count, even over a caller's or heap
     /// memory, which is committed throughout. A chunk a caller decommitted through the
-    /// reservation (`Backing::reservation`) still counts until a client takes it.
+    /// reservation (`Backing::reservation`) still counts until a client takes it;
+    /// `Arena::decommit_free_chunks` decommits these and takes them out of the count. Over a
+    /// reservation, the chunks held and these are the committed ones.
     pub cached_chunks: usize,
     /// Bytes in chunks no client holds.
     pub free_bytes: usize,
@@ -257,6 +266,9 @@ pub struct Arena {
     /// back what it keeps at its next free, or allocation that misses its caches, that sees a
     /// new value.
     trims: AtomicUsize,
+    /// Chunks [`decommit_free_chunks`](Self::decommit_free_chunks) has out of the free set at
+    /// this moment (each for one decommit): a taker that finds no chunk free waits for them.
+    decommitting: AtomicUsize,
     /// Bytes of cached blocks of all clients ([`Flags::STATISTICS`]).
     cached_blocks: AtomicUsize,
     /// Held chunks without a live block ([`Flags::STATISTICS`]).
@@ -469,6 +481,7 @@ impl Arena {
             live: AtomicUsize::new(0),
             cached: AtomicUsize::new(0),
             trims: AtomicUsize::new(0),
+            decommitting: AtomicUsize::new(0),
             cached_blocks: AtomicUsize::new(0),
             pinned: AtomicUsize::new(0),
             pad,
@@ -991,7 +1004,11 @@ impl Arena {
     /// [`Error::OutOfMemory`] if no chunk is free, [`Error::Vmem`] if committing fails (the
     /// chunk goes back).
     pub(crate) fn acquire(&self, id: u32, requested: usize) -> Result<u32> {
-        let Some(chunk) = self.stack.pop() else {
+        let Some(chunk) = self
+            .stack
+            .pop()
+            .or_else(|| self.after_decommits(|| self.stack.pop()))
+        else {
             return Err(self.no_chunk(requested));
         };
         if let Err(e) = self.take(chunk, id) {
@@ -999,6 +1016,122 @@ impl Arena {
             return Err(e);
         }
         Ok(chunk)
+    }
+
+    /// `take` tried again while [`decommit_free_chunks`](Self::decommit_free_chunks) has chunks
+    /// out of the free set, after a search that found none: a chunk out for its decommit
+    /// (one system call) is waited for, not reported missing. Gives up after
+    /// [`DECOMMIT_WAITS`] pauses (a decommitting thread that does not run again meanwhile),
+    /// as if the chunk were held.
+    #[cold]
+    fn after_decommits<T>(&self, mut take: impl FnMut() -> Option<T>) -> Option<T> {
+        // Pairs with the `Release` fence before the claim of a chunk to decommit: a search
+        // that saw that chunk's bit set sees the count that includes it.
+        fence(Ordering::Acquire);
+        if self.decommitting.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        for _ in 0..DECOMMIT_WAITS {
+            pause();
+            // `Acquire`: a count gone down shows the chunk given back before it.
+            let out = self.decommitting.load(Ordering::Acquire);
+            if let Some(t) = take() {
+                return Some(t);
+            }
+            if out == 0 {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Decommits the free chunks whose memory is still committed (those clients held and gave
+    /// back without [`Flags::DECOMMIT`], counted in [`ArenaStats::cached_chunks`]), while
+    /// clients live and allocate: each is taken out of the free set for its decommit, so
+    /// that no client takes it meanwhile, and put back; a client that takes it later commits
+    /// it again (see [`Client::alloc`]). Chunks clients hold are left alone: [`Arena::trim`]
+    /// and [`Client::trim`] make clients give back the chunks they keep without a live block.
+    /// Returns how many chunks it decommitted. Does nothing and returns 0 for an arena whose
+    /// backing is not a reservation, whose memory is the caller's or the heap's.
+    ///
+    /// Time: one load per chunk of the arena, and one claim and system call per chunk
+    /// decommitted; the search ends once no free chunk is counted committed. At most one
+    /// chunk is out of the free set at a time; an allocation that finds no other chunk free
+    /// meanwhile waits for it (a few pauses of its thread), and the arena's statistics count
+    /// it held until it is back.
+    ///
+    /// Residency: [`ArenaStats::total_bytes`] is reserved; the chunks clients hold and
+    /// `cached_chunks` are committed; [`Arena::resident_bytes`] says what is resident.
+    ///
+    /// # Errors
+    /// [`Error::Vmem`] if the system refuses a decommit: that chunk goes back committed (and
+    /// counted in `cached_chunks`), those decommitted before stay decommitted, and the rest
+    /// are not tried.
+    ///
+    /// # Examples
+    /// ```
+    /// use core::alloc::Layout;
+    ///
+    /// use memvisor_arena::{Arena, Config, Quota};
+    ///
+    /// let arena = Arena::with_reservation(4 << 20, Config::new())?;
+    /// let client = arena.create_client(Quota::UNLIMITED)?;
+    /// let p = client.alloc(Layout::from_size_align(2 << 20, 16).unwrap())?;
+    /// // SAFETY: `p` is a live block of the client, not used after.
+    /// unsafe { client.free(p) }?;
+    /// client.trim();
+    /// assert_eq!(arena.stats().cached_chunks, 2);
+    /// assert_eq!(arena.decommit_free_chunks()?, 2);
+    /// assert_eq!(arena.stats().cached_chunks, 0);
+    /// # Ok::<(), memvisor_arena::Error>(())
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn decommit_free_chunks(&self) -> Result<usize> {
+        let Some(r) = self.backing.reservation() else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        let mut c = 0;
+        while c < self.geo.nchunks && self.cached.load(Ordering::Relaxed) != 0 {
+            if !self.stack.is_free(c) {
+                c += 1;
+                continue;
+            }
+            self.decommitting.fetch_add(1, Ordering::Relaxed);
+            // Pairs with the `Acquire` fence of `after_decommits`.
+            fence(Ordering::Release);
+            let result = if self.stack.pop_run_at(c, 1) {
+                // SAFETY: just taken from the free set by this call: no client holds the chunk,
+                // and its record is this thread's (ordered after its last holder by the
+                // `Acquire` of the take) until it goes back.
+                let info = unsafe { &mut *self.info[c].get() };
+                let mut result = Ok(());
+                if info.committed {
+                    let (off, usable) = self.usable_range(c);
+                    // SAFETY: no client holds the chunk (see above) and none can take it before
+                    // it goes back below; the blocks its last holder had are all dead (freed,
+                    // or their client deleted), so nothing may read or write its memory.
+                    match unsafe { r.decommit_unchecked(off, usable) } {
+                        Ok(()) => {
+                            info.committed = false;
+                            self.cached.fetch_sub(1, Ordering::Relaxed);
+                            done += 1;
+                        }
+                        Err(e) => result = Err(Error::from(e)),
+                    }
+                }
+                // `c` is below the chunk count, which fits a `u32`.
+                self.stack.push(u32::try_from(c).unwrap_or(u32::MAX));
+                result
+            } else {
+                Ok(())
+            };
+            // `Release`: a waiting taker that sees the count go down finds the chunk back.
+            self.decommitting.fetch_sub(1, Ordering::Release);
+            result?;
+            c += 1;
+        }
+        Ok(done)
     }
 
     /// [`Error::OutOfMemory`] for `requested` bytes when no chunk is free.
@@ -1047,7 +1180,10 @@ impl Arena {
     pub(crate) fn acquire_run(&self, id: u32, n: usize, at: Option<usize>) -> Result<u32> {
         let first = match at {
             Some(first) if self.stack.pop_run_at(first, n) => u32::try_from(first).ok(),
-            _ => self.stack.pop_run(n),
+            _ => self
+                .stack
+                .pop_run(n)
+                .or_else(|| self.after_decommits(|| self.stack.pop_run(n))),
         };
         let Some(first) = first else {
             return Err(self.no_run(n));
@@ -1385,5 +1521,84 @@ mod tests {
         assert_eq!(geo.meta_mask, 3);
         assert_eq!(geo.order_word[0], ORDERS);
         assert_eq!(geo.free_words, ORDERS + 4 + 2 + 7);
+    }
+
+    /// Free chunks still committed are decommitted while a client lives and holds a chunk of
+    /// its own, counted out of `cached_chunks`, and committed again when taken: the block
+    /// handed out there is written and read back. A chunk held is left alone.
+    #[test]
+    #[cfg(feature = "std")]
+    fn decommit_free_chunks_leaves_held_chunks_and_commits_again_on_take() {
+        let config = Config::new().with_chunk_size(CHUNK);
+        let arena = Arena::with_reservation(4 * CHUNK, config).unwrap();
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let layout = core::alloc::Layout::from_size_align(CHUNK, 16).unwrap();
+        let kept = client.alloc(core::alloc::Layout::new::<u64>()).unwrap();
+        // SAFETY: a live block of 8 bytes.
+        unsafe { kept.cast::<u64>().write(7) };
+        let blocks = [client.alloc(layout).unwrap(), client.alloc(layout).unwrap()];
+        for b in blocks {
+            // SAFETY: a live block of a chunk, not used after.
+            unsafe {
+                b.as_ptr().write_bytes(1, CHUNK);
+                client.free(b).unwrap();
+            }
+        }
+        client.trim();
+        assert_eq!(arena.stats().cached_chunks, 2);
+        let r = arena.backing().reservation().unwrap();
+        let committed = |c: usize| {
+            let (off, usable) = arena.usable_range(c);
+            r.is_committed(off, usable).unwrap()
+        };
+        assert_eq!(arena.decommit_free_chunks(), Ok(2));
+        let stats = arena.stats();
+        assert_eq!((stats.cached_chunks, stats.free_chunks), (0, 3));
+        assert_eq!((0..4).filter(|&c| committed(c)).count(), 1);
+        assert_eq!(arena.decommit_free_chunks(), Ok(0));
+        // SAFETY: the block is live and its chunk was left alone.
+        assert_eq!(unsafe { kept.cast::<u64>().read() }, 7);
+        let again = client.alloc(layout).unwrap();
+        // SAFETY: a live block of a chunk, committed again when taken.
+        unsafe {
+            again.as_ptr().write_bytes(2, CHUNK);
+            assert_eq!(again.as_ptr().add(CHUNK - 1).read(), 2);
+        }
+        assert_eq!((0..4).filter(|&c| committed(c)).count(), 2);
+        arena.delete_client(client);
+    }
+
+    /// A taker that finds no chunk free while `decommit_free_chunks` has the only one out of
+    /// the free set waits for it instead of failing: here the decommit is held out by hand
+    /// for a millisecond (the time of a long system call).
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "a millisecond of yields")]
+    fn take_waits_for_a_chunk_out_for_its_decommit() {
+        let arena = arena(1, CHUNK);
+        arena.decommitting.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        assert!(arena.stack.pop_run_at(0, 1));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                arena.stack.push(0);
+                arena.decommitting.fetch_sub(1, Ordering::Release);
+            });
+            assert_eq!(arena.acquire(5, 1), Ok(0));
+        });
+        assert_eq!(arena.stats().held_chunks, 1);
+        // A chunk held by a client is not waited for.
+        assert_eq!(
+            arena.acquire(6, 1).unwrap_err(),
+            Error::OutOfMemory {
+                size: 1,
+                requested: 1,
+                exhausted: Exhausted::Chunks {
+                    chunks: 1,
+                    chunk_size: CHUNK
+                }
+            }
+        );
     }
 }

@@ -232,7 +232,9 @@ impl Backing {
     /// contents are then discarded (or that faults). The chunks clients hold keep the arena's
     /// own records in their free blocks (slab free lists, blocks freed through
     /// [`Arena::free`](crate::Arena::free)): changing their contents or access breaks the
-    /// arena.
+    /// arena. [`Arena::decommit_free_chunks`](crate::Arena::decommit_free_chunks) is the safe
+    /// way to give free chunks' memory back while clients live: it takes each out of the free
+    /// set for its decommit.
     #[cfg(feature = "std")]
     #[must_use]
     pub fn reservation(&self) -> Option<&Reservation> {

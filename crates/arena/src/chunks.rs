@@ -118,9 +118,9 @@ impl ChunkSet {
         }
     }
 
-    /// Whether chunk `c` (below `count`) is free, in a snapshot (for checks).
-    #[cfg(test)]
-    fn is_free(&self, c: usize) -> bool {
+    /// Whether chunk `c` (below `count`) is free, in a snapshot (a relaxed load).
+    #[cfg_attr(not(any(test, feature = "std")), allow(dead_code))]
+    pub(crate) fn is_free(&self, c: usize) -> bool {
         self.words[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) == 0
     }
 

@@ -34,7 +34,9 @@ impl Flags {
     /// Every block reads as zero when handed out.
     pub const ZERO: Self = Self(1);
     /// Chunks given back to the arena are decommitted, so their memory returns to the
-    /// operating system (reservation-backed arenas only).
+    /// operating system (reservation-backed arenas only). Without it, chunks given back stay
+    /// committed for the next taker until
+    /// [`Arena::decommit_free_chunks`](crate::Arena::decommit_free_chunks) decommits them.
     pub const DECOMMIT: Self = Self(1 << 1);
     /// The last page of each chunk is a guard page: running off the end of a chunk faults
     /// (reservation-backed arenas only). The largest block becomes half a chunk, and so does

@@ -66,7 +66,10 @@
 #![cfg_attr(feature = "std", doc = "[`Backing::reservation`]),")]
 #![cfg_attr(not(feature = "std"), doc = "`Backing::reservation`),")]
 //! and can decommit chunks given back
-//! ([`Flags::DECOMMIT`]) and put a guard page after each chunk ([`Flags::GUARD`]).
+//! ([`Flags::DECOMMIT`]), or the free chunks still committed at any time while clients live
+#![cfg_attr(feature = "std", doc = "([`Arena::decommit_free_chunks`]),")]
+#![cfg_attr(not(feature = "std"), doc = "(`Arena::decommit_free_chunks`),")]
+//! and put a guard page after each chunk ([`Flags::GUARD`]).
 //!
 //! # Threads
 //! [`Arena`] is `Sync`: clients on different threads take and return chunks lock-free. A

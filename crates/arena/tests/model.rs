@@ -78,6 +78,9 @@ enum Op {
         client: usize,
     },
     ArenaTrim,
+    /// `Arena::decommit_free_chunks`: over a reservation, every free chunk still committed
+    /// is decommitted and the held ones are left alone.
+    DecommitFree,
     Delete {
         client: usize,
     },
@@ -136,6 +139,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => client.clone().prop_map(|client| Op::Largest { client }),
         1 => client.prop_map(|client| Op::Trim { client }),
         1 => Just(Op::ArenaTrim),
+        1 => Just(Op::DecommitFree),
     ]
 }
 
@@ -721,6 +725,22 @@ fn run(flags: Flags, min_block: usize, align: usize, ops: &[Op]) -> Result<(), T
                 prop_assert_eq!(stats.cached_chunks, 0);
             }
             Op::ArenaTrim => arena.trim(),
+            Op::DecommitFree => {
+                #[cfg(feature = "std")]
+                {
+                    let before = arena.stats();
+                    let done = arena.decommit_free_chunks().unwrap();
+                    let after = arena.stats();
+                    if arena.backing().is_reserved() {
+                        prop_assert_eq!(done, before.cached_chunks);
+                    } else {
+                        prop_assert_eq!(done, 0);
+                    }
+                    prop_assert_eq!(after.cached_chunks, before.cached_chunks - done);
+                    prop_assert_eq!(after.free_chunks, before.free_chunks);
+                    prop_assert_eq!(after.held_chunks, before.held_chunks);
+                }
+            }
             Op::Delete { client } => {
                 if let Some(slot) = slots[*client].take() {
                     let chunks = slot.client.stats().chunks;

@@ -77,3 +77,55 @@ fn large_reservation_makes_little_resident() {
     unsafe { client.free(small.cast()) }.unwrap();
     arena.delete_client(client);
 }
+
+/// A long-running client keeps its arena while the chunks it gave back go to the system:
+/// `decommit_free_chunks` lowers the resident set by them without deleting the client,
+/// leaves the chunk the client still holds resident, and the statistics count them out of
+/// the committed chunks (`cached_chunks`).
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc and needs real page residency")]
+fn decommit_free_chunks_while_a_client_lives_lowers_rss() {
+    let _alone = measuring();
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 64;
+    let arena =
+        Arena::with_reservation(CHUNKS * CHUNK, Config::new().with_chunk_size(CHUNK)).unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let small = client
+        .alloc(Layout::from_size_align(64, 8).unwrap())
+        .unwrap();
+    // SAFETY: a live block of 64 bytes.
+    unsafe { small.as_ptr().write_bytes(0x33, 64) };
+    let layout = Layout::from_size_align(CHUNK, 16).unwrap();
+    let blocks: Vec<_> = (0..48).map(|_| client.alloc(layout).unwrap()).collect();
+    for &p in &blocks {
+        // SAFETY: a live block of a chunk.
+        unsafe { p.as_ptr().write_bytes(0x5A, CHUNK) };
+    }
+    for p in blocks {
+        // SAFETY: a live block of the client, not used after.
+        unsafe { client.free(p) }.unwrap();
+    }
+    client.trim();
+    let given_back = arena.stats();
+    assert_eq!(given_back.cached_chunks, 48);
+    assert_eq!(given_back.held_chunks, 1);
+    let full = rss_bytes();
+    assert!(arena.resident_bytes().unwrap().unwrap() >= 48 * CHUNK);
+    assert_eq!(arena.decommit_free_chunks(), Ok(48));
+    let after = rss_bytes();
+    assert!(
+        after + 40 * CHUNK <= full,
+        "rss did not fall: {full} -> {after}"
+    );
+    let resident = arena.resident_bytes().unwrap().unwrap();
+    assert!(resident <= CHUNK, "resident {resident}");
+    assert_eq!(arena.stats().cached_chunks, 0);
+    // The client lives on: its block is intact, and it allocates in a chunk committed again.
+    // SAFETY: a live block of 64 bytes.
+    assert_eq!(unsafe { small.as_ptr().add(63).read() }, 0x33);
+    let again = client.alloc(layout).unwrap();
+    // SAFETY: a live block of a chunk.
+    unsafe { again.as_ptr().write_bytes(1, CHUNK) };
+    arena.delete_client(client);
+}
