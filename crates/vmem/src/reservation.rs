@@ -465,6 +465,17 @@ fn hugetlb_shift(planes: &[PageBitmap; HUGETLB_PLANES], page: usize) -> u32 {
 /// through this handle; their `_unchecked` forms take `&self` and put the same promise on the
 /// caller. Commit and the hints take `&self`: they never change what existing memory reads.
 ///
+/// # `fork`
+/// A child process gets a copy of the reservation and its bookkeeping (pages advised
+/// [`Advice::DontFork`](crate::Advice::DontFork) are left out of it: an access to them faults
+/// there). Reads through the
+/// copy, and of a vector's elements, take no lock. The calls that change pages take turns
+/// through a lock of the reservation's: where another thread of the parent was inside such a
+/// call when it forked, the child's copy of the lock stays held, and the calls on that
+/// reservation that take the lock (commit, decommit, protect, lock, advice, map, a vector's
+/// push that commits) may wait for ever in the child, as on any lock a fork copies held. Fork from
+/// a thread that no other thread's such call overlaps, or in the child only read.
+///
 /// # Examples
 /// ```
 /// use memvisor_vmem::{Reservation, page_size};
