@@ -10,6 +10,11 @@
 //! uses it runs its one test in a child process ([`in_child`]) and skips it under a sanitizer
 //! ([`under_sanitizer`]).
 //!
+//! [`Refuser::each_call_in_turn`] is the loop such a test runs: each call of an operation
+//! refused alone ([`Refusal::Nth`]) and with every call after it ([`Refusal::FromNth`]), up to
+//! a run that refuses nothing, and the counts ([`InTurn`]) the test asserts on: that some call
+//! was refused, and that the operation's last call was reached.
+//!
 //! The supervisor allocates nothing while it serves: a filtered thread may be inside the heap's
 //! own `mmap`, holding its lock.
 
@@ -133,6 +138,142 @@ impl Refuser {
             .refused
             .swap(false, Ordering::SeqCst)
             .then(|| libc::c_long::from(self.plan.refused_nr.load(Ordering::SeqCst)))
+    }
+}
+
+/// Which counted calls a run refuses, from the `n`th on (from 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The `n`th only; the calls after it go on (an undoing that succeeds).
+    Nth,
+    /// The `n`th and every one after it: a refusal whose undoing is refused too.
+    FromNth,
+}
+
+/// Both refusals, each call refused alone before it is refused with every call after it.
+pub const EACH_REFUSAL: [Refusal; 2] = [Refusal::Nth, Refusal::FromNth];
+
+/// One run of [`Refuser::each_call_in_turn`]: which call it refuses, and how.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    refuser: &'a Refuser,
+    /// The index (from 0) of the first refused call among the counted ones.
+    pub index: u64,
+    /// Whether the calls after it are refused too.
+    pub refusal: Refusal,
+    errno: i32,
+    /// The number of the first call refused, once [`refuse`](Self::refuse) has run.
+    refused: Option<Option<libc::c_long>>,
+}
+
+impl Turn<'_> {
+    /// `f`'s result, with this run's calls whose first argument lies in `range` refused as
+    /// planned, and the number of the first call refused (`None`: the call made fewer counted
+    /// calls than [`index`](Self::index) + 1, so nothing was refused). Every call goes on
+    /// again when this returns, also when `f` panics. Called once per run.
+    ///
+    /// # Panics
+    ///
+    /// When called a second time in one run.
+    pub fn refuse<T>(
+        &mut self,
+        range: core::ops::Range<usize>,
+        f: impl FnOnce() -> T,
+    ) -> (T, Option<libc::c_long>) {
+        assert!(self.refused.is_none(), "one refusal per run");
+        match self.refusal {
+            Refusal::Nth => self.refuser.refuse_nth(range, self.index, self.errno),
+            Refusal::FromNth => self.refuser.refuse_from(range, self.index, self.errno),
+        }
+        let lifted = Lifted(self.refuser);
+        let out = f();
+        let refused = lifted.0.lift();
+        drop(lifted);
+        self.refused = Some(refused);
+        (out, refused)
+    }
+}
+
+impl core::fmt::Display for Turn<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "call {}", self.index)?;
+        if let Some(Some(nr)) = self.refused {
+            write!(f, " (number {nr})")?;
+        }
+        if self.refusal == Refusal::FromNth {
+            write!(f, " and every call after it")?;
+        }
+        write!(f, " refused")
+    }
+}
+
+/// Lifts the refusal when dropped, so that a panicking call leaves no refusal armed.
+struct Lifted<'a>(&'a Refuser);
+
+impl Drop for Lifted<'_> {
+    fn drop(&mut self) {
+        self.0.lift();
+    }
+}
+
+/// What refusing each call of an operation in turn came to: what a test asserts after
+/// [`Refuser::each_call_in_turn`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InTurn {
+    /// Runs in which a call was refused (each checked by `run`).
+    pub refused: usize,
+    /// The counted calls the operation makes: the index of the last call refused plus one; 0
+    /// when it made none (the filter sees none of its calls, or the range missed them).
+    pub calls: u64,
+    /// Whether a run refused nothing, so the operation's every call was refused in turn;
+    /// `false` when it makes more calls than the loop tried.
+    pub reached_end: bool,
+}
+
+impl Refuser {
+    /// Refuses each counted call of an operation in turn: for `n` = 0, 1, ... below
+    /// `max_calls`, and each refusal of `refusals` in order at that `n`, `run` is called with
+    /// a [`Turn`]; it sets the operation up, calls it under [`Turn::refuse`] (once) and checks
+    /// what it left. The loop stops after the first run that refused nothing (`run` has
+    /// checked the operation's success by then), or at `max_calls`; it returns the counts a
+    /// test asserts on. A run that does not call [`Turn::refuse`] is a test's mistake: it
+    /// panics.
+    ///
+    /// # Panics
+    ///
+    /// When `run` panics, or returns without calling [`Turn::refuse`].
+    pub fn each_call_in_turn(
+        &self,
+        refusals: &[Refusal],
+        max_calls: u64,
+        errno: i32,
+        mut run: impl FnMut(&mut Turn<'_>),
+    ) -> InTurn {
+        let mut counts = InTurn::default();
+        for index in 0..max_calls {
+            for &refusal in refusals {
+                let mut turn = Turn {
+                    refuser: self,
+                    index,
+                    refusal,
+                    errno,
+                    refused: None,
+                };
+                run(&mut turn);
+                match turn.refused {
+                    None => panic!("run {index} ({refusal:?}) called no Turn::refuse"),
+                    Some(None) => {
+                        counts.reached_end = true;
+                        return counts;
+                    }
+                    Some(Some(_)) => {
+                        counts.refused += 1;
+                        counts.calls = index + 1;
+                    }
+                }
+            }
+        }
+        counts
     }
 }
 
