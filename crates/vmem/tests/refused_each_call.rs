@@ -16,7 +16,7 @@
 
 use std::os::fd::AsFd;
 
-use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
+use memvisor_testkit::refused_calls::{EACH_REFUSAL, Refusal, Refuser, in_child, under_sanitizer};
 use memvisor_vmem::{CommitMode, Error, MapSource, OsError, Protection, Reservation, page_size};
 
 const CHILD: &str = "MEMVISOR_VMEM_REFUSED_EACH_CALL_CHILD";
@@ -252,36 +252,20 @@ fn scenario(refuser: &Refuser) -> usize {
                 op(&mut r, &memfd).unwrap();
                 state(&r)
             };
-            // Calls of the operation refused in turn, and whether a run refused none (so every
+            // Calls of the operation refused in turn, up to a run that refused none (so every
             // call was reached).
-            let (mut calls, mut all_reached) = (0, false);
-            for (n, from_on) in (0..MAX_CALLS).flat_map(|n| [(n, false), (n, true)]) {
+            let turns = refuser.each_call_in_turn(&EACH_REFUSAL, MAX_CALLS, libc::ENOMEM, |turn| {
                 let mut r = mixed(mode, &memfd);
                 let before = state(&r);
                 let range = r.as_ptr() as usize..r.as_ptr() as usize + r.len();
-                if from_on {
-                    refuser.refuse_from(range, n, libc::ENOMEM);
-                } else {
-                    refuser.refuse_nth(range, n, libc::ENOMEM);
-                }
-                let result = op(&mut r, &memfd);
-                let refused = refuser.lift();
+                let (result, refused) = turn.refuse(range, || op(&mut r, &memfd));
                 if refused.is_none() {
                     assert!(result.is_ok(), "{mode:?} {name}: {result:?}");
-                    all_reached = true;
-                    break;
+                    return;
                 }
-                checked += 1;
-                calls = n + 1;
+                let from_on = turn.refusal == Refusal::FromNth;
                 let after = state(&r);
-                let what = format!(
-                    "{mode:?} {name}, call {n} (number {refused:?}){} refused",
-                    if from_on {
-                        " and every call after it"
-                    } else {
-                        ""
-                    }
-                );
+                let what = format!("{mode:?} {name}, {turn}");
                 match &result {
                     Err(Error::Os { source, .. }) if *source == OsError::from_raw(libc::ENOMEM) => {
                     }
@@ -321,16 +305,18 @@ fn scenario(refuser: &Refuser) -> usize {
                         state(&r)
                     ));
                 }
-            }
+            });
+            checked += turns.refused;
             assert!(
-                all_reached,
+                turns.reached_end,
                 "{mode:?} {name}: more than {MAX_CALLS} calls, not all refused"
             );
             let expected_none = NO_CALL.contains(&(mode, name));
             assert_eq!(
-                calls == 0,
+                turns.calls == 0,
                 expected_none,
-                "{mode:?} {name}: {calls} calls refused in turn"
+                "{mode:?} {name}: {} calls refused in turn",
+                turns.calls
             );
         }
     }
