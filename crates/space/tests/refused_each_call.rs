@@ -14,7 +14,7 @@ use memvisor_space::{
     AddressSpace, Backing, ChangeKind, Error, Layout, ListenerError, RegionEvent, RegionListener,
     RegionSpec, WindowKind,
 };
-use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
+use memvisor_testkit::refused_calls::{EACH_REFUSAL, Refusal, Refuser, in_child, under_sanitizer};
 use vm_memory::GuestAddress;
 
 const CHILD: &str = "MEMVISOR_SPACE_REFUSED_EACH_CALL_CHILD";
@@ -100,27 +100,18 @@ fn scenario(refuser: &Refuser) -> usize {
     refuser.spare_heap(true);
     // Once without refusals, so that thread stacks and heap arenas are made.
     drop(AddressSpace::back(layout(), specs()).unwrap());
-    // Per operation: the runs with a refusal, and whether a run had none (the operation made
-    // fewer calls than the loop tried).
-    let (mut back_checked, mut back_ended) = (0, false);
-    for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
+    let back = refuser.each_call_in_turn(&EACH_REFUSAL, 64, libc::ENOMEM, |turn| {
         let before = leftovers();
-        if from_on {
-            refuser.refuse_from(0..usize::MAX, n, libc::ENOMEM);
-        } else {
-            refuser.refuse_nth(0..usize::MAX, n, libc::ENOMEM);
-        }
-        let result = AddressSpace::back(layout(), specs());
-        let refused = refuser.lift();
-        let what = format!("back: call {n} (number {refused:?}, and on: {from_on}) refused");
+        let (result, refused) =
+            turn.refuse(0..usize::MAX, || AddressSpace::back(layout(), specs()));
+        let what = format!("back: {turn}");
         let Some(nr) = refused else {
             if let Err(e) = result {
                 failures.push(format!("{what}: {e}"));
             }
-            back_ended = true;
-            break;
+            return;
         };
-        back_checked += 1;
+        let from_on = turn.refusal == Refusal::FromNth;
         match &result {
             Err(e) if keeps_errno(e, libc::ENOMEM) => {}
             Err(e) => failures.push(format!("{what}: the errno is lost: {e:?}")),
@@ -135,7 +126,7 @@ fn scenario(refuser: &Refuser) -> usize {
         if let Err(e) = AddressSpace::back(layout(), specs()) {
             failures.push(format!("{what}: retry gave {e}"));
         }
-    }
+    });
     let window = layout()
         .windows_of(WindowKind::Hotplug)
         .next()
@@ -148,27 +139,19 @@ fn scenario(refuser: &Refuser) -> usize {
             .with_dontfork(true)
             .with_prefault_threads(2)
     };
-    let (mut plug_checked, mut plug_ended) = (0, false);
-    for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
+    let plug = refuser.each_call_in_turn(&EACH_REFUSAL, 64, libc::ENOMEM, |turn| {
         let before_space = leftovers();
         let (space, _) = AddressSpace::back(layout(), Vec::new()).unwrap();
         let before = space.snapshot();
-        if from_on {
-            refuser.refuse_from(0..usize::MAX, n, libc::ENOMEM);
-        } else {
-            refuser.refuse_nth(0..usize::MAX, n, libc::ENOMEM);
-        }
-        let result = space.plug(plugged());
-        let refused = refuser.lift();
-        let what = format!("plug: call {n} (number {refused:?}, and on: {from_on}) refused");
+        let (result, refused) = turn.refuse(0..usize::MAX, || space.plug(plugged()));
+        let what = format!("plug: {turn}");
         let Some(nr) = refused else {
             if let Err(e) = result {
                 failures.push(format!("{what}: {e}"));
             }
-            plug_ended = true;
-            break;
+            return;
         };
-        plug_checked += 1;
+        let from_on = turn.refusal == Refusal::FromNth;
         // As documented, a slot whose memory could not be turned back into reserved space
         // stays claimed (and mapped) until the address space is dropped.
         let mut slot_kept = false;
@@ -202,29 +185,19 @@ fn scenario(refuser: &Refuser) -> usize {
         if after != before_space {
             failures.push(format!("{what}: left {after:?}, had {before_space:?}"));
         }
-    }
+    });
     // A plug whose insertion a listener refuses gives its slot back as it gives back one
     // whose memory could not be made: a call of that giving back refused (with every call
     // after it, or alone) must answer `SlotNotRestored`, and any other error leave the slot
     // free for the next plug.
-    let (mut refused_plug_checked, mut refused_plug_ended) = (0, false);
-    for (n, from_on) in (0..64).flat_map(|n| [(n, false), (n, true)]) {
+    let refused_plug = refuser.each_call_in_turn(&EACH_REFUSAL, 64, libc::ENOMEM, |turn| {
         let before_space = leftovers();
         let (space, _) = AddressSpace::back(layout(), Vec::new()).unwrap();
         let listener: Arc<dyn RegionListener> = Arc::new(RefusesInsertion);
         space.add_listener(Arc::clone(&listener)).unwrap();
         let before = space.snapshot();
-        if from_on {
-            refuser.refuse_from(0..usize::MAX, n, libc::ENOMEM);
-        } else {
-            refuser.refuse_nth(0..usize::MAX, n, libc::ENOMEM);
-        }
-        let result = space.plug(plugged());
-        let refused = refuser.lift();
-        let what = format!(
-            "plug refused by a listener: call {n} (number {refused:?}, and on: {from_on}) \
-             refused"
-        );
+        let (result, refused) = turn.refuse(0..usize::MAX, || space.plug(plugged()));
+        let what = format!("plug refused by a listener: {turn}");
         let slot_kept = matches!(result, Err(Error::SlotNotRestored { .. }));
         match &result {
             Err(Error::Listener { .. } | Error::SlotNotRestored { .. }) => {}
@@ -249,29 +222,23 @@ fn scenario(refuser: &Refuser) -> usize {
         if after != before_space {
             failures.push(format!("{what}: left {after:?}, had {before_space:?}"));
         }
-        if refused.is_none() {
-            refused_plug_ended = true;
-            break;
-        }
-        refused_plug_checked += 1;
-    }
+    });
     // Each operation had a call refused alone and with every call after it, and reached a run
     // with none refused: one that made no call, or more than the loop tried, is not checked
     // and must fail here.
-    for (op, checked, ended) in [
-        ("back", back_checked, back_ended),
-        ("plug", plug_checked, plug_ended),
-        (
-            "plug refused by a listener",
-            refused_plug_checked,
-            refused_plug_ended,
-        ),
+    for (op, turns) in [
+        ("back", back),
+        ("plug", plug),
+        ("plug refused by a listener", refused_plug),
     ] {
-        assert!(checked >= 2, "{op}: no call was refused");
-        assert!(ended, "{op}: every run had a refusal, later calls untried");
+        assert!(turns.calls > 0, "{op}: no call was refused");
+        assert!(
+            turns.reached_end,
+            "{op}: every run had a refusal, later calls untried"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    back_checked + plug_checked + refused_plug_checked
+    back.refused + plug.refused + refused_plug.refused
 }
 
 /// Refuses every insertion.
