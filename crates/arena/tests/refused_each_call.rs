@@ -19,7 +19,7 @@ use std::alloc::Layout;
 
 use memvisor_arena::memvisor_vmem::{self, OsError};
 use memvisor_arena::{Arena, Config, Error, Flags, Quota};
-use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
+use memvisor_testkit::refused_calls::{EACH_REFUSAL, Refusal, Refuser, in_child, under_sanitizer};
 
 const CHILD: &str = "MEMVISOR_ARENA_REFUSED_EACH_CALL_CHILD";
 const CHUNK: usize = 64 << 10;
@@ -51,78 +51,71 @@ fn scenario(refuser: &Refuser) -> usize {
                 continue;
             }
             // Fresh chunks, and chunks given back before (cached or decommitted).
-            for (reused, sticky) in [(false, false), (true, false), (false, true), (true, true)] {
-                // Calls of the allocation refused in turn, and whether a run refused none (so
-                // every call was reached).
-                let (mut calls, mut all_reached) = (0, false);
-                for n in 0..MAX_CALLS {
-                    let arena = Arena::with_reservation(
-                        16 * CHUNK,
-                        Config::new().with_chunk_size(CHUNK).with_flags(flags),
-                    )
-                    .unwrap();
-                    let client = arena.create_client(Quota::UNLIMITED).unwrap();
-                    let layout = Layout::from_size_align(size, 16).unwrap();
-                    if reused {
-                        let p = client.alloc(layout).unwrap();
-                        // SAFETY: a live block of this client, not used again.
-                        unsafe { client.free(p) }.unwrap();
-                        client.trim();
-                    }
-                    let before = (arena.stats(), client.stats());
-                    let r = arena.backing().reservation().unwrap();
-                    let range = r.as_ptr() as usize..r.as_ptr() as usize + r.len();
-                    if sticky {
-                        refuser.refuse_from(range, n, libc::ENOMEM);
-                    } else {
-                        refuser.refuse_nth(range, n, libc::ENOMEM);
-                    }
-                    let result = client.alloc(layout);
-                    let refused = refuser.lift();
-                    let what =
-                        format!("{flags:?} {shape} (reused {reused}), call {n} (and on: {sticky})");
-                    let Some(nr) = refused else {
-                        let p = result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
-                        // SAFETY: a live block of this client, not used again.
-                        unsafe { client.free(p) }.unwrap();
-                        all_reached = true;
-                        break;
-                    };
-                    checked += 1;
-                    calls = n + 1;
-                    let what = format!("{what} (number {nr}) refused");
-                    match &result {
-                        Err(Error::Vmem(memvisor_vmem::Error::Os { source, .. }))
-                            if *source == OsError::from_raw(libc::ENOMEM) => {}
-                        other => failures.push(format!("{what}: got {other:?}")),
-                    }
-                    let mut after = (arena.stats(), client.stats());
-                    if sticky && after.0.cached_chunks >= before.0.cached_chunks {
-                        // As documented: chunks the refused run committed, whose decommit
-                        // was refused too, stay committed and are counted as cached.
-                        after.0.cached_chunks = before.0.cached_chunks;
-                    }
-                    if after != before {
-                        failures.push(format!("{what}: statistics changed\n{before:?}\n{after:?}"));
-                    }
-                    match client.alloc(layout) {
-                        Ok(p) => {
-                            // SAFETY: a live block of `size` bytes.
-                            unsafe { p.as_ptr().write_bytes(0x5a, size) };
+            for reused in [false, true] {
+                // Calls of the allocation refused in turn, alone and with every call after
+                // it, up to a run that refused none (so every call was reached).
+                let turns =
+                    refuser.each_call_in_turn(&EACH_REFUSAL, MAX_CALLS, libc::ENOMEM, |turn| {
+                        let arena = Arena::with_reservation(
+                            16 * CHUNK,
+                            Config::new().with_chunk_size(CHUNK).with_flags(flags),
+                        )
+                        .unwrap();
+                        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+                        let layout = Layout::from_size_align(size, 16).unwrap();
+                        if reused {
+                            let p = client.alloc(layout).unwrap();
                             // SAFETY: a live block of this client, not used again.
                             unsafe { client.free(p) }.unwrap();
+                            client.trim();
                         }
-                        Err(e) => failures.push(format!("{what}: retry gave {e:?}")),
-                    }
-                    if let Ok(p) = result {
-                        // SAFETY: as above.
-                        unsafe { client.free(p) }.unwrap();
-                    }
-                    arena.delete_client(client);
-                }
-                let what = format!("{flags:?} {shape} (reused {reused}, and on: {sticky})");
+                        let before = (arena.stats(), client.stats());
+                        let r = arena.backing().reservation().unwrap();
+                        let range = r.as_ptr() as usize..r.as_ptr() as usize + r.len();
+                        let (result, refused) = turn.refuse(range, || client.alloc(layout));
+                        let what = format!("{flags:?} {shape} (reused {reused}), {turn}");
+                        if refused.is_none() {
+                            let p = result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+                            // SAFETY: a live block of this client, not used again.
+                            unsafe { client.free(p) }.unwrap();
+                            return;
+                        }
+                        match &result {
+                            Err(Error::Vmem(memvisor_vmem::Error::Os { source, .. }))
+                                if *source == OsError::from_raw(libc::ENOMEM) => {}
+                            other => failures.push(format!("{what}: got {other:?}")),
+                        }
+                        let mut after = (arena.stats(), client.stats());
+                        if turn.refusal == Refusal::FromNth
+                            && after.0.cached_chunks >= before.0.cached_chunks
+                        {
+                            // As documented: chunks the refused run committed, whose decommit
+                            // was refused too, stay committed and are counted as cached.
+                            after.0.cached_chunks = before.0.cached_chunks;
+                        }
+                        if after != before {
+                            failures
+                                .push(format!("{what}: statistics changed\n{before:?}\n{after:?}"));
+                        }
+                        match client.alloc(layout) {
+                            Ok(p) => {
+                                // SAFETY: a live block of `size` bytes.
+                                unsafe { p.as_ptr().write_bytes(0x5a, size) };
+                                // SAFETY: a live block of this client, not used again.
+                                unsafe { client.free(p) }.unwrap();
+                            }
+                            Err(e) => failures.push(format!("{what}: retry gave {e:?}")),
+                        }
+                        if let Ok(p) = result {
+                            // SAFETY: as above.
+                            unsafe { client.free(p) }.unwrap();
+                        }
+                        arena.delete_client(client);
+                    });
+                checked += turns.refused;
+                let what = format!("{flags:?} {shape} (reused {reused})");
                 assert!(
-                    all_reached,
+                    turns.reached_end,
                     "{what}: more than {MAX_CALLS} calls, not all refused"
                 );
                 // A chunk given back and kept committed (no `DECOMMIT`) is reused without a
@@ -130,9 +123,10 @@ fn scenario(refuser: &Refuser) -> usize {
                 // would check nothing.
                 let expected_none = reused && !flags.contains(Flags::DECOMMIT);
                 assert_eq!(
-                    calls == 0,
+                    turns.calls == 0,
                     expected_none,
-                    "{what}: {calls} calls refused in turn"
+                    "{what}: {} calls refused in turn",
+                    turns.calls
                 );
             }
         }
