@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::RegionSpec;
-use memvisor_testkit::refused_calls::{Refuser, in_child, under_sanitizer};
+use memvisor_testkit::refused_calls::{EACH_REFUSAL, Refusal, Refuser, in_child, under_sanitizer};
 use support::{MIB, backed_space, kvm_or_skip, kvm_refuses_probe};
 use vm_memory::GuestAddress;
 
@@ -30,33 +30,24 @@ const PROBE_SLOT: u32 = 500;
 
 fn scenario(refuser: &Refuser) -> usize {
     let kvm = kvm_or_skip("each_refused_ioctl_of_attach_leaves_kvm_as_it_was").unwrap();
-    let mut checked = 0;
     let mut failures = Vec::new();
-    // A run in which nothing was refused: the attach made fewer ioctls than the loop tried.
-    let mut reached_end = false;
-    for (n, from_on) in (0..16).flat_map(|n| [(n, false), (n, true)]) {
+    let turns = refuser.each_call_in_turn(&EACH_REFUSAL, 16, libc::ENOMEM, |turn| {
         let vm = support::vm(&kvm);
         let space = backed_space(
             &vm,
             BASES.map(|base| RegionSpec::ram(GuestAddress(base), MIB)),
         );
         let fd = usize::try_from(vm.as_raw_fd()).unwrap();
-        if from_on {
-            refuser.refuse_from(fd..fd + 1, n, libc::ENOMEM);
-        } else {
-            refuser.refuse_nth(fd..fd + 1, n, libc::ENOMEM);
-        }
-        let result = MemorySlots::attach(std::sync::Arc::clone(&vm), &space);
-        let refused = refuser.lift();
-        let what = format!("attach: ioctl {n} (number {refused:?}, and on: {from_on}) refused");
+        let (result, refused) = turn.refuse(fd..fd + 1, || {
+            MemorySlots::attach(std::sync::Arc::clone(&vm), &space)
+        });
+        let what = format!("attach: ioctl {turn}");
         if refused.is_none() {
             if let Err(e) = result {
                 failures.push(format!("{what}: {e}"));
             }
-            reached_end = true;
-            break;
+            return;
         }
-        checked += 1;
         let slots = match result {
             // A refused capability check: the attach copes (no read-only slots, or KVM's
             // default slot count).
@@ -80,7 +71,7 @@ fn scenario(refuser: &Refuser) -> usize {
                 })
                 .map(|(i, _)| i)
                 .collect();
-            if !left.is_empty() && !from_on {
+            if !left.is_empty() && turn.refusal == Refusal::Nth {
                 failures.push(format!("{what}: slots {left:?} left in KVM"));
             }
             // Once lifted, the same attach succeeds where nothing was left.
@@ -91,17 +82,17 @@ fn scenario(refuser: &Refuser) -> usize {
             }
         }
         drop(slots);
-    }
+    });
     // Each call alone and each with every call after it, up to a run with none refused: an
     // attach that made no ioctl on the VM's descriptor, or more than the loop tried, is not
     // checked and must fail here.
-    assert!(checked >= 2, "attach: no ioctl was refused");
+    assert!(turns.calls > 0, "attach: no ioctl was refused");
     assert!(
-        reached_end,
+        turns.reached_end,
         "attach: every run had a refusal, later ioctls untried"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    checked
+    turns.refused
 }
 
 #[test]
