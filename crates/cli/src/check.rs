@@ -627,6 +627,10 @@ fn shared_backing(b: &BackingKind) -> bool {
 
 /// Checks whether the host described by `host` can back `spec` (planned as `plan`).
 ///
+/// Its `memory` finding counts prefaulted memory as `back` counts it (boot RAM and every
+/// hotplug slot, which `back` plugs at once), so a spec without that failure is not refused by
+/// `back`'s own bound for it on a host that gives the same facts.
+///
 /// ```
 /// use memvisor_cli::check::{HostFacts, Status, check_spec};
 /// use memvisor_cli::plan::plan;
@@ -711,9 +715,6 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     // Explicit huge pages: pool, and mount for hugetlbfs.
     // Whether some memory may not get its explicit huge pages and fall back to other pages.
     let mut may_fall_back = false;
-    // Whether boot RAM itself may not get its explicit huge pages: then prefault makes other
-    // pages resident.
-    let mut boot_falls_back = false;
     if let Some(page) = mem.pages.explicit_bytes() {
         let needed = ram / page;
         let with_hotplug = ram.saturating_add(hotplug) / page;
@@ -778,7 +779,6 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
             ),
         };
         may_fall_back = mem.fallback_transparent && status != Status::Ok;
-        boot_falls_back = mem.fallback_transparent && status == Status::Fail;
         let status = if status == Status::Fail && mem.fallback_transparent {
             Status::Warn
         } else {
@@ -1215,27 +1215,73 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
     out.push(finding("overcommit", status, detail, fix));
 
     // Prefaulted memory must be there now, or its pages (or those it pushes out) go to swap:
-    // base or transparent pages, explicit ones too when the pool is short for boot RAM and they
-    // fall back.
-    if mem.prefault_threads > 0
-        && let Some(avail) = host
-            .memory_available
-            .map(|a| a.saturating_add(host.swap_free.unwrap_or(0)))
-        && (mem.pages.explicit_bytes().is_none() || boot_falls_back)
-        && ram > avail
+    // base or transparent pages, explicit ones too where their pool is short and they fall
+    // back. Counted as `back` counts it, boot RAM and every hotplug slot (it plugs them all).
+    if let Some(avail) = host
+        .memory_available
+        .map(|a| a.saturating_add(host.swap_free.unwrap_or(0)))
     {
-        out.push(finding(
-            "memory",
-            Status::Fail,
-            format!(
-                "prefault makes {} resident; {} is available (MemAvailable and SwapFree)",
-                Size(ram),
-                approx(avail)
-            ),
-            Some("prefault = 0, a smaller spec, or `memvisor back --scale N` to try it".to_owned()),
-        ));
+        let (boot, all) = prefaulted(plan, host);
+        if all > u128::from(avail) {
+            let slots = all - boot;
+            let made = if slots == 0 {
+                format!("{} resident", size_of(all))
+            } else {
+                format!(
+                    "{} resident: boot RAM {} and the hotplug slots {}, which `back` plugs at once",
+                    size_of(all),
+                    size_of(boot),
+                    size_of(slots)
+                )
+            };
+            let fix = if slots == 0 {
+                "prefault = 0, a smaller spec, or `memvisor back --scale N` to try it"
+            } else {
+                "prefault = 0, fewer or smaller hotplug slots, or `memvisor back --scale N` to \
+                 try it"
+            };
+            out.push(finding(
+                "memory",
+                Status::Fail,
+                format!(
+                    "prefault makes {made}; {} is available (MemAvailable and SwapFree)",
+                    approx(avail)
+                ),
+                Some(fix.to_owned()),
+            ));
+        }
     }
     out
+}
+
+/// `bytes` as a [`Size`], or `u64::MAX` bytes past it (the plan's memory is at most that).
+fn size_of(bytes: u128) -> String {
+    Size(u64::try_from(bytes).unwrap_or(u64::MAX)).to_string()
+}
+
+/// The bytes `back` makes resident by prefaulting the plan's boot regions, and those and every
+/// hotplug slot together (`back`'s own count, from the pools `host` gives: their free pages
+/// less those reserved by other mappings).
+fn prefaulted(plan: &Plan, host: &HostFacts) -> (u128, u128) {
+    let pool_free = |page: u64| -> Result<u128, std::convert::Infallible> {
+        let reserved = host
+            .huge_page_reserved
+            .iter()
+            .find(|r| r.0 == page)
+            .map_or(0, |r| r.1);
+        Ok(host
+            .huge_page_pools
+            .iter()
+            .find(|p| p.0 == page)
+            .map_or(0, |&(_, free, _)| {
+                u128::from(free.saturating_sub(reserved)) * u128::from(page)
+            }))
+    };
+    let boot = plan.regions.iter().map(|r| &r.spec);
+    let Ok(boot) = crate::back::prefaulted_of(boot, pool_free);
+    let all = plan.regions.iter().chain(&plan.slots).map(|r| &r.spec);
+    let Ok(all) = crate::back::prefaulted_of(all, pool_free);
+    (boot, all)
 }
 
 /// The findings as a table, each fix on the line after its finding, under the details. A fix

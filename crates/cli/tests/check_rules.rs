@@ -380,13 +380,55 @@ fn check_prefault_of_huge_pages_that_fall_back_needs_available_memory() {
         &slots_short,
     );
     assert_eq!(get(&f, "huge_pages").status, Status::Warn);
-    assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+    // ... but the slot the pool does not hold falls back, and `back` plugs and prefaults it.
+    let m = get(&f, "memory");
+    assert_eq!(m.status, Status::Fail);
+    assert!(
+        m.detail
+            .starts_with("prefault makes 1 GiB resident: boot RAM 0 B and the hotplug slots 1 GiB"),
+        "{}",
+        m.detail
+    );
     // Without a fallback the pool's shortage is the failure; the pages are not other memory.
     let f = run(
         &spec.replace("huge_page_fallback = \"transparent\"\n", ""),
         &short,
     );
     assert_eq!(get(&f, "huge_pages").status, Status::Fail);
+    assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+}
+
+#[test]
+fn check_prefault_counts_the_hotplug_slots_back_plugs() {
+    // Boot RAM fits in what is available, but `back` plugs and prefaults every slot too: a
+    // spec `check` passes must not be refused by `back` for memory `check` can count.
+    let host = HostFacts {
+        memory_available: Some(256 * MIB),
+        ..good_host()
+    };
+    let spec =
+        "[memory]\nsize = \"64MiB\"\nprefault = 2\n[hotplug]\nslots = 2\nslot_size = \"128MiB\"\n";
+    let f = run(spec, &host);
+    let m = get(&f, "memory");
+    assert_eq!(m.status, Status::Fail);
+    assert_eq!(
+        m.detail,
+        "prefault makes 320 MiB resident: boot RAM 64 MiB and the hotplug slots 256 MiB, \
+         which `back` plugs at once; 256.0 MiB is available (MemAvailable and SwapFree)"
+    );
+    assert!(m.fix.as_ref().unwrap().contains("hotplug"), "{m:?}");
+    // One slot fits with boot RAM: nothing to say.
+    let f = run(&spec.replace("slots = 2", "slots = 1"), &host);
+    assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
+    // Slots of explicit huge pages the pool holds are not other memory.
+    let pooled = HostFacts {
+        huge_page_pools: vec![(2 * MIB, 1024, 1024)],
+        ..host.clone()
+    };
+    let f = run(
+        &spec.replace("prefault", "huge_pages = \"2MiB\"\nprefault"),
+        &pooled,
+    );
     assert!(f.iter().all(|x| x.check != "memory"), "{f:?}");
 }
 
