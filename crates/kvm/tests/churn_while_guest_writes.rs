@@ -1,0 +1,264 @@
+//! A VMM's slot changes while a vCPU runs: the tiny 64-bit guest rewrites every page of a
+//! logging region pass after pass, while the address space plugs a region, turns its logging
+//! on, has its removal refused (undone) by a later listener, has an insertion refused, and
+//! unplugs it, round after round. Across each change the logging region's fetches give every
+//! page a whole pass wrote since the fetch before (no write lost to another slot's change), a
+//! refused change leaves `registered()` as it was, and what `registered()` lists is what KVM
+//! maps (probed). (Skipped under Miri, which cannot `ioctl` `/dev/kvm`.)
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
+#![allow(clippy::cast_possible_truncation)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
+use kvm_ioctls::VmFd;
+use memvisor_kvm::{MemorySlots, RegisteredSlot};
+use memvisor_space::{
+    AddressSpace, ChangeKind, Layout, RegionEvent, RegionListener, RegionSpec, WindowKind,
+};
+use support::*;
+use vm_memory::GuestAddress;
+
+const MIB2: u64 = 2 << 20;
+/// Boot RAM below 4 GiB (page tables, program, table).
+const LOW: u64 = 0;
+/// Boot RAM the guest rewrites every pass, logging.
+const WRITTEN: u64 = 4 << 30;
+const PAGES: u64 = MIB2 / PAGE;
+/// Where nothing of ours is: the probe slot's number.
+const PROBE_SLOT: u32 = 500;
+/// A bound on each wait for the guest; reaching it fails the test instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One change of a round, given the bases of the regions logging; says what it did.
+type Step<'a> = &'a dyn Fn(&[u64]) -> String;
+
+/// What the later listener refuses.
+const ACCEPT: u8 = 0;
+const REFUSE_INSERT: u8 = 1;
+const REFUSE_REMOVE: u8 = 2;
+
+fn later_listener(mode: &Arc<AtomicU8>) -> Arc<dyn RegionListener> {
+    let mode = Arc::clone(mode);
+    Arc::new(
+        move |e: &RegionEvent<'_>| match (mode.load(Ordering::SeqCst), e.kind) {
+            (REFUSE_INSERT, ChangeKind::Inserted) | (REFUSE_REMOVE, ChangeKind::Removed) => {
+                Err("refused by the later listener".into())
+            }
+            _ => Ok(()),
+        },
+    )
+}
+
+/// What `registered()` must list: every backed region of the space under its slot, with
+/// `logging` for the logging ones.
+fn expected(space: &AddressSpace, logging: &[u64]) -> Vec<RegisteredSlot> {
+    let snapshot = space.snapshot();
+    let mut out: Vec<RegisteredSlot> = snapshot
+        .regions_with_slots()
+        .filter(|(r, _)| r.is_backed())
+        .map(|(r, slot)| {
+            let flags = if logging.contains(&r.base().0) {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            };
+            entry(space, slot.unwrap(), r.base().0, r.size(), flags)
+        })
+        .collect();
+    out.sort_unstable_by_key(|e| e.slot);
+    out
+}
+
+/// Whether KVM maps `addr` (a probe page there is refused).
+fn kvm_maps(vm: &VmFd, addr: u64) -> bool {
+    kvm_refuses_probe(vm, PROBE_SLOT, addr)
+}
+
+/// Checks that what `slots` lists is what KVM maps at `places`, and is `want`.
+fn agree(ctx: &str, vm: &VmFd, slots: &MemorySlots, want: &[RegisteredSlot], places: &[u64]) {
+    let listed = slots.registered();
+    assert_eq!(listed, want, "{ctx}");
+    for &place in places {
+        let covered = listed.iter().any(|e| e.guest.contains(GuestAddress(place)));
+        assert_eq!(kvm_maps(vm, place), covered, "{ctx}: KVM at {place:#x}");
+    }
+}
+
+/// The guest on its own thread, counting passes.
+struct Running {
+    passes: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<Stop>,
+}
+
+impl Running {
+    fn start(mut vcpu: kvm_ioctls::VcpuFd, space: &AddressSpace) -> Self {
+        let passes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s, space) = (Arc::clone(&passes), Arc::clone(&stop), space.clone());
+        let thread = thread::spawn(move || {
+            run(&mut vcpu, &space, |n| {
+                p.store(n, Ordering::SeqCst);
+                s.load(Ordering::SeqCst)
+            })
+        });
+        Self {
+            passes,
+            stop,
+            thread,
+        }
+    }
+
+    /// Waits until the guest finished `n` passes in all; panics with how it stopped if it
+    /// stopped first or took too long.
+    fn wait_passes(self, n: u64) -> Self {
+        let start = Instant::now();
+        while self.passes.load(Ordering::SeqCst) < n {
+            if self.thread.is_finished() || start.elapsed() > PATIENCE {
+                panic!("the guest did not reach pass {n}: {:?}", self.stop());
+            }
+            thread::yield_now();
+        }
+        self
+    }
+
+    fn passes(&self) -> u64 {
+        self.passes.load(Ordering::SeqCst)
+    }
+
+    fn stop(self) -> Stop {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn slot_changes_while_a_guest_writes_lose_no_dirty_page_and_leave_kvm_as_listed() {
+    let Some(kvm) = kvm_or_skip("slot_changes_while_a_guest_writes") else {
+        return;
+    };
+    let vm = vm(&kvm);
+    let layout = Layout::x86_64()
+        .ram(4 << 30)
+        .hotplug(1 << 30)
+        .build()
+        .unwrap();
+    let (space, _) = AddressSpace::builder(layout)
+        .slots(memvisor_kvm::slot_limit(&vm))
+        .region(RegionSpec::ram(GuestAddress(LOW), MIB2))
+        .region(RegionSpec::ram(GuestAddress(WRITTEN), MIB2))
+        .back()
+        .unwrap();
+    load_program(&space);
+    fill_host_words(&space, WRITTEN, MIB2);
+    set_table(&space, &[(WRITTEN, PAGES)]);
+    let slots = MemorySlots::attach(Arc::clone(&vm), &space).unwrap();
+    slots
+        .set_dirty_logging(GuestAddress(WRITTEN), true)
+        .unwrap();
+    let mode = Arc::new(AtomicU8::new(ACCEPT));
+    let later = later_listener(&mode);
+    space.add_listener(Arc::clone(&later)).unwrap();
+    let mut placer = space.snapshot().placer().unwrap();
+    let plug = placer
+        .place(WindowKind::Hotplug, MIB2, MIB2, "dimm")
+        .unwrap()
+        .start()
+        .0;
+    // Boot RAM no region covers: where a refused insertion goes.
+    let refused_at = 2 << 30;
+    let places = [
+        LOW,
+        WRITTEN,
+        WRITTEN + MIB2 - PAGE,
+        WRITTEN + MIB2,
+        plug,
+        plug + MIB2 - PAGE,
+        plug + MIB2,
+        refused_at,
+    ];
+
+    let mut guest = Running::start(vcpu(&kvm, &vm), &space);
+    guest = guest.wait_passes(1);
+    // Every page of WRITTEN: what a fetch gives after a whole pass since the fetch before.
+    slots.fetch_dirty_log(GuestAddress(WRITTEN)).unwrap();
+    let rounds = 3;
+    for round in 0..rounds {
+        let mut logging = vec![WRITTEN];
+        // Each change, then a fetch of WRITTEN after a whole pass that began after the fetch
+        // before: every page dirty.
+        let steps: [Step<'_>; 5] = [
+            &|_| {
+                mode.store(ACCEPT, Ordering::SeqCst);
+                space
+                    .plug(RegionSpec::ram(GuestAddress(plug), MIB2).with_hotplug(true))
+                    .unwrap();
+                "plug".into()
+            },
+            &|_| {
+                mode.store(ACCEPT, Ordering::SeqCst);
+                slots.set_dirty_logging(GuestAddress(plug), true).unwrap();
+                let clean = slots.fetch_dirty_log(GuestAddress(plug)).unwrap();
+                assert_eq!(clean.count(), 0, "round {round}: the guest never writes it");
+                "logging on".into()
+            },
+            &|logging| {
+                mode.store(REFUSE_REMOVE, Ordering::SeqCst);
+                let before = slots.registered();
+                assert!(space.remove_region(GuestAddress(plug), MIB2).is_err());
+                assert_eq!(slots.registered(), before, "round {round}: refused removal");
+                assert!(logging.contains(&plug));
+                // KVM dropped the log with the deleted slot: every page is owed, once.
+                let owed = slots.fetch_dirty_log(GuestAddress(plug)).unwrap();
+                assert_eq!(owed.count(), PAGES, "round {round}");
+                let clean = slots.fetch_dirty_log(GuestAddress(plug)).unwrap();
+                assert_eq!(clean.count(), 0, "round {round}");
+                "refused removal".into()
+            },
+            &|_| {
+                mode.store(REFUSE_INSERT, Ordering::SeqCst);
+                let before = slots.registered();
+                let err = space.insert_region(backed(refused_at, MIB2)).unwrap_err();
+                assert_eq!(
+                    slots.registered(),
+                    before,
+                    "round {round}: refused insertion: {err}"
+                );
+                "refused insertion".into()
+            },
+            &|_| {
+                mode.store(ACCEPT, Ordering::SeqCst);
+                space.remove_region(GuestAddress(plug), MIB2).unwrap();
+                "unplug".into()
+            },
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            let after_fetch = guest.passes();
+            let what = step(&logging);
+            if i == 1 {
+                logging.push(plug);
+            }
+            if i == 4 {
+                logging.retain(|&b| b != plug);
+            }
+            let ctx = format!("round {round}, {what}");
+            agree(&ctx, &vm, &slots, &expected(&space, &logging), &places);
+            guest = guest.wait_passes(after_fetch + 2);
+            let dirty = slots.fetch_dirty_log(GuestAddress(WRITTEN)).unwrap();
+            assert_eq!(dirty.count(), PAGES, "{ctx}: pages the guest wrote lost");
+        }
+    }
+    let passes = guest.passes();
+    match guest.stop() {
+        Stop::Passes(n) => assert!(n >= passes),
+        other => panic!("the guest stopped: {other:?}"),
+    }
+    space.remove_listener(&later).unwrap();
+}
