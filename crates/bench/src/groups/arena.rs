@@ -18,8 +18,12 @@
 //!   MiB blocks client B then gets, in percent of what it gets from an empty arena.
 //! - `owns`: ns per ownership test of a live block's address (10,000 live wide blocks, random
 //!   order). Peers have no such test.
-//! - `fill_percent`: wide sizes allocated until the first failure; the figure is the requested
-//!   bytes as a percentage of the block.
+//! - `fill_percent`: wide sizes allocated until 1,000 requests in a row fail (past the first
+//!   failure, so that smaller requests use the room larger ones could not); the figure is the
+//!   requested bytes as a percentage of the block.
+//! - `rounding_percent`: the same fill, the figure the bytes the blocks take beyond those
+//!   requested, as a percentage of those requested (memvisor's block sizes, and
+//!   `buddy_system_allocator`'s count of what it hands out; the other peers do not say).
 //! - `bookkeeping_percent`: the arena's side tables as a percentage of the block.
 
 use std::alloc::{Layout, alloc, dealloc};
@@ -57,6 +61,7 @@ pub fn run(bench: &Bench) -> Vec<Row> {
         starvation(bench, &mut region),
         owns(bench, &mut region),
         fill_percent(bench, &mut region),
+        rounding_percent(bench, &mut region),
         bookkeeping_percent(),
     ]
 }
@@ -536,23 +541,59 @@ fn owns(bench: &Bench, region: &mut Region) -> Row {
         .run()
 }
 
-/// Allocates wide sizes until the first failure; returns the requested bytes in percent of
-/// the block.
-fn fill_run<H: Heap>(heap: &mut H, len: usize) -> Sample {
+/// Requests in a row that fail before a fill stops: a fill goes on past its first failure,
+/// so that smaller requests still use the room larger ones could not, and what an allocator
+/// loses to rounding shows as room it never gets back.
+const FILL_MISSES: usize = 1_000;
+
+/// What a fill asked for and what the allocator used for it, in bytes.
+struct Filled {
+    asked: usize,
+    used: usize,
+}
+
+/// Allocates wide sizes (the same sequence for every contender) until [`FILL_MISSES`]
+/// requests in a row fail. `alloc` answers the bytes it used for a request (its block's
+/// size, or the request's where the allocator does not say), or `None` if it refused it.
+fn fill_until_full(
+    len: usize,
+    mut alloc: impl FnMut(usize) -> Option<usize>,
+) -> Result<Filled, String> {
     let sizes = LogUniform::new(16, 65_536);
     let mut rng = SplitMix64::new(21);
-    let mut requested = 0usize;
-    loop {
+    let mut filled = Filled { asked: 0, used: 0 };
+    let mut misses = 0;
+    while misses < FILL_MISSES {
         let size = usize::try_from(sizes.sample(&mut rng)).unwrap_or(16);
-        if heap.alloc(size).is_none() {
-            break;
+        let Some(used) = alloc(size) else {
+            misses += 1;
+            continue;
+        };
+        misses = 0;
+        if used < size {
+            return Err(format!("a block of {used} bytes for {size} asked"));
         }
-        requested += size;
-        if requested > len {
+        filled.asked += size;
+        filled.used += used;
+        if filled.used > len {
             return Err("allocated more than the block".to_owned());
         }
     }
-    Ok(requested as f64 * 100.0 / len as f64)
+    Ok(filled)
+}
+
+/// The bytes asked for in a full block, in percent of the block.
+fn fill_run<H: Heap>(heap: &mut H, len: usize) -> Sample {
+    let filled = fill_until_full(len, |size| heap.alloc(size).map(|_| size))?;
+    Ok(filled.asked as f64 * 100.0 / len as f64)
+}
+
+/// The bytes used beyond those asked for in a full block, in percent of those asked for.
+fn rounding_run(filled: &Filled) -> Sample {
+    if filled.asked == 0 {
+        return Err("nothing was allocated".to_owned());
+    }
+    Ok((filled.used - filled.asked) as f64 * 100.0 / filled.asked as f64)
 }
 
 fn fill_percent(bench: &Bench, region: &mut Region) -> Row {
@@ -576,6 +617,38 @@ fn fill_percent(bench: &Bench, region: &mut Region) -> Row {
         })
         .peer("buddy-alloc", || {
             fill_run(&mut BuddyAllocHeap::new(&mut region.borrow_mut()), len)
+        })
+        .run()
+}
+
+/// The fill of [`fill_percent`], measured by what the blocks take: memvisor's block sizes
+/// ([`Client::alloc_sized`]) and `buddy_system_allocator`'s own count of the bytes it hands
+/// out with their rounding (`stats_alloc_actual`); `talc` and `buddy-alloc` do not say.
+fn rounding_percent(bench: &Bench, region: &mut Region) -> Row {
+    let len = region.len();
+    let region = std::cell::RefCell::new(region);
+    bench
+        .scenario("rounding_percent", 0, "%", Better::Lower)
+        .memvisor(|| {
+            let mut region = region.borrow_mut();
+            let arena = region.arena()?;
+            let client = arena
+                .create_client(Quota::UNLIMITED)
+                .map_err(|e| e.to_string())?;
+            rounding_run(&fill_until_full(len, |size| {
+                client.alloc_sized(layout(size)).ok().map(|(_, used)| used)
+            })?)
+        })
+        .peer("buddy_system_allocator", || {
+            let mut heap = BuddySystem::new(&mut region.borrow_mut());
+            let mut before = heap.0.stats_alloc_actual();
+            rounding_run(&fill_until_full(len, |size| {
+                heap.alloc(size)?;
+                let now = heap.0.stats_alloc_actual();
+                let used = now - before;
+                before = now;
+                Some(used)
+            })?)
         })
         .run()
 }
