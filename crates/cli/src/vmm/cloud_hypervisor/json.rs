@@ -269,9 +269,34 @@ struct Devices {
     needs_shared: Option<(String, Range<usize>, &'static str)>,
     /// The `balloon`'s `size` and where it is in the file.
     balloon: Option<(u64, Range<usize>)>,
+    /// What takes room in the 64-bit PCI device area that the file does not give: how many
+    /// VFIO, vfio-user and vDPA devices (their BARs are the host devices') and `pmem` entries
+    /// without `size` (the region is the file's size) there are, as [`Devices::uncounted_note`]
+    /// names them.
+    uncounted: [(u64, &'static str, &'static str); 4],
 }
 
 impl Devices {
+    /// The note that says what the PCI device area does not count, when there is any: `2
+    /// VFIO devices, 1 pmem region without `size` ...`.
+    fn uncounted_note(&self) -> Option<String> {
+        let named: Vec<String> = self
+            .uncounted
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|&(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+            .collect();
+        (!named.is_empty()).then(|| {
+            format!(
+                "not counted in the 64-bit PCI device area, as the file does not give their \
+                 sizes: {} (the BARs of VFIO, vfio-user and vDPA devices are the host devices', \
+                 a pmem region without size is its file's); with them Cloud Hypervisor needs \
+                 guest memory to end lower than this plan checks",
+                named.join(", ")
+            )
+        })
+    }
+
     /// Refuses more PCI devices than segment 0's bus has device ids for (the host bridge
     /// takes the first), `virtio_mem` of them virtio-mem devices: Cloud Hypervisor fails to
     /// add the one past them. Shown at the `VmConfig`'s object, `vm`.
@@ -314,6 +339,17 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
     // The sizes of the pmem regions given, and the first one Cloud Hypervisor refuses.
     let mut pmem: Vec<u64> = Vec::new();
     let mut pmem_refused: Option<Error> = None;
+    // VFIO, vfio-user and vDPA devices, and pmem entries without size.
+    let mut uncounted = [
+        (0u64, "VFIO device", "VFIO devices"),
+        (0, "vfio-user device", "vfio-user devices"),
+        (0, "vDPA device", "vDPA devices"),
+        (
+            0,
+            "pmem region without `size`",
+            "pmem regions without `size`",
+        ),
+    ];
     let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     // Where each `pci_device_id` is first given.
     let mut device_ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
@@ -561,6 +597,16 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
                 Object::read::<DeviceObject>(vm.src, raw, path.clone())?
             };
             keep_id(&o, key, true)?;
+            let unknown = match key {
+                "devices" => Some(0),
+                "user_devices" => Some(1),
+                "vdpa" => Some(2),
+                "pmem" if o.option::<Whole64>("size")?.is_none() => Some(3),
+                _ => None,
+            };
+            if let Some(at) = unknown {
+                uncounted[at].0 += 1;
+            }
             if key == "pmem"
                 && let Some(size) = o.option::<Whole64>("size")?.map(|w| w.0)
             {
@@ -622,6 +668,7 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
         default_zone,
         needs_shared,
         balloon,
+        uncounted,
     })
 }
 
@@ -1289,14 +1336,15 @@ fn pci_segments(vm: &Object<'_>) -> Result<()> {
 /// `user_devices` and `vdpa` (the host device's type: a block one's BAR is 32-bit), the region
 /// of a `pmem` entry without `size` (its file's) and the regions of
 /// vhost-user shared memory, are not counted, so with those Cloud Hypervisor's bound is lower
-/// than this one. All of them are PCI devices of segment 0, whose bus holds 31: more are
-/// refused. A zone id that a device section uses too (`id` of
-/// `disks`, `net`, `rng`, `console`, `rate_limit_groups`, ...) is refused, as Cloud Hypervisor
-/// refuses an id given twice, and so is a device id given twice or starting with `__`, and,
-/// without zones, a device id `mem0` with a virtio-mem hotplug area, whose device takes that
-/// id. Each device's `pci_segment` must be 0 and its `pci_device_id` 1 to 31, given to one
-/// device only; `fs`, `generic_vhost_user` and `user_devices` take no `iommu: true`, nor does
-/// a `disks` or `net` entry with `vhost_user: true`; with
+/// than this one; the converted spec then starts with a `# note: ` line that names how many
+/// VFIO, vfio-user and vDPA devices and `pmem` entries without `size` are not counted. All of them
+/// are PCI devices of segment 0, whose bus holds 31: more are refused. A zone id that a device
+/// section uses too (`id` of `disks`, `net`, `rng`, `console`, `rate_limit_groups`, ...) is
+/// refused, as Cloud Hypervisor refuses an id given twice, and so is a device id given twice or
+/// starting with `__`, and, without zones, a device id `mem0` with a virtio-mem hotplug area, whose
+/// device takes that id. Each device's `pci_segment` must be 0 and its `pci_device_id` 1 to 31,
+/// given to one device only; `fs`, `generic_vhost_user` and `user_devices` take no `iommu: true`,
+/// nor does a `disks` or `net` entry with `vhost_user: true`; with
 /// segment 0 in `platform.iommu_segments` every device (the default `rng` and `console` too)
 /// needs `iommu: true`; vhost-user devices (`fs`, `generic_vhost_user`, a `disks` or `net`
 /// entry with `vhost_user: true`) and vfio-user ones (`user_devices`) need shared memory
@@ -1418,6 +1466,7 @@ pub fn cloud_hypervisor_json_spec(
         u64::from(memory.virtio_mem && memory.hotplug.is_some())
     };
     let bus = devices.check_bus(virtio_mem, &vm.place());
+    let uncounted = devices.uncounted_note();
     let spec = config_spec(
         ChConfig {
             memory,
@@ -1437,7 +1486,10 @@ pub fn cloud_hypervisor_json_spec(
             bus
         },
     )?;
-    Ok(spec)
+    Ok(match uncounted {
+        Some(note) => format!("{}{note}\n{spec}", super::NOTE),
+        None => spec,
+    })
 }
 
 #[cfg(test)]
