@@ -859,7 +859,13 @@ impl Arena {
     /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
     /// its empty chunk — at its next free, or its next allocation that misses its caches (a
     /// client on another thread cannot be reached sooner). [`Client::trim`] does it at once for one
-    /// client. Clients also get this request when one of them finds no chunk left.
+    /// client. Clients also get this request when one of them finds no chunk left. The chunks
+    /// they give back stay committed (without [`Flags::DECOMMIT`]) until
+    #[cfg_attr(
+        feature = "std",
+        doc = "[`decommit_free_chunks`](Self::decommit_free_chunks) decommits them."
+    )]
+    #[cfg_attr(not(feature = "std"), doc = "`decommit_free_chunks` decommits them.")]
     pub fn trim(&self) {
         self.request_trim();
     }
