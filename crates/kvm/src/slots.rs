@@ -1128,11 +1128,7 @@ mod tests {
     fn deletion_at_the_slot_limit_finds_the_largest_region_left_without_a_walk() {
         // KVM's usual slot limit (the space's default), each slot a region of 1 to 5 pages
         // but one of 64 pages, which is deleted.
-        let count = if cfg!(miri) {
-            64
-        } else {
-            memvisor_space::DEFAULT_SLOTS
-        };
+        let count = memvisor_space::DEFAULT_SLOTS;
         let page = 0x1000;
         let big = count / 2;
         let mut state = State::default();
