@@ -233,7 +233,8 @@ fn firecracker_guest_mac_refusal_says_what_firecracker_takes() {
 fn firecracker_paths_it_cannot_open_on_any_host_are_refused() {
     // Firecracker opens a drive's `path_on_host`, connects to a vhost-user drive's `socket`,
     // opens `kernel_image_path` and `initrd_path` and binds the vsock's `uds_path` when it
-    // applies the file: an empty path, or one with a NUL, fails there on every host.
+    // applies the file: an empty path (but `uds_path`'s), or one with a NUL, fails there on
+    // every host.
     let cases = |path: &str| {
         [
             (
@@ -256,6 +257,12 @@ fn firecracker_paths_it_cannot_open_on_any_host_are_refused() {
     };
     for path in [r#""""#, r#""a\u0000b""#, r#""\u0000""#] {
         for (body, field) in cases(path) {
+            // An empty `uds_path` binds: Rust's `UnixListener::bind("")` gives the kernel an
+            // address without a path, which it binds to an abstract name of its own choice.
+            if path == r#""""# && field == "vsock.uds_path" {
+                planned("fc-path-autobind.json", &body);
+                continue;
+            }
             let column = 1 + body.find(path).unwrap() as u64;
             refused_at("fc-path-empty.json", &body, field, column, "Firecracker");
         }

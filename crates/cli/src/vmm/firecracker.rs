@@ -240,10 +240,10 @@ impl<'de> Deserialize<'de> for FcTapName {
     }
 }
 
-/// A path Firecracker opens, connects to or binds on the host when it applies the file (a
-/// drive's `path_on_host` and `socket`, `kernel_image_path`, `initrd_path`, the vsock's
-/// `uds_path`): a string that is not empty and holds no NUL, as the system refuses both on
-/// every host (an empty path names nothing; a NUL cannot be in a C string).
+/// A path Firecracker opens or connects to on the host when it applies the file (a drive's
+/// `path_on_host` and `socket`, `kernel_image_path`, `initrd_path`): a string that is not
+/// empty and holds no NUL, as the system refuses both on every host (an empty path names
+/// nothing; a NUL cannot be in a C string).
 #[derive(Debug)]
 struct FcHostPath;
 
@@ -261,14 +261,42 @@ impl<'de> Deserialize<'de> for FcHostPath {
                         "an empty path, which names no file: Firecracker fails to open it on \
                          every host",
                     ))
-                } else if let Some(at) = v.find('\0') {
-                    Err(E::custom(format!(
-                        "a path with a NUL (at byte {at}), which the system takes in no path: \
-                         Firecracker fails to open it on every host"
-                    )))
                 } else {
-                    Ok(FcHostPath)
+                    fc_path_without_nul(v).map(|()| FcHostPath)
                 }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Refuses a path with a NUL, which the system takes in no path.
+fn fc_path_without_nul<E: serde::de::Error>(path: &str) -> std::result::Result<(), E> {
+    match path.find('\0') {
+        Some(at) => Err(E::custom(format!(
+            "a path with a NUL (at byte {at}), which the system takes in no path: Firecracker \
+             fails to open it on every host"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The vsock's `uds_path`, which Firecracker binds a Unix socket to (`UnixListener::bind`): a
+/// string without a NUL ([`fc_path_without_nul`]). An empty one binds too: Rust gives the
+/// kernel an address without a path, which Linux binds to an abstract name of its choosing.
+#[derive(Debug)]
+struct FcBindPath;
+
+impl<'de> Deserialize<'de> for FcBindPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FcBindPath;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcBindPath, E> {
+                fc_path_without_nul(v).map(|()| FcBindPath)
             }
         }
         d.deserialize_str(V)
@@ -479,7 +507,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
                     map.next_value::<FcTapName>()?;
                 }
                 "uds_path" => {
-                    map.next_value::<FcHostPath>()?;
+                    map.next_value::<FcBindPath>()?;
                 }
                 "guest_cid" => {
                     map.next_value::<Whole32>()?;
@@ -1583,12 +1611,12 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// vhost-user drive (`socket`, and none of `path_on_host`, `is_read_only`, `rate_limiter`,
 /// `io_engine`), and an interface's `mtu` is at least 68 and its `host_dev_name` under 16 bytes,
 /// as Firecracker builds no other. The paths Firecracker opens when it applies the file
-/// (`kernel_image_path`, `initrd_path`, a drive's `path_on_host` and `socket`, the vsock's
-/// `uds_path`) are not empty and hold no NUL, and `boot_args` holds no NUL, as Firecracker
-/// cannot open or boot with such a value on any host. `mmds-config` adds nothing to the plan
-/// and is checked as Firecracker checks it (SPEC.md): its fields'
-/// types, a link-local `ipv4_address` it takes, a `network_interfaces` list that is not empty
-/// and names only the interfaces' ids.
+/// (`kernel_image_path`, `initrd_path`, a drive's `path_on_host` and `socket`) are not empty,
+/// and those and the vsock's `uds_path` hold no NUL, and `boot_args` holds no NUL, as
+/// Firecracker cannot open or boot with such a value on any host (an empty `uds_path` binds).
+/// `mmds-config` adds nothing to the plan and is checked as Firecracker checks it (SPEC.md): its
+/// fields' types, a link-local `ipv4_address` it takes, a `network_interfaces` list that is not
+/// empty and names only the interfaces' ids.
 ///
 /// The device entries are counted before any is read: more than [`MAX_DEVICES`] in all are
 /// refused as a spec with that many `[[device]]` tables is, even where repeated ids would merge
