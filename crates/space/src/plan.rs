@@ -308,9 +308,13 @@ pub struct Plan {
     /// the VM's from [`plan_with_memory_slots`]): boot RAM's regions and all the hotplug slots
     /// fit in them.
     pub memory_slots: u32,
-    /// The placer with everything above taken, for more placements later; a VMM whose device
-    /// manager allocates through memvisor-resources takes its allocators, each holding what
-    /// the plan placed, with [`Placer::into_allocators`].
+    /// The placer with everything above taken, for more placements later: boot RAM's regions
+    /// (each under its owner, `RAM node0`, ...), the devices' MMIO and DAX windows, the
+    /// hotplug slots, the serial port's ports, the interrupts and the platform's reservations,
+    /// so that nothing placed through it lands on any of them; a VMM whose device manager
+    /// allocates through memvisor-resources takes its allocators, each holding what the plan
+    /// placed, with [`Placer::into_allocators`]. (The rest of a reserved window, which the
+    /// plan lists as one reserved region, is free in it but for the reservations.)
     pub placer: Placer,
 }
 
@@ -734,10 +738,16 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
             let mut spec = with_range(node.memory.clone(), range).map_err(at(PlanItem::Node(i)))?;
             // The node's bytes laid before this region (at most its size, so no overflow).
             shift_file_offset(&mut spec, node.size - left).map_err(at(PlanItem::Node(i)))?;
+            let owner = format!("RAM node{index}");
+            // Held like every range the plan gives, so that nothing placed through the
+            // plan's placer (or its allocators) lands on boot RAM.
+            placer
+                .take_in(WindowKind::Ram, range, &owner)
+                .map_err(at(PlanItem::Node(i)))?;
             regions.push((
                 PlannedRegion {
                     spec,
-                    owner: format!("RAM node{index}"),
+                    owner,
                     node: Some(index),
                 },
                 PlanItem::Node(i),

@@ -8,8 +8,10 @@
 #![cfg(not(miri))]
 
 use memvisor_space::memvisor_resources::{AddressRange, AllocPolicy, Request};
-use memvisor_space::plan::{DeviceRequest, NodeRequest, PlanRequest, SerialRequest, plan};
-use memvisor_space::{PlacerAllocators, Platform, RegionSpec, WindowKind};
+use memvisor_space::plan::{
+    DeviceRequest, HotplugRequest, NodeRequest, PlanRequest, SerialRequest, plan,
+};
+use memvisor_space::{PlacerAllocators, Platform, RegionSpec, RegionType, WindowKind};
 use vm_memory::GuestAddress;
 
 const MIB: u64 = 1 << 20;
@@ -120,4 +122,78 @@ fn plan_allocators_keep_what_the_plan_placed_and_allocate_more() {
     let next = irqs.allocate_id().unwrap();
     assert!(next > 4, "a legacy interrupt: {next}");
     assert!(devices.iter().all(|d| d.irq != next));
+}
+
+/// Whatever a VMM allocates from the allocators of a plan, in any window, from its start or
+/// its end, is over no range the plan gave to boot RAM, a device, a DAX window or a hotplug
+/// slot: boot RAM (two nodes, the first across the 32-bit hole) is held under its owner's
+/// name like everything else the plan placed. The plan's placer itself answers the same.
+#[test]
+fn plan_allocators_never_give_a_planned_range() {
+    let mut r = request();
+    r.nodes = vec![
+        NodeRequest {
+            size: 3 << 30,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        },
+        NodeRequest {
+            size: 512 * MIB,
+            memory: RegionSpec::ram(GuestAddress(0), 0),
+        },
+    ];
+    r.devices[0].dax_size = Some(64 * MIB);
+    r.hotplug = Some(HotplugRequest {
+        slots: 2,
+        slot_size: 128 * MIB,
+        node: 1,
+        memory: RegionSpec::ram(GuestAddress(0), 0),
+    });
+    let plan = plan(&r).unwrap();
+    let given: Vec<(AddressRange, String)> = plan
+        .regions
+        .iter()
+        .chain(&plan.slots)
+        .filter(|p| p.spec.ty() != RegionType::Reserved)
+        .map(|p| {
+            let range = AddressRange::new(p.spec.base().0, p.spec.base().0 + p.spec.size() - 1);
+            (range.unwrap(), p.owner.clone())
+        })
+        .collect();
+    assert!(given.iter().any(|(_, o)| o == "RAM node1"), "{given:?}");
+
+    // The plan's placer: a page placed in each kind of window is over none of them.
+    for kind in [
+        WindowKind::Ram,
+        WindowKind::Device,
+        WindowKind::Dax,
+        WindowKind::Hotplug,
+    ] {
+        let mut placer = plan.placer.clone();
+        if let Ok(range) = placer.place(kind, 0x1000, 0x1000, "more") {
+            for (planned, owner) in &given {
+                assert!(
+                    !range.as_range().overlaps(planned),
+                    "{kind}: {range} over {owner}'s {planned:?}"
+                );
+            }
+        }
+    }
+
+    // Its allocators: the first and the last free page of every window.
+    let PlacerAllocators { windows, .. } = plan.placer.clone().into_allocators();
+    for (window, allocator) in windows {
+        for policy in [AllocPolicy::FirstMatch, AllocPolicy::LastMatch] {
+            let mut allocator = allocator.clone();
+            let request = Request::new(0x1000, 0x1000, policy).unwrap();
+            let Ok(range) = allocator.allocate_with(&request, "more".to_string()) else {
+                continue;
+            };
+            for (planned, owner) in &given {
+                assert!(
+                    !range.overlaps(planned),
+                    "{window:?}: {range:?} over {owner}'s {planned:?}"
+                );
+            }
+        }
+    }
 }
