@@ -506,7 +506,8 @@ pub enum Error {
     /// [`SpaceBuilder::back`](crate::SpaceBuilder::back) answers
     /// [`Error::SlotNotRestoredWhileBacking`] instead, as it has no space to keep the slot.
     #[error(
-        "plugging the hotplug slot at {base:#x} of size {size:#x} failed ({cause}) and so did restoring it to reserved space; the slot stays claimed and unusable until the address space is dropped"
+        "plugging the hotplug slot at {base:#x} of size {size:#x} failed ({}) and so did restoring it to reserved space; the slot stays claimed and unusable until the address space is dropped",
+        with_sources(.cause)
     )]
     SlotNotRestored {
         /// The slot's base.
@@ -515,7 +516,8 @@ pub enum Error {
         size: u64,
         /// Why the plug failed: the failed step's own error (an [`Error::Os`] naming the
         /// system call, `mmap`, `madvise`, `mbind`, with the kernel's error; the huge pages
-        /// refused; a listener's refusal; a slot number or bookkeeping refused).
+        /// refused; a listener's refusal; a slot number or bookkeeping refused). Not this
+        /// error's source (`restore` is), so its text shows it with its own sources.
         cause: Box<Error>,
         /// Why restoring the slot failed.
         #[source]
@@ -529,7 +531,8 @@ pub enum Error {
     /// error), which it leaves alone, mapped or not, until the process ends; every other
     /// region's memory is unmapped too.
     #[error(
-        "backing the hot-pluggable region at {base:#x} of size {size:#x} failed ({cause}) and so did restoring its slot to reserved space; no address space was made and the hotplug window's reservation is unmapped"
+        "backing the hot-pluggable region at {base:#x} of size {size:#x} failed ({}) and so did restoring its slot to reserved space; no address space was made and the hotplug window's reservation is unmapped",
+        with_sources(.cause)
     )]
     SlotNotRestoredWhileBacking {
         /// The region's base.
@@ -650,6 +653,26 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error` and each of its sources, joined by `: `: the text of an error carried in a field
+/// that is not its holder's source ([`Error::SlotNotRestored`]'s `cause`, whose source is the
+/// restore's error), so that the cause's own source (the kernel's error of the failed call)
+/// is not lost from the holder's report.
+fn with_sources(error: &Error) -> impl std::fmt::Display + '_ {
+    struct WithSources<'a>(&'a Error);
+    impl std::fmt::Display for WithSources<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut source = std::error::Error::source(self.0);
+            while let Some(e) = source {
+                write!(f, ": {e}")?;
+                source = e.source();
+            }
+            Ok(())
+        }
+    }
+    WithSources(error)
+}
 
 #[cfg(test)]
 mod tests {

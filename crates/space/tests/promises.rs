@@ -756,6 +756,52 @@ fn adopted_mappings_are_checked_as_a_plan_checks_regions() {
     );
 }
 
+/// The text of both errors says why the failed step failed (the kernel's error of its call),
+/// as the errors it carries in `cause` are not among its sources (`restore` is): a report that
+/// prints an error and walks its sources would otherwise never show that errno.
+#[test]
+fn slot_not_restored_texts_keep_the_failed_steps_errno() {
+    let cause = || {
+        Box::new(Error::Os {
+            op: "madvise",
+            base: 0x1_0000_0000,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        })
+    };
+    let restore = || memvisor_vmem::Error::Os {
+        operation: memvisor_vmem::Operation::Reserve,
+        source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
+    };
+    let einval = std::io::Error::from_raw_os_error(libc::EINVAL).to_string();
+    for err in [
+        Error::SlotNotRestored {
+            base: 0x1_0000_0000,
+            size: 0x20_0000,
+            cause: cause(),
+            restore: restore(),
+        },
+        Error::SlotNotRestoredWhileBacking {
+            base: 0x1_0000_0000,
+            size: 0x20_0000,
+            cause: cause(),
+            restore: restore(),
+        },
+    ] {
+        let mut report = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            report.push_str(&format!(": {e}"));
+            source = e.source();
+        }
+        assert!(
+            report.contains(&format!(
+                "madvise failed for the region at 0x100000000: {einval}"
+            )),
+            "{report}"
+        );
+    }
+}
+
 #[test]
 fn slot_not_restored_names_the_slot_and_both_failures() {
     let cause = || {
@@ -778,7 +824,7 @@ fn slot_not_restored_names_the_slot_and_both_failures() {
     assert_eq!(
         err.to_string(),
         "plugging the hotplug slot at 0x100000000 of size 0x200000 failed (mmap failed for the \
-         region at 0x100000000) and so did restoring it to reserved space; the slot stays \
+         region at 0x100000000: Cannot allocate memory (os error 12)) and so did restoring it to reserved space; the slot stays \
          claimed and unusable until the address space is dropped"
     );
     assert!(std::error::Error::source(&err).is_some());
@@ -791,7 +837,7 @@ fn slot_not_restored_names_the_slot_and_both_failures() {
     assert_eq!(
         err.to_string(),
         "backing the hot-pluggable region at 0x100000000 of size 0x200000 failed (mmap failed \
-         for the region at 0x100000000) and so did restoring its slot to reserved space; no \
+         for the region at 0x100000000: Cannot allocate memory (os error 12)) and so did restoring its slot to reserved space; no \
          address space was made and the hotplug window's reservation is unmapped"
     );
     assert!(std::error::Error::source(&err).is_some());
