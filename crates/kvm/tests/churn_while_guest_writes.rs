@@ -1,10 +1,12 @@
 //! A VMM's slot changes while a vCPU runs: the tiny 64-bit guest rewrites every page of a
 //! logging region pass after pass, while the address space plugs a region, turns its logging
-//! on, has its removal refused (undone) by a later listener, has an insertion refused, and
-//! unplugs it, round after round. Across each change the logging region's fetches give every
-//! page a whole pass wrote since the fetch before (no write lost to another slot's change), a
-//! refused change leaves `registered()` as it was, and what `registered()` lists is what KVM
-//! maps (probed). (Skipped under Miri, which cannot `ioctl` `/dev/kvm`.)
+//! on, has its removal refused (undone) by a later listener, has an insertion refused by that
+//! listener and one refused by KVM (over the VMM's own slot), and unplugs it, round after
+//! round, in KVM's default mode and with manual dirty-log protection. Across each change the
+//! logging region's fetches give every page a whole pass wrote since the fetch before (no write
+//! lost to another slot's change), a refused change leaves `registered()` as it was, and what
+//! `registered()` lists is what KVM maps (probed). (Skipped under Miri, which cannot `ioctl`
+//! `/dev/kvm`.)
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64", not(miri)))]
 #![allow(clippy::cast_possible_truncation)]
@@ -197,7 +199,7 @@ fn churn(kvm: &kvm_ioctls::Kvm, vm: &Arc<VmFd>, manual: bool) {
         let mut logging = vec![WRITTEN];
         // Each change, then a fetch of WRITTEN after a whole pass that began after the fetch
         // before: every page dirty.
-        let steps: [Step<'_>; 5] = [
+        let steps: [Step<'_>; 6] = [
             &|_| {
                 mode.store(ACCEPT, Ordering::SeqCst);
                 space
@@ -253,6 +255,41 @@ fn churn(kvm: &kvm_ioctls::Kvm, vm: &Arc<VmFd>, manual: bool) {
                 "refused insertion".into()
             },
             &|_| {
+                // The VMM's own memory under a number the space does not hand out: KVM refuses
+                // the space's insertion over it, and our listener refuses the change.
+                mode.store(ACCEPT, Ordering::SeqCst);
+                let own = backed(0, MIB2);
+                let mut mem = kvm_bindings::kvm_userspace_memory_region {
+                    slot: PROBE_SLOT + 1,
+                    flags: 0,
+                    guest_phys_addr: refused_at,
+                    memory_size: MIB2,
+                    userspace_addr: own.host_ptr().unwrap() as u64,
+                };
+                // SAFETY: `own` stays mapped until the slot is deleted below.
+                unsafe { vm.set_user_memory_region(mem) }.unwrap();
+                let before = slots.registered();
+                let result = space.insert_region(backed(refused_at, MIB2));
+                let after = slots.registered();
+                mem.memory_size = 0;
+                // SAFETY: deleting a slot refers to no memory.
+                unsafe { vm.set_user_memory_region(mem) }.unwrap();
+                drop(own);
+                let err = result.unwrap_err();
+                let memvisor_space::Error::Listener { source, .. } = &err else {
+                    panic!("{err}");
+                };
+                assert!(
+                    matches!(
+                        source.downcast_ref::<memvisor_kvm::Error>(),
+                        Some(memvisor_kvm::Error::SetMemoryRegion { .. })
+                    ),
+                    "{err}: {source}"
+                );
+                assert_eq!(after, before, "manual protection {manual}: {err}");
+                "insertion KVM refused".into()
+            },
+            &|_| {
                 mode.store(ACCEPT, Ordering::SeqCst);
                 space.remove_region(GuestAddress(plug), MIB2).unwrap();
                 "unplug".into()
@@ -264,7 +301,7 @@ fn churn(kvm: &kvm_ioctls::Kvm, vm: &Arc<VmFd>, manual: bool) {
             if i == 1 {
                 logging.push(plug);
             }
-            if i == 4 {
+            if i == 5 {
                 logging.retain(|&b| b != plug);
             }
             let ctx = format!("manual protection {manual}, round {round}, {what}");
