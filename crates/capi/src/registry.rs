@@ -1532,29 +1532,39 @@ mod tests {
     /// A client's entry goes into the room reserved for it under the same hold of the
     /// context's `handles` lock: another thread's create, started between the reservation
     /// and the insertion, cannot take that room (its insertion would then allocate, and abort
-    /// the process where the allocator refuses). It waits until the first is published.
+    /// the process where the allocator refuses). It waits until the first is published. Both
+    /// creates run under a watchdog: one that never returns (a lock left held) fails the
+    /// test instead of hanging the run.
     #[test]
     #[cfg_attr(miri, ignore = "waits 100 ms for a create that must not finish")]
     fn client_create_between_reserve_and_insert_holds_the_room() {
         let ctx = create_context(arena()).unwrap();
-        let (done, finished) = std::sync::mpsc::channel();
-        let other = std::sync::Arc::new(Mutex::new(None));
-        let spawned = std::sync::Arc::clone(&other);
-        hooks::BEFORE_INSERT.set(Some(Box::new(move || {
-            let thread = std::thread::spawn(move || {
-                let made = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED);
-                // The receiver is gone once the hook has waited.
-                let _ = done.send(());
-                made
-            });
-            let ran_between = finished
-                .recv_timeout(std::time::Duration::from_millis(100))
-                .is_ok();
-            *spawned.lock().unwrap() = Some((thread, ran_between));
-        })));
-        let first = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
-        let (thread, ran_between) = other.lock().unwrap().take().unwrap();
-        let second = thread.join().unwrap().unwrap();
+        let (first, second, ran_between) = memvisor_testkit::watchdog::within(
+            "two client creates, one stopped before its insertion",
+            std::time::Duration::from_secs(10),
+            move || {
+                let (done, finished) = std::sync::mpsc::channel();
+                let other = std::sync::Arc::new(Mutex::new(None));
+                let spawned = std::sync::Arc::clone(&other);
+                // The hook is this thread's: it runs in the create made below.
+                hooks::BEFORE_INSERT.set(Some(Box::new(move || {
+                    let thread = std::thread::spawn(move || {
+                        let made = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED);
+                        // The receiver is gone once the hook has waited.
+                        let _ = done.send(());
+                        made
+                    });
+                    let ran_between = finished
+                        .recv_timeout(std::time::Duration::from_millis(100))
+                        .is_ok();
+                    *spawned.lock().unwrap() = Some((thread, ran_between));
+                })));
+                let first = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
+                let (thread, ran_between) = other.lock().unwrap().take().unwrap();
+                let second = thread.join().unwrap().unwrap();
+                (first, second, ran_between)
+            },
+        );
         assert!(
             !ran_between,
             "a create finished between another's reservation and its insertion"
