@@ -449,6 +449,20 @@ pub enum Error {
         /// The nodes the guest kernel maps.
         max: u32,
     },
+    /// A plan's SRAT names a guest NUMA node (proximity domain) at or past the proximity
+    /// domains the guest kernel reads (its `MAX_PXM_DOMAINS`: 256, or its `MAX_NUMNODES` where
+    /// that is more), which Linux answers as it answers too many nodes, by rejecting the whole
+    /// SRAT ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest)). Only
+    /// a plan whose nodes were edited after planning names one.
+    #[error(
+        "the SRAT names guest NUMA node {node}, past the {domains} proximity domains the guest kernel reads (it would boot without NUMA)"
+    )]
+    GuestNodeOutOfRange {
+        /// The highest guest node of the SRAT's memory ranges.
+        node: u32,
+        /// The proximity domains the guest kernel reads.
+        domains: u32,
+    },
     /// A plan's SRAT has more memory ranges than the guest kernel keeps (its
     /// `NR_NODE_MEMBLKS`, twice its `MAX_NUMNODES`), which Linux answers by rejecting the
     /// whole SRAT ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest)).

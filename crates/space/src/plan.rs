@@ -548,14 +548,16 @@ impl Plan {
     /// [`LINUX_MAX_NUMNODES`](crate::LINUX_MAX_NUMNODES) for the x86-64 defconfig, 1,024 for a
     /// `MAXSMP` build) and so keeps at most `2 * max_nodes` memory ranges (`NR_NODE_MEMBLKS`).
     /// Past either limit Linux rejects the whole SRAT and boots without NUMA, which the VMM
-    /// would learn only from the guest's log. The plan's nodes are numbered from 0 with none
-    /// left out, so their proximity domains are below Linux's `MAX_PXM_DOMAINS` (at least 256)
-    /// whenever their count is within `max_nodes`. Processor affinity structures naming nodes
-    /// without memory are the VMM's and count toward the same limit in the guest; they are not
-    /// seen here.
+    /// would learn only from the guest's log. Linux also rejects it for a node (proximity
+    /// domain) at or past its `MAX_PXM_DOMAINS` (256, or `max_nodes` where that is more),
+    /// however few nodes there are: a plan numbers its nodes from 0 with none left out, so
+    /// only one whose nodes were edited afterwards names one. Processor affinity structures
+    /// naming nodes without memory are the VMM's and count toward the same limits in the
+    /// guest; they are not seen here.
     ///
     /// # Errors
     /// [`Error::TooManyGuestNodes`] if the ranges name more than `max_nodes` nodes;
+    /// [`Error::GuestNodeOutOfRange`] if they name a node at or past `max_nodes.max(256)`;
     /// [`Error::TooManyNumaRanges`] if there are more than `2 * max_nodes` ranges.
     ///
     /// ```
@@ -585,13 +587,19 @@ impl Plan {
         let nodes = ranges
             .iter()
             .map(|r| r.node)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        if nodes > usize::try_from(max_nodes).unwrap_or(usize::MAX) {
+            .collect::<std::collections::BTreeSet<_>>();
+        if nodes.len() > usize::try_from(max_nodes).unwrap_or(usize::MAX) {
             return Err(Error::TooManyGuestNodes {
-                nodes,
+                nodes: nodes.len(),
                 max: max_nodes,
             });
+        }
+        // Linux's MAX_PXM_DOMAINS: the 8-bit domains of the first SRATs, or MAX_NUMNODES.
+        let domains = max_nodes.max(256);
+        if let Some(&node) = nodes.last()
+            && node >= domains
+        {
+            return Err(Error::GuestNodeOutOfRange { node, domains });
         }
         let max = 2 * u64::from(max_nodes);
         if u64::try_from(ranges.len()).unwrap_or(u64::MAX) > max {

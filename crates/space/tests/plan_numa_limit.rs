@@ -88,3 +88,50 @@ fn numa_ranges_for_guest_refuses_more_ranges_than_linux_keeps() {
         Err(Error::TooManyGuestNodes { nodes: 1, max: 0 })
     ));
 }
+
+/// A plan whose nodes were edited by hand may name a node past the proximity domains Linux
+/// reads (`MAX_PXM_DOMAINS`: 256, or `MAX_NUMNODES` where that is more), which it answers as it
+/// answers too many nodes ("SRAT: Too many proximity domains", the whole SRAT rejected) however
+/// few nodes there are; the check refuses it too, with the node and the limit.
+#[test]
+fn numa_ranges_for_guest_refuses_a_node_past_linux_proximity_domains() {
+    let mut edited = plan(&request(2, 2 * MIB, false)).unwrap();
+    for r in &mut edited.regions {
+        if r.node == Some(1) {
+            r.node = Some(256);
+        }
+    }
+    assert!(edited.numa_ranges().iter().any(|r| r.node == 256));
+    let err = edited
+        .numa_ranges_for_guest(LINUX_MAX_NUMNODES)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::GuestNodeOutOfRange {
+                node: 256,
+                domains: 256
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the SRAT names guest NUMA node 256, past the 256 proximity domains the guest kernel \
+         reads (it would boot without NUMA)"
+    );
+    // A kernel of more nodes reads as many proximity domains.
+    assert_eq!(
+        edited.numa_ranges_for_guest(1024).unwrap(),
+        edited.numa_ranges()
+    );
+    for r in &mut edited.regions {
+        if r.node == Some(256) {
+            r.node = Some(255);
+        }
+    }
+    assert_eq!(
+        edited.numa_ranges_for_guest(LINUX_MAX_NUMNODES).unwrap(),
+        edited.numa_ranges()
+    );
+}
