@@ -215,8 +215,9 @@ impl Platform {
     /// [`kvm_identity_map_addr`](Self::kvm_identity_map_addr) is `identity_map` and
     /// [`kvm_tss_addr`](Self::kvm_tss_addr) the page after it; a plan's memory map and
     /// placer hold the moved pages. The VMM must then call `KVM_SET_IDENTITY_MAP_ADDR` with
-    /// the identity-map address before it creates a vCPU: without the call KVM puts the page
-    /// at 0xfffb_c000, which is no longer reserved. Moving again replaces the place.
+    /// the identity-map address before it creates its first vCPU (KVM refuses the call with
+    /// `EINVAL` once a vCPU exists): without the call KVM puts the page at 0xfffb_c000, which
+    /// is no longer reserved. Moving again replaces the place.
     ///
     /// # Errors
     /// [`Error::InvalidLayout`] on AArch64 (no KVM TSS), or when the 4 pages are not on a
@@ -395,7 +396,8 @@ impl Platform {
     /// without unrestricted guests) on x86-64:
     /// 0xfffb_c000, right below the TSS, which is also where KVM puts it when the call is not
     /// made; where [`with_kvm_pages_at`](Self::with_kvm_pages_at) moved the pages, the address
-    /// given there, which the VMM must pass to `KVM_SET_IDENTITY_MAP_ADDR`. Inside the same
+    /// given there, which the VMM must pass to `KVM_SET_IDENTITY_MAP_ADDR` before it creates
+    /// its first vCPU (KVM refuses the call with `EINVAL` once a vCPU exists). Inside the same
     /// reservation as [`kvm_tss_addr`](Self::kvm_tss_addr); `None` on AArch64.
     #[must_use]
     pub fn kvm_identity_map_addr(&self) -> Option<u64> {
