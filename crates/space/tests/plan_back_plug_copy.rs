@@ -78,11 +78,36 @@ fn planned_space_restored_into_a_second_space() {
         let len = usize::try_from(region.len()).unwrap();
         let mut buf = vec![0; len];
         memory.read_slice(&mut buf, region.start_addr()).unwrap();
+        // The second space's memory is its own: zero until the copy.
+        let mut fresh = vec![1; len];
+        target.read_slice(&mut fresh, region.start_addr()).unwrap();
+        assert!(fresh.iter().all(|&b| b == 0), "{:?}", region.start_addr());
         target.write_slice(&buf, region.start_addr()).unwrap();
         let mut back = vec![0; len];
         target.read_slice(&mut back, region.start_addr()).unwrap();
         assert_eq!(back, buf);
     }
+    // Writing the copy leaves the first space's memory as it was.
+    let first_snapshot = first.snapshot();
+    target
+        .write_slice(&[0xee; 0x1000], plan.slots[2].spec.base())
+        .unwrap();
+    let mut page = [0; 0x1000];
+    memory
+        .read_slice(&mut page, plan.slots[2].spec.base())
+        .unwrap();
+    assert!(page.iter().all(|&b| b != 0xee && b != 0));
+    // A plug the second space refuses changes neither space.
+    let second_snapshot = second.snapshot();
+    let err = second.plug(plan.slots[0].spec.clone()).unwrap_err();
+    assert!(
+        matches!(err, Error::Overlap { .. } | Error::SlotBusy { .. }),
+        "{err:?}"
+    );
+    assert!(Arc::ptr_eq(&second_snapshot, &second.snapshot()));
+    assert!(Arc::ptr_eq(&first_snapshot, &first.snapshot()));
+    // A snapshot holding a slot's region keeps the slot claimed after its unplug.
+    drop(second_snapshot);
     // Unplugging a slot of the second space leaves the first alone (its memory guard let go
     // first: a guard holding the slot's memory keeps the slot claimed).
     drop(target);
@@ -90,6 +115,10 @@ fn planned_space_restored_into_a_second_space() {
     drop(second.remove_region(slot.base(), slot.size()).unwrap());
     assert!(first.snapshot().find_region(slot.base()).is_some());
     assert!(second.snapshot().find_region(slot.base()).is_none());
+    // The first space's slot still holds what was written there.
+    let mut page = [0; 0x1000];
+    memory.read_slice(&mut page, slot.base()).unwrap();
+    assert!(page.iter().all(|&b| b != 0) && page.iter().all(|&b| b == page[0]));
     assert_eq!(
         first.snapshot().total_size(RegionType::Ram),
         second.snapshot().total_size(RegionType::Ram) + slot.size()
