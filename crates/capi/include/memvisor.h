@@ -86,7 +86,11 @@ enum memvisor_status
   MEMVISOR_STATUS_OK = 0,
   // A pointer argument that must not be null was null.
   MEMVISOR_STATUS_NULL_POINTER = 1,
-  // A context or client handle is null, deleted or was never handed out.
+  // A context or client handle is null, deleted or was never handed out. Judged after
+  // the arguments a function can judge alone (`NULL_POINTER`, `STRUCT_SIZE`,
+  // `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE` for a size no block can have), which answer
+  // first whatever the handle: a null output pointer with a deleted handle is
+  // `NULL_POINTER`.
   MEMVISOR_STATUS_INVALID_HANDLE = 2,
   // The configuration is out of range: chunk size not a power of two in 64 KiB..=64 MiB,
   // minimum block not a power of two in 16..=256, or alignment not a power of two in
@@ -152,7 +156,9 @@ enum memvisor_status
   // `OK`; once deleted, their handles are `INVALID_HANDLE`. The functions given no handle
   // (making contexts, `memvisor_config_init`, the version, messages and supported flags)
   // do not see it. Calls on other threads that had passed their handle's check when the
-  // poison was set run to their end on the context as if it had not been.
+  // poison was set run to their end on the context as if it had not been, except
+  // `memvisor_client_create`, which looks again before it makes its client and answers
+  // `POISONED` (no client of a poisoned context escapes the mark).
   MEMVISOR_STATUS_POISONED = 19,
 };
 #ifndef __cplusplus
@@ -459,7 +465,9 @@ memvisor_status memvisor_client_get_stats(struct memvisor_client client,
 // the address space: `memory + len` over `UINTPTR_MAX`), `BLOCK_TOO_SMALL`, `OS` (the
 // memory for the context's side tables, about 2% of `len`, was refused, or room for the
 // block's entry among the live contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made
-// or written on error.
+// or written on error. The block is checked against the live contexts (`BLOCK_IN_USE`, or
+// `OS` for its entry) before anything is laid out over it, so before `BLOCK_TOO_SMALL`: a
+// block too small for one chunk that shares a byte with a live context is `BLOCK_IN_USE`.
 //
 // A block ending exactly at the end of the address space (`memory + len` equal to
 // `UINTPTR_MAX + 1`, its last byte at `UINTPTR_MAX`) is refused with `TOO_LARGE` too: the

@@ -62,7 +62,9 @@ fn check_out<T>(out: *mut T) -> Result<(), Status> {
 /// the address space: `memory + len` over `UINTPTR_MAX`), `BLOCK_TOO_SMALL`, `OS` (the
 /// memory for the context's side tables, about 2% of `len`, was refused, or room for the
 /// block's entry among the live contexts'), `LIMIT_REACHED`, `BLOCK_IN_USE`. Nothing is made
-/// or written on error.
+/// or written on error. The block is checked against the live contexts (`BLOCK_IN_USE`, or
+/// `OS` for its entry) before anything is laid out over it, so before `BLOCK_TOO_SMALL`: a
+/// block too small for one chunk that shares a byte with a live context is `BLOCK_IN_USE`.
 ///
 /// A block ending exactly at the end of the address space (`memory + len` equal to
 /// `UINTPTR_MAX + 1`, its last byte at `UINTPTR_MAX`) is refused with `TOO_LARGE` too: the

@@ -1170,6 +1170,27 @@ mod tests {
         assert_eq!(crate::memvisor_context_delete(context), Status::Ok);
     }
 
+    /// A client create that pinned its context before another call on it panicked looks
+    /// again before it makes its client: it answers `Poisoned` and makes nothing, where the
+    /// other calls that pinned before the poison run on; the context is deleted once the
+    /// pin is out.
+    #[test]
+    fn client_create_pinned_before_the_poison_answers_poisoned() {
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        panic_in_a_call(ctx);
+        assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
+        assert_eq!(
+            create_client(&pinned, Quota::UNLIMITED),
+            Err(Status::Poisoned)
+        );
+        assert!(pinned.shared().handles.lock().unwrap().is_empty());
+        assert_eq!(pinned.run(|shared| shared.arena.stats().clients), 0);
+        assert_eq!(delete_context(ctx), Err(Status::ContextBusy));
+        drop(pinned);
+        assert_eq!(delete_context(ctx), Ok(()));
+    }
+
     /// A call in flight on a context when another call on it panics holds it: the delete is
     /// `CONTEXT_BUSY` until that call is out, then succeeds; the slot the context had serves
     /// the next context unpoisoned, and a client slot a poisoned client had serves the next

@@ -17,7 +17,11 @@ pub enum Status {
     Ok = 0,
     /// A pointer argument that must not be null was null.
     NullPointer = 1,
-    /// A context or client handle is null, deleted or was never handed out.
+    /// A context or client handle is null, deleted or was never handed out. Judged after
+    /// the arguments a function can judge alone (`NULL_POINTER`, `STRUCT_SIZE`,
+    /// `UNSUPPORTED_ALIGNMENT`, `TOO_LARGE` for a size no block can have), which answer
+    /// first whatever the handle: a null output pointer with a deleted handle is
+    /// `NULL_POINTER`.
     InvalidHandle = 2,
     /// The configuration is out of range: chunk size not a power of two in 64 KiB..=64 MiB,
     /// minimum block not a power of two in 16..=256, or alignment not a power of two in
@@ -83,7 +87,9 @@ pub enum Status {
     /// `OK`; once deleted, their handles are `INVALID_HANDLE`. The functions given no handle
     /// (making contexts, `memvisor_config_init`, the version, messages and supported flags)
     /// do not see it. Calls on other threads that had passed their handle's check when the
-    /// poison was set run to their end on the context as if it had not been.
+    /// poison was set run to their end on the context as if it had not been, except
+    /// `memvisor_client_create`, which looks again before it makes its client and answers
+    /// `POISONED` (no client of a poisoned context escapes the mark).
     Poisoned = 19,
 }
 

@@ -774,3 +774,141 @@ fn client_create_racing_context_delete_never_outlives_its_context() {
         assert_eq!(memvisor_context_delete(ctx), Status::InvalidHandle);
     }
 }
+
+/// A handle that names no live context or client (deleted, or never handed out) is judged
+/// after the arguments each function can judge alone: every function answers such an
+/// argument's status whatever its handle (a C caller that passes a null output and a dead
+/// handle gets `NULL_POINTER`), writes nothing, and answers `INVALID_HANDLE` once its other
+/// arguments are good.
+#[test]
+fn dead_handles_answer_argument_errors_first_then_invalid_handle() {
+    let memory = Memory::new(LEN);
+    let live = context(&memory, 0);
+    let deleted_client = client(live);
+    let p = alloc_in(deleted_client, 64);
+    // SAFETY: the client is used on this thread alone, and its blocks not after.
+    let deleted = unsafe { memvisor_client_delete(deleted_client) };
+    assert_eq!(deleted, Status::Ok);
+    assert_eq!(memvisor_context_delete(live), Status::Ok);
+    let never = (Context { id: 0 }, Client { id: u64::MAX });
+    let null = ptr::null_mut::<c_void>();
+    for (ctx, cl) in [(live, deleted_client), never] {
+        let mut q = ptr::null_mut();
+        let mut owner = Client { id: 7 };
+        let (mut flags, mut size, mut owns) = (7u32, 7usize, false);
+        // A size under the `size` field: no version of the structures has it.
+        let mut cstats = ClientStats {
+            size: 1,
+            ..ClientStats::default()
+        };
+        let mut xstats = ContextStats {
+            size: 1,
+            ..ContextStats::default()
+        };
+        // SAFETY: every output is null or writable; `p` is only looked up.
+        let answers = unsafe {
+            [
+                memvisor_alloc(cl, 64, null.cast()),
+                memvisor_alloc(cl, usize::MAX, &mut q),
+                memvisor_alloc_aligned(cl, 64, 64, null.cast()),
+                memvisor_alloc_aligned(cl, 64, 3, &mut q),
+                memvisor_alloc_aligned(cl, usize::MAX, 64, &mut q),
+                memvisor_client_free(cl, null, null.cast()),
+                memvisor_client_owns(cl, p, null.cast()),
+                memvisor_client_owns(cl, null, &mut owns),
+                memvisor_size_of(cl, p, null.cast()),
+                memvisor_size_of(cl, null, &mut size),
+                memvisor_client_get_stats(cl, null.cast()),
+                memvisor_client_get_stats(cl, &mut cstats),
+                memvisor_free(ctx, null, null.cast()),
+                memvisor_context_owner(ctx, p, null.cast()),
+                memvisor_context_owner(ctx, null, &mut owner),
+                memvisor_context_accepted_flags(ctx, null.cast()),
+                memvisor_context_get_stats(ctx, null.cast()),
+                memvisor_context_get_stats(ctx, &mut xstats),
+                memvisor_client_create(ctx, 0, null.cast()),
+            ]
+        };
+        use Status::{NullPointer, StructSize, TooLarge, UnsupportedAlignment};
+        assert_eq!(
+            answers,
+            [
+                NullPointer,
+                TooLarge,
+                NullPointer,
+                UnsupportedAlignment,
+                TooLarge,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                StructSize,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                NullPointer,
+                StructSize,
+                NullPointer,
+            ],
+            "{ctx:?} {cl:?}"
+        );
+        assert!(q.is_null());
+        assert_eq!((owner.id, flags, size, owns), (7, 7, 7, false));
+        assert_eq!((cstats.size, xstats.size), (1, 1));
+        // With good arguments, the handle is what is refused.
+        cstats.size = size_of::<ClientStats>();
+        xstats.size = size_of::<ContextStats>();
+        // SAFETY: as above.
+        let answers = unsafe {
+            [
+                memvisor_alloc(cl, 64, &mut q),
+                memvisor_alloc_aligned(cl, 64, 64, &mut q),
+                memvisor_client_free(cl, p, &mut size),
+                memvisor_client_owns(cl, p, &mut owns),
+                memvisor_size_of(cl, p, &mut size),
+                memvisor_client_trim(cl),
+                memvisor_client_get_stats(cl, &mut cstats),
+                memvisor_client_delete(cl),
+                memvisor_free(ctx, p, &mut size),
+                memvisor_context_owner(ctx, p, &mut owner),
+                memvisor_context_accepted_flags(ctx, &mut flags),
+                memvisor_context_get_stats(ctx, &mut xstats),
+                memvisor_context_trim(ctx),
+                memvisor_client_create(ctx, 0, &mut owner),
+                memvisor_context_delete(ctx),
+            ]
+        };
+        assert_eq!(answers, [Status::InvalidHandle; 15], "{ctx:?} {cl:?}");
+        assert!(q.is_null());
+        assert_eq!((owner.id, flags, size, owns), (7, 7, 7, false));
+        assert_eq!(
+            (cstats.size, xstats.size),
+            (size_of::<ClientStats>(), size_of::<ContextStats>())
+        );
+    }
+}
+
+/// `memvisor_context_create` checks a block against the live contexts' memory before it lays
+/// chunks out over it: a block too small for one chunk is `BLOCK_IN_USE` where it overlaps a
+/// live context and `BLOCK_TOO_SMALL` elsewhere, as its docs say.
+#[test]
+fn context_create_too_small_block_in_use_is_block_in_use() {
+    let memory = Memory::new(LEN);
+    let spare = Memory::new(LEN);
+    let live = context(&memory, 0);
+    let c = config(0);
+    let mut ctx = Context { id: 7 };
+    // SAFETY: the blocks outlive any context made over them (none is); `ctx` is writable.
+    let answers = unsafe {
+        [
+            memvisor_context_create(memory.ptr.cast(), CHUNK / 2, &c, &mut ctx),
+            memvisor_context_create(spare.ptr.cast(), CHUNK / 2, &c, &mut ctx),
+        ]
+    };
+    assert_eq!(answers, [Status::BlockInUse, Status::BlockTooSmall]);
+    assert_eq!(ctx.id, 7);
+    assert_eq!(memvisor_context_delete(live), Status::Ok);
+}
