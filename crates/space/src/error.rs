@@ -668,18 +668,28 @@ pub enum Error {
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// `error` and each of its sources, joined by `: `: the text of an error carried in a field
-/// that is not its holder's source ([`Error::SlotNotRestored`]'s `cause`, whose source is the
-/// restore's error), so that the cause's own source (the kernel's error of the failed call)
-/// is not lost from the holder's report.
+/// The most sources [`with_sources`] shows: a listener's error may have a chain without end
+/// (one that is its own source), and printing must end.
+const SHOWN_SOURCES: usize = 16;
+
+/// `error` and each of its sources (up to [`SHOWN_SOURCES`], then `: ...`), joined by `: `:
+/// the text of an error carried in a field that is not its holder's source
+/// ([`Error::SlotNotRestored`]'s `cause`, whose source is the restore's error), so that the
+/// cause's own source (the kernel's error of the failed call) is not lost from the holder's
+/// report.
 fn with_sources(error: &Error) -> impl std::fmt::Display + '_ {
     struct WithSources<'a>(&'a Error);
     impl std::fmt::Display for WithSources<'_> {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(f, "{}", self.0)?;
             let mut source = std::error::Error::source(self.0);
+            let mut shown = 0;
             while let Some(e) = source {
+                if shown == SHOWN_SOURCES {
+                    return f.write_str(": ...");
+                }
                 write!(f, ": {e}")?;
+                shown += 1;
                 source = e.source();
             }
             Ok(())
@@ -691,6 +701,63 @@ fn with_sources(error: &Error) -> impl std::fmt::Display + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cause whose chain of sources never ends (a listener's error that is its own source)
+    /// is shown up to a bound, so printing the error ends.
+    #[test]
+    fn slot_not_restored_text_ends_for_an_endless_chain() {
+        #[derive(Debug)]
+        struct OwnSource;
+        impl std::fmt::Display for OwnSource {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("own source")
+            }
+        }
+        impl std::error::Error for OwnSource {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(self)
+            }
+        }
+        let err = Error::SlotNotRestored {
+            base: 0x1_0000_0000,
+            size: 0x20_0000,
+            cause: Box::new(Error::Listener {
+                base: 0x1_0000_0000,
+                source: Box::new(OwnSource),
+            }),
+            restore: memvisor_vmem::Error::Os {
+                operation: memvisor_vmem::Operation::Reserve,
+                source: memvisor_vmem::OsError::from_raw(libc::ENOMEM),
+            },
+        };
+        // Written into at most 64 KiB, so that a text without end fails instead of hanging.
+        struct Bounded(String);
+        impl std::fmt::Write for Bounded {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                if self.0.len() + s.len() > 64 << 10 {
+                    return Err(std::fmt::Error);
+                }
+                self.0.push_str(s);
+                Ok(())
+            }
+        }
+        let mut bounded = Bounded(String::new());
+        let ended = std::fmt::Write::write_fmt(&mut bounded, format_args!("{err}"));
+        assert!(
+            ended.is_ok(),
+            "the text does not end: {}...",
+            &bounded.0[..200]
+        );
+        let text = bounded.0;
+        assert!(
+            text.starts_with(
+                "plugging the hotplug slot at 0x100000000 of size 0x200000 failed (a listener \
+                 refused the change of the region at 0x100000000: own source: own source"
+            ),
+            "{text}"
+        );
+        assert!(text.len() < 4096, "{}", text.len());
+    }
 
     #[test]
     fn display_names_offending_values() {
