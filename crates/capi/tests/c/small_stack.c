@@ -1,8 +1,9 @@
 /* A context's and its clients' whole life on a thread whose stack is the smallest the system
  * allows (PTHREAD_STACK_MIN, 16 KiB on Linux), as a language VM's coroutines or green threads
  * have: no call of the library's release build may need more stack than that, making the
- * process's first contexts (over a caller's block and reserved) and deleting them included. The first free of a client makes its cache bins (about 19 KiB),
- * which must not pass through the stack; an allocation that finds no chunk left while blocks
+ * process's first contexts (over a caller's block and reserved) and deleting them included,
+ * and every other function of the header is called there too. The first free of a client
+ * makes its cache bins (about 19 KiB), which must not pass through the stack; an allocation that finds no chunk left while blocks
  * are cached works out whether giving them back makes room, which must not copy the bins
  * (12 KiB) onto the stack either. */
 #define _POSIX_C_SOURCE 200809L
@@ -34,6 +35,24 @@ static void *life(void *arg) {
     OK(memvisor_alloc(client, 100, &small));
     OK(memvisor_alloc_aligned(client, 8192, 4096, &page));
     OK(memvisor_alloc(client, (size_t)3 << 20, &run));
+    bool owns = false;
+    OK(memvisor_client_owns(client, small, &owns));
+    CHECK(owns);
+    OK(memvisor_size_of(client, page, &size));
+    CHECK(size >= 8192);
+    memvisor_client who = {0};
+    OK(memvisor_context_owner(ctx, run, &who));
+    CHECK(who.id == client.id);
+    uint32_t flags = 0;
+    OK(memvisor_context_accepted_flags(ctx, &flags));
+    CHECK((flags & ~memvisor_supported_flags()) == 0);
+    OK(memvisor_context_trim(ctx));
+    CHECK(memvisor_version()[0] != '\0');
+    CHECK(memvisor_status_message(MEMVISOR_STATUS_BLOCK_IN_USE)[0] != '\0');
+    /* A refusal: a block of a live context makes no context. */
+    memvisor_context nested;
+    CHECK_STATUS(memvisor_context_create(run, (size_t)1 << 20, NULL, &nested),
+                 MEMVISOR_STATUS_BLOCK_IN_USE);
     OK(memvisor_client_free(client, small, &size));
     CHECK(size >= 100);
     OK(memvisor_client_free(client, page, NULL));
