@@ -1539,13 +1539,18 @@ mod tests {
     /// no entry), and its clients and later calls work as before.
     #[test]
     fn client_create_with_identifiers_used_up_is_limit_reached_and_spends_nothing() {
+        // A table of this test's own, so that which slot is next is known.
+        static TABLE: Table<ClientSlot> = Table::new(Kind::Client);
         refused_create_spends_nothing(|pinned| {
             hooks::ARENA_REFUSES_CLIENT.set(Some(memvisor_arena::Error::ClientIdsExhausted {
                 max: u32::MAX - 1,
             }));
             let entries = pinned.shared().handles.lock().unwrap().len();
-            let refused = create_client(pinned, Quota::UNLIMITED);
+            let refused = create_client_in(&TABLE, pinned, Quota::UNLIMITED, MAX_CLIENTS);
             assert_eq!(pinned.shared().handles.lock().unwrap().len(), entries);
+            // The slot went back: the table's next taker gets its first index again.
+            let next = TABLE.take((), (), |_, _| Ok(())).unwrap();
+            assert_eq!(next & u64::from(u32::MAX >> 1), 0);
             refused
         });
     }
