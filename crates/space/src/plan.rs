@@ -612,6 +612,11 @@ impl Plan {
     }
 }
 
+/// The owner of a device's DAX window, in the plan's regions and its placer alike.
+fn dax_owner(device: &str) -> String {
+    format!("{device} DAX")
+}
+
 fn at(item: PlanItem) -> impl FnOnce(Error) -> PlanError {
     move |error| PlanError {
         item,
@@ -823,7 +828,7 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
         if let Some(size) = d.dax_size {
             *slot = Some(
                 placer
-                    .place(WindowKind::Dax, size, DAX_ALIGN, &d.name)
+                    .place(WindowKind::Dax, size, DAX_ALIGN, &dax_owner(&d.name))
                     .map_err(at(PlanItem::DeviceDaxSize(i)))?,
             );
         }
@@ -869,7 +874,7 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
             regions.push((
                 PlannedRegion {
                     spec,
-                    owner: format!("{} DAX", d.name),
+                    owner: dax_owner(&d.name),
                     node: None,
                 },
                 PlanItem::Device(i),

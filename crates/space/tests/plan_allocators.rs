@@ -197,3 +197,44 @@ fn plan_allocators_never_give_a_planned_range() {
         }
     }
 }
+
+/// Each range the plan gave (boot RAM, the serial port's and the devices' MMIO windows, their
+/// DAX windows, the hotplug slots) is held by its window's allocator under the owner the plan
+/// names it with (`PlannedRegion::owner`), so that a VMM can tell from an allocation which
+/// planned region it is.
+#[test]
+fn plan_allocators_hold_each_planned_range_under_its_owner() {
+    let mut r = request();
+    r.devices[0].dax_size = Some(64 * MIB);
+    r.hotplug = Some(HotplugRequest {
+        slots: 2,
+        slot_size: 128 * MIB,
+        node: 0,
+        memory: RegionSpec::ram(GuestAddress(0), 0),
+    });
+    let plan = plan(&r).unwrap();
+    let PlacerAllocators { windows, .. } = plan.placer.clone().into_allocators();
+    let mut checked = 0;
+    for planned in plan
+        .regions
+        .iter()
+        .chain(&plan.slots)
+        .filter(|p| p.spec.ty() != RegionType::Reserved)
+    {
+        let start = planned.spec.base().0;
+        let (_, allocator) = windows
+            .iter()
+            .find(|(w, _)| w.range().as_range().contains(start))
+            .expect("a window holds every planned range");
+        let held = allocator
+            .allocation_containing(start)
+            .unwrap_or_else(|| panic!("{} is not held", planned.owner));
+        assert_eq!(
+            (held.tag.as_str(), held.range.start(), held.range.size()),
+            (planned.owner.as_str(), start, Some(planned.spec.size())),
+        );
+        checked += 1;
+    }
+    // Boot RAM, net0, blk0, net0's DAX window and the two slots.
+    assert_eq!(checked, 6);
+}
