@@ -515,6 +515,11 @@ fn create_client_in(
         if let Some(error) = hooks::ARENA_REFUSES_CLIENT.take() {
             return Err(error.into());
         }
+        #[cfg(test)]
+        assert!(
+            !hooks::ARENA_PANICS.take(),
+            "broken invariant in making the arena's client"
+        );
         let client = shared.arena.create_client(quota)?;
         id = client.id();
         // The client's own user count, taken before it is published.
@@ -549,6 +554,9 @@ mod hooks {
         /// The arena's answer to the next client made on this thread, in place of asking it.
         pub(super) static ARENA_REFUSES_CLIENT: Cell<Option<memvisor_arena::Error>> =
             const { Cell::new(None) };
+        /// Whether the next client made on this thread panics where the arena makes it, as
+        /// a broken invariant of the arena would.
+        pub(super) static ARENA_PANICS: Cell<bool> = const { Cell::new(false) };
         /// Runs once, on this thread, after a client's slot is taken and before its entry
         /// goes into the room reserved for it in the context's `handles`.
         pub(super) static BEFORE_INSERT: RefCell<Option<Box<dyn FnOnce()>>> =
@@ -1553,6 +1561,40 @@ mod tests {
             assert_eq!(next & u64::from(u32::MAX >> 1), 0);
             refused
         });
+    }
+
+    /// A client create that panics where the arena makes its client (a broken invariant)
+    /// gives its slot back (the table's next taker gets it), takes no user count and makes
+    /// no entry, and poisons the context, which is deleted as usual once the call is out.
+    #[test]
+    fn client_create_whose_arena_call_panics_gives_its_slot_back_and_poisons() {
+        // A table of this test's own, so that which slot is next is known.
+        static TABLE: Table<ClientSlot> = Table::new(Kind::Client);
+        let ctx = create_context(arena()).unwrap();
+        let pinned = pin(ctx).unwrap();
+        let users = pinned.slot.state.load(Ordering::Relaxed);
+        hooks::ARENA_PANICS.set(true);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pinned.run(|_| create_client_in(&TABLE, &pinned, Quota::UNLIMITED, MAX_CLIENTS))
+        }));
+        assert!(panicked.is_err());
+        // Poisoned (the lock bit and its extra count), and no count of a client.
+        assert_eq!(
+            pinned.slot.state.load(Ordering::Relaxed),
+            users + LOCKED + 1
+        );
+        let handles = pinned
+            .shared()
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        assert!(handles.is_empty());
+        drop(handles);
+        let next = TABLE.take((), (), |_, _| Ok(())).unwrap();
+        assert_eq!(next & u64::from(u32::MAX >> 1), 0);
+        drop(pinned);
+        assert_eq!(pin(ctx).err(), Some(Status::Poisoned));
+        assert_eq!(delete_context(ctx), Ok(()));
     }
 
     /// A client's entry goes into the room reserved for it under the same hold of the
