@@ -1,13 +1,35 @@
 //! Random operation sequences on an `AddressAllocator` and its naive model (a sorted list of
 //! ranges with brute-force first and last fit): every answer and the whole state must agree
 //! after each step; nothing may panic. The managed space sometimes ends at `u64::MAX`, where
-//! arithmetic that wraps would show.
+//! arithmetic that wraps would show. The same operations are then replayed on a fresh
+//! allocator, each held to the heap budget the crate's DESIGN.md promises (see
+//! [`op_budget`]).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
-use memvisor_resources::model::{AddrOp, run_addr_ops};
-use memvisor_resources::{AddressRange, AllocPolicy};
+use memvisor_resources::model::{AddrOp, apply_addr, run_addr_ops};
+use memvisor_resources::{AddressAllocator, AddressRange, AllocPolicy};
+use memvisor_testkit::counting_heap::{Counting, used_by};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Bytes of the index per range (DESIGN.md: "28 bytes per live range").
+const NODE_BYTES: usize = 28;
+
+/// The most an operation on an allocator of `ranges` ranges may ask of the heap: an
+/// allocation or a reservation makes room for one more range first, growing the index and the
+/// tags by an eighth, at least 16 entries (a reallocation asks for the whole new size); every
+/// other operation (a free, a release, a relocation, a lookup) asks for nothing.
+fn op_budget(op: &AddrOp, ranges: usize) -> usize {
+    match op {
+        AddrOp::Allocate { .. } | AddrOp::Reserve { .. } => {
+            (NODE_BYTES + size_of::<u32>()) * (ranges + (ranges / 8).max(16))
+        }
+        _ => 0,
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
@@ -68,5 +90,18 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Err(mismatch) = run_addr_ops(space, &ops) {
         panic!("AddressAllocator differs from its model: {mismatch}");
+    }
+    let mut alloc = AddressAllocator::<u32>::new(space);
+    for op in &ops {
+        let ranges = alloc.len();
+        let (_, usage) = used_by(|| apply_addr(&mut alloc, op));
+        let budget = op_budget(op, ranges);
+        assert!(
+            usage.bytes <= budget,
+            "{op:?} on {ranges} ranges asked the heap for {} bytes in {} requests (budget \
+             {budget})",
+            usage.bytes,
+            usage.requests
+        );
     }
 });

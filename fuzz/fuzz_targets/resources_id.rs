@@ -5,13 +5,83 @@
 //! type; each either small (up to 4096 IDs) or large (up to 2^32 IDs, or the whole `u16` range),
 //! far past the 64 Ki IDs the bitmap always covers, with the IDs clustered at the bottom, around
 //! that floor, at a few points above it and at the top, so that IDs are held as runs above the
-//! bitmap, merged, split, stepped over and swallowed when it grows.
+//! bitmap, merged, split, stepped over and swallowed when it grows. The same operations are
+//! then replayed on a fresh allocator, each held to the heap budget the crate's DESIGN.md
+//! promises (see [`within_budget`]).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
-use memvisor_resources::Id;
-use memvisor_resources::model::{IdOp, run_id_ops_with};
+use memvisor_resources::model::{IdAnswer, IdOp, apply_id, run_id_ops_with};
+use memvisor_resources::{Id, IdAllocator};
+use memvisor_testkit::counting_heap::{Counting, used_by};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// IDs the bitmap may always cover, and the bits it may cover per allocated ID beyond them
+/// (DESIGN.md, "Memory").
+const DENSE_FLOOR: u64 = 1 << 16;
+const DENSE_BITS_PER_ID: u64 = 64;
+/// Bytes per never-allocated run and per run held above the bitmap.
+const RUN_BYTES: usize = 28;
+
+/// The most a run set (never-allocated runs, or runs held above the bitmap) of at most `runs`
+/// runs holds: 28 bytes a run, growing by an eighth, at least 16 runs at a time.
+fn run_set_bound(runs: usize) -> usize {
+    RUN_BYTES * (runs + (runs / 8).max(16))
+}
+
+/// The most the bitmap holds once at most `peak` IDs were allocated at once: it covers at most
+/// the floor or 64 bits per such ID (and never more than the range), its leaves grow by an
+/// eighth, and its summary (a word per 64 leaves) and top (a word per 64 summary words) by
+/// doubling.
+fn bitmap_bound(peak: u64, span: u64) -> usize {
+    let covered = DENSE_FLOOR
+        .max(peak.saturating_mul(DENSE_BITS_PER_ID))
+        .min(span);
+    let leaves = usize::try_from(covered / 64 + 1).unwrap();
+    let leaves = leaves + leaves / 8 + 1;
+    let summary = 2 * (leaves / 64 + 1);
+    let top = 2 * (summary / 64 + 1);
+    8 * (leaves + summary + top)
+}
+
+/// Replays `ops` on a fresh allocator over `first..=last`: each operation may ask the heap
+/// only for the allocator's own growth (kept: the bitmap never shrinks, nor do the run sets'
+/// capacities) and its answer's list of IDs, and what the allocator holds after each must stay
+/// within DESIGN.md's memory bound (each operation splits at most one run).
+fn within_budget<I: Width>(first: I, last: I, ops: &[IdOp<I>]) {
+    let Ok(mut alloc) = IdAllocator::<I>::with_range(first, last) else {
+        return;
+    };
+    let span = (last.into() - first.into()).saturating_add(1);
+    let mut peak = 0;
+    for (i, op) in ops.iter().enumerate() {
+        let (answer, usage) = used_by(|| apply_id(&mut alloc, op));
+        let list = match &answer {
+            Ok(IdAnswer::Ids(ids)) => ids.capacity() * size_of::<I>(),
+            _ => 0,
+        };
+        drop(answer);
+        let held = alloc.heap_bytes();
+        assert!(
+            usage.bytes <= list + held,
+            "{op:?} asked the heap for {} bytes in {} requests, where the allocator holds {held} \
+             and the answer {list}",
+            usage.bytes,
+            usage.requests
+        );
+        peak = peak.max(alloc.used());
+        let bound = bitmap_bound(peak, span) + 2 * run_set_bound(i + 2);
+        assert!(
+            held <= bound,
+            "after {op:?}, {} IDs allocated at most, the allocator holds {held} bytes (bound \
+             {bound})",
+            peak
+        );
+    }
+}
 
 /// An ID width the target drives: conversions from and to `u64` (saturating into the type).
 trait Width: Id + TryFrom<u64> + Into<u64> {
@@ -181,25 +251,30 @@ fuzz_target!(|data: &[u8]| {
         let first = u64::from(input.u16() % 256) * u64::from(input.u8() % 2);
         let last = u64::from(u32::MAX) - u64::from(input.u16()) * u64::from(input.u8() % 2);
         let ops = large_ops::<u32>(&mut input, first, last);
+        within_budget(first as u32, last as u32, &ops);
         run_id_ops_with(first as u32, last as u32, &ops)
     } else if mode % 8 == 3 {
         // A window of up to 2^32 IDs that ends at `u64::MAX`.
         let first = u64::MAX - u64::from(u32::MAX) + u64::from(input.u16());
         let ops = large_ops::<u64>(&mut input, first, u64::MAX);
+        within_budget(first, u64::MAX, &ops);
         run_id_ops_with(first, u64::MAX, &ops)
     } else if mode % 8 == 4 {
         // The whole `u16` range: no ID lies above the bitmap's floor.
         let ops = large_ops::<u16>(&mut input, 0, u64::from(u16::MAX));
+        within_budget(0, u16::MAX, &ops);
         run_id_ops_with(0, u16::MAX, &ops)
     } else if mode.is_multiple_of(2) {
         let first = u64::from(input.u16());
         let last = (first + u64::from(input.u16() % 4096)).min(u64::from(u32::MAX));
         let ops = ops::<u32>(&mut input, first, last);
+        within_budget(first as u32, last as u32, &ops);
         run_id_ops_with(first as u32, last as u32, &ops)
     } else {
         let last = u64::MAX;
         let first = last - u64::from(input.u16() % 4096);
         let ops = ops::<u64>(&mut input, first, last);
+        within_budget(first, last, &ops);
         run_id_ops_with(first, last, &ops)
     };
     if let Err(mismatch) = result {

@@ -2,7 +2,8 @@
 //! never panic and never hang; an import succeeds exactly when a plain recursive check of the
 //! same JSON finds a valid state, and then gives the allocator that check describes (IDs handed
 //! out, freed and never handed out; allocated nodes plus the ranges no node covers), which keeps
-//! its invariants and answers calls as the same state built by calls does.
+//! its invariants and answers calls as the same state built by calls does. Reading and
+//! importing are held to the heap budget the crate promises (see [`import_budget`]).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,7 @@ use memvisor_resources::{
     AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, IdLoadLimits, Request,
     VmAddressAllocatorSnapshot, VmIdAllocatorSnapshot,
 };
+use memvisor_testkit::counting_heap::{Counting, requested_by};
 use serde_json::Value;
 
 /// Ranges up to this many IDs are compared ID by ID.
@@ -56,12 +58,48 @@ fn id_state(v: &Value) -> Option<(u32, u32, u64, Vec<u32>)> {
     valid.then_some((first, last, handed, freed))
 }
 
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The heap bytes reading and importing `input` bytes may ask for. The crate promises
+/// (DESIGN.md, Snapshots) that an ID import allocates at most `IdLoadLimits::max_bitmap_bytes`
+/// of bitmap (1 MiB by default, and its summary words, under 1/64 more) besides its decoded
+/// list and a node per run, and that an address import's memory is proportional to the input
+/// (40 bytes a node read, at most twice that in capacity, then a node and a tag per range): so
+/// a fixed part, the bitmap, and a part per input byte (a freed ID or a node takes at least 2
+/// bytes of JSON: under 64 bytes a byte).
+fn import_budget(input: usize) -> u64 {
+    let bitmap = IdLoadLimits::default().max_bitmap_bytes;
+    (64 << 10) + bitmap + bitmap / 32 + 64 * input as u64
+}
+
+/// `import` of `data`, failing the target if it asks the heap for more than
+/// [`import_budget`].
+fn import_within_budget<T>(data: &[u8], import: impl FnOnce() -> T, what: &str) -> T {
+    let (out, bytes) = requested_by(import);
+    let bytes = bytes as u64;
+    let budget = import_budget(data.len());
+    assert!(
+        bytes <= budget,
+        "reading and importing {} bytes as {what} asked the heap for {bytes} bytes (budget \
+         {budget})",
+        data.len()
+    );
+    out
+}
+
 fn import_ids(data: &[u8]) -> Option<Result<IdAllocator, Error>> {
-    let saved = serde_json::from_slice::<VmIdAllocatorSnapshot>(data).ok()?;
-    Some(IdAllocator::from_vm_allocator_snapshot(
-        &saved,
-        &IdLoadLimits::default(),
-    ))
+    import_within_budget(
+        data,
+        || {
+            let saved = serde_json::from_slice::<VmIdAllocatorSnapshot>(data).ok()?;
+            Some(IdAllocator::from_vm_allocator_snapshot(
+                &saved,
+                &IdLoadLimits::default(),
+            ))
+        },
+        "a vm-allocator IdAllocator",
+    )
 }
 
 fn check_ids(data: &[u8], v: &Value) {
@@ -175,8 +213,14 @@ fn addr_state(v: &Value) -> Option<(AddressRange, Vec<AddressRange>)> {
 }
 
 fn import_addresses(data: &[u8]) -> Option<Result<AddressAllocator<u32>, Error>> {
-    let saved = serde_json::from_slice::<VmAddressAllocatorSnapshot>(data).ok()?;
-    Some(AddressAllocator::from_vm_allocator_snapshot(&saved))
+    import_within_budget(
+        data,
+        || {
+            let saved = serde_json::from_slice::<VmAddressAllocatorSnapshot>(data).ok()?;
+            Some(AddressAllocator::from_vm_allocator_snapshot(&saved))
+        },
+        "a vm-allocator AddressAllocator",
+    )
 }
 
 fn check_addresses(data: &[u8], v: &Value) {
