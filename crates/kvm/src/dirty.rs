@@ -452,11 +452,11 @@ fn get_log(
 
 impl MemorySlots {
     /// Turns KVM's dirty logging (`KVM_MEM_LOG_DIRTY_PAGES`) on or off for the region starting
-    /// at `base`. Turning it on starts with a clean log (when it is on already, the log is
-    /// fetched and dropped), unless the VMM turned on `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` for
-    /// the VM: a fetch does not clear KVM's log then, so turning it on while on keeps the log
-    /// (off and on again still starts clean; see
-    /// [`fetch_dirty_log_into`](Self::fetch_dirty_log_into)).
+    /// at `base`. Turning it on from off starts with a clean log. Turning it on while it is on
+    /// changes nothing, as KVM changes nothing for flags that do not change: the log keeps
+    /// every page written since the last fetch, so a VMM may call it to make sure logging is
+    /// on without losing any (a migration's next fetch still gives them). To start clean,
+    /// fetch the log and drop it, or turn logging off and on again.
     ///
     /// Logging is per region, and every region starts without it: those registered by
     /// [`attach`](Self::attach), and every region inserted or plugged later, also one at the
@@ -466,14 +466,10 @@ impl MemorySlots {
     /// there before this call is in no log, and fetching before it fails with
     /// [`Error::DirtyLog`] (`ENOENT`).
     ///
-    /// Turning it on while on keeps one thing in either mode: the pages a removal of the
-    /// region owes, when a region listener after this one refused it (or while it is under
-    /// way, below). KVM dropped the slot's log with the slot, so the next fetch reports every
-    /// page of the region; KVM cannot say whether the VM keeps its log across fetches (manual
-    /// protection), where dropping those pages would lose writes of the guest. In the default
-    /// mode that next fetch is then a superset of the pages written since this call: every page
-    /// of the region, once, so a migration copies the whole region once more. Turning logging
-    /// off drops them, as KVM drops its log with the flag.
+    /// Turning it on while on keeps, likewise, the pages a removal of the region owes, when a
+    /// region listener after this one refused it (or while it is under way, below): KVM
+    /// dropped the slot's log with the slot, so the next fetch reports every page of the
+    /// region, once. Turning logging off drops them, as KVM drops its log with the flag.
     ///
     /// While another thread (or a region listener after this one) removes the region, from
     /// KVM's deletion of the slot until the space publishes the removal or undoes it (a
@@ -493,12 +489,11 @@ impl MemorySlots {
     /// # Errors
     /// [`Error::NotRegistered`] if no region of the space starts at `base` that is registered
     /// with KVM, being removed or out of sync (as above);
-    /// [`Error::SetMemoryRegion`] if KVM refuses (the slot keeps its flags);
-    /// [`Error::DirtyLog`] if it is on already and KVM refuses to give its log.
+    /// [`Error::SetMemoryRegion`] if KVM refuses (the slot keeps its flags).
     pub fn set_dirty_logging(&self, base: GuestAddress, on: bool) -> Result<()> {
         let shared = self.shared();
         let mut state = shared.locked();
-        let Some((slot, region, flags)) = Shared::slot_of(&state, base.0) else {
+        let Some((slot, _, flags)) = Shared::slot_of(&state, base.0) else {
             // A removal under way, or a region out of sync: the undo, if it comes (KVM taking
             // the slot back), gives the slot these flags, and turning logging off, or on from
             // off, starts clean (no guest writes it meanwhile).
@@ -516,11 +511,9 @@ impl MemorySlots {
             return Ok(());
         };
         if on && flags & KVM_MEM_LOG_DIRTY_PAGES != 0 {
-            // On already: KVM keeps its log when the flags do not change, so clear it by
-            // fetching it. Every page an undone removal owes stays owed: KVM dropped those
-            // with the slot, and where the VMM turned on manual protection this call keeps
-            // KVM's log, so dropping them would lose pages the guest wrote.
-            get_log(shared, slot, region, |_| {})?;
+            // On already: nothing changes, as KVM changes nothing for flags that do not
+            // change. Its log, and every page an undone removal owes, stay for the next
+            // fetch: dropping them would lose pages the guest wrote since the last one.
             return Ok(());
         }
         let flags = if on {

@@ -292,10 +292,10 @@ enum Op {
 /// a process the descriptor was passed to) every call fails with `EIO`, so attaching a space
 /// with a slot fails with [`Error::SetMemoryRegion`], every change of the space that reaches
 /// KVM is refused (a removal too, which keeps the region and its slot), the dirty-log methods
-/// fail and change nothing (except on a region out of sync, see
-/// [`out_of_sync`](Self::out_of_sync), for which KVM has a slot in no process: they answer
-/// from its record there too, which only that process's copy of the slots holds), and
-/// dropping the slots keeps their regions mapped for the life of the process.
+/// that reach KVM fail and change nothing (turning logging on while on reaches none; except on a
+/// region out of sync, see [`out_of_sync`](Self::out_of_sync), for which KVM has a slot in no
+/// process: they answer from its record there too, which only that process's copy of the slots
+/// holds), and dropping the slots keeps their regions mapped for the life of the process.
 ///
 /// ```
 /// use std::sync::Arc;
