@@ -12,19 +12,16 @@ use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Exhausted, HostTable, Result};
 
-/// How many times a taker that found no chunk free pauses while
-/// [`Arena::decommit_free_chunks`] has one out of the free set before it gives up (a yield
-/// of the thread each, well over the time of a decommit's system call however many; a
-/// bound, so that a decommitting thread stopped for good, by a debugger or a
-/// stop-the-world collector, does not stop the taker with it).
-const DECOMMIT_WAITS: u32 = 1 << 20;
+/// A test's hold on [`Arena::decommit_free_chunks`] (see `Arena::hold_decommit`).
+#[cfg(all(test, feature = "std"))]
+type HoldDecommit = Box<dyn Fn(usize) + Send>;
 
 /// A chunk record's `prev` while a run is being taken: this call committed the chunk (so a
 /// refusal further on decommits it again). Never a chunk index: an arena has fewer than
 /// `2^29` chunks (its slab units, at least 8 per chunk, are indexed by `u32`).
 const COMMITTED_BY_RUN: u32 = NIL - 1;
 use crate::remote_bits::RemoteBits;
-use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence, pause};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, DecommitWait, Ordering, fence};
 use crate::table;
 
 /// Smallest buddy page: large blocks are whole numbers of pages.
@@ -269,6 +266,10 @@ pub struct Arena {
     /// Chunks [`decommit_free_chunks`](Self::decommit_free_chunks) has out of the free set at
     /// this moment (each for one decommit): a taker that finds no chunk free waits for them.
     decommitting: AtomicUsize,
+    /// Called by [`decommit_free_chunks`](Self::decommit_free_chunks) with each chunk it has
+    /// out of the free set, before its system call: a test holds the decommit there.
+    #[cfg(all(test, feature = "std"))]
+    hold_decommit: std::sync::Mutex<Option<HoldDecommit>>,
     /// Bytes of cached blocks of all clients ([`Flags::STATISTICS`]).
     cached_blocks: AtomicUsize,
     /// Held chunks without a live block ([`Flags::STATISTICS`]).
@@ -482,6 +483,8 @@ impl Arena {
             cached: AtomicUsize::new(0),
             trims: AtomicUsize::new(0),
             decommitting: AtomicUsize::new(0),
+            #[cfg(all(test, feature = "std"))]
+            hold_decommit: std::sync::Mutex::new(None),
             cached_blocks: AtomicUsize::new(0),
             pinned: AtomicUsize::new(0),
             pad,
@@ -1007,15 +1010,15 @@ impl Arena {
     /// is only for the error.
     ///
     /// # Errors
-    /// [`Error::OutOfMemory`] if no chunk is free, [`Error::Vmem`] if committing fails (the
-    /// chunk goes back).
+    /// [`Error::OutOfMemory`] if no chunk is free (after the wait of
+    /// [`after_decommits`](Self::after_decommits) if one is out for its decommit),
+    /// [`Error::Vmem`] if committing fails (the chunk goes back).
     pub(crate) fn acquire(&self, id: u32, requested: usize) -> Result<u32> {
-        let Some(chunk) = self
-            .stack
-            .pop()
-            .or_else(|| self.after_decommits(|| self.stack.pop()))
-        else {
-            return Err(self.no_chunk(requested));
+        let chunk = match self.stack.pop() {
+            Some(chunk) => chunk,
+            None => self
+                .after_decommits(|| self.stack.pop())
+                .map_err(|waited| self.no_chunk(requested, waited))?,
         };
         if let Err(e) = self.take(chunk, id) {
             self.stack.push(chunk);
@@ -1026,29 +1029,29 @@ impl Arena {
 
     /// `take` tried again while [`decommit_free_chunks`](Self::decommit_free_chunks) has chunks
     /// out of the free set, after a search that found none: a chunk out for its decommit
-    /// (one system call) is waited for, not reported missing. Gives up after
-    /// [`DECOMMIT_WAITS`] pauses (a decommitting thread that does not run again meanwhile),
-    /// as if the chunk were held.
+    /// (one system call) is waited for, not reported missing. `Err(false)` if none is out
+    /// (or the last came back and `take` still found nothing), `Err(true)` if one is still
+    /// out after [`DECOMMIT_WAIT`](crate::sync::DECOMMIT_WAIT) (see [`DecommitWait`]).
     #[cold]
-    fn after_decommits<T>(&self, mut take: impl FnMut() -> Option<T>) -> Option<T> {
+    fn after_decommits<T>(&self, mut take: impl FnMut() -> Option<T>) -> Result<T, bool> {
         // Pairs with the `Release` fence before the claim of a chunk to decommit: a search
         // that saw that chunk's bit set sees the count that includes it.
         fence(Ordering::Acquire);
         if self.decommitting.load(Ordering::Relaxed) == 0 {
-            return None;
+            return Err(false);
         }
-        for _ in 0..DECOMMIT_WAITS {
-            pause();
+        let mut wait = DecommitWait::new();
+        while wait.pause() {
             // `Acquire`: a count gone down shows the chunk given back before it.
             let out = self.decommitting.load(Ordering::Acquire);
             if let Some(t) = take() {
-                return Some(t);
+                return Ok(t);
             }
             if out == 0 {
-                return None;
+                return Err(false);
             }
         }
-        None
+        Err(true)
     }
 
     /// Decommits the free chunks whose memory is still committed (those clients held and gave
@@ -1062,9 +1065,12 @@ impl Arena {
     ///
     /// Time: one load per chunk of the arena, and one claim and system call per chunk
     /// decommitted; the search ends once no free chunk is counted committed. At most one
-    /// chunk is out of the free set at a time; an allocation that finds no other chunk free
-    /// meanwhile waits for it (a few pauses of its thread), and the arena's statistics count
-    /// it held until it is back.
+    /// chunk is out of the free set at a time, and the arena's statistics count it held until
+    /// it is back. An allocation that finds no other chunk free meanwhile waits for it (a few
+    /// yields, then sleeps of at most 1 ms), for at most 100 ms: if the decommitting thread
+    /// has not put it back by then (a loaded machine that does not run it, a debugger, a
+    /// stop-the-world collector), the allocation is refused with [`Error::OutOfMemory`] and
+    /// [`Exhausted::Decommitting`](crate::Exhausted::Decommitting).
     ///
     /// Residency: [`ArenaStats::total_bytes`] is reserved; the chunks clients hold and
     /// `cached_chunks` are committed; [`Arena::resident_bytes`] says what is resident.
@@ -1111,6 +1117,10 @@ impl Arena {
                 // and its record is this thread's (ordered after its last holder by the
                 // `Acquire` of the take) until it goes back.
                 let info = unsafe { &mut *self.info[c].get() };
+                #[cfg(test)]
+                if let Some(hold) = &*self.hold_decommit.lock().unwrap() {
+                    hold(c);
+                }
                 let mut result = Ok(());
                 if info.committed {
                     let (off, usable) = self.usable_range(c);
@@ -1140,32 +1150,48 @@ impl Arena {
         Ok(done)
     }
 
-    /// [`Error::OutOfMemory`] for `requested` bytes when no chunk is free.
+    /// [`Error::OutOfMemory`] for `requested` bytes when no chunk is free; `waited`: a chunk
+    /// was still out for its decommit when the wait for it ran out.
     #[cold]
-    fn no_chunk(&self, requested: usize) -> Error {
+    fn no_chunk(&self, requested: usize, waited: bool) -> Error {
         Error::OutOfMemory {
             size: requested,
             requested,
-            exhausted: Exhausted::Chunks {
-                chunks: self.geo.nchunks,
-                chunk_size: self.chunk_size(),
+            exhausted: if waited {
+                self.decommit_outlasted()
+            } else {
+                Exhausted::Chunks {
+                    chunks: self.geo.nchunks,
+                    chunk_size: self.chunk_size(),
+                }
             },
         }
     }
 
-    /// [`Error::OutOfMemory`] for a run of `n` chunks when none is free.
+    /// [`Error::OutOfMemory`] for a run of `n` chunks when none is free; `waited` as for
+    /// [`no_chunk`](Self::no_chunk).
     #[cold]
-    fn no_run(&self, n: usize) -> Error {
+    fn no_run(&self, n: usize, waited: bool) -> Error {
         let requested = n << self.geo.chunk_shift;
         Error::OutOfMemory {
             size: requested,
             requested,
-            exhausted: Exhausted::Run {
-                run: n,
-                free: self.stack.len().min(self.geo.nchunks),
-                chunks: self.geo.nchunks,
-                chunk_size: self.chunk_size(),
+            exhausted: if waited {
+                self.decommit_outlasted()
+            } else {
+                Exhausted::Run {
+                    run: n,
+                    free: self.stack.len().min(self.geo.nchunks),
+                    chunks: self.geo.nchunks,
+                    chunk_size: self.chunk_size(),
+                }
             },
+        }
+    }
+
+    fn decommit_outlasted(&self) -> Exhausted {
+        Exhausted::Decommitting {
+            chunk_size: self.chunk_size(),
         }
     }
 
@@ -1186,13 +1212,13 @@ impl Arena {
     pub(crate) fn acquire_run(&self, id: u32, n: usize, at: Option<usize>) -> Result<u32> {
         let first = match at {
             Some(first) if self.stack.pop_run_at(first, n) => u32::try_from(first).ok(),
-            _ => self
-                .stack
-                .pop_run(n)
-                .or_else(|| self.after_decommits(|| self.stack.pop_run(n))),
+            _ => self.stack.pop_run(n),
         };
-        let Some(first) = first else {
-            return Err(self.no_run(n));
+        let first = match first {
+            Some(first) => first,
+            None => self
+                .after_decommits(|| self.stack.pop_run(n))
+                .map_err(|waited| self.no_run(n, waited))?,
         };
         // The set just claimed chunks `first..first + n`: `n` fits and the sum is at most the
         // chunk count.
@@ -1572,6 +1598,111 @@ mod tests {
         }
         assert_eq!((0..4).filter(|&c| committed(c)).count(), 2);
         arena.delete_client(client);
+    }
+
+    /// An arena of one chunk, committed and given back by a client (so that
+    /// `decommit_free_chunks` takes it out for its decommit), with the client and a decommit
+    /// that, on its own thread, stops with the chunk out until `release` is sent; `out` says
+    /// when it has it.
+    #[cfg(feature = "std")]
+    fn hold_the_only_chunk(
+        test: impl FnOnce(&Client<'_>, std::sync::mpsc::Sender<()>),
+    ) -> Result<usize> {
+        let arena = Arena::with_reservation(CHUNK, Config::new().with_chunk_size(CHUNK)).unwrap();
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let layout = core::alloc::Layout::from_size_align(CHUNK, 16).unwrap();
+        let p = client.alloc(layout).unwrap();
+        // SAFETY: a live block of the client, not used after.
+        unsafe { client.free(p) }.unwrap();
+        client.trim();
+        assert_eq!(arena.stats().cached_chunks, 1);
+        let (out, is_out) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        *arena.hold_decommit.lock().unwrap() = Some(Box::new(move |c| {
+            out.send(c).unwrap();
+            released.recv().unwrap();
+        }));
+        let decommitted = std::thread::scope(|s| {
+            let decommit = s.spawn(|| arena.decommit_free_chunks());
+            assert_eq!(is_out.recv().unwrap(), 0);
+            test(&client, release);
+            decommit.join().unwrap()
+        });
+        let stats = arena.stats();
+        assert_eq!(stats.held_chunks + stats.free_chunks, 1);
+        arena.delete_client(client);
+        decommitted
+    }
+
+    /// A client that needs the only free chunk while `decommit_free_chunks` holds it out of
+    /// the free set (for 20 ms here: a decommitting thread descheduled between its claim and
+    /// its system call) gets it once it is back, committed again, where it was refused with
+    /// `OutOfMemory`.
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri's clock counts instructions: the decommit's emulation outlasts the 100 ms wait"
+    )]
+    fn a_taker_waits_for_the_chunk_a_decommit_holds() {
+        let decommitted = hold_the_only_chunk(|client, release| {
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    release.send(()).unwrap();
+                });
+                let layout = core::alloc::Layout::from_size_align(CHUNK, 16).unwrap();
+                let p = client.alloc(layout).unwrap_or_else(|e| panic!("{e}"));
+                // SAFETY: a live block of a whole chunk, committed again when taken.
+                unsafe {
+                    p.as_ptr().write_bytes(3, CHUNK);
+                    assert_eq!(p.as_ptr().add(CHUNK - 1).read(), 3);
+                }
+                assert_eq!(client.arena().stats().cached_chunks, 0);
+            });
+        });
+        assert_eq!(decommitted, Ok(1));
+    }
+
+    /// A decommit held out longer than an allocation waits: the allocation is refused after
+    /// `DECOMMIT_WAIT`, not much later, with `OutOfMemory` naming the decommit, and changes
+    /// nothing; once the chunk is back it is taken.
+    #[test]
+    #[cfg(feature = "std")]
+    fn a_taker_gives_up_on_a_decommit_held_past_the_wait() {
+        let decommitted = hold_the_only_chunk(|client, release| {
+            let layout = core::alloc::Layout::from_size_align(CHUNK, 16).unwrap();
+            let start = std::time::Instant::now();
+            let refused = client.alloc(layout).unwrap_err();
+            let waited = start.elapsed();
+            assert_eq!(
+                refused,
+                Error::OutOfMemory {
+                    size: CHUNK,
+                    requested: CHUNK,
+                    exhausted: Exhausted::Decommitting { chunk_size: CHUNK }
+                }
+            );
+            assert_eq!(
+                crate::sync::DECOMMIT_WAIT,
+                std::time::Duration::from_millis(100),
+                "the docs and the message of Exhausted::Decommitting name 100 ms"
+            );
+            assert!(
+                waited >= crate::sync::DECOMMIT_WAIT,
+                "gave up after {waited:?}"
+            );
+            #[cfg(not(miri))]
+            assert!(
+                waited < crate::sync::DECOMMIT_WAIT + std::time::Duration::from_millis(400),
+                "gave up after {waited:?}"
+            );
+            assert_eq!(client.stats().chunks, 0);
+            release.send(()).unwrap();
+            // The decommit puts the chunk back before it returns; this waits for it if not yet.
+            assert!(client.alloc(layout).is_ok());
+        });
+        assert_eq!(decommitted, Ok(1));
     }
 
     /// A taker that finds no chunk free while `decommit_free_chunks` has the only one out of

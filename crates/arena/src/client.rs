@@ -388,15 +388,16 @@ impl<'a> Client<'a> {
     /// [`Error::UnsupportedAlignment`] beyond [`Arena::max_alignment`], [`Error::TooLarge`]
     /// beyond [`Arena::max_block_size`], [`Error::QuotaExceeded`] if the block would take the
     /// client over its quota, [`Error::OutOfMemory`] if the arena has no chunk left that fits
-    /// it (for a block over a chunk, no run of that many contiguous free chunks), [`Error::Vmem`]
-    /// if committing a chunk fails. Nothing changes on error, except that an allocation refused
-    /// for lack of room (quota, memory) may first have freed the blocks other threads freed
-    /// through the arena and honoured a trim request (work every allocation that misses the
-    /// caches does), and one refused for want of a chunk asks the other clients to trim (see
-    /// [`Arena::trim`]); one refused for its alignment or size does none of these. A block over
-    /// a chunk first gives back the client's kept chunk (the one without a live block, see
-    /// [`ClientStats::pinned_chunks`]) when the chunks around it make a free run with it,
-    /// and takes that run; if the run is then refused (another thread took its chunks
+    /// it (for a block over a chunk, no run of that many contiguous free chunks; a chunk that
+    /// `Arena::decommit_free_chunks` has out of the free set is waited for, up to 100 ms),
+    /// [`Error::Vmem`] if committing a chunk fails. Nothing changes on error, except that an
+    /// allocation refused for lack of room (quota, memory) may first have freed the blocks
+    /// other threads freed through the arena and honoured a trim request (work every allocation
+    /// that misses the caches does), and one refused for want of a chunk asks the other clients
+    /// to trim (see [`Arena::trim`]); one refused for its alignment or size does none of these.
+    /// A block over a chunk first gives back the client's kept chunk (the one without a live
+    /// block, see [`ClientStats::pinned_chunks`]) when the chunks around it make a free run
+    /// with it, and takes that run; if the run is then refused (another thread took its chunks
     /// meanwhile, or committing failed), the kept chunk stays given back. A run whose commit
     /// is refused part-way decommits again the chunks it committed (if the system refuses
     /// that too, they stay committed, counted in

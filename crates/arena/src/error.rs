@@ -197,6 +197,15 @@ pub enum Exhausted {
     /// The global allocator refused heap backing memory
     /// ([`Backing::heap`](crate::Backing::heap)).
     HostMemory,
+    /// The free chunks that could hold the block were out of the free set for
+    /// `Arena::decommit_free_chunks`' decommit (with `std`) for longer than an allocation waits
+    /// for them (100 ms): the decommitting thread did not run
+    /// meanwhile (a loaded machine, a debugger, a stop-the-world collector). They are free
+    /// again once it has made its system call.
+    Decommitting {
+        /// The size of a chunk.
+        chunk_size: usize,
+    },
 }
 
 impl core::fmt::Display for Exhausted {
@@ -218,6 +227,12 @@ impl core::fmt::Display for Exhausted {
                 "{run} contiguous chunks, but no run of {run} free chunks of {chunk_size:#x} \
                  bytes is left, {free} of the {chunks} being free (a larger backing, or \
                  trimming or deleting clients makes room)"
+            ),
+            Self::Decommitting { chunk_size } => write!(
+                f,
+                "a chunk of {chunk_size:#x} bytes, but the free ones were out of the free set \
+                 for Arena::decommit_free_chunks for longer than an allocation waits (100 ms) \
+                 (they are free again once the decommitting thread runs)"
             ),
             Self::HostMemory => f.write_str(
                 "the global allocator, but it refused them (a shorter Backing::heap, or \
@@ -406,6 +421,20 @@ mod tests {
             "out of memory: 0x20001 bytes asked for needed 0x30000 bytes of 3 contiguous chunks, \
              but no run of 3 free chunks of 0x10000 bytes is left, 5 of the 8 being free (a \
              larger backing, or trimming or deleting clients makes room)"
+        );
+        assert_eq!(
+            Error::OutOfMemory {
+                size: 0x8,
+                requested: 0x10000,
+                exhausted: Exhausted::Decommitting {
+                    chunk_size: 0x10000
+                }
+            }
+            .to_string(),
+            "out of memory: 0x8 bytes asked for needed 0x10000 bytes of a chunk of 0x10000 \
+             bytes, but the free ones were out of the free set for \
+             Arena::decommit_free_chunks for longer than an allocation waits (100 ms) (they \
+             are free again once the decommitting thread runs)"
         );
         assert_eq!(
             Error::OutOfMemory {
