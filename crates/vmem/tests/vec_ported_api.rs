@@ -149,3 +149,74 @@ fn concurrent_vec_comparisons_skip_holes_as_equality_does() {
     assert!(v == [1, 3]);
     assert!(v != [1, 0, 3]);
 }
+
+/// A vector of 8 slots: 1 published at 0, a hole (a push whose value panicked) at 1, and 3
+/// published at 2.
+fn with_a_hole() -> ConcurrentVec<i32> {
+    let v = ConcurrentVec::with_capacity(8).unwrap();
+    v.push(1);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        v.push_with(|_| -> i32 { panic!("hole") })
+    }));
+    v.push(3);
+    v
+}
+
+/// The panic message of `f`, which must panic.
+#[cfg(debug_assertions)]
+fn panic_message(f: impl FnOnce()) -> String {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_err();
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+/// Debug builds (Miri's too) check the contract of `get_unchecked` and `get_unchecked_mut`
+/// before any read: a hole, a claimed slot not yet written, a slot past `len`, one past the
+/// capacity, and an element cleared since its push all panic, naming the slot.
+#[cfg(debug_assertions)]
+#[test]
+fn concurrent_get_unchecked_of_an_unpublished_slot_panics_in_debug_builds() {
+    let mut v = with_a_hole();
+    let unpublished = |index: usize| format!("of slot {index}, which is not published");
+    for index in [1, 3, 7, 8, usize::MAX] {
+        let message = panic_message(|| {
+            // SAFETY: none; the debug check panics before the slot is read.
+            let _ = unsafe { v.get_unchecked(index) };
+        });
+        assert!(message.contains(&unpublished(index)), "{message}");
+        let message = panic_message(|| {
+            // SAFETY: none; the debug check panics before the slot is read.
+            let _ = unsafe { v.get_unchecked_mut(index) };
+        });
+        assert!(message.contains(&unpublished(index)), "{message}");
+    }
+    // A slot another thread has claimed and is still writing.
+    let (claimed, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            v.push_with(|_| {
+                claimed.wait();
+                release.wait();
+                5
+            })
+        });
+        claimed.wait();
+        let message = panic_message(|| {
+            // SAFETY: none; the debug check panics before the slot (being written) is read.
+            let _ = unsafe { v.get_unchecked(3) };
+        });
+        assert!(message.contains(&unpublished(3)), "{message}");
+        release.wait();
+    });
+    // SAFETY: the writer was joined, so its publication happened before.
+    assert_eq!(unsafe { *v.get_unchecked(3) }, 5);
+    v.clear();
+    let message = panic_message(|| {
+        // SAFETY: none; the element pushed at 0 was dropped by `clear`.
+        let _ = unsafe { v.get_unchecked(0) };
+    });
+    assert!(message.contains(&unpublished(0)), "{message}");
+}

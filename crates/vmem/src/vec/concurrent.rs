@@ -613,14 +613,24 @@ impl<T> ConcurrentVec<T> {
 
     /// The element at `index`, without the check that it is published (the call
     /// virtual-buffer's concurrent vector names alike). Debug builds check it all the same
-    /// and panic where it is not.
+    /// (an acquire load of its ready bit) and panic where it is not.
     ///
     /// # Safety
-    /// `index` is below the capacity and its element is published, and its publication
-    /// happened before this call: `index` came from a push (or a [`Pusher`]'s) that returned
-    /// on this thread, or from one on another thread that this thread synchronized with
-    /// since (joined it, received the index through a channel or a mutex), or [`get`](Self::get)
-    /// of it returned `Some` on this thread.
+    /// The element at `index` is published, and its publication happened before this call.
+    /// Both hold for an index that a push into this vector (plain, `push_with`, or a
+    /// [`Pusher`]'s) returned on this thread, or on another thread that this thread
+    /// synchronized with since (joined it, received the index through a channel or a mutex),
+    /// and for one whose [`get`](Self::get) returned `Some` on this thread; in each case only
+    /// while no [`clear`](Self::clear) has run since, which drops the elements.
+    ///
+    /// Neither holds for any other slot below [`len`](Self::len): a slot another thread has
+    /// claimed and is still writing (its index seen only through `len`, or sent before its
+    /// push returned), whose read races with that write, or a hole (a failed push's slot),
+    /// which was never written; nor for a slot at or past `len` or the capacity. Calling this
+    /// for such a slot is undefined behaviour, even where the value is not used. The debug
+    /// check catches a slot that is not published, but not a missing synchronization: its
+    /// acquire load supplies the one the caller should have had, so only release builds
+    /// show that race.
     ///
     /// # Examples
     /// ```
@@ -645,11 +655,26 @@ impl<T> ConcurrentVec<T> {
         unsafe { &*self.slot(index) }
     }
 
-    /// The element at `index`, mutably, without the check that it is published.
+    /// The element at `index`, mutably, without the check that it is published. Debug builds
+    /// check it all the same and panic where it is not.
     ///
     /// # Safety
-    /// `index` is below the capacity and its element is published (`&mut self` orders every
-    /// publication before this call).
+    /// The element at `index` is published: [`get_mut`](Self::get_mut) would return `Some`
+    /// for it. `&mut self` means that no push runs at the same time and that every push that
+    /// returned happened before this call, so an index that a push into this vector returned
+    /// qualifies while no [`clear`](Self::clear) has run since. A hole (a failed push's slot)
+    /// and a slot at or past [`len`](Self::len) or the capacity hold no element: calling this
+    /// for them is undefined behaviour.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut v = memvisor_vmem::vec::ConcurrentVec::with_capacity(8)?;
+    /// let index = v.push(1);
+    /// // SAFETY: `index` came from a push into `v`, not cleared since.
+    /// unsafe { *v.get_unchecked_mut(index) += 1 };
+    /// assert_eq!(v.get(index), Some(&2));
+    /// # Ok::<(), memvisor_vmem::vec::Error>(())
+    /// ```
     #[inline]
     #[must_use]
     pub unsafe fn get_unchecked_mut(&mut self, index: usize) -> &mut T {
