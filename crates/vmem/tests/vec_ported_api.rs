@@ -137,17 +137,62 @@ fn concurrent_vec_compares_with_slices_arrays_vecs_and_cow() {
     assert!(std_vec == v);
 }
 
+/// The hash of `value` by std's default hasher.
+fn hash_of(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(value)
+}
+
+/// Equality with a vector, a slice, an array, `std::vec::Vec` and `Cow` on either side, order,
+/// hashing and `Debug` see the same sequence: the published elements, holes and `len` left out.
 #[test]
-fn concurrent_vec_comparisons_skip_holes_as_equality_does() {
-    let v = ConcurrentVec::with_capacity(8).unwrap();
-    v.push(1);
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        v.push_with(|_| -> i32 { panic!("hole") })
-    }));
-    v.push(3);
+fn concurrent_vec_has_one_rule_for_holes() {
+    // [1, hole, 3]: len 3, two elements.
+    let v = with_a_hole();
     assert_eq!(v.len(), 3);
+    // [1, 3, then a Pusher's block left empty]: the holes lie elsewhere.
+    let w = ConcurrentVec::with_capacity(1000).unwrap();
+    w.push(1);
+    w.pusher().push(3);
+    assert!(w.len() > 3);
+    // [1, 3] without holes.
+    let mut plain = ConcurrentVec::with_capacity(8).unwrap();
+    plain.extend([1, 3]);
+    for other in [&w, &plain] {
+        assert!(v == *other);
+        assert!(*other == v);
+        assert_eq!(v.cmp(other), std::cmp::Ordering::Equal);
+        assert_eq!(v.partial_cmp(other), Some(std::cmp::Ordering::Equal));
+        assert_eq!(hash_of(&v), hash_of(other));
+        assert_eq!(format!("{v:?}"), format!("{other:?}"));
+    }
+    assert_eq!(format!("{v:?}"), "[1, 3]");
+    let slice: &[i32] = &[1, 3];
+    let std_vec = vec![1, 3];
+    let cow: Cow<'_, [i32]> = Cow::Borrowed(slice);
+    assert!(v == *slice);
+    assert!(*slice == v);
+    assert!(v == slice);
+    assert!(slice == v);
+    let array: &[i32; 2] = &[1, 3];
     assert!(v == [1, 3]);
-    assert!(v != [1, 0, 3]);
+    assert!(v == array);
+    assert!(v == std_vec);
+    assert!(std_vec == v);
+    assert!(v == cow);
+    assert!(cow == v);
+    // The holes are not elements: not equal to a slice with a value in their place, nor to
+    // one of `len` elements.
+    for longer in [[1, 0, 3], [1, 3, 0]] {
+        assert!(v != longer);
+        assert!(v != longer[..]);
+        assert!(longer[..] != v);
+    }
+    let shorter = ConcurrentVec::with_capacity(8).unwrap();
+    shorter.push(1);
+    assert!(v != shorter);
+    assert_eq!(v.cmp(&shorter), std::cmp::Ordering::Greater);
+    assert_ne!(hash_of(&v), hash_of(&shorter));
 }
 
 /// A vector of 8 slots: 1 published at 0, a hole (a push whose value panicked) at 1, and 3

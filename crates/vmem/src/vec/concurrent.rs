@@ -133,6 +133,37 @@ struct CachePadded<T>(T);
 /// [`thread_block`](Self::thread_block) for a thread's block: so with large elements a claim
 /// may commit up to that many elements' bytes at once).
 ///
+/// Equality, order, hashing and `Debug` have one rule: a vector counts as the sequence of its
+/// published elements in index order, what [`iter`](Self::iter) yields. Holes, slots being
+/// written, indices and [`len`](Self::len) take no part, so two vectors whose holes lie in
+/// different places are equal, and a vector of `len` 3 whose slot 1 is a hole equals the
+/// slice `[a, c]` of its two elements, not a slice of 3. The comparisons with slices, arrays,
+/// `std::vec::Vec` and `Cow` (either side) follow it, as do `Ord` and `Hash` (equal vectors
+/// hash alike). It differs from virtual-buffer 2.0's concurrent vector, where a hole compares
+/// by position (equal only to a hole) and a vector with any hole equals no slice: here holes
+/// also come from thread blocks and [`Pusher`]s, where they fall wherever the threads' timing
+/// put them, and a rule by position would make equal pushes compare unequal. While other
+/// threads push, a comparison sees the elements published when it reads each slot.
+///
+/// ```
+/// use std::panic::{AssertUnwindSafe, catch_unwind};
+///
+/// use memvisor_vmem::vec::ConcurrentVec;
+///
+/// let v = ConcurrentVec::with_capacity(8)?;
+/// v.push('a');
+/// let _ = catch_unwind(AssertUnwindSafe(|| v.push_with(|_| -> char { panic!("hole") })));
+/// v.push('c');
+/// assert_eq!(v.len(), 3);
+/// assert!(v == ['a', 'c']);
+/// let w = ConcurrentVec::with_capacity(8)?;
+/// w.push('a');
+/// w.push('c');
+/// assert!(v == w);
+/// assert_eq!(format!("{v:?}"), "['a', 'c']");
+/// # Ok::<(), memvisor_vmem::vec::Error>(())
+/// ```
+///
 /// It is `Send` when `T: Send` and `Sync` when `T: Send + Sync` (a shared vector moves values
 /// in from any thread and shares them with all).
 ///
@@ -844,6 +875,8 @@ impl<T> Index<usize> for ConcurrentVec<T> {
     }
 }
 
+/// The published elements in index order, as a list (holes skipped: see
+/// [`ConcurrentVec`]'s rule for comparing).
 impl<T: fmt::Debug> fmt::Debug for ConcurrentVec<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()

@@ -129,8 +129,8 @@ impl<'a, T: Copy + 'a> Extend<&'a T> for ConcurrentVec<T> {
     }
 }
 
-/// Vectors are equal when their published elements, in index order, are equal (indices and
-/// holes are not compared).
+/// Vectors are equal when their published elements, in index order, are equal: holes,
+/// indices and `len` are not compared (the rule of [`ConcurrentVec`]'s docs).
 impl<T: PartialEq<U>, U> PartialEq<ConcurrentVec<U>> for ConcurrentVec<T> {
     fn eq(&self, other: &ConcurrentVec<U>) -> bool {
         self.iter().eq(other.iter())
@@ -139,8 +139,9 @@ impl<T: PartialEq<U>, U> PartialEq<ConcurrentVec<U>> for ConcurrentVec<T> {
 
 impl<T: Eq> Eq for ConcurrentVec<T> {}
 
-/// Equal when the published elements, in index order, equal the slice's (holes are skipped, as
-/// between two vectors).
+/// Equal when the published elements, in index order, equal the slice's: holes are skipped
+/// and `len` is not compared, as between two vectors (the rule of [`ConcurrentVec`]'s docs),
+/// so a vector of `len` 3 with a hole equals a slice of 2.
 impl<T: PartialEq<U>, U> PartialEq<[U]> for ConcurrentVec<T> {
     fn eq(&self, other: &[U]) -> bool {
         self.iter().eq(other.iter())
@@ -224,7 +225,8 @@ impl<T: PartialEq<U> + Clone, U> PartialEq<ConcurrentVec<U>> for alloc::borrow::
     }
 }
 
-/// Lexicographic order of the published elements in index order.
+/// Lexicographic order of the published elements in index order (holes skipped, as for
+/// equality).
 impl<T: PartialOrd> PartialOrd for ConcurrentVec<T> {
     fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
         self.iter().partial_cmp(other.iter())
