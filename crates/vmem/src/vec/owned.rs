@@ -1039,7 +1039,7 @@ where
     }
 }
 
-/// Lexicographic order of the elements, as `std::vec::Vec`'s.
+/// Equal when the slice's elements equal the vector's, as between `Cow` and `std::vec::Vec`.
 impl<T, U> PartialEq<Vec<U>> for alloc::borrow::Cow<'_, [T]>
 where
     T: PartialEq<U> + Clone,
@@ -1049,6 +1049,7 @@ where
     }
 }
 
+/// Equal when the vector's elements equal the slice's, as between `std::vec::Vec` and `Cow`.
 impl<T, U> PartialEq<alloc::borrow::Cow<'_, [U]>> for Vec<T>
 where
     T: PartialEq<U>,
@@ -1059,6 +1060,7 @@ where
     }
 }
 
+/// Lexicographic order of the elements, as `std::vec::Vec`'s.
 impl<T: PartialOrd> PartialOrd for Vec<T> {
     fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
         self.as_slice().partial_cmp(other.as_slice())
