@@ -553,7 +553,9 @@ impl Plan {
     /// however few nodes there are: a plan numbers its nodes from 0 with none left out, so
     /// only one whose nodes were edited afterwards names one. Processor affinity structures
     /// naming nodes without memory are the VMM's and count toward the same limits in the
-    /// guest; they are not seen here.
+    /// guest; they are not seen here. Hot-pluggable ranges are counted, as a guest kernel with
+    /// memory hotplug (`CONFIG_MEMORY_HOTPLUG`) counts them; one without skips them, so for it
+    /// these checks may refuse a table it would take.
     ///
     /// # Errors
     /// [`Error::TooManyGuestNodes`] if the ranges name more than `max_nodes` nodes;
