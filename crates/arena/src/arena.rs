@@ -862,13 +862,15 @@ impl Arena {
     /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
     /// its empty chunk — at its next free, or its next allocation that misses its caches (a
     /// client on another thread cannot be reached sooner). [`Client::trim`] does it at once for one
-    /// client. Clients also get this request when one of them finds no chunk left. The chunks
-    /// they give back stay committed (without [`Flags::DECOMMIT`]) until
+    /// client. Clients also get this request when one of them finds no chunk left. Over a
+    /// reservation, the chunks they give back stay committed (without [`Flags::DECOMMIT`])
+    /// until
     #[cfg_attr(
         feature = "std",
-        doc = "[`decommit_free_chunks`](Self::decommit_free_chunks) decommits them."
+        doc = "[`decommit_free_chunks`](Self::decommit_free_chunks) decommits them;"
     )]
-    #[cfg_attr(not(feature = "std"), doc = "`decommit_free_chunks` decommits them.")]
+    #[cfg_attr(not(feature = "std"), doc = "`decommit_free_chunks` decommits them;")]
+    /// a heap's or a caller's block is committed throughout and nothing decommits it.
     pub fn trim(&self) {
         self.request_trim();
     }
