@@ -1062,8 +1062,11 @@ impl Arena {
     /// that no client takes it meanwhile, and put back; a client that takes it later commits
     /// it again (see [`Client::alloc`]). Chunks clients hold are left alone: [`Arena::trim`]
     /// and [`Client::trim`] make clients give back the chunks they keep without a live block.
-    /// Returns how many chunks it decommitted. Does nothing and returns 0 for an arena whose
-    /// backing is not a reservation, whose memory is the caller's or the heap's.
+    /// Returns how many chunks it decommitted: those it took out of `cached_chunks`, a chunk
+    /// a caller already decommitted through the reservation ([`Backing::reservation`])
+    /// included, as the arena's record cannot tell. Does nothing and returns 0 for an arena
+    /// whose backing is not a reservation, whose memory is the caller's or the heap's (their
+    /// `cached_chunks` stay as they were: that memory is committed throughout).
     ///
     /// Time: one load per chunk of the arena, and one claim and system call per chunk
     /// decommitted; the search ends once no free chunk is counted committed. At most one
