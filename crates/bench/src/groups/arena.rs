@@ -18,11 +18,13 @@
 //!   MiB blocks client B then gets, in percent of what it gets from an empty arena.
 //! - `owns`: ns per ownership test of a live block's address (10,000 live wide blocks, random
 //!   order). Peers have no such test.
-//! - `fill_percent`: wide sizes allocated until 1,000 requests in a row fail (past the first
-//!   failure, so that smaller requests use the room larger ones could not); the figure is the
-//!   requested bytes as a percentage of the block.
-//! - `rounding_percent`: the same fill, the figure the bytes the blocks take beyond those
-//!   requested, as a percentage of those requested (memvisor's block sizes, and
+//! - `fill_percent` (the shared definition, "block used at first failure"): wide sizes allocated
+//!   until the first failure; the figure is the requested bytes as a percentage of the block.
+//! - `fill_until_full_percent`: the same sizes allocated on past the first failure until 1,000
+//!   requests in a row fail (smaller requests use the room larger ones could not); the figure is
+//!   the requested bytes as a percentage of the block.
+//! - `rounding_percent`: the fill of `fill_until_full_percent`, the figure the bytes the blocks
+//!   take beyond those requested, as a percentage of those requested (memvisor's block sizes, and
 //!   `buddy_system_allocator`'s count of what it hands out; the other peers do not say).
 //! - `bookkeeping_percent`: the arena's side tables as a percentage of the block.
 
@@ -61,6 +63,7 @@ pub fn run(bench: &Bench) -> Vec<Row> {
         starvation(bench, &mut region),
         owns(bench, &mut region),
         fill_percent(bench, &mut region),
+        fill_until_full_percent(bench, &mut region),
         rounding_percent(bench, &mut region),
         bookkeeping_percent(),
     ]
@@ -552,24 +555,26 @@ struct Filled {
     used: usize,
 }
 
-/// Allocates wide sizes (the same sequence for every contender) until [`FILL_MISSES`]
-/// requests in a row fail. `alloc` answers the bytes it used for a request (its block's
-/// size, or the request's where the allocator does not say), or `None` if it refused it.
-fn fill_until_full(
+/// Allocates wide sizes (the same sequence for every contender) until `misses` requests in a
+/// row fail: 1 stops at the first failure. `alloc` answers the bytes it used for a request (its
+/// block's size, or the request's where the allocator does not say), or `None` if it refused
+/// it.
+fn fill_block(
     len: usize,
+    misses: usize,
     mut alloc: impl FnMut(usize) -> Option<usize>,
 ) -> Result<Filled, String> {
     let sizes = LogUniform::new(16, 65_536);
     let mut rng = SplitMix64::new(21);
     let mut filled = Filled { asked: 0, used: 0 };
-    let mut misses = 0;
-    while misses < FILL_MISSES {
+    let mut missed = 0;
+    while missed < misses {
         let size = usize::try_from(sizes.sample(&mut rng)).unwrap_or(16);
         let Some(used) = alloc(size) else {
-            misses += 1;
+            missed += 1;
             continue;
         };
-        misses = 0;
+        missed = 0;
         if used < size {
             return Err(format!("a block of {used} bytes for {size} asked"));
         }
@@ -582,9 +587,15 @@ fn fill_until_full(
     Ok(filled)
 }
 
-/// The bytes asked for in a full block, in percent of the block.
-fn fill_run<H: Heap>(heap: &mut H, len: usize) -> Sample {
-    let filled = fill_until_full(len, |size| heap.alloc(size).map(|_| size))?;
+/// The bytes asked for until the first failure, in percent of the block.
+fn fill_run(heap: &mut dyn Heap, len: usize) -> Sample {
+    let filled = fill_block(len, 1, |size| heap.alloc(size).map(|_| size))?;
+    Ok(filled.asked as f64 * 100.0 / len as f64)
+}
+
+/// The bytes asked for until [`FILL_MISSES`] requests in a row fail, in percent of the block.
+fn fill_until_full_run(heap: &mut dyn Heap, len: usize) -> Sample {
+    let filled = fill_block(len, FILL_MISSES, |size| heap.alloc(size).map(|_| size))?;
     Ok(filled.asked as f64 * 100.0 / len as f64)
 }
 
@@ -596,33 +607,54 @@ fn rounding_run(filled: &Filled) -> Sample {
     Ok((filled.used - filled.asked) as f64 * 100.0 / filled.asked as f64)
 }
 
+/// `fill_percent`, as the shared benchmark defines it: the block used at the first failure.
 fn fill_percent(bench: &Bench, region: &mut Region) -> Row {
+    fill_row(bench, region, "fill_percent", fill_run)
+}
+
+/// `fill_until_full_percent`: the block used once [`FILL_MISSES`] requests in a row fail.
+fn fill_until_full_percent(bench: &Bench, region: &mut Region) -> Row {
+    fill_row(
+        bench,
+        region,
+        "fill_until_full_percent",
+        fill_until_full_run,
+    )
+}
+
+/// A fill scenario: `run` on a fresh heap of every contender over the block.
+fn fill_row(
+    bench: &Bench,
+    region: &mut Region,
+    name: &str,
+    run: fn(&mut dyn Heap, usize) -> Sample,
+) -> Row {
     let len = region.len();
     let region = std::cell::RefCell::new(region);
     bench
-        .scenario("fill_percent", 0, "%", Better::Higher)
+        .scenario(name, 0, "%", Better::Higher)
         .memvisor(|| {
             let mut region = region.borrow_mut();
             let arena = region.arena()?;
             let client = arena
                 .create_client(Quota::UNLIMITED)
                 .map_err(|e| e.to_string())?;
-            fill_run(&mut Memvisor(&client), len)
+            run(&mut Memvisor(&client), len)
         })
         .peer("buddy_system_allocator", || {
-            fill_run(&mut BuddySystem::new(&mut region.borrow_mut()), len)
+            run(&mut BuddySystem::new(&mut region.borrow_mut()), len)
         })
         .peer("talc", || {
-            fill_run(&mut TalcHeap::new(&mut region.borrow_mut())?, len)
+            run(&mut TalcHeap::new(&mut region.borrow_mut())?, len)
         })
         .peer("buddy-alloc", || {
-            fill_run(&mut BuddyAllocHeap::new(&mut region.borrow_mut()), len)
+            run(&mut BuddyAllocHeap::new(&mut region.borrow_mut()), len)
         })
         .run()
 }
 
-/// The fill of [`fill_percent`], measured by what the blocks take: memvisor's block sizes
-/// ([`Client::alloc_sized`]) and `buddy_system_allocator`'s own count of the bytes it hands
+/// The fill of [`fill_until_full_percent`], measured by what the blocks take: memvisor's block
+/// sizes ([`Client::alloc_sized`]) and `buddy_system_allocator`'s own count of the bytes it hands
 /// out with their rounding (`stats_alloc_actual`); `talc` and `buddy-alloc` do not say.
 fn rounding_percent(bench: &Bench, region: &mut Region) -> Row {
     let len = region.len();
@@ -635,14 +667,14 @@ fn rounding_percent(bench: &Bench, region: &mut Region) -> Row {
             let client = arena
                 .create_client(Quota::UNLIMITED)
                 .map_err(|e| e.to_string())?;
-            rounding_run(&fill_until_full(len, |size| {
+            rounding_run(&fill_block(len, FILL_MISSES, |size| {
                 client.alloc_sized(layout(size)).ok().map(|(_, used)| used)
             })?)
         })
         .peer("buddy_system_allocator", || {
             let mut heap = BuddySystem::new(&mut region.borrow_mut());
             let mut before = heap.0.stats_alloc_actual();
-            rounding_run(&fill_until_full(len, |size| {
+            rounding_run(&fill_block(len, FILL_MISSES, |size| {
                 heap.alloc(size)?;
                 let now = heap.0.stats_alloc_actual();
                 let used = now - before;
@@ -674,4 +706,72 @@ fn bookkeeping_percent() -> Row {
         }
     }
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heap of `len` bytes that refuses its `refused`-th request (from 1) and any that would
+    /// take it past `len`, handing out no memory (the fill never writes its blocks).
+    struct Refusing {
+        len: usize,
+        taken: usize,
+        requests: usize,
+        refused: usize,
+    }
+
+    impl Heap for Refusing {
+        fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
+            self.requests += 1;
+            if self.requests == self.refused || self.taken + size > self.len {
+                return None;
+            }
+            self.taken += size;
+            Some(NonNull::dangling())
+        }
+
+        unsafe fn free(&mut self, _: NonNull<u8>, size: usize) {
+            self.taken -= size;
+        }
+    }
+
+    fn first_size() -> usize {
+        usize::try_from(LogUniform::new(16, 65_536).sample(&mut SplitMix64::new(21))).unwrap()
+    }
+
+    /// `fill_percent` is the block used at the first failure (the shared benchmark's
+    /// definition): a heap that refuses the second request gets the first one's bytes, however
+    /// much it takes after.
+    #[test]
+    fn fill_percent_stops_at_the_first_failure() {
+        let len = 1 << 20;
+        let mut heap = Refusing {
+            len,
+            taken: 0,
+            requests: 0,
+            refused: 2,
+        };
+        let figure = fill_run(&mut heap, len).unwrap();
+        assert_eq!(figure, first_size() as f64 * 100.0 / len as f64);
+        assert_eq!(heap.requests, 2);
+    }
+
+    /// `fill_until_full_percent` goes on past the first failure until 1,000 requests in a row
+    /// fail: the same heap gets more than the first request's bytes, and the figure is what
+    /// was asked of the heap.
+    #[test]
+    fn fill_until_full_percent_goes_past_the_first_failure() {
+        let len = 1 << 20;
+        let mut heap = Refusing {
+            len,
+            taken: 0,
+            requests: 0,
+            refused: 2,
+        };
+        let figure = fill_until_full_run(&mut heap, len).unwrap();
+        assert!(figure > first_size() as f64 * 100.0 / len as f64);
+        assert_eq!(figure, heap.taken as f64 * 100.0 / len as f64);
+        assert!(heap.requests >= FILL_MISSES + 2);
+    }
 }
