@@ -100,7 +100,8 @@ struct Free {
 }
 
 /// An index taken from the free list, put back when dropped: [`Table::take`] forgets it once
-/// the slot is live, so only a failed or unwinding `init` drops it. Never allocates: `take`
+/// `init` has filled the slot, before it makes the slot live (nothing between the two can
+/// fail or panic), so only a failed or unwinding `init` drops it. Never allocates: `take`
 /// made room on the list for every index handed out.
 struct GiveBack<'a> {
     free: &'a mut Free,
