@@ -239,9 +239,26 @@ impl Refuser {
     /// test asserts on. A run that does not call [`Turn::refuse`] is a test's mistake: it
     /// panics.
     ///
+    /// The loop checks nothing by itself: an operation the filter never sees (0 `calls`), or
+    /// one making more calls than `max_calls` (`reached_end` false), runs without a failure, so
+    /// a test must assert on the counts it returns. Dropping them unread is a warning:
+    ///
+    /// ```compile_fail
+    /// #![deny(unused_must_use)]
+    /// use memvisor_testkit::refused_calls::{EACH_REFUSAL, Refuser};
+    ///
+    /// fn unchecked(refuser: &Refuser) {
+    ///     refuser.each_call_in_turn(&EACH_REFUSAL, 8, libc::ENOMEM, |turn| {
+    ///         turn.refuse(0..1, || ());
+    ///     });
+    /// }
+    /// ```
+    ///
     /// # Panics
     ///
     /// When `run` panics, or returns without calling [`Turn::refuse`].
+    #[must_use = "an operation that made no counted call, or more than `max_calls`, passes \
+                  unless the counts are asserted on"]
     pub fn each_call_in_turn(
         &self,
         refusals: &[Refusal],
