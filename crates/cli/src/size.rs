@@ -50,9 +50,9 @@ pub enum SizeError {
 
 /// Reads a size: a decimal number with an optional binary unit (`B`, `KiB`, `MiB`, `GiB`,
 /// `TiB`; one space before the unit and `_` between two digits are allowed, white space
-/// around the whole is ignored), or a hexadecimal number without a unit: `0x` (lowercase, as
-/// in TOML; `0X` is refused), then hexadecimal digits of either case, `_` allowed between two
-/// of them (`0xdead_BEEF`). A decimal number
+/// around the whole is ignored), or a hexadecimal number without a unit: `0x` or `0X`, then
+/// hexadecimal digits of either case, `_` allowed between two of them (`0xdead_BEEF`). A
+/// decimal number
 /// may have a fraction when it comes out as a whole number of bytes (`1.5GiB`, `0.25KiB`, with
 /// any number of decimals, read exactly).
 ///
@@ -68,7 +68,7 @@ pub enum SizeError {
 /// assert_eq!(parse_size("1_000"), Ok(1000));
 /// assert!(matches!(parse_size("_10MiB"), Err(SizeError::BadNumber(_))));
 /// assert!(matches!(parse_size("1__0"), Err(SizeError::BadNumber(_))));
-/// assert!(matches!(parse_size("0X1000"), Err(SizeError::BadNumber(_))));
+/// assert_eq!(parse_size("0X1000"), Ok(4096));
 /// assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
 /// assert!(matches!(parse_size("2GB"), Err(SizeError::BadUnit { .. })));
 /// assert!(matches!(parse_size("1.3B"), Err(SizeError::Inexact(_))));
@@ -78,11 +78,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     if text.is_empty() {
         return Err(SizeError::Empty);
     }
-    // `0X` is no prefix, as in TOML and Rust: read on, it would be a `0` with a unit `X...`.
-    if text.starts_with("0X") {
-        return Err(SizeError::BadNumber(text.to_owned()));
-    }
-    if let Some(hex) = text.strip_prefix("0x") {
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         let digits: String = hex.chars().filter(|&c| c != '_').collect();
         if digits.is_empty()
             || !digits.chars().all(|c| c.is_ascii_hexdigit())
@@ -252,18 +248,21 @@ mod tests {
     }
 
     #[test]
-    fn hexadecimal_is_written_with_a_lowercase_prefix_as_in_toml() {
-        // TOML's and Rust's hexadecimal integers start with `0x`, never `0X`; `_` goes
-        // between two hexadecimal digits as between two decimal ones.
-        for bad in ["0X1F", "0X1000", " 0X_1 "] {
+    fn hexadecimal_takes_either_prefix_and_underscores_between_digits() {
+        // `0X` has been read as `0x` from the start: a spec written with it keeps its meaning.
+        assert_eq!(parse_size("0X1F"), Ok(31));
+        assert_eq!(parse_size(" 0X1000 "), Ok(4096));
+        assert_eq!(parse_size("0Xdead_BEEF"), Ok(0xdead_beef));
+        // `_` goes between two hexadecimal digits as between two decimal ones.
+        assert_eq!(parse_size("0xdead_BEEF"), Ok(0xdead_beef));
+        assert_eq!(parse_size(" 0x1_0 "), Ok(16));
+        for bad in ["0X_1", "0x1_", "0X", "0x1__0", "0X1 MiB"] {
             assert_eq!(
                 parse_size(bad),
-                Err(SizeError::BadNumber(bad.trim().into())),
+                Err(SizeError::BadNumber(bad.into())),
                 "{bad}"
             );
         }
-        assert_eq!(parse_size("0xdead_BEEF"), Ok(0xdead_beef));
-        assert_eq!(parse_size(" 0x1_0 "), Ok(16));
     }
 
     #[test]
