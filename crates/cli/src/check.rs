@@ -758,10 +758,12 @@ pub fn check_spec(spec: &VmSpec, plan: &Plan, host: &HostFacts) -> Vec<Finding> 
                     total.saturating_add(with_hotplug - free.min(with_hotplug))
                 )),
             ),
+            // `back` plugs every slot at once: a slot the pool cannot hold fails its plug
+            // unless it may fall back (a warning then, below).
             Some((_, free, total)) if free < with_hotplug => (
-                Status::Warn,
+                Status::Fail,
                 format!(
-                    "boot RAM fits ({needed} pages) but plugging every slot needs {with_hotplug} free {} pages; {free} free of {total}{not_counting}",
+                    "boot RAM fits ({needed} pages) but plugging every slot, as `back` does at once, needs {with_hotplug} free {} pages; {free} free of {total}{not_counting}",
                     Size(page)
                 ),
                 Some(format!(

@@ -129,18 +129,17 @@ fn check_hugetlbfs_on_another_file_systems_mount_point_is_not_offered_as_the_fix
 }
 
 #[test]
-fn check_huge_pool_enough_for_boot_but_not_hotplug_warns() {
-    // 64 MiB boot RAM is 32 pages; two 64 MiB slots need 64 more.
+fn check_huge_pool_enough_for_boot_but_not_hotplug_fails_as_back_plugs_every_slot() {
+    // 64 MiB boot RAM is 32 pages; two 64 MiB slots need 64 more, and `back` plugs both at
+    // once: without a fallback the plug of a slot the pool cannot hold fails.
     let host = HostFacts {
         huge_page_pools: vec![(2 * MIB, 40, 50)],
         ..good_host()
     };
-    let f = run(
-        "[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\n[hotplug]\nslots = 2\nslot_size = \"64MiB\"\n",
-        &host,
-    );
+    let spec = "[memory]\nsize = \"64MiB\"\nhuge_pages = \"2MiB\"\n[hotplug]\nslots = 2\nslot_size = \"64MiB\"\n";
+    let f = run(spec, &host);
     let h = get(&f, "huge_pages");
-    assert_eq!(h.status, Status::Warn, "{h:?}");
+    assert_eq!(h.status, Status::Fail, "{h:?}");
     assert!(
         h.detail.starts_with("boot RAM fits (32 pages)"),
         "{}",
@@ -149,6 +148,21 @@ fn check_huge_pool_enough_for_boot_but_not_hotplug_warns() {
     assert_eq!(
         h.fix.as_deref(),
         Some("echo 106 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages (as root)")
+    );
+    // A slot that may fall back to transparent huge pages is plugged all the same: a warning.
+    let f = run(
+        &spec.replace(
+            "[hotplug]",
+            "huge_page_fallback = \"transparent\"\n[hotplug]",
+        ),
+        &host,
+    );
+    let h = get(&f, "huge_pages");
+    assert_eq!(h.status, Status::Warn, "{h:?}");
+    assert!(
+        h.detail.starts_with("boot RAM fits (32 pages)"),
+        "{}",
+        h.detail
     );
 }
 
