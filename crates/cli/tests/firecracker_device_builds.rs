@@ -298,3 +298,41 @@ fn firecracker_paths_it_cannot_open_on_any_host_are_refused() {
         );
     }
 }
+
+#[test]
+fn firecracker_socket_paths_longer_than_a_unix_address_holds_are_refused() {
+    // Firecracker binds the vsock's `uds_path` (`UnixListener::bind`) and connects to a
+    // vhost-user drive's `socket` (`UnixStream::connect`) when it applies the file: Rust
+    // refuses a path of 108 bytes or more there on every Linux host (`sun_path` holds 108
+    // bytes with the NUL); one of 107 bytes binds. A file's path has no such limit.
+    let cases = |path: &str| {
+        [
+            (
+                format!(
+                    r#""drives": [{{"drive_id": "r", "is_root_device": false, "socket": "{path}"}}]"#
+                ),
+                "drives[0].socket",
+            ),
+            (
+                format!(r#""drives": [], "vsock": {{"guest_cid": 3, "uds_path": "{path}"}}"#),
+                "vsock.uds_path",
+            ),
+        ]
+    };
+    let long = format!("/run/{}", "s".repeat(103));
+    assert_eq!(long.len(), 108);
+    for (body, field) in cases(&long) {
+        let column = 1 + body.find(&long).unwrap() as u64 - 1;
+        refused_at("fc-socket-long.json", &body, field, column, "108 bytes");
+    }
+    for (body, _) in cases(&long[1..]) {
+        planned("fc-socket-fits.json", &body);
+    }
+    // A drive's file may have a longer path.
+    planned(
+        "fc-file-long.json",
+        &format!(
+            r#""drives": [{{"drive_id": "r", "is_root_device": true, "path_on_host": "{long}"}}]"#
+        ),
+    );
+}

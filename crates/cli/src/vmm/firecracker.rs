@@ -240,67 +240,115 @@ impl<'de> Deserialize<'de> for FcTapName {
     }
 }
 
-/// A path Firecracker opens or connects to on the host when it applies the file (a drive's
-/// `path_on_host` and `socket`, `kernel_image_path`, `initrd_path`): a string that is not
-/// empty and holds no NUL, as the system refuses both on every host (an empty path names
-/// nothing; a NUL cannot be in a C string).
+/// A path Firecracker opens on the host when it applies the file (a drive's `path_on_host`,
+/// `kernel_image_path`, `initrd_path`): a string that is not empty and holds no NUL, as the
+/// system refuses both on every host (an empty path names nothing; a NUL cannot be in a C
+/// string).
 #[derive(Debug)]
 struct FcHostPath;
 
 impl<'de> Deserialize<'de> for FcHostPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = FcHostPath;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcHostPath, E> {
-                if v.is_empty() {
-                    Err(E::custom(
-                        "an empty path, which names no file: Firecracker fails to open it on \
-                         every host",
-                    ))
-                } else {
-                    fc_path_without_nul(v).map(|()| FcHostPath)
-                }
-            }
-        }
-        d.deserialize_str(V)
+        fc_path(d, |path| {
+            fc_path_not_empty(path)?;
+            fc_path_without_nul(path)
+        })
+        .map(|()| FcHostPath)
     }
 }
 
-/// Refuses a path with a NUL, which the system takes in no path.
-fn fc_path_without_nul<E: serde::de::Error>(path: &str) -> std::result::Result<(), E> {
-    match path.find('\0') {
-        Some(at) => Err(E::custom(format!(
-            "a path with a NUL (at byte {at}), which the system takes in no path: Firecracker \
-             fails to open it on every host"
-        ))),
-        None => Ok(()),
+/// A vhost-user drive's `socket`, which Firecracker connects to (`UnixStream::connect`) when it
+/// applies the file: a string that is not empty (Linux refuses to connect to an address without
+/// a path), holds no NUL and fits a Unix socket's address ([`fc_socket_path_fits`]).
+#[derive(Debug)]
+struct FcConnectPath;
+
+impl<'de> Deserialize<'de> for FcConnectPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        fc_path(d, |path| {
+            fc_path_not_empty(path)?;
+            fc_path_without_nul(path)?;
+            fc_socket_path_fits(path)
+        })
+        .map(|()| FcConnectPath)
     }
 }
 
 /// The vsock's `uds_path`, which Firecracker binds a Unix socket to (`UnixListener::bind`): a
-/// string without a NUL ([`fc_path_without_nul`]). An empty one binds too: Rust gives the
-/// kernel an address without a path, which Linux binds to an abstract name of its choosing.
+/// string without a NUL that fits a Unix socket's address ([`fc_socket_path_fits`]). An empty
+/// one binds too: Rust gives the kernel an address without a path, which Linux binds to an
+/// abstract name of its choosing.
 #[derive(Debug)]
 struct FcBindPath;
 
 impl<'de> Deserialize<'de> for FcBindPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = FcBindPath;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcBindPath, E> {
-                fc_path_without_nul(v).map(|()| FcBindPath)
-            }
-        }
-        d.deserialize_str(V)
+        fc_path(d, |path| {
+            fc_path_without_nul(path)?;
+            fc_socket_path_fits(path)
+        })
+        .map(|()| FcBindPath)
     }
+}
+
+/// Reads a string, a path of the host, and holds it to `check`, whose refusal is the error.
+fn fc_path<'de, D: Deserializer<'de>>(
+    d: D,
+    check: fn(&str) -> std::result::Result<(), String>,
+) -> std::result::Result<(), D::Error> {
+    struct V(fn(&str) -> std::result::Result<(), String>);
+    impl Visitor<'_> for V {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<(), E> {
+            (self.0)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V(check))
+}
+
+/// Refuses an empty path, which names no file or socket.
+fn fc_path_not_empty(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err(
+            "an empty path, which names no file: Firecracker fails to open it on every \
+                    host"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a path with a NUL, which the system takes in no path.
+fn fc_path_without_nul(path: &str) -> std::result::Result<(), String> {
+    match path.find('\0') {
+        Some(at) => Err(format!(
+            "a path with a NUL (at byte {at}), which the system takes in no path: Firecracker \
+             fails to open it on every host"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The longest path of a Unix socket: `sun_path` holds 108 bytes with the NUL after the path,
+/// and Rust's `UnixListener::bind` and `UnixStream::connect` refuse a longer path themselves,
+/// on every Linux host.
+const FC_SOCKET_PATH_MAX: usize = 107;
+
+/// Refuses a socket's path longer than [`FC_SOCKET_PATH_MAX`].
+fn fc_socket_path_fits(path: &str) -> std::result::Result<(), String> {
+    if path.len() > FC_SOCKET_PATH_MAX {
+        return Err(format!(
+            "a socket path of {} bytes, where a Unix socket's address holds {} bytes with its \
+             NUL ({FC_SOCKET_PATH_MAX} of path): Firecracker fails to bind or connect it on \
+             every host",
+            path.len(),
+            FC_SOCKET_PATH_MAX + 1
+        ));
+    }
+    Ok(())
 }
 
 /// One of the names of a Firecracker enum (`CacheType`, `FileEngineType`), as serde's derive
@@ -487,7 +535,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
         let kind = self.kind;
         let mut id: Option<Option<String>> = None;
         let mut root = None;
-        let mut socket: Option<Option<FcHostPath>> = None;
+        let mut socket: Option<Option<FcConnectPath>> = None;
         let mut guest_mac = None;
         let mut partuuid_console = false;
         let mut seen: Vec<&'static str> = Vec::new();
@@ -501,7 +549,7 @@ impl<'de> Visitor<'de> for FcIdVisitor {
             seen.push(field);
             match field {
                 "is_root_device" => root = Some(map.next_value::<&'de RawValue>()?),
-                "socket" => socket = Some(map.next_value::<Option<FcHostPath>>()?),
+                "socket" => socket = Some(map.next_value::<Option<FcConnectPath>>()?),
                 "guest_mac" => guest_mac = Some(map.next_value::<&'de RawValue>()?),
                 "host_dev_name" => {
                     map.next_value::<FcTapName>()?;
@@ -1613,7 +1661,9 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// as Firecracker builds no other. The paths Firecracker opens when it applies the file
 /// (`kernel_image_path`, `initrd_path`, a drive's `path_on_host` and `socket`) are not empty,
 /// and those and the vsock's `uds_path` hold no NUL, and `boot_args` holds no NUL, as
-/// Firecracker cannot open or boot with such a value on any host (an empty `uds_path` binds).
+/// Firecracker cannot open or boot with such a value on any host (an empty `uds_path` binds);
+/// `socket` and `uds_path` are no longer than a Unix socket's address holds (107 bytes), as
+/// Firecracker cannot connect or bind a longer one on any host.
 /// `mmds-config` adds nothing to the plan and is checked as Firecracker checks it (SPEC.md): its
 /// fields' types, a link-local `ipv4_address` it takes, a `network_interfaces` list that is not
 /// empty and names only the interfaces' ids.
@@ -1646,7 +1696,8 @@ fn device(ty: &str, name: Option<&str>) -> Value {
 /// object belongs included, a required field missing or `null`, an unknown field), an unknown
 /// `huge_pages` value, a second root drive, a drive of neither kind or of both, an `mtu` below
 /// 68, a `host_dev_name` of 16 bytes or more, `boot_args` longer than Firecracker's 2048-byte
-/// kernel command line or with a NUL, an empty path or one with a NUL, an `mmds-config`
+/// kernel command line or with a NUL, an empty path or one with a NUL (an empty `uds_path`
+/// binds), a `socket` or `uds_path` longer than a Unix socket's 107 bytes, an `mmds-config`
 /// Firecracker refuses, too many devices, a
 /// `vcpu_count`, `mem_size_mib` or balloon target that Firecracker refuses, or the x86_64 and
 /// aarch64 limits above, with the field and its line and column in the file (the limits at the
