@@ -99,10 +99,6 @@ pub(crate) struct State {
     /// How many registered regions there are of each size (none of 0), to find the largest
     /// after a deletion in O(log n) rather than by a walk over every slot.
     sizes: BTreeMap<u64, usize>,
-    /// How many sizes [`largest_size`](Self::largest_size) examined: the work a deletion's
-    /// look-up does, which a test counts.
-    #[cfg(test)]
-    examined: std::cell::Cell<usize>,
     /// Memory-slot number by guest base.
     by_base: BTreeMap<u64, u32>,
     /// See [`Removed`].
@@ -159,11 +155,20 @@ impl State {
     /// The size of the largest region KVM has, 0 if it has none: the last key of `sizes`,
     /// O(log n) in the slots registered.
     fn largest_size(&self) -> u64 {
-        let largest = self.sizes.last_key_value();
-        #[cfg(test)]
-        self.examined
-            .set(self.examined.get() + usize::from(largest.is_some()));
-        largest.map_or(0, |(&size, _)| size)
+        self.sizes.last_key_value().map_or(0, |(&size, _)| size)
+    }
+
+    /// Panics, naming `ctx`, unless the count of registered regions by size is what a walk
+    /// over every registered slot counts, and the largest size is the walk's largest.
+    #[cfg(test)]
+    pub(crate) fn check_sizes(&self, ctx: &str) {
+        let mut walked = BTreeMap::new();
+        for registered in self.slots.values() {
+            *walked.entry(registered.region.size()).or_insert(0) += 1;
+        }
+        assert_eq!(self.sizes, walked, "{ctx}: sizes counted against a walk");
+        let largest = self.slots.values().map(|r| r.region.size()).max();
+        assert_eq!(self.largest_size(), largest.unwrap_or(0), "{ctx}");
     }
 }
 
@@ -1125,20 +1130,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deletion_at_the_slot_limit_finds_the_largest_region_left_without_a_walk() {
-        // KVM's usual slot limit (the space's default), each slot a region of 1 to 5 pages
-        // but one of 64 pages, which is deleted.
+    fn count_by_size_is_a_walk_through_duplicate_and_huge_sizes_at_the_slot_limit() {
+        // KVM's usual slot limit (the space's default): regions of 1 to 5 pages (each size
+        // many times), one of 64 pages, and two of the largest size a region may have (the
+        // largest a `usize` holds, page-aligned below 2^63), registered and deleted in an
+        // order that deletes a largest one while another of its size is left.
         let count = memvisor_space::DEFAULT_SLOTS;
         let page = 0x1000;
+        let huge = (1u64 << 62) - page;
         let big = count / 2;
+        let size_of = |slot: u32| match slot {
+            _ if slot == big => 64 * page,
+            1 | 2 => huge,
+            _ => (1 + u64::from(slot % 5)) * page,
+        };
         let mut state = State::default();
+        state.check_sizes("empty");
         for slot in 0..count {
-            let pages = if slot == big {
-                64
+            let base = if size_of(slot) == huge {
+                u64::from(slot) << 62
             } else {
-                1 + u64::from(slot % 5)
+                (1 << 63) + (u64::from(slot) << 20)
             };
-            let spec = RegionSpec::ram(GuestAddress(u64::from(slot) << 20), pages * page);
+            let spec = RegionSpec::ram(GuestAddress(base), size_of(slot));
             let region = Arc::new(Region::plan(spec).unwrap());
             let registered = Registered {
                 guest: GuestRange::new(region.base(), region.size()).unwrap(),
@@ -1148,25 +1162,39 @@ mod tests {
             };
             state.register(slot, registered);
         }
+        state.check_sizes("all registered");
+        assert_eq!(state.largest_size(), huge);
+        // One of the two largest: the other is still the largest.
+        assert_eq!(state.unregister(1).unwrap().region.size(), huge);
+        state.check_sizes("one huge left");
+        assert_eq!(state.largest_size(), huge);
+        // A slot deleted twice: the second finds nothing and counts nothing.
+        assert!(state.unregister(1).is_none());
+        state.check_sizes("deleted twice");
+        assert_eq!(state.unregister(2).unwrap().region.size(), huge);
         assert_eq!(state.largest_size(), 64 * page);
-        state.examined.set(0);
         assert_eq!(state.unregister(big).unwrap().region.size(), 64 * page);
+        state.check_sizes("the 64-page region deleted");
         assert_eq!(state.largest_size(), 5 * page);
-        // A lookup of the ordered sizes, where a walk examined every slot left.
-        let examined = state.examined.get();
-        assert!(
-            examined <= 1,
-            "{examined} slots examined for one deletion of {count}"
-        );
         // Down to one size, then none.
         for slot in (0..count).filter(|s| s % 5 == 4) {
             state.unregister(slot);
         }
+        state.check_sizes("no 5-page region");
         assert_eq!(state.largest_size(), 4 * page);
         for slot in 0..count {
             state.unregister(slot);
         }
+        state.check_sizes("none");
         assert_eq!(state.largest_size(), 0);
+        assert!(state.sizes.is_empty());
+    }
+
+    /// Panics, naming `ctx`, unless `slots`' count of registered regions by size is what a
+    /// walk over its slots counts (see [`State::check_sizes`]). Tries no kept slot's deletion
+    /// again, so it changes nothing.
+    pub(super) fn check_sizes(ctx: &str, slots: &MemorySlots) {
+        slots.shared().lock().check_sizes(ctx);
     }
 
     #[test]

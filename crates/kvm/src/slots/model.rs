@@ -24,7 +24,8 @@ use memvisor_space::RegionSpec;
 use vm_memory::GuestAddress;
 
 use super::tests::{
-    fields, hotplug_start, keep_stale, lost_fields, refuse_deletions, space, vm_or_skip,
+    check_sizes, fields, hotplug_start, keep_stale, lost_fields, refuse_deletions, space,
+    vm_or_skip,
 };
 use super::*;
 
@@ -793,6 +794,7 @@ fn run_seed(vm: Arc<VmFd>, seed: u64, steps: usize) {
         // again, and forgets regions out of sync that the space no longer holds).
         let ctx = format!("{ctx}: {model:?}");
         check_kvm(&ctx, &space, &vm, &later, &model, &places, &probe);
+        check_sizes(&ctx, &slots);
         if rng.below(1 + seed % 5) == 0 {
             check_slots(&ctx, &slots, &mut model, &places);
         }

@@ -152,6 +152,7 @@ fn agree(ctx: &str, f: &Fixture, foreign: Option<u64>) -> Vec<(u32, u64, u64, u3
         }
     }
     let registered: Vec<_> = listed.iter().map(fields).collect();
+    super::tests::check_sizes(ctx, &f.slots);
     let out_of_sync: Vec<_> = f
         .slots
         .out_of_sync()
