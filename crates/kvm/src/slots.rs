@@ -2261,6 +2261,15 @@ mod tests {
                     })
                 })
                 .collect();
+            // Stops the fetchers also when an assertion below fails: the scope waits for them,
+            // so the test would hang rather than fail.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let stop = Done(&done);
             for _ in 0..50 {
                 let region = Region::back(RegionSpec::ram(big, large)).unwrap().0;
                 space.insert_region(Arc::new(region)).unwrap();
@@ -2269,7 +2278,7 @@ mod tests {
                 space.remove_region(big, large).unwrap();
                 assert!(slots.shared.log_buffer().held() <= log(small));
             }
-            done.store(true, Ordering::Relaxed);
+            drop(stop);
             for f in fetchers {
                 f.join().unwrap();
             }
