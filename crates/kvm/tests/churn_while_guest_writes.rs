@@ -24,6 +24,7 @@ use memvisor_kvm::{MemorySlots, RegisteredSlot};
 use memvisor_space::{
     AddressSpace, ChangeKind, Layout, RegionEvent, RegionListener, RegionSpec, WindowKind,
 };
+use memvisor_testkit::watchdog::within;
 use support::*;
 use vm_memory::GuestAddress;
 
@@ -37,6 +38,8 @@ const PAGES: u64 = MIB2 / PAGE;
 const PROBE_SLOT: u32 = 500;
 /// A bound on each wait for the guest; reaching it fails the test instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// A bound on the whole test (under a second on an idle host, about one under load).
+const WATCHDOG: Duration = Duration::from_secs(120);
 
 /// One change of a round, given the bases of the regions logging; says what it did.
 type Step<'a> = &'a dyn Fn(&[u64]) -> String;
@@ -147,12 +150,16 @@ fn slot_changes_while_a_guest_writes_lose_no_dirty_page_and_leave_kvm_as_listed(
     let Some(kvm) = kvm_or_skip(test) else {
         return;
     };
-    // KVM's default mode, then manual dirty-log protection (where the host offers it).
-    for manual in [false, true] {
-        if let Some(vm) = support::real_mode::vm(&kvm, manual, test) {
-            churn(&kvm, &vm, manual);
+    // On a thread of its own: a change or a fetch that never returns (a lock left held, a
+    // guest that stops exiting) fails the test instead of hanging the run.
+    within(test, WATCHDOG, move || {
+        // KVM's default mode, then manual dirty-log protection (where the host offers it).
+        for manual in [false, true] {
+            if let Some(vm) = support::real_mode::vm(&kvm, manual, test) {
+                churn(&kvm, &vm, manual);
+            }
         }
-    }
+    });
 }
 
 /// The rounds of changes on `vm` (`manual`: with manual dirty-log protection).
