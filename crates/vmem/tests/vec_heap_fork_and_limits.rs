@@ -2,9 +2,11 @@
 //! `fork` (the child reads and grows its copies while the parent grows its own) and an address
 //! space limit (`RLIMIT_AS`) that refuses the next reservation (skipped under a sanitizer,
 //! whose runtime maps memory of its own). Each test runs in a child
-//! process of its own (memvisor-testkit's `in_child`): `fork` is made from a process with one
-//! thread, and the limit, which cannot be raised again, stays with that process. Linux on
-//! x86-64, where the child-process support is.
+//! process of its own (memvisor-testkit's `in_child`): `fork` is made from a process that
+//! runs that test alone, and the limit, which cannot be raised again, stays with that process.
+//! The forked child is bounded (`Forked`): killed and reaped if the parent's part fails, if
+//! it is not done within `FORK_DEADLINE`, and when the thread that forked it ends; it never
+//! outlives the test. Linux on x86-64, where the child-process support is.
 #![cfg(all(
     target_os = "linux",
     target_arch = "x86_64",
@@ -12,8 +14,162 @@
     not(miri)
 ))]
 
-use memvisor_testkit::refused_calls::{in_child, under_sanitizer};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use memvisor_testkit::refused_calls::{CHILD_DEADLINE, in_child, under_sanitizer};
 use memvisor_vmem::vec::{Builder, ConcurrentVec, Error, Vec};
+
+/// How long a forked child may take before it is killed and its test fails: far more than it
+/// needs, and well within testkit's `CHILD_DEADLINE`, which kills the process that forked it.
+const FORK_DEADLINE: Duration = Duration::from_secs(60);
+const _: () = assert!(FORK_DEADLINE.as_secs() * 2 <= CHILD_DEADLINE.as_secs());
+
+/// A child process made by `fork`, waiting to be let go; killed and reaped on drop unless
+/// [`wait`](Self::wait) reaped it.
+struct Forked {
+    /// The child's process id; 0 once it was reaped.
+    pid: libc::pid_t,
+    /// The write end of the pipe the child waits on.
+    go: OwnedFd,
+}
+
+impl Forked {
+    /// Forks a child that waits until [`go`](Self::go), runs `child` and exits with 0 where it
+    /// returns `true`, 1 where it returns `false`, 2 where it panics, and 3 where the parent
+    /// went away before letting it go. The child closes its copy of the pipe's write end, so
+    /// that the parent's end is the only one and its close (the parent's exit) wakes the
+    /// child, and it is killed when the thread that forked it ends.
+    ///
+    /// # Safety
+    /// As `fork`: the child may only use what another thread of this process cannot have
+    /// left locked (`child` runs in the child; the harness's main thread waits for the test's,
+    /// holding no lock).
+    unsafe fn new(child: impl FnOnce() -> bool) -> Self {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two descriptors to write.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both descriptors were just made and are owned here alone.
+        let (wait, go) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: this process's id.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the caller promises what the child may use; it leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: closes the child's copy of the write end, which nothing else uses; then
+            // asks for SIGKILL when the forking thread ends, and checks that it had not ended
+            // before the request.
+            let code = unsafe {
+                libc::close(go.as_raw_fd());
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut byte = 0u8;
+                if libc::getppid() != parent
+                    || libc::read(wait.as_raw_fd(), (&raw mut byte).cast(), 1) != 1
+                {
+                    3
+                } else {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)) {
+                        Ok(true) => 0,
+                        Ok(false) => 1,
+                        Err(_) => 2,
+                    }
+                }
+            };
+            // SAFETY: leaves the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        drop(wait);
+        Self { pid, go }
+    }
+
+    /// Lets the child go.
+    fn go(&self) {
+        // SAFETY: writes one byte from a live local.
+        let wrote = unsafe { libc::write(self.go.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        assert_eq!(wrote, 1, "{}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for the child's exit and returns its code; kills it and panics if it is not done
+    /// within `deadline` or ended otherwise (a signal).
+    fn wait(mut self, deadline: Duration) -> i32 {
+        let start = Instant::now();
+        let mut status = 0;
+        loop {
+            // SAFETY: polls the child made by `new`, not reaped yet (`pid != 0`).
+            let got = unsafe { libc::waitpid(self.pid, &raw mut status, libc::WNOHANG) };
+            assert!(got >= 0, "waitpid: {}", std::io::Error::last_os_error());
+            if got == self.pid {
+                self.pid = 0;
+                break;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "the forked child ran past {deadline:?} and was killed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            libc::WIFEXITED(status),
+            "the forked child ended by a signal (status {status:#x})"
+        );
+        libc::WEXITSTATUS(status)
+    }
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        if self.pid != 0 {
+            // SAFETY: kills and reaps the child made by `new`, not reaped yet.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, core::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// Whether `pid` names a process (a zombie too).
+fn exists(pid: libc::pid_t) -> bool {
+    // SAFETY: sends no signal, only checks the process.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// A forked child whose parent's part fails (a panic before it is let go) is killed and
+/// reaped, where it waited on the pipe for ever.
+#[test]
+fn a_forked_child_is_killed_and_reaped_when_the_parent_part_fails() {
+    // SAFETY: the child only waits on its pipe, then returns.
+    let child = unsafe { Forked::new(|| true) };
+    let pid = child.pid;
+    assert!(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _child = child;
+            panic!("the parent's part fails");
+        }))
+        .is_err()
+    );
+    assert!(!exists(pid), "child {pid} left behind");
+}
+
+/// A forked child that does not finish fails its test at the deadline, killed and reaped.
+#[test]
+fn a_forked_child_that_hangs_is_killed_at_the_deadline() {
+    // SAFETY: the child waits for a signal, nothing else.
+    let child = unsafe {
+        Forked::new(|| {
+            libc::pause();
+            true
+        })
+    };
+    let pid = child.pid;
+    child.go();
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        child.wait(Duration::from_millis(50))
+    }));
+    assert!(failed.is_err());
+    assert!(!exists(pid), "child {pid} left behind");
+}
 
 const FORK_CHILD: &str = "MEMVISOR_VMEM_HEAP_FORK_CHILD";
 const LIMIT_CHILD: &str = "MEMVISOR_VMEM_HEAP_LIMIT_CHILD";
@@ -53,39 +209,28 @@ fn fork_child_reads_and_grows_its_copy_while_the_parent_grows() {
         v.push(i);
         c.push(i);
     }
-    let mut go = [0; 2];
-    // SAFETY: `go` is a valid array of two descriptors to write.
-    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
-    // SAFETY: this process has one thread (the test runs alone in it); the child uses the
-    // vectors (no lock of theirs is held) and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // The child waits until the parent grew its copies, then reads and grows its own.
-        let mut byte = 0u8;
-        // SAFETY: reads one byte into `byte`.
-        let got = unsafe { libc::read(go[0], (&raw mut byte).cast(), 1) };
-        let mut ok = got == 1 && check(&v, &c, BEFORE, 0, 0);
-        for _ in 0..AFTER {
-            ok &= v.try_push(7).is_ok() && c.try_push(7).is_ok();
-        }
-        ok &= check(&v, &c, BEFORE, AFTER, 7);
-        // SAFETY: leaves the child without running the parent's exit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
+    // SAFETY: the process runs this test alone; the child uses the vectors (no lock of theirs
+    // is held: this thread holds none, and no other thread uses them).
+    let child = unsafe {
+        Forked::new(|| {
+            // Let go once the parent grew its copies: it reads and grows its own.
+            let mut ok = check(&v, &c, BEFORE, 0, 0);
+            for _ in 0..AFTER {
+                ok &= v.try_push(7).is_ok() && c.try_push(7).is_ok();
+            }
+            ok && check(&v, &c, BEFORE, AFTER, 7)
+        })
+    };
     // The parent grows its copies past what was committed at the fork, then lets the child go.
     for _ in 0..AFTER {
         v.push(9);
         c.push(9);
     }
-    // SAFETY: writes one byte from a live local.
-    assert_eq!(unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) }, 1);
-    let mut status = 0;
-    // SAFETY: waits for the child made above.
-    assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child saw other contents than its own (status {status:#x})"
+    child.go();
+    assert_eq!(
+        child.wait(FORK_DEADLINE),
+        0,
+        "the child saw other contents than its own (1) or panicked (2)"
     );
     assert!(check(&v, &c, BEFORE, AFTER, 9));
     println!("fork checked");
