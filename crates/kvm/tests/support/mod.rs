@@ -77,20 +77,17 @@ pub fn entry(space: &AddressSpace, slot: u32, base: u64, size: u64, flags: u32) 
         .snapshot()
         .find_arc(GuestAddress(base))
         .unwrap_or_else(|| panic!("no region at {base:#x}"));
-    RegisteredSlot {
+    RegisteredSlot::new(
         slot,
-        guest: GuestRange::new(GuestAddress(base), size).unwrap(),
-        host_address: region.host_ptr().unwrap() as u64,
+        GuestRange::new(GuestAddress(base), size).unwrap(),
+        region.host_ptr().unwrap() as u64,
         flags,
-    }
+    )
 }
 
 /// The entry `MemorySlots::out_of_sync` lists for the region at `base`, of memory slot `slot`.
 pub fn lost(slot: u32, base: u64, size: u64) -> OutOfSyncRegion {
-    OutOfSyncRegion {
-        slot,
-        guest: GuestRange::new(GuestAddress(base), size).unwrap(),
-    }
+    OutOfSyncRegion::new(slot, GuestRange::new(GuestAddress(base), size).unwrap())
 }
 
 /// The x86-64 layout the slot tests use: 1 GiB of boot RAM and a 1 GiB hotplug window.
