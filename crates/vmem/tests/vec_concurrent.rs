@@ -1069,3 +1069,30 @@ fn published_slice_of_zero_sized_elements() {
     // The last, partial word at the capacity counts whole.
     assert_eq!(v.published_slice().len(), 100);
 }
+
+/// `thread_block(1)` turns off the blocks of plain pushes, not a `Pusher`'s: at capacity, the
+/// slots a live `Pusher` holds (up to a block, 512 slots or 256 where `usize` has 32 bits, less
+/// the one it filled) stay empty while a plain push is refused.
+#[test]
+fn a_live_pushers_block_stays_empty_at_capacity_with_thread_block_1() {
+    let block = 8 * usize::BITS as usize;
+    let capacity = block + 100;
+    let v = Builder::new(capacity)
+        .thread_block(1)
+        .build_concurrent::<u32>()
+        .unwrap();
+    let mut pusher = v.pusher();
+    pusher.push(0);
+    let mut plain = 0;
+    while v.try_push(1).is_ok() {
+        plain += 1;
+    }
+    assert_eq!(plain, capacity - block);
+    let refused = v.try_push(2).unwrap_err();
+    assert!(matches!(refused.error(), Error::CapacityExceeded { .. }));
+    assert_eq!(refused.into_value(), 2);
+    assert_eq!(v.count(), capacity - block + 1);
+    // The pusher fills its own block up to the capacity.
+    while pusher.try_push(3).is_ok() {}
+    assert_eq!(v.count(), capacity);
+}

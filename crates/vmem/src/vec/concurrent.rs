@@ -488,9 +488,10 @@ impl<T> ConcurrentVec<T> {
     /// (each thread fills its own block with plain stores, so taking slots from it would cost
     /// every push an atomic update): at capacity, up to `thread_block - 1` slots per other
     /// thread pushing into the vector, and up to 511 per live [`Pusher`] (255 where `usize`
-    /// has 32 bits), may still be empty while this push is refused; their holders fill them
-    /// with their next pushes, or leave them empty when they give the blocks up.
-    /// [`Builder::thread_block`]`(1)` makes pushes fill the capacity exactly.
+    /// has 32 bits), or a whole block where the system refused the block's commit, may still
+    /// be empty while this push is refused; their holders fill them with their next pushes,
+    /// or leave them empty when they give the blocks up. [`Builder::thread_block`]`(1)` makes
+    /// plain pushes fill the capacity exactly, but not while a [`Pusher`] holds a block.
     /// [`Error::Commit`] if the system refuses memory, in which case the slot this push
     /// claimed stays empty for good (a *hole*: never published, skipped by iteration, counted
     /// by [`len`](Self::len)). A thread that claims blocks keeps a block whose commit was
