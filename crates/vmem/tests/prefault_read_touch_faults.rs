@@ -1,7 +1,7 @@
 //! `prefault_read` where the kernel cannot populate (Linux before 5.14, which answers
 //! `MADV_POPULATE_READ` with `EINVAL`): it reads each page's first byte, and each read must
-//! reach the page, taking one fault per page and leaving every page resident. The load's value
-//! is used by nothing, so the read is one the compiler must keep. Natively the kernel here
+//! reach the page, taking one fault per page and leaving every page resident (the load's value
+//! goes to a volatile write, so that the compiler must make it). Natively the kernel here
 //! populates; a seccomp filter (memvisor-testkit's `refused_calls`) answers the reservation's
 //! `madvise` calls with `EINVAL`, as an older kernel would, in a child process of its own (the
 //! filter cannot be removed); skipped under a sanitizer, whose runtime maps memory of its own.
