@@ -884,24 +884,25 @@ impl<'de> Deserialize<'de> for FcBootArgs {
                 f.write_str("a string")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<FcBootArgs, E> {
+                // The length first: Firecracker refuses it when it applies the file, and
+                // meets a NUL only when it boots.
+                let size = fc_cmdline_size(v);
+                if size > FC_CMDLINE_MAX_SIZE {
+                    return Err(E::custom(format!(
+                        "a kernel command line of {size} bytes with its NUL, more than the \
+                         {FC_CMDLINE_MAX_SIZE} Firecracker takes (the arguments and the init's \
+                         after ` -- `, each trimmed)"
+                    )));
+                }
                 if let Some(at) = v.find('\0') {
                     return Err(E::custom(format!(
                         "a NUL at byte {at}: Firecracker takes the text but cannot make the C \
                          string of the kernel command line when it boots, and stops there"
                     )));
                 }
-                let size = fc_cmdline_size(v);
-                if size <= FC_CMDLINE_MAX_SIZE {
-                    Ok(FcBootArgs {
-                        console: v.contains(FC_CONSOLE_ARG),
-                    })
-                } else {
-                    Err(E::custom(format!(
-                        "a kernel command line of {size} bytes with its NUL, more than the \
-                         {FC_CMDLINE_MAX_SIZE} Firecracker takes (the arguments and the init's \
-                         after ` -- `, each trimmed)"
-                    )))
-                }
+                Ok(FcBootArgs {
+                    console: v.contains(FC_CONSOLE_ARG),
+                })
             }
         }
         d.deserialize_str(V)
