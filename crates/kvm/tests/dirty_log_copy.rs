@@ -13,14 +13,10 @@
 
 mod support;
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{
-    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVMIO, kvm_clear_dirty_log,
-    kvm_clear_dirty_log__bindgen_ty_1, kvm_enable_cap,
-};
+use kvm_bindings::{KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, kvm_enable_cap};
 use kvm_ioctls::{VcpuExit, VmFd};
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{ChangeKind, ListenerError, RegionEvent, RegionListener, RegionSpec};
@@ -58,12 +54,6 @@ const HALTS: u64 = 40;
 /// The slot number of [`DATA`] (the code region has 0).
 const DATA_SLOT: u32 = 1;
 
-/// `KVM_CLEAR_DIRTY_LOG`: `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`.
-const KVM_CLEAR_DIRTY_LOG: u64 = (3 << 30)
-    | ((std::mem::size_of::<kvm_clear_dirty_log>() as u64) << 16)
-    | ((KVMIO as u64) << 8)
-    | 0xc0;
-
 /// Fetches the log of [`DATA`] and copies the pages it names from the memory into `shadow`
 /// (each page read and stored under the lock, so a later read is never overwritten by an
 /// earlier one). With `manual` (the VM protects pages only when told), the pages fetched are
@@ -76,33 +66,14 @@ fn fetch_and_copy(
     manual: Option<&VmFd>,
 ) {
     let dirty = slots.fetch_dirty_log(GuestAddress(DATA)).unwrap();
-    if let Some(vm) = manual {
-        let mut words = dirty.words().to_vec();
-        let clear = kvm_clear_dirty_log {
-            slot: DATA_SLOT,
-            num_pages: u32::try_from(dirty.pages()).unwrap(),
-            first_page: 0,
-            __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
-                dirty_bitmap: words.as_mut_ptr().cast(),
-            },
-        };
-        // SAFETY: KVM reads `clear` and the `words` it points to, which cover `num_pages`
-        // bits.
-        let ret = unsafe {
-            libc::ioctl(
-                vm.as_raw_fd(),
-                KVM_CLEAR_DIRTY_LOG as _,
-                std::ptr::from_ref(&clear),
-            )
-        };
-        if ret != 0 {
-            let e = std::io::Error::last_os_error();
-            assert_eq!(
-                e.raw_os_error(),
-                Some(libc::ENOENT),
-                "KVM_CLEAR_DIRTY_LOG: {e}"
-            );
-        }
+    if let Some(vm) = manual
+        && let Err(e) = support::real_mode::clear_dirty_log(vm, DATA_SLOT, &dirty)
+    {
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ENOENT),
+            "KVM_CLEAR_DIRTY_LOG: {e}"
+        );
     }
     for page in dirty.dirty_pages() {
         let offset = usize::try_from(page.0 - DATA).unwrap();

@@ -1,11 +1,15 @@
 //! A real-mode guest of two regions for tests of dirty logging around removals: its code in
 //! one region ([`CODE`]), and a program writing one page of the other ([`DATA`]) per run.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use kvm_bindings::{KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, kvm_enable_cap};
+use kvm_bindings::{
+    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVMIO, kvm_clear_dirty_log,
+    kvm_clear_dirty_log__bindgen_ty_1, kvm_enable_cap,
+};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use memvisor_kvm::MemorySlots;
+use memvisor_kvm::{DirtyBitmap, MemorySlots};
 use memvisor_space::{AddressSpace, RegionSpec};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -41,6 +45,42 @@ pub fn vm(kvm: &Kvm, manual: bool, test: &str) -> Option<Arc<VmFd>> {
         }
     }
     Some(vm)
+}
+
+/// `KVM_CLEAR_DIRTY_LOG`: `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`.
+const KVM_CLEAR_DIRTY_LOG: u64 = (3 << 30)
+    | ((std::mem::size_of::<kvm_clear_dirty_log>() as u64) << 16)
+    | ((KVMIO as u64) << 8)
+    | 0xc0;
+
+/// Clears the pages `dirty` names in KVM's log of slot `slot` and write-protects them again
+/// (`KVM_CLEAR_DIRTY_LOG`), as a VMM with manual dirty-log protection does after a fetch.
+///
+/// # Errors
+/// KVM's refusal (`ENOENT` while KVM has no logging slot under that number).
+pub fn clear_dirty_log(vm: &VmFd, slot: u32, dirty: &DirtyBitmap) -> std::io::Result<()> {
+    let mut words = dirty.words().to_vec();
+    let clear = kvm_clear_dirty_log {
+        slot,
+        num_pages: u32::try_from(dirty.pages()).unwrap(),
+        first_page: 0,
+        __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
+            dirty_bitmap: words.as_mut_ptr().cast(),
+        },
+    };
+    // SAFETY: KVM reads `clear` and the `words` it points to, which cover `num_pages` bits.
+    let ret = unsafe {
+        libc::ioctl(
+            vm.as_raw_fd(),
+            KVM_CLEAR_DIRTY_LOG as _,
+            std::ptr::from_ref(&clear),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Runs `body` on a VM in KVM's default mode, then on one with manual dirty-log protection
