@@ -29,6 +29,14 @@ fn under_signals<R>(work: impl FnOnce() -> R) -> (R, u64) {
     // SAFETY: the calling thread's own handle.
     let target = unsafe { libc::pthread_self() };
     let stop = AtomicBool::new(false);
+    /// Stops the signaller when dropped, so that a `work` that panics fails the test instead
+    /// of leaving the scope waiting for a signaller that never stops.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|s| {
         let signaller = s.spawn(|| {
             let mut sent = 0;
@@ -40,8 +48,9 @@ fn under_signals<R>(work: impl FnOnce() -> R) -> (R, u64) {
             }
             sent
         });
+        let stopping = Stop(&stop);
         let result = work();
-        stop.store(true, Ordering::Relaxed);
+        drop(stopping);
         (result, signaller.join().unwrap())
     })
 }
