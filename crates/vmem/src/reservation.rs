@@ -466,11 +466,15 @@ fn hugetlb_shift(planes: &[PageBitmap; HUGETLB_PLANES], page: usize) -> u32 {
 /// caller. Commit and the hints take `&self`: they never change what existing memory reads.
 ///
 /// # `fork`
-/// A child process gets a copy of the reservation and its bookkeeping (pages advised
-/// [`Advice::DontFork`](crate::Advice::DontFork) are left out of it: an access to them faults
-/// there). Reads through the
-/// copy, and of a vector's elements, take no lock. The calls that change pages take turns
-/// through a lock of the reservation's: where another thread of the parent was inside such a
+/// A child process gets a copy of the reservation and its bookkeeping (ranges mapped from a
+/// shared source stay shared with the parent). Pages advised
+/// [`Advice::DontFork`](crate::Advice::DontFork) are not in the child at all: its copy's
+/// bookkeeping still counts them, but its address space has a gap there, where the child's own
+/// mappings may be placed; the copy's calls on those pages and its drop (which unmaps the whole
+/// reservation) would then act on such mappings, so a child of a process with `DontFork` pages
+/// should leave them alone and end with `exec` or `_exit`, without dropping the copy. Reads
+/// through the copy, and of a vector's elements, take no lock. The calls that change pages take
+/// turns through a lock of the reservation's: where another thread of the parent was inside such a
 /// call when it forked, the child's copy of the lock stays held, and the calls on that
 /// reservation that take the lock (commit, decommit, protect, lock, advice, map, a vector's
 /// push that commits) may wait for ever in the child, as on any lock a fork copies held. Fork from

@@ -304,3 +304,31 @@ fn heap_past_an_address_space_limit_is_refused_typed_and_goes_on() {
     assert!(heap.iter().all(|v| v.len() == 110_001));
     println!("limit checked");
 }
+
+/// Pages advised `DontFork` are not in the child at all: a gap of its address space (which
+/// `msync` answers with `ENOMEM`, as for any address nothing is mapped at), where the child's
+/// own mappings may be placed, not pages of the reservation that fault. The reservation's pages
+/// around them are copied as usual.
+#[test]
+fn dont_fork_pages_are_a_gap_in_the_child() {
+    let page = memvisor_vmem::page_size();
+    let r = memvisor_vmem::Reservation::new(3 * page).unwrap();
+    r.commit(0, 3 * page).unwrap();
+    r.advise(page, page, memvisor_vmem::Advice::DontFork)
+        .unwrap();
+    // SAFETY: the reservation's pages are committed and nothing else refers to them.
+    unsafe { r.as_ptr().add(2 * page).write(7) };
+    let gap = r.as_ptr() as usize + page;
+    // SAFETY: the child asks the kernel about an address range and reads a committed byte: no
+    // lock.
+    let child = unsafe {
+        Forked::new(|| {
+            let synced = libc::msync(gap as *mut libc::c_void, page, libc::MS_ASYNC);
+            let in_gap = synced == -1
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM);
+            in_gap && r.as_ptr().add(2 * page).read() == 7
+        })
+    };
+    child.go();
+    assert_eq!(child.wait(FORK_DEADLINE), Ok(0), "no gap in the child");
+}

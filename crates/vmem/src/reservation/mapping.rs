@@ -147,7 +147,8 @@ pub enum NumaPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Advice {
-    /// Leave the range out of children made by `fork` (`MADV_DONTFORK`).
+    /// Leave the range out of children made by `fork` (`MADV_DONTFORK`): a child has a gap
+    /// of its address space there (see the `fork` section of [`Reservation`]'s docs).
     DontFork,
     /// Undo [`DontFork`](Self::DontFork) (`MADV_DOFORK`).
     DoFork,
