@@ -5,12 +5,64 @@
 //! must take exactly one whole allocation (every part of a spanning reservation) or refuse and
 //! change nothing; keys must follow their allocations. After each step the set's allocations,
 //! keys and invariants must match the shadow. Steps with an odd tag call the `try_` methods,
-//! whose refusals must give that tag back. Nothing may panic.
+//! whose refusals must give that tag back. Nothing may panic. Each allocation and reservation
+//! without a key that touches at most one space is held to the heap budget the crate's
+//! DESIGN.md promises (see [`op_budget`]).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
 use memvisor_resources::{AddressRange, AllocPolicy, AllocatorSet, Error, Refused, Request};
+use memvisor_testkit::counting_heap::{Counting, used_by};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Bytes of a space's index per range (DESIGN.md: "A node is 28 bytes"), and of its tag.
+const NODE_BYTES: usize = 28 + size_of::<u16>();
+
+/// The most an allocation or a reservation without a key, touching at most one space, may ask
+/// of the heap. DESIGN.md (AllocatorSet): "Every operation reserves the memory it will need
+/// (the maps' entries, each space's node and tag, the list of parts, one entry per space the
+/// range touches, and the list of the spaces a placement's window touches)"; a space's index
+/// and tags grow by an eighth, at least 16 ranges, at a time (`AddressAllocator`'s docs). Such
+/// a call makes one range in one space: so the growth by an eighth of one space (the fullest),
+/// and a list entry a space ([`LIST_BYTES`]). The maps' memory has no promised bound: a key,
+/// or a reservation spanning spaces, is not held to one.
+fn op_budget(set: &AllocatorSet<u16>) -> usize {
+    let grown = set
+        .pools()
+        .iter()
+        .map(|pool| NODE_BYTES * (pool.len() + (pool.len() / 8).max(16)))
+        .max()
+        .unwrap_or(0);
+    grown + LIST_BYTES * set.pools().len()
+}
+
+/// Bytes of an entry of the lists an operation makes: a part names its space, its range and
+/// where its node goes (an index, an `AddressRange` and a `u32`: 32 bytes); a space of a
+/// placement's window is an index.
+const LIST_BYTES: usize = 32;
+
+/// `call` on `set`, failing the target if it asks the heap for more than [`op_budget`] (when
+/// `held` says the call is held to one).
+fn within_budget<R>(
+    set: &mut AllocatorSet<u16>,
+    held: bool,
+    what: &str,
+    call: impl FnOnce(&mut AllocatorSet<u16>) -> R,
+) -> R {
+    let budget = op_budget(set);
+    let ranges = set.len();
+    let (out, usage) = used_by(|| call(set));
+    assert!(
+        !held || usage.bytes <= budget,
+        "{what} on {ranges} ranges asked the heap for {} bytes in {} requests (budget {budget})",
+        usage.bytes,
+        usage.requests
+    );
+    out
+}
 
 /// The result of a `try_` call with the refusal's error, once the refusal gave `tag` back.
 fn given_back<R>(got: Result<R, Refused<u16>>, tag: u16) -> Result<R, Error> {
@@ -159,12 +211,14 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(w) = window {
                     req = req.within(w);
                 }
-                let got = match (key, tag % 2 == 1) {
-                    (Some(k), false) => set.allocate_keyed(k, &req, tag),
-                    (None, false) => set.allocate_with(&req, tag),
-                    (Some(k), true) => given_back(set.try_allocate_keyed(k, &req, tag), tag),
-                    (None, true) => given_back(set.try_allocate_with(&req, tag), tag),
-                };
+                let got = within_budget(&mut set, key.is_none(), "an allocation", |set| {
+                    match (key, tag % 2 == 1) {
+                        (Some(k), false) => set.allocate_keyed(k, &req, tag),
+                        (None, false) => set.allocate_with(&req, tag),
+                        (Some(k), true) => given_back(set.try_allocate_keyed(k, &req, tag), tag),
+                        (None, true) => given_back(set.try_allocate_with(&req, tag), tag),
+                    }
+                });
                 let need = align.max(shadow.min_align);
                 match got {
                     Ok(r) => {
@@ -213,17 +267,20 @@ fuzz_target!(|data: &[u8]| {
             2 => {
                 let (a, b) = range_in(&mut input, lo, span);
                 let range = AddressRange::new(a, b).unwrap();
-                let got = match (key, tag % 2 == 1) {
-                    (Some(k), false) => set.reserve_keyed(k, range, tag),
-                    (None, false) => set.reserve_with(range, tag),
-                    (Some(k), true) => given_back(set.try_reserve_keyed(k, range, tag), tag),
-                    (None, true) => given_back(set.try_reserve_with(range, tag), tag),
-                };
                 let parts: Vec<AddressRange> = shadow
                     .spaces
                     .iter()
                     .filter_map(|s| range.intersection(s))
                     .collect();
+                let held = key.is_none() && parts.len() <= 1;
+                let got = within_budget(&mut set, held, "a reservation", |set| {
+                    match (key, tag % 2 == 1) {
+                        (Some(k), false) => set.reserve_keyed(k, range, tag),
+                        (None, false) => set.reserve_with(range, tag),
+                        (Some(k), true) => given_back(set.try_reserve_keyed(k, range, tag), tag),
+                        (None, true) => given_back(set.try_reserve_with(range, tag), tag),
+                    }
+                });
                 let lowest = parts
                     .iter()
                     .filter_map(|p| shadow.overlapping(p))
