@@ -15,9 +15,8 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use kvm_ioctls::VmFd;
@@ -109,52 +108,13 @@ fn fetch_written(vm: &VmFd, slots: &MemorySlots, manual: bool) -> DirtyBitmap {
     dirty
 }
 
-/// The guest on its own thread, counting passes.
-struct Running {
-    passes: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Stop>,
-}
-
-impl Running {
-    fn start(mut vcpu: kvm_ioctls::VcpuFd, space: &AddressSpace) -> Self {
-        let passes = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s, space) = (Arc::clone(&passes), Arc::clone(&stop), space.clone());
-        let thread = thread::spawn(move || {
-            run(&mut vcpu, &space, |n| {
-                p.store(n, Ordering::SeqCst);
-                s.load(Ordering::SeqCst)
-            })
-        });
-        Self {
-            passes,
-            stop,
-            thread,
-        }
+/// Waits until the guest finished `n` passes in all; panics with how it stopped if it stopped
+/// first or took too long.
+fn wait_passes(guest: Running, n: u64) -> Running {
+    if !guest.wait_passes(n, PATIENCE) {
+        panic!("the guest did not reach pass {n}: {:?}", guest.stop());
     }
-
-    /// Waits until the guest finished `n` passes in all; panics with how it stopped if it
-    /// stopped first or took too long.
-    fn wait_passes(self, n: u64) -> Self {
-        let start = Instant::now();
-        while self.passes.load(Ordering::SeqCst) < n {
-            if self.thread.is_finished() || start.elapsed() > PATIENCE {
-                panic!("the guest did not reach pass {n}: {:?}", self.stop());
-            }
-            thread::yield_now();
-        }
-        self
-    }
-
-    fn passes(&self) -> u64 {
-        self.passes.load(Ordering::SeqCst)
-    }
-
-    fn stop(self) -> Stop {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap()
-    }
+    guest
 }
 
 #[test]
@@ -209,7 +169,7 @@ fn churn(kvm: &kvm_ioctls::Kvm, vm: &Arc<VmFd>, manual: bool) {
     let places = [WRITTEN, plug, plug + MIB2 - PAGE, plug + MIB2, refused_at];
 
     let mut guest = Running::start(vcpu(kvm, vm), &space);
-    guest = guest.wait_passes(1);
+    guest = wait_passes(guest, 1);
     // Every page of WRITTEN: what a fetch gives after a whole pass since the fetch before.
     fetch_written(vm, &slots, manual);
     // Two rounds (plugging again after the unplug) in the default mode, one with manual
@@ -326,7 +286,7 @@ fn churn(kvm: &kvm_ioctls::Kvm, vm: &Arc<VmFd>, manual: bool) {
             }
             let ctx = format!("manual protection {manual}, round {round}, {what}");
             agree(&ctx, vm, &slots, &expected(&space, &logging), &places);
-            guest = guest.wait_passes(after_fetch + 2);
+            guest = wait_passes(guest, after_fetch + 2);
             let dirty = fetch_written(vm, &slots, manual);
             assert_eq!(dirty.count(), PAGES, "{ctx}: pages the guest wrote lost");
         }

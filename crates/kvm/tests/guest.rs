@@ -8,7 +8,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,57 +45,6 @@ fn space(vm: &kvm_ioctls::VmFd) -> AddressSpace {
     space
 }
 
-/// The guest running on its own thread.
-struct Running {
-    passes: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Stop>,
-}
-
-impl Running {
-    fn start(mut vcpu: kvm_ioctls::VcpuFd, space: &AddressSpace) -> Self {
-        let passes = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s, space) = (Arc::clone(&passes), Arc::clone(&stop), space.clone());
-        let thread = thread::spawn(move || {
-            run(&mut vcpu, &space, |n| {
-                p.store(n, Ordering::SeqCst);
-                s.load(Ordering::SeqCst)
-            })
-        });
-        Self {
-            passes,
-            stop,
-            thread,
-        }
-    }
-
-    /// Waits until the guest finished `n` passes in all (false if it stopped first).
-    fn wait_passes(&self, n: u64) -> bool {
-        let start = Instant::now();
-        while self.passes.load(Ordering::SeqCst) < n {
-            if self.thread.is_finished() || start.elapsed() > PATIENCE {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        true
-    }
-
-    fn passes(&self) -> u64 {
-        self.passes.load(Ordering::SeqCst)
-    }
-
-    fn stop(self) -> Stop {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap()
-    }
-
-    fn join(self) -> Stop {
-        self.thread.join().unwrap()
-    }
-}
-
 #[test]
 fn guest_writes_every_page_of_every_region_including_hotplugged_one() {
     let Some(kvm) = kvm_or_skip("guest_writes_every_page_of_every_region") else {
@@ -117,7 +65,11 @@ fn guest_writes_every_page_of_every_region_including_hotplugged_one() {
         "one KVM slot per backed region, under its memvisor slot number"
     );
     let guest = Running::start(vcpu(&kvm, &vm), &space);
-    assert!(guest.wait_passes(1), "no first pass: {:?}", guest.stop());
+    assert!(
+        guest.wait_passes(1, PATIENCE),
+        "no first pass: {:?}",
+        guest.stop()
+    );
 
     // Every byte of the boot regions: the host's words and the guest's, nothing else.
     assert!(read(&space, LOW, MIB2) == expected_after_guest(LOW, &low_before));
@@ -135,7 +87,7 @@ fn guest_writes_every_page_of_every_region_including_hotplugged_one() {
     append_entry(&space, 2, PLUG, PAGES);
     // A pass that started after the new entry was written.
     assert!(
-        guest.wait_passes(seen + 2),
+        guest.wait_passes(seen + 2, PATIENCE),
         "guest stopped: {:?}",
         guest.stop()
     );
@@ -225,7 +177,11 @@ fn unplug_while_guest_runs_exits_to_mmio_not_crash() {
     fill_host_words(&space, PLUG, MIB2);
     set_table(&space, &[(PLUG, PAGES)]);
     let guest = Running::start(vcpu(&kvm, &vm), &space);
-    assert!(guest.wait_passes(1), "no first pass: {:?}", guest.stop());
+    assert!(
+        guest.wait_passes(1, PATIENCE),
+        "no first pass: {:?}",
+        guest.stop()
+    );
 
     let removed = space.remove_region(GuestAddress(PLUG), MIB2).unwrap();
     // KVM let go of the slot before the space published the removal, and the memory is
@@ -235,7 +191,7 @@ fn unplug_while_guest_runs_exits_to_mmio_not_crash() {
     drop(removed);
 
     let start = Instant::now();
-    while !guest.thread.is_finished() && start.elapsed() < PATIENCE {
+    while !guest.is_finished() && start.elapsed() < PATIENCE {
         thread::sleep(Duration::from_millis(1));
     }
     match guest.join() {

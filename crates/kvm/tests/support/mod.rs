@@ -12,6 +12,7 @@
 pub mod linux;
 pub mod real_mode;
 pub mod removal;
+mod running;
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use memvisor_kvm::{OutOfSyncRegion, RegisteredSlot, slot_limit};
 use memvisor_space::{AddressSpace, GuestRange, Layout, Region, RegionSpec};
+#[allow(unused_imports)]
+pub use running::Running;
 use vm_memory::{Bytes, GuestAddress};
 
 pub const PAGE: u64 = 0x1000;
