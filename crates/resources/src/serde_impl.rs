@@ -105,7 +105,16 @@ pub struct IdLoadLimits {
 }
 
 impl Default for IdLoadLimits {
-    /// 1 MiB of bitmap: allocated IDs up to about 8.3 million above `first` in the bitmap.
+    /// 1 MiB of bitmap: 129,024 leaf words, 2,016 summary words and 32 top words, so IDs
+    /// allocated densely from `first` load up to 8,257,536 of them (`first..first + 8_257_536`);
+    /// one more needs 1,048,592 bytes and is refused with [`Error::SnapshotTooLarge`] naming
+    /// both numbers. Each further MiB holds about 8.26 million IDs more (4,096 of every 4,161
+    /// bits are leaves); every ID of the `u32` range allocated needs 545,390,592 bytes (about
+    /// 520 MiB). What VMMs hold is far below the default: Firecracker's GSIs (`5..=4095` on
+    /// x86_64) need 528 bytes, KVM's 32,764 user memory slots 4,168, a PCI bus's 32 slots 24. A
+    /// caller that allocated more IDs (handles of a language VM, say) raises the limit to the
+    /// `needed` the error names and loads through [`IdAllocator::from_snapshot`]; loading
+    /// through `Deserialize` always applies this default.
     fn default() -> Self {
         Self {
             max_bitmap_bytes: 1 << 20,

@@ -102,3 +102,70 @@ fn id_snapshot_load_holds_no_more_than_the_limit() {
         Err(Error::SnapshotTooLarge { needed: 8136, .. })
     ));
 }
+
+/// The default limit, 1 MiB, holds a bitmap of exactly 129,024 leaf words (8,257,536 IDs), 2,016
+/// summary words and 32 top words: a snapshot of IDs `0..=8_257_535` loads through
+/// `Deserialize` into exactly 1 MiB of bitmap, and one more ID needs a 129,025th leaf word (and a
+/// 2,017th summary word), 1,048,592 bytes, which is refused with both numbers.
+#[test]
+#[cfg_attr(miri, ignore)] // marks 129,024 words: seconds under Miri; the arithmetic is native's
+fn id_snapshot_at_the_default_limit_loads_and_one_id_more_is_refused() {
+    let ids_per_default_limit: u32 = 129_024 * 64;
+    assert_eq!(ids_per_default_limit, 8_257_536);
+    let dense = |last: u32| {
+        format!(
+            r#"{{"first":0,"last":4294967295,"used":{},"allocated":[[0,{last}]],"never_allocated":[]}}"#,
+            u64::from(last) + 1
+        )
+    };
+
+    let at = dense(ids_per_default_limit - 1);
+    let (res, bytes) = requested_by(|| serde_json::from_str::<IdAllocator>(&at));
+    let mut a = res.unwrap();
+    assert_eq!(a.used(), u64::from(ids_per_default_limit));
+    assert_eq!(a.heap_bytes(), 1 << 20);
+    assert_eq!(IdLoadLimits::default().max_bitmap_bytes, 1 << 20);
+    assert!(bytes <= (1 << 20) + OVERHEAD, "{bytes} bytes requested");
+    assert_eq!(a.allocate_id(), Ok(ids_per_default_limit));
+
+    let over = dense(ids_per_default_limit);
+    let (res, bytes) = requested_by(|| serde_json::from_str::<IdAllocator>(&over));
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "snapshot too large: loading it needs 1048592 bytes of bitmap, the limit is 1048576"
+        ),
+        "{err}"
+    );
+    assert!(bytes <= OVERHEAD, "{bytes} bytes requested");
+    // The typed error carries the same numbers, and a caller that raises the limit by those 16
+    // bytes loads it.
+    let snapshot: IdSnapshot = serde_json::from_str(&over).unwrap();
+    assert_eq!(
+        IdAllocator::from_snapshot(&snapshot, &IdLoadLimits::default()).map(|a| a.used()),
+        Err(Error::SnapshotTooLarge {
+            needed: 1_048_592,
+            limit: 1 << 20
+        })
+    );
+    let raised = IdLoadLimits {
+        max_bitmap_bytes: 1_048_592,
+    };
+    let loaded = IdAllocator::from_snapshot(&snapshot, &raised).unwrap();
+    assert_eq!(loaded.used(), u64::from(ids_per_default_limit) + 1);
+    assert_eq!(loaded.heap_bytes(), 1_048_592);
+}
+
+/// What VMMs' ID allocators hold, every ID allocated, is far under the default limit: the
+/// figures `IdLoadLimits::default`'s docs give.
+#[test]
+fn id_snapshot_of_vmm_sized_ranges_needs_bytes_not_the_limit() {
+    for (first, last, bitmap) in [(5_u32, 4095, 528), (0, 32_763, 4_168), (0, 31, 24)] {
+        let text = format!(
+            r#"{{"first":{first},"last":{last},"used":{},"allocated":[[{first},{last}]],"never_allocated":[]}}"#,
+            last - first + 1
+        );
+        let a = serde_json::from_str::<IdAllocator>(&text).unwrap();
+        assert_eq!(a.heap_bytes(), bitmap, "{first}..={last}");
+    }
+}
