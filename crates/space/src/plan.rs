@@ -314,7 +314,8 @@ pub struct Plan {
     /// so that nothing placed through it lands on any of them; a VMM whose device manager
     /// allocates through memvisor-resources takes its allocators, each holding what the plan
     /// placed, with [`Placer::into_allocators`]. (The rest of a reserved window, which the
-    /// plan lists as one reserved region, is free in it but for the reservations.)
+    /// plan lists as one reserved region, is free in the placer but for the reservations, and
+    /// held as reserved in the allocators it hands over.)
     pub placer: Placer,
 }
 

@@ -238,3 +238,62 @@ fn plan_allocators_hold_each_planned_range_under_its_owner() {
     // Boot RAM, net0, blk0, net0's DAX window and the two slots.
     assert_eq!(checked, 6);
 }
+
+/// A reserved window's allocator hands out nothing: its free gaps are held as `reserved`, so a
+/// device manager that allocates from any window's allocator never puts a BAR in the guest's
+/// reserved range (on x86-64 the local APIC's page is held by the platform, and the rest of its
+/// megabyte is where device writes are MSI messages, not memory accesses).
+#[test]
+fn plan_allocators_hand_out_no_range_of_a_reserved_window() {
+    for platform in [Platform::x86_64(), Platform::aarch64()] {
+        let mut r = request();
+        if platform.arch() != Platform::x86_64().arch() {
+            r.serial = None;
+        }
+        r.platform = platform;
+        let plan = plan(&r).unwrap();
+        let kept: Vec<_> = plan
+            .placer
+            .allocations()
+            .map(|(o, g)| (o.to_owned(), g))
+            .collect();
+        let PlacerAllocators { windows, .. } = plan.placer.clone().into_allocators();
+        let mut reserved = 0;
+        for (window, allocator) in windows
+            .iter()
+            .filter(|(w, _)| w.kind() == WindowKind::Reserved)
+        {
+            reserved += 1;
+            assert_eq!(allocator.free_ranges().count(), 0, "{window:?}");
+            for policy in [AllocPolicy::FirstMatch, AllocPolicy::LastMatch] {
+                let request = Request::new(0x1000, 0x1000, policy).unwrap();
+                assert!(
+                    allocator
+                        .clone()
+                        .allocate_with(&request, "bar".to_string())
+                        .is_err(),
+                    "{window:?}"
+                );
+            }
+            // The platform's reservations keep their owners; the gaps are `reserved`.
+            for (owner, range) in kept
+                .iter()
+                .filter(|(_, g)| window.range().as_range().contains_range(&g.as_range()))
+            {
+                let held = allocator.allocation_containing(range.start().0).unwrap();
+                assert_eq!(
+                    (held.tag.as_str(), held.range),
+                    (owner.as_str(), range.as_range())
+                );
+            }
+            for held in allocator.allocated() {
+                let platform_owned = kept.iter().any(|(_, g)| g.as_range() == held.range);
+                assert!(
+                    platform_owned || held.tag == PlacerAllocators::RESERVED_OWNER,
+                    "{held:?}"
+                );
+            }
+        }
+        assert!(reserved > 0);
+    }
+}

@@ -17,7 +17,10 @@ pub struct PlacerAllocators {
     /// Each window of the layout, by address, with the allocator of its guest addresses
     /// (limited to the window). A range the placer took across windows or past a window's
     /// edge is held as one allocation per window, each of the part in that window, and is
-    /// freed part by part.
+    /// freed part by part. A [reserved](WindowKind::Reserved) window's allocator is full: what
+    /// the placer held there keeps its owner, and every free range left is held under
+    /// [`RESERVED_OWNER`](PlacerAllocators::RESERVED_OWNER), so no allocation from it lands in a
+    /// range the guest is told is reserved (see [`Placer::into_allocators`]).
     pub windows: Vec<(Window, AddressAllocator<String>)>,
     /// The I/O ports (on a platform with port I/O, from
     /// [`Platform::placer`](crate::Platform::placer)), every port range held tagged.
@@ -32,6 +35,10 @@ pub struct PlacerAllocators {
 }
 
 impl PlacerAllocators {
+    /// The owner under which [`Placer::into_allocators`] holds the free ranges of each reserved
+    /// window.
+    pub const RESERVED_OWNER: &str = "reserved";
+
     /// The allocator of the first window of `kind` (by address), if the layout has one.
     pub fn first_of(&mut self, kind: WindowKind) -> Option<&mut AddressAllocator<String>> {
         self.windows
@@ -47,6 +54,25 @@ impl Placer {
     /// and interrupts through memvisor-resources after planning. The placer's all-or-nothing
     /// calls, its owner checks and its ranges across windows are its own: what the VMM
     /// allocates from here on is as the allocators answer.
+    ///
+    /// A [reserved](WindowKind::Reserved) window is handed over full: each range free in it is
+    /// held under [`RESERVED_OWNER`](PlacerAllocators::RESERVED_OWNER), one allocation per free
+    /// range, beside what the placer held there (a platform's IOAPIC, local APIC and KVM pages,
+    /// the AArch64 GIC) under its own owner. A plan lists the whole window as one reserved
+    /// region in the guest's memory map, and on x86-64 the local APIC's megabyte beyond its
+    /// page (`0xfee0_1000` on) is where a device's writes are interrupt messages, so a BAR
+    /// allocated there (by a device manager that allocates from every window it is given) could
+    /// not work. Cloud Hypervisor and Firecracker hand out their 32-bit device ranges only,
+    /// never the reserved range below 4 GiB, and put what sits there (Cloud Hypervisor's TPM at
+    /// `0xfed4_0000`) at a fixed address; a VMM that records such a device in the allocator
+    /// frees the free range holding it ([`AddressAllocator::release_containing`]) and reserves
+    /// the device's range and the parts around it again. The placer itself still places and
+    /// takes in a reserved window when asked by kind ([`Placer::take_in`] with
+    /// [`WindowKind::Reserved`]).
+    ///
+    /// Holding those ranges allocates one allocator entry each, infallibly, as the placer's
+    /// owner names are: if the heap refuses it, the global allocator's failure handler runs
+    /// ([`handle_alloc_error`](std::alloc::handle_alloc_error), an abort by default).
     ///
     /// ```
     /// use memvisor_space::memvisor_resources::{AllocPolicy, Request};
@@ -65,7 +91,30 @@ impl Placer {
     /// # Ok::<(), Error>(())
     /// ```
     #[must_use]
-    pub fn into_allocators(self) -> PlacerAllocators {
+    pub fn into_allocators(mut self) -> PlacerAllocators {
+        for (window, alloc) in &mut self.windows {
+            if window.kind() != WindowKind::Reserved {
+                continue;
+            }
+            while let Some(free) = alloc.free_ranges().next() {
+                match alloc.reserve_with(free, PlacerAllocators::RESERVED_OWNER.to_owned()) {
+                    Ok(()) => {}
+                    Err(memvisor_resources::Error::HeapRefused { bytes }) => {
+                        std::alloc::handle_alloc_error(
+                            std::alloc::Layout::array::<u8>(
+                                usize::try_from(bytes).unwrap_or(usize::MAX),
+                            )
+                            .unwrap_or(std::alloc::Layout::new::<u64>()),
+                        )
+                    }
+                    // `free` is free and inside the allocator's space; an allocator holds at
+                    // most one free range more than its allocations, so one whose next entry
+                    // would pass its count of 2^32 - 1 holds 2^31 ranges or more of a window
+                    // already, more than a process's heap can hold.
+                    Err(e) => unreachable!("a free range of a reserved window is refused: {e}"),
+                }
+            }
+        }
         let (irqs, irq_owners) = match self.irqs {
             Some(irqs) => (Some(irqs.ids), irqs.owners),
             None => (None, BTreeMap::new()),
