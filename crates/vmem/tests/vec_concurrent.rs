@@ -600,6 +600,37 @@ fn pusher_fills_word_blocks_in_order() {
     assert!(std::ptr::eq(p.vec(), &raw const v));
 }
 
+/// A `Pusher` claims 512 slots (256 where `usize` has 32 bits) at a time but commits them as
+/// plain pushes do, a growth step at a time: with page-sized elements and one page a step, each
+/// push commits at most its element's page (and the ready bits' page), not the whole block's
+/// 2 MiB; a plain push after the block commits past it as usual.
+#[test]
+fn pusher_commits_its_block_a_growth_step_at_a_time() {
+    let page = page_size();
+    let v: ConcurrentVec<[u8; 4096]> = Builder::new(BLOCK + 1)
+        .growth(Growth::Fixed(4096))
+        .build_concurrent()
+        .unwrap();
+    let mut p = v.pusher();
+    let pushes = if cfg!(miri) { 8 } else { BLOCK };
+    for i in 0..pushes {
+        assert_eq!(p.push([i as u8; 4096]), i);
+        let bound = ((i + 1) * 4096).next_multiple_of(page) + page;
+        assert!(
+            v.committed_bytes() <= bound,
+            "{} bytes committed after {} pushes",
+            v.committed_bytes(),
+            i + 1
+        );
+        assert!(v.committed_capacity() > i);
+    }
+    assert_eq!(v.len(), BLOCK);
+    assert_eq!(v.iter().count(), pushes);
+    assert!(v.iter().enumerate().all(|(i, e)| e[4095] == i as u8));
+    assert_eq!(v.push([7; 4096]), BLOCK);
+    assert_eq!(v[BLOCK], [7; 4096]);
+}
+
 #[test]
 fn pusher_after_plain_push_fills_up_to_the_block_boundary() {
     let v = ConcurrentVec::with_capacity(2000).unwrap();
@@ -880,12 +911,11 @@ fn reserve_through_shared_reference_commits_ahead() {
     assert_eq!(v.count(), 1000);
 }
 
-/// `reserve` covers single-slot pushes into the reserved slots; a block claimed at one of them
-/// (a `Pusher`'s `BLOCK` slots) may reach past them, as its docs say, and reserving a block more
-/// covers it. 24-byte elements with one-page growth: a page holds 170 of them, so the blocks
-/// end past what `reserve(100)` commits.
+/// `reserve` covers single-slot pushes into the reserved slots, and a `Pusher`'s too: its block
+/// of `BLOCK` slots reaches past the 100 reserved, but it commits a slot only when a push needs
+/// it. 24-byte elements with one-page growth: a page holds 170 of them.
 #[test]
-fn reserve_covers_single_slots_and_blocks_only_with_a_block_more() {
+fn reserve_covers_single_slots_and_a_pushers_slots() {
     let build = |thread_block| {
         Builder::new(100_000)
             .growth(Growth::Fixed(page_size()))
@@ -907,26 +937,29 @@ fn reserve_covers_single_slots_and_blocks_only_with_a_block_more() {
     blocks.reserve(100).unwrap();
     let before = committed(&blocks);
     let mut pusher = blocks.pusher();
-    pusher.push([2; 24]);
-    // The block of `BLOCK` slots reaches past the 100 reserved: the push committed it.
-    assert!(committed(&blocks).0 >= BLOCK && committed(&blocks) != before);
-
-    let covered = build(BLOCK);
-    covered.reserve(100 + BLOCK).unwrap();
-    let before = committed(&covered);
-    let mut pusher = covered.pusher();
     for _ in 0..100 {
+        pusher.push([2; 24]);
+    }
+    assert_eq!(blocks.len(), BLOCK);
+    assert_eq!(committed(&blocks), before);
+    // Past what is committed, its next push commits a step, not the block's rest.
+    for _ in 100..before.0 + 1 {
         pusher.push([3; 24]);
     }
-    assert_eq!(committed(&covered), before);
+    assert_eq!(
+        committed(&blocks).1,
+        before.1 + page_size(),
+        "{before:?} then {:?}",
+        committed(&blocks)
+    );
 }
 
-/// A single-slot push keeps to the growth step (a page at most, more only for an element that
-/// needs more), while a `Pusher` commits its block of `BLOCK` slots at its first push, as the docs
-/// of `Growth` and `Pusher` say.
+/// A `Pusher`'s push keeps to the growth step as a single-slot push does (a page at a time here,
+/// more only for an element that needs more), though it claims `BLOCK` slots at a time, as the
+/// docs of `Growth` and `Pusher` say.
 #[test]
-#[cfg_attr(miri, ignore = "commits 2 MiB of 4 KiB elements")]
-fn a_pushers_block_is_committed_whole_past_the_growth_step() {
+#[cfg_attr(miri, ignore = "reserves 16 MiB of 4 KiB elements")]
+fn a_pushers_push_keeps_to_the_growth_step() {
     let page = page_size();
     let build = || {
         Builder::new(4096)
@@ -946,18 +979,20 @@ fn a_pushers_block_is_committed_whole_past_the_growth_step() {
     assert!(single.committed_bytes() <= one_step);
 
     let blocks = build();
-    blocks.pusher().push([2; 4096]);
-    assert!(blocks.committed_capacity() >= BLOCK);
-    assert!(blocks.committed_bytes() >= BLOCK * 4096);
+    let mut pusher = blocks.pusher();
+    pusher.push([2; 4096]);
+    assert_eq!(pusher.remaining(), BLOCK - 1);
+    assert!(blocks.committed_bytes() <= one_step);
+    assert_eq!(blocks.committed_bytes(), single.committed_bytes());
 }
 
 /// A `Pusher`'s block ends at the next multiple of `BLOCK` (so after three single pushes it
-/// holds `BLOCK - 3` slots), and its claim commits through the block's end or a growth step past
-/// what is committed, whichever reaches further: exactly the block with one-page steps, a whole
-/// step with steps longer than the block.
+/// holds `BLOCK - 3` slots), and a push past what is committed commits a growth step past it,
+/// whether the step ends inside the block or past it: one page with one-page steps, a whole step
+/// with steps longer than the block.
 #[test]
 #[cfg_attr(miri, ignore = "commits up to 8 MiB of 4 KiB elements")]
-fn a_pushers_claim_commits_through_its_block_or_a_step_whichever_is_further() {
+fn a_pushers_push_commits_a_growth_step_past_what_is_committed() {
     let build = |growth| {
         Builder::new(4096)
             .growth(growth)
@@ -973,7 +1008,10 @@ fn a_pushers_claim_commits_through_its_block_or_a_step_whichever_is_further() {
     let mut pusher = short.pusher();
     assert_eq!(pusher.push([2; 4096]), 3);
     assert_eq!(pusher.remaining(), BLOCK - 4);
-    assert_eq!(short.committed_capacity(), BLOCK);
+    assert_eq!(
+        short.committed_capacity(),
+        4usize.next_multiple_of(page / 4096)
+    );
 
     let long = build(Growth::Fixed(8 << 20));
     long.pusher().push([3; 4096]);

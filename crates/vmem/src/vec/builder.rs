@@ -14,12 +14,14 @@ use crate::reservation::CommitMode;
 /// Larger steps mean fewer commit calls (each a system call in
 /// [`CommitMode::Protected`]) and more memory committed ahead of use.
 ///
-/// Blocks of a [`ConcurrentVec`] are committed whole when they are claimed: a
-/// [`Pusher`](super::Pusher) claims up to 512 elements at a time (its blocks end at multiples
-/// of 512, or at the capacity; 256 where `usize` has 32 bits), and a thread pushing in blocks up to
-/// [`thread_block`](Builder::thread_block) elements, and a claim commits through the block's
-/// end or a step past what is committed, whichever reaches further. So with large elements
-/// they commit more at a time than the step (512 elements of 64 KiB are 32 MiB).
+/// A [`Pusher`](super::Pusher) of a [`ConcurrentVec`] claims up to 512 slots at a time (256
+/// where `usize` has 32 bits) but commits them as single-slot pushes do, a step at a time as
+/// they fill: a `Pusher` of 1 MiB elements commits 2 MiB at a time with the default growth,
+/// not 512 MiB. A thread pushing with plain pushes in blocks of
+/// [`thread_block`](Builder::thread_block) slots commits each block whole when it claims it,
+/// through the block's end or a step past what is committed, whichever reaches further: with
+/// large elements more than a step at a time (blocks of 24 slots, the default for a capacity
+/// of 100,000, of 1 MiB elements are 24 MiB; `thread_block(1)` keeps plain pushes to the step).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Growth {
     /// Each commit adds at least this many bytes.
@@ -30,14 +32,14 @@ pub enum Growth {
         /// The least number of bytes committed at a time.
         min: usize,
         /// The greatest number of bytes committed at a time (more if one element needs more,
-        /// or a block of a [`ConcurrentVec`], see above).
+        /// or a thread's block of a [`ConcurrentVec`], see above).
         max: usize,
     },
 }
 
 impl Default for Growth {
     /// `Doubling` from 64 KiB up to 2 MiB at a time: few system calls, and at most 2 MiB
-    /// committed ahead of use (but for the blocks of a [`ConcurrentVec`], see above).
+    /// committed ahead of use (but for the thread blocks of a [`ConcurrentVec`], see above).
     fn default() -> Self {
         Growth::Doubling {
             min: 64 << 10,

@@ -128,10 +128,10 @@ struct CachePadded<T>(T);
 ///
 /// Memory per element is the element itself plus one bit (a ready bit in a bitmap next to the
 /// slots), both committed in whole pages as the vector grows: a [`Growth`](super::Growth) step
-/// at a time, or, for a claimed block, through the block's end where that reaches further (at
-/// most 512 elements for a [`Pusher`], 256 where `usize` has 32 bits, and
-/// [`thread_block`](Self::thread_block) for a thread's block: so with large elements a claim
-/// may commit up to that many elements' bytes at once).
+/// at a time (a [`Pusher`]'s block too, as it fills), or, for a thread's block of
+/// [`thread_block`](Self::thread_block) slots, through the block's end where that reaches
+/// further: so with large elements such a claim may commit up to that many elements' bytes at
+/// once.
 ///
 /// Equality, order, hashing and `Debug` have one rule: a vector counts as the sequence of its
 /// published elements in index order, what [`iter`](Self::iter) yields. Holes, slots being

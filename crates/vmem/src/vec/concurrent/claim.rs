@@ -209,6 +209,21 @@ impl<T> ConcurrentVec<T> {
         })
     }
 
+    /// Makes slot `index` (`index < capacity`) committed, a growth step at a time, and returns
+    /// how many slots are committed then (more than `index`).
+    ///
+    /// # Errors
+    /// [`Error::Commit`] if the memory cannot be committed (the committed count stays as it
+    /// was).
+    pub(super) fn commit_slot(&self, index: usize) -> Result<usize> {
+        let committed = self.committed.0.load(Ordering::Acquire);
+        if index < committed {
+            return Ok(committed);
+        }
+        self.commit_through(index)?;
+        Ok(self.committed.0.load(Ordering::Acquire))
+    }
+
     /// Commits the memory of a block [`claim_block`](Self::claim_block) claimed. A refused
     /// commit leaves the block claimed: its claimer keeps it and tries again at its next push
     /// (committing is idempotent), so that a push retried under memory pressure does not claim

@@ -41,10 +41,10 @@ impl<T> ConcurrentVec<T> {
     /// [`Error::Commit`]). Through `&self`: safe while other threads push (memory is only ever
     /// added).
     ///
-    /// Pushes that claim blocks (every [`Pusher`](super::Pusher), with blocks of up to 512
-    /// slots, and plain pushes once their thread moved to blocks of up to
-    /// [`thread_block`](Self::thread_block) slots) commit a whole block when they claim it,
-    /// and a block claimed at one of these slots may end up to a block's length past them: it
+    /// A [`Pusher`](super::Pusher)'s pushes into these slots commit nothing either (its block
+    /// is committed as it fills). Plain pushes once their thread moved to blocks of up to
+    /// [`thread_block`](Self::thread_block) slots commit a whole block when they claim it, and
+    /// a block claimed at one of these slots may end up to a block's length past them: it
     /// commits then, and may be refused. Reserving a block's length more (at most up to the
     /// capacity, where blocks end) covers those pushes too.
     ///

@@ -22,15 +22,13 @@ use crate::vec::error::{Error, PushError, Result};
 /// for good. Like the slots of failed pushes, they are counted by
 /// [`len`](ConcurrentVec::len), read as `None` and skipped by iteration.
 ///
-/// And in memory: a block's slots are all committed when it is claimed, through the block's
-/// end (up to 512 elements: blocks end at multiples of 512, or at the capacity) or a step of
-/// the vector's [`Growth`](crate::vec::Growth) past what is committed, whichever reaches
-/// further, so with large elements more than a step at a time (512 elements of 64 KiB are
-/// 32 MiB).
-/// For large elements, plain pushes can commit less at a time: a thread pushing alone claims
-/// single slots, and threads pushing at once claim blocks of
-/// [`thread_block`](ConcurrentVec::thread_block) slots, which
-/// [`Builder::thread_block`](crate::vec::Builder::thread_block) can set below 512.
+/// Not in memory: a block's slots are committed as it fills, as single-slot pushes commit them.
+/// A push whose slot is not committed yet commits a step of the vector's
+/// [`Growth`](crate::vec::Growth) past what is committed (or the slot's pages, if it needs
+/// more), so a `Pusher` of 1 MiB elements commits 2 MiB at a time with the default growth, not
+/// the 512 MiB of its block, and memory [`reserve`](ConcurrentVec::reserve) committed covers
+/// its pushes. Past the committed slots a push checks the vector's committed count once per
+/// step; below them a push compares its slot with the end it last saw, nothing more.
 ///
 /// # Examples
 /// ```
@@ -68,10 +66,12 @@ pub struct Pusher<'a, T> {
     vec: &'a ConcurrentVec<T>,
     /// The next slot of the current block.
     next: usize,
-    /// The current block (`next == block.end`: used up).
+    /// The current block (`next == block.end`: used up). A block whose commit the system
+    /// refused stays the current block, its commit tried again at the next push.
     block: Block,
-    /// A block claimed whose commit the system refused, committed at the next push.
-    pending: Option<Block>,
+    /// The slots of the block below this are committed (`next <= committed <= block.end`):
+    /// pushes up to it take a slot without looking at the vector's committed count.
+    committed: usize,
 }
 
 // `Send` and `Sync` are derived from `&ConcurrentVec<T>`: both need `ConcurrentVec<T>: Sync`,
@@ -98,7 +98,7 @@ impl<'a, T> Pusher<'a, T> {
                 owned_start: 0,
                 owned_end: 0,
             },
-            pending: None,
+            committed: 0,
         }
     }
 
@@ -114,30 +114,31 @@ impl<'a, T> Pusher<'a, T> {
         self.block.end - self.next
     }
 
-    /// Takes the next slot of the block, claiming a new block first if needed.
+    /// Takes the next slot of the block, claiming a new block first if needed and committing
+    /// the slot's memory if it is not yet.
     #[inline]
     fn take_slot(&mut self) -> Result<usize> {
-        if self.next == self.block.end {
-            self.refill()?;
+        if self.next == self.committed {
+            self.commit_next()?;
         }
         self.next += 1;
         Ok(self.next - 1)
     }
 
+    /// Makes slot `next` committed, claiming a new block first if the current one is used up.
+    /// The commit covers a growth step past what is committed, as a single-slot push's does,
+    /// not the whole block: a block of large elements is committed as it fills. A refused
+    /// commit leaves the block this pusher's, its slots unfilled: the next push tries again at
+    /// the same slot, claiming no other block.
     #[cold]
-    fn refill(&mut self) -> Result<()> {
-        // A block whose commit was refused at an earlier push is this pusher's still: its
-        // commit is tried again instead of claiming another.
-        let block = match self.pending.take() {
-            Some(block) => block,
-            None => self.vec.claim_block(MAX_BLOCK)?,
-        };
-        if let Err(e) = self.vec.commit_block(&block) {
-            self.pending = Some(block);
-            return Err(e);
+    fn commit_next(&mut self) -> Result<()> {
+        if self.next == self.block.end {
+            let block = self.vec.claim_block(MAX_BLOCK)?;
+            self.next = block.start;
+            self.committed = block.start;
+            self.block = block;
         }
-        self.next = block.start;
-        self.block = block;
+        self.committed = self.vec.commit_slot(self.next)?.min(self.block.end);
         Ok(())
     }
 
@@ -145,9 +146,10 @@ impl<'a, T> Pusher<'a, T> {
     ///
     /// # Errors
     /// [`Error::CapacityExceeded`] when no slot is left (nothing changes then);
-    /// [`Error::Commit`] if the system refuses memory for a new block: the pusher keeps the
-    /// block and its next push tries the commit again (a retry claims no other block); its
-    /// slots stay empty for good only if the pusher is dropped first.
+    /// [`Error::Commit`] if the system refuses memory for the slot (at the first push into a
+    /// block, or at one past what is committed): the pusher keeps the block and the slot, and
+    /// its next push tries the commit again (a retry claims no other block); the block's
+    /// unfilled slots stay empty for good only if the pusher is dropped first.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<usize, PushError<T>> {
         match self.take_slot() {
