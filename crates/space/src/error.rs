@@ -449,6 +449,19 @@ pub enum Error {
         /// The nodes the guest kernel maps.
         max: u32,
     },
+    /// The NUMA node limit a plan's SRAT was to be checked against is no Linux kernel's: a
+    /// kernel's `MAX_NUMNODES` is `1 << CONFIG_NODES_SHIFT`, a power of two from 1 (no NUMA) to
+    /// [`LINUX_MOST_NUMNODES`](crate::LINUX_MOST_NUMNODES), 1,024
+    /// ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest)).
+    #[error(
+        "no Linux guest kernel maps {max_nodes} NUMA nodes (MAX_NUMNODES is a power of two from 1 to {most})"
+    )]
+    GuestNodeLimitUnknown {
+        /// The limit given.
+        max_nodes: u32,
+        /// The most nodes a Linux kernel maps.
+        most: u32,
+    },
     /// A plan's SRAT names a guest NUMA node (proximity domain) at or past the proximity
     /// domains the guest kernel reads (its `MAX_PXM_DOMAINS`: 256, or its `MAX_NUMNODES` where
     /// that is more), which Linux answers as it answers too many nodes, by rejecting the whole

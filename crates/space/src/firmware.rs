@@ -111,6 +111,16 @@ impl fmt::Display for MemoryMapEntry {
 /// guest kernel's, which only the VMM knows.
 pub const LINUX_MAX_NUMNODES: u32 = 64;
 
+/// The most NUMA nodes any Linux build maps: `MAX_NUMNODES` is `1 << CONFIG_NODES_SHIFT`, and
+/// the shift is at most 10 on every architecture (`mm/Kconfig`'s range; the x86-64 `MAXSMP`
+/// default). A guest node numbered this or more is in no Linux guest's SRAT, and a limit that
+/// is not a power of two up to it is no Linux guest kernel's
+/// ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest) refuses it); a
+/// host node numbered this or more is on no Linux host
+/// ([`RegionSpec::validate`](crate::RegionSpec::validate) refuses a binding to it, as
+/// `mbind` would).
+pub const LINUX_MOST_NUMNODES: u32 = 1024;
+
 /// Guest memory of one guest NUMA node, for an ACPI SRAT memory affinity structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NumaRange {

@@ -171,7 +171,8 @@ mod sys;
 pub use bytes::GuestBytes;
 pub use error::{Error, ListenerError, Result};
 pub use firmware::{
-    E820_MAX_ENTRIES, LEGACY_HOLE, LINUX_MAX_NUMNODES, MemoryMapEntry, MemoryType, NumaRange,
+    E820_MAX_ENTRIES, LEGACY_HOLE, LINUX_MAX_NUMNODES, LINUX_MOST_NUMNODES, MemoryMapEntry,
+    MemoryType, NumaRange,
 };
 pub use layout::{Layout, LayoutBuilder, Window, WindowKind};
 pub use memory::{BackingReport, RegionReport};

@@ -558,7 +558,13 @@ impl Plan {
     /// memory hotplug (`CONFIG_MEMORY_HOTPLUG`) counts them; one without skips them, so for it
     /// these checks may refuse a table it would take.
     ///
+    /// `max_nodes` must be a Linux kernel's: a power of two (`1 << CONFIG_NODES_SHIFT`) up to
+    /// [`LINUX_MOST_NUMNODES`](crate::LINUX_MOST_NUMNODES) (1,024, the most of any build), so
+    /// every node numbered 1,024 or more is refused whatever the kernel.
+    ///
     /// # Errors
+    /// [`Error::GuestNodeLimitUnknown`] if `max_nodes` is 0, not a power of two or more than
+    /// 1,024;
     /// [`Error::TooManyGuestNodes`] if the ranges name more than `max_nodes` nodes;
     /// [`Error::GuestNodeOutOfRange`] if they name a node at or past `max_nodes.max(256)`;
     /// [`Error::TooManyNumaRanges`] if there are more than `2 * max_nodes` ranges.
@@ -586,6 +592,12 @@ impl Plan {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn numa_ranges_for_guest(&self, max_nodes: u32) -> Result<Vec<NumaRange>> {
+        if !max_nodes.is_power_of_two() || max_nodes > crate::LINUX_MOST_NUMNODES {
+            return Err(Error::GuestNodeLimitUnknown {
+                max_nodes,
+                most: crate::LINUX_MOST_NUMNODES,
+            });
+        }
         let ranges = self.numa_ranges();
         let nodes = ranges
             .iter()

@@ -166,8 +166,10 @@ pub struct NumaBinding {
 }
 
 impl NumaBinding {
-    /// A binding of `policy` over `nodes` (sorted and deduplicated here). An empty node list
-    /// is refused when the region is validated ([`Error::InvalidSpec`]).
+    /// A binding of `policy` over `nodes` (sorted and deduplicated here). An empty node list,
+    /// and a node at or past [`LINUX_MOST_NUMNODES`](crate::LINUX_MOST_NUMNODES) (1,024, more
+    /// than any Linux host has), are refused when the region is validated
+    /// ([`Error::InvalidSpec`]).
     ///
     /// ```
     /// use memvisor_space::{NumaBinding, NumaPolicy};
@@ -580,8 +582,11 @@ impl RegionSpec {
     /// offset not a multiple of the guest page size), and [`Error::InvalidSpec`] for
     /// contradictions: memory for a reserved region, no memory for RAM, DAX or firmware,
     /// explicit huge pages on an existing file, a hugetlbfs backing without explicit huge
-    /// pages, an empty NUMA node list, or NUMA, huge pages or prefault on a region with no
-    /// memory.
+    /// pages, an empty NUMA node list, a NUMA node at or past
+    /// [`LINUX_MOST_NUMNODES`](crate::LINUX_MOST_NUMNODES) (1,024: no Linux host has one, and
+    /// the kernel refuses `mbind` past it; whether the host has a node below is asked when the
+    /// region is backed, [`Error::NumaNodeMissing`]), or NUMA, huge pages or prefault on a
+    /// region with no memory.
     ///
     /// ```
     /// use memvisor_space::{Error, RegionSpec};
@@ -633,6 +638,17 @@ impl RegionSpec {
         }
         if self.numa.as_ref().is_some_and(|n| n.nodes.is_empty()) {
             return Err(invalid("the NUMA binding names no node"));
+        }
+        // The nodes are sorted: the last is the highest.
+        if self
+            .numa
+            .as_ref()
+            .and_then(|n| n.nodes.last())
+            .is_some_and(|&node| node >= crate::LINUX_MOST_NUMNODES)
+        {
+            return Err(invalid(
+                "the NUMA binding names a node at or past 1024, which no Linux host has",
+            ));
         }
         match (&self.backing, self.huge_pages) {
             (Backing::File { offset, .. }, huge) => {

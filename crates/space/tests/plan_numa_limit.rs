@@ -8,7 +8,7 @@
 #![cfg(not(miri))]
 
 use memvisor_space::plan::{HotplugRequest, NodeRequest, PlanRequest, plan};
-use memvisor_space::{Error, LINUX_MAX_NUMNODES, Platform, RegionSpec};
+use memvisor_space::{Error, LINUX_MAX_NUMNODES, LINUX_MOST_NUMNODES, Platform, RegionSpec};
 use vm_memory::GuestAddress;
 
 const MIB: u64 = 1 << 20;
@@ -85,7 +85,10 @@ fn numa_ranges_for_guest_refuses_more_ranges_than_linux_keeps() {
     // No limit of zero nodes: every kernel has one.
     assert!(matches!(
         split.numa_ranges_for_guest(0),
-        Err(Error::TooManyGuestNodes { nodes: 1, max: 0 })
+        Err(Error::GuestNodeLimitUnknown {
+            max_nodes: 0,
+            most: 1024
+        })
     ));
 }
 
@@ -134,4 +137,55 @@ fn numa_ranges_for_guest_refuses_a_node_past_linux_proximity_domains() {
         edited.numa_ranges_for_guest(LINUX_MAX_NUMNODES).unwrap(),
         edited.numa_ranges()
     );
+}
+
+/// No Linux maps more than 1,024 nodes (`NODES_SHIFT` is at most 10 on every architecture), so
+/// a limit of more is no guest kernel's, nor is one of none: either is refused with the limit
+/// named, where a limit past 2^31 let a node numbered 2^31 or more through (and 0 refused every
+/// plan as "too many nodes"). At the most, every node at or past 1,024 is refused.
+#[test]
+fn numa_ranges_for_guest_refuses_a_limit_no_linux_has() {
+    assert_eq!(LINUX_MOST_NUMNODES, 1024);
+    let mut edited = plan(&request(2, 2 * MIB, false)).unwrap();
+    for r in &mut edited.regions {
+        if r.node == Some(1) {
+            r.node = Some(1 << 31);
+        }
+    }
+    for max_nodes in [
+        0,
+        3,
+        100,
+        LINUX_MOST_NUMNODES + 1,
+        2048,
+        (1 << 31) + 1,
+        u32::MAX,
+    ] {
+        let err = edited.numa_ranges_for_guest(max_nodes).unwrap_err();
+        assert!(
+            matches!(err, Error::GuestNodeLimitUnknown { max_nodes: m, most: 1024 } if m == max_nodes),
+            "{max_nodes}: {err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no Linux guest kernel maps {max_nodes} NUMA nodes (MAX_NUMNODES is a power of \
+                 two from 1 to 1024)"
+            )
+        );
+    }
+    for node in [LINUX_MOST_NUMNODES, 1 << 31, u32::MAX] {
+        for r in &mut edited.regions {
+            if r.node.is_some_and(|n| n > 0) {
+                r.node = Some(node);
+            }
+        }
+        assert!(
+            matches!(
+                edited.numa_ranges_for_guest(LINUX_MOST_NUMNODES),
+                Err(Error::GuestNodeOutOfRange { node: n, domains: 1024 }) if n == node
+            ),
+            "{node}"
+        );
+    }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use memvisor_space::{
-    Backing, Error, HugePageFallback, HugePageSize, HugePages, NumaBinding, NumaPolicy, Protection,
-    RegionSpec, RegionType,
+    Backing, Error, HugePageFallback, HugePageSize, HugePages, LINUX_MOST_NUMNODES, NumaBinding,
+    NumaPolicy, Protection, RegionSpec, RegionType,
 };
 use vm_memory::GuestAddress;
 
@@ -174,5 +174,40 @@ fn check_host_pages_file_offset_off_host_page_errors() {
     ));
     RegionSpec::ram(GuestAddress(0), MIB)
         .check_host_pages()
+        .unwrap();
+}
+
+/// A host NUMA node numbered 1,024 or more is in no Linux (`MAX_NUMNODES` is at most 1,024,
+/// and `mbind` is refused past it), so `validate`, and with it a plan that reads nothing from
+/// the host, refuses it as it refuses a guest node past that limit; 1,023 is a node a host may
+/// have (backing asks the host whether it does).
+#[test]
+fn validate_refuses_a_host_node_no_linux_has() {
+    let at = GuestAddress(0);
+    for nodes in [
+        vec![LINUX_MOST_NUMNODES],
+        vec![0, 4095],
+        vec![1 << 31],
+        vec![u32::MAX],
+    ] {
+        for policy in [
+            NumaPolicy::Bind,
+            NumaPolicy::Preferred,
+            NumaPolicy::Interleave,
+        ] {
+            let spec = RegionSpec::ram(at, MIB).with_numa(NumaBinding::new(policy, nodes.clone()));
+            assert_eq!(
+                reason(&spec),
+                "the NUMA binding names a node at or past 1024, which no Linux host has",
+                "{nodes:?}"
+            );
+        }
+    }
+    RegionSpec::ram(at, MIB)
+        .with_numa(NumaBinding::new(
+            NumaPolicy::Interleave,
+            [0, LINUX_MOST_NUMNODES - 1],
+        ))
+        .validate()
         .unwrap();
 }
