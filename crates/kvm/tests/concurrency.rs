@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{Region, RegionSpec};
-use support::{MIB, backed_space, kvm_or_skip};
+use support::{MIB, SetOnDrop, backed_space, kvm_or_skip};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -31,6 +31,8 @@ fn hotplug_while_another_thread_fetches_and_toggles_ends_in_agreement() {
     let plugger = {
         let (space, done) = (space.clone(), Arc::clone(&done));
         std::thread::spawn(move || {
+            // Set when the plugging ends, or fails: the loop below waits for it.
+            let _done = SetOnDrop(done);
             for i in 0..150u64 {
                 let base = bases[(i % 3) as usize];
                 let size = if i % 2 == 0 { page } else { 2 * page };
@@ -42,7 +44,6 @@ fn hotplug_while_another_thread_fetches_and_toggles_ends_in_agreement() {
                     .0;
                 space.insert_region(Arc::new(region)).unwrap();
             }
-            done.store(true, Ordering::SeqCst);
         })
     };
     let (mut fetched, mut round) = (0, 0u64);

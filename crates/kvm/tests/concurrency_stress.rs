@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kvm_ioctls::VmFd;
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{AddressSpace, RegionSpec, WindowKind};
-use support::{MIB, backed, backed_space, kvm_or_skip, kvm_refuses_probe, page};
+use support::{MIB, SetOnDrop, backed, backed_space, kvm_or_skip, kvm_refuses_probe, page};
 use vm_memory::GuestAddress;
 
 /// Places of RAM regions, inserted and removed with `insert_region`/`remove_region`.
@@ -162,6 +162,9 @@ fn changes_fetches_and_toggles_on_several_threads_end_with_kvm_holding_the_space
     let places = places(&space);
     let done = AtomicBool::new(false);
     let fetched = std::thread::scope(|s| {
+        // Set when this thread fails too, so that the users stop and the failure shows
+        // instead of the scope's waiting for them for ever.
+        let stopping = SetOnDrop(&done);
         let users: Vec<_> = (0..2)
             .map(|seed| {
                 let (slots, places, done) = (&slots, &places, &done);
@@ -171,8 +174,8 @@ fn changes_fetches_and_toggles_on_several_threads_end_with_kvm_holding_the_space
         let ram = s.spawn(|| churn_ram(&space, 120));
         let plugged = s.spawn(|| churn_plugged(&space, 60));
         let churned = (ram.join(), plugged.join());
-        // Set also when a churning thread panicked, so that the users stop and the panic shows.
-        done.store(true, Ordering::SeqCst);
+        // Also when a churning thread panicked, so that the users stop and the panic shows.
+        drop(stopping);
         let fetched = users.into_iter().map(|u| u.join().unwrap()).sum::<u64>();
         churned.0.unwrap();
         churned.1.unwrap();
@@ -225,7 +228,7 @@ fn slots_dropped_while_other_threads_change_the_space_leave_kvm_empty() {
                 churn_ram(&space, 30);
             });
             let plugged = s.spawn(|| churn_plugged(&space, 15));
-            while !started.load(Ordering::SeqCst) {
+            while !started.load(Ordering::SeqCst) && !ram.is_finished() {
                 std::hint::spin_loop();
             }
             // A few changes in, the slots go (waiting for a change in progress).

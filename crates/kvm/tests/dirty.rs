@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots, slot_limit};
 use memvisor_space::{AddressSpace, HugePageFallback, HugePages, Protection, RegionSpec};
-use support::{MIB, TSS, backed_space, entry, kvm_or_skip, layout};
+use support::{MIB, SetOnDrop, TSS, backed_space, entry, kvm_or_skip, layout};
 use vm_memory::{Bytes, GuestAddress};
 
 /// The page the guests write.
@@ -219,6 +219,9 @@ fn dirty_logging_toggled_while_guest_writes_ends_with_the_write_logged() {
             exits
         })
     };
+    // Stops the guest when this thread fails too, where it would run on for ever beside the
+    // test binary's later tests.
+    let _stopping = SetOnDrop(Arc::clone(&stop));
     for _ in 0..50 {
         slots.set_dirty_logging(GuestAddress(0), true).unwrap();
         let log = slots.fetch_dirty_log(GuestAddress(0)).unwrap();

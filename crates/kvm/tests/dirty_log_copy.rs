@@ -20,7 +20,7 @@ use kvm_bindings::{KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, kvm_enable_cap};
 use kvm_ioctls::{VcpuExit, VmFd};
 use memvisor_kvm::{Error, MemorySlots};
 use memvisor_space::{ChangeKind, ListenerError, RegionEvent, RegionListener, RegionSpec};
-use support::{MIB, backed, backed_space, kvm_or_skip};
+use support::{MIB, SetOnDrop, backed, backed_space, kvm_or_skip};
 use vm_memory::{Bytes, GuestAddress};
 
 /// The guest's code.
@@ -176,6 +176,10 @@ fn copy_by_logs(vm: &Arc<VmFd>, manual: bool) {
 
     let done = AtomicBool::new(false);
     let exits = std::thread::scope(|s| {
+        // Stops the fetchers and the plugger when this thread fails too (the guest's failure
+        // shows at its join), so that the failure ends the scope instead of its waiting for
+        // them for ever.
+        let stopping = SetOnDrop(&done);
         let guest = s.spawn(|| {
             // Writes made while KVM has no slot there exit, and reach no memory.
             let mut exits = 0u64;
@@ -219,7 +223,7 @@ fn copy_by_logs(vm: &Arc<VmFd>, manual: bool) {
             assert!(space.remove_region(GuestAddress(DATA), DATA_SIZE).is_err());
         }
         let exits = guest.join().unwrap();
-        done.store(true, Ordering::Relaxed);
+        drop(stopping);
         exits
     });
     // The guest writes every page once more, and no fetch follows before the slot's deletion;

@@ -14,7 +14,7 @@ use kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES;
 use memvisor_kvm::{DirtyBitmap, Error, MemorySlots};
 use memvisor_space::{ListenerError, RegionEvent, RegionListener, RegionSpec};
 use support::removal::{Answer, during_removal};
-use support::{MIB, backed_space, entry, kvm_or_skip, page};
+use support::{MIB, SetOnDrop, backed_space, entry, kvm_or_skip, page};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -116,6 +116,9 @@ fn a_region_whose_removals_are_all_refused_is_never_missing_to_the_dirty_log_met
     space.add_listener(Arc::clone(&refusing)).unwrap();
     let done = AtomicBool::new(false);
     let fetched = std::thread::scope(|s| {
+        // Stops the fetcher and the toggler when this thread fails too, so that the failure
+        // ends the scope instead of its waiting for them for ever.
+        let stopping = SetOnDrop(&done);
         // Every removal is refused and undone: the space holds the region throughout, and
         // the calls on two other threads, some in the middle of a removal, all find it.
         let fetcher = s.spawn(|| {
@@ -135,7 +138,7 @@ fn a_region_whose_removals_are_all_refused_is_never_missing_to_the_dirty_log_met
         for _ in 0..200 {
             assert!(space.remove_region(base, 2 * MIB).is_err());
         }
-        done.store(true, Ordering::Relaxed);
+        drop(stopping);
         toggler.join().unwrap();
         fetcher.join().unwrap()
     });

@@ -18,7 +18,7 @@ use kvm_ioctls::{Kvm, VmFd};
 use memvisor_kvm::{DirtyBitmap, Error, KvmError, MemorySlots};
 use memvisor_space::{AddressSpace, RegionSpec};
 use memvisor_testkit::watchdog::within;
-use support::{MIB, backed, backed_space, kvm_or_skip, page};
+use support::{MIB, SetOnDrop, backed, backed_space, kvm_or_skip, page};
 use vm_memory::GuestAddress;
 
 /// What a VMM shares between its control and vCPU threads: the slots (shared), their errors
@@ -136,6 +136,8 @@ fn attach_and_drop_beside_changes_and_queries_never_deadlock() {
         let changer = {
             let (space, done) = (space.clone(), Arc::clone(&done));
             std::thread::spawn(move || {
+                // Set when the changes end, or fail: the other threads run until then.
+                let _done = SetOnDrop(done);
                 for i in 0..60u64 {
                     let base = bases[(i % 2) as usize];
                     if space.find_region(GuestAddress(base)).is_some() {
@@ -144,7 +146,6 @@ fn attach_and_drop_beside_changes_and_queries_never_deadlock() {
                         space.insert_region(backed(base, small)).unwrap();
                     }
                 }
-                done.store(true, Ordering::SeqCst);
             })
         };
         // Attach (state lock, then writer lock) and drop (writer lock) of a second VM's slots.
@@ -186,6 +187,9 @@ fn attach_and_drop_beside_changes_and_queries_never_deadlock() {
                 }
             })
         };
+        // Stops the other threads when this one fails too, where they would run on for ever
+        // beside the test binary's later tests.
+        let _stopping = SetOnDrop(Arc::clone(&done));
         changer.join().unwrap();
         assert!(attacher.join().unwrap() > 0);
         querier.join().unwrap();

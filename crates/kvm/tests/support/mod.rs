@@ -13,6 +13,7 @@ pub mod linux;
 pub mod real_mode;
 pub mod removal;
 mod running;
+mod set_on_drop;
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ use memvisor_kvm::{OutOfSyncRegion, RegisteredSlot, slot_limit};
 use memvisor_space::{AddressSpace, GuestRange, Layout, Region, RegionSpec};
 #[allow(unused_imports)]
 pub use running::Running;
+#[allow(unused_imports)]
+pub use set_on_drop::SetOnDrop;
 use vm_memory::{Bytes, GuestAddress};
 
 pub const PAGE: u64 = 0x1000;
