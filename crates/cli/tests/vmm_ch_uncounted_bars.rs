@@ -66,3 +66,37 @@ fn cloud_hypervisor_devices_whose_bars_are_not_known_are_named_in_a_note() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("not counted"), "{err}");
 }
+
+/// Cloud Hypervisor's `ivshmem` device, a field of its optional `ivshmem` feature (a build
+/// without it ignores the field), has a 64-bit BAR of its `size` in the PCI device area in a
+/// build with it. Whether the build has it cannot be known from the file, so the BAR is not
+/// counted, and the note says so rather than leaving it out silently.
+#[test]
+fn cloud_hypervisor_ivshmem_is_named_in_the_note() {
+    let text = json(r#", "ivshmem": {"path": "/dev/shm/ivshmem", "size": 1073741824}"#);
+    let (code, _, err) = Memvisor::new().flags(&HUGE_PAGES_2M).run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "--",
+        &text,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let note = err
+        .lines()
+        .find(|l| l.starts_with("note: ") && l.contains("not counted"))
+        .unwrap_or_else(|| panic!("no note in {err:?}"));
+    assert!(note.contains("1 ivshmem device"), "{note}");
+    assert!(note.contains("`ivshmem` feature"), "{note}");
+    // `null` is none.
+    let text = json(r#", "ivshmem": null"#);
+    let (code, _, err) = Memvisor::new().flags(&HUGE_PAGES_2M).run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "--",
+        &text,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("not counted"), "{err}");
+}

@@ -60,7 +60,9 @@ struct VmObject;
 impl ChObject for VmObject {
     // The sections that lay out guest memory, those that decide whether Cloud Hypervisor
     // boots the configuration at all, and those with ids or PCI devices ([`DEVICE_SECTIONS`]);
-    // the others are not read.
+    // `ivshmem`, of an optional feature, only to name it in the note of what is not counted
+    // (given twice, it is refused as a build with that feature refuses it); the others are not
+    // read.
     const KEYS: &'static [&'static str] = &[
         "memory",
         "numa",
@@ -85,6 +87,7 @@ impl ChObject for VmObject {
         "iommu",
         "pvpanic",
         "pci_segments",
+        "ivshmem",
     ];
     const WHAT: &'static str = "a VmConfig object";
 }
@@ -197,7 +200,8 @@ const IOMMU_SECTIONS: &[&str] = &[
 /// 32-bit BAR; a generic vhost-user entry takes one unless its `device_type` is a block
 /// device's), and whether each entry is a PCI device of segment 0 (rate limit groups are not).
 /// `ivshmem` and `pvmemcontrol` are fields of optional features of Cloud Hypervisor, which ignores
-/// them without those: they are not read.
+/// them without those: they are not read (a given `ivshmem` is named in the note of what is not
+/// counted, [`Devices::uncounted_note`]).
 const DEVICE_SECTIONS: &[(&str, bool, Option<&str>, bool)] = &[
     ("rate_limit_groups", true, None, false),
     ("disks", true, None, true),
@@ -269,11 +273,12 @@ struct Devices {
     needs_shared: Option<(String, Range<usize>, &'static str)>,
     /// The `balloon`'s `size` and where it is in the file.
     balloon: Option<(u64, Range<usize>)>,
-    /// What takes room in the 64-bit PCI device area that the file does not give: how many
-    /// VFIO, vfio-user and vDPA devices (their BARs are the host devices') and `pmem` entries
-    /// without `size` (the region is the file's size) there are, as [`Devices::uncounted_note`]
-    /// names them.
-    uncounted: [(u64, &'static str, &'static str); 4],
+    /// What may take room in the 64-bit PCI device area that is not counted: how many VFIO,
+    /// vfio-user and vDPA devices (their BARs are the host devices') and `pmem` entries
+    /// without `size` (the region is the file's size) there are, and whether an `ivshmem`
+    /// device is given (its BAR is there only in builds with Cloud Hypervisor's `ivshmem`
+    /// feature), as [`Devices::uncounted_note`] names them.
+    uncounted: [(u64, &'static str, &'static str); 5],
 }
 
 impl Devices {
@@ -286,13 +291,28 @@ impl Devices {
             .filter(|(n, _, _)| *n > 0)
             .map(|&(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
             .collect();
+        let sized_by_host = self.uncounted[..4].iter().any(|(n, _, _)| *n > 0);
+        let ivshmem = self.uncounted[4].0 > 0;
+        let mut why = Vec::new();
+        if sized_by_host {
+            why.push(
+                "the file does not give their sizes: the BARs of VFIO, vfio-user and vDPA \
+                 devices are the host devices', a pmem region without size is its file's",
+            );
+        }
+        if ivshmem {
+            why.push(
+                "`ivshmem` is a field of Cloud Hypervisor's optional `ivshmem` feature, which a \
+                 build without it ignores; in a build with it, the device is a PCI device of \
+                 segment 0 with a BAR of its `size` in the area",
+            );
+        }
         (!named.is_empty()).then(|| {
             format!(
-                "not counted in the 64-bit PCI device area, as the file does not give their \
-                 sizes: {} (the BARs of VFIO, vfio-user and vDPA devices are the host devices', \
-                 a pmem region without size is its file's); with them Cloud Hypervisor needs \
-                 guest memory to end lower than this plan checks",
-                named.join(", ")
+                "not counted in the 64-bit PCI device area: {} ({}); with them Cloud Hypervisor \
+                 needs guest memory to end lower than this plan checks",
+                named.join(", "),
+                why.join("; ")
             )
         })
     }
@@ -349,7 +369,11 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
             "pmem region without `size`",
             "pmem regions without `size`",
         ),
+        (0, "ivshmem device", "ivshmem devices"),
     ];
+    if vm.raw("ivshmem").is_some_and(|raw| raw.get() != "null") {
+        uncounted[4].0 = 1;
+    }
     let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     // Where each `pci_device_id` is first given.
     let mut device_ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
