@@ -100,7 +100,10 @@ fn chunk_index(chunk: usize) -> u32 {
 }
 
 /// Statistics of one client.
+///
+/// Fields may be added in later versions: it is read, not built, outside this crate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientStats {
     /// Bytes of the chunks the client holds.
     pub total_bytes: usize,
@@ -121,6 +124,10 @@ pub struct ClientStats {
     pub cached_chunks: usize,
     /// Bytes of freed blocks kept for quick reuse (part of `free_bytes`).
     pub cached_bytes: usize,
+    /// Freed blocks kept for quick reuse: the blocks [`cached_bytes`](Self::cached_bytes)
+    /// counts, apart from [`live_blocks`](Self::live_blocks). Counted when asked, in time
+    /// proportional to the number of bins (about 40), not of blocks.
+    pub cached_blocks: usize,
     /// Held chunks with no live block in them (blocks freed through the arena and not yet
     /// taken in count as live): kept for reuse, holding only cached blocks, empty slabs or
     /// nothing. At most one: when a free leaves a second chunk without a live
@@ -1297,6 +1304,7 @@ impl State {
             chunks: self.chunks,
             cached_chunks: self.empty_chunks,
             cached_bytes: self.cached_bytes(),
+            cached_blocks: self.cached_blocks(),
             pinned_chunks: self.idle_chunks,
             pinned_bytes: self.idle_chunks << self.geo.chunk_shift,
             largest_free_block: largest,

@@ -316,6 +316,8 @@ fn check(arena: &Arena, slots: &mut [Option<Slot<'_>>]) -> Result<(), TestCaseEr
         prop_assert!(stats.cached_chunks <= 1);
         prop_assert!(stats.pinned_chunks <= 1);
         prop_assert_eq!(stats.pinned_bytes, stats.pinned_chunks * CHUNK);
+        prop_assert_eq!(stats.cached_blocks == 0, stats.cached_bytes == 0);
+        prop_assert!(stats.cached_blocks * 16 <= stats.cached_bytes);
         cached += stats.cached_bytes;
         pinned += stats.pinned_chunks;
         used += pending;
@@ -773,5 +775,110 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 24 } else { 60 }),
     ) {
         run(flags, min_block, align, &ops)?;
+    }
+}
+
+/// One step of [`cached_blocks_match_a_model_of_the_bins`]: an allocation of size class
+/// `class` (an index into [`BIN_CLASSES`]), or the free of the live block `pick` picks.
+#[derive(Debug, Clone)]
+enum BinOp {
+    Alloc { class: usize },
+    Free { pick: usize },
+}
+
+/// Two small size classes and a buddy order whose blocks the model follows through the
+/// client's bins.
+const BIN_CLASSES: [usize; 3] = [48, 256, 4096];
+/// Live blocks of each of [`BIN_CLASSES`] at most: below the bins' room (64 blocks of the small
+/// classes, 16 of 4 KiB pages), so no bin is ever full and spilled, and few enough that all
+/// blocks, their slabs and the cached blocks lie in the client's first chunk (a free that
+/// leaves a second chunk without a live block gives back its cached blocks).
+const BIN_LIVE_MAX: [usize; 3] = [40, 40, 4];
+
+/// Runs `ops` on one client of a default arena and checks after every step that
+/// `cached_blocks` and `cached_bytes` are exactly the model's: a free puts the block in its
+/// class's bin (never full here), an allocation of a class takes a block from its bin if it
+/// has one; after a trim none is left.
+fn run_bins(ops: &[BinOp]) -> Result<(), TestCaseError> {
+    let arena = Arena::new(
+        Backing::heap(CHUNKS * CHUNK, 4096).unwrap(),
+        Config::new().with_chunk_size(CHUNK),
+    )
+    .unwrap();
+    let client = arena.create_client(Quota::UNLIMITED).unwrap();
+    let mut live: Vec<(NonNull<u8>, usize)> = Vec::new();
+    let mut cached = [0usize; BIN_CLASSES.len()];
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            BinOp::Alloc { class } => {
+                if live.iter().filter(|&&(_, c)| c == class).count() == BIN_LIVE_MAX[class] {
+                    continue;
+                }
+                let layout = Layout::from_size_align(BIN_CLASSES[class], 16).unwrap();
+                let p = client.alloc(layout).unwrap();
+                prop_assert_eq!(client.size_of(p.as_ptr()), Ok(BIN_CLASSES[class]));
+                cached[class] = cached[class].saturating_sub(1);
+                live.push((p.cast(), class));
+            }
+            BinOp::Free { pick } => {
+                if live.is_empty() {
+                    continue;
+                }
+                let (p, class) = live.swap_remove(pick % live.len());
+                // SAFETY: `p` is a live block of `client`, not used after this.
+                unsafe { client.free(p) }.unwrap();
+                cached[class] += 1;
+            }
+        }
+        let stats = client.stats();
+        prop_assert_eq!(
+            stats.chunks,
+            1,
+            "step {}: the model holds in one chunk",
+            step
+        );
+        prop_assert_eq!(
+            stats.cached_blocks,
+            cached.iter().sum::<usize>(),
+            "step {}",
+            step
+        );
+        prop_assert_eq!(
+            stats.cached_bytes,
+            cached
+                .iter()
+                .zip(BIN_CLASSES)
+                .map(|(n, size)| n * size)
+                .sum::<usize>(),
+            "step {}",
+            step
+        );
+        prop_assert_eq!(stats.live_blocks, live.len());
+    }
+    client.trim();
+    let stats = client.stats();
+    prop_assert_eq!((stats.cached_blocks, stats.cached_bytes), (0, 0));
+    Ok(())
+}
+
+fn bin_op() -> impl Strategy<Value = BinOp> {
+    prop_oneof![
+        (0..BIN_CLASSES.len()).prop_map(|class| BinOp::Alloc { class }),
+        any::<usize>().prop_map(|pick| BinOp::Free { pick }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn cached_blocks_match_a_model_of_the_bins(
+        ops in proptest::collection::vec(bin_op(), 1..if cfg!(miri) { 24 } else { 200 }),
+    ) {
+        run_bins(&ops)?;
     }
 }

@@ -221,6 +221,10 @@ typedef struct memvisor_client_stats {
   // Successful frees so far: its own, and those made with `memvisor_free` once it has
   // taken the block in.
   uint64_t frees;
+  // Freed blocks kept for quick reuse: the blocks `cached_bytes` counts, apart from
+  // `live_blocks` (libvmma's `vmma_populate_cached_blocks`). Added after `frees`: a
+  // structure of an older header, whose `size` ends at `frees`, does not get it.
+  size_t cached_blocks;
 } memvisor_client_stats;
 
 // How a context cuts its memory. Fill it with `memvisor_config_init`, then change fields.

@@ -249,6 +249,10 @@ pub struct ClientStats {
     /// Successful frees so far: its own, and those made with `memvisor_free` once it has
     /// taken the block in.
     pub frees: u64,
+    /// Freed blocks kept for quick reuse: the blocks `cached_bytes` counts, apart from
+    /// `live_blocks` (libvmma's `vmma_populate_cached_blocks`). Added after `frees`: a
+    /// structure of an older header, whose `size` ends at `frees`, does not get it.
+    pub cached_blocks: usize,
 }
 
 impl ClientStats {
@@ -270,6 +274,7 @@ impl ClientStats {
             quota: quota.unwrap_or(MEMVISOR_UNLIMITED),
             allocations: s.allocations,
             frees: s.frees,
+            cached_blocks: s.cached_blocks,
         }
     }
 }
@@ -455,6 +460,7 @@ plain!(ClientStats {
     quota,
     allocations,
     frees,
+    cached_blocks,
 });
 
 // The 64-bit layouts C programs are built against: writing fields one by one moves none.
@@ -465,8 +471,9 @@ const _: () = {
     assert!(core::mem::offset_of!(Config, flags) == 32);
     assert!(size_of::<ContextStats>() == 144);
     assert!(core::mem::offset_of!(ContextStats, accepted_flags) == 136);
-    assert!(size_of::<ClientStats>() == 120);
+    assert!(size_of::<ClientStats>() == 128);
     assert!(core::mem::offset_of!(ClientStats, allocations) == 104);
+    assert!(core::mem::offset_of!(ClientStats, cached_blocks) == 120);
 };
 
 // The 32-bit layouts: `uint64_t` aligned to 4 (x86) or to 8 (Arm, MIPS, PowerPC,
@@ -478,10 +485,11 @@ const _: () = {
     assert!(core::mem::offset_of!(Config, flags) == 16);
     assert!(size_of::<ContextStats>() == 72);
     assert!(core::mem::offset_of!(ContextStats, accepted_flags) == 68);
-    // 13 `size_t` fields, then the two `uint64_t` counters.
+    // 13 `size_t` fields, the two `uint64_t` counters, then `cached_blocks`.
     let allocations = (13 * 4_usize).next_multiple_of(align_of::<u64>());
     assert!(core::mem::offset_of!(ClientStats, allocations) == allocations);
-    assert!(size_of::<ClientStats>() == allocations + 16);
+    assert!(core::mem::offset_of!(ClientStats, cached_blocks) == allocations + 16);
+    assert!(size_of::<ClientStats>() == (allocations + 20).next_multiple_of(align_of::<u64>()));
 };
 
 /// Writes the first `len` bytes of `value` to `out`: zeroes them, writes each field that
@@ -520,6 +528,12 @@ mod tests {
         );
         assert_eq!(served_len::<ContextStats>(6 * W), Ok(6 * W));
         assert_eq!(served_len::<ClientStats>(W), Ok(W));
+        // The header before `cached_blocks`: its structure ended at `frees`.
+        let before_cached_blocks = core::mem::offset_of!(ClientStats, frees) + size_of::<u64>();
+        assert_eq!(
+            served_len::<ClientStats>(before_cached_blocks),
+            Ok(before_cached_blocks)
+        );
     }
 
     #[test]

@@ -378,6 +378,13 @@ impl State {
         small + self.cached_large
     }
 
+    /// Number of cached blocks, small and buddy: the lengths of all bins.
+    pub(super) fn cached_blocks(&self) -> usize {
+        self.cache
+            .as_deref()
+            .map_or(0, |c| c.len.iter().map(|&n| usize::from(n)).sum())
+    }
+
     /// The largest cached block.
     pub(super) fn largest_cached(&self) -> usize {
         let Some(c) = self.cache.as_deref() else {

@@ -41,6 +41,25 @@ struct client_stats_v0 {
 
 #define CANARY 0xee
 
+/* memvisor_client_stats of the header before `cached_blocks`: up to `frees`. */
+struct client_stats_v1 {
+    size_t size;
+    size_t total_bytes;
+    size_t used_bytes;
+    size_t free_bytes;
+    size_t peak_used_bytes;
+    size_t live_blocks;
+    size_t chunks;
+    size_t cached_chunks;
+    size_t cached_bytes;
+    size_t pinned_chunks;
+    size_t pinned_bytes;
+    size_t largest_free_block;
+    size_t quota;
+    uint64_t allocations;
+    uint64_t frees;
+};
+
 static void test_config_init_older_header(void) {
     struct config_v0 *old = malloc(sizeof *old);
     CHECK(old != NULL);
@@ -173,6 +192,24 @@ static void test_stats_older_headers(void) {
     OK(memvisor_client_get_stats(cl, (memvisor_client_stats *)k));
     CHECK(k->size == sizeof *k && k->total_bytes == CHUNK && k->used_bytes == 112);
 
+    /* The header before `cached_blocks`: filled up to `frees`, in a heap block of its exact
+     * size (AddressSanitizer and valgrind see a write past it), the cached block counted in
+     * `cached_bytes` only. */
+    OK(memvisor_client_free(cl, p, NULL));
+    struct client_stats_v1 *v1 = malloc(sizeof *v1);
+    CHECK(v1 != NULL);
+    memset(v1, 0xff, sizeof *v1);
+    v1->size = sizeof *v1;
+    OK(memvisor_client_get_stats(cl, (memvisor_client_stats *)v1));
+    CHECK(v1->size == sizeof *v1 && v1->live_blocks == 0 && v1->cached_bytes == 112);
+    CHECK(v1->allocations == 1 && v1->frees == 1);
+    memvisor_client_stats now = {.size = sizeof now};
+    OK(memvisor_client_get_stats(cl, &now));
+    CHECK(now.size == sizeof now && now.cached_blocks == 1 && now.cached_bytes == 112);
+    CHECK(sizeof now > sizeof *v1 && offsetof(memvisor_client_stats, cached_blocks) >= sizeof *v1);
+    free(v1);
+    OK(memvisor_alloc(cl, 100, &p));
+
     /* Sizes no header has are refused, and nothing is written. */
     size_t bad[] = {0, 3, sizeof(size_t) + sizeof(size_t) / 2, sizeof *k - 1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -208,16 +245,18 @@ static void test_layouts_of_this_target(void) {
     CHECK(sizeof(memvisor_config) == 40 && offsetof(memvisor_config, flags) == 32);
     CHECK(sizeof(memvisor_context_stats) == 144);
     CHECK(offsetof(memvisor_context_stats, accepted_flags) == 136);
-    CHECK(sizeof(memvisor_client_stats) == 120);
+    CHECK(sizeof(memvisor_client_stats) == 128);
     CHECK(offsetof(memvisor_client_stats, allocations) == 104);
+    CHECK(offsetof(memvisor_client_stats, cached_blocks) == 120);
 #else
     size_t first_config = 20;
     CHECK(sizeof(memvisor_config) == 20 && offsetof(memvisor_config, flags) == 16);
     CHECK(sizeof(memvisor_context_stats) == 72);
     CHECK(offsetof(memvisor_context_stats, accepted_flags) == 68);
 #if defined(__i386__)
-    CHECK(sizeof(memvisor_client_stats) == 68);
+    CHECK(sizeof(memvisor_client_stats) == 72);
     CHECK(offsetof(memvisor_client_stats, allocations) == 52);
+    CHECK(offsetof(memvisor_client_stats, cached_blocks) == 68);
 #endif
 #endif
     CHECK(offsetof(memvisor_client_stats, frees) ==
@@ -266,6 +305,7 @@ static void test_layouts_of_this_target(void) {
     CHECK(client_stats.s.size == sizeof client_stats.s && client_stats.s.quota == MEMVISOR_UNLIMITED);
     CHECK(client_stats.s.allocations == 2 && client_stats.s.frees == 1);
     CHECK(client_stats.s.live_blocks == 1 && client_stats.s.used_bytes == 112);
+    CHECK(client_stats.s.cached_blocks == 0 && client_stats.s.cached_bytes == 0);
     CHECK(all_bytes(client_stats.after, sizeof client_stats.after, CANARY));
     OK(memvisor_client_delete(cl));
     OK(memvisor_context_delete(ctx));

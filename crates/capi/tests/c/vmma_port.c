@@ -48,6 +48,10 @@ static void check_client(const client_model *m) {
     CHECK(cs.total_bytes == cs.chunks * CHUNK);
     CHECK(cs.free_bytes == cs.total_bytes - cs.used_bytes);
     CHECK(cs.cached_bytes <= cs.free_bytes);
+    /* libvmma's vmma_populate_cached_blocks: a count of freed blocks kept, apart from the
+     * live ones, each of at least 16 bytes. */
+    CHECK((cs.cached_blocks == 0) == (cs.cached_bytes == 0));
+    CHECK(cs.cached_blocks * MEMVISOR_MIN_ALIGN <= cs.cached_bytes);
     CHECK(cs.peak_used_bytes >= cs.used_bytes);
     CHECK(cs.pinned_chunks <= 1 && cs.cached_chunks <= cs.pinned_chunks);
     CHECK(cs.pinned_bytes == cs.pinned_chunks * CHUNK);
