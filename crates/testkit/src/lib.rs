@@ -1,7 +1,8 @@
 //! Test support for the memvisor crates' tests, one module per helper, so that each is written
 //! once: heaps that refuse or count requests ([`refusing_heap`], [`counting_heap`]), a deadlock
 //! watchdog ([`watchdog`]), the lock the tests that take the host's huge pages share
-//! ([`huge_page_lock`]), the process's resident memory ([`resident`]) and system calls the
+//! ([`huge_page_lock`]), the process's resident memory ([`resident`]), a child process run
+//! within a deadline with its output read as it runs ([`child_process`]) and system calls the
 //! kernel refuses on demand, one at a time (`refused_calls`, Linux on x86-64).
 //!
 //! It is a dev-dependency only and depends on no memvisor crate, so every crate of the
@@ -17,6 +18,7 @@
 //! assert_eq!(within("an addition", Duration::from_secs(10), || 2 + 2), 4);
 //! ```
 
+pub mod child_process;
 pub mod counting_heap;
 pub mod huge_page_lock;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -18,11 +18,10 @@
 //! The supervisor allocates nothing while it serves: a filtered thread may be inside the heap's
 //! own `mmap`, holding its lock.
 
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What the supervisor is told; shared with it.
 #[derive(Debug, Default)]
@@ -379,37 +378,13 @@ pub const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 /// otherwise. The parent's part of the test returns after this; the child's part runs when
 /// `env` is set.
 pub fn in_child(name: &str, env: &str, marker: &str) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(env, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read on threads of their own, so that a child writing more than a pipe holds goes on.
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > CHILD_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = stderr.join().unwrap();
-            panic!(
-                "the child ran past {CHILD_DEADLINE:?} and was killed: {}",
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
+    let out = crate::child_process::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(env, "1"),
+        CHILD_DEADLINE,
+    )
+    .unwrap_or_else(|hung| panic!("{hung}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
@@ -428,15 +403,6 @@ pub fn in_child(name: &str, env: &str, marker: &str) {
             .collect::<Vec<_>>()
             .join("\n")
     );
-}
-
-/// Reads `pipe` to its end on a thread of its own.
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
 }
 
 /// Whether this looks like a sanitizer's run (its runtime's own mappings would meet the

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use memvisor_testkit::child_process::output_within;
 use memvisor_testkit::refusing_heap::{
     Refusing, pausing_then_refusing, refusing, refusing_after, refusing_one_after,
     refusing_one_of_size,
@@ -117,28 +118,18 @@ fn plans_whose_call_panics_give_the_thread_back_to_granting_all() {
     // deadline) instead of the test binary; with and without backtraces, under the harness's
     // capture of the output as a test run has it.
     for backtrace in ["0", "full"] {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "plans_whose_call_panics_give_the_thread_back_to_granting_all",
-                "--exact",
-                "--test-threads=1",
-            ])
-            .env(PANICKING_CHILD, "1")
-            .env("RUST_BACKTRACE", backtrace)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > CHILD_DEADLINE {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                panic!("RUST_BACKTRACE={backtrace}: the child hung past {CHILD_DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = output_within(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "plans_whose_call_panics_give_the_thread_back_to_granting_all",
+                    "--exact",
+                    "--test-threads=1",
+                ])
+                .env(PANICKING_CHILD, "1")
+                .env("RUST_BACKTRACE", backtrace),
+            CHILD_DEADLINE,
+        )
+        .unwrap_or_else(|hung| panic!("RUST_BACKTRACE={backtrace}: {hung}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.contains("1 passed"),
