@@ -640,15 +640,6 @@ fn at(item: PlanItem) -> impl FnOnce(Error) -> PlanError {
     }
 }
 
-fn with_range(mut spec: RegionSpec, range: GuestRange) -> Result<RegionSpec> {
-    spec.base = range.start().0;
-    spec.size = range.size().ok_or(Error::Overflow {
-        base: range.start().0,
-        size: u64::MAX,
-    })?;
-    Ok(spec)
-}
-
 /// Moves a [`Backing::File`]'s offset `by` bytes on, so that the regions made from one spec
 /// (a node's RAM split over windows, the hotplug slots) map consecutive parts of the file
 /// rather than the same bytes: the file's part at `offset` is the first region's.
@@ -763,7 +754,11 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
             };
             let take = left.min(avail);
             let range = GuestRange::new(GuestAddress(base), take).map_err(at(PlanItem::Node(i)))?;
-            let mut spec = with_range(node.memory.clone(), range).map_err(at(PlanItem::Node(i)))?;
+            let mut spec = node
+                .memory
+                .clone()
+                .with_range(range)
+                .map_err(at(PlanItem::Node(i)))?;
             // The node's bytes laid before this region (at most its size, so no overflow).
             shift_file_offset(&mut spec, node.size - left).map_err(at(PlanItem::Node(i)))?;
             let owner = format!("RAM node{index}");
@@ -818,11 +813,8 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
             .windows_of(WindowKind::Reserved)
             .any(|w| w.range().contains_range(&r.range()));
         if !in_window {
-            let spec = with_range(
-                RegionSpec::new(RegionType::Reserved, r.range().start(), 1),
-                r.range(),
-            )
-            .map_err(at(PlanItem::Platform))?;
+            let spec = RegionSpec::for_range(RegionType::Reserved, r.range())
+                .map_err(at(PlanItem::Platform))?;
             regions.push((
                 PlannedRegion {
                     spec,
@@ -859,8 +851,8 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
             dax: None,
         });
         if let Some(r) = serial_mmio {
-            let spec = with_range(RegionSpec::new(RegionType::Device, r.start(), 1), r)
-                .map_err(at(PlanItem::Serial))?;
+            let spec =
+                RegionSpec::for_range(RegionType::Device, r).map_err(at(PlanItem::Serial))?;
             regions.push((
                 PlannedRegion {
                     spec,
@@ -873,8 +865,8 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
     }
     for (i, d) in request.devices.iter().enumerate() {
         let mmio = device_mmio[i];
-        let spec = with_range(RegionSpec::new(RegionType::Device, mmio.start(), 1), mmio)
-            .map_err(at(PlanItem::Device(i)))?;
+        let spec =
+            RegionSpec::for_range(RegionType::Device, mmio).map_err(at(PlanItem::Device(i)))?;
         regions.push((
             PlannedRegion {
                 spec,
@@ -884,8 +876,8 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
             PlanItem::Device(i),
         ));
         if let Some(r) = device_dax[i] {
-            let spec = with_range(RegionSpec::new(RegionType::Dax, r.start(), 1), r)
-                .map_err(at(PlanItem::Device(i)))?;
+            let spec =
+                RegionSpec::for_range(RegionType::Dax, r).map_err(at(PlanItem::Device(i)))?;
             regions.push((
                 PlannedRegion {
                     spec,
@@ -955,7 +947,10 @@ fn plan_in(request: &PlanRequest, layout: Layout, ram: u64, count: u32) -> Resul
             let range = placer
                 .place(WindowKind::Hotplug, h.slot_size, align, &owner)
                 .map_err(at(PlanItem::HotplugSlotSize))?;
-            let mut spec = with_range(h.memory.clone(), range)
+            let mut spec = h
+                .memory
+                .clone()
+                .with_range(range)
                 .map_err(at(PlanItem::HotplugSlotSize))?
                 .with_hotplug(true);
             // `index * slot_size` fits: the slots' total was checked with the layout.

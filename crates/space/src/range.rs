@@ -7,7 +7,8 @@ use memvisor_resources::AddressRange;
 use vm_memory::GuestAddress;
 
 use crate::error::{Error, Result};
-use crate::spec::RegionSpec;
+use crate::region::Region;
+use crate::spec::{RegionSpec, RegionType};
 
 /// A non-empty range of guest physical addresses, first and last inclusive, so that a range
 /// may end at `u64::MAX` without wrapping. The same type names windows, planned ranges,
@@ -144,6 +145,64 @@ impl RegionSpec {
     /// ```
     pub fn range(&self) -> Result<GuestRange> {
         GuestRange::new(GuestAddress(self.base), self.size)
+    }
+
+    /// A region of type `ty` over `range`, with [`new`](Self::new)'s defaults: for a range the
+    /// placer placed ([`GuestRange`]) or one allocated from the allocators it hands over
+    /// (memvisor-resources' `AddressRange`), so that neither is taken apart into a base and a
+    /// size by hand.
+    ///
+    /// # Errors
+    /// [`Error::WholeAddressSpace`] for the range of all 2^64 addresses, whose size no `u64`
+    /// holds.
+    ///
+    /// ```
+    /// use memvisor_space::{Layout, RegionSpec, RegionType, WindowKind};
+    ///
+    /// let layout = Layout::x86_64().ram(1 << 30).build()?;
+    /// let mut placer = layout.placer();
+    /// let net = placer.place(WindowKind::Device, 0x1000, 0x1000, "net0")?;
+    /// let spec = RegionSpec::for_range(RegionType::Device, net)?;
+    /// assert_eq!(spec.range()?, net);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    pub fn for_range(ty: RegionType, range: impl Into<GuestRange>) -> Result<Self> {
+        Self::new(ty, GuestAddress(0), 0).with_range(range)
+    }
+
+    /// Sets the region's base and size to `range`'s.
+    ///
+    /// # Errors
+    /// [`Error::WholeAddressSpace`] for the range of all 2^64 addresses, whose size no `u64`
+    /// holds; the spec is dropped then.
+    pub fn with_range(mut self, range: impl Into<GuestRange>) -> Result<Self> {
+        let range = range.into();
+        self.size = range.size().ok_or(Error::WholeAddressSpace)?;
+        self.base = range.start().0;
+        Ok(self)
+    }
+}
+
+impl Region {
+    /// The addresses the region covers, as the placer and the errors name ranges (and, through
+    /// `From` or [`GuestRange::as_range`], as memvisor-resources' allocators do).
+    ///
+    /// ```
+    /// use memvisor_space::{Region, RegionSpec};
+    /// use memvisor_space::vm_memory::GuestAddress;
+    ///
+    /// let region = Region::plan(RegionSpec::ram(GuestAddress(0x1000), 0x1000))?;
+    /// assert_eq!(region.range(), RegionSpec::ram(GuestAddress(0x1000), 0x1000).range()?);
+    /// # Ok::<(), memvisor_space::Error>(())
+    /// ```
+    #[must_use]
+    pub fn range(&self) -> GuestRange {
+        // Every constructor of a region validated its spec: size > 0 and `base + size - 1`
+        // does not overflow, so `last` is at or after `base`.
+        match AddressRange::new(self.base().0, self.last().0) {
+            Ok(range) => range.into(),
+            Err(e) => unreachable!("a validated region's range is refused: {e}"),
+        }
     }
 }
 
