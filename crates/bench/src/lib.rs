@@ -16,6 +16,7 @@
 //! - [`compare`]: a run against an earlier report (`--compare`).
 //! - [`summary`]: `summary.html`, every group's table and plots on one page.
 //! - [`util`]: a deterministic RNG, a log-uniform size sampler, RSS and `Committed_AS` readers.
+//! - [`mimalloc`]: the plain and the `MI_SECURE=4` builds of mimalloc, the arena group's peers.
 //! - [`groups`]: the registry of groups; each group lives in `src/groups/<group>.rs`.
 //! - [`cli`]: argument parsing and the run loop behind the binary.
 //!
@@ -46,6 +47,7 @@ pub mod cli;
 pub mod compare;
 pub mod groups;
 pub mod harness;
+pub mod mimalloc;
 pub mod plot;
 pub mod report;
 pub mod summary;

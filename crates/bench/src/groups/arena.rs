@@ -1,7 +1,10 @@
 //! `arena`: allocating and freeing in a `memvisor-arena` client over a 256 MiB block, against
 //! `buddy_system_allocator`, `talc` and `buddy-alloc` over the same block, glibc `malloc`, and
 //! mimalloc v2 first-class heaps (`mimalloc-heap`: `mi_heap_new`, `mi_heap_malloc_aligned`,
-//! `mi_free`, `mi_heap_destroy`; in its own memory, like `malloc`).
+//! `mi_free`, `mi_heap_destroy`; in its own memory, like `malloc`), and the same heaps of the same
+//! mimalloc source built with `MI_SECURE=4` (`mimalloc-heap-secure`, [`crate::mimalloc::Secure`]:
+//! guard pages, encoded free lists, double frees detected; no check of interior, stale or foreign
+//! pointers, which memvisor refuses) wherever `mimalloc-heap` runs.
 //!
 //! Every contender gets the same workload from the same seed: sizes drawn log-uniformly
 //! (`wide` 16 B–64 KiB, `small` 16 B–1 KiB), blocks of alignment 8. The arena runs with its
@@ -11,7 +14,8 @@
 //! - `pair_wide`, `pair_small`: 10,000 live blocks, then ns per pair of a free of a random live
 //!   block and an allocation of a fresh size in its place.
 //! - `release_all`: µs to free 100,000 live small blocks: memvisor deletes the client,
-//!   `mimalloc-heap` destroys its heap, the other peers free the blocks one by one in random order.
+//!   `mimalloc-heap` and `mimalloc-heap-secure` destroy their heap, the other peers free the blocks
+//!   one by one in random order.
 //! - `free_one_by_one`: ns per free of 100,000 live small blocks freed one by one in random order.
 //! - `starvation`: in a 64 MiB arena of 1 MiB chunks, client A allocates random wide sizes up to 56
 //!   MiB (or until the arena is full) and frees them all in random order; the figure is how many 1
@@ -29,7 +33,9 @@
 //! - `bookkeeping_percent`: the arena's side tables as a percentage of the block.
 
 use std::alloc::{Layout, alloc, dealloc};
+use std::ffi::c_void;
 use std::hint::black_box;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use buddy_alloc::BuddyAllocParam;
@@ -38,6 +44,7 @@ use memvisor_arena::{Arena, Backing, Client, Config, Quota};
 use talc::{ErrOnOom, Span, Talc};
 
 use crate::harness::{Bench, Sample, as_ns, ns_per_iter, ns_per_op, time};
+use crate::mimalloc::{Mimalloc, Plain, Secure};
 use crate::report::{Better, Row};
 use crate::util::{LogUniform, SplitMix64};
 
@@ -212,37 +219,37 @@ impl Heap for BuddyAllocHeap {
     }
 }
 
-/// A mimalloc first-class heap; dropping it destroys the heap with all its blocks.
-struct MimallocHeap(*mut libmimalloc_sys::mi_heap_t);
+/// A mimalloc first-class heap of build `M`; dropping it destroys the heap with all its blocks.
+struct MimallocHeap<M: Mimalloc>(*mut c_void, PhantomData<M>);
 
-impl MimallocHeap {
+impl<M: Mimalloc> MimallocHeap<M> {
     fn new() -> Result<Self, String> {
         // SAFETY: no precondition; a null result is an error.
-        let heap = unsafe { libmimalloc_sys::mi_heap_new() };
+        let heap = unsafe { M::heap_new() };
         if heap.is_null() {
-            return Err("mi_heap_new failed".to_owned());
+            return Err(format!("{}: mi_heap_new failed", M::NAME));
         }
-        Ok(Self(heap))
+        Ok(Self(heap, PhantomData))
     }
 }
 
-impl Heap for MimallocHeap {
+impl<M: Mimalloc> Heap for MimallocHeap<M> {
     #[inline]
     fn alloc(&mut self, size: usize) -> Option<NonNull<u8>> {
-        // SAFETY: a live heap of this thread.
-        NonNull::new(unsafe { libmimalloc_sys::mi_heap_malloc_aligned(self.0, size, ALIGN) }.cast())
+        // SAFETY: a live heap of this build, made on this thread (the heap is not `Send`).
+        NonNull::new(unsafe { M::heap_malloc_aligned(self.0, size, ALIGN) }.cast())
     }
     #[inline]
     unsafe fn free(&mut self, ptr: NonNull<u8>, _size: usize) {
         // SAFETY: from this heap, live (caller's promise).
-        unsafe { libmimalloc_sys::mi_free(ptr.as_ptr().cast()) };
+        unsafe { M::free(ptr.as_ptr().cast()) };
     }
 }
 
-impl Drop for MimallocHeap {
+impl<M: Mimalloc> Drop for MimallocHeap<M> {
     fn drop(&mut self) {
-        // SAFETY: made in `new`, destroyed once; its blocks are not used after this.
-        unsafe { libmimalloc_sys::mi_heap_destroy(self.0) };
+        // SAFETY: made in `new` on this thread, destroyed once; its blocks are not used after.
+        unsafe { M::heap_destroy(self.0) };
     }
 }
 
@@ -346,8 +353,11 @@ fn pair(bench: &Bench, region: &mut Region, name: &str, hi: u64) -> Row {
             pair_run(&mut BuddyAllocHeap::new(&mut region.borrow_mut()), &work)
         })
         .peer("malloc", || pair_run(&mut Malloc, &work))
-        .peer("mimalloc-heap", || {
-            pair_run(&mut MimallocHeap::new()?, &work)
+        .peer(Plain::NAME, || {
+            pair_run(&mut MimallocHeap::<Plain>::new()?, &work)
+        })
+        .peer(Secure::NAME, || {
+            pair_run(&mut MimallocHeap::<Secure>::new()?, &work)
         })
         .run()
 }
@@ -362,6 +372,15 @@ fn free_each<H: Heap>(heap: &mut H, sizes: &[usize], order: &[usize]) -> Sample 
             unsafe { heap.free(p, size) };
         }
     });
+    Ok(as_ns(elapsed) / 1e3)
+}
+
+/// µs to destroy a mimalloc heap of build `M` holding a block of each of `sizes`.
+fn destroy_heap<M: Mimalloc>(sizes: &[usize]) -> Sample {
+    let mut heap = MimallocHeap::<M>::new()?;
+    let live = fill(&mut heap, sizes)?;
+    drop(live);
+    let ((), elapsed) = time(|| drop(heap));
     Ok(as_ns(elapsed) / 1e3)
 }
 
@@ -404,13 +423,8 @@ fn release_all(bench: &Bench, region: &mut Region) -> Row {
                 &order,
             )
         })
-        .peer("mimalloc-heap", || {
-            let mut heap = MimallocHeap::new()?;
-            let live = fill(&mut heap, &work.initial)?;
-            drop(live);
-            let ((), elapsed) = time(|| drop(heap));
-            Ok(as_ns(elapsed) / 1e3)
-        })
+        .peer(Plain::NAME, || destroy_heap::<Plain>(&work.initial))
+        .peer(Secure::NAME, || destroy_heap::<Secure>(&work.initial))
         .run()
 }
 
@@ -430,8 +444,11 @@ fn free_one_by_one(bench: &Bench, region: &mut Region) -> Row {
                 .map_err(|e| e.to_string())?;
             free_each(&mut Memvisor(&client), &work.initial, &order).map(per_free)
         })
-        .peer("mimalloc-heap", || {
-            free_each(&mut MimallocHeap::new()?, &work.initial, &order).map(per_free)
+        .peer(Plain::NAME, || {
+            free_each(&mut MimallocHeap::<Plain>::new()?, &work.initial, &order).map(per_free)
+        })
+        .peer(Secure::NAME, || {
+            free_each(&mut MimallocHeap::<Secure>::new()?, &work.initial, &order).map(per_free)
         })
         .peer("talc", || {
             free_each(

@@ -1,0 +1,115 @@
+//! The `mimalloc-heap-secure` peer is mimalloc built with `MI_SECURE=4`: it detects a double
+//! free, where the plain `mimalloc-heap` peer does not. Each double free runs in a child process
+//! (this test binary run again with [`CHILD`] set), since the plain build's corrupts its heap:
+//! the block is pushed on its page's free list twice, a cycle that mimalloc's collection at
+//! thread exit would walk for ever.
+
+use std::ffi::{c_int, c_void};
+use std::io::Write as _;
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+use memvisor_bench::mimalloc::{Mimalloc, Plain, Secure};
+
+/// Set in a child to the build (`plain` or `secure`) whose double free it runs.
+const CHILD: &str = "MEMVISOR_BENCH_MIMALLOC_DOUBLE_FREE";
+/// What a child prints (after libtest's `test … ` on the same line) before what its build's
+/// error hook saw.
+const REPORT: &str = "mimalloc errors reported: ";
+
+static ERRORS: AtomicUsize = AtomicUsize::new(0);
+static LAST_CODE: AtomicI32 = AtomicI32::new(0);
+
+unsafe extern "C" fn count_error(code: c_int, _arg: *mut c_void) {
+    ERRORS.fetch_add(1, Ordering::SeqCst);
+    LAST_CODE.store(code, Ordering::SeqCst);
+}
+
+/// In the child: frees one block of a fresh heap of `M` twice, prints how many errors the
+/// build reported and the last one's code, and leaves without running any destructor (the plain
+/// heap's free list is a cycle now).
+fn double_free<M: Mimalloc>() -> ! {
+    // SAFETY: the hook only touches atomics; it stays registered until the process ends.
+    unsafe { M::register_error(Some(count_error), std::ptr::null_mut()) };
+    // SAFETY: a heap of this thread; the blocks are 64 bytes aligned to 8, from that heap.
+    unsafe {
+        let heap = M::heap_new();
+        assert!(!heap.is_null(), "mi_heap_new failed");
+        let block = M::heap_malloc_aligned(heap, 64, 8);
+        let other = M::heap_malloc_aligned(heap, 64, 8);
+        assert!(
+            !block.is_null() && !other.is_null(),
+            "mi_heap_malloc failed"
+        );
+        M::free(block);
+        // The defect under test: the same block freed again.
+        M::free(block);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{REPORT}{} (last code {})",
+        ERRORS.load(Ordering::SeqCst),
+        LAST_CODE.load(Ordering::SeqCst)
+    )
+    .expect("write the report");
+    out.flush().expect("flush the report");
+    // SAFETY: ends the process at once, without exit handlers or thread-local destructors.
+    unsafe { libc::_exit(0) }
+}
+
+/// Runs this test again in a child with [`CHILD`] set to `build`; returns the child's report
+/// line and its standard error.
+fn run_child(build: &str) -> (String, String) {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let output = Command::new(exe)
+        .args([
+            "--exact",
+            "secure_build_detects_a_double_free_the_plain_build_does_not",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, build)
+        .env("MIMALLOC_SHOW_ERRORS", "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{build} child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    let report = stdout
+        .lines()
+        .find_map(|line| line.split_once(REPORT).map(|(_, report)| report))
+        .unwrap_or_else(|| panic!("{build} child printed no report:\n{stdout}\n{stderr}"))
+        .to_owned();
+    (report, stderr)
+}
+
+#[test]
+fn secure_build_detects_a_double_free_the_plain_build_does_not() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("plain") => double_free::<Plain>(),
+        Ok("secure") => double_free::<Secure>(),
+        Ok(other) => panic!("unknown build `{other}` in {CHILD}"),
+        Err(_) => {}
+    }
+    let (secure, secure_stderr) = run_child("secure");
+    assert_eq!(
+        secure,
+        format!("1 (last code {})", libc::EAGAIN),
+        "the secure build reports the double free once, as EAGAIN; stderr:\n{secure_stderr}"
+    );
+    assert!(
+        secure_stderr.contains("double free detected"),
+        "the secure build names the double free: {secure_stderr}"
+    );
+    let (plain, plain_stderr) = run_child("plain");
+    assert_eq!(
+        plain, "0 (last code 0)",
+        "the plain build checks no free; stderr:\n{plain_stderr}"
+    );
+    assert!(!plain_stderr.contains("double free"), "{plain_stderr}");
+}
