@@ -120,8 +120,10 @@ pub struct SerialRequest {
     pub port: Option<u64>,
     /// A fixed MMIO address, on platforms with an MMIO serial port (AArch64; default: first
     /// fit). Refused on a platform whose serial port is on I/O ports (x86-64:
-    /// [`Error::NoMmioSerial`]), and when the window is not page-aligned, not inside a device
-    /// window or overlaps another, at [`PlanItem::SerialAddress`].
+    /// [`Error::NoMmioSerial`]), and when the window is not page-aligned or not inside a
+    /// device window, at [`PlanItem::SerialAddress`]. The serial port is placed before every
+    /// device, so a device's fixed window over it is the one refused, at the device's address
+    /// ([`Error::Taken`] naming `serial`).
     pub address: Option<u64>,
 }
 
