@@ -21,6 +21,10 @@
 //! arena refuses every one of these (foreign, interior, double, stale, outside the block) with a
 //! typed error that changes nothing.
 //!
+//! The secure build also gives up transparent huge pages: its segments are allocated with large
+//! pages disallowed (`MI_SECURE == 0` is a condition of them in mimalloc's `segment.c`), so they
+//! are never advised for them, and where THP is `madvise` its blocks lie in 4 KiB pages.
+//!
 //! Both builds keep their state per thread: a heap is used and destroyed on the thread that made
 //! it.
 

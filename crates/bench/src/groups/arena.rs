@@ -9,7 +9,9 @@
 //! Every contender gets the same workload from the same seed: sizes drawn log-uniformly
 //! (`wide` 16 B–64 KiB, `small` 16 B–1 KiB), blocks of alignment 8. The arena runs with its
 //! default configuration (1 MiB chunks, no flags). The shared block is advised for transparent
-//! huge pages, which mimalloc's own memory gets on Linux too (glibc `malloc`'s does not).
+//! huge pages, which mimalloc's own memory gets on Linux too (glibc `malloc`'s does not), but not
+//! the secure build's: it never advises its segments, so where THP is `madvise` its blocks lie in
+//! 4 KiB pages.
 //!
 //! - `pair_wide`, `pair_small`: 10,000 live blocks, then ns per pair of a free of a random live
 //!   block and an allocation of a fresh size in its place.
