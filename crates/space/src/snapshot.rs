@@ -15,7 +15,6 @@ use self::owners::{CHUNK, Chunk, Owners, max_chunks};
 use self::table::{Entry, HIT_OFF, Table};
 use crate::error::{Error, Result};
 use crate::layout::{Layout, Placer};
-use crate::range::GuestRange;
 use crate::region::Region;
 use crate::spec::{NumaBinding, Protection, RegionType};
 
@@ -449,10 +448,7 @@ impl Snapshot {
         }
         for r in self.regions() {
             // A reserved region may lie outside every window: nothing is placed there.
-            placer.take_parts(
-                GuestRange::new(r.base(), r.size())?,
-                &format!("region {:#x}", r.base().0),
-            )?;
+            placer.take_parts(r.range(), &format!("region {:#x}", r.base().0))?;
         }
         Ok(placer)
     }

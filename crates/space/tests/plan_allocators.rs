@@ -297,3 +297,35 @@ fn plan_allocators_hand_out_no_range_of_a_reserved_window() {
         assert!(reserved > 0);
     }
 }
+
+/// A range the placer took across windows is handed over as one allocation per window, each
+/// of its part there under its owner, freed part by part, as `PlacerAllocators::windows`
+/// says; in a reserved window the part keeps its owner beside the free ranges held as
+/// reserved.
+#[test]
+fn a_range_taken_across_windows_is_one_allocation_per_window() {
+    let layout = memvisor_space::Layout::x86_64()
+        .ram(1 << 30)
+        .build()
+        .unwrap();
+    let mut placer = layout.placer();
+    let across =
+        memvisor_space::GuestRange::inclusive(GuestAddress(0xfebf_f000), GuestAddress(0xfec0_0fff))
+            .unwrap();
+    placer.take(across, "bridge").unwrap();
+    let PlacerAllocators { mut windows, .. } = placer.into_allocators();
+    let mut parts = Vec::new();
+    for (window, allocator) in &mut windows {
+        let Some(part) = window.range().intersection(&across) else {
+            continue;
+        };
+        let held = allocator.allocation_containing(part.start().0).unwrap();
+        assert_eq!((held.tag.as_str(), held.range), ("bridge", part.as_range()));
+        assert_eq!(allocator.free(&part.as_range()).unwrap(), "bridge");
+        parts.push((window.kind(), part));
+    }
+    assert_eq!(
+        parts.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        [WindowKind::Device, WindowKind::Reserved]
+    );
+}
