@@ -113,3 +113,87 @@ fn secure_build_detects_a_double_free_the_plain_build_does_not() {
     );
     assert!(!plain_stderr.contains("double free"), "{plain_stderr}");
 }
+
+static COEXIST_ERRORS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn count_coexist_error(_code: c_int, _arg: *mut c_void) {
+    COEXIST_ERRORS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Allocates `sizes` from a fresh heap of `M`, writes every block to its last requested byte,
+/// and frees every other block; returns the heap and the blocks still live.
+fn fill_and_free_half<M: Mimalloc>(sizes: &[usize]) -> (*mut c_void, Vec<*mut c_void>) {
+    // SAFETY: a heap of this thread; each block is written within its requested size and freed
+    // once.
+    unsafe {
+        let heap = M::heap_new();
+        assert!(!heap.is_null(), "{}: mi_heap_new failed", M::NAME);
+        let mut live = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let block = M::heap_malloc_aligned(heap, size, 8);
+            assert!(!block.is_null(), "{}: mi_heap_malloc failed", M::NAME);
+            block.cast::<u8>().write_bytes(0xa5, size);
+            if i % 2 == 0 {
+                M::free(block);
+            } else {
+                live.push(block);
+            }
+        }
+        (heap, live)
+    }
+}
+
+/// The two copies live side by side in one thread: the plain build's memory holds its own blocks
+/// only (had the secure copy's calls reached the plain copy, its segment map would hold the
+/// secure blocks), and blocks used within their size and freed once are no error for either,
+/// the secure build's canaries and double-free check included.
+#[test]
+fn plain_and_secure_builds_keep_their_own_heaps_and_report_no_error_for_correct_frees() {
+    let sizes: Vec<usize> = (0..2_000).map(|i| 16 + (i * 37) % 1_009).collect();
+    // SAFETY: the hook only touches an atomic; it is replaced by `None` before the test ends.
+    unsafe {
+        Plain::register_error(Some(count_coexist_error), std::ptr::null_mut());
+        Secure::register_error(Some(count_coexist_error), std::ptr::null_mut());
+    }
+    let (plain_heap, plain_live) = fill_and_free_half::<Plain>(&sizes);
+    let (secure_heap, secure_live) = fill_and_free_half::<Secure>(&sizes);
+    for &block in &secure_live {
+        // SAFETY: queries of the plain build's segment map and of a live heap of it, made on
+        // this thread; neither reads the block.
+        unsafe {
+            assert!(
+                !libmimalloc_sys::mi_is_in_heap_region(block),
+                "the plain build's memory holds the secure block {block:p}"
+            );
+            assert!(!libmimalloc_sys::mi_heap_check_owned(
+                plain_heap.cast(),
+                block
+            ));
+        }
+    }
+    for &block in &plain_live {
+        // SAFETY: as above.
+        unsafe {
+            assert!(libmimalloc_sys::mi_is_in_heap_region(block));
+            assert!(libmimalloc_sys::mi_heap_check_owned(
+                plain_heap.cast(),
+                block
+            ));
+        }
+    }
+    // SAFETY: every block in `*_live` is live in its heap and freed once; the heaps are
+    // destroyed once and not used after.
+    unsafe {
+        for block in plain_live {
+            Plain::free(block);
+        }
+        for block in secure_live {
+            Secure::free(block);
+        }
+        Plain::heap_destroy(plain_heap);
+        Secure::heap_destroy(secure_heap);
+        Plain::register_error(None, std::ptr::null_mut());
+        Secure::register_error(None, std::ptr::null_mut());
+    }
+    assert_eq!(COEXIST_ERRORS.load(Ordering::SeqCst), 0);
+}
