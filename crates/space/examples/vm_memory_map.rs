@@ -45,14 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     // A device window and a DAX window, placed with the layout's placer.
     let mut placer = layout.placer();
-    let mmio = placer
-        .place(WindowKind::Device, 0x4000, 0x1000, "net0")?
-        .start();
-    specs.push(RegionSpec::new(RegionType::Device, mmio, 0x4000));
-    let dax = placer
-        .place(WindowKind::Dax, 64 * MIB, 2 * MIB, "fs0 DAX")?
-        .start();
-    specs.push(RegionSpec::new(RegionType::Dax, dax, 64 * MIB).with_backing(Backing::Memfd));
+    let mmio = placer.place(WindowKind::Device, 0x4000, 0x1000, "net0")?;
+    specs.push(RegionSpec::for_range(RegionType::Device, mmio)?);
+    let dax = placer.place(WindowKind::Dax, 64 * MIB, 2 * MIB, "fs0 DAX")?;
+    specs.push(RegionSpec::for_range(RegionType::Dax, dax)?.with_backing(Backing::Memfd));
 
     let plan = AddressSpace::plan(layout.clone(), specs.clone())?;
     println!("\nplanned {} regions:", plan.snapshot().len());

@@ -101,7 +101,8 @@
 //!
 //! // Place a device's MMIO window with the layout's placer.
 //! let mut placer = layout.placer();
-//! let mmio = placer.place(WindowKind::Device, 0x1000, 0x1000, "net0")?.start();
+//! let net = placer.place(WindowKind::Device, 0x1000, 0x1000, "net0")?;
+//! let mmio = net.start();
 //!
 //! let ram = layout.ram_ranges(64 << 20)?;
 //! let mut specs: Vec<RegionSpec> = ram
@@ -115,7 +116,7 @@
 //!             .with_prefault_threads(2)
 //!     })
 //!     .collect();
-//! specs.push(RegionSpec::new(RegionType::Device, mmio, 0x1000));
+//! specs.push(RegionSpec::for_range(RegionType::Device, net)?);
 //!
 //! let (space, report) = AddressSpace::back(layout, specs)?;
 //! assert_eq!(report.total_bytes(), 64 << 20);
