@@ -33,7 +33,8 @@ pub enum Error {
     /// A range of the whole 64-bit address space was given where a region's size is needed:
     /// 2^64 bytes is one more than a `u64` holds
     /// ([`RegionSpec::for_range`](crate::RegionSpec::for_range),
-    /// [`RegionSpec::with_range`](crate::RegionSpec::with_range)).
+    /// [`RegionSpec::with_range`](crate::RegionSpec::with_range),
+    /// [`Window::for_range`](crate::Window::for_range)).
     #[error(
         "the range [0x0, 0xffffffffffffffff] is the whole 64-bit address space, 2^64 bytes, more than a region's size can say"
     )]

@@ -98,6 +98,27 @@ impl Window {
         })
     }
 
+    /// A window of `kind` over `range`: a [`GuestRange`] or memvisor-resources'
+    /// `AddressRange`, without taking it apart into a start and a size.
+    ///
+    /// # Errors
+    /// [`Error::WholeAddressSpace`] for the range of all 2^64 addresses, whose size no `u64`
+    /// holds.
+    ///
+    /// ```
+    /// use memvisor_space::memvisor_resources::AddressRange;
+    /// use memvisor_space::{Window, WindowKind};
+    ///
+    /// let w = Window::for_range(WindowKind::Device, AddressRange::new(0xc000_0000, 0xcfff_ffff)?)?;
+    /// assert_eq!(w.size(), 0x1000_0000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_range(kind: WindowKind, range: impl Into<GuestRange>) -> Result<Self> {
+        let range = range.into();
+        let size = range.size().ok_or(Error::WholeAddressSpace)?;
+        Self::new(kind, range.start(), size)
+    }
+
     /// The kind.
     #[must_use]
     pub fn kind(&self) -> WindowKind {

@@ -8,7 +8,9 @@
 #![cfg(not(miri))]
 
 use memvisor_space::memvisor_resources::{AddressRange, AllocPolicy, Request};
-use memvisor_space::{Error, GuestRange, Layout, Region, RegionSpec, RegionType, WindowKind};
+use memvisor_space::{
+    Error, GuestRange, Layout, Region, RegionSpec, RegionType, Window, WindowKind,
+};
 use vm_memory::GuestAddress;
 
 #[test]
@@ -48,4 +50,18 @@ fn placed_and_allocated_ranges_make_specs_and_regions_give_theirs() {
         "the range [0x0, 0xffffffffffffffff] is the whole 64-bit address space, 2^64 bytes, \
          more than a region's size can say"
     );
+}
+
+#[test]
+fn a_window_is_made_over_a_range_of_either_type() {
+    let range = GuestRange::new(GuestAddress(0xc000_0000), 0x1000_0000).unwrap();
+    let w = Window::for_range(WindowKind::Device, range).unwrap();
+    assert_eq!((w.kind(), w.range()), (WindowKind::Device, range));
+    let w = Window::for_range(WindowKind::Ram, AddressRange::new(0, 0xfff).unwrap()).unwrap();
+    assert_eq!((w.start(), w.size()), (GuestAddress(0), 0x1000));
+    let all = GuestRange::inclusive(GuestAddress(0), GuestAddress(u64::MAX)).unwrap();
+    assert!(matches!(
+        Window::for_range(WindowKind::Ram, all),
+        Err(Error::WholeAddressSpace)
+    ));
 }
