@@ -9,11 +9,12 @@
 //! process on a machine of more than 512 MiB) or the system overcommits without limit (1), the
 //! process's data limit (`RLIMIT_DATA`, which counts private writable mappings) is lowered to
 //! what it uses plus 32 MiB instead, and a commit of 64 MiB is refused; where the kernel ignores
-//! that limit too, the tests say so and return.
+//! that limit too, the tests say so and return. The tests take turns, and each restores the limit
+//! when it ends (or fails), so no other test of the binary runs under it.
 #![cfg(all(target_os = "linux", not(miri)))]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use memvisor_vmem::vec::{Builder, ConcurrentVec, Error, Growth, Vec};
 use memvisor_vmem::{CommitMode, Operation};
@@ -21,33 +22,79 @@ use memvisor_vmem::{CommitMode, Operation};
 /// What the data limit leaves the process above what it used when it was lowered.
 const DATA_MARGIN: u64 = 32 << 20;
 
-/// A byte count no single commit can get, once: twice the machine's memory and swap, rounded up
-/// to a power of two, where that fits a quarter of the address space and the system refuses
-/// what it cannot give; else 64 MiB, over a data limit lowered for it. `None` when neither can
-/// be refused.
-fn refused_bytes() -> Option<usize> {
-    static REFUSED: OnceLock<Option<usize>> = OnceLock::new();
-    *REFUSED.get_or_init(|| {
-        let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").ok()?;
-        let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-        let kib = |key: &str| -> u64 {
-            let line = meminfo
-                .lines()
-                .find(|l| l.starts_with(key))
-                .unwrap_or_else(|| panic!("a {key} line"));
-            line.split_whitespace().nth(1).unwrap().parse().unwrap()
-        };
-        let total = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
-        match usize::try_from((2 * total).next_power_of_two()) {
-            Ok(bytes) if mode.trim() != "1" && bytes <= usize::MAX / 4 => Some(bytes),
-            _ => lower_data_limit(),
-        }
-    })
+/// Turns of the tests that need a refusal: one at a time, so that none restores the data limit
+/// while another relies on it lowered.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// A commit the system refuses, of [`bytes`](Self::bytes), while this is held. Where that needs
+/// the process's data limit lowered, holding it keeps the limit lowered, and dropping it (at the
+/// end of the test, or while a failed test unwinds) restores the limit it found; it holds
+/// [`TURN`] meanwhile, so the tests' threads run under the lowered limit only while one is held.
+struct Refusal {
+    bytes: usize,
+    /// The limit to restore, where it was lowered.
+    restore: Option<libc::rlimit>,
+    _turn: MutexGuard<'static, ()>,
 }
 
-/// Lowers the process's data limit to its data size plus [`DATA_MARGIN`] and returns twice the
-/// margin, a commit the limit refuses; `None` (said) where the kernel does not enforce it.
-fn lower_data_limit() -> Option<usize> {
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        if let Some(old) = self.restore {
+            // SAFETY: a valid `rlimit` for the calling process, the one `getrlimit` gave.
+            let set = unsafe { libc::setrlimit(libc::RLIMIT_DATA, &raw const old) };
+            // Not an assertion: a panic here while unwinding would abort the test binary.
+            if set != 0 {
+                eprintln!(
+                    "RLIMIT_DATA not restored: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
+/// A commit no single commit can get: twice the machine's memory and swap, rounded up to a power
+/// of two, where that fits a quarter of the address space and the system refuses what it cannot
+/// give; else 64 MiB, over a data limit lowered for it while the [`Refusal`] is held. `None`
+/// when neither can be refused.
+fn refused() -> Option<Refusal> {
+    let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").ok()?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let kib = |key: &str| -> u64 {
+        let line = meminfo
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("a {key} line"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let total = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
+    match usize::try_from((2 * total).next_power_of_two()) {
+        Ok(bytes) if mode.trim() != "1" && bytes <= usize::MAX / 4 => Some(Refusal {
+            bytes,
+            restore: None,
+            _turn: turn,
+        }),
+        _ => lower_data_limit(turn),
+    }
+}
+
+/// The process's data limit.
+fn data_limit() -> libc::rlimit {
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `now` is a valid `rlimit` to write.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_DATA, &raw mut now) };
+    assert_eq!(got, 0);
+    now
+}
+
+/// Lowers the process's data limit to its data size plus [`DATA_MARGIN`] and returns a
+/// [`Refusal`] of twice the margin, which restores the limit when dropped; `None` (said, and the
+/// limit restored) where the kernel does not enforce it.
+fn lower_data_limit(turn: MutexGuard<'static, ()>) -> Option<Refusal> {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let data_kib: u64 = status
         .lines()
@@ -57,30 +104,24 @@ fn lower_data_limit() -> Option<usize> {
         .parse()
         .unwrap();
     let limit = data_kib * 1024 + DATA_MARGIN;
+    let old = data_limit();
     let rlimit = libc::rlimit {
-        rlim_cur: libc::rlim_t::try_from(limit).unwrap(),
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `old` is a valid `rlimit` to write.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_DATA, &raw mut old) };
-    assert_eq!(got, 0);
-    let rlimit = libc::rlimit {
-        rlim_cur: rlimit.rlim_cur.min(old.rlim_cur),
+        rlim_cur: libc::rlim_t::try_from(limit).unwrap().min(old.rlim_cur),
         rlim_max: old.rlim_max,
     };
     // SAFETY: a valid `rlimit` for the calling process.
     let set = unsafe { libc::setrlimit(libc::RLIMIT_DATA, &raw const rlimit) };
     assert_eq!(set, 0);
-    let bytes = usize::try_from(2 * DATA_MARGIN).unwrap();
+    let refusal = Refusal {
+        bytes: usize::try_from(2 * DATA_MARGIN).unwrap(),
+        restore: Some(old),
+        _turn: turn,
+    };
     // SAFETY: a fresh private anonymous mapping, unmapped at once if made.
     let probe = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
-            bytes,
+            refusal.bytes,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
@@ -88,10 +129,10 @@ fn lower_data_limit() -> Option<usize> {
         )
     };
     if probe == libc::MAP_FAILED {
-        return Some(bytes);
+        return Some(refusal);
     }
     // SAFETY: the mapping just made, used by nothing.
-    unsafe { libc::munmap(probe, bytes) };
+    unsafe { libc::munmap(probe, refusal.bytes) };
     eprintln!("SKIPPED: the system overcommits without limit and does not enforce RLIMIT_DATA");
     None
 }
@@ -118,7 +159,8 @@ fn assert_refused(e: &Error) {
 
 #[test]
 fn vec_growth_refused_leaves_vector_unchanged_and_usable() {
-    let Some(huge) = refused_bytes() else { return };
+    let Some(refusal) = refused() else { return };
+    let huge = refusal.bytes;
     let mut v = Builder::new(huge)
         .mode(CommitMode::Protected)
         .build::<u8>()
@@ -144,7 +186,8 @@ fn vec_growth_refused_leaves_vector_unchanged_and_usable() {
 
 #[test]
 fn vec_push_commit_refused_hands_value_back_and_changes_nothing() {
-    let Some(huge) = refused_bytes() else { return };
+    let Some(refusal) = refused() else { return };
+    let huge = refusal.bytes;
     // Every growth step asks for the whole slot region at once.
     let mut v = Builder::new(huge)
         .growth(Growth::Fixed(huge))
@@ -168,7 +211,8 @@ fn vec_push_commit_refused_hands_value_back_and_changes_nothing() {
 
 #[test]
 fn concurrent_reserve_refused_leaves_vector_unchanged_and_usable() {
-    let Some(huge) = refused_bytes() else { return };
+    let Some(refusal) = refused() else { return };
+    let huge = refusal.bytes;
     let v = ConcurrentVec::<u8>::with_capacity(huge).unwrap();
     v.push(1);
     let (len, committed) = (v.len(), v.committed_capacity());
@@ -180,7 +224,8 @@ fn concurrent_reserve_refused_leaves_vector_unchanged_and_usable() {
 
 #[test]
 fn concurrent_push_commit_refused_leaves_a_hole_never_read() {
-    let Some(huge) = refused_bytes() else { return };
+    let Some(refusal) = refused() else { return };
+    let huge = refusal.bytes;
     let v = Builder::new(huge)
         .growth(Growth::Fixed(huge))
         .thread_block(1)
@@ -201,4 +246,30 @@ fn concurrent_push_commit_refused_leaves_a_hole_never_read() {
     assert_eq!(v.committed_capacity(), 0);
     assert!(v.get(0).is_none() && v.get(1).is_none());
     assert_eq!(v.iter().count(), 0);
+}
+
+/// The data limit lowered for a refusal is the process's only while the refusal is held: the
+/// tests before, beside and after it run under the limit they found (a failure's backtrace,
+/// under a limit left lowered, could not be printed and the test binary hung). Run here whatever
+/// the system's overcommit mode, so the lowered limit's refusal is checked everywhere.
+#[test]
+fn data_limit_lowered_for_a_refusal_is_restored() {
+    let before = data_limit();
+    let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    {
+        let Some(refusal) = lower_data_limit(turn) else {
+            return;
+        };
+        assert!(data_limit().rlim_cur <= before.rlim_cur);
+        let mut v = Builder::new(refusal.bytes)
+            .mode(CommitMode::Protected)
+            .build::<u8>()
+            .unwrap();
+        assert_refused(&v.try_reserve(refusal.bytes).unwrap_err());
+    }
+    let after = data_limit();
+    assert_eq!(
+        (after.rlim_cur, after.rlim_max),
+        (before.rlim_cur, before.rlim_max)
+    );
 }
