@@ -645,15 +645,18 @@ impl<T> ConcurrentVec<T> {
 
     /// The element at `index`, without the check that it is published (the call
     /// virtual-buffer's concurrent vector names alike). Debug builds check it all the same
-    /// (an acquire load of its ready bit) and panic where it is not.
+    /// (through [`get`](Self::get): acquire loads of the published prefix, of the committed
+    /// count and of the slot's ready bit) and panic where it is not.
     ///
     /// # Safety
     /// The element at `index` is published, and its publication happened before this call.
     /// Both hold for an index that a push into this vector (plain, `push_with`, or a
     /// [`Pusher`]'s) returned on this thread, or on another thread that this thread
-    /// synchronized with since (joined it, received the index through a channel or a mutex),
-    /// and for one whose [`get`](Self::get) returned `Some` on this thread; in each case only
-    /// while no [`clear`](Self::clear) has run since, which drops the elements.
+    /// synchronized with since (joined it, received the index through a channel or a mutex;
+    /// not through a relaxed atomic, which orders nothing), and for one that
+    /// [`get`](Self::get) returned `Some` for, or that [`entries`](Self::entries) yielded, on
+    /// this thread (their loads acquire); in each case only while no [`clear`](Self::clear)
+    /// has run since, which drops the elements.
     ///
     /// Neither holds for any other slot below [`len`](Self::len): a slot another thread has
     /// claimed and is still writing (its index seen only through `len`, or sent before its
