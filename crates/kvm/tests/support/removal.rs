@@ -3,7 +3,7 @@
 
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memvisor_space::{AddressSpace, ChangeKind, ListenerError, RegionEvent, RegionListener};
 use vm_memory::GuestAddress;
@@ -52,9 +52,22 @@ pub fn during_removal(
         let removal = s.spawn(|| space.remove_region(base, size));
         // Dropped when `during` fails: the listener then refuses, and the removal ends.
         let answer_tx = answer_tx;
-        at_removal
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the removal reached the listener");
+        // The removal reaches the listener, or ends without reaching it (refused before, or
+        // panicking): that fails the test at once, with the removal's answer or panic.
+        let start = Instant::now();
+        loop {
+            match at_removal.recv_timeout(Duration::from_millis(10)) {
+                Ok(()) => break,
+                Err(_) if removal.is_finished() => match removal.join() {
+                    Ok(answer) => panic!("the removal never reached the listener: {answer:?}"),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(_) => assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the removal did not reach the listener within 60 s"
+                ),
+            }
+        }
         during();
         answer_tx.send(answer).unwrap();
         removal.join().unwrap().is_ok()
