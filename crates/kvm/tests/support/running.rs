@@ -11,11 +11,14 @@ use memvisor_space::AddressSpace;
 use super::{Stop, run};
 
 /// The guest on its own thread: how many passes it finished, and a flag that stops it at the
-/// end of its current pass.
+/// end of its current pass. Dropped without [`stop`](Self::stop) or [`join`](Self::join) (a
+/// test failing meanwhile), it stops the guest, which would otherwise run on beside the test
+/// binary's later tests.
 pub struct Running {
     passes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<Stop>,
+    /// `None` once joined.
+    thread: Option<thread::JoinHandle<Stop>>,
 }
 
 impl Running {
@@ -33,7 +36,7 @@ impl Running {
         Self {
             passes,
             stop,
-            thread,
+            thread: Some(thread),
         }
     }
 
@@ -57,7 +60,9 @@ impl Running {
 
     /// Whether the guest's thread ended (the guest stopped on its own or was stopped).
     pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
+        self.thread
+            .as_ref()
+            .is_none_or(thread::JoinHandle::is_finished)
     }
 
     /// Stops the guest at the end of its pass and gives how it stopped.
@@ -67,7 +72,13 @@ impl Running {
     }
 
     /// Waits for the guest to stop on its own and gives how it stopped.
-    pub fn join(self) -> Stop {
-        self.thread.join().unwrap()
+    pub fn join(mut self) -> Stop {
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
