@@ -1433,18 +1433,20 @@ pub fn cloud_hypervisor_spec(
             ..ChCommandLine::default()
         }
     };
+    // In Cloud Hypervisor's order (`VmConfig::parse`): each `--numa`, then `--memory` and its
+    // zones, so that of several mistakes the one it names is named.
+    let nodes = line
+        .numa
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ch_node_options(o, i))
+        .collect::<Result<Vec<_>>>()?;
     let memory = ch_memory(line.memory.unwrap_or_default())?;
     let zones = line
         .zones
         .iter()
         .enumerate()
         .map(|(i, o)| ch_zone_options(o, i, memory.mergeable))
-        .collect::<Result<Vec<_>>>()?;
-    let nodes = line
-        .numa
-        .iter()
-        .enumerate()
-        .map(|(i, o)| ch_node_options(o, i))
         .collect::<Result<Vec<_>>>()?;
     config_spec(
         ChConfig {

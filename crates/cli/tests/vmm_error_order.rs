@@ -1,7 +1,8 @@
-//! A Firecracker file with several mistakes is refused at the first one found, in the order
-//! SPEC.md gives (which may differ from Firecracker's: it finds every type mistake of the file
-//! before any value it refuses). Each pair below holds two mistakes; the field named is the
-//! one SPEC.md's order puts first, whichever comes first in the text.
+//! Input with several mistakes is refused at the first one found, in the order SPEC.md gives:
+//! for a Firecracker file, one that may differ from Firecracker's (it finds every type mistake
+//! of the file before any value it refuses); for Cloud Hypervisor's command line, its own.
+//! Each case below holds two mistakes; the one named is the one SPEC.md's order puts first,
+//! whichever comes first in the text.
 
 use memvisor_cli::Error;
 use memvisor_cli::spec::Arch;
@@ -74,5 +75,33 @@ fn firecracker_mistakes_are_named_in_the_documented_order() {
         ),
     ] {
         assert_eq!(refused_at(&json), field, "{json}");
+    }
+}
+
+/// Cloud Hypervisor parses each `--numa` before `--memory` and its `--memory-zone`s
+/// (`VmConfig::parse`), so a command line with a mistake in both is refused at the `--numa`,
+/// wherever it is written.
+#[test]
+fn cloud_hypervisor_numa_mistakes_are_named_before_memory_ones() {
+    use memvisor_cli::vmm::{DefaultHugePage, cloud_hypervisor_spec};
+    for (options, origin) in [
+        ("--numa guest_numa_id=x --memory size=xx", "--numa"),
+        ("--memory size=xx --numa guest_numa_id=x", "--numa"),
+        (
+            "--memory size=0 --memory-zone id=a,size=zz --numa guest_numa_id=0,cpus=[x]",
+            "--numa",
+        ),
+        // Memory before its zones.
+        ("--memory-zone id=a,size=zz --memory size=xx", "--memory"),
+    ] {
+        match cloud_hypervisor_spec(options, DefaultHugePage::Pinned(2 << 20), Arch::X86_64) {
+            Err(Error::Import {
+                origin: at,
+                message,
+            }) => {
+                assert_eq!(at, origin, "{options}: {message}");
+            }
+            other => panic!("{options}: not an option's mistake: {other:?}"),
+        }
     }
 }
