@@ -1290,3 +1290,38 @@ fn host_hugepage_size_with_a_cloud_hypervisor_format_is_taken() {
     ]);
     assert!(code == 0 || code == 1, "{err}");
 }
+
+/// Firecracker's `VmmConfig` has `logger`, `metrics` and `cpu-config` fields, which the
+/// conversion does not read: given twice, serde refuses them as it refuses any field given
+/// twice, so Firecracker refuses the file; a key Firecracker does not know, which it ignores,
+/// may be given twice.
+#[test]
+fn firecracker_skipped_sections_given_twice_are_refused() {
+    for key in ["logger", "metrics", "cpu-config"] {
+        let json = format!(
+            r#"{{"{key}": null, "boot-source": {{"kernel_image_path": "k"}}, "drives": [], "{key}": null}}"#
+        );
+        let (code, _, err) = run_on_json(
+            "fc-twice.json",
+            &json,
+            &["plan", "--from", "firecracker", "FILE"],
+        );
+        assert_eq!(code, 2, "{json}: {err}");
+        assert!(
+            err.contains(&format!("duplicate field `{key}`")),
+            "{json}: {err}"
+        );
+        let at = json.rfind(&format!("\"{key}\"")).unwrap();
+        assert!(
+            err.contains(&format!("fc-twice.json:1:{}", at + 1)),
+            "{json}: {err}"
+        );
+    }
+    let json = r#"{"zz": 1, "boot-source": {"kernel_image_path": "k"}, "drives": [], "zz": 2}"#;
+    let (code, _, err) = run_on_json(
+        "fc-twice.json",
+        json,
+        &["plan", "--from", "firecracker", "FILE"],
+    );
+    assert_eq!(code, 0, "{json}: {err}");
+}

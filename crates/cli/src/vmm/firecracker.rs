@@ -1084,6 +1084,14 @@ struct FcConfig<'a> {
     /// Not modelled: refused unless `null`.
     #[serde(default, borrow, rename = "memory-hotplug")]
     memory_hotplug: Option<&'a RawValue>,
+    /// Fields of Firecracker's that the conversion does not read, named so that one given
+    /// twice is refused, as Firecracker's serde refuses it.
+    #[serde(default, borrow, rename = "logger")]
+    _logger: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "metrics")]
+    _metrics: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "cpu-config")]
+    _cpu_config: Option<&'a RawValue>,
 }
 
 /// A field that must be given, kept as written (`null` included, refused when it is read).
@@ -1744,6 +1752,9 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
             pmem: None,
             mmds: None,
             memory_hotplug: None,
+            _logger: None,
+            _metrics: None,
+            _cpu_config: None,
         }
     };
     // Firecracker's virtio-pmem devices and virtio-mem hotplug memory take device windows,
