@@ -652,3 +652,37 @@ fn dirty_bitmap_refused_by_the_heap_leaves_the_file_unwritten() {
     assert!(written > 0, "the prefault writes the file");
     assert_eq!(untouched, 0, "the refused region wrote nothing");
 }
+
+/// Taking a fixed device's range from a reserved window of the allocators a placer hands over
+/// splits the window's reserved hold in up to three: the heap refusing the room for a part is
+/// `Error::Allocator`, with the hold as it was, so no part of the window is left allocatable.
+#[test]
+fn take_reserved_refused_by_the_heap_changes_nothing() {
+    let allocators = x86_64().into_allocators();
+    let held = |a: &memvisor_space::PlacerAllocators| -> Vec<Vec<_>> {
+        a.windows
+            .iter()
+            .map(|(_, w)| w.allocated().map(|h| (h.range, h.tag.clone())).collect())
+            .collect()
+    };
+    let before = held(&allocators);
+    let mut refusals = 0;
+    for granted in 0.. {
+        let mut a = allocators.clone();
+        let (out, refused) = refusing_one_after(granted, || {
+            a.take_reserved(range(0xfed4_0000, 0x5000), "tpm")
+        });
+        if !refused {
+            out.unwrap();
+            break;
+        }
+        let e = out.unwrap_err();
+        assert!(
+            is_heap_refusal(&e),
+            "request {granted} refused: {e} ({e:?})"
+        );
+        assert_eq!(held(&a), before, "request {granted} refused: {e}");
+        refusals += 1;
+    }
+    assert!(refusals > 0);
+}

@@ -11,7 +11,9 @@ use memvisor_space::memvisor_resources::{AddressRange, AllocPolicy, Request};
 use memvisor_space::plan::{
     DeviceRequest, HotplugRequest, NodeRequest, PlanRequest, SerialRequest, plan,
 };
-use memvisor_space::{PlacerAllocators, Platform, RegionSpec, RegionType, WindowKind};
+use memvisor_space::{
+    Error, GuestRange, PlacerAllocators, Platform, RegionSpec, RegionType, WindowKind,
+};
 use vm_memory::GuestAddress;
 
 const MIB: u64 = 1 << 20;
@@ -328,4 +330,85 @@ fn a_range_taken_across_windows_is_one_allocation_per_window() {
         parts.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
         [WindowKind::Device, WindowKind::Reserved]
     );
+}
+
+/// What every window's allocator holds, by range, with its owner.
+fn held(allocators: &PlacerAllocators) -> Vec<Vec<(AddressRange, String)>> {
+    allocators
+        .windows
+        .iter()
+        .map(|(_, a)| a.allocated().map(|h| (h.range, h.tag.clone())).collect())
+        .collect()
+}
+
+/// A device a VMM puts at a fixed address in a reserved window (Cloud Hypervisor's TPM at
+/// `0xfed4_0000` on x86-64) is recorded in the allocators handed over, under its owner, with
+/// the rest of the reserved range around it still held as reserved; a range over a platform
+/// reservation or a device already there, or outside every reserved window, is refused with
+/// nothing changed.
+#[test]
+fn a_fixed_device_in_a_reserved_window_takes_its_range_from_the_reserved_hold() {
+    let plan = plan(&request()).unwrap();
+    let mut allocators = plan.placer.clone().into_allocators();
+    let tpm = GuestRange::new(GuestAddress(0xfed4_0000), 0x5000).unwrap();
+    let (_, before) = allocators
+        .first_of(WindowKind::Reserved)
+        .unwrap()
+        .allocation_containing(0xfed4_0000)
+        .map(|h| (h.tag.clone(), h.range))
+        .unwrap();
+    allocators.take_reserved(tpm, "tpm").unwrap();
+    let window = allocators.first_of(WindowKind::Reserved).unwrap();
+    assert_eq!(window.free_ranges().count(), 0);
+    let at = |a: &memvisor_space::memvisor_resources::AddressAllocator<String>, addr| {
+        a.allocation_containing(addr)
+            .map(|h| (h.tag.clone(), h.range))
+            .unwrap()
+    };
+    assert_eq!(at(window, 0xfed4_0000), ("tpm".into(), tpm.as_range()));
+    let below = AddressRange::new(before.start(), 0xfed3_ffff).unwrap();
+    let above = AddressRange::new(0xfed4_5000, before.end()).unwrap();
+    assert_eq!(at(window, 0xfed3_ffff), ("reserved".into(), below));
+    assert_eq!(at(window, 0xfed4_5000), ("reserved".into(), above));
+
+    // Refused, each with nothing changed: the TPM's range again, a range over the IOAPIC's
+    // page, one across the reserved window's end, one in a device window.
+    let kept = held(&allocators);
+    let e = allocators.take_reserved(tpm, "tpm2").unwrap_err();
+    assert!(
+        matches!(&e, Error::Taken { other, other_range, .. }
+            if other == "tpm" && *other_range == tpm),
+        "{e:?}"
+    );
+    let e = allocators
+        .take_reserved(
+            GuestRange::new(GuestAddress(0xfec0_0000), 0x2000).unwrap(),
+            "over",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Taken { other, .. } if other != "reserved"),
+        "{e:?}"
+    );
+    for outside in [
+        GuestRange::new(GuestAddress(0xffbf_f000), 0x2000).unwrap(),
+        GuestRange::new(GuestAddress(0xd000_0000), 0x1000).unwrap(),
+    ] {
+        let e = allocators.take_reserved(outside, "out").unwrap_err();
+        assert!(
+            matches!(&e, Error::NotInWindow { window: WindowKind::Reserved, range, .. }
+                if *range == outside),
+            "{e:?}"
+        );
+    }
+    assert_eq!(held(&allocators), kept);
+
+    // A hold taken whole leaves no reserved part, and an AddressRange is taken as it is.
+    let window = allocators.first_of(WindowKind::Reserved).unwrap();
+    let whole = window.allocation_containing(0xfed4_5000).unwrap().range;
+    allocators.take_reserved(whole, "acpi").unwrap();
+    let window = allocators.first_of(WindowKind::Reserved).unwrap();
+    assert_eq!(at(window, 0xfed4_5000), ("acpi".into(), whole));
+    assert_eq!(at(window, 0xfed3_ffff), ("reserved".into(), below));
+    assert_eq!(window.free_ranges().count(), 0);
 }

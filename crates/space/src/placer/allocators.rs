@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use memvisor_resources::{AddressAllocator, IdAllocator};
+use memvisor_resources::{AddressAllocator, AddressRange, IdAllocator};
 
-use super::Placer;
+use super::{ADDRESSES, Placer};
+use crate::error::{Error, Result};
 use crate::layout::{Window, WindowKind};
+use crate::range::GuestRange;
 
 /// The memvisor-resources allocators of a [`Placer`], for a VMM whose device manager
 /// allocates through them after planning: each holds everything the placer held, ranges
@@ -46,6 +48,123 @@ impl PlacerAllocators {
             .find(|(w, _)| w.kind() == kind)
             .map(|(_, a)| a)
     }
+
+    /// Records a device that must sit at the fixed `range` inside a
+    /// [reserved](WindowKind::Reserved) window (Cloud Hypervisor's TPM at `0xfed4_0000` on
+    /// x86-64) under `owner`, in the window's allocator: the range held under
+    /// [`RESERVED_OWNER`](Self::RESERVED_OWNER) that holds it is split into `range`, under
+    /// `owner`, and the parts before and after it, still held as reserved. All or nothing, so
+    /// no part of the window is ever left for an allocation to take. `range` may be a
+    /// [`GuestRange`] or memvisor-resources' `AddressRange`. To give it back, free it
+    /// ([`AddressAllocator::free`]) and hold it again under `RESERVED_OWNER`
+    /// ([`AddressAllocator::reserve_with`], which needs no heap right after the free).
+    ///
+    /// # Errors
+    /// [`Error::NotInWindow`] if no reserved window holds all of `range`; [`Error::Taken`] if
+    /// it overlaps a range held under another owner (a platform reservation, a device), naming
+    /// it, or runs out of the range held as reserved that it starts or ends in (naming that
+    /// one; a range all free in the window, given back and not held again, is taken as it
+    /// is); [`Error::Allocator`]
+    /// if the heap refuses the allocator room for the parts. Nothing changes then.
+    ///
+    /// ```
+    /// use memvisor_space::vm_memory::GuestAddress;
+    /// use memvisor_space::{Error, GuestRange, PlacerAllocators, Platform, WindowKind};
+    ///
+    /// let platform = Platform::x86_64();
+    /// let layout = platform.layout().ram(1 << 30).build()?;
+    /// let mut allocators = platform.placer(&layout)?.into_allocators();
+    /// let tpm = GuestRange::new(GuestAddress(0xfed4_0000), 0x5000)?;
+    /// allocators.take_reserved(tpm, "tpm")?;
+    /// let reserved = allocators.first_of(WindowKind::Reserved).expect("a reserved window");
+    /// assert_eq!(reserved.allocation_containing(0xfed4_0000).unwrap().tag, "tpm");
+    /// let next = reserved.allocation_containing(0xfed4_5000).unwrap();
+    /// assert_eq!(next.tag, PlacerAllocators::RESERVED_OWNER);
+    /// assert!(matches!(allocators.take_reserved(tpm, "tpm2"), Err(Error::Taken { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn take_reserved(&mut self, range: impl Into<GuestRange>, owner: &str) -> Result<()> {
+        let range: GuestRange = range.into();
+        let want = range.as_range();
+        let Some((_, alloc)) = self
+            .windows
+            .iter_mut()
+            .find(|(w, _)| w.kind() == WindowKind::Reserved && w.range().contains_range(&range))
+        else {
+            return Err(Error::NotInWindow {
+                owner: owner.to_owned(),
+                range,
+                window: WindowKind::Reserved,
+                largest_free: 0,
+            });
+        };
+        let hold = match alloc.allocation_containing(want.start()) {
+            Some(h) if h.tag == Self::RESERVED_OWNER && h.range.contains_range(&want) => h.range,
+            _ => {
+                // Name the first range in the way: one of another owner's if any, else the
+                // reserved range `range` runs out of.
+                let overlapping = || alloc.allocated().filter(|h| h.range.overlaps(&want));
+                let other = overlapping()
+                    .find(|h| h.tag != Self::RESERVED_OWNER)
+                    .or_else(|| overlapping().next());
+                return Err(match other {
+                    Some(h) => Error::Taken {
+                        owner: owner.to_owned(),
+                        range,
+                        other: h.tag.clone(),
+                        other_range: h.range.into(),
+                    },
+                    // All free: a range given back and not held again, taken as it is.
+                    None => {
+                        return alloc
+                            .reserve_with(want, owner.to_owned())
+                            .map_err(|source| Error::Allocator {
+                                what: ADDRESSES,
+                                owner: owner.to_owned(),
+                                source,
+                            });
+                    }
+                });
+            }
+        };
+        let (_, tag) = match alloc.release_containing(want.start()) {
+            Ok(released) => released,
+            Err(e) => unreachable!("the hold just found is refused: {e}"),
+        };
+        // `want` lies inside `hold`: the part before ends above `hold`'s start, the part after
+        // starts below its end, so neither bound wraps.
+        let before = (hold.start() < want.start())
+            .then(|| AddressRange::new(hold.start(), want.start() - 1).ok())
+            .flatten();
+        let after = (want.end() < hold.end())
+            .then(|| AddressRange::new(want.end() + 1, hold.end()).ok())
+            .flatten();
+        // The device's part first: it takes the entry just freed, so only the parts after it
+        // may need the heap.
+        let parts = [
+            Some((want, owner)),
+            before.map(|b| (b, Self::RESERVED_OWNER)),
+            after.map(|a| (a, Self::RESERVED_OWNER)),
+        ];
+        for (i, &(part, who)) in parts.iter().flatten().enumerate() {
+            if let Err(source) = alloc.reserve_with(part, who.to_owned()) {
+                for &(done, _) in parts.iter().flatten().take(i) {
+                    let _ = alloc.free(&done);
+                }
+                // Back to the entries held before the release, so the index has room for the
+                // hold again without the heap (as after any free).
+                if let Err(e) = alloc.reserve_with(hold, tag) {
+                    unreachable!("a hold freed just before is refused: {e}");
+                }
+                return Err(Error::Allocator {
+                    what: ADDRESSES,
+                    owner: owner.to_owned(),
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Placer {
@@ -64,9 +183,8 @@ impl Placer {
     /// allocated there (by a device manager that allocates from every window it is given) could
     /// not work. Cloud Hypervisor and Firecracker hand out their 32-bit device ranges only,
     /// never the reserved range below 4 GiB, and put what sits there (Cloud Hypervisor's TPM at
-    /// `0xfed4_0000`) at a fixed address; a VMM that records such a device in the allocator
-    /// frees the free range holding it ([`AddressAllocator::release_containing`]) and reserves
-    /// the device's range and the parts around it again. The placer itself still places and
+    /// `0xfed4_0000`) at a fixed address; a VMM records such a device in the allocators with
+    /// [`PlacerAllocators::take_reserved`], all or nothing. The placer itself still places and
     /// takes in a reserved window when asked by kind ([`Placer::take_in`] with
     /// [`WindowKind::Reserved`]).
     ///
