@@ -83,6 +83,13 @@ impl Region {
     /// region that tracks writes (asked for before any memory is made). Nothing is left mapped
     /// after an error.
     ///
+    /// # Aborts
+    /// vm-memory allocates the dirty bitmap infallibly, so its block is asked of the heap first
+    /// and given back just before vm-memory asks for it: a heap that grants that first request
+    /// and refuses vm-memory's right after (another thread having taken the block between)
+    /// runs the global allocator's failure handler, an abort by default. See the crate's
+    /// `DESIGN.md`, "Dirty tracking".
+    ///
     /// Memory that is not prefaulted costs nothing until touched, however large the region:
     /// the host mapping's per-page records take one byte per 32,768 host pages for each of
     /// about a dozen records (backing a 1 TiB memfd region adds well under 1 MiB of resident
