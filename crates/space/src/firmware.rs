@@ -112,8 +112,9 @@ impl fmt::Display for MemoryMapEntry {
 pub const LINUX_MAX_NUMNODES: u32 = 64;
 
 /// The most NUMA nodes any Linux build maps: `MAX_NUMNODES` is `1 << CONFIG_NODES_SHIFT`, and
-/// the shift is at most 10 on every architecture (`mm/Kconfig`'s range; the x86-64 `MAXSMP`
-/// default). A guest node numbered this or more is in no Linux guest's SRAT, and a limit that
+/// the shift is at most 10 on every architecture (each architecture's Kconfig bounds it:
+/// `range 1 10` on x86-64 and AArch64, where 10 is the x86-64 `MAXSMP` default, as on
+/// powerpc). A guest node numbered this or more is in no Linux guest's SRAT, and a limit that
 /// is not a power of two up to it is no Linux guest kernel's
 /// ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest) refuses it); a
 /// host node numbered this or more is on no Linux host
