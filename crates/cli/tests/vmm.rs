@@ -1325,3 +1325,32 @@ fn firecracker_skipped_sections_given_twice_are_refused() {
     );
     assert_eq!(code, 0, "{json}: {err}");
 }
+
+/// Cloud Hypervisor's `VmConfig` has `serial`, `tpm`, `landlock_enable` and `landlock_rules`
+/// fields in every build, which the conversion does not read: given twice, serde refuses them,
+/// so Cloud Hypervisor refuses the file; a key it does not know may be given twice.
+#[test]
+fn cloud_hypervisor_unread_fields_given_twice_are_refused() {
+    let config = |extra: &str| {
+        format!(
+            r#"{{{extra}, "payload": {{"kernel": "k"}}, "memory": {{"size": 1073741824}}, {extra}}}"#
+        )
+    };
+    for (key, value) in [
+        ("serial", "{}"),
+        ("tpm", "null"),
+        ("landlock_enable", "false"),
+        ("landlock_rules", "null"),
+    ] {
+        let text = config(&format!(r#""{key}": {value}"#));
+        let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor", "--", &text]);
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(
+            err.contains(&format!("duplicate field `{key}`")),
+            "{text}: {err}"
+        );
+    }
+    let text = config(r#""zz": 1"#);
+    let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor", "--", &text]);
+    assert_eq!(code, 0, "{text}: {err}");
+}

@@ -61,8 +61,10 @@ impl ChObject for VmObject {
     // The sections that lay out guest memory, those that decide whether Cloud Hypervisor
     // boots the configuration at all, and those with ids or PCI devices ([`DEVICE_SECTIONS`]);
     // `ivshmem`, of an optional feature, only to name it in the note of what is not counted
-    // (given twice, it is refused as a build with that feature refuses it); the others are not
-    // read.
+    // (given twice, it is refused as a build with that feature refuses it); `serial`, `tpm`,
+    // `landlock_enable` and `landlock_rules`, fields of every build, are not read but named, so
+    // that one given twice is refused, as Cloud Hypervisor's serde refuses it; the others are
+    // not read.
     const KEYS: &'static [&'static str] = &[
         "memory",
         "numa",
@@ -88,6 +90,10 @@ impl ChObject for VmObject {
         "pvpanic",
         "pci_segments",
         "ivshmem",
+        "serial",
+        "tpm",
+        "landlock_enable",
+        "landlock_rules",
     ];
     const WHAT: &'static str = "a VmConfig object";
 }
