@@ -30,13 +30,13 @@ pub enum Error {
         /// The size.
         size: u64,
     },
-    /// A range of the whole 64-bit address space was given where a region's size is needed:
-    /// 2^64 bytes is one more than a `u64` holds
+    /// A range of the whole 64-bit address space was given where a region's or a window's
+    /// size is needed: 2^64 bytes is one more than a `u64` holds
     /// ([`RegionSpec::for_range`](crate::RegionSpec::for_range),
     /// [`RegionSpec::with_range`](crate::RegionSpec::with_range),
     /// [`Window::for_range`](crate::Window::for_range)).
     #[error(
-        "the range [0x0, 0xffffffffffffffff] is the whole 64-bit address space, 2^64 bytes, more than a region's size can say"
+        "the range [0x0, 0xffffffffffffffff] is the whole 64-bit address space, 2^64 bytes, one more than a size, a u64, holds"
     )]
     WholeAddressSpace,
     /// The base or size is not a multiple of the region's page size.
