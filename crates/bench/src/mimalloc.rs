@@ -14,11 +14,15 @@
 //! block) aborts and the others are ignored. Either way the message is printed to standard error
 //! when `MIMALLOC_SHOW_ERRORS=1`.
 //!
-//! What it does not check: an interior pointer is freed as if it were a block (or, in a page of
-//! aligned blocks, rounded down to its block) with no report; a free of a block that has since
-//! been allocated again (a stale pointer) frees the new owner's block; a pointer outside
-//! mimalloc's memory is masked to a segment address that is read (it may fault). memvisor's
-//! arena refuses every one of these (foreign, interior, double, stale, outside the block) with a
+//! What it does not check: an interior pointer is not recognized as such; the canary check then
+//! finds none after the block it would start (the canary is keyed on the block's address) and
+//! reports a buffer overflow (`EFAULT`), after which, given a hook that returns, the address is
+//! pushed on the free list as a block (in a page holding blocks over-allocated for an alignment
+//! above 16, it is rounded down to its block and freed with no report). A free of a block that has
+//! since been allocated again (a stale pointer) frees the new owner's block. A pointer outside
+//! mimalloc's memory is masked to a segment address that is read: a wrong cookie there is
+//! reported (`EINVAL`) and the free ignored, an unmapped one faults. memvisor's arena refuses
+//! every one of these (foreign, interior, double, stale, outside the block) by name, with a
 //! typed error that changes nothing.
 //!
 //! The secure build also gives up transparent huge pages: its segments are allocated with large

@@ -1,8 +1,8 @@
 //! The `mimalloc-heap-secure` peer is mimalloc built with `MI_SECURE=4`: it detects a double
-//! free, where the plain `mimalloc-heap` peer does not. Each double free runs in a child process
-//! (this test binary run again with [`CHILD`] set), since the plain build's corrupts its heap:
-//! the block is pushed on its page's free list twice, a cycle that mimalloc's collection at
-//! thread exit would walk for ever.
+//! free and reports an interior free, where the plain `mimalloc-heap` peer reports neither. Each
+//! misuse runs in a child process (this test binary run again with [`CHILD`] set), since the
+//! plain build's corrupts its heap: a block pushed on its page's free list twice makes a cycle
+//! that mimalloc's collection at thread exit would walk for ever.
 
 use std::ffi::{c_int, c_void};
 use std::io::Write as _;
@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use memvisor_bench::mimalloc::{Mimalloc, Plain, Secure};
 
-/// Set in a child to the build (`plain` or `secure`) whose double free it runs.
-const CHILD: &str = "MEMVISOR_BENCH_MIMALLOC_DOUBLE_FREE";
+/// Set in a child to `BUILD:MISUSE` (`plain` or `secure`; `double` or `interior`): the misuse
+/// it runs on that build.
+const CHILD: &str = "MEMVISOR_BENCH_MIMALLOC_MISUSE";
 /// What a child prints (after libtest's `test … ` on the same line) before what its build's
 /// error hook saw.
 const REPORT: &str = "mimalloc errors reported: ";
@@ -25,10 +26,27 @@ unsafe extern "C" fn count_error(code: c_int, _arg: *mut c_void) {
     LAST_CODE.store(code, Ordering::SeqCst);
 }
 
-/// In the child: frees one block of a fresh heap of `M` twice, prints how many errors the
-/// build reported and the last one's code, and leaves without running any destructor (the plain
-/// heap's free list is a cycle now).
-fn double_free<M: Mimalloc>() -> ! {
+/// In a child: runs the misuse [`CHILD`] names, if it is set (else returns).
+fn run_misuse_if_child() {
+    let Ok(what) = std::env::var(CHILD) else {
+        return;
+    };
+    let interior = match what.split_once(':') {
+        Some((_, "double")) => false,
+        Some((_, "interior")) => true,
+        _ => panic!("unknown misuse `{what}` in {CHILD}"),
+    };
+    match what.split_once(':').map(|(build, _)| build) {
+        Some("plain") => misuse::<Plain>(interior),
+        Some("secure") => misuse::<Secure>(interior),
+        _ => panic!("unknown build `{what}` in {CHILD}"),
+    }
+}
+
+/// In the child: frees a 64-byte block of a fresh heap of `M` twice, or once by the address
+/// 16 bytes into it (`interior`); prints how many errors the build reported and the last one's
+/// code, and leaves without running any destructor (the plain heap's free list is corrupt now).
+fn misuse<M: Mimalloc>(interior: bool) -> ! {
     // SAFETY: the hook only touches atomics; it stays registered until the process ends.
     unsafe { M::register_error(Some(count_error), std::ptr::null_mut()) };
     // SAFETY: a heap of this thread; the blocks are 64 bytes aligned to 8, from that heap.
@@ -41,9 +59,14 @@ fn double_free<M: Mimalloc>() -> ! {
             !block.is_null() && !other.is_null(),
             "mi_heap_malloc failed"
         );
-        M::free(block);
-        // The defect under test: the same block freed again.
-        M::free(block);
+        if interior {
+            // The defect under test: a free by an address inside the block.
+            M::free(block.cast::<u8>().add(16).cast());
+        } else {
+            M::free(block);
+            // The defect under test: the same block freed again.
+            M::free(block);
+        }
     }
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -58,18 +81,13 @@ fn double_free<M: Mimalloc>() -> ! {
     unsafe { libc::_exit(0) }
 }
 
-/// Runs this test again in a child with [`CHILD`] set to `build`; returns the child's report
-/// line and its standard error.
-fn run_child(build: &str) -> (String, String) {
+/// Runs the test `test` again in a child with [`CHILD`] set to `what`; returns the child's
+/// report and its standard error.
+fn run_child(test: &str, what: &str) -> (String, String) {
     let exe = std::env::current_exe().expect("the test binary's path");
     let output = Command::new(exe)
-        .args([
-            "--exact",
-            "secure_build_detects_a_double_free_the_plain_build_does_not",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, build)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, what)
         .env("MIMALLOC_SHOW_ERRORS", "1")
         .output()
         .expect("run the child");
@@ -77,26 +95,22 @@ fn run_child(build: &str) -> (String, String) {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
-        "{build} child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "{what} child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
     let report = stdout
         .lines()
         .find_map(|line| line.split_once(REPORT).map(|(_, report)| report))
-        .unwrap_or_else(|| panic!("{build} child printed no report:\n{stdout}\n{stderr}"))
+        .unwrap_or_else(|| panic!("{what} child printed no report:\n{stdout}\n{stderr}"))
         .to_owned();
     (report, stderr)
 }
 
 #[test]
 fn secure_build_detects_a_double_free_the_plain_build_does_not() {
-    match std::env::var(CHILD).as_deref() {
-        Ok("plain") => double_free::<Plain>(),
-        Ok("secure") => double_free::<Secure>(),
-        Ok(other) => panic!("unknown build `{other}` in {CHILD}"),
-        Err(_) => {}
-    }
-    let (secure, secure_stderr) = run_child("secure");
+    run_misuse_if_child();
+    let test = "secure_build_detects_a_double_free_the_plain_build_does_not";
+    let (secure, secure_stderr) = run_child(test, "secure:double");
     assert_eq!(
         secure,
         format!("1 (last code {})", libc::EAGAIN),
@@ -106,12 +120,37 @@ fn secure_build_detects_a_double_free_the_plain_build_does_not() {
         secure_stderr.contains("double free detected"),
         "the secure build names the double free: {secure_stderr}"
     );
-    let (plain, plain_stderr) = run_child("plain");
+    let (plain, plain_stderr) = run_child(test, "plain:double");
     assert_eq!(
         plain, "0 (last code 0)",
         "the plain build checks no free; stderr:\n{plain_stderr}"
     );
     assert!(!plain_stderr.contains("double free"), "{plain_stderr}");
+}
+
+/// The secure build does not recognize an interior pointer as such, but it checks the canary
+/// after the block the pointer would start, which is not there (the canary is keyed on the
+/// block's address): it reports a buffer overflow (`EFAULT`), once. The first block of a fresh
+/// page is far from the page's end, so the check reads memory of the page.
+#[test]
+fn secure_build_reports_an_interior_free_as_an_overflow_the_plain_build_does_not() {
+    run_misuse_if_child();
+    let test = "secure_build_reports_an_interior_free_as_an_overflow_the_plain_build_does_not";
+    let (secure, secure_stderr) = run_child(test, "secure:interior");
+    assert_eq!(
+        secure,
+        format!("1 (last code {})", libc::EFAULT),
+        "the secure build reports the interior free once, as EFAULT; stderr:\n{secure_stderr}"
+    );
+    assert!(
+        secure_stderr.contains("buffer overflow in heap block"),
+        "the secure build reports an overflow: {secure_stderr}"
+    );
+    let (plain, plain_stderr) = run_child(test, "plain:interior");
+    assert_eq!(
+        plain, "0 (last code 0)",
+        "the plain build checks no free; stderr:\n{plain_stderr}"
+    );
 }
 
 static COEXIST_ERRORS: AtomicUsize = AtomicUsize::new(0);

@@ -3,8 +3,9 @@
 //! mimalloc v2 first-class heaps (`mimalloc-heap`: `mi_heap_new`, `mi_heap_malloc_aligned`,
 //! `mi_free`, `mi_heap_destroy`; in its own memory, like `malloc`), and the same heaps of the same
 //! mimalloc source built with `MI_SECURE=4` (`mimalloc-heap-secure`, [`crate::mimalloc::Secure`]:
-//! guard pages, encoded free lists, double frees detected; no check of interior, stale or foreign
-//! pointers, which memvisor refuses) wherever `mimalloc-heap` runs.
+//! guard pages, encoded free lists, block canaries, double frees detected; interior frees
+//! reported only as overflows, stale frees not at all, foreign ones faulting where unmapped, all
+//! of which memvisor refuses by name) wherever `mimalloc-heap` runs.
 //!
 //! Every contender gets the same workload from the same seed: sizes drawn log-uniformly
 //! (`wide` 16 B–64 KiB, `small` 16 B–1 KiB), blocks of alignment 8. The arena runs with its
