@@ -31,22 +31,59 @@ fn run_misuse_if_child() {
     let Ok(what) = std::env::var(CHILD) else {
         return;
     };
-    let interior = match what.split_once(':') {
-        Some((_, "double")) => false,
-        Some((_, "interior")) => true,
+    let kind = match what.split_once(':') {
+        Some((_, "double")) => Misuse::Double,
+        Some((_, "interior")) => Misuse::Interior,
+        Some((_, "foreign")) => Misuse::Foreign,
         _ => panic!("unknown misuse `{what}` in {CHILD}"),
     };
     match what.split_once(':').map(|(build, _)| build) {
-        Some("plain") => misuse::<Plain>(interior),
-        Some("secure") => misuse::<Secure>(interior),
+        Some("plain") => misuse::<Plain>(kind),
+        Some("secure") => misuse::<Secure>(kind),
         _ => panic!("unknown build `{what}` in {CHILD}"),
     }
 }
 
-/// In the child: frees a 64-byte block of a fresh heap of `M` twice, or once by the address
-/// 16 bytes into it (`interior`); prints how many errors the build reported and the last one's
-/// code, and leaves without running any destructor (the plain heap's free list is corrupt now).
-fn misuse<M: Mimalloc>(interior: bool) -> ! {
+/// A wrong free a child runs.
+#[derive(Clone, Copy)]
+enum Misuse {
+    /// A block freed twice.
+    Double,
+    /// A block freed by the address 16 bytes into it.
+    Interior,
+    /// A free of an address in zeroed memory of our own mapping, at a mimalloc segment's
+    /// alignment (32 MiB), where mimalloc reads the segment header it takes the pointer to have.
+    Foreign,
+}
+
+/// mimalloc v2's segment size and alignment on 64-bit targets.
+const SEGMENT: usize = 32 << 20;
+
+/// An address 64 bytes into a zeroed, mapped region aligned to [`SEGMENT`] (the mapping is
+/// never unmapped: the child ends right after).
+fn foreign_address() -> *mut c_void {
+    // SAFETY: a fresh anonymous private mapping, read and written only through mimalloc's free.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * SEGMENT,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap failed");
+    let aligned = (map as usize).next_multiple_of(SEGMENT);
+    map.cast::<u8>()
+        .wrapping_add(aligned - map as usize + 64)
+        .cast()
+}
+
+/// In the child: runs `kind` on a fresh heap of `M` with 64-byte blocks; prints how many errors
+/// the build reported and the last one's code, and leaves without running any destructor (the
+/// plain heap's free list is corrupt now).
+fn misuse<M: Mimalloc>(kind: Misuse) -> ! {
     // SAFETY: the hook only touches atomics; it stays registered until the process ends.
     unsafe { M::register_error(Some(count_error), std::ptr::null_mut()) };
     // SAFETY: a heap of this thread; the blocks are 64 bytes aligned to 8, from that heap.
@@ -59,13 +96,16 @@ fn misuse<M: Mimalloc>(interior: bool) -> ! {
             !block.is_null() && !other.is_null(),
             "mi_heap_malloc failed"
         );
-        if interior {
+        match kind {
+            Misuse::Double => {
+                M::free(block);
+                // The defect under test: the same block freed again.
+                M::free(block);
+            }
             // The defect under test: a free by an address inside the block.
-            M::free(block.cast::<u8>().add(16).cast());
-        } else {
-            M::free(block);
-            // The defect under test: the same block freed again.
-            M::free(block);
+            Misuse::Interior => M::free(block.cast::<u8>().add(16).cast()),
+            // The defect under test: a free of memory mimalloc never gave.
+            Misuse::Foreign => M::free(foreign_address()),
         }
     }
     let mut out = std::io::stdout().lock();
@@ -150,6 +190,26 @@ fn secure_build_reports_an_interior_free_as_an_overflow_the_plain_build_does_not
     assert_eq!(
         plain, "0 (last code 0)",
         "the plain build checks no free; stderr:\n{plain_stderr}"
+    );
+}
+
+/// The secure build checks the cookie of the segment a freed pointer would lie in: in zeroed
+/// memory of a mapping of ours, at a segment's alignment, it finds none, reports an invalid
+/// pointer (`EINVAL`) and frees nothing. (The plain build is not run: it would take the zeroes
+/// for a segment header and act on them.)
+#[test]
+fn secure_build_reports_a_foreign_pointer_in_mapped_memory_as_invalid() {
+    run_misuse_if_child();
+    let test = "secure_build_reports_a_foreign_pointer_in_mapped_memory_as_invalid";
+    let (secure, secure_stderr) = run_child(test, "secure:foreign");
+    assert_eq!(
+        secure,
+        format!("1 (last code {})", libc::EINVAL),
+        "the secure build reports the foreign free once, as EINVAL; stderr:\n{secure_stderr}"
+    );
+    assert!(
+        secure_stderr.contains("pointer does not point to a valid heap space"),
+        "the secure build names the invalid pointer: {secure_stderr}"
     );
 }
 
