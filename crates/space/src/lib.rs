@@ -182,7 +182,7 @@ pub use memory::{BackingReport, RegionReport};
 pub use memvisor_resources;
 /// memvisor-vmem, whose `Error` [`Error::Reservation`] and other host failures carry.
 pub use memvisor_vmem;
-pub use placer::{Placer, PlacerAllocators};
+pub use placer::{AllocatorsRefused, Placer, PlacerAllocators};
 pub use platform::{Arch, Platform, Reservation, ReservationKind, SerialPreset};
 pub use range::GuestRange;
 pub use region::{Region, RegionRef};

@@ -6,7 +6,7 @@ mod allocators;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-pub use allocators::PlacerAllocators;
+pub use allocators::{AllocatorsRefused, PlacerAllocators};
 use memvisor_resources::{AddressAllocator, AllocPolicy, IdAllocator, Request, RoomTree};
 
 use crate::error::{Error, Result};

@@ -686,3 +686,56 @@ fn take_reserved_refused_by_the_heap_changes_nothing() {
     }
     assert!(refusals > 0);
 }
+
+/// Handing a placer's allocators over holds every free range of its reserved windows: the heap
+/// refusing room for one is `Error::Allocator` with the placer given back as it was, from
+/// `try_into_allocators`, where `into_allocators` aborts.
+#[test]
+#[allow(clippy::result_large_err)] // The placer comes back in place, unboxed.
+fn try_into_allocators_refused_by_the_heap_gives_the_placer_back() {
+    // Pages taken apart in the reserved window, so that its allocator must grow while the
+    // gaps between them are held, after some are held already.
+    let mut placer = x86_64();
+    for k in 0..40 {
+        placer
+            .take_in(
+                WindowKind::Reserved,
+                range(0xfec1_0000 + k * 0x2000, 0x1000),
+                "keep",
+            )
+            .unwrap();
+    }
+    let before = held(&placer);
+    let mut refusals = 0;
+    for granted in 0.. {
+        let p = placer.clone();
+        let (out, refused) = refusing_one_after(granted, || p.try_into_allocators());
+        let refusal = match out {
+            Ok(allocators) => {
+                assert!(
+                    !refused,
+                    "request {granted} refused, and the allocators made"
+                );
+                let reserved = allocators
+                    .windows
+                    .iter()
+                    .filter(|(w, _)| w.kind() == WindowKind::Reserved);
+                for (w, a) in reserved {
+                    assert_eq!(a.free_ranges().count(), 0, "{w:?}");
+                }
+                break;
+            }
+            Err(refusal) => refusal,
+        };
+        assert!(refused);
+        assert!(
+            is_heap_refusal(refusal.error()),
+            "request {granted} refused: {refusal}"
+        );
+        let (e, p) = refusal.into_parts();
+        assert!(is_heap_refusal(&e), "{e}");
+        assert_eq!(held(&p), before, "request {granted} refused: {e}");
+        refusals += 1;
+    }
+    assert!(refusals > 0);
+}

@@ -190,7 +190,9 @@ impl Placer {
     ///
     /// Holding those ranges allocates one allocator entry each, infallibly, as the placer's
     /// owner names are: if the heap refuses it, the global allocator's failure handler runs
-    /// ([`handle_alloc_error`](std::alloc::handle_alloc_error), an abort by default).
+    /// ([`handle_alloc_error`](std::alloc::handle_alloc_error), an abort by default);
+    /// [`try_into_allocators`](Self::try_into_allocators) returns that refusal instead, with
+    /// the placer as it was.
     ///
     /// ```
     /// use memvisor_space::memvisor_resources::{AllocPolicy, Request};
@@ -209,39 +211,153 @@ impl Placer {
     /// # Ok::<(), Error>(())
     /// ```
     #[must_use]
-    pub fn into_allocators(mut self) -> PlacerAllocators {
-        for (window, alloc) in &mut self.windows {
-            if window.kind() != WindowKind::Reserved {
-                continue;
-            }
-            while let Some(free) = alloc.free_ranges().next() {
-                match alloc.reserve_with(free, PlacerAllocators::RESERVED_OWNER.to_owned()) {
-                    Ok(()) => {}
-                    Err(memvisor_resources::Error::HeapRefused { bytes }) => {
-                        std::alloc::handle_alloc_error(
-                            std::alloc::Layout::array::<u8>(
-                                usize::try_from(bytes).unwrap_or(usize::MAX),
-                            )
-                            .unwrap_or(std::alloc::Layout::new::<u64>()),
-                        )
-                    }
-                    // `free` is free and inside the allocator's space; an allocator holds at
-                    // most one free range more than its allocations, so one whose next entry
-                    // would pass its count of 2^32 - 1 holds 2^31 ranges or more of a window
-                    // already, more than a process's heap can hold.
-                    Err(e) => unreachable!("a free range of a reserved window is refused: {e}"),
-                }
-            }
+    pub fn into_allocators(self) -> PlacerAllocators {
+        match self.try_into_allocators() {
+            Ok(allocators) => allocators,
+            Err(AllocatorsRefused {
+                error:
+                    Error::Allocator {
+                        source: memvisor_resources::Error::HeapRefused { bytes },
+                        ..
+                    },
+                ..
+            }) => std::alloc::handle_alloc_error(
+                std::alloc::Layout::array::<u8>(usize::try_from(bytes).unwrap_or(usize::MAX))
+                    .unwrap_or(std::alloc::Layout::new::<u64>()),
+            ),
+            // An allocator holds at most one free range more than its allocations, so one
+            // whose next entry would pass its count of 2^32 - 1 holds 2^31 ranges or more of a
+            // window already, more than a process's heap can hold.
+            Err(refused) => unreachable!(
+                "a free range of a reserved window is refused: {}",
+                refused.error
+            ),
+        }
+    }
+
+    /// [`into_allocators`](Self::into_allocators), with the heap's refusal of room for the
+    /// reserved windows' holds returned rather than aborting.
+    ///
+    /// # Errors
+    /// [`AllocatorsRefused`], holding [`Error::Allocator`] (with
+    /// [`memvisor_resources::Error::HeapRefused`] as its source) and this placer as it was.
+    ///
+    /// ```
+    /// use memvisor_space::{Error, Platform, WindowKind};
+    ///
+    /// let platform = Platform::x86_64();
+    /// let placer = platform.placer(&platform.layout().ram(1 << 30).build()?)?;
+    /// let mut allocators = placer.try_into_allocators().map_err(|r| r.into_parts().0)?;
+    /// let reserved = allocators.first_of(WindowKind::Reserved).expect("a reserved window");
+    /// assert_eq!(reserved.free_ranges().count(), 0);
+    /// # Ok::<(), Error>(())
+    /// ```
+    // The placer comes back in place: boxing it would ask the heap that just refused.
+    #[allow(clippy::result_large_err)]
+    pub fn try_into_allocators(
+        mut self,
+    ) -> std::result::Result<PlacerAllocators, AllocatorsRefused> {
+        if let Err(error) = self.hold_reserved_windows() {
+            return Err(AllocatorsRefused {
+                error,
+                placer: self,
+            });
         }
         let (irqs, irq_owners) = match self.irqs {
             Some(irqs) => (Some(irqs.ids), irqs.owners),
             None => (None, BTreeMap::new()),
         };
-        PlacerAllocators {
+        Ok(PlacerAllocators {
             windows: self.windows,
             ports: self.ports,
             irqs,
             irq_owners,
+        })
+    }
+}
+
+impl Placer {
+    /// Holds every free range of each reserved window under
+    /// [`PlacerAllocators::RESERVED_OWNER`], all or nothing: on an error the ranges held here
+    /// are free again, without the heap.
+    fn hold_reserved_windows(&mut self) -> Result<()> {
+        let reserved = |w: &Window| w.kind() == WindowKind::Reserved;
+        let count: usize = self
+            .windows
+            .iter()
+            .filter(|(w, _)| reserved(w))
+            .map(|(_, a)| a.free_ranges().count())
+            .sum();
+        // The ranges held here, to free them if a later one is refused: room for all of them
+        // first, so that the undo needs no heap.
+        let mut held: Vec<(usize, AddressRange)> = Vec::new();
+        held.try_reserve_exact(count)
+            .map_err(|_| Error::Allocator {
+                what: ADDRESSES,
+                owner: PlacerAllocators::RESERVED_OWNER.to_owned(),
+                source: memvisor_resources::Error::HeapRefused {
+                    bytes: u64::try_from(count).unwrap_or(u64::MAX).saturating_mul(
+                        u64::try_from(std::mem::size_of::<(usize, AddressRange)>())
+                            .unwrap_or(u64::MAX),
+                    ),
+                },
+            })?;
+        for i in 0..self.windows.len() {
+            if !reserved(&self.windows[i].0) {
+                continue;
+            }
+            while let Some(free) = self.windows[i].1.free_ranges().next() {
+                let alloc = &mut self.windows[i].1;
+                if let Err(source) =
+                    alloc.reserve_with(free, PlacerAllocators::RESERVED_OWNER.to_owned())
+                {
+                    for (j, range) in &held {
+                        // Held just above: freeing it cannot fail, and needs no heap.
+                        let _ = self.windows[*j].1.free(range);
+                    }
+                    return Err(Error::Allocator {
+                        what: ADDRESSES,
+                        owner: PlacerAllocators::RESERVED_OWNER.to_owned(),
+                        source,
+                    });
+                }
+                // Room for every free range counted above, and this one was free then.
+                held.push((i, free));
+            }
         }
+        Ok(())
+    }
+}
+
+/// The heap's refusal of [`Placer::try_into_allocators`]: the error, and the placer as it was.
+#[derive(Debug)]
+pub struct AllocatorsRefused {
+    error: Error,
+    placer: Placer,
+}
+
+impl AllocatorsRefused {
+    /// The error: [`Error::Allocator`], with the heap's refusal as its source.
+    #[must_use]
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The error and the placer, as it was before the call.
+    #[must_use]
+    pub fn into_parts(self) -> (Error, Placer) {
+        (self.error, self.placer)
+    }
+}
+
+impl std::fmt::Display for AllocatorsRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for AllocatorsRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
     }
 }
