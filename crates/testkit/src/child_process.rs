@@ -7,9 +7,14 @@
 //! more than a pipe holds (64 KiB on Linux) goes on instead of waiting for a reader that waits
 //! for it. What is kept of each stream is bounded: its first [`KEPT_HEAD`] bytes and its last
 //! [`KEPT_TAIL`] bytes; the bytes between are read and dropped, and a line saying how many
-//! stands in their place. A process the child started that holds the pipes open after the
-//! child ended is waited for at most 5 s: the output read by then is given, and the readers are
-//! left behind.
+//! stands in their place.
+//!
+//! On Linux the child runs in a process group of its own, and when it ends, or is killed at the
+//! deadline, whatever else of that group still runs is killed before the child is reaped: a
+//! process it started cannot hold the pipes open past its end, and both readers end with it.
+//! A process that left the group (`setsid`), or any the child started elsewhere, is waited for
+//! at most 5 s after the child's end: the output read by then is given, and its reader is left
+//! behind, blocked on the pipe that process holds.
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -60,19 +65,20 @@ const READERS_GRACE: Duration = Duration::from_secs(5);
 ///
 /// When the child cannot be started or waited for.
 pub fn output_within(command: &mut Command, limit: Duration) -> Result<Output, Hung> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    #[cfg(target_os = "linux")]
+    std::os::unix::process::CommandExt::process_group(command, 0);
+    let mut child = command.spawn().unwrap();
     let stdout = Reader::start(child.stdout.take().unwrap());
     let stderr = Reader::start(child.stderr.take().unwrap());
     let start = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
+        if group::ended(&mut child) {
+            group::kill(&child);
+            break Some(child.wait().unwrap());
         }
         if start.elapsed() > limit {
+            group::kill(&child);
             let _ = child.kill();
             child.wait().unwrap();
             break None;
@@ -155,5 +161,114 @@ impl Reader {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.kept.lock().unwrap().bytes()
+    }
+}
+
+/// The child's process group (Linux): whether the child ended, without reaping it, and the
+/// killing of the group's processes while the child, its leader, is not reaped yet (so that its
+/// number names no other group).
+#[cfg(target_os = "linux")]
+mod group {
+    use std::process::Child;
+
+    /// Whether `child` ended; it is left to be reaped.
+    pub(super) fn ended(child: &mut Child) -> bool {
+        loop {
+            // SAFETY: an all-zero `siginfo_t` is a valid value of the plain C struct.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `info` is a valid, writable `siginfo_t`; `child` is our child, not
+            // reaped yet (`Child::wait` reaps it, and it is called only after this says so).
+            let ret = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    child.id(),
+                    &raw mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            if ret == 0 {
+                // SAFETY: `waitid` filled `info` for a child (or left `si_pid` 0 when none
+                // ended, WNOHANG), so it holds a child's `si_pid`.
+                return unsafe { info.si_pid() } != 0;
+            }
+            let error = std::io::Error::last_os_error();
+            assert!(
+                error.kind() == std::io::ErrorKind::Interrupted,
+                "waitid for the child: {error}"
+            );
+        }
+    }
+
+    /// Kills every process of `child`'s group, `child` included; none left is not an error.
+    pub(super) fn kill(child: &Child) {
+        let Ok(group) = libc::pid_t::try_from(child.id()) else {
+            return;
+        };
+        // SAFETY: a plain system call; `group` is the process group `child` leads, whose
+        // number stays its own while `child` is not reaped.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
+}
+
+/// Elsewhere the child shares our process group: whether it ended, reaping it, and nothing to
+/// kill beside it.
+#[cfg(not(target_os = "linux"))]
+mod group {
+    use std::process::Child;
+
+    /// Whether `child` ended (reaped; `Child::wait` then gives its status).
+    pub(super) fn ended(child: &mut Child) -> bool {
+        child.try_wait().unwrap().is_some()
+    }
+
+    /// Nothing: the child has no group of its own.
+    pub(super) fn kill(_child: &Child) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KEPT_HEAD, KEPT_TAIL, Kept};
+
+    /// `len` bytes that differ from their neighbours, fed to a [`Kept`] `chunk` bytes at a time.
+    fn kept(len: usize, chunk: usize) -> (Vec<u8>, Kept) {
+        let bytes: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        let mut kept = Kept::default();
+        for piece in bytes.chunks(chunk) {
+            kept.push(piece);
+        }
+        (bytes, kept)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // Megabytes a byte at a time: seconds natively, hours under Miri.
+    fn kept_bytes_at_and_past_the_bounds_are_the_first_and_last_with_the_count_between() {
+        let whole = KEPT_HEAD + KEPT_TAIL;
+        for len in [
+            0,
+            1,
+            KEPT_HEAD - 1,
+            KEPT_HEAD,
+            KEPT_HEAD + 1,
+            whole - 1,
+            whole,
+            whole + 1,
+            2 * whole + 7,
+        ] {
+            for chunk in [8192, 4093, whole + 1] {
+                let (bytes, kept) = kept(len, chunk);
+                let left_out = len.saturating_sub(whole);
+                assert_eq!(kept.left_out, left_out as u64, "{len} in {chunk}");
+                assert!(kept.head.len() <= KEPT_HEAD && kept.tail.len() <= KEPT_TAIL);
+                let head = len.min(KEPT_HEAD);
+                let tail = (len - head).min(KEPT_TAIL);
+                let mut expected = bytes[..head].to_vec();
+                if left_out > 0 {
+                    let line = format!("\n[{left_out} bytes left out]\n");
+                    expected.extend_from_slice(line.as_bytes());
+                }
+                expected.extend_from_slice(&bytes[len - tail..]);
+                assert!(kept.bytes() == expected, "{len} in chunks of {chunk}");
+            }
+        }
     }
 }

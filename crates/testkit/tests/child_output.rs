@@ -127,3 +127,105 @@ fn a_child_past_its_deadline_is_killed_and_gives_what_it_wrote() {
     assert!(hung.contains("ran past 500ms and was killed"), "{hung}");
     assert!(hung.contains("started, now hanging"), "{hung}");
 }
+
+#[test]
+fn each_stream_at_the_bound_is_whole_and_one_byte_past_it_leaves_one_out() {
+    if child_part() {
+        return;
+    }
+    let test = "each_stream_at_the_bound_is_whole_and_one_byte_past_it_leaves_one_out";
+    let whole = KEPT_HEAD + KEPT_TAIL;
+    let out = child(test, &format!("{whole},{whole}"), LIMIT).unwrap();
+    assert!(out.status.success());
+    assert!(out.stderr == text(whole, "FIRST ERR\n", "LAST ERR\n"));
+    // The harness's own lines come on top of the child's on standard output.
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" bytes left out]\n"));
+
+    let past = whole + 1;
+    let out = child(test, &format!("{past},{past}"), LIMIT).unwrap();
+    assert!(out.status.success());
+    let written = text(past, "FIRST ERR\n", "LAST ERR\n");
+    let marker = b"\n[1 bytes left out]\n";
+    assert_eq!(out.stderr.len(), whole + marker.len());
+    assert!(out.stderr[..KEPT_HEAD] == written[..KEPT_HEAD]);
+    assert!(out.stderr[KEPT_HEAD..KEPT_HEAD + marker.len()] == *marker);
+    assert!(out.stderr[KEPT_HEAD + marker.len()..] == written[KEPT_HEAD + 1..]);
+}
+
+/// A shell running `script`, through `output_within` with `limit`.
+#[cfg(unix)]
+fn shell(
+    script: &str,
+    limit: Duration,
+) -> Result<std::process::Output, memvisor_testkit::child_process::Hung> {
+    output_within(Command::new("sh").args(["-c", script]), limit)
+}
+
+#[test]
+#[cfg(unix)]
+fn a_deadline_of_zero_kills_the_child_at_once() {
+    let start = Instant::now();
+    let hung = shell("sleep 600", Duration::ZERO).unwrap_err();
+    assert!(start.elapsed() < LIMIT);
+    assert_eq!(hung.limit, Duration::ZERO);
+}
+
+#[test]
+#[cfg(unix)]
+fn a_child_killed_by_a_signal_gives_its_status_and_output() {
+    use std::os::unix::process::ExitStatusExt;
+    let out = shell("echo before; echo also >&2; kill -9 $$; echo after", LIMIT).unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    assert_eq!(out.stdout, b"before\n");
+    assert_eq!(out.stderr, b"also\n");
+}
+
+#[test]
+#[cfg(unix)]
+fn a_child_closing_its_pipes_and_running_on_is_killed_at_its_deadline() {
+    let start = Instant::now();
+    let hung = shell(
+        "echo closing; exec >&- 2>&-; sleep 600",
+        Duration::from_millis(300),
+    )
+    .unwrap_err();
+    assert!(start.elapsed() < LIMIT);
+    assert_eq!(hung.stdout, b"closing\n");
+}
+
+/// Whether the process `pid` ended (gone, or a zombie no one reaped yet).
+#[cfg(target_os = "linux")]
+fn ended(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_process_the_child_left_holding_the_pipes_is_killed_with_it() {
+    // The shell ends at once; the `sleep` it started holds both pipes, and would for 600 s.
+    for limit in [LIMIT, Duration::from_millis(300)] {
+        let script = if limit == LIMIT {
+            "sleep 600 & echo $!"
+        } else {
+            "sleep 600 & echo $!; wait"
+        };
+        let start = Instant::now();
+        let stdout = match shell(script, limit) {
+            Ok(out) => out.stdout,
+            Err(hung) => hung.stdout,
+        };
+        let pid = String::from_utf8(stdout).unwrap();
+        let pid = pid.trim();
+        assert!(!pid.is_empty());
+        // Killed when the shell ended (or at the deadline), not left for the readers' grace.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !ended(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(ended(pid), "{limit:?}: the sleep {pid} still runs");
+        assert!(start.elapsed() < LIMIT);
+    }
+}
