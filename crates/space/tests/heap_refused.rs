@@ -657,6 +657,7 @@ fn dirty_bitmap_refused_by_the_heap_leaves_the_file_unwritten() {
 /// splits the window's reserved hold in up to three: the heap refusing the room for a part is
 /// `Error::Allocator`, with the hold as it was, so no part of the window is left allocatable.
 #[test]
+#[cfg_attr(miri, ignore = "safe code only, checked natively; seconds under Miri")]
 fn take_reserved_refused_by_the_heap_changes_nothing() {
     let allocators = x86_64().into_allocators();
     let held = |a: &memvisor_space::PlacerAllocators| -> Vec<Vec<_>> {
@@ -691,6 +692,7 @@ fn take_reserved_refused_by_the_heap_changes_nothing() {
 /// refusing room for one is `Error::Allocator` with the placer given back as it was, from
 /// `try_into_allocators`, where `into_allocators` aborts.
 #[test]
+#[cfg_attr(miri, ignore = "safe code only, checked natively; seconds under Miri")]
 #[allow(clippy::result_large_err)] // The placer comes back in place, unboxed.
 fn try_into_allocators_refused_by_the_heap_gives_the_placer_back() {
     // Pages taken apart in the reserved window, so that its allocator must grow while the
