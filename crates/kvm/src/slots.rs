@@ -712,13 +712,7 @@ impl Shared {
                     // still refused to delete it just above. The number stays busy meanwhile.
                     return Err(Error::SlotBusy { slot, base });
                 }
-                // Every region's range is valid (the space checked its spec); this keeps a
-                // bad one from reaching KVM all the same.
-                let guest =
-                    GuestRange::new(region.base(), region.size()).map_err(|_| Error::TooBig {
-                        base,
-                        size: region.size(),
-                    })?;
+                let guest = region.range();
                 // The undo of the removal just made: the slot as it was.
                 let undo = removed.filter(|r| {
                     r.generation == generation
@@ -1155,7 +1149,7 @@ mod tests {
             let spec = RegionSpec::ram(GuestAddress(base), size_of(slot));
             let region = Arc::new(Region::plan(spec).unwrap());
             let registered = Registered {
-                guest: GuestRange::new(region.base(), region.size()).unwrap(),
+                guest: region.range(),
                 host_address: 0,
                 region,
                 flags: 0,
@@ -1237,7 +1231,7 @@ mod tests {
     pub(super) fn region_entry(region: &Region, slot: u32, flags: u32) -> RegisteredSlot {
         RegisteredSlot {
             slot,
-            guest: GuestRange::new(region.base(), region.size()).unwrap(),
+            guest: region.range(),
             host_address: region.host_ptr().unwrap() as u64,
             flags,
         }
