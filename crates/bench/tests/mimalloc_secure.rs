@@ -2,14 +2,19 @@
 //! free and reports an interior free, where the plain `mimalloc-heap` peer reports neither. Each
 //! misuse runs in a child process (this test binary run again with [`CHILD`] set), since the
 //! plain build's corrupts its heap: a block pushed on its page's free list twice makes a cycle
-//! that mimalloc's collection at thread exit would walk for ever.
+//! that mimalloc's collection at thread exit would walk for ever. A child still running at its
+//! deadline ([`CHILD_LIMIT`]) is killed and fails the test; one that faults fails it with its
+//! status.
 
 use std::ffi::{c_int, c_void};
 use std::io::Write as _;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use memvisor_bench::mimalloc::{Mimalloc, Plain, Secure};
+use memvisor_testkit::child_process::output_within;
 
 /// Set in a child to `BUILD:MISUSE` (`plain` or `secure`; `double` or `interior`): the misuse
 /// it runs on that build.
@@ -35,6 +40,7 @@ fn run_misuse_if_child() {
         Some((_, "double")) => Misuse::Double,
         Some((_, "interior")) => Misuse::Interior,
         Some((_, "foreign")) => Misuse::Foreign,
+        Some((_, "hang")) => Misuse::Hang,
         _ => panic!("unknown misuse `{what}` in {CHILD}"),
     };
     match what.split_once(':').map(|(build, _)| build) {
@@ -54,7 +60,17 @@ enum Misuse {
     /// A free of an address in zeroed memory of our own mapping, at a mimalloc segment's
     /// alignment (32 MiB), where mimalloc reads the segment header it takes the pointer to have.
     Foreign,
+    /// No misuse: the child sleeps [`HANG`] before it reports, as a misuse that hangs would
+    /// (the plain build walking a free list made a cycle), for the test of the parent's
+    /// deadline.
+    Hang,
 }
+
+/// How long a [`Misuse::Hang`] child sleeps: far past [`HANG_LIMIT`], bounded so that no run
+/// leaves it behind for long.
+const HANG: Duration = Duration::from_secs(10);
+/// The deadline the test of a hung child gives it.
+const HANG_LIMIT: Duration = Duration::from_millis(300);
 
 /// mimalloc v2's segment size and alignment on 64-bit targets.
 const SEGMENT: usize = 32 << 20;
@@ -106,6 +122,7 @@ fn misuse<M: Mimalloc>(kind: Misuse) -> ! {
             Misuse::Interior => M::free(block.cast::<u8>().add(16).cast()),
             // The defect under test: a free of memory mimalloc never gave.
             Misuse::Foreign => M::free(foreign_address()),
+            Misuse::Hang => std::thread::sleep(HANG),
         }
     }
     let mut out = std::io::stdout().lock();
@@ -124,13 +141,24 @@ fn misuse<M: Mimalloc>(kind: Misuse) -> ! {
 /// Runs the test `test` again in a child with [`CHILD`] set to `what`; returns the child's
 /// report and its standard error.
 fn run_child(test: &str, what: &str) -> (String, String) {
+    run_child_within(test, what, CHILD_LIMIT)
+}
+
+/// The deadline of a misuse child (each takes a few milliseconds).
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+/// [`run_child`] with the deadline `limit`: a child still running then is killed and the
+/// test fails, with what the child wrote by then.
+fn run_child_within(test: &str, what: &str, limit: Duration) -> (String, String) {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let output = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, what)
-        .env("MIMALLOC_SHOW_ERRORS", "1")
-        .output()
-        .expect("run the child");
+    let output = output_within(
+        Command::new(exe)
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD, what)
+            .env("MIMALLOC_SHOW_ERRORS", "1"),
+        limit,
+    )
+    .unwrap_or_else(|hung| panic!("{what} child: {hung}"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
@@ -211,6 +239,29 @@ fn secure_build_reports_a_foreign_pointer_in_mapped_memory_as_invalid() {
         secure_stderr.contains("pointer does not point to a valid heap space"),
         "the secure build names the invalid pointer: {secure_stderr}"
     );
+}
+
+/// A child that does not end is killed at its deadline and the test fails, naming it, where the
+/// test would otherwise wait for it for ever.
+#[test]
+fn a_child_past_its_deadline_is_killed_and_fails_the_test() {
+    run_misuse_if_child();
+    let test = "a_child_past_its_deadline_is_killed_and_fails_the_test";
+    let (done, ended) = mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(|| run_child_within(test, "plain:hang", HANG_LIMIT));
+        let _ = done.send(outcome.err().map(|payload| {
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default()
+        }));
+    });
+    let message = ended
+        .recv_timeout(HANG / 2)
+        .expect("the parent waited for the hung child past its deadline")
+        .expect("the hung child passed");
+    assert!(message.contains("ran past"), "{message}");
 }
 
 static COEXIST_ERRORS: AtomicUsize = AtomicUsize::new(0);
