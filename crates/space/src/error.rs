@@ -690,6 +690,17 @@ pub enum Error {
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Runs the global allocator's failure handler
+/// ([`handle_alloc_error`](std::alloc::handle_alloc_error), an abort by default) for `bytes` an
+/// allocator's bookkeeping was refused, as an infallible allocation of them would: for the calls
+/// that return no error where only the heap can fail.
+pub(crate) fn abort_on_heap_refusal(bytes: u64) -> ! {
+    std::alloc::handle_alloc_error(
+        std::alloc::Layout::array::<u8>(usize::try_from(bytes).unwrap_or(usize::MAX))
+            .unwrap_or(std::alloc::Layout::new::<u64>()),
+    )
+}
+
 /// The most sources [`with_sources`] shows: a listener's error may have a chain without end
 /// (one that is its own source), and printing must end.
 const SHOWN_SOURCES: usize = 16;

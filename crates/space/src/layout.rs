@@ -416,10 +416,7 @@ impl Layout {
             Err(Error::Allocator {
                 source: memvisor_resources::Error::HeapRefused { bytes },
                 ..
-            }) => std::alloc::handle_alloc_error(
-                std::alloc::Layout::array::<u8>(usize::try_from(bytes).unwrap_or(usize::MAX))
-                    .unwrap_or(std::alloc::Layout::new::<u64>()),
-            ),
+            }) => crate::error::abort_on_heap_refusal(bytes),
             Err(e) => unreachable!(
                 "preset interrupt ranges are not empty, and a new placer holds no port: {e}"
             ),

@@ -221,10 +221,7 @@ impl Placer {
                         ..
                     },
                 ..
-            }) => std::alloc::handle_alloc_error(
-                std::alloc::Layout::array::<u8>(usize::try_from(bytes).unwrap_or(usize::MAX))
-                    .unwrap_or(std::alloc::Layout::new::<u64>()),
-            ),
+            }) => crate::error::abort_on_heap_refusal(bytes),
             // An allocator holds at most one free range more than its allocations, so one
             // whose next entry would pass its count of 2^32 - 1 holds 2^31 ranges or more of a
             // window already, more than a process's heap can hold.
