@@ -10,15 +10,10 @@ use memvisor_resources::{
 };
 use proptest::prelude::*;
 
-const CASES: u32 = if cfg!(miri) { 4 } else { 64 };
+const CASES: u32 = 64;
 
-/// `CASES` cases; under Miri, which cannot read the working directory, no failure files.
 fn config() -> ProptestConfig {
-    let mut config = ProptestConfig::with_cases(CASES);
-    if cfg!(miri) {
-        config.failure_persistence = None;
-    }
-    config
+    ProptestConfig::with_cases(CASES)
 }
 
 /// Everything an `IdAllocator` shows.
@@ -306,6 +301,7 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
+    #[cfg_attr(miri, ignore = "slow under Miri; the models run there")]
     fn id_allocator_call_that_fails_changes_nothing((first, last, ops) in id_script()) {
         let mut a = IdAllocator::new(first, last).unwrap();
         for (step, op) in ops.iter().enumerate() {
@@ -321,6 +317,7 @@ proptest! {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "slow under Miri; the models run there")]
     fn address_allocator_call_that_fails_changes_nothing((space, ops) in addr_script()) {
         let mut a = AddressAllocator::<u32>::new(space);
         for (step, op) in ops.iter().enumerate() {
@@ -334,6 +331,7 @@ proptest! {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "slow under Miri; the models run there")]
     fn allocator_set_call_that_fails_changes_nothing(ops in prop::collection::vec(set_op(), 0..60)) {
         let mut s = AllocatorSet::<u32>::new(&set_spaces()).unwrap();
         for (step, op) in ops.iter().enumerate() {

@@ -10,17 +10,12 @@ use memvisor_vmem::vec::{Builder, ConcurrentVec, Growth, Vec};
 use memvisor_vmem::{Reservation, page_size};
 use proptest::prelude::*;
 
-const CASES: u32 = if cfg!(miri) { 4 } else { 64 };
+const CASES: u32 = 64;
 /// The vectors' capacity: small, so that growth meets it.
 const CAP: usize = 700;
 
-/// `CASES` cases; under Miri, which cannot read the working directory, no failure files.
 fn config() -> ProptestConfig {
-    let mut config = ProptestConfig::with_cases(CASES);
-    if cfg!(miri) {
-        config.failure_persistence = None;
-    }
-    config
+    ProptestConfig::with_cases(CASES)
 }
 
 #[derive(Clone, Debug)]
@@ -192,6 +187,7 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri; the models and the vectors' own tests run there")]
     fn vec_growth_that_fails_changes_nothing(ops in prop::collection::vec(vec_op(), 0..40)) {
         let mut v = Builder::new(CAP).growth(Growth::Fixed(page_size())).build::<u32>().unwrap();
         for (step, op) in ops.iter().enumerate() {
@@ -203,6 +199,7 @@ proptest! {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri; the models and the vectors' own tests run there")]
     fn concurrent_vec_growth_that_fails_changes_nothing(ops in prop::collection::vec(concurrent_op(), 0..60)) {
         let v = Builder::new(CAP).growth(Growth::Fixed(page_size())).thread_block(1).build_concurrent::<u32>().unwrap();
         for (step, op) in ops.iter().enumerate() {
@@ -232,6 +229,7 @@ proptest! {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri; the models and the vectors' own tests run there")]
     fn reservation_call_that_fails_changes_nothing(ops in prop::collection::vec(reservation_op(page_size()), 0..40)) {
         let page = page_size();
         let mut r = Reservation::builder().reserve(8 * page).unwrap();
