@@ -9,20 +9,31 @@
 //! -g` lists the global symbols the object defines, `objcopy --redefine-syms` renames exactly
 //! those (the object's undefined references, libc's `mmap`, `pthread_*` and the rest, keep their
 //! names), and the renamed object is archived as `libmimalloc_secure.a` in `OUT_DIR` and linked
-//! statically. The tools are binutils' (`NM`, `OBJCOPY` and `AR` name others).
+//! statically. `nm` and `objcopy` are those [`tools`] names (the environment's, else on a cross
+//! build the C compiler's toolchain's); the archiver is the one `cc` picks.
+
+#[path = "build/tools.rs"]
+mod tools;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
 
+use tools::Tool;
+
 /// The prefix of every global symbol of the secure copy (`mi_free` is `mimalloc_secure_mi_free`).
 const PREFIX: &str = "mimalloc_secure_";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["DEP_MIMALLOC_INCLUDE_DIR", "NM", "OBJCOPY", "AR"] {
-        println!("cargo:rerun-if-env-changed={var}");
+    println!("cargo:rerun-if-env-changed=DEP_MIMALLOC_INCLUDE_DIR");
+    let target = env::var("TARGET").expect("TARGET is set for build scripts");
+    let host = env::var("HOST").expect("HOST is set for build scripts");
+    for tool in [Tool::Nm, Tool::Objcopy] {
+        for var in tools::vars(tool, &target, &host) {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
     }
     let include = PathBuf::from(
         env::var("DEP_MIMALLOC_INCLUDE_DIR")
@@ -40,45 +51,47 @@ fn main() {
     println!("cargo:rerun-if-changed={}", source.display());
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
 
-    let objects = compile(&include, root, &source);
+    let build = secure_build(&include, root, &source);
+    let compiler = build.get_compiler();
+    let compiler = compiler.path().to_string_lossy();
+    let tool = |tool| tools::resolve(tool, &target, &host, &compiler, |var| env::var(var).ok());
+    let (nm, objcopy) = (tool(Tool::Nm), tool(Tool::Objcopy));
+    let objects = build.compile_intermediates();
     let renames = out.join("mimalloc_secure.syms");
     let mut list = String::new();
     let mut renamed = Vec::new();
     for object in &objects {
-        for symbol in defined_globals(object) {
+        for symbol in defined_globals(&nm, object) {
             writeln!(list, "{symbol} {PREFIX}{symbol}").expect("writing to a String");
         }
     }
     fs::write(&renames, &list).expect("write the symbol renames");
     for (i, object) in objects.iter().enumerate() {
-        let target = out.join(format!("mimalloc_secure_{i}.o"));
-        run(Command::new(tool("OBJCOPY", "objcopy"))
+        let renamed_object = out.join(format!("mimalloc_secure_{i}.o"));
+        run(Command::new(&objcopy)
             .arg(format!("--redefine-syms={}", renames.display()))
             .arg(object)
-            .arg(&target));
+            .arg(&renamed_object));
         // Every global the renamed object defines carries the prefix: nothing left to clash
         // with the plain copy (or anything else).
-        for symbol in defined_globals(&target) {
+        for symbol in defined_globals(&nm, &renamed_object) {
             assert!(
                 symbol.starts_with(PREFIX),
                 "`{symbol}` kept its name in the secure mimalloc copy"
             );
         }
-        renamed.push(target);
+        renamed.push(renamed_object);
     }
     let archive = out.join("libmimalloc_secure.a");
     let _ = fs::remove_file(&archive);
-    run(Command::new(tool("AR", "ar"))
-        .arg("crs")
-        .arg(&archive)
-        .args(&renamed));
+    run(build.get_archiver().arg("crs").arg(&archive).args(&renamed));
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=static=mimalloc_secure");
 }
 
 /// Compiles `static.c` as `libmimalloc-sys` compiles it for a non-MSVC target without its
-/// `override`, `secure`, `debug` or `no_thp` features, plus `MI_SECURE=4`; returns the objects.
-fn compile(include: &Path, root: &Path, source: &Path) -> Vec<PathBuf> {
+/// `override`, `secure`, `debug` or `no_thp` features, plus `MI_SECURE=4`.
+fn secure_build(include: &Path, root: &Path, source: &Path) -> cc::Build {
     let mut build = cc::Build::new();
     build
         .include(include)
@@ -96,12 +109,12 @@ fn compile(include: &Path, root: &Path, source: &Path) -> Vec<PathBuf> {
             .define("MI_BUILD_RELEASE", None)
             .define("NDEBUG", None);
     }
-    build.compile_intermediates()
+    build
 }
 
-/// The global symbols `object` defines.
-fn defined_globals(object: &Path) -> Vec<String> {
-    let output = run(Command::new(tool("NM", "nm"))
+/// The global symbols `object` defines, as `nm` lists them.
+fn defined_globals(nm: &str, object: &Path) -> Vec<String> {
+    let output = run(Command::new(nm)
         .args(["--defined-only", "-g", "-P"])
         .arg(object));
     output
@@ -111,16 +124,13 @@ fn defined_globals(object: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The tool named by the environment variable `var`, else `default`.
-fn tool(var: &str, default: &str) -> String {
-    env::var(var).unwrap_or_else(|_| default.to_owned())
-}
-
 /// Runs `command` and returns its standard output; any failure stops the build with its reason.
 fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?} (binutils installed?): {e}"));
+    let output = command.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {command:?} (is it installed? `NM`, `OBJCOPY` and `AR` name others): {e}"
+        )
+    });
     assert!(
         output.status.success(),
         "{command:?} failed: {}",
