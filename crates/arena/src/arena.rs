@@ -9,6 +9,7 @@ use crate::backing::Backing;
 use crate::chunks::{ChunkSet, NIL};
 use crate::classes::{self, CLASS_SLOTS, NCLASSES};
 use crate::client::{Client, Mailbox, NO_SLAB, Slab};
+use crate::client_ids::ClientIds;
 use crate::config::{Config, Flags, MIN_BLOCK, Quota};
 use crate::error::{Error, Exhausted, HostTable, Result};
 
@@ -254,7 +255,8 @@ pub struct Arena {
     info: Box<[UnsafeCell<ChunkInfo>]>,
     /// The slab table: a record per slab unit, written only by the holder of its chunk.
     slabs: Box<[UnsafeCell<Slab>]>,
-    next_id: AtomicU32,
+    /// Client identifiers, with the mailboxes of deleted clients.
+    ids: ClientIds,
     clients: AtomicUsize,
     used: AtomicUsize,
     live: AtomicUsize,
@@ -476,7 +478,7 @@ impl Arena {
             // A record is written whole when its slab is made, and read only while the page
             // metadata says a slab starts there: zero bytes stand for "no slab".
             slabs: table::zeroed(nslabs).ok_or_else(refused)?,
-            next_id: AtomicU32::new(1),
+            ids: ClientIds::new(),
             clients: AtomicUsize::new(0),
             used: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
@@ -632,10 +634,11 @@ impl Arena {
     /// Makes a client with the given quota.
     ///
     /// # Errors
-    /// [`Error::ClientIdsExhausted`] after `u32::MAX - 1` clients;
-    /// [`Error::TablesUnavailable`] (of [`HostTable::Mailbox`]) if the host's allocator refuses
-    /// the client's mailbox (one word). Nothing changes on error: no client identifier is
-    /// used up.
+    /// [`Error::ClientIdsExhausted`] while `u32::MAX - 1` clients are live (a deleted client's
+    /// identifier, with its mailbox, goes to a later client, so any number of clients can be
+    /// made over the arena's life); [`Error::TablesUnavailable`] (of [`HostTable::Mailbox`])
+    /// if no deleted client's mailbox is left for reuse and the host's allocator refuses a new
+    /// one (three words). Nothing changes on error: no client identifier is used up.
     ///
     /// # Examples
     /// ```
@@ -650,27 +653,7 @@ impl Arena {
     /// # Ok::<(), memvisor_arena::Error>(())
     /// ```
     pub fn create_client(&self, quota: Quota) -> Result<Client<'_>> {
-        let mailbox = Mailbox::boxed().ok_or(Error::TablesUnavailable {
-            bytes: core::mem::size_of::<Mailbox>(),
-            what: HostTable::Mailbox,
-        })?;
-        let mut id = self.next_id.load(Ordering::Relaxed);
-        loop {
-            if id == u32::MAX {
-                // SAFETY: just made by `Mailbox::boxed`, and no client took it.
-                drop(unsafe { Box::from_raw(mailbox) });
-                return Err(Error::ClientIdsExhausted { max: u32::MAX - 1 });
-            }
-            match self.next_id.compare_exchange_weak(
-                id,
-                id + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => id = now,
-            }
-        }
+        let (id, mailbox) = self.ids.take()?;
         self.clients.fetch_add(1, Ordering::Relaxed);
         Ok(Client::new(self, id, quota, mailbox))
     }
@@ -1003,7 +986,15 @@ impl Arena {
         self.live.fetch_sub(blocks, Ordering::Relaxed);
     }
 
-    pub(crate) fn client_gone(&self) {
+    /// A client is gone: its chunks were given back, and its `mailbox` (with its identifier)
+    /// goes to a later client.
+    ///
+    /// # Safety
+    /// `mailbox` is the client's, from [`ClientIds::take`] of this arena, and nothing refers
+    /// to it any more.
+    pub(crate) unsafe fn client_gone(&self, mailbox: *mut Mailbox) {
+        // SAFETY: the caller's promise.
+        unsafe { self.ids.retire(mailbox) };
         self.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -1481,13 +1472,15 @@ mod tests {
         assert_eq!(arena.owners()[b as usize].load(Ordering::Relaxed), 0);
     }
 
-    /// Identifiers run out after `u32::MAX - 1` clients (made here by moving the counter to
-    /// its last values): the error names the count and nothing changes, also on a retry.
+    /// Identifiers run out only with `u32::MAX - 1` clients live at once (made here by moving
+    /// the counter to its last values): the error names the count and nothing changes, also
+    /// on a retry; a deleted client's identifier goes to the next client made, which owns
+    /// none of the blocks the deleted one left in the chunks it gave back.
     #[test]
-    fn client_ids_exhausted_after_the_last_changes_nothing() {
+    fn client_ids_exhausted_until_a_client_is_deleted_then_reused() {
         let arena = arena(2, CHUNK);
         let first = arena.create_client(Quota::UNLIMITED).unwrap();
-        arena.next_id.store(u32::MAX - 1, Ordering::Relaxed);
+        arena.ids.set_next(u32::MAX - 1);
         let last = arena.create_client(Quota::UNLIMITED).unwrap();
         assert_eq!(last.id(), u32::MAX - 1);
         let before = arena.stats();
@@ -1497,17 +1490,45 @@ mod tests {
                 Err(Error::ClientIdsExhausted { max: u32::MAX - 1 })
             );
             assert_eq!(arena.stats(), before);
-            assert_eq!(arena.next_id.load(Ordering::Relaxed), u32::MAX);
+            assert_eq!(arena.ids.next(), u32::MAX);
         }
-        // The clients made before still work, and deleting one gives no identifier back.
+        // The clients made before still work.
         let p = last.alloc(core::alloc::Layout::new::<u64>()).unwrap();
         assert_eq!(arena.owner_of(p.as_ptr()), Some(u32::MAX - 1));
         arena.delete_client(last);
+        // The deleted client's identifier is the next client's; the block the deleted one
+        // left (its chunk given back, not yet handed out again) is nobody's.
+        let next = arena.create_client(Quota::UNLIMITED).unwrap();
+        assert_eq!(next.id(), u32::MAX - 1);
+        assert_eq!(arena.owner_of(p.as_ptr()), None);
+        assert!(!next.owns(p.as_ptr()));
+        assert!(next.size_of(p.as_ptr()).is_err());
+        // SAFETY: `p` is not a block of `next`: the free is refused and touches nothing.
+        assert!(unsafe { next.free(p) }.is_err());
+        let q = next.alloc(core::alloc::Layout::new::<u64>()).unwrap();
+        assert_eq!(arena.owner_of(q.as_ptr()), Some(u32::MAX - 1));
         assert!(matches!(
             arena.create_client(Quota::UNLIMITED),
             Err(Error::ClientIdsExhausted { .. })
         ));
         assert_eq!(first.id(), 1);
+    }
+
+    /// Identifiers of deleted clients go to later clients, so an arena makes any number of
+    /// clients over its life, never more identifiers than clients live at once at most.
+    #[test]
+    fn client_ids_of_deleted_clients_are_reused() {
+        let arena = arena(2, CHUNK);
+        let kept = arena.create_client(Quota::UNLIMITED).unwrap();
+        for _ in 0..1000 {
+            let a = arena.create_client(Quota::UNLIMITED).unwrap();
+            let b = arena.create_client(Quota::UNLIMITED).unwrap();
+            assert_ne!(a.id(), b.id());
+            assert!(a.id() <= 3 && b.id() <= 3 && a.id() != kept.id() && b.id() != kept.id());
+            drop(b);
+            drop(a);
+        }
+        assert_eq!(arena.ids.next(), 4);
     }
 
     /// A run holds at most `2^28 - 1` chunks (its length is two 14-bit metadata slots), so

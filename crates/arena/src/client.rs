@@ -299,8 +299,9 @@ impl fmt::Debug for Client<'_> {
 }
 
 impl<'a> Client<'a> {
-    /// A client with identifier `id` and its `mailbox` (from [`Mailbox::boxed`], owned by the
-    /// client from now on).
+    /// A client with identifier `id` and its `mailbox` (from the arena's
+    /// [`ClientIds::take`](crate::client_ids::ClientIds::take), the client's until it is
+    /// dropped and gives both back).
     pub(crate) fn new(arena: &'a Arena, id: u32, quota: Quota, mailbox: *mut Mailbox) -> Self {
         let geo = arena.geometry();
         let free_flags = geo.flags.contains(Flags::POISON) || geo.flags.contains(Flags::STATISTICS);
@@ -358,7 +359,8 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// The client's identifier, unique in its arena (never reused).
+    /// The client's identifier, unique among the live clients of its arena: once the client
+    /// is deleted, a later client of the arena may get it.
     #[must_use]
     pub fn id(&self) -> u32 {
         self.id
@@ -577,11 +579,10 @@ impl Drop for Client<'_> {
         // The chunks may still have live blocks: the arena clears their tables when it hands
         // them out again.
         self.arena.release_list(s.chunk_head, false);
-        // SAFETY: made with `Box::into_raw` in `new` and freed only here; nothing pushes onto
-        // it any more (a free through the arena needs the client alive, and the chunks no
-        // longer point at it).
-        drop(unsafe { Box::from_raw(s.mailbox) });
-        self.arena.client_gone();
+        // SAFETY: the mailbox came from the arena's `ClientIds::take` (see `create_client`);
+        // nothing pushes onto it any more (a free through the arena needs the client alive,
+        // and the chunks no longer point at it).
+        unsafe { self.arena.client_gone(s.mailbox) };
     }
 }
 

@@ -106,6 +106,7 @@ mod backing;
 mod chunks;
 mod classes;
 mod client;
+mod client_ids;
 mod config;
 mod error;
 mod remote_bits;

@@ -318,15 +318,23 @@ fn pointer_errors_name_the_address_and_chunk() {
     assert_eq!((snapshot(&arena, &a), b.stats()), before);
 }
 
-/// `Client::id`: unique in its arena, never reused.
+/// `Client::id`: not 0, unique among the arena's live clients, and a deleted client's goes to
+/// a later client.
 #[test]
-fn client_ids_are_never_reused() {
+fn client_ids_unique_among_live_clients_and_reused() {
     let arena = arena(2, Flags::empty());
     let mut seen = std::collections::HashSet::new();
+    let live: Vec<_> = (0..100)
+        .map(|_| arena.create_client(Quota::UNLIMITED).unwrap())
+        .collect();
+    for c in &live {
+        assert!(c.id() != 0);
+        assert!(seen.insert(c.id()), "id {} of two live clients", c.id());
+    }
+    drop(live);
     for _ in 0..100 {
         let c = arena.create_client(Quota::UNLIMITED).unwrap();
-        assert!(c.id() != 0);
-        assert!(seen.insert(c.id()), "id {} reused", c.id());
+        assert!(seen.contains(&c.id()), "id {} new, none reused", c.id());
     }
 }
 

@@ -127,8 +127,8 @@ enum memvisor_status
   MEMVISOR_STATUS_NOT_A_BLOCK = 13,
   // The context still has live clients (or calls in flight on other threads).
   MEMVISOR_STATUS_CONTEXT_BUSY = 14,
-  // A limit of the library is reached: client identifiers of the context, live clients of
-  // the context (2^30), or handles.
+  // A limit of the library is reached: live clients of the context (2^30) or of the
+  // process (2^31), or handles.
   MEMVISOR_STATUS_LIMIT_REACHED = 15,
   // The operating system refused a memory operation (reserve, commit, protect), or the
   // memory for a context's side tables (about 2% of its length) was refused.
@@ -618,11 +618,15 @@ memvisor_status memvisor_context_trim(struct memvisor_context context);
 // (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 //
 // Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `LIMIT_REACHED` (the context has 2^30 live
-// clients, however many threads make clients at once, until one is deleted; or no client
-// identifier or handle is left: a context gives out 2^32 - 2 client identifiers over its
-// life, never the same twice, so once they are spent it makes no more clients, whatever is
-// deleted, while its live clients and every other call on it work as before; a refusal
-// changes nothing), `OS` (the process's allocator refused the client's records; nothing changes).
+// clients, however many threads make clients at once, until one is deleted; or the process
+// has 2^31 live clients, or no client handle is left; a refusal changes nothing), `OS` (the
+// process's allocator refused the client's records; nothing changes).
+//
+// A context makes any number of clients over its life: a deleted client's place (its
+// identifier in the context's tables, and its handle's slot) goes to a later client, and
+// the deleted client's handle is never given out again (the slot's generation changes), so
+// it stays `INVALID_HANDLE`. Only a slot used about 2^31 times is retired, so handles run
+// out after about 2^62 clients made in the process.
 //
 // Thread safety: any thread, any time. The new client may be used on any one thread at a
 // time.

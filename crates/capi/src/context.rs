@@ -306,6 +306,14 @@ pub unsafe extern "C" fn memvisor_context_owner(
             if !shared.arena.contains(ptr.cast()) {
                 return Err(Status::ForeignPointer);
             }
+            // No client is dropped while this is held, so the arena identifier found stays
+            // the same client's until its handle is looked up: a deleted client's identifier
+            // goes to the next client made, which must not be named for the deleted one's
+            // block.
+            let _alive = shared
+                .deleting
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             shared
                 .arena
                 .owner_of(ptr.cast())
@@ -337,11 +345,15 @@ pub extern "C" fn memvisor_context_trim(context: Context) -> Status {
 /// (`MEMVISOR_UNLIMITED` for no limit but the context's size).
 ///
 /// Errors: `NULL_POINTER`, `INVALID_HANDLE`, `POISONED`, `LIMIT_REACHED` (the context has 2^30 live
-/// clients, however many threads make clients at once, until one is deleted; or no client
-/// identifier or handle is left: a context gives out 2^32 - 2 client identifiers over its
-/// life, never the same twice, so once they are spent it makes no more clients, whatever is
-/// deleted, while its live clients and every other call on it work as before; a refusal
-/// changes nothing), `OS` (the process's allocator refused the client's records; nothing changes).
+/// clients, however many threads make clients at once, until one is deleted; or the process
+/// has 2^31 live clients, or no client handle is left; a refusal changes nothing), `OS` (the
+/// process's allocator refused the client's records; nothing changes).
+///
+/// A context makes any number of clients over its life: a deleted client's place (its
+/// identifier in the context's tables, and its handle's slot) goes to a later client, and
+/// the deleted client's handle is never given out again (the slot's generation changes), so
+/// it stays `INVALID_HANDLE`. Only a slot used about 2^31 times is retired, so handles run
+/// out after about 2^62 clients made in the process.
 ///
 /// Thread safety: any thread, any time. The new client may be used on any one thread at a
 /// time.

@@ -1542,9 +1542,13 @@ mod tests {
         delete_context(ctx).unwrap();
     }
 
-    /// A context whose arena has given out every client identifier (2^32 - 2 over its life)
-    /// refuses the next client with `LimitReached`, spends nothing (no slot, no user count,
-    /// no entry), and its clients and later calls work as before.
+    /// A context whose arena refuses a client for want of identifiers refuses the create with
+    /// `LimitReached`, spends nothing (no slot, no user count, no entry), and its clients and
+    /// later calls work as before. The arena's refusal is put in place of its answer: it
+    /// gives a deleted client's identifier to the next client, so it refuses only with
+    /// 2^32 - 2 clients live at once, past the 2^30 live clients a context allows (and 2 KiB
+    /// of the process's heap each, 8 TiB in all); no sequence of real creates reaches it. The
+    /// arena's own test runs real creates up to the refusal, its counter moved near the end.
     #[test]
     fn client_create_with_identifiers_used_up_is_limit_reached_and_spends_nothing() {
         // A table of this test's own, so that which slot is next is known.

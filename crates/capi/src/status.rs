@@ -58,8 +58,8 @@ pub enum Status {
     NotABlock = 13,
     /// The context still has live clients (or calls in flight on other threads).
     ContextBusy = 14,
-    /// A limit of the library is reached: client identifiers of the context, live clients of
-    /// the context (2^30), or handles.
+    /// A limit of the library is reached: live clients of the context (2^30) or of the
+    /// process (2^31), or handles.
     LimitReached = 15,
     /// The operating system refused a memory operation (reserve, commit, protect), or the
     /// memory for a context's side tables (about 2% of its length) was refused.
@@ -154,7 +154,7 @@ impl Status {
             Self::NotABlock => "the address is not the start of a live block\0",
             Self::ContextBusy => "the context still has live clients or calls in flight\0",
             Self::LimitReached => {
-                "a limit of the library is reached (client ids, live clients of a context, or handles)\0"
+                "a limit of the library is reached (live clients of a context or of the process, or handles)\0"
             }
             Self::Os => "the operating system refused a memory operation\0",
             Self::Internal => "internal error (a broken invariant was caught)\0",

@@ -912,3 +912,53 @@ fn context_create_too_small_block_in_use_is_block_in_use() {
     assert_eq!(ctx.id, 7);
     assert_eq!(memvisor_context_delete(live), Status::Ok);
 }
+
+/// A deleted client's arena identifier goes to the next client of the context, and maybe its
+/// slot too: the deleted client's handle stays refused with `INVALID_HANDLE` (outputs left
+/// alone), and the context names the new client, by its own handle, as the owner of its
+/// blocks.
+#[test]
+fn stale_client_handle_refused_after_its_id_is_reused() {
+    let memory = Memory::new(LEN);
+    let ctx = context(&memory, 0);
+    for _ in 0..if cfg!(miri) { 3 } else { 100 } {
+        let old = client(ctx);
+        let p = alloc_in(old, 64);
+        let mut owner = Client::default();
+        // SAFETY: `owner` is writable; `p` is only looked up.
+        let found = unsafe { memvisor_context_owner(ctx, p, &mut owner) };
+        assert_eq!(found, Status::Ok);
+        assert_eq!(owner, old);
+        // SAFETY: no other thread uses the client; its blocks are not used after.
+        assert_eq!(unsafe { memvisor_client_delete(old) }, Status::Ok);
+        let new = client(ctx);
+        assert_ne!(new, old);
+        let q = alloc_in(new, 64);
+        // SAFETY: `owner` is writable; `q` is only looked up.
+        let found = unsafe { memvisor_context_owner(ctx, q, &mut owner) };
+        assert_eq!(found, Status::Ok);
+        assert_eq!(owner, new);
+        let mut out = p;
+        let mut owns = true;
+        let mut stats = ClientStats {
+            size: size_of::<ClientStats>(),
+            live_blocks: 7,
+            ..ClientStats::default()
+        };
+        // SAFETY: outputs writable; no other thread uses the clients.
+        let answers = unsafe {
+            [
+                memvisor_alloc(old, 64, &mut out),
+                memvisor_client_owns(old, q, &mut owns),
+                memvisor_client_get_stats(old, &mut stats),
+                memvisor_client_trim(old),
+                memvisor_client_delete(old),
+            ]
+        };
+        assert_eq!(answers, [Status::InvalidHandle; 5]);
+        assert_eq!((out, owns, stats.live_blocks), (p, true, 7));
+        // SAFETY: as above.
+        assert_eq!(unsafe { memvisor_client_delete(new) }, Status::Ok);
+    }
+    assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+}

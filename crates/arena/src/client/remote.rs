@@ -13,9 +13,17 @@ use crate::sync::{AtomicUsize, Ordering};
 /// block's first word holding the next one's (0 at the end). Many threads push; only the
 /// holder takes, and it takes all at once, so a pushed block is never seen twice and the
 /// exchange needs no tag against ABA.
+///
+/// A mailbox also carries its client's identifier: when the client is deleted, both go to
+/// a later client ([`ClientIds`](crate::client_ids::ClientIds)), and while they wait `next`
+/// links the retired mailboxes.
 #[derive(Debug)]
 pub(crate) struct Mailbox {
     head: AtomicUsize,
+    /// The identifier of the client that has the mailbox (0 until one is given).
+    id: u32,
+    /// The next retired mailbox while this one is retired; unused otherwise.
+    next: *mut Mailbox,
 }
 
 impl Mailbox {
@@ -23,6 +31,8 @@ impl Mailbox {
     pub(crate) fn new() -> Self {
         Self {
             head: AtomicUsize::new(0),
+            id: 0,
+            next: core::ptr::null_mut(),
         }
     }
 
@@ -30,6 +40,32 @@ impl Mailbox {
     /// if the global allocator refuses it.
     pub(crate) fn boxed() -> Option<*mut Self> {
         crate::table::boxed(Self::new()).map(Box::into_raw)
+    }
+
+    /// The identifier of the client that has the mailbox.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Gives the mailbox to the client of identifier `id`.
+    pub(crate) fn set_id(&mut self, id: u32) {
+        self.id = id;
+    }
+
+    /// Empties the list of a deleted client: the blocks in it lay in chunks the client gave
+    /// back, whose tables the arena clears when it hands them out again.
+    pub(crate) fn clear(&mut self) {
+        self.head.store(0, Ordering::Relaxed);
+    }
+
+    /// The next retired mailbox.
+    pub(crate) fn next(&self) -> *mut Mailbox {
+        self.next
+    }
+
+    /// Links a retired mailbox to the next one.
+    pub(crate) fn set_next(&mut self, next: *mut Mailbox) {
+        self.next = next;
     }
 
     /// Pushes the block at offset `off` from `base`. The `Release` publishes its link (and
