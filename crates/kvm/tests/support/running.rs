@@ -12,8 +12,8 @@ use super::{Stop, run};
 
 /// The guest on its own thread: how many passes it finished, and a flag that stops it at the
 /// end of its current pass. Dropped without [`stop`](Self::stop) or [`join`](Self::join) (a
-/// test failing meanwhile), it stops the guest, which would otherwise run on beside the test
-/// binary's later tests.
+/// test failing meanwhile), it stops the guest and waits for its thread, which would otherwise
+/// run on beside the test binary's later tests; see its `Drop` for what fails then.
 pub struct Running {
     passes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -77,8 +77,39 @@ impl Running {
     }
 }
 
+/// How long a dropped guest may take to end its pass (a pass takes milliseconds: the guest
+/// leaves `KVM_RUN` at the end of each, and at a bad host word or an access where no memory is).
+const DROP_PATIENCE: Duration = Duration::from_secs(30);
+
 impl Drop for Running {
+    /// Stops the guest and waits for its thread to end. Unless the test is failing already,
+    /// that fails it when the guest stopped otherwise than asked (a bad host word, an MMIO
+    /// access, its thread's panic, which a test that never joined would not see) or did not
+    /// end within [`DROP_PATIENCE`].
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let start = Instant::now();
+        while !thread.is_finished() && start.elapsed() < DROP_PATIENCE {
+            thread::sleep(Duration::from_millis(1));
+        }
+        if thread::panicking() {
+            // The test fails with its own message; a panic here would abort the binary.
+            if !thread.is_finished() {
+                eprintln!("the guest did not stop within {DROP_PATIENCE:?} of its drop");
+            }
+            return;
+        }
+        assert!(
+            thread.is_finished(),
+            "the guest did not stop within {DROP_PATIENCE:?} of its drop"
+        );
+        match thread.join() {
+            Ok(Stop::Passes(_)) => {}
+            Ok(stop) => panic!("the guest, dropped without a join, had stopped: {stop:?}"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
