@@ -14,7 +14,10 @@
 //! process it started cannot hold the pipes open past its end, and both readers end with it.
 //! A process that left the group (`setsid`), or any the child started elsewhere, is waited for
 //! at most 5 s after the child's end: the output read by then is given, and its reader is left
-//! behind, blocked on the pipe that process holds.
+//! behind, blocked on the pipe that process holds. Being in a group of its own, the child is
+//! not in a terminal's foreground group: an interrupt typed at the terminal (Ctrl-C) ends the
+//! parent, not the child, which runs on until it ends by itself (or writes to the pipe the
+//! parent left and is refused).
 
 use std::collections::VecDeque;
 use std::io::Read;
