@@ -20,8 +20,10 @@
 //! pushed on the free list as a block (in a page holding blocks over-allocated for an alignment
 //! above 16, it is rounded down to its block and freed with no report). A free of a block that has
 //! since been allocated again (a stale pointer) frees the new owner's block. A pointer outside
-//! mimalloc's memory is masked to a segment address that is read: a wrong cookie there is
-//! reported (`EINVAL`) and the free ignored, an unmapped one faults. memvisor's arena refuses
+//! mimalloc's memory is masked to a segment address (the byte before it, rounded down to 32 MiB)
+//! that is read: a wrong cookie there is reported (`EINVAL`) and the free ignored, an unmapped one
+//! faults; a pointer that masks to no segment (below 32 MiB, or with its top bit set) is ignored
+//! with no report, by either build. memvisor's arena refuses
 //! every one of these (foreign, interior, double, stale, outside the block) by name, with a
 //! typed error that changes nothing.
 //!

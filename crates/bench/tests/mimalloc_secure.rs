@@ -41,6 +41,7 @@ fn run_misuse_if_child() {
         Some((_, "interior")) => Misuse::Interior,
         Some((_, "foreign")) => Misuse::Foreign,
         Some((_, "hang")) => Misuse::Hang,
+        Some((_, "low")) => Misuse::Low,
         _ => panic!("unknown misuse `{what}` in {CHILD}"),
     };
     match what.split_once(':').map(|(build, _)| build) {
@@ -64,6 +65,9 @@ enum Misuse {
     /// (the plain build walking a free list made a cycle), for the test of the parent's
     /// deadline.
     Hang,
+    /// A free of an address below mimalloc's first segment (4 KiB): its segment address masks
+    /// to null.
+    Low,
 }
 
 /// How long a [`Misuse::Hang`] child sleeps: far past [`HANG_LIMIT`], bounded so that no run
@@ -123,6 +127,7 @@ fn misuse<M: Mimalloc>(kind: Misuse) -> ! {
             // The defect under test: a free of memory mimalloc never gave.
             Misuse::Foreign => M::free(foreign_address()),
             Misuse::Hang => std::thread::sleep(HANG),
+            Misuse::Low => M::free(std::ptr::without_provenance_mut(0x1000)),
         }
     }
     let mut out = std::io::stdout().lock();
@@ -239,6 +244,18 @@ fn secure_build_reports_a_foreign_pointer_in_mapped_memory_as_invalid() {
         secure_stderr.contains("pointer does not point to a valid heap space"),
         "the secure build names the invalid pointer: {secure_stderr}"
     );
+}
+
+/// A pointer below 32 MiB (or with its top bit set) masks to no segment (mimalloc's
+/// `_mi_ptr_segment` gives null): both builds ignore its free with no report and read nothing.
+#[test]
+fn both_builds_ignore_a_free_below_the_first_segment_with_no_report() {
+    run_misuse_if_child();
+    let test = "both_builds_ignore_a_free_below_the_first_segment_with_no_report";
+    for build in ["secure", "plain"] {
+        let (report, stderr) = run_child(test, &format!("{build}:low"));
+        assert_eq!(report, "0 (last code 0)", "{build}; stderr:\n{stderr}");
+    }
 }
 
 /// A child that does not end is killed at its deadline and the test fails, naming it, where the
