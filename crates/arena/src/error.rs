@@ -154,8 +154,9 @@ pub enum Error {
         /// The offending address.
         addr: usize,
     },
-    /// Every client identifier has been used.
-    #[error("all {max} client identifiers are used up")]
+    /// Every client identifier is held by a live client (a deleted client's goes to a later
+    /// client).
+    #[error("all {max} client identifiers are held by live clients")]
     ClientIdsExhausted {
         /// How many identifiers an arena has.
         max: u32,
@@ -173,9 +174,9 @@ pub enum Error {
 pub enum Exhausted {
     /// Every chunk of the arena is held by a client (the asking client included: its own
     /// chunks had no room for the block). A larger backing, a smaller
-    /// [`Config::chunk_size`](crate::Config::chunk_size) (each allocating client holds at least
-    /// one chunk), or clients trimming ([`Arena::trim`](crate::Arena::trim)) or deleted make
-    /// room.
+    /// [`Config::with_chunk_size`](crate::Config::with_chunk_size) (each allocating client holds at
+    /// least one chunk), or clients trimming ([`Arena::trim`](crate::Arena::trim)) or deleted
+    /// make room.
     Chunks {
         /// How many chunks the arena has.
         chunks: usize,
@@ -214,7 +215,7 @@ impl core::fmt::Display for Exhausted {
             Self::Chunks { chunks, chunk_size } => write!(
                 f,
                 "a new chunk, but all {chunks} chunks of {chunk_size:#x} bytes are held by \
-                 clients (a larger backing, a smaller Config::chunk_size, or trimming or \
+                 clients (a larger backing, a smaller Config::with_chunk_size, or trimming or \
                  deleting clients makes room)"
             ),
             Self::Run {
@@ -404,7 +405,7 @@ mod tests {
             .to_string(),
             "out of memory: 0x30 bytes asked for needed 0x40 bytes of a new chunk, but all 2 \
              chunks of 0x10000 bytes are held by clients (a larger backing, a smaller \
-             Config::chunk_size, or trimming or deleting clients makes room)"
+             Config::with_chunk_size, or trimming or deleting clients makes room)"
         );
         assert_eq!(
             Error::OutOfMemory {
@@ -464,7 +465,7 @@ mod tests {
         );
         assert_eq!(
             Error::ClientIdsExhausted { max: 7 }.to_string(),
-            "all 7 client identifiers are used up"
+            "all 7 client identifiers are held by live clients"
         );
     }
 

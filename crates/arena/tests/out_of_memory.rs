@@ -34,7 +34,7 @@ fn out_of_memory_with_every_chunk_held_names_the_ask_the_chunks_and_the_settings
         err.to_string(),
         "out of memory: 0x8 bytes asked for needed 0x2000 bytes of a new chunk, but all 1 \
          chunks of 0x10000 bytes are held by clients (a larger backing, a smaller \
-         Config::chunk_size, or trimming or deleting clients makes room)"
+         Config::with_chunk_size, or trimming or deleting clients makes room)"
     );
     // A page block names its rounded length.
     let err = second.alloc(layout(5000, 16)).unwrap_err();
@@ -42,7 +42,7 @@ fn out_of_memory_with_every_chunk_held_names_the_ask_the_chunks_and_the_settings
         err.to_string(),
         "out of memory: 0x1388 bytes asked for needed 0x1400 bytes of a new chunk, but all 1 \
          chunks of 0x10000 bytes are held by clients (a larger backing, a smaller \
-         Config::chunk_size, or trimming or deleting clients makes room)"
+         Config::with_chunk_size, or trimming or deleting clients makes room)"
     );
 }
 
