@@ -1354,3 +1354,27 @@ fn cloud_hypervisor_unread_fields_given_twice_are_refused() {
     let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor", "--", &text]);
     assert_eq!(code, 0, "{text}: {err}");
 }
+
+/// Cloud Hypervisor's `VmConfig` has a `debug_console` field in its x86_64 builds (only):
+/// given twice, an x86_64 build refuses the file, as its serde refuses any field given twice,
+/// so a conversion for x86_64 refuses it; one for aarch64, where it is an unknown field, plans
+/// it.
+#[test]
+fn cloud_hypervisor_debug_console_given_twice_is_refused_on_x86_64() {
+    let text = r#"{"debug_console": {}, "payload": {"kernel": "k"}, "memory": {"size": 1073741824}, "debug_console": {}}"#;
+    let (code, _, err) = run(&["plan", "--from", "cloud-hypervisor", "--", text]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("duplicate field `debug_console`"), "{err}");
+    let at = text.rfind("\"debug_console\"").unwrap();
+    assert!(err.contains(&format!("<VmConfig>:1:{}", at + 1)), "{err}");
+    let (code, _, err) = run(&[
+        "plan",
+        "--arch",
+        "aarch64",
+        "--from",
+        "cloud-hypervisor",
+        "--",
+        text,
+    ]);
+    assert_eq!(code, 0, "{err}");
+}

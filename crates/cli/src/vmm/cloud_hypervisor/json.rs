@@ -56,47 +56,56 @@ trait ChObject {
     const WHAT: &'static str;
 }
 
-struct VmObject;
-impl ChObject for VmObject {
+/// Cloud Hypervisor's `VmConfig`, of an x86_64 build when `X86_64`.
+struct VmObject<const X86_64: bool>;
+impl<const X86_64: bool> ChObject for VmObject<X86_64> {
     // The sections that lay out guest memory, those that decide whether Cloud Hypervisor
     // boots the configuration at all, and those with ids or PCI devices ([`DEVICE_SECTIONS`]);
     // `ivshmem`, of an optional feature, only to name it in the note of what is not counted
     // (given twice, it is refused as a build with that feature refuses it); `serial`, `tpm`,
-    // `landlock_enable` and `landlock_rules`, fields of every build, are not read but named, so
-    // that one given twice is refused, as Cloud Hypervisor's serde refuses it; the others are
-    // not read.
-    const KEYS: &'static [&'static str] = &[
-        "memory",
-        "numa",
-        "payload",
-        "cpus",
-        "platform",
-        "watchdog",
-        "rng",
-        "console",
-        "disks",
-        "net",
-        "fs",
-        "generic_vhost_user",
-        "pmem",
-        "vdpa",
-        "devices",
-        "user_devices",
-        "rate_limit_groups",
-        "balloon",
-        "vsock",
-        "rtc",
-        "iommu",
-        "pvpanic",
-        "pci_segments",
-        "ivshmem",
-        "serial",
-        "tpm",
-        "landlock_enable",
-        "landlock_rules",
-    ];
+    // `landlock_enable` and `landlock_rules`, fields of every build, and `debug_console`, a
+    // field of x86_64 builds (the last, left out for others), are not read but named, so that
+    // one given twice is refused, as Cloud Hypervisor's serde refuses it; the others are not
+    // read.
+    const KEYS: &'static [&'static str] = match VM_KEYS.split_last() {
+        Some((_, others)) if !X86_64 => others,
+        _ => VM_KEYS,
+    };
     const WHAT: &'static str = "a VmConfig object";
 }
+
+/// The fields of [`VmObject`] on x86_64: `debug_console` last.
+const VM_KEYS: &[&str] = &[
+    "memory",
+    "numa",
+    "payload",
+    "cpus",
+    "platform",
+    "watchdog",
+    "rng",
+    "console",
+    "disks",
+    "net",
+    "fs",
+    "generic_vhost_user",
+    "pmem",
+    "vdpa",
+    "devices",
+    "user_devices",
+    "rate_limit_groups",
+    "balloon",
+    "vsock",
+    "rtc",
+    "iommu",
+    "pvpanic",
+    "pci_segments",
+    "ivshmem",
+    "serial",
+    "tpm",
+    "landlock_enable",
+    "landlock_rules",
+    "debug_console",
+];
 
 /// Cloud Hypervisor's `PayloadConfig` (`igvm`, `host_data` and `fw_cfg_config` are fields of
 /// optional features, ignored like unknown ones).
@@ -1439,7 +1448,11 @@ pub fn cloud_hypervisor_json_spec(
     }
     let src = Source { origin, text };
     let top: &RawValue = from_json_as(WHAT, src, 0, text, "")?;
-    let vm = Object::read::<VmObject>(src, top, String::new())?;
+    let vm = if arch == Arch::X86_64 {
+        Object::read::<VmObject<true>>(src, top, String::new())?
+    } else {
+        Object::read::<VmObject<false>>(src, top, String::new())?
+    };
     let (iommu_segments, iommu_segment0) = platform(&vm)?;
     pci_segments(&vm)?;
     let boot = Boot::read(&vm)?;
