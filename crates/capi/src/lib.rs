@@ -88,6 +88,8 @@
 
 pub mod client;
 pub mod context;
+#[cfg(test)]
+mod handle_sweep;
 pub mod library;
 mod ranges;
 mod registry;

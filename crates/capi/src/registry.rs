@@ -1092,7 +1092,7 @@ mod tests {
         ignore = "a poisoned context's clients are forgotten on purpose, which Miri reports as a leak"
     )]
     fn poisoned_context_answers_argument_errors_first_then_poisoned() {
-        use crate::types::{Client, ClientStats, Config, Context, ContextStats};
+        use crate::types::{Client, Config, Context};
         let ctx = create_context(arena()).unwrap();
         let cl = create_client(&pin(ctx).unwrap(), Quota::UNLIMITED).unwrap();
         let (context, client) = (Context { id: ctx }, Client { id: cl });
@@ -1101,69 +1101,7 @@ mod tests {
         let made = unsafe { crate::memvisor_alloc(client, 64, &mut p) };
         assert_eq!(made, Status::Ok);
         panic_in_a_call(ctx);
-        let null = std::ptr::null_mut::<std::ffi::c_void>();
-        let mut q = std::ptr::null_mut();
-        // A size under the `size` field: no version of the structures has it.
-        let mut cstats = ClientStats {
-            size: 1,
-            ..ClientStats::default()
-        };
-        let mut xstats = ContextStats {
-            size: 1,
-            ..ContextStats::default()
-        };
-        // SAFETY: every output is null or writable; no other thread uses the client; `p` is
-        // only looked up.
-        let answers = unsafe {
-            [
-                crate::memvisor_alloc(client, 64, null.cast()),
-                crate::memvisor_alloc(client, usize::MAX, &mut q),
-                crate::memvisor_alloc_aligned(client, 64, 64, null.cast()),
-                crate::memvisor_alloc_aligned(client, 64, 3, &mut q),
-                crate::memvisor_alloc_aligned(client, usize::MAX, 64, &mut q),
-                crate::memvisor_client_free(client, null, null.cast()),
-                crate::memvisor_client_owns(client, p, null.cast()),
-                crate::memvisor_client_owns(client, null, &mut false),
-                crate::memvisor_size_of(client, p, null.cast()),
-                crate::memvisor_size_of(client, null, &mut 0),
-                crate::memvisor_client_get_stats(client, null.cast()),
-                crate::memvisor_client_get_stats(client, &mut cstats),
-                crate::memvisor_free(context, null, null.cast()),
-                crate::memvisor_context_owner(context, p, null.cast()),
-                crate::memvisor_context_owner(context, null, &mut Client { id: 0 }),
-                crate::memvisor_context_accepted_flags(context, null.cast()),
-                crate::memvisor_context_get_stats(context, null.cast()),
-                crate::memvisor_context_get_stats(context, &mut xstats),
-                crate::memvisor_client_create(context, 0, null.cast()),
-            ]
-        };
-        use Status::{NullPointer, StructSize, TooLarge, UnsupportedAlignment};
-        assert_eq!(
-            answers,
-            [
-                NullPointer,
-                TooLarge,
-                NullPointer,
-                UnsupportedAlignment,
-                TooLarge,
-                NullPointer,
-                NullPointer,
-                NullPointer,
-                NullPointer,
-                NullPointer,
-                NullPointer,
-                StructSize,
-                NullPointer,
-                NullPointer,
-                NullPointer,
-                NullPointer,
-                NullPointer,
-                StructSize,
-                NullPointer,
-            ]
-        );
-        assert!(q.is_null());
-        assert_eq!((cstats.size, xstats.size), (1, 1));
+        crate::handle_sweep::argument_errors_come_first(context, client, p);
         // The functions that take no handle do not see the poison.
         let mut config = Config::default();
         // SAFETY: `config` is writable for its size.
