@@ -91,6 +91,11 @@ fn main() {
 
 /// Compiles `static.c` as `libmimalloc-sys` compiles it for a non-MSVC target without its
 /// `override`, `secure`, `debug` or `no_thp` features, plus `MI_SECURE=4`.
+///
+/// Those features are the workspace's choice (it enables `extended` and `v2` only) and are not
+/// visible here: enabling `override`, `secure`, `debug`, `debug_in_debug`, `no_thp` or
+/// `local_dynamic_tls` on `libmimalloc-sys` would make the two copies differ in more than
+/// `MI_SECURE`, and needs the same change here.
 fn secure_build(include: &Path, root: &Path, source: &Path) -> cc::Build {
     let mut build = cc::Build::new();
     build
