@@ -88,6 +88,17 @@ fn cloud_hypervisor_ivshmem_is_named_in_the_note() {
         .unwrap_or_else(|| panic!("no note in {err:?}"));
     assert!(note.contains("1 ivshmem device"), "{note}");
     assert!(note.contains("`ivshmem` feature"), "{note}");
+    // Given twice, it is refused, as a build with the feature refuses it.
+    let text = json(r#", "ivshmem": null, "ivshmem": null"#);
+    let (code, _, err) = Memvisor::new().flags(&HUGE_PAGES_2M).run(&[
+        "plan",
+        "--from",
+        "cloud-hypervisor",
+        "--",
+        &text,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("duplicate field `ivshmem`"), "{err}");
     // `null` is none.
     let text = json(r#", "ivshmem": null"#);
     let (code, _, err) = Memvisor::new().flags(&HUGE_PAGES_2M).run(&[
