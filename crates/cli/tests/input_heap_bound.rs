@@ -4,10 +4,10 @@
 //! since Linux 4.7 bounds the heap and every private writable mapping, large allocations
 //! included, so the memory the process starts with counts too) and refuses each with exit
 //! code 2 and its error, where an allocation past the limit would abort it (which the test
-//! names). Each is the costliest per byte found of its kind; each is of the largest size but
-//! the Cloud Hypervisor and Firecracker lists, a quarter of them under a quarter of the limit
-//! (their heap grows with the entries; read whole, they take the longest, which the test keeps
-//! short). The costliest spec runs under half the limit too, where it fails to allocate: the
+//! names). The costliest per byte found of each kind is among them; each is of the largest
+//! size but the Cloud Hypervisor and Firecracker lists, a quarter of them under a quarter of the
+//! limit (their heap grows with the entries; read whole, they take the longest, which the test
+//! keeps short). The costliest spec runs under half the limit too, where it fails to allocate: the
 //! limit bites.
 
 #![cfg(target_os = "linux")]
