@@ -16,8 +16,8 @@ use std::time::Duration;
 use memvisor_bench::mimalloc::{Mimalloc, Plain, Secure};
 use memvisor_testkit::child_process::output_within;
 
-/// Set in a child to `BUILD:MISUSE` (`plain` or `secure`; `double` or `interior`): the misuse
-/// it runs on that build.
+/// Set in a child to `BUILD:MISUSE` (`plain` or `secure`; `double`, `interior`, `foreign`, `low`
+/// or `hang`, see [`Misuse`]): the misuse it runs on that build.
 const CHILD: &str = "MEMVISOR_BENCH_MIMALLOC_MISUSE";
 /// What a child prints (after libtest's `test … ` on the same line) before what its build's
 /// error hook saw.
