@@ -10,13 +10,13 @@ use std::sync::Mutex;
 use memvisor_arena::{Arena, Backing, Config, Quota};
 
 const CHUNK: usize = 64 << 10;
-const THREADS: usize = 4;
+const THREADS: usize = if cfg!(miri) { 2 } else { 4 };
 /// Clients each thread holds at once.
 const HELD: usize = 2;
 
 #[test]
 fn client_ids_name_one_live_client_and_are_reused() {
-    let rounds = if cfg!(miri) { 8 } else { 2_000 };
+    let rounds = if cfg!(miri) { 2 } else { 2_000 };
     let arena = Arena::new(
         Backing::heap(THREADS * HELD * CHUNK, 4096).unwrap(),
         Config::new().with_chunk_size(CHUNK),
