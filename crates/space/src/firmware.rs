@@ -119,8 +119,9 @@ pub const LINUX_MAX_NUMNODES: u32 = 64;
 /// ([`Plan::numa_ranges_for_guest`](crate::plan::Plan::numa_ranges_for_guest) refuses it); a
 /// host node numbered this or more is on no Linux host
 /// ([`RegionSpec::validate`](crate::RegionSpec::validate) refuses a binding to it, as
-/// `mbind` would).
-pub const LINUX_MOST_NUMNODES: u32 = 1024;
+/// `mbind` would). The same number as vmem's [`NUMA_NODES`](memvisor_vmem::NUMA_NODES), the
+/// bound host bindings are checked against.
+pub const LINUX_MOST_NUMNODES: u32 = memvisor_vmem::NUMA_NODES;
 
 /// Guest memory of one guest NUMA node, for an ACPI SRAT memory affinity structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -58,6 +58,6 @@ pub use page::{allocation_granularity, page_size};
 #[cfg(unix)]
 pub use reservation::FileSource;
 pub use reservation::{
-    Advice, CommitMode, HugePageAdvice, HugeTlbSize, MapSource, NumaPolicy, Protection,
+    Advice, CommitMode, HugePageAdvice, HugeTlbSize, MapSource, NUMA_NODES, NumaPolicy, Protection,
     Reservation, ReservationBuilder,
 };

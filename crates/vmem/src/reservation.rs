@@ -19,7 +19,7 @@ mod serial;
 
 #[cfg(unix)]
 pub use mapping::FileSource;
-pub use mapping::{Advice, HugeTlbSize, MapSource, NumaPolicy};
+pub use mapping::{Advice, HugeTlbSize, MapSource, NUMA_NODES, NumaPolicy};
 
 /// How a reservation commits pages.
 ///

@@ -485,8 +485,9 @@ pub(crate) fn too_many_devices(n: usize) -> Problem {
 pub const MAX_GUEST_NODES: usize = 64;
 
 /// The most host nodes one guest node may list, and one more than the highest host node
-/// number accepted (Linux's `MAX_NUMNODES` is at most 1024).
-pub const MAX_HOST_NODES: u32 = 1024;
+/// number accepted: the most nodes any Linux build maps (1,024,
+/// [`memvisor_space::LINUX_MOST_NUMNODES`]).
+pub const MAX_HOST_NODES: u32 = memvisor_space::LINUX_MOST_NUMNODES;
 
 /// The most hotplug slots.
 pub const MAX_HOTPLUG_SLOTS: u32 = 1024;

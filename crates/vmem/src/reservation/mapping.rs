@@ -183,9 +183,11 @@ fn check_units(offset: usize, len: usize, source: MapSource<'_>, unit: usize) ->
     Ok(())
 }
 
-/// NUMA node numbers accepted by [`Reservation::bind_numa`] are below this (the kernel's
-/// largest `CONFIG_NODES_SHIFT` is 10).
-pub(crate) const NUMA_NODES: u32 = 1024;
+/// Host NUMA node numbers accepted by [`Reservation::bind_numa`] are below this: the most
+/// nodes any Linux build maps (`MAX_NUMNODES` is `1 << CONFIG_NODES_SHIFT`, and every
+/// architecture's Kconfig bounds the shift at 10), so a node numbered this or more is on no
+/// Linux host.
+pub const NUMA_NODES: u32 = 1024;
 
 impl Reservation {
     /// Maps `source` over `offset..offset + len` with `protection`, replacing what was there
