@@ -1,6 +1,7 @@
 //! Loom models of `ConcurrentVec`: every interleaving of push against push, push against get,
-//! push against iteration, push against the published slice, pushes racing for the last slot, and
-//! pushes moving to per-thread blocks.
+//! push against iteration, push against the published slice, pushes racing for the last slot,
+//! pushes moving to per-thread blocks, and a `Pusher` committing its block as it fills. Every use
+//! of a slot is checked to happen after its memory's commit (the crate's `AccessLog`).
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p memvisor-vmem --release --test
 //! loom_concurrent_vec`. Elements are page-aligned so that every push past the first needs a
@@ -202,6 +203,45 @@ fn pusher_against_get_sees_whole_element_or_none() {
         pusher.join().unwrap();
         reader.join().unwrap();
         assert_eq!(v.iter().count(), 2);
+    });
+}
+
+/// A `Pusher` of page-sized elements commits its block a page at a time as it fills, while a
+/// `reserve` on another thread may commit the rest of the block first and a reader reads the
+/// slots: every slot the pusher writes was committed before (by the pusher, or by the reserve
+/// and learnt through the committed count), and the reader sees whole elements or none.
+#[test]
+fn pusher_committing_as_its_block_fills_against_reserve_and_get() {
+    model(|| {
+        spawn(|| {
+            let v = Arc::new(small(4));
+            let reserver = {
+                let v = Arc::clone(&v);
+                // Commits the pusher's whole block if the pusher claimed it already, else
+                // nothing (a reserve counts from the claimed slots).
+                spawn(move || v.reserve_exact(0).unwrap())
+            };
+            let reader = {
+                let v = Arc::clone(&v);
+                spawn(move || {
+                    for index in (0..2).rev() {
+                        if let Some(x) = value(&v, index) {
+                            assert_eq!(x, 10 + index as u64);
+                        }
+                    }
+                })
+            };
+            let mut p = v.pusher();
+            for i in 0..3 {
+                assert_eq!(p.push(PageSlot(10 + i)), i as usize);
+            }
+            reserver.join().unwrap();
+            reader.join().unwrap();
+            let all: Vec<u64> = v.iter().map(|x| x.0).collect();
+            assert_eq!(all, [10, 11, 12]);
+        })
+        .join()
+        .unwrap();
     });
 }
 

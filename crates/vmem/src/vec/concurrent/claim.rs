@@ -151,7 +151,9 @@ impl<T> ConcurrentVec<T> {
             layout.data_len + layout.bits_end(seen),
             layout.data_len + layout.bits_end(target),
             false,
-        )
+        )?;
+        self.log.commit(seen, target);
+        Ok(())
     }
 
     /// Claims a block of up to `len` slots (`1..=MAX_BLOCK`) at `next`, for a thread's pushes
