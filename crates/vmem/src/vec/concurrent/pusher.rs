@@ -155,8 +155,9 @@ impl<'a, T> Pusher<'a, T> {
         match self.take_slot() {
             Ok(index) => {
                 let owned = self.block.owns_word_of(index);
-                // SAFETY: `index` is a fresh slot of this pusher's block, which `refill`
-                // committed; the block says whether it owns the slot's ready word, and
+                // SAFETY: `index` is a fresh slot of this pusher's block, below `committed`,
+                // the vector's committed count that `commit_next` acquired (its memory is
+                // committed); the block says whether it owns the slot's ready word, and
                 // `&mut self` makes this pusher the block's only user.
                 unsafe { self.vec.publish_claimed(index, value, owned) };
                 Ok(index)
