@@ -11,8 +11,11 @@ use memvisor_vmem::{Reservation, page_size};
 use proptest::prelude::*;
 
 const CASES: u32 = 64;
-/// The vectors' capacity: small, so that growth meets it.
-const CAP: usize = 700;
+/// The vectors' capacity: small, so that growth meets it, and several pages of `u32`s (seven
+/// on 4 KiB pages, with one-page growth), so that a failed call that commits memory past what
+/// was committed shows in the committed bytes (in one page, as at 700, only the first commit
+/// could).
+const CAP: usize = 7000;
 
 fn config() -> ProptestConfig {
     ProptestConfig::with_cases(CASES)
