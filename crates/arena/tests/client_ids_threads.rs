@@ -15,7 +15,7 @@ const THREADS: usize = if cfg!(miri) { 2 } else { 4 };
 const HELD: usize = 2;
 
 #[test]
-fn client_ids_name_one_live_client_and_are_reused() {
+fn threads_making_and_deleting_clients_share_no_live_id() {
     let rounds = if cfg!(miri) { 2 } else { 2_000 };
     let arena = Arena::new(
         Backing::heap(THREADS * HELD * CHUNK, 4096).unwrap(),
