@@ -208,10 +208,10 @@ pub struct ArenaStats {
 
 /// One region of backing memory shared by isolated [`Client`]s.
 ///
-/// The backing memory is cut into chunks of [`Config::with_chunk_size`]; each client takes chunks
-/// as it needs them and runs a buddy allocator with a small-size front over them, so a client's
-/// memory is never handed to another client while the client lives. Deleting (dropping) a
-/// client gives all its chunks back at once.
+/// The backing memory is cut into chunks of the size set with [`Config::with_chunk_size`]; each
+/// client takes chunks as it needs them and runs a buddy allocator with a small-size front over
+/// them, so a client's memory is never handed to another client while the client lives. Deleting
+/// (dropping) a client gives all its chunks back at once.
 ///
 /// # Threads
 /// `Arena` is `Send` and `Sync`: clients of one arena may live on different threads, and chunk

@@ -13,7 +13,10 @@
 //! one at a time (a flag taken for the few instructions of a pop), which is what keeps the
 //! list free of ABA: a mailbox a popper has read as the top cannot be taken and pushed back by
 //! another popper before the popper's exchange, so that exchange fails only if a push came
-//! between, and the popper tries again. A deleted client's chunks no longer name its
+//! between, and the popper tries again. So a pop is not lock-free: a create that finds a
+//! retired pair waits (yielding) while another thread pops, and a popper preempted there
+//! delays it; nothing in a pop can panic, so the flag is never left taken. Creates that find
+//! no retired pair, and deletes, never wait. A deleted client's chunks no longer name its
 //! identifier (the arena clears their owners when they are given back) before its mailbox is
 //! pushed (`Release`), and a pop (`Acquire`) sees that: the next holder of the identifier owns
 //! none of the blocks the deleted client left.
