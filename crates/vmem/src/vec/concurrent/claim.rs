@@ -233,6 +233,10 @@ impl<T> ConcurrentVec<T> {
     ///
     /// # Errors
     /// [`Error::Commit`] if the memory cannot be committed.
+    ///
+    /// Only the per-thread claim caches (and tests) commit whole blocks: a `Pusher` commits
+    /// its block as it fills.
+    #[cfg(any(test, all(feature = "std", target_has_atomic = "64")))]
     pub(super) fn commit_block(&self, block: &Block) -> Result<()> {
         if block.end > self.committed.0.load(Ordering::Acquire) {
             self.commit_through(block.end - 1)?;
