@@ -254,8 +254,9 @@ fn concurrent_push_commit_refused_leaves_a_hole_never_read() {
 /// the system's overcommit mode, so the lowered limit's refusal is checked everywhere.
 #[test]
 fn data_limit_lowered_for_a_refusal_is_restored() {
-    let before = data_limit();
+    // Read under the lock: another test holding it may have the limit lowered.
     let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = data_limit();
     {
         let Some(refusal) = lower_data_limit(turn) else {
             return;
