@@ -94,10 +94,10 @@
 //!
 //! | vm-allocator 0.1 | crosvm `resources` | memvisor-resources |
 //! | --- | --- | --- |
-//! | `RangeInclusive` | `AddressRange` | [`AddressRange`] (inclusive end, checked constructors) |
+//! | `RangeInclusive` | `AddressRange` | [`AddressRange`] (inclusive end, checked constructors; `[0, u64::MAX]` is a valid range, [`AddressRange::FULL`], which `RangeInclusive::new` refuses) |
 //! | `AddressAllocator::new(base, size)` | `AddressAllocator::new(pool, min_align, preferred_align)` | [`AddressAllocator::with_base_and_size`] (untagged) or [`AddressAllocator::new`] with an [`AddressRange`] (tagged) |
 //! | `allocate(size, align, AllocPolicy)` | `allocate(size, Alloc, tag)` / `allocate_with_align` | [`AddressAllocator::allocate`] (default tag) or [`AddressAllocator::allocate_with`] with a [`Request`] and a tag |
-//! | `Constraint::new(size, align, policy)`, `size()`, `align()` | — | [`Request::new`] (the same checks: [`Error::ZeroSize`], [`Error::InvalidAlignment`], [`Error::UnalignedAddress`]), [`Request::size`], [`Request::alignment`], [`Request::policy`]; [`Request::within`] adds a window |
+//! | `Constraint::new(size, align, policy)`, `size()`, `align()` | — | [`Request::new`] (the same checks, in the same order: [`Error::ZeroSize`], [`Error::InvalidAlignment`], [`Error::UnalignedAddress`]; and one more, [`Error::Overflow`] for an exact range past `u64::MAX`, which `Constraint::new` accepts and vm-allocator's `allocate` refuses later), [`Request::size`], [`Request::alignment`], [`Request::policy`]; [`Request::within`] adds a window |
 //! | `DEFAULT_CONSTRAINT_ALIGN` (4) | — | no default: every [`Request`] names its alignment (pass 4 for the same requests); an [`AllocatorSet`] can impose a minimum and a preferred one ([`AllocatorSet::with_alignment`]) |
 //! | `AllocPolicy::ExactMatch(addr)` | `allocate_at(range, alloc, tag)` | [`AllocPolicy::ExactMatch`] or [`AddressAllocator::reserve_with`] |
 //! | — | — | [`AddressAllocator::try_allocate_with`], [`AddressAllocator::try_reserve_with`]: the tag back on refusal ([`Refused`]) |
