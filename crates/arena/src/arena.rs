@@ -17,6 +17,14 @@ use crate::error::{Error, Exhausted, HostTable, Result};
 #[cfg(all(test, feature = "std"))]
 type HoldDecommit = Box<dyn Fn(usize) + Send>;
 
+// A test's pause in `Arena::owner_of` on its own thread, between the first read of the chunk's
+// owner and the read of the block's bits: runs once, then is gone.
+#[cfg(all(test, feature = "std"))]
+std::thread_local! {
+    static OWNER_OF_PAUSE: core::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { core::cell::RefCell::new(None) };
+}
+
 /// A chunk record's `prev` while a run is being taken: this call committed the chunk (so a
 /// refusal further on decommits it again). Never a chunk index: an arena has fewer than
 /// `2^29` chunks (its slab units, at least 8 per chunk, are indexed by `u32`).
@@ -825,21 +833,49 @@ impl Arena {
     }
 
     /// The identifier of the client whose live block starts at `ptr`, or `None` (outside the
-    /// arena, in a chunk no client holds, not the start of a live block). Constant time. On
-    /// another thread than the client's, the answer is a snapshot that the client may change
-    /// at once.
+    /// arena, in a chunk no client holds, not the start of a live block). Constant time, no
+    /// wait: safe with any pointer, from any thread, while clients allocate, free (also through
+    /// [`free`](Self::free)) and chunks change hands.
+    ///
+    /// On another thread than the client's, the answer is a snapshot that the client may
+    /// change at once, but one snapshot: the chunk's owner is read before and after the
+    /// block's bits, and the answer names a client only if both reads name it. So it never
+    /// names a client for a block that client never had at that address: a chunk that passed
+    /// to another client while the call ran (given back by its holder, taken by the other) is
+    /// answered `None`, as it was free for a moment then. A client that freed the block and
+    /// gave the chunk back and took it again (or a later client given its identifier, after
+    /// it was deleted) may be named for a block it has there now.
+    ///
+    /// The memory model guarantees this for bits the new holder writes on the thread that took
+    /// the chunk (the take's `Release` fence comes before them); a client moved to another
+    /// thread after taking the chunk relies on the hardware making the chunk's hand-over
+    /// visible to all threads at once before its later writes, which x86, ARMv8 and RISC-V do.
     #[must_use]
     pub fn owner_of(&self, ptr: *const u8) -> Option<u32> {
         let off = ptr.addr().wrapping_sub(self.geo.base_addr);
         if off >= self.geo.len || !off.is_multiple_of(MIN_BLOCK) {
             return None;
         }
-        let id = self.owner[off >> self.geo.chunk_shift].load(Ordering::Acquire);
+        let owner = &self.owner[off >> self.geo.chunk_shift];
+        let id = owner.load(Ordering::Acquire);
+        if id == 0 {
+            return None;
+        }
+        #[cfg(all(test, feature = "std"))]
+        if let Some(pause) = OWNER_OF_PAUSE.take() {
+            pause();
+        }
         let bit = 1u64 << ((off >> 4) & 63);
-        (id != 0
-            && self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0
-            && !self.remote.is_claimed(off))
-        .then_some(id)
+        let live = self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0
+            && !self.remote.is_claimed(off);
+        // The owner again, read after the bits (a sequence check, the owner word being the
+        // sequence): a bit written by a later holder of the chunk was written after the
+        // `Release` fence of its `take`, which comes after the chunk's owner was set to 0, so
+        // this `Acquire` fence then makes the load below see 0 or a later owner. An owner that
+        // changed means the chunk was free for a moment while this call ran (the owner only
+        // goes from a client to 0 and from 0 to a client): nobody held the block then.
+        fence(Ordering::Acquire);
+        (live && owner.load(Ordering::Relaxed) == id).then_some(id)
     }
 
     /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
@@ -1260,6 +1296,13 @@ impl Arena {
     /// `id` as its owner. Returns whether this call committed it.
     fn take(&self, chunk: u32, id: u32) -> Result<bool> {
         let c = chunk as usize;
+        // Every start bit and remote-free bit this thread writes from here on — the clearing
+        // below, and the holder's own blocks after — comes after this fence, and the chunk's
+        // owner was set to 0 before the chunk was given back (ordered before here by the
+        // `Acquire` of the take): an `owner_of` that reads one of those bits and then the owner
+        // again (after its `Acquire` fence) sees the chunk change hands, and does not name the
+        // previous holder for the new holder's block.
+        fence(Ordering::Release);
         // SAFETY: the chunk was just taken from the free set, so no client holds it and this
         // thread is the only one touching its cells (ordered after its last holder by the
         // `Acquire` of the take).
@@ -1440,6 +1483,50 @@ mod tests {
     use super::*;
 
     const CHUNK: usize = 64 << 10;
+
+    /// `owner_of` on one thread reads the chunk's owner, client `a`; before it reads the
+    /// block's start bit, `a` frees its one block, trims (its chunk goes back) and client `b`
+    /// takes the chunk and allocates its first two slots. The second slot was never a block of
+    /// `a`: the answer is nobody (the chunk was free for a moment during the call). Reading
+    /// the owner once named `a` for `b`'s block.
+    #[test]
+    #[cfg(feature = "std")]
+    fn owner_of_never_names_the_previous_holder_of_a_chunk() {
+        use std::sync::mpsc::channel;
+        let arena = arena(1, CHUNK);
+        let small = core::alloc::Layout::from_size_align(48, 8).unwrap();
+        let a = arena.create_client(Quota::UNLIMITED).unwrap();
+        let b = arena.create_client(Quota::UNLIMITED).unwrap();
+        let first = a.alloc(small).unwrap();
+        let second = first.as_ptr().addr() + 48;
+        let (paused, handed_over) = (channel(), channel::<()>());
+        let answer = std::thread::scope(|scope| {
+            let arena = &arena;
+            let reader = scope.spawn(move || {
+                let (tell, wait) = (paused.0, handed_over.1);
+                OWNER_OF_PAUSE.set(Some(Box::new(move || {
+                    tell.send(()).unwrap();
+                    wait.recv().unwrap();
+                })));
+                arena.owner_of(core::ptr::without_provenance(second))
+            });
+            paused.1.recv().unwrap();
+            // SAFETY: a live block of `a`, not used after.
+            assert_eq!(unsafe { a.free(first) }, Ok(48));
+            a.trim();
+            assert_eq!(arena.stats().free_chunks, 1);
+            b.alloc(small).unwrap();
+            assert_eq!(b.alloc(small).unwrap().as_ptr().addr(), second);
+            handed_over.0.send(()).unwrap();
+            reader.join().unwrap()
+        });
+        assert_eq!(answer, None, "a is {}, b is {}", a.id(), b.id());
+        // Asked now, the block is b's.
+        assert_eq!(
+            arena.owner_of(core::ptr::without_provenance(second)),
+            Some(b.id())
+        );
+    }
 
     fn arena(chunks: usize, chunk: usize) -> Arena {
         let config = Config::new().with_chunk_size(chunk);
