@@ -546,3 +546,75 @@ fn a_file_source_keeps_its_offset() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `allocation_granularity` is "the granularity of reservation start addresses": every
+/// reservation starts at a multiple of it, whatever its length, alignment and mode. It is a
+/// power of two and a multiple of the page size, and the page size outside Windows.
+#[test]
+fn reservations_start_at_multiples_of_the_allocation_granularity() {
+    let page = page_size();
+    let granularity = memvisor_vmem::allocation_granularity();
+    assert!(granularity.is_power_of_two());
+    assert_eq!(granularity % page, 0);
+    #[cfg(not(windows))]
+    assert_eq!(granularity, page);
+    for mode in MODES {
+        for alignment in [0, 1, page, 2 << 20] {
+            for len in [1, page, 3 * page + 1, 1 << 20] {
+                let r = Reservation::builder()
+                    .mode(mode)
+                    .alignment(alignment)
+                    .reserve(len)
+                    .unwrap();
+                let start = r.as_ptr() as usize;
+                assert_eq!(start % granularity, 0, "{mode:?} {alignment} {len}");
+                assert_eq!(start % r.alignment(), 0, "{mode:?} {alignment} {len}");
+            }
+        }
+    }
+}
+
+/// `contains` answers "whether `ptr` points into the reservation": its first and last bytes
+/// do; one past the end, one before the start, null and the top address do not.
+#[test]
+fn contains_holds_exactly_the_reserved_bytes() {
+    let page = page_size();
+    for mode in MODES {
+        let r = Reservation::builder().mode(mode).reserve(3 * page).unwrap();
+        let start = r.as_ptr().cast_const();
+        assert!(r.contains(start));
+        assert!(r.contains(start.wrapping_add(page)));
+        assert!(r.contains(start.wrapping_add(3 * page - 1)));
+        assert!(!r.contains(start.wrapping_add(3 * page)));
+        assert!(!r.contains(start.wrapping_sub(1)));
+        assert!(!r.contains(std::ptr::null()));
+        assert!(!r.contains(std::ptr::without_provenance(usize::MAX)));
+    }
+}
+
+/// A parallel prefault takes any number of threads ("at most 256, however many are asked for")
+/// and any minimum part size, the largest included, and populates every page of the range.
+#[cfg(feature = "std")]
+#[test]
+fn parallel_prefault_takes_any_thread_count_and_part_size() {
+    use std::num::NonZeroUsize;
+
+    let page = page_size();
+    let len = 8 * page;
+    let mut r = Reservation::new(len).unwrap();
+    for (threads, min_part) in [
+        (NonZeroUsize::MAX, 0),
+        (NonZeroUsize::MAX, 1),
+        (NonZeroUsize::MAX, usize::MAX),
+        (NonZeroUsize::MIN, usize::MAX),
+    ] {
+        r.commit(0, len).unwrap();
+        r.prefault_parallel_with(0, len, threads, min_part)
+            .unwrap_or_else(|e| panic!("{threads} {min_part}: {e:?}"));
+        assert_eq!(r.resident_pages(0, len).unwrap(), 8, "{threads} {min_part}");
+        r.decommit(0, len).unwrap();
+    }
+    r.commit(0, len).unwrap();
+    r.prefault_parallel(0, len, NonZeroUsize::MAX).unwrap();
+    assert_eq!(r.resident_pages(0, len).unwrap(), 8);
+}

@@ -1134,3 +1134,53 @@ fn a_live_pushers_block_stays_empty_at_capacity_with_thread_block_1() {
     while pusher.try_push(3).is_ok() {}
     assert_eq!(v.count(), capacity);
 }
+
+/// `clear` forgets every claim: a vector filled to its capacity (70, which ends in the middle
+/// of a ready-bit word) takes every index again, from 0, up to the same capacity; its published
+/// prefix counts the partial last word whole; indices past it read as nothing.
+#[test]
+fn clear_at_capacity_hands_out_every_index_again() {
+    let mut v = Builder::new(70)
+        .thread_block(1)
+        .build_concurrent::<String>()
+        .unwrap();
+    for round in 0..3 {
+        for i in 0..70 {
+            assert_eq!(v.push(format!("{round} {i}")), i);
+        }
+        assert_eq!(v.try_push(String::new()).unwrap_err().into_value(), "");
+        assert_eq!(v.len(), 70);
+        assert_eq!(v.published_prefix(), 70);
+        assert_eq!(v.published_slice().len(), 70);
+        assert_eq!(v[69], format!("{round} 69"));
+        assert_eq!(v.get(70), None);
+        assert_eq!(v.get(usize::MAX), None);
+        assert_eq!(v.get_mut(usize::MAX), None);
+        v.clear();
+        assert!(v.is_empty());
+        assert_eq!(v.get(0), None);
+        assert_eq!(v.iter().count(), 0);
+    }
+}
+
+/// Without `std` there are no per-thread claim caches: every plain push claims one slot, also
+/// once another thread's claims came between a thread's own (which, with `std`, moves the
+/// thread to blocks of [`Builder::thread_block`] slots and `len` to the block's end), so `len`
+/// counts exactly the pushes made.
+#[cfg(not(feature = "std"))]
+#[test]
+fn without_std_interleaved_plain_pushes_claim_single_slots() {
+    let v = Builder::new(1 << 13)
+        .thread_block(64)
+        .build_concurrent::<usize>()
+        .unwrap();
+    let elsewhere = |value| thread::scope(|s| s.spawn(|| v.push(value)).join().unwrap());
+    for round in 0..4 {
+        assert_eq!(v.push(4 * round), 4 * round);
+        assert_eq!(elsewhere(4 * round + 1), 4 * round + 1);
+        assert_eq!(v.push(4 * round + 2), 4 * round + 2);
+        assert_eq!(v.push(4 * round + 3), 4 * round + 3);
+        assert_eq!(v.len(), 4 * round + 4);
+    }
+    assert!(v.iter().copied().eq(0..16));
+}

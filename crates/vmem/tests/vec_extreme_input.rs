@@ -386,3 +386,207 @@ fn thread_block_bound_is_eight_words_and_its_error_names_it() {
         )
     );
 }
+
+/// An element aligned past any page size in use (64 KiB): each slot is whole pages.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(align(65536))]
+struct PagesAligned(u8);
+
+/// A zero-sized element aligned past any page size in use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(align(65536))]
+struct ZeroAligned;
+
+fn aligned<T>(element: &T) -> bool {
+    std::ptr::from_ref(element)
+        .addr()
+        .is_multiple_of(std::mem::align_of::<T>())
+}
+
+/// Elements aligned past a page (the docs: "over-aligned element types work, and no slot lies
+/// outside the reservation") keep their alignment through every edit, fill the capacity
+/// exactly, and give their pages back when the vector shrinks.
+#[test]
+fn elements_aligned_past_a_page_keep_their_alignment() {
+    let mut v = Vec::<PagesAligned>::with_capacity(8).unwrap();
+    assert!(v.as_ptr().addr().is_multiple_of(65536));
+    for i in 0..8 {
+        v.push(PagesAligned(i));
+    }
+    assert_eq!(v.try_push(PagesAligned(8)).unwrap_err().into_value().0, 8);
+    v.truncate(3);
+    v.shrink_to_fit().unwrap();
+    assert_eq!(v.committed_bytes(), 3 * 65536);
+    assert_eq!(v.reservation().committed_bytes(), 3 * 65536);
+    v.insert(0, PagesAligned(9));
+    assert_eq!(v.remove(1), PagesAligned(0));
+    assert!(v.iter().all(aligned));
+    assert_eq!(
+        v.iter().map(|e| e.0).collect::<std::vec::Vec<_>>(),
+        [9, 1, 2]
+    );
+}
+
+/// As above, for a `ConcurrentVec`.
+#[test]
+fn concurrent_elements_aligned_past_a_page_keep_their_alignment() {
+    let c = ConcurrentVec::with_capacity(8).unwrap();
+    for i in 0..8 {
+        assert_eq!(c.push(PagesAligned(i)), usize::from(i));
+    }
+    assert_eq!(c.try_push(PagesAligned(8)).unwrap_err().into_value().0, 8);
+    assert!(c.iter().all(aligned));
+    assert!(c.get(7).is_some_and(aligned));
+    assert_eq!(c.iter().map(|e| e.0).sum::<u8>(), 28);
+}
+
+/// Zero-sized elements aligned past a page: the largest capacity, no memory committed, every
+/// reference aligned.
+#[test]
+fn zero_sized_elements_aligned_past_a_page() {
+    let mut v = Vec::<ZeroAligned>::with_capacity(usize::MAX).unwrap();
+    for _ in 0..10 {
+        v.push(ZeroAligned);
+    }
+    v.insert(3, ZeroAligned);
+    v.drain(1..4);
+    v.shrink_to_fit().unwrap();
+    assert_eq!(v.len(), 8);
+    assert_eq!(v.committed_bytes(), 0);
+    assert_eq!(v.committed_capacity(), usize::MAX);
+    assert!(v.as_ptr().addr().is_multiple_of(65536));
+    assert!(v.iter().all(aligned));
+    let c = ConcurrentVec::with_capacity(100).unwrap();
+    for _ in 0..100 {
+        c.push(ZeroAligned);
+    }
+    assert!(c.try_push(ZeroAligned).is_err());
+    assert_eq!(c.iter().count(), 100);
+    assert!(c.iter().all(aligned));
+}
+
+/// A `Vec` of zero-sized elements one short of `usize::MAX` elements: growth past the capacity
+/// is refused (its `requested` saturates rather than wraps) and changes nothing, and the edits
+/// that move elements work at the top of the index range.
+#[test]
+fn zero_sized_vec_at_the_largest_length() {
+    let mut v = Vec::<()>::with_capacity(usize::MAX).unwrap();
+    // SAFETY: zero-sized elements need no memory; `committed_capacity` is the capacity.
+    unsafe { v.set_len(usize::MAX - 1) };
+    assert_eq!(
+        v.try_extend_from_slice(&[(); 5]).unwrap_err(),
+        Error::CapacityExceeded {
+            capacity: usize::MAX,
+            requested: usize::MAX
+        }
+    );
+    assert_eq!(v.len(), usize::MAX - 1);
+    v.push(());
+    assert!(v.try_push(()).is_err());
+    assert!(v.try_insert(0, ()).is_err());
+    assert_eq!(v.len(), usize::MAX);
+    assert_eq!(v.pop(), Some(()));
+    v.insert(usize::MAX - 1, ());
+    v.remove(usize::MAX - 1);
+    v.swap_remove(0);
+    assert_eq!(v.len(), usize::MAX - 2);
+    assert_eq!(v.drain(usize::MAX - 4..).count(), 2);
+    assert_eq!(v.len(), usize::MAX - 4);
+    v.truncate(2);
+    assert_eq!(v.len(), 2);
+}
+
+/// The calls that panic where growth past the capacity is refused (`resize`, `resize_with`,
+/// `extend_from_slice`, `reserve`, `reserve_exact`) change nothing, as their docs say: not the
+/// elements, not the length, not the committed memory.
+#[test]
+fn panicking_growth_past_the_capacity_changes_nothing() {
+    let mut v = memvisor_vmem::vec::Builder::new(10_000)
+        .growth(memvisor_vmem::vec::Growth::Fixed(1))
+        .build::<u8>()
+        .unwrap();
+    v.extend_from_slice(&[1, 2, 3]);
+    let before = (v.len(), v.committed_bytes(), v.committed_capacity());
+    type Call = Box<dyn Fn(&mut Vec<u8>)>;
+    let calls: [(&str, Call); 8] = [
+        ("resize", Box::new(|v| v.resize(10_001, 7))),
+        (
+            "resize to usize::MAX",
+            Box::new(|v| v.resize(usize::MAX, 7)),
+        ),
+        ("resize_with", Box::new(|v| v.resize_with(10_001, || 7))),
+        (
+            "resize_with to usize::MAX",
+            Box::new(|v| v.resize_with(usize::MAX, || 7)),
+        ),
+        (
+            "extend_from_slice",
+            Box::new(|v| v.extend_from_slice(&[0; 9_998])),
+        ),
+        ("reserve", Box::new(|v| v.reserve(9_998))),
+        ("reserve usize::MAX", Box::new(|v| v.reserve(usize::MAX))),
+        (
+            "reserve_exact",
+            Box::new(|v| v.reserve_exact(usize::MAX - 2)),
+        ),
+    ];
+    for (name, call) in calls {
+        assert!(
+            catch_unwind(AssertUnwindSafe(|| call(&mut v))).is_err(),
+            "{name}"
+        );
+        assert_eq!(
+            (v.len(), v.committed_bytes(), v.committed_capacity()),
+            before,
+            "{name}"
+        );
+        assert_eq!(v, [1, 2, 3], "{name}");
+    }
+}
+
+/// Growth steps of every size, from zero to `usize::MAX`, with and without huge pages: the
+/// vectors fill their capacity exactly, never count more memory than the reservation holds, and
+/// a `Vec` shrinks to the pages its elements need and grows again.
+#[test]
+#[cfg_attr(miri, ignore = "fills 5 MiB vectors sixteen times")]
+fn growth_steps_of_any_size_fill_the_capacity_exactly() {
+    use memvisor_vmem::vec::{Builder, Growth};
+
+    type Page = [u8; 4096];
+    // 5 MiB of slots: more than two huge pages, so that `huge_pages` takes effect on Linux.
+    const CAPACITY: usize = 1280;
+    let page = memvisor_vmem::page_size();
+    for growth in [
+        Growth::Fixed(0),
+        Growth::Fixed(usize::MAX),
+        Growth::Doubling { min: 0, max: 0 },
+        Growth::Doubling {
+            min: usize::MAX,
+            max: usize::MAX,
+        },
+    ] {
+        for huge_pages in [false, true] {
+            let b = Builder::new(CAPACITY).growth(growth).huge_pages(huge_pages);
+            let mut v = b.build::<Page>().unwrap();
+            for i in 0..CAPACITY {
+                v.push([u8::try_from(i % 256).unwrap(); 4096]);
+                assert!(v.committed_bytes() <= v.reservation().len(), "{growth:?}");
+            }
+            assert!(v.try_push([0; 4096]).is_err(), "{growth:?}");
+            v.truncate(1);
+            v.shrink_to_fit().unwrap();
+            assert_eq!(v.committed_bytes(), 4096_usize.next_multiple_of(page));
+            v.push([1; 4096]);
+            assert_eq!(v[0], [0; 4096]);
+            assert_eq!(v[1], [1; 4096]);
+            let c = b.build_concurrent::<Page>().unwrap();
+            for i in 0..CAPACITY {
+                assert_eq!(c.push([0; 4096]), i, "{growth:?}");
+                assert!(c.committed_bytes() <= c.reservation().len(), "{growth:?}");
+            }
+            assert!(c.try_push([0; 4096]).is_err(), "{growth:?}");
+            assert!(c.pusher().try_push([0; 4096]).is_err(), "{growth:?}");
+            assert_eq!(c.iter().count(), CAPACITY);
+        }
+    }
+}
