@@ -317,7 +317,13 @@ pub unsafe extern "C" fn memvisor_context_owner(
             shared
                 .arena
                 .owner_of(ptr.cast())
-                .and_then(|id| registry::handle_of(shared, id))
+                .and_then(|id| {
+                    #[cfg(test)]
+                    if let Some(pause) = OWNER_PAUSE.take() {
+                        pause();
+                    }
+                    registry::handle_of(shared, id)
+                })
                 .ok_or(Status::NotABlock)
         })?;
         // SAFETY: checked not null; the caller's promise.
@@ -379,4 +385,82 @@ pub unsafe extern "C" fn memvisor_client_create(
         unsafe { out.write_unaligned(Client { id }) };
         Ok(())
     })
+}
+
+// A test's pause in `memvisor_context_owner` on its own thread, between the arena's answer and
+// the look-up of its client's handle: runs once, then is gone.
+#[cfg(test)]
+thread_local! {
+    static OWNER_PAUSE: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client::{memvisor_alloc, memvisor_client_delete};
+
+    /// `memvisor_context_owner` finds client `c1`'s identifier in the arena; before it looks
+    /// up the handle, another thread deletes `c1` and makes `c2`, which gets `c1`'s identifier
+    /// (deleted clients' identifiers are reused first). The answer must not name `c2` for
+    /// `c1`'s block: the delete waits for the look-up, so the answer is `NOT_A_BLOCK` (the
+    /// delete took `c1`'s handle out first) or `c1`. Without the lock the call holds across
+    /// both look-ups, it named `c2`.
+    #[test]
+    #[cfg_attr(miri, ignore = "waits 200 ms for a delete that must not finish")]
+    fn owner_racing_a_delete_never_names_the_next_client() {
+        let mut ctx = Context::default();
+        // SAFETY: `out` is writable; no config.
+        let made = unsafe { memvisor_context_create_reserved(4 << 20, std::ptr::null(), &mut ctx) };
+        assert_eq!(made, Status::Ok);
+        let mut c1 = Client::default();
+        // SAFETY: `out` is writable.
+        assert_eq!(
+            unsafe { memvisor_client_create(ctx, usize::MAX, &mut c1) },
+            Status::Ok
+        );
+        let mut block = std::ptr::null_mut();
+        // SAFETY: `out` is writable.
+        assert_eq!(unsafe { memvisor_alloc(c1, 64, &mut block) }, Status::Ok);
+        let block = block as usize;
+        let (paused, made_next) = (channel(), channel());
+        let (status, named, c2) = std::thread::scope(|scope| {
+            let asker = scope.spawn(move || {
+                let (tell, wait) = (paused.0, made_next.1);
+                OWNER_PAUSE.set(Some(Box::new(move || {
+                    tell.send(()).unwrap();
+                    // The delete cannot finish while the call holds the lock: go on then.
+                    let _ = wait.recv_timeout(Duration::from_millis(200));
+                })));
+                let mut out = Client::default();
+                // SAFETY: `out` is writable; `ptr` is never read.
+                let status =
+                    unsafe { memvisor_context_owner(ctx, block as *const c_void, &mut out) };
+                (status, out)
+            });
+            paused.1.recv().unwrap();
+            // SAFETY: no other call uses `c1`; its block is not used after.
+            assert_eq!(unsafe { memvisor_client_delete(c1) }, Status::Ok);
+            let mut c2 = Client::default();
+            // SAFETY: `out` is writable.
+            assert_eq!(
+                unsafe { memvisor_client_create(ctx, usize::MAX, &mut c2) },
+                Status::Ok
+            );
+            // The asker may have gone on already (it does when the delete waited for it).
+            let _ = made_next.0.send(());
+            let (status, named) = asker.join().unwrap();
+            (status, named, c2)
+        });
+        assert!(
+            status == Status::NotABlock || (status == Status::Ok && named == c1),
+            "owner answered {status:?} {named:?} for the block of deleted {c1:?} (next client {c2:?})"
+        );
+        // SAFETY: no other call uses `c2`.
+        assert_eq!(unsafe { memvisor_client_delete(c2) }, Status::Ok);
+        assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+    }
 }
