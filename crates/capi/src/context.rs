@@ -418,10 +418,8 @@ mod tests {
         assert_eq!(made, Status::Ok);
         let mut c1 = Client::default();
         // SAFETY: `out` is writable.
-        assert_eq!(
-            unsafe { memvisor_client_create(ctx, usize::MAX, &mut c1) },
-            Status::Ok
-        );
+        let made = unsafe { memvisor_client_create(ctx, usize::MAX, &mut c1) };
+        assert_eq!(made, Status::Ok);
         let mut block = std::ptr::null_mut();
         // SAFETY: `out` is writable.
         assert_eq!(unsafe { memvisor_alloc(c1, 64, &mut block) }, Status::Ok);
@@ -446,10 +444,8 @@ mod tests {
             assert_eq!(unsafe { memvisor_client_delete(c1) }, Status::Ok);
             let mut c2 = Client::default();
             // SAFETY: `out` is writable.
-            assert_eq!(
-                unsafe { memvisor_client_create(ctx, usize::MAX, &mut c2) },
-                Status::Ok
-            );
+            let made = unsafe { memvisor_client_create(ctx, usize::MAX, &mut c2) };
+            assert_eq!(made, Status::Ok);
             // The asker may have gone on already (it does when the delete waited for it).
             let _ = made_next.0.send(());
             let (status, named) = asker.join().unwrap();
