@@ -31,8 +31,14 @@
 //! one with a single owner that also gives memory back, and one that many threads push into
 //! without a lock.
 //!
-//! The crate is `no_std` (with `alloc`); the default `std` feature adds conversions into
-//! `std::io::Error`.
+//! The crate is `no_std` (with `alloc`). The default `std` feature adds what needs threads or
+//! the standard library: [`Reservation::prefault_parallel`] and
+//! [`Reservation::prefault_parallel_with`]; `MapSource::file` (Unix); the per-thread blocks
+//! that a [`vec::ConcurrentVec`]'s plain pushes claim once threads interleave (which also need
+//! 64-bit atomics; without them every plain push claims one slot, and a [`vec::Pusher`] claims
+//! blocks either way); a reservation's call lock that waits by sleeping, where without `std` it
+//! spins; the system's message for an [`OsError`] in its `Display`; and the conversion of an
+//! [`OsError`] into `std::io::Error`.
 
 #![no_std]
 // Without `std`, the docs' links to what `std` adds (its constructors, its error sources)

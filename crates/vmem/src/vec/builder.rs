@@ -190,6 +190,10 @@ impl Builder {
     /// has 32, the 256 slots' words fill half a line). Default below that: `capacity / 4096`
     /// (at least 1), so that a thread holds at most 1/4096 of the capacity.
     ///
+    /// Per-thread blocks need thread-locals (the `std` feature) and 64-bit atomics: without
+    /// them every plain push claims one slot whatever this says (and a [`Pusher`](super::Pusher)
+    /// still claims blocks of 512, or 256).
+    ///
     /// # Examples
     /// ```
     /// use memvisor_vmem::vec::{Builder, Error};

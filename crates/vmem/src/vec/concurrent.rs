@@ -449,7 +449,8 @@ impl<T> ConcurrentVec<T> {
     }
 
     /// The slots a thread claims at a time once other threads push too (see
-    /// [`Builder::thread_block`]).
+    /// [`Builder::thread_block`]; plain pushes claim one slot at a time without the `std`
+    /// feature or 64-bit atomics).
     #[must_use]
     pub fn thread_block(&self) -> usize {
         self.thread_block
