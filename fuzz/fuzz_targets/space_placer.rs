@@ -110,15 +110,17 @@ impl Model {
     }
 
     fn state(&self) -> State {
-        let ranges = self
-            .windows
+        // Each range once, as taken, by its first part inside a window.
+        let mut firsts: Vec<(GuestRange, String, GuestRange)> = self
+            .held
             .iter()
-            .flat_map(|w| {
-                self.parts_in(w)
-                    .into_iter()
-                    .map(|(p, _, o)| (o.to_owned(), p))
+            .filter_map(|(r, o)| {
+                let first = self.windows.iter().find_map(|w| w.range().intersection(r))?;
+                Some((first, o.clone(), *r))
             })
             .collect();
+        firsts.sort_by_key(|&(first, _, _)| first);
+        let ranges = firsts.into_iter().map(|(_, o, r)| (o, r)).collect();
         let irqs = irq_numbers(self.irqs.as_ref().map(|i| (i.first, i.last)))
             .map(|n| {
                 let owner = self.irqs.as_ref().and_then(|i| i.owners.get(&n)).cloned();
@@ -477,7 +479,7 @@ fn step(p: &mut Placer, m: &mut Model, op: &Op, owner: &str) -> Result<(), Error
         Op::PortsAt(r) => {
             let result = p.ports_at(r, owner);
             match (&result, &mut m.ports) {
-                (Err(Error::NoIoPorts { ports: None }), None) => {}
+                (Err(Error::NoIoPorts), None) => {}
                 (result, Some((space, held))) => {
                     let clash = held
                         .iter()
@@ -485,7 +487,8 @@ fn step(p: &mut Placer, m: &mut Model, op: &Op, owner: &str) -> Result<(), Error
                         .min_by_key(|(h, _)| *h)
                         .cloned();
                     match (result, space.contains_range(&r), clash) {
-                        (Err(Error::NoIoPorts { ports: Some(x) }), false, _) if *x == r => {}
+                        (Err(Error::PortsOutOfRange { ports: x, space: s }), false, _)
+                            if *x == r && s == space => {}
                         (
                             Err(Error::Taken {
                                 other, other_range, ..
@@ -504,7 +507,7 @@ fn step(p: &mut Placer, m: &mut Model, op: &Op, owner: &str) -> Result<(), Error
         Op::ReleasePorts(r) => {
             let result = p.release_ports(r);
             match (&result, &mut m.ports) {
-                (Err(Error::NoIoPorts { ports: None }), None) => {}
+                (Err(Error::NoIoPorts), None) => {}
                 (result, Some((_, held))) => {
                     let index = held.iter().position(|(h, _)| *h == r);
                     match (result, index) {
@@ -626,11 +629,7 @@ fn setup(input: &mut Input<'_>) -> (Placer, Model) {
     // What the platform took is held from the start, as taken.
     let mut held: Vec<(GuestRange, String)> = placer
         .allocations()
-        .map(|(o, r)| {
-            let (owner, taken) = placer.owner_of(r.start()).expect("held");
-            assert_eq!(owner, o);
-            (taken, owner.to_owned())
-        })
+        .map(|(o, r)| (r, o.to_owned()))
         .collect();
     held.sort();
     held.dedup();

@@ -680,7 +680,9 @@ fn problem(arch: Arch, layout: Option<&Layout>, e: SpaceError) -> Problem {
                 format!("INTID {irq} is not an SPI (SPIs are INTIDs {first}..={last})")
             }
         }),
-        e @ SpaceError::NoIoPorts { .. } => Problem::Invalid(e.to_string()),
+        e @ (SpaceError::NoIoPorts | SpaceError::PortsOutOfRange { .. }) => {
+            Problem::Invalid(e.to_string())
+        }
         e => Problem::Space(e),
     }
 }

@@ -153,8 +153,9 @@ pub mod vmm {
             .ok_or("the layout has no device window")?;
         let mut mmio = AddressAllocator::<String>::new(window.range().as_range());
         for (owner, range) in plan.placer.allocations() {
-            if window.range().contains_range(&range) {
-                mmio.reserve_with(range.as_range(), owner.to_owned())?;
+            // A range taken across windows is listed whole: its part in this window.
+            if let Some(part) = window.range().intersection(&range) {
+                mmio.reserve_with(part.as_range(), owner.to_owned())?;
             }
         }
 

@@ -366,14 +366,27 @@ pub enum Error {
     /// The placer has no interrupt numbers (a custom layout without a platform).
     #[error("no interrupt numbers: the layout has no platform preset")]
     NoIrqs,
-    /// I/O ports on a platform without them, or past its last port.
-    #[error("{}", match ports {
-        Some(p) => format!("I/O ports {p} pass the platform's port space"),
-        None => "the platform has no I/O ports".to_owned(),
-    })]
-    NoIoPorts {
-        /// The ports asked for, when the platform has a port space.
-        ports: Option<GuestRange>,
+    /// I/O ports on a platform without them.
+    #[error("the platform has no I/O ports")]
+    NoIoPorts,
+    /// I/O ports that pass the end of the platform's port space (any range of addresses may
+    /// be asked for, the whole 64-bit range included; ports are 16 bits on x86-64).
+    #[error("I/O ports {ports} pass the platform's port space {space}")]
+    PortsOutOfRange {
+        /// The ports asked for.
+        ports: GuestRange,
+        /// The platform's port space.
+        space: GuestRange,
+    },
+    /// A caller's owner name that the placer keeps for its own holds:
+    /// [`PlacerAllocators::RESERVED_OWNER`](crate::PlacerAllocators::RESERVED_OWNER), under
+    /// which [`Placer::into_allocators`](crate::Placer::into_allocators) holds the free ranges of
+    /// reserved windows. Refused so that such a hold is never a caller's range, nor a caller's
+    /// range taken for one.
+    #[error("the owner name {owner:?} is kept for the holds on reserved windows' free ranges")]
+    OwnerNameReserved {
+        /// The name given.
+        owner: String,
     },
     /// A fixed MMIO address for the serial port of a platform whose serial port is on I/O
     /// ports (x86-64): the platform cannot honour it.
@@ -1018,13 +1031,20 @@ mod tests {
                 Error::NoIrqs,
                 "no interrupt numbers: the layout has no platform preset",
             ),
+            (Error::NoIoPorts, "the platform has no I/O ports"),
             (
-                Error::NoIoPorts { ports: None },
-                "the platform has no I/O ports",
+                Error::PortsOutOfRange {
+                    ports: range,
+                    space: GuestRange::new(vm_memory::GuestAddress(0), 0x1000).unwrap(),
+                },
+                "I/O ports [0x1000, 0x2fff] pass the platform's port space [0x0, 0xfff]",
             ),
             (
-                Error::NoIoPorts { ports: Some(range) },
-                "I/O ports [0x1000, 0x2fff] pass the platform's port space",
+                Error::OwnerNameReserved {
+                    owner: "reserved".into(),
+                },
+                "the owner name \"reserved\" is kept for the holds on reserved windows' free \
+                 ranges",
             ),
             (
                 Error::NoMmioSerial { address: 0x3f8 },

@@ -255,10 +255,12 @@ impl Placer {
     /// of `kind` that has room, first fit.
     ///
     /// # Errors
-    /// [`Error::NothingToPlace`] for 0, [`Error::InvalidAlignment`] for an alignment that is
-    /// not a power of two, [`Error::NoRoom`] (with the largest free range) if no window of that
-    /// kind has room; [`Error::Allocator`] if a window's allocator that has room fails (the
-    /// heap refused its bookkeeping). Nothing is placed then.
+    /// [`Error::OwnerNameReserved`] for the owner name
+    /// [`PlacerAllocators::RESERVED_OWNER`]; [`Error::NothingToPlace`] for 0,
+    /// [`Error::InvalidAlignment`] for an alignment that is not a power of two, [`Error::NoRoom`]
+    /// (with the largest free range) if no window of that kind has room; [`Error::Allocator`]
+    /// if a window's allocator that has room fails (the heap refused its bookkeeping). Nothing
+    /// is placed then.
     pub fn place(
         &mut self,
         kind: WindowKind,
@@ -266,6 +268,7 @@ impl Placer {
         align: u64,
         owner: &str,
     ) -> Result<GuestRange> {
+        caller_owner(owner)?;
         if size == 0 {
             return Err(Error::NothingToPlace {
                 owner: owner.to_owned(),
@@ -310,11 +313,14 @@ impl Placer {
     /// Takes `range` for `owner` in the windows of `kind`: it must lie inside one of them.
     ///
     /// # Errors
-    /// [`Error::NotInWindow`] if no window of `kind` holds it all; [`Error::Taken`] naming
+    /// [`Error::OwnerNameReserved`] for the owner name
+    /// [`PlacerAllocators::RESERVED_OWNER`]; [`Error::NotInWindow`] if no window of `kind`
+    /// holds it all; [`Error::Taken`] naming
     /// the owner of a range it overlaps, and that range as it was placed or taken;
     /// [`Error::Allocator`] if the window's allocator fails (the heap refused its
     /// bookkeeping). Nothing is taken then.
     pub fn take_in(&mut self, kind: WindowKind, range: GuestRange, owner: &str) -> Result<()> {
+        caller_owner(owner)?;
         // The windows are disjoint: one that holds `range` is the only one it touches.
         let touched = self.touching(&range);
         let Some(i) = touched.clone().next().filter(|&i| {
@@ -352,12 +358,15 @@ impl Placer {
     /// All or nothing: if one part is taken already, the parts before it are given back.
     ///
     /// # Errors
-    /// [`Error::OutsideWindows`] if `range` crosses no window at all (the placer would hold
+    /// [`Error::OwnerNameReserved`] for the owner name
+    /// [`PlacerAllocators::RESERVED_OWNER`]; [`Error::OutsideWindows`] if `range` crosses no
+    /// window at all (the placer would hold
     /// nothing, and [`release`](Self::release) would have nothing to give back);
     /// [`Error::Taken`] naming the owner of a range it overlaps, and that range as it was
     /// placed or taken; [`Error::Allocator`] if a window's allocator fails (the heap refused
     /// its bookkeeping). Nothing is taken then.
     pub fn take(&mut self, range: GuestRange, owner: &str) -> Result<()> {
+        caller_owner(owner)?;
         if self.take_parts(range, owner)? {
             Ok(())
         } else {
@@ -470,12 +479,28 @@ impl Placer {
             .map(|a| (a.tag.as_str(), as_taken(&self.spans, a.range.into())))
     }
 
-    /// Every range taken, with its owner, by window and then by address (a range taken
-    /// across windows shows once per window).
+    /// Every range placed or taken, with its owner, once, as it was placed or taken (all of a
+    /// range taken across windows or past a window's edge), by the address of its first part
+    /// inside a window: what [`owner_of`](Self::owner_of) names at each of its addresses
+    /// inside a window, and what [`release`](Self::release) gives back. Addresses outside
+    /// every window are no one's, so `owner_of` answers `None` there even for a range listed
+    /// here that reaches over them.
     pub fn allocations(&self) -> impl Iterator<Item = (&str, GuestRange)> + '_ {
         self.windows
             .iter()
-            .flat_map(|(_, a)| a.allocated().map(|x| (x.tag.as_str(), x.range.into())))
+            .enumerate()
+            .flat_map(move |(i, (_, a))| {
+                a.allocated().filter_map(move |x| {
+                    let part: GuestRange = x.range.into();
+                    let taken = as_taken(&self.spans, part);
+                    // A range held in several windows is listed at its first part only: the
+                    // window before holds no part of it.
+                    let first = taken == part
+                        || i == 0
+                        || self.windows[i - 1].0.range().intersection(&taken).is_none();
+                    first.then_some((x.tag.as_str(), taken))
+                })
+            })
     }
 
     /// Every range of I/O ports taken, with its owner, by port (none if the platform has no
@@ -515,10 +540,13 @@ impl Placer {
     /// [`release_irq`](Self::release_irq).
     ///
     /// # Errors
-    /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::NoFreeIrq`] if every
+    /// [`Error::OwnerNameReserved`] for the owner name
+    /// [`PlacerAllocators::RESERVED_OWNER`]; [`Error::NoIrqs`] if the placer has no interrupt
+    /// range; [`Error::NoFreeIrq`] if every
     /// number it may give is taken; [`Error::Allocator`] if the interrupt allocator fails
     /// (the heap refused the growth of its bitmap). Nothing is taken then.
     pub fn irq(&mut self, owner: &str) -> Result<u32> {
+        caller_owner(owner)?;
         let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
         let irq = irqs.ids.allocate_id().map_err(|e| match e {
             memvisor_resources::Error::OutOfIds { .. } => Error::NoFreeIrq {
@@ -540,10 +568,13 @@ impl Placer {
     /// Interrupt `irq` for `owner` (given back with [`release_irq`](Self::release_irq)).
     ///
     /// # Errors
-    /// [`Error::NoIrqs`] if the placer has no interrupt range; [`Error::IrqOutOfRange`];
-    /// [`Error::IrqTaken`] naming its owner; [`Error::Allocator`] if the interrupt allocator
-    /// fails (the heap refused the growth of its bitmap). Nothing is taken then.
+    /// [`Error::OwnerNameReserved`] for the owner name
+    /// [`PlacerAllocators::RESERVED_OWNER`]; [`Error::NoIrqs`] if the placer has no interrupt
+    /// range; [`Error::IrqOutOfRange`]; [`Error::IrqTaken`] naming its owner; [`Error::Allocator`]
+    /// if the interrupt allocator fails (the heap refused the growth of its bitmap). Nothing is
+    /// taken then.
     pub fn irq_at(&mut self, irq: u32, owner: &str) -> Result<u32> {
+        caller_owner(owner)?;
         let irqs = self.irqs.as_mut().ok_or(Error::NoIrqs)?;
         // An unclaimed legacy interrupt is taken already, for no owner: it is free by number.
         let unclaimed_legacy = irqs.legacy.contains(&irq) && !irqs.owners.contains_key(&irq);
@@ -635,16 +666,20 @@ impl Placer {
     /// [`release_ports`](Self::release_ports)).
     ///
     /// # Errors
-    /// [`Error::NoIoPorts`] if the platform has none or `ports` passes the last one;
-    /// [`Error::Taken`] naming the owner of ports it overlaps; [`Error::Allocator`] if the
-    /// port allocator fails (the heap refused its bookkeeping). Nothing is taken then.
+    /// [`Error::OwnerNameReserved`] for the owner name
+    /// [`PlacerAllocators::RESERVED_OWNER`]; [`Error::NoIoPorts`] if the platform has none;
+    /// [`Error::PortsOutOfRange`] naming the port space if `ports` passes its last port (the
+    /// whole 64-bit range included); [`Error::Taken`] naming the owner of ports it overlaps;
+    /// [`Error::Allocator`] if the port allocator fails (the heap refused its bookkeeping).
+    /// Nothing is taken then.
     pub fn ports_at(&mut self, ports: GuestRange, owner: &str) -> Result<()> {
-        let alloc = self
-            .ports
-            .as_mut()
-            .ok_or(Error::NoIoPorts { ports: None })?;
+        caller_owner(owner)?;
+        let alloc = self.ports.as_mut().ok_or(Error::NoIoPorts)?;
         if !alloc.space().contains_range(&ports.as_range()) {
-            return Err(Error::NoIoPorts { ports: Some(ports) });
+            return Err(Error::PortsOutOfRange {
+                ports,
+                space: alloc.space().into(),
+            });
         }
         reserve(alloc, ports, owner, PORTS)
     }
@@ -653,7 +688,7 @@ impl Placer {
     /// them, so that they may be taken again.
     ///
     /// # Errors
-    /// [`Error::NoIoPorts`] (`ports: None`) if the platform has no I/O ports;
+    /// [`Error::NoIoPorts`] if the platform has no I/O ports;
     /// [`Error::NotPlaced`] unless `ports` is exactly ports taken by one call (not a part of
     /// them, not a wider range, not ports taken by two calls, not free ports or ports past the
     /// port space). Nothing is given back then.
@@ -673,10 +708,7 @@ impl Placer {
     /// # Ok::<(), memvisor_space::Error>(())
     /// ```
     pub fn release_ports(&mut self, ports: GuestRange) -> Result<()> {
-        let alloc = self
-            .ports
-            .as_mut()
-            .ok_or(Error::NoIoPorts { ports: None })?;
+        let alloc = self.ports.as_mut().ok_or(Error::NoIoPorts)?;
         // `free` frees only an exact allocation and changes nothing otherwise.
         alloc
             .free(&ports.as_range())
@@ -702,6 +734,18 @@ fn look() {
 /// whole of a range taken across windows or past a window's edge, else `part` itself.
 fn as_taken(spans: &BTreeMap<u64, GuestRange>, part: GuestRange) -> GuestRange {
     spans.get(&part.start().0).copied().unwrap_or(part)
+}
+
+/// [`Error::OwnerNameReserved`] for the name under which the placer's allocators hold reserved
+/// windows' free ranges ([`PlacerAllocators::RESERVED_OWNER`]): no range, interrupt or port of a
+/// caller's is held under it, so such a hold is always the allocators' own.
+fn caller_owner(owner: &str) -> Result<()> {
+    if owner == PlacerAllocators::RESERVED_OWNER {
+        return Err(Error::OwnerNameReserved {
+            owner: owner.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What [`Error::Allocator`] says the window allocators allocate.
@@ -978,8 +1022,12 @@ mod tests {
                     4 => {
                         let held: Vec<GuestRange> = p.allocations().map(|(_, r)| r).collect();
                         if !held.is_empty() {
-                            let part = held[usize::try_from(next() % held.len() as u64).unwrap()];
-                            let whole = as_taken(&p.spans, part);
+                            let whole = held[usize::try_from(next() % held.len() as u64).unwrap()];
+                            let part = p
+                                .windows
+                                .iter()
+                                .find_map(|(w, _)| w.range().intersection(&whole))
+                                .unwrap();
                             // A part alone is refused when the range crossed windows.
                             drop(p.release(part));
                             drop(p.release(whole));
@@ -1147,10 +1195,10 @@ mod tests {
         p.release(range(0xfec0_0000, 0x1000)).unwrap();
         // One take across both windows: its parts go back together, never alone.
         p.take(range(0xfeb0_0000, 0x10_1000), "both").unwrap();
-        assert_eq!(p.allocations().count(), 2);
+        assert_eq!(p.allocations().count(), 1);
         assert!(p.release(range(0xfeb0_0000, 0x10_0000)).is_err());
         assert!(p.release(range(0xfec0_0000, 0x1000)).is_err());
-        assert_eq!(p.allocations().count(), 2);
+        assert_eq!(p.allocations().count(), 1);
         p.release(range(0xfeb0_0000, 0x10_1000)).unwrap();
         assert_eq!(p.allocations().count(), 0);
         // The same parts taken apart again are released apart.
@@ -1197,14 +1245,14 @@ mod tests {
         // A range taken across the gap (and past the last window) goes back only as taken.
         let taken = range(0x1000_0800, 0x3000);
         p.take(taken, "blk0").unwrap();
-        assert_eq!(p.allocations().count(), 2);
+        assert_eq!(p.allocations().count(), 1);
         for other in [
             range(0x1000_0800, 0x2800),
             range(0x1000_0800, 0x4000),
             range(0x1000_0000, 0x3800),
         ] {
             assert!(matches!(p.release(other), Err(Error::NotPlaced { .. })));
-            assert_eq!(p.allocations().count(), 2);
+            assert_eq!(p.allocations().count(), 1);
         }
         p.release(taken).unwrap();
         assert_eq!(p.allocations().count(), 0);
@@ -1286,12 +1334,14 @@ mod tests {
                 .to_string(),
             "the platform has no I/O ports"
         );
+        let mut x86 = crate::Platform::x86_64()
+            .placer(&crate::Platform::x86_64().layout().build().unwrap())
+            .unwrap();
         assert_eq!(
-            Error::NoIoPorts {
-                ports: Some(range(0xfffc, 8))
-            }
-            .to_string(),
-            "I/O ports [0xfffc, 0x10003] pass the platform's port space"
+            x86.ports_at(range(0xfffc, 8), "com")
+                .unwrap_err()
+                .to_string(),
+            "I/O ports [0xfffc, 0x10003] pass the platform's port space [0x0, 0xffff]"
         );
         assert_eq!(
             Error::InvalidRange { first: 2, last: 1 }.to_string(),
@@ -1549,7 +1599,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             arm.release_ports(range(0x3f8, 8)),
-            Err(Error::NoIoPorts { ports: None })
+            Err(Error::NoIoPorts)
         ));
     }
 
@@ -1601,14 +1651,14 @@ mod tests {
         ));
         assert!(matches!(
             p.ports_at(range(0xfffc, 8), "com"),
-            Err(Error::NoIoPorts { ports: Some(_) })
+            Err(Error::PortsOutOfRange { .. })
         ));
         let mut arm = crate::Platform::aarch64()
             .placer(&crate::Layout::aarch64().build().unwrap())
             .unwrap();
         assert!(matches!(
             arm.ports_at(range(0x3f8, 8), "serial"),
-            Err(Error::NoIoPorts { ports: None })
+            Err(Error::NoIoPorts)
         ));
     }
 }

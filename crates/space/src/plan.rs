@@ -109,9 +109,9 @@ pub struct SerialRequest {
     /// (1, 3, 4) may be asked for.
     pub irq: Option<u32>,
     /// A fixed I/O port base, on platforms with port I/O (x86-64; default: the platform's).
-    /// Refused on a platform whose serial port is MMIO (AArch64: [`Error::NoIoPorts`] with no
-    /// ports), and when the ports pass the platform's port space ([`Error::NoIoPorts`]
-    /// naming them; [`Error::Overflow`] naming the base and the number of ports when they
+    /// Refused on a platform whose serial port is MMIO (AArch64: [`Error::NoIoPorts`]), and
+    /// when the ports pass the platform's port space ([`Error::PortsOutOfRange`] naming them
+    /// and the space; [`Error::Overflow`] naming the base and the number of ports when they
     /// would pass the 64-bit range too, which no range can name) or overlap others
     /// ([`Error::Taken`]), at [`PlanItem::SerialPort`]. The ports KVM's in-kernel devices
     /// answer on x86-64 are others' (`PIC` 0x20–0x21 and 0xa0–0xa1, `PIT` 0x40–0x43 and 0x61,
@@ -1122,7 +1122,7 @@ fn check_request(request: &PlanRequest, memory_slots: u32) -> Result<(), PlanErr
             }
             SerialPreset::Mmio { .. } => {
                 if s.port.is_some() {
-                    return Err(at(PlanItem::SerialPort)(Error::NoIoPorts { ports: None }));
+                    return Err(at(PlanItem::SerialPort)(Error::NoIoPorts));
                 }
             }
         }
@@ -1942,7 +1942,7 @@ mod tests {
         });
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::SerialPort);
-        assert!(matches!(e.error, Error::NoIoPorts { ports: None }), "{e}");
+        assert!(matches!(e.error, Error::NoIoPorts), "{e}");
         let mut r = request(Arch::X86_64, 256 * MIB);
         r.serial = Some(SerialRequest {
             address: Some(0xc000_0000),

@@ -699,7 +699,7 @@ mod plans {
         let e = plan(&r).unwrap_err();
         assert_eq!(e.item, PlanItem::SerialPort, "{e}");
         assert!(
-            matches!(e.error, Error::NoIoPorts { ports: Some(p) } if p.start().0 == 0xfffc),
+            matches!(e.error, Error::PortsOutOfRange { ports: p, .. } if p.start().0 == 0xfffc),
             "{e}"
         );
     }

@@ -38,7 +38,11 @@ pub struct PlacerAllocators {
 
 impl PlacerAllocators {
     /// The owner under which [`Placer::into_allocators`] holds the free ranges of each reserved
-    /// window.
+    /// window. No caller's range, interrupt or port is held under it: the placer's calls and
+    /// [`take_reserved`](Self::take_reserved) refuse it as an owner name
+    /// ([`Error::OwnerNameReserved`]), so a hold under it in the allocators handed over is
+    /// always a reserved window's (unless the VMM allocates under it through the allocators
+    /// themselves, whose tags are its own).
     pub const RESERVED_OWNER: &str = "reserved";
 
     /// The allocator of the first window of `kind` (by address), if the layout has one.
@@ -60,6 +64,8 @@ impl PlacerAllocators {
     /// ([`AddressAllocator::reserve_with`], which needs no heap right after the free).
     ///
     /// # Errors
+    /// [`Error::OwnerNameReserved`] for the owner name [`RESERVED_OWNER`](Self::RESERVED_OWNER)
+    /// (a hold under it is always a reserved window's free range, never a device's);
     /// [`Error::NotInWindow`] if no reserved window holds all of `range`; [`Error::Taken`] if
     /// it overlaps a range held under another owner (a platform reservation, a device), naming
     /// it, or runs out of the range held as reserved that it starts or ends in (naming that
@@ -84,6 +90,7 @@ impl PlacerAllocators {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn take_reserved(&mut self, range: impl Into<GuestRange>, owner: &str) -> Result<()> {
+        super::caller_owner(owner)?;
         let range: GuestRange = range.into();
         let want = range.as_range();
         let Some((_, alloc)) = self
