@@ -206,7 +206,12 @@ pub struct ArenaStats {
     /// Bytes of the arena's side tables (owner table, block-start bitmap, page metadata).
     pub bookkeeping_bytes: usize,
     /// Bytes of freed blocks all clients keep for reuse ([`Flags::STATISTICS`] only; see
-    /// [`ClientStats::cached_bytes`](crate::ClientStats::cached_bytes)).
+    /// [`ClientStats::cached_bytes`](crate::ClientStats::cached_bytes)). There is no
+    /// arena-wide count of cached blocks beside it
+    /// ([`ClientStats::cached_blocks`](crate::ClientStats::cached_blocks) is per client): the
+    /// arena has no list of its clients to add theirs up when asked, a client's bins are
+    /// memory of the thread using it, which another thread may not read, and a count kept up
+    /// to date would be one more shared counter written at allocations and frees.
     pub cached_bytes: Option<usize>,
     /// Held chunks with no live block in them, over all clients ([`Flags::STATISTICS`] only):
     /// chunks that only cached blocks, empty slabs or nothing keep from other clients. Each
@@ -281,7 +286,7 @@ pub struct Arena {
     #[cfg(all(test, feature = "std"))]
     hold_decommit: std::sync::Mutex<Option<HoldDecommit>>,
     /// Bytes of cached blocks of all clients ([`Flags::STATISTICS`]).
-    cached_blocks: AtomicUsize,
+    cached_bytes: AtomicUsize,
     /// Held chunks without a live block ([`Flags::STATISTICS`]).
     pinned: AtomicUsize,
     /// Offset of chunk 0 from the start of the backing memory (for reservation offsets, `std`
@@ -495,7 +500,7 @@ impl Arena {
             decommitting: AtomicUsize::new(0),
             #[cfg(all(test, feature = "std"))]
             hold_decommit: std::sync::Mutex::new(None),
-            cached_blocks: AtomicUsize::new(0),
+            cached_bytes: AtomicUsize::new(0),
             pinned: AtomicUsize::new(0),
             pad,
             geo,
@@ -925,7 +930,7 @@ impl Arena {
             },
             clients: self.clients.load(Ordering::Relaxed),
             bookkeeping_bytes: self.bookkeeping_bytes(),
-            cached_bytes: stats_on.then(|| self.cached_blocks.load(Ordering::Relaxed)),
+            cached_bytes: stats_on.then(|| self.cached_bytes.load(Ordering::Relaxed)),
             pinned_chunks: stats_on.then(|| self.pinned.load(Ordering::Relaxed)),
         }
     }
@@ -982,10 +987,10 @@ impl Arena {
     /// Cached-block bytes of all clients ([`Flags::STATISTICS`]): `added` more, `removed` less.
     pub(crate) fn count_cached(&self, added: usize, removed: usize) {
         if added != 0 {
-            self.cached_blocks.fetch_add(added, Ordering::Relaxed);
+            self.cached_bytes.fetch_add(added, Ordering::Relaxed);
         }
         if removed != 0 {
-            self.cached_blocks.fetch_sub(removed, Ordering::Relaxed);
+            self.cached_bytes.fetch_sub(removed, Ordering::Relaxed);
         }
     }
 

@@ -292,7 +292,8 @@ typedef struct memvisor_context_stats {
   // Bytes of the side tables, outside the block.
   size_t bookkeeping_bytes;
   // Bytes of freed blocks all clients keep for reuse; `MEMVISOR_UNLIMITED` without
-  // `MEMVISOR_FLAG_STATISTICS`.
+  // `MEMVISOR_FLAG_STATISTICS`. (Their number is per client only, a client's
+  // `cached_blocks`: the context keeps no count of them.)
   size_t cached_bytes;
   // Held chunks with no live block in them, over all clients (each keeps at most one);
   // `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.

@@ -168,7 +168,8 @@ pub struct ContextStats {
     /// Bytes of the side tables, outside the block.
     pub bookkeeping_bytes: usize,
     /// Bytes of freed blocks all clients keep for reuse; `MEMVISOR_UNLIMITED` without
-    /// `MEMVISOR_FLAG_STATISTICS`.
+    /// `MEMVISOR_FLAG_STATISTICS`. (Their number is per client only, a client's
+    /// `cached_blocks`: the context keeps no count of them.)
     pub cached_bytes: usize,
     /// Held chunks with no live block in them, over all clients (each keeps at most one);
     /// `MEMVISOR_UNLIMITED` without `MEMVISOR_FLAG_STATISTICS`.
