@@ -1,6 +1,7 @@
 //! Removals held open by a later region listener, so that tests can call into the slots while
 //! KVM has deleted a slot that the address space still holds.
 
+use std::io::Write;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,12 +50,21 @@ pub fn during_removal(
     );
     space.add_listener(Arc::clone(&listener)).unwrap();
     let removed = std::thread::scope(|s| {
-        let removal = s.spawn(|| space.remove_region(base, size));
+        let (tid_tx, tid) = channel();
+        let removal = s.spawn(move || {
+            // SAFETY: `gettid` has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            space.remove_region(base, size)
+        });
+        let tid = tid.recv().unwrap();
         // Dropped when `during` fails: the listener then refuses, and the removal ends.
         let answer_tx = answer_tx;
         // The removal reaches the listener, or ends without reaching it (refused before, or
-        // panicking): that fails the test at once, with the removal's answer or panic.
+        // panicking): that fails the test at once, with the removal's answer or panic. Stuck
+        // on its way there (asleep, not run for `STUCK`), or not there within `LIMIT`, it
+        // fails the test too, by aborting: the scope would wait for ever for its thread.
         let start = Instant::now();
+        let mut progress = Progress::of(tid);
         loop {
             match at_removal.recv_timeout(Duration::from_millis(10)) {
                 Ok(()) => break,
@@ -62,10 +72,23 @@ pub fn during_removal(
                     Ok(answer) => panic!("the removal never reached the listener: {answer:?}"),
                     Err(panic) => std::panic::resume_unwind(panic),
                 },
-                Err(_) => assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "the removal did not reach the listener within 60 s"
-                ),
+                Err(_) => {
+                    if let Some(blocked) = progress.stuck(tid) {
+                        abort_stuck(&format!(
+                            "the removal of {size:#x} bytes at {:#x} is stuck before its \
+                             listener: its thread ({tid}) has been asleep without running \
+                             for {STUCK:?} ({blocked})",
+                            base.0
+                        ));
+                    }
+                    if start.elapsed() >= LIMIT {
+                        abort_stuck(&format!(
+                            "the removal of {size:#x} bytes at {:#x} did not reach its \
+                             listener within {LIMIT:?}",
+                            base.0
+                        ));
+                    }
+                }
             }
         }
         during();
@@ -74,4 +97,88 @@ pub fn during_removal(
     });
     space.remove_listener(&listener).unwrap();
     removed
+}
+
+/// How long the removing thread may sleep without running at all before its listener is
+/// called: a removal waits for no one that long (a lock held for ever is a deadlock), while a
+/// thread that is only slow, on a loaded machine, is runnable or keeps running now and then.
+pub const STUCK: Duration = Duration::from_secs(5);
+
+/// How long a removal that keeps running may take to reach its listener.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Ends the test process with `why` on its standard error, past the test harness's capture: a
+/// removal that never returns cannot be joined, so no panic could end the test.
+fn abort_stuck(why: &str) -> ! {
+    let _ = writeln!(
+        std::io::stderr(),
+        "during_removal: {why}; aborting the test process"
+    );
+    std::process::abort()
+}
+
+/// What the kernel says of a thread of this process: whether it is asleep, and its counts of
+/// CPU time and context switches, which change whenever it runs.
+#[derive(PartialEq, Eq)]
+struct Sample {
+    asleep: bool,
+    counts: [u64; 4],
+}
+
+impl Sample {
+    /// The thread's state (`/proc/self/task/<tid>/stat`: `S` or `D` for asleep, then user and
+    /// system time) and context switches (`status`), or `None` if either cannot be read.
+    fn of(tid: libc::pid_t) -> Option<(Self, String)> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+        // The fields after the command name, which may hold spaces, ends with the last ')'.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let state = *fields.first()?;
+        let switches = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line[key.len()..].trim().parse().ok()
+        };
+        let sample = Self {
+            asleep: state == "S" || state == "D",
+            counts: [
+                fields.get(11)?.parse().ok()?,
+                fields.get(12)?.parse().ok()?,
+                switches("voluntary_ctxt_switches:")?,
+                switches("nonvoluntary_ctxt_switches:")?,
+            ],
+        };
+        let wchan =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan")).unwrap_or_default();
+        Some((sample, format!("state {state}, waiting in {wchan:?}")))
+    }
+}
+
+/// The removing thread's last sample, and since when it has not changed.
+struct Progress {
+    last: Option<Sample>,
+    since: Instant,
+}
+
+impl Progress {
+    fn of(tid: libc::pid_t) -> Self {
+        Self {
+            last: Sample::of(tid).map(|(sample, _)| sample),
+            since: Instant::now(),
+        }
+    }
+
+    /// Samples the thread again: `Some` (its state, for the message) once it has been asleep
+    /// with the same counts for `STUCK`.
+    fn stuck(&mut self, tid: libc::pid_t) -> Option<String> {
+        let Some((sample, state)) = Sample::of(tid) else {
+            self.last = None;
+            return None;
+        };
+        if !sample.asleep || self.last.as_ref() != Some(&sample) {
+            self.last = Some(sample);
+            self.since = Instant::now();
+            return None;
+        }
+        (self.since.elapsed() >= STUCK).then_some(state)
+    }
 }
