@@ -593,7 +593,11 @@ memvisor_status memvisor_context_get_stats(struct memvisor_context context,
 memvisor_status memvisor_free(struct memvisor_context context, void *ptr, size_t *size);
 
 // The client whose live block starts at `ptr`, written to `*out`. On another thread than
-// that client's, the answer is a snapshot the client may change at once.
+// that client's, the answer is a snapshot the client may change at once, but never names a
+// client for a block it did not have: a block whose chunk passes to another client during the
+// call is `NOT_A_BLOCK`, and for a block of a client being deleted during the call the
+// answer is that client (whose handle is refused from then on) or `NOT_A_BLOCK`, never the
+// next client made, which may be given its place (the delete waits for the call).
 //
 // Errors: `NULL_POINTER` (`ptr` or `out`), `INVALID_HANDLE`, `POISONED`, `FOREIGN_POINTER`
 // (outside the context), `NOT_A_BLOCK` (no client has a live block starting there).
