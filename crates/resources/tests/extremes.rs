@@ -564,3 +564,108 @@ fn crafted_id_snapshots_at_the_extremes() {
     );
     assert!(snapshot.is_err());
 }
+
+/// `AllocatorSet` at the extremes: the whole 64-bit space split in spaces given out of order,
+/// alignments of 0, 3 and 2^63, exact placements and reservations reaching `u64::MAX`,
+/// filled and emptied.
+#[test]
+fn set_at_the_extremes() {
+    use AllocPolicy::{ExactMatch, FirstMatch, LastMatch};
+    use memvisor_resources::AllocatorSet;
+    assert_eq!(AllocatorSet::<u8>::new(&[]).err(), Some(Error::EmptySet));
+    assert_eq!(
+        AllocatorSet::<u8>::new(&[AddressRange::FULL, r(u64::MAX, u64::MAX)]).err(),
+        Some(Error::Overlap {
+            requested: r(u64::MAX, u64::MAX),
+            existing: AddressRange::FULL
+        })
+    );
+    let high = r(TOP, u64::MAX);
+    let low = r(0, TOP - 1);
+    let mut set = AllocatorSet::<u8>::new(&[high, low]).unwrap();
+    for (min, preferred) in [(0, 1), (3, 1), (1, 0), (1, TOP + 1)] {
+        let before = format!("{set:?}");
+        assert_eq!(
+            set.set_alignment(min, preferred),
+            Err(Error::InvalidAlignment(if min.is_power_of_two() {
+                preferred
+            } else {
+                min
+            }))
+        );
+        assert_eq!(format!("{set:?}"), before);
+    }
+    // Tried in the order given: the high space first.
+    assert_eq!(
+        set.allocate_with(&req(1, 1, FirstMatch), 1),
+        Ok(r(TOP, TOP))
+    );
+    assert_eq!(
+        set.allocate_with(&req(1, 1, LastMatch), 2),
+        Ok(r(u64::MAX, u64::MAX))
+    );
+    // A request as large as a space fits only in the low one, which is empty.
+    assert_eq!(set.allocate_with(&req(TOP, 1, FirstMatch), 3), Ok(low));
+    assert_eq!(set.used(), TOP as u128 + 2);
+    let before = format!("{set:?}");
+    assert_eq!(
+        set.allocate_with(&req(TOP - 1, 1, FirstMatch), 4),
+        Err(Error::OutOfSpace {
+            size: TOP - 1,
+            alignment: 1
+        })
+    );
+    // An exact range across the two spaces lies in no single one.
+    assert_eq!(
+        set.allocate_with(&req(2, 1, ExactMatch(TOP - 1)), 4),
+        Err(Error::OutsideSpace {
+            range: r(TOP - 1, TOP),
+            space: high
+        })
+    );
+    assert_eq!(format!("{set:?}"), before);
+    assert_eq!(set.free(&low), Ok(3));
+    // A minimum alignment of 2^63: only 0 and 2^63 are places, and 2^63 is taken.
+    set.set_alignment(TOP, TOP).unwrap();
+    assert_eq!(
+        set.allocate_with(&req(1, 1, ExactMatch(1)), 5),
+        Err(Error::UnalignedAddress {
+            address: 1,
+            alignment: TOP
+        })
+    );
+    assert_eq!(set.allocate_with(&req(1, 1, LastMatch), 5), Ok(r(0, 0)));
+    assert_eq!(
+        set.allocate_with(&req(1, 1, FirstMatch), 6),
+        Err(Error::OutOfSpace {
+            size: 1,
+            alignment: TOP
+        })
+    );
+    set.set_alignment(1, 1).unwrap();
+    // A reservation of the whole space where it is free: both spaces, all or nothing.
+    assert_eq!(set.free(&r(0, 0)), Ok(5));
+    let before = format!("{set:?}");
+    assert_eq!(
+        set.reserve_with(AddressRange::FULL, 7),
+        Err(Error::Overlap {
+            requested: AddressRange::FULL,
+            existing: r(TOP, TOP)
+        })
+    );
+    assert_eq!(format!("{set:?}"), before);
+    assert_eq!(set.free(&r(TOP, TOP)), Ok(1));
+    assert_eq!(set.free(&r(u64::MAX, u64::MAX)), Ok(2));
+    assert!(set.is_empty());
+    assert_eq!(set.reserve_with(AddressRange::FULL, 7), Ok(()));
+    assert_eq!(set.used(), 1 << 64);
+    assert_eq!(set.len(), 2);
+    assert_eq!(
+        set.allocation_containing(TOP - 1)
+            .map(|a| (a.range, *a.tag)),
+        Some((low, 7))
+    );
+    assert_eq!(set.free(&AddressRange::FULL), Ok(7));
+    assert_eq!((set.used(), set.len()), (0, 0));
+    set.check_invariants().unwrap();
+}
