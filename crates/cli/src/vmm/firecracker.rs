@@ -14,7 +14,9 @@ use toml::{Table, Value};
 use crate::error::{Error, Problem, Result};
 use crate::spec::{Arch, MAX_DEVICES, MAX_NAME_CHARS, MAX_SPEC_BYTES, Source};
 
+mod cpu_config;
 pub(super) mod json_position;
+mod output_sections;
 use json_position::from_json;
 
 /// A JSON object of Firecracker's configuration, read into a serde-derived struct. The derive
@@ -1084,14 +1086,14 @@ struct FcConfig<'a> {
     /// Not modelled: refused unless `null`.
     #[serde(default, borrow, rename = "memory-hotplug")]
     memory_hotplug: Option<&'a RawValue>,
-    /// Fields of Firecracker's that the conversion does not read, named so that one given
-    /// twice is refused, as Firecracker's serde refuses it.
-    #[serde(default, borrow, rename = "logger")]
-    _logger: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "metrics")]
-    _metrics: Option<&'a RawValue>,
+    /// Sections that add nothing to the plan, checked as Firecracker reads them
+    /// ([`fc_unplanned_sections`]); `null` is none.
+    #[serde(default, borrow)]
+    logger: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    metrics: Option<&'a RawValue>,
     #[serde(default, borrow, rename = "cpu-config")]
-    _cpu_config: Option<&'a RawValue>,
+    cpu_config: Option<&'a RawValue>,
 }
 
 /// A field that must be given, kept as written (`null` included, refused when it is read).
@@ -1752,9 +1754,9 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
             pmem: None,
             mmds: None,
             memory_hotplug: None,
-            _logger: None,
-            _metrics: None,
-            _cpu_config: None,
+            logger: None,
+            metrics: None,
+            cpu_config: None,
         }
     };
     // Firecracker's virtio-pmem devices and virtio-mem hotplug memory take device windows,
@@ -1883,6 +1885,11 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
     if let Some(raw) = config.entropy {
         from_json::<Object<FcEntropy>>(src, offset(raw), raw.get(), "entropy")?;
     }
+    fc_unplanned_sections(
+        src,
+        [config.logger, config.metrics, config.cpu_config],
+        arch,
+    )?;
     let mut memory = Table::new();
     let mib = mem_size_mib;
     memory.insert("size".into(), Value::String(format!("{mib}MiB")));
@@ -2045,6 +2052,45 @@ pub fn firecracker_spec(origin: &str, json: &str, arch: Arch) -> Result<String> 
         });
     }
     Ok(text)
+}
+
+/// Checks `logger`, `metrics` and `cpu-config` (the raw sections, `None` when left out or
+/// `null`) as Firecracker reads them (types,
+/// required and unknown fields, the values its readers refuse, a path it opens that names no
+/// file), in that order; they add nothing to the plan. A `cpu-config` template is the one of
+/// `arch`; a `cpu-config` path is not read.
+///
+/// # Errors
+/// [`SpecError`] at the first field Firecracker refuses.
+///
+/// [`SpecError`]: crate::error::SpecError
+fn fc_unplanned_sections(
+    src: Source<'_>,
+    [logger, metrics, cpu]: [Option<&RawValue>; 3],
+    arch: Arch,
+) -> Result<()> {
+    let offset = |raw: &RawValue| fc_offset(src, raw);
+    if let Some(raw) = logger {
+        from_json::<Object<output_sections::FcLogger>>(src, offset(raw), raw.get(), "logger")?;
+    }
+    if let Some(raw) = metrics {
+        from_json::<Object<output_sections::FcMetrics>>(src, offset(raw), raw.get(), "metrics")?;
+    }
+    if let Some(raw) = cpu {
+        let (base, text) = (offset(raw), raw.get());
+        let shape = from_json::<cpu_config::FcCpuConfigShape>(src, base, text, "cpu-config")?;
+        if shape == cpu_config::FcCpuConfigShape::Template {
+            match arch {
+                Arch::X86_64 => {
+                    from_json::<Object<cpu_config::FcX86Template>>(src, base, text, "cpu-config")?;
+                }
+                Arch::Aarch64 => {
+                    from_json::<Object<cpu_config::FcArmTemplate>>(src, base, text, "cpu-config")?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Gives Firecracker's x86_64 virtio `devices` (in attach order) the MMIO windows Firecracker

@@ -1,0 +1,370 @@
+//! Firecracker's `logger` (its `LoggerConfig`), `metrics` (`MetricsConfig`) and `cpu-config`
+//! (a custom CPU template, or the path of a file that holds one): the command refuses, at the
+//! field, what Firecracker refuses when it reads and applies the file (a wrong type, a field
+//! `logger` or a template does not know, a log level or number it does not read, a path that
+//! names no file), and plans what it takes as without them: they add no device and no memory.
+
+use std::process::Output;
+
+mod common;
+
+use common::{binary, scratch};
+
+/// Runs `memvisor plan --json --from firecracker --arch ARCH` on a configuration whose
+/// `section` is `value` (written on line 2), or that has none for `None`.
+fn plan(name: &str, arch: &str, section: &str, value: Option<&str>) -> Output {
+    let path = scratch(name);
+    let value = value.map_or(String::new(), |v| format!(r#","{section}": {v}"#));
+    std::fs::write(
+        &path,
+        format!("{{\"boot-source\": {{\"kernel_image_path\": \"k\"}}, \"drives\": []\n{value}}}"),
+    )
+    .unwrap();
+    binary(&[
+        "plan",
+        "--json",
+        "--arch",
+        arch,
+        "--from",
+        "firecracker",
+        path.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn firecracker_logger_metrics_and_cpu_config_it_takes_are_planned_as_without_them() {
+    // (arch, section, value)
+    let cases: &[(&str, &str, &str)] = &[
+        ("x86_64", "logger", "null"),
+        ("x86_64", "logger", "{}"),
+        (
+            "x86_64",
+            "logger",
+            r#"{"log_path": "/tmp/fc.log", "level": "Warning", "show_level": true,
+                "show_log_origin": false, "module": "vmm::devices"}"#,
+        ),
+        ("x86_64", "logger", r#"{"level": "tRaCe"}"#),
+        (
+            "x86_64",
+            "logger",
+            r#"{"log_path": null, "level": null, "show_level": null, "show_log_origin": null,
+                "module": null}"#,
+        ),
+        ("x86_64", "metrics", "null"),
+        (
+            "x86_64",
+            "metrics",
+            r#"{"metrics_path": "/tmp/fc.metrics"}"#,
+        ),
+        // Firecracker 1.16's MetricsConfig takes fields it does not know.
+        (
+            "x86_64",
+            "metrics",
+            r#"{"metrics_path": "m", "emit_id": "later", "x": [1]}"#,
+        ),
+        ("x86_64", "cpu-config", "null"),
+        ("x86_64", "cpu-config", r#""/etc/fc/template.json""#),
+        ("x86_64", "cpu-config", "{}"),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"kvm_capabilities": ["171", "!172", "+3"],
+                "cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0b0", "flags": 0,
+                    "modifiers": [{"register": "eax", "bitmap": "0bx00100xxx1xxxxxxxxxxxxxxxxxxxxx"},
+                                  {"register": "edx", "bitmap": "1_0_x"}]}],
+                "msr_modifiers": [{"addr": "0x10a", "bitmap": "0b0000000000000000000000000000000000000000000000000000000000000000"}]}"#,
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"kvm_capabilities": ["!170"],
+                "vcpu_features": [{"index": 0, "bitmap": "0b1100000"}],
+                "reg_modifiers": [{"addr": "0x603000000013c020", "bitmap": "0bxxxxxxxxxxxx0000xxxxxxxxxxxxxxxx"}]}"#,
+        ),
+    ];
+    for &(arch, section, value) in cases {
+        let without = plan("fc-sections-taken.json", arch, section, None);
+        assert_eq!(without.status.code(), Some(0));
+        let without: serde_json::Value = serde_json::from_slice(&without.stdout).unwrap();
+        let out = plan("fc-sections-taken.json", arch, section, Some(value));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{arch} {section}: {value}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc, without, "{arch} {section}: {value}");
+    }
+}
+
+#[test]
+fn firecracker_logger_metrics_and_cpu_config_it_refuses_are_refused_at_the_field() {
+    // (arch, section, value, the field, the text underlined, words of the message)
+    let cases: &[(&str, &str, &str, &str, &str, &str)] = &[
+        ("x86_64", "logger", "[]", "logger", "[]", "invalid type"),
+        ("x86_64", "logger", "true", "logger", "true", "invalid type"),
+        (
+            "x86_64",
+            "logger",
+            r#"{"log_path": 1}"#,
+            "logger.log_path",
+            "1",
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"log_path": ""}"#,
+            "logger.log_path",
+            r#""""#,
+            "empty path",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"log_path": "a\u0000b"}"#,
+            "logger.log_path",
+            r#""a\u0000b""#,
+            "NUL",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"level": "verbose"}"#,
+            "logger.level",
+            r#""verbose""#,
+            "log level",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"level": 3}"#,
+            "logger.level",
+            "3",
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"show_level": "yes"}"#,
+            "logger.show_level",
+            r#""yes""#,
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"show_log_origin": 0}"#,
+            "logger.show_log_origin",
+            "0",
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"module": ["vmm"]}"#,
+            "logger.module",
+            r#"["vmm"]"#,
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"level": "Info", "log_level": "Info"}"#,
+            "logger.log_level",
+            r#""log_level""#,
+            "unknown field `log_level`",
+        ),
+        (
+            "x86_64",
+            "logger",
+            r#"{"level": "Info", "level": "Off"}"#,
+            "logger",
+            // The second key is underlined.
+            r#""level": "Off""#,
+            "duplicate field `level`",
+        ),
+        (
+            "x86_64",
+            "metrics",
+            r#""m""#,
+            "metrics",
+            r#""m""#,
+            "invalid type",
+        ),
+        ("x86_64", "metrics", "{}", "metrics", "}", "metrics_path"),
+        (
+            "x86_64",
+            "metrics",
+            r#"{"metrics_path": null}"#,
+            "metrics.metrics_path",
+            "null",
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "metrics",
+            r#"{"metrics_path": ""}"#,
+            "metrics.metrics_path",
+            r#""""#,
+            "empty path",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            "7",
+            "cpu-config",
+            "7",
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#""""#,
+            "cpu-config",
+            r#""""#,
+            "empty path",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"reg_modifiers": []}"#,
+            "cpu-config.reg_modifiers",
+            r#""reg_modifiers""#,
+            "unknown field `reg_modifiers`",
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": []}"#,
+            "cpu-config.cpuid_modifiers",
+            r#""cpuid_modifiers""#,
+            "unknown field `cpuid_modifiers`",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"kvm_capabilities": null}"#,
+            "cpu-config.kvm_capabilities",
+            "null",
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"kvm_capabilities": ["!x"]}"#,
+            "cpu-config.kvm_capabilities[0]",
+            r#""!x""#,
+            "KVM capability",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"kvm_capabilities": [171]}"#,
+            "cpu-config.kvm_capabilities[0]",
+            "171",
+            "invalid type",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "1", "subleaf": "0x0", "flags": 0, "modifiers": []}]}"#,
+            "cpu-config.cpuid_modifiers[0].leaf",
+            r#""1""#,
+            "0x",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x100000000", "subleaf": "0x0", "flags": 0, "modifiers": []}]}"#,
+            "cpu-config.cpuid_modifiers[0].leaf",
+            r#""0x100000000""#,
+            "number",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": -1, "modifiers": []}]}"#,
+            "cpu-config.cpuid_modifiers[0].flags",
+            "-1",
+            "invalid",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0}]}"#,
+            "cpu-config.cpuid_modifiers[0]",
+            "}",
+            "modifiers",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [{"register": "EAX", "bitmap": "0"}]}]}"#,
+            "cpu-config.cpuid_modifiers[0].modifiers[0].register",
+            r#""EAX""#,
+            "CPUID register",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [{"register": "eax", "bitmap": "0b2"}]}]}"#,
+            "cpu-config.cpuid_modifiers[0].modifiers[0].bitmap",
+            r#""0b2""#,
+            "bitmap",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [{"register": "eax", "bitmap": "0b000000000000000000000000000000000"}]}]}"#,
+            "cpu-config.cpuid_modifiers[0].modifiers[0].bitmap",
+            r#""0b000000000000000000000000000000000""#,
+            "bitmap of 32 bits",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"msr_modifiers": [{"addr": "0x10a"}]}"#,
+            "cpu-config.msr_modifiers[0]",
+            "}",
+            "bitmap",
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"vcpu_features": [{"index": "0", "bitmap": "0"}]}"#,
+            "cpu-config.vcpu_features[0].index",
+            r#""0""#,
+            "invalid type",
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"reg_modifiers": [{"addr": "0x10000000000000000", "bitmap": "0"}]}"#,
+            "cpu-config.reg_modifiers[0].addr",
+            r#""0x10000000000000000""#,
+            "number",
+        ),
+    ];
+    for &(arch, section, value, field, underlined, words) in cases {
+        let out = plan("fc-sections-refused.json", arch, section, Some(value));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{arch} {section}: {value}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let e = &doc["error"];
+        assert_eq!(e["field"].as_str().unwrap(), field, "{value}: {e}");
+        assert_eq!(e["line"], 2, "{value}: {e}");
+        // The column of the underlined text: `,"SECTION": ` is the section's length and 5.
+        let column = section.len() + 6 + value.find(underlined).unwrap();
+        assert_eq!(e["column"], column, "{value}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(words),
+            "{value}: {words} not in {e}"
+        );
+    }
+}
