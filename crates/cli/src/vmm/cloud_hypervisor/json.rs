@@ -27,6 +27,8 @@ use crate::spec::{Arch, MAX_GUEST_NODES, MAX_SPEC_BYTES, Source};
 use crate::vmm::firecracker::WholeTo;
 use crate::vmm::firecracker::json_position::from_json_as;
 
+mod unplanned_sections;
+
 /// How mistakes name a `VmConfig` given as text rather than as a file.
 pub(super) const JSON_ORIGIN: &str = "<VmConfig>";
 
@@ -64,9 +66,8 @@ impl<const X86_64: bool> ChObject for VmObject<X86_64> {
     // `ivshmem`, of an optional feature, only to name it in the note of what is not counted
     // (given twice, it is refused as a build with that feature refuses it); `serial`, `tpm`,
     // `landlock_enable` and `landlock_rules`, fields of every build, and `debug_console`, a
-    // field of x86_64 builds (the last, left out for others), are not read but named, so that
-    // one given twice is refused, as Cloud Hypervisor's serde refuses it; the others are not
-    // read.
+    // field of x86_64 builds (the last, left out for others), add nothing to the plan and are
+    // checked for their types ([`unplanned_sections`]); the others are not read.
     const KEYS: &'static [&'static str] = match VM_KEYS.split_last() {
         Some((_, others)) if !X86_64 => others,
         _ => VM_KEYS,
@@ -194,10 +195,19 @@ impl ChObject for PciSegmentObject {
 /// segment 0, its BAR is a 32-bit one.
 const VIRTIO_ID_BLOCK: u64 = 2;
 
-/// The `console` object: the fields of `PciDeviceCommonConfig` and `mode`.
+/// The `console` object: the fields of `PciDeviceCommonConfig` and those of
+/// `CommonConsoleConfig` (`mode`, and `file` and `socket`, whose types are checked).
 struct ConsoleObject;
 impl ChObject for ConsoleObject {
-    const KEYS: &'static [&'static str] = &["id", "iommu", "pci_segment", "pci_device_id", "mode"];
+    const KEYS: &'static [&'static str] = &[
+        "id",
+        "iommu",
+        "pci_segment",
+        "pci_device_id",
+        "file",
+        "mode",
+        "socket",
+    ];
     const WHAT: &'static str = "a console object";
 }
 
@@ -557,6 +567,8 @@ fn devices(vm: &Object<'_>, iommu_segments: bool, iommu_segment0: bool) -> Resul
     let console = match vm.raw("console") {
         Some(raw) => {
             let o = Object::read::<ConsoleObject>(vm.src, raw, "console".to_owned())?;
+            o.option::<String>("file")?;
+            o.option::<String>("socket")?;
             let mode = o.get::<ConsoleMode>("mode")?.map(|m| m.0);
             keep_id(&o, "console", mode != Some("Off"))?;
             let mode = o.required::<ConsoleMode>("mode")?.0;
@@ -1453,6 +1465,7 @@ pub fn cloud_hypervisor_json_spec(
     } else {
         Object::read::<VmObject<false>>(src, top, String::new())?
     };
+    unplanned_sections::check(&vm, arch)?;
     let (iommu_segments, iommu_segment0) = platform(&vm)?;
     pci_segments(&vm)?;
     let boot = Boot::read(&vm)?;
@@ -2072,11 +2085,22 @@ mod tests {
         // refused at its first wrong value in one that is.
         let depth = MAX_SPEC_BYTES / 2 - 48;
         let deep = format!(
-            r#"{{"landlock_rules": {}{}}}"#,
+            r#"{{"pvmemcontrol": {}{}}}"#,
             "[".repeat(depth),
             "]".repeat(depth)
         );
         assert_eq!(spec_of(&deep).ram(), 512 << 20);
+        let deep = format!(
+            r#"{{"landlock_rules": {}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let (field, _, message) = refusal(&deep);
+        assert_eq!(field, "landlock_rules[0]");
+        assert!(
+            message.contains("expected a landlock rule object"),
+            "{message}"
+        );
         // So is a field of a device entry that is not read.
         let deep = format!(
             r#"{{"net": [{{"tap": {}{}}}]}}"#,
