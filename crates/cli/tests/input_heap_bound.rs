@@ -104,6 +104,19 @@ fn largest_hostile_inputs_are_refused_within_the_heap_bound() {
             &["--from", "cloud-hypervisor-json"][..],
             "is the id of rate_limit_groups[0].id too",
         ),
+        // A Cloud Hypervisor list of Landlock rules (kept as the entries' text, each then
+        // read as an object of its own); the last lacks its access.
+        (
+            "heap-ch-landlock.json",
+            fill(
+                &format!(r#"{ch}"landlock_rules": ["#),
+                r#"{"path":"","access":""}"#,
+                ",",
+                r#",{"path":""}]}"#,
+            ),
+            &["--from", "cloud-hypervisor-json"][..],
+            "missing field `access`",
+        ),
         // A spec's value of one array of values, one a line.
         (
             "heap-toml-array.toml",
@@ -140,6 +153,21 @@ fn largest_hostile_inputs_are_refused_within_the_heap_bound() {
             ),
             &["--from", "firecracker"][..],
             "no network interface has the id `b`",
+        ),
+        // A Firecracker CPU template of CPUID leaf modifiers, each read as an object of its
+        // own (and the section read twice: its shape, then the template); the last has a
+        // register that is none.
+        (
+            "heap-fc-cpu-config.json",
+            fill(
+                r#"{"boot-source": {"kernel_image_path": "k"}, "drives": [],
+                "cpu-config": {"kvm_capabilities": ["1"], "cpuid_modifiers": ["#,
+                r#"{"leaf":"0x1","subleaf":"0x0","flags":0,"modifiers":[{"register":"eax","bitmap":"0bx"}]}"#,
+                ",",
+                r#",{"leaf":"0x1","subleaf":"0x0","flags":0,"modifiers":[{"register":"r","bitmap":"0"}]}]}}"#,
+            ),
+            &["--from", "firecracker"][..],
+            "is not a CPUID register",
         ),
     ]
     .into_iter()
