@@ -52,6 +52,28 @@ const CLASS_OF: [u8; SMALL_MAX / 16] = {
     table
 };
 
+/// `ceil(2^32 / size)` for each class size (0 past [`NCLASSES`]): for a multiple `k * size`
+/// of a class size below 2^32 / size, `k * size * reciprocal >> 32` is `k`, so a block's index in
+/// its slab (at most [`MAX_SLAB`] bytes) is a multiplication, not a division.
+const CLASS_RECIPROCAL: [u32; CLASS_SLOTS] = {
+    let mut table = [0u32; CLASS_SLOTS];
+    let mut class = 0;
+    while class < NCLASSES {
+        #[allow(clippy::cast_possible_truncation, reason = "2^32 / 16 fits a `u32`")]
+        {
+            table[class] = (1u64 << 32).div_ceil(CLASSES[class] as u64) as u32;
+        }
+        class += 1;
+    }
+    table
+};
+
+/// [`CLASS_RECIPROCAL`] of `class` (masked, as [`class_size`]).
+#[inline]
+pub(crate) fn class_reciprocal(class: usize) -> u32 {
+    CLASS_RECIPROCAL[class & (CLASS_SLOTS - 1)]
+}
+
 /// The smallest slab: 8 KiB, so that a slab of the smallest classes is worth a slab-table
 /// record (16 bytes, 0.2% of it).
 pub(crate) const MIN_SLAB: usize = 8 << 10;
@@ -125,6 +147,21 @@ mod tests {
                 assert!(cap >= 8, "class {class}");
                 assert!(cap * usize::from(size) <= bytes);
                 assert!(cap <= 1024);
+            }
+        }
+    }
+
+    #[test]
+    fn reciprocal_gives_every_block_index_in_the_largest_slab() {
+        for class in 0..NCLASSES {
+            let size = class_size(class);
+            for index in 0..MAX_SLAB / size {
+                let off = (index * size) as u64;
+                assert_eq!(
+                    (off * u64::from(class_reciprocal(class))) >> 32,
+                    index as u64,
+                    "class {class} block {index}"
+                );
             }
         }
     }

@@ -1662,6 +1662,51 @@ mod tests {
         assert_eq!(client.with(|s| s.empty_slabs[class_of(64)]), 1);
     }
 
+    #[test]
+    fn slab_of_few_blocks_is_given_blocks_back_without_writing_them() {
+        // A slab of at most 64 blocks keeps which are free in its record: a block given back
+        // to it is not written, and its free blocks are handed out lowest first.
+        let arena = arena(2);
+        let client = arena.create_client(Quota::UNLIMITED).unwrap();
+        let _busy = client.alloc(layout(5000)).unwrap();
+        for size in [128, 256, 1024] {
+            let class = class_of(size);
+            let cap = arena.geometry().slab_cap[class] as usize;
+            assert!(cap <= 64, "size {size}");
+            let blocks: Vec<_> = (0..cap)
+                .map(|_| client.alloc(layout(size)).unwrap())
+                .collect();
+            for p in &blocks {
+                // SAFETY: a live block of `size` bytes.
+                unsafe { p.as_ptr().write_bytes(0xA5, size) };
+            }
+            let freed: Vec<usize> = (1..cap).step_by(2).collect();
+            for &i in &freed {
+                free_uncached(&client, blocks[i]);
+            }
+            for &i in &freed {
+                // SAFETY: the block was given back to its slab; its bytes are still the
+                // arena's, and only read.
+                let bytes = unsafe { core::slice::from_raw_parts(blocks[i].as_ptr(), size) };
+                assert!(bytes.iter().all(|&b| b == 0xA5), "size {size} block {i}");
+            }
+            let live = client.with(|s| {
+                let (slab, _) = s.slab_of(blocks[0].as_ptr().addr() - s.geo.base_addr, class);
+                // SAFETY: the slab of a live block of this client.
+                unsafe { s.slab_live(slab, class) }
+            });
+            assert_eq!(live, cap - freed.len(), "size {size}");
+            for &i in &freed {
+                assert_eq!(
+                    client.alloc(layout(size)).unwrap(),
+                    blocks[i],
+                    "size {size}"
+                );
+            }
+        }
+        client.check();
+    }
+
     /// How many blocks a bin of `cap` entries holds after `frees` frees into it from empty:
     /// each free adds one, and a free that finds it full first gives back its older half.
     fn binned_after(cap: usize, frees: usize) -> usize {
@@ -1692,7 +1737,7 @@ mod tests {
                 let (slab, _) =
                     s.slab_of(blocks[0].as_ptr().addr() - s.geo.base_addr, class_of(32));
                 // SAFETY: the slab of a live (or cached) block of this client.
-                unsafe { (*slab).live() }
+                unsafe { s.slab_live(slab, class_of(32)) }
             })
         };
         assert_eq!(slab_live(&client), cap);
@@ -1752,7 +1797,7 @@ mod tests {
             client.with(|s| {
                 let (slab, _) = s.slab_of(offs[0], class);
                 // SAFETY: the slab of cached blocks of this client.
-                unsafe { (*slab).live() }
+                unsafe { s.slab_live(slab, class) }
             })
         };
         let live_before = slab_free(&client);

@@ -605,7 +605,7 @@ impl State {
                     // record of a live slab; it is dropped only after its link is read.
                     unsafe {
                         let next = self.next_slab(slab);
-                        if (*slab).live() == 0 {
+                        if self.slab_live(slab, class) == 0 {
                             self.drop_slab(arena, slab, class);
                         }
                         slab = next;
@@ -690,7 +690,9 @@ impl State {
                     // record of a live slab; it is dropped only after its link is read.
                     unsafe {
                         let next = self.next_slab(slab);
-                        if (*slab).live() == 0 && self.slab_start(slab) >> chunk_shift == chunk {
+                        if self.slab_live(slab, class) == 0
+                            && self.slab_start(slab) >> chunk_shift == chunk
+                        {
                             self.drop_slab(arena, slab, class);
                         }
                         slab = next;
@@ -776,7 +778,7 @@ impl State {
             while !slab.is_null() {
                 self.count_flush_visit();
                 // SAFETY: `slab` is on this client's partial list, the record of a live slab.
-                let (live, next) = unsafe { ((*slab).live(), self.next_slab(slab)) };
+                let (live, next) = unsafe { (self.slab_live(slab, class), self.next_slab(slab)) };
                 if live == 0 {
                     sorted.empty[class] = slab;
                     break;
@@ -833,7 +835,7 @@ impl State {
                 }
                 // SAFETY: cached blocks lie in live slabs of this client (a slab with a cached
                 // block counts it as live, so it is not given back).
-                let live = unsafe { (*slab).live() };
+                let live = unsafe { self.slab_live(slab, class) };
                 if live == i - start {
                     let off = self.slab_start(slab);
                     // SAFETY: a live slab of this client lies at `off`.
@@ -928,7 +930,7 @@ mod tests {
                     i += 1;
                 }
                 // SAFETY: a slab with a cached block is a live slab of the client.
-                if unsafe { (*slab).live() } == i - start {
+                if unsafe { s.slab_live(slab, class) } == i - start {
                     let off = s.slab_start(slab);
                     // SAFETY: as above.
                     let chunk = unsafe { s.chunk_of(off) };

@@ -1,12 +1,15 @@
 //! Slabs: the small-block front. Each size class has slabs, buddy blocks cut into blocks of the
-//! class, with a free list threaded through freed blocks; never-used blocks are handed out by a
-//! bump offset. A slab's record lives in the arena's slab table, outside the slab, so a free
-//! reads a compact, hot table instead of a header at the slab's start.
+//! class. A slab of at most [`BITMAP_CAP`] blocks keeps a bitmap of the blocks not handed out in
+//! its record, so giving a block back writes only the record and taking one is a bit scan; a
+//! larger slab (the classes below 128 bytes) keeps a free list threaded through freed blocks and
+//! hands out never-used blocks by a bump offset. A slab's record lives in the arena's slab
+//! table, outside the slab, so a free reads a compact, hot table instead of a header at the
+//! slab's start.
 
 use super::cache::Uncached;
 use super::{SLAB, State, meta};
 use crate::arena::Arena;
-use crate::classes::{CLASS_SLOTS, MAX_SLAB, class_size};
+use crate::classes::{CLASS_SLOTS, MAX_SLAB, class_reciprocal, class_size};
 use crate::error::Result;
 
 /// The end of a slab list (a slab-table index).
@@ -14,8 +17,18 @@ pub(crate) const NO_SLAB: u32 = u32::MAX;
 /// The end of a slab's free list (an offset in the slab).
 const NO_BLOCK: u16 = u16::MAX;
 
-/// A free slab block's link, kept in its first bytes: the offset in its slab of the next free
-/// block, or [`NO_BLOCK`].
+/// The most blocks a slab may have to keep them in a bitmap in its record.
+const BITMAP_CAP: u16 = 64;
+
+/// The bitmap of a slab of `cap` (1 to [`BITMAP_CAP`]) blocks none of which is handed out.
+#[inline]
+fn all_free(cap: u16) -> u64 {
+    debug_assert!((1..=BITMAP_CAP).contains(&cap));
+    u64::MAX >> (64 - u32::from(cap))
+}
+
+/// A free slab block's link in a slab of more than [`BITMAP_CAP`] blocks, kept in its first
+/// bytes: the offset in its slab of the next free block, or [`NO_BLOCK`].
 #[repr(C)]
 pub(super) struct FreeObj {
     pub(super) next: u16,
@@ -23,7 +36,7 @@ pub(super) struct FreeObj {
 
 /// The record of one slab, in the arena's slab table at the index of the slab's first
 /// [`slab unit`](crate::arena::Geometry::slab_unit_shift). Only the slab's holder touches it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 #[repr(C)]
 pub(crate) struct Slab {
     /// The next slab of the holder's partial list of the class ([`NO_SLAB`] at the end).
@@ -31,19 +44,45 @@ pub(crate) struct Slab {
     /// The previous slab of that list; stale (not read) while the slab heads the list, so
     /// taking the head off does not write to the next slab.
     prev: u32,
+    /// Which blocks are handed out; the class's capacity says which form.
+    blocks: SlabBlocks,
+}
+
+/// The blocks of a slab as its record keeps them: the form is the class's, fixed by the
+/// capacity of its slabs (at most [`BITMAP_CAP`] blocks: `bits`; more: `list`). Both forms
+/// are eight initialised bytes, so either may be read as `bits`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+union SlabBlocks {
+    /// Bit `i` set while block `i` is not handed out (never used or given back).
+    bits: u64,
+    /// A free list through the freed blocks and a bump offset.
+    list: SlabList,
+}
+
+/// The blocks of a slab of more than [`BITMAP_CAP`] blocks.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct SlabList {
     /// Offset in the slab of the first free block, or [`NO_BLOCK`].
     free: u16,
     /// Offset in the slab of the first block never handed out.
     bump: u16,
     /// Blocks handed out and not given back (cached blocks count).
     live: u16,
+    /// Always 0, so that the record has no uninitialised byte.
+    zero: u16,
 }
 
-impl Slab {
-    /// Blocks handed out and not given back.
-    #[inline]
-    pub(super) fn live(&self) -> usize {
-        usize::from(self.live)
+impl core::fmt::Debug for Slab {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // SAFETY: both forms are eight initialised bytes; `bits` reads either.
+        let bits = unsafe { self.blocks.bits };
+        f.debug_struct("Slab")
+            .field("next", &self.next)
+            .field("prev", &self.prev)
+            .field("blocks", &format_args!("{bits:#018x}"))
+            .finish()
     }
 }
 
@@ -54,6 +93,11 @@ const _: () = assert!(core::mem::size_of::<Slab>() == 16);
 #[derive(Clone, Copy)]
 pub(super) struct SlabClass {
     class: usize,
+    /// The class's block size.
+    size: usize,
+    /// [`class_reciprocal`] of the class: a block's offset in its slab times it, shifted right
+    /// by 32, is the block's index.
+    reciprocal: u32,
     /// Log2 of the class's slab size.
     shift: u32,
     /// Log2 of a slab unit (the slab table has a record per unit).
@@ -124,6 +168,24 @@ impl State {
         self.geo.slab_cap[class & (CLASS_SLOTS - 1)]
     }
 
+    /// Blocks of the slab `slab` of `class` handed out and not given back (cached blocks
+    /// count).
+    ///
+    /// # Safety
+    /// `slab` is the record of a live slab of `class` of this client.
+    #[inline]
+    pub(super) unsafe fn slab_live(&self, slab: *mut Slab, class: usize) -> usize {
+        let cap = self.slab_cap(class);
+        // SAFETY: the caller's promise; the class's capacity says which form the record has.
+        unsafe {
+            if cap <= BITMAP_CAP {
+                usize::from(cap) - (*slab).blocks.bits.count_ones() as usize
+            } else {
+                usize::from((*slab).blocks.list.live)
+            }
+        }
+    }
+
     #[inline]
     pub(super) fn alloc_small(&mut self, arena: &Arena, id: u32, class: usize) -> Result<usize> {
         let mut slab = self.partial[class];
@@ -132,23 +194,38 @@ impl State {
         }
         let size = class_size(class);
         let start = self.slab_start(slab);
+        let cap = self.slab_cap(class);
         // SAFETY: `slab` heads this client's partial list of `class`, so it is the record of a
-        // live slab in a chunk this client holds, and the slab has a free or never-used block.
+        // live slab in a chunk this client holds, its form the class's, and the slab has a
+        // free or never-used block.
         unsafe {
-            if (*slab).live == 0 {
-                self.empty_slabs[class] -= 1;
-            }
-            let obj = if (*slab).free == NO_BLOCK {
-                let obj = start + usize::from((*slab).bump);
-                (*slab).bump += slab_offset(size);
-                obj
+            let (obj, full) = if cap <= BITMAP_CAP {
+                let bits = (*slab).blocks.bits;
+                debug_assert!(bits != 0, "a slab on the partial list has room");
+                if bits == all_free(cap) {
+                    self.empty_slabs[class] -= 1;
+                }
+                let rest = bits & bits.wrapping_sub(1);
+                (*slab).blocks.bits = rest;
+                (start + bits.trailing_zeros() as usize * size, rest == 0)
             } else {
-                let obj = start + usize::from((*slab).free);
-                (*slab).free = (*self.at(obj).cast::<FreeObj>()).next;
-                obj
+                let list = &mut (*slab).blocks.list;
+                if list.live == 0 {
+                    self.empty_slabs[class] -= 1;
+                }
+                let obj = if list.free == NO_BLOCK {
+                    let obj = start + usize::from(list.bump);
+                    list.bump += slab_offset(size);
+                    obj
+                } else {
+                    let obj = start + usize::from(list.free);
+                    list.free = (*self.at(obj).cast::<FreeObj>()).next;
+                    obj
+                };
+                list.live += 1;
+                (obj, list.live == cap)
             };
-            (*slab).live += 1;
-            if (*slab).live == self.slab_cap(class) {
+            if full {
                 // `next` heads the list now; its `prev` is not read there.
                 self.partial[class] = self.slab_ptr((*slab).next);
                 (*slab).next = NO_SLAB;
@@ -179,6 +256,21 @@ impl State {
         } else {
             self.slab_index(head)
         };
+        let cap = self.slab_cap(class);
+        let blocks = if cap <= BITMAP_CAP {
+            SlabBlocks {
+                bits: all_free(cap),
+            }
+        } else {
+            SlabBlocks {
+                list: SlabList {
+                    free: NO_BLOCK,
+                    bump: 0,
+                    live: 0,
+                    zero: 0,
+                },
+            }
+        };
         // SAFETY: the slab's block was just handed out in a chunk this client holds, so its
         // record (at its first unit: slabs are aligned to their size, at least a unit) is this
         // client's to write; `head`, if not null, is the record of a live slab of this client.
@@ -186,9 +278,7 @@ impl State {
             slab.write(Slab {
                 next: head_index,
                 prev: NO_SLAB,
-                free: NO_BLOCK,
-                bump: 0,
-                live: 0,
+                blocks,
             });
             if !head.is_null() {
                 (*head).prev = self.slab_index(slab);
@@ -215,6 +305,8 @@ impl State {
         let slot = class & (CLASS_SLOTS - 1);
         SlabClass {
             class,
+            size: class_size(class),
+            reciprocal: class_reciprocal(class),
             shift: self.geo.slab_shift[slot],
             unit_shift: self.geo.slab_unit_shift,
             cap: self.geo.slab_cap[slot],
@@ -240,20 +332,38 @@ impl State {
     ) {
         let start = (off >> at.shift) << at.shift;
         let slab = at.slabs.wrapping_add(start >> at.unit_shift);
-        // SAFETY: the caller's promise: `slab` is the record of the block's slab and the block
-        // one no one uses any more.
+        // SAFETY: the caller's promise: `slab` is the record of the block's slab (of the
+        // class's form) and the block one no one uses any more.
         unsafe {
-            if (*slab).live == at.cap {
-                self.relist_slab(slab, at.class);
-            }
-            at.base
-                .wrapping_add(off)
-                .cast::<FreeObj>()
-                .write(FreeObj { next: (*slab).free });
-            (*slab).free = slab_offset(off - start);
-            (*slab).live -= 1;
-            if (*slab).live == 0 {
-                self.slab_emptied(arena, slab, at.class, reclaim);
+            if at.cap <= BITMAP_CAP {
+                // The block starts a multiple of the class size into its slab, which is at
+                // most `MAX_SLAB` bytes: the reciprocal gives its index exactly.
+                let index = (((off - start) as u64) * u64::from(at.reciprocal)) >> 32;
+                debug_assert_eq!(index as usize * at.size, off - start);
+                let bits = (*slab).blocks.bits;
+                debug_assert!(bits & (1 << index) == 0, "a block handed out");
+                if bits == 0 {
+                    self.relist_slab(slab, at.class);
+                }
+                let bits = bits | 1 << index;
+                (*slab).blocks.bits = bits;
+                if bits == all_free(at.cap) {
+                    self.slab_emptied(arena, slab, at.class, reclaim);
+                }
+            } else {
+                let list = &mut (*slab).blocks.list;
+                if list.live == at.cap {
+                    self.relist_slab(slab, at.class);
+                }
+                at.base
+                    .wrapping_add(off)
+                    .cast::<FreeObj>()
+                    .write(FreeObj { next: list.free });
+                list.free = slab_offset(off - start);
+                list.live -= 1;
+                if list.live == 0 {
+                    self.slab_emptied(arena, slab, at.class, reclaim);
+                }
             }
         }
     }
