@@ -2,10 +2,11 @@
 //! tests (`vm_allocator_diff.rs`, `vm_allocator_small_spaces.rs`) do not reach: the checks of a
 //! request (`Request::new` against `Constraint::new`), of an address space
 //! (`AddressAllocator::with_base_and_size` against `AddressAllocator::new`), of an ID range
-//! (`IdAllocator::new`), and the range type (`AddressRange` against `RangeInclusive`: its
-//! constructor, length, `overlaps` and `contains`), on values drawn mostly from the edges (0,
-//! 1, powers of two up to 2^63, `u64::MAX` and its neighbours). Where the answers differ on
-//! purpose, the crate's docs say so, and the test checks the difference is exactly that one.
+//! (`IdAllocator::new`), `allocate` with arguments `Constraint::new` refuses, and the range type
+//! (`AddressRange` against `RangeInclusive`: its constructor, length, `overlaps` and `contains`),
+//! on values drawn mostly from the edges (0, 1, powers of two up to 2^63, `u64::MAX` and its
+//! neighbours). Where the answers differ on purpose, the crate's docs say so, and the test checks
+//! the difference is exactly that one.
 
 use memvisor_resources::{
     AddressAllocator, AddressRange, AllocPolicy, Error, IdAllocator, Request,
@@ -120,6 +121,38 @@ proptest! {
                 prop_assert_eq!((*start, *s), (base, size));
             }
             _ => prop_assert!(false, "{base:#x} {size:#x}: ours {ours:?}, vm-allocator {theirs:?}"),
+        }
+    }
+
+    /// `allocate` with arguments `Constraint::new` refuses: both allocators refuse them with
+    /// the same kind of error, and memvisor's is left as it was.
+    #[test]
+    fn allocate_refuses_what_constraint_refuses(
+        base in edge(), space_size in edge(), size in edge(), align in edge(), addr in edge()
+    ) {
+        let (Ok(mut ours), Ok(mut vm)) = (
+            AddressAllocator::<()>::with_base_and_size(base, space_size),
+            VmAddr::new(base, space_size),
+        ) else {
+            return Ok(());
+        };
+        for (policy, vm_policy) in policies(addr) {
+            if Constraint::new(size, align, vm_policy).is_ok() {
+                continue;
+            }
+            let before = ours.clone();
+            let got = ours.allocate(size, align, policy);
+            let want = vm.allocate(size, align, vm_policy);
+            match (&got, &want) {
+                (Err(Error::ZeroSize), Err(VmError::InvalidSize(0)))
+                | (Err(Error::InvalidAlignment(_)), Err(VmError::InvalidAlignment))
+                | (Err(Error::UnalignedAddress { .. }), Err(VmError::UnalignedAddress)) => {}
+                _ => prop_assert!(
+                    false,
+                    "{size:#x} {align:#x} {policy:?}: ours {got:?}, vm-allocator {want:?}"
+                ),
+            }
+            prop_assert_eq!(&ours, &before);
         }
     }
 
