@@ -26,7 +26,7 @@ fn owner_of_threads_never_name_a_previous_holder() {
         b.trim();
         q.as_ptr().addr()
     };
-    let rounds = if cfg!(miri) { 8 } else { 20_000 };
+    let rounds = if cfg!(miri) { 8 } else { 5_000 };
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
         .map(|_| {
