@@ -37,8 +37,10 @@
 //! that a [`vec::ConcurrentVec`]'s plain pushes claim once threads interleave (which also need
 //! 64-bit atomics; without them every plain push claims one slot, and a [`vec::Pusher`] claims
 //! blocks either way); a reservation's call lock that waits by sleeping, where without `std` it
-//! spins; the system's message for an [`OsError`] in its `Display`; and the conversion of an
-//! [`OsError`] into `std::io::Error`.
+//! spins; the system's message for an [`OsError`] in its `Display`; the conversion of an
+//! [`OsError`] into `std::io::Error`; and, on Windows, the message on standard error before the
+//! process is aborted because a dropped reservation could not be unmapped (Unix writes it
+//! either way).
 
 #![no_std]
 // Without `std`, the docs' links to what `std` adds (its constructors, its error sources)

@@ -50,10 +50,11 @@ const UNMAP_ATTEMPTS: usize = 8;
 ///
 /// An unmap that fails (Linux refuses with `ENOMEM` to split a mapping at the process's
 /// mapping limit, which unmapping a reservation merged with its neighbours needs) is tried
-/// up to [`UNMAP_ATTEMPTS`] times in all, yielding in between so another thread may release a
-/// mapping. If it still fails the process is aborted with a message on standard error: the
-/// memory may hold guest data and must never stay mapped with nobody owning it, and a panic
-/// (which could unwind through a `Drop`) is not an option.
+/// up to [`UNMAP_ATTEMPTS`] times in all, yielding in between (spinning without `std`) so
+/// another thread may release a mapping. If it still fails the process is aborted with a
+/// message on standard error (on Windows only with `std`; without it the process ends
+/// silently): the memory may hold guest data and must never stay mapped with nobody owning
+/// it, and a panic (which could unwind through a `Drop`) is not an option.
 ///
 /// # Safety
 /// `ptr..ptr + len` is a whole reservation made by [`reserve`] with `align`, not used

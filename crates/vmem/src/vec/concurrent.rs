@@ -108,6 +108,9 @@ struct CachePadded<T>(T);
 ///   own claims [`thread_block`](Self::thread_block) slots at a time from then on (512 for large
 ///   vectors) and fills them alone, so that threads pushing at once share no cache line per push. A
 ///   thread goes back to single slots after eight blocks in a row during which nobody else claimed.
+///   These blocks need the `std` feature (thread-locals) and 64-bit atomics: without either, every
+///   plain push claims one slot whatever the other threads do, and the only slots held unfilled
+///   (below) are a [`Pusher`]'s.
 /// - Slots a thread holds and has not filled count in `len` and go to no other thread; they are
 ///   filled by that thread's next pushes into the vector. A thread holds slots of one vector at a
 ///   time, at most `thread_block - 1` (or a whole block whose commit the system refused, which its
