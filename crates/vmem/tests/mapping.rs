@@ -1075,3 +1075,154 @@ fn counts_stay_true_after_every_refused_call() {
         assert_eq!(r.committed_bytes(), 0);
     }
 }
+
+/// A file source the system refuses before it unmaps anything leaves the range as it was: its
+/// contents, its protection and its bookkeeping, in both modes, and the reservation goes on
+/// working there. Each is refused by `mmap` with `MAP_FIXED`, which checks the descriptor,
+/// its access and the offset before it replaces the old pages: a pipe and a directory
+/// (`ENODEV`), an `O_PATH` descriptor (`EBADF`), a read-only descriptor mapped writable
+/// (`EACCES`), a write-sealed memfd mapped writable (`EPERM`), and a device file at an offset
+/// past `off_t` (`EOVERFLOW`, refused before `mmap`).
+#[test]
+fn map_of_a_file_the_system_refuses_leaves_the_range_as_it_was() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let page_bytes = page() as u64;
+    let mut fds = [0; 2];
+    // SAFETY: a valid out-array of two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fresh descriptors owned by nobody else.
+    let ends = unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] };
+    // The pipe open for reading and writing: a mapping asks for read access, and each end has
+    // only one of the two.
+    let pipe = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", ends[0].as_raw_fd()))
+        .unwrap();
+    let directory = File::open("/").unwrap();
+    let path_only = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open("/dev/zero")
+        .unwrap();
+    let read_only = {
+        let file = memfd(4 * page());
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        (file, File::open(path).unwrap())
+    };
+    let sealed = {
+        // SAFETY: a valid C string; no other preconditions.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"memvisor-vmem-sealed".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(4 * page_bytes).unwrap();
+        // SAFETY: sealing a memfd of ours that nothing maps.
+        let sealed = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+        assert_eq!(sealed, 0);
+        file
+    };
+    let zero = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/zero")
+        .unwrap();
+    let past_off_t = 1u64 << 63;
+    let (read, write) = (Protection::Read, Protection::ReadWrite);
+    let refused: [(&str, MapSource<'_>, Protection, libc::c_int); 6] = [
+        ("pipe", MapSource::file(pipe.as_fd(), 0), read, libc::ENODEV),
+        (
+            "directory",
+            MapSource::file(directory.as_fd(), 0),
+            read,
+            libc::ENODEV,
+        ),
+        (
+            "O_PATH",
+            MapSource::file(path_only.as_fd(), 0),
+            read,
+            libc::EBADF,
+        ),
+        (
+            "read-only",
+            MapSource::file(read_only.1.as_fd(), 0),
+            write,
+            libc::EACCES,
+        ),
+        (
+            "write-sealed",
+            MapSource::file(sealed.as_fd(), 0),
+            write,
+            libc::EPERM,
+        ),
+        (
+            "past off_t",
+            MapSource::file(zero.as_fd(), past_off_t),
+            write,
+            libc::EOVERFLOW,
+        ),
+    ];
+    for mode in both_modes() {
+        let mut r = reserve(mode, 4);
+        r.commit(0, 4 * page()).unwrap();
+        for at in 0..4_u8 {
+            // SAFETY: committed read-write.
+            unsafe { r.as_ptr().add(usize::from(at) * page()).write(at + 1) };
+        }
+        r.protect(3 * page(), page(), Protection::Read).unwrap();
+        let before = (
+            mapping_at(r.as_ptr() as usize).0,
+            mapping_at(r.as_ptr() as usize + 3 * page()).0,
+        );
+        for (what, source, protection, code) in refused {
+            match r.map(page(), 2 * page(), source, protection, None) {
+                Err(Error::Os {
+                    operation: Operation::Map,
+                    source,
+                }) => assert_eq!(source.raw(), code, "{mode:?} {what}: {source}"),
+                other => panic!("{mode:?} {what}: {other:?}"),
+            }
+            assert_eq!(r.committed_bytes(), 4 * page(), "{mode:?} {what}");
+            assert!(r.is_committed(0, 4 * page()).unwrap(), "{mode:?} {what}");
+            for at in 0..4_u8 {
+                // SAFETY: committed and readable.
+                let byte = unsafe { r.as_ptr().add(usize::from(at) * page()).read() };
+                assert_eq!(byte, at + 1, "{mode:?} {what}: page {at}");
+            }
+            assert_eq!(
+                (
+                    mapping_at(r.as_ptr() as usize).0,
+                    mapping_at(r.as_ptr() as usize + 3 * page()).0,
+                ),
+                before,
+                "{mode:?} {what}"
+            );
+            // The records still say what the pages are: the read-only page is refused a
+            // prefault, the others are prefaulted and written.
+            assert_eq!(
+                r.prefault(0, 4 * page()),
+                Err(Error::NotWritable { offset: 3 * page() }),
+                "{mode:?} {what}"
+            );
+            r.prefault(0, 3 * page()).unwrap();
+        }
+        // And the range is mapped over once a source the system takes is given.
+        r.map(
+            page(),
+            2 * page(),
+            MapSource::file(sealed.as_fd(), 0),
+            Protection::Read,
+            None,
+        )
+        .unwrap();
+        // SAFETY: mapped readable from the memfd, which reads as zero.
+        assert_eq!(unsafe { r.as_ptr().add(page()).read() }, 0);
+    }
+}
