@@ -25,6 +25,14 @@ std::thread_local! {
         const { core::cell::RefCell::new(None) };
 }
 
+// A caller's test's pause in `Arena::free` on its own thread, once the block is claimed and
+// before it goes into its holder's mailbox: runs once, then is gone.
+#[cfg(feature = "test-pauses")]
+std::thread_local! {
+    static FREE_PAUSE: core::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { core::cell::RefCell::new(None) };
+}
+
 /// A chunk record's `prev` while a run is being taken: this call committed the chunk (so a
 /// refusal further on decommits it again). Never a chunk index: an arena has fewer than
 /// `2^29` chunks (its slab units, at least 8 per chunk, are indexed by `u32`).
@@ -828,6 +836,10 @@ impl Arena {
         let size = unsafe {
             crate::client::block_size(&self.geo, self.marks_ptr().cast::<u16>(), off, meta)
         };
+        #[cfg(feature = "test-pauses")]
+        if let Some(pause) = FREE_PAUSE.take() {
+            pause();
+        }
         // SAFETY: the mailbox is the holder's (set when it took the chunk, which it still
         // holds as a live block lies in it), alive until the holder is deleted, which the
         // caller promised is not before this call returns; the block, at least 16 bytes and
@@ -835,6 +847,16 @@ impl Arena {
         // the caller promised no free of it by the client races with this call).
         unsafe { (*mailbox).push(self.geo.base, off) };
         Ok(size)
+    }
+
+    /// Runs `pause` in the next [`free`](Self::free) on this thread that reaches the block's
+    /// mailbox: after the block is claimed, before it is handed to its holder. For tests of a
+    /// caller's locks around `free` (the C library's hold of its clients while a free runs);
+    /// the `test-pauses` feature is for those tests only.
+    #[cfg(feature = "test-pauses")]
+    #[doc(hidden)]
+    pub fn pause_next_free_on_this_thread(pause: Box<dyn FnOnce()>) {
+        FREE_PAUSE.set(Some(pause));
     }
 
     /// The identifier of the client whose live block starts at `ptr`, or `None` (outside the

@@ -401,11 +401,73 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc::channel;
     use std::time::Duration;
 
     use super::*;
     use crate::client::{memvisor_alloc, memvisor_client_delete};
+
+    /// `memvisor_free` of client `c1`'s block stops inside the arena's free, with the block
+    /// claimed and `c1`'s mailbox about to take it, while another thread deletes `c1`. The
+    /// delete must wait for the free (it drops `c1`, its mailbox with it): the free returns
+    /// `OK` with the block's size and the delete finishes after it. Without the delete lock
+    /// the free holds, the delete finished while the free was stopped, and the free went on
+    /// into the mailbox of a dropped client.
+    #[test]
+    #[cfg_attr(miri, ignore = "waits 200 ms for a delete that must not finish")]
+    fn free_racing_the_delete_of_its_client_holds_the_delete_off() {
+        let mut ctx = Context::default();
+        // SAFETY: `out` is writable; no config.
+        let made = unsafe { memvisor_context_create_reserved(4 << 20, std::ptr::null(), &mut ctx) };
+        assert_eq!(made, Status::Ok);
+        let mut c1 = Client::default();
+        // SAFETY: `out` is writable.
+        let made = unsafe { memvisor_client_create(ctx, usize::MAX, &mut c1) };
+        assert_eq!(made, Status::Ok);
+        let mut block = std::ptr::null_mut();
+        // SAFETY: `out` is writable.
+        assert_eq!(unsafe { memvisor_alloc(c1, 64, &mut block) }, Status::Ok);
+        let block = block as usize;
+        let deleted = std::sync::Arc::new(AtomicBool::new(false));
+        let (paused, delete_done) = (channel(), channel());
+        let (status, size, deleted_meanwhile) = std::thread::scope(|scope| {
+            let deleted_in_pause = std::sync::Arc::clone(&deleted);
+            let freer = scope.spawn(move || {
+                let (tell, wait) = (paused.0, delete_done.1);
+                let seen = std::sync::Arc::new(AtomicBool::new(false));
+                let seen_in_pause = std::sync::Arc::clone(&seen);
+                memvisor_arena::Arena::pause_next_free_on_this_thread(Box::new(move || {
+                    tell.send(()).unwrap();
+                    // The delete cannot finish while the call holds the lock: go on then.
+                    let _ = wait.recv_timeout(Duration::from_millis(200));
+                    // A free going on into a deleted client's mailbox is a use after free:
+                    // stop it here (the panic becomes `INTERNAL`).
+                    let gone = deleted_in_pause.load(Ordering::SeqCst);
+                    seen_in_pause.store(gone, Ordering::SeqCst);
+                    assert!(!gone, "the client was deleted under a free of its block");
+                }));
+                let mut size = 0;
+                // SAFETY: `size` is writable; the block is live, its allocation ordered before
+                // (the thread was spawned after it) and not used after; no other free of it.
+                let status = unsafe { memvisor_free(ctx, block as *mut c_void, &mut size) };
+                (status, size, seen.load(Ordering::SeqCst))
+            });
+            paused.1.recv().unwrap();
+            // SAFETY: no other call uses `c1`; its block is freed by the call above.
+            assert_eq!(unsafe { memvisor_client_delete(c1) }, Status::Ok);
+            deleted.store(true, Ordering::SeqCst);
+            // The freer may have gone on already (it does when the delete waited for it).
+            let _ = delete_done.0.send(());
+            freer.join().unwrap()
+        });
+        assert!(
+            !deleted_meanwhile,
+            "the delete of {c1:?} finished while a free of its block was under way"
+        );
+        assert_eq!((status, size), (Status::Ok, 64));
+        assert_eq!(memvisor_context_delete(ctx), Status::Ok);
+    }
 
     /// `memvisor_context_owner` finds client `c1`'s identifier in the arena; before it looks
     /// up the handle, another thread deletes `c1` and makes `c2`, which gets `c1`'s identifier
