@@ -25,6 +25,14 @@ std::thread_local! {
         const { core::cell::RefCell::new(None) };
 }
 
+// A test's pause in `Arena::owner_of` on its own thread, between the read of the block's bits
+// and the second read of the chunk's owner: runs once, then is gone.
+#[cfg(all(test, feature = "std"))]
+std::thread_local! {
+    static OWNER_OF_PAUSE_AFTER_BITS: core::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { core::cell::RefCell::new(None) };
+}
+
 // A caller's test's pause in `Arena::free` on its own thread, once the block is claimed and
 // before it goes into its holder's mailbox: runs once, then is gone.
 #[cfg(feature = "test-pauses")]
@@ -262,6 +270,12 @@ pub struct Arena {
     config: Config,
     stack: ChunkSet,
     owner: Box<[AtomicU32]>,
+    /// Per chunk, how many times it was taken (wrapping), counted by `take` before anything
+    /// else it or the new holder writes: `owner_of` reads it before and after a block's bits,
+    /// and a count that changed means the chunk changed hands meanwhile, also when the owner
+    /// word ends as it began (the same client, or a client given its identifier, took the chunk
+    /// again).
+    takes: Box<[AtomicU32]>,
     /// Per chunk, the mailbox of remote frees of its holder (null while nobody holds it).
     mail: Box<[AtomicPtr<Mailbox>]>,
     /// The marks table. Start-bit words are written only by the chunk's holder, with relaxed
@@ -333,7 +347,7 @@ impl fmt::Debug for Arena {
 /// `nfree` free-bitmap words and `nslabs` slab records: per chunk its owner and free-chunk
 /// bits (8 bytes), mailbox pointer and record. The remote-free tables come on top.
 fn fixed_table_bytes(nchunks: usize, nmarks: usize, nfree: usize, nslabs: usize) -> usize {
-    nchunks * (8 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
+    nchunks * (12 + core::mem::size_of::<usize>() + core::mem::size_of::<ChunkInfo>())
         + (nmarks + nfree) * 8
         + nslabs * core::mem::size_of::<Slab>()
 }
@@ -488,6 +502,7 @@ impl Arena {
             stack: ChunkSet::new(count).ok_or_else(refused)?,
             // 0: no owner.
             owner: table::empty(nchunks).ok_or_else(refused)?,
+            takes: table::empty(nchunks).ok_or_else(refused)?,
             // Null: no mailbox.
             mail: table::empty(nchunks).ok_or_else(refused)?,
             marks: table::zeroed(nmarks).ok_or_else(refused)?,
@@ -634,14 +649,15 @@ impl Arena {
         (ptr as usize).wrapping_sub(self.geo.base_addr) < self.geo.len
     }
 
-    /// Bytes of the side tables: chunk owners and the free-chunk bitmap (8 bytes per chunk), the
-    /// remote-free mailbox pointers (one pointer per chunk), chunk records, the block-start bitmap
-    /// (one bit per 16 bytes), the page metadata (2 bytes per buddy page), the buddy free
-    /// bitmaps (two bits per buddy page), the slab records (16 bytes per 8 KiB, or per page
-    /// if pages are larger) and the remote-free bits (a pointer per chunk, and one bit per 16
-    /// bytes of each chunk a free through [`free`](Self::free) has landed in so far). Nothing
-    /// is kept inside the block. This is address space: every table starts as zeroed memory
-    /// and a chunk's parts of the tables are first written when the chunk is first taken.
+    /// Bytes of the side tables: chunk owners, their counts of takes and the free-chunk bitmap
+    /// (12 bytes per chunk), the remote-free mailbox pointers (one pointer per chunk), chunk
+    /// records, the block-start bitmap (one bit per 16 bytes), the page metadata (2 bytes per
+    /// buddy page), the buddy free bitmaps (two bits per buddy page), the slab records (16
+    /// bytes per 8 KiB, or per page if pages are larger) and the remote-free bits (a pointer
+    /// per chunk, and one bit per 16 bytes of each chunk a free through [`free`](Self::free)
+    /// has landed in so far). Nothing is kept inside the block. This is address space: every
+    /// table starts as zeroed memory and a chunk's parts of the tables are first written when
+    /// the chunk is first taken.
     #[must_use]
     pub fn bookkeeping_bytes(&self) -> usize {
         fixed_table_bytes(
@@ -865,13 +881,13 @@ impl Arena {
     /// [`free`](Self::free)) and chunks change hands.
     ///
     /// On another thread than the client's, the answer is a snapshot that the client may
-    /// change at once, but one snapshot: the chunk's owner is read before and after the
-    /// block's bits, and the answer names a client only if both reads name it. So it never
-    /// names a client for a block that client never had at that address: a chunk that passed
-    /// to another client while the call ran (given back by its holder, taken by the other) is
-    /// answered `None`, as it was free for a moment then. A client that freed the block and
-    /// gave the chunk back and took it again (or a later client given its identifier, after
-    /// it was deleted) may be named for a block it has there now.
+    /// change at once, but one snapshot: the chunk's owner and its count of takes are read
+    /// before and after the block's bits, and the answer names a client only if neither
+    /// changed. So it names only a client that had a live block at that address while the call
+    /// ran: a chunk that changed hands while the call ran (given back by its holder, taken by
+    /// another client or by the same one again) is answered `None`, as it was free for a
+    /// moment then. (The count is a `u32`: a chunk taken a multiple of `2^32` times during one
+    /// call, and ending with the owner it began with, would pass.)
     ///
     /// The memory model guarantees this for bits the new holder writes on the thread that took
     /// the chunk (the take's `Release` fence comes before them); a client moved to another
@@ -883,7 +899,14 @@ impl Arena {
         if off >= self.geo.len || !off.is_multiple_of(MIN_BLOCK) {
             return None;
         }
-        let owner = &self.owner[off >> self.geo.chunk_shift];
+        let (owner, takes) = (
+            &self.owner[off >> self.geo.chunk_shift],
+            &self.takes[off >> self.geo.chunk_shift],
+        );
+        // The count of takes first: the owner read after it (`Acquire`, the count being
+        // stored with `Release` after the previous holder set the owner to 0) is this take's
+        // or a later one's, and a later one's makes the second read of the count differ.
+        let taken = takes.load(Ordering::Acquire);
         let id = owner.load(Ordering::Acquire);
         if id == 0 {
             return None;
@@ -895,14 +918,22 @@ impl Arena {
         let bit = 1u64 << ((off >> 4) & 63);
         let live = self.marks[start_word(off)].load(Ordering::Relaxed) & bit != 0
             && !self.remote.is_claimed(off);
-        // The owner again, read after the bits (a sequence check, the owner word being the
-        // sequence): a bit written by a later holder of the chunk was written after the
-        // `Release` fence of its `take`, which comes after the chunk's owner was set to 0, so
-        // this `Acquire` fence then makes the load below see 0 or a later owner. An owner that
-        // changed means the chunk was free for a moment while this call ran (the owner only
-        // goes from a client to 0 and from 0 to a client): nobody held the block then.
+        #[cfg(all(test, feature = "std"))]
+        if let Some(pause) = OWNER_OF_PAUSE_AFTER_BITS.take() {
+            pause();
+        }
+        // The count of takes and the owner again, read after the bits (a sequence check, the
+        // count being the sequence): a bit written by a later holder of the chunk was written
+        // after the `Release` fence of its `take`, which comes after that take's count and
+        // after the chunk's owner was set to 0, so this `Acquire` fence then makes the loads
+        // below see that count or a later one, and 0 or a later owner. A count that changed
+        // means the chunk was free for a moment while this call ran: nobody held the block
+        // then, even if the owner word ends as it began (the same client took the chunk back,
+        // or a client given its identifier did). A bit of an earlier holder is not read: the
+        // `Acquire` read of the owner above saw this holder's `take` clear it.
         fence(Ordering::Acquire);
-        (live && owner.load(Ordering::Relaxed) == id).then_some(id)
+        (live && takes.load(Ordering::Relaxed) == taken && owner.load(Ordering::Relaxed) == id)
+            .then_some(id)
     }
 
     /// Asks every client to give back what it keeps for reuse — cached blocks, empty slabs,
@@ -1323,12 +1354,19 @@ impl Arena {
     /// `id` as its owner. Returns whether this call committed it.
     fn take(&self, chunk: u32, id: u32) -> Result<bool> {
         let c = chunk as usize;
-        // Every start bit and remote-free bit this thread writes from here on — the clearing
-        // below, and the holder's own blocks after — comes after this fence, and the chunk's
-        // owner was set to 0 before the chunk was given back (ordered before here by the
-        // `Acquire` of the take): an `owner_of` that reads one of those bits and then the owner
-        // again (after its `Acquire` fence) sees the chunk change hands, and does not name the
-        // previous holder for the new holder's block.
+        // This take counted first (only the chunk's taker writes the count, so a load and a
+        // store), with `Release`: the chunk's owner was set to 0 before the chunk was given
+        // back (ordered before here by the `Acquire` of the take), so an `owner_of` that reads
+        // this count reads that 0 or a later owner after it. Every start bit and remote-free
+        // bit this thread writes from here on — the clearing below, and the holder's own
+        // blocks after — comes after the fence: an `owner_of` that reads one of those bits and
+        // then the count and owner again (after its `Acquire` fence) sees the chunk change
+        // hands, and names nobody for the new holder's block.
+        let takes = &self.takes[c];
+        takes.store(
+            takes.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Release,
+        );
         fence(Ordering::Release);
         // SAFETY: the chunk was just taken from the free set, so no client holds it and this
         // thread is the only one touching its cells (ordered after its last holder by the
@@ -1553,6 +1591,62 @@ mod tests {
             arena.owner_of(core::ptr::without_provenance(second)),
             Some(b.id())
         );
+    }
+
+    /// The chunk goes from client `a` to `b` and back to `a` during one `owner_of` call on
+    /// another thread: the call reads the owner, `a`, while `a` holds the chunk with a block
+    /// at its first slot only; before it reads the bits of the second slot, `a` gives the
+    /// chunk back and `b` takes it and allocates both slots; before it reads the owner again,
+    /// `b` gives the chunk back and `a` takes it again and allocates its first slot. Both
+    /// reads of the owner give `a`, which never had a block at the second slot: the answer
+    /// is nobody (`b`'s block was read, and the chunk changed hands meanwhile). Checked by the
+    /// owner word alone, the answer named `a`.
+    #[test]
+    #[cfg(feature = "std")]
+    fn owner_of_never_names_a_holder_that_took_the_chunk_back_meanwhile() {
+        use std::sync::mpsc::channel;
+        let arena = arena(1, CHUNK);
+        let small = core::alloc::Layout::from_size_align(48, 8).unwrap();
+        let a = arena.create_client(Quota::UNLIMITED).unwrap();
+        let b = arena.create_client(Quota::UNLIMITED).unwrap();
+        let first = a.alloc(small).unwrap();
+        let second = first.as_ptr().addr() + 48;
+        let (read_owner, b_holds) = (channel(), channel::<()>());
+        let (read_bits, a_holds) = (channel(), channel::<()>());
+        let answer = std::thread::scope(|scope| {
+            let arena = &arena;
+            let reader = scope.spawn(move || {
+                let (tell, wait) = (read_owner.0, b_holds.1);
+                OWNER_OF_PAUSE.set(Some(Box::new(move || {
+                    tell.send(()).unwrap();
+                    wait.recv().unwrap();
+                })));
+                let (tell, wait) = (read_bits.0, a_holds.1);
+                OWNER_OF_PAUSE_AFTER_BITS.set(Some(Box::new(move || {
+                    tell.send(()).unwrap();
+                    wait.recv().unwrap();
+                })));
+                arena.owner_of(core::ptr::without_provenance(second))
+            });
+            read_owner.1.recv().unwrap();
+            // SAFETY: a live block of `a`, not used after.
+            assert_eq!(unsafe { a.free(first) }, Ok(48));
+            a.trim();
+            let p = b.alloc(small).unwrap();
+            let q = b.alloc(small).unwrap();
+            assert_eq!(q.as_ptr().addr(), second);
+            b_holds.0.send(()).unwrap();
+            read_bits.1.recv().unwrap();
+            // SAFETY: live blocks of `b`, not used after.
+            unsafe { (b.free(p).unwrap(), b.free(q).unwrap()) };
+            b.trim();
+            assert_eq!(a.alloc(small).unwrap(), first);
+            a_holds.0.send(()).unwrap();
+            reader.join().unwrap()
+        });
+        assert_eq!(answer, None, "a is {}, b is {}", a.id(), b.id());
+        assert_eq!(arena.owner_of(core::ptr::without_provenance(second)), None);
+        assert_eq!(arena.owner_of(first.as_ptr()), Some(a.id()));
     }
 
     fn arena(chunks: usize, chunk: usize) -> Arena {
