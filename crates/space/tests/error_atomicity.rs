@@ -4,15 +4,19 @@
 //! observable state (regions, their slot numbers and types, the generation, what the
 //! snapshot's placer holds) must be the state before it, and after each call the space must be
 //! the model's (so a call that failed but kept a slot number, a hotplug slot or a region shows
-//! when a later call is refused or numbered differently than the model says).
+//! when a later call is refused or numbered differently than the model says). The refusing
+//! listener is the second: the first has accepted each change it refuses, and its record of
+//! the regions, kept from the events it hears (the undo of a refused change among them), must
+//! be the space's after every call.
 #![cfg(not(miri))]
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use memvisor_space::{
-    AddressSpace, Error, GuestRange, Layout, ListenerError, Region, RegionEvent, RegionSpec,
-    RegionType, WindowKind,
+    AddressSpace, ChangeKind, Error, GuestRange, Layout, ListenerError, Region, RegionEvent,
+    RegionSpec, RegionType, WindowKind,
 };
 use proptest::prelude::*;
 use vm_memory::GuestAddress;
@@ -116,7 +120,25 @@ impl Model {
     }
 }
 
-fn world() -> (AddressSpace, Arc<AtomicBool>, Model, u64, u64) {
+/// What a listener that accepts every change learns of the regions from the events it hears:
+/// each region's size, type and slot number, by base.
+type Heard = Arc<Mutex<BTreeMap<u64, (u64, RegionType, Option<u32>)>>>;
+
+/// The regions as `heard` records them, in the order `state` lists them.
+fn heard_regions(heard: &Heard) -> Vec<(u64, u64, RegionType, Option<u32>)> {
+    heard
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(&base, &(size, ty, slot))| (base, size, ty, slot))
+        .collect()
+}
+
+/// The address space, the refusing listener's switch, the model, the first free byte of the
+/// RAM window, the hotplug window's start and what the accepting listener heard.
+type World = (AddressSpace, Arc<AtomicBool>, Model, u64, u64, Heard);
+
+fn world() -> World {
     let layout = Layout::x86_64()
         .ram(1 << 30)
         .hotplug(1 << 30)
@@ -125,6 +147,35 @@ fn world() -> (AddressSpace, Arc<AtomicBool>, Model, u64, u64) {
     let hotplug = layout.windows_of(WindowKind::Hotplug).next().unwrap();
     let ram = |i: u64| RegionSpec::ram(GuestAddress(i * 2 * MIB), 2 * MIB);
     let (space, _) = AddressSpace::back(layout.clone(), (0..BOOT).map(ram)).unwrap();
+    // The first listener accepts every change and records it, so it hears the undo of each
+    // change the second refuses.
+    let heard: Heard = Arc::default();
+    {
+        let mut record = heard.lock().unwrap();
+        for (r, slot) in space.snapshot().regions_with_slots() {
+            record.insert(r.base().0, (r.size(), r.ty(), slot));
+        }
+    }
+    let record = Arc::clone(&heard);
+    space
+        .add_listener(Arc::new(
+            move |e: &RegionEvent<'_>| -> Result<(), ListenerError> {
+                let mut record = record.lock().unwrap();
+                let r = e.region;
+                match e.kind {
+                    ChangeKind::Inserted => {
+                        let old = record.insert(r.base().0, (r.size(), r.ty(), e.slot));
+                        assert!(old.is_none(), "{:#x} inserted twice", r.base().0);
+                    }
+                    ChangeKind::Removed => {
+                        let old = record.remove(&r.base().0);
+                        assert_eq!(old, Some((r.size(), r.ty(), e.slot)), "{:#x}", r.base().0);
+                    }
+                }
+                Ok(())
+            },
+        ))
+        .unwrap();
     let refuse = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&refuse);
     space
@@ -142,7 +193,14 @@ fn world() -> (AddressSpace, Arc<AtomicBool>, Model, u64, u64) {
     for i in 0..BOOT {
         model.add(i * 2 * MIB, 2 * MIB, RegionType::Ram);
     }
-    (space, refuse, model, BOOT * 2 * MIB, hotplug.start().0)
+    (
+        space,
+        refuse,
+        model,
+        BOOT * 2 * MIB,
+        hotplug.start().0,
+        heard,
+    )
 }
 
 proptest! {
@@ -150,7 +208,7 @@ proptest! {
 
     #[test]
     fn refused_calls_leave_the_space_as_it_was(ops in prop::collection::vec(op(), 1..40)) {
-        let (space, refuse, mut model, ram, hotplug) = world();
+        let (space, refuse, mut model, ram, hotplug, heard) = world();
         let mut refusing = false;
         let mut held = None;
         for op in &ops {
@@ -211,6 +269,8 @@ proptest! {
                 prop_assert_eq!(&after, &before, "{:?} was refused ({:?}) but changed the space", op, result);
             }
             prop_assert_eq!(&after.0, &model.regions, "after {:?}", op);
+            // The accepting listener was told the undo of every change refused after it.
+            prop_assert_eq!(&heard_regions(&heard), &model.regions, "heard after {:?}", op);
         }
     }
 }
