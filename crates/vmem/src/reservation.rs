@@ -2144,6 +2144,11 @@ impl Reservation {
     /// per page. Under Miri every committed page counts as resident. On Windows a page
     /// protected with [`Protection::None`] is outside the working set and reports not resident.
     ///
+    /// The answer takes a byte per page of the range (256 MiB for 1 TiB of 4 KiB pages),
+    /// allocated whole before anything else; for a count, [`resident_pages`](Self::resident_pages)
+    /// allocates nothing. The system is asked only about the range's committed runs, as
+    /// `resident_pages` does: the other pages are never resident.
+    ///
     /// # Errors
     /// As [`commit`](Self::commit) for the range; [`Error::NoMemory`] if the host's allocator
     /// refuses the answer's byte per page; [`Error::Os`] if the query fails.
@@ -2155,7 +2160,14 @@ impl Reservation {
                 operation: Operation::Residency,
                 bytes: pages.count,
             })?;
-        self.for_each_residency(pages, |resident| out.push(resident))?;
+        // Uncommitted pages are never resident: only the committed runs are asked about, as
+        // in `resident_pages`, and the pages between them answer `false`. Within the capacity
+        // reserved above, so nothing more is allocated.
+        self.for_each_run(&self.committed, true, pages, |run| {
+            out.resize(run.first - pages.first, false);
+            self.for_each_residency(run, |resident| out.push(resident))
+        })?;
+        out.resize(pages.count, false);
         Ok(out)
     }
 
