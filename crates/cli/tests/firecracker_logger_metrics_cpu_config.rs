@@ -81,6 +81,25 @@ fn firecracker_logger_metrics_and_cpu_config_it_takes_are_planned_as_without_the
                 "vcpu_features": [{"index": 0, "bitmap": "0b1100000"}],
                 "reg_modifiers": [{"addr": "0x603000000013c020", "bitmap": "0bxxxxxxxxxxxx0000xxxxxxxxxxxxxxxx"}]}"#,
         ),
+        ("x86_64", "logger", r#"{"level": "off"}"#),
+        ("x86_64", "logger", r#"{"level": "DEBUG"}"#),
+        ("x86_64", "logger", r#"{"level": "info"}"#),
+        ("x86_64", "logger", r#"{"level": "WARN"}"#),
+        ("x86_64", "logger", r#"{"level": "Error"}"#),
+        // Each number and bitmap at its widest.
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"kvm_capabilities": ["4294967295", "!4294967295"],
+                "cpuid_modifiers": [{"leaf": "0xffffffff", "subleaf": "0b11111111111111111111111111111111", "flags": 4294967295, "modifiers": []}],
+                "msr_modifiers": [{"addr": "0xffffffff", "bitmap": "0bxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}]}"#,
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"vcpu_features": [{"index": 4294967295, "bitmap": "0b11111111111111111111111111111111"}],
+                "reg_modifiers": [{"addr": "0xffffffffffffffff", "bitmap": "0bxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx1"}]}"#,
+        ),
     ];
     for &(arch, section, value) in cases {
         let without = plan("fc-sections-taken.json", arch, section, None);
@@ -346,6 +365,86 @@ fn firecracker_logger_metrics_and_cpu_config_it_refuses_are_refused_at_the_field
             r#""0x10000000000000000""#,
             "number",
         ),
+        (
+            "x86_64",
+            "metrics",
+            r#"{"metrics_path": "m\u0000"}"#,
+            "metrics.metrics_path",
+            r#""m\u0000""#,
+            "NUL",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#""t\u0000.json""#,
+            "cpu-config",
+            r#""t\u0000.json""#,
+            "NUL",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"kvm_capabilities": ["!4294967296"]}"#,
+            "cpu-config.kvm_capabilities[0]",
+            r#""!4294967296""#,
+            "KVM capability",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 4294967296, "modifiers": []}]}"#,
+            "cpu-config.cpuid_modifiers[0].flags",
+            "4294967296",
+            "4294967295",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"cpuid_modifiers": [{"leaf": "0x1", "flags": 0, "modifiers": []}]}"#,
+            "cpu-config.cpuid_modifiers[0]",
+            "}",
+            "subleaf",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"msr_modifiers": [{"addr": "0x100000000", "bitmap": "0"}]}"#,
+            "cpu-config.msr_modifiers[0].addr",
+            r#""0x100000000""#,
+            "32 bits",
+        ),
+        (
+            "x86_64",
+            "cpu-config",
+            r#"{"msr_modifiers": [{"addr": "0x10a", "bitmap": "0b1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}]}"#,
+            "cpu-config.msr_modifiers[0].bitmap",
+            r#""0b1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx""#,
+            "bitmap of 64 bits",
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"vcpu_features": [{"index": 4294967296, "bitmap": "0"}]}"#,
+            "cpu-config.vcpu_features[0].index",
+            "4294967296",
+            "4294967295",
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"vcpu_features": [{"index": 0, "bitmap": "1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}]}"#,
+            "cpu-config.vcpu_features[0].bitmap",
+            r#""1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx""#,
+            "bitmap of 32 bits",
+        ),
+        (
+            "aarch64",
+            "cpu-config",
+            r#"{"reg_modifiers": [{"addr": "0x0", "bitmap": "0b1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}]}"#,
+            "cpu-config.reg_modifiers[0].bitmap",
+            r#""0b1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx""#,
+            "bitmap of 128 bits",
+        ),
     ];
     for &(arch, section, value, field, underlined, words) in cases {
         let out = plan("fc-sections-refused.json", arch, section, Some(value));
@@ -365,6 +464,74 @@ fn firecracker_logger_metrics_and_cpu_config_it_refuses_are_refused_at_the_field
         assert!(
             e["message"].as_str().unwrap().contains(words),
             "{value}: {words} not in {e}"
+        );
+    }
+}
+
+/// The custom CPU templates Firecracker 1.16.1's own tests boot with
+/// (`tests/data/custom_cpu_templates`, copied unchanged into `tests/firecracker_cpu_templates`),
+/// each with its architecture: written in the file as `cpu-config`, each is planned as the file
+/// without it, for its architecture, and refused for the other (whose template has other
+/// fields).
+const FIRECRACKER_TEMPLATES: &[(&str, &str)] = &[
+    ("AARCH64_WITH_SVE_AND_PAC.json", "aarch64"),
+    ("C3.json", "x86_64"),
+    ("GNR_TO_T2_5.10.json", "x86_64"),
+    ("GNR_TO_T2_6.1.json", "x86_64"),
+    ("SPR_TO_T2_5.10.json", "x86_64"),
+    ("SPR_TO_T2_6.1.json", "x86_64"),
+    ("T2.json", "x86_64"),
+    ("T2A.json", "x86_64"),
+    ("T2CL.json", "x86_64"),
+    ("T2S.json", "x86_64"),
+    ("V1N1.json", "aarch64"),
+];
+
+#[test]
+fn firecracker_cpu_templates_of_its_own_tests_are_planned_for_their_architecture() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/firecracker_cpu_templates");
+    let listed = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(
+        listed,
+        FIRECRACKER_TEMPLATES.len(),
+        "a template of {dir:?} is not listed"
+    );
+    for &(file, arch) in FIRECRACKER_TEMPLATES {
+        let template = std::fs::read_to_string(dir.join(file)).unwrap();
+        let without = plan("fc-templates-of-its-tests.json", arch, "cpu-config", None);
+        assert_eq!(without.status.code(), Some(0));
+        let out = plan(
+            "fc-templates-of-its-tests.json",
+            arch,
+            "cpu-config",
+            Some(&template),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file} for {arch}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(out.stdout, without.stdout, "{file} for {arch}");
+        let other = if arch == "x86_64" {
+            "aarch64"
+        } else {
+            "x86_64"
+        };
+        let out = plan(
+            "fc-templates-of-its-tests.json",
+            other,
+            "cpu-config",
+            Some(&template),
+        );
+        // The aarch64 template of only kvm_capabilities and vcpu_features has a field the
+        // x86_64 template lacks, as do all the others.
+        assert_eq!(out.status.code(), Some(2), "{file} for {other}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("unknown field"),
+            "{file} for {other}: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 }
