@@ -70,6 +70,12 @@ fn request_answers_as_constraint(size: u64, align: u64, addr: u64) -> Result<(),
         let theirs = Constraint::new(size, align, vm_policy);
         match (&ours, &theirs) {
             (Ok(r), Ok(c)) => {
+                // The one difference is made: an exact range past `u64::MAX` is never taken.
+                prop_assert!(
+                    !matches!(policy, AllocPolicy::ExactMatch(_))
+                        || addr.checked_add(size - 1).is_some(),
+                    "{size:#x} at {addr:#x} accepted past u64::MAX"
+                );
                 prop_assert_eq!((r.size(), r.alignment()), (c.size(), c.align()));
                 prop_assert_eq!(r.policy(), policy);
                 prop_assert_eq!(r.window(), None);
@@ -173,6 +179,8 @@ proptest! {
             }
             (Err(Error::InvalidRange { start, end }), Err(VmError::InvalidRange(s, e))) => {
                 prop_assert_eq!((*start, *end), (*s, *e));
+                // The one difference is made: the whole space is a range of memvisor's.
+                prop_assert!(*start > *end, "{a:#x}..={b:#x} refused");
             }
             (Ok(r), Err(VmError::InvalidRange(0, u64::MAX))) => {
                 prop_assert_eq!(*r, AddressRange::FULL);
