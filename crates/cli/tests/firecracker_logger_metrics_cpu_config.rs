@@ -468,41 +468,128 @@ fn firecracker_logger_metrics_and_cpu_config_it_refuses_are_refused_at_the_field
     }
 }
 
-/// The custom CPU templates Firecracker 1.16.1's own tests boot with
-/// (`tests/data/custom_cpu_templates`, copied unchanged into `tests/firecracker_cpu_templates`),
-/// each with its architecture: written in the file as `cpu-config`, each is planned as the file
-/// without it, for its architecture, and refused for the other (whose template has other
-/// fields).
-const FIRECRACKER_TEMPLATES: &[(&str, &str)] = &[
-    ("AARCH64_WITH_SVE_AND_PAC.json", "aarch64"),
-    ("C3.json", "x86_64"),
-    ("GNR_TO_T2_5.10.json", "x86_64"),
-    ("GNR_TO_T2_6.1.json", "x86_64"),
-    ("SPR_TO_T2_5.10.json", "x86_64"),
-    ("SPR_TO_T2_6.1.json", "x86_64"),
-    ("T2.json", "x86_64"),
-    ("T2A.json", "x86_64"),
-    ("T2CL.json", "x86_64"),
-    ("T2S.json", "x86_64"),
-    ("V1N1.json", "aarch64"),
-];
+/// A small deterministic generator (xorshift) for the templates below.
+struct Rng(u64);
 
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A bitmap of `bits` characters, each `0`, `1` or `x` (left as the host has it), as
+    /// Firecracker's templates write them.
+    fn bitmap(&mut self, bits: usize) -> String {
+        let digits: String = (0..bits)
+            .map(|_| ['0', '1', 'x', 'x'][usize::try_from(self.below(4)).unwrap()])
+            .collect();
+        format!("0b{digits}")
+    }
+}
+
+/// A custom CPU template of the shape Firecracker's x86_64 templates have (CPUID leaves of the
+/// standard and extended ranges with a subleaf, `flags` 0 or 1 and a 32-bit bitmap per
+/// register, MSRs with 64-bit bitmaps, KVM capabilities added and removed).
+fn x86_64_template(rng: &mut Rng) -> String {
+    const LEAVES: [&str; 8] = [
+        "0x1",
+        "0x7",
+        "0xd",
+        "0x14",
+        "0x1d",
+        "0x80000001",
+        "0x80000008",
+        "0x8000001f",
+    ];
+    const REGISTERS: [&str; 4] = ["eax", "ebx", "ecx", "edx"];
+    const MSRS: [&str; 4] = ["0x10a", "0x1a0", "0xc0000080", "0x48"];
+    let leaves: Vec<String> = (0..1 + rng.below(12))
+        .map(|_| {
+            let mut modifiers = Vec::new();
+            for register in REGISTERS {
+                if rng.below(3) != 0 {
+                    modifiers.push(format!(
+                        r#"{{"register": "{register}", "bitmap": "{}"}}"#,
+                        rng.bitmap(32)
+                    ));
+                }
+            }
+            format!(
+                r#"{{"leaf": "{}", "subleaf": "{:#x}", "flags": {}, "modifiers": [{}]}}"#,
+                LEAVES[usize::try_from(rng.below(8)).unwrap()],
+                rng.below(4),
+                rng.below(2),
+                modifiers.join(", ")
+            )
+        })
+        .collect();
+    let msrs: Vec<String> = (0..rng.below(4))
+        .map(|_| {
+            format!(
+                r#"{{"addr": "{}", "bitmap": "{}"}}"#,
+                MSRS[usize::try_from(rng.below(4)).unwrap()],
+                rng.bitmap(64)
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"kvm_capabilities": ["{}", "!{}"], "cpuid_modifiers": [{}], "msr_modifiers": [{}]}}"#,
+        170 + rng.below(10),
+        180 + rng.below(10),
+        leaves.join(", "),
+        msrs.join(", ")
+    )
+}
+
+/// A custom CPU template of the shape Firecracker's aarch64 templates have (register modifiers
+/// of the ID registers' 64-bit encodings with 64-bit bitmaps, a 128-bit one, vCPU features, KVM
+/// capabilities).
+fn aarch64_template(rng: &mut Rng) -> String {
+    let registers: Vec<String> = (0..rng.below(6))
+        .map(|_| {
+            let wide = rng.below(5) == 0;
+            format!(
+                r#"{{"addr": "{:#x}", "bitmap": "{}"}}"#,
+                if wide {
+                    0x6040_0000_0010_0000_u64
+                } else {
+                    0x6030_0000_0013_c000_u64 + rng.below(0x40)
+                },
+                rng.bitmap(if wide { 128 } else { 64 })
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"kvm_capabilities": ["{}"], "vcpu_features": [{{"index": 0, "bitmap": "{}"}}], "reg_modifiers": [{}]}}"#,
+        170 + rng.below(10),
+        rng.bitmap(7),
+        registers.join(", ")
+    )
+}
+
+/// Custom CPU templates of the shapes Firecracker's own (those its tests boot with: CPUID and
+/// MSR modifiers on x86_64, register modifiers and vCPU features on aarch64): written in the
+/// file as `cpu-config`, each is planned as the file without it, for its architecture, and
+/// refused for the other (whose template has other fields).
 #[test]
-fn firecracker_cpu_templates_of_its_own_tests_are_planned_for_their_architecture() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/firecracker_cpu_templates");
-    let listed = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(
-        listed,
-        FIRECRACKER_TEMPLATES.len(),
-        "a template of {dir:?} is not listed"
-    );
-    for &(file, arch) in FIRECRACKER_TEMPLATES {
-        let template = std::fs::read_to_string(dir.join(file)).unwrap();
-        let without = plan("fc-templates-of-its-tests.json", arch, "cpu-config", None);
+fn cpu_templates_of_firecracker_shapes_are_planned_for_their_architecture() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..24 {
+        let (arch, other, template) = if round % 2 == 0 {
+            ("x86_64", "aarch64", x86_64_template(&mut rng))
+        } else {
+            ("aarch64", "x86_64", aarch64_template(&mut rng))
+        };
+        let without = plan("fc-template-shapes.json", arch, "cpu-config", None);
         assert_eq!(without.status.code(), Some(0));
         let out = plan(
-            "fc-templates-of-its-tests.json",
+            "fc-template-shapes.json",
             arch,
             "cpu-config",
             Some(&template),
@@ -510,27 +597,20 @@ fn firecracker_cpu_templates_of_its_own_tests_are_planned_for_their_architecture
         assert_eq!(
             out.status.code(),
             Some(0),
-            "{file} for {arch}: {}",
+            "{template} for {arch}: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        assert_eq!(out.stdout, without.stdout, "{file} for {arch}");
-        let other = if arch == "x86_64" {
-            "aarch64"
-        } else {
-            "x86_64"
-        };
+        assert_eq!(out.stdout, without.stdout, "{template} for {arch}");
         let out = plan(
-            "fc-templates-of-its-tests.json",
+            "fc-template-shapes.json",
             other,
             "cpu-config",
             Some(&template),
         );
-        // The aarch64 template of only kvm_capabilities and vcpu_features has a field the
-        // x86_64 template lacks, as do all the others.
-        assert_eq!(out.status.code(), Some(2), "{file} for {other}");
+        assert_eq!(out.status.code(), Some(2), "{template} for {other}");
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("unknown field"),
-            "{file} for {other}: {}",
+            "{template} for {other}: {}",
             String::from_utf8_lossy(&out.stdout)
         );
     }
