@@ -7,14 +7,18 @@
 //! held with their owners and the I/O ports held. Every answer, error included, must be the
 //! model's; after every step the placer's allocations, interrupts and ports must be the
 //! model's; a failed call (and a failed transaction) leaves them exactly as before; a
-//! transaction that succeeds leaves what the same calls leave outside one. Nothing panics.
+//! transaction that succeeds leaves what the same calls leave outside one. Before each call
+//! that names an owner, the same call under `PlacerAllocators::RESERVED_OWNER` is refused
+//! (`Error::OwnerNameReserved`) and changes nothing, whatever the placer holds. Nothing panics.
 #![no_main]
 
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use memvisor_fuzz::Input;
-use memvisor_space::{Error, GuestRange, Layout, Placer, Platform, Window, WindowKind};
+use memvisor_space::{
+    Error, GuestRange, Layout, Placer, PlacerAllocators, Platform, Window, WindowKind,
+};
 use vm_memory::GuestAddress;
 
 const PAGE: u64 = 4096;
@@ -115,7 +119,10 @@ impl Model {
             .held
             .iter()
             .filter_map(|(r, o)| {
-                let first = self.windows.iter().find_map(|w| w.range().intersection(r))?;
+                let first = self
+                    .windows
+                    .iter()
+                    .find_map(|w| w.range().intersection(r))?;
                 Some((first, o.clone(), *r))
             })
             .collect();
@@ -306,6 +313,20 @@ fn decode(input: &mut Input<'_>, m: &Model, nested: bool) -> Option<Op> {
             let ops = (0..n).filter_map(|_| decode(input, m, true)).collect();
             Op::Transaction(ops, fail)
         }
+    })
+}
+
+/// `op` under the reserved windows' owner name, if it names an owner.
+fn under_reserved_name(p: &mut Placer, op: &Op) -> Option<Result<(), Error>> {
+    let owner = PlacerAllocators::RESERVED_OWNER;
+    Some(match *op {
+        Op::Place(kind, size, align) => p.place(kind, size, align, owner).map(drop),
+        Op::Take(r) => p.take(r, owner),
+        Op::TakeIn(kind, r) => p.take_in(kind, r, owner),
+        Op::Irq => p.irq(owner).map(drop),
+        Op::IrqAt(n) => p.irq_at(n, owner).map(drop),
+        Op::PortsAt(r) => p.ports_at(r, owner),
+        _ => return None,
     })
 }
 
@@ -655,6 +676,18 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let before = state(&p, irq_range);
+        if let Some(refused) = under_reserved_name(&mut p, &op) {
+            assert!(
+                matches!(&refused, Err(Error::OwnerNameReserved { owner })
+                    if owner == PlacerAllocators::RESERVED_OWNER),
+                "{op:?} under the reserved name: {refused:?}"
+            );
+            assert_eq!(
+                state(&p, irq_range),
+                before,
+                "{op:?} under the reserved name"
+            );
+        }
         let result = step(&mut p, &mut m, &op, &format!("o{n}"));
         let after = state(&p, irq_range);
         if result.is_err() {
