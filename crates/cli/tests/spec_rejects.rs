@@ -93,7 +93,17 @@ fn parse_serial_of_the_other_architecture_refused() {
     assert_refused(
         &format!("{MEM}[serial]\nport = 0xfff9\n"),
         "serial.port",
-        "port 0xfff9 is past the 16-bit I/O space",
+        "the serial port's 8 ports 0xfff9 to 0x10000 run past the 16-bit I/O space, which ends at 0xffff",
+    );
+    assert_refused(
+        &format!("{MEM}[serial]\nport = 0x10000\n"),
+        "serial.port",
+        "port 0x10000 is past the 16-bit I/O space (0 to 0xffff)",
+    );
+    assert_refused(
+        &format!("{MEM}[serial]\nport = 0xffffffffffffffff\n"),
+        "serial.port",
+        "port 0xffffffffffffffff is past the 16-bit I/O space (0 to 0xffff)",
     );
 }
 

@@ -880,7 +880,15 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
                 return Err(src.error(
                     "serial.port",
                     Some(raw_port.span()),
-                    Problem::Invalid(format!("port {p:#x} is past the 16-bit I/O space")),
+                    Problem::Invalid(if p > 0xffff {
+                        format!("port {p:#x} is past the 16-bit I/O space (0 to 0xffff)")
+                    } else {
+                        format!(
+                            "the serial port's 8 ports {p:#x} to {:#x} run past the 16-bit I/O \
+                             space, which ends at 0xffff",
+                            p + 7
+                        )
+                    }),
                 ));
             }
             // KVM's in-kernel PIC, PIT and ELCR answer these ports in the kernel: a serial port
