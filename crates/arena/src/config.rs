@@ -43,7 +43,8 @@ impl Flags {
     /// the largest alignment if the configured one is larger.
     pub const GUARD: Self = Self(1 << 2);
     /// Freed blocks are filled with [`POISON_BYTE`](crate::POISON_BYTE), so stale reads stand
-    /// out. Blocks of up to 2 KiB keep their first 2 bytes, which hold a free-list link; a
+    /// out. Blocks of up to 2 KiB keep their first 2 bytes (where a slab that keeps a free
+    /// list writes its link; a slab of at most 64 blocks keeps a bitmap instead); a
     /// block freed through [`Arena::free`](crate::Arena::free) is filled when its client takes
     /// it in (its first word holds the link until then); blocks still live when their client
     /// is deleted are not filled (their chunks go back whole).

@@ -13,7 +13,8 @@ pub const MEMVISOR_FLAG_DECOMMIT: u32 = 1 << 1;
 /// `alignment` is the chunk size.
 pub const MEMVISOR_FLAG_GUARD: u32 = 1 << 2;
 /// Freed blocks are filled with `MEMVISOR_POISON_BYTE`, with three exceptions: blocks of up
-/// to 2 KiB keep their first 2 bytes (a free-list link); a block freed with `memvisor_free`
+/// to 2 KiB keep their first 2 bytes (where a slab of many blocks writes its free-list link);
+/// a block freed with `memvisor_free`
 /// is filled when its client takes it in (its next free, trim or allocation that misses its
 /// caches), not at once; blocks still live when their client is deleted are not filled.
 pub const MEMVISOR_FLAG_POISON: u32 = 1 << 3;
