@@ -387,103 +387,110 @@ fn thread_block_bound_is_eight_words_and_its_error_names_it() {
     );
 }
 
-/// An element aligned past any page size in use (64 KiB): each slot is whole pages.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[repr(align(65536))]
-struct PagesAligned(u8);
+/// Elements aligned to 64 KiB. Not on Windows, whose object format (COFF) aligns sections to
+/// at most 8 KiB: LLVM cannot emit such a type's values there.
+#[cfg(not(windows))]
+mod aligned_past_a_page {
+    use super::*;
 
-/// A zero-sized element aligned past any page size in use.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[repr(align(65536))]
-struct ZeroAligned;
+    /// An element aligned past any page size in use (64 KiB): each slot is whole pages.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    #[repr(align(65536))]
+    struct PagesAligned(u8);
 
-fn aligned<T>(element: &T) -> bool {
-    std::ptr::from_ref(element)
-        .addr()
-        .is_multiple_of(std::mem::align_of::<T>())
-}
+    /// A zero-sized element aligned past any page size in use.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    #[repr(align(65536))]
+    struct ZeroAligned;
 
-/// Runs `body` on a thread with a 64 MiB stack and passes its panic on. Unoptimized, each
-/// 64 KiB-aligned value gets its own stack slot and each frame that holds one drops the stack
-/// pointer by up to 64 KiB more to align it (zero-sized ones too): a test body below takes up
-/// to 0.8 MiB of stack and a `push` or `insert` up to 0.5 MiB, which overflowed the 2 MiB of
-/// a test thread in about one run of three.
-fn on_a_large_stack(body: fn()) {
-    let worker = std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(body)
-        .unwrap();
-    if let Err(panic) = worker.join() {
-        std::panic::resume_unwind(panic);
+    fn aligned<T>(element: &T) -> bool {
+        std::ptr::from_ref(element)
+            .addr()
+            .is_multiple_of(std::mem::align_of::<T>())
     }
-}
 
-/// Elements aligned past a page (the docs: "over-aligned element types work, and no slot lies
-/// outside the reservation") keep their alignment through every edit, fill the capacity
-/// exactly, and give their pages back when the vector shrinks.
-#[test]
-fn elements_aligned_past_a_page_keep_their_alignment() {
-    on_a_large_stack(|| {
-        let mut v = Vec::<PagesAligned>::with_capacity(8).unwrap();
-        assert!(v.as_ptr().addr().is_multiple_of(65536));
-        for i in 0..8 {
-            v.push(PagesAligned(i));
+    /// Runs `body` on a thread with a 64 MiB stack and passes its panic on. Unoptimized, each
+    /// 64 KiB-aligned value gets its own stack slot and each frame that holds one drops the stack
+    /// pointer by up to 64 KiB more to align it (zero-sized ones too): a test body below takes up
+    /// to 0.8 MiB of stack and a `push` or `insert` up to 0.5 MiB, which overflowed the 2 MiB of
+    /// a test thread in about one run of three.
+    fn on_a_large_stack(body: fn()) {
+        let worker = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(body)
+            .unwrap();
+        if let Err(panic) = worker.join() {
+            std::panic::resume_unwind(panic);
         }
-        assert_eq!(v.try_push(PagesAligned(8)).unwrap_err().into_value().0, 8);
-        v.truncate(3);
-        v.shrink_to_fit().unwrap();
-        assert_eq!(v.committed_bytes(), 3 * 65536);
-        assert_eq!(v.reservation().committed_bytes(), 3 * 65536);
-        v.insert(0, PagesAligned(9));
-        assert_eq!(v.remove(1), PagesAligned(0));
-        assert!(v.iter().all(aligned));
-        assert_eq!(
-            v.iter().map(|e| e.0).collect::<std::vec::Vec<_>>(),
-            [9, 1, 2]
-        );
-    });
-}
+    }
 
-/// As above, for a `ConcurrentVec`.
-#[test]
-fn concurrent_elements_aligned_past_a_page_keep_their_alignment() {
-    on_a_large_stack(|| {
-        let c = ConcurrentVec::with_capacity(8).unwrap();
-        for i in 0..8 {
-            assert_eq!(c.push(PagesAligned(i)), usize::from(i));
-        }
-        assert_eq!(c.try_push(PagesAligned(8)).unwrap_err().into_value().0, 8);
-        assert!(c.iter().all(aligned));
-        assert!(c.get(7).is_some_and(aligned));
-        assert_eq!(c.iter().map(|e| e.0).sum::<u8>(), 28);
-    });
-}
+    /// Elements aligned past a page (the docs: "over-aligned element types work, and no slot lies
+    /// outside the reservation") keep their alignment through every edit, fill the capacity
+    /// exactly, and give their pages back when the vector shrinks.
+    #[test]
+    fn elements_aligned_past_a_page_keep_their_alignment() {
+        on_a_large_stack(|| {
+            let mut v = Vec::<PagesAligned>::with_capacity(8).unwrap();
+            assert!(v.as_ptr().addr().is_multiple_of(65536));
+            for i in 0..8 {
+                v.push(PagesAligned(i));
+            }
+            assert_eq!(v.try_push(PagesAligned(8)).unwrap_err().into_value().0, 8);
+            v.truncate(3);
+            v.shrink_to_fit().unwrap();
+            assert_eq!(v.committed_bytes(), 3 * 65536);
+            assert_eq!(v.reservation().committed_bytes(), 3 * 65536);
+            v.insert(0, PagesAligned(9));
+            assert_eq!(v.remove(1), PagesAligned(0));
+            assert!(v.iter().all(aligned));
+            assert_eq!(
+                v.iter().map(|e| e.0).collect::<std::vec::Vec<_>>(),
+                [9, 1, 2]
+            );
+        });
+    }
 
-/// Zero-sized elements aligned past a page: the largest capacity, no memory committed, every
-/// reference aligned.
-#[test]
-fn zero_sized_elements_aligned_past_a_page() {
-    on_a_large_stack(|| {
-        let mut v = Vec::<ZeroAligned>::with_capacity(usize::MAX).unwrap();
-        for _ in 0..10 {
-            v.push(ZeroAligned);
-        }
-        v.insert(3, ZeroAligned);
-        v.drain(1..4);
-        v.shrink_to_fit().unwrap();
-        assert_eq!(v.len(), 8);
-        assert_eq!(v.committed_bytes(), 0);
-        assert_eq!(v.committed_capacity(), usize::MAX);
-        assert!(v.as_ptr().addr().is_multiple_of(65536));
-        assert!(v.iter().all(aligned));
-        let c = ConcurrentVec::with_capacity(100).unwrap();
-        for _ in 0..100 {
-            c.push(ZeroAligned);
-        }
-        assert!(c.try_push(ZeroAligned).is_err());
-        assert_eq!(c.iter().count(), 100);
-        assert!(c.iter().all(aligned));
-    });
+    /// As above, for a `ConcurrentVec`.
+    #[test]
+    fn concurrent_elements_aligned_past_a_page_keep_their_alignment() {
+        on_a_large_stack(|| {
+            let c = ConcurrentVec::with_capacity(8).unwrap();
+            for i in 0..8 {
+                assert_eq!(c.push(PagesAligned(i)), usize::from(i));
+            }
+            assert_eq!(c.try_push(PagesAligned(8)).unwrap_err().into_value().0, 8);
+            assert!(c.iter().all(aligned));
+            assert!(c.get(7).is_some_and(aligned));
+            assert_eq!(c.iter().map(|e| e.0).sum::<u8>(), 28);
+        });
+    }
+
+    /// Zero-sized elements aligned past a page: the largest capacity, no memory committed, every
+    /// reference aligned.
+    #[test]
+    fn zero_sized_elements_aligned_past_a_page() {
+        on_a_large_stack(|| {
+            let mut v = Vec::<ZeroAligned>::with_capacity(usize::MAX).unwrap();
+            for _ in 0..10 {
+                v.push(ZeroAligned);
+            }
+            v.insert(3, ZeroAligned);
+            v.drain(1..4);
+            v.shrink_to_fit().unwrap();
+            assert_eq!(v.len(), 8);
+            assert_eq!(v.committed_bytes(), 0);
+            assert_eq!(v.committed_capacity(), usize::MAX);
+            assert!(v.as_ptr().addr().is_multiple_of(65536));
+            assert!(v.iter().all(aligned));
+            let c = ConcurrentVec::with_capacity(100).unwrap();
+            for _ in 0..100 {
+                c.push(ZeroAligned);
+            }
+            assert!(c.try_push(ZeroAligned).is_err());
+            assert_eq!(c.iter().count(), 100);
+            assert!(c.iter().all(aligned));
+        });
+    }
 }
 
 /// A `Vec` of zero-sized elements one short of `usize::MAX` elements: growth past the capacity
