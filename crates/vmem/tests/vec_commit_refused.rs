@@ -268,6 +268,9 @@ fn data_limit_lowered_for_a_refusal_is_restored() {
             .unwrap();
         assert_refused(&v.try_reserve(refusal.bytes).unwrap_err());
     }
+    // Dropping the refusal let go of the turn: take it again, so that no other test has the
+    // limit lowered while it is read.
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let after = data_limit();
     assert_eq!(
         (after.rlim_cur, after.rlim_max),
