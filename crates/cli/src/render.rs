@@ -2,10 +2,12 @@
 
 use std::fmt::{self, Write as _};
 
+use unicode_width::UnicodeWidthStr as _;
+
 use crate::plan::{Plan, Span};
 use crate::size::Size;
 
-/// A text table with a header row, drawn by `comfy-table`: columns are padded to their widest
+/// A text table with a header row: columns are padded to their widest
 /// cell (in terminal columns, by Unicode width), two spaces apart, and the columns marked as
 /// numeric are aligned right. Control characters in cells are escaped (see [`escape`]), so a
 /// cell cannot move the cursor, change colours or add rows.
@@ -46,25 +48,42 @@ impl Table {
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.headers.len();
-        let mut table = comfy_table::Table::new();
-        table
-            .load_preset(comfy_table::presets::NOTHING)
-            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
-            .set_header(self.headers.iter().map(|h| comfy_table::Cell::new(*h)));
-        for row in &self.rows {
-            table.add_row(
-                (0..n).map(|i| comfy_table::Cell::new(cell(row.get(i).map_or("", String::as_str)))),
-            );
+        fn text(row: &[String], i: usize) -> std::borrow::Cow<'_, str> {
+            cell(row.get(i).map_or("", String::as_str))
         }
-        for (i, column) in table.column_iter_mut().enumerate() {
-            // Two spaces between columns, none before the first or after the last.
-            column.set_padding((0, if i + 1 == n { 0 } else { 2 }));
-            if self.right.get(i) == Some(&true) {
-                column.set_cell_alignment(comfy_table::CellAlignment::Right);
+        // Each column as wide as its widest cell, header included, and at least one column.
+        let mut widths: std::vec::Vec<usize> = self.headers.iter().map(|h| h.width()).collect();
+        for row in &self.rows {
+            for (i, width) in widths.iter_mut().enumerate() {
+                *width = (*width).max(text(row, i).width());
             }
         }
-        for line in table.lines() {
-            writeln!(f, "{}", line.trim_end())?;
+        for width in &mut widths {
+            *width = (*width).max(1);
+        }
+        // One line buffer for the whole table: drawing a row allocates only for a cell that
+        // needs escaping or cutting.
+        let mut line = String::new();
+        let mut draw = |cells: &mut dyn Iterator<Item = std::borrow::Cow<'_, str>>| {
+            line.clear();
+            for (i, (cell, width)) in cells.zip(&widths).enumerate() {
+                let pad = width.saturating_sub(cell.width());
+                if self.right.get(i) == Some(&true) {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(&cell);
+                } else {
+                    line.push_str(&cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+                if i + 1 < n {
+                    line.push_str("  ");
+                }
+            }
+            writeln!(f, "{}", line.trim_end())
+        };
+        draw(&mut self.headers.iter().map(|h| cell(h)))?;
+        for row in &self.rows {
+            draw(&mut (0..n).map(|i| text(row, i)))?;
         }
         Ok(())
     }
@@ -75,14 +94,14 @@ impl fmt::Display for Table {
 pub const MAX_CELL_CHARS: usize = 256;
 
 /// A cell's text: escaped, and cut to [`MAX_CELL_CHARS`].
-fn cell(text: &str) -> String {
+fn cell(text: &str) -> std::borrow::Cow<'_, str> {
     let escaped = escape(text);
     match escaped.char_indices().nth(MAX_CELL_CHARS) {
-        None => escaped.into_owned(),
+        None => escaped,
         Some((_, _)) => {
             let mut cut: String = escaped.chars().take(MAX_CELL_CHARS - 1).collect();
             cut.push('…');
-            cut
+            std::borrow::Cow::Owned(cut)
         }
     }
 }
