@@ -370,7 +370,8 @@ fn chunk_shift() -> impl Strategy<Value = u32> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { 512 },
+        // A quarter under the sanitizers, which run each case 5 to 15 times slower.
+        cases: if cfg!(miri) { 4 } else if cfg!(memvisor_sanitized) { 128 } else { 512 },
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -3,9 +3,12 @@
 use proptest::prelude::ProptestConfig;
 
 /// `cases` proptest cases, or `miri_cases` under Miri, where no failure file is written
-/// (Miri's isolation has no working directory).
+/// (Miri's isolation has no working directory), or a quarter of `cases` under the sanitizers,
+/// which run each case 5 to 15 times slower.
 pub fn proptest_config(cases: u32, miri_cases: u32) -> ProptestConfig {
-    if cfg!(miri) {
+    if cfg!(memvisor_sanitized) {
+        ProptestConfig::with_cases(cases.div_ceil(4))
+    } else if cfg!(miri) {
         ProptestConfig {
             cases: miri_cases,
             failure_persistence: None,
