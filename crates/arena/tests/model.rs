@@ -763,7 +763,7 @@ fn run(flags: Flags, min_block: usize, align: usize, ops: &[Op]) -> Result<(), T
 proptest! {
     #![proptest_config(ProptestConfig {
         // A tenth under the sanitizers, which run each case 5 to 15 times slower.
-        cases: if cfg!(miri) { 6 } else if cfg!(memvisor_sanitized) { 1_000 } else { 10_000 },
+        cases: if cfg!(miri) { 4 } else if cfg!(memvisor_sanitized) { 1_000 } else { 10_000 },
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

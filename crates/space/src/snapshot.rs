@@ -858,7 +858,11 @@ mod tests {
             let (next, removal) = s.with_removed(GuestAddress(2 * i * p), p, 0).unwrap();
             assert_eq!(s.removed_region(&removal).base().0, 2 * i * p);
             assert_eq!(removal.slot, Some(7));
-            next.check_invariants();
+            // Each snapshot checked natively; under Miri, where a check walks every region
+            // interpreted, every eighth and the last.
+            if !cfg!(miri) || i % 8 == 0 || i + 1 == n {
+                next.check_invariants();
+            }
             s = next;
         }
         assert!(s.is_empty());

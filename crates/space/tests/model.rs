@@ -207,7 +207,7 @@ fn run(ops: &[Op]) {
 proptest! {
     #![proptest_config(ProptestConfig {
         // A tenth under the sanitizers, which run each case 5 to 15 times slower.
-        cases: if cfg!(miri) { 16 } else if cfg!(memvisor_sanitized) { 1_000 } else { 10_000 },
+        cases: if cfg!(miri) { 8 } else if cfg!(memvisor_sanitized) { 1_000 } else { 10_000 },
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

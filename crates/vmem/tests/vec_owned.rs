@@ -680,7 +680,7 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(common::proptest_config(256, 3))]
     #[test]
-    fn matches_std_vec_model(ops in proptest::collection::vec(op(), 0..60)) {
+    fn matches_std_vec_model(ops in proptest::collection::vec(op(), 0..if cfg!(miri) { 24 } else { 60 })) {
         const CAP: usize = 2500;
         let mut ours = Builder::new(CAP).growth(Growth::Fixed(1)).build::<u16>().unwrap();
         let mut model: std::vec::Vec<u16> = std::vec::Vec::new();
