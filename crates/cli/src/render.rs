@@ -48,42 +48,35 @@ impl Table {
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.headers.len();
-        fn text(row: &[String], i: usize) -> std::borrow::Cow<'_, str> {
-            cell(row.get(i).map_or("", String::as_str))
-        }
-        // Each column as wide as its widest cell, header included, and at least one column.
-        let mut widths: std::vec::Vec<usize> = self.headers.iter().map(|h| h.width()).collect();
+        // Every cell escaped and cut once, the header row first, in one allocation: a cell
+        // allocates only when it needs escaping or cutting.
+        let mut cells = std::vec::Vec::with_capacity(n * (self.rows.len() + 1));
+        cells.extend(self.headers.iter().map(|h| cell(h)));
         for row in &self.rows {
-            for (i, width) in widths.iter_mut().enumerate() {
-                *width = (*width).max(text(row, i).width());
-            }
+            cells.extend((0..n).map(|i| cell(row.get(i).map_or("", String::as_str))));
         }
-        for width in &mut widths {
-            *width = (*width).max(1);
+        // Each column as wide as its widest cell, and at least one column.
+        let mut widths = std::vec![1; n];
+        for (i, c) in cells.iter().enumerate() {
+            widths[i % n] = widths[i % n].max(c.width());
         }
-        // One line buffer for the whole table: drawing a row allocates only for a cell that
-        // needs escaping or cutting.
         let mut line = String::new();
-        let mut draw = |cells: &mut dyn Iterator<Item = std::borrow::Cow<'_, str>>| {
+        for r in 0..=self.rows.len() {
             line.clear();
-            for (i, (cell, width)) in cells.zip(&widths).enumerate() {
-                let pad = width.saturating_sub(cell.width());
+            for (i, (c, width)) in cells[r * n..(r + 1) * n].iter().zip(&widths).enumerate() {
+                let pad = width - c.width();
                 if self.right.get(i) == Some(&true) {
                     line.extend(std::iter::repeat_n(' ', pad));
-                    line.push_str(&cell);
+                    line.push_str(c);
                 } else {
-                    line.push_str(&cell);
+                    line.push_str(c);
                     line.extend(std::iter::repeat_n(' ', pad));
                 }
                 if i + 1 < n {
                     line.push_str("  ");
                 }
             }
-            writeln!(f, "{}", line.trim_end())
-        };
-        draw(&mut self.headers.iter().map(|h| cell(h)))?;
-        for row in &self.rows {
-            draw(&mut (0..n).map(|i| text(row, i)))?;
+            writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
     }
