@@ -14,4 +14,7 @@ if ! compgen -G "boot/vmlinuz-*" >/dev/null; then
 fi
 kernel=$(compgen -G "$dir/boot/vmlinuz-*" | head -n 1)
 cd "$root"
-MEMVISOR_KVM_LINUX="$kernel" cargo nextest run -p memvisor-kvm --test linux --no-capture
+# The two boots run side by side (one vCPU each); each test's console is printed whole when it
+# ends, passed or failed.
+MEMVISOR_KVM_LINUX="$kernel" cargo nextest run -p memvisor-kvm --test linux \
+  --success-output immediate --failure-output immediate
