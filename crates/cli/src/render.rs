@@ -48,23 +48,29 @@ impl Table {
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.headers.len();
-        // Every cell escaped and cut once, the header row first, in one allocation: a cell
-        // allocates only when it needs escaping or cutting.
+        // Every cell escaped, cut and measured once, the header row first, in one allocation:
+        // a cell allocates only when it needs escaping or cutting.
+        let measured = |text| {
+            let c = cell(text);
+            let width = c.width();
+            (c, width)
+        };
         let mut cells = std::vec::Vec::with_capacity(n * (self.rows.len() + 1));
-        cells.extend(self.headers.iter().map(|h| cell(h)));
+        cells.extend(self.headers.iter().map(|h| measured(h)));
         for row in &self.rows {
-            cells.extend((0..n).map(|i| cell(row.get(i).map_or("", String::as_str))));
+            cells.extend((0..n).map(|i| measured(row.get(i).map_or("", String::as_str))));
         }
         // Each column as wide as its widest cell, and at least one column.
         let mut widths = std::vec![1; n];
-        for (i, c) in cells.iter().enumerate() {
-            widths[i % n] = widths[i % n].max(c.width());
+        for (i, (_, width)) in cells.iter().enumerate() {
+            widths[i % n] = widths[i % n].max(*width);
         }
         let mut line = String::new();
         for r in 0..=self.rows.len() {
             line.clear();
-            for (i, (c, width)) in cells[r * n..(r + 1) * n].iter().zip(&widths).enumerate() {
-                let pad = width - c.width();
+            for (i, ((c, own), width)) in cells[r * n..(r + 1) * n].iter().zip(&widths).enumerate()
+            {
+                let pad = width - own;
                 if self.right.get(i) == Some(&true) {
                     line.extend(std::iter::repeat_n(' ', pad));
                     line.push_str(c);
