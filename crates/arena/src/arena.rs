@@ -7,10 +7,10 @@ use core::ptr::NonNull;
 
 use crate::backing::Backing;
 use crate::chunks::{ChunkSet, NIL};
-use crate::classes::{self, CLASS_SLOTS, NCLASSES};
+use crate::classes::{self, CLASS_SLOTS, MIN_SLAB, NCLASSES};
 use crate::client::{Client, Mailbox, NO_SLAB, Slab};
 use crate::client_ids::ClientIds;
-use crate::config::{Config, Flags, MIN_BLOCK, Quota};
+use crate::config::{Config, Flags, MAX_CHUNK_SIZE, MIN_BLOCK, MIN_CHUNK_SIZE, Quota};
 use crate::error::{Error, Exhausted, HostTable, Result};
 
 /// A test's hold on [`Arena::decommit_free_chunks`] (see `Arena::hold_decommit`).
@@ -54,6 +54,60 @@ pub(crate) const MIN_PAGE_SHIFT: u32 = 8;
 /// At most `2^MAX_ORDER` buddy pages per chunk, so that each order's free bitmap has at most 64
 /// words and one summary word covers it (and a page count fits the page metadata).
 pub(crate) const MAX_ORDER: u32 = 12;
+/// log2 of the buddy page of chunks of `2^chunk_shift` bytes.
+pub(crate) const fn page_shift(chunk_shift: u32) -> u32 {
+    let shift = chunk_shift.saturating_sub(MAX_ORDER);
+    if shift > MIN_PAGE_SHIFT {
+        shift
+    } else {
+        MIN_PAGE_SHIFT
+    }
+}
+
+/// The most chunks of `2^chunk_shift` bytes an arena uses, whatever its backing's length:
+/// slab records are indexed by `u32`, so at most `u32::MAX - 1` slab units (32 TiB of them,
+/// or more with pages over 8 KiB) are used, the rest is left alone like any tail. (A slab
+/// unit, 8 KiB or a page of at most a 16th of a chunk, is below the chunk: the shift is
+/// positive.)
+pub(crate) const fn max_chunks(chunk_shift: u32) -> usize {
+    (NO_SLAB as usize - 1) >> (chunk_shift - slab_unit_shift(page_shift(chunk_shift)))
+}
+
+/// log2 of the slab unit with buddy pages of `2^page_shift` bytes: [`MIN_SLAB`], or a page if
+/// that is larger.
+const fn slab_unit_shift(page_shift: u32) -> u32 {
+    if page_shift > MIN_SLAB.trailing_zeros() {
+        page_shift
+    } else {
+        MIN_SLAB.trailing_zeros()
+    }
+}
+
+/// The largest block any arena can hand out, whatever its configuration and backing: a run of
+/// every chunk the largest arena of chunks of one size uses ([`max_chunks`], at most
+/// [`MAX_RUN`](crate::client::MAX_RUN), and at most `isize::MAX` bytes of them), for the size
+/// that makes it largest. 64 TiB less one 64 MiB chunk with 64-bit pointers, 31 chunks of 64
+/// MiB (1,984 MiB) with 32-bit ones. [`Client::alloc`](crate::Client::alloc) refuses any larger
+/// size with [`Error::TooLarge`] in every arena, so a caller can refuse it without one.
+pub const MAX_BLOCK_SIZE: usize = {
+    let mut largest = 0;
+    let mut chunk_shift = MIN_CHUNK_SIZE.trailing_zeros();
+    while chunk_shift <= MAX_CHUNK_SIZE.trailing_zeros() {
+        let mut chunks = max_chunks(chunk_shift);
+        if chunks > crate::client::MAX_RUN {
+            chunks = crate::client::MAX_RUN;
+        }
+        if chunks > isize::MAX as usize >> chunk_shift {
+            chunks = isize::MAX as usize >> chunk_shift;
+        }
+        if chunks << chunk_shift > largest {
+            largest = chunks << chunk_shift;
+        }
+        chunk_shift += 1;
+    }
+    largest
+};
+
 /// log2 of the bytes whose block-start bits and page metadata share a pair of words of the
 /// marks table (so a block's start bit and its page's metadata share a cache line).
 pub(crate) const MARK_SHIFT: u32 = 10;
@@ -408,13 +462,9 @@ impl Arena {
             - start;
         let room = backing.len().checked_sub(pad).ok_or(too_small.clone())?;
         let chunk_shift = chunk.trailing_zeros();
-        let page_shift = MIN_PAGE_SHIFT.max(chunk_shift.saturating_sub(MAX_ORDER));
-        let slab_unit_shift = classes::MIN_SLAB.trailing_zeros().max(page_shift);
-        // Slab records are indexed by `u32`: at most `u32::MAX - 1` slab units (32 TiB) are
-        // used, the rest is left alone like any tail. (A slab unit, 8 KiB or a page of at most
-        // a 16th of a chunk, is below the chunk: the shift is positive.)
-        let max_chunks = (NO_SLAB as usize - 1) >> (chunk_shift - slab_unit_shift);
-        let nchunks = (room / chunk).min(max_chunks);
+        let page_shift = page_shift(chunk_shift);
+        let slab_unit_shift = slab_unit_shift(page_shift);
+        let nchunks = (room / chunk).min(max_chunks(chunk_shift));
         let count = match u32::try_from(nchunks) {
             Ok(count) if count > 0 && count < NIL => count,
             _ => return Err(too_small),
@@ -1761,6 +1811,38 @@ mod tests {
         }
         assert_eq!(client.stats().chunks, 0);
         assert_eq!(arena.stats().held_chunks, 0);
+    }
+
+    #[test]
+    fn max_block_size_bounds_every_arena() {
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(MAX_BLOCK_SIZE, (1 << 46) - (1 << 26));
+        #[cfg(target_pointer_width = "32")]
+        assert_eq!(MAX_BLOCK_SIZE, 31 << 26);
+        // The largest arena of each chunk size (its length set past what `new` lays out, as
+        // above): its longest block is at most the bound, and is the bound for 64 MiB chunks.
+        for shift in MIN_CHUNK_SIZE.trailing_zeros()..=MAX_CHUNK_SIZE.trailing_zeros() {
+            assert!(
+                max_chunks(shift) < 1 << 29,
+                "chunk indices stay below COMMITTED_BY_RUN"
+            );
+            // A 64 MiB arena is too much for the interpreter; the others are of one chunk.
+            if cfg!(miri) && shift > 20 {
+                continue;
+            }
+            let mut arena = arena(1, 1 << shift);
+            arena.geo.len = max_chunks(shift).min(isize::MAX as usize >> shift) << shift;
+            assert!(arena.max_block_size() <= MAX_BLOCK_SIZE);
+            if shift == MAX_CHUNK_SIZE.trailing_zeros() {
+                assert_eq!(arena.max_block_size(), MAX_BLOCK_SIZE);
+            }
+            let client = arena.create_client(Quota::UNLIMITED).unwrap();
+            let size = MAX_BLOCK_SIZE + 1;
+            assert!(matches!(
+                client.alloc(core::alloc::Layout::from_size_align(size, 16).unwrap()),
+                Err(Error::TooLarge { size: s, .. }) if s == size
+            ));
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ mod test_rng;
 /// The `allocator-api2` crate whose [`Allocator`](allocator_api2::alloc::Allocator) `&Client`
 /// implements, so that users name the same version of the trait.
 pub use allocator_api2;
-pub use arena::{Arena, ArenaStats};
+pub use arena::{Arena, ArenaStats, MAX_BLOCK_SIZE};
 pub use backing::Backing;
 pub use client::{Client, ClientStats, POISON_BYTE};
 pub use config::{Config, Flags, MAX_CHUNK_SIZE, MAX_MIN_BLOCK, MIN_BLOCK, MIN_CHUNK_SIZE, Quota};

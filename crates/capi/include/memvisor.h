@@ -105,9 +105,11 @@ enum memvisor_status
   MEMVISOR_STATUS_STRUCT_SIZE = 5,
   // The memory block cannot hold one aligned chunk.
   MEMVISOR_STATUS_BLOCK_TOO_SMALL = 6,
-  // The requested block is larger than the largest block of the context (or the memory
+  // The requested block is larger than the largest block of the context (a size larger
+  // than any context's block, 64 TiB less 64 MiB with 64-bit pointers, 1,984 MiB with
+  // 32-bit ones, is refused so before the handle is looked up), or the memory
   // block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or reaches
-  // the end of the address space: `memory + len` over `UINTPTR_MAX`, a block whose last
+  // the end of the address space (`memory + len` over `UINTPTR_MAX`, a block whose last
   // byte is at `UINTPTR_MAX` included).
   MEMVISOR_STATUS_TOO_LARGE = 7,
   // The requested alignment is not a power of two or exceeds the context's largest

@@ -93,6 +93,11 @@ pub unsafe extern "C" fn memvisor_alloc_aligned(
         if !align.is_power_of_two() || align > MAX_CHUNK_SIZE {
             return Err(Status::UnsupportedAlignment);
         }
+        // No context has a block past `MAX_BLOCK_SIZE`: such a size is refused as one before
+        // the handle is looked up, so a dead handle answers it as a live one does.
+        if size > memvisor_arena::MAX_BLOCK_SIZE {
+            return Err(Status::TooLarge);
+        }
         let layout = Layout::from_size_align(size, align).map_err(|_| Status::TooLarge)?;
         // SAFETY: the per-client thread contract.
         let live = unsafe { registry::client(client.id) }?;

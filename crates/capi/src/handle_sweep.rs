@@ -32,9 +32,11 @@ pub(crate) fn argument_errors_come_first(context: Context, client: Client, p: *m
         [
             crate::memvisor_alloc(client, 64, null.cast()),
             crate::memvisor_alloc(client, usize::MAX, &mut q),
+            crate::memvisor_alloc(client, memvisor_arena::MAX_BLOCK_SIZE + 1, &mut q),
             crate::memvisor_alloc_aligned(client, 64, 64, null.cast()),
             crate::memvisor_alloc_aligned(client, 64, 3, &mut q),
             crate::memvisor_alloc_aligned(client, usize::MAX, 64, &mut q),
+            crate::memvisor_alloc_aligned(client, memvisor_arena::MAX_BLOCK_SIZE + 1, 64, &mut q),
             crate::memvisor_client_free(client, null, null.cast()),
             crate::memvisor_client_owns(client, p, null.cast()),
             crate::memvisor_client_owns(client, null, &mut owns),
@@ -57,8 +59,10 @@ pub(crate) fn argument_errors_come_first(context: Context, client: Client, p: *m
         [
             NullPointer,
             TooLarge,
+            TooLarge,
             NullPointer,
             UnsupportedAlignment,
+            TooLarge,
             TooLarge,
             NullPointer,
             NullPointer,
