@@ -181,14 +181,26 @@ pub struct Size(pub u64);
 
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, bytes) = UNITS
-            .iter()
-            .find(|&&(_, bytes)| self.0 != 0 && self.0.is_multiple_of(bytes))
-            .copied()
-            .unwrap_or(("B", 1));
-        let text = format!("{} {name}", self.0 / bytes);
-        f.pad(&text)
+        f.pad(&exact(u128::from(self.0)))
     }
+}
+
+/// [`Size`]'s text for a byte count that may pass 64 bits (a total of 64-bit sizes).
+///
+/// ```
+/// use memvisor_cli::size::exact;
+///
+/// assert_eq!(exact(1 << 64), "16777216 TiB");
+/// assert_eq!(exact(3 << 20), "3 MiB");
+/// ```
+#[must_use]
+pub fn exact(bytes: u128) -> String {
+    let (name, unit) = UNITS
+        .iter()
+        .find(|&&(_, unit)| bytes != 0 && bytes.is_multiple_of(u128::from(unit)))
+        .copied()
+        .unwrap_or(("B", 1));
+    format!("{} {name}", bytes / u128::from(unit))
 }
 
 /// Displays a byte count rounded to one decimal in the largest binary unit it reaches

@@ -79,3 +79,30 @@ fn cloud_hypervisor_pmem_size_is_a_multiple_of_2_mib() {
     );
     assert_planned(&json(G, r#"{"file": "/p", "size": null}"#));
 }
+
+#[test]
+fn cloud_hypervisor_pmem_regions_past_the_address_space_are_named_at_their_total() {
+    // Two regions of 2^63 bytes: 2^64 bytes together, which is not a 64-bit number. The
+    // message gives their total as it is, and says they alone leave no room.
+    let half = 1u64 << 63;
+    let two = format!(r#"{{"file": "/p", "size": {half}}}, {{"file": "/q", "size": {half}}}"#);
+    let err = refused(
+        "two regions of 2^63 bytes",
+        plan(&json(G, &two)),
+        &[
+            "16777216 TiB of virtio-pmem regions",
+            "below its platform device area",
+        ],
+    );
+    assert!(!err.contains("18446744073709551615"), "{err}");
+    // One region larger than the 64 GiB space: the same.
+    let one = format!(r#"{{"file": "/p", "size": {}}}"#, 128 * G);
+    refused(
+        "a region past the space",
+        plan(&json(G, &one)),
+        &[
+            "128 GiB of virtio-pmem regions",
+            "below its platform device area",
+        ],
+    );
+}

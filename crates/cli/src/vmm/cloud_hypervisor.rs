@@ -518,10 +518,15 @@ fn device_area(
         below.saturating_sub(CH_VIRTIO_BAR_SIZE) / CH_VIRTIO_BAR_ALIGN * CH_VIRTIO_BAR_ALIGN;
     let last = first.saturating_sub(CH_VIRTIO_BAR_ALIGN * u128::from(slots.max(1) - 1));
     if below < platform {
-        let pmem: u64 = devices.1.iter().fold(0, |a, &s| a.saturating_add(s));
+        let pmem: u128 = devices.1.iter().map(|&s| u128::from(s)).sum();
+        let alone = if below == 0 {
+            ", more than all the space below its platform device area"
+        } else {
+            ""
+        };
         what_devices = format!(
-            "{what_devices}, under {} of virtio-pmem regions, which it takes first",
-            Size(pmem)
+            "{what_devices}, under {} of virtio-pmem regions, which it takes first{alone}",
+            crate::size::exact(pmem)
         );
     }
     let ram_end = ChRam::of(arch).end_of(zones);
