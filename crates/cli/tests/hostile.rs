@@ -604,3 +604,23 @@ fn stdin_pipe_held_open_does_not_hang() {
     }
     assert!(start.elapsed() >= std::time::Duration::from_secs(10));
 }
+
+#[test]
+fn a_name_taken_from_the_file_name_holds_its_control_characters_escaped() {
+    // A name may not hold control or format characters: one taken from the file name has them
+    // escaped, in the table's heading and in the JSON document alike (whose string then reads
+    // back as that escaped text).
+    let dir = std::env::temp_dir().join(format!("memvisor-stem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ev\u{1b}[31mil\u{202e}.toml");
+    std::fs::write(&path, "[memory]\nsize = \"1GiB\"\n").unwrap();
+    let path = path.to_str().unwrap();
+    let (code, out, err) = run(&["plan", "--json", path]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["name"], "ev\\u{1b}[31mil\\u{202e}");
+    let (code, out, err) = run(&["plan", path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ev\\u{1b}[31mil\\u{202e}: "), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
