@@ -166,6 +166,22 @@ pub fn resolve(path: &str) -> Resolved {
                         };
                     }
                 };
+                // A process's link in /proc (`fd/N`, `cwd`, `exe`) whose text is not a path
+                // (`pipe:[123]`, `socket:[45]`, `anon_inode:[eventfd]`): the kernel takes it to
+                // the open object itself, never to a folder, and the text leads nowhere. (The
+                // links of /proc itself, `self` and `mounts`, name paths.)
+                if next.starts_with("/proc")
+                    && next.parent() != Some(std::path::Path::new("/proc"))
+                    && !target.is_absolute()
+                {
+                    return Resolved::Blocked {
+                        at: shown(&next),
+                        why: format!(
+                            "is a link to `{}`, an open object that no path leads into",
+                            target.to_string_lossy()
+                        ),
+                    };
+                }
                 if target.is_absolute() {
                     at = PathBuf::from("/");
                 }
@@ -1704,6 +1720,29 @@ mod tests {
             blocked("loop", "leads through more than 40 symlinks (a loop?)")
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resolve_stops_at_a_proc_link_to_an_open_object() {
+        use std::os::fd::AsRawFd;
+        // `/proc/self/fd/N` of a pipe reads as `pipe:[INODE]`, which the kernel never takes as
+        // a path: it takes the link to the pipe itself. Followed as text, it named a missing
+        // `/proc/PID/fd/pipe:[INODE]` that `mkdir -p` was to make.
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let path = format!("/proc/self/fd/{}", reader.as_raw_fd());
+        for written in [path.clone(), format!("{path}/x")] {
+            let Resolved::Blocked { at, why } = resolve(&written) else {
+                panic!("{written}: {:?}", resolve(&written));
+            };
+            let pid = std::process::id();
+            assert_eq!(at, format!("/proc/{pid}/fd/{}", reader.as_raw_fd()));
+            assert!(why.starts_with("is a link to `pipe:["), "{why}");
+        }
+        // Links of /proc itself name paths, and are followed.
+        assert_eq!(
+            resolve("/proc/self/fd/.."),
+            Resolved::To(format!("/proc/{}", std::process::id()))
+        );
     }
 
     #[test]
