@@ -470,6 +470,27 @@ pub const MAX_SPEC_BYTES: usize = 1 << 20;
 /// The longest name (of the VM or of a device), in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
+/// The VM's name taken from the file `origin` names (its stem, the extension left out), made a
+/// name as names are checked: control and format characters escaped (`\u{1b}`), other white
+/// space than the space made a space, at most [`MAX_NAME_CHARS`] characters, no white space at
+/// either end; `fallback` if nothing is left (a file named ` .toml`).
+pub(crate) fn name_of_file(origin: &str, fallback: &str) -> String {
+    let stem = std::path::Path::new(origin)
+        .file_stem()
+        .map_or_else(|| origin.to_owned(), |s| s.to_string_lossy().into_owned());
+    let name: String = crate::render::escape(&stem)
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let name = name.trim();
+    if name.is_empty() {
+        fallback.to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
 /// The most `[[device]]` entries: the largest number of interrupts any architecture hands out
 /// (the 96 AArch64 SPIs; x86_64 has fewer). Checked before any device is looked at.
 pub const MAX_DEVICES: usize = 96;
@@ -541,6 +562,32 @@ mod tests {
         assert_eq!(spec.nodes.len(), 1);
         assert_eq!(spec.ram(), 256 << 20);
         assert_eq!(spec.name, "t");
+    }
+
+    #[test]
+    fn a_name_from_the_file_name_keeps_the_rules_of_names() {
+        let long = "n".repeat(100);
+        for (origin, name) in [
+            (" .toml".to_owned(), "vm".to_owned()),
+            ("  x  .toml".to_owned(), "x".to_owned()),
+            ("\u{a0}.toml".to_owned(), "vm".to_owned()),
+            ("a\u{a0}b\tc.toml".to_owned(), "a b\\u{9}c".to_owned()),
+            (format!("/tmp/{long}.toml"), "n".repeat(MAX_NAME_CHARS)),
+            ("ev\u{202e}il.toml".to_owned(), "ev\\u{202e}il".to_owned()),
+        ] {
+            let spec = parse(Source {
+                origin: &origin,
+                text: "[memory]\nsize = \"256MiB\"\n",
+            })
+            .unwrap();
+            assert_eq!(spec.name, name, "{origin:?}");
+            // It reads back as a name: written as one, it is taken as it is.
+            let named = format!(
+                "name = {}\n[memory]\nsize = \"256MiB\"\n",
+                toml::Value::String(name.clone())
+            );
+            assert_eq!(parse(src(&named)).unwrap().name, name, "{origin:?}");
+        }
     }
 
     #[test]

@@ -1069,13 +1069,9 @@ fn check(src: Source<'_>, raw: RawSpec, arch: Option<Arch>) -> Result<VmSpec, Sp
 
     let name = match &raw.name {
         Some(name) => check_name(src, "name", name)?,
-        // The file name, escaped: it may hold any character.
         None if src.origin == DEFAULT_ORIGIN => "default".to_owned(),
-        None => escape(&std::path::Path::new(src.origin).file_stem().map_or_else(
-            || src.origin.to_owned(),
-            |s| s.to_string_lossy().into_owned(),
-        ))
-        .into_owned(),
+        // The file name, made a name: it may hold any character.
+        None => crate::spec::name_of_file(src.origin, "vm"),
     };
     Ok(VmSpec {
         name,

@@ -2172,22 +2172,9 @@ fn fc_device_limit(
     Ok(())
 }
 
+/// The name of a spec made from the Firecracker file `origin`.
 fn stem(origin: &str) -> String {
-    let stem = std::path::Path::new(origin)
-        .file_stem()
-        .map_or_else(|| origin.to_owned(), |s| s.to_string_lossy().into_owned());
-    // A name holds no white space but the space (the file name may: a no-break space, a tab).
-    let mut name: String = crate::render::escape(&stem)
-        .chars()
-        .map(|c| if c.is_whitespace() { ' ' } else { c })
-        .take(crate::spec::MAX_NAME_CHARS)
-        .collect();
-    // A name may not start or end with white space.
-    name = name.trim().to_owned();
-    if name.is_empty() {
-        name = "firecracker".to_owned();
-    }
-    name
+    crate::spec::name_of_file(origin, "firecracker")
 }
 
 #[cfg(test)]
