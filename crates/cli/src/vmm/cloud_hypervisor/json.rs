@@ -1718,6 +1718,13 @@ mod tests {
             // Not JSON, or not an object.
             ("{", "", (1, 1), "not JSON"),
             (r#"{"memory": {"size": 1}} x"#, "", (1, 25), "not JSON"),
+            // A byte order mark, which the excerpt does not show, is named.
+            (
+                "\u{feff}{\"memory\": {\"size\": 1}}",
+                "",
+                (1, 1),
+                "not JSON: the text starts with a byte order mark (U+FEFF)",
+            ),
             (
                 r#"{"memory": [1073741824]}"#,
                 "memory",

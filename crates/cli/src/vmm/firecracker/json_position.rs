@@ -54,7 +54,13 @@ fn json_error(
 ) -> SpecError {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    let mut message = full.strip_suffix(&suffix).unwrap_or(&full);
+    // serde_json refuses a byte order mark as it refuses any other character before the
+    // value, and the excerpt cannot show it (the mark is no part of a line): say what it is.
+    if base == 0 && text.starts_with('\u{feff}') && e.is_syntax() && e.line() == 1 {
+        message = "the text starts with a byte order mark (U+FEFF), which JSON does not allow: \
+                   save it without one";
+    }
     let what = if e.is_syntax() || e.is_eof() {
         "not JSON"
     } else {
