@@ -84,11 +84,11 @@ const fn slab_unit_shift(page_shift: u32) -> u32 {
 }
 
 /// The largest block any arena can hand out, whatever its configuration and backing: a run of
-/// every chunk the largest arena of chunks of one size uses ([`max_chunks`], at most
-/// [`MAX_RUN`](crate::client::MAX_RUN), and at most `isize::MAX` bytes of them), for the size
-/// that makes it largest. 64 TiB less one 64 MiB chunk with 64-bit pointers, 31 chunks of 64
-/// MiB (1,984 MiB) with 32-bit ones. [`Client::alloc`](crate::Client::alloc) refuses any larger
-/// size with [`Error::TooLarge`] in every arena, so a caller can refuse it without one.
+/// every chunk the largest arena of chunks of one size uses (the chunks whose slab units a
+/// `u32` indexes, at most the `2^28 - 1` a run records, and at most `isize::MAX` bytes of
+/// them), for the size that makes it largest. 64 TiB less one 64 MiB chunk with 64-bit pointers, 31
+/// chunks of 64 MiB (1,984 MiB) with 32-bit ones. [`Client::alloc`](crate::Client::alloc) refuses
+/// any larger size with [`Error::TooLarge`] in every arena, so a caller can refuse it without one.
 pub const MAX_BLOCK_SIZE: usize = {
     let mut largest = 0;
     let mut chunk_shift = MIN_CHUNK_SIZE.trailing_zeros();
