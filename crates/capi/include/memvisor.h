@@ -106,8 +106,8 @@ enum memvisor_status
   // The memory block cannot hold one aligned chunk.
   MEMVISOR_STATUS_BLOCK_TOO_SMALL = 6,
   // The requested block is larger than the largest block of the context (a size larger
-  // than any context's block, 64 TiB less 64 MiB with 64-bit pointers, 1,984 MiB with
-  // 32-bit ones, is refused so before the handle is looked up), or the memory
+  // than any context's block, 64 TiB less 64 MiB with 64-bit pointers, 2 GiB less 64 KiB
+  // with 32-bit ones, is refused so before the handle is looked up), or the memory
   // block given to `memvisor_context_create` is longer than `PTRDIFF_MAX` bytes or reaches
   // the end of the address space (`memory + len` over `UINTPTR_MAX`, a block whose last
   // byte is at `UINTPTR_MAX` included).

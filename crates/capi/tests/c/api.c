@@ -266,8 +266,8 @@ static void test_client_errors(void) {
         CHECK_STATUS(memvisor_size_of(bad[i], &local, &size), MEMVISOR_STATUS_INVALID_HANDLE);
         CHECK_STATUS(memvisor_client_get_stats(bad[i], &cs), MEMVISOR_STATUS_INVALID_HANDLE);
         CHECK_STATUS(memvisor_client_delete(bad[i]), MEMVISOR_STATUS_INVALID_HANDLE);
-        /* A size past any context's largest block (64 TiB less a chunk, or 1,984 MiB with
-         * 32-bit pointers) is judged before the handle, as for a live client. */
+        /* A size past any context's largest block (64 TiB less 64 MiB, or 2 GiB less 64 KiB
+         * with 32-bit pointers) is judged before the handle, as for a live client. */
         CHECK_STATUS(memvisor_alloc(bad[i], (size_t)PTRDIFF_MAX - 4095, &p),
                      MEMVISOR_STATUS_TOO_LARGE);
         CHECK_STATUS(memvisor_alloc_aligned(bad[i], (size_t)PTRDIFF_MAX - 4095, 64, &p),
