@@ -465,13 +465,13 @@ pub(super) const CH_PMEM_ALIGN: u64 = 2 << 20;
 /// The size of a virtio-pci device's BAR (`CAPABILITY_BAR_SIZE`).
 const CH_VIRTIO_BAR_SIZE: u128 = 512 << 10;
 
-/// Where the lowest of the virtio-pmem regions of `sizes` starts in a PCI device area that ends
-/// at `top`: Cloud Hypervisor makes its virtio devices, and takes each pmem region from the area,
-/// before it gives any device its BAR; its allocator takes each range from the top down,
-/// aligned (2 MiB), so the regions lie one under the other from `top` rounded down to 2 MiB.
-/// `top` itself when there are none.
-fn pmem_low(top: u128, sizes: &[u64]) -> u128 {
-    let total: u128 = sizes.iter().map(|&s| u128::from(s)).sum();
+/// Where the lowest of virtio-pmem regions of `total` bytes together starts in a PCI device
+/// area that ends at `top`: Cloud Hypervisor makes its virtio devices, and takes each pmem
+/// region from the area, before it gives any device its BAR; its allocator takes each range
+/// from the top down, aligned (2 MiB, which every region's size is a multiple of), so the
+/// regions lie one under the other from `top` rounded down to 2 MiB. `top` itself when there
+/// are none.
+fn pmem_low(top: u128, total: u128) -> u128 {
     if total == 0 {
         return top;
     }
@@ -513,14 +513,14 @@ fn device_area(
     // The highest start of the PCI device area that still holds a slot for each device below
     // the platform device area and the virtio-pmem regions, which are taken first (one slot at
     // least: an empty area makes Cloud Hypervisor fail).
-    let below = pmem_low(platform, &devices.1);
+    let pmem: u128 = devices.1.iter().map(|&s| u128::from(s)).sum();
+    let below = pmem_low(platform, pmem);
     let first =
         below.saturating_sub(CH_VIRTIO_BAR_SIZE) / CH_VIRTIO_BAR_ALIGN * CH_VIRTIO_BAR_ALIGN;
     let last = first.saturating_sub(CH_VIRTIO_BAR_ALIGN * u128::from(slots.max(1) - 1));
     if below < platform {
-        let pmem: u128 = devices.1.iter().map(|&s| u128::from(s)).sum();
         let alone = if below == 0 {
-            ", more than all the space below its platform device area"
+            ", which leave no space below its platform device area"
         } else {
             ""
         };
